@@ -1,0 +1,96 @@
+// The boundary between the addon and a compute backend (CPU now, CUDA beside it). The addon talks only
+// to this interface, so a second backend slots in without touching the bindings or the TypeScript side.
+// A backend is used by one thread at a time: the TypeScript layer serializes the calls on a model.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "model_spec.h"
+
+namespace dixie {
+
+enum class DType { F32, F16, BF16 };
+
+enum class OptimizerKind { AdamW, SGD };
+
+// Which optimizer moment a state transfer addresses (AdamW keeps both; SGD keeps none).
+enum class OptimizerSlot { M, V };
+
+struct BackendOptions {
+  int threads = 0;               // 0: one per core of the machine
+  int max_batch = 1;             // training memory is planned once for max_batch x max_seq
+  int max_seq = 0;               // 0: n_ctx
+  bool recompute = false;        // memory-saving gradients: keep only each block's input, recompute in backward
+  bool trainable = true;         // false: no gradients, optimizer state or training activations are allocated
+  DType weight_dtype = DType::F32;  // F16/BF16: weights stored 16-bit for inference only, computed in float32
+};
+
+struct StepOptions {
+  OptimizerKind kind = OptimizerKind::AdamW;
+  float lr = 1e-4f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float weight_decay = 0.0f;
+  float grad_scale = 1.0f;       // applied to the accumulated gradient first (1 / micro-batches)
+  float grad_clip = 0.0f;        // clip by global norm when > 0
+};
+
+struct MemoryReport {
+  size_t params = 0, grads = 0, optimizer = 0, activations = 0, kv_cache = 0;
+};
+
+// Sampling settings for one sequence. See native/cpu/sampler.h for the exact semantics.
+struct SamplingParams {
+  float temperature = 1.0f;      // 0: greedy
+  int top_k = 0;                 // 0: off
+  float top_p = 1.0f;            // 1: off
+  float penalize = 0.0f;         // repetition penalty of the original tools; 0: off
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const ModelSpec& spec() const = 0;
+  virtual MemoryReport memory() const = 0;
+  virtual std::string device_name() const = 0;
+
+  // Parameters, gradients and optimizer moments by flat offset (see ModelSpec). Writes convert from dtype.
+  virtual void write_params(size_t offset, const void* src, size_t count, DType dtype) = 0;
+  virtual void read_params(size_t offset, float* dst, size_t count) const = 0;
+  virtual void read_grads(size_t offset, float* dst, size_t count) const = 0;
+  virtual void write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) = 0;
+  virtual void read_optimizer_state(OptimizerSlot slot, size_t offset, float* dst, size_t count) const = 0;
+  virtual int64_t optimizer_step_count() const = 0;
+  virtual void set_optimizer_step_count(int64_t t) = 0;
+  // Per-tensor flags, indexed like ModelSpec::tensors(): which tensors the optimizer updates, which it decays.
+  virtual void set_param_flags(const uint8_t* trainable, const uint8_t* decay) = 0;
+
+  // Training. forward: inputs/targets [B, T] token ids (targets may be null: no loss); returns the mean
+  // cross-entropy loss (NaN when no targets) and copies the logits [B, T, V] into logits_out when non-null.
+  // backward: adds d(loss)/d(params) of the last forward into the gradient buffer. step: one optimizer
+  // update from the accumulated gradients, which it then zeroes; returns the global gradient norm.
+  virtual float forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) = 0;
+  virtual void zero_grad() = 0;
+  virtual void backward() = 0;
+  virtual float step(const StepOptions& options) = 0;
+
+  // KV-cached decoding over independent sequences ("slots"), each up to n_ctx tokens long.
+  // kv_reserve plans the cache once. kv_forward appends n_new[i] tokens (concatenated in `tokens`) to
+  // slot slots[i] after its current length and writes the logits of each slot's last new token to
+  // logits_out [n, V]. The caller keeps every slot within n_ctx (see lib/generate for the window policy).
+  virtual void kv_reserve(int n_slots) = 0;
+  virtual void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) = 0;
+  virtual void kv_reset(int slot) = 0;
+  virtual int kv_length(int slot) const = 0;
+
+  // Samples one token per row of logits [n, V] with per-row settings and per-row RNG state (64-bit words,
+  // advanced in place). history/history_len: the tokens each row has seen, for the repetition penalty.
+  virtual void sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+                      const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(const GPT2Config& config, const BackendOptions& options);
+
+}  // namespace dixie

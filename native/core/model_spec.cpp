@@ -1,0 +1,74 @@
+#include "model_spec.h"
+
+#include <stdexcept>
+
+namespace dixie {
+
+namespace {
+
+// Groups start on a 64-byte boundary so that SIMD loads of a group's first element are aligned.
+constexpr size_t kGroupAlignFloats = 16;
+
+size_t align_up(size_t n) { return (n + kGroupAlignFloats - 1) / kGroupAlignFloats * kGroupAlignFloats; }
+
+void require_positive(int value, const char* field) {
+  if (value <= 0) throw std::invalid_argument(std::string("config field '") + field + "' must be a positive integer");
+}
+
+}  // namespace
+
+ModelSpec::ModelSpec(const GPT2Config& c) : config_(c) {
+  require_positive(c.n_layer, "n_layer");
+  require_positive(c.n_head, "n_head");
+  require_positive(c.n_embd, "n_embd");
+  require_positive(c.n_ctx, "n_ctx");
+  require_positive(c.vocab_size, "vocab_size");
+  if (c.n_embd % c.n_head != 0)
+    throw std::invalid_argument("config field 'n_embd' (" + std::to_string(c.n_embd) +
+                                ") must be divisible by 'n_head' (" + std::to_string(c.n_head) + ")");
+
+  const int64_t C = c.n_embd, V = c.vocab_size, T = c.n_ctx;
+  struct Group { ParamKind kind; const char* name; std::vector<int64_t> per_layer_shape; bool per_layer; };
+  const Group groups[NUM_PARAM_KINDS] = {
+      {WTE, "wte.weight", {V, C}, false},
+      {WPE, "wpe.weight", {T, C}, false},
+      {LN1_W, "ln_1.weight", {C}, true},
+      {LN1_B, "ln_1.bias", {C}, true},
+      {QKV_W, "attn.c_attn.weight", {C, 3 * C}, true},
+      {QKV_B, "attn.c_attn.bias", {3 * C}, true},
+      {ATTPROJ_W, "attn.c_proj.weight", {C, C}, true},
+      {ATTPROJ_B, "attn.c_proj.bias", {C}, true},
+      {LN2_W, "ln_2.weight", {C}, true},
+      {LN2_B, "ln_2.bias", {C}, true},
+      {FC_W, "mlp.c_fc.weight", {C, 4 * C}, true},
+      {FC_B, "mlp.c_fc.bias", {4 * C}, true},
+      {FCPROJ_W, "mlp.c_proj.weight", {4 * C, C}, true},
+      {FCPROJ_B, "mlp.c_proj.bias", {C}, true},
+      {LNF_W, "ln_f.weight", {C}, false},
+      {LNF_B, "ln_f.bias", {C}, false},
+  };
+
+  size_t offset = 0;
+  for (const Group& g : groups) {
+    size_t per_layer_numel = 1;
+    for (int64_t d : g.per_layer_shape) per_layer_numel *= static_cast<size_t>(d);
+    const int copies = g.per_layer ? c.n_layer : 1;
+    group_offset_[g.kind] = offset;
+    group_numel_[g.kind] = per_layer_numel * copies;
+    for (int l = 0; l < copies; ++l) {
+      ParamTensor t;
+      t.name = g.per_layer ? "h." + std::to_string(l) + "." + g.name : g.name;
+      t.shape = g.per_layer_shape;
+      t.offset = offset + per_layer_numel * l;
+      t.numel = per_layer_numel;
+      t.kind = g.kind;
+      t.layer = g.per_layer ? l : -1;
+      t.is_matrix = g.per_layer_shape.size() == 2;
+      tensors_.push_back(std::move(t));
+    }
+    offset = align_up(offset + group_numel_[g.kind]);
+  }
+  num_params_ = offset;
+}
+
+}  // namespace dixie

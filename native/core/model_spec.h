@@ -1,0 +1,70 @@
+// The GPT-2 model's hyper-parameters and the layout of its parameters in one flat float buffer.
+// Gradients and optimizer moments share this layout, so one offset addresses a tensor in all of them.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dixie {
+
+struct GPT2Config {
+  int n_layer = 0;
+  int n_head = 0;
+  int n_embd = 0;
+  int n_ctx = 0;       // max sequence length (n_positions)
+  int vocab_size = 0;
+};
+
+// The kinds of parameter tensor, in the order their groups sit in the flat buffer. Per-layer kinds
+// hold all layers back to back, so layer l of a kind starts at group_offset + l * per_layer_numel.
+enum ParamKind {
+  WTE,        // [V, C]
+  WPE,        // [maxT, C]
+  LN1_W,      // [L, C]
+  LN1_B,      // [L, C]
+  QKV_W,      // [L, C, 3C]  (Hugging Face Conv1D layout: y = x @ W + b)
+  QKV_B,      // [L, 3C]
+  ATTPROJ_W,  // [L, C, C]
+  ATTPROJ_B,  // [L, C]
+  LN2_W,      // [L, C]
+  LN2_B,      // [L, C]
+  FC_W,       // [L, C, 4C]
+  FC_B,       // [L, 4C]
+  FCPROJ_W,   // [L, 4C, C]
+  FCPROJ_B,   // [L, C]
+  LNF_W,      // [C]
+  LNF_B,      // [C]
+  NUM_PARAM_KINDS
+};
+
+// One named tensor as Hugging Face names it ("h.3.attn.c_attn.weight"), with its place in the buffer.
+struct ParamTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  size_t offset = 0;  // in floats, from the start of the flat buffer
+  size_t numel = 0;
+  ParamKind kind = WTE;
+  int layer = -1;     // -1 for tensors that are not per layer
+  bool is_matrix = false;  // 2-D weights: the ones AdamW decays by default
+};
+
+class ModelSpec {
+ public:
+  explicit ModelSpec(const GPT2Config& config);  // throws std::invalid_argument naming the bad field
+
+  const GPT2Config& config() const { return config_; }
+  size_t num_params() const { return num_params_; }
+  const std::vector<ParamTensor>& tensors() const { return tensors_; }
+  size_t group_offset(ParamKind kind) const { return group_offset_[kind]; }
+  size_t group_numel(ParamKind kind) const { return group_numel_[kind]; }
+
+ private:
+  GPT2Config config_;
+  size_t num_params_ = 0;
+  size_t group_offset_[NUM_PARAM_KINDS] = {};
+  size_t group_numel_[NUM_PARAM_KINDS] = {};
+  std::vector<ParamTensor> tensors_;
+};
+
+}  // namespace dixie
