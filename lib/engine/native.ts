@@ -95,7 +95,8 @@ let addon: NativeAddon | undefined;
 
 export function loadAddon(): NativeAddon {
   if (!addon) {
-    const file = path.join(__dirname, '..', '..', '..', 'build', 'Release', 'dixie_native.node');
+    // DIXIE_ADDON points at another build of the addon (a debug or CUDA build, say).
+    const file = process.env.DIXIE_ADDON ?? path.join(__dirname, '..', '..', '..', 'build', 'Release', 'dixie_native.node');
     try {
       addon = require(file) as NativeAddon;
     } catch (err) {
