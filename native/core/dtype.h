@@ -55,7 +55,7 @@ inline uint16_t f32_to_f16(float f) {
   if (abs < 0x38800000u) {                                       // below the smallest normal half
     if (abs < 0x33000000u) return sign;                          // rounds to zero
     const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
-    const int shift = 126 - static_cast<int>(abs >> 23) + 14;     // 14..24
+    const int shift = 126 - static_cast<int>(abs >> 23);          // 14..24
     const uint32_t half = mant >> shift;
     const uint32_t rem = mant & ((1u << shift) - 1);
     const uint32_t halfway = 1u << (shift - 1);

@@ -72,7 +72,12 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& t
   }
   wake_.notify_all();
   work(0);
-  while (busy_workers_.load(std::memory_order_acquire) != 0) cpu_relax();
+  // A worker still busy here may have been preempted (a loaded machine): after a short spin, yield the core so
+  // that it can finish rather than burning the time slice it needs.
+  for (int spins = 0; busy_workers_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < kSpinIterations / 10) cpu_relax();
+    else std::this_thread::yield();
+  }
   task_ = nullptr;
 }
 

@@ -1,0 +1,106 @@
+// The training driver against the bare engine: tokens/s of lib/train's loop (bin/train) on a fresh 124M
+// model at B=4, T=64, next to a plain forward/backward/step loop on the same shapes; the driver should add
+// nothing measurable. Then bin/encode's throughput on one thread and on every core.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { encodeDataset } from '../lib/data/dataset';
+import { Model } from '../lib/engine/model';
+import { loadTokenizer } from '../lib/tokenizer';
+import { train } from '../lib/train/train';
+
+const REPO = path.resolve(__dirname, '..', '..');
+const CHAT = path.join(REPO, 'examples', 'chat', 'train');
+const CONFIG = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
+const B = 4;
+const T = 64;
+const WARMUP = 1;
+const STEPS = 5;
+
+// Tokens/s of the bare engine: forward, backward, Adam step on random tokens.
+async function engineTokensPerSecond(): Promise<number> {
+  const model = Model.create(CONFIG, { maxBatch: B, maxSeq: T, seed: 1 });
+  try {
+    const inputs = Int32Array.from({ length: B * T }, (_, i) => (i * 7919) % CONFIG.vocabSize);
+    const targets = Int32Array.from({ length: B * T }, (_, i) => (i * 104729) % CONFIG.vocabSize);
+    let started = 0;
+    for (let step = 0; step < WARMUP + STEPS; step++) {
+      if (step === WARMUP) started = performance.now();
+      model.zeroGrad();
+      await model.forward(inputs, targets, B, T);
+      await model.backward();
+      await model.step({ optimizer: 'adamw', lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, gradScale: 1 });
+    }
+    return (STEPS * B * T) / ((performance.now() - started) / 1000);
+  } finally {
+    model.dispose();
+  }
+}
+
+// Tokens/s of the training loop, timed between its step lines (everything the loop does between steps
+// counts), stopped by its signal after the last step so that no 1.5 GB checkpoint is written.
+async function driverTokensPerSecond(dir: string): Promise<number> {
+  const abort = new AbortController();
+  const stamps: number[] = [];
+  await train(
+    {
+      dataset: CHAT,
+      fresh_model: true,
+      context_length: T,
+      batch_size: B,
+      learning_rate: 1e-4,
+      seed: 1,
+      checkpoint_dir: path.join(dir, 'checkpoint'),
+      sample_dir: path.join(dir, 'samples'),
+      save_every: 0,
+      save_time: 0,
+      sample_every: 0,
+    },
+    {
+      signal: abort.signal,
+      log: (line) => {
+        if (!/^\[\d+ \| /.test(line)) return;
+        stamps.push(performance.now());
+        if (stamps.length === WARMUP + STEPS) abort.abort();
+      },
+    },
+  );
+  return (STEPS * B * T) / ((stamps[stamps.length - 1] - stamps[WARMUP - 1]) / 1000);
+}
+
+async function encodeThroughput(dir: string, threads: number): Promise<{ mbPerSecond: number; tokensPerSecond: number; mb: number }> {
+  const started = performance.now();
+  const result = await encodeDataset(path.join(dir, 'text'), path.join(dir, `out-${threads}.tokens`), { tokenizer: loadTokenizer(), threads, chatCheck: 'off' });
+  const seconds = (performance.now() - started) / 1000;
+  return { mbPerSecond: result.bytes / 1e6 / seconds, tokensPerSecond: result.tokens / seconds, mb: result.bytes / 1e6 };
+}
+
+export async function run(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-train-bench-'));
+  try {
+    const engine1 = await engineTokensPerSecond();
+    const driver = await driverTokensPerSecond(dir);
+    const engine2 = await engineTokensPerSecond();
+    const engine = (engine1 + engine2) / 2;
+    console.log(`124M fresh model, B=${B}, T=${T}, ${STEPS} steps after ${WARMUP} warmup, ${os.availableParallelism()} cores\n`);
+    console.log('| loop | tokens/s | vs engine |');
+    console.log('|---|---:|---:|');
+    console.log(`| engine: forward/backward/step (mean of runs before and after) | ${engine.toFixed(0)} (${engine1.toFixed(0)}, ${engine2.toFixed(0)}) | 100% |`);
+    console.log(`| lib/train driver (bin/train) | ${driver.toFixed(0)} | ${((100 * driver) / engine).toFixed(1)}% |`);
+
+    // About 95 MB of chat text in 1000 files (the example dataset, each copy with its own numbers so that the
+    // tokenizer's word cache does not see only repeats).
+    fs.mkdirSync(path.join(dir, 'text'));
+    const files = fs.readdirSync(CHAT).map((f) => fs.readFileSync(path.join(CHAT, f), 'utf8'));
+    for (let i = 0; i < 1000; i++) fs.writeFileSync(path.join(dir, 'text', `${i}.txt`), files[i % files.length].replace(/\d+/g, (n) => String(Number(n) + i * 13)));
+    const one = await encodeThroughput(dir, 1);
+    const all = await encodeThroughput(dir, os.availableParallelism());
+    console.log(`\nbin/encode on ${one.mb.toFixed(1)} MB of chat text (GPT-2 vocabulary)\n`);
+    console.log('| threads | MB/s | tokens/s |');
+    console.log('|---:|---:|---:|');
+    console.log(`| 1 | ${one.mbPerSecond.toFixed(2)} | ${one.tokensPerSecond.toFixed(0)} |`);
+    console.log(`| ${os.availableParallelism()} | ${all.mbPerSecond.toFixed(2)} | ${all.tokensPerSecond.toFixed(0)} |`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

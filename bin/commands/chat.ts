@@ -1,0 +1,112 @@
+// bin/chat: a conversation in the terminal with a model fine-tuned on chat logs. You write as yourself, the
+// model answers as the audience; /reset starts over, /quit (or Ctrl-D, Ctrl-C) leaves.
+import readline from 'node:readline';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { ChatSession, Generator, findAudiences, isAudience } from '../../lib/generate';
+import { WeightDType } from '../../lib/engine/native';
+import { resolveModel } from '../../lib/formats/resolve_model';
+
+async function ask(rl: readline.Interface, lines: AsyncIterator<string>, question: string): Promise<string | null> {
+  rl.setPrompt(question);
+  rl.prompt();
+  const next = await lines.next();
+  return next.done ? null : next.value;
+}
+
+async function chooseAudience(rl: readline.Interface, lines: AsyncIterator<string>, audiences: string[]): Promise<string | null> {
+  if (audiences.length === 1 || !process.stdin.isTTY) return audiences[0];
+  process.stdout.write(`Audiences in this model's training data:\n${audiences.map((a, i) => `  ${i + 1}. ${a}`).join('\n')}\n`);
+  for (;;) {
+    const answer = await ask(rl, lines, `Talk to which (1-${audiences.length}, or a name)? `);
+    if (answer === null) return null;
+    const n = Number(answer.trim());
+    if (Number.isInteger(n) && n >= 1 && n <= audiences.length) return audiences[n - 1];
+    if (isAudience(answer.trim())) return answer.trim();
+  }
+}
+
+async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('chat')
+    .usage('$0 [options]\n\nChats in the terminal with a model fine-tuned on chat logs (lines of `1|<audience>|<text> <EOM>`).\n'
+      + 'You write as yourself (1), the model answers as the audience (0). Commands: /reset starts over, /quit leaves.')
+    .option('model_name', { type: 'string', default: '124M', describe: 'model name or folder' })
+    .option('restore_from', { type: 'string', describe: 'a model folder to chat with instead (a fine-tuned checkpoint)' })
+    .option('audience', { type: 'string', describe: "who the model plays (default: offered from the model's training record)" })
+    .option('length', { type: 'number', default: 64, describe: 'tokens per reply at most' })
+    .option('temperature', { type: 'number', default: 0.8, describe: 'randomness: 0 is greedy' })
+    .option('top_k', { type: 'number', default: 40, describe: 'sample from the k most likely tokens (0: all)' })
+    .option('top_p', { type: 'number', default: 1, describe: 'nucleus sampling (0 or 1: off)' })
+    .option('penalize', { type: 'number', default: 0.85, describe: 'repetition penalty in (0, 1] (0: off)' })
+    .option('seed', { type: 'number', describe: 'random seed (reply i uses seed + i)' })
+    .option('dtype', { choices: ['f32', 'f16', 'bf16'] as const, default: 'f32' as WeightDType, describe: 'weights in memory' })
+    .option('threads', { type: 'number', default: 0, describe: 'CPU threads (0: one per core)' })
+    .check((a) => {
+      if (!Number.isInteger(a.length) || a.length < 1) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
+      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be 1 to 64 characters without "|", got ${JSON.stringify(a.audience)}`);
+      if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < 0)) throw new Error(`--seed must be an integer >= 0, got ${a.seed}`);
+      return true;
+    })
+    .strict()
+    .help()
+    .parseAsync();
+
+  const name = argv.restore_from ?? argv.model_name;
+  const audiences = argv.audience !== undefined ? [argv.audience] : findAudiences(resolveModel(name).dir);
+  if (audiences.length === 0) throw new Error(`${name}: no training record lists the audiences; give --audience <name>`);
+  const gen = await Generator.load(name, { dtype: argv.dtype, threads: argv.threads, slots: 1 });
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  const lines = rl[Symbol.asyncIterator]();
+  let replying: AbortController | null = null;
+  let quitting = false;
+  const quit = (): void => {
+    quitting = true;
+    replying?.abort();
+    rl.close();
+  };
+  rl.on('SIGINT', quit);  // Ctrl-C in a terminal (raw mode)
+  process.once('SIGINT', quit);
+  try {
+    const audience = await chooseAudience(rl, lines, audiences);
+    if (audience === null) return;
+    const session = new ChatSession(gen, {
+      audience,
+      maxTokens: argv.length,
+      temperature: argv.temperature,
+      topK: argv.top_k,
+      topP: argv.top_p === 0 ? 1 : argv.top_p,
+      penalize: argv.penalize,
+    });
+    process.stdout.write(`Talking to ${audience}. /reset starts over, /quit leaves.\n`);
+    for (let turn = 0; !quitting; ) {
+      const text = await ask(rl, lines, 'you> ');
+      if (text === null || quitting) break;
+      const command = text.trim();
+      if (command === '') continue;
+      if (command === '/quit') break;
+      if (command === '/reset') {
+        session.reset();
+        process.stdout.write('(conversation cleared)\n');
+        continue;
+      }
+      process.stdout.write(`${audience}> `);
+      replying = new AbortController();
+      await session.send(text, {
+        onText: (piece) => process.stdout.write(piece),
+        signal: replying.signal,
+        seed: argv.seed === undefined ? undefined : argv.seed + turn++,
+      });
+      replying = null;
+      process.stdout.write('\n');
+    }
+  } finally {
+    rl.close();
+    await gen.close();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`chat: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,52 @@
+// bin/encode: encodes a dataset once into a token file that bin/train reads in place (no re-encoding, and
+// the tokens are never all in memory). See lib/data/token_file.ts for the format.
+import os from 'node:os';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { formatChatReport } from '../../lib/data/chat_check';
+import { DEFAULT_COMBINE, encodeDataset } from '../../lib/data/dataset';
+import { resolveModel } from '../../lib/formats/resolve_model';
+import { loadTokenizer } from '../../lib/tokenizer';
+
+async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('encode')
+    .usage(
+      '$0 <dataset> <out> [options]\n\n' +
+        'Encodes a dataset (a file, a folder recursively, or a glob of text, chat logs or .npz) into a token file for ' +
+        '`bin/train --dataset <out>`, on every core. Text files are joined with <|endoftext|> into chunks of at least ' +
+        '--combine characters, exactly as bin/train does on text. Chat files are checked; malformed lines stop it.',
+    )
+    .positional('dataset', { type: 'string', describe: 'input file, folder or glob' })
+    .positional('out', { type: 'string', describe: 'the token file to write' })
+    .demandCommand(2, 2, 'give the dataset and the output file')
+    .option('combine', { type: 'number', default: DEFAULT_COMBINE, describe: 'join text files into chunks of at least this many characters' })
+    .option('model_name', { type: 'string', describe: "encode with this model's vocabulary (default: GPT-2's)" })
+    .option('tokenizer', { type: 'string', describe: 'encode with the vocabulary in this folder (encoder.json + vocab.bpe)' })
+    .option('threads', { type: 'number', default: os.availableParallelism(), describe: 'encoding threads' })
+    .example('$0 data/chat/ data/chat.tokens', 'encode a folder of chat logs')
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .strict()
+    .help()
+    .parseAsync();
+  const [dataset, out] = argv._.map(String);
+  const tokenizer = argv.tokenizer ? loadTokenizer(argv.tokenizer) : argv.model_name ? loadTokenizer(vocabularyOf(argv.model_name)) : loadTokenizer();
+  const started = performance.now();
+  const result = await encodeDataset(dataset, out, { tokenizer, combine: argv.combine, threads: argv.threads });
+  const seconds = (performance.now() - started) / 1000;
+  if (result.chat) console.log(formatChatReport(result.chat, null));
+  console.log(
+    `${out}: ${result.tokens.toLocaleString('en-US')} tokens in ${result.chunks} chunks from ${result.files.length} files ` +
+      `(${(result.bytes / 1e6).toFixed(1)} MB of text in ${seconds.toFixed(1)}s: ${(result.bytes / 1e6 / seconds).toFixed(1)} MB/s)`,
+  );
+}
+
+function vocabularyOf(modelName: string): string | undefined {
+  const folder = resolveModel(modelName);
+  return folder.vocab ? folder.dir : undefined;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`encode: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,156 @@
+// bin/generate: samples from a GPT-2 model as the original tools' generate_unconditional_samples.py and
+// interactive_conditional_samples.py did, streaming each sample token by token.
+import fs from 'node:fs';
+import readline from 'node:readline';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { Generator, GenerateOptions } from '../../lib/generate';
+import { WeightDType } from '../../lib/engine/native';
+
+interface SampleArgs {
+  nsamples: number;
+  batchSize: number;
+  length: number | undefined;
+  seed: number | undefined;
+  options: GenerateOptions;
+}
+
+const RULE = '='.repeat(40);
+
+// Runs nsamples samples of one prompt, batch_size at a time decoded together, printing them in order: the
+// first unfinished sample streams live, the others of its batch are held until their turn.
+async function printSamples(gen: Generator, prompt: Int32Array, args: SampleArgs, signal: AbortSignal): Promise<void> {
+  const out = process.stdout;
+  for (let first = 0; first < args.nsamples && !signal.aborted; first += args.batchSize) {
+    const count = Math.min(args.batchSize, args.nsamples - first);
+    const held = new Array<string>(count).fill('');
+    const finished = new Array<boolean>(count).fill(false);
+    let live = 0;
+    let headerShown = -1;
+    const flush = (): void => {
+      while (live < count) {
+        if (headerShown < live) {
+          out.write(`${RULE} SAMPLE ${first + live + 1} ${RULE}\n`);
+          headerShown = live;
+        }
+        out.write(held[live]);
+        held[live] = '';
+        if (!finished[live]) return;
+        out.write('\n');
+        live++;
+      }
+    };
+    const requests = Array.from({ length: count }, (_, i) =>
+      gen
+        .generate(prompt, {
+          ...args.options,
+          maxTokens: args.length,
+          seed: args.seed === undefined ? undefined : args.seed + first + i,
+          signal,
+          onText: (piece) => {
+            held[i] += piece;
+            if (i === live) flush();
+          },
+        })
+        .then(() => {
+          finished[i] = true;
+          flush();
+        }),
+    );
+    await Promise.all(requests);
+  }
+  out.write(`${RULE}${RULE}\n`);
+}
+
+async function interactive(gen: Generator, args: SampleArgs, abort: AbortController): Promise<void> {
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  rl.on('SIGINT', () => abort.abort());  // a terminal in raw mode sends Ctrl-C here, not as a signal
+  abort.signal.addEventListener('abort', () => rl.close());
+  try {
+    rl.setPrompt('Model prompt >>> ');
+    rl.prompt();
+    for await (const text of rl) {
+      if (text.trim() === '') {
+        process.stdout.write('Prompt should not be empty!\n');
+      } else {
+        await printSamples(gen, gen.encode(text), args, abort.signal);
+        if (abort.signal.aborted) return;
+      }
+      rl.prompt();
+    }
+  } finally {
+    rl.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('generate')
+    .usage('$0 [options]\n\nSamples text from a GPT-2 model: unconditionally (from <|endoftext|>), from --prompt, or interactively\n'
+      + '(a prompt, its samples, a prompt again) when no --prompt is given and stdin is a terminal.')
+    .option('model_name', { type: 'string', default: '124M', describe: 'model name or folder (see bin/download-model)' })
+    .option('restore_from', { type: 'string', describe: 'a model folder to sample from instead (a fine-tuned checkpoint)' })
+    .option('nsamples', { type: 'number', default: 1, describe: 'number of samples' })
+    .option('batch_size', { type: 'number', default: 1, describe: 'samples decoded together (nsamples need not be a multiple)' })
+    .option('length', { type: 'number', describe: 'tokens per sample at most (default: half the context)' })
+    .option('temperature', { type: 'number', default: 1, describe: 'randomness: 0 is greedy' })
+    .option('top_k', { type: 'number', default: 0, describe: 'sample from the k most likely tokens (0: all)' })
+    .option('top_p', { type: 'number', default: 1, describe: 'nucleus sampling: the smallest set of tokens holding this probability (0 or 1: off)' })
+    .option('penalize', { type: 'number', default: 0, describe: 'repetition penalty in (0, 1] for tokens already in the text, e.g. 0.85 (0: off)' })
+    .option('seed', { type: 'number', describe: 'random seed: the same seed gives the same samples (sample i uses seed + i)' })
+    .option('prompt', { type: 'string', describe: 'prompt text, or a file holding it' })
+    .option('interactive', { type: 'boolean', default: false, describe: 'ask for prompts on stdin' })
+    .option('stop', { type: 'string', array: true, describe: 'end a sample where this text appears (repeatable)' })
+    .option('dtype', { choices: ['f32', 'f16', 'bf16'] as const, default: 'f32' as WeightDType, describe: 'weights in memory (computing is float32)' })
+    .option('threads', { type: 'number', default: 0, describe: 'CPU threads (0: one per core)' })
+    .example('$0 --nsamples 3 --length 100 --top_k 40', 'three unconditional samples from 124M')
+    .example('$0 --restore_from checkpoint/run1 --prompt "1|mom|Hi! <EOM>" --penalize 0.85', 'a fine-tuned model')
+    .check((a) => {
+      for (const [name, v] of [['nsamples', a.nsamples], ['batch_size', a.batch_size]] as const) {
+        if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be an integer >= 1, got ${v}`);
+      }
+      if (a.length !== undefined && (!Number.isInteger(a.length) || a.length < 1)) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
+      if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < 0)) throw new Error(`--seed must be an integer >= 0, got ${a.seed}`);
+      return true;
+    })
+    .strict()
+    .help()
+    .parseAsync();
+
+  let promptText: string | undefined = argv.prompt;
+  if (promptText !== undefined && promptText !== '' && fs.existsSync(promptText) && fs.statSync(promptText).isFile()) {
+    promptText = fs.readFileSync(promptText, 'utf8');
+  }
+  const gen = await Generator.load(argv.restore_from ?? argv.model_name, {
+    dtype: argv.dtype,
+    threads: argv.threads,
+    slots: argv.batch_size,
+  });
+  const args: SampleArgs = {
+    nsamples: argv.nsamples,
+    batchSize: argv.batch_size,
+    length: argv.length,
+    seed: argv.seed,
+    options: {
+      temperature: argv.temperature,
+      topK: argv.top_k,
+      topP: argv.top_p === 0 ? 1 : argv.top_p,  // the original tools' 0 meant off
+      penalize: argv.penalize,
+      stop: argv.stop,
+    },
+  };
+  const abort = new AbortController();
+  process.once('SIGINT', () => abort.abort());
+  try {
+    if (argv.interactive || (promptText === undefined && process.stdin.isTTY)) await interactive(gen, args, abort);
+    else await printSamples(gen, gen.encode(promptText ?? ''), args, abort.signal);
+  } finally {
+    await gen.close();
+  }
+  if (abort.signal.aborted) process.stdout.write('\n');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`generate: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,58 @@
+// bin/serve: the multi-model chatbot server (lib/server). SIGTERM or SIGINT finishes the requests in flight and
+// exits; a second one exits at once.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { createServer } from '../../lib/server/app';
+import { CONFIG_FILE, NoModelsError, serveConfig } from '../../lib/server/discover';
+
+async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('serve')
+    .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: POST /invocations, GET /ping, POST /prime, GET /models/list, `
+      + `GET /metrics, and a chat page at /. Without --config or --model it reads ./${CONFIG_FILE}, or else serves every `
+      + 'model found in models/ and checkpoint/.')
+    .option('config', { type: 'string', describe: `server config file (default ./${CONFIG_FILE})` })
+    .option('model', { type: 'string', describe: 'serve this one model folder (or training run folder) without a config file' })
+    .option('key', { type: 'string', default: 'chatbot', describe: 'model_key of the --model model' })
+    .option('sanitizer', { type: 'string', default: 'none', describe: 'sanitizer of the --model model ("sanitizers.chatbot", "none", or a module path)' })
+    .option('host', { type: 'string', describe: 'address to listen on (overrides the config; default 127.0.0.1)' })
+    .option('port', { type: 'number', describe: 'port to listen on (overrides the config; default 12345; 0: any free port)' })
+    .conflicts('config', 'model')
+    .example('$0', `serve ./${CONFIG_FILE}, or the models in models/ and checkpoint/`)
+    .example('$0 --model models/124M --port 8080', 'one model')
+    .example(`curl -d '{"model_key":"chatbot","raw_text":"How big is the earth?\\n"}' -H 'Content-Type: application/json' http://127.0.0.1:12345/invocations`, 'ask it')
+    .check((a) => {
+      if (a.port !== undefined && !(Number.isInteger(a.port) && a.port >= 0 && a.port <= 65535)) throw new Error(`--port must be an integer from 0 to 65535, got ${a.port}`);
+      return true;
+    })
+    .strict()
+    .help()
+    .parseAsync();
+
+  const config = serveConfig({ config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, cwd: process.cwd() });
+  const server = createServer(config);
+  await server.listen(argv.port ?? config.port, argv.host ?? config.host);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      server.log('warn', `second ${signal}: exiting now`);
+      process.exit(1);
+    }
+    stopping = true;
+    server.log('info', `${signal} received`);
+    server.shutdown().then(
+      () => process.exit(0),
+      (err: Error) => {
+        server.log('error', 'shutdown failed', { error: err.message });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(err instanceof NoModelsError ? `${err.message}\n` : `serve: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,93 @@
+// bin/train: fine-tunes GPT-2 (or trains a fresh one) on a dataset, with the original tools' flags.
+// The work is lib/train/train.ts; this file parses flags and wires Ctrl-C.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { DEFAULT_TRAIN_OPTIONS as D, TrainOptions, checkDataset, train } from '../../lib/train/train';
+
+async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('train')
+    .usage(
+      '$0 --dataset <file|folder|glob> [options]\n\n' +
+        'Fine-tunes a GPT-2 model on a dataset (text, chat logs, .npz, or a token file from bin/encode), saving ' +
+        'checkpoints to checkpoint/<run_name>/ and samples to samples/<run_name>/. Chat files are checked first. ' +
+        'Ctrl-C stops after the current step (with --save_on_ctrlc it saves first); Ctrl-C twice stops at once.',
+    )
+    .option('dataset', { type: 'string', demandOption: true, describe: "input file, folder (recursively) or glob (quoted: 'data/*.train'): UTF-8 text, chat logs, .npz or a bin/encode token file" })
+    .option('check', { type: 'boolean', default: false, describe: 'only check the dataset as chat logs (every malformed line, a summary) and exit' })
+    .option('model_name', { type: 'string', default: D.model_name, describe: 'model to fine-tune: 124M, 355M, 774M, 1558M, a name under models/, or a folder' })
+    .option('fresh_model', { type: 'boolean', default: D.fresh_model, describe: 'start from random weights of the shape --n_layer/--n_head/--n_embd/--n_ctx' })
+    .option('n_layer', { type: 'number', default: D.n_layer, describe: 'fresh model: transformer layers' })
+    .option('n_head', { type: 'number', default: D.n_head, describe: 'fresh model: attention heads' })
+    .option('n_embd', { type: 'number', default: D.n_embd, describe: 'fresh model: channels' })
+    .option('n_ctx', { type: 'number', default: D.n_ctx, describe: 'fresh model: context length' })
+    .option('tokenizer', { type: 'string', default: D.tokenizer, describe: "fresh model: vocabulary folder (encoder.json + vocab.bpe); '' for GPT-2's" })
+    .option('combine', { type: 'number', default: D.combine, describe: 'join text files with <|endoftext|> into chunks of at least this many characters' })
+    .option('batch_size', { type: 'number', default: D.batch_size, describe: 'sequences per batch' })
+    .option('context_length', { type: 'number', default: D.context_length, describe: "tokens per training sequence (0: the model's n_ctx)" })
+    .option('learning_rate', { type: 'number', default: D.learning_rate, describe: 'learning rate' })
+    .option('learning_rate_cos', { type: 'boolean', default: D.learning_rate_cos, describe: 'linear warmup, then cosine annealing with warm restarts' })
+    .option('learning_rate_warmup', { type: 'number', default: D.learning_rate_warmup, describe: 'with --learning_rate_cos: warmup steps' })
+    .option('learning_rate_min', { type: 'number', default: D.learning_rate_min, describe: 'with --learning_rate_cos: lowest learning rate' })
+    .option('learning_rate_period', { type: 'number', default: D.learning_rate_period, describe: 'with --learning_rate_cos: steps per cosine cycle' })
+    .option('accumulate_gradients', { type: 'number', default: D.accumulate_gradients, describe: 'accumulate gradients over N batches per step' })
+    .option('optimizer', { choices: ['adam', 'sgd'] as const, default: D.optimizer, describe: 'optimizer (SGD wants a larger learning rate, e.g. 0.0006)' })
+    .option('memory_saving_gradients', { type: 'boolean', default: D.memory_saving_gradients, describe: 'recompute activations in the backward pass to save memory' })
+    .option('only_train_transformer_layers', { type: 'boolean', default: D.only_train_transformer_layers, describe: 'train the transformer blocks only (not embeddings or the final layer norm)' })
+    .option('restore_from', { type: 'string', default: D.restore_from, describe: 'latest (resume the run if it has a checkpoint), fresh (start from --model_name), or a checkpoint folder' })
+    .option('run_name', { type: 'string', default: D.run_name, describe: 'run id: the folder under checkpoint/ and samples/' })
+    .option('checkpoint_dir', { type: 'string', default: D.checkpoint_dir, describe: 'folder of the runs' })
+    .option('sample_dir', { type: 'string', default: D.sample_dir, describe: 'folder of the samples' })
+    .option('save_every', { type: 'number', default: D.save_every, describe: 'save a checkpoint every N steps (0: never)' })
+    .option('save_time', { type: 'number', default: D.save_time, describe: 'also save every N minutes (0: never)' })
+    .option('max_to_keep', { type: 'number', default: D.max_to_keep, describe: 'checkpoints kept (0: all)' })
+    .option('save_on_ctrlc', { type: 'boolean', default: D.save_on_ctrlc, describe: 'save a checkpoint when stopped with Ctrl-C' })
+    .option('sample_every', { type: 'number', default: D.sample_every, describe: 'generate samples every N steps (0: never)' })
+    .option('sample_length', { type: 'number', default: D.sample_length, describe: 'tokens per sample' })
+    .option('sample_num', { type: 'number', default: D.sample_num, describe: 'samples each time' })
+    .option('top_k', { type: 'number', default: D.top_k, describe: 'samples: draw from the k most likely tokens (0: all)' })
+    .option('top_p', { type: 'number', default: D.top_p, describe: 'samples: nucleus sampling probability (0: off)' })
+    .option('val_dataset', { type: 'string', default: D.val_dataset, describe: 'validation dataset (default: a fixed sample of --dataset)' })
+    .option('val_every', { type: 'number', default: D.val_every, describe: 'validation loss every N steps (0: never)' })
+    .option('val_batch_size', { type: 'number', default: D.val_batch_size, describe: 'sequences per validation batch' })
+    .option('val_batch_count', { type: 'number', default: D.val_batch_count, describe: 'validation batches' })
+    .option('seed', { type: 'number', default: D.seed, describe: 'seed of initialisation, batches and samples (-1: random)' })
+    .option('stop_after', { type: 'number', default: D.stop_after, describe: 'stop (and save) when the step count reaches N (0: never)' })
+    .option('threads', { type: 'number', default: D.threads, describe: 'CPU threads (0: one per core)' })
+    .example('$0 --dataset data/combined.train --model_name 124M --batch_size 1 --save_on_ctrlc', 'fine-tune 124M on chat logs')
+    .example('$0 --dataset examples/chat/train --check', 'check chat logs without training')
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .strict()
+    .help()
+    .parseAsync();
+
+  if (argv.check) {
+    const { report, summary } = await checkDataset(argv.dataset, { combine: argv.combine, model_name: argv.model_name, threads: argv.threads });
+    console.log(report);
+    if (summary && summary.issues.length > 0) process.exitCode = 1;
+    return;
+  }
+
+  const { $0: _script, _: _positional, check: _check, ...flags } = argv;
+  const options: Partial<TrainOptions> & { dataset: string } = { dataset: argv.dataset };
+  for (const key of Object.keys(D) as (keyof TrainOptions)[]) {
+    if (key in flags) (options as Record<string, unknown>)[key] = (flags as Record<string, unknown>)[key];
+  }
+
+  const abort = new AbortController();
+  process.on('SIGINT', () => {
+    if (abort.signal.aborted) {
+      process.stderr.write('\nstopped\n');
+      process.exit(130);
+    }
+    process.stderr.write(`\nstopping after this step${argv.save_on_ctrlc ? ', then saving' : ' (without saving: --save_on_ctrlc was not given)'}; Ctrl-C again to stop now\n`);
+    abort.abort();
+  });
+  const result = await train(options, { signal: abort.signal });
+  console.log(`stopped at step ${result.step}${result.checkpoint ? `; checkpoint ${result.checkpoint}` : ''}`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`train: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,56 @@
+// Training windows drawn uniformly over token positions: every start position whose window of `length`
+// tokens stays inside one chunk is equally likely (no window crosses a chunk boundary, and no draw is
+// rejected: the valid starts of all chunks are counted up front and one is picked by binary search).
+import { Rng } from './rng';
+import { TokenSource } from './tokens';
+
+export class WindowSampler {
+  // validBefore[c]: valid start positions in the chunks before chunk c; the last entry is the total.
+  private readonly validBefore: Float64Array;
+  private readonly row: Int32Array;
+
+  constructor(
+    readonly source: TokenSource,
+    readonly length: number,
+  ) {
+    const chunks = source.chunkStarts.length - 1;
+    this.validBefore = new Float64Array(chunks + 1);
+    let longest = 0;
+    for (let c = 0; c < chunks; c++) {
+      const size = source.chunkStarts[c + 1] - source.chunkStarts[c];
+      longest = Math.max(longest, size);
+      this.validBefore[c + 1] = this.validBefore[c] + Math.max(0, size - length + 1);
+    }
+    if (this.validBefore[chunks] === 0) {
+      throw new Error(
+        `${source.description}: no chunk holds ${length} tokens (the longest has ${longest}); train on more text, ` +
+          `combine files into bigger chunks (--combine) or use a shorter context (--context_length)`,
+      );
+    }
+    this.row = new Int32Array(length);
+  }
+
+  // The token position where a uniformly drawn window starts.
+  drawStart(rng: Rng): number {
+    const v = this.validBefore;
+    const r = rng.below(v[v.length - 1]);
+    let lo = 0;
+    let hi = v.length - 2;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (v[mid] <= r) lo = mid;
+      else hi = mid - 1;
+    }
+    return this.source.chunkStarts[lo] + (r - v[lo]);
+  }
+
+  // B windows of length T + 1 = this.length, split into inputs (first T tokens) and targets (last T) of B x T.
+  batch(rng: Rng, B: number, inputs: Int32Array, targets: Int32Array): void {
+    const T = this.length - 1;
+    for (let b = 0; b < B; b++) {
+      this.source.read(this.drawStart(rng), this.row);
+      inputs.set(this.row.subarray(0, T), b * T);
+      targets.set(this.row.subarray(1), b * T);
+    }
+  }
+}

@@ -1,0 +1,76 @@
+// A byte progress bar with speed and ETA. On a terminal it redraws one line; elsewhere (logs, CI) it prints
+// a plain line now and then, so long work shows it is alive without flooding the output.
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
+}
+
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
+// One line: label, percent, bar, done / total, speed, ETA (total null: size unknown, no bar or ETA).
+export function formatProgress(label: string, done: number, total: number | null, bytesPerSecond: number, barWidth = 24): string {
+  const speed = `${formatBytes(bytesPerSecond)}/s`;
+  if (total === null || total <= 0) return `${label}  ${formatBytes(done)}  ${speed}`;
+  const fraction = Math.min(1, done / total);
+  const filled = Math.round(fraction * barWidth);
+  const bar = '#'.repeat(filled) + '-'.repeat(barWidth - filled);
+  const eta = bytesPerSecond > 0 ? (total - done) / bytesPerSecond : Infinity;
+  const percent = `${Math.floor(fraction * 100)}%`.padStart(4);
+  return `${label} ${percent} [${bar}] ${formatBytes(done)} / ${formatBytes(total)}  ${speed}  ETA ${formatDuration(eta)}`;
+}
+
+export interface ProgressSink {
+  isTTY?: boolean;
+  write(text: string): unknown;
+}
+
+export class ProgressBar {
+  private readonly started = Date.now();
+  private lastDraw = 0;
+  private lastLogged = 0;
+  private done: number;
+
+  // startAt: bytes already there (a resumed download); the speed counts only what this run moves.
+  constructor(private readonly label: string, private readonly total: number | null, private readonly startAt = 0,
+    private readonly sink: ProgressSink = process.stderr) {
+    this.done = startAt;
+  }
+
+  update(done: number): void {
+    this.done = done;
+    const now = Date.now();
+    if (this.sink.isTTY) {
+      if (now - this.lastDraw >= 100) {
+        this.lastDraw = now;
+        this.sink.write(`\r${this.line(now)}\x1b[K`);
+      }
+    } else if (now - this.lastLogged >= 10_000) {
+      this.lastLogged = now;
+      this.sink.write(`${this.line(now)}\n`);
+    }
+  }
+
+  finish(): void {
+    const line = this.line(Date.now());
+    this.sink.write(this.sink.isTTY ? `\r${line}\x1b[K\n` : `${line}\n`);
+  }
+
+  private line(now: number): string {
+    const seconds = Math.max(0.001, (now - this.started) / 1000);
+    return formatProgress(this.label, this.done, this.total, (this.done - this.startAt) / seconds);
+  }
+}

@@ -1,0 +1,392 @@
+// The public GPT-2 model: a native backend (lib/engine/native.ts) plus Hugging Face's file format. Every native
+// call on a model goes through one queue, so calls never overlap whoever makes them; the heavy ones run off the
+// event loop. See /work/notes/MODEL_API.md for the contract.
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  loadAddon,
+  NativeConfig,
+  NativeMemory,
+  NativeModel,
+  NativeOptions,
+  NativeStepOptions,
+  NativeTensorInfo,
+} from './native';
+import { inspectModelFolder } from '../formats/model_folder';
+import { openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
+import { writeTextAtomic } from '../util/atomic_file';
+
+export type GPT2Config = NativeConfig;
+export interface ModelOptions extends NativeOptions {}
+
+export const WEIGHTS_FILE = 'model.safetensors';
+export const CONFIG_FILE = 'config.json';
+
+// Buffers that Hugging Face's GPT-2 checkpoints carry but that are not parameters (the causal mask).
+const IGNORED_SUFFIXES = ['.attn.bias', '.attn.masked_bias'];
+const PREFIX = 'transformer.';
+// The output head is tied to wte. A checkpoint may spell it out as lm_head.weight: it is accepted when it equals
+// wte.weight exactly and refused otherwise, since an untied head cannot be represented.
+const LM_HEAD = 'lm_head.weight';
+
+// The native model with the call that frees its memory early (the addon has it; MODEL_API.md's dispose()).
+type DisposableNative = NativeModel & { dispose(): void };
+
+// The config fields readHFConfig does not read, which this engine does not let vary.
+function checkComputeConfig(file: string): void {
+  const c = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  if (c.activation_function !== undefined && c.activation_function !== 'gelu_new') {
+    throw new Error(`${file}: field "activation_function" is ${JSON.stringify(c.activation_function)}; only "gelu_new" (tanh GELU) is supported`);
+  }
+  if (c.layer_norm_epsilon !== undefined && c.layer_norm_epsilon !== 1e-5) {
+    throw new Error(`${file}: field "layer_norm_epsilon" is ${JSON.stringify(c.layer_norm_epsilon)}; only 1e-5 is supported`);
+  }
+}
+
+// The config.json Hugging Face transformers loads as GPT2LMHeadModel.
+export function hfConfigJson(config: GPT2Config): Record<string, unknown> {
+  return {
+    architectures: ['GPT2LMHeadModel'],
+    model_type: 'gpt2',
+    n_layer: config.nLayer,
+    n_head: config.nHead,
+    n_embd: config.nEmbd,
+    n_positions: config.nCtx,
+    n_ctx: config.nCtx,
+    vocab_size: config.vocabSize,
+    layer_norm_epsilon: 1e-5,
+    activation_function: 'gelu_new',
+    initializer_range: 0.02,
+    resid_pdrop: 0.0,
+    embd_pdrop: 0.0,
+    attn_pdrop: 0.0,
+    scale_attn_weights: true,
+    tie_word_embeddings: true,
+    bos_token_id: 50256,
+    eos_token_id: 50256,
+    torch_dtype: 'float32',
+  };
+}
+
+// xoshiro128** seeded by splitmix32, with Box-Muller normals: reproducible initialisation from a seed.
+class Rng {
+  private s: Uint32Array;
+  private spare: number | null = null;
+
+  constructor(seed: number) {
+    let x = seed >>> 0;
+    this.s = new Uint32Array(4);
+    for (let i = 0; i < 4; i++) {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      this.s[i] = (z ^ (z >>> 16)) >>> 0;
+    }
+  }
+
+  private nextU32(): number {
+    const s = this.s;
+    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
+    const t = s[1] << 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return result;
+  }
+
+  // uniform in (0, 1)
+  uniform(): number {
+    return (this.nextU32() + 0.5) / 4294967296;
+  }
+
+  normal(): number {
+    if (this.spare !== null) {
+      const v = this.spare;
+      this.spare = null;
+      return v;
+    }
+    const r = Math.sqrt(-2 * Math.log(this.uniform()));
+    const theta = 2 * Math.PI * this.uniform();
+    this.spare = r * Math.sin(theta);
+    return r * Math.cos(theta);
+  }
+}
+
+function rotl(x: number, k: number): number {
+  return ((x << k) | (x >>> (32 - k))) >>> 0;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export class Model {
+  readonly config: GPT2Config;
+  readonly tensors: readonly NativeTensorInfo[];
+  readonly native: NativeModel;
+  private readonly byName: Map<string, NativeTensorInfo>;
+  private readonly trainableFlags: Uint8Array;
+  private readonly decayFlags: Uint8Array;
+  private tail: Promise<unknown> = Promise.resolve();
+  private pending = 0;
+  private disposed = false;
+
+  private constructor(config: GPT2Config, options: ModelOptions) {
+    this.config = { ...config };
+    this.native = new (loadAddon().Model)(this.config, options);
+    this.tensors = this.native.layout();
+    this.byName = new Map(this.tensors.map((t) => [t.name, t]));
+    this.trainableFlags = new Uint8Array(this.tensors.length).fill(1);
+    this.decayFlags = Uint8Array.from(this.tensors, (t) => (t.isMatrix ? 1 : 0));
+  }
+
+  static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
+    const folder = inspectModelFolder(dir);
+    if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
+      throw new Error(`${dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${dir} <output folder>\``);
+    }
+    checkComputeConfig(folder.configFile);
+    const file = openSafetensors(folder.weights);
+    let model: Model | null = null;
+    try {
+      model = new Model(folder.config, options);
+      model.loadWeights(file, folder.configFile);
+      return model;
+    } catch (err) {
+      model?.dispose();
+      throw err;
+    } finally {
+      file.close();
+    }
+  }
+
+  static create(config: GPT2Config, options: ModelOptions & { seed?: number } = {}): Model {
+    const { seed = 0, ...nativeOptions } = options;
+    const model = new Model(config, nativeOptions);
+    const rng = new Rng(seed);
+    const residualStd = 0.02 / Math.sqrt(2 * config.nLayer);
+    for (const t of model.tensors) {
+      const data = new Float32Array(t.numel);
+      if (t.isMatrix) {
+        const std = t.name.endsWith('.c_proj.weight') ? residualStd : 0.02;
+        for (let i = 0; i < data.length; i++) data[i] = rng.normal() * std;
+      } else if (/ln_\w+\.weight$/.test(t.name)) {
+        data.fill(1);
+      }
+      model.native.writeParams(t.offset, data, 'f32');
+    }
+    return model;
+  }
+
+  // Streams the file's tensors into native memory one at a time, checking names, shapes and completeness.
+  private loadWeights(file: SafetensorsFile, configFile: string): void {
+    const loaded = new Set<string>();
+    let lmHead: string | null = null;
+    for (const entry of file.tensors) {
+      if (IGNORED_SUFFIXES.some((s) => entry.name.endsWith(s))) continue;
+      if (entry.name === LM_HEAD) {
+        lmHead = entry.name;
+        continue;
+      }
+      const name = entry.name.startsWith(PREFIX) ? entry.name.slice(PREFIX.length) : entry.name;
+      const info = this.byName.get(name);
+      if (!info) throw new Error(`${file.path}: tensor "${entry.name}" is not a GPT-2 parameter`);
+      if (loaded.has(name)) throw new Error(`${file.path}: tensor "${name}" appears twice (with and without "${PREFIX}")`);
+      if (!sameShape(entry.shape, info.shape)) {
+        throw new Error(`${file.path}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}] but ${configFile} implies [${info.shape.join(', ')}]`);
+      }
+      this.native.writeParams(info.offset, this.readTensor(file, entry.name), entry.dtype === 'F32' ? 'f32' : entry.dtype === 'F16' ? 'f16' : 'bf16');
+      loaded.add(name);
+    }
+    const missing = this.tensors.filter((t) => !loaded.has(t.name)).map((t) => t.name);
+    if (missing.length > 0) {
+      throw new Error(`${file.path}: missing tensor${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')}`);
+    }
+    if (lmHead) this.checkTiedHead(file, lmHead);
+  }
+
+  private readTensor(file: SafetensorsFile, name: string): Float32Array | Uint16Array {
+    const entry = file.tensor(name);
+    if (entry.dtype === 'F32') {
+      const data = new Float32Array(entry.numel);
+      file.readInto(entry, data);
+      return data;
+    }
+    if (entry.dtype === 'F16' || entry.dtype === 'BF16') {
+      const data = new Uint16Array(entry.numel);
+      file.readInto(entry, data);
+      return data;
+    }
+    throw new Error(`${file.path}: tensor "${name}" has dtype ${entry.dtype}; weights must be F32, F16 or BF16`);
+  }
+
+  // Compares the file's bytes of lm_head.weight and wte.weight (same dtype and shape required).
+  private checkTiedHead(file: SafetensorsFile, name: string): void {
+    const head = file.tensor(name);
+    const wte = file.tensor(file.has(`${PREFIX}wte.weight`) ? `${PREFIX}wte.weight` : 'wte.weight');
+    if (head.dtype !== wte.dtype || !sameShape(head.shape, wte.shape)) {
+      throw new Error(`${file.path}: tensor "${name}" is ${head.dtype} [${head.shape.join(', ')}] but the tied wte.weight is ${wte.dtype} [${wte.shape.join(', ')}]`);
+    }
+    const a = new Uint8Array(head.end - head.begin);
+    const b = new Uint8Array(wte.end - wte.begin);
+    file.readInto(head, a);
+    file.readInto(wte, b);
+    if (!Buffer.from(a.buffer).equals(Buffer.from(b.buffer))) {
+      throw new Error(`${file.path}: tensor "${name}" differs from wte.weight; dixie ties the output head to wte and cannot load an untied head`);
+    }
+  }
+
+  // ---- the queue ----
+
+  private enqueue<T>(fn: () => Promise<T> | T): Promise<T> {
+    this.pending++;
+    const run = this.tail.then(fn).finally(() => {
+      this.pending--;
+    });
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  run<T>(fn: (native: NativeModel) => Promise<T> | T): Promise<T> {
+    return this.enqueue(() => fn(this.native));
+  }
+
+  forward(inputs: Int32Array, targets: Int32Array | null, B: number, T: number, logitsOut?: Float32Array): Promise<number> {
+    return this.enqueue(() => this.native.forward(inputs, targets, B, T, logitsOut ?? null));
+  }
+
+  backward(): Promise<void> {
+    return this.enqueue(() => this.native.backward());
+  }
+
+  step(options: NativeStepOptions): Promise<number> {
+    return this.enqueue(() => this.native.step(options));
+  }
+
+  // Immediate when nothing is queued; otherwise runs after the queued calls. Either way the errors it can meet
+  // (disposed, no gradients) are thrown here.
+  zeroGrad(): void {
+    if (this.native.memory().grads === 0) throw new Error('zeroGrad: the model has no gradients (trainable: false or 16-bit weights)');
+    if (this.pending === 0) this.native.zeroGrad();
+    else this.enqueue(() => this.native.zeroGrad()).catch(() => undefined);
+  }
+
+  // ---- parameters by name ----
+
+  private info(name: string): NativeTensorInfo {
+    const key = name.startsWith(PREFIX) ? name.slice(PREFIX.length) : name;
+    const info = this.byName.get(key);
+    if (!info) throw new Error(`unknown tensor "${name}" (GPT-2 names look like "h.0.attn.c_attn.weight")`);
+    return info;
+  }
+
+  getParam(name: string): Float32Array {
+    const info = this.info(name);
+    const out = new Float32Array(info.numel);
+    this.native.readParams(info.offset, out);
+    return out;
+  }
+
+  setParam(name: string, data: Float32Array): void {
+    const info = this.info(name);
+    if (data.length !== info.numel) {
+      throw new Error(`tensor "${name}" has ${info.numel} elements ([${info.shape.join(', ')}]), got ${data.length}`);
+    }
+    this.native.writeParams(info.offset, data, 'f32');
+  }
+
+  getGrad(name: string): Float32Array {
+    const info = this.info(name);
+    const out = new Float32Array(info.numel);
+    this.native.readGrads(info.offset, out);
+    return out;
+  }
+
+  setTrainable(isTrainable: (name: string) => boolean): void {
+    this.tensors.forEach((t, i) => (this.trainableFlags[i] = isTrainable(t.name) ? 1 : 0));
+    this.native.setParamFlags(this.trainableFlags, this.decayFlags);
+  }
+
+  setWeightDecay(isDecayed: (name: string) => boolean): void {
+    this.tensors.forEach((t, i) => (this.decayFlags[i] = isDecayed(t.name) ? 1 : 0));
+    this.native.setParamFlags(this.trainableFlags, this.decayFlags);
+  }
+
+  // ---- files ----
+
+  save(dir: string): Promise<void> {
+    return this.enqueue(async () => {
+      const tensors: TensorToWrite[] = this.tensors.map((t) => ({
+        name: t.name,
+        dtype: 'F32',
+        shape: t.shape,
+        data: () => this.getParam(t.name),
+      }));
+      await writeSafetensors(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' });
+      await writeTextAtomic(path.join(dir, CONFIG_FILE), `${JSON.stringify(hfConfigJson(this.config), null, 2)}\n`);
+    });
+  }
+
+  saveOptimizer(file: string): Promise<void> {
+    return this.enqueue(async () => {
+      const tensors: TensorToWrite[] = [];
+      for (const slot of ['m', 'v'] as const) {
+        for (const t of this.tensors) {
+          tensors.push({
+            name: `${slot}.${t.name}`,
+            dtype: 'F32',
+            shape: t.shape,
+            data: () => {
+              const out = new Float32Array(t.numel);
+              this.native.readOptimizerState(slot, t.offset, out);
+              return out;
+            },
+          });
+        }
+      }
+      await writeSafetensors(file, tensors, { step: String(this.native.optimizerStepCount()) });
+    });
+  }
+
+  loadOptimizer(file: string): Promise<void> {
+    return this.enqueue(() => {
+      const st = openSafetensors(file);
+      try {
+        const step = Number(st.metadata.step);
+        if (!Number.isSafeInteger(step) || step < 0) {
+          throw new Error(`${file}: metadata "step" must be a non-negative integer, got ${JSON.stringify(st.metadata.step)}`);
+        }
+        for (const slot of ['m', 'v'] as const) {
+          for (const t of this.tensors) {
+            const name = `${slot}.${t.name}`;
+            if (!st.has(name)) throw new Error(`${file}: missing tensor "${name}"`);
+            const entry = st.tensor(name);
+            if (entry.dtype !== 'F32' || !sameShape(entry.shape, t.shape)) {
+              throw new Error(`${file}: tensor "${name}" is ${entry.dtype} [${entry.shape.join(', ')}], expected F32 [${t.shape.join(', ')}]`);
+            }
+          }
+        }
+        for (const slot of ['m', 'v'] as const) {
+          for (const t of this.tensors) this.native.writeOptimizerState(slot, t.offset, st.readF32(`${slot}.${t.name}`));
+        }
+        this.native.setOptimizerStepCount(step);
+      } finally {
+        st.close();
+      }
+    });
+  }
+
+  memory(): NativeMemory {
+    return this.native.memory();
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    (this.native as DisposableNative).dispose();
+  }
+}

@@ -1,0 +1,148 @@
+// What a folder of GPT-2 weights holds. Three layouts exist in the wild:
+//   huggingface     config.json + model.safetensors (+ vocab.json/merges.txt): what dixie reads and writes;
+//   openai-release  OpenAI's release: hparams.json + encoder.json + vocab.bpe + a TF checkpoint (model.ckpt.*);
+//   tf-run          a training run of the original tools: a `checkpoint` file naming model-1234, with
+//                   model-1234.index + .data-* (hparams and vocabulary usually live with the base model).
+import fs from 'node:fs';
+import path from 'node:path';
+import type { NativeConfig } from '../engine/native';
+
+export type GPT2Config = NativeConfig;
+export type ModelFolderKind = 'huggingface' | 'openai-release' | 'tf-run';
+
+// The BPE vocabulary as two files: the token -> id map (encoder.json / vocab.json, same format) and the
+// merge list (vocab.bpe / merges.txt, same format).
+export interface VocabFiles {
+  encoder: string;
+  merges: string;
+}
+
+export interface ModelFolder {
+  dir: string;
+  kind: ModelFolderKind;
+  config: GPT2Config | null;  // null only for a tf-run folder without hparams.json
+  configFile: string | null;  // config.json or hparams.json
+  weights: string;            // model.safetensors, or the TF checkpoint prefix (…/model.ckpt, …/model-1234)
+  vocab: VocabFiles | null;
+}
+
+const VOCAB_PAIRS: readonly [string, string][] = [['vocab.json', 'merges.txt'], ['encoder.json', 'vocab.bpe']];
+
+export function findVocabulary(dir: string): VocabFiles | null {
+  for (const [encoder, merges] of VOCAB_PAIRS) {
+    const e = path.join(dir, encoder);
+    const m = path.join(dir, merges);
+    if (fs.existsSync(e) && fs.existsSync(m)) return { encoder: e, merges: m };
+  }
+  return null;
+}
+
+function readJson(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`${file}: cannot read: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${file}: must be a JSON object`);
+  return value as Record<string, unknown>;
+}
+
+function positiveInt(file: string, json: Record<string, unknown>, field: string): number {
+  const value = json[field];
+  if (value === undefined) throw new Error(`${file}: missing field "${field}"`);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new Error(`${file}: field "${field}" must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function checkHeads(file: string, config: GPT2Config, headField: string, embdField: string): GPT2Config {
+  if (config.nEmbd % config.nHead !== 0) {
+    throw new Error(`${file}: field "${embdField}" (${config.nEmbd}) must be a multiple of "${headField}" (${config.nHead})`);
+  }
+  return config;
+}
+
+// config.json in Hugging Face's GPT-2 naming: n_layer, n_head, n_embd, n_positions (or the older n_ctx), vocab_size.
+export function readHFConfig(file: string): GPT2Config {
+  const json = readJson(file);
+  if (json.model_type !== undefined && json.model_type !== 'gpt2') {
+    throw new Error(`${file}: field "model_type" is ${JSON.stringify(json.model_type)}; dixie runs GPT-2 models ("gpt2")`);
+  }
+  const ctxField = json.n_positions !== undefined ? 'n_positions' : 'n_ctx';
+  return checkHeads(file, {
+    nLayer: positiveInt(file, json, 'n_layer'),
+    nHead: positiveInt(file, json, 'n_head'),
+    nEmbd: positiveInt(file, json, 'n_embd'),
+    nCtx: positiveInt(file, json, ctxField),
+    vocabSize: positiveInt(file, json, 'vocab_size'),
+  }, 'n_head', 'n_embd');
+}
+
+// hparams.json of OpenAI's release and the original tools: n_vocab, n_ctx, n_embd, n_head, n_layer.
+export function readHparams(file: string): GPT2Config {
+  const json = readJson(file);
+  return checkHeads(file, {
+    nLayer: positiveInt(file, json, 'n_layer'),
+    nHead: positiveInt(file, json, 'n_head'),
+    nEmbd: positiveInt(file, json, 'n_embd'),
+    nCtx: positiveInt(file, json, 'n_ctx'),
+    vocabSize: positiveInt(file, json, 'n_vocab'),
+  }, 'n_head', 'n_embd');
+}
+
+// The checkpoint prefix named by a TensorFlow `checkpoint` file (model_checkpoint_path: "model-1234"). A path
+// written absolute on another machine is looked up by its base name beside the `checkpoint` file.
+export function tfCheckpointPrefix(dir: string): string {
+  const file = path.join(dir, 'checkpoint');
+  const text = fs.readFileSync(file, 'utf8');
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const match = /^\s*model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"\s*$/.exec(lines[i]);
+    if (!match) continue;
+    const named = match[1].replace(/\\(.)/g, '$1');
+    const candidates = [path.resolve(dir, named), path.join(dir, path.basename(named))];
+    const found = candidates.find((prefix) => fs.existsSync(`${prefix}.index`));
+    if (!found) throw new Error(`${file}:${i + 1}: names checkpoint "${named}" but ${candidates[candidates.length - 1]}.index does not exist`);
+    return found;
+  }
+  throw new Error(`${file}: no model_checkpoint_path line`);
+}
+
+// Without a `checkpoint` file: the one *.index in the folder (OpenAI's release has model.ckpt.index).
+function soleIndexPrefix(dir: string): string | null {
+  const indexes = fs.readdirSync(dir).filter((f) => f.endsWith('.index')).sort();
+  if (indexes.length === 0) return null;
+  if (indexes.length > 1) throw new Error(`${dir}: several checkpoints (${indexes.join(', ')}) and no \`checkpoint\` file saying which is current`);
+  return path.join(dir, indexes[0].slice(0, -'.index'.length));
+}
+
+export function inspectModelFolder(dir: string): ModelFolder {
+  if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder`);
+  if (!fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder`);
+  const vocab = findVocabulary(dir);
+  const configJson = path.join(dir, 'config.json');
+  const safetensors = path.join(dir, 'model.safetensors');
+  if (fs.existsSync(safetensors)) {
+    if (!fs.existsSync(configJson)) throw new Error(`${dir}: has model.safetensors but no config.json`);
+    return { dir, kind: 'huggingface', config: readHFConfig(configJson), configFile: configJson, weights: safetensors, vocab };
+  }
+  const prefix = fs.existsSync(path.join(dir, 'checkpoint')) ? tfCheckpointPrefix(dir) : soleIndexPrefix(dir);
+  if (prefix === null) {
+    if (fs.existsSync(configJson)) throw new Error(`${dir}: has config.json but no model.safetensors (an interrupted download? only safetensors weights are read)`);
+    const seen = fs.readdirSync(dir).sort().slice(0, 12).join(', ') || 'nothing';
+    throw new Error(`${dir}: not a model folder: expected config.json + model.safetensors, or a TensorFlow checkpoint (hparams.json + model.ckpt.*, or a \`checkpoint\` file + model-N.index); found ${seen}`);
+  }
+  const hparams = path.join(dir, 'hparams.json');
+  const hasHparams = fs.existsSync(hparams);
+  const kind: ModelFolderKind = hasHparams && path.basename(prefix) === 'model.ckpt' ? 'openai-release' : 'tf-run';
+  return { dir, kind, config: hasHparams ? readHparams(hparams) : null, configFile: hasHparams ? hparams : null, weights: prefix, vocab };
+}
+

@@ -1,0 +1,66 @@
+// Model names as every command takes them: OpenAI's release names (124M, 355M, 774M, 1558M), Hugging Face's
+// (gpt2, gpt2-medium, gpt2-large, gpt2-xl), any other folder name under the models folder, or a path.
+import fs from 'node:fs';
+import path from 'node:path';
+import { inspectModelFolder, type ModelFolder } from './model_folder';
+
+export const RELEASE_NAMES = ['124M', '355M', '774M', '1558M'] as const;
+export type ReleaseName = (typeof RELEASE_NAMES)[number];
+
+// The Hugging Face hub repository (under openai-community/) of each release.
+export const HUB_REPOS: Readonly<Record<ReleaseName, string>> = {
+  '124M': 'gpt2',
+  '355M': 'gpt2-medium',
+  '774M': 'gpt2-large',
+  '1558M': 'gpt2-xl',
+};
+
+// 124M for "gpt2", the release name itself for a release name, null for any other name.
+export function releaseName(name: string): ReleaseName | null {
+  for (const release of RELEASE_NAMES) {
+    if (name === release || name === HUB_REPOS[release]) return release;
+  }
+  return null;
+}
+
+// models/ under the current folder, or DIXIE_MODELS_DIR.
+export function modelsDir(): string {
+  return path.resolve(process.env.DIXIE_MODELS_DIR || 'models');
+}
+
+function isPath(name: string): boolean {
+  return path.isAbsolute(name) || name.includes('/') || name.includes(path.sep) || name === '.' || name === '..';
+}
+
+// The folder a name refers to, whether or not it exists: a path as given, a release alias under its release
+// name (so "gpt2" and "124M" are one model) unless a folder of the alias's own name exists.
+export function modelDir(name: string): string {
+  if (isPath(name)) return path.resolve(name);
+  const own = path.join(modelsDir(), name);
+  const release = releaseName(name);
+  if (release === null || fs.existsSync(own)) return own;
+  return path.join(modelsDir(), release);
+}
+
+function howToGet(name: string, dir: string): string {
+  const release = releaseName(name);
+  if (release !== null) return `download it with \`bin/download-model ${release}\``;
+  const target = isPath(name) ? dir : path.join(path.relative(process.cwd(), modelsDir()) || '.', name);
+  return `download a GPT-2 release with \`bin/download-model 124M\` (or 355M, 774M, 1558M), or convert a TensorFlow checkpoint with \`bin/import-tf <checkpoint folder> ${target}\``;
+}
+
+// The model folder of a name, ready to load (Hugging Face layout), or an error that says how to get it.
+export function resolveModel(name: string): ModelFolder {
+  if (name.trim() === '') throw new Error('no model name given');
+  const dir = modelDir(name);
+  if (!fs.existsSync(dir)) {
+    const where = isPath(name) ? dir : `${dir} (models are looked up in ${modelsDir()}; set DIXIE_MODELS_DIR to look elsewhere)`;
+    throw new Error(`model "${name}" not found: no folder ${where}; ${howToGet(name, dir)}`);
+  }
+  const folder = inspectModelFolder(dir);
+  if (folder.kind !== 'huggingface') {
+    const what = folder.kind === 'openai-release' ? "OpenAI's TensorFlow release" : 'a TensorFlow checkpoint of the original tools';
+    throw new Error(`${dir} holds ${what} (${path.basename(folder.weights)}); convert it once with \`bin/import-tf ${dir} ${dir}\``);
+  }
+  return folder;
+}

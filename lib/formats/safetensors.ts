@@ -1,0 +1,377 @@
+// The safetensors format (Hugging Face): an 8-byte little-endian header length N, N bytes of JSON
+// ({"__metadata__": {str: str}, "<name>": {"dtype", "shape", "data_offsets": [begin, end]}, ...}, offsets
+// relative to the end of the header), then the tensor bytes. Reading validates the whole header up front and
+// then reads one tensor at a time with positional reads; writing streams one tensor at a time, so neither
+// ever holds a whole model in memory.
+import fs from 'node:fs';
+import { writeFileAtomic } from '../util/atomic_file';
+
+export type Dtype =
+  | 'BOOL' | 'U8' | 'I8' | 'F8_E5M2' | 'F8_E4M3' | 'I16' | 'U16' | 'F16' | 'BF16'
+  | 'I32' | 'U32' | 'F32' | 'F64' | 'I64' | 'U64';
+
+// In Hugging Face's order of increasing alignment: the writer sorts by it (largest first) as they do.
+const DTYPE_ORDER: readonly Dtype[] = [
+  'BOOL', 'U8', 'I8', 'F8_E5M2', 'F8_E4M3', 'I16', 'U16', 'F16', 'BF16', 'I32', 'U32', 'F32', 'F64', 'I64', 'U64',
+];
+
+export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2,
+  I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8,
+};
+
+export function isDtype(value: unknown): value is Dtype {
+  return typeof value === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, value);
+}
+
+// Hugging Face refuses larger headers; so do we, before allocating anything for one.
+const MAX_HEADER_BYTES = 100_000_000;
+// One read or write call moves at most this much (the OS caps single calls near 2 GiB).
+const IO_CHUNK = 1 << 30;
+
+export interface TensorEntry {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  numel: number;
+  begin: number;  // absolute byte offsets in the file: [begin, end)
+  end: number;
+}
+
+export interface TensorToWrite {
+  name: string;
+  dtype: Dtype;
+  shape: readonly number[];
+  // Called once, when the writer reaches this tensor, so a caller can produce one tensor at a time.
+  // Must return exactly numel x DTYPE_BYTES[dtype] bytes (little-endian).
+  data: () => ArrayBufferView;
+}
+
+function numelOf(shape: readonly number[]): number {
+  return shape.reduce((n, d) => n * d, 1);
+}
+
+function bytesOf(view: ArrayBufferView): Uint8Array {
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function readFully(fd: number, dst: Uint8Array, position: number, file: string, what: string): void {
+  let done = 0;
+  while (done < dst.byteLength) {
+    const n = fs.readSync(fd, dst, done, Math.min(IO_CHUNK, dst.byteLength - done), position + done);
+    if (n === 0) throw new Error(`${file}: ${what}: the file ends at byte ${position + done}, expected ${dst.byteLength - done} more bytes (truncated?)`);
+    done += n;
+  }
+}
+
+function writeFully(fd: number, src: Uint8Array): void {
+  let done = 0;
+  while (done < src.byteLength) {
+    done += fs.writeSync(fd, src, done, Math.min(IO_CHUNK, src.byteLength - done));
+  }
+}
+
+function parseEntry(file: string, name: string, value: unknown, dataStart: number, fileSize: number): TensorEntry {
+  const where = `${file}: tensor "${name}"`;
+  if (!isObject(value)) throw new Error(`${where}: must be an object with dtype, shape and data_offsets`);
+  for (const key of Object.keys(value)) {
+    if (key !== 'dtype' && key !== 'shape' && key !== 'data_offsets') throw new Error(`${where}: unknown field "${key}"`);
+  }
+  const { dtype, shape, data_offsets: offsets } = value;
+  if (!isDtype(dtype)) throw new Error(`${where}: unknown dtype ${JSON.stringify(dtype)} (known: ${DTYPE_ORDER.join(', ')})`);
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new Error(`${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`);
+  }
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+    throw new Error(`${where}: data_offsets must be [begin, end] of non-negative integers, got ${JSON.stringify(offsets)}`);
+  }
+  const [relBegin, relEnd] = offsets as [number, number];
+  if (relEnd < relBegin) throw new Error(`${where}: data_offsets [${relBegin}, ${relEnd}] end before they begin`);
+  const dims = shape as number[];
+  const numel = numelOf(dims);
+  const expected = numel * DTYPE_BYTES[dtype];
+  if (!Number.isSafeInteger(expected)) throw new Error(`${where}: shape [${dims.join(', ')}] is too large`);
+  if (relEnd - relBegin !== expected) {
+    throw new Error(`${where}: shape [${dims.join(', ')}] of ${dtype} needs ${expected} bytes but data_offsets [${relBegin}, ${relEnd}] span ${relEnd - relBegin}`);
+  }
+  const begin = dataStart + relBegin;
+  const end = dataStart + relEnd;
+  if (end > fileSize) {
+    throw new Error(`${where}: data_offsets [${relBegin}, ${relEnd}] reach byte ${end} but the file has ${fileSize} bytes (truncated?)`);
+  }
+  return { name, dtype, shape: dims, numel, begin, end };
+}
+
+// An open safetensors file with a validated header. Tensors are listed in file order.
+export class SafetensorsFile {
+  readonly path: string;
+  readonly tensors: readonly TensorEntry[];
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly dataStart: number;  // absolute offset of the first data byte
+  private fd: number | null;
+  private readonly byName: Map<string, TensorEntry>;
+
+  private constructor(file: string, fd: number, tensors: TensorEntry[], metadata: Record<string, string>, dataStart: number) {
+    this.path = file;
+    this.fd = fd;
+    this.tensors = tensors;
+    this.metadata = metadata;
+    this.dataStart = dataStart;
+    this.byName = new Map(tensors.map((t) => [t.name, t]));
+  }
+
+  static open(file: string): SafetensorsFile {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const { tensors, metadata, dataStart } = SafetensorsFile.readHeader(file, fd);
+      return new SafetensorsFile(file, fd, tensors, metadata, dataStart);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+  }
+
+  private static readHeader(file: string, fd: number): { tensors: TensorEntry[]; metadata: Record<string, string>; dataStart: number } {
+    const fileSize = fs.fstatSync(fd).size;
+    if (fileSize < 8) throw new Error(`${file}: not a safetensors file: ${fileSize} bytes, shorter than the 8-byte header length`);
+    const lengthBytes = new Uint8Array(8);
+    readFully(fd, lengthBytes, 0, file, 'header length');
+    const headerLength = Buffer.from(lengthBytes).readBigUInt64LE(0);
+    if (headerLength > BigInt(fileSize - 8)) {
+      throw new Error(`${file}: header length ${headerLength} reaches beyond the end of the file (${fileSize} bytes): truncated or not a safetensors file`);
+    }
+    if (headerLength > BigInt(MAX_HEADER_BYTES)) throw new Error(`${file}: header length ${headerLength} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+    const n = Number(headerLength);
+    const headerBytes = new Uint8Array(n);
+    readFully(fd, headerBytes, 8, file, 'header');
+    let header: unknown;
+    try {
+      header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+    } catch (err) {
+      throw new Error(`${file}: the header is not valid UTF-8 JSON: ${(err as Error).message}`);
+    }
+    if (!isObject(header)) throw new Error(`${file}: the header must be a JSON object`);
+    const dataStart = 8 + n;
+    const metadata: Record<string, string> = {};
+    const tensors: TensorEntry[] = [];
+    for (const [name, value] of Object.entries(header)) {
+      if (name === '__metadata__') {
+        if (!isObject(value)) throw new Error(`${file}: __metadata__ must be an object of strings`);
+        for (const [key, v] of Object.entries(value)) {
+          if (typeof v !== 'string') throw new Error(`${file}: __metadata__.${key} must be a string, got ${JSON.stringify(v)}`);
+          metadata[key] = v;
+        }
+        continue;
+      }
+      tensors.push(parseEntry(file, name, value, dataStart, fileSize));
+    }
+    tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
+    for (let i = 1; i < tensors.length; i++) {
+      const prev = tensors[i - 1];
+      const cur = tensors[i];
+      if (cur.begin < prev.end) {
+        throw new Error(`${file}: tensor "${cur.name}" (bytes ${cur.begin - dataStart}..${cur.end - dataStart}) overlaps tensor "${prev.name}" (bytes ${prev.begin - dataStart}..${prev.end - dataStart})`);
+      }
+    }
+    return { tensors, metadata, dataStart };
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  tensor(name: string): TensorEntry {
+    const entry = this.byName.get(name);
+    if (!entry) throw new Error(`${this.path}: no tensor "${name}"`);
+    return entry;
+  }
+
+  // Reads one tensor's raw little-endian bytes into dst, which must be exactly that many bytes.
+  readInto(tensor: string | TensorEntry, dst: ArrayBufferView): void {
+    const entry = typeof tensor === 'string' ? this.tensor(tensor) : tensor;
+    const size = entry.end - entry.begin;
+    if (dst.byteLength !== size) {
+      throw new Error(`${this.path}: tensor "${entry.name}" has ${size} bytes (${entry.dtype} [${entry.shape.join(', ')}]) but the buffer has ${dst.byteLength}`);
+    }
+    readFully(this.openFd(), bytesOf(dst), entry.begin, this.path, `tensor "${entry.name}"`);
+  }
+
+  // One tensor as float32, converting from F16, BF16 or F64.
+  readF32(tensor: string | TensorEntry): Float32Array {
+    const entry = typeof tensor === 'string' ? this.tensor(tensor) : tensor;
+    switch (entry.dtype) {
+      case 'F32': {
+        const out = new Float32Array(entry.numel);
+        this.readInto(entry, out);
+        return out;
+      }
+      case 'F16':
+      case 'BF16': {
+        const half = new Uint16Array(entry.numel);
+        this.readInto(entry, half);
+        return entry.dtype === 'F16' ? f16ToF32(half) : bf16ToF32(half);
+      }
+      case 'F64': {
+        const wide = new Float64Array(entry.numel);
+        this.readInto(entry, wide);
+        return Float32Array.from(wide);
+      }
+      default:
+        throw new Error(`${this.path}: tensor "${entry.name}" is ${entry.dtype}, not a float tensor`);
+    }
+  }
+
+  close(): void {
+    if (this.fd !== null) {
+      fs.closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+
+  private openFd(): number {
+    if (this.fd === null) throw new Error(`${this.path}: the file is closed`);
+    return this.fd;
+  }
+}
+
+export function openSafetensors(file: string): SafetensorsFile {
+  return SafetensorsFile.open(file);
+}
+
+function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+// Writes tensors (and string metadata) atomically. Data lands in Hugging Face's order (largest dtype alignment
+// first, then by name), back to back, after a header padded with spaces to a multiple of 8 bytes, so the
+// file loads in Hugging Face's safetensors and every tensor is aligned for its dtype.
+export async function writeSafetensors(file: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Promise<void> {
+  const seen = new Set<string>();
+  for (const t of tensors) {
+    const where = `${file}: tensor "${t.name}"`;
+    if (t.name === '' || t.name === '__metadata__') throw new Error(`${where}: not a valid tensor name`);
+    if (seen.has(t.name)) throw new Error(`${where}: given twice`);
+    seen.add(t.name);
+    if (!isDtype(t.dtype)) throw new Error(`${where}: unknown dtype ${JSON.stringify(t.dtype)}`);
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new Error(`${where}: bad shape [${t.shape.join(', ')}]`);
+  }
+  if (metadata) {
+    for (const [key, value] of Object.entries(metadata)) {
+      if (typeof value !== 'string') throw new Error(`${file}: metadata "${key}" must be a string`);
+    }
+  }
+  const ordered = [...tensors].sort((a, b) => DTYPE_ORDER.indexOf(b.dtype) - DTYPE_ORDER.indexOf(a.dtype) || compareNames(a.name, b.name));
+  // Built by hand rather than through an object, whose key order JavaScript rearranges for integer-like names.
+  const fields: string[] = [];
+  if (metadata && Object.keys(metadata).length > 0) {
+    const sorted = Object.entries(metadata).sort(([a], [b]) => compareNames(a, b));
+    fields.push(`"__metadata__":{${sorted.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`);
+  }
+  let offset = 0;
+  for (const t of ordered) {
+    const size = numelOf(t.shape) * DTYPE_BYTES[t.dtype];
+    fields.push(`${JSON.stringify(t.name)}:${JSON.stringify({ dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + size] })}`);
+    offset += size;
+  }
+  const json = Buffer.from(`{${fields.join(',')}}`, 'utf8');
+  const padded = Buffer.alloc(Math.ceil(json.length / 8) * 8, 0x20);
+  json.copy(padded);
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(padded.length));
+
+  await writeFileAtomic(file, (fd) => {
+    writeFully(fd, length);
+    writeFully(fd, padded);
+    for (const t of ordered) {
+      const bytes = bytesOf(t.data());
+      const expected = numelOf(t.shape) * DTYPE_BYTES[t.dtype];
+      if (bytes.byteLength !== expected) {
+        throw new Error(`${file}: tensor "${t.name}": ${t.dtype} [${t.shape.join(', ')}] needs ${expected} bytes, data() gave ${bytes.byteLength}`);
+      }
+      writeFully(fd, bytes);
+    }
+  });
+}
+
+// --- 16-bit floats, as native/core/dtype.h converts them (round to nearest even; NaN stays NaN) ---
+
+const scratchF32 = new Float32Array(1);
+const scratchU32 = new Uint32Array(scratchF32.buffer);
+
+export function bf16ToF32(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
+  const bits = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
+  for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
+  return dst;
+}
+
+export function f32ToBf16(src: Float32Array, dst: Uint16Array = new Uint16Array(src.length)): Uint16Array {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) {
+    const b = bits[i];
+    if ((b & 0x7fffffff) > 0x7f800000) {
+      dst[i] = (b >>> 16) | 0x40;
+    } else {
+      dst[i] = ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+  }
+  return dst;
+}
+
+export function f16ToF32(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
+  const bits = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i];
+    const sign = (h & 0x8000) << 16;
+    let exp = (h >>> 10) & 0x1f;
+    let mant = h & 0x3ff;
+    if (exp === 0x1f) {
+      bits[i] = sign | 0x7f800000 | (mant << 13);
+    } else if (exp === 0) {
+      if (mant === 0) {
+        bits[i] = sign;
+      } else {  // subnormal: normalize
+        exp = 127 - 15 + 1;
+        while ((mant & 0x400) === 0) { mant <<= 1; exp--; }
+        bits[i] = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+      }
+    } else {
+      bits[i] = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+  }
+  return dst;
+}
+
+export function f32ToF16(src: Float32Array, dst: Uint16Array = new Uint16Array(src.length)): Uint16Array {
+  for (let i = 0; i < src.length; i++) {
+    scratchF32[0] = src[i];
+    const b = scratchU32[0];
+    const sign = (b >>> 16) & 0x8000;
+    const abs = b & 0x7fffffff;
+    if (abs > 0x7f800000) {
+      dst[i] = sign | 0x7e00;  // NaN
+    } else if (abs >= 0x477ff000) {
+      dst[i] = sign | 0x7c00;  // rounds to >= 65536: infinity
+    } else if (abs < 0x38800000) {  // below the smallest normal half
+      if (abs < 0x33000000) {
+        dst[i] = sign;
+      } else {
+        const mant = (abs & 0x7fffff) | 0x800000;
+        const shift = 126 - (abs >>> 23);  // 14..24
+        const half = mant >>> shift;
+        const rem = mant & ((1 << shift) - 1);
+        const halfway = 1 << (shift - 1);
+        dst[i] = sign | (half + (rem > halfway || (rem === halfway && (half & 1)) ? 1 : 0));
+      }
+    } else {
+      const rebased = abs - (112 << 23);
+      const half = rebased >>> 13;
+      const rem = rebased & 0x1fff;
+      dst[i] = sign | (half + (rem > 0x1000 || (rem === 0x1000 && (half & 1)) ? 1 : 0));
+    }
+  }
+  return dst;
+}

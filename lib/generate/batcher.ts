@@ -1,0 +1,310 @@
+// Continuous batching: concurrent generation requests for one model decoded together. Each request owns a
+// KV-cache slot while it runs; every step feeds all running requests in one kvForward (a new request's
+// prompt, at most maxStepTokens prompt tokens per step, beside one token for each request already decoding)
+// and samples all of them in one call. Requests join and leave between steps. Every native call goes
+// through model.run, so steps interleave with anything else queued on the model but never overlap it.
+import { Model } from '../engine/model';
+import { NativeModel } from '../engine/native';
+import { Tokenizer } from '../tokenizer';
+import {
+  DEFAULT_SAMPLING,
+  FinishReason,
+  GenerateResult,
+  SamplingOptions,
+  Sequence,
+  checkSampling,
+  randomSeed,
+} from './sequence';
+
+export interface BatchRequest {
+  promptTokens: ArrayLike<number>;  // at least one token (<|endoftext|> alone for unconditional text)
+  maxTokens: number;                // tokens to generate at most
+  sampling?: Partial<SamplingOptions>;  // defaults: temperature 1, no top-k/top-p, no penalty
+  stop?: string[];                  // stop sequences on the decoded text; the text ends where one begins
+  stopTokens?: number[];            // default [<|endoftext|>]; [] generates through it
+  seed?: number | bigint;           // same seed, prompt and settings: same tokens (default: random)
+  signal?: AbortSignal;             // finishes the request with 'aborted' at the next step
+  deadline?: number;                // Date.now() time after which it finishes with 'deadline'
+  onText?: (piece: string) => void; // the text as it is generated, in pieces (stop sequences never shown)
+}
+
+export interface BatcherOptions {
+  slots?: number;          // requests decoded together (default 8); more wait in a queue
+  contextKeep?: number;    // tokens kept when a context passes nCtx (default nCtx / 2); see Sequence.nextFeed
+  maxStepTokens?: number;  // prompt tokens fed in one step (default 256): bounds how long a prefill stalls others
+}
+
+interface Job {
+  seq: Sequence;
+  request: BatchRequest;
+  resolve: (result: GenerateResult) => void;
+  reject: (err: Error) => void;
+  submittedAt: number;
+  startedAt: number;
+  firstTokenAt: number;
+}
+
+// A step's row: a job, its slot and the tokens it feeds.
+interface Row {
+  job: Job;
+  slot: number;
+  feed: Int32Array;
+  reset: boolean;
+  samples: boolean;  // its feed completes its context, so its logits give the next token
+}
+
+const claimedModels = new WeakSet<Model>();
+
+export class Batcher {
+  readonly slots: number;
+  private readonly nCtx: number;
+  private readonly vocabSize: number;
+  private readonly contextKeep: number;
+  private readonly maxStepTokens: number;
+  private readonly queue: Job[] = [];
+  private readonly bySlot: (Job | null)[];
+  private loop: Promise<void> | null = null;
+  private reserved = false;
+  private closed = false;
+  // Step buffers, sized once for a full batch.
+  private readonly logits: Float32Array;
+  private readonly rngState: BigUint64Array;
+
+  // One batcher per model: it owns the model's KV cache.
+  constructor(readonly model: Model, readonly tokenizer: Tokenizer, options: BatcherOptions = {}) {
+    const { nCtx, vocabSize } = model.config;
+    this.slots = options.slots ?? 8;
+    this.contextKeep = options.contextKeep ?? Math.floor(nCtx / 2);
+    this.maxStepTokens = options.maxStepTokens ?? 256;
+    if (!(Number.isInteger(this.slots) && this.slots >= 1)) throw new RangeError(`slots must be an integer >= 1, got ${this.slots}`);
+    if (!(Number.isInteger(this.contextKeep) && this.contextKeep >= 1 && this.contextKeep < nCtx)) {
+      throw new RangeError(`contextKeep must be an integer in [1, ${nCtx}), got ${this.contextKeep}`);
+    }
+    if (!(Number.isInteger(this.maxStepTokens) && this.maxStepTokens >= 1)) {
+      throw new RangeError(`maxStepTokens must be an integer >= 1, got ${this.maxStepTokens}`);
+    }
+    if (tokenizer.vocabSize > vocabSize) {
+      throw new RangeError(`the tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocabulary of ${vocabSize}`);
+    }
+    if (claimedModels.has(model)) throw new Error('this model already has a Batcher (one per model: it owns the KV cache)');
+    claimedModels.add(model);
+    this.nCtx = nCtx;
+    this.vocabSize = vocabSize;
+    this.bySlot = new Array<Job | null>(this.slots).fill(null);
+    this.logits = new Float32Array(this.slots * vocabSize);
+    this.rngState = new BigUint64Array(2 * this.slots);
+  }
+
+  // Requests running and waiting.
+  get load(): { running: number; waiting: number } {
+    return { running: this.bySlot.filter((j) => j !== null).length, waiting: this.queue.length };
+  }
+
+  submit(request: BatchRequest): Promise<GenerateResult> {
+    let job: Job;
+    try {
+      job = this.makeJob(request);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const done = new Promise<GenerateResult>((resolve, reject) => {
+      job.resolve = resolve;
+      job.reject = reject;
+    });
+    this.queue.push(job);
+    if (this.loop === null) {
+      this.loop = this.run().catch((err: Error) => {
+        // Only kvReserve can fail outside a step: nothing can run on this model.
+        this.loop = null;
+        for (const waiting of this.queue.splice(0)) waiting.reject(err);
+      });
+    }
+    return done;
+  }
+
+  // Stops taking requests, finishes the running and waiting ones as 'aborted', and frees the model for
+  // another batcher.
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const job of this.queue.splice(0)) this.finish(job, 'aborted');
+    for (let s = 0; s < this.slots; s++) {
+      const job = this.bySlot[s];
+      if (job) this.finish(job, 'aborted', s);
+    }
+    await this.loop;
+    claimedModels.delete(this.model);
+  }
+
+  private makeJob(request: BatchRequest): Job {
+    if (this.closed) throw new Error('the batcher is closed');
+    const sampling = { ...DEFAULT_SAMPLING, ...request.sampling };
+    checkSampling(sampling, 'sampling');
+    for (let i = 0; i < request.promptTokens.length; i++) {
+      const t = request.promptTokens[i];
+      if (!(Number.isInteger(t) && t >= 0 && t < this.vocabSize)) {
+        throw new RangeError(`promptTokens[${i}] = ${t} is not a token of this model (vocabulary ${this.vocabSize})`);
+      }
+    }
+    let seed: bigint;
+    if (request.seed === undefined) seed = randomSeed();
+    else if (typeof request.seed === 'bigint') seed = request.seed;
+    else if (Number.isSafeInteger(request.seed) && request.seed >= 0) seed = BigInt(request.seed);
+    else throw new RangeError(`seed must be a non-negative integer, got ${request.seed}`);
+    const seq = new Sequence(
+      {
+        promptTokens: request.promptTokens,
+        maxTokens: request.maxTokens,
+        sampling,
+        stop: request.stop ?? [],
+        stopTokens: request.stopTokens ?? [this.tokenizer.eotToken],
+        seed,
+        nCtx: this.nCtx,
+        contextKeep: this.contextKeep,
+        onText: request.onText,
+      },
+      this.tokenizer,
+    );
+    const unset = (): void => {
+      throw new Error('unreachable');
+    };
+    return { seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), startedAt: NaN, firstTokenAt: NaN };
+  }
+
+  private async run(): Promise<void> {
+    if (!this.reserved) {
+      await this.model.run((native) => native.kvReserve(this.slots));
+      this.reserved = true;
+    }
+    for (;;) {
+      this.expire();
+      this.admit();
+      const rows = this.planStep();
+      if (rows.length === 0) {
+        this.loop = null;  // synchronously, so that a submit from now on starts a new loop
+        return;
+      }
+      let tokens: Int32Array;
+      try {
+        tokens = await this.model.run((native) => this.step(native, rows));
+      } catch (err) {
+        for (const row of rows) this.fail(row, err as Error);
+        continue;
+      }
+      const now = Date.now();
+      let sampled = 0;
+      for (const row of rows) {
+        row.job.seq.fed(row.feed.length);
+        if (!row.samples) continue;
+        const job = row.job;
+        const s = sampled++;
+        if (job.seq.done) continue;  // closed while the step ran
+        job.seq.rng[0] = this.rngState[2 * s];
+        job.seq.rng[1] = this.rngState[2 * s + 1];
+        if (Number.isNaN(job.firstTokenAt)) job.firstTokenAt = now;
+        if (job.seq.accept(tokens[s])) this.finish(job, job.seq.finishReason as FinishReason, row.slot);
+      }
+    }
+  }
+
+  // Requests whose signal fired or whose deadline passed finish now, running or waiting.
+  private expire(): void {
+    const now = Date.now();
+    const reason = (job: Job): FinishReason | null =>
+      job.request.signal?.aborted ? 'aborted' : job.request.deadline !== undefined && now > job.request.deadline ? 'deadline' : null;
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      const r = reason(this.queue[i]);
+      if (r) this.finish(this.queue.splice(i, 1)[0], r);
+    }
+    this.bySlot.forEach((job, slot) => {
+      const r = job && reason(job);
+      if (job && r) this.finish(job, r, slot);
+    });
+  }
+
+  private admit(): void {
+    for (let slot = 0; slot < this.slots && this.queue.length > 0; slot++) {
+      if (this.bySlot[slot] === null) this.bySlot[slot] = this.queue.shift() as Job;
+    }
+  }
+
+  // This step's rows: every decoding request feeds its one new token; prompts (and window re-prefills) share
+  // what is left of maxStepTokens, the first of them at least one token. Rows that will sample come first.
+  private planStep(): Row[] {
+    const sampling: Row[] = [];
+    const partial: Row[] = [];
+    const prefills: { job: Job; slot: number }[] = [];
+    this.bySlot.forEach((job, slot) => {
+      if (!job) return;
+      const feed = job.seq.nextFeed(Infinity);
+      if (feed.length === 1 && !job.seq.needsReset) sampling.push({ job, slot, feed, reset: false, samples: true });
+      else prefills.push({ job, slot });
+    });
+    let budget = Math.max(1, this.maxStepTokens - sampling.length);
+    for (const { job, slot } of prefills) {
+      if (budget === 0) break;
+      const reset = job.seq.needsReset;
+      const feed = job.seq.nextFeed(budget);
+      budget -= feed.length;
+      if (Number.isNaN(job.startedAt)) job.startedAt = Date.now();
+      const whole = feed.length === job.seq.nextFeed(Infinity).length;
+      (whole ? sampling : partial).push({ job, slot, feed, reset, samples: whole });
+    }
+    return sampling.concat(partial);
+  }
+
+  // One native step (inside model.run): resets, kvForward for all rows, sampling for those that sample.
+  private async step(native: NativeModel, rows: Row[]): Promise<Int32Array> {
+    const n = rows.length;
+    const slots = new Int32Array(n);
+    const nNew = new Int32Array(n);
+    const total = rows.reduce((sum, r) => sum + r.feed.length, 0);
+    const tokens = new Int32Array(total);
+    let at = 0;
+    rows.forEach((row, i) => {
+      if (row.reset) native.kvReset(row.slot);
+      slots[i] = row.slot;
+      nNew[i] = row.feed.length;
+      tokens.set(row.feed, at);
+      at += row.feed.length;
+    });
+    await native.kvForward(slots, nNew, tokens, this.logits.subarray(0, n * this.vocabSize));
+    const sampled = rows.filter((r) => r.samples);
+    const out = new Int32Array(sampled.length);
+    if (sampled.length === 0) return out;
+    sampled.forEach((row, i) => this.rngState.set(row.job.seq.rng, 2 * i));
+    native.sample(
+      this.logits.subarray(0, sampled.length * this.vocabSize),
+      sampled.map((r) => r.job.seq.sampling),
+      this.rngState.subarray(0, 2 * sampled.length),
+      sampled.map((r) => r.job.seq.history()),
+      out,
+    );
+    return out;
+  }
+
+  private fail(row: Row, err: Error): void {
+    this.bySlot[row.slot] = null;
+    row.job.reject(err);
+  }
+
+  private finish(job: Job, reason: FinishReason, slot?: number): void {
+    if (slot !== undefined) this.bySlot[slot] = null;
+    job.seq.finish(reason);
+    const now = Date.now();
+    const generated = job.seq.generated.length;
+    const decodeMs = now - job.firstTokenAt;
+    job.resolve({
+      text: job.seq.textSoFar,
+      tokens: job.seq.generated.slice(),
+      finishReason: job.seq.finishReason as FinishReason,
+      timings: {
+        queuedMs: (Number.isNaN(job.startedAt) ? now : job.startedAt) - job.submittedAt,
+        firstTokenMs: job.firstTokenAt - job.submittedAt,
+        totalMs: now - job.submittedAt,
+        promptTokens: job.seq.promptLength,
+        generatedTokens: generated,
+        tokensPerSecond: generated > 1 && decodeMs > 0 ? ((generated - 1) * 1000) / decodeMs : NaN,
+      },
+    });
+  }
+}

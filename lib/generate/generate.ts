@@ -1,0 +1,117 @@
+// Text generation with a GPT-2 model, in the manner of nanoGPT's sample.py:
+//
+//   const gen = await Generator.load('124M', { dtype: 'f16' });
+//   const { text } = await gen.generate('Hello, my name is', { maxTokens: 40, temperature: 0.8, topK: 40 });
+//   for await (const piece of gen.stream('Once upon a time', { maxTokens: 100 })) process.stdout.write(piece);
+//
+// How a request runs (lib/generate/batcher.ts does the work, for all requests at once):
+//   1. The prompt is encoded (an empty prompt is <|endoftext|>: unconditional text) and fed to the model in one
+//      pass (prefill) that fills the request's KV-cache slot and gives the logits of the next token.
+//   2. Each step samples a token per request in native code (repetition penalty, temperature, top-k, top-p;
+//      a per-request RNG seeded from `seed`, so the same seed gives the same text whatever the thread count or
+//      whichever other requests share the batch), feeds it back, and decodes it to text.
+//   3. The request ends at <|endoftext|>, a stop sequence (the text is cut where it begins), maxTokens, its
+//      signal or its deadline.
+//   4. When prompt plus output would pass the model's context (nCtx), the request keeps its most recent
+//      nCtx / 2 tokens and prefills them again (Sequence.nextFeed), and goes on.
+import { Model } from '../engine/model';
+import { WeightDType } from '../engine/native';
+import { resolveModel } from '../formats/resolve_model';
+import { loadTokenizer, Tokenizer } from '../tokenizer';
+import { Batcher, BatcherOptions, BatchRequest } from './batcher';
+import { GenerateResult, SamplingOptions } from './sequence';
+
+export interface GenerateOptions extends Partial<SamplingOptions> {
+  maxTokens?: number;   // default nCtx / 2, as the original tools' --length
+  stop?: string[];
+  stopTokens?: number[];  // default [<|endoftext|>]
+  seed?: number | bigint;
+  signal?: AbortSignal;
+  deadline?: number;
+  onText?: (piece: string) => void;
+}
+
+export interface LoadOptions extends BatcherOptions {
+  dtype?: WeightDType;  // weights as stored in memory (default f32); compute is float32 either way
+  threads?: number;     // default: one per core
+}
+
+export class Generator {
+  readonly batcher: Batcher;
+  private ownsModel = false;
+
+  constructor(readonly model: Model, readonly tokenizer: Tokenizer, options: BatcherOptions = {}) {
+    this.batcher = new Batcher(model, tokenizer, options);
+  }
+
+  // A model by name or folder (see lib/formats/resolve_model), inference only, with its own vocabulary if the
+  // folder has one (GPT-2's otherwise).
+  static async load(name: string, options: LoadOptions = {}): Promise<Generator> {
+    const folder = resolveModel(name);
+    const model = await Model.load(folder.dir, { weightDtype: options.dtype ?? 'f32', threads: options.threads, trainable: false });
+    const tokenizer = folder.vocab ? loadTokenizer(folder.dir) : loadTokenizer();
+    const generator = new Generator(model, tokenizer, options);
+    generator.ownsModel = true;
+    return generator;
+  }
+
+  // The prompt's tokens: text is encoded without special tokens unless allowSpecial; '' is <|endoftext|>.
+  encode(prompt: string, allowSpecial = false): Int32Array {
+    if (prompt === '') return Int32Array.of(this.tokenizer.eotToken);
+    return this.tokenizer.encode(prompt, { allowSpecial });
+  }
+
+  generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<GenerateResult> {
+    return this.batcher.submit(this.request(prompt, options));
+  }
+
+  // The text as it is generated, piece by piece; the iterator's return value is the result.
+  async *stream(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<string, GenerateResult> {
+    const pieces: string[] = [];
+    let wake: (() => void) | null = null;
+    let finished = false;
+    const result = this.batcher
+      .submit(
+        this.request(prompt, {
+          ...options,
+          onText: (piece) => {
+            options.onText?.(piece);
+            pieces.push(piece);
+            wake?.();
+          },
+        }),
+      )
+      .finally(() => {
+        finished = true;
+        wake?.();
+      });
+    result.catch(() => undefined);  // rethrown below, after the pieces so far
+    while (!finished || pieces.length > 0) {
+      if (pieces.length > 0) yield pieces.shift() as string;
+      else await new Promise<void>((resolve) => (wake = resolve));
+      wake = null;
+    }
+    return result;
+  }
+
+  // Finishes all requests; a model that load() loaded is disposed too.
+  async close(): Promise<void> {
+    await this.batcher.close();
+    if (this.ownsModel) this.model.dispose();
+  }
+
+  private request(prompt: string | ArrayLike<number>, options: GenerateOptions): BatchRequest {
+    const { temperature, topK, topP, penalize, maxTokens, ...rest } = options;
+    const sampling: Partial<SamplingOptions> = {};
+    if (temperature !== undefined) sampling.temperature = temperature;
+    if (topK !== undefined) sampling.topK = topK;
+    if (topP !== undefined) sampling.topP = topP;
+    if (penalize !== undefined) sampling.penalize = penalize;
+    return {
+      ...rest,
+      promptTokens: typeof prompt === 'string' ? this.encode(prompt) : prompt,
+      maxTokens: maxTokens ?? Math.floor(this.model.config.nCtx / 2),
+      sampling,
+    };
+  }
+}

@@ -1,0 +1,9 @@
+// Text generation: KV-cached decoding, native sampling, continuous batching. See generate.ts.
+export { Generator } from './generate';
+export type { GenerateOptions, LoadOptions } from './generate';
+export { Batcher } from './batcher';
+export type { BatchRequest, BatcherOptions } from './batcher';
+export { DEFAULT_SAMPLING, Sequence, rngStateFromSeed } from './sequence';
+export type { FinishReason, GenerateResult, SamplingOptions, Timings } from './sequence';
+export { ChatSession, findAudiences, isAudience } from './chat';
+export type { ChatOptions, ChatReply } from './chat';

@@ -1,0 +1,219 @@
+// One generation request as it is decoded: its tokens, what it feeds the model next (the context-window
+// policy), its sampling settings and RNG, and the text it has produced, cut at stop sequences and streamed
+// out without ever showing the start of a stop sequence that may still complete.
+import { StreamDecoder, Tokenizer } from '../tokenizer';
+import { NativeSampling } from '../engine/native';
+
+// Sampling settings (temperature 0: greedy; topK 0 and topP 1: off; penalize in (0, 1], 0: off). The
+// repetition penalty is the original tools' --penalize done right: every distinct token of the window (prompt
+// and output) has its logit l made l * penalize when l > 0 and l / penalize when l < 0, so a used token always
+// becomes less likely (the original multiplied negative logits too, which made them MORE likely). The exact
+// order (penalty, temperature, top-k, top-p, draw) is in native/cpu/sampler.cpp.
+export type SamplingOptions = NativeSampling;
+
+export const DEFAULT_SAMPLING: SamplingOptions = { temperature: 1, topK: 0, topP: 1, penalize: 0 };
+
+// 'stop': a stop sequence or stop token (<|endoftext|> by default) ended the text; 'length': maxTokens;
+// 'aborted': the request's signal fired; 'deadline': its deadline passed.
+export type FinishReason = 'stop' | 'length' | 'aborted' | 'deadline';
+
+export interface Timings {
+  queuedMs: number;       // submit -> the first step that fed the prompt
+  firstTokenMs: number;   // submit -> first token sampled (NaN when none was)
+  totalMs: number;        // submit -> finished
+  promptTokens: number;
+  generatedTokens: number;
+  tokensPerSecond: number;  // generated tokens after the first / time after the first
+}
+
+export interface GenerateResult {
+  text: string;           // the generated text (not the prompt), cut where a stop sequence begins
+  tokens: number[];       // the sampled tokens (a stop token excluded)
+  finishReason: FinishReason;
+  timings: Timings;
+}
+
+// 64-bit splitmix64 of the seed, as the two words of the native sampler's per-row xoroshiro128++ state.
+export function rngStateFromSeed(seed: bigint): [bigint, bigint] {
+  const mask = (1n << 64n) - 1n;
+  let x = seed & mask;
+  const next = (): bigint => {
+    x = (x + 0x9e3779b97f4a7c15n) & mask;
+    let z = x;
+    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & mask;
+    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & mask;
+    return z ^ (z >> 31n);
+  };
+  return [next(), next()];
+}
+
+// A seed for requests that give none.
+export function randomSeed(): bigint {
+  return BigInt(Math.floor(Math.random() * 2 ** 32)) * 2n ** 32n + BigInt(Math.floor(Math.random() * 2 ** 32));
+}
+
+export function checkSampling(s: SamplingOptions, where: string): void {
+  const fail = (field: string, rule: string, v: number): never => {
+    throw new RangeError(`${where}: ${field} must be ${rule}, got ${v}`);
+  };
+  if (!(Number.isFinite(s.temperature) && s.temperature >= 0)) fail('temperature', 'a number >= 0', s.temperature);
+  if (!(Number.isInteger(s.topK) && s.topK >= 0)) fail('topK', 'an integer >= 0', s.topK);
+  if (!(s.topP > 0 && s.topP <= 1)) fail('topP', 'in (0, 1]', s.topP);
+  if (!(s.penalize >= 0 && s.penalize <= 1)) fail('penalize', 'in [0, 1] (0: off)', s.penalize);
+}
+
+export interface SequenceOptions {
+  promptTokens: ArrayLike<number>;
+  maxTokens: number;
+  sampling: SamplingOptions;
+  stop: string[];          // stop sequences, matched on the decoded text
+  stopTokens: number[];    // tokens that end the text without being part of it
+  seed: bigint;
+  nCtx: number;
+  contextKeep: number;     // tokens kept when the context would pass nCtx (see Sequence.nextFeed)
+  onText?: (piece: string) => void;
+}
+
+export class Sequence {
+  readonly sampling: NativeSampling;
+  // The sampler's RNG state (two 64-bit words), advanced by every draw.
+  readonly rng: BigUint64Array;
+  readonly promptLength: number;
+  readonly generated: number[] = [];
+  finishReason: FinishReason | null = null;
+
+  // Everything the model has seen or will see, prompt first: context[windowStart, length) is the window
+  // the slot holds (cached of them are in the KV cache already).
+  private context: Int32Array;
+  private length: number;
+  private windowStart = 0;
+  private cached = 0;
+  // Set when the slot must be emptied before the next feed (a window shift).
+  needsReset = true;
+
+  private readonly decoder: StreamDecoder;
+  private text = '';
+  private emitted = 0;       // text[0, emitted) has gone to onText
+  private searchedTo = 0;    // stop sequences cannot start before this point of text
+  private readonly longestStop: number;
+
+  constructor(private readonly options: SequenceOptions, tokenizer: Tokenizer) {
+    const { promptTokens, nCtx, contextKeep } = options;
+    if (promptTokens.length === 0) throw new RangeError('the prompt is empty: give at least one token (<|endoftext|> for unconditional text)');
+    if (!(contextKeep >= 1 && contextKeep < nCtx)) throw new RangeError(`contextKeep must be in [1, ${nCtx}), got ${contextKeep}`);
+    this.context = new Int32Array(Math.max(16, promptTokens.length + Math.min(options.maxTokens, nCtx)));
+    this.context.set(promptTokens);
+    this.length = promptTokens.length;
+    this.promptLength = promptTokens.length;
+    this.sampling = { ...options.sampling };
+    this.rng = BigUint64Array.from(rngStateFromSeed(options.seed));
+    this.decoder = tokenizer.streamDecoder();
+    this.longestStop = options.stop.reduce((m, s) => Math.max(m, s.length), 0);
+    if (options.stop.some((s) => s.length === 0)) throw new RangeError('stop sequences must not be empty');
+    if (options.maxTokens < 1 || !Number.isInteger(options.maxTokens)) throw new RangeError(`maxTokens must be an integer >= 1, got ${options.maxTokens}`);
+  }
+
+  get done(): boolean {
+    return this.finishReason !== null;
+  }
+
+  // The context-window policy: the slot holds at most nCtx tokens. When the tokens not yet fed would take it
+  // past nCtx, the window moves to the most recent contextKeep tokens (nCtx / 2 by default) and the slot is
+  // emptied and prefilled with them again: one re-prefill every nCtx - contextKeep tokens, never a token lost
+  // from the last contextKeep. A prompt longer than nCtx starts that way too.
+  // Returns the tokens to append to the slot now, at most `budget` of them (a long prefill is fed in parts).
+  nextFeed(budget: number): Int32Array {
+    const { nCtx, contextKeep } = this.options;
+    if (this.length - this.windowStart > nCtx) {
+      this.windowStart = this.length - contextKeep;
+      this.cached = 0;
+      this.needsReset = true;
+    }
+    const from = this.windowStart + this.cached;
+    return this.context.subarray(from, Math.min(this.length, from + budget));
+  }
+
+  // The model has taken n more tokens into the slot.
+  fed(n: number): void {
+    this.cached += n;
+    this.needsReset = false;
+  }
+
+  // Whether the slot now holds every token, so its logits predict the next one.
+  get caughtUp(): boolean {
+    return this.windowStart + this.cached === this.length;
+  }
+
+  // The tokens for the repetition penalty: the window's tokens.
+  history(): Int32Array {
+    return this.context.subarray(this.windowStart, this.length);
+  }
+
+  get textSoFar(): string {
+    return this.text;
+  }
+
+  // Takes a sampled token; returns true when the sequence has finished.
+  accept(token: number): boolean {
+    if (this.options.stopTokens.includes(token)) return this.finish('stop');
+    this.generated.push(token);
+    if (this.length === this.context.length) {
+      const grown = new Int32Array(this.context.length * 2);
+      grown.set(this.context);
+      this.context = grown;
+    }
+    this.context[this.length++] = token;
+    this.text += this.decoder.push(token);
+    if (this.cutAtStop()) return true;
+    if (this.generated.length >= this.options.maxTokens) return this.finish('length');
+    this.emit(this.text.length - this.heldBack());
+    return false;
+  }
+
+  finish(reason: FinishReason): true {
+    if (this.finishReason !== null) return true;
+    this.text += this.decoder.end();  // a character still incomplete comes out as U+FFFD
+    if (!this.cutAtStop()) this.finishReason = reason;
+    this.emit(this.text.length);
+    return true;
+  }
+
+  // Cuts the text where the first stop sequence begins; returns true when it found one.
+  private cutAtStop(): boolean {
+    const stops = this.options.stop;
+    if (stops.length === 0) return false;
+    const from = Math.max(0, this.searchedTo - this.longestStop + 1);
+    let at = -1;
+    for (const s of stops) {
+      const i = this.text.indexOf(s, from);
+      if (i >= 0 && (at < 0 || i < at)) at = i;
+    }
+    this.searchedTo = this.text.length;
+    if (at < 0) return false;
+    this.text = this.text.slice(0, at);
+    this.finishReason = 'stop';
+    this.emit(this.text.length);
+    return true;
+  }
+
+  // Characters at the end of the text that could be the start of a stop sequence still to complete.
+  private heldBack(): number {
+    let held = 0;
+    for (const s of this.options.stop) {
+      for (let k = Math.min(s.length - 1, this.text.length); k > held; k--) {
+        if (this.text.endsWith(s.slice(0, k))) {
+          held = k;
+          break;
+        }
+      }
+    }
+    return held;
+  }
+
+  private emit(upTo: number): void {
+    if (upTo <= this.emitted) return;
+    const piece = this.text.slice(this.emitted, upTo);
+    this.emitted = upTo;
+    this.options.onText?.(piece);
+  }
+}

@@ -1,0 +1,81 @@
+// The chatbot sanitizer: turns what a model fine-tuned on chat logs generates into a reply that can be shown or
+// spoken. The chat format (one message per line, `<side>|<audience>|<text> <EOM>`, side 1 the bot's own voice,
+// side 0 the other party) is the original tools' training format; the original server's sanitizer did the same
+// steps with string replacements and DIXIE_NAMES from the environment. Rebuilt here as ordered, anchored steps:
+//   1. split at <EOM> and keep up to maxMessages messages, stopping at the first one in the other party's voice
+//      (unless keepOtherSide: the original kept both sides);
+//   2. strip the `0|name|` / `1|name|` prefixes of any audience (and stray `|name|` of the configured names);
+//   3. remove markup (tags, entities, a half-written <EOM> at the end, <|endoftext|>), URLs, and symbols that a
+//      speech engine reads out badly (pipes, brackets, equals, plus, emoji...);
+//   4. collapse whitespace, then expand the configured acronyms ("COE" -> "C. O. E.").
+import type { Sanitizer } from './types';
+
+export interface ChatbotSanitizerOptions {
+  maxMessages: number;              // messages kept (the original: 4)
+  keepOtherSide: boolean;           // keep messages in the other party's voice (the original did)
+  names: readonly string[];         // audience names whose stray `|name|` fragments are removed too
+  acronyms: Readonly<Record<string, string>>;  // whole-word replacements for speech
+}
+
+export const CHATBOT_DEFAULTS: ChatbotSanitizerOptions = { maxMessages: 4, keepOtherSide: false, names: [], acronyms: {} };
+
+const EOM = '<EOM>';
+// A chat prefix at the start of a message: side, optional "+", audience (no pipe, no line break).
+const PREFIX = /^\s*([01])\|\+?[^|\r\n]{0,64}\|/;
+const PARTIAL_PREFIX = /^\s*(?:[01](?:\|[^|\r\n]{0,64})?)?$/;
+// Prefixes that survived elsewhere (the model sometimes runs two messages together without <EOM>).
+const INNER_PREFIX = /(^|[\s>])[01]\|\+?[^|\r\n\s]{1,64}\|/g;
+const END_OF_TEXT = /<\|endoftext\|>/g;
+const URL = /(?:https?:\/\/|www\.)[^\s<>"]*/gi;
+const TAG = /<\/?[A-Za-z][^<>]{0,200}>/g;
+const ENTITY = /&(?:[A-Za-z]{2,8}|#\d{1,6}|#x[0-9A-Fa-f]{1,6});/g;
+// The start of a chat marker cut off by the length limit: "<", "<E", "<EO", "<EOM" at the very end.
+const PARTIAL_EOM = /<(?:E(?:O(?:M)?)?)?$/;
+// Symbols a speech engine reads out ("pipe", "less than", "equals") or that carry no words, and emoji with
+// their joiners and variation selectors. Apostrophes, quotes and sentence punctuation stay.
+const SYMBOLS = /[|<>()[\]{}=+*#_~^`\\@$%&]|-{2,}|\p{Extended_Pictographic}|[\u200D\uFE0E\uFE0F]|\p{Emoji_Modifier}/gu;
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+export function createChatbotSanitizer(options: Partial<ChatbotSanitizerOptions> = {}): Sanitizer {
+  const o: ChatbotSanitizerOptions = { ...CHATBOT_DEFAULTS, ...options };
+  if (!(Number.isInteger(o.maxMessages) && o.maxMessages >= 1)) throw new RangeError(`maxMessages must be an integer >= 1, got ${o.maxMessages}`);
+  const strayNames = o.names.length > 0 ? new RegExp(`\\|\\+?(?:${o.names.map(escapeRegExp).join('|')})\\|`, 'g') : null;
+  const acronymKeys = Object.keys(o.acronyms).sort((a, b) => b.length - a.length);
+  const acronyms = acronymKeys.length > 0 ? new RegExp(`(?<![\\p{L}\\p{N}])(?:${acronymKeys.map(escapeRegExp).join('|')})(?![\\p{L}\\p{N}])`, 'gu') : null;
+
+  // The messages of `text` to keep, prefixes removed; `complete` when no later text can change them. The part
+  // after the last <EOM> is a message still being written, withheld while it is only the start of a prefix.
+  function messages(text: string): { kept: string[]; complete: boolean } {
+    const parts = text.split(EOM);
+    const kept: string[] = [];
+    for (let i = 0; i < parts.length && kept.length < o.maxMessages; i++) {
+      const prefix = PREFIX.exec(parts[i]);
+      if (i > 0 && prefix?.[1] === '0' && !o.keepOtherSide) return { kept, complete: true };
+      if (i > 0 && i === parts.length - 1 && !prefix && PARTIAL_PREFIX.test(parts[i])) return { kept, complete: false };
+      kept.push(prefix ? parts[i].slice(prefix[0].length) : parts[i]);
+    }
+    return { kept, complete: kept.length >= o.maxMessages && parts.length > kept.length };
+  }
+
+  function clean(message: string): string {
+    let s = message.replace(END_OF_TEXT, ' ').replace(INNER_PREFIX, '$1');
+    if (strayNames) s = s.replace(strayNames, ' ');
+    s = s.replace(URL, ' ').replace(TAG, ' ').replace(ENTITY, ' ').replace(PARTIAL_EOM, ' ').replace(SYMBOLS, ' ');
+    return s.replace(/\s+/g, ' ').trim();
+  }
+
+  return {
+    sanitize(text: string): string {
+      let out = messages(text).kept.map(clean).filter((m) => m !== '').join(' ');
+      // "in SEA." becomes "in S. E. A." rather than "S. E. A..".
+      if (acronyms) out = out.replace(acronyms, (a: string, at: number, all: string) => (all[at + a.length] === '.' ? o.acronyms[a].replace(/\.$/, '') : o.acronyms[a]));
+      return out;
+    },
+    isComplete(text: string): boolean {
+      return messages(text).complete;
+    },
+  };
+}

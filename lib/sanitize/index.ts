@@ -1,0 +1,81 @@
+// Sanitizers by name: a model's config names a built-in ("sanitizers.chatbot", as the original config spelled
+// it, or "chatbot"; "none") or a module path (resolved from the config file's folder) that exports
+// `createSanitizer(options): Sanitizer` or `sanitize(text): string`.
+import path from 'node:path';
+import { CHATBOT_DEFAULTS, createChatbotSanitizer, type ChatbotSanitizerOptions } from './chatbot';
+import type { Sanitizer } from './types';
+
+export type { Sanitizer } from './types';
+export { createChatbotSanitizer, CHATBOT_DEFAULTS, type ChatbotSanitizerOptions } from './chatbot';
+
+export const IDENTITY: Sanitizer = { sanitize: (text) => text, isComplete: () => false };
+
+const CHATBOT_NAMES = ['sanitizers.chatbot', 'chatbot'];
+export const BUILT_IN_SANITIZERS = [...CHATBOT_NAMES, 'none'];
+
+function fail(where: string, wanted: string, value: unknown): never {
+  throw new Error(`${where}: must be ${wanted} (got ${JSON.stringify(value)})`);
+}
+
+// The chatbot sanitizer's settings as a config spells them (snake_case), checked field by field.
+export function chatbotOptions(raw: Record<string, unknown>, where: string): ChatbotSanitizerOptions {
+  const known = ['max_messages', 'keep_other_side', 'names', 'acronyms'];
+  for (const key of Object.keys(raw)) if (!known.includes(key)) throw new Error(`${where}.${key}: unknown setting (known: ${known.join(', ')})`);
+  const o: ChatbotSanitizerOptions = { ...CHATBOT_DEFAULTS };
+  if (raw.max_messages !== undefined) {
+    const v = raw.max_messages;
+    o.maxMessages = Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 100 ? (v as number) : fail(`${where}.max_messages`, 'an integer from 1 to 100', v);
+  }
+  if (raw.keep_other_side !== undefined) {
+    o.keepOtherSide = typeof raw.keep_other_side === 'boolean' ? raw.keep_other_side : fail(`${where}.keep_other_side`, 'true or false', raw.keep_other_side);
+  }
+  if (raw.names !== undefined) {
+    const v = raw.names;
+    if (!Array.isArray(v)) fail(`${where}.names`, 'an array of names', v);
+    o.names = v.map((n: unknown, i) => (typeof n === 'string' && /^[^|\r\n]{1,64}$/.test(n) ? n : fail(`${where}.names[${i}]`, 'a name of 1 to 64 characters without "|"', n)));
+  }
+  if (raw.acronyms !== undefined) {
+    const v = raw.acronyms;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(`${where}.acronyms`, 'an object such as {"COE": "C. O. E."}', v);
+    for (const [k, s] of Object.entries(v)) {
+      if (k.trim() === '') fail(`${where}.acronyms`, 'keyed by non-empty words', k);
+      if (typeof s !== 'string') fail(`${where}.acronyms.${k}`, 'a string', s);
+    }
+    o.acronyms = { ...(v as Record<string, string>) };
+  }
+  return o;
+}
+
+// `spec` as the config gives it; `options` the model's sanitizer_options; `baseDir` the config file's folder.
+export function loadSanitizer(spec: string, options: Record<string, unknown>, baseDir: string, where: string): Sanitizer {
+  if (CHATBOT_NAMES.includes(spec)) return createChatbotSanitizer(chatbotOptions(options, `${where}_options`));
+  if (spec === 'none') return IDENTITY;
+  if (!spec.includes('/') && !spec.endsWith('.js')) {
+    throw new Error(`${where}: unknown sanitizer "${spec}" (built-in: ${BUILT_IN_SANITIZERS.join(', ')}; or a path to a module such as "./my_sanitizer.js")`);
+  }
+  const file = path.resolve(baseDir, spec);
+  let mod: { createSanitizer?: unknown; sanitize?: unknown };
+  try {
+    mod = require(file) as typeof mod;
+  } catch (err) {
+    throw new Error(`${where}: cannot load sanitizer module ${file}: ${(err as Error).message}`);
+  }
+  if (typeof mod.createSanitizer === 'function') {
+    const made = (mod.createSanitizer as (o: Record<string, unknown>) => unknown)(options) as Partial<Sanitizer> | null;
+    if (!made || typeof made.sanitize !== 'function') throw new Error(`${where}: ${file}: createSanitizer() must return an object with sanitize(text)`);
+    const isComplete = typeof made.isComplete === 'function' ? made.isComplete.bind(made) : () => false;
+    return { sanitize: made.sanitize.bind(made), isComplete };
+  }
+  if (typeof mod.sanitize === 'function') {
+    const fn = mod.sanitize as (text: string) => unknown;
+    return {
+      sanitize: (text) => {
+        const out = fn(text);
+        if (typeof out !== 'string') throw new Error(`sanitizer ${file} returned ${typeof out}, not a string`);
+        return out;
+      },
+      isComplete: () => false,
+    };
+  }
+  throw new Error(`${where}: ${file} exports neither createSanitizer(options) nor sanitize(text)`);
+}

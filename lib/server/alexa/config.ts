@@ -1,0 +1,78 @@
+// The "alexa" section of server_config.json, validated at start with errors that name the field.
+export interface AlexaOptions {
+  path: string; // where the router is mounted
+  modelKey: string; // which configured model answers
+  applicationId: string; // the skill's id from the Alexa developer console (amzn1.ask.skill....)
+  verifySignatures: boolean; // false only for local testing: skips the signature and timestamp checks
+  deadlineMs: number; // answer within this long after the request arrives (Alexa gives up after 8 s)
+  maxTokens: number; // the longest reply, in tokens
+  audience: string; // the audience name in the chat-format prompt (`0|<audience>|...`)
+  maxHistoryTurns: number; // turns (an utterance and its reply) kept in the session
+  maxPromptChars: number; // the prompt's budget; the oldest messages are dropped first to fit
+  greeting: string;
+  help: string;
+  reprompt: string;
+  goodbye: string;
+}
+
+export const ALEXA_DEFAULTS: Omit<AlexaOptions, 'applicationId'> = {
+  path: '/alexa',
+  modelKey: 'chatbot',
+  verifySignatures: true,
+  deadlineMs: 6500,
+  maxTokens: 60,
+  audience: 'alexa',
+  maxHistoryTurns: 8,
+  // GPT-2 averages about 4 characters a token on English chat, so 2400 characters stay well inside its
+  // 1024-token context with room for the reply; the server still trims any prompt that would overflow.
+  maxPromptChars: 2400,
+  greeting: "Hi, it's Dixie. What's on your mind?",
+  help: 'Just talk to me, starting with something like "I say", and I will answer. Say stop when you are done.',
+  reprompt: 'Are you still there?',
+  goodbye: 'Bye for now.',
+};
+
+// Alexa waits at most 8 seconds for an answer.
+const ALEXA_TIMEOUT_MS = 8000;
+
+type Reader<T> = (value: unknown, where: string) => T;
+
+function fail(where: string, wanted: string, value: unknown): never {
+  throw new Error(`${where}: must be ${wanted} (got ${JSON.stringify(value)})`);
+}
+
+const text: Reader<string> = (value, where) => (typeof value === 'string' && value.trim() !== '' ? value : fail(where, 'a non-empty string', value));
+const flag: Reader<boolean> = (value, where) => (typeof value === 'boolean' ? value : fail(where, 'true or false', value));
+const integer = (min: number, max: number): Reader<number> => (value, where) =>
+  Number.isInteger(value) && (value as number) >= min && (value as number) <= max ? (value as number) : fail(where, `an integer from ${min} to ${max}`, value);
+
+const KEYS = {
+  path: ['path', (v: unknown, w: string) => (typeof v === 'string' && /^\/[A-Za-z0-9._~\-/]*$/.test(v) ? v : fail(w, 'a URL path starting with /', v))],
+  model_key: ['modelKey', text],
+  application_id: ['applicationId', (v: unknown, w: string) => (typeof v === 'string' && v.startsWith('amzn1.ask.skill.') ? v : fail(w, 'the skill id from the Alexa developer console, "amzn1.ask.skill.…"', v))],
+  verify_signatures: ['verifySignatures', flag],
+  deadline_ms: ['deadlineMs', integer(500, ALEXA_TIMEOUT_MS - 500)],
+  max_tokens: ['maxTokens', integer(1, 1024)],
+  audience: ['audience', (v: unknown, w: string) => (typeof v === 'string' && /^[^|\r\n]+$/.test(v) ? v : fail(w, 'a name without "|" or line breaks', v))],
+  max_history_turns: ['maxHistoryTurns', integer(0, 100)],
+  max_prompt_chars: ['maxPromptChars', integer(200, 100_000)],
+  greeting: ['greeting', text],
+  help: ['help', text],
+  reprompt: ['reprompt', text],
+  goodbye: ['goodbye', text],
+} as const satisfies Record<string, readonly [keyof AlexaOptions, Reader<unknown>]>;
+
+// `raw` is the parsed "alexa" section; `fieldPrefix` names it in errors (for example "server_config.json: alexa").
+export function validateAlexaConfig(raw: unknown, fieldPrefix: string): AlexaOptions {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(fieldPrefix, 'an object', raw);
+  const section = raw as Record<string, unknown>;
+  for (const key of Object.keys(section)) {
+    if (!(key in KEYS)) throw new Error(`${fieldPrefix}.${key}: unknown setting (known: ${Object.keys(KEYS).join(', ')})`);
+  }
+  if (section.application_id === undefined) throw new Error(`${fieldPrefix}.application_id: required (the skill id from the Alexa developer console)`);
+  const options: Record<string, unknown> = { ...ALEXA_DEFAULTS };
+  for (const [key, [name, read]] of Object.entries(KEYS)) {
+    if (section[key] !== undefined) options[name] = read(section[key], `${fieldPrefix}.${key}`);
+  }
+  return options as unknown as AlexaOptions;
+}

@@ -1,0 +1,157 @@
+// POST <alexa.path>: the Alexa skill endpoint. Verifies that each request comes from Alexa for this skill,
+// turns the conversation carried in the session into a chat-format prompt, and answers within the deadline.
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { AlexaOptions } from './config';
+import { buildPrompt, chatText, historyFrom, keepRecent, type Message } from './conversation';
+import { createLog, type Log } from '../log';
+import { AlexaRejection } from './errors';
+import { lastCompleteSentence, speakable, ssml } from './speech';
+import { parseEnvelope, type AlexaEnvelope, type AlexaResponseEnvelope } from './types';
+import { AlexaSignatureVerifier, checkTimestamp, type SignatureVerifierOptions } from './verify';
+
+// The names shared with alexa/interaction-model.json.
+export const CHAT_INTENT = 'ChatIntent';
+export const UTTERANCE_SLOT = 'utterance';
+
+export interface ChatOptions {
+  deadlineMs: number; // stop generating this many milliseconds from now and return what there is
+  maxTokens: number;
+  signal: AbortSignal; // aborted once the answer can no longer arrive in time
+}
+
+export interface ChatReply {
+  text: string; // the bot's reply, cleaned by the model's sanitizer
+  finishReason: 'stop' | 'length' | 'deadline';
+}
+
+// The server's way of asking a model for the continuation of a chat-format prompt.
+export type ChatFn = (modelKey: string, prompt: string, options: ChatOptions) => Promise<ChatReply>;
+
+export interface AlexaDeps extends SignatureVerifierOptions {
+  log?: Log; // default: JSON lines on stdout, as the server logs
+}
+
+// Generation is asked to stop STOP_MARGIN_MS before the deadline, which leaves time to finish the token in
+// flight, sanitize and send; if it has not returned ABANDON_MARGIN_MS before the deadline, the skill answers
+// without it (and aborts it) rather than let Alexa time out.
+const STOP_MARGIN_MS = 300;
+const ABANDON_MARGIN_MS = 150;
+// Alexa requests are a few kilobytes; the session history is bounded by max_history_turns.
+const BODY_LIMIT = '256kb';
+
+const SORRY_SLOW = "Sorry, I'm thinking too slowly right now. Ask me again in a moment.";
+const SORRY_BROKEN = 'Sorry, something went wrong on my side. Ask me again in a moment.';
+const NOTHING_HEARD = "Sorry, I didn't catch that.";
+const NOTHING_TO_SAY = 'Hmm. I have nothing to say to that.';
+
+function speak(text: string, attributes: Record<string, unknown> | undefined, reprompt: string | null): AlexaResponseEnvelope {
+  return {
+    version: '1.0',
+    ...(attributes ? { sessionAttributes: attributes } : {}),
+    response: {
+      outputSpeech: ssml(text),
+      ...(reprompt !== null ? { reprompt: { outputSpeech: ssml(reprompt) } } : {}),
+      shouldEndSession: reprompt === null,
+    },
+  };
+}
+
+export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: AlexaDeps = {}): express.Router {
+  const log = deps.log ?? createLog({ debug: false });
+  const now = deps.now ?? Date.now;
+  const verifier = options.verifySignatures ? new AlexaSignatureVerifier(deps) : null;
+  if (!verifier) {
+    log('warn', `alexa.verify_signatures is false: ${options.path} accepts unsigned requests from anyone. Use this only for local testing.`);
+  }
+
+  // `utterance` is already chat text (chatText).
+  async function answerChat(envelope: AlexaEnvelope, utterance: string, arrived: number): Promise<AlexaResponseEnvelope> {
+    const history = historyFrom(envelope.sessionAttributes);
+    const prompt = buildPrompt(history, utterance, options.audience, options.maxPromptChars);
+    const attributes = { ...envelope.sessionAttributes, history };
+    const left = options.deadlineMs - (now() - arrived);
+    if (left - STOP_MARGIN_MS <= 0) return speak(SORRY_SLOW, attributes, options.reprompt);
+
+    const abort = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const tooLate = new Promise<null>((resolve) => {
+      timer = setTimeout(() => {
+        resolve(null); // first, so that whatever the aborted chat returns loses the race
+        abort.abort();
+      }, left - ABANDON_MARGIN_MS);
+    });
+    let reply: ChatReply | null;
+    try {
+      reply = await Promise.race([chat(options.modelKey, prompt, { deadlineMs: left - STOP_MARGIN_MS, maxTokens: options.maxTokens, signal: abort.signal }), tooLate]);
+    } catch (err) {
+      log('error', 'chat failed', { requestId: envelope.request.requestId, error: (err as Error).message });
+      return speak(SORRY_BROKEN, attributes, options.reprompt);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (reply === null) {
+      log('warn', 'chat missed the deadline', { requestId: envelope.request.requestId, deadlineMs: options.deadlineMs });
+      return speak(SORRY_SLOW, attributes, options.reprompt);
+    }
+    const said = speakable(reply.finishReason === 'stop' ? reply.text : lastCompleteSentence(reply.text));
+    if (said === '') return speak(NOTHING_TO_SAY, attributes, options.reprompt);
+    const next: Message[] = [...history, { from: 'user', text: utterance }, { from: 'bot', text: said }];
+    return speak(said, { ...attributes, history: keepRecent(next, options.maxHistoryTurns) }, options.reprompt);
+  }
+
+  async function answer(envelope: AlexaEnvelope, arrived: number): Promise<AlexaResponseEnvelope> {
+    const request = envelope.request;
+    const attributes = envelope.sessionAttributes;
+    switch (request.type) {
+      case 'LaunchRequest':
+        return speak(options.greeting, { history: [] }, options.reprompt);
+      case 'IntentRequest':
+        switch (request.intent.name) {
+          case CHAT_INTENT: {
+            const utterance = chatText(request.intent.slots[UTTERANCE_SLOT]?.value ?? '');
+            return utterance === '' ? speak(NOTHING_HEARD, attributes, options.reprompt) : answerChat(envelope, utterance, arrived);
+          }
+          case 'AMAZON.HelpIntent':
+            return speak(options.help, attributes, options.reprompt);
+          case 'AMAZON.StopIntent':
+          case 'AMAZON.CancelIntent':
+            return speak(options.goodbye, undefined, null);
+          default: // AMAZON.FallbackIntent, AMAZON.NavigateHomeIntent, and any intent added to the model later
+            return speak(`${NOTHING_HEARD} ${options.help}`, attributes, options.reprompt);
+        }
+      case 'SessionEndedRequest':
+        // Alexa ignores the answer; the history goes with the session.
+        log('info', 'session ended', { requestId: request.requestId, reason: request.reason });
+        return { version: '1.0', response: {} };
+      case 'Other':
+        return { version: '1.0', response: {} };
+    }
+  }
+
+  const router = express.Router();
+  router.post(
+    options.path,
+    (_req: Request, res: Response, next: NextFunction) => {
+      res.locals.alexaArrived = now();
+      next();
+    },
+    // The signature covers the exact bytes sent, so the body is read raw whatever its content type says.
+    express.raw({ type: () => true, limit: BODY_LIMIT }),
+    async (req: Request, res: Response) => {
+      const raw: unknown = req.body;
+      if (!Buffer.isBuffer(raw)) throw new Error(`the Alexa router must be mounted before any body parser that consumes ${options.path}`);
+      if (verifier) await verifier.verify(req.get('SignatureCertChainUrl'), req.get('Signature-256'), raw);
+      const envelope = parseEnvelope(raw);
+      if (verifier) checkTimestamp(envelope.request.timestamp, now());
+      const wrongId = envelope.applicationIds.find((id) => id !== options.applicationId);
+      if (wrongId !== undefined) throw new AlexaRejection(403, `request is for application ${wrongId}, not this skill`);
+      res.json(await answer(envelope, res.locals.alexaArrived as number));
+    },
+  );
+  // Why a request was refused matters to whoever watches for forged requests; the server's handler answers it.
+  router.use(options.path, (err: unknown, req: Request, _res: Response, next: NextFunction) => {
+    if (err instanceof AlexaRejection) log('warn', 'alexa request refused', { status: err.status, reason: err.message, ip: req.ip });
+    next(err);
+  });
+  return router;
+}

@@ -1,0 +1,41 @@
+// What Alexa says: text made safe for SSML and for a speech engine. The model's own sanitizer (lib/sanitize,
+// applied by the server's chat function) has already cut the reply to the bot's messages and removed chat
+// prefixes, URLs and markup; this module only guarantees the transport: valid XML, no characters Alexa rejects,
+// a bounded length, and whole sentences when generation was cut short.
+
+// Alexa refuses outputSpeech over 8000 characters (SSML tags included); leave room for them and for escapes.
+export const MAX_SPEECH_CHARS = 6000;
+
+// Characters XML 1.0 forbids (C0 controls but tab/newline/return, lone surrogates, U+FFFE/U+FFFF), which make
+// Alexa reject the whole response.
+const XML_FORBIDDEN = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+// Plain text for speech: forbidden characters dropped, whitespace collapsed, length bounded at a word boundary.
+export function speakable(text: string): string {
+  let clean = text.replace(XML_FORBIDDEN, '').replace(/\s+/g, ' ').trim();
+  if (clean.length > MAX_SPEECH_CHARS) {
+    const cut = clean.lastIndexOf(' ', MAX_SPEECH_CHARS);
+    clean = clean.slice(0, cut > 0 ? cut : MAX_SPEECH_CHARS);
+  }
+  return clean;
+}
+
+// A sentence ends at . ! ? or an ellipsis, optionally followed by closing quotes or brackets, then a space or
+// the end of the text.
+const SENTENCE_END = /[.!?\u2026]+["'\u2019\u201D)\]]*(?=\s|$)/g;
+
+// The text up to the end of its last complete sentence; text with no complete sentence is kept whole, since a
+// fragment is better heard than silence.
+export function lastCompleteSentence(text: string): string {
+  let end = -1;
+  for (const match of text.matchAll(SENTENCE_END)) end = (match.index ?? 0) + match[0].length;
+  return end > 0 ? text.slice(0, end).trim() : text.trim();
+}
+
+export function escapeXml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c] as string);
+}
+
+export function ssml(text: string): { type: 'SSML'; ssml: string } {
+  return { type: 'SSML', ssml: `<speak>${escapeXml(speakable(text))}</speak>` };
+}

@@ -1,0 +1,200 @@
+// The chatbot server: an Express 5 app over the configured models. Routers by concern (routes/), bodies
+// validated at the edge, every error answered as JSON by one handler, structured logs and Prometheus metrics
+// for every request. Other routers (the Alexa skill, lib/server/alexa) mount before the API's own
+// authentication and body parsing, and ask for replies through `chat`.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { createAlexaRouter, type ChatFn } from './alexa';
+import { loadSanitizer, type Sanitizer } from '../sanitize';
+import type { ServerConfig } from './config';
+import { gpt2Loader, type LoadedModel } from './engine';
+import { HttpError } from './errors';
+import { createLog, type Log } from './log';
+import { ModelRegistry } from './model_registry';
+import { resolveModelSource } from './model_source';
+import { healthRouter } from './routes/health';
+import { invocationsRouter } from './routes/invocations';
+import { modelsRouter } from './routes/models';
+import { ChatService } from './service';
+
+export interface DixieServer {
+  readonly app: express.Express;
+  readonly service: ChatService;
+  readonly chat: ChatFn;                          // for routers that need replies (the Alexa skill)
+  readonly log: Log;
+  mount(router: express.Router): void;            // adds a router ahead of the API's routes
+  listen(port?: number, host?: string): Promise<AddressInfo>;  // default: the config's host and port
+  // Refuses new requests (503), lets those in flight finish (up to shutdown_grace_s), unloads the models.
+  shutdown(): Promise<void>;
+}
+
+export interface ServerOptions {
+  log?: Log;
+}
+
+// The folder of the chat page: beside this file in the sources, lib/server/public from dist/.
+function publicDir(): string {
+  const candidates = [path.join(__dirname, 'public'), path.resolve(__dirname, '..', '..', '..', 'lib', 'server', 'public')];
+  return candidates.find((d) => fs.existsSync(path.join(d, 'index.html'))) ?? candidates[1];
+}
+
+function sameKey(given: string, keys: readonly Buffer[]): boolean {
+  const digest = crypto.createHash('sha256').update(given).digest();
+  let ok = false;
+  for (const k of keys) ok = crypto.timingSafeEqual(digest, k) || ok;
+  return ok;
+}
+
+export function createServer(config: ServerConfig, options: ServerOptions = {}): DixieServer {
+  const log = options.log ?? createLog({ debug: config.debug });
+  // Everything a model needs is checked now, so that a typo fails the start and not the first request.
+  const sanitizers = new Map<string, Sanitizer>();
+  for (const m of config.models) {
+    resolveModelSource(m);
+    sanitizers.set(m.key, loadSanitizer(m.sanitizer, m.sanitizerOptions, config.baseDir, `${m.where}.sanitizer`));
+  }
+  const registry = new ModelRegistry<LoadedModel>(
+    config.models.map((m) => m.key),
+    gpt2Loader(new Map(config.models.map((m) => [m.key, m])), { threads: config.threads, batchSlots: config.batchSlots }),
+    { budgetBytes: config.memoryBudgetBytes, idleUnloadMs: config.idleUnloadMs, log },
+  );
+  const service = new ChatService(config, registry, sanitizers, log);
+  let draining = false;
+  let httpServer: http.Server | null = null;
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', 'loopback, linklocal, uniquelocal');
+
+  // Request id, logs and metrics for every request, whichever router answers it.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const started = performance.now();
+    const id = req.get('x-request-id') ?? crypto.randomUUID();
+    res.setHeader('X-Request-Id', id);
+    res.on('finish', () => {
+      const seconds = (performance.now() - started) / 1000;
+      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      service.httpRequests.inc({ route, status: String(res.statusCode) });
+      service.httpLatency.observe({ route }, seconds);
+      log(res.statusCode >= 500 ? 'warn' : 'info', 'request', {
+        id, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(seconds * 1000), model: res.locals.model, ip: req.ip,
+      });
+    });
+    if (draining && req.path !== '/ping' && req.path !== '/metrics') {
+      res.setHeader('Connection', 'close');
+      next(new HttpError(503, 'the server is shutting down', {}, { 'Retry-After': '1' }));
+      return;
+    }
+    next();
+  });
+
+  app.use(healthRouter(service, () => draining));
+  app.use(express.static(publicDir(), { index: 'index.html', maxAge: '1h' }));
+
+  // Routers mounted by others go here, ahead of authentication (the Alexa skill authenticates by signature).
+  const extensions = express.Router();
+  app.use(extensions);
+  if (config.alexa) extensions.use(createAlexaRouter(config.alexa, service.chat, { log }));
+
+  if (config.apiKeys.length > 0) {
+    const keys = config.apiKeys.map((k) => crypto.createHash('sha256').update(k).digest());
+    app.use((req: Request, _res: Response, next: NextFunction) => {
+      const auth = req.get('authorization');
+      const given = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : req.get('x-api-key');
+      if (given === undefined || !sameKey(given, keys)) {
+        next(new HttpError(401, 'an API key is required: send "Authorization: Bearer <key>" or "X-API-Key: <key>"', {}, { 'WWW-Authenticate': 'Bearer' }));
+        return;
+      }
+      next();
+    });
+  }
+
+  const jsonBody = express.json({ limit: config.bodyLimitBytes, type: ['application/json', 'application/*+json'], strict: true });
+  const requireJson = (req: Request, _res: Response, next: NextFunction) => {
+    if (!req.is(['application/json', 'application/*+json'])) {
+      next(new HttpError(415, 'send the body as JSON with "Content-Type: application/json"'));
+      return;
+    }
+    jsonBody(req, _res, next);
+  };
+  app.use(invocationsRouter(service, requireJson));
+  app.use(modelsRouter(service, requireJson, log));
+
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+  });
+
+  // The one error handler: HttpError as it says; body-parser's errors (too large, bad JSON) by their status.
+  app.use((err: unknown, req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) {
+      next(err);
+      return;
+    }
+    let status = 500;
+    let body: Record<string, unknown> = { error: 'internal error' };
+    let headers: Record<string, string> = {};
+    if (err instanceof HttpError) {
+      status = err.status;
+      body = { error: err.message, ...err.extra };
+      headers = err.headers;
+    } else if (typeof err === 'object' && err !== null && 'type' in err && typeof (err as { status?: unknown }).status === 'number') {
+      const e = err as { type: string; status: number; limit?: number; message: string };
+      status = e.status;
+      if (e.type === 'entity.too.large') body = { error: `the body is larger than the limit of ${e.limit} bytes (body_limit_kb)` };
+      else if (e.type === 'entity.parse.failed') body = { error: `body: not valid JSON: ${e.message}`, field: 'body' };
+      else body = { error: e.message };
+    } else {
+      log('error', 'unhandled error', { path: req.path, error: (err as Error)?.stack ?? String(err) });
+    }
+    res.status(status).set(headers).json(body);
+  });
+
+  return {
+    app,
+    service,
+    chat: service.chat,
+    log,
+    mount(router) {
+      extensions.use(router);
+    },
+    listen(port = config.port, host = config.host) {
+      return new Promise((resolve, reject) => {
+        const server = http.createServer(app);
+        // Generation can take longer than Node's default request timeout; ours is request_timeout_s.
+        server.requestTimeout = config.requestTimeoutMs + 10_000;
+        server.headersTimeout = Math.min(60_000, server.requestTimeout);
+        server.keepAliveTimeout = 5_000;
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          httpServer = server;
+          const address = server.address() as AddressInfo;
+          log('info', 'listening', { host: address.address, port: address.port, models: config.models.map((m) => m.key) });
+          resolve(address);
+        });
+      });
+    },
+    async shutdown() {
+      if (draining) return;
+      draining = true;
+      log('info', 'shutting down: finishing requests in flight', { inFlight: inFlight(service) });
+      const closed = httpServer ? new Promise<void>((resolve) => (httpServer as http.Server).close(() => resolve())) : Promise.resolve();
+      httpServer?.closeIdleConnections();
+      const until = Date.now() + config.shutdownGraceMs;
+      while (inFlight(service) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+      if (inFlight(service) > 0) log('warn', 'shutdown grace period over: aborting requests in flight', { inFlight: inFlight(service) });
+      httpServer?.closeAllConnections();
+      await registry.close();
+      await closed;
+      log('info', 'stopped');
+    },
+  };
+}
+
+function inFlight(service: ChatService): number {
+  return service.inFlightTotal();
+}

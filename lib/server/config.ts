@@ -1,0 +1,219 @@
+// server_config.json: read, checked field by field at start (errors name the file and the field), defaults
+// filled in. The original tools' format loads unchanged:
+//   {"host": "0.0.0.0", "port": 12345, "debug": 1,
+//    "models": [{"key": "chatbot", "model_name": "355M", "restore_from": "checkpoint/run1/", "sanitizer": "sanitizers.chatbot"}]}
+// Everything else is optional; see the field list below and README's "Server" section.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { WeightDType } from '../engine/native';
+import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
+
+// Per-model sampling defaults; the original server hard-coded these very values.
+export interface SamplingDefaults {
+  length: number;       // tokens generated at most
+  temperature: number;  // 0: greedy
+  topK: number;         // 0: off
+  topP: number;         // 1: off
+  penalize: number;     // repetition penalty in (0, 1]; 0: off
+}
+
+export const ORIGINAL_SAMPLING: SamplingDefaults = { length: 120, temperature: 0.3, topK: 40, topP: 0.9, penalize: 0.85 };
+
+// How raw_text becomes the prompt: 'raw' as it is (the original behaviour), 'chat' as the other party's message
+// in the chat format (`0|<audience>|<text> <EOM>` then `1|<audience>|` for the bot to continue), with chat
+// markers in the text neutralised so that a user cannot speak in the bot's voice.
+export type PromptFormat = 'raw' | 'chat';
+
+export interface ModelConfig {
+  key: string;
+  modelName: string | null;
+  restoreFrom: string | null;       // absolute
+  sanitizer: string;                // a built-in name, or an absolute module path
+  sanitizerOptions: Record<string, unknown>;
+  promptFormat: PromptFormat;
+  audience: string;
+  sampling: SamplingDefaults;
+  weightDtype: WeightDType;
+  where: string;                    // "server_config.json: models[0]", for errors found later
+}
+
+export interface ServerConfig {
+  source: string;                   // the file, or a description of where the config came from
+  baseDir: string;                  // relative paths in the file are relative to this folder
+  host: string;
+  port: number;
+  debug: boolean;
+  models: ModelConfig[];
+  memoryBudgetBytes: number;
+  idleUnloadMs: number;             // 0: never
+  apiKeys: string[];                // empty: no authentication
+  requestTimeoutMs: number;
+  maxQueue: number;                 // requests waiting per model beyond the batch before 503
+  batchSlots: number;               // requests of one model decoded together
+  bodyLimitBytes: number;
+  threads: number;                  // 0: one per core
+  shutdownGraceMs: number;
+  alexa: AlexaOptions | null;
+}
+
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_PORT = 12345;
+
+const MB = 1024 * 1024;
+
+type Raw = Record<string, unknown>;
+
+function fail(where: string, wanted: string, value: unknown): never {
+  throw new Error(`${where}: must be ${wanted} (got ${JSON.stringify(value)})`);
+}
+
+function isObject(v: unknown): v is Raw {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function checkKeys(raw: Raw, known: readonly string[], where: string): void {
+  for (const key of Object.keys(raw)) {
+    if (!known.includes(key)) throw new Error(`${where}.${key}: unknown setting (known: ${known.join(', ')})`);
+  }
+}
+
+function str(raw: Raw, key: string, where: string, fallback: string): string {
+  const v = raw[key];
+  if (v === undefined) return fallback;
+  return typeof v === 'string' && v.trim() !== '' ? v : fail(`${where}.${key}`, 'a non-empty string', v);
+}
+
+function optStr(raw: Raw, key: string, where: string): string | null {
+  return raw[key] === undefined || raw[key] === null ? null : str(raw, key, where, '');
+}
+
+function num(raw: Raw, key: string, where: string, fallback: number, min: number, max: number, integer = false): number {
+  const v = raw[key];
+  if (v === undefined) return fallback;
+  const ok = typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max && (!integer || Number.isInteger(v));
+  return ok ? v : fail(`${where}.${key}`, `${integer ? 'an integer' : 'a number'} from ${min} to ${max}`, v);
+}
+
+const SAMPLING_KEYS = ['length', 'temperature', 'top_k', 'top_p', 'penalize'] as const;
+
+// Sampling settings in the original's names, over `base`; used for per-model defaults and per-request overrides.
+export function readSampling(raw: Raw, where: string, base: SamplingDefaults): SamplingDefaults {
+  return {
+    length: num(raw, 'length', where, base.length, 1, 4096, true),
+    temperature: num(raw, 'temperature', where, base.temperature, 0, 100),
+    topK: num(raw, 'top_k', where, base.topK, 0, 1_000_000, true),
+    topP: raw.top_p === undefined ? base.topP : num(raw, 'top_p', where, base.topP, Number.MIN_VALUE, 1),
+    penalize: num(raw, 'penalize', where, base.penalize, 0, 1),
+  };
+}
+
+const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype'];
+
+function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
+  if (!isObject(raw)) fail(where, 'an object', raw);
+  checkKeys(raw, MODEL_KEYS, where);
+  const key = raw.key;
+  if (typeof key !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(key)) {
+    fail(`${where}.key`, 'a name of letters, digits, ".", "_" or "-" (at most 64)', key);
+  }
+  const modelName = optStr(raw, 'model_name', where);
+  const restoreFrom = optStr(raw, 'restore_from', where);
+  if (modelName === null && restoreFrom === null) {
+    throw new Error(`${where}: give "restore_from" (a model folder or a training run folder) or "model_name" (such as "124M")`);
+  }
+  let sanitizer = str(raw, 'sanitizer', where, 'none');
+  if (sanitizer.includes('/') || sanitizer.endsWith('.js')) sanitizer = path.resolve(baseDir, sanitizer);
+  const options = raw.sanitizer_options ?? {};
+  if (!isObject(options)) fail(`${where}.sanitizer_options`, 'an object', options);
+  const chatty = sanitizer === 'sanitizers.chatbot' || sanitizer === 'chatbot';
+  const promptFormat = str(raw, 'prompt_format', where, chatty ? 'chat' : 'raw');
+  if (promptFormat !== 'raw' && promptFormat !== 'chat') fail(`${where}.prompt_format`, '"raw" or "chat"', promptFormat);
+  const audience = str(raw, 'audience', where, 'user');
+  if (/[|\r\n]/.test(audience) || audience.length > 64) fail(`${where}.audience`, 'a name of at most 64 characters without "|" or line breaks', audience);
+  const sampling = raw.sampling ?? {};
+  if (!isObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
+  checkKeys(sampling, SAMPLING_KEYS, `${where}.sampling`);
+  const weightDtype = str(raw, 'weight_dtype', where, 'f32');
+  if (weightDtype !== 'f32' && weightDtype !== 'f16' && weightDtype !== 'bf16') fail(`${where}.weight_dtype`, '"f32", "f16" or "bf16"', weightDtype);
+  return {
+    key,
+    modelName,
+    restoreFrom: restoreFrom === null ? null : path.resolve(baseDir, restoreFrom),
+    sanitizer,
+    sanitizerOptions: options,
+    promptFormat,
+    audience,
+    sampling: readSampling(sampling, `${where}.sampling`, ORIGINAL_SAMPLING),
+    weightDtype,
+    where,
+  };
+}
+
+const TOP_KEYS = [
+  'host', 'port', 'debug', 'models', 'memory_budget_mb', 'idle_unload_s', 'api_keys', 'request_timeout_s',
+  'max_queue', 'batch_slots', 'body_limit_kb', 'threads', 'shutdown_grace_s', 'alexa',
+];
+
+// Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths.
+export function validateServerConfig(raw: unknown, source: string, baseDir: string): ServerConfig {
+  if (!isObject(raw)) fail(source, 'a JSON object', raw);
+  checkKeys(raw, TOP_KEYS, source);
+  const at = (key: string) => `${source}: ${key}`;
+  const models = raw.models;
+  if (!Array.isArray(models) || models.length === 0) fail(at('models'), 'a non-empty array of models', models);
+  const parsed = models.map((m, i) => readModel(m, at(`models[${i}]`), baseDir));
+  const seen = new Set<string>();
+  parsed.forEach((m, i) => {
+    if (seen.has(m.key)) throw new Error(`${at(`models[${i}].key`)}: "${m.key}" is used by an earlier model; keys must be unique`);
+    seen.add(m.key);
+  });
+  const debug = raw.debug;
+  if (debug !== undefined && typeof debug !== 'boolean' && debug !== 0 && debug !== 1) fail(at('debug'), 'true, false, 0 or 1', debug);
+  const apiKeys = raw.api_keys ?? [];
+  if (!Array.isArray(apiKeys)) fail(at('api_keys'), 'an array of strings', apiKeys);
+  apiKeys.forEach((k: unknown, i) => {
+    if (typeof k !== 'string' || k.length < 16 || /\s/.test(k)) fail(at(`api_keys[${i}]`), 'a key of at least 16 characters without spaces', k);
+  });
+  const field = (key: string, fallback: number, min: number, max: number, integer = false): number => {
+    const v = raw[key];
+    if (v === undefined) return fallback;
+    const ok = typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max && (!integer || Number.isInteger(v));
+    return ok ? v : fail(at(key), `${integer ? 'an integer' : 'a number'} from ${min} to ${max}`, v);
+  };
+  const host = raw.host === undefined ? DEFAULT_HOST : typeof raw.host === 'string' && raw.host !== '' ? raw.host : fail(at('host'), 'a host name or address', raw.host);
+  return {
+    source,
+    baseDir,
+    host,
+    port: field('port', DEFAULT_PORT, 0, 65535, true),
+    debug: debug === true || debug === 1,
+    models: parsed,
+    memoryBudgetBytes: field('memory_budget_mb', Math.floor(os.totalmem() / 2 / MB), 1, 1 << 30) * MB,
+    idleUnloadMs: field('idle_unload_s', 600, 0, 7 * 24 * 3600) * 1000,
+    apiKeys: apiKeys as string[],
+    requestTimeoutMs: field('request_timeout_s', 60, 0.1, 3600) * 1000,
+    maxQueue: field('max_queue', 64, 0, 100_000, true),
+    batchSlots: field('batch_slots', 8, 1, 256, true),
+    bodyLimitBytes: field('body_limit_kb', 64, 1, 100 * 1024) * 1024,
+    threads: field('threads', 0, 0, 1024, true),
+    shutdownGraceMs: field('shutdown_grace_s', 30, 0, 3600) * 1000,
+    alexa: raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa')),
+  };
+}
+
+export function loadServerConfig(file: string): ServerConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`${file}: cannot read: ${(err as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
+  }
+  return validateServerConfig(raw, file, path.dirname(path.resolve(file)));
+}

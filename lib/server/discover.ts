@@ -1,0 +1,78 @@
+// Which config `bin/serve` runs: --config FILE; --model DIR (one model, no file); otherwise server_config.json
+// in the current folder if there is one, else every model found in models/ and checkpoint/.
+import fs from 'node:fs';
+import path from 'node:path';
+import { inspectModelFolder } from '../formats/model_folder';
+import { modelsDir } from '../formats/resolve_model';
+import { loadServerConfig, validateServerConfig, type ServerConfig } from './config';
+import { LATEST_FILE } from './model_source';
+
+export const CONFIG_FILE = 'server_config.json';
+
+export const NO_MODELS_HELP = [
+  'There is no model to serve: no server_config.json here, and no model in models/ or checkpoint/.',
+  'Get one:',
+  '  bin/download-model 124M              GPT-2 small from OpenAI (500 MB), then `bin/serve`',
+  '  or fine-tune the quick-start chat model (README: "Quick start"); its runs land in checkpoint/',
+  'Or point at a model folder: `bin/serve --model DIR`, or write server_config.json (README: "Server").',
+].join('\n');
+
+export class NoModelsError extends Error {
+  constructor() {
+    super(NO_MODELS_HELP);
+    this.name = 'NoModelsError';
+  }
+}
+
+export interface ServeSource {
+  config?: string;                 // --config
+  model?: string;                  // --model
+  key?: string;                    // --key, for --model
+  sanitizer?: string;              // --sanitizer, for --model
+  cwd: string;
+}
+
+function isModel(dir: string): boolean {
+  try {
+    return inspectModelFolder(dir).kind === 'huggingface';
+  } catch {
+    return false;
+  }
+}
+
+function keyFor(name: string, taken: Set<string>): string {
+  let key = name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 60) || 'model';
+  for (let i = 2; taken.has(key); i++) key = `${key.replace(/-\d+$/, '')}-${i}`;
+  taken.add(key);
+  return key;
+}
+
+// The models under models/ (Hugging Face folders) and checkpoint/ (training runs with a `latest` pointer, or
+// model folders), as config entries.
+export function discoverModels(cwd: string): Record<string, unknown>[] {
+  const found: Record<string, unknown>[] = [];
+  const taken = new Set<string>();
+  const scan = (root: string, isRun: (dir: string) => boolean) => {
+    if (!fs.existsSync(root)) return;
+    for (const name of fs.readdirSync(root).sort()) {
+      const dir = path.join(root, name);
+      if (fs.statSync(dir).isDirectory() && isRun(dir)) found.push({ key: keyFor(name, taken), restore_from: dir });
+    }
+  };
+  scan(path.resolve(cwd, modelsDir()), isModel);
+  scan(path.resolve(cwd, 'checkpoint'), (dir) => fs.existsSync(path.join(dir, LATEST_FILE)) || isModel(dir));
+  return found;
+}
+
+export function serveConfig(source: ServeSource): ServerConfig {
+  if (source.config !== undefined) return loadServerConfig(path.resolve(source.cwd, source.config));
+  if (source.model !== undefined) {
+    const raw = { models: [{ key: source.key ?? 'chatbot', restore_from: path.resolve(source.cwd, source.model), sanitizer: source.sanitizer ?? 'none' }] };
+    return validateServerConfig(raw, 'bin/serve --model', source.cwd);
+  }
+  const file = path.join(source.cwd, CONFIG_FILE);
+  if (fs.existsSync(file)) return loadServerConfig(file);
+  const models = discoverModels(source.cwd);
+  if (models.length === 0) throw new NoModelsError();
+  return validateServerConfig({ models }, 'models found in models/ and checkpoint/', source.cwd);
+}

@@ -1,0 +1,73 @@
+// Loads a configured GPT-2 model for serving: its folder (model_source), weights for inference only, its
+// vocabulary (or GPT-2's, shared by all models that have none), and a continuous batcher over it.
+import os from 'node:os';
+import { Model } from '../engine/model';
+import { inspectModelFolder } from '../formats/model_folder';
+import { Generator } from '../generate/generate';
+import { loadTokenizer, type Tokenizer } from '../tokenizer';
+import type { ModelConfig } from './config';
+import { resolveModelSource } from './model_source';
+import type { ModelLoader } from './model_registry';
+
+export interface LoadedModel {
+  generator: Generator;
+  tokenizer: Tokenizer;
+  nCtx: number;
+  dir: string;
+}
+
+export interface EngineOptions {
+  threads: number;      // 0: one per core
+  batchSlots: number;
+}
+
+// What a model takes in memory: weights, the KV cache of every batch slot (keys and values, float32), the
+// logits of a step, and the forward pass's scratch (a whole context's logits). The rest is small beside these
+// and is covered by a 10% margin.
+export function estimateModelBytes(config: { nLayer: number; nHead: number; nEmbd: number; nCtx: number; vocabSize: number }, weightBytes: number, slots: number): number {
+  const { nLayer: L, nEmbd: C, nCtx: T, vocabSize: V } = config;
+  const params = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;
+  const kv = 2 * L * slots * T * C * 4;
+  const logits = slots * V * 4;
+  const scratch = T * V * 4;
+  return Math.ceil((params * weightBytes + kv + logits + scratch) * 1.1);
+}
+
+let sharedTokenizer: Tokenizer | null = null;
+function gpt2Tokenizer(): Tokenizer {
+  sharedTokenizer ??= loadTokenizer();
+  return sharedTokenizer;
+}
+
+export function gpt2Loader(models: ReadonlyMap<string, ModelConfig>, options: EngineOptions): ModelLoader<LoadedModel> {
+  const threads = options.threads || os.availableParallelism();
+  const configOf = (key: string): ModelConfig => {
+    const m = models.get(key);
+    if (!m) throw new Error(`unknown model "${key}"`);
+    return m;
+  };
+  return {
+    estimateBytes(key) {
+      const m = configOf(key);
+      const folder = inspectModelFolder(resolveModelSource(m).dir);
+      return estimateModelBytes(folder.config as NonNullable<typeof folder.config>, m.weightDtype === 'f32' ? 4 : 2, options.batchSlots);
+    },
+    async load(key) {
+      const m = configOf(key);
+      const folder = resolveModelSource(m);
+      const model = await Model.load(folder.dir, { trainable: false, weightDtype: m.weightDtype, threads });
+      try {
+        const tokenizer = folder.vocab ? loadTokenizer(folder.dir) : gpt2Tokenizer();
+        const generator = new Generator(model, tokenizer, { slots: options.batchSlots });
+        return { generator, tokenizer, nCtx: model.config.nCtx, dir: folder.dir };
+      } catch (err) {
+        model.dispose();
+        throw err;
+      }
+    },
+    async unload(loaded) {
+      await loaded.generator.close();
+      loaded.generator.model.dispose();
+    },
+  };
+}

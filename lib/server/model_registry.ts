@@ -1,0 +1,313 @@
+// The models a server hosts, loaded on demand within a memory budget. The rules that make hot-swapping safe:
+//   - a model is loaded once however many requests ask for it at once (they all wait on the one load);
+//   - a request holds a lease on its model from before generation until its answer is complete, and a model
+//     with leases is never unloaded (eviction only takes idle models; a model chosen to make room while busy
+//     is "draining": it takes no new leases and is unloaded when its last lease ends);
+//   - requests wait in one first-come, first-served queue: a request whose model must be loaded blocks the
+//     loads of later requests until it has its room, so no model starves, while requests for a loaded model
+//     that is not draining go straight through (they cost no memory);
+//   - the sum of the loaded and loading models' sizes never passes the budget (least recently used idle
+//     models are evicted first); a model idle for idleUnloadMs is unloaded.
+// The registry knows nothing of GPT-2: a ModelLoader loads, sizes and unloads (lib/server/engine.ts).
+
+export interface ModelLoader<T> {
+  estimateBytes(key: string): number;   // memory the model will take, known before loading it
+  load(key: string): Promise<T>;
+  unload(value: T): Promise<void>;
+}
+
+export interface Lease<T> {
+  readonly key: string;
+  readonly value: T;
+  release(): void;                       // idempotent
+}
+
+export type ModelState = 'unloaded' | 'loading' | 'loaded' | 'unloading';
+
+export interface ModelStatus {
+  key: string;
+  state: ModelState;
+  draining: boolean;
+  leases: number;
+  bytes: number;                         // reserved for it (0 when unloaded)
+  lastUsed: number | null;               // Date.now() of its last lease's end or start
+  loads: number;
+  unloads: number;
+  waiting: number;                       // requests queued for it
+}
+
+export interface RegistryOptions {
+  budgetBytes: number;
+  idleUnloadMs: number;                  // 0: never
+  log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+  now?: () => number;
+}
+
+export class ModelUnavailableError extends Error {
+  constructor(message: string, readonly status: number) {
+    super(message);
+    this.name = 'ModelUnavailableError';
+  }
+}
+
+interface Entry<T> {
+  key: string;
+  state: ModelState;
+  value: T | null;
+  bytes: number;
+  leases: number;
+  draining: boolean;
+  lastUsed: number | null;
+  loads: number;
+  unloads: number;
+}
+
+interface Waiter<T> {
+  key: string;
+  pin: boolean;                          // false for prime(): load, take no lease
+  resolve: (lease: Lease<T> | null) => void;
+  reject: (err: Error) => void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+}
+
+export class ModelRegistry<T> {
+  private readonly entries = new Map<string, Entry<T>>();
+  private queue: Waiter<T>[] = [];
+  private reserved = 0;
+  private readonly timer: NodeJS.Timeout | null;
+  private closed = false;
+  private readonly log: NonNullable<RegistryOptions['log']>;
+  private readonly now: () => number;
+
+  constructor(keys: readonly string[], private readonly loader: ModelLoader<T>, private readonly options: RegistryOptions) {
+    for (const key of keys) {
+      this.entries.set(key, { key, state: 'unloaded', value: null, bytes: 0, leases: 0, draining: false, lastUsed: null, loads: 0, unloads: 0 });
+    }
+    this.log = options.log ?? (() => undefined);
+    this.now = options.now ?? Date.now;
+    this.timer = options.idleUnloadMs > 0 ? setInterval(() => this.unloadIdle(), Math.min(5000, Math.max(10, options.idleUnloadMs / 4))) : null;
+    this.timer?.unref();
+  }
+
+  get keys(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  get reservedBytes(): number {
+    return this.reserved;
+  }
+
+  // A lease on the loaded model, after loading it if need be. Rejects when the signal fires first.
+  acquire(key: string, signal?: AbortSignal): Promise<Lease<T>> {
+    return this.enqueue(key, true, signal) as Promise<Lease<T>>;
+  }
+
+  // Loads the model (waiting its turn like a request) without holding it.
+  async prime(key: string): Promise<void> {
+    await this.enqueue(key, false);
+  }
+
+  // The loaded model, for observation only: it may be unloaded at any time unless a lease holds it.
+  peek(key: string): T | null {
+    return this.entries.get(key)?.value ?? null;
+  }
+
+  status(): ModelStatus[] {
+    return [...this.entries.values()].map((e) => ({
+      key: e.key,
+      state: e.state,
+      draining: e.draining,
+      leases: e.leases,
+      bytes: e.bytes,
+      lastUsed: e.lastUsed,
+      loads: e.loads,
+      unloads: e.unloads,
+      waiting: this.queue.filter((w) => w.key === e.key).length,
+    }));
+  }
+
+  // Unloads every model once its leases end; queued requests are refused.
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const w of this.queue.splice(0)) this.settle(w, new ModelUnavailableError('the server is shutting down', 503));
+    const pending: Promise<void>[] = [];
+    for (const e of this.entries.values()) {
+      if (e.state === 'loaded' && e.leases === 0) pending.push(this.unload(e));
+      else if (e.state === 'loaded') e.draining = true;
+    }
+    await Promise.all(pending);
+    while ([...this.entries.values()].some((e) => e.state !== 'unloaded')) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  private enqueue(key: string, pin: boolean, signal?: AbortSignal): Promise<Lease<T> | null> {
+    if (!this.entries.has(key)) return Promise.reject(new ModelUnavailableError(`unknown model "${key}"`, 404));
+    if (this.closed) return Promise.reject(new ModelUnavailableError('the server is shutting down', 503));
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter<T> = { key, pin, resolve, reject, signal };
+      if (signal) {
+        waiter.onAbort = () => {
+          const i = this.queue.indexOf(waiter);
+          if (i < 0) return;
+          this.queue.splice(i, 1);
+          reject(signal.reason as Error);
+          this.pump();  // the drains it asked for may no longer be needed
+        };
+        signal.addEventListener('abort', waiter.onAbort, { once: true });
+      }
+      this.queue.push(waiter);
+      this.pump();
+    });
+  }
+
+  private settle(w: Waiter<T>, outcome: Lease<T> | null | Error): void {
+    if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
+    if (outcome instanceof Error) w.reject(outcome);
+    else w.resolve(outcome);
+  }
+
+  // Serves the queue in order as far as memory allows. Draining marks are recomputed from scratch each time,
+  // so a waiter that gives up releases the models it was waiting on.
+  private pump(): void {
+    if (this.closed) return;
+    for (const e of this.entries.values()) e.draining = false;
+    let blocked = false;
+    for (let i = 0; i < this.queue.length; ) {
+      const w = this.queue[i];
+      const e = this.entries.get(w.key) as Entry<T>;
+      if (e.state === 'loaded' && !e.draining) {
+        this.queue.splice(i, 1);
+        this.grant(w, e);
+        continue;
+      }
+      if (e.state === 'unloaded' && !blocked) {
+        let need: number;
+        try {
+          need = this.loader.estimateBytes(e.key);
+        } catch (err) {
+          this.queue.splice(i, 1);
+          this.settle(w, new ModelUnavailableError(`model "${e.key}" cannot be loaded: ${(err as Error).message}`, 500));
+          continue;
+        }
+        if (need > this.options.budgetBytes) {
+          this.queue.splice(i, 1);
+          this.settle(w, new ModelUnavailableError(`model "${e.key}" needs ${mb(need)} MB, more than the whole memory budget of ${mb(this.options.budgetBytes)} MB (memory_budget_mb)`, 507));
+          continue;
+        }
+        if (this.makeRoom(need, e)) this.load(e, need);
+        else blocked = true;  // later loads wait for this one: first come, first served
+      }
+      i++;
+    }
+  }
+
+  // Evicts idle models, least recently used first, until `need` more bytes fit; when that is not enough, marks
+  // busy models (least recently used first) as draining. Returns whether the bytes fit now.
+  private makeRoom(need: number, forEntry: Entry<T>): boolean {
+    if (this.reserved + need <= this.options.budgetBytes) return true;
+    const others = [...this.entries.values()]
+      .filter((e) => e !== forEntry && e.state === 'loaded')
+      .sort((a, b) => (a.lastUsed ?? 0) - (b.lastUsed ?? 0));
+    let freeing = [...this.entries.values()].filter((e) => e.state === 'unloading').reduce((s, e) => s + e.bytes, 0);
+    for (const e of others) {
+      if (this.reserved - freeing + need <= this.options.budgetBytes) break;
+      if (e.leases > 0) continue;
+      freeing += e.bytes;
+      this.log('info', 'evicting model to make room', { model: e.key, for: forEntry.key, bytes: e.bytes });
+      void this.unload(e);
+    }
+    for (const e of others) {
+      if (this.reserved - freeing + need <= this.options.budgetBytes) break;
+      if (e.leases === 0 || e.draining) continue;
+      e.draining = true;
+      freeing += e.bytes;
+    }
+    return false;  // room is made asynchronously: pump() runs again when an unload completes
+  }
+
+  private load(e: Entry<T>, need: number): void {
+    e.state = 'loading';
+    e.bytes = need;
+    this.reserved += need;
+    const started = this.now();
+    this.log('info', 'loading model', { model: e.key, bytes: need });
+    this.loader.load(e.key).then(
+      (value) => {
+        e.value = value;
+        e.state = 'loaded';
+        e.loads++;
+        e.lastUsed = this.now();
+        this.log('info', 'model loaded', { model: e.key, ms: this.now() - started });
+        if (this.closed) void this.unload(e);
+        this.pump();
+      },
+      (err: Error) => {
+        e.state = 'unloaded';
+        this.reserved -= e.bytes;
+        e.bytes = 0;
+        this.log('error', 'model failed to load', { model: e.key, error: err.message });
+        const failed = this.queue.filter((w) => w.key === e.key);
+        this.queue = this.queue.filter((w) => w.key !== e.key);
+        for (const w of failed) this.settle(w, new ModelUnavailableError(`model "${e.key}" failed to load: ${err.message}`, 500));
+        this.pump();
+      },
+    );
+  }
+
+  private grant(w: Waiter<T>, e: Entry<T>): void {
+    e.lastUsed = this.now();
+    if (!w.pin) {
+      this.settle(w, null);
+      return;
+    }
+    e.leases++;
+    let released = false;
+    this.settle(w, {
+      key: e.key,
+      value: e.value as T,
+      release: () => {
+        if (released) return;
+        released = true;
+        e.leases--;
+        e.lastUsed = this.now();
+        if (e.leases === 0 && (e.draining || this.closed)) void this.unload(e);
+        else this.pump();
+      },
+    });
+  }
+
+  private async unload(e: Entry<T>): Promise<void> {
+    if (e.state !== 'loaded' || e.leases > 0) return;
+    e.state = 'unloading';
+    e.draining = false;
+    const value = e.value as T;
+    e.value = null;
+    try {
+      await this.loader.unload(value);
+    } catch (err) {
+      this.log('error', 'model failed to unload cleanly', { model: e.key, error: (err as Error).message });
+    }
+    this.reserved -= e.bytes;
+    e.bytes = 0;
+    e.state = 'unloaded';
+    e.unloads++;
+    this.log('info', 'model unloaded', { model: e.key });
+    this.pump();
+  }
+
+  private unloadIdle(): void {
+    const now = this.now();
+    for (const e of this.entries.values()) {
+      if (e.state === 'loaded' && e.leases === 0 && e.lastUsed !== null && now - e.lastUsed >= this.options.idleUnloadMs) {
+        this.log('info', 'unloading idle model', { model: e.key, idleMs: now - e.lastUsed });
+        void this.unload(e);
+      }
+    }
+  }
+}
+
+function mb(bytes: number): number {
+  return Math.round(bytes / (1024 * 1024));
+}

@@ -1,0 +1,145 @@
+// POST /invocations: the original API. {"model_key": "chatbot", "raw_text": "..."} answers the sanitized reply
+// as text/plain, as the original did; as JSON ({text, tokens, finish_reason, timings, ...}) when the client
+// sends Accept: application/json or "format": "json"; as Server-Sent Events (the reply so far, then the JSON)
+// with "stream": true or Accept: text/event-stream. Optional: "history" (earlier messages of a chat-format
+// model's conversation, since the server keeps none), sampling settings in the original's names ("length",
+// "temperature", "top_k", "top_p", "penalize") and "seed".
+import express, { type Request, type Response } from 'express';
+import type { Message } from '../alexa/conversation';
+import { readSampling } from '../config';
+import { HttpError } from '../errors';
+import type { ChatService, Completion } from '../service';
+
+const FIELDS = ['model_key', 'raw_text', 'format', 'stream', 'history', 'seed', 'length', 'temperature', 'top_k', 'top_p', 'penalize'];
+const MAX_HISTORY = 200;
+
+export interface InvocationBody {
+  modelKey: string;
+  rawText: string;
+  format: 'text' | 'json' | null;
+  stream: boolean;
+  history: Message[];
+  seed: number | undefined;
+  overrides: Record<string, unknown>;
+}
+
+function bad(field: string, message: string): never {
+  throw new HttpError(400, `${field}: ${message}`, { field });
+}
+
+// Checks the body's shape; the sampling values are checked against the model's settings later.
+export function readInvocation(body: unknown): InvocationBody {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) bad('body', 'must be a JSON object');
+  const b = body as Record<string, unknown>;
+  for (const key of Object.keys(b)) if (!FIELDS.includes(key)) bad(key, `unknown field (known: ${FIELDS.join(', ')})`);
+  const modelKey = b.model_key ?? 'chatbot';
+  if (typeof modelKey !== 'string' || modelKey === '') bad('model_key', 'must be a non-empty string');
+  if (b.raw_text === undefined) bad('raw_text', 'is required (the text to answer)');
+  if (typeof b.raw_text !== 'string') bad('raw_text', 'must be a string');
+  if (b.format !== undefined && b.format !== 'text' && b.format !== 'json') bad('format', 'must be "text" or "json"');
+  if (b.stream !== undefined && typeof b.stream !== 'boolean') bad('stream', 'must be true or false');
+  if (b.seed !== undefined && !(Number.isSafeInteger(b.seed) && (b.seed as number) >= 0)) bad('seed', 'must be a non-negative integer');
+  const history: Message[] = [];
+  if (b.history !== undefined) {
+    if (!Array.isArray(b.history)) bad('history', 'must be an array of {"from": "user" | "bot", "text": string}');
+    if (b.history.length > MAX_HISTORY) bad('history', `must have at most ${MAX_HISTORY} messages`);
+    b.history.forEach((m: unknown, i) => {
+      const { from, text } = (typeof m === 'object' && m !== null ? m : {}) as Record<string, unknown>;
+      if (from !== 'user' && from !== 'bot') bad(`history[${i}].from`, 'must be "user" or "bot"');
+      if (typeof text !== 'string') bad(`history[${i}].text`, 'must be a string');
+      history.push({ from, text });
+    });
+  }
+  const overrides: Record<string, unknown> = {};
+  for (const key of ['length', 'temperature', 'top_k', 'top_p', 'penalize']) if (b[key] !== undefined) overrides[key] = b[key];
+  return {
+    modelKey,
+    rawText: b.raw_text,
+    format: (b.format as 'text' | 'json' | undefined) ?? null,
+    stream: b.stream === true,
+    history,
+    seed: b.seed as number | undefined,
+    overrides,
+  };
+}
+
+export function completionJson(c: Completion): Record<string, unknown> {
+  return {
+    model_key: c.model,
+    text: c.text,
+    tokens: c.tokens,
+    finish_reason: c.finishReason,
+    prompt_tokens: c.promptTokens,
+    trimmed_prompt_tokens: c.trimmedTokens,
+    timings: {
+      queued_ms: c.timings.queuedMs,
+      first_token_ms: c.timings.firstTokenMs,
+      total_ms: c.timings.totalMs,
+      generated_tokens: c.timings.generatedTokens,
+      tokens_per_second: Number.isFinite(c.timings.tokensPerSecond) ? c.timings.tokensPerSecond : null,
+    },
+  };
+}
+
+function sse(res: Response, event: string, data: unknown): void {
+  res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+}
+
+export function invocationsRouter(service: ChatService, jsonBody: express.RequestHandler): express.Router {
+  const router = express.Router();
+  router.post('/invocations', jsonBody, async (req: Request, res: Response) => {
+    const body = readInvocation(req.body);
+    const model = service.model(body.modelKey);
+    if (body.history.length > 0 && model.promptFormat !== 'chat') {
+      bad('history', `model "${model.key}" takes raw prompts (prompt_format "raw"); send the whole prompt in raw_text`);
+    }
+    let sampling;
+    try {
+      sampling = readSampling(body.overrides, 'body', model.sampling);
+    } catch (err) {
+      const field = /^body\.(\w+)/.exec((err as Error).message)?.[1] ?? 'body';
+      throw new HttpError(400, (err as Error).message.replace(/^body\./, ''), { field });
+    }
+    res.locals.model = model.key;
+    // The client going away stops its generation and frees its batch slot.
+    const gone = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) gone.abort();
+    });
+    const prompt = service.prompt(model, body.rawText, body.history);
+    const streaming = body.stream || (req.accepts(['text/plain', 'application/json', 'text/event-stream']) === 'text/event-stream');
+    if (!streaming) {
+      const completion = await service.generate(model.key, { prompt, sampling, seed: body.seed, signal: gone.signal });
+      const wantsJson = body.format === 'json' || (body.format === null && req.accepts(['text/plain', 'application/json']) === 'application/json');
+      if (wantsJson) res.json(completionJson(completion));
+      else res.type('text/plain; charset=utf-8').send(completion.text);
+      return;
+    }
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
+      res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
+    };
+    try {
+      const completion = await service.generate(model.key, {
+        prompt,
+        sampling,
+        seed: body.seed,
+        signal: gone.signal,
+        onText: (text) => {
+          start();
+          sse(res, 'text', { text });
+        },
+      });
+      start();
+      sse(res, 'done', completionJson(completion));
+      res.end();
+    } catch (err) {
+      if (!started) throw err;  // nothing sent yet: the error handler answers with the right status
+      sse(res, 'error', { error: (err as Error).message });
+      res.end();
+    }
+  });
+  return router;
+}

@@ -1,0 +1,204 @@
+// What every endpoint asks of the models: turn a prompt into a sanitized reply with the right model. It holds
+// a lease on the model for the whole generation (so the model cannot be unloaded under it), bounds each
+// model's queue (load shedding), trims prompts to the context, stops generating as soon as the sanitizer has
+// its answer, and counts what happened for /models/list and /metrics. It keeps nothing between requests.
+import type { ChatFn, ChatReply } from './alexa/router';
+import { buildPrompt, type Message } from './alexa/conversation';
+import type { FinishReason, Timings } from '../generate/sequence';
+import type { Sanitizer } from '../sanitize';
+import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
+import type { LoadedModel } from './engine';
+import { HttpError } from './errors';
+import type { Log } from './log';
+import { Counter, Gauge, Histogram, MetricsRegistry } from './metrics';
+import { ModelUnavailableError, type ModelRegistry } from './model_registry';
+
+export interface GenerationRequest {
+  prompt: string;                          // the text the model continues
+  sampling: SamplingDefaults;
+  seed?: number;
+  signal?: AbortSignal;                    // the client went away
+  deadline?: number;                       // Date.now() time to stop generating (default: the request timeout)
+  onText?: (sanitizedSoFar: string) => void;  // the reply so far, each time it changes
+}
+
+export interface Completion {
+  model: string;
+  text: string;                            // sanitized
+  raw: string;                             // as generated
+  tokens: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  trimmedTokens: number;                   // dropped from the prompt's start to fit the context
+  timings: Timings;
+}
+
+const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const RATE_WINDOW_MS = 10_000;
+
+export class ChatService {
+  readonly models: ReadonlyMap<string, ModelConfig>;
+  readonly metrics = new MetricsRegistry();
+  readonly httpRequests = this.metrics.add(new Counter('dixie_http_requests_total', 'HTTP requests answered, by route and status.'));
+  readonly httpLatency = this.metrics.add(new Histogram('dixie_http_request_duration_seconds', 'HTTP request latency, by route.', LATENCY_BUCKETS));
+  private readonly inferencesTotal = this.metrics.add(new Counter('dixie_inferences_total', 'Generations finished, by model and finish reason.'));
+  private readonly generatedTokens = this.metrics.add(new Counter('dixie_generated_tokens_total', 'Tokens generated, by model.'));
+  private readonly promptTokensTotal = this.metrics.add(new Counter('dixie_prompt_tokens_total', 'Prompt tokens fed, by model.'));
+  private readonly shed = this.metrics.add(new Counter('dixie_shed_requests_total', 'Requests refused with 503 because the model queue was full, by model.'));
+  private readonly inflight = new Map<string, number>();
+  private readonly inferenceCounts = new Map<string, number>();
+  private readonly recentTokens: { at: number; model: string; n: number }[] = [];
+  private readonly meanSeconds = new Map<string, number>();
+
+  constructor(
+    readonly config: ServerConfig,
+    readonly registry: ModelRegistry<LoadedModel>,
+    private readonly sanitizers: ReadonlyMap<string, Sanitizer>,
+    private readonly log: Log,
+  ) {
+    this.models = new Map(config.models.map((m) => [m.key, m]));
+    const perModel = (value: (key: string) => number) => () => config.models.map((m) => ({ labels: { model: m.key }, value: value(m.key) }));
+    const status = (key: string) => registry.status().find((s) => s.key === key);
+    this.metrics.add(new Gauge('dixie_tokens_per_second', `Tokens generated per second over the last ${RATE_WINDOW_MS / 1000} s, by model.`, perModel((k) => this.tokensPerSecond(k))));
+    this.metrics.add(new Gauge('dixie_model_loaded', 'Whether the model is loaded (1) or not (0).', perModel((k) => (status(k)?.state === 'loaded' ? 1 : 0))));
+    this.metrics.add(new Gauge('dixie_model_memory_bytes', 'Memory reserved for the model (0 when unloaded).', perModel((k) => status(k)?.bytes ?? 0)));
+    this.metrics.add(new Gauge('dixie_model_loads', 'Times the model has been loaded.', perModel((k) => status(k)?.loads ?? 0)));
+    this.metrics.add(new Gauge('dixie_queue_depth', 'Requests for the model waiting for a batch slot or for the model to load.', perModel((k) => this.queueDepth(k))));
+    this.metrics.add(new Gauge('dixie_requests_in_flight', 'Requests for the model being answered, queued ones included.', perModel((k) => this.inflight.get(k) ?? 0)));
+    this.metrics.add(new Gauge('dixie_memory_budget_bytes', 'The memory budget for loaded models.', () => [{ labels: {}, value: config.memoryBudgetBytes }]));
+    this.metrics.add(new Gauge('dixie_memory_reserved_bytes', 'Memory reserved by loaded and loading models.', () => [{ labels: {}, value: registry.reservedBytes }]));
+    this.metrics.add(new Gauge('process_resident_memory_bytes', 'Resident set size of the server process.', () => [{ labels: {}, value: process.memoryUsage.rss() }]));
+  }
+
+  // Generations the model has finished, whatever their finish reason.
+  inferences(key: string): number {
+    return this.inferenceCounts.get(key) ?? 0;
+  }
+
+  // Requests being answered, all models.
+  inFlightTotal(): number {
+    let n = 0;
+    for (const v of this.inflight.values()) n += v;
+    return n;
+  }
+
+  // Requests admitted for the model that are not yet decoding (waiting for its load or for a batch slot).
+  queueDepth(key: string): number {
+    const running = this.registry.peek(key)?.generator.batcher.load.running ?? 0;
+    return Math.max(0, (this.inflight.get(key) ?? 0) - running);
+  }
+
+  model(key: string): ModelConfig {
+    const model = this.models.get(key);
+    if (!model) throw new HttpError(404, `unknown model_key "${key}"`, { models: [...this.models.keys()] });
+    return model;
+  }
+
+  // The prompt for raw_text: as it is for a 'raw' model (less one trailing newline, as the original server
+  // did); for a 'chat' model the user's message, and the conversation so far, in the chat format.
+  prompt(model: ModelConfig, rawText: string, history: readonly Message[]): string {
+    if (model.promptFormat === 'chat') return buildPrompt(history, rawText, model.audience, Number.MAX_SAFE_INTEGER);
+    return rawText.length > 1 && rawText.endsWith('\n') ? rawText.slice(0, -1) : rawText;
+  }
+
+  async generate(key: string, request: GenerationRequest): Promise<Completion> {
+    this.model(key);
+    const sanitizer = this.sanitizers.get(key) as Sanitizer;
+    const admitted = this.inflight.get(key) ?? 0;
+    if (admitted >= this.config.batchSlots + this.config.maxQueue) {
+      this.shed.inc({ model: key });
+      const retry = Math.max(1, Math.ceil(((this.meanSeconds.get(key) ?? 1) * (admitted - this.config.batchSlots + 1)) / this.config.batchSlots));
+      throw new HttpError(503, `model "${key}" has ${admitted} requests in hand; try again later`, {}, { 'Retry-After': String(retry) });
+    }
+    this.inflight.set(key, admitted + 1);
+    const started = Date.now();
+    const deadline = request.deadline ?? started + this.config.requestTimeoutMs;
+    try {
+      const lease = await this.registry.acquire(key, anySignal([request.signal, AbortSignal.timeout(Math.max(1, deadline - started))])).catch((err: Error) => {
+        if (err instanceof ModelUnavailableError) throw new HttpError(err.status, err.message);
+        if (request.signal?.aborted) throw new HttpError(499, 'the client closed the request');
+        throw new HttpError(503, `timed out waiting for model "${key}" to load`, {}, { 'Retry-After': '5' });
+      });
+      try {
+        return await this.decode(key, sanitizer, lease.value, request, deadline);
+      } finally {
+        lease.release();
+      }
+    } finally {
+      this.inflight.set(key, (this.inflight.get(key) ?? 1) - 1);
+      const seconds = (Date.now() - started) / 1000;
+      this.meanSeconds.set(key, 0.9 * (this.meanSeconds.get(key) ?? seconds) + 0.1 * seconds);
+    }
+  }
+
+  private async decode(key: string, sanitizer: Sanitizer, loaded: LoadedModel, request: GenerationRequest, deadline: number): Promise<Completion> {
+    const { tokenizer, nCtx, generator } = loaded;
+    // User text never becomes a special token; an empty prompt means "start of a document".
+    let tokens: ArrayLike<number> = request.prompt === '' ? Int32Array.of(tokenizer.eotToken) : tokenizer.encode(request.prompt, { allowSpecial: false });
+    const maxTokens = Math.min(request.sampling.length, nCtx - 1);
+    // A prompt longer than the context less the reply loses its start, so the reply never shifts the window.
+    const room = nCtx - maxTokens;
+    const trimmedTokens = Math.max(0, tokens.length - room);
+    if (trimmedTokens > 0) tokens = (tokens as Int32Array).subarray(trimmedTokens);
+    const sanitized = new AbortController();  // fires when the sanitizer has its whole answer
+    let raw = '';
+    let shown = '';
+    const result = await generator.batcher.submit({
+      promptTokens: tokens,
+      maxTokens,
+      sampling: { temperature: request.sampling.temperature, topK: request.sampling.topK, topP: request.sampling.topP, penalize: request.sampling.penalize },
+      seed: request.seed,
+      signal: anySignal([request.signal, sanitized.signal]),
+      deadline,
+      onText: (piece) => {
+        raw += piece;
+        if (sanitizer.isComplete(raw)) sanitized.abort();
+        if (request.onText) {
+          const text = sanitizer.sanitize(raw);
+          if (text !== shown) request.onText((shown = text));
+        }
+      },
+    });
+    const finishReason: FinishReason = result.finishReason === 'aborted' && sanitized.signal.aborted && !request.signal?.aborted ? 'stop' : result.finishReason;
+    this.inferencesTotal.inc({ model: key, finish_reason: finishReason });
+    this.inferenceCounts.set(key, this.inferences(key) + 1);
+    this.generatedTokens.inc({ model: key }, result.tokens.length);
+    this.promptTokensTotal.inc({ model: key }, tokens.length);
+    this.recordTokens(key, result.tokens.length);
+    const text = sanitizer.sanitize(result.text);
+    if (request.onText && text !== shown) request.onText(text);
+    this.log('debug', 'generated', { model: key, promptTokens: tokens.length, trimmedTokens, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
+    return { model: key, text, raw: result.text, tokens: result.tokens, finishReason, promptTokens: tokens.length, trimmedTokens, timings: result.timings };
+  }
+
+  // The Alexa skill's way in (lib/server/alexa): a chat-format prompt it built, the model's sanitizer applied.
+  readonly chat: ChatFn = async (modelKey, prompt, options): Promise<ChatReply> => {
+    const model = this.model(modelKey);
+    const completion = await this.generate(modelKey, {
+      prompt,
+      sampling: { ...model.sampling, length: options.maxTokens },
+      signal: options.signal,
+      deadline: Date.now() + options.deadlineMs,
+    });
+    const reason = completion.finishReason === 'aborted' ? 'deadline' : completion.finishReason;
+    return { text: completion.text, finishReason: reason };
+  };
+
+  private recordTokens(model: string, n: number): void {
+    const now = Date.now();
+    this.recentTokens.push({ at: now, model, n });
+    while (this.recentTokens.length > 0 && this.recentTokens[0].at < now - RATE_WINDOW_MS) this.recentTokens.shift();
+  }
+
+  private tokensPerSecond(model: string): number {
+    const since = Date.now() - RATE_WINDOW_MS;
+    let n = 0;
+    for (const r of this.recentTokens) if (r.model === model && r.at >= since) n += r.n;
+    return n / (RATE_WINDOW_MS / 1000);
+  }
+}
+
+// One signal for several (absent ones ignored).
+function anySignal(signals: (AbortSignal | undefined)[]): AbortSignal {
+  return AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
+}

@@ -1,0 +1,215 @@
+// GPT-2's byte-level BPE: text -> token ids -> text, identical to OpenAI's encoder.py and to tiktoken's
+// r50k_base. Encoding runs pre-tokenizer -> word cache -> (on a miss) UTF-8 bytes and pair merges, all
+// over typed arrays that live as long as the tokenizer.
+import { TextDecoder } from 'node:util';
+import { PairMerger } from './bpe';
+import { pieceEnd } from './pretokenize';
+import { END_OF_TEXT, Vocabulary, bundledVocabularyDir, locateVocabulary } from './vocab';
+import { MAX_CACHED_PIECE, WordCache, hashPiece } from './word_cache';
+
+export interface EncodeOptions {
+  // Whether a literal "<|endoftext|>" in the text becomes the end-of-text token. Yes for training files,
+  // where it separates documents; never for text from a user, who must not be able to inject it (it is
+  // then encoded as the ordinary characters it is made of).
+  allowSpecial: boolean;
+}
+
+export interface TokenizerOptions {
+  // Bound on the word cache, in pieces (default 65536: about 10 MB).
+  maxCachedPieces?: number;
+}
+
+const DEFAULT_MAX_CACHED_PIECES = 1 << 16;
+// The output buffer grows to the largest text encoded; past this many tokens it is let go afterwards.
+const KEPT_OUTPUT = 1 << 20;
+
+// Decoding never throws on byte sequences that are not UTF-8 (a model can emit any token order): they
+// become U+FFFD, as encoder.py's errors="replace" does. ignoreBOM keeps a leading U+FEFF as text.
+function utf8Decoder(): TextDecoder {
+  return new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+}
+
+export class Tokenizer {
+  readonly vocab: Vocabulary;
+  // The <|endoftext|> token (50256 in GPT-2).
+  readonly eotToken: number;
+  // One past the largest token id (50257 in GPT-2).
+  readonly vocabSize: number;
+  private readonly cache: WordCache;
+  private merger: PairMerger | undefined;
+  private readonly decoder = utf8Decoder();
+  // Scratch: the output being built, and the byte tokens of one piece while it merges.
+  private out = new Int32Array(4096);
+  private parts = new Int32Array(3 * MAX_CACHED_PIECE);
+
+  constructor(vocab: Vocabulary, options: TokenizerOptions = {}) {
+    this.vocab = vocab;
+    this.eotToken = vocab.eotToken;
+    this.vocabSize = vocab.size;
+    this.cache = new WordCache(options.maxCachedPieces ?? DEFAULT_MAX_CACHED_PIECES);
+  }
+
+  // Pieces in the word cache now (never more than maxCachedPieces).
+  get cachedPieces(): number {
+    return this.cache.size;
+  }
+
+  get maxCachedPieces(): number {
+    return this.cache.maxEntries;
+  }
+
+  encode(text: string, options: EncodeOptions): Int32Array {
+    if (this.merger === undefined) this.merger = new PairMerger(this.vocab.merges);
+    let count = 0;
+    if (options.allowSpecial) {
+      let start = 0;
+      for (let at = text.indexOf(END_OF_TEXT); at >= 0; at = text.indexOf(END_OF_TEXT, start)) {
+        count = this.encodeSegment(text, start, at, count);
+        this.reserve(count + 1);
+        this.out[count++] = this.eotToken;
+        start = at + END_OF_TEXT.length;
+      }
+      count = this.encodeSegment(text, start, text.length, count);
+    } else {
+      count = this.encodeSegment(text, 0, text.length, count);
+    }
+    const tokens = this.out.slice(0, count);
+    if (this.out.length > KEPT_OUTPUT) this.out = new Int32Array(4096);
+    return tokens;
+  }
+
+  decode(ids: ArrayLike<number>): string {
+    return this.decoder.decode(this.bytesOf(ids));
+  }
+
+  // The bytes that the tokens stand for: the UTF-8 that decode() reads.
+  bytesOf(ids: ArrayLike<number>): Uint8Array {
+    const { tokenBytes, tokenStart, tokenEnd } = this.vocab;
+    let length = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const id = this.checkId(ids[i]);
+      length += tokenEnd[id] - tokenStart[id];
+    }
+    const bytes = new Uint8Array(length);
+    let at = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      for (let k = tokenStart[id]; k < tokenEnd[id]; k++) bytes[at++] = tokenBytes[k];
+    }
+    return bytes;
+  }
+
+  // A view of one token's bytes (do not write to it).
+  tokenBytes(id: number): Uint8Array {
+    const { tokenBytes, tokenStart, tokenEnd } = this.vocab;
+    this.checkId(id);
+    return tokenBytes.subarray(tokenStart[id], tokenEnd[id]);
+  }
+
+  streamDecoder(): StreamDecoder {
+    return new StreamDecoder(this);
+  }
+
+  private checkId(id: number): number {
+    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize || this.vocab.tokenEnd[id] === 0) {
+      throw new RangeError(`token id ${id} is not in the vocabulary (${this.vocab.files.encoderPath})`);
+    }
+    return id;
+  }
+
+  private reserve(n: number): void {
+    if (n <= this.out.length) return;
+    let size = this.out.length * 2;
+    while (size < n) size *= 2;
+    const grown = new Int32Array(size);
+    grown.set(this.out);
+    this.out = grown;
+  }
+
+  // Appends the tokens of text[start..end), free of special tokens, at out[count]; returns the new count.
+  private encodeSegment(text: string, start: number, end: number, count: number): number {
+    const cache = this.cache;
+    const byteTokens = this.vocab.byteTokens;
+    let i = start;
+    while (i < end) {
+      const j = pieceEnd(text, i, end);
+      // A piece never yields more tokens than its UTF-8 bytes: at most 3 per code unit.
+      if (count + 3 * (j - i) > this.out.length) this.reserve(count + 3 * (j - i));
+      const c = text.charCodeAt(i);
+      if (j - i === 1 && c < 0x80) {
+        this.out[count++] = byteTokens[c];
+      } else if (j - i <= MAX_CACHED_PIECE) {
+        const hash = hashPiece(text, i, j);
+        const slot = cache.find(text, i, j, hash);
+        if (slot >= 0) {
+          count = cache.copyTokens(slot, this.out, count);
+        } else {
+          const n = this.mergePiece(text, i, j);
+          cache.insert(text, i, j, hash, this.parts, n);
+          this.out.set(this.parts.subarray(0, n), count);
+          count += n;
+        }
+      } else {
+        const n = this.mergePiece(text, i, j);
+        this.out.set(this.parts.subarray(0, n), count);
+        count += n;
+      }
+      i = j;
+    }
+    return count;
+  }
+
+  // BPE of text[start..end) into parts[0..n); returns n. UTF-8 as TextEncoder writes it: a lone
+  // surrogate becomes U+FFFD.
+  private mergePiece(text: string, start: number, end: number): number {
+    if (this.parts.length < 3 * (end - start)) this.parts = new Int32Array(3 * (end - start));
+    const parts = this.parts;
+    const byteTokens = this.vocab.byteTokens;
+    let n = 0;
+    for (let i = start; i < end; i++) {
+      let c = text.charCodeAt(i);
+      if (c < 0x80) {
+        parts[n++] = byteTokens[c];
+      } else if (c < 0x800) {
+        parts[n++] = byteTokens[0xc0 | (c >> 6)];
+        parts[n++] = byteTokens[0x80 | (c & 0x3f)];
+      } else {
+        if ((c & 0xfc00) === 0xd800 && i + 1 < end && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (text.charCodeAt(++i) - 0xdc00);
+          parts[n++] = byteTokens[0xf0 | (c >> 18)];
+          parts[n++] = byteTokens[0x80 | ((c >> 12) & 0x3f)];
+        } else {
+          if ((c & 0xf800) === 0xd800) c = 0xfffd;
+          parts[n++] = byteTokens[0xe0 | (c >> 12)];
+        }
+        parts[n++] = byteTokens[0x80 | ((c >> 6) & 0x3f)];
+        parts[n++] = byteTokens[0x80 | (c & 0x3f)];
+      }
+    }
+    return (this.merger as PairMerger).merge(parts, n);
+  }
+}
+
+// Turns tokens into text as they are generated. A character whose UTF-8 bytes span several tokens is
+// held back until its last byte arrives, so streamed text never shows U+FFFD for a half character.
+export class StreamDecoder {
+  private readonly decoder = utf8Decoder();
+
+  constructor(private readonly tokenizer: Tokenizer) {}
+
+  // The text that the token completes (often '', or more than one character).
+  push(id: number): string {
+    return this.decoder.decode(this.tokenizer.tokenBytes(id), { stream: true });
+  }
+
+  // The end of the stream: bytes still held (a character that never completed) come out as U+FFFD.
+  end(): string {
+    return this.decoder.decode();
+  }
+}
+
+// Reads a vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt) from `dir`, by default the
+// bundled GPT-2 one.
+export function loadTokenizer(dir: string = bundledVocabularyDir(), options: TokenizerOptions = {}): Tokenizer {
+  return new Tokenizer(new Vocabulary(locateVocabulary(dir)), options);
+}

@@ -1,0 +1,384 @@
+// Reading a GPT-2 vocabulary from a model folder: OpenAI's encoder.json + vocab.bpe, or the same data
+// under Hugging Face's names vocab.json + merges.txt. Token strings are GPT-2's printable stand-ins for
+// bytes (bytes_to_unicode in encoder.py); here they become raw bytes once, at load.
+import fs from 'node:fs';
+import path from 'node:path';
+import { MAX_TOKEN_ID, MergeTable } from './bpe';
+
+export const END_OF_TEXT = '<|endoftext|>';
+
+const LAYOUTS = [
+  { encoder: 'encoder.json', merges: 'vocab.bpe' },
+  { encoder: 'vocab.json', merges: 'merges.txt' },
+];
+
+// GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes for
+// U+0100.. in byte order. Indexed by char code (all below 0x144); -1 where no byte.
+const byteOfChar = new Int16Array(0x144).fill(-1);
+const charOfByte = new Array<string>(256);
+{
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    const code = printable ? b : 0x100 + extra++;
+    byteOfChar[code] = b;
+    charOfByte[b] = String.fromCharCode(code);
+  }
+}
+
+// The bundled GPT-2 vocabulary, lib/tokenizer/gpt2 under the package root (this file runs from dist/).
+export function bundledVocabularyDir(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`bundled GPT-2 vocabulary: no package root above ${__dirname}`);
+    dir = up;
+  }
+  return path.join(dir, 'lib', 'tokenizer', 'gpt2');
+}
+
+export interface VocabularyFiles {
+  encoderPath: string;
+  mergesPath: string;
+}
+
+export function locateVocabulary(dir: string): VocabularyFiles {
+  for (const layout of LAYOUTS) {
+    const encoderPath = path.join(dir, layout.encoder);
+    const mergesPath = path.join(dir, layout.merges);
+    if (fs.existsSync(encoderPath) && fs.existsSync(mergesPath)) return { encoderPath, mergesPath };
+  }
+  const wanted = LAYOUTS.map((l) => `${l.encoder} + ${l.merges}`).join(' or ');
+  throw new Error(`${dir}: no GPT-2 vocabulary here (looked for ${wanted})`);
+}
+
+export class Vocabulary {
+  readonly files: VocabularyFiles;
+  // One past the largest id.
+  readonly size: number;
+  readonly eotToken: number;
+  // Token id of each single byte.
+  readonly byteTokens = new Int32Array(256);
+  // The bytes of token t are tokenBytes[tokenStart[t] .. tokenEnd[t]); empty for ids the file skips.
+  readonly tokenBytes: Uint8Array;
+  readonly tokenStart: Int32Array;
+  readonly tokenEnd: Int32Array;
+  private readonly index: TokenIndex;
+  private mergeTable: MergeTable | undefined;
+
+  constructor(files: VocabularyFiles) {
+    this.files = files;
+    const tokens = parseEncoder(files.encoderPath);
+    this.size = tokens.size;
+    this.tokenBytes = tokens.bytes;
+    this.tokenStart = tokens.start;
+    this.tokenEnd = tokens.end;
+    this.index = new TokenIndex(this, tokens.hash);
+
+    const probe = new Uint8Array(END_OF_TEXT.length);
+    for (let b = 0; b < 256; b++) {
+      probe[0] = b;
+      const id = this.index.find(probe, 0, 1, fnv(probe, 0, 1, FNV_BASIS));
+      if (id < 0) throw new Error(`${files.encoderPath}: no token for byte 0x${b.toString(16)} (${JSON.stringify(charOfByte[b])})`);
+      this.byteTokens[b] = id;
+    }
+    for (let k = 0; k < END_OF_TEXT.length; k++) probe[k] = END_OF_TEXT.charCodeAt(k);
+    this.eotToken = this.index.find(probe, 0, probe.length, fnv(probe, 0, probe.length, FNV_BASIS));
+    if (this.eotToken < 0) throw new Error(`${files.encoderPath}: no ${END_OF_TEXT} token`);
+  }
+
+  // Built on first use: decoding alone never needs it.
+  get merges(): MergeTable {
+    if (this.mergeTable === undefined) this.mergeTable = parseMerges(this.files.mergesPath, this.index);
+    return this.mergeTable;
+  }
+}
+
+const FNV_BASIS = 0x811c9dc5 | 0; // int32 throughout, or V8 deoptimizes on the first wrap
+
+// FNV-1a over bytes[from..to), continuing from state h.
+function fnv(bytes: Uint8Array, from: number, to: number, h: number): number {
+  for (let k = from; k < to; k++) h = Math.imul(h ^ bytes[k], 0x01000193);
+  return h;
+}
+
+// Token id by token bytes: open addressing over the vocabulary's own bytes.
+class TokenIndex {
+  private readonly slots: Int32Array; // id + 1; 0: empty
+  private readonly mask: number;
+  private readonly vocab: Vocabulary;
+
+  // hash[id]: fnv of token id's bytes.
+  constructor(vocab: Vocabulary, hash: Int32Array) {
+    this.vocab = vocab;
+    const { tokenBytes, tokenStart, tokenEnd } = vocab;
+    let slots = 16;
+    while (slots < vocab.size * 2) slots *= 2;
+    this.slots = new Int32Array(slots);
+    this.mask = slots - 1;
+    for (let id = 0; id < vocab.size; id++) {
+      const from = tokenStart[id];
+      const len = tokenEnd[id] - from;
+      if (len === 0) continue;
+      let slot = (hash[id] ^ (hash[id] >>> 16)) & this.mask;
+      for (let other = this.slots[slot] - 1; other >= 0; other = this.slots[slot] - 1) {
+        const twin = hash[other] === hash[id] ? this.find(tokenBytes, from, len, hash[id]) : -1;
+        if (twin >= 0) throw new Error(`${vocab.files.encoderPath}: tokens ${twin} and ${id} stand for the same bytes`);
+        slot = (slot + 1) & this.mask;
+      }
+      this.slots[slot] = id + 1;
+    }
+  }
+
+  // The token whose bytes are key[from..from+len) (hash: their fnv), or -1.
+  find(key: Uint8Array, from: number, len: number, hash: number): number {
+    const { tokenBytes, tokenStart, tokenEnd } = this.vocab;
+    let slot = (hash ^ (hash >>> 16)) & this.mask;
+    for (;;) {
+      const id = this.slots[slot] - 1;
+      if (id < 0) return -1;
+      const at = tokenStart[id];
+      if (tokenEnd[id] - at === len) {
+        let k = 0;
+        while (k < len && tokenBytes[at + k] === key[from + k]) k++;
+        if (k === len) return id;
+      }
+      slot = (slot + 1) & this.mask;
+    }
+  }
+}
+
+function readBytes(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}`);
+  }
+}
+
+// The parsers below run once, cold, before the JIT has warmed up: small functions over bytes (which V8
+// optimizes soon), no substrings, and line numbers counted only when there is an error to report.
+class SyntaxAt extends Error {
+  constructor(
+    message: string,
+    readonly at: number,
+  ) {
+    super(message);
+  }
+}
+
+// file:line:column: message, found "what is there".
+function located(file: string, src: Uint8Array, err: unknown): unknown {
+  if (!(err instanceof SyntaxAt)) return err;
+  let line = 1;
+  let lineStart = 0;
+  for (let k = 0; k < err.at && k < src.length; k++) {
+    if (src[k] === 0x0a) {
+      line++;
+      lineStart = k + 1;
+    }
+  }
+  let end = err.at;
+  while (end < src.length && src[end] !== 0x0a && end - err.at < 24) end++;
+  const found = err.at < src.length ? JSON.stringify(Buffer.from(src.subarray(err.at, end)).toString('utf8')) : 'the end of the file';
+  return new Error(`${file}:${line}:${err.at - lineStart + 1}: ${err.message}, found ${found}`);
+}
+
+// The byte that GPT-2's character `c` stands for, or -1.
+function byteOf(c: number): number {
+  return c < byteOfChar.length ? byteOfChar[c] : -1;
+}
+
+function skipSpace(src: Uint8Array, at: number): number {
+  while (at < src.length && (src[at] === 0x20 || src[at] === 0x0a || src[at] === 0x0d || src[at] === 0x09)) at++;
+  return at;
+}
+
+function expectByte(src: Uint8Array, at: number, c: number, expected: string): number {
+  at = skipSpace(src, at);
+  if (src[at] !== c) throw new SyntaxAt(`expected ${expected}`, at);
+  return at + 1;
+}
+
+// The tokens of encoder.json by id: token id's bytes are bytes[start[id] .. end[id]) (empty for an id the
+// file skips), hash[id] their fnv.
+interface EncoderTokens {
+  size: number;
+  bytes: Uint8Array;
+  start: Int32Array;
+  end: Int32Array;
+  hash: Int32Array;
+}
+
+// What readKey leaves besides its return value: bytes used so far and the key's hash.
+const keyOut = new Int32Array(2);
+
+// Reads the JSON string whose opening quote is at src[at - 1] as GPT-2 byte characters into bytes[used..];
+// returns the position after the closing quote.
+function readKey(src: Uint8Array, at: number, bytes: Uint8Array, used: number): number {
+  let h = FNV_BASIS;
+  for (;;) {
+    if (at >= src.length) throw new SyntaxAt('expected the end of the string', at);
+    const from = at;
+    let c = src[at];
+    if (c === 0x22) break;
+    if (c === 0x5c) {
+      const escaped = readEscape(src, at);
+      c = escaped >> 3;
+      at += escaped & 7;
+    } else if (c < 0x80) {
+      at++;
+    } else {
+      // GPT-2's byte characters are all below U+0800: two bytes of UTF-8 at most.
+      const d = src[at + 1];
+      if ((c & 0xe0) !== 0xc0 || (d & 0xc0) !== 0x80) throw new SyntaxAt("expected one of GPT-2's byte characters", at);
+      c = ((c & 0x1f) << 6) | (d & 0x3f);
+      at += 2;
+    }
+    const b = byteOf(c);
+    if (b < 0) throw new SyntaxAt(`expected one of GPT-2's byte characters, not U+${c.toString(16).padStart(4, '0')}`, from);
+    bytes[used++] = b;
+    h = Math.imul(h ^ b, 0x01000193);
+  }
+  keyOut[0] = used;
+  keyOut[1] = h;
+  return at + 1;
+}
+
+// The JSON escape at src[at] (a backslash), as (char << 3 | bytes it takes).
+function readEscape(src: Uint8Array, at: number): number {
+  const e = src[at + 1];
+  if (e === 0x75) {
+    let c = 0;
+    for (let k = at + 2; k < at + 6; k++) {
+      const d = src[k] | 0x20; // A-F to a-f; digits keep their value
+      if (d >= 0x30 && d <= 0x39) c = c * 16 + d - 0x30;
+      else if (d >= 0x61 && d <= 0x66) c = c * 16 + d - 0x57;
+      else throw new SyntaxAt('expected 4 hex digits after \\u', k);
+    }
+    return (c << 3) | 6;
+  }
+  const simple = e === 0x22 || e === 0x5c || e === 0x2f ? e : e === 0x6e ? 0x0a : e === 0x74 ? 0x09 : e === 0x72 ? 0x0d : e === 0x62 ? 0x08 : e === 0x66 ? 0x0c : -1;
+  if (simple < 0) throw new SyntaxAt('expected a JSON escape', at);
+  return (simple << 3) | 2;
+}
+
+// encoder.json / vocab.json: one flat JSON object of token string -> id. Parsed by hand, straight into
+// bytes: JSON.parse would build a 50k-key object, several times slower than all the rest of loading.
+function parseEncoder(file: string): EncoderTokens {
+  const src = readBytes(file);
+  const bytes = new Uint8Array(src.length);
+  const start = new Int32Array(MAX_TOKEN_ID + 1);
+  const end = new Int32Array(MAX_TOKEN_ID + 1);
+  const hash = new Int32Array(MAX_TOKEN_ID + 1);
+  let size = 0;
+  let used = 0;
+  try {
+    let at = expectByte(src, 0, 0x7b, '"{"');
+    for (;;) {
+      at = expectByte(src, at, 0x22, 'a token string');
+      const from = used;
+      at = readKey(src, at, bytes, used);
+      used = keyOut[0];
+      if (used === from) throw new SyntaxAt('expected a token, not an empty string', at - 2);
+      at = skipSpace(src, expectByte(src, at, 0x3a, '":"'));
+      const digits = at;
+      let id = 0;
+      while (at < src.length && src[at] >= 0x30 && src[at] <= 0x39 && id <= MAX_TOKEN_ID) id = id * 10 + src[at++] - 0x30;
+      if (at === digits || id > MAX_TOKEN_ID) throw new SyntaxAt(`expected a token id in 0..${MAX_TOKEN_ID}`, digits);
+      if (end[id] !== 0) throw new SyntaxAt(`id ${id} is given to an earlier token too`, digits);
+      start[id] = from;
+      end[id] = used;
+      hash[id] = keyOut[1];
+      if (id >= size) size = id + 1;
+      at = skipSpace(src, at);
+      if (src[at] === 0x7d) break;
+      at = expectByte(src, at, 0x2c, '"," or "}"');
+    }
+    if (skipSpace(src, at + 1) < src.length) throw new SyntaxAt('expected the end of the file', skipSpace(src, at + 1));
+  } catch (err) {
+    throw located(file, src, err);
+  }
+  return { size, bytes: bytes.subarray(0, used), start: start.subarray(0, size), end: end.subarray(0, size), hash: hash.subarray(0, size) };
+}
+
+// What readMergeLine leaves: the pair's bytes in mergeBytes[0..size), the right token's from `split`,
+// and the hashes of the left token, the right token and both.
+const mergeBytes = new Uint8Array(1024);
+const mergeOut = new Int32Array(5);
+const SIZE = 0;
+const SPLIT = 1;
+const LEFT_HASH = 2;
+const RIGHT_HASH = 3;
+const BOTH_HASH = 4;
+
+// Reads the merge line "left right" that starts at src[at]; returns the position of its end (the
+// newline, or the end of the file). An empty line leaves size 0.
+function readMergeLine(src: Uint8Array, at: number): number {
+  let split = -1;
+  let size = 0;
+  let leftHash = FNV_BASIS;
+  let rightHash = FNV_BASIS;
+  let bothHash = FNV_BASIS;
+  for (; at < src.length; at++) {
+    let c = src[at];
+    if (c === 0x0a) break;
+    if (c === 0x0d && src[at + 1] === 0x0a) continue;
+    if (c === 0x20) {
+      if (split >= 0 || size === 0) throw new SyntaxAt('expected "left right"', at);
+      split = size;
+      leftHash = bothHash;
+      continue;
+    }
+    if (c >= 0x80) {
+      const d = src[at + 1];
+      if ((c & 0xe0) !== 0xc0 || (d & 0xc0) !== 0x80) throw new SyntaxAt("expected one of GPT-2's byte characters", at);
+      c = ((c & 0x1f) << 6) | (d & 0x3f);
+      at++;
+    }
+    const b = byteOf(c);
+    if (b < 0 || size === mergeBytes.length) throw new SyntaxAt("expected a short line of GPT-2's byte characters", at);
+    mergeBytes[size++] = b;
+    bothHash = Math.imul(bothHash ^ b, 0x01000193);
+    if (split >= 0) rightHash = Math.imul(rightHash ^ b, 0x01000193);
+  }
+  if (size > 0 && (split < 0 || split === size)) throw new SyntaxAt('expected "left right"', at - 1);
+  mergeOut[SIZE] = size;
+  mergeOut[SPLIT] = split;
+  mergeOut[LEFT_HASH] = leftHash;
+  mergeOut[RIGHT_HASH] = rightHash;
+  mergeOut[BOTH_HASH] = bothHash;
+  return at;
+}
+
+// vocab.bpe / merges.txt: an optional "#version" line, then one merge "left right" per line, best first.
+function parseMerges(file: string, index: TokenIndex): MergeTable {
+  const src = readBytes(file);
+  let lineCount = 1;
+  for (let at = 0; at < src.length; at++) if (src[at] === 0x0a) lineCount++;
+  const table = new MergeTable(lineCount);
+  let at = 0;
+  if (src.subarray(0, 8).toString('latin1') === '#version') {
+    while (at < src.length && src[at] !== 0x0a) at++;
+    at++;
+  }
+  try {
+    for (let rank = 0; at < src.length; at++) {
+      const start = at;
+      at = readMergeLine(src, at);
+      const size = mergeOut[SIZE];
+      if (size === 0) continue;
+      const split = mergeOut[SPLIT];
+      const a = index.find(mergeBytes, 0, split, mergeOut[LEFT_HASH]);
+      const b = index.find(mergeBytes, split, size - split, mergeOut[RIGHT_HASH]);
+      const merged = index.find(mergeBytes, 0, size, mergeOut[BOTH_HASH]);
+      if (a < 0 || b < 0 || merged < 0) {
+        throw new SyntaxAt(`the ${a < 0 ? 'left' : b < 0 ? 'right' : 'merged'} token is not in the encoder`, start);
+      }
+      table.set(a, b, rank++, merged);
+    }
+  } catch (err) {
+    throw located(file, src, err);
+  }
+  return table;
+}

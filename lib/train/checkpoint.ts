@@ -1,0 +1,154 @@
+// Training checkpoints, one folder per save under checkpoint/<run_name>/:
+//
+//   checkpoint/run1/
+//     latest                 "model-2000": the newest complete checkpoint
+//     model-1000/  model-2000/
+//       config.json + model.safetensors   the weights (Hugging Face layout: the folder is a servable model)
+//       encoder.json + vocab.bpe          the tokenizer (or vocab.json + merges.txt, as the model came)
+//       optimizer.safetensors             Adam's moments and step count (absent for SGD)
+//       state.json                        step, RNG and sampler state, running loss, the run's options
+//     metrics.jsonl, loss.svg             the run's log and loss curve (lib/train/metrics.ts)
+//
+// A checkpoint is written whole into a hidden temporary folder (every file fsynced), renamed into place, and
+// only then named by `latest` (written atomically, which also makes the rename durable). A kill -9 at any
+// moment therefore leaves the previous checkpoint complete and `latest` naming a complete one; a stray
+// temporary folder is swept by the next save.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Model } from '../engine/model';
+import { AudienceCount } from '../data/chat_check';
+import { RngState } from '../data/rng';
+import { Tokenizer } from '../tokenizer';
+import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
+
+export const STATE_FILE = 'state.json';
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+export const LATEST_FILE = 'latest';
+const CHECKPOINT_NAME = /^model-(\d+)$/;
+
+// What, besides weights and optimizer moments, a run needs to go on exactly where it stopped.
+export interface TrainState {
+  step: number;              // optimizer steps taken
+  seed: number;              // the run's seed (initialisation of a fresh model)
+  dataRng: RngState;         // the training batch sampler
+  sampleRng: RngState;       // the seeds of generated samples
+  lossAverage: [number, number];  // the running average: decayed sum of losses, decayed count
+  tokens: number;            // training tokens seen
+  trainSeconds: number;      // time spent in training steps
+  audiences: AudienceCount[];  // who the chat data talks to (for bin/chat), most messages first; [] when not chat
+  options: Record<string, unknown>;  // the options the run last ran with, for the record
+}
+
+// Where the save has got to, for a test that kills a run mid-save: the checkpoint is complete in its
+// temporary folder, or renamed into place (not yet `latest`).
+export type SavePhase = 'written' | 'renamed';
+
+export interface SaveOptions {
+  maxToKeep: number;          // 0: keep all
+  withOptimizer: boolean;
+  onPhase?: (phase: SavePhase, dir: string) => Promise<void> | void;
+}
+
+export function checkpointName(step: number): string {
+  return `model-${step}`;
+}
+
+// The complete checkpoints of a run folder, oldest first.
+export function listCheckpoints(runDir: string): { step: number; dir: string }[] {
+  if (!fs.existsSync(runDir)) return [];
+  return fs
+    .readdirSync(runDir)
+    .map((name) => ({ name, match: CHECKPOINT_NAME.exec(name) }))
+    .filter(({ name, match }) => match !== null && fs.existsSync(path.join(runDir, name, STATE_FILE)))
+    .map(({ name, match }) => ({ step: Number((match as RegExpExecArray)[1]), dir: path.join(runDir, name) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+// The checkpoint `latest` names, or (when it is missing or names no complete checkpoint) the newest complete
+// one; null for a run with none.
+export function latestCheckpoint(runDir: string): string | null {
+  const pointer = path.join(runDir, LATEST_FILE);
+  if (fs.existsSync(pointer)) {
+    const name = fs.readFileSync(pointer, 'utf8').trim();
+    if (CHECKPOINT_NAME.test(name) && fs.existsSync(path.join(runDir, name, STATE_FILE))) return path.join(runDir, name);
+  }
+  const all = listCheckpoints(runDir);
+  return all.length > 0 ? all[all.length - 1].dir : null;
+}
+
+// The model folder a path names for commands that load a model (bin/chat, bin/generate, the server): a run
+// folder (checkpoint/run1) stands for its latest checkpoint; any other path for itself.
+export function checkpointFolder(dir: string): string {
+  return latestCheckpoint(dir) ?? dir;
+}
+
+export function readTrainState(dir: string): TrainState {
+  const file = path.join(dir, STATE_FILE);
+  let state: Partial<TrainState>;
+  try {
+    state = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<TrainState>;
+  } catch (err) {
+    throw new Error(`${file}: cannot read the training state: ${(err as Error).message}`);
+  }
+  const isWords = (w: unknown): boolean => Array.isArray(w) && w.length === 4 && w.every((x) => Number.isInteger(x));
+  for (const field of ['step', 'seed', 'tokens', 'trainSeconds'] as const) {
+    if (typeof state[field] !== 'number') throw new Error(`${file}: field "${field}" must be a number`);
+  }
+  if (!isWords(state.dataRng) || !isWords(state.sampleRng)) throw new Error(`${file}: fields "dataRng" and "sampleRng" must be four 32-bit words`);
+  if (!Array.isArray(state.lossAverage) || state.lossAverage.length !== 2) throw new Error(`${file}: field "lossAverage" must be [sum, count]`);
+  if (!Array.isArray(state.audiences)) throw new Error(`${file}: field "audiences" must be a list`);
+  return state as TrainState;
+}
+
+async function copyFileDurably(from: string, to: string): Promise<void> {
+  const bytes = fs.readFileSync(from);
+  await writeFileAtomic(to, (fd) => {
+    fs.writeSync(fd, bytes);
+  });
+}
+
+// Moves a folder out of sight before deleting it, so a kill midway never leaves a half-deleted checkpoint
+// under a checkpoint's name.
+function removeFolder(dir: string): void {
+  const doomed = path.join(path.dirname(dir), `.${path.basename(dir)}.deleting-${process.pid}`);
+  fs.renameSync(dir, doomed);
+  fs.rmSync(doomed, { recursive: true, force: true });
+}
+
+// Saves the model, its optimizer state, tokenizer and training state as checkpoint model-<step> of the run,
+// points `latest` at it and prunes the oldest beyond maxToKeep. Returns the checkpoint's folder.
+export async function saveCheckpoint(runDir: string, model: Model, tokenizer: Tokenizer, state: TrainState, options: SaveOptions): Promise<string> {
+  fs.mkdirSync(runDir, { recursive: true });
+  // Temporary folders of saves that a kill interrupted.
+  for (const name of fs.readdirSync(runDir)) {
+    if (/^\.model-\d+\.(tmp|old|deleting)-\d+$/.test(name)) fs.rmSync(path.join(runDir, name), { recursive: true, force: true });
+  }
+  const name = checkpointName(state.step);
+  const temp = path.join(runDir, `.${name}.tmp-${process.pid}`);
+  fs.mkdirSync(temp);
+  await model.save(temp);
+  if (options.withOptimizer) await model.saveOptimizer(path.join(temp, OPTIMIZER_FILE));
+  const { encoderPath, mergesPath } = tokenizer.vocab.files;
+  await copyFileDurably(encoderPath, path.join(temp, path.basename(encoderPath)));
+  await copyFileDurably(mergesPath, path.join(temp, path.basename(mergesPath)));
+  await writeTextAtomic(path.join(temp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
+  await options.onPhase?.('written', temp);
+
+  const final = path.join(runDir, name);
+  // A checkpoint of the same step already there (a run resumed from it and stopped at once) is replaced.
+  let replaced: string | null = null;
+  if (fs.existsSync(final)) {
+    replaced = path.join(runDir, `.${name}.old-${process.pid}`);
+    fs.renameSync(final, replaced);
+  }
+  fs.renameSync(temp, final);
+  await options.onPhase?.('renamed', final);
+  await writeTextAtomic(path.join(runDir, LATEST_FILE), `${name}\n`);
+  if (replaced) fs.rmSync(replaced, { recursive: true, force: true });
+
+  if (options.maxToKeep > 0) {
+    const all = listCheckpoints(runDir).filter((c) => c.dir !== final);
+    for (const old of all.slice(0, Math.max(0, all.length - (options.maxToKeep - 1)))) removeFolder(old.dir);
+  }
+  return final;
+}

@@ -1,0 +1,432 @@
+// Fine-tuning GPT-2, nanoGPT-style: the whole training run in this one file, top to bottom.
+//
+//   const result = await train({ dataset: 'data/combined.train', model_name: '124M', stop_after: 1000 });
+//
+// The options are the original tools' train.py flags under the same names (bin/train is a thin front end).
+// A run: load the tokenizer and the model (a checkpoint of the run to resume, a base model, or a fresh one),
+// load and check the dataset, then loop: draw a batch, forward, backward (accumulating micro-batches), an
+// optimizer step; report the step; now and then save a checkpoint, generate samples, measure validation loss.
+// Batches, sample seeds and the validation set all come from seeded generators whose state the checkpoint
+// keeps, so a run stopped and resumed ends with the same weights, bit for bit, as one that never stopped.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ChatSummary, MalformedChatError, formatChatReport } from '../data/chat_check';
+import { Dataset, DEFAULT_COMBINE, loadDataset } from '../data/dataset';
+import { Rng } from '../data/rng';
+import { WindowSampler } from '../data/sampler';
+import { GPT2Config, Model, ModelOptions } from '../engine/model';
+import { resolveModel } from '../formats/resolve_model';
+import { Generator } from '../generate';
+import { Tokenizer, loadTokenizer } from '../tokenizer';
+import { writeTextAtomic } from '../util/atomic_file';
+import { OPTIMIZER_FILE, SavePhase, TrainState, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
+import { MetricsLog } from './metrics';
+import { plotMetrics } from './plot';
+
+export interface TrainOptions {
+  dataset: string;                 // file, folder or glob: text, .npz, or a token file from bin/encode
+  model_name: string;              // 124M, 355M, 774M, 1558M, a name under models/, or a model folder
+  fresh_model: boolean;            // random weights of the shape below instead of model_name's
+  n_layer: number;
+  n_head: number;
+  n_embd: number;
+  n_ctx: number;
+  tokenizer: string;               // vocabulary folder of a fresh model; '': GPT-2's
+  combine: number;                 // text files are joined into chunks of at least this many characters
+  batch_size: number;
+  context_length: number;          // tokens per training sequence; 0: the model's n_ctx
+  learning_rate: number;
+  learning_rate_cos: boolean;      // warmup, then cosine annealing with warm restarts
+  learning_rate_warmup: number;    // steps of linear warmup
+  learning_rate_min: number;
+  learning_rate_period: number;    // steps of each cosine cycle
+  accumulate_gradients: number;    // micro-batches per optimizer step
+  optimizer: 'adam' | 'sgd';
+  memory_saving_gradients: boolean;  // recompute activations in backward
+  only_train_transformer_layers: boolean;
+  restore_from: string;            // latest | fresh | a checkpoint or model folder
+  run_name: string;
+  checkpoint_dir: string;          // runs live in <checkpoint_dir>/<run_name>
+  sample_dir: string;              // samples go to <sample_dir>/<run_name>
+  save_every: number;              // steps; 0: never by count
+  save_time: number;               // minutes; 0: never by time
+  max_to_keep: number;             // 0: keep every checkpoint
+  save_on_ctrlc: boolean;
+  sample_every: number;            // steps; 0: never
+  sample_length: number;
+  sample_num: number;
+  top_k: number;                   // 0: off
+  top_p: number;                   // 0: off (as in the original tools)
+  val_dataset: string;             // '': a fixed sample of the training data
+  val_every: number;               // steps; 0: no validation
+  val_batch_size: number;
+  val_batch_count: number;
+  seed: number;                    // -1: a random seed (printed, and kept in the checkpoint)
+  stop_after: number;              // stop (and save) when the step count reaches it; 0: never
+  threads: number;                 // 0: one per core
+}
+
+export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
+  model_name: '124M',
+  fresh_model: false,
+  n_layer: 12,
+  n_head: 12,
+  n_embd: 768,
+  n_ctx: 1024,
+  tokenizer: '',
+  combine: DEFAULT_COMBINE,
+  batch_size: 1,
+  context_length: 0,
+  learning_rate: 0.00002,
+  learning_rate_cos: false,
+  learning_rate_warmup: 100,
+  learning_rate_min: 0.00001,
+  learning_rate_period: 1000,
+  accumulate_gradients: 1,
+  optimizer: 'adam',
+  memory_saving_gradients: false,
+  only_train_transformer_layers: false,
+  restore_from: 'latest',
+  run_name: 'run1',
+  checkpoint_dir: 'checkpoint',
+  sample_dir: 'samples',
+  save_every: 1000,
+  save_time: 15,
+  max_to_keep: 5,
+  save_on_ctrlc: false,
+  sample_every: 100,
+  sample_length: 1023,
+  sample_num: 1,
+  top_k: 40,
+  top_p: 0,
+  val_dataset: '',
+  val_every: 0,
+  val_batch_size: 2,
+  val_batch_count: 40,
+  seed: -1,
+  stop_after: 0,
+  threads: 0,
+};
+
+export interface TrainIO {
+  log?: (line: string) => void;    // progress lines (default: console.log)
+  signal?: AbortSignal;            // stop after the current step (saving first with save_on_ctrlc)
+  onSavePhase?: (phase: SavePhase, dir: string) => Promise<void> | void;  // for tests that kill mid-save
+}
+
+export interface TrainResult {
+  runDir: string;
+  step: number;                    // steps taken in all, resumed ones included
+  stepsThisRun: number;
+  checkpoint: string | null;       // the last checkpoint written or resumed from
+  firstLoss: number;               // loss of this run's first step (NaN when it took none)
+  lastAverage: number;             // running average at the end
+  valLoss: number | null;          // the last validation loss
+  tokensPerSecond: number;         // training tokens / wall time of this run's steps (sampling, validation, saves excluded)
+  stoppedBy: 'stop_after' | 'signal';
+}
+
+// The Adam of the original tools (tf.train.AdamOptimizer's defaults: no weight decay, no clipping).
+const ADAM = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
+// The running average of the loss, as train.py's avg_loss: sum and count decayed by this each step.
+const AVERAGE_DECAY = 0.99;
+// The original tools draw the validation set with its own sampler seeded 1, the same whatever --seed.
+const VALIDATION_SEED = 1;
+// The loss curve is redrawn at most this often (and at every validation and save).
+const PLOT_INTERVAL_MS = 10_000;
+
+// The learning rate of the step about to be taken: constant, or a linear warmup to learning_rate, then
+// cosine cycles of learning_rate_period steps from learning_rate down to learning_rate_min, each restarting.
+export function learningRate(o: TrainOptions, step: number): number {
+  if (!o.learning_rate_cos) return o.learning_rate;
+  if (step < o.learning_rate_warmup) return (o.learning_rate * (step + 1)) / o.learning_rate_warmup;
+  const t = ((step - o.learning_rate_warmup) % o.learning_rate_period) / o.learning_rate_period;
+  return o.learning_rate_min + 0.5 * (o.learning_rate - o.learning_rate_min) * (1 + Math.cos(Math.PI * t));
+}
+
+function checkOptions(o: TrainOptions): void {
+  const positive = ['batch_size', 'accumulate_gradients', 'n_layer', 'n_head', 'n_embd', 'n_ctx', 'val_batch_size', 'val_batch_count', 'sample_num', 'learning_rate_period'] as const;
+  for (const k of positive) if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw new Error(`--${k} must be a whole number >= 1, got ${o[k]}`);
+  const counts = ['context_length', 'save_every', 'max_to_keep', 'sample_every', 'sample_length', 'top_k', 'val_every', 'stop_after', 'threads', 'learning_rate_warmup', 'combine'] as const;
+  for (const k of counts) if (!(Number.isInteger(o[k]) && o[k] >= 0)) throw new Error(`--${k} must be a whole number >= 0, got ${o[k]}`);
+  if (!(o.learning_rate > 0)) throw new Error(`--learning_rate must be > 0, got ${o.learning_rate}`);
+  if (!(o.learning_rate_min >= 0)) throw new Error(`--learning_rate_min must be >= 0, got ${o.learning_rate_min}`);
+  if (!(o.save_time >= 0)) throw new Error(`--save_time must be >= 0 minutes, got ${o.save_time}`);
+  if (!(o.top_p >= 0 && o.top_p <= 1)) throw new Error(`--top_p must be in [0, 1], got ${o.top_p}`);
+  if (o.optimizer !== 'adam' && o.optimizer !== 'sgd') throw new Error(`--optimizer must be adam or sgd, got ${JSON.stringify(o.optimizer)}`);
+  if (!Number.isInteger(o.seed) || o.seed < -1 || o.seed > 0xffffffff) throw new Error(`--seed must be -1 (random) or a whole number in [0, 2^32), got ${o.seed}`);
+  if (o.fresh_model && o.n_embd % o.n_head !== 0) throw new Error(`--n_embd (${o.n_embd}) must be a multiple of --n_head (${o.n_head})`);
+  if (!/^[\w.-]+$/.test(o.run_name)) throw new Error(`--run_name must be letters, digits, '.', '-' or '_', got ${JSON.stringify(o.run_name)}`);
+}
+
+function duration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+// The dataset with its chat check reported; malformed chat stops the run.
+async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, log: (line: string) => void): Promise<Dataset> {
+  const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, threads: o.threads || undefined });
+  if (dataset.chat) {
+    if (dataset.chat.issues.length > 0) {
+      dataset.source.close();
+      throw new MalformedChatError(dataset.chat, dataset.source.tokenCount);
+    }
+    log(formatChatReport(dataset.chat, dataset.source.tokenCount));
+  }
+  return dataset;
+}
+
+// bin/train --check: the chat report of a dataset, every text file read as chat.
+export async function checkDataset(spec: string, o: { combine?: number; model_name?: string; threads?: number } = {}): Promise<{ report: string; summary: ChatSummary | null }> {
+  const tokenizer = o.model_name ? tokenizerOf(o.model_name) : loadTokenizer();
+  const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, chatCheck: 'all', threads: o.threads });
+  dataset.source.close();
+  if (!dataset.chat) return { report: `${spec}: no text files to check (only .npz or token files)`, summary: null };
+  return { report: formatChatReport(dataset.chat, dataset.source.tokenCount), summary: dataset.chat };
+}
+
+// A model folder's own vocabulary, or GPT-2's when it has none (or the model cannot be found).
+function tokenizerOf(modelName: string): Tokenizer {
+  try {
+    const folder = resolveModel(modelName);
+    return folder.vocab ? loadTokenizer(folder.dir) : loadTokenizer();
+  } catch {
+    return loadTokenizer();
+  }
+}
+
+export async function train(options: Partial<TrainOptions> & { dataset: string }, io: TrainIO = {}): Promise<TrainResult> {
+  const o: TrainOptions = { ...DEFAULT_TRAIN_OPTIONS, ...options };
+  checkOptions(o);
+  const log = io.log ?? ((line: string) => console.log(line));
+  const runDir = path.join(o.checkpoint_dir, o.run_name);
+
+  // ---- where the run starts: a checkpoint of this run, another checkpoint or model folder, or a base model
+  let resumeDir: string | null = null;
+  if (o.restore_from === 'latest') resumeDir = latestCheckpoint(runDir);
+  else if (o.restore_from !== 'fresh') {
+    if (!fs.existsSync(o.restore_from)) throw new Error(`--restore_from ${o.restore_from}: no such checkpoint or model folder`);
+    resumeDir = o.restore_from;
+  }
+  const state: TrainState | null = resumeDir && fs.existsSync(path.join(resumeDir, 'state.json')) ? readTrainState(resumeDir) : null;
+  const existing = listCheckpoints(runDir);
+  if (!state && existing.length > 0) {
+    throw new Error(
+      `${runDir} already holds checkpoints (${path.basename(existing[existing.length - 1].dir)}); a run that does not resume them ` +
+        `(--restore_from ${o.restore_from}) would mix into them: pick another --run_name or move them away`,
+    );
+  }
+  const seed = state ? state.seed : o.seed >= 0 ? o.seed : crypto.randomInt(0x7fffffff);
+
+  const modelOptions: ModelOptions = { threads: o.threads || undefined, maxBatch: o.batch_size, recompute: o.memory_saving_gradients };
+  let model: Model;
+  let tokenizer: Tokenizer;
+  if (o.fresh_model && !resumeDir) {
+    tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer) : loadTokenizer();
+    const config = { nLayer: o.n_layer, nHead: o.n_head, nEmbd: o.n_embd, nCtx: o.n_ctx, vocabSize: tokenizer.vocabSize };
+    model = Model.create(config, { ...modelOptions, maxSeq: o.context_length || o.n_ctx, seed });
+    log(`fresh model: ${o.n_layer} layers, ${o.n_head} heads, ${o.n_embd} channels, context ${o.n_ctx}, seed ${seed}`);
+  } else {
+    const folder = resolveModel(resumeDir ? path.resolve(resumeDir) : o.model_name);
+    tokenizer = folder.vocab ? loadTokenizer(folder.dir) : loadTokenizer();
+    model = await Model.load(folder.dir, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx });
+    log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
+  }
+  let generator: Generator | null = null;
+  let metrics: MetricsLog | null = null;
+  const sources: Dataset[] = [];
+  try {
+    const T = o.context_length || model.config.nCtx;
+    if (T > model.config.nCtx) throw new Error(`--context_length ${T} is longer than the model's context (${model.config.nCtx})`);
+    if (tokenizer.vocabSize > model.config.vocabSize) {
+      throw new Error(`the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary only ${model.config.vocabSize} (tokenizer ${tokenizer.vocab.files.encoderPath})`);
+    }
+    if (o.only_train_transformer_layers) model.setTrainable((name) => name.startsWith('h.'));
+    if (state && o.optimizer === 'adam') {
+      const file = path.join(resumeDir as string, OPTIMIZER_FILE);
+      if (fs.existsSync(file)) await model.loadOptimizer(file);
+      else log(`${resumeDir} has no Adam state (${OPTIMIZER_FILE}); Adam starts afresh`);
+    }
+    const n = model.tensors.reduce((s, t) => s + t.numel, 0);
+    log(`model: ${(n / 1e6).toFixed(1)}M parameters; batches of ${o.batch_size} x ${T} tokens${o.accumulate_gradients > 1 ? `, ${o.accumulate_gradients} accumulated per step` : ''}`);
+
+    // ---- data
+    const data = await loadChecked(o.dataset, o, tokenizer, log);
+    sources.push(data);
+    const sampler = new WindowSampler(data.source, T + 1);
+    log(`dataset: ${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks from ${data.files.length} file${data.files.length === 1 ? '' : 's'}`);
+    // A token file keeps no chat summary: a resumed run keeps the audiences it had.
+    const audiences = data.chat?.audiences ?? state?.audiences ?? [];
+    const dataRng = state ? Rng.fromState(state.dataRng) : new Rng(seed);
+    const sampleRng = state ? Rng.fromState(state.sampleRng) : new Rng(seed ^ 0x5bd1e995);
+    const inputs = new Int32Array(o.batch_size * T);
+    const targets = new Int32Array(o.batch_size * T);
+
+    // A fixed validation set, drawn once; evaluated in pieces of at most batch_size rows (the memory planned).
+    let validation: { inputs: Int32Array; targets: Int32Array } | null = null;
+    if (o.val_every > 0) {
+      const valData = o.val_dataset ? await loadChecked(o.val_dataset, o, tokenizer, log) : data;
+      if (valData !== data) sources.push(valData);
+      const rows = o.val_batch_count * o.val_batch_size;
+      validation = { inputs: new Int32Array(rows * T), targets: new Int32Array(rows * T) };
+      new WindowSampler(valData.source, T + 1).batch(new Rng(VALIDATION_SEED), rows, validation.inputs, validation.targets);
+    }
+    const validate = async (): Promise<number> => {
+      const v = validation as { inputs: Int32Array; targets: Int32Array };
+      let sum = 0;
+      for (let batch = 0; batch < o.val_batch_count; batch++) {
+        let batchSum = 0;
+        for (let row = 0; row < o.val_batch_size; row += o.batch_size) {
+          const rows = Math.min(o.batch_size, o.val_batch_size - row);
+          const at = (batch * o.val_batch_size + row) * T;
+          batchSum += rows * (await model.forward(v.inputs.subarray(at, at + rows * T), v.targets.subarray(at, at + rows * T), rows, T));
+        }
+        sum += batchSum / o.val_batch_size;
+      }
+      return sum / o.val_batch_count;
+    };
+
+    // ---- bookkeeping
+    let step = state?.step ?? 0;
+    const startStep = step;
+    let lossAverage: [number, number] = state ? [...state.lossAverage] : [0, 0];
+    let tokens = state?.tokens ?? 0;
+    let trainSeconds = state?.trainSeconds ?? 0;
+    let runSeconds = 0;
+    let firstLoss = NaN;
+    let valLoss: number | null = null;
+    let checkpoint: string | null = resumeDir;
+    let savedStep = state ? step : -1;
+    let lastSaveTime = Date.now();
+    let lastPlot = 0;
+    fs.mkdirSync(runDir, { recursive: true });
+    metrics = await MetricsLog.open(path.join(runDir, 'metrics.jsonl'), state ? step : null);
+    const plot = async (force: boolean): Promise<void> => {
+      if (!force && Date.now() - lastPlot < PLOT_INTERVAL_MS) return;
+      lastPlot = Date.now();
+      await plotMetrics((metrics as MetricsLog).file);
+    };
+
+    const save = async (): Promise<void> => {
+      const saved: TrainState = {
+        step,
+        seed,
+        dataRng: dataRng.state,
+        sampleRng: sampleRng.state,
+        lossAverage,
+        tokens,
+        trainSeconds,
+        audiences,
+        options: { ...o },
+      };
+      const started = Date.now();
+      checkpoint = await saveCheckpoint(runDir, model, tokenizer, saved, { maxToKeep: o.max_to_keep, withOptimizer: o.optimizer === 'adam', onPhase: io.onSavePhase });
+      savedStep = step;
+      lastSaveTime = Date.now();
+      log(`saved ${checkpoint} (${duration((Date.now() - started) / 1000)})`);
+      await plot(true);
+    };
+
+    const runValidation = async (): Promise<void> => {
+      valLoss = await validate();
+      metrics?.append({ type: 'val', step, loss: valLoss, time: trainSeconds });
+      log(`[${step} | ${duration(trainSeconds)}] validation loss ${valLoss.toFixed(4)}`);
+      await plot(true);
+    };
+
+    const sampleDir = path.join(o.sample_dir, o.run_name);
+    const generateSamples = async (): Promise<void> => {
+      generator ??= new Generator(model, tokenizer, { slots: o.sample_num });
+      const g = generator;
+      const texts = await Promise.all(
+        Array.from({ length: o.sample_num }, () =>
+          g.generate([tokenizer.eotToken], {
+            maxTokens: o.sample_length,
+            topK: o.top_k,
+            topP: o.top_p > 0 ? o.top_p : 1,
+            temperature: 1,
+            stopTokens: [],
+            seed: sampleRng.nextU32(),
+            signal: io.signal,
+          }),
+        ),
+      );
+      const out = texts.map((r, i) => `${'='.repeat(20)} SAMPLE ${i + 1} ${'='.repeat(20)}\n${r.text}\n`).join('');
+      log(out.trimEnd());
+      await writeTextAtomic(path.join(sampleDir, `samples-${step}`), out);
+    };
+
+    // Where training starts; a resumed run keeps to the schedule of the run it continues.
+    if (validation && !state) await runValidation();
+    log(`training from step ${step}${o.stop_after ? ` to ${o.stop_after}` : ''}${o.save_on_ctrlc ? '; Ctrl-C saves and stops' : ''}`);
+    let stoppedBy: TrainResult['stoppedBy'] = 'signal';
+    const loopStart = performance.now();
+
+    // ---- the loop
+    for (;;) {
+      if (o.stop_after > 0 && step >= o.stop_after) {
+        stoppedBy = 'stop_after';
+        break;
+      }
+      if (io.signal?.aborted) break;
+
+      const started = performance.now();
+      const lr = learningRate(o, step);
+      model.zeroGrad();
+      let loss = 0;
+      for (let micro = 0; micro < o.accumulate_gradients; micro++) {
+        sampler.batch(dataRng, o.batch_size, inputs, targets);
+        loss += await model.forward(inputs, targets, o.batch_size, T);
+        await model.backward();
+      }
+      loss /= o.accumulate_gradients;
+      const gradNorm = await model.step(o.optimizer === 'adam' ? { optimizer: 'adamw', lr, gradScale: 1 / o.accumulate_gradients, ...ADAM } : { optimizer: 'sgd', lr, gradScale: 1 / o.accumulate_gradients });
+      const seconds = (performance.now() - started) / 1000;
+      step++;
+
+      const stepTokens = o.batch_size * T * o.accumulate_gradients;
+      tokens += stepTokens;
+      trainSeconds += seconds;
+      runSeconds += seconds;
+      if (step === startStep + 1) firstLoss = loss;
+      lossAverage = [lossAverage[0] * AVERAGE_DECAY + loss, lossAverage[1] * AVERAGE_DECAY + 1];
+      const avg = lossAverage[0] / lossAverage[1];
+      metrics.append({ type: 'train', step, loss, avg, lr, grad_norm: gradNorm, tokens_per_s: stepTokens / seconds, time: trainSeconds });
+      // The ETA counts everything the loop does (samples, validation, saves), not just the steps.
+      const eta = o.stop_after > 0 ? ` | ETA ${duration(((o.stop_after - step) * (performance.now() - loopStart)) / 1000 / (step - startStep))}` : '';
+      log(
+        `[${step} | ${duration(trainSeconds)}] loss ${loss.toFixed(4)} avg ${avg.toFixed(4)} | lr ${lr.toExponential(2)}` +
+          ` | ${Math.round(stepTokens / seconds).toLocaleString('en-US')} tok/s${eta}`,
+      );
+
+      if ((o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && Date.now() - lastSaveTime >= o.save_time * 60_000)) await save();
+      if (o.sample_every > 0 && step % o.sample_every === 0) await generateSamples();
+      if (validation && step % o.val_every === 0) await runValidation();
+      await plot(false);
+    }
+
+    if (step !== savedStep && (stoppedBy === 'stop_after' || o.save_on_ctrlc)) await save();
+    else await plot(true);
+    return {
+      runDir,
+      step,
+      stepsThisRun: step - startStep,
+      checkpoint,
+      firstLoss,
+      lastAverage: lossAverage[1] > 0 ? lossAverage[0] / lossAverage[1] : NaN,
+      valLoss,
+      tokensPerSecond: runSeconds > 0 ? ((step - startStep) * o.batch_size * T * o.accumulate_gradients) / runSeconds : 0,
+      stoppedBy,
+    };
+  } finally {
+    await (generator as Generator | null)?.close();
+    (metrics as MetricsLog | null)?.close();
+    for (const d of sources) d.source.close();
+    model.dispose();
+  }
+}

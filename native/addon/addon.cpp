@@ -1,0 +1,705 @@
+// N-API bindings: the calls of lib/engine/native.ts over a dixie::Backend. Every argument is checked here, at the
+// boundary, so that nothing the backend does can read or write outside a buffer the caller passed; the heavy calls
+// (forward, backward, step, kvForward) run on libuv's pool in an AsyncWorker and resolve a promise.
+#include <napi.h>
+
+#include <atomic>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+
+namespace {
+
+using dixie::Backend;
+using dixie::DType;
+
+class ArgError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// ---- argument readers: each names the argument it rejects ----
+
+double number_arg(const Napi::Value& v, const std::string& name) {
+  if (!v.IsNumber()) throw ArgError(name + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int64_t int_arg(const Napi::Value& v, const std::string& name, int64_t min, int64_t max) {
+  const double d = number_arg(v, name);
+  if (!std::isfinite(d) || std::floor(d) != d || d < static_cast<double>(min) || d > static_cast<double>(max))
+    throw ArgError(name + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " +
+                   Napi::Value(v).ToString().Utf8Value());
+  return static_cast<int64_t>(d);
+}
+
+constexpr int64_t kMaxSafeInt = 9007199254740991LL;
+
+template <typename T>
+Napi::TypedArrayOf<T> typed_arg(const Napi::Value& v, napi_typedarray_type type, const char* type_name,
+                                const std::string& name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw ArgError(name + " must be a " + type_name);
+  return v.As<Napi::TypedArrayOf<T>>();
+}
+
+Napi::Float32Array f32_arg(const Napi::Value& v, const std::string& name) {
+  return typed_arg<float>(v, napi_float32_array, "Float32Array", name);
+}
+Napi::Int32Array i32_arg(const Napi::Value& v, const std::string& name) {
+  return typed_arg<int32_t>(v, napi_int32_array, "Int32Array", name);
+}
+
+void require_length(size_t actual, size_t expected, const std::string& name, const std::string& why) {
+  if (actual != expected)
+    throw ArgError(name + " has length " + std::to_string(actual) + ", expected " + std::to_string(expected) + " (" +
+                   why + ")");
+}
+
+int64_t optional_int(const Napi::Object& o, const char* key, int64_t fallback, int64_t min, int64_t max,
+                     const std::string& where) {
+  const Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  return int_arg(v, where + "." + key, min, max);
+}
+
+bool optional_bool(const Napi::Object& o, const char* key, bool fallback, const std::string& where) {
+  const Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsBoolean()) throw ArgError(where + "." + key + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+float optional_float(const Napi::Object& o, const char* key, float fallback, const std::string& where) {
+  const Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  const double d = number_arg(v, where + "." + key);
+  if (!std::isfinite(d)) throw ArgError(where + "." + key + " must be finite");
+  return static_cast<float>(d);
+}
+
+std::string optional_string(const Napi::Object& o, const char* key, const std::string& fallback, const std::string& where) {
+  const Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsString()) throw ArgError(where + "." + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+Napi::Object object_arg(const Napi::Value& v, const std::string& name) {
+  if (!v.IsObject()) throw ArgError(name + " must be an object");
+  return v.As<Napi::Object>();
+}
+
+DType dtype_from(const std::string& s, const std::string& name) {
+  if (s == "f32") return DType::F32;
+  if (s == "f16") return DType::F16;
+  if (s == "bf16") return DType::BF16;
+  throw ArgError(name + " must be 'f32', 'f16' or 'bf16', got '" + s + "'");
+}
+
+std::vector<std::string> cpu_features() {
+  std::vector<std::string> f;
+#ifdef __SSE4_2__
+  f.push_back("sse4.2");
+#endif
+#ifdef __AVX__
+  f.push_back("avx");
+#endif
+#ifdef __AVX2__
+  f.push_back("avx2");
+#endif
+#ifdef __FMA__
+  f.push_back("fma");
+#endif
+#ifdef __F16C__
+  f.push_back("f16c");
+#endif
+#ifdef __AVX512F__
+  f.push_back("avx512f");
+#endif
+#ifdef __AVX512BW__
+  f.push_back("avx512bw");
+#endif
+#ifdef __AVX512VL__
+  f.push_back("avx512vl");
+#endif
+#ifdef __ARM_NEON
+  f.push_back("neon");
+#endif
+  return f;
+}
+
+// ---- the model ----
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit ModelWrap(const Napi::CallbackInfo& info);
+
+ private:
+  friend class Job;
+
+  Backend& backend(const char* method);  // throws when disposed or busy
+  Napi::Value run_async(const Napi::CallbackInfo& info, const char* method,
+                        const std::function<std::function<double()>(Backend&)>& prepare, bool returns_number,
+                        std::vector<Napi::Value> keep_alive);
+
+  Napi::Value Layout(const Napi::CallbackInfo& info);
+  Napi::Value NumParams(const Napi::CallbackInfo& info);
+  Napi::Value Memory(const Napi::CallbackInfo& info);
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value WriteParams(const Napi::CallbackInfo& info);
+  Napi::Value ReadParams(const Napi::CallbackInfo& info);
+  Napi::Value ReadGrads(const Napi::CallbackInfo& info);
+  Napi::Value WriteOptimizerState(const Napi::CallbackInfo& info);
+  Napi::Value ReadOptimizerState(const Napi::CallbackInfo& info);
+  Napi::Value OptimizerStepCount(const Napi::CallbackInfo& info);
+  Napi::Value SetOptimizerStepCount(const Napi::CallbackInfo& info);
+  Napi::Value SetParamFlags(const Napi::CallbackInfo& info);
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info);
+  Napi::Value Backward(const Napi::CallbackInfo& info);
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value KvReserve(const Napi::CallbackInfo& info);
+  Napi::Value KvForward(const Napi::CallbackInfo& info);
+  Napi::Value KvReset(const Napi::CallbackInfo& info);
+  Napi::Value KvLength(const Napi::CallbackInfo& info);
+  Napi::Value Sample(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  size_t check_offset(const Napi::Value& v, size_t count, const char* method);
+  int check_slot(const Napi::Value& v, const std::string& name);
+
+  std::unique_ptr<Backend> backend_;
+  std::atomic<bool> busy_{false};
+  const char* busy_with_ = "";
+  int kv_slots_ = 0;
+};
+
+// A heavy call on libuv's thread pool. It holds references to the model object and to every buffer the work
+// touches, so none is collected while the native side uses it.
+class Job : public Napi::AsyncWorker {
+ public:
+  Job(Napi::Env env, ModelWrap* model, std::function<double()> work, bool returns_number,
+      const std::vector<Napi::Value>& keep_alive)
+      : Napi::AsyncWorker(env), model_(model), work_(std::move(work)), returns_number_(returns_number),
+        deferred_(Napi::Promise::Deferred::New(env)) {
+    model_ref_ = Napi::Persistent(model->Value());
+    for (const Napi::Value& v : keep_alive) {
+      if (v.IsObject()) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+    }
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      result_ = work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    model_->busy_ = false;
+    deferred_.Resolve(returns_number_ ? Napi::Number::New(Env(), result_) : Env().Undefined());
+  }
+  void OnError(const Napi::Error& e) override {
+    model_->busy_ = false;
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  ModelWrap* model_;
+  std::function<double()> work_;
+  bool returns_number_;
+  double result_ = 0.0;
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference model_ref_;
+  std::vector<Napi::ObjectReference> refs_;
+};
+
+Napi::Function ModelWrap::Define(Napi::Env env) {
+  return DefineClass(env, "Model",
+                     {
+                         InstanceMethod("layout", &ModelWrap::Layout),
+                         InstanceMethod("numParams", &ModelWrap::NumParams),
+                         InstanceMethod("memory", &ModelWrap::Memory),
+                         InstanceMethod("device", &ModelWrap::Device),
+                         InstanceMethod("writeParams", &ModelWrap::WriteParams),
+                         InstanceMethod("readParams", &ModelWrap::ReadParams),
+                         InstanceMethod("readGrads", &ModelWrap::ReadGrads),
+                         InstanceMethod("writeOptimizerState", &ModelWrap::WriteOptimizerState),
+                         InstanceMethod("readOptimizerState", &ModelWrap::ReadOptimizerState),
+                         InstanceMethod("optimizerStepCount", &ModelWrap::OptimizerStepCount),
+                         InstanceMethod("setOptimizerStepCount", &ModelWrap::SetOptimizerStepCount),
+                         InstanceMethod("setParamFlags", &ModelWrap::SetParamFlags),
+                         InstanceMethod("forward", &ModelWrap::Forward),
+                         InstanceMethod("zeroGrad", &ModelWrap::ZeroGrad),
+                         InstanceMethod("backward", &ModelWrap::Backward),
+                         InstanceMethod("step", &ModelWrap::Step),
+                         InstanceMethod("kvReserve", &ModelWrap::KvReserve),
+                         InstanceMethod("kvForward", &ModelWrap::KvForward),
+                         InstanceMethod("kvReset", &ModelWrap::KvReset),
+                         InstanceMethod("kvLength", &ModelWrap::KvLength),
+                         InstanceMethod("sample", &ModelWrap::Sample),
+                         InstanceMethod("dispose", &ModelWrap::Dispose),
+                     });
+}
+
+// Turns C++ exceptions from argument checks and the backend into JS errors: RangeError for values out of range,
+// TypeError for wrong argument types, Error otherwise.
+template <typename F>
+Napi::Value guarded(const Napi::CallbackInfo& info, F&& body) {
+  try {
+    return body();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const ArgError& e) {
+    throw Napi::TypeError::New(info.Env(), e.what());
+  } catch (const std::out_of_range& e) {
+    throw Napi::RangeError::New(info.Env(), e.what());
+  } catch (const std::invalid_argument& e) {
+    throw Napi::RangeError::New(info.Env(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(info.Env(), "out of memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+  guarded(info, [&]() -> Napi::Value {
+    const Napi::Object config = object_arg(info[0], "config");
+    dixie::GPT2Config c;
+    const int64_t big = 1 << 30;
+    c.n_layer = static_cast<int>(int_arg(config.Get("nLayer"), "config.nLayer", 1, big));
+    c.n_head = static_cast<int>(int_arg(config.Get("nHead"), "config.nHead", 1, big));
+    c.n_embd = static_cast<int>(int_arg(config.Get("nEmbd"), "config.nEmbd", 1, big));
+    c.n_ctx = static_cast<int>(int_arg(config.Get("nCtx"), "config.nCtx", 1, big));
+    c.vocab_size = static_cast<int>(int_arg(config.Get("vocabSize"), "config.vocabSize", 1, big));
+    const Napi::Object options = info[1].IsUndefined() ? Napi::Object::New(info.Env()) : object_arg(info[1], "options");
+    dixie::BackendOptions o;
+    o.threads = static_cast<int>(optional_int(options, "threads", 0, 0, 1024, "options"));
+    o.max_batch = static_cast<int>(optional_int(options, "maxBatch", 1, 1, big, "options"));
+    o.max_seq = static_cast<int>(optional_int(options, "maxSeq", 0, 0, c.n_ctx, "options"));
+    o.recompute = optional_bool(options, "recompute", false, "options");
+    o.trainable = optional_bool(options, "trainable", true, "options");
+    o.weight_dtype = dtype_from(optional_string(options, "weightDtype", "f32", "options"), "options.weightDtype");
+    const std::string device = optional_string(options, "device", "auto", "options");
+    if (device == "cuda") throw std::invalid_argument("options.device is 'cuda' but this addon was built without CUDA");
+    if (device != "cpu" && device != "auto")
+      throw ArgError("options.device must be 'cpu', 'cuda' or 'auto', got '" + device + "'");
+    backend_ = dixie::make_cpu_backend(c, o);
+    return info.Env().Undefined();
+  });
+}
+
+Backend& ModelWrap::backend(const char* method) {
+  if (!backend_) throw std::logic_error(std::string(method) + ": the model has been disposed");
+  if (busy_)
+    throw std::logic_error(std::string(method) + ": the model is busy with " + busy_with_ +
+                           " (calls on one model must not overlap; await the previous one)");
+  return *backend_;
+}
+
+size_t ModelWrap::check_offset(const Napi::Value& v, size_t count, const char* method) {
+  const size_t P = backend_->spec().num_params();
+  const int64_t offset = int_arg(v, std::string(method) + ": offset", 0, kMaxSafeInt);
+  if (static_cast<size_t>(offset) > P || count > P - static_cast<size_t>(offset))
+    throw std::out_of_range(std::string(method) + ": offset " + std::to_string(offset) + " + length " +
+                            std::to_string(count) + " is beyond the " + std::to_string(P) + " parameters");
+  return static_cast<size_t>(offset);
+}
+
+int ModelWrap::check_slot(const Napi::Value& v, const std::string& name) {
+  if (kv_slots_ == 0) throw std::logic_error(name + ": the KV cache is not reserved (call kvReserve first)");
+  return static_cast<int>(int_arg(v, name, 0, kv_slots_ - 1));
+}
+
+Napi::Value ModelWrap::run_async(const Napi::CallbackInfo& info, const char* method,
+                                 const std::function<std::function<double()>(Backend&)>& prepare, bool returns_number,
+                                 std::vector<Napi::Value> keep_alive) {
+  Napi::Env env = info.Env();
+  std::function<double()> work;
+  try {
+    guarded(info, [&]() -> Napi::Value {
+      work = prepare(backend(method));
+      return env.Undefined();
+    });
+  } catch (const Napi::Error& e) {  // argument errors reject the promise too, so callers handle one path
+    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+    d.Reject(e.Value());
+    return d.Promise();
+  }
+  keep_alive.push_back(info.This());
+  Job* job = new Job(env, this, std::move(work), returns_number, keep_alive);
+  busy_ = true;
+  busy_with_ = method;
+  Napi::Promise promise = job->promise();
+  job->Queue();
+  return promise;
+}
+
+Napi::Value ModelWrap::Layout(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!backend_) throw std::logic_error("layout: the model has been disposed");
+    Napi::Env env = info.Env();
+    const auto& tensors = backend_->spec().tensors();
+    Napi::Array out = Napi::Array::New(env, tensors.size());
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const auto& t = tensors[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", t.name);
+      Napi::Array shape = Napi::Array::New(env, t.shape.size());
+      for (size_t d = 0; d < t.shape.size(); ++d) shape.Set(d, Napi::Number::New(env, static_cast<double>(t.shape[d])));
+      o.Set("shape", shape);
+      o.Set("offset", Napi::Number::New(env, static_cast<double>(t.offset)));
+      o.Set("numel", Napi::Number::New(env, static_cast<double>(t.numel)));
+      o.Set("isMatrix", Napi::Boolean::New(env, t.is_matrix));
+      out.Set(i, o);
+    }
+    return out;
+  });
+}
+
+Napi::Value ModelWrap::NumParams(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!backend_) throw std::logic_error("numParams: the model has been disposed");
+    return Napi::Number::New(info.Env(), static_cast<double>(backend_->spec().num_params()));
+  });
+}
+
+Napi::Value ModelWrap::Memory(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!backend_) throw std::logic_error("memory: the model has been disposed");
+    const dixie::MemoryReport m = backend_->memory();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("params", static_cast<double>(m.params));
+    o.Set("grads", static_cast<double>(m.grads));
+    o.Set("optimizer", static_cast<double>(m.optimizer));
+    o.Set("activations", static_cast<double>(m.activations));
+    o.Set("kvCache", static_cast<double>(m.kv_cache));
+    return o;
+  });
+}
+
+Napi::Value ModelWrap::Device(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!backend_) throw std::logic_error("device: the model has been disposed");
+    return Napi::String::New(info.Env(), backend_->device_name());
+  });
+}
+
+Napi::Value ModelWrap::WriteParams(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("writeParams");
+    const DType dtype = dtype_from(info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "", "writeParams: dtype");
+    const std::string name = "writeParams: src";
+    const void* src;
+    size_t count;
+    if (dtype == DType::F32) {
+      Napi::Float32Array a = f32_arg(info[1], name);
+      src = a.Data();
+      count = a.ElementLength();
+    } else {
+      Napi::Uint16Array a = typed_arg<uint16_t>(info[1], napi_uint16_array, "Uint16Array (16-bit dtypes)", name);
+      src = a.Data();
+      count = a.ElementLength();
+    }
+    b.write_params(check_offset(info[0], count, "writeParams"), src, count, dtype);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::ReadParams(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("readParams");
+    Napi::Float32Array dst = f32_arg(info[1], "readParams: dst");
+    b.read_params(check_offset(info[0], dst.ElementLength(), "readParams"), dst.Data(), dst.ElementLength());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::ReadGrads(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("readGrads");
+    Napi::Float32Array dst = f32_arg(info[1], "readGrads: dst");
+    b.read_grads(check_offset(info[0], dst.ElementLength(), "readGrads"), dst.Data(), dst.ElementLength());
+    return info.Env().Undefined();
+  });
+}
+
+dixie::OptimizerSlot slot_arg(const Napi::Value& v, const char* method) {
+  const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+  if (s == "m") return dixie::OptimizerSlot::M;
+  if (s == "v") return dixie::OptimizerSlot::V;
+  throw ArgError(std::string(method) + ": slot must be 'm' or 'v'");
+}
+
+Napi::Value ModelWrap::WriteOptimizerState(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("writeOptimizerState");
+    const dixie::OptimizerSlot slot = slot_arg(info[0], "writeOptimizerState");
+    Napi::Float32Array src = f32_arg(info[2], "writeOptimizerState: src");
+    b.write_optimizer_state(slot, check_offset(info[1], src.ElementLength(), "writeOptimizerState"), src.Data(),
+                            src.ElementLength());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::ReadOptimizerState(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("readOptimizerState");
+    const dixie::OptimizerSlot slot = slot_arg(info[0], "readOptimizerState");
+    Napi::Float32Array dst = f32_arg(info[2], "readOptimizerState: dst");
+    b.read_optimizer_state(slot, check_offset(info[1], dst.ElementLength(), "readOptimizerState"), dst.Data(),
+                           dst.ElementLength());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::OptimizerStepCount(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), static_cast<double>(backend("optimizerStepCount").optimizer_step_count()));
+  });
+}
+
+Napi::Value ModelWrap::SetOptimizerStepCount(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("setOptimizerStepCount");
+    b.set_optimizer_step_count(int_arg(info[0], "setOptimizerStepCount: t", 0, kMaxSafeInt));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::SetParamFlags(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("setParamFlags");
+    const size_t n = b.spec().tensors().size();
+    Napi::Uint8Array trainable = typed_arg<uint8_t>(info[0], napi_uint8_array, "Uint8Array", "setParamFlags: trainable");
+    Napi::Uint8Array decay = typed_arg<uint8_t>(info[1], napi_uint8_array, "Uint8Array", "setParamFlags: decay");
+    require_length(trainable.ElementLength(), n, "setParamFlags: trainable", "one byte per layout() entry");
+    require_length(decay.ElementLength(), n, "setParamFlags: decay", "one byte per layout() entry");
+    b.set_param_flags(trainable.Data(), decay.Data());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
+  std::vector<Napi::Value> keep = {info[4]};
+  return run_async(info, "forward", [&](Backend& b) -> std::function<double()> {
+    const auto& c = b.spec().config();
+    const int B = static_cast<int>(int_arg(info[2], "forward: B", 1, 1 << 30));
+    const int T = static_cast<int>(int_arg(info[3], "forward: T", 1, 1 << 30));
+    const size_t N = static_cast<size_t>(B) * T;
+    Napi::Int32Array inputs = i32_arg(info[0], "forward: inputs");
+    require_length(inputs.ElementLength(), N, "forward: inputs", "B*T");
+    // Token ids are copied here and checked by the backend, so JS cannot change them after the check.
+    auto in = std::make_shared<std::vector<int32_t>>(inputs.Data(), inputs.Data() + N);
+    std::shared_ptr<std::vector<int32_t>> tg;
+    if (!info[1].IsNull() && !info[1].IsUndefined()) {
+      Napi::Int32Array targets = i32_arg(info[1], "forward: targets");
+      require_length(targets.ElementLength(), N, "forward: targets", "B*T");
+      tg = std::make_shared<std::vector<int32_t>>(targets.Data(), targets.Data() + N);
+    }
+    float* logits = nullptr;
+    if (!info[4].IsNull() && !info[4].IsUndefined()) {
+      Napi::Float32Array out = f32_arg(info[4], "forward: logitsOut");
+      require_length(out.ElementLength(), N * static_cast<size_t>(c.vocab_size), "forward: logitsOut", "B*T*vocabSize");
+      logits = out.Data();
+    }
+    Backend* bp = &b;
+    return [bp, in, tg, logits, B, T]() -> double {
+      return bp->forward(in->data(), tg ? tg->data() : nullptr, B, T, logits);
+    };
+  }, true, keep);
+}
+
+Napi::Value ModelWrap::ZeroGrad(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    backend("zeroGrad").zero_grad();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::Backward(const Napi::CallbackInfo& info) {
+  return run_async(info, "backward", [&](Backend& b) -> std::function<double()> {
+    Backend* bp = &b;
+    return [bp]() -> double {
+      bp->backward();
+      return 0.0;
+    };
+  }, false, {});
+}
+
+Napi::Value ModelWrap::Step(const Napi::CallbackInfo& info) {
+  return run_async(info, "step", [&](Backend& b) -> std::function<double()> {
+    const Napi::Object o = object_arg(info[0], "step: options");
+    dixie::StepOptions s;
+    const std::string kind = optional_string(o, "optimizer", "", "step options");
+    if (kind == "adamw") s.kind = dixie::OptimizerKind::AdamW;
+    else if (kind == "sgd") s.kind = dixie::OptimizerKind::SGD;
+    else throw ArgError("step options.optimizer must be 'adamw' or 'sgd', got '" + kind + "'");
+    if (o.Get("lr").IsUndefined()) throw ArgError("step options.lr is required");
+    s.lr = optional_float(o, "lr", 0.0f, "step options");
+    s.beta1 = optional_float(o, "beta1", s.beta1, "step options");
+    s.beta2 = optional_float(o, "beta2", s.beta2, "step options");
+    s.eps = optional_float(o, "eps", s.eps, "step options");
+    s.weight_decay = optional_float(o, "weightDecay", 0.0f, "step options");
+    s.grad_scale = optional_float(o, "gradScale", 1.0f, "step options");
+    s.grad_clip = optional_float(o, "gradClip", 0.0f, "step options");
+    if (s.lr < 0) throw std::invalid_argument("step options.lr must be >= 0");
+    if (s.beta1 < 0 || s.beta1 >= 1) throw std::invalid_argument("step options.beta1 must be in [0, 1)");
+    if (s.beta2 < 0 || s.beta2 >= 1) throw std::invalid_argument("step options.beta2 must be in [0, 1)");
+    if (s.eps <= 0) throw std::invalid_argument("step options.eps must be > 0");
+    if (s.weight_decay < 0) throw std::invalid_argument("step options.weightDecay must be >= 0");
+    if (s.grad_clip < 0) throw std::invalid_argument("step options.gradClip must be >= 0");
+    Backend* bp = &b;
+    return [bp, s]() -> double { return bp->step(s); };
+  }, true, {});
+}
+
+Napi::Value ModelWrap::KvReserve(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("kvReserve");
+    const int n = static_cast<int>(int_arg(info[0], "kvReserve: nSlots", 1, 1 << 20));
+    b.kv_reserve(n);
+    kv_slots_ = n;
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::KvForward(const Napi::CallbackInfo& info) {
+  std::vector<Napi::Value> keep = {info[3]};
+  return run_async(info, "kvForward", [&](Backend& b) -> std::function<double()> {
+    const auto& c = b.spec().config();
+    Napi::Int32Array slots = i32_arg(info[0], "kvForward: slots");
+    Napi::Int32Array n_new = i32_arg(info[1], "kvForward: nNew");
+    Napi::Int32Array tokens = i32_arg(info[2], "kvForward: tokens");
+    Napi::Float32Array logits = f32_arg(info[3], "kvForward: logitsOut");
+    const size_t n = slots.ElementLength();
+    if (n == 0) throw ArgError("kvForward: slots is empty");
+    require_length(n_new.ElementLength(), n, "kvForward: nNew", "one count per slot");
+    require_length(logits.ElementLength(), n * static_cast<size_t>(c.vocab_size), "kvForward: logitsOut",
+                   "slots.length * vocabSize");
+    auto s = std::make_shared<std::vector<int32_t>>(slots.Data(), slots.Data() + n);
+    auto k = std::make_shared<std::vector<int32_t>>(n_new.Data(), n_new.Data() + n);
+    auto t = std::make_shared<std::vector<int32_t>>(tokens.Data(), tokens.Data() + tokens.ElementLength());
+    std::vector<bool> seen(static_cast<size_t>(std::max(kv_slots_, 0)), false);
+    size_t total = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const std::string at = "kvForward: slots[" + std::to_string(i) + "]";
+      const int slot = check_slot(Napi::Number::New(info.Env(), (*s)[i]), at);
+      if (seen[slot]) throw std::invalid_argument(at + " = " + std::to_string(slot) + " appears twice");
+      seen[slot] = true;
+      const int add = (*k)[i];
+      const int len = b.kv_length(slot);
+      if (add < 1 || add > c.n_ctx - len)
+        throw std::out_of_range("kvForward: nNew[" + std::to_string(i) + "] = " + std::to_string(add) +
+                                " must be >= 1 and keep slot " + std::to_string(slot) + " (length " +
+                                std::to_string(len) + ") within nCtx = " + std::to_string(c.n_ctx));
+      total += static_cast<size_t>(add);
+    }
+    require_length(t->size(), total, "kvForward: tokens", "the sum of nNew");
+    for (size_t i = 0; i < total; ++i) {
+      if ((*t)[i] < 0 || (*t)[i] >= c.vocab_size)
+        throw std::out_of_range("kvForward: tokens[" + std::to_string(i) + "] = " + std::to_string((*t)[i]) +
+                                " is not a token id (vocabulary size " + std::to_string(c.vocab_size) + ")");
+    }
+    Backend* bp = &b;
+    float* out = logits.Data();
+    const int count = static_cast<int>(n);
+    return [bp, s, k, t, out, count]() -> double {
+      bp->kv_forward(count, s->data(), k->data(), t->data(), out);
+      return 0.0;
+    };
+  }, false, keep);
+}
+
+Napi::Value ModelWrap::KvReset(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("kvReset");
+    b.kv_reset(check_slot(info[0], "kvReset: slot"));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::KvLength(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("kvLength");
+    return Napi::Number::New(info.Env(), b.kv_length(check_slot(info[0], "kvLength: slot")));
+  });
+}
+
+Napi::Value ModelWrap::Sample(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("sample");
+    const int V = b.spec().config().vocab_size;
+    Napi::Float32Array logits = f32_arg(info[0], "sample: logits");
+    if (!info[1].IsArray()) throw ArgError("sample: params must be an array");
+    Napi::Array params = info[1].As<Napi::Array>();
+    const size_t n = params.Length();
+    require_length(logits.ElementLength(), n * static_cast<size_t>(V), "sample: logits", "params.length * vocabSize");
+    Napi::BigUint64Array rng = typed_arg<uint64_t>(info[2], napi_biguint64_array, "BigUint64Array", "sample: rngState");
+    require_length(rng.ElementLength(), 2 * n, "sample: rngState", "two words per row");
+    if (!info[3].IsArray()) throw ArgError("sample: histories must be an array");
+    Napi::Array histories = info[3].As<Napi::Array>();
+    require_length(histories.Length(), n, "sample: histories", "one per row");
+    Napi::Int32Array out = i32_arg(info[4], "sample: out");
+    require_length(out.ElementLength(), n, "sample: out", "one token per row");
+    std::vector<dixie::SamplingParams> sp(n);
+    std::vector<const int32_t*> hist(n);
+    std::vector<int32_t> hist_len(n);
+    for (size_t i = 0; i < n; ++i) {
+      const std::string where = "sample: params[" + std::to_string(i) + "]";
+      const Napi::Object p = object_arg(params.Get(static_cast<uint32_t>(i)), where);
+      sp[i].temperature = optional_float(p, "temperature", 1.0f, where);
+      sp[i].top_k = static_cast<int>(optional_int(p, "topK", 0, 0, V, where));
+      sp[i].top_p = optional_float(p, "topP", 1.0f, where);
+      sp[i].penalize = optional_float(p, "penalize", 0.0f, where);
+      if (sp[i].temperature < 0) throw std::invalid_argument(where + ".temperature must be >= 0");
+      if (!(sp[i].top_p > 0 && sp[i].top_p <= 1)) throw std::invalid_argument(where + ".topP must be in (0, 1]");
+      if (sp[i].penalize < 0) throw std::invalid_argument(where + ".penalize must be >= 0");
+      Napi::Int32Array h = i32_arg(histories.Get(static_cast<uint32_t>(i)), "sample: histories[" + std::to_string(i) + "]");
+      for (size_t j = 0; j < h.ElementLength(); ++j) {
+        if (h[j] < 0 || h[j] >= V)
+          throw std::out_of_range("sample: histories[" + std::to_string(i) + "][" + std::to_string(j) + "] = " +
+                                  std::to_string(h[j]) + " is not a token id");
+      }
+      hist[i] = h.Data();
+      hist_len[i] = static_cast<int32_t>(h.ElementLength());
+    }
+    b.sample(static_cast<int>(n), logits.Data(), sp.data(), rng.Data(), hist.data(), hist_len.data(), out.Data());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (busy_) backend("dispose");  // throws the busy error
+    backend_.reset();
+    kv_slots_ = 0;
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Model", ModelWrap::Define(env));
+  exports.Set("cpuFeatures", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                const std::vector<std::string> f = cpu_features();
+                Napi::Array a = Napi::Array::New(info.Env(), f.size());
+                for (size_t i = 0; i < f.size(); ++i) a.Set(i, f[i]);
+                return a;
+              }));
+  exports.Set("cudaAvailable", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                return Napi::Boolean::New(info.Env(), false);
+              }));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(dixie_native, Init)

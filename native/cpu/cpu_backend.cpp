@@ -1,0 +1,401 @@
+#include "cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <stdexcept>
+
+#include "core/dtype.h"
+#include "gemm.h"
+#include "kernels.h"
+
+namespace dixie {
+
+template <typename T>
+AlignedArray<T>::AlignedArray(size_t n) : size_(n) {
+  if (n == 0) return;
+  raw_ = std::calloc(n * sizeof(T) + 64, 1);
+  if (!raw_) throw std::bad_alloc();
+  const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw_) + 63) & ~static_cast<uintptr_t>(63);
+  data_ = reinterpret_cast<T*>(aligned);
+}
+
+template <typename T>
+AlignedArray<T>& AlignedArray<T>::operator=(AlignedArray&& o) noexcept {
+  if (this != &o) {
+    std::free(raw_);
+    raw_ = o.raw_;
+    data_ = o.data_;
+    size_ = o.size_;
+    o.raw_ = nullptr;
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+
+template class AlignedArray<float>;
+template class AlignedArray<uint16_t>;
+template class AlignedArray<int32_t>;
+
+namespace {
+
+size_t per_layer_numel(const ModelSpec& spec, ParamKind kind) {
+  return spec.group_numel(kind) / static_cast<size_t>(spec.config().n_layer);
+}
+
+void zero_fill(float* p, size_t n, ThreadPool& pool) {
+  pool.parallel_for(static_cast<int64_t>(n), 1 << 18, [&](int64_t b, int64_t e) { std::memset(p + b, 0, sizeof(float) * (e - b)); });
+}
+
+std::string cpu_feature_list() {
+  std::string s;
+#ifdef __AVX512F__
+  s += " avx512f";
+#endif
+#ifdef __AVX2__
+  s += " avx2";
+#endif
+#ifdef __FMA__
+  s += " fma";
+#endif
+#ifdef __ARM_NEON
+  s += " neon";
+#endif
+  return s.empty() ? " scalar" : s;
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
+    : spec_(config), options_(options), pool_(options.threads) {
+  const GPT2Config& c = spec_.config();
+  if (options_.max_batch < 1) throw std::invalid_argument("option 'maxBatch' must be a positive integer");
+  if (options_.max_seq == 0) options_.max_seq = c.n_ctx;
+  if (options_.max_seq < 0 || options_.max_seq > c.n_ctx)
+    throw std::invalid_argument("option 'maxSeq' (" + std::to_string(options_.max_seq) + ") must be in [1, nCtx = " +
+                                std::to_string(c.n_ctx) + "]");
+  max_rows_ = static_cast<int64_t>(options_.max_batch) * options_.max_seq;
+  training_ = options_.trainable && options_.weight_dtype == DType::F32;
+
+  const size_t P = spec_.num_params();
+  if (options_.weight_dtype == DType::F32) {
+    params_ = AlignedArray<float>(P);
+  } else {
+    params16_ = AlignedArray<uint16_t>(P);
+  }
+  if (training_) {
+    grads_ = AlignedArray<float>(P);
+    m_ = AlignedArray<float>(P);
+    v_ = AlignedArray<float>(P);
+  }
+  trainable_flags_.assign(spec_.tensors().size(), 1);
+  decay_flags_.resize(spec_.tensors().size());
+  for (size_t i = 0; i < decay_flags_.size(); ++i) decay_flags_[i] = spec_.tensors()[i].is_matrix ? 1 : 0;
+  spans_ = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data());
+  span_partials_.assign(spans_.size(), 0.0);
+
+  if (options_.weight_dtype != DType::F32) return;  // 16-bit models only decode (CpuDecoder plans its own memory)
+
+  // The activation plan. Each entry is padded to 64 bytes; pointers are set once the arena exists.
+  const int64_t N = max_rows_, C = c.n_embd, V = c.vocab_size, NH = c.n_head, L = c.n_layer;
+  std::vector<std::pair<float**, size_t>> plan;
+  auto take = [&](float*& p, int64_t n) { plan.emplace_back(&p, static_cast<size_t>(n)); };
+  const bool per_layer = training_ && !options_.recompute;
+  layer_acts_.resize(per_layer ? L : 1);
+  for (LayerActs& a : layer_acts_) {
+    take(a.ln1, N * C); take(a.ln1_mean, N); take(a.ln1_rstd, N);
+    take(a.qkv, N * 3 * C);
+    take(a.atty, N * C);
+    take(a.lse, N * NH);
+    take(a.res2, N * C);
+    take(a.ln2, N * C); take(a.ln2_mean, N); take(a.ln2_rstd, N);
+    take(a.fch, N * 4 * C);
+  }
+  residuals_.resize(training_ ? L + 1 : 2);
+  for (float*& r : residuals_) take(r, N * C);
+  take(proj_, N * C);
+  take(gelu_, N * 4 * C);
+  take(lnf_, N * C); take(lnf_mean_, N); take(lnf_rstd_, N);
+  take(logits_, N * V);
+  take(losses_, N);
+  dres_ = dwide_ = dnarrow_ = nullptr;
+  if (training_) {
+    take(dres_, N * C);
+    take(dwide_, N * 4 * C);
+    take(dnarrow_, N * C);
+  }
+  size_t total = 0;
+  for (auto& [slot, n] : plan) total += (n + 15) / 16 * 16;
+  arena_ = AlignedArray<float>(total);
+  size_t offset = 0;
+  for (auto& [slot, n] : plan) {
+    *slot = arena_.data() + offset;
+    offset += (n + 15) / 16 * 16;
+  }
+  inputs_ = AlignedArray<int32_t>(N);
+  targets_ = AlignedArray<int32_t>(N);
+}
+
+CpuBackend::~CpuBackend() = default;
+
+MemoryReport CpuBackend::memory() const {
+  MemoryReport r;
+  r.params = params_.bytes() + params16_.bytes();
+  r.grads = grads_.bytes();
+  r.optimizer = m_.bytes() + v_.bytes() + span_partials_.size() * sizeof(double);
+  r.activations = arena_.bytes() + inputs_.bytes() + targets_.bytes();
+  r.kv_cache = decoder_ ? decoder_->memory_bytes() : 0;
+  return r;
+}
+
+std::string CpuBackend::device_name() const {
+  const char* dtype = options_.weight_dtype == DType::F32 ? "f32" : options_.weight_dtype == DType::F16 ? "f16" : "bf16";
+  return "cpu (" + std::to_string(pool_.size()) + " threads," + cpu_feature_list() + "; " + dtype + " weights)";
+}
+
+void CpuBackend::require_f32(const char* what) const {
+  if (options_.weight_dtype != DType::F32)
+    throw std::logic_error(std::string(what) +
+                           " is not available: the model stores 16-bit weights, which are inference-only (use the kv* "
+                           "decoding calls, or load with weightDtype 'f32')");
+}
+
+void CpuBackend::require_training(const char* what) const {
+  require_f32(what);
+  if (!training_)
+    throw std::logic_error(std::string(what) + " is not available: the model was created with trainable: false");
+}
+
+void CpuBackend::check_range(size_t offset, size_t count, const char* what) const {
+  if (offset > spec_.num_params() || count > spec_.num_params() - offset)
+    throw std::out_of_range(std::string(what) + ": range [" + std::to_string(offset) + ", " +
+                            std::to_string(offset + count) + ") is outside the parameter buffer of " +
+                            std::to_string(spec_.num_params()) + " floats");
+}
+
+float* CpuBackend::param(ParamKind kind, int layer) {
+  return params_.data() + spec_.group_offset(kind) + (layer < 0 ? 0 : layer * per_layer_numel(spec_, kind));
+}
+
+float* CpuBackend::grad(ParamKind kind, int layer) {
+  return grads_.data() + spec_.group_offset(kind) + (layer < 0 ? 0 : layer * per_layer_numel(spec_, kind));
+}
+
+float* CpuBackend::residual(int l) { return residuals_[training_ ? l : l % 2]; }
+
+CpuBackend::LayerActs& CpuBackend::acts(int l) { return layer_acts_[layer_acts_.size() == 1 ? 0 : l]; }
+
+WeightsView CpuBackend::weights() const {
+  WeightsView w;
+  w.dtype = options_.weight_dtype;
+  if (w.dtype == DType::F32) w.f32 = params_.data(); else w.u16 = params16_.data();
+  return w;
+}
+
+// --------------------------------------------------------------------------------------------------------------
+// parameters and optimizer state
+
+void CpuBackend::write_params(size_t offset, const void* src, size_t count, DType dtype) {
+  check_range(offset, count, "writeParams");
+  const DType store = options_.weight_dtype;
+  pool_.parallel_for(static_cast<int64_t>(count), 1 << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      float x;
+      if (dtype == DType::F32) x = static_cast<const float*>(src)[i];
+      else if (dtype == DType::F16) x = f16_to_f32(static_cast<const uint16_t*>(src)[i]);
+      else x = bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
+      if (store == DType::F32) params_.data()[offset + i] = x;
+      else if (store == dtype) params16_.data()[offset + i] = static_cast<const uint16_t*>(src)[i];  // exact copy
+      else params16_.data()[offset + i] = store == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x);
+    }
+  });
+}
+
+void CpuBackend::read_params(size_t offset, float* dst, size_t count) const {
+  check_range(offset, count, "readParams");
+  if (options_.weight_dtype == DType::F32) {
+    std::memcpy(dst, params_.data() + offset, count * sizeof(float));
+    return;
+  }
+  const uint16_t* src = params16_.data() + offset;
+  for (size_t i = 0; i < count; ++i)
+    dst[i] = options_.weight_dtype == DType::F16 ? f16_to_f32(src[i]) : bf16_to_f32(src[i]);
+}
+
+void CpuBackend::read_grads(size_t offset, float* dst, size_t count) const {
+  require_training("readGrads");
+  check_range(offset, count, "readGrads");
+  std::memcpy(dst, grads_.data() + offset, count * sizeof(float));
+}
+
+void CpuBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) {
+  require_training("writeOptimizerState");
+  check_range(offset, count, "writeOptimizerState");
+  std::memcpy((slot == OptimizerSlot::M ? m_ : v_).data() + offset, src, count * sizeof(float));
+}
+
+void CpuBackend::read_optimizer_state(OptimizerSlot slot, size_t offset, float* dst, size_t count) const {
+  require_training("readOptimizerState");
+  check_range(offset, count, "readOptimizerState");
+  std::memcpy(dst, (slot == OptimizerSlot::M ? m_ : v_).data() + offset, count * sizeof(float));
+}
+
+void CpuBackend::set_optimizer_step_count(int64_t t) {
+  if (t < 0) throw std::invalid_argument("optimizer step count must be >= 0");
+  step_count_ = t;
+}
+
+void CpuBackend::set_param_flags(const uint8_t* trainable, const uint8_t* decay) {
+  trainable_flags_.assign(trainable, trainable + spec_.tensors().size());
+  decay_flags_.assign(decay, decay + spec_.tensors().size());
+  spans_ = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data());
+}
+
+// --------------------------------------------------------------------------------------------------------------
+// training
+
+void CpuBackend::block_forward(int l, LayerActs& a, const float* in, float* out, int B, int T) {
+  const GPT2Config& c = spec_.config();
+  const int64_t N = static_cast<int64_t>(B) * T;
+  const int C = c.n_embd;
+  layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, in, param(LN1_W, l), param(LN1_B, l), N, C, pool_);
+  matmul_forward(a.qkv, a.ln1, param(QKV_W, l), param(QKV_B, l), N, C, 3 * C, pool_);
+  attention_forward(a.atty, a.lse, a.qkv, B, T, C, c.n_head, pool_);
+  matmul_forward(proj_, a.atty, param(ATTPROJ_W, l), param(ATTPROJ_B, l), N, C, C, pool_);
+  residual_forward(a.res2, in, proj_, N * C, pool_);
+  layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, param(LN2_W, l), param(LN2_B, l), N, C, pool_);
+  matmul_forward(a.fch, a.ln2, param(FC_W, l), param(FC_B, l), N, C, 4 * C, pool_);
+  gelu_forward(gelu_, a.fch, N * 4 * C, pool_);
+  matmul_forward(proj_, gelu_, param(FCPROJ_W, l), param(FCPROJ_B, l), N, 4 * C, C, pool_);
+  residual_forward(out, a.res2, proj_, N * C, pool_);
+}
+
+float CpuBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) {
+  require_f32("forward");
+  const GPT2Config& c = spec_.config();
+  if (B < 1 || T < 1) throw std::invalid_argument("forward: B and T must be positive");
+  if (T > c.n_ctx)
+    throw std::invalid_argument("forward: T = " + std::to_string(T) + " exceeds the context length nCtx = " +
+                                std::to_string(c.n_ctx));
+  const int64_t N = static_cast<int64_t>(B) * T;
+  if (N > max_rows_)
+    throw std::invalid_argument("forward: B*T = " + std::to_string(N) + " exceeds the planned maxBatch*maxSeq = " +
+                                std::to_string(max_rows_));
+  for (int64_t i = 0; i < N; ++i) {
+    for (const auto& [ids, name] : {std::pair{inputs, "inputs"}, std::pair{targets, "targets"}}) {
+      if (ids && (ids[i] < 0 || ids[i] >= c.vocab_size))
+        throw std::out_of_range(std::string("forward: ") + name + "[" + std::to_string(i / T) + ", " +
+                                std::to_string(i % T) + "] = " + std::to_string(ids[i]) +
+                                " is not a token id (vocabulary size " + std::to_string(c.vocab_size) + ")");
+    }
+  }
+  backward_ready_ = false;
+  std::memcpy(inputs_.data(), inputs, N * sizeof(int32_t));
+  if (targets) std::memcpy(targets_.data(), targets, N * sizeof(int32_t));
+
+  const int C = c.n_embd, V = c.vocab_size, L = c.n_layer;
+  encoder_forward(residual(0), inputs_.data(), param(WTE, -1), param(WPE, -1), B, T, C, pool_);
+  for (int l = 0; l < L; ++l) block_forward(l, acts(l), residual(l), residual(l + 1), B, T);
+  layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, residual(L), param(LNF_W, -1), param(LNF_B, -1), N, C, pool_);
+  // The head is tied to wte [V, C]: logits = lnf @ wte^T.
+  sgemm(false, true, N, V, C, 1.0f, lnf_, C, param(WTE, -1), C, 0.0f, logits_, V, pool_);
+  if (logits_out) {
+    pool_.parallel_for(N, 1, [&](int64_t b, int64_t e) {
+      std::memcpy(logits_out + b * V, logits_ + b * V, (e - b) * V * sizeof(float));
+    });
+  }
+  last_B_ = B;
+  last_T_ = T;
+  if (!targets) return std::numeric_limits<float>::quiet_NaN();
+  // The softmax replaces the logits in place; backward turns it into dlogits in place.
+  const float loss = crossentropy_forward(logits_, losses_, logits_, targets_.data(), N, V, pool_);
+  backward_ready_ = training_;
+  return loss;
+}
+
+void CpuBackend::zero_grad() {
+  require_training("zeroGrad");
+  zero_fill(grads_.data(), grads_.size(), pool_);
+}
+
+void CpuBackend::backward() {
+  require_training("backward");
+  if (!backward_ready_) throw std::logic_error("backward needs a forward with targets before it (one backward per forward)");
+  backward_ready_ = false;
+  const GPT2Config& c = spec_.config();
+  const int B = last_B_, T = last_T_, C = c.n_embd, V = c.vocab_size, L = c.n_layer, NH = c.n_head;
+  const int64_t N = static_cast<int64_t>(B) * T;
+
+  crossentropy_backward(logits_, logits_, targets_.data(), N, V, 1.0f / static_cast<float>(N), pool_);
+  sgemm(false, false, N, C, V, 1.0f, logits_, V, param(WTE, -1), C, 0.0f, dnarrow_, C, pool_);
+  sgemm(true, false, V, C, N, 1.0f, logits_, V, lnf_, C, 1.0f, grad(WTE, -1), C, pool_);
+  zero_fill(dres_, N * C, pool_);
+  layernorm_backward(dres_, grad(LNF_W, -1), grad(LNF_B, -1), dnarrow_, residual(L), param(LNF_W, -1), lnf_mean_,
+                     lnf_rstd_, N, C, pool_);
+
+  // dres_ carries the gradient of the residual stream down through the blocks; the LayerNorm backwards add
+  // their input gradient into it, which is exactly the residual connection's sum.
+  for (int l = L - 1; l >= 0; --l) {
+    LayerActs& a = acts(l);
+    // The last block's activations and GELU output are still in place from the forward pass.
+    if (l != L - 1) {
+      if (options_.recompute) block_forward(l, a, residual(l), proj_, B, T);  // also leaves gelu_ of this block
+      else gelu_forward(gelu_, a.fch, N * 4 * C, pool_);
+    }
+    matmul_backward(dwide_, grad(FCPROJ_W, l), grad(FCPROJ_B, l), dres_, gelu_, param(FCPROJ_W, l), N, 4 * C, C, pool_);
+    gelu_backward(dwide_, a.fch, dwide_, N * 4 * C, pool_);
+    matmul_backward(dnarrow_, grad(FC_W, l), grad(FC_B, l), dwide_, a.ln2, param(FC_W, l), N, C, 4 * C, pool_);
+    layernorm_backward(dres_, grad(LN2_W, l), grad(LN2_B, l), dnarrow_, a.res2, param(LN2_W, l), a.ln2_mean,
+                       a.ln2_rstd, N, C, pool_);
+    matmul_backward(dnarrow_, grad(ATTPROJ_W, l), grad(ATTPROJ_B, l), dres_, a.atty, param(ATTPROJ_W, l), N, C, C, pool_);
+    attention_backward(dwide_, dnarrow_, a.qkv, a.atty, a.lse, B, T, C, NH, pool_);  // dwide_ holds dqkv [N, 3C]
+    matmul_backward(dnarrow_, grad(QKV_W, l), grad(QKV_B, l), dwide_, a.ln1, param(QKV_W, l), N, C, 3 * C, pool_);
+    layernorm_backward(dres_, grad(LN1_W, l), grad(LN1_B, l), dnarrow_, residual(l), param(LN1_W, l), a.ln1_mean,
+                       a.ln1_rstd, N, C, pool_);
+  }
+  encoder_backward(grad(WTE, -1), grad(WPE, -1), dres_, inputs_.data(), B, T, C, pool_);
+}
+
+float CpuBackend::step(const StepOptions& options) {
+  require_training("step");
+  if (options.kind == OptimizerKind::AdamW) ++step_count_;  // t of the bias correction
+  return optimizer_step(params_.data(), grads_.data(), m_.data(), v_.data(), spans_, span_partials_.data(), options,
+                        std::max<int64_t>(1, step_count_), pool_);
+}
+
+// --------------------------------------------------------------------------------------------------------------
+// decoding: CpuDecoder does the work over the weights as stored
+
+void CpuBackend::kv_reserve(int n_slots) {
+  if (!decoder_) decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), pool_);
+  decoder_->reserve(n_slots);
+}
+
+void CpuBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
+  if (!decoder_) throw std::logic_error("kvForward: the KV cache is not reserved (call kvReserve first)");
+  decoder_->forward(n, slots, n_new, tokens, logits_out);
+}
+
+void CpuBackend::kv_reset(int slot) {
+  if (!decoder_) throw std::logic_error("kvReset: the KV cache is not reserved (call kvReserve first)");
+  decoder_->reset(slot);
+}
+
+int CpuBackend::kv_length(int slot) const {
+  if (!decoder_) throw std::logic_error("kvLength: the KV cache is not reserved (call kvReserve first)");
+  return decoder_->length(slot);
+}
+
+void CpuBackend::sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+                        const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) {
+  sample_tokens(n, spec_.config().vocab_size, logits, params, rng_state, history, history_len, out_tokens, pool_);
+}
+
+std::unique_ptr<Backend> make_cpu_backend(const GPT2Config& config, const BackendOptions& options) {
+  return std::make_unique<CpuBackend>(config, options);
+}
+
+}  // namespace dixie

@@ -1,0 +1,117 @@
+// The CPU backend: GPT-2 training (forward, backward, optimizer) and, through CpuDecoder, KV-cached decoding.
+// All memory is planned in the constructor for max_batch * max_seq rows; forward/backward/step allocate nothing.
+#pragma once
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "core/backend.h"
+#include "decoder.h"
+#include "optimizer.h"
+#include "thread_pool.h"
+
+namespace dixie {
+
+// A 64-byte aligned, zero-filled array. Large ones come from calloc's fresh mapped pages, so planned memory costs
+// no RAM (and no time to clear) until it is touched.
+template <typename T>
+class AlignedArray {
+ public:
+  AlignedArray() = default;
+  explicit AlignedArray(size_t n);
+  AlignedArray(AlignedArray&& o) noexcept : raw_(o.raw_), data_(o.data_), size_(o.size_) { o.raw_ = nullptr; o.data_ = nullptr; o.size_ = 0; }
+  AlignedArray& operator=(AlignedArray&& o) noexcept;
+  AlignedArray(const AlignedArray&) = delete;
+  AlignedArray& operator=(const AlignedArray&) = delete;
+  ~AlignedArray() { std::free(raw_); }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  size_t size() const { return size_; }
+  size_t bytes() const { return size_ * sizeof(T); }
+
+ private:
+  void* raw_ = nullptr;
+  T* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+class CpuBackend : public Backend {
+ public:
+  CpuBackend(const GPT2Config& config, const BackendOptions& options);
+  ~CpuBackend() override;
+
+  const ModelSpec& spec() const override { return spec_; }
+  MemoryReport memory() const override;
+  std::string device_name() const override;
+
+  void write_params(size_t offset, const void* src, size_t count, DType dtype) override;
+  void read_params(size_t offset, float* dst, size_t count) const override;
+  void read_grads(size_t offset, float* dst, size_t count) const override;
+  void write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) override;
+  void read_optimizer_state(OptimizerSlot slot, size_t offset, float* dst, size_t count) const override;
+  int64_t optimizer_step_count() const override { return step_count_; }
+  void set_optimizer_step_count(int64_t t) override;
+  void set_param_flags(const uint8_t* trainable, const uint8_t* decay) override;
+
+  float forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) override;
+  void zero_grad() override;
+  void backward() override;
+  float step(const StepOptions& options) override;
+
+  void kv_reserve(int n_slots) override;
+  void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) override;
+  void kv_reset(int slot) override;
+  int kv_length(int slot) const override;
+  void sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+              const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) override;
+
+ private:
+  // One block's saved activations; N = rows of the batch.
+  struct LayerActs {
+    float *ln1, *ln1_mean, *ln1_rstd;  // [N, C], [N], [N]
+    float* qkv;                        // [N, 3C]
+    float* atty;                       // [N, C]  attention output, before the projection
+    float* lse;                        // [B, NH, T] attention log-sum-exp
+    float* res2;                       // [N, C]  residual after attention
+    float *ln2, *ln2_mean, *ln2_rstd;  // [N, C], [N], [N]
+    float* fch;                        // [N, 4C] MLP pre-activation (GELU is recomputed in backward)
+  };
+
+  void require_f32(const char* what) const;
+  void require_training(const char* what) const;
+  void check_range(size_t offset, size_t count, const char* what) const;
+  float* param(ParamKind kind, int layer);
+  float* grad(ParamKind kind, int layer);
+  float* residual(int l);              // the residual stream entering block l (l = n_layer: into ln_f)
+  LayerActs& acts(int l);
+  void block_forward(int l, LayerActs& a, const float* in, float* out, int B, int T);
+  WeightsView weights() const;
+
+  ModelSpec spec_;
+  BackendOptions options_;
+  int64_t max_rows_;
+  bool training_;                    // f32 weights and options.trainable: gradients and saved activations exist
+  ThreadPool pool_;
+
+  AlignedArray<float> params_;       // F32 weights
+  AlignedArray<uint16_t> params16_;  // F16/BF16 weights (inference only)
+  AlignedArray<float> grads_, m_, v_;
+  AlignedArray<float> arena_;        // every activation, carved below
+  std::vector<float*> residuals_;
+  std::vector<LayerActs> layer_acts_;  // one per layer, or a single shared one when recomputing / not training
+  float *proj_, *gelu_, *lnf_, *lnf_mean_, *lnf_rstd_, *logits_, *losses_;  // [N,C] [N,4C] [N,C] [N] [N] [N,V] [N]
+  float *dres_, *dwide_, *dnarrow_;  // backward scratch: [N, C], [N, 4C], [N, C]
+  AlignedArray<int32_t> inputs_, targets_;
+
+  std::vector<uint8_t> trainable_flags_, decay_flags_;
+  std::vector<ParamSpan> spans_;
+  std::vector<double> span_partials_;
+  int64_t step_count_ = 0;
+
+  int last_B_ = 0, last_T_ = 0;
+  bool backward_ready_ = false;  // a forward with targets ran and its backward has not
+
+  std::unique_ptr<CpuDecoder> decoder_;
+};
+
+}  // namespace dixie

@@ -1,0 +1,316 @@
+// KV-cached decoding. Each call runs the new tokens of all its slots as one set of rows through the layers:
+// a prefill is many rows (blocked SGEMM), a decode step one row per slot (streaming matmul that reads each
+// weight once per step for all slots). Rows past the scratch capacity are run in chunks, in order, so a slot's
+// earlier tokens are in its cache before its later tokens attend to them.
+#include "decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "decode_matmul.h"
+#include "kernels.h"
+#include "vec_math.h"
+
+namespace dixie {
+
+namespace {
+
+// Rows per pass through the layers: enough for SGEMM to run at full speed, small enough for the scratch.
+constexpr int kChunkRows = 256;
+
+template <class T>
+struct Buffer {  // uninitialised floats, allocated once (pages are mapped lazily by the OS)
+  std::unique_ptr<T[]> data;
+  size_t size = 0;
+  void allocate(size_t n) {
+    data.reset(new T[n]);
+    size = n;
+  }
+  T* get() const { return data.get(); }
+};
+
+// In place: s[0, n) = softmax(s[0, n)).
+void softmax_inplace(float* s, int n) {
+  float max = -INFINITY;
+  for (int i = 0; i < n; ++i) max = std::max(max, s[i]);
+  float sum = 0.0f;
+  int i = 0;
+#ifdef DIXIE_AVX2
+  const __m256 vmax = _mm256_set1_ps(max);
+  __m256 vsum = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), vmax));
+    _mm256_storeu_ps(s + i, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  sum = hsum(vsum);
+#endif
+  for (; i < n; ++i) {
+    s[i] = std::exp(s[i] - max);
+    sum += s[i];
+  }
+  scale(s, 1.0f / sum, n);
+}
+
+}  // namespace
+
+struct CpuDecoder::State {
+  State(const ModelSpec& spec_, WeightsView weights_, ThreadPool& pool_)
+      : spec(spec_), weights(weights_), pool(pool_) {}
+
+  const ModelSpec& spec;
+  WeightsView weights;
+  ThreadPool& pool;
+
+  int n_slots = 0;
+  int max_rows = 0;
+  std::vector<int> lengths;
+  Buffer<float> k_cache, v_cache;  // [L][slot][n_ctx][C]
+  // Float32 copies of the vectors (LayerNorm parameters, biases) when the weights are 16-bit.
+  std::vector<float> vectors_f32[NUM_PARAM_KINDS];
+
+  // Scratch for max_rows rows.
+  Buffer<float> x, ln, qkv, atty, proj, fch, fcg;  // [R, C], [R, C], [R, 3C], [R, C], [R, C], [R, 4C], [R, 4C]
+  Buffer<float> scores;   // [threads, n_ctx]
+  Buffer<float> panel;    // [threads, 4C]: 16-bit rows of the output head converted for many slots
+  Buffer<float> wide_f32;  // [4C * C]: one 16-bit layer matrix converted for a prefill through SGEMM
+  Buffer<float> last, last_ln;  // [n_slots, C]: the final hidden state of each slot's last new token
+  std::vector<int> row_slot, row_pos;
+  std::vector<uint8_t> slot_used;  // [n_slots]: duplicate check of one call
+
+  const GPT2Config& cfg() const { return spec.config(); }
+
+  // A per-layer vector (or a model-wide one with layer 0) as float32.
+  const float* vec(ParamKind kind, int layer) const {
+    const size_t per = spec.group_numel(kind) / (kind == LNF_W || kind == LNF_B ? 1 : cfg().n_layer);
+    if (weights.dtype == DType::F32) return weights.f32 + spec.group_offset(kind) + layer * per;
+    return vectors_f32[kind].data() + layer * per;
+  }
+  WeightsView mat(ParamKind kind, int layer) const {
+    const size_t per = spec.group_numel(kind) / cfg().n_layer;
+    return weights_at(weights, spec.group_offset(kind) + layer * per);
+  }
+  float* k_at(int layer, int slot, int pos) const {
+    const GPT2Config& c = cfg();
+    return k_cache.get() + ((static_cast<size_t>(layer) * n_slots + slot) * c.n_ctx + pos) * c.n_embd;
+  }
+  float* v_at(int layer, int slot, int pos) const {
+    const GPT2Config& c = cfg();
+    return v_cache.get() + ((static_cast<size_t>(layer) * n_slots + slot) * c.n_ctx + pos) * c.n_embd;
+  }
+
+  // out[R, OC] = inp[R, C] @ w[C, OC] + bias, by the kernel that suits R.
+  void matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC) {
+    if (R <= kStreamingMaxRows) {
+      stream_matmul(out, inp, w, bias, R, C, OC, pool);
+    } else if (w.dtype == DType::F32) {
+      matmul_forward(out, inp, w.f32, bias, R, C, OC, pool);
+    } else {
+      convert_to_f32(wide_f32.get(), w, static_cast<size_t>(C) * OC, pool);
+      matmul_forward(out, inp, wide_f32.get(), bias, R, C, OC, pool);
+    }
+  }
+
+  void embed(const int32_t* tokens, int R) {
+    const int C = cfg().n_embd;
+    pool.parallel_for(R, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        float* out = x.get() + r * C;
+        const size_t te = spec.group_offset(WTE) + static_cast<size_t>(tokens[r]) * C;
+        const size_t pe = spec.group_offset(WPE) + static_cast<size_t>(row_pos[r]) * C;
+        if (weights.dtype == DType::F32) {
+          for (int i = 0; i < C; ++i) out[i] = weights.f32[te + i] + weights.f32[pe + i];
+        } else if (weights.dtype == DType::F16) {
+          for (int i = 0; i < C; ++i) out[i] = f16_to_f32(weights.u16[te + i]) + f16_to_f32(weights.u16[pe + i]);
+        } else {
+          for (int i = 0; i < C; ++i) out[i] = bf16_to_f32(weights.u16[te + i]) + bf16_to_f32(weights.u16[pe + i]);
+        }
+      }
+    });
+  }
+
+  // atty[r] = causal attention of row r's query over its slot's cached keys/values 0..row_pos[r].
+  void attention(int layer, int R) {
+    const GPT2Config& c = cfg();
+    const int C = c.n_embd, NH = c.n_head, hs = C / NH;
+    const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hs));
+    pool.run(static_cast<int64_t>(R) * NH, [&](int64_t task, int thread) {
+      const int r = static_cast<int>(task / NH), h = static_cast<int>(task % NH);
+      const int slot = row_slot[r], n_keys = row_pos[r] + 1;
+      const float* q = qkv.get() + static_cast<size_t>(r) * 3 * C + h * hs;
+      float* s = scores.get() + static_cast<size_t>(thread) * c.n_ctx;
+      const float* k = k_at(layer, slot, 0) + h * hs;
+      for (int t = 0; t < n_keys; ++t) s[t] = dot(q, k + static_cast<size_t>(t) * C, hs) * inv_sqrt;
+      softmax_inplace(s, n_keys);
+      float* out = atty.get() + static_cast<size_t>(r) * C + h * hs;
+      std::fill(out, out + hs, 0.0f);
+      const float* v = v_at(layer, slot, 0) + h * hs;
+      for (int t = 0; t < n_keys; ++t) axpy(out, s[t], v + static_cast<size_t>(t) * C, hs);
+    });
+  }
+
+  // Runs R rows (tokens at row_slot/row_pos) through every block, leaving the residual stream in x.
+  void layers(int R) {
+    const GPT2Config& c = cfg();
+    const int C = c.n_embd;
+    for (int l = 0; l < c.n_layer; ++l) {
+      layernorm_forward(ln.get(), nullptr, nullptr, x.get(), vec(LN1_W, l), vec(LN1_B, l), R, C, pool);
+      matmul(qkv.get(), ln.get(), mat(QKV_W, l), vec(QKV_B, l), R, C, 3 * C);
+      for (int r = 0; r < R; ++r) {
+        const float* row = qkv.get() + static_cast<size_t>(r) * 3 * C;
+        std::memcpy(k_at(l, row_slot[r], row_pos[r]), row + C, sizeof(float) * C);
+        std::memcpy(v_at(l, row_slot[r], row_pos[r]), row + 2 * C, sizeof(float) * C);
+      }
+      attention(l, R);
+      matmul(proj.get(), atty.get(), mat(ATTPROJ_W, l), vec(ATTPROJ_B, l), R, C, C);
+      residual_forward(x.get(), x.get(), proj.get(), static_cast<int64_t>(R) * C, pool);
+      layernorm_forward(ln.get(), nullptr, nullptr, x.get(), vec(LN2_W, l), vec(LN2_B, l), R, C, pool);
+      matmul(fch.get(), ln.get(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C);
+      gelu_forward(fcg.get(), fch.get(), static_cast<int64_t>(R) * 4 * C, pool);
+      matmul(proj.get(), fcg.get(), mat(FCPROJ_W, l), vec(FCPROJ_B, l), R, 4 * C, C);
+      residual_forward(x.get(), x.get(), proj.get(), static_cast<int64_t>(R) * C, pool);
+    }
+  }
+};
+
+CpuDecoder::CpuDecoder(const ModelSpec& spec, WeightsView weights, ThreadPool& pool)
+    : state_(new State(spec, weights, pool)) {
+  if (weights.dtype != DType::F32) {
+    static const ParamKind kVectors[] = {LN1_W, LN1_B, QKV_B, ATTPROJ_B, LN2_W, LN2_B, FC_B, FCPROJ_B, LNF_W, LNF_B};
+    for (ParamKind kind : kVectors) {
+      std::vector<float>& v = state_->vectors_f32[kind];
+      v.resize(spec.group_numel(kind));
+      convert_to_f32(v.data(), weights_at(weights, spec.group_offset(kind)), v.size(), pool);
+    }
+  }
+}
+
+CpuDecoder::~CpuDecoder() = default;
+
+void CpuDecoder::reserve(int n_slots) {
+  if (n_slots <= 0) throw std::invalid_argument("kv_reserve: the number of slots must be >= 1, got " + std::to_string(n_slots));
+  State& s = *state_;
+  const GPT2Config& c = s.cfg();
+  const size_t C = c.n_embd;
+  const size_t cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
+  s.n_slots = n_slots;
+  s.lengths.assign(n_slots, 0);
+  s.k_cache.allocate(cache);
+  s.v_cache.allocate(cache);
+  const int R = std::max(kChunkRows, n_slots);
+  s.max_rows = R;
+  s.x.allocate(R * C);
+  s.ln.allocate(R * C);
+  s.qkv.allocate(R * 3 * C);
+  s.atty.allocate(R * C);
+  s.proj.allocate(R * C);
+  s.fch.allocate(R * 4 * C);
+  s.fcg.allocate(R * 4 * C);
+  s.scores.allocate(static_cast<size_t>(s.pool.size()) * c.n_ctx);
+  s.panel.allocate(static_cast<size_t>(s.pool.size()) * 4 * C);
+  if (s.weights.dtype != DType::F32) s.wide_f32.allocate(4 * C * C);
+  s.last.allocate(n_slots * C);
+  s.last_ln.allocate(n_slots * C);
+  s.row_slot.assign(R, 0);
+  s.row_pos.assign(R, 0);
+  s.slot_used.assign(n_slots, 0);
+}
+
+void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
+  State& s = *state_;
+  const GPT2Config& c = s.cfg();
+  const int C = c.n_embd;
+  if (s.n_slots == 0) throw std::logic_error("kv_forward: call kv_reserve first");
+  if (n <= 0 || n > s.n_slots)
+    throw std::invalid_argument("kv_forward: " + std::to_string(n) + " slots given, the cache has " + std::to_string(s.n_slots));
+  int64_t total = 0;
+  std::vector<uint8_t>& used = s.slot_used;
+  std::fill(used.begin(), used.end(), 0);
+  for (int i = 0; i < n; ++i) {
+    const int slot = slots[i];
+    if (slot < 0 || slot >= s.n_slots)
+      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " (entry " + std::to_string(i) +
+                                  ") is outside [0, " + std::to_string(s.n_slots) + ")");
+    if (used[slot]) throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " appears twice");
+    used[slot] = 1;
+    if (n_new[i] < 1)
+      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " has " + std::to_string(n_new[i]) + " new tokens (need >= 1)");
+    if (s.lengths[slot] + n_new[i] > c.n_ctx)
+      throw std::out_of_range("kv_forward: slot " + std::to_string(slot) + " would hold " +
+                              std::to_string(s.lengths[slot] + n_new[i]) + " tokens, more than n_ctx " + std::to_string(c.n_ctx));
+    total += n_new[i];
+  }
+  for (int64_t i = 0; i < total; ++i)
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+      throw std::invalid_argument("kv_forward: token " + std::to_string(tokens[i]) + " at " + std::to_string(i) +
+                                  " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+
+  // Walk the concatenated tokens in chunks of at most max_rows rows.
+  int entry = 0, done_in_entry = 0;  // next token: entry `entry`, its `done_in_entry`-th new token
+  int64_t consumed = 0;
+  while (consumed < total) {
+    const int first_entry = entry;
+    const int first_done = done_in_entry;
+    int R = 0;
+    while (R < s.max_rows && entry < n) {
+      const int take = std::min(s.max_rows - R, n_new[entry] - done_in_entry);
+      for (int k = 0; k < take; ++k) {
+        s.row_slot[R + k] = slots[entry];
+        s.row_pos[R + k] = s.lengths[slots[entry]] + k;  // lengths already count the entry's earlier chunks
+      }
+      R += take;
+      done_in_entry += take;
+      if (done_in_entry == n_new[entry]) {
+        ++entry;
+        done_in_entry = 0;
+      }
+    }
+    s.embed(tokens + consumed, R);
+    s.layers(R);
+    // Keep the final hidden state of each entry whose last new token fell in this chunk.
+    int e = first_entry, d = first_done;
+    for (int r = 0; r < R; ++r) {
+      if (d == n_new[e] - 1) std::memcpy(s.last.get() + static_cast<size_t>(e) * C, s.x.get() + static_cast<size_t>(r) * C, sizeof(float) * C);
+      if (++d == n_new[e]) {
+        ++e;
+        d = 0;
+      }
+    }
+    // Lengths grow only after the chunk: positions above were computed from the lengths before it.
+    for (int r = 0; r < R; ++r) s.lengths[s.row_slot[r]] = std::max(s.lengths[s.row_slot[r]], s.row_pos[r] + 1);
+    consumed += R;
+  }
+
+  layernorm_forward(s.last_ln.get(), nullptr, nullptr, s.last.get(), s.vec(LNF_W, 0), s.vec(LNF_B, 0), n, C, s.pool);
+  stream_matmul_nt(logits_out, s.last_ln.get(), weights_at(s.weights, s.spec.group_offset(WTE)), n, C, c.vocab_size,
+                   s.panel.get(), s.pool);
+}
+
+void CpuDecoder::reset(int slot) {
+  State& s = *state_;
+  if (slot < 0 || slot >= s.n_slots)
+    throw std::invalid_argument("kv_reset: slot " + std::to_string(slot) + " is outside [0, " + std::to_string(s.n_slots) + ")");
+  s.lengths[slot] = 0;
+}
+
+int CpuDecoder::length(int slot) const {
+  const State& s = *state_;
+  if (slot < 0 || slot >= s.n_slots)
+    throw std::invalid_argument("kv_length: slot " + std::to_string(slot) + " is outside [0, " + std::to_string(s.n_slots) + ")");
+  return s.lengths[slot];
+}
+
+size_t CpuDecoder::memory_bytes() const {
+  const State& s = *state_;
+  size_t floats = s.k_cache.size + s.v_cache.size + s.x.size + s.ln.size + s.qkv.size + s.atty.size + s.proj.size +
+                  s.fch.size + s.fcg.size + s.scores.size + s.panel.size + s.wide_f32.size + s.last.size + s.last_ln.size;
+  for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
+  return floats * sizeof(float);
+}
+
+}  // namespace dixie

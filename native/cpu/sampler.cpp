@@ -1,0 +1,197 @@
+// Sampling one token per row of logits [n, V]. Each row, in this order:
+//
+//  1. Repetition penalty (the original tools' --penalize p, p in (0, 1]; 0 turns it off, 1 changes nothing).
+//     For every DISTINCT token t in the row's history: logit[t] > 0 becomes logit[t] * p and logit[t] < 0
+//     becomes logit[t] / p. Both move the logit down by the same factor of its magnitude, so a used token
+//     always becomes less likely. (The original multiplied every used logit by p, which pulls a negative
+//     logit towards zero and made unlikely used tokens MORE likely.) Tokens used several times are
+//     penalised once, as in the original.
+//  2. Temperature T: T = 0 is greedy decoding (argmax of the penalised logits, the lowest id on ties;
+//     top-k/top-p are moot and the RNG is not advanced). Otherwise probabilities are softmax(logit / T).
+//  3. Top-k (k > 0): keep the k most likely tokens (ties broken by lower id).
+//  4. Top-p (p < 1): of what top-k kept, keep the smallest set of most likely tokens whose probability
+//     reaches p of the kept mass (always at least one token).
+//  5. Draw one token from the renormalised kept distribution with the row's RNG: xoroshiro128++ over the
+//     row's two 64-bit state words, advanced in place, one draw per sampled token. Each row only touches its
+//     own state and its own scratch, so the tokens are the same whatever the thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "decoder.h"
+#include "vec_math.h"
+
+namespace dixie {
+
+namespace {
+
+inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+// xoroshiro128++ (Blackman & Vigna). An all-zero state would stay zero, so it is replaced by a fixed one.
+uint64_t next_random(uint64_t* s) {
+  if (s[0] == 0 && s[1] == 0) {
+    s[0] = 0x9e3779b97f4a7c15ull;
+    s[1] = 0xbf58476d1ce4e5b9ull;
+  }
+  const uint64_t s0 = s[0];
+  uint64_t s1 = s[1];
+  const uint64_t result = rotl(s0 + s1, 17) + s0;
+  s1 ^= s0;
+  s[0] = rotl(s0, 49) ^ s1 ^ (s1 << 21);
+  s[1] = rotl(s1, 28);
+  return result;
+}
+
+// Uniform in [0, 1) with 53 random bits.
+double uniform(uint64_t* s) { return static_cast<double>(next_random(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+// Per-thread scratch, grown once to the vocabulary size and reused for every row after.
+struct RowScratch {
+  std::vector<float> logits, probs;
+  std::vector<int32_t> order;
+  std::vector<uint8_t> seen;
+};
+thread_local RowScratch scratch;
+
+// p[i] = exp((l[i] - max) * inv_t) for i < n; returns the sum.
+double exp_shifted(float* p, const float* l, int n, float max, float inv_t) {
+  int i = 0;
+  double sum = 0.0;
+#ifdef DIXIE_AVX2
+  const __m256 vmax = _mm256_set1_ps(max), vinv = _mm256_set1_ps(inv_t);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp256(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(l + i), vmax), vinv));
+    _mm256_storeu_ps(p + i, e);
+    sum += hsum(e);
+  }
+#endif
+  for (; i < n; ++i) {
+    p[i] = std::exp((l[i] - max) * inv_t);
+    sum += p[i];
+  }
+  return sum;
+}
+
+int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uint64_t* rng, const int32_t* history,
+                   int history_len) {
+  RowScratch& s = scratch;
+  if (static_cast<int>(s.logits.size()) < V) {
+    s.logits.resize(V);
+    s.probs.resize(V);
+    s.order.resize(V);
+    s.seen.assign(V, 0);
+  }
+  float* l = s.logits.data();
+  std::memcpy(l, row_logits, sizeof(float) * V);
+
+  if (sp.penalize > 0.0f && sp.penalize < 1.0f) {
+    for (int i = 0; i < history_len; ++i) {
+      const int32_t t = history[i];
+      if (s.seen[t]) continue;
+      s.seen[t] = 1;
+      l[t] = l[t] > 0.0f ? l[t] * sp.penalize : l[t] / sp.penalize;
+    }
+    for (int i = 0; i < history_len; ++i) s.seen[history[i]] = 0;
+  }
+
+  if (sp.temperature == 0.0f) return static_cast<int32_t>(std::max_element(l, l + V) - l);
+
+  // Candidates in s.order[0, n): all tokens, or the top k, most likely first where it matters.
+  int32_t* order = s.order.data();
+  for (int i = 0; i < V; ++i) order[i] = i;
+  const auto more_likely = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
+  int n = V;
+  if (sp.top_k > 0 && sp.top_k < V) {
+    n = sp.top_k;
+    std::nth_element(order, order + n, order + V, more_likely);
+  }
+
+  // Probabilities of the candidates, in candidate order (probs[i] belongs to order[i]).
+  float* p = s.probs.data();
+  float max = -INFINITY;
+  for (int i = 0; i < n; ++i) max = std::max(max, l[order[i]]);
+  const float inv_t = 1.0f / sp.temperature;
+  double total = 0.0;
+  if (n == V) {
+    total = exp_shifted(p, l, V, max, inv_t);  // order is the identity here
+  } else {
+    for (int i = 0; i < n; ++i) {
+      p[i] = std::exp((l[order[i]] - max) * inv_t);
+      total += p[i];
+    }
+  }
+
+  if (sp.top_p < 1.0f) {
+    // Sort a growing prefix of the most likely candidates until it holds p of the mass: the nucleus is
+    // usually a few dozen tokens, so this costs a selection over n rather than a full sort.
+    const double target = static_cast<double>(sp.top_p) * total;
+    const auto by_prob = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
+    int m = std::min(n, 64);
+    int kept = n;
+    for (;;) {
+      if (m < n) std::nth_element(order, order + m, order + n, by_prob);
+      std::sort(order, order + m, by_prob);
+      double cum = 0.0;
+      int i = 0;
+      for (; i < m; ++i) {
+        cum += std::exp((l[order[i]] - max) * inv_t);
+        if (cum >= target) break;
+      }
+      if (i < m) {
+        kept = i + 1;
+        break;
+      }
+      if (m == n) break;
+      m = std::min(n, m * 8);
+    }
+    n = kept;
+    total = 0.0;
+    for (int i = 0; i < n; ++i) {
+      p[i] = std::exp((l[order[i]] - max) * inv_t);
+      total += p[i];
+    }
+  }
+
+  const double u = uniform(rng) * total;
+  double cum = 0.0;
+  for (int i = 0; i < n; ++i) {
+    cum += p[i];
+    if (u < cum) return order[i];
+  }
+  return order[n - 1];  // u fell in the rounding gap at the very top
+}
+
+void check_row(int row, int V, const SamplingParams& sp, const int32_t* history, int history_len) {
+  const std::string where = "sample: row " + std::to_string(row) + ": ";
+  if (!(sp.temperature >= 0.0f) || std::isinf(sp.temperature))
+    throw std::invalid_argument(where + "temperature must be a finite number >= 0, got " + std::to_string(sp.temperature));
+  if (sp.top_k < 0) throw std::invalid_argument(where + "top_k must be >= 0, got " + std::to_string(sp.top_k));
+  if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
+    throw std::invalid_argument(where + "top_p must be in (0, 1], got " + std::to_string(sp.top_p));
+  if (!(sp.penalize >= 0.0f && sp.penalize <= 1.0f))
+    throw std::invalid_argument(where + "penalize must be in [0, 1] (0: off), got " + std::to_string(sp.penalize));
+  if (history_len < 0 || (history_len > 0 && history == nullptr))
+    throw std::invalid_argument(where + "bad history");
+  for (int i = 0; i < history_len; ++i)
+    if (history[i] < 0 || history[i] >= V)
+      throw std::invalid_argument(where + "history token " + std::to_string(history[i]) + " at " + std::to_string(i) +
+                                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
+}
+
+}  // namespace
+
+void sample_tokens(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+                   const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens, ThreadPool& pool) {
+  if (n <= 0) return;
+  if (V <= 0) throw std::invalid_argument("sample: empty vocabulary");
+  for (int i = 0; i < n; ++i) check_row(i, V, params[i], history ? history[i] : nullptr, history_len ? history_len[i] : 0);
+  pool.run(n, [&](int64_t i, int) {
+    out_tokens[i] = sample_row(V, logits + static_cast<size_t>(i) * V, params[i], rng_state + 2 * i,
+                               history ? history[i] : nullptr, history_len ? history_len[i] : 0);
+  });
+}
+
+}  // namespace dixie

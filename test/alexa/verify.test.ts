@@ -1,0 +1,172 @@
+// Requests signed with a test certificate authority, over HTTP: what Alexa sends is accepted, and every way a
+// request can fail Amazon's checks is refused with its status.
+import t from 'tap';
+import type { ChatFn } from '../../lib/server/alexa/router';
+import { createTestPki, type KeyPair } from './pki';
+import { CERT_BASE, launch, post, signatureHeaders, ssmlOf, startCertServer, startSkill, intent } from './harness';
+
+const pki = createTestPki();
+t.teardown(() => pki.cleanup());
+
+const chat: ChatFn = async () => ({ text: 'Hello from the model.', finishReason: 'stop' });
+
+t.test('signature verification', async (t) => {
+  const certs = await startCertServer({
+    'chain.pem': pki.signer.cert + pki.intermediate.cert,
+    'full-chain.pem': pki.signer.cert + pki.intermediate.cert + pki.root.cert,
+    'expired.pem': pki.expired.cert + pki.intermediate.cert,
+    'wrong-name.pem': pki.wrongName.cert + pki.intermediate.cert,
+    'stranger.pem': pki.stranger.cert,
+    'extra-at-end.pem': pki.signer.cert + pki.intermediate.cert + pki.stranger.cert,
+    'broken.pem': pki.signer.cert + pki.stranger.cert + pki.intermediate.cert,
+    'garbage.pem': 'this is not a certificate',
+  });
+  const skill = await startSkill({ greeting: 'Hello there.' }, chat, { trustedRoots: [pki.root.cert], fetchCertChain: certs.fetcher });
+  t.teardown(async () => {
+    await skill.close();
+    await certs.close();
+  });
+
+  const send = (body: Record<string, unknown>, signer: KeyPair, certUrl: string) => {
+    const raw = JSON.stringify(body);
+    return post(skill.url, raw, signatureHeaders(raw, signer, certUrl));
+  };
+
+  t.test('a correctly signed request is answered', async (t) => {
+    const answer = await send(launch(), pki.signer, `${CERT_BASE}chain.pem`);
+    t.equal(answer.status, 200);
+    t.equal(ssmlOf(answer), '<speak>Hello there.</speak>');
+  });
+
+  t.test('URL spellings Amazon allows are accepted and share one download', async (t) => {
+    const before = certs.downloads.filter((u) => u === '/echo.api/chain.pem').length;
+    for (const url of ['https://S3.AMAZONAWS.COM/echo.api/chain.pem', 'https://s3.amazonaws.com:443/echo.api/../echo.api/chain.pem', `${CERT_BASE}chain.pem`]) {
+      t.equal((await send(launch(), pki.signer, url)).status, 200, url);
+    }
+    t.equal(certs.downloads.filter((u) => u === '/echo.api/chain.pem').length, before, 'the chain is cached by URL');
+    t.ok(before <= 1, 'downloaded at most once in all');
+  });
+
+  t.test('a chain that includes the root itself is accepted', async (t) => {
+    t.equal((await send(launch(), pki.signer, `${CERT_BASE}full-chain.pem`)).status, 200);
+  });
+
+  t.test('certificates after the trusted part of the chain are ignored; a gap in the chain is not', async (t) => {
+    t.equal((await send(launch(), pki.signer, `${CERT_BASE}extra-at-end.pem`)).status, 200);
+    const broken = await send(launch(), pki.signer, `${CERT_BASE}broken.pem`);
+    t.equal(broken.status, 401);
+    t.match(broken.body.error, /chain is broken between chain\[0\] and chain\[1\]/);
+  });
+
+  t.test('certificate URLs that break the rules are refused before any download', async (t) => {
+    const downloads = certs.downloads.length;
+    for (const url of [
+      'http://s3.amazonaws.com/echo.api/chain.pem', // scheme
+      'https://notamazon.com/echo.api/chain.pem', // host
+      'https://s3.amazonaws.com.evil.example/echo.api/chain.pem', // host
+      'https://s3.amazonaws.com:563/echo.api/chain.pem', // port
+      'https://s3.amazonaws.com/EcHo.aPi/chain.pem', // path is case-sensitive
+      'https://s3.amazonaws.com/invalid.path/chain.pem', // path
+      'https://s3.amazonaws.com/echo.api/../invalid.path/chain.pem', // path after normalisation
+      'not a url',
+    ]) {
+      const answer = await send(launch(), pki.signer, url);
+      t.equal(answer.status, 401, url);
+      t.match(answer.body.error, /SignatureCertChainUrl/, url);
+    }
+    t.equal(certs.downloads.length, downloads, 'nothing was downloaded');
+  });
+
+  t.test('missing headers are refused', async (t) => {
+    const raw = JSON.stringify(launch());
+    const signed = signatureHeaders(raw, pki.signer, `${CERT_BASE}chain.pem`);
+    t.equal((await post(skill.url, raw)).status, 401, 'no headers');
+    t.equal((await post(skill.url, raw, { SignatureCertChainUrl: signed.SignatureCertChainUrl })).status, 401, 'no Signature-256');
+    t.equal((await post(skill.url, raw, { 'Signature-256': signed['Signature-256'] })).status, 401, 'no SignatureCertChainUrl');
+  });
+
+  t.test('a signature by another key is refused', async (t) => {
+    const answer = await send(launch(), pki.wrongName, `${CERT_BASE}chain.pem`);
+    t.equal(answer.status, 401);
+    t.match(answer.body.error, /does not match the request body/);
+    t.match(skill.logs[skill.logs.length - 1], { level: 'warn', message: 'alexa request refused', fields: { status: 401, reason: /does not match/ } }, 'logged with the reason');
+  });
+
+  t.test('a body altered after signing is refused', async (t) => {
+    const raw = JSON.stringify(intent('ChatIntent', { utterance: 'hello' }));
+    const headers = signatureHeaders(raw, pki.signer, `${CERT_BASE}chain.pem`);
+    const altered = raw.replace('hello', 'jello');
+    t.not(altered, raw);
+    const answer = await post(skill.url, altered, headers);
+    t.equal(answer.status, 401);
+    t.match(answer.body.error, /does not match the request body/);
+    // Re-serialising the parsed body would hide a change in whitespace; the raw bytes do not.
+    t.equal((await post(skill.url, JSON.stringify(JSON.parse(raw), null, 1), headers)).status, 401, 'whitespace counts');
+  });
+
+  t.test('an expired signing certificate is refused', async (t) => {
+    const answer = await send(launch(), pki.expired, `${CERT_BASE}expired.pem`);
+    t.equal(answer.status, 401);
+    t.match(answer.body.error, /expired/);
+  });
+
+  t.test('a certificate for another name is refused', async (t) => {
+    const answer = await send(launch(), pki.wrongName, `${CERT_BASE}wrong-name.pem`);
+    t.equal(answer.status, 401);
+    t.match(answer.body.error, /echo-api\.amazon\.com/);
+  });
+
+  t.test('a certificate from an untrusted authority is refused', async (t) => {
+    const answer = await send(launch(), pki.stranger, `${CERT_BASE}stranger.pem`);
+    t.equal(answer.status, 401);
+    t.match(answer.body.error, /trusted root/);
+  });
+
+  t.test('an unreadable or missing chain is refused', async (t) => {
+    t.equal((await send(launch(), pki.signer, `${CERT_BASE}garbage.pem`)).status, 401);
+    const missing = await send(launch(), pki.signer, `${CERT_BASE}missing.pem`);
+    t.equal(missing.status, 401);
+    t.match(missing.body.error, /cannot download.*404/);
+  });
+
+  t.test('timestamps more than 150 s away are refused', async (t) => {
+    const url = `${CERT_BASE}chain.pem`;
+    t.equal((await send(launch({ timestamp: new Date(Date.now() - 100_000) }), pki.signer, url)).status, 200, '100 s old');
+    const stale = await send(launch({ timestamp: new Date(Date.now() - 200_000) }), pki.signer, url);
+    t.equal(stale.status, 400, '200 s old');
+    t.match(stale.body.error, /request\.timestamp/);
+    t.equal((await send(launch({ timestamp: new Date(Date.now() + 200_000) }), pki.signer, url)).status, 400, '200 s ahead');
+  });
+
+  t.test('a request for another skill is refused', async (t) => {
+    const answer = await send(launch({ applicationId: 'amzn1.ask.skill.someone-else' }), pki.signer, `${CERT_BASE}chain.pem`);
+    t.equal(answer.status, 403);
+    t.match(answer.body.error, /amzn1\.ask\.skill\.someone-else/);
+  });
+
+  t.test('a signed body that is not an Alexa request is refused', async (t) => {
+    const raw = '{"version": "1.0", "request": ';
+    t.equal((await post(skill.url, raw, signatureHeaders(raw, pki.signer, `${CERT_BASE}chain.pem`))).status, 400, 'not JSON');
+    const noType = JSON.stringify({ ...launch(), request: { requestId: 'x', timestamp: new Date().toISOString() } });
+    const answer = await post(skill.url, noType, signatureHeaders(noType, pki.signer, `${CERT_BASE}chain.pem`));
+    t.equal(answer.status, 400);
+    t.match(answer.body.error, /request\.type/);
+  });
+});
+
+t.test('verification off: warned at start, application id still checked', async (t) => {
+  const skill = await startSkill({ verify_signatures: false, greeting: 'Unsafe hello.' }, chat);
+  t.teardown(skill.close);
+  t.equal(skill.logs[0]?.level, 'warn');
+  t.match(skill.logs[0]?.message, /verify_signatures is false/);
+  const answer = await post(skill.url, JSON.stringify(launch({ timestamp: new Date(Date.now() - 3600_000) })));
+  t.equal(answer.status, 200, 'unsigned, old request accepted');
+  t.equal(ssmlOf(answer), '<speak>Unsafe hello.</speak>');
+  t.equal((await post(skill.url, JSON.stringify(launch({ applicationId: 'amzn1.ask.skill.other' })))).status, 403);
+});
+
+t.test('verification on: no warning', async (t) => {
+  const skill = await startSkill({}, chat, { trustedRoots: [pki.root.cert] });
+  t.teardown(skill.close);
+  t.same(skill.logs, []);
+});

@@ -1,0 +1,72 @@
+// The chat-format checker: every malformed line with file:line and why, and the summary.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { ChatChecker, formatChatReport, lineProblems, looksLikeChat } from '../../lib/data/chat_check';
+import { checkDataset } from '../../lib/train/train';
+
+t.test('well-formed lines, including | in the message and \\r\\n endings', async (t) => {
+  for (const line of ['1|mom|Hi! <EOM>', '0|mom|I am fine | thanks <EOM>', '1|the team|a|b|c <EOM>', '0|dad|Ok.<EOM>', '1|mom|Hi <EOM>  ']) {
+    t.same(lineProblems(line).reasons, [], line);
+  }
+  const checker = new ChatChecker();
+  checker.add('a.train', '1|mom|Hi! <EOM>\r\n0|mom|Hi Son. <EOM>\r\n\r\n1|sam|yo | sup <EOM>\r\n');
+  const s = checker.summary();
+  t.same(s.issues, []);
+  t.equal(s.messages, 3);
+  t.same(s.audiences, [{ audience: 'mom', sent: 1, received: 1 }, { audience: 'sam', sent: 1, received: 0 }]);
+});
+
+t.test('malformed lines: file:line and why', async (t) => {
+  const text = [
+    '1|mom|Hi! <EOM>',            // 1 ok
+    'hello there',                 // 2 no fields, no EOM
+    '2|mom|Hi <EOM>',              // 3 bad flag
+    '1|mom|   <EOM>',              // 4 empty message
+    '0|mom|no end marker',         // 5 no EOM
+    '1||Hi <EOM>',                 // 6 empty audience
+    '',                            // 7 blank: fine
+    'yes|mom|<EOM>',               // 8 flag and empty message
+    '1|mom <EOM>',                 // 9 one separator
+  ].join('\r\n');
+  const checker = new ChatChecker();
+  checker.add('chats/x.train', text);
+  const s = checker.summary();
+  t.same(
+    s.issues.map((i) => [i.line, i.reasons]),
+    [
+      [2, ["missing fields: expected flag|audience|message <EOM> (found no '|')", 'no <EOM> at the end']],
+      [3, ['flag must be 0 or 1, got "2"']],
+      [4, ['empty message']],
+      [5, ['no <EOM> at the end']],
+      [6, ['missing field: empty audience']],
+      [8, ['flag must be 0 or 1, got "yes"', 'empty message']],
+      [9, ["missing fields: expected flag|audience|message <EOM> (found one '|')"]],
+    ],
+  );
+  t.equal(s.messages, 1);
+  t.equal(s.lines, 8);
+  const report = formatChatReport(s, 42);
+  t.match(report, /^chats\/x\.train:2: missing fields/m);
+  t.match(report, /^chats\/x\.train:3: flag must be 0 or 1, got "2": "2\|mom\|Hi <EOM>"$/m);
+  t.match(report, /1 message \(1 sent, 0 received\), 0\.000 MB of text, 42 tokens, 7 malformed lines/);
+  t.match(report, /warning: .* a 124M model overfits on less than about 2 MB/);
+  t.match(formatChatReport(s, null, 2), /\.\.\. and 5 more malformed lines/);
+});
+
+t.test('which files are chat', async (t) => {
+  t.ok(looksLikeChat('\n\n1|mom|Hi <EOM>\n'));
+  t.ok(looksLikeChat('garbage first\nHi <EOM>\n'));
+  t.notOk(looksLikeChat('Call me Ishmael. Some years ago | never mind how long\n'));
+});
+
+t.test('bin/train --check reports a dataset folder (lib API); a byte order mark is no part of the first line', async (t) => {
+  const dir = t.testdir({ 'a.train': '\uFEFF1|mom|Hi <EOM>\n0|mom|Hello <EOM>\n', 'b.train': '1|dad|Hey <EOM>\n1|dad\n' });
+  const { report, summary } = await checkDataset(dir);
+  t.equal(summary?.issues.length, 1);
+  t.match(report, new RegExp(`^${path.join(dir, 'b.train')}:2: missing fields`, 'm'));
+  t.match(report, /3 messages \(2 sent, 1 received\)/);
+  t.match(report, /per audience: mom 2 \(1 sent\), dad 1 \(1 sent\)/);
+  fs.writeFileSync(path.join(dir, 'b.train'), '1|dad|Hey <EOM>\n');
+  t.equal((await checkDataset(dir)).summary?.issues.length, 0);
+});

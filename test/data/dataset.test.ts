@@ -1,0 +1,178 @@
+// Datasets: which files --dataset names (file, folder, glob), how text files combine into chunks, numpy's
+// .npz, the token file (bin/encode) against training on the same text, and the window sampler.
+import fs from 'node:fs';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { encodeDataset, loadDataset } from '../../lib/data/dataset';
+import { datasetFiles } from '../../lib/data/files';
+import { readNpz } from '../../lib/data/npz';
+import { Rng } from '../../lib/data/rng';
+import { WindowSampler } from '../../lib/data/sampler';
+import { TokenFile, writeTokenFile } from '../../lib/data/token_file';
+import { MemoryTokens, TokenSource } from '../../lib/data/tokens';
+import { loadTokenizer } from '../../lib/tokenizer';
+
+const FIXTURES = path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures');
+const tokenizer = loadTokenizer(path.join(FIXTURES, 'tiny-vocab'));
+
+function tree(t: Test, files: Record<string, string>): string {
+  const dir = t.testdir();
+  for (const [name, text] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    fs.writeFileSync(path.join(dir, name), text);
+  }
+  return dir;
+}
+
+function allTokens(source: TokenSource): number[][] {
+  const chunks: number[][] = [];
+  for (let c = 0; c + 1 < source.chunkStarts.length; c++) {
+    const out = new Int32Array(source.chunkStarts[c + 1] - source.chunkStarts[c]);
+    source.read(source.chunkStarts[c], out);
+    chunks.push([...out]);
+  }
+  return chunks;
+}
+
+t.test('--dataset names a file, a folder recursively, or a glob; files come sorted', async (t) => {
+  const dir = tree(t, { 'b.txt': 'b', 'a.txt': 'a', 'sub/c.txt': 'c', 'sub/deep/d.md': 'd', '.hidden': 'x', 'sub/.git/e.txt': 'e' });
+  t.same(datasetFiles(path.join(dir, 'a.txt')), [path.join(dir, 'a.txt')]);
+  t.same(datasetFiles(dir), ['a.txt', 'b.txt', 'sub/c.txt', 'sub/deep/d.md'].map((f) => path.join(dir, f)));
+  t.same(datasetFiles(path.join(dir, '*.txt')), ['a.txt', 'b.txt'].map((f) => path.join(dir, f)));
+  t.same(datasetFiles(path.join(dir, '**/*.txt')), ['a.txt', 'b.txt', 'sub/c.txt'].map((f) => path.join(dir, f)));
+  t.same(datasetFiles(path.join(dir, 'sub/*/[cd].*')), [path.join(dir, 'sub/deep/d.md')]);
+  t.same(datasetFiles(path.join(dir, '?.txt')), ['a.txt', 'b.txt'].map((f) => path.join(dir, f)));
+  t.throws(() => datasetFiles(path.join(dir, 'nothing.txt')), /nothing\.txt: no such file or folder/);
+  t.throws(() => datasetFiles(path.join(dir, '*.csv')), /\*\.csv: the pattern matches no files/);
+});
+
+t.test('text files join with <|endoftext|> into chunks of at least --combine characters', async (t) => {
+  const dir = tree(t, { '1.txt': 'hello there', '2.txt': 'good morning', '3.txt': 'a long file of text here', '4.txt': 'bye' });
+  const enc = (s: string): number[] => [...tokenizer.encode(s, { allowSpecial: true })];
+  // 11 + 12 chars pass 20: one chunk; the third passes alone; the last is what is left.
+  const data = await loadDataset(dir, { tokenizer, combine: 20 });
+  t.same(allTokens(data.source), [enc('hello there<|endoftext|>good morning'), enc('a long file of text here'), enc('bye<|endoftext|>')]);
+  t.equal(data.chat, null, 'plain text is not checked as chat');
+  const one = await loadDataset(dir, { tokenizer, combine: 1 });
+  t.equal(one.source.chunkStarts.length - 1, 4, 'combine 1: a chunk per file');
+  const all = await loadDataset(dir, { tokenizer, combine: 1000 });
+  t.same(allTokens(all.source), [enc('hello there<|endoftext|>good morning<|endoftext|>a long file of text here<|endoftext|>bye<|endoftext|>')]);
+});
+
+t.test("the original tools' .npz loads, stored or deflated", async (t) => {
+  const a = Array.from({ length: 300 }, (_, i) => (i * 7) % 457);
+  const b = [5, 6, 7, 456];
+  const c = Array.from({ length: 1000 }, (_, i) => i % 400);
+  for (const name of ['stored.npz', 'deflated.npz']) {
+    const arrays = readNpz(path.join(FIXTURES, 'npz', name));
+    t.same(arrays.map((x) => x.name), ['arr_0', 'arr_1', 'arr_2'], name);
+    t.same(arrays.map((x) => [...x.data]), [a, b, c], name);
+    const data = await loadDataset(path.join(FIXTURES, 'npz', name), { tokenizer });
+    t.same(allTokens(data.source), [a, b, c], `${name} as a dataset: one chunk per array`);
+  }
+  const dir = t.testdir({ 'bad.npz': 'not a zip at all' });
+  t.throws(() => readNpz(path.join(dir, 'bad.npz')), /bad\.npz: not a zip archive/);
+});
+
+t.test('a token file: round trip, positional reads, and damage detected', async (t) => {
+  const dir = t.testdir();
+  const file = path.join(dir, 'x.tokens');
+  const chunks = [[1, 2, 3], [], [4, 5], [456, 0, 7, 8]];
+  const header = await writeTokenFile(file, tokenizer, async (sink) => {
+    for (const c of chunks) {
+      sink.append(c.slice(0, 1));
+      sink.append(c.slice(1));
+      sink.endChunk();
+    }
+  });
+  t.same(header, { bytesPerToken: 2, vocabSize: 457, eotToken: 456, tokenCount: 9, chunkCount: 3 });
+  t.equal(fs.statSync(file).size, 64 + 9 * 2 + 4 * 8, 'header + uint16 tokens + chunk table');
+  const tf = new TokenFile(file);
+  t.teardown(() => tf.close());
+  t.same(allTokens(tf), [[1, 2, 3], [4, 5], [456, 0, 7, 8]], 'the empty chunk is dropped');
+  const mid = new Int32Array(4);
+  tf.read(2, mid);
+  t.same([...mid], [3, 4, 5, 456]);
+  t.throws(() => tf.read(7, new Int32Array(3)), /outside \[0, 9\)/);
+
+  const big = path.join(dir, 'big.tokens');
+  await writeTokenFile(big, { vocabSize: 70000, eotToken: 69999 }, async (sink) => sink.append([69999, 65536, 1]));
+  const bf = new TokenFile(big);
+  t.equal(bf.header.bytesPerToken, 4, 'a vocabulary over 65536 stores uint32');
+  t.same(allTokens(bf), [[69999, 65536, 1]]);
+  bf.close();
+
+  await t.rejects(writeTokenFile(path.join(dir, 'bad.tokens'), tokenizer, async (sink) => sink.append([457])), /token 0 is 457, outside the vocabulary \[0, 457\)/);
+  t.notOk(fs.existsSync(path.join(dir, 'bad.tokens')), 'a failed write leaves no file');
+  fs.truncateSync(file, fs.statSync(file).size - 1);
+  t.throws(() => new TokenFile(file), /truncated or damaged/);
+  fs.writeFileSync(file, 'DXTOKENZ'.padEnd(100, '\0'));
+  t.throws(() => new TokenFile(file), /not a token file/);
+});
+
+t.test('encode -> token file trains on the same tokens as the text itself', async (t) => {
+  const dir = tree(t, {
+    'chat/a.train': '1|mom|Hi! <EOM>\r\n0|mom|Hi Son. | how are you? <EOM>\r\n',
+    'chat/b.train': '1|sam|yo <EOM>\n0|sam|lets get tacos <EOM>\n'.repeat(50),
+    'chat/c.train': '0|team|Morning all. <EOM>\n',
+  });
+  const text = await loadDataset(path.join(dir, 'chat'), { tokenizer, combine: 100 });
+  const out = path.join(dir, 'chat.tokens');
+  const result = await encodeDataset(path.join(dir, 'chat'), out, { tokenizer, combine: 100 });
+  t.equal(result.tokens, text.source.tokenCount);
+  t.equal(result.chat?.messages, 103);
+  const encoded = await loadDataset(out, { tokenizer });
+  t.same(allTokens(encoded.source), allTokens(text.source));
+  t.same([...encoded.source.chunkStarts], [...text.source.chunkStarts]);
+  t.equal(encoded.chat, null);
+  const other = loadTokenizer();
+  await t.rejects(loadDataset(out, { tokenizer: other }), /encoded with a vocabulary of 457 tokens, but the model's tokenizer has 50257/);
+
+  fs.writeFileSync(path.join(dir, 'chat/d.train'), '2|mom|oops <EOM>\n');
+  const refused = path.join(dir, 'refused.tokens');
+  await t.rejects(encodeDataset(path.join(dir, 'chat'), refused, { tokenizer }), { name: 'MalformedChatError', message: /d\.train:1: flag must be 0 or 1, got "2"/ });
+  t.notOk(fs.existsSync(refused), 'malformed chat: no token file');
+  await t.rejects(loadDataset(path.join(dir, '**/*'), { tokenizer }), /chat\.tokens is a token file; a token file must be the whole dataset/);
+});
+
+t.test('the parallel encoder gives the same tokens as the serial one', async (t) => {
+  // Over PARALLEL_MIN_CHARS of text in one batch, so the worker pool runs.
+  const line = '1|mom|How are you doing, Mom? I made pancakes | and tea. <EOM>\n';
+  const dir = tree(t, { 'big.train': line.repeat(20000) });
+  const parallel = await loadDataset(dir, { tokenizer, threads: 2 });
+  const serial = await loadDataset(dir, { tokenizer, threads: 1 });
+  t.ok(parallel.source.tokenCount > 100000);
+  t.same(allTokens(parallel.source), allTokens(serial.source));
+});
+
+t.test('windows are uniform over token positions and never cross a chunk boundary', async (t) => {
+  // Chunks of 3, 10 and 5 tokens; windows of 4: valid starts 0 + 7 + 2 = 9, each token a distinct value.
+  const chunks = [[0, 1, 2], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19], [30, 31, 32, 33, 34]];
+  const source = new MemoryTokens('test', chunks, 100);
+  const sampler = new WindowSampler(source, 4);
+  const rng = new Rng(7);
+  const counts = new Map<number, number>();
+  const draws = 90000;
+  for (let i = 0; i < draws; i++) {
+    const start = sampler.drawStart(rng);
+    counts.set(start, (counts.get(start) ?? 0) + 1);
+  }
+  t.same([...counts.keys()].sort((a, b) => a - b), [3, 4, 5, 6, 7, 8, 9, 13, 14], 'every valid start, and only those');
+  for (const [start, n] of counts) t.ok(Math.abs(n - draws / 9) < 600, `start ${start}: ${n} draws of ${draws}, expected ${draws / 9}`);
+
+  const inputs = new Int32Array(2 * 3);
+  const targets = new Int32Array(2 * 3);
+  sampler.batch(new Rng(1), 2, inputs, targets);
+  for (let b = 0; b < 2; b++) {
+    t.same([...targets.subarray(b * 3 + 0, b * 3 + 2)], [...inputs.subarray(b * 3 + 1, b * 3 + 3)], 'targets are inputs shifted by one');
+  }
+  const again = new Int32Array(6);
+  sampler.batch(new Rng(1), 2, again, new Int32Array(6));
+  t.same([...again], [...inputs], 'the same seed draws the same batch');
+  const resumed = new Rng(1);
+  sampler.drawStart(resumed);
+  const copy = Rng.fromState(resumed.state);
+  t.equal(copy.below(1000000), resumed.below(1000000), 'an RNG restored from its state goes on identically');
+
+  t.throws(() => new WindowSampler(source, 11), /no chunk holds 11 tokens \(the longest has 10\)/);
+});

@@ -1,0 +1,160 @@
+// Shared by the engine tests: the gpt2-tiny reference vectors, comparisons, and an independent float64 GPT-2
+// forward pass in plain TypeScript (the reference for models the vectors do not cover).
+import path from 'node:path';
+import { openSafetensors } from '../../lib/formats/safetensors';
+import type { GPT2Config } from '../../lib/engine/model';
+
+export const FIXTURE_DIR = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'gpt2-tiny');
+export const TINY_CONFIG: GPT2Config = { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 256 };
+
+export interface Expected {
+  B: number;
+  T: number;
+  inputs: Int32Array;
+  targets: Int32Array;
+  logits: Float32Array;
+  losses: Float32Array;
+  grad(name: string): Float32Array;
+  afterStep1(name: string): Float32Array;
+}
+
+export function loadExpected(): Expected {
+  const file = openSafetensors(path.join(FIXTURE_DIR, 'expected.safetensors'));
+  const ints = (name: string): Int32Array => {
+    const out = new Int32Array(file.tensor(name).numel);
+    file.readInto(name, out);
+    return out;
+  };
+  const [B, T] = file.tensor('inputs').shape;
+  const expected: Expected = {
+    B,
+    T,
+    inputs: ints('inputs'),
+    targets: ints('targets'),
+    logits: file.readF32('logits'),
+    losses: file.readF32('losses'),
+    grad: (name) => file.readF32(`grad.${name}`),
+    afterStep1: (name) => file.readF32(`adamw_step1.${name}`),
+  };
+  return expected;
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+// A small deterministic generator for test data (not the model's initialiser).
+export function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 4294967296;
+  };
+}
+
+export function randomTokens(n: number, vocab: number, seed: number): Int32Array {
+  const next = lcg(seed);
+  return Int32Array.from({ length: n }, () => Math.floor(next() * vocab));
+}
+
+// ---- float64 reference forward ----
+
+export type Params64 = (name: string) => Float64Array;
+
+function layernorm(x: Float64Array, w: Float64Array, b: Float64Array, N: number, C: number): Float64Array {
+  const out = new Float64Array(N * C);
+  for (let r = 0; r < N; r++) {
+    let mean = 0;
+    for (let c = 0; c < C; c++) mean += x[r * C + c];
+    mean /= C;
+    let v = 0;
+    for (let c = 0; c < C; c++) v += (x[r * C + c] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(v / C + 1e-5);
+    for (let c = 0; c < C; c++) out[r * C + c] = (x[r * C + c] - mean) * rstd * w[c] + b[c];
+  }
+  return out;
+}
+
+// x[N, K] @ w[K, M] + b[M]
+function matmul(x: Float64Array, w: Float64Array, b: Float64Array | null, N: number, K: number, M: number): Float64Array {
+  const out = new Float64Array(N * M);
+  for (let r = 0; r < N; r++) {
+    const o = r * M;
+    if (b) for (let m = 0; m < M; m++) out[o + m] = b[m];
+    for (let k = 0; k < K; k++) {
+      const xv = x[r * K + k];
+      const wo = k * M;
+      for (let m = 0; m < M; m++) out[o + m] += xv * w[wo + m];
+    }
+  }
+  return out;
+}
+
+// GPT-2 in float64: returns the logits [B*T, V] and the mean cross-entropy against targets.
+export function referenceForward(cfg: GPT2Config, p: Params64, inputs: Int32Array, targets: Int32Array, B: number, T: number): { logits: Float64Array; loss: number } {
+  const C = cfg.nEmbd, NH = cfg.nHead, hs = C / NH, V = cfg.vocabSize, N = B * T;
+  const wte = p('wte.weight'), wpe = p('wpe.weight');
+  let x = new Float64Array(N * C);
+  for (let r = 0; r < N; r++) {
+    for (let c = 0; c < C; c++) x[r * C + c] = wte[inputs[r] * C + c] + wpe[(r % T) * C + c];
+  }
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const P = (n: string): Float64Array => p(`h.${l}.${n}`);
+    const ln1 = layernorm(x, P('ln_1.weight'), P('ln_1.bias'), N, C);
+    const qkv = matmul(ln1, P('attn.c_attn.weight'), P('attn.c_attn.bias'), N, C, 3 * C);
+    const y = new Float64Array(N * C);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < NH; h++) {
+        for (let t = 0; t < T; t++) {
+          const q = (b * T + t) * 3 * C + h * hs;
+          const scores: number[] = [];
+          for (let j = 0; j <= t; j++) {
+            const k = (b * T + j) * 3 * C + C + h * hs;
+            let s = 0;
+            for (let i = 0; i < hs; i++) s += qkv[q + i] * qkv[k + i];
+            scores.push(s / Math.sqrt(hs));
+          }
+          const mx = Math.max(...scores);
+          const e = scores.map((s) => Math.exp(s - mx));
+          const sum = e.reduce((a, v) => a + v, 0);
+          for (let j = 0; j <= t; j++) {
+            const v = (b * T + j) * 3 * C + 2 * C + h * hs;
+            for (let i = 0; i < hs; i++) y[(b * T + t) * C + h * hs + i] += (e[j] / sum) * qkv[v + i];
+          }
+        }
+      }
+    }
+    const att = matmul(y, P('attn.c_proj.weight'), P('attn.c_proj.bias'), N, C, C);
+    const x2 = x.map((v, i) => v + att[i]);
+    const ln2 = layernorm(x2, P('ln_2.weight'), P('ln_2.bias'), N, C);
+    const fc = matmul(ln2, P('mlp.c_fc.weight'), P('mlp.c_fc.bias'), N, C, 4 * C);
+    const gelu = fc.map((u) => 0.5 * u * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (u + 0.044715 * u * u * u))));
+    const mlp = matmul(gelu, P('mlp.c_proj.weight'), P('mlp.c_proj.bias'), N, 4 * C, C);
+    x = x2.map((v, i) => v + mlp[i]);
+  }
+  const lnf = layernorm(x, p('ln_f.weight'), p('ln_f.bias'), N, C);
+  const logits = new Float64Array(N * V);
+  let loss = 0;
+  for (let r = 0; r < N; r++) {
+    let mx = -Infinity;
+    for (let v = 0; v < V; v++) {
+      let s = 0;
+      for (let c = 0; c < C; c++) s += lnf[r * C + c] * wte[v * C + c];
+      logits[r * V + v] = s;
+      mx = Math.max(mx, s);
+    }
+    let sum = 0;
+    for (let v = 0; v < V; v++) sum += Math.exp(logits[r * V + v] - mx);
+    loss += Math.log(sum) + mx - logits[r * V + targets[r]];
+  }
+  return { logits, loss: loss / N };
+}

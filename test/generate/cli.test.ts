@@ -1,0 +1,71 @@
+// bin/generate and bin/chat as a user runs them, on a tiny random model saved to a temporary folder.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { Model } from '../../lib/engine/model';
+
+const ROOT = path.join(__dirname, '..', '..', '..');
+
+function run(command: 'generate' | 'chat', args: string[], input = ''): { stdout: string; stderr: string; status: number | null } {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', command), ...args], { input, encoding: 'utf8', timeout: 60_000 });
+  return { stdout: r.stdout, stderr: r.stderr, status: r.status };
+}
+
+t.test('bin/generate and bin/chat', async (t) => {
+  const dir = t.testdir({});
+  const modelDir = path.join(dir, 'tiny');
+  const model = Model.create({ nLayer: 2, nHead: 2, nEmbd: 16, nCtx: 64, vocabSize: 50257 }, { seed: 4 });
+  await model.save(modelDir);
+  model.dispose();
+
+  t.test('samples stream in order; a seed fixes them whatever the batch size and thread count', async (t) => {
+    const base = ['--restore_from', modelDir, '--nsamples', '3', '--length', '12', '--seed', '5', '--top_k', '20'];
+    const batched = run('generate', [...base, '--batch_size', '2', '--threads', '2']);
+    t.equal(batched.status, 0, batched.stderr);
+    const headers = batched.stdout.split('\n').filter((l) => l.startsWith('='));
+    t.same(headers, [1, 2, 3].map((i) => `${'='.repeat(40)} SAMPLE ${i} ${'='.repeat(40)}`).concat(['='.repeat(80)]));
+    const single = run('generate', [...base, '--batch_size', '1', '--threads', '1']);
+    t.equal(single.stdout, batched.stdout, 'batch 2 on 2 threads = batch 1 on 1 thread');
+    const other = run('generate', [...base.slice(0, -4), '--seed', '6', '--top_k', '20']);
+    t.not(other.stdout, batched.stdout, 'another seed, other samples');
+  });
+
+  t.test('a prompt from a file, stop sequences, 16-bit weights', async (t) => {
+    const promptFile = path.join(dir, 'prompt.txt');
+    fs.writeFileSync(promptFile, 'The meaning of life is');
+    const r = run('generate', ['--restore_from', modelDir, '--prompt', promptFile, '--length', '30', '--seed', '1', '--stop', 'e', '--dtype', 'f16']);
+    t.equal(r.status, 0, r.stderr);
+    const body = r.stdout.split('\n')[1];
+    t.notOk(body.includes('e'), `cut before the first "e": ${JSON.stringify(body)}`);
+    const bad = run('generate', ['--restore_from', modelDir, '--top_p', '1.5', '--prompt', 'x']);
+    t.equal(bad.status, 1);
+    t.match(bad.stderr, /topP/);
+  });
+
+  t.test('interactive: a prompt, its samples, a prompt again', async (t) => {
+    const r = run('generate', ['--restore_from', modelDir, '--interactive', '--length', '5', '--seed', '2'], 'Hello\n\nWorld\n');
+    t.equal(r.status, 0, r.stderr);
+    t.equal(r.stdout.split('SAMPLE 1').length - 1, 2, 'two prompts answered');
+    t.match(r.stdout, /Prompt should not be empty!/);
+  });
+
+  t.test('bin/chat through piped stdin', async (t) => {
+    fs.writeFileSync(path.join(modelDir, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mom', sent: 3, received: 2 }, 'dad'] }));
+    const input = 'Hi mom\nHow are you?\n/reset\nStill there?\n/quit\nnever sent\n';
+    const r = run('chat', ['--restore_from', modelDir, '--length', '12', '--seed', '9'], input);
+    t.equal(r.status, 0, r.stderr);
+    t.match(r.stdout, /Talking to mom\./, 'the first audience of the training record');
+    const replies = r.stdout.split('mom> ').slice(1).map((s) => s.split('\n')[0]);
+    t.equal(replies.length, 3, 'three replies, nothing after /quit');
+    for (const reply of replies) t.notOk(/\||<EOM>/.test(reply), `sanitized: ${JSON.stringify(reply)}`);
+    t.match(r.stdout, /\(conversation cleared\)/);
+    t.equal(run('chat', ['--restore_from', modelDir, '--length', '12', '--seed', '9'], input).stdout, r.stdout, 'a seed repeats the chat');
+    const dad = run('chat', ['--restore_from', modelDir, '--audience', 'dad', '--length', '4'], 'Hey\n');
+    t.match(dad.stdout, /Talking to dad\.[\s\S]*dad> /);
+    fs.rmSync(path.join(modelDir, 'state.json'));
+    const none = run('chat', ['--restore_from', modelDir], 'Hey\n');
+    t.equal(none.status, 1);
+    t.match(none.stderr, /--audience/);
+  });
+});

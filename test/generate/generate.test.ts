@@ -1,0 +1,204 @@
+// lib/generate: stop sequences and streaming (Sequence), the context-window policy against full forward passes,
+// and the batcher: members alike alone and together, seeds, thread counts, limits, abort and deadline.
+import t from 'tap';
+import { Model, GPT2Config } from '../../lib/engine/model';
+import { Generator, Sequence, DEFAULT_SAMPLING, GenerateResult } from '../../lib/generate';
+import { loadTokenizer } from '../../lib/tokenizer';
+import { randomTokens } from '../engine/helpers';
+
+const tokenizer = loadTokenizer();
+const CONFIG: GPT2Config = { nLayer: 2, nHead: 2, nEmbd: 16, nCtx: 24, vocabSize: 50257 };
+
+function sequence(text: string, options: { stop?: string[]; maxTokens?: number; onText?: (p: string) => void }): Sequence {
+  return new Sequence(
+    {
+      promptTokens: tokenizer.encode(text, { allowSpecial: false }),
+      maxTokens: options.maxTokens ?? 100,
+      sampling: DEFAULT_SAMPLING,
+      stop: options.stop ?? [],
+      stopTokens: [tokenizer.eotToken],
+      seed: 1n,
+      nCtx: 1024,
+      contextKeep: 512,
+      onText: options.onText,
+    },
+    tokenizer,
+  );
+}
+
+// Feeds the tokens of `text` one by one as if sampled, until the sequence finishes.
+function feedText(seq: Sequence, text: string): void {
+  for (const token of tokenizer.encode(text, { allowSpecial: true })) if (seq.accept(token)) break;
+}
+
+t.test('stop sequences cut the text where they begin, and streaming never shows their start', async (t) => {
+  const cases: [string, string[], string][] = [
+    ['Hello there <EOM> and more', ['<EOM>'], 'Hello there '],
+    ['one\ntwo\n\nthree', ['\n\n', 'three'], 'one\ntwo'],
+    ['abc<|endoftext|>def', ['zzz'], 'abc'],                   // the end-of-text token ends it
+    ['no stop here at all', ['<EOM>'], 'no stop here at all'],  // ends by maxTokens below
+    ['a <E b <EO c <EOM', ['<EOM>'], 'a <E b <EO c <EOM'],      // near misses come out in the end
+    ['x said: ok. END', [' END', 'said'], 'x '],                // the earliest stop wins
+  ];
+  for (const [text, stop, expected] of cases) {
+    const pieces: string[] = [];
+    const n = tokenizer.encode(text, { allowSpecial: true }).length;
+    const seq = sequence('prompt', { stop, maxTokens: n, onText: (p) => pieces.push(p) });
+    feedText(seq, text);
+    seq.finish('length');
+    t.equal(seq.textSoFar, expected, JSON.stringify(text));
+    t.equal(pieces.join(''), expected, 'the streamed pieces add up to the text');
+    t.equal(seq.finishReason, expected === text ? 'length' : 'stop');
+    for (const s of stop) t.notOk(pieces.slice(0, -1).join('').includes(s), 'no stop sequence streamed');
+  }
+});
+
+t.test('a stop sequence split across tokens is withheld while it may complete', async (t) => {
+  const pieces: string[] = [];
+  const seq = sequence('p', { stop: ['<EOM>'], onText: (p) => pieces.push(p) });
+  for (const part of ['Hi', ' <', 'E']) for (const tok of tokenizer.encode(part, { allowSpecial: false })) seq.accept(tok);
+  t.equal(pieces.join(''), 'Hi ', 'the "<E" waits');
+  for (const tok of tokenizer.encode('x', { allowSpecial: false })) seq.accept(tok);
+  t.equal(pieces.join(''), 'Hi <Ex', 'released once it cannot be a stop');
+});
+
+t.test('the window policy: past nCtx the most recent contextKeep tokens are prefilled again', async (t) => {
+  const prompt = new Sequence(
+    { promptTokens: [1, 2, 3, 4, 5, 6], maxTokens: 50, sampling: DEFAULT_SAMPLING, stop: [], stopTokens: [], seed: 1n, nCtx: 8, contextKeep: 3 },
+    tokenizer,
+  );
+  t.same(Array.from(prompt.nextFeed(4)), [1, 2, 3, 4], 'a prefill in parts');
+  t.ok(prompt.needsReset);
+  prompt.fed(4);
+  t.notOk(prompt.caughtUp);
+  t.same(Array.from(prompt.nextFeed(100)), [5, 6]);
+  prompt.fed(2);
+  t.ok(prompt.caughtUp);
+  prompt.accept(7);
+  t.same(Array.from(prompt.nextFeed(100)), [7]);
+  prompt.fed(1);
+  prompt.accept(8);
+  t.same(Array.from(prompt.nextFeed(100)), [8], 'the slot holds 8 = nCtx');
+  prompt.fed(1);
+  prompt.accept(9);
+  t.same(Array.from(prompt.nextFeed(100)), [7, 8, 9], 'the ninth token moves the window to the last 3');
+  t.ok(prompt.needsReset);
+  t.same(Array.from(prompt.history()), [7, 8, 9], 'the penalty sees the window');
+});
+
+async function tinyModel(threads: number, options: { trainable?: boolean } = {}): Promise<Model> {
+  return Model.create(CONFIG, { seed: 21, threads, trainable: options.trainable ?? false, maxBatch: 1, maxSeq: CONFIG.nCtx });
+}
+
+t.test('generating past nCtx equals greedy decoding by full forward passes over the policy window', async (t) => {
+  const model = await tinyModel(2, { trainable: true });
+  const gen = new Generator(model, tokenizer, { slots: 2, contextKeep: 10 });
+  const prompt = randomTokens(7, 50257, 5);
+  const length = 60;
+  const result = await gen.generate(prompt, { maxTokens: length, temperature: 0, stopTokens: [] });
+  t.equal(result.tokens.length, length);
+  t.equal(result.finishReason, 'length');
+  // The reference: the window is all tokens until they pass nCtx, then the last 10, growing to nCtx again.
+  const V = CONFIG.vocabSize;
+  const context = Array.from(prompt);
+  let start = 0;
+  const expected: number[] = [];
+  for (let i = 0; i < length; i++) {
+    if (context.length - start > CONFIG.nCtx) start = context.length - 10;
+    const window = Int32Array.from(context.slice(start));
+    const logits = new Float32Array(window.length * V);
+    await model.forward(window, null, 1, window.length, logits);
+    const last = logits.subarray((window.length - 1) * V);
+    let best = 0;
+    for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
+    expected.push(best);
+    context.push(best);
+  }
+  t.same(result.tokens, expected, `${length} tokens through ${Math.floor((length + 7 - CONFIG.nCtx) / 14) + 1} window shifts`);
+  await gen.close();
+  model.dispose();
+});
+
+t.test('requests decoded together give what each gives alone; they join and leave between steps', async (t) => {
+  const model = await tinyModel(2);
+  const gen = new Generator(model, tokenizer, { slots: 3, maxStepTokens: 4 });
+  const prompts = ['The cat', 'A much longer prompt that needs several steps to prefill', 'x', 'Last one joins late'];
+  const options = [
+    { maxTokens: 12, temperature: 0 },
+    { maxTokens: 20, temperature: 0.9, topK: 50, seed: 3 },
+    { maxTokens: 30, temperature: 1, topP: 0.9, penalize: 0.8, seed: 4 },
+    { maxTokens: 9, temperature: 0.7, seed: 5 },
+  ];
+  const alone: GenerateResult[] = [];
+  for (let i = 0; i < prompts.length; i++) alone.push(await gen.generate(prompts[i], { ...options[i], stopTokens: [] }));
+  let late: Promise<GenerateResult> | null = null;
+  const together = await Promise.all(
+    prompts.slice(0, 3).map((p, i) =>
+      gen.generate(p, {
+        ...options[i],
+        stopTokens: [],
+        onText: () => {
+          if (i === 0 && late === null) late = gen.generate(prompts[3], { ...options[3], stopTokens: [] });
+        },
+      }),
+    ),
+  );
+  together.push(await (late as unknown as Promise<GenerateResult>));
+  for (let i = 0; i < prompts.length; i++) {
+    t.same(together[i].tokens, alone[i].tokens, `request ${i}: same tokens`);
+    t.equal(together[i].text, alone[i].text);
+  }
+  t.same(gen.batcher.load, { running: 0, waiting: 0 });
+  await gen.close();
+  model.dispose();
+});
+
+t.test('a seed gives the same text with 1 or 2 threads; stream() yields the text', async (t) => {
+  const options = { maxTokens: 25, temperature: 1, topK: 40, penalize: 0.85, seed: 1234, stopTokens: [] };
+  const results: string[] = [];
+  for (const threads of [1, 2]) {
+    const model = await tinyModel(threads);
+    const gen = new Generator(model, tokenizer);
+    results.push((await gen.generate('Once upon a time', options)).text);
+    const pieces: string[] = [];
+    const stream = gen.stream('Once upon a time', options);
+    for (;;) {
+      const next = await stream.next();
+      if (next.done) {
+        t.equal(next.value.text, pieces.join(''), 'the stream returns the result');
+        break;
+      }
+      pieces.push(next.value);
+    }
+    t.equal(pieces.join(''), results[results.length - 1], `threads ${threads}: stream and generate agree`);
+    await gen.close();
+    model.dispose();
+  }
+  t.equal(results[0], results[1], 'threads 1 and 2 alike');
+});
+
+t.test('abort, deadline and bad requests', async (t) => {
+  const model = await tinyModel(2);
+  const gen = new Generator(model, tokenizer, { slots: 1 });
+  const controller = new AbortController();
+  let pieces = 0;
+  const aborted = await gen.generate('Hello', {
+    maxTokens: 200,
+    stopTokens: [],
+    signal: controller.signal,
+    onText: () => {
+      if (++pieces === 3) controller.abort();
+    },
+  });
+  t.equal(aborted.finishReason, 'aborted');
+  t.ok(aborted.tokens.length < 200);
+  const late = await gen.generate('Hello', { maxTokens: 50, deadline: Date.now() - 1 });
+  t.equal(late.finishReason, 'deadline');
+  t.equal(late.tokens.length, 0);
+  await t.rejects(gen.generate([50257], {}), /promptTokens\[0\]/);
+  await t.rejects(gen.generate('Hi', { topP: 2 }), /topP/);
+  await t.rejects(gen.generate('Hi', { maxTokens: 0 }), /maxTokens/);
+  t.throws(() => new Generator(model, tokenizer), /already has a Batcher/);
+  await gen.close();
+  model.dispose();
+});

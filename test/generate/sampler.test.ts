@@ -1,0 +1,147 @@
+// The native sampler (native/cpu/sampler.cpp): greedy and top-k 1 are argmax, top-p keeps the smallest set
+// reaching p, the repetition penalty lowers used tokens (negative logits too), draws follow the distribution,
+// and a seed gives the same tokens whatever the thread count.
+import t from 'tap';
+import { Model } from '../../lib/engine/model';
+import { NativeSampling } from '../../lib/engine/native';
+import { DEFAULT_SAMPLING, rngStateFromSeed } from '../../lib/generate';
+import { lcg } from '../engine/helpers';
+
+const V = 16;
+
+function sampler(threads: number): Model {
+  return Model.create({ nLayer: 1, nHead: 1, nEmbd: 8, nCtx: 8, vocabSize: V }, { seed: 1, threads, trainable: false });
+}
+
+// Samples every row of logits [rows, V] with the same settings; row i's RNG is seeded with seed + i.
+function sampleRows(model: Model, logits: Float32Array, params: Partial<NativeSampling>, seed = 1, history: Int32Array = new Int32Array(0)): Int32Array {
+  const rows = logits.length / V;
+  const state = new BigUint64Array(2 * rows);
+  for (let i = 0; i < rows; i++) state.set(rngStateFromSeed(BigInt(seed + i)), 2 * i);
+  const out = new Int32Array(rows);
+  const p = { ...DEFAULT_SAMPLING, ...params };
+  model.native.sample(logits, Array.from({ length: rows }, () => p), state, Array.from({ length: rows }, () => history), out);
+  return out;
+}
+
+// `rows` copies of one logits row.
+function repeat(row: number[], rows: number): Float32Array {
+  const out = new Float32Array(rows * V);
+  for (let r = 0; r < rows; r++) out.set(row, r * V);
+  return out;
+}
+
+// Logits whose softmax is `probs` (the rest of the vocabulary has probability ~0).
+function logitsOf(probs: number[]): number[] {
+  return Array.from({ length: V }, (_, i) => (i < probs.length ? Math.log(probs[i]) : -30));
+}
+
+function counts(tokens: Int32Array): number[] {
+  const c = new Array<number>(V).fill(0);
+  for (const tok of tokens) c[tok]++;
+  return c;
+}
+
+const model = sampler(2);
+t.teardown(() => model.dispose());
+
+t.test('temperature 0 and top-k 1 both give the argmax', async (t) => {
+  const next = lcg(3);
+  const rows = 64;
+  const logits = Float32Array.from({ length: rows * V }, () => next() * 10 - 5);
+  const argmax = Int32Array.from({ length: rows }, (_, r) => {
+    const row = logits.subarray(r * V, (r + 1) * V);
+    return row.indexOf(Math.max(...row));
+  });
+  t.same(sampleRows(model, logits, { temperature: 0 }), argmax, 'greedy');
+  t.same(sampleRows(model, logits, { temperature: 1.5, topK: 1 }), argmax, 'top-k 1');
+  t.same(sampleRows(model, logits, { temperature: 0.7, topP: 1e-6 }), argmax, 'top-p tiny');
+});
+
+t.test('draws follow softmax(logits / temperature)', async (t) => {
+  const probs = [0.4, 0.3, 0.2, 0.1];
+  const n = 8000;
+  const c = counts(sampleRows(model, repeat(logitsOf(probs), n), {}));
+  probs.forEach((p, i) => t.ok(Math.abs(c[i] / n - p) < 0.02, `token ${i}: ${c[i] / n} vs ${p}`));
+  // Temperature 0.5 squares the probabilities (then renormalises).
+  const sq = probs.map((p) => p * p);
+  const z = sq.reduce((a, b) => a + b, 0);
+  const ct = counts(sampleRows(model, repeat(logitsOf(probs), n), { temperature: 0.5 }));
+  sq.forEach((p, i) => t.ok(Math.abs(ct[i] / n - p / z) < 0.02, `T=0.5 token ${i}: ${ct[i] / n} vs ${(p / z).toFixed(3)}`));
+});
+
+t.test('top-k keeps the k most likely, top-p the smallest set reaching p', async (t) => {
+  const probs = [0.05, 0.5, 0.15, 0.3];  // by rank: 1 (0.5), 3 (0.3), 2 (0.15), 0 (0.05)
+  const n = 4000;
+  const k2 = counts(sampleRows(model, repeat(logitsOf(probs), n), { topK: 2 }));
+  t.same(k2.map((c) => c > 0), [false, true, false, true, ...new Array(V - 4).fill(false)], 'top-k 2: tokens 1 and 3');
+  t.ok(Math.abs(k2[1] / n - 0.5 / 0.8) < 0.03, `renormalised: ${k2[1] / n} vs 0.625`);
+  const cases: [number, number[]][] = [
+    [0.45, [1]],         // 0.5 alone reaches 0.45
+    [0.7, [1, 3]],       // 0.5 < 0.7 <= 0.8
+    [0.85, [1, 3, 2]],   // 0.8 < 0.85 <= 0.95
+    [0.99, [1, 3, 2, 0]],
+  ];
+  for (const [p, kept] of cases) {
+    const c = counts(sampleRows(model, repeat(logitsOf(probs), n), { topP: p }));
+    const seen = c.map((x, i) => (x > 0 ? i : -1)).filter((i) => i >= 0);
+    t.same(seen, [...kept].sort((a, b) => a - b), `top-p ${p} keeps ${kept.join(', ')}`);
+  }
+  // After top-k 3 (mass 0.95), top-p 0.8 of that mass needs 0.76: tokens 1 and 3 (0.8) reach it.
+  const both = counts(sampleRows(model, repeat(logitsOf(probs), n), { topK: 3, topP: 0.8 }));
+  t.same(both.map((x, i) => (x > 0 ? i : -1)).filter((i) => i >= 0), [1, 3], 'top-p applies to what top-k kept');
+});
+
+t.test('the penalty lowers used tokens, negative logits included, once per distinct token', async (t) => {
+  const logits = new Array<number>(V).fill(-20);
+  logits[0] = 2.0;
+  logits[1] = 1.8;
+  logits[2] = -1.0;
+  logits[3] = -1.1;
+  const greedy = (history: number[], penalize: number): number =>
+    sampleRows(model, repeat(logits, 1), { temperature: 0, penalize }, 1, Int32Array.from(history))[0];
+  t.equal(greedy([0], 0), 0, 'no penalty: token 0');
+  t.equal(greedy([0], 0.85), 1, 'positive logit: 2.0 * 0.85 = 1.7 < 1.8');
+  t.equal(greedy([0, 0, 0, 0], 0.95), 0, 'repeats count once: 2.0 * 0.95 = 1.9 > 1.8');
+  t.equal(greedy([0], 1), 0, 'penalize 1 changes nothing');
+  // Only the negative pair in play: the original multiplied -1.0 by 0.85 (-0.85, more likely); dividing
+  // gives -1.18 < -1.1.
+  const negative = logits.slice();
+  negative[0] = negative[1] = -20;
+  const greedyNeg = (history: number[]): number =>
+    sampleRows(model, repeat(negative, 1), { temperature: 0, penalize: 0.85 }, 1, Int32Array.from(history))[0];
+  t.equal(greedyNeg([]), 2, 'unpenalised: token 2');
+  t.equal(greedyNeg([2]), 3, 'negative logit pushed down');
+  // And as a probability: the share of a used token falls.
+  const n = 4000;
+  const free = counts(sampleRows(model, repeat(negative, n), {}))[2] / n;
+  const used = counts(sampleRows(model, repeat(negative, n), { penalize: 0.5 }, 1, Int32Array.of(2)))[2] / n;
+  t.ok(used < free - 0.1, `p(token 2): ${free.toFixed(3)} unused, ${used.toFixed(3)} used`);
+});
+
+t.test('the same seed gives the same tokens with 1 or 2 threads; the RNG state advances', async (t) => {
+  const next = lcg(9);
+  const logits = Float32Array.from({ length: 200 * V }, () => next() * 4);
+  const one = sampler(1);
+  const a = sampleRows(model, logits, { topK: 8, topP: 0.9, penalize: 0.8 }, 42, Int32Array.of(1, 2, 3));
+  const b = sampleRows(one, logits, { topK: 8, topP: 0.9, penalize: 0.8 }, 42, Int32Array.of(1, 2, 3));
+  t.same(a, b, '200 rows alike');
+  t.notSame(sampleRows(model, logits, {}, 43), sampleRows(model, logits, {}, 42), 'another seed, other tokens');
+  const state = BigUint64Array.from(rngStateFromSeed(7n));
+  const before = state.slice();
+  one.native.sample(logits.subarray(0, V), [DEFAULT_SAMPLING], state, [new Int32Array(0)], new Int32Array(1));
+  t.notSame(Array.from(state), Array.from(before), 'state advanced in place');
+  one.dispose();
+});
+
+t.test('bad settings are refused with the field named', async (t) => {
+  const logits = new Float32Array(V);
+  const bad: [Partial<NativeSampling>, RegExp][] = [
+    [{ temperature: -1 }, /temperature/],
+    [{ topK: -2 }, /top_?k/i],
+    [{ topP: 0 }, /top_?p/i],
+    [{ penalize: 1.5 }, /penalize/],
+  ];
+  for (const [params, pattern] of bad) t.throws(() => sampleRows(model, logits, params), pattern);
+  t.throws(() => sampleRows(model, logits, {}, 1, Int32Array.of(V)), /histor/);
+});

@@ -1,0 +1,124 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import fc from 'fast-check';
+import t from 'tap';
+import { createChatbotSanitizer, loadSanitizer } from '../../lib/sanitize';
+
+// The original sanitizer's own example (sanitizers/chatbot.py in the original tools).
+const ORIGINAL_EXAMPLE = "1|yahia|I don't have access yet <EOM>0|yahia|I don't mind sending it to you, it will be public <EOM>1|yahia|Thank You! <EOM>0|yahia|TOM! Did we get a resourcing matrix? I was under the impression that Christine did the initial selection! And then Neha did a supplemental interview <EOM> 1|yahia|That\u2019s\u2019right. Neha got a 1 <EOM> 0|yahia|oh that'";
+
+t.test('the original example: the bot keeps its own message and stops where the other party speaks', async (t) => {
+  const s = createChatbotSanitizer({ names: ['yahia'] });
+  t.equal(s.sanitize(ORIGINAL_EXAMPLE), "I don't have access yet");
+  t.ok(s.isComplete(ORIGINAL_EXAMPLE));
+});
+
+t.test('the original example with both sides kept, as the original did: four messages', async (t) => {
+  const s = createChatbotSanitizer({ names: ['yahia'], keepOtherSide: true });
+  t.equal(
+    s.sanitize(ORIGINAL_EXAMPLE),
+    "I don't have access yet I don't mind sending it to you, it will be public Thank You! TOM! Did we get a resourcing matrix? I was under the impression that Christine did the initial selection! And then Neha did a supplemental interview",
+  );
+  t.equal(createChatbotSanitizer({ keepOtherSide: true, maxMessages: 2 }).sanitize(ORIGINAL_EXAMPLE), "I don't have access yet I don't mind sending it to you, it will be public");
+});
+
+t.test('prefixes of any audience are stripped, with or without "+"', async (t) => {
+  const s = createChatbotSanitizer();
+  t.equal(s.sanitize('1|mom|Hi! <EOM>1|+dad|How are you? <EOM>\n1|Jo Ann|Fine'), 'Hi! How are you? Fine');
+  t.equal(s.sanitize('Sure thing 1|mom|see you'), 'Sure thing see you', 'a prefix run into the text');
+  t.equal(createChatbotSanitizer({ names: ['mom'] }).sanitize('ok |mom| bye |+mom|'), 'ok bye', 'stray |name| of configured names');
+});
+
+t.test('keeps up to maxMessages messages', async (t) => {
+  const text = 'a <EOM>1|x|b <EOM>1|x|c <EOM>1|x|d <EOM>1|x|e <EOM>';
+  t.equal(createChatbotSanitizer().sanitize(text), 'a b c d');
+  t.equal(createChatbotSanitizer({ maxMessages: 2 }).sanitize(text), 'a b');
+  t.equal(createChatbotSanitizer({ maxMessages: 1 }).sanitize('just one'), 'just one');
+  t.throws(() => createChatbotSanitizer({ maxMessages: 0 }), /maxMessages/);
+});
+
+t.test('isComplete: enough whole messages, or the other party started; not while a message is being written', async (t) => {
+  const s = createChatbotSanitizer({ maxMessages: 2 });
+  t.notOk(s.isComplete('Hello'));
+  t.notOk(s.isComplete('Hello <EOM>'));
+  t.notOk(s.isComplete('Hello <EOM>1|x|there'));
+  t.ok(s.isComplete('Hello <EOM>1|x|there <EOM>'));
+  t.ok(s.isComplete('Hello <EOM>0|x|'));
+  t.notOk(s.isComplete('Hello <EOM>0|x'), 'a prefix still being written');
+  t.equal(s.sanitize('Hello <EOM>0|x'), 'Hello', 'a prefix being written is not shown');
+  t.equal(s.sanitize('Hello <EOM>1'), 'Hello');
+});
+
+t.test('markup, URLs, end-of-text and a half-written <EOM> go', async (t) => {
+  const s = createChatbotSanitizer();
+  t.equal(s.sanitize('<b>bold</b> &amp; <i>it</i> &#39;s'), 'bold it s');
+  t.equal(s.sanitize('see https://example.com/a?b=1&c=2 and www.foo.org/x now'), 'see and now');
+  t.equal(s.sanitize('the end<|endoftext|>Another doc'), 'the end Another doc');
+  t.equal(s.sanitize('Hello there <EO'), 'Hello there');
+  t.equal(s.sanitize('Hello there <E'), 'Hello there');
+  t.equal(s.sanitize('Hello there <'), 'Hello there');
+});
+
+t.test('symbols a speech engine reads badly go; words, apostrophes and punctuation stay', async (t) => {
+  const s = createChatbotSanitizer();
+  t.equal(s.sanitize("a | b = c + d (e) [f] {g} #h *i* ~j ^k `l` \\m @n $o %p -- q"), 'a b c d e f g h i j k l m n o p q');
+  t.equal(s.sanitize('love it \u2764\uFE0F \u2615\uFE0F \uD83D\uDE2C \uD83D\uDC4D\uD83C\uDFFD \uD83D\uDC68\u200D\uD83D\uDC69\u200D\uD83D\uDC67 ok'), 'love it ok');
+  t.equal(s.sanitize("Don't stop, it's \"fine\": really? Yes! well-known."), "Don't stop, it's \"fine\": really? Yes! well-known.");
+});
+
+t.test('whitespace collapses', async (t) => {
+  t.equal(createChatbotSanitizer().sanitize('  a\n\n b\t\tc   d \r\n'), 'a b c d');
+});
+
+t.test('configured acronyms are spelled out as whole words, case-sensitively', async (t) => {
+  const s = createChatbotSanitizer({ acronyms: { COE: 'C. O. E.', SEA: 'S. E. A.' } });
+  t.equal(s.sanitize('The COE met in SEA.'), 'The C. O. E. met in S. E. A.');
+  t.equal(s.sanitize('COEX and coe and SEAL stay'), 'COEX and coe and SEAL stay');
+  t.equal(s.sanitize('1|x|COE <EOM>'), 'C. O. E.');
+});
+
+t.test('property: nothing of the chat format, markup or URLs survives, whatever the model writes', async (t) => {
+  const pieces = fc.constantFrom('<EOM>', '0|mom|', '1|mom|', '1|+dad|', '|', '<', '>', 'http://x.io/a', 'www.y.com', '<b>', '&amp;', '<|endoftext|>', ' ', '\n', 'hello', "it's", 'COE', '\u2764\uFE0F', '--', '=', '(', ')');
+  const s = createChatbotSanitizer({ names: ['mom'], acronyms: { COE: 'C. O. E.' } });
+  fc.assert(
+    fc.property(fc.array(fc.oneof(pieces, fc.string({ maxLength: 4 })), { maxLength: 40 }), (parts) => {
+      const out = s.sanitize(parts.join(''));
+      return !/<EOM|[|<>]|https?:|www\.|endoftext|\s{2}|^\s|\s$|\u2764|--|=/.test(out);
+    }),
+    { numRuns: 2000 },
+  );
+  t.pass('2000 random generations sanitized clean');
+});
+
+t.test('streaming: sanitizing a growing text only ever shows clean text and ends at the full answer', async (t) => {
+  const s = createChatbotSanitizer({ names: ['yahia'], keepOtherSide: true });
+  const full = s.sanitize(ORIGINAL_EXAMPLE);
+  for (let i = 1; i <= ORIGINAL_EXAMPLE.length; i++) {
+    const shown = s.sanitize(ORIGINAL_EXAMPLE.slice(0, i));
+    if (/[|<>]/.test(shown)) t.fail(`prefix ${i} shows ${JSON.stringify(shown)}`);
+  }
+  t.equal(s.sanitize(ORIGINAL_EXAMPLE), full);
+});
+
+t.test('sanitizers by name and by module path', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-sanitize-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  t.equal(loadSanitizer('sanitizers.chatbot', { max_messages: 1 }, dir, 'm.sanitizer').sanitize('a <EOM>1|x|b'), 'a');
+  t.equal(loadSanitizer('chatbot', { acronyms: { ADG: 'A. D. G.' } }, dir, 'm.sanitizer').sanitize('ADG'), 'A. D. G.');
+  t.equal(loadSanitizer('none', {}, dir, 'm.sanitizer').sanitize(' <EOM> x '), ' <EOM> x ');
+  fs.writeFileSync(path.join(dir, 'upper.js'), 'exports.sanitize = (text) => text.toUpperCase();\n');
+  t.equal(loadSanitizer('./upper.js', {}, dir, 'm.sanitizer').sanitize('shout'), 'SHOUT');
+  fs.writeFileSync(path.join(dir, 'made.js'), 'exports.createSanitizer = (o) => ({ sanitize: (t) => o.prefix + t, isComplete: (t) => t.length > 3 });\n');
+  const made = loadSanitizer(path.join(dir, 'made.js'), { prefix: '> ' }, dir, 'm.sanitizer');
+  t.equal(made.sanitize('hi'), '> hi');
+  t.ok(made.isComplete('long'));
+  fs.writeFileSync(path.join(dir, 'nothing.js'), 'exports.other = 1;\n');
+  t.throws(() => loadSanitizer('./nothing.js', {}, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer: .*nothing\.js exports neither/);
+  t.throws(() => loadSanitizer('./missing.js', {}, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer: cannot load sanitizer module/);
+  t.throws(() => loadSanitizer('sanitizers.pirate', {}, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer: unknown sanitizer "sanitizers.pirate"/);
+  t.throws(() => loadSanitizer('chatbot', { max_messages: 0 }, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer_options\.max_messages: must be an integer from 1 to 100/);
+  t.throws(() => loadSanitizer('chatbot', { acronyms: { COE: 3 } }, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer_options\.acronyms\.COE: must be a string/);
+  t.throws(() => loadSanitizer('chatbot', { names: ['a|b'] }, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer_options\.names\[0\]/);
+  t.throws(() => loadSanitizer('chatbot', { nmes: [] }, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer_options\.nmes: unknown setting/);
+});

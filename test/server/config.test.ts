@@ -1,0 +1,127 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { DEFAULT_HOST, DEFAULT_PORT, ORIGINAL_SAMPLING, loadServerConfig, validateServerConfig } from '../../lib/server/config';
+import { NoModelsError, discoverModels, serveConfig } from '../../lib/server/discover';
+import { tempDir } from './helpers';
+
+// The original tools' server_config.json, byte for byte as its README describes it.
+const ORIGINAL = '{"host": "0.0.0.0", "port": 12345, "debug": 1, "models": [{"key": "chatbot", "model_name": "355M", "restore_from": "checkpoint/run1/", "sanitizer": "sanitizers.chatbot"}]}';
+
+t.test('the original config format loads unchanged', async (t) => {
+  const dir = tempDir('config');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'server_config.json');
+  fs.writeFileSync(file, ORIGINAL);
+  const c = loadServerConfig(file);
+  t.equal(c.host, '0.0.0.0');
+  t.equal(c.port, 12345);
+  t.equal(c.debug, true);
+  t.equal(c.models.length, 1);
+  const m = c.models[0];
+  t.equal(m.key, 'chatbot');
+  t.equal(m.modelName, '355M');
+  t.equal(m.restoreFrom, path.join(dir, 'checkpoint/run1'), 'restore_from is relative to the config file');
+  t.equal(m.sanitizer, 'sanitizers.chatbot');
+  t.equal(m.promptFormat, 'chat', 'a chatbot model takes the user message in the chat format');
+  t.same(m.sampling, ORIGINAL_SAMPLING);
+  t.same(ORIGINAL_SAMPLING, { length: 120, temperature: 0.3, topK: 40, topP: 0.9, penalize: 0.85 });
+  t.equal(c.alexa, null);
+});
+
+t.test('defaults: 127.0.0.1:12345, no keys, original sampling; per-model overrides', async (t) => {
+  const c = validateServerConfig({ models: [{ key: 'g', model_name: '124M', sampling: { temperature: 0, length: 7 } }] }, 'cfg', '/base');
+  t.equal(c.host, DEFAULT_HOST);
+  t.equal(c.host, '127.0.0.1');
+  t.equal(c.port, DEFAULT_PORT);
+  t.equal(c.port, 12345);
+  t.same(c.apiKeys, []);
+  t.equal(c.debug, false);
+  t.same(c.models[0].sampling, { ...ORIGINAL_SAMPLING, temperature: 0, length: 7 });
+  t.equal(c.models[0].promptFormat, 'raw');
+  t.equal(c.models[0].sanitizer, 'none');
+  t.ok(c.memoryBudgetBytes > 0);
+  const d = validateServerConfig({
+    models: [{ key: 'g', restore_from: 'x', sanitizer: './s.js' }],
+    memory_budget_mb: 100, idle_unload_s: 2, api_keys: ['0123456789abcdef'], request_timeout_s: 5, max_queue: 3, batch_slots: 2, body_limit_kb: 8, shutdown_grace_s: 1,
+  }, 'cfg', '/base');
+  t.equal(d.memoryBudgetBytes, 100 * 1024 * 1024);
+  t.equal(d.idleUnloadMs, 2000);
+  t.equal(d.requestTimeoutMs, 5000);
+  t.equal(d.bodyLimitBytes, 8192);
+  t.equal(d.models[0].sanitizer, '/base/s.js', 'a sanitizer module path is relative to the config file');
+});
+
+t.test('every bad field is named', async (t) => {
+  const model = { key: 'chatbot', model_name: '124M' };
+  const bad: [unknown, RegExp][] = [
+    [[], /^cfg: must be a JSON object/],
+    [{}, /^cfg: models: must be a non-empty array/],
+    [{ models: [] }, /^cfg: models: must be a non-empty array/],
+    [{ models: [model], prot: 1 }, /^cfg\.prot: unknown setting/],
+    [{ models: [model], port: 70000 }, /^cfg: port: must be an integer from 0 to 65535/],
+    [{ models: [model], port: '80' }, /^cfg: port: /],
+    [{ models: [model], host: '' }, /^cfg: host: /],
+    [{ models: [model], debug: 'yes' }, /^cfg: debug: must be true, false, 0 or 1/],
+    [{ models: [model], memory_budget_mb: 0 }, /^cfg: memory_budget_mb: /],
+    [{ models: [model], api_keys: 'secret' }, /^cfg: api_keys: must be an array/],
+    [{ models: [model], api_keys: ['short'] }, /^cfg: api_keys\[0\]: must be a key of at least 16 characters/],
+    [{ models: [model], batch_slots: 0 }, /^cfg: batch_slots: /],
+    [{ models: [model], alexa: { model_key: 'chatbot' } }, /^cfg: alexa\.application_id: required/],
+    [{ models: [{ model_name: '124M' }] }, /^cfg: models\[0\]\.key: must be a name/],
+    [{ models: [{ key: 'a b', model_name: '124M' }] }, /^cfg: models\[0\]\.key: /],
+    [{ models: [{ key: 'a' }] }, /^cfg: models\[0\]: give "restore_from"/],
+    [{ models: [model, { key: 'chatbot', model_name: '355M' }] }, /^cfg: models\[1\]\.key: "chatbot" is used by an earlier model/],
+    [{ models: [{ ...model, temprature: 1 }] }, /^cfg: models\[0\]\.temprature: unknown setting/],
+    [{ models: [{ ...model, sampling: { temperature: -1 } }] }, /^cfg: models\[0\]\.sampling\.temperature: must be a number from 0/],
+    [{ models: [{ ...model, sampling: { top_p: 0 } }] }, /^cfg: models\[0\]\.sampling\.top_p: /],
+    [{ models: [{ ...model, sampling: { top_k: 1.5 } }] }, /^cfg: models\[0\]\.sampling\.top_k: must be an integer/],
+    [{ models: [{ ...model, sampling: { penalize: 2 } }] }, /^cfg: models\[0\]\.sampling\.penalize: /],
+    [{ models: [{ ...model, sampling: { length: 0 } }] }, /^cfg: models\[0\]\.sampling\.length: /],
+    [{ models: [{ ...model, sampling: { lenght: 5 } }] }, /^cfg: models\[0\]\.sampling\.lenght: unknown setting/],
+    [{ models: [{ ...model, prompt_format: 'xml' }] }, /^cfg: models\[0\]\.prompt_format: must be "raw" or "chat"/],
+    [{ models: [{ ...model, audience: 'a|b' }] }, /^cfg: models\[0\]\.audience: /],
+    [{ models: [{ ...model, weight_dtype: 'f8' }] }, /^cfg: models\[0\]\.weight_dtype: /],
+    [{ models: [{ ...model, sanitizer_options: [] }] }, /^cfg: models\[0\]\.sanitizer_options: must be an object/],
+  ];
+  for (const [raw, message] of bad) t.throws(() => validateServerConfig(raw, 'cfg', '/base'), message, JSON.stringify(raw));
+});
+
+t.test('a config file that is not JSON is named with the parse error', async (t) => {
+  const dir = tempDir('config');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'server_config.json');
+  fs.writeFileSync(file, '{"models": [}');
+  t.throws(() => loadServerConfig(file), new RegExp(`^${file}: not valid JSON`));
+  t.throws(() => loadServerConfig(path.join(dir, 'nope.json')), /nope\.json: cannot read/);
+});
+
+t.test('with no arguments: server_config.json, else the models found, else how to get one', async (t) => {
+  const dir = tempDir('discover');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const saved = process.env.DIXIE_MODELS_DIR;
+  delete process.env.DIXIE_MODELS_DIR;
+  t.teardown(() => {
+    if (saved !== undefined) process.env.DIXIE_MODELS_DIR = saved;
+  });
+  const cwd = process.cwd();
+  process.chdir(dir);  // models/ is looked up in the current folder
+  t.teardown(() => process.chdir(cwd));
+  t.throws(() => serveConfig({ cwd: dir }), NoModelsError);
+  t.throws(() => serveConfig({ cwd: dir }), /bin\/download-model 124M/);
+  // A Hugging Face folder in models/ and a training run with a `latest` pointer in checkpoint/.
+  fs.mkdirSync(path.join(dir, 'models', '124M'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'models', '124M', 'config.json'), '{"n_layer":1,"n_head":1,"n_embd":4,"n_positions":8,"vocab_size":10}');
+  fs.writeFileSync(path.join(dir, 'models', '124M', 'model.safetensors'), '');
+  fs.mkdirSync(path.join(dir, 'models', 'empty'));
+  fs.mkdirSync(path.join(dir, 'checkpoint', 'run1'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'checkpoint', 'run1', 'latest'), 'step-000100\n');
+  const found = discoverModels(dir);
+  t.same(found.map((m) => m.key), ['124M', 'run1']);
+  const c = serveConfig({ cwd: dir });
+  t.same(c.models.map((m) => m.key), ['124M', 'run1']);
+  fs.writeFileSync(path.join(dir, 'server_config.json'), ORIGINAL);
+  t.equal(serveConfig({ cwd: dir }).models[0].modelName, '355M', 'server_config.json wins');
+  const one = serveConfig({ cwd: dir, model: 'models/124M' });
+  t.same(one.models.map((m) => [m.key, m.restoreFrom]), [['chatbot', path.join(dir, 'models', '124M')]]);
+});

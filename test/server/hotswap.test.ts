@@ -1,0 +1,99 @@
+// Hot-swapping without races, end to end: three real tiny models that answer differently under greedy
+// sampling, a memory budget that holds only one of them, and many concurrent mixed-model requests.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { estimateModelBytes } from '../../lib/server/engine';
+import { makeModels, request, startServer, tempDir, TINY } from './helpers';
+
+const PROMPT = 'How big is the earth?';
+const LENGTH = 8;
+const MODELS = { alpha: 1, beta: 3, gamma: 5 };
+const SLOTS = 4;
+const greedy = { temperature: 0, penalize: 0, length: LENGTH };
+
+let dir: string;
+let expected: Record<string, string>;
+let expectedLong: Record<string, string>;
+const LONG_LENGTH = 100;
+
+t.before(async () => {
+  dir = tempDir('hotswap');
+  expected = await makeModels(dir, MODELS, PROMPT, LENGTH);
+  expectedLong = await makeModels(path.join(dir, 'long'), { beta: MODELS.beta }, PROMPT, LONG_LENGTH);
+});
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const modelsConfig = () => Object.keys(MODELS).map((key) => ({ key, restore_from: path.join(dir, key), sampling: greedy }));
+
+t.test('concurrent mixed-model requests under a budget for one model: every answer from the right model', async (t) => {
+  const oneModel = estimateModelBytes(TINY, 4, SLOTS);
+  const budgetMb = (1.5 * oneModel) / (1024 * 1024);
+  const srv = await startServer({ models: modelsConfig(), memory_budget_mb: budgetMb, batch_slots: SLOTS, max_queue: 1000 }, dir);
+  t.teardown(srv.close);
+  const registry = srv.server.service.registry;
+  let maxReserved = 0;
+  let maxLoaded = 0;
+  const watch = setInterval(() => {
+    maxReserved = Math.max(maxReserved, registry.reservedBytes);
+    maxLoaded = Math.max(maxLoaded, registry.status().filter((s) => s.state !== 'unloaded').length);
+  }, 1);
+  const keys = Object.keys(MODELS);
+  const asks = Array.from({ length: 36 }, (_, i) => keys[(i * 7 + (i >> 2)) % keys.length]);
+  const answers = await Promise.all(asks.map((key) => request(`${srv.url}/invocations`, { body: { model_key: key, raw_text: PROMPT, format: 'json' } })));
+  clearInterval(watch);
+  answers.forEach((r, i) => {
+    t.equal(r.status, 200, `request ${i} (${asks[i]})`);
+    const j = r.json();
+    t.equal(j.model_key, asks[i]);
+    t.equal(j.text, expected[asks[i]], `request ${i} answered by ${asks[i]}`);
+    t.equal(j.finish_reason, 'length', `request ${i} ran to the end: its model was not unloaded under it`);
+  });
+  t.ok(maxReserved <= budgetMb * 1024 * 1024, `reserved at most ${maxReserved} bytes of ${Math.round(budgetMb * 1024 * 1024)}`);
+  t.equal(maxLoaded, 1, 'never two models at once');
+  const status = registry.status();
+  t.ok(status.reduce((n, s) => n + s.loads, 0) >= keys.length, 'the models took turns');
+  t.ok(status.reduce((n, s) => n + s.loads, 0) <= asks.length, 'requests for a loaded model shared it');
+  const list = (await request(`${srv.url}/models/list`)).json().models as Record<string, unknown>[];
+  for (const key of keys) t.equal(list.find((m) => m.model_key === key)?.num_inferences, asks.filter((k) => k === key).length, `${key}'s count`);
+});
+
+t.test('a model is loaded once however many requests ask at once, and they are decoded together', async (t) => {
+  // Replies of 100 tokens: a hundred steps during which the batch is watched.
+  const srv = await startServer({ models: [{ key: 'beta', restore_from: path.join(dir, 'long', 'beta'), sampling: { ...greedy, length: LONG_LENGTH } }], batch_slots: SLOTS }, dir);
+  t.teardown(srv.close);
+  let maxRunning = 0;
+  const watch = setInterval(() => {
+    maxRunning = Math.max(maxRunning, srv.server.service.registry.peek('beta')?.generator.batcher.load.running ?? 0);
+  }, 1);
+  const answers = await Promise.all(Array.from({ length: 12 }, () => request(`${srv.url}/invocations`, { body: { model_key: 'beta', raw_text: PROMPT } })));
+  clearInterval(watch);
+  t.ok(answers.every((r) => r.status === 200 && r.text === expectedLong.beta));
+  t.equal(srv.server.service.registry.status().find((s) => s.key === 'beta')?.loads, 1);
+  t.ok(maxRunning > 1, `up to ${maxRunning} requests decoded in one batch`);
+  t.ok(maxRunning <= SLOTS);
+  const used = srv.server.service.registry.peek('beta')?.generator.model.memory();
+  const total = used ? used.params + used.grads + used.optimizer + used.activations + used.kvCache : Infinity;
+  t.ok(total <= estimateModelBytes(TINY, 4, SLOTS), `the budget's estimate covers the ${total} bytes the model really takes`);
+});
+
+t.test('an idle model is unloaded after idle_unload_s, and loads again on demand', async (t) => {
+  const srv = await startServer({ models: modelsConfig(), idle_unload_s: 0.2 }, dir);
+  t.teardown(srv.close);
+  const first = await request(`${srv.url}/invocations`, { body: { model_key: 'gamma', raw_text: PROMPT } });
+  t.equal(first.text, expected.gamma);
+  const loadedOf = async () => ((await request(`${srv.url}/models/list`)).json().models as Record<string, unknown>[]).find((m) => m.model_key === 'gamma')?.loaded;
+  while (await loadedOf()) await new Promise((r) => setTimeout(r, 50));
+  t.equal(await loadedOf(), false);
+  const again = await request(`${srv.url}/invocations`, { body: { model_key: 'gamma', raw_text: PROMPT } });
+  t.equal(again.text, expected.gamma);
+  t.equal(srv.server.service.registry.status().find((s) => s.key === 'gamma')?.loads, 2);
+});
+
+t.test('a model too large for the budget is refused with 507 naming the setting', async (t) => {
+  const srv = await startServer({ models: modelsConfig(), memory_budget_mb: 1 }, dir);
+  t.teardown(srv.close);
+  const r = await request(`${srv.url}/invocations`, { body: { model_key: 'alpha', raw_text: PROMPT } });
+  t.equal(r.status, 507);
+  t.match(r.json().error, /memory_budget_mb/);
+});

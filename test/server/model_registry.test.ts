@@ -1,0 +1,159 @@
+// The registry's concurrency rules with a loader whose loads and unloads finish when the test says so. The
+// same rules are exercised end to end with real models over HTTP in hotswap.test.ts.
+import t from 'tap';
+import { ModelRegistry, ModelUnavailableError, type Lease, type ModelLoader } from '../../lib/server/model_registry';
+
+interface Fake {
+  key: string;
+  alive: boolean;
+}
+
+class ControlledLoader implements ModelLoader<Fake> {
+  sizes: Record<string, number>;
+  loads: string[] = [];
+  unloads: string[] = [];
+  pending = new Map<string, { resolve: (v: Fake) => void; reject: (e: Error) => void }>();
+  auto = true;
+  constructor(sizes: Record<string, number>) {
+    this.sizes = sizes;
+  }
+  estimateBytes(key: string): number {
+    return this.sizes[key];
+  }
+  load(key: string): Promise<Fake> {
+    this.loads.push(key);
+    if (this.auto) return new Promise((r) => setImmediate(() => r({ key, alive: true })));
+    return new Promise((resolve, reject) => this.pending.set(key, { resolve, reject }));
+  }
+  finish(key: string): void {
+    const p = this.pending.get(key);
+    if (!p) throw new Error(`no load of ${key} pending`);
+    this.pending.delete(key);
+    p.resolve({ key, alive: true });
+  }
+  async unload(value: Fake): Promise<void> {
+    value.alive = false;
+    this.unloads.push(value.key);
+  }
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+t.test('a model is loaded once however many ask for it at once', async (t) => {
+  const loader = new ControlledLoader({ a: 10 });
+  loader.auto = false;
+  const reg = new ModelRegistry(['a'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  const leases = Array.from({ length: 20 }, () => reg.acquire('a'));
+  await tick();
+  t.same(loader.loads, ['a']);
+  loader.finish('a');
+  const got = await Promise.all(leases);
+  t.ok(got.every((l) => l.value === got[0].value && l.value.alive));
+  t.equal(reg.status()[0].leases, 20);
+  got.forEach((l) => l.release());
+  t.equal(reg.status()[0].leases, 0);
+  await reg.close();
+});
+
+t.test('a model in use is never evicted; the newcomer waits until it is released, and the budget holds', async (t) => {
+  const loader = new ControlledLoader({ a: 60, b: 60 });
+  const reg = new ModelRegistry(['a', 'b'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  const a = await reg.acquire('a');
+  let bLease: Lease<Fake> | null = null;
+  const b = reg.acquire('b').then((l) => (bLease = l));
+  for (let i = 0; i < 5; i++) await tick();
+  t.equal(bLease, null, 'b waits while a is in use');
+  t.ok(a.value.alive, 'a is not unloaded under its lease');
+  t.ok(reg.reservedBytes <= 100);
+  t.equal(reg.status().find((s) => s.key === 'a')?.draining, true, 'a is draining: it takes no new leases');
+  // A later request for a queues behind b (first come, first served) instead of keeping a busy forever.
+  let a2: Lease<Fake> | null = null;
+  const a2p = reg.acquire('a').then((l) => (a2 = l));
+  await tick();
+  t.equal(a2, null);
+  a.release();
+  await b;
+  t.notOk(a.value.alive, 'a was unloaded once released');
+  t.same(loader.unloads, ['a']);
+  t.ok(reg.reservedBytes <= 100);
+  (bLease as unknown as Lease<Fake>).release();
+  await a2p;
+  t.same(loader.loads, ['a', 'b', 'a']);
+  (a2 as unknown as Lease<Fake>).release();
+  await reg.close();
+});
+
+t.test('idle models are evicted least recently used first', async (t) => {
+  let now = 1000;
+  const loader = new ControlledLoader({ a: 40, b: 40, c: 40 });
+  const reg = new ModelRegistry(['a', 'b', 'c'], loader, { budgetBytes: 100, idleUnloadMs: 0, now: () => now });
+  (await reg.acquire('a')).release();
+  now += 10;
+  (await reg.acquire('b')).release();
+  now += 10;
+  (await reg.acquire('a')).release();  // a is now the more recently used
+  now += 10;
+  (await reg.acquire('c')).release();
+  t.same(loader.unloads, ['b']);
+  t.same(reg.status().filter((s) => s.state === 'loaded').map((s) => s.key), ['a', 'c']);
+  await reg.close();
+});
+
+t.test('a waiter that gives up stops holding others back', async (t) => {
+  const loader = new ControlledLoader({ a: 60, b: 60 });
+  const reg = new ModelRegistry(['a', 'b'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  const a = await reg.acquire('a');
+  const abort = new AbortController();
+  const b = reg.acquire('b', abort.signal);
+  await tick();
+  t.equal(reg.status().find((s) => s.key === 'a')?.draining, true);
+  abort.abort(new Error('client went away'));
+  await t.rejects(b, /client went away/);
+  t.equal(reg.status().find((s) => s.key === 'a')?.draining, false, 'a takes leases again');
+  const a2 = await reg.acquire('a');
+  a.release();
+  a2.release();
+  t.same(loader.loads, ['a']);
+  await reg.close();
+});
+
+t.test('a model larger than the budget, a failed load, an unknown key', async (t) => {
+  const loader = new ControlledLoader({ big: 500, a: 10 });
+  loader.auto = false;
+  const reg = new ModelRegistry(['big', 'a'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  await t.rejects(reg.acquire('big'), { status: 507, message: /needs .* more than the whole memory budget/ });
+  await t.rejects(reg.acquire('nope'), { status: 404, message: /unknown model "nope"/ });
+  const waiting = [reg.acquire('a'), reg.acquire('a')];
+  await tick();
+  loader.pending.get('a')?.reject(new Error('disk on fire'));
+  for (const w of waiting) await t.rejects(w, ModelUnavailableError);
+  await t.rejects(waiting[0], /failed to load: disk on fire/);
+  t.equal(reg.reservedBytes, 0, 'the failed load gave its bytes back');
+  await reg.close();
+});
+
+t.test('idle models are unloaded after idleUnloadMs; prime loads without holding', async (t) => {
+  const loader = new ControlledLoader({ a: 10 });
+  const reg = new ModelRegistry(['a'], loader, { budgetBytes: 100, idleUnloadMs: 30 });
+  await reg.prime('a');
+  t.equal(reg.status()[0].state, 'loaded');
+  t.equal(reg.status()[0].leases, 0);
+  while (reg.status()[0].state !== 'unloaded') await new Promise((r) => setTimeout(r, 10));
+  t.same(loader.unloads, ['a']);
+  await reg.close();
+});
+
+t.test('close refuses new requests and waits for leases', async (t) => {
+  const loader = new ControlledLoader({ a: 10 });
+  const reg = new ModelRegistry(['a'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  const a = await reg.acquire('a');
+  let closed = false;
+  const closing = reg.close().then(() => (closed = true));
+  await tick();
+  t.notOk(closed, 'still held');
+  t.ok(a.value.alive);
+  await t.rejects(reg.acquire('a'), { status: 503, message: /shutting down/ });
+  a.release();
+  await closing;
+  t.notOk(a.value.alive);
+});

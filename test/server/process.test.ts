@@ -1,0 +1,103 @@
+// bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0),
+// and the message when there is nothing to serve.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import t from 'tap';
+import { makeModels, tempDir } from './helpers';
+
+const SERVE = path.resolve(__dirname, '..', '..', '..', 'bin', 'serve');
+const PROMPT = 'How big is the earth?';
+const LENGTH = 60;
+
+interface Child {
+  proc: ChildProcess;
+  lines: Record<string, unknown>[];
+  stderr: string[];
+  exited: Promise<number | null>;
+}
+
+function serve(args: string[], cwd: string): Child {
+  const proc = spawn(process.execPath, [SERVE, ...args], { cwd, env: { ...process.env, DIXIE_MODELS_DIR: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Record<string, unknown>[] = [];
+  const stderr: string[] = [];
+  readline.createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (line) => lines.push(JSON.parse(line) as Record<string, unknown>));
+  (proc.stderr as NodeJS.ReadableStream).on('data', (d: Buffer) => stderr.push(d.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  return { proc, lines, stderr, exited };
+}
+
+async function waitFor<T>(what: () => T | undefined, child: Child): Promise<T> {
+  for (;;) {
+    const found = what();
+    if (found !== undefined) return found;
+    if (child.proc.exitCode !== null) throw new Error(`bin/serve exited: ${child.stderr.join('')}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+t.test('SIGTERM: requests in flight finish, new ones are refused, the process exits 0', async (t) => {
+  const dir = tempDir('sigterm');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const expected = await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
+  const config = path.join(dir, 'server_config.json');
+  fs.writeFileSync(config, JSON.stringify({ port: 0, models: [{ key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } }] }));
+  const child = serve(['--config', config], dir);
+  t.teardown(() => {
+    if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+  });
+  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
+  const url = `http://127.0.0.1:${listening.port as number}`;
+
+  // Three requests decoding when the signal comes: each has shown its first piece.
+  const streams = await Promise.all([0, 1, 2].map(async () => {
+    const res = await fetch(`${url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: 'general', raw_text: PROMPT, stream: true }) });
+    const reader = (res.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
+    const first = await reader.read();
+    return { reader, text: first.value ?? '' };
+  }));
+  child.proc.kill('SIGTERM');
+  await waitFor(() => child.lines.find((l) => l.msg === 'shutting down: finishing requests in flight'), child);
+
+  let refused: string;
+  try {
+    const late = await fetch(`${url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: 'general', raw_text: PROMPT }) });
+    refused = `status ${late.status}`;
+  } catch (err) {
+    refused = ((err as Error).cause as { code?: string } | undefined)?.code ?? 'fetch failed';
+  }
+  t.match(refused, /^(ECONNREFUSED|ECONNRESET|status 503)$/, `a new request is refused (${refused})`);
+
+  for (const s of streams) {
+    let text = s.text;
+    for (let r = await s.reader.read(); !r.done; r = await s.reader.read()) text += r.value;
+    const done = /event: done\ndata: (.*)\n/.exec(text);
+    t.ok(done, 'the request in flight finished');
+    const j = JSON.parse(done?.[1] ?? '{}') as Record<string, unknown>;
+    t.equal(j.finish_reason, 'length');
+    t.equal(j.text, expected.alpha, 'with its whole answer');
+  }
+  t.equal(await child.exited, 0);
+  t.ok(child.lines.some((l) => l.msg === 'stopped'));
+});
+
+t.test('no arguments and nothing to serve: says how to get a model and exits non-zero', async (t) => {
+  const dir = tempDir('empty');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const child = serve([], dir);
+  t.equal(await child.exited, 1);
+  const message = child.stderr.join('');
+  t.match(message, /no model to serve/);
+  t.match(message, /bin\/download-model 124M/);
+  t.match(message, /Quick start/);
+});
+
+t.test('a bad config stops the start with the field named', async (t) => {
+  const dir = tempDir('badconfig');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'server_config.json'), JSON.stringify({ models: [{ key: 'chatbot', restore_from: 'checkpoint/run1/' }] }));
+  const child = serve([], dir);
+  t.equal(await child.exited, 1);
+  t.match(child.stderr.join(''), /server_config\.json: models\[0\]\.restore_from: .*checkpoint\/run1 does not exist/);
+});

@@ -1,0 +1,109 @@
+// The vocabulary: the bundled GPT-2 files agree token for token with js-tiktoken's r50k_base ranks; both
+// file layouts load; a toy vocabulary encodes as worked out by hand; bad files fail with file:line.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import r50kBase from 'js-tiktoken/ranks/r50k_base';
+import t from 'tap';
+import { bundledVocabularyDir, loadTokenizer } from '../../lib/tokenizer';
+
+const TOY = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tokenizer', 'toy');
+
+// r50k_base ranks: lines of "<name> <first rank> <base64 token> <base64 token> ...".
+function referenceTokenBytes(): Map<number, string> {
+  const bytes = new Map<number, string>();
+  for (const line of r50kBase.bpe_ranks.split('\n')) {
+    if (line === '') continue;
+    const [, first, ...tokens] = line.split(' ');
+    tokens.forEach((token, k) => bytes.set(Number(first) + k, Buffer.from(token, 'base64').toString('hex')));
+  }
+  return bytes;
+}
+
+function tempDir(t: { teardown(fn: () => void): void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-vocab-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test('the bundled vocabulary is GPT-2: every token has the bytes r50k_base gives it', async (t) => {
+  const tokenizer = loadTokenizer();
+  const expected = referenceTokenBytes();
+  t.equal(tokenizer.vocabSize, 50257);
+  t.equal(expected.size, 50256, 'r50k_base ranks every token but <|endoftext|>');
+  let mismatches = 0;
+  for (const [id, hex] of expected) if (Buffer.from(tokenizer.tokenBytes(id)).toString('hex') !== hex) mismatches++;
+  t.equal(mismatches, 0);
+  t.equal(tokenizer.eotToken, 50256);
+  t.equal(tokenizer.decode([tokenizer.eotToken]), '<|endoftext|>');
+  t.ok(fs.existsSync(path.join(bundledVocabularyDir(), 'LICENSE')), 'the licence travels with the files');
+});
+
+t.test("Hugging Face's layout (vocab.json + merges.txt) loads the same vocabulary", async (t) => {
+  const dir = tempDir(t);
+  fs.copyFileSync(path.join(bundledVocabularyDir(), 'encoder.json'), path.join(dir, 'vocab.json'));
+  fs.copyFileSync(path.join(bundledVocabularyDir(), 'vocab.bpe'), path.join(dir, 'merges.txt'));
+  const text = "Hugging Face's layout: same bytes, same tokens. 12345 ☃";
+  t.same(loadTokenizer(dir).encode(text, { allowSpecial: false }), loadTokenizer().encode(text, { allowSpecial: false }));
+});
+
+t.test('a toy vocabulary: merges apply by rank, not left to right', async (t) => {
+  const toy = loadTokenizer(TOY);
+  const encode = (s: string): number[] => Array.from(toy.encode(s, { allowSpecial: true }));
+  t.equal(toy.vocabSize, 263);
+  t.equal(toy.eotToken, 262);
+  // h e l l o: "l o" (rank 0) first, then "h e", then "he l", then "hel lo"; "l l" never gets a chance.
+  t.same(encode('hello'), [260]);
+  // h e l l: "h e", then "l l" (rank 2) beats "he l" (rank 3); "he ll" is no merge.
+  t.same(encode('hell'), [257, 258]);
+  // " world": "Ġ w", then bytes, which in this vocabulary are their own ids.
+  t.same(encode(' world'), [261, 111, 114, 108, 100]);
+  t.same(encode('hello<|endoftext|>'), [260, 262]);
+  t.equal(toy.decode(encode('hello world<|endoftext|>')), 'hello world<|endoftext|>');
+});
+
+t.test('a missing or broken vocabulary fails with a clear error', async (t) => {
+  const empty = tempDir(t);
+  t.throws(() => loadTokenizer(empty), { message: `${empty}: no GPT-2 vocabulary here (looked for encoder.json + vocab.bpe or vocab.json + merges.txt)` });
+
+  const write = (encoder: string, merges: string): string => {
+    const dir = fs.mkdtempSync(path.join(empty, 'v'));
+    fs.writeFileSync(path.join(dir, 'encoder.json'), encoder);
+    fs.writeFileSync(path.join(dir, 'vocab.bpe'), merges);
+    return dir;
+  };
+  const toyEncoder = fs.readFileSync(path.join(TOY, 'vocab.json'), 'utf8');
+  const toyMerges = fs.readFileSync(path.join(TOY, 'merges.txt'), 'utf8');
+
+  const truncated = write(toyEncoder.slice(0, toyEncoder.indexOf('"a"') + 2), toyMerges);
+  t.throws(() => loadTokenizer(truncated), { message: /encoder\.json:1:\d+: expected the end of the string, found the end of the file$/ });
+
+  const badId = write('{\n"a": 1,\n"b": -3\n}', '');
+  t.throws(() => loadTokenizer(badId), { message: /encoder\.json:3:6: expected a token id in 0\.\.65535, found "-3"$/ });
+
+  const foreign = write('{"a b": 1}', '');
+  t.throws(() => loadTokenizer(foreign), { message: /encoder\.json:1:4: expected one of GPT-2's byte characters, not U\+0020, found " b\\": 1}"$/ });
+
+  const sharedId = write('{"a": 1,\n "b": 1}', '');
+  t.throws(() => loadTokenizer(sharedId), { message: /encoder\.json:2:7: id 1 is given to an earlier token too, found "1}"$/ });
+
+  const sameBytes = write(toyEncoder.replace('{', '{"\\u0061": 300, '), toyMerges);
+  t.throws(() => loadTokenizer(sameBytes), { message: /encoder\.json: tokens 97 and 300 stand for the same bytes$/ });
+
+  const noEot = write(toyEncoder.replace(', "<|endoftext|>": 262', ''), toyMerges);
+  t.throws(() => loadTokenizer(noEot), { message: /no <\|endoftext\|> token/ });
+
+  const unknownMerge = write(toyEncoder, `${toyMerges}w o\n`);
+  t.throws(() => loadTokenizer(unknownMerge).encode('x', { allowSpecial: false }), {
+    message: /vocab\.bpe:7:1: the merged token is not in the encoder, found "w o"$/,
+  });
+  const malformed = write(toyEncoder, `#version: 0.2\nl o\nh  e\n`);
+  t.throws(() => loadTokenizer(malformed).encode('x', { allowSpecial: false }), { message: /vocab\.bpe:3:3: expected "left right", found " e"$/ });
+});
+
+t.test('decode rejects ids outside the vocabulary', async (t) => {
+  const tokenizer = loadTokenizer();
+  t.throws(() => tokenizer.decode([50257]), RangeError);
+  t.throws(() => tokenizer.decode([-1]), RangeError);
+  t.throws(() => tokenizer.decode([1.5]), RangeError);
+});

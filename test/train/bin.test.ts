@@ -1,0 +1,85 @@
+// The command line: bin/train's flags and help, --check, bin/encode then bin/train on the token file stopped
+// by Ctrl-C with --save_on_ctrlc, and bin/plot.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { latestCheckpoint, readTrainState } from '../../lib/train/checkpoint';
+import { CHAT, TINY_VOCAB } from './helpers';
+
+const COMMANDS = path.join(__dirname, '..', '..', 'bin', 'commands');
+
+function run(command: string, args: string[], cwd?: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [path.join(COMMANDS, `${command}.js`), ...args], { encoding: 'utf8', cwd });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+t.test("bin/train --help lists the original tools' flags with their defaults", async (t) => {
+  const { status, stdout } = run('train', ['--help']);
+  t.equal(status, 0);
+  const flags: [string, string][] = [
+    ['dataset', 'required'], ['model_name', '"124M"'], ['fresh_model', 'false'], ['n_layer', '12'], ['n_head', '12'], ['n_embd', '768'],
+    ['n_ctx', '1024'], ['combine', '50000'], ['batch_size', '1'], ['learning_rate', '0.00002'], ['learning_rate_cos', 'false'],
+    ['learning_rate_warmup', '100'], ['learning_rate_min', '0.00001'], ['learning_rate_period', '1000'], ['accumulate_gradients', '1'],
+    ['optimizer', '"adam"'], ['memory_saving_gradients', 'false'], ['only_train_transformer_layers', 'false'], ['restore_from', '"latest"'],
+    ['run_name', '"run1"'], ['save_every', '1000'], ['save_time', '15'], ['max_to_keep', '5'], ['sample_every', '100'],
+    ['sample_length', '1023'], ['sample_num', '1'], ['top_k', '40'], ['top_p', '0'], ['val_dataset', '""'], ['val_every', '0'],
+    ['val_batch_size', '2'], ['val_batch_count', '40'], ['save_on_ctrlc', 'false'], ['seed', '-1'], ['stop_after', '0'], ['check', 'false'],
+  ];
+  for (const [flag, value] of flags) {
+    t.match(stdout, new RegExp(`--${flag}\\s[^]*?${value === 'required' ? '\\[required\\]' : `\\[default: ${value.replace(/[.]/g, '\\.')}\\]`}`), `--${flag} ${value}`);
+  }
+});
+
+t.test('bin/train --check: exit 1 and file:line for malformed chat, 0 when clean', async (t) => {
+  const dir = t.testdir({ 'a.train': '1|mom|Hi <EOM>\r\n0|mom|Hello | there <EOM>\r\n1|mom\r\n' });
+  const bad = run('train', ['--dataset', dir, '--check']);
+  t.equal(bad.status, 1);
+  t.match(bad.stdout, `${path.join(dir, 'a.train')}:3: missing fields`);
+  const good = run('train', ['--dataset', path.join(CHAT, 'valid.train'), '--check']);
+  t.equal(good.status, 0);
+  t.match(good.stdout, /chat check: 1 file, 495 messages/);
+});
+
+t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
+  const dir = t.testdir();
+  const tokens = path.join(dir, 'chat.tokens');
+  const encoded = run('encode', [path.join(CHAT, 'train', '*.train'), tokens, '--tokenizer', TINY_VOCAB]);
+  t.equal(encoded.status, 0, encoded.stderr);
+  t.match(encoded.stdout, /chat check: 3 files, 7,713 messages/);
+  t.match(encoded.stdout, /chat\.tokens: [\d,]+ tokens in 3 chunks from 3 files/);
+
+  const args = ['--dataset', tokens, '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '2', '--n_head', '4', '--n_embd', '64', '--n_ctx', '64',
+    '--context_length', '32', '--batch_size', '4', '--learning_rate', '0.003', '--sample_every', '0', '--save_on_ctrlc', '--seed', '5', '--threads', '2'];
+  const child = spawn(process.execPath, [path.join(COMMANDS, 'train.js'), ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let interrupted = false;
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    if (!interrupted && /^\[3 \| /m.test(stdout)) {
+      interrupted = true;
+      child.kill('SIGINT');
+    }
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  t.equal(code, 0, stderr);
+  t.match(stderr, /stopping after this step, then saving/);
+  const runDir = path.join(dir, 'checkpoint', 'run1');
+  const checkpoint = latestCheckpoint(runDir) as string;
+  t.ok(checkpoint, 'a checkpoint was saved');
+  const step = readTrainState(checkpoint).step;
+  t.ok(step >= 3, `at step ${step}`);
+  t.match(stdout, new RegExp(`saved ${checkpoint.replace(dir + path.sep, '')}`));
+  t.match(stdout, new RegExp(`stopped at step ${step}; checkpoint`));
+
+  fs.rmSync(path.join(runDir, 'loss.svg'));
+  const plotted = run('plot', ['run1'], dir);
+  t.equal(plotted.status, 0, plotted.stderr);
+  t.equal(plotted.stdout.trim(), path.join('checkpoint', 'run1', 'loss.svg'));
+  t.match(fs.readFileSync(path.join(runDir, 'loss.svg'), 'utf8'), /<polyline /);
+  const missing = run('plot', ['nope'], dir);
+  t.equal(missing.status, 1);
+  t.match(missing.stderr, /no metrics log for "nope"/);
+});

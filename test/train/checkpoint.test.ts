@@ -1,0 +1,101 @@
+// Resuming is exact (N steps, stop, N more == 2N steps, bit for bit), and a kill -9 in the middle of a save
+// leaves the last complete checkpoint loadable.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { Model } from '../../lib/engine/model';
+import { latestCheckpoint, listCheckpoints, readTrainState } from '../../lib/train/checkpoint';
+import { readMetrics } from '../../lib/train/metrics';
+import { train } from '../../lib/train/train';
+import { tinyRun } from './helpers';
+
+const quiet = { log: (): void => undefined };
+
+function bytes(dir: string, file: string): Buffer {
+  return fs.readFileSync(path.join(dir, file));
+}
+
+t.test('N steps, stop, resume, N more == 2N steps in one run, bit for bit', async (t) => {
+  const dir = t.testdir();
+  // Accumulation, a cosine schedule, samples and validation in between: none may disturb the resumed run.
+  const common = { accumulate_gradients: 2, learning_rate_cos: true, learning_rate_warmup: 3, learning_rate_period: 5, sample_every: 3, sample_length: 10, val_every: 4, val_batch_count: 2 };
+  const whole = await train(tinyRun(dir, { ...common, run_name: 'whole', stop_after: 12 }), quiet);
+  const first = await train(tinyRun(dir, { ...common, run_name: 'halves', stop_after: 6 }), quiet);
+  t.equal(first.step, 6);
+  const second = await train(tinyRun(dir, { ...common, run_name: 'halves', stop_after: 12 }), quiet);
+  t.equal(second.step, 12);
+  t.equal(second.stepsThisRun, 6);
+  const a = whole.checkpoint as string;
+  const b = second.checkpoint as string;
+  t.ok(bytes(a, 'model.safetensors').equals(bytes(b, 'model.safetensors')), 'weights identical');
+  t.ok(bytes(a, 'optimizer.safetensors').equals(bytes(b, 'optimizer.safetensors')), 'Adam state identical');
+  const sa = readTrainState(a);
+  const sb = readTrainState(b);
+  t.same(sb.dataRng, sa.dataRng, 'the batch sampler is where the whole run left it');
+  t.same(sb.sampleRng, sa.sampleRng);
+  t.equal(sb.tokens, sa.tokens);
+  t.same(
+    readMetrics(path.join(second.runDir, 'metrics.jsonl')).map((r) => [r.type, r.step, r.loss]),
+    readMetrics(path.join(whole.runDir, 'metrics.jsonl')).map((r) => [r.type, r.step, r.loss]),
+    'the log of the resumed run tells the same history',
+  );
+  t.equal(fs.readFileSync(path.join(dir, 'samples', 'halves', 'samples-9'), 'utf8'), fs.readFileSync(path.join(dir, 'samples', 'whole', 'samples-9'), 'utf8'), 'even the samples agree');
+
+  // Resuming from an older checkpoint of the run by path replaces the newer one of the same step.
+  const again = await train(tinyRun(dir, { ...common, run_name: 'halves', restore_from: path.join(second.runDir, 'model-6'), stop_after: 12 }), quiet);
+  t.ok(bytes(again.checkpoint as string, 'model.safetensors').equals(bytes(a, 'model.safetensors')));
+});
+
+// Starts kill_child.js to train, waits until the save of `step` reaches `phase`, and SIGKILLs it there.
+function killDuringSave(options: object, phase: string, step: number): Promise<string> {
+  const child = spawn(process.execPath, [path.join(__dirname, 'kill_child.js'), JSON.stringify(options), phase, String(step)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const paused = /PAUSED (.*)\n/.exec(out);
+      if (paused) {
+        child.kill('SIGKILL');
+        child.on('exit', (_code, signal) => (signal === 'SIGKILL' ? resolve(paused[1]) : reject(new Error(`exited with ${signal}`))));
+      }
+    });
+    child.on('exit', (code) => {
+      if (!/PAUSED/.test(out)) reject(new Error(`the child ended (${code}) before pausing: ${out}${err}`));
+    });
+  });
+}
+
+t.test('SIGKILL in the middle of a save leaves the last complete checkpoint loadable', async (t) => {
+  const dir = t.testdir();
+  const options = tinyRun(dir, { save_every: 2, stop_after: 6, max_to_keep: 2 });
+  const runDir = path.join(dir, 'checkpoint', 'run1');
+
+  // Killed with model-4 written in its temporary folder: model-2 is the latest.
+  const temp = await killDuringSave(options, 'written', 4);
+  t.match(path.basename(temp), /^\.model-4\.tmp-\d+$/);
+  t.ok(fs.existsSync(path.join(temp, 'state.json')), 'the temporary folder was complete but never renamed');
+  t.same(listCheckpoints(runDir).map((c) => c.step), [2]);
+  t.equal(latestCheckpoint(runDir), path.join(runDir, 'model-2'));
+  const model = await Model.load(path.join(runDir, 'model-2'));
+  model.dispose();
+  t.equal(readTrainState(path.join(runDir, 'model-2')).step, 2);
+
+  // Resumed and killed again after model-4's rename, before `latest` names it: both are complete.
+  const renamed = await killDuringSave(options, 'renamed', 4);
+  t.equal(renamed, path.join(runDir, 'model-4'));
+  t.equal(fs.readFileSync(path.join(runDir, 'latest'), 'utf8'), 'model-2\n');
+  t.same(listCheckpoints(runDir).map((c) => c.step), [2, 4]);
+  t.equal(latestCheckpoint(runDir), path.join(runDir, 'model-2'), '`latest` still names a complete checkpoint');
+  (await Model.load(path.join(runDir, 'model-4'))).dispose();
+
+  // The run goes on from model-2 to the end; the stray temporary folder is swept.
+  const result = await train(options, quiet);
+  t.equal(result.step, 6);
+  t.same(listCheckpoints(runDir).map((c) => c.step), [4, 6]);
+  t.same(fs.readdirSync(runDir).filter((n) => n.startsWith('.')), [], 'no temporary folders left');
+  const whole = await train(tinyRun(dir, { save_every: 2, stop_after: 6, run_name: 'uninterrupted' }), quiet);
+  t.ok(bytes(result.checkpoint as string, 'model.safetensors').equals(bytes(whole.checkpoint as string, 'model.safetensors')), 'and ends where an uninterrupted run ends');
+});

@@ -1,0 +1,131 @@
+// The training loop in-process (lib/train): a tiny fresh model learns a chat dataset, writes checkpoints,
+// samples, metrics and a loss curve; training on a token file equals training on its text; the options that
+// shape a step (frozen embeddings, SGD, pruning) do what they say.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { encodeDataset } from '../../lib/data/dataset';
+import { Model } from '../../lib/engine/model';
+import { checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState } from '../../lib/train/checkpoint';
+import { readMetrics } from '../../lib/train/metrics';
+import { learningRate, train, DEFAULT_TRAIN_OPTIONS } from '../../lib/train/train';
+import { loadTokenizer } from '../../lib/tokenizer';
+import { CHAT, TINY_VOCAB, collect, tinyRun } from './helpers';
+
+function weightBytes(checkpoint: string): Buffer {
+  return fs.readFileSync(path.join(checkpoint, 'model.safetensors'));
+}
+
+t.test('a tiny fresh model learns the chat dataset: checkpoints, samples, validation, metrics, plot', async (t) => {
+  const dir = t.testdir();
+  const lines: string[] = [];
+  const result = await train(
+    tinyRun(dir, {
+      dataset: path.join(CHAT, 'train'),
+      learning_rate: 0.01,
+      stop_after: 60,
+      save_every: 30,
+      sample_every: 30,
+      sample_length: 40,
+      sample_num: 2,
+      val_dataset: path.join(CHAT, 'valid.train'),
+      val_every: 20,
+      val_batch_count: 3,
+      val_batch_size: 6,
+    }),
+    { log: collect(lines) },
+  );
+  t.equal(result.step, 60);
+  t.equal(result.stoppedBy, 'stop_after');
+  const records = readMetrics(path.join(result.runDir, 'metrics.jsonl'));
+  const train_ = records.filter((r) => r.type === 'train');
+  const val = records.filter((r) => r.type === 'val');
+  t.same(train_.map((r) => r.step), Array.from({ length: 60 }, (_, i) => i + 1), 'one record per step');
+  t.ok(result.firstLoss > 5.5, `the first loss ${result.firstLoss} is about ln(457) = 6.1`);
+  const last = train_.slice(-10).reduce((s, r) => s + r.loss, 0) / 10;
+  t.ok(last < result.firstLoss - 2, `the loss fell from ${result.firstLoss.toFixed(3)} to ${last.toFixed(3)}`);
+  t.same(val.map((r) => r.step), [0, 20, 40, 60], 'validation before training and every 20 steps');
+  t.ok(val[3].loss < val[0].loss - 2, `validation loss fell from ${val[0].loss} to ${val[3].loss}`);
+  t.equal(result.valLoss, val[3].loss);
+
+  t.same(listCheckpoints(result.runDir).map((c) => c.step), [30, 60]);
+  t.equal(latestCheckpoint(result.runDir), path.join(result.runDir, 'model-60'));
+  t.equal(fs.readFileSync(path.join(result.runDir, 'latest'), 'utf8'), 'model-60\n');
+  const checkpoint = path.join(result.runDir, 'model-60');
+  t.same(fs.readdirSync(checkpoint).sort(), ['config.json', 'encoder.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'vocab.bpe']);
+  const state = readTrainState(checkpoint);
+  t.equal(state.step, 60);
+  t.equal(state.seed, 1234);
+  t.equal(state.tokens, 60 * 4 * 32);
+  t.same(state.audiences.map((a) => a.audience), ['team', 'alex', 'sam', 'grandma', 'mom', 'dad'], 'the audiences, for bin/chat');
+  t.equal(checkpointFolder(result.runDir), checkpoint, 'the run folder stands for its latest checkpoint');
+  t.equal(checkpointFolder(checkpoint), checkpoint);
+  // The checkpoint is a model folder: it loads, with its tokenizer, and computes the loss training reported.
+  const model = await Model.load(checkpoint, { maxBatch: 1, maxSeq: 32 });
+  t.teardown(() => model.dispose());
+  t.same(model.config, { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 457 });
+  const tokenizer = loadTokenizer(checkpoint);
+  const ids = tokenizer.encode('1|team|Morning! <EOM>\n0|team|Standup moved to 9. <EOM>\n1|team|Works for me. <EOM>\n', { allowSpecial: false });
+  const loss = await model.forward(ids.subarray(0, 32), ids.subarray(1, 33), 1, 32);
+  t.ok(loss < 4, `the trained model predicts chat lines (loss ${loss.toFixed(3)}; ln 457 = 6.1 for a random one)`);
+
+  for (const step of [30, 60]) {
+    const samples = fs.readFileSync(path.join(dir, 'samples', 'run1', `samples-${step}`), 'utf8');
+    t.match(samples, /^={20} SAMPLE 1 ={20}\n[^]*\n={20} SAMPLE 2 ={20}\n/, `samples-${step} holds two samples`);
+  }
+  t.match(fs.readFileSync(path.join(dir, 'samples', 'run1', 'samples-60'), 'utf8'), /<EOM>/, 'the samples look like chat');
+  t.ok(lines.some((l) => /^\[60 \| \S+\] loss \d+\.\d{4} avg \d+\.\d{4} \| lr 1\.00e-2 \| [\d,]+ tok\/s \| ETA 0s$/.test(l)), 'a progress line per step');
+  t.ok(lines.some((l) => /^\[20 \| \S+\] validation loss \d+\.\d{4}$/.test(l)), 'validation lines');
+  t.ok(lines.some((l) => /^chat check: 3 files, 7,713 messages/.test(l)), 'the chat check ran first');
+  const svg = fs.readFileSync(path.join(result.runDir, 'loss.svg'), 'utf8');
+  t.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  t.equal((svg.match(/<polyline /g) ?? []).length, 3, 'loss, running average and validation curves');
+  t.equal((svg.match(/<circle /g) ?? []).length, 4, 'a point per validation');
+});
+
+t.test('training on a bin/encode token file equals training on its text', async (t) => {
+  const dir = t.testdir();
+  const tokens = path.join(dir, 'work.tokens');
+  await encodeDataset(path.join(CHAT, 'train'), tokens, { tokenizer: loadTokenizer(TINY_VOCAB), combine: 20000 });
+  const fromText = await train(tinyRun(dir, { dataset: path.join(CHAT, 'train'), combine: 20000, stop_after: 4, run_name: 'text' }), { log: () => undefined });
+  const fromFile = await train(tinyRun(dir, { dataset: tokens, stop_after: 4, run_name: 'file' }), { log: () => undefined });
+  t.ok(weightBytes(fromText.checkpoint as string).equals(weightBytes(fromFile.checkpoint as string)), 'the same weights, byte for byte');
+  t.equal(fromText.firstLoss, fromFile.firstLoss);
+});
+
+t.test('--only_train_transformer_layers freezes the embeddings; SGD steps; --max_to_keep prunes', async (t) => {
+  const dir = t.testdir();
+  const base = await train(tinyRun(dir, { stop_after: 1, run_name: 'base' }), { log: () => undefined });
+  const start = await Model.load(base.checkpoint as string);
+  t.teardown(() => start.dispose());
+  const frozen = await train(tinyRun(dir, { restore_from: base.checkpoint as string, stop_after: 3, run_name: 'frozen', only_train_transformer_layers: true, optimizer: 'sgd', learning_rate: 0.1, save_every: 1, max_to_keep: 2 }), { log: () => undefined });
+  t.same(listCheckpoints(frozen.runDir).map((c) => c.step), [2, 3], 'only the newest two checkpoints are kept');
+  t.notOk(fs.existsSync(path.join(frozen.checkpoint as string, 'optimizer.safetensors')), 'SGD has no optimizer state to save');
+  const after = await Model.load(frozen.checkpoint as string);
+  t.teardown(() => after.dispose());
+  const same = (name: string): boolean => Buffer.from(after.getParam(name).buffer).equals(Buffer.from(start.getParam(name).buffer));
+  for (const name of ['wte.weight', 'wpe.weight', 'ln_f.weight']) t.ok(same(name), `${name} unchanged`);
+  t.notOk(same('h.0.attn.c_attn.weight'), 'the blocks trained');
+});
+
+t.test('a run that would mix into existing checkpoints is refused', async (t) => {
+  const dir = t.testdir();
+  await train(tinyRun(dir, { stop_after: 1 }), { log: () => undefined });
+  await t.rejects(train(tinyRun(dir, { stop_after: 2, restore_from: 'fresh' }), { log: () => undefined }), /already holds checkpoints \(model-1\)/);
+  await t.rejects(train(tinyRun(dir, { dataset: path.join(dir, 'nothing.txt') }), { log: () => undefined }), /nothing\.txt: no such file or folder/);
+  const bad = path.join(dir, 'bad.train');
+  fs.writeFileSync(bad, '1|mom|Hi <EOM>\n0|mom|\n');
+  await t.rejects(train(tinyRun(dir, { dataset: bad, run_name: 'bad' }), { log: () => undefined }), /bad\.train:2: no <EOM> at the end; empty message/);
+  await t.rejects(train(tinyRun(dir, { batch_size: 0 })), /--batch_size must be a whole number >= 1, got 0/);
+});
+
+t.test('the learning rate schedule: constant, or warmup then cosine cycles', async (t) => {
+  const o = { ...DEFAULT_TRAIN_OPTIONS, dataset: '', learning_rate: 1e-3, learning_rate_min: 1e-4, learning_rate_warmup: 10, learning_rate_period: 100 };
+  t.equal(learningRate(o, 50), 1e-3);
+  const cos = { ...o, learning_rate_cos: true };
+  t.equal(learningRate(cos, 0), 1e-4, 'warmup starts at lr / warmup');
+  t.equal(learningRate(cos, 9), 1e-3);
+  t.equal(learningRate(cos, 10), 1e-3, 'the cycle starts at the top');
+  t.ok(Math.abs(learningRate(cos, 60) - 5.5e-4) < 1e-12, 'half way: the mean of top and bottom');
+  t.equal(learningRate(cos, 110), 1e-3, 'and restarts');
+});
