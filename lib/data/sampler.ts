@@ -1,7 +1,7 @@
 // Training windows drawn uniformly over token positions: every start position whose window of `length`
 // tokens stays inside one chunk is equally likely (no window crosses a chunk boundary, and no draw is
 // rejected: the valid starts of all chunks are counted up front and one is picked by binary search).
-import { Rng } from './rng';
+import { Rng } from '../util/rng';
 import { TokenSource } from './tokens';
 
 export class WindowSampler {

@@ -7,6 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ProgressBar, type ProgressSink } from './progress';
+import { renameAtomic } from '../util/atomic_file';
 
 export interface FetchFileOptions {
   headers?: Record<string, string>;  // sent to the first host only (an Authorization token stays there)
@@ -71,15 +72,6 @@ async function hashFile(file: string, algorithm: string, prefix?: Buffer): Promi
   if (prefix) hash.update(prefix);
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   return hash.digest('hex');
-}
-
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 // One attempt: request (following redirects by hand, to read the hub's headers on the way), then append the
@@ -218,7 +210,6 @@ export async function fetchFile(url: string, dest: string, options: FetchFileOpt
     const actual = await hashFile(partial, 'sha1', Buffer.from(`blob ${size}\0`));
     if (actual !== expected.gitSha1) refuse(`git blob sha1 ${actual} does not match the ETag ${expected.gitSha1}`);
   }
-  fs.renameSync(partial, dest);
+  renameAtomic(partial, dest);
   fs.rmSync(`${partial}.json`, { force: true });
-  fsyncDir(path.dirname(dest));
 }

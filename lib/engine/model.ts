@@ -15,6 +15,7 @@ import {
 import { inspectModelFolder } from '../formats/model_folder';
 import { openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { writeTextAtomic } from '../util/atomic_file';
+import { Rng } from '../util/rng';
 
 export type GPT2Config = NativeConfig;
 export interface ModelOptions extends NativeOptions {}
@@ -29,8 +30,6 @@ const PREFIX = 'transformer.';
 // wte.weight exactly and refused otherwise, since an untied head cannot be represented.
 const LM_HEAD = 'lm_head.weight';
 
-// The native model with the call that frees its memory early (the addon has it; MODEL_API.md's dispose()).
-type DisposableNative = NativeModel & { dispose(): void };
 
 // The config fields readHFConfig does not read, which this engine does not let vary.
 function checkComputeConfig(file: string): void {
@@ -66,58 +65,6 @@ export function hfConfigJson(config: GPT2Config): Record<string, unknown> {
     eos_token_id: 50256,
     torch_dtype: 'float32',
   };
-}
-
-// xoshiro128** seeded by splitmix32, with Box-Muller normals: reproducible initialisation from a seed.
-class Rng {
-  private s: Uint32Array;
-  private spare: number | null = null;
-
-  constructor(seed: number) {
-    let x = seed >>> 0;
-    this.s = new Uint32Array(4);
-    for (let i = 0; i < 4; i++) {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
-    }
-  }
-
-  private nextU32(): number {
-    const s = this.s;
-    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return result;
-  }
-
-  // uniform in (0, 1)
-  uniform(): number {
-    return (this.nextU32() + 0.5) / 4294967296;
-  }
-
-  normal(): number {
-    if (this.spare !== null) {
-      const v = this.spare;
-      this.spare = null;
-      return v;
-    }
-    const r = Math.sqrt(-2 * Math.log(this.uniform()));
-    const theta = 2 * Math.PI * this.uniform();
-    this.spare = r * Math.sin(theta);
-    return r * Math.cos(theta);
-  }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -387,6 +334,6 @@ export class Model {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    (this.native as DisposableNative).dispose();
+    this.native.dispose();
   }
 }

@@ -82,6 +82,7 @@ export interface NativeModel {
   kvReset(slot: number): void;
   kvLength(slot: number): number;
   // rngState: two 64-bit words per row, advanced in place; histories: tokens seen by each row
+  dispose(): void;  // frees the native memory now rather than at garbage collection
   sample(logits: Float32Array, params: NativeSampling[], rngState: BigUint64Array, histories: Int32Array[], out: Int32Array): void;
 }
 

@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Model } from '../engine/model';
 import { AudienceCount } from '../data/chat_check';
-import { RngState } from '../data/rng';
+import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
 import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
 

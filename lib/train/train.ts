@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ChatSummary, MalformedChatError, formatChatReport } from '../data/chat_check';
 import { Dataset, DEFAULT_COMBINE, loadDataset } from '../data/dataset';
-import { Rng } from '../data/rng';
+import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
 import { GPT2Config, Model, ModelOptions } from '../engine/model';
 import { resolveModel } from '../formats/resolve_model';

@@ -31,6 +31,11 @@ export async function writeFileAtomic(target: string, fill: (fd: number) => void
     throw err;
   }
   fs.closeSync(fd);
+  renameAtomic(temp, target);
+}
+
+// Moves a complete, fsynced file into place and makes the rename itself durable.
+export function renameAtomic(temp: string, target: string): void {
   fs.renameSync(temp, target);
   fsyncDir(path.dirname(target));
 }

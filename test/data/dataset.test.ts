@@ -6,7 +6,7 @@ import t, { type Test } from 'tap';
 import { encodeDataset, loadDataset } from '../../lib/data/dataset';
 import { datasetFiles } from '../../lib/data/files';
 import { readNpz } from '../../lib/data/npz';
-import { Rng } from '../../lib/data/rng';
+import { Rng } from '../../lib/util/rng';
 import { WindowSampler } from '../../lib/data/sampler';
 import { TokenFile, writeTokenFile } from '../../lib/data/token_file';
 import { MemoryTokens, TokenSource } from '../../lib/data/tokens';

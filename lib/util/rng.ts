@@ -5,6 +5,7 @@ export type RngState = [number, number, number, number];
 
 export class Rng {
   private readonly s = new Uint32Array(4);
+  private spare: number | null = null;
 
   constructor(seed: number) {
     let x = seed >>> 0;
@@ -45,6 +46,25 @@ export class Rng {
     s[2] ^= t;
     s[3] = rotl(s[3], 11);
     return result;
+  }
+
+  // Uniform in (0, 1).
+  uniform(): number {
+    return (this.nextU32() + 0.5) / 4294967296;
+  }
+
+  // A standard normal by Box-Muller; the second value of each pair is cached, outside `state`, so only streams
+  // that never checkpoint (weight initialisation) draw normals.
+  normal(): number {
+    if (this.spare !== null) {
+      const v = this.spare;
+      this.spare = null;
+      return v;
+    }
+    const r = Math.sqrt(-2 * Math.log(this.uniform()));
+    const theta = 2 * Math.PI * this.uniform();
+    this.spare = r * Math.sin(theta);
+    return r * Math.cos(theta);
   }
 
   // A uniform integer in [0, n), n up to 2^53, without modulo bias (rejection on 53-bit draws).
