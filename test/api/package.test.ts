@@ -1,0 +1,52 @@
+// The package as its users see it: `require('dixie')` resolves to the typed API, and the README's library
+// example (examples/library/train_and_generate.js, quoted verbatim in README.md) runs and does what it says.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import t from 'tap';
+
+const root = path.resolve(__dirname, '../../..');
+const example = path.join(root, 'examples/library/train_and_generate.js');
+
+// A folder whose node_modules/dixie is this checkout, as after `npm install dixie`.
+function installedPackage(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-pkg-'));
+  fs.mkdirSync(path.join(dir, 'node_modules'));
+  fs.symlinkSync(root, path.join(dir, 'node_modules', 'dixie'), 'dir');
+  return dir;
+}
+
+t.test('require("dixie") gives the documented API', async (t) => {
+  const dir = installedPackage();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const script = `const d = require('dixie'); console.log(JSON.stringify(Object.fromEntries(Object.entries(d).map(([k, v]) => [k, typeof v]))));`;
+  const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: dir });
+  const api = JSON.parse(stdout) as Record<string, string>;
+  for (const name of ['Model', 'Generator', 'Batcher', 'ChatSession', 'Tokenizer', 'StreamDecoder', 'EncoderPool']) t.equal(api[name], 'function', name);
+  for (const name of ['loadTokenizer', 'train', 'loadDataset', 'encodeDataset', 'importTFCheckpoint', 'downloadModel', 'createServer', 'loadServerConfig', 'createChatbotSanitizer', 'openSafetensors', 'writeSafetensors']) {
+    t.equal(api[name], 'function', name);
+  }
+});
+
+t.test('the README quotes the library example verbatim', async (t) => {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+  const code = fs.readFileSync(example, 'utf8');
+  t.ok(readme.includes('```js\n' + code + '```'), 'README.md holds examples/library/train_and_generate.js in a js block');
+});
+
+t.test('the library example trains, saves, reloads and continues the sentence it learned', async (t) => {
+  const dir = installedPackage();
+  const out = path.join(dir, 'model');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { stdout } = await promisify(execFile)(process.execPath, [example, out], { cwd: dir, env: { ...process.env, NODE_PATH: path.join(dir, 'node_modules') } });
+  const losses = [...stdout.matchAll(/step (\d+): loss ([\d.]+)/g)].map((m) => Number(m[2]));
+  t.equal(losses.length, 3, stdout);
+  t.ok(losses[0] > losses[2] && losses[2] < 2, `loss falls to below 2: ${losses.join(' -> ')}`);
+  t.match(stdout, /h\.0\.attn\.c_attn\.weight shape 64x192/);
+  t.ok(fs.statSync(path.join(out, 'model.safetensors')).size > 4 * 3216448, 'weights written');
+  t.same(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).n_layer, 2);
+  const text = JSON.parse(stdout.trim().split('\n').pop() as string) as string;
+  t.match(text, /^ fox jumps over/, 'greedy decoding continues the memorised sentence');
+});
