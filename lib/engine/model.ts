@@ -1,7 +1,6 @@
 // The public GPT-2 model: a native backend (lib/engine/native.ts) plus Hugging Face's file format. Every native
 // call on a model goes through one queue, so calls never overlap whoever makes them; the heavy ones run off the
 // event loop. See /work/notes/MODEL_API.md for the contract.
-import fs from 'node:fs';
 import path from 'node:path';
 import {
   loadAddon,
@@ -16,6 +15,7 @@ import { inspectModelFolder } from '../formats/model_folder';
 import { openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { writeTextAtomic } from '../util/atomic_file';
 import { Rng } from '../util/rng';
+import { readJsonObject } from '../util/json_file';
 
 export type GPT2Config = NativeConfig;
 export interface ModelOptions extends NativeOptions {}
@@ -33,7 +33,7 @@ const LM_HEAD = 'lm_head.weight';
 
 // The config fields readHFConfig does not read, which this engine does not let vary.
 function checkComputeConfig(file: string): void {
-  const c = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  const c = readJsonObject(file);
   if (c.activation_function !== undefined && c.activation_function !== 'gelu_new') {
     throw new Error(`${file}: field "activation_function" is ${JSON.stringify(c.activation_function)}; only "gelu_new" (tanh GELU) is supported`);
   }

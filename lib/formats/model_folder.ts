@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { NativeConfig } from '../engine/native';
+import { readJsonObject } from '../util/json_file';
 
 export type GPT2Config = NativeConfig;
 export type ModelFolderKind = 'huggingface' | 'openai-release' | 'tf-run';
@@ -37,23 +38,6 @@ export function findVocabulary(dir: string): VocabFiles | null {
   return null;
 }
 
-function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new Error(`${file}: cannot read: ${(err as Error).message}`);
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${file}: must be a JSON object`);
-  return value as Record<string, unknown>;
-}
-
 function positiveInt(file: string, json: Record<string, unknown>, field: string): number {
   const value = json[field];
   if (value === undefined) throw new Error(`${file}: missing field "${field}"`);
@@ -72,7 +56,7 @@ function checkHeads(file: string, config: GPT2Config, headField: string, embdFie
 
 // config.json in Hugging Face's GPT-2 naming: n_layer, n_head, n_embd, n_positions (or the older n_ctx), vocab_size.
 export function readHFConfig(file: string): GPT2Config {
-  const json = readJson(file);
+  const json = readJsonObject(file);
   if (json.model_type !== undefined && json.model_type !== 'gpt2') {
     throw new Error(`${file}: field "model_type" is ${JSON.stringify(json.model_type)}; dixie runs GPT-2 models ("gpt2")`);
   }
@@ -88,7 +72,7 @@ export function readHFConfig(file: string): GPT2Config {
 
 // hparams.json of OpenAI's release and the original tools: n_vocab, n_ctx, n_embd, n_head, n_layer.
 export function readHparams(file: string): GPT2Config {
-  const json = readJson(file);
+  const json = readJsonObject(file);
   return checkHeads(file, {
     nLayer: positiveInt(file, json, 'n_layer'),
     nHead: positiveInt(file, json, 'n_head'),

@@ -203,26 +203,9 @@ export class SafetensorsFile {
   // One tensor as float32, converting from F16, BF16 or F64.
   readF32(tensor: string | TensorEntry): Float32Array {
     const entry = typeof tensor === 'string' ? this.tensor(tensor) : tensor;
-    switch (entry.dtype) {
-      case 'F32': {
-        const out = new Float32Array(entry.numel);
-        this.readInto(entry, out);
-        return out;
-      }
-      case 'F16':
-      case 'BF16': {
-        const half = new Uint16Array(entry.numel);
-        this.readInto(entry, half);
-        return entry.dtype === 'F16' ? f16ToF32(half) : bf16ToF32(half);
-      }
-      case 'F64': {
-        const wide = new Float64Array(entry.numel);
-        this.readInto(entry, wide);
-        return Float32Array.from(wide);
-      }
-      default:
-        throw new Error(`${this.path}: tensor "${entry.name}" is ${entry.dtype}, not a float tensor`);
-    }
+    const kind = floatKindOf(entry.dtype);
+    if (kind === undefined) throw new Error(`${this.path}: tensor "${entry.name}" is ${entry.dtype}, not a float tensor`);
+    return readAsFloat32(kind, entry.numel, (dst) => this.readInto(entry, dst));
   }
 
   close(): void {
@@ -301,6 +284,32 @@ export async function writeSafetensors(file: string, tensors: readonly TensorToW
 
 const scratchF32 = new Float32Array(1);
 const scratchU32 = new Uint32Array(scratchF32.buffer);
+
+// How a file stores a float tensor; readers of every format convert through readAsFloat32.
+export type FloatKind = 'f32' | 'f16' | 'bf16' | 'f64';
+
+const FLOAT_KINDS: Partial<Record<Dtype, FloatKind>> = { F32: 'f32', F16: 'f16', BF16: 'bf16', F64: 'f64' };
+
+export function floatKindOf(dtype: Dtype | null): FloatKind | undefined {
+  return dtype === null ? undefined : FLOAT_KINDS[dtype];
+}
+
+// `numel` values stored as `kind`, read by `readInto` into a buffer of that type, as float32.
+export function readAsFloat32(kind: FloatKind, numel: number, readInto: (dst: ArrayBufferView) => void): Float32Array {
+  if (kind === 'f32') {
+    const out = new Float32Array(numel);
+    readInto(out);
+    return out;
+  }
+  if (kind === 'f64') {
+    const wide = new Float64Array(numel);
+    readInto(wide);
+    return Float32Array.from(wide);
+  }
+  const half = new Uint16Array(numel);
+  readInto(half);
+  return kind === 'f16' ? f16ToF32(half) : bf16ToF32(half);
+}
 
 export function bf16ToF32(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
   const bits = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);

@@ -5,7 +5,7 @@
 // with positional reads, and each is checked against its crc32c.
 import fs from 'node:fs';
 import { crc32c, unmaskCrc } from './crc32c';
-import { f16ToF32, bf16ToF32, type Dtype } from './safetensors';
+import { floatKindOf, readAsFloat32, type Dtype } from './safetensors';
 import { snappyUncompress } from './snappy';
 
 // TensorFlow's DataType enum (types.proto) for the types a bundle can hold as raw bytes.
@@ -372,26 +372,9 @@ export class TFCheckpoint {
   // One tensor as float32, from DT_FLOAT, DT_HALF, DT_BFLOAT16 or DT_DOUBLE.
   readF32(tensor: string | TFTensorEntry): Float32Array {
     const entry = typeof tensor === 'string' ? this.tensor(tensor) : tensor;
-    switch (entry.dtype) {
-      case 'DT_FLOAT': {
-        const out = new Float32Array(entry.numel);
-        this.readInto(entry, out);
-        return out;
-      }
-      case 'DT_HALF':
-      case 'DT_BFLOAT16': {
-        const half = new Uint16Array(entry.numel);
-        this.readInto(entry, half);
-        return entry.dtype === 'DT_HALF' ? f16ToF32(half) : bf16ToF32(half);
-      }
-      case 'DT_DOUBLE': {
-        const wide = new Float64Array(entry.numel);
-        this.readInto(entry, wide);
-        return Float32Array.from(wide);
-      }
-      default:
-        throw new Error(`${this.indexFile}: variable "${entry.name}" is ${entry.dtype}, not a float tensor`);
-    }
+    const kind = floatKindOf(entry.safetensorsDtype);
+    if (kind === undefined) throw new Error(`${this.indexFile}: variable "${entry.name}" is ${entry.dtype}, not a float tensor`);
+    return readAsFloat32(kind, entry.numel, (dst) => this.readInto(entry, dst));
   }
 
   close(): void {

@@ -3,11 +3,12 @@
 //   {"host": "0.0.0.0", "port": 12345, "debug": 1,
 //    "models": [{"key": "chatbot", "model_name": "355M", "restore_from": "checkpoint/run1/", "sanitizer": "sanitizers.chatbot"}]}
 // Everything else is optional; see the field list below and README's "Server" section.
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { isAudience, MAX_AUDIENCE_CHARS } from '../data/chat_format';
 import type { WeightDType } from '../engine/native';
 import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
+import { readJsonFile } from '../util/json_file';
 
 // Per-model sampling defaults; the original server hard-coded these very values.
 export interface SamplingDefaults {
@@ -20,9 +21,10 @@ export interface SamplingDefaults {
 
 export const ORIGINAL_SAMPLING: SamplingDefaults = { length: 120, temperature: 0.3, topK: 40, topP: 0.9, penalize: 0.85 };
 
-// How raw_text becomes the prompt: 'raw' as it is (the original behaviour), 'chat' as the other party's message
-// in the chat format (`0|<audience>|<text> <EOM>` then `1|<audience>|` for the bot to continue), with chat
-// markers in the text neutralised so that a user cannot speak in the bot's voice.
+// How raw_text becomes the prompt: 'raw' as it is (the original behaviour), 'chat' as the user's message in the
+// chat format (lib/data/chat_format.ts: `1|<audience>|<text> <EOM>` after the history, then `0|<audience>|` for
+// the bot to answer as the audience), with chat markers in the text neutralised so that a user cannot speak in
+// the bot's voice.
 export type PromptFormat = 'raw' | 'chat';
 
 export interface ModelConfig {
@@ -130,7 +132,7 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   const promptFormat = str(raw, 'prompt_format', where, chatty ? 'chat' : 'raw');
   if (promptFormat !== 'raw' && promptFormat !== 'chat') fail(`${where}.prompt_format`, '"raw" or "chat"', promptFormat);
   const audience = str(raw, 'audience', where, 'user');
-  if (/[|\r\n]/.test(audience) || audience.length > 64) fail(`${where}.audience`, 'a name of at most 64 characters without "|" or line breaks', audience);
+  if (!isAudience(audience)) fail(`${where}.audience`, `a name of 1 to ${MAX_AUDIENCE_CHARS} characters without "|" or line breaks`, audience);
   const sampling = raw.sampling ?? {};
   if (!isObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
   checkKeys(sampling, SAMPLING_KEYS, `${where}.sampling`);
@@ -203,17 +205,5 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
 }
 
 export function loadServerConfig(file: string): ServerConfig {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new Error(`${file}: cannot read: ${(err as Error).message}`);
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
-  }
-  return validateServerConfig(raw, file, path.dirname(path.resolve(file)));
+  return validateServerConfig(readJsonFile(file), file, path.dirname(path.resolve(file)));
 }

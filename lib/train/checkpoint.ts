@@ -20,6 +20,7 @@ import { AudienceCount } from '../data/chat_check';
 import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
 import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
+import { readJsonObject } from '../util/json_file';
 
 export const STATE_FILE = 'state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
@@ -84,12 +85,7 @@ export function checkpointFolder(dir: string): string {
 
 export function readTrainState(dir: string): TrainState {
   const file = path.join(dir, STATE_FILE);
-  let state: Partial<TrainState>;
-  try {
-    state = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<TrainState>;
-  } catch (err) {
-    throw new Error(`${file}: cannot read the training state: ${(err as Error).message}`);
-  }
+  const state = readJsonObject(file) as Partial<TrainState>;
   const isWords = (w: unknown): boolean => Array.isArray(w) && w.length === 4 && w.every((x) => Number.isInteger(x));
   for (const field of ['step', 'seed', 'tokens', 'trainSeconds'] as const) {
     if (typeof state[field] !== 'number') throw new Error(`${file}: field "${field}" must be a number`);
