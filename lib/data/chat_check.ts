@@ -1,10 +1,6 @@
-// The chat format the models are trained on, one message a line:
-//   1|mom|How are you doing, Mom? <EOM>
-// the flag (1: sent by "you", 0: received), the audience (who the conversation is with), the message, then
-// <EOM>. The message may itself contain '|' (only the first two separate fields); lines may end in \r\n;
-// blank lines are allowed between conversations. The checker reports every malformed line with file:line
+// The dataset checker: reports every malformed line of chat files (the format: chat_format.ts) with file:line
 // and why, and sums up what a dataset holds.
-export const END_OF_MESSAGE = '<EOM>';
+import { parseLines, SIDE } from './chat_format';
 
 // Under this much text a 124M model overfits (the original tools' advice).
 export const SMALL_DATASET_BYTES = 2_000_000;
@@ -33,44 +29,6 @@ export interface ChatSummary {
   issues: ChatIssue[];
 }
 
-// Why a non-blank line is malformed; empty when it is well formed. The line comes without \n or \r\n.
-export function lineProblems(line: string): { reasons: string[]; flag?: string; audience?: string } {
-  const first = line.indexOf('|');
-  const second = first < 0 ? -1 : line.indexOf('|', first + 1);
-  const trimmed = line.trimEnd();
-  const hasEom = trimmed.endsWith(END_OF_MESSAGE);
-  if (second < 0) {
-    const reasons = [`missing fields: expected flag|audience|message ${END_OF_MESSAGE} (found ${first < 0 ? 'no' : 'one'} '|')`];
-    if (!hasEom) reasons.push(`no ${END_OF_MESSAGE} at the end`);
-    return { reasons };
-  }
-  const reasons: string[] = [];
-  const flag = line.slice(0, first);
-  const audience = line.slice(first + 1, second);
-  if (flag !== '0' && flag !== '1') reasons.push(`flag must be 0 or 1, got ${JSON.stringify(flag)}`);
-  if (audience.trim() === '') reasons.push('missing field: empty audience');
-  if (!hasEom) reasons.push(`no ${END_OF_MESSAGE} at the end`);
-  const message = line.slice(second + 1, hasEom ? trimmed.length - END_OF_MESSAGE.length : line.length);
-  if (message.trim() === '') reasons.push('empty message');
-  return { reasons, flag, audience };
-}
-
-// Whether a text file is in the chat format, judged by its first lines: one that starts with a 0|/1| flag or
-// ends in <EOM> marks it. Chat files are checked before training; other text is trained on as it is.
-export function looksLikeChat(text: string): boolean {
-  let start = 0;
-  for (let seen = 0; seen < 20 && start < text.length; ) {
-    let end = text.indexOf('\n', start);
-    if (end < 0) end = text.length;
-    const line = text.slice(start, end).trim();
-    start = end + 1;
-    if (line === '') continue;
-    if (/^[01]\|/.test(line) || line.endsWith(END_OF_MESSAGE)) return true;
-    seen++;
-  }
-  return false;
-}
-
 export class ChatChecker {
   private files = 0;
   private lines = 0;
@@ -83,25 +41,16 @@ export class ChatChecker {
   add(file: string, text: string): void {
     this.files++;
     this.bytes += Buffer.byteLength(text, 'utf8');
-    let lineNumber = 0;
-    for (let start = 0; start < text.length; ) {
-      let end = text.indexOf('\n', start);
-      if (end < 0) end = text.length;
-      lineNumber++;
-      const line = text.slice(start, end > start && text.charCodeAt(end - 1) === 13 ? end - 1 : end);
-      start = end + 1;
-      if (line.trim() === '') continue;
+    for (const { line, text: written, message, reasons } of parseLines(text)) {
       this.lines++;
-      const { reasons, flag, audience } = lineProblems(line);
-      if (reasons.length > 0) {
-        this.issues.push({ file, line: lineNumber, reasons, text: line });
+      if (!message) {
+        this.issues.push({ file, line, reasons, text: written });
         continue;
       }
       this.messages++;
-      const name = (audience as string).trim();
-      let count = this.audiences.get(name);
-      if (!count) this.audiences.set(name, (count = { audience: name, sent: 0, received: 0 }));
-      if (flag === '1') {
+      let count = this.audiences.get(message.audience);
+      if (!count) this.audiences.set(message.audience, (count = { audience: message.audience, sent: 0, received: 0 }));
+      if (message.side === SIDE.you) {
         count.sent++;
         this.sent++;
       } else count.received++;

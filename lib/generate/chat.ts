@@ -1,11 +1,9 @@
-// A conversation in the chat format the models are fine-tuned on (lib/data/chat_check.ts), one message a line:
-//   1|<audience>|<text> <EOM>     a message from "you", the person whose logs trained the model
-//   0|<audience>|<text> <EOM>     a message from the audience (mom, a friend...)
-// In bin/chat the person at the terminal writes as "you" and the model answers as the audience: the prompt is
-// the conversation so far plus `0|<audience>|`, and the reply ends at <EOM> (or a line break).
+// A terminal chat with a model fine-tuned on chat logs (lib/data/chat_format.ts has the format and its roles):
+// the person at the terminal writes as "you" (`1|<audience>|<text> <EOM>`) and the model answers as the
+// audience, continuing `0|<audience>|` up to its <EOM> or the end of the line.
 import fs from 'node:fs';
 import path from 'node:path';
-import { END_OF_MESSAGE } from '../data/chat_check';
+import { buildPrompt, checkAudience, isAudience, REPLY_STOPS, type Turn } from '../data/chat_format';
 import { createChatbotSanitizer, Sanitizer } from '../sanitize';
 import { Generator, GenerateOptions } from './generate';
 import { GenerateResult } from './sequence';
@@ -38,35 +36,21 @@ export function findAudiences(modelDir: string): string[] {
     .filter((a): a is string => typeof a === 'string' && isAudience(a));
 }
 
-export function isAudience(name: string): boolean {
-  return /^[^|\r\n]{1,64}$/.test(name) && name.trim() !== '';
-}
-
-// A message's text as one chat line can hold it: one line, no <EOM>.
-function oneLine(text: string): string {
-  return text.split(END_OF_MESSAGE).join(' ').replace(/\s+/g, ' ').trim();
-}
-
 export class ChatSession {
-  private readonly lines: string[] = [];
+  private readonly turns: Turn[] = [];
   private readonly sanitizer: Sanitizer = createChatbotSanitizer({ maxMessages: 1 });
 
   constructor(private readonly generator: Generator, private readonly options: ChatOptions) {
-    if (!isAudience(options.audience)) {
-      throw new RangeError(`audience must be 1 to 64 characters without "|" or line breaks, got ${JSON.stringify(options.audience)}`);
-    }
+    checkAudience(options.audience);
   }
 
   // The prompt for the model's next reply to `text`: the conversation so far, its oldest messages dropped
   // while the prompt and a full reply would not fit the model's context.
   prompt(text: string): string {
-    const { audience } = this.options;
     const { nCtx } = this.generator.model.config;
     const room = nCtx - (this.options.maxTokens ?? Math.floor(nCtx / 2));
-    const tail = [`1|${audience}|${oneLine(text)} ${END_OF_MESSAGE}`, `0|${audience}|`];
-    let first = 0;
-    while (first < this.lines.length && this.generator.encode([...this.lines.slice(first), ...tail].join('\n')).length > room) first++;
-    return [...this.lines.slice(first), ...tail].join('\n');
+    const turns = [...this.turns, { from: 'user' as const, text }];
+    return buildPrompt({ audience: this.options.audience, turns }, (prompt) => this.generator.encode(prompt).length <= room);
   }
 
   // Sends `text`, streams the sanitized reply through onText as it grows, and adds both to the conversation.
@@ -80,7 +64,7 @@ export class ChatSession {
       ...generateOptions,
       signal,
       seed: seed ?? generateOptions.seed,
-      stop: [END_OF_MESSAGE, '\n'],
+      stop: [...REPLY_STOPS],
       onText: (piece) => {
         raw += piece;
         // The sanitized text of a growing reply almost always grows too; when it does not, what is shown
@@ -94,11 +78,11 @@ export class ChatSession {
     });
     const reply = this.sanitizer.sanitize(result.text);
     if (reply.startsWith(shown) && reply.length > shown.length) onText?.(reply.slice(shown.length));
-    this.lines.push(`1|${audience}|${oneLine(text)} ${END_OF_MESSAGE}`, `0|${audience}|${oneLine(result.text)} ${END_OF_MESSAGE}`);
+    this.turns.push({ from: 'user', text }, { from: 'bot', text: result.text });
     return { text: reply, result };
   }
 
   reset(): void {
-    this.lines.length = 0;
+    this.turns.length = 0;
   }
 }

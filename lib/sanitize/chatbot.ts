@@ -1,25 +1,28 @@
 // The chatbot sanitizer: turns what a model fine-tuned on chat logs generates into a reply that can be shown or
-// spoken. The chat format (one message per line, `<side>|<audience>|<text> <EOM>`, side 1 the bot's own voice,
-// side 0 the other party) is the original tools' training format; the original server's sanitizer did the same
-// steps with string replacements and DIXIE_NAMES from the environment. Rebuilt here as ordered, anchored steps:
-//   1. split at <EOM> and keep up to maxMessages messages, stopping at the first one in the other party's voice
-//      (unless keepOtherSide: the original kept both sides);
+// spoken. In a chat the model answers as the audience (side 0 of the chat format, lib/data/chat_format.ts): its
+// reply continues `0|<audience>|`, and the person it talks to writes on side 1. The original server's sanitizer
+// did the same steps with string replacements and DIXIE_NAMES from the environment. Rebuilt here as ordered,
+// anchored steps:
+//   1. split into messages, each ending at <EOM> or at a line break, and keep up to maxMessages of them,
+//      stopping at the first one in the user's voice, side 1 (unless keepOtherSide: the original kept both);
 //   2. strip the `0|name|` / `1|name|` prefixes of any audience (and stray `|name|` of the configured names);
 //   3. remove markup (tags, entities, a half-written <EOM> at the end, <|endoftext|>), URLs, and symbols that a
 //      speech engine reads out badly (pipes, brackets, equals, plus, emoji...);
 //   4. collapse whitespace, then expand the configured acronyms ("COE" -> "C. O. E.").
+import { END_OF_MESSAGE, SPEAKER_SIDE } from '../data/chat_format';
 import type { Sanitizer } from './types';
 
 export interface ChatbotSanitizerOptions {
   maxMessages: number;              // messages kept (the original: 4)
-  keepOtherSide: boolean;           // keep messages in the other party's voice (the original did)
+  keepOtherSide: boolean;           // keep messages in the user's voice too (the original did)
   names: readonly string[];         // audience names whose stray `|name|` fragments are removed too
   acronyms: Readonly<Record<string, string>>;  // whole-word replacements for speech
 }
 
 export const CHATBOT_DEFAULTS: ChatbotSanitizerOptions = { maxMessages: 4, keepOtherSide: false, names: [], acronyms: {} };
 
-const EOM = '<EOM>';
+// Where a message ends: its <EOM> (with the line break after it, if any), or a line break.
+const MESSAGE_END = new RegExp(`${END_OF_MESSAGE}[^\\S\\n]*\\n?|\\n`);
 // A chat prefix at the start of a message: side, optional "+", audience (no pipe, no line break).
 const PREFIX = /^\s*([01])\|\+?[^|\r\n]{0,64}\|/;
 const PARTIAL_PREFIX = /^\s*(?:[01](?:\|[^|\r\n]{0,64})?)?$/;
@@ -46,18 +49,22 @@ export function createChatbotSanitizer(options: Partial<ChatbotSanitizerOptions>
   const acronymKeys = Object.keys(o.acronyms).sort((a, b) => b.length - a.length);
   const acronyms = acronymKeys.length > 0 ? new RegExp(`(?<![\\p{L}\\p{N}])(?:${acronymKeys.map(escapeRegExp).join('|')})(?![\\p{L}\\p{N}])`, 'gu') : null;
 
-  // The messages of `text` to keep, prefixes removed; `complete` when no later text can change them. The part
-  // after the last <EOM> is a message still being written, withheld while it is only the start of a prefix.
+  // The messages of `text` to keep, prefixes removed; `complete` when no later text can change them. The first
+  // message continues the prompt, whatever its prefix; the part after the last message end is a message still
+  // being written, withheld while it is only the start of a prefix. Blank lines between messages are no messages.
   function messages(text: string): { kept: string[]; complete: boolean } {
-    const parts = text.split(EOM);
+    const parts = text.split(MESSAGE_END);
     const kept: string[] = [];
-    for (let i = 0; i < parts.length && kept.length < o.maxMessages; i++) {
+    for (let i = 0; i < parts.length; i++) {
+      if (kept.length === o.maxMessages) return { kept, complete: true };
+      const last = i === parts.length - 1;
+      if (!last && parts[i].trim() === '') continue;
       const prefix = PREFIX.exec(parts[i]);
-      if (i > 0 && prefix?.[1] === '0' && !o.keepOtherSide) return { kept, complete: true };
-      if (i > 0 && i === parts.length - 1 && !prefix && PARTIAL_PREFIX.test(parts[i])) return { kept, complete: false };
+      if (i > 0 && last && !prefix && PARTIAL_PREFIX.test(parts[i])) return { kept, complete: false };
+      if (i > 0 && prefix?.[1] === SPEAKER_SIDE.user && !o.keepOtherSide) return { kept, complete: true };
       kept.push(prefix ? parts[i].slice(prefix[0].length) : parts[i]);
     }
-    return { kept, complete: kept.length >= o.maxMessages && parts.length > kept.length };
+    return { kept, complete: false };
   }
 
   function clean(message: string): string {

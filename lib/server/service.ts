@@ -1,9 +1,10 @@
 // What every endpoint asks of the models: turn a prompt into a sanitized reply with the right model. It holds
 // a lease on the model for the whole generation (so the model cannot be unloaded under it), bounds each
-// model's queue (load shedding), trims prompts to the context, stops generating as soon as the sanitizer has
-// its answer, and counts what happened for /models/list and /metrics. It keeps nothing between requests.
+// model's queue (load shedding), fits prompts to the context (a chat's oldest messages go first), stops
+// generating as soon as the sanitizer has its answer, and counts what happened for /models/list and /metrics.
+// It keeps nothing between requests.
 import type { ChatFn, ChatReply } from './alexa/router';
-import { buildPrompt, type Message } from './alexa/conversation';
+import { buildPrompt, type Conversation, type Turn } from '../data/chat_format';
 import type { FinishReason, Timings } from '../generate/sequence';
 import type { Sanitizer } from '../sanitize';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
@@ -14,7 +15,8 @@ import { Counter, Gauge, Histogram, MetricsRegistry } from './metrics';
 import { ModelUnavailableError, type ModelRegistry } from './model_registry';
 
 export interface GenerationRequest {
-  prompt: string;                          // the text the model continues
+  prompt: string | Conversation;           // the text the model continues, or a chat to answer (chat_format.ts)
+  maxPromptChars?: number;                 // a chat's prompt at most this long (besides fitting the context)
   sampling: SamplingDefaults;
   seed?: number;
   signal?: AbortSignal;                    // the client went away
@@ -95,9 +97,10 @@ export class ChatService {
   }
 
   // The prompt for raw_text: as it is for a 'raw' model (less one trailing newline, as the original server
-  // did); for a 'chat' model the user's message, and the conversation so far, in the chat format.
-  prompt(model: ModelConfig, rawText: string, history: readonly Message[]): string {
-    if (model.promptFormat === 'chat') return buildPrompt(history, rawText, model.audience, Number.MAX_SAFE_INTEGER);
+  // did); for a 'chat' model the conversation so far and then the user's message, made into the chat-format
+  // prompt once the model's context is known.
+  prompt(model: ModelConfig, rawText: string, history: readonly Turn[]): string | Conversation {
+    if (model.promptFormat === 'chat') return { audience: model.audience, turns: [...history, { from: 'user', text: rawText }] };
     return rawText.length > 1 && rawText.endsWith('\n') ? rawText.slice(0, -1) : rawText;
   }
 
@@ -133,11 +136,14 @@ export class ChatService {
 
   private async decode(key: string, sanitizer: Sanitizer, loaded: LoadedModel, request: GenerationRequest, deadline: number): Promise<Completion> {
     const { tokenizer, nCtx, generator } = loaded;
-    // User text never becomes a special token; an empty prompt means "start of a document".
-    let tokens: ArrayLike<number> = request.prompt === '' ? Int32Array.of(tokenizer.eotToken) : tokenizer.encode(request.prompt, { allowSpecial: false });
     const maxTokens = Math.min(request.sampling.length, nCtx - 1);
-    // A prompt longer than the context less the reply loses its start, so the reply never shifts the window.
     const room = nCtx - maxTokens;
+    // User text never becomes a special token; an empty prompt means "start of a document".
+    const encode = (text: string): Int32Array => (text === '' ? Int32Array.of(tokenizer.eotToken) : tokenizer.encode(text, { allowSpecial: false }));
+    const maxChars = request.maxPromptChars ?? Infinity;
+    const prompt = typeof request.prompt === 'string' ? request.prompt : buildPrompt(request.prompt, (p) => p.length <= maxChars && encode(p).length <= room);
+    let tokens: ArrayLike<number> = encode(prompt);
+    // A prompt longer than the context less the reply loses its start, so the reply never shifts the window.
     const trimmedTokens = Math.max(0, tokens.length - room);
     if (trimmedTokens > 0) tokens = (tokens as Int32Array).subarray(trimmedTokens);
     const sanitized = new AbortController();  // fires when the sanitizer has its whole answer
@@ -167,15 +173,16 @@ export class ChatService {
     this.recordTokens(key, result.tokens.length);
     const text = sanitizer.sanitize(result.text);
     if (request.onText && text !== shown) request.onText(text);
-    this.log('debug', 'generated', { model: key, promptTokens: tokens.length, trimmedTokens, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
+    this.log('debug', 'generated', { model: key, prompt, promptTokens: tokens.length, trimmedTokens, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
     return { model: key, text, raw: result.text, tokens: result.tokens, finishReason, promptTokens: tokens.length, trimmedTokens, timings: result.timings };
   }
 
-  // The Alexa skill's way in (lib/server/alexa): a chat-format prompt it built, the model's sanitizer applied.
-  readonly chat: ChatFn = async (modelKey, prompt, options): Promise<ChatReply> => {
+  // The Alexa skill's way in (lib/server/alexa): a conversation to answer, the model's sanitizer applied.
+  readonly chat: ChatFn = async (modelKey, conversation, options): Promise<ChatReply> => {
     const model = this.model(modelKey);
     const completion = await this.generate(modelKey, {
-      prompt,
+      prompt: conversation,
+      maxPromptChars: options.maxPromptChars,
       sampling: { ...model.sampling, length: options.maxTokens },
       signal: options.signal,
       deadline: Date.now() + options.deadlineMs,

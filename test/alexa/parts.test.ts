@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { ALEXA_DEFAULTS, validateAlexaConfig } from '../../lib/server/alexa/config';
-import { buildPrompt, chatLine, keepRecent, type Message } from '../../lib/server/alexa/conversation';
+import type { Turn } from '../../lib/data/chat_format';
+import { historyFrom, keepRecent } from '../../lib/server/alexa/conversation';
 import { CHAT_INTENT, UTTERANCE_SLOT } from '../../lib/server/alexa/router';
 import { escapeXml, lastCompleteSentence, MAX_SPEECH_CHARS, speakable, ssml } from '../../lib/server/alexa/speech';
 import { checkCertChainUrl, checkTimestamp } from '../../lib/server/alexa/verify';
@@ -32,25 +33,20 @@ t.test('config: defaults, and errors that name the field', async (t) => {
   for (const [raw, message] of cases) t.throws(() => validateAlexaConfig(raw, 'cfg'), { message }, JSON.stringify(raw));
 });
 
-t.test('prompt: chat format, bot as side 1, oldest dropped first', async (t) => {
-  t.equal(chatLine('user', 'mom', ' Hi!\n'), '0|mom|Hi! <EOM>\n');
-  t.equal(chatLine('bot', 'mom', 'Hello <EOM> <|endoftext|> son'), '1|mom|Hello son <EOM>\n');
-  const history: Message[] = [
+// The prompt made of the history: test/data/chat_format.test.ts, and the real server's in server.test.ts.
+t.test('history: checked as it comes back from the session, bounded to the latest turns', async (t) => {
+  const history: Turn[] = [
     { from: 'user', text: 'first question' },
     { from: 'bot', text: 'first answer' },
     { from: 'user', text: 'second question' },
     { from: 'bot', text: 'second answer' },
   ];
-  const all = buildPrompt(history, 'third', 'mom', 1000);
-  t.equal(all, '0|mom|first question <EOM>\n1|mom|first answer <EOM>\n0|mom|second question <EOM>\n1|mom|second answer <EOM>\n0|mom|third <EOM>\n1|mom|');
-  const tail = '0|mom|second question <EOM>\n1|mom|second answer <EOM>\n0|mom|third <EOM>\n1|mom|';
-  t.equal(buildPrompt(history, 'third', 'mom', tail.length), tail, 'exactly the budget keeps the newest messages');
-  t.equal(buildPrompt(history, 'third', 'mom', tail.length - 1), tail.slice(tail.indexOf('1|mom|second')), 'one less drops one more');
-  const long = buildPrompt([], 'x'.repeat(500), 'mom', 100);
-  t.equal(long.length, 100, 'an utterance longer than the budget is cut from the left');
-  t.ok(long.startsWith('0|mom|xxx') && long.endsWith('x <EOM>\n1|mom|'));
   t.same(keepRecent(history, 1), history.slice(2));
   t.same(keepRecent(history, 0), []);
+  t.same(historyFrom({ history }), history);
+  t.same(historyFrom({}), [], 'a new session has none');
+  t.throws(() => historyFrom({ history: [{ from: 'bot', text: 7 }] }), /^session\.attributes\.history\[0\]\.text: must be a string/);
+  t.throws(() => historyFrom({ history: 'hi' }), /must be an array/);
 });
 
 t.test('speech: sentences, SSML escaping, characters Alexa rejects, length', async (t) => {

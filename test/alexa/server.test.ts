@@ -4,9 +4,10 @@
 import fs from 'node:fs';
 import t from 'tap';
 import { validateAlexaConfig } from '../../lib/server/alexa/config';
-import { buildPrompt } from '../../lib/server/alexa/conversation';
+import { buildPrompt, type Turn } from '../../lib/data/chat_format';
 import { createAlexaRouter } from '../../lib/server/alexa/router';
-import { ssml } from '../../lib/server/alexa/speech';
+import { lastCompleteSentence, ssml } from '../../lib/server/alexa/speech';
+import { loadTokenizer } from '../../lib/tokenizer';
 import { makeModels, startServer, tempDir, type Running } from '../server/helpers';
 import { attributesOf, CERT_BASE, intent, launch, post, signatureHeaders, SKILL_ID, ssmlOf, startCertServer } from './harness';
 import { createTestPki } from './pki';
@@ -34,10 +35,21 @@ t.teardown(async () => {
   pki.cleanup();
 });
 
-// What the configured model itself says to `prompt`, through the same chat function the skill uses.
+// What the configured model itself says to `prompt`, through the server's generation and the model's sanitizer,
+// as the skill speaks a reply.
 async function modelSays(prompt: string): Promise<string> {
-  const reply = await srv.server.chat('dixie', prompt, { deadlineMs: 30_000, maxTokens: MAX_TOKENS, signal: new AbortController().signal });
-  return ssml(reply.text).ssml;
+  const model = srv.server.service.model('dixie');
+  const reply = await srv.server.service.generate('dixie', { prompt, sampling: { ...model.sampling, length: MAX_TOKENS } });
+  return ssml(reply.finishReason === 'stop' ? reply.text : lastCompleteSentence(reply.text)).ssml;
+}
+
+// The prompts model "dixie" was given since the server's log had `since` lines (the server logs each generation
+// at debug level, with its prompt).
+function promptsSince(since: number): { prompt: string; promptTokens: number; trimmedTokens: number }[] {
+  return srv.logs
+    .slice(since)
+    .filter((l) => l.msg === 'generated' && l.model === 'dixie')
+    .map((l) => ({ prompt: l.prompt as string, promptTokens: l.promptTokens as number, trimmedTokens: l.trimmedTokens as number }));
 }
 
 t.test('configured from the alexa section: mounted at /alexa, warns that verification is off', async (t) => {
@@ -48,16 +60,43 @@ t.test('configured from the alexa section: mounted at /alexa, warns that verific
   t.equal((await post(`${srv.url}/alexa`, JSON.stringify(launch({ applicationId: 'amzn1.ask.skill.other' })))).status, 403);
 });
 
-t.test('a two-turn conversation answered by the configured model', async (t) => {
+t.test('a two-turn conversation answered by the configured model: the user on side 1, the model answering on side 0', async (t) => {
+  let since = srv.logs.length;
   const first = await post(`${srv.url}/alexa`, JSON.stringify(intent('ChatIntent', { utterance: 'how are you' }, { attributes: { history: [] } })));
   t.equal(first.status, 200);
-  t.equal(ssmlOf(first), await modelSays(buildPrompt([], 'how are you', 'mom', 2400)), 'the greedy reply of model "dixie" to the chat prompt');
-  const history = attributesOf(first).history as { from: 'user' | 'bot'; text: string }[];
+  const firstPrompt = '1|mom|how are you <EOM>\n0|mom|';
+  t.same(promptsSince(since).map((p) => p.prompt), [firstPrompt], 'the prompt the model was given');
+  t.equal(ssmlOf(first), await modelSays(firstPrompt), 'the greedy reply of model "dixie" to that prompt');
+  const history = attributesOf(first).history as Turn[];
   t.same(history.map((m) => m.from), ['user', 'bot']);
+  t.equal(history[0].text, 'how are you');
 
+  since = srv.logs.length;
   const second = await post(`${srv.url}/alexa`, JSON.stringify(intent('ChatIntent', { utterance: 'tell me more' }, { attributes: attributesOf(first) })));
-  t.equal(ssmlOf(second), await modelSays(buildPrompt(history, 'tell me more', 'mom', 2400)), 'the second prompt holds the first turn');
+  const secondPrompt = `1|mom|how are you <EOM>\n0|mom|${history[1].text} <EOM>\n1|mom|tell me more <EOM>\n0|mom|`;
+  t.same(promptsSince(since).map((p) => p.prompt), [secondPrompt], 'the second prompt holds the first turn, the reply as the audience');
+  t.equal(ssmlOf(second), await modelSays(secondPrompt));
   t.equal((attributesOf(second).history as unknown[]).length, 4);
+});
+
+t.test("a conversation longer than the model's context loses its oldest messages, whole", async (t) => {
+  const history: Turn[] = [];
+  for (let i = 1; i <= 12; i++) history.push({ from: 'user', text: `question number ${i}` }, { from: 'bot', text: `answer number ${i}` });
+  const since = srv.logs.length;
+  const answer = await post(`${srv.url}/alexa`, JSON.stringify(intent('ChatIntent', { utterance: 'and now' }, { attributes: { history } })));
+  t.equal(answer.status, 200);
+  const [given] = promptsSince(since);
+  const whole = buildPrompt({ audience: 'mom', turns: [...history, { from: 'user', text: 'and now' }] });
+  const tokenizer = loadTokenizer();
+  const room = 128 - MAX_TOKENS;  // the test model's context less the reply
+  t.ok(tokenizer.encode(whole, { allowSpecial: false }).length > room, 'the whole conversation would not fit');
+  t.equal(given.promptTokens, tokenizer.encode(given.prompt, { allowSpecial: false }).length);
+  t.ok(given.promptTokens <= room, `${given.promptTokens} tokens fit in ${room}`);
+  t.equal(given.trimmedTokens, 0, 'nothing cut from the start of a line');
+  t.ok(given.prompt.endsWith('0|mom|answer number 12 <EOM>\n1|mom|and now <EOM>\n0|mom|'), 'the newest messages stay');
+  t.ok(whole.endsWith(given.prompt) && whole[whole.length - given.prompt.length - 1] === '\n', 'a suffix of whole lines');
+  const oneMore = whole.slice(whole.lastIndexOf('\n', whole.length - given.prompt.length - 2) + 1);
+  t.ok(tokenizer.encode(oneMore, { allowSpecial: false }).length > room, 'one more message would not fit');
 });
 
 t.test('signed requests pass through the server untouched; altered ones are refused', async (t) => {
@@ -70,7 +109,7 @@ t.test('signed requests pass through the server untouched; altered ones are refu
   const headers = signatureHeaders(raw, pki.signer, `${CERT_BASE}chain.pem`);
   const signed = await post(`${srv.url}/signed`, raw, headers);
   t.equal(signed.status, 200);
-  t.equal(ssmlOf(signed), await modelSays(buildPrompt([], 'hello there', 'alexa', 2400)));
+  t.equal(ssmlOf(signed), await modelSays('1|alexa|hello there <EOM>\n0|alexa|'));
   const altered = await post(`${srv.url}/signed`, raw.replace('hello there', 'hello where'), headers);
   t.equal(altered.status, 401);
   t.match(altered.body.error, /does not match the request body/);

@@ -2,12 +2,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { ChatChecker, formatChatReport, lineProblems, looksLikeChat } from '../../lib/data/chat_check';
+import { ChatChecker, formatChatReport } from '../../lib/data/chat_check';
+import { parseMessage } from '../../lib/data/chat_format';
 import { checkDataset } from '../../lib/train/train';
 
 t.test('well-formed lines, including | in the message and \\r\\n endings', async (t) => {
   for (const line of ['1|mom|Hi! <EOM>', '0|mom|I am fine | thanks <EOM>', '1|the team|a|b|c <EOM>', '0|dad|Ok.<EOM>', '1|mom|Hi <EOM>  ']) {
-    t.same(lineProblems(line).reasons, [], line);
+    t.same(parseMessage(line).reasons, [], line);
   }
   const checker = new ChatChecker();
   checker.add('a.train', '1|mom|Hi! <EOM>\r\n0|mom|Hi Son. <EOM>\r\n\r\n1|sam|yo | sup <EOM>\r\n');
@@ -52,12 +53,6 @@ t.test('malformed lines: file:line and why', async (t) => {
   t.match(report, /1 message \(1 sent, 0 received\), 0\.000 MB of text, 42 tokens, 7 malformed lines/);
   t.match(report, /warning: .* a 124M model overfits on less than about 2 MB/);
   t.match(formatChatReport(s, null, 2), /\.\.\. and 5 more malformed lines/);
-});
-
-t.test('which files are chat', async (t) => {
-  t.ok(looksLikeChat('\n\n1|mom|Hi <EOM>\n'));
-  t.ok(looksLikeChat('garbage first\nHi <EOM>\n'));
-  t.notOk(looksLikeChat('Call me Ishmael. Some years ago | never mind how long\n'));
 });
 
 t.test('bin/train --check reports a dataset folder (lib API); a byte order mark is no part of the first line', async (t) => {

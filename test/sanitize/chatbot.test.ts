@@ -8,9 +8,11 @@ import { createChatbotSanitizer, loadSanitizer } from '../../lib/sanitize';
 // The original sanitizer's own example (sanitizers/chatbot.py in the original tools).
 const ORIGINAL_EXAMPLE = "1|yahia|I don't have access yet <EOM>0|yahia|I don't mind sending it to you, it will be public <EOM>1|yahia|Thank You! <EOM>0|yahia|TOM! Did we get a resourcing matrix? I was under the impression that Christine did the initial selection! And then Neha did a supplemental interview <EOM> 1|yahia|That\u2019s\u2019right. Neha got a 1 <EOM> 0|yahia|oh that'";
 
-t.test('the original example: the bot keeps its own message and stops where the other party speaks', async (t) => {
+// In a chat the bot answers as the audience, side 0 (lib/data/chat_format.ts): its reply continues the prompt's
+// `0|<audience>|`, and the user writes on side 1.
+t.test('the original example: the first message, then the bot\'s own, stopping where the user (side 1) speaks', async (t) => {
   const s = createChatbotSanitizer({ names: ['yahia'] });
-  t.equal(s.sanitize(ORIGINAL_EXAMPLE), "I don't have access yet");
+  t.equal(s.sanitize(ORIGINAL_EXAMPLE), "I don't have access yet I don't mind sending it to you, it will be public");
   t.ok(s.isComplete(ORIGINAL_EXAMPLE));
 });
 
@@ -25,29 +27,49 @@ t.test('the original example with both sides kept, as the original did: four mes
 
 t.test('prefixes of any audience are stripped, with or without "+"', async (t) => {
   const s = createChatbotSanitizer();
-  t.equal(s.sanitize('1|mom|Hi! <EOM>1|+dad|How are you? <EOM>\n1|Jo Ann|Fine'), 'Hi! How are you? Fine');
+  t.equal(s.sanitize('0|mom|Hi! <EOM>0|+dad|How are you? <EOM>\n0|Jo Ann|Fine'), 'Hi! How are you? Fine');
+  t.equal(s.sanitize('1|mom|Hi! <EOM>0|mom|Fine'), 'Hi! Fine', 'the first message continues the prompt, whatever its prefix');
   t.equal(s.sanitize('Sure thing 1|mom|see you'), 'Sure thing see you', 'a prefix run into the text');
   t.equal(createChatbotSanitizer({ names: ['mom'] }).sanitize('ok |mom| bye |+mom|'), 'ok bye', 'stray |name| of configured names');
 });
 
 t.test('keeps up to maxMessages messages', async (t) => {
-  const text = 'a <EOM>1|x|b <EOM>1|x|c <EOM>1|x|d <EOM>1|x|e <EOM>';
+  const text = 'a <EOM>0|x|b <EOM>0|x|c <EOM>0|x|d <EOM>0|x|e <EOM>';
   t.equal(createChatbotSanitizer().sanitize(text), 'a b c d');
   t.equal(createChatbotSanitizer({ maxMessages: 2 }).sanitize(text), 'a b');
   t.equal(createChatbotSanitizer({ maxMessages: 1 }).sanitize('just one'), 'just one');
   t.throws(() => createChatbotSanitizer({ maxMessages: 0 }), /maxMessages/);
 });
 
-t.test('isComplete: enough whole messages, or the other party started; not while a message is being written', async (t) => {
+t.test("the bot's message ends at <EOM>, at a line break, or where the user's line starts", async (t) => {
+  const one = createChatbotSanitizer({ maxMessages: 1 });
+  for (const text of ['Fine, thanks <EOM>\n1|mom|great', 'Fine, thanks <EOM>0|mom|more', 'Fine, thanks\n1|mom|great', 'Fine, thanks\r\nmore', 'Fine, thanks\n']) {
+    t.equal(one.sanitize(text), 'Fine, thanks', JSON.stringify(text));
+    t.ok(one.isComplete(text), `complete: ${JSON.stringify(text)}`);
+  }
+  const s = createChatbotSanitizer();
+  t.equal(s.sanitize('Fine <EOM>\n0|mom|More <EOM>\n1|mom|and me <EOM>\n0|mom|not this'), 'Fine More', 'the bot may send several messages in a row');
+  t.ok(s.isComplete('Fine <EOM>\n0|mom|More <EOM>\n1|mom|'));
+  t.equal(s.sanitize('Fine\n1|mom|no'), 'Fine', 'a line break ends the message even without <EOM>');
+  t.equal(s.sanitize('Fine\nMore\n'), 'Fine More', 'a line without a prefix is a message of its own');
+  const two = createChatbotSanitizer({ maxMessages: 2 });
+  t.equal(two.sanitize('Hi <EOM>\n\n\r\n0|mom|there <EOM>\n0|mom|not this'), 'Hi there', 'blank lines are no messages');
+  t.equal(one.sanitize('\n0|mom|hello <EOM>'), 'hello', 'nor is an empty first line');
+  t.equal(one.sanitize('<EOM>\n1|mom|hello'), '', 'an empty reply stays empty');
+});
+
+t.test('isComplete: enough whole messages, or the user started; not while a message is being written', async (t) => {
   const s = createChatbotSanitizer({ maxMessages: 2 });
   t.notOk(s.isComplete('Hello'));
   t.notOk(s.isComplete('Hello <EOM>'));
-  t.notOk(s.isComplete('Hello <EOM>1|x|there'));
-  t.ok(s.isComplete('Hello <EOM>1|x|there <EOM>'));
-  t.ok(s.isComplete('Hello <EOM>0|x|'));
-  t.notOk(s.isComplete('Hello <EOM>0|x'), 'a prefix still being written');
-  t.equal(s.sanitize('Hello <EOM>0|x'), 'Hello', 'a prefix being written is not shown');
-  t.equal(s.sanitize('Hello <EOM>1'), 'Hello');
+  t.notOk(s.isComplete('Hello <EOM>\n'));
+  t.notOk(s.isComplete('Hello <EOM>0|x|there'));
+  t.ok(s.isComplete('Hello <EOM>0|x|there <EOM>'));
+  t.ok(s.isComplete('Hello <EOM>1|x|'));
+  t.ok(s.isComplete('Hello\n1|x|'));
+  t.notOk(s.isComplete('Hello <EOM>1|x'), 'a prefix still being written');
+  t.equal(s.sanitize('Hello <EOM>1|x'), 'Hello', 'a prefix being written is not shown');
+  t.equal(s.sanitize('Hello <EOM>\n0'), 'Hello');
 });
 
 t.test('markup, URLs, end-of-text and a half-written <EOM> go', async (t) => {
@@ -68,7 +90,7 @@ t.test('symbols a speech engine reads badly go; words, apostrophes and punctuati
 });
 
 t.test('whitespace collapses', async (t) => {
-  t.equal(createChatbotSanitizer().sanitize('  a\n\n b\t\tc   d \r\n'), 'a b c d');
+  t.equal(createChatbotSanitizer().sanitize('  a\t\t b   c\u00a0 d \r\n'), 'a b c d');
 });
 
 t.test('configured acronyms are spelled out as whole words, case-sensitively', async (t) => {

@@ -1,4 +1,6 @@
 // The "alexa" section of server_config.json, validated at start with errors that name the field.
+import { isAudience, MAX_AUDIENCE_CHARS } from '../../data/chat_format';
+
 export interface AlexaOptions {
   path: string; // where the router is mounted
   modelKey: string; // which configured model answers
@@ -6,7 +8,7 @@ export interface AlexaOptions {
   verifySignatures: boolean; // false only for local testing: skips the signature and timestamp checks
   deadlineMs: number; // answer within this long after the request arrives (Alexa gives up after 8 s)
   maxTokens: number; // the longest reply, in tokens
-  audience: string; // the audience name in the chat-format prompt (`0|<audience>|...`)
+  audience: string; // who the bot answers as: the audience in the chat-format prompt (`0|<audience>|...`)
   maxHistoryTurns: number; // turns (an utterance and its reply) kept in the session
   maxPromptChars: number; // the prompt's budget; the oldest messages are dropped first to fit
   greeting: string;
@@ -53,7 +55,7 @@ const KEYS = {
   verify_signatures: ['verifySignatures', flag],
   deadline_ms: ['deadlineMs', integer(500, ALEXA_TIMEOUT_MS - 500)],
   max_tokens: ['maxTokens', integer(1, 1024)],
-  audience: ['audience', (v: unknown, w: string) => (typeof v === 'string' && /^[^|\r\n]+$/.test(v) ? v : fail(w, 'a name without "|" or line breaks', v))],
+  audience: ['audience', (v: unknown, w: string) => (typeof v === 'string' && isAudience(v) ? v : fail(w, `a name without "|" or line breaks, of 1 to ${MAX_AUDIENCE_CHARS} characters`, v))],
   max_history_turns: ['maxHistoryTurns', integer(0, 100)],
   max_prompt_chars: ['maxPromptChars', integer(200, 100_000)],
   greeting: ['greeting', text],

@@ -1,8 +1,9 @@
 // POST <alexa.path>: the Alexa skill endpoint. Verifies that each request comes from Alexa for this skill,
-// turns the conversation carried in the session into a chat-format prompt, and answers within the deadline.
+// asks the configured model to answer the conversation carried in the session, and answers within the deadline.
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { AlexaOptions } from './config';
-import { buildPrompt, chatText, historyFrom, keepRecent, type Message } from './conversation';
+import { messageText, type Conversation, type Turn } from '../../data/chat_format';
+import { historyFrom, keepRecent } from './conversation';
 import { createLog, type Log } from '../log';
 import { AlexaRejection } from './errors';
 import { lastCompleteSentence, speakable, ssml } from './speech';
@@ -16,6 +17,7 @@ export const UTTERANCE_SLOT = 'utterance';
 export interface ChatOptions {
   deadlineMs: number; // stop generating this many milliseconds from now and return what there is
   maxTokens: number;
+  maxPromptChars: number; // the prompt's length at most; the oldest messages go first
   signal: AbortSignal; // aborted once the answer can no longer arrive in time
 }
 
@@ -24,8 +26,9 @@ export interface ChatReply {
   finishReason: 'stop' | 'length' | 'deadline';
 }
 
-// The server's way of asking a model for the continuation of a chat-format prompt.
-export type ChatFn = (modelKey: string, prompt: string, options: ChatOptions) => Promise<ChatReply>;
+// The server's way of asking a model to answer a conversation: it makes the chat-format prompt
+// (lib/data/chat_format.ts), the oldest messages dropped first to fit maxPromptChars and the model's context.
+export type ChatFn = (modelKey: string, conversation: Conversation, options: ChatOptions) => Promise<ChatReply>;
 
 export interface AlexaDeps extends SignatureVerifierOptions {
   log?: Log; // default: JSON lines on stdout, as the server logs
@@ -64,10 +67,10 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
     log('warn', `alexa.verify_signatures is false: ${options.path} accepts unsigned requests from anyone. Use this only for local testing.`);
   }
 
-  // `utterance` is already chat text (chatText).
+  // `utterance` is already one message's text (messageText).
   async function answerChat(envelope: AlexaEnvelope, utterance: string, arrived: number): Promise<AlexaResponseEnvelope> {
     const history = historyFrom(envelope.sessionAttributes);
-    const prompt = buildPrompt(history, utterance, options.audience, options.maxPromptChars);
+    const conversation: Conversation = { audience: options.audience, turns: [...history, { from: 'user', text: utterance }] };
     const attributes = { ...envelope.sessionAttributes, history };
     const left = options.deadlineMs - (now() - arrived);
     if (left - STOP_MARGIN_MS <= 0) return speak(SORRY_SLOW, attributes, options.reprompt);
@@ -82,7 +85,10 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
     });
     let reply: ChatReply | null;
     try {
-      reply = await Promise.race([chat(options.modelKey, prompt, { deadlineMs: left - STOP_MARGIN_MS, maxTokens: options.maxTokens, signal: abort.signal }), tooLate]);
+      reply = await Promise.race([
+        chat(options.modelKey, conversation, { deadlineMs: left - STOP_MARGIN_MS, maxTokens: options.maxTokens, maxPromptChars: options.maxPromptChars, signal: abort.signal }),
+        tooLate,
+      ]);
     } catch (err) {
       log('error', 'chat failed', { requestId: envelope.request.requestId, error: (err as Error).message });
       return speak(SORRY_BROKEN, attributes, options.reprompt);
@@ -95,7 +101,7 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
     }
     const said = speakable(reply.finishReason === 'stop' ? reply.text : lastCompleteSentence(reply.text));
     if (said === '') return speak(NOTHING_TO_SAY, attributes, options.reprompt);
-    const next: Message[] = [...history, { from: 'user', text: utterance }, { from: 'bot', text: said }];
+    const next: Turn[] = [...conversation.turns, { from: 'bot', text: said }];
     return speak(said, { ...attributes, history: keepRecent(next, options.maxHistoryTurns) }, options.reprompt);
   }
 
@@ -108,7 +114,7 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
       case 'IntentRequest':
         switch (request.intent.name) {
           case CHAT_INTENT: {
-            const utterance = chatText(request.intent.slots[UTTERANCE_SLOT]?.value ?? '');
+            const utterance = messageText(request.intent.slots[UTTERANCE_SLOT]?.value ?? '');
             return utterance === '' ? speak(NOTHING_HEARD, attributes, options.reprompt) : answerChat(envelope, utterance, arrived);
           }
           case 'AMAZON.HelpIntent':

@@ -5,7 +5,7 @@
 // model's conversation, since the server keeps none), sampling settings in the original's names ("length",
 // "temperature", "top_k", "top_p", "penalize") and "seed".
 import express, { type Request, type Response } from 'express';
-import type { Message } from '../alexa/conversation';
+import type { Turn } from '../../data/chat_format';
 import { readSampling } from '../config';
 import { HttpError } from '../errors';
 import type { ChatService, Completion } from '../service';
@@ -18,7 +18,7 @@ export interface InvocationBody {
   rawText: string;
   format: 'text' | 'json' | null;
   stream: boolean;
-  history: Message[];
+  history: Turn[];
   seed: number | undefined;
   overrides: Record<string, unknown>;
 }
@@ -39,7 +39,7 @@ export function readInvocation(body: unknown): InvocationBody {
   if (b.format !== undefined && b.format !== 'text' && b.format !== 'json') bad('format', 'must be "text" or "json"');
   if (b.stream !== undefined && typeof b.stream !== 'boolean') bad('stream', 'must be true or false');
   if (b.seed !== undefined && !(Number.isSafeInteger(b.seed) && (b.seed as number) >= 0)) bad('seed', 'must be a non-negative integer');
-  const history: Message[] = [];
+  const history: Turn[] = [];
   if (b.history !== undefined) {
     if (!Array.isArray(b.history)) bad('history', 'must be an array of {"from": "user" | "bot", "text": string}');
     if (b.history.length > MAX_HISTORY) bad('history', `must have at most ${MAX_HISTORY} messages`);

@@ -1,0 +1,172 @@
+// The chat format the models are fine-tuned on, and how a live chat is written in it. One message a line:
+//   1|mom|How are you doing, Mom? <EOM>
+// the side, the audience (who the conversation is with), the text, then <EOM>:
+//   side 1  sent by "you", the person whose chat logs trained the model;
+//   side 0  sent by the audience (mom, a friend, the team...).
+// The text may itself contain '|' (only the first two separate fields); lines may end in \r\n; blank lines may
+// separate conversations.
+//
+// A live chat (bin/chat, a server model with prompt_format "chat", the Alexa skill) keeps the training data's
+// roles: the person talking to the model writes as "you", side 1, and the model answers as the audience, side 0.
+// The prompt is the conversation so far, the newest message a `1|<audience>|<text> <EOM>` line, then
+// `0|<audience>|` for the model to continue; its reply ends at <EOM> or at the end of the line.
+export const END_OF_MESSAGE = '<EOM>';
+
+export type Side = '0' | '1';
+export type Speaker = 'user' | 'bot';
+
+// The sides of the format: "you" and the audience.
+export const SIDE = { you: '1', audience: '0' } as const satisfies Record<string, Side>;
+// In a live chat the person talking to the model writes as "you", and the model answers as the audience.
+export const SPEAKER_SIDE: Readonly<Record<Speaker, Side>> = { user: SIDE.you, bot: SIDE.audience };
+
+// Where the model's reply ends: its message's <EOM>, or the line break that starts the next message.
+export const REPLY_STOPS: readonly string[] = [END_OF_MESSAGE, '\n'];
+
+export const MAX_AUDIENCE_CHARS = 64;
+
+export interface ChatMessage {
+  side: Side;
+  audience: string;
+  text: string;
+}
+
+// A message of a live chat, as clients carry the conversation (the Alexa session, /invocations "history").
+export interface Turn {
+  from: Speaker;
+  text: string;
+}
+
+// A live chat: its turns, oldest first, the last one the message to answer.
+export interface Conversation {
+  audience: string;
+  turns: readonly Turn[];
+}
+
+export function isSide(s: string): s is Side {
+  return s === '0' || s === '1';
+}
+
+// An audience a live chat can be written with: 1 to 64 characters, not all blank, no '|' or line break.
+export function isAudience(name: string): boolean {
+  return name.length >= 1 && name.length <= MAX_AUDIENCE_CHARS && !/[|\r\n]/.test(name) && name.trim() !== '';
+}
+
+const MARKERS = new RegExp(`<\\|endoftext\\|>|${END_OF_MESSAGE}`, 'gi');
+
+// A text as one message's line holds it: no <EOM> or <|endoftext|>, no line break, no '|' (so that no part of
+// it reads as a message of its own, in the bot's voice or anyone's), whitespace collapsed.
+export function messageText(text: string): string {
+  return text.replace(MARKERS, ' ').replace(/\|/g, ' ').replace(/\s+/g, ' ').trim();
+}
+
+// `name`, if it is an audience a live chat can be written with; a RangeError saying why if not.
+export function checkAudience(name: string): string {
+  if (!isAudience(name)) throw new RangeError(`audience must be 1 to ${MAX_AUDIENCE_CHARS} characters without "|" or line breaks, got ${JSON.stringify(name)}`);
+  return name;
+}
+
+// One message's line, without its line break.
+export function formatMessage(message: ChatMessage): string {
+  checkAudience(message.audience);
+  return `${message.side}|${message.audience}|${messageText(message.text)} ${END_OF_MESSAGE}`;
+}
+
+// What the prompt ends with for the model to answer as `audience`.
+export function replyPrefix(audience: string): string {
+  return `${SPEAKER_SIDE.bot}|${audience}|`;
+}
+
+export interface ParsedMessage {
+  message: ChatMessage | null;  // null when the line is malformed
+  reasons: string[];            // why it is malformed; empty when it is well formed
+}
+
+// One non-blank line, without its \n or \r\n. Audience and text come trimmed.
+export function parseMessage(line: string): ParsedMessage {
+  const first = line.indexOf('|');
+  const second = first < 0 ? -1 : line.indexOf('|', first + 1);
+  const trimmed = line.trimEnd();
+  const hasEom = trimmed.endsWith(END_OF_MESSAGE);
+  if (second < 0) {
+    const reasons = [`missing fields: expected flag|audience|message ${END_OF_MESSAGE} (found ${first < 0 ? 'no' : 'one'} '|')`];
+    if (!hasEom) reasons.push(`no ${END_OF_MESSAGE} at the end`);
+    return { message: null, reasons };
+  }
+  const reasons: string[] = [];
+  const side = line.slice(0, first);
+  const audience = line.slice(first + 1, second).trim();
+  const text = line.slice(second + 1, hasEom ? trimmed.length - END_OF_MESSAGE.length : line.length).trim();
+  if (!isSide(side)) reasons.push(`flag must be 0 or 1, got ${JSON.stringify(side)}`);
+  if (audience === '') reasons.push('missing field: empty audience');
+  if (!hasEom) reasons.push(`no ${END_OF_MESSAGE} at the end`);
+  if (text === '') reasons.push('empty message');
+  return { message: reasons.length === 0 ? { side: side as Side, audience, text } : null, reasons };
+}
+
+export interface ParsedLine extends ParsedMessage {
+  line: number;  // 1-based
+  text: string;  // the line as written, without its line break
+}
+
+// Every non-blank line of a chat file, numbered from 1, parsed.
+export function* parseLines(text: string): Generator<ParsedLine> {
+  let line = 0;
+  for (let start = 0; start < text.length; ) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    line++;
+    const written = text.slice(start, end > start && text.charCodeAt(end - 1) === 13 ? end - 1 : end);
+    start = end + 1;
+    if (written.trim() !== '') yield { line, text: written, ...parseMessage(written) };
+  }
+}
+
+// Whether a text file is in the chat format, judged by its first lines: one that starts with a 0|/1| flag or
+// ends in <EOM> marks it. Chat files are checked before training; other text is trained on as it is.
+export function looksLikeChat(text: string): boolean {
+  let start = 0;
+  for (let seen = 0; seen < 20 && start < text.length; ) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    const line = text.slice(start, end).trim();
+    start = end + 1;
+    if (line === '') continue;
+    const bar = line.indexOf('|');
+    if ((bar >= 0 && isSide(line.slice(0, bar))) || line.endsWith(END_OF_MESSAGE)) return true;
+    seen++;
+  }
+  return false;
+}
+
+// The prompt for the model's answer to `conversation`: its messages, then the reply prefix. While `fits` says
+// the prompt is too long (in characters, tokens...), the oldest messages go first; the newest always stays, cut
+// from its start if it alone is too long, so that the model answers what was said last. `fits` must never
+// refuse a prompt and accept a longer one made of the same messages plus older ones.
+export function buildPrompt(conversation: Conversation, fits: (prompt: string) => boolean = () => true): string {
+  const { audience, turns } = conversation;
+  const reply = replyPrefix(audience);
+  const lines = turns.map((t) => `${formatMessage({ side: SPEAKER_SIDE[t.from], audience, text: t.text })}\n`);
+  const from = (first: number): string => lines.slice(first).join('') + reply;
+  if (lines.length === 0 || fits(from(0))) return from(0);
+  // The fewest oldest messages to drop, found in a logarithmic number of measures.
+  let lo = 1;
+  let hi = lines.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (fits(from(mid))) hi = mid;
+    else lo = mid + 1;
+  }
+  if (lo < lines.length && fits(from(lo))) return from(lo);
+  const newest = turns[turns.length - 1];
+  const chars = Array.from(messageText(newest.text));
+  const cut = (drop: number): string => `${formatMessage({ side: SPEAKER_SIDE[newest.from], audience, text: chars.slice(drop).join('') })}\n${reply}`;
+  lo = 0;
+  hi = chars.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (fits(cut(mid))) hi = mid;
+    else lo = mid + 1;
+  }
+  return cut(lo);
+}
