@@ -40,7 +40,7 @@ export type { ChatSummary } from './data/chat_check';
 // Fine-tuning.
 export { train, checkDataset, learningRate, DEFAULT_TRAIN_OPTIONS } from './train/train';
 export type { TrainIO, TrainOptions, TrainResult } from './train/train';
-export { listCheckpoints, latestCheckpoint, readTrainState } from './train/checkpoint';
+export { listCheckpoints, latestCheckpoint, readTrainState, trainedAudiences } from './train/checkpoint';
 export type { TrainState } from './train/checkpoint';
 export { readMetrics } from './train/metrics';
 export type { MetricRecord } from './train/metrics';

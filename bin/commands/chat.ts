@@ -3,7 +3,8 @@
 import readline from 'node:readline';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { ChatSession, Generator, findAudiences, isAudience } from '../../lib/generate';
+import { ChatSession, Generator, isAudience } from '../../lib/generate';
+import { trainedAudiences } from '../../lib/train/checkpoint';
 import { WeightDType } from '../../lib/engine/native';
 import { resolveModel } from '../../lib/formats/resolve_model';
 
@@ -53,7 +54,7 @@ async function main(): Promise<void> {
     .parseAsync();
 
   const name = argv.restore_from ?? argv.model_name;
-  const audiences = argv.audience !== undefined ? [argv.audience] : findAudiences(resolveModel(name).dir);
+  const audiences = argv.audience !== undefined ? [argv.audience] : trainedAudiences(resolveModel(name).dir);
   if (audiences.length === 0) throw new Error(`${name}: no training record lists the audiences; give --audience <name>`);
   const gen = await Generator.load(name, { dtype: argv.dtype, threads: argv.threads, slots: 1 });
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout });

@@ -23,6 +23,9 @@ export const SPEAKER_SIDE: Readonly<Record<Speaker, Side>> = { user: SIDE.you, b
 // Where the model's reply ends: its message's <EOM>, or the line break that starts the next message.
 export const REPLY_STOPS: readonly string[] = [END_OF_MESSAGE, '\n'];
 
+// Who the bot answers as when neither a setting nor the model's training record says.
+export const DEFAULT_AUDIENCE = 'user';
+
 export const MAX_AUDIENCE_CHARS = 64;
 
 export interface ChatMessage {

@@ -1,9 +1,7 @@
 // A terminal chat with a model fine-tuned on chat logs (lib/data/chat_format.ts has the format and its roles):
 // the person at the terminal writes as "you" (`1|<audience>|<text> <EOM>`) and the model answers as the
 // audience, continuing `0|<audience>|` up to its <EOM> or the end of the line.
-import fs from 'node:fs';
-import path from 'node:path';
-import { buildPrompt, checkAudience, isAudience, REPLY_STOPS, type Turn } from '../data/chat_format';
+import { buildPrompt, checkAudience, REPLY_STOPS, type Turn } from '../data/chat_format';
 import { createChatbotSanitizer, Sanitizer } from '../sanitize';
 import { Generator, GenerateOptions } from './generate';
 import { GenerateResult } from './sequence';
@@ -15,25 +13,6 @@ export interface ChatOptions extends Omit<GenerateOptions, 'stop' | 'onText'> {
 export interface ChatReply {
   text: string;            // the sanitized reply
   result: GenerateResult;  // the raw generation
-}
-
-// The audiences a model was trained with, most messages first, from the training record in its folder
-// (state.json: "audiences" as names or { audience } objects, at the top level or under "data"); [] if none.
-export function findAudiences(modelDir: string): string[] {
-  const file = path.join(modelDir, 'state.json');
-  if (!fs.existsSync(file)) return [];
-  let record: unknown;
-  try {
-    record = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`${file}: cannot read the training record: ${(err as Error).message}`);
-  }
-  const fields = record as { audiences?: unknown; data?: { audiences?: unknown } } | null;
-  const list = fields?.audiences ?? fields?.data?.audiences;
-  if (!Array.isArray(list)) return [];
-  return list
-    .map((a: unknown) => (typeof a === 'string' ? a : (a as { audience?: unknown } | null)?.audience))
-    .filter((a): a is string => typeof a === 'string' && isAudience(a));
 }
 
 export class ChatSession {

@@ -5,6 +5,6 @@ export { Batcher } from './batcher';
 export type { BatchRequest, BatcherOptions } from './batcher';
 export { DEFAULT_SAMPLING, Sequence, rngStateFromSeed } from './sequence';
 export type { FinishReason, GenerateResult, SamplingOptions, Timings } from './sequence';
-export { ChatSession, findAudiences } from './chat';
+export { ChatSession } from './chat';
 export { isAudience } from '../data/chat_format';
 export type { ChatOptions, ChatReply } from './chat';

@@ -5,8 +5,9 @@
 // Everything else is optional; see the field list below and README's "Server" section.
 import os from 'node:os';
 import path from 'node:path';
-import { isAudience, MAX_AUDIENCE_CHARS } from '../data/chat_format';
+import { DEFAULT_AUDIENCE, isAudience, MAX_AUDIENCE_CHARS } from '../data/chat_format';
 import type { WeightDType } from '../engine/native';
+import { checkpointFolder, trainedAudiences } from '../train/checkpoint';
 import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
 import { readJsonFile } from '../util/json_file';
 
@@ -131,7 +132,9 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   const chatty = sanitizer === 'sanitizers.chatbot' || sanitizer === 'chatbot';
   const promptFormat = str(raw, 'prompt_format', where, chatty ? 'chat' : 'raw');
   if (promptFormat !== 'raw' && promptFormat !== 'chat') fail(`${where}.prompt_format`, '"raw" or "chat"', promptFormat);
-  const audience = str(raw, 'audience', where, 'user');
+  // By default the bot answers as the audience its chat data talks to most, as bin/chat offers first.
+  const trained = restoreFrom === null ? [] : trainedAudiences(checkpointFolder(path.resolve(baseDir, restoreFrom)));
+  const audience = str(raw, 'audience', where, trained[0] ?? DEFAULT_AUDIENCE);
   if (!isAudience(audience)) fail(`${where}.audience`, `a name of 1 to ${MAX_AUDIENCE_CHARS} characters without "|" or line breaks`, audience);
   const sampling = raw.sampling ?? {};
   if (!isObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
@@ -200,7 +203,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     bodyLimitBytes: field('body_limit_kb', 64, 1, 100 * 1024) * 1024,
     threads: field('threads', 0, 0, 1024, true),
     shutdownGraceMs: field('shutdown_grace_s', 30, 0, 3600) * 1000,
-    alexa: raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa')),
+    alexa: raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa'), (key) => parsed.find((m) => m.key === key)?.audience),
   };
 }
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { inspectModelFolder } from '../formats/model_folder';
 import { modelsDir } from '../formats/resolve_model';
 import { loadServerConfig, validateServerConfig, type ServerConfig } from './config';
-import { LATEST_FILE } from './model_source';
+import { LATEST_FILE } from '../train/checkpoint';
 
 export const CONFIG_FILE = 'server_config.json';
 

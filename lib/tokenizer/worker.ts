@@ -1,4 +1,6 @@
-// A worker of EncoderPool: one tokenizer, encoding the batches the pool posts.
+// A worker of EncoderPool: one tokenizer, encoding the jobs the pool posts. The ids go back as copies:
+// transferring them would detach ArrayBuffers, and V8 answers the first detach in a thread by
+// deoptimizing all typed-array code in it (see parallel.ts).
 import { parentPort, workerData } from 'node:worker_threads';
 import type { EncodeJob, EncodeReply, WorkerSetup } from './parallel';
 import { loadTokenizer } from './tokenizer';
@@ -15,5 +17,5 @@ port.on('message', (job: EncodeJob) => {
   } catch (err) {
     reply = { id: job.id, error: (err as Error).message };
   }
-  port.postMessage(reply, 'tokens' in reply ? reply.tokens.map((t) => t.buffer as ArrayBuffer) : []);
+  port.postMessage(reply);
 });

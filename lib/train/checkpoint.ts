@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Model } from '../engine/model';
 import { AudienceCount } from '../data/chat_check';
+import { isAudience } from '../data/chat_format';
 import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
 import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
@@ -81,6 +82,16 @@ export function latestCheckpoint(runDir: string): string | null {
 // folder (checkpoint/run1) stands for its latest checkpoint; any other path for itself.
 export function checkpointFolder(dir: string): string {
   return latestCheckpoint(dir) ?? dir;
+}
+
+// The audiences a checkpoint's chat data talks to, most messages first, from its training record; [] for a
+// model that has none (a base model, or one not trained on chat logs).
+export function trainedAudiences(modelDir: string): string[] {
+  const file = path.join(modelDir, STATE_FILE);
+  if (!fs.existsSync(file)) return [];
+  const list = readJsonObject(file).audiences;
+  if (!Array.isArray(list)) return [];
+  return list.map((a: unknown) => (a as Partial<AudienceCount> | null)?.audience).filter((a): a is string => typeof a === 'string' && isAudience(a));
 }
 
 export function readTrainState(dir: string): TrainState {

@@ -109,7 +109,7 @@ t.test('signed requests pass through the server untouched; altered ones are refu
   const headers = signatureHeaders(raw, pki.signer, `${CERT_BASE}chain.pem`);
   const signed = await post(`${srv.url}/signed`, raw, headers);
   t.equal(signed.status, 200);
-  t.equal(ssmlOf(signed), await modelSays('1|alexa|hello there <EOM>\n0|alexa|'));
+  t.equal(ssmlOf(signed), await modelSays('1|user|hello there <EOM>\n0|user|'));
   const altered = await post(`${srv.url}/signed`, raw.replace('hello there', 'hello where'), headers);
   t.equal(altered.status, 401);
   t.match(altered.body.error, /does not match the request body/);

@@ -125,3 +125,24 @@ t.test('with no arguments: server_config.json, else the models found, else how t
   const one = serveConfig({ cwd: dir, model: 'models/124M' });
   t.same(one.models.map((m) => [m.key, m.restoreFrom]), [['chatbot', path.join(dir, 'models', '124M')]]);
 });
+
+t.test('a chat model answers as the audience its training data talks to most, unless told otherwise', async (t) => {
+  const dir = tempDir('config-audience');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // A training run folder as bin/train leaves it: `latest` names the newest checkpoint, whose state.json
+  // counts the messages of each audience, most first.
+  const checkpoint = path.join(dir, 'checkpoint/run1/model-400');
+  fs.mkdirSync(checkpoint, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'checkpoint/run1/latest'), 'model-400\n');
+  fs.writeFileSync(path.join(checkpoint, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mom', sent: 40, received: 38 }, { audience: 'sam', sent: 3, received: 2 }] }));
+  const alexa = { application_id: 'amzn1.ask.skill.0000', model_key: 'chatbot' };
+  const trained = validateServerConfig({ models: [{ key: 'chatbot', restore_from: 'checkpoint/run1', sanitizer: 'chatbot' }], alexa }, 'cfg', dir);
+  t.equal(trained.models[0].audience, 'mom', 'from the run\'s latest checkpoint');
+  t.equal(trained.alexa?.audience, 'mom', 'the skill answers as its model does');
+  const told = validateServerConfig({ models: [{ key: 'chatbot', restore_from: 'checkpoint/run1', audience: 'sam' }], alexa: { ...alexa, audience: 'dad' } }, 'cfg', dir);
+  t.equal(told.models[0].audience, 'sam');
+  t.equal(told.alexa?.audience, 'dad');
+  const base = validateServerConfig({ models: [{ key: 'chatbot', model_name: '124M' }], alexa }, 'cfg', dir);
+  t.equal(base.models[0].audience, 'user', 'a model without a training record');
+  t.equal(base.alexa?.audience, 'user');
+});

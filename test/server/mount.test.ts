@@ -32,10 +32,10 @@ t.test('the alexa section mounts the skill, which answers with the model through
   t.equal(history[0].text, 'how big is the earth');
   // The reply is what the model answers to the same conversation through chat(), cleaned by its sanitizer;
   // both times the model was given the same chat-format prompt: the user on side 1, the bot answering on side 0.
-  const conversation = { audience: 'alexa', turns: [{ from: 'user' as const, text: 'how big is the earth' }] };
+  const conversation = { audience: 'user', turns: [{ from: 'user' as const, text: 'how big is the earth' }] };
   const direct = await srv.server.chat('chatbot', conversation, { deadlineMs: 6000, maxTokens: 6, maxPromptChars: 2400, signal: new AbortController().signal });
   const prompts = srv.logs.filter((l) => l.msg === 'generated').map((l) => l.prompt);
-  t.same(prompts, ['1|alexa|how big is the earth <EOM>\n0|alexa|', '1|alexa|how big is the earth <EOM>\n0|alexa|']);
+  t.same(prompts, ['1|user|how big is the earth <EOM>\n0|user|', '1|user|how big is the earth <EOM>\n0|user|']);
   t.equal(history[1].text, speakable(direct.finishReason === 'stop' ? direct.text : lastCompleteSentence(direct.text)));
   t.ok(['stop', 'length'].includes(direct.finishReason));
   const list = (await request(`${srv.url}/models/list`, { headers: { 'x-api-key': API_KEY } })).json();

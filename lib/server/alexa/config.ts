@@ -1,5 +1,5 @@
 // The "alexa" section of server_config.json, validated at start with errors that name the field.
-import { isAudience, MAX_AUDIENCE_CHARS } from '../../data/chat_format';
+import { DEFAULT_AUDIENCE, isAudience, MAX_AUDIENCE_CHARS } from '../../data/chat_format';
 
 export interface AlexaOptions {
   path: string; // where the router is mounted
@@ -23,7 +23,7 @@ export const ALEXA_DEFAULTS: Omit<AlexaOptions, 'applicationId'> = {
   verifySignatures: true,
   deadlineMs: 6500,
   maxTokens: 60,
-  audience: 'alexa',
+  audience: DEFAULT_AUDIENCE,
   maxHistoryTurns: 8,
   // GPT-2 averages about 4 characters a token on English chat, so 2400 characters stay well inside its
   // 1024-token context with room for the reply; the server still trims any prompt that would overflow.
@@ -64,8 +64,9 @@ const KEYS = {
   goodbye: ['goodbye', text],
 } as const satisfies Record<string, readonly [keyof AlexaOptions, Reader<unknown>]>;
 
-// `raw` is the parsed "alexa" section; `fieldPrefix` names it in errors (for example "server_config.json: alexa").
-export function validateAlexaConfig(raw: unknown, fieldPrefix: string): AlexaOptions {
+// `raw` is the parsed "alexa" section; `fieldPrefix` names it in errors (for example "server_config.json: alexa");
+// `audienceOf` gives the configured audience of a model, the default of the skill's.
+export function validateAlexaConfig(raw: unknown, fieldPrefix: string, audienceOf: (modelKey: string) => string | undefined = () => undefined): AlexaOptions {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(fieldPrefix, 'an object', raw);
   const section = raw as Record<string, unknown>;
   for (const key of Object.keys(section)) {
@@ -76,5 +77,6 @@ export function validateAlexaConfig(raw: unknown, fieldPrefix: string): AlexaOpt
   for (const [key, [name, read]] of Object.entries(KEYS)) {
     if (section[key] !== undefined) options[name] = read(section[key], `${fieldPrefix}.${key}`);
   }
+  if (section.audience === undefined) options.audience = audienceOf(options.modelKey as string) ?? DEFAULT_AUDIENCE;
   return options as unknown as AlexaOptions;
 }
