@@ -25,6 +25,9 @@ struct BackendOptions {
   bool recompute = false;        // memory-saving gradients: keep only each block's input, recompute in backward
   bool trainable = true;         // false: no gradients, optimizer state or training activations are allocated
   DType weight_dtype = DType::F32;  // F16/BF16: weights stored 16-bit for inference only, computed in float32
+  // CUDA only (the CPU computes in float32 whatever this says): bf16 activations and tensor-core products with
+  // float32 accumulation, float32 master weights, gradients and optimizer moments.
+  bool mixed_bf16 = false;
 };
 
 struct StepOptions {
@@ -92,5 +95,11 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const GPT2Config& config, const BackendOptions& options);
+
+// The CUDA backend (native/cuda), present when the addon is built with CUDA (DIXIE_WITH_CUDA). It runs on the
+// first visible device and throws std::runtime_error when there is none.
+std::unique_ptr<Backend> make_cuda_backend(const GPT2Config& config, const BackendOptions& options);
+// The number of usable CUDA devices; 0 with the reason in *why (no driver, no device) when there is none.
+int cuda_device_count(std::string* why);
 
 }  // namespace dixie

@@ -1,8 +1,8 @@
 #include "decode_matmul.h"
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
-#include <vector>
 
 #include "core/dtype.h"
 #include "vec_math.h"
@@ -15,7 +15,7 @@ namespace dixie {
 
 namespace {
 
-// Loaders: one element, or (with AVX2) eight elements, of a weight type as float32.
+// Loaders: one element, or (with AVX2) eight elements, of a weight type as float32 (exact for all three).
 struct LoadF32 {
   using T = float;
   static float one(const float* p) { return *p; }
@@ -51,95 +51,219 @@ struct LoadBF16 {
 #endif
 };
 
-// acc[R, n] (rows ldacc apart) += inp[R, C] @ w[C, n] (rows of w ldw apart), walking w four rows at a time so
-// that each weight is loaded (and converted) once for all R rows.
-template <class W>
-void axpy_columns(float* acc, int ldacc, const float* inp, const typename W::T* w, int R, int C, int ldw, int n) {
-  int k = 0;
-  for (; k + 4 <= C; k += 4) {
-    const typename W::T* w0 = w + static_cast<size_t>(k) * ldw;
-    const typename W::T* w1 = w0 + ldw;
-    const typename W::T* w2 = w1 + ldw;
-    const typename W::T* w3 = w2 + ldw;
+int num_parts(int C) { return (C + kPartRows - 1) / kPartRows; }
+
+// out[0, n) = epilogue(y[0, n)). Vector and scalar paths give the same bits (gelu1 is a lane of gelu256), so
+// where the vectors start does not change a result.
+void finish(float* out, const float* y, int n, Epilogue epilogue) {
+  int i = 0;
+#ifdef DIXIE_AVX2
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(y + i);
+    switch (epilogue) {
+      case Epilogue::kStore: _mm256_storeu_ps(out + i, v); break;
+      case Epilogue::kGelu: _mm256_storeu_ps(out + i, gelu256(v)); break;
+      case Epilogue::kResidual: _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(out + i), v)); break;
+    }
+  }
+#endif
+  for (; i < n; ++i) {
+    switch (epilogue) {
+      case Epilogue::kStore: out[i] = y[i]; break;
+      case Epilogue::kGelu: out[i] = gelu1(y[i]); break;
+      case Epilogue::kResidual: out[i] += y[i]; break;
+    }
+  }
+}
+
+// ---- streaming schedule (few rows) ---------------------------------------------------------------------------
+
+// acc[R, OC] = inp[R, 0:kn] @ w[0:kn, 0:OC] (rows of inp ldx apart, w at the part's first row), each element an
+// fma chain over k from 0. One k at a time: the part is read as one sequential stream, and with at most
+// kStreamRows rows the sums stay in L1/L2 while the loads wait on memory anyway.
+template <class W, int R>
+void stream_part(float* acc, const float* inp, int ldx, const typename W::T* w, int kn, int OC) {
+  std::fill(acc, acc + static_cast<size_t>(R) * OC, 0.0f);
+  for (int k = 0; k < kn; ++k) {
+    const typename W::T* wk = w + static_cast<size_t>(k) * OC;
     int j = 0;
 #ifdef DIXIE_AVX2
-    if (R == 1) {
-      const __m256 b0 = _mm256_set1_ps(inp[k]), b1 = _mm256_set1_ps(inp[k + 1]);
-      const __m256 b2 = _mm256_set1_ps(inp[k + 2]), b3 = _mm256_set1_ps(inp[k + 3]);
-      for (; j + 8 <= n; j += 8) {
-        __m256 a = _mm256_loadu_ps(acc + j);
-        a = _mm256_fmadd_ps(b0, W::eight(w0 + j), a);
-        a = _mm256_fmadd_ps(b1, W::eight(w1 + j), a);
-        a = _mm256_fmadd_ps(b2, W::eight(w2 + j), a);
-        a = _mm256_fmadd_ps(b3, W::eight(w3 + j), a);
-        _mm256_storeu_ps(acc + j, a);
-      }
-    } else {
-      for (; j + 8 <= n; j += 8) {
-        const __m256 v0 = W::eight(w0 + j), v1 = W::eight(w1 + j), v2 = W::eight(w2 + j), v3 = W::eight(w3 + j);
-        for (int r = 0; r < R; ++r) {
-          const float* x = inp + static_cast<size_t>(r) * C + k;
-          float* o = acc + static_cast<size_t>(r) * ldacc + j;
-          __m256 a = _mm256_loadu_ps(o);
-          a = _mm256_fmadd_ps(_mm256_broadcast_ss(x), v0, a);
-          a = _mm256_fmadd_ps(_mm256_broadcast_ss(x + 1), v1, a);
-          a = _mm256_fmadd_ps(_mm256_broadcast_ss(x + 2), v2, a);
-          a = _mm256_fmadd_ps(_mm256_broadcast_ss(x + 3), v3, a);
-          _mm256_storeu_ps(o, a);
-        }
+    __m256 x[R];
+    for (int r = 0; r < R; ++r) x[r] = _mm256_set1_ps(inp[static_cast<size_t>(r) * ldx + k]);
+    for (; j + 8 <= OC; j += 8) {
+      const __m256 v = W::eight(wk + j);
+      for (int r = 0; r < R; ++r) {
+        float* o = acc + static_cast<size_t>(r) * OC + j;
+        _mm256_storeu_ps(o, _mm256_fmadd_ps(x[r], v, _mm256_loadu_ps(o)));
       }
     }
 #endif
-    for (; j < n; ++j) {
-      const float v0 = W::one(w0 + j), v1 = W::one(w1 + j), v2 = W::one(w2 + j), v3 = W::one(w3 + j);
-      for (int r = 0; r < R; ++r) {
-        const float* x = inp + static_cast<size_t>(r) * C + k;
-        acc[static_cast<size_t>(r) * ldacc + j] += x[0] * v0 + x[1] * v1 + x[2] * v2 + x[3] * v3;
-      }
-    }
-  }
-  for (; k < C; ++k) {
-    const typename W::T* wk = w + static_cast<size_t>(k) * ldw;
-    for (int j = 0; j < n; ++j) {
+    for (; j < OC; ++j) {
       const float v = W::one(wk + j);
-      for (int r = 0; r < R; ++r) acc[static_cast<size_t>(r) * ldacc + j] += inp[static_cast<size_t>(r) * C + k] * v;
+      for (int r = 0; r < R; ++r) {
+        float& o = acc[static_cast<size_t>(r) * OC + j];
+        o = std::fma(inp[static_cast<size_t>(r) * ldx + k], v, o);
+      }
     }
   }
 }
 
 template <class W>
-void stream_matmul_t(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
-                     ThreadPool& pool) {
-  // Each thread takes an equal contiguous share of the columns (memory-bound: equal bytes per thread), walked
-  // in blocks narrow enough that R rows of partial sums stay in L1. The sums live in a packed per-thread
-  // buffer, not in out: rows of out are OC floats apart, a multiple of 4 KiB for GPT-2's widths, so they
-  // would all fall in one L1 set and evict each other.
-  const int threads = pool.size();
-  const int vecs = (OC + 7) / 8;
-  const int per_thread = (vecs + threads - 1) / threads;
-  const int block = std::max(8, (4096 / R) / 8 * 8);
-  pool.run(threads, [&](int64_t t, int) {
-    thread_local std::vector<float> sums;
-    if (sums.size() < static_cast<size_t>(R) * block) sums.resize(static_cast<size_t>(R) * block);
-    const int begin = std::min(OC, static_cast<int>(t) * per_thread * 8);
-    const int end = std::min(OC, begin + per_thread * 8);
-    for (int j0 = begin; j0 < end; j0 += block) {
-      const int n = std::min(end - j0, block);
-      for (int r = 0; r < R; ++r) {
-        float* acc = sums.data() + static_cast<size_t>(r) * n;
-        if (bias) std::copy(bias + j0, bias + j0 + n, acc);
-        else std::fill(acc, acc + n, 0.0f);
-      }
-      axpy_columns<W>(sums.data(), n, inp, w + j0, R, C, OC, n);
-      for (int r = 0; r < R; ++r) {
-        const float* acc = sums.data() + static_cast<size_t>(r) * n;
-        std::copy(acc, acc + n, out + static_cast<size_t>(r) * OC + j0);
-      }
+void stream_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
+                   Epilogue epilogue, float* partials, ThreadPool& pool) {
+  static_assert(kStreamRows <= 4, "stream_part is instantiated for 1..4 rows");
+  const int parts = num_parts(C);
+  pool.run(parts, [&](int64_t p, int) {
+    const int k0 = static_cast<int>(p) * kPartRows;
+    float* acc = partials + static_cast<size_t>(p) * R * OC;
+    const typename W::T* wp = w + static_cast<size_t>(k0) * OC;
+    const int kn = std::min(kPartRows, C - k0);
+    switch (R) {
+      case 1: stream_part<W, 1>(acc, inp + k0, C, wp, kn, OC); break;
+      case 2: stream_part<W, 2>(acc, inp + k0, C, wp, kn, OC); break;
+      case 3: stream_part<W, 3>(acc, inp + k0, C, wp, kn, OC); break;
+      default: stream_part<W, 4>(acc, inp + k0, C, wp, kn, OC); break;
     }
+  });
+  // out = epilogue(((bias + P_0) + P_1) + ...), over blocks of columns (in parallel when there is enough).
+  constexpr int kBlock = 256;
+  const int blocks = (OC + kBlock - 1) / kBlock;
+  const auto reduce = [&](int64_t b, int) {
+    const int j0 = static_cast<int>(b) * kBlock, n = std::min(kBlock, OC - j0);
+    float y[kBlock];
+    for (int r = 0; r < R; ++r) {
+      if (bias) std::copy(bias + j0, bias + j0 + n, y);
+      else std::fill(y, y + n, 0.0f);
+      for (int p = 0; p < parts; ++p) {
+        const float* part = partials + (static_cast<size_t>(p) * R + r) * OC + j0;
+        int i = 0;
+#ifdef DIXIE_AVX2
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(part + i)));
+#endif
+        for (; i < n; ++i) y[i] += part[i];
+      }
+      finish(out + static_cast<size_t>(r) * OC + j0, y, n, epilogue);
+    }
+  };
+  if (static_cast<int64_t>(R) * OC * parts < (1 << 15)) {
+    for (int b = 0; b < blocks; ++b) reduce(b, 0);
+  } else {
+    pool.run(blocks, reduce);
+  }
+}
+
+// ---- packed schedule (many rows) -----------------------------------------------------------------------------
+
+// pack[kn, kPanelCols] = float32 of w[0:kn, 0:cols] (rows of w OC apart), zero beyond cols.
+template <class W>
+void pack_panel(float* pack, const typename W::T* w, int OC, int kn, int cols) {
+  for (int k = 0; k < kn; ++k) {
+    const typename W::T* wk = w + static_cast<size_t>(k) * OC;
+    float* dst = pack + static_cast<size_t>(k) * kPanelCols;
+    int j = 0;
+#ifdef DIXIE_AVX2
+    for (; j + 8 <= cols; j += 8) _mm256_storeu_ps(dst + j, W::eight(wk + j));
+#endif
+    for (; j < cols; ++j) dst[j] = W::one(wk + j);
+    for (; j < kPanelCols; ++j) dst[j] = 0.0f;
+  }
+}
+
+#ifdef DIXIE_AVX2
+#define DIXIE_UNROLL _Pragma("GCC unroll 8")
+
+// tile[MR, 8 NV] += x[MR, 0:kn] @ pack[0:kn, 8 NV], the product an fma chain over k from 0 in registers (rows of
+// x ldx apart; tile and pack rows kPanelCols apart).
+template <int MR, int NV>
+void micro_kernel(float* tile, const float* x, int ldx, const float* pack, int kn) {
+  __m256 acc[MR][NV];
+  DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (int k = 0; k < kn; ++k) {
+    __m256 b[NV];
+    DIXIE_UNROLL for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(pack + static_cast<size_t>(k) * kPanelCols + 8 * v);
+    DIXIE_UNROLL for (int r = 0; r < MR; ++r) {
+      const __m256 a = _mm256_broadcast_ss(x + static_cast<size_t>(r) * ldx + k);
+      DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+    }
+  }
+  DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) {
+      float* t = tile + static_cast<size_t>(r) * kPanelCols + 8 * v;
+      _mm256_storeu_ps(t, _mm256_add_ps(_mm256_loadu_ps(t), acc[r][v]));
+    }
+}
+
+// Every (row block, column block) of the panel: blocks of 6 rows x 16 columns (12 accumulators), the last rows
+// in the widest block that keeps enough independent chains.
+template <int MR, int NV>
+void micro_columns(float* tile, const float* x, int ldx, const float* pack, int kn) {
+  for (int c = 0; c < kPanelCols; c += 8 * NV) micro_kernel<MR, NV>(tile + c, x, ldx, pack + c, kn);
+}
+
+void panel_rows(float* tile, const float* x, int ldx, const float* pack, int R, int kn) {
+  int r = 0;
+  for (; r + 6 <= R; r += 6) micro_columns<6, 2>(tile + static_cast<size_t>(r) * kPanelCols, x + static_cast<size_t>(r) * ldx, ldx, pack, kn);
+  float* t = tile + static_cast<size_t>(r) * kPanelCols;
+  const float* xr = x + static_cast<size_t>(r) * ldx;
+  switch (R - r) {
+    case 1: micro_columns<1, 4>(t, xr, ldx, pack, kn); break;
+    case 2: micro_columns<2, 4>(t, xr, ldx, pack, kn); break;
+    case 3: micro_columns<3, 2>(t, xr, ldx, pack, kn); break;
+    case 4: micro_columns<4, 2>(t, xr, ldx, pack, kn); break;
+    case 5: micro_columns<5, 2>(t, xr, ldx, pack, kn); break;
+    default: break;
+  }
+}
+#undef DIXIE_UNROLL
+#else
+void panel_rows(float* tile, const float* x, int ldx, const float* pack, int R, int kn) {
+  for (int r = 0; r < R; ++r) {
+    float acc[kPanelCols] = {};
+    for (int k = 0; k < kn; ++k) {
+      const float a = x[static_cast<size_t>(r) * ldx + k];
+      for (int c = 0; c < kPanelCols; ++c) acc[c] = std::fma(a, pack[static_cast<size_t>(k) * kPanelCols + c], acc[c]);
+    }
+    for (int c = 0; c < kPanelCols; ++c) tile[static_cast<size_t>(r) * kPanelCols + c] += acc[c];
+  }
+}
+#endif
+
+template <class W>
+void packed_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
+                   Epilogue epilogue, float* scratch, ThreadPool& pool) {
+  const int panels = (OC + kPanelCols - 1) / kPanelCols;
+  const size_t per_thread = static_cast<size_t>(R) * kPanelCols + static_cast<size_t>(kPartRows) * kPanelCols;
+  pool.run(panels, [&](int64_t panel, int thread) {
+    const int j0 = static_cast<int>(panel) * kPanelCols, cols = std::min(kPanelCols, OC - j0);
+    float* tile = scratch + thread * per_thread;  // [R, kPanelCols]: bias + the parts so far
+    float* pack = tile + static_cast<size_t>(R) * kPanelCols;
+    for (int r = 0; r < R; ++r) {
+      float* t = tile + static_cast<size_t>(r) * kPanelCols;
+      if (bias) std::copy(bias + j0, bias + j0 + cols, t);
+      else std::fill(t, t + cols, 0.0f);
+      std::fill(t + cols, t + kPanelCols, 0.0f);
+    }
+    for (int k0 = 0; k0 < C; k0 += kPartRows) {
+      const int kn = std::min(kPartRows, C - k0);
+      pack_panel<W>(pack, w + static_cast<size_t>(k0) * OC + j0, OC, kn, cols);
+      panel_rows(tile, inp + k0, C, pack, R, kn);
+    }
+    for (int r = 0; r < R; ++r) finish(out + static_cast<size_t>(r) * OC + j0, tile + static_cast<size_t>(r) * kPanelCols, cols, epilogue);
   });
 }
 
-// out[r * ldo + i] = dot(inp[r], w[i]) for the n <= 4 rows w[i] of length C (rows are C apart).
+template <class W>
+void matmul_t(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
+              Epilogue epilogue, float* scratch, ThreadPool& pool) {
+  if (R <= kStreamRows) stream_matmul<W>(out, inp, w, bias, R, C, OC, epilogue, scratch, pool);
+  else packed_matmul<W>(out, inp, w, bias, R, C, OC, epilogue, scratch, pool);
+}
+
+// ---- output head ----------------------------------------------------------------------------------------------
+
+constexpr int kHeadTask = 64;  // vocabulary rows per task
+
+// out[r * ldo + i] = dot(inp[r], w[i]) for the n <= 4 rows w[i] of length C (rows are C apart): per output one
+// 8-lane fma chain over C, a horizontal sum, then the tail, whichever rows are computed together.
 template <class W>
 void dot_rows(float* out, int ldo, const float* inp, const typename W::T* w, int n, int R, int C) {
   int r = 0;  // rows done by the vector path
@@ -172,8 +296,8 @@ void dot_rows(float* out, int ldo, const float* inp, const typename W::T* w, int
       for (int c = C8; c < C; ++c) {
         const float v[4] = {W::one(w0 + c), W::one(w1 + c), W::one(w2 + c), W::one(w3 + c)};
         for (int i = 0; i < 4; ++i) {
-          sa[i] += xa[c] * v[i];
-          sb[i] += xb[c] * v[i];
+          sa[i] = std::fma(xa[c], v[i], sa[i]);
+          sb[i] = std::fma(xb[c], v[i], sb[i]);
         }
       }
       for (int i = 0; i < 4; ++i) {
@@ -181,34 +305,20 @@ void dot_rows(float* out, int ldo, const float* inp, const typename W::T* w, int
         out[static_cast<size_t>(r + 1) * ldo + i] = sb[i];
       }
     }
-    if (r < R) {
-      const float* xa = inp + static_cast<size_t>(r) * C;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-      for (int c = 0; c < C8; c += 8) {
-        const __m256 x = _mm256_loadu_ps(xa + c);
-        a0 = _mm256_fmadd_ps(x, W::eight(w0 + c), a0);
-        a1 = _mm256_fmadd_ps(x, W::eight(w1 + c), a1);
-        a2 = _mm256_fmadd_ps(x, W::eight(w2 + c), a2);
-        a3 = _mm256_fmadd_ps(x, W::eight(w3 + c), a3);
-      }
-      float sa[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-      for (int c = C8; c < C; ++c) {
-        sa[0] += xa[c] * W::one(w0 + c);
-        sa[1] += xa[c] * W::one(w1 + c);
-        sa[2] += xa[c] * W::one(w2 + c);
-        sa[3] += xa[c] * W::one(w3 + c);
-      }
-      for (int i = 0; i < 4; ++i) out[static_cast<size_t>(r) * ldo + i] = sa[i];
-      ++r;
-    }
   }
 #endif
   for (int i = 0; i < n; ++i) {
     const typename W::T* wi = w + static_cast<size_t>(i) * C;
     for (int rr = r; rr < R; ++rr) {
       const float* x = inp + static_cast<size_t>(rr) * C;
+      int c = 0;
       float s = 0.0f;
-      for (int c = 0; c < C; ++c) s += x[c] * W::one(wi + c);
+#ifdef DIXIE_AVX2
+      __m256 a = _mm256_setzero_ps();
+      for (; c + 8 <= C; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), W::eight(wi + c), a);
+      s = hsum(a);
+#endif
+      for (; c < C; ++c) s = std::fma(x[c], W::one(wi + c), s);
       out[static_cast<size_t>(rr) * ldo + i] = s;
     }
   }
@@ -224,26 +334,22 @@ void convert_rows(float* dst, const typename W::T* src, size_t n) {
 }
 
 template <class W>
-void stream_matmul_nt_t(float* out, const float* inp, const typename W::T* w, int R, int C, int OC, float* panel,
-                        ThreadPool& pool) {
-  // 16-bit rows are converted once into the thread's panel when several row pairs would each convert them.
+void head_matmul_t(float* out, const float* inp, const typename W::T* w, int R, int C, int V, float* scratch,
+                   ThreadPool& pool) {
+  // 16-bit rows are converted once into the thread's scratch when several row pairs would each convert them.
   constexpr bool is_16bit = !std::is_same<typename W::T, float>::value;
-  const bool use_panel = is_16bit && R > 2;
-  const int threads = pool.size();
-  const int quads = (OC + 3) / 4;
-  const int per_thread = (quads + threads - 1) / threads;
-  pool.run(threads, [&](int64_t t, int thread) {
-    const int begin = std::min(OC, static_cast<int>(t) * per_thread * 4);
-    const int end = std::min(OC, begin + per_thread * 4);
-    float* my_panel = panel + static_cast<size_t>(thread) * 4 * C;
+  const bool convert = is_16bit && R > 2;
+  pool.run((V + kHeadTask - 1) / kHeadTask, [&](int64_t task, int thread) {
+    const int begin = static_cast<int>(task) * kHeadTask, end = std::min(V, begin + kHeadTask);
+    float* rows = scratch + static_cast<size_t>(thread) * 4 * C;
     for (int j = begin; j < end; j += 4) {
       const int n = std::min(4, end - j);
       const typename W::T* wj = w + static_cast<size_t>(j) * C;
-      if (use_panel) {
-        convert_rows<W>(my_panel, wj, static_cast<size_t>(n) * C);
-        dot_rows<LoadF32>(out + j, OC, inp, my_panel, n, R, C);
+      if (convert) {
+        convert_rows<W>(rows, wj, static_cast<size_t>(n) * C);
+        dot_rows<LoadF32>(out + j, V, inp, rows, n, R, C);
       } else {
-        dot_rows<W>(out + j, OC, inp, wj, n, R, C);
+        dot_rows<W>(out + j, V, inp, wj, n, R, C);
       }
     }
   });
@@ -251,21 +357,28 @@ void stream_matmul_nt_t(float* out, const float* inp, const typename W::T* w, in
 
 }  // namespace
 
-void stream_matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC,
-                   ThreadPool& pool) {
+size_t decode_matmul_scratch(int max_rows, int C, int OC, int threads) {
+  const size_t stream = static_cast<size_t>(num_parts(C)) * std::min(max_rows, kStreamRows) * OC;
+  const size_t packed = static_cast<size_t>(threads) * (static_cast<size_t>(max_rows) + kPartRows) * kPanelCols;
+  return std::max(stream, packed);
+}
+
+void decode_matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC,
+                   Epilogue epilogue, float* scratch, ThreadPool& pool) {
   switch (w.dtype) {
-    case DType::F32: stream_matmul_t<LoadF32>(out, inp, w.f32, bias, R, C, OC, pool); break;
-    case DType::F16: stream_matmul_t<LoadF16>(out, inp, w.u16, bias, R, C, OC, pool); break;
-    case DType::BF16: stream_matmul_t<LoadBF16>(out, inp, w.u16, bias, R, C, OC, pool); break;
+    case DType::F32: matmul_t<LoadF32>(out, inp, w.f32, bias, R, C, OC, epilogue, scratch, pool); break;
+    case DType::F16: matmul_t<LoadF16>(out, inp, w.u16, bias, R, C, OC, epilogue, scratch, pool); break;
+    case DType::BF16: matmul_t<LoadBF16>(out, inp, w.u16, bias, R, C, OC, epilogue, scratch, pool); break;
   }
 }
 
-void stream_matmul_nt(float* out, const float* inp, WeightsView w, int R, int C, int OC, float* panel,
-                      ThreadPool& pool) {
-  switch (w.dtype) {
-    case DType::F32: stream_matmul_nt_t<LoadF32>(out, inp, w.f32, R, C, OC, panel, pool); break;
-    case DType::F16: stream_matmul_nt_t<LoadF16>(out, inp, w.u16, R, C, OC, panel, pool); break;
-    case DType::BF16: stream_matmul_nt_t<LoadBF16>(out, inp, w.u16, R, C, OC, panel, pool); break;
+size_t head_matmul_scratch(int C, int threads) { return static_cast<size_t>(threads) * 4 * C; }
+
+void head_matmul(float* out, const float* inp, WeightsView wte, int R, int C, int V, float* scratch, ThreadPool& pool) {
+  switch (wte.dtype) {
+    case DType::F32: head_matmul_t<LoadF32>(out, inp, wte.f32, R, C, V, scratch, pool); break;
+    case DType::F16: head_matmul_t<LoadF16>(out, inp, wte.u16, R, C, V, scratch, pool); break;
+    case DType::BF16: head_matmul_t<LoadBF16>(out, inp, wte.u16, R, C, V, scratch, pool); break;
   }
 }
 

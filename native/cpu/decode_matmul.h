@@ -1,7 +1,16 @@
-// Matrix products for decoding a few rows at a time (one new token per sequence). Decoding at small batch is
-// bound by memory bandwidth: every weight is read once per step, so these kernels stream each weight exactly
-// once per call for all rows together, converting 16-bit weights (f16/bf16) to float32 in registers. A
-// 16-bit model therefore reads half the bytes per token, which is what makes it decode faster.
+// The matrix products of decoding: the layers' Conv1D products (decode_matmul) and the output head over the
+// token embedding (head_matmul), with float32 or 16-bit (F16/BF16) weights converted to float32 in registers.
+//
+// One arithmetic whatever the rows: every output element is
+//     ((bias + P_0) + P_1) + ... + P_{n-1},   P_p = fma chain over k in part p (kPartRows rows of w), from 0,
+// and every head logit is one 8-lane dot product over C then a horizontal sum. So a row's result does not
+// depend on the other rows of the call, on the schedule below or on the thread count: a sequence decodes to
+// the same bits alone, batched with others, prefilled or fed a token at a time.
+//
+// Two schedules compute it. A few rows (decoding, R <= kStreamRows) are bound by reading the weights: each
+// task streams a contiguous part of w (kPartRows whole rows) once for all R rows into its partial sums, which
+// are then added up. More rows (prefill, large batches) are bound by the FMAs: each task packs a panel of
+// kPanelCols columns of w per part (converted to float32) and runs register-blocked micro-kernels over it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -11,8 +20,9 @@
 
 namespace dixie {
 
-// Rows up to which the streaming kernels beat converting/packing for the blocked SGEMM.
-constexpr int kStreamingMaxRows = 24;
+constexpr int kPartRows = 128;  // rows of w per part of the sum (and per packed panel)
+constexpr int kPanelCols = 64;  // columns of w per task of the packed schedule
+constexpr int kStreamRows = 4;  // at most this many rows take the streaming schedule
 
 // The view shifted by `offset` elements.
 inline WeightsView weights_at(WeightsView w, size_t offset) {
@@ -21,14 +31,25 @@ inline WeightsView weights_at(WeightsView w, size_t offset) {
   return w;
 }
 
-// out[R, OC] = inp[R, C] @ w[C, OC] + bias[OC] (bias may be null): the Conv1D layout of GPT-2's layers.
-void stream_matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC,
-                   ThreadPool& pool);
+// What decode_matmul does with each result y = inp @ w + bias.
+enum class Epilogue {
+  kStore,     // out = y
+  kGelu,      // out = gelu(y)
+  kResidual,  // out += y (out is the residual stream)
+};
 
-// out[R, OC] = inp[R, C] @ w[OC, C]^T: the output head over the token embedding wte [V, C].
-// panel: scratch of pool.size() * 4 * C floats (16-bit weights are converted there when R is large).
-void stream_matmul_nt(float* out, const float* inp, WeightsView w, int R, int C, int OC, float* panel,
-                      ThreadPool& pool);
+// Floats of scratch that decode_matmul needs for up to max_rows rows of inp[R, C] @ w[C, OC] on `threads`.
+size_t decode_matmul_scratch(int max_rows, int C, int OC, int threads);
+
+// out[R, OC] = epilogue(inp[R, C] @ w[C, OC] + bias[OC]) with w in GPT-2's Conv1D layout (bias may be null).
+void decode_matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC,
+                   Epilogue epilogue, float* scratch, ThreadPool& pool);
+
+// Floats of scratch that head_matmul needs for rows of C on `threads`.
+size_t head_matmul_scratch(int C, int threads);
+
+// out[R, V] = inp[R, C] @ wte[V, C]^T: the logits over the token embedding.
+void head_matmul(float* out, const float* inp, WeightsView wte, int R, int C, int V, float* scratch, ThreadPool& pool);
 
 // dst[n] = float32 of src[n], in parallel.
 void convert_to_f32(float* dst, WeightsView src, size_t n, ThreadPool& pool);

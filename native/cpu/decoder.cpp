@@ -1,7 +1,9 @@
-// KV-cached decoding. Each call runs the new tokens of all its slots as one set of rows through the layers:
-// a prefill is many rows (blocked SGEMM), a decode step one row per slot (streaming matmul that reads each
-// weight once per step for all slots). Rows past the scratch capacity are run in chunks, in order, so a slot's
-// earlier tokens are in its cache before its later tokens attend to them.
+// KV-cached decoding. Each call runs the new tokens of all its slots as one set of rows through the layers: a
+// prefill is many rows, a decode step one row per slot. Every row is computed by the same arithmetic whatever
+// the other rows (see decode_matmul.h; attention is one task per row and head), so a sequence decodes to the
+// same bits alone or batched, prefilled or fed a token at a time, on any number of threads. Rows past the
+// scratch capacity are run in chunks, in order, so a slot's earlier tokens are in its cache before its later
+// tokens attend to them.
 #include "decoder.h"
 
 #include <algorithm>
@@ -20,7 +22,7 @@ namespace dixie {
 
 namespace {
 
-// Rows per pass through the layers: enough for SGEMM to run at full speed, small enough for the scratch.
+// Rows per pass through the layers: enough for the packed matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
 
 template <class T>
@@ -75,12 +77,12 @@ struct CpuDecoder::State {
   std::vector<float> vectors_f32[NUM_PARAM_KINDS];
 
   // Scratch for max_rows rows.
-  Buffer<float> x, ln, qkv, atty, proj, fch, fcg;  // [R, C], [R, C], [R, 3C], [R, C], [R, C], [R, 4C], [R, 4C]
-  Buffer<float> scores;   // [threads, n_ctx]
-  Buffer<float> panel;    // [threads, 4C]: 16-bit rows of the output head converted for many slots
-  Buffer<float> wide_f32;  // [4C * C]: one 16-bit layer matrix converted for a prefill through SGEMM
+  Buffer<float> x, ln, qkv, atty, fcg;  // [R, C], [R, C], [R, 3C], [R, C], [R, 4C]
+  Buffer<float> scores;      // [threads, n_ctx]
+  Buffer<float> matmul_scratch;  // decode_matmul's and head_matmul's
   Buffer<float> last, last_ln;  // [n_slots, C]: the final hidden state of each slot's last new token
   std::vector<int> row_slot, row_pos;
+  std::vector<int> row_entry;  // the entry whose last new token the row is, or -1
   std::vector<uint8_t> slot_used;  // [n_slots]: duplicate check of one call
 
   const GPT2Config& cfg() const { return spec.config(); }
@@ -104,16 +106,9 @@ struct CpuDecoder::State {
     return v_cache.get() + ((static_cast<size_t>(layer) * n_slots + slot) * c.n_ctx + pos) * c.n_embd;
   }
 
-  // out[R, OC] = inp[R, C] @ w[C, OC] + bias, by the kernel that suits R.
-  void matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC) {
-    if (R <= kStreamingMaxRows) {
-      stream_matmul(out, inp, w, bias, R, C, OC, pool);
-    } else if (w.dtype == DType::F32) {
-      matmul_forward(out, inp, w.f32, bias, R, C, OC, pool);
-    } else {
-      convert_to_f32(wide_f32.get(), w, static_cast<size_t>(C) * OC, pool);
-      matmul_forward(out, inp, wide_f32.get(), bias, R, C, OC, pool);
-    }
+  // out[R, OC] = epilogue(inp[R, C] @ w[C, OC] + bias)
+  void matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC, Epilogue epilogue) {
+    decode_matmul(out, inp, w, bias, R, C, OC, epilogue, matmul_scratch.get(), pool);
   }
 
   void embed(const int32_t* tokens, int R) {
@@ -154,27 +149,47 @@ struct CpuDecoder::State {
     });
   }
 
-  // Runs R rows (tokens at row_slot/row_pos) through every block, leaving the residual stream in x.
-  void layers(int R) {
+  // Runs R rows (tokens at row_slot/row_pos) through every block. Only the rows that end an entry (row_entry >= 0)
+  // need an output, and the last block's keys and values are all the others leave behind, so that block goes on
+  // with those rows alone, moved to the front. Returns their number; the residual stream is in x.
+  int layers(int R) {
     const GPT2Config& c = cfg();
     const int C = c.n_embd;
     for (int l = 0; l < c.n_layer; ++l) {
       layernorm_forward(ln.get(), nullptr, nullptr, x.get(), vec(LN1_W, l), vec(LN1_B, l), R, C, pool);
-      matmul(qkv.get(), ln.get(), mat(QKV_W, l), vec(QKV_B, l), R, C, 3 * C);
+      matmul(qkv.get(), ln.get(), mat(QKV_W, l), vec(QKV_B, l), R, C, 3 * C, Epilogue::kStore);
       for (int r = 0; r < R; ++r) {
         const float* row = qkv.get() + static_cast<size_t>(r) * 3 * C;
         std::memcpy(k_at(l, row_slot[r], row_pos[r]), row + C, sizeof(float) * C);
         std::memcpy(v_at(l, row_slot[r], row_pos[r]), row + 2 * C, sizeof(float) * C);
       }
+      if (l == c.n_layer - 1) R = keep_ending_rows(R);
+      if (R == 0) break;
       attention(l, R);
-      matmul(proj.get(), atty.get(), mat(ATTPROJ_W, l), vec(ATTPROJ_B, l), R, C, C);
-      residual_forward(x.get(), x.get(), proj.get(), static_cast<int64_t>(R) * C, pool);
+      matmul(x.get(), atty.get(), mat(ATTPROJ_W, l), vec(ATTPROJ_B, l), R, C, C, Epilogue::kResidual);
       layernorm_forward(ln.get(), nullptr, nullptr, x.get(), vec(LN2_W, l), vec(LN2_B, l), R, C, pool);
-      matmul(fch.get(), ln.get(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C);
-      gelu_forward(fcg.get(), fch.get(), static_cast<int64_t>(R) * 4 * C, pool);
-      matmul(proj.get(), fcg.get(), mat(FCPROJ_W, l), vec(FCPROJ_B, l), R, 4 * C, C);
-      residual_forward(x.get(), x.get(), proj.get(), static_cast<int64_t>(R) * C, pool);
+      matmul(fcg.get(), ln.get(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C, Epilogue::kGelu);
+      matmul(x.get(), fcg.get(), mat(FCPROJ_W, l), vec(FCPROJ_B, l), R, 4 * C, C, Epilogue::kResidual);
     }
+    return R;
+  }
+
+  // Moves the rows with row_entry >= 0 (their residual stream, queries and bookkeeping) to the front, in order.
+  int keep_ending_rows(int R) {
+    const int C = cfg().n_embd;
+    int kept = 0;
+    for (int r = 0; r < R; ++r) {
+      if (row_entry[r] < 0) continue;
+      if (kept != r) {
+        std::memcpy(x.get() + static_cast<size_t>(kept) * C, x.get() + static_cast<size_t>(r) * C, sizeof(float) * C);
+        std::memcpy(qkv.get() + static_cast<size_t>(kept) * 3 * C, qkv.get() + static_cast<size_t>(r) * 3 * C, sizeof(float) * C);
+        row_slot[kept] = row_slot[r];
+        row_pos[kept] = row_pos[r];
+        row_entry[kept] = row_entry[r];
+      }
+      ++kept;
+    }
+    return kept;
   }
 };
 
@@ -208,16 +223,17 @@ void CpuDecoder::reserve(int n_slots) {
   s.ln.allocate(R * C);
   s.qkv.allocate(R * 3 * C);
   s.atty.allocate(R * C);
-  s.proj.allocate(R * C);
-  s.fch.allocate(R * 4 * C);
   s.fcg.allocate(R * 4 * C);
-  s.scores.allocate(static_cast<size_t>(s.pool.size()) * c.n_ctx);
-  s.panel.allocate(static_cast<size_t>(s.pool.size()) * 4 * C);
-  if (s.weights.dtype != DType::F32) s.wide_f32.allocate(4 * C * C);
+  const int threads = s.pool.size();
+  s.scores.allocate(static_cast<size_t>(threads) * c.n_ctx);
+  s.matmul_scratch.allocate(std::max({decode_matmul_scratch(R, C, 3 * C, threads), decode_matmul_scratch(R, C, C, threads),
+                                      decode_matmul_scratch(R, C, 4 * C, threads), decode_matmul_scratch(R, 4 * C, C, threads),
+                                      head_matmul_scratch(C, threads)}));
   s.last.allocate(n_slots * C);
   s.last_ln.allocate(n_slots * C);
   s.row_slot.assign(R, 0);
   s.row_pos.assign(R, 0);
+  s.row_entry.assign(R, -1);
   s.slot_used.assign(n_slots, 0);
 }
 
@@ -254,41 +270,36 @@ void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, cons
   int entry = 0, done_in_entry = 0;  // next token: entry `entry`, its `done_in_entry`-th new token
   int64_t consumed = 0;
   while (consumed < total) {
-    const int first_entry = entry;
-    const int first_done = done_in_entry;
     int R = 0;
     while (R < s.max_rows && entry < n) {
+      const int slot = slots[entry];
       const int take = std::min(s.max_rows - R, n_new[entry] - done_in_entry);
       for (int k = 0; k < take; ++k) {
-        s.row_slot[R + k] = slots[entry];
-        s.row_pos[R + k] = s.lengths[slots[entry]] + k;  // lengths already count the entry's earlier chunks
+        s.row_slot[R + k] = slot;
+        s.row_pos[R + k] = s.lengths[slot] + k;
+        s.row_entry[R + k] = -1;
       }
+      // The positions are set, so the slot's length can count these tokens now; within the chunk, attention
+      // reads row_pos, not lengths.
+      s.lengths[slot] += take;
       R += take;
       done_in_entry += take;
       if (done_in_entry == n_new[entry]) {
+        s.row_entry[R - 1] = entry;
         ++entry;
         done_in_entry = 0;
       }
     }
     s.embed(tokens + consumed, R);
-    s.layers(R);
-    // Keep the final hidden state of each entry whose last new token fell in this chunk.
-    int e = first_entry, d = first_done;
-    for (int r = 0; r < R; ++r) {
-      if (d == n_new[e] - 1) std::memcpy(s.last.get() + static_cast<size_t>(e) * C, s.x.get() + static_cast<size_t>(r) * C, sizeof(float) * C);
-      if (++d == n_new[e]) {
-        ++e;
-        d = 0;
-      }
-    }
-    // Lengths grow only after the chunk: positions above were computed from the lengths before it.
-    for (int r = 0; r < R; ++r) s.lengths[s.row_slot[r]] = std::max(s.lengths[s.row_slot[r]], s.row_pos[r] + 1);
+    const int ending = s.layers(R);
+    for (int r = 0; r < ending; ++r)
+      std::memcpy(s.last.get() + static_cast<size_t>(s.row_entry[r]) * C, s.x.get() + static_cast<size_t>(r) * C, sizeof(float) * C);
     consumed += R;
   }
 
   layernorm_forward(s.last_ln.get(), nullptr, nullptr, s.last.get(), s.vec(LNF_W, 0), s.vec(LNF_B, 0), n, C, s.pool);
-  stream_matmul_nt(logits_out, s.last_ln.get(), weights_at(s.weights, s.spec.group_offset(WTE)), n, C, c.vocab_size,
-                   s.panel.get(), s.pool);
+  head_matmul(logits_out, s.last_ln.get(), weights_at(s.weights, s.spec.group_offset(WTE)), n, C, c.vocab_size,
+              s.matmul_scratch.get(), s.pool);
 }
 
 void CpuDecoder::reset(int slot) {
@@ -307,8 +318,8 @@ int CpuDecoder::length(int slot) const {
 
 size_t CpuDecoder::memory_bytes() const {
   const State& s = *state_;
-  size_t floats = s.k_cache.size + s.v_cache.size + s.x.size + s.ln.size + s.qkv.size + s.atty.size + s.proj.size +
-                  s.fch.size + s.fcg.size + s.scores.size + s.panel.size + s.wide_f32.size + s.last.size + s.last_ln.size;
+  size_t floats = s.k_cache.size + s.v_cache.size + s.x.size + s.ln.size + s.qkv.size + s.atty.size + s.fcg.size +
+                  s.scores.size + s.matmul_scratch.size + s.last.size + s.last_ln.size;
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
   return floats * sizeof(float);
 }

@@ -63,6 +63,25 @@ inline __m256 tanh256(__m256 u) {
 }
 #endif
 
+// GELU, tanh approximation (GPT-2's gelu_new): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+#ifdef DIXIE_AVX2
+inline __m256 gelu256(__m256 x) {
+  const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+  const __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x));
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), tanh256(u)));
+}
+#endif
+
+// The same function one value at a time, bit-identical to a lane of gelu256 where that exists, so a result
+// does not depend on whether its element fell in a vector or in a tail.
+inline float gelu1(float x) {
+#ifdef DIXIE_AVX2
+  return _mm256_cvtss_f32(gelu256(_mm256_set1_ps(x)));
+#else
+  return 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+#endif
+}
+
 // sum_i a[i] * b[i]
 inline float dot(const float* a, const float* b, int n) {
   int i = 0;
