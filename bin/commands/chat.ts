@@ -6,6 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { ChatSession, Generator, isAudience } from '../../lib/generate';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { WeightDType } from '../../lib/engine/native';
+import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { resolveModel } from '../../lib/formats/resolve_model';
 
 async function ask(rl: readline.Interface, lines: AsyncIterator<string>, question: string): Promise<string | null> {
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
     .option('seed', { type: 'number', describe: 'random seed (reply i uses seed + i)' })
     .option('dtype', { choices: ['f32', 'f16', 'bf16'] as const, default: 'f32' as WeightDType, describe: 'weights in memory' })
     .option('threads', { type: 'number', default: 0, describe: 'CPU threads (0: one per core)' })
+    .options(COMPUTE_FLAGS)
     .check((a) => {
       if (!Number.isInteger(a.length) || a.length < 1) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
       if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be 1 to 64 characters without "|", got ${JSON.stringify(a.audience)}`);
@@ -53,6 +55,7 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
 
+  applyComputeFlags(argv);
   const name = argv.restore_from ?? argv.model_name;
   const audiences = argv.audience !== undefined ? [argv.audience] : trainedAudiences(resolveModel(name).dir);
   if (audiences.length === 0) throw new Error(`${name}: no training record lists the audiences; give --audience <name>`);

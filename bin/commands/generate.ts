@@ -6,6 +6,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Generator, GenerateOptions } from '../../lib/generate';
 import { WeightDType } from '../../lib/engine/native';
+import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 
 interface SampleArgs {
   nsamples: number;
@@ -103,6 +104,7 @@ async function main(): Promise<void> {
     .option('stop', { type: 'string', array: true, describe: 'end a sample where this text appears (repeatable)' })
     .option('dtype', { choices: ['f32', 'f16', 'bf16'] as const, default: 'f32' as WeightDType, describe: 'weights in memory (computing is float32)' })
     .option('threads', { type: 'number', default: 0, describe: 'CPU threads (0: one per core)' })
+    .options(COMPUTE_FLAGS)
     .example('$0 --nsamples 3 --length 100 --top_k 40', 'three unconditional samples from 124M')
     .example('$0 --restore_from checkpoint/run1 --prompt "1|mom|Hi! <EOM>" --penalize 0.85', 'a fine-tuned model')
     .check((a) => {
@@ -117,6 +119,7 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
 
+  applyComputeFlags(argv);
   let promptText: string | undefined = argv.prompt;
   if (promptText !== undefined && promptText !== '' && fs.existsSync(promptText) && fs.statSync(promptText).isFile()) {
     promptText = fs.readFileSync(promptText, 'utf8');

@@ -4,6 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { createServer } from '../../lib/server/app';
 import { CONFIG_FILE, NoModelsError, serveConfig } from '../../lib/server/discover';
+import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
@@ -17,6 +18,7 @@ async function main(): Promise<void> {
     .option('sanitizer', { type: 'string', default: 'none', describe: 'sanitizer of the --model model ("sanitizers.chatbot", "none", or a module path)' })
     .option('host', { type: 'string', describe: 'address to listen on (overrides the config; default 127.0.0.1)' })
     .option('port', { type: 'number', describe: 'port to listen on (overrides the config; default 12345; 0: any free port)' })
+    .options(COMPUTE_FLAGS)
     .conflicts('config', 'model')
     .example('$0', `serve ./${CONFIG_FILE}, or the models in models/ and checkpoint/`)
     .example('$0 --model models/124M --port 8080', 'one model')
@@ -29,6 +31,7 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
 
+  applyComputeFlags(argv);
   const config = serveConfig({ config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, cwd: process.cwd() });
   const server = createServer(config);
   await server.listen(argv.port ?? config.port, argv.host ?? config.host);

@@ -3,6 +3,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { DEFAULT_TRAIN_OPTIONS as D, TrainOptions, checkDataset, train } from '../../lib/train/train';
+import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
@@ -54,6 +55,7 @@ async function main(): Promise<void> {
     .option('seed', { type: 'number', default: D.seed, describe: 'seed of initialisation, batches and samples (-1: random)' })
     .option('stop_after', { type: 'number', default: D.stop_after, describe: 'stop (and save) when the step count reaches N (0: never)' })
     .option('threads', { type: 'number', default: D.threads, describe: 'CPU threads (0: one per core)' })
+    .options(COMPUTE_FLAGS)
     .example('$0 --dataset data/combined.train --model_name 124M --batch_size 1 --save_on_ctrlc', 'fine-tune 124M on chat logs')
     .example('$0 --dataset examples/chat/train --check', 'check chat logs without training')
     .wrap(Math.min(120, process.stdout.columns || 100))
@@ -61,6 +63,7 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
 
+  applyComputeFlags(argv);
   if (argv.check) {
     const { report, summary } = await checkDataset(argv.dataset, { combine: argv.combine, model_name: argv.model_name, threads: argv.threads });
     console.log(report);
@@ -68,7 +71,7 @@ async function main(): Promise<void> {
     return;
   }
 
-  const { $0: _script, _: _positional, check: _check, ...flags } = argv;
+  const { $0: _script, _: _positional, check: _check, device: _device, precision: _precision, ...flags } = argv;
   const options: Partial<TrainOptions> & { dataset: string } = { dataset: argv.dataset };
   for (const key of Object.keys(D) as (keyof TrainOptions)[]) {
     if (key in flags) (options as Record<string, unknown>)[key] = (flags as Record<string, unknown>)[key];

@@ -20,6 +20,14 @@ import { readJsonObject } from '../util/json_file';
 export type GPT2Config = NativeConfig;
 export interface ModelOptions extends NativeOptions {}
 
+// The device and precision of models whose options name none: set once per process by the commands'
+// --device and --precision flags.
+export type ComputeDefaults = Pick<NativeOptions, 'device' | 'precision'>;
+let computeDefaults: ComputeDefaults = {};
+export function setComputeDefaults(defaults: ComputeDefaults): void {
+  computeDefaults = { ...defaults };
+}
+
 export const WEIGHTS_FILE = 'model.safetensors';
 export const CONFIG_FILE = 'config.json';
 
@@ -84,7 +92,11 @@ export class Model {
 
   private constructor(config: GPT2Config, options: ModelOptions) {
     this.config = { ...config };
-    this.native = new (loadAddon().Model)(this.config, options);
+    this.native = new (loadAddon().Model)(this.config, {
+      ...options,
+      device: options.device ?? computeDefaults.device,
+      precision: options.precision ?? computeDefaults.precision,
+    });
     this.tensors = this.native.layout();
     this.byName = new Map(this.tensors.map((t) => [t.name, t]));
     this.trainableFlags = new Uint8Array(this.tensors.length).fill(1);

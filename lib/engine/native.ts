@@ -3,7 +3,11 @@
 import path from 'node:path';
 
 export type WeightDType = 'f32' | 'f16' | 'bf16';
+// 'auto': CUDA when the addon was built with it and a GPU is present, else the CPU (with one notice on stderr).
 export type DeviceRequest = 'cpu' | 'cuda' | 'auto';
+// CUDA only (the CPU computes in float32 either way): 'bf16' is mixed precision, with bf16 activations and
+// tensor-core products over float32 master weights, gradients and optimizer state.
+export type Precision = 'f32' | 'bf16';
 
 export interface NativeConfig {
   nLayer: number;
@@ -20,7 +24,8 @@ export interface NativeOptions {
   recompute?: boolean;     // memory-saving gradients
   trainable?: boolean;     // false: inference only (no gradients, optimizer state or training activations)
   weightDtype?: WeightDType;  // f16/bf16: inference only
-  device?: DeviceRequest;
+  device?: DeviceRequest;     // default 'auto'
+  precision?: Precision;      // default 'f32'
 }
 
 export interface NativeTensorInfo {
@@ -89,7 +94,7 @@ export interface NativeModel {
 export interface NativeAddon {
   Model: new (config: NativeConfig, options: NativeOptions) => NativeModel;
   cpuFeatures(): string[];  // vector units the addon was compiled for, e.g. ['avx2', 'fma']
-  cudaAvailable(): boolean;
+  cudaAvailable(): boolean;  // built with CUDA and a device is usable
 }
 
 let addon: NativeAddon | undefined;

@@ -5,8 +5,10 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -131,6 +133,44 @@ std::vector<std::string> cpu_features() {
   f.push_back("neon");
 #endif
   return f;
+}
+
+// ---- device selection ----
+
+#ifdef DIXIE_WITH_CUDA
+struct CudaStatus {
+  bool usable = false;
+  std::string why;  // when not usable
+};
+
+// Asked of the driver once per process.
+const CudaStatus& cuda_status() {
+  static const CudaStatus status = [] {
+    CudaStatus s;
+    s.usable = dixie::cuda_device_count(&s.why) > 0;
+    return s;
+  }();
+  return status;
+}
+#endif
+
+// The backend for device 'cuda' (required) or 'auto' (CUDA when a device is present, else the CPU with one
+// notice per process).
+std::unique_ptr<Backend> make_backend_on_gpu(const dixie::GPT2Config& c, const dixie::BackendOptions& o, bool required) {
+#ifdef DIXIE_WITH_CUDA
+  const CudaStatus& cuda = cuda_status();
+  if (cuda.usable) return dixie::make_cuda_backend(c, o);
+  if (required)
+    throw std::runtime_error("options.device is 'cuda' but no CUDA device is usable (" + cuda.why +
+                             "); device 'auto' or 'cpu' runs on the CPU");
+  static std::once_flag notice;
+  std::call_once(notice, [&cuda] {
+    std::fprintf(stderr, "dixie: no CUDA device (%s); device 'auto' runs on the CPU\n", cuda.why.c_str());
+  });
+#else
+  if (required) throw std::runtime_error("options.device is 'cuda' but this addon was built without CUDA (no nvcc at build time)");
+#endif
+  return dixie::make_cpu_backend(c, o);
 }
 
 // ---- the model ----
@@ -288,11 +328,14 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
     o.recompute = optional_bool(options, "recompute", false, "options");
     o.trainable = optional_bool(options, "trainable", true, "options");
     o.weight_dtype = dtype_from(optional_string(options, "weightDtype", "f32", "options"), "options.weightDtype");
+    const std::string precision = optional_string(options, "precision", "f32", "options");
+    if (precision != "f32" && precision != "bf16")
+      throw ArgError("options.precision must be 'f32' or 'bf16', got '" + precision + "'");
+    o.mixed_bf16 = precision == "bf16";
     const std::string device = optional_string(options, "device", "auto", "options");
-    if (device == "cuda") throw std::invalid_argument("options.device is 'cuda' but this addon was built without CUDA");
-    if (device != "cpu" && device != "auto")
+    if (device != "cpu" && device != "cuda" && device != "auto")
       throw ArgError("options.device must be 'cpu', 'cuda' or 'auto', got '" + device + "'");
-    backend_ = dixie::make_cpu_backend(c, o);
+    backend_ = device == "cpu" ? dixie::make_cpu_backend(c, o) : make_backend_on_gpu(c, o, device == "cuda");
     return info.Env().Undefined();
   });
 }
@@ -695,7 +738,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                 return a;
               }));
   exports.Set("cudaAvailable", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+#ifdef DIXIE_WITH_CUDA
+                return Napi::Boolean::New(info.Env(), cuda_status().usable);
+#else
                 return Napi::Boolean::New(info.Env(), false);
+#endif
               }));
   return exports;
 }

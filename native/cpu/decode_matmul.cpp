@@ -1,7 +1,9 @@
 #include "decode_matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <thread>
 #include <type_traits>
 
 #include "core/dtype.h"
@@ -79,26 +81,43 @@ void finish(float* out, const float* y, int n, Epilogue epilogue) {
 // ---- streaming schedule (few rows) ---------------------------------------------------------------------------
 
 // acc[R, OC] = inp[R, 0:kn] @ w[0:kn, 0:OC] (rows of inp ldx apart, w at the part's first row), each element an
-// fma chain over k from 0. One k at a time: the part is read as one sequential stream, and with at most
-// kStreamRows rows the sums stay in L1/L2 while the loads wait on memory anyway.
-template <class W, int R>
-void stream_part(float* acc, const float* inp, int ldx, const typename W::T* w, int kn, int OC) {
+// fma chain over k from 0. Eight rows of w are read together (eight streams through memory, which is what
+// keeps it busy); the sums of at most kStreamRows rows stay in L1/L2. kRows > 0 fixes R at compile time, so
+// that a single row keeps its inputs in registers.
+template <class W, int kRows>
+void stream_part(float* acc, const float* inp, int ldx, const typename W::T* w, int R, int kn, int OC) {
+  if (kRows > 0) R = kRows;
   std::fill(acc, acc + static_cast<size_t>(R) * OC, 0.0f);
-  for (int k = 0; k < kn; ++k) {
-    const typename W::T* wk = w + static_cast<size_t>(k) * OC;
-    int j = 0;
+  constexpr int KB = 8;
+  int k = 0;
 #ifdef DIXIE_AVX2
-    __m256 x[R];
-    for (int r = 0; r < R; ++r) x[r] = _mm256_set1_ps(inp[static_cast<size_t>(r) * ldx + k]);
+  for (; k + KB <= kn; k += KB) {
+    const typename W::T* wk = w + static_cast<size_t>(k) * OC;
+    __m256 x1[KB];  // the inputs of a single row
+    if (kRows == 1)
+      for (int i = 0; i < KB; ++i) x1[i] = _mm256_set1_ps(inp[k + i]);
+    int j = 0;
     for (; j + 8 <= OC; j += 8) {
-      const __m256 v = W::eight(wk + j);
+      __m256 v[KB];
+      for (int i = 0; i < KB; ++i) v[i] = W::eight(wk + static_cast<size_t>(i) * OC + j);
       for (int r = 0; r < R; ++r) {
+        const float* x = inp + static_cast<size_t>(r) * ldx + k;
         float* o = acc + static_cast<size_t>(r) * OC + j;
-        _mm256_storeu_ps(o, _mm256_fmadd_ps(x[r], v, _mm256_loadu_ps(o)));
+        __m256 a = _mm256_loadu_ps(o);
+        for (int i = 0; i < KB; ++i) a = _mm256_fmadd_ps(kRows == 1 ? x1[i] : _mm256_broadcast_ss(x + i), v[i], a);
+        _mm256_storeu_ps(o, a);
       }
     }
+    for (; j < OC; ++j)
+      for (int r = 0; r < R; ++r) {
+        float& o = acc[static_cast<size_t>(r) * OC + j];
+        for (int i = 0; i < KB; ++i) o = std::fma(inp[static_cast<size_t>(r) * ldx + k + i], W::one(wk + static_cast<size_t>(i) * OC + j), o);
+      }
+  }
 #endif
-    for (; j < OC; ++j) {
+  for (; k < kn; ++k) {
+    const typename W::T* wk = w + static_cast<size_t>(k) * OC;
+    for (int j = 0; j < OC; ++j) {
       const float v = W::one(wk + j);
       for (int r = 0; r < R; ++r) {
         float& o = acc[static_cast<size_t>(r) * OC + j];
@@ -108,28 +127,42 @@ void stream_part(float* acc, const float* inp, int ldx, const typename W::T* w, 
   }
 }
 
+// Waits (spinning, then yielding the core) until counter reaches target.
+void wait_for(const std::atomic<int>& counter, int target) {
+  for (int spins = 0; counter.load(std::memory_order_acquire) < target; ++spins) {
+    if (spins < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
 template <class W>
 void stream_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* partials, ThreadPool& pool) {
-  static_assert(kStreamRows <= 4, "stream_part is instantiated for 1..4 rows");
+  // Tasks [0, parts) stream a part each into its partial sums; tasks after them wait for all parts and write
+  // out = epilogue(((bias + P_0) + P_1) + ...) for a block of columns each. Tasks are handed out in order, so
+  // a thread waits only on parts already running: the sums are added by all threads in the same dispatch.
+  constexpr int kBlock = 128;
   const int parts = num_parts(C);
-  pool.run(parts, [&](int64_t p, int) {
-    const int k0 = static_cast<int>(p) * kPartRows;
-    float* acc = partials + static_cast<size_t>(p) * R * OC;
-    const typename W::T* wp = w + static_cast<size_t>(k0) * OC;
-    const int kn = std::min(kPartRows, C - k0);
-    switch (R) {
-      case 1: stream_part<W, 1>(acc, inp + k0, C, wp, kn, OC); break;
-      case 2: stream_part<W, 2>(acc, inp + k0, C, wp, kn, OC); break;
-      case 3: stream_part<W, 3>(acc, inp + k0, C, wp, kn, OC); break;
-      default: stream_part<W, 4>(acc, inp + k0, C, wp, kn, OC); break;
-    }
-  });
-  // out = epilogue(((bias + P_0) + P_1) + ...), over blocks of columns (in parallel when there is enough).
-  constexpr int kBlock = 256;
   const int blocks = (OC + kBlock - 1) / kBlock;
-  const auto reduce = [&](int64_t b, int) {
-    const int j0 = static_cast<int>(b) * kBlock, n = std::min(kBlock, OC - j0);
+  std::atomic<int> parts_done{0};
+  pool.run(parts + blocks, [&](int64_t task, int) {
+    if (task < parts) {
+      const int k0 = static_cast<int>(task) * kPartRows;
+      float* acc = partials + static_cast<size_t>(task) * R * OC;
+      const typename W::T* wp = w + static_cast<size_t>(k0) * OC;
+      const int kn = std::min(kPartRows, C - k0);
+      if (R == 1) stream_part<W, 1>(acc, inp + k0, C, wp, R, kn, OC);
+      else stream_part<W, 0>(acc, inp + k0, C, wp, R, kn, OC);
+      parts_done.fetch_add(1, std::memory_order_acq_rel);
+      return;
+    }
+    wait_for(parts_done, parts);
+    const int j0 = static_cast<int>(task - parts) * kBlock, n = std::min(kBlock, OC - j0);
     float y[kBlock];
     for (int r = 0; r < R; ++r) {
       if (bias) std::copy(bias + j0, bias + j0 + n, y);
@@ -144,43 +177,51 @@ void stream_matmul(float* out, const float* inp, const typename W::T* w, const f
       }
       finish(out + static_cast<size_t>(r) * OC + j0, y, n, epilogue);
     }
-  };
-  if (static_cast<int64_t>(R) * OC * parts < (1 << 15)) {
-    for (int b = 0; b < blocks; ++b) reduce(b, 0);
-  } else {
-    pool.run(blocks, reduce);
-  }
+  });
 }
 
 // ---- packed schedule (many rows) -----------------------------------------------------------------------------
 
-// pack[kn, kPanelCols] = float32 of w[0:kn, 0:cols] (rows of w OC apart), zero beyond cols.
+constexpr int kStrip = 16;  // columns of one strip of a packed panel: the width of the main micro-kernel
+
+// pack = float32 of w[0:kn, 0:cols] (rows of w OC apart) as kPanelCols / kStrip strips [kPartRows, kStrip], so a
+// micro-kernel reads its columns as one contiguous run; zero beyond cols. The same columns of the next part's
+// kn_next rows (at next) are prefetched into L2: they are a column of short runs that the hardware prefetcher
+// does not follow, and this part's FMAs hide the wait.
 template <class W>
-void pack_panel(float* pack, const typename W::T* w, int OC, int kn, int cols) {
+void pack_panel(float* pack, const typename W::T* w, const typename W::T* next, int OC, int kn_next, int kn, int cols) {
+  constexpr int kLine = 64 / sizeof(typename W::T);
+  for (int k = 0; k < kn_next; ++k)
+    for (int j = 0; j < cols; j += kLine) _mm_prefetch(reinterpret_cast<const char*>(next + static_cast<size_t>(k) * OC + j), _MM_HINT_T1);
   for (int k = 0; k < kn; ++k) {
     const typename W::T* wk = w + static_cast<size_t>(k) * OC;
-    float* dst = pack + static_cast<size_t>(k) * kPanelCols;
-    int j = 0;
+    for (int s = 0; s < kPanelCols; s += kStrip) {
+      float* dst = pack + static_cast<size_t>(s) * kPartRows + static_cast<size_t>(k) * kStrip;
+      const int n = std::max(0, std::min(kStrip, cols - s));
+      int j = 0;
 #ifdef DIXIE_AVX2
-    for (; j + 8 <= cols; j += 8) _mm256_storeu_ps(dst + j, W::eight(wk + j));
+      for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, W::eight(wk + s + j));
 #endif
-    for (; j < cols; ++j) dst[j] = W::one(wk + j);
-    for (; j < kPanelCols; ++j) dst[j] = 0.0f;
+      for (; j < n; ++j) dst[j] = W::one(wk + s + j);
+      for (; j < kStrip; ++j) dst[j] = 0.0f;
+    }
   }
 }
 
 #ifdef DIXIE_AVX2
 #define DIXIE_UNROLL _Pragma("GCC unroll 8")
 
-// tile[MR, 8 NV] += x[MR, 0:kn] @ pack[0:kn, 8 NV], the product an fma chain over k from 0 in registers (rows of
-// x ldx apart; tile and pack rows kPanelCols apart).
+// tile[MR, 8 NV] += x[MR, 0:kn] @ pack[0:kn, 8 NV] (NV / 2 strips from `pack`), the product an fma chain over k
+// from 0 in registers; rows of x ldx apart, of tile kPanelCols apart.
 template <int MR, int NV>
 void micro_kernel(float* tile, const float* x, int ldx, const float* pack, int kn) {
+  static_assert(NV % 2 == 0, "whole strips");
   __m256 acc[MR][NV];
   DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
   for (int k = 0; k < kn; ++k) {
     __m256 b[NV];
-    DIXIE_UNROLL for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(pack + static_cast<size_t>(k) * kPanelCols + 8 * v);
+    DIXIE_UNROLL for (int v = 0; v < NV; ++v)
+      b[v] = _mm256_loadu_ps(pack + static_cast<size_t>(v / 2) * kPartRows * kStrip + k * kStrip + (v % 2) * 8);
     DIXIE_UNROLL for (int r = 0; r < MR; ++r) {
       const __m256 a = _mm256_broadcast_ss(x + static_cast<size_t>(r) * ldx + k);
       DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
@@ -192,25 +233,26 @@ void micro_kernel(float* tile, const float* x, int ldx, const float* pack, int k
     }
 }
 
-// Every (row block, column block) of the panel: blocks of 6 rows x 16 columns (12 accumulators), the last rows
-// in the widest block that keeps enough independent chains.
-template <int MR, int NV>
-void micro_columns(float* tile, const float* x, int ldx, const float* pack, int kn) {
-  for (int c = 0; c < kPanelCols; c += 8 * NV) micro_kernel<MR, NV>(tile + c, x, ldx, pack + c, kn);
-}
-
+// tile[R, kPanelCols] += x[R, 0:kn] @ pack, in blocks of 6 rows x one strip (12 accumulators) and the last rows in
+// the widest block that keeps enough chains independent. Strips outermost: a strip (8 KB) stays in L1 while the
+// rows pass over it.
 void panel_rows(float* tile, const float* x, int ldx, const float* pack, int R, int kn) {
-  int r = 0;
-  for (; r + 6 <= R; r += 6) micro_columns<6, 2>(tile + static_cast<size_t>(r) * kPanelCols, x + static_cast<size_t>(r) * ldx, ldx, pack, kn);
-  float* t = tile + static_cast<size_t>(r) * kPanelCols;
-  const float* xr = x + static_cast<size_t>(r) * ldx;
-  switch (R - r) {
-    case 1: micro_columns<1, 4>(t, xr, ldx, pack, kn); break;
-    case 2: micro_columns<2, 4>(t, xr, ldx, pack, kn); break;
-    case 3: micro_columns<3, 2>(t, xr, ldx, pack, kn); break;
-    case 4: micro_columns<4, 2>(t, xr, ldx, pack, kn); break;
-    case 5: micro_columns<5, 2>(t, xr, ldx, pack, kn); break;
-    default: break;
+  const int full = R / 6 * 6;
+  float* rest_tile = tile + static_cast<size_t>(full) * kPanelCols;
+  const float* rest_x = x + static_cast<size_t>(full) * ldx;
+  for (int s = 0; s < kPanelCols; s += kStrip) {
+    const float* strip = pack + static_cast<size_t>(s) * kPartRows;
+    for (int r = 0; r < full; r += 6)
+      micro_kernel<6, 2>(tile + static_cast<size_t>(r) * kPanelCols + s, x + static_cast<size_t>(r) * ldx, ldx, strip, kn);
+    const bool pair = s % (2 * kStrip) == 0;  // the first strip of two, for the two-strip kernels
+    switch (R - full) {
+      case 1: if (pair) micro_kernel<1, 4>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      case 2: if (pair) micro_kernel<2, 4>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      case 3: micro_kernel<3, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      case 4: micro_kernel<4, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      case 5: micro_kernel<5, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      default: break;
+    }
   }
 }
 #undef DIXIE_UNROLL
@@ -220,7 +262,8 @@ void panel_rows(float* tile, const float* x, int ldx, const float* pack, int R, 
     float acc[kPanelCols] = {};
     for (int k = 0; k < kn; ++k) {
       const float a = x[static_cast<size_t>(r) * ldx + k];
-      for (int c = 0; c < kPanelCols; ++c) acc[c] = std::fma(a, pack[static_cast<size_t>(k) * kPanelCols + c], acc[c]);
+      for (int c = 0; c < kPanelCols; ++c)
+        acc[c] = std::fma(a, pack[static_cast<size_t>(c / kStrip) * kPartRows * kStrip + k * kStrip + c % kStrip], acc[c]);
     }
     for (int c = 0; c < kPanelCols; ++c) tile[static_cast<size_t>(r) * kPanelCols + c] += acc[c];
   }
@@ -230,11 +273,22 @@ void panel_rows(float* tile, const float* x, int ldx, const float* pack, int R, 
 template <class W>
 void packed_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* scratch, ThreadPool& pool) {
+  // inp goes first into parts [parts][R][kPartRows]: rows of the micro-kernels' loads then sit kPartRows apart, not
+  // C apart (4C = 12 KB would put six rows in one L1 set).
+  const int parts = num_parts(C);
+  float* xpack = scratch;
+  pool.run(parts, [&](int64_t p, int) {
+    const int k0 = static_cast<int>(p) * kPartRows, kn = std::min(kPartRows, C - k0);
+    for (int r = 0; r < R; ++r)
+      std::copy(inp + static_cast<size_t>(r) * C + k0, inp + static_cast<size_t>(r) * C + k0 + kn,
+                xpack + (static_cast<size_t>(p) * R + r) * kPartRows);
+  });
   const int panels = (OC + kPanelCols - 1) / kPanelCols;
+  float* per_thread_scratch = xpack + static_cast<size_t>(parts) * R * kPartRows;
   const size_t per_thread = static_cast<size_t>(R) * kPanelCols + static_cast<size_t>(kPartRows) * kPanelCols;
   pool.run(panels, [&](int64_t panel, int thread) {
     const int j0 = static_cast<int>(panel) * kPanelCols, cols = std::min(kPanelCols, OC - j0);
-    float* tile = scratch + thread * per_thread;  // [R, kPanelCols]: bias + the parts so far
+    float* tile = per_thread_scratch + thread * per_thread;  // [R, kPanelCols]: bias + the parts so far
     float* pack = tile + static_cast<size_t>(R) * kPanelCols;
     for (int r = 0; r < R; ++r) {
       float* t = tile + static_cast<size_t>(r) * kPanelCols;
@@ -242,10 +296,12 @@ void packed_matmul(float* out, const float* inp, const typename W::T* w, const f
       else std::fill(t, t + cols, 0.0f);
       std::fill(t + cols, t + kPanelCols, 0.0f);
     }
-    for (int k0 = 0; k0 < C; k0 += kPartRows) {
-      const int kn = std::min(kPartRows, C - k0);
-      pack_panel<W>(pack, w + static_cast<size_t>(k0) * OC + j0, OC, kn, cols);
-      panel_rows(tile, inp + k0, C, pack, R, kn);
+    for (int p = 0; p < parts; ++p) {
+      const int k0 = p * kPartRows, kn = std::min(kPartRows, C - k0);
+      const typename W::T* part = w + static_cast<size_t>(k0) * OC + j0;
+      const int kn_next = std::max(0, std::min(kPartRows, C - k0 - kPartRows));
+      pack_panel<W>(pack, part, part + static_cast<size_t>(kPartRows) * OC, OC, kn_next, kn, cols);
+      panel_rows(tile, xpack + static_cast<size_t>(p) * R * kPartRows, kPartRows, pack, R, kn);
     }
     for (int r = 0; r < R; ++r) finish(out + static_cast<size_t>(r) * OC + j0, tile + static_cast<size_t>(r) * kPanelCols, cols, epilogue);
   });
@@ -262,66 +318,57 @@ void matmul_t(float* out, const float* inp, const typename W::T* w, const float*
 
 constexpr int kHeadTask = 64;  // vocabulary rows per task
 
-// out[r * ldo + i] = dot(inp[r], w[i]) for the n <= 4 rows w[i] of length C (rows are C apart): per output one
-// 8-lane fma chain over C, a horizontal sum, then the tail, whichever rows are computed together.
+// out[r * ldo + i] = dot(inp[r], w[i]) for RB rows of inp and NB rows of w (both C long): per output one 8-lane
+// fma chain over C, a horizontal sum, then the tail, whatever the block shape.
+template <class W, int RB, int NB>
+void dot_block(float* out, int ldo, const float* inp, const typename W::T* w, int C) {
+  float sums[RB][NB];
+  int c = 0;
+#ifdef DIXIE_AVX2
+  __m256 acc[RB][NB];
+  for (int r = 0; r < RB; ++r)
+    for (int i = 0; i < NB; ++i) acc[r][i] = _mm256_setzero_ps();
+  for (; c + 8 <= C; c += 8) {
+    __m256 v[NB];
+    for (int i = 0; i < NB; ++i) v[i] = W::eight(w + static_cast<size_t>(i) * C + c);
+    for (int r = 0; r < RB; ++r) {
+      const __m256 x = _mm256_loadu_ps(inp + static_cast<size_t>(r) * C + c);
+      for (int i = 0; i < NB; ++i) acc[r][i] = _mm256_fmadd_ps(x, v[i], acc[r][i]);
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int i = 0; i < NB; ++i) sums[r][i] = hsum(acc[r][i]);
+#else
+  for (int r = 0; r < RB; ++r)
+    for (int i = 0; i < NB; ++i) sums[r][i] = 0.0f;
+#endif
+  for (; c < C; ++c)
+    for (int r = 0; r < RB; ++r)
+      for (int i = 0; i < NB; ++i)
+        sums[r][i] = std::fma(inp[static_cast<size_t>(r) * C + c], W::one(w + static_cast<size_t>(i) * C + c), sums[r][i]);
+  for (int r = 0; r < RB; ++r)
+    for (int i = 0; i < NB; ++i) out[static_cast<size_t>(r) * ldo + i] = sums[r][i];
+}
+
+// out[R, n] (rows ldo apart) = inp[R, C] @ w[n, C]^T. One row reads eight rows of w at once (eight streams
+// through memory); more rows share four rows of w between pairs of rows.
 template <class W>
 void dot_rows(float* out, int ldo, const float* inp, const typename W::T* w, int n, int R, int C) {
-  int r = 0;  // rows done by the vector path
-#ifdef DIXIE_AVX2
-  if (n == 4) {
-    const typename W::T* w0 = w;
-    const typename W::T* w1 = w0 + C;
-    const typename W::T* w2 = w1 + C;
-    const typename W::T* w3 = w2 + C;
-    const int C8 = C / 8 * 8;
-    for (; r + 2 <= R; r += 2) {
-      const float* xa = inp + static_cast<size_t>(r) * C;
-      const float* xb = xa + C;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-      __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-      for (int c = 0; c < C8; c += 8) {
-        const __m256 v0 = W::eight(w0 + c), v1 = W::eight(w1 + c), v2 = W::eight(w2 + c), v3 = W::eight(w3 + c);
-        const __m256 x = _mm256_loadu_ps(xa + c), y = _mm256_loadu_ps(xb + c);
-        a0 = _mm256_fmadd_ps(x, v0, a0);
-        a1 = _mm256_fmadd_ps(x, v1, a1);
-        a2 = _mm256_fmadd_ps(x, v2, a2);
-        a3 = _mm256_fmadd_ps(x, v3, a3);
-        b0 = _mm256_fmadd_ps(y, v0, b0);
-        b1 = _mm256_fmadd_ps(y, v1, b1);
-        b2 = _mm256_fmadd_ps(y, v2, b2);
-        b3 = _mm256_fmadd_ps(y, v3, b3);
-      }
-      float sa[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-      float sb[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};
-      for (int c = C8; c < C; ++c) {
-        const float v[4] = {W::one(w0 + c), W::one(w1 + c), W::one(w2 + c), W::one(w3 + c)};
-        for (int i = 0; i < 4; ++i) {
-          sa[i] = std::fma(xa[c], v[i], sa[i]);
-          sb[i] = std::fma(xb[c], v[i], sb[i]);
-        }
-      }
-      for (int i = 0; i < 4; ++i) {
-        out[static_cast<size_t>(r) * ldo + i] = sa[i];
-        out[static_cast<size_t>(r + 1) * ldo + i] = sb[i];
-      }
+  int j = 0;
+  if (R == 1) {
+    for (; j + 8 <= n; j += 8) dot_block<W, 1, 8>(out + j, ldo, inp, w + static_cast<size_t>(j) * C, C);
+  } else {
+    for (; j + 4 <= n; j += 4) {
+      int r = 0;
+      for (; r + 2 <= R; r += 2)
+        dot_block<W, 2, 4>(out + static_cast<size_t>(r) * ldo + j, ldo, inp + static_cast<size_t>(r) * C, w + static_cast<size_t>(j) * C, C);
+      if (r < R)
+        dot_block<W, 1, 4>(out + static_cast<size_t>(r) * ldo + j, ldo, inp + static_cast<size_t>(r) * C, w + static_cast<size_t>(j) * C, C);
     }
   }
-#endif
-  for (int i = 0; i < n; ++i) {
-    const typename W::T* wi = w + static_cast<size_t>(i) * C;
-    for (int rr = r; rr < R; ++rr) {
-      const float* x = inp + static_cast<size_t>(rr) * C;
-      int c = 0;
-      float s = 0.0f;
-#ifdef DIXIE_AVX2
-      __m256 a = _mm256_setzero_ps();
-      for (; c + 8 <= C; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), W::eight(wi + c), a);
-      s = hsum(a);
-#endif
-      for (; c < C; ++c) s = std::fma(x[c], W::one(wi + c), s);
-      out[static_cast<size_t>(rr) * ldo + i] = s;
-    }
-  }
+  for (; j < n; ++j)
+    for (int r = 0; r < R; ++r)
+      dot_block<W, 1, 1>(out + static_cast<size_t>(r) * ldo + j, ldo, inp + static_cast<size_t>(r) * C, w + static_cast<size_t>(j) * C, C);
 }
 
 template <class W>
@@ -336,21 +383,22 @@ void convert_rows(float* dst, const typename W::T* src, size_t n) {
 template <class W>
 void head_matmul_t(float* out, const float* inp, const typename W::T* w, int R, int C, int V, float* scratch,
                    ThreadPool& pool) {
-  // 16-bit rows are converted once into the thread's scratch when several row pairs would each convert them.
+  // 16-bit rows are converted once, four at a time, into the thread's scratch when several row pairs would each
+  // convert them.
   constexpr bool is_16bit = !std::is_same<typename W::T, float>::value;
   const bool convert = is_16bit && R > 2;
   pool.run((V + kHeadTask - 1) / kHeadTask, [&](int64_t task, int thread) {
-    const int begin = static_cast<int>(task) * kHeadTask, end = std::min(V, begin + kHeadTask);
+    const int begin = static_cast<int>(task) * kHeadTask, n = std::min(V, begin + kHeadTask) - begin;
+    const typename W::T* wt = w + static_cast<size_t>(begin) * C;
+    if (!convert) {
+      dot_rows<W>(out + begin, V, inp, wt, n, R, C);
+      return;
+    }
     float* rows = scratch + static_cast<size_t>(thread) * 4 * C;
-    for (int j = begin; j < end; j += 4) {
-      const int n = std::min(4, end - j);
-      const typename W::T* wj = w + static_cast<size_t>(j) * C;
-      if (convert) {
-        convert_rows<W>(rows, wj, static_cast<size_t>(n) * C);
-        dot_rows<LoadF32>(out + j, V, inp, rows, n, R, C);
-      } else {
-        dot_rows<W>(out + j, V, inp, wj, n, R, C);
-      }
+    for (int j = 0; j < n; j += 4) {
+      const int m = std::min(4, n - j);
+      convert_rows<W>(rows, wt + static_cast<size_t>(j) * C, static_cast<size_t>(m) * C);
+      dot_rows<LoadF32>(out + begin + j, V, inp, rows, m, R, C);
     }
   });
 }
@@ -359,7 +407,8 @@ void head_matmul_t(float* out, const float* inp, const typename W::T* w, int R, 
 
 size_t decode_matmul_scratch(int max_rows, int C, int OC, int threads) {
   const size_t stream = static_cast<size_t>(num_parts(C)) * std::min(max_rows, kStreamRows) * OC;
-  const size_t packed = static_cast<size_t>(threads) * (static_cast<size_t>(max_rows) + kPartRows) * kPanelCols;
+  const size_t packed = static_cast<size_t>(num_parts(C)) * max_rows * kPartRows +
+                        static_cast<size_t>(threads) * (static_cast<size_t>(max_rows) + kPartRows) * kPanelCols;
   return std::max(stream, packed);
 }
 

@@ -59,6 +59,34 @@ void softmax_inplace(float* s, int n) {
   scale(s, 1.0f / sum, n);
 }
 
+// out[0, hs) = sum over t < n of p[t] * v[t * C + (0, hs)]: per element an fma chain over t, held in registers
+// 64 lanes at a time.
+void weighted_sum(float* out, const float* p, const float* v, int n, int hs, int C) {
+  int i = 0;
+#ifdef DIXIE_AVX2
+  for (; i + 64 <= hs; i += 64) {
+    __m256 acc[8];
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+    for (int t = 0; t < n; ++t) {
+      const __m256 pt = _mm256_set1_ps(p[t]);
+      const float* vt = v + static_cast<size_t>(t) * C + i;
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vt + 8 * j), acc[j]);
+    }
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + i + 8 * j, acc[j]);
+  }
+  for (; i + 8 <= hs; i += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int t = 0; t < n; ++t) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(v + static_cast<size_t>(t) * C + i), acc);
+    _mm256_storeu_ps(out + i, acc);
+  }
+#endif
+  for (; i < hs; ++i) {
+    float acc = 0.0f;
+    for (int t = 0; t < n; ++t) acc = std::fma(p[t], v[static_cast<size_t>(t) * C + i], acc);
+    out[i] = acc;
+  }
+}
+
 }  // namespace
 
 struct CpuDecoder::State {
@@ -142,10 +170,7 @@ struct CpuDecoder::State {
       const float* k = k_at(layer, slot, 0) + h * hs;
       for (int t = 0; t < n_keys; ++t) s[t] = dot(q, k + static_cast<size_t>(t) * C, hs) * inv_sqrt;
       softmax_inplace(s, n_keys);
-      float* out = atty.get() + static_cast<size_t>(r) * C + h * hs;
-      std::fill(out, out + hs, 0.0f);
-      const float* v = v_at(layer, slot, 0) + h * hs;
-      for (int t = 0; t < n_keys; ++t) axpy(out, s[t], v + static_cast<size_t>(t) * C, hs);
+      weighted_sum(atty.get() + static_cast<size_t>(r) * C + h * hs, s, v_at(layer, slot, 0) + h * hs, n_keys, hs, C);
     });
   }
 

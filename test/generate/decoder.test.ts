@@ -104,6 +104,25 @@ t.test('a slot decoded beside others gives exactly what it gives alone, whatever
   batched.dispose();
 });
 
+t.test('a token gets the same bits prefilled with its prompt or fed alone, in a batch of 18 or by itself', async (t) => {
+  // nEmbd 192: the products sum several 128-row parts of the weights. A prefill or a step of 18 rows takes the
+  // decoder's packed schedule, a single row the streaming one, so this compares the two (and 720 prefill rows
+  // pass the layers in three chunks).
+  const config: GPT2Config = { nLayer: 2, nHead: 3, nEmbd: 192, nCtx: 96, vocabSize: 500 };
+  const seqs = Array.from({ length: 18 }, (_, i) => randomTokens(48, 500, 10 + i));
+  const single = Model.create(config, { seed: 4, threads: 2, trainable: false });
+  const stepwise = await decode(single, [seqs[0]], () => 1);
+  const batched = Model.create(config, { seed: 4, threads: 1, trainable: false });
+  const prefilled = await decode(batched, seqs, (_s, call) => (call === 0 ? 40 : 1));
+  let differing = 0;
+  for (let pos = 39; pos < 48; pos++) {
+    if (maxAbsDiff(stepwise.get(`0:${pos}`) as Float32Array, prefilled.get(`0:${pos}`) as Float32Array) !== 0) differing++;
+  }
+  t.equal(differing, 0, 'bit-identical logits at positions 39..47');
+  single.dispose();
+  batched.dispose();
+});
+
 for (const dtype of ['f16', 'bf16'] as const) {
   t.test(`${dtype} weights decode like float32 weights holding the same rounded values`, async (t) => {
     const config: GPT2Config = { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 300 };

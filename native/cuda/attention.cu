@@ -1,0 +1,618 @@
+#include "attention.cuh"
+
+#include <cmath>
+#include <type_traits>
+
+namespace dixie::cuda {
+
+namespace {
+
+// ================================================================================================================
+// float32 path: one warp per row, each lane holding up to 4 of the row's head dimensions (d = lane + 32 i)
+// ================================================================================================================
+
+constexpr int kMaxHeadSize = 128;
+constexpr int kDimsPerLane = kMaxHeadSize / 32;
+constexpr int kWarpsPerBlock = 4;
+
+struct RowIndex {
+  int b, h, t;
+};
+
+// The warp's (b, h, t), t fastest, or false past the end.
+__device__ __forceinline__ bool warp_row(RowIndex& ix, int B, int NH, int T) {
+  const int64_t w = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  if (w >= static_cast<int64_t>(B) * NH * T) return false;
+  ix.t = static_cast<int>(w % T);
+  ix.h = static_cast<int>((w / T) % NH);
+  ix.b = static_cast<int>(w / (static_cast<int64_t>(T) * NH));
+  return true;
+}
+
+template <typename X>
+__device__ __forceinline__ void load_head(float (&v)[kDimsPerLane], const X* p, int hs, int lane) {
+#pragma unroll
+  for (int i = 0; i < kDimsPerLane; ++i) {
+    const int d = lane + 32 * i;
+    v[i] = d < hs ? to_f32(p[d]) : 0.0f;
+  }
+}
+
+template <typename X>
+__device__ __forceinline__ float partial_dot(const float (&a)[kDimsPerLane], const X* p, int hs, int lane) {
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kDimsPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < hs) s += a[i] * to_f32(p[d]);
+  }
+  return s;
+}
+
+template <typename X>
+__device__ __forceinline__ void add_scaled(float (&acc)[kDimsPerLane], float c, const X* p, int hs, int lane) {
+#pragma unroll
+  for (int i = 0; i < kDimsPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < hs) acc[i] += c * to_f32(p[d]);
+  }
+}
+
+template <typename X>
+__device__ __forceinline__ void store_head(X* p, const float (&v)[kDimsPerLane], float scale, int hs, int lane) {
+#pragma unroll
+  for (int i = 0; i < kDimsPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < hs) p[d] = from_f32<X>(v[i] * scale);
+  }
+}
+
+template <typename X>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_forward_rows(X* out, float* lse, const X* qkv, int B,
+                                                                             int T, int C, int NH, float scale) {
+  RowIndex ix;
+  if (!warp_row(ix, B, NH, T)) return;
+  const int lane = threadIdx.x % 32, hs = C / NH;
+  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const X* base = qkv + static_cast<int64_t>(ix.b) * T * C3 + ix.h * hs;
+  float q[kDimsPerLane], o[kDimsPerLane] = {};
+  load_head(q, base + ix.t * C3, hs, lane);
+  float m = -INFINITY, l = 0.0f;
+  for (int j = 0; j <= ix.t; ++j) {
+    const float s = warp_sum(partial_dot(q, base + j * C3 + C, hs, lane)) * scale;
+    const float m_new = fmaxf(m, s);
+    const float corr = expf(m - m_new);  // 0 on the first key
+    const float p = expf(s - m_new);
+    l = l * corr + p;
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) o[i] *= corr;
+    add_scaled(o, p, base + j * C3 + 2 * C, hs, lane);
+    m = m_new;
+  }
+  store_head(out + (static_cast<int64_t>(ix.b) * T + ix.t) * C + ix.h * hs, o, 1.0f / l, hs, lane);
+  if (lane == 0) lse[(static_cast<int64_t>(ix.b) * NH + ix.h) * T + ix.t] = m + logf(l);
+}
+
+// delta[b, h, t] = dout[b, t, h] . out[b, t, h]: the sum over keys of p * dp that the softmax backward subtracts
+template <typename X>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_delta_rows(float* delta, const X* dout, const X* out,
+                                                                           int B, int T, int C, int NH) {
+  RowIndex ix;
+  if (!warp_row(ix, B, NH, T)) return;
+  const int lane = threadIdx.x % 32, hs = C / NH;
+  const int64_t o = (static_cast<int64_t>(ix.b) * T + ix.t) * C + ix.h * hs;
+  float s = 0.0f;
+  for (int d = lane; d < hs; d += 32) s += to_f32(dout[o + d]) * to_f32(out[o + d]);
+  s = warp_sum(s);
+  if (lane == 0) delta[(static_cast<int64_t>(ix.b) * NH + ix.h) * T + ix.t] = s;
+}
+
+// dq_t = scale * sum_{j <= t} p_tj (dout_t . v_j - delta_t) k_j
+template <typename X>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_dq_rows(X* dqkv, const float* delta, const X* dout,
+                                                                        const X* qkv, const float* lse, int B, int T,
+                                                                        int C, int NH, float scale) {
+  RowIndex ix;
+  if (!warp_row(ix, B, NH, T)) return;
+  const int lane = threadIdx.x % 32, hs = C / NH;
+  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const X* base = qkv + static_cast<int64_t>(ix.b) * T * C3 + ix.h * hs;
+  const int64_t stat = (static_cast<int64_t>(ix.b) * NH + ix.h) * T + ix.t;
+  const float row_lse = lse[stat], row_delta = delta[stat];
+  float q[kDimsPerLane], g[kDimsPerLane], dq[kDimsPerLane] = {};
+  load_head(q, base + ix.t * C3, hs, lane);
+  load_head(g, dout + (static_cast<int64_t>(ix.b) * T + ix.t) * C + ix.h * hs, hs, lane);
+  for (int j = 0; j <= ix.t; ++j) {
+    const float s = warp_sum(partial_dot(q, base + j * C3 + C, hs, lane)) * scale;
+    const float dp = warp_sum(partial_dot(g, base + j * C3 + 2 * C, hs, lane));
+    const float ds = expf(s - row_lse) * (dp - row_delta) * scale;
+    add_scaled(dq, ds, base + j * C3 + C, hs, lane);
+  }
+  store_head(dqkv + (static_cast<int64_t>(ix.b) * T + ix.t) * C3 + ix.h * hs, dq, 1.0f, hs, lane);
+}
+
+// For key row j: dv_j = sum_{t >= j} p_tj dout_t, dk_j = scale * sum_{t >= j} p_tj (dout_t . v_j - delta_t) q_t
+template <typename X>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_dkv_rows(X* dqkv, const float* delta, const X* dout,
+                                                                         const X* qkv, const float* lse, int B, int T,
+                                                                         int C, int NH, float scale) {
+  RowIndex ix;
+  if (!warp_row(ix, B, NH, T)) return;
+  const int lane = threadIdx.x % 32, hs = C / NH, j = ix.t;
+  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const X* base = qkv + static_cast<int64_t>(ix.b) * T * C3 + ix.h * hs;
+  const X* g_base = dout + static_cast<int64_t>(ix.b) * T * C + ix.h * hs;
+  const int64_t stat = (static_cast<int64_t>(ix.b) * NH + ix.h) * T;
+  float k[kDimsPerLane], v[kDimsPerLane], dk[kDimsPerLane] = {}, dv[kDimsPerLane] = {};
+  load_head(k, base + j * C3 + C, hs, lane);
+  load_head(v, base + j * C3 + 2 * C, hs, lane);
+  for (int t = j; t < T; ++t) {
+    const float s = warp_sum(partial_dot(k, base + t * C3, hs, lane)) * scale;
+    const float dp = warp_sum(partial_dot(v, g_base + static_cast<int64_t>(t) * C, hs, lane));
+    const float p = expf(s - lse[stat + t]);
+    const float ds = p * (dp - delta[stat + t]) * scale;
+    add_scaled(dv, p, g_base + static_cast<int64_t>(t) * C, hs, lane);
+    add_scaled(dk, ds, base + t * C3, hs, lane);
+  }
+  X* d = dqkv + (static_cast<int64_t>(ix.b) * T + j) * C3 + ix.h * hs;
+  store_head(d + C, dk, 1.0f, hs, lane);
+  store_head(d + 2 * C, dv, 1.0f, hs, lane);
+}
+
+// ================================================================================================================
+// bf16 tensor-core path: 64 query (or key) rows per block of 4 warps, 16 rows per warp, tiles of 64 keys (queries)
+// ================================================================================================================
+//
+// mma.m16n8k16 fragment layouts (PTX ISA), g = lane / 4, t = lane % 4:
+//   A 16x16: a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..)
+//   B 16x8:  b0 = (k = 2t..2t+1, n = g), b1 = (k = 2t+8..2t+9, n = g)
+//   C 16x8:  c0, c1 = (g, 2t), (g, 2t+1); c2, c3 = (g+8, 2t), (g+8, 2t+1)
+// The C fragments of two neighbouring 16x8 score tiles are, converted to bf16, exactly the A fragment of the
+// 16x16 probability tile that multiplies V (or dO, Q, K): scores never leave registers. Operands whose k index
+// runs along a stored row are read as 32-bit pairs; the others (V, dO, Q, K as the right-hand operand of the
+// second product) are read as two 16-bit halves.
+
+constexpr int kTile = 64;
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ uint32_t ld32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ uint32_t pack2(bf16 lo, bf16 hi) {
+  return static_cast<uint32_t>(__bfloat16_as_ushort(lo)) | (static_cast<uint32_t>(__bfloat16_as_ushort(hi)) << 16);
+}
+
+__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int HS>
+struct TileShape {
+  static constexpr int kLd = HS + 8;  // padded row of a shared tile (bank spread for the fragment loads)
+};
+
+// dst[r][0, HS) = src[(r0 + r) * ld + (0, HS)] for the 64 rows of a tile, zero past row T. 16-byte copies.
+template <int HS>
+__device__ __forceinline__ void load_tile_rows(bf16* dst, const bf16* src, int64_t ld, int r0, int T) {
+  constexpr int kChunks = HS / 8;
+  for (int c = threadIdx.x; c < kTile * kChunks; c += blockDim.x) {
+    const int r = c / kChunks, d = (c % kChunks) * 8;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r0 + r < T) v = *reinterpret_cast<const uint4*>(src + static_cast<int64_t>(r0 + r) * ld + d);
+    *reinterpret_cast<uint4*>(dst + r * TileShape<HS>::kLd + d) = v;
+  }
+}
+
+// The A fragments of this warp's 16 rows of a shared tile, over the whole head dimension.
+template <int HS>
+__device__ __forceinline__ void load_a_fragments(uint32_t (&a)[HS / 16][4], const bf16* tile, int warp, int g, int t) {
+  constexpr int kLd = TileShape<HS>::kLd;
+#pragma unroll
+  for (int kk = 0; kk < HS / 16; ++kk) {
+    const bf16* p = tile + (warp * 16 + g) * kLd + kk * 16 + 2 * t;
+    a[kk][0] = ld32(p);
+    a[kk][1] = ld32(p + 8 * kLd);
+    a[kk][2] = ld32(p + 8);
+    a[kk][3] = ld32(p + 8 * kLd + 8);
+  }
+}
+
+// acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T: scores of this warp's rows against the 64 rows of a tile
+template <int HS>
+__device__ __forceinline__ void rows_times_tile(float (&acc)[8][4], const uint32_t (&a)[HS / 16][4], const bf16* tile,
+                                                int g, int t) {
+  constexpr int kLd = TileShape<HS>::kLd;
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < HS / 16; ++kk) {
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      const bf16* p = tile + (nt * 8 + g) * kLd + kk * 16 + 2 * t;
+      mma(acc[nt], a[kk], ld32(p), ld32(p + 8));
+    }
+  }
+}
+
+// acc[16 x HS] += P[16 x 64] @ tile[64 x HS], P given as the C fragments of 8 score tiles
+template <int HS>
+__device__ __forceinline__ void probs_times_tile(float (&acc)[HS / 8][4], const float (&p)[8][4], const bf16* tile,
+                                                 int g, int t) {
+  constexpr int kLd = TileShape<HS>::kLd;
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+    const uint32_t a[4] = {pack2(p[2 * ks][0], p[2 * ks][1]), pack2(p[2 * ks][2], p[2 * ks][3]),
+                           pack2(p[2 * ks + 1][0], p[2 * ks + 1][1]), pack2(p[2 * ks + 1][2], p[2 * ks + 1][3])};
+    const bf16* r0 = tile + (ks * 16 + 2 * t) * kLd;
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; ++dt) {
+      const int col = dt * 8 + g;
+      const uint32_t b0 = pack2(r0[col], r0[kLd + col]);
+      const uint32_t b1 = pack2(r0[8 * kLd + col], r0[9 * kLd + col]);
+      mma(acc[dt], a, b0, b1);
+    }
+  }
+}
+
+// Stores this warp's 16 rows x HS of acc * scale (rows >= T skipped) at dst + row * ld.
+template <int HS>
+__device__ __forceinline__ void store_rows(bf16* dst, int64_t ld, const float (&acc)[HS / 8][4], int row0, int T,
+                                           float scale0, float scale1, int g, int t) {
+#pragma unroll
+  for (int dt = 0; dt < HS / 8; ++dt) {
+    const int col = dt * 8 + 2 * t;
+    if (row0 < T)
+      *reinterpret_cast<__nv_bfloat162*>(dst + static_cast<int64_t>(row0) * ld + col) =
+          __floats2bfloat162_rn(acc[dt][0] * scale0, acc[dt][1] * scale0);
+    if (row0 + 8 < T)
+      *reinterpret_cast<__nv_bfloat162*>(dst + static_cast<int64_t>(row0 + 8) * ld + col) =
+          __floats2bfloat162_rn(acc[dt][2] * scale1, acc[dt][3] * scale1);
+  }
+}
+
+template <int HS>
+__global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int T, int C,
+                                                            int NH, float scale) {
+  constexpr int kLd = TileShape<HS>::kLd;
+  __shared__ __align__(16) bf16 qs[kTile * kLd], ks[kTile * kLd], vs[kTile * kLd];
+  const int qb = gridDim.x - 1 - blockIdx.x;  // the longest rows first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const bf16* base = qkv + static_cast<int64_t>(b) * T * C3 + h * HS;
+  const int q0 = qb * kTile;
+  const int row0 = q0 + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
+
+  load_tile_rows<HS>(qs, base, C3, q0, T);
+  __syncthreads();
+  uint32_t qa[HS / 16][4];
+  load_a_fragments<HS>(qa, qs, warp, g, t);
+
+  // Scores are kept in base 2 (scaled by log2(e)), so that each exponential is one exp2.
+  const float scale2 = scale * kLog2e;
+  float o[HS / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row; l holds this thread's columns only
+  for (int kt = 0; kt <= qb; ++kt) {
+    __syncthreads();  // the previous tile is no longer read
+    load_tile_rows<HS>(ks, base + C, C3, kt * kTile, T);
+    load_tile_rows<HS>(vs, base + 2 * C, C3, kt * kTile, T);
+    __syncthreads();
+    float s[8][4];
+    rows_times_tile<HS>(s, qa, ks, g, t);
+    // Every row sees key kt * 64 (kt <= qb), so each row's maximum is finite and no exp sees inf - inf.
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = kt * kTile + nt * 8 + 2 * t + (e & 1), row = row0 + (e >> 1) * 8;
+        const float v = (key <= row && key < T) ? s[nt][e] * scale2 : -INFINITY;
+        s[nt][e] = v;
+        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+      }
+    float corr[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));  // the 4 lanes of a row group
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+      const float m_new = fmaxf(m[i], mx[i]);
+      corr[i] = exp2f(m[i] - m_new);
+      m[i] = m_new;
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(s[nt][e] - m[e >> 1]);
+        s[nt][e] = p;
+        sum[e >> 1] += p;
+      }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) l[i] = l[i] * corr[i] + sum[i];
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
+    probs_times_tile<HS>(o, s, vs, g, t);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+  }
+  store_rows<HS>(out + static_cast<int64_t>(b) * T * C + h * HS, C, o, row0, T, 1.0f / l[0], 1.0f / l[1], g, t);
+  if (t == 0) {
+    float* row_lse = lse + (static_cast<int64_t>(b) * NH + h) * T;
+    if (row0 < T) row_lse[row0] = (m[0] + log2f(l[0])) * kLn2;
+    if (row0 + 8 < T) row_lse[row0 + 8] = (m[1] + log2f(l[1])) * kLn2;
+  }
+}
+
+// dQ for 64 query rows per block: dq = scale * dS @ K with dS = P * (dO V^T - delta)
+template <int HS>
+__global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float* delta, const bf16* dout,
+                                                       const bf16* qkv, const float* lse, int T, int C, int NH,
+                                                       float scale) {
+  constexpr int kLd = TileShape<HS>::kLd;
+  __shared__ __align__(16) bf16 qs[kTile * kLd], gs[kTile * kLd], ks[kTile * kLd], vs[kTile * kLd];
+  const int qb = gridDim.x - 1 - blockIdx.x;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const bf16* base = qkv + static_cast<int64_t>(b) * T * C3 + h * HS;
+  const bf16* g_base = dout + static_cast<int64_t>(b) * T * C + h * HS;
+  const float* row_lse = lse + (static_cast<int64_t>(b) * NH + h) * T;
+  const float* row_delta = delta + (static_cast<int64_t>(b) * NH + h) * T;
+  const int q0 = qb * kTile;
+  const int row0 = q0 + warp * 16 + g;
+
+  load_tile_rows<HS>(qs, base, C3, q0, T);
+  load_tile_rows<HS>(gs, g_base, C, q0, T);
+  __syncthreads();
+  uint32_t qa[HS / 16][4], ga[HS / 16][4];
+  load_a_fragments<HS>(qa, qs, warp, g, t);
+  load_a_fragments<HS>(ga, gs, warp, g, t);
+  const float scale2 = scale * kLog2e;
+  float lse_r[2], delta_r[2];  // lse in base 2
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = row0 + 8 * i;
+    lse_r[i] = row < T ? row_lse[row] * kLog2e : 0.0f;
+    delta_r[i] = row < T ? row_delta[row] : 0.0f;
+  }
+
+  float dq[HS / 8][4] = {};
+  for (int kt = 0; kt <= qb; ++kt) {
+    __syncthreads();
+    load_tile_rows<HS>(ks, base + C, C3, kt * kTile, T);
+    load_tile_rows<HS>(vs, base + 2 * C, C3, kt * kTile, T);
+    __syncthreads();
+    float s[8][4], dp[8][4];
+    rows_times_tile<HS>(s, qa, ks, g, t);
+    rows_times_tile<HS>(dp, ga, vs, g, t);
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = kt * kTile + nt * 8 + 2 * t + (e & 1), i = e >> 1, row = row0 + 8 * i;
+        const float p = (key <= row && row < T) ? exp2f(s[nt][e] * scale2 - lse_r[i]) : 0.0f;
+        s[nt][e] = p * (dp[nt][e] - delta_r[i]);  // dS
+      }
+    probs_times_tile<HS>(dq, s, ks, g, t);
+  }
+  store_rows<HS>(dqkv + static_cast<int64_t>(b) * T * C3 + h * HS, C3, dq, row0, T, scale, scale, g, t);
+}
+
+// dK and dV for 64 key rows per block, over the query tiles at or after them:
+// dV = P^T @ dO, dK = scale * dS^T @ Q, computed from S^T = K Q^T and dP^T = V dO^T.
+template <int HS>
+__global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float* delta, const bf16* dout,
+                                                        const bf16* qkv, const float* lse, int T, int C, int NH,
+                                                        float scale) {
+  constexpr int kLd = TileShape<HS>::kLd;
+  __shared__ __align__(16) bf16 ks[kTile * kLd], vs[kTile * kLd], qs[kTile * kLd], gs[kTile * kLd];
+  __shared__ float lse_s[kTile], delta_s[kTile];  // of the query tile; lse in base 2
+  const int kb = blockIdx.x;  // the first key blocks see the most queries: they are handed out first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const bf16* base = qkv + static_cast<int64_t>(b) * T * C3 + h * HS;
+  const bf16* g_base = dout + static_cast<int64_t>(b) * T * C + h * HS;
+  const float* row_lse = lse + (static_cast<int64_t>(b) * NH + h) * T;
+  const float* row_delta = delta + (static_cast<int64_t>(b) * NH + h) * T;
+  const int k0 = kb * kTile;
+  const int key0 = k0 + warp * 16 + g;  // this thread's keys: key0 and key0 + 8
+
+  load_tile_rows<HS>(ks, base + C, C3, k0, T);
+  load_tile_rows<HS>(vs, base + 2 * C, C3, k0, T);
+  __syncthreads();
+  uint32_t ka[HS / 16][4], va[HS / 16][4];
+  load_a_fragments<HS>(ka, ks, warp, g, t);
+  load_a_fragments<HS>(va, vs, warp, g, t);
+
+  const float scale2 = scale * kLog2e;
+  float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
+  const int q_tiles = static_cast<int>(ceil_div(T, kTile));
+  for (int qt = kb; qt < q_tiles; ++qt) {
+    const int q0 = qt * kTile;
+    __syncthreads();
+    load_tile_rows<HS>(qs, base, C3, q0, T);
+    load_tile_rows<HS>(gs, g_base, C, q0, T);
+    if (threadIdx.x < kTile) {
+      const int q = q0 + threadIdx.x;
+      lse_s[threadIdx.x] = q < T ? row_lse[q] * kLog2e : 0.0f;
+      delta_s[threadIdx.x] = q < T ? row_delta[q] : 0.0f;
+    }
+    __syncthreads();
+    float st[8][4], dpt[8][4];  // S^T and dP^T: this warp's 16 keys x 64 queries
+    rows_times_tile<HS>(st, ka, qs, g, t);
+    rows_times_tile<HS>(dpt, va, gs, g, t);
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int qi = nt * 8 + 2 * t + (e & 1), query = q0 + qi, key = key0 + (e >> 1) * 8;
+        const float p = (key <= query && query < T) ? exp2f(st[nt][e] * scale2 - lse_s[qi]) : 0.0f;
+        st[nt][e] = p;
+        dpt[nt][e] = p * (dpt[nt][e] - delta_s[qi]);  // dS^T
+      }
+    probs_times_tile<HS>(dv, st, gs, g, t);
+    probs_times_tile<HS>(dk, dpt, qs, g, t);
+  }
+  bf16* d = dqkv + static_cast<int64_t>(b) * T * C3 + h * HS;
+  store_rows<HS>(d + C, C3, dk, key0, T, scale, scale, g, t);
+  store_rows<HS>(d + 2 * C, C3, dv, key0, T, 1.0f, 1.0f, g, t);
+}
+
+// ================================================================================================================
+// decoding: one warp per (row, head) over the slot's cached keys; scores in shared memory
+// ================================================================================================================
+
+template <typename X>
+__global__ void attention_decode_kernel(X* out, const X* qkv, const X* k_cache, const X* v_cache,
+                                        const int32_t* row_slot, const int32_t* row_pos, int R, int C, int NH,
+                                        int n_ctx, float scale) {
+  extern __shared__ float smem[];
+  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int item = blockIdx.x * warps + warp;
+  if (item >= R * NH) return;
+  const int r = item / NH, h = item % NH, hs = C / NH;
+  float* q = smem + static_cast<int64_t>(warp) * (hs + n_ctx);
+  float* score = q + hs;
+  for (int d = lane; d < hs; d += 32) q[d] = to_f32(qkv[static_cast<int64_t>(r) * 3 * C + h * hs + d]);
+  __syncwarp();
+  const int n = row_pos[r] + 1;
+  const int64_t slot_base = static_cast<int64_t>(row_slot[r]) * n_ctx * C + h * hs;
+  const X* K = k_cache + slot_base;
+  const X* V = v_cache + slot_base;
+  float mx = -INFINITY;
+  for (int j = lane; j < n; j += 32) {
+    const X* k = K + static_cast<int64_t>(j) * C;
+    float s = 0.0f;
+    for (int d = 0; d < hs; ++d) s += q[d] * to_f32(k[d]);
+    s *= scale;
+    score[j] = s;
+    mx = fmaxf(mx, s);
+  }
+  mx = warp_max(mx);
+  float sum = 0.0f;
+  for (int j = lane; j < n; j += 32) {
+    const float e = expf(score[j] - mx);
+    score[j] = e;
+    sum += e;
+  }
+  sum = warp_sum(sum);
+  __syncwarp();
+  for (int d = lane; d < hs; d += 32) {
+    float acc = 0.0f;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {  // four independent loads in flight
+      const float v0 = to_f32(V[static_cast<int64_t>(j) * C + d]), v1 = to_f32(V[static_cast<int64_t>(j + 1) * C + d]);
+      const float v2 = to_f32(V[static_cast<int64_t>(j + 2) * C + d]), v3 = to_f32(V[static_cast<int64_t>(j + 3) * C + d]);
+      acc += score[j] * v0 + score[j + 1] * v1 + score[j + 2] * v2 + score[j + 3] * v3;
+    }
+    for (; j < n; ++j) acc += score[j] * to_f32(V[static_cast<int64_t>(j) * C + d]);
+    out[static_cast<int64_t>(r) * C + h * hs + d] = from_f32<X>(acc / sum);
+  }
+}
+
+constexpr int kMmaHeadSize = 64;
+
+bool use_mma(int C, int NH) { return C / NH == kMmaHeadSize && C % 8 == 0; }
+
+unsigned row_blocks(int B, int T, int NH) {
+  return static_cast<unsigned>(ceil_div(static_cast<int64_t>(B) * NH * T, kWarpsPerBlock));
+}
+
+template <typename X>
+void attention_backward_rows_launch(X* dqkv, const float* delta, const X* dout, const X* qkv, const float* lse, int B,
+                                    int T, int C, int NH, float scale, cudaStream_t stream) {
+  attention_dq_rows<<<row_blocks(B, T, NH), kWarpsPerBlock * 32, 0, stream>>>(dqkv, delta, dout, qkv, lse, B, T, C, NH, scale);
+  DIXIE_CUDA_LAUNCHED();
+  attention_dkv_rows<<<row_blocks(B, T, NH), kWarpsPerBlock * 32, 0, stream>>>(dqkv, delta, dout, qkv, lse, B, T, C, NH, scale);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+}  // namespace
+
+bool attention_supported(int C, int NH, std::string* why) {
+  const int hs = C / NH;
+  if (hs > kMaxHeadSize) {
+    if (why) *why = "head size " + std::to_string(hs) + " is above the CUDA backend's limit of " + std::to_string(kMaxHeadSize);
+    return false;
+  }
+  return true;
+}
+
+template <typename X>
+void attention_forward(X* out, float* lse, const X* qkv, int B, int T, int C, int NH, cudaStream_t stream) {
+  const float scale = 1.0f / sqrtf(static_cast<float>(C / NH));
+  if constexpr (std::is_same<X, bf16>::value) {
+    if (use_mma(C, NH)) {
+      const dim3 grid(static_cast<unsigned>(ceil_div(T, kTile)), NH, B);
+      attention_forward_mma<kMmaHeadSize><<<grid, 128, 0, stream>>>(out, lse, qkv, T, C, NH, scale);
+      DIXIE_CUDA_LAUNCHED();
+      return;
+    }
+  }
+  attention_forward_rows<<<row_blocks(B, T, NH), kWarpsPerBlock * 32, 0, stream>>>(out, lse, qkv, B, T, C, NH, scale);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void attention_backward(X* dqkv, float* delta, const X* dout, const X* qkv, const X* out, const float* lse, int B,
+                        int T, int C, int NH, cudaStream_t stream) {
+  const float scale = 1.0f / sqrtf(static_cast<float>(C / NH));
+  attention_delta_rows<<<row_blocks(B, T, NH), kWarpsPerBlock * 32, 0, stream>>>(delta, dout, out, B, T, C, NH);
+  DIXIE_CUDA_LAUNCHED();
+  if constexpr (std::is_same<X, bf16>::value) {
+    if (use_mma(C, NH)) {
+      const dim3 grid(static_cast<unsigned>(ceil_div(T, kTile)), NH, B);
+      attention_dq_mma<kMmaHeadSize><<<grid, 128, 0, stream>>>(dqkv, delta, dout, qkv, lse, T, C, NH, scale);
+      DIXIE_CUDA_LAUNCHED();
+      attention_dkv_mma<kMmaHeadSize><<<grid, 128, 0, stream>>>(dqkv, delta, dout, qkv, lse, T, C, NH, scale);
+      DIXIE_CUDA_LAUNCHED();
+      return;
+    }
+  }
+  attention_backward_rows_launch(dqkv, delta, dout, qkv, lse, B, T, C, NH, scale, stream);
+}
+
+template <typename X>
+void attention_decode(X* out, const X* qkv, const X* k_cache, const X* v_cache, const int32_t* row_slot,
+                      const int32_t* row_pos, int R, int C, int NH, int n_ctx, cudaStream_t stream) {
+  const int hs = C / NH;
+  const size_t per_warp = static_cast<size_t>(hs + n_ctx) * sizeof(float);
+  const int warps = per_warp * 4 <= (48u << 10) ? 4 : 1;
+  const size_t bytes = per_warp * warps;
+  if (bytes > (48u << 10))
+    DIXIE_CUDA_CHECK(cudaFuncSetAttribute(attention_decode_kernel<X>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(bytes)));
+  const unsigned blocks = static_cast<unsigned>(ceil_div(static_cast<int64_t>(R) * NH, warps));
+  attention_decode_kernel<<<blocks, warps * 32, bytes, stream>>>(out, qkv, k_cache, v_cache, row_slot, row_pos, R, C,
+                                                                 NH, n_ctx, 1.0f / sqrtf(static_cast<float>(hs)));
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template void attention_forward<float>(float*, float*, const float*, int, int, int, int, cudaStream_t);
+template void attention_forward<bf16>(bf16*, float*, const bf16*, int, int, int, int, cudaStream_t);
+template void attention_backward<float>(float*, float*, const float*, const float*, const float*, const float*, int,
+                                        int, int, int, cudaStream_t);
+template void attention_backward<bf16>(bf16*, float*, const bf16*, const bf16*, const bf16*, const float*, int, int,
+                                       int, int, cudaStream_t);
+template void attention_decode<float>(float*, const float*, const float*, const float*, const int32_t*, const int32_t*,
+                                      int, int, int, int, cudaStream_t);
+template void attention_decode<bf16>(bf16*, const bf16*, const bf16*, const bf16*, const int32_t*, const int32_t*, int,
+                                     int, int, int, cudaStream_t);
+
+}  // namespace dixie::cuda

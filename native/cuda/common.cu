@@ -1,0 +1,46 @@
+#include "common.cuh"
+
+#include "core/backend.h"
+
+namespace dixie {
+
+namespace cuda {
+
+void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
+  std::string where = file;
+  const size_t slash = where.find_last_of('/');
+  if (slash != std::string::npos) where = where.substr(slash + 1);
+  throw std::runtime_error(std::string("CUDA error ") + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
+                           ") in " + call + " at " + where + ":" + std::to_string(line));
+}
+
+void* device_alloc(size_t bytes, const char* what) {
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, bytes);
+  if (err == cudaSuccess) return p;
+  cudaGetLastError();  // an allocation failure is not sticky: clear it so later calls do not report it
+  if (err == cudaErrorMemoryAllocation) {
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    throw DeviceOutOfMemory("CUDA out of memory: " + std::to_string(bytes >> 20) + " MiB for " + what + " (" +
+                            std::to_string(free_bytes >> 20) + " of " + std::to_string(total_bytes >> 20) +
+                            " MiB free)");
+  }
+  throw_cuda_error(err, "cudaMalloc", __FILE__, __LINE__);
+}
+
+}  // namespace cuda
+
+int cuda_device_count(std::string* why) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    if (why) *why = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+    return 0;
+  }
+  if (n == 0 && why) *why = "no CUDA device";
+  return n;
+}
+
+}  // namespace dixie

@@ -1,0 +1,551 @@
+#include "cuda_backend.cuh"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+#include "attention.cuh"
+#include "core/dtype.h"
+#include "cpu/optimizer.h"
+
+namespace dixie {
+
+namespace cuda {
+
+namespace {
+
+constexpr size_t kArenaAlign = 256;        // bytes: every activation starts where cuBLASLt's fastest kernels want it
+constexpr int kLogitCopyRows = 64;         // bf16 logits are converted to float32 this many rows at a time
+constexpr size_t kWriteChunk = 1u << 20;   // floats per staged upload of parameters
+
+// The element type of the activations, chosen once per call from the backend's precision.
+template <typename F>
+auto with_precision(bool bf16_mode, F&& f) {
+  return bf16_mode ? f(bf16{}) : f(float{});
+}
+
+// The current device, after checking that there is one the backend can use.
+int usable_device(const GPT2Config& c) {
+  std::string why;
+  if (!attention_supported(c.n_embd, c.n_head, &why)) throw std::invalid_argument("the CUDA backend: " + why);
+  if (cuda_device_count(&why) == 0) throw std::runtime_error("device 'cuda': no CUDA device is available (" + why + ")");
+  int device = 0;
+  DIXIE_CUDA_CHECK(cudaGetDevice(&device));
+  cudaDeviceProp props;
+  DIXIE_CUDA_CHECK(cudaGetDeviceProperties(&props, device));
+  if (props.major < 8)
+    throw std::runtime_error(std::string("the CUDA backend needs compute capability 8.0 or newer (bf16 tensor cores); ") +
+                             props.name + " has " + std::to_string(props.major) + "." + std::to_string(props.minor));
+  return device;
+}
+
+}  // namespace
+
+CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options)
+    : spec_(config), options_(options), device_(usable_device(spec_.config())) {
+  const GPT2Config& c = spec_.config();
+  if (options_.max_batch < 1) throw std::invalid_argument("option 'maxBatch' must be a positive integer");
+  if (options_.max_seq == 0) options_.max_seq = c.n_ctx;
+  if (options_.max_seq < 0 || options_.max_seq > c.n_ctx)
+    throw std::invalid_argument("option 'maxSeq' (" + std::to_string(options_.max_seq) + ") must be in [1, nCtx = " +
+                                std::to_string(c.n_ctx) + "]");
+  DIXIE_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
+  gemm_ = std::make_unique<Gemm>(stream_.get());
+
+  // 16-bit weights are an inference format: on the GPU they mean bf16 products over float32 masters.
+  bf16_ = options_.mixed_bf16 || options_.weight_dtype != DType::F32;
+  training_ = options_.trainable && options_.weight_dtype == DType::F32;
+  max_rows_ = static_cast<int64_t>(options_.max_batch) * options_.max_seq;
+  vocab_padded_ = static_cast<int>(ceil_div(c.vocab_size, 64) * 64);
+
+  const size_t P = spec_.num_params();
+  params_.allocate(P, "parameters");
+  DIXIE_CUDA_CHECK(cudaMemsetAsync(params_.data(), 0, params_.bytes(), stream_.get()));
+  if (bf16_) {
+    params_lp_.allocate(P, "bf16 weights");
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(params_lp_.data(), 0, params_lp_.bytes(), stream_.get()));
+  }
+  weights_ = DeviceWeights{&spec_, params_.data(), bf16_ ? params_lp_.data() : nullptr};
+  if (training_) {
+    grads_.allocate(P, "gradients");
+    m_.allocate(P, "AdamW first moments");
+    v_.allocate(P, "AdamW second moments");
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream_.get()));
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(m_.data(), 0, m_.bytes(), stream_.get()));
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(v_.data(), 0, v_.bytes(), stream_.get()));
+  }
+  trainable_flags_.assign(spec_.tensors().size(), 1);
+  decay_flags_.resize(spec_.tensors().size());
+  for (size_t i = 0; i < decay_flags_.size(); ++i) decay_flags_[i] = spec_.tensors()[i].is_matrix ? 1 : 0;
+  if (training_) upload_spans();
+
+  // The activation plan: (slot, bytes) pairs, each padded to kArenaAlign; pointers are set once the arena exists.
+  const int64_t N = max_rows_, C = c.n_embd, NH = c.n_head, L = c.n_layer;
+  const size_t x = bf16_ ? sizeof(bf16) : sizeof(float);
+  std::vector<std::pair<void**, size_t>> plan;
+  auto take = [&](void*& p, int64_t n, size_t elem) { plan.emplace_back(&p, static_cast<size_t>(n) * elem); };
+  auto take_f32 = [&](float*& p, int64_t n) { take(reinterpret_cast<void*&>(p), n, sizeof(float)); };
+  const bool per_layer = training_ && !options_.recompute;
+  layer_acts_.resize(per_layer ? L : 1);
+  for (LayerActs& a : layer_acts_) {
+    take(a.ln1, N * C, x);
+    take(a.qkv, N * 3 * C, x);
+    take(a.atty, N * C, x);
+    take(a.res2, N * C, x);
+    take(a.ln2, N * C, x);
+    take(a.fch, N * 4 * C, x);
+    take_f32(a.ln1_mean, N);
+    take_f32(a.ln1_rstd, N);
+    take_f32(a.ln2_mean, N);
+    take_f32(a.ln2_rstd, N);
+    take_f32(a.lse, N * NH);
+  }
+  residuals_.resize(training_ ? L + 1 : 2);
+  for (void*& r : residuals_) take(r, N * C, x);
+  take(proj_, N * C, x);
+  take(gelu_, N * 4 * C, x);
+  take(lnf_, N * C, x);
+  take(logits_, N * vocab_padded_, x);
+  take_f32(lnf_mean_, N);
+  take_f32(lnf_rstd_, N);
+  take_f32(losses_, N);
+  take_f32(ce_lse_, N);
+  take_f32(scalars_, 4);
+  if (bf16_) take_f32(logits_f32_, static_cast<int64_t>(kLogitCopyRows) * c.vocab_size);
+  if (training_) {
+    take(dres_, N * C, x);
+    take(dwide_, N * 4 * C, x);
+    take(dnarrow_, N * C, x);
+    take_f32(att_delta_, N * NH);
+    take_f32(reduce_scratch_, static_cast<int64_t>(std::max(layernorm_scratch_floats(static_cast<int>(C)),
+                                                            bias_scratch_floats(static_cast<int>(4 * C)))));
+  }
+  size_t total = 0;
+  for (auto& [slot, bytes] : plan) total += (bytes + kArenaAlign - 1) / kArenaAlign * kArenaAlign;
+  arena_.allocate(total, "activations");
+  size_t offset = 0;
+  for (auto& [slot, bytes] : plan) {
+    *slot = arena_.data() + offset;
+    offset += (bytes + kArenaAlign - 1) / kArenaAlign * kArenaAlign;
+  }
+  ids_.allocate(5 * static_cast<size_t>(N) + 1, "token ids");
+  ids_host_.allocate(5 * static_cast<size_t>(N) + 1);
+  scalars_host_.allocate(4);
+  if (training_) {
+    bucket_of_token_.assign(c.vocab_size, -1);
+    bucket_count_.assign(N, 0);
+  }
+  sync();
+}
+
+CudaBackend::~CudaBackend() {
+  // The members free device memory: the stream's work must be done with it first.
+  cudaSetDevice(device_);
+  cudaStreamSynchronize(stream_.get());
+}
+
+MemoryReport CudaBackend::memory() const {
+  MemoryReport r;
+  r.params = params_.bytes() + params_lp_.bytes();
+  r.grads = grads_.bytes();
+  r.optimizer = m_.bytes() + v_.bytes() + spans_.bytes() + span_partials_.bytes();
+  r.activations = arena_.bytes() + ids_.bytes() + (sampler_ ? sampler_->memory_bytes() : 0);
+  r.kv_cache = decoder_ ? decoder_->memory_bytes() : 0;
+  return r;
+}
+
+std::string CudaBackend::device_name() const {
+  const double gib = static_cast<double>(props_.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0);
+  char mem[32];
+  std::snprintf(mem, sizeof(mem), "%.1f GiB", gib);
+  return "cuda:" + std::to_string(device_) + " (" + props_.name + ", sm_" + std::to_string(props_.major) +
+         std::to_string(props_.minor) + ", " + std::to_string(props_.multiProcessorCount) + " SMs, " + mem + "; " +
+         (bf16_ ? "bf16 mixed precision" : "float32") + "; " + gemm_->describe() + ")";
+}
+
+void CudaBackend::sync() const { DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_.get())); }
+
+void CudaBackend::require_training(const char* what) const {
+  if (!training_)
+    throw std::logic_error(std::string(what) + " is not available: the model was created with trainable: false" +
+                           (options_.weight_dtype != DType::F32 ? " (16-bit weights are inference-only)" : ""));
+}
+
+void CudaBackend::check_range(size_t offset, size_t count, const char* what) const {
+  if (offset > spec_.num_params() || count > spec_.num_params() - offset)
+    throw std::out_of_range(std::string(what) + ": range [" + std::to_string(offset) + ", " +
+                            std::to_string(offset + count) + ") is outside the parameter buffer of " +
+                            std::to_string(spec_.num_params()) + " floats");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// parameters and optimizer state
+
+void CudaBackend::write_params(size_t offset, const void* src, size_t count, DType dtype) {
+  check_range(offset, count, "writeParams");
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  if (upload_.size() == 0) upload_.allocate(kWriteChunk);
+  for (size_t done = 0; done < count; done += kWriteChunk) {
+    const size_t n = std::min(kWriteChunk, count - done);
+    float* s = upload_.data();
+    for (size_t i = 0; i < n; ++i) {
+      const size_t k = done + i;
+      if (dtype == DType::F32) s[i] = static_cast<const float*>(src)[k];
+      else if (dtype == DType::F16) s[i] = f16_to_f32(static_cast<const uint16_t*>(src)[k]);
+      else s[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[k]);
+    }
+    DIXIE_CUDA_CHECK(cudaMemcpyAsync(params_.data() + offset + done, s, n * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
+    if (bf16_) cast_to_bf16(params_lp_.data() + offset + done, params_.data() + offset + done, n, stream_.get());
+    sync();  // the staging buffer is refilled next
+  }
+}
+
+void CudaBackend::read_params(size_t offset, float* dst, size_t count) const {
+  check_range(offset, count, "readParams");
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, params_.data() + offset, count * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  sync();
+}
+
+void CudaBackend::read_grads(size_t offset, float* dst, size_t count) const {
+  require_training("readGrads");
+  check_range(offset, count, "readGrads");
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, grads_.data() + offset, count * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  sync();
+}
+
+void CudaBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) {
+  require_training("writeOptimizerState");
+  check_range(offset, count, "writeOptimizerState");
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  float* dst = (slot == OptimizerSlot::M ? m_ : v_).data() + offset;
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
+  sync();
+}
+
+void CudaBackend::read_optimizer_state(OptimizerSlot slot, size_t offset, float* dst, size_t count) const {
+  require_training("readOptimizerState");
+  check_range(offset, count, "readOptimizerState");
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  const float* src = (slot == OptimizerSlot::M ? m_ : v_).data() + offset;
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  sync();
+}
+
+void CudaBackend::set_optimizer_step_count(int64_t t) {
+  if (t < 0) throw std::invalid_argument("optimizer step count must be >= 0");
+  step_count_ = t;
+}
+
+void CudaBackend::set_param_flags(const uint8_t* trainable, const uint8_t* decay) {
+  trainable_flags_.assign(trainable, trainable + spec_.tensors().size());
+  decay_flags_.assign(decay, decay + spec_.tensors().size());
+  if (training_) upload_spans();
+}
+
+// The CPU's spans (native/cpu/optimizer.h), so that the two backends cut the buffer the same way.
+void CudaBackend::upload_spans() {
+  const std::vector<ParamSpan> spans = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data());
+  std::vector<DeviceSpan> device(spans.size());
+  for (size_t i = 0; i < spans.size(); ++i)
+    device[i] = DeviceSpan{spans[i].offset, static_cast<uint32_t>(spans[i].numel),
+                           static_cast<uint8_t>(spans[i].trainable), static_cast<uint8_t>(spans[i].decay)};
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  if (spans_.size() != device.size()) {
+    sync();  // the old table may still be read by a queued update
+    spans_.allocate(device.size(), "optimizer spans");
+    span_partials_.allocate(device.size(), "gradient norm partials");
+  }
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(spans_.data(), device.data(), device.size() * sizeof(DeviceSpan),
+                                   cudaMemcpyHostToDevice, stream_.get()));
+  sync();  // device is a local vector
+  n_spans_ = static_cast<int>(device.size());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// training
+
+template <typename X>
+void CudaBackend::matmul_forward(X* out, const X* inp, ParamKind w, ParamKind b, int l, int N, int C, int OC) {
+  // out[N, OC] = inp[N, C] @ w[C, OC] + b[OC]
+  gemm_->matmul<X, X>(false, false, N, OC, C, inp, C, weight<X>(w, l), OC, out, OC, weight<X>(b, l), false);
+}
+
+template <typename X>
+void CudaBackend::matmul_backward(X* dinp, ParamKind w, ParamKind b, int l, const X* dout, const X* inp, int N, int C,
+                                  int OC) {
+  // dinp[N, C] = dout[N, OC] @ w[C, OC]^T; dw[C, OC] += inp[N, C]^T @ dout; db[OC] += column sums of dout
+  gemm_->matmul<X, X>(false, true, N, C, OC, dout, OC, weight<X>(w, l), OC, dinp, C, nullptr, false);
+  gemm_->matmul<X, float>(true, false, C, OC, N, inp, C, dout, OC, grad(w, l), OC, nullptr, true);
+  bias_backward(grad(b, l), dout, N, OC, reduce_scratch_, stream_.get());
+}
+
+// From a.ln1 (already computed from the block input `in`) to gelu_: everything the block's backward reads.
+template <typename X>
+void CudaBackend::block_body(int l, LayerActs& a, const X* in, int B, int T) {
+  const GPT2Config& c = spec_.config();
+  const int N = B * T, C = c.n_embd;
+  X* proj = static_cast<X*>(proj_);
+  matmul_forward(static_cast<X*>(a.qkv), static_cast<const X*>(a.ln1), QKV_W, QKV_B, l, N, C, 3 * C);
+  attention_forward(static_cast<X*>(a.atty), a.lse, static_cast<const X*>(a.qkv), B, T, C, c.n_head, stream_.get());
+  matmul_forward(proj, static_cast<const X*>(a.atty), ATTPROJ_W, ATTPROJ_B, l, N, C, C);
+  residual_layernorm_forward(static_cast<X*>(a.res2), static_cast<X*>(a.ln2), a.ln2_mean, a.ln2_rstd, in, proj,
+                             param(LN2_W, l), param(LN2_B, l), N, C, stream_.get());
+  matmul_forward(static_cast<X*>(a.fch), static_cast<const X*>(a.ln2), FC_W, FC_B, l, N, C, 4 * C);
+  gelu_forward(static_cast<X*>(gelu_), static_cast<const X*>(a.fch), static_cast<int64_t>(N) * 4 * C, stream_.get());
+}
+
+template <typename X>
+void CudaBackend::copy_logits_out(float* dst, const X* logits, int rows) {
+  const int V = spec_.config().vocab_size;
+  if constexpr (std::is_same<X, float>::value) {
+    DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(dst, V * sizeof(float), logits, static_cast<size_t>(vocab_padded_) * sizeof(float),
+                                       V * sizeof(float), rows, cudaMemcpyDeviceToHost, stream_.get()));
+  } else {
+    for (int r0 = 0; r0 < rows; r0 += kLogitCopyRows) {
+      const int n = std::min(kLogitCopyRows, rows - r0);
+      rows_to_f32(logits_f32_, logits + static_cast<int64_t>(r0) * vocab_padded_, n, V, vocab_padded_, stream_.get());
+      DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst + static_cast<int64_t>(r0) * V, logits_f32_, sizeof(float) * n * V,
+                                       cudaMemcpyDeviceToHost, stream_.get()));
+    }
+  }
+}
+
+float CudaBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) {
+  const GPT2Config& c = spec_.config();
+  if (B < 1 || T < 1) throw std::invalid_argument("forward: B and T must be positive");
+  if (T > c.n_ctx)
+    throw std::invalid_argument("forward: T = " + std::to_string(T) + " exceeds the context length nCtx = " +
+                                std::to_string(c.n_ctx));
+  const int64_t N = static_cast<int64_t>(B) * T;
+  if (N > max_rows_)
+    throw std::invalid_argument("forward: B*T = " + std::to_string(N) + " exceeds the planned maxBatch*maxSeq = " +
+                                std::to_string(max_rows_));
+  for (int64_t i = 0; i < N; ++i) {
+    for (const auto& [ids, name] : {std::pair{inputs, "inputs"}, std::pair{targets, "targets"}}) {
+      if (ids && (ids[i] < 0 || ids[i] >= c.vocab_size))
+        throw std::out_of_range(std::string("forward: ") + name + "[" + std::to_string(i / T) + ", " +
+                                std::to_string(i % T) + "] = " + std::to_string(ids[i]) +
+                                " is not a token id (vocabulary size " + std::to_string(c.vocab_size) + ")");
+    }
+  }
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  backward_ready_ = false;
+
+  // Ids to the device: inputs, targets, and (for a backward) the rows grouped by token for dwte.
+  int32_t* h = ids_host_.data();
+  std::memcpy(h, inputs, N * sizeof(int32_t));
+  size_t upload = N;
+  n_buckets_ = 0;
+  if (targets) {
+    std::memcpy(h + N, targets, N * sizeof(int32_t));
+    upload = 2 * N;
+    if (training_) {
+      int32_t *tokens = h + 2 * N, *start = h + 3 * N, *rows = h + 4 * N + 1;
+      for (int64_t r = 0; r < N; ++r) {
+        int32_t& b = bucket_of_token_[inputs[r]];
+        if (b < 0) {
+          b = n_buckets_++;
+          tokens[b] = inputs[r];
+          bucket_count_[b] = 0;
+        }
+        ++bucket_count_[b];
+      }
+      start[0] = 0;
+      for (int b = 0; b < n_buckets_; ++b) start[b + 1] = start[b] + bucket_count_[b];
+      for (int b = 0; b < n_buckets_; ++b) bucket_count_[b] = start[b];  // now the next free place of each bucket
+      for (int64_t r = 0; r < N; ++r) rows[bucket_count_[bucket_of_token_[inputs[r]]]++] = static_cast<int32_t>(r);
+      for (int b = 0; b < n_buckets_; ++b) bucket_of_token_[tokens[b]] = -1;
+      upload = 5 * N + 1;
+    }
+  }
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(ids_.data(), h, upload * sizeof(int32_t), cudaMemcpyHostToDevice, stream_.get()));
+
+  const float loss = with_precision(bf16_, [&](auto tag) {
+    return forward_impl<decltype(tag)>(B, T, targets != nullptr, logits_out);
+  });
+  last_B_ = B;
+  last_T_ = T;
+  backward_ready_ = training_ && targets != nullptr;
+  return loss;
+}
+
+template <typename X>
+float CudaBackend::forward_impl(int B, int T, bool has_targets, float* logits_out) {
+  const GPT2Config& c = spec_.config();
+  const int N = B * T, C = c.n_embd, V = c.vocab_size, L = c.n_layer;
+  const int32_t* inputs = ids_.data();
+  const int32_t* targets = ids_.data() + N;
+  X* lnf = static_cast<X*>(lnf_);
+  X* logits = static_cast<X*>(logits_);
+
+  encoder_forward(residual<X>(0), inputs, nullptr, param(WTE, -1), param(WPE, -1), N, T, C, stream_.get());
+  layernorm_forward(static_cast<X*>(acts(0).ln1), acts(0).ln1_mean, acts(0).ln1_rstd, residual<X>(0), param(LN1_W, 0),
+                    param(LN1_B, 0), N, C, stream_.get());
+  for (int l = 0; l < L; ++l) {
+    LayerActs& a = acts(l);
+    block_body<X>(l, a, residual<X>(l), B, T);
+    matmul_forward(static_cast<X*>(proj_), static_cast<const X*>(gelu_), FCPROJ_W, FCPROJ_B, l, N, 4 * C, C);
+    // The block's residual connection, fused with the LayerNorm that reads it next: ln_1 of the next block, or ln_f.
+    if (l + 1 < L) {
+      LayerActs& next = acts(l + 1);
+      residual_layernorm_forward(residual<X>(l + 1), static_cast<X*>(next.ln1), next.ln1_mean, next.ln1_rstd,
+                                 static_cast<const X*>(a.res2), static_cast<const X*>(proj_), param(LN1_W, l + 1),
+                                 param(LN1_B, l + 1), N, C, stream_.get());
+    } else {
+      residual_layernorm_forward(residual<X>(L), lnf, lnf_mean_, lnf_rstd_, static_cast<const X*>(a.res2),
+                                 static_cast<const X*>(proj_), param(LNF_W, -1), param(LNF_B, -1), N, C, stream_.get());
+    }
+  }
+  // The head is tied to wte [V, C]: logits[N, V] = lnf @ wte^T, rows vocab_padded_ apart.
+  gemm_->matmul<X, X>(false, true, N, V, C, lnf, C, weight<X>(WTE, -1), C, logits, vocab_padded_, nullptr, false);
+  if (logits_out) copy_logits_out(logits_out, logits, N);
+  if (!has_targets) {
+    sync();
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  crossentropy_forward(losses_, ce_lse_, logits, vocab_padded_, targets, N, V, stream_.get());
+  mean_of(scalars_, losses_, N, stream_.get());
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(scalars_host_.data(), scalars_, sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  sync();
+  return scalars_host_.data()[0];
+}
+
+void CudaBackend::zero_grad() {
+  require_training("zeroGrad");
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream_.get()));
+}
+
+void CudaBackend::backward() {
+  require_training("backward");
+  if (!backward_ready_) throw std::logic_error("backward needs a forward with targets before it (one backward per forward)");
+  backward_ready_ = false;
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  with_precision(bf16_, [&](auto tag) {
+    backward_impl<decltype(tag)>();
+    return 0;
+  });
+}
+
+template <typename X>
+void CudaBackend::backward_impl() {
+  const GPT2Config& c = spec_.config();
+  const int B = last_B_, T = last_T_, C = c.n_embd, V = c.vocab_size, L = c.n_layer, NH = c.n_head;
+  const int N = B * T;
+  const int32_t* targets = ids_.data() + N;
+  const TokenBuckets buckets{ids_.data() + 2 * N, ids_.data() + 3 * N, ids_.data() + 4 * N + 1, n_buckets_};
+  X* logits = static_cast<X*>(logits_);
+  X* dres = static_cast<X*>(dres_);
+  X* dwide = static_cast<X*>(dwide_);
+  X* dnarrow = static_cast<X*>(dnarrow_);
+  X* gelu = static_cast<X*>(gelu_);
+
+  // The logits become dlogits in place; then the tied head's two products.
+  crossentropy_backward(logits, vocab_padded_, ce_lse_, targets, 1.0f / static_cast<float>(N), N, V, stream_.get());
+  gemm_->matmul<X, X>(false, false, N, C, V, logits, vocab_padded_, weight<X>(WTE, -1), C, dnarrow, C, nullptr, false);
+  gemm_->matmul<X, float>(true, false, V, C, N, logits, vocab_padded_, static_cast<const X*>(lnf_), C, grad(WTE, -1), C,
+                          nullptr, true);
+  DIXIE_CUDA_CHECK(cudaMemsetAsync(dres, 0, static_cast<size_t>(N) * C * sizeof(X), stream_.get()));
+  layernorm_backward(dres, grad(LNF_W, -1), grad(LNF_B, -1), dnarrow, residual<X>(L), param(LNF_W, -1), lnf_mean_,
+                     lnf_rstd_, N, C, reduce_scratch_, stream_.get());
+
+  // dres carries the residual stream's gradient down through the blocks; the LayerNorm backwards add their input
+  // gradient into it, which is exactly the residual connection's sum.
+  for (int l = L - 1; l >= 0; --l) {
+    LayerActs& a = acts(l);
+    // The last block's activations and GELU output are still in place from the forward pass.
+    if (l != L - 1) {
+      if (options_.recompute) {
+        layernorm_forward(static_cast<X*>(a.ln1), a.ln1_mean, a.ln1_rstd, residual<X>(l), param(LN1_W, l),
+                          param(LN1_B, l), N, C, stream_.get());
+        block_body<X>(l, a, residual<X>(l), B, T);
+      } else {
+        gelu_forward(gelu, static_cast<const X*>(a.fch), static_cast<int64_t>(N) * 4 * C, stream_.get());
+      }
+    }
+    matmul_backward(dwide, FCPROJ_W, FCPROJ_B, l, dres, gelu, N, 4 * C, C);
+    gelu_backward(dwide, static_cast<const X*>(a.fch), dwide, static_cast<int64_t>(N) * 4 * C, stream_.get());
+    matmul_backward(dnarrow, FC_W, FC_B, l, dwide, static_cast<const X*>(a.ln2), N, C, 4 * C);
+    layernorm_backward(dres, grad(LN2_W, l), grad(LN2_B, l), dnarrow, static_cast<const X*>(a.res2), param(LN2_W, l),
+                       a.ln2_mean, a.ln2_rstd, N, C, reduce_scratch_, stream_.get());
+    matmul_backward(dnarrow, ATTPROJ_W, ATTPROJ_B, l, dres, static_cast<const X*>(a.atty), N, C, C);
+    attention_backward(dwide, att_delta_, dnarrow, static_cast<const X*>(a.qkv), static_cast<const X*>(a.atty), a.lse,
+                       B, T, C, NH, stream_.get());  // dwide holds dqkv [N, 3C]
+    matmul_backward(dnarrow, QKV_W, QKV_B, l, dwide, static_cast<const X*>(a.ln1), N, C, 3 * C);
+    layernorm_backward(dres, grad(LN1_W, l), grad(LN1_B, l), dnarrow, residual<X>(l), param(LN1_W, l), a.ln1_mean,
+                       a.ln1_rstd, N, C, reduce_scratch_, stream_.get());
+  }
+  encoder_backward(grad(WTE, -1), grad(WPE, -1), dres, buckets, B, T, C, stream_.get());
+}
+
+float CudaBackend::step(const StepOptions& o) {
+  require_training("step");
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  if (o.kind == OptimizerKind::AdamW) ++step_count_;  // t of the bias correction
+  const int64_t t = std::max<int64_t>(1, step_count_);
+  if (grad_reduce_hook_) grad_reduce_hook_(grads_.data(), grads_.size(), stream_.get());
+  grad_square_sums(span_partials_.data(), grads_.data(), spans_.data(), n_spans_, stream_.get());
+  grad_norm(scalars_ + 1, span_partials_.data(), n_spans_, o.grad_scale, o.grad_clip, stream_.get());
+  UpdateArgs a;
+  a.adamw = o.kind == OptimizerKind::AdamW;
+  a.lr = o.lr;
+  a.beta1 = o.beta1;
+  a.beta2 = o.beta2;
+  a.eps = o.eps;
+  a.weight_decay = o.weight_decay;
+  const float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta1), static_cast<double>(t)));
+  const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(t)));
+  a.inv_bc1 = 1.0f / bc1;
+  a.inv_bc2 = 1.0f / bc2;
+  optimizer_update(params_.data(), bf16_ ? params_lp_.data() : nullptr, grads_.data(), m_.data(), v_.data(),
+                   spans_.data(), n_spans_, scalars_ + 1, a, stream_.get());
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(scalars_host_.data() + 1, scalars_ + 1, sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  sync();
+  return scalars_host_.data()[1];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// decoding
+
+void CudaBackend::kv_reserve(int n_slots) {
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  if (!decoder_)
+    decoder_ = std::make_unique<CudaDecoder>(spec_, weights_, *gemm_, stream_.get(), bf16_, vocab_padded_);
+  decoder_->reserve(n_slots);
+}
+
+void CudaBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
+  if (!decoder_) throw std::logic_error("kvForward: the KV cache is not reserved (call kvReserve first)");
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  decoder_->forward(n, slots, n_new, tokens, logits_out);
+}
+
+void CudaBackend::kv_reset(int slot) {
+  if (!decoder_) throw std::logic_error("kvReset: the KV cache is not reserved (call kvReserve first)");
+  decoder_->reset(slot);
+}
+
+int CudaBackend::kv_length(int slot) const {
+  if (!decoder_) throw std::logic_error("kvLength: the KV cache is not reserved (call kvReserve first)");
+  return decoder_->length(slot);
+}
+
+void CudaBackend::sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+                         const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) {
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  if (!sampler_) sampler_ = std::make_unique<CudaSampler>(stream_.get());
+  sampler_->sample(n, spec_.config().vocab_size, logits, params, rng_state, history, history_len, out_tokens);
+}
+
+}  // namespace cuda
+
+std::unique_ptr<Backend> make_cuda_backend(const GPT2Config& config, const BackendOptions& options) {
+  return std::make_unique<cuda::CudaBackend>(config, options);
+}
+
+}  // namespace dixie

@@ -1,0 +1,140 @@
+// The CUDA backend: GPT-2 training (forward, backward, AdamW/SGD) and KV-cached decoding on one GPU, with the
+// CPU backend's semantics (native/cpu/cpu_backend.h). Float32 is the reference; mixed precision keeps bf16
+// activations and bf16 copies of the weights for the products, with float32 master weights, gradients and
+// optimizer moments. All memory is planned in the constructor (training) and in kv_reserve (decoding);
+// forward/backward/step/kv_forward allocate nothing.
+//
+// Data parallelism (the next step): the gradients are one contiguous float32 buffer in ModelSpec's layout,
+// and step() hands it to a reduce hook before it takes the norm and updates, so an NCCL all-reduce over
+// several of these backends (one per GPU, each with its own device and batch) slots in without other changes.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.cuh"
+#include "core/backend.h"
+#include "cuda_decoder.cuh"
+#include "gemm.cuh"
+#include "layers.cuh"
+#include "model_weights.cuh"
+#include "sampler.cuh"
+
+namespace dixie::cuda {
+
+class CudaBackend : public Backend {
+ public:
+  CudaBackend(const GPT2Config& config, const BackendOptions& options);
+  ~CudaBackend() override;
+
+  const ModelSpec& spec() const override { return spec_; }
+  MemoryReport memory() const override;
+  std::string device_name() const override;
+
+  void write_params(size_t offset, const void* src, size_t count, DType dtype) override;
+  void read_params(size_t offset, float* dst, size_t count) const override;
+  void read_grads(size_t offset, float* dst, size_t count) const override;
+  void write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) override;
+  void read_optimizer_state(OptimizerSlot slot, size_t offset, float* dst, size_t count) const override;
+  int64_t optimizer_step_count() const override { return step_count_; }
+  void set_optimizer_step_count(int64_t t) override;
+  void set_param_flags(const uint8_t* trainable, const uint8_t* decay) override;
+
+  float forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) override;
+  void zero_grad() override;
+  void backward() override;
+  float step(const StepOptions& options) override;
+
+  void kv_reserve(int n_slots) override;
+  void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) override;
+  void kv_reset(int slot) override;
+  int kv_length(int slot) const override;
+  void sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+              const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) override;
+
+  // Called by step() on the gradients (count floats at grads, device memory) on this backend's stream, before
+  // the norm and the update: where an all-reduce across GPUs goes.
+  using GradReduceHook = std::function<void(float* grads, size_t count, cudaStream_t stream)>;
+  void set_grad_reduce_hook(GradReduceHook hook) { grad_reduce_hook_ = std::move(hook); }
+  bool mixed_bf16() const { return bf16_; }
+  bool uses_cublaslt() const { return gemm_->uses_cublaslt(); }
+  float last_sample_kernel_ms() const { return sampler_ ? sampler_->last_kernel_ms() : 0.0f; }
+  cudaStream_t stream() const { return stream_.get(); }
+
+ private:
+  // One block's saved activations (element type X = float or bf16 behind the void pointers); N rows.
+  struct LayerActs {
+    void *ln1, *qkv, *atty, *res2, *ln2, *fch;      // [N, C], [N, 3C], [N, C], [N, C], [N, C], [N, 4C]
+    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;  // [N] each
+    float* lse;                                      // [B, NH, T] attention log-sum-exp
+  };
+  void require_training(const char* what) const;
+  void check_range(size_t offset, size_t count, const char* what) const;
+  void sync() const;
+  const float* param(ParamKind kind, int layer) const { return weights_.param(kind, layer); }
+  float* grad(ParamKind kind, int layer) { return grads_.data() + weights_.offset(kind, layer); }
+  template <typename X>
+  const X* weight(ParamKind kind, int layer) const { return weights_.weight<X>(kind, layer); }
+  template <typename X>
+  X* residual(int l) { return static_cast<X*>(residuals_[training_ ? l : l % 2]); }
+  LayerActs& acts(int l) { return layer_acts_[layer_acts_.size() == 1 ? 0 : l]; }
+  void upload_spans();
+
+  template <typename X>
+  float forward_impl(int B, int T, bool has_targets, float* logits_out);
+  template <typename X>
+  void backward_impl();
+  template <typename X>
+  void block_body(int l, LayerActs& a, const X* in, int B, int T);
+  template <typename X>
+  void matmul_forward(X* out, const X* inp, ParamKind w, ParamKind b, int l, int N, int C, int OC);
+  template <typename X>
+  void matmul_backward(X* dinp, ParamKind w, ParamKind b, int l, const X* dout, const X* inp, int N, int C, int OC);
+  template <typename X>
+  void copy_logits_out(float* dst, const X* logits, int rows);
+
+  ModelSpec spec_;
+  BackendOptions options_;
+  bool bf16_;                  // mixed precision (or 16-bit weights, which imply it)
+  bool training_;              // gradients, optimizer state and saved activations exist
+  int64_t max_rows_;
+  int vocab_padded_;           // row stride of the logits: the vocabulary rounded up to 64
+  int device_ = 0;
+  cudaDeviceProp props_{};
+  CudaStream stream_;  // first member with device work, so destroyed last (it waits for the work to finish)
+  std::unique_ptr<Gemm> gemm_;
+
+  DeviceArray<float> params_, grads_, m_, v_;
+  DeviceArray<bf16> params_lp_;       // bf16 copy of the weights (mixed precision)
+  DeviceWeights weights_;
+  DeviceArray<unsigned char> arena_;  // every activation, carved below
+  std::vector<LayerActs> layer_acts_;  // one per layer, or one shared when recomputing / not training
+  std::vector<void*> residuals_;       // [N, C] each
+  void *proj_ = nullptr, *gelu_ = nullptr, *lnf_ = nullptr, *logits_ = nullptr;  // [N, C] [N, 4C] [N, C] [N, Vp]
+  void *dres_ = nullptr, *dwide_ = nullptr, *dnarrow_ = nullptr;                 // [N, C] [N, 4C] [N, C]
+  float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *losses_ = nullptr, *ce_lse_ = nullptr;  // [N] each
+  float *att_delta_ = nullptr, *reduce_scratch_ = nullptr, *logits_f32_ = nullptr, *scalars_ = nullptr;
+  DeviceArray<int32_t> ids_;          // [inputs N][targets N][bucket tokens N][bucket starts N + 1][bucket rows N]
+  PinnedArray<int32_t> ids_host_;
+  PinnedArray<float> scalars_host_;   // the loss, the gradient norm
+  PinnedArray<float> upload_;         // parameters on their way in, converted to float32 (allocated at the first write)
+  std::vector<int32_t> bucket_of_token_;  // [V], -1 between calls
+  std::vector<int32_t> bucket_count_;
+  int n_buckets_ = 0;
+
+  std::vector<uint8_t> trainable_flags_, decay_flags_;
+  int n_spans_ = 0;
+  DeviceArray<DeviceSpan> spans_;
+  DeviceArray<double> span_partials_;
+  int64_t step_count_ = 0;
+  GradReduceHook grad_reduce_hook_;
+
+  int last_B_ = 0, last_T_ = 0;
+  bool backward_ready_ = false;
+
+  std::unique_ptr<CudaDecoder> decoder_;
+  std::unique_ptr<CudaSampler> sampler_;
+};
+
+}  // namespace dixie::cuda

@@ -1,0 +1,48 @@
+// KV-cached decoding on the GPU (Backend::kv_*): the new tokens of all slots of a call run as one set of rows
+// through the layers, in chunks of up to kChunkRows rows in order, so that a slot's earlier tokens are in its
+// cache before its later tokens attend to them. A prefill is many rows; a decode step one row per slot.
+#pragma once
+#include <vector>
+
+#include "common.cuh"
+#include "core/model_spec.h"
+#include "gemm.cuh"
+#include "model_weights.cuh"
+
+namespace dixie::cuda {
+
+class CudaDecoder {
+ public:
+  CudaDecoder(const ModelSpec& spec, DeviceWeights weights, Gemm& gemm, cudaStream_t stream, bool bf16,
+              int vocab_padded);
+
+  void reserve(int n_slots);  // plans the cache and scratch memory once
+  // See Backend::kv_forward; logits_out is host memory [n, V].
+  void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out);
+  void reset(int slot);
+  int length(int slot) const;
+  size_t memory_bytes() const;
+
+ private:
+  template <typename X>
+  void run(int n, int64_t total, float* logits_out);
+
+  const ModelSpec& spec_;
+  DeviceWeights w_;
+  Gemm& gemm_;
+  cudaStream_t stream_;
+  bool bf16_;
+  int vocab_padded_;
+  int n_slots_ = 0, max_rows_ = 0;
+  std::vector<int> lengths_;
+  std::vector<uint8_t> slot_used_;
+  DeviceArray<unsigned char> cache_;    // keys, then values: [L][slots][n_ctx][C] each
+  DeviceArray<unsigned char> scratch_;  // rows of a chunk (x, ln, qkv, atty, proj, fch, fcg) and last_ln [slots, C]
+  DeviceArray<float> logits_;           // [slots, vocab_padded]
+  // One call's rows: [tokens][row slots][row positions] (total each), then [gather sources][gather slots] (n each)
+  DeviceArray<int32_t> rows_;
+  PinnedArray<int32_t> rows_host_;
+  std::vector<int> chunk_gathers_;      // per chunk, where its gathers start (one entry more than chunks)
+};
+
+}  // namespace dixie::cuda

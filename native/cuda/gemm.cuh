@@ -1,0 +1,55 @@
+// Matrix products on the GPU: cuBLASLt when it can be loaded (tensor cores, tuned per shape), otherwise our
+// own kernels: bf16 tensor-core tiles (mma.sync m16n8k16, float32 accumulation) in mixed precision, plain
+// float32 tiles for the float32 reference. DIXIE_CUBLAS=0 in the environment forces our kernels, so that
+// both paths can be checked on one machine.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "common.cuh"
+#include "cublaslt.h"
+
+namespace dixie::cuda {
+
+class Gemm {
+ public:
+  explicit Gemm(cudaStream_t stream);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // Which path runs the products, for the device description.
+  std::string describe() const;
+  bool uses_cublaslt() const { return api_ != nullptr; }
+
+  // Row-major C[M, N] = op(A)[M, K] @ op(B)[K, N] (+ bias[N]) (+ C when accumulate), op(X) = X^T when the
+  // flag is set; lda/ldb/ldc are the row strides of the matrices as stored. In/Out: float/float (float32
+  // arithmetic), bf16/bf16 or bf16/float (bf16 products, float32 accumulation).
+  template <typename In, typename Out>
+  void matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, int lda, const In* B, int ldb, Out* C,
+              int ldc, const In* bias, bool accumulate);
+
+ private:
+  struct Plan;
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int, int, int>;
+
+  // Our kernels: float32 tiles, or bf16 tensor-core tiles.
+  void own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                  float* C, int ldc, const float* bias, bool accumulate);
+  template <typename Out>
+  void own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const bf16* A, int lda, const bf16* B, int ldb,
+                  Out* C, int ldc, const bf16* bias, bool accumulate);
+  Plan* plan_for(const Key& key, bool trans_a, bool trans_b, int M, int N, int K, int lda, int ldb, int ldc,
+                 cudaDataType_t in_type, cudaDataType_t out_type, const void* bias, const int align[4]);
+
+  cudaStream_t stream_;
+  const lt::Api* api_ = nullptr;
+  lt::Handle handle_ = nullptr;
+  std::string why_not_;  // why cuBLASLt is not used, when it is not
+  DeviceArray<unsigned char> workspace_;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace dixie::cuda

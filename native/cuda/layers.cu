@@ -1,0 +1,539 @@
+#include "layers.cuh"
+
+#include <initializer_list>
+
+namespace dixie::cuda {
+
+namespace {
+
+constexpr int kBlock = 256;
+constexpr int kRowsPerBlock = kBlock / 32;  // row kernels: one warp per row
+constexpr int kRowChunks = 64;              // column reductions: partial sums over this many chunks of rows
+constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluCube = 0.044715f;
+
+unsigned row_blocks(int N) { return static_cast<unsigned>(ceil_div(N, kRowsPerBlock)); }
+
+// ---- encoder ----
+
+template <typename X>
+__global__ void encoder_forward_kernel(X* out, const int32_t* tokens, const int32_t* pos, const float* wte,
+                                       const float* wpe, int N, int T, int C) {
+  const int64_t total = static_cast<int64_t>(N) * C;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int r = static_cast<int>(i / C), c = static_cast<int>(i % C);
+    const int p = pos ? pos[r] : r % T;
+    out[i] = from_f32<X>(wte[static_cast<int64_t>(tokens[r]) * C + c] + wpe[static_cast<int64_t>(p) * C + c]);
+  }
+}
+
+// grid (buckets, ceil(C / kBlock)): one token's rows summed in row order, per column
+template <typename X>
+__global__ void encoder_backward_wte_kernel(float* dwte, const X* dout, TokenBuckets buckets, int C) {
+  const int b = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float sum = 0.0f;
+  for (int i = buckets.start[b]; i < buckets.start[b + 1]; ++i)
+    sum += to_f32(dout[static_cast<int64_t>(buckets.rows[i]) * C + c]);
+  dwte[static_cast<int64_t>(buckets.tokens[b]) * C + c] += sum;
+}
+
+template <typename X>
+__global__ void encoder_backward_wpe_kernel(float* dwpe, const X* dout, int B, int T, int C) {
+  const int64_t total = static_cast<int64_t>(T) * C;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.0f;
+    for (int b = 0; b < B; ++b) sum += to_f32(dout[static_cast<int64_t>(b) * T * C + i]);
+    dwpe[i] += sum;
+  }
+}
+
+// ---- layernorm: one warp per row ----
+
+template <typename X>
+__device__ __forceinline__ void layernorm_row(X* out, float* mean, float* rstd, const X* x, const float* weight,
+                                              const float* bias, int row, int C, int lane) {
+  float sum = 0.0f;
+  for (int c = lane; c < C; c += 32) sum += to_f32(x[c]);
+  const float m = warp_sum(sum) / C;
+  float var = 0.0f;
+  for (int c = lane; c < C; c += 32) {
+    const float d = to_f32(x[c]) - m;
+    var += d * d;
+  }
+  const float s = 1.0f / sqrtf(warp_sum(var) / C + 1e-5f);
+  for (int c = lane; c < C; c += 32) out[c] = from_f32<X>((to_f32(x[c]) - m) * s * weight[c] + bias[c]);
+  if (lane == 0) {
+    if (mean) mean[row] = m;
+    if (rstd) rstd[row] = s;
+  }
+}
+
+template <typename X>
+__global__ void layernorm_forward_kernel(X* out, float* mean, float* rstd, const X* inp, const float* weight,
+                                         const float* bias, int N, int C) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= N) return;
+  const int64_t o = static_cast<int64_t>(row) * C;
+  layernorm_row(out + o, mean, rstd, inp + o, weight, bias, row, C, lane);
+}
+
+template <typename X>
+__global__ void residual_layernorm_forward_kernel(X* res, X* out, float* mean, float* rstd, const X* a, const X* b,
+                                                  const float* weight, const float* bias, int N, int C) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= N) return;
+  const int64_t o = static_cast<int64_t>(row) * C;
+  // Each lane reads back only the elements it wrote itself, so no barrier is needed between the two steps.
+  for (int c = lane; c < C; c += 32) res[o + c] = from_f32<X>(to_f32(a[o + c]) + to_f32(b[o + c]));
+  layernorm_row(out + o, mean, rstd, res + o, weight, bias, row, C, lane);
+}
+
+template <typename X>
+__global__ void layernorm_backward_input_kernel(X* dinp, const X* dout, const X* inp, const float* weight,
+                                                const float* mean, const float* rstd, int N, int C) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= N) return;
+  const int64_t o = static_cast<int64_t>(row) * C;
+  const float m = mean[row], s = rstd[row];
+  // dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd, dnorm = weight * dout
+  float sum_dnorm = 0.0f, sum_dnorm_norm = 0.0f;
+  for (int c = lane; c < C; c += 32) {
+    const float norm = (to_f32(inp[o + c]) - m) * s;
+    const float dnorm = weight[c] * to_f32(dout[o + c]);
+    sum_dnorm += dnorm;
+    sum_dnorm_norm += dnorm * norm;
+  }
+  const float mean_dnorm = warp_sum(sum_dnorm) / C, mean_dnorm_norm = warp_sum(sum_dnorm_norm) / C;
+  for (int c = lane; c < C; c += 32) {
+    const float norm = (to_f32(inp[o + c]) - m) * s;
+    const float dnorm = weight[c] * to_f32(dout[o + c]);
+    dinp[o + c] = from_f32<X>(to_f32(dinp[o + c]) + (dnorm - mean_dnorm - norm * mean_dnorm_norm) * s);
+  }
+}
+
+// Column reductions in two stages. Stage 1, grid (ceil(C / 32), kRowChunks), block (32, 8): each block sums
+// 32 columns over one chunk of rows into partial[chunk]; stage 2 adds the chunks in order.
+template <typename X, bool LayerNorm>
+__global__ void column_partials_kernel(float* partial, const X* dout, const X* inp, const float* mean,
+                                       const float* rstd, int N, int C) {
+  __shared__ float sum_a[8][33], sum_b[8][33];
+  const int cx = threadIdx.x, ry = threadIdx.y;
+  const int c = blockIdx.x * 32 + cx;
+  const int chunk = blockIdx.y;
+  const int rows_per_chunk = static_cast<int>(ceil_div(N, kRowChunks));
+  const int r0 = chunk * rows_per_chunk, r1 = min(N, r0 + rows_per_chunk);
+  float a = 0.0f, b = 0.0f;  // LayerNorm: a = sum norm * dout (dweight), b = sum dout (dbias); bias: b only
+  if (c < C) {
+    for (int r = r0 + ry; r < r1; r += 8) {
+      const int64_t i = static_cast<int64_t>(r) * C + c;
+      const float g = to_f32(dout[i]);
+      if (LayerNorm) a += (to_f32(inp[i]) - mean[r]) * rstd[r] * g;
+      b += g;
+    }
+  }
+  sum_a[ry][cx] = a;
+  sum_b[ry][cx] = b;
+  __syncthreads();
+  if (ry == 0 && c < C) {
+    float ta = 0.0f, tb = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      ta += sum_a[k][cx];
+      tb += sum_b[k][cx];
+    }
+    float* p = partial + static_cast<int64_t>(chunk) * (LayerNorm ? 2 * C : C);
+    if (LayerNorm) {
+      p[c] = ta;
+      p[C + c] = tb;
+    } else {
+      p[c] = tb;
+    }
+  }
+}
+
+template <bool LayerNorm>
+__global__ void column_finish_kernel(float* dweight, float* dbias, const float* partial, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int stride = LayerNorm ? 2 * C : C;
+  float a = 0.0f, b = 0.0f;
+  for (int k = 0; k < kRowChunks; ++k) {
+    if (LayerNorm) a += partial[static_cast<int64_t>(k) * stride + c];
+    b += partial[static_cast<int64_t>(k) * stride + (LayerNorm ? C : 0) + c];
+  }
+  if (LayerNorm) dweight[c] += a;
+  dbias[c] += b;
+}
+
+// ---- gelu: elementwise, in 16-byte packs when the arrays allow (they do in the planned memory) ----
+
+template <typename X>
+struct alignas(16) Pack {
+  static constexpr int kN = 16 / sizeof(X);
+  X v[kN];
+};
+
+__device__ __forceinline__ float gelu(float x) {
+  return 0.5f * x * (1.0f + tanhf(kGeluScale * (x + kGeluCube * x * x * x)));
+}
+
+__device__ __forceinline__ float gelu_grad(float x) {
+  const float th = tanhf(kGeluScale * (x + kGeluCube * x * x * x));
+  const float sech2 = 1.0f - th * th;
+  return 0.5f * (1.0f + th) + 0.5f * x * sech2 * kGeluScale * (1.0f + 3.0f * kGeluCube * x * x);
+}
+
+// K elements per item (a pack, or 1): item i covers elements [i K, (i + 1) K).
+template <typename X, int K>
+__global__ void gelu_forward_kernel(X* out, const X* inp, int64_t items) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < items;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if constexpr (K == 1) {
+      out[i] = from_f32<X>(gelu(to_f32(inp[i])));
+    } else {
+      Pack<X> p = reinterpret_cast<const Pack<X>*>(inp)[i];
+#pragma unroll
+      for (int k = 0; k < K; ++k) p.v[k] = from_f32<X>(gelu(to_f32(p.v[k])));
+      reinterpret_cast<Pack<X>*>(out)[i] = p;
+    }
+  }
+}
+
+template <typename X, int K>
+__global__ void gelu_backward_kernel(X* dinp, const X* inp, const X* dout, int64_t items) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < items;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if constexpr (K == 1) {
+      dinp[i] = from_f32<X>(gelu_grad(to_f32(inp[i])) * to_f32(dout[i]));
+    } else {
+      const Pack<X> x = reinterpret_cast<const Pack<X>*>(inp)[i];
+      Pack<X> g = reinterpret_cast<const Pack<X>*>(dout)[i];
+#pragma unroll
+      for (int k = 0; k < K; ++k) g.v[k] = from_f32<X>(gelu_grad(to_f32(x.v[k])) * to_f32(g.v[k]));
+      reinterpret_cast<Pack<X>*>(dinp)[i] = g;
+    }
+  }
+}
+
+template <typename X>
+bool packable(int64_t n, std::initializer_list<const void*> arrays) {
+  for (const void* p : arrays)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return n % Pack<X>::kN == 0;
+}
+
+// ---- cross-entropy: one block per row ----
+
+constexpr int kRowBlock = 512;
+
+template <typename X>
+__global__ void __launch_bounds__(kRowBlock) crossentropy_forward_kernel(float* losses, float* lse, const X* logits,
+                                                                         int ld, const int32_t* targets, int V) {
+  __shared__ float scratch[32];
+  const int row = blockIdx.x;
+  const X* x = logits + static_cast<int64_t>(row) * ld;
+  // One pass over the row: each thread keeps a running maximum and the sum of exponentials below it.
+  float m = -INFINITY, s = 0.0f;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    const float v = to_f32(x[i]);
+    if (v > m) {
+      s = s * expf(m - v) + 1.0f;  // expf(-inf) = 0 on the first element
+      m = v;
+    } else {
+      s += expf(v - m);
+    }
+  }
+  const float row_max = block_max(m, scratch);
+  const float row_sum = block_sum(m == -INFINITY ? 0.0f : s * expf(m - row_max), scratch);
+  if (threadIdx.x == 0) {
+    const float l = row_max + logf(row_sum);
+    lse[row] = l;
+    losses[row] = l - to_f32(x[targets[row]]);
+  }
+}
+
+template <typename X>
+__global__ void __launch_bounds__(kRowBlock) crossentropy_backward_kernel(X* logits, int ld, const float* lse,
+                                                                          const int32_t* targets, float dloss, int V) {
+  const int row = blockIdx.x;
+  X* x = logits + static_cast<int64_t>(row) * ld;
+  const float l = lse[row];
+  const int target = targets[row];
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    const float p = expf(to_f32(x[i]) - l);
+    x[i] = from_f32<X>((p - (i == target ? 1.0f : 0.0f)) * dloss);
+  }
+}
+
+__global__ void mean_kernel(float* out, const float* values, int n) {
+  __shared__ double scratch[32];
+  double s = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += values[i];
+  s = block_sum_f64(s, scratch);
+  if (threadIdx.x == 0) *out = static_cast<float>(s / n);
+}
+
+// ---- conversions and decoding helpers ----
+
+__global__ void cast_to_bf16_kernel(bf16* dst, const float* src, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+template <typename X>
+__global__ void rows_to_f32_kernel(float* dst, const X* src, int rows, int cols, int ld) {
+  const int64_t total = static_cast<int64_t>(rows) * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    dst[i] = to_f32(src[r * ld + c]);
+  }
+}
+
+template <typename X>
+__global__ void kv_scatter_kernel(X* k_cache, X* v_cache, const X* qkv, const int32_t* row_slot,
+                                  const int32_t* row_pos, int R, int C, int n_ctx) {
+  const int64_t total = static_cast<int64_t>(R) * C;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int r = static_cast<int>(i / C), c = static_cast<int>(i % C);
+    const int64_t at = (static_cast<int64_t>(row_slot[r]) * n_ctx + row_pos[r]) * C + c;
+    const X* row = qkv + static_cast<int64_t>(r) * 3 * C;
+    k_cache[at] = row[C + c];
+    v_cache[at] = row[2 * C + c];
+  }
+}
+
+template <typename X>
+__global__ void gather_rows_kernel(X* dst, const X* src, const int32_t* src_rows, const int32_t* dst_rows, int n,
+                                   int C) {
+  const int64_t total = static_cast<int64_t>(n) * C;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int k = static_cast<int>(i / C), c = static_cast<int>(i % C);
+    dst[static_cast<int64_t>(dst_rows[k]) * C + c] = src[static_cast<int64_t>(src_rows[k]) * C + c];
+  }
+}
+
+// ---- optimizer: one block per span ----
+
+__global__ void grad_square_sums_kernel(double* partials, const float* grads, const DeviceSpan* spans) {
+  __shared__ double scratch[32];
+  const DeviceSpan s = spans[blockIdx.x];
+  float acc = 0.0f;
+  if (s.trainable) {
+    const float* g = grads + s.offset;
+    for (uint32_t i = threadIdx.x; i < s.numel; i += blockDim.x) acc = fmaf(g[i], g[i], acc);
+  }
+  const double total = block_sum_f64(static_cast<double>(acc), scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+__global__ void grad_norm_kernel(float* norm_mult, const double* partials, int n_spans, float grad_scale,
+                                 float grad_clip) {
+  __shared__ double scratch[32];
+  double s = 0.0;
+  for (int i = threadIdx.x; i < n_spans; i += blockDim.x) s += partials[i];
+  s = block_sum_f64(s, scratch);
+  if (threadIdx.x == 0) {
+    const float norm = static_cast<float>(sqrt(s * static_cast<double>(grad_scale) * grad_scale));
+    float mult = grad_scale;
+    if (grad_clip > 0.0f && norm > grad_clip) mult *= grad_clip / (norm + 1e-6f);
+    norm_mult[0] = norm;
+    norm_mult[1] = mult;
+  }
+}
+
+__global__ void optimizer_update_kernel(float* params, bf16* params_lp, float* grads, float* m, float* v,
+                                        const DeviceSpan* spans, const float* norm_mult, UpdateArgs a) {
+  const DeviceSpan s = spans[blockIdx.x];
+  const float mult = norm_mult[1];
+  const float wd = s.decay ? a.weight_decay : 0.0f;
+  for (uint32_t k = threadIdx.x; k < s.numel; k += blockDim.x) {
+    const uint64_t i = s.offset + k;
+    if (s.trainable) {
+      const float g = grads[i] * mult;
+      float p = params[i];
+      if (a.adamw) {
+        const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * g;
+        const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * (g * g);
+        m[i] = mi;
+        v[i] = vi;
+        p -= a.lr * ((mi * a.inv_bc1) / (sqrtf(vi * a.inv_bc2) + a.eps) + wd * p);
+      } else {
+        p -= a.lr * (g + wd * p);
+      }
+      params[i] = p;
+      if (params_lp) params_lp[i] = __float2bfloat16_rn(p);
+    }
+    grads[i] = 0.0f;
+  }
+}
+
+}  // namespace
+
+template <typename X>
+void encoder_forward(X* out, const int32_t* tokens, const int32_t* pos, const float* wte, const float* wpe, int N,
+                     int T, int C, cudaStream_t stream) {
+  encoder_forward_kernel<<<grid_for(static_cast<int64_t>(N) * C, kBlock), kBlock, 0, stream>>>(out, tokens, pos, wte,
+                                                                                               wpe, N, T, C);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void encoder_backward(float* dwte, float* dwpe, const X* dout, const TokenBuckets& buckets, int B, int T, int C,
+                      cudaStream_t stream) {
+  if (buckets.count > 0) {
+    const dim3 grid(static_cast<unsigned>(buckets.count), static_cast<unsigned>(ceil_div(C, kBlock)));
+    encoder_backward_wte_kernel<<<grid, kBlock, 0, stream>>>(dwte, dout, buckets, C);
+    DIXIE_CUDA_LAUNCHED();
+  }
+  encoder_backward_wpe_kernel<<<grid_for(static_cast<int64_t>(T) * C, kBlock), kBlock, 0, stream>>>(dwpe, dout, B, T, C);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void layernorm_forward(X* out, float* mean, float* rstd, const X* inp, const float* weight, const float* bias, int N,
+                       int C, cudaStream_t stream) {
+  layernorm_forward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void residual_layernorm_forward(X* res, X* out, float* mean, float* rstd, const X* a, const X* b, const float* weight,
+                                const float* bias, int N, int C, cudaStream_t stream) {
+  residual_layernorm_forward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(res, out, mean, rstd, a, b, weight, bias, N, C);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+size_t layernorm_scratch_floats(int C) { return static_cast<size_t>(kRowChunks) * 2 * C; }
+size_t bias_scratch_floats(int OC) { return static_cast<size_t>(kRowChunks) * OC; }
+
+template <typename X>
+void layernorm_backward(X* dinp, float* dweight, float* dbias, const X* dout, const X* inp, const float* weight,
+                        const float* mean, const float* rstd, int N, int C, float* scratch, cudaStream_t stream) {
+  layernorm_backward_input_kernel<<<row_blocks(N), kBlock, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
+  DIXIE_CUDA_LAUNCHED();
+  const dim3 grid(static_cast<unsigned>(ceil_div(C, 32)), kRowChunks), block(32, 8);
+  column_partials_kernel<X, true><<<grid, block, 0, stream>>>(scratch, dout, inp, mean, rstd, N, C);
+  DIXIE_CUDA_LAUNCHED();
+  column_finish_kernel<true><<<static_cast<unsigned>(ceil_div(C, kBlock)), kBlock, 0, stream>>>(dweight, dbias, scratch, C);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void bias_backward(float* dbias, const X* dout, int N, int OC, float* scratch, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(ceil_div(OC, 32)), kRowChunks), block(32, 8);
+  column_partials_kernel<X, false><<<grid, block, 0, stream>>>(scratch, dout, nullptr, nullptr, nullptr, N, OC);
+  DIXIE_CUDA_LAUNCHED();
+  column_finish_kernel<false><<<static_cast<unsigned>(ceil_div(OC, kBlock)), kBlock, 0, stream>>>(nullptr, dbias, scratch, OC);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void gelu_forward(X* out, const X* inp, int64_t n, cudaStream_t stream) {
+  constexpr int K = Pack<X>::kN;
+  if (packable<X>(n, {out, inp})) gelu_forward_kernel<X, K><<<grid_for(n / K, kBlock), kBlock, 0, stream>>>(out, inp, n / K);
+  else gelu_forward_kernel<X, 1><<<grid_for(n, kBlock), kBlock, 0, stream>>>(out, inp, n);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void gelu_backward(X* dinp, const X* inp, const X* dout, int64_t n, cudaStream_t stream) {
+  constexpr int K = Pack<X>::kN;
+  if (packable<X>(n, {dinp, inp, dout}))
+    gelu_backward_kernel<X, K><<<grid_for(n / K, kBlock), kBlock, 0, stream>>>(dinp, inp, dout, n / K);
+  else gelu_backward_kernel<X, 1><<<grid_for(n, kBlock), kBlock, 0, stream>>>(dinp, inp, dout, n);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void crossentropy_forward(float* losses, float* lse, const X* logits, int ld, const int32_t* targets, int N, int V,
+                          cudaStream_t stream) {
+  crossentropy_forward_kernel<<<N, kRowBlock, 0, stream>>>(losses, lse, logits, ld, targets, V);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void crossentropy_backward(X* logits, int ld, const float* lse, const int32_t* targets, float dloss, int N, int V,
+                           cudaStream_t stream) {
+  crossentropy_backward_kernel<<<N, kRowBlock, 0, stream>>>(logits, ld, lse, targets, dloss, V);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+void mean_of(float* out, const float* values, int n, cudaStream_t stream) {
+  mean_kernel<<<1, 1024, 0, stream>>>(out, values, n);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+void cast_to_bf16(bf16* dst, const float* src, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  cast_to_bf16_kernel<<<grid_for(static_cast<int64_t>(n), kBlock), kBlock, 0, stream>>>(dst, src, n);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void rows_to_f32(float* dst, const X* src, int rows, int cols, int ld, cudaStream_t stream) {
+  rows_to_f32_kernel<<<grid_for(static_cast<int64_t>(rows) * cols, kBlock), kBlock, 0, stream>>>(dst, src, rows, cols, ld);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void kv_scatter(X* k_cache, X* v_cache, const X* qkv, const int32_t* row_slot, const int32_t* row_pos, int R, int C,
+                int n_ctx, cudaStream_t stream) {
+  kv_scatter_kernel<<<grid_for(static_cast<int64_t>(R) * C, kBlock), kBlock, 0, stream>>>(k_cache, v_cache, qkv, row_slot,
+                                                                                          row_pos, R, C, n_ctx);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <typename X>
+void gather_rows(X* dst, const X* src, const int32_t* src_rows, const int32_t* dst_rows, int n, int C,
+                 cudaStream_t stream) {
+  if (n == 0) return;
+  gather_rows_kernel<<<grid_for(static_cast<int64_t>(n) * C, kBlock), kBlock, 0, stream>>>(dst, src, src_rows, dst_rows, n, C);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+void grad_square_sums(double* partials, const float* grads, const DeviceSpan* spans, int n_spans, cudaStream_t stream) {
+  grad_square_sums_kernel<<<n_spans, kBlock, 0, stream>>>(partials, grads, spans);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+void grad_norm(float* norm_mult, const double* partials, int n_spans, float grad_scale, float grad_clip,
+               cudaStream_t stream) {
+  grad_norm_kernel<<<1, 1024, 0, stream>>>(norm_mult, partials, n_spans, grad_scale, grad_clip);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+void optimizer_update(float* params, bf16* params_lp, float* grads, float* m, float* v, const DeviceSpan* spans,
+                      int n_spans, const float* norm_mult, const UpdateArgs& args, cudaStream_t stream) {
+  optimizer_update_kernel<<<n_spans, kBlock, 0, stream>>>(params, params_lp, grads, m, v, spans, norm_mult, args);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+#define DIXIE_LAYERS_FOR(X)                                                                                         \
+  template void encoder_forward<X>(X*, const int32_t*, const int32_t*, const float*, const float*, int, int, int,      \
+                                   cudaStream_t);                                                                    \
+  template void encoder_backward<X>(float*, float*, const X*, const TokenBuckets&, int, int, int, cudaStream_t);       \
+  template void layernorm_forward<X>(X*, float*, float*, const X*, const float*, const float*, int, int, cudaStream_t); \
+  template void residual_layernorm_forward<X>(X*, X*, float*, float*, const X*, const X*, const float*, const float*,  \
+                                              int, int, cudaStream_t);                                               \
+  template void layernorm_backward<X>(X*, float*, float*, const X*, const X*, const float*, const float*,              \
+                                      const float*, int, int, float*, cudaStream_t);                                 \
+  template void bias_backward<X>(float*, const X*, int, int, float*, cudaStream_t);                                    \
+  template void gelu_forward<X>(X*, const X*, int64_t, cudaStream_t);                                                  \
+  template void gelu_backward<X>(X*, const X*, const X*, int64_t, cudaStream_t);                                       \
+  template void crossentropy_forward<X>(float*, float*, const X*, int, const int32_t*, int, int, cudaStream_t);        \
+  template void crossentropy_backward<X>(X*, int, const float*, const int32_t*, float, int, int, cudaStream_t);        \
+  template void rows_to_f32<X>(float*, const X*, int, int, int, cudaStream_t);                                         \
+  template void kv_scatter<X>(X*, X*, const X*, const int32_t*, const int32_t*, int, int, int, cudaStream_t);           \
+  template void gather_rows<X>(X*, const X*, const int32_t*, const int32_t*, int, int, cudaStream_t);
+
+DIXIE_LAYERS_FOR(float)
+DIXIE_LAYERS_FOR(bf16)
+
+}  // namespace dixie::cuda

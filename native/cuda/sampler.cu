@@ -1,0 +1,356 @@
+#include "sampler.cuh"
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace dixie::cuda {
+
+namespace {
+
+constexpr int kThreads = 512;
+constexpr float kMassScale = 1099511627776.0f;  // 2^40: probabilities relative to the most likely token, as integers
+
+struct RowParams {
+  float temperature;
+  int top_k;
+  float top_p;
+  float penalize;
+  int64_t history_begin;
+  int history_len;
+};
+
+// Staged layout of meta_: [n RowParams][2n RNG words][history tokens]
+size_t rng_offset(int n) { return (static_cast<size_t>(n) * sizeof(RowParams) + 15) / 16 * 16; }
+size_t history_offset(int n) { return rng_offset(n) + static_cast<size_t>(n) * 2 * sizeof(uint64_t); }
+// Results come back through the staging buffer as [n tokens][2n RNG words].
+size_t results_offset(int n) { return (static_cast<size_t>(n) * sizeof(int32_t) + 15) / 16 * 16; }
+
+// ---- the CPU's random numbers ----
+
+__device__ __forceinline__ uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+// xoroshiro128++, exactly as native/cpu/sampler.cpp (an all-zero state is replaced by the same fixed one).
+__device__ uint64_t next_random(uint64_t* s) {
+  if (s[0] == 0 && s[1] == 0) {
+    s[0] = 0x9e3779b97f4a7c15ull;
+    s[1] = 0xbf58476d1ce4e5b9ull;
+  }
+  const uint64_t s0 = s[0];
+  uint64_t s1 = s[1];
+  const uint64_t result = rotl(s0 + s1, 17) + s0;
+  s1 ^= s0;
+  s[0] = rotl(s0, 49) ^ s1 ^ (s1 << 21);
+  s[1] = rotl(s1, 28);
+  return result;
+}
+
+__device__ double uniform(uint64_t* s) { return static_cast<double>(next_random(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+// ---- order and weights of the candidates ----
+
+// The order in which the CPU walks the candidates, as ascending unique keys: by probability (larger logit
+// first, lower id first among equal logits) once top-k or top-p has ranked them, else by id.
+__device__ __forceinline__ uint64_t order_key(float x, int i, bool by_id) {
+  if (by_id) return static_cast<uint32_t>(i);
+  uint32_t u = __float_as_uint(x);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // unsigned order of the floats
+  return (static_cast<uint64_t>(~u) << 32) | static_cast<uint32_t>(i);
+}
+
+__device__ __forceinline__ unsigned long long mass_of(float x, float max, float inv_t) {
+  return __float2ull_rn(expf((x - max) * inv_t) * kMassScale);
+}
+
+struct WarpSumU64 {
+  __device__ __forceinline__ unsigned long long operator()(unsigned long long v) const {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+  }
+};
+
+struct SelectShared {
+  unsigned long long mass[256];
+  unsigned int count[256];
+  unsigned long long prefix, before, bin_total, found;
+  unsigned int bin_count;
+};
+
+// Among the candidates (key <= limit), the one at which the running total in key order (of counts, or of
+// masses) first reaches target, 1 <= target <= the candidates' total. Returns its key and sets *cum to the
+// running total including it. A radix select over the 64-bit keys, 8 bits a pass from the top; it stops early
+// once the chosen bin holds a single candidate.
+__device__ uint64_t block_select(const float* l, int V, float max, float inv_t, bool by_id, uint64_t limit, bool by_mass,
+                                 unsigned long long target, unsigned long long* cum, SelectShared& sh) {
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  uint64_t prefix = 0;
+  unsigned long long before = 0;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int i = tid; i < 256; i += blockDim.x) {
+      sh.mass[i] = 0;
+      sh.count[i] = 0;
+    }
+    __syncthreads();
+    const uint64_t high = shift == 56 ? 0 : (~0ull << (shift + 8));
+    for (int i = tid; i < V; i += blockDim.x) {
+      const uint64_t key = order_key(l[i], i, by_id);
+      if (key > limit || (key & high) != prefix) continue;
+      const int digit = static_cast<int>((key >> shift) & 255);
+      atomicAdd(&sh.count[digit], 1u);
+      if (by_mass) atomicAdd(&sh.mass[digit], mass_of(l[i], max, inv_t));
+    }
+    __syncthreads();
+    if (warp == 0) {  // lane j owns digits 8j .. 8j + 7; a scan over the lanes finds the bin reaching target
+      unsigned long long own = 0;
+#pragma unroll
+      for (int d = 0; d < 8; ++d) own += by_mass ? sh.mass[8 * lane + d] : sh.count[8 * lane + d];
+      unsigned long long incl = own;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const unsigned long long v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      const unsigned ballot = __ballot_sync(0xffffffffu, before + incl >= target);
+      const int first = ballot ? __ffs(ballot) - 1 : 31;  // empty only if target exceeded the total (a bug)
+      if (lane == first) {
+        unsigned long long run = before + incl - own;
+        int digit = 8 * lane + 7;
+        for (int d = 0; d < 8; ++d) {
+          const unsigned long long w = by_mass ? sh.mass[8 * lane + d] : sh.count[8 * lane + d];
+          if (run + w >= target) {
+            digit = 8 * lane + d;
+            break;
+          }
+          run += w;
+        }
+        sh.prefix = prefix | (static_cast<uint64_t>(digit) << shift);
+        sh.before = run;
+        sh.bin_total = by_mass ? sh.mass[digit] : sh.count[digit];
+        sh.bin_count = sh.count[digit];
+      }
+    }
+    __syncthreads();
+    prefix = sh.prefix;
+    before = sh.before;
+    if (sh.bin_count == 1 && shift > 0) {  // one candidate left in the bin: fetch its full key
+      const uint64_t mask = ~0ull << shift;
+      for (int i = tid; i < V; i += blockDim.x) {
+        const uint64_t key = order_key(l[i], i, by_id);
+        if (key <= limit && (key & mask) == prefix) sh.found = key;
+      }
+      __syncthreads();
+      prefix = sh.found;
+      break;
+    }
+  }
+  *cum = before + sh.bin_total;
+  return prefix;
+}
+
+// The largest logit, the lowest id among equals (the CPU's std::max_element).
+__device__ int block_argmax(const float* l, int V, float* vals, int* ids) {
+  float best = -INFINITY;
+  int id = 0x7fffffff;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    if (l[i] > best || (l[i] == best && i < id)) {
+      best = l[i];
+      id = i;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, id, o);
+    if (ob > best || (ob == best && oi < id)) {
+      best = ob;
+      id = oi;
+    }
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  if (lane == 0) {
+    vals[warp] = best;
+    ids[warp] = id;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < warps; ++w)
+      if (vals[w] > vals[0] || (vals[w] == vals[0] && ids[w] < ids[0])) {
+        vals[0] = vals[w];
+        ids[0] = ids[w];
+      }
+  }
+  __syncthreads();
+  return ids[0];
+}
+
+__global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* logits, const RowParams* params,
+                                                         uint64_t* rng, const int32_t* history, uint32_t* seen, int V) {
+  __shared__ SelectShared sh;
+  __shared__ float fscratch[32];
+  __shared__ int iscratch[32];
+  __shared__ unsigned long long uscratch[32];
+  __shared__ unsigned long long draw_target;
+  const int row = blockIdx.x;
+  const RowParams p = params[row];
+  float* l = logits + static_cast<int64_t>(row) * V;
+
+  // 1. The repetition penalty, once per distinct token of the history.
+  if (p.penalize > 0.0f && p.penalize < 1.0f) {
+    uint32_t* flags = seen + static_cast<int64_t>(row) * V;
+    const int32_t* h = history + p.history_begin;
+    for (int i = threadIdx.x; i < p.history_len; i += blockDim.x) {
+      const int tok = h[i];
+      if (atomicExch(&flags[tok], 1u) == 0u) l[tok] = l[tok] > 0.0f ? l[tok] * p.penalize : l[tok] / p.penalize;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < p.history_len; i += blockDim.x) flags[h[i]] = 0u;
+    __syncthreads();
+  }
+
+  // 2. Greedy rows take the argmax and leave the RNG alone.
+  if (p.temperature == 0.0f) {
+    const int id = block_argmax(l, V, fscratch, iscratch);
+    if (threadIdx.x == 0) out[row] = id;
+    return;
+  }
+
+  float local_max = -INFINITY;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) local_max = fmaxf(local_max, l[i]);
+  const float max = block_max(local_max, fscratch);
+  const float inv_t = 1.0f / p.temperature;
+
+  // 3. Top-k: the candidates are the keys up to the k-th.
+  const bool top_k = p.top_k > 0 && p.top_k < V, top_p = p.top_p < 1.0f;
+  const bool by_id = !top_k && !top_p;
+  uint64_t limit = ~0ull;
+  unsigned long long total = 0;
+  if (top_k) limit = block_select(l, V, max, inv_t, false, limit, false, p.top_k, &total, sh);
+
+  unsigned long long part = 0;
+  for (int i = threadIdx.x; i < V; i += blockDim.x)
+    if (order_key(l[i], i, by_id) <= limit) part += mass_of(l[i], max, inv_t);
+  total = block_reduce(part, uscratch, 0ull, WarpSumU64());
+
+  // 4. Top-p: the smallest prefix of the candidates holding top_p of their mass.
+  if (top_p) {
+    unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(p.top_p) * static_cast<double>(total)));
+    target = target < 1 ? 1 : (target > total ? total : target);
+    limit = block_select(l, V, max, inv_t, false, limit, true, target, &total, sh);
+  }
+
+  // 5. The draw: the candidate where the running mass first exceeds u * total.
+  if (threadIdx.x == 0) {
+    unsigned long long x = static_cast<unsigned long long>(uniform(rng + 2 * row) * static_cast<double>(total));
+    if (x >= total) x = total - 1;
+    draw_target = x + 1;
+  }
+  __syncthreads();
+  unsigned long long cum = 0;
+  const uint64_t key = block_select(l, V, max, inv_t, by_id, limit, true, draw_target, &cum, sh);
+  if (threadIdx.x == 0) out[row] = static_cast<int32_t>(key & 0xffffffffu);
+}
+
+void check_row(int row, int V, const SamplingParams& sp, const int32_t* history, int history_len) {
+  const std::string where = "sample: row " + std::to_string(row) + ": ";
+  if (!(sp.temperature >= 0.0f) || std::isinf(sp.temperature))
+    throw std::invalid_argument(where + "temperature must be a finite number >= 0, got " + std::to_string(sp.temperature));
+  if (sp.top_k < 0) throw std::invalid_argument(where + "top_k must be >= 0, got " + std::to_string(sp.top_k));
+  if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
+    throw std::invalid_argument(where + "top_p must be in (0, 1], got " + std::to_string(sp.top_p));
+  if (!(sp.penalize >= 0.0f && sp.penalize <= 1.0f))
+    throw std::invalid_argument(where + "penalize must be in [0, 1] (0: off), got " + std::to_string(sp.penalize));
+  if (history_len < 0 || (history_len > 0 && history == nullptr)) throw std::invalid_argument(where + "bad history");
+  for (int i = 0; i < history_len; ++i)
+    if (history[i] < 0 || history[i] >= V)
+      throw std::invalid_argument(where + "history token " + std::to_string(history[i]) + " at " + std::to_string(i) +
+                                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
+}
+
+}  // namespace
+
+CudaSampler::CudaSampler(cudaStream_t stream) : stream_(stream) {
+  DIXIE_CUDA_CHECK(cudaEventCreate(&start_));
+  DIXIE_CUDA_CHECK(cudaEventCreate(&stop_));
+}
+
+CudaSampler::~CudaSampler() {
+  if (start_) cudaEventDestroy(start_);
+  if (stop_) cudaEventDestroy(stop_);
+}
+
+size_t CudaSampler::memory_bytes() const { return logits_.bytes() + seen_.bytes() + meta_.bytes() + tokens_.bytes(); }
+
+// Grows the buffers to n rows and the history length; once a server's batch and context are reached, sampling
+// allocates nothing more.
+void CudaSampler::reserve(int n, int V, size_t history) {
+  if (n > rows_ || V != vocab_) {
+    const int rows = n > rows_ ? n : rows_;
+    logits_.allocate(static_cast<size_t>(rows) * V, "sampler logits");
+    seen_.allocate(static_cast<size_t>(rows) * V, "sampler penalty flags");
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(seen_.data(), 0, seen_.bytes(), stream_));
+    tokens_.allocate(rows, "sampled tokens");
+    rows_ = rows;
+    vocab_ = V;
+  }
+  const size_t meta = history_offset(rows_) + history * sizeof(int32_t);
+  if (meta > meta_.size()) meta_.allocate(meta, "sampler settings");
+  const size_t results = results_offset(rows_) + static_cast<size_t>(rows_) * 2 * sizeof(uint64_t);
+  const size_t stage = meta > results ? meta : results;
+  if (stage > staging_.size()) staging_.allocate(stage);
+}
+
+void CudaSampler::sample(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+                         const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) {
+  if (n <= 0) return;
+  if (V <= 0) throw std::invalid_argument("sample: empty vocabulary");
+  size_t total_history = 0;
+  for (int i = 0; i < n; ++i) {
+    const int len = history_len ? history_len[i] : 0;
+    check_row(i, V, params[i], history ? history[i] : nullptr, len);
+    total_history += static_cast<size_t>(len);
+  }
+  reserve(n, V, total_history);
+
+  unsigned char* stage = staging_.data();
+  RowParams* rp = reinterpret_cast<RowParams*>(stage);
+  uint64_t* rng = reinterpret_cast<uint64_t*>(stage + rng_offset(n));
+  int32_t* hist = reinterpret_cast<int32_t*>(stage + history_offset(n));
+  int64_t at = 0;
+  for (int i = 0; i < n; ++i) {
+    const int len = history_len ? history_len[i] : 0;
+    rp[i] = RowParams{params[i].temperature, params[i].top_k, params[i].top_p, params[i].penalize, at, len};
+    if (len > 0) std::memcpy(hist + at, history[i], sizeof(int32_t) * len);
+    at += len;
+  }
+  std::memcpy(rng, rng_state, sizeof(uint64_t) * 2 * n);
+  const size_t meta_bytes = history_offset(n) + static_cast<size_t>(at) * sizeof(int32_t);
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(meta_.data(), stage, meta_bytes, cudaMemcpyHostToDevice, stream_));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(logits_.data(), logits, sizeof(float) * static_cast<size_t>(n) * V,
+                                   cudaMemcpyHostToDevice, stream_));
+  unsigned char* meta = meta_.data();
+  DIXIE_CUDA_CHECK(cudaEventRecord(start_, stream_));
+  sample_kernel<<<n, kThreads, 0, stream_>>>(tokens_.data(), logits_.data(), reinterpret_cast<const RowParams*>(meta),
+                                             reinterpret_cast<uint64_t*>(meta + rng_offset(n)),
+                                             reinterpret_cast<const int32_t*>(meta + history_offset(n)), seen_.data(), V);
+  DIXIE_CUDA_LAUNCHED();
+  DIXIE_CUDA_CHECK(cudaEventRecord(stop_, stream_));
+  // The staging buffer is free again once the copies above have run; the results come back through it.
+  int32_t* tokens_back = reinterpret_cast<int32_t*>(stage);
+  uint64_t* rng_back = reinterpret_cast<uint64_t*>(stage + results_offset(n));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(tokens_back, tokens_.data(), sizeof(int32_t) * n, cudaMemcpyDeviceToHost, stream_));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(rng_back, meta + rng_offset(n), sizeof(uint64_t) * 2 * n, cudaMemcpyDeviceToHost,
+                                   stream_));
+  DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  DIXIE_CUDA_CHECK(cudaEventElapsedTime(&last_kernel_ms_, start_, stop_));
+  for (int i = 0; i < n; ++i) {
+    if (tokens_back[i] < 0 || tokens_back[i] >= V)
+      throw std::logic_error("sample: the GPU sampler produced token " + std::to_string(tokens_back[i]) + " for row " +
+                             std::to_string(i) + " (an internal error)");
+  }
+  std::memcpy(out_tokens, tokens_back, sizeof(int32_t) * n);
+  std::memcpy(rng_state, rng_back, sizeof(uint64_t) * 2 * n);
+}
+
+}  // namespace dixie::cuda

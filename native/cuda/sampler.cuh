@@ -1,0 +1,50 @@
+// Backend::sample on the GPU: one block per row does the repetition penalty, temperature, top-k, top-p and the
+// draw of native/cpu/sampler.cpp, with the same xoroshiro128++ stream (one draw per sampled row, none for
+// greedy rows). Nothing is sorted: top-k, the nucleus and the draw are each a radix select over the row in the
+// CPU's walking order (by id without top-k/top-p; else most likely first, lower id first on ties), which finds
+// the element where a running count or probability mass first reaches a target in a few passes over the row.
+//
+// Tokens are the CPU's exactly for greedy rows (and top_k = 1). For sampled rows the draw is the CPU's
+// whenever it does not fall within rounding of a boundary between two tokens: probabilities are summed as
+// integers (exp(...) * 2^40, so that the sums are exact and the result is the same on every run) where the CPU
+// sums doubles, which moves the boundaries by about 1e-12 of the total. Tokens below 2^-41 of the most likely
+// one get probability 0. With top-k and no top-p the CPU walks its candidates in the order std::nth_element
+// leaves them, which this sampler cannot reproduce (it walks them most likely first): the distribution is the
+// same, the token drawn for a given random number generally is not.
+#pragma once
+#include <cstdint>
+
+#include "common.cuh"
+#include "core/backend.h"
+
+namespace dixie::cuda {
+
+class CudaSampler {
+ public:
+  explicit CudaSampler(cudaStream_t stream);
+  ~CudaSampler();
+  CudaSampler(const CudaSampler&) = delete;
+  CudaSampler& operator=(const CudaSampler&) = delete;
+
+  // See Backend::sample. logits and the other arrays are host memory.
+  void sample(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+              const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens);
+
+  float last_kernel_ms() const { return last_kernel_ms_; }  // device time of the last call's kernel
+  size_t memory_bytes() const;
+
+ private:
+  void reserve(int n, int V, size_t history);
+
+  cudaStream_t stream_;
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+  int rows_ = 0, vocab_ = 0;
+  DeviceArray<float> logits_;     // [rows, V]
+  DeviceArray<uint32_t> seen_;    // [rows, V] flags of the penalty, all zero between calls
+  DeviceArray<unsigned char> meta_;  // row settings, RNG states and histories, as staged below
+  DeviceArray<int32_t> tokens_;   // [rows]
+  PinnedArray<unsigned char> staging_;
+  float last_kernel_ms_ = 0.0f;
+};
+
+}  // namespace dixie::cuda

@@ -1,0 +1,907 @@
+// dixie_gpu_check: the CUDA backend checked against the reference vectors and against the CPU backend, and
+// benchmarked. Built and run by bench/gpu.sh on a machine with an NVIDIA GPU; needs no Node.js.
+//
+//   dixie_gpu_check <section> [--small] [--fixtures DIR]
+//   sections: reference  the gpt2-tiny reference vectors (test/fixtures/gpt2-tiny) on CUDA, float32 and bf16
+//             cpu        CUDA against the CPU backend on a random model of GPT-2 124M's shape
+//             decode     KV-cached decoding against full forward passes and against the CPU
+//             sampler    the GPU sampler against the CPU sampler
+//             bench      training and decoding throughput, sampling time (a markdown table on stdout)
+//             bench-train  only training at 8 x 1024 (to compare GEMM paths)
+//   --small: cpu, decode and sampler on a 2-layer model of head size 64 instead of 124M (seconds, not minutes)
+//
+// Each check prints one line, PASS or FAIL with the measured numbers; the exit status is the number of
+// failures. Set DIXIE_CUBLAS=0 to run everything on dixie's own GEMM kernels instead of cuBLASLt.
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/dtype.h"
+#include "cuda/cuda_backend.cuh"
+
+using namespace dixie;
+
+namespace {
+
+// ---- reporting ----
+
+int g_failures = 0;
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), f, v);
+  return buf;
+}
+
+void report(bool ok, const std::string& name, const std::string& detail) {
+  if (!ok) ++g_failures;
+  std::printf("%s  %-58s %s\n", ok ? "PASS" : "FAIL", name.c_str(), detail.c_str());
+  std::fflush(stdout);
+}
+
+// Runs one check; an exception is its failure (and the next check still runs).
+void check(const std::string& name, const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const std::exception& e) {
+    report(false, name, std::string("threw: ") + e.what());
+  }
+}
+
+double max_abs(const float* a, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(static_cast<double>(a[i])));
+  return m;
+}
+
+double max_abs_diff(const float* a, const float* b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
+  return m;
+}
+
+// ||a - b|| / ||b||
+double rel_l2(const float* a, const float* b, size_t n) {
+  double d = 0, r = 0;
+  for (size_t i = 0; i < n; ++i) {
+    d += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    r += static_cast<double>(b[i]) * b[i];
+  }
+  return r > 0 ? std::sqrt(d / r) : std::sqrt(d);
+}
+
+// ---- a minimal safetensors reader (the fixture files) ----
+
+struct Json {
+  enum Kind { Null, Number, String, Array, Object } kind = Null;
+  double number = 0;
+  std::string str;
+  std::vector<Json> items;
+  std::map<std::string, Json> fields;
+};
+
+struct JsonParser {
+  const std::string& s;
+  size_t i = 0;
+  void ws() {
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+  }
+  [[noreturn]] void fail(const char* what) { throw std::runtime_error(std::string("safetensors header: ") + what + " at " + std::to_string(i)); }
+  std::string string() {
+    if (s[i] != '"') fail("expected a string");
+    std::string out;
+    for (++i; i < s.size() && s[i] != '"'; ++i) {
+      if (s[i] == '\\') ++i;
+      out += s[i];
+    }
+    ++i;
+    return out;
+  }
+  Json value() {
+    ws();
+    Json v;
+    if (i >= s.size()) fail("unexpected end");
+    if (s[i] == '{') {
+      v.kind = Json::Object;
+      ++i;
+      ws();
+      while (s[i] != '}') {
+        ws();
+        const std::string key = string();
+        ws();
+        if (s[i++] != ':') fail("expected ':'");
+        v.fields[key] = value();
+        ws();
+        if (s[i] == ',') ++i;
+        ws();
+      }
+      ++i;
+    } else if (s[i] == '[') {
+      v.kind = Json::Array;
+      ++i;
+      ws();
+      while (s[i] != ']') {
+        v.items.push_back(value());
+        ws();
+        if (s[i] == ',') ++i;
+        ws();
+      }
+      ++i;
+    } else if (s[i] == '"') {
+      v.kind = Json::String;
+      v.str = string();
+    } else {
+      v.kind = Json::Number;
+      size_t end = i;
+      while (end < s.size() && (std::isdigit(static_cast<unsigned char>(s[end])) || std::strchr("+-.eE", s[end]))) ++end;
+      if (end == i) fail("unexpected character");
+      v.number = std::stod(s.substr(i, end - i));
+      i = end;
+    }
+    return v;
+  }
+};
+
+struct Tensor {
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::vector<char> bytes;
+  size_t numel() const {
+    size_t n = 1;
+    for (int64_t d : shape) n *= static_cast<size_t>(d);
+    return n;
+  }
+  std::vector<float> f32() const {
+    std::vector<float> out(numel());
+    if (dtype == "F32") std::memcpy(out.data(), bytes.data(), out.size() * 4);
+    else if (dtype == "F16" || dtype == "BF16") {
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(bytes.data());
+      for (size_t i = 0; i < out.size(); ++i) out[i] = dtype == "F16" ? f16_to_f32(h[i]) : bf16_to_f32(h[i]);
+    } else throw std::runtime_error("tensor dtype " + dtype + " is not a float type");
+    return out;
+  }
+  std::vector<int32_t> i32() const {
+    if (dtype != "I32") throw std::runtime_error("tensor dtype " + dtype + " is not I32");
+    std::vector<int32_t> out(numel());
+    std::memcpy(out.data(), bytes.data(), out.size() * 4);
+    return out;
+  }
+};
+
+std::map<std::string, Tensor> read_safetensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot open " + path);
+  uint64_t header_len = 0;
+  f.read(reinterpret_cast<char*>(&header_len), 8);
+  std::string header(header_len, '\0');
+  f.read(&header[0], static_cast<std::streamsize>(header_len));
+  JsonParser parser{header};
+  const Json root = parser.value();
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, entry] : root.fields) {
+    if (name == "__metadata__") continue;
+    Tensor t;
+    t.dtype = entry.fields.at("dtype").str;
+    for (const Json& d : entry.fields.at("shape").items) t.shape.push_back(static_cast<int64_t>(d.number));
+    const auto& off = entry.fields.at("data_offsets").items;
+    const uint64_t begin = static_cast<uint64_t>(off[0].number), end = static_cast<uint64_t>(off[1].number);
+    t.bytes.resize(end - begin);
+    f.seekg(static_cast<std::streamoff>(8 + header_len + begin));
+    f.read(t.bytes.data(), static_cast<std::streamsize>(end - begin));
+    if (!f) throw std::runtime_error(path + ": tensor " + name + " is truncated");
+    out[name] = std::move(t);
+  }
+  return out;
+}
+
+// ---- models ----
+
+GPT2Config config_from_hf(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("cannot open " + path);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  JsonParser parser{text};
+  const Json j = parser.value();
+  auto get = [&](const char* a, const char* b) {
+    auto it = j.fields.find(a);
+    if (it == j.fields.end()) it = j.fields.find(b);
+    if (it == j.fields.end()) throw std::runtime_error(path + ": no " + a);
+    return static_cast<int>(it->second.number);
+  };
+  GPT2Config c;
+  c.n_layer = get("n_layer", "num_hidden_layers");
+  c.n_head = get("n_head", "num_attention_heads");
+  c.n_embd = get("n_embd", "hidden_size");
+  c.n_ctx = get("n_positions", "n_ctx");
+  c.vocab_size = get("vocab_size", "vocab_size");
+  return c;
+}
+
+GPT2Config gpt2_124m() {
+  GPT2Config c;
+  c.n_layer = 12;
+  c.n_head = 12;
+  c.n_embd = 768;
+  c.n_ctx = 1024;
+  c.vocab_size = 50257;
+  return c;
+}
+
+// The model and sizes of the cpu, decode and sampler sections.
+struct Shape {
+  GPT2Config config;
+  int B, T;                  // the training batch of the cpu section
+  std::vector<int> prefill;  // decode: new tokens of slots 0, 1, 2 in the first call (with 124M, more rows than
+                             // a decoding chunk holds, so that a slot's prefill spans two chunks)
+  int sampler_rows;
+};
+
+Shape shape_for(bool small) {
+  if (!small) return Shape{gpt2_124m(), 4, 256, {37, 1, 1000}, 256};
+  GPT2Config c;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 128;
+  c.n_ctx = 128;
+  c.vocab_size = 1000;
+  return Shape{c, 2, 80, {37, 1, 90}, 64};
+}
+
+struct Rng {  // splitmix64, with Box-Muller normals
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
+  double normal() {
+    const double u1 = std::max(uniform(), 1e-300), u2 = uniform();
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  }
+};
+
+// GPT-2's initialisation, with small random biases and LayerNorm parameters so that every path is exercised.
+std::vector<float> random_params(const ModelSpec& spec, uint64_t seed) {
+  std::vector<float> p(spec.num_params(), 0.0f);
+  Rng rng{seed};
+  for (const ParamTensor& t : spec.tensors()) {
+    const bool ln_weight = t.kind == LN1_W || t.kind == LN2_W || t.kind == LNF_W;
+    for (size_t i = 0; i < t.numel; ++i) {
+      const double z = rng.normal();
+      p[t.offset + i] = static_cast<float>(ln_weight ? 1.0 + 0.1 * z : (t.is_matrix ? 0.02 : 0.01) * z);
+    }
+  }
+  return p;
+}
+
+std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
+  Rng rng{seed};
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(vocab));
+  return t;
+}
+
+std::unique_ptr<Backend> cuda_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool bf16,
+                                    bool recompute = false, bool trainable = true) {
+  BackendOptions o;
+  o.max_batch = B;
+  o.max_seq = T;
+  o.mixed_bf16 = bf16;
+  o.recompute = recompute;
+  o.trainable = trainable;
+  auto be = make_cuda_backend(c, o);
+  be->write_params(0, params.data(), params.size(), DType::F32);
+  return be;
+}
+
+std::unique_ptr<Backend> cpu_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool trainable = true) {
+  BackendOptions o;
+  o.max_batch = B;
+  o.max_seq = T;
+  o.trainable = trainable;
+  auto be = make_cpu_backend(c, o);
+  be->write_params(0, params.data(), params.size(), DType::F32);
+  return be;
+}
+
+StepOptions adamw(float lr) {
+  StepOptions s;
+  s.kind = OptimizerKind::AdamW;
+  s.lr = lr;
+  s.beta1 = 0.9f;
+  s.beta2 = 0.999f;
+  s.eps = 1e-8f;
+  s.weight_decay = 0.0f;
+  return s;
+}
+
+std::vector<float> read_all(const Backend& be, bool grads) {
+  std::vector<float> out(be.spec().num_params());
+  if (grads) be.read_grads(0, out.data(), out.size());
+  else be.read_params(0, out.data(), out.size());
+  return out;
+}
+
+// ---- section: the reference vectors ----
+
+void section_reference(const std::string& dir) {
+  const GPT2Config c = config_from_hf(dir + "/config.json");
+  const ModelSpec spec(c);
+  auto weights = read_safetensors(dir + "/model.safetensors");
+  auto ex = read_safetensors(dir + "/expected.safetensors");
+  std::vector<float> params(spec.num_params(), 0.0f);
+  for (const ParamTensor& t : spec.tensors()) {
+    auto it = weights.find(t.name);
+    if (it == weights.end()) it = weights.find("transformer." + t.name);
+    if (it == weights.end()) throw std::runtime_error("model.safetensors: no " + t.name);
+    const std::vector<float> v = it->second.f32();
+    std::copy(v.begin(), v.end(), params.begin() + static_cast<std::ptrdiff_t>(t.offset));
+  }
+  const int B = static_cast<int>(ex.at("inputs").shape[0]), T = static_cast<int>(ex.at("inputs").shape[1]);
+  const std::vector<int32_t> inputs = ex.at("inputs").i32(), targets = ex.at("targets").i32();
+  const std::vector<float> ref_logits = ex.at("logits").f32(), ref_losses = ex.at("losses").f32();
+  const size_t NV = static_cast<size_t>(B) * T * c.vocab_size;
+
+  for (const bool bf16 : {false, true}) {
+    const std::string tag = bf16 ? "reference bf16: " : "reference f32: ";
+    // float32 at the reference's tolerances (test/fixtures/gpt2-tiny/README.md); bf16 within bf16's
+    const double tol_logits = bf16 ? 0.05 : 1e-5, tol_loss = bf16 ? 0.02 : 1e-4, tol_grad = bf16 ? 0.05 : 1e-4;
+    std::vector<float> grads_kept;
+    for (const bool recompute : {false, true}) {
+      const std::string t2 = tag + (recompute ? "(recompute) " : "");
+      check(t2 + "forward, backward, AdamW step 1", [&] {
+        auto be = cuda_model(c, params, B, T, bf16, recompute);
+        std::vector<float> logits(NV);
+        const float loss = be->forward(inputs.data(), targets.data(), B, T, logits.data());
+        const double dl = max_abs_diff(logits.data(), ref_logits.data(), NV);
+        report(dl <= tol_logits, t2 + "logits", "max |diff| " + fmt("%.2e", dl) + " (tol " + fmt("%.0e", tol_logits) + ")");
+        report(std::fabs(loss - ref_losses[0]) <= tol_loss, t2 + "loss",
+               fmt("%.6f", loss) + " vs " + fmt("%.6f", ref_losses[0]));
+        be->backward();
+        const std::vector<float> g = read_all(*be, true), p0 = read_all(*be, false);
+        double worst = 0;
+        std::string worst_name;
+        for (const ParamTensor& t : spec.tensors()) {
+          const std::vector<float> r = ex.at("grad." + t.name).f32();
+          const float* mine = g.data() + t.offset;
+          const double e = bf16 ? rel_l2(mine, r.data(), t.numel) : max_abs_diff(mine, r.data(), t.numel) / std::max(1e-30, max_abs(r.data(), t.numel));
+          if (e > worst) {
+            worst = e;
+            worst_name = t.name;
+          }
+        }
+        report(worst <= tol_grad, t2 + "gradients",
+               std::string(bf16 ? "worst relative L2 " : "worst max|diff|/max|g| ") + fmt("%.2e", worst) + " (" + worst_name + ")");
+        if (recompute && !grads_kept.empty()) {
+          report(max_abs_diff(g.data(), grads_kept.data(), g.size()) == 0.0, t2 + "gradients identical to keeping activations", "");
+        }
+        if (!recompute) grads_kept = g;
+        if (bf16) return;
+        be->step(adamw(1e-3f));
+        const std::vector<float> p = read_all(*be, false);
+        double worst_ref = 0, worst_own = 0;
+        for (const ParamTensor& t : spec.tensors()) {
+          const std::vector<float> r = ex.at("adamw_step1." + t.name).f32(), rg = ex.at("grad." + t.name).f32();
+          const double gtol = 1e-4 * max_abs(rg.data(), t.numel);
+          for (size_t i = 0; i < t.numel; ++i) {
+            const size_t k = t.offset + i;
+            const double own = p0[k] - 1e-3 * (g[k] / (std::fabs(g[k]) + 1e-8));
+            worst_own = std::max(worst_own, std::fabs(p[k] - own));
+            if (std::fabs(rg[i]) > gtol) worst_ref = std::max(worst_ref, std::fabs(static_cast<double>(p[k]) - r[i]));
+          }
+        }
+        report(worst_ref <= 1e-5, t2 + "params after AdamW step 1", "max |diff| " + fmt("%.2e", worst_ref) + " where |g| is above tolerance");
+        report(worst_own <= 1e-6, t2 + "update is lr * m_hat / (sqrt(v_hat) + eps)", "max |diff| " + fmt("%.2e", worst_own));
+      });
+    }
+    check(tag + "10-step AdamW loss trajectory", [&] {
+      auto be = cuda_model(c, params, B, T, bf16);
+      double worst = 0;
+      std::string losses;
+      for (int step = 0; step < 10; ++step) {
+        const float loss = be->forward(inputs.data(), targets.data(), B, T, nullptr);
+        worst = std::max(worst, std::fabs(static_cast<double>(loss) - ref_losses[step]));
+        losses += (step ? " " : "") + fmt("%.4f", loss);
+        be->backward();
+        be->step(adamw(1e-3f));
+      }
+      report(worst <= (bf16 ? 0.05 : 1e-4) && be->optimizer_step_count() == 10, tag + "10-step losses",
+             "max |diff| " + fmt("%.2e", worst) + ": " + losses);
+    });
+  }
+}
+
+// ---- section: CUDA against the CPU on GPT-2 124M's shape ----
+
+void section_cpu(const Shape& shape) {
+  const GPT2Config c = shape.config;
+  const ModelSpec spec(c);
+  const int B = shape.B, T = shape.T;
+  const size_t NV = static_cast<size_t>(B) * T * c.vocab_size;
+  std::printf("random model, %d layers, %d channels, B x T = %d x %d\n", c.n_layer, c.n_embd, B, T);
+  const std::vector<float> params = random_params(spec, 1);
+  const std::vector<int32_t> inputs = random_tokens(B * T, c.vocab_size, 2), targets = random_tokens(B * T, c.vocab_size, 3);
+
+  std::vector<float> cpu_logits(NV), cpu_grads, cpu_after;
+  float cpu_loss = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    auto cpu = cpu_model(c, params, B, T);
+    cpu_loss = cpu->forward(inputs.data(), targets.data(), B, T, cpu_logits.data());
+    cpu->backward();
+    cpu_grads = read_all(*cpu, true);
+    cpu->step(adamw(1e-3f));
+    cpu_after = read_all(*cpu, false);
+  }
+  std::printf("CPU reference: %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+
+  for (const bool bf16 : {false, true}) {
+    const std::string tag = bf16 ? "CUDA bf16 vs CPU: " : "CUDA f32 vs CPU: ";
+    check(tag + "forward, backward, step", [&] {
+      auto be = cuda_model(c, params, B, T, bf16);
+      std::vector<float> logits(NV);
+      const float loss = be->forward(inputs.data(), targets.data(), B, T, logits.data());
+      const double scale = std::max(1.0, max_abs(cpu_logits.data(), NV));
+      const double dl = max_abs_diff(logits.data(), cpu_logits.data(), NV) / scale;
+      report(dl <= (bf16 ? 0.1 : 1e-4), tag + "logits", "max |diff| / max(1, max|logit|) " + fmt("%.2e", dl));
+      report(std::fabs(loss - cpu_loss) <= (bf16 ? 0.02 : 1e-4), tag + "loss", fmt("%.6f", loss) + " vs " + fmt("%.6f", cpu_loss));
+      be->backward();
+      const std::vector<float> g = read_all(*be, true);
+      double worst = 0;
+      std::string worst_name;
+      for (const ParamTensor& t : spec.tensors()) {
+        const float* ref = cpu_grads.data() + t.offset;
+        const double e = bf16 ? rel_l2(g.data() + t.offset, ref, t.numel)
+                              : max_abs_diff(g.data() + t.offset, ref, t.numel) / std::max(1e-30, max_abs(ref, t.numel));
+        if (e > worst) {
+          worst = e;
+          worst_name = t.name;
+        }
+      }
+      report(worst <= (bf16 ? 0.1 : 1e-3), tag + "gradients",
+             std::string(bf16 ? "worst relative L2 " : "worst max|diff|/max|g| ") + fmt("%.2e", worst) + " (" + worst_name + ")");
+      const float norm = be->step(adamw(1e-3f));
+      const std::vector<float> p = read_all(*be, false);
+      // At t = 1 AdamW moves a parameter by about lr * sign(g): compare where |g| is clearly above rounding.
+      double worst_p = 0;
+      size_t agree = 0, counted = 0;
+      for (const ParamTensor& t : spec.tensors()) {
+        const double gmax = max_abs(cpu_grads.data() + t.offset, t.numel);
+        for (size_t i = 0; i < t.numel; ++i) {
+          const size_t k = t.offset + i;
+          if (std::fabs(cpu_grads[k]) <= (bf16 ? 0.1 : 1e-3) * gmax) continue;
+          ++counted;
+          worst_p = std::max(worst_p, std::fabs(static_cast<double>(p[k]) - cpu_after[k]));
+          if ((p[k] - params[k]) * (cpu_after[k] - params[k]) > 0) ++agree;
+        }
+      }
+      if (bf16) {
+        const double frac = counted ? static_cast<double>(agree) / counted : 0;
+        report(frac >= 0.999, tag + "AdamW update direction", fmt("%.5f", frac) + " of " + std::to_string(counted) + " well-conditioned entries agree");
+      } else {
+        report(worst_p <= 1e-5, tag + "params after AdamW step 1", "max |diff| " + fmt("%.2e", worst_p) + " over " + std::to_string(counted) + " entries");
+      }
+      report(std::isfinite(norm) && norm > 0, tag + "gradient norm", fmt("%.6f", norm));
+    });
+  }
+}
+
+// ---- section: decoding ----
+
+void section_decode(const Shape& shape) {
+  const GPT2Config c = shape.config;
+  const ModelSpec spec(c);
+  const int V = c.vocab_size;
+  const std::vector<float> params = random_params(spec, 4);
+  // Two calls: a prefill of three slots, then one token each in another order.
+  const std::vector<int> slots1 = {0, 1, 2}, new1 = shape.prefill, slots2 = {2, 0, 1};
+  std::vector<std::vector<int32_t>> seq(3);
+  Rng rng{5};
+  for (int s = 0; s < 3; ++s)
+    for (int k = 0; k < new1[s] + 1; ++k) seq[s].push_back(static_cast<int32_t>(rng.next() % V));
+
+  auto run_kv = [&](Backend& be) {
+    std::vector<float> out1(3 * static_cast<size_t>(V)), out2(3 * static_cast<size_t>(V));
+    be.kv_reserve(4);
+    std::vector<int32_t> tok;
+    for (int s : slots1) tok.insert(tok.end(), seq[s].begin(), seq[s].begin() + new1[s]);
+    be.kv_forward(3, slots1.data(), new1.data(), tok.data(), out1.data());
+    std::vector<int32_t> tok2;
+    const std::vector<int> ones = {1, 1, 1};
+    for (int s : slots2) tok2.push_back(seq[s][new1[s]]);
+    be.kv_forward(3, slots2.data(), ones.data(), tok2.data(), out2.data());
+    return std::make_pair(out1, out2);
+  };
+  // The same logits from full forward passes over each slot's tokens.
+  auto run_full = [&](Backend& be) {
+    std::vector<float> out1(3 * static_cast<size_t>(V)), out2(3 * static_cast<size_t>(V));
+    for (int call = 0; call < 2; ++call) {
+      const std::vector<int>& order = call == 0 ? slots1 : slots2;
+      for (int i = 0; i < 3; ++i) {
+        const int s = order[i], len = new1[s] + call;
+        std::vector<float> logits(static_cast<size_t>(len) * V);
+        be.forward(seq[s].data(), nullptr, 1, len, logits.data());
+        std::copy(logits.end() - V, logits.end(), (call == 0 ? out1 : out2).begin() + static_cast<std::ptrdiff_t>(i) * V);
+      }
+    }
+    return std::make_pair(out1, out2);
+  };
+
+  std::pair<std::vector<float>, std::vector<float>> full_f32;
+  check("decode f32: KV-cached logits = full forward logits", [&] {
+    auto be = cuda_model(c, params, 1, c.n_ctx, false, false, false);
+    full_f32 = run_full(*be);
+    const auto kv = run_kv(*be);
+    const double d1 = max_abs_diff(kv.first.data(), full_f32.first.data(), kv.first.size());
+    const double d2 = max_abs_diff(kv.second.data(), full_f32.second.data(), kv.second.size());
+    report(std::max(d1, d2) <= 1e-3, "decode f32: KV-cached logits = full forward logits",
+           "max |diff| prefill " + fmt("%.2e", d1) + ", step " + fmt("%.2e", d2));
+    report(be->kv_length(0) == new1[0] + 1 && be->kv_length(1) == new1[1] + 1 && be->kv_length(2) == new1[2] + 1 &&
+               be->kv_length(3) == 0,
+           "decode f32: slot lengths", std::to_string(be->kv_length(0)) + " " + std::to_string(be->kv_length(1)) + " " +
+                                           std::to_string(be->kv_length(2)) + " " + std::to_string(be->kv_length(3)));
+    auto cpu = cpu_model(c, params, 1, c.n_ctx, false);
+    const auto cpu_kv = run_kv(*cpu);
+    const double e1 = max_abs_diff(kv.first.data(), cpu_kv.first.data(), kv.first.size());
+    const double e2 = max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size());
+    report(std::max(e1, e2) <= 1e-3, "decode f32: CUDA = CPU decoding", "max |diff| " + fmt("%.2e", std::max(e1, e2)));
+  });
+  check("decode bf16: KV-cached logits close to float32", [&] {
+    if (full_f32.first.empty()) throw std::runtime_error("no float32 reference (the check above failed)");
+    auto be = cuda_model(c, params, 1, c.n_ctx, true, false, false);
+    const auto kv = run_kv(*be);
+    const auto full = run_full(*be);
+    const double scale = std::max(1.0, max_abs(full_f32.first.data(), full_f32.first.size()));
+    const double d = std::max(max_abs_diff(kv.first.data(), full_f32.first.data(), kv.first.size()),
+                              max_abs_diff(kv.second.data(), full_f32.second.data(), kv.second.size())) / scale;
+    const double self = std::max(max_abs_diff(kv.first.data(), full.first.data(), kv.first.size()),
+                                 max_abs_diff(kv.second.data(), full.second.data(), kv.second.size())) / scale;
+    report(d <= 0.1, "decode bf16: KV-cached logits vs float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
+    report(self <= 0.1, "decode bf16: KV-cached vs bf16 full forward", "max |diff| / max(1, max|logit|) " + fmt("%.2e", self));
+  });
+}
+
+// ---- section: the sampler ----
+
+std::vector<int32_t> sample_with(Backend& be, const std::vector<float>& logits, const std::vector<SamplingParams>& sp,
+                                 std::vector<uint64_t>& rng, const std::vector<std::vector<int32_t>>& hist) {
+  const int n = static_cast<int>(sp.size());
+  std::vector<const int32_t*> hp(n);
+  std::vector<int32_t> hl(n), out(n);
+  for (int i = 0; i < n; ++i) {
+    hp[i] = hist[i].data();
+    hl[i] = static_cast<int32_t>(hist[i].size());
+  }
+  be.sample(n, logits.data(), sp.data(), rng.data(), hp.data(), hl.data(), out.data());
+  return out;
+}
+
+void section_sampler(const Shape& shape) {
+  // Exact agreement on the model's vocabulary.
+  {
+    const GPT2Config c = shape.config;
+    const int V = c.vocab_size, n = shape.sampler_rows;
+    BackendOptions o;
+    o.trainable = false;
+    auto gpu = make_cuda_backend(c, o);
+    auto cpu = make_cpu_backend(c, o);
+    Rng rng{7};
+    std::vector<float> logits(static_cast<size_t>(n) * V);
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(2.0 * rng.normal());
+    // Ties, as bf16 logits have them: every fourth row rounded to bf16.
+    for (int r = 0; r < n; r += 4)
+      for (int k = 0; k < V; ++k) logits[static_cast<size_t>(r) * V + k] = bf16_to_f32(f32_to_bf16(logits[static_cast<size_t>(r) * V + k]));
+    std::vector<std::vector<int32_t>> hist(n);
+    for (int r = 0; r < n; ++r)
+      for (int k = 0; k < 200; ++k) hist[r].push_back(static_cast<int32_t>(rng.next() % 300));  // repeats included
+    auto seeds = [&](uint64_t base) {
+      std::vector<uint64_t> s(2 * n);
+      Rng r{base};
+      for (auto& x : s) x = r.next();
+      return s;
+    };
+    auto compare = [&](const std::string& name, SamplingParams p, double need) {
+      check(name, [&] {
+        std::vector<SamplingParams> sp(n, p);
+        for (int r = 0; r < n; r += 2) sp[r].penalize = p.penalize > 0 ? 0.0f : 0.85f;  // half the rows penalised
+        std::vector<uint64_t> rg = seeds(11), rc = seeds(11);
+        const std::vector<int32_t> tg = sample_with(*gpu, logits, sp, rg, hist), tc = sample_with(*cpu, logits, sp, rc, hist);
+        int same = 0;
+        for (int r = 0; r < n; ++r) same += tg[r] == tc[r];
+        const double frac = static_cast<double>(same) / n;
+        report(frac >= need && rg == rc, name, std::to_string(same) + "/" + std::to_string(n) + " tokens as the CPU" +
+                                                   (rg == rc ? ", RNG states equal" : ", RNG states DIFFER"));
+      });
+    };
+    compare("sampler: greedy = CPU", SamplingParams{0.0f, 0, 1.0f, 0.85f}, 1.0);
+    compare("sampler: top_k 1 = argmax = CPU", SamplingParams{0.8f, 1, 1.0f, 0.0f}, 1.0);
+    compare("sampler: temperature 1 = CPU", SamplingParams{1.0f, 0, 1.0f, 0.0f}, 0.99);
+    compare("sampler: top_p 0.9 = CPU", SamplingParams{0.9f, 0, 0.9f, 0.85f}, 0.99);
+    compare("sampler: top_k 40 + top_p 0.95 = CPU", SamplingParams{0.8f, 40, 0.95f, 0.85f}, 0.99);
+  }
+  // The distribution, on a small vocabulary: top-k 40 with top-p 0.95 over one row, many draws.
+  check("sampler: top_k 40 + top_p 0.95 distribution", [&] {
+    GPT2Config c;
+    c.n_layer = 1;
+    c.n_head = 1;
+    c.n_embd = 16;
+    c.n_ctx = 16;
+    c.vocab_size = 256;
+    const int V = c.vocab_size, n = 20000;
+    BackendOptions o;
+    o.trainable = false;
+    auto gpu = make_cuda_backend(c, o);
+    Rng rng{9};
+    std::vector<float> row(V);
+    for (auto& x : row) x = static_cast<float>(1.5 * rng.normal());
+    std::vector<float> logits(static_cast<size_t>(n) * V);
+    for (int r = 0; r < n; ++r) std::copy(row.begin(), row.end(), logits.begin() + static_cast<std::ptrdiff_t>(r) * V);
+    const SamplingParams p{0.9f, 40, 0.95f, 0.0f};
+    // The kept set and its probabilities, computed here in double: most likely first, top 40, then the nucleus.
+    std::vector<int> order(V);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+    std::vector<double> prob(V, 0.0);
+    double total = 0;
+    for (int i = 0; i < 40; ++i) total += std::exp((row[order[i]] - row[order[0]]) / 0.9);
+    double cum = 0;
+    int kept = 0;
+    for (; kept < 40;) {
+      cum += std::exp((row[order[kept]] - row[order[0]]) / 0.9);
+      ++kept;
+      if (cum >= 0.95 * total) break;
+    }
+    for (int i = 0; i < kept; ++i) prob[order[i]] = std::exp((row[order[i]] - row[order[0]]) / 0.9) / cum;
+    std::vector<uint64_t> rg(2 * static_cast<size_t>(n));
+    Rng seeds{13};
+    for (auto& x : rg) x = seeds.next();
+    const std::vector<std::vector<int32_t>> hist(n);
+    const std::vector<SamplingParams> sp(n, p);
+    const std::vector<int32_t> tg = sample_with(*gpu, logits, sp, rg, hist);
+    std::vector<double> freq(V, 0.0);
+    int outside = 0;
+    for (int32_t t : tg) {
+      freq[t] += 1.0 / n;
+      if (prob[t] == 0.0) ++outside;
+    }
+    double tv = 0;
+    for (int k = 0; k < V; ++k) tv += 0.5 * std::fabs(freq[k] - prob[k]);
+    report(outside == 0 && tv <= 0.05, "sampler: top_k 40 + top_p 0.95 distribution",
+           std::to_string(kept) + " tokens kept, " + std::to_string(outside) + " draws outside, total variation " + fmt("%.4f", tv));
+  });
+}
+
+// ---- section: benchmarks ----
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct Row {
+  std::string what, setting, result;
+};
+
+// bf16 dense tensor-core peak of the card, for MFU (0: unknown)
+double peak_flops(const std::string& name) {
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos || name.find("H800") != std::string::npos)
+    return 989e12;
+  if (name.find("A100") != std::string::npos || name.find("A800") != std::string::npos) return 312e12;
+  return 0;
+}
+
+Row bench_train(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool bf16, int warmup, int steps,
+                const std::string& device) {
+  const ModelSpec spec(c);
+  auto be = cuda_model(c, params, B, T, bf16);
+  const std::vector<int32_t> x = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 21), y = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 22);
+  for (int i = 0; i < warmup; ++i) {
+    be->forward(x.data(), y.data(), B, T, nullptr);
+    be->backward();
+    be->step(adamw(1e-4f));
+  }
+  // forward and step end in a synchronisation; backward is timed to the end of its work on the stream
+  cudaStream_t stream = dynamic_cast<cuda::CudaBackend&>(*be).stream();
+  double t_forward = 0, t_backward = 0, t_step = 0;
+  float loss = 0;
+  for (int i = 0; i < steps; ++i) {
+    auto t = std::chrono::steady_clock::now();
+    loss = be->forward(x.data(), y.data(), B, T, nullptr);
+    t_forward += seconds_since(t);
+    t = std::chrono::steady_clock::now();
+    be->backward();
+    cudaStreamSynchronize(stream);
+    t_backward += seconds_since(t);
+    t = std::chrono::steady_clock::now();
+    be->step(adamw(1e-4f));
+    t_step += seconds_since(t);
+  }
+  const double dt = (t_forward + t_backward + t_step) / steps;
+  const double tok_s = B * T / dt;
+  const double flops_per_token = 6.0 * spec.num_params() + 6.0 * c.n_layer * c.n_embd * T;  // llm.c's estimate
+  const double peak = peak_flops(device);
+  std::string mfu = peak > 0 ? ", MFU " + fmt("%.1f", 100.0 * tok_s * flops_per_token / peak) + "%" : "";
+  return {std::string("train 124M ") + (bf16 ? "bf16" : "f32"), std::to_string(B) + " x " + std::to_string(T),
+          fmt("%.0f", tok_s) + " tok/s, " + fmt("%.1f", dt * 1e3) + " ms/step" + mfu + " (forward " +
+              fmt("%.1f", 1e3 * t_forward / steps) + " + backward " + fmt("%.1f", 1e3 * t_backward / steps) + " + step " +
+              fmt("%.1f", 1e3 * t_step / steps) + " ms; loss " + fmt("%.3f", loss) + ")"};
+}
+
+int largest_batch(const GPT2Config& c, int T, bool bf16) {
+  const ModelSpec spec(c);
+  size_t per_row = 0, fixed = 0;
+  {
+    BackendOptions o;
+    o.max_batch = 8;
+    o.max_seq = T;
+    o.mixed_bf16 = bf16;
+    auto be = make_cuda_backend(c, o);
+    const MemoryReport m = be->memory();
+    per_row = m.activations / (8 * static_cast<size_t>(T));
+    fixed = m.params + m.grads + m.optimizer;
+  }
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+  const size_t margin = 2ull << 30;  // cuBLASLt workspace, the context, fragmentation
+  int B = static_cast<int>((free_b - std::min(free_b, fixed + margin)) / (per_row * T));
+  B = std::max(8, B / 8 * 8);
+  return B;
+}
+
+void section_bench(bool train_only) {
+  const GPT2Config c = gpt2_124m();
+  const ModelSpec spec(c);
+  int dev = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceProp props;
+  cudaGetDeviceProperties(&props, dev);
+  const std::string device = props.name;
+  const std::vector<float> params = random_params(spec, 31);
+  std::vector<Row> rows;
+  auto add = [&](const Row& r) {
+    rows.push_back(r);
+    std::printf("  %s, %s: %s\n", r.what.c_str(), r.setting.c_str(), r.result.c_str());
+    std::fflush(stdout);
+  };
+  std::string gemm;
+  {
+    BackendOptions o;
+    o.trainable = false;
+    auto probe = make_cuda_backend(c, o);
+    gemm = probe->device_name();
+  }
+  std::printf("device: %s\n", gemm.c_str());
+  check("bench: train bf16 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, true, 3, 10, device)); });
+  if (!train_only) {
+    check("bench: train bf16, largest batch", [&] {
+      int B = largest_batch(c, 1024, true);
+      for (;; B -= 8) {
+        try {
+          Row r = bench_train(c, params, B, 1024, true, 1, 3, device);
+          r.setting += " (largest that fits)";
+          add(r);
+          break;
+        } catch (const cuda::DeviceOutOfMemory&) {
+          if (B <= 8) throw;
+        }
+      }
+    });
+    check("bench: train f32 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, false, 1, 3, device)); });
+    for (const bool bf16 : {true, false}) {
+      for (const int n : {1, 32}) {
+        check("bench: decode", [&] {
+          auto be = cuda_model(c, params, 1, 64, bf16, false, false);
+          auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get());
+          const int V = c.vocab_size, prompt = 64, steps = 128;
+          be->kv_reserve(n);
+          std::vector<int> slots(n), ones(n, 1), lens(n, prompt);
+          std::iota(slots.begin(), slots.end(), 0);
+          std::vector<float> logits(static_cast<size_t>(n) * V);
+          const std::vector<int32_t> prefill = random_tokens(static_cast<size_t>(n) * prompt, V, 41);
+          be->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data());
+          std::vector<SamplingParams> sp(n, SamplingParams{0.8f, 40, 1.0f, 0.0f});
+          std::vector<uint64_t> rng(2 * static_cast<size_t>(n), 1);
+          std::vector<std::vector<int32_t>> hist(n);
+          std::vector<int32_t> next = sample_with(*be, logits, sp, rng, hist);
+          double t_forward = 0, t_sample = 0, kernel_ms = 0;
+          for (int s = 0; s < steps; ++s) {
+            auto t0 = std::chrono::steady_clock::now();
+            be->kv_forward(n, slots.data(), ones.data(), next.data(), logits.data());
+            t_forward += seconds_since(t0);
+            t0 = std::chrono::steady_clock::now();
+            next = sample_with(*be, logits, sp, rng, hist);
+            t_sample += seconds_since(t0);
+            kernel_ms += cb->last_sample_kernel_ms();
+          }
+          const double tok = static_cast<double>(n) * steps;
+          add({std::string("decode 124M ") + (bf16 ? "bf16" : "f32"), "batch " + std::to_string(n),
+               fmt("%.0f", tok / (t_forward + t_sample)) + " tok/s with sampling (" + fmt("%.0f", tok / t_forward) +
+                   " tok/s kvForward alone; " + fmt("%.2f", 1e3 * t_forward / steps) + " ms/step)"});
+          if (bf16)
+            add({"sample (top-k 40)", std::to_string(n) + " row" + (n > 1 ? "s" : ""),
+                 fmt("%.1f", 1e3 * kernel_ms / steps) + " us kernel, " + fmt("%.1f", 1e6 * t_sample / steps) + " us per call"});
+        });
+      }
+    }
+    check("bench: sampling kernel", [&] {
+      BackendOptions o;
+      o.trainable = false;
+      auto be = make_cuda_backend(c, o);
+      auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get());
+      const int V = c.vocab_size;
+      for (const int n : {1, 32}) {
+        Rng rng{51};
+        std::vector<float> logits(static_cast<size_t>(n) * V);
+        for (auto& x : logits) x = static_cast<float>(2.0 * rng.normal());
+        std::vector<std::vector<int32_t>> hist(n, random_tokens(256, V, 52));
+        std::vector<SamplingParams> sp(n, SamplingParams{0.8f, 40, 0.95f, 0.85f});
+        std::vector<uint64_t> seeds(2 * static_cast<size_t>(n), 3);
+        sample_with(*be, logits, sp, seeds, hist);
+        double kernel = 0;
+        const auto t0 = std::chrono::steady_clock::now();
+        const int reps = 50;
+        for (int r = 0; r < reps; ++r) {
+          sample_with(*be, logits, sp, seeds, hist);
+          kernel += cb->last_sample_kernel_ms();
+        }
+        add({"sample (top-k 40, top-p 0.95, penalty, 256 history)", std::to_string(n) + " row" + (n > 1 ? "s" : ""),
+             fmt("%.1f", 1e3 * kernel / reps) + " us kernel, " + fmt("%.1f", 1e6 * seconds_since(t0) / reps) + " us per call"});
+      }
+    });
+  }
+  std::printf("\n### %s\n\n%s\n\n| benchmark | setting | result |\n| --- | --- | --- |\n", device.c_str(), gemm.c_str());
+  for (const Row& r : rows) std::printf("| %s | %s | %s |\n", r.what.c_str(), r.setting.c_str(), r.result.c_str());
+  std::printf("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|sampler|bench|bench-train [--small] [--fixtures DIR]\n");
+    return 2;
+  }
+  const std::string section = argv[1];
+  std::string fixtures = "test/fixtures/gpt2-tiny";
+  bool small = false;
+  for (int i = 2; i < argc; ++i) {
+    if (std::string(argv[i]) == "--small") small = true;
+    else if (std::string(argv[i]) == "--fixtures" && i + 1 < argc) fixtures = argv[++i];
+  }
+  const Shape shape = shape_for(small);
+  std::string why;
+  if (cuda_device_count(&why) == 0) {
+    std::printf("FAIL  no CUDA device: %s\n", why.c_str());
+    return 1;
+  }
+  try {
+    if (section == "reference") section_reference(fixtures);
+    else if (section == "cpu") section_cpu(shape);
+    else if (section == "decode") section_decode(shape);
+    else if (section == "sampler") section_sampler(shape);
+    else if (section == "bench") section_bench(false);
+    else if (section == "bench-train") section_bench(true);
+    else {
+      std::fprintf(stderr, "unknown section '%s'\n", section.c_str());
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    report(false, section, std::string("threw: ") + e.what());
+  }
+  return g_failures;
+}

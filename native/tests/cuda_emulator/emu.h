@@ -1,0 +1,210 @@
+// A CPU emulation of the CUDA features native/cuda uses, so that the kernels' indexing, synchronisation and
+// fragment layouts can be checked on a machine without a GPU (see build.sh). The threads of a block are fibers
+// on one OS thread, switched only at barriers; blocks run one after another; __syncthreads and __syncwarp are
+// barriers of the block's and the warp's live threads; shuffles and ballots go through a per-warp exchange
+// buffer; mma.sync.m16n8k16 (bf16) is a warp-collective product assembled from the PTX ISA's fragment layouts.
+// It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
+// Included before everything else (g++ -include), with the CUDA headers in host mode.
+#pragma once
+#define __shared__ static
+#define __launch_bounds__(...)
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <vector>
+
+inline uint3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+struct EmuFiber {
+  ucontext_t ctx;
+  std::vector<char> stack;
+  uint3 tid;
+  bool done = false;
+};
+struct EmuWarp {
+  uint64_t buf[32];
+  float mma_a[32][8];
+  float mma_b[32][4];
+  float mma_c[32][4];
+  int arrived = 0, alive = 0;
+  uint64_t gen = 0;
+};
+inline ucontext_t emu_main_ctx;
+inline std::vector<EmuFiber>* emu_fibers = nullptr;
+inline int emu_current = 0;
+inline int emu_block_arrived = 0, emu_block_alive = 0;
+inline uint64_t emu_block_gen = 0;
+inline std::vector<EmuWarp>* emu_warps = nullptr;
+inline std::vector<unsigned char> emu_dyn_smem;
+
+inline void emu_yield() { swapcontext(&(*emu_fibers)[emu_current].ctx, &emu_main_ctx); }
+
+inline void __syncthreads() {
+  const uint64_t gen = emu_block_gen;
+  if (++emu_block_arrived == emu_block_alive) {
+    emu_block_arrived = 0;
+    ++emu_block_gen;
+    return;
+  }
+  while (emu_block_gen == gen) emu_yield();
+}
+inline int emu_lane() { return static_cast<int>((threadIdx.x + threadIdx.y * blockDim.x) % 32); }
+inline EmuWarp& emu_warp() { return (*emu_warps)[(threadIdx.x + threadIdx.y * blockDim.x) / 32]; }
+inline void emu_warp_barrier() {
+  EmuWarp& w = emu_warp();
+  const uint64_t gen = w.gen;
+  if (++w.arrived == w.alive) {
+    w.arrived = 0;
+    ++w.gen;
+    return;
+  }
+  while (w.gen == gen) emu_yield();
+}
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp_barrier(); }
+
+template <typename T>
+T emu_exchange(T v, int src_lane, bool use_src) {
+  EmuWarp& w = emu_warp();
+  const int lane = emu_lane();
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  w.buf[lane] = bits;
+  emu_warp_barrier();
+  T out = v;
+  if (use_src) std::memcpy(&out, &w.buf[src_lane], sizeof(T));
+  emu_warp_barrier();
+  return out;
+}
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int o) { return emu_exchange(v, emu_lane() ^ o, true); }
+template <typename T>
+T __shfl_up_sync(unsigned, T v, int d) { return emu_exchange(v, emu_lane() - d, emu_lane() >= d); }
+inline unsigned __ballot_sync(unsigned, bool pred) {
+  EmuWarp& w = emu_warp();
+  w.buf[emu_lane()] = pred ? 1 : 0;
+  emu_warp_barrier();
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i) r |= (w.buf[i] ? 1u : 0u) << i;
+  emu_warp_barrier();
+  return r;
+}
+inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
+
+inline unsigned atomicAdd(unsigned* p, unsigned v) { const unsigned o = *p; *p += v; return o; }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) { const unsigned long long o = *p; *p += v; return o; }
+inline unsigned atomicExch(unsigned* p, unsigned v) { const unsigned o = *p; *p = v; return o; }
+inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+inline unsigned long long __float2ull_rn(float f) { return static_cast<unsigned long long>(std::nearbyint(f)); }
+using std::min;
+using std::max;
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 from the documented fragment layouts, g = lane/4, t = lane%4:
+// A: a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)
+// B: b0 = (k = 2t..2t+1, n = g), b1 = (k = 2t+8.., n = g); C/D: (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)
+inline float emu_lo(uint32_t r) { return __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(r & 0xffff))); }
+inline float emu_hi(uint32_t r) { return __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(r >> 16))); }
+inline void emu_mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  EmuWarp& w = emu_warp();
+  const int lane = emu_lane();
+  for (int i = 0; i < 4; ++i) {
+    w.mma_a[lane][2 * i] = emu_lo(a[i]);
+    w.mma_a[lane][2 * i + 1] = emu_hi(a[i]);
+    w.mma_c[lane][i] = d[i];
+  }
+  w.mma_b[lane][0] = emu_lo(b0);
+  w.mma_b[lane][1] = emu_hi(b0);
+  w.mma_b[lane][2] = emu_lo(b1);
+  w.mma_b[lane][3] = emu_hi(b1);
+  emu_warp_barrier();
+  float A[16][16], B[16][8], C[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 8; ++i) {
+      const int row = (i < 2 || (i >= 4 && i < 6)) ? g : g + 8;
+      const int col = (i < 4) ? 2 * t + (i & 1) : 2 * t + 8 + (i & 1);
+      A[row][col] = w.mma_a[l][i];
+    }
+    for (int i = 0; i < 4; ++i) {
+      const int k = (i < 2) ? 2 * t + (i & 1) : 2 * t + 8 + (i & 1);
+      B[k][g] = w.mma_b[l][i];
+    }
+    for (int i = 0; i < 4; ++i) C[i < 2 ? g : g + 8][2 * t + (i & 1)] = w.mma_c[l][i];
+  }
+  emu_warp_barrier();
+  const int g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = i < 2 ? g : g + 8, col = 2 * t + (i & 1);
+    float s = C[row][col];
+    for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+    d[i] = s;
+  }
+}
+
+// Runs body for every thread of every block. A thread that returns early leaves the barriers' counts.
+inline std::function<void()>* emu_body = nullptr;
+inline void emu_fiber_entry() {
+  (*emu_body)();
+  EmuFiber& f = (*emu_fibers)[emu_current];
+  f.done = true;
+  --emu_block_alive;
+  EmuWarp& w = emu_warp();
+  --w.alive;
+  // Others may be waiting for exactly this thread.
+  if (emu_block_alive > 0 && emu_block_arrived == emu_block_alive) { emu_block_arrived = 0; ++emu_block_gen; }
+  if (w.alive > 0 && w.arrived == w.alive) { w.arrived = 0; ++w.gen; }
+}
+
+template <typename F>
+void emu_launch(dim3 grid, dim3 block, size_t smem, F body) {
+  gridDim = grid;
+  blockDim = block;
+  const int n = static_cast<int>(block.x * block.y * block.z);
+  emu_dyn_smem.assign(smem + 16, 0);
+  std::function<void()> fn = body;
+  emu_body = &fn;
+  static std::vector<EmuFiber> fibers;
+  if (static_cast<int>(fibers.size()) < n) fibers.resize(n);
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        std::vector<EmuWarp> warps((n + 31) / 32);
+        for (size_t w = 0; w < warps.size(); ++w) warps[w].alive = std::min(32, n - static_cast<int>(w) * 32);
+        emu_warps = &warps;
+        emu_fibers = &fibers;
+        emu_block_arrived = 0;
+        emu_block_alive = n;
+        blockIdx = uint3{bx, by, bz};
+        for (int i = 0; i < n; ++i) {
+          EmuFiber& f = fibers[i];
+          f.done = false;
+          f.tid = uint3{static_cast<unsigned>(i % block.x), static_cast<unsigned>((i / block.x) % block.y), static_cast<unsigned>(i / (block.x * block.y))};
+          if (f.stack.empty()) f.stack.resize(256 << 10);
+          getcontext(&f.ctx);
+          f.ctx.uc_stack.ss_sp = f.stack.data();
+          f.ctx.uc_stack.ss_size = f.stack.size();
+          f.ctx.uc_link = &emu_main_ctx;
+          makecontext(&f.ctx, emu_fiber_entry, 0);
+        }
+        for (int remaining = n; remaining > 0;) {
+          remaining = 0;
+          for (int i = 0; i < n; ++i) {
+            if (fibers[i].done) continue;
+            emu_current = i;
+            threadIdx = fibers[i].tid;
+            swapcontext(&emu_main_ctx, &fibers[i].ctx);
+            if (!fibers[i].done) ++remaining;
+          }
+        }
+      }
+}
+
+template <typename F>
+void emu_launch4(dim3 grid, dim3 block, size_t smem, cudaStream_t, F body) { emu_launch(grid, block, smem, body); }

@@ -1,0 +1,17 @@
+# Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync asm a
+# call of emu_mma, dynamic shared memory the emulator's buffer. Usage: transform.py in.cu out.cpp
+import re
+import sys
+
+src, dst = sys.argv[1], sys.argv[2]
+s = open(src).read()
+# kernel<<<grid, block, smem, stream>>>(args);  ->  emu_launch4(grid, block, smem, stream, [&] { kernel(args); });
+s = re.sub(r'([\w:]+(?:<[^<>;()]*>)?)<<<([^;]*?)>>>\(([^;]*?)\);',
+           lambda m: f'emu_launch4({m.group(2)}, [&] {{ {m.group(1)}({m.group(3)}); }});', s, flags=re.S)
+# the mma wrappers: gemm.cu's takes b as an array, attention.cu's as two registers
+mma_call = 'emu_mma(d, a, b[0], b[1]);' if 'const uint32_t (&b)[2]' in s else 'emu_mma(d, a, b0, b1);'
+s = re.sub(r'asm volatile\(\s*"mma\.sync.*?\);\n', mma_call + '\n', s, flags=re.S)
+s = s.replace('extern __shared__ float smem[];', 'float* smem = reinterpret_cast<float*>(emu_dyn_smem.data());')
+# a kernel template's address is not a host pointer g++ can take: the attribute call is a no-op here anyway
+s = re.sub(r'cudaFuncSetAttribute\(\w+<X>,', 'cudaFuncSetAttribute((const void*)nullptr,', s)
+open(dst, 'w').write(s)
