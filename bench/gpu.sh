@@ -2,13 +2,14 @@
 # The CUDA backend on a machine with an NVIDIA GPU, in one run of a few minutes: builds the checks program
 # (native/tests/cuda_check.cu, plain CMake + nvcc, no Node.js needed), checks the backend against the gpt2-tiny
 # reference vectors and against the CPU backend (float32 tight, bf16 within bf16's tolerance), on cuBLASLt and
-# on dixie's own GEMM kernels (DIXIE_CUBLAS=0), runs the reference checks under compute-sanitizer, then
-# benchmarks. Every check prints PASS or FAIL; a failing or crashing section does not stop the others.
-# The end of the output is the summary: every FAIL line and the benchmark tables (paste them into
-# bench/NOTES.md with the card's name).
+# on dixie's own GEMM kernels (DIXIE_CUBLAS=0), benchmarks, times each kernel of one training step (ncu), and
+# runs checks under compute-sanitizer. Every check prints PASS or FAIL; a failing or crashing section does not
+# stop the others. The end of the output is the summary: every FAIL line and the benchmark tables (paste them
+# into bench/NOTES.md with the card's name).
 #
 #   bash bench/gpu.sh            from the repository root
 #   DIXIE_CUDA_ARCHS=90a ...     other CUDA architectures (default: 90, the H100/H200)
+#   GPU_BUDGET_S=480 ...         sections that would start later than this are skipped
 #   GPU_LOG_DIR=dir ...          where the section logs go (default /tmp/dixie-gpu); with $OUT set, the
 #                                summary and all logs in one file are also written there
 set -uo pipefail
@@ -52,9 +53,15 @@ CHECK="$BUILD_DIR/dixie_gpu_check"
 echo "built [$(elapsed)]"
 
 # run NAME TIMEOUT ENV... -- ARGS: one section in its own process (a CUDA fault cannot spoil the next one)
+# Sections that would start after BUDGET seconds are skipped, so that the script ends inside a short loan.
+BUDGET=${GPU_BUDGET_S:-480}
 run() {
   local name=$1 limit=$2
   shift 2
+  if [ $(( $(date +%s) - START )) -ge "$BUDGET" ]; then
+    SUMMARY+=("SKIP  $name: past the ${BUDGET}s budget")
+    return
+  fi
   local envs=()
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
@@ -75,17 +82,26 @@ run() {
   while IFS= read -r line; do SUMMARY+=("      $line"); done < <(grep -E '^FAIL|^========= (ERROR SUMMARY|Invalid|Race|Error)' "$log" | head -20)
 }
 
-run reference 120 DIXIE_CUBLAS=1 -- "$CHECK" reference
-run cpu 240 DIXIE_CUBLAS=1 -- "$CHECK" cpu
-run decode 180 DIXIE_CUBLAS=1 -- "$CHECK" decode
-run sampler 120 DIXIE_CUBLAS=1 -- "$CHECK" sampler
-run bench 300 DIXIE_CUBLAS=1 -- "$CHECK" bench
-run own-gemm-reference 120 DIXIE_CUBLAS=0 -- "$CHECK" reference
-run own-gemm-cpu 240 DIXIE_CUBLAS=0 -- "$CHECK" cpu
-run own-gemm-decode 180 DIXIE_CUBLAS=0 -- "$CHECK" decode
-run own-gemm-bench 120 DIXIE_CUBLAS=0 -- "$CHECK" bench-train
+run reference 60 DIXIE_CUBLAS=1 -- "$CHECK" reference
+run cpu 150 DIXIE_CUBLAS=1 -- "$CHECK" cpu
+run decode 90 DIXIE_CUBLAS=1 -- "$CHECK" decode
+run sampler 60 DIXIE_CUBLAS=1 -- "$CHECK" sampler
+run bench 180 DIXIE_CUBLAS=1 -- "$CHECK" bench
+# Kernel times of one step; --clock-control none keeps the card's own clocks, as in the benchmark.
+if command -v ncu >/dev/null && command -v python3 >/dev/null; then
+  run profile 120 DIXIE_CUBLAS=1 -- bash -c "ncu --profile-from-start off --clock-control none --csv \
+    --metrics gpu__time_duration.sum '$CHECK' profile >'$LOG_DIR/profile.csv' && python3 bench/ncu_kernels.py <'$LOG_DIR/profile.csv'"
+else
+  SUMMARY+=("SKIP  profile: ncu or python3 not found")
+fi
+run own-gemm-reference 60 DIXIE_CUBLAS=0 -- "$CHECK" reference
+run own-gemm-bench 90 DIXIE_CUBLAS=0 -- "$CHECK" bench-train
+run own-gemm-cpu 150 DIXIE_CUBLAS=0 -- "$CHECK" cpu
+run own-gemm-decode 90 DIXIE_CUBLAS=0 -- "$CHECK" decode
 if command -v compute-sanitizer >/dev/null; then
-  run memcheck 240 DIXIE_CUBLAS=0 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" reference
+  run memcheck 120 DIXIE_CUBLAS=0 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" reference
+  # the small model has the head size of the tensor-core attention and a padded vocabulary
+  run memcheck-small 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" cpu --small
 else
   SUMMARY+=("SKIP  memcheck: compute-sanitizer not found")
 fi
@@ -93,8 +109,8 @@ fi
 summary() {
   echo "================================ summary [$(elapsed)] ================================"
   printf '%s\n' "${SUMMARY[@]}"
-  for b in bench own-gemm-bench; do
-    [ -f "$LOG_DIR/$b.log" ] && sed -n '/^### /,$p' "$LOG_DIR/$b.log"
+  for b in bench own-gemm-bench profile; do
+    [ -f "$LOG_DIR/$b.log" ] && sed -n '/^### /,$p' "$LOG_DIR/$b.log" | head -45
   done
   echo "logs: $LOG_DIR"
 }

@@ -168,9 +168,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_dkv_rows(X* dqk
 //   B 16x8:  b0 = (k = 2t..2t+1, n = g), b1 = (k = 2t+8..2t+9, n = g)
 //   C 16x8:  c0, c1 = (g, 2t), (g, 2t+1); c2, c3 = (g+8, 2t), (g+8, 2t+1)
 // The C fragments of two neighbouring 16x8 score tiles are, converted to bf16, exactly the A fragment of the
-// 16x16 probability tile that multiplies V (or dO, Q, K): scores never leave registers. Operands whose k index
-// runs along a stored row are read as 32-bit pairs; the others (V, dO, Q, K as the right-hand operand of the
-// second product) are read as two 16-bit halves.
+// 16x16 probability tile that multiplies V (or dO, Q, K): scores never leave registers. B fragments come from
+// shared memory through ldmatrix, four 8x8 matrices per instruction: as stored where the k index runs along a
+// tile row (K in Q K^T), transposed where it runs down the rows (V in P V).
 
 constexpr int kTile = 64;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -182,10 +182,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-__device__ __forceinline__ uint32_t pack2(bf16 lo, bf16 hi) {
-  return static_cast<uint32_t>(__bfloat16_as_ushort(lo)) | (static_cast<uint32_t>(__bfloat16_as_ushort(hi)) << 16);
-}
-
 __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -194,20 +190,45 @@ __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Four 8x8 bf16 matrices from shared memory: lane l gives the address of row l % 8 of matrix l / 8 and receives in
+// r[i] the pair (row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1) of matrix i, or with kTrans the pair (rows
+// 2 (l % 4) and 2 (l % 4) + 1, column l / 4). Rows must be 16-byte aligned.
+template <bool kTrans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* row) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  if constexpr (kTrans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
 template <int HS>
 struct TileShape {
   static constexpr int kLd = HS + 8;  // padded row of a shared tile (bank spread for the fragment loads)
 };
 
-// dst[r][0, HS) = src[(r0 + r) * ld + (0, HS)] for the 64 rows of a tile, zero past row T. 16-byte copies.
+// 16 bytes from global to shared memory without passing through registers (cp.async); zeros when !valid.
+__device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src, bool valid) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(valid ? 16 : 0));
+}
+
+// Waits for this thread's copies in flight; a barrier after it makes every thread's copies visible.
+__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_all;\n" ::); }
+
+// dst[r][0, HS) = src[(r0 + r) * ld + (0, HS)] for the 64 rows of a tile, zero past row T: 16-byte copies that
+// run on while the block computes (see wait_async_copies). r0 < T.
 template <int HS>
 __device__ __forceinline__ void load_tile_rows(bf16* dst, const bf16* src, int64_t ld, int r0, int T) {
   constexpr int kChunks = HS / 8;
   for (int c = threadIdx.x; c < kTile * kChunks; c += blockDim.x) {
     const int r = c / kChunks, d = (c % kChunks) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r0 + r < T) v = *reinterpret_cast<const uint4*>(src + static_cast<int64_t>(r0 + r) * ld + d);
-    *reinterpret_cast<uint4*>(dst + r * TileShape<HS>::kLd + d) = v;
+    const bool valid = r0 + r < T;
+    copy16_async(dst + r * TileShape<HS>::kLd + d, src + static_cast<int64_t>(valid ? r0 + r : r0) * ld + d, valid);
   }
 }
 
@@ -225,41 +246,46 @@ __device__ __forceinline__ void load_a_fragments(uint32_t (&a)[HS / 16][4], cons
   }
 }
 
-// acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T: scores of this warp's rows against the 64 rows of a tile
+// acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T: scores of this warp's rows against the 64 rows of a tile.
+// One ldmatrix gives b0 and b1 (k halves) of two neighbouring 8-row groups of the tile.
 template <int HS>
 __device__ __forceinline__ void rows_times_tile(float (&acc)[8][4], const uint32_t (&a)[HS / 16][4], const bf16* tile,
-                                                int g, int t) {
+                                                int lane) {
   constexpr int kLd = TileShape<HS>::kLd;
 #pragma unroll
   for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+  const int m = lane / 8, r = lane % 8;  // the matrix and row whose address this lane gives
 #pragma unroll
   for (int kk = 0; kk < HS / 16; ++kk) {
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      const bf16* p = tile + (nt * 8 + g) * kLd + kk * 16 + 2 * t;
-      mma(acc[nt], a[kk], ld32(p), ld32(p + 8));
+    for (int nt = 0; nt < 8; nt += 2) {
+      uint32_t b[4];
+      ldmatrix_x4<false>(b, tile + ((nt + m / 2) * 8 + r) * kLd + kk * 16 + (m % 2) * 8);
+      mma(acc[nt], a[kk], b[0], b[1]);
+      mma(acc[nt + 1], a[kk], b[2], b[3]);
     }
   }
 }
 
-// acc[16 x HS] += P[16 x 64] @ tile[64 x HS], P given as the C fragments of 8 score tiles
+// acc[16 x HS] += P[16 x 64] @ tile[64 x HS], P given as the C fragments of 8 score tiles. One transposed
+// ldmatrix gives b0 and b1 (k halves) of two neighbouring 8-column groups.
 template <int HS>
 __device__ __forceinline__ void probs_times_tile(float (&acc)[HS / 8][4], const float (&p)[8][4], const bf16* tile,
-                                                 int g, int t) {
+                                                 int lane) {
   constexpr int kLd = TileShape<HS>::kLd;
+  const int m = lane / 8, r = lane % 8;
 #pragma unroll
   for (int ks = 0; ks < 4; ++ks) {
     const uint32_t a[4] = {pack2(p[2 * ks][0], p[2 * ks][1]), pack2(p[2 * ks][2], p[2 * ks][3]),
                            pack2(p[2 * ks + 1][0], p[2 * ks + 1][1]), pack2(p[2 * ks + 1][2], p[2 * ks + 1][3])};
-    const bf16* r0 = tile + (ks * 16 + 2 * t) * kLd;
 #pragma unroll
-    for (int dt = 0; dt < HS / 8; ++dt) {
-      const int col = dt * 8 + g;
-      const uint32_t b0 = pack2(r0[col], r0[kLd + col]);
-      const uint32_t b1 = pack2(r0[8 * kLd + col], r0[9 * kLd + col]);
-      mma(acc[dt], a, b0, b1);
+    for (int dt = 0; dt < HS / 8; dt += 2) {
+      uint32_t b[4];
+      ldmatrix_x4<true>(b, tile + (ks * 16 + (m % 2) * 8 + r) * kLd + (dt + m / 2) * 8);
+      mma(acc[dt], a, b[0], b[1]);
+      mma(acc[dt + 1], a, b[2], b[3]);
     }
   }
 }
@@ -280,11 +306,21 @@ __device__ __forceinline__ void store_rows(bf16* dst, int64_t ld, const float (&
   }
 }
 
+// Scores of keys after their row (key0 + column > row) become -inf: this thread's elements of a 16 x 64 tile.
+__device__ __forceinline__ void mask_future_keys(float (&s)[8][4], int key0, int row0, int t) {
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      if (key0 + nt * 8 + 2 * t + (e & 1) > row0 + (e >> 1) * 8) s[nt][e] = -INFINITY;
+}
+
 template <int HS>
 __global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int T, int C,
                                                             int NH, float scale) {
   constexpr int kLd = TileShape<HS>::kLd;
-  __shared__ __align__(16) bf16 qs[kTile * kLd], ks[kTile * kLd], vs[kTile * kLd];
+  // K and V tiles twice: the next pair loads while the block computes with the current one
+  __shared__ __align__(16) bf16 qs[kTile * kLd], ks[2][kTile * kLd], vs[2][kTile * kLd];
   const int qb = gridDim.x - 1 - blockIdx.x;  // the longest rows first
   const int h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -294,6 +330,9 @@ __global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* l
   const int row0 = q0 + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
 
   load_tile_rows<HS>(qs, base, C3, q0, T);
+  load_tile_rows<HS>(ks[0], base + C, C3, 0, T);
+  load_tile_rows<HS>(vs[0], base + 2 * C, C3, 0, T);
+  wait_async_copies();
   __syncthreads();
   uint32_t qa[HS / 16][4];
   load_a_fragments<HS>(qa, qs, warp, g, t);
@@ -303,29 +342,27 @@ __global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* l
   float o[HS / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row; l holds this thread's columns only
   for (int kt = 0; kt <= qb; ++kt) {
-    __syncthreads();  // the previous tile is no longer read
-    load_tile_rows<HS>(ks, base + C, C3, kt * kTile, T);
-    load_tile_rows<HS>(vs, base + 2 * C, C3, kt * kTile, T);
-    __syncthreads();
+    const int cur = kt % 2;
+    if (kt < qb) {  // into the pair that every thread finished reading before the last barrier
+      load_tile_rows<HS>(ks[cur ^ 1], base + C, C3, (kt + 1) * kTile, T);
+      load_tile_rows<HS>(vs[cur ^ 1], base + 2 * C, C3, (kt + 1) * kTile, T);
+    }
     float s[8][4];
-    rows_times_tile<HS>(s, qa, ks, g, t);
-    // Every row sees key kt * 64 (kt <= qb), so each row's maximum is finite and no exp sees inf - inf.
+    rows_times_tile<HS>(s, qa, ks[cur], lane);
+    // Keys past the row exist only in the diagonal tile. Every row sees key kt * 64 (kt <= qb), so each row's
+    // maximum is finite and no exp sees inf - inf.
+    if (kt == qb) mask_future_keys(s, kt * kTile, row0, t);
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = kt * kTile + nt * 8 + 2 * t + (e & 1), row = row0 + (e >> 1) * 8;
-        const float v = (key <= row && key < T) ? s[nt][e] * scale2 : -INFINITY;
-        s[nt][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
-      }
+      for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
     float corr[2], sum[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));  // the 4 lanes of a row group
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-      const float m_new = fmaxf(m[i], mx[i]);
+      const float m_new = fmaxf(m[i], mx[i] * scale2);
       corr[i] = exp2f(m[i] - m_new);
       m[i] = m_new;
     }
@@ -333,7 +370,7 @@ __global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* l
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(s[nt][e] - m[e >> 1]);
+        const float p = exp2f(fmaf(s[nt][e], scale2, -m[e >> 1]));
         s[nt][e] = p;
         sum[e >> 1] += p;
       }
@@ -343,7 +380,9 @@ __global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* l
     for (int dt = 0; dt < HS / 8; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
-    probs_times_tile<HS>(o, s, vs, g, t);
+    probs_times_tile<HS>(o, s, vs[cur], lane);
+    wait_async_copies();
+    __syncthreads();
   }
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -364,7 +403,11 @@ __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float*
                                                        const bf16* qkv, const float* lse, int T, int C, int NH,
                                                        float scale) {
   constexpr int kLd = TileShape<HS>::kLd;
-  __shared__ __align__(16) bf16 qs[kTile * kLd], gs[kTile * kLd], ks[kTile * kLd], vs[kTile * kLd];
+  // Q and dO are read once into registers; then their tiles hold the second K, V pair (double buffering).
+  __shared__ __align__(16) bf16 tiles[4][kTile * kLd];
+  bf16 *qs = tiles[0], *gs = tiles[1];
+  auto ks = [&](int pair) { return tiles[2 - 2 * pair]; };  // pair 0: tiles 2 and 3, pair 1: tiles 0 and 1
+  auto vs = [&](int pair) { return tiles[3 - 2 * pair]; };
   const int qb = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -378,10 +421,14 @@ __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float*
 
   load_tile_rows<HS>(qs, base, C3, q0, T);
   load_tile_rows<HS>(gs, g_base, C, q0, T);
+  load_tile_rows<HS>(ks(0), base + C, C3, 0, T);
+  load_tile_rows<HS>(vs(0), base + 2 * C, C3, 0, T);
+  wait_async_copies();
   __syncthreads();
   uint32_t qa[HS / 16][4], ga[HS / 16][4];
   load_a_fragments<HS>(qa, qs, warp, g, t);
   load_a_fragments<HS>(ga, gs, warp, g, t);
+  __syncthreads();  // qs and gs are free for the second pair
   const float scale2 = scale * kLog2e;
   float lse_r[2], delta_r[2];  // lse in base 2
 #pragma unroll
@@ -393,22 +440,27 @@ __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float*
 
   float dq[HS / 8][4] = {};
   for (int kt = 0; kt <= qb; ++kt) {
-    __syncthreads();
-    load_tile_rows<HS>(ks, base + C, C3, kt * kTile, T);
-    load_tile_rows<HS>(vs, base + 2 * C, C3, kt * kTile, T);
-    __syncthreads();
+    const int cur = kt % 2;
+    if (kt < qb) {
+      load_tile_rows<HS>(ks(cur ^ 1), base + C, C3, (kt + 1) * kTile, T);
+      load_tile_rows<HS>(vs(cur ^ 1), base + 2 * C, C3, (kt + 1) * kTile, T);
+    }
     float s[8][4], dp[8][4];
-    rows_times_tile<HS>(s, qa, ks, g, t);
-    rows_times_tile<HS>(dp, ga, vs, g, t);
+    rows_times_tile<HS>(s, qa, ks(cur), lane);
+    rows_times_tile<HS>(dp, ga, vs(cur), lane);
+    if (kt == qb) mask_future_keys(s, kt * kTile, row0, t);
+    // Rows past T are neither stored nor mixed into others: their values do not matter.
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int key = kt * kTile + nt * 8 + 2 * t + (e & 1), i = e >> 1, row = row0 + 8 * i;
-        const float p = (key <= row && row < T) ? exp2f(s[nt][e] * scale2 - lse_r[i]) : 0.0f;
+        const int i = e >> 1;
+        const float p = exp2f(fmaf(s[nt][e], scale2, -lse_r[i]));
         s[nt][e] = p * (dp[nt][e] - delta_r[i]);  // dS
       }
-    probs_times_tile<HS>(dq, s, ks, g, t);
+    probs_times_tile<HS>(dq, s, ks(cur), lane);
+    wait_async_copies();
+    __syncthreads();
   }
   store_rows<HS>(dqkv + static_cast<int64_t>(b) * T * C3 + h * HS, C3, dq, row0, T, scale, scale, g, t);
 }
@@ -420,8 +472,12 @@ __global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float
                                                         const bf16* qkv, const float* lse, int T, int C, int NH,
                                                         float scale) {
   constexpr int kLd = TileShape<HS>::kLd;
-  __shared__ __align__(16) bf16 ks[kTile * kLd], vs[kTile * kLd], qs[kTile * kLd], gs[kTile * kLd];
-  __shared__ float lse_s[kTile], delta_s[kTile];  // of the query tile; lse in base 2
+  // K and V are read once into registers; then their tiles hold the second Q, dO pair (double buffering).
+  __shared__ __align__(16) bf16 tiles[4][kTile * kLd];
+  __shared__ float lse_s[2][kTile], delta_s[2][kTile];  // of the query tiles; lse in base 2
+  bf16 *ks = tiles[0], *vs = tiles[1];
+  auto qs = [&](int pair) { return tiles[2 - 2 * pair]; };  // pair 0: tiles 2 and 3, pair 1: tiles 0 and 1
+  auto gs = [&](int pair) { return tiles[3 - 2 * pair]; };
   const int kb = blockIdx.x;  // the first key blocks see the most queries: they are handed out first
   const int h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -433,41 +489,61 @@ __global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float
   const int k0 = kb * kTile;
   const int key0 = k0 + warp * 16 + g;  // this thread's keys: key0 and key0 + 8
 
+  const float scale2 = scale * kLog2e;
+  // The query tile qt into pair i: Q, dO and the rows' statistics.
+  auto load_query_tile = [&](int i, int qt) {
+    const int q0 = qt * kTile;
+    load_tile_rows<HS>(qs(i), base, C3, q0, T);
+    load_tile_rows<HS>(gs(i), g_base, C, q0, T);
+    if (threadIdx.x < kTile) {
+      const int q = q0 + threadIdx.x;
+      lse_s[i][threadIdx.x] = q < T ? row_lse[q] * kLog2e : 0.0f;
+      delta_s[i][threadIdx.x] = q < T ? row_delta[q] : 0.0f;
+    }
+  };
   load_tile_rows<HS>(ks, base + C, C3, k0, T);
   load_tile_rows<HS>(vs, base + 2 * C, C3, k0, T);
+  load_query_tile(0, kb);
+  wait_async_copies();
   __syncthreads();
   uint32_t ka[HS / 16][4], va[HS / 16][4];
   load_a_fragments<HS>(ka, ks, warp, g, t);
   load_a_fragments<HS>(va, vs, warp, g, t);
+  __syncthreads();  // ks and vs are free for the second pair
 
-  const float scale2 = scale * kLog2e;
   float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
   const int q_tiles = static_cast<int>(ceil_div(T, kTile));
   for (int qt = kb; qt < q_tiles; ++qt) {
-    const int q0 = qt * kTile;
-    __syncthreads();
-    load_tile_rows<HS>(qs, base, C3, q0, T);
-    load_tile_rows<HS>(gs, g_base, C, q0, T);
-    if (threadIdx.x < kTile) {
-      const int q = q0 + threadIdx.x;
-      lse_s[threadIdx.x] = q < T ? row_lse[q] * kLog2e : 0.0f;
-      delta_s[threadIdx.x] = q < T ? row_delta[q] : 0.0f;
-    }
-    __syncthreads();
+    const int q0 = qt * kTile, cur = (qt - kb) % 2;
+    if (qt + 1 < q_tiles) load_query_tile(cur ^ 1, qt + 1);
+    const float* lse_q = lse_s[cur];
+    const float* delta_q = delta_s[cur];
     float st[8][4], dpt[8][4];  // S^T and dP^T: this warp's 16 keys x 64 queries
-    rows_times_tile<HS>(st, ka, qs, g, t);
-    rows_times_tile<HS>(dpt, va, gs, g, t);
+    rows_times_tile<HS>(st, ka, qs(cur), lane);
+    rows_times_tile<HS>(dpt, va, gs(cur), lane);
+    // Only the diagonal tile has queries before a key, and only the last can have queries past T.
+    if (qt == kb || q0 + kTile > T) {
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int query = q0 + nt * 8 + 2 * t + (e & 1), key = key0 + (e >> 1) * 8;
+          if (key > query || query >= T) st[nt][e] = -INFINITY;
+        }
+    }
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int qi = nt * 8 + 2 * t + (e & 1), query = q0 + qi, key = key0 + (e >> 1) * 8;
-        const float p = (key <= query && query < T) ? exp2f(st[nt][e] * scale2 - lse_s[qi]) : 0.0f;
+        const int qi = nt * 8 + 2 * t + (e & 1);
+        const float p = exp2f(fmaf(st[nt][e], scale2, -lse_q[qi]));
         st[nt][e] = p;
-        dpt[nt][e] = p * (dpt[nt][e] - delta_s[qi]);  // dS^T
+        dpt[nt][e] = p * (dpt[nt][e] - delta_q[qi]);  // dS^T
       }
-    probs_times_tile<HS>(dv, st, gs, g, t);
-    probs_times_tile<HS>(dk, dpt, qs, g, t);
+    probs_times_tile<HS>(dv, st, gs(cur), lane);
+    probs_times_tile<HS>(dk, dpt, qs(cur), lane);
+    wait_async_copies();
+    __syncthreads();
   }
   bf16* d = dqkv + static_cast<int64_t>(b) * T * C3 + h * HS;
   store_rows<HS>(d + C, C3, dk, key0, T, scale, scale, g, t);

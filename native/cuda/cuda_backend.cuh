@@ -99,7 +99,7 @@ class CudaBackend : public Backend {
   bool bf16_;                  // mixed precision (or 16-bit weights, which imply it)
   bool training_;              // gradients, optimizer state and saved activations exist
   int64_t max_rows_;
-  int vocab_padded_;           // row stride of the logits: the vocabulary rounded up to 64
+  int vocab_padded_;           // the head's width and the logits' row stride: the vocabulary rounded up to 64
   int device_ = 0;
   cudaDeviceProp props_{};
   CudaStream stream_;  // first member with device work, so destroyed last (it waits for the work to finish)

@@ -130,9 +130,10 @@ void CudaDecoder::run(int n, int64_t total, float* logits_out) {
     const int g0 = chunk_gathers_[chunk], g1 = chunk_gathers_[chunk + 1];
     gather_rows(last_ln, ln, gather_src + g0, gather_dst + g0, g1 - g0, C, stream_);
   }
-  // logits[n, V] = ln_f(last) @ wte^T, float32 whatever the precision
-  gemm_.matmul<X, float>(false, true, n, V, C, last_ln, C, w_.weight<X>(WTE, -1), C, logits_.data(), vocab_padded_,
-                         nullptr, false);
+  // logits[n, Vp] = ln_f(last) @ wte[0:Vp]^T, float32 whatever the precision; the pad columns (see
+  // CudaBackend::vocab_padded_) are not copied out
+  gemm_.matmul<X, float>(false, true, n, vocab_padded_, C, last_ln, C, w_.weight<X>(WTE, -1), C, logits_.data(),
+                         vocab_padded_, nullptr, false);
   DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, V * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
                                      V * sizeof(float), n, cudaMemcpyDeviceToHost, stream_));
   DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -1,6 +1,7 @@
 #include "layers.cuh"
 
 #include <initializer_list>
+#include <stdexcept>
 
 namespace dixie::cuda {
 
@@ -13,6 +14,21 @@ constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluCube = 0.044715f;
 
 unsigned row_blocks(int N) { return static_cast<unsigned>(ceil_div(N, kRowsPerBlock)); }
+
+// K elements of X read or written as one access: a 16-byte pack (the default), or 1 where arrays do not allow it.
+template <typename X, int K = 16 / sizeof(X)>
+struct alignas(K * sizeof(X)) Pack {
+  static constexpr int kN = K;
+  X v[K];
+};
+
+// Whether arrays of n elements can be read in 16-byte packs (they can in the planned memory).
+template <typename X>
+bool packable(int64_t n, std::initializer_list<const void*> arrays) {
+  for (const void* p : arrays)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return n % Pack<X>::kN == 0;
+}
 
 // ---- encoder ----
 
@@ -91,26 +107,40 @@ __global__ void residual_layernorm_forward_kernel(X* res, X* out, float* mean, f
   layernorm_row(out + o, mean, rstd, res + o, weight, bias, row, C, lane);
 }
 
-template <typename X>
-__global__ void layernorm_backward_input_kernel(X* dinp, const X* dout, const X* inp, const float* weight,
+// dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd, dnorm = weight * dout. One warp per row, K
+// elements per access; the second pass finds the row in L1.
+template <typename X, int K>
+__global__ void layernorm_backward_input_kernel(X* __restrict__ dinp, const X* __restrict__ dout,
+                                                const X* __restrict__ inp, const float* __restrict__ weight,
                                                 const float* mean, const float* rstd, int N, int C) {
+  using P = Pack<X, K>;
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= N) return;
   const int64_t o = static_cast<int64_t>(row) * C;
+  const P* g = reinterpret_cast<const P*>(dout + o);
+  const P* x = reinterpret_cast<const P*>(inp + o);
+  P* d = reinterpret_cast<P*>(dinp + o);
   const float m = mean[row], s = rstd[row];
-  // dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd, dnorm = weight * dout
   float sum_dnorm = 0.0f, sum_dnorm_norm = 0.0f;
-  for (int c = lane; c < C; c += 32) {
-    const float norm = (to_f32(inp[o + c]) - m) * s;
-    const float dnorm = weight[c] * to_f32(dout[o + c]);
-    sum_dnorm += dnorm;
-    sum_dnorm_norm += dnorm * norm;
+  for (int p = lane; p < C / P::kN; p += 32) {
+    const P gp = g[p], xp = x[p];
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) {
+      const float dnorm = weight[p * P::kN + k] * to_f32(gp.v[k]);
+      sum_dnorm += dnorm;
+      sum_dnorm_norm += dnorm * (to_f32(xp.v[k]) - m) * s;
+    }
   }
   const float mean_dnorm = warp_sum(sum_dnorm) / C, mean_dnorm_norm = warp_sum(sum_dnorm_norm) / C;
-  for (int c = lane; c < C; c += 32) {
-    const float norm = (to_f32(inp[o + c]) - m) * s;
-    const float dnorm = weight[c] * to_f32(dout[o + c]);
-    dinp[o + c] = from_f32<X>(to_f32(dinp[o + c]) + (dnorm - mean_dnorm - norm * mean_dnorm_norm) * s);
+  for (int p = lane; p < C / P::kN; p += 32) {
+    const P gp = g[p], xp = x[p];
+    P dp = d[p];
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) {
+      const float norm = (to_f32(xp.v[k]) - m) * s, dnorm = weight[p * P::kN + k] * to_f32(gp.v[k]);
+      dp.v[k] = from_f32<X>(to_f32(dp.v[k]) + (dnorm - mean_dnorm - norm * mean_dnorm_norm) * s);
+    }
+    d[p] = dp;
   }
 }
 
@@ -170,12 +200,6 @@ __global__ void column_finish_kernel(float* dweight, float* dbias, const float* 
 
 // ---- gelu: elementwise, in 16-byte packs when the arrays allow (they do in the planned memory) ----
 
-template <typename X>
-struct alignas(16) Pack {
-  static constexpr int kN = 16 / sizeof(X);
-  X v[kN];
-};
-
 __device__ __forceinline__ float gelu(float x) {
   return 0.5f * x * (1.0f + tanhf(kGeluScale * (x + kGeluCube * x * x * x)));
 }
@@ -218,33 +242,37 @@ __global__ void gelu_backward_kernel(X* dinp, const X* inp, const X* dout, int64
   }
 }
 
-template <typename X>
-bool packable(int64_t n, std::initializer_list<const void*> arrays) {
-  for (const void* p : arrays)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  return n % Pack<X>::kN == 0;
-}
 
 // ---- cross-entropy: one block per row ----
 
 constexpr int kRowBlock = 512;
 
+// The rows are ld >= V apart, ld a multiple of the pack: the kernels read whole packs and skip (forward) or zero
+// (backward) the pad columns past V.
 template <typename X>
 __global__ void __launch_bounds__(kRowBlock) crossentropy_forward_kernel(float* losses, float* lse, const X* logits,
                                                                          int ld, const int32_t* targets, int V) {
+  using P = Pack<X>;
   __shared__ float scratch[32];
   const int row = blockIdx.x;
   const X* x = logits + static_cast<int64_t>(row) * ld;
   // One pass over the row: each thread keeps a running maximum and the sum of exponentials below it.
   float m = -INFINITY, s = 0.0f;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const float v = to_f32(x[i]);
-    if (v > m) {
-      s = s * expf(m - v) + 1.0f;  // expf(-inf) = 0 on the first element
-      m = v;
-    } else {
-      s += expf(v - m);
+  for (int p = threadIdx.x; p < ld / P::kN; p += blockDim.x) {
+    const P v = reinterpret_cast<const P*>(x)[p];
+    float f[P::kN], pack_max = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) {
+      f[k] = p * P::kN + k < V ? to_f32(v.v[k]) : -INFINITY;
+      pack_max = fmaxf(pack_max, f[k]);
     }
+    if (pack_max > m) {
+      s *= expf(m - pack_max);  // expf(-inf) = 0 on the first pack
+      m = pack_max;
+    }
+    if (m == -INFINITY) continue;  // a pack entirely past V
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) s += expf(f[k] - m);
   }
   const float row_max = block_max(m, scratch);
   const float row_sum = block_sum(m == -INFINITY ? 0.0f : s * expf(m - row_max), scratch);
@@ -258,13 +286,19 @@ __global__ void __launch_bounds__(kRowBlock) crossentropy_forward_kernel(float* 
 template <typename X>
 __global__ void __launch_bounds__(kRowBlock) crossentropy_backward_kernel(X* logits, int ld, const float* lse,
                                                                           const int32_t* targets, float dloss, int V) {
+  using P = Pack<X>;
   const int row = blockIdx.x;
-  X* x = logits + static_cast<int64_t>(row) * ld;
+  P* x = reinterpret_cast<P*>(logits + static_cast<int64_t>(row) * ld);
   const float l = lse[row];
   const int target = targets[row];
-  for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const float p = expf(to_f32(x[i]) - l);
-    x[i] = from_f32<X>((p - (i == target ? 1.0f : 0.0f)) * dloss);
+  for (int p = threadIdx.x; p < ld / P::kN; p += blockDim.x) {
+    P v = x[p];
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) {
+      const int i = p * P::kN + k;
+      v.v[k] = from_f32<X>(i < V ? (expf(to_f32(v.v[k]) - l) - (i == target ? 1.0f : 0.0f)) * dloss : 0.0f);
+    }
+    x[p] = v;
   }
 }
 
@@ -416,7 +450,11 @@ size_t bias_scratch_floats(int OC) { return static_cast<size_t>(kRowChunks) * OC
 template <typename X>
 void layernorm_backward(X* dinp, float* dweight, float* dbias, const X* dout, const X* inp, const float* weight,
                         const float* mean, const float* rstd, int N, int C, float* scratch, cudaStream_t stream) {
-  layernorm_backward_input_kernel<<<row_blocks(N), kBlock, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
+  constexpr int K = Pack<X>::kN;
+  if (packable<X>(C, {dinp, dout, inp}))
+    layernorm_backward_input_kernel<X, K><<<row_blocks(N), kBlock, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
+  else
+    layernorm_backward_input_kernel<X, 1><<<row_blocks(N), kBlock, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
   DIXIE_CUDA_LAUNCHED();
   const dim3 grid(static_cast<unsigned>(ceil_div(C, 32)), kRowChunks), block(32, 8);
   column_partials_kernel<X, true><<<grid, block, 0, stream>>>(scratch, dout, inp, mean, rstd, N, C);
@@ -454,6 +492,7 @@ void gelu_backward(X* dinp, const X* inp, const X* dout, int64_t n, cudaStream_t
 template <typename X>
 void crossentropy_forward(float* losses, float* lse, const X* logits, int ld, const int32_t* targets, int N, int V,
                           cudaStream_t stream) {
+  if (!packable<X>(ld, {logits})) throw std::logic_error("crossentropy: logits rows must be 16-byte packs");
   crossentropy_forward_kernel<<<N, kRowBlock, 0, stream>>>(losses, lse, logits, ld, targets, V);
   DIXIE_CUDA_LAUNCHED();
 }
@@ -461,6 +500,7 @@ void crossentropy_forward(float* losses, float* lse, const X* logits, int ld, co
 template <typename X>
 void crossentropy_backward(X* logits, int ld, const float* lse, const int32_t* targets, float dloss, int N, int V,
                            cudaStream_t stream) {
+  if (!packable<X>(ld, {logits})) throw std::logic_error("crossentropy: logits rows must be 16-byte packs");
   crossentropy_backward_kernel<<<N, kRowBlock, 0, stream>>>(logits, ld, lse, targets, dloss, V);
   DIXIE_CUDA_LAUNCHED();
 }

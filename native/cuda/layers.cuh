@@ -59,12 +59,12 @@ void gelu_forward(X* out, const X* inp, int64_t n, cudaStream_t stream);
 template <typename X>
 void gelu_backward(X* dinp, const X* inp, const X* dout, int64_t n, cudaStream_t stream);
 
-// Softmax cross-entropy of logits [N, V] (row stride ld) against targets [N]: each row's loss [N] and its
-// log-sum-exp [N], kept for backward (the logits themselves are left as they are).
+// Softmax cross-entropy of logits [N, V] (row stride ld, a whole number of 16-byte packs) against targets [N]:
+// each row's loss [N] and its log-sum-exp [N], kept for backward (the logits themselves are left as they are).
 template <typename X>
 void crossentropy_forward(float* losses, float* lse, const X* logits, int ld, const int32_t* targets, int N, int V,
                           cudaStream_t stream);
-// dlogits = (softmax(logits) - onehot(targets)) * dloss, in place over the logits
+// dlogits = (softmax(logits) - onehot(targets)) * dloss, in place over the logits; columns [V, ld) become 0
 template <typename X>
 void crossentropy_backward(X* logits, int ld, const float* lse, const int32_t* targets, float dloss, int N, int V,
                            cudaStream_t stream);

@@ -8,6 +8,8 @@
 //             sampler    the GPU sampler against the CPU sampler
 //             bench      training and decoding throughput, sampling time (a markdown table on stdout)
 //             bench-train  only training at 8 x 1024 (to compare GEMM paths)
+//             profile    one bf16 training step at 8 x 1024 between cudaProfilerStart/Stop, for
+//                        `ncu --profile-from-start off` (bench/gpu.sh sums its kernels by name)
 //   --small: cpu, decode and sampler on a 2-layer model of head size 64 instead of 124M (seconds, not minutes)
 //
 // Each check prints one line, PASS or FAIL with the measured numbers; the exit status is the number of
@@ -28,6 +30,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <cuda_profiler_api.h>
 
 #include "core/backend.h"
 #include "core/dtype.h"
@@ -742,6 +746,27 @@ Row bench_train(const GPT2Config& c, const std::vector<float>& params, int B, in
               fmt("%.1f", 1e3 * t_step / steps) + " ms; loss " + fmt("%.3f", loss) + ")"};
 }
 
+// One training step after two warm-up steps, so the profiler sees neither allocation nor cuBLASLt's first-call work.
+void section_profile() {
+  const GPT2Config c = gpt2_124m();
+  const int B = 8, T = 1024;
+  auto be = cuda_model(c, random_params(ModelSpec(c), 31), B, T, true);
+  const std::vector<int32_t> x = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 21), y = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 22);
+  auto train_step = [&] {
+    be->forward(x.data(), y.data(), B, T, nullptr);
+    be->backward();
+    be->step(adamw(1e-4f));
+  };
+  train_step();
+  train_step();
+  cudaDeviceSynchronize();
+  cudaProfilerStart();
+  train_step();
+  cudaDeviceSynchronize();
+  cudaProfilerStop();
+  report(cudaGetLastError() == cudaSuccess, "profile: one training step", "bf16 8 x 1024");
+}
+
 int largest_batch(const GPT2Config& c, int T, bool bf16) {
   const ModelSpec spec(c);
   size_t per_row = 0, fixed = 0;
@@ -873,7 +898,7 @@ void section_bench(bool train_only) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|sampler|bench|bench-train [--small] [--fixtures DIR]\n");
+    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|sampler|bench|bench-train|profile [--small] [--fixtures DIR]\n");
     return 2;
   }
   const std::string section = argv[1];
@@ -896,6 +921,7 @@ int main(int argc, char** argv) {
     else if (section == "sampler") section_sampler(shape);
     else if (section == "bench") section_bench(false);
     else if (section == "bench-train") section_bench(true);
+    else if (section == "profile") section_profile();
     else {
       std::fprintf(stderr, "unknown section '%s'\n", section.c_str());
       return 2;

@@ -148,6 +148,30 @@ inline void emu_mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
   }
 }
 
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lane l gives the address of row l % 8 of matrix l / 8 and
+// receives in r[i] the pair (row l / 4, columns 2 (l % 4) + 0, 1) of matrix i, transposed: (rows 2 (l % 4) + 0, 1,
+// column l / 4).
+inline void emu_ldmatrix_x4(uint32_t* r, const __nv_bfloat16* row, bool trans) {
+  EmuWarp& w = emu_warp();
+  const int lane = emu_lane();
+  w.buf[lane] = reinterpret_cast<uint64_t>(row);
+  emu_warp_barrier();
+  auto at = [&](int matrix, int rr, int c) {
+    const auto* p = reinterpret_cast<const unsigned short*>(w.buf[matrix * 8 + rr]);
+    return static_cast<uint32_t>(p[c]);
+  };
+  for (int i = 0; i < 4; ++i) {
+    const int a = lane / 4, b = 2 * (lane % 4);
+    r[i] = trans ? at(i, b, a) | (at(i, b + 1, a) << 16) : at(i, a, b) | (at(i, a, b + 1) << 16);
+  }
+  emu_warp_barrier();
+}
+
+inline void emu_copy16(void* dst, const void* src, bool valid) {
+  if (valid) std::memcpy(dst, src, 16);
+  else std::memset(dst, 0, 16);
+}
+
 // Runs body for every thread of every block. A thread that returns early leaves the barriers' counts.
 inline std::function<void()>* emu_body = nullptr;
 inline void emu_fiber_entry() {

@@ -1,5 +1,5 @@
-# Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync asm a
-# call of emu_mma, dynamic shared memory the emulator's buffer. Usage: transform.py in.cu out.cpp
+# Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync and
+# ldmatrix asm calls of emu_mma and emu_ldmatrix_x4, cp.async a plain copy, dynamic shared memory the emulator's buffer. Usage: transform.py in.cu out.cpp
 import re
 import sys
 
@@ -11,6 +11,13 @@ s = re.sub(r'([\w:]+(?:<[^<>;()]*>)?)<<<([^;]*?)>>>\(([^;]*?)\);',
 # the mma wrappers: gemm.cu's takes b as an array, attention.cu's as two registers
 mma_call = 'emu_mma(d, a, b[0], b[1]);' if 'const uint32_t (&b)[2]' in s else 'emu_mma(d, a, b0, b1);'
 s = re.sub(r'asm volatile\(\s*"mma\.sync.*?\);\n', mma_call + '\n', s, flags=re.S)
+# attention.cu's ldmatrix wrapper: the emulator reads the rows through the generic pointer
+s = re.sub(r'static_cast<unsigned>\(__cvta_generic_to_shared\(\w+\)\)', '0u', s)
+# cp.async: copied at once (so the emulator cannot see a read before its wait)
+s = re.sub(r'asm volatile\("cp\.async\.cg.*?\);\n', 'emu_copy16(dst, src, valid);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("cp\.async\.wait_all.*?\);', '', s, flags=re.S)
+s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.trans.*?\);\n', 'emu_ldmatrix_x4(r, row, true);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.shared.*?\);\n', 'emu_ldmatrix_x4(r, row, false);\n', s, flags=re.S)
 s = s.replace('extern __shared__ float smem[];', 'float* smem = reinterpret_cast<float*>(emu_dyn_smem.data());')
 # a kernel template's address is not a host pointer g++ can take: the attribute call is a no-op here anyway
 s = re.sub(r'cudaFuncSetAttribute\(\w+<X>,', 'cudaFuncSetAttribute((const void*)nullptr,', s)
