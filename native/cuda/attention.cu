@@ -93,18 +93,29 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_forward_rows(X*
   if (lane == 0) lse[(static_cast<int64_t>(ix.b) * NH + ix.h) * T + ix.t] = m + logf(l);
 }
 
-// delta[b, h, t] = dout[b, t, h] . out[b, t, h]: the sum over keys of p * dp that the softmax backward subtracts
-template <typename X>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_delta_rows(float* delta, const X* dout, const X* out,
-                                                                           int B, int T, int C, int NH) {
-  RowIndex ix;
-  if (!warp_row(ix, B, NH, T)) return;
-  const int lane = threadIdx.x % 32, hs = C / NH;
-  const int64_t o = (static_cast<int64_t>(ix.b) * T + ix.t) * C + ix.h * hs;
+// delta[b, h, t] = dout[b, t, h] . out[b, t, h]: the sum over keys of p * dp that the softmax backward subtracts.
+// Eight lanes per (row, head), h fastest, each reading K elements (a 16-byte pack, or 1) at a time: a warp reads
+// four heads' contiguous spans of a row.
+constexpr int kDeltaLanes = 8;
+
+template <typename X, int K>
+__global__ void attention_delta_rows(float* delta, const X* dout, const X* out, int B, int T, int C, int NH) {
+  using P = Pack<X, K>;
+  const int64_t item = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kDeltaLanes;
+  const int sub = threadIdx.x % kDeltaLanes, hs = C / NH;
+  const bool live = item < static_cast<int64_t>(B) * T * NH;  // every lane stays for the shuffles
+  const int64_t row = item / NH;
+  const int h = static_cast<int>(item % NH);
+  const int64_t o = row * C + h * hs;
   float s = 0.0f;
-  for (int d = lane; d < hs; d += 32) s += to_f32(dout[o + d]) * to_f32(out[o + d]);
-  s = warp_sum(s);
-  if (lane == 0) delta[(static_cast<int64_t>(ix.b) * NH + ix.h) * T + ix.t] = s;
+  for (int p = sub; live && p < hs / P::kN; p += kDeltaLanes) {
+    const P g = reinterpret_cast<const P*>(dout + o)[p], y = reinterpret_cast<const P*>(out + o)[p];
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) s += to_f32(g.v[k]) * to_f32(y.v[k]);
+  }
+#pragma unroll
+  for (int m = kDeltaLanes / 2; m > 0; m /= 2) s += __shfl_xor_sync(0xffffffffu, s, m);  // within the eight
+  if (live && sub == 0) delta[(row / T * NH + h) * T + row % T] = s;
 }
 
 // dq_t = scale * sum_{j <= t} p_tj (dout_t . v_j - delta_t) k_j
@@ -649,7 +660,11 @@ template <typename X>
 void attention_backward(X* dqkv, float* delta, const X* dout, const X* qkv, const X* out, const float* lse, int B,
                         int T, int C, int NH, cudaStream_t stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(C / NH));
-  attention_delta_rows<<<row_blocks(B, T, NH), kWarpsPerBlock * 32, 0, stream>>>(delta, dout, out, B, T, C, NH);
+  const int64_t delta_threads = static_cast<int64_t>(B) * T * NH * kDeltaLanes;
+  const unsigned delta_blocks = static_cast<unsigned>(ceil_div(delta_threads, 256));
+  constexpr int K = Pack<X>::kN;
+  if (packable<X>(C / NH, {dout, out})) attention_delta_rows<X, K><<<delta_blocks, 256, 0, stream>>>(delta, dout, out, B, T, C, NH);
+  else attention_delta_rows<X, 1><<<delta_blocks, 256, 0, stream>>>(delta, dout, out, B, T, C, NH);
   DIXIE_CUDA_LAUNCHED();
   if constexpr (std::is_same<X, bf16>::value) {
     if (use_mma(C, NH)) {

@@ -1,11 +1,13 @@
 // What every file of the CUDA backend shares: error checks that throw, a device array that frees itself,
-// the activation element types (float, or bf16 in mixed precision) and warp/block reductions.
+// the activation element types (float, or bf16 in mixed precision), 16-byte packs of them and warp/block
+// reductions.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -147,6 +149,21 @@ template <>
 __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+
+// K elements of X read or written as one access: a 16-byte pack (the default), or 1 where arrays do not allow it.
+template <typename X, int K = 16 / sizeof(X)>
+struct alignas(K * sizeof(X)) Pack {
+  static constexpr int kN = K;
+  X v[K];
+};
+
+// Whether arrays of n elements can be read in 16-byte packs (they can in the planned memory).
+template <typename X>
+inline bool packable(int64_t n, std::initializer_list<const void*> arrays) {
+  for (const void* p : arrays)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return n % Pack<X>::kN == 0;
+}
 
 // ---- reductions ----
 

@@ -452,12 +452,14 @@ void CudaBackend::backward_impl() {
   X* dnarrow = static_cast<X*>(dnarrow_);
   X* gelu = static_cast<X*>(gelu_);
 
-  // The logits become dlogits in place (zero in the pad columns); then the tied head's two products.
+  // The logits become dlogits in place (zero in the pad columns); then the tied head's two products. The pad
+  // rows of the weight gradient are exact zeros added to the first rows of wpe's gradient: a no-op that keeps the
+  // product on the aligned kernels.
   crossentropy_backward(logits, vocab_padded_, ce_lse_, targets, 1.0f / static_cast<float>(N), N, V, stream_.get());
   gemm_->matmul<X, X>(false, false, N, C, vocab_padded_, logits, vocab_padded_, weight<X>(WTE, -1), C, dnarrow, C,
                       nullptr, false);
-  gemm_->matmul<X, float>(true, false, V, C, N, logits, vocab_padded_, static_cast<const X*>(lnf_), C, grad(WTE, -1), C,
-                          nullptr, true);
+  gemm_->matmul<X, float>(true, false, vocab_padded_, C, N, logits, vocab_padded_, static_cast<const X*>(lnf_), C,
+                          grad(WTE, -1), C, nullptr, true);
   DIXIE_CUDA_CHECK(cudaMemsetAsync(dres, 0, static_cast<size_t>(N) * C * sizeof(X), stream_.get()));
   layernorm_backward(dres, grad(LNF_W, -1), grad(LNF_B, -1), dnarrow, residual<X>(L), param(LNF_W, -1), lnf_mean_,
                      lnf_rstd_, N, C, reduce_scratch_, stream_.get());

@@ -1,6 +1,5 @@
 #include "layers.cuh"
 
-#include <initializer_list>
 #include <stdexcept>
 
 namespace dixie::cuda {
@@ -14,21 +13,6 @@ constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluCube = 0.044715f;
 
 unsigned row_blocks(int N) { return static_cast<unsigned>(ceil_div(N, kRowsPerBlock)); }
-
-// K elements of X read or written as one access: a 16-byte pack (the default), or 1 where arrays do not allow it.
-template <typename X, int K = 16 / sizeof(X)>
-struct alignas(K * sizeof(X)) Pack {
-  static constexpr int kN = K;
-  X v[K];
-};
-
-// Whether arrays of n elements can be read in 16-byte packs (they can in the planned memory).
-template <typename X>
-bool packable(int64_t n, std::initializer_list<const void*> arrays) {
-  for (const void* p : arrays)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  return n % Pack<X>::kN == 0;
-}
 
 // ---- encoder ----
 
@@ -66,45 +50,71 @@ __global__ void encoder_backward_wpe_kernel(float* dwpe, const X* dout, int B, i
   }
 }
 
-// ---- layernorm: one warp per row ----
+// ---- layernorm: one warp per row, K elements (a 16-byte pack, or 1) per access ----
 
-template <typename X>
+template <typename X, int K>
 __device__ __forceinline__ void layernorm_row(X* out, float* mean, float* rstd, const X* x, const float* weight,
                                               const float* bias, int row, int C, int lane) {
+  using P = Pack<X, K>;
+  const P* xp = reinterpret_cast<const P*>(x);
   float sum = 0.0f;
-  for (int c = lane; c < C; c += 32) sum += to_f32(x[c]);
+  for (int p = lane; p < C / P::kN; p += 32) {
+    const P v = xp[p];
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) sum += to_f32(v.v[k]);
+  }
   const float m = warp_sum(sum) / C;
   float var = 0.0f;
-  for (int c = lane; c < C; c += 32) {
-    const float d = to_f32(x[c]) - m;
-    var += d * d;
+  for (int p = lane; p < C / P::kN; p += 32) {
+    const P v = xp[p];
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) {
+      const float d = to_f32(v.v[k]) - m;
+      var += d * d;
+    }
   }
   const float s = 1.0f / sqrtf(warp_sum(var) / C + 1e-5f);
-  for (int c = lane; c < C; c += 32) out[c] = from_f32<X>((to_f32(x[c]) - m) * s * weight[c] + bias[c]);
+  for (int p = lane; p < C / P::kN; p += 32) {
+    const P v = xp[p];
+    P o;
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) {
+      const int c = p * P::kN + k;
+      o.v[k] = from_f32<X>((to_f32(v.v[k]) - m) * s * weight[c] + bias[c]);
+    }
+    reinterpret_cast<P*>(out)[p] = o;
+  }
   if (lane == 0) {
     if (mean) mean[row] = m;
     if (rstd) rstd[row] = s;
   }
 }
 
-template <typename X>
+template <typename X, int K>
 __global__ void layernorm_forward_kernel(X* out, float* mean, float* rstd, const X* inp, const float* weight,
                                          const float* bias, int N, int C) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= N) return;
   const int64_t o = static_cast<int64_t>(row) * C;
-  layernorm_row(out + o, mean, rstd, inp + o, weight, bias, row, C, lane);
+  layernorm_row<X, K>(out + o, mean, rstd, inp + o, weight, bias, row, C, lane);
 }
 
-template <typename X>
+template <typename X, int K>
 __global__ void residual_layernorm_forward_kernel(X* res, X* out, float* mean, float* rstd, const X* a, const X* b,
                                                   const float* weight, const float* bias, int N, int C) {
+  using P = Pack<X, K>;
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= N) return;
   const int64_t o = static_cast<int64_t>(row) * C;
-  // Each lane reads back only the elements it wrote itself, so no barrier is needed between the two steps.
-  for (int c = lane; c < C; c += 32) res[o + c] = from_f32<X>(to_f32(a[o + c]) + to_f32(b[o + c]));
-  layernorm_row(out + o, mean, rstd, res + o, weight, bias, row, C, lane);
+  // Each lane reads back only the packs it wrote itself, so no barrier is needed between the two steps.
+  for (int p = lane; p < C / P::kN; p += 32) {
+    const P va = reinterpret_cast<const P*>(a + o)[p], vb = reinterpret_cast<const P*>(b + o)[p];
+    P r;
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) r.v[k] = from_f32<X>(to_f32(va.v[k]) + to_f32(vb.v[k]));
+    reinterpret_cast<P*>(res + o)[p] = r;
+  }
+  layernorm_row<X, K>(out + o, mean, rstd, res + o, weight, bias, row, C, lane);
 }
 
 // dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd, dnorm = weight * dout. One warp per row, K
@@ -144,44 +154,76 @@ __global__ void layernorm_backward_input_kernel(X* __restrict__ dinp, const X* _
   }
 }
 
-// Column reductions in two stages. Stage 1, grid (ceil(C / 32), kRowChunks), block (32, 8): each block sums
-// 32 columns over one chunk of rows into partial[chunk]; stage 2 adds the chunks in order.
-template <typename X, bool LayerNorm>
+// Column reductions in two stages. Stage 1, grid (ceil(C / 32 K), kRowChunks), block (32, 8): each block sums
+// 32 K columns over one chunk of rows into partial[chunk], each thread K neighbouring columns (one access);
+// stage 2 adds the chunks in order.
+template <typename X, int K, bool LayerNorm>
 __global__ void column_partials_kernel(float* partial, const X* dout, const X* inp, const float* mean,
                                        const float* rstd, int N, int C) {
-  __shared__ float sum_a[8][33], sum_b[8][33];
+  using P = Pack<X, K>;
+  __shared__ float sum_a[8][32 * P::kN + 1], sum_b[8][32 * P::kN + 1];
   const int cx = threadIdx.x, ry = threadIdx.y;
-  const int c = blockIdx.x * 32 + cx;
+  const int q = blockIdx.x * 32 + cx;  // this thread's pack of columns
   const int chunk = blockIdx.y;
   const int rows_per_chunk = static_cast<int>(ceil_div(N, kRowChunks));
   const int r0 = chunk * rows_per_chunk, r1 = min(N, r0 + rows_per_chunk);
-  float a = 0.0f, b = 0.0f;  // LayerNorm: a = sum norm * dout (dweight), b = sum dout (dbias); bias: b only
-  if (c < C) {
+  // LayerNorm: a = sum norm * dout (dweight), b = sum dout (dbias); bias: b only
+  float a[P::kN] = {}, b[P::kN] = {};
+  if (q < C / P::kN) {
     for (int r = r0 + ry; r < r1; r += 8) {
-      const int64_t i = static_cast<int64_t>(r) * C + c;
-      const float g = to_f32(dout[i]);
-      if (LayerNorm) a += (to_f32(inp[i]) - mean[r]) * rstd[r] * g;
-      b += g;
-    }
-  }
-  sum_a[ry][cx] = a;
-  sum_b[ry][cx] = b;
-  __syncthreads();
-  if (ry == 0 && c < C) {
-    float ta = 0.0f, tb = 0.0f;
+      const int64_t i = static_cast<int64_t>(r) * (C / P::kN) + q;
+      const P g = reinterpret_cast<const P*>(dout)[i];
+      if constexpr (LayerNorm) {
+        const P x = reinterpret_cast<const P*>(inp)[i];
+        const float m = mean[r], s = rstd[r];
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      ta += sum_a[k][cx];
-      tb += sum_b[k][cx];
-    }
-    float* p = partial + static_cast<int64_t>(chunk) * (LayerNorm ? 2 * C : C);
-    if (LayerNorm) {
-      p[c] = ta;
-      p[C + c] = tb;
-    } else {
-      p[c] = tb;
+        for (int k = 0; k < P::kN; ++k) a[k] += (to_f32(x.v[k]) - m) * s * to_f32(g.v[k]);
+      }
+#pragma unroll
+      for (int k = 0; k < P::kN; ++k) b[k] += to_f32(g.v[k]);
     }
   }
+#pragma unroll
+  for (int k = 0; k < P::kN; ++k) {
+    sum_a[ry][cx * P::kN + k] = a[k];
+    sum_b[ry][cx * P::kN + k] = b[k];
+  }
+  __syncthreads();
+  if (ry == 0 && q < C / P::kN) {
+    float* out = partial + static_cast<int64_t>(chunk) * (LayerNorm ? 2 * C : C);
+#pragma unroll
+    for (int k = 0; k < P::kN; ++k) {
+      float ta = 0.0f, tb = 0.0f;
+#pragma unroll
+      for (int y = 0; y < 8; ++y) {
+        ta += sum_a[y][cx * P::kN + k];
+        tb += sum_b[y][cx * P::kN + k];
+      }
+      const int c = q * P::kN + k;
+      if (LayerNorm) {
+        out[c] = ta;
+        out[C + c] = tb;
+      } else {
+        out[c] = tb;
+      }
+    }
+  }
+}
+
+// Stage 1 of a column reduction of dout [N, C] (and inp, for a LayerNorm's weight) into scratch.
+template <typename X, bool LayerNorm>
+void column_partials(float* scratch, const X* dout, const X* inp, const float* mean, const float* rstd, int N, int C,
+                     cudaStream_t stream) {
+  constexpr int K = Pack<X>::kN;
+  const dim3 block(32, 8);
+  if (packable<X>(C, {dout, inp})) {
+    const dim3 grid(static_cast<unsigned>(ceil_div(C, 32 * K)), kRowChunks);
+    column_partials_kernel<X, K, LayerNorm><<<grid, block, 0, stream>>>(scratch, dout, inp, mean, rstd, N, C);
+  } else {
+    const dim3 grid(static_cast<unsigned>(ceil_div(C, 32)), kRowChunks);
+    column_partials_kernel<X, 1, LayerNorm><<<grid, block, 0, stream>>>(scratch, dout, inp, mean, rstd, N, C);
+  }
+  DIXIE_CUDA_LAUNCHED();
 }
 
 template <bool LayerNorm>
@@ -433,14 +475,22 @@ void encoder_backward(float* dwte, float* dwpe, const X* dout, const TokenBucket
 template <typename X>
 void layernorm_forward(X* out, float* mean, float* rstd, const X* inp, const float* weight, const float* bias, int N,
                        int C, cudaStream_t stream) {
-  layernorm_forward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+  constexpr int K = Pack<X>::kN;
+  if (packable<X>(C, {out, inp}))
+    layernorm_forward_kernel<X, K><<<row_blocks(N), kBlock, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+  else
+    layernorm_forward_kernel<X, 1><<<row_blocks(N), kBlock, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
   DIXIE_CUDA_LAUNCHED();
 }
 
 template <typename X>
 void residual_layernorm_forward(X* res, X* out, float* mean, float* rstd, const X* a, const X* b, const float* weight,
                                 const float* bias, int N, int C, cudaStream_t stream) {
-  residual_layernorm_forward_kernel<<<row_blocks(N), kBlock, 0, stream>>>(res, out, mean, rstd, a, b, weight, bias, N, C);
+  constexpr int K = Pack<X>::kN;
+  if (packable<X>(C, {res, out, a, b}))
+    residual_layernorm_forward_kernel<X, K><<<row_blocks(N), kBlock, 0, stream>>>(res, out, mean, rstd, a, b, weight, bias, N, C);
+  else
+    residual_layernorm_forward_kernel<X, 1><<<row_blocks(N), kBlock, 0, stream>>>(res, out, mean, rstd, a, b, weight, bias, N, C);
   DIXIE_CUDA_LAUNCHED();
 }
 
@@ -456,18 +506,14 @@ void layernorm_backward(X* dinp, float* dweight, float* dbias, const X* dout, co
   else
     layernorm_backward_input_kernel<X, 1><<<row_blocks(N), kBlock, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
   DIXIE_CUDA_LAUNCHED();
-  const dim3 grid(static_cast<unsigned>(ceil_div(C, 32)), kRowChunks), block(32, 8);
-  column_partials_kernel<X, true><<<grid, block, 0, stream>>>(scratch, dout, inp, mean, rstd, N, C);
-  DIXIE_CUDA_LAUNCHED();
+  column_partials<X, true>(scratch, dout, inp, mean, rstd, N, C, stream);
   column_finish_kernel<true><<<static_cast<unsigned>(ceil_div(C, kBlock)), kBlock, 0, stream>>>(dweight, dbias, scratch, C);
   DIXIE_CUDA_LAUNCHED();
 }
 
 template <typename X>
 void bias_backward(float* dbias, const X* dout, int N, int OC, float* scratch, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(ceil_div(OC, 32)), kRowChunks), block(32, 8);
-  column_partials_kernel<X, false><<<grid, block, 0, stream>>>(scratch, dout, nullptr, nullptr, nullptr, N, OC);
-  DIXIE_CUDA_LAUNCHED();
+  column_partials<X, false>(scratch, dout, nullptr, nullptr, nullptr, N, OC, stream);
   column_finish_kernel<false><<<static_cast<unsigned>(ceil_div(OC, kBlock)), kBlock, 0, stream>>>(nullptr, dbias, scratch, OC);
   DIXIE_CUDA_LAUNCHED();
 }

@@ -813,6 +813,7 @@ void section_bench(bool train_only) {
   std::printf("device: %s\n", gemm.c_str());
   check("bench: train bf16 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, true, 3, 10, device)); });
   if (!train_only) {
+    check("bench: train bf16 64 x 1024", [&] { add(bench_train(c, params, 64, 1024, true, 1, 5, device)); });
     check("bench: train bf16, largest batch", [&] {
       int B = largest_batch(c, 1024, true);
       for (;; B -= 8) {
