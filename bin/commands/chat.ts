@@ -5,8 +5,8 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ChatSession, Generator, isAudience } from '../../lib/generate';
 import { trainedAudiences } from '../../lib/train/checkpoint';
-import { WeightDType } from '../../lib/engine/native';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
+import { checkSeed, samplingFlags, samplingOptions } from './sampling_flags';
 import { resolveModel } from '../../lib/formats/resolve_model';
 
 async function ask(rl: readline.Interface, lines: AsyncIterator<string>, question: string): Promise<string | null> {
@@ -37,18 +37,12 @@ async function main(): Promise<void> {
     .option('restore_from', { type: 'string', describe: 'a model folder to chat with instead (a fine-tuned checkpoint)' })
     .option('audience', { type: 'string', describe: "who the model plays (default: offered from the model's training record)" })
     .option('length', { type: 'number', default: 64, describe: 'tokens per reply at most' })
-    .option('temperature', { type: 'number', default: 0.8, describe: 'randomness: 0 is greedy' })
-    .option('top_k', { type: 'number', default: 40, describe: 'sample from the k most likely tokens (0: all)' })
-    .option('top_p', { type: 'number', default: 1, describe: 'nucleus sampling (0 or 1: off)' })
-    .option('penalize', { type: 'number', default: 0.85, describe: 'repetition penalty in (0, 1] (0: off)' })
-    .option('seed', { type: 'number', describe: 'random seed (reply i uses seed + i)' })
-    .option('dtype', { choices: ['f32', 'f16', 'bf16'] as const, default: 'f32' as WeightDType, describe: 'weights in memory' })
-    .option('threads', { type: 'number', default: 0, describe: 'CPU threads (0: one per core)' })
+    .options(samplingFlags({ temperature: 0.8, top_k: 40, penalize: 0.85, seed: 'random seed (reply i uses seed + i)' }))
     .options(COMPUTE_FLAGS)
     .check((a) => {
       if (!Number.isInteger(a.length) || a.length < 1) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
       if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be 1 to 64 characters without "|", got ${JSON.stringify(a.audience)}`);
-      if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < 0)) throw new Error(`--seed must be an integer >= 0, got ${a.seed}`);
+      checkSeed(a.seed);
       return true;
     })
     .strict()
@@ -77,10 +71,7 @@ async function main(): Promise<void> {
     const session = new ChatSession(gen, {
       audience,
       maxTokens: argv.length,
-      temperature: argv.temperature,
-      topK: argv.top_k,
-      topP: argv.top_p === 0 ? 1 : argv.top_p,
-      penalize: argv.penalize,
+      ...samplingOptions(argv),
     });
     process.stdout.write(`Talking to ${audience}. /reset starts over, /quit leaves.\n`);
     for (let turn = 0; !quitting; ) {

@@ -5,8 +5,8 @@ import readline from 'node:readline';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Generator, GenerateOptions } from '../../lib/generate';
-import { WeightDType } from '../../lib/engine/native';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
+import { checkSeed, samplingFlags, samplingOptions } from './sampling_flags';
 
 interface SampleArgs {
   nsamples: number;
@@ -94,16 +94,10 @@ async function main(): Promise<void> {
     .option('nsamples', { type: 'number', default: 1, describe: 'number of samples' })
     .option('batch_size', { type: 'number', default: 1, describe: 'samples decoded together (nsamples need not be a multiple)' })
     .option('length', { type: 'number', describe: 'tokens per sample at most (default: half the context)' })
-    .option('temperature', { type: 'number', default: 1, describe: 'randomness: 0 is greedy' })
-    .option('top_k', { type: 'number', default: 0, describe: 'sample from the k most likely tokens (0: all)' })
-    .option('top_p', { type: 'number', default: 1, describe: 'nucleus sampling: the smallest set of tokens holding this probability (0 or 1: off)' })
-    .option('penalize', { type: 'number', default: 0, describe: 'repetition penalty in (0, 1] for tokens already in the text, e.g. 0.85 (0: off)' })
-    .option('seed', { type: 'number', describe: 'random seed: the same seed gives the same samples (sample i uses seed + i)' })
+    .options(samplingFlags({ temperature: 1, top_k: 0, penalize: 0, seed: 'random seed: the same seed gives the same samples (sample i uses seed + i)' }))
     .option('prompt', { type: 'string', describe: 'prompt text, or a file holding it' })
     .option('interactive', { type: 'boolean', default: false, describe: 'ask for prompts on stdin' })
     .option('stop', { type: 'string', array: true, describe: 'end a sample where this text appears (repeatable)' })
-    .option('dtype', { choices: ['f32', 'f16', 'bf16'] as const, default: 'f32' as WeightDType, describe: 'weights in memory (computing is float32)' })
-    .option('threads', { type: 'number', default: 0, describe: 'CPU threads (0: one per core)' })
     .options(COMPUTE_FLAGS)
     .example('$0 --nsamples 3 --length 100 --top_k 40', 'three unconditional samples from 124M')
     .example('$0 --restore_from checkpoint/run1 --prompt "1|mom|Hi! <EOM>" --penalize 0.85', 'a fine-tuned model')
@@ -112,7 +106,7 @@ async function main(): Promise<void> {
         if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be an integer >= 1, got ${v}`);
       }
       if (a.length !== undefined && (!Number.isInteger(a.length) || a.length < 1)) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
-      if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < 0)) throw new Error(`--seed must be an integer >= 0, got ${a.seed}`);
+      checkSeed(a.seed);
       return true;
     })
     .strict()
@@ -134,13 +128,7 @@ async function main(): Promise<void> {
     batchSize: argv.batch_size,
     length: argv.length,
     seed: argv.seed,
-    options: {
-      temperature: argv.temperature,
-      topK: argv.top_k,
-      topP: argv.top_p === 0 ? 1 : argv.top_p,  // the original tools' 0 meant off
-      penalize: argv.penalize,
-      stop: argv.stop,
-    },
+    options: { ...samplingOptions(argv), stop: argv.stop },
   };
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());

@@ -7,6 +7,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "core/checks.h"
 #include "core/dtype.h"
 #include "gemm.h"
 #include "kernels.h"
@@ -276,22 +277,7 @@ void CpuBackend::block_forward(int l, LayerActs& a, const float* in, float* out,
 float CpuBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) {
   require_f32("forward");
   const GPT2Config& c = spec_.config();
-  if (B < 1 || T < 1) throw std::invalid_argument("forward: B and T must be positive");
-  if (T > c.n_ctx)
-    throw std::invalid_argument("forward: T = " + std::to_string(T) + " exceeds the context length nCtx = " +
-                                std::to_string(c.n_ctx));
-  const int64_t N = static_cast<int64_t>(B) * T;
-  if (N > max_rows_)
-    throw std::invalid_argument("forward: B*T = " + std::to_string(N) + " exceeds the planned maxBatch*maxSeq = " +
-                                std::to_string(max_rows_));
-  for (int64_t i = 0; i < N; ++i) {
-    for (const auto& [ids, name] : {std::pair{inputs, "inputs"}, std::pair{targets, "targets"}}) {
-      if (ids && (ids[i] < 0 || ids[i] >= c.vocab_size))
-        throw std::out_of_range(std::string("forward: ") + name + "[" + std::to_string(i / T) + ", " +
-                                std::to_string(i % T) + "] = " + std::to_string(ids[i]) +
-                                " is not a token id (vocabulary size " + std::to_string(c.vocab_size) + ")");
-    }
-  }
+  const int64_t N = check_forward_batch(c, inputs, targets, B, T, max_rows_);
   backward_ready_ = false;
   std::memcpy(inputs_.data(), inputs, N * sizeof(int32_t));
   if (targets) std::memcpy(targets_.data(), targets, N * sizeof(int32_t));

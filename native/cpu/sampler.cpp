@@ -21,32 +21,14 @@
 #include <string>
 #include <vector>
 
+#include "core/checks.h"
+#include "core/rng.h"
 #include "decoder.h"
 #include "vec_math.h"
 
 namespace dixie {
 
 namespace {
-
-inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-// xoroshiro128++ (Blackman & Vigna). An all-zero state would stay zero, so it is replaced by a fixed one.
-uint64_t next_random(uint64_t* s) {
-  if (s[0] == 0 && s[1] == 0) {
-    s[0] = 0x9e3779b97f4a7c15ull;
-    s[1] = 0xbf58476d1ce4e5b9ull;
-  }
-  const uint64_t s0 = s[0];
-  uint64_t s1 = s[1];
-  const uint64_t result = rotl(s0 + s1, 17) + s0;
-  s1 ^= s0;
-  s[0] = rotl(s0, 49) ^ s1 ^ (s1 << 21);
-  s[1] = rotl(s1, 28);
-  return result;
-}
-
-// Uniform in [0, 1) with 53 random bits.
-double uniform(uint64_t* s) { return static_cast<double>(next_random(s) >> 11) * (1.0 / 9007199254740992.0); }
 
 // Per-thread scratch, grown once to the vocabulary size and reused for every row after.
 struct RowScratch {
@@ -155,7 +137,7 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
     }
   }
 
-  const double u = uniform(rng) * total;
+  const double u = rng::uniform(rng) * total;
   double cum = 0.0;
   for (int i = 0; i < n; ++i) {
     cum += p[i];
@@ -164,30 +146,13 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
   return order[n - 1];  // u fell in the rounding gap at the very top
 }
 
-void check_row(int row, int V, const SamplingParams& sp, const int32_t* history, int history_len) {
-  const std::string where = "sample: row " + std::to_string(row) + ": ";
-  if (!(sp.temperature >= 0.0f) || std::isinf(sp.temperature))
-    throw std::invalid_argument(where + "temperature must be a finite number >= 0, got " + std::to_string(sp.temperature));
-  if (sp.top_k < 0) throw std::invalid_argument(where + "top_k must be >= 0, got " + std::to_string(sp.top_k));
-  if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
-    throw std::invalid_argument(where + "top_p must be in (0, 1], got " + std::to_string(sp.top_p));
-  if (!(sp.penalize >= 0.0f && sp.penalize <= 1.0f))
-    throw std::invalid_argument(where + "penalize must be in [0, 1] (0: off), got " + std::to_string(sp.penalize));
-  if (history_len < 0 || (history_len > 0 && history == nullptr))
-    throw std::invalid_argument(where + "bad history");
-  for (int i = 0; i < history_len; ++i)
-    if (history[i] < 0 || history[i] >= V)
-      throw std::invalid_argument(where + "history token " + std::to_string(history[i]) + " at " + std::to_string(i) +
-                                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
-}
-
 }  // namespace
 
 void sample_tokens(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
                    const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens, ThreadPool& pool) {
   if (n <= 0) return;
   if (V <= 0) throw std::invalid_argument("sample: empty vocabulary");
-  for (int i = 0; i < n; ++i) check_row(i, V, params[i], history ? history[i] : nullptr, history_len ? history_len[i] : 0);
+  for (int i = 0; i < n; ++i) check_sampling_row(i, V, params[i], history ? history[i] : nullptr, history_len ? history_len[i] : 0);
   pool.run(n, [&](int64_t i, int) {
     out_tokens[i] = sample_row(V, logits + static_cast<size_t>(i) * V, params[i], rng_state + 2 * i,
                                history ? history[i] : nullptr, history_len ? history_len[i] : 0);

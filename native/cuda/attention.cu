@@ -408,6 +408,28 @@ __global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* l
   }
 }
 
+// The backward kernels' slices of batch row b, head h: Q at qkv (K at + C, V at + 2C, rows 3C apart), dO (rows C
+// apart), and the rows' lse and delta.
+template <int HS>
+struct HeadSlices {
+  const bf16 *qkv, *dout;
+  const float *lse, *delta;
+  __device__ HeadSlices(const bf16* qkv_all, const bf16* dout_all, const float* lse_all, const float* delta_all, int b,
+                        int h, int T, int C, int NH) {
+    qkv = qkv_all + static_cast<int64_t>(b) * T * 3 * C + h * HS;
+    dout = dout_all + static_cast<int64_t>(b) * T * C + h * HS;
+    lse = lse_all + (static_cast<int64_t>(b) * NH + h) * T;
+    delta = delta_all + (static_cast<int64_t>(b) * NH + h) * T;
+  }
+};
+
+// The backward kernels' four shared tiles: one pair is read into registers once at the start, then the two pairs
+// are the double buffer of the other operands: pair 0 is tiles 2 and 3, pair 1 tiles 0 and 1.
+template <int N>
+__device__ __forceinline__ bf16* pair_tile(bf16 (&tiles)[4][N], int pair, int which) {
+  return tiles[2 - 2 * pair + which];
+}
+
 // dQ for 64 query rows per block: dq = scale * dS @ K with dS = P * (dO V^T - delta)
 template <int HS>
 __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float* delta, const bf16* dout,
@@ -417,16 +439,15 @@ __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float*
   // Q and dO are read once into registers; then their tiles hold the second K, V pair (double buffering).
   __shared__ __align__(16) bf16 tiles[4][kTile * kLd];
   bf16 *qs = tiles[0], *gs = tiles[1];
-  auto ks = [&](int pair) { return tiles[2 - 2 * pair]; };  // pair 0: tiles 2 and 3, pair 1: tiles 0 and 1
-  auto vs = [&](int pair) { return tiles[3 - 2 * pair]; };
+  auto ks = [&](int pair) { return pair_tile(tiles, pair, 0); };
+  auto vs = [&](int pair) { return pair_tile(tiles, pair, 1); };
   const int qb = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t C3 = 3 * static_cast<int64_t>(C);
-  const bf16* base = qkv + static_cast<int64_t>(b) * T * C3 + h * HS;
-  const bf16* g_base = dout + static_cast<int64_t>(b) * T * C + h * HS;
-  const float* row_lse = lse + (static_cast<int64_t>(b) * NH + h) * T;
-  const float* row_delta = delta + (static_cast<int64_t>(b) * NH + h) * T;
+  const HeadSlices<HS> head(qkv, dout, lse, delta, b, h, T, C, NH);
+  const bf16 *base = head.qkv, *g_base = head.dout;
+  const float *row_lse = head.lse, *row_delta = head.delta;
   const int q0 = qb * kTile;
   const int row0 = q0 + warp * 16 + g;
 
@@ -487,16 +508,15 @@ __global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float
   __shared__ __align__(16) bf16 tiles[4][kTile * kLd];
   __shared__ float lse_s[2][kTile], delta_s[2][kTile];  // of the query tiles; lse in base 2
   bf16 *ks = tiles[0], *vs = tiles[1];
-  auto qs = [&](int pair) { return tiles[2 - 2 * pair]; };  // pair 0: tiles 2 and 3, pair 1: tiles 0 and 1
-  auto gs = [&](int pair) { return tiles[3 - 2 * pair]; };
+  auto qs = [&](int pair) { return pair_tile(tiles, pair, 0); };
+  auto gs = [&](int pair) { return pair_tile(tiles, pair, 1); };
   const int kb = blockIdx.x;  // the first key blocks see the most queries: they are handed out first
   const int h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t C3 = 3 * static_cast<int64_t>(C);
-  const bf16* base = qkv + static_cast<int64_t>(b) * T * C3 + h * HS;
-  const bf16* g_base = dout + static_cast<int64_t>(b) * T * C + h * HS;
-  const float* row_lse = lse + (static_cast<int64_t>(b) * NH + h) * T;
-  const float* row_delta = delta + (static_cast<int64_t>(b) * NH + h) * T;
+  const HeadSlices<HS> head(qkv, dout, lse, delta, b, h, T, C, NH);
+  const bf16 *base = head.qkv, *g_base = head.dout;
+  const float *row_lse = head.lse, *row_delta = head.delta;
   const int k0 = kb * kTile;
   const int key0 = k0 + warp * 16 + g;  // this thread's keys: key0 and key0 + 8
 

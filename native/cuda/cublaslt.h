@@ -45,9 +45,14 @@ constexpr int kDescTransA = 3;
 constexpr int kDescTransB = 4;
 constexpr int kDescEpilogue = 7;
 constexpr int kDescBiasPointer = 8;
-// cublasLtEpilogue_t
+constexpr int kDescEpilogueAuxPointer = 11;
+constexpr int kDescEpilogueAuxLd = 12;
+// cublasLtEpilogue_t (GELU is the tanh approximation, as GPT-2's)
 constexpr uint32_t kEpilogueDefault = 1;
 constexpr uint32_t kEpilogueBias = 4;
+constexpr uint32_t kEpilogueGeluAux = 160;      // D = gelu(AB), aux = AB
+constexpr uint32_t kEpilogueGeluAuxBias = 164;  // D = gelu(AB + bias), aux = AB + bias
+constexpr uint32_t kEpilogueDGelu = 192;        // D = AB * gelu'(aux)
 // cublasLtMatmulPreferenceAttributes_t
 constexpr int kPrefMaxWorkspaceBytes = 1;
 constexpr int kPrefMinAlignmentA = 5;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "attention.cuh"
+#include "core/checks.h"
 #include "core/dtype.h"
 #include "cpu/optimizer.h"
 
@@ -284,9 +285,11 @@ void CudaBackend::matmul_forward(X* out, const X* inp, ParamKind w, ParamKind b,
 
 template <typename X>
 void CudaBackend::matmul_backward(X* dinp, ParamKind w, ParamKind b, int l, const X* dout, const X* inp, int N, int C,
-                                  int OC) {
-  // dinp[N, C] = dout[N, OC] @ w[C, OC]^T; dw[C, OC] += inp[N, C]^T @ dout; db[OC] += column sums of dout
-  gemm_->matmul<X, X>(false, true, N, C, OC, dout, OC, weight<X>(w, l), OC, dinp, C, nullptr, false);
+                                  int OC, X* gelu_input) {
+  // dinp[N, C] = dout[N, OC] @ w[C, OC]^T (times gelu'(gelu_input) when inp was its GELU); dw[C, OC] += inp[N,
+  // C]^T @ dout; db[OC] += column sums of dout
+  gemm_->matmul<X, X>(false, true, N, C, OC, dout, OC, weight<X>(w, l), OC, dinp, C, nullptr, false,
+                      gelu_input ? Gemm::Activation::kGeluGrad : Gemm::Activation::kNone, gelu_input);
   gemm_->matmul<X, float>(true, false, C, OC, N, inp, C, dout, OC, grad(w, l), OC, nullptr, true);
   bias_backward(grad(b, l), dout, N, OC, reduce_scratch_, stream_.get());
 }
@@ -302,8 +305,10 @@ void CudaBackend::block_body(int l, LayerActs& a, const X* in, int B, int T) {
   matmul_forward(proj, static_cast<const X*>(a.atty), ATTPROJ_W, ATTPROJ_B, l, N, C, C);
   residual_layernorm_forward(static_cast<X*>(a.res2), static_cast<X*>(a.ln2), a.ln2_mean, a.ln2_rstd, in, proj,
                              param(LN2_W, l), param(LN2_B, l), N, C, stream_.get());
-  matmul_forward(static_cast<X*>(a.fch), static_cast<const X*>(a.ln2), FC_W, FC_B, l, N, C, 4 * C);
-  gelu_forward(static_cast<X*>(gelu_), static_cast<const X*>(a.fch), static_cast<int64_t>(N) * 4 * C, stream_.get());
+  // fch = ln2 @ fc_w + fc_b (kept for the backward), gelu_ = GELU(fch): one product with its epilogue
+  gemm_->matmul<X, X>(false, false, N, 4 * C, C, static_cast<const X*>(a.ln2), C, weight<X>(FC_W, l), 4 * C,
+                      static_cast<X*>(gelu_), 4 * C, weight<X>(FC_B, l), false, Gemm::Activation::kGelu,
+                      static_cast<X*>(a.fch));
 }
 
 template <typename X>
@@ -324,22 +329,7 @@ void CudaBackend::copy_logits_out(float* dst, const X* logits, int rows) {
 
 float CudaBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) {
   const GPT2Config& c = spec_.config();
-  if (B < 1 || T < 1) throw std::invalid_argument("forward: B and T must be positive");
-  if (T > c.n_ctx)
-    throw std::invalid_argument("forward: T = " + std::to_string(T) + " exceeds the context length nCtx = " +
-                                std::to_string(c.n_ctx));
-  const int64_t N = static_cast<int64_t>(B) * T;
-  if (N > max_rows_)
-    throw std::invalid_argument("forward: B*T = " + std::to_string(N) + " exceeds the planned maxBatch*maxSeq = " +
-                                std::to_string(max_rows_));
-  for (int64_t i = 0; i < N; ++i) {
-    for (const auto& [ids, name] : {std::pair{inputs, "inputs"}, std::pair{targets, "targets"}}) {
-      if (ids && (ids[i] < 0 || ids[i] >= c.vocab_size))
-        throw std::out_of_range(std::string("forward: ") + name + "[" + std::to_string(i / T) + ", " +
-                                std::to_string(i % T) + "] = " + std::to_string(ids[i]) +
-                                " is not a token id (vocabulary size " + std::to_string(c.vocab_size) + ")");
-    }
-  }
+  const int64_t N = check_forward_batch(c, inputs, targets, B, T, max_rows_);
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   backward_ready_ = false;
 
@@ -474,12 +464,12 @@ void CudaBackend::backward_impl() {
         layernorm_forward(static_cast<X*>(a.ln1), a.ln1_mean, a.ln1_rstd, residual<X>(l), param(LN1_W, l),
                           param(LN1_B, l), N, C, stream_.get());
         block_body<X>(l, a, residual<X>(l), B, T);
-      } else {
-        gelu_forward(gelu, static_cast<const X*>(a.fch), static_cast<int64_t>(N) * 4 * C, stream_.get());
       }
+      // GELU(fch) from the elementwise kernel in both modes (the product's epilogue may round differently), so
+      // that recomputing changes no gradient.
+      gelu_forward(gelu, static_cast<const X*>(a.fch), static_cast<int64_t>(N) * 4 * C, stream_.get());
     }
-    matmul_backward(dwide, FCPROJ_W, FCPROJ_B, l, dres, gelu, N, 4 * C, C);
-    gelu_backward(dwide, static_cast<const X*>(a.fch), dwide, static_cast<int64_t>(N) * 4 * C, stream_.get());
+    matmul_backward(dwide, FCPROJ_W, FCPROJ_B, l, dres, gelu, N, 4 * C, C, static_cast<X*>(a.fch));
     matmul_backward(dnarrow, FC_W, FC_B, l, dwide, static_cast<const X*>(a.ln2), N, C, 4 * C);
     layernorm_backward(dres, grad(LN2_W, l), grad(LN2_B, l), dnarrow, static_cast<const X*>(a.res2), param(LN2_W, l),
                        a.ln2_mean, a.ln2_rstd, N, C, reduce_scratch_, stream_.get());

@@ -90,7 +90,8 @@ class CudaBackend : public Backend {
   template <typename X>
   void matmul_forward(X* out, const X* inp, ParamKind w, ParamKind b, int l, int N, int C, int OC);
   template <typename X>
-  void matmul_backward(X* dinp, ParamKind w, ParamKind b, int l, const X* dout, const X* inp, int N, int C, int OC);
+  void matmul_backward(X* dinp, ParamKind w, ParamKind b, int l, const X* dout, const X* inp, int N, int C, int OC,
+                       X* gelu_input = nullptr);
   template <typename X>
   void copy_logits_out(float* dst, const X* logits, int rows);
 

@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "layers.cuh"
+
 namespace dixie::cuda {
 
 namespace {
@@ -267,7 +269,8 @@ std::string Gemm::describe() const {
 }
 
 Gemm::Plan* Gemm::plan_for(const Key& key, bool trans_a, bool trans_b, int M, int N, int K, int lda, int ldb, int ldc,
-                           cudaDataType_t in_type, cudaDataType_t out_type, const void* bias, const int align[4]) {
+                           cudaDataType_t in_type, cudaDataType_t out_type, const void* bias, Activation act,
+                           const void* aux, const int align[4]) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
   auto plan = std::make_unique<Plan>();
@@ -276,7 +279,10 @@ Gemm::Plan* Gemm::plan_for(const Key& key, bool trans_a, bool trans_b, int M, in
   // with m = N, n = M. Layouts describe the matrices as stored.
   const int op_a = trans_b ? lt::kOpT : lt::kOpN;
   const int op_b = trans_a ? lt::kOpT : lt::kOpN;
-  const uint32_t epilogue = bias ? lt::kEpilogueBias : lt::kEpilogueDefault;
+  const uint32_t epilogue = act == Activation::kGelu       ? (bias ? lt::kEpilogueGeluAuxBias : lt::kEpilogueGeluAux)
+                            : act == Activation::kGeluGrad ? lt::kEpilogueDGelu
+                            : bias                         ? lt::kEpilogueBias
+                                                           : lt::kEpilogueDefault;
   bool ok = api_->matmul_desc_create(&plan->desc, lt::kCompute32F, CUDA_R_32F) == lt::kSuccess &&
             api_->matmul_desc_set_attribute(plan->desc, lt::kDescTransA, &op_a, sizeof(op_a)) == lt::kSuccess &&
             api_->matmul_desc_set_attribute(plan->desc, lt::kDescTransB, &op_b, sizeof(op_b)) == lt::kSuccess &&
@@ -284,9 +290,12 @@ Gemm::Plan* Gemm::plan_for(const Key& key, bool trans_a, bool trans_b, int M, in
             api_->matrix_layout_create(&plan->a, in_type, trans_b ? K : N, trans_b ? N : K, ldb) == lt::kSuccess &&
             api_->matrix_layout_create(&plan->b, in_type, trans_a ? M : K, trans_a ? K : M, lda) == lt::kSuccess &&
             api_->matrix_layout_create(&plan->c, out_type, N, M, ldc) == lt::kSuccess;
-  if (ok && bias) {
-    // The heuristic reads the bias pointer's alignment from the descriptor (the key holds that alignment).
-    ok = api_->matmul_desc_set_attribute(plan->desc, lt::kDescBiasPointer, &bias, sizeof(bias)) == lt::kSuccess;
+  // The heuristic reads the bias and aux pointers' alignment from the descriptor (the key holds them).
+  if (ok && bias) ok = api_->matmul_desc_set_attribute(plan->desc, lt::kDescBiasPointer, &bias, sizeof(bias)) == lt::kSuccess;
+  if (ok && act != Activation::kNone) {
+    const int64_t aux_ld = ldc;  // aux is laid out as C
+    ok = api_->matmul_desc_set_attribute(plan->desc, lt::kDescEpilogueAuxPointer, &aux, sizeof(aux)) == lt::kSuccess &&
+         api_->matmul_desc_set_attribute(plan->desc, lt::kDescEpilogueAuxLd, &aux_ld, sizeof(aux_ld)) == lt::kSuccess;
   }
   if (ok) {
     lt::MatmulPreference pref = nullptr;
@@ -317,18 +326,23 @@ Gemm::Plan* Gemm::plan_for(const Key& key, bool trans_a, bool trans_b, int M, in
 
 template <typename In, typename Out>
 void Gemm::matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, int lda, const In* B, int ldb, Out* C,
-                  int ldc, const In* bias, bool accumulate) {
+                  int ldc, const In* bias, bool accumulate, Activation act, Out* aux) {
   if (M <= 0 || N <= 0) return;
+  if (act != Activation::kNone && (ldc != N || accumulate || aux == nullptr))
+    throw std::logic_error("matmul: an activation needs contiguous rows, an aux matrix and no accumulate");
   if (api_) {
     const int align[4] = {alignment(A, lda, sizeof(In)), alignment(B, ldb, sizeof(In)), alignment(C, ldc, sizeof(Out)),
                           bias ? alignment(bias, 0, sizeof(In)) : 0};
     const cudaDataType_t in_type = data_type<In>(), out_type = data_type<Out>();
     const Key key{trans_a, trans_b, M, N, K, lda, ldb, ldc, static_cast<int>(in_type), static_cast<int>(out_type),
-                  bias != nullptr, align[0], align[1], align[2], align[3]};
-    Plan* plan = plan_for(key, trans_a, trans_b, M, N, K, lda, ldb, ldc, in_type, out_type, bias, align);
+                  bias != nullptr, align[0], align[1], align[2], align[3], static_cast<int>(act),
+                  aux ? alignment(aux, ldc, sizeof(Out)) : 0};
+    Plan* plan = plan_for(key, trans_a, trans_b, M, N, K, lda, ldb, ldc, in_type, out_type, bias, act, aux, align);
     if (plan->usable) {
       if (bias && api_->matmul_desc_set_attribute(plan->desc, lt::kDescBiasPointer, &bias, sizeof(bias)) != lt::kSuccess)
         throw std::runtime_error("cuBLASLt: setting the bias pointer failed");
+      if (aux && api_->matmul_desc_set_attribute(plan->desc, lt::kDescEpilogueAuxPointer, &aux, sizeof(aux)) != lt::kSuccess)
+        throw std::runtime_error("cuBLASLt: setting the epilogue's aux pointer failed");
       const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
       const lt::Status s = api_->matmul(handle_, plan->desc, &alpha, B, plan->a, A, plan->b, &beta, C, plan->c, C,
                                         plan->c, &plan->algo, workspace_.data(), workspace_.bytes(), stream_);
@@ -338,7 +352,19 @@ void Gemm::matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, 
       return;
     }
   }
-  own_kernel(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
+  if (act == Activation::kNone) {
+    own_kernel(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
+    return;
+  }
+  // The activation as a pass of its own, after the plain product (which may still run on cuBLASLt).
+  const int64_t n = static_cast<int64_t>(M) * N;
+  if (act == Activation::kGelu) {
+    matmul(trans_a, trans_b, M, N, K, A, lda, B, ldb, aux, ldc, bias, false);
+    gelu_forward(C, aux, n, stream_);
+  } else {
+    matmul(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, false);
+    gelu_backward(C, aux, C, n, stream_);
+  }
 }
 
 void Gemm::own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
@@ -364,10 +390,10 @@ void Gemm::own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const bf1
 }
 
 template void Gemm::matmul<float, float>(bool, bool, int, int, int, const float*, int, const float*, int, float*, int,
-                                         const float*, bool);
+                                         const float*, bool, Activation, float*);
 template void Gemm::matmul<bf16, bf16>(bool, bool, int, int, int, const bf16*, int, const bf16*, int, bf16*, int,
-                                       const bf16*, bool);
+                                       const bf16*, bool, Activation, bf16*);
 template void Gemm::matmul<bf16, float>(bool, bool, int, int, int, const bf16*, int, const bf16*, int, float*, int,
-                                        const bf16*, bool);
+                                        const bf16*, bool, Activation, float*);
 
 }  // namespace dixie::cuda

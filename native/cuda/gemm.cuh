@@ -24,16 +24,22 @@ class Gemm {
   std::string describe() const;
   bool uses_cublaslt() const { return api_ != nullptr; }
 
+  // What happens to the product before it is stored (GELU is GPT-2's tanh approximation): kGelu keeps the
+  // product (+ bias) in aux and stores its GELU in C; kGeluGrad multiplies the product by gelu'(aux), aux as
+  // kGelu stored it. Both need contiguous rows (ldc == N) and no accumulate. cuBLASLt fuses them into the
+  // product; elsewhere they run as a pass of their own.
+  enum class Activation { kNone, kGelu, kGeluGrad };
+
   // Row-major C[M, N] = op(A)[M, K] @ op(B)[K, N] (+ bias[N]) (+ C when accumulate), op(X) = X^T when the
   // flag is set; lda/ldb/ldc are the row strides of the matrices as stored. In/Out: float/float (float32
   // arithmetic), bf16/bf16 or bf16/float (bf16 products, float32 accumulation).
   template <typename In, typename Out>
   void matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, int lda, const In* B, int ldb, Out* C,
-              int ldc, const In* bias, bool accumulate);
+              int ldc, const In* bias, bool accumulate, Activation act = Activation::kNone, Out* aux = nullptr);
 
  private:
   struct Plan;
-  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int, int, int>;
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int>;
 
   // Our kernels: float32 tiles, or bf16 tensor-core tiles.
   void own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
@@ -42,7 +48,8 @@ class Gemm {
   void own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const bf16* A, int lda, const bf16* B, int ldb,
                   Out* C, int ldc, const bf16* bias, bool accumulate);
   Plan* plan_for(const Key& key, bool trans_a, bool trans_b, int M, int N, int K, int lda, int ldb, int ldc,
-                 cudaDataType_t in_type, cudaDataType_t out_type, const void* bias, const int align[4]);
+                 cudaDataType_t in_type, cudaDataType_t out_type, const void* bias, Activation act, const void* aux,
+                 const int align[4]);
 
   cudaStream_t stream_;
   const lt::Api* api_ = nullptr;

@@ -1,5 +1,8 @@
 #include "sampler.cuh"
 
+#include "core/checks.h"
+#include "core/rng.h"
+
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -26,27 +29,6 @@ size_t rng_offset(int n) { return (static_cast<size_t>(n) * sizeof(RowParams) + 
 size_t history_offset(int n) { return rng_offset(n) + static_cast<size_t>(n) * 2 * sizeof(uint64_t); }
 // Results come back through the staging buffer as [n tokens][2n RNG words].
 size_t results_offset(int n) { return (static_cast<size_t>(n) * sizeof(int32_t) + 15) / 16 * 16; }
-
-// ---- the CPU's random numbers ----
-
-__device__ __forceinline__ uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-// xoroshiro128++, exactly as native/cpu/sampler.cpp (an all-zero state is replaced by the same fixed one).
-__device__ uint64_t next_random(uint64_t* s) {
-  if (s[0] == 0 && s[1] == 0) {
-    s[0] = 0x9e3779b97f4a7c15ull;
-    s[1] = 0xbf58476d1ce4e5b9ull;
-  }
-  const uint64_t s0 = s[0];
-  uint64_t s1 = s[1];
-  const uint64_t result = rotl(s0 + s1, 17) + s0;
-  s1 ^= s0;
-  s[0] = rotl(s0, 49) ^ s1 ^ (s1 << 21);
-  s[1] = rotl(s1, 28);
-  return result;
-}
-
-__device__ double uniform(uint64_t* s) { return static_cast<double>(next_random(s) >> 11) * (1.0 / 9007199254740992.0); }
 
 // ---- order and weights of the candidates ----
 
@@ -242,7 +224,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
 
   // 5. The draw: the candidate where the running mass first exceeds u * total.
   if (threadIdx.x == 0) {
-    unsigned long long x = static_cast<unsigned long long>(uniform(rng + 2 * row) * static_cast<double>(total));
+    unsigned long long x = static_cast<unsigned long long>(rng::uniform(rng + 2 * row) * static_cast<double>(total));
     if (x >= total) x = total - 1;
     draw_target = x + 1;
   }
@@ -250,22 +232,6 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
   unsigned long long cum = 0;
   const uint64_t key = block_select(l, V, max, inv_t, by_id, limit, true, draw_target, &cum, sh);
   if (threadIdx.x == 0) out[row] = static_cast<int32_t>(key & 0xffffffffu);
-}
-
-void check_row(int row, int V, const SamplingParams& sp, const int32_t* history, int history_len) {
-  const std::string where = "sample: row " + std::to_string(row) + ": ";
-  if (!(sp.temperature >= 0.0f) || std::isinf(sp.temperature))
-    throw std::invalid_argument(where + "temperature must be a finite number >= 0, got " + std::to_string(sp.temperature));
-  if (sp.top_k < 0) throw std::invalid_argument(where + "top_k must be >= 0, got " + std::to_string(sp.top_k));
-  if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
-    throw std::invalid_argument(where + "top_p must be in (0, 1], got " + std::to_string(sp.top_p));
-  if (!(sp.penalize >= 0.0f && sp.penalize <= 1.0f))
-    throw std::invalid_argument(where + "penalize must be in [0, 1] (0: off), got " + std::to_string(sp.penalize));
-  if (history_len < 0 || (history_len > 0 && history == nullptr)) throw std::invalid_argument(where + "bad history");
-  for (int i = 0; i < history_len; ++i)
-    if (history[i] < 0 || history[i] >= V)
-      throw std::invalid_argument(where + "history token " + std::to_string(history[i]) + " at " + std::to_string(i) +
-                                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
 }
 
 }  // namespace
@@ -308,7 +274,7 @@ void CudaSampler::sample(int n, int V, const float* logits, const SamplingParams
   size_t total_history = 0;
   for (int i = 0; i < n; ++i) {
     const int len = history_len ? history_len[i] : 0;
-    check_row(i, V, params[i], history ? history[i] : nullptr, len);
+    check_sampling_row(i, V, params[i], history ? history[i] : nullptr, len);
     total_history += static_cast<size_t>(len);
   }
   reserve(n, V, total_history);

@@ -179,7 +179,6 @@ t.test('bad calls: token ids, lengths, T > nCtx, planned size, busy model, dispo
   await t.rejects(m.native.forward(ex.inputs, null, ex.B, ex.T, null), /disposed/);
   t.throws(() => new (loadAddon().Model)({ ...TINY_CONFIG, nHead: 0 }, {}), /config\.nHead must be an integer in \[1/);
   t.throws(() => new (loadAddon().Model)(TINY_CONFIG, { maxSeq: 65 }), /options\.maxSeq/);
-  t.throws(() => new (loadAddon().Model)(TINY_CONFIG, { device: 'cuda' }), /options\.device is 'cuda' but/);
 });
 
 t.test('the event loop keeps running during a long forward', async (t) => {
@@ -199,7 +198,6 @@ t.test('the event loop keeps running during a long forward', async (t) => {
 });
 
 t.test('addon facts', async (t) => {
-  const addon = loadAddon();
-  t.ok(Array.isArray(addon.cpuFeatures()));
-  t.equal(addon.cudaAvailable(), false);
+  const features = loadAddon().cpuFeatures();
+  t.ok(Array.isArray(features) && features.every((f) => typeof f === 'string'), JSON.stringify(features));
 });

@@ -1,0 +1,36 @@
+// The sampling and model-loading flags of generate and chat, under the original tools' names, each command with
+// its own defaults; and their translation into lib/generate's settings.
+import type { SamplingOptions } from '../../lib/generate/sequence';
+import type { WeightDType } from '../../lib/engine/native';
+
+export interface SamplingDefaults {
+  temperature: number;
+  top_k: number;
+  penalize: number;
+  seed: string;  // what the seed means for this command's outputs
+}
+
+export function samplingFlags(d: SamplingDefaults) {
+  return {
+    temperature: { type: 'number', default: d.temperature, describe: 'randomness: 0 is greedy' },
+    top_k: { type: 'number', default: d.top_k, describe: 'sample from the k most likely tokens (0: all)' },
+    top_p: { type: 'number', default: 1, describe: 'nucleus sampling: the smallest set of tokens holding this probability (0 or 1: off)' },
+    penalize: { type: 'number', default: d.penalize, describe: 'repetition penalty in (0, 1] for tokens already in the text, e.g. 0.85 (0: off)' },
+    seed: { type: 'number', describe: d.seed },
+    dtype: { choices: ['f32', 'f16', 'bf16'] as const, default: 'f32' as WeightDType, describe: 'weights in memory (computing is float32)' },
+    threads: { type: 'number', default: 0, describe: 'CPU threads (0: one per core)' },
+  } as const;
+}
+
+export function checkSeed(seed: number | undefined): void {
+  if (seed !== undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new Error(`--seed must be an integer >= 0, got ${seed}`);
+}
+
+export function samplingOptions(argv: { temperature: number; top_k: number; top_p: number; penalize: number }): SamplingOptions {
+  return {
+    temperature: argv.temperature,
+    topK: argv.top_k,
+    topP: argv.top_p === 0 ? 1 : argv.top_p,  // the original tools' 0 meant off
+    penalize: argv.penalize,
+  };
+}

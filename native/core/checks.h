@@ -1,0 +1,17 @@
+// The argument checks that every backend makes before its work, with one wording of the errors.
+#pragma once
+#include <cstdint>
+
+#include "backend.h"
+
+namespace dixie {
+
+// forward(inputs, targets, B, T): the shape against nCtx and the planned rows, and every token id against the
+// vocabulary (targets may be null). Returns N = B * T.
+int64_t check_forward_batch(const GPT2Config& config, const int32_t* inputs, const int32_t* targets, int B, int T,
+                            int64_t max_rows);
+
+// One row of sample(): its settings, and its history tokens against the vocabulary V.
+void check_sampling_row(int row, int V, const SamplingParams& params, const int32_t* history, int history_len);
+
+}  // namespace dixie
