@@ -6,7 +6,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_AUDIENCE, isAudience, MAX_AUDIENCE_CHARS } from '../data/chat_format';
-import type { WeightDType } from '../engine/native';
+import type { DeviceRequest, Precision, WeightDType } from '../engine/native';
 import { checkpointFolder, trainedAudiences } from '../train/checkpoint';
 import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
 import { readJsonFile } from '../util/json_file';
@@ -38,6 +38,8 @@ export interface ModelConfig {
   audience: string;
   sampling: SamplingDefaults;
   weightDtype: WeightDType;
+  device: DeviceRequest | null;     // null: the server's --device
+  precision: Precision | null;      // null: the server's --precision
   where: string;                    // "server_config.json: models[0]", for errors found later
 }
 
@@ -111,7 +113,7 @@ export function readSampling(raw: Raw, where: string, base: SamplingDefaults): S
   };
 }
 
-const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype'];
+const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype', 'device', 'precision'];
 
 function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   if (!isObject(raw)) fail(where, 'an object', raw);
@@ -141,6 +143,10 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   checkKeys(sampling, SAMPLING_KEYS, `${where}.sampling`);
   const weightDtype = str(raw, 'weight_dtype', where, 'f32');
   if (weightDtype !== 'f32' && weightDtype !== 'f16' && weightDtype !== 'bf16') fail(`${where}.weight_dtype`, '"f32", "f16" or "bf16"', weightDtype);
+  const device = optStr(raw, 'device', where);
+  if (device !== null && device !== 'cpu' && device !== 'cuda' && device !== 'auto') fail(`${where}.device`, '"cpu", "cuda" or "auto"', device);
+  const precision = optStr(raw, 'precision', where);
+  if (precision !== null && precision !== 'f32' && precision !== 'bf16') fail(`${where}.precision`, '"f32" or "bf16"', precision);
   return {
     key,
     modelName,
@@ -151,6 +157,8 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
     audience,
     sampling: readSampling(sampling, `${where}.sampling`, ORIGINAL_SAMPLING),
     weightDtype,
+    device,
+    precision,
     where,
   };
 }

@@ -55,7 +55,13 @@ export function gpt2Loader(models: ReadonlyMap<string, ModelConfig>, options: En
     async load(key) {
       const m = configOf(key);
       const folder = resolveModelSource(m);
-      const model = await Model.load(folder.dir, { trainable: false, weightDtype: m.weightDtype, threads });
+      const model = await Model.load(folder.dir, {
+        trainable: false,
+        weightDtype: m.weightDtype,
+        threads,
+        ...(m.device && { device: m.device }),
+        ...(m.precision && { precision: m.precision }),
+      });
       try {
         const tokenizer = folder.vocab ? loadTokenizer(folder.dir) : gpt2Tokenizer();
         const generator = new Generator(model, tokenizer, { slots: options.batchSlots });

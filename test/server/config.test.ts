@@ -40,9 +40,11 @@ t.test('defaults: 127.0.0.1:12345, no keys, original sampling; per-model overrid
   t.same(c.models[0].sampling, { ...ORIGINAL_SAMPLING, temperature: 0, length: 7 });
   t.equal(c.models[0].promptFormat, 'raw');
   t.equal(c.models[0].sanitizer, 'none');
+  t.equal(c.models[0].device, null, "the server's --device");
+  t.equal(c.models[0].precision, null, "the server's --precision");
   t.ok(c.memoryBudgetBytes > 0);
   const d = validateServerConfig({
-    models: [{ key: 'g', restore_from: 'x', sanitizer: './s.js' }],
+    models: [{ key: 'g', restore_from: 'x', sanitizer: './s.js', device: 'cpu', precision: 'bf16' }],
     memory_budget_mb: 100, idle_unload_s: 2, api_keys: ['0123456789abcdef'], request_timeout_s: 5, max_queue: 3, batch_slots: 2, body_limit_kb: 8, shutdown_grace_s: 1,
   }, 'cfg', '/base');
   t.equal(d.memoryBudgetBytes, 100 * 1024 * 1024);
@@ -50,6 +52,8 @@ t.test('defaults: 127.0.0.1:12345, no keys, original sampling; per-model overrid
   t.equal(d.requestTimeoutMs, 5000);
   t.equal(d.bodyLimitBytes, 8192);
   t.equal(d.models[0].sanitizer, '/base/s.js', 'a sanitizer module path is relative to the config file');
+  t.equal(d.models[0].device, 'cpu');
+  t.equal(d.models[0].precision, 'bf16');
 });
 
 t.test('every bad field is named', async (t) => {
@@ -82,6 +86,8 @@ t.test('every bad field is named', async (t) => {
     [{ models: [{ ...model, prompt_format: 'xml' }] }, /^cfg: models\[0\]\.prompt_format: must be "raw" or "chat"/],
     [{ models: [{ ...model, audience: 'a|b' }] }, /^cfg: models\[0\]\.audience: /],
     [{ models: [{ ...model, weight_dtype: 'f8' }] }, /^cfg: models\[0\]\.weight_dtype: /],
+    [{ models: [{ ...model, device: 'gpu' }] }, /^cfg: models\[0\]\.device: must be "cpu", "cuda" or "auto" \(got "gpu"\)/],
+    [{ models: [{ ...model, precision: 'f16' }] }, /^cfg: models\[0\]\.precision: must be "f32" or "bf16"/],
     [{ models: [{ ...model, sanitizer_options: [] }] }, /^cfg: models\[0\]\.sanitizer_options: must be an object/],
   ];
   for (const [raw, message] of bad) t.throws(() => validateServerConfig(raw, 'cfg', '/base'), message, JSON.stringify(raw));

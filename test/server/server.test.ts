@@ -19,7 +19,7 @@ t.before(async () => {
   srv = await startServer({
     models: [
       { key: 'general', model_name: '124M', restore_from: 'alpha/', sampling: greedy },
-      { key: 'chatbot', restore_from: 'beta', sanitizer: 'sanitizers.chatbot', audience: 'friend', sanitizer_options: { names: ['friend'] }, sampling: greedy },
+      { key: 'chatbot', restore_from: 'beta', sanitizer: 'sanitizers.chatbot', audience: 'friend', sanitizer_options: { names: ['friend'] }, sampling: greedy, device: 'cpu', precision: 'f32' },
     ],
     body_limit_kb: 4,
   }, dir);
