@@ -80,59 +80,92 @@ void finish(float* out, const float* y, int n, Epilogue epilogue) {
 
 // ---- streaming schedule (few rows) ---------------------------------------------------------------------------
 
-// acc[R, OC] = inp[R, 0:kn] @ w[0:kn, 0:OC] (rows of inp ldx apart, w at the part's first row), each element an
-// fma chain over k from 0. Eight rows of w are read together (eight streams through memory, which is what
-// keeps it busy); the sums of at most kStreamRows rows stay in L1/L2. kRows > 0 fixes R at compile time, so
-// that a single row keeps its inputs in registers.
-template <class W, int kRows>
-void stream_part(float* acc, const float* inp, int ldx, const typename W::T* w, int R, int kn, int OC) {
+// For each of G parts g (weights at w + g * w_stride, sums at acc + g * acc_stride, inputs at inp + g * kPartRows):
+// acc_g[R, cols] = inp_g[R, 0:kn] @ w_g[0:kn, 0:cols], each element an fma chain over k from 0 (rows of inp ldx
+// apart, of w and acc ld apart). The parts are read side by side, each as one stream through its rows (a lone
+// part as eight streams of rows, a pair as four each): several long streams are what keeps memory busy. The sums of at most kStreamRows rows stay in L1/L2. kRows > 0 fixes R at compile time, so that a
+// single row keeps its inputs in registers.
+template <class W, int kRows, int G>
+void stream_parts(float* acc, size_t acc_stride, const float* inp, int ldx, const typename W::T* w, size_t w_stride,
+                  int R, int kn, int cols, int ld) {
   if (kRows > 0) R = kRows;
-  std::fill(acc, acc + static_cast<size_t>(R) * OC, 0.0f);
-  constexpr int KB = 8;
+  for (int g = 0; g < G; ++g)
+    for (int r = 0; r < R; ++r) {
+      float* row = acc + g * acc_stride + static_cast<size_t>(r) * ld;
+      std::fill(row, row + cols, 0.0f);
+    }
+  constexpr int KB = G >= 3 ? 1 : 8 / G;
   int k = 0;
 #ifdef DIXIE_AVX2
   for (; k + KB <= kn; k += KB) {
-    const typename W::T* wk = w + static_cast<size_t>(k) * OC;
-    __m256 x1[KB];  // the inputs of a single row
+    __m256 x1[G][KB];  // the inputs of a single row
     if (kRows == 1)
-      for (int i = 0; i < KB; ++i) x1[i] = _mm256_set1_ps(inp[k + i]);
+      for (int g = 0; g < G; ++g)
+        for (int i = 0; i < KB; ++i) x1[g][i] = _mm256_set1_ps(inp[g * kPartRows + k + i]);
     int j = 0;
-    for (; j + 8 <= OC; j += 8) {
-      __m256 v[KB];
-      for (int i = 0; i < KB; ++i) v[i] = W::eight(wk + static_cast<size_t>(i) * OC + j);
-      for (int r = 0; r < R; ++r) {
-        const float* x = inp + static_cast<size_t>(r) * ldx + k;
-        float* o = acc + static_cast<size_t>(r) * OC + j;
-        __m256 a = _mm256_loadu_ps(o);
-        for (int i = 0; i < KB; ++i) a = _mm256_fmadd_ps(kRows == 1 ? x1[i] : _mm256_broadcast_ss(x + i), v[i], a);
-        _mm256_storeu_ps(o, a);
+    for (; j + 8 <= cols; j += 8) {
+      for (int g = 0; g < G; ++g) {
+        const typename W::T* wk = w + g * w_stride + static_cast<size_t>(k) * ld + j;
+        __m256 v[KB];
+        for (int i = 0; i < KB; ++i) v[i] = W::eight(wk + static_cast<size_t>(i) * ld);
+        for (int r = 0; r < R; ++r) {
+          const float* x = inp + static_cast<size_t>(r) * ldx + g * kPartRows + k;
+          float* o = acc + g * acc_stride + static_cast<size_t>(r) * ld + j;
+          __m256 a = _mm256_loadu_ps(o);
+          for (int i = 0; i < KB; ++i) a = _mm256_fmadd_ps(kRows == 1 ? x1[g][i] : _mm256_broadcast_ss(x + i), v[i], a);
+          _mm256_storeu_ps(o, a);
+        }
       }
     }
-    for (; j < OC; ++j)
-      for (int r = 0; r < R; ++r) {
-        float& o = acc[static_cast<size_t>(r) * OC + j];
-        for (int i = 0; i < KB; ++i) o = std::fma(inp[static_cast<size_t>(r) * ldx + k + i], W::one(wk + static_cast<size_t>(i) * OC + j), o);
-      }
+    for (; j < cols; ++j)
+      for (int g = 0; g < G; ++g)
+        for (int r = 0; r < R; ++r) {
+          float& o = acc[g * acc_stride + static_cast<size_t>(r) * ld + j];
+          for (int i = 0; i < KB; ++i)
+            o = std::fma(inp[static_cast<size_t>(r) * ldx + g * kPartRows + k + i],
+                         W::one(w + g * w_stride + static_cast<size_t>(k + i) * ld + j), o);
+        }
   }
 #endif
-  for (; k < kn; ++k) {
-    const typename W::T* wk = w + static_cast<size_t>(k) * OC;
-    for (int j = 0; j < OC; ++j) {
-      const float v = W::one(wk + j);
-      for (int r = 0; r < R; ++r) {
-        float& o = acc[static_cast<size_t>(r) * OC + j];
-        o = std::fma(inp[static_cast<size_t>(r) * ldx + k], v, o);
+  for (; k < kn; ++k)
+    for (int g = 0; g < G; ++g)
+      for (int j = 0; j < cols; ++j) {
+        const float v = W::one(w + g * w_stride + static_cast<size_t>(k) * ld + j);
+        for (int r = 0; r < R; ++r) {
+          float& o = acc[g * acc_stride + static_cast<size_t>(r) * ld + j];
+          o = std::fma(inp[static_cast<size_t>(r) * ldx + g * kPartRows + k], v, o);
+        }
       }
-    }
-  }
 }
 
-// Waits (spinning, then yielding the core) until counter reaches target.
+// How a product's parts are streamed, so that each thread has several long runs to read and an equal share.
+// Rows of 4 KB or more are long runs already: a task streams one part as eight runs of rows, the part split in
+// column halves down to 2 KB while there are under ~12 tasks. Shorter rows: a task streams the most parts side by
+// side (up to 8, one run each) that leave an equal number of tasks to every thread. Only the schedule depends on
+// the thread count, never a sum. Parts side by side read one row of w at a time each, which suits a single row
+// of inp only: more rows would load and store their sums once per row of w, not once per eight.
+struct StreamPlan {
+  int group, splits;
+};
+StreamPlan stream_plan(int full_parts, int OC, size_t elem_bytes, int threads, int R) {
+  const size_t row = static_cast<size_t>(OC) * elem_bytes;
+  if (row >= 4096 || R > 1) {
+    int splits = 1;
+    while (full_parts * splits < 12 && row / (2 * splits) >= 2048) splits *= 2;
+    return {1, splits};
+  }
+  for (int group : {8, 6, 4, 3, 2})
+    if (full_parts % group == 0 && (full_parts / group) % threads == 0) return {group, 1};
+  return {1, 1};
+}
+
+// Waits (spinning, then yielding the core) until counter reaches target. PAUSE only now and then: under a
+// hypervisor a run of PAUSEs gets the vCPU descheduled (pause-loop exiting).
 void wait_for(const std::atomic<int>& counter, int target) {
   for (int spins = 0; counter.load(std::memory_order_acquire) < target; ++spins) {
-    if (spins < 4096) {
+    if (spins < (1 << 16)) {
 #if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
+      if (spins % 64 == 63) __builtin_ia32_pause();
 #endif
     } else {
       std::this_thread::yield();
@@ -143,26 +176,49 @@ void wait_for(const std::atomic<int>& counter, int target) {
 template <class W>
 void stream_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* partials, ThreadPool& pool) {
-  // Tasks [0, parts) stream a part each into its partial sums; tasks after them wait for all parts and write
-  // out = epilogue(((bias + P_0) + P_1) + ...) for a block of columns each. Tasks are handed out in order, so
-  // a thread waits only on parts already running: the sums are added by all threads in the same dispatch.
+  // The first tasks stream parts (a group of them, or a column range of one) into their partial sums; the tasks
+  // after them wait for all of those and write out = epilogue(((bias + P_0) + P_1) + ...) for a block of columns
+  // each. Tasks are handed out in order, so a thread waits only on streams already running, and the sums are
+  // added by all threads within the same dispatch.
   constexpr int kBlock = 128;
-  const int parts = num_parts(C);
+  const int parts = num_parts(C), full = C / kPartRows;
+  const StreamPlan plan = stream_plan(full, OC, sizeof(typename W::T), pool.size(), R);
+  const int groups = full / plan.group;
+  const int units = groups + (parts > full ? 1 : 0);  // the groups, then the short last part on its own
+  const int split_cols = (OC / plan.splits + 7) / 8 * 8;
+  const int stream_tasks = units * plan.splits;
   const int blocks = (OC + kBlock - 1) / kBlock;
+  const size_t acc_stride = static_cast<size_t>(R) * OC, w_stride = static_cast<size_t>(kPartRows) * OC;
   std::atomic<int> parts_done{0};
-  pool.run(parts + blocks, [&](int64_t task, int) {
-    if (task < parts) {
-      const int k0 = static_cast<int>(task) * kPartRows;
-      float* acc = partials + static_cast<size_t>(task) * R * OC;
-      const typename W::T* wp = w + static_cast<size_t>(k0) * OC;
-      const int kn = std::min(kPartRows, C - k0);
-      if (R == 1) stream_part<W, 1>(acc, inp + k0, C, wp, R, kn, OC);
-      else stream_part<W, 0>(acc, inp + k0, C, wp, R, kn, OC);
+  pool.run(stream_tasks + blocks, [&](int64_t task, int) {
+    if (task < stream_tasks) {
+      const int unit = static_cast<int>(task) / plan.splits, j0 = static_cast<int>(task) % plan.splits * split_cols;
+      const int p0 = unit < groups ? unit * plan.group : full, k0 = p0 * kPartRows;
+      const int g = unit < groups ? plan.group : 1, kn = std::min(kPartRows, C - k0);
+      const int cols = std::max(0, std::min(split_cols, OC - j0));
+      float* acc = partials + p0 * acc_stride + j0;
+      const typename W::T* wp = w + static_cast<size_t>(k0) * OC + j0;
+      const auto run = [&](auto rows, auto together) {
+        stream_parts<W, decltype(rows)::value, decltype(together)::value>(acc, acc_stride, inp + k0, C, wp, w_stride,
+                                                                          R, kn, cols, OC);
+      };
+      const auto run_group = [&](auto together) {
+        if (R == 1) run(std::integral_constant<int, 1>{}, together);
+        else run(std::integral_constant<int, 0>{}, together);
+      };
+      switch (g) {
+        case 8: run_group(std::integral_constant<int, 8>{}); break;
+        case 6: run_group(std::integral_constant<int, 6>{}); break;
+        case 4: run_group(std::integral_constant<int, 4>{}); break;
+        case 3: run_group(std::integral_constant<int, 3>{}); break;
+        case 2: run_group(std::integral_constant<int, 2>{}); break;
+        default: run_group(std::integral_constant<int, 1>{}); break;
+      }
       parts_done.fetch_add(1, std::memory_order_acq_rel);
       return;
     }
-    wait_for(parts_done, parts);
-    const int j0 = static_cast<int>(task - parts) * kBlock, n = std::min(kBlock, OC - j0);
+    wait_for(parts_done, stream_tasks);
+    const int j0 = static_cast<int>(task - stream_tasks) * kBlock, n = std::min(kBlock, OC - j0);
     float y[kBlock];
     for (int r = 0; r < R; ++r) {
       if (bias) std::copy(bias + j0, bias + j0 + n, y);
@@ -184,27 +240,30 @@ void stream_matmul(float* out, const float* inp, const typename W::T* w, const f
 
 constexpr int kStrip = 16;  // columns of one strip of a packed panel: the width of the main micro-kernel
 
-// pack = float32 of w[0:kn, 0:cols] (rows of w OC apart) as kPanelCols / kStrip strips [kPartRows, kStrip], so a
-// micro-kernel reads its columns as one contiguous run; zero beyond cols. The same columns of the next part's
-// kn_next rows (at next) are prefetched into L2: they are a column of short runs that the hardware prefetcher
-// does not follow, and this part's FMAs hide the wait.
+// The packed schedule keeps a part of w as float32 panels: for each panel of kPanelCols columns, kPanelCols /
+// kStrip strips [kPartRows, kStrip], so a micro-kernel reads its columns as one contiguous run.
+constexpr size_t kPanelFloats = static_cast<size_t>(kPartRows) * kPanelCols;
+
+// Rows [k0, k1) of a part of w (w at the part's first row, rows OC apart) into its panels, zero beyond OC. A task
+// reads whole rows, one contiguous run each.
 template <class W>
-void pack_panel(float* pack, const typename W::T* w, const typename W::T* next, int OC, int kn_next, int kn, int cols) {
-  constexpr int kLine = 64 / sizeof(typename W::T);
-  for (int k = 0; k < kn_next; ++k)
-    for (int j = 0; j < cols; j += kLine) _mm_prefetch(reinterpret_cast<const char*>(next + static_cast<size_t>(k) * OC + j), _MM_HINT_T1);
-  for (int k = 0; k < kn; ++k) {
+void pack_rows(float* panels, const typename W::T* w, int OC, int k0, int k1) {
+  for (int k = k0; k < k1; ++k) {
     const typename W::T* wk = w + static_cast<size_t>(k) * OC;
-    for (int s = 0; s < kPanelCols; s += kStrip) {
-      float* dst = pack + static_cast<size_t>(s) * kPartRows + static_cast<size_t>(k) * kStrip;
-      const int n = std::max(0, std::min(kStrip, cols - s));
+    for (int j0 = 0; j0 < OC; j0 += kStrip) {
+      float* dst = panels + static_cast<size_t>(j0 / kPanelCols) * kPanelFloats +
+                   static_cast<size_t>(j0 % kPanelCols) * kPartRows + static_cast<size_t>(k) * kStrip;
+      const int n = std::min(kStrip, OC - j0);
       int j = 0;
 #ifdef DIXIE_AVX2
-      for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, W::eight(wk + s + j));
+      for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, W::eight(wk + j0 + j));
 #endif
-      for (; j < n; ++j) dst[j] = W::one(wk + s + j);
+      for (; j < n; ++j) dst[j] = W::one(wk + j0 + j);
       for (; j < kStrip; ++j) dst[j] = 0.0f;
     }
+    for (int j0 = (OC + kStrip - 1) / kStrip * kStrip; j0 % kPanelCols != 0; j0 += kStrip)  // strips past OC
+      std::fill_n(panels + static_cast<size_t>(j0 / kPanelCols) * kPanelFloats + static_cast<size_t>(j0 % kPanelCols) * kPartRows +
+                      static_cast<size_t>(k) * kStrip, kStrip, 0.0f);
   }
 }
 
@@ -273,38 +332,62 @@ void panel_rows(float* tile, const float* x, int ldx, const float* pack, int R, 
 template <class W>
 void packed_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* scratch, ThreadPool& pool) {
-  // inp goes first into parts [parts][R][kPartRows]: rows of the micro-kernels' loads then sit kPartRows apart, not
-  // C apart (4C = 12 KB would put six rows in one L1 set).
-  const int parts = num_parts(C);
-  float* xpack = scratch;
-  pool.run(parts, [&](int64_t p, int) {
-    const int k0 = static_cast<int>(p) * kPartRows, kn = std::min(kPartRows, C - k0);
-    for (int r = 0; r < R; ++r)
-      std::copy(inp + static_cast<size_t>(r) * C + k0, inp + static_cast<size_t>(r) * C + k0 + kn,
-                xpack + (static_cast<size_t>(p) * R + r) * kPartRows);
-  });
-  const int panels = (OC + kPanelCols - 1) / kPanelCols;
-  float* per_thread_scratch = xpack + static_cast<size_t>(parts) * R * kPartRows;
-  const size_t per_thread = static_cast<size_t>(R) * kPanelCols + static_cast<size_t>(kPartRows) * kPanelCols;
-  pool.run(panels, [&](int64_t panel, int thread) {
-    const int j0 = static_cast<int>(panel) * kPanelCols, cols = std::min(kPanelCols, OC - j0);
-    float* tile = per_thread_scratch + thread * per_thread;  // [R, kPanelCols]: bias + the parts so far
-    float* pack = tile + static_cast<size_t>(R) * kPanelCols;
-    for (int r = 0; r < R; ++r) {
-      float* t = tile + static_cast<size_t>(r) * kPanelCols;
-      if (bias) std::copy(bias + j0, bias + j0 + cols, t);
-      else std::fill(t, t + cols, 0.0f);
-      std::fill(t + cols, t + kPanelCols, 0.0f);
+  // Part by part: while the threads multiply part p (panels in one buffer), they pack part p + 1 into the other,
+  // its tasks interleaved with the products so that memory and FMAs are busy together. Packing reads whole rows
+  // of w, one contiguous run each, where a panel of w in place would be a column of short runs.
+  const int parts = num_parts(C), panels = (OC + kPanelCols - 1) / kPanelCols;
+  constexpr int kPackRows = 16;  // rows of w per packing task
+  const int pack_tasks = (kPartRows + kPackRows - 1) / kPackRows;
+  float* xpack = scratch;                                           // [parts][R][kPartRows]
+  float* tiles = xpack + static_cast<size_t>(parts) * R * kPartRows;  // [panels][R][kPanelCols]: bias + the parts so far
+  float* packs[2] = {tiles + static_cast<size_t>(panels) * R * kPanelCols, nullptr};  // [panels][kPanelFloats] each
+  packs[1] = packs[0] + static_cast<size_t>(panels) * kPanelFloats;
+  const auto part_rows = [&](int p) { return std::min(kPartRows, C - p * kPartRows); };
+  const auto pack = [&](int p, int task) {
+    const int k1 = std::min(part_rows(p), (task + 1) * kPackRows);
+    if (task * kPackRows < k1) pack_rows<W>(packs[p % 2], w + static_cast<size_t>(p) * kPartRows * OC, OC, task * kPackRows, k1);
+  };
+  // First: inp into parts (rows of the micro-kernels' loads then sit kPartRows apart, not C apart: 4C = 12 KB
+  // would put six rows in one L1 set), the tiles, and part 0.
+  pool.run(parts + panels + pack_tasks, [&](int64_t task, int) {
+    if (task < parts) {
+      const int k0 = static_cast<int>(task) * kPartRows, kn = part_rows(static_cast<int>(task));
+      for (int r = 0; r < R; ++r)
+        std::copy(inp + static_cast<size_t>(r) * C + k0, inp + static_cast<size_t>(r) * C + k0 + kn,
+                  xpack + (static_cast<size_t>(task) * R + r) * kPartRows);
+    } else if (task < parts + panels) {
+      const int j0 = static_cast<int>(task - parts) * kPanelCols, cols = std::min(kPanelCols, OC - j0);
+      for (int r = 0; r < R; ++r) {
+        float* t = tiles + (static_cast<size_t>(task - parts) * R + r) * kPanelCols;
+        if (bias) std::copy(bias + j0, bias + j0 + cols, t);
+        else std::fill(t, t + cols, 0.0f);
+        std::fill(t + cols, t + kPanelCols, 0.0f);
+      }
+    } else {
+      pack(0, static_cast<int>(task - parts - panels));
     }
-    for (int p = 0; p < parts; ++p) {
-      const int k0 = p * kPartRows, kn = std::min(kPartRows, C - k0);
-      const typename W::T* part = w + static_cast<size_t>(k0) * OC + j0;
-      const int kn_next = std::max(0, std::min(kPartRows, C - k0 - kPartRows));
-      pack_panel<W>(pack, part, part + static_cast<size_t>(kPartRows) * OC, OC, kn_next, kn, cols);
-      panel_rows(tile, xpack + static_cast<size_t>(p) * R * kPartRows, kPartRows, pack, R, kn);
-    }
-    for (int r = 0; r < R; ++r) finish(out + static_cast<size_t>(r) * OC + j0, tile + static_cast<size_t>(r) * kPanelCols, cols, epilogue);
   });
+  for (int p = 0; p < parts; ++p) {
+    const int next_tasks = p + 1 < parts ? pack_tasks : 0;
+    pool.run(panels + next_tasks, [&](int64_t task, int) {
+      // Products and packing alternate while both last, then whichever is left.
+      const int t = static_cast<int>(task), both = std::min(panels, next_tasks);
+      const bool packing = t < 2 * both ? t % 2 == 1 : panels == both;
+      const int index = t < 2 * both ? t / 2 : t - both;
+      if (packing) {
+        pack(p + 1, index);
+        return;
+      }
+      const int panel = index;
+      float* tile = tiles + static_cast<size_t>(panel) * R * kPanelCols;
+      panel_rows(tile, xpack + static_cast<size_t>(p) * R * kPartRows, kPartRows, packs[p % 2] + panel * kPanelFloats, R,
+                 part_rows(p));
+      if (p + 1 == parts) {
+        const int j0 = panel * kPanelCols, cols = std::min(kPanelCols, OC - j0);
+        for (int r = 0; r < R; ++r) finish(out + static_cast<size_t>(r) * OC + j0, tile + static_cast<size_t>(r) * kPanelCols, cols, epilogue);
+      }
+    });
+  }
 }
 
 template <class W>
@@ -316,12 +399,12 @@ void matmul_t(float* out, const float* inp, const typename W::T* w, const float*
 
 // ---- output head ----------------------------------------------------------------------------------------------
 
-constexpr int kHeadTask = 64;  // vocabulary rows per task
+constexpr int kHeadTask = 128;  // vocabulary rows per task
 
-// out[r * ldo + i] = dot(inp[r], w[i]) for RB rows of inp and NB rows of w (both C long): per output one 8-lane
-// fma chain over C, a horizontal sum, then the tail, whatever the block shape.
+// out[r * ldo + i * out_step] = dot(inp[r], w[i * w_step, C)) for RB rows of inp (C apart) and NB rows of w: per
+// output one 8-lane fma chain over C, a horizontal sum, then the tail, whatever the block shape.
 template <class W, int RB, int NB>
-void dot_block(float* out, int ldo, const float* inp, const typename W::T* w, int C) {
+void dot_block(float* out, int ldo, int out_step, const float* inp, const typename W::T* w, size_t w_step, int C) {
   float sums[RB][NB];
   int c = 0;
 #ifdef DIXIE_AVX2
@@ -330,7 +413,7 @@ void dot_block(float* out, int ldo, const float* inp, const typename W::T* w, in
     for (int i = 0; i < NB; ++i) acc[r][i] = _mm256_setzero_ps();
   for (; c + 8 <= C; c += 8) {
     __m256 v[NB];
-    for (int i = 0; i < NB; ++i) v[i] = W::eight(w + static_cast<size_t>(i) * C + c);
+    for (int i = 0; i < NB; ++i) v[i] = W::eight(w + i * w_step + c);
     for (int r = 0; r < RB; ++r) {
       const __m256 x = _mm256_loadu_ps(inp + static_cast<size_t>(r) * C + c);
       for (int i = 0; i < NB; ++i) acc[r][i] = _mm256_fmadd_ps(x, v[i], acc[r][i]);
@@ -345,30 +428,32 @@ void dot_block(float* out, int ldo, const float* inp, const typename W::T* w, in
   for (; c < C; ++c)
     for (int r = 0; r < RB; ++r)
       for (int i = 0; i < NB; ++i)
-        sums[r][i] = std::fma(inp[static_cast<size_t>(r) * C + c], W::one(w + static_cast<size_t>(i) * C + c), sums[r][i]);
+        sums[r][i] = std::fma(inp[static_cast<size_t>(r) * C + c], W::one(w + i * w_step + c), sums[r][i]);
   for (int r = 0; r < RB; ++r)
-    for (int i = 0; i < NB; ++i) out[static_cast<size_t>(r) * ldo + i] = sums[r][i];
+    for (int i = 0; i < NB; ++i) out[static_cast<size_t>(r) * ldo + i * out_step] = sums[r][i];
 }
 
-// out[R, n] (rows ldo apart) = inp[R, C] @ w[n, C]^T. One row reads eight rows of w at once (eight streams
-// through memory); more rows share four rows of w between pairs of rows.
+// out[R, n] (rows ldo apart) = inp[R, C] @ w[n, C]^T. The n rows of w are read as NB streams of n / NB
+// consecutive rows each, side by side (eight for one row of inp, four shared by pairs of rows for more): many
+// streams keep memory busy, and each runs through many rows, long even where a row is short.
 template <class W>
 void dot_rows(float* out, int ldo, const float* inp, const typename W::T* w, int n, int R, int C) {
-  int j = 0;
-  if (R == 1) {
-    for (; j + 8 <= n; j += 8) dot_block<W, 1, 8>(out + j, ldo, inp, w + static_cast<size_t>(j) * C, C);
-  } else {
-    for (; j + 4 <= n; j += 4) {
-      int r = 0;
-      for (; r + 2 <= R; r += 2)
-        dot_block<W, 2, 4>(out + static_cast<size_t>(r) * ldo + j, ldo, inp + static_cast<size_t>(r) * C, w + static_cast<size_t>(j) * C, C);
-      if (r < R)
-        dot_block<W, 1, 4>(out + static_cast<size_t>(r) * ldo + j, ldo, inp + static_cast<size_t>(r) * C, w + static_cast<size_t>(j) * C, C);
+  const int NB = R == 1 ? 8 : 4;
+  const int m = n / NB;  // rows per stream
+  const size_t step = static_cast<size_t>(m) * C;
+  for (int i = 0; i < m; ++i) {
+    const typename W::T* wi = w + static_cast<size_t>(i) * C;
+    if (R == 1) {
+      dot_block<W, 1, 8>(out + i, ldo, m, inp, wi, step, C);
+      continue;
     }
+    int r = 0;
+    for (; r + 2 <= R; r += 2) dot_block<W, 2, 4>(out + static_cast<size_t>(r) * ldo + i, ldo, m, inp + static_cast<size_t>(r) * C, wi, step, C);
+    if (r < R) dot_block<W, 1, 4>(out + static_cast<size_t>(r) * ldo + i, ldo, m, inp + static_cast<size_t>(r) * C, wi, step, C);
   }
-  for (; j < n; ++j)
+  for (int j = NB * m; j < n; ++j)
     for (int r = 0; r < R; ++r)
-      dot_block<W, 1, 1>(out + static_cast<size_t>(r) * ldo + j, ldo, inp + static_cast<size_t>(r) * C, w + static_cast<size_t>(j) * C, C);
+      dot_block<W, 1, 1>(out + static_cast<size_t>(r) * ldo + j, ldo, 1, inp + static_cast<size_t>(r) * C, w + static_cast<size_t>(j) * C, 0, C);
 }
 
 template <class W>
@@ -406,9 +491,11 @@ void head_matmul_t(float* out, const float* inp, const typename W::T* w, int R, 
 }  // namespace
 
 size_t decode_matmul_scratch(int max_rows, int C, int OC, int threads) {
+  (void)threads;
+  const size_t panels = (OC + kPanelCols - 1) / kPanelCols;
   const size_t stream = static_cast<size_t>(num_parts(C)) * std::min(max_rows, kStreamRows) * OC;
-  const size_t packed = static_cast<size_t>(num_parts(C)) * max_rows * kPartRows +
-                        static_cast<size_t>(threads) * (static_cast<size_t>(max_rows) + kPartRows) * kPanelCols;
+  const size_t packed = static_cast<size_t>(num_parts(C)) * max_rows * kPartRows + panels * max_rows * kPanelCols +
+                        2 * panels * kPanelFloats;
   return std::max(stream, packed);
 }
 

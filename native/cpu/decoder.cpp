@@ -59,9 +59,9 @@ void softmax_inplace(float* s, int n) {
   scale(s, 1.0f / sum, n);
 }
 
-// out[0, hs) = sum over t < n of p[t] * v[t * C + (0, hs)]: per element an fma chain over t, held in registers
-// 64 lanes at a time.
-void weighted_sum(float* out, const float* p, const float* v, int n, int hs, int C) {
+// out[0, hs) = sum over t < n of p[t] * v[t, 0:hs]: per element an fma chain over t, held in registers 64 lanes
+// at a time.
+void weighted_sum(float* out, const float* p, const float* v, int n, int hs) {
   int i = 0;
 #ifdef DIXIE_AVX2
   for (; i + 64 <= hs; i += 64) {
@@ -69,20 +69,20 @@ void weighted_sum(float* out, const float* p, const float* v, int n, int hs, int
     for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
     for (int t = 0; t < n; ++t) {
       const __m256 pt = _mm256_set1_ps(p[t]);
-      const float* vt = v + static_cast<size_t>(t) * C + i;
+      const float* vt = v + static_cast<size_t>(t) * hs + i;
       for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vt + 8 * j), acc[j]);
     }
     for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + i + 8 * j, acc[j]);
   }
   for (; i + 8 <= hs; i += 8) {
     __m256 acc = _mm256_setzero_ps();
-    for (int t = 0; t < n; ++t) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(v + static_cast<size_t>(t) * C + i), acc);
+    for (int t = 0; t < n; ++t) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(v + static_cast<size_t>(t) * hs + i), acc);
     _mm256_storeu_ps(out + i, acc);
   }
 #endif
   for (; i < hs; ++i) {
     float acc = 0.0f;
-    for (int t = 0; t < n; ++t) acc = std::fma(p[t], v[static_cast<size_t>(t) * C + i], acc);
+    for (int t = 0; t < n; ++t) acc = std::fma(p[t], v[static_cast<size_t>(t) * hs + i], acc);
     out[i] = acc;
   }
 }
@@ -100,7 +100,8 @@ struct CpuDecoder::State {
   int n_slots = 0;
   int max_rows = 0;
   std::vector<int> lengths;
-  Buffer<float> k_cache, v_cache;  // [L][slot][n_ctx][C]
+  // [L][slot][NH][n_ctx][hs]: a head's keys (values) one contiguous run, which attention reads as one stream.
+  Buffer<float> k_cache, v_cache;
   // Float32 copies of the vectors (LayerNorm parameters, biases) when the weights are 16-bit.
   std::vector<float> vectors_f32[NUM_PARAM_KINDS];
 
@@ -125,14 +126,13 @@ struct CpuDecoder::State {
     const size_t per = spec.group_numel(kind) / cfg().n_layer;
     return weights_at(weights, spec.group_offset(kind) + layer * per);
   }
-  float* k_at(int layer, int slot, int pos) const {
+  // The keys (values) of one head of a slot in a layer: [n_ctx, hs].
+  size_t head_offset(int layer, int slot, int head) const {
     const GPT2Config& c = cfg();
-    return k_cache.get() + ((static_cast<size_t>(layer) * n_slots + slot) * c.n_ctx + pos) * c.n_embd;
+    return ((static_cast<size_t>(layer) * n_slots + slot) * c.n_head + head) * c.n_ctx * (c.n_embd / c.n_head);
   }
-  float* v_at(int layer, int slot, int pos) const {
-    const GPT2Config& c = cfg();
-    return v_cache.get() + ((static_cast<size_t>(layer) * n_slots + slot) * c.n_ctx + pos) * c.n_embd;
-  }
+  float* keys(int layer, int slot, int head) const { return k_cache.get() + head_offset(layer, slot, head); }
+  float* values(int layer, int slot, int head) const { return v_cache.get() + head_offset(layer, slot, head); }
 
   // out[R, OC] = epilogue(inp[R, C] @ w[C, OC] + bias)
   void matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC, Epilogue epilogue) {
@@ -167,10 +167,10 @@ struct CpuDecoder::State {
       const int slot = row_slot[r], n_keys = row_pos[r] + 1;
       const float* q = qkv.get() + static_cast<size_t>(r) * 3 * C + h * hs;
       float* s = scores.get() + static_cast<size_t>(thread) * c.n_ctx;
-      const float* k = k_at(layer, slot, 0) + h * hs;
-      for (int t = 0; t < n_keys; ++t) s[t] = dot(q, k + static_cast<size_t>(t) * C, hs) * inv_sqrt;
+      const float* k = keys(layer, slot, h);
+      for (int t = 0; t < n_keys; ++t) s[t] = dot(q, k + static_cast<size_t>(t) * hs, hs) * inv_sqrt;
       softmax_inplace(s, n_keys);
-      weighted_sum(atty.get() + static_cast<size_t>(r) * C + h * hs, s, v_at(layer, slot, 0) + h * hs, n_keys, hs, C);
+      weighted_sum(atty.get() + static_cast<size_t>(r) * C + h * hs, s, values(layer, slot, h), n_keys, hs);
     });
   }
 
@@ -179,14 +179,17 @@ struct CpuDecoder::State {
   // with those rows alone, moved to the front. Returns their number; the residual stream is in x.
   int layers(int R) {
     const GPT2Config& c = cfg();
-    const int C = c.n_embd;
+    const int C = c.n_embd, hs = C / c.n_head;
     for (int l = 0; l < c.n_layer; ++l) {
       layernorm_forward(ln.get(), nullptr, nullptr, x.get(), vec(LN1_W, l), vec(LN1_B, l), R, C, pool);
       matmul(qkv.get(), ln.get(), mat(QKV_W, l), vec(QKV_B, l), R, C, 3 * C, Epilogue::kStore);
       for (int r = 0; r < R; ++r) {
         const float* row = qkv.get() + static_cast<size_t>(r) * 3 * C;
-        std::memcpy(k_at(l, row_slot[r], row_pos[r]), row + C, sizeof(float) * C);
-        std::memcpy(v_at(l, row_slot[r], row_pos[r]), row + 2 * C, sizeof(float) * C);
+        for (int h = 0; h < c.n_head; ++h) {
+          const size_t at = static_cast<size_t>(row_pos[r]) * hs;
+          std::memcpy(keys(l, row_slot[r], h) + at, row + C + h * hs, sizeof(float) * hs);
+          std::memcpy(values(l, row_slot[r], h) + at, row + 2 * C + h * hs, sizeof(float) * hs);
+        }
       }
       if (l == c.n_layer - 1) R = keep_ending_rows(R);
       if (R == 0) break;

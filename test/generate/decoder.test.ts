@@ -105,10 +105,10 @@ t.test('a slot decoded beside others gives exactly what it gives alone, whatever
 });
 
 t.test('a token gets the same bits prefilled with its prompt or fed alone, in a batch of 18 or by itself', async (t) => {
-  // nEmbd 192: the products sum several 128-row parts of the weights. A prefill or a step of 18 rows takes the
-  // decoder's packed schedule, a single row the streaming one, so this compares the two (and 720 prefill rows
-  // pass the layers in three chunks).
-  const config: GPT2Config = { nLayer: 2, nHead: 3, nEmbd: 192, nCtx: 96, vocabSize: 500 };
+  // nEmbd 384: the products sum several 128-row parts of the weights, and the wide ones stream each part in two
+  // column halves. A prefill or a step of 18 rows takes the decoder's packed schedule, a single row the streaming
+  // one, so this compares the two (and 720 prefill rows pass the layers in three chunks).
+  const config: GPT2Config = { nLayer: 2, nHead: 6, nEmbd: 384, nCtx: 96, vocabSize: 500 };
   const seqs = Array.from({ length: 18 }, (_, i) => randomTokens(48, 500, 10 + i));
   const single = Model.create(config, { seed: 4, threads: 2, trainable: false });
   const stepwise = await decode(single, [seqs[0]], () => 1);
