@@ -1,6 +1,9 @@
 // The argument checks that every backend makes before its work, with one wording of the errors.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
 
 #include "backend.h"
 
@@ -13,5 +16,12 @@ int64_t check_forward_batch(const GPT2Config& config, const int32_t* inputs, con
 
 // One row of sample(): its settings, and its history tokens against the vocabulary V.
 void check_sampling_row(int row, int V, const SamplingParams& params, const int32_t* history, int history_len);
+
+// A backend's KV-cache decoder, for one of the kv* calls (named in `call`), which need kvReserve first.
+template <typename Decoder>
+Decoder& reserved_decoder(const std::unique_ptr<Decoder>& decoder, const char* call) {
+  if (!decoder) throw std::logic_error(std::string(call) + ": the KV cache is not reserved (call kvReserve first)");
+  return *decoder;
+}
 
 }  // namespace dixie

@@ -361,18 +361,15 @@ void CpuBackend::kv_reserve(int n_slots) {
 }
 
 void CpuBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
-  if (!decoder_) throw std::logic_error("kvForward: the KV cache is not reserved (call kvReserve first)");
-  decoder_->forward(n, slots, n_new, tokens, logits_out);
+  reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, logits_out);
 }
 
 void CpuBackend::kv_reset(int slot) {
-  if (!decoder_) throw std::logic_error("kvReset: the KV cache is not reserved (call kvReserve first)");
-  decoder_->reset(slot);
+  reserved_decoder(decoder_, "kvReset").reset(slot);
 }
 
 int CpuBackend::kv_length(int slot) const {
-  if (!decoder_) throw std::logic_error("kvLength: the KV cache is not reserved (call kvReserve first)");
-  return decoder_->length(slot);
+  return reserved_decoder(decoder_, "kvLength").length(slot);
 }
 
 void CpuBackend::sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,

@@ -67,7 +67,8 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   vocab_padded_ = static_cast<int>(ceil_div(c.vocab_size, 64) * 64);
   if (spec_.group_offset(WPE) != spec_.group_offset(WTE) + static_cast<size_t>(c.vocab_size) * c.n_embd ||
       c.n_ctx < vocab_padded_ - c.vocab_size)
-    throw std::logic_error("the CUDA backend's padded head needs wpe right after wte and nCtx >= 64");
+    throw std::logic_error("the CUDA backend's padded head needs wpe right after wte and nCtx >= " +
+                           std::to_string(vocab_padded_ - c.vocab_size) + " (the vocabulary's padding)");
 
   const size_t P = spec_.num_params();
   params_.allocate(P, "parameters");
@@ -520,19 +521,16 @@ void CudaBackend::kv_reserve(int n_slots) {
 }
 
 void CudaBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
-  if (!decoder_) throw std::logic_error("kvForward: the KV cache is not reserved (call kvReserve first)");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  decoder_->forward(n, slots, n_new, tokens, logits_out);
+  reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, logits_out);
 }
 
 void CudaBackend::kv_reset(int slot) {
-  if (!decoder_) throw std::logic_error("kvReset: the KV cache is not reserved (call kvReserve first)");
-  decoder_->reset(slot);
+  reserved_decoder(decoder_, "kvReset").reset(slot);
 }
 
 int CudaBackend::kv_length(int slot) const {
-  if (!decoder_) throw std::logic_error("kvLength: the KV cache is not reserved (call kvReserve first)");
-  return decoder_->length(slot);
+  return reserved_decoder(decoder_, "kvLength").length(slot);
 }
 
 void CudaBackend::sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,

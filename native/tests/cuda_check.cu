@@ -115,36 +115,32 @@ struct JsonParser {
     ++i;
     return out;
   }
+  // The comma-separated elements of an object or array after its opening bracket, up to `close`.
+  template <typename F>
+  void elements(char close, F element) {
+    ++i;
+    for (ws(); s[i] != close; ws()) {
+      element();
+      ws();
+      if (s[i] == ',') ++i;
+    }
+    ++i;
+  }
   Json value() {
     ws();
     Json v;
     if (i >= s.size()) fail("unexpected end");
     if (s[i] == '{') {
       v.kind = Json::Object;
-      ++i;
-      ws();
-      while (s[i] != '}') {
-        ws();
+      elements('}', [&] {
         const std::string key = string();
         ws();
         if (s[i++] != ':') fail("expected ':'");
         v.fields[key] = value();
-        ws();
-        if (s[i] == ',') ++i;
-        ws();
-      }
-      ++i;
+      });
     } else if (s[i] == '[') {
       v.kind = Json::Array;
-      ++i;
-      ws();
-      while (s[i] != ']') {
-        v.items.push_back(value());
-        ws();
-        if (s[i] == ',') ++i;
-        ws();
-      }
-      ++i;
+      elements(']', [&] { v.items.push_back(value()); });
     } else if (s[i] == '"') {
       v.kind = Json::String;
       v.str = string();
