@@ -3,11 +3,12 @@
 // reply continues `0|<audience>|`, and the person it talks to writes on side 1. The original server's sanitizer
 // did the same steps with string replacements and DIXIE_NAMES from the environment. Rebuilt here as ordered,
 // anchored steps:
-//   1. split into messages, each ending at <EOM> or at a line break, and keep up to maxMessages of them,
-//      stopping at the first one in the user's voice, side 1 (unless keepOtherSide: the original kept both);
+//   1. drop <|endoftext|>, split into messages, each ending at <EOM> or at a line break, and keep up to
+//      maxMessages of them, stopping at the first one in the user's voice, side 1 (unless keepOtherSide: the
+//      original kept both);
 //   2. strip the `0|name|` / `1|name|` prefixes of any audience (and stray `|name|` of the configured names);
-//   3. remove markup (tags, entities, a half-written <EOM> at the end, <|endoftext|>), URLs, and symbols that a
-//      speech engine reads out badly (pipes, brackets, equals, plus, emoji...);
+//   3. remove markup (tags, entities, a half-written <EOM> at the end), URLs, and symbols that a speech engine
+//      reads out badly (pipes, brackets, equals, plus, emoji...);
 //   4. collapse whitespace, then expand the configured acronyms ("COE" -> "C. O. E.").
 import { END_OF_MESSAGE, SPEAKER_SIDE } from '../data/chat_format';
 import type { Sanitizer } from './types';
@@ -53,7 +54,8 @@ export function createChatbotSanitizer(options: Partial<ChatbotSanitizerOptions>
   // message continues the prompt, whatever its prefix; the part after the last message end is a message still
   // being written, withheld while it is only the start of a prefix. Blank lines between messages are no messages.
   function messages(text: string): { kept: string[]; complete: boolean } {
-    const parts = text.split(MESSAGE_END);
+    // End-of-text goes first: its pipes would otherwise read as the end of a prefix (`0|<|endoftext|>`).
+    const parts = text.replace(END_OF_TEXT, ' ').split(MESSAGE_END);
     const kept: string[] = [];
     for (let i = 0; i < parts.length; i++) {
       if (kept.length === o.maxMessages) return { kept, complete: true };
@@ -68,7 +70,7 @@ export function createChatbotSanitizer(options: Partial<ChatbotSanitizerOptions>
   }
 
   function clean(message: string): string {
-    let s = message.replace(END_OF_TEXT, ' ').replace(INNER_PREFIX, '$1');
+    let s = message.replace(INNER_PREFIX, '$1');
     if (strayNames) s = s.replace(strayNames, ' ');
     s = s.replace(URL, ' ').replace(TAG, ' ').replace(ENTITY, ' ').replace(PARTIAL_EOM, ' ').replace(SYMBOLS, ' ');
     return s.replace(/\s+/g, ' ').trim();

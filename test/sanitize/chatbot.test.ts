@@ -77,6 +77,7 @@ t.test('markup, URLs, end-of-text and a half-written <EOM> go', async (t) => {
   t.equal(s.sanitize('<b>bold</b> &amp; <i>it</i> &#39;s'), 'bold it s');
   t.equal(s.sanitize('see https://example.com/a?b=1&c=2 and www.foo.org/x now'), 'see and now');
   t.equal(s.sanitize('the end<|endoftext|>Another doc'), 'the end Another doc');
+  t.equal(s.sanitize('Hi <EOM>0|<|endoftext|>'), 'Hi', "end-of-text's pipes close no prefix");
   t.equal(s.sanitize('Hello there <EO'), 'Hello there');
   t.equal(s.sanitize('Hello there <E'), 'Hello there');
   t.equal(s.sanitize('Hello there <'), 'Hello there');
