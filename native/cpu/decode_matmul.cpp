@@ -139,11 +139,13 @@ void stream_parts(float* acc, size_t acc_stride, const float* inp, int ldx, cons
 }
 
 // How a product's parts are streamed, so that each thread has several long runs to read and an equal share.
-// Rows of 4 KB or more are long runs already: a task streams one part as eight runs of rows, the part split in
-// column halves down to 2 KB while there are under ~12 tasks. Shorter rows: a task streams the most parts side by
-// side (up to 8, one run each) that leave an equal number of tasks to every thread. Only the schedule depends on
-// the thread count, never a sum. Parts side by side read one row of w at a time each, which suits a single row
-// of inp only: more rows would load and store their sums once per row of w, not once per eight.
+// Rows of 4 KB or more are long runs already: a task streams one part as eight runs of rows. A part's columns are
+// split (in halves, down to 2 KB) only while there are under two tasks per thread, since a split shortens every
+// run, and short runs read slower (on 2 threads: 2.3 KB runs at 12 GB/s, whole 4.6 KB rows at 16). Shorter rows:
+// a task streams 4, 3 or 2 parts side by side (one run each), the first that leaves an equal number of tasks to
+// every thread (6 or 8 parts side by side left too few tasks to balance: 11 GB/s against 15). Only the schedule
+// depends on the thread count, never a sum. Parts side by side read one row of w at a time each, which suits a
+// single row of inp only: more rows would load and store their sums once per row of w, not once per eight.
 struct StreamPlan {
   int group, splits;
 };
@@ -151,10 +153,10 @@ StreamPlan stream_plan(int full_parts, int OC, size_t elem_bytes, int threads, i
   const size_t row = static_cast<size_t>(OC) * elem_bytes;
   if (row >= 4096 || R > 1) {
     int splits = 1;
-    while (full_parts * splits < 12 && row / (2 * splits) >= 2048) splits *= 2;
+    while (full_parts * splits < 2 * threads && row / (2 * splits) >= 2048) splits *= 2;
     return {1, splits};
   }
-  for (int group : {8, 6, 4, 3, 2})
+  for (int group : {4, 3, 2})
     if (full_parts % group == 0 && (full_parts / group) % threads == 0) return {group, 1};
   return {1, 1};
 }
@@ -207,8 +209,6 @@ void stream_matmul(float* out, const float* inp, const typename W::T* w, const f
         else run(std::integral_constant<int, 0>{}, together);
       };
       switch (g) {
-        case 8: run_group(std::integral_constant<int, 8>{}); break;
-        case 6: run_group(std::integral_constant<int, 6>{}); break;
         case 4: run_group(std::integral_constant<int, 4>{}); break;
         case 3: run_group(std::integral_constant<int, 3>{}); break;
         case 2: run_group(std::integral_constant<int, 2>{}); break;

@@ -12,7 +12,8 @@
 //  4. Top-p (p < 1): of what top-k kept, keep the smallest set of most likely tokens whose probability
 //     reaches p of the kept mass (always at least one token).
 //  5. Draw one token from the renormalised kept distribution with the row's RNG: xoroshiro128++ over the
-//     row's two 64-bit state words, advanced in place, one draw per sampled token. Each row only touches its
+//     row's two 64-bit state words, advanced in place, one draw per sampled token. The draw walks the kept
+//     tokens most likely first (by id when neither top-k nor top-p ranked them), as the CUDA sampler does. Each row only touches its
 //     own state and its own scratch, so the tokens are the same whatever the thread count.
 #include <algorithm>
 #include <cmath>
@@ -81,14 +82,16 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
 
   if (sp.temperature == 0.0f) return static_cast<int32_t>(std::max_element(l, l + V) - l);
 
-  // Candidates in s.order[0, n): all tokens, or the top k, most likely first where it matters.
+  // Candidates in s.order[0, n): all tokens by id, or the top k most likely first. A heap of the k best so far
+  // (partial_sort) looks at most tokens once against its least likely member, where a selection over all V
+  // moves every index several times.
   int32_t* order = s.order.data();
   for (int i = 0; i < V; ++i) order[i] = i;
   const auto more_likely = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
   int n = V;
   if (sp.top_k > 0 && sp.top_k < V) {
     n = sp.top_k;
-    std::nth_element(order, order + n, order + V, more_likely);
+    std::partial_sort(order, order + n, order + V, more_likely);
   }
 
   // Probabilities of the candidates, in candidate order (probs[i] belongs to order[i]).
@@ -110,12 +113,11 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
     // Sort a growing prefix of the most likely candidates until it holds p of the mass: the nucleus is
     // usually a few dozen tokens, so this costs a selection over n rather than a full sort.
     const double target = static_cast<double>(sp.top_p) * total;
-    const auto by_prob = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
     int m = std::min(n, 64);
     int kept = n;
     for (;;) {
-      if (m < n) std::nth_element(order, order + m, order + n, by_prob);
-      std::sort(order, order + m, by_prob);
+      if (m < n) std::nth_element(order, order + m, order + n, more_likely);
+      std::sort(order, order + m, more_likely);
       double cum = 0.0;
       int i = 0;
       for (; i < m; ++i) {

@@ -92,6 +92,29 @@ t.test('top-k keeps the k most likely, top-p the smallest set reaching p', async
   t.same(both.map((x, i) => (x > 0 ? i : -1)).filter((i) => i >= 0), [1, 3], 'top-p applies to what top-k kept');
 });
 
+// xoroshiro128++'s uniform draw (native/core/rng.h), for predicting a draw from a state.
+function uniform(state: readonly bigint[]): number {
+  const mask = (1n << 64n) - 1n;
+  const rotl = (x: bigint, k: bigint): bigint => ((x << k) | (x >> (64n - k))) & mask;
+  const [s0, s1] = [state[0], state[1]];
+  const result = (rotl((s0 + s1) & mask, 17n) + s0) & mask;
+  return Number(result >> 11n) / 2 ** 53;
+}
+
+t.test('a draw walks the top-k tokens most likely first, as the GPU sampler does', async (t) => {
+  // Ranked: 5 (0.4), 2 (0.3), 9 (0.2), 7 (0.1); top-k 3 keeps 5, 2, 9 (mass 0.9), whatever their ids' order.
+  const probs = new Array<number>(V).fill(1e-9);
+  [[5, 0.4], [2, 0.3], [9, 0.2], [7, 0.1]].forEach(([i, p]) => (probs[i] = p));
+  const row = probs.map(Math.log);
+  const rows = 300;
+  const drawn = sampleRows(model, repeat(row, rows), { topK: 3 }, 11);
+  const expected = Int32Array.from({ length: rows }, (_, r) => {
+    const u = uniform(rngStateFromSeed(BigInt(11 + r))) * 0.9;
+    return u < 0.4 ? 5 : u < 0.7 ? 2 : 9;
+  });
+  t.same(drawn, expected, `${rows} draws, each the token its random number falls on`);
+});
+
 t.test('the penalty lowers used tokens, negative logits included, once per distinct token', async (t) => {
   const logits = new Array<number>(V).fill(-20);
   logits[0] = 2.0;
