@@ -83,8 +83,9 @@ void finish(float* out, const float* y, int n, Epilogue epilogue) {
 // For each of G parts g (weights at w + g * w_stride, sums at acc + g * acc_stride, inputs at inp + g * kPartRows):
 // acc_g[R, cols] = inp_g[R, 0:kn] @ w_g[0:kn, 0:cols], each element an fma chain over k from 0 (rows of inp ldx
 // apart, of w and acc ld apart). The parts are read side by side, each as one stream through its rows (a lone
-// part as eight streams of rows, a pair as four each): several long streams are what keeps memory busy. The sums of at most kStreamRows rows stay in L1/L2. kRows > 0 fixes R at compile time, so that a
-// single row keeps its inputs in registers.
+// part as eight streams of rows, a pair as four each): several long streams are what keeps memory busy. The
+// sums of at most kStreamRows rows stay in L1/L2. kRows > 0 fixes R at compile time, so that a single row keeps
+// its inputs in registers.
 template <class W, int kRows, int G>
 void stream_parts(float* acc, size_t acc_stride, const float* inp, int ldx, const typename W::T* w, size_t w_stride,
                   int R, int kn, int cols, int ld) {
