@@ -1,6 +1,7 @@
-// GFLOP/s of dixie::sgemm on GPT-2 124M's shapes (B=4, T=64, so 256 rows in training; 1..32 rows decoding),
-// at 1 and 2 threads, as a markdown table, plus the GEMM time of one training step. Each figure is the best of
-// several timed calls (the cores are shared, so the best run is the one least disturbed).
+// GFLOP/s of dixie::sgemm on GPT-2 124M's training shapes (B=4, T=64, so 256 rows; decoding has its own
+// products, native/cpu/decode_matmul), at 1 and 2 threads, as a markdown table, plus the GEMM time of one
+// training step. Each figure is the best of several timed calls (the cores are shared, so the best run is the
+// one least disturbed).
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -17,7 +18,7 @@ struct Shape {
   bool ta, tb;
   int64_t M, N, K;
   float beta;
-  int per_step;  // calls of this shape in one training step (0: decoding only)
+  int per_step;  // calls of this shape in one training step
 };
 
 double best_seconds(const Shape& s, dixie::ThreadPool& pool, std::vector<float>& a, std::vector<float>& b,
@@ -58,14 +59,6 @@ int main() {
       {"bwd dW fc proj", true, false, 4 * C, C, R, 1.0f, L},
       {"bwd dwte (head)", true, false, V, C, R, 1.0f, 1},
       {"bwd dx (head)", false, false, R, C, V, 0.0f, 1},
-      {"decode qkv", false, false, 1, 3 * C, C, 0.0f, 0},
-      {"decode qkv", false, false, 8, 3 * C, C, 0.0f, 0},
-      {"decode qkv", false, false, 32, 3 * C, C, 0.0f, 0},
-      {"decode fc proj", false, false, 1, C, 4 * C, 0.0f, 0},
-      {"decode fc proj", false, false, 32, C, 4 * C, 0.0f, 0},
-      {"decode lm head", false, true, 1, V, C, 0.0f, 0},
-      {"decode lm head", false, true, 8, V, C, 0.0f, 0},
-      {"decode lm head", false, true, 32, V, C, 0.0f, 0},
   };
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
