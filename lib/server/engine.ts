@@ -21,16 +21,19 @@ export interface EngineOptions {
   batchSlots: number;
 }
 
-// What a model takes in memory: weights, the KV cache of every batch slot (keys and values, float32), the
-// logits of a step, and the forward pass's scratch (a whole context's logits). The rest is small beside these
-// and is covered by a 10% margin.
+// What a model takes in memory: weights, the decoder's copy of the layer matrices in panel layout (blocks of 128
+// rows by 64 columns, native/cpu/decode_matmul.h), the KV cache of every batch slot (keys and values, float32),
+// the logits of a step, and the forward pass's scratch (a whole context's logits). The rest is small beside
+// these and is covered by a 10% margin.
 export function estimateModelBytes(config: { nLayer: number; nHead: number; nEmbd: number; nCtx: number; vocabSize: number }, weightBytes: number, slots: number): number {
   const { nLayer: L, nEmbd: C, nCtx: T, vocabSize: V } = config;
   const params = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;
+  const panel = (rows: number, cols: number): number => Math.ceil(rows / 128) * Math.ceil(cols / 64) * 128 * 64;
+  const panels = L * (panel(C, 3 * C) + panel(C, C) + panel(C, 4 * C) + panel(4 * C, C));
   const kv = 2 * L * slots * T * C * 4;
   const logits = slots * V * 4;
   const scratch = T * V * 4;
-  return Math.ceil((params * weightBytes + kv + logits + scratch) * 1.1);
+  return Math.ceil(((params + panels) * weightBytes + kv + logits + scratch) * 1.1);
 }
 
 let sharedTokenizer: Tokenizer | null = null;

@@ -201,6 +201,7 @@ WeightsView CpuBackend::weights() const {
 
 void CpuBackend::write_params(size_t offset, const void* src, size_t count, DType dtype) {
   check_range(offset, count, "writeParams");
+  if (decoder_) decoder_->weights_changed();
   const DType store = options_.weight_dtype;
   pool_.parallel_for(static_cast<int64_t>(count), 1 << 16, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
@@ -348,12 +349,13 @@ void CpuBackend::backward() {
 float CpuBackend::step(const StepOptions& options) {
   require_training("step");
   if (options.kind == OptimizerKind::AdamW) ++step_count_;  // t of the bias correction
+  if (decoder_) decoder_->weights_changed();
   return optimizer_step(params_.data(), grads_.data(), m_.data(), v_.data(), spans_, span_partials_.data(), options,
                         std::max<int64_t>(1, step_count_), pool_);
 }
 
 // --------------------------------------------------------------------------------------------------------------
-// decoding: CpuDecoder does the work over the weights as stored
+// decoding: CpuDecoder, over its own panel copy of the layer matrices (remade after the weights change)
 
 void CpuBackend::kv_reserve(int n_slots) {
   if (!decoder_) decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), pool_);

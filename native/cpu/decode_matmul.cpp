@@ -54,6 +54,10 @@ struct LoadBF16 {
 };
 
 int num_parts(int C) { return (C + kPartRows - 1) / kPartRows; }
+int num_panels(int OC) { return (OC + kPanelCols - 1) / kPanelCols; }
+
+constexpr int kStrip = 16;  // columns of one strip of a panel: the width of the main micro-kernel
+constexpr size_t kPanelElems = static_cast<size_t>(kPartRows) * kPanelCols;
 
 // out[0, n) = epilogue(y[0, n)). Vector and scalar paths give the same bits (gelu1 is a lane of gelu256), so
 // where the vectors start does not change a result.
@@ -78,89 +82,86 @@ void finish(float* out, const float* y, int n, Epilogue epilogue) {
   }
 }
 
-// ---- streaming schedule (few rows) ---------------------------------------------------------------------------
+// ---- panel layout ---------------------------------------------------------------------------------------------
 
-// For each of G parts g (weights at w + g * w_stride, sums at acc + g * acc_stride, inputs at inp + g * kPartRows):
-// acc_g[R, cols] = inp_g[R, 0:kn] @ w_g[0:kn, 0:cols], each element an fma chain over k from 0 (rows of inp ldx
-// apart, of w and acc ld apart). The parts are read side by side, each as one stream through its rows (a lone
-// part as eight streams of rows, a pair as four each): several long streams are what keeps memory busy. The
-// sums of at most kStreamRows rows stay in L1/L2. kRows > 0 fixes R at compile time, so that a single row keeps
-// its inputs in registers.
-template <class W, int kRows, int G>
-void stream_parts(float* acc, size_t acc_stride, const float* inp, int ldx, const typename W::T* w, size_t w_stride,
-                  int R, int kn, int cols, int ld) {
-  if (kRows > 0) R = kRows;
-  for (int g = 0; g < G; ++g)
-    for (int r = 0; r < R; ++r) {
-      float* row = acc + g * acc_stride + static_cast<size_t>(r) * ld;
-      std::fill(row, row + cols, 0.0f);
-    }
-  constexpr int KB = G >= 3 ? 1 : 8 / G;
-  int k = 0;
+
+template <class T>
+void pack_panels_t(T* dst, const T* w, int C, int OC, ThreadPool& pool) {
+  // One task per (part, strip): it writes its block as one contiguous run.
+  const int strips = num_panels(OC) * (kPanelCols / kStrip);
+  pool.run(static_cast<int64_t>(num_parts(C)) * strips, [&](int64_t task, int) {
+    const int p = static_cast<int>(task / strips), s = static_cast<int>(task % strips);
+    const int k0 = p * kPartRows, kn = std::min(kPartRows, C - k0), j0 = s * kStrip, n = std::max(0, std::min(kStrip, OC - j0));
+    T* block = dst + static_cast<size_t>(task) * kPartRows * kStrip;
+    std::fill(block, block + static_cast<size_t>(kPartRows) * kStrip, T{0});
+    for (int k = 0; k < kn; ++k) std::copy_n(w + static_cast<size_t>(k0 + k) * OC + j0, n, block + static_cast<size_t>(k) * kStrip);
+  });
+}
+
+// ---- products over panels -------------------------------------------------------------------------------------
+
 #ifdef DIXIE_AVX2
-  for (; k + KB <= kn; k += KB) {
-    __m256 x1[G][KB];  // the inputs of a single row
-    if (kRows == 1)
-      for (int g = 0; g < G; ++g)
-        for (int i = 0; i < KB; ++i) x1[g][i] = _mm256_set1_ps(inp[g * kPartRows + k + i]);
-    int j = 0;
-    for (; j + 8 <= cols; j += 8) {
-      for (int g = 0; g < G; ++g) {
-        const typename W::T* wk = w + g * w_stride + static_cast<size_t>(k) * ld + j;
-        __m256 v[KB];
-        for (int i = 0; i < KB; ++i) v[i] = W::eight(wk + static_cast<size_t>(i) * ld);
-        for (int r = 0; r < R; ++r) {
-          const float* x = inp + static_cast<size_t>(r) * ldx + g * kPartRows + k;
-          float* o = acc + g * acc_stride + static_cast<size_t>(r) * ld + j;
-          __m256 a = _mm256_loadu_ps(o);
-          for (int i = 0; i < KB; ++i) a = _mm256_fmadd_ps(kRows == 1 ? x1[g][i] : _mm256_broadcast_ss(x + i), v[i], a);
-          _mm256_storeu_ps(o, a);
-        }
-      }
+#define DIXIE_UNROLL _Pragma("GCC unroll 8")
+
+// tile[MR, 8 NV] (+)= x[MR, 0:kn] @ strips[0:kn, 8 NV] (NV / 2 strips from `strips`), the product an fma chain over k
+// from 0 in registers, then added to the tile (kAdd) or stored; rows of x ldx apart, of tile kPanelCols apart.
+template <class W, bool kAdd, int MR, int NV>
+void micro_kernel(float* tile, const float* x, int ldx, const typename W::T* strips, int kn) {
+  static_assert(NV % 2 == 0, "whole strips");
+  __m256 acc[MR][NV];
+  DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (int k = 0; k < kn; ++k) {
+    __m256 b[NV];
+    DIXIE_UNROLL for (int v = 0; v < NV; ++v)
+      b[v] = W::eight(strips + static_cast<size_t>(v / 2) * kPartRows * kStrip + k * kStrip + (v % 2) * 8);
+    DIXIE_UNROLL for (int r = 0; r < MR; ++r) {
+      const __m256 a = _mm256_broadcast_ss(x + static_cast<size_t>(r) * ldx + k);
+      DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
     }
-    for (; j < cols; ++j)
-      for (int g = 0; g < G; ++g)
-        for (int r = 0; r < R; ++r) {
-          float& o = acc[g * acc_stride + static_cast<size_t>(r) * ld + j];
-          for (int i = 0; i < KB; ++i)
-            o = std::fma(inp[static_cast<size_t>(r) * ldx + g * kPartRows + k + i],
-                         W::one(w + g * w_stride + static_cast<size_t>(k + i) * ld + j), o);
-        }
   }
-#endif
-  for (; k < kn; ++k)
-    for (int g = 0; g < G; ++g)
-      for (int j = 0; j < cols; ++j) {
-        const float v = W::one(w + g * w_stride + static_cast<size_t>(k) * ld + j);
-        for (int r = 0; r < R; ++r) {
-          float& o = acc[g * acc_stride + static_cast<size_t>(r) * ld + j];
-          o = std::fma(inp[static_cast<size_t>(r) * ldx + g * kPartRows + k], v, o);
-        }
-      }
+  DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) {
+      float* t = tile + static_cast<size_t>(r) * kPanelCols + 8 * v;
+      _mm256_storeu_ps(t, kAdd ? _mm256_add_ps(_mm256_loadu_ps(t), acc[r][v]) : acc[r][v]);
+    }
 }
 
-// How a product's parts are streamed, so that each thread has several long runs to read and an equal share.
-// Rows of 4 KB or more are long runs already: a task streams one part as eight runs of rows. A part's columns are
-// split (in halves, down to 2 KB) only while there are under two tasks per thread, since a split shortens every
-// run, and short runs read slower (on 2 threads: 2.3 KB runs at 12 GB/s, whole 4.6 KB rows at 16). Shorter rows:
-// a task streams 4, 3 or 2 parts side by side (one run each), the first that leaves an equal number of tasks to
-// every thread (6 or 8 parts side by side left too few tasks to balance: 11 GB/s against 15). Only the schedule
-// depends on the thread count, never a sum. Parts side by side read one row of w at a time each, which suits a
-// single row of inp only: more rows would load and store their sums once per row of w, not once per eight.
-struct StreamPlan {
-  int group, splits;
-};
-StreamPlan stream_plan(int full_parts, int OC, size_t elem_bytes, int threads, int R) {
-  const size_t row = static_cast<size_t>(OC) * elem_bytes;
-  if (row >= 4096 || R > 1) {
-    int splits = 1;
-    while (full_parts * splits < 2 * threads && row / (2 * splits) >= 2048) splits *= 2;
-    return {1, splits};
+// tile[R, kPanelCols] (+)= x[R, 0:kn] @ panel, in blocks of 6 rows x one strip (12 accumulators) and the last rows
+// in the widest block that keeps enough chains independent. Strips outermost: a strip stays in L1 while the rows
+// pass over it.
+template <class W, bool kAdd>
+void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int kn) {
+  const int full = R / 6 * 6;
+  float* rest_tile = tile + static_cast<size_t>(full) * kPanelCols;
+  const float* rest_x = x + static_cast<size_t>(full) * ldx;
+  for (int s = 0; s < kPanelCols; s += kStrip) {
+    const typename W::T* strip = panel + static_cast<size_t>(s) * kPartRows;
+    for (int r = 0; r < full; r += 6)
+      micro_kernel<W, kAdd, 6, 2>(tile + static_cast<size_t>(r) * kPanelCols + s, x + static_cast<size_t>(r) * ldx, ldx, strip, kn);
+    const bool pair = s % (2 * kStrip) == 0;  // the first strip of two, for the two-strip kernels
+    switch (R - full) {
+      case 1: if (s == 0) micro_kernel<W, kAdd, 1, 8>(rest_tile, rest_x, ldx, strip, kn); break;  // the whole panel: four runs
+      case 2: if (pair) micro_kernel<W, kAdd, 2, 4>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      case 3: micro_kernel<W, kAdd, 3, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      case 4: micro_kernel<W, kAdd, 4, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      case 5: micro_kernel<W, kAdd, 5, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      default: break;
+    }
   }
-  for (int group : {4, 3, 2})
-    if (full_parts % group == 0 && (full_parts / group) % threads == 0) return {group, 1};
-  return {1, 1};
 }
+#undef DIXIE_UNROLL
+#else
+template <class W, bool kAdd>
+void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int kn) {
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < kPanelCols; ++c) {
+      float acc = 0.0f;
+      for (int k = 0; k < kn; ++k)
+        acc = std::fma(x[static_cast<size_t>(r) * ldx + k], W::one(panel + static_cast<size_t>(c / kStrip) * kPartRows * kStrip + k * kStrip + c % kStrip), acc);
+      float& t = tile[static_cast<size_t>(r) * kPanelCols + c];
+      t = kAdd ? t + acc : acc;
+    }
+}
+#endif
 
 // Waits (spinning, then yielding the core) until counter reaches target. PAUSE only now and then: under a
 // hypervisor a run of PAUSEs gets the vCPU descheduled (pause-loop exiting).
@@ -176,56 +177,44 @@ void wait_for(const std::atomic<int>& counter, int target) {
   }
 }
 
+// Few rows, bound by reading the weights: every (part, panel) product is independent, so the threads stream
+// the panels without a barrier between parts, each task reading G parts side by side (several long runs keep
+// memory busy), and write P_p; the tasks after them wait for all of those and add up
+// out = epilogue(((bias + P_0) + P_1) + ...) for a panel each.
 template <class W>
 void stream_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* partials, ThreadPool& pool) {
-  // The first tasks stream parts (a group of them, or a column range of one) into their partial sums; the tasks
-  // after them wait for all of those and write out = epilogue(((bias + P_0) + P_1) + ...) for a block of columns
-  // each. Tasks are handed out in order, so a thread waits only on streams already running, and the sums are
-  // added by all threads within the same dispatch.
-  constexpr int kBlock = 128;
-  const int parts = num_parts(C), full = C / kPartRows;
-  const StreamPlan plan = stream_plan(full, OC, sizeof(typename W::T), pool.size(), R);
-  const int groups = full / plan.group;
-  const int units = groups + (parts > full ? 1 : 0);  // the groups, then the short last part on its own
-  const int split_cols = (OC / plan.splits + 7) / 8 * 8;
-  const int stream_tasks = units * plan.splits;
-  const int blocks = (OC + kBlock - 1) / kBlock;
-  const size_t acc_stride = static_cast<size_t>(R) * OC, w_stride = static_cast<size_t>(kPartRows) * OC;
-  std::atomic<int> parts_done{0};
-  pool.run(stream_tasks + blocks, [&](int64_t task, int) {
+  const int parts = num_parts(C), panels = num_panels(OC);
+  int group = 1;
+  for (int g : {4, 3, 2})
+    if (parts % g == 0) {
+      group = g;
+      break;
+    }
+  // Panel ranges per group: enough tasks for two per thread.
+  int chunks = 1;
+  while ((parts / group) * chunks < 2 * pool.size() && chunks * 2 <= panels) chunks *= 2;
+  const int per_chunk = (panels + chunks - 1) / chunks, stream_tasks = parts / group * chunks;
+  const size_t part_stride = static_cast<size_t>(panels) * R * kPanelCols;  // partials: [parts][panels][R][kPanelCols]
+  std::atomic<int> streams_done{0};
+  pool.run(stream_tasks + panels, [&](int64_t task, int) {
     if (task < stream_tasks) {
-      const int unit = static_cast<int>(task) / plan.splits, j0 = static_cast<int>(task) % plan.splits * split_cols;
-      const int p0 = unit < groups ? unit * plan.group : full, k0 = p0 * kPartRows;
-      const int g = unit < groups ? plan.group : 1, kn = std::min(kPartRows, C - k0);
-      const int cols = std::max(0, std::min(split_cols, OC - j0));
-      float* acc = partials + p0 * acc_stride + j0;
-      const typename W::T* wp = w + static_cast<size_t>(k0) * OC + j0;
-      const auto run = [&](auto rows, auto together) {
-        stream_parts<W, decltype(rows)::value, decltype(together)::value>(acc, acc_stride, inp + k0, C, wp, w_stride,
-                                                                          R, kn, cols, OC);
-      };
-      const auto run_group = [&](auto together) {
-        if (R == 1) run(std::integral_constant<int, 1>{}, together);
-        else run(std::integral_constant<int, 0>{}, together);
-      };
-      switch (g) {
-        case 4: run_group(std::integral_constant<int, 4>{}); break;
-        case 3: run_group(std::integral_constant<int, 3>{}); break;
-        case 2: run_group(std::integral_constant<int, 2>{}); break;
-        default: run_group(std::integral_constant<int, 1>{}); break;
-      }
-      parts_done.fetch_add(1, std::memory_order_acq_rel);
+      const int p0 = static_cast<int>(task) / chunks * group, q0 = static_cast<int>(task) % chunks * per_chunk;
+      for (int q = q0; q < std::min(panels, q0 + per_chunk); ++q)
+        for (int p = p0; p < p0 + group; ++p)
+          panel_rows<W, false>(partials + p * part_stride + static_cast<size_t>(q) * R * kPanelCols, inp + p * kPartRows, C,
+                               w + (static_cast<size_t>(p) * panels + q) * kPanelElems, R, std::min(kPartRows, C - p * kPartRows));
+      streams_done.fetch_add(1, std::memory_order_acq_rel);
       return;
     }
-    wait_for(parts_done, stream_tasks);
-    const int j0 = static_cast<int>(task - stream_tasks) * kBlock, n = std::min(kBlock, OC - j0);
-    float y[kBlock];
+    wait_for(streams_done, stream_tasks);
+    const int q = static_cast<int>(task - stream_tasks), j0 = q * kPanelCols, n = std::min(kPanelCols, OC - j0);
+    float y[kPanelCols];
     for (int r = 0; r < R; ++r) {
       if (bias) std::copy(bias + j0, bias + j0 + n, y);
       else std::fill(y, y + n, 0.0f);
       for (int p = 0; p < parts; ++p) {
-        const float* part = partials + (static_cast<size_t>(p) * R + r) * OC + j0;
+        const float* part = partials + p * part_stride + (static_cast<size_t>(q) * R + r) * kPanelCols;
         int i = 0;
 #ifdef DIXIE_AVX2
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(part + i)));
@@ -237,154 +226,40 @@ void stream_matmul(float* out, const float* inp, const typename W::T* w, const f
   });
 }
 
-// ---- packed schedule (many rows) -----------------------------------------------------------------------------
-
-constexpr int kStrip = 16;  // columns of one strip of a packed panel: the width of the main micro-kernel
-
-// The packed schedule keeps a part of w as float32 panels: for each panel of kPanelCols columns, kPanelCols /
-// kStrip strips [kPartRows, kStrip], so a micro-kernel reads its columns as one contiguous run.
-constexpr size_t kPanelFloats = static_cast<size_t>(kPartRows) * kPanelCols;
-
-// Rows [k0, k1) of a part of w (w at the part's first row, rows OC apart) into its panels, zero beyond OC. A task
-// reads whole rows, one contiguous run each.
+// More rows, bound by the FMAs: each panel's tile starts at the bias and takes the parts in order, a parallel
+// region per part; the copy of inp by parts puts the rows that the micro-kernels load kPartRows apart, not C
+// apart (4C = 12 KB would put six rows in one L1 set).
 template <class W>
-void pack_rows(float* panels, const typename W::T* w, int OC, int k0, int k1) {
-  for (int k = k0; k < k1; ++k) {
-    const typename W::T* wk = w + static_cast<size_t>(k) * OC;
-    for (int j0 = 0; j0 < OC; j0 += kStrip) {
-      float* dst = panels + static_cast<size_t>(j0 / kPanelCols) * kPanelFloats +
-                   static_cast<size_t>(j0 % kPanelCols) * kPartRows + static_cast<size_t>(k) * kStrip;
-      const int n = std::min(kStrip, OC - j0);
-      int j = 0;
-#ifdef DIXIE_AVX2
-      for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, W::eight(wk + j0 + j));
-#endif
-      for (; j < n; ++j) dst[j] = W::one(wk + j0 + j);
-      for (; j < kStrip; ++j) dst[j] = 0.0f;
-    }
-    for (int j0 = (OC + kStrip - 1) / kStrip * kStrip; j0 % kPanelCols != 0; j0 += kStrip)  // strips past OC
-      std::fill_n(panels + static_cast<size_t>(j0 / kPanelCols) * kPanelFloats + static_cast<size_t>(j0 % kPanelCols) * kPartRows +
-                      static_cast<size_t>(k) * kStrip, kStrip, 0.0f);
-  }
-}
-
-#ifdef DIXIE_AVX2
-#define DIXIE_UNROLL _Pragma("GCC unroll 8")
-
-// tile[MR, 8 NV] += x[MR, 0:kn] @ pack[0:kn, 8 NV] (NV / 2 strips from `pack`), the product an fma chain over k
-// from 0 in registers; rows of x ldx apart, of tile kPanelCols apart.
-template <int MR, int NV>
-void micro_kernel(float* tile, const float* x, int ldx, const float* pack, int kn) {
-  static_assert(NV % 2 == 0, "whole strips");
-  __m256 acc[MR][NV];
-  DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
-  for (int k = 0; k < kn; ++k) {
-    __m256 b[NV];
-    DIXIE_UNROLL for (int v = 0; v < NV; ++v)
-      b[v] = _mm256_loadu_ps(pack + static_cast<size_t>(v / 2) * kPartRows * kStrip + k * kStrip + (v % 2) * 8);
-    DIXIE_UNROLL for (int r = 0; r < MR; ++r) {
-      const __m256 a = _mm256_broadcast_ss(x + static_cast<size_t>(r) * ldx + k);
-      DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
-    }
-  }
-  DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) {
-      float* t = tile + static_cast<size_t>(r) * kPanelCols + 8 * v;
-      _mm256_storeu_ps(t, _mm256_add_ps(_mm256_loadu_ps(t), acc[r][v]));
-    }
-}
-
-// tile[R, kPanelCols] += x[R, 0:kn] @ pack, in blocks of 6 rows x one strip (12 accumulators) and the last rows in
-// the widest block that keeps enough chains independent. Strips outermost: a strip (8 KB) stays in L1 while the
-// rows pass over it.
-void panel_rows(float* tile, const float* x, int ldx, const float* pack, int R, int kn) {
-  const int full = R / 6 * 6;
-  float* rest_tile = tile + static_cast<size_t>(full) * kPanelCols;
-  const float* rest_x = x + static_cast<size_t>(full) * ldx;
-  for (int s = 0; s < kPanelCols; s += kStrip) {
-    const float* strip = pack + static_cast<size_t>(s) * kPartRows;
-    for (int r = 0; r < full; r += 6)
-      micro_kernel<6, 2>(tile + static_cast<size_t>(r) * kPanelCols + s, x + static_cast<size_t>(r) * ldx, ldx, strip, kn);
-    const bool pair = s % (2 * kStrip) == 0;  // the first strip of two, for the two-strip kernels
-    switch (R - full) {
-      case 1: if (pair) micro_kernel<1, 4>(rest_tile + s, rest_x, ldx, strip, kn); break;
-      case 2: if (pair) micro_kernel<2, 4>(rest_tile + s, rest_x, ldx, strip, kn); break;
-      case 3: micro_kernel<3, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
-      case 4: micro_kernel<4, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
-      case 5: micro_kernel<5, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
-      default: break;
-    }
-  }
-}
-#undef DIXIE_UNROLL
-#else
-void panel_rows(float* tile, const float* x, int ldx, const float* pack, int R, int kn) {
-  for (int r = 0; r < R; ++r) {
-    float acc[kPanelCols] = {};
-    for (int k = 0; k < kn; ++k) {
-      const float a = x[static_cast<size_t>(r) * ldx + k];
-      for (int c = 0; c < kPanelCols; ++c)
-        acc[c] = std::fma(a, pack[static_cast<size_t>(c / kStrip) * kPartRows * kStrip + k * kStrip + c % kStrip], acc[c]);
-    }
-    for (int c = 0; c < kPanelCols; ++c) tile[static_cast<size_t>(r) * kPanelCols + c] += acc[c];
-  }
-}
-#endif
-
-template <class W>
-void packed_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
-                   Epilogue epilogue, float* scratch, ThreadPool& pool) {
-  // Part by part: while the threads multiply part p (panels in one buffer), they pack part p + 1 into the other,
-  // its tasks interleaved with the products so that memory and FMAs are busy together. Packing reads whole rows
-  // of w, one contiguous run each, where a panel of w in place would be a column of short runs.
-  const int parts = num_parts(C), panels = (OC + kPanelCols - 1) / kPanelCols;
-  constexpr int kPackRows = 16;  // rows of w per packing task
-  const int pack_tasks = (kPartRows + kPackRows - 1) / kPackRows;
+void tiled_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
+                  Epilogue epilogue, float* scratch, ThreadPool& pool) {
+  const int parts = num_parts(C), panels = num_panels(OC);
   float* xpack = scratch;                                           // [parts][R][kPartRows]
-  float* tiles = xpack + static_cast<size_t>(parts) * R * kPartRows;  // [panels][R][kPanelCols]: bias + the parts so far
-  float* packs[2] = {tiles + static_cast<size_t>(panels) * R * kPanelCols, nullptr};  // [panels][kPanelFloats] each
-  packs[1] = packs[0] + static_cast<size_t>(panels) * kPanelFloats;
+  float* tiles = xpack + static_cast<size_t>(parts) * R * kPartRows;  // [panels][R][kPanelCols]
   const auto part_rows = [&](int p) { return std::min(kPartRows, C - p * kPartRows); };
-  const auto pack = [&](int p, int task) {
-    const int k1 = std::min(part_rows(p), (task + 1) * kPackRows);
-    if (task * kPackRows < k1) pack_rows<W>(packs[p % 2], w + static_cast<size_t>(p) * kPartRows * OC, OC, task * kPackRows, k1);
-  };
-  // First: inp into parts (rows of the micro-kernels' loads then sit kPartRows apart, not C apart: 4C = 12 KB
-  // would put six rows in one L1 set), the tiles, and part 0.
-  pool.run(parts + panels + pack_tasks, [&](int64_t task, int) {
+  pool.run(parts + panels, [&](int64_t task, int) {
     if (task < parts) {
       const int k0 = static_cast<int>(task) * kPartRows, kn = part_rows(static_cast<int>(task));
       for (int r = 0; r < R; ++r)
         std::copy(inp + static_cast<size_t>(r) * C + k0, inp + static_cast<size_t>(r) * C + k0 + kn,
                   xpack + (static_cast<size_t>(task) * R + r) * kPartRows);
-    } else if (task < parts + panels) {
-      const int j0 = static_cast<int>(task - parts) * kPanelCols, cols = std::min(kPanelCols, OC - j0);
-      for (int r = 0; r < R; ++r) {
-        float* t = tiles + (static_cast<size_t>(task - parts) * R + r) * kPanelCols;
-        if (bias) std::copy(bias + j0, bias + j0 + cols, t);
-        else std::fill(t, t + cols, 0.0f);
-        std::fill(t + cols, t + kPanelCols, 0.0f);
-      }
-    } else {
-      pack(0, static_cast<int>(task - parts - panels));
+      return;
+    }
+    const int j0 = static_cast<int>(task - parts) * kPanelCols, cols = std::min(kPanelCols, OC - j0);
+    for (int r = 0; r < R; ++r) {
+      float* t = tiles + (static_cast<size_t>(task - parts) * R + r) * kPanelCols;
+      if (bias) std::copy(bias + j0, bias + j0 + cols, t);
+      else std::fill(t, t + cols, 0.0f);
+      std::fill(t + cols, t + kPanelCols, 0.0f);
     }
   });
   for (int p = 0; p < parts; ++p) {
-    const int next_tasks = p + 1 < parts ? pack_tasks : 0;
-    pool.run(panels + next_tasks, [&](int64_t task, int) {
-      // Products and packing alternate while both last, then whichever is left.
-      const int t = static_cast<int>(task), both = std::min(panels, next_tasks);
-      const bool packing = t < 2 * both ? t % 2 == 1 : panels == both;
-      const int index = t < 2 * both ? t / 2 : t - both;
-      if (packing) {
-        pack(p + 1, index);
-        return;
-      }
-      const int panel = index;
-      float* tile = tiles + static_cast<size_t>(panel) * R * kPanelCols;
-      panel_rows(tile, xpack + static_cast<size_t>(p) * R * kPartRows, kPartRows, packs[p % 2] + panel * kPanelFloats, R,
-                 part_rows(p));
+    pool.run(panels, [&](int64_t task, int) {
+      const int q = static_cast<int>(task);
+      float* tile = tiles + static_cast<size_t>(q) * R * kPanelCols;
+      panel_rows<W, true>(tile, xpack + static_cast<size_t>(p) * R * kPartRows, kPartRows,
+                          w + (static_cast<size_t>(p) * panels + q) * kPanelElems, R, part_rows(p));
       if (p + 1 == parts) {
-        const int j0 = panel * kPanelCols, cols = std::min(kPanelCols, OC - j0);
+        const int j0 = q * kPanelCols, cols = std::min(kPanelCols, OC - j0);
         for (int r = 0; r < R; ++r) finish(out + static_cast<size_t>(r) * OC + j0, tile + static_cast<size_t>(r) * kPanelCols, cols, epilogue);
       }
     });
@@ -395,7 +270,7 @@ template <class W>
 void matmul_t(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
               Epilogue epilogue, float* scratch, ThreadPool& pool) {
   if (R <= kStreamRows) stream_matmul<W>(out, inp, w, bias, R, C, OC, epilogue, scratch, pool);
-  else packed_matmul<W>(out, inp, w, bias, R, C, OC, epilogue, scratch, pool);
+  else tiled_matmul<W>(out, inp, w, bias, R, C, OC, epilogue, scratch, pool);
 }
 
 // ---- output head ----------------------------------------------------------------------------------------------
@@ -491,13 +366,18 @@ void head_matmul_t(float* out, const float* inp, const typename W::T* w, int R, 
 
 }  // namespace
 
-size_t decode_matmul_scratch(int max_rows, int C, int OC, int threads) {
-  (void)threads;
-  const size_t panels = (OC + kPanelCols - 1) / kPanelCols;
-  const size_t stream = static_cast<size_t>(num_parts(C)) * std::min(max_rows, kStreamRows) * OC;
-  const size_t packed = static_cast<size_t>(num_parts(C)) * max_rows * kPartRows + panels * max_rows * kPanelCols +
-                        2 * panels * kPanelFloats;
-  return std::max(stream, packed);
+size_t decode_matmul_scratch(int max_rows, int C, int OC) {
+  const size_t parts = num_parts(C), panels = num_panels(OC);
+  const size_t stream = parts * panels * std::min(max_rows, kStreamRows) * kPanelCols;
+  const size_t tiled = parts * max_rows * kPartRows + panels * max_rows * kPanelCols;
+  return std::max(stream, tiled);
+}
+
+size_t panel_elements(int C, int OC) { return static_cast<size_t>(num_parts(C)) * num_panels(OC) * kPanelElems; }
+
+void pack_panels(void* dst, WeightsView w, int C, int OC, ThreadPool& pool) {
+  if (w.dtype == DType::F32) pack_panels_t(static_cast<float*>(dst), w.f32, C, OC, pool);
+  else pack_panels_t(static_cast<uint16_t*>(dst), w.u16, C, OC, pool);
 }
 
 void decode_matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC,

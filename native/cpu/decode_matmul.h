@@ -1,16 +1,21 @@
 // The matrix products of decoding: the layers' Conv1D products (decode_matmul) and the output head over the
 // token embedding (head_matmul), with float32 or 16-bit (F16/BF16) weights converted to float32 in registers.
 //
+// The layer matrices are read in panel layout (pack_panels, once per set of weights): w[C, OC] cut into parts of
+// kPartRows rows and panels of kPanelCols columns, each (part, panel) block kPanelCols / 16 strips [kPartRows,
+// 16] one after another, so that a micro-kernel reads its columns as one contiguous run and a part of a panel is
+// one contiguous block. Products read the panels as they are, with no packing per call.
+//
 // One arithmetic whatever the rows: every output element is
-//     ((bias + P_0) + P_1) + ... + P_{n-1},   P_p = fma chain over k in part p (kPartRows rows of w), from 0,
+//     ((bias + P_0) + P_1) + ... + P_{n-1},   P_p = fma chain over k in part p, from 0,
 // and every head logit is one 8-lane dot product over C then a horizontal sum. So a row's result does not
 // depend on the other rows of the call, on the schedule below or on the thread count: a sequence decodes to
 // the same bits alone, batched with others, prefilled or fed a token at a time.
 //
-// Two schedules compute it. A few rows (decoding, R <= kStreamRows) are bound by reading the weights: each
-// task streams a contiguous part of w (kPartRows whole rows) once for all R rows into its partial sums, which
-// are then added up. More rows (prefill, large batches) are bound by the FMAs: each task packs a panel of
-// kPanelCols columns of w per part (converted to float32) and runs register-blocked micro-kernels over it.
+// Two schedules compute it. A few rows (decoding, R <= kStreamRows) are bound by reading the weights: every
+// (part, panel) product is a task of its own, streamed without barriers into partial sums that are then added
+// up. More rows (prefill, large batches) are bound by the FMAs: each panel keeps one tile of sums and takes the
+// parts in order.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -20,10 +25,9 @@
 
 namespace dixie {
 
-constexpr int kPartRows = 128;  // rows of w per part of the sum (and per packed panel)
-constexpr int kPanelCols = 64;  // columns of w per task of the packed schedule (a multiple of 32)
-// At most this many rows take the streaming schedule. Measured on 2 threads over GPT-2 124M's layers: at 6 rows
-// streaming takes 38 ms (f32) / 22 ms (f16) against 34 / 28 packed; at 8 rows 46 / 34 against 37 / 30.
+constexpr int kPartRows = 128;  // rows of w per part of the sum
+constexpr int kPanelCols = 64;  // columns of w per panel (a multiple of 32)
+// At most this many rows take the streaming schedule (measured crossover).
 constexpr int kStreamRows = 6;
 
 // The view shifted by `offset` elements.
@@ -40,11 +44,17 @@ enum class Epilogue {
   kResidual,  // out += y (out is the residual stream)
 };
 
-// Floats of scratch that decode_matmul needs for up to max_rows rows of inp[R, C] @ w[C, OC] on `threads`.
-size_t decode_matmul_scratch(int max_rows, int C, int OC, int threads);
+// Elements of w[C, OC] in panel layout (columns padded to whole panels with zeros).
+size_t panel_elements(int C, int OC);
 
-// out[R, OC] = epilogue(inp[R, C] @ w[C, OC] + bias[OC]) with w in GPT-2's Conv1D layout (bias may be null).
-void decode_matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC,
+// dst[panel_elements(C, OC)] (of w's element type) = w[C, OC], given in GPT-2's Conv1D layout, in panel layout.
+void pack_panels(void* dst, WeightsView w, int C, int OC, ThreadPool& pool);
+
+// Floats of scratch that decode_matmul needs for up to max_rows rows of inp[R, C] @ w[C, OC].
+size_t decode_matmul_scratch(int max_rows, int C, int OC);
+
+// out[R, OC] = epilogue(inp[R, C] @ w[C, OC] + bias[OC]) with w in panel layout (bias may be null).
+void decode_matmul(float* out, const float* inp, WeightsView panels, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* scratch, ThreadPool& pool);
 
 // Floats of scratch that head_matmul needs for rows of C on `threads`.

@@ -97,6 +97,12 @@ struct CpuDecoder::State {
   WeightsView weights;
   ThreadPool& pool;
 
+  // The layer matrices in panel layout (decode_matmul.h), in the weights' element type: per kind, layer after layer.
+  Buffer<float> panels_f32;
+  Buffer<uint16_t> panels_u16;
+  size_t panel_offset[NUM_PARAM_KINDS] = {};
+  bool stale = true;  // the weights changed since the panels and vectors were made
+
   int n_slots = 0;
   int max_rows = 0;
   std::vector<int> lengths;
@@ -122,9 +128,55 @@ struct CpuDecoder::State {
     if (weights.dtype == DType::F32) return weights.f32 + spec.group_offset(kind) + layer * per;
     return vectors_f32[kind].data() + layer * per;
   }
+  // A layer matrix's [rows, cols] (Conv1D layout: inputs by outputs).
+  std::pair<int, int> mat_shape(ParamKind kind) const {
+    const int C = cfg().n_embd;
+    switch (kind) {
+      case QKV_W: return {C, 3 * C};
+      case FC_W: return {C, 4 * C};
+      case FCPROJ_W: return {4 * C, C};
+      default: return {C, C};  // ATTPROJ_W
+    }
+  }
   WeightsView mat(ParamKind kind, int layer) const {
-    const size_t per = spec.group_numel(kind) / cfg().n_layer;
-    return weights_at(weights, spec.group_offset(kind) + layer * per);
+    const auto [rows, cols] = mat_shape(kind);
+    WeightsView w;
+    w.dtype = weights.dtype;
+    const size_t at = panel_offset[kind] + layer * panel_elements(rows, cols);
+    if (w.dtype == DType::F32) w.f32 = panels_f32.get() + at;
+    else w.u16 = panels_u16.get() + at;
+    return w;
+  }
+
+  // Remakes what is derived from the weights: the matrices' panels and, for 16-bit weights, float32 vectors.
+  void refresh() {
+    static const ParamKind kMatrices[] = {QKV_W, ATTPROJ_W, FC_W, FCPROJ_W};
+    const int L = cfg().n_layer;
+    size_t total = 0;
+    for (ParamKind kind : kMatrices) {
+      panel_offset[kind] = total;
+      total += L * panel_elements(mat_shape(kind).first, mat_shape(kind).second);
+    }
+    if (weights.dtype == DType::F32 && panels_f32.size != total) panels_f32.allocate(total);
+    if (weights.dtype != DType::F32 && panels_u16.size != total) panels_u16.allocate(total);
+    void* base = weights.dtype == DType::F32 ? static_cast<void*>(panels_f32.get()) : static_cast<void*>(panels_u16.get());
+    const size_t elem = weights.dtype == DType::F32 ? sizeof(float) : sizeof(uint16_t);
+    for (ParamKind kind : kMatrices) {
+      const auto [rows, cols] = mat_shape(kind);
+      const size_t per = spec.group_numel(kind) / L;
+      for (int l = 0; l < L; ++l)
+        pack_panels(static_cast<char*>(base) + (panel_offset[kind] + l * panel_elements(rows, cols)) * elem,
+                    weights_at(weights, spec.group_offset(kind) + l * per), rows, cols, pool);
+    }
+    if (weights.dtype != DType::F32) {
+      static const ParamKind kVectors[] = {LN1_W, LN1_B, QKV_B, ATTPROJ_B, LN2_W, LN2_B, FC_B, FCPROJ_B, LNF_W, LNF_B};
+      for (ParamKind kind : kVectors) {
+        std::vector<float>& v = vectors_f32[kind];
+        v.resize(spec.group_numel(kind));
+        convert_to_f32(v.data(), weights_at(weights, spec.group_offset(kind)), v.size(), pool);
+      }
+    }
+    stale = false;
   }
   // The keys (values) of one head of a slot in a layer: [n_ctx, hs].
   size_t head_offset(int layer, int slot, int head) const {
@@ -222,16 +274,7 @@ struct CpuDecoder::State {
 };
 
 CpuDecoder::CpuDecoder(const ModelSpec& spec, WeightsView weights, ThreadPool& pool)
-    : state_(new State(spec, weights, pool)) {
-  if (weights.dtype != DType::F32) {
-    static const ParamKind kVectors[] = {LN1_W, LN1_B, QKV_B, ATTPROJ_B, LN2_W, LN2_B, FC_B, FCPROJ_B, LNF_W, LNF_B};
-    for (ParamKind kind : kVectors) {
-      std::vector<float>& v = state_->vectors_f32[kind];
-      v.resize(spec.group_numel(kind));
-      convert_to_f32(v.data(), weights_at(weights, spec.group_offset(kind)), v.size(), pool);
-    }
-  }
-}
+    : state_(new State(spec, weights, pool)) {}
 
 CpuDecoder::~CpuDecoder() = default;
 
@@ -254,8 +297,8 @@ void CpuDecoder::reserve(int n_slots) {
   s.fcg.allocate(R * 4 * C);
   const int threads = s.pool.size();
   s.scores.allocate(static_cast<size_t>(threads) * c.n_ctx);
-  s.matmul_scratch.allocate(std::max({decode_matmul_scratch(R, C, 3 * C, threads), decode_matmul_scratch(R, C, C, threads),
-                                      decode_matmul_scratch(R, C, 4 * C, threads), decode_matmul_scratch(R, 4 * C, C, threads),
+  s.matmul_scratch.allocate(std::max({decode_matmul_scratch(R, C, 3 * C), decode_matmul_scratch(R, C, C),
+                                      decode_matmul_scratch(R, C, 4 * C), decode_matmul_scratch(R, 4 * C, C),
                                       head_matmul_scratch(C, threads)}));
   s.last.allocate(n_slots * C);
   s.last_ln.allocate(n_slots * C);
@@ -263,6 +306,7 @@ void CpuDecoder::reserve(int n_slots) {
   s.row_pos.assign(R, 0);
   s.row_entry.assign(R, -1);
   s.slot_used.assign(n_slots, 0);
+  if (s.stale) s.refresh();  // here rather than in the first forward, which would pay for it in its latency
 }
 
 void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
@@ -293,6 +337,8 @@ void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, cons
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
       throw std::invalid_argument("kv_forward: token " + std::to_string(tokens[i]) + " at " + std::to_string(i) +
                                   " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+
+  if (s.stale) s.refresh();
 
   // Walk the concatenated tokens in chunks of at most max_rows rows.
   int entry = 0, done_in_entry = 0;  // next token: entry `entry`, its `done_in_entry`-th new token
@@ -344,12 +390,14 @@ int CpuDecoder::length(int slot) const {
   return s.lengths[slot];
 }
 
+void CpuDecoder::weights_changed() { state_->stale = true; }
+
 size_t CpuDecoder::memory_bytes() const {
   const State& s = *state_;
   size_t floats = s.k_cache.size + s.v_cache.size + s.x.size + s.ln.size + s.qkv.size + s.atty.size + s.fcg.size +
-                  s.scores.size + s.matmul_scratch.size + s.last.size + s.last_ln.size;
+                  s.scores.size + s.matmul_scratch.size + s.last.size + s.last_ln.size + s.panels_f32.size;
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
-  return floats * sizeof(float);
+  return floats * sizeof(float) + s.panels_u16.size * sizeof(uint16_t);
 }
 
 }  // namespace dixie

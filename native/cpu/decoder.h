@@ -29,6 +29,8 @@ class CpuDecoder {
   void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out);
   void reset(int slot);
   int length(int slot) const;
+  // The weights were written: the panels and float32 vectors made from them are remade at the next forward.
+  void weights_changed();
   size_t memory_bytes() const;
 
  private:

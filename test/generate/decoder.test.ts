@@ -82,6 +82,34 @@ t.test('prefills past one pass of rows, and steps after them, match the full for
   model.dispose();
 });
 
+t.test('decoding follows the weights when they change after it began: an optimizer step, setParam', async (t) => {
+  const T = 40;
+  const model = Model.create(WIDE, { seed: 3, threads: 2, maxBatch: 1, maxSeq: T });
+  const V = WIDE.vocabSize;
+  const tokens = randomTokens(T, V, 8);
+  const againstFull = async (what: string): Promise<void> => {
+    const full = new Float32Array(T * V);
+    await model.forward(tokens, null, 1, T, full);
+    const rows = await decode(model, [tokens], (_s, call) => (call === 0 ? 9 : 1));
+    let worst = 0;
+    for (const [key, logits] of rows) {
+      const pos = Number(key.split(':')[1]);
+      worst = Math.max(worst, maxAbsDiff(logits, full.subarray(pos * V, (pos + 1) * V)));
+    }
+    t.ok(worst <= 1e-5, `${what}: ${rows.size} rows within 1e-5 of the full forward (max diff ${worst.toExponential(2)})`);
+  };
+  await againstFull('as created');
+  model.zeroGrad();
+  await model.forward(tokens.subarray(0, T - 1), tokens.subarray(1), 1, T - 1);
+  await model.backward();
+  await model.step({ optimizer: 'adamw', lr: 0.05 });
+  await againstFull('after an AdamW step');
+  const fc = model.getParam('h.1.mlp.c_fc.weight');
+  model.setParam('h.1.mlp.c_fc.weight', fc.map((x) => -2 * x));
+  await againstFull('after setParam');
+  model.dispose();
+});
+
 t.test('a slot decoded beside others gives exactly what it gives alone, whatever the thread count', async (t) => {
   const config: GPT2Config = { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 300 };
   const seqs = [randomTokens(40, 300, 1), randomTokens(25, 300, 2), randomTokens(33, 300, 3)];
