@@ -14,33 +14,6 @@
 
 namespace dixie {
 
-template <typename T>
-AlignedArray<T>::AlignedArray(size_t n) : size_(n) {
-  if (n == 0) return;
-  raw_ = std::calloc(n * sizeof(T) + 64, 1);
-  if (!raw_) throw std::bad_alloc();
-  const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw_) + 63) & ~static_cast<uintptr_t>(63);
-  data_ = reinterpret_cast<T*>(aligned);
-}
-
-template <typename T>
-AlignedArray<T>& AlignedArray<T>::operator=(AlignedArray&& o) noexcept {
-  if (this != &o) {
-    std::free(raw_);
-    raw_ = o.raw_;
-    data_ = o.data_;
-    size_ = o.size_;
-    o.raw_ = nullptr;
-    o.data_ = nullptr;
-    o.size_ = 0;
-  }
-  return *this;
-}
-
-template class AlignedArray<float>;
-template class AlignedArray<uint16_t>;
-template class AlignedArray<int32_t>;
-
 namespace {
 
 size_t per_layer_numel(const ModelSpec& spec, ParamKind kind) {

@@ -5,35 +5,13 @@
 #include <memory>
 #include <vector>
 
+#include "aligned_array.h"
 #include "core/backend.h"
 #include "decoder.h"
 #include "optimizer.h"
 #include "thread_pool.h"
 
 namespace dixie {
-
-// A 64-byte aligned, zero-filled array. Large ones come from calloc's fresh mapped pages, so planned memory costs
-// no RAM (and no time to clear) until it is touched.
-template <typename T>
-class AlignedArray {
- public:
-  AlignedArray() = default;
-  explicit AlignedArray(size_t n);
-  AlignedArray(AlignedArray&& o) noexcept : raw_(o.raw_), data_(o.data_), size_(o.size_) { o.raw_ = nullptr; o.data_ = nullptr; o.size_ = 0; }
-  AlignedArray& operator=(AlignedArray&& o) noexcept;
-  AlignedArray(const AlignedArray&) = delete;
-  AlignedArray& operator=(const AlignedArray&) = delete;
-  ~AlignedArray() { std::free(raw_); }
-  T* data() { return data_; }
-  const T* data() const { return data_; }
-  size_t size() const { return size_; }
-  size_t bytes() const { return size_ * sizeof(T); }
-
- private:
-  void* raw_ = nullptr;
-  T* data_ = nullptr;
-  size_t size_ = 0;
-};
 
 class CpuBackend : public Backend {
  public:

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "aligned_array.h"
 #include "core/dtype.h"
 #include "decode_matmul.h"
 #include "kernels.h"
@@ -25,16 +26,6 @@ namespace {
 // Rows per pass through the layers: enough for the packed matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
 
-template <class T>
-struct Buffer {  // uninitialised floats, allocated once (pages are mapped lazily by the OS)
-  std::unique_ptr<T[]> data;
-  size_t size = 0;
-  void allocate(size_t n) {
-    data.reset(new T[n]);
-    size = n;
-  }
-  T* get() const { return data.get(); }
-};
 
 // In place: s[0, n) = softmax(s[0, n)).
 void softmax_inplace(float* s, int n) {
@@ -98,8 +89,8 @@ struct CpuDecoder::State {
   ThreadPool& pool;
 
   // The layer matrices in panel layout (decode_matmul.h), in the weights' element type: per kind, layer after layer.
-  Buffer<float> panels_f32;
-  Buffer<uint16_t> panels_u16;
+  AlignedArray<float> panels_f32;
+  AlignedArray<uint16_t> panels_u16;
   size_t panel_offset[NUM_PARAM_KINDS] = {};
   bool stale = true;  // the weights changed since the panels and vectors were made
 
@@ -107,15 +98,15 @@ struct CpuDecoder::State {
   int max_rows = 0;
   std::vector<int> lengths;
   // [L][slot][NH][n_ctx][hs]: a head's keys (values) one contiguous run, which attention reads as one stream.
-  Buffer<float> k_cache, v_cache;
+  AlignedArray<float> k_cache, v_cache;
   // Float32 copies of the vectors (LayerNorm parameters, biases) when the weights are 16-bit.
   std::vector<float> vectors_f32[NUM_PARAM_KINDS];
 
   // Scratch for max_rows rows.
-  Buffer<float> x, ln, qkv, atty, fcg;  // [R, C], [R, C], [R, 3C], [R, C], [R, 4C]
-  Buffer<float> scores;      // [threads, n_ctx]
-  Buffer<float> matmul_scratch;  // decode_matmul's and head_matmul's
-  Buffer<float> last, last_ln;  // [n_slots, C]: the final hidden state of each slot's last new token
+  AlignedArray<float> x, ln, qkv, atty, fcg;  // [R, C], [R, C], [R, 3C], [R, C], [R, 4C]
+  AlignedArray<float> scores;      // [threads, n_ctx]
+  AlignedArray<float> matmul_scratch;  // decode_matmul's and head_matmul's
+  AlignedArray<float> last, last_ln;  // [n_slots, C]: the final hidden state of each slot's last new token
   std::vector<int> row_slot, row_pos;
   std::vector<int> row_entry;  // the entry whose last new token the row is, or -1
   std::vector<uint8_t> slot_used;  // [n_slots]: duplicate check of one call
@@ -143,8 +134,8 @@ struct CpuDecoder::State {
     WeightsView w;
     w.dtype = weights.dtype;
     const size_t at = panel_offset[kind] + layer * panel_elements(rows, cols);
-    if (w.dtype == DType::F32) w.f32 = panels_f32.get() + at;
-    else w.u16 = panels_u16.get() + at;
+    if (w.dtype == DType::F32) w.f32 = panels_f32.data() + at;
+    else w.u16 = panels_u16.data() + at;
     return w;
   }
 
@@ -157,9 +148,9 @@ struct CpuDecoder::State {
       panel_offset[kind] = total;
       total += L * panel_elements(mat_shape(kind).first, mat_shape(kind).second);
     }
-    if (weights.dtype == DType::F32 && panels_f32.size != total) panels_f32.allocate(total);
-    if (weights.dtype != DType::F32 && panels_u16.size != total) panels_u16.allocate(total);
-    void* base = weights.dtype == DType::F32 ? static_cast<void*>(panels_f32.get()) : static_cast<void*>(panels_u16.get());
+    if (weights.dtype == DType::F32 && panels_f32.size() != total) panels_f32 = AlignedArray<float>(total);
+    if (weights.dtype != DType::F32 && panels_u16.size() != total) panels_u16 = AlignedArray<uint16_t>(total);
+    void* base = weights.dtype == DType::F32 ? static_cast<void*>(panels_f32.data()) : static_cast<void*>(panels_u16.data());
     const size_t elem = weights.dtype == DType::F32 ? sizeof(float) : sizeof(uint16_t);
     for (ParamKind kind : kMatrices) {
       const auto [rows, cols] = mat_shape(kind);
@@ -183,19 +174,19 @@ struct CpuDecoder::State {
     const GPT2Config& c = cfg();
     return ((static_cast<size_t>(layer) * n_slots + slot) * c.n_head + head) * c.n_ctx * (c.n_embd / c.n_head);
   }
-  float* keys(int layer, int slot, int head) const { return k_cache.get() + head_offset(layer, slot, head); }
-  float* values(int layer, int slot, int head) const { return v_cache.get() + head_offset(layer, slot, head); }
+  float* keys(int layer, int slot, int head) { return k_cache.data() + head_offset(layer, slot, head); }
+  float* values(int layer, int slot, int head) { return v_cache.data() + head_offset(layer, slot, head); }
 
   // out[R, OC] = epilogue(inp[R, C] @ w[C, OC] + bias)
   void matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC, Epilogue epilogue) {
-    decode_matmul(out, inp, w, bias, R, C, OC, epilogue, matmul_scratch.get(), pool);
+    decode_matmul(out, inp, w, bias, R, C, OC, epilogue, matmul_scratch.data(), pool);
   }
 
   void embed(const int32_t* tokens, int R) {
     const int C = cfg().n_embd;
     pool.parallel_for(R, 8, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        float* out = x.get() + r * C;
+        float* out = x.data() + r * C;
         const size_t te = spec.group_offset(WTE) + static_cast<size_t>(tokens[r]) * C;
         const size_t pe = spec.group_offset(WPE) + static_cast<size_t>(row_pos[r]) * C;
         if (weights.dtype == DType::F32) {
@@ -217,12 +208,12 @@ struct CpuDecoder::State {
     pool.run(static_cast<int64_t>(R) * NH, [&](int64_t task, int thread) {
       const int r = static_cast<int>(task / NH), h = static_cast<int>(task % NH);
       const int slot = row_slot[r], n_keys = row_pos[r] + 1;
-      const float* q = qkv.get() + static_cast<size_t>(r) * 3 * C + h * hs;
-      float* s = scores.get() + static_cast<size_t>(thread) * c.n_ctx;
+      const float* q = qkv.data() + static_cast<size_t>(r) * 3 * C + h * hs;
+      float* s = scores.data() + static_cast<size_t>(thread) * c.n_ctx;
       const float* k = keys(layer, slot, h);
       for (int t = 0; t < n_keys; ++t) s[t] = dot(q, k + static_cast<size_t>(t) * hs, hs) * inv_sqrt;
       softmax_inplace(s, n_keys);
-      weighted_sum(atty.get() + static_cast<size_t>(r) * C + h * hs, s, values(layer, slot, h), n_keys, hs);
+      weighted_sum(atty.data() + static_cast<size_t>(r) * C + h * hs, s, values(layer, slot, h), n_keys, hs);
     });
   }
 
@@ -233,10 +224,10 @@ struct CpuDecoder::State {
     const GPT2Config& c = cfg();
     const int C = c.n_embd, hs = C / c.n_head;
     for (int l = 0; l < c.n_layer; ++l) {
-      layernorm_forward(ln.get(), nullptr, nullptr, x.get(), vec(LN1_W, l), vec(LN1_B, l), R, C, pool);
-      matmul(qkv.get(), ln.get(), mat(QKV_W, l), vec(QKV_B, l), R, C, 3 * C, Epilogue::kStore);
+      layernorm_forward(ln.data(), nullptr, nullptr, x.data(), vec(LN1_W, l), vec(LN1_B, l), R, C, pool);
+      matmul(qkv.data(), ln.data(), mat(QKV_W, l), vec(QKV_B, l), R, C, 3 * C, Epilogue::kStore);
       for (int r = 0; r < R; ++r) {
-        const float* row = qkv.get() + static_cast<size_t>(r) * 3 * C;
+        const float* row = qkv.data() + static_cast<size_t>(r) * 3 * C;
         for (int h = 0; h < c.n_head; ++h) {
           const size_t at = static_cast<size_t>(row_pos[r]) * hs;
           std::memcpy(keys(l, row_slot[r], h) + at, row + C + h * hs, sizeof(float) * hs);
@@ -246,10 +237,10 @@ struct CpuDecoder::State {
       if (l == c.n_layer - 1) R = keep_ending_rows(R);
       if (R == 0) break;
       attention(l, R);
-      matmul(x.get(), atty.get(), mat(ATTPROJ_W, l), vec(ATTPROJ_B, l), R, C, C, Epilogue::kResidual);
-      layernorm_forward(ln.get(), nullptr, nullptr, x.get(), vec(LN2_W, l), vec(LN2_B, l), R, C, pool);
-      matmul(fcg.get(), ln.get(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C, Epilogue::kGelu);
-      matmul(x.get(), fcg.get(), mat(FCPROJ_W, l), vec(FCPROJ_B, l), R, 4 * C, C, Epilogue::kResidual);
+      matmul(x.data(), atty.data(), mat(ATTPROJ_W, l), vec(ATTPROJ_B, l), R, C, C, Epilogue::kResidual);
+      layernorm_forward(ln.data(), nullptr, nullptr, x.data(), vec(LN2_W, l), vec(LN2_B, l), R, C, pool);
+      matmul(fcg.data(), ln.data(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C, Epilogue::kGelu);
+      matmul(x.data(), fcg.data(), mat(FCPROJ_W, l), vec(FCPROJ_B, l), R, 4 * C, C, Epilogue::kResidual);
     }
     return R;
   }
@@ -261,8 +252,8 @@ struct CpuDecoder::State {
     for (int r = 0; r < R; ++r) {
       if (row_entry[r] < 0) continue;
       if (kept != r) {
-        std::memcpy(x.get() + static_cast<size_t>(kept) * C, x.get() + static_cast<size_t>(r) * C, sizeof(float) * C);
-        std::memcpy(qkv.get() + static_cast<size_t>(kept) * 3 * C, qkv.get() + static_cast<size_t>(r) * 3 * C, sizeof(float) * C);
+        std::memcpy(x.data() + static_cast<size_t>(kept) * C, x.data() + static_cast<size_t>(r) * C, sizeof(float) * C);
+        std::memcpy(qkv.data() + static_cast<size_t>(kept) * 3 * C, qkv.data() + static_cast<size_t>(r) * 3 * C, sizeof(float) * C);
         row_slot[kept] = row_slot[r];
         row_pos[kept] = row_pos[r];
         row_entry[kept] = row_entry[r];
@@ -286,22 +277,22 @@ void CpuDecoder::reserve(int n_slots) {
   const size_t cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
   s.n_slots = n_slots;
   s.lengths.assign(n_slots, 0);
-  s.k_cache.allocate(cache);
-  s.v_cache.allocate(cache);
+  s.k_cache = AlignedArray<float>(cache);
+  s.v_cache = AlignedArray<float>(cache);
   const int R = std::max(kChunkRows, n_slots);
   s.max_rows = R;
-  s.x.allocate(R * C);
-  s.ln.allocate(R * C);
-  s.qkv.allocate(R * 3 * C);
-  s.atty.allocate(R * C);
-  s.fcg.allocate(R * 4 * C);
+  s.x = AlignedArray<float>(R * C);
+  s.ln = AlignedArray<float>(R * C);
+  s.qkv = AlignedArray<float>(R * 3 * C);
+  s.atty = AlignedArray<float>(R * C);
+  s.fcg = AlignedArray<float>(R * 4 * C);
   const int threads = s.pool.size();
-  s.scores.allocate(static_cast<size_t>(threads) * c.n_ctx);
-  s.matmul_scratch.allocate(std::max({decode_matmul_scratch(R, C, 3 * C), decode_matmul_scratch(R, C, C),
+  s.scores = AlignedArray<float>(static_cast<size_t>(threads) * c.n_ctx);
+  s.matmul_scratch = AlignedArray<float>(std::max({decode_matmul_scratch(R, C, 3 * C), decode_matmul_scratch(R, C, C),
                                       decode_matmul_scratch(R, C, 4 * C), decode_matmul_scratch(R, 4 * C, C),
                                       head_matmul_scratch(C, threads)}));
-  s.last.allocate(n_slots * C);
-  s.last_ln.allocate(n_slots * C);
+  s.last = AlignedArray<float>(n_slots * C);
+  s.last_ln = AlignedArray<float>(n_slots * C);
   s.row_slot.assign(R, 0);
   s.row_pos.assign(R, 0);
   s.row_entry.assign(R, -1);
@@ -367,13 +358,13 @@ void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, cons
     s.embed(tokens + consumed, R);
     const int ending = s.layers(R);
     for (int r = 0; r < ending; ++r)
-      std::memcpy(s.last.get() + static_cast<size_t>(s.row_entry[r]) * C, s.x.get() + static_cast<size_t>(r) * C, sizeof(float) * C);
+      std::memcpy(s.last.data() + static_cast<size_t>(s.row_entry[r]) * C, s.x.data() + static_cast<size_t>(r) * C, sizeof(float) * C);
     consumed += R;
   }
 
-  layernorm_forward(s.last_ln.get(), nullptr, nullptr, s.last.get(), s.vec(LNF_W, 0), s.vec(LNF_B, 0), n, C, s.pool);
-  head_matmul(logits_out, s.last_ln.get(), weights_at(s.weights, s.spec.group_offset(WTE)), n, C, c.vocab_size,
-              s.matmul_scratch.get(), s.pool);
+  layernorm_forward(s.last_ln.data(), nullptr, nullptr, s.last.data(), s.vec(LNF_W, 0), s.vec(LNF_B, 0), n, C, s.pool);
+  head_matmul(logits_out, s.last_ln.data(), weights_at(s.weights, s.spec.group_offset(WTE)), n, C, c.vocab_size,
+              s.matmul_scratch.data(), s.pool);
 }
 
 void CpuDecoder::reset(int slot) {
@@ -394,10 +385,10 @@ void CpuDecoder::weights_changed() { state_->stale = true; }
 
 size_t CpuDecoder::memory_bytes() const {
   const State& s = *state_;
-  size_t floats = s.k_cache.size + s.v_cache.size + s.x.size + s.ln.size + s.qkv.size + s.atty.size + s.fcg.size +
-                  s.scores.size + s.matmul_scratch.size + s.last.size + s.last_ln.size + s.panels_f32.size;
+  size_t floats = s.k_cache.size() + s.v_cache.size() + s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() +
+                  s.scores.size() + s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.panels_f32.size();
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
-  return floats * sizeof(float) + s.panels_u16.size * sizeof(uint16_t);
+  return floats * sizeof(float) + s.panels_u16.size() * sizeof(uint16_t);
 }
 
 }  // namespace dixie
