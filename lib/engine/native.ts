@@ -36,12 +36,13 @@ export interface NativeTensorInfo {
   isMatrix: boolean;
 }
 
+// Bytes by kind.
 export interface NativeMemory {
   params: number;
   grads: number;
   optimizer: number;
   activations: number;
-  kvCache: number;
+  kvCache: number;  // all of decoding: the KV cache, its scratch, and on the CPU the layer matrices in panel layout
 }
 
 export interface NativeStepOptions {
