@@ -2,9 +2,13 @@
 // (prefill, native sampling with top-k 40, streaming decode): tokens/s at batch 1 with f32, f16 and bf16 weights
 // and the memory bandwidth that implies (every weight is read once per token: bytes of weights x tokens/s),
 // time to first token for a 64-token prompt, and aggregate tokens/s for 8 and 32 requests decoded together
-// (f32 and f16).
+// (f32 and f16). The machine's own read bandwidth (native/tests/read_bandwidth.cpp, 2 threads), measured before
+// and after, is printed beside them: on a shared machine it moves by the hour, and batch-1 decoding follows it.
 // llama.cpp's figures (node-llama-cpp 3.21.1, CPU, 2 threads, GPT-2 124M, measured on a machine of this kind)
 // are printed beside ours.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { GPT2Config, Model } from '../lib/engine/model';
 import { WeightDType } from '../lib/engine/native';
 import { Generator } from '../lib/generate';
@@ -13,6 +17,16 @@ import { loadTokenizer } from '../lib/tokenizer';
 const GPT2_124M: GPT2Config = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
 const THREADS = 2;
 const LLAMA_CPP = { f32: '50 tok/s', f16: '74 tok/s', bf16: '—', ttft: '91 ms' };
+
+// `read bandwidth, 2 threads: median X GB/s, best Y GB/s` from the probe built beside the addon.
+function readBandwidth(): string {
+  const program = path.join(__dirname, '..', '..', 'build', 'Release', 'dixie_read_bandwidth');
+  if (!fs.existsSync(program)) throw new Error(`${program} is not built: run \`npm run build:native\``);
+  const out = execFileSync(program, [String(THREADS)], { encoding: 'utf8' });
+  const m = /median ([\d.]+) GB\/s, best ([\d.]+) GB\/s/.exec(out);
+  if (!m) throw new Error(`unexpected output from ${program}: ${out}`);
+  return `${m[1]} GB/s (best ${m[2]})`;
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -70,6 +84,8 @@ async function batchOne(dtype: WeightDType): Promise<string[]> {
 
 export async function run(): Promise<void> {
   const rows = ['| GPT-2 124M, 2 threads | dixie | bandwidth | llama.cpp |', '|---|---|---|---|'];
+  rows.push(`| the machine's read bandwidth, before | | ${readBandwidth()} | |`);
   for (const dtype of ['f32', 'f16', 'bf16'] as const) rows.push(...(await batchOne(dtype)));
+  rows.push(`| the machine's read bandwidth, after | | ${readBandwidth()} | |`);
   console.log(rows.join('\n'));
 }
