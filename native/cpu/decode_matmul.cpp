@@ -84,10 +84,10 @@ void finish(float* out, const float* y, int n, Epilogue epilogue) {
 
 // ---- panel layout ---------------------------------------------------------------------------------------------
 
-
+// dst = w[C, OC] (Conv1D layout) in panel layout, [part][strip][kPartRows][kStrip], zero past C and OC. One task
+// per (part, strip), which writes its block as one contiguous run.
 template <class T>
 void pack_panels_t(T* dst, const T* w, int C, int OC, ThreadPool& pool) {
-  // One task per (part, strip): it writes its block as one contiguous run.
   const int strips = num_panels(OC) * (kPanelCols / kStrip);
   pool.run(static_cast<int64_t>(num_parts(C)) * strips, [&](int64_t task, int) {
     const int p = static_cast<int>(task / strips), s = static_cast<int>(task % strips);
