@@ -192,8 +192,10 @@ t.test('the event loop keeps running during a long forward', async (t) => {
   const [ticksWhileRunning, doneAtCheck] = [ticks, done];
   await running;
   clearInterval(timer);
+  // A blocked event loop would run neither timer before the forward ends. How often the 1 ms one runs depends
+  // on how busy the 2 cores are (tap runs other test files beside this one), so once is what is asked.
   t.notOk(doneAtCheck, 'the forward is still running 30 ms later');
-  t.ok(ticksWhileRunning >= 3, `the timer ticked ${ticksWhileRunning} times while the forward ran`);
+  t.ok(ticksWhileRunning >= 1, `the timer ticked ${ticksWhileRunning} times while the forward ran`);
   m.dispose();
 });
 
