@@ -103,8 +103,9 @@ void pack_panels_t(T* dst, const T* w, int C, int OC, ThreadPool& pool) {
 #ifdef DIXIE_AVX2
 #define DIXIE_UNROLL _Pragma("GCC unroll 8")
 
-// tile[MR, 8 NV] (+)= x[MR, 0:kn] @ strips[0:kn, 8 NV] (NV / 2 strips from `strips`), the product an fma chain over k
-// from 0 in registers, then added to the tile (kAdd) or stored; rows of x ldx apart, of tile kPanelCols apart.
+// tile[MR, 8 NV] (+)= x[MR, 0:kn] @ strips[0:kn, 8 NV] (NV / 2 strips from `strips`), the product an fma chain
+// over k from 0 in registers, then added to the tile (kAdd) or stored; rows of x ldx apart, of tile kPanelCols
+// apart.
 template <class W, bool kAdd, int MR, int NV>
 void micro_kernel(float* tile, const float* x, int ldx, const typename W::T* strips, int kn) {
   static_assert(NV % 2 == 0, "whole strips");

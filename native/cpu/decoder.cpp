@@ -23,9 +23,11 @@ namespace dixie {
 
 namespace {
 
-// Rows per pass through the layers: enough for the packed matmuls to run at full speed, few enough for the scratch.
+// Rows per pass through the layers: enough for the tiled matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
 
+// The layer matrices, which the decoder reads in panel layout.
+constexpr ParamKind kMatrices[] = {QKV_W, ATTPROJ_W, FC_W, FCPROJ_W};
 
 // In place: s[0, n) = softmax(s[0, n)).
 void softmax_inplace(float* s, int n) {
@@ -91,6 +93,7 @@ struct CpuDecoder::State {
   // The layer matrices in panel layout (decode_matmul.h), in the weights' element type: per kind, layer after layer.
   AlignedArray<float> panels_f32;
   AlignedArray<uint16_t> panels_u16;
+  WeightsView panels;  // whichever of the two is used
   size_t panel_offset[NUM_PARAM_KINDS] = {};
   bool stale = true;  // the weights changed since the panels and vectors were made
 
@@ -129,35 +132,40 @@ struct CpuDecoder::State {
       default: return {C, C};  // ATTPROJ_W
     }
   }
-  WeightsView mat(ParamKind kind, int layer) const {
+  // Where a layer matrix starts in the panels, in elements.
+  size_t mat_offset(ParamKind kind, int layer) const {
     const auto [rows, cols] = mat_shape(kind);
-    WeightsView w;
-    w.dtype = weights.dtype;
-    const size_t at = panel_offset[kind] + layer * panel_elements(rows, cols);
-    if (w.dtype == DType::F32) w.f32 = panels_f32.data() + at;
-    else w.u16 = panels_u16.data() + at;
-    return w;
+    return panel_offset[kind] + layer * panel_elements(rows, cols);
+  }
+  WeightsView mat(ParamKind kind, int layer) const { return weights_at(panels, mat_offset(kind, layer)); }
+
+  // Plans the panels: offsets by kind and one buffer in the weights' element type.
+  void plan_panels() {
+    size_t total = 0;
+    for (ParamKind kind : kMatrices) {
+      panel_offset[kind] = total;
+      total += cfg().n_layer * panel_elements(mat_shape(kind).first, mat_shape(kind).second);
+    }
+    panels.dtype = weights.dtype;
+    if (weights.dtype == DType::F32) {
+      panels_f32 = AlignedArray<float>(total);
+      panels.f32 = panels_f32.data();
+    } else {
+      panels_u16 = AlignedArray<uint16_t>(total);
+      panels.u16 = panels_u16.data();
+    }
   }
 
   // Remakes what is derived from the weights: the matrices' panels and, for 16-bit weights, float32 vectors.
   void refresh() {
-    static const ParamKind kMatrices[] = {QKV_W, ATTPROJ_W, FC_W, FCPROJ_W};
-    const int L = cfg().n_layer;
-    size_t total = 0;
-    for (ParamKind kind : kMatrices) {
-      panel_offset[kind] = total;
-      total += L * panel_elements(mat_shape(kind).first, mat_shape(kind).second);
-    }
-    if (weights.dtype == DType::F32 && panels_f32.size() != total) panels_f32 = AlignedArray<float>(total);
-    if (weights.dtype != DType::F32 && panels_u16.size() != total) panels_u16 = AlignedArray<uint16_t>(total);
-    void* base = weights.dtype == DType::F32 ? static_cast<void*>(panels_f32.data()) : static_cast<void*>(panels_u16.data());
-    const size_t elem = weights.dtype == DType::F32 ? sizeof(float) : sizeof(uint16_t);
     for (ParamKind kind : kMatrices) {
       const auto [rows, cols] = mat_shape(kind);
-      const size_t per = spec.group_numel(kind) / L;
-      for (int l = 0; l < L; ++l)
-        pack_panels(static_cast<char*>(base) + (panel_offset[kind] + l * panel_elements(rows, cols)) * elem,
-                    weights_at(weights, spec.group_offset(kind) + l * per), rows, cols, pool);
+      const size_t per = spec.group_numel(kind) / cfg().n_layer;
+      for (int l = 0; l < cfg().n_layer; ++l) {
+        const size_t at = mat_offset(kind, l);
+        void* dst = weights.dtype == DType::F32 ? static_cast<void*>(panels_f32.data() + at) : static_cast<void*>(panels_u16.data() + at);
+        pack_panels(dst, weights_at(weights, spec.group_offset(kind) + l * per), rows, cols, pool);
+      }
     }
     if (weights.dtype != DType::F32) {
       static const ParamKind kVectors[] = {LN1_W, LN1_B, QKV_B, ATTPROJ_B, LN2_W, LN2_B, FC_B, FCPROJ_B, LNF_W, LNF_B};
@@ -265,7 +273,9 @@ struct CpuDecoder::State {
 };
 
 CpuDecoder::CpuDecoder(const ModelSpec& spec, WeightsView weights, ThreadPool& pool)
-    : state_(new State(spec, weights, pool)) {}
+    : state_(new State(spec, weights, pool)) {
+  state_->plan_panels();
+}
 
 CpuDecoder::~CpuDecoder() = default;
 

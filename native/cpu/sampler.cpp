@@ -13,8 +13,9 @@
 //     reaches p of the kept mass (always at least one token).
 //  5. Draw one token from the renormalised kept distribution with the row's RNG: xoroshiro128++ over the
 //     row's two 64-bit state words, advanced in place, one draw per sampled token. The draw walks the kept
-//     tokens most likely first (by id when neither top-k nor top-p ranked them), as the CUDA sampler does. Each row only touches its
-//     own state and its own scratch, so the tokens are the same whatever the thread count.
+//     tokens most likely first (by id when neither top-k nor top-p ranked them), as the CUDA sampler does.
+//     Each row only touches its own state and its own scratch, so the tokens are the same whatever the thread
+//     count.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -111,13 +112,17 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
 
   if (sp.top_p < 1.0f) {
     // Sort a growing prefix of the most likely candidates until it holds p of the mass: the nucleus is
-    // usually a few dozen tokens, so this costs a selection over n rather than a full sort.
+    // usually a few dozen tokens, so this costs a selection over n rather than a full sort. Top-k left its
+    // candidates sorted already.
     const double target = static_cast<double>(sp.top_p) * total;
-    int m = std::min(n, 64);
+    const bool ranked = n < V;
+    int m = ranked ? n : std::min(n, 64);
     int kept = n;
     for (;;) {
-      if (m < n) std::nth_element(order, order + m, order + n, more_likely);
-      std::sort(order, order + m, more_likely);
+      if (!ranked) {
+        if (m < n) std::nth_element(order, order + m, order + n, more_likely);
+        std::sort(order, order + m, more_likely);
+      }
       double cum = 0.0;
       int i = 0;
       for (; i < m; ++i) {
