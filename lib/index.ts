@@ -18,7 +18,7 @@ export type {
 // Byte-level BPE.
 export * from './tokenizer';
 
-// Model folders and files: safetensors, TensorFlow checkpoints, the released GPT-2 sizes.
+// Model folders and files: safetensors, TensorFlow checkpoints, GGUF for llama.cpp, the released GPT-2 sizes.
 export { inspectModelFolder, findVocabulary, readHFConfig, readHparams } from './formats/model_folder';
 export type { ModelFolder, ModelFolderKind, VocabFiles } from './formats/model_folder';
 export { RELEASE_NAMES, modelsDir, modelDir, resolveModel } from './formats/resolve_model';
@@ -28,6 +28,8 @@ export type { Dtype, TensorEntry, TensorToWrite } from './formats/safetensors';
 export { openTFCheckpoint } from './formats/tf_checkpoint';
 export { importTFCheckpoint } from './formats/import_tf';
 export type { ImportOptions, ImportResult } from './formats/import_tf';
+export { writeGguf, GGUF_WEIGHT_TYPES } from './formats/gguf';
+export type { GgufExportOptions, GgufWeightType } from './formats/gguf';
 export { downloadModel } from './download/download_model';
 export type { DownloadOptions } from './download/download_model';
 

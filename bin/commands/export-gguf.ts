@@ -1,0 +1,52 @@
+// bin/export-gguf: writes a model as one GGUF file, so that llama.cpp and the tools built on it (ollama,
+// node-llama-cpp, LM Studio) run a model trained here.
+import path from 'node:path';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { ProgressBar } from '../../lib/download/progress';
+import { Model } from '../../lib/engine/model';
+import { GGUF_WEIGHT_TYPES, type GgufWeightType, writeGguf } from '../../lib/formats/gguf';
+import { resolveModel } from '../../lib/formats/resolve_model';
+import { bundledVocabularyDir, locateVocabulary } from '../../lib/tokenizer/vocab';
+
+async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('export-gguf')
+    .usage('$0 <model> <out.gguf>\n\nWrites a model (a name under models/ or a model folder) as a GGUF file for llama.cpp\'s '
+      + '"gpt2" architecture, with the model\'s vocabulary (or GPT-2\'s when the folder has none). The output head stays '
+      + 'tied to the token embeddings; layer norms, biases and position embeddings are always float32.')
+    .positional('model', { type: 'string', describe: 'model name or folder' })
+    .positional('out', { type: 'string', describe: 'the .gguf file to write' })
+    .option('type', { choices: GGUF_WEIGHT_TYPES, default: 'f16' as GgufWeightType, describe: 'type of the weight matrices and token embeddings' })
+    .example('$0 mom mom-f16.gguf', 'the fine-tuned model models/mom, matrices in float16')
+    .example('$0 models/124M gpt2.gguf --type f32', 'full precision')
+    .demandCommand(2, 'give the model and the file to write')
+    .strict()
+    .help()
+    .parseAsync();
+  const [name, out] = argv._.map(String);
+  const folder = resolveModel(name);
+  const vocabulary = locateVocabulary(folder.vocab ? folder.dir : bundledVocabularyDir());
+  const model = await Model.load(folder.dir, { trainable: false, device: 'cpu' });
+  try {
+    let bar: ProgressBar | null = null;
+    await writeGguf(out, model, vocabulary, {
+      weightType: argv.type,
+      name: path.basename(folder.dir),
+      onProgress: (bytes, totalBytes) => {
+        bar ??= new ProgressBar(path.basename(out), totalBytes);
+        bar.update(bytes);
+        if (bytes === totalBytes) bar.finish();
+      },
+    });
+  } finally {
+    model.dispose();
+  }
+  const c = model.config;
+  process.stderr.write(`${folder.dir} -> ${out}: ${argv.type} (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} channels, context ${c.nCtx}, vocabulary ${c.vocabSize})\n`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`export-gguf: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
