@@ -7,14 +7,10 @@
 // for training. LayerNorm, GELU, softmax and the optimizer are not counted.
 import { GPT2Config, Model } from '../lib/engine/model';
 import { cpus } from 'node:os';
+import { median } from './stats';
 
 const GPT2_124M: GPT2Config = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
 const THREADS = 2;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
 
 function forwardFlops(c: GPT2Config, B: number, T: number): number {
   const matmulParams = 12 * c.nLayer * c.nEmbd * c.nEmbd + c.vocabSize * c.nEmbd;
