@@ -25,7 +25,9 @@
 
 namespace dixie {
 
-constexpr int kPartRows = 256;  // rows of w per part of the sum
+// Rows of w per part of the sum. A strip is then one run of 8 KB (16-bit) or 16 KB (f32), which the hardware
+// prefetcher follows better than half that (128 rows decoded 3-5% slower); it still fits L1 for the tiled schedule.
+constexpr int kPartRows = 256;
 constexpr int kPanelCols = 64;  // columns of w per panel (a multiple of 32)
 // At most this many rows take the streaming schedule. Measured on 2 threads over GPT-2 124M's layers: at one row
 // it is 5-15% faster than the tiled one; from 2 to 12 rows the two are within the machine's noise.
