@@ -14,7 +14,7 @@ import { GPT2Config, Model } from '../lib/engine/model';
 import { WeightDType } from '../lib/engine/native';
 import { Generator } from '../lib/generate';
 import { loadTokenizer } from '../lib/tokenizer';
-import { LLAMA_CPP_PACKAGE, llamaCppAgreement, llamaCppDecode, loadLlamaCpp } from './llama_cpp';
+import { LLAMA_CPP_PACKAGE, LlamaCppModel, loadLlamaCpp } from './llama_cpp';
 import { median } from './stats';
 
 const GPT2_124M: GPT2Config = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
@@ -50,51 +50,71 @@ const SAMPLING = { temperature: 1, topK: 40, stopTokens: [] as number[] };
 
 const PROMPT = (run: number): Int32Array => prompt(64, run + 1);
 const RUNS = 3;  // after one warm-up run: first touches of the cache and scratch
+const MAX_TOKENS = 64;
+const BATCH_PROMPTS = (batch: number): Int32Array[] => Array.from({ length: batch }, (_, i) => prompt(16, 100 + i));
 
 async function batchOne(dtype: WeightDType): Promise<string[]> {
   const model = Model.create(GPT2_124M, { seed: 1, threads: THREADS, trainable: false, weightDtype: dtype });
   const gen = new Generator(model, loadTokenizer(), { slots: 32 });
+  const llama = await LlamaCppModel.open(model, dtype, THREADS);
   const rows: string[] = [];
-  const decode: number[] = [];
-  const ttft: number[] = [];
-  for (let run = 0; run <= RUNS; run++) {
-    const r = await gen.generate(PROMPT(run), { ...SAMPLING, maxTokens: 64, seed: run });
-    if (run === 0) continue;
-    decode.push(r.timings.tokensPerSecond);
-    ttft.push(r.timings.firstTokenMs);
-  }
-  const tps = median(decode);
-  const gbs = (bytesPerToken(model, dtype) * tps) / 1e9;
-  const here = await llamaCppDecode(model, dtype, PROMPT, RUNS, THREADS);
-  const hereTps = here ? `${here.tokensPerSecond.toFixed(1)} tok/s` : '';
-  const hereTtft = here ? `${here.firstTokenMs.toFixed(0)} ms` : '';
-  rows.push(`| decode, batch 1, ${dtype} weights | ${tps.toFixed(1)} tok/s | ${gbs.toFixed(1)} GB/s | ${hereTps} | ${LLAMA_CPP_ISSUE[dtype]} |`);
-  rows.push(`| time to first token, 64-token prompt, ${dtype} weights | ${median(ttft).toFixed(0)} ms | | ${hereTtft} | ${LLAMA_CPP_ISSUE.ttft} |`);
-  if (dtype !== 'bf16') {
+  try {
+    const decode: number[] = [];
+    const ttft: number[] = [];
+    for (let run = 0; run <= RUNS; run++) {
+      const r = await gen.generate(PROMPT(run), { ...SAMPLING, maxTokens: MAX_TOKENS, seed: run });
+      if (run === 0) continue;
+      decode.push(r.timings.tokensPerSecond);
+      ttft.push(r.timings.firstTokenMs);
+    }
+    const tps = median(decode);
+    const gbs = (bytesPerToken(model, dtype) * tps) / 1e9;
+    const here = await llama?.batchOne(PROMPT, RUNS, MAX_TOKENS);
+    const hereTps = here ? `${here.tokensPerSecond.toFixed(1)} tok/s` : '';
+    const hereTtft = here ? `${here.firstTokenMs.toFixed(0)} ms` : '';
+    rows.push(`| decode, batch 1, ${dtype} weights | ${tps.toFixed(1)} tok/s | ${gbs.toFixed(1)} GB/s | ${hereTps} | ${LLAMA_CPP_ISSUE[dtype]} |`);
+    rows.push(`| time to first token, 64-token prompt, ${dtype} weights | ${median(ttft).toFixed(0)} ms | | ${hereTtft} | ${LLAMA_CPP_ISSUE.ttft} |`);
+    if (dtype === 'bf16') return rows;
     for (const batch of [8, 32]) {
       const t0 = performance.now();
-      const results = await Promise.all(
-        Array.from({ length: batch }, (_, i) => gen.generate(prompt(16, 100 + i), { ...SAMPLING, maxTokens: 64, seed: i })),
-      );
+      const results = await Promise.all(BATCH_PROMPTS(batch).map((p, i) => gen.generate(p, { ...SAMPLING, maxTokens: MAX_TOKENS, seed: i })));
       const seconds = (performance.now() - t0) / 1000;
       const tokens = results.reduce((n, r) => n + r.tokens.length, 0);
-      rows.push(`| aggregate, ${batch} requests together (16-token prompts, 64 tokens each), ${dtype} weights | ${(tokens / seconds).toFixed(1)} tok/s | | | |`);
+      const hereAggregate = llama ? `${(await llama.aggregate(BATCH_PROMPTS(batch), MAX_TOKENS)).toFixed(1)} tok/s` : '';
+      rows.push(`| aggregate, ${batch} requests together (16-token prompts, 64 tokens each), ${dtype} weights | ${(tokens / seconds).toFixed(1)} tok/s | | ${hereAggregate} | |`);
     }
+    return rows;
+  } finally {
+    await llama?.close();
+    await gen.close();
+    model.dispose();
   }
-  await gen.close();
-  model.dispose();
-  return rows;
 }
 
-// A small model with GPT-2's vocabulary, its final norm's gain raised so that the next token is not a near tie
-// (random weights otherwise give an almost flat distribution, which any model would match).
+// llama.cpp's next-token probabilities against dixie's on a small model with GPT-2's vocabulary, its final norm's
+// gain raised so that the next token is not a near tie (random weights otherwise give an almost flat distribution,
+// which any model would match). f32 only: the 16-bit files differ only in how each number is stored, which
+// test/formats/gguf.test.ts checks byte for byte.
 async function agreement(): Promise<string> {
-  const model = Model.create({ nLayer: 2, nHead: 4, nEmbd: 128, nCtx: 128, vocabSize: 50257 }, { seed: 7, threads: THREADS });
+  const C = 128;
+  const model = Model.create({ nLayer: 2, nHead: 4, nEmbd: C, nCtx: 128, vocabSize: 50257 }, { seed: 7, threads: THREADS });
+  model.setParam('ln_f.weight', new Float32Array(C).fill(8));
+  const llama = await LlamaCppModel.open(model, 'f32', THREADS);
   try {
-    model.setParam('ln_f.weight', new Float32Array(128).fill(8));
-    const worst = await llamaCppAgreement(model, prompt(13, 5));
-    return `| llama.cpp on dixie's GGUF (f32): largest difference from dixie's next-token probabilities | | | ${worst?.toExponential(1)} | |`;
+    const tokens = prompt(13, 5);
+    const V = model.config.vocabSize;
+    const logits = new Float32Array(tokens.length * V);
+    await model.forward(tokens, null, 1, tokens.length, logits);
+    const last = logits.subarray((tokens.length - 1) * V);
+    const max = last.reduce((m, x) => Math.max(m, x), -Infinity);
+    const sum = last.reduce((s, x) => s + Math.exp(x - max), 0);
+    let worst = 0;
+    for (const [token, p] of (await llama?.nextTokenProbabilities(tokens)) ?? []) {
+      worst = Math.max(worst, Math.abs(p - Math.exp(last[token] - max) / sum));
+    }
+    return `| llama.cpp on dixie's GGUF (f32): largest difference from dixie's next-token probabilities | | | ${worst.toExponential(1)} | |`;
   } finally {
+    await llama?.close();
     model.dispose();
   }
 }

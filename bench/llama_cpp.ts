@@ -15,11 +15,13 @@ interface LlamaSequence {
   evaluate(tokens: number[], options: { temperature: number; topK: number }): AsyncGenerator<number>;
   evaluateWithMetadata(tokens: number[], metadata: { probabilities: true }, options: { temperature: number; topK: number; topP: number }):
     AsyncGenerator<{ probabilities: Map<number, number> }>;
-  clearHistory(): Promise<void>;
   dispose(): void;
 }
 interface LlamaContext { getSequence(): LlamaSequence; dispose(): Promise<void> }
-interface LlamaModel { createContext(o: { contextSize: number; threads: number }): Promise<LlamaContext>; dispose(): Promise<void> }
+interface LlamaModel {
+  createContext(o: { contextSize: number; threads: number; sequences?: number }): Promise<LlamaContext>;
+  dispose(): Promise<void>;
+}
 interface Llama { loadModel(o: { modelPath: string; gpuLayers: number }): Promise<LlamaModel> }
 interface LlamaCppModule { getLlama(o: { gpu: false; build: 'never'; logLevel: 'error' }): Promise<Llama> }
 
@@ -47,77 +49,93 @@ export interface LlamaCppRun {
   firstTokenMs: number;
 }
 
-// Medians over `runs` generations after one warm-up, each a `prompt(run)` of 64 tokens then 64 tokens sampled
-// with top-k 40: what the decode bench does with dixie.
-export async function llamaCppDecode(model: Model, dtype: GgufWeightType, prompt: (run: number) => Int32Array, runs: number,
-  threads: number): Promise<LlamaCppRun | null> {
-  const runtime = await loadLlamaCpp();
-  if (runtime === null) return null;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-llama-cpp-'));
-  try {
-    const file = path.join(dir, `model-${dtype}.gguf`);
-    await writeGguf(file, model, locateVocabulary(bundledVocabularyDir()), { weightType: dtype, name: 'bench' });
-    const lm = await runtime.loadModel({ modelPath: file, gpuLayers: 0 });
-    const context = await lm.createContext({ contextSize: model.config.nCtx, threads });
-    const tps: number[] = [];
-    const ttft: number[] = [];
-    for (let run = 0; run <= runs; run++) {
-      const seq = context.getSequence();
-      const t0 = performance.now();
-      let tFirst = 0;
-      let n = 0;
-      for await (const token of seq.evaluate(Array.from(prompt(run)), { temperature: 1, topK: 40 })) {
-        void token;
-        if (n === 0) tFirst = performance.now();
-        if (++n === 64) break;
-      }
-      const t1 = performance.now();
-      await seq.clearHistory();
-      seq.dispose();
-      if (run === 0) continue;
-      ttft.push(tFirst - t0);
-      tps.push((n - 1) / ((t1 - tFirst) / 1000));
-    }
-    await context.dispose();
-    await lm.dispose();
-    return { tokensPerSecond: median(tps), firstTokenMs: median(ttft) };
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+const SAMPLING = { temperature: 1, topK: 40 };
+
+// Up to `maxTokens` tokens sampled after `prompt`; the times of the first and the last.
+async function generate(seq: LlamaSequence, prompt: Int32Array, maxTokens: number): Promise<{ n: number; first: number; last: number }> {
+  let n = 0;
+  let first = 0;
+  for await (const token of seq.evaluate(Array.from(prompt), SAMPLING)) {
+    void token;
+    if (n === 0) first = performance.now();
+    if (++n === maxTokens) break;
   }
+  return { n, first, last: performance.now() };
 }
 
-// The largest difference between llama.cpp's next-token probabilities on the f32 GGUF that writeGguf made and
-// dixie's own, after a prompt: the evidence that both run the same model (the 16-bit files differ only in how
-// each number is stored, which test/formats/gguf.test.ts checks byte for byte). `model` must be trainable (it
-// runs a plain forward).
-export async function llamaCppAgreement(model: Model, prompt: Int32Array): Promise<number | null> {
-  const runtime = await loadLlamaCpp();
-  if (runtime === null) return null;
-  const V = model.config.vocabSize;
-  const T = prompt.length;
-  const logits = new Float32Array(T * V);
-  await model.forward(prompt, null, 1, T, logits);
-  const last = logits.subarray((T - 1) * V);
-  const max = last.reduce((m, x) => Math.max(m, x), -Infinity);
-  const sum = last.reduce((s, x) => s + Math.exp(x - max), 0);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-llama-cpp-'));
-  try {
-    const file = path.join(dir, 'model-f32.gguf');
-    await writeGguf(file, model, locateVocabulary(bundledVocabularyDir()), { weightType: 'f32', name: 'check' });
-    const lm = await runtime.loadModel({ modelPath: file, gpuLayers: 0 });
-    const context = await lm.createContext({ contextSize: model.config.nCtx, threads: 2 });
-    const seq = context.getSequence();
-    const steps = seq.evaluateWithMetadata(Array.from(prompt), { probabilities: true }, { temperature: 1, topK: 0, topP: 1 });
-    const first = await steps.next();
-    await steps.return(undefined);
-    if (first.done) throw new Error('llama.cpp produced no token');
-    let worst = 0;
-    for (const [token, p] of first.value.probabilities) worst = Math.max(worst, Math.abs(p - Math.exp(last[token] - max) / sum));
-    seq.dispose();
-    await context.dispose();
-    await lm.dispose();
-    return worst;
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+// A dixie model exported to GGUF and loaded in llama.cpp (CPU only), measured the way the decode bench measures
+// dixie: prompts given as token ids, tokens sampled with top-k 40.
+export class LlamaCppModel {
+  private constructor(private readonly model: LlamaModel, private readonly dir: string, private readonly nCtx: number,
+    private readonly threads: number) {}
+
+  // null when node-llama-cpp is not installed. The GGUF file lives in a temporary folder until close().
+  static async open(model: Model, dtype: GgufWeightType, threads: number): Promise<LlamaCppModel | null> {
+    const runtime = await loadLlamaCpp();
+    if (runtime === null) return null;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-llama-cpp-'));
+    try {
+      const file = path.join(dir, `model-${dtype}.gguf`);
+      await writeGguf(file, model, locateVocabulary(bundledVocabularyDir()), { weightType: dtype, name: 'bench' });
+      return new LlamaCppModel(await runtime.loadModel({ modelPath: file, gpuLayers: 0 }), dir, model.config.nCtx, threads);
+    } catch (err) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  // llama.cpp's probability of each token following `prompt`, with no sampling filter.
+  async nextTokenProbabilities(prompt: Int32Array): Promise<Map<number, number>> {
+    const context = await this.model.createContext({ contextSize: this.nCtx, threads: this.threads });
+    try {
+      const steps = context.getSequence().evaluateWithMetadata(Array.from(prompt), { probabilities: true }, { temperature: 1, topK: 0, topP: 1 });
+      const first = await steps.next();
+      await steps.return(undefined);
+      if (first.done) throw new Error('llama.cpp produced no token');
+      return first.value.probabilities;
+    } finally {
+      await context.dispose();
+    }
+  }
+
+  // Medians over `runs` generations of `maxTokens` after one warm-up, the prompts from `prompt(run)`.
+  async batchOne(prompt: (run: number) => Int32Array, runs: number, maxTokens: number): Promise<LlamaCppRun> {
+    const context = await this.model.createContext({ contextSize: this.nCtx, threads: this.threads });
+    const tps: number[] = [];
+    const ttft: number[] = [];
+    try {
+      for (let run = 0; run <= runs; run++) {
+        const seq = context.getSequence();
+        const t0 = performance.now();
+        const r = await generate(seq, prompt(run), maxTokens);
+        seq.dispose();
+        if (run === 0) continue;
+        ttft.push(r.first - t0);
+        tps.push((r.n - 1) / ((r.last - r.first) / 1000));
+      }
+    } finally {
+      await context.dispose();
+    }
+    return { tokensPerSecond: median(tps), firstTokenMs: median(ttft) };
+  }
+
+  // Tokens per second over all of `prompts` generated together, one sequence each (llama.cpp batches them).
+  async aggregate(prompts: Int32Array[], maxTokens: number): Promise<number> {
+    const context = await this.model.createContext({ contextSize: this.nCtx, threads: this.threads, sequences: prompts.length });
+    try {
+      const sequences = prompts.map(() => context.getSequence());
+      const t0 = performance.now();
+      const results = await Promise.all(prompts.map((p, i) => generate(sequences[i], p, maxTokens)));
+      const seconds = (performance.now() - t0) / 1000;
+      for (const seq of sequences) seq.dispose();
+      return results.reduce((n, r) => n + r.n, 0) / seconds;
+    } finally {
+      await context.dispose();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.model.dispose();
+    fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
