@@ -76,12 +76,14 @@ async function batchOne(dtype: WeightDType): Promise<string[]> {
     rows.push(`| time to first token, 64-token prompt, ${dtype} weights | ${median(ttft).toFixed(0)} ms | | ${hereTtft} | ${LLAMA_CPP_ISSUE.ttft} |`);
     if (dtype === 'bf16') return rows;
     for (const batch of [8, 32]) {
-      const t0 = performance.now();
-      const results = await Promise.all(BATCH_PROMPTS(batch).map((p, i) => gen.generate(p, { ...SAMPLING, maxTokens: MAX_TOKENS, seed: i })));
-      const seconds = (performance.now() - t0) / 1000;
-      const tokens = results.reduce((n, r) => n + r.tokens.length, 0);
+      let rate = 0;
+      for (let round = 0; round < 2; round++) {  // the first round touches the cache and scratch of this many slots
+        const t0 = performance.now();
+        const results = await Promise.all(BATCH_PROMPTS(batch).map((p, i) => gen.generate(p, { ...SAMPLING, maxTokens: MAX_TOKENS, seed: i })));
+        rate = results.reduce((n, r) => n + r.tokens.length, 0) / ((performance.now() - t0) / 1000);
+      }
       const hereAggregate = llama ? `${(await llama.aggregate(BATCH_PROMPTS(batch), MAX_TOKENS)).toFixed(1)} tok/s` : '';
-      rows.push(`| aggregate, ${batch} requests together (16-token prompts, 64 tokens each), ${dtype} weights | ${(tokens / seconds).toFixed(1)} tok/s | | ${hereAggregate} | |`);
+      rows.push(`| aggregate, ${batch} requests together (16-token prompts, 64 tokens each, second round), ${dtype} weights | ${rate.toFixed(1)} tok/s | | ${hereAggregate} | |`);
     }
     return rows;
   } finally {
