@@ -1,6 +1,7 @@
 // bin/export-gguf and lib/formats/gguf: a small model written as GGUF in each weight type, read back by an
 // independent reader written from the GGUF specification below, and compared with the model tensor by tensor.
-// (That llama.cpp itself loads these files and predicts what dixie predicts is checked by hand: bench/NOTES.md.)
+// (That llama.cpp itself loads these files and predicts what dixie predicts is checked by the decode bench when
+// node-llama-cpp is installed: bench/llama_cpp.ts, figures in bench/NOTES.md.)
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
