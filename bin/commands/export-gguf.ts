@@ -3,7 +3,7 @@
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { ProgressBar } from '../../lib/download/progress';
+import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
 import { GGUF_WEIGHT_TYPES, type GgufWeightType, writeGguf } from '../../lib/formats/gguf';
 import { resolveModel } from '../../lib/formats/resolve_model';
@@ -29,15 +29,10 @@ async function main(): Promise<void> {
   const vocabulary = locateVocabulary(folder.vocab ? folder.dir : bundledVocabularyDir());
   const model = await Model.load(folder.dir, { trainable: false, device: 'cpu' });
   try {
-    let bar: ProgressBar | null = null;
     await writeGguf(out, model, vocabulary, {
       weightType: argv.type,
       name: path.basename(folder.dir),
-      onProgress: (bytes, totalBytes) => {
-        bar ??= new ProgressBar(path.basename(out), totalBytes);
-        bar.update(bytes);
-        if (bytes === totalBytes) bar.finish();
-      },
+      onProgress: progressCallback(path.basename(out)),
     });
   } finally {
     model.dispose();

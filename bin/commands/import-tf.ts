@@ -3,7 +3,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { importTFCheckpoint } from '../../lib/formats/import_tf';
-import { ProgressBar } from '../../lib/download/progress';
+import { progressCallback } from '../../lib/download/progress';
 import { openTFCheckpoint } from '../../lib/formats/tf_checkpoint';
 import { inspectModelFolder } from '../../lib/formats/model_folder';
 import fs from 'node:fs';
@@ -50,15 +50,10 @@ async function main(): Promise<void> {
     return;
   }
   if (out === undefined) throw new Error('give the model folder to write (see --help)');
-  let bar: ProgressBar | null = null;
   const result = await importTFCheckpoint(src, out, {
     hparams: argv.hparams,
     vocab: argv.vocab,
-    onProgress: (bytes, totalBytes) => {
-      bar ??= new ProgressBar('model.safetensors', totalBytes);
-      bar.update(bytes);
-      if (bytes === totalBytes) bar.finish();
-    },
+    onProgress: progressCallback('model.safetensors'),
   });
   const c = result.config;
   process.stderr.write(`${result.checkpoint} -> ${out}: ${result.tensors} tensors (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} channels, context ${c.nCtx}, vocabulary ${c.vocabSize}); skipped ${result.skipped.length} training variables\n`);

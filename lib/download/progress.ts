@@ -74,3 +74,13 @@ export class ProgressBar {
     return formatProgress(this.label, this.done, this.total, (this.done - this.startAt) / seconds);
   }
 }
+
+// An onProgress(bytes, totalBytes) callback that draws a bar, made at the first call, when the total is known.
+export function progressCallback(label: string): (bytes: number, totalBytes: number) => void {
+  let bar: ProgressBar | null = null;
+  return (bytes, totalBytes) => {
+    bar ??= new ProgressBar(label, totalBytes);
+    bar.update(bytes);
+    if (bytes === totalBytes) bar.finish();
+  };
+}

@@ -8,7 +8,7 @@ import type { Model } from '../engine/model';
 import type { VocabularyFiles } from '../tokenizer/vocab';
 import { END_OF_TEXT } from '../tokenizer/vocab';
 import { writeFileAtomic } from '../util/atomic_file';
-import { f32ToBf16, f32ToF16 } from './safetensors';
+import { f32ToBf16, f32ToF16, writeFully } from './safetensors';
 
 export type GgufWeightType = 'f32' | 'f16' | 'bf16';
 export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = ['f32', 'f16', 'bf16'];
@@ -135,38 +135,34 @@ class HeaderWriter {
     this.u64(b.length);
     this.push(b);
   }
-  keyU32(key: string, v: number): void {
+  // The start of a metadata entry: its key and its value's type.
+  private key(key: string, type: number): void {
     this.entries++;
     this.string(key);
-    this.u32(VALUE.u32);
+    this.u32(type);
+  }
+  keyU32(key: string, v: number): void {
+    this.key(key, VALUE.u32);
     this.u32(v);
   }
   keyF32(key: string, v: number): void {
-    this.entries++;
-    this.string(key);
-    this.u32(VALUE.f32);
+    this.key(key, VALUE.f32);
     const b = Buffer.alloc(4);
     b.writeFloatLE(v);
     this.push(b);
   }
   keyString(key: string, v: string): void {
-    this.entries++;
-    this.string(key);
-    this.u32(VALUE.string);
+    this.key(key, VALUE.string);
     this.string(v);
   }
   keyStrings(key: string, values: readonly string[]): void {
-    this.entries++;
-    this.string(key);
-    this.u32(VALUE.array);
+    this.key(key, VALUE.array);
     this.u32(VALUE.string);
     this.u64(values.length);
     for (const v of values) this.string(v);
   }
   keyI32s(key: string, values: Int32Array): void {
-    this.entries++;
-    this.string(key);
-    this.u32(VALUE.array);
+    this.key(key, VALUE.array);
     this.u32(VALUE.i32);
     this.u64(values.length);
     this.push(Buffer.from(values.buffer, values.byteOffset, values.byteLength));
@@ -174,10 +170,6 @@ class HeaderWriter {
   bytes(): Buffer {
     return Buffer.concat(this.chunks);
   }
-}
-
-function writeFully(fd: number, data: Uint8Array): void {
-  for (let done = 0; done < data.byteLength;) done += fs.writeSync(fd, data, done);
 }
 
 function padding(n: number): number {

@@ -68,7 +68,7 @@ function readFully(fd: number, dst: Uint8Array, position: number, file: string, 
   }
 }
 
-function writeFully(fd: number, src: Uint8Array): void {
+export function writeFully(fd: number, src: Uint8Array): void {
   let done = 0;
   while (done < src.byteLength) {
     done += fs.writeSync(fd, src, done, Math.min(IO_CHUNK, src.byteLength - done));
