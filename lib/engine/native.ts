@@ -38,11 +38,11 @@ export interface NativeTensorInfo {
 
 // Bytes by kind.
 export interface NativeMemory {
-  params: number;
+  params: number;  // the weights (on the CPU, a 16-bit model's layer matrices are stored in panel layout)
   grads: number;
   optimizer: number;
   activations: number;
-  kvCache: number;  // all of decoding: the KV cache, its scratch, and on the CPU the layer matrices in panel layout
+  kvCache: number;  // all of decoding: the KV cache, its scratch, and on the CPU a float32 model's panel copy of its layer matrices
 }
 
 export interface NativeStepOptions {

@@ -21,19 +21,21 @@ export interface EngineOptions {
   batchSlots: number;
 }
 
-// What a model takes in memory: weights, the decoder's copy of the layer matrices in panel layout (blocks of 128
-// rows by 64 columns, native/cpu/decode_matmul.h), the KV cache of every batch slot (keys and values, float32),
-// the logits of a step, and the forward pass's scratch (a whole context's logits). The rest is small beside
-// these and is covered by a 10% margin.
+// What a model takes in memory: the weights, with the layer matrices in the decoder's panel layout (parts of at
+// most 256 rows by panels of 64 columns, native/cpu/decode_matmul.h) beside float32 weights or instead of them for
+// 16-bit ones, the KV cache of every batch slot (keys and values, float32), the logits of a step, and the forward
+// pass's scratch (a whole context's logits). The rest is small beside these and is covered by a 10% margin.
 export function estimateModelBytes(config: { nLayer: number; nHead: number; nEmbd: number; nCtx: number; vocabSize: number }, weightBytes: number, slots: number): number {
   const { nLayer: L, nEmbd: C, nCtx: T, vocabSize: V } = config;
   const params = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;
-  const panel = (rows: number, cols: number): number => Math.ceil(rows / 128) * Math.ceil(cols / 64) * 128 * 64;
+  const partRows = (rows: number): number => Math.ceil(rows / Math.ceil(rows / 256) / 8) * 8;
+  const panel = (rows: number, cols: number): number => Math.ceil(rows / partRows(rows)) * partRows(rows) * Math.ceil(cols / 64) * 64;
   const panels = L * (panel(C, 3 * C) + panel(C, C) + panel(C, 4 * C) + panel(4 * C, C));
+  const weights = weightBytes === 4 ? (params + panels) * 4 : (params - 12 * L * C * C + panels) * weightBytes;
   const kv = 2 * L * slots * T * C * 4;
   const logits = slots * V * 4;
   const scratch = T * V * 4;
-  return Math.ceil(((params + panels) * weightBytes + kv + logits + scratch) * 1.1);
+  return Math.ceil((weights + kv + logits + scratch) * 1.1);
 }
 
 let sharedTokenizer: Tokenizer | null = null;

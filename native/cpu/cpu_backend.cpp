@@ -71,7 +71,11 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   spans_ = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data());
   span_partials_.assign(spans_.size(), 0.0);
 
-  if (options_.weight_dtype != DType::F32) return;  // 16-bit models only decode (CpuDecoder plans its own memory)
+  if (options_.weight_dtype != DType::F32) {
+    // 16-bit models only decode, and their layer matrices live in the decoder's panels from the first write on.
+    decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), pool_);
+    return;
+  }
 
   // The activation plan. Each entry is padded to 64 bytes; pointers are set once the arena exists.
   const int64_t N = max_rows_, C = c.n_embd, V = c.vocab_size, NH = c.n_head, L = c.n_layer;
@@ -117,7 +121,12 @@ CpuBackend::~CpuBackend() = default;
 
 MemoryReport CpuBackend::memory() const {
   MemoryReport r;
-  r.params = params_.bytes() + params16_.bytes();
+  r.params = params_.bytes();
+  if (options_.weight_dtype != DType::F32) {  // the layer matrices are in the panels, not in params16_
+    size_t matrices = 0;
+    for (ParamKind kind : {QKV_W, ATTPROJ_W, FC_W, FCPROJ_W}) matrices += spec_.group_numel(kind);
+    r.params = (params16_.size() - matrices) * sizeof(uint16_t) + decoder_->panel_bytes();
+  }
   r.grads = grads_.bytes();
   r.optimizer = m_.bytes() + v_.bytes() + span_partials_.size() * sizeof(double);
   r.activations = arena_.bytes() + inputs_.bytes() + targets_.bytes();
@@ -182,9 +191,14 @@ void CpuBackend::write_params(size_t offset, const void* src, size_t count, DTyp
       if (dtype == DType::F32) x = static_cast<const float*>(src)[i];
       else if (dtype == DType::F16) x = f16_to_f32(static_cast<const uint16_t*>(src)[i]);
       else x = bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
-      if (store == DType::F32) params_.data()[offset + i] = x;
-      else if (store == dtype) params16_.data()[offset + i] = static_cast<const uint16_t*>(src)[i];  // exact copy
-      else params16_.data()[offset + i] = store == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x);
+      if (store == DType::F32) {
+        params_.data()[offset + i] = x;
+        continue;
+      }
+      uint16_t* slot = decoder_->matrix_element(offset + i);  // a layer matrix's element lives in the panels
+      if (!slot) slot = params16_.data() + offset + i;
+      if (store == dtype) *slot = static_cast<const uint16_t*>(src)[i];  // exact copy
+      else *slot = store == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x);
     }
   });
 }
@@ -195,9 +209,11 @@ void CpuBackend::read_params(size_t offset, float* dst, size_t count) const {
     std::memcpy(dst, params_.data() + offset, count * sizeof(float));
     return;
   }
-  const uint16_t* src = params16_.data() + offset;
-  for (size_t i = 0; i < count; ++i)
-    dst[i] = options_.weight_dtype == DType::F16 ? f16_to_f32(src[i]) : bf16_to_f32(src[i]);
+  for (size_t i = 0; i < count; ++i) {
+    const uint16_t* in_panels = decoder_->matrix_element(offset + i);
+    const uint16_t h = in_panels ? *in_panels : params16_.data()[offset + i];
+    dst[i] = options_.weight_dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+  }
 }
 
 void CpuBackend::read_grads(size_t offset, float* dst, size_t count) const {

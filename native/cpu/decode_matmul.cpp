@@ -53,11 +53,12 @@ struct LoadBF16 {
 #endif
 };
 
-int num_parts(int C) { return (C + kPartRows - 1) / kPartRows; }
+int num_parts(int C) { return (C + part_rows(C) - 1) / part_rows(C); }
 int num_panels(int OC) { return (OC + kPanelCols - 1) / kPanelCols; }
 
 constexpr int kStrip = 16;  // columns of one strip of a panel: the width of the main micro-kernel
-constexpr size_t kPanelElems = static_cast<size_t>(kPartRows) * kPanelCols;
+// Elements of one (part, panel) block of a w[C, *].
+size_t panel_block(int C) { return static_cast<size_t>(part_rows(C)) * kPanelCols; }
 
 // out[0, n) = epilogue(y[0, n)). Vector and scalar paths give the same bits (gelu1 is a lane of gelu256), so
 // where the vectors start does not change a result.
@@ -82,39 +83,23 @@ void finish(float* out, const float* y, int n, Epilogue epilogue) {
   }
 }
 
-// ---- panel layout ---------------------------------------------------------------------------------------------
-
-// dst = w[C, OC] (Conv1D layout) in panel layout, [part][strip][kPartRows][kStrip], zero past C and OC. One task
-// per (part, strip), which writes its block as one contiguous run.
-template <class T>
-void pack_panels_t(T* dst, const T* w, int C, int OC, ThreadPool& pool) {
-  const int strips = num_panels(OC) * (kPanelCols / kStrip);
-  pool.run(static_cast<int64_t>(num_parts(C)) * strips, [&](int64_t task, int) {
-    const int p = static_cast<int>(task / strips), s = static_cast<int>(task % strips);
-    const int k0 = p * kPartRows, kn = std::min(kPartRows, C - k0), j0 = s * kStrip, n = std::max(0, std::min(kStrip, OC - j0));
-    T* block = dst + static_cast<size_t>(task) * kPartRows * kStrip;
-    std::fill(block, block + static_cast<size_t>(kPartRows) * kStrip, T{0});
-    for (int k = 0; k < kn; ++k) std::copy_n(w + static_cast<size_t>(k0 + k) * OC + j0, n, block + static_cast<size_t>(k) * kStrip);
-  });
-}
-
 // ---- products over panels -------------------------------------------------------------------------------------
 
 #ifdef DIXIE_AVX2
 #define DIXIE_UNROLL _Pragma("GCC unroll 8")
 
-// tile[MR, 8 NV] (+)= x[MR, 0:kn] @ strips[0:kn, 8 NV] (NV / 2 strips from `strips`), the product an fma chain
-// over k from 0 in registers, then added to the tile (kAdd) or stored; rows of x ldx apart, of tile kPanelCols
-// apart.
+// tile[MR, 8 NV] (+)= x[MR, 0:kn] @ strips[0:kn, 8 NV] (NV / 2 strips from `strips`, `height` rows each), the
+// product an fma chain over k from 0 in registers, then added to the tile (kAdd) or stored; rows of x ldx apart,
+// of tile kPanelCols apart.
 template <class W, bool kAdd, int MR, int NV>
-void micro_kernel(float* tile, const float* x, int ldx, const typename W::T* strips, int kn) {
+void micro_kernel(float* tile, const float* x, int ldx, const typename W::T* strips, int height, int kn) {
   static_assert(NV % 2 == 0, "whole strips");
   __m256 acc[MR][NV];
   DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
   for (int k = 0; k < kn; ++k) {
     __m256 b[NV];
     DIXIE_UNROLL for (int v = 0; v < NV; ++v)
-      b[v] = W::eight(strips + static_cast<size_t>(v / 2) * kPartRows * kStrip + k * kStrip + (v % 2) * 8);
+      b[v] = W::eight(strips + static_cast<size_t>(v / 2) * height * kStrip + k * kStrip + (v % 2) * 8);
     DIXIE_UNROLL for (int r = 0; r < MR; ++r) {
       const __m256 a = _mm256_broadcast_ss(x + static_cast<size_t>(r) * ldx + k);
       DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
@@ -126,25 +111,25 @@ void micro_kernel(float* tile, const float* x, int ldx, const typename W::T* str
     }
 }
 
-// tile[R, kPanelCols] (+)= x[R, 0:kn] @ panel, in blocks of 6 rows x one strip (12 accumulators) and the last rows
-// in the widest block that keeps enough chains independent. Strips outermost: a strip stays in L1 while the rows
-// pass over it.
+// tile[R, kPanelCols] (+)= x[R, 0:kn] @ panel (strips of `height` rows), in blocks of 6 rows x one strip (12
+// accumulators) and the last rows in the widest block that keeps enough chains independent. Strips outermost: a
+// strip stays in L1 while the rows pass over it.
 template <class W, bool kAdd>
-void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int kn) {
+void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int height, int kn) {
   const int full = R / 6 * 6;
   float* rest_tile = tile + static_cast<size_t>(full) * kPanelCols;
   const float* rest_x = x + static_cast<size_t>(full) * ldx;
   for (int s = 0; s < kPanelCols; s += kStrip) {
-    const typename W::T* strip = panel + static_cast<size_t>(s) * kPartRows;
+    const typename W::T* strip = panel + static_cast<size_t>(s) * height;
     for (int r = 0; r < full; r += 6)
-      micro_kernel<W, kAdd, 6, 2>(tile + static_cast<size_t>(r) * kPanelCols + s, x + static_cast<size_t>(r) * ldx, ldx, strip, kn);
+      micro_kernel<W, kAdd, 6, 2>(tile + static_cast<size_t>(r) * kPanelCols + s, x + static_cast<size_t>(r) * ldx, ldx, strip, height, kn);
     const bool pair = s % (2 * kStrip) == 0;  // the first strip of two, for the two-strip kernels
     switch (R - full) {
-      case 1: if (s == 0) micro_kernel<W, kAdd, 1, 8>(rest_tile, rest_x, ldx, strip, kn); break;  // the whole panel: four runs
-      case 2: if (pair) micro_kernel<W, kAdd, 2, 4>(rest_tile + s, rest_x, ldx, strip, kn); break;
-      case 3: micro_kernel<W, kAdd, 3, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
-      case 4: micro_kernel<W, kAdd, 4, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
-      case 5: micro_kernel<W, kAdd, 5, 2>(rest_tile + s, rest_x, ldx, strip, kn); break;
+      case 1: if (s == 0) micro_kernel<W, kAdd, 1, 8>(rest_tile, rest_x, ldx, strip, height, kn); break;  // the whole panel: four runs
+      case 2: if (pair) micro_kernel<W, kAdd, 2, 4>(rest_tile + s, rest_x, ldx, strip, height, kn); break;
+      case 3: micro_kernel<W, kAdd, 3, 2>(rest_tile + s, rest_x, ldx, strip, height, kn); break;
+      case 4: micro_kernel<W, kAdd, 4, 2>(rest_tile + s, rest_x, ldx, strip, height, kn); break;
+      case 5: micro_kernel<W, kAdd, 5, 2>(rest_tile + s, rest_x, ldx, strip, height, kn); break;
       default: break;
     }
   }
@@ -152,12 +137,12 @@ void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel
 #undef DIXIE_UNROLL
 #else
 template <class W, bool kAdd>
-void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int kn) {
+void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int height, int kn) {
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < kPanelCols; ++c) {
       float acc = 0.0f;
       for (int k = 0; k < kn; ++k)
-        acc = std::fma(x[static_cast<size_t>(r) * ldx + k], W::one(panel + static_cast<size_t>(c / kStrip) * kPartRows * kStrip + k * kStrip + c % kStrip), acc);
+        acc = std::fma(x[static_cast<size_t>(r) * ldx + k], W::one(panel + static_cast<size_t>(c / kStrip) * height * kStrip + k * kStrip + c % kStrip), acc);
       float& t = tile[static_cast<size_t>(r) * kPanelCols + c];
       t = kAdd ? t + acc : acc;
     }
@@ -185,7 +170,8 @@ void wait_for(const std::atomic<int>& counter, int target) {
 template <class W>
 void stream_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* partials, ThreadPool& pool) {
-  const int parts = num_parts(C), panels = num_panels(OC);
+  const int parts = num_parts(C), panels = num_panels(OC), height = part_rows(C);
+  const size_t block = panel_block(C);
   int group = 1;
   for (int g : {4, 3, 2})
     if (parts % g == 0) {
@@ -203,8 +189,8 @@ void stream_matmul(float* out, const float* inp, const typename W::T* w, const f
       const int p0 = static_cast<int>(task) / chunks * group, q0 = static_cast<int>(task) % chunks * per_chunk;
       for (int q = q0; q < std::min(panels, q0 + per_chunk); ++q)
         for (int p = p0; p < p0 + group; ++p)
-          panel_rows<W, false>(partials + p * part_stride + static_cast<size_t>(q) * R * kPanelCols, inp + p * kPartRows, C,
-                               w + (static_cast<size_t>(p) * panels + q) * kPanelElems, R, std::min(kPartRows, C - p * kPartRows));
+          panel_rows<W, false>(partials + p * part_stride + static_cast<size_t>(q) * R * kPanelCols, inp + p * height, C,
+                               w + (static_cast<size_t>(p) * panels + q) * block, R, height, std::min(height, C - p * height));
       streams_done.fetch_add(1, std::memory_order_acq_rel);
       return;
     }
@@ -228,21 +214,22 @@ void stream_matmul(float* out, const float* inp, const typename W::T* w, const f
 }
 
 // More rows, bound by the FMAs: each panel's tile starts at the bias and takes the parts in order, a parallel
-// region per part; the copy of inp by parts puts the rows that the micro-kernels load kPartRows apart, not C
+// region per part; the copy of inp by parts puts the rows that the micro-kernels load a part's height apart, not C
 // apart (4C = 12 KB would put six rows in one L1 set).
 template <class W>
 void tiled_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
                   Epilogue epilogue, float* scratch, ThreadPool& pool) {
-  const int parts = num_parts(C), panels = num_panels(OC);
-  float* xpack = scratch;                                           // [parts][R][kPartRows]
-  float* tiles = xpack + static_cast<size_t>(parts) * R * kPartRows;  // [panels][R][kPanelCols]
-  const auto part_rows = [&](int p) { return std::min(kPartRows, C - p * kPartRows); };
+  const int parts = num_parts(C), panels = num_panels(OC), height = part_rows(C);
+  const size_t block = panel_block(C);
+  float* xpack = scratch;                                          // [parts][R][height]
+  float* tiles = xpack + static_cast<size_t>(parts) * R * height;  // [panels][R][kPanelCols]
+  const auto rows_of = [&](int p) { return std::min(height, C - p * height); };
   pool.run(parts + panels, [&](int64_t task, int) {
     if (task < parts) {
-      const int k0 = static_cast<int>(task) * kPartRows, kn = part_rows(static_cast<int>(task));
+      const int k0 = static_cast<int>(task) * height, kn = rows_of(static_cast<int>(task));
       for (int r = 0; r < R; ++r)
         std::copy(inp + static_cast<size_t>(r) * C + k0, inp + static_cast<size_t>(r) * C + k0 + kn,
-                  xpack + (static_cast<size_t>(task) * R + r) * kPartRows);
+                  xpack + (static_cast<size_t>(task) * R + r) * height);
       return;
     }
     const int j0 = static_cast<int>(task - parts) * kPanelCols, cols = std::min(kPanelCols, OC - j0);
@@ -257,8 +244,8 @@ void tiled_matmul(float* out, const float* inp, const typename W::T* w, const fl
     pool.run(panels, [&](int64_t task, int) {
       const int q = static_cast<int>(task);
       float* tile = tiles + static_cast<size_t>(q) * R * kPanelCols;
-      panel_rows<W, true>(tile, xpack + static_cast<size_t>(p) * R * kPartRows, kPartRows,
-                          w + (static_cast<size_t>(p) * panels + q) * kPanelElems, R, part_rows(p));
+      panel_rows<W, true>(tile, xpack + static_cast<size_t>(p) * R * height, height,
+                          w + (static_cast<size_t>(p) * panels + q) * block, R, height, rows_of(p));
       if (p + 1 == parts) {
         const int j0 = q * kPanelCols, cols = std::min(kPanelCols, OC - j0);
         for (int r = 0; r < R; ++r) finish(out + static_cast<size_t>(r) * OC + j0, tile + static_cast<size_t>(r) * kPanelCols, cols, epilogue);
@@ -370,15 +357,23 @@ void head_matmul_t(float* out, const float* inp, const typename W::T* w, int R, 
 size_t decode_matmul_scratch(int max_rows, int C, int OC) {
   const size_t parts = num_parts(C), panels = num_panels(OC);
   const size_t stream = parts * panels * std::min(max_rows, kStreamRows) * kPanelCols;
-  const size_t tiled = parts * max_rows * kPartRows + panels * max_rows * kPanelCols;
+  const size_t tiled = parts * max_rows * part_rows(C) + panels * max_rows * kPanelCols;
   return std::max(stream, tiled);
 }
 
-size_t panel_elements(int C, int OC) { return static_cast<size_t>(num_parts(C)) * num_panels(OC) * kPanelElems; }
+size_t panel_elements(int C, int OC) { return static_cast<size_t>(num_parts(C)) * num_panels(OC) * panel_block(C); }
 
-void pack_panels(void* dst, WeightsView w, int C, int OC, ThreadPool& pool) {
-  if (w.dtype == DType::F32) pack_panels_t(static_cast<float*>(dst), w.f32, C, OC, pool);
-  else pack_panels_t(static_cast<uint16_t*>(dst), w.u16, C, OC, pool);
+// dst = w[C, OC] (Conv1D layout) in panel layout, [part][strip][height][kStrip], zero past C and OC. One task
+// per (part, strip), which writes its block as one contiguous run.
+void pack_panels(float* dst, const float* w, int C, int OC, ThreadPool& pool) {
+  const int strips = num_panels(OC) * (kPanelCols / kStrip), height = part_rows(C);
+  pool.run(static_cast<int64_t>(num_parts(C)) * strips, [&](int64_t task, int) {
+    const int p = static_cast<int>(task / strips), s = static_cast<int>(task % strips);
+    const int k0 = p * height, kn = std::min(height, C - k0), j0 = s * kStrip, n = std::max(0, std::min(kStrip, OC - j0));
+    float* block = dst + static_cast<size_t>(task) * height * kStrip;
+    std::fill(block, block + static_cast<size_t>(height) * kStrip, 0.0f);
+    for (int k = 0; k < kn; ++k) std::copy_n(w + static_cast<size_t>(k0 + k) * OC + j0, n, block + static_cast<size_t>(k) * kStrip);
+  });
 }
 
 void decode_matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC,

@@ -156,18 +156,20 @@ struct CpuDecoder::State {
     }
   }
 
-  // Remakes what is derived from the weights: the matrices' panels and, for 16-bit weights, float32 vectors.
+  // The panels hold the only copy of the layer matrices (16-bit weights; see CpuDecoder::matrix_element).
+  bool panels_own_matrices() const { return weights.dtype != DType::F32; }
+
+  // Remakes what is derived from the weights: the matrices' panels (a copy of float32 weights) and, for 16-bit
+  // weights, float32 vectors.
   void refresh() {
-    for (ParamKind kind : kMatrices) {
-      const auto [rows, cols] = mat_shape(kind);
-      const size_t per = spec.group_numel(kind) / cfg().n_layer;
-      for (int l = 0; l < cfg().n_layer; ++l) {
-        const size_t at = mat_offset(kind, l);
-        void* dst = weights.dtype == DType::F32 ? static_cast<void*>(panels_f32.data() + at) : static_cast<void*>(panels_u16.data() + at);
-        pack_panels(dst, weights_at(weights, spec.group_offset(kind) + l * per), rows, cols, pool);
+    if (!panels_own_matrices()) {
+      for (ParamKind kind : kMatrices) {
+        const auto [rows, cols] = mat_shape(kind);
+        const size_t per = spec.group_numel(kind) / cfg().n_layer;
+        for (int l = 0; l < cfg().n_layer; ++l)
+          pack_panels(panels_f32.data() + mat_offset(kind, l), weights.f32 + spec.group_offset(kind) + l * per, rows, cols, pool);
       }
-    }
-    if (weights.dtype != DType::F32) {
+    } else {
       static const ParamKind kVectors[] = {LN1_W, LN1_B, QKV_B, ATTPROJ_B, LN2_W, LN2_B, FC_B, FCPROJ_B, LNF_W, LNF_B};
       for (ParamKind kind : kVectors) {
         std::vector<float>& v = vectors_f32[kind];
@@ -393,12 +395,32 @@ int CpuDecoder::length(int slot) const {
 
 void CpuDecoder::weights_changed() { state_->stale = true; }
 
+uint16_t* CpuDecoder::matrix_element(size_t index) {
+  State& s = *state_;
+  if (!s.panels_own_matrices()) return nullptr;
+  for (ParamKind kind : kMatrices) {
+    const size_t begin = s.spec.group_offset(kind);
+    if (index < begin || index >= begin + s.spec.group_numel(kind)) continue;
+    const auto [rows, cols] = s.mat_shape(kind);
+    const size_t per = static_cast<size_t>(rows) * cols, in_group = index - begin, element = in_group % per;
+    const int layer = static_cast<int>(in_group / per);
+    return s.panels_u16.data() + s.mat_offset(kind, layer) +
+           panel_index(static_cast<int>(element / cols), static_cast<int>(element % cols), rows, cols);
+  }
+  return nullptr;
+}
+
+size_t CpuDecoder::panel_bytes() const {
+  const State& s = *state_;
+  return s.panels_f32.bytes() + s.panels_u16.bytes();
+}
+
 size_t CpuDecoder::memory_bytes() const {
   const State& s = *state_;
   size_t floats = s.k_cache.size() + s.v_cache.size() + s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() +
-                  s.scores.size() + s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.panels_f32.size();
+                  s.scores.size() + s.matmul_scratch.size() + s.last.size() + s.last_ln.size();
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
-  return floats * sizeof(float) + s.panels_u16.size() * sizeof(uint16_t);
+  return floats * sizeof(float) + (s.panels_own_matrices() ? 0 : panel_bytes());
 }
 
 }  // namespace dixie

@@ -31,6 +31,14 @@ class CpuDecoder {
   int length(int slot) const;
   // The weights were written: the panels and float32 vectors made from them are remade at the next forward.
   void weights_changed();
+  // With 16-bit weights the panels are where the layer matrices live: the backend writes and reads their elements
+  // here and never touches those ranges of its flat buffer, whose pages are then never committed. The address of
+  // parameter `index` (ModelSpec's flat layout) when it is an element of a layer matrix; null otherwise, and always
+  // null with float32 weights, whose panels are a copy remade from the flat buffer.
+  uint16_t* matrix_element(size_t index);
+  // Bytes of the layer matrices in panel layout.
+  size_t panel_bytes() const;
+  // Bytes of the cache, scratch and derived copies (the panels when they are a copy).
   size_t memory_bytes() const;
 
  private:

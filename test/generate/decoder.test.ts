@@ -3,6 +3,7 @@
 // call, batch members against the same sequence alone, thread counts, and 16-bit weights.
 import t from 'tap';
 import { Model, GPT2Config } from '../../lib/engine/model';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
 import { FIXTURE_DIR, loadExpected, maxAbsDiff, randomTokens } from '../engine/helpers';
 
 const ex = loadExpected();
@@ -73,6 +74,26 @@ t.test('prefills past one pass of rows, and steps after them, match the full for
   await model.forward(tokens, null, 1, T, full);
   // Slot 0: 270 tokens at once (two passes through the layers), then one at a time. Slot 1: 150 + 150.
   const rows = await decode(model, [tokens, tokens], (s, call) => (s === 0 ? (call === 0 ? 270 : 1) : 150));
+  let worst = 0;
+  for (const [key, logits] of rows) {
+    const pos = Number(key.split(':')[1]);
+    worst = Math.max(worst, maxAbsDiff(logits, full.subarray(pos * V, (pos + 1) * V)));
+  }
+  t.ok(worst <= 1e-5, `${rows.size} rows within 1e-5 of the full forward (max diff ${worst.toExponential(2)})`);
+  model.dispose();
+});
+
+// 264 channels: two parts of 136 and 128 rows, and 1056 = 4 x 216 + 192; 792 columns: the last panel half empty.
+const UNEVEN: GPT2Config = { nLayer: 2, nHead: 4, nEmbd: 264, nCtx: 48, vocabSize: 120 };
+
+t.test('channel counts that fill no whole part or panel decode like the full forward', async (t) => {
+  const T = 40;
+  const model = Model.create(UNEVEN, { seed: 12, threads: 2, maxBatch: 1, maxSeq: T });
+  const V = UNEVEN.vocabSize;
+  const tokens = randomTokens(T, V, 13);
+  const full = new Float32Array(T * V);
+  await model.forward(tokens, null, 1, T, full);
+  const rows = await decode(model, [tokens, tokens], (s, call) => (s === 0 ? (call === 0 ? 20 : 1) : 3));
   let worst = 0;
   for (const [key, logits] of rows) {
     const pos = Number(key.split(':')[1]);
@@ -153,21 +174,56 @@ t.test('a token gets the same bits prefilled with its prompt or fed alone, in a 
 
 for (const dtype of ['f16', 'bf16'] as const) {
   t.test(`${dtype} weights decode like float32 weights holding the same rounded values`, async (t) => {
-    const config: GPT2Config = { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 300 };
-    const half = Model.create(config, { seed: 5, threads: 2, trainable: false, weightDtype: dtype });
-    const exact = Model.create(config, { seed: 99, threads: 2, trainable: false });
-    for (const tensor of half.tensors) exact.setParam(tensor.name, half.getParam(tensor.name));
-    const seqs = [randomTokens(30, 300, 4), randomTokens(12, 300, 5)];
-    const schedule = (_s: number, call: number): number => (call === 0 ? 6 : 1);
-    const halfRows = await decode(half, seqs, schedule);
-    const exactRows = await decode(exact, seqs, schedule);
-    let worst = 0;
-    for (const [key, logits] of halfRows) worst = Math.max(worst, maxAbsDiff(logits, exactRows.get(key) as Float32Array));
-    t.ok(worst <= 1e-5, `${halfRows.size} rows within 1e-5 (max diff ${worst.toExponential(2)})`);
-    half.dispose();
-    exact.dispose();
+    for (const config of [{ nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 300 }, UNEVEN]) {
+      const V = config.vocabSize;
+      const half = Model.create(config, { seed: 5, threads: 2, trainable: false, weightDtype: dtype });
+      const exact = Model.create(config, { seed: 99, threads: 2, trainable: false });
+      const copy = (): void => {
+        for (const tensor of half.tensors) exact.setParam(tensor.name, half.getParam(tensor.name));
+      };
+      const compare = async (what: string): Promise<void> => {
+        const seqs = [randomTokens(30, V, 4), randomTokens(12, V, 5)];
+        const schedule = (_s: number, call: number): number => (call === 0 ? 6 : 1);
+        const halfRows = await decode(half, seqs, schedule);
+        const exactRows = await decode(exact, seqs, schedule);
+        let worst = 0;
+        for (const [key, logits] of halfRows) worst = Math.max(worst, maxAbsDiff(logits, exactRows.get(key) as Float32Array));
+        t.ok(worst <= 1e-5, `${config.nEmbd} channels, ${what}: ${halfRows.size} rows within 1e-5 (max diff ${worst.toExponential(2)})`);
+      };
+      copy();
+      await compare('as created');
+      // The layer matrices of a 16-bit model live only in the decoder's panels: setParam writes there, getParam
+      // reads there, and decoding follows.
+      const fc = half.getParam('h.1.mlp.c_fc.weight').map((x, i) => (i % 3 === 0 ? -3 * x : x));
+      half.setParam('h.1.mlp.c_fc.weight', fc);
+      const rounded = dtype === 'f16' ? f16ToF32(f32ToF16(fc)) : bf16ToF32(f32ToBf16(fc));
+      t.same(half.getParam('h.1.mlp.c_fc.weight'), rounded, `${config.nEmbd} channels: getParam gives back what setParam wrote, rounded`);
+      copy();
+      await compare('after setParam on a layer matrix');
+      half.dispose();
+      exact.dispose();
+    }
   });
 }
+
+t.test('a 16-bit model keeps its layer matrices once, in the decoder\'s panels', async (t) => {
+  const config = { nLayer: 2, nHead: 4, nEmbd: 256, nCtx: 64, vocabSize: 300 };
+  const f32 = Model.create(config, { seed: 1, threads: 2, trainable: false });
+  const f16 = Model.create(config, { seed: 1, threads: 2, trainable: false, weightDtype: 'f16' });
+  const params = f32.tensors.reduce((n, x) => n + x.numel, 0);
+  const matrices = f32.tensors.filter((x) => /\.(c_attn|c_proj|c_fc)\.weight$/.test(x.name)).reduce((n, x) => n + x.numel, 0);
+  // At 256 channels the panels hold the matrices with no padding.
+  t.equal(f16.memory().params, 2 * params, 'f16: every parameter once, at 2 bytes');
+  t.equal(f32.memory().params, 4 * params, 'f32: every parameter at 4 bytes');
+  await f16.run((n) => n.kvReserve(1));
+  await f32.run((n) => n.kvReserve(1));
+  // Beside the same cache and scratch, the f32 decoder holds a panel copy of the matrices; the 16-bit one holds
+  // none, only float32 copies of the vectors (layer norms and biases: 13 C per layer, 2 C at the end).
+  const vectors = (13 * config.nLayer + 2) * config.nEmbd;
+  t.equal(f32.memory().kvCache - f16.memory().kvCache, 4 * matrices - 4 * vectors);
+  f32.dispose();
+  f16.dispose();
+});
 
 t.test('kvForward refuses what would corrupt a slot', async (t) => {
   const model = Model.create({ nLayer: 1, nHead: 1, nEmbd: 8, nCtx: 8, vocabSize: 16 }, { seed: 1, trainable: false });
