@@ -1,7 +1,7 @@
 // KV-cached decoding (native/cpu/decoder.cpp) against full forward passes: the gpt2-tiny reference logits at
 // every position, prefills in chunks and past the decoder's 256-row pass, slots of different lengths in one
 // call, batch members against the same sequence alone, thread counts, and 16-bit weights.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Model, GPT2Config } from '../../lib/engine/model';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
 import { FIXTURE_DIR, loadExpected, maxAbsDiff, randomTokens } from '../engine/helpers';
@@ -65,21 +65,28 @@ t.test('cached decoding matches the gpt2-tiny reference logits at every position
 
 const WIDE: GPT2Config = { nLayer: 2, nHead: 2, nEmbd: 32, nCtx: 320, vocabSize: 96 };
 
-t.test('prefills past one pass of rows, and steps after them, match the full forward', async (t) => {
-  const T = 300;
-  const model = Model.create(WIDE, { seed: 7, threads: 2, maxBatch: 1, maxSeq: T });
-  const V = WIDE.vocabSize;
-  const tokens = randomTokens(T, V, 11);
-  const full = new Float32Array(T * V);
-  await model.forward(tokens, null, 1, T, full);
-  // Slot 0: 270 tokens at once (two passes through the layers), then one at a time. Slot 1: 150 + 150.
-  const rows = await decode(model, [tokens, tokens], (s, call) => (s === 0 ? (call === 0 ? 270 : 1) : 150));
+// Decodes `copies` slots of `tokens` on `schedule` and checks every logits row against one full forward over
+// `tokens` (float32 tolerance).
+async function checkAgainstFull(t: Test, what: string, model: Model, tokens: Int32Array, copies: number,
+  schedule: (slot: number, call: number) => number): Promise<void> {
+  const V = model.config.vocabSize;
+  const full = new Float32Array(tokens.length * V);
+  await model.forward(tokens, null, 1, tokens.length, full);
+  const rows = await decode(model, Array.from({ length: copies }, () => tokens), schedule);
   let worst = 0;
   for (const [key, logits] of rows) {
     const pos = Number(key.split(':')[1]);
     worst = Math.max(worst, maxAbsDiff(logits, full.subarray(pos * V, (pos + 1) * V)));
   }
-  t.ok(worst <= 1e-5, `${rows.size} rows within 1e-5 of the full forward (max diff ${worst.toExponential(2)})`);
+  t.ok(worst <= 1e-5, `${what}: ${rows.size} rows within 1e-5 of the full forward (max diff ${worst.toExponential(2)})`);
+}
+
+t.test('prefills past one pass of rows, and steps after them, match the full forward', async (t) => {
+  const T = 300;
+  const model = Model.create(WIDE, { seed: 7, threads: 2, maxBatch: 1, maxSeq: T });
+  // Slot 0: 270 tokens at once (two passes through the layers), then one at a time. Slot 1: 150 + 150.
+  await checkAgainstFull(t, '270 then 1 at a time, and 150 + 150', model, randomTokens(T, WIDE.vocabSize, 11), 2,
+    (s, call) => (s === 0 ? (call === 0 ? 270 : 1) : 150));
   model.dispose();
 });
 
@@ -89,45 +96,25 @@ const UNEVEN: GPT2Config = { nLayer: 2, nHead: 4, nEmbd: 264, nCtx: 48, vocabSiz
 t.test('channel counts that fill no whole part or panel decode like the full forward', async (t) => {
   const T = 40;
   const model = Model.create(UNEVEN, { seed: 12, threads: 2, maxBatch: 1, maxSeq: T });
-  const V = UNEVEN.vocabSize;
-  const tokens = randomTokens(T, V, 13);
-  const full = new Float32Array(T * V);
-  await model.forward(tokens, null, 1, T, full);
-  const rows = await decode(model, [tokens, tokens], (s, call) => (s === 0 ? (call === 0 ? 20 : 1) : 3));
-  let worst = 0;
-  for (const [key, logits] of rows) {
-    const pos = Number(key.split(':')[1]);
-    worst = Math.max(worst, maxAbsDiff(logits, full.subarray(pos * V, (pos + 1) * V)));
-  }
-  t.ok(worst <= 1e-5, `${rows.size} rows within 1e-5 of the full forward (max diff ${worst.toExponential(2)})`);
+  await checkAgainstFull(t, '20 then 1 at a time, and 3 at a time', model, randomTokens(T, UNEVEN.vocabSize, 13), 2,
+    (s, call) => (s === 0 ? (call === 0 ? 20 : 1) : 3));
   model.dispose();
 });
 
 t.test('decoding follows the weights when they change after it began: an optimizer step, setParam', async (t) => {
   const T = 40;
   const model = Model.create(WIDE, { seed: 3, threads: 2, maxBatch: 1, maxSeq: T });
-  const V = WIDE.vocabSize;
-  const tokens = randomTokens(T, V, 8);
-  const againstFull = async (what: string): Promise<void> => {
-    const full = new Float32Array(T * V);
-    await model.forward(tokens, null, 1, T, full);
-    const rows = await decode(model, [tokens], (_s, call) => (call === 0 ? 9 : 1));
-    let worst = 0;
-    for (const [key, logits] of rows) {
-      const pos = Number(key.split(':')[1]);
-      worst = Math.max(worst, maxAbsDiff(logits, full.subarray(pos * V, (pos + 1) * V)));
-    }
-    t.ok(worst <= 1e-5, `${what}: ${rows.size} rows within 1e-5 of the full forward (max diff ${worst.toExponential(2)})`);
-  };
-  await againstFull('as created');
+  const tokens = randomTokens(T, WIDE.vocabSize, 8);
+  const schedule = (_s: number, call: number): number => (call === 0 ? 9 : 1);
+  await checkAgainstFull(t, 'as created', model, tokens, 1, schedule);
   model.zeroGrad();
   await model.forward(tokens.subarray(0, T - 1), tokens.subarray(1), 1, T - 1);
   await model.backward();
   await model.step({ optimizer: 'adamw', lr: 0.05 });
-  await againstFull('after an AdamW step');
+  await checkAgainstFull(t, 'after an AdamW step', model, tokens, 1, schedule);
   const fc = model.getParam('h.1.mlp.c_fc.weight');
   model.setParam('h.1.mlp.c_fc.weight', fc.map((x) => -2 * x));
-  await againstFull('after setParam');
+  await checkAgainstFull(t, 'after setParam', model, tokens, 1, schedule);
   model.dispose();
 });
 
