@@ -38,6 +38,9 @@ enum ParamKind {
   NUM_PARAM_KINDS
 };
 
+// The four weight matrices of a block, which the CPU decoder reads in panel layout.
+constexpr ParamKind kLayerMatrices[] = {QKV_W, ATTPROJ_W, FC_W, FCPROJ_W};
+
 // One named tensor as Hugging Face names it ("h.3.attn.c_attn.weight"), with its place in the buffer.
 struct ParamTensor {
   std::string name;

@@ -124,7 +124,7 @@ MemoryReport CpuBackend::memory() const {
   r.params = params_.bytes();
   if (options_.weight_dtype != DType::F32) {  // the layer matrices are in the panels, not in params16_
     size_t matrices = 0;
-    for (ParamKind kind : {QKV_W, ATTPROJ_W, FC_W, FCPROJ_W}) matrices += spec_.group_numel(kind);
+    for (ParamKind kind : kLayerMatrices) matrices += spec_.group_numel(kind);
     r.params = (params16_.size() - matrices) * sizeof(uint16_t) + decoder_->panel_bytes();
   }
   r.grads = grads_.bytes();

@@ -26,9 +26,6 @@ namespace {
 // Rows per pass through the layers: enough for the tiled matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
 
-// The layer matrices, which the decoder reads in panel layout.
-constexpr ParamKind kMatrices[] = {QKV_W, ATTPROJ_W, FC_W, FCPROJ_W};
-
 // In place: s[0, n) = softmax(s[0, n)).
 void softmax_inplace(float* s, int n) {
   float max = -INFINITY;
@@ -142,7 +139,7 @@ struct CpuDecoder::State {
   // Plans the panels: offsets by kind and one buffer in the weights' element type.
   void plan_panels() {
     size_t total = 0;
-    for (ParamKind kind : kMatrices) {
+    for (ParamKind kind : kLayerMatrices) {
       panel_offset[kind] = total;
       total += cfg().n_layer * panel_elements(mat_shape(kind).first, mat_shape(kind).second);
     }
@@ -163,7 +160,7 @@ struct CpuDecoder::State {
   // weights, float32 vectors.
   void refresh() {
     if (!panels_own_matrices()) {
-      for (ParamKind kind : kMatrices) {
+      for (ParamKind kind : kLayerMatrices) {
         const auto [rows, cols] = mat_shape(kind);
         const size_t per = spec.group_numel(kind) / cfg().n_layer;
         for (int l = 0; l < cfg().n_layer; ++l)
@@ -398,7 +395,7 @@ void CpuDecoder::weights_changed() { state_->stale = true; }
 uint16_t* CpuDecoder::matrix_element(size_t index) {
   State& s = *state_;
   if (!s.panels_own_matrices()) return nullptr;
-  for (ParamKind kind : kMatrices) {
+  for (ParamKind kind : kLayerMatrices) {
     const size_t begin = s.spec.group_offset(kind);
     if (index < begin || index >= begin + s.spec.group_numel(kind)) continue;
     const auto [rows, cols] = s.mat_shape(kind);
