@@ -185,21 +185,24 @@ void CpuBackend::write_params(size_t offset, const void* src, size_t count, DTyp
   check_range(offset, count, "writeParams");
   if (decoder_) decoder_->weights_changed();
   const DType store = options_.weight_dtype;
+  // src[i] as the stored type.
+  const auto value = [&](size_t i) -> float {
+    if (dtype == DType::F32) return static_cast<const float*>(src)[i];
+    return dtype == DType::F16 ? f16_to_f32(static_cast<const uint16_t*>(src)[i]) : bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
+  };
+  const auto value16 = [&](size_t i) -> uint16_t {
+    if (store == dtype) return static_cast<const uint16_t*>(src)[i];  // exact copy
+    return store == DType::F16 ? f32_to_f16(value(i)) : f32_to_bf16(value(i));
+  };
   pool_.parallel_for(static_cast<int64_t>(count), 1 << 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      float x;
-      if (dtype == DType::F32) x = static_cast<const float*>(src)[i];
-      else if (dtype == DType::F16) x = f16_to_f32(static_cast<const uint16_t*>(src)[i]);
-      else x = bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
-      if (store == DType::F32) {
-        params_.data()[offset + i] = x;
-        continue;
-      }
-      uint16_t* slot = decoder_->matrix_element(offset + i);  // a layer matrix's element lives in the panels
-      if (!slot) slot = params16_.data() + offset + i;
-      if (store == dtype) *slot = static_cast<const uint16_t*>(src)[i];  // exact copy
-      else *slot = store == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x);
+    if (store == DType::F32) {
+      for (int64_t i = b; i < e; ++i) params_.data()[offset + i] = value(i);
+      return;
     }
+    decoder_->for_each_run16(offset + b, e - b, [&](size_t first, size_t n, uint16_t* in_panels) {
+      uint16_t* out = in_panels ? in_panels : params16_.data() + first;
+      for (size_t k = 0; k < n; ++k) out[k] = value16(first - offset + k);
+    });
   });
 }
 
@@ -209,11 +212,11 @@ void CpuBackend::read_params(size_t offset, float* dst, size_t count) const {
     std::memcpy(dst, params_.data() + offset, count * sizeof(float));
     return;
   }
-  for (size_t i = 0; i < count; ++i) {
-    const uint16_t* in_panels = decoder_->matrix_element(offset + i);
-    const uint16_t h = in_panels ? *in_panels : params16_.data()[offset + i];
-    dst[i] = options_.weight_dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
-  }
+  const bool f16 = options_.weight_dtype == DType::F16;
+  decoder_->for_each_run16(offset, count, [&](size_t first, size_t n, uint16_t* in_panels) {
+    const uint16_t* in = in_panels ? in_panels : params16_.data() + first;
+    for (size_t k = 0; k < n; ++k) dst[first - offset + k] = f16 ? f16_to_f32(in[k]) : bf16_to_f32(in[k]);
+  });
 }
 
 void CpuBackend::read_grads(size_t offset, float* dst, size_t count) const {

@@ -392,19 +392,44 @@ int CpuDecoder::length(int slot) const {
 
 void CpuDecoder::weights_changed() { state_->stale = true; }
 
-uint16_t* CpuDecoder::matrix_element(size_t index) {
+void CpuDecoder::for_each_run16(size_t offset, size_t count, const std::function<void(size_t, size_t, uint16_t*)>& fn) {
   State& s = *state_;
-  if (!s.panels_own_matrices()) return nullptr;
-  for (ParamKind kind : kLayerMatrices) {
-    const size_t begin = s.spec.group_offset(kind);
-    if (index < begin || index >= begin + s.spec.group_numel(kind)) continue;
-    const auto [rows, cols] = s.mat_shape(kind);
-    const size_t per = static_cast<size_t>(rows) * cols, in_group = index - begin, element = in_group % per;
-    const int layer = static_cast<int>(in_group / per);
-    return s.panels_u16.data() + s.mat_offset(kind, layer) +
-           panel_index(static_cast<int>(element / cols), static_cast<int>(element % cols), rows, cols);
+  const size_t end = offset + count;
+  for (size_t i = offset; i < end;) {
+    size_t next_matrix = end;  // where the next layer matrix starts, if i is in none
+    bool placed = false;
+    for (ParamKind kind : kLayerMatrices) {
+      const size_t begin = s.spec.group_offset(kind);
+      if (i < begin) {
+        next_matrix = std::min(next_matrix, begin);
+        continue;
+      }
+      const size_t stop = std::min(end, begin + s.spec.group_numel(kind));
+      if (i >= stop) continue;
+      // Runs within one row of a strip: up to the strip's 16th column, the matrix's last column, or the range's end.
+      const auto [rows, cols] = s.mat_shape(kind);
+      const size_t per = static_cast<size_t>(rows) * cols, element = (i - begin) % per;
+      int layer = static_cast<int>((i - begin) / per), k = static_cast<int>(element / cols), j = static_cast<int>(element % cols);
+      while (i < stop) {
+        const size_t n = std::min({stop - i, static_cast<size_t>(16 - j % 16), static_cast<size_t>(cols - j)});
+        fn(i, n, s.panels_u16.data() + s.mat_offset(kind, layer) + panel_index(k, j, rows, cols));
+        i += n;
+        j += static_cast<int>(n);
+        if (j == cols) {
+          j = 0;
+          if (++k == rows) {
+            k = 0;
+            ++layer;
+          }
+        }
+      }
+      placed = true;
+      break;
+    }
+    if (placed) continue;
+    fn(i, next_matrix - i, nullptr);
+    i = next_matrix;
   }
-  return nullptr;
 }
 
 size_t CpuDecoder::panel_bytes() const {

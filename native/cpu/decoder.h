@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "core/backend.h"
@@ -32,10 +33,11 @@ class CpuDecoder {
   // The weights were written: the panels and float32 vectors made from them are remade at the next forward.
   void weights_changed();
   // With 16-bit weights the panels are where the layer matrices live: the backend writes and reads their elements
-  // here and never touches those ranges of its flat buffer, whose pages are then never committed. The address of
-  // parameter `index` (ModelSpec's flat layout) when it is an element of a layer matrix; null otherwise, and always
-  // null with float32 weights, whose panels are a copy remade from the flat buffer.
-  uint16_t* matrix_element(size_t index);
+  // here and never touches those ranges of its flat buffer, whose pages are then never committed. Calls
+  // fn(first, n, in_panels) over the parameters [offset, offset + count) of ModelSpec's flat layout, in runs
+  // contiguous where they are stored: in_panels is where a run of layer-matrix elements sits in the panels, null
+  // for a run of other parameters (which live in the flat buffer). Float32 weights only: their panels are a copy.
+  void for_each_run16(size_t offset, size_t count, const std::function<void(size_t first, size_t n, uint16_t* in_panels)>& fn);
   // Bytes of the layer matrices in panel layout.
   size_t panel_bytes() const;
   // Bytes of the cache, scratch and derived copies (the panels when they are a copy).
