@@ -1,7 +1,8 @@
 // A 64-byte aligned, zero-filled array, the CPU backend's one kind of large buffer. Large ones are fresh mapped
 // pages, so planned memory costs no RAM (and no time to clear) until it is touched. On Linux those are asked to be
 // 2 MB pages: decoding streams every weight once per token, and with 4 KB pages each page costs a TLB miss (a
-// two-level walk under a hypervisor), which took about a tenth of the read bandwidth on the 2-core VM.
+// two-level walk under a hypervisor), which took about a tenth of the read bandwidth on the 2-core VM. What fills
+// up a little at a time (the KV cache) keeps 4 KB pages, so that it takes RAM only as it is used.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -13,14 +14,16 @@
 
 namespace dixie {
 
+enum class Pages { kHuge, kSmall };
+
 template <typename T>
 class AlignedArray {
  public:
   AlignedArray() = default;
-  explicit AlignedArray(size_t n) : size_(n) {
+  explicit AlignedArray(size_t n, Pages pages = Pages::kHuge) : size_(n) {
     if (n == 0) return;
 #ifdef __linux__
-    if (n * sizeof(T) >= kHugePage) {
+    if (pages == Pages::kHuge && n * sizeof(T) >= kHugePage) {
       mapped_bytes_ = (n * sizeof(T) + 2 * kHugePage - 1) / kHugePage * kHugePage;
       raw_ = mmap(nullptr, mapped_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (raw_ == MAP_FAILED) throw std::bad_alloc();
@@ -29,6 +32,8 @@ class AlignedArray {
       madvise(data_, mapped_bytes_ - (start - reinterpret_cast<uintptr_t>(raw_)), MADV_HUGEPAGE);  // a hint only
       return;
     }
+#else
+    (void)pages;
 #endif
     raw_ = std::calloc(n * sizeof(T) + 64, 1);
     if (!raw_) throw std::bad_alloc();

@@ -286,8 +286,8 @@ void CpuDecoder::reserve(int n_slots) {
   const size_t cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
   s.n_slots = n_slots;
   s.lengths.assign(n_slots, 0);
-  s.k_cache = AlignedArray<float>(cache);
-  s.v_cache = AlignedArray<float>(cache);
+  s.k_cache = AlignedArray<float>(cache, Pages::kSmall);
+  s.v_cache = AlignedArray<float>(cache, Pages::kSmall);
   const int R = std::max(kChunkRows, n_slots);
   s.max_rows = R;
   s.x = AlignedArray<float>(R * C);
