@@ -102,6 +102,7 @@ async function agreement(): Promise<string> {
   const model = Model.create({ nLayer: 2, nHead: 4, nEmbd: C, nCtx: 128, vocabSize: 50257 }, { seed: 7, threads: THREADS });
   model.setParam('ln_f.weight', new Float32Array(C).fill(8));
   const llama = await LlamaCppModel.open(model, 'f32', THREADS);
+  if (!llama) throw new Error(`${LLAMA_CPP_PACKAGE} is not installed`);
   try {
     const tokens = prompt(13, 5);
     const V = model.config.vocabSize;
@@ -111,12 +112,12 @@ async function agreement(): Promise<string> {
     const max = last.reduce((m, x) => Math.max(m, x), -Infinity);
     const sum = last.reduce((s, x) => s + Math.exp(x - max), 0);
     let worst = 0;
-    for (const [token, p] of (await llama?.nextTokenProbabilities(tokens)) ?? []) {
+    for (const [token, p] of await llama.nextTokenProbabilities(tokens)) {
       worst = Math.max(worst, Math.abs(p - Math.exp(last[token] - max) / sum));
     }
     return `| llama.cpp on dixie's GGUF (f32): largest difference from dixie's next-token probabilities | | | ${worst.toExponential(1)} | |`;
   } finally {
-    await llama?.close();
+    await llama.close();
     model.dispose();
   }
 }

@@ -347,7 +347,7 @@ float CpuBackend::step(const StepOptions& options) {
 }
 
 // --------------------------------------------------------------------------------------------------------------
-// decoding: CpuDecoder, over its own panel copy of the layer matrices (remade after the weights change)
+// decoding: CpuDecoder, over the layer matrices in panel layout (a copy of float32 weights, remade after they change)
 
 void CpuBackend::kv_reserve(int n_slots) {
   if (!decoder_) decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), pool_);

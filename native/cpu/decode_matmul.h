@@ -2,7 +2,7 @@
 // token embedding (head_matmul), with float32 or 16-bit (F16/BF16) weights converted to float32 in registers.
 //
 // The layer matrices are read in panel layout (a copy made by pack_panels from float32 weights; 16-bit weights are
-// stored in it to begin with, see CpuDecoder::matrix_element): w[C, OC] cut into parts of part_rows(C) rows and
+// stored in it to begin with, see CpuDecoder::for_each_run16): w[C, OC] cut into parts of part_rows(C) rows and
 // panels of kPanelCols columns, each (part, panel) block kPanelCols / 16 strips [part_rows(C), 16] one after
 // another, so that a micro-kernel reads its columns as one contiguous run and a part of a panel is one contiguous
 // block. Products read the panels as they are, with no packing per call.
@@ -64,8 +64,7 @@ inline size_t panel_index(int k, int j, int C, int OC) {
   return ((static_cast<size_t>(k / height) * strips + j / 16) * height + k % height) * 16 + j % 16;
 }
 
-// dst[panel_elements(C, OC)] = w[C, OC], given in GPT-2's Conv1D layout, in panel layout. (16-bit weights are
-// written into their panels element by element: CpuDecoder::matrix_element.)
+// dst[panel_elements(C, OC)] = w[C, OC], given in GPT-2's Conv1D layout, in panel layout (float32 weights' copy).
 void pack_panels(float* dst, const float* w, int C, int OC, ThreadPool& pool);
 
 // Floats of scratch that decode_matmul needs for up to max_rows rows of inp[R, C] @ w[C, OC].

@@ -153,7 +153,7 @@ struct CpuDecoder::State {
     }
   }
 
-  // The panels hold the only copy of the layer matrices (16-bit weights; see CpuDecoder::matrix_element).
+  // The panels hold the only copy of the layer matrices (16-bit weights; see CpuDecoder::for_each_run16).
   bool panels_own_matrices() const { return weights.dtype != DType::F32; }
 
   // Remakes what is derived from the weights: the matrices' panels (a copy of float32 weights) and, for 16-bit

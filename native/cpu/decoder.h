@@ -30,13 +30,15 @@ class CpuDecoder {
   void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out);
   void reset(int slot);
   int length(int slot) const;
-  // The weights were written: the panels and float32 vectors made from them are remade at the next forward.
+  // The weights were written: what is made from them (float32 weights' panel copy, 16-bit weights' float32
+  // vectors) is remade at the next forward.
   void weights_changed();
   // With 16-bit weights the panels are where the layer matrices live: the backend writes and reads their elements
   // here and never touches those ranges of its flat buffer, whose pages are then never committed. Calls
   // fn(first, n, in_panels) over the parameters [offset, offset + count) of ModelSpec's flat layout, in runs
   // contiguous where they are stored: in_panels is where a run of layer-matrix elements sits in the panels, null
-  // for a run of other parameters (which live in the flat buffer). Float32 weights only: their panels are a copy.
+  // for a run of other parameters (which live in the flat buffer). 16-bit weights only: float32 weights keep every
+  // parameter in the flat buffer, and their panels are a copy.
   void for_each_run16(size_t offset, size_t count, const std::function<void(size_t first, size_t n, uint16_t* in_panels)>& fn);
   // Bytes of the layer matrices in panel layout.
   size_t panel_bytes() const;
