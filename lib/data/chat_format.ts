@@ -142,16 +142,23 @@ export function looksLikeChat(text: string): boolean {
   return false;
 }
 
+// A conversation made into a prompt, and what was left out to make it fit.
+export interface FittedPrompt {
+  prompt: string;
+  droppedMessages: number;  // the oldest messages, left out whole
+  droppedChars: number;     // characters cut from the start of the newest message
+}
+
 // The prompt for the model's answer to `conversation`: its messages, then the reply prefix. While `fits` says
 // the prompt is too long (in characters, tokens...), the oldest messages go first; the newest always stays, cut
 // from its start if it alone is too long, so that the model answers what was said last. `fits` must never
 // refuse a prompt and accept a longer one made of the same messages plus older ones.
-export function buildPrompt(conversation: Conversation, fits: (prompt: string) => boolean = () => true): string {
+export function fitConversation(conversation: Conversation, fits: (prompt: string) => boolean = () => true): FittedPrompt {
   const { audience, turns } = conversation;
   const reply = replyPrefix(audience);
   const lines = turns.map((t) => `${formatMessage({ side: SPEAKER_SIDE[t.from], audience, text: t.text })}\n`);
   const from = (first: number): string => lines.slice(first).join('') + reply;
-  if (lines.length === 0 || fits(from(0))) return from(0);
+  if (lines.length === 0 || fits(from(0))) return { prompt: from(0), droppedMessages: 0, droppedChars: 0 };
   // The fewest oldest messages to drop, found in a logarithmic number of measures.
   let lo = 1;
   let hi = lines.length - 1;
@@ -160,7 +167,7 @@ export function buildPrompt(conversation: Conversation, fits: (prompt: string) =
     if (fits(from(mid))) hi = mid;
     else lo = mid + 1;
   }
-  if (lo < lines.length && fits(from(lo))) return from(lo);
+  if (lo < lines.length && fits(from(lo))) return { prompt: from(lo), droppedMessages: lo, droppedChars: 0 };
   const newest = turns[turns.length - 1];
   const chars = Array.from(messageText(newest.text));
   const cut = (drop: number): string => `${formatMessage({ side: SPEAKER_SIDE[newest.from], audience, text: chars.slice(drop).join('') })}\n${reply}`;
@@ -171,5 +178,5 @@ export function buildPrompt(conversation: Conversation, fits: (prompt: string) =
     if (fits(cut(mid))) hi = mid;
     else lo = mid + 1;
   }
-  return cut(lo);
+  return { prompt: cut(lo), droppedMessages: lines.length - 1, droppedChars: lo };
 }

@@ -63,6 +63,7 @@ export class Batcher {
   private readonly maxStepTokens: number;
   private readonly queue: Job[] = [];
   private readonly bySlot: (Job | null)[];
+  private readonly suspects = new Set<Job>();  // rows of a failed step, stepped alone until they sample
   private loop: Promise<void> | null = null;
   private reserved = false;
   private closed = false;
@@ -138,7 +139,7 @@ export class Batcher {
   private makeJob(request: BatchRequest): Job {
     if (this.closed) throw new Error('the batcher is closed');
     const sampling = { ...DEFAULT_SAMPLING, ...request.sampling };
-    checkSampling(sampling, 'sampling');
+    checkSampling(sampling, this.vocabSize);
     for (let i = 0; i < request.promptTokens.length; i++) {
       const t = request.promptTokens[i];
       if (!(Number.isInteger(t) && t >= 0 && t < this.vocabSize)) {
@@ -187,7 +188,17 @@ export class Batcher {
       try {
         tokens = await this.model.run((native) => this.step(native, rows));
       } catch (err) {
-        for (const row of rows) this.fail(row, err as Error);
+        if (rows.length === 1) {
+          this.fail(rows[0], err as Error);
+          continue;
+        }
+        // One bad row must not fail its neighbours: every row of the step is stepped alone until it samples,
+        // so that only the one that fails again is failed. The step may have written some rows' caches before
+        // it threw, so each prefills its window again (RNG states are only taken from a step that succeeds).
+        for (const row of rows) {
+          row.job.seq.refill();
+          this.suspects.add(row.job);
+        }
         continue;
       }
       const now = Date.now();
@@ -197,6 +208,7 @@ export class Batcher {
         if (!row.samples) continue;
         const job = row.job;
         const s = sampled++;
+        this.suspects.delete(job);
         if (job.seq.done) continue;  // closed while the step ran
         job.seq.rng[0] = this.rngState[2 * s];
         job.seq.rng[1] = this.rngState[2 * s + 1];
@@ -230,6 +242,16 @@ export class Batcher {
   // This step's rows: every decoding request feeds its one new token; prompts (and window re-prefills) share
   // what is left of maxStepTokens, the first of them at least one token. Rows that will sample come first.
   private planStep(): Row[] {
+    for (const job of this.suspects) {
+      const slot = this.bySlot.indexOf(job);
+      if (slot < 0) {
+        this.suspects.delete(job);  // finished meanwhile
+        continue;
+      }
+      const reset = job.seq.needsReset;
+      const feed = job.seq.nextFeed(this.maxStepTokens);
+      return [{ job, slot, feed, reset, samples: feed.length === job.seq.nextFeed(Infinity).length }];
+    }
     const sampling: Row[] = [];
     const partial: Row[] = [];
     const prefills: { job: Job; slot: number }[] = [];
@@ -284,6 +306,7 @@ export class Batcher {
 
   private fail(row: Row, err: Error): void {
     this.bySlot[row.slot] = null;
+    this.suspects.delete(row.job);
     row.job.reject(err);
   }
 

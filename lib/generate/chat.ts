@@ -1,7 +1,7 @@
 // A terminal chat with a model fine-tuned on chat logs (lib/data/chat_format.ts has the format and its roles):
 // the person at the terminal writes as "you" (`1|<audience>|<text> <EOM>`) and the model answers as the
 // audience, continuing `0|<audience>|` up to its <EOM> or the end of the line.
-import { buildPrompt, checkAudience, REPLY_STOPS, type Turn } from '../data/chat_format';
+import { checkAudience, fitConversation, REPLY_STOPS, type Turn } from '../data/chat_format';
 import { createChatbotSanitizer, Sanitizer } from '../sanitize';
 import { Generator, GenerateOptions } from './generate';
 import { GenerateResult } from './sequence';
@@ -29,7 +29,7 @@ export class ChatSession {
     const { nCtx } = this.generator.model.config;
     const room = nCtx - (this.options.maxTokens ?? Math.floor(nCtx / 2));
     const turns = [...this.turns, { from: 'user' as const, text }];
-    return buildPrompt({ audience: this.options.audience, turns }, (prompt) => this.generator.encode(prompt).length <= room);
+    return fitConversation({ audience: this.options.audience, turns }, (prompt) => this.generator.encode(prompt).length <= room).prompt;
   }
 
   // Sends `text`, streams the sanitized reply through onText as it grows, and adds both to the conversation.

@@ -52,14 +52,26 @@ export function randomSeed(): bigint {
   return BigInt(Math.floor(Math.random() * 2 ** 32)) * 2n ** 32n + BigInt(Math.floor(Math.random() * 2 ** 32));
 }
 
-export function checkSampling(s: SamplingOptions, where: string): void {
-  const fail = (field: string, rule: string, v: number): never => {
-    throw new RangeError(`${where}: ${field} must be ${rule}, got ${v}`);
+// A sampling setting the native sampler would refuse. It carries the setting's name (a SamplingOptions key), the
+// rule and the value apart, so that each front end can say it under its own name for the setting.
+export class SamplingError extends RangeError {
+  constructor(readonly field: keyof SamplingOptions, readonly rule: string, readonly value: unknown) {
+    super(`${field} must be ${rule}, got ${String(value)}`);
+    this.name = 'SamplingError';
+  }
+}
+
+// Exactly the ranges the native sampler accepts (native/core/checks.cpp), which reads the settings as float32:
+// a top_p of 1e-300 is 0 there and is refused here too, and top_k may not pass the model's vocabulary.
+export function checkSampling(s: SamplingOptions, vocabSize: number): void {
+  const f32 = Math.fround;
+  const fail = (field: keyof SamplingOptions, rule: string): never => {
+    throw new SamplingError(field, rule, s[field]);
   };
-  if (!(Number.isFinite(s.temperature) && s.temperature >= 0)) fail('temperature', 'a number >= 0', s.temperature);
-  if (!(Number.isInteger(s.topK) && s.topK >= 0)) fail('topK', 'an integer >= 0', s.topK);
-  if (!(s.topP > 0 && s.topP <= 1)) fail('topP', 'in (0, 1]', s.topP);
-  if (!(s.penalize >= 0 && s.penalize <= 1)) fail('penalize', 'in [0, 1] (0: off)', s.penalize);
+  if (!(typeof s.temperature === 'number' && s.temperature >= 0 && Number.isFinite(f32(s.temperature)))) fail('temperature', 'a number >= 0 that fits a float32');
+  if (!(Number.isInteger(s.topK) && s.topK >= 0 && s.topK <= vocabSize)) fail('topK', `an integer from 0 (off) to the vocabulary size, ${vocabSize}`);
+  if (!(typeof s.topP === 'number' && f32(s.topP) > 0 && s.topP <= 1)) fail('topP', 'in (0, 1], and not below 1.4e-45 (the smallest float32)');
+  if (!(typeof s.penalize === 'number' && s.penalize >= 0 && s.penalize <= 1)) fail('penalize', 'in [0, 1] (0: off)');
 }
 
 export interface SequenceOptions {
@@ -131,6 +143,12 @@ export class Sequence {
     }
     const from = this.windowStart + this.cached;
     return this.context.subarray(from, Math.min(this.length, from + budget));
+  }
+
+  // The slot's contents are unknown (a step failed midway): it is emptied and its window fed again.
+  refill(): void {
+    this.cached = 0;
+    this.needsReset = true;
   }
 
   // The model has taken n more tokens into the slot.

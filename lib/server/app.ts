@@ -19,7 +19,8 @@ import { resolveModelSource } from './model_source';
 import { healthRouter } from './routes/health';
 import { invocationsRouter } from './routes/invocations';
 import { modelsRouter } from './routes/models';
-import { ChatService } from './service';
+import { ChatService, checkSamplingDefaults } from './service';
+import type { GPT2Config } from '../formats/model_folder';
 
 export interface DixieServer {
   readonly app: express.Express;
@@ -54,7 +55,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   // Everything a model needs is checked now, so that a typo fails the start and not the first request.
   const sanitizers = new Map<string, Sanitizer>();
   for (const m of config.models) {
-    resolveModelSource(m);
+    checkSamplingDefaults(m, (resolveModelSource(m).config as GPT2Config).vocabSize);
     sanitizers.set(m.key, loadSanitizer(m.sanitizer, m.sanitizerOptions, config.baseDir, `${m.where}.sanitizer`));
   }
   const registry = new ModelRegistry<LoadedModel>(

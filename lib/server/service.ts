@@ -4,8 +4,8 @@
 // generating as soon as the sanitizer has its answer, and counts what happened for /models/list and /metrics.
 // It keeps nothing between requests.
 import type { ChatFn, ChatReply } from './alexa/router';
-import { buildPrompt, type Conversation, type Turn } from '../data/chat_format';
-import type { FinishReason, Timings } from '../generate/sequence';
+import { fitConversation, type Conversation, type Turn } from '../data/chat_format';
+import { checkSampling, SamplingError, type FinishReason, type SamplingOptions, type Timings } from '../generate/sequence';
 import type { Sanitizer } from '../sanitize';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
 import type { LoadedModel } from './engine';
@@ -31,8 +31,34 @@ export interface Completion {
   tokens: number[];
   finishReason: FinishReason;
   promptTokens: number;
-  trimmedTokens: number;                   // dropped from the prompt's start to fit the context
+  trimmed: Trimmed;                        // what the prompt lost to fit the context
   timings: Timings;
+}
+
+// What a prompt lost to fit the model's context: tokens in all, and for a chat, its oldest messages (whole) and
+// characters cut from the start of the newest.
+export interface Trimmed {
+  tokens: number;
+  messages: number;
+  messageChars: number;
+}
+
+// The request fields of the sampler's settings.
+export const SAMPLING_FIELDS: Readonly<Record<keyof SamplingOptions, string>> = { temperature: 'temperature', topK: 'top_k', topP: 'top_p', penalize: 'penalize' };
+
+export function samplingOptions(s: SamplingDefaults): SamplingOptions {
+  return { temperature: s.temperature, topK: s.topK, topP: s.topP, penalize: s.penalize };
+}
+
+// A model's sampling defaults against what the sampler accepts for it, so that a bad default fails the start
+// rather than every request.
+export function checkSamplingDefaults(model: ModelConfig, vocabSize: number): void {
+  try {
+    checkSampling(samplingOptions(model.sampling), vocabSize);
+  } catch (err) {
+    if (!(err instanceof SamplingError)) throw err;
+    throw new Error(`${model.where}.sampling.${SAMPLING_FIELDS[err.field]}: must be ${err.rule}, got ${String(err.value)}`);
+  }
 }
 
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -141,18 +167,29 @@ export class ChatService {
     // User text never becomes a special token; an empty prompt means "start of a document".
     const encode = (text: string): Int32Array => (text === '' ? Int32Array.of(tokenizer.eotToken) : tokenizer.encode(text, { allowSpecial: false }));
     const maxChars = request.maxPromptChars ?? Infinity;
-    const prompt = typeof request.prompt === 'string' ? request.prompt : buildPrompt(request.prompt, (p) => p.length <= maxChars && encode(p).length <= room);
+    let prompt: string;
+    const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0 };
+    if (typeof request.prompt === 'string') prompt = request.prompt;
+    else {
+      const fitted = fitConversation(request.prompt, (p) => p.length <= maxChars && encode(p).length <= room);
+      prompt = fitted.prompt;
+      trimmed.messages = fitted.droppedMessages;
+      trimmed.messageChars = fitted.droppedChars;
+      if (fitted.droppedMessages + fitted.droppedChars > 0) trimmed.tokens = Math.max(0, encode(fitConversation(request.prompt).prompt).length - encode(prompt).length);
+    }
     let tokens: ArrayLike<number> = encode(prompt);
     // A prompt longer than the context less the reply loses its start, so the reply never shifts the window.
-    const trimmedTokens = Math.max(0, tokens.length - room);
-    if (trimmedTokens > 0) tokens = (tokens as Int32Array).subarray(trimmedTokens);
+    const cut = Math.max(0, tokens.length - room);
+    if (cut > 0) tokens = (tokens as Int32Array).subarray(cut);
+    trimmed.tokens += cut;
+    if (trimmed.tokens > 0) this.log('info', 'prompt trimmed to fit the context', { model: key, nCtx, replyTokens: maxTokens, ...trimmed });
     const sanitized = new AbortController();  // fires when the sanitizer has its whole answer
     let raw = '';
     let shown = '';
     const result = await generator.batcher.submit({
       promptTokens: tokens,
       maxTokens,
-      sampling: { temperature: request.sampling.temperature, topK: request.sampling.topK, topP: request.sampling.topP, penalize: request.sampling.penalize },
+      sampling: samplingOptions(request.sampling),
       seed: request.seed,
       signal: anySignal([request.signal, sanitized.signal]),
       deadline,
@@ -164,6 +201,13 @@ export class ChatService {
           if (text !== shown) request.onText((shown = text));
         }
       },
+    }).catch((err: Error) => {
+      // The sampler's ranges depend on the model (its vocabulary), so they are checked once it is loaded.
+      if (err instanceof SamplingError) {
+        const field = SAMPLING_FIELDS[err.field];
+        throw new HttpError(400, `${field} must be ${err.rule} for model "${key}", got ${String(err.value)}`, { field });
+      }
+      throw err;
     });
     const finishReason: FinishReason = result.finishReason === 'aborted' && sanitized.signal.aborted && !request.signal?.aborted ? 'stop' : result.finishReason;
     this.inferencesTotal.inc({ model: key, finish_reason: finishReason });
@@ -173,8 +217,8 @@ export class ChatService {
     this.recordTokens(key, result.tokens.length);
     const text = sanitizer.sanitize(result.text);
     if (request.onText && text !== shown) request.onText(text);
-    this.log('debug', 'generated', { model: key, prompt, promptTokens: tokens.length, trimmedTokens, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
-    return { model: key, text, raw: result.text, tokens: result.tokens, finishReason, promptTokens: tokens.length, trimmedTokens, timings: result.timings };
+    this.log('debug', 'generated', { model: key, prompt, promptTokens: tokens.length, trimmed, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
+    return { model: key, text, raw: result.text, tokens: result.tokens, finishReason, promptTokens: tokens.length, trimmed, timings: result.timings };
   }
 
   // The Alexa skill's way in (lib/server/alexa): a conversation to answer, the model's sanitizer applied.

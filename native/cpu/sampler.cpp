@@ -81,7 +81,8 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
     for (int i = 0; i < history_len; ++i) s.seen[history[i]] = 0;
   }
 
-  if (sp.temperature == 0.0f) return static_cast<int32_t>(std::max_element(l, l + V) - l);
+  // A temperature so small that its inverse overflows float32 is greedy too (its limit), not 0 * inf = NaN.
+  if (sp.temperature == 0.0f || std::isinf(1.0f / sp.temperature)) return static_cast<int32_t>(std::max_element(l, l + V) - l);
 
   // Candidates in s.order[0, n): all tokens by id, or the top k most likely first. A heap of the k best so far
   // (partial_sort) looks at most tokens once against its least likely member, where a selection over all V

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import t from 'tap';
 import { validateAlexaConfig } from '../../lib/server/alexa/config';
-import { buildPrompt, type Turn } from '../../lib/data/chat_format';
+import { fitConversation, type Turn } from '../../lib/data/chat_format';
 import { createAlexaRouter } from '../../lib/server/alexa/router';
 import { lastCompleteSentence, ssml } from '../../lib/server/alexa/speech';
 import { loadTokenizer } from '../../lib/tokenizer';
@@ -45,11 +45,11 @@ async function modelSays(prompt: string): Promise<string> {
 
 // The prompts model "dixie" was given since the server's log had `since` lines (the server logs each generation
 // at debug level, with its prompt).
-function promptsSince(since: number): { prompt: string; promptTokens: number; trimmedTokens: number }[] {
+function promptsSince(since: number): { prompt: string; promptTokens: number; trimmed: { tokens: number; messages: number; messageChars: number } }[] {
   return srv.logs
     .slice(since)
     .filter((l) => l.msg === 'generated' && l.model === 'dixie')
-    .map((l) => ({ prompt: l.prompt as string, promptTokens: l.promptTokens as number, trimmedTokens: l.trimmedTokens as number }));
+    .map((l) => ({ prompt: l.prompt as string, promptTokens: l.promptTokens as number, trimmed: l.trimmed as { tokens: number; messages: number; messageChars: number } }));
 }
 
 t.test('configured from the alexa section: mounted at /alexa, warns that verification is off', async (t) => {
@@ -86,13 +86,16 @@ t.test("a conversation longer than the model's context loses its oldest messages
   const answer = await post(`${srv.url}/alexa`, JSON.stringify(intent('ChatIntent', { utterance: 'and now' }, { attributes: { history } })));
   t.equal(answer.status, 200);
   const [given] = promptsSince(since);
-  const whole = buildPrompt({ audience: 'mom', turns: [...history, { from: 'user', text: 'and now' }] });
+  const whole = fitConversation({ audience: 'mom', turns: [...history, { from: 'user', text: 'and now' }] }).prompt;
   const tokenizer = loadTokenizer();
   const room = 128 - MAX_TOKENS;  // the test model's context less the reply
   t.ok(tokenizer.encode(whole, { allowSpecial: false }).length > room, 'the whole conversation would not fit');
   t.equal(given.promptTokens, tokenizer.encode(given.prompt, { allowSpecial: false }).length);
   t.ok(given.promptTokens <= room, `${given.promptTokens} tokens fit in ${room}`);
-  t.equal(given.trimmedTokens, 0, 'nothing cut from the start of a line');
+  t.equal(given.trimmed.messageChars, 0, 'nothing cut from the start of a line');
+  const kept = (given.prompt.match(/\n/g) ?? []).length;
+  t.equal(given.trimmed.messages, history.length + 1 - kept, 'the messages left out are reported');
+  t.equal(given.trimmed.tokens, tokenizer.encode(whole, { allowSpecial: false }).length - given.promptTokens, 'and their tokens');
   t.ok(given.prompt.endsWith('0|mom|answer number 12 <EOM>\n1|mom|and now <EOM>\n0|mom|'), 'the newest messages stay');
   t.ok(whole.endsWith(given.prompt) && whole[whole.length - given.prompt.length - 1] === '\n', 'a suffix of whole lines');
   const oneMore = whole.slice(whole.lastIndexOf('\n', whole.length - given.prompt.length - 2) + 1);

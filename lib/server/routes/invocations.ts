@@ -70,7 +70,9 @@ export function completionJson(c: Completion): Record<string, unknown> {
     tokens: c.tokens,
     finish_reason: c.finishReason,
     prompt_tokens: c.promptTokens,
-    trimmed_prompt_tokens: c.trimmedTokens,
+    trimmed_prompt_tokens: c.trimmed.tokens,
+    trimmed_messages: c.trimmed.messages,
+    trimmed_message_chars: c.trimmed.messageChars,
     timings: {
       queued_ms: c.timings.queuedMs,
       first_token_ms: c.timings.firstTokenMs,

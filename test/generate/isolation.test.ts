@@ -1,0 +1,118 @@
+// The batcher keeps requests apart: a setting the sampler would refuse is refused at submit, and a batch step
+// that throws fails only the request that makes it throw, while its neighbours go on to the very tokens they
+// give alone.
+import t from 'tap';
+import { Model, GPT2Config } from '../../lib/engine/model';
+import type { NativeModel, NativeSampling } from '../../lib/engine/native';
+import { Generator, SamplingError, checkSampling, type GenerateResult } from '../../lib/generate';
+import { loadTokenizer } from '../../lib/tokenizer';
+
+const tokenizer = loadTokenizer();
+const CONFIG: GPT2Config = { nLayer: 2, nHead: 2, nEmbd: 16, nCtx: 64, vocabSize: 50257 };
+const PROMPTS = ['The cat sat', 'Once upon a time', 'Hello there', 'In the beginning'];
+// Only the fault below refuses this top-k: the sampler itself accepts it.
+const POISON_TOP_K = 7;
+
+t.test("settings the native sampler refuses are refused at submit, naming the setting, for that request alone", async (t) => {
+  const model = Model.create(CONFIG, { seed: 1, trainable: false });
+  const gen = new Generator(model, tokenizer, { slots: 4 });
+  t.teardown(async () => {
+    await gen.close();
+    model.dispose();
+  });
+  const good = PROMPTS.slice(0, 3).map((p, i) => gen.generate(p, { maxTokens: 20, seed: i, temperature: 0.8 }));
+  const bad: [Partial<NativeSampling>, string][] = [
+    [{ topK: 1_000_000 }, 'topK'],
+    [{ topK: CONFIG.vocabSize + 1 }, 'topK'],
+    [{ topP: 5e-324 }, 'topP'],   // 0 as a float32
+    [{ topP: 1e-46 }, 'topP'],
+    [{ temperature: 1e39 }, 'temperature'],  // infinite as a float32
+    [{ penalize: 1.5 }, 'penalize'],
+  ];
+  for (const [sampling, field] of bad) {
+    const refused = await gen.generate('x', { ...sampling, maxTokens: 5 }).then(() => null, (err: Error) => err);
+    t.ok(refused instanceof SamplingError && refused.field === field, `${JSON.stringify(sampling)}: refused, naming ${field} (${refused?.message})`);
+  }
+  for (const r of await Promise.all(good)) t.equal(r.tokens.length, 20, 'the good requests in flight are untouched');
+  // The edges that are accepted: the whole vocabulary, the smallest float32, a temperature whose inverse overflows.
+  for (const sampling of [{ topK: CONFIG.vocabSize }, { topP: 1.5e-45 }, { temperature: 1e-40 }]) {
+    const r = await gen.generate('x', { ...sampling, maxTokens: 3, seed: 5 });
+    t.equal(r.tokens.length, 3, `${JSON.stringify(sampling)} is accepted and samples`);
+  }
+  const greedy = await gen.generate('x', { temperature: 0, maxTokens: 3 });
+  t.same((await gen.generate('x', { temperature: 1e-40, maxTokens: 3, seed: 9 })).tokens, greedy.tokens, 'a temperature whose inverse overflows float32 is greedy');
+});
+
+t.test('checkSampling accepts exactly what the native sampler accepts', async (t) => {
+  const model = Model.create(CONFIG, { seed: 1, trainable: false });
+  t.teardown(() => model.dispose());
+  const logits = new Float32Array(CONFIG.vocabSize).map((_, i) => Math.sin(i));
+  const candidates = [-1, 0, 1e-46, 1e-45, 5e-324, 0.5, 1, 1 + 1e-7, 2, 40, CONFIG.vocabSize, CONFIG.vocabSize + 1, 1e39, Infinity, NaN];
+  let compared = 0;
+  for (const field of ['temperature', 'topK', 'topP', 'penalize'] as const) {
+    for (const v of candidates) {
+      const params: NativeSampling = { temperature: 1, topK: 0, topP: 1, penalize: 0, [field]: v };
+      let jsOk = true;
+      try {
+        checkSampling(params, CONFIG.vocabSize);
+      } catch {
+        jsOk = false;
+      }
+      let nativeOk = true;
+      try {
+        model.native.sample(logits, [params], new BigUint64Array([1n, 2n]), [new Int32Array([1, 2])], new Int32Array(1));
+      } catch {
+        nativeOk = false;
+      }
+      // A non-integer top-k is the one thing the addon rounds rather than refuses; the check refuses it.
+      if (field === 'topK' && !Number.isInteger(v) && Number.isFinite(v)) continue;
+      t.equal(jsOk, nativeOk, `${field} = ${v}: ${jsOk ? 'accepted' : 'refused'} by both`);
+      compared++;
+    }
+  }
+  t.ok(compared > 50);
+});
+
+t.test('a batch step that throws fails only the request that makes it throw', async (t) => {
+  const run = async (poisoned: boolean): Promise<(GenerateResult | Error)[]> => {
+    const model = Model.create(CONFIG, { seed: 2, trainable: false });
+    // The fault: the batcher's native calls (all made through model.run) see a sampler that throws for any
+    // batch holding the poisoned row, after the forward has written every row's cache.
+    let faults = 0;
+    const faulty = new Proxy(model.native, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop) as unknown;
+        if (prop !== 'sample') return typeof value === 'function' ? value.bind(target) : value;
+        return (...args: Parameters<NativeModel['sample']>) => {
+          if (args[1].some((p) => p.topK === POISON_TOP_K)) {
+            faults++;
+            throw new Error('the native sampler failed');
+          }
+          target.sample(...args);
+        };
+      },
+    });
+    const run = model.run.bind(model);
+    model.run = <T>(fn: (native: NativeModel) => Promise<T> | T): Promise<T> => run(() => fn(faulty));
+    const gen = new Generator(model, tokenizer, { slots: 4 });
+    try {
+      const requests = PROMPTS.map((p, i) =>
+        gen.generate(p, { maxTokens: 12, seed: 10 + i, temperature: 0.9, topK: poisoned && i === 2 ? POISON_TOP_K : 40 }).catch((err: Error) => err),
+      );
+      const results = await Promise.all(requests);
+      if (poisoned) t.ok(faults >= 2, `the fault struck the shared step and the poisoned row alone (${faults} times)`);
+      return results;
+    } finally {
+      await gen.close();
+      model.dispose();
+    }
+  };
+  const alone = await run(false);
+  const together = await run(true);
+  t.match((together[2] as Error).message, /the native sampler failed/, 'the request that makes the step throw fails');
+  for (const i of [0, 1, 3]) {
+    const r = together[i] as GenerateResult;
+    t.notOk(r instanceof Error, `request ${i} succeeds`);
+    t.same(r.tokens, (alone[i] as GenerateResult).tokens, `request ${i} gives the tokens it gives without the bad neighbour`);
+  }
+});
