@@ -41,7 +41,7 @@ export type { ChatSummary } from './data/chat_check';
 
 // Fine-tuning.
 export { train, checkDataset, learningRate, DEFAULT_TRAIN_OPTIONS } from './train/train';
-export type { TrainIO, TrainOptions, TrainResult } from './train/train';
+export type { DatasetCheck, TrainIO, TrainOptions, TrainResult } from './train/train';
 export { listCheckpoints, latestCheckpoint, readTrainState, trainedAudiences } from './train/checkpoint';
 export type { TrainState } from './train/checkpoint';
 export { readMetrics } from './train/metrics';

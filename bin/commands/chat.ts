@@ -4,6 +4,7 @@ import readline from 'node:readline';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ChatSession, Generator, isAudience } from '../../lib/generate';
+import { AUDIENCE_RULE } from '../../lib/data/chat_format';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, samplingFlags, samplingOptions } from './sampling_flags';
@@ -34,14 +35,14 @@ async function main(): Promise<void> {
     .usage('$0 [options]\n\nChats in the terminal with a model fine-tuned on chat logs (lines of `1|<audience>|<text> <EOM>`).\n'
       + 'You write as yourself (1), the model answers as the audience (0). Commands: /reset starts over, /quit leaves.')
     .option('model_name', { type: 'string', default: '124M', describe: 'model name or folder' })
-    .option('restore_from', { type: 'string', describe: 'a model folder to chat with instead (a fine-tuned checkpoint)' })
+    .option('restore_from', { type: 'string', describe: 'a model folder to chat with instead: a checkpoint, or a training run folder (its latest checkpoint)' })
     .option('audience', { type: 'string', describe: "who the model plays (default: offered from the model's training record)" })
     .option('length', { type: 'number', default: 64, describe: 'tokens per reply at most' })
     .options(samplingFlags({ temperature: 0.8, top_k: 40, penalize: 0.85, seed: 'random seed (reply i uses seed + i)' }))
     .options(COMPUTE_FLAGS)
     .check((a) => {
       if (!Number.isInteger(a.length) || a.length < 1) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
-      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be 1 to 64 characters without "|", got ${JSON.stringify(a.audience)}`);
+      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(a.audience)}`);
       checkSeed(a.seed);
       return true;
     })

@@ -6,7 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { formatChatReport } from '../../lib/data/chat_check';
 import { DEFAULT_COMBINE, encodeDataset } from '../../lib/data/dataset';
 import { resolveModel } from '../../lib/formats/resolve_model';
-import { loadTokenizer } from '../../lib/tokenizer';
+import { loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
 
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
@@ -30,20 +30,16 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
   const [dataset, out] = argv._.map(String);
-  const tokenizer = argv.tokenizer ? loadTokenizer(argv.tokenizer) : argv.model_name ? loadTokenizer(vocabularyOf(argv.model_name)) : loadTokenizer();
+  const tokenizer = argv.tokenizer ? loadTokenizer(argv.tokenizer) : argv.model_name ? modelTokenizer(resolveModel(argv.model_name)) : loadTokenizer();
   const started = performance.now();
   const result = await encodeDataset(dataset, out, { tokenizer, combine: argv.combine, threads: argv.threads });
   const seconds = (performance.now() - started) / 1000;
+  for (const warning of result.warnings) console.log(`warning: ${warning}`);
   if (result.chat) console.log(formatChatReport(result.chat, null));
   console.log(
     `${out}: ${result.tokens.toLocaleString('en-US')} tokens in ${result.chunks} chunks from ${result.files.length} files ` +
       `(${(result.bytes / 1e6).toFixed(1)} MB of text in ${seconds.toFixed(1)}s: ${(result.bytes / 1e6 / seconds).toFixed(1)} MB/s)`,
   );
-}
-
-function vocabularyOf(modelName: string): string | undefined {
-  const folder = resolveModel(modelName);
-  return folder.vocab ? folder.dir : undefined;
 }
 
 main().catch((err: unknown) => {

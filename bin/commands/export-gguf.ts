@@ -7,12 +7,12 @@ import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
 import { GGUF_WEIGHT_TYPES, type GgufWeightType, writeGguf } from '../../lib/formats/gguf';
 import { resolveModel } from '../../lib/formats/resolve_model';
-import { bundledVocabularyDir, locateVocabulary } from '../../lib/tokenizer/vocab';
+import { modelTokenizer } from '../../lib/tokenizer';
 
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('export-gguf')
-    .usage('$0 <model> <out.gguf>\n\nWrites a model (a name under models/ or a model folder) as a GGUF file for llama.cpp\'s '
+    .usage('$0 <model> <out.gguf>\n\nWrites a model (a name under models/, a model folder, or a training run folder: its latest checkpoint) as a GGUF file for llama.cpp\'s '
       + '"gpt2" architecture, with the model\'s vocabulary (or GPT-2\'s when the folder has none). The output head stays '
       + 'tied to the token embeddings; layer norms, biases and position embeddings are always float32.')
     .positional('model', { type: 'string', describe: 'model name or folder' })
@@ -26,7 +26,7 @@ async function main(): Promise<void> {
     .parseAsync();
   const [name, out] = argv._.map(String);
   const folder = resolveModel(name);
-  const vocabulary = locateVocabulary(folder.vocab ? folder.dir : bundledVocabularyDir());
+  const vocabulary = modelTokenizer(folder).vocab.files;
   const model = await Model.load(folder.dir, { trainable: false, device: 'cpu' });
   try {
     await writeGguf(out, model, vocabulary, {

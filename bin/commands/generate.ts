@@ -90,7 +90,7 @@ async function main(): Promise<void> {
     .usage('$0 [options]\n\nSamples text from a GPT-2 model: unconditionally (from <|endoftext|>), from --prompt, or interactively\n'
       + '(a prompt, its samples, a prompt again) when no --prompt is given and stdin is a terminal.')
     .option('model_name', { type: 'string', default: '124M', describe: 'model name or folder (see bin/download-model)' })
-    .option('restore_from', { type: 'string', describe: 'a model folder to sample from instead (a fine-tuned checkpoint)' })
+    .option('restore_from', { type: 'string', describe: 'a model folder to sample from instead: a checkpoint, or a training run folder (its latest checkpoint)' })
     .option('nsamples', { type: 'number', default: 1, describe: 'number of samples' })
     .option('batch_size', { type: 'number', default: 1, describe: 'samples decoded together (nsamples need not be a multiple)' })
     .option('length', { type: 'number', describe: 'tokens per sample at most (default: half the context)' })

@@ -18,6 +18,11 @@ async function main(): Promise<void> {
     .option('sanitizer', { type: 'string', default: 'none', describe: 'sanitizer of the --model model ("sanitizers.chatbot", "none", or a module path)' })
     .option('host', { type: 'string', describe: 'address to listen on (overrides the config; default 127.0.0.1)' })
     .option('port', { type: 'number', describe: 'port to listen on (overrides the config; default 12345; 0: any free port)' })
+    .option('insecure', {
+      type: 'boolean',
+      default: false,
+      describe: 'listen on an address other than loopback without api_keys (as "insecure": true); without it the server refuses to',
+    })
     .options(COMPUTE_FLAGS)
     .conflicts('config', 'model')
     .example('$0', `serve ./${CONFIG_FILE}, or the models in models/ and checkpoint/`)
@@ -33,7 +38,7 @@ async function main(): Promise<void> {
 
   applyComputeFlags(argv);
   const config = serveConfig({ config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, cwd: process.cwd() });
-  const server = createServer(config);
+  const server = createServer({ ...config, insecure: config.insecure || argv.insecure });
   await server.listen(argv.port ?? config.port, argv.host ?? config.host);
   let stopping = false;
   const stop = (signal: string) => {

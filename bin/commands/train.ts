@@ -35,7 +35,7 @@ async function main(): Promise<void> {
     .option('optimizer', { choices: ['adam', 'sgd'] as const, default: D.optimizer, describe: 'optimizer (SGD wants a larger learning rate, e.g. 0.0006)' })
     .option('memory_saving_gradients', { type: 'boolean', default: D.memory_saving_gradients, describe: 'recompute activations in the backward pass to save memory' })
     .option('only_train_transformer_layers', { type: 'boolean', default: D.only_train_transformer_layers, describe: 'train the transformer blocks only (not embeddings or the final layer norm)' })
-    .option('restore_from', { type: 'string', default: D.restore_from, describe: 'latest (resume the run if it has a checkpoint), fresh (start from --model_name), or a checkpoint folder' })
+    .option('restore_from', { type: 'string', default: D.restore_from, describe: 'latest (resume the run if it has a checkpoint), fresh (start from --model_name), or a checkpoint folder (a training run folder: its latest checkpoint)' })
     .option('run_name', { type: 'string', default: D.run_name, describe: 'run id: the folder under checkpoint/ and samples/' })
     .option('checkpoint_dir', { type: 'string', default: D.checkpoint_dir, describe: 'folder of the runs' })
     .option('sample_dir', { type: 'string', default: D.sample_dir, describe: 'folder of the samples' })
@@ -65,9 +65,9 @@ async function main(): Promise<void> {
 
   applyComputeFlags(argv);
   if (argv.check) {
-    const { report, summary } = await checkDataset(argv.dataset, { combine: argv.combine, model_name: argv.model_name, threads: argv.threads });
+    const { report, passed } = await checkDataset(argv.dataset, { combine: argv.combine, model_name: argv.model_name, threads: argv.threads });
     console.log(report);
-    if (summary && summary.issues.length > 0) process.exitCode = 1;
+    if (!passed) process.exitCode = 1;
     return;
   }
 

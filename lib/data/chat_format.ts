@@ -50,23 +50,43 @@ export function isSide(s: string): s is Side {
   return s === '0' || s === '1';
 }
 
-// An audience a live chat can be written with: 1 to 64 characters, not all blank, no '|' or line break.
+// What an audience must be, as errors say it.
+export const AUDIENCE_RULE = `1 to ${MAX_AUDIENCE_CHARS} characters, not all blank, without "|", line breaks or other control characters`;
+
+// A control character (NUL, escape, a line break...): in an audience it would reach prompts, logs and terminals
+// as it is.
+const CONTROL_CHARACTER = /\p{Cc}/u;
+
+// An audience a live chat can be written with (AUDIENCE_RULE).
 export function isAudience(name: string): boolean {
-  return name.length >= 1 && name.length <= MAX_AUDIENCE_CHARS && !/[|\r\n]/.test(name) && name.trim() !== '';
+  return name.length >= 1 && name.length <= MAX_AUDIENCE_CHARS && !name.includes('|') && !CONTROL_CHARACTER.test(name) && name.trim() !== '';
 }
 
 const MARKERS = new RegExp(`<\\|endoftext\\|>|${END_OF_MESSAGE}`, 'gi');
+// What messageText changes: a marker's '<', a '|', whitespace other than single spaces between words.
+const NEEDS_CLEANING = /[<|]|[^\S ]|  |^ | $/;
 
 // A text as one message's line holds it: no <EOM> or <|endoftext|>, no line break, no '|' (so that no part of
 // it reads as a message of its own, in the bot's voice or anyone's), whitespace collapsed.
 export function messageText(text: string): string {
+  // Most texts are clean already (and every text cleaned once is): found so by one scan instead of four passes.
+  if (!NEEDS_CLEANING.test(text)) return text;
   return text.replace(MARKERS, ' ').replace(/\|/g, ' ').replace(/\s+/g, ' ').trim();
 }
 
 // `name`, if it is an audience a live chat can be written with; a RangeError saying why if not.
 export function checkAudience(name: string): string {
-  if (!isAudience(name)) throw new RangeError(`audience must be 1 to ${MAX_AUDIENCE_CHARS} characters without "|" or line breaks, got ${JSON.stringify(name)}`);
+  if (!isAudience(name)) throw new RangeError(`audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(name)}`);
   return name;
+}
+
+// Any display name (a contact, a group, a channel) made an audience: control characters made spaces, cleaned as a
+// message's text is, and cut to MAX_AUDIENCE_CHARS without splitting a character in two; '' when nothing is left.
+export function toAudience(name: string): string {
+  const cleaned = messageText(name.replace(/\p{Cc}/gu, ' '));
+  if (cleaned.length <= MAX_AUDIENCE_CHARS) return cleaned;
+  const cut = cleaned.slice(0, MAX_AUDIENCE_CHARS);
+  return (/[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut).trimEnd();
 }
 
 // One message's line, without its line break.
@@ -102,6 +122,8 @@ export function parseMessage(line: string): ParsedMessage {
   const text = line.slice(second + 1, hasEom ? trimmed.length - END_OF_MESSAGE.length : line.length).trim();
   if (!isSide(side)) reasons.push(`flag must be 0 or 1, got ${JSON.stringify(side)}`);
   if (audience === '') reasons.push('missing field: empty audience');
+  const control = CONTROL_CHARACTER.exec(audience);
+  if (control) reasons.push(`a control character (U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}) in the audience`);
   if (!hasEom) reasons.push(`no ${END_OF_MESSAGE} at the end`);
   if (text === '') reasons.push('empty message');
   return { message: reasons.length === 0 ? { side: side as Side, audience, text } : null, reasons };

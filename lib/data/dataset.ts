@@ -1,8 +1,7 @@
 // Loading a training dataset as the original tools' load_dataset did: `--dataset` names files (see files.ts);
 // text files are read in order and joined with <|endoftext|> into chunks of at least `combine` characters,
-// then encoded; an .npz adds its arrays as chunks; a token file (bin/encode) is read in place. Chat files
-// are checked on the way (chat_check.ts).
-import fs from 'node:fs';
+// then encoded; an .npz adds its arrays as chunks; a token file (bin/encode) is read in place. Text files are
+// checked to be text (text_file.ts) and chat files to be well formed (chat_check.ts) on the way.
 import os from 'node:os';
 import path from 'node:path';
 import { END_OF_TEXT, EncoderPool, Tokenizer } from '../tokenizer';
@@ -10,6 +9,7 @@ import { ChatChecker, ChatSummary, MalformedChatError } from './chat_check';
 import { looksLikeChat } from './chat_format';
 import { datasetFiles } from './files';
 import { readNpz } from './npz';
+import { readTextFile } from './text_file';
 import { TokenFile, TokenSink, isTokenFile, writeTokenFile } from './token_file';
 import { MemoryTokens, TokenSource } from './tokens';
 
@@ -35,6 +35,7 @@ export interface Dataset {
   source: TokenSource;
   files: string[];
   chat: ChatSummary | null;  // null when no file was checked
+  warnings: string[];        // what is wrong with text files but does not stop training (invalid UTF-8, empty)
 }
 
 type DatasetPart = { kind: 'text'; file: string } | { kind: 'npz'; file: string } | { kind: 'tokens'; file: string };
@@ -48,8 +49,8 @@ function classify(file: string): DatasetPart {
 // Feeds the dataset's chunks to `sink` in order: text joined into chunks of >= combine characters and encoded
 // (on every core), .npz arrays as they are. The one definition of a dataset's chunks, shared by training on
 // text and bin/encode, so both see the same tokens.
-// Returns the bytes of text read.
-async function produceChunks(parts: DatasetPart[], options: DatasetOptions, checker: ChatChecker | null, sink: TokenSink): Promise<number> {
+// Returns the bytes of text read; what is wrong with the text files goes to `warnings`.
+async function produceChunks(parts: DatasetPart[], options: DatasetOptions, checker: ChatChecker | null, sink: TokenSink, warnings: string[]): Promise<number> {
   const combine = options.combine ?? DEFAULT_COMBINE;
   const chatCheck = options.chatCheck ?? 'auto';
   const { tokenizer } = options;
@@ -81,10 +82,9 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
         }
         continue;
       }
-      const data = fs.readFileSync(part.file);
-      bytes += data.length;
-      // A byte order mark (Windows editors and exports write one) is not text.
-      const text = data.toString('utf8').replace(/^\uFEFF/, '');
+      const { text, bytes: size, warnings: fileWarnings } = readTextFile(part.file);
+      bytes += size;
+      warnings.push(...fileWarnings);
       if (checker && (chatCheck === 'all' || looksLikeChat(text))) checker.add(part.file, text);
       raw += text;
       if (raw.length >= combine) {
@@ -124,8 +124,9 @@ export async function loadDataset(spec: string, options: DatasetOptions): Promis
       source.close();
       throw new Error(`${found[0].file}: encoded with a vocabulary of ${source.vocabSize} tokens, but the model's tokenizer has ${options.tokenizer.vocabSize}`);
     }
-    return { source, files, chat: null };
+    return { source, files, chat: null, warnings: [] };
   }
+  const warnings: string[] = [];
   const checker = (options.chatCheck ?? 'auto') === 'off' ? null : new ChatChecker();
   const chunks: Int32Array[] = [];
   let current: Int32Array[] = [];
@@ -136,9 +137,9 @@ export async function loadDataset(spec: string, options: DatasetOptions): Promis
       chunks.push(current.length === 1 ? current[0] : concat(current));
       current = [];
     },
-  });
+  }, warnings);
   const summary = checker?.summary() ?? null;
-  return { source: new MemoryTokens(spec, chunks, options.tokenizer.vocabSize), files, chat: summary && summary.files > 0 ? summary : null };
+  return { source: new MemoryTokens(spec, chunks, options.tokenizer.vocabSize), files, chat: summary && summary.files > 0 ? summary : null, warnings };
 }
 
 function concat(arrays: Int32Array[]): Int32Array {
@@ -157,6 +158,7 @@ export interface EncodeResult {
   chunks: number;
   bytes: number;             // text read
   chat: ChatSummary | null;
+  warnings: string[];        // as Dataset's
 }
 
 // bin/encode: the dataset `spec` names, encoded once into a token file at `target` (written atomically).
@@ -166,6 +168,7 @@ export async function encodeDataset(spec: string, target: string, options: Datas
   const checker = (options.chatCheck ?? 'auto') === 'off' ? null : new ChatChecker();
   let tokens = 0;
   let bytes = 0;
+  const warnings: string[] = [];
   const header = await writeTokenFile(target, options.tokenizer, async (sink) => {
     bytes = await produceChunks(found, options, checker, {
       append: (t) => {
@@ -173,11 +176,11 @@ export async function encodeDataset(spec: string, target: string, options: Datas
         sink.append(t);
       },
       endChunk: () => sink.endChunk(),
-    });
+    }, warnings);
     // Malformed chat is refused before the file appears.
     const checked = checker?.summary();
     if (checked && checked.issues.length > 0) throw new MalformedChatError(checked, tokens);
   });
   const summary = checker?.summary() ?? null;
-  return { files: found.map((p) => p.file), tokens: header.tokenCount, chunks: header.chunkCount, bytes, chat: summary && summary.files > 0 ? summary : null };
+  return { files: found.map((p) => p.file), tokens: header.tokenCount, chunks: header.chunkCount, bytes, chat: summary && summary.files > 0 ? summary : null, warnings };
 }

@@ -11,8 +11,9 @@ import {
   NativeStepOptions,
   NativeTensorInfo,
 } from './native';
-import { inspectModelFolder } from '../formats/model_folder';
+import { hfConfigFields, inspectModelFolder } from '../formats/model_folder';
 import { openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
+import { checkMemoryPlan } from './memory_plan';
 import { writeTextAtomic } from '../util/atomic_file';
 import { Rng } from '../util/rng';
 import { readJsonObject } from '../util/json_file';
@@ -39,9 +40,16 @@ const PREFIX = 'transformer.';
 const LM_HEAD = 'lm_head.weight';
 
 
+// Where a model's config came from, for errors that name one of its fields.
+interface ConfigSource {
+  where: string;                                   // the config file
+  fieldName: (key: keyof GPT2Config) => string;    // a size as that file spells it
+}
+
+const CREATED: ConfigSource = { where: 'Model.create config', fieldName: (key) => key };
+
 // The config fields readHFConfig does not read, which this engine does not let vary.
-function checkComputeConfig(file: string): void {
-  const c = readJsonObject(file);
+function checkComputeConfig(file: string, c: Record<string, unknown>): void {
   if (c.activation_function !== undefined && c.activation_function !== 'gelu_new') {
     throw new Error(`${file}: field "activation_function" is ${JSON.stringify(c.activation_function)}; only "gelu_new" (tanh GELU) is supported`);
   }
@@ -79,6 +87,22 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
+// Where a tensor holds a NaN or an infinity, and which; null when every value is finite. Such weights load
+// without complaint and then generate nothing but "?", so loading refuses them. Tested on the bits, as stored
+// (a float's exponent all ones), in one pass over data already in memory.
+function firstNonFinite(data: Float32Array | Uint16Array, dtype: 'F32' | 'F16' | 'BF16'): { index: number; value: string } | null {
+  const bits = data instanceof Float32Array ? new Uint32Array(data.buffer, data.byteOffset, data.length) : data;
+  const exponent = dtype === 'F32' ? 0x7f800000 : dtype === 'F16' ? 0x7c00 : 0x7f80;
+  const sign = dtype === 'F32' ? 0x80000000 : 0x8000;
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i];
+    if ((b & exponent) !== exponent) continue;
+    const value = (b & ~sign & ~exponent) !== 0 ? 'a NaN' : b & sign ? '-Infinity' : '+Infinity';
+    return { index: i, value };
+  }
+  return null;
+}
+
 export class Model {
   readonly config: GPT2Config;
   readonly tensors: readonly NativeTensorInfo[];
@@ -88,15 +112,22 @@ export class Model {
   private readonly decayFlags: Uint8Array;
   private tail: Promise<unknown> = Promise.resolve();
   private pending = 0;
+  private weightChanges = 0;
   private disposed = false;
 
-  private constructor(config: GPT2Config, options: ModelOptions) {
+  private constructor(config: GPT2Config, options: ModelOptions, source: ConfigSource) {
     this.config = { ...config };
-    this.native = new (loadAddon().Model)(this.config, {
+    const nativeOptions: NativeOptions = {
       ...options,
       device: options.device ?? computeDefaults.device,
       precision: options.precision ?? computeDefaults.precision,
-    });
+    };
+    // The CUDA backend names what did not fit itself; on the CPU the allocation would fail with a bare "out of memory".
+    const device = nativeOptions.device ?? 'auto';
+    if (device === 'cpu' || (device === 'auto' && !loadAddon().cudaAvailable())) {
+      checkMemoryPlan(this.config, nativeOptions, source.where, source.fieldName);
+    }
+    this.native = new (loadAddon().Model)(this.config, nativeOptions);
     this.tensors = this.native.layout();
     this.byName = new Map(this.tensors.map((t) => [t.name, t]));
     this.trainableFlags = new Uint8Array(this.tensors.length).fill(1);
@@ -108,11 +139,13 @@ export class Model {
     if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
       throw new Error(`${dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${dir} <output folder>\``);
     }
-    checkComputeConfig(folder.configFile);
+    const json = readJsonObject(folder.configFile);
+    checkComputeConfig(folder.configFile, json);
+    const fields = hfConfigFields(json);
     const file = openSafetensors(folder.weights);
     let model: Model | null = null;
     try {
-      model = new Model(folder.config, options);
+      model = new Model(folder.config, options, { where: folder.configFile, fieldName: (key) => fields[key] });
       model.loadWeights(file, folder.configFile);
       return model;
     } catch (err) {
@@ -125,7 +158,7 @@ export class Model {
 
   static create(config: GPT2Config, options: ModelOptions & { seed?: number } = {}): Model {
     const { seed = 0, ...nativeOptions } = options;
-    const model = new Model(config, nativeOptions);
+    const model = new Model(config, nativeOptions, CREATED);
     const rng = new Rng(seed);
     const residualStd = 0.02 / Math.sqrt(2 * config.nLayer);
     for (const t of model.tensors) {
@@ -158,7 +191,11 @@ export class Model {
       if (!sameShape(entry.shape, info.shape)) {
         throw new Error(`${file.path}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}] but ${configFile} implies [${info.shape.join(', ')}]`);
       }
-      this.native.writeParams(info.offset, this.readTensor(file, entry.name), entry.dtype === 'F32' ? 'f32' : entry.dtype === 'F16' ? 'f16' : 'bf16');
+      const data = this.readTensor(file, entry.name);
+      const dtype = entry.dtype as 'F32' | 'F16' | 'BF16';
+      const bad = firstNonFinite(data, dtype);
+      if (bad) throw new Error(`${file.path}: tensor "${entry.name}" has ${bad.value} at element ${bad.index}`);
+      this.native.writeParams(info.offset, data, dtype === 'F32' ? 'f32' : dtype === 'F16' ? 'f16' : 'bf16');
       loaded.add(name);
     }
     const missing = this.tensors.filter((t) => !loaded.has(t.name)).map((t) => t.name);
@@ -210,6 +247,12 @@ export class Model {
     return run;
   }
 
+  // Counts the changes of the weights through this object (optimizer steps, setParam), so that what was computed
+  // from earlier weights (a KV cache a later prompt could reuse) is known to be stale.
+  get weightsVersion(): number {
+    return this.weightChanges;
+  }
+
   run<T>(fn: (native: NativeModel) => Promise<T> | T): Promise<T> {
     return this.enqueue(() => fn(this.native));
   }
@@ -223,7 +266,10 @@ export class Model {
   }
 
   step(options: NativeStepOptions): Promise<number> {
-    return this.enqueue(() => this.native.step(options));
+    return this.enqueue(() => {
+      this.weightChanges++;
+      return this.native.step(options);
+    });
   }
 
   // Immediate when nothing is queued; otherwise runs after the queued calls. Either way the errors it can meet
@@ -256,6 +302,7 @@ export class Model {
       throw new Error(`tensor "${name}" has ${info.numel} elements ([${info.shape.join(', ')}]), got ${data.length}`);
     }
     this.native.writeParams(info.offset, data, 'f32');
+    this.weightChanges++;
   }
 
   getGrad(name: string): Float32Array {

@@ -85,7 +85,7 @@ export interface NativeModel {
 
   kvReserve(nSlots: number): void;
   kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, logitsOut: Float32Array): Promise<void>;
-  kvReset(slot: number): void;
+  kvTruncate(slot: number, length: number): void;  // keeps the slot's first `length` tokens (0 empties it)
   kvLength(slot: number): number;
   // rngState: two 64-bit words per row, advanced in place; histories: tokens seen by each row
   dispose(): void;  // frees the native memory now rather than at garbage collection

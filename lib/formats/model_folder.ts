@@ -54,20 +54,26 @@ function checkHeads(file: string, config: GPT2Config, headField: string, embdFie
   return config;
 }
 
-// config.json in Hugging Face's GPT-2 naming: n_layer, n_head, n_embd, n_positions (or the older n_ctx), vocab_size.
+// The config.json field of each size, in Hugging Face's GPT-2 naming: the context is n_positions, or n_ctx in
+// older files.
+export function hfConfigFields(json: Record<string, unknown>): Readonly<Record<keyof GPT2Config, string>> {
+  return { nLayer: 'n_layer', nHead: 'n_head', nEmbd: 'n_embd', nCtx: json.n_positions !== undefined ? 'n_positions' : 'n_ctx', vocabSize: 'vocab_size' };
+}
+
+// config.json in Hugging Face's GPT-2 naming (hfConfigFields).
 export function readHFConfig(file: string): GPT2Config {
   const json = readJsonObject(file);
   if (json.model_type !== undefined && json.model_type !== 'gpt2') {
     throw new Error(`${file}: field "model_type" is ${JSON.stringify(json.model_type)}; dixie runs GPT-2 models ("gpt2")`);
   }
-  const ctxField = json.n_positions !== undefined ? 'n_positions' : 'n_ctx';
+  const fields = hfConfigFields(json);
   return checkHeads(file, {
-    nLayer: positiveInt(file, json, 'n_layer'),
-    nHead: positiveInt(file, json, 'n_head'),
-    nEmbd: positiveInt(file, json, 'n_embd'),
-    nCtx: positiveInt(file, json, ctxField),
-    vocabSize: positiveInt(file, json, 'vocab_size'),
-  }, 'n_head', 'n_embd');
+    nLayer: positiveInt(file, json, fields.nLayer),
+    nHead: positiveInt(file, json, fields.nHead),
+    nEmbd: positiveInt(file, json, fields.nEmbd),
+    nCtx: positiveInt(file, json, fields.nCtx),
+    vocabSize: positiveInt(file, json, fields.vocabSize),
+  }, fields.nHead, fields.nEmbd);
 }
 
 // hparams.json of OpenAI's release and the original tools: n_vocab, n_ctx, n_embd, n_head, n_layer.

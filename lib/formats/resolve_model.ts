@@ -1,7 +1,9 @@
-// Model names as every command takes them: OpenAI's release names (124M, 355M, 774M, 1558M), Hugging Face's
-// (gpt2, gpt2-medium, gpt2-large, gpt2-xl), any other folder name under the models folder, or a path.
+// Model names as every command takes them (bin/generate, bin/chat, bin/export-gguf, bin/train, the server):
+// OpenAI's release names (124M, 355M, 774M, 1558M), Hugging Face's (gpt2, gpt2-medium, gpt2-large, gpt2-xl), any
+// other folder name under the models folder, or a path; a training run folder stands for its latest checkpoint.
 import fs from 'node:fs';
 import path from 'node:path';
+import { checkpointFolder } from '../train/checkpoint';
 import { inspectModelFolder, type ModelFolder } from './model_folder';
 
 export const RELEASE_NAMES = ['124M', '355M', '774M', '1558M'] as const;
@@ -49,7 +51,9 @@ function howToGet(name: string, dir: string): string {
   return `download a GPT-2 release with \`bin/download-model 124M\` (or 355M, 774M, 1558M), or convert a TensorFlow checkpoint with \`bin/import-tf <checkpoint folder> ${target}\``;
 }
 
-// The model folder of a name, ready to load (Hugging Face layout), or an error that says how to get it.
+// The model folder of a name, ready to load (Hugging Face layout), or an error that says how to get it. A training
+// run folder (checkpoint/run1) gives its latest checkpoint, looked up at each call, so that a model loaded again
+// later picks up the newest checkpoint of a run that is still training.
 export function resolveModel(name: string): ModelFolder {
   if (name.trim() === '') throw new Error('no model name given');
   const dir = modelDir(name);
@@ -57,10 +61,10 @@ export function resolveModel(name: string): ModelFolder {
     const where = isPath(name) ? dir : `${dir} (models are looked up in ${modelsDir()}; set DIXIE_MODELS_DIR to look elsewhere)`;
     throw new Error(`model "${name}" not found: no folder ${where}; ${howToGet(name, dir)}`);
   }
-  const folder = inspectModelFolder(dir);
+  const folder = inspectModelFolder(checkpointFolder(dir));
   if (folder.kind !== 'huggingface') {
     const what = folder.kind === 'openai-release' ? "OpenAI's TensorFlow release" : 'a TensorFlow checkpoint of the original tools';
-    throw new Error(`${dir} holds ${what} (${path.basename(folder.weights)}); convert it once with \`bin/import-tf ${dir} ${dir}\``);
+    throw new Error(`${folder.dir} holds ${what} (${path.basename(folder.weights)}); convert it once with \`bin/import-tf ${folder.dir} ${folder.dir}\``);
   }
   return folder;
 }

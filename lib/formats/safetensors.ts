@@ -136,7 +136,9 @@ export class SafetensorsFile {
   }
 
   private static readHeader(file: string, fd: number): { tensors: TensorEntry[]; metadata: Record<string, string>; dataStart: number } {
-    const fileSize = fs.fstatSync(fd).size;
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) throw new Error(`${file}: ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, where the weights should be one safetensors file`);
+    const fileSize = stat.size;
     if (fileSize < 8) throw new Error(`${file}: not a safetensors file: ${fileSize} bytes, shorter than the 8-byte header length`);
     const lengthBytes = new Uint8Array(8);
     readFully(fd, lengthBytes, 0, file, 'header length');

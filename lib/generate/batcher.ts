@@ -3,9 +3,14 @@
 // prompt, at most maxStepTokens prompt tokens per step, beside one token for each request already decoding)
 // and samples all of them in one call. Requests join and leave between steps. Every native call goes
 // through model.run, so steps interleave with anything else queued on the model but never overlap it.
+// A slot keeps what its last request left in the KV cache: a new request goes to the free slot that holds the
+// longest start of its prompt (a chat's next turn holds the last one whole) and prefills only the rest. Keyed
+// by the tokens themselves, it serves stateless clients that send the whole history each time, and gives the
+// same tokens as a cold prefill.
 import { Model } from '../engine/model';
 import { NativeModel } from '../engine/native';
 import { Tokenizer } from '../tokenizer';
+import { MAX_TOP_LOGPROBS, tokenLogprob } from './logprobs';
 import {
   DEFAULT_SAMPLING,
   FinishReason,
@@ -26,12 +31,14 @@ export interface BatchRequest {
   signal?: AbortSignal;             // finishes the request with 'aborted' at the next step
   deadline?: number;                // Date.now() time after which it finishes with 'deadline'
   onText?: (piece: string) => void; // the text as it is generated, in pieces (stop sequences never shown)
+  logprobs?: number;                // each token's log-probability and this many alternatives' (0-20)
 }
 
 export interface BatcherOptions {
   slots?: number;          // requests decoded together (default 8); more wait in a queue
   contextKeep?: number;    // tokens kept when a context passes nCtx (default nCtx / 2); see Sequence.nextFeed
   maxStepTokens?: number;  // prompt tokens fed in one step (default 256): bounds how long a prefill stalls others
+  reusePrefixes?: boolean; // a prompt that starts with what a free slot holds prefills only the rest (default true)
 }
 
 interface Job {
@@ -40,6 +47,8 @@ interface Job {
   resolve: (result: GenerateResult) => void;
   reject: (err: Error) => void;
   submittedAt: number;
+  cachedPromptTokens: number;  // the prompt's start that its slot held already
+  weightsVersion: number;      // the model's when the job took its slot
   startedAt: number;
   firstTokenAt: number;
 }
@@ -49,7 +58,8 @@ interface Row {
   job: Job;
   slot: number;
   feed: Int32Array;
-  reset: boolean;
+  reset: boolean;     // cut the slot back to `keep` tokens first
+  keep: number;
   samples: boolean;  // its feed completes its context, so its logits give the next token
 }
 
@@ -61,9 +71,16 @@ export class Batcher {
   private readonly vocabSize: number;
   private readonly contextKeep: number;
   private readonly maxStepTokens: number;
+  private readonly reusePrefixes: boolean;
   private readonly queue: Job[] = [];
   private readonly bySlot: (Job | null)[];
   private readonly suspects = new Set<Job>();  // rows of a failed step, stepped alone until they sample
+  // What each free slot still holds from its last request (null: nothing known), and when it was freed: a new
+  // request goes to the slot that holds the longest start of its prompt, else to the one freed longest ago.
+  private readonly slotHeld: (Int32Array | null)[];
+  private readonly slotHeldVersion: number[];  // the model's weightsVersion that computed it
+  private readonly slotFreedAt: number[];
+  private freed = 0;
   private loop: Promise<void> | null = null;
   private reserved = false;
   private closed = false;
@@ -77,6 +94,7 @@ export class Batcher {
     this.slots = options.slots ?? 8;
     this.contextKeep = options.contextKeep ?? Math.floor(nCtx / 2);
     this.maxStepTokens = options.maxStepTokens ?? 256;
+    this.reusePrefixes = options.reusePrefixes ?? true;
     if (!(Number.isInteger(this.slots) && this.slots >= 1)) throw new RangeError(`slots must be an integer >= 1, got ${this.slots}`);
     if (!(Number.isInteger(this.contextKeep) && this.contextKeep >= 1 && this.contextKeep < nCtx)) {
       throw new RangeError(`contextKeep must be an integer in [1, ${nCtx}), got ${this.contextKeep}`);
@@ -92,6 +110,9 @@ export class Batcher {
     this.nCtx = nCtx;
     this.vocabSize = vocabSize;
     this.bySlot = new Array<Job | null>(this.slots).fill(null);
+    this.slotHeld = new Array<Int32Array | null>(this.slots).fill(null);
+    this.slotHeldVersion = new Array<number>(this.slots).fill(-1);
+    this.slotFreedAt = new Array<number>(this.slots).fill(0);
     this.logits = new Float32Array(this.slots * vocabSize);
     this.rngState = new BigUint64Array(2 * this.slots);
   }
@@ -138,6 +159,10 @@ export class Batcher {
 
   private makeJob(request: BatchRequest): Job {
     if (this.closed) throw new Error('the batcher is closed');
+    const top = request.logprobs;
+    if (top !== undefined && !(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) {
+      throw new RangeError(`logprobs must be an integer from 0 to ${MAX_TOP_LOGPROBS}, got ${top}`);
+    }
     const sampling = { ...DEFAULT_SAMPLING, ...request.sampling };
     checkSampling(sampling, this.vocabSize);
     for (let i = 0; i < request.promptTokens.length; i++) {
@@ -168,7 +193,7 @@ export class Batcher {
     const unset = (): void => {
       throw new Error('unreachable');
     };
-    return { seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), startedAt: NaN, firstTokenAt: NaN };
+    return { seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1, startedAt: NaN, firstTokenAt: NaN };
   }
 
   private async run(): Promise<void> {
@@ -213,7 +238,9 @@ export class Batcher {
         job.seq.rng[0] = this.rngState[2 * s];
         job.seq.rng[1] = this.rngState[2 * s + 1];
         if (Number.isNaN(job.firstTokenAt)) job.firstTokenAt = now;
-        if (job.seq.accept(tokens[s])) this.finish(job, job.seq.finishReason as FinishReason, row.slot);
+        const top = job.request.logprobs;
+        const logprob = top === undefined ? undefined : tokenLogprob(this.logits.subarray(s * this.vocabSize, (s + 1) * this.vocabSize), tokens[s], top);
+        if (job.seq.accept(tokens[s], logprob)) this.finish(job, job.seq.finishReason as FinishReason, row.slot);
       }
     }
   }
@@ -234,9 +261,36 @@ export class Batcher {
   }
 
   private admit(): void {
-    for (let slot = 0; slot < this.slots && this.queue.length > 0; slot++) {
-      if (this.bySlot[slot] === null) this.bySlot[slot] = this.queue.shift() as Job;
+    while (this.queue.length > 0) {
+      const job = this.queue[0];
+      let slot = -1;
+      let reused = 0;
+      for (let s = 0; s < this.slots; s++) {
+        if (this.bySlot[s] !== null) continue;
+        const held = this.reusePrefixes && this.slotHeldVersion[s] === this.model.weightsVersion ? this.slotHeld[s] : null;
+        const common = held === null ? 0 : Math.min(commonPrefix(held, job.request.promptTokens), job.seq.promptLength - 1);
+        if (slot < 0 || common > reused || (common === reused && this.slotFreedAt[s] < this.slotFreedAt[slot])) {
+          slot = s;
+          reused = common;
+        }
+      }
+      if (slot < 0) return;
+      this.queue.shift();
+      this.bySlot[slot] = job;
+      this.slotHeld[slot] = null;
+      job.seq.reuse(reused);
+      job.cachedPromptTokens = reused;
+      job.weightsVersion = this.model.weightsVersion;
     }
+  }
+
+  // A slot leaves its job: what it holds stays for a later prompt that starts the same way, unless unknown or
+  // computed by weights that changed while the job ran.
+  private release(slot: number, job: Job, held: Int32Array | null): void {
+    this.bySlot[slot] = null;
+    this.slotHeld[slot] = job.weightsVersion === this.model.weightsVersion ? held : null;
+    this.slotHeldVersion[slot] = job.weightsVersion;
+    this.slotFreedAt[slot] = ++this.freed;
   }
 
   // This step's rows: every decoding request feeds its one new token; prompts (and window re-prefills) share
@@ -248,9 +302,9 @@ export class Batcher {
         this.suspects.delete(job);  // finished meanwhile
         continue;
       }
-      const reset = job.seq.needsReset;
       const feed = job.seq.nextFeed(this.maxStepTokens);
-      return [{ job, slot, feed, reset, samples: feed.length === job.seq.nextFeed(Infinity).length }];
+      const reset = job.seq.needsReset;
+      return [{ job, slot, feed, reset, keep: job.seq.held.length, samples: feed.length === job.seq.nextFeed(Infinity).length }];
     }
     const sampling: Row[] = [];
     const partial: Row[] = [];
@@ -258,7 +312,7 @@ export class Batcher {
     this.bySlot.forEach((job, slot) => {
       if (!job) return;
       const feed = job.seq.nextFeed(Infinity);
-      if (feed.length === 1 && !job.seq.needsReset) sampling.push({ job, slot, feed, reset: false, samples: true });
+      if (feed.length === 1 && !job.seq.needsReset) sampling.push({ job, slot, feed, reset: false, keep: 0, samples: true });
       else prefills.push({ job, slot });
     });
     let budget = Math.max(1, this.maxStepTokens - sampling.length);
@@ -269,7 +323,7 @@ export class Batcher {
       budget -= feed.length;
       if (Number.isNaN(job.startedAt)) job.startedAt = Date.now();
       const whole = feed.length === job.seq.nextFeed(Infinity).length;
-      (whole ? sampling : partial).push({ job, slot, feed, reset, samples: whole });
+      (whole ? sampling : partial).push({ job, slot, feed, reset, keep: job.seq.held.length, samples: whole });
     }
     return sampling.concat(partial);
   }
@@ -283,7 +337,7 @@ export class Batcher {
     const tokens = new Int32Array(total);
     let at = 0;
     rows.forEach((row, i) => {
-      if (row.reset) native.kvReset(row.slot);
+      if (row.reset) native.kvTruncate(row.slot, row.keep);
       slots[i] = row.slot;
       nNew[i] = row.feed.length;
       tokens.set(row.feed, at);
@@ -305,13 +359,13 @@ export class Batcher {
   }
 
   private fail(row: Row, err: Error): void {
-    this.bySlot[row.slot] = null;
+    this.release(row.slot, row.job, null);
     this.suspects.delete(row.job);
     row.job.reject(err);
   }
 
   private finish(job: Job, reason: FinishReason, slot?: number): void {
-    if (slot !== undefined) this.bySlot[slot] = null;
+    if (slot !== undefined) this.release(slot, job, job.seq.held);
     job.seq.finish(reason);
     const now = Date.now();
     const generated = job.seq.generated.length;
@@ -319,15 +373,25 @@ export class Batcher {
     job.resolve({
       text: job.seq.textSoFar,
       tokens: job.seq.generated.slice(),
+      ...(job.request.logprobs !== undefined && { logprobs: job.seq.logprobs.slice() }),
       finishReason: job.seq.finishReason as FinishReason,
       timings: {
         queuedMs: (Number.isNaN(job.startedAt) ? now : job.startedAt) - job.submittedAt,
         firstTokenMs: job.firstTokenAt - job.submittedAt,
         totalMs: now - job.submittedAt,
         promptTokens: job.seq.promptLength,
+        cachedPromptTokens: job.cachedPromptTokens,
         generatedTokens: generated,
         tokensPerSecond: generated > 1 && decodeMs > 0 ? ((generated - 1) * 1000) / decodeMs : NaN,
       },
     });
   }
+}
+
+// How many tokens two sequences share at their start.
+function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
 }

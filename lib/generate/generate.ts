@@ -17,7 +17,7 @@
 import { Model } from '../engine/model';
 import { WeightDType } from '../engine/native';
 import { resolveModel } from '../formats/resolve_model';
-import { loadTokenizer, Tokenizer } from '../tokenizer';
+import { modelTokenizer, Tokenizer } from '../tokenizer';
 import { Batcher, BatcherOptions, BatchRequest } from './batcher';
 import { GenerateResult, SamplingOptions } from './sequence';
 
@@ -29,6 +29,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   signal?: AbortSignal;
   deadline?: number;
   onText?: (piece: string) => void;
+  logprobs?: number;  // each token's log-probability and this many alternatives' (0-20)
 }
 
 export interface LoadOptions extends BatcherOptions {
@@ -45,11 +46,11 @@ export class Generator {
   }
 
   // A model by name or folder (see lib/formats/resolve_model), inference only, with its own vocabulary if the
-  // folder has one (GPT-2's otherwise).
+  // folder has one (GPT-2's otherwise, see modelTokenizer).
   static async load(name: string, options: LoadOptions = {}): Promise<Generator> {
     const folder = resolveModel(name);
+    const tokenizer = modelTokenizer(folder);
     const model = await Model.load(folder.dir, { weightDtype: options.dtype ?? 'f32', threads: options.threads, trainable: false });
-    const tokenizer = folder.vocab ? loadTokenizer(folder.dir) : loadTokenizer();
     const generator = new Generator(model, tokenizer, options);
     generator.ownsModel = true;
     return generator;

@@ -5,6 +5,8 @@ export { Batcher } from './batcher';
 export type { BatchRequest, BatcherOptions } from './batcher';
 export { DEFAULT_SAMPLING, SamplingError, Sequence, checkSampling, rngStateFromSeed } from './sequence';
 export type { FinishReason, GenerateResult, SamplingOptions, Timings } from './sequence';
+export { MAX_TOP_LOGPROBS, tokenLogprob } from './logprobs';
+export type { Alternative, TokenLogprob } from './logprobs';
 export { ChatSession } from './chat';
 export { isAudience } from '../data/chat_format';
 export type { ChatOptions, ChatReply } from './chat';

@@ -3,6 +3,7 @@
 // out without ever showing the start of a stop sequence that may still complete.
 import { StreamDecoder, Tokenizer } from '../tokenizer';
 import { NativeSampling } from '../engine/native';
+import type { TokenLogprob } from './logprobs';
 
 // Sampling settings (temperature 0: greedy; topK 0 and topP 1: off; penalize in (0, 1], 0: off). The
 // repetition penalty is the original tools' --penalize done right: every distinct token of the window (prompt
@@ -22,6 +23,7 @@ export interface Timings {
   firstTokenMs: number;   // submit -> first token sampled (NaN when none was)
   totalMs: number;        // submit -> finished
   promptTokens: number;
+  cachedPromptTokens: number;  // of them, found in the KV cache already (see Batcher: prefix reuse)
   generatedTokens: number;
   tokensPerSecond: number;  // generated tokens after the first / time after the first
 }
@@ -29,6 +31,7 @@ export interface Timings {
 export interface GenerateResult {
   text: string;           // the generated text (not the prompt), cut where a stop sequence begins
   tokens: number[];       // the sampled tokens (a stop token excluded)
+  logprobs?: TokenLogprob[];  // each token's, when the request asked for them
   finishReason: FinishReason;
   timings: Timings;
 }
@@ -92,6 +95,7 @@ export class Sequence {
   readonly rng: BigUint64Array;
   readonly promptLength: number;
   readonly generated: number[] = [];
+  readonly logprobs: TokenLogprob[] = [];  // one per generated token, when the request asks for them
   finishReason: FinishReason | null = null;
 
   // Everything the model has seen or will see, prompt first: context[windowStart, length) is the window
@@ -100,7 +104,7 @@ export class Sequence {
   private length: number;
   private windowStart = 0;
   private cached = 0;
-  // Set when the slot must be emptied before the next feed (a window shift).
+  // Set when the slot must be cut back to `cached` tokens before the next feed (a new slot, a window shift).
   needsReset = true;
 
   private readonly decoder: StreamDecoder;
@@ -145,6 +149,18 @@ export class Sequence {
     return this.context.subarray(from, Math.min(this.length, from + budget));
   }
 
+  // The slot already holds the first n tokens of the prompt (a prefix an earlier request left there): they
+  // are not fed again. At least the prompt's last token is, since its logits give the first new token.
+  reuse(n: number): void {
+    if (!(Number.isInteger(n) && n >= 0 && n < this.promptLength && this.windowStart === 0)) throw new RangeError(`cannot reuse ${n} tokens of a ${this.promptLength}-token prompt`);
+    this.cached = n;
+  }
+
+  // The tokens the slot holds (or will hold, once cut back before the next feed), oldest first.
+  get held(): Int32Array {
+    return this.context.subarray(this.windowStart, this.windowStart + this.cached);
+  }
+
   // The slot's contents are unknown (a step failed midway): it is emptied and its window fed again.
   refill(): void {
     this.cached = 0;
@@ -172,9 +188,10 @@ export class Sequence {
   }
 
   // Takes a sampled token; returns true when the sequence has finished.
-  accept(token: number): boolean {
+  accept(token: number, logprob?: TokenLogprob): boolean {
     if (this.options.stopTokens.includes(token)) return this.finish('stop');
     this.generated.push(token);
+    if (logprob) this.logprobs.push(logprob);
     if (this.length === this.context.length) {
       const grown = new Int32Array(this.context.length * 2);
       grown.set(this.context);

@@ -2,7 +2,7 @@
 // it, or "chatbot"; "none") or a module path (resolved from the config file's folder) that exports
 // `createSanitizer(options): Sanitizer` or `sanitize(text): string`.
 import path from 'node:path';
-import { isAudience, MAX_AUDIENCE_CHARS } from '../data/chat_format';
+import { AUDIENCE_RULE, isAudience } from '../data/chat_format';
 import { CHATBOT_DEFAULTS, createChatbotSanitizer, type ChatbotSanitizerOptions } from './chatbot';
 import type { Sanitizer } from './types';
 
@@ -33,7 +33,7 @@ export function chatbotOptions(raw: Record<string, unknown>, where: string): Cha
   if (raw.names !== undefined) {
     const v = raw.names;
     if (!Array.isArray(v)) fail(`${where}.names`, 'an array of names', v);
-    o.names = v.map((n: unknown, i) => (typeof n === 'string' && isAudience(n) ? n : fail(`${where}.names[${i}]`, `a name of 1 to ${MAX_AUDIENCE_CHARS} characters without "|"`, n)));
+    o.names = v.map((n: unknown, i) => (typeof n === 'string' && isAudience(n) ? n : fail(`${where}.names[${i}]`, `a name of ${AUDIENCE_RULE}`, n)));
   }
   if (raw.acronyms !== undefined) {
     const v = raw.acronyms;

@@ -12,13 +12,18 @@ import { createAlexaRouter, type ChatFn } from './alexa';
 import { loadSanitizer, type Sanitizer } from '../sanitize';
 import type { ServerConfig } from './config';
 import { gpt2Loader, type LoadedModel } from './engine';
+import { boundedBody } from './body';
 import { HttpError } from './errors';
+import { allowedHosts, hostAllowed, isLoopback } from './hosts';
 import { createLog, type Log } from './log';
 import { ModelRegistry } from './model_registry';
 import { resolveModelSource } from './model_source';
 import { healthRouter } from './routes/health';
 import { invocationsRouter } from './routes/invocations';
+import { metricsRouter } from './routes/metrics';
 import { modelsRouter } from './routes/models';
+import { openAIError, openAIRouter } from './routes/openai';
+import { tokensRouter } from './routes/tokens';
 import { ChatService, checkSamplingDefaults } from './service';
 import type { GPT2Config } from '../formats/model_folder';
 
@@ -61,15 +66,19 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   const registry = new ModelRegistry<LoadedModel>(
     config.models.map((m) => m.key),
     gpt2Loader(new Map(config.models.map((m) => [m.key, m])), { threads: config.threads, batchSlots: config.batchSlots }),
-    { budgetBytes: config.memoryBudgetBytes, idleUnloadMs: config.idleUnloadMs, log },
+    // A model whose room another model waits for takes up to four more batches of its own requests first.
+    { budgetBytes: config.memoryBudgetBytes, idleUnloadMs: config.idleUnloadMs, turnGrants: 4 * config.batchSlots, log },
   );
   const service = new ChatService(config, registry, sanitizers, log);
   let draining = false;
   let httpServer: http.Server | null = null;
+  // The Host names answered (hosts.ts); listen() sets them again for the address it binds.
+  let hosts = allowedHosts(config.allowedHosts, config.host);
 
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', 'loopback, linklocal, uniquelocal');
+  // X-Forwarded-For is believed only from the proxies configured: anyone else could write any address there.
+  app.set('trust proxy', config.trustProxy);
 
   // Request id, logs and metrics for every request, whichever router answers it.
   app.use((req: Request, res: Response, next: NextFunction) => {
@@ -93,8 +102,20 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     next();
   });
 
-  app.use(healthRouter(service, () => draining));
+  // The Host header as sent (req.hostname would believe X-Forwarded-Host from a trusted proxy). /ping is exempt:
+  // it tells nothing, and load balancers often ask for it by address.
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    if (hosts === null || req.path === '/ping' || hostAllowed(req.headers.host, hosts)) {
+      next();
+      return;
+    }
+    next(new HttpError(421, `this server does not answer for the host ${JSON.stringify(req.headers.host)} (allowed_hosts: ${hosts.join(', ')})`));
+  });
+
+  app.use(healthRouter(() => draining));
   app.use(express.static(publicDir(), { index: 'index.html', maxAge: '1h' }));
+  const metrics = metricsRouter(service);
+  if (config.metricsPublic) app.use(metrics);
 
   // Routers mounted by others go here, ahead of authentication (the Alexa skill authenticates by signature).
   const extensions = express.Router();
@@ -113,23 +134,31 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       next();
     });
   }
+  if (!config.metricsPublic) app.use(metrics);
 
-  const jsonBody = express.json({ limit: config.bodyLimitBytes, type: ['application/json', 'application/*+json'], strict: true });
-  const requireJson = (req: Request, _res: Response, next: NextFunction) => {
+  const jsonBody = boundedBody(
+    express.json({ limit: config.bodyLimitBytes, type: ['application/json', 'application/*+json'], strict: true }),
+    config.bodyLimitBytes,
+    config.requestTimeoutMs,
+  );
+  const requireJson = (req: Request, res: Response, next: NextFunction) => {
     if (!req.is(['application/json', 'application/*+json'])) {
       next(new HttpError(415, 'send the body as JSON with "Content-Type: application/json"'));
       return;
     }
-    jsonBody(req, _res, next);
+    jsonBody(req, res, next);
   };
   app.use(invocationsRouter(service, requireJson));
   app.use(modelsRouter(service, requireJson, log));
+  app.use(openAIRouter(service, requireJson));
+  app.use(tokensRouter(service, requireJson));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
   });
 
-  // The one error handler: HttpError as it says; body-parser's errors (too large, bad JSON) by their status.
+  // The one error handler: HttpError as it says; a client error from a library (http-errors marks those it
+  // may show with `expose`) by its status; anything else is a 500 whose details go to the log only.
   app.use((err: unknown, req: Request, res: Response, next: NextFunction) => {
     if (res.headersSent) {
       next(err);
@@ -138,19 +167,21 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     let status = 500;
     let body: Record<string, unknown> = { error: 'internal error' };
     let headers: Record<string, string> = {};
+    const exposed = err as { status?: unknown; expose?: unknown; message?: unknown };
     if (err instanceof HttpError) {
       status = err.status;
       body = { error: err.message, ...err.extra };
       headers = err.headers;
-    } else if (typeof err === 'object' && err !== null && 'type' in err && typeof (err as { status?: unknown }).status === 'number') {
-      const e = err as { type: string; status: number; limit?: number; message: string };
-      status = e.status;
-      if (e.type === 'entity.too.large') body = { error: `the body is larger than the limit of ${e.limit} bytes (body_limit_kb)` };
-      else if (e.type === 'entity.parse.failed') body = { error: `body: not valid JSON: ${e.message}`, field: 'body' };
-      else body = { error: e.message };
+    } else if (exposed?.expose === true && typeof exposed.status === 'number' && exposed.status >= 400 && exposed.status < 500) {
+      status = exposed.status;
+      body = { error: String(exposed.message) };
     } else {
       log('error', 'unhandled error', { path: req.path, error: (err as Error)?.stack ?? String(err) });
     }
+    // Node would read the rest of an unread body to keep the connection: a client could make that gigabytes.
+    if (!req.complete) headers = { ...headers, Connection: 'close' };
+    // OpenAI's clients read their errors in OpenAI's shape.
+    if (req.path.startsWith('/v1/')) body = openAIError(status, String(body.error), (body.field as string | undefined) ?? null, (body.code as string | undefined) ?? null);
     res.status(status).set(headers).json(body);
   });
 
@@ -163,9 +194,18 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       extensions.use(router);
     },
     listen(port = config.port, host = config.host) {
+      if (!isLoopback(host) && config.apiKeys.length === 0 && !config.insecure) {
+        return Promise.reject(new Error(
+          `refusing to listen on ${host} without api_keys: anyone who can reach it could use the models and read what they say. `
+          + 'Set "api_keys" in server_config.json (keys of 16 characters or more; clients send "Authorization: Bearer <key>"), '
+          + 'or serve openly on purpose (behind a proxy that authenticates) with --insecure or "insecure": true.',
+        ));
+      }
+      hosts = allowedHosts(config.allowedHosts, host);
       return new Promise((resolve, reject) => {
         const server = http.createServer(app);
-        // Generation can take longer than Node's default request timeout; ours is request_timeout_s.
+        // Node's own limit on receiving a request, a backstop behind ours (bodies time out at
+        // request_timeout_s with a JSON 408, body.ts).
         server.requestTimeout = config.requestTimeoutMs + 10_000;
         server.headersTimeout = Math.min(60_000, server.requestTimeout);
         server.keepAliveTimeout = 5_000;

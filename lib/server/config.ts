@@ -3,6 +3,7 @@
 //   {"host": "0.0.0.0", "port": 12345, "debug": 1,
 //    "models": [{"key": "chatbot", "model_name": "355M", "restore_from": "checkpoint/run1/", "sanitizer": "sanitizers.chatbot"}]}
 // Everything else is optional; see the field list below and README's "Server" section.
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_AUDIENCE, isAudience, MAX_AUDIENCE_CHARS } from '../data/chat_format';
@@ -10,6 +11,7 @@ import type { DeviceRequest, Precision, WeightDType } from '../engine/native';
 import { checkpointFolder, trainedAudiences } from '../train/checkpoint';
 import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
 import { readJsonFile } from '../util/json_file';
+import { HttpError } from './errors';
 
 // Per-model sampling defaults; the original server hard-coded these very values.
 export interface SamplingDefaults {
@@ -53,6 +55,10 @@ export interface ServerConfig {
   memoryBudgetBytes: number;
   idleUnloadMs: number;             // 0: never
   apiKeys: string[];                // empty: no authentication
+  insecure: boolean;                // listen beyond loopback without api_keys
+  metricsPublic: boolean;           // /metrics answers without an API key
+  trustProxy: false | number | string[];  // whose X-Forwarded-For to believe: none, a hop count, addresses
+  allowedHosts: string[] | null;    // Host names answered ("*" any); null: by the address bound (hosts.ts)
   requestTimeoutMs: number;
   maxQueue: number;                 // requests waiting per model beyond the batch before 503
   batchSlots: number;               // requests of one model decoded together
@@ -69,8 +75,17 @@ const MB = 1024 * 1024;
 
 type Raw = Record<string, unknown>;
 
+// A setting that breaks its rule. `setting` is where it is ("server_config.json: models[0].sampling.top_k", or
+// "body.top_k" for a request's), kept apart from the message so that callers can name it their own way.
+export class SettingError extends Error {
+  constructor(readonly setting: string, readonly rule: string) {
+    super(`${setting}: must be ${rule}`);
+    this.name = 'SettingError';
+  }
+}
+
 function fail(where: string, wanted: string, value: unknown): never {
-  throw new Error(`${where}: must be ${wanted} (got ${JSON.stringify(value)})`);
+  throw new SettingError(where, `${wanted} (got ${JSON.stringify(value)})`);
 }
 
 function isObject(v: unknown): v is Raw {
@@ -111,6 +126,18 @@ export function readSampling(raw: Raw, where: string, base: SamplingDefaults): S
     topP: raw.top_p === undefined ? base.topP : num(raw, 'top_p', where, base.topP, Number.MIN_VALUE, 1),
     penalize: num(raw, 'penalize', where, base.penalize, 0, 1),
   };
+}
+
+// A request's sampling settings over the model's defaults; a bad one is a 400 naming the request's field for
+// it (`fieldOf` maps the settings' names above to the request's).
+export function requestSampling(raw: Raw, base: SamplingDefaults, fieldOf: (key: string) => string): SamplingDefaults {
+  try {
+    return readSampling(raw, 'body', base);
+  } catch (err) {
+    if (!(err instanceof SettingError)) throw err;
+    const field = fieldOf(err.setting.slice('body.'.length));
+    throw new HttpError(400, `${field}: must be ${err.rule}`, { field });
+  }
 }
 
 const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype', 'device', 'precision'];
@@ -165,8 +192,40 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
 
 const TOP_KEYS = [
   'host', 'port', 'debug', 'models', 'memory_budget_mb', 'idle_unload_s', 'api_keys', 'request_timeout_s',
-  'max_queue', 'batch_slots', 'body_limit_kb', 'threads', 'shutdown_grace_s', 'alexa',
+  'max_queue', 'batch_slots', 'body_limit_kb', 'threads', 'shutdown_grace_s', 'alexa', 'insecure', 'metrics_public',
+  'trust_proxy', 'allowed_hosts',
 ];
+
+const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
+
+// An entry of trust_proxy as Express takes it: a name of a range, an address, or an address/prefix or netmask.
+function isProxyAddress(entry: string): boolean {
+  if (PROXY_NAMES.includes(entry)) return true;
+  const [address, range, ...rest] = entry.split('/');
+  const family = net.isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  if (range === undefined) return true;
+  return /^\d+$/.test(range) ? Number(range) <= (family === 4 ? 32 : 128) : family === 4 && net.isIPv4(range);
+}
+
+function readTrustProxy(raw: unknown, where: string): false | number | string[] {
+  if (raw === undefined || raw === false) return false;
+  if (Number.isInteger(raw) && (raw as number) >= 1 && (raw as number) <= 100) return raw as number;
+  const entries = typeof raw === 'string' ? raw.split(',').map((e) => e.trim()) : raw;
+  if (Array.isArray(entries) && entries.length > 0 && entries.every((e) => typeof e === 'string' && isProxyAddress(e.trim()))) {
+    return entries.map((e: string) => e.trim());
+  }
+  return fail(where, `false, a number of proxies from 1 to 100, or the proxies' addresses (${PROXY_NAMES.join(', ')}, an address or a subnet such as "10.0.0.0/8")`, raw);
+}
+
+// A host name, "*.example.com" (any name under it), an IPv4 address, a bracketed IPv6 address, or "*" (any).
+const ALLOWED_HOST = /^(\*|(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])$/;
+
+function readAllowedHosts(raw: unknown, where: string): string[] | null {
+  if (raw === undefined) return null;
+  if (!Array.isArray(raw) || raw.length === 0) fail(where, 'a non-empty array of host names ("example.com", "*.example.com", "127.0.0.1", "[::1]", or "*" for any)', raw);
+  return raw.map((h: unknown, i) => (typeof h === 'string' && ALLOWED_HOST.test(h.toLowerCase()) ? h.toLowerCase() : fail(`${where}[${i}]`, 'a host name without port, such as "example.com", "*.example.com" or "[::1]"', h)));
+}
 
 // Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths.
 export function validateServerConfig(raw: unknown, source: string, baseDir: string): ServerConfig {
@@ -194,6 +253,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     const ok = typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max && (!integer || Number.isInteger(v));
     return ok ? v : fail(at(key), `${integer ? 'an integer' : 'a number'} from ${min} to ${max}`, v);
   };
+  const flag = (key: string): boolean => (raw[key] === undefined ? false : typeof raw[key] === 'boolean' ? raw[key] : fail(at(key), 'true or false', raw[key]));
   const host = raw.host === undefined ? DEFAULT_HOST : typeof raw.host === 'string' && raw.host !== '' ? raw.host : fail(at('host'), 'a host name or address', raw.host);
   return {
     source,
@@ -211,6 +271,10 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     bodyLimitBytes: field('body_limit_kb', 64, 1, 100 * 1024) * 1024,
     threads: field('threads', 0, 0, 1024, true),
     shutdownGraceMs: field('shutdown_grace_s', 30, 0, 3600) * 1000,
+    insecure: flag('insecure'),
+    metricsPublic: flag('metrics_public'),
+    trustProxy: readTrustProxy(raw.trust_proxy, at('trust_proxy')),
+    allowedHosts: readAllowedHosts(raw.allowed_hosts, at('allowed_hosts')),
     alexa: raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa'), (key) => parsed.find((m) => m.key === key)?.audience),
   };
 }

@@ -5,3 +5,12 @@ export class HttpError extends Error {
     this.name = 'HttpError';
   }
 }
+
+// Absolute paths of two segments or more (POSIX or Windows), not the path part of a URL.
+const ABSOLUTE_PATH = /(?<![\w.~:/\\-])(?:\/[^\s/\\"'`:;,()<>]+){2,}\/?|\b[A-Za-z]:(?:\\[^\s\\"'`:;,()<>]+)+\\?/g;
+
+// A message for a client: where the server keeps its files tells an attacker how the machine is laid out, so
+// each absolute path becomes its last part (the log keeps the whole message).
+export function withoutPaths(message: string): string {
+  return message.replace(ABSOLUTE_PATH, (p) => p.split(/[/\\]/).filter((part) => part !== '').pop() ?? '');
+}

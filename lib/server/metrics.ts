@@ -56,13 +56,28 @@ export class Counter extends Labelled<{ v: number }> {
   }
 }
 
-// A gauge whose series are read when scraped.
-export class Gauge implements Metric {
-  constructor(readonly name: string, readonly help: string, private readonly collect: () => { labels: Labels; value: number }[]) {}
+type Collect = () => { labels: Labels; value: number }[];
+
+// A metric whose series are read when scraped.
+abstract class Sampled implements Metric {
+  constructor(readonly name: string, readonly help: string, private readonly type: string, private readonly collect: Collect) {}
   render(): string {
-    const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
+    const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`];
     for (const { labels, value } of this.collect()) out.push(`${this.name}${labelText(labels)} ${num(value)}`);
     return out.join('\n');
+  }
+}
+
+export class Gauge extends Sampled {
+  constructor(name: string, help: string, collect: Collect) {
+    super(name, help, 'gauge', collect);
+  }
+}
+
+// A counter that something else keeps (the model registry counts its loads), read when scraped.
+export class SampledCounter extends Sampled {
+  constructor(name: string, help: string, collect: Collect) {
+    super(name, help, 'counter', collect);
   }
 }
 

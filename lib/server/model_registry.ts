@@ -2,13 +2,20 @@
 //   - a model is loaded once however many requests ask for it at once (they all wait on the one load);
 //   - a request holds a lease on its model from before generation until its answer is complete, and a model
 //     with leases is never unloaded (eviction only takes idle models; a model chosen to make room while busy
-//     is "draining": it takes no new leases and is unloaded when its last lease ends);
-//   - requests wait in one first-come, first-served queue: a request whose model must be loaded blocks the
+//     ends up "draining": it takes no new leases and is unloaded when its last lease ends);
+//   - loads happen in the order requests asked for them: a request whose model must be loaded blocks the
 //     loads of later requests until it has its room, so no model starves, while requests for a loaded model
 //     that is not draining go straight through (they cost no memory);
+//   - requests are batched by model within a bound: a busy model whose room another model waits for goes on
+//     taking its own requests for a turn (turnMs, or turnGrants more leases, whichever ends first), then
+//     drains; swapping models at every request would spend the time loading instead of answering;
 //   - the sum of the loaded and loading models' sizes never passes the budget (least recently used idle
-//     models are evicted first); a model idle for idleUnloadMs is unloaded.
+//     models are evicted first); a model idle for idleUnloadMs is unloaded;
+//   - a load that fails is not tried again before a back-off (loadRetryMs, doubling at each failure up to
+//     loadRetryMaxMs): requests meanwhile are refused at once (503 with the time to wait), so a broken model
+//     costs one attempt per back-off, not one per request.
 // The registry knows nothing of GPT-2: a ModelLoader loads, sizes and unloads (lib/server/engine.ts).
+import { withoutPaths } from './errors';
 
 export interface ModelLoader<T> {
   estimateBytes(key: string): number;   // memory the model will take, known before loading it
@@ -32,19 +39,25 @@ export interface ModelStatus {
   bytes: number;                         // reserved for it (0 when unloaded)
   lastUsed: number | null;               // Date.now() of its last lease's end or start
   loads: number;
-  unloads: number;
+  unloads: number;                       // for whatever reason: idle, evicted, at close
+  evictions: number;                     // unloads to make room for another model
+  loadFailures: number;
   waiting: number;                       // requests queued for it
 }
 
 export interface RegistryOptions {
   budgetBytes: number;
   idleUnloadMs: number;                  // 0: never
+  turnMs?: number;                       // default 5000
+  turnGrants?: number;                   // default 32
+  loadRetryMs?: number;                  // default 1000
+  loadRetryMaxMs?: number;               // default 60000
   log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
   now?: () => number;
 }
 
 export class ModelUnavailableError extends Error {
-  constructor(message: string, readonly status: number) {
+  constructor(message: string, readonly status: number, readonly retryAfterS: number | null = null) {
     super(message);
     this.name = 'ModelUnavailableError';
   }
@@ -60,6 +73,12 @@ interface Entry<T> {
   lastUsed: number | null;
   loads: number;
   unloads: number;
+  evictions: number;
+  loadFailures: number;
+  // Since when another model has waited for this one's room, and the leases granted since then.
+  turn: { since: number; grants: number } | null;
+  // After a failed load: no new attempt before `at`; `reason` is the failure without server paths.
+  retry: { at: number; delayMs: number; reason: string } | null;
 }
 
 interface Waiter<T> {
@@ -79,13 +98,24 @@ export class ModelRegistry<T> {
   private closed = false;
   private readonly log: NonNullable<RegistryOptions['log']>;
   private readonly now: () => number;
+  private readonly turnMs: number;
+  private readonly turnGrants: number;
+  private readonly loadRetryMs: number;
+  private readonly loadRetryMaxMs: number;
 
   constructor(keys: readonly string[], private readonly loader: ModelLoader<T>, private readonly options: RegistryOptions) {
     for (const key of keys) {
-      this.entries.set(key, { key, state: 'unloaded', value: null, bytes: 0, leases: 0, draining: false, lastUsed: null, loads: 0, unloads: 0 });
+      this.entries.set(key, {
+        key, state: 'unloaded', value: null, bytes: 0, leases: 0, draining: false, lastUsed: null,
+        loads: 0, unloads: 0, evictions: 0, loadFailures: 0, turn: null, retry: null,
+      });
     }
     this.log = options.log ?? (() => undefined);
     this.now = options.now ?? Date.now;
+    this.turnMs = options.turnMs ?? 5000;
+    this.turnGrants = options.turnGrants ?? 32;
+    this.loadRetryMs = options.loadRetryMs ?? 1000;
+    this.loadRetryMaxMs = options.loadRetryMaxMs ?? 60_000;
     this.timer = options.idleUnloadMs > 0 ? setInterval(() => this.unloadIdle(), Math.min(5000, Math.max(10, options.idleUnloadMs / 4))) : null;
     this.timer?.unref();
   }
@@ -123,6 +153,8 @@ export class ModelRegistry<T> {
       lastUsed: e.lastUsed,
       loads: e.loads,
       unloads: e.unloads,
+      evictions: e.evictions,
+      loadFailures: e.loadFailures,
       waiting: this.queue.filter((w) => w.key === e.key).length,
     }));
   }
@@ -134,7 +166,7 @@ export class ModelRegistry<T> {
     for (const w of this.queue.splice(0)) this.settle(w, new ModelUnavailableError('the server is shutting down', 503));
     const pending: Promise<void>[] = [];
     for (const e of this.entries.values()) {
-      if (e.state === 'loaded' && e.leases === 0) pending.push(this.unload(e));
+      if (e.state === 'loaded' && e.leases === 0) pending.push(this.unload(e, 'closing'));
       else if (e.state === 'loaded') e.draining = true;
     }
     await Promise.all(pending);
@@ -168,11 +200,12 @@ export class ModelRegistry<T> {
     else w.resolve(outcome);
   }
 
-  // Serves the queue in order as far as memory allows. Draining marks are recomputed from scratch each time,
-  // so a waiter that gives up releases the models it was waiting on.
+  // Serves the queue in order as far as memory allows. Draining marks and turns are recomputed from scratch
+  // each time, so a waiter that gives up releases the models it was waiting on.
   private pump(): void {
     if (this.closed) return;
     for (const e of this.entries.values()) e.draining = false;
+    const contended = new Set<Entry<T>>();
     let blocked = false;
     for (let i = 0; i < this.queue.length; ) {
       const w = this.queue[i];
@@ -180,6 +213,12 @@ export class ModelRegistry<T> {
       if (e.state === 'loaded' && !e.draining) {
         this.queue.splice(i, 1);
         this.grant(w, e);
+        if (contended.has(e) && this.turnOver(e)) e.draining = true;
+        continue;
+      }
+      if (e.state === 'unloaded' && e.retry !== null && this.now() < e.retry.at) {
+        this.queue.splice(i, 1);
+        this.settle(w, this.failedLoad(e));
         continue;
       }
       if (e.state === 'unloaded' && !blocked) {
@@ -187,25 +226,30 @@ export class ModelRegistry<T> {
         try {
           need = this.loader.estimateBytes(e.key);
         } catch (err) {
-          this.queue.splice(i, 1);
-          this.settle(w, new ModelUnavailableError(`model "${e.key}" cannot be loaded: ${(err as Error).message}`, 500));
-          continue;
+          this.loadFailed(e, err as Error);
+          continue;  // the waiter at i was refused with the others of its model
         }
         if (need > this.options.budgetBytes) {
           this.queue.splice(i, 1);
           this.settle(w, new ModelUnavailableError(`model "${e.key}" needs ${mb(need)} MB, more than the whole memory budget of ${mb(this.options.budgetBytes)} MB (memory_budget_mb)`, 507));
           continue;
         }
-        if (this.makeRoom(need, e)) this.load(e, need);
+        if (this.makeRoom(need, e, contended)) this.load(e, need);
         else blocked = true;  // later loads wait for this one: first come, first served
       }
       i++;
     }
+    for (const e of this.entries.values()) if (!contended.has(e)) e.turn = null;
   }
 
-  // Evicts idle models, least recently used first, until `need` more bytes fit; when that is not enough, marks
-  // busy models (least recently used first) as draining. Returns whether the bytes fit now.
-  private makeRoom(need: number, forEntry: Entry<T>): boolean {
+  private turnOver(e: Entry<T>): boolean {
+    return e.turn !== null && (e.turn.grants >= this.turnGrants || this.now() - e.turn.since >= this.turnMs);
+  }
+
+  // Evicts idle models, least recently used first, until `need` more bytes fit; when that is not enough, busy
+  // models (least recently used first) are to make room: each ends its turn, then drains. Returns whether the
+  // bytes fit now.
+  private makeRoom(need: number, forEntry: Entry<T>, contended: Set<Entry<T>>): boolean {
     if (this.reserved + need <= this.options.budgetBytes) return true;
     const others = [...this.entries.values()]
       .filter((e) => e !== forEntry && e.state === 'loaded')
@@ -216,15 +260,17 @@ export class ModelRegistry<T> {
       if (e.leases > 0) continue;
       freeing += e.bytes;
       this.log('info', 'evicting model to make room', { model: e.key, for: forEntry.key, bytes: e.bytes });
-      void this.unload(e);
+      void this.unload(e, 'evicted');
     }
     for (const e of others) {
       if (this.reserved - freeing + need <= this.options.budgetBytes) break;
       if (e.leases === 0 || e.draining) continue;
-      e.draining = true;
+      contended.add(e);
+      e.turn ??= { since: this.now(), grants: 0 };
+      if (this.turnOver(e)) e.draining = true;
       freeing += e.bytes;
     }
-    return false;  // room is made asynchronously: pump() runs again when an unload completes
+    return false;  // room is made asynchronously: pump() runs again when a lease ends or an unload completes
   }
 
   private load(e: Entry<T>, need: number): void {
@@ -238,26 +284,42 @@ export class ModelRegistry<T> {
         e.value = value;
         e.state = 'loaded';
         e.loads++;
+        e.retry = null;
         e.lastUsed = this.now();
         this.log('info', 'model loaded', { model: e.key, ms: this.now() - started });
-        if (this.closed) void this.unload(e);
+        if (this.closed) void this.unload(e, 'closing');
         this.pump();
       },
       (err: Error) => {
         e.state = 'unloaded';
         this.reserved -= e.bytes;
         e.bytes = 0;
-        this.log('error', 'model failed to load', { model: e.key, error: err.message });
-        const failed = this.queue.filter((w) => w.key === e.key);
-        this.queue = this.queue.filter((w) => w.key !== e.key);
-        for (const w of failed) this.settle(w, new ModelUnavailableError(`model "${e.key}" failed to load: ${err.message}`, 500));
+        this.loadFailed(e, err);
         this.pump();
       },
     );
   }
 
+  // Logs the whole error (with its paths, for the operator), starts the back-off and refuses the model's waiters.
+  private loadFailed(e: Entry<T>, err: Error): void {
+    e.loadFailures++;
+    const delayMs = e.retry === null ? this.loadRetryMs : Math.min(this.loadRetryMaxMs, e.retry.delayMs * 2);
+    e.retry = { at: this.now() + delayMs, delayMs, reason: withoutPaths(err.message) };
+    this.log('error', 'model failed to load', { model: e.key, error: err.message, retryInMs: delayMs });
+    const failed = this.queue.filter((w) => w.key === e.key);
+    this.queue = this.queue.filter((w) => w.key !== e.key);
+    for (const w of failed) this.settle(w, this.failedLoad(e));
+  }
+
+  private failedLoad(e: Entry<T>): ModelUnavailableError {
+    const retry = e.retry as NonNullable<Entry<T>['retry']>;
+    const seconds = Math.max(1, Math.ceil((retry.at - this.now()) / 1000));
+    return new ModelUnavailableError(`model "${e.key}" failed to load (${retry.reason}); it is tried again in ${seconds} s`, 503, seconds);
+  }
+
   private grant(w: Waiter<T>, e: Entry<T>): void {
     e.lastUsed = this.now();
+    if (e.turn) e.turn.grants++;
     if (!w.pin) {
       this.settle(w, null);
       return;
@@ -272,16 +334,18 @@ export class ModelRegistry<T> {
         released = true;
         e.leases--;
         e.lastUsed = this.now();
-        if (e.leases === 0 && (e.draining || this.closed)) void this.unload(e);
+        if (e.leases === 0 && (e.draining || this.closed)) void this.unload(e, this.closed ? 'closing' : 'evicted');
         else this.pump();
       },
     });
   }
 
-  private async unload(e: Entry<T>): Promise<void> {
+  private async unload(e: Entry<T>, reason: 'idle' | 'evicted' | 'closing'): Promise<void> {
     if (e.state !== 'loaded' || e.leases > 0) return;
+    if (reason === 'evicted') e.evictions++;
     e.state = 'unloading';
     e.draining = false;
+    e.turn = null;
     const value = e.value as T;
     e.value = null;
     try {
@@ -293,7 +357,7 @@ export class ModelRegistry<T> {
     e.bytes = 0;
     e.state = 'unloaded';
     e.unloads++;
-    this.log('info', 'model unloaded', { model: e.key });
+    this.log('info', 'model unloaded', { model: e.key, reason });
     this.pump();
   }
 
@@ -302,7 +366,7 @@ export class ModelRegistry<T> {
     for (const e of this.entries.values()) {
       if (e.state === 'loaded' && e.leases === 0 && e.lastUsed !== null && now - e.lastUsed >= this.options.idleUnloadMs) {
         this.log('info', 'unloading idle model', { model: e.key, idleMs: now - e.lastUsed });
-        void this.unload(e);
+        void this.unload(e, 'idle');
       }
     }
   }

@@ -1,36 +1,21 @@
 // Where a configured model's weights are: "restore_from" (a model folder, or a training run folder, which
-// stands for its latest checkpoint: lib/train/checkpoint) or else "model_name" (models/<name>, see
-// lib/formats/resolve_model). Resolved again at every load, so a model reloaded after an idle unload picks up
+// stands for its latest checkpoint) or else "model_name" (models/<name>), both as every command resolves them
+// (lib/formats/resolve_model). Resolved again at every load, so a model reloaded after an idle unload picks up
 // the newest checkpoint of a run that is still training.
 import fs from 'node:fs';
-import { inspectModelFolder, type ModelFolder } from '../formats/model_folder';
+import type { ModelFolder } from '../formats/model_folder';
 import { resolveModel } from '../formats/resolve_model';
-import { checkpointFolder } from '../train/checkpoint';
 import type { ModelConfig } from './config';
 
-function huggingface(dir: string, where: string): ModelFolder {
-  let folder: ModelFolder;
+export function resolveModelSource(model: ModelConfig): ModelFolder {
+  const [field, name] = model.restoreFrom === null ? ['model_name', model.modelName as string] : ['restore_from', model.restoreFrom];
+  const where = `${model.where}.${field}`;
+  // restore_from is a path (made absolute by the config's reader): the advice of resolveModel on downloading a
+  // model by name does not apply to it.
+  if (model.restoreFrom !== null && !fs.existsSync(model.restoreFrom)) throw new Error(`${where}: ${model.restoreFrom} does not exist`);
   try {
-    folder = inspectModelFolder(dir);
+    return resolveModel(name);
   } catch (err) {
     throw new Error(`${where}: ${(err as Error).message}`);
   }
-  if (folder.kind !== 'huggingface') {
-    throw new Error(`${where}: ${dir} holds a TensorFlow checkpoint; convert it once with \`bin/import-tf ${dir} <output folder>\` and point restore_from there`);
-  }
-  return folder;
-}
-
-export function resolveModelSource(model: ModelConfig): ModelFolder {
-  if (model.restoreFrom === null) {
-    try {
-      return resolveModel(model.modelName as string);
-    } catch (err) {
-      throw new Error(`${model.where}.model_name: ${(err as Error).message}`);
-    }
-  }
-  const where = `${model.where}.restore_from`;
-  const dir = model.restoreFrom;
-  if (!fs.existsSync(dir)) throw new Error(`${where}: ${dir} does not exist`);
-  return huggingface(checkpointFolder(dir), where);
 }

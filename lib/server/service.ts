@@ -6,12 +6,14 @@
 import type { ChatFn, ChatReply } from './alexa/router';
 import { fitConversation, type Conversation, type Turn } from '../data/chat_format';
 import { checkSampling, SamplingError, type FinishReason, type SamplingOptions, type Timings } from '../generate/sequence';
+import type { TokenLogprob } from '../generate/logprobs';
 import type { Sanitizer } from '../sanitize';
+import type { Tokenizer } from '../tokenizer';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
 import type { LoadedModel } from './engine';
 import { HttpError } from './errors';
 import type { Log } from './log';
-import { Counter, Gauge, Histogram, MetricsRegistry } from './metrics';
+import { Counter, Gauge, Histogram, MetricsRegistry, SampledCounter } from './metrics';
 import { ModelUnavailableError, type ModelRegistry } from './model_registry';
 
 export interface GenerationRequest {
@@ -22,6 +24,8 @@ export interface GenerationRequest {
   signal?: AbortSignal;                    // the client went away
   deadline?: number;                       // Date.now() time to stop generating (default: the request timeout)
   onText?: (sanitizedSoFar: string) => void;  // the reply so far, each time it changes
+  stop?: string[];                         // stop sequences on the generated text
+  logprobs?: number;                       // report each token's log-probability and this many alternatives'
 }
 
 export interface Completion {
@@ -29,6 +33,7 @@ export interface Completion {
   text: string;                            // sanitized
   raw: string;                             // as generated
   tokens: number[];
+  logprobs?: TokenLogprob[];
   finishReason: FinishReason;
   promptTokens: number;
   trimmed: Trimmed;                        // what the prompt lost to fit the context
@@ -71,7 +76,9 @@ export class ChatService {
   readonly httpLatency = this.metrics.add(new Histogram('dixie_http_request_duration_seconds', 'HTTP request latency, by route.', LATENCY_BUCKETS));
   private readonly inferencesTotal = this.metrics.add(new Counter('dixie_inferences_total', 'Generations finished, by model and finish reason.'));
   private readonly generatedTokens = this.metrics.add(new Counter('dixie_generated_tokens_total', 'Tokens generated, by model.'));
-  private readonly promptTokensTotal = this.metrics.add(new Counter('dixie_prompt_tokens_total', 'Prompt tokens fed, by model.'));
+  private readonly promptTokensTotal = this.metrics.add(new Counter('dixie_prompt_tokens_total', 'Prompt tokens of the requests, by model.'));
+  private readonly promptTokensReused = this.metrics.add(new Counter('dixie_prompt_tokens_reused_total', 'Prompt tokens found in the KV cache (an earlier request\'s prefix), not prefilled, by model.'));
+  private readonly promptTokensPrefilled = this.metrics.add(new Counter('dixie_prompt_tokens_prefilled_total', 'Prompt tokens prefilled, by model.'));
   private readonly shed = this.metrics.add(new Counter('dixie_shed_requests_total', 'Requests refused with 503 because the model queue was full, by model.'));
   private readonly inflight = new Map<string, number>();
   private readonly inferenceCounts = new Map<string, number>();
@@ -90,7 +97,10 @@ export class ChatService {
     this.metrics.add(new Gauge('dixie_tokens_per_second', `Tokens generated per second over the last ${RATE_WINDOW_MS / 1000} s, by model.`, perModel((k) => this.tokensPerSecond(k))));
     this.metrics.add(new Gauge('dixie_model_loaded', 'Whether the model is loaded (1) or not (0).', perModel((k) => (status(k)?.state === 'loaded' ? 1 : 0))));
     this.metrics.add(new Gauge('dixie_model_memory_bytes', 'Memory reserved for the model (0 when unloaded).', perModel((k) => status(k)?.bytes ?? 0)));
-    this.metrics.add(new Gauge('dixie_model_loads', 'Times the model has been loaded.', perModel((k) => status(k)?.loads ?? 0)));
+    this.metrics.add(new SampledCounter('dixie_model_loads_total', 'Times the model was loaded.', perModel((k) => status(k)?.loads ?? 0)));
+    this.metrics.add(new SampledCounter('dixie_model_unloads_total', 'Times the model was unloaded: idle, evicted or at shutdown.', perModel((k) => status(k)?.unloads ?? 0)));
+    this.metrics.add(new SampledCounter('dixie_model_evictions_total', 'Times the model was unloaded to make room for another.', perModel((k) => status(k)?.evictions ?? 0)));
+    this.metrics.add(new SampledCounter('dixie_model_load_failures_total', 'Loads of the model that failed.', perModel((k) => status(k)?.loadFailures ?? 0)));
     this.metrics.add(new Gauge('dixie_queue_depth', 'Requests for the model waiting for a batch slot or for the model to load.', perModel((k) => this.queueDepth(k))));
     this.metrics.add(new Gauge('dixie_requests_in_flight', 'Requests for the model being answered, queued ones included.', perModel((k) => this.inflight.get(k) ?? 0)));
     this.metrics.add(new Gauge('dixie_memory_budget_bytes', 'The memory budget for loaded models.', () => [{ labels: {}, value: config.memoryBudgetBytes }]));
@@ -116,6 +126,11 @@ export class ChatService {
     return Math.max(0, (this.inflight.get(key) ?? 0) - running);
   }
 
+  // The model a request that names none is for: the only one, or else "chatbot" (the original's default key).
+  get defaultModelKey(): string {
+    return this.models.size === 1 ? [...this.models.keys()][0] : 'chatbot';
+  }
+
   model(key: string): ModelConfig {
     const model = this.models.get(key);
     if (!model) throw new HttpError(404, `unknown model_key "${key}"`, { models: [...this.models.keys()] });
@@ -128,6 +143,17 @@ export class ChatService {
   prompt(model: ModelConfig, rawText: string, history: readonly Turn[]): string | Conversation {
     if (model.promptFormat === 'chat') return { audience: model.audience, turns: [...history, { from: 'user', text: rawText }] };
     return rawText.length > 1 && rawText.endsWith('\n') ? rawText.slice(0, -1) : rawText;
+  }
+
+  // The model's tokenizer, for answers in tokens (the token endpoints, log-probabilities): the model is
+  // loaded for it like for a request, since that is when its folder is read.
+  async tokenizer(key: string, signal?: AbortSignal): Promise<Tokenizer> {
+    this.model(key);
+    const lease = await this.registry.acquire(key, signal).catch((err: Error) => {
+      throw err instanceof ModelUnavailableError ? new HttpError(err.status, err.message) : err;
+    });
+    lease.release();
+    return lease.value.tokenizer;
   }
 
   async generate(key: string, request: GenerationRequest): Promise<Completion> {
@@ -144,7 +170,7 @@ export class ChatService {
     const deadline = request.deadline ?? started + this.config.requestTimeoutMs;
     try {
       const lease = await this.registry.acquire(key, anySignal([request.signal, AbortSignal.timeout(Math.max(1, deadline - started))])).catch((err: Error) => {
-        if (err instanceof ModelUnavailableError) throw new HttpError(err.status, err.message);
+        if (err instanceof ModelUnavailableError) throw new HttpError(err.status, err.message, {}, err.retryAfterS === null ? {} : { 'Retry-After': String(err.retryAfterS) });
         if (request.signal?.aborted) throw new HttpError(499, 'the client closed the request');
         throw new HttpError(503, `timed out waiting for model "${key}" to load`, {}, { 'Retry-After': '5' });
       });
@@ -190,6 +216,8 @@ export class ChatService {
       promptTokens: tokens,
       maxTokens,
       sampling: samplingOptions(request.sampling),
+      stop: request.stop,
+      logprobs: request.logprobs,
       seed: request.seed,
       signal: anySignal([request.signal, sanitized.signal]),
       deadline,
@@ -214,11 +242,13 @@ export class ChatService {
     this.inferenceCounts.set(key, this.inferences(key) + 1);
     this.generatedTokens.inc({ model: key }, result.tokens.length);
     this.promptTokensTotal.inc({ model: key }, tokens.length);
+    this.promptTokensReused.inc({ model: key }, result.timings.cachedPromptTokens);
+    this.promptTokensPrefilled.inc({ model: key }, tokens.length - result.timings.cachedPromptTokens);
     this.recordTokens(key, result.tokens.length);
     const text = sanitizer.sanitize(result.text);
     if (request.onText && text !== shown) request.onText(text);
     this.log('debug', 'generated', { model: key, prompt, promptTokens: tokens.length, trimmed, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
-    return { model: key, text, raw: result.text, tokens: result.tokens, finishReason, promptTokens: tokens.length, trimmed, timings: result.timings };
+    return { model: key, text, raw: result.text, tokens: result.tokens, logprobs: result.logprobs, finishReason, promptTokens: tokens.length, trimmed, timings: result.timings };
   }
 
   // The Alexa skill's way in (lib/server/alexa): a conversation to answer, the model's sanitizer applied.

@@ -4,6 +4,7 @@
 import { TextDecoder } from 'node:util';
 import { PairMerger } from './bpe';
 import { pieceEnd } from './pretokenize';
+import type { ModelFolder } from '../formats/model_folder';
 import { END_OF_TEXT, Vocabulary, bundledVocabularyDir, locateVocabulary } from './vocab';
 import { MAX_CACHED_PIECE, WordCache, hashPiece } from './word_cache';
 
@@ -212,4 +213,21 @@ export class StreamDecoder {
 // bundled GPT-2 one.
 export function loadTokenizer(dir: string = bundledVocabularyDir(), options: TokenizerOptions = {}): Tokenizer {
   return new Tokenizer(new Vocabulary(locateVocabulary(dir)), options);
+}
+
+// GPT-2's vocabulary: 256 bytes, 50000 merges and <|endoftext|>.
+export const GPT2_VOCAB_SIZE = 50257;
+
+// The tokenizer of a model folder: its own vocabulary, or GPT-2's for a folder that has none (a bare config.json +
+// model.safetensors, as Model.save writes), said in a warning. A model of another vocabulary size was trained on
+// another vocabulary, which GPT-2's would misread into other tokens: it is refused.
+export function modelTokenizer(folder: Pick<ModelFolder, 'dir' | 'vocab' | 'config'>, warn: (message: string) => void = (message) => console.warn(`warning: ${message}`)): Tokenizer {
+  if (folder.vocab) return loadTokenizer(folder.dir);
+  const missing = `${folder.dir} has no vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt)`;
+  const vocabSize = folder.config?.vocabSize;
+  if (vocabSize !== GPT2_VOCAB_SIZE) {
+    throw new Error(`${missing}, and its vocab_size is ${vocabSize}, not GPT-2's ${GPT2_VOCAB_SIZE}: copy in the vocabulary it was trained with`);
+  }
+  warn(`${missing}: using GPT-2's, whose size its vocab_size (${GPT2_VOCAB_SIZE}) matches`);
+  return loadTokenizer();
 }

@@ -54,6 +54,10 @@ export function locateVocabulary(dir: string): VocabularyFiles {
 
 export class Vocabulary {
   readonly files: VocabularyFiles;
+  // The two files as they were read: what a checkpoint writes, since the folder they came from may be gone by
+  // then (a resumed training run prunes the checkpoint it resumed from).
+  readonly encoderBytes: Buffer;
+  readonly mergesBytes: Buffer;
   // One past the largest id.
   readonly size: number;
   readonly eotToken: number;
@@ -68,7 +72,9 @@ export class Vocabulary {
 
   constructor(files: VocabularyFiles) {
     this.files = files;
-    const tokens = parseEncoder(files.encoderPath);
+    this.encoderBytes = readBytes(files.encoderPath);
+    this.mergesBytes = readBytes(files.mergesPath);
+    const tokens = parseEncoder(files.encoderPath, this.encoderBytes);
     this.size = tokens.size;
     this.tokenBytes = tokens.bytes;
     this.tokenStart = tokens.start;
@@ -89,7 +95,7 @@ export class Vocabulary {
 
   // Built on first use: decoding alone never needs it.
   get merges(): MergeTable {
-    if (this.mergeTable === undefined) this.mergeTable = parseMerges(this.files.mergesPath, this.index);
+    if (this.mergeTable === undefined) this.mergeTable = parseMerges(this.files.mergesPath, this.mergesBytes, this.index);
     return this.mergeTable;
   }
 }
@@ -265,8 +271,7 @@ function readEscape(src: Uint8Array, at: number): number {
 
 // encoder.json / vocab.json: one flat JSON object of token string -> id. Parsed by hand, straight into
 // bytes: JSON.parse would build a 50k-key object, several times slower than all the rest of loading.
-function parseEncoder(file: string): EncoderTokens {
-  const src = readBytes(file);
+function parseEncoder(file: string, src: Buffer): EncoderTokens {
   const bytes = new Uint8Array(src.length);
   const start = new Int32Array(MAX_TOKEN_ID + 1);
   const end = new Int32Array(MAX_TOKEN_ID + 1);
@@ -352,8 +357,7 @@ function readMergeLine(src: Uint8Array, at: number): number {
 }
 
 // vocab.bpe / merges.txt: an optional "#version" line, then one merge "left right" per line, best first.
-function parseMerges(file: string, index: TokenIndex): MergeTable {
-  const src = readBytes(file);
+function parseMerges(file: string, src: Buffer, index: TokenIndex): MergeTable {
   let lineCount = 1;
   for (let at = 0; at < src.length; at++) if (src[at] === 0x0a) lineCount++;
   const table = new MergeTable(lineCount);

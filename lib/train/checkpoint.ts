@@ -12,7 +12,8 @@
 // A checkpoint is written whole into a hidden temporary folder (every file fsynced), renamed into place, and
 // only then named by `latest` (written atomically, which also makes the rename durable). A kill -9 at any
 // moment therefore leaves the previous checkpoint complete and `latest` naming a complete one; a stray
-// temporary folder is swept by the next save.
+// temporary folder is swept by the next save. A save that fails (a full disk) removes its own, and says which
+// file it could not write. The vocabulary is written from memory, as the tokenizer read it.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Model } from '../engine/model';
@@ -20,7 +21,7 @@ import { AudienceCount } from '../data/chat_check';
 import { isAudience } from '../data/chat_format';
 import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
-import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
+import { writeTextAtomic } from '../util/atomic_file';
 import { readJsonObject } from '../util/json_file';
 
 export const STATE_FILE = 'state.json';
@@ -78,8 +79,8 @@ export function latestCheckpoint(runDir: string): string | null {
   return all.length > 0 ? all[all.length - 1].dir : null;
 }
 
-// The model folder a path names for commands that load a model (bin/chat, bin/generate, the server): a run
-// folder (checkpoint/run1) stands for its latest checkpoint; any other path for itself.
+// The model folder a path names: a run folder (checkpoint/run1) stands for its latest checkpoint; any other path
+// for itself. Every command that loads a model resolves it so, through resolveModel (lib/formats/resolve_model).
 export function checkpointFolder(dir: string): string {
   return latestCheckpoint(dir) ?? dir;
 }
@@ -107,13 +108,6 @@ export function readTrainState(dir: string): TrainState {
   return state as TrainState;
 }
 
-async function copyFileDurably(from: string, to: string): Promise<void> {
-  const bytes = fs.readFileSync(from);
-  await writeFileAtomic(to, (fd) => {
-    fs.writeSync(fd, bytes);
-  });
-}
-
 // Moves a folder out of sight before deleting it, so a kill midway never leaves a half-deleted checkpoint
 // under a checkpoint's name.
 function removeFolder(dir: string): void {
@@ -132,23 +126,29 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
   }
   const name = checkpointName(state.step);
   const temp = path.join(runDir, `.${name}.tmp-${process.pid}`);
-  fs.mkdirSync(temp);
-  await model.save(temp);
-  if (options.withOptimizer) await model.saveOptimizer(path.join(temp, OPTIMIZER_FILE));
-  const { encoderPath, mergesPath } = tokenizer.vocab.files;
-  await copyFileDurably(encoderPath, path.join(temp, path.basename(encoderPath)));
-  await copyFileDurably(mergesPath, path.join(temp, path.basename(mergesPath)));
-  await writeTextAtomic(path.join(temp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
-  await options.onPhase?.('written', temp);
-
   const final = path.join(runDir, name);
   // A checkpoint of the same step already there (a run resumed from it and stopped at once) is replaced.
   let replaced: string | null = null;
-  if (fs.existsSync(final)) {
-    replaced = path.join(runDir, `.${name}.old-${process.pid}`);
-    fs.renameSync(final, replaced);
+  fs.mkdirSync(temp);
+  try {
+    await model.save(temp);
+    if (options.withOptimizer) await model.saveOptimizer(path.join(temp, OPTIMIZER_FILE));
+    // The vocabulary as the tokenizer read it: the folder it came from may be a checkpoint pruned since.
+    const { vocab } = tokenizer;
+    await writeTextAtomic(path.join(temp, path.basename(vocab.files.encoderPath)), vocab.encoderBytes);
+    await writeTextAtomic(path.join(temp, path.basename(vocab.files.mergesPath)), vocab.mergesBytes);
+    await writeTextAtomic(path.join(temp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
+    await options.onPhase?.('written', temp);
+    if (fs.existsSync(final)) {
+      replaced = path.join(runDir, `.${name}.old-${process.pid}`);
+      fs.renameSync(final, replaced);
+    }
+    fs.renameSync(temp, final);
+  } catch (err) {
+    fs.rmSync(temp, { recursive: true, force: true });
+    if (replaced !== null && !fs.existsSync(final)) fs.renameSync(replaced, final);
+    throw err;
   }
-  fs.renameSync(temp, final);
   await options.onPhase?.('renamed', final);
   await writeTextAtomic(path.join(runDir, LATEST_FILE), `${name}\n`);
   if (replaced) fs.rmSync(replaced, { recursive: true, force: true });

@@ -3,7 +3,7 @@
 // line, which readers skip). A resumed run first cuts the log back to its checkpoint's step, atomically, so
 // the log always tells the history of the weights it sits beside.
 import fs from 'node:fs';
-import { writeTextAtomic } from '../util/atomic_file';
+import { namingFile, writeTextAtomic } from '../util/atomic_file';
 
 export interface TrainRecord {
   type: 'train';
@@ -57,7 +57,11 @@ export class MetricsLog {
   }
 
   append(record: MetricRecord): void {
-    fs.writeSync(this.fd, `${JSON.stringify(record)}\n`);
+    try {
+      fs.writeSync(this.fd, `${JSON.stringify(record)}\n`);
+    } catch (err) {
+      throw namingFile(this.file, err);
+    }
   }
 
   close(): void {

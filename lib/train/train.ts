@@ -18,7 +18,7 @@ import { WindowSampler } from '../data/sampler';
 import { GPT2Config, Model, ModelOptions } from '../engine/model';
 import { resolveModel } from '../formats/resolve_model';
 import { Generator } from '../generate';
-import { Tokenizer, loadTokenizer } from '../tokenizer';
+import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
 import { OPTIMIZER_FILE, SavePhase, TrainState, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
 import { MetricsLog } from './metrics';
@@ -168,9 +168,10 @@ function duration(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-// The dataset with its chat check reported; malformed chat stops the run.
+// The dataset with its checks reported; a file that is not text, or malformed chat, stops the run.
 async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, log: (line: string) => void): Promise<Dataset> {
   const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, threads: o.threads || undefined });
+  for (const warning of dataset.warnings) log(`warning: ${warning}`);
   if (dataset.chat) {
     if (dataset.chat.issues.length > 0) {
       dataset.source.close();
@@ -181,20 +182,30 @@ async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, 
   return dataset;
 }
 
-// bin/train --check: the chat report of a dataset, every text file read as chat.
-export async function checkDataset(spec: string, o: { combine?: number; model_name?: string; threads?: number } = {}): Promise<{ report: string; summary: ChatSummary | null }> {
+export interface DatasetCheck {
+  report: string;
+  summary: ChatSummary | null;
+  passed: boolean;  // no malformed line and no problem with the files
+}
+
+// bin/train --check: the chat report of a dataset, every text file read as chat. Besides malformed lines, the
+// check fails on what training only warns about: invalid UTF-8, and files with no text (an empty README, say).
+// Every non-blank line is a message or a malformed line, so a dataset that passes holds messages.
+export async function checkDataset(spec: string, o: { combine?: number; model_name?: string; threads?: number } = {}): Promise<DatasetCheck> {
   const tokenizer = o.model_name ? tokenizerOf(o.model_name) : loadTokenizer();
   const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, chatCheck: 'all', threads: o.threads });
   dataset.source.close();
-  if (!dataset.chat) return { report: `${spec}: no text files to check (only .npz or token files)`, summary: null };
-  return { report: formatChatReport(dataset.chat, dataset.source.tokenCount), summary: dataset.chat };
+  if (!dataset.chat) return { report: `${spec}: no text files to check (only .npz or token files)`, summary: null, passed: true };
+  const { warnings } = dataset;
+  const lines = [...warnings, formatChatReport(dataset.chat, dataset.source.tokenCount)];
+  if (warnings.length > 0) lines.push('check failed: the files have problems besides malformed lines (listed first)');
+  return { report: lines.join('\n'), summary: dataset.chat, passed: warnings.length === 0 && dataset.chat.issues.length === 0 };
 }
 
-// A model folder's own vocabulary, or GPT-2's when it has none (or the model cannot be found).
+// A model's tokenizer (modelTokenizer), or GPT-2's when the model cannot be found: the check only counts tokens.
 function tokenizerOf(modelName: string): Tokenizer {
   try {
-    const folder = resolveModel(modelName);
-    return folder.vocab ? loadTokenizer(folder.dir) : loadTokenizer();
+    return modelTokenizer(resolveModel(modelName));
   } catch {
     return loadTokenizer();
   }
@@ -211,7 +222,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
   if (o.restore_from === 'latest') resumeDir = latestCheckpoint(runDir);
   else if (o.restore_from !== 'fresh') {
     if (!fs.existsSync(o.restore_from)) throw new Error(`--restore_from ${o.restore_from}: no such checkpoint or model folder`);
-    resumeDir = o.restore_from;
+    resumeDir = resolveModel(path.resolve(o.restore_from)).dir;
   }
   const state: TrainState | null = resumeDir && fs.existsSync(path.join(resumeDir, 'state.json')) ? readTrainState(resumeDir) : null;
   const existing = listCheckpoints(runDir);
@@ -233,7 +244,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     log(`fresh model: ${o.n_layer} layers, ${o.n_head} heads, ${o.n_embd} channels, context ${o.n_ctx}, seed ${seed}`);
   } else {
     const folder = resolveModel(resumeDir ? path.resolve(resumeDir) : o.model_name);
-    tokenizer = folder.vocab ? loadTokenizer(folder.dir) : loadTokenizer();
+    tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
     model = await Model.load(folder.dir, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx });
     log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
   }

@@ -1,11 +1,14 @@
 // Every file dixie writes for the user (weights, checkpoints, configs, downloads) lands atomically:
 // written to a temporary name beside the target, fsynced, then renamed over it, and the folder fsynced,
 // so a crash or kill -9 leaves either the old file or the new one, never a torn one.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
+// Unique to one write, so that two writes of one file at once (in one process or two) never share a temporary
+// file; it is also created exclusively, below.
 function tempNameFor(target: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${Date.now()}.tmp`);
+  return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
 }
 
 function fsyncDir(dir: string): void {
@@ -17,21 +20,33 @@ function fsyncDir(dir: string): void {
   }
 }
 
-// Writes through `fill`, which receives an open file descriptor of the temporary file.
+// A file system error with the file being written named: those of write and fsync (ENOSPC, EIO, EDQUOT) name
+// none, and "no space left on device" alone does not say which of a run's files did not fit. Errors that name
+// their file (open, rename) and others are returned as they are.
+export function namingFile(target: string, err: unknown): unknown {
+  const cause = err as NodeJS.ErrnoException;
+  if (!(err instanceof Error) || typeof cause.syscall !== 'string' || cause.path !== undefined) return err;
+  return Object.assign(new Error(`${target}: ${err.message}`, { cause: err }), { code: cause.code, syscall: cause.syscall });
+}
+
+// Writes through `fill`, which receives an open file descriptor of the temporary file. Whatever fails, the
+// temporary file goes and the target is left as it was.
 export async function writeFileAtomic(target: string, fill: (fd: number) => void | Promise<void>): Promise<void> {
   fs.mkdirSync(path.dirname(target), { recursive: true });
   const temp = tempNameFor(target);
-  const fd = fs.openSync(temp, 'w');
   try {
-    await fill(fd);
-    fs.fsyncSync(fd);
+    const fd = fs.openSync(temp, 'wx');
+    try {
+      await fill(fd);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    renameAtomic(temp, target);
   } catch (err) {
-    fs.closeSync(fd);
     fs.rmSync(temp, { force: true });
-    throw err;
+    throw namingFile(target, err);
   }
-  fs.closeSync(fd);
-  renameAtomic(temp, target);
 }
 
 // Moves a complete, fsynced file into place and makes the rename itself durable.

@@ -206,7 +206,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value KvReserve(const Napi::CallbackInfo& info);
   Napi::Value KvForward(const Napi::CallbackInfo& info);
-  Napi::Value KvReset(const Napi::CallbackInfo& info);
+  Napi::Value KvTruncate(const Napi::CallbackInfo& info);
   Napi::Value KvLength(const Napi::CallbackInfo& info);
   Napi::Value Sample(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
@@ -282,7 +282,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("step", &ModelWrap::Step),
                          InstanceMethod("kvReserve", &ModelWrap::KvReserve),
                          InstanceMethod("kvForward", &ModelWrap::KvForward),
-                         InstanceMethod("kvReset", &ModelWrap::KvReset),
+                         InstanceMethod("kvTruncate", &ModelWrap::KvTruncate),
                          InstanceMethod("kvLength", &ModelWrap::KvLength),
                          InstanceMethod("sample", &ModelWrap::Sample),
                          InstanceMethod("dispose", &ModelWrap::Dispose),
@@ -662,10 +662,10 @@ Napi::Value ModelWrap::KvForward(const Napi::CallbackInfo& info) {
   }, false, keep);
 }
 
-Napi::Value ModelWrap::KvReset(const Napi::CallbackInfo& info) {
+Napi::Value ModelWrap::KvTruncate(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    Backend& b = backend("kvReset");
-    b.kv_reset(check_slot(info[0], "kvReset: slot"));
+    Backend& b = backend("kvTruncate");
+    b.kv_truncate(check_slot(info[0], "kvTruncate: slot"), static_cast<int>(int_arg(info[1], "kvTruncate: length", 0, INT32_MAX)));
     return info.Env().Undefined();
   });
 }

@@ -28,6 +28,14 @@ int64_t check_forward_batch(const GPT2Config& c, const int32_t* inputs, const in
   return N;
 }
 
+void check_kv_truncate(int slot, int length, int n_slots, int held) {
+  if (slot < 0 || slot >= n_slots)
+    throw std::invalid_argument("kv_truncate: slot " + std::to_string(slot) + " is outside [0, " + std::to_string(n_slots) + ")");
+  if (length < 0 || length > held)
+    throw std::invalid_argument("kv_truncate: length " + std::to_string(length) + " is outside [0, " + std::to_string(held) +
+                                "] (the tokens slot " + std::to_string(slot) + " holds)");
+}
+
 void check_sampling_row(int row, int V, const SamplingParams& sp, const int32_t* history, int history_len) {
   const std::string where = "sample: row " + std::to_string(row) + ": ";
   if (!(sp.temperature >= 0.0f) || std::isinf(sp.temperature))

@@ -17,6 +17,9 @@ int64_t check_forward_batch(const GPT2Config& config, const int32_t* inputs, con
 // One row of sample(): its settings, and its history tokens against the vocabulary V.
 void check_sampling_row(int row, int V, const SamplingParams& params, const int32_t* history, int history_len);
 
+// kv_truncate(slot, length): the slot among n_slots, and a length from 0 to what the slot holds.
+void check_kv_truncate(int slot, int length, int n_slots, int held);
+
 // A backend's KV-cache decoder, for one of the kv* calls (named in `call`), which need kvReserve first.
 template <typename Decoder>
 Decoder& reserved_decoder(const std::unique_ptr<Decoder>& decoder, const char* call) {

@@ -358,8 +358,8 @@ void CpuBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, c
   reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, logits_out);
 }
 
-void CpuBackend::kv_reset(int slot) {
-  reserved_decoder(decoder_, "kvReset").reset(slot);
+void CpuBackend::kv_truncate(int slot, int length) {
+  reserved_decoder(decoder_, "kvTruncate").truncate(slot, length);
 }
 
 int CpuBackend::kv_length(int slot) const {

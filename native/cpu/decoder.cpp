@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "aligned_array.h"
+#include "core/checks.h"
 #include "core/dtype.h"
 #include "decode_matmul.h"
 #include "kernels.h"
@@ -376,11 +377,10 @@ void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, cons
               s.matmul_scratch.data(), s.pool);
 }
 
-void CpuDecoder::reset(int slot) {
+void CpuDecoder::truncate(int slot, int length) {
   State& s = *state_;
-  if (slot < 0 || slot >= s.n_slots)
-    throw std::invalid_argument("kv_reset: slot " + std::to_string(slot) + " is outside [0, " + std::to_string(s.n_slots) + ")");
-  s.lengths[slot] = 0;
+  check_kv_truncate(slot, length, s.n_slots, slot >= 0 && slot < s.n_slots ? s.lengths[slot] : 0);
+  s.lengths[slot] = length;
 }
 
 int CpuDecoder::length(int slot) const {

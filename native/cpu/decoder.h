@@ -28,7 +28,7 @@ class CpuDecoder {
   void reserve(int n_slots);  // plans the cache and scratch memory once
   // See Backend::kv_forward.
   void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out);
-  void reset(int slot);
+  void truncate(int slot, int length);
   int length(int slot) const;
   // The weights were written: what is made from them (float32 weights' panel copy, 16-bit weights' float32
   // vectors) is remade at the next forward.

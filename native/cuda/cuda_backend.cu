@@ -525,8 +525,8 @@ void CudaBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, 
   reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, logits_out);
 }
 
-void CudaBackend::kv_reset(int slot) {
-  reserved_decoder(decoder_, "kvReset").reset(slot);
+void CudaBackend::kv_truncate(int slot, int length) {
+  reserved_decoder(decoder_, "kvTruncate").truncate(slot, length);
 }
 
 int CudaBackend::kv_length(int slot) const {

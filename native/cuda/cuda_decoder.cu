@@ -5,6 +5,7 @@
 #include <string>
 
 #include "attention.cuh"
+#include "core/checks.h"
 #include "layers.cuh"
 
 namespace dixie::cuda {
@@ -139,10 +140,9 @@ void CudaDecoder::run(int n, int64_t total, float* logits_out) {
   DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void CudaDecoder::reset(int slot) {
-  if (slot < 0 || slot >= n_slots_)
-    throw std::invalid_argument("kv_reset: slot " + std::to_string(slot) + " is outside [0, " + std::to_string(n_slots_) + ")");
-  lengths_[slot] = 0;
+void CudaDecoder::truncate(int slot, int length) {
+  check_kv_truncate(slot, length, n_slots_, slot >= 0 && slot < n_slots_ ? lengths_[slot] : 0);
+  lengths_[slot] = length;
 }
 
 int CudaDecoder::length(int slot) const {

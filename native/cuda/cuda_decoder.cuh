@@ -19,7 +19,7 @@ class CudaDecoder {
   void reserve(int n_slots);  // plans the cache and scratch memory once
   // See Backend::kv_forward; logits_out is host memory [n, V].
   void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out);
-  void reset(int slot);
+  void truncate(int slot, int length);
   int length(int slot) const;
   size_t memory_bytes() const;
 

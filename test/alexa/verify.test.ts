@@ -154,6 +154,37 @@ t.test('signature verification', async (t) => {
   });
 });
 
+t.test('a chain that cannot be had is not asked for again for a minute; bad URLs do not push out the good chain', async (t) => {
+  let now = Date.now();
+  const certs = await startCertServer({ 'chain.pem': pki.signer.cert + pki.intermediate.cert, 'garbage.pem': 'this is not a certificate' });
+  const skill = await startSkill({ greeting: 'Hello there.' }, chat, { trustedRoots: [pki.root.cert], fetchCertChain: certs.fetcher, now: () => now });
+  t.teardown(async () => {
+    await skill.close();
+    await certs.close();
+  });
+  const send = (file: string) => {
+    const raw = JSON.stringify(launch({ timestamp: new Date(now) }));
+    return post(skill.url, raw, signatureHeaders(raw, pki.signer, `${CERT_BASE}${file}`));
+  };
+  const downloadsOf = (file: string) => certs.downloads.filter((u) => u === `/echo.api/${file}`).length;
+  t.equal((await send('chain.pem')).status, 200);
+  for (const file of ['missing.pem', 'garbage.pem']) {
+    for (let i = 0; i < 3; i++) t.equal((await send(file)).status, 401, file);
+    t.equal(downloadsOf(file), 1, `${file}: one download for three requests`);
+  }
+  for (let i = 0; i < 20; i++) t.equal((await send(`forged-${i}.pem`)).status, 401);
+  t.equal((await send('chain.pem')).status, 200);
+  t.equal(downloadsOf('chain.pem'), 1, 'the good chain is still cached after twenty bad URLs');
+  now += 59_000;
+  t.equal((await send('missing.pem')).status, 401);
+  t.equal(downloadsOf('missing.pem'), 1, 'not again within the minute');
+  now += 2_000;
+  const again = await send('missing.pem');
+  t.equal(again.status, 401);
+  t.match(again.body.error, /cannot download.*404/);
+  t.equal(downloadsOf('missing.pem'), 2, 'tried again after it');
+});
+
 t.test('verification off: warned at start, application id still checked', async (t) => {
   const skill = await startSkill({ verify_signatures: false, greeting: 'Unsafe hello.' }, chat);
   t.teardown(skill.close);

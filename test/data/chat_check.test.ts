@@ -1,9 +1,12 @@
-// The chat-format checker: every malformed line with file:line and why, and the summary.
+// The chat-format checker: every malformed line with file:line and why, and the summary; which audiences are names.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { ChatChecker, formatChatReport } from '../../lib/data/chat_check';
-import { parseMessage } from '../../lib/data/chat_format';
+import { AUDIENCE_RULE, checkAudience, isAudience, parseMessage } from '../../lib/data/chat_format';
+import { chatbotOptions } from '../../lib/sanitize';
+import { trainedAudiences } from '../../lib/train/checkpoint';
 import { checkDataset } from '../../lib/train/train';
 
 t.test('well-formed lines, including | in the message and \\r\\n endings', async (t) => {
@@ -64,4 +67,24 @@ t.test('bin/train --check reports a dataset folder (lib API); a byte order mark 
   t.match(report, /per audience: mom 2 \(1 sent\), dad 1 \(1 sent\)/);
   fs.writeFileSync(path.join(dir, 'b.train'), '1|dad|Hey <EOM>\n');
   t.equal((await checkDataset(dir)).summary?.issues.length, 0);
+});
+
+t.test('an audience with a control character (NUL, escape, tab) is refused wherever audiences are read', async (t) => {
+  for (const name of ['mo\u0000m', 'mom\u001b[31m', 'mom\tdad', 'dad\u007f', 'x\u0085y']) {
+    t.notOk(isAudience(name), JSON.stringify(name));
+    t.throws(() => checkAudience(name), { message: `audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(name)}` });
+  }
+  t.ok(isAudience('Grandma Rosé 👵'), 'any printable name');
+  const checker = new ChatChecker();
+  checker.add('a.train', '1|mom|Hi <EOM>\n0|m\u0001om|Hello <EOM>\n');
+  t.same(checker.summary().issues.map((i) => [i.line, i.reasons]), [[2, ['a control character (U+0001) in the audience']]]);
+  const dir = t.testdir();
+  const checkpoint = path.join(dir, 'model-1');
+  fs.mkdirSync(checkpoint);
+  fs.writeFileSync(path.join(checkpoint, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mo\u0000m' }, { audience: 'dad' }] }));
+  t.same(trainedAudiences(checkpoint), ['dad'], "a training record's audiences");
+  t.throws(() => chatbotOptions({ names: ['dad', 'mo\u0000m'] }, 'cfg.sanitizer_options'), { message: `cfg.sanitizer_options.names[1]: must be a name of ${AUDIENCE_RULE} (got "mo\\u0000m")` }, "a sanitizer's names");
+  const chat = spawnSync(process.execPath, [path.join(__dirname, '..', '..', 'bin', 'commands', 'chat.js'), '--audience', 'mo\u0001m'], { encoding: 'utf8' });
+  t.equal(chat.status, 1);
+  t.match(chat.stderr, `--audience must be ${AUDIENCE_RULE}, got "mo\\u0001m"`, 'bin/chat --audience');
 });

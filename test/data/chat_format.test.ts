@@ -37,7 +37,7 @@ t.test('a message line: one line, markers and pipes neutralised, the audience ch
   t.equal(messageText('  '), '');
   for (const bad of ['', '   ', 'a|b', 'a\nb', 'x'.repeat(65)]) {
     t.notOk(isAudience(bad), JSON.stringify(bad));
-    t.throws(() => formatMessage({ side: '1', audience: bad, text: 'hi' }), { name: 'RangeError', message: /^audience must be 1 to 64 characters without "\|" or line breaks, got / });
+    t.throws(() => formatMessage({ side: '1', audience: bad, text: 'hi' }), { name: 'RangeError', message: /^audience must be 1 to 64 characters, not all blank, without "\|", line breaks or other control characters, got / });
   }
   t.equal(checkAudience('x'.repeat(64)), 'x'.repeat(64));
   t.throws(() => checkAudience('mom|dad'), /got "mom\|dad"/);

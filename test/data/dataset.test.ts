@@ -176,3 +176,34 @@ t.test('windows are uniform over token positions and never cross a chunk boundar
 
   t.throws(() => new WindowSampler(source, 11), /no chunk holds 11 tokens \(the longest has 10\)/);
 });
+
+t.test('text files are checked to be text: a binary file is refused, invalid UTF-8 and empty files are named', async (t) => {
+  const out = t.testdir();
+  const dir = path.join(out, 'data');
+  fs.mkdirSync(dir);
+  const write = (name: string, data: string | Buffer): string => {
+    fs.writeFileSync(path.join(dir, name), data);
+    return path.join(dir, name);
+  };
+  const chat = write('a.train', '1|mom|Hi <EOM>\n');
+  const badUtf8 = write('b.train', Buffer.concat([Buffer.from('1|mom|fine <EOM>\n1|mom|caf'), Buffer.from([0xe9]), Buffer.from(' <EOM>\n'), ...Array.from({ length: 7 }, () => Buffer.from([0x31, 0x7c, 0x6d, 0x7c, 0xff, 0x0a]))]));
+  const empty = write('c.train', '');
+  const data = await loadDataset(dir, { tokenizer });
+  t.same(data.warnings, [
+    `${badUtf8}:2: invalid UTF-8 (read as U+FFFD)`,
+    ...[3, 4, 5, 6].map((line) => `${badUtf8}:${line}: invalid UTF-8 (read as U+FFFD)`),
+    `${badUtf8}: 3 more lines of invalid UTF-8`,
+    `${empty}: empty, nothing to train on`,
+  ]);
+  t.ok(data.source.tokenCount > 0, 'and the dataset still loads');
+  t.same((await encodeDataset(chat, path.join(out, 'a.tokens'), { tokenizer })).warnings, [], 'a clean file: no warnings');
+
+  const binary = write('d.bin', Buffer.concat([Buffer.from('line one\nPK'), Buffer.from([3, 4, 0, 0, 9])]));
+  await t.rejects(loadDataset(dir, { tokenizer }), { message: `${binary}:2: a NUL byte (at byte 13): a binary file (or UTF-16 text), not UTF-8 text; take it out of the dataset` });
+  const refused = path.join(out, 'refused.tokens');
+  await t.rejects(encodeDataset(dir, refused, { tokenizer }), /d\.bin:2: a NUL byte/);
+  t.notOk(fs.existsSync(refused), 'no token file from a binary file');
+  fs.rmSync(binary);
+  const utf16 = write('e.txt', Buffer.from('\uFEFFhello', 'utf16le'));
+  await t.rejects(loadDataset(utf16, { tokenizer }), { message: `${utf16}: UTF-16 text (it starts with a UTF-16 byte order mark); save it as UTF-8` });
+});

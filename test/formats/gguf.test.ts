@@ -151,10 +151,18 @@ for (const [type, ggmlType, fileType] of [['f32', 0, 0], ['f16', 1, 1], ['bf16',
 
 t.test('a vocabulary that does not fit the model is refused, and nothing is written', async (t) => {
   const out = path.join(work, 'refused.gguf');
-  const fixture = path.join(ROOT, 'test', 'fixtures', 'gpt2-tiny');  // vocabulary 256, no vocabulary files: GPT-2's is used
+  const fixture = path.join(ROOT, 'test', 'fixtures', 'gpt2-tiny');  // vocabulary 256, no vocabulary files
   const run = exportGguf(fixture, out);
   t.equal(run.status, 1);
-  t.match(String(run.stderr), /^export-gguf: .*encoder\.json: has 50257 tokens, the model's vocab_size is 256; GGUF needs exactly one token per id\n$/);
+  t.match(String(run.stderr), /^export-gguf: .*gpt2-tiny has no vocabulary \(encoder\.json \+ vocab\.bpe, or vocab\.json \+ merges\.txt\), and its vocab_size is 256, not GPT-2's 50257: copy in the vocabulary it was trained with\n$/);
+  t.notOk(fs.existsSync(out));
+  // With GPT-2's vocabulary copied in, the writer's own check: one token per id.
+  const copy = path.join(work, 'gpt2-tiny-vocab');
+  fs.cpSync(fixture, copy, { recursive: true });
+  for (const f of ['encoder.json', 'vocab.bpe']) fs.copyFileSync(path.join(ROOT, 'lib', 'tokenizer', 'gpt2', f), path.join(copy, f));
+  const mismatched = exportGguf(copy, out);
+  t.equal(mismatched.status, 1);
+  t.match(String(mismatched.stderr), /^export-gguf: .*encoder\.json: has 50257 tokens, the model's vocab_size is 256; GGUF needs exactly one token per id\n$/);
   t.notOk(fs.existsSync(out));
   const missing = exportGguf(path.join(work, 'no-such-model'), out);
   t.equal(missing.status, 1);

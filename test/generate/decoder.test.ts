@@ -14,7 +14,7 @@ async function decode(model: Model, sequences: Int32Array[], chunk: (slot: numbe
   const V = model.config.vocabSize;
   const native = model.native;
   await model.run((n) => n.kvReserve(sequences.length));
-  for (let s = 0; s < sequences.length; s++) await model.run((n) => n.kvReset(s));
+  for (let s = 0; s < sequences.length; s++) await model.run((n) => n.kvTruncate(s, 0));
   const done = sequences.map(() => 0);
   const rows = new Map<string, Float32Array>();
   for (let call = 0; done.some((d, s) => d < sequences[s].length); call++) {

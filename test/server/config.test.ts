@@ -36,6 +36,10 @@ t.test('defaults: 127.0.0.1:12345, no keys, original sampling; per-model overrid
   t.equal(c.port, DEFAULT_PORT);
   t.equal(c.port, 12345);
   t.same(c.apiKeys, []);
+  t.equal(c.insecure, false);
+  t.equal(c.metricsPublic, false, '/metrics needs the API key when there are keys');
+  t.equal(c.trustProxy, false, 'X-Forwarded-For believed from no one');
+  t.equal(c.allowedHosts, null, 'Host names by the address bound');
   t.equal(c.debug, false);
   t.same(c.models[0].sampling, { ...ORIGINAL_SAMPLING, temperature: 0, length: 7 });
   t.equal(c.models[0].promptFormat, 'raw');
@@ -54,6 +58,15 @@ t.test('defaults: 127.0.0.1:12345, no keys, original sampling; per-model overrid
   t.equal(d.models[0].sanitizer, '/base/s.js', 'a sanitizer module path is relative to the config file');
   t.equal(d.models[0].device, 'cpu');
   t.equal(d.models[0].precision, 'bf16');
+  const exposed = validateServerConfig({
+    models: [{ key: 'g', model_name: '124M' }], insecure: true, metrics_public: true, trust_proxy: 'loopback, 10.0.0.0/8', allowed_hosts: ['Chat.Example.com', '*.internal', '[::1]'],
+  }, 'cfg', '/base');
+  t.equal(exposed.insecure, true);
+  t.equal(exposed.metricsPublic, true);
+  t.same(exposed.trustProxy, ['loopback', '10.0.0.0/8']);
+  t.same(exposed.allowedHosts, ['chat.example.com', '*.internal', '[::1]']);
+  t.equal(validateServerConfig({ models: [{ key: 'g', model_name: '124M' }], trust_proxy: 2 }, 'cfg', '/base').trustProxy, 2, 'a hop count');
+  t.same(validateServerConfig({ models: [{ key: 'g', model_name: '124M' }], trust_proxy: ['192.168.0.7', '10.0.0.0/255.0.0.0', 'fd00::/8'] }, 'cfg', '/base').trustProxy, ['192.168.0.7', '10.0.0.0/255.0.0.0', 'fd00::/8']);
 });
 
 t.test('every bad field is named', async (t) => {
@@ -71,6 +84,15 @@ t.test('every bad field is named', async (t) => {
     [{ models: [model], api_keys: 'secret' }, /^cfg: api_keys: must be an array/],
     [{ models: [model], api_keys: ['short'] }, /^cfg: api_keys\[0\]: must be a key of at least 16 characters/],
     [{ models: [model], batch_slots: 0 }, /^cfg: batch_slots: /],
+    [{ models: [model], insecure: 'yes' }, /^cfg: insecure: must be true or false/],
+    [{ models: [model], metrics_public: 1 }, /^cfg: metrics_public: must be true or false/],
+    [{ models: [model], trust_proxy: true }, /^cfg: trust_proxy: must be false, a number of proxies/],
+    [{ models: [model], trust_proxy: 'everyone' }, /^cfg: trust_proxy: /],
+    [{ models: [model], trust_proxy: ['10.0.0.0/33'] }, /^cfg: trust_proxy: /],
+    [{ models: [model], trust_proxy: 0 }, /^cfg: trust_proxy: /],
+    [{ models: [model], allowed_hosts: 'example.com' }, /^cfg: allowed_hosts: must be a non-empty array/],
+    [{ models: [model], allowed_hosts: [] }, /^cfg: allowed_hosts: must be a non-empty array/],
+    [{ models: [model], allowed_hosts: ['example.com:80'] }, /^cfg: allowed_hosts\[0\]: must be a host name without port/],
     [{ models: [model], alexa: { model_key: 'chatbot' } }, /^cfg: alexa\.application_id: required/],
     [{ models: [{ model_name: '124M' }] }, /^cfg: models\[0\]\.key: must be a name/],
     [{ models: [{ key: 'a b', model_name: '124M' }] }, /^cfg: models\[0\]\.key: /],

@@ -1,5 +1,6 @@
 // Real tiny GPT-2 models for the server tests, and a way to talk to a server over HTTP on 127.0.0.1.
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Model } from '../../lib/engine/model';
@@ -55,6 +56,77 @@ export async function request(url: string, init: { method?: string; body?: unkno
   });
   const text = await res.text();
   return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text) as Record<string, unknown> };
+}
+
+export interface RawReply {
+  status: number;
+  headers: Record<string, string>;   // names in lower case
+  text: string;
+  closed: boolean;                   // the server closed the connection after answering
+  ms: number;                        // from the request's first byte to the answer (or the close)
+}
+
+export interface RawRequest {
+  method?: string;
+  path: string;
+  headers?: Record<string, string>;  // default: the URL's Host and "Connection: close"; nothing else
+  body?: string | Buffer;            // sent after the head
+  trickle?: number;                  // then this many bytes, one every 100 ms, while the connection is open
+}
+
+// HTTP/1.1 over a bare socket, for requests fetch() will not make: a Host of the test's choosing, a
+// Content-Length the body does not match, a body that trickles in. Resolves when the server closes the
+// connection, or half a second after its answer if it keeps the connection open (closed: false).
+export function rawRequest(url: string, req: RawRequest): Promise<RawReply> {
+  const { hostname, port, host } = new URL(url);
+  const headers = { host, connection: 'close', ...req.headers };
+  const head = `${req.method ?? 'GET'} ${req.path} HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const socket = net.connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    let answeredMs = 0;
+    let trickled = 0;
+    const drip = setInterval(() => {
+      if (trickled < (req.trickle ?? 0) && !socket.destroyed) {
+        socket.write('x');
+        trickled++;
+      }
+    }, 100);
+    let linger: NodeJS.Timeout | undefined;
+    let finished = false;
+    const finish = (closed: boolean) => {
+      if (finished) return;
+      finished = true;
+      clearInterval(drip);
+      clearTimeout(linger);
+      socket.destroy();
+      const raw = Buffer.concat(chunks).toString('utf8');
+      const split = raw.indexOf('\r\n\r\n');
+      if (split < 0) {
+        reject(new Error(`no answer (got ${JSON.stringify(raw)})`));
+        return;
+      }
+      const [statusLine, ...lines] = raw.slice(0, split).split('\r\n');
+      resolve({
+        status: Number(statusLine.split(' ')[1]),
+        headers: Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()])),
+        text: raw.slice(split + 4),
+        closed,
+        ms: answeredMs || performance.now() - started,
+      });
+    };
+    socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      if (answeredMs === 0) answeredMs = performance.now() - started;
+      clearTimeout(linger);
+      linger = setTimeout(() => finish(false), 500);
+    });
+    socket.on('end', () => finish(true));
+    socket.on('error', (err) => (chunks.length > 0 ? finish(true) : reject(err)));
+    socket.write(head);
+    if (req.body !== undefined) socket.write(req.body);
+  });
 }
 
 export interface Running {

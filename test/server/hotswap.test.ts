@@ -58,6 +58,39 @@ t.test('concurrent mixed-model requests under a budget for one model: every answ
   for (const key of keys) t.equal(list.find((m) => m.model_key === key)?.num_inferences, asks.filter((k) => k === key).length, `${key}'s count`);
 });
 
+t.test('requests alternating between two models under a budget for one are batched by model: few loads, none starved', async (t) => {
+  const oneModel = estimateModelBytes(TINY, 4, SLOTS);
+  const srv = await startServer({ models: modelsConfig(), memory_budget_mb: (1.5 * oneModel) / (1024 * 1024), batch_slots: SLOTS, max_queue: 1000 }, dir);
+  t.teardown(srv.close);
+  const REQUESTS = 320;
+  const CLIENTS = 32;
+  // CLIENTS clients, each sending its next request when its last one is answered; request i asks for keyOf(i).
+  // Every request must be answered, by its model: none starves.
+  const run = async (keyOf: (i: number) => string, requests = REQUESTS): Promise<number> => {
+    let next = 0;
+    const started = performance.now();
+    await Promise.all(Array.from({ length: CLIENTS }, async () => {
+      for (let i = next++; i < requests; i = next++) {
+        const r = await request(`${srv.url}/invocations`, { body: { model_key: keyOf(i), raw_text: PROMPT } });
+        if (r.status !== 200 || r.text !== expected[keyOf(i)]) t.fail(`request ${i} for ${keyOf(i)}: ${r.status} ${r.text}`);
+      }
+    }));
+    return performance.now() - started;
+  };
+  await run(() => 'alpha', 2 * CLIENTS);  // loads alpha and warms up
+  const oneKeyMs = await run(() => 'alpha');
+  const loadsOf = async () => [...(await request(`${srv.url}/metrics`)).text.matchAll(/^dixie_model_loads_total\{model="(\w+)"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[2]), 0);
+  const loadsBefore = await loadsOf();
+  const alternatingMs = await run((i) => (i % 2 === 0 ? 'alpha' : 'beta'));
+  const loads = (await loadsOf()) - loadsBefore;
+  t.ok(alternatingMs < 2 * oneKeyMs, `alternating keys took ${Math.round(alternatingMs)} ms, one key ${Math.round(oneKeyMs)} ms (${(alternatingMs / oneKeyMs).toFixed(2)}x)`);
+  t.ok(loads >= 2 && loads <= REQUESTS / 10, `${loads} loads for ${REQUESTS} alternating requests`);
+  const metrics = (await request(`${srv.url}/metrics`)).text;
+  t.match(metrics, /^# TYPE dixie_model_loads_total counter$/m);
+  t.match(metrics, /^dixie_model_evictions_total\{model="alpha"\} [1-9]\d*$/m, 'evictions are counted');
+  t.match(metrics, /^dixie_model_unloads_total\{model="alpha"\} [1-9]\d*$/m, 'unloads are counted');
+});
+
 t.test('a model is loaded once however many requests ask at once, and they are decoded together', async (t) => {
   // Replies of 100 tokens: a hundred steps during which the batch is watched.
   const srv = await startServer({ models: [{ key: 'beta', restore_from: path.join(dir, 'long', 'beta'), sampling: { ...greedy, length: LONG_LENGTH } }], batch_slots: SLOTS }, dir);

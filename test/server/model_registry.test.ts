@@ -57,7 +57,8 @@ t.test('a model is loaded once however many ask for it at once', async (t) => {
 
 t.test('a model in use is never evicted; the newcomer waits until it is released, and the budget holds', async (t) => {
   const loader = new ControlledLoader({ a: 60, b: 60 });
-  const reg = new ModelRegistry(['a', 'b'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  // No turn: a drains as soon as b waits (turns are tested below).
+  const reg = new ModelRegistry(['a', 'b'], loader, { budgetBytes: 100, idleUnloadMs: 0, turnGrants: 0 });
   const a = await reg.acquire('a');
   let bLease: Lease<Fake> | null = null;
   const b = reg.acquire('b').then((l) => (bLease = l));
@@ -101,7 +102,7 @@ t.test('idle models are evicted least recently used first', async (t) => {
 
 t.test('a waiter that gives up stops holding others back', async (t) => {
   const loader = new ControlledLoader({ a: 60, b: 60 });
-  const reg = new ModelRegistry(['a', 'b'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  const reg = new ModelRegistry(['a', 'b'], loader, { budgetBytes: 100, idleUnloadMs: 0, turnGrants: 0 });
   const a = await reg.acquire('a');
   const abort = new AbortController();
   const b = reg.acquire('b', abort.signal);
@@ -127,8 +128,80 @@ t.test('a model larger than the budget, a failed load, an unknown key', async (t
   await tick();
   loader.pending.get('a')?.reject(new Error('disk on fire'));
   for (const w of waiting) await t.rejects(w, ModelUnavailableError);
-  await t.rejects(waiting[0], /failed to load: disk on fire/);
+  await t.rejects(waiting[0], { status: 503, message: /failed to load \(disk on fire\)/ });
   t.equal(reg.reservedBytes, 0, 'the failed load gave its bytes back');
+  await reg.close();
+});
+
+t.test('a busy model that another waits for takes a bounded turn of its own requests, then makes room', async (t) => {
+  let now = 0;
+  const loader = new ControlledLoader({ a: 60, b: 60 });
+  const reg = new ModelRegistry(['a', 'b'], loader, { budgetBytes: 100, idleUnloadMs: 0, turnGrants: 3, turnMs: 1000, now: () => now });
+  const first = await reg.acquire('a');
+  const granted: string[] = [];
+  const b = reg.acquire('b').then((l) => (granted.push('b'), l));
+  await tick();
+  const turn = await Promise.all([reg.acquire('a'), reg.acquire('a'), reg.acquire('a')]);
+  t.equal(reg.status().find((s) => s.key === 'a')?.draining, true, 'three more grants end the turn');
+  const late = reg.acquire('a').then((l) => (granted.push('a'), l));
+  await tick();
+  t.same(granted, [], 'the request after the turn waits, and so does b');
+  for (const l of [first, ...turn]) l.release();
+  const bLease = await b;
+  t.same(granted, ['b'], 'b loads once a has finished its turn');
+  t.same(loader.unloads, ['a']);
+  // Now b is busy and a waits: b's turn ends by time.
+  now += 999;
+  const bMore = await reg.acquire('b');
+  now += 1;
+  const bLate = reg.acquire('b').then((l) => (granted.push('b late'), l));
+  await tick();
+  t.same(granted, ['b'], 'after turnMs b takes no new request');
+  bLease.release();
+  bMore.release();
+  const aLease = await late;
+  t.same(granted, ['b', 'a'], 'the request for a that waited is served before the late one for b');
+  aLease.release();
+  (await bLate).release();
+  t.same(loader.loads, ['a', 'b', 'a', 'b'], 'one load per turn, not one per request');
+  t.same(reg.status().map((s) => [s.key, s.loads, s.unloads]), [['a', 2, 2], ['b', 2, 1]]);
+  await reg.close();
+});
+
+t.test('a failed load is tried again after a back-off that doubles, not at every request; clients see no paths', async (t) => {
+  let now = 0;
+  const loader = new ControlledLoader({ a: 10 });
+  loader.auto = false;
+  const logs: Record<string, unknown>[] = [];
+  const reg = new ModelRegistry(['a'], loader, { budgetBytes: 100, idleUnloadMs: 0, loadRetryMs: 1000, loadRetryMaxMs: 1500, now: () => now, log: (_level, msg, fields) => logs.push({ msg, ...fields }) });
+  const fail = async (expectedRetryS: number) => {
+    const waiting = reg.acquire('a');
+    await tick();
+    loader.pending.get('a')?.reject(new Error('/srv/dixie/models/a/model.safetensors: the file ends at byte 8 (truncated?)'));
+    const err = (await waiting.catch((e: unknown) => e)) as ModelUnavailableError;
+    t.equal(err.status, 503);
+    t.equal(err.retryAfterS, expectedRetryS);
+    t.equal(err.message, `model "a" failed to load (model.safetensors: the file ends at byte 8 (truncated?)); it is tried again in ${expectedRetryS} s`);
+  };
+  await fail(1);
+  t.match(logs.find((l) => l.msg === 'model failed to load'), { error: /^\/srv\/dixie\/models\/a\/model\.safetensors: / }, 'the log has the whole error');
+  now += 400;
+  for (let i = 0; i < 5; i++) await t.rejects(reg.acquire('a'), { status: 503, retryAfterS: 1, message: /failed to load \(model\.safetensors: .*tried again in 1 s/ });
+  t.same(loader.loads, ['a'], 'no load during the back-off');
+  now += 600;
+  await fail(2);  // the second failure doubles the wait
+  t.same(loader.loads, ['a', 'a']);
+  now += 1499;
+  await t.rejects(reg.acquire('a'), { status: 503, retryAfterS: 1, message: /tried again in 1 s/ });
+  now += 1;
+  await fail(2);  // capped at loadRetryMaxMs
+  now += 1500;
+  const lease = reg.acquire('a');
+  await tick();
+  loader.finish('a');
+  (await lease).release();
+  t.same(reg.status().map((s) => [s.loads, s.loadFailures]), [[1, 3]]);
+  t.same(loader.loads, ['a', 'a', 'a', 'a']);
   await reg.close();
 });
 

@@ -1,6 +1,6 @@
 // bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0),
 // and the message when there is nothing to serve.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -100,4 +100,19 @@ t.test('a bad config stops the start with the field named', async (t) => {
   const child = serve([], dir);
   t.equal(await child.exited, 1);
   t.match(child.stderr.join(''), /server_config\.json: models\[0\]\.restore_from: .*checkpoint\/run1 does not exist/);
+});
+
+t.test('beyond loopback without api_keys: refuses to start, saying how to set them; --insecure lets it try', async (t) => {
+  const dir = tempDir('insecure');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, PROMPT, 1);
+  const open = serve(['--model', 'alpha', '--host', '0.0.0.0', '--port', '0'], dir);
+  t.equal(await open.exited, 1);
+  t.match(open.stderr.join(''), /^serve: refusing to listen on 0\.0\.0\.0 without api_keys: .*"api_keys" in server_config\.json.*--insecure/);
+  t.same(open.lines.filter((l) => l.msg === 'listening'), [], 'it never listened');
+  // 192.0.2.1 (TEST-NET-1) is no address of this machine: past the check, the bind itself fails.
+  const insecure = serve(['--model', 'alpha', '--host', '192.0.2.1', '--port', '0', '--insecure'], dir);
+  t.equal(await insecure.exited, 1);
+  t.match(insecure.stderr.join(''), /EADDRNOTAVAIL/);
+  t.match(execFileSync(process.execPath, [SERVE, '--help'], { encoding: 'utf8' }), /--insecure +listen on an address other than loopback without api_keys/);
 });

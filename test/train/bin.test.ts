@@ -83,3 +83,24 @@ t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; 
   t.equal(missing.status, 1);
   t.match(missing.stderr, /no metrics log for "nope"/);
 });
+
+t.test('bin/train --check fails, naming the file, on invalid UTF-8, an empty file, a folder holding only a blank README, a binary file', async (t) => {
+  const dir = t.testdir({ 'utf8.train': Buffer.from([...Buffer.from('1|mom|Hi <EOM>\n1|mom|caf'), 0xe9, ...Buffer.from(' <EOM>\n')]), 'empty.train': '', readme: { 'README.md': '\n' }, 'image.png': Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]) });
+  const utf8 = run('train', ['--dataset', path.join(dir, 'utf8.train'), '--check']);
+  t.equal(utf8.status, 1);
+  t.match(utf8.stdout, `${path.join(dir, 'utf8.train')}:2: invalid UTF-8 (read as U+FFFD)`);
+  t.match(utf8.stdout, /0 malformed lines\n[^]*check failed: the files have problems besides malformed lines/);
+  const empty = run('train', ['--dataset', path.join(dir, 'empty.train'), '--check']);
+  t.equal(empty.status, 1);
+  t.match(empty.stdout, `${path.join(dir, 'empty.train')}: empty, nothing to train on`);
+  const readme = run('train', ['--dataset', path.join(dir, 'readme'), '--check']);
+  t.equal(readme.status, 1);
+  t.match(readme.stdout, `${path.join(dir, 'readme', 'README.md')}: only white space, nothing to train on`);
+  fs.writeFileSync(path.join(dir, 'readme', 'README.md'), '');
+  const readmeEmpty = run('train', ['--dataset', path.join(dir, 'readme'), '--check']);
+  t.equal(readmeEmpty.status, 1);
+  t.match(readmeEmpty.stdout, `${path.join(dir, 'readme', 'README.md')}: empty`);
+  const image = run('train', ['--dataset', path.join(dir, 'image.png'), '--check']);
+  t.equal(image.status, 1);
+  t.match(image.stderr, `train: ${path.join(dir, 'image.png')}:3: a NUL byte (at byte 8): a binary file (or UTF-16 text), not UTF-8 text`);
+});

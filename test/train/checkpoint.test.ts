@@ -1,14 +1,16 @@
-// Resuming is exact (N steps, stop, N more == 2N steps, bit for bit), and a kill -9 in the middle of a save
-// leaves the last complete checkpoint loadable.
+// Resuming is exact (N steps, stop, N more == 2N steps, bit for bit); a kill -9 in the middle of a save leaves
+// the last complete checkpoint loadable; a resumed run outlives the checkpoint it resumed from; a save that fails
+// says where and leaves nothing behind.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Model } from '../../lib/engine/model';
-import { latestCheckpoint, listCheckpoints, readTrainState } from '../../lib/train/checkpoint';
-import { readMetrics } from '../../lib/train/metrics';
+import { loadTokenizer } from '../../lib/tokenizer';
+import { TrainState, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from '../../lib/train/checkpoint';
+import { MetricsLog, readMetrics } from '../../lib/train/metrics';
 import { train } from '../../lib/train/train';
-import { tinyRun } from './helpers';
+import { TINY_VOCAB, tinyRun } from './helpers';
 
 const quiet = { log: (): void => undefined };
 
@@ -98,4 +100,64 @@ t.test('SIGKILL in the middle of a save leaves the last complete checkpoint load
   t.same(fs.readdirSync(runDir).filter((n) => n.startsWith('.')), [], 'no temporary folders left');
   const whole = await train(tinyRun(dir, { save_every: 2, stop_after: 6, run_name: 'uninterrupted' }), quiet);
   t.ok(bytes(result.checkpoint as string, 'model.safetensors').equals(bytes(whole.checkpoint as string, 'model.safetensors')), 'and ends where an uninterrupted run ends');
+});
+
+t.test('a resumed run saves past --max_to_keep twice over: the vocabulary it writes comes from memory', async (t) => {
+  const dir = t.testdir();
+  const options = { save_every: 5, max_to_keep: 2 };
+  await train(tinyRun(dir, { ...options, stop_after: 10 }), quiet);
+  // Resumed from model-10, which the save at step 20 prunes; the saves after it still need a vocabulary.
+  const result = await train(tinyRun(dir, { ...options, stop_after: 30 }), quiet);
+  t.equal(result.step, 30);
+  const runDir = path.join(dir, 'checkpoint', 'run1');
+  t.same(listCheckpoints(runDir).map((c) => c.step), [25, 30]);
+  for (const step of [25, 30]) {
+    for (const file of ['encoder.json', 'vocab.bpe']) {
+      t.ok(bytes(path.join(runDir, `model-${step}`), file).equals(bytes(TINY_VOCAB, file)), `model-${step}/${file} is the vocabulary trained with`);
+    }
+  }
+  t.same(fs.readdirSync(runDir).filter((n) => n.startsWith('.')), [], 'no temporary folders left');
+});
+
+// Opens /dev/full in place of the files `isFull` picks, for the rest of test t: the kernel's own "no space left".
+function diskFull(t: Test, isFull: (file: string) => boolean): void {
+  const open = fs.openSync;
+  t.capture(fs, 'openSync', (file: fs.PathLike, ...rest: unknown[]) => (isFull(String(file)) ? open('/dev/full', 'w') : (open as (...a: unknown[]) => number)(file, ...rest)));
+}
+
+// The temporary file of an atomic write to `target` (lib/util/atomic_file.ts).
+function isTemporaryOf(target: string): (file: string) => boolean {
+  return (file) => file.startsWith(path.join(path.dirname(target), `.${path.basename(target)}.`));
+}
+
+t.test('a save that fails midway (a full disk) names the file and leaves no temporary folder', { skip: !fs.existsSync('/dev/full') && 'no /dev/full' }, async (t) => {
+  const dir = t.testdir();
+  const runDir = path.join(dir, 'run');
+  const model = Model.create({ nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 457 }, { seed: 1 });
+  t.teardown(() => model.dispose());
+  const tokenizer = loadTokenizer(TINY_VOCAB);
+  const state = (step: number): TrainState => ({
+    step, seed: 1, dataRng: [1, 2, 3, 4], sampleRng: [5, 6, 7, 8], lossAverage: [0, 0], tokens: 0, trainSeconds: 0, audiences: [], options: {},
+  });
+  await saveCheckpoint(runDir, model, tokenizer, state(1), { maxToKeep: 0, withOptimizer: false });
+
+  for (const file of ['model.safetensors', 'vocab.bpe']) {
+    await t.test(`the disk fills up writing ${file}`, async (t) => {
+      diskFull(t, isTemporaryOf(path.join(runDir, `.model-2.tmp-${process.pid}`, file)));
+      await t.rejects(saveCheckpoint(runDir, model, tokenizer, state(2), { maxToKeep: 0, withOptimizer: false }), {
+        code: 'ENOSPC',
+        message: new RegExp(`^${path.join(runDir, `.model-2.tmp-${process.pid}`, file).replace(/[.]/g, '\\.')}: ENOSPC: no space left on device`),
+      });
+    });
+    t.same(fs.readdirSync(runDir).sort(), ['latest', 'model-1'], `after ${file}: no temporary folder, the last checkpoint untouched`);
+    t.equal(latestCheckpoint(runDir), path.join(runDir, 'model-1'));
+  }
+
+  await t.test('the disk fills up appending to metrics.jsonl', async (t) => {
+    const file = path.join(dir, 'metrics.jsonl');
+    diskFull(t, (name) => name === file);
+    const log = await MetricsLog.open(file, null);
+    t.teardown(() => log.close());
+    t.throws(() => log.append({ type: 'val', step: 1, loss: 1, time: 1 }), { code: 'ENOSPC', message: `${file}: ENOSPC: no space left on device, write` });
+  });
 });

@@ -129,3 +129,21 @@ t.test('the learning rate schedule: constant, or warmup then cosine cycles', asy
   t.ok(Math.abs(learningRate(cos, 60) - 5.5e-4) < 1e-12, 'half way: the mean of top and bottom');
   t.equal(learningRate(cos, 110), 1e-3, 'and restarts');
 });
+
+t.test('training warns of invalid UTF-8 by file:line, and refuses a binary file in the dataset', async (t) => {
+  const dir = t.testdir();
+  const data = path.join(dir, 'data');
+  fs.mkdirSync(data);
+  const chat = fs.readFileSync(path.join(CHAT, 'train', 'work.train'));
+  fs.writeFileSync(path.join(data, 'a.train'), Buffer.concat([Buffer.from('1|mom|caf'), Buffer.from([0xe9]), Buffer.from(' au lait <EOM>\n'), chat]));
+  const lines: string[] = [];
+  const result = await train(tinyRun(dir, { dataset: data, stop_after: 1 }), { log: collect(lines) });
+  t.equal(result.step, 1, 'trained');
+  t.ok(lines.includes(`warning: ${path.join(data, 'a.train')}:1: invalid UTF-8 (read as U+FFFD)`), lines.slice(0, 3).join('\n'));
+
+  fs.writeFileSync(path.join(data, 'photo.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46]));
+  await t.rejects(train(tinyRun(dir, { dataset: data, stop_after: 1, run_name: 'binary' }), { log: () => undefined }), {
+    message: `${path.join(data, 'photo.jpg')}:1: a NUL byte (at byte 4): a binary file (or UTF-16 text), not UTF-8 text; take it out of the dataset`,
+  });
+  t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'binary', 'model-1')), 'nothing trained on it');
+});

@@ -2,6 +2,7 @@
 // asks the configured model to answer the conversation carried in the session, and answers within the deadline.
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { AlexaOptions } from './config';
+import { boundedBody } from '../body';
 import { messageText, type Conversation, type Turn } from '../../data/chat_format';
 import { historyFrom, keepRecent } from './conversation';
 import { createLog, type Log } from '../log';
@@ -40,7 +41,7 @@ export interface AlexaDeps extends SignatureVerifierOptions {
 const STOP_MARGIN_MS = 300;
 const ABANDON_MARGIN_MS = 150;
 // Alexa requests are a few kilobytes; the session history is bounded by max_history_turns.
-const BODY_LIMIT = '256kb';
+const BODY_LIMIT_BYTES = 256 * 1024;
 
 const SORRY_SLOW = "Sorry, I'm thinking too slowly right now. Ask me again in a moment.";
 const SORRY_BROKEN = 'Sorry, something went wrong on my side. Ask me again in a moment.';
@@ -141,8 +142,9 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
       res.locals.alexaArrived = now();
       next();
     },
-    // The signature covers the exact bytes sent, so the body is read raw whatever its content type says.
-    express.raw({ type: () => true, limit: BODY_LIMIT }),
+    // The signature covers the exact bytes sent, so the body is read raw whatever its content type says; it
+    // must arrive before the answer is due.
+    boundedBody(express.raw({ type: () => true, limit: BODY_LIMIT_BYTES }), BODY_LIMIT_BYTES, options.deadlineMs),
     async (req: Request, res: Response) => {
       const raw: unknown = req.body;
       if (!Buffer.isBuffer(raw)) throw new Error(`the Alexa router must be mounted before any body parser that consumes ${options.path}`);

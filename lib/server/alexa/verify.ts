@@ -20,6 +20,11 @@ const CERT_DOWNLOAD_TIMEOUT_MS = 2_000;
 // Amazon rotates its signing certificate rarely; a handful of URLs covers it, and the bound keeps a flood of
 // distinct (valid-looking) URLs from growing the cache.
 const MAX_CACHED_CHAINS = 8;
+// A chain that could not be had (a download that failed, a file that is no chain) is not asked for again for a
+// while: a forged request may name any URL under /echo.api/, and each would cost a download. Failures are kept
+// apart from the chains, so that a flood of bad URLs cannot push the good chain out.
+const FAILED_CHAIN_RETRY_MS = 60_000;
+const MAX_CACHED_FAILURES = 64;
 
 export type CertChainFetcher = (url: URL) => Promise<string>;
 
@@ -116,8 +121,11 @@ export class AlexaSignatureVerifier {
   private readonly roots: X509Certificate[];
   private readonly fetchCertChain: CertChainFetcher;
   private readonly now: () => number;
-  // Keyed by the normalised URL; a pending download is shared by the requests that wait for it.
-  private readonly chains = new Map<string, Promise<X509Certificate[]>>();
+  // Keyed by the normalised URL: the chains downloaded, the downloads under way (each shared by the requests
+  // that wait for it), and the failures with the time until which they stand.
+  private readonly chains = new Map<string, X509Certificate[]>();
+  private readonly downloads = new Map<string, Promise<X509Certificate[]>>();
+  private readonly failures = new Map<string, { error: AlexaRejection; until: number }>();
 
   constructor(options: SignatureVerifierOptions = {}) {
     this.roots = (options.trustedRoots ?? tls.rootCertificates).flatMap((pem, i) => parsePemBundle(pem, `trusted root ${i}`));
@@ -170,26 +178,47 @@ export class AlexaSignatureVerifier {
     }
   }
 
-  private certChain(url: URL): Promise<X509Certificate[]> {
+  private async certChain(url: URL): Promise<X509Certificate[]> {
     const key = url.href;
     const cached = this.chains.get(key);
     if (cached) return cached;
-    const pending = this.fetchCertChain(url).then(
-      (pem) => {
-        try {
-          return parsePemBundle(pem, `certificate chain at ${key}`);
-        } catch (err) {
-          throw new AlexaRejection(401, (err as Error).message);
-        }
-      },
-      (err: Error) => {
-        throw new AlexaRejection(401, `cannot download the certificate chain: ${err.message}`);
-      },
-    );
-    // A failed download is retried by the next request; a good one stays until it is evicted.
-    pending.catch(() => this.chains.delete(key));
-    if (this.chains.size >= MAX_CACHED_CHAINS) this.chains.delete(this.chains.keys().next().value as string);
-    this.chains.set(key, pending);
+    const failed = this.failures.get(key);
+    if (failed && this.now() < failed.until) throw failed.error;
+    let pending = this.downloads.get(key);
+    if (!pending) {
+      pending = this.fetchCertChain(url)
+        .then(
+          (pem) => {
+            try {
+              return parsePemBundle(pem, `certificate chain at ${key}`);
+            } catch (err) {
+              throw new AlexaRejection(401, (err as Error).message);
+            }
+          },
+          (err: Error) => {
+            throw new AlexaRejection(401, `cannot download the certificate chain: ${err.message}`);
+          },
+        )
+        .then(
+          (chain) => {
+            remember(this.chains, key, chain, MAX_CACHED_CHAINS);
+            return chain;
+          },
+          (err: AlexaRejection) => {
+            remember(this.failures, key, { error: err, until: this.now() + FAILED_CHAIN_RETRY_MS }, MAX_CACHED_FAILURES);
+            throw err;
+          },
+        )
+        .finally(() => this.downloads.delete(key));
+      this.downloads.set(key, pending);
+    }
     return pending;
   }
+}
+
+// Sets `key` as the newest entry of `map`, dropping the oldest beyond `max`.
+function remember<V>(map: Map<string, V>, key: string, value: V, max: number): void {
+  map.delete(key);
+  if (map.size >= max) map.delete(map.keys().next().value as string);
+  map.set(key, value);
 }

@@ -1,6 +1,7 @@
-// The chat page: sends each message to POST /invocations with "stream": true and shows the reply as it is
-// generated (Server-Sent Events read from the fetch body). The conversation lives here, in the page: the
-// server keeps none, so each request carries the history of a chat-format model.
+// The chat page: sends each message to POST /v1/chat/completions with "stream": true, as any OpenAI client
+// would, and shows the reply as it is generated (Server-Sent Events read from the fetch body). The
+// conversation lives here, in the page: the server keeps none, so each request carries the history of a
+// chat-format model.
 'use strict';
 const $ = (id) => document.getElementById(id);
 const log = $('log');
@@ -50,7 +51,7 @@ async function loadModels() {
   if ($('status').dataset.error) status('');
 }
 
-// Yields [event, data] for each Server-Sent Event in the response body.
+// Yields the data of each Server-Sent Event in the response body.
 async function* events(res) {
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
@@ -62,15 +63,16 @@ async function* events(res) {
     while ((end = buffer.indexOf('\n\n')) >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      let event = 'message';
-      let data = '';
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event: ')) event = line.slice(7);
-        else if (line.startsWith('data: ')) data += line.slice(6);
-      }
-      yield [event, JSON.parse(data)];
+      yield block.split('\n').filter((line) => line.startsWith('data: ')).map((line) => line.slice(6)).join('');
     }
   }
+}
+
+// The conversation as OpenAI's messages: the whole history for a chat model, which the server keeps none of;
+// a raw model continues the message alone.
+function messages(text, chat) {
+  const earlier = chat ? history.map((m) => ({ role: m.from === 'user' ? 'user' : 'assistant', content: m.text })) : [];
+  return [...earlier, { role: 'user', content: text }];
 }
 
 async function send(text) {
@@ -80,22 +82,24 @@ async function send(text) {
   const reply = bubble('bot pending', '');
   $('send').disabled = true;
   status(`${key} is thinking...`);
+  const started = performance.now();
   try {
-    const body = { model_key: key, raw_text: text, stream: true };
-    if (chat && history.length > 0) body.history = history;
-    const res = await fetch('invocations', { method: 'POST', headers: headers(), body: JSON.stringify(body) });
+    const body = { model: key, messages: messages(text, chat), stream: true, stream_options: { include_usage: true } };
+    const res = await fetch('v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(body) });
     if (!res.ok) {
-      const err = await res.json().catch(() => ({ error: res.statusText }));
-      throw new Error(`${res.status}: ${err.error}`);
+      const err = await res.json().catch(() => ({ error: { message: res.statusText } }));
+      throw new Error(`${res.status}: ${err.error.message}`);
     }
-    for await (const [event, data] of events(res)) {
-      if (event === 'text') reply.textContent = data.text;
-      else if (event === 'error') throw new Error(data.error);
-      else if (event === 'done') {
-        reply.textContent = data.text;
-        const t = data.timings;
-        status(`${t.generated_tokens} tokens in ${Math.round(t.total_ms)} ms (${data.finish_reason})`);
+    let finish = null;
+    for await (const data of events(res)) {
+      if (data === '[DONE]') break;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message);
+      for (const choice of chunk.choices) {
+        reply.textContent += choice.delta.content ?? '';
+        finish = choice.finish_reason ?? finish;
       }
+      if (chunk.usage) status(`${chunk.usage.completion_tokens} tokens in ${Math.round(performance.now() - started)} ms (${finish})`);
       log.scrollTop = log.scrollHeight;
     }
     if (chat) history.push({ from: 'user', text }, { from: 'bot', text: reply.textContent });

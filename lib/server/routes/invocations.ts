@@ -6,7 +6,7 @@
 // "temperature", "top_k", "top_p", "penalize") and "seed".
 import express, { type Request, type Response } from 'express';
 import type { Turn } from '../../data/chat_format';
-import { readSampling } from '../config';
+import { requestSampling } from '../config';
 import { HttpError } from '../errors';
 import type { ChatService, Completion } from '../service';
 
@@ -28,11 +28,11 @@ function bad(field: string, message: string): never {
 }
 
 // Checks the body's shape; the sampling values are checked against the model's settings later.
-export function readInvocation(body: unknown): InvocationBody {
+export function readInvocation(body: unknown, defaultModelKey: string): InvocationBody {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) bad('body', 'must be a JSON object');
   const b = body as Record<string, unknown>;
   for (const key of Object.keys(b)) if (!FIELDS.includes(key)) bad(key, `unknown field (known: ${FIELDS.join(', ')})`);
-  const modelKey = b.model_key ?? 'chatbot';
+  const modelKey = b.model_key ?? defaultModelKey;
   if (typeof modelKey !== 'string' || modelKey === '') bad('model_key', 'must be a non-empty string');
   if (b.raw_text === undefined) bad('raw_text', 'is required (the text to answer)');
   if (typeof b.raw_text !== 'string') bad('raw_text', 'must be a string');
@@ -70,6 +70,7 @@ export function completionJson(c: Completion): Record<string, unknown> {
     tokens: c.tokens,
     finish_reason: c.finishReason,
     prompt_tokens: c.promptTokens,
+    cached_prompt_tokens: c.timings.cachedPromptTokens,
     trimmed_prompt_tokens: c.trimmed.tokens,
     trimmed_messages: c.trimmed.messages,
     trimmed_message_chars: c.trimmed.messageChars,
@@ -90,18 +91,12 @@ function sse(res: Response, event: string, data: unknown): void {
 export function invocationsRouter(service: ChatService, jsonBody: express.RequestHandler): express.Router {
   const router = express.Router();
   router.post('/invocations', jsonBody, async (req: Request, res: Response) => {
-    const body = readInvocation(req.body);
+    const body = readInvocation(req.body, service.defaultModelKey);
     const model = service.model(body.modelKey);
     if (body.history.length > 0 && model.promptFormat !== 'chat') {
       bad('history', `model "${model.key}" takes raw prompts (prompt_format "raw"); send the whole prompt in raw_text`);
     }
-    let sampling;
-    try {
-      sampling = readSampling(body.overrides, 'body', model.sampling);
-    } catch (err) {
-      const field = /^body\.(\w+)/.exec((err as Error).message)?.[1] ?? 'body';
-      throw new HttpError(400, (err as Error).message.replace(/^body\./, ''), { field });
-    }
+    const sampling = requestSampling(body.overrides, model.sampling, (key) => key);
     res.locals.model = model.key;
     // The client going away stops its generation and frees its batch slot.
     const gone = new AbortController();

@@ -44,7 +44,7 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
       // raw_text was the original's priming prompt; loading needs none.
       if (key !== 'model_key' && key !== 'raw_text') throw new HttpError(400, `${key}: unknown field (known: model_key)`, { field: key });
     }
-    const key = b.model_key ?? 'chatbot';
+    const key = b.model_key ?? service.defaultModelKey;
     if (typeof key !== 'string' || key === '') throw new HttpError(400, 'model_key: must be a non-empty string', { field: 'model_key' });
     service.model(key);
     const state = service.registry.status().find((s) => s.key === key)?.state;

@@ -1,0 +1,46 @@
+// A dataset's text file, read as UTF-8 with what is wrong with it said by file and line. A file that is not text
+// at all (an image, an archive, UTF-16) is refused: trained on as text it would teach the model noise. Bytes that
+// are not UTF-8 are read as U+FFFD, as they always were, but said; so is a file with no text.
+import { isUtf8 } from 'node:buffer';
+import fs from 'node:fs';
+
+export interface TextFile {
+  text: string;       // without a leading byte order mark, which Windows editors and exports write
+  bytes: number;
+  warnings: string[];  // "file:line: what", or "file: what" for the whole file
+}
+
+// Lines of invalid UTF-8 named one by one in a file's warnings; the rest are counted.
+const NAMED_BAD_LINES = 5;
+
+function lineOf(data: Buffer, offset: number): number {
+  let line = 1;
+  for (let at = data.indexOf(0x0a); at >= 0 && at < offset; at = data.indexOf(0x0a, at + 1)) line++;
+  return line;
+}
+
+export function readTextFile(file: string): TextFile {
+  const data = fs.readFileSync(file);
+  if ((data[0] === 0xff && data[1] === 0xfe) || (data[0] === 0xfe && data[1] === 0xff)) {
+    throw new Error(`${file}: UTF-16 text (it starts with a UTF-16 byte order mark); save it as UTF-8`);
+  }
+  const nul = data.indexOf(0);
+  if (nul >= 0) {
+    throw new Error(`${file}:${lineOf(data, nul)}: a NUL byte (at byte ${nul}): a binary file (or UTF-16 text), not UTF-8 text; take it out of the dataset`);
+  }
+  const text = data.toString('utf8').replace(/^\uFEFF/, '');
+  const warnings: string[] = [];
+  if (text.trim() === '') warnings.push(`${file}: ${data.length === 0 ? 'empty' : 'only white space'}, nothing to train on`);
+  if (!isUtf8(data)) {
+    const bad: number[] = [];
+    for (let start = 0, line = 1; start < data.length; line++) {
+      let end = data.indexOf(0x0a, start);
+      if (end < 0) end = data.length;
+      if (!isUtf8(data.subarray(start, end))) bad.push(line);
+      start = end + 1;
+    }
+    for (const line of bad.slice(0, NAMED_BAD_LINES)) warnings.push(`${file}:${line}: invalid UTF-8 (read as U+FFFD)`);
+    if (bad.length > NAMED_BAD_LINES) warnings.push(`${file}: ${bad.length - NAMED_BAD_LINES} more lines of invalid UTF-8`);
+  }
+  return { text, bytes: data.length, warnings };
+}

@@ -1,0 +1,35 @@
+// Log-probabilities of sampled tokens under the model's own distribution (the log-softmax of its logits, before
+// the repetition penalty, temperature, top-k or top-p shape what is drawn), as OpenAI's API reports them.
+
+export interface Alternative {
+  token: number;
+  logprob: number;
+}
+
+export interface TokenLogprob extends Alternative {
+  top: Alternative[];  // the most likely tokens, most likely first
+}
+
+// The most alternatives a request may ask for, as OpenAI's API allows.
+export const MAX_TOP_LOGPROBS = 20;
+
+// `token`'s log-probability in one row of logits, and the `top` most likely tokens' (ties: lower id first).
+export function tokenLogprob(logits: Float32Array, token: number, top: number): TokenLogprob {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const logZ = max + Math.log(sum);
+  // A sorted list of the best `top` so far: a logit enters only when it beats the least of them.
+  const best: number[] = [];
+  for (let i = 0; i < logits.length && top > 0; i++) {
+    if (best.length === top) {
+      if (logits[i] <= logits[best[top - 1]]) continue;
+      best.pop();
+    }
+    let at = best.length;
+    while (at > 0 && logits[best[at - 1]] < logits[i]) at--;
+    best.splice(at, 0, i);
+  }
+  return { token, logprob: logits[token] - logZ, top: best.map((t) => ({ token: t, logprob: logits[t] - logZ })) };
+}

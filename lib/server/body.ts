@@ -1,0 +1,43 @@
+// Request bodies, read at the edge within bounds, their failures made into HttpErrors with the right status:
+//   - a body declared (Content-Length) larger than the limit is refused before a byte of it is read, since
+//     body-parser would read the whole of it and throw it away before answering;
+//   - a body still arriving after `timeoutMs` is given up with 408, so a client sending a byte a second
+//     cannot hold a connection for long;
+//   - a Content-Encoding that is unknown (415) or does not decode (400) is the client's mistake, not a 500.
+// The error handler closes the connection of a request whose body was not read to its end.
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { HttpError } from './errors';
+
+function bodyTooLarge(limitBytes: number): HttpError {
+  return new HttpError(413, `the body is larger than the limit of ${limitBytes} bytes`);
+}
+
+// body-parser's errors are http-errors with a `type`, except those of the decompression stream, which have none.
+function bodyError(err: unknown, req: Request, limitBytes: number): unknown {
+  const e = err as { status?: unknown; expose?: unknown; type?: string; message: string };
+  if (typeof err !== 'object' || err === null || e.expose !== true || typeof e.status !== 'number') return err;
+  const encoding = req.get('content-encoding');
+  if (e.type === 'entity.too.large') return bodyTooLarge(limitBytes);
+  if (e.type === 'entity.parse.failed') return new HttpError(400, `body: not valid JSON: ${e.message}`, { field: 'body' });
+  if (e.type === undefined && encoding !== undefined) return new HttpError(400, `body: not valid ${encoding} data (Content-Encoding): ${e.message}`, { field: 'body' });
+  return new HttpError(e.status, e.message);
+}
+
+// `parser` (an express.json() or express.raw() with the same limit) within the bounds above.
+export function boundedBody(parser: RequestHandler, limitBytes: number, timeoutMs: number): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    if (Number(req.get('content-length')) > limitBytes) {
+      next(bodyTooLarge(limitBytes));
+      return;
+    }
+    let settled = false;
+    const settle = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      next(err === undefined ? undefined : bodyError(err, req, limitBytes));
+    };
+    const timer = setTimeout(() => settle(new HttpError(408, `the body did not arrive within ${timeoutMs / 1000} s`)), timeoutMs);
+    parser(req, res, settle);
+  };
+}

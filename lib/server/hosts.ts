@@ -1,0 +1,41 @@
+// Where the server may be reached from, and by which names.
+//   - Bound to any address other than loopback, it is open to whoever can reach that address, so it needs
+//     api_keys unless told it is insecure on purpose (app.ts refuses to listen otherwise).
+//   - Host header check, against DNS rebinding: a web page can make a visitor's browser resolve the page's own
+//     name to 127.0.0.1 and then read a local server's answers as its own origin's. Those requests carry the
+//     page's name in Host, so a server bound to loopback answers only loopback names unless told more
+//     (allowed_hosts). Bound elsewhere it answers any name unless told.
+import net from 'node:net';
+
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
+
+function unbracketed(host: string): string {
+  return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+}
+
+export function isLoopback(host: string): boolean {
+  const address = unbracketed(host).toLowerCase();
+  return address === 'localhost' || address === '::1' || (net.isIPv4(address) && address.startsWith('127.')) || address === '::ffff:127.0.0.1';
+}
+
+// The host names answered when bound to `bindHost`: those configured ("*": any), else the loopback names (and
+// the bound address) when bound to loopback, else any. null: any.
+export function allowedHosts(configured: readonly string[] | null, bindHost: string): readonly string[] | null {
+  if (configured !== null) return configured.includes('*') ? null : configured;
+  if (!isLoopback(bindHost)) return null;
+  const bound = net.isIPv6(unbracketed(bindHost)) ? `[${unbracketed(bindHost)}]` : bindHost.toLowerCase();
+  return [...new Set([...LOOPBACK_NAMES, bound])];
+}
+
+// The name in a Host header, without its port: "[::1]:8080" -> "[::1]", "Example.com.:80" -> "example.com".
+function hostName(header: string): string {
+  const name = header.startsWith('[') ? header.slice(0, header.indexOf(']') + 1) : header.split(':')[0];
+  return name.toLowerCase().replace(/\.$/, '');
+}
+
+export function hostAllowed(header: string | undefined, allowed: readonly string[]): boolean {
+  // Browsers always send Host: a request without one does not come from a web page.
+  if (header === undefined) return true;
+  const name = hostName(header);
+  return allowed.some((a) => a === name || (a.startsWith('*.') && name.endsWith(a.slice(1))));
+}

@@ -1,0 +1,344 @@
+// OpenAI's HTTP API over the same models, queue, batching and sanitizers as /invocations, so that the clients
+// people already use (the openai libraries, LangChain, Open WebUI, curl recipes) talk to a dixie model:
+//   GET  /v1/models             every configured model, loaded or not
+//   POST /v1/completions        a prompt (or several) continued; `n`, `stop`, `seed`, `logprobs`, `echo`, `stream`
+//   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
+// Sampling fields keep OpenAI's names; dixie's `top_k` and `penalize` come as extensions. OpenAI's additive
+// presence and frequency penalties have no honest counterpart in dixie's multiplicative one, so any value but 0
+// is refused. Errors take OpenAI's shape in the app's one error handler (openAIError).
+import crypto from 'node:crypto';
+import express, { type Request, type Response } from 'express';
+import type { Conversation, Turn } from '../../data/chat_format';
+import { isAudience } from '../../data/chat_format';
+import type { TokenLogprob } from '../../generate/logprobs';
+import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
+import type { Tokenizer } from '../../tokenizer';
+import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
+import { HttpError } from '../errors';
+import type { ChatService, Completion } from '../service';
+
+const MAX_N = 16;
+const MAX_STOPS = 4;
+
+type Body = Record<string, unknown>;
+
+function bad(param: string, message: string): never {
+  throw new HttpError(400, `${param}: ${message}`, { field: param });
+}
+
+// OpenAI's error object for an answer of this status: {"error": {message, type, param, code}}.
+export function openAIError(status: number, message: string, param: string | null, code: string | null): { error: Record<string, unknown> } {
+  const type = status === 401 ? 'authentication_error' : status === 404 ? 'invalid_request_error' : status === 429 || status === 503 ? 'server_overloaded' : status < 500 ? 'invalid_request_error' : 'server_error';
+  return { error: { message, type, param, code: code ?? (status === 401 ? 'invalid_api_key' : null) } };
+}
+
+function checkKeys(body: Body, known: readonly string[]): void {
+  for (const key of Object.keys(body)) if (!known.includes(key)) bad(key, `unsupported field (supported: ${known.join(', ')})`);
+}
+
+function optional<T>(body: Body, key: string, is: (v: unknown) => boolean, rule: string): T | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (!is(v)) bad(key, `must be ${rule}`);
+  return v as T;
+}
+
+const isInt = (min: number, max: number) => (v: unknown): boolean => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+const isBool = (v: unknown): boolean => typeof v === 'boolean';
+
+// What both endpoints share: the model, the sampling settings over the model's defaults, n, stop, seed, stream.
+interface Common {
+  model: ModelConfig;
+  sampling: SamplingDefaults;
+  n: number;
+  stop: string[] | undefined;
+  seed: number | undefined;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+const COMMON_KEYS = [
+  'model', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'penalize', 'n', 'stop', 'seed', 'stream',
+  'stream_options', 'presence_penalty', 'frequency_penalty', 'user',
+];
+// OpenAI's sampling fields under the names of the model's defaults (readSampling).
+const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length', max_completion_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', penalize: 'penalize' };
+
+function readCommon(service: ChatService, body: Body): Common {
+  if (typeof body.model !== 'string' || body.model === '') bad('model', 'is required: the key of a served model (GET /v1/models)');
+  if (!service.models.has(body.model)) throw new HttpError(404, `The model "${body.model}" does not exist`, { field: 'model', code: 'model_not_found' });
+  const model = service.model(body.model);
+  for (const penalty of ['presence_penalty', 'frequency_penalty']) {
+    if (body[penalty] !== undefined && body[penalty] !== null && body[penalty] !== 0) {
+      bad(penalty, "only 0 is supported: dixie's repetition penalty is multiplicative; use \"penalize\" (in (0, 1], e.g. 0.85)");
+    }
+  }
+  const overrides: Body = {};
+  const fields: Record<string, string> = {};
+  for (const [field, name] of Object.entries(SAMPLING_NAMES)) {
+    if (body[field] === undefined || body[field] === null) continue;
+    overrides[name] = body[field];
+    fields[name] = field;
+  }
+  const sampling = requestSampling(overrides, model.sampling, (key) => fields[key]);
+  const stopValue = body.stop;
+  let stop: string[] | undefined;
+  if (stopValue !== undefined && stopValue !== null) {
+    stop = typeof stopValue === 'string' ? [stopValue] : Array.isArray(stopValue) ? (stopValue as unknown[]).map((s) => s as string) : bad('stop', 'must be a string or an array of strings');
+    if (stop.length > MAX_STOPS || stop.some((s) => typeof s !== 'string' || s === '')) bad('stop', `must be a non-empty string or an array of at most ${MAX_STOPS} of them`);
+  }
+  const streamOptions = optional<Body>(body, 'stream_options', (v) => typeof v === 'object' && !Array.isArray(v), 'an object such as {"include_usage": true}');
+  if (streamOptions) checkKeys(streamOptions, ['include_usage']);
+  if (body.user !== undefined && typeof body.user !== 'string') bad('user', 'must be a string');
+  return {
+    model,
+    sampling,
+    n: optional<number>(body, 'n', isInt(1, MAX_N), `an integer from 1 to ${MAX_N}`) ?? 1,
+    stop,
+    seed: optional<number>(body, 'seed', (v) => Number.isSafeInteger(v) && (v as number) >= 0, 'a non-negative integer'),
+    stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? false,
+    includeUsage: streamOptions?.include_usage === true,
+  };
+}
+
+// The prompt `messages` make. A chat model gets the chat format (lib/data/chat_format.ts): user messages are the
+// user's side (`1|<audience>|...`), assistant messages the bot's (`0|<audience>|...`), and the bot answers as the
+// audience: the model's, or the one a system message names as "audience: <name>" (a GPT-2 chat model has no
+// system role, so any other system message is refused rather than dropped unseen). A raw model continues the
+// messages' contents, in order, one a line: its reply goes on from the last message, as /invocations' raw_text.
+function chatPrompt(model: ModelConfig, body: Body): string | Conversation {
+  const messages = body.messages;
+  if (!Array.isArray(messages) || messages.length === 0) bad('messages', 'must be a non-empty array of {"role", "content"}');
+  let audience = model.audience;
+  const turns: Turn[] = [];
+  const lines: string[] = [];
+  messages.forEach((m: unknown, i) => {
+    const where = `messages[${i}]`;
+    if (typeof m !== 'object' || m === null) bad(where, 'must be an object {"role", "content"}');
+    const { role, content } = m as Body;
+    const text = typeof content === 'string' ? content : Array.isArray(content) ? content.map((part: unknown, j) => textPart(part, `${where}.content[${j}]`)).join('') : bad(`${where}.content`, 'must be a string or an array of text parts');
+    lines.push(text);
+    if (role === 'user' || role === 'assistant') turns.push({ from: role === 'user' ? 'user' : 'bot', text });
+    else if (role === 'system' || role === 'developer') {
+      if (model.promptFormat !== 'chat') return;
+      const named = /^\s*audience\s*:\s*(.+?)\s*$/i.exec(text)?.[1];
+      if (named === undefined || !isAudience(named)) bad(`${where}.content`, `a chat model has no system prompt; a ${role} message may only name who the bot answers as, "audience: <name>"`);
+      audience = named;
+    } else bad(`${where}.role`, 'must be "system", "developer", "user" or "assistant"');
+  });
+  if (model.promptFormat !== 'chat') return lines.join('\n');
+  if (turns.length === 0) bad('messages', 'must hold at least one user or assistant message');
+  return { audience, turns };
+}
+
+function textPart(part: unknown, where: string): string {
+  const p = (typeof part === 'object' && part !== null ? part : {}) as Body;
+  if (p.type !== 'text' || typeof p.text !== 'string') bad(where, 'only {"type": "text", "text": "..."} parts are supported');
+  return p.text as string;
+}
+
+// OpenAI's finish reasons: a reply cut by the deadline was cut, as by max_tokens.
+function finishReason(c: Completion): 'stop' | 'length' {
+  return c.finishReason === 'length' || c.finishReason === 'deadline' ? 'length' : 'stop';
+}
+
+function tokenText(tokenizer: Tokenizer, token: number): string {
+  return tokenizer.decode([token]);
+}
+
+function completionLogprobs(tokenizer: Tokenizer, logprobs: TokenLogprob[], offset: number): Record<string, unknown> {
+  const tokens = logprobs.map((l) => tokenText(tokenizer, l.token));
+  const textOffset: number[] = [];
+  let at = offset;
+  for (const t of tokens) {
+    textOffset.push(at);
+    at += t.length;
+  }
+  return {
+    tokens,
+    token_logprobs: logprobs.map((l) => l.logprob),
+    top_logprobs: logprobs.map((l) => Object.fromEntries(l.top.map((a) => [tokenText(tokenizer, a.token), a.logprob]))),
+    text_offset: textOffset,
+  };
+}
+
+function chatLogprobs(tokenizer: Tokenizer, logprobs: TokenLogprob[]): Record<string, unknown> {
+  const entry = (token: number, logprob: number) => ({ token: tokenText(tokenizer, token), logprob, bytes: [...tokenizer.tokenBytes(token)] });
+  return { content: logprobs.map((l) => ({ ...entry(l.token, l.logprob), top_logprobs: l.top.map((a) => entry(a.token, a.logprob)) })) };
+}
+
+function usage(prompts: Completion[], completions: Completion[]): Record<string, unknown> {
+  const promptTokens = prompts.reduce((sum, c) => sum + c.promptTokens, 0);
+  const completionTokens = completions.reduce((sum, c) => sum + c.tokens.length, 0);
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: prompts.reduce((sum, c) => sum + c.timings.cachedPromptTokens, 0) },
+  };
+}
+
+// One generation per choice, side by side in the batch; choice i of a seeded request is seeded seed + i, so the
+// same request gives the same choices.
+interface Choice {
+  index: number;
+  prompt: string | Conversation;
+}
+
+interface Kind {
+  object: string;        // of the whole answer
+  chunkObject: string;   // of a streamed chunk
+  idPrefix: string;
+  // A choice's fields, finished or streamed (delta: a piece of text; finish: null while streaming).
+  choice(index: number, text: string, finish: 'stop' | 'length' | null, first: boolean, logprobs: Record<string, unknown> | null): Record<string, unknown>;
+}
+
+const COMPLETION: Kind = {
+  object: 'text_completion',
+  chunkObject: 'text_completion',
+  idPrefix: 'cmpl-',
+  choice: (index, text, finish, _first, logprobs) => ({ index, text, logprobs, finish_reason: finish }),
+};
+
+const CHAT: Kind = {
+  object: 'chat.completion',
+  chunkObject: 'chat.completion.chunk',
+  idPrefix: 'chatcmpl-',
+  choice: (index, text, finish, first, logprobs) => ({ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs, finish_reason: finish }),
+};
+
+async function answer(service: ChatService, res: Response, kind: Kind, common: Common, choices: Choice[], logprobs: number | undefined, format: (c: Completion, choice: Choice, tokenizer: Tokenizer | null) => Record<string, unknown>): Promise<void> {
+  const id = `${kind.idPrefix}${crypto.randomUUID()}`;
+  const created = Math.floor(Date.now() / 1000);
+  const head = { id, object: kind.chunkObject, created, model: common.model.key };
+  res.locals.model = common.model.key;
+  const gone = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) gone.abort();
+  });
+  const tokenizer = logprobs === undefined ? null : await service.tokenizer(common.model.key, gone.signal);
+  let started = false;
+  const send = (data: unknown): void => {
+    if (!started) {
+      started = true;
+      res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
+    }
+    res.write(`data: ${JSON.stringify(data)}\n\n`);
+  };
+  const generate = (choice: Choice): Promise<Completion> => {
+    // Streamed text only grows: a sanitized reply that changes what was already sent keeps it, and goes on.
+    let shown = '';
+    let first = true;
+    const emit = (text: string): void => {
+      if (!text.startsWith(shown) || text.length === shown.length) return;
+      send({ ...head, choices: [kind.choice(choice.index, text.slice(shown.length), null, first, null)] });
+      shown = text;
+      first = false;
+    };
+    return service
+      .generate(common.model.key, {
+        prompt: choice.prompt,
+        sampling: common.sampling,
+        seed: common.seed === undefined ? undefined : common.seed + choice.index,
+        signal: gone.signal,
+        stop: common.stop,
+        logprobs,
+        ...(common.stream && { onText: emit }),
+      })
+      .then((c) => {
+        if (common.stream) {
+          emit(c.text);
+          send({ ...head, choices: [kind.choice(choice.index, '', finishReason(c), first, null)] });
+        }
+        return c;
+      });
+  };
+  let completions: Completion[];
+  try {
+    completions = await Promise.all(choices.map(generate));
+  } catch (err) {
+    gone.abort();  // the other choices stop too
+    if (!started) throw err;
+    res.write(`data: ${JSON.stringify(openAIError(err instanceof HttpError ? err.status : 500, (err as Error).message, null, null))}\n\n`);
+    res.end();
+    return;
+  }
+  // Each prompt counts once, however many choices it has.
+  const prompts = completions.filter((_, i) => i % common.n === 0);
+  if (common.stream) {
+    if (common.includeUsage) send({ ...head, choices: [], usage: usage(prompts, completions) });
+    res.write('data: [DONE]\n\n');
+    res.end();
+    return;
+  }
+  res.json({
+    id,
+    object: kind.object,
+    created,
+    model: common.model.key,
+    choices: completions.map((c, i) => format(c, choices[i], tokenizer)),
+    usage: usage(prompts, completions),
+  });
+}
+
+export function openAIRouter(service: ChatService, jsonBody: express.RequestHandler): express.Router {
+  const router = express.Router();
+
+  router.get('/v1/models', (_req: Request, res: Response) => {
+    const loaded = new Map(service.registry.status().map((s) => [s.key, s.state]));
+    res.json({
+      object: 'list',
+      data: [...service.models.values()].map((m) => ({ id: m.key, object: 'model', created: 0, owned_by: 'dixie', state: loaded.get(m.key) ?? 'unloaded', prompt_format: m.promptFormat })),
+    });
+  });
+
+  router.post('/v1/completions', jsonBody, async (req: Request, res: Response) => {
+    const body = objectBody(req.body);
+    checkKeys(body, [...COMMON_KEYS, 'prompt', 'logprobs', 'echo', 'suffix', 'best_of']);
+    const common = readCommon(service, body);
+    const prompt = body.prompt;
+    const prompts = typeof prompt === 'string' ? [prompt] : Array.isArray(prompt) && prompt.length > 0 && prompt.every((p) => typeof p === 'string') ? (prompt as string[]) : bad('prompt', 'must be a string or a non-empty array of strings');
+    const logprobs = optional<number>(body, 'logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
+    const echo = optional<boolean>(body, 'echo', isBool, 'true or false') ?? false;
+    if (echo && logprobs !== undefined) bad('echo', 'is not supported with logprobs (the log-probabilities of prompt tokens are not computed)');
+    if (echo && common.stream) bad('echo', 'is not supported with stream');
+    if (body.suffix !== undefined && body.suffix !== null) bad('suffix', 'is not supported: GPT-2 only continues text');
+    if (body.best_of !== undefined && body.best_of !== null && body.best_of !== common.n) bad('best_of', 'is not supported (only equal to n)');
+    if (common.stream && logprobs !== undefined) bad('logprobs', 'is not supported with stream');
+    const choices = prompts.flatMap((p, i) => Array.from({ length: common.n }, (_, j) => ({ index: i * common.n + j, prompt: p })));
+    await answer(service, res, COMPLETION, common, choices, logprobs, (c, choice, tokenizer) => {
+      const head = echo ? (choice.prompt as string) : '';
+      return {
+        index: choice.index,
+        text: head + c.text,
+        logprobs: tokenizer && c.logprobs ? completionLogprobs(tokenizer, c.logprobs, head.length) : null,
+        finish_reason: finishReason(c),
+      };
+    });
+  });
+
+  router.post('/v1/chat/completions', jsonBody, async (req: Request, res: Response) => {
+    const body = objectBody(req.body);
+    checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs']);
+    const common = readCommon(service, body);
+    const prompt = chatPrompt(common.model, body);
+    const wantsLogprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
+    const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
+    if (top !== undefined && !wantsLogprobs) bad('top_logprobs', 'needs "logprobs": true');
+    if (common.stream && wantsLogprobs) bad('logprobs', 'is not supported with stream');
+    const choices = Array.from({ length: common.n }, (_, index) => ({ index, prompt }));
+    await answer(service, res, CHAT, common, choices, wantsLogprobs ? (top ?? 0) : undefined, (c, choice, tokenizer) => ({
+      index: choice.index,
+      message: { role: 'assistant', content: c.text },
+      logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null,
+      finish_reason: finishReason(c),
+    }));
+  });
+
+  return router;
+}
+
+function objectBody(body: unknown): Body {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) bad('body', 'must be a JSON object');
+  return body as Body;
+}

@@ -1,0 +1,150 @@
+// Every error the server answers, provoked over real HTTP on 127.0.0.1, none of them showing where the server
+// keeps its files; a model that fails to load is tried again after a back-off, not at every request; a body
+// that is wrong in transit (a bad Content-Encoding, a Content-Length past the limit, a body that trickles in)
+// gets its 4xx at once.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import t, { type Test } from 'tap';
+import { launch } from '../alexa/harness';
+import { LONG, makeModels, rawRequest, request, startServer, tempDir, type RawReply, type Reply, type Running } from './helpers';
+
+const PROMPT = 'How big is the earth?';
+const API_KEY = 'errors-test-key-0123456789';
+const SKILL_ID = 'amzn1.ask.skill.00000000-aaaa-bbbb-cccc-000000000000';
+const auth = { authorization: `Bearer ${API_KEY}` };
+
+let dir: string;
+let srv: Running;
+
+t.before(async () => {
+  dir = tempDir('errors');
+  await makeModels(dir, { alpha: 1, beta: 3 }, PROMPT, 1);
+  await makeModels(dir, { long: 1 }, PROMPT, 1, LONG);
+  fs.mkdirSync(path.join(dir, 'broken'));
+  for (const file of fs.readdirSync(path.join(dir, 'beta'))) fs.copyFileSync(path.join(dir, 'beta', file), path.join(dir, 'broken', file));
+  fs.truncateSync(path.join(dir, 'broken', 'model.safetensors'), 4096);
+  srv = await startServer({
+    models: [
+      { key: 'alpha', restore_from: 'alpha', sampling: { temperature: 0, length: 4 } },
+      { key: 'broken', restore_from: 'broken' },
+      { key: 'long', restore_from: 'long' },  // larger than the budget: its context's scratch alone is 200 MB
+    ],
+    memory_budget_mb: 100,
+    api_keys: [API_KEY],
+    body_limit_kb: 4,
+    request_timeout_s: 1,
+    alexa: { application_id: SKILL_ID, model_key: 'alpha' },
+  }, dir);
+});
+t.teardown(async () => {
+  await srv.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+// "/a/b" that is not the path of a URL; the routes the 404 lists are the API's own.
+const ABSOLUTE_PATH = /(?<![\w.:/])\/[\w.-]+\/[\w.-]*/;
+
+// Asserts the status, a JSON {"error"} body, and that nothing in it is a path of this machine.
+function errorAnswer(t: Test, reply: Reply | RawReply, status: number, what: string): Record<string, unknown> {
+  t.equal(reply.status, status, `${what}: status`);
+  const body = JSON.parse(reply.text) as Record<string, unknown>;
+  t.type(body.error, 'string', `${what}: {"error": "..."}`);
+  const { routes: _routes, ...rest } = body;
+  const text = JSON.stringify(rest);
+  for (const local of [dir, fs.realpathSync(dir), os.tmpdir(), process.cwd()]) t.notOk(text.includes(local), `${what}: ${local} is not in ${text}`);
+  t.notMatch(text, ABSOLUTE_PATH, `${what}: no absolute path in ${text}`);
+  return body;
+}
+
+const invoke = (body: unknown, headers: Record<string, string> = auth) => request(`${srv.url}/invocations`, { body, headers });
+const metric = async (line: RegExp) => Number(line.exec((await request(`${srv.url}/metrics`, { headers: auth })).text)?.[1]);
+
+t.test('a model that fails to load: 503 with Retry-After and the reason without paths, tried again after a back-off', async (t) => {
+  const first = await invoke({ model_key: 'broken', raw_text: PROMPT });
+  const body = errorAnswer(t, first, 503, 'failed load');
+  t.match(body.error, /^model "broken" failed to load \(model\.safetensors: .+\); it is tried again in 1 s$/);
+  t.equal(first.headers.get('retry-after'), '1');
+  const failure = srv.logs.find((l) => l.msg === 'model failed to load');
+  t.match(failure, { level: 'error', model: 'broken' });
+  t.ok(String(failure?.error).includes(path.join(dir, 'broken')), 'the log has the whole error, with the path');
+
+  for (let i = 0; i < 5; i++) {
+    const again = await invoke({ model_key: 'broken', raw_text: PROMPT });
+    errorAnswer(t, again, 503, 'during the back-off');
+    t.ok(Number(again.headers.get('retry-after')) >= 1);
+  }
+  t.equal(srv.logs.filter((l) => l.msg === 'loading model' && l.model === 'broken').length, 1, 'one attempt for six requests');
+  t.equal(await metric(/^dixie_model_load_failures_total\{model="broken"\} (\d+)$/m), 1);
+
+  // Repaired during the back-off: the first request after it loads the model.
+  fs.copyFileSync(path.join(dir, 'beta', 'model.safetensors'), path.join(dir, 'broken', 'model.safetensors'));
+  await new Promise((r) => setTimeout(r, 1100));
+  const repaired = await invoke({ model_key: 'broken', raw_text: PROMPT });
+  t.equal(repaired.status, 200, 'tried again once the back-off is over');
+  t.equal(srv.logs.filter((l) => l.msg === 'loading model' && l.model === 'broken').length, 2);
+  t.equal(await metric(/^dixie_model_loads_total\{model="broken"\} (\d+)$/m), 1);
+});
+
+t.test('bodies: a bad Content-Encoding is 400 or 415, not 500', async (t) => {
+  const json = JSON.stringify({ model_key: 'alpha', raw_text: PROMPT });
+  const post = (encoding: string, body: Buffer | string) => rawRequest(srv.url, {
+    method: 'POST', path: '/invocations', body,
+    headers: { ...auth, 'content-type': 'application/json', 'content-encoding': encoding, 'content-length': String(Buffer.byteLength(body)) },
+  });
+  t.match(errorAnswer(t, await post('gzip', json), 400, 'gzip that is not gzip').error, /^body: not valid gzip data/);
+  t.match(errorAnswer(t, await post('deflate', 'not deflate at all'), 400, 'deflate that is not deflate').error, /^body: not valid deflate data/);
+  t.match(errorAnswer(t, await post('br2', json), 415, 'an unknown encoding').error, /br2/);
+  const gzipped = await post('gzip', zlib.gzipSync(json));
+  t.equal(gzipped.status, 200, 'real gzip is read');
+});
+
+t.test('bodies: a Content-Length past body_limit_kb is refused at once and the connection closed', async (t) => {
+  const huge = await rawRequest(srv.url, {
+    method: 'POST', path: '/invocations', body: '{"raw_text": "',
+    headers: { ...auth, connection: 'keep-alive', 'content-type': 'application/json', 'content-length': String(10 * 1024 ** 3) },
+  });
+  t.match(errorAnswer(t, huge, 413, '10 GB declared').error, /larger than the limit of 4096 bytes/);
+  t.equal(huge.headers.connection, 'close');
+  t.ok(huge.closed, 'the server closed the connection rather than read 10 GB');
+  t.ok(huge.ms < 1000, `answered in ${Math.round(huge.ms)} ms, before request_timeout_s`);
+  const sent = await invoke({ raw_text: 'x'.repeat(5000) });
+  t.match(errorAnswer(t, sent, 413, 'a body past the limit').error, /larger than the limit/);
+});
+
+t.test('bodies: one that trickles in is given up after request_timeout_s with 408', async (t) => {
+  const slow = await rawRequest(srv.url, {
+    method: 'POST', path: '/invocations', trickle: 100,
+    headers: { ...auth, connection: 'keep-alive', 'content-type': 'application/json', 'content-length': '100' },
+  });
+  t.match(errorAnswer(t, slow, 408, 'a body a byte at a time').error, /did not arrive within 1 s/);
+  t.ok(slow.closed, 'and the connection closed');
+  t.ok(slow.ms >= 900 && slow.ms < 3000, `after ${Math.round(slow.ms)} ms`);
+});
+
+t.test('every other error answer names no path either', async (t) => {
+  errorAnswer(t, await invoke({ raw_text: PROMPT }, {}), 401, 'no API key');
+  errorAnswer(t, await request(`${srv.url}/models/list`), 401, 'no API key for /models/list');
+  errorAnswer(t, await invoke({ model_key: 'nope', raw_text: PROMPT }), 404, 'unknown model');
+  errorAnswer(t, await request(`${srv.url}/prime`, { body: { model_key: 'nope' }, headers: auth }), 404, 'prime an unknown model');
+  errorAnswer(t, await request(`${srv.url}/invocations`, { raw: '{"raw_text": ', headers: auth }), 400, 'bad JSON');
+  for (const fields of [{}, { raw_text: 5 }, { raw_text: 'x', temperature: -1 }, { raw_text: 'x', top_k: 2.5 }, { raw_text: 'x', history: 'hi' }, { raw_text: 'x', nonsense: 1 }]) {
+    errorAnswer(t, await invoke({ model_key: 'alpha', ...fields }), 400, `bad field ${JSON.stringify(fields)}`);
+  }
+  errorAnswer(t, await invoke([1]), 400, 'a body that is not an object');
+  errorAnswer(t, await request(`${srv.url}/nothing-here`, { headers: auth }), 404, 'no route');
+  errorAnswer(t, await request(`${srv.url}/invocations`, { headers: auth }), 404, 'wrong method');
+  errorAnswer(t, await request(`${srv.url}/invocations`, { raw: 'raw_text=x', headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' } }), 415, 'not JSON');
+  errorAnswer(t, await request(`${srv.url}/invocations`, { raw: '{}', headers: { ...auth, 'content-type': 'application/json; charset=klingon' } }), 415, 'unknown charset');
+  const tooBig = errorAnswer(t, await invoke({ model_key: 'long', raw_text: PROMPT }), 507, 'larger than the budget');
+  t.match(tooBig.error, /memory_budget_mb/);
+  const host = await rawRequest(srv.url, { path: '/models/list', headers: { ...auth, host: 'rebound.example:80' } });
+  errorAnswer(t, host, 421, 'a Host not served');
+  errorAnswer(t, await request(`${srv.url}/alexa`, { raw: JSON.stringify(launch({ applicationId: SKILL_ID })) }), 401, 'Alexa request without a signature');
+  const forged = await request(`${srv.url}/alexa`, {
+    raw: JSON.stringify(launch({ applicationId: SKILL_ID })),
+    headers: { SignatureCertChainUrl: 'https://evil.example/echo.api/cert.pem', 'Signature-256': 'AAAA' },
+  });
+  errorAnswer(t, forged, 401, 'Alexa request with a foreign certificate URL');
+});

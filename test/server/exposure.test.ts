@@ -1,0 +1,106 @@
+// Who can reach the server and what they see, over real HTTP on 127.0.0.1: it will not listen beyond loopback
+// without api_keys unless told it is insecure; api_keys cover every route that tells anything (/ping and the chat
+// page stay open); X-Forwarded-For is believed only from configured proxies; the Host header is checked against
+// DNS rebinding.
+import fs from 'node:fs';
+import t from 'tap';
+import { createServer } from '../../lib/server/app';
+import { validateServerConfig } from '../../lib/server/config';
+import { allowedHosts, isLoopback } from '../../lib/server/hosts';
+import { makeModels, rawRequest, request, startServer, tempDir } from './helpers';
+
+const API_KEY = 'exposure-test-key-0123456789';
+
+let dir: string;
+t.before(async () => {
+  dir = tempDir('exposure');
+  await makeModels(dir, { alpha: 1 }, 'x', 1);
+});
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const models = [{ key: 'chatbot', restore_from: 'alpha' }];
+
+t.test('beyond loopback without api_keys the server refuses to listen, and says how to set them', async (t) => {
+  const open = createServer(validateServerConfig({ models }, 'test config', dir), { log: () => undefined });
+  // 192.0.2.1 (TEST-NET-1) is no address of this machine: a server that gets past the check fails to bind there,
+  // so nothing is ever exposed.
+  for (const host of ['0.0.0.0', '::', '192.0.2.1']) {
+    await t.rejects(open.listen(0, host), { message: /^refusing to listen on .* without api_keys: .*"api_keys" in server_config\.json.*--insecure or "insecure": true/ }, host);
+  }
+  const insecure = createServer(validateServerConfig({ models, insecure: true }, 'test config', dir), { log: () => undefined });
+  await t.rejects(insecure.listen(0, '192.0.2.1'), { code: 'EADDRNOTAVAIL' }, '"insecure": true lets it try');
+  const keyed = createServer(validateServerConfig({ models, api_keys: [API_KEY] }, 'test config', dir), { log: () => undefined });
+  await t.rejects(keyed.listen(0, '192.0.2.1'), { code: 'EADDRNOTAVAIL' }, 'so do api_keys');
+  for (const host of ['127.0.0.1', 'localhost']) {
+    const local = createServer(validateServerConfig({ models }, 'test config', dir), { log: () => undefined });
+    await local.listen(0, host);
+    await local.shutdown();
+    t.pass(`${host} needs no key`);
+  }
+  t.same(['127.0.0.1', '127.0.0.2', 'localhost', '::1', '[::1]', '0.0.0.0', '::', '10.0.0.1', 'example.com'].map(isLoopback), [true, true, true, true, true, false, false, false, false]);
+});
+
+t.test('api_keys cover every route that tells anything; /ping and the chat page stay open', async (t) => {
+  const srv = await startServer({ models, api_keys: [API_KEY] }, dir);
+  t.teardown(srv.close);
+  for (const open of ['/ping', '/', '/app.js', '/style.css']) t.equal((await request(`${srv.url}${open}`)).status, 200, `${open} is open`);
+  // Every route the API lists (its 404 says which there are), asked without a key.
+  const listed = (await request(`${srv.url}/nothing-here`, { headers: { 'x-api-key': API_KEY } })).json().routes as string[];
+  t.ok(listed.includes('GET /metrics') && listed.includes('GET /models/list'));
+  for (const route of listed) {
+    const [method, path] = route.split(' ');
+    if (path === '/ping' || path === '/') continue;
+    const answer = await request(`${srv.url}${path}`, method === 'GET' ? {} : { body: {} });
+    t.equal(answer.status, 401, `${route} needs a key`);
+    t.equal(answer.headers.get('www-authenticate'), 'Bearer');
+  }
+  t.equal((await request(`${srv.url}/nothing-here`)).status, 401, 'unknown routes too: the 404 lists the routes');
+  const metrics = await request(`${srv.url}/metrics`, { headers: { authorization: `Bearer ${API_KEY}` } });
+  t.equal(metrics.status, 200);
+  t.match(metrics.text, /^dixie_model_loaded\{model="chatbot"\} 0$/m);
+});
+
+t.test('"metrics_public": true opens /metrics alone', async (t) => {
+  const srv = await startServer({ models, api_keys: [API_KEY], metrics_public: true }, dir);
+  t.teardown(srv.close);
+  t.equal((await request(`${srv.url}/metrics`)).status, 200);
+  t.equal((await request(`${srv.url}/models/list`)).status, 401);
+});
+
+t.test('X-Forwarded-For is believed only from the proxies in trust_proxy', async (t) => {
+  const ipOf = async (raw: Record<string, unknown>): Promise<unknown> => {
+    const srv = await startServer({ models, ...raw }, dir);
+    t.teardown(srv.close);
+    t.equal((await request(`${srv.url}/models/list`, { headers: { 'x-forwarded-for': '203.0.113.9' } })).status, 200);
+    return srv.logs.find((l) => l.msg === 'request' && l.path === '/models/list')?.ip;
+  };
+  t.match(await ipOf({}), /^(::ffff:)?127\.0\.0\.1$/, 'by default the address the request came from, whatever the header says');
+  t.equal(await ipOf({ trust_proxy: 'loopback' }), '203.0.113.9', 'from a trusted proxy, the client it names');
+  t.match(await ipOf({ trust_proxy: ['10.0.0.0/8'] }), /^(::ffff:)?127\.0\.0\.1$/, 'a proxy elsewhere is not this one');
+});
+
+t.test('the Host header: a loopback server answers loopback names only, unless allowed_hosts says more', async (t) => {
+  const srv = await startServer({ models }, dir);
+  t.teardown(srv.close);
+  const port = new URL(srv.url).port;
+  const ask = (host: string, path = '/models/list') => rawRequest(srv.url, { path, headers: { host } });
+  for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, 'LOCALHOST', 'localhost.']) t.equal((await ask(host)).status, 200, host);
+  for (const host of ['rebound.example', `rebound.example:${port}`, 'localhost.rebound.example', '127.0.0.1.nip.io']) {
+    const refused = await ask(host);
+    t.equal(refused.status, 421, host);
+    t.match(JSON.parse(refused.text).error, /does not answer for the host .*allowed_hosts: localhost, 127\.0\.0\.1, \[::1\]/);
+  }
+  t.equal((await ask('rebound.example', '/')).status, 421, 'the chat page too');
+  t.equal((await ask('rebound.example', '/ping')).status, 200, '/ping tells nothing and answers any name');
+
+  const named = await startServer({ models, allowed_hosts: ['chat.example.com', '*.internal.example'] }, dir);
+  t.teardown(named.close);
+  const askNamed = (host: string) => rawRequest(named.url, { path: '/models/list', headers: { host } });
+  for (const host of ['chat.example.com', 'Chat.Example.com:8443', 'a.internal.example', 'b.c.internal.example']) t.equal((await askNamed(host)).status, 200, host);
+  for (const host of ['localhost', 'example.com', 'internal.example', 'evilinternal.example']) t.equal((await askNamed(host)).status, 421, host);
+  const any = await startServer({ models, allowed_hosts: ['*'] }, dir);
+  t.teardown(any.close);
+  t.equal((await rawRequest(any.url, { path: '/models/list', headers: { host: 'whatever.example' } })).status, 200, '"*": any');
+  t.equal(allowedHosts(null, '0.0.0.0'), null, 'bound beyond loopback: any name unless configured');
+  t.same(allowedHosts(null, '127.0.0.5'), ['localhost', '127.0.0.1', '[::1]', '127.0.0.5']);
+});

@@ -1,0 +1,221 @@
+// The OpenAI-compatible API over real HTTP on 127.0.0.1, driven by the official `openai` client and by a plain
+// fetch whose stream eventsource-parser reads: completions and chat completions, streamed and not, n, stop,
+// seed, log-probabilities against the engine's own log-softmax, usage against the tokenizer, errors as the
+// client's own classes, a stream whose client goes away freeing its slot, and the token endpoints.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import OpenAI from 'openai';
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { Model } from '../../lib/engine/model';
+import { loadTokenizer } from '../../lib/tokenizer';
+import { LONG, makeModels, request, startServer, tempDir, type Running } from './helpers';
+
+const API_KEY = 'openai-test-key-0123456789';
+const PROMPT = 'How big is the earth?';
+const LENGTH = 12;
+const tokenizer = loadTokenizer();
+
+let dir: string;
+let greedy: Record<string, string>;
+let srv: Running;
+let client: OpenAI;
+
+t.before(async () => {
+  dir = tempDir('openai');
+  greedy = await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
+  await makeModels(dir, { long: 2 }, PROMPT, 1, LONG);
+  srv = await startServer({
+    api_keys: [API_KEY],
+    models: [
+      { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } },
+      { key: 'chatbot', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', sampling: { length: LENGTH } },
+      { key: 'long', restore_from: 'long' },
+    ],
+  }, dir);
+  client = new OpenAI({ apiKey: API_KEY, baseURL: `${srv.url}/v1`, maxRetries: 0 });
+});
+t.teardown(async () => {
+  await srv.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+t.test('GET /v1/models lists every configured model, loaded or not', async (t) => {
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  t.same(ids, ['general', 'chatbot', 'long']);
+});
+
+t.test('completions: the greedy text, usage from the tokenizer, n choices seeded apart, the same seed the same text', async (t) => {
+  const r = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0 });
+  t.equal(r.object, 'text_completion');
+  t.equal(r.choices[0].text, greedy.alpha, 'the text the engine generates greedily');
+  t.equal(r.choices[0].finish_reason, 'length');
+  const promptTokens = tokenizer.encode(PROMPT, { allowSpecial: false }).length;
+  t.match(r.usage, { prompt_tokens: promptTokens, completion_tokens: LENGTH, total_tokens: promptTokens + LENGTH });
+  const again = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0 });
+  t.equal(again.choices[0].text, greedy.alpha, 'the same text again');
+  t.equal(again.usage?.prompt_tokens_details?.cached_tokens, promptTokens - 1, 'with the prompt found in the cache, all but its last token');
+  const sampled = { model: 'general', prompt: PROMPT, max_tokens: 8, temperature: 1.5, top_p: 1, seed: 42, n: 2 } as const;
+  const a = await client.completions.create(sampled);
+  const b = await client.completions.create(sampled);
+  t.same(a.choices.map((c) => c.index), [0, 1]);
+  t.same(a.choices.map((c) => c.text), b.choices.map((c) => c.text), 'the same seed, the same choices');
+  t.not(a.choices[0].text, a.choices[1].text, 'the choices differ from each other');
+  t.equal(a.usage?.completion_tokens, 16, 'usage counts both choices');
+  const two = await client.completions.create({ model: 'general', prompt: [PROMPT, 'Hello'], max_tokens: 3, temperature: 0 });
+  t.equal(two.choices.length, 2, 'a prompt array: a choice per prompt');
+  t.equal(two.usage?.prompt_tokens, tokenizer.encode(PROMPT, { allowSpecial: false }).length + tokenizer.encode('Hello', { allowSpecial: false }).length);
+  const echoed = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, echo: true });
+  t.equal(echoed.choices[0].text, PROMPT + greedy.alpha, 'echo: the prompt, then the text');
+});
+
+t.test('stop sequences end the text where they begin, with finish_reason "stop"', async (t) => {
+  const text = greedy.alpha;
+  const stop = text.slice(4, 7);
+  const r = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, stop: [stop, 'never seen'] });
+  t.equal(r.choices[0].text, text.slice(0, text.indexOf(stop)));
+  t.equal(r.choices[0].finish_reason, 'stop');
+});
+
+t.test("log-probabilities agree with the engine's log-softmax of the logits within 1e-4", async (t) => {
+  const r = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: 6, temperature: 0, logprobs: 3 });
+  const lp = r.choices[0].logprobs;
+  t.ok(lp, 'logprobs are there');
+  const model = await Model.load(path.join(dir, 'alpha'), { trainable: false });
+  t.teardown(() => model.dispose());
+  const prompt = tokenizer.encode(PROMPT, { allowSpecial: false });
+  const generated = tokenizer.encode((lp?.tokens ?? []).join(''), { allowSpecial: false });
+  const all = Int32Array.from([...prompt, ...generated]);
+  const V = model.config.vocabSize;
+  const logits = new Float32Array(all.length * V);
+  await model.forward(all, null, 1, all.length, logits);
+  let worst = 0;
+  (lp?.token_logprobs ?? []).forEach((given, i) => {
+    const row = logits.subarray((prompt.length - 1 + i) * V, (prompt.length + i) * V);
+    const max = row.reduce((m, x) => Math.max(m, x), -Infinity);
+    const logZ = max + Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0));
+    worst = Math.max(worst, Math.abs((given as number) - (row[all[prompt.length + i]] - logZ)));
+    const top = Object.values(lp?.top_logprobs?.[i] ?? {});
+    t.equal(top.length, 3, `token ${i}: three alternatives`);
+    t.ok(Math.abs(top[0] - (max - logZ)) < 1e-4, `token ${i}: the most likely first`);
+  });
+  t.equal(lp?.token_logprobs?.length, 6);
+  t.ok(worst < 1e-4, `largest difference ${worst.toExponential(2)}`);
+  const chat = await client.chat.completions.create({ model: 'general', messages: [{ role: 'user', content: PROMPT }], max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2 });
+  const content = chat.choices[0].logprobs?.content ?? [];
+  t.equal(content.length, chat.usage?.completion_tokens);
+  t.same(content[0].bytes, [...Buffer.from(content[0].token)], 'bytes of the token');
+  t.equal(content[0].top_logprobs.length, 2);
+});
+
+t.test('chat completions: the chat format for a chat model, the reply sanitized, streamed as chunks that add up', async (t) => {
+  const messages = [
+    { role: 'system', content: 'audience: grandma' },
+    { role: 'user', content: 'How are you?' },
+    { role: 'assistant', content: 'Fine, thanks.' },
+    { role: 'user', content: 'And the garden?' },
+  ] as const;
+  const since = srv.logs.length;
+  const whole = await client.chat.completions.create({ model: 'chatbot', messages: [...messages], seed: 7 });
+  t.equal(whole.object, 'chat.completion');
+  t.equal(whole.choices[0].message.role, 'assistant');
+  t.notMatch(whole.choices[0].message.content ?? '', /\||<EOM>|<\|endoftext\|>/, 'sanitized');
+  const prompt = srv.logs.slice(since).find((l) => l.msg === 'generated')?.prompt;
+  t.equal(prompt, '1|grandma|How are you? <EOM>\n0|grandma|Fine, thanks. <EOM>\n1|grandma|And the garden? <EOM>\n0|grandma|', 'user on side 1, assistant on side 0, as the audience the system message names');
+  const stream = await client.chat.completions.create({ model: 'chatbot', messages: [...messages], seed: 7, stream: true, stream_options: { include_usage: true } });
+  let text = '';
+  let finish: string | null = null;
+  let usage: OpenAI.CompletionUsage | undefined;
+  let chunks = 0;
+  for await (const chunk of stream) {
+    t.equal(chunk.object, 'chat.completion.chunk');
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices) {
+      text += c.delta.content ?? '';
+      finish = c.finish_reason ?? finish;
+    }
+    chunks++;
+  }
+  t.equal(text, whole.choices[0].message.content, 'the chunks add up to the same seed\'s reply');
+  t.equal(finish, whole.choices[0].finish_reason);
+  t.same([usage?.prompt_tokens, usage?.completion_tokens, usage?.total_tokens], [whole.usage?.prompt_tokens, whole.usage?.completion_tokens, whole.usage?.total_tokens], 'include_usage: the usage in a last chunk');
+  t.ok(chunks >= 2);
+  const raw = await client.chat.completions.create({ model: 'general', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: PROMPT }], max_tokens: LENGTH });
+  t.equal(raw.usage?.prompt_tokens, tokenizer.encode('Be brief.\nHow big is the earth?', { allowSpecial: false }).length, 'a raw model continues the messages, one a line');
+});
+
+t.test("errors come as the client's own classes, with OpenAI's shape and the field named", async (t) => {
+  const notFound = await client.completions.create({ model: 'nope', prompt: 'x' }).catch((e: unknown) => e);
+  t.ok(notFound instanceof OpenAI.NotFoundError, 'unknown model: NotFoundError');
+  t.equal((notFound as InstanceType<typeof OpenAI.APIError>).code, 'model_not_found');
+  t.equal((notFound as InstanceType<typeof OpenAI.APIError>).param, 'model');
+  for (const [fields, param] of [
+    [{ temperature: -1 }, 'temperature'],
+    [{ max_tokens: 0 }, 'max_tokens'],
+    [{ presence_penalty: 0.5 }, 'presence_penalty'],
+    [{ top_k: 1_000_000 }, 'top_k'],
+    [{ n: 100 }, 'n'],
+  ] as const) {
+    const err = await client.completions.create({ model: 'general', prompt: 'x', ...fields } as OpenAI.CompletionCreateParamsNonStreaming).catch((e: unknown) => e);
+    t.ok(err instanceof OpenAI.BadRequestError, `${JSON.stringify(fields)}: BadRequestError`);
+    t.equal((err as InstanceType<typeof OpenAI.APIError>).param, param);
+    t.equal((err as InstanceType<typeof OpenAI.APIError>).type, 'invalid_request_error');
+  }
+  const system = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'system', content: 'You are a pirate.' }, { role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
+  t.ok(system instanceof OpenAI.BadRequestError && system.param === 'messages[0].content', 'a system prompt a chat model cannot take is refused, not dropped');
+  const stranger = new OpenAI({ apiKey: 'wrong-key-0123456789abcdef', baseURL: `${srv.url}/v1`, maxRetries: 0 });
+  const denied = await stranger.models.list().catch((e: unknown) => e);
+  t.ok(denied instanceof OpenAI.AuthenticationError, 'a wrong key: AuthenticationError');
+});
+
+t.test('a streaming client that goes away frees its slot at once', async (t) => {
+  const inFlight = async (): Promise<number> => {
+    const metrics = await request(`${srv.url}/metrics`, { headers: { authorization: `Bearer ${API_KEY}` } });
+    return Number(/dixie_requests_in_flight\{model="long"\} (\d+)/.exec(metrics.text)?.[1]);
+  };
+  const stream = await client.completions.create({ model: 'long', prompt: 'Once', max_tokens: 1000, stream: true });
+  for await (const chunk of stream) {
+    if (chunk.choices[0]?.text) break;  // leaving the loop aborts the request
+  }
+  let n = await inFlight();
+  for (let i = 0; i < 100 && n !== 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    n = await inFlight();
+  }
+  t.equal(n, 0, 'no request in flight for the model');
+  t.equal(srv.server.service.registry.peek('long')?.generator.batcher.load.running, 0, 'its batch slot is free');
+});
+
+t.test('a client no one here wrote: fetch, with the stream read by eventsource-parser', async (t) => {
+  const res = await fetch(`${srv.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${API_KEY}` },
+    body: JSON.stringify({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, stream: true }),
+  });
+  t.equal(res.status, 200);
+  t.match(res.headers.get('content-type'), /^text\/event-stream/);
+  const events: string[] = [];
+  const parser = createParser({ onEvent: (e: EventSourceMessage) => events.push(e.data) });
+  const decoder = new TextDecoder();
+  for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(part, { stream: true }));
+  t.equal(events[events.length - 1], '[DONE]', 'the stream ends with [DONE]');
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { object: string; choices: { text: string; finish_reason: string | null }[] });
+  t.ok(chunks.every((c) => c.object === 'text_completion'));
+  t.equal(chunks.map((c) => c.choices[0].text).join(''), greedy.alpha, 'the pieces add up to the greedy text');
+  t.equal(chunks[chunks.length - 1].choices[0].finish_reason, 'length');
+});
+
+t.test('POST /tokenize and /detokenize, as llama.cpp has them', async (t) => {
+  const auth = { authorization: `Bearer ${API_KEY}` };
+  const tok = await request(`${srv.url}/tokenize`, { body: { model: 'general', content: 'Hello world' }, headers: auth });
+  t.equal(tok.status, 200);
+  t.same(tok.json().tokens, [...tokenizer.encode('Hello world', { allowSpecial: false })]);
+  const pieces = await request(`${srv.url}/tokenize`, { body: { model: 'general', content: 'Hello world', with_pieces: true }, headers: auth });
+  t.same(pieces.json().tokens, [{ id: 15496, piece: 'Hello' }, { id: 995, piece: ' world' }]);
+  const detok = await request(`${srv.url}/detokenize`, { body: { model: 'general', tokens: tok.json().tokens }, headers: auth });
+  t.same(detok.json(), { content: 'Hello world' });
+  const bad = await request(`${srv.url}/detokenize`, { body: { model: 'general', tokens: [-1] }, headers: auth });
+  t.equal(bad.status, 400);
+  t.equal(bad.json().field, 'tokens');
+});
