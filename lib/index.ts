@@ -39,6 +39,10 @@ export type { Dataset, DatasetOptions, EncodeResult } from './data/dataset';
 export { ChatChecker, MalformedChatError, formatChatReport } from './data/chat_check';
 export type { ChatSummary } from './data/chat_check';
 
+// Chat exports of messaging apps (WhatsApp, Telegram, Messenger and Instagram, Discord, SMS) made chat logs.
+export { importChats, formatImportSummary, ChatImportError, ChatImportErrors, EXPORT_FORMATS, FORMAT_NAMES, REDACT_KINDS, DATE_ORDERS } from './import';
+export type { ChatImportOptions, ChatImportProgress, ChatImportSummary, AudienceSummary, SkippedChat, DropReason, ExportFormat, RedactKind, DateOrder } from './import';
+
 // Fine-tuning.
 export { train, checkDataset, learningRate, DEFAULT_TRAIN_OPTIONS } from './train/train';
 export type { DatasetCheck, TrainIO, TrainOptions, TrainResult } from './train/train';

@@ -1,0 +1,131 @@
+// bin/import-chat's speed: a 50 MB export of each layout that grows largest in practice (a WhatsApp chat, a
+// Telegram account export in JSON, an SMS Backup & Restore XML backup), generated from a fixed seed in the
+// apps' real layouts with their media, notices and multi-line messages, imported into .train files in a
+// temporary folder. Each figure is the best of several runs of importChats, reading, parsing and writing; beside
+// the wall-clock time, the CPU time the process used, which other processes on a busy machine inflate less.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { importChats } from '../lib/import';
+import { Rng } from '../lib/util/rng';
+import { median } from './stats';
+
+const TARGET_BYTES = 50_000_000;
+const REPEATS = 3;
+const WORDS = ['hey', 'ok', 'see', 'you', 'tomorrow', 'dinner', 'at', 'eight?', 'love', 'it', 'haha', 'the', 'cake', 'was', 'great',
+  'call', 'me', 'when', 'home', 'sure', 'thanks!', 'where', 'are', 'we', 'going', 'Ça', 'va', 'très', 'bien', '😂', '❤️', '🎉', 'no', 'way', 'lol'];
+const START = Date.UTC(2015, 0, 1);
+
+function sentence(rng: Rng): string {
+  const n = 2 + rng.below(14);
+  const words: string[] = [];
+  for (let i = 0; i < n; i++) words.push(WORDS[rng.below(WORDS.length)]);
+  return words.join(' ');
+}
+
+// Messages of two people minutes apart: text, now and then on two lines, a media item, or something the import
+// drops for another reason (a deleted message, a notice, a draft).
+function* conversation(rng: Rng): Generator<{ time: number; mine: boolean; text: string; kind: 'text' | 'media' | 'other' }> {
+  for (let time = START; ; ) {
+    time += 20_000 + rng.below(600_000);
+    const draw = rng.below(100);
+    const kind = draw < 6 ? 'media' : draw < 8 ? 'other' : 'text';
+    const text = draw >= 8 && draw < 14 ? `${sentence(rng)}\n${sentence(rng)}` : sentence(rng);
+    yield { time, mine: rng.below(2) === 0, text, kind };
+  }
+}
+
+function whatsApp(rng: Rng): string {
+  const lines = ['1/1/15, 12:00\u202fAM - Messages and calls are end-to-end encrypted. No one outside of this chat, not even WhatsApp, can read or listen to them. Tap to learn more.'];
+  let bytes = 0;
+  for (const m of conversation(rng)) {
+    const d = new Date(m.time);
+    const hour = d.getUTCHours() % 12 || 12;
+    const stamp = `${d.getUTCMonth() + 1}/${d.getUTCDate()}/${String(d.getUTCFullYear() % 100).padStart(2, '0')}, ${hour}:${String(d.getUTCMinutes()).padStart(2, '0')}\u202f${d.getUTCHours() < 12 ? 'AM' : 'PM'}`;
+    const text = m.kind === 'media' ? '<Media omitted>' : m.kind === 'other' ? 'This message was deleted' : m.text;
+    const line = `${stamp} - ${m.mine ? 'Jane Doe' : 'Mom'}: ${text}`;
+    lines.push(line);
+    bytes += Buffer.byteLength(line) + 1;
+    if (bytes >= TARGET_BYTES) break;
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function telegram(rng: Rng): string {
+  const messages: object[] = [];
+  let id = 0;
+  for (const m of conversation(rng)) {
+    const from = m.mine ? { from: 'Jane Doe', from_id: 'user111' } : { from: 'Mom', from_id: 'user222' };
+    const base = { id: ++id, type: 'message', date: new Date(m.time).toISOString().slice(0, 19), date_unixtime: String(m.time / 1000), ...from };
+    messages.push(
+      m.kind === 'media'
+        ? { ...base, photo: '(File not included. Change data exporting settings to download.)', width: 1280, height: 960, text: '', text_entities: [] }
+        : m.kind === 'other'
+          ? { id, type: 'service', date: base.date, date_unixtime: base.date_unixtime, actor: from.from, actor_id: from.from_id, action: 'pin_message', message_id: id - 1, text: '', text_entities: [] }
+          : { ...base, text: [m.text, { type: 'link', text: 'https://example.com' }], text_entities: [{ type: 'plain', text: m.text }, { type: 'link', text: 'https://example.com' }] },
+    );
+    if (messages.length === 100_000) break;
+  }
+  const account = (list: object[]): string =>
+    JSON.stringify({ about: 'Here is the data you requested.', personal_information: { user_id: 111, first_name: 'Jane', last_name: 'Doe' }, chats: { about: '', list: [{ name: 'Mom', type: 'personal_chat', id: 222, messages: list }] } }, null, 1);
+  // As many messages as make TARGET_BYTES, measured on the indented JSON the app writes.
+  const sample = account(messages);
+  return account(messages.slice(0, Math.floor((messages.length * TARGET_BYTES) / sample.length)));
+}
+
+function sms(rng: Rng): string {
+  const out = ["<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>", '<smses count="0" type="full">'];
+  let bytes = 0;
+  const escape = (text: string): string => text.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/\n/g, '&#10;')
+    .replace(/[\u{10000}-\u{10ffff}]/gu, (c) => `&#${c.charCodeAt(0)};&#${c.charCodeAt(1)};`);
+  for (const m of conversation(rng)) {
+    const line = m.kind === 'media'
+      ? `  <mms date="${m.time}" msg_box="${m.mine ? 2 : 1}" address="+15551234567" contact_name="Mom"><parts><part seq="0" ct="image/jpeg" name="IMG.jpg" text="null" data="${'/9j/4AAQSkZJRg'.repeat(40)}" /></parts><addrs><addr address="+15551234567" type="137" charset="106" /></addrs></mms>`
+      : `  <sms protocol="0" address="+15551234567" date="${m.time}" type="${m.kind === 'other' ? 3 : m.mine ? 2 : 1}" subject="null" body="${escape(m.text)}" toa="null" sc_toa="null" service_center="null" read="1" status="-1" locked="0" date_sent="0" readable_date="" contact_name="Mom" />`;
+    out.push(line);
+    bytes += line.length + 1;
+    if (bytes >= TARGET_BYTES) break;
+  }
+  out.push('</smses>');
+  return `${out.join('\n')}\n`;
+}
+
+export async function run(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-import-bench-'));
+  try {
+    const exports: [string, string, string][] = [
+      ['WhatsApp (Android, 12-hour)', 'WhatsApp Chat with Mom.txt', whatsApp(new Rng(1))],
+      ['Telegram account (JSON)', 'result.json', telegram(new Rng(2))],
+      ['SMS Backup & Restore (XML)', 'sms-20210101000000.xml', sms(new Rng(3))],
+    ];
+    const loadAverage = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+    console.log(`${os.cpus().length} cores: ${os.cpus()[0].model}, load average ${loadAverage()}; best of ${REPEATS} runs each (median in brackets)\n`);
+    console.log('| export | MB | messages read | kept | written MB | seconds | CPU seconds | MB/s |');
+    console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+    for (const [name, file, text] of exports) {
+      const input = path.join(dir, file);
+      fs.writeFileSync(input, text);
+      const megabytes = fs.statSync(input).size / 1e6;
+      const seconds: number[] = [];
+      const cpuSeconds: number[] = [];
+      let summary = null;
+      for (let i = 0; i < REPEATS; i++) {
+        const out = path.join(dir, `out-${i}`);
+        const start = process.hrtime.bigint();
+        const cpu = process.cpuUsage();
+        summary = await importChats([input], { me: ['Jane Doe'], out });
+        const used = process.cpuUsage(cpu);
+        seconds.push(Number(process.hrtime.bigint() - start) / 1e9);
+        cpuSeconds.push((used.user + used.system) / 1e6);
+        fs.rmSync(out, { recursive: true, force: true });
+      }
+      const best = Math.min(...seconds);
+      const s = summary as NonNullable<typeof summary>;
+      console.log(`| ${name} | ${megabytes.toFixed(1)} | ${s.read.toLocaleString('en-US')} | ${s.kept.toLocaleString('en-US')} | ${(s.bytes / 1e6).toFixed(1)} | ${best.toFixed(2)} (${median(seconds).toFixed(2)}) | ${Math.min(...cpuSeconds).toFixed(2)} | ${(megabytes / best).toFixed(1)} |`);
+      fs.rmSync(input);
+    }
+    console.log(`\nload average after: ${loadAverage()}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

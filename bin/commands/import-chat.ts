@@ -1,0 +1,97 @@
+// bin/import-chat: the chat exports of messaging apps (WhatsApp, Telegram, Messenger and Instagram, Discord via
+// DiscordChatExporter, SMS Backup & Restore) made training data in the chat format (lib/import/).
+import fs from 'node:fs';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { formatBytes } from '../../lib/download/progress';
+import { DATE_ORDERS, DateOrder, EXPORT_FORMATS, ExportFormat, ChatImportProgress, REDACT_KINDS, RedactKind, formatImportSummary, importChats } from '../../lib/import';
+
+// Files this large get a line of their own even when stderr is not a terminal.
+const LARGE_FILE_BYTES = 10_000_000;
+
+async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('import-chat')
+    .usage(
+      '$0 <exports...> --me "<your name>" [--out data/]\n\n' +
+        'Turns chat exports into training data: one message a line, 1|<audience>|<text> <EOM> for your messages and ' +
+        '0|<audience>|<text> <EOM> for the others\', each conversation in time order. Reads WhatsApp "Export chat" .txt ' +
+        '(Android and iOS, any locale), Telegram Desktop JSON (result.json, one chat or the whole account), Facebook ' +
+        'Messenger and Instagram JSON (message_1.json...), DiscordChatExporter JSON and SMS Backup & Restore XML; the ' +
+        'format is detected from each file. Folders are searched for .txt, .json and .xml files. The audience is the ' +
+        'other person, or the group. The apps\' notices, media, deleted messages and calls are dropped, and the summary ' +
+        'says how many and why. Nothing is written unless every export was read.',
+    )
+    .positional('exports', { type: 'string', describe: 'export files or folders' })
+    .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, nor for a Telegram account export. Run without it to list the senders found' })
+    .option('out', { type: 'string', default: 'data', describe: 'a folder, for a .train file per audience, or a file ending in .train for one combined file' })
+    .option('format', { choices: ['auto', ...EXPORT_FORMATS], default: 'auto', describe: 'the app the exports come from, when it is not detected' })
+    .option('audience-map', { type: 'string', array: true, default: [] as string[], describe: '"Name in the app=audience" (repeat), or a JSON file {"Name in the app": "audience"}: renames audiences' })
+    .option('groups', { type: 'boolean', default: true, describe: 'import group chats (the audience is the group); --no-groups leaves them out' })
+    .option('redact', { type: 'string', describe: `replace ${REDACT_KINDS.join(', ')} with [link], [email], [phone]; alone: all three, or a comma list` })
+    .option('date-order', { choices: ['auto', ...DATE_ORDERS], default: 'auto', describe: "WhatsApp's dates: day-month-year, month-day-year or year-month-day (auto: guessed from the file)" })
+    .option('encoding', { type: 'string', describe: 'the exports\' text encoding when not UTF-8 (windows-1252, iso-8859-1, utf-16le...)' })
+    .example('$0 "WhatsApp Chat with Mom.txt" --me "Jane Doe"', 'one WhatsApp chat into data/mom.train')
+    .example('$0 exports/ --me "Jane Doe" --me jane_d --out data/', 'every export in a folder, Jane being "jane_d" on Discord')
+    .example('$0 telegram/result.json --no-groups --redact --out data/all.train', 'a Telegram account export, without groups, into one file')
+    .example('$0 "WhatsApp Chat with Mom.txt"', 'without --me: lists the senders found')
+    .demandCommand(1, 'give the export files or folders')
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .strict()
+    .help()
+    .parseAsync();
+  const summary = await importChats(argv._.map(String), {
+    out: argv.out,
+    me: argv.me,
+    format: argv.format === 'auto' ? undefined : (argv.format as ExportFormat),
+    encoding: argv.encoding,
+    dateOrder: argv['date-order'] === 'auto' ? undefined : (argv['date-order'] as DateOrder),
+    audienceMap: audienceMap(argv['audience-map']),
+    groups: argv.groups,
+    redact: redactKinds(argv.redact),
+    onProgress: progressPrinter(),
+  });
+  console.log(formatImportSummary(summary));
+}
+
+// "Name=audience" pairs and JSON files of such pairs, as one map.
+function audienceMap(values: readonly string[]): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (const value of values) {
+    const equals = value.lastIndexOf('=');
+    if (equals < 0 && fs.existsSync(value)) {
+      const parsed: unknown = JSON.parse(fs.readFileSync(value, 'utf8'));
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || Object.values(parsed).some((v) => typeof v !== 'string')) {
+        throw new Error(`--audience-map ${value}: a JSON object of names to audiences is expected ({"Mom": "mom"})`);
+      }
+      Object.assign(map, parsed);
+    } else if (equals > 0) map[value.slice(0, equals)] = value.slice(equals + 1);
+    else throw new Error(`--audience-map ${JSON.stringify(value)}: expected "Name in the app=audience" or a JSON file`);
+  }
+  return map;
+}
+
+function redactKinds(value: string | undefined): RedactKind[] {
+  if (value === undefined) return [];
+  if (value === '') return [...REDACT_KINDS];
+  const kinds = value.split(',').map((k) => k.trim());
+  const unknown = kinds.filter((k) => !(REDACT_KINDS as readonly string[]).includes(k));
+  if (unknown.length > 0) throw new Error(`--redact: unknown ${unknown.join(', ')} (give any of ${REDACT_KINDS.join(', ')})`);
+  return kinds as RedactKind[];
+}
+
+// On a terminal, one line redrawn as files are read; elsewhere a line only for large files.
+function progressPrinter(): (progress: ChatImportProgress) => void {
+  const terminal = process.stderr.isTTY === true;
+  return ({ file, index, files, bytes }) => {
+    const line = `[${index + 1}/${files}] reading ${file} (${formatBytes(bytes)})`;
+    if (terminal) process.stderr.write(`\r\x1b[K${line}${index + 1 === files ? '\n' : ''}`);
+    else if (bytes >= LARGE_FILE_BYTES) process.stderr.write(`${line}\n`);
+  };
+}
+
+main().catch((err: unknown) => {
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+  process.stderr.write(`import-chat: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,148 @@
+// What every importer (whatsapp.ts, telegram.ts, messenger.ts, discord.ts, sms.ts) turns an app's export into:
+// chats of messages with their time, their sender as the app names them, and their raw text, each message either
+// kept or dropped with a reason. Deciding which sender is the user, the audience and the output is left to
+// train_output.ts, so that every app's quirks stay in its importer and every rule of the output in one place.
+import { isUtf8 } from 'node:buffer';
+
+export const EXPORT_FORMATS = ['whatsapp', 'telegram', 'messenger', 'discord', 'sms'] as const;
+export type ExportFormat = (typeof EXPORT_FORMATS)[number];
+
+export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
+  whatsapp: 'WhatsApp',
+  telegram: 'Telegram',
+  messenger: 'Messenger',
+  discord: 'Discord',
+  sms: 'SMS Backup & Restore',
+};
+
+// Why a message is not written, as the summary names it.
+export type DropReason =
+  | 'system'      // the app's own notices: encryption, joins and leaves, renames, pins
+  | 'media'       // a photo, voice note, sticker, file... with no text of its own
+  | 'deleted'     // deleted or unsent ("This message was deleted")
+  | 'call'
+  | 'reaction'
+  | 'forwarded'   // someone else's words
+  | 'not sent'    // an SMS draft, failed or queued
+  | 'empty'       // nothing left once cleaned
+  | 'unreadable'  // an entry of the export without a time or a sender
+  | 'duplicate'   // already read from another file: the same chat exported twice, backups that overlap
+  // Every message of a chat that is not written:
+  | 'group chat'      // --no-groups
+  | 'not your chat'   // --me names none of its senders
+  | 'saved messages'  // Telegram's notes to oneself
+  | 'bot chat';
+
+export interface ExportedMessage {
+  time: number;                    // ms since 1970; an export without a time zone gives its wall clock as if UTC
+  sender: string;                  // as the app names the sender; '' for the app's notices
+  senderIds: readonly string[];    // other names --me may give the sender by: an account id, a username
+  mine: boolean | null;            // when the export itself says who sent it (SMS); null: --me decides
+  text: string;                    // as the export has it: line breaks, markup and all
+  dropped: DropReason | null;
+  line: number;                    // where it starts in the file (1-based), 0 where the format has no lines
+}
+
+export interface ExportedChat {
+  format: ExportFormat;
+  file: string;
+  key: string;                     // the same conversation in several files (Messenger's message_1.json, _2...)
+  title: string;                   // the chat's name in the app; '' when the export has none
+  group: boolean | null;           // null: a group when more than one other person wrote
+  skip: DropReason | null;         // a chat the app's export marks as not a conversation
+  myIds: readonly string[];        // who the user is, when the export says (Telegram's account export)
+  messages: ExportedMessage[];
+}
+
+export const NO_IDS: readonly string[] = Object.freeze([]);
+
+// A problem with one input, named by file and, where known, line.
+export class ChatImportError extends Error {
+  constructor(
+    readonly file: string,
+    readonly line: number | null,
+    readonly reason: string,
+  ) {
+    super(`${file}${line ? `:${line}` : ''}: ${reason}`);
+    this.name = 'ChatImportError';
+  }
+}
+
+// Several problems at once: every input is read before anything is written, so that one run lists them all.
+export class ChatImportErrors extends Error {
+  constructor(readonly errors: readonly Error[]) {
+    super(errors.map((e) => e.message).join('\n'));
+    this.name = 'ChatImportErrors';
+  }
+}
+
+// Unicode's direction marks and embeddings: WhatsApp sets them around names, times and its own notices, and
+// they are invisible in the text a model would learn.
+const DIRECTION_MARKS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+export function withoutDirectionMarks(text: string): string {
+  return text.replace(DIRECTION_MARKS, '');
+}
+
+// A name as --me, --audience-map and the apps are compared by: no direction marks, spaces collapsed, any case.
+export function nameKey(name: string): string {
+  return withoutDirectionMarks(name).normalize('NFC').replace(/\s+/g, ' ').trim().toLowerCase();
+}
+
+// The 1-based line of a character offset.
+export function lineAt(text: string, offset: number): number {
+  let line = 1;
+  for (let i = text.indexOf('\n'); i >= 0 && i < offset; i = text.indexOf('\n', i + 1)) line++;
+  return line;
+}
+
+// An export's bytes as text: UTF-8 (a byte-order mark dropped), UTF-16 by its byte-order mark, or `encoding`.
+// Text in another encoding is refused with the first line that is not UTF-8, rather than imported as mojibake.
+export function decodeExport(file: string, bytes: Buffer, encoding?: string): string {
+  if (encoding) {
+    try {
+      return new TextDecoder(encoding).decode(bytes);
+    } catch {
+      throw new ChatImportError(file, null, `unknown encoding ${JSON.stringify(encoding)} (try utf-8, utf-16le, windows-1252, iso-8859-1)`);
+    }
+  }
+  if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+  else if (bytes[0] === 0xff && bytes[1] === 0xfe) return new TextDecoder('utf-16le').decode(bytes);
+  else if (bytes[0] === 0xfe && bytes[1] === 0xff) return new TextDecoder('utf-16be').decode(bytes);
+  if (isUtf8(bytes)) return bytes.toString('utf8');
+  const zeros = bytes.subarray(0, 4096).filter((b) => b === 0).length;
+  if (zeros > 0) throw new ChatImportError(file, null, 'not UTF-8: it looks like UTF-16 without a byte-order mark; give its encoding with --encoding utf-16le (or utf-16be)');
+  // A line feed byte is never part of a multi-byte UTF-8 character, so lines can be checked one by one.
+  let line = 1;
+  for (let start = 0; start < bytes.length; line++) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length;
+    if (!isUtf8(bytes.subarray(start, end))) break;
+    start = end + 1;
+  }
+  throw new ChatImportError(file, line, 'not UTF-8 text: the export is in another encoding; give it with --encoding (e.g. --encoding windows-1252)');
+}
+
+// JSON.parse with the failure placed at its line, and a cut-off file called what it most likely is.
+export function parseExportJson(file: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    const position = /at position (\d+)/.exec(message);
+    const ended = /end of JSON input/.test(message);
+    const offset = position ? Number(position[1]) : ended ? text.length : 0;
+    const line = lineAt(text, offset);
+    if (ended || offset >= text.trimEnd().length) throw new ChatImportError(file, line, 'the JSON stops in the middle: the export is truncated (an interrupted download or copy); export it again');
+    throw new ChatImportError(file, line, `not valid JSON: ${message}`);
+  }
+}
+
+// The fields of a JSON object, or null when the value is not one.
+export function jsonObject(value: unknown): Record<string, unknown> | null {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+}
+
+export function jsonString(value: unknown): string {
+  return typeof value === 'string' ? value : '';
+}

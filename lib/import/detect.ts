@@ -1,0 +1,57 @@
+// Which app an export file comes from, told by its content (never by its name, which users rename), and the
+// file read by that app's importer.
+import fs from 'node:fs';
+import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, jsonObject, parseExportJson } from './chat_export';
+import { looksLikeDiscord, parseDiscord } from './discord';
+import { looksLikeMessenger, parseMessenger } from './messenger';
+import { looksLikeSms, parseSms } from './sms';
+import { looksLikeTelegram, parseTelegram } from './telegram';
+import { DateOrder, looksLikeWhatsApp, parseWhatsApp } from './whatsapp';
+
+export interface ReadOptions {
+  format?: ExportFormat;   // what the file is, when not detected
+  encoding?: string;       // the text's encoding when not UTF-8 or UTF-16 with a byte-order mark
+  dateOrder?: DateOrder;   // WhatsApp's dates, when not guessed right
+}
+
+const KNOWN_EXPORTS =
+  'a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json or an SMS Backup & Restore .xml';
+
+// A file that is no export dixie reads: an error when named on the command line, skipped inside a folder.
+export class UnknownExportError extends ChatImportError {
+  constructor(file: string, what: string) {
+    super(file, 1, `${what}, not ${KNOWN_EXPORTS}; if it is one, name its format with --format (${EXPORT_FORMATS.join(', ')})`);
+    this.name = 'UnknownExportError';
+  }
+}
+
+export function readExport(file: string, options: ReadOptions = {}): ExportedChat[] {
+  const bytes = fs.readFileSync(file);
+  if (bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04) {
+    throw new ChatImportError(file, null, 'a zip archive: unzip it first (iOS WhatsApp exports are zips holding _chat.txt; Facebook and Instagram downloads are zips), then import the file or folder');
+  }
+  const text = decodeExport(file, bytes, options.encoding);
+  // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
+  const format = options.format ?? (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : null);
+  if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];
+  if (format === 'sms') return parseSms(file, text);
+  const first = text.search(/\S/);
+  if (format || text[first] === '{' || text[first] === '[') return readJsonExport(file, text, format ?? undefined);
+  const firstLine = text.slice(Math.max(first, 0)).split('\n', 1)[0].trim();
+  throw new UnknownExportError(file, firstLine === '' ? 'an empty file' : `a file that begins ${JSON.stringify(firstLine.slice(0, 60))}`);
+}
+
+function readJsonExport(file: string, text: string, format: ExportFormat | undefined): ExportedChat[] {
+  const root = jsonObject(parseExportJson(file, text));
+  const detected = format ?? (root === null ? null : looksLikeTelegram(root) ? 'telegram' : looksLikeMessenger(root) ? 'messenger' : looksLikeDiscord(root) ? 'discord' : null);
+  if (root === null || detected === null) {
+    const keys = root === null ? 'a JSON list' : `JSON with ${Object.keys(root).slice(0, 5).map((k) => JSON.stringify(k)).join(', ') || 'no fields'}`;
+    throw new UnknownExportError(file, keys);
+  }
+  if (detected === 'telegram') return parseTelegram(file, root);
+  if (detected === 'messenger') {
+    if (!looksLikeMessenger(root)) throw new ChatImportError(file, null, 'not a Messenger export: no "participants" and "messages" lists');
+    return [parseMessenger(file, root)];
+  }
+  return [parseDiscord(file, root)];
+}

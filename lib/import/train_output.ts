@@ -1,0 +1,319 @@
+// From the chats the importers read to training data: which sender is the user (--me), who each conversation's
+// audience is, which messages are written and how, the .train files, and the summary of it all.
+//
+// Output: per audience a file (data/mom.train) holding each conversation with that audience in time order, a
+// blank line between conversations; or, when --out names a .train file, every conversation in that one file.
+// Messages are lines of the chat format, written by chat_format.ts as the live chat's are.
+import path from 'node:path';
+import { SMALL_DATASET_BYTES } from '../data/chat_check';
+import { SIDE, checkAudience, formatMessage, messageText, toAudience } from '../data/chat_format';
+import { writeTextAtomic } from '../util/atomic_file';
+import { DropReason, ExportFormat, ExportedChat, ExportedMessage, FORMAT_NAMES, nameKey, withoutDirectionMarks } from './chat_export';
+
+export const REDACT_KINDS = ['links', 'emails', 'phones'] as const;
+export type RedactKind = (typeof REDACT_KINDS)[number];
+
+export interface OutputOptions {
+  out: string;                                   // a folder, or a .train file for one combined file
+  me: readonly string[];                         // the user's names or ids in the apps
+  audienceMap: Readonly<Record<string, string>>; // a chat's name in the app -> its audience
+  groups: boolean;                               // false: group chats are left out
+  redact: readonly RedactKind[];
+}
+
+export type DropCounts = Partial<Record<DropReason, number>>;
+
+// What became of messages.
+export interface MessageCounts {
+  read: number;
+  kept: number;
+  sent: number;         // kept messages of the user's (side 1)
+  dropped: DropCounts;
+}
+
+export interface AudienceSummary extends MessageCounts {
+  audience: string;
+  file: string | null;  // where its messages went; null when none was kept
+  conversations: number;
+}
+
+// A conversation not written, and why.
+export interface SkippedChat {
+  file: string;
+  title: string;
+  reason: DropReason;
+  messages: number;
+  senders: string[];    // who wrote in it, most messages first
+}
+
+export interface ChatImportSummary extends MessageCounts {
+  formats: Partial<Record<ExportFormat, number>>;  // export files read, by app
+  audiences: AudienceSummary[];  // most kept messages first
+  skipped: SkippedChat[];
+  warnings: string[];
+  out: string;
+  files: string[];               // the .train files written
+  bytes: number;                 // UTF-8 bytes written
+}
+
+export interface PlannedOutput {
+  summary: ChatImportSummary;
+  contents: Map<string, string>;  // file -> text
+}
+
+// Messages that are nobody's words (the app's notices, unreadable entries, duplicates) do not tell who took part.
+const NOT_SPOKEN = new Set<DropReason | null>(['system', 'unreadable', 'duplicate']);
+
+interface Conversation {
+  chat: ExportedChat;
+  audience: string;
+  lines: string[];
+  firstTime: number;
+}
+
+// Everything the import writes, decided before anything is: an error here leaves every file as it was.
+export function planOutput(chats: readonly ExportedChat[], options: OutputOptions): PlannedOutput {
+  const me = new Set(options.me.map(nameKey).filter((name) => name !== ''));
+  const audienceMap = new Map(Object.entries(options.audienceMap).map(([name, audience]) => [nameKey(name), mappedAudience(name, audience)]));
+  const mappedNames = new Set<string>();
+  const redact = redactor(options.redact);
+  const summary: ChatImportSummary = { formats: {}, read: 0, kept: 0, sent: 0, dropped: {}, audiences: [], skipped: [], warnings: [], out: options.out, files: [], bytes: 0 };
+  const audiences = new Map<string, AudienceSummary>();
+  const conversations: Conversation[] = [];
+  const sendersSeen = new Map<string, number>();
+  let needMe = 0;
+  let foundMe = 0;
+  for (const format of new Map(chats.map((chat) => [chat.file, chat.format])).values()) summary.formats[format] = (summary.formats[format] ?? 0) + 1;
+
+  for (const chat of mergeParts(chats)) {
+    const isMine = mineTest(chat, me);
+    let mine = 0;
+    let decidedByMe = false;
+    const others = new Map<string, number>();
+    for (const message of chat.messages) {
+      if (NOT_SPOKEN.has(message.dropped)) continue;
+      if (message.mine === null) decidedByMe = true;
+      if (isMine(message)) mine++;
+      else others.set(message.sender, (others.get(message.sender) ?? 0) + 1);
+    }
+    const senders = [...others.entries()].sort((a, b) => b[1] - a[1] || compare(a[0], b[0])).map(([sender]) => sender);
+    if (decidedByMe) {
+      needMe++;
+      if (mine > 0) foundMe++;
+      for (const [sender, count] of others) sendersSeen.set(sender, (sendersSeen.get(sender) ?? 0) + count);
+    }
+    const group = chat.group ?? others.size > 1;
+    const name = group ? chat.title || senders.join(', ') : (senders[0] ?? chat.title);
+    const skip: DropReason | null = chat.skip ?? (group && !options.groups ? 'group chat' : decidedByMe && mine === 0 ? 'not your chat' : null);
+    if (skip) {
+      summary.skipped.push({ file: chat.file, title: chat.title || name, reason: skip, messages: chat.messages.length, senders });
+      addCounts(summary, { read: chat.messages.length, kept: 0, sent: 0, dropped: { [skip]: chat.messages.length } });
+      continue;
+    }
+    const key = nameKey(name);
+    if (audienceMap.has(key)) mappedNames.add(key);
+    const audience = audienceMap.get(key) ?? (toAudience(withoutDirectionMarks(name)) || 'unnamed');
+    const counts: AudienceSummary = { audience, file: null, conversations: 1, read: chat.messages.length, kept: 0, sent: 0, dropped: {} };
+    const lines: string[] = [];
+    let firstTime = Infinity;
+    for (const message of chat.messages) {
+      const text = message.dropped ? '' : messageText(redact(withoutDirectionMarks(message.text)));
+      const reason = message.dropped ?? (text === '' ? 'empty' : null);
+      if (reason) {
+        counts.dropped[reason] = (counts.dropped[reason] ?? 0) + 1;
+        continue;
+      }
+      const side = isMine(message) ? SIDE.you : SIDE.audience;
+      lines.push(formatMessage({ side, audience, text }));
+      counts.kept++;
+      if (side === SIDE.you) counts.sent++;
+      firstTime = Math.min(firstTime, message.time);
+    }
+    addCounts(summary, counts);
+    const total = audiences.get(audience);
+    if (total) {
+      total.conversations++;
+      addCounts(total, counts);
+    } else audiences.set(audience, counts);
+    if (lines.length > 0) conversations.push({ chat, audience, lines, firstTime });
+  }
+
+  if (needMe > 0 && foundMe === 0) throw new Error(meNotFound(options.me, sendersSeen));
+  for (const skipped of summary.skipped) {
+    if (skipped.reason === 'not your chat') {
+      summary.warnings.push(`${skipped.file}: not imported: --me names none of its senders (${skipped.senders.slice(0, 5).join(', ')})`);
+    }
+  }
+  for (const name of Object.keys(options.audienceMap)) {
+    if (!mappedNames.has(nameKey(name))) summary.warnings.push(`--audience-map: no chat is called ${JSON.stringify(name)}`);
+  }
+  const contents = outputFiles(conversations, options.out, audiences);
+  summary.audiences = [...audiences.values()].sort((a, b) => b.kept - a.kept || compare(a.audience, b.audience));
+  summary.files = [...contents.keys()];
+  summary.bytes = [...contents.values()].reduce((sum, text) => sum + Buffer.byteLength(text, 'utf8'), 0);
+  return { summary, contents };
+}
+
+function mappedAudience(name: string, audience: string): string {
+  try {
+    return checkAudience(audience.trim());
+  } catch (err) {
+    throw new Error(`--audience-map ${JSON.stringify(name)}: ${(err as Error).message}`);
+  }
+}
+
+export async function writeOutput(planned: PlannedOutput): Promise<void> {
+  for (const [file, text] of planned.contents) await writeTextAtomic(file, text);
+}
+
+function addCounts(total: MessageCounts, counts: MessageCounts): void {
+  total.read += counts.read;
+  total.kept += counts.kept;
+  total.sent += counts.sent;
+  for (const [reason, n] of Object.entries(counts.dropped) as [DropReason, number][]) total.dropped[reason] = (total.dropped[reason] ?? 0) + n;
+}
+
+// Parts of one conversation (Messenger's message_1.json, message_2.json; the same SMS thread in two backups)
+// joined in time order. A message that an earlier file already held (an export made twice, backups that
+// overlap) is marked a duplicate; repeats within one file are real.
+function mergeParts(chats: readonly ExportedChat[]): ExportedChat[] {
+  const byKey = new Map<string, ExportedChat[]>();
+  for (const chat of chats) {
+    const parts = byKey.get(chat.key);
+    if (parts) parts.push(chat);
+    else byKey.set(chat.key, [chat]);
+  }
+  return [...byKey.values()].map((parts) => {
+    if (parts.length === 1) return parts[0];
+    const firstPart = new Map<string, number>();
+    const messages: ExportedMessage[] = [];
+    parts.forEach((part, index) => {
+      for (const message of part.messages) {
+        const key = `${message.time}\0${message.sender}\0${message.text}`;
+        const first = firstPart.get(key);
+        if (first === undefined) firstPart.set(key, index);
+        messages.push(first === undefined || first === index ? message : { ...message, dropped: 'duplicate' });
+      }
+    });
+    return { ...parts[0], messages: messages.sort((a, b) => a.time - b.time) };
+  });
+}
+
+// Whether a message is the user's: the export says so (SMS), or its sender is one --me names (or the account
+// the export belongs to names), by name or by id, in any case.
+function mineTest(chat: ExportedChat, me: ReadonlySet<string>): (message: ExportedMessage) => boolean {
+  const names = chat.myIds.length > 0 ? new Set([...me, ...chat.myIds.map(nameKey)]) : me;
+  const known = new Map<string, boolean>();
+  return (message) => {
+    if (message.mine !== null) return message.mine;
+    const key = message.senderIds.length === 0 ? message.sender : `${message.sender}\0${message.senderIds.join('\0')}`;
+    let mine = known.get(key);
+    if (mine === undefined) {
+      mine = names.has(nameKey(message.sender)) || message.senderIds.some((id) => names.has(nameKey(id)));
+      known.set(key, mine);
+    }
+    return mine;
+  };
+}
+
+function meNotFound(me: readonly string[], senders: ReadonlyMap<string, number>): string {
+  const found = [...senders.entries()].sort((a, b) => b[1] - a[1] || compare(a[0], b[0]));
+  const list = found.slice(0, 20).map(([name, n]) => `${name} (${n.toLocaleString('en-US')})`).join(', ');
+  const more = found.length > 20 ? `, and ${found.length - 20} more` : '';
+  const names = found.length > 0 ? `the senders found, with their messages: ${list}${more}` : 'no sender was found';
+  if (me.length === 0) return `say which sender is you with --me "<your name>" (as the app shows it; repeat --me for several): ${names}`;
+  return `--me ${me.map((m) => JSON.stringify(m)).join(' --me ')} names none of the senders: ${names}`;
+}
+
+// The files and their text. Conversations go in order of their first message, so that the same exports give
+// the same bytes whatever order they were named in.
+function outputFiles(conversations: Conversation[], out: string, audiences: Map<string, AudienceSummary>): Map<string, string> {
+  conversations.sort((a, b) => a.firstTime - b.firstTime || compare(a.audience, b.audience) || compare(a.chat.key, b.chat.key));
+  const contents = new Map<string, string>();
+  const combined = out.endsWith('.train');
+  const fileOf = combined ? () => out : fileNames(out, [...new Set(conversations.map((c) => c.audience))]);
+  for (const conversation of conversations) {
+    const file = fileOf(conversation.audience);
+    const block = `${conversation.lines.join('\n')}\n`;
+    const previous = contents.get(file);
+    contents.set(file, previous === undefined ? block : `${previous}\n${block}`);
+    (audiences.get(conversation.audience) as AudienceSummary).file = file;
+  }
+  return contents;
+}
+
+// A file per audience, named after it: "Mom" -> mom.train. Names that would clash (on a file system that
+// ignores case, too) get -2, -3..., given in the audiences' order.
+function fileNames(folder: string, audiences: string[]): (audience: string) => string {
+  const names = new Map<string, string>();
+  const taken = new Set<string>();
+  for (const audience of audiences.sort(compare)) {
+    const base = audience.normalize('NFKC').toLowerCase().replace(/[^\p{L}\p{N}]+/gu, '-').replace(/^-+|-+$/g, '').slice(0, 60) || 'chat';
+    let name = base;
+    for (let n = 2; taken.has(name); n++) name = `${base}-${n}`;
+    taken.add(name);
+    names.set(audience, path.join(folder, `${name}.train`));
+  }
+  return (audience) => names.get(audience) as string;
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+// What --redact replaces: the kinds asked for, each with a placeholder that says what was there.
+const LINK = /\b(?:https?:\/\/|www\.)[^\s<>"]*[^\s<>".,;:!?)'\]]/giu;
+const EMAIL = /[\p{L}\p{N}._%+-]+@[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)*\.\p{L}{2,}/gu;
+const PHONE = /(?<![\p{L}\p{N}+])\+?\(?\d[\d ().-]{5,}\d(?![\p{L}\p{N}])/gu;
+// Runs of digits that are no phone number: dates and amounts.
+const NOT_A_PHONE = /^(?:\d{1,4}([./-])\d{1,2}\1\d{1,4}|\d{1,3}(?:[.,]\d{3})+)$/;
+
+function redactor(kinds: readonly RedactKind[]): (text: string) => string {
+  if (kinds.length === 0) return (text) => text;
+  const replacers: ((text: string) => string)[] = [];
+  // E-mail addresses first: their domains would otherwise read as links.
+  if (kinds.includes('emails')) replacers.push((text) => text.replace(EMAIL, '[email]'));
+  if (kinds.includes('links')) replacers.push((text) => text.replace(LINK, '[link]'));
+  if (kinds.includes('phones')) {
+    replacers.push((text) =>
+      text.replace(PHONE, (match) => {
+        const digits = match.replace(/\D/g, '').length;
+        return digits >= 7 && digits <= 15 && !NOT_A_PHONE.test(match) ? '[phone]' : match;
+      }),
+    );
+  }
+  return (text) => replacers.reduce((t, replace) => replace(t), text);
+}
+
+const plural = (n: number, word: string): string => `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
+
+function dropList(dropped: DropCounts): string {
+  return (Object.entries(dropped) as [DropReason, number][])
+    .sort((a, b) => b[1] - a[1] || compare(a[0], b[0]))
+    .map(([reason, n]) => `${reason} ${n.toLocaleString('en-US')}`)
+    .join(', ');
+}
+
+// The summary a person reads at the end of an import.
+export function formatImportSummary(s: ChatImportSummary): string {
+  const out: string[] = [];
+  const formats = (Object.entries(s.formats) as [ExportFormat, number][]).map(([format, n]) => `${FORMAT_NAMES[format]} ${n}`).join(', ');
+  const exports = Object.values(s.formats).reduce((sum, n) => sum + n, 0);
+  const droppedTotal = s.read - s.kept;
+  out.push(
+    `import: ${plural(exports, 'export file')} (${formats}), ${plural(s.read, 'message')} read, ${s.kept.toLocaleString('en-US')} kept ` +
+      `(${s.sent.toLocaleString('en-US')} sent, ${(s.kept - s.sent).toLocaleString('en-US')} received), ${droppedTotal.toLocaleString('en-US')} dropped` +
+      (droppedTotal > 0 ? ` (${dropList(s.dropped)})` : ''),
+  );
+  for (const a of s.audiences) {
+    const dropped = a.read - a.kept > 0 ? `, dropped ${dropList(a.dropped)}` : '';
+    out.push(`  ${a.audience}: ${plural(a.conversations, 'conversation')}, ${a.read.toLocaleString('en-US')} read, ${a.kept.toLocaleString('en-US')} kept (${a.sent.toLocaleString('en-US')} sent)${dropped}${a.file ? ` -> ${a.file}` : ''}`);
+  }
+  for (const k of s.skipped) out.push(`  not imported: ${JSON.stringify(k.title)} (${k.file}): ${k.reason}, ${plural(k.messages, 'message')}`);
+  for (const warning of s.warnings) out.push(`warning: ${warning}`);
+  out.push(`wrote ${plural(s.files.length, 'file')} ${s.out.endsWith('.train') ? '' : `in ${s.out} `}(${(s.bytes / 1e6).toFixed(s.bytes < 1e5 ? 3 : 2)} MB)`);
+  if (s.bytes < SMALL_DATASET_BYTES) {
+    out.push(`warning: ${(s.bytes / 1e6).toFixed(s.bytes < 1e5 ? 3 : 2)} MB of chat is little: fine-tuning GPT-2 on less than about 2 MB overfits; import more chats`);
+  }
+  return out.join('\n');
+}

@@ -1,0 +1,194 @@
+// WhatsApp's "Export chat" text file. Each message starts a line with its date and time, then the sender:
+//   Android  12/31/20, 10:15 PM - Mom: Hi!          31.12.20, 22:15 - Mom: Hi!
+//   iOS      [12/31/20, 10:15:03 PM] Mom: Hi!       [31.12.20, 22:15:03] Mom: Hi!
+// and every line that does not start so continues the message before it. The date is in the phone's locale
+// (day, month and year in any order, 2 or 4 digits; Finnish "klo", Korean "오후" and the like between date and
+// time), the clock 12- or 24-hour. Notices of the app itself come without a sender on Android ("Messages and
+// calls are end-to-end encrypted...", "Mom added Dad") and, on iOS, with a left-to-right mark opening the text
+// ("Mom: \u200eimage omitted"). Direction marks also surround times and names; they are removed.
+import path from 'node:path';
+import { DropReason, ExportedChat, ExportedMessage, ChatImportError, NO_IDS, withoutDirectionMarks } from './chat_export';
+
+export type DateOrder = 'dmy' | 'mdy' | 'ymd';
+export const DATE_ORDERS: readonly DateOrder[] = ['dmy', 'mdy', 'ymd'];
+
+const SPACE = '[^\\S\\r\\n]';
+// Groups: 1-3 the date's numbers as written, 4 a meridiem written before the time (Japanese, Chinese, Korean),
+// 5-7 the time, 8 the a or p of AM/PM ("PM", "p. m.", "pm").
+const HEADER = new RegExp(
+  `\\[?(\\d{1,4})[-./]${SPACE}?(\\d{1,4})[-./]${SPACE}?(\\d{1,4})\\.?,?${SPACE}` +
+    `(?:(午前|午後|上午|下午|오전|오후)${SPACE}?|[^\\d\\s[\\]]{1,5}${SPACE})?` +
+    `(\\d{1,2})[:.](\\d{2})(?:[:.](\\d{2}))?(?:${SPACE}?([aApP])\\.?${SPACE}?[mM]\\.?)?` +
+    `(?:\\]${SPACE}|${SPACE}?[-–]${SPACE}|:${SPACE})`,
+  'y',
+);
+const AFTERNOON = new Set(['午後', '下午', '오후']);
+
+// The first line of a message that stands for an attachment, in the languages WhatsApp exports most; what
+// follows it is the attachment's caption.
+const MEDIA =
+  /^(?:<(?:Media omitted|Medien ausgeschlossen|Multimedia omitido|Médias omis|Mídia oculta|Arquivo de mídia oculto|Media omessi|Media weggelaten)>|<attached: [^>]*>|(?:image|video|audio|sticker|GIF|document|Contact card) omitted|\S+\.\w{2,5} \((?:file attached|Datei angehängt|archivo adjunto|fichier joint|arquivo anexado|file allegato|bestand bijgevoegd)\))$/i;
+const DELETED =
+  /^(?:This message was deleted|You deleted this message|Diese Nachricht wurde gelöscht|Du hast diese Nachricht gelöscht|Se eliminó este mensaje|Eliminaste este mensaje|Ce message a été supprimé|Vous avez supprimé ce message|Esta mensagem foi apagada|Você apagou esta mensagem|Questo messaggio è stato eliminato|Hai eliminato questo messaggio|Dit bericht is verwijderd|Je hebt dit bericht verwijderd)\.?$/i;
+const EDITED = '<This message was edited>';
+// "WhatsApp Chat with Mom.txt" and its translations; iOS's "WhatsApp Chat - Mom.zip" unzips to a folder of that name.
+const TITLE_IN_NAME = /WhatsApp.*?(?: (?:with|mit|con|avec|com|met) | - )(.+?)(?: \(\d+\))?$/i;
+
+// Whether a text is a WhatsApp export: its first non-blank line starts with a message's date and time.
+export function looksLikeWhatsApp(text: string): boolean {
+  const first = /\S/.exec(text.slice(0, 4096));
+  if (!first) return false;
+  const lineStart = text.lastIndexOf('\n', first.index) + 1;
+  return headerAt(text, lineStart) !== null;
+}
+
+function headerAt(text: string, lineStart: number): RegExpExecArray | null {
+  HEADER.lastIndex = afterMarks(text, lineStart);
+  return HEADER.exec(text);
+}
+
+// Where the direction marks (and byte-order mark) that start at `from` end.
+function afterMarks(text: string, from: number): number {
+  let at = from;
+  while (isMark(text.charCodeAt(at))) at++;
+  return at;
+}
+
+function isMark(code: number): boolean {
+  return code === 0x200e || code === 0x200f || code === 0x061c || code === 0xfeff || (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069);
+}
+
+// One pass over the lines. A message's time waits for the date order, known only once every date was seen: its
+// date's numbers as written and its second of the day are kept aside, four numbers a message.
+export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder): ExportedChat {
+  const messages: ExportedMessage[] = [];
+  const dates: number[] = [];
+  const senders = new Map<string, string>();
+  let twelveHour = false;
+  let messageStart = -1;
+  let messageLine = 0;
+  let previousEnd = 0;
+  let line = 0;
+  for (let start = 0; start < text.length; ) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    line++;
+    const header = headerAt(text, start);
+    if (header) {
+      if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, senders));
+      let hour = Number(header[5]);
+      const meridiem = header[8] ? header[8].toLowerCase() : header[4] ? (AFTERNOON.has(header[4]) ? 'p' : 'a') : '';
+      if (meridiem) {
+        twelveHour = true;
+        hour = (hour % 12) + (meridiem === 'p' ? 12 : 0);
+      }
+      const minute = Number(header[6]);
+      const second = Number(header[7] ?? 0);
+      if (hour > 23 || minute > 59 || second > 59) throw new ChatImportError(file, line, `a time that does not exist: ${text.slice(start, HEADER.lastIndex).trim()}`);
+      dates.push(Number(header[1]), Number(header[2]), Number(header[3]), hour * 3600 + minute * 60 + second);
+      messageStart = HEADER.lastIndex;
+      messageLine = line;
+    } else if (messageStart < 0 && text.slice(start, end).trim() !== '') {
+      throw new ChatImportError(file, line, 'not a WhatsApp export: a message line starts with its date and time ("12/31/20, 10:15 PM - Mom: Hi!" or "[31.12.20, 22:15:03] Mom: Hi!")');
+    }
+    previousEnd = end;
+    start = end + 1;
+  }
+  if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, senders));
+  const order = dateOrder ?? guessDateOrder(file, dates, messages, twelveHour);
+  let dayKey = -1;
+  let dayStart = 0;
+  messages.forEach((message, i) => {
+    const [year, month, day] = dayOf(dates, i, order);
+    if (month < 1 || month > 12 || day < 1 || day > 31) {
+      throw new ChatImportError(file, message.line, `a date that does not exist read as ${order} (${dates.slice(4 * i, 4 * i + 3).join('/')}); give the date order with --date-order`);
+    }
+    const key = year * 10000 + month * 100 + day;
+    if (key !== dayKey) {
+      dayKey = key;
+      dayStart = Date.UTC(year < 100 ? 2000 + year : year, month - 1, day);
+    }
+    message.time = dayStart + dates[4 * i + 3] * 1000;
+  });
+  return { format: 'whatsapp', file, key: `whatsapp:${path.resolve(file)}`, title: chatTitle(file), group: null, skip: null, myIds: NO_IDS, messages };
+}
+
+// The message whose sender (or notice) starts at `from` and whose last line ends at `end`. Its time comes later;
+// NaN until then keeps the field a double, as it will be, rather than a small integer to convert in every message.
+function readMessage(text: string, from: number, end: number, line: number, senders: Map<string, string>): ExportedMessage {
+  let lineEnd = text.indexOf('\n', from);
+  if (lineEnd < 0 || lineEnd > end) lineEnd = end;
+  const headerLine = text.slice(from, lineEnd).trimEnd();
+  let colon = headerLine.indexOf(': ');
+  if (colon < 0) {
+    if (!headerLine.endsWith(':')) return { time: NaN, sender: '', senderIds: NO_IDS, mine: null, text: '', dropped: 'system', line };
+    colon = headerLine.length - 1;
+  }
+  const written = headerLine.slice(0, colon);
+  let sender = senders.get(written);
+  if (sender === undefined) {
+    sender = withoutDirectionMarks(written).replace(/^~\s*/, '').trim();
+    senders.set(written, sender);
+  }
+  const bodyStart = Math.min(from + colon + 2, end);
+  // On iOS the app's own words open with a left-to-right mark. Marks inside the text go where every app's do,
+  // when it is written (train_output.ts).
+  const notice = text.charCodeAt(bodyStart) === 0x200e;
+  const body = text.slice(afterMarks(text, bodyStart), end).trim();
+  const newline = body.indexOf('\n');
+  let kept = body;
+  let dropped: DropReason | null = null;
+  if (MEDIA.test(newline < 0 ? body : body.slice(0, newline).trimEnd())) {
+    kept = newline < 0 ? '' : body.slice(newline + 1).trim();
+    if (kept === '') dropped = 'media';
+  } else if (DELETED.test(body)) dropped = 'deleted';
+  else if (notice) dropped = 'system';
+  else if (body.endsWith(EDITED)) kept = body.slice(0, -EDITED.length).trimEnd();
+  return { time: NaN, sender, senderIds: NO_IDS, mine: null, text: dropped ? '' : kept, dropped, line };
+}
+
+// Year, month and day of message i's date under an order.
+function dayOf(dates: readonly number[], i: number, order: DateOrder): [number, number, number] {
+  const first = dates[4 * i];
+  const second = dates[4 * i + 1];
+  const third = dates[4 * i + 2];
+  return order === 'ymd' ? [first, second, third] : order === 'dmy' ? [third, second, first] : [third, first, second];
+}
+
+// Which of a date's numbers is the day and which the month: what the numbers allow (a first number over 31 is a
+// year; over 12, a day), else the order under which the dates go forward the most, as a chat's do, else the
+// 12-hour clock's countries' month first.
+function guessDateOrder(file: string, dates: readonly number[], messages: readonly ExportedMessage[], twelveHour: boolean): DateOrder {
+  let dayFirstPossible = true;
+  let monthFirstPossible = true;
+  for (let i = 0; i < messages.length; i++) {
+    if (dates[4 * i] > 31) return 'ymd';
+    if (dates[4 * i + 1] > 12) dayFirstPossible = false;
+    if (dates[4 * i] > 12) monthFirstPossible = false;
+    if (!dayFirstPossible && !monthFirstPossible) {
+      throw new ChatImportError(file, messages[i].line, 'dates in no order a phone writes them (neither day nor month first); give it with --date-order');
+    }
+  }
+  if (dayFirstPossible !== monthFirstPossible) return dayFirstPossible ? 'dmy' : 'mdy';
+  const backwards = (order: 'dmy' | 'mdy'): number => {
+    let count = 0;
+    let previous = -Infinity;
+    for (let i = 0; i < messages.length; i++) {
+      const [year, month, day] = dayOf(dates, i, order);
+      const key = year * 10000 + month * 100 + day;
+      if (key < previous) count++;
+      previous = key;
+    }
+    return count;
+  };
+  const dayFirst = backwards('dmy');
+  const monthFirst = backwards('mdy');
+  if (dayFirst !== monthFirst) return dayFirst < monthFirst ? 'dmy' : 'mdy';
+  return twelveHour ? 'mdy' : 'dmy';
+}
+
+function chatTitle(file: string): string {
+  const name = path.basename(file, path.extname(file));
+  const match = TITLE_IN_NAME.exec(name) ?? TITLE_IN_NAME.exec(path.basename(path.dirname(path.resolve(file))));
+  return match ? match[1].trim() : '';
+}

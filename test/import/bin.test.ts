@@ -1,0 +1,71 @@
+// bin/import-chat on the command line: its help, an import whose output bin/train --check accepts, its flags, and
+// exit status 1 with the reason on bad input.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { EXPORTS, fixture } from './helpers';
+
+const COMMANDS = path.join(__dirname, '..', '..', 'bin', 'commands');
+
+function run(command: string, args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [path.join(COMMANDS, `${command}.js`), ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+t.test('--help: what it reads, every flag, examples', async (t) => {
+  const { status, stdout } = run('import-chat', ['--help']);
+  t.equal(status, 0);
+  for (const flag of ['--me', '--out', '--format', '--audience-map', '--groups', '--redact', '--date-order', '--encoding']) t.match(stdout, flag);
+  t.match(stdout, /WhatsApp "Export chat" \.txt/);
+  t.match(stdout, /\[default: "data"\]/);
+  t.match(stdout, /Examples:[^]*--me "Jane Doe"/);
+});
+
+t.test('an import that bin/train --check accepts', async (t) => {
+  const out = path.join(t.testdir(), 'data');
+  const imported = run('import-chat', [EXPORTS, '--me', 'Jane Doe', '--me', 'jane_d', '--out', out]);
+  t.equal(imported.status, 0, imported.stderr);
+  t.match(imported.stdout, /^import: 12 export files \(Discord 1, Messenger 3, SMS Backup & Restore 1, Telegram 2, WhatsApp 5\), 84 messages read, 46 kept \(21 sent, 25 received\)/);
+  t.match(imported.stdout, `  Mom: 3 conversations, 17 read, 11 kept (4 sent), dropped media 2, system 2, deleted 1, not sent 1 -> ${path.join(out, 'mom.train')}`);
+  t.match(imported.stdout, /wrote 11 files in .*\nwarning: 0\.002 MB of chat is little/);
+  const checked = run('train', ['--check', '--dataset', out]);
+  t.equal(checked.status, 0, checked.stdout);
+  t.match(checked.stdout, /chat check: 11 files, 46 messages \(21 sent, 25 received\)[^]*0 malformed lines/);
+});
+
+t.test('one combined file, audiences renamed from a JSON file, everything redacted', async (t) => {
+  const dir = t.testdir({ 'names.json': JSON.stringify({ 'Sam Lee': 'sam' }) });
+  const out = path.join(dir, 'all.train');
+  const r = run('import-chat', [fixture('whatsapp', 'ios-en-us'), '--me', 'Jane Doe', '--out', out, '--audience-map', path.join(dir, 'names.json'), '--redact']);
+  t.equal(r.status, 0, r.stderr);
+  t.same(fs.readFileSync(out, 'utf8').split('\n'), [
+    '0|sam|Hey, are we still on for lunch? <EOM>',
+    '1|sam|Yes! 12:30 at the usual place <EOM>',
+    '1|sam|Call me at [phone] or mail [email] <EOM>',
+    '0|sam|See [link]. <EOM>',
+    '',
+  ]);
+  const pairs = run('import-chat', [fixture('whatsapp', 'ios-en-us'), '--me', 'Jane Doe', '--out', out, '--audience-map', 'Sam Lee=sammy', '--redact', 'emails']);
+  t.equal(pairs.status, 0, pairs.stderr);
+  t.match(fs.readFileSync(out, 'utf8'), '1|sammy|Call me at +1 (555) 123-4567 or mail [email] <EOM>');
+});
+
+t.test('bad input: exit 1 and the reason; nothing written', async (t) => {
+  const dir = t.testdir({ 'notes.txt': 'Shopping list\n' });
+  const out = path.join(dir, 'data');
+  const unknown = run('import-chat', [path.join(dir, 'notes.txt'), '--me', 'Jane', '--out', out]);
+  t.equal(unknown.status, 1);
+  t.match(unknown.stderr, `import-chat: ${path.join(dir, 'notes.txt')}:1: a file that begins "Shopping list", not a WhatsApp chat`);
+  const noMe = run('import-chat', [fixture('whatsapp', 'android-de'), '--out', out]);
+  t.equal(noMe.status, 1);
+  t.match(noMe.stderr, 'import-chat: say which sender is you with --me "<your name>"');
+  t.match(noMe.stderr, 'the senders found, with their messages: Papa (4), Jane Doe (2)');
+  const badRedact = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--redact', 'links,faces', '--out', out]);
+  t.equal(badRedact.status, 1);
+  t.match(badRedact.stderr, 'import-chat: --redact: unknown faces (give any of links, emails, phones)');
+  const badMap = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--audience-map', 'Papa', '--out', out]);
+  t.equal(badMap.status, 1);
+  t.match(badMap.stderr, 'import-chat: --audience-map "Papa": expected "Name in the app=audience" or a JSON file');
+  t.notOk(fs.existsSync(out));
+});

@@ -1,0 +1,32 @@
+// DiscordChatExporter's JSON: a direct message chat; calls, pins and bare attachments dropped; the user named by
+// username or account id.
+import t from 'tap';
+import { parseDiscord } from '../../lib/import/discord';
+import { fixture, importInto } from './helpers';
+
+const DM = fixture('discord', 'Direct Messages - sam_lee [887766554433221100].json');
+
+t.test('a direct message chat, by username or by id', async (t) => {
+  for (const me of ['jane_d', '111000000000000000']) {
+    const { files, summary } = await importInto(t.testdir(), [DM], { me: [me] });
+    t.same(files, { 'sam-lee.train': ['0|sam_lee|gg last night <EOM>', '1|sam_lee|haha thanks we should play again <EOM>', '1|sam_lee|Sure, Friday? @sam_lee <EOM>'] }, me);
+    t.same(summary.dropped, { call: 1, media: 1, system: 1 });
+  }
+});
+
+t.test("a server channel: a group named after its server and channel, members by nickname", async (t) => {
+  const author = (id: string, name: string, nickname: string | null) => ({ id, name, discriminator: '0000', nickname, isBot: false });
+  const chat = parseDiscord('general.json', {
+    guild: { id: '5', name: 'Book Lovers' },
+    channel: { id: '6', type: 'GuildTextChat', name: 'general' },
+    messages: [
+      { id: '1', type: 'GuildMemberJoin', timestamp: '2021-01-01T10:00:00+00:00', content: 'Joined the server.', author: author('1', 'ana', null), attachments: [] },
+      { id: '2', type: 'Default', timestamp: '2021-01-01T10:01:00+01:00', content: 'hello all', author: author('1', 'ana', 'Ana B.'), attachments: [] },
+    ],
+  });
+  t.same({ title: chat.title, group: chat.group }, { title: 'Book Lovers #general', group: true });
+  t.same(chat.messages.map((m) => [m.time, m.sender, m.senderIds, m.dropped]), [
+    [Date.UTC(2021, 0, 1, 10), 'ana', ['1', 'ana'], 'system'],
+    [Date.UTC(2021, 0, 1, 9, 1), 'Ana B.', ['1', 'ana'], null],
+  ]);
+});

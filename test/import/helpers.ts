@@ -1,0 +1,30 @@
+// What the import tests share: the export fixtures (test/fixtures/exports/, each in its app's real layout) and an
+// import into a fresh folder whose .train files come back as lines.
+import fs from 'node:fs';
+import path from 'node:path';
+import { ChatImportOptions, ChatImportSummary, importChats } from '../../lib/import';
+
+export const REPO = path.resolve(__dirname, '..', '..', '..');
+export const EXPORTS = path.join(REPO, 'test', 'fixtures', 'exports');
+
+export function fixture(...parts: string[]): string {
+  return path.join(EXPORTS, ...parts);
+}
+
+export interface Imported {
+  summary: ChatImportSummary;
+  files: Record<string, string[]>;  // .train file name -> its lines
+}
+
+// The .train files under `dir`, by name, as lines (the last line break dropped).
+export function trainFiles(dir: string): Record<string, string[]> {
+  if (!fs.existsSync(dir)) return {};
+  const files: Record<string, string[]> = {};
+  for (const name of fs.readdirSync(dir).sort()) files[name] = fs.readFileSync(path.join(dir, name), 'utf8').replace(/\n$/, '').split('\n');
+  return files;
+}
+
+export async function importInto(out: string, inputs: string[], options: Omit<ChatImportOptions, 'out'> = {}): Promise<Imported> {
+  const summary = await importChats(inputs, { out, ...options });
+  return { summary, files: trainFiles(out) };
+}

@@ -1,0 +1,192 @@
+// importChats end to end: every app's fixture at once, audiences met in several apps in one file, the output the
+// dataset checker accepts, the same bytes on every import, one combined file, renamed audiences, redaction, the
+// summary, and bad input refused with file:line before anything is written.
+import fs from 'node:fs';
+import path from 'node:path';
+import fc from 'fast-check';
+import t from 'tap';
+import { ChatChecker } from '../../lib/data/chat_check';
+import { MAX_AUDIENCE_CHARS, isAudience, messageText, toAudience } from '../../lib/data/chat_format';
+import { ChatImportErrors, formatImportSummary, importChats } from '../../lib/import';
+import { EXPORTS, fixture, importInto, trainFiles } from './helpers';
+
+const ME = ['Jane Doe', 'jane_d'];
+
+t.test('every export at once: a file per audience, conversations of one audience in time order, all well formed', async (t) => {
+  const out = t.testdir();
+  const { files, summary } = await importInto(out, [EXPORTS], { me: ME });
+  t.same(Object.keys(files), [
+    'alex.train', 'book-club.train', 'family.train', 'marie-martin.train', 'matti.train', 'mom-dad.train', 'mom.train', 'papa.train',
+    'sam-lee-2.train', 'sam-lee.train', 'weekend-crew.train',
+  ]);
+  t.same(files['mom.train'], [
+    "0|Mom|Happy New Year's Eve! 🎉 <EOM>", '0|Mom|Are you coming tomorrow? <EOM>', "1|Mom|Yes! I'll bring the cake <EOM>",
+    '0|Mom|Lovely. Remember: - milk - eggs flour <EOM>', '1|Mom|On my way <EOM>', '0|Mom|Drive safe ok <EOM>', "0|Mom|Look who's here! <EOM>",
+    '',
+    '0|Mom|Happy new year sweetie! 😊 <EOM>', '1|Mom|Thanks Mom! & happy new year to Dad too <EOM>',
+    '',
+    '0|Mom|Dinner on Sunday? <EOM>', '1|Mom|Yes please! <EOM>',
+  ], 'WhatsApp, then SMS, then Telegram, a blank line between conversations');
+  t.same(summary.formats, { discord: 1, messenger: 3, sms: 1, telegram: 2, whatsapp: 5 });
+  t.match(summary, { read: 84, kept: 46, sent: 21 });
+  t.match(summary.audiences[0], { audience: 'Mom', conversations: 3, read: 17, kept: 11, sent: 4, file: path.join(out, 'mom.train') });
+  const checker = new ChatChecker();
+  for (const [name, lines] of Object.entries(files)) checker.add(name, `${lines.join('\n')}\n`);
+  const check = checker.summary();
+  t.same(check.issues, []);
+  t.equal(check.messages, 46);
+});
+
+t.test('importing the same exports again gives the same bytes, whatever order they are named in', async (t) => {
+  const dir = t.testdir();
+  const first = path.join(dir, 'first');
+  const second = path.join(dir, 'second');
+  await importChats([EXPORTS], { out: first, me: ME });
+  const inputs = fs.readdirSync(EXPORTS).map((name) => path.join(EXPORTS, name)).reverse();
+  await importChats(inputs, { out: second, me: [...ME].reverse() });
+  await importChats([EXPORTS], { out: first, me: ME });
+  const bytes = (folder: string): Record<string, string> =>
+    Object.fromEntries(fs.readdirSync(folder).sort().map((name) => [name, fs.readFileSync(path.join(folder, name)).toString('base64')]));
+  t.same(bytes(first), bytes(second));
+  t.same(fs.readdirSync(first).filter((name) => name.startsWith('.')), [], 'no temporary file left behind');
+});
+
+t.test('one combined file when --out names a .train file', async (t) => {
+  const out = path.join(t.testdir(), 'all.train');
+  const summary = await importChats([fixture('whatsapp', 'android-de'), fixture('whatsapp', 'ios-fi')], { out, me: ['Jane Doe'] });
+  t.same(summary.files, [out]);
+  t.same(fs.readFileSync(out, 'utf8').split('\n'), [
+    '0|Papa|Frohes neues Jahr! <EOM>', '1|Papa|Danke, dir auch 😊 <EOM>', '1|Papa|Wann kommst du? <EOM>', '0|Papa|Um 8 <EOM>',
+    '',
+    '0|Matti|Moi! Mitä kuuluu? <EOM>', '1|Matti|Hyvää, kiitos <EOM>',
+    '',
+  ]);
+});
+
+t.test('--audience-map renames audiences (and files); a name that matches no chat is a warning', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('whatsapp', 'android-de'), fixture('messenger')], {
+    me: ['Jane Doe'],
+    audienceMap: { papa: 'dad', 'Marie Martin': 'marie', Nobody: 'x' },
+  });
+  t.same(Object.keys(files), ['dad.train', 'marie.train']);
+  t.equal(files['dad.train'][0], '0|dad|Frohes neues Jahr! <EOM>');
+  t.same(summary.warnings, ['--audience-map: no chat is called "Nobody"']);
+  await t.rejects(importChats([fixture('whatsapp', 'android-de')], { out: t.testdir(), me: ['Jane Doe'], audienceMap: { Papa: 'a|b' } }), {
+    message: /^--audience-map "Papa": audience must be 1 to 64 characters/,
+  });
+});
+
+t.test('--redact replaces links, e-mail addresses and phone numbers, each kind on its own or all', async (t) => {
+  const { files } = await importInto(t.testdir(), [fixture('whatsapp', 'ios-en-us')], { me: ['Jane Doe'], redact: ['links', 'emails', 'phones'] });
+  t.same(files['sam-lee.train'], [
+    '0|Sam Lee|Hey, are we still on for lunch? <EOM>',
+    '1|Sam Lee|Yes! 12:30 at the usual place <EOM>',
+    '1|Sam Lee|Call me at [phone] or mail [email] <EOM>',
+    '0|Sam Lee|See [link]. <EOM>',
+  ]);
+  const { files: linksOnly } = await importInto(t.testdir(), [fixture('whatsapp', 'ios-en-us')], { me: ['Jane Doe'], redact: ['links'] });
+  t.equal(linksOnly['sam-lee.train'][2], '1|Sam Lee|Call me at +1 (555) 123-4567 or mail jane.doe@example.com <EOM>');
+  t.equal(linksOnly['sam-lee.train'][3], '0|Sam Lee|See [link]. <EOM>');
+  const dir = t.testdir({ 'chat.txt': '1/2/21, 10:00 - Jane: on 2021-01-02 we paid 1,250,000 at www.shop.example, call 555 123 4567\n1/2/21, 10:01 - Ann: ok\n' });
+  const { files: dates } = await importInto(path.join(dir, 'out'), [path.join(dir, 'chat.txt')], { me: ['Jane'], redact: ['links', 'phones'] });
+  t.equal(dates['ann.train'][0], '1|Ann|on 2021-01-02 we paid 1,250,000 at [link], call [phone] <EOM>', 'dates and amounts are no phone numbers');
+});
+
+t.test('--me: left out, it lists the senders; naming nobody, too; naming someone, chats without them are skipped', async (t) => {
+  const out = t.testdir();
+  await t.rejects(importChats([fixture('whatsapp')], { out }), {
+    message: /^say which sender is you with --me "<your name>" .*: the senders found, with their messages: Jane Doe \(11\), Mom \(8\), Papa \(4\), Sam Lee \(3\), Dad \(2\), Sam \(2\), Matti \(1\)$/,
+  });
+  await t.rejects(importChats([fixture('whatsapp')], { out, me: ['Janet'] }), { message: /^--me "Janet" names none of the senders: the senders found/ });
+  t.same(fs.readdirSync(out), [], 'nothing written');
+  const { files, summary } = await importInto(out, [fixture('whatsapp', 'android-de'), fixture('discord')], { me: ['Jane Doe'] });
+  t.same(Object.keys(files), ['papa.train']);
+  t.match(summary.skipped, [{ reason: 'not your chat', senders: ['sam_lee', 'jane_d'] }]);
+  t.match(summary.warnings, [/Direct Messages - sam_lee \[887766554433221100\]\.json: not imported: --me names none of its senders \(sam_lee, jane_d\)$/]);
+});
+
+t.test('bad input: each problem with file:line, every file read first, nothing written', async (t) => {
+  const telegram = fs.readFileSync(fixture('telegram', 'chat', 'result.json'), 'utf8');
+  const dir = t.testdir({
+    'truncated.json': telegram.slice(0, 1500),
+    'latin1.txt': Buffer.from('31.12.20, 22:15 - Papa: Frohes Fest!\n31.12.20, 22:16 - Jane: Sch\xf6n!\n', 'latin1'),
+    'notes.txt': 'Shopping list\n- milk\n',
+    'chat.zip': Buffer.from('PK\x03\x04rest of a zip', 'latin1'),
+    'not-json.json': '{"a": 1,}',
+    out: { 'papa.train': 'left as it was\n' },
+  });
+  const inputs = ['truncated.json', 'latin1.txt', 'notes.txt', 'chat.zip', 'not-json.json'].map((name) => path.join(dir, name));
+  const error = (await importChats([...inputs, fixture('whatsapp', 'android-de')], { out: path.join(dir, 'out'), me: ['Jane Doe'] }).catch((e: unknown) => e)) as ChatImportErrors;
+  t.type(error, ChatImportErrors);
+  t.same(error.message.split('\n').map((line) => line.replace(dir + path.sep, '')), [
+    'chat.zip: a zip archive: unzip it first (iOS WhatsApp exports are zips holding _chat.txt; Facebook and Instagram downloads are zips), then import the file or folder',
+    'latin1.txt:2: not UTF-8 text: the export is in another encoding; give it with --encoding (e.g. --encoding windows-1252)',
+    'not-json.json:1: not valid JSON: Expected double-quoted property name in JSON at position 8',
+    'notes.txt:1: a file that begins "Shopping list", not a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json or an SMS Backup & Restore .xml; if it is one, name its format with --format (whatsapp, telegram, messenger, discord, sms)',
+    'truncated.json:79: the JSON stops in the middle: the export is truncated (an interrupted download or copy); export it again',
+  ]);
+  t.same(fs.readdirSync(path.join(dir, 'out')), ['papa.train']);
+  t.equal(fs.readFileSync(path.join(dir, 'out', 'papa.train'), 'utf8'), 'left as it was\n');
+
+  const { files } = await importInto(path.join(dir, 'out'), [path.join(dir, 'latin1.txt')], { me: ['Jane'], encoding: 'latin1' });
+  t.same(files['papa.train'], ['0|Papa|Frohes Fest! <EOM>', '1|Papa|Schön! <EOM>']);
+  await t.rejects(importChats([path.join(dir, 'notes.txt')], { out: path.join(dir, 'out'), format: 'telegram' }), { message: /notes\.txt:1: not valid JSON/ });
+  await t.rejects(importChats([path.join(dir, 'missing')], { out: path.join(dir, 'out') }), { message: `${path.join(dir, 'missing')}: no such file or folder` });
+});
+
+t.test('UTF-16 exports with a byte-order mark are read; without one, the error says which encoding to give', async (t) => {
+  const text = '31.12.20, 22:15 - Papa: Frohes Fest!\r\n31.12.20, 22:16 - Jane: Schön!\r\n';
+  const dir = t.testdir({
+    'bom.txt': Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]),
+    'nobom.txt': Buffer.from(text, 'utf16le'),
+  });
+  const { files } = await importInto(path.join(dir, 'out'), [path.join(dir, 'bom.txt')], { me: ['Jane'] });
+  t.same(files['papa.train'], ['0|Papa|Frohes Fest! <EOM>', '1|Papa|Schön! <EOM>']);
+  await t.rejects(importChats([path.join(dir, 'nobom.txt')], { out: path.join(dir, 'out'), me: ['Jane'] }), { message: /nobom\.txt: not UTF-8: it looks like UTF-16 without a byte-order mark; give its encoding with --encoding utf-16le/ });
+});
+
+t.test('in a folder, files that are no export are skipped with a warning; media files are not even read', async (t) => {
+  const dir = t.testdir({
+    'WhatsApp Chat with Papa.txt': fs.readFileSync(fixture('whatsapp', 'android-de', 'WhatsApp Chat mit Papa.txt')),
+    'README.txt': 'This folder holds my exports.\n',
+    'IMG-20210101-WA0003.jpg': 'not a picture',
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [dir], { me: ['Jane Doe'] });
+  t.same(Object.keys(files), ['papa.train']);
+  t.same(summary.warnings, [`skipped 1 file in the folders that is no chat export: ${path.join(dir, 'README.txt')}`]);
+});
+
+t.test('the summary: totals, drops by reason, each audience and its file, chats left out, too little data', async (t) => {
+  const out = t.testdir();
+  const summary = await importChats([fixture('telegram', 'account'), fixture('whatsapp', 'android-en-us')], { out, me: ['Jane Doe'] });
+  t.same(formatImportSummary(summary).split('\n'), [
+    'import: 2 export files (Telegram 1, WhatsApp 1), 19 messages read, 12 kept (4 sent, 8 received), 7 dropped (system 3, media 2, deleted 1, saved messages 1)',
+    `  Mom: 2 conversations, 14 read, 9 kept (3 sent), dropped media 2, system 2, deleted 1 -> ${path.join(out, 'mom.train')}`,
+    `  Book Club: 1 conversation, 4 read, 3 kept (1 sent), dropped system 1 -> ${path.join(out, 'book-club.train')}`,
+    `  not imported: "Saved Messages" (${fixture('telegram', 'account', 'result.json')}): saved messages, 1 message`,
+    `wrote 2 files in ${out} (0.000 MB)`,
+    'warning: 0.000 MB of chat is little: fine-tuning GPT-2 on less than about 2 MB overfits; import more chats',
+  ]);
+});
+
+t.test('toAudience: any display name made an audience', async (t) => {
+  t.equal(toAudience('  Mom | Dad \n'), 'Mom Dad');
+  t.equal(toAudience('Team\u0000<EOM>Chat'), 'Team Chat');
+  const long = `${'x'.repeat(MAX_AUDIENCE_CHARS - 1)}😀 and more`;
+  t.equal(toAudience(long), 'x'.repeat(MAX_AUDIENCE_CHARS - 1), 'cut before half an emoji');
+  t.ok(isAudience(toAudience(long)));
+  t.equal(toAudience(' | '), '');
+});
+
+t.test("messageText's quick path for clean text changes nothing: the same as cleaning every text", async (t) => {
+  const clean = (text: string): string => text.replace(/<\|endoftext\|>|<EOM>/gi, ' ').replace(/\|/g, ' ').replace(/\s+/g, ' ').trim();
+  const pieces = fc.constantFrom(' ', '  ', '\n', '\r\n', '\t', '\u00a0', '\u202f', '|', '<EOM>', '<eom>', '<|endoftext|>', '<', 'a', 'é', '😀', 'word');
+  fc.assert(fc.property(fc.array(fc.oneof(pieces, fc.string({ maxLength: 3 })), { maxLength: 12 }), (parts) => messageText(parts.join('')) === clean(parts.join(''))), { numRuns: 2000 });
+  t.pass();
+});
+
+t.test('an export with no chat in it', async (t) => {
+  const dir = t.testdir({ 'sms.xml': '<?xml version="1.0"?>\n<smses count="0">\n</smses>\n' });
+  await t.rejects(importChats([path.join(dir, 'sms.xml')], { out: path.join(dir, 'out') }), { message: `no chat export among ${path.join(dir, 'sms.xml')}` });
+  t.same(trainFiles(path.join(dir, 'out')), {});
+});

@@ -1,0 +1,46 @@
+// Facebook Messenger and Instagram JSON: the escaped UTF-8 ("\u00c3\u00a9") repaired, message_1.json and
+// message_2.json joined into one conversation in time order, notices, reactions, calls, media and unsent
+// messages dropped, group chats named by their title.
+import t from 'tap';
+import { parseMessenger, repairMojibake } from '../../lib/import/messenger';
+import { fixture, importInto } from './helpers';
+
+t.test('Messenger: mojibake repaired, the parts of a chat in time order', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('messenger')], { me: ['Jane Doe'] });
+  t.same(files, {
+    'marie-martin.train': [
+      '1|Marie Martin|Ça va ? <EOM>',
+      '0|Marie Martin|Très bien, et toi ? On se voit demain ? <EOM>',
+      '0|Marie Martin|C’est génial 😀 <EOM>',
+      '1|Marie Martin|Regarde ça : https://www.youtube.com/watch?v=dQw4w9WgXcQ <EOM>',
+      '1|Marie Martin|Bien sûr, à demain ! <EOM>',
+    ],
+  });
+  t.match(summary, { read: 10, kept: 5, sent: 3, dropped: { system: 1, media: 1, call: 1, deleted: 1, reaction: 1 }, formats: { messenger: 2 } });
+});
+
+t.test('Instagram group: the title is the audience; likes and shared posts dropped', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('instagram')], { me: ['Jane Doe'] });
+  t.same(files, { 'weekend-crew.train': ["1|Weekend crew|Who's in for Saturday? <EOM>", '0|Weekend crew|Me! 🙋 <EOM>', '0|Weekend crew|Moi aussi ! <EOM>'] });
+  t.same(summary.dropped, { reaction: 1, media: 1 });
+});
+
+t.test('repairing mojibake: only text that is escaped UTF-8 through and through', async (t) => {
+  t.equal(repairMojibake('Chlo\u00c3\u00a9 \u00f0\u009f\u0098\u0080'), 'Chloé 😀');
+  t.equal(repairMojibake('Chloé'), 'Chloé', 'é alone is no UTF-8 byte sequence');
+  t.equal(repairMojibake('Ã© 😀'), 'Ã© 😀', 'a character beyond U+00FF: not escaped bytes');
+  t.equal(repairMojibake('plain'), 'plain');
+});
+
+t.test("the end-to-end encrypted chats' download: camelCase fields", async (t) => {
+  const chat = parseMessenger('inbox/sam/message_1.json', {
+    participants: ['Sam', 'Jane Doe'],
+    threadName: 'Sam',
+    messages: [
+      { isUnsent: false, media: [], reactions: [], senderName: 'Sam', text: 'Hi there', timestamp: 1700000001000, type: 'text' },
+      { isUnsent: false, media: [{ uri: 'media/1.jpg' }], reactions: [], senderName: 'Jane Doe', text: '', timestamp: 1700000000000, type: 'media' },
+    ],
+  });
+  t.same(chat.messages.map((m) => [m.time, m.sender, m.text, m.dropped]), [[1700000000000, 'Jane Doe', '', 'media'], [1700000001000, 'Sam', 'Hi there', null]]);
+  t.same({ title: chat.title, group: chat.group }, { title: 'Sam', group: false });
+});

@@ -1,0 +1,39 @@
+// SMS Backup & Restore's XML: SMS and MMS, sent and received told by the backup itself, a group MMS's sender
+// from its addresses, emoji written as two character references, drafts and bare pictures dropped, and the same
+// messages in two backups kept once.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { ChatImportError } from '../../lib/import';
+import { parseSms } from '../../lib/import/sms';
+import { fixture, importInto } from './helpers';
+
+const BACKUP = fixture('sms', 'sms-20210102120000.xml');
+
+t.test('a backup: a chat per number (whatever its form), group MMS named by their contacts; no --me needed', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [BACKUP]);
+  t.same(files, {
+    'mom-dad.train': ['0|Mom, Dad|Lunch at 1? <EOM>', "1|Mom, Dad|Sure! Here's the place <EOM>"],
+    'mom.train': ['0|Mom|Happy new year sweetie! 😊 <EOM>', '1|Mom|Thanks Mom! & happy new year to Dad too <EOM>'],
+  });
+  t.match(summary, { read: 6, kept: 4, sent: 2, dropped: { 'not sent': 1, media: 1 } });
+  const chats = parseSms('sms.xml', fs.readFileSync(BACKUP, 'utf8'));
+  t.same(chats[1].messages.map((m) => [m.sender, m.mine, m.line]), [['Dad', false, 8], ['you', true, 18], ['Mom', false, 30]]);
+});
+
+t.test('two backups that overlap: their messages once', async (t) => {
+  const dir = t.testdir({ backups: {} });
+  fs.copyFileSync(BACKUP, path.join(dir, 'backups', 'sms-a.xml'));
+  fs.copyFileSync(BACKUP, path.join(dir, 'backups', 'sms-b.xml'));
+  const once = await importInto(path.join(dir, 'once'), [BACKUP]);
+  const twice = await importInto(path.join(dir, 'twice'), [path.join(dir, 'backups')]);
+  t.same(twice.files, once.files);
+  t.equal(twice.summary.dropped.duplicate, 6);
+});
+
+t.test('a backup cut short, and XML that is not a backup', async (t) => {
+  const text = fs.readFileSync(BACKUP, 'utf8');
+  t.throws(() => parseSms('sms.xml', text.slice(0, 2000)), { name: 'ChatImportError', line: 10, message: /^sms\.xml:10: the XML stops before <\/smses>: the backup is truncated/ });
+  const error = t.throws(() => parseSms('calls.xml', "<?xml version='1.0' ?>\n<calls count=\"1\">\n</calls>\n")) as ChatImportError;
+  t.match(error, { line: 2, message: 'calls.xml:2: not an SMS Backup & Restore backup: it starts with <calls>, not <smses>' });
+});

@@ -1,0 +1,113 @@
+// WhatsApp's "Export chat" text: Android and iOS lines, 12- and 24-hour clocks, locales' date orders, multi-line
+// messages, the app's notices, media and deletions, direction marks; the fixtures imported line by line.
+import t from 'tap';
+import { ChatImportError } from '../../lib/import';
+import { parseWhatsApp } from '../../lib/import/whatsapp';
+import { fixture, importInto } from './helpers';
+
+const iso = (time: number): string => new Date(time).toISOString().slice(0, 19);
+
+t.test('Android, en-US: 12-hour clock, notices and media dropped, multi-line messages joined, captions kept', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('whatsapp', 'android-en-us')], { me: ['Jane Doe'] });
+  t.same(files, {
+    'mom.train': [
+      "0|Mom|Happy New Year's Eve! 🎉 <EOM>",
+      '0|Mom|Are you coming tomorrow? <EOM>',
+      "1|Mom|Yes! I'll bring the cake <EOM>",
+      '0|Mom|Lovely. Remember: - milk - eggs flour <EOM>',
+      '1|Mom|On my way <EOM>',
+      '0|Mom|Drive safe ok <EOM>',
+      "0|Mom|Look who's here! <EOM>",
+    ],
+  });
+  t.match(summary, { read: 12, kept: 7, sent: 2, dropped: { system: 2, media: 2, deleted: 1 }, formats: { whatsapp: 1 } });
+});
+
+t.test('Android, German: day first, 24-hour clock, CRLF line ends, German notices', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('whatsapp', 'android-de')], { me: ['Jane Doe'] });
+  t.same(files, {
+    'papa.train': ['0|Papa|Frohes neues Jahr! <EOM>', '1|Papa|Danke, dir auch 😊 <EOM>', '1|Papa|Wann kommst du? <EOM>', '0|Papa|Um 8 <EOM>'],
+  });
+  t.same(summary.dropped, { system: 1, media: 1, deleted: 1 });
+});
+
+t.test('iOS group chat: the group named by its folder, notices in its name, unsaved contacts "~ Sam"', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('whatsapp', 'WhatsApp Chat - Family')], { me: ['Jane Doe'] });
+  t.same(files, {
+    'family.train': [
+      '0|Family|Welcome to the family chat! <EOM>',
+      '1|Family|Haha, nice photo Dad <EOM>',
+      '0|Family|Thanks! I took it this morning. <EOM>',
+      '1|Family|Happy New Year everyone! 🥂 <EOM>',
+      '0|Family|Happy new year!! <EOM>',
+    ],
+  });
+  t.same(summary.dropped, { system: 5, media: 2, deleted: 1 });
+  const { files: none, summary: skipped } = await importInto(t.testdir(), [fixture('whatsapp', 'WhatsApp Chat - Family')], { me: ['Jane Doe'], groups: false });
+  t.same(none, {});
+  t.match(skipped.skipped, [{ title: 'Family', reason: 'group chat', messages: 13, senders: ['Dad', 'Mom', 'Sam'] }]);
+});
+
+t.test('iOS, en-US: dates that fit either order read month first, as they go forward; no title: the other person', async (t) => {
+  const chat = parseWhatsApp('_chat.txt', (await import('node:fs')).readFileSync(fixture('whatsapp', 'ios-en-us', '_chat.txt'), 'utf8'));
+  t.same(chat.messages.map((m) => iso(m.time)), ['2021-01-02T09:05:12', '2021-01-02T09:05:12', '2021-01-02T09:07:45', '2021-01-03T12:01:00', '2021-01-10T19:45:30', '2021-01-10T19:46:02', '2021-02-01T00:00:00']);
+  t.same(chat.messages.map((m) => m.dropped), ['system', null, null, 'media', null, null, 'system']);
+  const { files } = await importInto(t.testdir(), [fixture('whatsapp', 'ios-en-us')], { me: ['jane doe'] });
+  t.same(Object.keys(files), ['sam-lee.train']);
+  t.equal(files['sam-lee.train'][0], '0|Sam Lee|Hey, are we still on for lunch? <EOM>');
+});
+
+t.test('iOS, Finnish: "klo" between date and time, dots in the time', async (t) => {
+  const { files } = await importInto(t.testdir(), [fixture('whatsapp', 'ios-fi')], { me: ['Jane Doe'] });
+  t.same(files, { 'matti.train': ['0|Matti|Moi! Mitä kuuluu? <EOM>', '1|Matti|Hyvää, kiitos <EOM>'] });
+});
+
+t.test('the lines of locales: date orders, clocks, separators, direction marks', async (t) => {
+  const cases: [string, string, string, string][] = [
+    ['31/12/2020, 22:15 - Mamá: Hola', '2020-12-31T22:15:00', 'Mamá', 'Hola'],
+    ['31/12/20 22:15 - Mamá: Hola', '2020-12-31T22:15:00', 'Mamá', 'Hola'],
+    ['2020-12-31, 10:15 PM - Mom: Hi', '2020-12-31T22:15:00', 'Mom', 'Hi'],
+    ['[2020/12/31 22:15:03] Mom: Hi', '2020-12-31T22:15:03', 'Mom', 'Hi'],
+    ['[31.12.20, 22:15:03] Mutti: Hallo!', '2020-12-31T22:15:03', 'Mutti', 'Hallo!'],
+    ['31/12/2020 à 22:15 - Maman: Salut', '2020-12-31T22:15:00', 'Maman', 'Salut'],
+    ['[12.3.2022 klo 14.08.18] Matti: Moi', '2022-03-12T14:08:18', 'Matti', 'Moi'],
+    ['2020. 12. 31. 오후 10:15 - 엄마: 새해 복 많이 받아', '2020-12-31T22:15:00', '엄마', '새해 복 많이 받아'],
+    ['13/06/18, 12:55 a. m. - Luz: hola', '2018-06-13T00:55:00', 'Luz', 'hola'],
+    ['12/31/20, 12:05\u202fPM - Mom: Hi', '2020-12-31T12:05:00', 'Mom', 'Hi'],
+    ['13.06.18 21.25.15: Anna: moi', '2018-06-13T21:25:15', 'Anna', 'moi'],
+    ['\u200e[31/12/2020, 22:15:03] \u200e~\u202fSam: Hi \u200fthere', '2020-12-31T22:15:03', 'Sam', 'Hi \u200fthere'],
+  ];
+  for (const [line, time, sender, text] of cases) {
+    const [message] = parseWhatsApp('chat.txt', `${line}\n`).messages;
+    t.same({ time: iso(message.time), sender: message.sender, text: message.text, dropped: message.dropped }, { time, sender, text, dropped: null }, line);
+  }
+});
+
+t.test('a date order no date decides: the one under which the chat goes forward, or --date-order', async (t) => {
+  const text = ['1/2/21, 10:00 - A: one', '5/2/21, 10:00 - B: two', '1/3/21, 10:00 - A: three', ''].join('\n');
+  t.same(parseWhatsApp('chat.txt', text).messages.map((m) => iso(m.time).slice(0, 10)), ['2021-02-01', '2021-02-05', '2021-03-01']);
+  t.same(parseWhatsApp('chat.txt', text, 'mdy').messages.map((m) => iso(m.time).slice(0, 10)), ['2021-01-02', '2021-05-02', '2021-01-03']);
+  t.throws(() => parseWhatsApp('chat.txt', '13/1/21, 10:00 - A: one\n', 'mdy'), { name: 'ChatImportError', file: 'chat.txt', line: 1, message: /^chat\.txt:1: a date that does not exist read as mdy \(13\/1\/21\); give the date order with --date-order$/ });
+});
+
+t.test('messages the app wrote: deleted and edited in several languages, a sender with nothing to say', async (t) => {
+  const text = [
+    '1/1/21, 10:00 - Mom: Se eliminó este mensaje.',
+    '1/1/21, 10:01 - Mom: Ce message a été supprimé',
+    '1/1/21, 10:02 - Mom: <Multimedia omitido>',
+    '1/1/21, 10:03 - Mom: Fixed it <This message was edited>',
+    '1/1/21, 10:04 - Mom:',
+    '1/1/21, 10:05 - Mom added Dad',
+    'and a line below a notice',
+    '',
+  ].join('\n');
+  t.same(
+    parseWhatsApp('chat.txt', text).messages.map((m) => [m.sender, m.text, m.dropped]),
+    [['Mom', '', 'deleted'], ['Mom', '', 'deleted'], ['Mom', '', 'media'], ['Mom', 'Fixed it', null], ['Mom', '', null], ['', '', 'system']],
+  );
+});
+
+t.test('not a WhatsApp export: the first line that is not a message', async (t) => {
+  const error = t.throws(() => parseWhatsApp('notes.txt', '\nDear diary,\n1/1/21, 10:00 - A: hi\n')) as ChatImportError;
+  t.match(error, { name: 'ChatImportError', file: 'notes.txt', line: 2, message: /^notes\.txt:2: not a WhatsApp export: a message line starts with its date and time/ });
+});
