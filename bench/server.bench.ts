@@ -2,8 +2,11 @@
 // with requests/s, p50/p99 latency, errors and the server's RSS at start (after a short warm-up) and end; then the aggregate tokens/s
 // at 1, 4 and 16 clients (a quarter of the duration each), which grows with clients thanks to batching; then hot-swapping:
 // 400 requests from 16 clients to one model, and 400 alternating between two models under a memory budget that
-// holds one, with the loads each took.
-// The model: DIXIE_BENCH_MODEL (a model folder, e.g. models/124M), else a small random GPT-2 made here.
+// holds one, with the loads each took; then streaming, /invocations beside OpenAI's /v1/chat/completions: time to
+// the first text and aggregate tokens/s at 1, 4 and 16 clients; then a chat of 10 turns whose history grows, at
+// GPT-2 124M's shapes: time to the first token of each turn with prefix reuse and without.
+// The model: DIXIE_BENCH_MODEL (a model folder, e.g. models/124M), else a small random GPT-2 made here (and a
+// random one of 124M's shapes for the chat).
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,6 +18,10 @@ import { estimateModelBytes } from '../lib/server/engine';
 
 const SERVE = path.resolve(__dirname, '..', '..', 'bin', 'serve');
 const SMALL = { nLayer: 4, nHead: 4, nEmbd: 256, nCtx: 256, vocabSize: 50257 };
+const GPT2_124M = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
+const CHAT_TURNS = 10;
+// A user's message of about 60 tokens, numbered so that no two are alike.
+const chatMessage = (turn: number): string => `Turn ${turn}: ${'we talked about the garden, the rain and the new neighbours again, and about dinner on Sunday '.repeat(3)}`;
 const LENGTH = 32;
 const SLOTS = 16;
 const SWAP_REQUESTS = 400;
@@ -95,6 +102,78 @@ async function drive(url: string, clients: number, until: { seconds: number } | 
   return load;
 }
 
+interface Streamed {
+  requests: number;
+  errors: number;
+  tokens: number;
+  firstText: number[];  // ms from sending to the first piece of text
+  seconds: number;
+}
+
+// `clients` loops of streamed requests for `seconds`, to /invocations ("stream": true) or to
+// /v1/chat/completions ("stream": true, usage in the last chunk).
+async function driveStreams(url: string, clients: number, seconds: number, api: 'invocations' | 'openai'): Promise<Streamed> {
+  const load: Streamed = { requests: 0, errors: 0, tokens: 0, firstText: [], seconds: 0 };
+  const started = performance.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (performance.now() < started + seconds * 1000) {
+      const prompt = PROMPTS[next++ % PROMPTS.length];
+      const t0 = performance.now();
+      try {
+        const res = await fetch(api === 'invocations' ? `${url}/invocations` : `${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(api === 'invocations'
+            ? { model_key: 'chatbot', raw_text: prompt, stream: true }
+            : { model: 'chatbot', messages: [{ role: 'user', content: prompt }], stream: true, stream_options: { include_usage: true } }),
+        });
+        if (res.status !== 200 || !res.body) throw new Error(`status ${res.status}`);
+        let first = NaN;
+        let buffered = '';
+        for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
+          buffered += Buffer.from(part).toString('utf8');
+          for (let end = buffered.indexOf('\n\n'); end >= 0; end = buffered.indexOf('\n\n')) {
+            const event = buffered.slice(0, end);
+            buffered = buffered.slice(end + 2);
+            const data = /^data: (.*)$/m.exec(event)?.[1] ?? '';
+            if (data === '' || data === '[DONE]') continue;
+            const json = JSON.parse(data) as { text?: string; tokens?: number[]; choices?: { delta?: { content?: string } }[]; usage?: { completion_tokens: number } };
+            if (Number.isNaN(first) && (json.choices?.[0]?.delta?.content || (event.startsWith('event: text') && json.text))) first = performance.now() - t0;
+            if (event.startsWith('event: done')) load.tokens += json.tokens?.length ?? 0;
+            if (json.usage) load.tokens += json.usage.completion_tokens;
+          }
+        }
+        load.requests++;
+        if (!Number.isNaN(first)) load.firstText.push(first);
+      } catch {
+        load.errors++;
+      }
+    }
+  }));
+  load.seconds = (performance.now() - started) / 1000;
+  return load;
+}
+
+// One conversation of CHAT_TURNS turns on `url`'s chat model, the whole history sent each turn: each turn's time
+// to the first token (the server's own timing) and prompt tokens.
+async function chatTurns(url: string): Promise<{ firstTokenMs: number; promptTokens: number; cachedTokens: number }[]> {
+  const history: { from: 'user' | 'bot'; text: string }[] = [];
+  const turns = [];
+  for (let turn = 1; turn <= CHAT_TURNS; turn++) {
+    const res = await fetch(`${url}/invocations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ model_key: 'chat', raw_text: chatMessage(turn), history, seed: turn }),
+    });
+    const body = (await res.json()) as { text: string; prompt_tokens: number; cached_prompt_tokens: number; timings: { first_token_ms: number } };
+    if (res.status !== 200) throw new Error(`chat turn ${turn}: status ${res.status}: ${JSON.stringify(body)}`);
+    turns.push({ firstTokenMs: body.timings.first_token_ms, promptTokens: body.prompt_tokens, cachedTokens: body.cached_prompt_tokens });
+    history.push({ from: 'user', text: chatMessage(turn) }, { from: 'bot', text: body.text });
+  }
+  return turns;
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
@@ -151,6 +230,45 @@ export async function run(): Promise<void> {
       const s = [...load.latencies].sort((a, b) => a - b);
       console.log(`| ${what} | ${load.seconds.toFixed(1)} | ${(load.requests / load.seconds).toFixed(2)} | ${percentile(s, 50).toFixed(0)} | ${percentile(s, 99).toFixed(0)} | ${load.errors} | ${loads} |`);
     }
+    await stop(server);
+
+    server = await startServer(modelDir, dir, ['chatbot']);
+    await drive(server.url, 16, { seconds: Math.min(5, seconds / 10) });
+    console.log('\nStreaming: time to the first text, and aggregate tokens/s.\n');
+    console.log('| API | clients | requests | first text p50 ms | first text p99 ms | aggregate tokens/s |');
+    console.log('|---|---|---|---|---|---|');
+    for (const clients of [1, 4, 16]) {
+      for (const api of ['invocations', 'openai'] as const) {
+        const load = await driveStreams(server.url, clients, seconds / 8, api);
+        const s = [...load.firstText].sort((a, b) => a - b);
+        const name = api === 'invocations' ? '`/invocations`' : '`/v1/chat/completions`';
+        console.log(`| ${name} | ${clients} | ${load.requests} | ${percentile(s, 50).toFixed(0)} | ${percentile(s, 99).toFixed(0)} | ${(load.tokens / load.seconds).toFixed(1)}${load.errors > 0 ? ` (${load.errors} errors)` : ''} |`);
+      }
+    }
+    await stop(server);
+
+    // The chat: a model of 124M's shapes (or DIXIE_BENCH_MODEL), on one server with prefix reuse and one without.
+    let chatDir = modelDir;
+    if (!process.env.DIXIE_BENCH_MODEL) {
+      chatDir = path.join(dir, '124M');
+      const model = Model.create(GPT2_124M, { seed: 1, trainable: false });
+      await model.save(chatDir);
+      model.dispose();
+    }
+    const chatModel = { key: 'chat', restore_from: chatDir, prompt_format: 'chat', audience: 'mom', sampling: { length: LENGTH, temperature: 0.8, top_k: 40 } };
+    const runs: { firstTokenMs: number; promptTokens: number; cachedTokens: number }[][] = [];
+    for (const reuse of [true, false]) {
+      server = await startServer(chatDir, dir, [], { models: [chatModel], prefix_reuse: reuse });
+      runs.push(await chatTurns(server.url));
+      await stop(server);
+    }
+    console.log(`\nA chat of ${CHAT_TURNS} turns, its history sent with each (${process.env.DIXIE_BENCH_MODEL ? described : "random GPT-2 of 124M's shapes"}): time to the first token of each turn.\n`);
+    console.log('| turn | prompt tokens | found in the cache | first token ms, prefix reuse | first token ms, without | ratio |');
+    console.log('|---|---|---|---|---|---|');
+    runs[0].forEach((on, i) => {
+      const off = runs[1][i];
+      console.log(`| ${i + 1} | ${on.promptTokens} | ${on.cachedTokens} | ${on.firstTokenMs.toFixed(0)} | ${off.firstTokenMs.toFixed(0)} | ${(off.firstTokenMs / on.firstTokenMs).toFixed(1)}x |`);
+    });
   } finally {
     if (server) await stop(server);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -9,7 +9,7 @@ import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('serve')
-    .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: POST /invocations, GET /ping, POST /prime, GET /models/list, `
+    .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: POST /invocations, OpenAI's /v1/completions and /v1/chat/completions, GET /ping, POST /prime, GET /models/list, `
       + `GET /metrics, and a chat page at /. Without --config or --model it reads ./${CONFIG_FILE}, or else serves every `
       + 'model found in models/ and checkpoint/.')
     .option('config', { type: 'string', describe: `server config file (default ./${CONFIG_FILE})` })

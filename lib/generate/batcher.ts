@@ -9,6 +9,7 @@
 // same tokens as a cold prefill.
 import { Model } from '../engine/model';
 import { NativeModel } from '../engine/native';
+import type { ReplyStream } from '../sanitize/types';
 import { Tokenizer } from '../tokenizer';
 import { MAX_TOP_LOGPROBS, tokenLogprob } from './logprobs';
 import {
@@ -31,6 +32,7 @@ export interface BatchRequest {
   signal?: AbortSignal;             // finishes the request with 'aborted' at the next step
   deadline?: number;                // Date.now() time after which it finishes with 'deadline'
   onText?: (piece: string) => void; // the text as it is generated, in pieces (stop sequences never shown)
+  reply?: ReplyStream;              // sanitizes the text as it comes; the request finishes ('stop') once it is complete
   logprobs?: number;                // each token's log-probability and this many alternatives' (0-20)
 }
 
@@ -187,6 +189,7 @@ export class Batcher {
         nCtx: this.nCtx,
         contextKeep: this.contextKeep,
         onText: request.onText,
+        reply: request.reply,
       },
       this.tokenizer,
     );
@@ -372,6 +375,7 @@ export class Batcher {
     const decodeMs = now - job.firstTokenAt;
     job.resolve({
       text: job.seq.textSoFar,
+      ...(job.request.reply && { reply: job.seq.replySoFar }),
       tokens: job.seq.generated.slice(),
       ...(job.request.logprobs !== undefined && { logprobs: job.seq.logprobs.slice() }),
       finishReason: job.seq.finishReason as FinishReason,

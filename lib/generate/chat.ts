@@ -4,15 +4,16 @@
 import { checkAudience, fitConversation, REPLY_STOPS, type Turn } from '../data/chat_format';
 import { createChatbotSanitizer, Sanitizer } from '../sanitize';
 import { Generator, GenerateOptions } from './generate';
-import { GenerateResult } from './sequence';
+import type { FinishReason, GenerateResult } from './sequence';
 
 export interface ChatOptions extends Omit<GenerateOptions, 'stop' | 'onText'> {
   audience: string;
 }
 
+// A chatbot's reply: the sanitized text, and why it ended.
 export interface ChatReply {
-  text: string;            // the sanitized reply
-  result: GenerateResult;  // the raw generation
+  text: string;
+  finishReason: FinishReason;
 }
 
 export class ChatSession {
@@ -34,31 +35,31 @@ export class ChatSession {
 
   // Sends `text`, streams the sanitized reply through onText as it grows, and adds both to the conversation.
   // seed (default: the session's) makes the reply reproducible.
-  async send(text: string, how: { onText?: (piece: string) => void; signal?: AbortSignal; seed?: number } = {}): Promise<ChatReply> {
+  async send(text: string, how: { onText?: (piece: string) => void; signal?: AbortSignal; seed?: number } = {}): Promise<ChatReply & { result: GenerateResult }> {
     const { onText, signal, seed } = how;
     const { audience, ...generateOptions } = this.options;
-    let raw = '';
     let shown = '';
+    const sanitizing = this.sanitizer.stream();
     const result = await this.generator.generate(this.prompt(text), {
       ...generateOptions,
       signal,
       seed: seed ?? generateOptions.seed,
       stop: [...REPLY_STOPS],
-      onText: (piece) => {
-        raw += piece;
-        // The sanitized text of a growing reply almost always grows too; when it does not, what is shown
-        // waits for the text to catch up.
-        const clean = this.sanitizer.sanitize(raw);
-        if (clean.startsWith(shown) && clean.length > shown.length) {
-          onText?.(clean.slice(shown.length));
-          shown = clean;
-        }
+      reply: {
+        push: (piece) => {
+          const r = sanitizing.push(piece);
+          // The sanitized text of a growing reply almost always grows too; when it does not, what is shown
+          // waits for the text to catch up.
+          if (r.text.startsWith(shown) && r.text.length > shown.length) {
+            onText?.(r.text.slice(shown.length));
+            shown = r.text;
+          }
+          return r;
+        },
       },
     });
-    const reply = this.sanitizer.sanitize(result.text);
-    if (reply.startsWith(shown) && reply.length > shown.length) onText?.(reply.slice(shown.length));
     this.turns.push({ from: 'user', text }, { from: 'bot', text: result.text });
-    return { text: reply, result };
+    return { text: result.reply as string, finishReason: result.finishReason, result };
   }
 
   reset(): void {

@@ -20,6 +20,7 @@ import { resolveModel } from '../formats/resolve_model';
 import { modelTokenizer, Tokenizer } from '../tokenizer';
 import { Batcher, BatcherOptions, BatchRequest } from './batcher';
 import { GenerateResult, SamplingOptions } from './sequence';
+import type { ReplyStream } from '../sanitize/types';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;   // default nCtx / 2, as the original tools' --length
@@ -30,6 +31,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   deadline?: number;
   onText?: (piece: string) => void;
   logprobs?: number;  // each token's log-probability and this many alternatives' (0-20)
+  reply?: ReplyStream;  // a sanitizer's stream: the result carries its reply, and generation stops once it is complete
 }
 
 export interface LoadOptions extends BatcherOptions {
@@ -38,7 +40,7 @@ export interface LoadOptions extends BatcherOptions {
 }
 
 export class Generator {
-  readonly batcher: Batcher;
+  private readonly batcher: Batcher;
   private ownsModel = false;
 
   constructor(readonly model: Model, readonly tokenizer: Tokenizer, options: BatcherOptions = {}) {
@@ -54,6 +56,11 @@ export class Generator {
     const generator = new Generator(model, tokenizer, options);
     generator.ownsModel = true;
     return generator;
+  }
+
+  // Requests decoding and waiting.
+  get load(): { running: number; waiting: number } {
+    return this.batcher.load;
   }
 
   // The prompt's tokens: text is encoded without special tokens unless allowSpecial; '' is <|endoftext|>.

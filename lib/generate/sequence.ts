@@ -4,6 +4,7 @@
 import { StreamDecoder, Tokenizer } from '../tokenizer';
 import { NativeSampling } from '../engine/native';
 import type { TokenLogprob } from './logprobs';
+import type { ReplyStream } from '../sanitize/types';
 
 // Sampling settings (temperature 0: greedy; topK 0 and topP 1: off; penalize in (0, 1], 0: off). The
 // repetition penalty is the original tools' --penalize done right: every distinct token of the window (prompt
@@ -30,6 +31,7 @@ export interface Timings {
 
 export interface GenerateResult {
   text: string;           // the generated text (not the prompt), cut where a stop sequence begins
+  reply?: string;         // its sanitized reply, when the request gave a reply stream
   tokens: number[];       // the sampled tokens (a stop token excluded)
   logprobs?: TokenLogprob[];  // each token's, when the request asked for them
   finishReason: FinishReason;
@@ -87,6 +89,7 @@ export interface SequenceOptions {
   nCtx: number;
   contextKeep: number;     // tokens kept when the context would pass nCtx (see Sequence.nextFeed)
   onText?: (piece: string) => void;
+  reply?: ReplyStream;     // the sanitized reply of the text; the sequence stops ('stop') once it is complete
 }
 
 export class Sequence {
@@ -109,7 +112,8 @@ export class Sequence {
 
   private readonly decoder: StreamDecoder;
   private text = '';
-  private emitted = 0;       // text[0, emitted) has gone to onText
+  private emitted = 0;       // text[0, emitted) has gone to onText (and the reply stream)
+  private reply: { text: string; complete: boolean } | null = null;
   private searchedTo = 0;    // stop sequences cannot start before this point of text
   private readonly longestStop: number;
 
@@ -202,6 +206,7 @@ export class Sequence {
     if (this.cutAtStop()) return true;
     if (this.generated.length >= this.options.maxTokens) return this.finish('length');
     this.emit(this.text.length - this.heldBack());
+    if (this.reply?.complete) return this.finish('stop');
     return false;
   }
 
@@ -245,10 +250,16 @@ export class Sequence {
     return held;
   }
 
+  // The sanitized reply so far, for a sequence given a reply stream.
+  get replySoFar(): string | undefined {
+    return this.options.reply ? (this.reply?.text ?? '') : undefined;
+  }
+
   private emit(upTo: number): void {
     if (upTo <= this.emitted) return;
     const piece = this.text.slice(this.emitted, upTo);
     this.emitted = upTo;
+    if (this.options.reply) this.reply = this.options.reply.push(piece);
     this.options.onText?.(piece);
   }
 }

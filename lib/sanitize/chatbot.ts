@@ -11,7 +11,7 @@
 //      reads out badly (pipes, brackets, equals, plus, emoji...);
 //   4. collapse whitespace, then expand the configured acronyms ("COE" -> "C. O. E.").
 import { END_OF_MESSAGE, SPEAKER_SIDE } from '../data/chat_format';
-import type { Sanitizer } from './types';
+import type { ReplyStream, Sanitizer } from './types';
 
 export interface ChatbotSanitizerOptions {
   maxMessages: number;              // messages kept (the original: 4)
@@ -50,41 +50,63 @@ export function createChatbotSanitizer(options: Partial<ChatbotSanitizerOptions>
   const acronymKeys = Object.keys(o.acronyms).sort((a, b) => b.length - a.length);
   const acronyms = acronymKeys.length > 0 ? new RegExp(`(?<![\\p{L}\\p{N}])(?:${acronymKeys.map(escapeRegExp).join('|')})(?![\\p{L}\\p{N}])`, 'gu') : null;
 
-  // The messages of `text` to keep, prefixes removed; `complete` when no later text can change them. The first
-  // message continues the prompt, whatever its prefix; the part after the last message end is a message still
-  // being written, withheld while it is only the start of a prefix. Blank lines between messages are no messages.
-  function messages(text: string): { kept: string[]; complete: boolean } {
-    // End-of-text goes first: its pipes would otherwise read as the end of a prefix (`0|<|endoftext|>`).
-    const parts = text.replace(END_OF_TEXT, ' ').split(MESSAGE_END);
-    const kept: string[] = [];
-    for (let i = 0; i < parts.length; i++) {
-      if (kept.length === o.maxMessages) return { kept, complete: true };
-      const last = i === parts.length - 1;
-      if (!last && parts[i].trim() === '') continue;
-      const prefix = PREFIX.exec(parts[i]);
-      if (i > 0 && last && !prefix && PARTIAL_PREFIX.test(parts[i])) return { kept, complete: false };
-      if (i > 0 && prefix?.[1] === SPEAKER_SIDE.user && !o.keepOtherSide) return { kept, complete: true };
-      kept.push(prefix ? parts[i].slice(prefix[0].length) : parts[i]);
-    }
-    return { kept, complete: false };
-  }
-
   function clean(message: string): string {
     let s = message.replace(INNER_PREFIX, '$1');
     if (strayNames) s = s.replace(strayNames, ' ');
     s = s.replace(URL, ' ').replace(TAG, ' ').replace(ENTITY, ' ').replace(PARTIAL_EOM, ' ').replace(SYMBOLS, ' ');
-    return s.replace(/\s+/g, ' ').trim();
+    s = s.replace(/\s+/g, ' ').trim();
+    // "in SEA." becomes "in S. E. A." rather than "S. E. A..".
+    if (acronyms) s = s.replace(acronyms, (a: string, at: number, all: string) => (all[at + a.length] === '.' ? o.acronyms[a].replace(/\.$/, '') : o.acronyms[a]));
+    return s;
+  }
+
+  // The reply as the text grows. Each message is cleaned once, when it ends; only the message still being
+  // written is looked at again, so a reply costs time in proportion to its length. The first message continues
+  // the prompt, whatever its prefix; a message still being written is withheld while it is only the start of a
+  // prefix. Blank lines between messages are no messages.
+  function stream(): ReplyStream {
+    let pending = '';       // the text since the last message end
+    let parts = 0;          // message ends seen
+    let kept = '';          // the cleaned messages kept so far, joined
+    let keptCount = 0;
+    let complete = false;
+    const keep = (message: string): void => {
+      const cleaned = clean(message);
+      if (cleaned !== '') kept = kept === '' ? cleaned : `${kept} ${cleaned}`;
+      keptCount++;
+    };
+    // The prefix of a message after the first, or null; `complete` once the user's side speaks.
+    const prefixOf = (message: string): RegExpExecArray | null => {
+      const prefix = PREFIX.exec(message);
+      if (parts > 0 && prefix?.[1] === SPEAKER_SIDE.user && !o.keepOtherSide) complete = true;
+      return prefix;
+    };
+    return {
+      push(piece: string): { text: string; complete: boolean } {
+        if (complete) return { text: kept, complete };
+        // End-of-text goes first: its pipes would otherwise read as the end of a prefix (`0|<|endoftext|>`).
+        pending = (pending + piece).replace(END_OF_TEXT, ' ');
+        for (let end = MESSAGE_END.exec(pending); end !== null && !complete; end = MESSAGE_END.exec(pending)) {
+          const message = pending.slice(0, end.index);
+          pending = pending.slice(end.index + end[0].length);
+          if (keptCount === o.maxMessages) complete = true;
+          else if (message.trim() !== '') {
+            const prefix = prefixOf(message);
+            if (!complete) keep(prefix ? message.slice(prefix[0].length) : message);
+          }
+          parts++;
+        }
+        if (complete || keptCount === o.maxMessages) return { text: kept, complete: true };
+        const prefix = prefixOf(pending);
+        if (complete || (parts > 0 && !prefix && PARTIAL_PREFIX.test(pending))) return { text: kept, complete };
+        const current = clean(prefix ? pending.slice(prefix[0].length) : pending);
+        return { text: current === '' ? kept : kept === '' ? current : `${kept} ${current}`, complete: false };
+      },
+    };
   }
 
   return {
-    sanitize(text: string): string {
-      let out = messages(text).kept.map(clean).filter((m) => m !== '').join(' ');
-      // "in SEA." becomes "in S. E. A." rather than "S. E. A..".
-      if (acronyms) out = out.replace(acronyms, (a: string, at: number, all: string) => (all[at + a.length] === '.' ? o.acronyms[a].replace(/\.$/, '') : o.acronyms[a]));
-      return out;
-    },
-    isComplete(text: string): boolean {
-      return messages(text).complete;
-    },
+    sanitize: (text: string): string => stream().push(text).text,
+    stream,
   };
 }

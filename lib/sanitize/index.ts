@@ -6,10 +6,33 @@ import { AUDIENCE_RULE, isAudience } from '../data/chat_format';
 import { CHATBOT_DEFAULTS, createChatbotSanitizer, type ChatbotSanitizerOptions } from './chatbot';
 import type { Sanitizer } from './types';
 
-export type { Sanitizer } from './types';
+export type { ReplyStream, Sanitizer } from './types';
 export { createChatbotSanitizer, CHATBOT_DEFAULTS, type ChatbotSanitizerOptions } from './chatbot';
 
-export const IDENTITY: Sanitizer = { sanitize: (text) => text, isComplete: () => false };
+// A sanitizer from a function of the whole text (and, if it has one, a test of completeness), as a module may
+// export them: each piece sanitizes the whole text again.
+function wholeText(sanitize: (text: string) => string, isComplete: (text: string) => boolean = () => false): Sanitizer {
+  return {
+    sanitize,
+    stream() {
+      let text = '';
+      return {
+        push(piece) {
+          text += piece;
+          return { text: sanitize(text), complete: isComplete(text) };
+        },
+      };
+    },
+  };
+}
+
+export const IDENTITY: Sanitizer = {
+  sanitize: (text) => text,
+  stream() {
+    let text = '';
+    return { push: (piece) => ({ text: (text += piece), complete: false }) };
+  },
+};
 
 const CHATBOT_NAMES = ['sanitizers.chatbot', 'chatbot'];
 export const BUILT_IN_SANITIZERS = [...CHATBOT_NAMES, 'none'];
@@ -62,21 +85,18 @@ export function loadSanitizer(spec: string, options: Record<string, unknown>, ba
     throw new Error(`${where}: cannot load sanitizer module ${file}: ${(err as Error).message}`);
   }
   if (typeof mod.createSanitizer === 'function') {
-    const made = (mod.createSanitizer as (o: Record<string, unknown>) => unknown)(options) as Partial<Sanitizer> | null;
-    if (!made || typeof made.sanitize !== 'function') throw new Error(`${where}: ${file}: createSanitizer() must return an object with sanitize(text)`);
-    const isComplete = typeof made.isComplete === 'function' ? made.isComplete.bind(made) : () => false;
-    return { sanitize: made.sanitize.bind(made), isComplete };
+    const made = (mod.createSanitizer as (o: Record<string, unknown>) => unknown)(options) as { sanitize?: unknown; isComplete?: unknown } | null;
+    if (!made || typeof made.sanitize !== 'function') throw new Error(`${where}: ${file}: createSanitizer() must return an object with sanitize(text) (and optionally isComplete(text))`);
+    const isComplete = typeof made.isComplete === 'function' ? (made.isComplete as (text: string) => boolean).bind(made) : undefined;
+    return wholeText((made.sanitize as (text: string) => string).bind(made), isComplete);
   }
   if (typeof mod.sanitize === 'function') {
     const fn = mod.sanitize as (text: string) => unknown;
-    return {
-      sanitize: (text) => {
-        const out = fn(text);
-        if (typeof out !== 'string') throw new Error(`sanitizer ${file} returned ${typeof out}, not a string`);
-        return out;
-      },
-      isComplete: () => false,
-    };
+    return wholeText((text) => {
+      const out = fn(text);
+      if (typeof out !== 'string') throw new Error(`sanitizer ${file} returned ${typeof out}, not a string`);
+      return out;
+    });
   }
   throw new Error(`${where}: ${file} exports neither createSanitizer(options) nor sanitize(text)`);
 }

@@ -7,8 +7,9 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import cors from 'cors';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { createAlexaRouter, type ChatFn } from './alexa';
+import { createAlexaRouter } from './alexa';
 import { loadSanitizer, type Sanitizer } from '../sanitize';
 import type { ServerConfig } from './config';
 import { gpt2Loader, type LoadedModel } from './engine';
@@ -24,7 +25,7 @@ import { metricsRouter } from './routes/metrics';
 import { modelsRouter } from './routes/models';
 import { openAIError, openAIRouter } from './routes/openai';
 import { tokensRouter } from './routes/tokens';
-import { ChatService, checkSamplingDefaults } from './service';
+import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
 
 export interface DixieServer {
@@ -65,7 +66,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   }
   const registry = new ModelRegistry<LoadedModel>(
     config.models.map((m) => m.key),
-    gpt2Loader(new Map(config.models.map((m) => [m.key, m])), { threads: config.threads, batchSlots: config.batchSlots }),
+    gpt2Loader(new Map(config.models.map((m) => [m.key, m])), { threads: config.threads, batchSlots: config.batchSlots, reusePrefixes: config.prefixReuse, warn: (message, fields) => log('warn', message, fields) }),
     // A model whose room another model waits for takes up to four more batches of its own requests first.
     { budgetBytes: config.memoryBudgetBytes, idleUnloadMs: config.idleUnloadMs, turnGrants: 4 * config.batchSlots, log },
   );
@@ -111,6 +112,12 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     }
     next(new HttpError(421, `this server does not answer for the host ${JSON.stringify(req.headers.host)} (allowed_hosts: ${hosts.join(', ')})`));
   });
+
+  // Web pages of the origins in cors_origins may call the API from a browser; their preflight requests carry no
+  // API key, so they are answered here, before authentication.
+  if (config.corsOrigins.length > 0) {
+    app.use(cors({ origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, methods: ['GET', 'POST'], allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id'], exposedHeaders: ['X-Request-Id', 'Retry-After'], maxAge: 600 }));
+  }
 
   app.use(healthRouter(() => draining));
   app.use(express.static(publicDir(), { index: 'index.html', maxAge: '1h' }));

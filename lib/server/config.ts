@@ -6,7 +6,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_AUDIENCE, isAudience, MAX_AUDIENCE_CHARS } from '../data/chat_format';
+import { AUDIENCE_RULE, DEFAULT_AUDIENCE, isAudience } from '../data/chat_format';
 import type { DeviceRequest, Precision, WeightDType } from '../engine/native';
 import { checkpointFolder, trainedAudiences } from '../train/checkpoint';
 import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
@@ -59,6 +59,8 @@ export interface ServerConfig {
   metricsPublic: boolean;           // /metrics answers without an API key
   trustProxy: false | number | string[];  // whose X-Forwarded-For to believe: none, a hop count, addresses
   allowedHosts: string[] | null;    // Host names answered ("*" any); null: by the address bound (hosts.ts)
+  corsOrigins: string[] | '*';      // web pages of other origins allowed to call the API (none by default)
+  prefixReuse: boolean;             // a prompt that starts as a free batch slot's holds prefills only the rest
   requestTimeoutMs: number;
   maxQueue: number;                 // requests waiting per model beyond the batch before 503
   batchSlots: number;               // requests of one model decoded together
@@ -164,7 +166,7 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   // By default the bot answers as the audience its chat data talks to most, as bin/chat offers first.
   const trained = restoreFrom === null ? [] : trainedAudiences(checkpointFolder(path.resolve(baseDir, restoreFrom)));
   const audience = str(raw, 'audience', where, trained[0] ?? DEFAULT_AUDIENCE);
-  if (!isAudience(audience)) fail(`${where}.audience`, `a name of 1 to ${MAX_AUDIENCE_CHARS} characters without "|" or line breaks`, audience);
+  if (!isAudience(audience)) fail(`${where}.audience`, `a name of ${AUDIENCE_RULE}`, audience);
   const sampling = raw.sampling ?? {};
   if (!isObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
   checkKeys(sampling, SAMPLING_KEYS, `${where}.sampling`);
@@ -193,7 +195,7 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
 const TOP_KEYS = [
   'host', 'port', 'debug', 'models', 'memory_budget_mb', 'idle_unload_s', 'api_keys', 'request_timeout_s',
   'max_queue', 'batch_slots', 'body_limit_kb', 'threads', 'shutdown_grace_s', 'alexa', 'insecure', 'metrics_public',
-  'trust_proxy', 'allowed_hosts',
+  'trust_proxy', 'allowed_hosts', 'cors_origins', 'prefix_reuse',
 ];
 
 const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
@@ -275,8 +277,19 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     metricsPublic: flag('metrics_public'),
     trustProxy: readTrustProxy(raw.trust_proxy, at('trust_proxy')),
     allowedHosts: readAllowedHosts(raw.allowed_hosts, at('allowed_hosts')),
+    corsOrigins: readCorsOrigins(raw.cors_origins, at('cors_origins')),
+    prefixReuse: raw.prefix_reuse === undefined ? true : flag('prefix_reuse'),
     alexa: raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa'), (key) => parsed.find((m) => m.key === key)?.audience),
   };
+}
+
+// "*" (any page), or the origins allowed ("https://app.example.com"): a scheme, a host and an optional port.
+function readCorsOrigins(raw: unknown, where: string): string[] | '*' {
+  if (raw === undefined) return [];
+  if (raw === '*') return '*';
+  const isOrigin = (o: unknown): boolean => typeof o === 'string' && /^https?:\/\/[^/\s]+$/.test(o);
+  if (!Array.isArray(raw) || !raw.every(isOrigin)) fail(where, '"*" or an array of origins such as "https://app.example.com"', raw);
+  return raw as string[];
 }
 
 export function loadServerConfig(file: string): ServerConfig {

@@ -4,7 +4,7 @@ import os from 'node:os';
 import { Model } from '../engine/model';
 import { inspectModelFolder } from '../formats/model_folder';
 import { Generator } from '../generate/generate';
-import { loadTokenizer, type Tokenizer } from '../tokenizer';
+import { loadTokenizer, modelTokenizer, type Tokenizer } from '../tokenizer';
 import type { ModelConfig } from './config';
 import { resolveModelSource } from './model_source';
 import type { ModelLoader } from './model_registry';
@@ -19,6 +19,8 @@ export interface LoadedModel {
 export interface EngineOptions {
   threads: number;      // 0: one per core
   batchSlots: number;
+  reusePrefixes: boolean;
+  warn: (message: string, fields: Record<string, unknown>) => void;
 }
 
 // What a model takes in memory: the weights, with the layer matrices in the decoder's panel layout (parts of at
@@ -68,8 +70,8 @@ export function gpt2Loader(models: ReadonlyMap<string, ModelConfig>, options: En
         ...(m.precision && { precision: m.precision }),
       });
       try {
-        const tokenizer = folder.vocab ? loadTokenizer(folder.dir) : gpt2Tokenizer();
-        const generator = new Generator(model, tokenizer, { slots: options.batchSlots });
+        const tokenizer = modelTokenizer(folder, (message) => options.warn(message, { model: key }), gpt2Tokenizer);
+        const generator = new Generator(model, tokenizer, { slots: options.batchSlots, reusePrefixes: options.reusePrefixes });
         return { generator, tokenizer, nCtx: model.config.nCtx, dir: folder.dir };
       } catch (err) {
         model.dispose();

@@ -6,4 +6,4 @@ export type { ServerConfig, ModelConfig, SamplingDefaults, PromptFormat } from '
 export { serveConfig, discoverModels, NoModelsError, CONFIG_FILE } from './discover';
 export { ModelRegistry, ModelUnavailableError } from './model_registry';
 export type { ModelLoader, Lease, ModelStatus } from './model_registry';
-export type { Completion, GenerationRequest } from './service';
+export type { ChatFn, Completion, ConversationOptions, GenerationRequest } from './service';

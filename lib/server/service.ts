@@ -3,18 +3,19 @@
 // model's queue (load shedding), fits prompts to the context (a chat's oldest messages go first), stops
 // generating as soon as the sanitizer has its answer, and counts what happened for /models/list and /metrics.
 // It keeps nothing between requests.
-import type { ChatFn, ChatReply } from './alexa/router';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fitConversation, type Conversation, type Turn } from '../data/chat_format';
+import type { ChatReply } from '../generate/chat';
 import { checkSampling, SamplingError, type FinishReason, type SamplingOptions, type Timings } from '../generate/sequence';
 import type { TokenLogprob } from '../generate/logprobs';
-import type { Sanitizer } from '../sanitize';
+import type { ReplyStream, Sanitizer } from '../sanitize';
 import type { Tokenizer } from '../tokenizer';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
 import type { LoadedModel } from './engine';
 import { HttpError } from './errors';
 import type { Log } from './log';
 import { Counter, Gauge, Histogram, MetricsRegistry, SampledCounter } from './metrics';
-import { ModelUnavailableError, type ModelRegistry } from './model_registry';
+import { ModelUnavailableError, type Lease, type ModelRegistry } from './model_registry';
 
 export interface GenerationRequest {
   prompt: string | Conversation;           // the text the model continues, or a chat to answer (chat_format.ts)
@@ -39,6 +40,18 @@ export interface Completion {
   trimmed: Trimmed;                        // what the prompt lost to fit the context
   timings: Timings;
 }
+
+export interface ConversationOptions {
+  deadlineMs: number;      // stop generating this many milliseconds from now and return what there is
+  maxTokens: number;
+  maxPromptChars: number;  // the prompt's length at most; the oldest messages go first
+  signal: AbortSignal;     // aborted once the answer can no longer arrive in time
+}
+
+// How routers that hold a conversation (the Alexa skill) ask a model to answer it: the server makes the
+// chat-format prompt (lib/data/chat_format.ts), the oldest messages dropped first to fit maxPromptChars and the
+// model's context, and applies the model's sanitizer.
+export type ChatFn = (modelKey: string, conversation: Conversation, options: ConversationOptions) => Promise<ChatReply>;
 
 // What a prompt lost to fit the model's context: tokens in all, and for a chat, its oldest messages (whole) and
 // characters cut from the start of the newest.
@@ -79,6 +92,9 @@ export class ChatService {
   private readonly promptTokensTotal = this.metrics.add(new Counter('dixie_prompt_tokens_total', 'Prompt tokens of the requests, by model.'));
   private readonly promptTokensReused = this.metrics.add(new Counter('dixie_prompt_tokens_reused_total', 'Prompt tokens found in the KV cache (an earlier request\'s prefix), not prefilled, by model.'));
   private readonly promptTokensPrefilled = this.metrics.add(new Counter('dixie_prompt_tokens_prefilled_total', 'Prompt tokens prefilled, by model.'));
+  private readonly firstToken = this.metrics.add(new Histogram('dixie_time_to_first_token_seconds', 'From a request\'s arrival at its model to its first token, by model.', LATENCY_BUCKETS));
+  private readonly queueWait = this.metrics.add(new Histogram('dixie_queue_wait_seconds', 'From a request\'s arrival at its model\'s batcher to its first step, by model.', LATENCY_BUCKETS));
+  private readonly eventLoopDelay = monitorEventLoopDelay({ resolution: 10 });
   private readonly shed = this.metrics.add(new Counter('dixie_shed_requests_total', 'Requests refused with 503 because the model queue was full, by model.'));
   private readonly inflight = new Map<string, number>();
   private readonly inferenceCounts = new Map<string, number>();
@@ -106,6 +122,20 @@ export class ChatService {
     this.metrics.add(new Gauge('dixie_memory_budget_bytes', 'The memory budget for loaded models.', () => [{ labels: {}, value: config.memoryBudgetBytes }]));
     this.metrics.add(new Gauge('dixie_memory_reserved_bytes', 'Memory reserved by loaded and loading models.', () => [{ labels: {}, value: registry.reservedBytes }]));
     this.metrics.add(new Gauge('process_resident_memory_bytes', 'Resident set size of the server process.', () => [{ labels: {}, value: process.memoryUsage.rss() }]));
+    this.metrics.add(new SampledCounter('process_cpu_seconds_total', 'CPU time of the server process, user and system.', () => {
+      const { user, system } = process.cpuUsage();
+      return [{ labels: {}, value: (user + system) / 1e6 }];
+    }));
+    this.metrics.add(new Gauge('nodejs_heap_used_bytes', 'JavaScript heap in use.', () => [{ labels: {}, value: process.memoryUsage().heapUsed }]));
+    // A late event loop delays every stream and every request's first byte: the decoding itself runs off it.
+    this.eventLoopDelay.enable();
+    this.metrics.add(new Gauge('nodejs_eventloop_lag_seconds', 'Event loop lag since the last scrape, by quantile.', () => {
+      const d = this.eventLoopDelay;
+      const lag = [0.5, 0.99].map((q) => ({ labels: { quantile: String(q) }, value: d.count > 0 ? d.percentile(q * 100) / 1e9 : 0 }));
+      lag.push({ labels: { quantile: '1' }, value: d.count > 0 ? d.max / 1e9 : 0 });
+      d.reset();
+      return lag;
+    }));
   }
 
   // Generations the model has finished, whatever their finish reason.
@@ -122,7 +152,7 @@ export class ChatService {
 
   // Requests admitted for the model that are not yet decoding (waiting for its load or for a batch slot).
   queueDepth(key: string): number {
-    const running = this.registry.peek(key)?.generator.batcher.load.running ?? 0;
+    const running = this.registry.peek(key)?.generator.load.running ?? 0;
     return Math.max(0, (this.inflight.get(key) ?? 0) - running);
   }
 
@@ -149,11 +179,19 @@ export class ChatService {
   // loaded for it like for a request, since that is when its folder is read.
   async tokenizer(key: string, signal?: AbortSignal): Promise<Tokenizer> {
     this.model(key);
-    const lease = await this.registry.acquire(key, signal).catch((err: Error) => {
-      throw err instanceof ModelUnavailableError ? new HttpError(err.status, err.message) : err;
-    });
+    const lease = await this.acquire(key, signal, Date.now() + this.config.requestTimeoutMs);
     lease.release();
     return lease.value.tokenizer;
+  }
+
+  // A lease on the loaded model, its failures as HTTP answers: the registry's own status, the client gone, or
+  // the deadline passed while the model loads.
+  private acquire(key: string, signal: AbortSignal | undefined, deadline: number): Promise<Lease<LoadedModel>> {
+    return this.registry.acquire(key, anySignal([signal, AbortSignal.timeout(Math.max(1, deadline - Date.now()))])).catch((err: Error) => {
+      if (err instanceof ModelUnavailableError) throw new HttpError(err.status, err.message, {}, err.retryAfterS === null ? {} : { 'Retry-After': String(err.retryAfterS) });
+      if (signal?.aborted) throw new HttpError(499, 'the client closed the request');
+      throw new HttpError(503, `timed out waiting for model "${key}" to load`, {}, { 'Retry-After': '5' });
+    });
   }
 
   async generate(key: string, request: GenerationRequest): Promise<Completion> {
@@ -169,11 +207,7 @@ export class ChatService {
     const started = Date.now();
     const deadline = request.deadline ?? started + this.config.requestTimeoutMs;
     try {
-      const lease = await this.registry.acquire(key, anySignal([request.signal, AbortSignal.timeout(Math.max(1, deadline - started))])).catch((err: Error) => {
-        if (err instanceof ModelUnavailableError) throw new HttpError(err.status, err.message, {}, err.retryAfterS === null ? {} : { 'Retry-After': String(err.retryAfterS) });
-        if (request.signal?.aborted) throw new HttpError(499, 'the client closed the request');
-        throw new HttpError(503, `timed out waiting for model "${key}" to load`, {}, { 'Retry-After': '5' });
-      });
+      const lease = await this.acquire(key, request.signal, deadline);
       try {
         return await this.decode(key, sanitizer, lease.value, request, deadline);
       } finally {
@@ -187,11 +221,11 @@ export class ChatService {
   }
 
   private async decode(key: string, sanitizer: Sanitizer, loaded: LoadedModel, request: GenerationRequest, deadline: number): Promise<Completion> {
-    const { tokenizer, nCtx, generator } = loaded;
+    const { nCtx, generator } = loaded;
     const maxTokens = Math.min(request.sampling.length, nCtx - 1);
     const room = nCtx - maxTokens;
-    // User text never becomes a special token; an empty prompt means "start of a document".
-    const encode = (text: string): Int32Array => (text === '' ? Int32Array.of(tokenizer.eotToken) : tokenizer.encode(text, { allowSpecial: false }));
+    // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
+    const encode = (text: string): Int32Array => generator.encode(text);
     const maxChars = request.maxPromptChars ?? Infinity;
     let prompt: string;
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0 };
@@ -209,26 +243,25 @@ export class ChatService {
     if (cut > 0) tokens = (tokens as Int32Array).subarray(cut);
     trimmed.tokens += cut;
     if (trimmed.tokens > 0) this.log('info', 'prompt trimmed to fit the context', { model: key, nCtx, replyTokens: maxTokens, ...trimmed });
-    const sanitized = new AbortController();  // fires when the sanitizer has its whole answer
-    let raw = '';
+    // The sanitizer reads the reply as it is generated, and generation stops once the reply is complete.
+    const sanitizing = sanitizer.stream();
     let shown = '';
-    const result = await generator.batcher.submit({
-      promptTokens: tokens,
+    const reply: ReplyStream = {
+      push(piece) {
+        const r = sanitizing.push(piece);
+        if (request.onText && r.text !== shown) request.onText((shown = r.text));
+        return r;
+      },
+    };
+    const result = await generator.generate(tokens, {
       maxTokens,
-      sampling: samplingOptions(request.sampling),
+      ...samplingOptions(request.sampling),
       stop: request.stop,
       logprobs: request.logprobs,
       seed: request.seed,
-      signal: anySignal([request.signal, sanitized.signal]),
+      signal: request.signal,
       deadline,
-      onText: (piece) => {
-        raw += piece;
-        if (sanitizer.isComplete(raw)) sanitized.abort();
-        if (request.onText) {
-          const text = sanitizer.sanitize(raw);
-          if (text !== shown) request.onText((shown = text));
-        }
-      },
+      reply,
     }).catch((err: Error) => {
       // The sampler's ranges depend on the model (its vocabulary), so they are checked once it is loaded.
       if (err instanceof SamplingError) {
@@ -237,16 +270,17 @@ export class ChatService {
       }
       throw err;
     });
-    const finishReason: FinishReason = result.finishReason === 'aborted' && sanitized.signal.aborted && !request.signal?.aborted ? 'stop' : result.finishReason;
+    const { finishReason } = result;
     this.inferencesTotal.inc({ model: key, finish_reason: finishReason });
     this.inferenceCounts.set(key, this.inferences(key) + 1);
     this.generatedTokens.inc({ model: key }, result.tokens.length);
     this.promptTokensTotal.inc({ model: key }, tokens.length);
     this.promptTokensReused.inc({ model: key }, result.timings.cachedPromptTokens);
+    if (Number.isFinite(result.timings.firstTokenMs)) this.firstToken.observe({ model: key }, result.timings.firstTokenMs / 1000);
+    this.queueWait.observe({ model: key }, result.timings.queuedMs / 1000);
     this.promptTokensPrefilled.inc({ model: key }, tokens.length - result.timings.cachedPromptTokens);
     this.recordTokens(key, result.tokens.length);
-    const text = sanitizer.sanitize(result.text);
-    if (request.onText && text !== shown) request.onText(text);
+    const text = result.reply as string;
     this.log('debug', 'generated', { model: key, prompt, promptTokens: tokens.length, trimmed, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
     return { model: key, text, raw: result.text, tokens: result.tokens, logprobs: result.logprobs, finishReason, promptTokens: tokens.length, trimmed, timings: result.timings };
   }

@@ -221,7 +221,12 @@ export const GPT2_VOCAB_SIZE = 50257;
 // The tokenizer of a model folder: its own vocabulary, or GPT-2's for a folder that has none (a bare config.json +
 // model.safetensors, as Model.save writes), said in a warning. A model of another vocabulary size was trained on
 // another vocabulary, which GPT-2's would misread into other tokens: it is refused.
-export function modelTokenizer(folder: Pick<ModelFolder, 'dir' | 'vocab' | 'config'>, warn: (message: string) => void = (message) => console.warn(`warning: ${message}`)): Tokenizer {
+// `gpt2` gives GPT-2's tokenizer (a server shares one among its models).
+export function modelTokenizer(
+  folder: Pick<ModelFolder, 'dir' | 'vocab' | 'config'>,
+  warn: (message: string) => void = (message) => console.warn(`warning: ${message}`),
+  gpt2: () => Tokenizer = loadTokenizer,
+): Tokenizer {
   if (folder.vocab) return loadTokenizer(folder.dir);
   const missing = `${folder.dir} has no vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt)`;
   const vocabSize = folder.config?.vocabSize;
@@ -229,5 +234,5 @@ export function modelTokenizer(folder: Pick<ModelFolder, 'dir' | 'vocab' | 'conf
     throw new Error(`${missing}, and its vocab_size is ${vocabSize}, not GPT-2's ${GPT2_VOCAB_SIZE}: copy in the vocabulary it was trained with`);
   }
   warn(`${missing}: using GPT-2's, whose size its vocab_size (${GPT2_VOCAB_SIZE}) matches`);
-  return loadTokenizer();
+  return gpt2();
 }

@@ -1,7 +1,7 @@
 // The deadline holds with a deliberately slow model: the answer comes back within the budget, cut at the end of
 // its last complete sentence; a model that ignores the deadline is abandoned in time.
 import t from 'tap';
-import type { ChatFn, ChatOptions } from '../../lib/server/alexa/router';
+import type { ChatFn, ConversationOptions } from '../../lib/server/service';
 import { attributesOf, intent, launch, post, ssmlOf, startSkill } from './harness';
 
 const DEADLINE_MS = 1500;
@@ -12,8 +12,8 @@ const WORDS = STORY.split(' ');
 const SENTENCE_PREFIXES = STORY.match(/[^.!?]+[.!?]/g)!.map((_, i, all) => all.slice(0, i + 1).join('').trim());
 
 // Produces one word every 40 ms, as a slow model on a busy machine would, and stops at the deadline it is given.
-function slowModel(): { chat: ChatFn; calls: { options: ChatOptions; words: number }[] } {
-  const calls: { options: ChatOptions; words: number }[] = [];
+function slowModel(): { chat: ChatFn; calls: { options: ConversationOptions; words: number }[] } {
+  const calls: { options: ConversationOptions; words: number }[] = [];
   const chat: ChatFn = async (_model, _prompt, options) => {
     const call = { options, words: 0 };
     calls.push(call);

@@ -24,7 +24,7 @@ t.test('config: defaults, and errors that name the field', async (t) => {
     [{ application_id: ID, deadline_ms: 9000 }, /^cfg\.deadline_ms: must be an integer from 500 to 7500 \(got 9000\)/],
     [{ application_id: ID, deadline_ms: '6500' }, /^cfg\.deadline_ms: must be an integer/],
     [{ application_id: ID, verify_signatures: 'no' }, /^cfg\.verify_signatures: must be true or false/],
-    [{ application_id: ID, audience: 'a|b' }, /^cfg\.audience: must be a name without "\|"/],
+    [{ application_id: ID, audience: 'a|b' }, /^cfg\.audience: must be a name of 1 to 64 characters, not all blank, without "\|"/],
     [{ application_id: ID, path: 'alexa' }, /^cfg\.path: must be a URL path starting with \//],
     [{ application_id: ID, greeting: '  ' }, /^cfg\.greeting: must be a non-empty string/],
     [{ application_id: ID, verify_signature: false }, /^cfg\.verify_signature: unknown setting/],

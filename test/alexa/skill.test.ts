@@ -2,7 +2,7 @@
 // in the session attributes and turned into the chat-format prompt.
 import t from 'tap';
 import { fitConversation, type Conversation } from '../../lib/data/chat_format';
-import type { ChatFn } from '../../lib/server/alexa/router';
+import type { ChatFn } from '../../lib/server/service';
 import { attributesOf, intent, launch, post, sessionEnded, ssmlOf, startSkill, type Answer } from './harness';
 
 // A deterministic model that answers with what it heard. It remembers every conversation it was asked to

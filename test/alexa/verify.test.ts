@@ -1,7 +1,7 @@
 // Requests signed with a test certificate authority, over HTTP: what Alexa sends is accepted, and every way a
 // request can fail Amazon's checks is refused with its status.
 import t from 'tap';
-import type { ChatFn } from '../../lib/server/alexa/router';
+import type { ChatFn } from '../../lib/server/service';
 import { createTestPki, type KeyPair } from './pki';
 import { CERT_BASE, launch, post, signatureHeaders, ssmlOf, startCertServer, startSkill, intent } from './harness';
 

@@ -148,7 +148,7 @@ t.test('requests decoded together give what each gives alone; they join and leav
     t.same(together[i].tokens, alone[i].tokens, `request ${i}: same tokens`);
     t.equal(together[i].text, alone[i].text);
   }
-  t.same(gen.batcher.load, { running: 0, waiting: 0 });
+  t.same(gen.load, { running: 0, waiting: 0 });
   await gen.close();
   model.dispose();
 });

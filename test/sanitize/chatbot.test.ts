@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
+import type { Sanitizer } from '../../lib/sanitize';
 import { createChatbotSanitizer, loadSanitizer } from '../../lib/sanitize';
 
 // The original sanitizer's own example (sanitizers/chatbot.py in the original tools).
@@ -10,10 +11,16 @@ const ORIGINAL_EXAMPLE = "1|yahia|I don't have access yet <EOM>0|yahia|I don't m
 
 // In a chat the bot answers as the audience, side 0 (lib/data/chat_format.ts): its reply continues the prompt's
 // `0|<audience>|`, and the user writes on side 1.
+
+// Whether the reply to `text` is complete (no later text can change it), as the stream says after it.
+function complete(s: Sanitizer, text: string): boolean {
+  return s.stream().push(text).complete;
+}
+
 t.test('the original example: the first message, then the bot\'s own, stopping where the user (side 1) speaks', async (t) => {
   const s = createChatbotSanitizer({ names: ['yahia'] });
   t.equal(s.sanitize(ORIGINAL_EXAMPLE), "I don't have access yet I don't mind sending it to you, it will be public");
-  t.ok(s.isComplete(ORIGINAL_EXAMPLE));
+  t.ok(complete(s, ORIGINAL_EXAMPLE));
 });
 
 t.test('the original example with both sides kept, as the original did: four messages', async (t) => {
@@ -45,11 +52,11 @@ t.test("the bot's message ends at <EOM>, at a line break, or where the user's li
   const one = createChatbotSanitizer({ maxMessages: 1 });
   for (const text of ['Fine, thanks <EOM>\n1|mom|great', 'Fine, thanks <EOM>0|mom|more', 'Fine, thanks\n1|mom|great', 'Fine, thanks\r\nmore', 'Fine, thanks\n']) {
     t.equal(one.sanitize(text), 'Fine, thanks', JSON.stringify(text));
-    t.ok(one.isComplete(text), `complete: ${JSON.stringify(text)}`);
+    t.ok(complete(one, text), `complete: ${JSON.stringify(text)}`);
   }
   const s = createChatbotSanitizer();
   t.equal(s.sanitize('Fine <EOM>\n0|mom|More <EOM>\n1|mom|and me <EOM>\n0|mom|not this'), 'Fine More', 'the bot may send several messages in a row');
-  t.ok(s.isComplete('Fine <EOM>\n0|mom|More <EOM>\n1|mom|'));
+  t.ok(complete(s, 'Fine <EOM>\n0|mom|More <EOM>\n1|mom|'));
   t.equal(s.sanitize('Fine\n1|mom|no'), 'Fine', 'a line break ends the message even without <EOM>');
   t.equal(s.sanitize('Fine\nMore\n'), 'Fine More', 'a line without a prefix is a message of its own');
   const two = createChatbotSanitizer({ maxMessages: 2 });
@@ -60,14 +67,14 @@ t.test("the bot's message ends at <EOM>, at a line break, or where the user's li
 
 t.test('isComplete: enough whole messages, or the user started; not while a message is being written', async (t) => {
   const s = createChatbotSanitizer({ maxMessages: 2 });
-  t.notOk(s.isComplete('Hello'));
-  t.notOk(s.isComplete('Hello <EOM>'));
-  t.notOk(s.isComplete('Hello <EOM>\n'));
-  t.notOk(s.isComplete('Hello <EOM>0|x|there'));
-  t.ok(s.isComplete('Hello <EOM>0|x|there <EOM>'));
-  t.ok(s.isComplete('Hello <EOM>1|x|'));
-  t.ok(s.isComplete('Hello\n1|x|'));
-  t.notOk(s.isComplete('Hello <EOM>1|x'), 'a prefix still being written');
+  t.notOk(complete(s, 'Hello'));
+  t.notOk(complete(s, 'Hello <EOM>'));
+  t.notOk(complete(s, 'Hello <EOM>\n'));
+  t.notOk(complete(s, 'Hello <EOM>0|x|there'));
+  t.ok(complete(s, 'Hello <EOM>0|x|there <EOM>'));
+  t.ok(complete(s, 'Hello <EOM>1|x|'));
+  t.ok(complete(s, 'Hello\n1|x|'));
+  t.notOk(complete(s, 'Hello <EOM>1|x'), 'a prefix still being written');
   t.equal(s.sanitize('Hello <EOM>1|x'), 'Hello', 'a prefix being written is not shown');
   t.equal(s.sanitize('Hello <EOM>\n0'), 'Hello');
 });
@@ -114,6 +121,29 @@ t.test('property: nothing of the chat format, markup or URLs survives, whatever 
   t.pass('2000 random generations sanitized clean');
 });
 
+t.test('property: the stream, fed a text in any pieces, says what sanitize says of the whole, and complete means final', async (t) => {
+  const pieces = fc.constantFrom('<EOM>', '<EO', 'M>', '\n', '0|mom|', '1|mom|', '1|', 'mom|', '|', '<|endoftext|>', '<|end', 'oftext|>', ' ', 'hello', 'COE', 'http://x.io');
+  const sanitizers = [createChatbotSanitizer(), createChatbotSanitizer({ maxMessages: 1 }), createChatbotSanitizer({ keepOtherSide: true, names: ['mom'], acronyms: { COE: 'C. O. E.' } })];
+  fc.assert(
+    fc.property(fc.array(fc.oneof(pieces, fc.string({ maxLength: 3 })), { maxLength: 30 }), fc.nat(2), (parts, which) => {
+      const s = sanitizers[which];
+      const stream = s.stream();
+      let text = '';
+      let last = { text: '', complete: false };
+      for (const part of parts) {
+        text += part;
+        const was = last;
+        last = stream.push(part);
+        if (last.text !== s.sanitize(text)) return false;
+        if (was.complete && last.text !== was.text) return false;  // complete: nothing later changes it
+      }
+      return true;
+    }),
+    { numRuns: 3000 },
+  );
+  t.pass('3000 random generations, streamed in random pieces');
+});
+
 t.test('streaming: sanitizing a growing text only ever shows clean text and ends at the full answer', async (t) => {
   const s = createChatbotSanitizer({ names: ['yahia'], keepOtherSide: true });
   const full = s.sanitize(ORIGINAL_EXAMPLE);
@@ -135,7 +165,7 @@ t.test('sanitizers by name and by module path', async (t) => {
   fs.writeFileSync(path.join(dir, 'made.js'), 'exports.createSanitizer = (o) => ({ sanitize: (t) => o.prefix + t, isComplete: (t) => t.length > 3 });\n');
   const made = loadSanitizer(path.join(dir, 'made.js'), { prefix: '> ' }, dir, 'm.sanitizer');
   t.equal(made.sanitize('hi'), '> hi');
-  t.ok(made.isComplete('long'));
+  t.ok(complete(made, 'long'));
   fs.writeFileSync(path.join(dir, 'nothing.js'), 'exports.other = 1;\n');
   t.throws(() => loadSanitizer('./nothing.js', {}, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer: .*nothing\.js exports neither/);
   t.throws(() => loadSanitizer('./missing.js', {}, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer: cannot load sanitizer module/);

@@ -67,6 +67,11 @@ t.test('defaults: 127.0.0.1:12345, no keys, original sampling; per-model overrid
   t.same(exposed.allowedHosts, ['chat.example.com', '*.internal', '[::1]']);
   t.equal(validateServerConfig({ models: [{ key: 'g', model_name: '124M' }], trust_proxy: 2 }, 'cfg', '/base').trustProxy, 2, 'a hop count');
   t.same(validateServerConfig({ models: [{ key: 'g', model_name: '124M' }], trust_proxy: ['192.168.0.7', '10.0.0.0/255.0.0.0', 'fd00::/8'] }, 'cfg', '/base').trustProxy, ['192.168.0.7', '10.0.0.0/255.0.0.0', 'fd00::/8']);
+  const defaults = validateServerConfig({ models: [{ key: 'g', model_name: '124M' }] }, 'cfg', '/base');
+  t.same([defaults.corsOrigins, defaults.prefixReuse], [[], true], 'no CORS; prefix reuse on');
+  const web = validateServerConfig({ models: [{ key: 'g', model_name: '124M' }], cors_origins: ['https://app.example.com', 'http://localhost:3000'], prefix_reuse: false }, 'cfg', '/base');
+  t.same([web.corsOrigins, web.prefixReuse], [['https://app.example.com', 'http://localhost:3000'], false]);
+  t.equal(validateServerConfig({ models: [{ key: 'g', model_name: '124M' }], cors_origins: '*' }, 'cfg', '/base').corsOrigins, '*');
 });
 
 t.test('every bad field is named', async (t) => {
@@ -93,6 +98,9 @@ t.test('every bad field is named', async (t) => {
     [{ models: [model], allowed_hosts: 'example.com' }, /^cfg: allowed_hosts: must be a non-empty array/],
     [{ models: [model], allowed_hosts: [] }, /^cfg: allowed_hosts: must be a non-empty array/],
     [{ models: [model], allowed_hosts: ['example.com:80'] }, /^cfg: allowed_hosts\[0\]: must be a host name without port/],
+    [{ models: [model], cors_origins: ['app.example.com'] }, /^cfg: cors_origins: must be "\*" or an array of origins/],
+    [{ models: [model], cors_origins: 'https://app.example.com' }, /^cfg: cors_origins: /],
+    [{ models: [model], prefix_reuse: 'yes' }, /^cfg: prefix_reuse: must be true or false/],
     [{ models: [model], alexa: { model_key: 'chatbot' } }, /^cfg: alexa\.application_id: required/],
     [{ models: [{ model_name: '124M' }] }, /^cfg: models\[0\]\.key: must be a name/],
     [{ models: [{ key: 'a b', model_name: '124M' }] }, /^cfg: models\[0\]\.key: /],

@@ -148,3 +148,20 @@ t.test('every other error answer names no path either', async (t) => {
   });
   errorAnswer(t, forged, 401, 'Alexa request with a foreign certificate URL');
 });
+
+t.test("the OpenAI API's errors, in OpenAI's shape, name no path either", async (t) => {
+  const openAI = async (route: string, body: unknown, headers: Record<string, string> = auth): Promise<Record<string, unknown>> => {
+    const reply = await request(`${srv.url}${route}`, { body, headers });
+    const error = (JSON.parse(reply.text) as { error: Record<string, unknown> }).error;
+    t.type(error.message, 'string', `${route} ${JSON.stringify(body)}: {"error": {"message", ...}}`);
+    // The route itself may be named ("no route for POST /v1/nothing"): it is the client's own.
+    t.notMatch(JSON.stringify(error).replace(route, ''), ABSOLUTE_PATH, `${route}: no absolute path in ${JSON.stringify(error)}`);
+    for (const local of [dir, fs.realpathSync(dir), os.tmpdir(), process.cwd()]) t.notOk(JSON.stringify(error).includes(local), `${route}: ${local} is not in it`);
+    return { status: reply.status, ...error };
+  };
+  t.match(await openAI('/v1/completions', { model: 'alpha', prompt: 'x' }, {}), { status: 401, type: 'authentication_error', code: 'invalid_api_key' });
+  t.match(await openAI('/v1/completions', { model: 'nope', prompt: 'x' }), { status: 404, code: 'model_not_found', param: 'model' });
+  t.match(await openAI('/v1/chat/completions', { model: 'alpha', messages: [] }), { status: 400, type: 'invalid_request_error', param: 'messages' });
+  t.match(await openAI('/v1/chat/completions', { model: 'long', messages: [{ role: 'user', content: 'hi' }] }), { status: 507, message: /memory_budget_mb/ });
+  t.match(await openAI('/v1/nothing', {}), { status: 404 });
+});

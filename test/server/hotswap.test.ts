@@ -97,7 +97,7 @@ t.test('a model is loaded once however many requests ask at once, and they are d
   t.teardown(srv.close);
   let maxRunning = 0;
   const watch = setInterval(() => {
-    maxRunning = Math.max(maxRunning, srv.server.service.registry.peek('beta')?.generator.batcher.load.running ?? 0);
+    maxRunning = Math.max(maxRunning, srv.server.service.registry.peek('beta')?.generator.load.running ?? 0);
   }, 1);
   const answers = await Promise.all(Array.from({ length: 12 }, () => request(`${srv.url}/invocations`, { body: { model_key: 'beta', raw_text: PROMPT } })));
   clearInterval(watch);

@@ -184,7 +184,7 @@ t.test('a streaming client that goes away frees its slot at once', async (t) => 
     n = await inFlight();
   }
   t.equal(n, 0, 'no request in flight for the model');
-  t.equal(srv.server.service.registry.peek('long')?.generator.batcher.load.running, 0, 'its batch slot is free');
+  t.equal(srv.server.service.registry.peek('long')?.generator.load.running, 0, 'its batch slot is free');
 });
 
 t.test('a client no one here wrote: fetch, with the stream read by eventsource-parser', async (t) => {
@@ -218,4 +218,20 @@ t.test('POST /tokenize and /detokenize, as llama.cpp has them', async (t) => {
   const bad = await request(`${srv.url}/detokenize`, { body: { model: 'general', tokens: [-1] }, headers: auth });
   t.equal(bad.status, 400);
   t.equal(bad.json().field, 'tokens');
+});
+
+t.test('CORS: off unless configured; then a page of an allowed origin may call the API, preflight included', async (t) => {
+  const preflight = (url: string, origin: string) => fetch(`${url}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' } });
+  t.equal((await preflight(srv.url, 'https://app.example.com')).headers.get('access-control-allow-origin'), null, 'no CORS by default');
+  const open = await startServer({ api_keys: [API_KEY], cors_origins: ['https://app.example.com'], models: [{ key: 'general', restore_from: 'alpha', sampling: { length: 2 } }] }, dir);
+  t.teardown(open.close);
+  const allowed = await preflight(open.url, 'https://app.example.com');
+  t.equal(allowed.status, 204, 'the preflight is answered without an API key');
+  t.equal(allowed.headers.get('access-control-allow-origin'), 'https://app.example.com');
+  t.match(allowed.headers.get('access-control-allow-headers') ?? '', /Authorization/);
+  t.equal((await preflight(open.url, 'https://evil.example')).headers.get('access-control-allow-origin'), null, 'another origin is not allowed');
+  const call = await fetch(`${open.url}/v1/models`, { headers: { origin: 'https://app.example.com', authorization: `Bearer ${API_KEY}` } });
+  t.equal(call.status, 200);
+  t.equal(call.headers.get('access-control-allow-origin'), 'https://app.example.com', 'the answer itself carries the header');
+  t.equal((await fetch(`${open.url}/v1/models`, { headers: { origin: 'https://app.example.com' } })).status, 401, 'and the API key is still needed');
 });

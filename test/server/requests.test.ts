@@ -28,8 +28,8 @@ t.teardown(async () => {
 t.test('a request the sampler would refuse gets 400 naming the field; the requests in flight beside it get 200', async (t) => {
   const good = [1, 2, 3].map((seed) => request(`${srv.url}/invocations`, { body: { model_key: 'general', raw_text: 'Once upon a time', length: 200, seed, format: 'json' } }));
   // Wait until the good ones are decoding, so that the bad ones would join their batch.
-  for (let i = 0; i < 200 && srv.server.service.registry.peek('general')?.generator.batcher.load.running !== 3; i++) await new Promise((r) => setTimeout(r, 10));
-  t.equal(srv.server.service.registry.peek('general')?.generator.batcher.load.running, 3, 'three requests decoding');
+  for (let i = 0; i < 200 && srv.server.service.registry.peek('general')?.generator.load.running !== 3; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(srv.server.service.registry.peek('general')?.generator.load.running, 3, 'three requests decoding');
   const poisons: [Record<string, unknown>, string][] = [
     [{ top_k: 1_000_000 }, 'top_k'],
     [{ top_k: 50258 }, 'top_k'],
@@ -69,4 +69,44 @@ t.test('the JSON answer says what a chat lost to fit the context: messages and t
   t.same([short.json().trimmed_prompt_tokens, short.json().trimmed_messages, short.json().trimmed_message_chars], [0, 0, 0], 'nothing dropped from a short chat');
   const logged = srv.logs.find((l) => l.msg === 'prompt trimmed to fit the context' && l.model === 'chat');
   t.ok(logged && logged.messages === j.trimmed_messages, 'and the log says so');
+});
+
+t.test("a chat's next turn prefills only what is new, and replies as it would with prefix reuse off", async (t) => {
+  const off = await startServer({ prefix_reuse: false, models: [{ key: 'chat', restore_from: 'alpha', prompt_format: 'chat', audience: 'mom' }] }, dir);
+  t.teardown(off.close);
+  const turn = async (server: Running, history: { from: string; text: string }[], text: string, seed: number) => {
+    const r = await request(`${server.url}/invocations`, { body: { model_key: 'chat', raw_text: text, history, seed, length: 12, temperature: 0.9, format: 'json' } });
+    t.equal(r.status, 200);
+    return r.json() as { text: string; tokens: number[]; prompt_tokens: number; cached_prompt_tokens: number };
+  };
+  const history: { from: string; text: string }[] = [];
+  const messages = ['How are you?', 'What did you cook?', 'Is it still raining there?', 'Call me tomorrow'];
+  let previousPrompt = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const [on, cold] = [await turn(srv, history, messages[i], i), await turn(off, history, messages[i], i)];
+    t.same(on.tokens, cold.tokens, `turn ${i + 1}: the same reply with and without reuse`);
+    t.equal(cold.cached_prompt_tokens, 0, `turn ${i + 1}: nothing reused with prefix_reuse false`);
+    // The last turn's prompt starts this one's (its history is this one's start); the reply after it was
+    // cleaned for the history, so it may not match token for token.
+    if (i > 0) t.ok(on.cached_prompt_tokens >= previousPrompt - 1, `turn ${i + 1}: ${on.cached_prompt_tokens} of ${on.prompt_tokens} prompt tokens found in the cache (the last prompt had ${previousPrompt})`);
+    previousPrompt = on.prompt_tokens;
+    history.push({ from: 'user', text: messages[i] }, { from: 'bot', text: on.text });
+  }
+  const metrics = srv.server.service.metrics.render();
+  const reused = Number(/dixie_prompt_tokens_reused_total\{model="chat"\} (\d+)/.exec(metrics)?.[1]);
+  const prefilled = Number(/dixie_prompt_tokens_prefilled_total\{model="chat"\} (\d+)/.exec(metrics)?.[1]);
+  t.ok(reused > 0 && prefilled > 0, `/metrics counts ${reused} reused and ${prefilled} prefilled prompt tokens`);
+});
+
+t.test('/metrics: counters that only grow are counters; first-token and queue-wait histograms; the process', async (t) => {
+  const metrics = srv.server.service.metrics.render();
+  const type = (name: string) => new RegExp(`^# TYPE ${name} (\\w+)$`, 'm').exec(metrics)?.[1];
+  for (const name of ['dixie_model_loads_total', 'dixie_prompt_tokens_reused_total', 'dixie_prompt_tokens_prefilled_total', 'process_cpu_seconds_total']) t.equal(type(name), 'counter', name);
+  for (const name of ['dixie_time_to_first_token_seconds', 'dixie_queue_wait_seconds']) {
+    t.equal(type(name), 'histogram', name);
+    t.ok(Number(new RegExp(`^${name}_count\\{model="general"\\} (\\d+)$`, 'm').exec(metrics)?.[1]) >= 3, `${name} observed the requests`);
+  }
+  for (const name of ['nodejs_heap_used_bytes', 'nodejs_eventloop_lag_seconds']) t.equal(type(name), 'gauge', name);
+  t.ok(Number(/^process_cpu_seconds_total (\S+)$/m.exec(metrics)?.[1]) > 0, 'CPU time counted');
+  t.match(metrics, /^nodejs_eventloop_lag_seconds\{quantile="0\.99"\} \S+$/m);
 });

@@ -1,5 +1,5 @@
 // The "alexa" section of server_config.json, validated at start with errors that name the field.
-import { DEFAULT_AUDIENCE, isAudience, MAX_AUDIENCE_CHARS } from '../../data/chat_format';
+import { AUDIENCE_RULE, DEFAULT_AUDIENCE, isAudience } from '../../data/chat_format';
 
 export interface AlexaOptions {
   path: string; // where the router is mounted
@@ -55,7 +55,7 @@ const KEYS = {
   verify_signatures: ['verifySignatures', flag],
   deadline_ms: ['deadlineMs', integer(500, ALEXA_TIMEOUT_MS - 500)],
   max_tokens: ['maxTokens', integer(1, 1024)],
-  audience: ['audience', (v: unknown, w: string) => (typeof v === 'string' && isAudience(v) ? v : fail(w, `a name without "|" or line breaks, of 1 to ${MAX_AUDIENCE_CHARS} characters`, v))],
+  audience: ['audience', (v: unknown, w: string) => (typeof v === 'string' && isAudience(v) ? v : fail(w, `a name of ${AUDIENCE_RULE}`, v))],
   max_history_turns: ['maxHistoryTurns', integer(0, 100)],
   max_prompt_chars: ['maxPromptChars', integer(200, 100_000)],
   greeting: ['greeting', text],

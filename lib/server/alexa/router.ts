@@ -4,6 +4,8 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { AlexaOptions } from './config';
 import { boundedBody } from '../body';
 import { messageText, type Conversation, type Turn } from '../../data/chat_format';
+import type { ChatReply } from '../../generate/chat';
+import type { ChatFn } from '../service';
 import { historyFrom, keepRecent } from './conversation';
 import { createLog, type Log } from '../log';
 import { AlexaRejection } from './errors';
@@ -15,21 +17,6 @@ import { AlexaSignatureVerifier, checkTimestamp, type SignatureVerifierOptions }
 export const CHAT_INTENT = 'ChatIntent';
 export const UTTERANCE_SLOT = 'utterance';
 
-export interface ChatOptions {
-  deadlineMs: number; // stop generating this many milliseconds from now and return what there is
-  maxTokens: number;
-  maxPromptChars: number; // the prompt's length at most; the oldest messages go first
-  signal: AbortSignal; // aborted once the answer can no longer arrive in time
-}
-
-export interface ChatReply {
-  text: string; // the bot's reply, cleaned by the model's sanitizer
-  finishReason: 'stop' | 'length' | 'deadline';
-}
-
-// The server's way of asking a model to answer a conversation: it makes the chat-format prompt
-// (lib/data/chat_format.ts), the oldest messages dropped first to fit maxPromptChars and the model's context.
-export type ChatFn = (modelKey: string, conversation: Conversation, options: ChatOptions) => Promise<ChatReply>;
 
 export interface AlexaDeps extends SignatureVerifierOptions {
   log?: Log; // default: JSON lines on stdout, as the server logs
