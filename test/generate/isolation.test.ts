@@ -5,21 +5,15 @@ import t from 'tap';
 import { Model, GPT2Config } from '../../lib/engine/model';
 import type { NativeModel, NativeSampling } from '../../lib/engine/native';
 import { Generator, SamplingError, checkSampling, type GenerateResult } from '../../lib/generate';
-import { loadTokenizer } from '../../lib/tokenizer';
+import { testGenerator, tokenizer } from './helpers';
 
-const tokenizer = loadTokenizer();
 const CONFIG: GPT2Config = { nLayer: 2, nHead: 2, nEmbd: 16, nCtx: 64, vocabSize: 50257 };
 const PROMPTS = ['The cat sat', 'Once upon a time', 'Hello there', 'In the beginning'];
 // Only the fault below refuses this top-k: the sampler itself accepts it.
 const POISON_TOP_K = 7;
 
 t.test("settings the native sampler refuses are refused at submit, naming the setting, for that request alone", async (t) => {
-  const model = Model.create(CONFIG, { seed: 1, trainable: false });
-  const gen = new Generator(model, tokenizer, { slots: 4 });
-  t.teardown(async () => {
-    await gen.close();
-    model.dispose();
-  });
+  const { gen } = testGenerator(t, CONFIG, { slots: 4, seed: 1 });
   const good = PROMPTS.slice(0, 3).map((p, i) => gen.generate(p, { maxTokens: 20, seed: i, temperature: 0.8 }));
   const bad: [Partial<NativeSampling>, string][] = [
     [{ topK: 1_000_000 }, 'topK'],

@@ -3,9 +3,8 @@
 import t from 'tap';
 import { Model, GPT2Config } from '../../lib/engine/model';
 import { Generator, type GenerateResult } from '../../lib/generate';
-import { loadTokenizer } from '../../lib/tokenizer';
+import { testGenerator, tokenizer } from './helpers';
 
-const tokenizer = loadTokenizer();
 const CONFIG: GPT2Config = { nLayer: 2, nHead: 2, nEmbd: 32, nCtx: 256, vocabSize: 50257 };
 const SAMPLING = { temperature: 0.9, topK: 40, penalize: 0.85 };
 
@@ -28,12 +27,7 @@ async function cold(prompts: Int32Array[], seeds: number[], maxTokens: number): 
 }
 
 t.test('a conversation of several turns: each turn prefills only what is new, and replies as a cold prefill does', async (t) => {
-  const model = Model.create(CONFIG, { seed: 1, trainable: false });
-  const gen = new Generator(model, tokenizer, { slots: 3 });
-  t.teardown(async () => {
-    await gen.close();
-    model.dispose();
-  });
+  const { gen } = testGenerator(t, CONFIG, { slots: 3, seed: 1 });
   const prompts: Int32Array[] = [tokenizer.encode('1|mom|How are you? <EOM>\n0|mom|', { allowSpecial: false })];
   const warm: GenerateResult[] = [];
   for (let turn = 0; turn < 4; turn++) {
@@ -51,12 +45,7 @@ t.test('a conversation of several turns: each turn prefills only what is new, an
 });
 
 t.test('two conversations side by side each find the slot that holds their own history', async (t) => {
-  const model = Model.create(CONFIG, { seed: 1, trainable: false });
-  const gen = new Generator(model, tokenizer, { slots: 3 });
-  t.teardown(async () => {
-    await gen.close();
-    model.dispose();
-  });
+  const { gen } = testGenerator(t, CONFIG, { slots: 3, seed: 1 });
   let a = tokenizer.encode('1|dad|Did you fix the car? <EOM>\n0|dad|', { allowSpecial: false });
   let b = tokenizer.encode('1|sis|Movie tonight? <EOM>\n0|sis|', { allowSpecial: false });
   for (let turn = 0; turn < 3; turn++) {
@@ -72,12 +61,7 @@ t.test('two conversations side by side each find the slot that holds their own h
 });
 
 t.test('nothing is reused once the weights change, or once another request took the slot', async (t) => {
-  const model = Model.create(CONFIG, { seed: 1, trainable: false });
-  const gen = new Generator(model, tokenizer, { slots: 1 });
-  t.teardown(async () => {
-    await gen.close();
-    model.dispose();
-  });
+  const { model, gen } = testGenerator(t, CONFIG, { slots: 1, seed: 1 });
   const prompt = tokenizer.encode('Once upon a time there was', { allowSpecial: false });
   await gen.generate(prompt, { maxTokens: 4, seed: 1 });
   t.equal((await gen.generate(prompt, { maxTokens: 4, seed: 1 })).timings.cachedPromptTokens, prompt.length - 1, 'the same prompt again: all but its last token');
