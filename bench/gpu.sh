@@ -2,10 +2,10 @@
 # The CUDA backend on a machine with an NVIDIA GPU, in one run of a few minutes: builds the checks program
 # (native/tests/cuda_check.cu, plain CMake + nvcc, no Node.js needed), checks the backend against the gpt2-tiny
 # reference vectors and against the CPU backend (float32 tight, bf16 within bf16's tolerance), on cuBLASLt and
-# on dixie's own GEMM kernels (DIXIE_CUBLAS=0), benchmarks, times each kernel of one training step (ncu), and
-# runs checks under compute-sanitizer. Every check prints PASS or FAIL; a failing or crashing section does not
-# stop the others. The end of the output is the summary: every FAIL line and the benchmark tables (paste them
-# into bench/NOTES.md with the card's name).
+# on dixie's own GEMM kernels (DIXIE_CUBLAS=0), benchmarks, times each kernel of one training step (ncu), runs
+# checks under compute-sanitizer, and trains data-parallel under mpirun (bench/gpu_data_parallel.sh). Every check
+# prints PASS or FAIL; a failing or crashing section does not stop the others. The end of the output is the
+# summary: every FAIL line and the benchmark tables (paste them into bench/NOTES.md with the card's name).
 #
 #   bash bench/gpu.sh            from the repository root
 #   DIXIE_CUDA_ARCHS=90a ...     other CUDA architectures (default: 90, the H100/H200)
@@ -106,10 +106,13 @@ else
   SUMMARY+=("SKIP  memcheck: compute-sanitizer not found")
 fi
 
+# bin/train under mpirun: 1 rank over NCCL equals the plain run; with 2+ GPUs, tokens/s and scaling efficiency.
+run data-parallel 300 -- bash bench/gpu_data_parallel.sh "$BUILD_DIR" "$ARCHS"
+
 summary() {
   echo "================================ summary [$(elapsed)] ================================"
   printf '%s\n' "${SUMMARY[@]}"
-  for b in bench own-gemm-bench profile; do
+  for b in bench own-gemm-bench profile data-parallel; do
     [ -f "$LOG_DIR/$b.log" ] && sed -n '/^### /,$p' "$LOG_DIR/$b.log" | head -45
   done
   echo "logs: $LOG_DIR"

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Model } from '../lib/engine/model';
 import { writeGguf, type GgufWeightType } from '../lib/formats/gguf';
-import { bundledVocabularyDir, locateVocabulary } from '../lib/tokenizer/vocab';
+import { loadTokenizer } from '../lib/tokenizer';
 import { median } from './stats';
 
 // The part of node-llama-cpp's API used here.
@@ -64,25 +64,37 @@ async function generate(seq: LlamaSequence, prompt: Int32Array, maxTokens: numbe
   return { n, first, last: performance.now() };
 }
 
-// A dixie model exported to GGUF and loaded in llama.cpp (CPU only), measured the way the decode bench measures
-// dixie: prompts given as token ids, tokens sampled with top-k 40.
-export class LlamaCppModel {
-  private constructor(private readonly model: LlamaModel, private readonly dir: string, private readonly nCtx: number,
-    private readonly threads: number) {}
+// A dixie model written with writeGguf into a temporary folder, for llama.cpp; remove() deletes it.
+export class GgufExport {
+  private constructor(readonly file: string, readonly nCtx: number) {}
 
-  // null when node-llama-cpp is not installed. The GGUF file lives in a temporary folder until close().
-  static async open(model: Model, dtype: GgufWeightType, threads: number): Promise<LlamaCppModel | null> {
-    const runtime = await loadLlamaCpp();
-    if (runtime === null) return null;
+  static async write(model: Model, dtype: GgufWeightType): Promise<GgufExport> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-llama-cpp-'));
+    const file = path.join(dir, `model-${dtype}.gguf`);
     try {
-      const file = path.join(dir, `model-${dtype}.gguf`);
-      await writeGguf(file, model, locateVocabulary(bundledVocabularyDir()), { weightType: dtype, name: 'bench' });
-      return new LlamaCppModel(await runtime.loadModel({ modelPath: file, gpuLayers: 0 }), dir, model.config.nCtx, threads);
+      await writeGguf(file, model, loadTokenizer().vocab, { weightType: dtype, name: 'bench' });
     } catch (err) {
       fs.rmSync(dir, { recursive: true, force: true });
       throw err;
     }
+    return new GgufExport(file, model.config.nCtx);
+  }
+
+  remove(): void {
+    fs.rmSync(path.dirname(this.file), { recursive: true, force: true });
+  }
+}
+
+// A GGUF file loaded in llama.cpp (CPU only), measured the way the decode bench measures dixie: prompts given as
+// token ids, tokens sampled with top-k 40.
+export class LlamaCppModel {
+  private constructor(private readonly model: LlamaModel, private readonly nCtx: number, private readonly threads: number) {}
+
+  // null when node-llama-cpp is not installed.
+  static async open(gguf: GgufExport, threads: number): Promise<LlamaCppModel | null> {
+    const runtime = await loadLlamaCpp();
+    if (runtime === null) return null;
+    return new LlamaCppModel(await runtime.loadModel({ modelPath: gguf.file, gpuLayers: 0 }), gguf.nCtx, threads);
   }
 
   // llama.cpp's probability of each token following `prompt`, with no sampling filter.
@@ -142,6 +154,5 @@ export class LlamaCppModel {
 
   async close(): Promise<void> {
     await this.model.dispose();
-    fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -216,7 +216,7 @@ export async function run(): Promise<void> {
     await stop(server);
 
     // The same model under two keys, and a budget that holds one of them.
-    const budgetMb = Math.ceil((1.5 * estimateModelBytes(inspectModelFolder(modelDir).config as GPT2Config, 4, SLOTS)) / (1024 * 1024));
+    const budgetMb = Math.ceil((1.5 * estimateModelBytes(inspectModelFolder(modelDir).config as GPT2Config, 'f32', SLOTS)) / (1024 * 1024));
     server = await startServer(modelDir, dir, ['one', 'two'], { memory_budget_mb: budgetMb, max_queue: SWAP_REQUESTS });
     await drive(server.url, 16, { requests: 32 }, () => 'one');
     console.log(`\nHot-swapping: ${SWAP_REQUESTS} requests from 16 clients; memory_budget_mb ${budgetMb} holds one of the two models.\n`);

@@ -1,12 +1,16 @@
 // The training driver against the bare engine: tokens/s of lib/train's loop (bin/train) on a fresh 124M
 // model at B=4, T=64, next to a plain forward/backward/step loop on the same shapes; the driver should add
-// nothing measurable. Then bin/encode's throughput on one thread and on every core.
+// nothing measurable. Then data-parallel bin/train under mpirun on 1 and 2 CPU ranks at the same global batch,
+// with the time a step spends in the gradients' all-reduce; then bin/encode's throughput on one thread and on
+// every core.
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { encodeDataset } from '../lib/data/dataset';
 import { Model } from '../lib/engine/model';
 import { loadTokenizer } from '../lib/tokenizer';
+import { TrainRecord, readMetrics } from '../lib/train/metrics';
 import { train } from '../lib/train/train';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -68,6 +72,30 @@ async function driverTokensPerSecond(dir: string): Promise<number> {
   return (STEPS * B * T) / ((stamps[stamps.length - 1] - stamps[WARMUP - 1]) / 1000);
 }
 
+// mpirun -np <ranks> bin/train at 124M shapes, B x ranks = 4 sequences of T a step, stopped by SIGUSR1 (which
+// mpirun forwards: no checkpoint is written) after WARMUP + STEPS steps; tokens/s and all-reduce seconds a step
+// from rank 0's metrics, after the warmup.
+async function ranksTokensPerSecond(dir: string, ranks: number): Promise<{ tokensPerSecond: number; reduceSeconds: number; stepSeconds: number }> {
+  const run = `ranks-${ranks}`;
+  const args = ['--oversubscribe', '-np', String(ranks), process.execPath, path.join(__dirname, '..', 'bin', 'commands', 'train.js'),
+    '--dataset', CHAT, '--fresh_model', '--context_length', String(T), '--batch_size', String(B / ranks), '--learning_rate', '1e-4', '--seed', '1',
+    '--checkpoint_dir', path.join(dir, 'checkpoint'), '--sample_dir', path.join(dir, 'samples'), '--save_every', '0', '--save_time', '0',
+    '--sample_every', '0', '--run_name', run];
+  const child = spawn('mpirun', args, { env: { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  let lines = 0;
+  child.stdout.on('data', (d: Buffer) => {
+    const before = lines;
+    lines += (d.toString().match(/^\[\d+ \| /gm) ?? []).length;
+    if (before < WARMUP + STEPS && lines >= WARMUP + STEPS) child.kill('SIGUSR1');
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  if (code !== 0) throw new Error(`mpirun -np ${ranks} bin/train exited with ${code}`);
+  const steps = readMetrics(path.join(dir, 'checkpoint', run, 'metrics.jsonl')).flatMap((r) => (r.type === 'train' ? [r] : [])).slice(WARMUP);
+  const mean = (f: (r: TrainRecord) => number): number => steps.reduce((a, r) => a + f(r), 0) / steps.length;
+  const stepSeconds = mean((r) => (B * T) / r.tokens_per_s);
+  return { tokensPerSecond: (B * T) / stepSeconds, reduceSeconds: mean((r) => r.reduce_s ?? 0), stepSeconds };
+}
+
 async function encodeThroughput(dir: string, threads: number): Promise<{ mbPerSecond: number; tokensPerSecond: number; mb: number }> {
   const started = performance.now();
   const result = await encodeDataset(path.join(dir, 'text'), path.join(dir, `out-${threads}.tokens`), { tokenizer: loadTokenizer(), threads, chatCheck: 'off' });
@@ -87,6 +115,18 @@ export async function run(): Promise<void> {
     console.log('|---|---:|---:|');
     console.log(`| engine: forward/backward/step (mean of runs before and after) | ${engine.toFixed(0)} (${engine1.toFixed(0)}, ${engine2.toFixed(0)}) | 100% |`);
     console.log(`| lib/train driver (bin/train) | ${driver.toFixed(0)} | ${((100 * driver) / engine).toFixed(1)}% |`);
+
+    if (spawnSync('mpirun', ['--version']).status === 0) {
+      console.log(`\ndata-parallel bin/train under mpirun, 124M, ${B} sequences of ${T} tokens a step in all, CPU threads shared out among the ranks\n`);
+      console.log('| ranks | tokens/s | step s | all-reduce s a step (waits included) |');
+      console.log('|---:|---:|---:|---:|');
+      for (const ranks of [1, 2]) {
+        const r = await ranksTokensPerSecond(dir, ranks);
+        console.log(`| ${ranks} | ${r.tokensPerSecond.toFixed(0)} | ${r.stepSeconds.toFixed(2)} | ${r.reduceSeconds.toFixed(3)} (${((100 * r.reduceSeconds) / r.stepSeconds).toFixed(0)}%) |`);
+      }
+    } else {
+      console.log('\n(no mpirun: the data-parallel rows need Open MPI, `apt-get install openmpi-bin`)');
+    }
 
     // About 95 MB of chat text in 1000 files (the example dataset, each copy with its own numbers so that the
     // tokenizer's word cache does not see only repeats).

@@ -50,7 +50,7 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
 
-  applyComputeFlags(argv);
+  applyComputeFlags(argv, (message) => process.stderr.write(`chat: ${message}\n`));
   const name = argv.restore_from ?? argv.model_name;
   const audiences = argv.audience !== undefined ? [argv.audience] : trainedAudiences(resolveModel(name).dir);
   if (audiences.length === 0) throw new Error(`${name}: no training record lists the audiences; give --audience <name>`);

@@ -5,6 +5,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { formatChatReport } from '../../lib/data/chat_check';
 import { DEFAULT_COMBINE, encodeDataset } from '../../lib/data/dataset';
+import { progressCallback } from '../../lib/download/progress';
 import { resolveModel } from '../../lib/formats/resolve_model';
 import { loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
 
@@ -32,7 +33,8 @@ async function main(): Promise<void> {
   const [dataset, out] = argv._.map(String);
   const tokenizer = argv.tokenizer ? loadTokenizer(argv.tokenizer) : argv.model_name ? modelTokenizer(resolveModel(argv.model_name)) : loadTokenizer();
   const started = performance.now();
-  const result = await encodeDataset(dataset, out, { tokenizer, combine: argv.combine, threads: argv.threads });
+  // On a terminal a bar redrawn in place; in a log, a line every ten seconds.
+  const result = await encodeDataset(dataset, out, { tokenizer, combine: argv.combine, threads: argv.threads, onProgress: progressCallback('encoding') });
   const seconds = (performance.now() - started) / 1000;
   for (const warning of result.warnings) console.log(`warning: ${warning}`);
   if (result.chat) console.log(formatChatReport(result.chat, null));

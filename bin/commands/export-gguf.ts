@@ -17,16 +17,17 @@ async function main(): Promise<void> {
       + 'tied to the token embeddings; layer norms, biases and position embeddings are always float32.')
     .positional('model', { type: 'string', describe: 'model name or folder' })
     .positional('out', { type: 'string', describe: 'the .gguf file to write' })
-    .option('type', { choices: GGUF_WEIGHT_TYPES, default: 'f16' as GgufWeightType, describe: 'type of the weight matrices and token embeddings' })
+    .option('type', { choices: GGUF_WEIGHT_TYPES, default: 'f16' as GgufWeightType, describe: 'type of the weight matrices and token embeddings (q8_0: llama.cpp\'s 8-bit matrices, token embeddings f16)' })
     .example('$0 mom mom-f16.gguf', 'the fine-tuned model models/mom, matrices in float16')
     .example('$0 models/124M gpt2.gguf --type f32', 'full precision')
+    .example('$0 models/1558M gpt2-xl-q8_0.gguf --type q8_0', '8-bit matrices: half the size of f16')
     .demandCommand(2, 'give the model and the file to write')
     .strict()
     .help()
     .parseAsync();
   const [name, out] = argv._.map(String);
   const folder = resolveModel(name);
-  const vocabulary = modelTokenizer(folder).vocab.files;
+  const vocabulary = modelTokenizer(folder).vocab;
   const model = await Model.load(folder.dir, { trainable: false, device: 'cpu' });
   try {
     await writeGguf(out, model, vocabulary, {

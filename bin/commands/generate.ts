@@ -4,7 +4,10 @@ import fs from 'node:fs';
 import readline from 'node:readline';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { END_OF_MESSAGE } from '../../lib/data/chat_format';
+import { resolveModel } from '../../lib/formats/resolve_model';
 import { Generator, GenerateOptions } from '../../lib/generate';
+import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, samplingFlags, samplingOptions } from './sampling_flags';
 
@@ -97,7 +100,7 @@ async function main(): Promise<void> {
     .options(samplingFlags({ temperature: 1, top_k: 0, penalize: 0, seed: 'random seed: the same seed gives the same samples (sample i uses seed + i)' }))
     .option('prompt', { type: 'string', describe: 'prompt text, or a file holding it' })
     .option('interactive', { type: 'boolean', default: false, describe: 'ask for prompts on stdin' })
-    .option('stop', { type: 'string', array: true, describe: 'end a sample where this text appears (repeatable)' })
+    .option('stop', { type: 'string', array: true, describe: `end a sample where this text appears (repeatable; default for a model trained on chat logs: ${END_OF_MESSAGE}, --stop '' for none)` })
     .options(COMPUTE_FLAGS)
     .example('$0 --nsamples 3 --length 100 --top_k 40', 'three unconditional samples from 124M')
     .example('$0 --restore_from checkpoint/run1 --prompt "1|mom|Hi! <EOM>" --penalize 0.85', 'a fine-tuned model')
@@ -113,12 +116,20 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
 
-  applyComputeFlags(argv);
+  applyComputeFlags(argv, (message) => process.stderr.write(`generate: ${message}\n`));
   let promptText: string | undefined = argv.prompt;
   if (promptText !== undefined && promptText !== '' && fs.existsSync(promptText) && fs.statSync(promptText).isFile()) {
     promptText = fs.readFileSync(promptText, 'utf8');
   }
-  const gen = await Generator.load(argv.restore_from ?? argv.model_name, {
+  const name = argv.restore_from ?? argv.model_name;
+  // A model trained on chat logs writes a message and then the next one's, in anyone's voice: by default a
+  // sample is one message.
+  let stop = argv.stop?.filter((s) => s !== '');
+  if (argv.stop === undefined && trainedAudiences(resolveModel(name).dir).length > 0) {
+    stop = [END_OF_MESSAGE];
+    process.stderr.write(`generate: a chat model: each sample stops at ${END_OF_MESSAGE} (--stop '' for none)\n`);
+  }
+  const gen = await Generator.load(name, {
     dtype: argv.dtype,
     threads: argv.threads,
     slots: argv.batch_size,
@@ -128,7 +139,7 @@ async function main(): Promise<void> {
     batchSize: argv.batch_size,
     length: argv.length,
     seed: argv.seed,
-    options: { ...samplingOptions(argv), stop: argv.stop },
+    options: { ...samplingOptions(argv), stop },
   };
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());

@@ -2,8 +2,10 @@
 // exits; a second one exits at once.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { AUDIENCE_RULE, isAudience } from '../../lib/data/chat_format';
 import { createServer } from '../../lib/server/app';
 import { CONFIG_FILE, NoModelsError, serveConfig } from '../../lib/server/discover';
+import { createLog } from '../../lib/server/log';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 
 async function main(): Promise<void> {
@@ -15,7 +17,8 @@ async function main(): Promise<void> {
     .option('config', { type: 'string', describe: `server config file (default ./${CONFIG_FILE})` })
     .option('model', { type: 'string', describe: 'serve this one model folder (or training run folder) without a config file' })
     .option('key', { type: 'string', default: 'chatbot', describe: 'model_key of the --model model' })
-    .option('sanitizer', { type: 'string', default: 'none', describe: 'sanitizer of the --model model ("sanitizers.chatbot", "none", or a module path)' })
+    .option('sanitizer', { type: 'string', describe: 'sanitizer of the --model model ("sanitizers.chatbot", "none", or a module path; default: the chatbot\'s for a model trained on chat logs, else none)' })
+    .option('audience', { type: 'string', describe: "who the --model model (or every model found) answers as; default: the audience its chat data talks to most" })
     .option('host', { type: 'string', describe: 'address to listen on (overrides the config; default 127.0.0.1)' })
     .option('port', { type: 'number', describe: 'port to listen on (overrides the config; default 12345; 0: any free port)' })
     .option('insecure', {
@@ -24,20 +27,22 @@ async function main(): Promise<void> {
       describe: 'listen on an address other than loopback without api_keys (as "insecure": true); without it the server refuses to',
     })
     .options(COMPUTE_FLAGS)
-    .conflicts('config', 'model')
+    .conflicts('config', ['model', 'audience', 'sanitizer'])
     .example('$0', `serve ./${CONFIG_FILE}, or the models in models/ and checkpoint/`)
+    .example('$0 --model checkpoint/chat --audience mom', 'the quick start\'s chat model, answering as mom')
     .example('$0 --model models/124M --port 8080', 'one model')
     .example(`curl -d '{"model_key":"chatbot","raw_text":"How big is the earth?\\n"}' -H 'Content-Type: application/json' http://127.0.0.1:12345/invocations`, 'ask it')
     .check((a) => {
       if (a.port !== undefined && !(Number.isInteger(a.port) && a.port >= 0 && a.port <= 65535)) throw new Error(`--port must be an integer from 0 to 65535, got ${a.port}`);
+      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(a.audience)}`);
       return true;
     })
     .strict()
     .help()
     .parseAsync();
 
-  applyComputeFlags(argv);
-  const config = serveConfig({ config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, cwd: process.cwd() });
+  applyComputeFlags(argv, (message) => createLog({ debug: false })('info', message));
+  const config = serveConfig({ config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, cwd: process.cwd() });
   const server = createServer({ ...config, insecure: config.insecure || argv.insecure });
   await server.listen(argv.port ?? config.port, argv.host ?? config.host);
   let stopping = false;

@@ -1,9 +1,14 @@
 // bin/train: fine-tunes GPT-2 (or trains a fresh one) on a dataset, with the original tools' flags.
-// The work is lib/train/train.ts; this file parses flags and wires Ctrl-C.
+// The work is lib/train/train.ts; this file parses flags, joins the MPI job when mpirun started it, and wires
+// Ctrl-C.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { Ranks, joinLaunchedJob } from '../../lib/train/distributed';
 import { DEFAULT_TRAIN_OPTIONS as D, TrainOptions, checkDataset, train } from '../../lib/train/train';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
+
+// The MPI job this process is a rank of, once joined: an error on any rank then ends every rank.
+let ranks: Ranks | null = null;
 
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
@@ -12,7 +17,8 @@ async function main(): Promise<void> {
       '$0 --dataset <file|folder|glob> [options]\n\n' +
         'Fine-tunes a GPT-2 model on a dataset (text, chat logs, .npz, or a token file from bin/encode), saving ' +
         'checkpoints to checkpoint/<run_name>/ and samples to samples/<run_name>/. Chat files are checked first. ' +
-        'Ctrl-C stops after the current step (with --save_on_ctrlc it saves first); Ctrl-C twice stops at once.',
+        'Ctrl-C stops after the current step (with --save_on_ctrlc it saves first); Ctrl-C twice stops at once. ' +
+        'Started by mpirun, every rank trains its slice of each batch (data-parallel; see README).',
     )
     .option('dataset', { type: 'string', demandOption: true, describe: "input file, folder (recursively) or glob (quoted: 'data/*.train'): UTF-8 text, chat logs, .npz or a bin/encode token file" })
     .option('check', { type: 'boolean', default: false, describe: 'only check the dataset as chat logs (every malformed line, a summary) and exit' })
@@ -54,22 +60,25 @@ async function main(): Promise<void> {
     .option('val_batch_count', { type: 'number', default: D.val_batch_count, describe: 'validation batches' })
     .option('seed', { type: 'number', default: D.seed, describe: 'seed of initialisation, batches and samples (-1: random)' })
     .option('stop_after', { type: 'number', default: D.stop_after, describe: 'stop (and save) when the step count reaches N (0: never)' })
-    .option('threads', { type: 'number', default: D.threads, describe: 'CPU threads (0: one per core)' })
+    .option('threads', { type: 'number', default: D.threads, describe: "CPU threads (0: one per core; under mpirun, per core of the rank's share)" })
+    .option('zero', { choices: [0, 1] as const, default: D.zero as 0 | 1, describe: "under mpirun: 1 shards Adam's moments across the ranks (ZeRO-1)" })
+    .option('collective_timeout', { type: 'number', default: D.collective_timeout, describe: 'under mpirun: seconds a rank waits for the others in a collective before ending the job (0: forever)' })
     .options(COMPUTE_FLAGS)
     .example('$0 --dataset data/combined.train --model_name 124M --batch_size 1 --save_on_ctrlc', 'fine-tune 124M on chat logs')
     .example('$0 --dataset examples/chat/train --check', 'check chat logs without training')
+    .example('mpirun -np 4 $0 --dataset data.tokens --model_name 124M --batch_size 8', 'data-parallel on 4 GPUs (or groups of cores)')
     .wrap(Math.min(120, process.stdout.columns || 100))
     .strict()
     .help()
     .parseAsync();
 
-  applyComputeFlags(argv);
   if (argv.check) {
     const { report, passed } = await checkDataset(argv.dataset, { combine: argv.combine, model_name: argv.model_name, threads: argv.threads });
     console.log(report);
     if (!passed) process.exitCode = 1;
     return;
   }
+  applyComputeFlags(argv, (message) => console.log(message));
 
   const { $0: _script, _: _positional, check: _check, device: _device, precision: _precision, ...flags } = argv;
   const options: Partial<TrainOptions> & { dataset: string } = { dataset: argv.dataset };
@@ -77,20 +86,33 @@ async function main(): Promise<void> {
     if (key in flags) (options as Record<string, unknown>)[key] = (flags as Record<string, unknown>)[key];
   }
 
+  ranks = joinLaunchedJob();
   const abort = new AbortController();
-  process.on('SIGINT', () => {
+  const stop = (signal: NodeJS.Signals): void => {
     if (abort.signal.aborted) {
+      if (signal !== 'SIGINT') return;
       process.stderr.write('\nstopped\n');
+      if (ranks) ranks.abort(130);
       process.exit(130);
     }
-    process.stderr.write(`\nstopping after this step${argv.save_on_ctrlc ? ', then saving' : ' (without saving: --save_on_ctrlc was not given)'}; Ctrl-C again to stop now\n`);
+    if (!ranks || ranks.rank === 0) {
+      process.stderr.write(`\nstopping after this step${argv.save_on_ctrlc ? ', then saving' : ' (without saving: --save_on_ctrlc was not given)'}; Ctrl-C again to stop now\n`);
+    }
     abort.abort();
-  });
-  const result = await train(options, { signal: abort.signal });
-  console.log(`stopped at step ${result.step}${result.checkpoint ? `; checkpoint ${result.checkpoint}` : ''}`);
+  };
+  process.on('SIGINT', stop);
+  // Under mpirun the ranks hear of a stop as the launcher passes it on: Open MPI's mpirun forwards SIGUSR1 and
+  // turns Ctrl-C into SIGTERM (then SIGKILL a second later), MPICH's mpiexec forwards Ctrl-C as SIGINT.
+  if (ranks) for (const signal of ['SIGTERM', 'SIGUSR1'] as const) process.on(signal, stop);
+  const result = await train(options, { signal: abort.signal, ranks });
+  if (!ranks || ranks.rank === 0) console.log(`stopped at step ${result.step}${result.checkpoint ? `; checkpoint ${result.checkpoint}` : ''}`);
+  ranks?.finalize();
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`train: ${err instanceof Error ? err.message : String(err)}\n`);
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`train: ${ranks ? `rank ${ranks.rank} of ${ranks.size}: ` : ''}${message}\n`);
+  // One rank's error ends the job: the other ranks would otherwise wait for it in their next collective.
+  if (ranks && ranks.size > 1) ranks.abort(1);
   process.exitCode = 1;
 });

@@ -1,7 +1,13 @@
 #!/usr/bin/env node
 // Writes the example chat dataset (examples/chat/train/*.train for training, examples/chat/valid.train for
-// validation): made-up conversations in the chat format
-// (flag|audience|message <EOM>), varied enough for a small model to learn who says what to whom.
+// validation): made-up conversations in the chat format (flag|audience|message <EOM>), a blank line between
+// conversations as bin/import-chat writes them, varied enough for a small model to learn who says what to whom,
+// and how each audience answers what you say.
+//
+// The split is by conversation, and no line of valid.train appears in the training files: every possible line
+// (each template with each filling of its blanks) belongs to one side of the split by a hash of its text, and
+// each conversation is written from its side's lines alone. The validation loss thus measures messages the model
+// has never seen, not ones it could have memorised.
 // Deterministic: `node examples/chat/generate.js` rewrites the same files. No dependencies.
 'use strict';
 const fs = require('node:fs');
@@ -28,76 +34,166 @@ const words = {
   pet: ['the cat', 'Biscuit', 'the dog', 'the goldfish', 'Pepper'],
   feeling: ['tired', 'great', 'a bit stressed', 'happy', 'excited', 'pretty good', 'sleepy', 'busy but fine'],
   project: ['the quarterly report', 'the launch', 'the budget sheet', 'the client deck', 'the migration', 'the demo'],
+  activity: ['gardening', 'baking', 'reading', 'painting', 'knitting', 'sewing', 'cleaning'],
 };
-const fill = (template) => template.replace(/\{(\w+)\}/g, (_, k) => pick(words[k]));
 
-// Each audience has its own voice: their lines (flag 0) and what "you" say to them (flag 1).
+// Each audience has its own voice: what they say unprompted (theirs), what "you" say to them (yours), and
+// exchanges: something you say, then how they answer it.
 const audiences = {
   mom: {
-    theirs: ['Hi sweetie! <EOM>', 'Did you eat yet? <EOM>', 'I made {food}, come by if you want some. <EOM>', 'It is {weather} here. Wear a jacket! <EOM>',
-      'Call your grandmother, she misses you. <EOM>', 'Are you sleeping enough? <EOM>', 'Love you! <EOM>', 'Dad says hi. <EOM>',
-      'Can you help me with {thing} {day}? <EOM>', 'I saw {show}, you would love it. <EOM>', 'How was your week? <EOM>', 'Drive safe! <EOM>'],
-    yours: ['Hi Mom! <EOM>', 'How are you doing, Mom? <EOM>', 'Yes, I had {food}. <EOM>', 'I will come by {day} around {time}. <EOM>',
-      'Love you too! <EOM>', 'I am {feeling}, thanks for asking. <EOM>', 'Sure, I can look at {thing}. <EOM>', 'Tell Dad I said hi. <EOM>',
-      'It is {weather} here too. <EOM>', 'I will call Grandma {day}. <EOM>', 'Thanks Mom! <EOM>'],
+    theirs: ['Hi sweetie!', 'Did you eat yet?', 'I made {food}, come by if you want some.', 'It is {weather} here. Wear a jacket!',
+      'Call your grandmother, she misses you.', 'Are you sleeping enough?', 'Love you!', 'Dad says hi.',
+      'Can you help me with {thing} {day}?', 'I saw {show}, you would love it.', 'How was your week?', 'Drive safe!'],
+    yours: ['Hi Mom!', 'Yes, I had {food}.', 'I will come by {day} around {time}.', 'Love you too!', 'I am {feeling}, thanks for asking.',
+      'Sure, I can look at {thing}.', 'Tell Dad I said hi.', 'It is {weather} here too.', 'I will call Grandma {day}.', 'Thanks Mom!'],
+    exchanges: [
+      ['How are you doing, Mom?', 'I am good, sweetie. I spent the day {activity}.'],
+      ['How was your day?', 'It was lovely. I spent the morning {activity}, and I made {food} for dinner.'],
+      ['How was your day?', 'A quiet one. Dad fixed {thing} and I did some {activity}.'],
+      ['What are you doing {day}?', 'Nothing much, some {activity}. Come over for {food}!'],
+      ['What is for dinner?', 'I am making {food}. There is plenty if you want to come by.'],
+      ['I am {feeling} today.', 'Oh honey, get some rest. I love you.'],
+      ['Did you watch {show}?', 'Yes! Your father fell asleep halfway through, as always.'],
+      ['Can I come over {day}?', 'Of course! I will make {food}.'],
+      ['I got the job!', 'I am so proud of you! We have to celebrate.'],
+      ['Good night, Mom.', 'Good night, sweetie. Sleep well.'],
+    ],
   },
   dad: {
-    theirs: ['Hey kiddo. <EOM>', 'Did you check the oil in {thing}? <EOM>', 'Game is on {day}, you coming? <EOM>', 'Mom made {food}. <EOM>',
-      'Fixed {thing} myself. Only took three hours. <EOM>', 'What is the wifi password again? <EOM>', 'Proud of you. <EOM>', 'Ok. <EOM>'],
-    yours: ['Hey Dad! <EOM>', 'Not yet, I will {day}. <EOM>', 'I will be there at {time}. <EOM>', 'Nice work on {thing}! <EOM>',
-      'It is on the fridge, Dad. <EOM>', 'Thanks Dad. <EOM>', 'Save me some {food}. <EOM>'],
+    theirs: ['Hey kiddo.', 'Did you check the oil in {thing}?', 'Game is on {day}, you coming?', 'Mom made {food}.',
+      'Fixed {thing} myself. Only took three hours.', 'What is the wifi password again?', 'Proud of you.', 'Ok.'],
+    yours: ['Hey Dad!', 'Not yet, I will {day}.', 'I will be there at {time}.', 'Nice work on {thing}!',
+      'It is on the fridge, Dad.', 'Thanks Dad.', 'Save me some {food}.'],
+    exchanges: [
+      ['How are you, Dad?', 'Doing fine. Spent the day on {thing}.'],
+      ['How was your day?', 'Long day. Had to fix {thing} again.'],
+      ['Are you watching {show}?', 'Wouldn\'t miss it. Come watch it with me {day}.'],
+      ['Can you help me with {thing}?', 'Sure, bring it over {day} and we will take a look.'],
+      ['What are you doing {day}?', 'Working on {thing}. Want to help?'],
+      ['I am {feeling}.', 'Hang in there, kiddo. Call me if you need anything.'],
+      ['Good night, Dad.', 'Night, kiddo.'],
+    ],
   },
   sam: {
-    theirs: ['yo <EOM>', 'you free {day}? <EOM>', 'lets get {food} at {place} <EOM>', 'did you see {show}?? <EOM>', 'haha no way <EOM>',
-      'running late, 10 min <EOM>', 'its {weather} lol <EOM>', 'bring snacks <EOM>', 'pizza or tacos? <EOM>', 'ok deal <EOM>'],
-    yours: ['hey! <EOM>', 'yeah I am free {day} <EOM>', 'sounds good, {place} at {time}? <EOM>', 'omg yes, {show} was wild <EOM>',
-      'lol <EOM>', 'no worries <EOM>', 'tacos | always tacos <EOM>', 'I am {feeling} today <EOM>', 'see you there <EOM>'],
+    theirs: ['yo', 'you free {day}?', 'lets get {food} at {place}', 'did you see {show}??', 'haha no way',
+      'running late, 10 min', 'its {weather} lol', 'bring snacks', 'pizza or tacos?', 'ok deal'],
+    yours: ['hey!', 'yeah I am free {day}', 'sounds good, {place} at {time}?', 'omg yes, {show} was wild',
+      'lol', 'no worries', 'I am {feeling} today', 'see you there'],
+    exchanges: [
+      ['how are you?', 'good! just got back from {place}'],
+      ['how was your day?', 'pretty chill, had {food} at {place}'],
+      ['want to hang out {day}?', 'yes! {place} at {time}?'],
+      ['what are you up to?', 'nothing, watching {show} lol'],
+      ['did you see {show}?', 'yes omg, that ending'],
+      ['I am {feeling}', 'same honestly, lets get {food}'],
+    ],
   },
   team: {
-    theirs: ['Morning all. <EOM>', 'Can someone review {project}? <EOM>', 'Standup moved to {time}. <EOM>', 'Heads up: {thing} is down again. <EOM>',
-      'Great job on {project}, everyone. <EOM>', 'Status on {project}? <EOM>', 'Who is out {day}? <EOM>', 'Thanks! <EOM>'],
-    yours: ['Morning! <EOM>', 'I can review {project} {day}. <EOM>', 'Works for me. <EOM>', 'On it. <EOM>', '{project} is almost done, ETA {day}. <EOM>',
-      'I am out {day}, back after. <EOM>', 'Filed a ticket for {thing}. <EOM>', 'Sounds good, thanks. <EOM>'],
+    theirs: ['Morning all.', 'Can someone review {project}?', 'Standup moved to {time}.', 'Heads up: {thing} is down again.',
+      'Great job on {project}, everyone.', 'Status on {project}?', 'Who is out {day}?', 'Thanks!'],
+    yours: ['Morning!', 'I can review {project} {day}.', 'Works for me.', 'On it.', '{project} is almost done, ETA {day}.',
+      'I am out {day}, back after.', 'Filed a ticket for {thing}.', 'Sounds good, thanks.'],
+    exchanges: [
+      ['How is {project} going?', 'Almost there. We should be done by {day}.'],
+      ['How was your day?', 'Busy. We shipped {project} and fixed {thing}.'],
+      ['Can we meet {day}?', 'Sure, {time} works for me.'],
+      ['Is {thing} working again?', 'Not yet, I filed a ticket this morning.'],
+      ['I finished {project}.', 'Great work, thanks! I will take a look {day}.'],
+    ],
   },
   grandma: {
-    theirs: ['Hello dear, is this thing working? <EOM>', 'I baked cookies. <EOM>', 'When are you visiting? <EOM>', '{pet} knocked over the plant again. <EOM>',
-      'You are getting so grown up. <EOM>', 'It is {weather} today. <EOM>', 'Bring an umbrella! <EOM>'],
-    yours: ['Hi Grandma! It works! <EOM>', 'I will visit {day}. <EOM>', 'Save me a cookie! <EOM>', 'Oh no, poor plant. <EOM>', 'Love you Grandma. <EOM>',
-      'I am {feeling}, how are you? <EOM>'],
+    theirs: ['Hello dear, is this thing working?', 'I baked cookies.', 'When are you visiting?', '{pet} knocked over the plant again.',
+      'You are getting so grown up.', 'It is {weather} today.', 'Bring an umbrella!'],
+    yours: ['Hi Grandma! It works!', 'I will visit {day}.', 'Save me a cookie!', 'Oh no, poor plant.', 'Love you Grandma.',
+      'I am {feeling}, how are you?'],
+    exchanges: [
+      ['How are you, Grandma?', 'I am well, dear. I have {pet} for company.'],
+      ['How was your day?', 'Very nice, dear. I did some {activity} and baked cookies.'],
+      ['What are you doing {day}?', 'Oh, a little {activity}. Will you come by?'],
+      ['I will visit {day}.', 'Wonderful! I will bake your favorite cookies.'],
+      ['I am {feeling}.', 'You work too hard, dear. Come have some tea.'],
+    ],
   },
   alex: {
-    theirs: ['hey, how did the interview go? <EOM>', 'want to study at {place} {day}? <EOM>', 'I cannot find my notes for {project} <EOM>', 'feeding {pet} now <EOM>',
-      'movie night {day}? <EOM>', 'I am so {feeling} <EOM>'],
-    yours: ['it went well I think! <EOM>', 'sure, {place} at {time} <EOM>', 'check the shared folder <EOM>', 'movie night yes! <EOM>', 'same honestly <EOM>',
-      'did you feed {pet}? <EOM>'],
+    theirs: ['hey, how did the interview go?', 'want to study at {place} {day}?', 'I cannot find my notes for {project}', 'feeding {pet} now',
+      'movie night {day}?', 'I am so {feeling}'],
+    yours: ['it went well I think!', 'sure, {place} at {time}', 'check the shared folder', 'movie night yes!', 'same honestly',
+      'did you feed {pet}?'],
+    exchanges: [
+      ['how are you?', 'I am {feeling}, long day at {place}'],
+      ['how was your day?', 'not bad, studied at {place} all afternoon'],
+      ['want to study {day}?', 'yes please, {place} at {time}?'],
+      ['did you find your notes?', 'yes, they were in the shared folder'],
+    ],
   },
 };
 
-function conversation(name) {
+// Every way a template's blanks can be filled, in a fixed order.
+function fillings(template) {
+  let texts = [''];
+  for (const part of template.split(/(\{\w+\})/)) {
+    const slot = /^\{(\w+)\}$/.exec(part);
+    const options = slot ? words[slot[1]] : [part];
+    texts = texts.flatMap((t) => options.map((o) => t + o));
+  }
+  // A message that starts with a blank starts with a capital, as the sentences around it do.
+  return template.startsWith('{') ? texts.map((t) => t.charAt(0).toUpperCase() + t.slice(1)) : texts;
+}
+
+// FNV-1a of a line: which side of the split it belongs to (one line in eight is held out for validation).
+function heldOut(line) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < line.length; i++) h = Math.imul(h ^ line.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % 8 === 0;
+}
+
+// A line of `side` for the split, from one of `templates` picked at random; null when none of them has one.
+function line(templates, side, audience, valid) {
+  const usable = templates
+    .map((t) => fillings(t).map((text) => `${side}|${audience}|${text} <EOM>`).filter((l) => heldOut(l) === valid))
+    .filter((lines) => lines.length > 0);
+  return usable.length === 0 ? null : pick(pick(usable));
+}
+
+// An exchange (what you say, their answer) whose two lines are both on the split's side, or null.
+function exchange(name, valid) {
+  for (let tries = 0; tries < 20; tries++) {
+    const [yours, theirs] = pick(audiences[name].exchanges);
+    const ask = line([yours], 1, name, valid);
+    const answer = line([theirs], 0, name, valid);
+    if (ask && answer) return [ask, answer];
+  }
+  return null;
+}
+
+function conversation(name, valid) {
   const a = audiences[name];
   const lines = [];
-  let fromYou = chance(0.5);
   const length = 3 + Math.floor(rand() * 8);
-  for (let i = 0; i < length; i++) {
-    lines.push(`${fromYou ? 1 : 0}|${name}|${fill(pick(fromYou ? a.yours : a.theirs))}`);
-    // Turns mostly alternate; sometimes one side sends two messages in a row.
-    if (!chance(0.2)) fromYou = !fromYou;
+  // Some conversations open with them; then mostly exchanges, with a few messages of either side between.
+  if (chance(0.4)) lines.push(line(a.theirs, 0, name, valid));
+  while (lines.length < length) {
+    const r = rand();
+    if (r < 0.6) lines.push(...(exchange(name, valid) ?? []));
+    else if (r < 0.8) lines.push(line(a.yours, 1, name, valid));
+    else lines.push(line(a.theirs, 0, name, valid));
   }
-  return lines;
+  return lines.filter((l) => l !== null);
 }
 
-function writeFile(file, names, conversations) {
-  const lines = [];
-  for (let i = 0; i < conversations; i++) lines.push(...conversation(pick(names)));
+function writeFile(file, names, conversations, valid) {
+  const blocks = [];
+  for (let i = 0; i < conversations; i++) blocks.push(conversation(pick(names), valid).join('\n'));
   fs.mkdirSync(path.dirname(path.join(__dirname, file)), { recursive: true });
-  fs.writeFileSync(path.join(__dirname, file), `${lines.join('\n')}\n`);
-  return lines.length;
+  fs.writeFileSync(path.join(__dirname, file), `${blocks.join('\n\n')}\n`);
+  return blocks.join('\n').split('\n').length;
 }
 
+// Mom is the one "you" talk to most, so the chatbot answers as her unless asked otherwise.
 const counts = [
-  ['train/family.train', writeFile('train/family.train', ['mom', 'dad', 'grandma'], 480)],
-  ['train/friends.train', writeFile('train/friends.train', ['sam', 'alex'], 440)],
-  ['train/work.train', writeFile('train/work.train', ['team'], 240)],
-  ['valid.train', writeFile('valid.train', Object.keys(audiences), 80)],
+  ['train/family.train', writeFile('train/family.train', ['mom', 'mom', 'dad', 'grandma'], 520, false)],
+  ['train/friends.train', writeFile('train/friends.train', ['sam', 'alex'], 400, false)],
+  ['train/work.train', writeFile('train/work.train', ['team'], 200, false)],
+  ['valid.train', writeFile('valid.train', Object.keys(audiences), 80, true)],
 ];
 console.log(counts.map(([file, n]) => `${file}: ${n} lines`).join(', '));

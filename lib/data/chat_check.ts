@@ -84,8 +84,9 @@ function megabytes(bytes: number): string {
 }
 
 // The report a person reads: every malformed line (up to maxIssues), then the summary. `tokens` is the
-// dataset's token count when known.
-export function formatChatReport(s: ChatSummary, tokens: number | null, maxIssues = Infinity): string {
+// dataset's token count when known. warnSmall: warn that so little chat overfits a pre-trained model (not for a
+// model trained from scratch, nor for a validation set).
+export function formatChatReport(s: ChatSummary, tokens: number | null, maxIssues = Infinity, warnSmall = true): string {
   const out: string[] = [];
   for (const issue of s.issues.slice(0, maxIssues)) {
     const shown = issue.text.length > 80 ? `${issue.text.slice(0, 77)}...` : issue.text;
@@ -103,8 +104,8 @@ export function formatChatReport(s: ChatSummary, tokens: number | null, maxIssue
     const more = s.audiences.length > shownAudiences.length ? `, and ${s.audiences.length - shownAudiences.length} more` : '';
     out.push(`  per audience: ${list}${more}`);
   }
-  if (s.bytes < SMALL_DATASET_BYTES) {
-    out.push(`  warning: ${megabytes(s.bytes)} of chat text is little; a 124M model overfits on less than about 2 MB`);
+  if (warnSmall && s.bytes < SMALL_DATASET_BYTES) {
+    out.push(`  warning: ${megabytes(s.bytes)} of chat text is little to fine-tune on: a 124M model overfits on less than about 2 MB (a small --fresh_model suits it)`);
   }
   return out.join('\n');
 }

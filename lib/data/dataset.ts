@@ -2,8 +2,10 @@
 // text files are read in order and joined with <|endoftext|> into chunks of at least `combine` characters,
 // then encoded; an .npz adds its arrays as chunks; a token file (bin/encode) is read in place. Text files are
 // checked to be text (text_file.ts) and chat files to be well formed (chat_check.ts) on the way.
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { progressCallback } from '../download/progress';
 import { END_OF_TEXT, EncoderPool, Tokenizer } from '../tokenizer';
 import { ChatChecker, ChatSummary, MalformedChatError } from './chat_check';
 import { looksLikeChat } from './chat_format';
@@ -19,6 +21,8 @@ export const DEFAULT_COMBINE = 50000;
 // workers would cost more than they save.
 const FLUSH_CHARS = 64 << 20;
 const PARALLEL_MIN_CHARS = 1 << 20;
+// Below this much text, encoding takes about a second on two cores: too short for a progress bar of its own.
+const PROGRESS_MIN_BYTES = 32 << 20;
 
 // Which text files go through the chat checker: those that look like chat (auto), all, or none.
 export type ChatCheckMode = 'auto' | 'all' | 'off';
@@ -29,6 +33,9 @@ export interface DatasetOptions {
   chatCheck?: ChatCheckMode;  // default auto
   threads?: number;         // encoding threads; default one per core
   log?: (line: string) => void;
+  // Encoding progress in bytes of the text files, as the workers finish their pieces. Absent: a progress bar on
+  // stderr when it is a terminal and there are over 32 MB of text (bin/train's encoding step); null: none.
+  onProgress?: ((bytes: number, totalBytes: number) => void) | null;
 }
 
 export interface Dataset {
@@ -55,18 +62,38 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
   const chatCheck = options.chatCheck ?? 'auto';
   const { tokenizer } = options;
   const threads = options.threads ?? os.availableParallelism();
+  const totalBytes = parts.reduce((sum, p) => sum + (p.kind === 'text' ? fs.statSync(p.file).size : 0), 0);
+  const onProgress = options.onProgress === undefined
+    ? (process.stderr.isTTY && totalBytes > PROGRESS_MIN_BYTES ? progressCallback('encoding') : null)
+    : options.onProgress;
+  let reported = -1;
+  const report = (done: number): void => {
+    const at = Math.min(Math.round(done), totalBytes);
+    if (onProgress && totalBytes > 0 && at !== reported) onProgress(at, totalBytes);
+    reported = at;
+  };
   let pool: EncoderPool | null = null;
   let pending: string[] = [];
   let pendingChars = 0;
   let raw = '';
   let bytes = 0;
+  // Bytes of text files read into `raw` and `pending`, and of those encoded.
+  let rawBytes = 0;
+  let pendingBytes = 0;
+  let encodedBytes = 0;
   const flush = async (): Promise<void> => {
     const texts = pending;
+    const textBytes = pendingBytes;
     const small = pendingChars < PARALLEL_MIN_CHARS || threads <= 1;
     pending = [];
     pendingChars = 0;
+    pendingBytes = 0;
     if (!small) pool ??= new EncoderPool({ threads, vocabDir: path.dirname(tokenizer.vocab.files.encoderPath) });
-    const encoded = small ? texts.map((t) => tokenizer.encode(t, { allowSpecial: true })) : await (pool as EncoderPool).encode(texts, { allowSpecial: true });
+    const encoded = small
+      ? texts.map((t) => tokenizer.encode(t, { allowSpecial: true }))
+      : await (pool as EncoderPool).encode(texts, { allowSpecial: true, onProgress: (doneChars, totalChars) => report(encodedBytes + (textBytes * doneChars) / totalChars) });
+    encodedBytes += textBytes;
+    report(encodedBytes);
     for (const tokens of encoded) {
       sink.append(tokens);
       sink.endChunk();
@@ -84,20 +111,25 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
       }
       const { text, bytes: size, warnings: fileWarnings } = readTextFile(part.file);
       bytes += size;
+      rawBytes += size;
       warnings.push(...fileWarnings);
       if (checker && (chatCheck === 'all' || looksLikeChat(text))) checker.add(part.file, text);
       raw += text;
       if (raw.length >= combine) {
         pending.push(raw);
         pendingChars += raw.length;
+        pendingBytes += rawBytes;
         raw = '';
+        rawBytes = 0;
         if (pendingChars >= FLUSH_CHARS) await flush();
       } else {
         raw += END_OF_TEXT;
       }
     }
     if (raw) pending.push(raw);
+    pendingBytes += rawBytes;
     await flush();
+    report(totalBytes);
   } finally {
     await (pool as EncoderPool | null)?.close();
   }

@@ -45,12 +45,17 @@ export class WindowSampler {
   }
 
   // B windows of length T + 1 = this.length, split into inputs (first T tokens) and targets (last T) of B x T.
-  batch(rng: Rng, B: number, inputs: Int32Array, targets: Int32Array): void {
+  // With `rows`, only the windows [rows.first, rows.first + rows.count) of the B drawn are read, into rows.count x T:
+  // a data-parallel rank's slice of the global batch, drawn as one rank would draw it all.
+  batch(rng: Rng, B: number, inputs: Int32Array, targets: Int32Array, rows = { first: 0, count: B }): void {
     const T = this.length - 1;
     for (let b = 0; b < B; b++) {
-      this.source.read(this.drawStart(rng), this.row);
-      inputs.set(this.row.subarray(0, T), b * T);
-      targets.set(this.row.subarray(1), b * T);
+      const start = this.drawStart(rng);
+      const row = b - rows.first;
+      if (row < 0 || row >= rows.count) continue;
+      this.source.read(start, this.row);
+      inputs.set(this.row.subarray(0, T), row * T);
+      targets.set(this.row.subarray(1), row * T);
     }
   }
 }

@@ -22,9 +22,11 @@ function plannedMemory(config: NativeConfig, options: NativeOptions): MemoryPlan
   const { nLayer: L, nHead: NH, nEmbd: C, nCtx, vocabSize: V } = config;
   const matrices = 12 * L * C * C;
   const params = V * C + nCtx * C + matrices + 13 * L * C + 2 * C;
-  const weightBytes = (options.weightDtype ?? 'f32') === 'f32' ? 4 : 2;
+  const dtype = options.weightDtype ?? 'f32';
+  const weightBytes = dtype === 'f32' ? 4 : 2;
   const trainable = (options.trainable ?? true) && weightBytes === 4;
-  const weights = (params + matrices) * weightBytes;
+  // q8_0: the matrices at 34 bytes a block of 32 rows, the other parameters at 2 bytes.
+  const weights = dtype === 'q8_0' ? (params - matrices) * 2 + (matrices / 32) * 34 : (params + matrices) * weightBytes;
   const training = trainable ? 3 * params * 4 : 0;
   let activations = 0;
   if (weightBytes === 4) {

@@ -12,6 +12,7 @@ import {
   NativeTensorInfo,
 } from './native';
 import { hfConfigFields, inspectModelFolder } from '../formats/model_folder';
+import { GGML_TYPE, GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf, transpose } from '../formats/gguf';
 import { openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { checkMemoryPlan } from './memory_plan';
 import { writeTextAtomic } from '../util/atomic_file';
@@ -47,6 +48,12 @@ interface ConfigSource {
 }
 
 const CREATED: ConfigSource = { where: 'Model.create config', fieldName: (key) => key };
+
+// The GGUF metadata (or tensor) each size comes from (formats/gguf.ts, ggufConfig).
+const GGUF_FIELDS: Readonly<Record<keyof GPT2Config, string>> = {
+  nLayer: 'gpt2.block_count', nHead: 'gpt2.attention.head_count', nEmbd: 'gpt2.embedding_length', nCtx: 'gpt2.context_length',
+  vocabSize: 'token_embd.weight',
+};
 
 // The config fields readHFConfig does not read, which this engine does not let vary.
 function checkComputeConfig(file: string, c: Record<string, unknown>): void {
@@ -115,7 +122,7 @@ export class Model {
   private weightChanges = 0;
   private disposed = false;
 
-  private constructor(config: GPT2Config, options: ModelOptions, source: ConfigSource) {
+  private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource) {
     this.config = { ...config };
     const nativeOptions: NativeOptions = {
       ...options,
@@ -136,6 +143,7 @@ export class Model {
 
   static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
     const folder = inspectModelFolder(dir);
+    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, options);
     if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
       throw new Error(`${dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${dir} <output folder>\``);
     }
@@ -153,6 +161,29 @@ export class Model {
       throw err;
     } finally {
       file.close();
+    }
+  }
+
+  // A GGUF file of llama.cpp's "gpt2" architecture (formats/gguf.ts): the config from its metadata, the tensors by
+  // llama.cpp's names, q8_0 ones expanded to float32 exactly (and quantized again into the very same blocks when the
+  // model stores q8_0).
+  private static loadGguf(file: string, options: ModelOptions): Model {
+    const g = openGguf(file);
+    let model: Model | null = null;
+    try {
+      const config = ggufConfig(g);
+      const quantized = g.tensors.find((t) => t.type === GGML_TYPE.q8_0);
+      if (quantized && (options.trainable ?? true)) {
+        throw new Error(`${file}: tensor "${quantized.name}" is q8_0: 8-bit weights are for inference only, and dixie does not train from them (load with trainable: false, or train from a float32, f16 or bf16 model)`);
+      }
+      model = new Model(config, options, { where: file, fieldName: (key) => GGUF_FIELDS[key] });
+      model.loadGgufWeights(g);
+      return model;
+    } catch (err) {
+      model?.dispose();
+      throw err;
+    } finally {
+      g.close();
     }
   }
 
@@ -203,6 +234,39 @@ export class Model {
       throw new Error(`${file.path}: missing tensor${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')}`);
     }
     if (lmHead) this.checkTiedHead(file, lmHead);
+  }
+
+  // Every tensor of a GGUF file into native memory, one at a time: names, dims (innermost first) and completeness
+  // checked as for safetensors; an output.weight must repeat token_embd.weight, the head being tied.
+  private loadGgufWeights(g: GgufFile): void {
+    const loaded = new Set<string>();
+    for (const t of g.tensors) {
+      if (t.name === GGUF_OUTPUT) continue;
+      const hf = hfTensorOf(t.name);
+      const info = hf ? this.byName.get(hf.name) : undefined;
+      if (!hf || !info) throw new Error(`${g.path}: tensor "${t.name}" is not a parameter of llama.cpp's "gpt2" architecture`);
+      // ggml's dims are innermost first; a Conv1D matrix is stored [out][in], its dims [in, out].
+      const dims = hf.transposed ? info.shape : [...info.shape].reverse();
+      if (!sameShape(t.dims, dims)) {
+        throw new Error(`${g.path}: tensor "${t.name}" has dims [${t.dims.join(', ')}] but the metadata implies [${dims.join(', ')}]`);
+      }
+      const values = g.values(t);
+      const data = hf.transposed ? transpose(values, info.shape[1], info.shape[0]) : values;
+      const dtype = data instanceof Float32Array ? 'F32' : t.type === GGML_TYPE.f16 ? 'F16' : 'BF16';
+      const bad = firstNonFinite(data, dtype);
+      if (bad) throw new Error(`${g.path}: tensor "${t.name}" (${ggmlTypeName(t.type)}) has ${bad.value} at element ${bad.index}`);
+      this.native.writeParams(info.offset, data, dtype === 'F32' ? 'f32' : dtype === 'F16' ? 'f16' : 'bf16');
+      loaded.add(info.name);
+    }
+    const missing = this.tensors.filter((t) => !loaded.has(t.name)).map((t) => t.name);
+    if (missing.length > 0) {
+      throw new Error(`${g.path}: missing tensor${missing.length > 1 ? 's' : ''} for ${missing.map((m) => `"${m}"`).join(', ')}`);
+    }
+    const head = g.tensor(GGUF_OUTPUT);
+    const wte = g.tensor('token_embd.weight');
+    if (head && wte && (head.type !== wte.type || !sameShape(head.dims, wte.dims) || !Buffer.from(g.read(head)).equals(Buffer.from(g.read(wte))))) {
+      throw new Error(`${g.path}: tensor "${GGUF_OUTPUT}" differs from token_embd.weight; dixie ties the output head to the token embeddings and cannot load an untied head`);
+    }
   }
 
   private readTensor(file: SafetensorsFile, name: string): Float32Array | Uint16Array {
@@ -275,7 +339,7 @@ export class Model {
   // Immediate when nothing is queued; otherwise runs after the queued calls. Either way the errors it can meet
   // (disposed, no gradients) are thrown here.
   zeroGrad(): void {
-    if (this.native.memory().grads === 0) throw new Error('zeroGrad: the model has no gradients (trainable: false or 16-bit weights)');
+    if (this.native.memory().grads === 0) throw new Error('zeroGrad: the model has no gradients (trainable: false, or 16-bit or 8-bit weights)');
     if (this.pending === 0) this.native.zeroGrad();
     else this.enqueue(() => this.native.zeroGrad()).catch(() => undefined);
   }
@@ -337,24 +401,57 @@ export class Model {
     });
   }
 
+  // Adam's moments as tensors m.<name> and v.<name>. Data-parallel with ZeRO-1 each rank holds a shard of them and
+  // reading is collective: rank 0, which writes the file in an order of the writer's choosing, announces each
+  // tensor before reading it, and the other ranks read along (followOptimizerSave) until it announces the end.
+  private optimizerTensors(): TensorToWrite[] {
+    const tensors: TensorToWrite[] = [];
+    for (const slot of ['m', 'v'] as const) {
+      for (const t of this.tensors) {
+        const index = tensors.length;
+        tensors.push({
+          name: `${slot}.${t.name}`,
+          dtype: 'F32',
+          shape: t.shape,
+          data: () => {
+            this.rank0OptimizerRead(index);
+            const out = new Float32Array(t.numel);
+            this.native.readOptimizerState(slot, t.offset, out);
+            return out;
+          },
+        });
+      }
+    }
+    return tensors;
+  }
+
+  // The index of the tensor rank 0 reads next (-1: none), on every rank of a ZeRO-1 job, where rank 0 passes it
+  // and the others anything; elsewhere the index passed.
+  private rank0OptimizerRead(index: number): number {
+    if (this.options.dataParallel?.zero !== 1) return index;
+    const word = new Float64Array([index]);
+    loadAddon().initDistributed().broadcast(new Uint8Array(word.buffer), 0);
+    return word[0];
+  }
+
   saveOptimizer(file: string): Promise<void> {
     return this.enqueue(async () => {
-      const tensors: TensorToWrite[] = [];
-      for (const slot of ['m', 'v'] as const) {
-        for (const t of this.tensors) {
-          tensors.push({
-            name: `${slot}.${t.name}`,
-            dtype: 'F32',
-            shape: t.shape,
-            data: () => {
-              const out = new Float32Array(t.numel);
-              this.native.readOptimizerState(slot, t.offset, out);
-              return out;
-            },
-          });
-        }
+      try {
+        await writeSafetensors(file, this.optimizerTensors(), { step: String(this.native.optimizerStepCount()) });
+      } finally {
+        this.rank0OptimizerRead(-1);
       }
-      await writeSafetensors(file, tensors, { step: String(this.native.optimizerStepCount()) });
+    });
+  }
+
+  // The other ranks' part of saveOptimizer under ZeRO-1 (see optimizerTensors); nothing otherwise.
+  followOptimizerSave(): Promise<void> {
+    return this.enqueue(() => {
+      if (this.options.dataParallel?.zero !== 1) return;
+      for (let index = this.rank0OptimizerRead(-1); index >= 0; index = this.rank0OptimizerRead(-1)) {
+        const t = this.tensors[index % this.tensors.length];
+        this.native.readOptimizerState(index < this.tensors.length ? 'm' : 'v', t.offset, new Float32Array(t.numel));
+      }
     });
   }
 

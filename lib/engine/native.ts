@@ -2,7 +2,11 @@
 // backend goes through these few calls: big buffers in and out, heavy work as promises run off the event loop.
 import path from 'node:path';
 
-export type WeightDType = 'f32' | 'f16' | 'bf16';
+// How weights are stored: float32, 16-bit, or llama.cpp's 8-bit Q8_0 (the layer matrices as int8 by blocks of 32
+// rows with an f16 scale each, the other parameters f16). All but f32 are for inference only.
+export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0';
+// The types of data written into a model (writeParams); a q8_0 model quantizes what it is given.
+export type SourceDType = 'f32' | 'f16' | 'bf16';
 // 'auto': CUDA when the addon was built with it and a GPU is present, else the CPU (with one notice on stderr).
 export type DeviceRequest = 'cpu' | 'cuda' | 'auto';
 // CUDA only (the CPU computes in float32 either way): 'bf16' is mixed precision, with bf16 activations and
@@ -23,9 +27,13 @@ export interface NativeOptions {
   maxSeq?: number;         // absent: nCtx
   recompute?: boolean;     // memory-saving gradients
   trainable?: boolean;     // false: inference only (no gradients, optimizer state or training activations)
-  weightDtype?: WeightDType;  // f16/bf16: inference only
+  weightDtype?: WeightDType;  // f16/bf16/q8_0: inference only
   device?: DeviceRequest;     // default 'auto'
   precision?: Precision;      // default 'f32'
+  // Train data-parallel with the ranks of this MPI job (initDistributed first): step() averages the gradients over
+  // them. zero 1 (ZeRO-1) keeps Adam's moments of this rank's shard only, and makes reading the optimizer state
+  // collective. microBatches: backwards per step (the last one may start the reduction on the GPU).
+  dataParallel?: { zero?: 0 | 1; microBatches?: number };
 }
 
 export interface NativeTensorInfo {
@@ -38,7 +46,7 @@ export interface NativeTensorInfo {
 
 // Bytes by kind.
 export interface NativeMemory {
-  params: number;  // the weights (on the CPU, a 16-bit model's layer matrices are stored in panel layout)
+  params: number;  // the weights (on the CPU, a 16-bit or 8-bit model's layer matrices are stored in panel layout)
   grads: number;
   optimizer: number;
   activations: number;
@@ -69,7 +77,8 @@ export interface NativeModel {
   memory(): NativeMemory;
   device(): string;
 
-  writeParams(offset: number, src: Float32Array | Uint16Array, dtype: WeightDType): void;
+  // A q8_0 model takes its layer matrices in whole groups of 32 rows (it quantizes them by blocks of 32 rows).
+  writeParams(offset: number, src: Float32Array | Uint16Array, dtype: SourceDType): void;
   readParams(offset: number, dst: Float32Array): void;
   readGrads(offset: number, dst: Float32Array): void;
   writeOptimizerState(slot: 'm' | 'v', offset: number, src: Float32Array): void;
@@ -92,22 +101,45 @@ export interface NativeModel {
   sample(logits: Float32Array, params: NativeSampling[], rngState: BigUint64Array, histories: Int32Array[], out: Int32Array): void;
 }
 
+// The ranks of an MPI job (native/core/collective.h). Every rank makes the same calls in the same order.
+export interface NativeRanks {
+  rank: number;
+  size: number;
+  localRank: number;   // among the ranks on this machine
+  localSize: number;
+  library: string;     // the MPI library, e.g. "Open MPI v4.1.4 (libmpi.so.40)"
+  allreduceSum(data: Float64Array): void;  // in place
+  broadcast(data: Uint8Array, root: number): void;
+  barrier(): Promise<void>;                // without a timeout, leaving the cores to the ranks that work
+  setTimeout(seconds: number): void;       // a collective waiting longer ends the job (0: never)
+  reduceSeconds(): number;                 // time in the gradient and parameter collectives so far
+  finalize(): void;
+  abort(code: number): never;              // ends every rank of the job
+}
+
 export interface NativeAddon {
   Model: new (config: NativeConfig, options: NativeOptions) => NativeModel;
   cpuFeatures(): string[];  // vector units the addon was compiled for, e.g. ['avx2', 'fma']
   cudaAvailable(): boolean;  // built with CUDA and a device is usable
+  mpiLauncher(): string | null;  // the MPI launcher that started this process ("Open MPI's mpirun"), or null
+  initDistributed(): NativeRanks;  // loads libmpi and initialises MPI (once); throws naming what to install
 }
 
 let addon: NativeAddon | undefined;
 
+// native/prebuilds.js, plain JavaScript that `npm install` runs too, is found from the package root at run time.
+type Prebuilds = typeof import('../../native/prebuilds');
+
+// The addon DIXIE_ADDON names (another build: a debug or CUDA one, say), else the one compiled from source
+// (`npm run build:native`), else the prebuilt one for the best vector units this CPU has.
 export function loadAddon(): NativeAddon {
   if (!addon) {
-    // DIXIE_ADDON points at another build of the addon (a debug or CUDA build, say).
-    const file = process.env.DIXIE_ADDON ?? path.join(__dirname, '..', '..', '..', 'build', 'Release', 'dixie_native.node');
+    const root = path.join(__dirname, '..', '..', '..');
+    const { file, origin } = (require(path.join(root, 'native', 'prebuilds.js')) as Prebuilds).locateAddon(root);
     try {
       addon = require(file) as NativeAddon;
     } catch (err) {
-      throw new Error(`the native addon is not built (${file}): run \`npm run build:native\`\n${(err as Error).message}`);
+      throw new Error(`the native addon (${origin}: ${file}) does not load: run \`npm run build:native\`\n${(err as Error).message}`);
     }
   }
   return addon;

@@ -1,26 +1,385 @@
-// GGUF, the model file of llama.cpp (and of everything built on it), written for its "gpt2" architecture so a
-// model trained here runs there. Layout (all little-endian): "GGUF", version 3, the tensor count and the metadata
-// count (u64); the metadata, each a key string, a value type (u32) and a value; one info per tensor (name, dims
-// innermost first, ggml type, data offset); zero padding to ALIGNMENT; the tensor data, each tensor aligned.
-// A string is a u64 byte length and its UTF-8 bytes.
+// GGUF, the model file of llama.cpp (and of everything built on it), for its "gpt2" architecture: written so that a
+// model trained here runs there, read so that a model converted or quantized there runs here. Layout (all
+// little-endian): "GGUF", the version (3; 2 is read too), the tensor count and the metadata count (u64); the
+// metadata, each a key string, a value type (u32) and a value; one info per tensor (name, the number of dims (u32),
+// the dims innermost first (u64 each), the ggml type (u32), the data offset (u64) from the start of the data); zero
+// padding to the alignment (general.alignment, else 32); the tensor data, each tensor aligned. A string is a u64 byte
+// length and its UTF-8 bytes; an array a value type (u32), a count (u64) and the values.
 import fs from 'node:fs';
 import type { Model } from '../engine/model';
-import type { VocabularyFiles } from '../tokenizer/vocab';
-import { END_OF_TEXT } from '../tokenizer/vocab';
+import type { NativeConfig } from '../engine/native';
+import type { Vocabulary } from '../tokenizer/vocab';
 import { writeFileAtomic } from '../util/atomic_file';
-import { f32ToBf16, f32ToF16, writeFully } from './safetensors';
+import { f16ToF32, f32ToBf16, f32ToF16, readFully, writeFully } from './safetensors';
 
-export type GgufWeightType = 'f32' | 'f16' | 'bf16';
-export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = ['f32', 'f16', 'bf16'];
+export type GgufWeightType = 'f32' | 'f16' | 'bf16' | 'q8_0';
+export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = ['f32', 'f16', 'bf16', 'q8_0'];
+
+// A model folder's GGUF file, read where there is no model.safetensors.
+export const GGUF_FILE = 'model.gguf';
 
 export const ALIGNMENT = 32;
 
-// ggml's tensor type numbers, and llama.cpp's file_type for "all tensors f32 / mostly f16 / mostly bf16".
-const GGML_TYPE: Readonly<Record<GgufWeightType, number>> = { f32: 0, f16: 1, bf16: 30 };
-const FILE_TYPE: Readonly<Record<GgufWeightType, number>> = { f32: 0, f16: 1, bf16: 32 };
-const VALUE = { u32: 4, i32: 5, f32: 6, string: 8, array: 9 } as const;
+// ggml's tensor types (the ones dixie reads and writes; the others by name, for errors), and llama.cpp's
+// general.file_type for "all f32 / mostly f16 / mostly q8_0 / mostly bf16".
+export const GGML_TYPE = { f32: 0, f16: 1, q8_0: 8, bf16: 30 } as const;
+const GGML_TYPE_NAMES: Readonly<Record<number, string>> = {
+  0: 'f32', 1: 'f16', 2: 'q4_0', 3: 'q4_1', 6: 'q5_0', 7: 'q5_1', 8: 'q8_0', 9: 'q8_1', 10: 'q2_K', 11: 'q3_K', 12: 'q4_K',
+  13: 'q5_K', 14: 'q6_K', 15: 'q8_K', 16: 'iq2_xxs', 17: 'iq2_xs', 18: 'iq3_xxs', 19: 'iq1_s', 20: 'iq4_nl', 21: 'iq3_s',
+  22: 'iq2_s', 23: 'iq4_xs', 24: 'i8', 25: 'i16', 26: 'i32', 27: 'i64', 28: 'f64', 29: 'iq1_m', 30: 'bf16', 34: 'tq1_0',
+  35: 'tq2_0', 39: 'mxfp4',
+};
+const FILE_TYPE: Readonly<Record<GgufWeightType, number>> = { f32: 0, f16: 1, q8_0: 7, bf16: 32 };
+const VALUE = { u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12 } as const;
 const TOKEN_NORMAL = 1;
 const TOKEN_CONTROL = 3;
+
+// Q8_0: blocks of 32 values along a tensor's innermost dimension, each an f16 scale d then 32 int8 q (x = d * q).
+export const Q8_BLOCK = 32;
+const Q8_BLOCK_BYTES = 2 + Q8_BLOCK;
+
+export function ggmlTypeName(type: number): string {
+  return GGML_TYPE_NAMES[type] ?? `type ${type}`;
+}
+
+// Bytes of a tensor of `type` with these dims (innermost first); null for a type dixie does not read.
+function dataBytes(type: number, dims: readonly number[]): number | null {
+  const n = dims.reduce((a, d) => a * d, 1);
+  switch (type) {
+    case GGML_TYPE.f32: return 4 * n;
+    case GGML_TYPE.f16:
+    case GGML_TYPE.bf16: return 2 * n;
+    case GGML_TYPE.q8_0: return (n / Q8_BLOCK) * Q8_BLOCK_BYTES;
+    default: return null;
+  }
+}
+
+// ---- GPT-2's tensors under llama.cpp's names ----
+
+// Per layer: llama.cpp's name after "blk.N.", Hugging Face's after "h.N.", and whether it is one of the Conv1D
+// matrices, which Hugging Face keeps as [in, out] (y = x @ W) and ggml as [out][in].
+const LAYER_TENSORS: readonly (readonly [string, string, boolean])[] = [
+  ['attn_norm.weight', 'ln_1.weight', false], ['attn_norm.bias', 'ln_1.bias', false],
+  ['attn_qkv.weight', 'attn.c_attn.weight', true], ['attn_qkv.bias', 'attn.c_attn.bias', false],
+  ['attn_output.weight', 'attn.c_proj.weight', true], ['attn_output.bias', 'attn.c_proj.bias', false],
+  ['ffn_norm.weight', 'ln_2.weight', false], ['ffn_norm.bias', 'ln_2.bias', false],
+  ['ffn_up.weight', 'mlp.c_fc.weight', true], ['ffn_up.bias', 'mlp.c_fc.bias', false],
+  ['ffn_down.weight', 'mlp.c_proj.weight', true], ['ffn_down.bias', 'mlp.c_proj.bias', false],
+];
+const MODEL_TENSORS: readonly (readonly [string, string])[] = [
+  ['token_embd.weight', 'wte.weight'], ['position_embd.weight', 'wpe.weight'],
+  ['output_norm.weight', 'ln_f.weight'], ['output_norm.bias', 'ln_f.bias'],
+];
+// llama.cpp's converters may write the output head, which GPT-2 ties to the token embeddings.
+export const GGUF_OUTPUT = 'output.weight';
+
+// The Hugging Face tensor a GGUF tensor holds, and whether it is transposed there; null for any other name.
+export function hfTensorOf(name: string): { name: string; transposed: boolean } | null {
+  const model = MODEL_TENSORS.find(([g]) => g === name);
+  if (model) return { name: model[1], transposed: false };
+  const m = /^blk\.(\d+)\.(.+)$/.exec(name);
+  const layer = m ? LAYER_TENSORS.find(([g]) => g === m[2]) : undefined;
+  return m && layer ? { name: `h.${Number(m[1])}.${layer[1]}`, transposed: layer[2] } : null;
+}
+
+// ---- reading ----
+
+export type GgufValue = number | bigint | string | boolean | GgufValue[];
+
+export interface GgufTensorInfo {
+  name: string;
+  dims: number[];  // innermost first
+  type: number;
+  begin: number;   // absolute byte offsets in the file: [begin, end)
+  end: number;
+}
+
+// A GGUF file whose header was read and checked (every tensor of a known type, inside the file).
+export class GgufFile {
+  private constructor(
+    readonly path: string,
+    private fd: number | null,
+    readonly version: number,
+    readonly metadata: ReadonlyMap<string, GgufValue>,
+    readonly tensors: readonly GgufTensorInfo[],
+  ) {}
+
+  static open(file: string): GgufFile {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const h = readHeader(file, fd);
+      return new GgufFile(file, fd, h.version, h.metadata, h.tensors);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+  }
+
+  // A metadata value, checked: a non-negative integer, a number, a string, or an array of strings.
+  u32(key: string): number {
+    const v = this.metadata.get(key);
+    if (v === undefined) throw new Error(`${this.path}: no metadata "${key}"`);
+    const n = typeof v === 'bigint' ? Number(v) : v;
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw new Error(`${this.path}: metadata "${key}" must be a non-negative integer, got ${describe(v)}`);
+    return n;
+  }
+  number(key: string): number {
+    const v = this.metadata.get(key);
+    if (typeof v !== 'number') throw new Error(`${this.path}: metadata "${key}" must be a number, got ${describe(v)}`);
+    return v;
+  }
+  string(key: string): string {
+    const v = this.metadata.get(key);
+    if (typeof v !== 'string') throw new Error(`${this.path}: metadata "${key}" must be a string, got ${describe(v)}`);
+    return v;
+  }
+  strings(key: string): string[] {
+    const v = this.metadata.get(key);
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new Error(`${this.path}: metadata "${key}" must be an array of strings, got ${describe(v)}`);
+    return v as string[];
+  }
+
+  tensor(name: string): GgufTensorInfo | undefined {
+    return this.tensors.find((t) => t.name === name);
+  }
+
+  // A tensor's raw bytes.
+  read(tensor: GgufTensorInfo): Uint8Array {
+    if (this.fd === null) throw new Error(`${this.path}: the file is closed`);
+    const out = new Uint8Array(tensor.end - tensor.begin);
+    readFully(this.fd, out, tensor.begin, this.path, `tensor "${tensor.name}"`);
+    return out;
+  }
+
+  // A tensor's values as stored (f32: Float32Array, f16/bf16: Uint16Array of their bits), or expanded to float32
+  // (q8_0, exactly: d * q).
+  values(tensor: GgufTensorInfo): Float32Array | Uint16Array {
+    const raw = this.read(tensor);
+    const n = tensor.dims.reduce((a, d) => a * d, 1);
+    if (tensor.type === GGML_TYPE.f32) return new Float32Array(raw.buffer, 0, n);
+    if (tensor.type !== GGML_TYPE.q8_0) return new Uint16Array(raw.buffer, 0, n);
+    return dequantizeQ8(raw, n);
+  }
+
+  close(): void {
+    if (this.fd !== null) {
+      fs.closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+}
+
+export function openGguf(file: string): GgufFile {
+  return GgufFile.open(file);
+}
+
+function describe(v: GgufValue | undefined): string {
+  if (v === undefined) return 'nothing (the key is missing)';
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  return typeof v === 'bigint' ? String(v) : JSON.stringify(v);
+}
+
+// Reads a file's header through a window of its bytes that moves forward, so that a large vocabulary is read
+// once and the tensor data not at all. Every read is checked against the file's size first.
+class HeaderReader {
+  private window = Buffer.alloc(1 << 20);
+  private start = 0;   // file offset of window[0]
+  private filled = 0;  // valid bytes in the window
+  at = 0;              // file offset of the next read
+  what = 'the header';  // what is being read, for errors
+
+  constructor(private readonly file: string, private readonly fd: number, readonly size: number) {}
+
+  bytes(n: number): Buffer {
+    if (this.at + n > this.size) {
+      throw new Error(`${this.file}: truncated: ${this.what} needs bytes ${this.at} to ${this.at + n} but the file has ${this.size} bytes`);
+    }
+    if (this.at + n > this.start + this.filled) {
+      if (n > this.window.length) this.window = Buffer.alloc(n);
+      this.start = this.at;
+      this.filled = Math.min(this.window.length, this.size - this.at);
+      readFully(this.fd, this.window.subarray(0, this.filled), this.at, this.file, this.what);
+    }
+    const out = this.window.subarray(this.at - this.start, this.at - this.start + n);
+    this.at += n;
+    return out;
+  }
+  u8(): number { return this.bytes(1).readUInt8(0); }
+  u32(): number { return this.bytes(4).readUInt32LE(0); }
+  u64(): bigint { return this.bytes(8).readBigUInt64LE(0); }
+  // A u64 count or size, which must fit in the rest of the file at `each` bytes apiece.
+  count(each: number): number {
+    const n = this.u64();
+    if (n > BigInt(Math.floor((this.size - this.at) / Math.max(each, 1)))) {
+      throw new Error(`${this.file}: ${this.what}: a count of ${n} at byte ${this.at - 8} reaches past the end of the file (${this.size} bytes): truncated or corrupt`);
+    }
+    return Number(n);
+  }
+  string(): string {
+    const n = this.count(1);
+    return this.bytes(n).toString('utf8');
+  }
+  value(type: number): GgufValue {
+    const b = (n: number): Buffer => this.bytes(n);
+    switch (type) {
+      case VALUE.u8: return b(1).readUInt8(0);
+      case VALUE.i8: return b(1).readInt8(0);
+      case VALUE.u16: return b(2).readUInt16LE(0);
+      case VALUE.i16: return b(2).readInt16LE(0);
+      case VALUE.u32: return b(4).readUInt32LE(0);
+      case VALUE.i32: return b(4).readInt32LE(0);
+      case VALUE.f32: return b(4).readFloatLE(0);
+      case VALUE.bool: return b(1).readUInt8(0) !== 0;
+      case VALUE.string: return this.string();
+      case VALUE.u64: return b(8).readBigUInt64LE(0);
+      case VALUE.i64: return b(8).readBigInt64LE(0);
+      case VALUE.f64: return b(8).readDoubleLE(0);
+      case VALUE.array: {
+        const element = this.u32();
+        if (element === VALUE.array) throw new Error(`${this.file}: ${this.what}: arrays of arrays are not read`);
+        const n = this.count(element === VALUE.string ? 8 : 1);
+        const out = new Array<GgufValue>(n);
+        for (let i = 0; i < n; i++) out[i] = this.value(element);
+        return out;
+      }
+      default: throw new Error(`${this.file}: ${this.what}: unknown value type ${type} at byte ${this.at - 4}`);
+    }
+  }
+}
+
+const GGML_MAX_DIMS = 4;
+
+function readHeader(file: string, fd: number): { version: number; metadata: Map<string, GgufValue>; tensors: GgufTensorInfo[] } {
+  const stat = fs.fstatSync(fd);
+  if (!stat.isFile()) throw new Error(`${file}: not a regular file`);
+  const r = new HeaderReader(file, fd, stat.size);
+  r.what = 'the magic';
+  if (stat.size < 4 || r.bytes(4).toString('latin1') !== 'GGUF') {
+    throw new Error(`${file}: not a GGUF file (it does not begin with "GGUF")`);
+  }
+  const version = r.u32();
+  if (version !== 2 && version !== 3) throw new Error(`${file}: GGUF version ${version}; dixie reads versions 2 and 3`);
+  r.what = 'the tensor count';
+  const nTensors = r.count(8 + 4 + 4 + 8);
+  r.what = 'the metadata count';
+  const nMeta = r.count(8 + 4);
+  const metadata = new Map<string, GgufValue>();
+  for (let i = 0; i < nMeta; i++) {
+    r.what = `metadata entry ${i}`;
+    const key = r.string();
+    r.what = `metadata "${key}"`;
+    metadata.set(key, r.value(r.u32()));
+  }
+  const alignmentValue = metadata.get('general.alignment') ?? ALIGNMENT;
+  const alignment = typeof alignmentValue === 'number' ? alignmentValue : -1;
+  if (!(alignment > 0 && (alignment & (alignment - 1)) === 0)) {
+    throw new Error(`${file}: metadata "general.alignment" must be a power of two, got ${describe(alignmentValue)}`);
+  }
+  const infos: { name: string; dims: number[]; type: number; offset: bigint }[] = [];
+  for (let i = 0; i < nTensors; i++) {
+    r.what = `tensor info ${i}`;
+    const name = r.string();
+    r.what = `tensor "${name}"`;
+    const nDims = r.u32();
+    if (nDims < 1 || nDims > GGML_MAX_DIMS) throw new Error(`${file}: tensor "${name}" has ${nDims} dimensions (1 to ${GGML_MAX_DIMS})`);
+    const dims = Array.from({ length: nDims }, () => r.u64());
+    if (dims.some((d) => d > BigInt(stat.size))) throw new Error(`${file}: tensor "${name}" has dims [${dims.join(', ')}], more values than the file has bytes`);
+    infos.push({ name, dims: dims.map(Number), type: r.u32(), offset: r.u64() });
+  }
+  const dataStart = Math.ceil(r.at / alignment) * alignment;
+  const tensors: GgufTensorInfo[] = [];
+  const seen = new Set<string>();
+  for (const info of infos) {
+    const where = `${file}: tensor "${info.name}"`;
+    if (seen.has(info.name)) throw new Error(`${where} appears twice`);
+    seen.add(info.name);
+    const bytes = dataBytes(info.type, info.dims);
+    if (bytes === null) {
+      throw new Error(`${where} is of ggml type ${ggmlTypeName(info.type)}, which dixie does not read (it reads f32, f16, bf16 and q8_0; requantize with llama.cpp's llama-quantize to q8_0)`);
+    }
+    if (info.type === GGML_TYPE.q8_0 && info.dims[0] % Q8_BLOCK !== 0) {
+      throw new Error(`${where} is q8_0 with ${info.dims[0]} values a row, not a whole number of ${Q8_BLOCK}-value blocks`);
+    }
+    if (info.offset % BigInt(alignment) !== 0n) throw new Error(`${where}: its data offset ${info.offset} is not a multiple of the alignment ${alignment}`);
+    const begin = dataStart + Number(info.offset);
+    if (info.offset > BigInt(stat.size) || begin + bytes > stat.size) {
+      throw new Error(`${where} (${ggmlTypeName(info.type)} [${info.dims.join(', ')}], ${bytes} bytes at data offset ${info.offset}) lies past the end of the file (${stat.size} bytes): truncated or corrupt`);
+    }
+    tensors.push({ name: info.name, dims: info.dims, type: info.type, begin, end: begin + bytes });
+  }
+  const sorted = [...tensors].sort((a, b) => a.begin - b.begin);
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i].begin < sorted[i - 1].end) throw new Error(`${file}: tensor "${sorted[i].name}" overlaps tensor "${sorted[i - 1].name}"`);
+  }
+  return { version, metadata, tensors };
+}
+
+// Q8_0 blocks expanded: n values, d * q each (exact in float32).
+function dequantizeQ8(raw: Uint8Array, n: number): Float32Array {
+  const blocks = n / Q8_BLOCK;
+  const scales = new Uint16Array(blocks);
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  for (let b = 0; b < blocks; b++) scales[b] = view.getUint16(b * Q8_BLOCK_BYTES, true);
+  const d = f16ToF32(scales);
+  const q = new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+  const out = new Float32Array(n);
+  for (let b = 0; b < blocks; b++) {
+    const at = b * Q8_BLOCK_BYTES + 2;
+    for (let i = 0; i < Q8_BLOCK; i++) out[b * Q8_BLOCK + i] = d[b] * q[at + i];
+  }
+  return out;
+}
+
+// The model's sizes from a "gpt2" GGUF's metadata, checked against what dixie computes (the vocabulary size is the
+// token embedding's).
+export function ggufConfig(g: GgufFile): NativeConfig {
+  const arch = g.string('general.architecture');
+  if (arch !== 'gpt2') throw new Error(`${g.path}: metadata "general.architecture" is ${JSON.stringify(arch)}; dixie runs GPT-2 models ("gpt2")`);
+  const config: NativeConfig = {
+    nLayer: g.u32('gpt2.block_count'),
+    nHead: g.u32('gpt2.attention.head_count'),
+    nEmbd: g.u32('gpt2.embedding_length'),
+    nCtx: g.u32('gpt2.context_length'),
+    vocabSize: 0,
+  };
+  for (const [key, field] of [['gpt2.block_count', 'nLayer'], ['gpt2.attention.head_count', 'nHead'], ['gpt2.embedding_length', 'nEmbd'], ['gpt2.context_length', 'nCtx']] as const) {
+    if (config[field] === 0) throw new Error(`${g.path}: metadata "${key}" must be a positive integer, got 0`);
+  }
+  if (config.nEmbd % config.nHead !== 0) {
+    throw new Error(`${g.path}: metadata "gpt2.embedding_length" (${config.nEmbd}) must be a multiple of "gpt2.attention.head_count" (${config.nHead})`);
+  }
+  if (g.metadata.has('gpt2.feed_forward_length') && g.u32('gpt2.feed_forward_length') !== 4 * config.nEmbd) {
+    throw new Error(`${g.path}: metadata "gpt2.feed_forward_length" is ${g.u32('gpt2.feed_forward_length')}; GPT-2's is 4 x embedding_length (${4 * config.nEmbd})`);
+  }
+  if (g.metadata.has('gpt2.attention.layer_norm_epsilon') && g.number('gpt2.attention.layer_norm_epsilon') !== Math.fround(1e-5)) {
+    throw new Error(`${g.path}: metadata "gpt2.attention.layer_norm_epsilon" is ${g.number('gpt2.attention.layer_norm_epsilon')}; only 1e-5 is supported`);
+  }
+  const wte = g.tensor('token_embd.weight');
+  if (!wte || wte.dims.length !== 2 || wte.dims[0] !== config.nEmbd) {
+    throw new Error(`${g.path}: tensor "token_embd.weight" must be [${config.nEmbd}, vocabulary], got ${wte ? `[${wte.dims.join(', ')}]` : 'none'}`);
+  }
+  config.vocabSize = wte.dims[1];
+  return config;
+}
+
+// A GGUF's vocabulary as GPT-2's two files would hold it (encoder.json, vocab.bpe); null when it has none.
+export function ggufVocabulary(g: GgufFile): { encoder: Buffer; merges: Buffer } | null {
+  if (!g.metadata.has('tokenizer.ggml.tokens')) return null;
+  const model = g.string('tokenizer.ggml.model');
+  if (model !== 'gpt2') throw new Error(`${g.path}: metadata "tokenizer.ggml.model" is ${JSON.stringify(model)}; dixie reads GPT-2's byte-level BPE ("gpt2")`);
+  const tokens = g.strings('tokenizer.ggml.tokens');
+  const merges = g.metadata.has('tokenizer.ggml.merges') ? g.strings('tokenizer.ggml.merges') : [];
+  const encoder: Record<string, number> = {};
+  tokens.forEach((token, id) => {
+    if (Object.prototype.hasOwnProperty.call(encoder, token)) {
+      throw new Error(`${g.path}: metadata "tokenizer.ggml.tokens": tokens ${encoder[token]} and ${id} are both ${JSON.stringify(token)}`);
+    }
+    encoder[token] = id;
+  });
+  return { encoder: Buffer.from(JSON.stringify(encoder)), merges: Buffer.from(['#version: 0.2', ...merges, ''].join('\n')) };
+}
+
+// ---- writing ----
 
 export interface GgufExportOptions {
   weightType: GgufWeightType;
@@ -36,9 +395,9 @@ interface GgufTensor {
   data: () => Uint8Array;
 }
 
-// Hugging Face's Conv1D weights are [in, out] (y = x @ W); ggml's are [out][in], so those four are transposed.
-function transposed(src: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(src.length);
+// [rows, cols] row-major -> [cols, rows]: Hugging Face's Conv1D weights are [in, out] (y = x @ W), ggml's [out][in].
+export function transpose<T extends Float32Array | Uint16Array>(src: T, rows: number, cols: number): T {
+  const out = src.slice() as T;
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c];
   return out;
 }
@@ -47,40 +406,68 @@ function bytes(view: ArrayBufferView): Uint8Array {
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
 
+// Q8_0 blocks of w, whose length is a whole number of blocks: llama.cpp's reference quantizer (quantize_row_q8_0_ref)
+// step by step in float32 (d = max |x| / 127, q = x * (1 / d) rounded half away from zero), so that llama.cpp's own
+// quantizer and dixie's (native/core/dtype.h) give these very bytes.
+export function quantizeQ8(w: Float32Array): Uint8Array {
+  const blocks = w.length / Q8_BLOCK;
+  const d = new Float32Array(blocks);
+  const out = new Uint8Array(blocks * Q8_BLOCK_BYTES);
+  const q = new Int8Array(out.buffer);
+  for (let b = 0; b < blocks; b++) {
+    let amax = 0;
+    for (let i = 0; i < Q8_BLOCK; i++) amax = Math.max(amax, Math.abs(w[b * Q8_BLOCK + i]));
+    d[b] = Math.fround(amax / 127);
+    const id = d[b] !== 0 ? Math.fround(1 / d[b]) : 0;
+    for (let i = 0; i < Q8_BLOCK; i++) {
+      const v = Math.fround(w[b * Q8_BLOCK + i] * id);
+      q[b * Q8_BLOCK_BYTES + 2 + i] = Math.sign(v) * Math.floor(Math.abs(v) + 0.5);
+    }
+  }
+  const view = new DataView(out.buffer);
+  f32ToF16(d).forEach((h, b) => view.setUint16(b * Q8_BLOCK_BYTES, h, true));
+  return out;
+}
+
+// The type a tensor of `weightType` is written in: the layer matrices in it, except that q8_0 needs rows of whole
+// blocks (llama.cpp's converter writes the others f16); the token embedding is a matrix too, but stays float (f16)
+// under q8_0, as dixie keeps it in memory; vectors and position embeddings are f32.
+function matrixType(weightType: GgufWeightType, inputs: number): number {
+  if (weightType !== 'q8_0') return GGML_TYPE[weightType];
+  return inputs % Q8_BLOCK === 0 ? GGML_TYPE.q8_0 : GGML_TYPE.f16;
+}
+
+function encode(values: Float32Array, type: number): Uint8Array {
+  switch (type) {
+    case GGML_TYPE.f32: return bytes(values);
+    case GGML_TYPE.f16: return bytes(f32ToF16(values));
+    case GGML_TYPE.bf16: return bytes(f32ToBf16(values));
+    default: return quantizeQ8(values);
+  }
+}
+
 function tensorsOf(model: Model, weightType: GgufWeightType): GgufTensor[] {
   const { nLayer, nEmbd: C, nCtx, vocabSize: V } = model.config;
-  const weight = (values: () => Float32Array): (() => Uint8Array) => () => {
-    const f32 = values();
-    if (weightType === 'f32') return bytes(f32);
-    return bytes(weightType === 'f16' ? f32ToF16(f32) : f32ToBf16(f32));
-  };
-  const vector = (hfName: string): (() => Uint8Array) => () => bytes(model.getParam(hfName));
-  const matrixType = GGML_TYPE[weightType];
+  const vector = (hfName: string): GgufTensor['data'] => () => bytes(model.getParam(hfName));
   const f32 = GGML_TYPE.f32;
+  const embeddingType = weightType === 'q8_0' ? GGML_TYPE.f16 : GGML_TYPE[weightType];
   // The output head is tied to the token embeddings: llama.cpp reuses token_embd when output.weight is absent.
   const out: GgufTensor[] = [
-    { name: 'token_embd.weight', dims: [C, V], type: matrixType, data: weight(() => model.getParam('wte.weight')) },
+    { name: 'token_embd.weight', dims: [C, V], type: embeddingType, data: () => encode(model.getParam('wte.weight'), embeddingType) },
     { name: 'position_embd.weight', dims: [C, nCtx], type: f32, data: vector('wpe.weight') },
   ];
   for (let l = 0; l < nLayer; l++) {
-    const hf = `h.${l}.`;
-    const blk = `blk.${l}.`;
-    const conv1d = (name: string, inputs: number, outputs: number): (() => Uint8Array) =>
-      weight(() => transposed(model.getParam(hf + name), inputs, outputs));
-    out.push(
-      { name: `${blk}attn_norm.weight`, dims: [C], type: f32, data: vector(`${hf}ln_1.weight`) },
-      { name: `${blk}attn_norm.bias`, dims: [C], type: f32, data: vector(`${hf}ln_1.bias`) },
-      { name: `${blk}attn_qkv.weight`, dims: [C, 3 * C], type: matrixType, data: conv1d('attn.c_attn.weight', C, 3 * C) },
-      { name: `${blk}attn_qkv.bias`, dims: [3 * C], type: f32, data: vector(`${hf}attn.c_attn.bias`) },
-      { name: `${blk}attn_output.weight`, dims: [C, C], type: matrixType, data: conv1d('attn.c_proj.weight', C, C) },
-      { name: `${blk}attn_output.bias`, dims: [C], type: f32, data: vector(`${hf}attn.c_proj.bias`) },
-      { name: `${blk}ffn_norm.weight`, dims: [C], type: f32, data: vector(`${hf}ln_2.weight`) },
-      { name: `${blk}ffn_norm.bias`, dims: [C], type: f32, data: vector(`${hf}ln_2.bias`) },
-      { name: `${blk}ffn_up.weight`, dims: [C, 4 * C], type: matrixType, data: conv1d('mlp.c_fc.weight', C, 4 * C) },
-      { name: `${blk}ffn_up.bias`, dims: [4 * C], type: f32, data: vector(`${hf}mlp.c_fc.bias`) },
-      { name: `${blk}ffn_down.weight`, dims: [4 * C, C], type: matrixType, data: conv1d('mlp.c_proj.weight', 4 * C, C) },
-      { name: `${blk}ffn_down.bias`, dims: [C], type: f32, data: vector(`${hf}mlp.c_proj.bias`) },
-    );
+    for (const [gguf, hf, conv1d] of LAYER_TENSORS) {
+      const hfName = `h.${l}.${hf}`;
+      const shape = model.tensors.find((t) => t.name === hfName)?.shape ?? [];
+      if (!conv1d) {
+        out.push({ name: `blk.${l}.${gguf}`, dims: [shape[0]], type: f32, data: vector(hfName) });
+        continue;
+      }
+      const [inputs, outputs] = shape;
+      const type = matrixType(weightType, inputs);
+      out.push({ name: `blk.${l}.${gguf}`, dims: [inputs, outputs], type, data: () => encode(transpose(model.getParam(hfName), inputs, outputs), type) });
+    }
   }
   out.push(
     { name: 'output_norm.weight', dims: [C], type: f32, data: vector('ln_f.weight') },
@@ -91,23 +478,22 @@ function tensorsOf(model: Model, weightType: GgufWeightType): GgufTensor[] {
 
 // The vocabulary as llama.cpp's "gpt2" tokenizer wants it: token strings in id order (GPT-2's printable stand-ins
 // for bytes, as encoder.json has them) and the merge lines.
-function readVocabulary(files: VocabularyFiles, vocabSize: number): { tokens: string[]; merges: string[]; eot: number } {
-  const encoder = JSON.parse(fs.readFileSync(files.encoderPath, 'utf8')) as Record<string, number>;
+function readVocabulary(vocabulary: Vocabulary, vocabSize: number): { tokens: string[]; merges: string[] } {
+  const where = vocabulary.files.encoderPath;
+  const encoder = JSON.parse(vocabulary.encoderBytes.toString('utf8')) as Record<string, number>;
   const entries = Object.entries(encoder);
   if (entries.length !== vocabSize) {
-    throw new Error(`${files.encoderPath}: has ${entries.length} tokens, the model's vocab_size is ${vocabSize}; GGUF needs exactly one token per id`);
+    throw new Error(`${where}: has ${entries.length} tokens, the model's vocab_size is ${vocabSize}; GGUF needs exactly one token per id`);
   }
   const tokens = new Array<string>(vocabSize);
   for (const [token, id] of entries) {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize || tokens[id] !== undefined) {
-      throw new Error(`${files.encoderPath}: token ${JSON.stringify(token)} has id ${id}; GGUF needs ids 0..${vocabSize - 1}, each once`);
+      throw new Error(`${where}: token ${JSON.stringify(token)} has id ${id}; GGUF needs ids 0..${vocabSize - 1}, each once`);
     }
     tokens[id] = token;
   }
-  const eot = encoder[END_OF_TEXT];
-  if (eot === undefined) throw new Error(`${files.encoderPath}: no ${END_OF_TEXT} token`);
-  const merges = fs.readFileSync(files.mergesPath, 'utf8').split('\n').filter((line) => line !== '' && !line.startsWith('#version'));
-  return { tokens, merges, eot };
+  const merges = vocabulary.mergesBytes.toString('utf8').split('\n').filter((line) => line !== '' && !line.startsWith('#version'));
+  return { tokens, merges };
 }
 
 // Bytes of the header, and how many metadata entries went in.
@@ -176,12 +562,12 @@ function padding(n: number): number {
   return (ALIGNMENT - (n % ALIGNMENT)) % ALIGNMENT;
 }
 
-// Writes `model` with the vocabulary in `vocabulary` to `file` (atomically), one tensor in memory at a time.
-export async function writeGguf(file: string, model: Model, vocabulary: VocabularyFiles, options: GgufExportOptions): Promise<void> {
+// Writes `model` with `vocabulary` to `file` (atomically), one tensor in memory at a time.
+export async function writeGguf(file: string, model: Model, vocabulary: Vocabulary, options: GgufExportOptions): Promise<void> {
   const c = model.config;
-  const { tokens, merges, eot } = readVocabulary(vocabulary, c.vocabSize);
+  const { tokens, merges } = readVocabulary(vocabulary, c.vocabSize);
+  const eot = vocabulary.eotToken;
   const tensors = tensorsOf(model, options.weightType);
-  const elementBytes = (t: GgufTensor): number => (t.type === GGML_TYPE.f32 ? 4 : 2);
 
   const h = new HeaderWriter();
   h.keyString('general.architecture', 'gpt2');
@@ -209,7 +595,7 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
     for (const d of t.dims) h.u64(d);
     h.u32(t.type);
     h.u64(offset);
-    const size = t.dims.reduce((n, d) => n * d, elementBytes(t));
+    const size = dataBytes(t.type, t.dims) as number;
     offset += size + padding(size);
   }
 

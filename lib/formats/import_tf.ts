@@ -109,7 +109,7 @@ function checkpointPrefix(src: string): { prefix: string; configFile: string | n
     return { prefix: src, configFile: fs.existsSync(hparams) ? hparams : null, vocab: findVocabulary(dir) };
   }
   const folder = inspectModelFolder(src);
-  if (folder.kind === 'huggingface') throw new Error(`${src}: already a Hugging Face model folder (model.safetensors); nothing to import`);
+  if (folder.kind === 'huggingface' || folder.kind === 'gguf') throw new Error(`${src}: already a ${folder.kind === 'gguf' ? 'GGUF' : 'Hugging Face'} model folder (${path.basename(folder.weights)}); nothing to import`);
   return { prefix: folder.weights, configFile: folder.configFile, vocab: folder.vocab };
 }
 

@@ -1,5 +1,7 @@
-// What a folder of GPT-2 weights holds. Three layouts exist in the wild:
+// What a folder of GPT-2 weights holds. Four layouts exist in the wild:
 //   huggingface     config.json + model.safetensors (+ vocab.json/merges.txt): what dixie reads and writes;
+//   gguf            model.gguf: llama.cpp's file, its config and vocabulary in its metadata (vocabulary files beside
+//                   it win), read where there is no model.safetensors;
 //   openai-release  OpenAI's release: hparams.json + encoder.json + vocab.bpe + a TF checkpoint (model.ckpt.*);
 //   tf-run          a training run of the original tools: a `checkpoint` file naming model-1234, with
 //                   model-1234.index + .data-* (hparams and vocabulary usually live with the base model).
@@ -7,12 +9,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { NativeConfig } from '../engine/native';
 import { readJsonObject } from '../util/json_file';
+import { GGUF_FILE, ggufConfig, ggufVocabulary, openGguf } from './gguf';
 
 export type GPT2Config = NativeConfig;
-export type ModelFolderKind = 'huggingface' | 'openai-release' | 'tf-run';
+export type ModelFolderKind = 'huggingface' | 'gguf' | 'openai-release' | 'tf-run';
 
 // The BPE vocabulary as two files: the token -> id map (encoder.json / vocab.json, same format) and the
-// merge list (vocab.bpe / merges.txt, same format).
+// merge list (vocab.bpe / merges.txt, same format); for a GGUF folder without them, both are the GGUF file, whose
+// metadata holds the vocabulary.
 export interface VocabFiles {
   encoder: string;
   merges: string;
@@ -22,8 +26,8 @@ export interface ModelFolder {
   dir: string;
   kind: ModelFolderKind;
   config: GPT2Config | null;  // null only for a tf-run folder without hparams.json
-  configFile: string | null;  // config.json or hparams.json
-  weights: string;            // model.safetensors, or the TF checkpoint prefix (…/model.ckpt, …/model-1234)
+  configFile: string | null;  // config.json, hparams.json, or model.gguf (its metadata)
+  weights: string;            // model.safetensors, model.gguf, or the TF checkpoint prefix (…/model.ckpt, …/model-1234)
   vocab: VocabFiles | null;
 }
 
@@ -124,11 +128,21 @@ export function inspectModelFolder(dir: string): ModelFolder {
     if (!fs.existsSync(configJson)) throw new Error(`${dir}: has model.safetensors but no config.json`);
     return { dir, kind: 'huggingface', config: readHFConfig(configJson), configFile: configJson, weights: safetensors, vocab };
   }
+  const gguf = path.join(dir, GGUF_FILE);
+  if (fs.existsSync(gguf)) {
+    const g = openGguf(gguf);
+    try {
+      const vocabulary = vocab ?? (ggufVocabulary(g) ? { encoder: gguf, merges: gguf } : null);
+      return { dir, kind: 'gguf', config: ggufConfig(g), configFile: gguf, weights: gguf, vocab: vocabulary };
+    } finally {
+      g.close();
+    }
+  }
   const prefix = fs.existsSync(path.join(dir, 'checkpoint')) ? tfCheckpointPrefix(dir) : soleIndexPrefix(dir);
   if (prefix === null) {
-    if (fs.existsSync(configJson)) throw new Error(`${dir}: has config.json but no model.safetensors (an interrupted download? only safetensors weights are read)`);
+    if (fs.existsSync(configJson)) throw new Error(`${dir}: has config.json but no model.safetensors (an interrupted download? weights are read from model.safetensors or ${GGUF_FILE})`);
     const seen = fs.readdirSync(dir).sort().slice(0, 12).join(', ') || 'nothing';
-    throw new Error(`${dir}: not a model folder: expected config.json + model.safetensors, or a TensorFlow checkpoint (hparams.json + model.ckpt.*, or a \`checkpoint\` file + model-N.index); found ${seen}`);
+    throw new Error(`${dir}: not a model folder: expected config.json + model.safetensors, ${GGUF_FILE}, or a TensorFlow checkpoint (hparams.json + model.ckpt.*, or a \`checkpoint\` file + model-N.index); found ${seen}`);
   }
   const hparams = path.join(dir, 'hparams.json');
   const hasHparams = fs.existsSync(hparams);

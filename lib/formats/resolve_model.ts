@@ -51,7 +51,7 @@ function howToGet(name: string, dir: string): string {
   return `download a GPT-2 release with \`bin/download-model 124M\` (or 355M, 774M, 1558M), or convert a TensorFlow checkpoint with \`bin/import-tf <checkpoint folder> ${target}\``;
 }
 
-// The model folder of a name, ready to load (Hugging Face layout), or an error that says how to get it. A training
+// The model folder of a name, ready to load (Hugging Face layout, or a GGUF file), or an error that says how to get it. A training
 // run folder (checkpoint/run1) gives its latest checkpoint, looked up at each call, so that a model loaded again
 // later picks up the newest checkpoint of a run that is still training.
 export function resolveModel(name: string): ModelFolder {
@@ -62,7 +62,7 @@ export function resolveModel(name: string): ModelFolder {
     throw new Error(`model "${name}" not found: no folder ${where}; ${howToGet(name, dir)}`);
   }
   const folder = inspectModelFolder(checkpointFolder(dir));
-  if (folder.kind !== 'huggingface') {
+  if (folder.kind === 'openai-release' || folder.kind === 'tf-run') {
     const what = folder.kind === 'openai-release' ? "OpenAI's TensorFlow release" : 'a TensorFlow checkpoint of the original tools';
     throw new Error(`${folder.dir} holds ${what} (${path.basename(folder.weights)}); convert it once with \`bin/import-tf ${folder.dir} ${folder.dir}\``);
   }

@@ -59,7 +59,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function readFully(fd: number, dst: Uint8Array, position: number, file: string, what: string): void {
+export function readFully(fd: number, dst: Uint8Array, position: number, file: string, what: string): void {
   let done = 0;
   while (done < dst.byteLength) {
     const n = fs.readSync(fd, dst, done, Math.min(IO_CHUNK, dst.byteLength - done), position + done);

@@ -1,7 +1,7 @@
 // A terminal chat with a model fine-tuned on chat logs (lib/data/chat_format.ts has the format and its roles):
 // the person at the terminal writes as "you" (`1|<audience>|<text> <EOM>`) and the model answers as the
 // audience, continuing `0|<audience>|` up to its <EOM> or the end of the line.
-import { checkAudience, fitConversation, REPLY_STOPS, type Turn } from '../data/chat_format';
+import { checkAudience, fitConversation, REPLY_STOPS, type Conversation, type FittedPrompt, type Turn } from '../data/chat_format';
 import { createChatbotSanitizer, Sanitizer } from '../sanitize';
 import { Generator, GenerateOptions } from './generate';
 import type { FinishReason, GenerateResult } from './sequence';
@@ -16,21 +16,55 @@ export interface ChatReply {
   finishReason: FinishReason;
 }
 
+// A chat prompt that, with a reply of maxTokens, fits a model's context.
+export interface FittedChat extends FittedPrompt {
+  maxTokens: number;  // the reply's length at most: as asked, or what the newest message leaves
+}
+
+// The newest message of a chat is longer than a model's context holds with a reply of at least one token.
+export class MessageTooLongError extends RangeError {
+  constructor(readonly messageTokens: number, readonly nCtx: number) {
+    super(`the message takes ${messageTokens} tokens in the chat format, and the model reads at most ${nCtx}, its reply included: shorten it`);
+    this.name = 'MessageTooLongError';
+  }
+}
+
+// The prompt for a model of nCtx tokens' reply to `conversation`, and that reply's length. The oldest messages go
+// first, to leave the reply the maxTokens it asks; when the newest message alone leaves less, the reply gets
+// what is left, since what the user said last is what the model must read. maxChars bounds the prompt's length
+// in characters too (the Alexa skill's budget); only that may cut the newest message, from its start.
+export function fitChat(conversation: Conversation, o: { nCtx: number; maxTokens: number; encode: (text: string) => ArrayLike<number>; maxChars?: number }): FittedChat {
+  const maxChars = o.maxChars ?? Infinity;
+  const fitsChars = (prompt: string): boolean => prompt.length <= maxChars;
+  const newest = fitConversation({ audience: conversation.audience, turns: conversation.turns.slice(-1) }, fitsChars).prompt;
+  const newestTokens = o.encode(newest).length;
+  const maxTokens = Math.min(o.maxTokens, o.nCtx - newestTokens);
+  if (maxTokens < 1) throw new MessageTooLongError(newestTokens, o.nCtx);
+  const room = o.nCtx - maxTokens;
+  return { ...fitConversation(conversation, (prompt) => fitsChars(prompt) && o.encode(prompt).length <= room), maxTokens };
+}
+
 export class ChatSession {
   private readonly turns: Turn[] = [];
-  private readonly sanitizer: Sanitizer = createChatbotSanitizer({ maxMessages: 1 });
+  private readonly sanitizer: Sanitizer;
 
   constructor(private readonly generator: Generator, private readonly options: ChatOptions) {
     checkAudience(options.audience);
+    this.sanitizer = createChatbotSanitizer({ maxMessages: 1, names: [options.audience] });
   }
 
-  // The prompt for the model's next reply to `text`: the conversation so far, its oldest messages dropped
-  // while the prompt and a full reply would not fit the model's context.
+  // The prompt for the model's next reply to `text`: the conversation so far, its oldest messages dropped while
+  // the prompt and a full reply would not fit the model's context.
   prompt(text: string): string {
+    return this.fit(text).prompt;
+  }
+
+  // The prompt and the reply's length (fitChat).
+  private fit(text: string): FittedChat {
     const { nCtx } = this.generator.model.config;
-    const room = nCtx - (this.options.maxTokens ?? Math.floor(nCtx / 2));
     const turns = [...this.turns, { from: 'user' as const, text }];
-    return fitConversation({ audience: this.options.audience, turns }, (prompt) => this.generator.encode(prompt).length <= room).prompt;
+    const maxTokens = this.options.maxTokens ?? Math.floor(nCtx / 2);
+    return fitChat({ audience: this.options.audience, turns }, { nCtx, maxTokens, encode: (prompt) => this.generator.encode(prompt) });
   }
 
   // Sends `text`, streams the sanitized reply through onText as it grows, and adds both to the conversation.
@@ -40,26 +74,29 @@ export class ChatSession {
     const { audience, ...generateOptions } = this.options;
     let shown = '';
     const sanitizing = this.sanitizer.stream();
-    const result = await this.generator.generate(this.prompt(text), {
+    const { prompt, maxTokens } = this.fit(text);
+    const result = await this.generator.generate(prompt, {
       ...generateOptions,
+      maxTokens,
       signal,
       seed: seed ?? generateOptions.seed,
       stop: [...REPLY_STOPS],
       reply: {
         push: (piece) => {
           const r = sanitizing.push(piece);
-          // The sanitized text of a growing reply almost always grows too; when it does not, what is shown
-          // waits for the text to catch up.
-          if (r.text.startsWith(shown) && r.text.length > shown.length) {
-            onText?.(r.text.slice(shown.length));
-            shown = r.text;
+          // What is settled is never taken back (a word that turns out to start the next message is not shown).
+          if (r.settled.length > shown.length) {
+            onText?.(r.settled.slice(shown.length));
+            shown = r.settled;
           }
           return r;
         },
       },
     });
+    const reply = result.reply as string;
+    if (reply.length > shown.length) onText?.(reply.slice(shown.length));
     this.turns.push({ from: 'user', text }, { from: 'bot', text: result.text });
-    return { text: result.reply as string, finishReason: result.finishReason, result };
+    return { text: reply, finishReason: result.finishReason, result };
   }
 
   reset(): void {

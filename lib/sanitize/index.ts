@@ -6,11 +6,12 @@ import { AUDIENCE_RULE, isAudience } from '../data/chat_format';
 import { CHATBOT_DEFAULTS, createChatbotSanitizer, type ChatbotSanitizerOptions } from './chatbot';
 import type { Sanitizer } from './types';
 
-export type { ReplyStream, Sanitizer } from './types';
+export type { ReplyProgress, ReplyStream, Sanitizer } from './types';
 export { createChatbotSanitizer, CHATBOT_DEFAULTS, type ChatbotSanitizerOptions } from './chatbot';
 
 // A sanitizer from a function of the whole text (and, if it has one, a test of completeness), as a module may
-// export them: each piece sanitizes the whole text again.
+// export them: each piece sanitizes the whole text again. Such a function says nothing of which part of its
+// reply later text may change, so all of it counts as settled (a stream that has shown more keeps it).
 function wholeText(sanitize: (text: string) => string, isComplete: (text: string) => boolean = () => false): Sanitizer {
   return {
     sanitize,
@@ -19,7 +20,8 @@ function wholeText(sanitize: (text: string) => string, isComplete: (text: string
       return {
         push(piece) {
           text += piece;
-          return { text: sanitize(text), complete: isComplete(text) };
+          const reply = sanitize(text);
+          return { text: reply, settled: reply, complete: isComplete(text) };
         },
       };
     },
@@ -30,12 +32,18 @@ export const IDENTITY: Sanitizer = {
   sanitize: (text) => text,
   stream() {
     let text = '';
-    return { push: (piece) => ({ text: (text += piece), complete: false }) };
+    return {
+      push(piece) {
+        text += piece;
+        return { text, settled: text, complete: false };
+      },
+    };
   },
 };
 
-const CHATBOT_NAMES = ['sanitizers.chatbot', 'chatbot'];
-export const BUILT_IN_SANITIZERS = [...CHATBOT_NAMES, 'none'];
+// The chatbot sanitizer's names: as the original config spelled it, and short.
+export const CHATBOT_SANITIZERS: readonly string[] = ['sanitizers.chatbot', 'chatbot'];
+export const BUILT_IN_SANITIZERS = [...CHATBOT_SANITIZERS, 'none'];
 
 function fail(where: string, wanted: string, value: unknown): never {
   throw new Error(`${where}: must be ${wanted} (got ${JSON.stringify(value)})`);
@@ -72,7 +80,7 @@ export function chatbotOptions(raw: Record<string, unknown>, where: string): Cha
 
 // `spec` as the config gives it; `options` the model's sanitizer_options; `baseDir` the config file's folder.
 export function loadSanitizer(spec: string, options: Record<string, unknown>, baseDir: string, where: string): Sanitizer {
-  if (CHATBOT_NAMES.includes(spec)) return createChatbotSanitizer(chatbotOptions(options, `${where}_options`));
+  if (CHATBOT_SANITIZERS.includes(spec)) return createChatbotSanitizer(chatbotOptions(options, `${where}_options`));
   if (spec === 'none') return IDENTITY;
   if (!spec.includes('/') && !spec.endsWith('.js')) {
     throw new Error(`${where}: unknown sanitizer "${spec}" (built-in: ${BUILT_IN_SANITIZERS.join(', ')}; or a path to a module such as "./my_sanitizer.js")`);

@@ -63,6 +63,11 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   for (const m of config.models) {
     checkSamplingDefaults(m, (resolveModelSource(m).config as GPT2Config).vocabSize);
     sanitizers.set(m.key, loadSanitizer(m.sanitizer, m.sanitizerOptions, config.baseDir, `${m.where}.sanitizer`));
+    const chat = m.promptFormat === 'chat' ? { audience: m.audience, audiences: m.audiences } : {};
+    log('info', 'serving model', { model: m.key, promptFormat: m.promptFormat, sanitizer: m.sanitizer, ...chat, why: m.servedAs });
+    if (m.promptFormat === 'chat' && m.audiences.length > 0 && !m.audiences.includes(m.audience)) {
+      log('warn', `model "${m.key}" answers as "${m.audience}", whom its chat data never talks to`, { model: m.key, audiences: m.audiences });
+    }
   }
   const registry = new ModelRegistry<LoadedModel>(
     config.models.map((m) => m.key),

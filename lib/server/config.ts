@@ -10,8 +10,10 @@ import { AUDIENCE_RULE, DEFAULT_AUDIENCE, isAudience } from '../data/chat_format
 import type { DeviceRequest, Precision, WeightDType } from '../engine/native';
 import { checkpointFolder, trainedAudiences } from '../train/checkpoint';
 import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
+import { CHATBOT_SANITIZERS } from '../sanitize';
 import { readJsonFile } from '../util/json_file';
 import { HttpError } from './errors';
+import type { DebugLogging } from './log';
 
 // Per-model sampling defaults; the original server hard-coded these very values.
 export interface SamplingDefaults {
@@ -37,8 +39,11 @@ export interface ModelConfig {
   sanitizer: string;                // a built-in name, or an absolute module path
   sanitizerOptions: Record<string, unknown>;
   promptFormat: PromptFormat;
+  servedAs: string;                 // why it has its prompt format and sanitizer, for the start-up log
   audience: string;
+  audiences: string[];              // those its chat data talks to, most messages first; [] when not trained on chat
   sampling: SamplingDefaults;
+  lengthSet: boolean;               // sampling.length is the config's; else the original's, at most n_ctx / 2 when served
   weightDtype: WeightDType;
   device: DeviceRequest | null;     // null: the server's --device
   precision: Precision | null;      // null: the server's --precision
@@ -50,7 +55,7 @@ export interface ServerConfig {
   baseDir: string;                  // relative paths in the file are relative to this folder
   host: string;
   port: number;
-  debug: boolean;
+  debug: DebugLogging;
   models: ModelConfig[];
   memoryBudgetBytes: number;
   idleUnloadMs: number;             // 0: never
@@ -142,6 +147,21 @@ export function requestSampling(raw: Raw, base: SamplingDefaults, fieldOf: (key:
   }
 }
 
+// The prompt format and sanitizer a model entry gets when it names none, and why (for the start-up log): chat and
+// the chatbot sanitizer for a model trained on chat logs (`trained`: its audiences) unless the entry asks for
+// no sanitizer or a raw prompt; chat for any model given the chatbot sanitizer; raw and none otherwise.
+function chatDefaults(raw: Raw, trained: readonly string[]): { sanitizer: string; promptFormat: PromptFormat; servedAs: string } {
+  const chatbot = typeof raw.sanitizer === 'string' && CHATBOT_SANITIZERS.includes(raw.sanitizer);
+  const chatModel = trained.length > 0 && raw.sanitizer !== 'none' && raw.prompt_format !== 'raw';
+  const given = ['sanitizer', 'prompt_format'].filter((k) => raw[k] !== undefined).map((k) => `"${k}": ${JSON.stringify(raw[k])} in the config`);
+  const reasons = trained.length > 0 ? [`trained on chat logs (audiences: ${trained.slice(0, 6).join(', ')}${trained.length > 6 ? ', ...' : ''})`, ...given] : given;
+  return {
+    sanitizer: chatModel ? CHATBOT_SANITIZERS[0] : 'none',
+    promptFormat: chatbot || chatModel ? 'chat' : 'raw',
+    servedAs: reasons.length > 0 ? reasons.join('; ') : 'no chat training record in its folder (a state.json listing audiences)',
+  };
+}
+
 const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype', 'device', 'precision'];
 
 function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
@@ -156,22 +176,24 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   if (modelName === null && restoreFrom === null) {
     throw new Error(`${where}: give "restore_from" (a model folder or a training run folder) or "model_name" (such as "124M")`);
   }
-  let sanitizer = str(raw, 'sanitizer', where, 'none');
+  // A model whose training record lists the audiences of its chat data is a chatbot: served by default in the
+  // chat format, its replies sanitized, answering as the audience its chat data talks to most (as bin/chat
+  // offers first). "sanitizer": "none" or "prompt_format": "raw" serves it raw instead.
+  const trained = restoreFrom === null ? [] : trainedAudiences(checkpointFolder(path.resolve(baseDir, restoreFrom)));
+  const { servedAs, sanitizer: defaultSanitizer, promptFormat: defaultFormat } = chatDefaults(raw, trained);
+  let sanitizer = str(raw, 'sanitizer', where, defaultSanitizer);
   if (sanitizer.includes('/') || sanitizer.endsWith('.js')) sanitizer = path.resolve(baseDir, sanitizer);
   const options = raw.sanitizer_options ?? {};
   if (!isObject(options)) fail(`${where}.sanitizer_options`, 'an object', options);
-  const chatty = sanitizer === 'sanitizers.chatbot' || sanitizer === 'chatbot';
-  const promptFormat = str(raw, 'prompt_format', where, chatty ? 'chat' : 'raw');
+  const promptFormat = str(raw, 'prompt_format', where, defaultFormat);
   if (promptFormat !== 'raw' && promptFormat !== 'chat') fail(`${where}.prompt_format`, '"raw" or "chat"', promptFormat);
-  // By default the bot answers as the audience its chat data talks to most, as bin/chat offers first.
-  const trained = restoreFrom === null ? [] : trainedAudiences(checkpointFolder(path.resolve(baseDir, restoreFrom)));
   const audience = str(raw, 'audience', where, trained[0] ?? DEFAULT_AUDIENCE);
   if (!isAudience(audience)) fail(`${where}.audience`, `a name of ${AUDIENCE_RULE}`, audience);
   const sampling = raw.sampling ?? {};
   if (!isObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
   checkKeys(sampling, SAMPLING_KEYS, `${where}.sampling`);
   const weightDtype = str(raw, 'weight_dtype', where, 'f32');
-  if (weightDtype !== 'f32' && weightDtype !== 'f16' && weightDtype !== 'bf16') fail(`${where}.weight_dtype`, '"f32", "f16" or "bf16"', weightDtype);
+  if (weightDtype !== 'f32' && weightDtype !== 'f16' && weightDtype !== 'bf16' && weightDtype !== 'q8_0') fail(`${where}.weight_dtype`, '"f32", "f16", "bf16" or "q8_0"', weightDtype);
   const device = optStr(raw, 'device', where);
   if (device !== null && device !== 'cpu' && device !== 'cuda' && device !== 'auto') fail(`${where}.device`, '"cpu", "cuda" or "auto"', device);
   const precision = optStr(raw, 'precision', where);
@@ -181,10 +203,14 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
     modelName,
     restoreFrom: restoreFrom === null ? null : path.resolve(baseDir, restoreFrom),
     sanitizer,
-    sanitizerOptions: options,
+    // The chatbot sanitizer knows the audiences' names, so that one written against a pipe ends a message.
+    sanitizerOptions: CHATBOT_SANITIZERS.includes(sanitizer) && options.names === undefined ? { ...options, names: trained } : options,
     promptFormat,
+    servedAs,
     audience,
+    audiences: trained,
     sampling: readSampling(sampling, `${where}.sampling`, ORIGINAL_SAMPLING),
+    lengthSet: sampling.length !== undefined,
     weightDtype,
     device,
     precision,
@@ -243,7 +269,9 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     seen.add(m.key);
   });
   const debug = raw.debug;
-  if (debug !== undefined && typeof debug !== 'boolean' && debug !== 0 && debug !== 1) fail(at('debug'), 'true, false, 0 or 1', debug);
+  if (debug !== undefined && typeof debug !== 'boolean' && debug !== 0 && debug !== 1 && debug !== 'redacted') {
+    fail(at('debug'), 'true, false, 0 or 1 (true and 1 log every prompt in full), or "redacted" (the same lines, without the text)', debug);
+  }
   const apiKeys = raw.api_keys ?? [];
   if (!Array.isArray(apiKeys)) fail(at('api_keys'), 'an array of strings', apiKeys);
   apiKeys.forEach((k: unknown, i) => {
@@ -262,7 +290,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     baseDir,
     host,
     port: field('port', DEFAULT_PORT, 0, 65535, true),
-    debug: debug === true || debug === 1,
+    debug: debug === 'redacted' ? 'redacted' : debug === true || debug === 1,
     models: parsed,
     memoryBudgetBytes: field('memory_budget_mb', Math.floor(os.totalmem() / 2 / MB), 1, 1 << 30) * MB,
     idleUnloadMs: field('idle_unload_s', 600, 0, 7 * 24 * 3600) * 1000,

@@ -1,5 +1,5 @@
 // Which config `bin/serve` runs: --config FILE; --model DIR (one model, no file); otherwise server_config.json
-// in the current folder if there is one, else every model found in models/ and checkpoint/.
+// in the current folder if there is one, else every model found in checkpoint/ and models/.
 import fs from 'node:fs';
 import path from 'node:path';
 import { inspectModelFolder } from '../formats/model_folder';
@@ -29,12 +29,14 @@ export interface ServeSource {
   model?: string;                  // --model
   key?: string;                    // --key, for --model
   sanitizer?: string;              // --sanitizer, for --model
+  audience?: string;               // --audience, for --model or every model found
   cwd: string;
 }
 
 function isModel(dir: string): boolean {
   try {
-    return inspectModelFolder(dir).kind === 'huggingface';
+    const kind = inspectModelFolder(dir).kind;
+    return kind === 'huggingface' || kind === 'gguf';
   } catch {
     return false;
   }
@@ -47,8 +49,9 @@ function keyFor(name: string, taken: Set<string>): string {
   return key;
 }
 
-// The models under models/ (Hugging Face folders) and checkpoint/ (training runs with a `latest` pointer, or
-// model folders), as config entries.
+// The models under checkpoint/ (training runs with a `latest` pointer, or model folders) and models/ (Hugging
+// Face folders), as config entries: the runs first, since a model trained here is the likelier one to talk to
+// (and the first is the default of a request that names none).
 export function discoverModels(cwd: string): Record<string, unknown>[] {
   const found: Record<string, unknown>[] = [];
   const taken = new Set<string>();
@@ -59,20 +62,23 @@ export function discoverModels(cwd: string): Record<string, unknown>[] {
       if (fs.statSync(dir).isDirectory() && isRun(dir)) found.push({ key: keyFor(name, taken), restore_from: dir });
     }
   };
-  scan(path.resolve(cwd, modelsDir()), isModel);
   scan(path.resolve(cwd, 'checkpoint'), (dir) => fs.existsSync(path.join(dir, LATEST_FILE)) || isModel(dir));
+  scan(path.resolve(cwd, modelsDir()), isModel);
   return found;
 }
 
 export function serveConfig(source: ServeSource): ServerConfig {
   if (source.config !== undefined) return loadServerConfig(path.resolve(source.cwd, source.config));
+  // Settings left out are the config's defaults: a model trained on chat logs is served as a chatbot.
+  const audience = source.audience === undefined ? {} : { audience: source.audience };
   if (source.model !== undefined) {
-    const raw = { models: [{ key: source.key ?? 'chatbot', restore_from: path.resolve(source.cwd, source.model), sanitizer: source.sanitizer ?? 'none' }] };
+    const sanitizer = source.sanitizer === undefined ? {} : { sanitizer: source.sanitizer };
+    const raw = { models: [{ key: source.key ?? 'chatbot', restore_from: path.resolve(source.cwd, source.model), ...sanitizer, ...audience }] };
     return validateServerConfig(raw, 'bin/serve --model', source.cwd);
   }
   const file = path.join(source.cwd, CONFIG_FILE);
   if (fs.existsSync(file)) return loadServerConfig(file);
   const models = discoverModels(source.cwd);
   if (models.length === 0) throw new NoModelsError();
-  return validateServerConfig({ models }, 'models found in models/ and checkpoint/', source.cwd);
+  return validateServerConfig({ models: models.map((m) => ({ ...m, ...audience })) }, 'models found in checkpoint/ and models/', source.cwd);
 }

@@ -5,6 +5,7 @@ import { Model } from '../engine/model';
 import { inspectModelFolder } from '../formats/model_folder';
 import { Generator } from '../generate/generate';
 import { loadTokenizer, modelTokenizer, type Tokenizer } from '../tokenizer';
+import type { WeightDType } from '../engine/native';
 import type { ModelConfig } from './config';
 import { resolveModelSource } from './model_source';
 import type { ModelLoader } from './model_registry';
@@ -24,16 +25,20 @@ export interface EngineOptions {
 }
 
 // What a model takes in memory: the weights, with the layer matrices in the decoder's panel layout (parts of at
-// most 256 rows by panels of 64 columns, native/cpu/decode_matmul.h) beside float32 weights or instead of them for
-// 16-bit ones, the KV cache of every batch slot (keys and values, float32), the logits of a step, and the forward
-// pass's scratch (a whole context's logits). The rest is small beside these and is covered by a 10% margin.
-export function estimateModelBytes(config: { nLayer: number; nHead: number; nEmbd: number; nCtx: number; vocabSize: number }, weightBytes: number, slots: number): number {
+// most 1024 rows by panels of 64 columns, native/cpu/decode_matmul.h) beside float32 weights or instead of them for
+// 16-bit ones (8-bit ones: 34 bytes a block of 32 rows, the other parameters 2 bytes), the KV cache of every batch
+// slot (keys and values, float32), the logits of a step, and the forward pass's scratch (a whole context's logits).
+// The rest is small beside these and is covered by a 10% margin.
+export function estimateModelBytes(config: { nLayer: number; nHead: number; nEmbd: number; nCtx: number; vocabSize: number }, dtype: WeightDType, slots: number): number {
   const { nLayer: L, nEmbd: C, nCtx: T, vocabSize: V } = config;
   const params = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;
-  const partRows = (rows: number): number => Math.ceil(rows / Math.ceil(rows / 256) / 8) * 8;
-  const panel = (rows: number, cols: number): number => Math.ceil(rows / partRows(rows)) * partRows(rows) * Math.ceil(cols / 64) * 64;
+  const partRows = (rows: number): number => Math.ceil(rows / Math.ceil(rows / 1024) / 8) * 8;
+  const panel = (rows: number, cols: number): number => dtype === 'q8_0'
+    ? (Math.ceil(rows / 32) * 34) * Math.ceil(cols / 64) * 64
+    : Math.ceil(rows / partRows(rows)) * partRows(rows) * Math.ceil(cols / 64) * 64;
   const panels = L * (panel(C, 3 * C) + panel(C, C) + panel(C, 4 * C) + panel(4 * C, C));
-  const weights = weightBytes === 4 ? (params + panels) * 4 : (params - 12 * L * C * C + panels) * weightBytes;
+  const others = (params - 12 * L * C * C) * (dtype === 'f32' ? 4 : 2);
+  const weights = dtype === 'f32' ? (params + panels) * 4 : others + panels * (dtype === 'q8_0' ? 1 : 2);
   const kv = 2 * L * slots * T * C * 4;
   const logits = slots * V * 4;
   const scratch = T * V * 4;
@@ -57,7 +62,7 @@ export function gpt2Loader(models: ReadonlyMap<string, ModelConfig>, options: En
     estimateBytes(key) {
       const m = configOf(key);
       const folder = inspectModelFolder(resolveModelSource(m).dir);
-      return estimateModelBytes(folder.config as NonNullable<typeof folder.config>, m.weightDtype === 'f32' ? 4 : 2, options.batchSlots);
+      return estimateModelBytes(folder.config as NonNullable<typeof folder.config>, m.weightDtype, options.batchSlots);
     },
     async load(key) {
       const m = configOf(key);

@@ -5,7 +5,7 @@
 // It keeps nothing between requests.
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fitConversation, type Conversation, type Turn } from '../data/chat_format';
-import type { ChatReply } from '../generate/chat';
+import { fitChat, MessageTooLongError, type ChatReply, type FittedChat } from '../generate/chat';
 import { checkSampling, SamplingError, type FinishReason, type SamplingOptions, type Timings } from '../generate/sequence';
 import type { TokenLogprob } from '../generate/logprobs';
 import type { ReplyStream, Sanitizer } from '../sanitize';
@@ -20,11 +20,12 @@ import { ModelUnavailableError, type Lease, type ModelRegistry } from './model_r
 export interface GenerationRequest {
   prompt: string | Conversation;           // the text the model continues, or a chat to answer (chat_format.ts)
   maxPromptChars?: number;                 // a chat's prompt at most this long (besides fitting the context)
-  sampling: SamplingDefaults;
+  sampling: SamplingDefaults;              // `length`: the reply's at most (a chat's newest message may leave it less)
+  lengthGiven?: boolean;                   // the request set the length; else the model's (at most n_ctx / 2 unless its config sets it)
   seed?: number;
   signal?: AbortSignal;                    // the client went away
   deadline?: number;                       // Date.now() time to stop generating (default: the request timeout)
-  onText?: (sanitizedSoFar: string) => void;  // the reply so far, each time it changes
+  onText?: (settled: string) => void;      // the reply so far that later text cannot change, each time it grows
   stop?: string[];                         // stop sequences on the generated text
   logprobs?: number;                       // report each token's log-probability and this many alternatives'
 }
@@ -37,7 +38,8 @@ export interface Completion {
   logprobs?: TokenLogprob[];
   finishReason: FinishReason;
   promptTokens: number;
-  trimmed: Trimmed;                        // what the prompt lost to fit the context
+  length: number;                          // the reply's length at most, as generated
+  trimmed: Trimmed;                        // what the prompt and the reply's length lost to fit the context
   timings: Timings;
 }
 
@@ -54,11 +56,13 @@ export interface ConversationOptions {
 export type ChatFn = (modelKey: string, conversation: Conversation, options: ConversationOptions) => Promise<ChatReply>;
 
 // What a prompt lost to fit the model's context: tokens in all, and for a chat, its oldest messages (whole) and
-// characters cut from the start of the newest.
+// characters cut from the start of the newest (only ever to fit a limit in characters); and tokens the reply's
+// length lost so that a chat's newest message fits whole.
 export interface Trimmed {
   tokens: number;
   messages: number;
   messageChars: number;
+  replyTokens: number;
 }
 
 // The request fields of the sampler's settings.
@@ -156,9 +160,10 @@ export class ChatService {
     return Math.max(0, (this.inflight.get(key) ?? 0) - running);
   }
 
-  // The model a request that names none is for: the only one, or else "chatbot" (the original's default key).
+  // The model a request that names none is for: "chatbot" (the original's default key) when there is one, or
+  // else the first configured (the only one; or, of the models found without a config, the first training run).
   get defaultModelKey(): string {
-    return this.models.size === 1 ? [...this.models.keys()][0] : 'chatbot';
+    return this.models.has('chatbot') ? 'chatbot' : [...this.models.keys()][0];
   }
 
   model(key: string): ModelConfig {
@@ -222,34 +227,40 @@ export class ChatService {
 
   private async decode(key: string, sanitizer: Sanitizer, loaded: LoadedModel, request: GenerationRequest, deadline: number): Promise<Completion> {
     const { nCtx, generator } = loaded;
-    const maxTokens = Math.min(request.sampling.length, nCtx - 1);
-    const room = nCtx - maxTokens;
+    // A reply that nobody sized takes at most half the context, so that a small model's context leaves room for
+    // the conversation.
+    const sized = request.lengthGiven === true || this.model(key).lengthSet;
+    const asked = Math.min(sized ? request.sampling.length : Math.min(request.sampling.length, Math.floor(nCtx / 2)), nCtx - 1);
+    let maxTokens = asked;
     // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
     const encode = (text: string): Int32Array => generator.encode(text);
-    const maxChars = request.maxPromptChars ?? Infinity;
     let prompt: string;
-    const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0 };
+    const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };
     if (typeof request.prompt === 'string') prompt = request.prompt;
     else {
-      const fitted = fitConversation(request.prompt, (p) => p.length <= maxChars && encode(p).length <= room);
+      const fitted = fitChatOf(key, request.prompt, { nCtx, maxTokens: asked, encode, maxChars: request.maxPromptChars });
       prompt = fitted.prompt;
+      maxTokens = fitted.maxTokens;
       trimmed.messages = fitted.droppedMessages;
       trimmed.messageChars = fitted.droppedChars;
+      trimmed.replyTokens = asked - maxTokens;
       if (fitted.droppedMessages + fitted.droppedChars > 0) trimmed.tokens = Math.max(0, encode(fitConversation(request.prompt).prompt).length - encode(prompt).length);
     }
     let tokens: ArrayLike<number> = encode(prompt);
-    // A prompt longer than the context less the reply loses its start, so the reply never shifts the window.
-    const cut = Math.max(0, tokens.length - room);
+    // A raw prompt longer than the context less the reply loses its start, so the reply never shifts the window.
+    const cut = Math.max(0, tokens.length - (nCtx - maxTokens));
     if (cut > 0) tokens = (tokens as Int32Array).subarray(cut);
     trimmed.tokens += cut;
-    if (trimmed.tokens > 0) this.log('info', 'prompt trimmed to fit the context', { model: key, nCtx, replyTokens: maxTokens, ...trimmed });
+    if (trimmed.tokens + trimmed.replyTokens > 0) {
+      this.log('info', 'prompt and reply fitted to the context', { model: key, nCtx, promptTokens: tokens.length, lengthAsked: asked, length: maxTokens, trimmed });
+    }
     // The sanitizer reads the reply as it is generated, and generation stops once the reply is complete.
     const sanitizing = sanitizer.stream();
     let shown = '';
     const reply: ReplyStream = {
       push(piece) {
         const r = sanitizing.push(piece);
-        if (request.onText && r.text !== shown) request.onText((shown = r.text));
+        if (request.onText && r.settled !== shown) request.onText((shown = r.settled));
         return r;
       },
     };
@@ -282,7 +293,7 @@ export class ChatService {
     this.recordTokens(key, result.tokens.length);
     const text = result.reply as string;
     this.log('debug', 'generated', { model: key, prompt, promptTokens: tokens.length, trimmed, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
-    return { model: key, text, raw: result.text, tokens: result.tokens, logprobs: result.logprobs, finishReason, promptTokens: tokens.length, trimmed, timings: result.timings };
+    return { model: key, text, raw: result.text, tokens: result.tokens, logprobs: result.logprobs, finishReason, promptTokens: tokens.length, length: maxTokens, trimmed, timings: result.timings };
   }
 
   // The Alexa skill's way in (lib/server/alexa): a conversation to answer, the model's sanitizer applied.
@@ -292,6 +303,7 @@ export class ChatService {
       prompt: conversation,
       maxPromptChars: options.maxPromptChars,
       sampling: { ...model.sampling, length: options.maxTokens },
+      lengthGiven: true,
       signal: options.signal,
       deadline: Date.now() + options.deadlineMs,
     });
@@ -311,6 +323,28 @@ export class ChatService {
     for (const r of this.recentTokens) if (r.model === model && r.at >= since) n += r.n;
     return n / (RATE_WINDOW_MS / 1000);
   }
+}
+
+// fitChat for model `key`, a message longer than its context a 400 that says so.
+function fitChatOf(key: string, conversation: Conversation, options: Parameters<typeof fitChat>[1]): FittedChat {
+  try {
+    return fitChat(conversation, options);
+  } catch (err) {
+    if (err instanceof MessageTooLongError) throw new HttpError(400, `${err.message} (model "${key}")`);
+    throw err;
+  }
+}
+
+// For a stream that only appends (Server-Sent Events of a reply): each text the reply so far takes, what of it
+// follows what was sent. A text that does not start with what was sent (a module sanitizer that revised it)
+// sends nothing; the final answer has the whole.
+export function appendOnly(send: (piece: string) => void): (text: string) => void {
+  let sent = '';
+  return (text) => {
+    if (text.length <= sent.length || !text.startsWith(sent)) return;
+    send(text.slice(sent.length));
+    sent = text;
+  };
 }
 
 // One signal for several (absent ones ignored).

@@ -1,8 +1,9 @@
 // Reading a GPT-2 vocabulary from a model folder: OpenAI's encoder.json + vocab.bpe, or the same data
-// under Hugging Face's names vocab.json + merges.txt. Token strings are GPT-2's printable stand-ins for
-// bytes (bytes_to_unicode in encoder.py); here they become raw bytes once, at load.
+// under Hugging Face's names vocab.json + merges.txt, or else the metadata of the folder's GGUF file. Token strings
+// are GPT-2's printable stand-ins for bytes (bytes_to_unicode in encoder.py); here they become raw bytes once, at load.
 import fs from 'node:fs';
 import path from 'node:path';
+import { GGUF_FILE, ggufVocabulary, openGguf } from '../formats/gguf';
 import { MAX_TOKEN_ID, MergeTable } from './bpe';
 
 export const END_OF_TEXT = '<|endoftext|>';
@@ -37,9 +38,14 @@ export function bundledVocabularyDir(): string {
   return path.join(dir, 'lib', 'tokenizer', 'gpt2');
 }
 
+// Where a vocabulary is read from: two files, or (both paths the same .gguf file) a GGUF file's metadata.
 export interface VocabularyFiles {
   encoderPath: string;
   mergesPath: string;
+}
+
+function isGguf(files: VocabularyFiles): boolean {
+  return files.encoderPath.endsWith('.gguf');
 }
 
 export function locateVocabulary(dir: string): VocabularyFiles {
@@ -48,8 +54,23 @@ export function locateVocabulary(dir: string): VocabularyFiles {
     const mergesPath = path.join(dir, layout.merges);
     if (fs.existsSync(encoderPath) && fs.existsSync(mergesPath)) return { encoderPath, mergesPath };
   }
+  const gguf = path.join(dir, GGUF_FILE);
+  if (fs.existsSync(gguf)) return { encoderPath: gguf, mergesPath: gguf };
   const wanted = LAYOUTS.map((l) => `${l.encoder} + ${l.merges}`).join(' or ');
-  throw new Error(`${dir}: no GPT-2 vocabulary here (looked for ${wanted})`);
+  throw new Error(`${dir}: no GPT-2 vocabulary here (looked for ${wanted}, or ${GGUF_FILE})`);
+}
+
+// The two files' bytes, or what they would hold for a GGUF file's vocabulary.
+function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buffer } {
+  if (!isGguf(files)) return { encoder: readBytes(files.encoderPath), merges: readBytes(files.mergesPath) };
+  const g = openGguf(files.encoderPath);
+  try {
+    const vocabulary = ggufVocabulary(g);
+    if (!vocabulary) throw new Error(`${files.encoderPath}: no vocabulary in its metadata (tokenizer.ggml.tokens)`);
+    return vocabulary;
+  } finally {
+    g.close();
+  }
 }
 
 export class Vocabulary {
@@ -72,8 +93,9 @@ export class Vocabulary {
 
   constructor(files: VocabularyFiles) {
     this.files = files;
-    this.encoderBytes = readBytes(files.encoderPath);
-    this.mergesBytes = readBytes(files.mergesPath);
+    const bytes = vocabularyBytes(files);
+    this.encoderBytes = bytes.encoder;
+    this.mergesBytes = bytes.merges;
     const tokens = parseEncoder(files.encoderPath, this.encoderBytes);
     this.size = tokens.size;
     this.tokenBytes = tokens.bytes;

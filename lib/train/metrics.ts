@@ -12,8 +12,9 @@ export interface TrainRecord {
   avg: number;               // running average loss
   lr: number;
   grad_norm: number;
-  tokens_per_s: number;
+  tokens_per_s: number;      // of every rank, data-parallel
   time: number;              // seconds of training so far
+  reduce_s?: number;         // data-parallel: seconds in the gradients' collectives, waits for the other ranks included
 }
 
 export interface ValRecord {

@@ -8,6 +8,10 @@
 // optimizer step; report the step; now and then save a checkpoint, generate samples, measure validation loss.
 // Batches, sample seeds and the validation set all come from seeded generators whose state the checkpoint
 // keeps, so a run stopped and resumed ends with the same weights, bit for bit, as one that never stopped.
+//
+// Data-parallel (io.ranks: bin/train under mpirun), every rank runs this loop on its own copy of the model: each
+// draws the whole global batch from the same generator and reads its own slice, the backend averages the
+// gradients in step(), and rank 0 alone writes checkpoints, metrics, samples and progress lines.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -21,6 +25,7 @@ import { Generator } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
 import { OPTIMIZER_FILE, SavePhase, TrainState, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
+import { Ranks, checkRanksAgree, fromRank0, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog } from './metrics';
 import { plotMetrics } from './plot';
 
@@ -64,7 +69,9 @@ export interface TrainOptions {
   val_batch_count: number;
   seed: number;                    // -1: a random seed (printed, and kept in the checkpoint)
   stop_after: number;              // stop (and save) when the step count reaches it; 0: never
-  threads: number;                 // 0: one per core
+  threads: number;                 // 0: one per core (data-parallel: per core of this rank's share)
+  zero: number;                    // data-parallel: 1 shards Adam's moments across the ranks (ZeRO-1)
+  collective_timeout: number;      // data-parallel: seconds a rank waits for the others before ending the job; 0: forever
 }
 
 export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
@@ -107,10 +114,13 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   seed: -1,
   stop_after: 0,
   threads: 0,
+  zero: 0,
+  collective_timeout: 300,
 };
 
 export interface TrainIO {
-  log?: (line: string) => void;    // progress lines (default: console.log)
+  log?: (line: string) => void;    // progress lines (default: console.log); rank 0's alone when data-parallel
+  ranks?: Ranks | null;            // the MPI job to train data-parallel with (lib/train/distributed.ts)
   signal?: AbortSignal;            // stop after the current step (saving first with save_on_ctrlc)
   onSavePhase?: (phase: SavePhase, dir: string) => Promise<void> | void;  // for tests that kill mid-save
 }
@@ -123,7 +133,7 @@ export interface TrainResult {
   firstLoss: number;               // loss of this run's first step (NaN when it took none)
   lastAverage: number;             // running average at the end
   valLoss: number | null;          // the last validation loss
-  tokensPerSecond: number;         // training tokens / wall time of this run's steps (sampling, validation, saves excluded)
+  tokensPerSecond: number;         // training tokens (of every rank) / wall time of this run's steps (sampling, validation, saves excluded)
   stoppedBy: 'stop_after' | 'signal';
 }
 
@@ -158,6 +168,8 @@ function checkOptions(o: TrainOptions): void {
   if (!Number.isInteger(o.seed) || o.seed < -1 || o.seed > 0xffffffff) throw new Error(`--seed must be -1 (random) or a whole number in [0, 2^32), got ${o.seed}`);
   if (o.fresh_model && o.n_embd % o.n_head !== 0) throw new Error(`--n_embd (${o.n_embd}) must be a multiple of --n_head (${o.n_head})`);
   if (!/^[\w.-]+$/.test(o.run_name)) throw new Error(`--run_name must be letters, digits, '.', '-' or '_', got ${JSON.stringify(o.run_name)}`);
+  if (o.zero !== 0 && o.zero !== 1) throw new Error(`--zero must be 0 or 1, got ${o.zero}`);
+  if (!(o.collective_timeout >= 0)) throw new Error(`--collective_timeout must be >= 0 seconds, got ${o.collective_timeout}`);
 }
 
 function duration(seconds: number): string {
@@ -169,7 +181,7 @@ function duration(seconds: number): string {
 }
 
 // The dataset with its checks reported; a file that is not text, or malformed chat, stops the run.
-async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, log: (line: string) => void): Promise<Dataset> {
+async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, log: (line: string) => void, warnSmall: boolean): Promise<Dataset> {
   const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, threads: o.threads || undefined });
   for (const warning of dataset.warnings) log(`warning: ${warning}`);
   if (dataset.chat) {
@@ -177,7 +189,7 @@ async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, 
       dataset.source.close();
       throw new MalformedChatError(dataset.chat, dataset.source.tokenCount);
     }
-    log(formatChatReport(dataset.chat, dataset.source.tokenCount));
+    log(formatChatReport(dataset.chat, dataset.source.tokenCount, Infinity, warnSmall));
   }
   return dataset;
 }
@@ -214,8 +226,13 @@ function tokenizerOf(modelName: string): Tokenizer {
 export async function train(options: Partial<TrainOptions> & { dataset: string }, io: TrainIO = {}): Promise<TrainResult> {
   const o: TrainOptions = { ...DEFAULT_TRAIN_OPTIONS, ...options };
   checkOptions(o);
-  const log = io.log ?? ((line: string) => console.log(line));
+  const ranks = io.ranks ?? null;
+  if (o.zero === 1 && !ranks) throw new Error('--zero 1 shards the optimizer state across the ranks of an MPI job: start bin/train with mpirun (see README: "Several GPUs and machines")');
+  const root = !ranks || ranks.rank === 0;
+  const log = root ? (io.log ?? ((line: string) => console.log(line))) : () => undefined;
+  const world = ranks?.size ?? 1;
   const runDir = path.join(o.checkpoint_dir, o.run_name);
+  ranks?.setTimeout(o.collective_timeout);
 
   // ---- where the run starts: a checkpoint of this run, another checkpoint or model folder, or a base model
   let resumeDir: string | null = null;
@@ -223,6 +240,10 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
   else if (o.restore_from !== 'fresh') {
     if (!fs.existsSync(o.restore_from)) throw new Error(`--restore_from ${o.restore_from}: no such checkpoint or model folder`);
     resumeDir = resolveModel(path.resolve(o.restore_from)).dir;
+  }
+  // Every rank reads the checkpoint it resumes from: rank 0's choice, which the others must see too.
+  if (ranks && fromRank0(ranks, resumeDir) !== resumeDir) {
+    throw new Error(`rank ${ranks.rank} does not see the checkpoint rank 0 resumes from: put --checkpoint_dir on a file system every machine shares`);
   }
   const state: TrainState | null = resumeDir && fs.existsSync(path.join(resumeDir, 'state.json')) ? readTrainState(resumeDir) : null;
   const existing = listCheckpoints(runDir);
@@ -232,9 +253,15 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         `(--restore_from ${o.restore_from}) would mix into them: pick another --run_name or move them away`,
     );
   }
-  const seed = state ? state.seed : o.seed >= 0 ? o.seed : crypto.randomInt(0x7fffffff);
+  const seed = state ? state.seed : o.seed >= 0 ? o.seed : ranks ? fromRank0(ranks, crypto.randomInt(0x7fffffff)) : crypto.randomInt(0x7fffffff);
 
-  const modelOptions: ModelOptions = { threads: o.threads || undefined, maxBatch: o.batch_size, recompute: o.memory_saving_gradients };
+  const threads = o.threads || (ranks ? threadsPerRank(ranks) : 0);
+  const modelOptions: ModelOptions = {
+    threads: threads || undefined,
+    maxBatch: o.batch_size,
+    recompute: o.memory_saving_gradients,
+    ...(ranks ? { dataParallel: { zero: o.zero as 0 | 1, microBatches: o.accumulate_gradients } } : {}),
+  };
   let model: Model;
   let tokenizer: Tokenizer;
   if (o.fresh_model && !resumeDir) {
@@ -247,6 +274,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
     model = await Model.load(folder.dir, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx });
     log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
+    if (o.fresh_model && state && o.restore_from === 'latest') {
+      log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
+    }
   }
   let generator: Generator | null = null;
   let metrics: MetricsLog | null = null;
@@ -265,9 +295,18 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     }
     const n = model.tensors.reduce((s, t) => s + t.numel, 0);
     log(`model: ${(n / 1e6).toFixed(1)}M parameters; batches of ${o.batch_size} x ${T} tokens${o.accumulate_gradients > 1 ? `, ${o.accumulate_gradients} accumulated per step` : ''}`);
+    if (ranks) {
+      log(
+        `data-parallel: ${world} ranks (${ranks.localSize} on this machine, ${model.native.device()} each) over ${ranks.library}; ` +
+          `global batch ${o.batch_size} x ${o.accumulate_gradients} x ${world} = ${o.batch_size * o.accumulate_gradients * world} sequences of ${T} tokens per step`,
+      );
+      if (o.zero === 1) log(`ZeRO-1: each rank keeps Adam's moments of 1/${world} of the parameters (${(model.memory().optimizer / 2 ** 20).toFixed(1)} MiB on rank 0)`);
+      checkRanksAgree(ranks, model, 'at start');
+    }
 
     // ---- data
-    const data = await loadChecked(o.dataset, o, tokenizer, log);
+    // Little chat overfits a pre-trained model; a fresh one is as small as its data wants.
+    const data = await loadChecked(o.dataset, o, tokenizer, log, !o.fresh_model);
     sources.push(data);
     const sampler = new WindowSampler(data.source, T + 1);
     log(`dataset: ${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks from ${data.files.length} file${data.files.length === 1 ? '' : 's'}`);
@@ -277,29 +316,33 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     const sampleRng = state ? Rng.fromState(state.sampleRng) : new Rng(seed ^ 0x5bd1e995);
     const inputs = new Int32Array(o.batch_size * T);
     const targets = new Int32Array(o.batch_size * T);
+    const slice = { first: (ranks?.rank ?? 0) * o.batch_size, count: o.batch_size };
 
     // A fixed validation set, drawn once; evaluated in pieces of at most batch_size rows (the memory planned).
     let validation: { inputs: Int32Array; targets: Int32Array } | null = null;
     if (o.val_every > 0) {
-      const valData = o.val_dataset ? await loadChecked(o.val_dataset, o, tokenizer, log) : data;
+      const valData = o.val_dataset ? await loadChecked(o.val_dataset, o, tokenizer, log, false) : data;
       if (valData !== data) sources.push(valData);
       const rows = o.val_batch_count * o.val_batch_size;
       validation = { inputs: new Int32Array(rows * T), targets: new Int32Array(rows * T) };
       new WindowSampler(valData.source, T + 1).batch(new Rng(VALIDATION_SEED), rows, validation.inputs, validation.targets);
     }
+    // Data-parallel, batch i is rank i % world's; the others' entries stay 0 in the sum, which leaves each
+    // batch's loss exact, so that the total is the one a single rank computes.
     const validate = async (): Promise<number> => {
       const v = validation as { inputs: Int32Array; targets: Int32Array };
-      let sum = 0;
-      for (let batch = 0; batch < o.val_batch_count; batch++) {
+      let losses = new Array<number>(o.val_batch_count).fill(0);
+      for (let batch = ranks?.rank ?? 0; batch < o.val_batch_count; batch += world) {
         let batchSum = 0;
         for (let row = 0; row < o.val_batch_size; row += o.batch_size) {
           const rows = Math.min(o.batch_size, o.val_batch_size - row);
           const at = (batch * o.val_batch_size + row) * T;
           batchSum += rows * (await model.forward(v.inputs.subarray(at, at + rows * T), v.targets.subarray(at, at + rows * T), rows, T));
         }
-        sum += batchSum / o.val_batch_size;
+        losses[batch] = batchSum / o.val_batch_size;
       }
-      return sum / o.val_batch_count;
+      if (ranks) losses = sumOverRanks(ranks, losses);
+      return losses.reduce((a, b) => a + b, 0) / o.val_batch_count;
     };
 
     // ---- bookkeeping
@@ -315,15 +358,26 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     let savedStep = state ? step : -1;
     let lastSaveTime = Date.now();
     let lastPlot = 0;
-    fs.mkdirSync(runDir, { recursive: true });
-    metrics = await MetricsLog.open(path.join(runDir, 'metrics.jsonl'), state ? step : null);
+    if (root) {
+      fs.mkdirSync(runDir, { recursive: true });
+      metrics = await MetricsLog.open(path.join(runDir, 'metrics.jsonl'), state ? step : null);
+    }
     const plot = async (force: boolean): Promise<void> => {
-      if (!force && Date.now() - lastPlot < PLOT_INTERVAL_MS) return;
+      if (!metrics || (!force && Date.now() - lastPlot < PLOT_INTERVAL_MS)) return;
       lastPlot = Date.now();
       await plotMetrics((metrics as MetricsLog).file);
     };
 
+    // Rank 0 writes; under ZeRO-1 the other ranks read their shards of Adam's moments along. Then the ranks check
+    // that they still hold the same weights.
     const save = async (): Promise<void> => {
+      if (!root) {
+        if (o.optimizer === 'adam') await model.followOptimizerSave();
+        savedStep = step;
+        lastSaveTime = Date.now();
+        await afterRank0Alone(`at step ${step}`);
+        return;
+      }
       const saved: TrainState = {
         step,
         seed,
@@ -341,6 +395,14 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       lastSaveTime = Date.now();
       log(`saved ${checkpoint} (${duration((Date.now() - started) / 1000)})`);
       await plot(true);
+      await afterRank0Alone(`at step ${step}`);
+    };
+
+    // Where the other ranks wait, without a timeout, for what rank 0 does alone (saves, samples).
+    const afterRank0Alone = async (when: string | null): Promise<void> => {
+      if (!ranks) return;
+      await ranks.barrier();
+      if (when) checkRanksAgree(ranks, model, when);
     };
 
     const runValidation = async (): Promise<void> => {
@@ -374,7 +436,8 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
 
     // Where training starts; a resumed run keeps to the schedule of the run it continues.
     if (validation && !state) await runValidation();
-    log(`training from step ${step}${o.stop_after ? ` to ${o.stop_after}` : ''}${o.save_on_ctrlc ? '; Ctrl-C saves and stops' : ''}`);
+    if (o.stop_after > 0 && step >= o.stop_after) log(`nothing to train: the run is at step ${step} already, and --stop_after is ${o.stop_after} (raise it to train on)`);
+    else log(`training from step ${step}${o.stop_after ? ` to ${o.stop_after}` : ''}${o.save_on_ctrlc ? '; Ctrl-C saves and stops' : ''}`);
     let stoppedBy: TrainResult['stoppedBy'] = 'signal';
     const loopStart = performance.now();
 
@@ -384,39 +447,49 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         stoppedBy = 'stop_after';
         break;
       }
-      if (io.signal?.aborted) break;
+      // A stop that any rank was asked for stops every rank, after the same step.
+      const stopAsked = io.signal?.aborted ? 1 : 0;
+      if ((ranks ? sumOverRanks(ranks, [stopAsked])[0] : stopAsked) > 0) break;
 
       const started = performance.now();
+      const reduceBefore = ranks?.reduceSeconds() ?? 0;
       const lr = learningRate(o, step);
       model.zeroGrad();
       let loss = 0;
       for (let micro = 0; micro < o.accumulate_gradients; micro++) {
-        sampler.batch(dataRng, o.batch_size, inputs, targets);
+        sampler.batch(dataRng, o.batch_size * world, inputs, targets, slice);
         loss += await model.forward(inputs, targets, o.batch_size, T);
         await model.backward();
       }
       loss /= o.accumulate_gradients;
       const gradNorm = await model.step(o.optimizer === 'adam' ? { optimizer: 'adamw', lr, gradScale: 1 / o.accumulate_gradients, ...ADAM } : { optimizer: 'sgd', lr, gradScale: 1 / o.accumulate_gradients });
+      if (ranks) loss = sumOverRanks(ranks, [loss])[0] / world;
       const seconds = (performance.now() - started) / 1000;
+      const reduceSeconds = (ranks?.reduceSeconds() ?? 0) - reduceBefore;
       step++;
 
-      const stepTokens = o.batch_size * T * o.accumulate_gradients;
+      const stepTokens = o.batch_size * T * o.accumulate_gradients * world;
       tokens += stepTokens;
       trainSeconds += seconds;
       runSeconds += seconds;
       if (step === startStep + 1) firstLoss = loss;
       lossAverage = [lossAverage[0] * AVERAGE_DECAY + loss, lossAverage[1] * AVERAGE_DECAY + 1];
       const avg = lossAverage[0] / lossAverage[1];
-      metrics.append({ type: 'train', step, loss, avg, lr, grad_norm: gradNorm, tokens_per_s: stepTokens / seconds, time: trainSeconds });
+      metrics?.append({ type: 'train', step, loss, avg, lr, grad_norm: gradNorm, tokens_per_s: stepTokens / seconds, time: trainSeconds, ...(ranks ? { reduce_s: reduceSeconds } : {}) });
       // The ETA counts everything the loop does (samples, validation, saves), not just the steps.
       const eta = o.stop_after > 0 ? ` | ETA ${duration(((o.stop_after - step) * (performance.now() - loopStart)) / 1000 / (step - startStep))}` : '';
       log(
         `[${step} | ${duration(trainSeconds)}] loss ${loss.toFixed(4)} avg ${avg.toFixed(4)} | lr ${lr.toExponential(2)}` +
-          ` | ${Math.round(stepTokens / seconds).toLocaleString('en-US')} tok/s${eta}`,
+          ` | ${Math.round(stepTokens / seconds).toLocaleString('en-US')} tok/s${ranks ? ` (${world} ranks, ${Math.round((100 * reduceSeconds) / seconds)}% reducing)` : ''}${eta}`,
       );
 
-      if ((o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && Date.now() - lastSaveTime >= o.save_time * 60_000)) await save();
-      if (o.sample_every > 0 && step % o.sample_every === 0) await generateSamples();
+      // Rank 0's clock decides a save by time, so that no rank saves alone.
+      const dueByTime = o.save_time > 0 && Date.now() - lastSaveTime >= o.save_time * 60_000;
+      if ((o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save();
+      if (o.sample_every > 0 && step % o.sample_every === 0) {
+        if (root) await generateSamples();
+        await afterRank0Alone(null);
+      }
       if (validation && step % o.val_every === 0) await runValidation();
       await plot(false);
     }
@@ -431,7 +504,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       firstLoss,
       lastAverage: lossAverage[1] > 0 ? lossAverage[0] / lossAverage[1] : NaN,
       valLoss,
-      tokensPerSecond: runSeconds > 0 ? ((step - startStep) * o.batch_size * T * o.accumulate_gradients) / runSeconds : 0,
+      tokensPerSecond: runSeconds > 0 ? ((step - startStep) * o.batch_size * T * o.accumulate_gradients * world) / runSeconds : 0,
       stoppedBy,
     };
   } finally {

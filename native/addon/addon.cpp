@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/collective.h"
 
 namespace {
 
@@ -96,11 +97,13 @@ Napi::Object object_arg(const Napi::Value& v, const std::string& name) {
   return v.As<Napi::Object>();
 }
 
-DType dtype_from(const std::string& s, const std::string& name) {
+// A float type of data ('f32', 'f16', 'bf16'), or with `stored` also a type weights are stored in ('q8_0').
+DType dtype_from(const std::string& s, const std::string& name, bool stored) {
   if (s == "f32") return DType::F32;
   if (s == "f16") return DType::F16;
   if (s == "bf16") return DType::BF16;
-  throw ArgError(name + " must be 'f32', 'f16' or 'bf16', got '" + s + "'");
+  if (stored && s == "q8_0") return DType::Q8_0;
+  throw ArgError(name + " must be 'f32', 'f16', 'bf16'" + (stored ? ", or 'q8_0'" : "") + ", got '" + s + "'");
 }
 
 std::vector<std::string> cpu_features() {
@@ -128,6 +131,12 @@ std::vector<std::string> cpu_features() {
 #endif
 #ifdef __AVX512VL__
   f.push_back("avx512vl");
+#endif
+#ifdef __AVX512VNNI__
+  f.push_back("avx512vnni");
+#endif
+#ifdef __AVXVNNI__
+  f.push_back("avxvnni");
 #endif
 #ifdef __ARM_NEON
   f.push_back("neon");
@@ -327,11 +336,20 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
     o.max_seq = static_cast<int>(optional_int(options, "maxSeq", 0, 0, c.n_ctx, "options"));
     o.recompute = optional_bool(options, "recompute", false, "options");
     o.trainable = optional_bool(options, "trainable", true, "options");
-    o.weight_dtype = dtype_from(optional_string(options, "weightDtype", "f32", "options"), "options.weightDtype");
+    o.weight_dtype = dtype_from(optional_string(options, "weightDtype", "f32", "options"), "options.weightDtype", true);
     const std::string precision = optional_string(options, "precision", "f32", "options");
     if (precision != "f32" && precision != "bf16")
       throw ArgError("options.precision must be 'f32' or 'bf16', got '" + precision + "'");
     o.mixed_bf16 = precision == "bf16";
+    const Napi::Value parallel = options.Get("dataParallel");
+    if (!parallel.IsUndefined() && !parallel.IsNull()) {
+      const Napi::Object dp = object_arg(parallel, "options.dataParallel");
+      o.data_parallel = dixie::process_collective();
+      if (!o.data_parallel)
+        throw std::logic_error("options.dataParallel: MPI is not initialised in this process (call initDistributed first)");
+      o.zero_stage = static_cast<int>(optional_int(dp, "zero", 0, 0, 1, "options.dataParallel"));
+      o.micro_batches = static_cast<int>(optional_int(dp, "microBatches", 1, 1, big, "options.dataParallel"));
+    }
     const std::string device = optional_string(options, "device", "auto", "options");
     if (device != "cpu" && device != "cuda" && device != "auto")
       throw ArgError("options.device must be 'cpu', 'cuda' or 'auto', got '" + device + "'");
@@ -439,7 +457,7 @@ Napi::Value ModelWrap::Device(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::WriteParams(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     Backend& b = backend("writeParams");
-    const DType dtype = dtype_from(info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "", "writeParams: dtype");
+    const DType dtype = dtype_from(info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "", "writeParams: dtype", false);
     const std::string name = "writeParams: src";
     const void* src;
     size_t count;
@@ -729,7 +747,91 @@ Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- data parallelism: the job's ranks (core/collective.h) ----
+
+// Waits for every rank off the event loop, so that signals (a second Ctrl-C) are still handled meanwhile.
+class BarrierJob : public Napi::AsyncWorker {
+ public:
+  BarrierJob(Napi::Env env, dixie::Collective& group) : Napi::AsyncWorker(env), group_(group), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      group_.barrier();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  dixie::Collective& group_;
+  Napi::Promise::Deferred deferred_;
+};
+
+// The launcher that started this process ("Open MPI's mpirun"...), or null when none did.
+Napi::Value MpiLauncher(const Napi::CallbackInfo& info) {
+  std::string launcher;
+  if (!dixie::launched_by_mpi(&launcher)) return info.Env().Null();
+  return Napi::String::New(info.Env(), launcher);
+}
+
+// Initialises MPI (once) and returns the job's ranks: rank, size, localRank, localSize, library, and the calls
+// of lib/train/distributed.ts.
+Napi::Value InitDistributed(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    dixie::Collective& group = dixie::init_process_collective();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("rank", group.rank());
+    o.Set("size", group.size());
+    o.Set("localRank", group.local_rank());
+    o.Set("localSize", group.local_size());
+    o.Set("library", group.library());
+    const auto method = [&](const char* name, std::function<Napi::Value(const Napi::CallbackInfo&)> body) {
+      o.Set(name, Napi::Function::New(env, [body](const Napi::CallbackInfo& i) { return guarded(i, [&] { return body(i); }); }, name));
+    };
+    dixie::Collective* g = &group;
+    method("allreduceSum", [g](const Napi::CallbackInfo& i) -> Napi::Value {
+      Napi::Float64Array a = typed_arg<double>(i[0], napi_float64_array, "Float64Array", "allreduceSum: data");
+      g->allreduce_sum(a.Data(), a.ElementLength());
+      return i.Env().Undefined();
+    });
+    method("broadcast", [g](const Napi::CallbackInfo& i) -> Napi::Value {
+      Napi::Uint8Array a = typed_arg<uint8_t>(i[0], napi_uint8_array, "Uint8Array", "broadcast: data");
+      const int root = static_cast<int>(int_arg(i[1], "broadcast: root", 0, g->size() - 1));
+      g->broadcast(a.Data(), a.ElementLength(), root);
+      return i.Env().Undefined();
+    });
+    method("barrier", [g](const Napi::CallbackInfo& i) -> Napi::Value {
+      BarrierJob* job = new BarrierJob(i.Env(), *g);
+      Napi::Promise promise = job->promise();
+      job->Queue();
+      return promise;
+    });
+    method("setTimeout", [g](const Napi::CallbackInfo& i) -> Napi::Value {
+      const double seconds = number_arg(i[0], "setTimeout: seconds");
+      if (!(seconds >= 0)) throw std::invalid_argument("setTimeout: seconds must be >= 0");
+      g->set_timeout(seconds);
+      return i.Env().Undefined();
+    });
+    method("reduceSeconds", [g](const Napi::CallbackInfo& i) -> Napi::Value { return Napi::Number::New(i.Env(), g->reduce_seconds()); });
+    method("finalize", [g](const Napi::CallbackInfo& i) -> Napi::Value {
+      g->finalize();
+      return i.Env().Undefined();
+    });
+    method("abort", [g](const Napi::CallbackInfo& i) -> Napi::Value {
+      std::fflush(stderr);
+      g->abort(static_cast<int>(int_arg(i[0], "abort: code", 0, 255)));
+      __builtin_unreachable();  // the virtual call hides abort's [[noreturn]] from the compiler
+    });
+    return o;
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("mpiLauncher", Napi::Function::New(env, MpiLauncher));
+  exports.Set("initDistributed", Napi::Function::New(env, InitDistributed));
   exports.Set("Model", ModelWrap::Define(env));
   exports.Set("cpuFeatures", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
                 const std::vector<std::string> f = cpu_features();

@@ -7,11 +7,12 @@
 #include <memory>
 #include <string>
 
+#include "dtype.h"
 #include "model_spec.h"
 
 namespace dixie {
 
-enum class DType { F32, F16, BF16 };
+class Collective;  // core/collective.h
 
 enum class OptimizerKind { AdamW, SGD };
 
@@ -24,10 +25,19 @@ struct BackendOptions {
   int max_seq = 0;               // 0: n_ctx
   bool recompute = false;        // memory-saving gradients: keep only each block's input, recompute in backward
   bool trainable = true;         // false: no gradients, optimizer state or training activations are allocated
-  DType weight_dtype = DType::F32;  // F16/BF16: weights stored 16-bit for inference only, computed in float32
+  DType weight_dtype = DType::F32;  // F16/BF16/Q8_0: weights stored in 16 or 8 bits, for inference only
   // CUDA only (the CPU computes in float32 whatever this says): bf16 activations and tensor-core products with
   // float32 accumulation, float32 master weights, gradients and optimizer moments.
   bool mixed_bf16 = false;
+  // Data parallelism: the ranks this model trains with, one copy of it per rank (core/collective.h). step()
+  // averages the gradients over them before the norm and the update. With zero_stage 1 (ZeRO-1) a rank keeps the
+  // optimizer moments of its shard of the parameters only (Shards over the flat layout): the gradients are
+  // reduce-scattered, each rank updates its shard, the parameters are all-gathered, and reading the optimizer
+  // state becomes collective (every rank reads the same range and gets all of it). micro_batches: backwards per
+  // step, so that a backend may start reducing during the last one.
+  Collective* data_parallel = nullptr;
+  int zero_stage = 0;
+  int micro_batches = 1;
 };
 
 struct StepOptions {
@@ -59,7 +69,8 @@ class Backend {
   virtual MemoryReport memory() const = 0;
   virtual std::string device_name() const = 0;
 
-  // Parameters, gradients and optimizer moments by flat offset (see ModelSpec). Writes convert from dtype.
+  // Parameters, gradients and optimizer moments by flat offset (see ModelSpec). Writes convert from dtype (F32, F16
+  // or BF16); a Q8_0 model quantizes what it is given, and so takes its layer matrices in whole groups of 32 rows.
   virtual void write_params(size_t offset, const void* src, size_t count, DType dtype) = 0;
   virtual void read_params(size_t offset, float* dst, size_t count) const = 0;
   virtual void read_grads(size_t offset, float* dst, size_t count) const = 0;

@@ -1,9 +1,12 @@
 #include "checks.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 #include <utility>
+
+#include "dtype.h"
 
 namespace dixie {
 
@@ -28,12 +31,54 @@ int64_t check_forward_batch(const GPT2Config& c, const int32_t* inputs, const in
   return N;
 }
 
-void check_kv_truncate(int slot, int length, int n_slots, int held) {
+int64_t check_kv_forward(const GPT2Config& c, int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens,
+                         int n_slots, const int* lengths, uint8_t* used) {
+  if (n_slots == 0) throw std::logic_error("kv_forward: call kv_reserve first");
+  if (n <= 0 || n > n_slots)
+    throw std::invalid_argument("kv_forward: " + std::to_string(n) + " slots given, the cache has " + std::to_string(n_slots));
+  int64_t total = 0;
+  std::fill(used, used + n_slots, 0);
+  for (int i = 0; i < n; ++i) {
+    const int slot = slots[i];
+    if (slot < 0 || slot >= n_slots)
+      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " (entry " + std::to_string(i) +
+                                  ") is outside [0, " + std::to_string(n_slots) + ")");
+    if (used[slot]) throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " appears twice");
+    used[slot] = 1;
+    if (n_new[i] < 1)
+      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " has " + std::to_string(n_new[i]) + " new tokens (need >= 1)");
+    if (lengths[slot] + n_new[i] > c.n_ctx)
+      throw std::out_of_range("kv_forward: slot " + std::to_string(slot) + " would hold " +
+                              std::to_string(lengths[slot] + n_new[i]) + " tokens, more than n_ctx " + std::to_string(c.n_ctx));
+    total += n_new[i];
+  }
+  for (int64_t i = 0; i < total; ++i)
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+      throw std::invalid_argument("kv_forward: token " + std::to_string(tokens[i]) + " at " + std::to_string(i) +
+                                  " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+  return total;
+}
+
+void check_kv_slot(const char* call, int slot, int n_slots) {
   if (slot < 0 || slot >= n_slots)
-    throw std::invalid_argument("kv_truncate: slot " + std::to_string(slot) + " is outside [0, " + std::to_string(n_slots) + ")");
+    throw std::invalid_argument(std::string(call) + ": slot " + std::to_string(slot) + " is outside [0, " + std::to_string(n_slots) + ")");
+}
+
+void check_kv_truncate(int slot, int length, int held) {
   if (length < 0 || length > held)
     throw std::invalid_argument("kv_truncate: length " + std::to_string(length) + " is outside [0, " + std::to_string(held) +
                                 "] (the tokens slot " + std::to_string(slot) + " holds)");
+}
+
+void check_q8_write(const ModelSpec& spec, const FlatPiece& piece) {
+  const auto [rows, cols] = spec.matrix_shape(piece.kind);
+  const size_t group = static_cast<size_t>(kQ8Block) * cols, end = piece.element + piece.n;
+  if (piece.element % group == 0 && (end % group == 0 || end == static_cast<size_t>(rows) * cols)) return;
+  throw std::invalid_argument("writeParams: " + spec.tensor(piece.kind, piece.layer).name + " [" + std::to_string(rows) +
+                              ", " + std::to_string(cols) + "]: a q8_0 model quantizes its layer matrices by blocks of " +
+                              std::to_string(kQ8Block) + " rows, so it is written in whole groups of " +
+                              std::to_string(kQ8Block) + " rows (this write covers elements " + std::to_string(piece.element) +
+                              " to " + std::to_string(end) + ")");
 }
 
 void check_sampling_row(int row, int V, const SamplingParams& sp, const int32_t* history, int history_len) {

@@ -17,8 +17,21 @@ int64_t check_forward_batch(const GPT2Config& config, const int32_t* inputs, con
 // One row of sample(): its settings, and its history tokens against the vocabulary V.
 void check_sampling_row(int row, int V, const SamplingParams& params, const int32_t* history, int history_len);
 
-// kv_truncate(slot, length): the slot among n_slots, and a length from 0 to what the slot holds.
-void check_kv_truncate(int slot, int length, int n_slots, int held);
+// kv_forward(n, slots, n_new, tokens) against a cache of n_slots whose slots hold lengths[slot] tokens: each slot
+// once, at least one new token each, within n_ctx, every token in the vocabulary. `used` is scratch of n_slots
+// bytes. Returns the tokens given in all.
+int64_t check_kv_forward(const GPT2Config& config, int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens,
+                         int n_slots, const int* lengths, uint8_t* used);
+
+// kv_truncate(slot, length), its slot checked already: a length from 0 to the `held` tokens the slot holds.
+void check_kv_truncate(int slot, int length, int held);
+
+// A slot named to kv_length or kv_truncate, among n_slots.
+void check_kv_slot(const char* call, int slot, int n_slots);
+
+// A write of a Q8_0 model's layer matrix (a FlatPiece of `spec`): it must hold whole groups of kQ8Block rows, the
+// blocks being quantized by columns of those rows (the last group of a matrix may be shorter).
+void check_q8_write(const ModelSpec& spec, const FlatPiece& piece);
 
 // A backend's KV-cache decoder, for one of the kv* calls (named in `call`), which need kvReserve first.
 template <typename Decoder>

@@ -1,5 +1,6 @@
 #include "model_spec.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace dixie {
@@ -69,6 +70,47 @@ ModelSpec::ModelSpec(const GPT2Config& c) : config_(c) {
     offset = align_up(offset + group_numel_[g.kind]);
   }
   num_params_ = offset;
+}
+
+std::pair<int, int> ModelSpec::matrix_shape(ParamKind kind) const {
+  const int C = config_.n_embd;
+  switch (kind) {
+    case QKV_W: return {C, 3 * C};
+    case FC_W: return {C, 4 * C};
+    case FCPROJ_W: return {4 * C, C};
+    case ATTPROJ_W: return {C, C};
+    default: throw std::logic_error("matrix_shape: not a layer matrix");
+  }
+}
+
+const ParamTensor& ModelSpec::tensor(ParamKind kind, int layer) const {
+  for (const ParamTensor& t : tensors_)
+    if (t.kind == kind && t.layer == layer) return t;
+  throw std::logic_error("tensor: no such kind and layer");
+}
+
+void ModelSpec::for_each_piece(size_t offset, size_t count, const std::function<void(const FlatPiece&)>& fn) const {
+  const size_t end = offset + count;
+  for (size_t i = offset; i < end;) {
+    FlatPiece piece;
+    piece.first = i;
+    size_t stop = end;  // where this piece ends: the end of its layer's matrix, or where the next matrix begins
+    for (ParamKind kind : kLayerMatrices) {
+      const size_t begin = group_offset_[kind], per = group_numel_[kind] / config_.n_layer;
+      if (i < begin) {
+        stop = std::min(stop, begin);
+      } else if (i < begin + group_numel_[kind]) {
+        piece.kind = kind;
+        piece.layer = static_cast<int>((i - begin) / per);
+        piece.element = (i - begin) % per;
+        stop = std::min(end, i + per - piece.element);
+        break;
+      }
+    }
+    piece.n = stop - i;
+    fn(piece);
+    i = stop;
+  }
 }
 
 }  // namespace dixie

@@ -3,7 +3,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace dixie {
@@ -52,6 +54,15 @@ struct ParamTensor {
   bool is_matrix = false;  // 2-D weights: the ones AdamW decays by default
 };
 
+// A stretch of the flat buffer, [first, first + n): within one layer's matrix of a kind in kLayerMatrices (`element`
+// the index of its first element in that matrix), or kind NUM_PARAM_KINDS for parameters that are not layer matrices.
+struct FlatPiece {
+  size_t first = 0, n = 0;
+  ParamKind kind = NUM_PARAM_KINDS;
+  int layer = -1;
+  size_t element = 0;
+};
+
 class ModelSpec {
  public:
   explicit ModelSpec(const GPT2Config& config);  // throws std::invalid_argument naming the bad field
@@ -61,6 +72,13 @@ class ModelSpec {
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   size_t group_offset(ParamKind kind) const { return group_offset_[kind]; }
   size_t group_numel(ParamKind kind) const { return group_numel_[kind]; }
+  // A layer matrix's [rows, cols] (Conv1D layout: inputs by outputs), for a kind in kLayerMatrices.
+  std::pair<int, int> matrix_shape(ParamKind kind) const;
+  // The tensor of a kind and layer (-1 for the model-wide ones).
+  const ParamTensor& tensor(ParamKind kind, int layer) const;
+  // Calls fn over [offset, offset + count) in pieces (FlatPiece), in order: the backends store layer matrices apart
+  // from the other parameters when their weights are 16 or 8 bits.
+  void for_each_piece(size_t offset, size_t count, const std::function<void(const FlatPiece&)>& fn) const;
 
  private:
   GPT2Config config_;

@@ -6,6 +6,7 @@
 #include <limits>
 #include <new>
 #include <stdexcept>
+#include <vector>
 
 #include "core/checks.h"
 #include "core/dtype.h"
@@ -28,6 +29,12 @@ std::string cpu_feature_list() {
   std::string s;
 #ifdef __AVX512F__
   s += " avx512f";
+#endif
+#ifdef __AVX512VNNI__
+  s += " avx512vnni";
+#endif
+#ifdef __AVXVNNI__
+  s += " avxvnni";
 #endif
 #ifdef __AVX2__
   s += " avx2";
@@ -55,6 +62,12 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   training_ = options_.trainable && options_.weight_dtype == DType::F32;
 
   const size_t P = spec_.num_params();
+  group_ = options_.data_parallel;
+  if (options_.zero_stage != 0 && (options_.zero_stage != 1 || !group_ || !training_))
+    throw std::invalid_argument("option 'zero' must be 0, or 1 for a trainable float32 model trained data-parallel");
+  shards_ = Shards{P, sharded() ? group_->size() : 1};
+  shard_begin_ = shards_.begin(sharded() ? group_->rank() : 0);
+  shard_end_ = shards_.end(sharded() ? group_->rank() : 0);
   if (options_.weight_dtype == DType::F32) {
     params_ = AlignedArray<float>(P);
   } else {
@@ -62,18 +75,18 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   }
   if (training_) {
     grads_ = AlignedArray<float>(P);
-    m_ = AlignedArray<float>(P);
-    v_ = AlignedArray<float>(P);
+    m_ = AlignedArray<float>(shard_end_ - shard_begin_);
+    v_ = AlignedArray<float>(shard_end_ - shard_begin_);
   }
   trainable_flags_.assign(spec_.tensors().size(), 1);
   decay_flags_.resize(spec_.tensors().size());
   for (size_t i = 0; i < decay_flags_.size(); ++i) decay_flags_[i] = spec_.tensors()[i].is_matrix ? 1 : 0;
-  spans_ = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data());
+  spans_ = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data(), shard_begin_, shard_end_);
   span_partials_.assign(spans_.size(), 0.0);
 
   if (options_.weight_dtype != DType::F32) {
-    // 16-bit models only decode, and their layer matrices live in the decoder's panels from the first write on.
-    decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), pool_);
+    // 16-bit and 8-bit models only decode, and their layer matrices live in the decoder's panels from the first write on.
+    decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), options_.weight_dtype, pool_);
     return;
   }
 
@@ -135,15 +148,16 @@ MemoryReport CpuBackend::memory() const {
 }
 
 std::string CpuBackend::device_name() const {
-  const char* dtype = options_.weight_dtype == DType::F32 ? "f32" : options_.weight_dtype == DType::F16 ? "f16" : "bf16";
+  static const char* const kNames[] = {"f32", "f16", "bf16", "q8_0"};
+  const char* dtype = kNames[static_cast<int>(options_.weight_dtype)];
   return "cpu (" + std::to_string(pool_.size()) + " threads," + cpu_feature_list() + "; " + dtype + " weights)";
 }
 
 void CpuBackend::require_f32(const char* what) const {
   if (options_.weight_dtype != DType::F32)
-    throw std::logic_error(std::string(what) +
-                           " is not available: the model stores 16-bit weights, which are inference-only (use the kv* "
-                           "decoding calls, or load with weightDtype 'f32')");
+    throw std::logic_error(std::string(what) + " is not available: the model stores " +
+                           (options_.weight_dtype == DType::Q8_0 ? "8-bit (q8_0)" : "16-bit") +
+                           " weights, which are inference-only (use the kv* decoding calls, or load with weightDtype 'f32')");
 }
 
 void CpuBackend::require_training(const char* what) const {
@@ -173,7 +187,8 @@ CpuBackend::LayerActs& CpuBackend::acts(int l) { return layer_acts_[layer_acts_.
 
 WeightsView CpuBackend::weights() const {
   WeightsView w;
-  w.dtype = options_.weight_dtype;
+  // A Q8_0 model keeps the parameters that are not layer matrices (embeddings, LayerNorms, biases) as f16.
+  w.dtype = options_.weight_dtype == DType::Q8_0 ? DType::F16 : options_.weight_dtype;
   if (w.dtype == DType::F32) w.f32 = params_.data(); else w.u16 = params16_.data();
   return w;
 }
@@ -185,23 +200,51 @@ void CpuBackend::write_params(size_t offset, const void* src, size_t count, DTyp
   check_range(offset, count, "writeParams");
   if (decoder_) decoder_->weights_changed();
   const DType store = options_.weight_dtype;
-  // src[i] as the stored type.
-  const auto value = [&](size_t i) -> float {
-    if (dtype == DType::F32) return static_cast<const float*>(src)[i];
-    return dtype == DType::F16 ? f16_to_f32(static_cast<const uint16_t*>(src)[i]) : bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
-  };
+  if (store == DType::Q8_0) {
+    write_q8(offset, src, count, dtype);
+    return;
+  }
+  // src[i] as 16 bits of the stored type.
   const auto value16 = [&](size_t i) -> uint16_t {
     if (store == dtype) return static_cast<const uint16_t*>(src)[i];  // exact copy
-    return store == DType::F16 ? f32_to_f16(value(i)) : f32_to_bf16(value(i));
+    return store == DType::F16 ? f32_to_f16(element_to_f32(src, i, dtype)) : f32_to_bf16(element_to_f32(src, i, dtype));
   };
   pool_.parallel_for(static_cast<int64_t>(count), 1 << 16, [&](int64_t b, int64_t e) {
     if (store == DType::F32) {
-      for (int64_t i = b; i < e; ++i) params_.data()[offset + i] = value(i);
+      for (int64_t i = b; i < e; ++i) params_.data()[offset + i] = element_to_f32(src, i, dtype);
       return;
     }
-    decoder_->for_each_run16(offset + b, e - b, [&](size_t first, size_t n, uint16_t* in_panels) {
-      uint16_t* out = in_panels ? in_panels : params16_.data() + first;
+    decoder_->for_each_run(offset + b, e - b, [&](size_t first, size_t n, const PanelRun* run) {
+      uint16_t* out = run ? decoder_->panel16(*run) : params16_.data() + first;
       for (size_t k = 0; k < n; ++k) out[k] = value16(first - offset + k);
+    });
+  });
+}
+
+// A Q8_0 model's write: the layer-matrix rows are quantized into the decoder's panels, a group of kQ8Block rows
+// per task, the other parameters stored as f16.
+void CpuBackend::write_q8(size_t offset, const void* src, size_t count, DType dtype) {
+  spec_.for_each_piece(offset, count, [&](const FlatPiece& piece) {
+    const void* from = static_cast<const char*>(src) + (piece.first - offset) * (dtype == DType::F32 ? 4 : 2);
+    if (piece.kind == NUM_PARAM_KINDS) {
+      pool_.parallel_for(static_cast<int64_t>(piece.n), 1 << 16, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) params16_.data()[piece.first + i] = f32_to_f16(element_to_f32(from, i, dtype));
+      });
+      return;
+    }
+    check_q8_write(spec_, piece);
+    const int cols = spec_.matrix_shape(piece.kind).second, k0 = static_cast<int>(piece.element / cols);
+    const int rows = static_cast<int>(piece.n / cols), groups = (rows + kQ8Block - 1) / kQ8Block;
+    pool_.run(groups, [&](int64_t g, int) {
+      const int k = static_cast<int>(g) * kQ8Block, n = std::min(kQ8Block, rows - k);
+      const size_t first = static_cast<size_t>(k) * cols, numel = static_cast<size_t>(n) * cols;
+      if (dtype == DType::F32) {
+        decoder_->write_q8(piece.kind, piece.layer, k0 + k, n, static_cast<const float*>(from) + first);
+        return;
+      }
+      std::vector<float> w(numel);
+      for (size_t i = 0; i < numel; ++i) w[i] = element_to_f32(from, first + i, dtype);
+      decoder_->write_q8(piece.kind, piece.layer, k0 + k, n, w.data());
     });
   });
 }
@@ -212,10 +255,15 @@ void CpuBackend::read_params(size_t offset, float* dst, size_t count) const {
     std::memcpy(dst, params_.data() + offset, count * sizeof(float));
     return;
   }
-  const bool f16 = options_.weight_dtype == DType::F16;
-  decoder_->for_each_run16(offset, count, [&](size_t first, size_t n, uint16_t* in_panels) {
-    const uint16_t* in = in_panels ? in_panels : params16_.data() + first;
-    for (size_t k = 0; k < n; ++k) dst[first - offset + k] = f16 ? f16_to_f32(in[k]) : bf16_to_f32(in[k]);
+  const bool bf16 = options_.weight_dtype == DType::BF16;
+  decoder_->for_each_run(offset, count, [&](size_t first, size_t n, const PanelRun* run) {
+    float* out = dst + (first - offset);
+    if (run && options_.weight_dtype == DType::Q8_0) {
+      decoder_->read_q8(*run, n, out);
+      return;
+    }
+    const uint16_t* in = run ? decoder_->panel16(*run) : params16_.data() + first;
+    for (size_t k = 0; k < n; ++k) out[k] = bf16 ? bf16_to_f32(in[k]) : f16_to_f32(in[k]);
   });
 }
 
@@ -225,16 +273,22 @@ void CpuBackend::read_grads(size_t offset, float* dst, size_t count) const {
   std::memcpy(dst, grads_.data() + offset, count * sizeof(float));
 }
 
+// Under ZeRO-1 a rank keeps what falls in its shard of a write, and a read gathers every rank's part.
 void CpuBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) {
   require_training("writeOptimizerState");
   check_range(offset, count, "writeOptimizerState");
-  std::memcpy((slot == OptimizerSlot::M ? m_ : v_).data() + offset, src, count * sizeof(float));
+  const size_t first = std::clamp(offset, shard_begin_, shard_end_), last = std::clamp(offset + count, shard_begin_, shard_end_);
+  std::memcpy((slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin_), src + (first - offset),
+              (last - first) * sizeof(float));
 }
 
 void CpuBackend::read_optimizer_state(OptimizerSlot slot, size_t offset, float* dst, size_t count) const {
   require_training("readOptimizerState");
   check_range(offset, count, "readOptimizerState");
-  std::memcpy(dst, (slot == OptimizerSlot::M ? m_ : v_).data() + offset, count * sizeof(float));
+  const size_t first = std::clamp(offset, shard_begin_, shard_end_), last = std::clamp(offset + count, shard_begin_, shard_end_);
+  std::memcpy(dst + (first - offset), (slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin_),
+              (last - first) * sizeof(float));
+  if (sharded()) group_->allgather(dst, shards_.within(offset, count));
 }
 
 void CpuBackend::set_optimizer_step_count(int64_t t) {
@@ -245,7 +299,7 @@ void CpuBackend::set_optimizer_step_count(int64_t t) {
 void CpuBackend::set_param_flags(const uint8_t* trainable, const uint8_t* decay) {
   trainable_flags_.assign(trainable, trainable + spec_.tensors().size());
   decay_flags_.assign(decay, decay + spec_.tensors().size());
-  spans_ = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data());
+  spans_ = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data(), shard_begin_, shard_end_);
 }
 
 // --------------------------------------------------------------------------------------------------------------
@@ -342,15 +396,31 @@ float CpuBackend::step(const StepOptions& options) {
   require_training("step");
   if (options.kind == OptimizerKind::AdamW) ++step_count_;  // t of the bias correction
   if (decoder_) decoder_->weights_changed();
-  return optimizer_step(params_.data(), grads_.data(), m_.data(), v_.data(), spans_, span_partials_.data(), options,
-                        std::max<int64_t>(1, step_count_), pool_);
+  const int64_t t = std::max<int64_t>(1, step_count_);
+  if (!group_) return optimizer_step(params_.data(), grads_.data(), m_.data(), v_.data(), spans_, span_partials_.data(), options, t, pool_);
+
+  // The ranks' gradients are summed; the mean is their sum over the ranks, folded into the gradient's scale.
+  StepOptions averaged = options;
+  averaged.grad_scale /= static_cast<float>(group_->size());
+  if (!sharded()) {
+    group_->allreduce_sum(grads_.data(), grads_.size());
+    return optimizer_step(params_.data(), grads_.data(), m_.data(), v_.data(), spans_, span_partials_.data(), averaged, t, pool_);
+  }
+  group_->reduce_scatter_sum(grads_.data(), shards_.bounds());
+  const float norm = optimizer_step(params_.data(), grads_.data(), m_.data(), v_.data(), spans_, span_partials_.data(),
+                                    averaged, t, pool_, shard_begin_, [this](double& total) { group_->allreduce_sum(&total, 1); });
+  // The update zeroed this rank's shard of the gradients; the rest held other shards' partial sums.
+  zero_fill(grads_.data(), shard_begin_, pool_);
+  zero_fill(grads_.data() + shard_end_, grads_.size() - shard_end_, pool_);
+  group_->allgather(params_.data(), shards_.bounds());
+  return norm;
 }
 
 // --------------------------------------------------------------------------------------------------------------
 // decoding: CpuDecoder, over the layer matrices in panel layout (a copy of float32 weights, remade after they change)
 
 void CpuBackend::kv_reserve(int n_slots) {
-  if (!decoder_) decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), pool_);
+  if (!decoder_) decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), DType::F32, pool_);
   decoder_->reserve(n_slots);
 }
 

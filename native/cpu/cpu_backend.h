@@ -7,6 +7,7 @@
 
 #include "aligned_array.h"
 #include "core/backend.h"
+#include "core/collective.h"
 #include "decoder.h"
 #include "optimizer.h"
 #include "thread_pool.h"
@@ -55,6 +56,7 @@ class CpuBackend : public Backend {
     float* fch;                        // [N, 4C] MLP pre-activation (GELU is recomputed in backward)
   };
 
+  void write_q8(size_t offset, const void* src, size_t count, DType dtype);
   void require_f32(const char* what) const;
   void require_training(const char* what) const;
   void check_range(size_t offset, size_t count, const char* what) const;
@@ -72,7 +74,7 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
 
   AlignedArray<float> params_;       // F32 weights
-  AlignedArray<uint16_t> params16_;  // F16/BF16 weights (inference only)
+  AlignedArray<uint16_t> params16_;  // F16/BF16 weights, or a Q8_0 model's f16 parameters but its layer matrices (inference only)
   AlignedArray<float> grads_, m_, v_;
   AlignedArray<float> arena_;        // every activation, carved below
   std::vector<float*> residuals_;
@@ -81,8 +83,14 @@ class CpuBackend : public Backend {
   float *dres_, *dwide_, *dnarrow_;  // backward scratch: [N, C], [N, 4C], [N, C]
   AlignedArray<int32_t> inputs_, targets_;
 
+  // Data parallelism (BackendOptions::data_parallel); under ZeRO-1, m_ and v_ hold this rank's shard only.
+  Collective* group_ = nullptr;
+  Shards shards_;
+  size_t shard_begin_ = 0, shard_end_ = 0;  // the parameters this rank updates: all of them without ZeRO-1
+  bool sharded() const { return options_.zero_stage == 1; }
+
   std::vector<uint8_t> trainable_flags_, decay_flags_;
-  std::vector<ParamSpan> spans_;
+  std::vector<ParamSpan> spans_;             // over [shard_begin_, shard_end_)
   std::vector<double> span_partials_;
   int64_t step_count_ = 0;
 

@@ -3,14 +3,22 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
+#include <stdexcept>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "core/dtype.h"
 #include "vec_math.h"
 
 #if defined(DIXIE_AVX2) && defined(__F16C__)
 #define DIXIE_F16C 1
+#endif
+// The 4-way byte dot products of 8-bit weights: VNNI's vpdpbusd where the build targets it (AVX-512 VNNI with VL,
+// or AVX-VNNI), AVX2's vpmaddubsw + vpmaddwd otherwise; exact int32 sums either way.
+#if defined(DIXIE_AVX2) && ((defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__))
+#define DIXIE_VNNI 1
 #endif
 
 namespace dixie {
@@ -53,12 +61,12 @@ struct LoadBF16 {
 #endif
 };
 
-int num_parts(int C) { return (C + part_rows(C) - 1) / part_rows(C); }
 int num_panels(int OC) { return (OC + kPanelCols - 1) / kPanelCols; }
+int num_parts(int C, int height) { return (C + height - 1) / height; }
 
 constexpr int kStrip = 16;  // columns of one strip of a panel: the width of the main micro-kernel
-// Elements of one (part, panel) block of a w[C, *].
-size_t panel_block(int C) { return static_cast<size_t>(part_rows(C)) * kPanelCols; }
+constexpr int kQ8Quads = kQ8Block / 4;  // rows of an 8-bit block, four at a time
+constexpr int kQ8ScalesAt = kQ8Block * kStrip;  // bytes into an 8-bit block where its scales are
 
 // out[0, n) = epilogue(y[0, n)). Vector and scalar paths give the same bits (gelu1 is a lane of gelu256), so
 // where the vectors start does not change a result.
@@ -83,7 +91,7 @@ void finish(float* out, const float* y, int n, Epilogue epilogue) {
   }
 }
 
-// ---- products over panels -------------------------------------------------------------------------------------
+// ---- float weights: products over panels ----------------------------------------------------------------------
 
 #ifdef DIXIE_AVX2
 #define DIXIE_UNROLL _Pragma("GCC unroll 8")
@@ -113,9 +121,9 @@ void micro_kernel(float* tile, const float* x, int ldx, const typename W::T* str
 
 // tile[R, kPanelCols] (+)= x[R, 0:kn] @ panel (strips of `height` rows), in blocks of 6 rows x one strip (12
 // accumulators) and the last rows in the widest block that keeps enough chains independent. Strips outermost: a
-// strip stays in L1 while the rows pass over it.
+// strip stays in cache (L2 for the tallest parts) while the rows pass over it.
 template <class W, bool kAdd>
-void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int height, int kn) {
+void float_panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int height, int kn) {
   const int full = R / 6 * 6;
   float* rest_tile = tile + static_cast<size_t>(full) * kPanelCols;
   const float* rest_x = x + static_cast<size_t>(full) * ldx;
@@ -134,10 +142,9 @@ void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel
     }
   }
 }
-#undef DIXIE_UNROLL
 #else
 template <class W, bool kAdd>
-void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int height, int kn) {
+void float_panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel, int R, int height, int kn) {
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < kPanelCols; ++c) {
       float acc = 0.0f;
@@ -148,6 +155,204 @@ void panel_rows(float* tile, const float* x, int ldx, const typename W::T* panel
     }
 }
 #endif
+
+
+// ---- 8-bit weights: quantized rows and integer products over panels -------------------------------------------
+
+// q[0, kQ8Block) = x[0, n) (zeros past n) quantized to int8, round to nearest even of x * (1 / d) where d =
+// max |x| / 127; returns d. The vector and scalar paths give the same bits.
+float quantize_row_block(const float* x, int n, int8_t* q) {
+  float amax = 0.0f;
+#ifdef DIXIE_AVX2
+  if (n == kQ8Block) {
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(x + 8 * i);
+      m = _mm256_max_ps(m, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v[i]));
+    }
+    amax = hmax(m);
+    const float d = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    __m256i w[4];
+    for (int i = 0; i < 4; ++i) w[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));
+    // The two packs interleave the 128-bit lanes; the permutation puts the 4-byte groups back in order.
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(w[0], w[1]), _mm256_packs_epi32(w[2], w[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    return d;
+  }
+#endif
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int i = 0; i < kQ8Block; ++i) q[i] = i < n ? static_cast<int8_t>(std::nearbyint(x[i] * id)) : 0;
+  return d;
+}
+
+// One part of the input rows for 8-bit weights: q [R][ld] int8 (ld = the part's height), d [R][ld / kQ8Block]
+// the scales of their blocks.
+struct Q8Rows {
+  const int8_t* q;
+  const float* d;
+  int ld;
+};
+
+#ifdef DIXIE_AVX2
+// acc + the four-byte dot products of u (unsigned) and s (signed), lane by lane.
+inline __m256i dot4(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(acc, u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+  // Pairs of u8 x s8 products summed into int16 do not saturate: |x| and |w| are at most 127.
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+// tile[MR, 8 NV] (+)= x[MR, part] @ strips over `blocks` blocks (NV / 2 strips of strip_bytes from `strips`): per
+// block the int32 dot products of the quantized rows with the weights (|x| times w with x's sign, the operands of
+// the unsigned-by-signed byte products), then per block an fma chain, from 0, of (sum) x (row scale x column scale);
+// added to the tile (kAdd) or stored.
+template <bool kAdd, int MR, int NV>
+void q8_micro_kernel(float* tile, const Q8Rows& x, const uint8_t* strips, size_t strip_bytes, int blocks) {
+  static_assert(NV % 2 == 0, "whole strips");
+  const int lds = x.ld / kQ8Block;
+  __m256 chain[MR][NV];
+  DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) chain[r][v] = _mm256_setzero_ps();
+  for (int b = 0; b < blocks; ++b) {
+    const uint8_t* block = strips + static_cast<size_t>(b) * kQ8BlockBytes;
+    __m256i acc[MR][NV];
+    DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_si256();
+    for (int q = 0; q < kQ8Quads; ++q) {
+      __m256i w[NV];
+      DIXIE_UNROLL for (int v = 0; v < NV; ++v)
+        w[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(block + (v / 2) * strip_bytes + q * 64 + (v % 2) * 32));
+      DIXIE_UNROLL for (int r = 0; r < MR; ++r) {
+        int32_t quad;
+        std::memcpy(&quad, x.q + static_cast<size_t>(r) * x.ld + b * kQ8Block + 4 * q, 4);
+        const __m256i xs = _mm256_set1_epi32(quad);
+        const __m256i ax = _mm256_sign_epi8(xs, xs);
+        DIXIE_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = dot4(acc[r][v], ax, _mm256_sign_epi8(w[v], xs));
+      }
+    }
+    __m256 ws[NV];
+    DIXIE_UNROLL for (int v = 0; v < NV; ++v)
+      ws[v] = LoadF16::eight(reinterpret_cast<const uint16_t*>(block + (v / 2) * strip_bytes + kQ8ScalesAt) + (v % 2) * 8);
+    DIXIE_UNROLL for (int r = 0; r < MR; ++r) {
+      const __m256 xd = _mm256_set1_ps(x.d[r * lds + b]);
+      DIXIE_UNROLL for (int v = 0; v < NV; ++v)
+        chain[r][v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][v]), _mm256_mul_ps(xd, ws[v]), chain[r][v]);
+    }
+  }
+  DIXIE_UNROLL for (int r = 0; r < MR; ++r) DIXIE_UNROLL for (int v = 0; v < NV; ++v) {
+      float* t = tile + static_cast<size_t>(r) * kPanelCols + 8 * v;
+      _mm256_storeu_ps(t, kAdd ? _mm256_add_ps(_mm256_loadu_ps(t), chain[r][v]) : chain[r][v]);
+    }
+}
+
+// tile[R, kPanelCols] (+)= x[R, part] @ panel, in blocks of 4 rows x one strip (8 integer accumulators) and the last
+// rows in the widest block that fits the 16 registers; strips outermost, as for float weights.
+template <bool kAdd>
+void q8_panel_rows(float* tile, const Q8Rows& x, const uint8_t* panel, int R, int height, int kn) {
+  const size_t strip_bytes = static_cast<size_t>(height / kQ8Block) * kQ8BlockBytes;
+  const int blocks = (kn + kQ8Block - 1) / kQ8Block, full = R / 4 * 4;
+  const auto rows_from = [&](int r) { return Q8Rows{x.q + static_cast<size_t>(r) * x.ld, x.d + static_cast<size_t>(r) * (x.ld / kQ8Block), x.ld}; };
+  float* rest_tile = tile + static_cast<size_t>(full) * kPanelCols;
+  const Q8Rows rest = rows_from(full);
+  for (int s = 0; s < kPanelCols; s += kStrip) {
+    const uint8_t* strip = panel + (s / kStrip) * strip_bytes;
+    for (int r = 0; r < full; r += 4)
+      q8_micro_kernel<kAdd, 4, 2>(tile + static_cast<size_t>(r) * kPanelCols + s, rows_from(r), strip, strip_bytes, blocks);
+    switch (R - full) {
+      case 1: if (s == 0) q8_micro_kernel<kAdd, 1, 8>(rest_tile, rest, strip, strip_bytes, blocks); break;  // the whole panel
+      case 2: if (s % (2 * kStrip) == 0) q8_micro_kernel<kAdd, 2, 4>(rest_tile + s, rest, strip, strip_bytes, blocks); break;
+      case 3: q8_micro_kernel<kAdd, 3, 2>(rest_tile + s, rest, strip, strip_bytes, blocks); break;
+      default: break;
+    }
+  }
+}
+#undef DIXIE_UNROLL
+#else
+template <bool kAdd>
+void q8_panel_rows(float* tile, const Q8Rows& x, const uint8_t* panel, int R, int height, int kn) {
+  const size_t strip_bytes = static_cast<size_t>(height / kQ8Block) * kQ8BlockBytes;
+  const int blocks = (kn + kQ8Block - 1) / kQ8Block, lds = x.ld / kQ8Block;
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < kPanelCols; ++c) {
+      float chain = 0.0f;
+      for (int b = 0; b < blocks; ++b) {
+        const uint8_t* block = panel + (c / kStrip) * strip_bytes + static_cast<size_t>(b) * kQ8BlockBytes;
+        const int8_t* xq = x.q + static_cast<size_t>(r) * x.ld + b * kQ8Block;
+        int32_t sum = 0;
+        for (int k = 0; k < kQ8Block; ++k) sum += xq[k] * static_cast<int8_t>(block[(k / 4) * 64 + (c % kStrip) * 4 + k % 4]);
+        uint16_t scale;
+        std::memcpy(&scale, block + kQ8ScalesAt + (c % kStrip) * 2, 2);
+        chain = std::fma(static_cast<float>(sum), x.d[r * lds + b] * f16_to_f32(scale), chain);
+      }
+      float& t = tile[static_cast<size_t>(r) * kPanelCols + c];
+      t = kAdd ? t + chain : chain;
+    }
+}
+#endif
+
+// ---- the weight types, as the schedules below see them --------------------------------------------------------
+//   T                   the panels' storage type
+//   height(C)           rows of a part
+//   block(C)            elements of T in one (part, panel) block
+//   Rows                one part of the input rows as the products read them
+//   prepared(R, height, pack)   floats of scratch that prepare needs for a part of R rows
+//   prepare(...)        the rows [k0, k0 + kn) of inp[R, ld] (inp already at k0) as Rows, in buf or in place
+//   rows<kAdd>(...)     tile[R, kPanelCols] (+)= Rows @ one (part, panel) block
+
+// Float weights read through loader W. The streaming schedule reads the input in place; the tiled one copies it by
+// parts, which puts the rows that the micro-kernels load a part's height apart, not C apart (4C = 12 KB would put six
+// rows in one L1 set).
+template <class W>
+struct FloatWeights {
+  using T = typename W::T;
+  struct Rows {
+    const float* x;
+    int ld;
+  };
+  static int height(int C) { return part_rows(C); }
+  static size_t block(int C) { return static_cast<size_t>(part_rows(C)) * kPanelCols; }
+  static size_t prepared(int R, int height, bool pack) { return pack ? static_cast<size_t>(R) * height : 0; }
+  static Rows prepare(float* buf, const float* inp, int ld, int R, int kn, int height, bool pack) {
+    if (!pack) return {inp, ld};
+    for (int r = 0; r < R; ++r) std::copy(inp + static_cast<size_t>(r) * ld, inp + static_cast<size_t>(r) * ld + kn, buf + static_cast<size_t>(r) * height);
+    return {buf, height};
+  }
+  template <bool kAdd>
+  static void rows(float* tile, const Rows& x, const T* panel, int R, int height, int kn) {
+    float_panel_rows<W, kAdd>(tile, x.x, x.ld, panel, R, height, kn);
+  }
+};
+
+// 8-bit weights: both schedules quantize the input, a part at a time (so a row's blocks are the same either way).
+struct Q8Weights {
+  using T = uint8_t;
+  using Rows = Q8Rows;
+  static int height(int C) { return q8_part_rows(C); }
+  static size_t block(int C) { return static_cast<size_t>(q8_part_rows(C) / kQ8Block) * (kPanelCols / kStrip) * kQ8BlockBytes; }
+  static size_t prepared(int R, int height, bool) {
+    const size_t bytes = static_cast<size_t>(R) * (height / kQ8Block) * sizeof(float) + static_cast<size_t>(R) * height;
+    return (bytes + 63) / 64 * 16;
+  }
+  static Rows prepare(float* buf, const float* inp, int ld, int R, int kn, int height, bool) {
+    const int lds = height / kQ8Block;
+    int8_t* q = reinterpret_cast<int8_t*>(buf + static_cast<size_t>(R) * lds);
+    for (int r = 0; r < R; ++r)
+      for (int b = 0; b * kQ8Block < kn; ++b)
+        buf[r * lds + b] = quantize_row_block(inp + static_cast<size_t>(r) * ld + b * kQ8Block, std::min(kQ8Block, kn - b * kQ8Block),
+                                              q + static_cast<size_t>(r) * height + b * kQ8Block);
+    return {q, buf, height};
+  }
+  template <bool kAdd>
+  static void rows(float* tile, const Rows& x, const uint8_t* panel, int R, int height, int kn) {
+    q8_panel_rows<kAdd>(tile, x, panel, R, height, kn);
+  }
+};
+
+// ---- the two schedules ----------------------------------------------------------------------------------------
 
 // Waits (spinning, then yielding the core) until counter reaches target. PAUSE only now and then: under a
 // hypervisor a run of PAUSEs gets the vCPU descheduled (pause-loop exiting).
@@ -163,39 +368,61 @@ void wait_for(const std::atomic<int>& counter, int target) {
   }
 }
 
-// Few rows, bound by reading the weights: every (part, panel) product is independent, so the threads stream
-// the panels without a barrier between parts, each task reading G parts side by side (several long runs keep
-// memory busy), and write P_p; the tasks after them wait for all of those and add up
-// out = epilogue(((bias + P_0) + P_1) + ...) for a panel each.
-template <class W>
-void stream_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
-                   Epilogue epilogue, float* partials, ThreadPool& pool) {
-  const int parts = num_parts(C), panels = num_panels(OC), height = part_rows(C);
-  const size_t block = panel_block(C);
-  int group = 1;
+// The streaming schedule's tasks: groups of G parts read side by side (G = 4, 3 or 2 where it divides the parts;
+// several long runs keep memory busy) times ranges of panels, at least two tasks per thread and a multiple of the
+// threads, so that no thread is left alone with a last task (7 parts at 1600 channels gave 4 tasks to one thread
+// and 3 to the other).
+struct StreamPlan {
+  int group = 1, chunks = 1, per_chunk = 0, tasks = 0;
+};
+constexpr int kMaxGroup = 4;
+
+StreamPlan plan_stream(int parts, int panels, int threads) {
+  StreamPlan plan;
   for (int g : {4, 3, 2})
     if (parts % g == 0) {
-      group = g;
+      plan.group = g;
       break;
     }
-  // Panel ranges per group: enough tasks for two per thread.
-  int chunks = 1;
-  while ((parts / group) * chunks < 2 * pool.size() && chunks * 2 <= panels) chunks *= 2;
-  const int per_chunk = (panels + chunks - 1) / chunks, stream_tasks = parts / group * chunks;
+  const int groups = parts / plan.group;
+  while (plan.chunks < panels && (groups * plan.chunks < 2 * threads || groups * plan.chunks % threads != 0)) ++plan.chunks;
+  plan.per_chunk = (panels + plan.chunks - 1) / plan.chunks;
+  plan.chunks = (panels + plan.per_chunk - 1) / plan.per_chunk;  // no empty range
+  plan.tasks = groups * plan.chunks;
+  return plan;
+}
+
+// Few rows, bound by reading the weights: every (part, panel) product is independent, so the threads stream
+// the panels without a barrier between parts and write P_p; the tasks after them wait for all of those and add up
+// out = epilogue(((bias + P_0) + P_1) + ...) for a panel each.
+template <class P>
+void stream_matmul(float* out, const float* inp, const typename P::T* w, const float* bias, int R, int C, int OC,
+                   Epilogue epilogue, float* scratch, ThreadPool& pool) {
+  const int height = P::height(C), parts = num_parts(C, height), panels = num_panels(OC);
+  const size_t block = P::block(C), prepared = P::prepared(R, height, false);
+  const StreamPlan plan = plan_stream(parts, panels, pool.size());
   const size_t part_stride = static_cast<size_t>(panels) * R * kPanelCols;  // partials: [parts][panels][R][kPanelCols]
+  float* partials = scratch;
+  float* buffers = partials + parts * part_stride;  // [threads][kMaxGroup][prepared]
   std::atomic<int> streams_done{0};
-  pool.run(stream_tasks + panels, [&](int64_t task, int) {
-    if (task < stream_tasks) {
-      const int p0 = static_cast<int>(task) / chunks * group, q0 = static_cast<int>(task) % chunks * per_chunk;
-      for (int q = q0; q < std::min(panels, q0 + per_chunk); ++q)
-        for (int p = p0; p < p0 + group; ++p)
-          panel_rows<W, false>(partials + p * part_stride + static_cast<size_t>(q) * R * kPanelCols, inp + p * height, C,
-                               w + (static_cast<size_t>(p) * panels + q) * block, R, height, std::min(height, C - p * height));
+  pool.run(plan.tasks + panels, [&](int64_t task, int thread) {
+    if (task < plan.tasks) {
+      const int p0 = static_cast<int>(task) / plan.chunks * plan.group, q0 = static_cast<int>(task) % plan.chunks * plan.per_chunk;
+      typename P::Rows x[kMaxGroup];
+      for (int g = 0; g < plan.group; ++g)
+        x[g] = P::prepare(buffers + (static_cast<size_t>(thread) * kMaxGroup + g) * prepared, inp + (p0 + g) * height, C, R,
+                          std::min(height, C - (p0 + g) * height), height, false);
+      for (int q = q0; q < std::min(panels, q0 + plan.per_chunk); ++q)
+        for (int g = 0; g < plan.group; ++g) {
+          const int p = p0 + g;
+          P::template rows<false>(partials + p * part_stride + static_cast<size_t>(q) * R * kPanelCols, x[g],
+                                  w + (static_cast<size_t>(p) * panels + q) * block, R, height, std::min(height, C - p * height));
+        }
       streams_done.fetch_add(1, std::memory_order_acq_rel);
       return;
     }
-    wait_for(streams_done, stream_tasks);
-    const int q = static_cast<int>(task - stream_tasks), j0 = q * kPanelCols, n = std::min(kPanelCols, OC - j0);
+    wait_for(streams_done, plan.tasks);
+    const int q = static_cast<int>(task - plan.tasks), j0 = q * kPanelCols, n = std::min(kPanelCols, OC - j0);
     float y[kPanelCols];
     for (int r = 0; r < R; ++r) {
       if (bias) std::copy(bias + j0, bias + j0 + n, y);
@@ -213,23 +440,21 @@ void stream_matmul(float* out, const float* inp, const typename W::T* w, const f
   });
 }
 
-// More rows, bound by the FMAs: each panel's tile starts at the bias and takes the parts in order, a parallel
-// region per part; the copy of inp by parts puts the rows that the micro-kernels load a part's height apart, not C
-// apart (4C = 12 KB would put six rows in one L1 set).
-template <class W>
-void tiled_matmul(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
+// More rows, bound by the arithmetic: each panel's tile starts at the bias and takes the parts in order, a parallel
+// region per part, over the input prepared (copied or quantized) by parts first.
+template <class P>
+void tiled_matmul(float* out, const float* inp, const typename P::T* w, const float* bias, int R, int C, int OC,
                   Epilogue epilogue, float* scratch, ThreadPool& pool) {
-  const int parts = num_parts(C), panels = num_panels(OC), height = part_rows(C);
-  const size_t block = panel_block(C);
-  float* xpack = scratch;                                          // [parts][R][height]
-  float* tiles = xpack + static_cast<size_t>(parts) * R * height;  // [panels][R][kPanelCols]
+  const int height = P::height(C), parts = num_parts(C, height), panels = num_panels(OC);
+  const size_t block = P::block(C), prepared = P::prepared(R, height, true);
+  float* tiles = scratch;                                       // [panels][R][kPanelCols]
+  float* xpack = tiles + static_cast<size_t>(panels) * R * kPanelCols;  // [parts][prepared]
+  std::vector<typename P::Rows> x(parts);
   const auto rows_of = [&](int p) { return std::min(height, C - p * height); };
   pool.run(parts + panels, [&](int64_t task, int) {
     if (task < parts) {
-      const int k0 = static_cast<int>(task) * height, kn = rows_of(static_cast<int>(task));
-      for (int r = 0; r < R; ++r)
-        std::copy(inp + static_cast<size_t>(r) * C + k0, inp + static_cast<size_t>(r) * C + k0 + kn,
-                  xpack + (static_cast<size_t>(task) * R + r) * height);
+      const int p = static_cast<int>(task);
+      x[p] = P::prepare(xpack + p * prepared, inp + p * height, C, R, rows_of(p), height, true);
       return;
     }
     const int j0 = static_cast<int>(task - parts) * kPanelCols, cols = std::min(kPanelCols, OC - j0);
@@ -244,8 +469,7 @@ void tiled_matmul(float* out, const float* inp, const typename W::T* w, const fl
     pool.run(panels, [&](int64_t task, int) {
       const int q = static_cast<int>(task);
       float* tile = tiles + static_cast<size_t>(q) * R * kPanelCols;
-      panel_rows<W, true>(tile, xpack + static_cast<size_t>(p) * R * height, height,
-                          w + (static_cast<size_t>(p) * panels + q) * block, R, height, rows_of(p));
+      P::template rows<true>(tile, x[p], w + (static_cast<size_t>(p) * panels + q) * block, R, height, rows_of(p));
       if (p + 1 == parts) {
         const int j0 = q * kPanelCols, cols = std::min(kPanelCols, OC - j0);
         for (int r = 0; r < R; ++r) finish(out + static_cast<size_t>(r) * OC + j0, tile + static_cast<size_t>(r) * kPanelCols, cols, epilogue);
@@ -254,11 +478,22 @@ void tiled_matmul(float* out, const float* inp, const typename W::T* w, const fl
   }
 }
 
-template <class W>
-void matmul_t(float* out, const float* inp, const typename W::T* w, const float* bias, int R, int C, int OC,
+template <class P>
+void matmul_t(float* out, const float* inp, const typename P::T* w, const float* bias, int R, int C, int OC,
               Epilogue epilogue, float* scratch, ThreadPool& pool) {
-  if (R <= kStreamRows) stream_matmul<W>(out, inp, w, bias, R, C, OC, epilogue, scratch, pool);
-  else tiled_matmul<W>(out, inp, w, bias, R, C, OC, epilogue, scratch, pool);
+  if (R <= kStreamRows) stream_matmul<P>(out, inp, w, bias, R, C, OC, epilogue, scratch, pool);
+  else tiled_matmul<P>(out, inp, w, bias, R, C, OC, epilogue, scratch, pool);
+}
+
+// Floats of scratch for either schedule of P.
+template <class P>
+size_t matmul_scratch(int max_rows, int C, int OC, int threads) {
+  const int height = P::height(C);
+  const size_t parts = num_parts(C, height), panels = num_panels(OC);
+  const int stream_rows = std::min(max_rows, kStreamRows);
+  const size_t stream = parts * panels * stream_rows * kPanelCols + static_cast<size_t>(threads) * kMaxGroup * P::prepared(stream_rows, height, false);
+  const size_t tiled = panels * max_rows * kPanelCols + parts * P::prepared(max_rows, height, true);
+  return std::max(stream, tiled);
 }
 
 // ---- output head ----------------------------------------------------------------------------------------------
@@ -354,20 +589,30 @@ void head_matmul_t(float* out, const float* inp, const typename W::T* w, int R, 
 
 }  // namespace
 
-size_t decode_matmul_scratch(int max_rows, int C, int OC) {
-  const size_t parts = num_parts(C), panels = num_panels(OC);
-  const size_t stream = parts * panels * std::min(max_rows, kStreamRows) * kPanelCols;
-  const size_t tiled = parts * max_rows * part_rows(C) + panels * max_rows * kPanelCols;
-  return std::max(stream, tiled);
+int q8_part_rows(int C) {
+  const int blocks = (C + kQ8Block - 1) / kQ8Block, most = kQ8MaxPartRows / kQ8Block;
+  if (blocks <= most) return blocks * kQ8Block;
+  int best = most;
+  for (int m = most; m >= most / 2; --m)
+    if ((blocks + m - 1) / m * m < (blocks + best - 1) / best * best) best = m;
+  return best * kQ8Block;
 }
 
-size_t panel_elements(int C, int OC) { return static_cast<size_t>(num_parts(C)) * num_panels(OC) * panel_block(C); }
+size_t decode_matmul_scratch(int max_rows, int C, int OC, DType dtype, int threads) {
+  return dtype == DType::Q8_0 ? matmul_scratch<Q8Weights>(max_rows, C, OC, threads)
+                              : matmul_scratch<FloatWeights<LoadF32>>(max_rows, C, OC, threads);
+}
+
+size_t panel_elements(int C, int OC, DType dtype) {
+  if (dtype == DType::Q8_0) return static_cast<size_t>(num_parts(C, q8_part_rows(C))) * num_panels(OC) * Q8Weights::block(C);
+  return static_cast<size_t>(num_parts(C, part_rows(C))) * num_panels(OC) * FloatWeights<LoadF32>::block(C);
+}
 
 // dst = w[C, OC] (Conv1D layout) in panel layout, [part][strip][height][kStrip], zero past C and OC. One task
 // per (part, strip), which writes its block as one contiguous run.
 void pack_panels(float* dst, const float* w, int C, int OC, ThreadPool& pool) {
   const int strips = num_panels(OC) * (kPanelCols / kStrip), height = part_rows(C);
-  pool.run(static_cast<int64_t>(num_parts(C)) * strips, [&](int64_t task, int) {
+  pool.run(static_cast<int64_t>(num_parts(C, height)) * strips, [&](int64_t task, int) {
     const int p = static_cast<int>(task / strips), s = static_cast<int>(task % strips);
     const int k0 = p * height, kn = std::min(height, C - k0), j0 = s * kStrip, n = std::max(0, std::min(kStrip, OC - j0));
     float* block = dst + static_cast<size_t>(task) * height * kStrip;
@@ -379,9 +624,10 @@ void pack_panels(float* dst, const float* w, int C, int OC, ThreadPool& pool) {
 void decode_matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* scratch, ThreadPool& pool) {
   switch (w.dtype) {
-    case DType::F32: matmul_t<LoadF32>(out, inp, w.f32, bias, R, C, OC, epilogue, scratch, pool); break;
-    case DType::F16: matmul_t<LoadF16>(out, inp, w.u16, bias, R, C, OC, epilogue, scratch, pool); break;
-    case DType::BF16: matmul_t<LoadBF16>(out, inp, w.u16, bias, R, C, OC, epilogue, scratch, pool); break;
+    case DType::F32: matmul_t<FloatWeights<LoadF32>>(out, inp, w.f32, bias, R, C, OC, epilogue, scratch, pool); break;
+    case DType::F16: matmul_t<FloatWeights<LoadF16>>(out, inp, w.u16, bias, R, C, OC, epilogue, scratch, pool); break;
+    case DType::BF16: matmul_t<FloatWeights<LoadBF16>>(out, inp, w.u16, bias, R, C, OC, epilogue, scratch, pool); break;
+    case DType::Q8_0: matmul_t<Q8Weights>(out, inp, w.q8, bias, R, C, OC, epilogue, scratch, pool); break;
   }
 }
 
@@ -392,6 +638,7 @@ void head_matmul(float* out, const float* inp, WeightsView wte, int R, int C, in
     case DType::F32: head_matmul_t<LoadF32>(out, inp, wte.f32, R, C, V, scratch, pool); break;
     case DType::F16: head_matmul_t<LoadF16>(out, inp, wte.u16, R, C, V, scratch, pool); break;
     case DType::BF16: head_matmul_t<LoadBF16>(out, inp, wte.u16, R, C, V, scratch, pool); break;
+    case DType::Q8_0: throw std::logic_error("head_matmul: the token embedding is never 8-bit");
   }
 }
 
@@ -402,6 +649,7 @@ void convert_to_f32(float* dst, WeightsView src, size_t n, ThreadPool& pool) {
       case DType::F32: std::copy(src.f32 + begin, src.f32 + end, dst + begin); break;
       case DType::F16: convert_rows<LoadF16>(dst + begin, src.u16 + begin, count); break;
       case DType::BF16: convert_rows<LoadBF16>(dst + begin, src.u16 + begin, count); break;
+      case DType::Q8_0: throw std::logic_error("convert_to_f32: 8-bit weights are only panels");
     }
   });
 }

@@ -88,10 +88,11 @@ struct CpuDecoder::State {
   WeightsView weights;
   ThreadPool& pool;
 
-  // The layer matrices in panel layout (decode_matmul.h), in the weights' element type: per kind, layer after layer.
+  // The layer matrices in panel layout (decode_matmul.h), in their element type: per kind, layer after layer.
   AlignedArray<float> panels_f32;
   AlignedArray<uint16_t> panels_u16;
-  WeightsView panels;  // whichever of the two is used
+  AlignedArray<uint8_t> panels_q8;
+  WeightsView panels;  // whichever of the three is used
   size_t panel_offset[NUM_PARAM_KINDS] = {};
   bool stale = true;  // the weights changed since the panels and vectors were made
 
@@ -120,49 +121,47 @@ struct CpuDecoder::State {
     if (weights.dtype == DType::F32) return weights.f32 + spec.group_offset(kind) + layer * per;
     return vectors_f32[kind].data() + layer * per;
   }
-  // A layer matrix's [rows, cols] (Conv1D layout: inputs by outputs).
-  std::pair<int, int> mat_shape(ParamKind kind) const {
-    const int C = cfg().n_embd;
-    switch (kind) {
-      case QKV_W: return {C, 3 * C};
-      case FC_W: return {C, 4 * C};
-      case FCPROJ_W: return {4 * C, C};
-      default: return {C, C};  // ATTPROJ_W
-    }
-  }
-  // Where a layer matrix starts in the panels, in elements.
+  // Where a layer matrix starts in the panels, in elements (bytes for Q8_0).
   size_t mat_offset(ParamKind kind, int layer) const {
-    const auto [rows, cols] = mat_shape(kind);
-    return panel_offset[kind] + layer * panel_elements(rows, cols);
+    const auto [rows, cols] = spec.matrix_shape(kind);
+    return panel_offset[kind] + layer * panel_elements(rows, cols, panels.dtype);
   }
   WeightsView mat(ParamKind kind, int layer) const { return weights_at(panels, mat_offset(kind, layer)); }
 
-  // Plans the panels: offsets by kind and one buffer in the weights' element type.
-  void plan_panels() {
+  // Plans the panels: offsets by kind and one buffer in the matrices' element type.
+  void plan_panels(DType matrices) {
     size_t total = 0;
     for (ParamKind kind : kLayerMatrices) {
+      const auto [rows, cols] = spec.matrix_shape(kind);
       panel_offset[kind] = total;
-      total += cfg().n_layer * panel_elements(mat_shape(kind).first, mat_shape(kind).second);
+      total += cfg().n_layer * panel_elements(rows, cols, matrices);
     }
-    panels.dtype = weights.dtype;
-    if (weights.dtype == DType::F32) {
-      panels_f32 = AlignedArray<float>(total);
-      panels.f32 = panels_f32.data();
-    } else {
-      panels_u16 = AlignedArray<uint16_t>(total);
-      panels.u16 = panels_u16.data();
+    panels.dtype = matrices;
+    switch (matrices) {
+      case DType::F32:
+        panels_f32 = AlignedArray<float>(total);
+        panels.f32 = panels_f32.data();
+        break;
+      case DType::Q8_0:
+        panels_q8 = AlignedArray<uint8_t>(total);
+        panels.q8 = panels_q8.data();
+        break;
+      default:
+        panels_u16 = AlignedArray<uint16_t>(total);
+        panels.u16 = panels_u16.data();
+        break;
     }
   }
 
-  // The panels hold the only copy of the layer matrices (16-bit weights; see CpuDecoder::for_each_run16).
-  bool panels_own_matrices() const { return weights.dtype != DType::F32; }
+  // The panels hold the only copy of the layer matrices (16-bit and 8-bit weights; see CpuDecoder::for_each_run).
+  bool panels_own_matrices() const { return panels.dtype != DType::F32; }
 
-  // Remakes what is derived from the weights: the matrices' panels (a copy of float32 weights) and, for 16-bit
-  // weights, float32 vectors.
+  // Remakes what is derived from the weights: the matrices' panels (a copy of float32 weights) and, for 16-bit and
+  // 8-bit weights, float32 vectors.
   void refresh() {
     if (!panels_own_matrices()) {
       for (ParamKind kind : kLayerMatrices) {
-        const auto [rows, cols] = mat_shape(kind);
+        const auto [rows, cols] = spec.matrix_shape(kind);
         const size_t per = spec.group_numel(kind) / cfg().n_layer;
         for (int l = 0; l < cfg().n_layer; ++l)
           pack_panels(panels_f32.data() + mat_offset(kind, l), weights.f32 + spec.group_offset(kind) + l * per, rows, cols, pool);
@@ -272,9 +271,9 @@ struct CpuDecoder::State {
   }
 };
 
-CpuDecoder::CpuDecoder(const ModelSpec& spec, WeightsView weights, ThreadPool& pool)
+CpuDecoder::CpuDecoder(const ModelSpec& spec, WeightsView weights, DType matrices, ThreadPool& pool)
     : state_(new State(spec, weights, pool)) {
-  state_->plan_panels();
+  state_->plan_panels(matrices);
 }
 
 CpuDecoder::~CpuDecoder() = default;
@@ -298,9 +297,10 @@ void CpuDecoder::reserve(int n_slots) {
   s.fcg = AlignedArray<float>(R * 4 * C);
   const int threads = s.pool.size();
   s.scores = AlignedArray<float>(static_cast<size_t>(threads) * c.n_ctx);
-  s.matmul_scratch = AlignedArray<float>(std::max({decode_matmul_scratch(R, C, 3 * C), decode_matmul_scratch(R, C, C),
-                                      decode_matmul_scratch(R, C, 4 * C), decode_matmul_scratch(R, 4 * C, C),
-                                      head_matmul_scratch(C, threads)}));
+  const DType m = s.panels.dtype;
+  s.matmul_scratch = AlignedArray<float>(std::max({decode_matmul_scratch(R, C, 3 * C, m, threads), decode_matmul_scratch(R, C, C, m, threads),
+                                                   decode_matmul_scratch(R, C, 4 * C, m, threads),
+                                                   decode_matmul_scratch(R, 4 * C, C, m, threads), head_matmul_scratch(C, threads)}));
   s.last = AlignedArray<float>(n_slots * C);
   s.last_ln = AlignedArray<float>(n_slots * C);
   s.row_slot.assign(R, 0);
@@ -314,30 +314,7 @@ void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, cons
   State& s = *state_;
   const GPT2Config& c = s.cfg();
   const int C = c.n_embd;
-  if (s.n_slots == 0) throw std::logic_error("kv_forward: call kv_reserve first");
-  if (n <= 0 || n > s.n_slots)
-    throw std::invalid_argument("kv_forward: " + std::to_string(n) + " slots given, the cache has " + std::to_string(s.n_slots));
-  int64_t total = 0;
-  std::vector<uint8_t>& used = s.slot_used;
-  std::fill(used.begin(), used.end(), 0);
-  for (int i = 0; i < n; ++i) {
-    const int slot = slots[i];
-    if (slot < 0 || slot >= s.n_slots)
-      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " (entry " + std::to_string(i) +
-                                  ") is outside [0, " + std::to_string(s.n_slots) + ")");
-    if (used[slot]) throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " appears twice");
-    used[slot] = 1;
-    if (n_new[i] < 1)
-      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " has " + std::to_string(n_new[i]) + " new tokens (need >= 1)");
-    if (s.lengths[slot] + n_new[i] > c.n_ctx)
-      throw std::out_of_range("kv_forward: slot " + std::to_string(slot) + " would hold " +
-                              std::to_string(s.lengths[slot] + n_new[i]) + " tokens, more than n_ctx " + std::to_string(c.n_ctx));
-    total += n_new[i];
-  }
-  for (int64_t i = 0; i < total; ++i)
-    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
-      throw std::invalid_argument("kv_forward: token " + std::to_string(tokens[i]) + " at " + std::to_string(i) +
-                                  " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+  const int64_t total = check_kv_forward(c, n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data());
 
   if (s.stale) s.refresh();
 
@@ -379,62 +356,78 @@ void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, cons
 
 void CpuDecoder::truncate(int slot, int length) {
   State& s = *state_;
-  check_kv_truncate(slot, length, s.n_slots, slot >= 0 && slot < s.n_slots ? s.lengths[slot] : 0);
+  check_kv_slot("kv_truncate", slot, s.n_slots);
+  check_kv_truncate(slot, length, s.lengths[slot]);
   s.lengths[slot] = length;
 }
 
 int CpuDecoder::length(int slot) const {
   const State& s = *state_;
-  if (slot < 0 || slot >= s.n_slots)
-    throw std::invalid_argument("kv_length: slot " + std::to_string(slot) + " is outside [0, " + std::to_string(s.n_slots) + ")");
+  check_kv_slot("kv_length", slot, s.n_slots);
   return s.lengths[slot];
 }
 
 void CpuDecoder::weights_changed() { state_->stale = true; }
 
-void CpuDecoder::for_each_run16(size_t offset, size_t count, const std::function<void(size_t, size_t, uint16_t*)>& fn) {
-  State& s = *state_;
-  const size_t end = offset + count;
-  for (size_t i = offset; i < end;) {
-    size_t next_matrix = end;  // where the next layer matrix starts, if i is in none
-    bool placed = false;
-    for (ParamKind kind : kLayerMatrices) {
-      const size_t begin = s.spec.group_offset(kind);
-      if (i < begin) {
-        next_matrix = std::min(next_matrix, begin);
-        continue;
-      }
-      const size_t stop = std::min(end, begin + s.spec.group_numel(kind));
-      if (i >= stop) continue;
-      // Runs within one row of a strip: up to the strip's 16th column, the matrix's last column, or the range's end.
-      const auto [rows, cols] = s.mat_shape(kind);
-      const size_t per = static_cast<size_t>(rows) * cols, element = (i - begin) % per;
-      int layer = static_cast<int>((i - begin) / per), k = static_cast<int>(element / cols), j = static_cast<int>(element % cols);
-      while (i < stop) {
-        const size_t n = std::min({stop - i, static_cast<size_t>(16 - j % 16), static_cast<size_t>(cols - j)});
-        fn(i, n, s.panels_u16.data() + s.mat_offset(kind, layer) + panel_index(k, j, rows, cols));
-        i += n;
-        j += static_cast<int>(n);
-        if (j == cols) {
-          j = 0;
-          if (++k == rows) {
-            k = 0;
-            ++layer;
-          }
-        }
-      }
-      placed = true;
-      break;
+void CpuDecoder::for_each_run(size_t offset, size_t count, const std::function<void(size_t, size_t, const PanelRun*)>& fn) const {
+  const State& s = *state_;
+  s.spec.for_each_piece(offset, count, [&](const FlatPiece& piece) {
+    if (piece.kind == NUM_PARAM_KINDS) {
+      fn(piece.first, piece.n, nullptr);
+      return;
     }
-    if (placed) continue;
-    fn(i, next_matrix - i, nullptr);
-    i = next_matrix;
+    // Runs within one row of a strip: up to the strip's 16th column, the matrix's last column, or the piece's end.
+    const int cols = s.spec.matrix_shape(piece.kind).second;
+    PanelRun run{piece.kind, piece.layer, static_cast<int>(piece.element / cols), static_cast<int>(piece.element % cols)};
+    for (size_t i = piece.first, end = piece.first + piece.n; i < end;) {
+      const size_t n = std::min({end - i, static_cast<size_t>(16 - run.j % 16), static_cast<size_t>(cols - run.j)});
+      fn(i, n, &run);
+      i += n;
+      run.j += static_cast<int>(n);
+      if (run.j == cols) {
+        run.j = 0;
+        ++run.k;
+      }
+    }
+  });
+}
+
+uint16_t* CpuDecoder::panel16(const PanelRun& run) {
+  State& s = *state_;
+  const auto [rows, cols] = s.spec.matrix_shape(run.kind);
+  return s.panels_u16.data() + s.mat_offset(run.kind, run.layer) + panel_index(run.k, run.j, rows, cols);
+}
+
+void CpuDecoder::read_q8(const PanelRun& run, size_t n, float* dst) const {
+  const State& s = *state_;
+  const auto [rows, cols] = s.spec.matrix_shape(run.kind);
+  const uint8_t* m = s.panels_q8.data() + s.mat_offset(run.kind, run.layer);
+  for (size_t i = 0; i < n; ++i) {
+    const int j = run.j + static_cast<int>(i);
+    uint16_t scale;
+    std::memcpy(&scale, m + q8_scale_index(run.k, j, rows, cols), sizeof(scale));
+    dst[i] = f16_to_f32(scale) * static_cast<float>(static_cast<int8_t>(m[q8_index(run.k, j, rows, cols)]));
+  }
+}
+
+void CpuDecoder::write_q8(ParamKind kind, int layer, int k0, int n_rows, const float* w) {
+  State& s = *state_;
+  const auto [rows, cols] = s.spec.matrix_shape(kind);
+  uint8_t* m = s.panels_q8.data() + s.mat_offset(kind, layer);
+  int8_t q[kQ8Block];
+  for (int g = 0; g < n_rows; g += kQ8Block) {
+    const int k = k0 + g, n = std::min(kQ8Block, n_rows - g);
+    for (int j = 0; j < cols; ++j) {
+      const uint16_t scale = quantize_q8_block(w + static_cast<size_t>(g) * cols + j, cols, n, q);
+      std::memcpy(m + q8_scale_index(k, j, rows, cols), &scale, sizeof(scale));
+      for (int i = 0; i < n; ++i) m[q8_index(k + i, j, rows, cols)] = static_cast<uint8_t>(q[i]);
+    }
   }
 }
 
 size_t CpuDecoder::panel_bytes() const {
   const State& s = *state_;
-  return s.panels_f32.bytes() + s.panels_u16.bytes();
+  return s.panels_f32.bytes() + s.panels_u16.bytes() + s.panels_q8.bytes();
 }
 
 size_t CpuDecoder::memory_bytes() const {

@@ -12,17 +12,26 @@
 
 namespace dixie {
 
-// The model's weights as the backend stores them: float32, or 16-bit (F16/BF16) for inference.
-// Exactly one pointer is set; either way the layout is ModelSpec's.
+// Weights as the CPU backend stores them: float32, 16-bit (F16/BF16) or, in the decoder's panels only, 8-bit
+// (Q8_0, decode_matmul.h). The pointer of the dtype is set; the flat buffer's layout is ModelSpec's.
 struct WeightsView {
   DType dtype = DType::F32;
   const float* f32 = nullptr;
   const uint16_t* u16 = nullptr;
+  const uint8_t* q8 = nullptr;
+};
+
+// Where a run of elements of a layer matrix sits: row k of the matrix `kind` of layer `layer`, from column j.
+struct PanelRun {
+  ParamKind kind;
+  int layer, k, j;
 };
 
 class CpuDecoder {
  public:
-  CpuDecoder(const ModelSpec& spec, WeightsView weights, ThreadPool& pool);
+  // weights: the backend's flat buffer (float32 or 16-bit); matrices: the type the layer matrices are read in, that of
+  // the weights or, for a Q8_0 model (whose flat buffer is F16), Q8_0.
+  CpuDecoder(const ModelSpec& spec, WeightsView weights, DType matrices, ThreadPool& pool);
   ~CpuDecoder();
 
   void reserve(int n_slots);  // plans the cache and scratch memory once
@@ -30,16 +39,22 @@ class CpuDecoder {
   void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out);
   void truncate(int slot, int length);
   int length(int slot) const;
-  // The weights were written: what is made from them (float32 weights' panel copy, 16-bit weights' float32
-  // vectors) is remade at the next forward.
+  // The weights were written: what is made from them (float32 weights' panel copy, the float32 vectors of 16-bit
+  // and 8-bit ones) is remade at the next forward.
   void weights_changed();
-  // With 16-bit weights the panels are where the layer matrices live: the backend writes and reads their elements
-  // here and never touches those ranges of its flat buffer, whose pages are then never committed. Calls
-  // fn(first, n, in_panels) over the parameters [offset, offset + count) of ModelSpec's flat layout, in runs
-  // contiguous where they are stored: in_panels is where a run of layer-matrix elements sits in the panels, null
-  // for a run of other parameters (which live in the flat buffer). 16-bit weights only: float32 weights keep every
-  // parameter in the flat buffer, and their panels are a copy.
-  void for_each_run16(size_t offset, size_t count, const std::function<void(size_t first, size_t n, uint16_t* in_panels)>& fn);
+  // With 16-bit and 8-bit weights the panels are where the layer matrices live: the backend writes and reads them
+  // here and never touches those ranges of its flat buffer, whose pages are then never committed. Calls fn(first, n,
+  // run) over the parameters [offset, offset + count) of ModelSpec's flat layout, in runs contiguous where they are
+  // stored: `run` says where a run of layer-matrix elements sits (one row of one strip: up to 16 elements), null for
+  // a run of other parameters (which live in the flat buffer).
+  void for_each_run(size_t offset, size_t count, const std::function<void(size_t first, size_t n, const PanelRun* run)>& fn) const;
+  // 16-bit weights: where a run's elements are.
+  uint16_t* panel16(const PanelRun& run);
+  // 8-bit weights: dst[0, n) = the run's n elements, as float32 (scale x int8, exact).
+  void read_q8(const PanelRun& run, size_t n, float* dst) const;
+  // 8-bit weights: quantizes the rows [k0, k0 + rows) of layer `layer`'s matrix `kind`, given as w[rows, cols], into
+  // the panels by blocks of kQ8Block rows (k0 a multiple of kQ8Block, and rows too unless they end the matrix).
+  void write_q8(ParamKind kind, int layer, int k0, int rows, const float* w);
   // Bytes of the layer matrices in panel layout.
   size_t panel_bytes() const;
   // Bytes of the cache, scratch and derived copies (the panels when they are a copy).

@@ -61,14 +61,17 @@ void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float 
 
 }  // namespace
 
-std::vector<ParamSpan> plan_param_spans(const ModelSpec& spec, const uint8_t* trainable, const uint8_t* decay) {
+std::vector<ParamSpan> plan_param_spans(const ModelSpec& spec, const uint8_t* trainable, const uint8_t* decay,
+                                        size_t begin, size_t end) {
   std::vector<ParamSpan> spans;
   const auto& tensors = spec.tensors();
   for (size_t i = 0; i < tensors.size(); ++i) {
-    for (size_t start = 0; start < tensors[i].numel; start += kSpanNumel) {
+    const size_t first = std::max(tensors[i].offset, begin);
+    const size_t last = std::min(tensors[i].offset + tensors[i].numel, end);
+    for (size_t start = first; start < last; start += kSpanNumel) {
       ParamSpan s;
-      s.offset = tensors[i].offset + start;
-      s.numel = std::min(kSpanNumel, tensors[i].numel - start);
+      s.offset = start;
+      s.numel = std::min(kSpanNumel, last - start);
       s.trainable = trainable ? trainable[i] != 0 : true;
       s.decay = decay ? decay[i] != 0 : tensors[i].is_matrix;
       spans.push_back(s);
@@ -78,11 +81,13 @@ std::vector<ParamSpan> plan_param_spans(const ModelSpec& spec, const uint8_t* tr
 }
 
 float optimizer_step(float* params, float* grads, float* m, float* v, const std::vector<ParamSpan>& spans,
-                     double* partials, const StepOptions& o, int64_t t, ThreadPool& pool) {
+                     double* partials, const StepOptions& o, int64_t t, ThreadPool& pool, size_t state_offset,
+                     const std::function<void(double&)>& reduce_sum_squares) {
   const int64_t n_spans = static_cast<int64_t>(spans.size());
   auto global_norm = [&] {
     double total = 0.0;  // summed in span order: the same for any thread count
     for (int64_t i = 0; i < n_spans; ++i) total += partials[i];
+    if (reduce_sum_squares) reduce_sum_squares(total);
     return static_cast<float>(std::sqrt(total));
   };
 
@@ -108,7 +113,8 @@ float optimizer_step(float* params, float* grads, float* m, float* v, const std:
       float* p = params + s.offset;
       const float wd = s.decay ? o.weight_decay : 0.0f;
       if (adamw) {
-        adamw_update(p, g, m + s.offset, v + s.offset, s.numel, mult, o.lr, o.beta1, o.beta2, o.eps, wd, bc1, bc2);
+        const size_t k = s.offset - state_offset;
+        adamw_update(p, g, m + k, v + k, s.numel, mult, o.lr, o.beta1, o.beta2, o.eps, wd, bc1, bc2);
       } else {
         for (size_t k = 0; k < s.numel; ++k) p[k] -= o.lr * (g[k] * mult + wd * p[k]);
       }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <vector>
 
 #include "attention.cuh"
 #include "core/checks.h"
@@ -28,11 +29,14 @@ auto with_precision(bool bf16_mode, F&& f) {
   return bf16_mode ? f(bf16{}) : f(float{});
 }
 
-// The current device, after checking that there is one the backend can use.
-int usable_device(const GPT2Config& c) {
+// The current device, after checking that there is one the backend can use. A data-parallel rank takes the
+// device of its rank among those on its machine.
+int usable_device(const GPT2Config& c, const BackendOptions& o) {
   std::string why;
   if (!attention_supported(c.n_embd, c.n_head, &why)) throw std::invalid_argument("the CUDA backend: " + why);
-  if (cuda_device_count(&why) == 0) throw std::runtime_error("device 'cuda': no CUDA device is available (" + why + ")");
+  const int count = cuda_device_count(&why);
+  if (count == 0) throw std::runtime_error("device 'cuda': no CUDA device is available (" + why + ")");
+  if (o.data_parallel) DIXIE_CUDA_CHECK(cudaSetDevice(o.data_parallel->local_rank() % count));
   int device = 0;
   DIXIE_CUDA_CHECK(cudaGetDevice(&device));
   cudaDeviceProp props;
@@ -46,7 +50,7 @@ int usable_device(const GPT2Config& c) {
 }  // namespace
 
 CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options)
-    : spec_(config), options_(options), device_(usable_device(spec_.config())) {
+    : spec_(config), options_(options), device_(usable_device(spec_.config(), options)) {
   const GPT2Config& c = spec_.config();
   if (options_.max_batch < 1) throw std::invalid_argument("option 'maxBatch' must be a positive integer");
   if (options_.max_seq == 0) options_.max_seq = c.n_ctx;
@@ -56,7 +60,8 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   DIXIE_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
   gemm_ = std::make_unique<Gemm>(stream_.get());
 
-  // 16-bit weights are an inference format: on the GPU they mean bf16 products over float32 masters.
+  // 16-bit and 8-bit weights are inference formats: on the GPU they mean bf16 activations and products over float32
+  // masters (8-bit: of the parameters but the layer matrices, which stay int8; see DeviceWeights).
   bf16_ = options_.mixed_bf16 || options_.weight_dtype != DType::F32;
   training_ = options_.trainable && options_.weight_dtype == DType::F32;
   max_rows_ = static_cast<int64_t>(options_.max_batch) * options_.max_seq;
@@ -70,18 +75,40 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
     throw std::logic_error("the CUDA backend's padded head needs wpe right after wte and nCtx >= " +
                            std::to_string(vocab_padded_ - c.vocab_size) + " (the vocabulary's padding)");
 
-  const size_t P = spec_.num_params();
-  params_.allocate(P, "parameters");
+  size_t P = spec_.num_params();
+  weights_.spec = &spec_;
+  if (options_.weight_dtype == DType::Q8_0) {
+    size_t q8 = 0;
+    for (ParamKind kind : kLayerMatrices) {
+      P -= spec_.group_numel(kind);
+      weights_.q8_offset[kind] = q8;
+      q8 += c.n_layer * weights_.q8_numel(kind);
+    }
+    q8_.allocate(q8, "8-bit weights");
+    q8_scales_.allocate(q8 / 32, "8-bit weights' scales");
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(q8_.data(), 0, q8_.bytes(), stream_.get()));  // the pad rows of partial blocks
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(q8_scales_.data(), 0, q8_scales_.bytes(), stream_.get()));
+  }
+  if (options_.zero_stage != 0 && (options_.zero_stage != 1 || !options_.data_parallel || !training_))
+    throw std::invalid_argument("option 'zero' must be 0, or 1 for a trainable float32 model trained data-parallel");
+  if (training_ && options_.data_parallel)
+    dp_ = std::make_unique<DataParallel>(*options_.data_parallel, options_.zero_stage, P, stream_.get());
+  if (sharded()) squares_total_.allocate(1, "gradient norm total");
+  // Under ZeRO-1 the parameters and gradients run to DataParallel's padded length, the pad zero.
+  params_.allocate(dp_ ? dp_->padded_length() : P, "parameters");
   DIXIE_CUDA_CHECK(cudaMemsetAsync(params_.data(), 0, params_.bytes(), stream_.get()));
   if (bf16_) {
     params_lp_.allocate(P, "bf16 weights");
     DIXIE_CUDA_CHECK(cudaMemsetAsync(params_lp_.data(), 0, params_lp_.bytes(), stream_.get()));
   }
-  weights_ = DeviceWeights{&spec_, params_.data(), bf16_ ? params_lp_.data() : nullptr};
+  weights_.f32 = params_.data();
+  weights_.lp = bf16_ ? params_lp_.data() : nullptr;
+  weights_.q8 = q8_.data();
+  weights_.q8_scales = q8_scales_.data();
   if (training_) {
-    grads_.allocate(P, "gradients");
-    m_.allocate(P, "AdamW first moments");
-    v_.allocate(P, "AdamW second moments");
+    grads_.allocate(dp_ ? dp_->padded_length() : P, "gradients");
+    m_.allocate(shard_end() - shard_begin(), "AdamW first moments");
+    v_.allocate(shard_end() - shard_begin(), "AdamW second moments");
     DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream_.get()));
     DIXIE_CUDA_CHECK(cudaMemsetAsync(m_.data(), 0, m_.bytes(), stream_.get()));
     DIXIE_CUDA_CHECK(cudaMemsetAsync(v_.data(), 0, v_.bytes(), stream_.get()));
@@ -158,7 +185,7 @@ CudaBackend::~CudaBackend() {
 
 MemoryReport CudaBackend::memory() const {
   MemoryReport r;
-  r.params = params_.bytes() + params_lp_.bytes();
+  r.params = params_.bytes() + params_lp_.bytes() + q8_.bytes() + q8_scales_.bytes();
   r.grads = grads_.bytes();
   r.optimizer = m_.bytes() + v_.bytes() + spans_.bytes() + span_partials_.bytes();
   r.activations = arena_.bytes() + ids_.bytes() + (sampler_ ? sampler_->memory_bytes() : 0);
@@ -172,7 +199,8 @@ std::string CudaBackend::device_name() const {
   std::snprintf(mem, sizeof(mem), "%.1f GiB", gib);
   return "cuda:" + std::to_string(device_) + " (" + props_.name + ", sm_" + std::to_string(props_.major) +
          std::to_string(props_.minor) + ", " + std::to_string(props_.multiProcessorCount) + " SMs, " + mem + "; " +
-         (bf16_ ? "bf16 mixed precision" : "float32") + "; " + gemm_->describe() + ")";
+         (weights_.q8 ? "q8_0 weights, bf16 activations" : bf16_ ? "bf16 mixed precision" : "float32") + "; " +
+         gemm_->describe() + (dp_ ? "; gradients summed by " + dp_->describe() : "") + ")";
 }
 
 void CudaBackend::sync() const { DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_.get())); }
@@ -180,7 +208,7 @@ void CudaBackend::sync() const { DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_.
 void CudaBackend::require_training(const char* what) const {
   if (!training_)
     throw std::logic_error(std::string(what) + " is not available: the model was created with trainable: false" +
-                           (options_.weight_dtype != DType::F32 ? " (16-bit weights are inference-only)" : ""));
+                           (options_.weight_dtype != DType::F32 ? " (16-bit and 8-bit weights are inference-only)" : ""));
 }
 
 void CudaBackend::check_range(size_t offset, size_t count, const char* what) const {
@@ -197,17 +225,44 @@ void CudaBackend::write_params(size_t offset, const void* src, size_t count, DTy
   check_range(offset, count, "writeParams");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   if (upload_.size() == 0) upload_.allocate(kWriteChunk);
-  for (size_t done = 0; done < count; done += kWriteChunk) {
-    const size_t n = std::min(kWriteChunk, count - done);
+  spec_.for_each_piece(offset, count, [&](const FlatPiece& piece) {
+    const size_t from = piece.first - offset;
+    if (piece.kind != NUM_PARAM_KINDS && weights_.q8) upload_q8(piece, src, from, dtype);
+    else upload(weights_.stored_offset(piece.first), src, from, piece.n, dtype);
+  });
+}
+
+// params_[at, at + n) = src[from, from + n) as float32 (and its bf16 copy), through the staging buffer.
+void CudaBackend::upload(size_t at, const void* src, size_t from, size_t n, DType dtype) {
+  for (size_t done = 0; done < n; done += kWriteChunk) {
+    const size_t m = std::min(kWriteChunk, n - done);
     float* s = upload_.data();
-    for (size_t i = 0; i < n; ++i) {
-      const size_t k = done + i;
-      if (dtype == DType::F32) s[i] = static_cast<const float*>(src)[k];
-      else if (dtype == DType::F16) s[i] = f16_to_f32(static_cast<const uint16_t*>(src)[k]);
-      else s[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[k]);
-    }
-    DIXIE_CUDA_CHECK(cudaMemcpyAsync(params_.data() + offset + done, s, n * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
-    if (bf16_) cast_to_bf16(params_lp_.data() + offset + done, params_.data() + offset + done, n, stream_.get());
+    for (size_t i = 0; i < m; ++i) s[i] = element_to_f32(src, from + done + i, dtype);
+    DIXIE_CUDA_CHECK(cudaMemcpyAsync(params_.data() + at + done, s, m * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
+    if (bf16_) cast_to_bf16(params_lp_.data() + at + done, params_.data() + at + done, m, stream_.get());
+    sync();  // the staging buffer is refilled next
+  }
+}
+
+// A piece of a Q8_0 layer matrix, src[from, from + piece.n): quantized on the host by groups of 32 rows (as the
+// CPU does, core/dtype.h), each group staged as [OC][32] int8s and OC scales and copied into its columns of q [OC,
+// ldq] and d [OC, ldq / 32].
+void CudaBackend::upload_q8(const FlatPiece& piece, const void* src, size_t from, DType dtype) {
+  check_q8_write(spec_, piece);
+  const auto [rows, cols] = spec_.matrix_shape(piece.kind);
+  const int ldq = DeviceWeights::q8_ld(rows), k0 = static_cast<int>(piece.element / cols), n_rows = static_cast<int>(piece.n / cols);
+  int8_t* q = weights_.q8_matrix(piece.kind, piece.layer);
+  uint16_t* d = weights_.q8_matrix_scales(piece.kind, piece.layer);
+  int8_t* stage_q = reinterpret_cast<int8_t*>(upload_.data());
+  uint16_t* stage_d = reinterpret_cast<uint16_t*>(stage_q + static_cast<size_t>(cols) * kQ8Block);
+  std::vector<float> group(static_cast<size_t>(kQ8Block) * cols);
+  for (int g = 0; g < n_rows; g += kQ8Block) {
+    const int k = k0 + g, n = std::min(kQ8Block, n_rows - g);
+    for (size_t i = 0; i < static_cast<size_t>(n) * cols; ++i) group[i] = element_to_f32(src, from + static_cast<size_t>(g) * cols + i, dtype);
+    for (int j = 0; j < cols; ++j) stage_d[j] = quantize_q8_block(group.data() + j, cols, n, stage_q + static_cast<size_t>(j) * kQ8Block);
+    DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(q + k, ldq, stage_q, kQ8Block, n, cols, cudaMemcpyHostToDevice, stream_.get()));
+    DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(d + k / kQ8Block, ldq / kQ8Block * sizeof(uint16_t), stage_d, sizeof(uint16_t),
+                                       sizeof(uint16_t), cols, cudaMemcpyHostToDevice, stream_.get()));
     sync();  // the staging buffer is refilled next
   }
 }
@@ -215,8 +270,28 @@ void CudaBackend::write_params(size_t offset, const void* src, size_t count, DTy
 void CudaBackend::read_params(size_t offset, float* dst, size_t count) const {
   check_range(offset, count, "readParams");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, params_.data() + offset, count * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
-  sync();
+  spec_.for_each_piece(offset, count, [&](const FlatPiece& piece) {
+    float* out = dst + (piece.first - offset);
+    if (piece.kind == NUM_PARAM_KINDS || !weights_.q8) {
+      DIXIE_CUDA_CHECK(cudaMemcpyAsync(out, params_.data() + weights_.stored_offset(piece.first), piece.n * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_.get()));
+      sync();
+      return;
+    }
+    // A Q8_0 matrix: the layer's whole matrix comes down, and the piece's elements are expanded from it.
+    const auto [rows, cols] = spec_.matrix_shape(piece.kind);
+    const int ldq = DeviceWeights::q8_ld(rows);
+    std::vector<int8_t> q(weights_.q8_numel(piece.kind));
+    std::vector<uint16_t> d(q.size() / kQ8Block);
+    DIXIE_CUDA_CHECK(cudaMemcpyAsync(q.data(), weights_.q8_matrix(piece.kind, piece.layer), q.size(), cudaMemcpyDeviceToHost, stream_.get()));
+    DIXIE_CUDA_CHECK(cudaMemcpyAsync(d.data(), weights_.q8_matrix_scales(piece.kind, piece.layer), d.size() * sizeof(uint16_t),
+                                     cudaMemcpyDeviceToHost, stream_.get()));
+    sync();
+    for (size_t i = 0; i < piece.n; ++i) {
+      const size_t e = piece.element + i, k = e / cols, j = e % cols;
+      out[i] = f16_to_f32(d[(j * ldq + k) / kQ8Block]) * static_cast<float>(q[j * ldq + k]);
+    }
+  });
 }
 
 void CudaBackend::read_grads(size_t offset, float* dst, size_t count) const {
@@ -227,12 +302,14 @@ void CudaBackend::read_grads(size_t offset, float* dst, size_t count) const {
   sync();
 }
 
+// Under ZeRO-1 a rank keeps what falls in its shard of a write, and a read gathers every rank's part.
 void CudaBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) {
   require_training("writeOptimizerState");
   check_range(offset, count, "writeOptimizerState");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  float* dst = (slot == OptimizerSlot::M ? m_ : v_).data() + offset;
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
+  const size_t first = std::clamp(offset, shard_begin(), shard_end()), last = std::clamp(offset + count, shard_begin(), shard_end());
+  float* dst = (slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin());
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, src + (first - offset), (last - first) * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
   sync();
 }
 
@@ -240,9 +317,11 @@ void CudaBackend::read_optimizer_state(OptimizerSlot slot, size_t offset, float*
   require_training("readOptimizerState");
   check_range(offset, count, "readOptimizerState");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  const float* src = (slot == OptimizerSlot::M ? m_ : v_).data() + offset;
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  const size_t first = std::clamp(offset, shard_begin(), shard_end()), last = std::clamp(offset + count, shard_begin(), shard_end());
+  const float* src = (slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin());
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst + (first - offset), src, (last - first) * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
   sync();
+  if (sharded()) dp_->group().allgather(dst, dp_->shards().within(offset, count));
 }
 
 void CudaBackend::set_optimizer_step_count(int64_t t) {
@@ -258,7 +337,7 @@ void CudaBackend::set_param_flags(const uint8_t* trainable, const uint8_t* decay
 
 // The CPU's spans (native/cpu/optimizer.h), so that the two backends cut the buffer the same way.
 void CudaBackend::upload_spans() {
-  const std::vector<ParamSpan> spans = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data());
+  const std::vector<ParamSpan> spans = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data(), shard_begin(), shard_end());
   std::vector<DeviceSpan> device(spans.size());
   for (size_t i = 0; i < spans.size(); ++i)
     device[i] = DeviceSpan{spans[i].offset, static_cast<uint32_t>(spans[i].numel),
@@ -329,6 +408,9 @@ void CudaBackend::copy_logits_out(float* dst, const X* logits, int rows) {
 }
 
 float CudaBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) {
+  if (weights_.q8)
+    throw std::logic_error("forward is not available: the model stores 8-bit (q8_0) weights, which only decode (use the "
+                           "kv* decoding calls, or load with weightDtype 'f32')");
   const GPT2Config& c = spec_.config();
   const int64_t N = check_forward_batch(c, inputs, targets, B, T, max_rows_);
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
@@ -417,11 +499,20 @@ void CudaBackend::zero_grad() {
   require_training("zeroGrad");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream_.get()));
+  backwards_since_step_ = 0;
+  layers_reduced_ = false;
 }
 
 void CudaBackend::backward() {
   require_training("backward");
   if (!backward_ready_) throw std::logic_error("backward needs a forward with targets before it (one backward per forward)");
+  // The step's last micro-batch sums each block's gradients over the ranks as soon as the block is done.
+  if (dp_ && dp_->overlaps()) {
+    if (backwards_since_step_ == options_.micro_batches)
+      throw std::logic_error("backward: already " + std::to_string(options_.micro_batches) +
+                             " since the last step (dataParallel.microBatches), whose gradients are being summed over the ranks");
+    layers_reduced_ = ++backwards_since_step_ == options_.micro_batches;
+  }
   backward_ready_ = false;
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   with_precision(bf16_, [&](auto tag) {
@@ -480,18 +571,47 @@ void CudaBackend::backward_impl() {
     matmul_backward(dnarrow, QKV_W, QKV_B, l, dwide, static_cast<const X*>(a.ln1), N, C, 3 * C);
     layernorm_backward(dres, grad(LN1_W, l), grad(LN1_B, l), dnarrow, residual<X>(l), param(LN1_W, l), a.ln1_mean,
                        a.ln1_rstd, N, C, reduce_scratch_, stream_.get());
+    if (layers_reduced_) reduce_layer(l);
   }
   encoder_backward(grad(WTE, -1), grad(WPE, -1), dres, buckets, B, T, C, stream_.get());
 }
 
-float CudaBackend::step(const StepOptions& o) {
+void CudaBackend::reduce_layer(int l) {
+  for (int kind = LN1_W; kind <= FCPROJ_B; ++kind) {
+    const size_t n = spec_.group_numel(static_cast<ParamKind>(kind)) / spec_.config().n_layer;
+    dp_->reduce(grads_.data(), spec_.group_offset(static_cast<ParamKind>(kind)) + l * n, n);
+  }
+}
+
+float CudaBackend::step(const StepOptions& options) {
   require_training("step");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  if (o.kind == OptimizerKind::AdamW) ++step_count_;  // t of the bias correction
+  if (options.kind == OptimizerKind::AdamW) ++step_count_;  // t of the bias correction
   const int64_t t = std::max<int64_t>(1, step_count_);
-  if (grad_reduce_hook_) grad_reduce_hook_(grads_.data(), grads_.size(), stream_.get());
+  StepOptions o = options;
+  if (dp_) {
+    // The ranks' gradients are summed; the mean is their sum over the ranks, folded into the gradient's scale.
+    o.grad_scale /= static_cast<float>(dp_->group().size());
+    if (sharded()) {
+      dp_->reduce_scatter(grads_.data());
+    } else if (layers_reduced_) {  // the blocks are on their way: the embeddings and the last LayerNorm remain
+      dp_->reduce(grads_.data(), 0, spec_.group_offset(LN1_W));
+      dp_->reduce(grads_.data(), spec_.group_offset(LNF_W), spec_.num_params() - spec_.group_offset(LNF_W));
+    } else {
+      dp_->reduce(grads_.data(), 0, spec_.num_params());
+    }
+    dp_->join();
+    backwards_since_step_ = 0;
+    layers_reduced_ = false;
+  }
   grad_square_sums(span_partials_.data(), grads_.data(), spans_.data(), n_spans_, stream_.get());
-  grad_norm(scalars_ + 1, span_partials_.data(), n_spans_, o.grad_scale, o.grad_clip, stream_.get());
+  if (sharded()) {  // each rank summed its shard's squares: the norm is of their total
+    sum_doubles(squares_total_.data(), span_partials_.data(), n_spans_, stream_.get());
+    dp_->sum(squares_total_.data());
+    grad_norm(scalars_ + 1, squares_total_.data(), 1, o.grad_scale, o.grad_clip, stream_.get());
+  } else {
+    grad_norm(scalars_ + 1, span_partials_.data(), n_spans_, o.grad_scale, o.grad_clip, stream_.get());
+  }
   UpdateArgs a;
   a.adamw = o.kind == OptimizerKind::AdamW;
   a.lr = o.lr;
@@ -503,8 +623,16 @@ float CudaBackend::step(const StepOptions& o) {
   const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(t)));
   a.inv_bc1 = 1.0f / bc1;
   a.inv_bc2 = 1.0f / bc2;
+  a.state_offset = shard_begin();
   optimizer_update(params_.data(), bf16_ ? params_lp_.data() : nullptr, grads_.data(), m_.data(), v_.data(),
                    spans_.data(), n_spans_, scalars_ + 1, a, stream_.get());
+  if (sharded()) {
+    // The update zeroed this rank's shard of the gradients; the rest held other shards' partial sums.
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, shard_begin() * sizeof(float), stream_.get()));
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data() + shard_end(), 0, (grads_.size() - shard_end()) * sizeof(float), stream_.get()));
+    dp_->gather(params_.data());
+    if (bf16_) cast_to_bf16(params_lp_.data(), params_.data(), spec_.num_params(), stream_.get());
+  }
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(scalars_host_.data() + 1, scalars_ + 1, sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
   sync();
   return scalars_host_.data()[1];

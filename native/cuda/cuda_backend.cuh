@@ -4,11 +4,11 @@
 // optimizer moments. All memory is planned in the constructor (training) and in kv_reserve (decoding);
 // forward/backward/step/kv_forward allocate nothing.
 //
-// Data parallelism (the next step): the gradients are one contiguous float32 buffer in ModelSpec's layout,
-// and step() hands it to a reduce hook before it takes the norm and updates, so an NCCL all-reduce over
-// several of these backends (one per GPU, each with its own device and batch) slots in without other changes.
+// Data parallelism (BackendOptions::data_parallel, data_parallel.cuh): one backend per rank, each on the GPU of
+// its local rank; the gradients, one contiguous float32 buffer in ModelSpec's layout, are summed over the ranks
+// layer by layer during the last micro-batch's backward pass (NCCL) or in step() (ZeRO-1, or MPI through host
+// memory), before the norm and the update.
 #pragma once
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +16,7 @@
 #include "common.cuh"
 #include "core/backend.h"
 #include "cuda_decoder.cuh"
+#include "data_parallel.cuh"
 #include "gemm.cuh"
 #include "layers.cuh"
 #include "model_weights.cuh"
@@ -53,10 +54,6 @@ class CudaBackend : public Backend {
   void sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
               const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) override;
 
-  // Called by step() on the gradients (count floats at grads, device memory) on this backend's stream, before
-  // the norm and the update: where an all-reduce across GPUs goes.
-  using GradReduceHook = std::function<void(float* grads, size_t count, cudaStream_t stream)>;
-  void set_grad_reduce_hook(GradReduceHook hook) { grad_reduce_hook_ = std::move(hook); }
   bool mixed_bf16() const { return bf16_; }
   bool uses_cublaslt() const { return gemm_->uses_cublaslt(); }
   float last_sample_kernel_ms() const { return sampler_ ? sampler_->last_kernel_ms() : 0.0f; }
@@ -80,6 +77,12 @@ class CudaBackend : public Backend {
   X* residual(int l) { return static_cast<X*>(residuals_[training_ ? l : l % 2]); }
   LayerActs& acts(int l) { return layer_acts_[layer_acts_.size() == 1 ? 0 : l]; }
   void upload_spans();
+  bool sharded() const { return dp_ && options_.zero_stage == 1; }
+  size_t shard_begin() const { return sharded() ? dp_->shard_begin() : 0; }
+  size_t shard_end() const { return sharded() ? dp_->shard_end() : spec_.num_params(); }
+  void reduce_layer(int l);  // starts summing layer l's gradients over the ranks
+  void upload(size_t at, const void* src, size_t from, size_t n, DType dtype);
+  void upload_q8(const FlatPiece& piece, const void* src, size_t from, DType dtype);
 
   template <typename X>
   float forward_impl(int B, int T, bool has_targets, float* logits_out);
@@ -105,9 +108,14 @@ class CudaBackend : public Backend {
   cudaDeviceProp props_{};
   CudaStream stream_;  // first member with device work, so destroyed last (it waits for the work to finish)
   std::unique_ptr<Gemm> gemm_;
+  std::unique_ptr<DataParallel> dp_;
+  int backwards_since_step_ = 0;
+  bool layers_reduced_ = false;  // the last backward summed the blocks' gradients as it went
 
-  DeviceArray<float> params_, grads_, m_, v_;
+  DeviceArray<float> params_, grads_, m_, v_;  // under ZeRO-1, m_ and v_ hold this rank's shard
   DeviceArray<bf16> params_lp_;       // bf16 copy of the weights (mixed precision)
+  DeviceArray<int8_t> q8_;            // a Q8_0 model's layer matrices, and their scales (see DeviceWeights)
+  DeviceArray<uint16_t> q8_scales_;
   DeviceWeights weights_;
   DeviceArray<unsigned char> arena_;  // every activation, carved below
   std::vector<LayerActs> layer_acts_;  // one per layer, or one shared when recomputing / not training
@@ -128,8 +136,8 @@ class CudaBackend : public Backend {
   int n_spans_ = 0;
   DeviceArray<DeviceSpan> spans_;
   DeviceArray<double> span_partials_;
+  DeviceArray<double> squares_total_;  // ZeRO-1: the squared-gradient total, summed over the ranks
   int64_t step_count_ = 0;
-  GradReduceHook grad_reduce_hook_;
 
   int last_B_ = 0, last_T_ = 0;
   bool backward_ready_ = false;

@@ -28,6 +28,11 @@ void CudaDecoder::reserve(int n_slots) {
   cache_.allocate(2 * static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C * x, "KV cache");
   max_rows_ = std::max(kChunkRows, n_slots);
   scratch_.allocate((15 * static_cast<size_t>(max_rows_) + n_slots) * C * x, "decoding scratch");
+  if (w_.q8) {  // a chunk of more rows than q8_matvec takes multiplies by the layer's matrix expanded here
+    size_t largest = 0;
+    for (ParamKind kind : kLayerMatrices) largest = std::max(largest, w_.q8_numel(kind));
+    dequantized_.allocate(largest * x, "expanded 8-bit matrix");
+  }
   logits_.allocate(static_cast<size_t>(n_slots) * vocab_padded_, "decoding logits");
   const size_t meta = 3 * static_cast<size_t>(n_slots) * c.n_ctx + 2 * static_cast<size_t>(n_slots);
   rows_.allocate(meta, "decoding rows");
@@ -39,29 +44,7 @@ void CudaDecoder::reserve(int n_slots) {
 
 void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
   const GPT2Config& c = spec_.config();
-  if (n_slots_ == 0) throw std::logic_error("kv_forward: call kv_reserve first");
-  if (n <= 0 || n > n_slots_)
-    throw std::invalid_argument("kv_forward: " + std::to_string(n) + " slots given, the cache has " + std::to_string(n_slots_));
-  int64_t total = 0;
-  std::fill(slot_used_.begin(), slot_used_.end(), 0);
-  for (int i = 0; i < n; ++i) {
-    const int slot = slots[i];
-    if (slot < 0 || slot >= n_slots_)
-      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " (entry " + std::to_string(i) +
-                                  ") is outside [0, " + std::to_string(n_slots_) + ")");
-    if (slot_used_[slot]) throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " appears twice");
-    slot_used_[slot] = 1;
-    if (n_new[i] < 1)
-      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " has " + std::to_string(n_new[i]) + " new tokens (need >= 1)");
-    if (lengths_[slot] + n_new[i] > c.n_ctx)
-      throw std::out_of_range("kv_forward: slot " + std::to_string(slot) + " would hold " +
-                              std::to_string(lengths_[slot] + n_new[i]) + " tokens, more than n_ctx " + std::to_string(c.n_ctx));
-    total += n_new[i];
-  }
-  for (int64_t i = 0; i < total; ++i)
-    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
-      throw std::invalid_argument("kv_forward: token " + std::to_string(tokens[i]) + " at " + std::to_string(i) +
-                                  " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+  const int64_t total = check_kv_forward(c, n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data());
 
   // Every row of the call: its token, slot and position; and, per entry, the row of its last token.
   int32_t* h = rows_host_.data();
@@ -109,7 +92,19 @@ void CudaDecoder::run(int n, int64_t total, float* logits_out) {
   for (int64_t r0 = 0, chunk = 0; r0 < total; r0 += R_max, ++chunk) {
     const int R = static_cast<int>(std::min<int64_t>(R_max, total - r0));
     auto matmul = [&](X* out, const X* inp, ParamKind wk, ParamKind bk, int l, int Cin, int OC) {
-      gemm_.matmul<X, X>(false, false, R, OC, Cin, inp, Cin, w_.weight<X>(wk, l), OC, out, OC, w_.weight<X>(bk, l), false);
+      const X* bias = w_.weight<X>(bk, l);
+      if (!w_.q8) {
+        gemm_.matmul<X, X>(false, false, R, OC, Cin, inp, Cin, w_.weight<X>(wk, l), OC, out, OC, bias, false);
+        return;
+      }
+      const int ldq = DeviceWeights::q8_ld(Cin);
+      if (R <= kQ8MatvecRows) {
+        q8_matvec(out, inp, w_.q8_matrix(wk, l), w_.q8_matrix_scales(wk, l), bias, R, Cin, ldq, OC, stream_);
+        return;
+      }
+      X* w = reinterpret_cast<X*>(dequantized_.data());
+      q8_dequantize(w, w_.q8_matrix(wk, l), w_.q8_matrix_scales(wk, l), OC, ldq, stream_);
+      gemm_.matmul<X, X>(false, true, R, OC, Cin, inp, Cin, w, ldq, out, OC, bias, false);
     };
     encoder_forward(x, row_token + r0, row_pos + r0, w_.param(WTE, -1), w_.param(WPE, -1), R, 1, C, stream_);
     layernorm_forward(ln, nullptr, nullptr, x, w_.param(LN1_W, 0), w_.param(LN1_B, 0), R, C, stream_);
@@ -141,16 +136,18 @@ void CudaDecoder::run(int n, int64_t total, float* logits_out) {
 }
 
 void CudaDecoder::truncate(int slot, int length) {
-  check_kv_truncate(slot, length, n_slots_, slot >= 0 && slot < n_slots_ ? lengths_[slot] : 0);
+  check_kv_slot("kv_truncate", slot, n_slots_);
+  check_kv_truncate(slot, length, lengths_[slot]);
   lengths_[slot] = length;
 }
 
 int CudaDecoder::length(int slot) const {
-  if (slot < 0 || slot >= n_slots_)
-    throw std::invalid_argument("kv_length: slot " + std::to_string(slot) + " is outside [0, " + std::to_string(n_slots_) + ")");
+  check_kv_slot("kv_length", slot, n_slots_);
   return lengths_[slot];
 }
 
-size_t CudaDecoder::memory_bytes() const { return cache_.bytes() + scratch_.bytes() + logits_.bytes() + rows_.bytes(); }
+size_t CudaDecoder::memory_bytes() const {
+  return cache_.bytes() + scratch_.bytes() + logits_.bytes() + rows_.bytes() + dequantized_.bytes();
+}
 
 }  // namespace dixie::cuda

@@ -1,6 +1,7 @@
 // KV-cached decoding on the GPU (Backend::kv_*): the new tokens of all slots of a call run as one set of rows
 // through the layers, in chunks of up to kChunkRows rows in order, so that a slot's earlier tokens are in its
-// cache before its later tokens attend to them. A prefill is many rows; a decode step one row per slot.
+// cache before its later tokens attend to them. A prefill is many rows; a decode step one row per slot. With 8-bit
+// weights a step's products read the int8 matrices directly (q8_matvec), a prefill's expand each matrix first.
 #pragma once
 #include <vector>
 
@@ -39,6 +40,7 @@ class CudaDecoder {
   DeviceArray<unsigned char> cache_;    // keys, then values: [L][slots][n_ctx][C] each
   DeviceArray<unsigned char> scratch_;  // rows of a chunk (x, ln, qkv, atty, proj, fch, fcg) and last_ln [slots, C]
   DeviceArray<float> logits_;           // [slots, vocab_padded]
+  DeviceArray<unsigned char> dequantized_;  // Q8_0: one layer matrix expanded for a GEMM, [OC, ldq]
   // One call's rows: [tokens][row slots][row positions] (total each), then [gather sources][gather slots] (n each)
   DeviceArray<int32_t> rows_;
   PinnedArray<int32_t> rows_host_;

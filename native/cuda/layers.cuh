@@ -87,6 +87,20 @@ template <typename X>
 void gather_rows(X* dst, const X* src, const int32_t* src_rows, const int32_t* dst_rows, int n, int C,
                  cudaStream_t stream);
 
+// ---- 8-bit (Q8_0) weights, for decoding: a matrix w[OC, C] stored as int8 q[OC, ldq] (each output's inputs
+// contiguous; ldq = C rounded up to 32, the pad zeros) with f16 scales d[OC, ldq / 32] (their bits), w = d * q ----
+
+// The most rows q8_matvec takes; more go through q8_dequantize and a GEMM.
+constexpr int kQ8MatvecRows = 8;
+// out[R, OC] = inp[R, C] @ w^T (+ bias[OC]), R <= kQ8MatvecRows: a warp per output, reading its int8 weights once
+// for all the rows, float32 sums (the weights are not rounded to bf16, and the inputs not quantized).
+template <typename X>
+void q8_matvec(X* out, const X* inp, const int8_t* q, const uint16_t* d, const X* bias, int R, int C, int ldq, int OC,
+               cudaStream_t stream);
+// w[OC, ldq] = d * q, rounded to X
+template <typename X>
+void q8_dequantize(X* w, const int8_t* q, const uint16_t* d, int OC, int ldq, cudaStream_t stream);
+
 // ---- the optimizer over the flat parameter buffer ----
 
 // A piece of one tensor (as on the CPU: tensors cut into pieces so that blocks balance and sums are fixed).
@@ -100,6 +114,7 @@ struct UpdateArgs {
   bool adamw;
   float lr, beta1, beta2, eps, weight_decay;
   float inv_bc1, inv_bc2;  // 1 / (1 - beta^t), the bias corrections
+  uint64_t state_offset;   // the parameter m[0] and v[0] belong to (a ZeRO-1 shard's first; 0 when they cover all)
 };
 
 // partials[s] = sum of squared gradients of span s (0 for frozen spans)

@@ -193,7 +193,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
 
   // 2. Greedy rows take the argmax and leave the RNG alone; so do rows whose temperature is so small that its
   //    inverse overflows (greedy is its limit, where 0 * inf would give NaN).
-  if (p.temperature == 0.0f || isinf(1.0f / p.temperature)) {
+  if (p.temperature == 0.0f || 1.0f / p.temperature == INFINITY) {
     const int id = block_argmax(l, V, fscratch, iscratch);
     if (threadIdx.x == 0) out[row] = id;
     return;

@@ -575,6 +575,34 @@ void section_decode(const Shape& shape) {
     report(d <= 0.1, "decode bf16: KV-cached logits vs float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
     report(self <= 0.1, "decode bf16: KV-cached vs bf16 full forward", "max |diff| / max(1, max|logit|) " + fmt("%.2e", self));
   });
+  // 8-bit weights: the first call's chunk has more rows than q8_matvec takes (the matrices expanded for a GEMM), the
+  // second three (q8_matvec).
+  check("decode q8_0: KV-cached logits close to float32 and to the CPU's", [&] {
+    if (full_f32.first.empty()) throw std::runtime_error("no float32 reference (the check above failed)");
+    BackendOptions o;
+    o.trainable = false;
+    o.weight_dtype = DType::Q8_0;
+    auto be = make_cuda_backend(c, o);
+    auto cpu = make_cpu_backend(c, o);
+    be->write_params(0, params.data(), params.size(), DType::F32);
+    cpu->write_params(0, params.data(), params.size(), DType::F32);
+    // The layer matrices' blocks are quantized alike (the other parameters are f16 on the CPU, float32 here).
+    const std::vector<float> gpu_weights = read_all(*be, false), cpu_weights = read_all(*cpu, false);
+    double worst = 0;
+    for (const ParamTensor& t : spec.tensors())
+      if (t.kind == QKV_W || t.kind == ATTPROJ_W || t.kind == FC_W || t.kind == FCPROJ_W)
+        worst = std::max(worst, max_abs_diff(gpu_weights.data() + t.offset, cpu_weights.data() + t.offset, t.numel));
+    report(worst == 0, "decode q8_0: layer matrices read back = the CPU's", "max |diff| " + fmt("%.2e", worst));
+    const auto kv = run_kv(*be);
+    const auto cpu_kv = run_kv(*cpu);
+    const double scale = std::max(1.0, max_abs(full_f32.first.data(), full_f32.first.size()));
+    const double d = std::max(max_abs_diff(kv.first.data(), full_f32.first.data(), kv.first.size()),
+                              max_abs_diff(kv.second.data(), full_f32.second.data(), kv.second.size())) / scale;
+    const double e = std::max(max_abs_diff(kv.first.data(), cpu_kv.first.data(), kv.first.size()),
+                              max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size())) / scale;
+    report(d <= 0.1, "decode q8_0: KV-cached logits vs float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
+    report(e <= 0.1, "decode q8_0: CUDA vs CPU q8_0 decoding", "max |diff| / max(1, max|logit|) " + fmt("%.2e", e));
+  });
 }
 
 // ---- section: the sampler ----
@@ -825,10 +853,17 @@ void section_bench(bool train_only) {
       }
     });
     check("bench: train f32 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, false, 1, 3, device)); });
-    for (const bool bf16 : {true, false}) {
+    for (const std::string mode : {"bf16", "f32", "q8_0"}) {
+      const bool bf16 = mode == "bf16";
       for (const int n : {1, 32}) {
         check("bench: decode", [&] {
-          auto be = cuda_model(c, params, 1, 64, bf16, false, false);
+          BackendOptions o;
+          o.max_seq = 64;
+          o.trainable = false;
+          o.mixed_bf16 = bf16;
+          o.weight_dtype = mode == "q8_0" ? DType::Q8_0 : DType::F32;
+          auto be = make_cuda_backend(c, o);
+          be->write_params(0, params.data(), params.size(), DType::F32);
           auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get());
           const int V = c.vocab_size, prompt = 64, steps = 128;
           be->kv_reserve(n);
@@ -852,7 +887,7 @@ void section_bench(bool train_only) {
             kernel_ms += cb->last_sample_kernel_ms();
           }
           const double tok = static_cast<double>(n) * steps;
-          add({std::string("decode 124M ") + (bf16 ? "bf16" : "f32"), "batch " + std::to_string(n),
+          add({"decode 124M " + mode, "batch " + std::to_string(n),
                fmt("%.0f", tok / (t_forward + t_sample)) + " tok/s with sampling (" + fmt("%.0f", tok / t_forward) +
                    " tok/s kvForward alone; " + fmt("%.2f", 1e3 * t_forward / steps) + " ms/step)"});
           if (bf16)

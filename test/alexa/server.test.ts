@@ -20,7 +20,8 @@ let srv: Running;
 
 t.before(async () => {
   dir = tempDir('alexa');
-  await makeModels(dir, { bot: 5, other: 6 }, 'Hello', 4);
+  // Seed 8: a model whose greedy replies start with words, not with a pipe (which ends a reply at once).
+  await makeModels(dir, { bot: 8, other: 6 }, 'Hello', 4);
   srv = await startServer({
     models: [
       { key: 'other', restore_from: 'other', sampling: { temperature: 0 } },

@@ -1,8 +1,8 @@
-// Shared by the engine tests: the gpt2-tiny reference vectors, comparisons, and an independent float64 GPT-2
-// forward pass in plain TypeScript (the reference for models the vectors do not cover).
+// Shared by the engine tests: the gpt2-tiny reference vectors, comparisons, KV-cached decoding on a schedule, and an
+// independent float64 GPT-2 forward pass in plain TypeScript (the reference for models the vectors do not cover).
 import path from 'node:path';
 import { openSafetensors } from '../../lib/formats/safetensors';
-import type { GPT2Config } from '../../lib/engine/model';
+import type { GPT2Config, Model } from '../../lib/engine/model';
 
 export const FIXTURE_DIR = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'gpt2-tiny');
 export const TINY_CONFIG: GPT2Config = { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 256 };
@@ -64,6 +64,39 @@ export function lcg(seed: number): () => number {
 export function randomTokens(n: number, vocab: number, seed: number): Int32Array {
   const next = lcg(seed);
   return Int32Array.from({ length: n }, () => Math.floor(next() * vocab));
+}
+
+// Feeds `schedule[i]` tokens per call to each slot (all slots in each call, until each runs out), and returns
+// every logits row the calls produced, keyed by slot and the position of the token it follows.
+export async function decode(model: Model, sequences: Int32Array[], chunk: (slot: number, call: number) => number): Promise<Map<string, Float32Array>> {
+  const V = model.config.vocabSize;
+  const native = model.native;
+  await model.run((n) => n.kvReserve(sequences.length));
+  for (let s = 0; s < sequences.length; s++) await model.run((n) => n.kvTruncate(s, 0));
+  const done = sequences.map(() => 0);
+  const rows = new Map<string, Float32Array>();
+  for (let call = 0; done.some((d, s) => d < sequences[s].length); call++) {
+    const slots: number[] = [];
+    const counts: number[] = [];
+    const tokens: number[] = [];
+    sequences.forEach((seq, s) => {
+      if (done[s] >= seq.length) return;
+      const n = Math.min(chunk(s, call), seq.length - done[s]);
+      slots.push(s);
+      counts.push(n);
+      tokens.push(...seq.subarray(done[s], done[s] + n));
+    });
+    const logits = new Float32Array(slots.length * V);
+    await model.run(() => native.kvForward(Int32Array.from(slots), Int32Array.from(counts), Int32Array.from(tokens), logits));
+    slots.forEach((s, i) => {
+      done[s] += counts[i];
+      rows.set(`${s}:${done[s] - 1}`, logits.slice(i * V, (i + 1) * V));
+    });
+  }
+  sequences.forEach((seq, s) => {
+    if (native.kvLength(s) !== seq.length) throw new Error(`slot ${s} holds ${native.kvLength(s)} tokens, not ${seq.length}`);
+  });
+  return rows;
 }
 
 // ---- float64 reference forward ----

@@ -1,21 +1,26 @@
 // bin/export-gguf and lib/formats/gguf: a small model written as GGUF in each weight type, read back by an
-// independent reader written from the GGUF specification below, and compared with the model tensor by tensor.
-// (That llama.cpp itself loads these files and predicts what dixie predicts is checked by the decode bench when
-// node-llama-cpp is installed: bench/llama_cpp.ts, figures in bench/NOTES.md.)
+// independent reader written from the GGUF specification below, and compared with the model tensor by tensor (q8_0
+// against an independent quantizer written from llama.cpp's reference); every type loaded back as a model folder
+// with the same logits; a file written by an independent writer below, in the shape llama.cpp's converter gives,
+// loaded; and broken files refused with errors that name what is wrong. (That llama.cpp itself loads these files and
+// predicts what dixie predicts is checked by the decode bench when node-llama-cpp is installed: bench/llama_cpp.ts,
+// figures in bench/NOTES.md.)
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { Model } from '../../lib/engine/model';
-import { f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
+import { f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
+import { loadTokenizer } from '../../lib/tokenizer';
+import { decode, maxAbsDiff, randomTokens } from '../engine/helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const VOCAB = path.join(ROOT, 'test', 'fixtures', 'tiny-vocab');
 const CONFIG = { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 457 };
 
 type Value = number | bigint | string | boolean | Value[];
-interface TensorInfo { name: string; dims: number[]; type: number; offset: number }
+interface TensorInfo { name: string; dims: number[]; type: number; offset: number; at: number }  // at: where its type field is
 interface Gguf { version: number; metadata: Map<string, Value>; tensors: TensorInfo[]; dataStart: number; bytes: Buffer }
 
 function readGguf(file: string): Gguf {
@@ -48,21 +53,37 @@ function readGguf(file: string): Gguf {
   for (let i = 0; i < nTensors; i++) {
     const name = str();
     const dims = Array.from({ length: u32() }, () => u64());
-    tensors.push({ name, dims, type: u32(), offset: u64() });
+    const typeAt = at;
+    tensors.push({ name, dims, type: u32(), offset: u64(), at: typeAt });
   }
   const alignment = Number(metadata.get('general.alignment') ?? 32);
   return { version, metadata, tensors, dataStart: Math.ceil(at / alignment) * alignment, bytes };
 }
 
-function elementBytes(type: number): number {
-  return type === 0 ? 4 : 2;
+// Bytes of n values of a ggml type: f32, f16/bf16, or q8_0 blocks of 32 values in 34 bytes.
+function dataBytes(type: number, n: number): number {
+  return type === 0 ? 4 * n : type === 8 ? (n / 32) * 34 : 2 * n;
+}
+
+// llama.cpp's reference Q8_0 quantizer (ggml-quants.c, quantize_row_q8_0_ref), step by step in float32.
+function quantizeQ8(w: Float32Array): Buffer {
+  const out = Buffer.alloc((w.length / 32) * 34);
+  for (let b = 0; b < w.length / 32; b++) {
+    const block = w.subarray(b * 32, b * 32 + 32);
+    const amax = block.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    const d = Math.fround(amax / 127);
+    const id = d ? Math.fround(1 / d) : 0;
+    out.writeUInt16LE(f32ToF16(Float32Array.of(d))[0], b * 34);
+    block.forEach((x, i) => out.writeInt8(Math.sign(Math.fround(x * id)) * Math.round(Math.abs(Math.fround(x * id))), b * 34 + 2 + i));
+  }
+  return out;
 }
 
 function tensorBytes(g: Gguf, name: string): Buffer {
   const info = g.tensors.find((x) => x.name === name);
   if (!info) throw new Error(`no tensor ${name}`);
   const begin = g.dataStart + info.offset;
-  return g.bytes.subarray(begin, begin + info.dims.reduce((n, d) => n * d, elementBytes(info.type)));
+  return g.bytes.subarray(begin, begin + dataBytes(info.type, info.dims.reduce((n, d) => n * d, 1)));
 }
 
 // [rows, cols] row-major -> [cols, rows] row-major.
@@ -92,7 +113,7 @@ function exportGguf(...args: string[]): ReturnType<typeof spawnSync> {
   return spawnSync(process.execPath, [path.join(ROOT, 'bin', 'export-gguf'), ...args], { encoding: 'utf8' });
 }
 
-for (const [type, ggmlType, fileType] of [['f32', 0, 0], ['f16', 1, 1], ['bf16', 30, 32]] as const) {
+for (const [type, ggmlType, fileType] of [['f32', 0, 0], ['f16', 1, 1], ['bf16', 30, 32], ['q8_0', 8, 7]] as const) {
   t.test(`${type}: the header, the vocabulary and every tensor`, async (t) => {
     const out = path.join(work, `tiny-${type}.gguf`);
     const run = exportGguf(modelDir, out, '--type', type);
@@ -121,11 +142,14 @@ for (const [type, ggmlType, fileType] of [['f32', 0, 0], ['f16', 1, 1], ['bf16',
     t.equal(g.tensors.length, 2 + 12 * 2 + 2, 'token and position embeddings, 12 per layer, the final norm; no output.weight (tied)');
     t.ok(g.tensors.every((x) => x.offset % 32 === 0), 'every tensor aligned');
     const last = g.tensors[g.tensors.length - 1];
-    t.equal(g.bytes.length, g.dataStart + Math.ceil((last.offset + last.dims.reduce((n, d) => n * d, elementBytes(last.type))) / 32) * 32);
-    const matrix = (w: Float32Array): Buffer => asBytes(type === 'f32' ? w : type === 'f16' ? f32ToF16(w) : f32ToBf16(w));
+    t.equal(g.bytes.length, g.dataStart + Math.ceil((last.offset + dataBytes(last.type, last.dims.reduce((n, d) => n * d, 1))) / 32) * 32);
+    const matrix = (w: Float32Array): Buffer => (type === 'q8_0' ? quantizeQ8(w) : asBytes(type === 'f32' ? w : type === 'f16' ? f32ToF16(w) : f32ToBf16(w)));
     const C = 64;
-    t.same(g.tensors.find((x) => x.name === 'token_embd.weight'), { name: 'token_embd.weight', dims: [C, 457], type: ggmlType, offset: 0 });
-    t.ok(tensorBytes(g, 'token_embd.weight').equals(matrix(model.getParam('wte.weight'))), 'token_embd = wte');
+    // q8_0 keeps the token embeddings float (f16), as dixie does in memory.
+    const embedding = type === 'q8_0' ? 1 : ggmlType;
+    t.match(g.tensors.find((x) => x.name === 'token_embd.weight'), { name: 'token_embd.weight', dims: [C, 457], type: embedding, offset: 0 });
+    const wte = model.getParam('wte.weight');
+    t.ok(tensorBytes(g, 'token_embd.weight').equals(type === 'q8_0' ? asBytes(f32ToF16(wte)) : matrix(wte)), 'token_embd = wte');
     t.ok(tensorBytes(g, 'position_embd.weight').equals(asBytes(model.getParam('wpe.weight'))), 'position_embd = wpe, float32');
     const conv1d: [string, string, number, number][] = [
       ['attn_qkv', 'attn.c_attn', C, 3 * C], ['attn_output', 'attn.c_proj', C, C],
@@ -169,5 +193,142 @@ t.test('a vocabulary that does not fit the model is refused, and nothing is writ
   t.match(String(missing.stderr), /^export-gguf: .*no-such-model/);
   const badType = exportGguf(modelDir, out, '--type', 'q4');
   t.not(badType.status, 0);
-  t.match(String(badType.stderr), /Invalid values:\s+Argument: type, Given: "q4", Choices: "f32", "f16", "bf16"/);
+  t.match(String(badType.stderr), /Invalid values:\s+Argument: type, Given: "q4", Choices: "f32", "f16", "bf16", "q8_0"/);
+});
+
+// The logits of each of `sequences`' last token, decoded a token at a time.
+async function lastLogits(model: Model, sequences: Int32Array[]): Promise<Float32Array[]> {
+  const rows = await decode(model, sequences, () => 1);
+  return sequences.map((seq, s) => rows.get(`${s}:${seq.length - 1}`) as Float32Array);
+}
+
+const SEQUENCES = [randomTokens(20, 457, 1), randomTokens(9, 457, 2)];
+
+for (const type of ['f32', 'f16', 'bf16', 'q8_0'] as const) {
+  t.test(`${type}: a model folder of the GGUF alone loads back with the model's logits and its vocabulary`, async (t) => {
+    const dir = path.join(work, `folder-${type}`);
+    fs.mkdirSync(dir);
+    const run = exportGguf(modelDir, path.join(dir, 'model.gguf'), '--type', type);
+    t.equal(run.status, 0, String(run.stderr));
+    const source = await Model.load(modelDir, { trainable: false, weightDtype: type });
+    const loaded = await Model.load(dir, { trainable: false, weightDtype: type });
+    t.same(loaded.config, CONFIG, 'the config, from the metadata');
+    const [a, b] = [await lastLogits(source, SEQUENCES), await lastLogits(loaded, SEQUENCES)];
+    t.equal(Math.max(maxAbsDiff(a[0], b[0]), maxAbsDiff(a[1], b[1])), 0, 'the same logits, bit for bit');
+    const text = 'Hello there, how are you?';
+    t.same(loadTokenizer(dir).encode(text, { allowSpecial: false }), loadTokenizer(VOCAB).encode(text, { allowSpecial: false }), 'the vocabulary, from the metadata');
+    source.dispose();
+    loaded.dispose();
+  });
+}
+
+// A GGUF written here from the specification, as llama.cpp's converter lays out a q8_0 GPT-2 (convert_hf_to_gguf.py
+// --outtype q8_0): tensors in Hugging Face's order, the token embeddings q8_0 and repeated as output.weight, the
+// position embeddings f32, alignment 64, metadata keys dixie does not use (u64 and bool values among them).
+function writeLikeLlamaCpp(file: string, m: Model): void {
+  const parts: Buffer[] = [];
+  const u32 = (v: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
+  const u64 = (v: number | bigint): Buffer => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
+  const str = (v: string): Buffer => Buffer.concat([u64(Buffer.byteLength(v)), Buffer.from(v)]);
+  const encoder = JSON.parse(fs.readFileSync(path.join(VOCAB, 'encoder.json'), 'utf8')) as Record<string, number>;
+  const tokens = Object.keys(encoder).sort((a, b) => encoder[a] - encoder[b]);
+  const merges = fs.readFileSync(path.join(VOCAB, 'vocab.bpe'), 'utf8').split('\n').slice(1).filter(Boolean);
+  const meta: [string, Buffer][] = [
+    ['general.architecture', Buffer.concat([u32(8), str('gpt2')])],
+    ['general.type', Buffer.concat([u32(8), str('model')])],
+    ['general.alignment', Buffer.concat([u32(4), u32(64)])],
+    ['gpt2.block_count', Buffer.concat([u32(4), u32(2)])],
+    ['gpt2.context_length', Buffer.concat([u32(10), u64(64)])],
+    ['gpt2.embedding_length', Buffer.concat([u32(4), u32(64)])],
+    ['gpt2.feed_forward_length', Buffer.concat([u32(4), u32(256)])],
+    ['gpt2.attention.head_count', Buffer.concat([u32(4), u32(4)])],
+    ['gpt2.attention.layer_norm_epsilon', Buffer.concat([u32(6), (() => { const b = Buffer.alloc(4); b.writeFloatLE(1e-5); return b; })()])],
+    ['general.file_type', Buffer.concat([u32(4), u32(7)])],
+    ['general.quantization_version', Buffer.concat([u32(4), u32(2)])],
+    ['tokenizer.ggml.model', Buffer.concat([u32(8), str('gpt2')])],
+    ['tokenizer.ggml.tokens', Buffer.concat([u32(9), u32(8), u64(tokens.length), ...tokens.map(str)])],
+    ['tokenizer.ggml.merges', Buffer.concat([u32(9), u32(8), u64(merges.length), ...merges.map(str)])],
+    ['tokenizer.ggml.add_bos_token', Buffer.concat([u32(7), Buffer.from([0])])],
+  ];
+  const tensors: { name: string; dims: number[]; type: number; data: Buffer }[] = [];
+  for (const info of m.tensors) {
+    const w = m.getParam(info.name);
+    const layer = /^h\.(\d+)\.(.*)$/.exec(info.name);
+    const names: Record<string, string> = {
+      'ln_1.weight': 'attn_norm.weight', 'ln_1.bias': 'attn_norm.bias', 'attn.c_attn.weight': 'attn_qkv.weight', 'attn.c_attn.bias': 'attn_qkv.bias',
+      'attn.c_proj.weight': 'attn_output.weight', 'attn.c_proj.bias': 'attn_output.bias', 'ln_2.weight': 'ffn_norm.weight', 'ln_2.bias': 'ffn_norm.bias',
+      'mlp.c_fc.weight': 'ffn_up.weight', 'mlp.c_fc.bias': 'ffn_up.bias', 'mlp.c_proj.weight': 'ffn_down.weight', 'mlp.c_proj.bias': 'ffn_down.bias',
+      'wte.weight': 'token_embd.weight', 'wpe.weight': 'position_embd.weight', 'ln_f.weight': 'output_norm.weight', 'ln_f.bias': 'output_norm.bias',
+    };
+    const name = layer ? `blk.${layer[1]}.${names[layer[2]]}` : names[info.name];
+    if (info.shape.length === 1) tensors.push({ name, dims: info.shape, type: 0, data: asBytes(w) });
+    else if (name === 'position_embd.weight') tensors.push({ name, dims: [info.shape[1], info.shape[0]], type: 0, data: asBytes(w) });
+    else if (name === 'token_embd.weight') {
+      const q = quantizeQ8(w);
+      tensors.push({ name, dims: [info.shape[1], info.shape[0]], type: 8, data: q }, { name: 'output.weight', dims: [info.shape[1], info.shape[0]], type: 8, data: q });
+    } else tensors.push({ name, dims: info.shape, type: 8, data: quantizeQ8(transpose(w, info.shape[0], info.shape[1])) });
+  }
+  parts.push(Buffer.from('GGUF'), u32(3), u64(tensors.length), u64(meta.length));
+  for (const [key, value] of meta) parts.push(str(key), value);
+  let offset = 0;
+  for (const x of tensors) {
+    parts.push(str(x.name), u32(x.dims.length), ...x.dims.map(u64), u32(x.type), u64(offset));
+    offset += Math.ceil(x.data.length / 64) * 64;
+  }
+  const header = Buffer.concat(parts);
+  const body = tensors.map((x) => Buffer.concat([x.data, Buffer.alloc(Math.ceil(x.data.length / 64) * 64 - x.data.length)]));
+  fs.writeFileSync(file, Buffer.concat([header, Buffer.alloc(Math.ceil(header.length / 64) * 64 - header.length), ...body]));
+}
+
+t.test('a q8_0 GGUF laid out as llama.cpp\'s converter writes it loads: its weights, expanded exactly, decode as float32', async (t) => {
+  const dir = path.join(work, 'llama-cpp-like');
+  fs.mkdirSync(dir);
+  writeLikeLlamaCpp(path.join(dir, 'model.gguf'), model);
+  const loaded = await Model.load(dir, { trainable: false });
+  // The same weights as dixie expands them: d * q, with d from f16 and q from the quantizer above.
+  const expected = Model.create(CONFIG, { trainable: false });
+  for (const info of model.tensors) {
+    const w = model.getParam(info.name);
+    if (info.shape.length === 1 || info.name === 'wpe.weight') {
+      expected.setParam(info.name, w);
+      continue;
+    }
+    const conv1d = info.name !== 'wte.weight';
+    const q = quantizeQ8(conv1d ? transpose(w, info.shape[0], info.shape[1]) : w);
+    const d = f16ToF32(Uint16Array.from({ length: w.length / 32 }, (_, b) => q.readUInt16LE(b * 34)));
+    const values = Float32Array.from({ length: w.length }, (_, i) => d[Math.floor(i / 32)] * q.readInt8(Math.floor(i / 32) * 34 + 2 + (i % 32)));
+    expected.setParam(info.name, conv1d ? transpose(values, info.shape[1], info.shape[0]) : values);
+  }
+  for (const info of model.tensors) t.same(loaded.getParam(info.name), expected.getParam(info.name), info.name);
+  const [a, b] = [await lastLogits(expected, SEQUENCES), await lastLogits(loaded, SEQUENCES)];
+  t.equal(Math.max(maxAbsDiff(a[0], b[0]), maxAbsDiff(a[1], b[1])), 0, 'the same logits');
+  await t.rejects(Model.load(dir), /model\.gguf: tensor "token_embd\.weight" is q8_0: 8-bit weights are for inference only, and dixie does not train from them/,
+    'training (a trainable model) refuses q8_0 weights');
+  loaded.dispose();
+  expected.dispose();
+});
+
+t.test('a broken GGUF is refused with an error that names the file and what is wrong', async (t) => {
+  const good = path.join(work, 'folder-q8_0', 'model.gguf');
+  const broken = (name: string, edit: (b: Buffer, g: Gguf) => Buffer): string => {
+    const dir = path.join(work, `broken-${name}`);
+    fs.mkdirSync(dir);
+    const file = path.join(dir, 'model.gguf');
+    fs.writeFileSync(file, edit(fs.readFileSync(good), readGguf(good)));
+    return dir;
+  };
+  const qkv = (g: Gguf): TensorInfo => g.tensors.find((x) => x.name === 'blk.0.attn_qkv.weight') as TensorInfo;
+  const cases: [string, (b: Buffer, g: Gguf) => Buffer, RegExp][] = [
+    ['magic', (b) => Buffer.concat([Buffer.from('GGML'), b.subarray(4)]), /broken-magic\/model\.gguf: not a GGUF file \(it does not begin with "GGUF"\)/],
+    ['truncated-header', (b) => b.subarray(0, 2000), /broken-truncated-header\/model\.gguf: metadata "tokenizer\.ggml\.tokens": a count of 457 at byte \d+ reaches past the end of the file \(2000 bytes\): truncated or corrupt/],
+    ['truncated-data', (b) => b.subarray(0, b.length - 100), /broken-truncated-data\/model\.gguf: tensor "output_norm\.bias" \(f32 \[64\], 256 bytes at data offset \d+\) lies past the end of the file \(\d+ bytes\): truncated or corrupt/],
+    ['offset', (b, g) => { const c = Buffer.from(b); c.writeBigUInt64LE(1n << 40n, qkv(g).at + 4); return c; },
+      /broken-offset\/model\.gguf: tensor "blk\.0\.attn_qkv\.weight" \(q8_0 \[64, 192\], 13056 bytes at data offset 1099511627776\) lies past the end of the file/],
+    ['type', (b, g) => { const c = Buffer.from(b); c.writeUInt32LE(12, qkv(g).at); return c; },
+      /broken-type\/model\.gguf: tensor "blk\.0\.attn_qkv\.weight" is of ggml type q4_K, which dixie does not read \(it reads f32, f16, bf16 and q8_0/],
+    ['version', (b) => { const c = Buffer.from(b); c.writeUInt32LE(1, 4); return c; }, /broken-version\/model\.gguf: GGUF version 1; dixie reads versions 2 and 3/],
+  ];
+  for (const [name, edit, error] of cases) {
+    await t.rejects(Model.load(broken(name, edit), { trainable: false }), error, name);
+  }
 });

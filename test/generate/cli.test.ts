@@ -50,6 +50,20 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.match(r.stdout, /Prompt should not be empty!/);
   });
 
+  t.test('bin/generate stops each sample of a chat model at <EOM> unless told otherwise', async (t) => {
+    const state = path.join(modelDir, 'state.json');
+    fs.writeFileSync(state, JSON.stringify({ audiences: [{ audience: 'mom', sent: 3, received: 2 }] }));
+    t.teardown(() => fs.rmSync(state, { force: true }));
+    const args = ['--restore_from', modelDir, '--prompt', '1|mom|Hi <EOM>\n0|mom|', '--length', '8', '--seed', '3'];
+    const chat = run('generate', args);
+    t.equal(chat.status, 0, chat.stderr);
+    t.match(chat.stderr, /a chat model: each sample stops at <EOM> \(--stop '' for none\)/);
+    t.equal(run('generate', [...args, '--stop', '<EOM>']).stdout, chat.stdout, 'as --stop "<EOM>" does');
+    const none = run('generate', [...args, '--stop', '']);
+    t.equal(none.status, 0, none.stderr);
+    t.notMatch(none.stderr, /stops at/, "--stop '' stops at nothing");
+  });
+
   t.test('bin/chat through piped stdin', async (t) => {
     fs.writeFileSync(path.join(modelDir, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mom', sent: 3, received: 2 }, 'dad'] }));
     const input = 'Hi mom\nHow are you?\n/reset\nStill there?\n/quit\nnever sent\n';

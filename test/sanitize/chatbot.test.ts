@@ -36,8 +36,42 @@ t.test('prefixes of any audience are stripped, with or without "+"', async (t) =
   const s = createChatbotSanitizer();
   t.equal(s.sanitize('0|mom|Hi! <EOM>0|+dad|How are you? <EOM>\n0|Jo Ann|Fine'), 'Hi! How are you? Fine');
   t.equal(s.sanitize('1|mom|Hi! <EOM>0|mom|Fine'), 'Hi! Fine', 'the first message continues the prompt, whatever its prefix');
-  t.equal(s.sanitize('Sure thing 1|mom|see you'), 'Sure thing see you', 'a prefix run into the text');
-  t.equal(createChatbotSanitizer({ names: ['mom'] }).sanitize('ok |mom| bye |+mom|'), 'ok bye', 'stray |name| of configured names');
+  t.equal(s.sanitize('Sure thing 0|mom|see you'), 'Sure thing see you', "the bot's own prefix run into the text starts its next message");
+  t.equal(s.sanitize('Sure thing 1|mom|see you'), 'Sure thing', "the user's prefix run into the text ends the reply");
+});
+
+t.test('any sign of a new message ends the message: a pipe, with the side digit or audience written against it', async (t) => {
+  const s = createChatbotSanitizer({ names: ['mom', 'grandma', 'Jo Ann'] });
+  t.equal(s.sanitize('I will call Grandma! 1|grandma. Oh no, how are you?'), 'I will call Grandma!', 'a side digit and a broken prefix');
+  t.equal(s.sanitize('I made soup, come by if you want some. mom|Love you too!'), 'I made soup, come by if you want some.', 'an audience name against a pipe');
+  t.equal(s.sanitize('I made soup. <EOM>\nmom|Love you too!'), 'I made soup.', 'a line that starts with a prefix without its side');
+  t.equal(s.sanitize('Fine <EOM>\n|mom|yes'), 'Fine');
+  t.equal(s.sanitize('ok |mom| bye |+mom|'), 'ok', 'a stray |name|');
+  t.equal(s.sanitize('see you Jo Ann|Fine'), 'see you', 'names of several words');
+  t.equal(s.sanitize('Sure!1|mom|no'), 'Sure!', 'a side digit against the text');
+  t.equal(s.sanitize('Room 101|x'), 'Room 101', 'the last digit of a number is no side');
+  t.equal(s.sanitize('done | more'), 'done', 'a pipe alone');
+  t.equal(s.sanitize('you<EOM EOM>\n0|mom|ok'), 'you ok', 'a broken <EOM> ends the message too');
+  t.equal(s.sanitize('fine EOM> 1|mom|x'), 'fine', 'and so does its other half');
+  t.equal(createChatbotSanitizer().sanitize('you want some. mom|Love you too!'), 'you want some. mom', 'an unknown name against a pipe stays a word');
+  t.equal(s.sanitize('Fine 0|mom|More 1|grandma. no'), 'Fine More', 'the bot may go on in a message of its own, until a broken one');
+  t.ok(complete(s, 'Hi 1|mom. and more <EOM>'), 'a prefix that cannot be whole any more ends the reply');
+  t.ok(complete(s, `Hi 1|${'x'.repeat(65)}`), 'nor can one with an audience too long');
+  t.notOk(complete(s, 'Hi 1|mo'), 'a prefix still being written may yet be whole');
+  t.equal(s.sanitize('Hi 1|mo'), 'Hi', 'and is not shown');
+});
+
+t.test('settled: what a stream can show for good, never taken back', async (t) => {
+  const stream = createChatbotSanitizer({ names: ['grandma'] }).stream();
+  const steps = ['I will ', 'call Gra', 'ndma! 1', '|grandma', '. Oh no <EOM>'].map((piece) => stream.push(piece));
+  t.same(steps.map((r) => r.settled), ['I', 'I will call', 'I will call Grandma!', 'I will call Grandma!', 'I will call Grandma!'], 'the last word is held');
+  t.same(steps.map((r) => r.text), ['I will', 'I will call Gra', 'I will call Grandma!', 'I will call Grandma!', 'I will call Grandma!'], 'a side digit at the end is no word');
+  const named = createChatbotSanitizer({ names: ['grandma'] }).stream();
+  t.same(['Love you grandma', '|Hi'].map((piece) => named.push(piece).text), ['Love you grandma', 'Love you'], 'the text may shrink');
+  t.same(steps.map((r) => r.complete), [false, false, false, false, true]);
+  const tag = createChatbotSanitizer().stream();
+  t.equal(tag.push('a <b href="x y" ').settled, 'a', 'a tag still open is held');
+  t.equal(tag.push('c>d e').settled, 'a d');
 });
 
 t.test('keeps up to maxMessages messages', async (t) => {
@@ -92,7 +126,7 @@ t.test('markup, URLs, end-of-text and a half-written <EOM> go', async (t) => {
 
 t.test('symbols a speech engine reads badly go; words, apostrophes and punctuation stay', async (t) => {
   const s = createChatbotSanitizer();
-  t.equal(s.sanitize("a | b = c + d (e) [f] {g} #h *i* ~j ^k `l` \\m @n $o %p -- q"), 'a b c d e f g h i j k l m n o p q');
+  t.equal(s.sanitize("a b = c + d (e) [f] {g} #h *i* ~j ^k `l` \\m @n $o %p -- q"), 'a b c d e f g h i j k l m n o p q');
   t.equal(s.sanitize('love it \u2764\uFE0F \u2615\uFE0F \uD83D\uDE2C \uD83D\uDC4D\uD83C\uDFFD \uD83D\uDC68\u200D\uD83D\uDC69\u200D\uD83D\uDC67 ok'), 'love it ok');
   t.equal(s.sanitize("Don't stop, it's \"fine\": really? Yes! well-known."), "Don't stop, it's \"fine\": really? Yes! well-known.");
 });
@@ -121,27 +155,63 @@ t.test('property: nothing of the chat format, markup or URLs survives, whatever 
   t.pass('2000 random generations sanitized clean');
 });
 
-t.test('property: the stream, fed a text in any pieces, says what sanitize says of the whole, and complete means final', async (t) => {
-  const pieces = fc.constantFrom('<EOM>', '<EO', 'M>', '\n', '0|mom|', '1|mom|', '1|', 'mom|', '|', '<|endoftext|>', '<|end', 'oftext|>', ' ', 'hello', 'COE', 'http://x.io');
-  const sanitizers = [createChatbotSanitizer(), createChatbotSanitizer({ maxMessages: 1 }), createChatbotSanitizer({ keepOtherSide: true, names: ['mom'], acronyms: { COE: 'C. O. E.' } })];
+t.test('property: the stream, fed a text in any pieces, says what sanitize says of the whole; settled only grows; complete means final', async (t) => {
+  const pieces = fc.constantFrom('<EOM>', '<EO', 'M>', '<EOM', 'EOM>', '\n', '0|mom|', '1|mom|', '1|', 'mom|', '|', '<|endoftext|>', '<|end', 'oftext|>', ' ', 'hello', 'COE', 'http://x.io', '<b ', 'x>', 'Jo ', 'Ann', '1');
+  const sanitizers = [createChatbotSanitizer(), createChatbotSanitizer({ maxMessages: 1, names: ['mom', 'Jo Ann'] }), createChatbotSanitizer({ keepOtherSide: true, names: ['mom'], acronyms: { COE: 'C. O. E.' } })];
   fc.assert(
     fc.property(fc.array(fc.oneof(pieces, fc.string({ maxLength: 3 })), { maxLength: 30 }), fc.nat(2), (parts, which) => {
       const s = sanitizers[which];
       const stream = s.stream();
       let text = '';
-      let last = { text: '', complete: false };
+      let last = { text: '', settled: '', complete: false };
+      const settled: string[] = [];
       for (const part of parts) {
         text += part;
         const was = last;
         last = stream.push(part);
         if (last.text !== s.sanitize(text)) return false;
+        if (!last.text.startsWith(last.settled) || !last.settled.startsWith(was.settled)) return false;
+        if (last.complete && last.settled !== last.text) return false;
         if (was.complete && last.text !== was.text) return false;  // complete: nothing later changes it
+        settled.push(last.settled);
       }
-      return true;
+      // What was settled along the way starts the reply of the whole text.
+      return settled.every((t) => s.sanitize(text).startsWith(t));
     }),
     { numRuns: 3000 },
   );
   t.pass('3000 random generations, streamed in random pieces');
+});
+
+t.test('property: over random model output, the reply is cut at any sign of a new message and keeps none of it', async (t) => {
+  // Model output: messages of plain words, each after a separator and a sign of a new message, well formed or
+  // broken. The words hold no digit and no audience name, so any in the reply would be a fragment of a sign.
+  const NAMES = ['mom', 'grandma', 'sam'];
+  const word = fc.constantFrom('hello', 'there', 'how', 'are', 'you', 'Love', 'soup', 'I', 'will', 'call', 'Grandma!', 'Oh', 'no,', 'ok.', "it's", 'fine?', 'Mom');
+  const text = fc.array(word, { minLength: 1, maxLength: 6 }).map((w) => w.join(' '));
+  const separator = fc.constantFrom('', ' ', ' <EOM>', ' <EOM>\n', '\n', ' <EOM> ');
+  const bot = fc.constantFrom('0|mom|', '0|+grandma|', '0|sam|');
+  const user = fc.constantFrom('1|mom|', '1|+sam|');
+  // (Not an unclosed "0|" or "0|mom ": with the next sign's "1|" it would make a whole prefix of the bot's, "0|mom hello 1|".)
+  const broken = fc.constantFrom('1|mom.', '1|', 'mom|', '|mom|', '|', '1 |mom|', 'grandma|', '|+sam|', '1|grandma ');
+  const message = fc.tuple(separator, fc.oneof(bot, user, broken), text);
+  const s = createChatbotSanitizer({ names: NAMES });
+  // A name is looked for in the reply to a whole output: one cut short may end in "mom", as the user's words may.
+  const fragment = (whole: boolean) => new RegExp(`(^|\\s)([01]${whole ? `|${NAMES.join('|')}` : ''})(\\s|$|[.!?,])|[|<>]`);
+  fc.assert(
+    fc.property(text, fc.array(message, { maxLength: 6 }), fc.nat(), (first, rest, cut) => {
+      const output = first + rest.map(([sep, sign, words]) => sep + sign + words).join('');
+      const reply = s.sanitize(output.slice(0, output.length - (cut % 8)));
+      if (fragment(cut % 8 === 0).test(reply)) return false;
+      if (rest.length === 0 || cut % 8 !== 0) return true;
+      // The first message is kept whole; a user's or broken sign after it ends the reply there.
+      const [sep, sign] = rest[0];
+      if (sep === '') return true;
+      return reply.startsWith(first) && (/^0\|/.test(sign) || reply === first);
+    }),
+    { numRuns: 3000 },
+  );
+  t.pass('3000 random model outputs');
 });
 
 t.test('streaming: sanitizing a growing text only ever shows clean text and ends at the full answer', async (t) => {

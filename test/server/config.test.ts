@@ -153,9 +153,10 @@ t.test('with no arguments: server_config.json, else the models found, else how t
   fs.mkdirSync(path.join(dir, 'checkpoint', 'run1'), { recursive: true });
   fs.writeFileSync(path.join(dir, 'checkpoint', 'run1', 'latest'), 'step-000100\n');
   const found = discoverModels(dir);
-  t.same(found.map((m) => m.key), ['124M', 'run1']);
+  t.same(found.map((m) => m.key), ['run1', '124M'], 'the training runs first');
   const c = serveConfig({ cwd: dir });
-  t.same(c.models.map((m) => m.key), ['124M', 'run1']);
+  t.same(c.models.map((m) => m.key), ['run1', '124M']);
+  t.same(serveConfig({ cwd: dir, audience: 'mom' }).models.map((m) => m.audience), ['mom', 'mom'], '--audience, for every model found');
   fs.writeFileSync(path.join(dir, 'server_config.json'), ORIGINAL);
   t.equal(serveConfig({ cwd: dir }).models[0].modelName, '355M', 'server_config.json wins');
   const one = serveConfig({ cwd: dir, model: 'models/124M' });
@@ -181,4 +182,39 @@ t.test('a chat model answers as the audience its training data talks to most, un
   const base = validateServerConfig({ models: [{ key: 'chatbot', model_name: '124M' }], alexa }, 'cfg', dir);
   t.equal(base.models[0].audience, 'user', 'a model without a training record');
   t.equal(base.alexa?.audience, 'user');
+});
+
+t.test('a model whose checkpoint was trained on chat logs is served as a chatbot unless its entry says otherwise', async (t) => {
+  const dir = tempDir('config-chat');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const checkpoint = path.join(dir, 'checkpoint/chat/model-800');
+  fs.mkdirSync(checkpoint, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'checkpoint/chat/latest'), 'model-800\n');
+  fs.writeFileSync(path.join(checkpoint, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mom', sent: 40, received: 38 }, { audience: 'dad', sent: 3, received: 2 }] }));
+  fs.mkdirSync(path.join(dir, 'plain'));
+  const served = (entry: Record<string, unknown>) => {
+    const m = validateServerConfig({ models: [{ key: 'm', ...entry }] }, 'cfg', dir).models[0];
+    return { promptFormat: m.promptFormat, sanitizer: m.sanitizer, audience: m.audience, audiences: m.audiences, servedAs: m.servedAs, names: m.sanitizerOptions.names };
+  };
+  for (const restore of ['checkpoint/chat', 'checkpoint/chat/model-800']) {
+    t.same(served({ restore_from: restore }), {
+      promptFormat: 'chat',
+      sanitizer: 'sanitizers.chatbot',
+      audience: 'mom',
+      audiences: ['mom', 'dad'],
+      servedAs: 'trained on chat logs (audiences: mom, dad)',
+      names: ['mom', 'dad'],
+    }, `${restore}: chat, the chatbot sanitizer (which knows the audiences' names), its main audience, and why`);
+  }
+  t.match(served({ restore_from: 'checkpoint/chat', sanitizer: 'none' }), { promptFormat: 'raw', sanitizer: 'none', servedAs: 'trained on chat logs (audiences: mom, dad); "sanitizer": "none" in the config' }, '"sanitizer": "none" wins');
+  t.match(served({ restore_from: 'checkpoint/chat', prompt_format: 'raw' }), { promptFormat: 'raw', sanitizer: 'none' }, '"prompt_format": "raw" wins');
+  t.match(served({ restore_from: 'checkpoint/chat', sanitizer_options: { max_messages: 1 } }), { promptFormat: 'chat', sanitizer: 'sanitizers.chatbot', names: ['mom', 'dad'] }, 'sanitizer options alone keep the chatbot');
+  t.match(served({ restore_from: 'checkpoint/chat', sanitizer_options: { names: ['x'] } }), { names: ['x'] }, 'names given are kept');
+  t.match(served({ restore_from: 'plain' }), { promptFormat: 'raw', sanitizer: 'none', audiences: [], servedAs: /no chat training record/ }, 'a model with no chat history stays raw');
+  t.match(served({ restore_from: 'plain', sanitizer: 'chatbot' }), { promptFormat: 'chat', sanitizer: 'chatbot', servedAs: '"sanitizer": "chatbot" in the config' });
+
+  const byFlag = serveConfig({ cwd: dir, model: 'checkpoint/chat' }).models[0];
+  t.match(byFlag, { key: 'chatbot', promptFormat: 'chat', sanitizer: 'sanitizers.chatbot', audience: 'mom' }, 'bin/serve --model');
+  t.match(serveConfig({ cwd: dir, model: 'checkpoint/chat', audience: 'dad', sanitizer: 'none' }).models[0], { audience: 'dad', sanitizer: 'none', promptFormat: 'raw' }, '--audience and --sanitizer');
+  t.match(serveConfig({ cwd: dir }).models[0], { key: 'chat', promptFormat: 'chat', sanitizer: 'sanitizers.chatbot', audience: 'mom' }, 'a run found in checkpoint/');
 });

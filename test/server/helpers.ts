@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { Model } from '../../lib/engine/model';
 import { Generator } from '../../lib/generate/generate';
 import { loadTokenizer } from '../../lib/tokenizer';
@@ -143,4 +144,39 @@ export async function startServer(raw: Record<string, unknown>, baseDir: string)
   const server = createServer(config, { log: (level, msg, fields) => logs.push({ level, msg, ...fields }) });
   const address = await server.listen(0, '127.0.0.1');
   return { url: `http://127.0.0.1:${address.port}`, server, logs, close: () => server.shutdown() };
+}
+
+// Debian's Chromium, headless, as the web-page tests drive it (test/setup/ensure-chromium.sh installs it).
+export function launchBrowser(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}
+
+// Phone and desktop widths the chat page must be readable at.
+export const VIEWPORTS = { phone: { width: 375, height: 720 }, desktop: { width: 1280, height: 800 } } as const;
+
+// Says `text` on the chat page as a person would (types it, presses Enter) and resolves, once the reply is
+// whole or an error notice is shown, to what the page shows. Scripts for the page are strings: this package
+// compiles without the DOM's types.
+export async function sayOnPage(page: Page, text: string, timeoutMs = 120_000): Promise<{ reply: string | null; cut: string | null; notice: string | null }> {
+  const before = (await page.evaluate('document.querySelectorAll("#log > li").length')) as number;
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+  // The user's message, then the reply or a notice.
+  await page.waitForFunction(`(() => {
+    const items = [...document.querySelectorAll('#log > li')].slice(${before});
+    return items.some((li) => li.matches('.notice') || (li.matches('.msg.bot') && !li.matches('.pending')));
+  })()`, null, { timeout: timeoutMs });
+  return (await page.evaluate(`(() => {
+    const items = [...document.querySelectorAll('#log > li')].slice(${before});
+    const bot = items.find((li) => li.matches('.msg.bot'));
+    const notice = items.find((li) => li.matches('.notice'));
+    return {
+      reply: bot ? bot.querySelector('.bubble').textContent : null,
+      cut: bot?.querySelector('.meta')?.textContent ?? null,
+      notice: notice ? notice.firstChild.textContent : null,
+    };
+  })()`)) as { reply: string | null; cut: string | null; notice: string | null };
 }

@@ -27,7 +27,7 @@ t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 const modelsConfig = () => Object.keys(MODELS).map((key) => ({ key, restore_from: path.join(dir, key), sampling: greedy }));
 
 t.test('concurrent mixed-model requests under a budget for one model: every answer from the right model', async (t) => {
-  const oneModel = estimateModelBytes(TINY, 4, SLOTS);
+  const oneModel = estimateModelBytes(TINY, 'f32', SLOTS);
   const budgetMb = (1.5 * oneModel) / (1024 * 1024);
   const srv = await startServer({ models: modelsConfig(), memory_budget_mb: budgetMb, batch_slots: SLOTS, max_queue: 1000 }, dir);
   t.teardown(srv.close);
@@ -59,7 +59,7 @@ t.test('concurrent mixed-model requests under a budget for one model: every answ
 });
 
 t.test('requests alternating between two models under a budget for one are batched by model: few loads, none starved', async (t) => {
-  const oneModel = estimateModelBytes(TINY, 4, SLOTS);
+  const oneModel = estimateModelBytes(TINY, 'f32', SLOTS);
   const srv = await startServer({ models: modelsConfig(), memory_budget_mb: (1.5 * oneModel) / (1024 * 1024), batch_slots: SLOTS, max_queue: 1000 }, dir);
   t.teardown(srv.close);
   const REQUESTS = 320;
@@ -107,7 +107,7 @@ t.test('a model is loaded once however many requests ask at once, and they are d
   t.ok(maxRunning <= SLOTS);
   const used = srv.server.service.registry.peek('beta')?.generator.model.memory();
   const total = used ? used.params + used.grads + used.optimizer + used.activations + used.kvCache : Infinity;
-  t.ok(total <= estimateModelBytes(TINY, 4, SLOTS), `the budget's estimate covers the ${total} bytes the model really takes`);
+  t.ok(total <= estimateModelBytes(TINY, 'f32', SLOTS), `the budget's estimate covers the ${total} bytes the model really takes`);
 });
 
 t.test('an idle model is unloaded after idle_unload_s, and loads again on demand', async (t) => {

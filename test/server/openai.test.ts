@@ -51,6 +51,7 @@ t.test('completions: the greedy text, usage from the tokenizer, n choices seeded
   t.equal(r.object, 'text_completion');
   t.equal(r.choices[0].text, greedy.alpha, 'the text the engine generates greedily');
   t.equal(r.choices[0].finish_reason, 'length');
+  t.equal((r.choices[0] as unknown as Record<string, unknown>).dixie_finish_reason, 'length', "dixie's own finish reason beside OpenAI's");
   const promptTokens = tokenizer.encode(PROMPT, { allowSpecial: false }).length;
   t.match(r.usage, { prompt_tokens: promptTokens, completion_tokens: LENGTH, total_tokens: promptTokens + LENGTH });
   const again = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0 });
@@ -76,6 +77,7 @@ t.test('stop sequences end the text where they begin, with finish_reason "stop"'
   const r = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, stop: [stop, 'never seen'] });
   t.equal(r.choices[0].text, text.slice(0, text.indexOf(stop)));
   t.equal(r.choices[0].finish_reason, 'stop');
+  t.equal((r.choices[0] as unknown as Record<string, unknown>).dixie_finish_reason, 'stop');
 });
 
 t.test("log-probabilities agree with the engine's log-softmax of the logits within 1e-4", async (t) => {
@@ -234,4 +236,19 @@ t.test('CORS: off unless configured; then a page of an allowed origin may call t
   t.equal(call.status, 200);
   t.equal(call.headers.get('access-control-allow-origin'), 'https://app.example.com', 'the answer itself carries the header');
   t.equal((await fetch(`${open.url}/v1/models`, { headers: { origin: 'https://app.example.com' } })).status, 401, 'and the API key is still needed');
+});
+
+t.test('a reply cut by the deadline: "length" for OpenAI, "deadline" in dixie_finish_reason', async (t) => {
+  const hurried = await startServer({ request_timeout_s: 1, models: [{ key: 'long', restore_from: 'long', sampling: { temperature: 1 } }] }, dir);
+  t.teardown(hurried.close);
+  t.equal((await request(`${hurried.url}/prime`, { method: 'POST' })).status, 202);
+  while (hurried.server.service.registry.status()[0].state !== 'loaded') await new Promise((r) => setTimeout(r, 20));
+  const started = Date.now();
+  const r = await request(`${hurried.url}/v1/chat/completions`, { body: { model: 'long', messages: [{ role: 'user', content: PROMPT }], max_tokens: 1000, seed: 1 } });
+  const body = r.json() as { choices: Record<string, unknown>[]; usage: { completion_tokens: number } };
+  const [choice] = body.choices;
+  t.comment(`${body.usage.completion_tokens} tokens in ${Date.now() - started} ms`);
+  // A machine fast enough to write the 1000 tokens within the second ends by length instead.
+  if (body.usage.completion_tokens === 1000) t.match(choice, { finish_reason: 'length', dixie_finish_reason: 'length' });
+  else t.match(choice, { finish_reason: 'length', dixie_finish_reason: 'deadline' });
 });

@@ -1,54 +1,193 @@
-// The chat page in headless Chromium (Debian's, driven by playwright-core): type a message, watch the reply
-// stream in, and get the model's answer.
+// The chat page in headless Chromium (Debian's, driven by playwright-core), as a person uses it: pick a model
+// and who it answers as, talk, watch each reply stream in, see when a reply was cut and what went wrong, with
+// the keyboard alone, at a phone's width and a desktop's.
 import fs from 'node:fs';
-import t from 'tap';
-import { chromium, type Browser } from 'playwright-core';
-import { makeModels, startServer, tempDir } from './helpers';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import type { Browser, Page, Request } from 'playwright-core';
+import { launchBrowser, makeModels, sayOnPage, startServer, tempDir, VIEWPORTS, type Running } from './helpers';
 
-const CHROMIUM = '/usr/bin/chromium';
 const PROMPT = 'How big is the earth?';
 const LENGTH = 40;
+const KEY = 'a-key-of-sixteen-characters';
+const greedy = { temperature: 0, penalize: 0, length: LENGTH };
 
-t.test('the chat page streams a reply from the chosen model', async (t) => {
-  const dir = tempDir('page');
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const expected = await makeModels(dir, { alpha: 1, beta: 3 }, PROMPT, LENGTH);
-  const greedy = { temperature: 0, penalize: 0, length: LENGTH };
-  const srv = await startServer({ models: [{ key: 'general', restore_from: 'alpha', sampling: greedy }, { key: 'other', restore_from: 'beta', sampling: greedy }] }, dir);
-  t.teardown(srv.close);
+let dir: string;
+let srv: Running;
+let browser: Browser;
+let expected: Record<string, string>;
 
-  const browser: Browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-  t.teardown(() => browser.close());
-  const page = await browser.newPage();
+t.before(async () => {
+  dir = tempDir('page');
+  expected = await makeModels(dir, { alpha: 1, beta: 3 }, PROMPT, LENGTH);
+  // A model trained on chat logs: its training record lists who its chats talk to, mom most.
+  fs.cpSync(path.join(dir, 'alpha'), path.join(dir, 'chatty'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'chatty', 'state.json'), JSON.stringify({ audiences: [{ audience: 'mom', sent: 9, received: 8 }, { audience: 'dad', sent: 2, received: 3 }] }));
+  srv = await startServer({
+    models: [
+      { key: 'general', restore_from: 'alpha', sampling: greedy },
+      { key: 'other', restore_from: 'beta', sampling: greedy },
+      { key: 'chatty', restore_from: 'chatty', sampling: { length: 12 } },
+    ],
+  }, dir);
+  browser = await launchBrowser();
+});
+t.teardown(async () => {
+  await browser?.close();
+  await srv?.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function open(t: Test, url: string, viewport: { width: number; height: number } = VIEWPORTS.desktop): Promise<{ page: Page; errors: string[]; bodies: Record<string, unknown>[] }> {
+  const page = await browser.newPage({ viewport });
+  t.teardown(() => page.close());
   const errors: string[] = [];
   page.on('pageerror', (err) => errors.push(err.message));
-  await page.goto(`${srv.url}/`);
-  await page.waitForSelector('#model option[value="other"]', { state: 'attached' });
-  t.same(await page.evaluate('[...document.querySelectorAll("#model option")].map((o) => o.value)'), ['general', 'other']);
+  // What the page asks of /v1/chat/completions.
+  const bodies: Record<string, unknown>[] = [];
+  page.on('request', (r: Request) => {
+    if (r.url().endsWith('/v1/chat/completions')) bodies.push(r.postDataJSON() as Record<string, unknown>);
+  });
+  await page.goto(`${url}/`);
+  await page.waitForSelector('#model option', { state: 'attached' });
+  return { page, errors, bodies };
+}
+
+t.test('the chat page streams a reply from the chosen model, and says it was cut at its length', async (t) => {
+  const { page, errors } = await open(t, srv.url);
+  t.same(await page.evaluate('[...document.querySelectorAll("#model option")].map((o) => o.value)'), ['general', 'other', 'chatty']);
+  t.equal(await page.inputValue('#model'), 'general', 'the default model first');
   await page.selectOption('#model', 'other');
+  t.ok(await page.isHidden('#audience-picker'), 'a model that continues text has nobody to pick');
+  t.match(await page.textContent('#intro'), /other was not trained on chats: it continues the text you write/);
 
   // Record every text the reply bubble shows while it is generated.
-  // (Scripts for the page are strings: this package compiles without the DOM's types.)
   await page.evaluate(`
     window.seen = [];
     new MutationObserver(() => {
-      const bot = document.querySelector('.msg.bot');
+      const bot = document.querySelector('.msg.bot .bubble');
       if (bot && window.seen[window.seen.length - 1] !== bot.textContent) window.seen.push(bot.textContent);
     }).observe(document.getElementById('log'), { subtree: true, childList: true, characterData: true });
   `);
-  await page.fill('#text', PROMPT);
-  await page.press('#text', 'Enter');
-  await page.waitForSelector('.msg.user');
+  const said = await sayOnPage(page, PROMPT);
   t.equal(await page.textContent('.msg.user'), PROMPT);
-  await page.waitForSelector('.msg.bot:not(.pending)');
-  t.equal(await page.textContent('.msg.bot'), expected.beta, "the chosen model's answer");
+  t.equal(said.reply, expected.beta, "the chosen model's answer");
+  t.equal(said.cut, 'Cut short: the reply reached its length limit.');
   const seen = (await page.evaluate('window.seen')) as string[];
   const partial = seen.filter((s) => s !== '' && s !== expected.beta);
   t.ok(partial.length >= 1, `the reply streamed in (${partial.length} partial texts shown before the whole)`);
   t.ok(partial.every((s) => expected.beta.startsWith(s)), 'each partial text is the start of the answer');
   t.match(await page.textContent('#status'), new RegExp(`${LENGTH} tokens in \\d+ ms`));
   t.same(errors, [], 'no script errors');
+});
+
+t.test('a chat model: who it answers as is picked from its audiences; the conversation goes with each message', async (t) => {
+  const { page, errors, bodies } = await open(t, srv.url);
+  await page.selectOption('#model', 'chatty');
+  t.ok(await page.isVisible('#audience-picker'));
+  t.same(await page.evaluate('[...document.querySelectorAll("#audience option")].map((o) => o.value)'), ['mom', 'dad'], 'its trained audiences');
+  t.equal(await page.inputValue('#audience'), 'mom', 'the one its chats talk to most, by default');
+  t.match(await page.textContent('#intro'), /Talk to mom[\s\S]*chatty answers as mom, the one its chats talk to most/);
+
+  const first = await sayOnPage(page, 'Hi mom');
+  t.ok(first.reply !== null && !/[|]|<EOM>|<\|endoftext\|>/.test(first.reply), `a sanitized reply: ${JSON.stringify(first.reply)}`);
+  t.match(await page.textContent('.msg.bot .who'), /mom/, 'from mom');
+  t.same(bodies[0].messages, [{ role: 'system', content: 'audience: mom' }, { role: 'user', content: 'Hi mom' }]);
+
+  await page.selectOption('#audience', 'dad');
+  t.equal(await page.evaluate('document.querySelectorAll("#log > li").length'), 0, 'another audience, a new conversation');
+  t.match(await page.textContent('#intro-title'), 'Talk to dad');
+  const hello = await sayOnPage(page, 'Hello dad');
+  await sayOnPage(page, 'And how are you?');
+  t.same(bodies[2].messages, [
+    { role: 'system', content: 'audience: dad' },
+    { role: 'user', content: 'Hello dad' },
+    { role: 'assistant', content: hello.reply === 'dad sent nothing back.' ? '' : hello.reply },
+    { role: 'user', content: 'And how are you?' },
+  ], 'the history, as the page showed it');
+  await page.click('#clear');
+  t.equal(await page.evaluate('document.querySelectorAll("#log > li").length'), 0, 'New chat forgets');
+  t.same(errors, []);
+});
+
+t.test('errors in words: a busy model with its Retry-After, a model loading, a stream cut off', async (t) => {
+  const { page, errors } = await open(t, srv.url);
+  await page.route('**/v1/chat/completions', (route) => route.fulfill({
+    status: 503,
+    headers: { 'Retry-After': '7', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ error: { message: 'model "general" has 72 requests in hand; try again later', type: 'server_overloaded', param: null, code: null } }),
+  }));
+  const busy = await sayOnPage(page, 'Anyone there?');
+  t.equal(busy.notice, 'The model is busy with other conversations. Try again in 7 seconds.');
+  t.equal(await page.evaluate('document.querySelectorAll(".msg.bot").length'), 0, 'no empty reply left behind');
+  await page.unroute('**/v1/chat/completions');
+  await page.click('.notice button');
+  await page.waitForSelector('.msg.bot:not(.pending)');
+  t.equal(await page.textContent('.msg.bot .bubble'), (await makeReply()).text, 'Try again sends it again');
+
+  // The list says the model is loading; the page says so, and looks again until it is ready.
+  await page.route('**/models/list', async (route) => {
+    const real = await (await route.fetch()).json() as { models: { state: string }[] };
+    real.models[0].state = 'loading';
+    await route.fulfill({ json: real });
+  });
+  await page.click('#clear');
+  await page.evaluate('refreshModels()');
+  await page.waitForFunction('document.getElementById("status").textContent === "Loading general..."');
+  await page.unroute('**/models/list');
+  await page.waitForFunction('document.getElementById("status").textContent === "general is ready."', null, { timeout: 30_000 });
+
+  await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' }, body: 'data: {"error": {"message": "the model failed"}}\n\n' }));
+  t.equal((await sayOnPage(page, 'Hello?')).notice, 'The reply did not arrive: the model failed.');
+  t.same(errors, []);
+
+  async function makeReply(): Promise<{ text: string }> {
+    const r = await fetch(`${srv.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', messages: [{ role: 'user', content: 'Anyone there?' }] }) });
+    return { text: ((await r.json()) as { choices: { message: { content: string } }[] }).choices[0].message.content };
+  }
+});
+
+t.test('a server with API keys: the page asks for one, in words, and then works', async (t) => {
+  const keyed = await startServer({ api_keys: [KEY], models: [{ key: 'general', restore_from: 'alpha', sampling: greedy }] }, dir);
+  t.teardown(keyed.close);
+  const page = await browser.newPage({ viewport: VIEWPORTS.phone });
+  t.teardown(() => page.close());
+  await page.goto(`${keyed.url}/`);
+  await page.waitForSelector('#key-panel:not([hidden])');
+  t.match(await page.textContent('#intro'), /An API key is needed[\s\S]*This server needs an API key: enter it above/);
+  t.equal(await page.evaluate('document.activeElement.id'), 'apikey', 'the key field has the focus');
+  await page.keyboard.type(KEY);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#model option[value="general"]', { state: 'attached' });
+  t.ok(await page.isHidden('#key-panel'));
+  t.equal((await sayOnPage(page, PROMPT)).reply, expected.alpha);
+});
+
+t.test('the keyboard alone, at a phone\'s width and a desktop\'s', async (t) => {
+  for (const [name, viewport] of Object.entries(VIEWPORTS)) {
+    const { page } = await open(t, srv.url, viewport);
+    t.equal(await page.evaluate('document.activeElement.id'), 'text', `${name}: the message box has the focus`);
+    t.ok((await page.evaluate('document.documentElement.scrollWidth')) as number <= viewport.width, `${name}: nothing wider than the screen`);
+    for (const id of ['#text', '#send', '#model', '#clear']) {
+      const box = await page.locator(id).boundingBox();
+      t.ok(box && box.x >= 0 && box.x + box.width <= viewport.width && box.y + box.height <= viewport.height, `${name}: ${id} on screen`);
+    }
+    // Tab goes through the controls in order.
+    const order: string[] = [];
+    await page.focus('#model');
+    for (let i = 0; i < 4; i++) {
+      order.push((await page.evaluate('document.activeElement.id')) as string);
+      await page.keyboard.press('Tab');
+    }
+    t.same(order, ['model', 'clear', 'text', 'send'], `${name}: Tab order`);
+    await page.focus('#text');
+    await page.keyboard.type('two');
+    await page.keyboard.press('Shift+Enter');
+    await page.keyboard.type('lines');
+    t.equal(await page.inputValue('#text'), 'two\nlines', 'Shift+Enter: a new line, nothing sent');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('.msg.bot:not(.pending)');
+    t.equal(await page.textContent('.msg.user'), 'two\nlines', 'Enter sends');
+    t.equal(await page.inputValue('#text'), '', 'and empties the box');
+  }
 });

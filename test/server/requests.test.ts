@@ -3,7 +3,7 @@
 // request; and the JSON answer says what a prompt lost to fit the context.
 import fs from 'node:fs';
 import t from 'tap';
-import { LONG, makeModels, request, startServer, tempDir, type Running } from './helpers';
+import { LONG, TINY, makeModels, request, startServer, tempDir, type Running } from './helpers';
 import { validateServerConfig } from '../../lib/server/config';
 import { createServer } from '../../lib/server/app';
 
@@ -13,6 +13,7 @@ let srv: Running;
 t.before(async () => {
   dir = tempDir('requests');
   await makeModels(dir, { alpha: 1 }, 'Hi', 1, LONG);
+  await makeModels(dir, { small: 2 }, 'Hi', 1, TINY);
   srv = await startServer({
     models: [
       { key: 'general', restore_from: 'alpha' },
@@ -67,8 +68,33 @@ t.test('the JSON answer says what a chat lost to fit the context: messages and t
   t.ok((j.trimmed_prompt_tokens as number) > 100, `${j.trimmed_prompt_tokens} tokens dropped`);
   const short = await request(`${srv.url}/invocations`, { body: { model_key: 'chat', raw_text: 'hi', history: history.slice(0, 2), length: 5, format: 'json' } });
   t.same([short.json().trimmed_prompt_tokens, short.json().trimmed_messages, short.json().trimmed_message_chars], [0, 0, 0], 'nothing dropped from a short chat');
-  const logged = srv.logs.find((l) => l.msg === 'prompt trimmed to fit the context' && l.model === 'chat');
-  t.ok(logged && logged.messages === j.trimmed_messages, 'and the log says so');
+  const logged = srv.logs.find((l) => l.msg === 'prompt and reply fitted to the context' && l.model === 'chat');
+  t.ok(logged && (logged.trimmed as { messages: number }).messages === j.trimmed_messages, 'and the log says so');
+});
+
+t.test("the user's words reach the model: a reply nobody sized takes half the context, and shrinks before the newest message is cut", async (t) => {
+  const small = await startServer({ models: [{ key: 'tiny', restore_from: 'small', prompt_format: 'chat', audience: 'mom' }] }, dir);
+  t.teardown(small.close);
+  const ask = (body: Record<string, unknown>) => request(`${small.url}/invocations`, { body: { raw_text: 'How was your day?', temperature: 0, format: 'json', ...body } });
+  const plain = (await ask({})).json();
+  t.equal(plain.length, 64, 'the default 120 tokens become half of a 128-token context');
+  t.equal(plain.trimmed_reply_tokens, 0);
+  t.same([plain.trimmed_prompt_tokens, plain.trimmed_message_chars], [0, 0], 'the message whole');
+  const history = Array.from({ length: 12 }, (_, i) => ({ from: i % 2 ? 'bot' : 'user', text: `an earlier message, number ${i}` }));
+  const chat = (await ask({ history })).json();
+  t.ok((chat.trimmed_messages as number) > 0, `history goes first: ${chat.trimmed_messages} messages dropped`);
+  t.equal(chat.length, 64, 'and the reply keeps its length');
+  const long = 'word '.repeat(90).trim();
+  const shrunk = (await ask({ raw_text: long, history })).json();
+  t.equal(shrunk.trimmed_messages, history.length, 'a long message leaves no room for the history');
+  t.equal(shrunk.trimmed_message_chars, 0, 'but stays whole');
+  t.ok((shrunk.length as number) < 64 && (shrunk.length as number) + (shrunk.prompt_tokens as number) <= 128, `the reply gets what is left: ${shrunk.length} tokens`);
+  t.equal(shrunk.trimmed_reply_tokens, 64 - (shrunk.length as number), 'and the answer says how much it lost');
+  t.ok(small.logs.some((l) => l.msg === 'prompt and reply fitted to the context' && l.length === shrunk.length), 'so does the log');
+  t.equal((await ask({ length: 100 })).json().length, 100, 'a length asked for is kept where the message leaves room');
+  const tooLong = await ask({ raw_text: 'word '.repeat(200) });
+  t.equal(tooLong.status, 400, 'a message longer than the context is refused, not cut');
+  t.match(tooLong.json().error, /the message takes \d+ tokens .* at most 128/);
 });
 
 t.test("a chat's next turn prefills only what is new, and replies as it would with prefix reuse off", async (t) => {

@@ -66,7 +66,7 @@ t.test('model_key defaults to "chatbot"; per-request sampling settings apply', a
   t.same(again.json().tokens, j.tokens, 'the same seed gives the same tokens');
 });
 
-t.test('streaming: Server-Sent Events with the reply so far, then the whole answer', async (t) => {
+t.test('streaming: Server-Sent Events, each with the text that follows the last, then the whole answer', async (t) => {
   const res = await fetch(`${srv.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: 'general', raw_text: PROMPT, stream: true }) });
   t.equal(res.status, 200);
   t.match(res.headers.get('content-type'), /^text\/event-stream/);
@@ -75,13 +75,16 @@ t.test('streaming: Server-Sent Events with the reply so far, then the whole answ
     const [event, data] = block.split('\n');
     return { event: event.replace('event: ', ''), data: JSON.parse(data.replace('data: ', '')) as Record<string, unknown> };
   });
-  const texts = events.filter((e) => e.event === 'text').map((e) => e.data.text as string);
-  t.ok(texts.length >= 2, `${texts.length} partial replies`);
-  texts.forEach((text, i) => i > 0 && t.ok(text.startsWith(texts[i - 1]) || text.length > 0));
+  const pieces = events.filter((e) => e.event === 'text').map((e) => e.data.text as string);
+  t.ok(pieces.length >= 2, `${pieces.length} pieces`);
+  t.ok(pieces.every((p) => p.length > 0), 'each adds text');
   const done = events[events.length - 1];
   t.equal(done.event, 'done');
   t.equal(done.data.text, expected.alpha);
-  t.equal(texts[texts.length - 1], expected.alpha);
+  t.equal(pieces.join(''), expected.alpha, 'the pieces make the whole reply');
+  const chat = await fetch(`${srv.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: 'chatbot', raw_text: PROMPT, stream: true, length: 40 }) });
+  const chatEvents = (await chat.text()).trim().split('\n\n').map((block) => JSON.parse(block.split('\n')[1].replace('data: ', '')) as Record<string, unknown>);
+  t.equal(chatEvents.slice(0, -1).map((e) => e.text).join(''), chatEvents[chatEvents.length - 1].text, 'a sanitized reply too');
 });
 
 t.test('GET /ping, GET /, GET /models/list, POST /prime, GET /metrics', async (t) => {
@@ -98,6 +101,8 @@ t.test('GET /ping, GET /, GET /models/list, POST /prime, GET /metrics', async (t
   const list = (await request(`${srv.url}/models/list`)).json();
   const models = list.models as Record<string, unknown>[];
   t.same(models.map((m) => m.model_key), ['general', 'chatbot']);
+  t.same(models.map((m) => [m.prompt_format, m.sanitizer, m.audience, m.audiences]), [['raw', 'none', 'user', []], ['chat', 'sanitizers.chatbot', 'friend', []]], 'how each takes prompts and answers, and as whom');
+  t.equal(list.default_model, 'chatbot', 'the model a request that names none goes to');
   const general = models[0];
   t.ok((general.num_inferences as number) >= 3, 'general has answered the earlier requests');
   t.equal(general.loaded, true);
@@ -115,6 +120,9 @@ t.test('GET /ping, GET /, GET /models/list, POST /prime, GET /metrics', async (t
   while (!loaded) loaded = ((await request(`${fresh.url}/models/list`)).json().models as Record<string, unknown>[])[0].loaded as boolean;
   t.ok(loaded, 'loaded without a request');
   t.equal((await request(`${fresh.url}/prime`, { body: { model_key: 'nope' } })).status, 404);
+  const bare = await request(`${fresh.url}/prime`, { method: 'POST' });
+  t.equal(bare.status, 202, 'with no body at all');
+  t.same(bare.json(), { model_key: 'general', state: 'loaded' }, 'the default model');
 
   const metrics = await request(`${srv.url}/metrics`);
   t.equal(metrics.status, 200);

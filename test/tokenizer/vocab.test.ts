@@ -64,7 +64,7 @@ t.test('a toy vocabulary: merges apply by rank, not left to right', async (t) =>
 
 t.test('a missing or broken vocabulary fails with a clear error', async (t) => {
   const empty = tempDir(t);
-  t.throws(() => loadTokenizer(empty), { message: `${empty}: no GPT-2 vocabulary here (looked for encoder.json + vocab.bpe or vocab.json + merges.txt)` });
+  t.throws(() => loadTokenizer(empty), { message: `${empty}: no GPT-2 vocabulary here (looked for encoder.json + vocab.bpe or vocab.json + merges.txt, or model.gguf)` });
 
   const write = (encoder: string, merges: string): string => {
     const dir = fs.mkdtempSync(path.join(empty, 'v'));

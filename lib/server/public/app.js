@@ -1,54 +1,156 @@
-// The chat page: sends each message to POST /v1/chat/completions with "stream": true, as any OpenAI client
-// would, and shows the reply as it is generated (Server-Sent Events read from the fetch body). The
-// conversation lives here, in the page: the server keeps none, so each request carries the history of a
-// chat-format model.
+// The chat page. It lists the models (GET /models/list), primes the chosen one so that it loads while the user
+// writes (POST /prime), and sends each message to POST /v1/chat/completions with "stream": true, as any OpenAI
+// client would, showing the reply as it is generated (Server-Sent Events read from the fetch body). The server
+// keeps no conversation: the page does, and sends it with each message to a chat model, with the audience the
+// model answers as in a system message ("audience: mom"). Replies come sanitized by the model's sanitizer.
 'use strict';
 const $ = (id) => document.getElementById(id);
 const log = $('log');
 const models = new Map();
-let history = [];
+let history = [];        // the conversation so far, as OpenAI's messages (chat models only)
+let apiKey = '';
+let busy = false;
+let polling = null;      // the timer that watches a model load
 
 function headers() {
-  const h = { 'Content-Type': 'application/json', Accept: 'text/event-stream' };
-  const key = $('apikey').value.trim();
-  if (key) h.Authorization = `Bearer ${key}`;
+  const h = { 'Content-Type': 'application/json', Accept: 'text/event-stream, application/json' };
+  if (apiKey) h.Authorization = `Bearer ${apiKey}`;
   return h;
 }
 
-// The line under the chat: progress and timings, or why the models cannot be listed.
+function current() {
+  return models.get($('model').value);
+}
+
+function isChat(model) {
+  return model?.prompt_format === 'chat';
+}
+
+// Who answers: the audience picked for a chat model, else the model itself.
+function speaker(model) {
+  return isChat(model) ? $('audience').value || model.audience : model?.model_key ?? '';
+}
+
 function status(text, isError = false) {
   $('status').textContent = text;
-  $('status').dataset.error = isError ? 'yes' : '';
+  $('status').classList.toggle('error', isError);
 }
 
-function bubble(kind, text) {
-  const div = document.createElement('div');
-  div.className = `msg ${kind}`;
-  div.textContent = text;
-  log.appendChild(div);
-  log.scrollTop = log.scrollHeight;
-  return div;
+function avatar(name) {
+  const span = document.createElement('span');
+  span.className = 'avatar';
+  span.setAttribute('aria-hidden', 'true');
+  span.textContent = (name.trim()[0] ?? '?').toUpperCase();
+  return span;
 }
 
-async function loadModels() {
-  const res = await fetch('models/list', { headers: headers() });
-  if (!res.ok) {
-    status(res.status === 401 ? 'This server needs an API key: enter it above.' : `Could not list models (${res.status}).`, true);
-    return;
+function scrollDown() {
+  const main = $('chat');
+  main.scrollTop = main.scrollHeight;
+}
+
+function addUser(text) {
+  const li = document.createElement('li');
+  li.className = 'msg user';
+  const bubble = document.createElement('div');
+  bubble.className = 'bubble';
+  bubble.textContent = text;
+  li.append(bubble);
+  log.append(li);
+  $('intro').hidden = true;
+  scrollDown();
+}
+
+// A reply being written: its bubble shows the dots until text comes.
+function addBot(name) {
+  const li = document.createElement('li');
+  li.className = 'msg bot pending';
+  const who = document.createElement('div');
+  who.className = 'who';
+  who.append(avatar(name), document.createTextNode(name));
+  const bubble = document.createElement('div');
+  bubble.className = 'bubble';
+  bubble.setAttribute('aria-busy', 'true');
+  li.append(who, bubble);
+  log.append(li);
+  scrollDown();
+  return {
+    show(text) {
+      bubble.textContent = text;
+      scrollDown();
+    },
+    // How it ended, in words, under the bubble when it was cut.
+    finish(text, reason) {
+      li.classList.remove('pending');
+      bubble.removeAttribute('aria-busy');
+      if (text === '') {
+        bubble.classList.add('empty');
+        bubble.textContent = `${name} sent nothing back.`;
+      }
+      const why = reason === 'length' ? 'Cut short: the reply reached its length limit.'
+        : reason === 'deadline' ? 'Cut short: the reply ran out of time.'
+          : null;
+      if (why) {
+        const meta = document.createElement('div');
+        meta.className = 'meta';
+        meta.textContent = why;
+        li.append(meta);
+      }
+      scrollDown();
+    },
+    remove() {
+      li.remove();
+    },
+  };
+}
+
+// A notice in the conversation: an error in words, with a way to try again when that may help.
+function addNotice(text, retry) {
+  const li = document.createElement('li');
+  li.className = 'notice';
+  li.setAttribute('role', 'alert');
+  li.append(document.createTextNode(text));
+  if (retry) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'ghost small';
+    button.textContent = 'Try again';
+    button.addEventListener('click', () => {
+      li.remove();
+      retry();
+    });
+    li.append(button);
   }
-  const body = await res.json();
-  const select = $('model');
-  const chosen = select.value;
-  select.textContent = '';
-  for (const m of body.models) {
-    models.set(m.model_key, m);
-    const option = document.createElement('option');
-    option.value = m.model_key;
-    option.textContent = `${m.model_key}${m.loaded ? '' : ' (not loaded)'}`;
-    select.appendChild(option);
+  log.append(li);
+  scrollDown();
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+// What an answer that is not 200 means to the person writing.
+async function errorText(res) {
+  const body = await res.json().catch(() => ({}));
+  const message = body.error?.message ?? body.error ?? res.statusText;
+  const retryAfter = Number(res.headers.get('Retry-After'));
+  const wait = Number.isFinite(retryAfter) && retryAfter > 0 ? ` Try again in ${plural(Math.ceil(retryAfter), 'second')}.` : ' Try again in a moment.';
+  if (res.status === 401) return 'This server needs an API key: enter it above, then send again.';
+  if (res.status === 503) {
+    if (/shutting down/.test(message)) return `The server is restarting.${wait}`;
+    if (/to load/.test(message)) return `The model is still loading.${wait}`;
+    if (/requests in hand/.test(message)) return `The model is busy with other conversations.${wait}`;
+    return `The model could not be loaded: ${message}.${wait}`;
   }
-  if (chosen && models.has(chosen)) select.value = chosen;
-  if ($('status').dataset.error) status('');
+  if (res.status === 404) return 'This model is no longer served: pick another one.';
+  if (res.status === 507) return 'This model does not fit in the server\'s memory.';
+  if (res.status >= 400 && res.status < 500) return `The server refused the message: ${message}`;
+  return `Something went wrong on the server (${res.status}).`;
+}
+
+function showKeyPanel() {
+  $('key-panel').hidden = false;
+  $('apikey').focus();
 }
 
 // Yields the data of each Server-Sent Event in the response body.
@@ -68,71 +170,206 @@ async function* events(res) {
   }
 }
 
-// The conversation as OpenAI's messages: the whole history for a chat model, which the server keeps none of;
-// a raw model continues the message alone.
-function messages(text, chat) {
-  const earlier = chat ? history.map((m) => ({ role: m.from === 'user' ? 'user' : 'assistant', content: m.text })) : [];
-  return [...earlier, { role: 'user', content: text }];
+// The request's messages: for a chat model, who it answers as, the conversation so far and the new message; a
+// model that continues text gets the message alone.
+function messages(model, text) {
+  if (!isChat(model)) return [{ role: 'user', content: text }];
+  return [{ role: 'system', content: `audience: ${speaker(model)}` }, ...history, { role: 'user', content: text }];
+}
+
+function setBusy(on) {
+  busy = on;
+  $('send').disabled = on;
+  $('ask').classList.toggle('busy', on);
 }
 
 async function send(text) {
-  const key = $('model').value;
-  const chat = models.get(key)?.prompt_format === 'chat';
-  bubble('user', text);
-  const reply = bubble('bot pending', '');
-  $('send').disabled = true;
-  status(`${key} is thinking...`);
+  const model = current();
+  if (!model || busy) return;
+  setBusy(true);
+  addUser(text);
+  const reply = addBot(speaker(model));
+  status(model.state === 'loaded' ? `${speaker(model)} is writing...` : `Loading ${model.model_key} first: the first reply takes a little longer...`);
   const started = performance.now();
   try {
-    const body = { model: key, messages: messages(text, chat), stream: true, stream_options: { include_usage: true } };
+    const body = { model: model.model_key, messages: messages(model, text), stream: true, stream_options: { include_usage: true } };
     const res = await fetch('v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(body) });
     if (!res.ok) {
-      const err = await res.json().catch(() => ({ error: { message: res.statusText } }));
-      throw new Error(`${res.status}: ${err.error.message}`);
+      reply.remove();
+      if (res.status === 401) showKeyPanel();
+      const words = await errorText(res);
+      addNotice(words, res.status === 503 ? () => send(text) : null);
+      status('');
+      return;
     }
-    let finish = null;
+    let answer = '';
+    let reason = null;
+    let usage = null;
     for await (const data of events(res)) {
       if (data === '[DONE]') break;
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message);
       for (const choice of chunk.choices) {
-        reply.textContent += choice.delta.content ?? '';
-        finish = choice.finish_reason ?? finish;
+        if (choice.delta.content) reply.show((answer += choice.delta.content));
+        if (choice.finish_reason) reason = choice.dixie_finish_reason ?? choice.finish_reason;
       }
-      if (chunk.usage) status(`${chunk.usage.completion_tokens} tokens in ${Math.round(performance.now() - started)} ms (${finish})`);
-      log.scrollTop = log.scrollHeight;
+      if (chunk.usage) usage = chunk.usage;
     }
-    if (chat) history.push({ from: 'user', text }, { from: 'bot', text: reply.textContent });
+    reply.finish(answer, reason);
+    if (isChat(model)) history.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
+    const ms = Math.round(performance.now() - started);
+    status(usage ? `${usage.completion_tokens} tokens in ${ms} ms` : '');
+    stateShown = `${model.model_key}:loaded`;  // it answered: it is loaded, and the line keeps the figures
   } catch (err) {
     reply.remove();
-    bubble('error', String(err.message || err));
+    addNotice(`The reply did not arrive: ${err.message || err}.`, () => send(text));
     status('');
   } finally {
-    reply.classList.remove('pending');
-    $('send').disabled = false;
-    loadModels();
+    setBusy(false);
+    refreshModels();
   }
+}
+
+// The picker of who a chat model answers as: the audiences it was trained on, its default first.
+function fillAudiences(model) {
+  const select = $('audience');
+  const chosen = select.dataset.model === model?.model_key ? select.value : null;
+  select.textContent = '';
+  $('audience-picker').hidden = !isChat(model);
+  if (!isChat(model)) return;
+  const names = [model.audience, ...model.audiences.filter((a) => a !== model.audience)];
+  for (const name of names) {
+    const option = document.createElement('option');
+    option.value = name;
+    option.textContent = name;
+    select.append(option);
+  }
+  select.value = chosen && names.includes(chosen) ? chosen : model.audience;
+  select.dataset.model = model.model_key;
+}
+
+// The empty conversation says who is there and what the model does.
+function describe(model) {
+  if (!model) return;
+  const name = speaker(model);
+  $('intro-avatar').textContent = (name[0] ?? '?').toUpperCase();
+  if (isChat(model)) {
+    const most = name === model.audience && model.audiences[0] === name && model.audiences.length > 1 ? ', the one its chats talk to most' : '';
+    $('intro-title').textContent = `Talk to ${name}`;
+    $('intro-detail').textContent = `${model.model_key} answers as ${name}${most}, in the voice of your chats with them${model.sanitizer === 'none' ? ', its replies as the model writes them' : ', each reply cleaned of chat markup'}.`;
+  } else {
+    $('intro-title').textContent = `Write to ${model.model_key}`;
+    $('intro-detail').textContent = `${model.model_key} was not trained on chats: it continues the text you write.`;
+  }
+  showState(model, true);
+}
+
+// The status line says when the model's state changes (the line keeps the last reply's figures otherwise).
+let stateShown = null;
+function showState(model, always = false) {
+  const now = `${model.model_key}:${model.state}`;
+  if (busy || (now === stateShown && !always)) return;
+  stateShown = now;
+  if (model.state === 'loading') status(`Loading ${model.model_key}...`);
+  else if (model.state === 'loaded') status(`${model.model_key} is ready.`);
+  else status('');
+}
+
+function startConversation() {
+  history = [];
+  log.textContent = '';
+  $('intro').hidden = false;
+  describe(current());
+}
+
+async function refreshModels() {
+  let res;
+  try {
+    res = await fetch('models/list', { headers: headers() });
+  } catch {
+    status('The server cannot be reached.', true);
+    return false;
+  }
+  if (!res.ok) {
+    if (res.status === 401) showKeyPanel();
+    const words = await errorText(res);
+    $('intro-title').textContent = res.status === 401 ? 'An API key is needed' : 'The models could not be listed';
+    $('intro-detail').textContent = words;
+    return false;
+  }
+  const body = await res.json();
+  const select = $('model');
+  const chosen = select.value || body.default_model;
+  models.clear();
+  select.textContent = '';
+  for (const m of body.models) {
+    models.set(m.model_key, m);
+    const option = document.createElement('option');
+    option.value = m.model_key;
+    option.textContent = isChat(m) ? m.model_key : `${m.model_key} (text)`;
+    select.append(option);
+  }
+  select.value = models.has(chosen) ? chosen : body.models[0]?.model_key;
+  const model = current();
+  if ($('audience').dataset.model !== model?.model_key) fillAudiences(model);
+  if (log.children.length === 0) describe(model);
+  else showState(model);
+  watchLoading(model);
+  return true;
+}
+
+// While the chosen model loads, the page looks again every second.
+function watchLoading(model) {
+  clearTimeout(polling);
+  if (model?.state === 'loading') polling = setTimeout(refreshModels, 1000);
+}
+
+// The chosen model starts loading now, not at the first message.
+async function prime(model) {
+  if (!model || model.state === 'loaded') return;
+  await fetch('prime', { method: 'POST', headers: headers(), body: JSON.stringify({ model_key: model.model_key }) }).catch(() => null);
+  await refreshModels();
 }
 
 $('ask').addEventListener('submit', (e) => {
   e.preventDefault();
   const text = $('text').value.trim();
-  if (!text || $('send').disabled) return;
+  if (!text || busy) return;
   $('text').value = '';
+  grow();
   send(text);
 });
+// Enter sends; Shift+Enter starts a new line.
 $('text').addEventListener('keydown', (e) => {
-  if (e.key === 'Enter' && !e.shiftKey) {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
     e.preventDefault();
     $('ask').requestSubmit();
   }
 });
+// The box grows with what is written, up to a few lines.
+function grow() {
+  const box = $('text');
+  box.style.height = 'auto';
+  box.style.height = `${Math.min(box.scrollHeight, 160)}px`;
+}
+$('text').addEventListener('input', grow);
 $('clear').addEventListener('click', () => {
-  history = [];
-  log.textContent = '';
+  startConversation();
+  $('text').focus();
 });
 $('model').addEventListener('change', () => {
-  history = [];
+  fillAudiences(current());
+  startConversation();
+  prime(current());
 });
-$('apikey').addEventListener('change', loadModels);
-loadModels();
+$('audience').addEventListener('change', startConversation);
+$('key-panel').addEventListener('submit', (e) => {
+  e.preventDefault();
+  apiKey = $('apikey').value.trim();
+  $('key-panel').hidden = true;
+  refreshModels().then((ok) => ok && prime(current()));
+  $('text').focus();
+});
+
+refreshModels().then((ok) => ok && prime(current()));
+$('text').focus();

@@ -1,14 +1,14 @@
 // POST /invocations: the original API. {"model_key": "chatbot", "raw_text": "..."} answers the sanitized reply
 // as text/plain, as the original did; as JSON ({text, tokens, finish_reason, timings, ...}) when the client
-// sends Accept: application/json or "format": "json"; as Server-Sent Events (the reply so far, then the JSON)
-// with "stream": true or Accept: text/event-stream. Optional: "history" (earlier messages of a chat-format
+// sends Accept: application/json or "format": "json"; as Server-Sent Events (each the text that follows, then
+// the JSON) with "stream": true or Accept: text/event-stream. Optional: "history" (earlier messages of a chat-format
 // model's conversation, since the server keeps none), sampling settings in the original's names ("length",
 // "temperature", "top_k", "top_p", "penalize") and "seed".
 import express, { type Request, type Response } from 'express';
 import type { Turn } from '../../data/chat_format';
 import { requestSampling } from '../config';
 import { HttpError } from '../errors';
-import type { ChatService, Completion } from '../service';
+import { appendOnly, type ChatService, type Completion } from '../service';
 
 const FIELDS = ['model_key', 'raw_text', 'format', 'stream', 'history', 'seed', 'length', 'temperature', 'top_k', 'top_p', 'penalize'];
 const MAX_HISTORY = 200;
@@ -71,9 +71,11 @@ export function completionJson(c: Completion): Record<string, unknown> {
     finish_reason: c.finishReason,
     prompt_tokens: c.promptTokens,
     cached_prompt_tokens: c.timings.cachedPromptTokens,
+    length: c.length,
     trimmed_prompt_tokens: c.trimmed.tokens,
     trimmed_messages: c.trimmed.messages,
     trimmed_message_chars: c.trimmed.messageChars,
+    trimmed_reply_tokens: c.trimmed.replyTokens,
     timings: {
       queued_ms: c.timings.queuedMs,
       first_token_ms: c.timings.firstTokenMs,
@@ -103,10 +105,10 @@ export function invocationsRouter(service: ChatService, jsonBody: express.Reques
     res.on('close', () => {
       if (!res.writableFinished) gone.abort();
     });
-    const prompt = service.prompt(model, body.rawText, body.history);
+    const generation = { prompt: service.prompt(model, body.rawText, body.history), sampling, lengthGiven: body.overrides.length !== undefined, seed: body.seed, signal: gone.signal };
     const streaming = body.stream || (req.accepts(['text/plain', 'application/json', 'text/event-stream']) === 'text/event-stream');
     if (!streaming) {
-      const completion = await service.generate(model.key, { prompt, sampling, seed: body.seed, signal: gone.signal });
+      const completion = await service.generate(model.key, generation);
       const wantsJson = body.format === 'json' || (body.format === null && req.accepts(['text/plain', 'application/json']) === 'application/json');
       if (wantsJson) res.json(completionJson(completion));
       else res.type('text/plain; charset=utf-8').send(completion.text);
@@ -118,17 +120,14 @@ export function invocationsRouter(service: ChatService, jsonBody: express.Reques
       started = true;
       res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
     };
+    // Each event carries the text that follows the last one's: a reply of n characters costs n, not n^2 / 2.
+    const send = appendOnly((text) => {
+      start();
+      sse(res, 'text', { text });
+    });
     try {
-      const completion = await service.generate(model.key, {
-        prompt,
-        sampling,
-        seed: body.seed,
-        signal: gone.signal,
-        onText: (text) => {
-          start();
-          sse(res, 'text', { text });
-        },
-      });
+      const completion = await service.generate(model.key, { ...generation, onText: send });
+      send(completion.text);
       start();
       sse(res, 'done', completionJson(completion));
       res.end();

@@ -1,7 +1,11 @@
 // GET /models/list: every configured model with its inference count and whether it is loaded (the original's
-// {"models": [{"model_key", "num_inferences"}], "active_model": {"key"}}, with more per model).
-// POST /prime {"model_key"}: loads a model in the background so the first request does not wait (202).
-import express, { type Request, type Response } from 'express';
+// {"models": [{"model_key", "num_inferences"}], "active_model": {"key"}}, with more per model: how it takes
+// prompts and sanitizes replies, who it answers as, and which audiences it was trained on).
+// POST /prime {"model_key"}: loads a model in the background so the first request does not wait (202); with no
+// body, the default model.
+import path from 'node:path';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { ModelConfig } from '../config';
 import { HttpError } from '../errors';
 import type { Log } from '../log';
 import type { ChatService } from '../service';
@@ -24,6 +28,9 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
         queue_depth: service.queueDepth(m.key),
         loads: s?.loads ?? 0,
         prompt_format: m.promptFormat,
+        sanitizer: sanitizerName(m),
+        audience: m.audience,
+        audiences: m.audiences,
         sampling: { length: m.sampling.length, temperature: m.sampling.temperature, top_k: m.sampling.topK, top_p: m.sampling.topP, penalize: m.sampling.penalize },
       };
     });
@@ -31,13 +38,21 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
     const active = [...status.values()].filter((s) => s.state === 'loaded').sort((a, b) => (b.lastUsed ?? 0) - (a.lastUsed ?? 0))[0];
     res.json({
       models,
+      default_model: service.defaultModelKey,
       active_model: { key: active?.key ?? null },
       memory: { budget_bytes: service.config.memoryBudgetBytes, reserved_bytes: service.registry.reservedBytes },
     });
   });
 
-  router.post('/prime', jsonBody, (req: Request, res: Response) => {
-    const body: unknown = req.body;
+  // A POST with no body at all (`curl -X POST .../prime`) primes the default model.
+  const optionalBody = (req: Request, res: Response, next: NextFunction): void => {
+    const length = req.headers['content-length'];
+    if (req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) next();
+    else jsonBody(req, res, next);
+  };
+
+  router.post('/prime', optionalBody, (req: Request, res: Response) => {
+    const body: unknown = req.body ?? {};
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'body: must be a JSON object such as {"model_key": "chatbot"}', { field: 'body' });
     const b = body as Record<string, unknown>;
     for (const key of Object.keys(b)) {
@@ -53,4 +68,9 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
   });
 
   return router;
+}
+
+// The sanitizer as the config names it; a module by its file name alone (answers name no path on the server).
+function sanitizerName(m: ModelConfig): string {
+  return path.isAbsolute(m.sanitizer) ? path.basename(m.sanitizer) : m.sanitizer;
 }

@@ -15,7 +15,7 @@ import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
 import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
-import type { ChatService, Completion } from '../service';
+import { appendOnly, type ChatService, type Completion } from '../service';
 
 const MAX_N = 16;
 const MAX_STOPS = 4;
@@ -50,6 +50,7 @@ const isBool = (v: unknown): boolean => typeof v === 'boolean';
 interface Common {
   model: ModelConfig;
   sampling: SamplingDefaults;
+  lengthGiven: boolean;
   n: number;
   stop: string[] | undefined;
   seed: number | undefined;
@@ -93,6 +94,7 @@ function readCommon(service: ChatService, body: Body): Common {
   return {
     model,
     sampling,
+    lengthGiven: overrides.length !== undefined,
     n: optional<number>(body, 'n', isInt(1, MAX_N), `an integer from 1 to ${MAX_N}`) ?? 1,
     stop,
     seed: optional<number>(body, 'seed', (v) => Number.isSafeInteger(v) && (v as number) >= 0, 'a non-negative integer'),
@@ -137,9 +139,10 @@ function textPart(part: unknown, where: string): string {
   return p.text as string;
 }
 
-// OpenAI's finish reasons: a reply cut by the deadline was cut, as by max_tokens.
-function finishReason(c: Completion): 'stop' | 'length' {
-  return c.finishReason === 'length' || c.finishReason === 'deadline' ? 'length' : 'stop';
+// How a choice ended: OpenAI's finish reason (a reply cut by the deadline was cut, as by max_tokens), and beside it
+// dixie's own, which tells the two apart ("length", "deadline", "stop"...), for clients that show why.
+function finished(c: Completion): { finish_reason: 'stop' | 'length'; dixie_finish_reason: string } {
+  return { finish_reason: c.finishReason === 'length' || c.finishReason === 'deadline' ? 'length' : 'stop', dixie_finish_reason: c.finishReason };
 }
 
 function tokenText(tokenizer: Tokenizer, token: number): string {
@@ -189,22 +192,22 @@ interface Kind {
   object: string;        // of the whole answer
   chunkObject: string;   // of a streamed chunk
   idPrefix: string;
-  // A choice's fields, finished or streamed (delta: a piece of text; finish: null while streaming).
-  choice(index: number, text: string, finish: 'stop' | 'length' | null, first: boolean, logprobs: Record<string, unknown> | null): Record<string, unknown>;
+  // A streamed choice's fields: a piece of text, then (done: the completion) how it ended.
+  chunk(index: number, text: string, done: Completion | null, first: boolean): Record<string, unknown>;
 }
 
 const COMPLETION: Kind = {
   object: 'text_completion',
   chunkObject: 'text_completion',
   idPrefix: 'cmpl-',
-  choice: (index, text, finish, _first, logprobs) => ({ index, text, logprobs, finish_reason: finish }),
+  chunk: (index, text, done) => ({ index, text, logprobs: null, ...(done ? finished(done) : { finish_reason: null }) }),
 };
 
 const CHAT: Kind = {
   object: 'chat.completion',
   chunkObject: 'chat.completion.chunk',
   idPrefix: 'chatcmpl-',
-  choice: (index, text, finish, first, logprobs) => ({ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs, finish_reason: finish }),
+  chunk: (index, text, done, first) => ({ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs: null, ...(done ? finished(done) : { finish_reason: null }) }),
 };
 
 async function answer(service: ChatService, res: Response, kind: Kind, common: Common, choices: Choice[], logprobs: number | undefined, format: (c: Completion, choice: Choice, tokenizer: Tokenizer | null) => Record<string, unknown>): Promise<void> {
@@ -226,19 +229,16 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
     res.write(`data: ${JSON.stringify(data)}\n\n`);
   };
   const generate = (choice: Choice): Promise<Completion> => {
-    // Streamed text only grows: a sanitized reply that changes what was already sent keeps it, and goes on.
-    let shown = '';
     let first = true;
-    const emit = (text: string): void => {
-      if (!text.startsWith(shown) || text.length === shown.length) return;
-      send({ ...head, choices: [kind.choice(choice.index, text.slice(shown.length), null, first, null)] });
-      shown = text;
+    const emit = appendOnly((piece) => {
+      send({ ...head, choices: [kind.chunk(choice.index, piece, null, first)] });
       first = false;
-    };
+    });
     return service
       .generate(common.model.key, {
         prompt: choice.prompt,
         sampling: common.sampling,
+        lengthGiven: common.lengthGiven,
         seed: common.seed === undefined ? undefined : common.seed + choice.index,
         signal: gone.signal,
         stop: common.stop,
@@ -248,7 +248,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
       .then((c) => {
         if (common.stream) {
           emit(c.text);
-          send({ ...head, choices: [kind.choice(choice.index, '', finishReason(c), first, null)] });
+          send({ ...head, choices: [kind.chunk(choice.index, '', c, first)] });
         }
         return c;
       });
@@ -312,7 +312,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
         index: choice.index,
         text: head + c.text,
         logprobs: tokenizer && c.logprobs ? completionLogprobs(tokenizer, c.logprobs, head.length) : null,
-        finish_reason: finishReason(c),
+        ...finished(c),
       };
     });
   });
@@ -331,7 +331,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
       index: choice.index,
       message: { role: 'assistant', content: c.text },
       logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null,
-      finish_reason: finishReason(c),
+      ...finished(c),
     }));
   });
 

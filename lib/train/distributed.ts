@@ -1,0 +1,67 @@
+// Data-parallel training across the ranks of an MPI job (`mpirun -np 4 bin/train ...`): one process per GPU or
+// per group of cores, each with a whole copy of the model. The backends average the gradients in their step
+// (native/core/collective.h); this file is what the training loop needs besides: which rank this is, agreeing
+// on values rank 0 decides, sums across ranks, and a check that the ranks hold the same weights.
+import crypto from 'node:crypto';
+import os from 'node:os';
+import { loadAddon, NativeRanks } from '../engine/native';
+import type { Model } from '../engine/model';
+
+export type Ranks = NativeRanks;
+
+// The job's ranks when an MPI launcher started this process, with MPI initialised; null when none did, and then
+// no MPI library is loaded at all.
+export function joinLaunchedJob(): Ranks | null {
+  const addon = loadAddon();
+  const launcher = addon.mpiLauncher();
+  if (launcher === null) return null;
+  try {
+    return addon.initDistributed();
+  } catch (err) {
+    throw new Error(`data-parallel training: ${(err as Error).message}`);
+  }
+}
+
+// CPU threads per rank when --threads is 0: the cores the launcher bound the rank to, or else this machine's
+// cores shared out among its ranks, so that ranks on one machine do not oversubscribe it.
+export function threadsPerRank(ranks: Ranks): number {
+  const usable = os.availableParallelism();
+  if (usable < os.cpus().length) return usable;
+  return Math.max(1, Math.floor(usable / ranks.localSize));
+}
+
+// Rank 0's value, on every rank (JSON; rank 0 passes the value, the others anything).
+export function fromRank0<T>(ranks: Ranks, value: T): T {
+  const mine = Buffer.from(ranks.rank === 0 ? JSON.stringify(value) : '');
+  const length = new Uint8Array(new Float64Array([mine.length]).buffer);
+  ranks.broadcast(length, 0);
+  const bytes = new Uint8Array(new Float64Array(length.buffer)[0]);
+  if (ranks.rank === 0) bytes.set(mine);
+  ranks.broadcast(bytes, 0);
+  return JSON.parse(Buffer.from(bytes).toString('utf8')) as T;
+}
+
+// Element by element sums over the ranks.
+export function sumOverRanks(ranks: Ranks, values: number[]): number[] {
+  const data = Float64Array.from(values);
+  ranks.allreduceSum(data);
+  return Array.from(data);
+}
+
+// Throws, naming the ranks, unless every rank's weights are bit for bit rank 0's (a SHA-256 of them each).
+// The ranks start from the same weights and apply the same averaged update, so a difference means a broken
+// reduction or a rank that read other data.
+export function checkRanksAgree(ranks: Ranks, model: Model, when: string): void {
+  const hash = crypto.createHash('sha256');
+  for (const t of model.tensors) {
+    const values = model.getParam(t.name);
+    hash.update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+  }
+  const digest = hash.digest('hex');
+  const differs = new Array<number>(ranks.size).fill(0);
+  differs[ranks.rank] = digest === fromRank0(ranks, digest) ? 0 : 1;
+  const disagreeing = sumOverRanks(ranks, differs).flatMap((d, r) => (d > 0 ? [r] : []));
+  if (disagreeing.length > 0) {
+    throw new Error(`${when}: the weights of rank${disagreeing.length > 1 ? 's' : ''} ${disagreeing.join(', ')} differ from rank 0's`);
+  }
+}

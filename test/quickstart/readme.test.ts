@@ -1,0 +1,52 @@
+// Every command of README.md's quick start, run as written in a folder of a new user's own, in order, with what
+// the README says each prints: so the README cannot drift from what works. The training is the README's whole
+// run (about a minute and a half on two idle cores); bin/chat gets a message on its standard input, bin/serve
+// one conversation on the chat page (on a free port rather than 12345, which the machine may have in use).
+import fs from 'node:fs';
+import t from 'tap';
+import { launchBrowser, sayOnPage, VIEWPORTS } from '../server/helpers';
+import { quickStart, run, sandbox, serve, type Step } from './helpers';
+
+const MARKUP = /[|]|EOM|endoftext/;
+
+t.setTimeout(25 * 60_000);
+
+t.test("README.md's quick start, every command as written", async (t) => {
+  const steps = quickStart();
+  t.same(steps.map((s) => s.argv[0]), ['bin/train', 'bin/train', 'bin/chat', 'bin/serve'], 'check, train, chat, serve');
+  const dir = sandbox('readme');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const shownLines = (step: Step): string[] => (step.shown ?? '').split('\n').filter((l) => l !== '...');
+
+  for (const step of steps) {
+    const command = step.argv.join(' ');
+    const started = Date.now();
+    if (step.argv[0] === 'bin/serve') {
+      const server = await serve(dir, step.argv);
+      for (const line of shownLines(step)) {
+        const { time: _time, ...shown } = JSON.parse(line) as Record<string, unknown>;
+        const { port: _port, ...expected } = shown;
+        t.ok(server.logs.some((l) => Object.entries(expected).every(([k, v]) => JSON.stringify(l[k]) === JSON.stringify(v))), `${command} logs ${shown.msg as string} as shown`);
+      }
+      const browser = await launchBrowser();
+      const page = await browser.newPage({ viewport: VIEWPORTS.desktop });
+      await page.goto(`${server.url}/`);
+      await page.waitForSelector('#model option', { state: 'attached' });
+      const said = await sayOnPage(page, 'How was your day?');
+      t.ok(said.reply !== null && said.reply.length > 0 && !MARKUP.test(said.reply), `the page: a sanitized reply from mom: ${JSON.stringify(said.reply)}`);
+      await browser.close();
+      t.equal(await server.stop(), 0, `${command} stops on SIGTERM`);
+    } else {
+      const ran = await run(dir, step.argv, step.argv[0] === 'bin/chat' ? 'How was your day?\n/quit\n' : '');
+      t.equal(ran.status, 0, `${command}: ${ran.stderr}`);
+      if (step.argv.includes('--check')) t.equal(ran.stdout, `${step.shown}\n`, `${command} prints what the README shows`);
+      else if (step.argv[0] === 'bin/train') t.match(ran.stdout, `\n${shownLines(step).pop()}\n`, `${command} ends as the README shows`);
+      else {
+        t.match(ran.stdout, shownLines(step)[0], `${command} starts as the README shows`);
+        const reply = ran.stdout.split('mom> ')[1]?.split('\n')[0] ?? '';
+        t.ok(reply.length > 0 && !MARKUP.test(reply), `a sanitized reply: ${JSON.stringify(reply)}`);
+      }
+    }
+    t.comment(`${step.argv.slice(0, 2).join(' ')} ...: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+});

@@ -1,0 +1,195 @@
+// Data-parallel bin/train under Open MPI's mpirun, on the CPU with the tiny model: 2 ranks x batch 2 train as
+// 1 rank x batch 4 does; ZeRO-1 gives the same weights as no sharding; a run killed after a checkpoint (which ends
+// the whole job within seconds) resumes to where an uninterrupted run ends, also on another number of ranks;
+// one rank's error ends the job naming the rank; SIGUSR1 to mpirun stops every rank after the same step.
+import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { openSafetensors } from '../../lib/formats/safetensors';
+import { latestCheckpoint, listCheckpoints } from '../../lib/train/checkpoint';
+import { readMetrics } from '../../lib/train/metrics';
+import { TrainOptions, train } from '../../lib/train/train';
+import { tinyRun } from './helpers';
+
+const TRAIN = path.join(__dirname, '..', '..', 'bin', 'commands', 'train.js');
+// As root (CI), mpirun wants to be told; two ranks on two cores need --oversubscribe where cores are fewer.
+const ENV = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' };
+const quiet = { log: (): void => undefined };
+
+if (spawnSync('mpirun', ['--version'], { env: ENV }).status !== 0) {
+  t.fail('mpirun not found: `npm test` installs Open MPI (test/setup/ensure-mpi.sh), or run `apt-get install openmpi-bin`');
+  process.exit(1);
+}
+
+// The command line of a tinyRun's options.
+function flags(options: Partial<TrainOptions>): string[] {
+  return Object.entries(options).flatMap(([key, value]) => (typeof value === 'boolean' ? (value ? [`--${key}`] : []) : [`--${key}`, String(value)]));
+}
+
+interface Job {
+  child: ChildProcess;
+  done: Promise<{ code: number | null; stdout: string; stderr: string }>;
+  output: () => string;
+}
+
+// mpirun -np <ranks> bin/train, each rank given the flags of its options (MPMD: one app context per rank).
+function mpirun(perRank: Partial<TrainOptions>[]): Job {
+  // threads 0: each rank takes its share of the cores.
+  const contexts = perRank.flatMap((o, i) => [...(i > 0 ? [':'] : []), '-np', '1', process.execPath, TRAIN, ...flags({ ...o, threads: 0 })]);
+  const child = spawn('mpirun', ['--oversubscribe', ...contexts], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
+  return { child, done, output: () => stdout };
+}
+
+async function ranks(n: number, options: Partial<TrainOptions>): Promise<{ stdout: string; stderr: string }> {
+  const { code, stdout, stderr } = await mpirun(new Array<Partial<TrainOptions>>(n).fill(options)).done;
+  if (code !== 0) throw new Error(`mpirun exited with ${code}:\n${stdout}\n${stderr}`);
+  return { stdout, stderr };
+}
+
+function until(job: Job, pattern: RegExp): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setInterval(() => {
+      if (pattern.test(job.output())) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 20);
+    void job.done.then((r) => {
+      clearInterval(timer);
+      reject(new Error(`mpirun ended (${r.code}) before ${pattern}: ${r.stdout}${r.stderr}`));
+    });
+  });
+}
+
+// The largest difference of two checkpoints' tensors, relative to each tensor's largest value.
+function worstRelative(a: string, b: string): { relative: number; absolute: number; tensor: string } {
+  const fa = openSafetensors(path.join(a, 'model.safetensors'));
+  const fb = openSafetensors(path.join(b, 'model.safetensors'));
+  const worst = { relative: 0, absolute: 0, tensor: '' };
+  for (const entry of fa.tensors) {
+    const x = fa.readF32(entry.name);
+    const y = fb.readF32(entry.name);
+    let scale = 0;
+    let diff = 0;
+    for (let i = 0; i < x.length; i++) {
+      scale = Math.max(scale, Math.abs(x[i]));
+      diff = Math.max(diff, Math.abs(x[i] - y[i]));
+    }
+    if (diff / (scale || 1) > worst.relative) Object.assign(worst, { relative: diff / (scale || 1), tensor: entry.name });
+    worst.absolute = Math.max(worst.absolute, diff);
+  }
+  fa.close();
+  fb.close();
+  return worst;
+}
+
+function same(a: string, b: string, file: string): boolean {
+  return fs.readFileSync(path.join(a, file)).equals(fs.readFileSync(path.join(b, file)));
+}
+
+function losses(runDir: string): number[] {
+  return readMetrics(path.join(runDir, 'metrics.jsonl')).filter((r) => r.type === 'train').map((r) => r.loss as number);
+}
+
+t.test('2 ranks x batch 2 train as 1 rank x batch 4; ZeRO-1 gives the same weights as no sharding', async (t) => {
+  const dir = t.testdir();
+  const common = { stop_after: 5 };
+  const checkpoints = path.join(dir, 'checkpoint');
+  for (const optimizer of ['adam', 'sgd'] as const) {
+    const one = await train(tinyRun(dir, { ...common, optimizer, run_name: `${optimizer}-1`, batch_size: 4 }), quiet);
+    const { stdout } = await ranks(2, tinyRun(dir, { ...common, optimizer, run_name: `${optimizer}-2`, batch_size: 2 }));
+    t.match(stdout, /data-parallel: 2 ranks .* over Open MPI v[\d.]+ .*; global batch 2 x 1 x 2 = 4 sequences of 32 tokens per step/);
+    t.equal((stdout.match(/^\[1 \| /gm) ?? []).length, 1, 'one progress line a step: rank 0 alone reports');
+    const a = losses(one.runDir);
+    const b = losses(path.join(checkpoints, `${optimizer}-2`));
+    t.equal(b.length, 5);
+    t.ok(a.every((x, i) => Math.abs(x - b[i]) <= 1e-6 * Math.abs(x)), `${optimizer}: the losses agree within 1e-6 relative (${a} vs ${b})`);
+    const w = worstRelative(one.checkpoint as string, latestCheckpoint(path.join(checkpoints, `${optimizer}-2`)) as string);
+    // The sums run in another order (each rank's, then MPI's), so agreement is to rounding. SGD's update is linear in
+    // the gradient; Adam's is about lr x sign(g) where g is at rounding level, so a few such elements move by up to lr.
+    if (optimizer === 'sgd') t.ok(w.relative <= 1e-6, `sgd: every parameter within 1e-6 relative (worst ${w.relative} in ${w.tensor})`);
+    else t.ok(w.absolute <= 0.003 * 0.05, `adam: every parameter within 5% of one learning-rate step (worst ${w.absolute} in ${w.tensor})`);
+  }
+
+  const { stdout } = await ranks(2, tinyRun(dir, { ...common, run_name: 'zero', batch_size: 2, zero: 1 }));
+  t.match(stdout, /ZeRO-1: each rank keeps Adam's moments of 1\/2 of the parameters/);
+  const plain = latestCheckpoint(path.join(checkpoints, 'adam-2')) as string;
+  const zero = latestCheckpoint(path.join(checkpoints, 'zero')) as string;
+  t.ok(same(plain, zero, 'model.safetensors'), 'ZeRO-1: the weights are bit for bit those of the unsharded run');
+  t.ok(same(plain, zero, 'optimizer.safetensors'), "ZeRO-1: the checkpoint's gathered Adam state too");
+});
+
+t.test('a 2-rank run killed after a checkpoint ends at once, and resumes to where an uninterrupted run ends', async (t) => {
+  const dir = t.testdir();
+  const options = (run: string): Partial<TrainOptions> & { dataset: string } => tinyRun(dir, { run_name: run, batch_size: 2, zero: 1, save_every: 2, stop_after: 8, max_to_keep: 0 });
+  await ranks(2, options('whole'));
+
+  const job = mpirun([options('killed'), options('killed')]);
+  await until(job, /saved .*model-4/);
+  const rank1 = Number(execFileSync('pgrep', ['-P', String(job.child.pid)]).toString().trim().split('\n')[1]);
+  const killed = Date.now();
+  process.kill(rank1, 'SIGKILL');
+  const { code } = await job.done;
+  const seconds = (Date.now() - killed) / 1000;
+  t.not(code, 0, `the job ends with a failure status (${code})`);
+  t.ok(seconds < 30, `within ${seconds.toFixed(1)} s of the kill`);
+  const runDir = path.join(dir, 'checkpoint', 'killed');
+  t.ok(listCheckpoints(runDir).some((c) => c.step === 4), 'model-4 is there');
+
+  const resumed = await ranks(2, options('killed'));
+  t.match(resumed.stdout, /resuming from .*model-\d+ at step \d+/);
+  const a = latestCheckpoint(path.join(dir, 'checkpoint', 'whole')) as string;
+  const b = latestCheckpoint(runDir) as string;
+  t.equal(path.basename(b), 'model-8');
+  t.ok(same(a, b, 'model.safetensors'), 'the weights are bit for bit those of the uninterrupted run');
+  t.ok(same(a, b, 'optimizer.safetensors'), 'and so is the Adam state');
+
+  // One rank of batch 4 goes on from the 2-rank checkpoint on the same sequences (the global batch is the same).
+  const single = await train({ ...options('killed'), batch_size: 4, zero: 0, run_name: 'single', restore_from: path.join(runDir, 'model-4') }, quiet);
+  t.equal(single.step, 8);
+  const x = losses(path.join(dir, 'checkpoint', 'whole')).slice(4);
+  const y = losses(single.runDir).slice(-4);
+  t.ok(x.every((v, i) => Math.abs(v - y[i]) <= 1e-5 * v), `1 rank resumes a 2-rank run: losses ${y} match ${x}`);
+});
+
+t.test("one rank's error ends the job, naming the rank", async (t) => {
+  const dir = t.testdir();
+  const good = tinyRun(dir, { batch_size: 2, stop_after: 1000 });
+  const started = Date.now();
+  const missing = path.join(dir, 'missing.train');
+  const { code, stderr } = await mpirun([good, { ...good, dataset: missing }]).done;
+  t.not(code, 0);
+  t.ok(Date.now() - started < 30_000, 'within seconds');
+  t.match(stderr, `train: rank 1 of 2: dataset ${missing}: no such file or folder`);
+});
+
+t.test('SIGUSR1 to mpirun stops every rank after the same step; rank 0 saves once', async (t) => {
+  const dir = t.testdir();
+  const options = tinyRun(dir, { batch_size: 2, save_on_ctrlc: true, zero: 1 });
+  const job = mpirun([options, options]);
+  await until(job, /^\[3 \| /m);
+  job.child.kill('SIGUSR1');
+  const { code, stdout, stderr } = await job.done;
+  t.equal(code, 0, 'mpirun exits 0');
+  t.equal((stderr.match(/stopping after this step, then saving/g) ?? []).length, 1, 'said once');
+  t.equal((stdout.match(/^saved /gm) ?? []).length, 1, 'saved once');
+  const step = Number(/stopped at step (\d+)/.exec(stdout)?.[1]);
+  t.equal(path.basename(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')) as string), `model-${step}`);
+});
+
+t.test('without mpirun: --zero 1 is refused; a missing MPI library names what to install', async (t) => {
+  const dir = t.testdir();
+  await t.rejects(train(tinyRun(dir, { zero: 1, stop_after: 1 }), quiet), /--zero 1 shards the optimizer state across the ranks of an MPI job: start bin\/train with mpirun/);
+  const r = spawnSync(process.execPath, [TRAIN, ...flags(tinyRun(dir, { stop_after: 1 }))], {
+    encoding: 'utf8',
+    env: { ...process.env, OMPI_COMM_WORLD_SIZE: '1', DIXIE_LIBMPI: path.join(dir, 'libmpi.so.40') },
+  });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /train: data-parallel training: started by Open MPI's mpirun but no MPI library could be loaded \(.*libmpi\.so\.40.*\): install Open MPI \(Debian and Ubuntu: apt-get install openmpi-bin/);
+});
