@@ -1,6 +1,6 @@
 // The public GPT-2 model: a native backend (lib/engine/native.ts) plus Hugging Face's file format. Every native
 // call on a model goes through one queue, so calls never overlap whoever makes them; the heavy ones run off the
-// event loop. See /work/notes/MODEL_API.md for the contract.
+// event loop. Each method's comment below is its contract.
 import path from 'node:path';
 import {
   loadAddon,
