@@ -4,6 +4,7 @@ import readline from 'node:readline';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ChatSession, Generator, isAudience } from '../../lib/generate';
+import { MessageTooLongError } from '../../lib/generate/chat';
 import { AUDIENCE_RULE } from '../../lib/data/chat_format';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
@@ -88,11 +89,16 @@ async function main(): Promise<void> {
       }
       process.stdout.write(`${audience}> `);
       replying = new AbortController();
-      await session.send(text, {
-        onText: (piece) => process.stdout.write(piece),
-        signal: replying.signal,
-        seed: argv.seed === undefined ? undefined : argv.seed + turn++,
-      });
+      try {
+        await session.send(text, {
+          onText: (piece) => process.stdout.write(piece),
+          signal: replying.signal,
+          seed: argv.seed === undefined ? undefined : argv.seed + turn++,
+        });
+      } catch (err) {
+        if (!(err instanceof MessageTooLongError)) throw err;
+        process.stdout.write(`(${err.message})`);
+      }
       replying = null;
       process.stdout.write('\n');
     }

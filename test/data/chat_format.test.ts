@@ -86,6 +86,15 @@ t.test("the example dataset is well formed and has both sides of every audience'
   t.same(s.issues, []);
   t.same(s.audiences.map((a) => a.audience).sort(), ['alex', 'dad', 'grandma', 'mom', 'sam', 'team']);
   for (const a of s.audiences) t.ok(a.sent > 0 && a.received > 0, `${a.audience}: ${a.sent} sent, ${a.received} received`);
+  t.equal(s.audiences[0].audience, 'mom', 'the one "you" talk to most, whom a chatbot of it answers as');
+});
+
+t.test('the example validation file is held out: it shares no line with the training files', async (t) => {
+  const lines = (file: string): string[] => fs.readFileSync(path.join(EXAMPLES, file), 'utf8').split('\n').filter((l) => l.trim() !== '');
+  const training = new Set(fs.readdirSync(path.join(EXAMPLES, 'train')).flatMap((f) => lines(path.join('train', f))));
+  const validation = new Set(lines('valid.train'));
+  t.ok(validation.size > 50, `${validation.size} distinct validation lines`);
+  t.same([...validation].filter((l) => training.has(l)), [], 'none of them in the training files');
 });
 
 const CHAT: Conversation = {

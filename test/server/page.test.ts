@@ -124,6 +124,7 @@ t.test('errors in words: a busy model with its Retry-After, a model loading, a s
   await page.click('.notice button');
   await page.waitForSelector('.msg.bot:not(.pending)');
   t.equal(await page.textContent('.msg.bot .bubble'), (await makeReply()).text, 'Try again sends it again');
+  t.equal(await page.evaluate('document.querySelectorAll(".msg.user").length'), 1, 'without writing it twice');
 
   // The list says the model is loading; the page says so, and looks again until it is ready.
   await page.route('**/models/list', async (route) => {

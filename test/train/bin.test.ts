@@ -38,7 +38,7 @@ t.test('bin/train --check: exit 1 and file:line for malformed chat, 0 when clean
   t.match(bad.stdout, `${path.join(dir, 'a.train')}:3: missing fields`);
   const good = run('train', ['--dataset', path.join(CHAT, 'valid.train'), '--check']);
   t.equal(good.status, 0);
-  t.match(good.stdout, /chat check: 1 file, 495 messages/);
+  t.match(good.stdout, /chat check: 1 file, 541 messages/);
 });
 
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
@@ -46,7 +46,7 @@ t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; 
   const tokens = path.join(dir, 'chat.tokens');
   const encoded = run('encode', [path.join(CHAT, 'train', '*.train'), tokens, '--tokenizer', TINY_VOCAB]);
   t.equal(encoded.status, 0, encoded.stderr);
-  t.match(encoded.stdout, /chat check: 3 files, 7,713 messages/);
+  t.match(encoded.stdout, /chat check: 3 files, 7,753 messages/);
   t.match(encoded.stdout, /chat\.tokens: [\d,]+ tokens in 3 chunks from 3 files/);
 
   const args = ['--dataset', tokens, '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '2', '--n_head', '4', '--n_embd', '64', '--n_ctx', '64',

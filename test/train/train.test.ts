@@ -57,7 +57,7 @@ t.test('a tiny fresh model learns the chat dataset: checkpoints, samples, valida
   t.equal(state.step, 60);
   t.equal(state.seed, 1234);
   t.equal(state.tokens, 60 * 4 * 32);
-  t.same(state.audiences.map((a) => a.audience), ['team', 'alex', 'sam', 'grandma', 'mom', 'dad'], 'the audiences, for bin/chat');
+  t.same(state.audiences.map((a) => a.audience), ['mom', 'alex', 'sam', 'team', 'grandma', 'dad'], 'the audiences, for bin/chat');
   t.equal(checkpointFolder(result.runDir), checkpoint, 'the run folder stands for its latest checkpoint');
   t.equal(checkpointFolder(checkpoint), checkpoint);
   // The checkpoint is a model folder: it loads, with its tokenizer, and computes the loss training reported.
@@ -76,7 +76,7 @@ t.test('a tiny fresh model learns the chat dataset: checkpoints, samples, valida
   t.match(fs.readFileSync(path.join(dir, 'samples', 'run1', 'samples-60'), 'utf8'), /<EOM>/, 'the samples look like chat');
   t.ok(lines.some((l) => /^\[60 \| \S+\] loss \d+\.\d{4} avg \d+\.\d{4} \| lr 1\.00e-2 \| [\d,]+ tok\/s \| ETA 0s$/.test(l)), 'a progress line per step');
   t.ok(lines.some((l) => /^\[20 \| \S+\] validation loss \d+\.\d{4}$/.test(l)), 'validation lines');
-  t.ok(lines.some((l) => /^chat check: 3 files, 7,713 messages/.test(l)), 'the chat check ran first');
+  t.ok(lines.some((l) => /^chat check: 3 files, 7,753 messages/.test(l)), 'the chat check ran first');
   const svg = fs.readFileSync(path.join(result.runDir, 'loss.svg'), 'utf8');
   t.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
   t.equal((svg.match(/<polyline /g) ?? []).length, 3, 'loss, running average and validation curves');

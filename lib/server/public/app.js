@@ -183,11 +183,12 @@ function setBusy(on) {
   $('ask').classList.toggle('busy', on);
 }
 
-async function send(text) {
+// Sends `text` (again: it is shown already, above the notice of what went wrong the first time).
+async function send(text, again = false) {
   const model = current();
   if (!model || busy) return;
   setBusy(true);
-  addUser(text);
+  if (!again) addUser(text);
   const reply = addBot(speaker(model));
   status(model.state === 'loaded' ? `${speaker(model)} is writing...` : `Loading ${model.model_key} first: the first reply takes a little longer...`);
   const started = performance.now();
@@ -198,7 +199,7 @@ async function send(text) {
       reply.remove();
       if (res.status === 401) showKeyPanel();
       const words = await errorText(res);
-      addNotice(words, res.status === 503 ? () => send(text) : null);
+      addNotice(words, res.status === 503 ? () => send(text, true) : null);
       status('');
       return;
     }
@@ -222,7 +223,7 @@ async function send(text) {
     stateShown = `${model.model_key}:loaded`;  // it answered: it is loaded, and the line keeps the figures
   } catch (err) {
     reply.remove();
-    addNotice(`The reply did not arrive: ${err.message || err}.`, () => send(text));
+    addNotice(`The reply did not arrive: ${err.message || err}.`, () => send(text, true));
     status('');
   } finally {
     setBusy(false);
