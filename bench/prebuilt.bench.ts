@@ -47,21 +47,22 @@ export async function run(): Promise<void> {
   const rounds = quick ? 2 : 5;
   const prebuilds = require(path.join(ROOT, 'native', 'prebuilds.js')) as Prebuilds;
   const platform = prebuilds.platformKey();
+  const present = prebuilds.presentVariants(ROOT, platform);
+  if (present.length === 0) {
+    console.log(`(No prebuilt addons in ${path.join(ROOT, prebuilds.PREBUILDS_DIR, platform)}: \`npm run build:prebuilds\` compiles them, a minute or two each; then run this again.)`);
+    return;
+  }
   const cpuFlags = prebuilds.readCpuFlags();
   const addons: Addon[] = [];
   const notes: string[] = [];
   const source = path.join(ROOT, prebuilds.SOURCE_BUILD);
   if (fs.existsSync(source)) addons.push({ label: 'source build (build/Release)', file: source, rounds: [] });
   else notes.push(`no source build (${source}): \`npm run build:native\` compiles one for this machine`);
-  const present = prebuilds.presentVariants(ROOT, platform);
   for (const variant of prebuilds.VARIANTS[platform] ?? []) {
     if (!present.includes(variant.name)) continue;
     const lacking = variant.needs.filter((f) => !cpuFlags.has(f));
     if (lacking.length > 0) notes.push(`prebuilt ${platform}/${variant.name} (${variant.describe}) not run: this CPU lacks ${lacking.join(', ')}`);
     else addons.push({ label: `prebuilt ${variant.name} (\`${variant.flags}\`)`, file: prebuilds.prebuiltFile(ROOT, platform, variant.name), rounds: [] });
-  }
-  if (present.length === 0) {
-    notes.push(`no prebuilt addons in ${path.join(ROOT, prebuilds.PREBUILDS_DIR, platform)}: \`npm run build:prebuilds\` compiles them (a minute or two each), then run this again`);
   }
   if (addons.length > 0) {
     const before = loadAverage();

@@ -12,7 +12,6 @@ export interface AddonChoice {
   origin: string;     // "DIXIE_ADDON", "source build", or "prebuilt linux-x64/avx2 (...)"
 }
 
-export const ADDON_FILE: string;
 export const SOURCE_BUILD: string;   // relative to the package root
 export const PREBUILDS_DIR: string;
 export const VARIANTS: Record<string, PrebuildVariant[]>;

@@ -104,7 +104,7 @@ function locateAddon(root, env = process.env) {
 
 // Loads `file` in a child process and runs a tiny model's forward pass with it, so that an addon this system cannot
 // load (built for a newer glibc) or run (a CPU flag missing from `needs`) fails there rather than in the caller.
-// Resolves to the vector units it was compiled for, or throws why it fails.
+// Returns the vector units it was compiled for, or throws why it fails.
 function checkAddon(file) {
   const script = `
     const addon = require(${JSON.stringify(file)});
@@ -140,6 +140,6 @@ function compileVariant(root, variant, buildDir, stdio = 'inherit') {
 }
 
 module.exports = {
-  ADDON_FILE, SOURCE_BUILD, PREBUILDS_DIR, VARIANTS,
+  SOURCE_BUILD, PREBUILDS_DIR, VARIANTS,
   platformKey, parseCpuFlags, readCpuFlags, bestVariant, prebuiltFile, presentVariants, chooseAddon, locateAddon, checkAddon, compileVariant,
 };

@@ -80,7 +80,7 @@ t.test('the CPU image serves a model from /models, healthy, as a user other than
   t.equal(res.status, 200);
   t.equal(((await res.json()) as { text: string }).text, greedy.chatbot, 'the greedy reply of the model in /models');
 
-  await run(['stop', '--time', '30', name], 60_000);
+  await run(['stop', '-t', '30', name], 60_000);
   t.equal(await run(['inspect', '--format', '{{.State.ExitCode}}', name]), '0', 'exit status 0 after docker stop: SIGTERM reached the server');
   t.match(await run(['logs', name]), /"msg":"SIGTERM received"/, 'the server logged the signal');
 });
