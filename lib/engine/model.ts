@@ -12,7 +12,7 @@ import {
   NativeTensorInfo,
 } from './native';
 import { hfConfigFields, inspectModelFolder } from '../formats/model_folder';
-import { GGML_TYPE, GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf, transpose } from '../formats/gguf';
+import { GGML_TYPE, GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { checkMemoryPlan } from './memory_plan';
 import { writeTextAtomic } from '../util/atomic_file';
@@ -93,6 +93,11 @@ export function hfConfigJson(config: GPT2Config): Record<string, unknown> {
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
+
+// Tensors go into native memory a slab of rows at a time, through one buffer per load: a fresh array per tensor
+// would leave a model's worth of garbage behind (at 1558M, hundreds of MB of a process's resident memory until the
+// collector runs). A slab holds whole groups of 32 rows, as a q8_0 model takes its layer matrices.
+const SLAB_BYTES = 16 << 20;
 
 // Where a tensor holds a NaN or an infinity, and which; null when every value is finite. Such weights load
 // without complaint and then generate nothing but "?", so loading refuses them. Tested on the bits, as stored
@@ -205,8 +210,32 @@ export class Model {
     return model;
   }
 
+  // Writes tensor `info` ([rows, cols], or a vector) a slab of rows at a time through `buffer`: fill(r0, r1, dst) puts
+  // rows [r0, r1) into dst, values of `dtype`, which are checked for NaNs and infinities (named after `where`).
+  private writeSlabs(info: NativeTensorInfo, dtype: 'F32' | 'F16' | 'BF16', buffer: ArrayBuffer, where: string,
+    fill: (r0: number, r1: number, dst: Float32Array | Uint16Array) => void): void {
+    const [rows, cols] = info.shape.length === 2 ? info.shape : [1, info.numel];
+    const bytes = dtype === 'F32' ? 4 : 2;
+    const step = Math.max(32, Math.floor(buffer.byteLength / bytes / cols / 32) * 32);
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const r1 = Math.min(rows, r0 + step);
+      const n = (r1 - r0) * cols;
+      const dst = dtype === 'F32' ? new Float32Array(buffer, 0, n) : new Uint16Array(buffer, 0, n);
+      fill(r0, r1, dst);
+      const bad = firstNonFinite(dst, dtype);
+      if (bad) throw new Error(`${where} has ${bad.value} at element ${r0 * cols + bad.index}`);
+      this.native.writeParams(info.offset + r0 * cols, dst, dtype === 'F32' ? 'f32' : dtype === 'F16' ? 'f16' : 'bf16');
+    }
+  }
+
+  // A buffer for writeSlabs that takes every tensor's slabs: at least 32 rows of the widest.
+  private slabBuffer(): ArrayBuffer {
+    return new ArrayBuffer(Math.max(SLAB_BYTES, ...this.tensors.map((t) => 32 * 4 * (t.shape.length === 2 ? t.shape[1] : t.numel))));
+  }
+
   // Streams the file's tensors into native memory one at a time, checking names, shapes and completeness.
   private loadWeights(file: SafetensorsFile, configFile: string): void {
+    const buffer = this.slabBuffer();
     const loaded = new Set<string>();
     let lmHead: string | null = null;
     for (const entry of file.tensors) {
@@ -222,11 +251,12 @@ export class Model {
       if (!sameShape(entry.shape, info.shape)) {
         throw new Error(`${file.path}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}] but ${configFile} implies [${info.shape.join(', ')}]`);
       }
-      const data = this.readTensor(file, entry.name);
-      const dtype = entry.dtype as 'F32' | 'F16' | 'BF16';
-      const bad = firstNonFinite(data, dtype);
-      if (bad) throw new Error(`${file.path}: tensor "${entry.name}" has ${bad.value} at element ${bad.index}`);
-      this.native.writeParams(info.offset, data, dtype === 'F32' ? 'f32' : dtype === 'F16' ? 'f16' : 'bf16');
+      if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
+        throw new Error(`${file.path}: tensor "${entry.name}" has dtype ${entry.dtype}; weights must be F32, F16 or BF16`);
+      }
+      const cols = info.shape.length === 2 ? info.shape[1] : info.numel;
+      this.writeSlabs(info, entry.dtype, buffer, `${file.path}: tensor "${entry.name}"`,
+        (r0, _r1, dst) => file.readRange(entry, r0 * cols * dst.BYTES_PER_ELEMENT, dst));
       loaded.add(name);
     }
     const missing = this.tensors.filter((t) => !loaded.has(t.name)).map((t) => t.name);
@@ -239,6 +269,7 @@ export class Model {
   // Every tensor of a GGUF file into native memory, one at a time: names, dims (innermost first) and completeness
   // checked as for safetensors; an output.weight must repeat token_embd.weight, the head being tied.
   private loadGgufWeights(g: GgufFile): void {
+    const buffer = this.slabBuffer();
     const loaded = new Set<string>();
     for (const t of g.tensors) {
       if (t.name === GGUF_OUTPUT) continue;
@@ -250,12 +281,9 @@ export class Model {
       if (!sameShape(t.dims, dims)) {
         throw new Error(`${g.path}: tensor "${t.name}" has dims [${t.dims.join(', ')}] but the metadata implies [${dims.join(', ')}]`);
       }
-      const values = g.values(t);
-      const data = hf.transposed ? transpose(values, info.shape[1], info.shape[0]) : values;
-      const dtype = data instanceof Float32Array ? 'F32' : t.type === GGML_TYPE.f16 ? 'F16' : 'BF16';
-      const bad = firstNonFinite(data, dtype);
-      if (bad) throw new Error(`${g.path}: tensor "${t.name}" (${ggmlTypeName(t.type)}) has ${bad.value} at element ${bad.index}`);
-      this.native.writeParams(info.offset, data, dtype === 'F32' ? 'f32' : dtype === 'F16' ? 'f16' : 'bf16');
+      const [rows, cols] = info.shape.length === 2 ? info.shape : [1, info.numel];
+      this.writeSlabs(info, g.valueType(t), buffer, `${g.path}: tensor "${t.name}" (${ggmlTypeName(t.type)})`,
+        (r0, r1, dst) => g.readRows(t, hf.transposed, rows, cols, r0, r1, dst));
       loaded.add(info.name);
     }
     const missing = this.tensors.filter((t) => !loaded.has(t.name)).map((t) => t.name);
@@ -267,21 +295,6 @@ export class Model {
     if (head && wte && (head.type !== wte.type || !sameShape(head.dims, wte.dims) || !Buffer.from(g.read(head)).equals(Buffer.from(g.read(wte))))) {
       throw new Error(`${g.path}: tensor "${GGUF_OUTPUT}" differs from token_embd.weight; dixie ties the output head to the token embeddings and cannot load an untied head`);
     }
-  }
-
-  private readTensor(file: SafetensorsFile, name: string): Float32Array | Uint16Array {
-    const entry = file.tensor(name);
-    if (entry.dtype === 'F32') {
-      const data = new Float32Array(entry.numel);
-      file.readInto(entry, data);
-      return data;
-    }
-    if (entry.dtype === 'F16' || entry.dtype === 'BF16') {
-      const data = new Uint16Array(entry.numel);
-      file.readInto(entry, data);
-      return data;
-    }
-    throw new Error(`${file.path}: tensor "${name}" has dtype ${entry.dtype}; weights must be F32, F16 or BF16`);
   }
 
   // Compares the file's bytes of lm_head.weight and wte.weight (same dtype and shape required).

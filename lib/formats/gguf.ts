@@ -145,20 +145,47 @@ export class GgufFile {
 
   // A tensor's raw bytes.
   read(tensor: GgufTensorInfo): Uint8Array {
-    if (this.fd === null) throw new Error(`${this.path}: the file is closed`);
-    const out = new Uint8Array(tensor.end - tensor.begin);
-    readFully(this.fd, out, tensor.begin, this.path, `tensor "${tensor.name}"`);
+    return this.readBytes(tensor, 0, tensor.end - tensor.begin);
+  }
+
+  // The type readRows gives a tensor's values in: its own, or float32 for q8_0 (d * q is exact in float32).
+  valueType(tensor: GgufTensorInfo): 'F32' | 'F16' | 'BF16' {
+    return tensor.type === GGML_TYPE.f16 ? 'F16' : tensor.type === GGML_TYPE.bf16 ? 'BF16' : 'F32';
+  }
+
+  // Rows [r0, r1) of a tensor laid out as Hugging Face has it, [rows, cols], into dst (of valueType): the stored
+  // rows, or, for a Conv1D matrix (`transposed`: ggml keeps it [cols][rows]), columns of the stored matrix, whose bytes
+  // are read once, at its first slab.
+  readRows(tensor: GgufTensorInfo, transposed: boolean, rows: number, cols: number, r0: number, r1: number, dst: Float32Array | Uint16Array): void {
+    const q8 = tensor.type === GGML_TYPE.q8_0;
+    if (!transposed) {
+      const first = r0 * cols;
+      const raw = q8 ? this.readBytes(tensor, (first / Q8_BLOCK) * Q8_BLOCK_BYTES, (dst.length / Q8_BLOCK) * Q8_BLOCK_BYTES) : null;
+      if (raw) dequantizeQ8(raw, dst as Float32Array);
+      else this.readInto(tensor, first * dst.BYTES_PER_ELEMENT, dst);
+      return;
+    }
+    if (this.cached?.tensor !== tensor) this.cached = { tensor, ...storedValues(this.read(tensor), tensor.type, rows * cols) };
+    const { stored, q, d } = this.cached;
+    for (let r = r0; r < r1; r++) {
+      for (let c = 0; c < cols; c++) {
+        const i = c * rows + r;  // in the stored [cols][rows]
+        dst[(r - r0) * cols + c] = stored ? stored[i] : q8At(q as Int8Array, d as Float32Array, i);
+      }
+    }
+  }
+
+  private cached: ({ tensor: GgufTensorInfo } & ReturnType<typeof storedValues>) | null = null;
+
+  private readBytes(tensor: GgufTensorInfo, at: number, n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    this.readInto(tensor, at, out);
     return out;
   }
 
-  // A tensor's values as stored (f32: Float32Array, f16/bf16: Uint16Array of their bits), or expanded to float32
-  // (q8_0, exactly: d * q).
-  values(tensor: GgufTensorInfo): Float32Array | Uint16Array {
-    const raw = this.read(tensor);
-    const n = tensor.dims.reduce((a, d) => a * d, 1);
-    if (tensor.type === GGML_TYPE.f32) return new Float32Array(raw.buffer, 0, n);
-    if (tensor.type !== GGML_TYPE.q8_0) return new Uint16Array(raw.buffer, 0, n);
-    return dequantizeQ8(raw, n);
+  private readInto(tensor: GgufTensorInfo, at: number, dst: ArrayBufferView): void {
+    if (this.fd === null) throw new Error(`${this.path}: the file is closed`);
+    readFully(this.fd, new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength), tensor.begin + at, this.path, `tensor "${tensor.name}"`);
   }
 
   close(): void {
@@ -314,20 +341,26 @@ function readHeader(file: string, fd: number): { version: number; metadata: Map<
   return { version, metadata, tensors };
 }
 
-// Q8_0 blocks expanded: n values, d * q each (exact in float32).
-function dequantizeQ8(raw: Uint8Array, n: number): Float32Array {
-  const blocks = n / Q8_BLOCK;
-  const scales = new Uint16Array(blocks);
+// A tensor's n values as stored: an array of its type, or for q8_0 its int8s (in their blocks) and its blocks'
+// scales as float32.
+function storedValues(raw: Uint8Array, type: number, n: number): { stored: Float32Array | Uint16Array | null; q: Int8Array | null; d: Float32Array | null } {
+  if (type === GGML_TYPE.f32) return { stored: new Float32Array(raw.buffer, raw.byteOffset, n), q: null, d: null };
+  if (type !== GGML_TYPE.q8_0) return { stored: new Uint16Array(raw.buffer, raw.byteOffset, n), q: null, d: null };
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  for (let b = 0; b < blocks; b++) scales[b] = view.getUint16(b * Q8_BLOCK_BYTES, true);
-  const d = f16ToF32(scales);
-  const q = new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength);
-  const out = new Float32Array(n);
-  for (let b = 0; b < blocks; b++) {
-    const at = b * Q8_BLOCK_BYTES + 2;
-    for (let i = 0; i < Q8_BLOCK; i++) out[b * Q8_BLOCK + i] = d[b] * q[at + i];
-  }
-  return out;
+  const scales = Uint16Array.from({ length: n / Q8_BLOCK }, (_, b) => view.getUint16(b * Q8_BLOCK_BYTES, true));
+  return { stored: null, q: new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength), d: f16ToF32(scales) };
+}
+
+// Value i of Q8_0 blocks (their bytes as int8s q, their scales d): d * q, exact in float32.
+function q8At(q: Int8Array, d: Float32Array, i: number): number {
+  const b = Math.floor(i / Q8_BLOCK);
+  return d[b] * q[b * Q8_BLOCK_BYTES + 2 + (i % Q8_BLOCK)];
+}
+
+// Q8_0 blocks expanded into dst, whose length is a whole number of blocks.
+function dequantizeQ8(raw: Uint8Array, dst: Float32Array): void {
+  const { q, d } = storedValues(raw, GGML_TYPE.q8_0, dst.length);
+  for (let i = 0; i < dst.length; i++) dst[i] = q8At(q as Int8Array, d as Float32Array, i);
 }
 
 // The model's sizes from a "gpt2" GGUF's metadata, checked against what dixie computes (the vocabulary size is the
@@ -396,8 +429,8 @@ interface GgufTensor {
 }
 
 // [rows, cols] row-major -> [cols, rows]: Hugging Face's Conv1D weights are [in, out] (y = x @ W), ggml's [out][in].
-export function transpose<T extends Float32Array | Uint16Array>(src: T, rows: number, cols: number): T {
-  const out = src.slice() as T;
+function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(src.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c];
   return out;
 }

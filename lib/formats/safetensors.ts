@@ -202,6 +202,14 @@ export class SafetensorsFile {
     readFully(this.openFd(), bytesOf(dst), entry.begin, this.path, `tensor "${entry.name}"`);
   }
 
+  // Part of one tensor's bytes, from byte `at` of it, into dst (a loader that streams a large tensor in slabs).
+  readRange(entry: TensorEntry, at: number, dst: ArrayBufferView): void {
+    if (at < 0 || at + dst.byteLength > entry.end - entry.begin) {
+      throw new Error(`${this.path}: tensor "${entry.name}": bytes ${at}..${at + dst.byteLength} are outside its ${entry.end - entry.begin}`);
+    }
+    readFully(this.openFd(), bytesOf(dst), entry.begin + at, this.path, `tensor "${entry.name}"`);
+  }
+
   // One tensor as float32, converting from F16, BF16 or F64.
   readF32(tensor: string | TensorEntry): Float32Array {
     const entry = typeof tensor === 'string' ? this.tensor(tensor) : tensor;
