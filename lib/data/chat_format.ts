@@ -171,11 +171,21 @@ export interface FittedPrompt {
   droppedChars: number;     // characters cut from the start of the newest message
 }
 
+// Dropping the oldest messages in steps: `size` of `measure` (tokens, say) at a time.
+export interface DropStep {
+  size: number;
+  measure: (line: string) => number;
+}
+
 // The prompt for the model's answer to `conversation`: its messages, then the reply prefix. While `fits` says
 // the prompt is too long (in characters, tokens...), the oldest messages go first; the newest always stays, cut
 // from its start if it alone is too long, so that the model answers what was said last. `fits` must never
 // refuse a prompt and accept a longer one made of the same messages plus older ones.
-export function fitConversation(conversation: Conversation, fits: (prompt: string) => boolean = () => true): FittedPrompt {
+// With `step`, the messages dropped measure a whole number of steps (the fewest, up to the next message): a
+// conversation that grows by a turn then keeps its first message for about a step's worth of turns, so each
+// turn's prompt begins with the last one's and a prefix cache keeps serving it, where dropping the fewest
+// messages would move the start, and miss the cache, at every turn.
+export function fitConversation(conversation: Conversation, fits: (prompt: string) => boolean = () => true, step?: DropStep): FittedPrompt {
   const { audience, turns } = conversation;
   const reply = replyPrefix(audience);
   const lines = turns.map((t) => `${formatMessage({ side: SPEAKER_SIDE[t.from], audience, text: t.text })}\n`);
@@ -189,7 +199,10 @@ export function fitConversation(conversation: Conversation, fits: (prompt: strin
     if (fits(from(mid))) hi = mid;
     else lo = mid + 1;
   }
-  if (lo < lines.length && fits(from(lo))) return { prompt: from(lo), droppedMessages: lo, droppedChars: 0 };
+  if (lo < lines.length && fits(from(lo))) {
+    const first = step ? stepStart(lines, lo, step) : lo;
+    return { prompt: from(first), droppedMessages: first, droppedChars: 0 };
+  }
   const newest = turns[turns.length - 1];
   const chars = Array.from(messageText(newest.text));
   const cut = (drop: number): string => `${formatMessage({ side: SPEAKER_SIDE[newest.from], audience, text: chars.slice(drop).join('') })}\n${reply}`;
@@ -201,4 +214,16 @@ export function fitConversation(conversation: Conversation, fits: (prompt: strin
     else lo = mid + 1;
   }
   return { prompt: cut(lo), droppedMessages: lines.length - 1, droppedChars: lo };
+}
+
+// The first message kept when at least `fewest` of `lines` must go: the fewest whose measure reaches a whole
+// number of steps, that number the smallest that covers the fewest (so it depends only on the messages dropped,
+// which a growing conversation leaves as they were). The newest message always stays.
+function stepStart(lines: string[], fewest: number, step: DropStep): number {
+  let dropped = 0;
+  for (let i = 0; i < fewest; i++) dropped += step.measure(lines[i]);
+  const target = Math.ceil(dropped / step.size) * step.size;
+  let first = fewest;
+  while (first < lines.length - 1 && dropped < target) dropped += step.measure(lines[first++]);
+  return first;
 }

@@ -33,8 +33,8 @@ export interface DatasetOptions {
   chatCheck?: ChatCheckMode;  // default auto
   threads?: number;         // encoding threads; default one per core
   log?: (line: string) => void;
-  // Encoding progress in bytes of the text files, as the workers finish their pieces. Absent: a progress bar on
-  // stderr when it is a terminal and there are over 32 MB of text (bin/train's encoding step); null: none.
+  // Encoding progress in bytes of the text files, as the workers finish their pieces. Absent: over 32 MB of text,
+  // progress on stderr (a bar on a terminal, a line every 10 s in a log: bin/train's encoding step); null: none.
   onProgress?: ((bytes: number, totalBytes: number) => void) | null;
 }
 
@@ -64,7 +64,7 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
   const threads = options.threads ?? os.availableParallelism();
   const totalBytes = parts.reduce((sum, p) => sum + (p.kind === 'text' ? fs.statSync(p.file).size : 0), 0);
   const onProgress = options.onProgress === undefined
-    ? (process.stderr.isTTY && totalBytes > PROGRESS_MIN_BYTES ? progressCallback('encoding') : null)
+    ? (totalBytes > PROGRESS_MIN_BYTES ? progressCallback('encoding') : null)
     : options.onProgress;
   let reported = -1;
   const report = (done: number): void => {

@@ -225,12 +225,16 @@ export class ChatService {
     }
   }
 
+  // The tokens a reply of `length` may take: a length that nobody sized (neither the request, `given`, nor the
+  // model's config) takes at most half the context, so that a small model's context leaves room for the
+  // conversation.
+  replyLength(key: string, nCtx: number, length: number, given: boolean): number {
+    return Math.min(given || this.model(key).lengthSet ? length : Math.min(length, Math.floor(nCtx / 2)), nCtx - 1);
+  }
+
   private async decode(key: string, sanitizer: Sanitizer, loaded: LoadedModel, request: GenerationRequest, deadline: number): Promise<Completion> {
     const { nCtx, generator } = loaded;
-    // A reply that nobody sized takes at most half the context, so that a small model's context leaves room for
-    // the conversation.
-    const sized = request.lengthGiven === true || this.model(key).lengthSet;
-    const asked = Math.min(sized ? request.sampling.length : Math.min(request.sampling.length, Math.floor(nCtx / 2)), nCtx - 1);
+    const asked = this.replyLength(key, nCtx, request.sampling.length, request.lengthGiven === true);
     let maxTokens = asked;
     // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
     const encode = (text: string): Int32Array => generator.encode(text);

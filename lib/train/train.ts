@@ -180,9 +180,10 @@ function duration(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-// The dataset with its checks reported; a file that is not text, or malformed chat, stops the run.
-async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, log: (line: string) => void, warnSmall: boolean): Promise<Dataset> {
-  const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, threads: o.threads || undefined });
+// The dataset with its checks reported; a file that is not text, or malformed chat, stops the run. Encoding
+// progress is shown by the rank that logs (`root`).
+async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, log: (line: string) => void, warnSmall: boolean, root: boolean): Promise<Dataset> {
+  const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, threads: o.threads || undefined, onProgress: root ? undefined : null });
   for (const warning of dataset.warnings) log(`warning: ${warning}`);
   if (dataset.chat) {
     if (dataset.chat.issues.length > 0) {
@@ -306,7 +307,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
 
     // ---- data
     // Little chat overfits a pre-trained model; a fresh one is as small as its data wants.
-    const data = await loadChecked(o.dataset, o, tokenizer, log, !o.fresh_model);
+    const data = await loadChecked(o.dataset, o, tokenizer, log, !o.fresh_model, root);
     sources.push(data);
     const sampler = new WindowSampler(data.source, T + 1);
     log(`dataset: ${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks from ${data.files.length} file${data.files.length === 1 ? '' : 's'}`);
@@ -321,7 +322,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     // A fixed validation set, drawn once; evaluated in pieces of at most batch_size rows (the memory planned).
     let validation: { inputs: Int32Array; targets: Int32Array } | null = null;
     if (o.val_every > 0) {
-      const valData = o.val_dataset ? await loadChecked(o.val_dataset, o, tokenizer, log, false) : data;
+      const valData = o.val_dataset ? await loadChecked(o.val_dataset, o, tokenizer, log, false, root) : data;
       if (valData !== data) sources.push(valData);
       const rows = o.val_batch_count * o.val_batch_size;
       validation = { inputs: new Int32Array(rows * T), targets: new Int32Array(rows * T) };

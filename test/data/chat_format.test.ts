@@ -153,3 +153,20 @@ t.test('a token budget with the GPT-2 tokenizer: as many newest messages as fit'
     if (prompt !== whole) t.ok(count(oneMore) > budget, `${budget}: one more message would not fit`);
   }
 });
+
+t.test('with a step, the oldest messages go a whole number of steps at a time, so a growing chat keeps its start', async (t) => {
+  const turns = Array.from({ length: 40 }, (_, i) => ({ from: i % 2 ? 'bot' as const : 'user' as const, text: `message ${String(i).padStart(2, '0')}` }));
+  const line = '1|mom|message 00 <EOM>\n'.length;  // every message's line is as long
+  const step = { size: 4 * line, measure: (l: string) => l.length };
+  const budget = 10 * line + '0|mom|'.length;
+  const starts: number[] = [];
+  for (let n = 1; n <= turns.length; n++) {
+    const fitted = fitConversation({ audience: 'mom', turns: turns.slice(0, n) }, (p) => p.length <= budget, step);
+    t.ok(fitted.prompt.length <= budget, `${n} messages: the prompt fits`);
+    const fewest = Math.max(0, n - 10);
+    t.ok(fitted.droppedMessages >= fewest && fitted.droppedMessages < fewest + 4, `${n} messages: ${fitted.droppedMessages} dropped, within a step of the fewest (${fewest})`);
+    t.ok(fitted.droppedMessages % 4 === 0, 'a whole number of steps');
+    starts.push(fitted.droppedMessages);
+  }
+  t.equal(new Set(starts).size, 9, 'the start moved 8 times in 30 turns past the budget, not 30');
+});

@@ -1,11 +1,12 @@
 // Encoding progress: encodeDataset and loadDataset report bytes of text encoded as the workers finish their pieces,
-// ending at the total; bin/encode draws it on stderr.
+// ending at the total; bin/encode and bin/train draw it on stderr.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { encodeDataset, loadDataset } from '../../lib/data/dataset';
 import { loadTokenizer } from '../../lib/tokenizer';
+import { TINY_VOCAB } from '../train/helpers';
 
 const tokenizer = loadTokenizer();
 
@@ -51,4 +52,17 @@ t.test('bin/encode shows it on stderr', async (t) => {
   t.equal(run.status, 0, run.stderr);
   t.match(run.stderr, /^encoding 100% \[#+\] [\d.]+ MB \/ [\d.]+ MB .*ETA 0:00$/m);
   t.match(run.stdout, /out\.tokens: [\d,]+ tokens in \d+ chunks from 3 files/);
+});
+
+// Over 32 MB of text, bin/train shows encoding progress wherever its stderr goes: a log, not only a terminal.
+t.test('bin/train shows it in a log', async (t) => {
+  const dir = t.testdir();
+  const file = path.join(dir, 'big.txt');
+  const paragraph = Array.from({ length: 400 }, (_, i) => `line ${i}: the quick brown fox jumps over the lazy dog.`).join('\n');
+  fs.writeFileSync(file, Array.from({ length: Math.ceil((33 << 20) / paragraph.length) }, () => paragraph).join('\n'));
+  const train = path.join(__dirname, '..', '..', 'bin', 'commands', 'train.js');
+  const run = spawnSync(process.execPath, [train, '--dataset', file, '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1',
+    '--n_embd', '16', '--n_ctx', '16', '--batch_size', '1', '--stop_after', '1', '--sample_every', '0', '--threads', '2'], { encoding: 'utf8', cwd: dir });
+  t.equal(run.status, 0, run.stderr);
+  t.match(run.stderr, /^encoding 100% \[#+\] 3\d\.\d MB \/ 3\d\.\d MB .*ETA 0:00$/m, 'the last line of encoding progress');
 });

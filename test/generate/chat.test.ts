@@ -35,7 +35,7 @@ t.test('the user writes as "you" (side 1), the model answers as the audience (si
   t.throws(() => new ChatSession(generator, { audience: 'mom|dad' }), /audience must be 1 to 64 characters/);
 });
 
-t.test('the oldest messages go first, whole, so that the prompt and a full reply fit the context', async (t) => {
+t.test("the oldest messages go first, whole and a step at a time, so that the prompt and a full reply fit the context", async (t) => {
   const maxTokens = 40;  // leaves 88 of the 128 tokens of context for the prompt
   const session = new ChatSession(generator, { audience: 'dad', maxTokens, temperature: 0 });
   const said = ['Hey Dad, how was the game?', 'Did you fix the heater?', 'Save me some lasagna.'];
@@ -49,5 +49,9 @@ t.test('the oldest messages go first, whole, so that the prompt and a full reply
   t.ok(count(prompt) <= 128 - maxTokens, `${count(prompt)} tokens`);
   const kept = all.findIndex((_, i) => all.slice(i).join('') + '0|dad|' === prompt);
   t.ok(kept > 0 && kept < all.length - 1, `the newest ${all.length - kept} of ${all.length} messages, whole`);
-  t.ok(count(all.slice(kept - 1).join('') + '0|dad|') > 128 - maxTokens, 'one more would not fit');
+  // The oldest go a step (a quarter of the room) at a time, so that the next turns keep this one's start: at most
+  // a step and two messages fewer than fit.
+  const room = 128 - maxTokens;
+  const longest = Math.max(...all.map(count));
+  t.ok(count(prompt) > room - Math.floor(room / 4) - 2 * longest, `${count(prompt)} tokens: at most a step and two messages fewer than fit`);
 });

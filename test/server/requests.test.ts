@@ -124,6 +124,26 @@ t.test("a chat's next turn prefills only what is new, and replies as it would wi
   t.ok(reused > 0 && prefilled > 0, `/metrics counts ${reused} reused and ${prefilled} prefilled prompt tokens`);
 });
 
+t.test('a conversation past the context drops its oldest messages in steps, so most turns still begin with the last one\'s prompt', async (t) => {
+  const history: { from: string; text: string }[] = [];
+  const overflowed: { cached: number; prompt: number; dropped: number }[] = [];
+  for (let i = 0; i < 24; i++) {
+    // About 60 tokens a message, each its own numbers (no two share a prefix by chance): a turn grows the history
+    // by about a third of a step (a quarter of the 1012 tokens left beside a 12-token reply).
+    const text = Array.from({ length: 30 }, (_, j) => String(1000 + i * 30 + j)).join(' ');
+    const r = await request(`${srv.url}/invocations`, { body: { model_key: 'chat', raw_text: text, history, seed: i, length: 12, temperature: 0.9, format: 'json' } });
+    t.equal(r.status, 200);
+    const answer = r.json() as { text: string; prompt_tokens: number; cached_prompt_tokens: number; trimmed_messages: number };
+    t.ok(answer.prompt_tokens + 12 <= LONG.nCtx, `turn ${i + 1}: ${answer.prompt_tokens} prompt tokens and the reply fit the context`);
+    if (answer.trimmed_messages > 0) overflowed.push({ cached: answer.cached_prompt_tokens, prompt: answer.prompt_tokens, dropped: answer.trimmed_messages });
+    history.push({ from: 'user', text }, { from: 'bot', text: answer.text });
+  }
+  t.ok(overflowed.length >= 5, `${overflowed.length} turns past the context`);
+  const reused = overflowed.filter((o) => o.cached >= o.prompt / 2).length;
+  t.ok(reused >= overflowed.length / 2, `${reused} of them found most of their prompt in the cache: ${JSON.stringify(overflowed)}`);
+  t.ok(overflowed.every((o) => o.prompt >= (LONG.nCtx - 12) / 2), 'a step drops at most a quarter of the room more than needed (and a message)');
+});
+
 t.test('/metrics: counters that only grow are counters; first-token and queue-wait histograms; the process', async (t) => {
   const metrics = srv.server.service.metrics.render();
   const type = (name: string) => new RegExp(`^# TYPE ${name} (\\w+)$`, 'm').exec(metrics)?.[1];

@@ -1,7 +1,7 @@
 // Every endpoint and each bad input, over real HTTP on 127.0.0.1, with real tiny GPT-2 models.
 import fs from 'node:fs';
 import t from 'tap';
-import { LONG, makeModels, request, SEEDS, startServer, tempDir, type Running } from './helpers';
+import { LONG, makeModels, request, SEEDS, startServer, tempDir, TINY, type Running } from './helpers';
 
 const PROMPT = 'How big is the earth?';
 const LENGTH = 12;
@@ -113,12 +113,15 @@ t.test('GET /ping, GET /, GET /models/list, POST /prime, GET /metrics', async (t
   t.teardown(fresh.close);
   const before = (await request(`${fresh.url}/models/list`)).json();
   t.same((before.models as Record<string, unknown>[]).map((m) => [m.loaded, m.num_inferences]), [[false, 0]]);
+  const lengthOf = (l: Record<string, unknown>): unknown => ((l.models as Record<string, unknown>[])[0].sampling as Record<string, unknown>).length;
+  t.equal(lengthOf(before), 120, 'before loading: the configured reply length');
   const primed = await request(`${fresh.url}/prime`, { body: { model_key: 'general' } });
   t.equal(primed.status, 202);
   t.equal(primed.json().model_key, 'general');
   let loaded = false;
   while (!loaded) loaded = ((await request(`${fresh.url}/models/list`)).json().models as Record<string, unknown>[])[0].loaded as boolean;
   t.ok(loaded, 'loaded without a request');
+  t.equal(lengthOf((await request(`${fresh.url}/models/list`)).json()), TINY.nCtx / 2, 'loaded: the length it answers with, half its context');
   t.equal((await request(`${fresh.url}/prime`, { body: { model_key: 'nope' } })).status, 404);
   const bare = await request(`${fresh.url}/prime`, { method: 'POST' });
   t.equal(bare.status, 202, 'with no body at all');

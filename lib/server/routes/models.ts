@@ -31,10 +31,11 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
         sanitizer: sanitizerName(m),
         audience: m.audience,
         audiences: m.audiences,
-        sampling: { length: m.sampling.length, temperature: m.sampling.temperature, top_k: m.sampling.topK, top_p: m.sampling.topP, penalize: m.sampling.penalize },
+        // A loaded model shows the reply length it answers with; before loading its context is not known.
+        sampling: { length: s?.state === 'loaded' ? service.replyLength(m.key, service.registry.peek(m.key)?.nCtx ?? Infinity, m.sampling.length, false) : m.sampling.length, temperature: m.sampling.temperature, top_k: m.sampling.topK, top_p: m.sampling.topP, penalize: m.sampling.penalize },
       };
     });
-    // The original had one model loaded at a time; its "active_model" is now the most recently used loaded one.
+    // "active_model" names one model (docs/compatibility.md): the most recently used of those loaded.
     const active = [...status.values()].filter((s) => s.state === 'loaded').sort((a, b) => (b.lastUsed ?? 0) - (a.lastUsed ?? 0))[0];
     res.json({
       models,
