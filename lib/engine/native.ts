@@ -121,6 +121,8 @@ export interface NativeAddon {
   Model: new (config: NativeConfig, options: NativeOptions) => NativeModel;
   cpuFeatures(): string[];  // vector units the addon was compiled for, e.g. ['avx2', 'fma']
   cudaAvailable(): boolean;  // built with CUDA and a device is usable
+  // The sampler's own table of accepted settings (native/core/checks.h): null, or the first field refused and its rule.
+  checkSampling(params: NativeSampling, vocabSize: number): { field: keyof NativeSampling; rule: string } | null;
   mpiLauncher(): string | null;  // the MPI launcher that started this process ("Open MPI's mpirun"), or null
   initDistributed(): NativeRanks;  // loads libmpi and initialises MPI (once); throws naming what to install
 }

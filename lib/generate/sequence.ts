@@ -2,7 +2,7 @@
 // policy), its sampling settings and RNG, and the text it has produced, cut at stop sequences and streamed
 // out without ever showing the start of a stop sequence that may still complete.
 import { StreamDecoder, Tokenizer } from '../tokenizer';
-import { NativeSampling } from '../engine/native';
+import { loadAddon, NativeSampling } from '../engine/native';
 import type { TokenLogprob } from './logprobs';
 import type { ReplyStream } from '../sanitize/types';
 
@@ -66,17 +66,11 @@ export class SamplingError extends RangeError {
   }
 }
 
-// Exactly the ranges the native sampler accepts (native/core/checks.cpp), which reads the settings as float32:
-// a top_p of 1e-300 is 0 there and is refused here too, and top_k may not pass the model's vocabulary.
+// Refuses exactly the settings the native sampler refuses, by asking its table (the values read as float32, so a
+// top_p of 1e-300 is 0 there and refused here too; top_k may not pass the model's vocabulary).
 export function checkSampling(s: SamplingOptions, vocabSize: number): void {
-  const f32 = Math.fround;
-  const fail = (field: keyof SamplingOptions, rule: string): never => {
-    throw new SamplingError(field, rule, s[field]);
-  };
-  if (!(typeof s.temperature === 'number' && s.temperature >= 0 && Number.isFinite(f32(s.temperature)))) fail('temperature', 'a number >= 0 that fits a float32');
-  if (!(Number.isInteger(s.topK) && s.topK >= 0 && s.topK <= vocabSize)) fail('topK', `an integer from 0 (off) to the vocabulary size, ${vocabSize}`);
-  if (!(typeof s.topP === 'number' && f32(s.topP) > 0 && s.topP <= 1)) fail('topP', 'in (0, 1], and not below 1.4e-45 (the smallest float32)');
-  if (!(typeof s.penalize === 'number' && s.penalize >= 0 && s.penalize <= 1)) fail('penalize', 'in [0, 1] (0: off)');
+  const refused = loadAddon().checkSampling(s, vocabSize);
+  if (refused) throw new SamplingError(refused.field, refused.rule, s[refused.field]);
 }
 
 export interface SequenceOptions {

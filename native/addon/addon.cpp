@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/checks.h"
 #include "core/collective.h"
 
 namespace {
@@ -97,6 +98,23 @@ Napi::Object object_arg(const Napi::Value& v, const std::string& name) {
   return v.As<Napi::Object>();
 }
 
+// One row's sampling settings as the sampler reads them (SamplingParams: float32, and an int top-k, below 0 when
+// the value is no integer), each optional; their ranges are the backend's to check (core/checks.h).
+dixie::SamplingParams sampling_arg(const Napi::Value& v, const std::string& where) {
+  const Napi::Object p = object_arg(v, where);
+  const auto number = [&](const char* key, double fallback) {
+    const Napi::Value x = p.Get(key);
+    return x.IsUndefined() || x.IsNull() ? fallback : number_arg(x, where + "." + key);
+  };
+  dixie::SamplingParams sp;
+  sp.temperature = static_cast<float>(number("temperature", 1.0));
+  const double top_k = number("topK", 0.0);
+  sp.top_k = std::floor(top_k) == top_k && std::fabs(top_k) <= 2147483647.0 ? static_cast<int>(top_k) : -1;
+  sp.top_p = static_cast<float>(number("topP", 1.0));
+  sp.penalize = static_cast<float>(number("penalize", 0.0));
+  return sp;
+}
+
 // A float type of data ('f32', 'f16', 'bf16'), or with `stored` also a type weights are stored in ('q8_0').
 DType dtype_from(const std::string& s, const std::string& name, bool stored) {
   if (s == "f32") return DType::F32;
@@ -174,7 +192,7 @@ std::unique_ptr<Backend> make_backend_on_gpu(const dixie::GPT2Config& c, const d
                              "); device 'auto' or 'cpu' runs on the CPU");
   static std::once_flag notice;
   std::call_once(notice, [&cuda] {
-    std::fprintf(stderr, "dixie: no CUDA device (%s); device 'auto' runs on the CPU\n", cuda.why.c_str());
+    std::fprintf(stderr, "dixie: %s, running on the CPU\n", cuda.why.c_str());
   });
 #else
   if (required) throw std::runtime_error("options.device is 'cuda' but this addon was built without CUDA (no nvcc at build time)");
@@ -716,14 +734,7 @@ Napi::Value ModelWrap::Sample(const Napi::CallbackInfo& info) {
     std::vector<int32_t> hist_len(n);
     for (size_t i = 0; i < n; ++i) {
       const std::string where = "sample: params[" + std::to_string(i) + "]";
-      const Napi::Object p = object_arg(params.Get(static_cast<uint32_t>(i)), where);
-      sp[i].temperature = optional_float(p, "temperature", 1.0f, where);
-      sp[i].top_k = static_cast<int>(optional_int(p, "topK", 0, 0, V, where));
-      sp[i].top_p = optional_float(p, "topP", 1.0f, where);
-      sp[i].penalize = optional_float(p, "penalize", 0.0f, where);
-      if (sp[i].temperature < 0) throw std::invalid_argument(where + ".temperature must be >= 0");
-      if (!(sp[i].top_p > 0 && sp[i].top_p <= 1)) throw std::invalid_argument(where + ".topP must be in (0, 1]");
-      if (sp[i].penalize < 0) throw std::invalid_argument(where + ".penalize must be >= 0");
+      sp[i] = sampling_arg(params.Get(static_cast<uint32_t>(i)), where);
       Napi::Int32Array h = i32_arg(histories.Get(static_cast<uint32_t>(i)), "sample: histories[" + std::to_string(i) + "]");
       for (size_t j = 0; j < h.ElementLength(); ++j) {
         if (h[j] < 0 || h[j] >= V)
@@ -838,6 +849,18 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                 Napi::Array a = Napi::Array::New(info.Env(), f.size());
                 for (size_t i = 0; i < f.size(); ++i) a.Set(i, f[i]);
                 return a;
+              }));
+  // checkSampling(params, vocabSize): null when the sampler accepts the settings, else {field, rule}.
+  exports.Set("checkSampling", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                return guarded(info, [&]() -> Napi::Value {
+                  const dixie::SamplingParams sp = sampling_arg(info[0], "checkSampling: params");
+                  const auto refused = dixie::refuse_sampling(sp, static_cast<int>(int_arg(info[1], "checkSampling: vocabSize", 1, 1 << 30)));
+                  if (!refused) return info.Env().Null();
+                  Napi::Object o = Napi::Object::New(info.Env());
+                  o.Set("field", refused->field);
+                  o.Set("rule", refused->rule);
+                  return o;
+                });
               }));
   exports.Set("cudaAvailable", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
 #ifdef DIXIE_WITH_CUDA

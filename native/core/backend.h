@@ -112,7 +112,8 @@ std::unique_ptr<Backend> make_cpu_backend(const GPT2Config& config, const Backen
 // The CUDA backend (native/cuda), present when the addon is built with CUDA (DIXIE_WITH_CUDA). It runs on the
 // first visible device and throws std::runtime_error when there is none.
 std::unique_ptr<Backend> make_cuda_backend(const GPT2Config& config, const BackendOptions& options);
-// The number of usable CUDA devices; 0 with the reason in *why (no driver, no device) when there is none.
+// The number of usable CUDA devices; 0 when there is none, with the reason in *why in a user's words ("no GPU found",
+// or what keeps a GPU from use).
 int cuda_device_count(std::string* why);
 
 }  // namespace dixie

@@ -81,20 +81,25 @@ void check_q8_write(const ModelSpec& spec, const FlatPiece& piece) {
                               " to " + std::to_string(end) + ")");
 }
 
+std::optional<SamplingRefusal> refuse_sampling(const SamplingParams& sp, int V) {
+  // A temperature so small that its inverse overflows is accepted: the sampler takes it as greedy, its limit.
+  if (!(sp.temperature >= 0.0f) || std::isinf(sp.temperature)) return SamplingRefusal{"temperature", "a number >= 0 that fits a float32"};
+  if (sp.top_k < 0 || sp.top_k > V)
+    return SamplingRefusal{"topK", "an integer from 0 (off) to the vocabulary size, " + std::to_string(V)};
+  if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
+    return SamplingRefusal{"topP", "in (0, 1], and not below 1.4e-45 (the smallest float32)"};
+  if (!(sp.penalize >= 0.0f && sp.penalize <= 1.0f)) return SamplingRefusal{"penalize", "in [0, 1] (0: off)"};
+  return std::nullopt;
+}
+
 void check_sampling_row(int row, int V, const SamplingParams& sp, const int32_t* history, int history_len) {
   const std::string where = "sample: row " + std::to_string(row) + ": ";
-  if (!(sp.temperature >= 0.0f) || std::isinf(sp.temperature))
-    throw std::invalid_argument(where + "temperature must be a finite number >= 0, got " + std::to_string(sp.temperature));
-  if (sp.top_k < 0) throw std::invalid_argument(where + "top_k must be >= 0, got " + std::to_string(sp.top_k));
-  if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
-    throw std::invalid_argument(where + "top_p must be in (0, 1], got " + std::to_string(sp.top_p));
-  if (!(sp.penalize >= 0.0f && sp.penalize <= 1.0f))
-    throw std::invalid_argument(where + "penalize must be in [0, 1] (0: off), got " + std::to_string(sp.penalize));
+  if (const auto refused = refuse_sampling(sp, V)) throw std::invalid_argument(where + refused->field + " must be " + refused->rule);
   if (history_len < 0 || (history_len > 0 && history == nullptr)) throw std::invalid_argument(where + "bad history");
   for (int i = 0; i < history_len; ++i)
     if (history[i] < 0 || history[i] >= V)
       throw std::invalid_argument(where + "history token " + std::to_string(history[i]) + " at " + std::to_string(i) +
-                                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
+                              " is outside the vocabulary [0, " + std::to_string(V) + ")");
 }
 
 }  // namespace dixie

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -14,7 +15,19 @@ namespace dixie {
 int64_t check_forward_batch(const GPT2Config& config, const int32_t* inputs, const int32_t* targets, int B, int T,
                             int64_t max_rows);
 
-// One row of sample(): its settings, and its history tokens against the vocabulary V.
+// A sampling setting refused: the field, named as the addon's callers name it (topK), and the rule it breaks.
+struct SamplingRefusal {
+  const char* field;
+  std::string rule;
+};
+
+// The one table of sampling settings a sampler accepts for a vocabulary of V tokens, the values read as float32
+// (top_k below 0 stands for a value that is no integer): both backends' sample() check each row against it, and
+// TypeScript validates requests with it (the addon's checkSampling), so a request is refused exactly when the
+// sampler would refuse it. Returns the first field refused, or nothing.
+std::optional<SamplingRefusal> refuse_sampling(const SamplingParams& params, int V);
+
+// One row of sample(): its settings (refuse_sampling), and its history tokens against the vocabulary V.
 void check_sampling_row(int row, int V, const SamplingParams& params, const int32_t* history, int history_len);
 
 // kv_forward(n, slots, n_new, tokens) against a cache of n_slots whose slots hold lengths[slot] tokens: each slot

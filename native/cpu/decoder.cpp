@@ -27,29 +27,6 @@ namespace {
 // Rows per pass through the layers: enough for the tiled matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
 
-// In place: s[0, n) = softmax(s[0, n)).
-void softmax_inplace(float* s, int n) {
-  float max = -INFINITY;
-  for (int i = 0; i < n; ++i) max = std::max(max, s[i]);
-  float sum = 0.0f;
-  int i = 0;
-#ifdef DIXIE_AVX2
-  const __m256 vmax = _mm256_set1_ps(max);
-  __m256 vsum = _mm256_setzero_ps();
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), vmax));
-    _mm256_storeu_ps(s + i, e);
-    vsum = _mm256_add_ps(vsum, e);
-  }
-  sum = hsum(vsum);
-#endif
-  for (; i < n; ++i) {
-    s[i] = std::exp(s[i] - max);
-    sum += s[i];
-  }
-  scale(s, 1.0f / sum, n);
-}
-
 // out[0, hs) = sum over t < n of p[t] * v[t, 0:hs]: per element an fma chain over t, held in registers 64 lanes
 // at a time.
 void weighted_sum(float* out, const float* p, const float* v, int n, int hs) {
@@ -219,7 +196,7 @@ struct CpuDecoder::State {
       float* s = scores.data() + static_cast<size_t>(thread) * c.n_ctx;
       const float* k = keys(layer, slot, h);
       for (int t = 0; t < n_keys; ++t) s[t] = dot(q, k + static_cast<size_t>(t) * hs, hs) * inv_sqrt;
-      softmax_inplace(s, n_keys);
+      softmax(s, s, n_keys);
       weighted_sum(atty.data() + static_cast<size_t>(r) * C + h * hs, s, values(layer, slot, h), n_keys, hs);
     });
   }

@@ -516,32 +516,7 @@ float crossentropy_forward(float* probs, float* losses, const float* logits, con
       const float* x = logits + r * V;
       float* p = probs + r * V;
       const float target_logit = x[targets[r]];  // read before an in-place softmax overwrites it
-      float mx = -INFINITY;
-      int i = 0;
-#ifdef DIXIE_AVX2
-      __m256 vmax = _mm256_set1_ps(-INFINITY);
-      for (; i + 8 <= V; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
-      mx = hmax(vmax);
-#endif
-      for (; i < V; ++i) mx = std::max(mx, x[i]);
-      float sum = 0.0f;
-      i = 0;
-#ifdef DIXIE_AVX2
-      const __m256 vm = _mm256_set1_ps(mx);
-      __m256 acc = _mm256_setzero_ps();
-      for (; i + 8 <= V; i += 8) {
-        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-        _mm256_storeu_ps(p + i, e);
-        acc = _mm256_add_ps(acc, e);
-      }
-      sum = hsum(acc);
-#endif
-      for (; i < V; ++i) {
-        p[i] = std::exp(x[i] - mx);
-        sum += p[i];
-      }
-      scale(p, 1.0f / sum, V);
-      losses[r] = std::log(sum) + mx - target_logit;
+      losses[r] = softmax(p, x, V) - target_logit;
     }
   });
   double total = 0.0;  // serial, so the mean does not depend on the thread count

@@ -40,25 +40,6 @@ struct RowScratch {
 };
 thread_local RowScratch scratch;
 
-// p[i] = exp((l[i] - max) * inv_t) for i < n; returns the sum.
-double exp_shifted(float* p, const float* l, int n, float max, float inv_t) {
-  int i = 0;
-  double sum = 0.0;
-#ifdef DIXIE_AVX2
-  const __m256 vmax = _mm256_set1_ps(max), vinv = _mm256_set1_ps(inv_t);
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp256(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(l + i), vmax), vinv));
-    _mm256_storeu_ps(p + i, e);
-    sum += hsum(e);
-  }
-#endif
-  for (; i < n; ++i) {
-    p[i] = std::exp((l[i] - max) * inv_t);
-    sum += p[i];
-  }
-  return sum;
-}
-
 int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uint64_t* rng, const int32_t* history,
                    int history_len) {
   RowScratch& s = scratch;
@@ -103,7 +84,7 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
   const float inv_t = 1.0f / sp.temperature;
   double total = 0.0;
   if (n == V) {
-    total = exp_shifted(p, l, V, max, inv_t);  // order is the identity here
+    total = exp_sum(p, l, V, max, inv_t);  // order is the identity here
   } else {
     for (int i = 0; i < n; ++i) {
       p[i] = std::exp((l[order[i]] - max) * inv_t);

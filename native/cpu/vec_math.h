@@ -2,6 +2,7 @@
 // exp is a Cephes-style polynomial good to ~2 ulp, so vector and scalar paths agree far inside the test
 // tolerances (1e-5 absolute on logits).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -117,6 +118,49 @@ inline void scale(float* x, float alpha, int n) {
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(a, _mm256_loadu_ps(x + i)));
 #endif
   for (; i < n; ++i) x[i] *= alpha;
+}
+
+// The largest of x[0, n); -inf when n is 0.
+inline float max_of(const float* x, int n) {
+  int i = 0;
+  float mx = -INFINITY;
+#ifdef DIXIE_AVX2
+  if (n >= 8) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+    mx = hmax(vmax);
+  }
+#endif
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  return mx;
+}
+
+// p[i] = e^((x[i] - shift) * mul) for i < n (p may be x); returns their sum. The sum is kept in double: over a
+// vocabulary of 50,257 a float sum would lose the smallest terms, and top-p and sampling compare against it.
+inline double exp_sum(float* p, const float* x, int n, float shift, float mul) {
+  int i = 0;
+  double sum = 0.0;
+#ifdef DIXIE_AVX2
+  const __m256 vshift = _mm256_set1_ps(shift), vmul = _mm256_set1_ps(mul);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp256(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vshift), vmul));
+    _mm256_storeu_ps(p + i, e);
+    sum += hsum(e);
+  }
+#endif
+  for (; i < n; ++i) {
+    p[i] = std::exp((x[i] - shift) * mul);
+    sum += p[i];
+  }
+  return sum;
+}
+
+// p = softmax(x) over n values (p may be x); returns log(sum of e^x[i]), the log-partition a loss needs.
+inline float softmax(float* p, const float* x, int n) {
+  const float mx = max_of(x, n);
+  const double sum = exp_sum(p, x, n, mx, 1.0f);
+  scale(p, static_cast<float>(1.0 / sum), n);
+  return mx + static_cast<float>(std::log(sum));
 }
 
 }  // namespace dixie

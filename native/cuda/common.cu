@@ -1,5 +1,7 @@
 #include "common.cuh"
 
+#include <unistd.h>
+
 #include "core/backend.h"
 
 namespace dixie {
@@ -31,15 +33,18 @@ void* device_alloc(size_t bytes, const char* what) {
 
 }  // namespace cuda
 
+// The runtime answers "driver too old" on a machine with no NVIDIA driver at all, which is how a machine without a
+// GPU looks; the driver's device node tells the two apart, so that only a real GPU hears about its driver.
 int cuda_device_count(std::string* why) {
   int n = 0;
   const cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    if (why) *why = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+    const bool no_gpu = err == cudaErrorNoDevice || (err == cudaErrorInsufficientDriver && access("/dev/nvidiactl", F_OK) != 0);
+    if (why) *why = no_gpu ? "no GPU found" : std::string("the GPU is not usable: ") + cudaGetErrorName(err) + ", " + cudaGetErrorString(err);
     return 0;
   }
-  if (n == 0 && why) *why = "no CUDA device";
+  if (n == 0 && why) *why = "no GPU found";
   return n;
 }
 

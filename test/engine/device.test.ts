@@ -2,6 +2,7 @@
 // a usable GPU (CI), 'auto' must give a working CPU model with one notice, and 'cuda' a clear error; with one,
 // 'cuda' must run the reference vectors.
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Model, setComputeDefaults } from '../../lib/engine/model';
@@ -92,8 +93,9 @@ t.test("'auto' without a GPU prints one notice per process, however many models"
   `;
   const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
   t.equal(child.status, 0, child.stderr);
-  const notices = child.stderr.split('\n').filter((line) => line.startsWith('dixie: no CUDA device'));
+  const notices = child.stderr.split('\n').filter((line) => line.startsWith('dixie: '));
   // An addon built without CUDA has nothing to explain: 'auto' simply means the CPU.
   t.equal(notices.length, child.stdout === 'true' ? 1 : 0, `notices: ${JSON.stringify(notices)}`);
-  if (notices.length === 1) t.match(notices[0], /device 'auto' runs on the CPU/);
+  // On a machine without an NVIDIA driver the runtime says the driver is too old: the notice must not.
+  if (notices.length === 1) t.match(notices[0], fs.existsSync('/dev/nvidiactl') ? /running on the CPU$/ : /^dixie: no GPU found, running on the CPU$/);
 });

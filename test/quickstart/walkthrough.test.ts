@@ -49,7 +49,7 @@ t.test('the quick start, with a model trained for a few steps, then served and t
   t.match(train.stdout, new RegExp(`stopped at step ${STEPS}; checkpoint checkpoint/chat/model-${STEPS}\\n$`));
   t.comment(`trained ${STEPS} steps in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   t.notMatch(train.stdout, /overfits/, 'no warning meant for fine-tuning GPT-2, for a fresh model');
-  t.notMatch(train.stderr, /dixie: no CUDA device/, 'no driver error on a machine without a GPU');
+  t.notMatch(train.stderr, /driver/, 'no driver error on a machine without a GPU');
   t.ok((train.stdout.match(/no GPU found/g) ?? []).length <= 1, 'a missing GPU said at most once');
   t.match(train.stdout, /^(no GPU found, running on the CPU\n)?fresh model: 4 layers/);
 
