@@ -10,14 +10,15 @@
 #   bash bench/gpu.sh            from the repository root
 #   DIXIE_CUDA_ARCHS=90a ...     other CUDA architectures (default: 90, the H100/H200)
 #   GPU_BUDGET_S=480 ...         sections that would start later than this are skipped
-#   GPU_LOG_DIR=dir ...          where the section logs go (default /tmp/dixie-gpu); with $OUT set, the
-#                                summary and all logs in one file are also written there
+#   GPU_LOG_DIR=dir ...          where the section logs go (default $TMPDIR/dixie-gpu, $TMPDIR being /tmp when
+#                                unset); with $OUT set, the summary and all logs in one file are also written there
+#   BUILD_DIR=dir ...            where the checks program is built (default $TMPDIR/dixie-gpu-build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="$PATH:/usr/local/cuda/bin"
-BUILD_DIR=${BUILD_DIR:-/tmp/dixie-gpu-build}
-LOG_DIR=${GPU_LOG_DIR:-/tmp/dixie-gpu}
+BUILD_DIR=${BUILD_DIR:-${TMPDIR:-/tmp}/dixie-gpu-build}
+LOG_DIR=${GPU_LOG_DIR:-${TMPDIR:-/tmp}/dixie-gpu}
 ARCHS=${DIXIE_CUDA_ARCHS:-90}
 mkdir -p "$LOG_DIR"
 START=$(date +%s)

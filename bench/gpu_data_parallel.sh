@@ -6,9 +6,11 @@
 # "### data-parallel" table. Needs node, the repository's node_modules (for cmake-js) and mpirun; says SKIP without.
 #
 #   bash bench/gpu_data_parallel.sh BUILD_DIR ARCHS
+# BUILD_DIR defaults to $TMPDIR/dixie-gpu-build ($TMPDIR: /tmp when unset), ARCHS to 90; the runs go to a fresh
+# folder under $TMPDIR, removed at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${1:-/tmp/dixie-gpu-build}/addon
+BUILD=${1:-${TMPDIR:-/tmp}/dixie-gpu-build}/addon
 ARCHS=${2:-90}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
@@ -32,7 +34,7 @@ if [ ! -f "$BUILD/Release/dixie_native.node" ] || [ ! -f dist/bin/commands/train
   exit 1
 fi
 export DIXIE_ADDON="$BUILD/Release/dixie_native.node"
-WORK=$(mktemp -d /tmp/dixie-dp-XXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dixie-dp-XXXX")
 DATA=examples/chat/train
 
 # train RUN RANKS FLAGS...: one bin/train run on the GPU (mpirun -np RANKS, or plain when RANKS is 0), in $WORK.

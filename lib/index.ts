@@ -1,9 +1,37 @@
-// dixie as a library: `require('dixie')`. The same modules the commands in bin/ are built from, grouped by
-// concern; README.md ("The library") shows them in use.
+// dixie as a library: `require('dixie')`, typed by the TypeScript declarations beside it. The same modules the
+// commands in bin/ are built from, grouped by concern below: `Model` (load, create, forward, backward,
+// step, parameters and gradients by Hugging Face name, save), `loadTokenizer`/`Tokenizer`/`StreamDecoder`/
+// `EncoderPool`, `Generator`/`Batcher`/`ChatSession`, `train`, `loadDataset`/`encodeDataset`, `importTFCheckpoint`,
+// `writeGguf`, `downloadModel`, `openSafetensors`/`writeSafetensors`, `createServer`/`loadServerConfig`,
+// `createChatbotSanitizer`. README.md ("The library") shows them in use (examples/library/train_and_generate.js).
+//
+// Every heavy call returns a promise and runs off the event loop on the engine's thread pool; the calls on one
+// model are queued, never overlapped. The package's `exports` map gives this API, and lets a script inside a clone
+// `require('dixie')` itself (after `npm install`), as the example does when run from the clone.
 
 // The engine: a GPT-2 in native memory (forward, backward, optimizer steps, parameters by Hugging Face name).
+// The Model API in brief (lib/engine/model.ts has the full contract):
+//   Model.load(dir, options)   a model folder (config.json + model.safetensors, or model.gguf); options: threads
+//                              (default one per core), maxBatch, maxSeq (training memory is planned once for
+//                              maxBatch x maxSeq), recompute (memory-saving gradients), trainable: false (inference
+//                              only), weightDtype ('f32', or 'f16'/'bf16'/'q8_0' for inference), device, adapter
+//                              (a PEFT LoRA folder, merged into the weights as they load; model.adapter says which).
+//   Model.create(config, options)                 fresh weights with GPT-2's initialisation, from `seed`.
+//   forward(inputs, targets, B, T, logitsOut?)    mean cross-entropy over [B, T] token ids (`targets` may be null);
+//                                                 logits [B, T, V] into logitsOut.
+//   backward(), zeroGrad()                        gradients of the last forward, accumulated until zeroed
+//                                                 (micro-batches).
+//   step({optimizer: 'adamw' or 'sgd', lr, beta1, beta2, eps, weightDecay, gradScale, gradClip})
+//                                                 one update; resolves to the gradient norm. setTrainable(fn) and
+//                                                 setWeightDecay(fn) choose tensors by name.
+//   getParam(name), setParam(name, data), getGrad(name), tensors
+//                                                 by Hugging Face name (h.0.attn.c_attn.weight), shapes as Hugging
+//                                                 Face has them.
+//   save(dir), saveOptimizer(file), loadOptimizer(file)
+//                                                 atomic writes; save writes config.json + model.safetensors.
+//   memory(), dispose()                           bytes by kind; free the native memory now.
 export { Model, WEIGHTS_FILE, CONFIG_FILE, hfConfigJson } from './engine/model';
-export type { GPT2Config, ModelOptions } from './engine/model';
+export type { GPT2Config, ModelAdapter, ModelLoadOptions, ModelOptions } from './engine/model';
 export { loadAddon } from './engine/native';
 export type {
   DeviceRequest,
@@ -30,6 +58,9 @@ export { importTFCheckpoint } from './formats/import_tf';
 export type { ImportOptions, ImportResult } from './formats/import_tf';
 export { writeGguf, GGUF_WEIGHT_TYPES } from './formats/gguf';
 export type { GgufExportOptions, GgufWeightType } from './formats/gguf';
+// LoRA adapters in Hugging Face PEFT's format (docs/lora.md): Model.load(base, { adapter }) merges one as it loads.
+export { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, readPeftAdapter, writePeftAdapter } from './formats/peft';
+export type { LoraConfig, LoraModule, PeftAdapter, PeftAdapterToWrite } from './formats/peft';
 export { downloadModel } from './download/download_model';
 export type { DownloadOptions } from './download/download_model';
 

@@ -37,6 +37,7 @@ async function main(): Promise<void> {
       + 'You write as yourself (1), the model answers as the audience (0). Commands: /reset starts over, /quit leaves.')
     .option('model_name', { type: 'string', default: '124M', describe: 'model name or folder' })
     .option('restore_from', { type: 'string', describe: 'a model folder to chat with instead: a checkpoint, or a training run folder (its latest checkpoint)' })
+    .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors), merged into the model as it loads' })
     .option('audience', { type: 'string', describe: "who the model plays (default: offered from the model's training record)" })
     .option('length', { type: 'number', default: 64, describe: 'tokens per reply at most' })
     .options(samplingFlags({ temperature: 0.8, top_k: 40, penalize: 0.85, seed: 'random seed (reply i uses seed + i)' }))
@@ -55,7 +56,7 @@ async function main(): Promise<void> {
   const name = argv.restore_from ?? argv.model_name;
   const audiences = argv.audience !== undefined ? [argv.audience] : trainedAudiences(resolveModel(name).dir);
   if (audiences.length === 0) throw new Error(`${name}: no training record lists the audiences; give --audience <name>`);
-  const gen = await Generator.load(name, { dtype: argv.dtype, threads: argv.threads, slots: 1 });
+  const gen = await Generator.load(name, { dtype: argv.dtype, threads: argv.threads, adapter: argv.adapter, slots: 1 });
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
   const lines = rl[Symbol.asyncIterator]();
   let replying: AbortController | null = null;

@@ -1,5 +1,5 @@
-// bin/generate: samples from a GPT-2 model as the original tools' generate_unconditional_samples.py and
-// interactive_conditional_samples.py did, streaming each sample token by token.
+// bin/generate: samples from a GPT-2 model with the flags of generate_unconditional_samples.py and
+// interactive_conditional_samples.py (docs/compatibility.md), streaming each sample token by token.
 import fs from 'node:fs';
 import readline from 'node:readline';
 import yargs from 'yargs';
@@ -94,6 +94,7 @@ async function main(): Promise<void> {
       + '(a prompt, its samples, a prompt again) when no --prompt is given and stdin is a terminal.')
     .option('model_name', { type: 'string', default: '124M', describe: 'model name or folder (see bin/download-model)' })
     .option('restore_from', { type: 'string', describe: 'a model folder to sample from instead: a checkpoint, or a training run folder (its latest checkpoint)' })
+    .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors), merged into the model as it loads' })
     .option('nsamples', { type: 'number', default: 1, describe: 'number of samples' })
     .option('batch_size', { type: 'number', default: 1, describe: 'samples decoded together (nsamples need not be a multiple)' })
     .option('length', { type: 'number', describe: 'tokens per sample at most (default: half the context)' })
@@ -104,6 +105,7 @@ async function main(): Promise<void> {
     .options(COMPUTE_FLAGS)
     .example('$0 --nsamples 3 --length 100 --top_k 40', 'three unconditional samples from 124M')
     .example('$0 --restore_from checkpoint/run1 --prompt "1|mom|Hi! <EOM>" --penalize 0.85', 'a fine-tuned model')
+    .example('$0 --adapter adapters/mom --prompt "1|mom|Hi! <EOM>"', '124M with a LoRA adapter (docs/lora.md)')
     .check((a) => {
       for (const [name, v] of [['nsamples', a.nsamples], ['batch_size', a.batch_size]] as const) {
         if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be an integer >= 1, got ${v}`);
@@ -132,6 +134,7 @@ async function main(): Promise<void> {
   const gen = await Generator.load(name, {
     dtype: argv.dtype,
     threads: argv.threads,
+    adapter: argv.adapter,
     slots: argv.batch_size,
   });
   const args: SampleArgs = {

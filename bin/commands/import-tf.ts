@@ -1,4 +1,4 @@
-// bin/import-tf: converts a GPT-2 TensorFlow checkpoint (OpenAI's release, or a run of the original tools)
+// bin/import-tf: converts a GPT-2 TensorFlow checkpoint (OpenAI's release, or a TensorFlow training run)
 // into a dixie model folder (config.json + model.safetensors + vocabulary).
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -32,7 +32,7 @@ async function main(): Promise<void> {
     .scriptName('import-tf')
     .usage('$0 <checkpoint> [out]\n\nConverts a GPT-2 TensorFlow checkpoint into a model folder that every dixie command reads. '
       + '<checkpoint> is OpenAI\'s release folder (hparams.json, encoder.json, vocab.bpe, model.ckpt.*), a run folder of '
-      + 'the original tools (checkpoint/run1: a `checkpoint` file naming model-N), or a checkpoint prefix (…/model-1000).')
+      + 'TensorFlow training (checkpoint/run1: a `checkpoint` file naming model-N), or a checkpoint prefix (…/model-1000).')
     .positional('checkpoint', { type: 'string', describe: 'checkpoint folder or prefix' })
     .positional('out', { type: 'string', describe: 'model folder to write (may be the checkpoint folder itself)' })
     .option('hparams', { type: 'string', describe: 'hparams.json (or config.json) of the base model, when the run folder has none' })

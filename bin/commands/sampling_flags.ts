@@ -1,4 +1,4 @@
-// The sampling and model-loading flags of generate and chat, under the original tools' names, each command with
+// The sampling and model-loading flags of generate and chat, under the TensorFlow tools' names (docs/compatibility.md), each command with
 // its own defaults; and their translation into lib/generate's settings.
 import type { SamplingOptions } from '../../lib/generate/sequence';
 import type { WeightDType } from '../../lib/engine/native';
@@ -30,7 +30,7 @@ export function samplingOptions(argv: { temperature: number; top_k: number; top_
   return {
     temperature: argv.temperature,
     topK: argv.top_k,
-    topP: argv.top_p === 0 ? 1 : argv.top_p,  // the original tools' 0 meant off
+    topP: argv.top_p === 0 ? 1 : argv.top_p,  // --top_p 0 means off
     penalize: argv.penalize,
   };
 }

@@ -1,4 +1,4 @@
-// bin/train: fine-tunes GPT-2 (or trains a fresh one) on a dataset, with the original tools' flags.
+// bin/train: fine-tunes GPT-2 (or trains a fresh one) on a dataset, with train.py's flags (docs/compatibility.md).
 // The work is lib/train/train.ts; this file parses flags, joins the MPI job when mpirun started it, and wires
 // Ctrl-C.
 import yargs from 'yargs';
@@ -18,7 +18,7 @@ async function main(): Promise<void> {
         'Fine-tunes a GPT-2 model on a dataset (text, chat logs, .npz, or a token file from bin/encode), saving ' +
         'checkpoints to checkpoint/<run_name>/ and samples to samples/<run_name>/. Chat files are checked first. ' +
         'Ctrl-C stops after the current step (with --save_on_ctrlc it saves first); Ctrl-C twice stops at once. ' +
-        'Started by mpirun, every rank trains its slice of each batch (data-parallel; see README).',
+        'Started by mpirun, every rank trains its slice of each batch (data-parallel; see docs/training.md).',
     )
     .option('dataset', { type: 'string', demandOption: true, describe: "input file, folder (recursively) or glob (quoted: 'data/*.train'): UTF-8 text, chat logs, .npz or a bin/encode token file" })
     .option('check', { type: 'boolean', default: false, describe: 'only check the dataset as chat logs (every malformed line, a summary) and exit' })

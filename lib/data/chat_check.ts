@@ -2,7 +2,7 @@
 // and why, and sums up what a dataset holds.
 import { parseLines, SIDE } from './chat_format';
 
-// Under this much text a 124M model overfits (the original tools' advice).
+// Under this much text a 124M model overfits (docs/compatibility.md): --check warns.
 export const SMALL_DATASET_BYTES = 2_000_000;
 
 export interface ChatIssue {

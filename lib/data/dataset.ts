@@ -1,4 +1,4 @@
-// Loading a training dataset as the original tools' load_dataset did: `--dataset` names files (see files.ts);
+// Loading a training dataset by load_dataset's rules (docs/compatibility.md): `--dataset` names files (see files.ts);
 // text files are read in order and joined with <|endoftext|> into chunks of at least `combine` characters,
 // then encoded; an .npz adds its arrays as chunks; a token file (bin/encode) is read in place. Text files are
 // checked to be text (text_file.ts) and chat files to be well formed (chat_check.ts) on the way.

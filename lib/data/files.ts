@@ -1,5 +1,5 @@
 // What `--dataset` names: a file, a folder (every file below it, recursively) or a glob pattern
-// (`*`, `?`, `[abc]`, and `**` for any number of folders), as the original tools' load_dataset took it.
+// (`*`, `?`, `[abc]`, and `**` for any number of folders), as load_dataset takes it (docs/compatibility.md).
 // Files come back sorted, so a dataset's chunks (and so its batches under a seed) never depend on the
 // order the file system lists them in.
 import fs from 'node:fs';

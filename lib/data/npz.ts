@@ -1,4 +1,4 @@
-// The original tools' pre-encoded datasets: encode.py's .npz, a zip (stored or deflated, ZIP64 when numpy
+// Pre-encoded datasets: encode.py's .npz (docs/compatibility.md), a zip (stored or deflated, ZIP64 when numpy
 // forces it) of .npy arrays of token ids, one array per chunk. Only what those files use is read: 1-D (or
 // C-order) integer arrays, little-endian.
 import fs from 'node:fs';

@@ -1,6 +1,6 @@
 // A tokenized dataset as training sees it: token ids cut into chunks (a chunk is one run of text, files
 // joined by <|endoftext|>; a training window never crosses from one chunk into the next). Two kinds: tokens
-// held in memory (text encoded at start-up, the original tools' .npz), and a token file read in place
+// held in memory (text encoded at start-up, encode.py's .npz), and a token file read in place
 // (lib/data/token_file.ts).
 export interface TokenSource {
   // Where the tokens came from, for messages.

@@ -13,7 +13,8 @@ import {
 } from './native';
 import { hfConfigFields, inspectModelFolder } from '../formats/model_folder';
 import { GGML_TYPE, GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
-import { openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
+import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
+import { adapterDeltas, readPeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan } from './memory_plan';
 import { writeTextAtomic } from '../util/atomic_file';
 import { Rng } from '../util/rng';
@@ -21,6 +22,16 @@ import { readJsonObject } from '../util/json_file';
 
 export type GPT2Config = NativeConfig;
 export interface ModelOptions extends NativeOptions {}
+
+export interface ModelLoadOptions extends ModelOptions {
+  adapter?: string;  // a PEFT LoRA adapter folder (formats/peft.ts), merged into the weights as they load
+}
+
+// The adapter a loaded model carries merged into its weights, for whoever shows what a model is.
+export interface ModelAdapter {
+  dir: string;
+  config: LoraConfig;
+}
 
 // The device and precision of models whose options name none: set once per process by the commands'
 // --device and --precision flags.
@@ -99,6 +110,13 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 // collector runs). A slab holds whole groups of 32 rows, as a q8_0 model takes its layer matrices.
 const SLAB_BYTES = 16 << 20;
 
+// The buffers of one load: the slab, and float32 room for the values of a 16-bit slab that an adapter changes,
+// widened before its delta is added (made at its first use, twice the slab's bytes).
+interface Slabs {
+  buffer: ArrayBuffer;
+  wide: Float32Array | null;
+}
+
 // Where a tensor holds a NaN or an infinity, and which; null when every value is finite. Such weights load
 // without complaint and then generate nothing but "?", so loading refuses them. Tested on the bits, as stored
 // (a float's exponent all ones), in one pass over data already in memory.
@@ -117,6 +135,7 @@ function firstNonFinite(data: Float32Array | Uint16Array, dtype: 'F32' | 'F16' |
 
 export class Model {
   readonly config: GPT2Config;
+  readonly adapter: ModelAdapter | null;
   readonly tensors: readonly NativeTensorInfo[];
   readonly native: NativeModel;
   private readonly byName: Map<string, NativeTensorInfo>;
@@ -127,8 +146,9 @@ export class Model {
   private weightChanges = 0;
   private disposed = false;
 
-  private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource) {
+  private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource, adapter: PeftAdapter | null = null) {
     this.config = { ...config };
+    this.adapter = adapter && { dir: adapter.dir, config: adapter.config };
     const nativeOptions: NativeOptions = {
       ...options,
       device: options.device ?? computeDefaults.device,
@@ -146,20 +166,27 @@ export class Model {
     this.decayFlags = Uint8Array.from(this.tensors, (t) => (t.isMatrix ? 1 : 0));
   }
 
-  static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
+  // With `adapter`, a PEFT LoRA adapter folder: checked against the base before anything is allocated, and merged
+  // into each weight it changes as the weight streams in (writeSlabs), so that every weight type holds the merged
+  // values (q8_0 quantizes them).
+  static async load(dir: string, options: ModelLoadOptions = {}): Promise<Model> {
+    const { adapter: adapterDir, ...modelOptions } = options;
     const folder = inspectModelFolder(dir);
-    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, options);
+    const adapter = adapterDir === undefined ? null : readPeftAdapter(adapterDir);
+    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, modelOptions, adapter);
     if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
       throw new Error(`${dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${dir} <output folder>\``);
     }
     const json = readJsonObject(folder.configFile);
     checkComputeConfig(folder.configFile, json);
     const fields = hfConfigFields(json);
+    const source: ConfigSource = { where: folder.configFile, fieldName: (key) => fields[key] };
+    const deltas = adapter && adapterDeltas(adapter, folder.config, source);
     const file = openSafetensors(folder.weights);
     let model: Model | null = null;
     try {
-      model = new Model(folder.config, options, { where: folder.configFile, fieldName: (key) => fields[key] });
-      model.loadWeights(file, folder.configFile);
+      model = new Model(folder.config, modelOptions, source, adapter);
+      model.loadWeights(file, folder.configFile, deltas);
       return model;
     } catch (err) {
       model?.dispose();
@@ -172,7 +199,7 @@ export class Model {
   // A GGUF file of llama.cpp's "gpt2" architecture (formats/gguf.ts): the config from its metadata, the tensors by
   // llama.cpp's names, q8_0 ones expanded to float32 exactly (and quantized again into the very same blocks when the
   // model stores q8_0).
-  private static loadGguf(file: string, options: ModelOptions): Model {
+  private static loadGguf(file: string, options: ModelOptions, adapter: PeftAdapter | null): Model {
     const g = openGguf(file);
     let model: Model | null = null;
     try {
@@ -181,8 +208,10 @@ export class Model {
       if (quantized && (options.trainable ?? true)) {
         throw new Error(`${file}: tensor "${quantized.name}" is q8_0: 8-bit weights are for inference only, and dixie does not train from them (load with trainable: false, or train from a float32, f16 or bf16 model)`);
       }
-      model = new Model(config, options, { where: file, fieldName: (key) => GGUF_FIELDS[key] });
-      model.loadGgufWeights(g);
+      const source: ConfigSource = { where: file, fieldName: (key) => GGUF_FIELDS[key] };
+      const deltas = adapter && adapterDeltas(adapter, config, source);
+      model = new Model(config, options, source, adapter);
+      model.loadGgufWeights(g, deltas);
       return model;
     } catch (err) {
       model?.dispose();
@@ -210,11 +239,13 @@ export class Model {
     return model;
   }
 
-  // Writes tensor `info` ([rows, cols], or a vector) a slab of rows at a time through `buffer`: fill(r0, r1, dst) puts
+  // Writes tensor `info` ([rows, cols], or a vector) a slab of rows at a time through `slabs`: fill(r0, r1, dst) puts
   // rows [r0, r1) into dst, values of `dtype`, which are checked for NaNs and infinities (named after `where`).
-  private writeSlabs(info: NativeTensorInfo, dtype: 'F32' | 'F16' | 'BF16', buffer: ArrayBuffer, where: string,
-    fill: (r0: number, r1: number, dst: Float32Array | Uint16Array) => void): void {
+  // addRows, an adapter's delta of the tensor, is added to each slab in float32 before it is written.
+  private writeSlabs(info: NativeTensorInfo, dtype: 'F32' | 'F16' | 'BF16', slabs: Slabs, where: string,
+    fill: (r0: number, r1: number, dst: Float32Array | Uint16Array) => void, addRows?: AddDeltaRows): void {
     const [rows, cols] = info.shape.length === 2 ? info.shape : [1, info.numel];
+    const { buffer } = slabs;
     const bytes = dtype === 'F32' ? 4 : 2;
     const step = Math.max(32, Math.floor(buffer.byteLength / bytes / cols / 32) * 32);
     for (let r0 = 0; r0 < rows; r0 += step) {
@@ -224,18 +255,31 @@ export class Model {
       fill(r0, r1, dst);
       const bad = firstNonFinite(dst, dtype);
       if (bad) throw new Error(`${where} has ${bad.value} at element ${r0 * cols + bad.index}`);
-      this.native.writeParams(info.offset + r0 * cols, dst, dtype === 'F32' ? 'f32' : dtype === 'F16' ? 'f16' : 'bf16');
+      if (addRows) {
+        let merged: Float32Array;
+        if (dst instanceof Float32Array) {
+          merged = dst;
+        } else {
+          slabs.wide ??= new Float32Array(buffer.byteLength / 2);
+          merged = (dtype === 'F16' ? f16ToF32 : bf16ToF32)(dst, slabs.wide.subarray(0, n));
+        }
+        addRows(r0, r1, merged);
+        this.native.writeParams(info.offset + r0 * cols, merged, 'f32');
+      } else {
+        this.native.writeParams(info.offset + r0 * cols, dst, dtype === 'F32' ? 'f32' : dtype === 'F16' ? 'f16' : 'bf16');
+      }
     }
   }
 
-  // A buffer for writeSlabs that takes every tensor's slabs: at least 32 rows of the widest.
-  private slabBuffer(): ArrayBuffer {
-    return new ArrayBuffer(Math.max(SLAB_BYTES, ...this.tensors.map((t) => 32 * 4 * (t.shape.length === 2 ? t.shape[1] : t.numel))));
+  // Buffers for writeSlabs that take every tensor's slabs: at least 32 rows of the widest.
+  private slabBuffers(): Slabs {
+    return { buffer: new ArrayBuffer(Math.max(SLAB_BYTES, ...this.tensors.map((t) => 32 * 4 * (t.shape.length === 2 ? t.shape[1] : t.numel)))), wide: null };
   }
 
-  // Streams the file's tensors into native memory one at a time, checking names, shapes and completeness.
-  private loadWeights(file: SafetensorsFile, configFile: string): void {
-    const buffer = this.slabBuffer();
+  // Streams the file's tensors into native memory one at a time, checking names, shapes and completeness, and adding
+  // an adapter's deltas (by tensor name) to the tensors they change.
+  private loadWeights(file: SafetensorsFile, configFile: string, deltas: ReadonlyMap<string, AddDeltaRows> | null): void {
+    const slabs = this.slabBuffers();
     const loaded = new Set<string>();
     let lmHead: string | null = null;
     for (const entry of file.tensors) {
@@ -255,8 +299,8 @@ export class Model {
         throw new Error(`${file.path}: tensor "${entry.name}" has dtype ${entry.dtype}; weights must be F32, F16 or BF16`);
       }
       const cols = info.shape.length === 2 ? info.shape[1] : info.numel;
-      this.writeSlabs(info, entry.dtype, buffer, `${file.path}: tensor "${entry.name}"`,
-        (r0, _r1, dst) => file.readRange(entry, r0 * cols * dst.BYTES_PER_ELEMENT, dst));
+      this.writeSlabs(info, entry.dtype, slabs, `${file.path}: tensor "${entry.name}"`,
+        (r0, _r1, dst) => file.readRange(entry, r0 * cols * dst.BYTES_PER_ELEMENT, dst), deltas?.get(name));
       loaded.add(name);
     }
     const missing = this.tensors.filter((t) => !loaded.has(t.name)).map((t) => t.name);
@@ -267,9 +311,10 @@ export class Model {
   }
 
   // Every tensor of a GGUF file into native memory, one at a time: names, dims (innermost first) and completeness
-  // checked as for safetensors; an output.weight must repeat token_embd.weight, the head being tied.
-  private loadGgufWeights(g: GgufFile): void {
-    const buffer = this.slabBuffer();
+  // checked as for safetensors; an output.weight must repeat token_embd.weight, the head being tied. An adapter's
+  // deltas are added as for safetensors.
+  private loadGgufWeights(g: GgufFile, deltas: ReadonlyMap<string, AddDeltaRows> | null): void {
+    const slabs = this.slabBuffers();
     const loaded = new Set<string>();
     for (const t of g.tensors) {
       if (t.name === GGUF_OUTPUT) continue;
@@ -282,8 +327,8 @@ export class Model {
         throw new Error(`${g.path}: tensor "${t.name}" has dims [${t.dims.join(', ')}] but the metadata implies [${dims.join(', ')}]`);
       }
       const [rows, cols] = info.shape.length === 2 ? info.shape : [1, info.numel];
-      this.writeSlabs(info, g.valueType(t), buffer, `${g.path}: tensor "${t.name}" (${ggmlTypeName(t.type)})`,
-        (r0, r1, dst) => g.readRows(t, hf.transposed, rows, cols, r0, r1, dst));
+      this.writeSlabs(info, g.valueType(t), slabs, `${g.path}: tensor "${t.name}" (${ggmlTypeName(t.type)})`,
+        (r0, r1, dst) => g.readRows(t, hf.transposed, rows, cols, r0, r1, dst), deltas?.get(info.name));
       loaded.add(info.name);
     }
     const missing = this.tensors.filter((t) => !loaded.has(t.name)).map((t) => t.name);
@@ -401,13 +446,22 @@ export class Model {
 
   // ---- files ----
 
-  save(dir: string): Promise<void> {
+  // config.json and model.safetensors (float32), each written atomically; onProgress after each tensor, with the
+  // bytes written so far.
+  save(dir: string, options: { onProgress?: (bytes: number, totalBytes: number) => void } = {}): Promise<void> {
     return this.enqueue(async () => {
+      const totalBytes = this.tensors.reduce((n, t) => n + 4 * t.numel, 0);
+      let bytes = 0;
       const tensors: TensorToWrite[] = this.tensors.map((t) => ({
         name: t.name,
         dtype: 'F32',
         shape: t.shape,
-        data: () => this.getParam(t.name),
+        data: () => {
+          const data = this.getParam(t.name);
+          bytes += data.byteLength;
+          options.onProgress?.(bytes, totalBytes);
+          return data;
+        },
       }));
       await writeSafetensors(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' });
       await writeTextAtomic(path.join(dir, CONFIG_FILE), `${JSON.stringify(hfConfigJson(this.config), null, 2)}\n`);

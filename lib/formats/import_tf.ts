@@ -1,4 +1,4 @@
-// GPT-2 TensorFlow checkpoints (OpenAI's release, and runs fine-tuned with the original tools) into dixie's
+// GPT-2 TensorFlow checkpoints (OpenAI's release, and TensorFlow training runs fine-tuned from it) into dixie's
 // model folder: config.json + model.safetensors with Hugging Face's names, plus the vocabulary. Tensors
 // stream one at a time from the checkpoint into the safetensors writer, each checked against its crc32c.
 import fs from 'node:fs';

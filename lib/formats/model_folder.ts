@@ -3,7 +3,7 @@
 //   gguf            model.gguf: llama.cpp's file, its config and vocabulary in its metadata (vocabulary files beside
 //                   it win), read where there is no model.safetensors;
 //   openai-release  OpenAI's release: hparams.json + encoder.json + vocab.bpe + a TF checkpoint (model.ckpt.*);
-//   tf-run          a training run of the original tools: a `checkpoint` file naming model-1234, with
+//   tf-run          a TensorFlow training run: a `checkpoint` file naming model-1234, with
 //                   model-1234.index + .data-* (hparams and vocabulary usually live with the base model).
 import fs from 'node:fs';
 import path from 'node:path';
@@ -80,7 +80,7 @@ export function readHFConfig(file: string): GPT2Config {
   }, fields.nHead, fields.nEmbd);
 }
 
-// hparams.json of OpenAI's release and the original tools: n_vocab, n_ctx, n_embd, n_head, n_layer.
+// hparams.json of OpenAI's release and of TensorFlow training runs: n_vocab, n_ctx, n_embd, n_head, n_layer.
 export function readHparams(file: string): GPT2Config {
   const json = readJsonObject(file);
   return checkHeads(file, {

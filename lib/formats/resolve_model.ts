@@ -63,7 +63,7 @@ export function resolveModel(name: string): ModelFolder {
   }
   const folder = inspectModelFolder(checkpointFolder(dir));
   if (folder.kind === 'openai-release' || folder.kind === 'tf-run') {
-    const what = folder.kind === 'openai-release' ? "OpenAI's TensorFlow release" : 'a TensorFlow checkpoint of the original tools';
+    const what = folder.kind === 'openai-release' ? "OpenAI's TensorFlow release" : 'a TensorFlow training run';
     throw new Error(`${folder.dir} holds ${what} (${path.basename(folder.weights)}); convert it once with \`bin/import-tf ${folder.dir} ${folder.dir}\``);
   }
   return folder;

@@ -16,14 +16,14 @@
 //      nCtx / 2 tokens and prefills them again (Sequence.nextFeed), and goes on.
 import { Model } from '../engine/model';
 import { WeightDType } from '../engine/native';
-import { resolveModel } from '../formats/resolve_model';
+import { modelDir, resolveModel } from '../formats/resolve_model';
 import { modelTokenizer, Tokenizer } from '../tokenizer';
 import { Batcher, BatcherOptions, BatchRequest } from './batcher';
 import { GenerateResult, SamplingOptions } from './sequence';
 import type { ReplyStream } from '../sanitize/types';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
-  maxTokens?: number;   // default nCtx / 2, as the original tools' --length
+  maxTokens?: number;   // default nCtx / 2, as bin/generate's --length
   stop?: string[];
   stopTokens?: number[];  // default [<|endoftext|>]
   seed?: number | bigint;
@@ -37,6 +37,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
 export interface LoadOptions extends BatcherOptions {
   dtype?: WeightDType;  // weights as stored in memory (default f32); compute is float32 either way
   threads?: number;     // default: one per core
+  adapter?: string;     // a PEFT LoRA adapter merged into the weights: a folder, or a name under the models folder
 }
 
 export class Generator {
@@ -48,11 +49,17 @@ export class Generator {
   }
 
   // A model by name or folder (see lib/formats/resolve_model), inference only, with its own vocabulary if the
-  // folder has one (GPT-2's otherwise, see modelTokenizer).
+  // folder has one (GPT-2's otherwise, see modelTokenizer). An adapter is named as a model is, and changes the
+  // weights only: the vocabulary stays the base's.
   static async load(name: string, options: LoadOptions = {}): Promise<Generator> {
     const folder = resolveModel(name);
     const tokenizer = modelTokenizer(folder);
-    const model = await Model.load(folder.dir, { weightDtype: options.dtype ?? 'f32', threads: options.threads, trainable: false });
+    const model = await Model.load(folder.dir, {
+      weightDtype: options.dtype ?? 'f32',
+      threads: options.threads,
+      trainable: false,
+      adapter: options.adapter === undefined ? undefined : modelDir(options.adapter),
+    });
     const generator = new Generator(model, tokenizer, options);
     generator.ownsModel = true;
     return generator;

@@ -7,9 +7,9 @@ import type { TokenLogprob } from './logprobs';
 import type { ReplyStream } from '../sanitize/types';
 
 // Sampling settings (temperature 0: greedy; topK 0 and topP 1: off; penalize in (0, 1], 0: off). The
-// repetition penalty is the original tools' --penalize done right: every distinct token of the window (prompt
+// repetition penalty (--penalize; docs/compatibility.md says how it differs): every distinct token of the window (prompt
 // and output) has its logit l made l * penalize when l > 0 and l / penalize when l < 0, so a used token always
-// becomes less likely (the original multiplied negative logits too, which made them MORE likely). The exact
+// becomes less likely (multiplying negative logits too would make them MORE likely). The exact
 // order (penalty, temperature, top-k, top-p, draw) is in native/cpu/sampler.cpp.
 export type SamplingOptions = NativeSampling;
 

@@ -1,10 +1,9 @@
 // The chatbot sanitizer: turns what a model fine-tuned on chat logs generates into a reply that can be shown or
 // spoken. In a chat the model answers as the audience (side 0 of the chat format, lib/data/chat_format.ts): its
-// reply continues `0|<audience>|`, and the person it talks to writes on side 1. The original server's sanitizer
-// did the same steps with string replacements and DIXIE_NAMES from the environment. Rebuilt here as ordered,
-// anchored steps:
+// reply continues `0|<audience>|`, and the person it talks to writes on side 1. The same steps as the chatbot
+// sanitizer of the TensorFlow tools (docs/compatibility.md), done here as ordered, anchored steps:
 //   1. drop <|endoftext|>, split into messages and keep up to maxMessages of them, stopping at the first one in
-//      the user's voice, side 1 (unless keepOtherSide: the original kept both). A message ends at <EOM> (or a
+//      the user's voice, side 1 (unless keepOtherSide). A message ends at <EOM> (or a
 //      broken one, "<EOM" or "EOM>"), at a line break, or at any other sign of a new message: a pipe, which the chat format uses only in prefixes,
 //      with the side digit or audience name written against it (`Fine! 1|mom|`, `Love you. mom|`). A new
 //      message must start with a whole prefix, `0|name|` or `1|name|`; one that starts with a broken one (`mom|`,
@@ -17,8 +16,8 @@ import { END_OF_MESSAGE, SPEAKER_SIDE } from '../data/chat_format';
 import type { ReplyProgress, ReplyStream, Sanitizer } from './types';
 
 export interface ChatbotSanitizerOptions {
-  maxMessages: number;              // messages kept (the original: 4)
-  keepOtherSide: boolean;           // keep messages in the user's voice too (the original did)
+  maxMessages: number;              // messages kept (default 4)
+  keepOtherSide: boolean;           // keep messages in the user's voice too (default false)
   names: readonly string[];         // audience names: written against a pipe (`mom|`) they start a new message
   acronyms: Readonly<Record<string, string>>;  // whole-word replacements for speech
 }

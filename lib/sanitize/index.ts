@@ -1,4 +1,4 @@
-// Sanitizers by name: a model's config names a built-in ("sanitizers.chatbot", as the original config spelled
+// Sanitizers by name: a model's config names a built-in ("sanitizers.chatbot", as server_config.json files spell
 // it, or "chatbot"; "none") or a module path (resolved from the config file's folder) that exports
 // `createSanitizer(options): Sanitizer` or `sanitize(text): string`.
 import path from 'node:path';
@@ -41,7 +41,7 @@ export const IDENTITY: Sanitizer = {
   },
 };
 
-// The chatbot sanitizer's names: as the original config spelled it, and short.
+// The chatbot sanitizer's names: as server_config.json files spell it (docs/compatibility.md), and short.
 export const CHATBOT_SANITIZERS: readonly string[] = ['sanitizers.chatbot', 'chatbot'];
 export const BUILT_IN_SANITIZERS = [...CHATBOT_SANITIZERS, 'none'];
 

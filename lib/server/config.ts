@@ -1,8 +1,8 @@
 // server_config.json: read, checked field by field at start (errors name the file and the field), defaults
-// filled in. The original tools' format loads unchanged:
+// filled in. A config written for the TensorFlow tools loads unchanged (docs/compatibility.md):
 //   {"host": "0.0.0.0", "port": 12345, "debug": 1,
 //    "models": [{"key": "chatbot", "model_name": "355M", "restore_from": "checkpoint/run1/", "sanitizer": "sanitizers.chatbot"}]}
-// Everything else is optional; see the field list below and README's "Server" section.
+// Everything else is optional; see the field list below and lib/server/README.md.
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,7 +15,7 @@ import { readJsonFile } from '../util/json_file';
 import { HttpError } from './errors';
 import type { DebugLogging } from './log';
 
-// Per-model sampling defaults; the original server hard-coded these very values.
+// Per-model sampling defaults; ORIGINAL_SAMPLING holds the values the TensorFlow tools' server hard-coded.
 export interface SamplingDefaults {
   length: number;       // tokens generated at most
   temperature: number;  // 0: greedy
@@ -26,7 +26,7 @@ export interface SamplingDefaults {
 
 export const ORIGINAL_SAMPLING: SamplingDefaults = { length: 120, temperature: 0.3, topK: 40, topP: 0.9, penalize: 0.85 };
 
-// How raw_text becomes the prompt: 'raw' as it is (the original behaviour), 'chat' as the user's message in the
+// How raw_text becomes the prompt: 'raw' as it is (docs/compatibility.md), 'chat' as the user's message in the
 // chat format (lib/data/chat_format.ts: `1|<audience>|<text> <EOM>` after the history, then `0|<audience>|` for
 // the bot to answer as the audience), with chat markers in the text neutralised so that a user cannot speak in
 // the bot's voice.
@@ -43,7 +43,7 @@ export interface ModelConfig {
   audience: string;
   audiences: string[];              // those its chat data talks to, most messages first; [] when not trained on chat
   sampling: SamplingDefaults;
-  lengthSet: boolean;               // sampling.length is the config's; else the original's, at most n_ctx / 2 when served
+  lengthSet: boolean;               // sampling.length is the config's; else ORIGINAL_SAMPLING's, at most n_ctx / 2 when served
   weightDtype: WeightDType;
   device: DeviceRequest | null;     // null: the server's --device
   precision: Precision | null;      // null: the server's --precision
@@ -124,7 +124,7 @@ function num(raw: Raw, key: string, where: string, fallback: number, min: number
 
 const SAMPLING_KEYS = ['length', 'temperature', 'top_k', 'top_p', 'penalize'] as const;
 
-// Sampling settings in the original's names, over `base`; used for per-model defaults and per-request overrides.
+// Sampling settings under their server_config.json names, over `base`; used for per-model defaults and per-request overrides.
 export function readSampling(raw: Raw, where: string, base: SamplingDefaults): SamplingDefaults {
   return {
     length: num(raw, 'length', where, base.length, 1, 4096, true),

@@ -14,7 +14,7 @@ export const NO_MODELS_HELP = [
   'Get one:',
   '  bin/download-model 124M              GPT-2 small from OpenAI (500 MB), then `bin/serve`',
   '  or fine-tune the quick-start chat model (README: "Quick start"); its runs land in checkpoint/',
-  'Or point at a model folder: `bin/serve --model DIR`, or write server_config.json (README: "Server").',
+  'Or point at a model folder: `bin/serve --model DIR`, or write server_config.json (lib/server/README.md).',
 ].join('\n');
 
 export class NoModelsError extends Error {

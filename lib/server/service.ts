@@ -160,7 +160,7 @@ export class ChatService {
     return Math.max(0, (this.inflight.get(key) ?? 0) - running);
   }
 
-  // The model a request that names none is for: "chatbot" (the original's default key) when there is one, or
+  // The model a request that names none is for: "chatbot" (docs/compatibility.md) when there is one, or
   // else the first configured (the only one; or, of the models found without a config, the first training run).
   get defaultModelKey(): string {
     return this.models.has('chatbot') ? 'chatbot' : [...this.models.keys()][0];
@@ -172,7 +172,7 @@ export class ChatService {
     return model;
   }
 
-  // The prompt for raw_text: as it is for a 'raw' model (less one trailing newline, as the original server
+  // The prompt for raw_text: as it is for a 'raw' model (less one trailing newline, as the TensorFlow tools' server
   // did); for a 'chat' model the conversation so far and then the user's message, made into the chat-format
   // prompt once the model's context is known.
   prompt(model: ModelConfig, rawText: string, history: readonly Turn[]): string | Conversation {

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GGUF_FILE, ggufVocabulary, openGguf } from '../formats/gguf';
 import { MAX_TOKEN_ID, MergeTable } from './bpe';
+import { writeTextAtomic } from '../util/atomic_file';
 
 export const END_OF_TEXT = '<|endoftext|>';
 
@@ -71,6 +72,14 @@ function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buf
   } finally {
     g.close();
   }
+}
+
+// Writes a vocabulary into `dir` as the two files it was read from (by their names), or, read from a GGUF file's
+// metadata, as Hugging Face's vocab.json and merges.txt: a model folder of float weights beside it reads them so.
+export async function writeVocabulary(vocab: Vocabulary, dir: string): Promise<void> {
+  const names = isGguf(vocab.files) ? LAYOUTS[1] : { encoder: path.basename(vocab.files.encoderPath), merges: path.basename(vocab.files.mergesPath) };
+  await writeTextAtomic(path.join(dir, names.encoder), vocab.encoderBytes);
+  await writeTextAtomic(path.join(dir, names.merges), vocab.mergesBytes);
 }
 
 export class Vocabulary {

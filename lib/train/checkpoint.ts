@@ -21,6 +21,7 @@ import { AudienceCount } from '../data/chat_check';
 import { isAudience } from '../data/chat_format';
 import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
+import { writeVocabulary } from '../tokenizer/vocab';
 import { writeTextAtomic } from '../util/atomic_file';
 import { readJsonObject } from '../util/json_file';
 
@@ -134,9 +135,7 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
     await model.save(temp);
     if (options.withOptimizer) await model.saveOptimizer(path.join(temp, OPTIMIZER_FILE));
     // The vocabulary as the tokenizer read it: the folder it came from may be a checkpoint pruned since.
-    const { vocab } = tokenizer;
-    await writeTextAtomic(path.join(temp, path.basename(vocab.files.encoderPath)), vocab.encoderBytes);
-    await writeTextAtomic(path.join(temp, path.basename(vocab.files.mergesPath)), vocab.mergesBytes);
+    await writeVocabulary(tokenizer.vocab, temp);
     await writeTextAtomic(path.join(temp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
     await options.onPhase?.('written', temp);
     if (fs.existsSync(final)) {

@@ -2,7 +2,7 @@
 //
 //   const result = await train({ dataset: 'data/combined.train', model_name: '124M', stop_after: 1000 });
 //
-// The options are the original tools' train.py flags under the same names (bin/train is a thin front end).
+// The options are train.py's flags under the same names (docs/compatibility.md; bin/train is a thin front end).
 // A run: load the tokenizer and the model (a checkpoint of the run to resume, a base model, or a fresh one),
 // load and check the dataset, then loop: draw a batch, forward, backward (accumulating micro-batches), an
 // optimizer step; report the step; now and then save a checkpoint, generate samples, measure validation loss.
@@ -62,7 +62,7 @@ export interface TrainOptions {
   sample_length: number;
   sample_num: number;
   top_k: number;                   // 0: off
-  top_p: number;                   // 0: off (as in the original tools)
+  top_p: number;                   // 0: off (as train.py takes it)
   val_dataset: string;             // '': a fixed sample of the training data
   val_every: number;               // steps; 0: no validation
   val_batch_size: number;
@@ -137,11 +137,11 @@ export interface TrainResult {
   stoppedBy: 'stop_after' | 'signal';
 }
 
-// The Adam of the original tools (tf.train.AdamOptimizer's defaults: no weight decay, no clipping).
+// --optimizer adam: tf.train.AdamOptimizer's defaults, as train.py has them (no weight decay, no clipping).
 const ADAM = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
 // The running average of the loss, as train.py's avg_loss: sum and count decayed by this each step.
 const AVERAGE_DECAY = 0.99;
-// The original tools draw the validation set with its own sampler seeded 1, the same whatever --seed.
+// The validation set is drawn by a sampler of its own seeded 1, the same whatever --seed (as train.py does).
 const VALIDATION_SEED = 1;
 // The loss curve is redrawn at most this often (and at every validation and save).
 const PLOT_INTERVAL_MS = 10_000;
@@ -224,18 +224,15 @@ function tokenizerOf(modelName: string): Tokenizer {
   }
 }
 
-export async function train(options: Partial<TrainOptions> & { dataset: string }, io: TrainIO = {}): Promise<TrainResult> {
-  const o: TrainOptions = { ...DEFAULT_TRAIN_OPTIONS, ...options };
-  checkOptions(o);
-  const ranks = io.ranks ?? null;
-  if (o.zero === 1 && !ranks) throw new Error('--zero 1 shards the optimizer state across the ranks of an MPI job: start bin/train with mpirun (see README: "Several GPUs and machines")');
-  const root = !ranks || ranks.rank === 0;
-  const log = root ? (io.log ?? ((line: string) => console.log(line))) : () => undefined;
-  const world = ranks?.size ?? 1;
-  const runDir = path.join(o.checkpoint_dir, o.run_name);
-  ranks?.setTimeout(o.collective_timeout);
+// ---- resume: where a run starts, a checkpoint of this run, another checkpoint or model folder, or a base model;
+// the training state it continues (null for a new run), and the seed of its data and samples.
+interface Start {
+  resumeDir: string | null;
+  state: TrainState | null;
+  seed: number;
+}
 
-  // ---- where the run starts: a checkpoint of this run, another checkpoint or model folder, or a base model
+function findStart(o: TrainOptions, runDir: string, ranks: Ranks | null): Start {
   let resumeDir: string | null = null;
   if (o.restore_from === 'latest') resumeDir = latestCheckpoint(runDir);
   else if (o.restore_from !== 'fresh') {
@@ -255,7 +252,12 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     );
   }
   const seed = state ? state.seed : o.seed >= 0 ? o.seed : ranks ? fromRank0(ranks, crypto.randomInt(0x7fffffff)) : crypto.randomInt(0x7fffffff);
+  return { resumeDir, state, seed };
+}
 
+// ---- build: the model to train, fresh or loaded from where the run starts, with its tokenizer.
+async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: Ranks | null, log: (line: string) => void): Promise<{ model: Model; tokenizer: Tokenizer }> {
+  const { resumeDir, state, seed } = start;
   const threads = o.threads || (ranks ? threadsPerRank(ranks) : 0);
   const modelOptions: ModelOptions = {
     threads: threads || undefined,
@@ -263,22 +265,37 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     recompute: o.memory_saving_gradients,
     ...(ranks ? { dataParallel: { zero: o.zero as 0 | 1, microBatches: o.accumulate_gradients } } : {}),
   };
-  let model: Model;
-  let tokenizer: Tokenizer;
   if (o.fresh_model && !resumeDir) {
-    tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer) : loadTokenizer();
+    const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer) : loadTokenizer();
     const config = { nLayer: o.n_layer, nHead: o.n_head, nEmbd: o.n_embd, nCtx: o.n_ctx, vocabSize: tokenizer.vocabSize };
-    model = Model.create(config, { ...modelOptions, maxSeq: o.context_length || o.n_ctx, seed });
+    const model = Model.create(config, { ...modelOptions, maxSeq: o.context_length || o.n_ctx, seed });
     log(`fresh model: ${o.n_layer} layers, ${o.n_head} heads, ${o.n_embd} channels, context ${o.n_ctx}, seed ${seed}`);
-  } else {
-    const folder = resolveModel(resumeDir ? path.resolve(resumeDir) : o.model_name);
-    tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
-    model = await Model.load(folder.dir, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx });
-    log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
-    if (o.fresh_model && state && o.restore_from === 'latest') {
-      log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
-    }
+    return { model, tokenizer };
   }
+  const folder = resolveModel(resumeDir ? path.resolve(resumeDir) : o.model_name);
+  const tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
+  const model = await Model.load(folder.dir, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx });
+  log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
+  if (o.fresh_model && state && o.restore_from === 'latest') {
+    log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
+  }
+  return { model, tokenizer };
+}
+
+// A training run: resume, build, data, then the loop, which saves checkpoints as it goes (rank 0 alone).
+export async function train(options: Partial<TrainOptions> & { dataset: string }, io: TrainIO = {}): Promise<TrainResult> {
+  const o: TrainOptions = { ...DEFAULT_TRAIN_OPTIONS, ...options };
+  checkOptions(o);
+  const ranks = io.ranks ?? null;
+  if (o.zero === 1 && !ranks) throw new Error('--zero 1 shards the optimizer state across the ranks of an MPI job: start bin/train with mpirun (see docs/training.md: "Several GPUs and machines")');
+  const root = !ranks || ranks.rank === 0;
+  const log = root ? (io.log ?? ((line: string) => console.log(line))) : () => undefined;
+  const world = ranks?.size ?? 1;
+  const runDir = path.join(o.checkpoint_dir, o.run_name);
+  ranks?.setTimeout(o.collective_timeout);
+
+  const { resumeDir, state, seed } = findStart(o, runDir, ranks);
+  const { model, tokenizer } = await buildModel(o, { resumeDir, state, seed }, runDir, ranks, log);
   let generator: Generator | null = null;
   let metrics: MetricsLog | null = null;
   const sources: Dataset[] = [];

@@ -58,7 +58,7 @@ struct SamplingParams {
   float temperature = 1.0f;      // 0: greedy
   int top_k = 0;                 // 0: off
   float top_p = 1.0f;            // 1: off
-  float penalize = 0.0f;         // repetition penalty of the original tools; 0: off
+  float penalize = 0.0f;         // repetition penalty (--penalize) in (0, 1]; 0: off
 };
 
 class Backend {

@@ -1,11 +1,11 @@
 // Sampling one token per row of logits [n, V]. Each row, in this order:
 //
-//  1. Repetition penalty (the original tools' --penalize p, p in (0, 1]; 0 turns it off, 1 changes nothing).
+//  1. Repetition penalty (--penalize p, p in (0, 1]; 0 turns it off, 1 changes nothing).
 //     For every DISTINCT token t in the row's history: logit[t] > 0 becomes logit[t] * p and logit[t] < 0
 //     becomes logit[t] / p. Both move the logit down by the same factor of its magnitude, so a used token
-//     always becomes less likely. (The original multiplied every used logit by p, which pulls a negative
-//     logit towards zero and made unlikely used tokens MORE likely.) Tokens used several times are
-//     penalised once, as in the original.
+//     always becomes less likely. (Multiplying every used logit by p would pull a negative
+//     logit towards zero and make unlikely used tokens MORE likely: docs/compatibility.md.) Tokens used several times are
+//     penalised once.
 //  2. Temperature T: T = 0 is greedy decoding (argmax of the penalised logits, the lowest id on ties;
 //     top-k/top-p are moot and the RNG is not advanced). Otherwise probabilities are softmax(logit / T).
 //  3. Top-k (k > 0): keep the k most likely tokens (ties broken by lower id).

@@ -59,7 +59,7 @@ t.test('text files join with <|endoftext|> into chunks of at least --combine cha
   t.same(allTokens(all.source), [enc('hello there<|endoftext|>good morning<|endoftext|>a long file of text here<|endoftext|>bye<|endoftext|>')]);
 });
 
-t.test("the original tools' .npz loads, stored or deflated", async (t) => {
+t.test("encode.py's .npz loads, stored or deflated", async (t) => {
   const a = Array.from({ length: 300 }, (_, i) => (i * 7) % 457);
   const b = [5, 6, 7, 456];
   const c = Array.from({ length: 1000 }, (_, i) => i % 400);

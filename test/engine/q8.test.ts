@@ -155,7 +155,7 @@ t.test('at GPT-2 124M shapes with GPT-2-like weights, q8_0 predicts the next tok
   const config: GPT2Config = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
   await writeSafetensors(path.join(dir, 'model.safetensors'), gpt2LikeTensors(config, 2024), { format: 'pt' });
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50257 }));
-  // Held out: text the weights never saw (they saw none), from this project's README.
+  // Held out: text the weights never saw (they saw none), from this project's docs (bench/README.md, lib/server/README.md).
   const text = 'Decoding at batch 1 reads every weight once per token, so it is bound by memory bandwidth, which swings on this ' +
     'shared VM between about 19 and 31 GB/s with 2 threads. Requests for the same model are decoded together (continuous ' +
     'batching, up to batch_slots at a time), so throughput grows with concurrency.';

@@ -97,7 +97,7 @@ t.test("OpenAI's release layout imports to the same weights as the safetensors f
   sameTensors(t, path.join(src, 'model.safetensors'), path.join(TINY, 'model.safetensors'));
 });
 
-t.test('a run folder of the original tools: hparams and vocabulary from the base model', async (t) => {
+t.test('a TensorFlow training run folder: hparams and vocabulary from the base model', async (t) => {
   const root = t.testdir();
   const base = writeRelease(path.join(root, 'models', '124M'));
   const run = path.join(root, 'checkpoint', 'run1');

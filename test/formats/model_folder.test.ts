@@ -57,7 +57,7 @@ t.test('config.json and hparams.json errors name the field and the file', async 
   t.throws(() => readHFConfig(path.join(dir, 'none.json')), /none\.json: cannot read/);
 });
 
-t.test("OpenAI's release layout and a run folder of the original tools", async (t) => {
+t.test("OpenAI's release layout and a TensorFlow training run folder", async (t) => {
   const root = t.testdir();
   const release = write(path.join(root, '124M'), {
     'hparams.json': HPARAMS, 'encoder.json': '{}', 'vocab.bpe': '#version: 0.2\n', checkpoint: 'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n',
@@ -70,7 +70,7 @@ t.test("OpenAI's release layout and a run folder of the original tools", async (
   fs.rmSync(path.join(release, 'checkpoint'));
   t.equal(inspectModelFolder(release).weights, path.join(release, 'model.ckpt'), 'the sole .index without a checkpoint file');
 
-  // The original tools write absolute paths; a moved run folder still works.
+  // TensorFlow writes absolute paths into `checkpoint`; a moved run folder still works.
   const run = write(path.join(root, 'checkpoint', 'run1'), {
     checkpoint: 'model_checkpoint_path: "/home/xeb/dixie/checkpoint/run1/model-1234"\nall_model_checkpoint_paths: "/home/xeb/dixie/checkpoint/run1/model-1000"\n',
     'model-1000.index': '', 'model-1234.index': '', 'model-1234.data-00000-of-00001': '',

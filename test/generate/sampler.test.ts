@@ -127,7 +127,7 @@ t.test('the penalty lowers used tokens, negative logits included, once per disti
   t.equal(greedy([0], 0.85), 1, 'positive logit: 2.0 * 0.85 = 1.7 < 1.8');
   t.equal(greedy([0, 0, 0, 0], 0.95), 0, 'repeats count once: 2.0 * 0.95 = 1.9 > 1.8');
   t.equal(greedy([0], 1), 0, 'penalize 1 changes nothing');
-  // Only the negative pair in play: the original multiplied -1.0 by 0.85 (-0.85, more likely); dividing
+  // Only the negative pair in play: multiplying -1.0 by 0.85 would give -0.85 (more likely); dividing
   // gives -1.18 < -1.1.
   const negative = logits.slice();
   negative[0] = negative[1] = -20;

@@ -6,7 +6,7 @@ import t from 'tap';
 import type { Sanitizer } from '../../lib/sanitize';
 import { createChatbotSanitizer, loadSanitizer } from '../../lib/sanitize';
 
-// The original sanitizer's own example (sanitizers/chatbot.py in the original tools).
+// The example in the TensorFlow tools' sanitizers/chatbot.py (docs/compatibility.md).
 const ORIGINAL_EXAMPLE = "1|yahia|I don't have access yet <EOM>0|yahia|I don't mind sending it to you, it will be public <EOM>1|yahia|Thank You! <EOM>0|yahia|TOM! Did we get a resourcing matrix? I was under the impression that Christine did the initial selection! And then Neha did a supplemental interview <EOM> 1|yahia|That\u2019s\u2019right. Neha got a 1 <EOM> 0|yahia|oh that'";
 
 // In a chat the bot answers as the audience, side 0 (lib/data/chat_format.ts): its reply continues the prompt's
@@ -17,13 +17,13 @@ function complete(s: Sanitizer, text: string): boolean {
   return s.stream().push(text).complete;
 }
 
-t.test('the original example: the first message, then the bot\'s own, stopping where the user (side 1) speaks', async (t) => {
+t.test('sanitizers/chatbot.py\'s example: the first message, then the bot\'s own, stopping where the user (side 1) speaks', async (t) => {
   const s = createChatbotSanitizer({ names: ['yahia'] });
   t.equal(s.sanitize(ORIGINAL_EXAMPLE), "I don't have access yet I don't mind sending it to you, it will be public");
   t.ok(complete(s, ORIGINAL_EXAMPLE));
 });
 
-t.test('the original example with both sides kept, as the original did: four messages', async (t) => {
+t.test('sanitizers/chatbot.py\'s example with both sides kept (keepOtherSide): four messages', async (t) => {
   const s = createChatbotSanitizer({ names: ['yahia'], keepOtherSide: true });
   t.equal(
     s.sanitize(ORIGINAL_EXAMPLE),

@@ -5,10 +5,10 @@ import { DEFAULT_HOST, DEFAULT_PORT, ORIGINAL_SAMPLING, loadServerConfig, valida
 import { NoModelsError, discoverModels, serveConfig } from '../../lib/server/discover';
 import { tempDir } from './helpers';
 
-// The original tools' server_config.json, byte for byte as its README describes it.
+// server_config.json as the TensorFlow tools' README describes it, byte for byte (docs/compatibility.md).
 const ORIGINAL = '{"host": "0.0.0.0", "port": 12345, "debug": 1, "models": [{"key": "chatbot", "model_name": "355M", "restore_from": "checkpoint/run1/", "sanitizer": "sanitizers.chatbot"}]}';
 
-t.test('the original config format loads unchanged', async (t) => {
+t.test('a config written for the TensorFlow tools loads unchanged', async (t) => {
   const dir = tempDir('config');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'server_config.json');

@@ -29,11 +29,11 @@ t.teardown(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-t.test("the original README's curl request answers the generated text as text/plain", async (t) => {
+t.test('the curl request of /invocations (docs/compatibility.md) answers the generated text as text/plain', async (t) => {
   const r = await request(`${srv.url}/invocations`, { body: { model_key: 'general', raw_text: `${PROMPT}\n` } });
   t.equal(r.status, 200);
   t.match(r.headers.get('content-type'), /^text\/plain/);
-  t.equal(r.text, expected.alpha, 'the greedy continuation of the prompt (its trailing newline dropped, as the original did)');
+  t.equal(r.text, expected.alpha, 'the greedy continuation of the prompt (its trailing newline dropped)');
 });
 
 t.test('JSON when the client asks for it: text, tokens, timings', async (t) => {

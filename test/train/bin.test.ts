@@ -14,7 +14,7 @@ function run(command: string, args: string[], cwd?: string): { status: number | 
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-t.test("bin/train --help lists the original tools' flags with their defaults", async (t) => {
+t.test("bin/train --help lists train.py's flags with their defaults", async (t) => {
   const { status, stdout } = run('train', ['--help']);
   t.equal(status, 0);
   const flags: [string, string][] = [

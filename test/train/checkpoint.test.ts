@@ -1,16 +1,17 @@
 // Resuming is exact (N steps, stop, N more == 2N steps, bit for bit); a kill -9 in the middle of a save leaves
 // the last complete checkpoint loadable; a resumed run outlives the checkpoint it resumed from; a save that fails
 // says where and leaves nothing behind.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { Model } from '../../lib/engine/model';
-import { loadTokenizer } from '../../lib/tokenizer';
+import { resolveModel } from '../../lib/formats/resolve_model';
+import { loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
 import { TrainState, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from '../../lib/train/checkpoint';
 import { MetricsLog, readMetrics } from '../../lib/train/metrics';
 import { train } from '../../lib/train/train';
-import { TINY_VOCAB, tinyRun } from './helpers';
+import { REPO, TINY_VOCAB, tinyRun } from './helpers';
 
 const quiet = { log: (): void => undefined };
 
@@ -117,6 +118,23 @@ t.test('a resumed run saves past --max_to_keep twice over: the vocabulary it wri
     }
   }
   t.same(fs.readdirSync(runDir).filter((n) => n.startsWith('.')), [], 'no temporary folders left');
+});
+
+t.test('a run from a GGUF model writes its vocabulary as vocab.json and merges.txt, and resumes from them', async (t) => {
+  const dir = t.testdir();
+  const base = await train(tinyRun(dir, { run_name: 'base', stop_after: 1 }), quiet);
+  const ggufDir = path.join(dir, 'gguf');
+  fs.mkdirSync(ggufDir);
+  const exported = spawnSync(process.execPath, [path.join(REPO, 'bin', 'export-gguf'), base.checkpoint as string, path.join(ggufDir, 'model.gguf')], { encoding: 'utf8' });
+  t.equal(exported.status, 0, exported.stderr);
+  const fromGguf = { fresh_model: false, model_name: ggufDir, run_name: 'from-gguf', save_every: 1 };
+  const first = await train(tinyRun(dir, { ...fromGguf, stop_after: 1 }), quiet);
+  t.same(fs.readdirSync(first.checkpoint as string).filter((f) => !f.endsWith('.safetensors')).sort(), ['config.json', 'merges.txt', 'state.json', 'vocab.json'], 'no model.gguf written over with vocabulary text');
+  const original = loadTokenizer(TINY_VOCAB);
+  const saved = modelTokenizer(resolveModel(first.checkpoint as string));
+  t.same(saved.encode('How are you, grandma?', { allowSpecial: false }), original.encode('How are you, grandma?', { allowSpecial: false }), 'the vocabulary the GGUF file held');
+  const resumed = await train(tinyRun(dir, { ...fromGguf, stop_after: 2 }), quiet);
+  t.equal(resumed.step, 2, 'and the run resumes from its checkpoint');
 });
 
 // Opens /dev/full in place of the files `isFull` picks, for the rest of test t: the kernel's own "no space left".

@@ -1,4 +1,4 @@
-// GET /ping: health for load balancers ("Pong!", as the original; 503 while shutting down, so that the
+// GET /ping: health for load balancers ("Pong!"; 503 while shutting down, so that the
 // balancer stops sending requests here). Open to all: it tells nothing.
 import express, { type Request, type Response } from 'express';
 

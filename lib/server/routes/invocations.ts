@@ -1,8 +1,8 @@
-// POST /invocations: the original API. {"model_key": "chatbot", "raw_text": "..."} answers the sanitized reply
-// as text/plain, as the original did; as JSON ({text, tokens, finish_reason, timings, ...}) when the client
+// POST /invocations (docs/compatibility.md): {"model_key": "chatbot", "raw_text": "..."} answers the sanitized reply
+// as text/plain; as JSON ({text, tokens, finish_reason, timings, ...}) when the client
 // sends Accept: application/json or "format": "json"; as Server-Sent Events (each the text that follows, then
 // the JSON) with "stream": true or Accept: text/event-stream. Optional: "history" (earlier messages of a chat-format
-// model's conversation, since the server keeps none), sampling settings in the original's names ("length",
+// model's conversation, since the server keeps none), sampling settings under server_config.json's names ("length",
 // "temperature", "top_k", "top_p", "penalize") and "seed".
 import express, { type Request, type Response } from 'express';
 import type { Turn } from '../../data/chat_format';

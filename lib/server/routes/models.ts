@@ -1,4 +1,4 @@
-// GET /models/list: every configured model with its inference count and whether it is loaded (the original's
+// GET /models/list: every configured model with its inference count and whether it is loaded (docs/compatibility.md:
 // {"models": [{"model_key", "num_inferences"}], "active_model": {"key"}}, with more per model: how it takes
 // prompts and sanitizes replies, who it answers as, and which audiences it was trained on).
 // POST /prime {"model_key"}: loads a model in the background so the first request does not wait (202); with no
@@ -57,7 +57,7 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'body: must be a JSON object such as {"model_key": "chatbot"}', { field: 'body' });
     const b = body as Record<string, unknown>;
     for (const key of Object.keys(b)) {
-      // raw_text was the original's priming prompt; loading needs none.
+      // raw_text, the priming prompt older clients send (docs/compatibility.md), is ignored: loading needs none.
       if (key !== 'model_key' && key !== 'raw_text') throw new HttpError(400, `${key}: unknown field (known: model_key)`, { field: key });
     }
     const key = b.model_key ?? service.defaultModelKey;

@@ -1,0 +1,80 @@
+// bin/merge-lora: merges a LoRA adapter in PEFT's format into its base model and writes the result as a plain model
+// folder, which every dixie command, Hugging Face transformers and bin/export-gguf read without the adapter.
+import fs from 'node:fs';
+import path from 'node:path';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { progressCallback } from '../../lib/download/progress';
+import { Model } from '../../lib/engine/model';
+import { modelDir, resolveModel } from '../../lib/formats/resolve_model';
+import { modelTokenizer } from '../../lib/tokenizer';
+import { writeVocabulary } from '../../lib/tokenizer/vocab';
+import { renameAtomic } from '../../lib/util/atomic_file';
+
+// Writes `out` whole into a hidden folder beside it (every file fsynced) and renames it into place, as checkpoints
+// are written (lib/train/checkpoint.ts): a kill at any moment leaves no half-written model under `out`'s name, and
+// with `replace` the old folder stays until the new one is in place.
+async function writeFolderAtomic(out: string, replace: boolean, fill: (dir: string) => Promise<void>): Promise<void> {
+  const temp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${process.pid}`);
+  const old = path.join(path.dirname(out), `.${path.basename(out)}.old-${process.pid}`);
+  fs.mkdirSync(temp, { recursive: true });
+  let moved = false;
+  try {
+    await fill(temp);
+    if (replace && fs.existsSync(out)) {
+      fs.renameSync(out, old);
+      moved = true;
+    }
+    renameAtomic(temp, out);
+  } catch (err) {
+    fs.rmSync(temp, { recursive: true, force: true });
+    if (moved && !fs.existsSync(out)) fs.renameSync(old, out);
+    throw err;
+  }
+  if (moved) fs.rmSync(old, { recursive: true, force: true });
+}
+
+async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('merge-lora')
+    .usage('$0 <base> <adapter> <out>\n\nMerges a LoRA adapter in Hugging Face PEFT\'s format (a folder of adapter_config.json + '
+      + 'adapter_model.safetensors) into its base model: each matrix the adapter targets becomes W + scaling * (B A)^T. '
+      + 'Writes <out> as a model folder (config.json, model.safetensors in float32, the base\'s vocabulary). <base> is a model '
+      + 'name under models/, a model folder (safetensors or GGUF) or a training run folder; <adapter> a folder or a name under '
+      + 'models/. To use an adapter without merging, give it to bin/generate or bin/chat with --adapter. See docs/lora.md.')
+    .positional('base', { type: 'string', describe: 'the base model the adapter was trained on' })
+    .positional('adapter', { type: 'string', describe: 'the PEFT adapter folder' })
+    .positional('out', { type: 'string', describe: 'the model folder to write' })
+    .option('force', { type: 'boolean', default: false, describe: 'replace <out> if it exists' })
+    .example('$0 124M adapters/mom models/mom', '124M with the adapter merged, as models/mom')
+    .example('$0 models/124M adapters/mom models/mom --force', 'write models/mom again')
+    .demandCommand(3, 'give the base model, the adapter and the folder to write')
+    .strict()
+    .help()
+    .parseAsync();
+  const [baseName, adapterName, outName] = argv._.map(String);
+  const folder = resolveModel(baseName);
+  const adapterDir = modelDir(adapterName);
+  const out = path.resolve(outName);
+  if (out === folder.dir || out === adapterDir) {
+    throw new Error(`${out} is the ${out === folder.dir ? 'base model' : 'adapter'} itself; write the merged model to another folder`);
+  }
+  if (fs.existsSync(out) && !argv.force) throw new Error(`${out} exists; give --force to replace it`);
+  const { vocab } = modelTokenizer(folder);
+  const model = await Model.load(folder.dir, { trainable: false, device: 'cpu', adapter: adapterDir });
+  try {
+    await writeFolderAtomic(out, argv.force, async (dir) => {
+      await model.save(dir, { onProgress: progressCallback('model.safetensors') });
+      await writeVocabulary(vocab, dir);
+    });
+  } finally {
+    model.dispose();
+  }
+  const lora = model.adapter?.config;
+  process.stderr.write(`${folder.dir} + ${adapterDir} -> ${out}: LoRA of r ${lora?.r}, lora_alpha ${lora?.alpha}${lora?.useRslora ? ' (rsLoRA)' : ''}, target_modules ${JSON.stringify(lora?.targetModules)}\n`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`merge-lora: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,477 @@
+// LoRA adapters in Hugging Face PEFT's format, for GPT-2: a folder of adapter_config.json and
+// adapter_model.safetensors, read and checked (readPeftAdapter), fitted to a base model (adapterDeltas: what the
+// loader adds to each weight it streams in, lib/engine/model.ts), and written (writePeftAdapter).
+//
+// An adapter changes each GPT-2 matrix it targets, a Conv1D weight W [in, out] (y = x W + b), into
+//   W + scaling * (B A)^T,   A = lora_A [r, in],  B = lora_B [out, r],
+//   scaling = lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora,
+// r and lora_alpha taken per module from rank_pattern and alpha_pattern when one of their keys matches it. PEFT names
+// a module by its path in GPT2LMHeadModel ("transformer.h.0.attn.c_attn") and its tensors after it:
+// base_model.model.transformer.h.0.attn.c_attn.lora_A.weight.
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeTextAtomic } from '../util/atomic_file';
+import type { GPT2Config } from './model_folder';
+import { openSafetensors, writeSafetensors, type SafetensorsFile, type TensorEntry, type TensorToWrite } from './safetensors';
+
+export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
+export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
+
+// The matrices of a GPT-2 block an adapter can change, and their inputs and outputs in multiples of n_embd.
+const ADAPTABLE: Readonly<Record<string, { inputs: number; outputs: number }>> = {
+  'attn.c_attn': { inputs: 1, outputs: 3 },
+  'attn.c_proj': { inputs: 1, outputs: 1 },
+  'mlp.c_fc': { inputs: 1, outputs: 4 },
+  'mlp.c_proj': { inputs: 4, outputs: 1 },
+};
+const ADAPTABLE_NAMES = Object.keys(ADAPTABLE).join(', ');
+
+// PEFT's tensor names: base_model.model.<module path>.lora_A.weight. The path starts with "transformer." for
+// GPT2LMHeadModel (what PEFT adapts for CAUSAL_LM) and without it for a bare GPT2Model.
+const TENSOR_NAME = /^base_model\.model\.((?:transformer\.)?h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj))\.lora_([AB])\.weight$/;
+
+// PEFT's default target for GPT-2 when target_modules is null, and what "all-linear" stands for in it (every
+// Conv1D and Linear but the output head).
+const DEFAULT_TARGETS = ['c_attn'];
+const ALL_LINEAR = 'all-linear';
+
+export interface LoraConfig {
+  baseModel: string | null;          // base_model_name_or_path
+  r: number;
+  alpha: number;                     // lora_alpha
+  dropout: number;                   // lora_dropout: training only
+  targetModules: string[] | string;  // module path suffixes, or a regex the whole path must match
+  excludeModules: string[] | string | null;
+  layersToTransform: number[] | null;  // with a list of targets, only modules of these layers
+  layersPattern: string[] | null;      // the name before the layer index ("h"); null: any
+  useRslora: boolean;
+  rankPattern: Record<string, number>;   // r by module path suffix (a regex)
+  alphaPattern: Record<string, number>;  // lora_alpha likewise
+  taskType: string | null;
+  inferenceMode: boolean;
+}
+
+// One adapted matrix: the base weight it changes ("h.0.attn.c_attn.weight") and its two factors.
+export interface LoraModule {
+  path: string;     // PEFT's module path, "transformer.h.0.attn.c_attn"
+  weight: string;   // the base tensor, by dixie's name
+  layer: number;
+  kind: string;     // "attn.c_attn", …
+  rank: number;
+  alpha: number;
+  scaling: number;
+  inputs: number;
+  outputs: number;
+  a: Float32Array;  // lora_A [rank, inputs]
+  b: Float32Array;  // lora_B [outputs, rank]
+}
+
+export interface PeftAdapter {
+  dir: string;
+  config: LoraConfig;
+  modules: LoraModule[];  // in the order of their base weights: by layer, then as ADAPTABLE lists them
+}
+
+// ---- adapter_config.json ----
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+// JSON.parse with the failure placed at its line and column: adapter_config.json is a file people edit by hand.
+function parseJsonAt(file: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    const message = (err as Error).message;
+    const position = /at position (\d+)/.exec(message);
+    const offset = position ? Number(position[1]) : text.length;
+    const before = text.slice(0, offset).split('\n');
+    throw new Error(`${file}:${before.length}:${before[before.length - 1].length + 1}: not valid JSON: ${message}`);
+  }
+}
+
+// A regex of Python's `re` as JavaScript reads it (the two agree on what target patterns use), named after its field.
+function patternOf(file: string, field: string, source: string, wrap: (s: string) => string): RegExp {
+  try {
+    return new RegExp(wrap(source));
+  } catch (err) {
+    throw new Error(`${file}: field "${field}": ${JSON.stringify(source)} is not a regular expression (${(err as Error).message})`);
+  }
+}
+
+function stringList(file: string, json: Record<string, unknown>, field: string): string[] | string | null {
+  const value = json[field];
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'string') {
+    patternOf(file, field, value, (s) => `^(?:${s})$`);
+    return value;
+  }
+  if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value as string[];
+  throw new Error(`${file}: field "${field}" must be a list of module names or one regular expression, got ${JSON.stringify(value)}`);
+}
+
+function numberPattern(file: string, json: Record<string, unknown>, field: string, isValid: (v: number) => boolean, what: string): Record<string, number> {
+  const value = json[field] ?? {};
+  if (!isObject(value)) throw new Error(`${file}: field "${field}" must be an object of module pattern -> ${what}, got ${JSON.stringify(value)}`);
+  for (const [key, v] of Object.entries(value)) {
+    patternOf(file, `${field}.${key}`, key, (s) => `^(.*\\.)?(${s})$`);
+    if (typeof v !== 'number' || !isValid(v)) throw new Error(`${file}: field "${field}": "${key}" must be ${what}, got ${JSON.stringify(v)}`);
+  }
+  return value as Record<string, number>;
+}
+
+const isPositiveInt = (v: number): boolean => Number.isSafeInteger(v) && v > 0;
+
+function isUnset(value: unknown): boolean {
+  return value === undefined || value === null || value === false || (Array.isArray(value) && value.length === 0) || (isObject(value) && Object.keys(value).length === 0);
+}
+
+// Fields of PEFT's LoraConfig that make an adapter compute something a merge into GPT-2's four matrices cannot
+// hold: refused when set, rather than dropped without a word.
+const UNSUPPORTED: readonly [field: string, what: string][] = [
+  ['use_dora', 'DoRA, which rescales each column by a trained magnitude'],
+  ['modules_to_save', 'whole modules trained beside the adapter (their weights would replace the base\'s)'],
+  ['lora_bias', 'a trained bias on lora_B'],
+  ['layer_replication', 'layers duplicated from the base'],
+  ['trainable_token_indices', 'embeddings of some tokens trained'],
+  ['target_parameters', 'parameters adapted directly'],
+  ['alora_invocation_tokens', 'activated LoRA, applied only after its invocation tokens'],
+];
+
+export function readLoraConfig(file: string): LoraConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new Error(missing ? `${file}: missing: a PEFT adapter folder holds ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE}` : `${file}: cannot read: ${(err as Error).message}`);
+  }
+  const json = parseJsonAt(file, text);
+  if (!isObject(json)) throw new Error(`${file}: must be a JSON object`);
+  if (json.peft_type !== 'LORA') {
+    const found = json.peft_type === undefined ? 'missing' : `is ${JSON.stringify(json.peft_type)}`;
+    throw new Error(`${file}: field "peft_type" ${found}: dixie reads LoRA adapters ("LORA") only`);
+  }
+  for (const [field, what] of UNSUPPORTED) {
+    if (!isUnset(json[field])) throw new Error(`${file}: field "${field}" is ${JSON.stringify(json[field])}: ${what}; dixie merges plain LoRA only`);
+  }
+  if (json.bias !== undefined && json.bias !== 'none') {
+    throw new Error(`${file}: field "bias" is ${JSON.stringify(json.bias)}: the adapter trained the base's biases too, which dixie does not merge; only "none" is supported`);
+  }
+  if (json.fan_in_fan_out !== true) {
+    throw new Error(`${file}: field "fan_in_fan_out" is ${JSON.stringify(json.fan_in_fan_out ?? null)}, which says the adapted weights are stored [out, in] `
+      + '(torch.nn.Linear); GPT-2\'s c_attn, c_proj and c_fc are Conv1D, stored [in, out], and PEFT writes true for them: '
+      + 'this adapter was not made by PEFT for GPT-2 (if its lora_A is [r, in] and lora_B [out, r], set the field to true)');
+  }
+  const r = json.r;
+  if (typeof r !== 'number' || !isPositiveInt(r)) throw new Error(`${file}: field "r" must be a positive integer, got ${JSON.stringify(r)}`);
+  const alpha = json.lora_alpha ?? 8;
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new Error(`${file}: field "lora_alpha" must be a number, got ${JSON.stringify(alpha)}`);
+  const dropout = json.lora_dropout ?? 0;
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new Error(`${file}: field "lora_dropout" must be a number in [0, 1), got ${JSON.stringify(dropout)}`);
+  const base = json.base_model_name_or_path ?? null;
+  if (base !== null && typeof base !== 'string') throw new Error(`${file}: field "base_model_name_or_path" must be a string or null, got ${JSON.stringify(base)}`);
+  const taskType = json.task_type ?? null;
+  if (taskType !== null && typeof taskType !== 'string') throw new Error(`${file}: field "task_type" must be a string or null, got ${JSON.stringify(taskType)}`);
+  for (const field of ['use_rslora', 'inference_mode'] as const) {
+    if (json[field] !== undefined && typeof json[field] !== 'boolean') throw new Error(`${file}: field "${field}" must be true or false, got ${JSON.stringify(json[field])}`);
+  }
+  const layers = json.layers_to_transform ?? null;
+  const layerList = typeof layers === 'number' ? [layers] : layers;
+  if (layerList !== null && !(Array.isArray(layerList) && layerList.every((l) => Number.isSafeInteger(l) && l >= 0))) {
+    throw new Error(`${file}: field "layers_to_transform" must be a layer index or a list of them, got ${JSON.stringify(layers)}`);
+  }
+  const layersPattern = stringList(file, json, 'layers_pattern');
+  return {
+    baseModel: base,
+    r,
+    alpha,
+    dropout,
+    targetModules: stringList(file, json, 'target_modules') ?? DEFAULT_TARGETS,
+    excludeModules: stringList(file, json, 'exclude_modules'),
+    layersToTransform: layerList as number[] | null,
+    layersPattern: typeof layersPattern === 'string' ? [layersPattern] : layersPattern,
+    useRslora: json.use_rslora === true,
+    rankPattern: numberPattern(file, json, 'rank_pattern', isPositiveInt, 'a positive integer rank'),
+    alphaPattern: numberPattern(file, json, 'alpha_pattern', Number.isFinite, 'a number'),
+    taskType,
+    inferenceMode: json.inference_mode === true,
+  };
+}
+
+// adapter_config.json as PEFT writes it, keys sorted: the fields of its LoraConfig as of 0.10, which later versions
+// read too and earlier ones refuse any field beyond, so exclude_modules (0.14) is written only when set.
+export function loraConfigJson(config: LoraConfig): Record<string, unknown> {
+  const fields: Record<string, unknown> = {
+    alpha_pattern: config.alphaPattern,
+    auto_mapping: null,
+    base_model_name_or_path: config.baseModel,
+    bias: 'none',
+    ...(config.excludeModules === null ? {} : { exclude_modules: config.excludeModules }),
+    fan_in_fan_out: true,
+    inference_mode: config.inferenceMode,
+    init_lora_weights: true,
+    layer_replication: null,
+    layers_pattern: config.layersPattern,
+    layers_to_transform: config.layersToTransform,
+    loftq_config: {},
+    lora_alpha: config.alpha,
+    lora_dropout: config.dropout,
+    megatron_config: null,
+    megatron_core: 'megatron.core',
+    modules_to_save: null,
+    peft_type: 'LORA',
+    r: config.r,
+    rank_pattern: config.rankPattern,
+    revision: null,
+    target_modules: config.targetModules,
+    task_type: config.taskType,
+    use_dora: false,
+    use_rslora: config.useRslora,
+  };
+  return Object.fromEntries(Object.entries(fields).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+// ---- which modules an adapter targets, as PEFT decides ----
+
+// A list entry matches a path that is the entry or ends in "." + entry; a string is a regex the whole path matches.
+function matchesModules(modules: string[] | string, modulePath: string): boolean {
+  if (typeof modules === 'string') return new RegExp(`^(?:${modules})$`).test(modulePath);
+  return modules.some((m) => modulePath === m || modulePath.endsWith(`.${m}`));
+}
+
+// The layer index in a module path, after one of the layer patterns (any name when none).
+function layerIndexOf(modulePath: string, patterns: string[] | null): number | null {
+  for (const pattern of patterns ?? ['[^.]*']) {
+    const match = new RegExp(`^.*?\\.${pattern}\\.(\\d+)\\.`).exec(modulePath);
+    if (match) return Number(match[1]);
+  }
+  return null;
+}
+
+export function isTargeted(config: LoraConfig, modulePath: string): boolean {
+  if (config.excludeModules !== null && matchesModules(config.excludeModules, modulePath)) return false;
+  const targets = config.targetModules;
+  if (targets === ALL_LINEAR) return true;
+  if (typeof targets === 'string' || targets.includes(modulePath)) return matchesModules(targets, modulePath);
+  if (!matchesModules(targets, modulePath)) return false;
+  if (config.layersToTransform === null || config.layersToTransform.length === 0) return true;
+  const layer = layerIndexOf(modulePath, config.layersPattern);
+  return layer !== null && config.layersToTransform.includes(layer);
+}
+
+// r or lora_alpha of a module: the first pattern key that matches the end of its path, else the default.
+function patterned(pattern: Record<string, number>, modulePath: string, fallback: number): { value: number; key: string | null } {
+  const key = Object.keys(pattern).find((k) => new RegExp(`^(.*\\.)?(${k})$`).test(modulePath));
+  return key === undefined ? { value: fallback, key: null } : { value: pattern[key], key };
+}
+
+function scalingOf(config: LoraConfig, alpha: number, rank: number): number {
+  return config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
+}
+
+// ---- adapter_model.safetensors ----
+
+function readFactor(file: string, st: SafetensorsFile, entry: TensorEntry): Float32Array {
+  if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
+    throw new Error(`${file}: tensor "${entry.name}" has dtype ${entry.dtype}; LoRA factors must be F32, F16 or BF16`);
+  }
+  if (entry.shape.length !== 2) throw new Error(`${file}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}]; LoRA factors are matrices`);
+  const values = st.readF32(entry);
+  const bad = values.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) throw new Error(`${file}: tensor "${entry.name}" has ${Number.isNaN(values[bad]) ? 'a NaN' : values[bad]} at element ${bad}`);
+  return values;
+}
+
+// The folder's config and every lora_A / lora_B pair, checked against each other: names, ranks, dtypes, targets.
+// What depends on the base (layers, widths) is checked by adapterDeltas.
+export function readPeftAdapter(dir: string): PeftAdapter {
+  if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder (a PEFT adapter folder holds ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE})`);
+  if (!fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder (a PEFT adapter folder holds ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE})`);
+  const configFile = path.join(dir, ADAPTER_CONFIG_FILE);
+  const config = readLoraConfig(configFile);
+  const file = path.join(dir, ADAPTER_WEIGHTS_FILE);
+  if (!fs.existsSync(file)) {
+    const pickle = fs.existsSync(path.join(dir, 'adapter_model.bin'));
+    throw new Error(`${file}: missing${pickle ? ': the folder has adapter_model.bin, PEFT\'s older PyTorch pickle, which dixie does not read; save the adapter again with safe_serialization=True (PEFT\'s default)' : ''}`);
+  }
+  const st = openSafetensors(file);
+  try {
+    const pairs = new Map<string, { path: string; layer: number; kind: string; a?: TensorEntry; b?: TensorEntry }>();
+    for (const entry of st.tensors) {
+      const match = TENSOR_NAME.exec(entry.name);
+      if (!match) {
+        throw new Error(`${file}: tensor "${entry.name}" is not a LoRA factor dixie can merge (lora_A or lora_B of ${ADAPTABLE_NAMES} in a layer h.N); `
+          + 'trained biases, modules_to_save, DoRA magnitudes and adapters of the embeddings or the output head are not supported');
+      }
+      const [, modulePath, layer, kind, factor] = match;
+      if (!isTargeted(config, modulePath)) {
+        throw new Error(`${file}: tensor "${entry.name}" adapts ${modulePath}, which ${configFile} does not target (target_modules ${JSON.stringify(config.targetModules)})`);
+      }
+      const pair = pairs.get(modulePath) ?? { path: modulePath, layer: Number(layer), kind };
+      pair[factor === 'A' ? 'a' : 'b'] = entry;
+      pairs.set(modulePath, pair);
+    }
+    if (pairs.size === 0) throw new Error(`${file}: no lora_A / lora_B tensors`);
+    const prefixes = new Set([...pairs.keys()].map((p) => p.slice(0, p.indexOf('h.'))));
+    if (prefixes.size > 1) throw new Error(`${file}: names some modules with "transformer." and some without; they must come from one model`);
+    const modules: LoraModule[] = [];
+    for (const pair of pairs.values()) {
+      const name = (factor: 'A' | 'B'): string => `base_model.model.${pair.path}.lora_${factor}.weight`;
+      if (!pair.a || !pair.b) {
+        throw new Error(`${file}: tensor "${name(pair.a ? 'A' : 'B')}" has no "${name(pair.a ? 'B' : 'A')}": each adapted module needs both factors`);
+      }
+      const rank = patterned(config.rankPattern, pair.path, config.r);
+      const said = rank.key === null ? `r = ${config.r}` : `rank_pattern "${rank.key}" = ${rank.value}`;
+      if (pair.a.shape.length === 2 && pair.a.shape[0] !== rank.value) {
+        throw new Error(`${file}: tensor "${pair.a.name}" has shape [${pair.a.shape.join(', ')}], rank ${pair.a.shape[0]}, but ${configFile} gives ${said} for ${pair.path}`);
+      }
+      if (pair.b.shape.length === 2 && pair.b.shape[1] !== rank.value) {
+        throw new Error(`${file}: tensor "${pair.b.name}" has shape [${pair.b.shape.join(', ')}], rank ${pair.b.shape[1]}, but ${configFile} gives ${said} for ${pair.path}`);
+      }
+      const a = readFactor(file, st, pair.a);
+      const b = readFactor(file, st, pair.b);
+      const alpha = patterned(config.alphaPattern, pair.path, config.alpha).value;
+      modules.push({
+        path: pair.path,
+        weight: `h.${pair.layer}.${pair.kind}.weight`,
+        layer: pair.layer,
+        kind: pair.kind,
+        rank: rank.value,
+        alpha,
+        scaling: scalingOf(config, alpha, rank.value),
+        inputs: pair.a.shape[1],
+        outputs: pair.b.shape[0],
+        a,
+        b,
+      });
+    }
+    const kinds = Object.keys(ADAPTABLE);
+    modules.sort((x, y) => x.layer - y.layer || kinds.indexOf(x.kind) - kinds.indexOf(y.kind));
+    return { dir, config, modules };
+  } finally {
+    st.close();
+  }
+}
+
+// ---- fitting an adapter to a base ----
+
+// Adds rows [r0, r1) of a weight's delta, scaling * (B A)^T, to dst, which holds those rows of the weight [in, out].
+export type AddDeltaRows = (r0: number, r1: number, dst: Float32Array) => void;
+
+// How the base describes itself in errors: its config file and the field of a size.
+export interface BaseSource {
+  where: string;
+  fieldName: (key: keyof GPT2Config) => string;
+}
+
+// The deltas an adapter adds to a base's weights, by weight name, after checking that the base has every module the
+// adapter adapts, at the same widths, and that every module the config targets in it has its factors.
+export function adapterDeltas(adapter: PeftAdapter, config: GPT2Config, base: BaseSource): Map<string, AddDeltaRows> {
+  const file = path.join(adapter.dir, ADAPTER_WEIGHTS_FILE);
+  const C = config.nEmbd;
+  const deltas = new Map<string, AddDeltaRows>();
+  for (const m of adapter.modules) {
+    const tensor = (factor: 'A' | 'B'): string => `"base_model.model.${m.path}.lora_${factor}.weight"`;
+    if (m.layer >= config.nLayer) {
+      throw new Error(`${file}: tensor ${tensor('A')} adapts ${m.path}, which the base does not have: ${base.where} gives ${base.fieldName('nLayer')} ${config.nLayer} (layers h.0 to h.${config.nLayer - 1})`);
+    }
+    const inputs = ADAPTABLE[m.kind].inputs * C;
+    const outputs = ADAPTABLE[m.kind].outputs * C;
+    if (m.inputs !== inputs || m.outputs !== outputs) {
+      const [factor, has, wants, side] = m.inputs !== inputs ? ['A', m.inputs, inputs, 'inputs'] : ['B', m.outputs, outputs, 'outputs'];
+      throw new Error(`${file}: tensor ${tensor(factor as 'A' | 'B')} is for ${has} ${side} of ${m.kind}, but the base's has ${wants} (${base.where} gives ${base.fieldName('nEmbd')} ${C}): the adapter was made for a base of another size`);
+    }
+    deltas.set(m.weight, deltaRows(m));
+  }
+  const prefix = adapter.modules[0].path.slice(0, adapter.modules[0].path.indexOf('h.'));
+  for (let layer = 0; layer < config.nLayer; layer++) {
+    for (const kind of Object.keys(ADAPTABLE)) {
+      const modulePath = `${prefix}h.${layer}.${kind}`;
+      if (isTargeted(adapter.config, modulePath) && !deltas.has(`h.${layer}.${kind}.weight`)) {
+        throw new Error(`${path.join(adapter.dir, ADAPTER_CONFIG_FILE)}: targets ${modulePath} (target_modules ${JSON.stringify(adapter.config.targetModules)}), which the base has, but ${file} has no lora_A / lora_B for it: made for a base with fewer layers?`);
+      }
+    }
+  }
+  return deltas;
+}
+
+// Row i of the delta is scaling * sum_k A[k, i] B[:, k], summed in float64 and added to the float32 weights once.
+function deltaRows(m: LoraModule): AddDeltaRows {
+  const { rank, inputs, outputs } = m;
+  const bT = new Float64Array(rank * outputs);  // scaling * B^T [rank, outputs], rows contiguous for the inner loop
+  for (let o = 0; o < outputs; o++) {
+    for (let k = 0; k < rank; k++) bT[k * outputs + o] = m.scaling * m.b[o * rank + k];
+  }
+  const row = new Float64Array(outputs);
+  return (r0, r1, dst) => {
+    for (let i = r0; i < r1; i++) {
+      row.fill(0);
+      for (let k = 0; k < rank; k++) {
+        const a = m.a[k * inputs + i];
+        const from = k * outputs;
+        for (let o = 0; o < outputs; o++) row[o] += a * bT[from + o];
+      }
+      const at = (i - r0) * outputs;
+      for (let o = 0; o < outputs; o++) dst[at + o] += row[o];
+    }
+  };
+}
+
+// ---- writing ----
+
+export interface PeftAdapterToWrite {
+  baseModel: string | null;    // base_model_name_or_path: the base's hub name or folder
+  r: number;
+  alpha: number;
+  targets: string[] | string;  // target_modules
+  // The factors by module, as dixie names it ("h.0.attn.c_attn"): A [rank, inputs] and B [outputs, rank], row-major.
+  tensors: Readonly<Record<string, { a: Float32Array; b: Float32Array }>>;
+  dropout?: number;
+  useRslora?: boolean;
+  rankPattern?: Record<string, number>;
+  alphaPattern?: Record<string, number>;
+}
+
+// Writes an adapter folder PEFT loads (PeftModel.from_pretrained) and readPeftAdapter reads back: the factors as
+// F32 under PEFT's names, then the config, each file atomically.
+export async function writePeftAdapter(dir: string, adapter: PeftAdapterToWrite): Promise<void> {
+  const config: LoraConfig = {
+    baseModel: adapter.baseModel,
+    r: adapter.r,
+    alpha: adapter.alpha,
+    dropout: adapter.dropout ?? 0,
+    targetModules: adapter.targets,
+    excludeModules: null,
+    layersToTransform: null,
+    layersPattern: null,
+    useRslora: adapter.useRslora ?? false,
+    rankPattern: adapter.rankPattern ?? {},
+    alphaPattern: adapter.alphaPattern ?? {},
+    taskType: 'CAUSAL_LM',
+    inferenceMode: true,
+  };
+  if (!isPositiveInt(config.r)) throw new Error(`writePeftAdapter: r must be a positive integer, got ${config.r}`);
+  const tensors: TensorToWrite[] = [];
+  for (const [name, { a, b }] of Object.entries(adapter.tensors)) {
+    const kind = /^h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$/.exec(name)?.[1];
+    if (kind === undefined) throw new Error(`writePeftAdapter: "${name}" is not a module an adapter can change (h.N. followed by one of ${ADAPTABLE_NAMES})`);
+    const modulePath = `transformer.${name}`;
+    if (!isTargeted(config, modulePath)) throw new Error(`writePeftAdapter: "${name}" is not among the targets ${JSON.stringify(config.targetModules)}`);
+    const rank = patterned(config.rankPattern, modulePath, config.r).value;
+    if (a.length % rank !== 0 || b.length % rank !== 0) {
+      throw new Error(`writePeftAdapter: "${name}": A has ${a.length} values and B ${b.length}, not multiples of its rank ${rank}`);
+    }
+    const [inputs, outputs] = [a.length / rank, b.length / rank];
+    if (inputs * ADAPTABLE[kind].outputs !== outputs * ADAPTABLE[kind].inputs) {
+      throw new Error(`writePeftAdapter: "${name}": A [${rank}, ${inputs}] and B [${outputs}, ${rank}] do not fit ${kind}, whose outputs are ${ADAPTABLE[kind].outputs}/${ADAPTABLE[kind].inputs} of its inputs`);
+    }
+    const tensorName = `base_model.model.${modulePath}.lora_`;
+    tensors.push({ name: `${tensorName}A.weight`, dtype: 'F32', shape: [rank, inputs], data: () => a });
+    tensors.push({ name: `${tensorName}B.weight`, dtype: 'F32', shape: [outputs, rank], data: () => b });
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  await writeSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: 'pt' });
+  await writeTextAtomic(path.join(dir, ADAPTER_CONFIG_FILE), `${JSON.stringify(loraConfigJson(config), null, 2)}\n`);
+}

@@ -1,0 +1,187 @@
+// lib/formats/peft.ts: PEFT's names and config round trip through writePeftAdapter and readPeftAdapter; an adapter
+// folder written here byte by byte in PEFT's layout (F32, F16, BF16) reads; and corrupt or mismatched adapters fail
+// with errors that name the file and the field or tensor, from Model.load and from bin/generate --adapter.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { Model } from '../../lib/engine/model';
+import { isTargeted, readLoraConfig, readPeftAdapter, writePeftAdapter } from '../../lib/formats/peft';
+import { openSafetensors } from '../../lib/formats/safetensors';
+import { CONFIG, type Factors, peftConfig, randomFactors, runBin, saveBase, writeRawAdapter, writeRawSafetensors } from './helpers';
+
+const work = t.testdir({});
+let base = '';
+t.before(async () => {
+  base = await saveBase(path.join(work, 'base'));
+});
+
+const C = CONFIG.nEmbd;
+const layer0 = (): Factors[] => [randomFactors('h.0.attn.c_attn', 4, C, 1), randomFactors('h.1.attn.c_attn', 4, C, 2)];
+
+t.test('writePeftAdapter writes PEFT\'s names and config, and readPeftAdapter reads back the same', async (t) => {
+  const dir = path.join(work, 'written');
+  const fc = randomFactors('h.1.mlp.c_fc', 2, C, 3);
+  const proj = randomFactors('h.0.mlp.c_proj', 4, C, 4);
+  await writePeftAdapter(dir, {
+    baseModel: 'gpt2',
+    r: 4,
+    alpha: 8,
+    targets: ['c_fc', 'mlp.c_proj'],
+    rankPattern: { c_fc: 2 },
+    alphaPattern: { c_fc: 4 },
+    useRslora: true,
+    tensors: { 'h.1.mlp.c_fc': { a: fc.a, b: fc.b }, 'h.0.mlp.c_proj': { a: proj.a, b: proj.b } },
+  });
+  const json = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+  t.same(Object.keys(json), [...Object.keys(json)].sort(), 'keys sorted, as PEFT writes them');
+  t.same(json, peftConfig({
+    base_model_name_or_path: 'gpt2', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['c_fc', 'mlp.c_proj'],
+    rank_pattern: { c_fc: 2 }, alpha_pattern: { c_fc: 4 }, use_rslora: true,
+  }), 'PEFT\'s fields');
+  const st = openSafetensors(path.join(dir, 'adapter_model.safetensors'));
+  t.same(st.metadata, { format: 'pt' });
+  t.same(st.tensors.map((e) => [e.name, e.dtype, e.shape]).sort(), [
+    ['base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight', 'F32', [4, 4 * C]],
+    ['base_model.model.transformer.h.0.mlp.c_proj.lora_B.weight', 'F32', [C, 4]],
+    ['base_model.model.transformer.h.1.mlp.c_fc.lora_A.weight', 'F32', [2, C]],
+    ['base_model.model.transformer.h.1.mlp.c_fc.lora_B.weight', 'F32', [4 * C, 2]],
+  ]);
+  st.close();
+
+  const read = readPeftAdapter(dir);
+  t.same(read.config, {
+    baseModel: 'gpt2', r: 4, alpha: 8, dropout: 0, targetModules: ['c_fc', 'mlp.c_proj'], excludeModules: null,
+    layersToTransform: null, layersPattern: null, useRslora: true, rankPattern: { c_fc: 2 }, alphaPattern: { c_fc: 4 },
+    taskType: 'CAUSAL_LM', inferenceMode: true,
+  });
+  t.same(read.modules.map((m) => [m.path, m.weight, m.rank, m.alpha, m.scaling, m.inputs, m.outputs]), [
+    ['transformer.h.0.mlp.c_proj', 'h.0.mlp.c_proj.weight', 4, 8, 8 / 2, 4 * C, C],
+    ['transformer.h.1.mlp.c_fc', 'h.1.mlp.c_fc.weight', 2, 4, 4 / Math.sqrt(2), C, 4 * C],
+  ]);
+  t.same([read.modules[0].a, read.modules[0].b, read.modules[1].a, read.modules[1].b], [proj.a, proj.b, fc.a, fc.b], 'the same factors');
+
+  await t.rejects(writePeftAdapter(dir, { baseModel: null, r: 4, alpha: 8, targets: ['c_attn'], tensors: { 'h.0.mlp.c_fc': fc } }), /writePeftAdapter: "h.0.mlp.c_fc" is not among the targets \["c_attn"\]/);
+});
+
+t.test('an adapter written here in PEFT\'s layout reads, in F32, F16 and BF16', async (t) => {
+  for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+    const dir = writeRawAdapter(path.join(work, `raw-${dtype}`), peftConfig({}), layer0(), dtype);
+    const read = readPeftAdapter(dir);
+    t.same(read.modules.map((m) => m.weight), ['h.0.attn.c_attn.weight', 'h.1.attn.c_attn.weight'], dtype);
+    const model = await Model.load(base, { device: 'cpu', trainable: false, adapter: dir });
+    t.equal(model.adapter?.config.baseModel, 'gpt2');
+    model.dispose();
+  }
+});
+
+t.test('target_modules, layers_to_transform, layers_pattern and exclude_modules select modules as PEFT does', async (t) => {
+  const config = readLoraConfig(configOf(writeRawAdapter(path.join(work, 'select'), peftConfig({}), layer0())));
+  const targeted = (fields: Partial<typeof config>): string[] => ['transformer.h.0.attn.c_attn', 'transformer.h.1.attn.c_attn', 'transformer.h.1.attn.c_proj', 'transformer.h.1.mlp.c_proj', 'h.1.attn.c_attn']
+    .filter((p) => isTargeted({ ...config, ...fields }, p));
+  t.same(targeted({ targetModules: ['c_proj'] }), ['transformer.h.1.attn.c_proj', 'transformer.h.1.mlp.c_proj'], 'a suffix after a dot');
+  t.same(targeted({ targetModules: ['attn.c_proj', 'transformer.h.0.attn.c_attn'] }), ['transformer.h.0.attn.c_attn', 'transformer.h.1.attn.c_proj'], 'a longer suffix, a whole path');
+  t.same(targeted({ targetModules: 'c_attn' }), [], 'a regex matches the whole path');
+  t.same(targeted({ targetModules: '.*attn\\.c_(attn|proj)' }), ['transformer.h.0.attn.c_attn', 'transformer.h.1.attn.c_attn', 'transformer.h.1.attn.c_proj', 'h.1.attn.c_attn']);
+  t.same(targeted({ targetModules: 'all-linear' }).length, 5, 'all-linear');
+  t.same(targeted({ layersToTransform: [1] }), ['transformer.h.1.attn.c_attn'], 'layers_to_transform: the first index of the path');
+  t.same(targeted({ layersToTransform: [1], layersPattern: ['layers'] }), [], 'layers_pattern names the layer list');
+  t.same(targeted({ targetModules: ['c_attn', 'c_proj'], excludeModules: ['mlp.c_proj', 'transformer.h.0.attn.c_attn'] }), ['transformer.h.1.attn.c_attn', 'transformer.h.1.attn.c_proj', 'h.1.attn.c_attn']);
+
+  const upper = writeRawAdapter(path.join(work, 'upper'), peftConfig({ layers_to_transform: 1 }), layer0().slice(1));
+  const model = await Model.load(base, { device: 'cpu', trainable: false, adapter: upper });
+  t.same(model.adapter?.config.layersToTransform, [1], 'an adapter of layer 1 only loads');
+  model.dispose();
+});
+
+// The error loading `base` with the adapter that `make` writes into a fresh folder.
+async function loadError(name: string, make: (dir: string) => void): Promise<{ dir: string; message: string }> {
+  const dir = path.join(work, name);
+  fs.mkdirSync(dir);
+  make(dir);
+  try {
+    (await Model.load(base, { device: 'cpu', trainable: false, adapter: dir })).dispose();
+  } catch (err) {
+    return { dir, message: (err as Error).message };
+  }
+  throw new Error(`${name}: loaded`);
+}
+
+const configOf = (dir: string): string => path.join(dir, 'adapter_config.json');
+const weightsOf = (dir: string): string => path.join(dir, 'adapter_model.safetensors');
+const A = (module: string): string => `"base_model.model.transformer.${module}.lora_A.weight"`;
+
+t.test('corrupt and mismatched adapters: errors that name the file and the field or tensor', async (t) => {
+  const cases: [name: string, make: (dir: string) => void, expected: (dir: string) => string][] = [
+    ['not-lora', (d) => writeRawAdapter(d, peftConfig({ peft_type: 'IA3' }), layer0()),
+      (d) => `${configOf(d)}: field "peft_type" is "IA3": dixie reads LoRA adapters ("LORA") only`],
+    ['fan-in-fan-out', (d) => writeRawAdapter(d, peftConfig({ fan_in_fan_out: false }), layer0()),
+      (d) => `${configOf(d)}: field "fan_in_fan_out" is false, which says the adapted weights are stored [out, in] (torch.nn.Linear); GPT-2's c_attn, c_proj and c_fc are Conv1D, stored [in, out], and PEFT writes true for them: this adapter was not made by PEFT for GPT-2 (if its lora_A is [r, in] and lora_B [out, r], set the field to true)`],
+    ['wrong-rank', (d) => writeRawAdapter(d, peftConfig({ r: 8 }), layer0()),
+      (d) => `${weightsOf(d)}: tensor ${A('h.0.attn.c_attn')} has shape [4, ${C}], rank 4, but ${configOf(d)} gives r = 8 for transformer.h.0.attn.c_attn`],
+    ['wrong-rank-pattern', (d) => writeRawAdapter(d, peftConfig({ rank_pattern: { 'h.1.attn.c_attn': 2 } }), layer0()),
+      (d) => `${weightsOf(d)}: tensor ${A('h.1.attn.c_attn')} has shape [4, ${C}], rank 4, but ${configOf(d)} gives rank_pattern "h.1.attn.c_attn" = 2 for transformer.h.1.attn.c_attn`],
+    ['layer-30', (d) => writeRawAdapter(d, peftConfig({}), [...layer0(), randomFactors('h.30.attn.c_attn', 4, C, 5)]),
+      (d) => `${weightsOf(d)}: tensor ${A('h.30.attn.c_attn')} adapts transformer.h.30.attn.c_attn, which the base does not have: ${base}/config.json gives n_layer 2 (layers h.0 to h.1)`],
+    ['other-size', (d) => writeRawAdapter(d, peftConfig({}), [randomFactors('h.0.attn.c_attn', 4, 32, 6), randomFactors('h.1.attn.c_attn', 4, 32, 7)]),
+      (d) => `${weightsOf(d)}: tensor ${A('h.0.attn.c_attn')} is for 32 inputs of attn.c_attn, but the base's has 64 (${base}/config.json gives n_embd 64): the adapter was made for a base of another size`],
+    ['fewer-layers', (d) => writeRawAdapter(d, peftConfig({}), layer0().slice(0, 1)),
+      (d) => `${configOf(d)}: targets transformer.h.1.attn.c_attn (target_modules ["c_attn"]), which the base has, but ${weightsOf(d)} has no lora_A / lora_B for it: made for a base with fewer layers?`],
+    ['untargeted', (d) => writeRawAdapter(d, peftConfig({}), [...layer0(), randomFactors('h.0.mlp.c_fc', 4, C, 8)]),
+      (d) => `${weightsOf(d)}: tensor ${A('h.0.mlp.c_fc')} adapts transformer.h.0.mlp.c_fc, which ${configOf(d)} does not target (target_modules ["c_attn"])`],
+    ['a-without-b', (d) => {
+      writeRawAdapter(d, peftConfig({}), layer0());
+      const f = layer0()[0];
+      writeRawSafetensors(weightsOf(d), [{ name: A('h.0.attn.c_attn').slice(1, -1), shape: [4, C], data: f.a }]);
+    }, (d) => `${weightsOf(d)}: tensor ${A('h.0.attn.c_attn')} has no "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight": each adapted module needs both factors`],
+    ['bias-tensor', (d) => {
+      writeRawAdapter(d, peftConfig({}), layer0());
+      writeRawSafetensors(weightsOf(d), [{ name: 'base_model.model.transformer.h.0.attn.c_attn.bias', shape: [3 * C], data: new Float32Array(3 * C) }]);
+    }, (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.bias" is not a LoRA factor dixie can merge (lora_A or lora_B of attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in a layer h.N); trained biases, modules_to_save, DoRA magnitudes and adapters of the embeddings or the output head are not supported`],
+    ['modules-to-save', (d) => writeRawAdapter(d, peftConfig({ modules_to_save: ['lm_head'] }), layer0()),
+      (d) => `${configOf(d)}: field "modules_to_save" is ["lm_head"]: whole modules trained beside the adapter (their weights would replace the base's); dixie merges plain LoRA only`],
+    ['bias-all', (d) => writeRawAdapter(d, peftConfig({ bias: 'all' }), layer0()),
+      (d) => `${configOf(d)}: field "bias" is "all": the adapter trained the base's biases too, which dixie does not merge; only "none" is supported`],
+    ['dora', (d) => writeRawAdapter(d, peftConfig({ use_dora: true }), layer0()),
+      (d) => `${configOf(d)}: field "use_dora" is true: DoRA, which rescales each column by a trained magnitude; dixie merges plain LoRA only`],
+    ['no-config', (d) => {
+      writeRawAdapter(d, peftConfig({}), layer0());
+      fs.rmSync(configOf(d));
+    }, (d) => `${configOf(d)}: missing: a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors`],
+    ['pickle', (d) => {
+      writeRawAdapter(d, peftConfig({}), layer0());
+      fs.renameSync(weightsOf(d), path.join(d, 'adapter_model.bin'));
+    }, (d) => `${weightsOf(d)}: missing: the folder has adapter_model.bin, PEFT's older PyTorch pickle, which dixie does not read; save the adapter again with safe_serialization=True (PEFT's default)`],
+    ['bad-json', (d) => {
+      writeRawAdapter(d, peftConfig({}), layer0());
+      fs.writeFileSync(configOf(d), '{\n  "peft_type": "LORA",\n  "r": 4,\n}\n');
+    }, (d) => `${configOf(d)}:4:1: not valid JSON: Expected double-quoted property name in JSON at position 35`],
+    ['bad-r', (d) => writeRawAdapter(d, peftConfig({ r: 0 }), layer0()),
+      (d) => `${configOf(d)}: field "r" must be a positive integer, got 0`],
+    ['bad-regex', (d) => writeRawAdapter(d, peftConfig({ target_modules: '(c_attn' }), layer0()),
+      (d) => `${configOf(d)}: field "target_modules": "(c_attn" is not a regular expression (Invalid regular expression: /^(?:(c_attn)$/: Unterminated group)`],
+  ];
+  for (const [name, make, expected] of cases) {
+    const { dir, message } = await loadError(name, make);
+    t.equal(message, expected(dir), name);
+  }
+
+  const { dir, message } = await loadError('truncated', (d) => {
+    writeRawAdapter(d, peftConfig({}), layer0());
+    fs.truncateSync(weightsOf(d), fs.statSync(weightsOf(d)).size - 100);
+  });
+  t.match(message, new RegExp(`^${weightsOf(dir).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: tensor ".*": data_offsets .* the file has \\d+ bytes \\(truncated\\?\\)$`), 'truncated');
+  await t.rejects(Model.load(base, { adapter: path.join(work, 'nowhere') }), { message: `${path.join(work, 'nowhere')}: no such folder (a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors)` });
+});
+
+t.test('bin/generate --adapter says what is wrong with an adapter, and samples with a good one', async (t) => {
+  const bad = path.join(work, 'layer-30');
+  const failed = runBin('generate', ['--device', 'cpu', '--restore_from', base, '--adapter', bad, '--prompt', 'hi', '--length', '4']);
+  t.equal(failed.status, 1);
+  t.match(failed.stderr, /^generate: .*adapter_model\.safetensors: tensor "base_model\.model\.transformer\.h\.30\.attn\.c_attn\.lora_A\.weight" adapts transformer\.h\.30\.attn\.c_attn, which the base does not have/m);
+  const good = runBin('generate', ['--device', 'cpu', '--restore_from', base, '--adapter', path.join(work, 'raw-F32'), '--prompt', 'hi', '--length', '4', '--seed', '1']);
+  t.equal(good.status, 0, good.stderr);
+  t.match(good.stdout, /SAMPLE 1/);
+  const chat = runBin('chat', ['--device', 'cpu', '--restore_from', base, '--adapter', path.join(work, 'raw-F32'), '--audience', 'mom', '--length', '4', '--seed', '1']);
+  t.equal(chat.status, 0, chat.stderr);
+  t.match(chat.stdout, /Talking to mom/);
+});
