@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   const name = argv.restore_from ?? argv.model_name;
   const audiences = argv.audience !== undefined ? [argv.audience] : trainedAudiences(resolveModel(name).dir);
   if (audiences.length === 0) throw new Error(`${name}: no training record lists the audiences; give --audience <name>`);
-  const gen = await Generator.load(name, { dtype: argv.dtype, threads: argv.threads, adapter: argv.adapter, slots: 1 });
+  const gen = await Generator.load(name, { weightDtype: argv.dtype, threads: argv.threads, adapter: argv.adapter, slots: 1 });
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
   const lines = rl[Symbol.asyncIterator]();
   let replying: AbortController | null = null;

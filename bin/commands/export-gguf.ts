@@ -28,7 +28,7 @@ async function main(): Promise<void> {
   const [name, out] = argv._.map(String);
   const folder = resolveModel(name);
   const vocabulary = modelTokenizer(folder).vocab;
-  const model = await Model.load(folder.dir, { trainable: false, device: 'cpu' });
+  const model = await Model.load(folder, { trainable: false, device: 'cpu' });
   try {
     await writeGguf(out, model, vocabulary, {
       weightType: argv.type,

@@ -132,7 +132,7 @@ async function main(): Promise<void> {
     process.stderr.write(`generate: a chat model: each sample stops at ${END_OF_MESSAGE} (--stop '' for none)\n`);
   }
   const gen = await Generator.load(name, {
-    dtype: argv.dtype,
+    weightDtype: argv.dtype,
     threads: argv.threads,
     adapter: argv.adapter,
     slots: argv.batch_size,

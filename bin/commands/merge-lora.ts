@@ -61,7 +61,7 @@ async function main(): Promise<void> {
   }
   if (fs.existsSync(out) && !argv.force) throw new Error(`${out} exists; give --force to replace it`);
   const { vocab } = modelTokenizer(folder);
-  const model = await Model.load(folder.dir, { trainable: false, device: 'cpu', adapter: adapterDir });
+  const model = await Model.load(folder, { trainable: false, device: 'cpu', adapter: adapterDir });
   try {
     await writeFolderAtomic(out, argv.force, async (dir) => {
       await model.save(dir, { onProgress: progressCallback('model.safetensors') });

@@ -11,7 +11,7 @@ import {
   NativeStepOptions,
   NativeTensorInfo,
 } from './native';
-import { hfConfigFields, inspectModelFolder } from '../formats/model_folder';
+import { hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { GGML_TYPE, GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { adapterDeltas, readPeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
@@ -169,13 +169,14 @@ export class Model {
   // With `adapter`, a PEFT LoRA adapter folder: checked against the base before anything is allocated, and merged
   // into each weight it changes as the weight streams in (writeSlabs), so that every weight type holds the merged
   // values (q8_0 quantizes them).
-  static async load(dir: string, options: ModelLoadOptions = {}): Promise<Model> {
+  // `dir` may be a folder inspected already (inspectModelFolder, resolveModel), which is not read twice.
+  static async load(dir: string | ModelFolder, options: ModelLoadOptions = {}): Promise<Model> {
     const { adapter: adapterDir, ...modelOptions } = options;
-    const folder = inspectModelFolder(dir);
+    const folder = typeof dir === 'string' ? inspectModelFolder(dir) : dir;
     const adapter = adapterDir === undefined ? null : readPeftAdapter(adapterDir);
     if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, modelOptions, adapter);
     if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
-      throw new Error(`${dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${dir} <output folder>\``);
+      throw new Error(`${folder.dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${folder.dir} <output folder>\``);
     }
     const json = readJsonObject(folder.configFile);
     checkComputeConfig(folder.configFile, json);

@@ -1,6 +1,6 @@
 // Text generation with a GPT-2 model, in the manner of nanoGPT's sample.py:
 //
-//   const gen = await Generator.load('124M', { dtype: 'f16' });
+//   const gen = await Generator.load('124M', { weightDtype: 'f16' });
 //   const { text } = await gen.generate('Hello, my name is', { maxTokens: 40, temperature: 0.8, topK: 40 });
 //   for await (const piece of gen.stream('Once upon a time', { maxTokens: 100 })) process.stdout.write(piece);
 //
@@ -35,7 +35,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
 }
 
 export interface LoadOptions extends BatcherOptions {
-  dtype?: WeightDType;  // weights as stored in memory (default f32); compute is float32 either way
+  weightDtype?: WeightDType;  // weights as stored in memory (default f32; --dtype, weight_dtype); compute is float32 either way
   threads?: number;     // default: one per core
   adapter?: string;     // a PEFT LoRA adapter merged into the weights: a folder, or a name under the models folder
 }
@@ -54,8 +54,8 @@ export class Generator {
   static async load(name: string, options: LoadOptions = {}): Promise<Generator> {
     const folder = resolveModel(name);
     const tokenizer = modelTokenizer(folder);
-    const model = await Model.load(folder.dir, {
-      weightDtype: options.dtype ?? 'f32',
+    const model = await Model.load(folder, {
+      weightDtype: options.weightDtype ?? 'f32',
       threads: options.threads,
       trainable: false,
       adapter: options.adapter === undefined ? undefined : modelDir(options.adapter),

@@ -2,7 +2,7 @@
 // vocabulary (or GPT-2's, shared by all models that have none), and a continuous batcher over it.
 import os from 'node:os';
 import { Model } from '../engine/model';
-import { inspectModelFolder } from '../formats/model_folder';
+import type { ModelFolder } from '../formats/model_folder';
 import { Generator } from '../generate/generate';
 import { loadTokenizer, modelTokenizer, type Tokenizer } from '../tokenizer';
 import type { WeightDType } from '../engine/native';
@@ -58,16 +58,20 @@ export function gpt2Loader(models: ReadonlyMap<string, ModelConfig>, options: En
     if (!m) throw new Error(`unknown model "${key}"`);
     return m;
   };
+  // The registry sizes a model just before it loads it: the folder inspected for the size is the one loaded.
+  const sized = new Map<string, ModelFolder>();
   return {
     estimateBytes(key) {
       const m = configOf(key);
-      const folder = inspectModelFolder(resolveModelSource(m).dir);
+      const folder = resolveModelSource(m);
+      sized.set(key, folder);
       return estimateModelBytes(folder.config as NonNullable<typeof folder.config>, m.weightDtype, options.batchSlots);
     },
     async load(key) {
       const m = configOf(key);
-      const folder = resolveModelSource(m);
-      const model = await Model.load(folder.dir, {
+      const folder = sized.get(key) ?? resolveModelSource(m);
+      sized.delete(key);
+      const model = await Model.load(folder, {
         trainable: false,
         weightDtype: m.weightDtype,
         threads,

@@ -274,7 +274,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   }
   const folder = resolveModel(resumeDir ? path.resolve(resumeDir) : o.model_name);
   const tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
-  const model = await Model.load(folder.dir, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx });
+  const model = await Model.load(folder, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx });
   log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
   if (o.fresh_model && state && o.restore_from === 'latest') {
     log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
