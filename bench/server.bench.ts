@@ -3,8 +3,8 @@
 // at 1, 4 and 16 clients (a quarter of the duration each), which grows with clients thanks to batching; then hot-swapping:
 // 400 requests from 16 clients to one model, and 400 alternating between two models under a memory budget that
 // holds one, with the loads each took; then streaming, /invocations beside OpenAI's /v1/chat/completions: time to
-// the first text and aggregate tokens/s at 1, 4 and 16 clients; then a chat of 10 turns whose history grows, at
-// GPT-2 124M's shapes: time to the first token of each turn with prefix reuse and without.
+// the first text and aggregate tokens/s at 1, 4 and 16 clients; then a chat of 12 turns whose history grows past the context, at
+// GPT-2 124M's shapes: time to the first token of each turn with prefix reuse and without (`--chat`: these alone).
 // The model: DIXIE_BENCH_MODEL (a model folder, e.g. models/124M), else a small random GPT-2 made here (and a
 // random one of 124M's shapes for the chat).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -19,7 +19,7 @@ import { estimateModelBytes } from '../lib/server/engine';
 const SERVE = path.resolve(__dirname, '..', '..', 'bin', 'serve');
 const SMALL = { nLayer: 4, nHead: 4, nEmbd: 256, nCtx: 256, vocabSize: 50257 };
 const GPT2_124M = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
-const CHAT_TURNS = 10;
+const CHAT_TURNS = 12;
 // A user's message of about 60 tokens, numbered so that no two are alike.
 const chatMessage = (turn: number): string => `Turn ${turn}: ${'we talked about the garden, the rain and the new neighbours again, and about dinner on Sunday '.repeat(3)}`;
 const LENGTH = 32;
@@ -184,6 +184,10 @@ export async function run(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-bench-server-'));
   let server: Server | null = null;
   try {
+    if (process.argv.includes('--chat')) {
+      await chatRows(dir, process.env.DIXIE_BENCH_MODEL ?? null);
+      return;
+    }
     let modelDir = process.env.DIXIE_BENCH_MODEL;
     let described: string;
     if (modelDir) {
@@ -247,32 +251,39 @@ export async function run(): Promise<void> {
     }
     await stop(server);
 
-    // The chat: a model of 124M's shapes (or DIXIE_BENCH_MODEL), on one server with prefix reuse and one without.
-    let chatDir = modelDir;
-    if (!process.env.DIXIE_BENCH_MODEL) {
-      chatDir = path.join(dir, '124M');
-      const model = Model.create(GPT2_124M, { seed: 1, trainable: false });
-      await model.save(chatDir);
-      model.dispose();
-    }
-    const chatModel = { key: 'chat', restore_from: chatDir, prompt_format: 'chat', audience: 'mom', sampling: { length: LENGTH, temperature: 0.8, top_k: 40 } };
-    const runs: { firstTokenMs: number; promptTokens: number; cachedTokens: number }[][] = [];
-    for (const reuse of [true, false]) {
-      server = await startServer(chatDir, dir, [], { models: [chatModel], prefix_reuse: reuse });
-      runs.push(await chatTurns(server.url));
-      await stop(server);
-    }
-    console.log(`\nA chat of ${CHAT_TURNS} turns, its history sent with each (${process.env.DIXIE_BENCH_MODEL ? described : "random GPT-2 of 124M's shapes"}): time to the first token of each turn.\n`);
-    console.log('| turn | prompt tokens | found in the cache | first token ms, prefix reuse | first token ms, without | ratio |');
-    console.log('|---|---|---|---|---|---|');
-    runs[0].forEach((on, i) => {
-      const off = runs[1][i];
-      console.log(`| ${i + 1} | ${on.promptTokens} | ${on.cachedTokens} | ${on.firstTokenMs.toFixed(0)} | ${off.firstTokenMs.toFixed(0)} | ${(off.firstTokenMs / on.firstTokenMs).toFixed(1)}x |`);
-    });
+    await chatRows(dir, process.env.DIXIE_BENCH_MODEL ?? null);
   } finally {
     if (server) await stop(server);
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+// The chat rows: a conversation on a model of 124M's shapes (or `model`, a folder), on one server with prefix reuse
+// and one without.
+async function chatRows(dir: string, model: string | null): Promise<void> {
+  const chatDir = model ?? path.join(dir, '124M');
+  if (!model) {
+    const random = Model.create(GPT2_124M, { seed: 1, trainable: false });
+    await random.save(chatDir);
+    random.dispose();
+  }
+  const chatModel = { key: 'chat', restore_from: chatDir, prompt_format: 'chat', audience: 'mom', sampling: { length: LENGTH, temperature: 0.8, top_k: 40 } };
+  const runs: { firstTokenMs: number; promptTokens: number; cachedTokens: number }[][] = [];
+  for (const reuse of [true, false]) {
+    const server = await startServer(chatDir, dir, [], { models: [chatModel], prefix_reuse: reuse });
+    try {
+      runs.push(await chatTurns(server.url));
+    } finally {
+      await stop(server);
+    }
+  }
+  console.log(`\nA chat of ${CHAT_TURNS} turns, its history sent with each (${model ?? "random GPT-2 of 124M's shapes"}): time to the first token of each turn.\n`);
+  console.log('| turn | prompt tokens | found in the cache | first token ms, prefix reuse | first token ms, without | ratio |');
+  console.log('|---|---|---|---|---|---|');
+  runs[0].forEach((on, i) => {
+    const off = runs[1][i];
+    console.log(`| ${i + 1} | ${on.promptTokens} | ${on.cachedTokens} | ${on.firstTokenMs.toFixed(0)} | ${off.firstTokenMs.toFixed(0)} | ${(off.firstTokenMs / on.firstTokenMs).toFixed(1)}x |`);
+  });
 }
 
 async function stop(server: Server): Promise<void> {

@@ -10,6 +10,7 @@ import { AUDIENCE_RULE, DEFAULT_AUDIENCE, isAudience } from '../data/chat_format
 import type { DeviceRequest, Precision, WeightDType } from '../engine/native';
 import { checkpointFolder, trainedAudiences } from '../train/checkpoint';
 import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
+import { readPeftAdapter } from '../formats/peft';
 import { CHATBOT_SANITIZERS } from '../sanitize';
 import { readJsonFile } from '../util/json_file';
 import { HttpError } from './errors';
@@ -36,6 +37,7 @@ export interface ModelConfig {
   key: string;
   modelName: string | null;
   restoreFrom: string | null;       // absolute
+  adapter: string | null;           // absolute: a PEFT LoRA adapter folder merged into the model as it loads
   sanitizer: string;                // a built-in name, or an absolute module path
   sanitizerOptions: Record<string, unknown>;
   promptFormat: PromptFormat;
@@ -162,7 +164,17 @@ function chatDefaults(raw: Raw, trained: readonly string[]): { sanitizer: string
   };
 }
 
-const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype', 'device', 'precision'];
+const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'adapter', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype', 'device', 'precision'];
+
+// An adapter named in the config is read at start (its config and tensors' names and shapes), so that a wrong
+// folder stops the start rather than every load; whether it fits its base is checked when the base loads.
+function checkAdapterFolder(dir: string, where: string): void {
+  try {
+    readPeftAdapter(dir);
+  } catch (err) {
+    throw new Error(`${where}: ${(err as Error).message}`);
+  }
+}
 
 function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   if (!isObject(raw)) fail(where, 'an object', raw);
@@ -192,6 +204,8 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   const sampling = raw.sampling ?? {};
   if (!isObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
   checkKeys(sampling, SAMPLING_KEYS, `${where}.sampling`);
+  const adapter = optStr(raw, 'adapter', where);
+  if (adapter !== null) checkAdapterFolder(path.resolve(baseDir, adapter), `${where}.adapter`);
   const weightDtype = str(raw, 'weight_dtype', where, 'f32');
   if (weightDtype !== 'f32' && weightDtype !== 'f16' && weightDtype !== 'bf16' && weightDtype !== 'q8_0') fail(`${where}.weight_dtype`, '"f32", "f16", "bf16" or "q8_0"', weightDtype);
   const device = optStr(raw, 'device', where);
@@ -202,6 +216,7 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
     key,
     modelName,
     restoreFrom: restoreFrom === null ? null : path.resolve(baseDir, restoreFrom),
+    adapter: adapter === null ? null : path.resolve(baseDir, adapter),
     sanitizer,
     // The chatbot sanitizer knows the audiences' names, so that one written against a pipe ends a message.
     sanitizerOptions: CHATBOT_SANITIZERS.includes(sanitizer) && options.names === undefined ? { ...options, names: trained } : options,

@@ -74,6 +74,7 @@ export function gpt2Loader(models: ReadonlyMap<string, ModelConfig>, options: En
       const model = await Model.load(folder, {
         trainable: false,
         weightDtype: m.weightDtype,
+        ...(m.adapter && { adapter: m.adapter }),
         threads,
         ...(m.device && { device: m.device }),
         ...(m.precision && { precision: m.precision }),

@@ -27,6 +27,7 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
         in_flight: s?.leases ?? 0,
         queue_depth: service.queueDepth(m.key),
         loads: s?.loads ?? 0,
+        adapter: m.adapter && path.basename(m.adapter),
         prompt_format: m.promptFormat,
         sanitizer: sanitizerName(m),
         audience: m.audience,
