@@ -10,8 +10,9 @@ const work = t.testdir({});
 
 t.test('an entry with an adapter answers as the merged model, beside its base', async (t) => {
   const base = await saveBase(path.join(work, 'base'));
-  const factors = Array.from({ length: CONFIG.nLayer }, (_, layer) => randomFactors(`h.${layer}.attn.c_attn`, 4, CONFIG.nEmbd, 50 + layer));
-  const adapter = writeRawAdapter(path.join(work, 'adapter'), peftConfig({ r: 4, lora_alpha: 32 }), factors);
+  const kinds = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
+  const factors = Array.from({ length: CONFIG.nLayer }, (_, layer) => kinds.map((kind, k) => randomFactors(`h.${layer}.${kind}`, 4, CONFIG.nEmbd, 50 + 4 * layer + k))).flat();
+  const adapter = writeRawAdapter(path.join(work, 'adapter'), peftConfig({ r: 4, lora_alpha: 32, target_modules: ['c_attn', 'c_proj', 'c_fc'] }), factors);
   const merged = path.join(work, 'merged');
   const run = runBin('merge-lora', [base, adapter, merged]);
   t.equal(run.status, 0, run.stderr);
