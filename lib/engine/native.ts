@@ -96,6 +96,12 @@ export interface NativeModel {
   kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, logitsOut: Float32Array): Promise<void>;
   kvTruncate(slot: number, length: number): void;  // keeps the slot's first `length` tokens (0 empties it)
   kvLength(slot: number): number;
+  // One decoding step (native/core/backend.h kv_step): kvForward's feed, then sample()'s draw for the entries
+  // sampleRows (ascending indices into slots), off the event loop. params, two rngState words (advanced in place)
+  // and one out token per sampled row. A row's penalty history is what its slot holds after the feed (the native
+  // side keeps each slot's tokens). logitsOut: null, or [sampleRows.length, vocabSize] for the sampled rows' logits.
+  kvStep(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, sampleRows: Int32Array, params: NativeSampling[],
+    rngState: BigUint64Array, out: Int32Array, logitsOut: Float32Array | null): Promise<void>;
   // rngState: two 64-bit words per row, advanced in place; histories: tokens seen by each row
   dispose(): void;  // frees the native memory now rather than at garbage collection
   sample(logits: Float32Array, params: NativeSampling[], rngState: BigUint64Array, histories: Int32Array[], out: Int32Array): void;

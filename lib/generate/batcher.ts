@@ -1,7 +1,8 @@
 // Continuous batching: concurrent generation requests for one model decoded together. Each request owns a
-// KV-cache slot while it runs; every step feeds all running requests in one kvForward (a new request's
-// prompt, at most maxStepTokens prompt tokens per step, beside one token for each request already decoding)
-// and samples all of them in one call. Requests join and leave between steps. Every native call goes
+// KV-cache slot while it runs; every step feeds all running requests (a new request's prompt, at most
+// maxStepTokens prompt tokens per step, beside one token for each request already decoding) and samples those
+// that have caught up, in one kvStep off the event loop: the logits stay native, and the repetition penalty reads
+// each slot's tokens where the native side keeps them. Requests join and leave between steps. Every native call goes
 // through model.run, so steps interleave with anything else queued on the model but never overlap it.
 // A slot keeps what its last request left in the KV cache: a new request goes to the free slot that holds the
 // longest start of its prompt (a chat's next turn holds the last one whole) and prefills only the rest. Keyed
@@ -86,7 +87,8 @@ export class Batcher {
   private loop: Promise<void> | null = null;
   private reserved = false;
   private closed = false;
-  // Step buffers, sized once for a full batch.
+  // Step buffers, sized once for a full batch: the sampled rows' logits (filled only when a row asks for logprobs)
+  // and RNG states (advanced by the native draw, taken into the sequences only from a step that succeeds).
   private readonly logits: Float32Array;
   private readonly rngState: BigUint64Array;
 
@@ -331,33 +333,35 @@ export class Batcher {
     return sampling.concat(partial);
   }
 
-  // One native step (inside model.run): resets, kvForward for all rows, sampling for those that sample.
+  // One native step (inside model.run): the resets, then one kvStep that feeds every row and draws a token for
+  // each row that samples (the sampled rows are the first ones, in order). The sampled rows' logits come back only
+  // when one of them asks for logprobs. Returns the tokens, one per sampled row.
   private async step(native: NativeModel, rows: Row[]): Promise<Int32Array> {
     const n = rows.length;
     const slots = new Int32Array(n);
     const nNew = new Int32Array(n);
     const total = rows.reduce((sum, r) => sum + r.feed.length, 0);
     const tokens = new Int32Array(total);
+    const sampleRows = new Int32Array(rows.filter((r) => r.samples).length);
+    const params: SamplingOptions[] = [];
     let at = 0;
+    let logprobs = false;
     rows.forEach((row, i) => {
       if (row.reset) native.kvTruncate(row.slot, row.keep);
       slots[i] = row.slot;
       nNew[i] = row.feed.length;
       tokens.set(row.feed, at);
       at += row.feed.length;
+      if (!row.samples) return;
+      this.rngState.set(row.job.seq.rng, 2 * params.length);
+      sampleRows[params.length] = i;
+      params.push(row.job.seq.sampling);
+      logprobs ||= row.job.request.logprobs !== undefined;
     });
-    await native.kvForward(slots, nNew, tokens, this.logits.subarray(0, n * this.vocabSize));
-    const sampled = rows.filter((r) => r.samples);
-    const out = new Int32Array(sampled.length);
-    if (sampled.length === 0) return out;
-    sampled.forEach((row, i) => this.rngState.set(row.job.seq.rng, 2 * i));
-    native.sample(
-      this.logits.subarray(0, sampled.length * this.vocabSize),
-      sampled.map((r) => r.job.seq.sampling),
-      this.rngState.subarray(0, 2 * sampled.length),
-      sampled.map((r) => r.job.seq.history()),
-      out,
-    );
+    const m = params.length;
+    const out = new Int32Array(m);
+    const logits = logprobs ? this.logits.subarray(0, m * this.vocabSize) : null;
+    await native.kvStep(slots, nNew, tokens, sampleRows, params, this.rngState.subarray(0, 2 * m), out, logits);
     return out;
   }
 

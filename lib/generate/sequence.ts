@@ -176,7 +176,8 @@ export class Sequence {
     return this.windowStart + this.cached === this.length;
   }
 
-  // The tokens for the repetition penalty: the window's tokens.
+  // The tokens for the repetition penalty: the window's tokens, which are what the slot holds once caught up (so
+  // the batcher's kvStep reads them natively, where the slot keeps them; test/generate/kv_step.test.ts).
   history(): Int32Array {
     return this.context.subarray(this.windowStart, this.length);
   }

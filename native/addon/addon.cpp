@@ -1,6 +1,6 @@
 // N-API bindings: the calls of lib/engine/native.ts over a dixie::Backend. Every argument is checked here, at the
 // boundary, so that nothing the backend does can read or write outside a buffer the caller passed; the heavy calls
-// (forward, backward, step, kvForward) run on libuv's pool in an AsyncWorker and resolve a promise.
+// (forward, backward, step, kvForward, kvStep) run on libuv's pool in an AsyncWorker and resolve a promise.
 #include <napi.h>
 
 #include <atomic>
@@ -235,6 +235,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value KvForward(const Napi::CallbackInfo& info);
   Napi::Value KvTruncate(const Napi::CallbackInfo& info);
   Napi::Value KvLength(const Napi::CallbackInfo& info);
+  Napi::Value KvStep(const Napi::CallbackInfo& info);
   Napi::Value Sample(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
@@ -311,6 +312,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("kvForward", &ModelWrap::KvForward),
                          InstanceMethod("kvTruncate", &ModelWrap::KvTruncate),
                          InstanceMethod("kvLength", &ModelWrap::KvLength),
+                         InstanceMethod("kvStep", &ModelWrap::KvStep),
                          InstanceMethod("sample", &ModelWrap::Sample),
                          InstanceMethod("dispose", &ModelWrap::Dispose),
                      });
@@ -711,6 +713,54 @@ Napi::Value ModelWrap::KvLength(const Napi::CallbackInfo& info) {
     Backend& b = backend("kvLength");
     return Napi::Number::New(info.Env(), b.kv_length(check_slot(info[0], "kvLength: slot")));
   });
+}
+
+// kvStep(slots, nNew, tokens, sampleRows, params, rngState, out, logitsOut | null): only the types, the lengths and
+// what keeps the buffers safe are checked here; the values are the backend's to check (core/checks.h
+// check_kv_step), in the worker, before it changes anything.
+Napi::Value ModelWrap::KvStep(const Napi::CallbackInfo& info) {
+  std::vector<Napi::Value> keep = {info[5], info[6], info[7]};
+  return run_async(info, "kvStep", [&](Backend& b) -> std::function<double()> {
+    const int V = b.spec().config().vocab_size;
+    Napi::Int32Array slots = i32_arg(info[0], "kvStep: slots");
+    Napi::Int32Array n_new = i32_arg(info[1], "kvStep: nNew");
+    Napi::Int32Array tokens = i32_arg(info[2], "kvStep: tokens");
+    Napi::Int32Array sample_rows = i32_arg(info[3], "kvStep: sampleRows");
+    if (!info[4].IsArray()) throw ArgError("kvStep: params must be an array");
+    Napi::Array params = info[4].As<Napi::Array>();
+    Napi::BigUint64Array rng = typed_arg<uint64_t>(info[5], napi_biguint64_array, "BigUint64Array", "kvStep: rngState");
+    Napi::Int32Array out = i32_arg(info[6], "kvStep: out");
+    const size_t n = slots.ElementLength(), m = sample_rows.ElementLength();
+    if (n == 0) throw ArgError("kvStep: slots is empty");
+    require_length(n_new.ElementLength(), n, "kvStep: nNew", "one count per slot");
+    // The backend reads sum(nNew) tokens, once it has seen that every count is positive.
+    int64_t total = 0;
+    for (size_t i = 0; i < n; ++i) total += n_new[i];
+    require_length(tokens.ElementLength(), static_cast<size_t>(std::max<int64_t>(total, 0)), "kvStep: tokens", "the sum of nNew");
+    require_length(params.Length(), m, "kvStep: params", "one per sampled row");
+    require_length(rng.ElementLength(), 2 * m, "kvStep: rngState", "two words per sampled row");
+    require_length(out.ElementLength(), m, "kvStep: out", "one token per sampled row");
+    float* logits_out = nullptr;
+    if (!info[7].IsNull() && !info[7].IsUndefined()) {
+      Napi::Float32Array logits = f32_arg(info[7], "kvStep: logitsOut");
+      require_length(logits.ElementLength(), m * static_cast<size_t>(V), "kvStep: logitsOut", "sampleRows.length * vocabSize");
+      logits_out = logits.Data();
+    }
+    auto s = std::make_shared<std::vector<int32_t>>(slots.Data(), slots.Data() + n);
+    auto k = std::make_shared<std::vector<int32_t>>(n_new.Data(), n_new.Data() + n);
+    auto t = std::make_shared<std::vector<int32_t>>(tokens.Data(), tokens.Data() + tokens.ElementLength());
+    auto rows = std::make_shared<std::vector<int32_t>>(sample_rows.Data(), sample_rows.Data() + m);
+    auto sp = std::make_shared<std::vector<dixie::SamplingParams>>(m);
+    for (size_t i = 0; i < m; ++i) (*sp)[i] = sampling_arg(params.Get(static_cast<uint32_t>(i)), "kvStep: params[" + std::to_string(i) + "]");
+    Backend* bp = &b;
+    uint64_t* rng_state = rng.Data();
+    int32_t* out_tokens = out.Data();
+    const int count = static_cast<int>(n), sampled = static_cast<int>(m);
+    return [bp, s, k, t, rows, sp, rng_state, out_tokens, logits_out, count, sampled]() -> double {
+      bp->kv_step(count, s->data(), k->data(), t->data(), sampled, rows->data(), sp->data(), rng_state, out_tokens, logits_out);
+      return 0.0;
+    };
+  }, false, keep);
 }
 
 Napi::Value ModelWrap::Sample(const Napi::CallbackInfo& info) {

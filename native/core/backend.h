@@ -100,6 +100,17 @@ class Backend {
   virtual void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) = 0;
   virtual void kv_truncate(int slot, int length) = 0;
   virtual int kv_length(int slot) const = 0;
+  // One decoding step in one call: kv_forward's feed, then sample()'s draw for the n_sample entries sample_rows
+  // (ascending indices into the n entries: those whose feed ends a prompt or is a generated token) with their
+  // settings params [n_sample] and RNG states rng_state [2 * n_sample], advanced in place, into out_tokens
+  // [n_sample]. The logits stay where the backend computed them and only the sampled rows' are computed:
+  // logits_out is null, or [n_sample, V] to receive them as the model gave them (before the penalty), for
+  // log-probabilities. A row's repetition-penalty history is what its slot holds after the feed: the decoder keeps
+  // each slot's token ids (appended by kv_forward and kv_step, cut by kv_truncate), so no history crosses the call
+  // and each token is checked once, when it is fed. Refused arguments change nothing.
+  virtual void kv_step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample,
+                       const int32_t* sample_rows, const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens,
+                       float* logits_out) = 0;
 
   // Samples one token per row of logits [n, V] with per-row settings and per-row RNG state (64-bit words,
   // advanced in place). history/history_len: the tokens each row has seen, for the repetition penalty.

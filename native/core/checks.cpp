@@ -31,31 +31,60 @@ int64_t check_forward_batch(const GPT2Config& c, const int32_t* inputs, const in
   return N;
 }
 
-int64_t check_kv_forward(const GPT2Config& c, int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens,
-                         int n_slots, const int* lengths, uint8_t* used) {
-  if (n_slots == 0) throw std::logic_error("kv_forward: call kv_reserve first");
+namespace {
+
+// kv_forward's checks, for `call` (kv_forward or kv_step).
+int64_t check_feed(const char* call, const GPT2Config& c, int n, const int32_t* slots, const int32_t* n_new,
+                   const int32_t* tokens, int n_slots, const int* lengths, uint8_t* used) {
+  const std::string at = std::string(call) + ": ";
+  if (n_slots == 0) throw std::logic_error(at + "call kv_reserve first");
   if (n <= 0 || n > n_slots)
-    throw std::invalid_argument("kv_forward: " + std::to_string(n) + " slots given, the cache has " + std::to_string(n_slots));
+    throw std::invalid_argument(at + std::to_string(n) + " slots given, the cache has " + std::to_string(n_slots));
   int64_t total = 0;
   std::fill(used, used + n_slots, 0);
   for (int i = 0; i < n; ++i) {
     const int slot = slots[i];
     if (slot < 0 || slot >= n_slots)
-      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " (entry " + std::to_string(i) +
+      throw std::invalid_argument(at + "slot " + std::to_string(slot) + " (entry " + std::to_string(i) +
                                   ") is outside [0, " + std::to_string(n_slots) + ")");
-    if (used[slot]) throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " appears twice");
+    if (used[slot]) throw std::invalid_argument(at + "slot " + std::to_string(slot) + " appears twice");
     used[slot] = 1;
     if (n_new[i] < 1)
-      throw std::invalid_argument("kv_forward: slot " + std::to_string(slot) + " has " + std::to_string(n_new[i]) + " new tokens (need >= 1)");
+      throw std::invalid_argument(at + "slot " + std::to_string(slot) + " has " + std::to_string(n_new[i]) + " new tokens (need >= 1)");
     if (lengths[slot] + n_new[i] > c.n_ctx)
-      throw std::out_of_range("kv_forward: slot " + std::to_string(slot) + " would hold " +
+      throw std::out_of_range(at + "slot " + std::to_string(slot) + " would hold " +
                               std::to_string(lengths[slot] + n_new[i]) + " tokens, more than n_ctx " + std::to_string(c.n_ctx));
     total += n_new[i];
   }
   for (int64_t i = 0; i < total; ++i)
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
-      throw std::invalid_argument("kv_forward: token " + std::to_string(tokens[i]) + " at " + std::to_string(i) +
+      throw std::invalid_argument(at + "token " + std::to_string(tokens[i]) + " at " + std::to_string(i) +
                                   " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+  return total;
+}
+
+}  // namespace
+
+int64_t check_kv_forward(const GPT2Config& c, int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens,
+                         int n_slots, const int* lengths, uint8_t* used) {
+  return check_feed("kv_forward", c, n, slots, n_new, tokens, n_slots, lengths, used);
+}
+
+int64_t check_kv_step(const GPT2Config& c, int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens,
+                      int n_slots, const int* lengths, uint8_t* used, int n_sample, const int32_t* sample_rows,
+                      const SamplingParams* params) {
+  const int64_t total = check_feed("kv_step", c, n, slots, n_new, tokens, n_slots, lengths, used);
+  if (n_sample < 0 || n_sample > n)
+    throw std::invalid_argument("kv_step: " + std::to_string(n_sample) + " rows to sample of " + std::to_string(n) + " entries");
+  for (int i = 0; i < n_sample; ++i) {
+    const std::string row = "kv_step: sampled row " + std::to_string(i);
+    const int lowest = i == 0 ? 0 : sample_rows[i - 1] + 1;
+    if (sample_rows[i] < lowest || sample_rows[i] >= n)
+      throw std::invalid_argument(row + " is entry " + std::to_string(sample_rows[i]) + ": the entries sampled must be " +
+                                  "ascending in [0, " + std::to_string(n) + ")");
+    if (const auto refused = refuse_sampling(params[i], c.vocab_size))
+      throw std::invalid_argument(row + ": " + refused->field + " must be " + refused->rule);
+  }
   return total;
 }
 

@@ -36,6 +36,13 @@ void check_sampling_row(int row, int V, const SamplingParams& params, const int3
 int64_t check_kv_forward(const GPT2Config& config, int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens,
                          int n_slots, const int* lengths, uint8_t* used);
 
+// kv_step(n, slots, n_new, tokens, n_sample, sample_rows, params): kv_forward's checks, then the sampled rows:
+// n_sample in [0, n], sample_rows ascending in [0, n), each row's settings in refuse_sampling's table. (The rows'
+// penalty histories are their slots' tokens, checked as they were fed.) Returns the tokens given in all.
+int64_t check_kv_step(const GPT2Config& config, int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens,
+                      int n_slots, const int* lengths, uint8_t* used, int n_sample, const int32_t* sample_rows,
+                      const SamplingParams* params);
+
 // kv_truncate(slot, length), its slot checked already: a length from 0 to the `held` tokens the slot holds.
 void check_kv_truncate(int slot, int length, int held);
 

@@ -436,6 +436,12 @@ int CpuBackend::kv_length(int slot) const {
   return reserved_decoder(decoder_, "kvLength").length(slot);
 }
 
+void CpuBackend::kv_step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample,
+                         const int32_t* sample_rows, const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens,
+                         float* logits_out) {
+  reserved_decoder(decoder_, "kvStep").step(n, slots, n_new, tokens, n_sample, sample_rows, params, rng_state, out_tokens, logits_out);
+}
+
 void CpuBackend::sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
                         const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) {
   sample_tokens(n, spec_.config().vocab_size, logits, params, rng_state, history, history_len, out_tokens, pool_);

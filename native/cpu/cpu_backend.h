@@ -41,6 +41,8 @@ class CpuBackend : public Backend {
   void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) override;
   void kv_truncate(int slot, int length) override;
   int kv_length(int slot) const override;
+  void kv_step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample, const int32_t* sample_rows,
+               const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens, float* logits_out) override;
   void sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
               const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) override;
 

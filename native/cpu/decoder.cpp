@@ -76,6 +76,8 @@ struct CpuDecoder::State {
   int n_slots = 0;
   int max_rows = 0;
   std::vector<int> lengths;
+  // [slot][n_ctx]: the token ids each slot holds, lengths[slot] of them: kv_step's repetition-penalty histories.
+  AlignedArray<int32_t> held;
   // [L][slot][NH][n_ctx][hs]: a head's keys (values) one contiguous run, which attention reads as one stream.
   AlignedArray<float> k_cache, v_cache;
   // Float32 copies of the vectors (LayerNorm parameters, biases) when the weights are 16-bit.
@@ -86,6 +88,9 @@ struct CpuDecoder::State {
   AlignedArray<float> scores;      // [threads, n_ctx]
   AlignedArray<float> matmul_scratch;  // decode_matmul's and head_matmul's
   AlignedArray<float> last, last_ln;  // [n_slots, C]: the final hidden state of each slot's last new token
+  AlignedArray<float> logits;      // [n_slots, V]: kv_step's, when the caller does not ask for them
+  std::vector<const int32_t*> history;  // [n_slots]: kv_step's sampled rows' histories (into held) and their lengths
+  std::vector<int32_t> history_len;
   std::vector<int> row_slot, row_pos;
   std::vector<int> row_entry;  // the entry whose last new token the row is, or -1
   std::vector<uint8_t> slot_used;  // [n_slots]: duplicate check of one call
@@ -246,6 +251,56 @@ struct CpuDecoder::State {
     }
     return kept;
   }
+
+  // Appends the entries' new tokens to their slots (checked already) and runs them through the layers: last[i] is
+  // the final hidden state of entry i's last new token. Walks the concatenated tokens in chunks of at most
+  // max_rows rows.
+  void feed(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total) {
+    const int C = cfg().n_embd;
+    if (stale) refresh();
+    int entry = 0, done_in_entry = 0;  // next token: entry `entry`, its `done_in_entry`-th new token
+    int64_t consumed = 0;
+    while (consumed < total) {
+      int R = 0;
+      while (R < max_rows && entry < n) {
+        const int slot = slots[entry];
+        const int take = std::min(max_rows - R, n_new[entry] - done_in_entry);
+        int32_t* slot_tokens = held.data() + static_cast<size_t>(slot) * cfg().n_ctx;
+        for (int k = 0; k < take; ++k) {
+          row_slot[R + k] = slot;
+          row_pos[R + k] = lengths[slot] + k;
+          row_entry[R + k] = -1;
+          slot_tokens[lengths[slot] + k] = tokens[consumed + R + k];
+        }
+        // The positions are set, so the slot's length can count these tokens now; within the chunk, attention
+        // reads row_pos, not lengths.
+        lengths[slot] += take;
+        R += take;
+        done_in_entry += take;
+        if (done_in_entry == n_new[entry]) {
+          row_entry[R - 1] = entry;
+          ++entry;
+          done_in_entry = 0;
+        }
+      }
+      embed(tokens + consumed, R);
+      const int ending = layers(R);
+      for (int r = 0; r < ending; ++r)
+        std::memcpy(last.data() + static_cast<size_t>(row_entry[r]) * C, x.data() + static_cast<size_t>(r) * C, sizeof(float) * C);
+      consumed += R;
+    }
+  }
+
+  // out[rows, V] = the logits of the entries rows[0, n_rows) (ascending; null: entries 0, 1, ...): ln_f, then the
+  // product with the token embedding. The entries' states are first moved to the front of last.
+  void head(int n_rows, const int32_t* rows, float* out) {
+    const GPT2Config& c = cfg();
+    const int C = c.n_embd;
+    for (int i = 0; rows && i < n_rows; ++i)
+      if (rows[i] != i) std::memcpy(last.data() + static_cast<size_t>(i) * C, last.data() + static_cast<size_t>(rows[i]) * C, sizeof(float) * C);
+    layernorm_forward(last_ln.data(), nullptr, nullptr, last.data(), vec(LNF_W, 0), vec(LNF_B, 0), n_rows, C, pool);
+    head_matmul(out, last_ln.data(), weights_at(weights, spec.group_offset(WTE)), n_rows, C, c.vocab_size, matmul_scratch.data(), pool);
+  }
 };
 
 CpuDecoder::CpuDecoder(const ModelSpec& spec, WeightsView weights, DType matrices, ThreadPool& pool)
@@ -263,6 +318,7 @@ void CpuDecoder::reserve(int n_slots) {
   const size_t cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
   s.n_slots = n_slots;
   s.lengths.assign(n_slots, 0);
+  s.held = AlignedArray<int32_t>(static_cast<size_t>(n_slots) * c.n_ctx, Pages::kSmall);
   s.k_cache = AlignedArray<float>(cache, Pages::kSmall);
   s.v_cache = AlignedArray<float>(cache, Pages::kSmall);
   const int R = std::max(kChunkRows, n_slots);
@@ -280,6 +336,9 @@ void CpuDecoder::reserve(int n_slots) {
                                                    decode_matmul_scratch(R, 4 * C, C, m, threads), head_matmul_scratch(C, threads)}));
   s.last = AlignedArray<float>(n_slots * C);
   s.last_ln = AlignedArray<float>(n_slots * C);
+  s.logits = AlignedArray<float>(static_cast<size_t>(n_slots) * c.vocab_size);
+  s.history.assign(n_slots, nullptr);
+  s.history_len.assign(n_slots, 0);
   s.row_slot.assign(R, 0);
   s.row_pos.assign(R, 0);
   s.row_entry.assign(R, -1);
@@ -289,46 +348,29 @@ void CpuDecoder::reserve(int n_slots) {
 
 void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
   State& s = *state_;
+  const int64_t total = check_kv_forward(s.cfg(), n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data());
+  s.feed(n, slots, n_new, tokens, total);
+  s.head(n, nullptr, logits_out);
+}
+
+void CpuDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample,
+                      const int32_t* sample_rows, const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens,
+                      float* logits_out) {
+  State& s = *state_;
   const GPT2Config& c = s.cfg();
-  const int C = c.n_embd;
-  const int64_t total = check_kv_forward(c, n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data());
-
-  if (s.stale) s.refresh();
-
-  // Walk the concatenated tokens in chunks of at most max_rows rows.
-  int entry = 0, done_in_entry = 0;  // next token: entry `entry`, its `done_in_entry`-th new token
-  int64_t consumed = 0;
-  while (consumed < total) {
-    int R = 0;
-    while (R < s.max_rows && entry < n) {
-      const int slot = slots[entry];
-      const int take = std::min(s.max_rows - R, n_new[entry] - done_in_entry);
-      for (int k = 0; k < take; ++k) {
-        s.row_slot[R + k] = slot;
-        s.row_pos[R + k] = s.lengths[slot] + k;
-        s.row_entry[R + k] = -1;
-      }
-      // The positions are set, so the slot's length can count these tokens now; within the chunk, attention
-      // reads row_pos, not lengths.
-      s.lengths[slot] += take;
-      R += take;
-      done_in_entry += take;
-      if (done_in_entry == n_new[entry]) {
-        s.row_entry[R - 1] = entry;
-        ++entry;
-        done_in_entry = 0;
-      }
-    }
-    s.embed(tokens + consumed, R);
-    const int ending = s.layers(R);
-    for (int r = 0; r < ending; ++r)
-      std::memcpy(s.last.data() + static_cast<size_t>(s.row_entry[r]) * C, s.x.data() + static_cast<size_t>(r) * C, sizeof(float) * C);
-    consumed += R;
+  const int64_t total = check_kv_step(c, n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), n_sample,
+                                      sample_rows, params);
+  s.feed(n, slots, n_new, tokens, total);
+  if (n_sample == 0) return;
+  // Rows that feed part of a prompt need no logits: only the sampled rows go through the head.
+  float* logits = logits_out ? logits_out : s.logits.data();
+  s.head(n_sample, sample_rows, logits);
+  for (int i = 0; i < n_sample; ++i) {
+    const int slot = slots[sample_rows[i]];
+    s.history[i] = s.held.data() + static_cast<size_t>(slot) * c.n_ctx;
+    s.history_len[i] = s.lengths[slot];
   }
-
-  layernorm_forward(s.last_ln.data(), nullptr, nullptr, s.last.data(), s.vec(LNF_W, 0), s.vec(LNF_B, 0), n, C, s.pool);
-  head_matmul(logits_out, s.last_ln.data(), weights_at(s.weights, s.spec.group_offset(WTE)), n, C, c.vocab_size,
-              s.matmul_scratch.data(), s.pool);
+  draw_tokens(n_sample, c.vocab_size, logits, params, rng_state, s.history.data(), s.history_len.data(), out_tokens, s.pool);
 }
 
 void CpuDecoder::truncate(int slot, int length) {
@@ -410,9 +452,9 @@ size_t CpuDecoder::panel_bytes() const {
 size_t CpuDecoder::memory_bytes() const {
   const State& s = *state_;
   size_t floats = s.k_cache.size() + s.v_cache.size() + s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() +
-                  s.scores.size() + s.matmul_scratch.size() + s.last.size() + s.last_ln.size();
+                  s.scores.size() + s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.logits.size();
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
-  return floats * sizeof(float) + (s.panels_own_matrices() ? 0 : panel_bytes());
+  return floats * sizeof(float) + s.held.bytes() + (s.panels_own_matrices() ? 0 : panel_bytes());
 }
 
 }  // namespace dixie

@@ -37,6 +37,9 @@ class CpuDecoder {
   void reserve(int n_slots);  // plans the cache and scratch memory once
   // See Backend::kv_forward.
   void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out);
+  // See Backend::kv_step: the logits go into the decoder's own [n_slots, V], or into logits_out when given.
+  void step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample, const int32_t* sample_rows,
+            const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens, float* logits_out);
   void truncate(int slot, int length);
   int length(int slot) const;
   // The weights were written: what is made from them (float32 weights' panel copy, the float32 vectors of 16-bit
@@ -69,5 +72,9 @@ class CpuDecoder {
 // on the thread count.
 void sample_tokens(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
                    const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens, ThreadPool& pool);
+// sample_tokens without its checks, for rows whose settings and history tokens were checked already (kv_step's:
+// its settings up front, its histories token by token as they were fed).
+void draw_tokens(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+                 const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens, ThreadPool& pool);
 
 }  // namespace dixie

@@ -142,6 +142,11 @@ void sample_tokens(int n, int V, const float* logits, const SamplingParams* para
   if (n <= 0) return;
   if (V <= 0) throw std::invalid_argument("sample: empty vocabulary");
   for (int i = 0; i < n; ++i) check_sampling_row(i, V, params[i], history ? history[i] : nullptr, history_len ? history_len[i] : 0);
+  draw_tokens(n, V, logits, params, rng_state, history, history_len, out_tokens, pool);
+}
+
+void draw_tokens(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
+                 const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens, ThreadPool& pool) {
   pool.run(n, [&](int64_t i, int) {
     out_tokens[i] = sample_row(V, logits + static_cast<size_t>(i) * V, params[i], rng_state + 2 * i,
                                history ? history[i] : nullptr, history_len ? history_len[i] : 0);

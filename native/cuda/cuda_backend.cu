@@ -9,9 +9,14 @@
 #include <vector>
 
 #include "attention.cuh"
+#include "copies.cuh"
 #include "core/checks.h"
 #include "core/dtype.h"
 #include "cpu/optimizer.h"
+#include "crossentropy.cuh"
+#include "encoder.cuh"
+#include "gelu.cuh"
+#include "layernorm.cuh"
 
 namespace dixie {
 
@@ -659,6 +664,15 @@ void CudaBackend::kv_truncate(int slot, int length) {
 
 int CudaBackend::kv_length(int slot) const {
   return reserved_decoder(decoder_, "kvLength").length(slot);
+}
+
+void CudaBackend::kv_step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample,
+                          const int32_t* sample_rows, const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens,
+                          float* logits_out) {
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  CudaDecoder& decoder = reserved_decoder(decoder_, "kvStep");
+  if (!sampler_) sampler_ = std::make_unique<CudaSampler>(stream_.get());
+  decoder.step(n, slots, n_new, tokens, n_sample, sample_rows, params, rng_state, out_tokens, logits_out, *sampler_);
 }
 
 void CudaBackend::sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,

@@ -6,13 +6,24 @@
 
 #include "attention.cuh"
 #include "core/checks.h"
-#include "layers.cuh"
+#include "copies.cuh"
+#include "encoder.cuh"
+#include "gelu.cuh"
+#include "layernorm.cuh"
+#include "q8.cuh"
 
 namespace dixie::cuda {
 
 namespace {
 // Rows per pass through the layers: enough for the products to run at full speed on a long prompt.
 constexpr int kChunkRows = 1024;
+
+// held[row_slot[r], row_pos[r]] = row_token[r] for r < total: the slots' token ids, [slots, n_ctx].
+__global__ void hold_tokens_kernel(int32_t* held, const int32_t* row_token, const int32_t* row_slot, const int32_t* row_pos,
+                                   int64_t total, int n_ctx) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r < total) held[static_cast<int64_t>(row_slot[r]) * n_ctx + row_pos[r]] = row_token[r];
+}
 }  // namespace
 
 CudaDecoder::CudaDecoder(const ModelSpec& spec, DeviceWeights weights, Gemm& gemm, cudaStream_t stream, bool bf16,
@@ -34,6 +45,9 @@ void CudaDecoder::reserve(int n_slots) {
     dequantized_.allocate(largest * x, "expanded 8-bit matrix");
   }
   logits_.allocate(static_cast<size_t>(n_slots) * vocab_padded_, "decoding logits");
+  held_.allocate(static_cast<size_t>(n_slots) * c.n_ctx, "decoding slots' tokens");
+  history_begin_.assign(n_slots, 0);
+  history_len_.assign(n_slots, 0);
   const size_t meta = 3 * static_cast<size_t>(n_slots) * c.n_ctx + 2 * static_cast<size_t>(n_slots);
   rows_.allocate(meta, "decoding rows");
   rows_host_.allocate(meta);
@@ -43,37 +57,82 @@ void CudaDecoder::reserve(int n_slots) {
 }
 
 void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
-  const GPT2Config& c = spec_.config();
-  const int64_t total = check_kv_forward(c, n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data());
+  const int64_t total = check_kv_forward(spec_.config(), n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data());
+  feed(n, slots, n_new, tokens, total, n, nullptr);
+  // the pad columns (see CudaBackend::vocab_padded_) are not copied out
+  const int V = spec_.config().vocab_size;
+  DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, V * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
+                                     V * sizeof(float), n, cudaMemcpyDeviceToHost, stream_));
+  DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
 
-  // Every row of the call: its token, slot and position; and, per entry, the row of its last token.
+void CudaDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample,
+                       const int32_t* sample_rows, const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens,
+                       float* logits_out, CudaSampler& sampler) {
+  const GPT2Config& c = spec_.config();
+  const int64_t total = check_kv_step(c, n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), n_sample,
+                                      sample_rows, params);
+  feed(n, slots, n_new, tokens, total, n_sample, sample_rows);
+  if (n_sample == 0) {
+    DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return;
+  }
+  // Before the draw, which applies the penalty to these logits in place.
+  if (logits_out)
+    DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, c.vocab_size * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
+                                       c.vocab_size * sizeof(float), n_sample, cudaMemcpyDeviceToHost, stream_));
+  for (int i = 0; i < n_sample; ++i) {
+    const int slot = slots[sample_rows[i]];
+    history_begin_[i] = static_cast<int64_t>(slot) * c.n_ctx;
+    history_len_[i] = lengths_[slot];
+  }
+  sampler.sample_on_device(n_sample, c.vocab_size, logits_.data(), vocab_padded_, params, rng_state, held_.data(),
+                           history_begin_.data(), history_len_.data(), out_tokens);
+}
+
+// Runs the call's rows (checked already) through the layers, appends their tokens to their slots and, for
+// n_logits entries (logit_entries, ascending; null: entries 0, 1, ...), computes the logits of their last new
+// token into logits_ [n_logits, vocab_padded], queued on the stream.
+void CudaDecoder::feed(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
+                       const int32_t* logit_entries) {
+  // Every row of the call: its token, slot and position; and, per entry whose logits are wanted, its last row.
   int32_t* h = rows_host_.data();
   int32_t *row_token = h, *row_slot = h + total, *row_pos = h + 2 * total;
   int32_t *gather_src = h + 3 * total, *gather_dst = gather_src + n;
   std::copy(tokens, tokens + total, row_token);
   chunk_gathers_.assign(1, 0);
   int64_t r = 0;
+  int gathers = 0;
   for (int i = 0; i < n; ++i) {
     for (int k = 0; k < n_new[i]; ++k, ++r) {
       row_slot[r] = slots[i];
       row_pos[r] = lengths_[slots[i]] + k;
     }
-    gather_src[i] = static_cast<int32_t>((r - 1) % max_rows_);  // the last token's row within its chunk
-    gather_dst[i] = i;
+    if (gathers == n_logits || (logit_entries && logit_entries[gathers] != i)) continue;
+    gather_src[gathers] = static_cast<int32_t>((r - 1) % max_rows_);  // the last token's row within its chunk
+    gather_dst[gathers] = gathers;
+    ++gathers;
     const int chunk = static_cast<int>((r - 1) / max_rows_);
     while (static_cast<int>(chunk_gathers_.size()) <= chunk + 1) chunk_gathers_.push_back(chunk_gathers_.back());
-    chunk_gathers_[chunk + 1] = i + 1;
+    chunk_gathers_[chunk + 1] = gathers;
   }
+  // Chunks after the last one with a gather gather nothing.
+  const int chunks = static_cast<int>(ceil_div(total, max_rows_));
+  while (static_cast<int>(chunk_gathers_.size()) <= chunks) chunk_gathers_.push_back(chunk_gathers_.back());
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), h, (3 * total + 2 * n) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  if (bf16_) run<bf16>(n, total, logits_out);
-  else run<float>(n, total, logits_out);
+  const int32_t* d = rows_.data();
+  hold_tokens_kernel<<<static_cast<unsigned>(ceil_div(total, 256)), 256, 0, stream_>>>(held_.data(), d, d + total, d + 2 * total,
+                                                                                    total, spec_.config().n_ctx);
+  DIXIE_CUDA_LAUNCHED();
+  if (bf16_) run<bf16>(n, total, n_logits);
+  else run<float>(n, total, n_logits);
   for (int i = 0; i < n; ++i) lengths_[slots[i]] += n_new[i];
 }
 
 template <typename X>
-void CudaDecoder::run(int n, int64_t total, float* logits_out) {
+void CudaDecoder::run(int n, int64_t total, int n_logits) {
   const GPT2Config& c = spec_.config();
-  const int C = c.n_embd, L = c.n_layer, NH = c.n_head, V = c.vocab_size;
+  const int C = c.n_embd, L = c.n_layer, NH = c.n_head;
   const int64_t R_max = max_rows_;
   X* x = reinterpret_cast<X*>(scratch_.data());
   X* ln = x + R_max * C;
@@ -126,13 +185,10 @@ void CudaDecoder::run(int n, int64_t total, float* logits_out) {
     const int g0 = chunk_gathers_[chunk], g1 = chunk_gathers_[chunk + 1];
     gather_rows(last_ln, ln, gather_src + g0, gather_dst + g0, g1 - g0, C, stream_);
   }
-  // logits[n, Vp] = ln_f(last) @ wte[0:Vp]^T, float32 whatever the precision; the pad columns (see
-  // CudaBackend::vocab_padded_) are not copied out
-  gemm_.matmul<X, float>(false, true, n, vocab_padded_, C, last_ln, C, w_.weight<X>(WTE, -1), C, logits_.data(),
-                         vocab_padded_, nullptr, false);
-  DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, V * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
-                                     V * sizeof(float), n, cudaMemcpyDeviceToHost, stream_));
-  DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  // logits[n_logits, Vp] = ln_f(last) @ wte[0:Vp]^T, float32 whatever the precision
+  if (n_logits > 0)
+    gemm_.matmul<X, float>(false, true, n_logits, vocab_padded_, C, last_ln, C, w_.weight<X>(WTE, -1), C, logits_.data(),
+                           vocab_padded_, nullptr, false);
 }
 
 void CudaDecoder::truncate(int slot, int length) {
@@ -147,7 +203,7 @@ int CudaDecoder::length(int slot) const {
 }
 
 size_t CudaDecoder::memory_bytes() const {
-  return cache_.bytes() + scratch_.bytes() + logits_.bytes() + rows_.bytes() + dequantized_.bytes();
+  return cache_.bytes() + scratch_.bytes() + logits_.bytes() + held_.bytes() + rows_.bytes() + dequantized_.bytes();
 }
 
 }  // namespace dixie::cuda

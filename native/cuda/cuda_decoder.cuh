@@ -9,6 +9,7 @@
 #include "core/model_spec.h"
 #include "gemm.cuh"
 #include "model_weights.cuh"
+#include "sampler.cuh"
 
 namespace dixie::cuda {
 
@@ -20,13 +21,20 @@ class CudaDecoder {
   void reserve(int n_slots);  // plans the cache and scratch memory once
   // See Backend::kv_forward; logits_out is host memory [n, V].
   void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out);
+  // See Backend::kv_step: the sampled rows' logits stay on the device, where `sampler` draws from them with the
+  // slots' tokens (held_) as their histories; only the tokens, the RNG states and (logits_out: host [n_sample, V],
+  // or null) the logits come back.
+  void step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample, const int32_t* sample_rows,
+            const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens, float* logits_out, CudaSampler& sampler);
   void truncate(int slot, int length);
   int length(int slot) const;
   size_t memory_bytes() const;
 
  private:
+  void feed(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
+            const int32_t* logit_entries);
   template <typename X>
-  void run(int n, int64_t total, float* logits_out);
+  void run(int n, int64_t total, int n_logits);
 
   const ModelSpec& spec_;
   DeviceWeights w_;
@@ -40,8 +48,12 @@ class CudaDecoder {
   DeviceArray<unsigned char> cache_;    // keys, then values: [L][slots][n_ctx][C] each
   DeviceArray<unsigned char> scratch_;  // rows of a chunk (x, ln, qkv, atty, proj, fch, fcg) and last_ln [slots, C]
   DeviceArray<float> logits_;           // [slots, vocab_padded]
+  DeviceArray<int32_t> held_;           // [slots, n_ctx]: the token ids each slot holds, kv_step's penalty histories
+  std::vector<int64_t> history_begin_;  // [slots]: a kv_step's sampled rows' histories within held_, and lengths
+  std::vector<int32_t> history_len_;
   DeviceArray<unsigned char> dequantized_;  // Q8_0: one layer matrix expanded for a GEMM, [OC, ldq]
-  // One call's rows: [tokens][row slots][row positions] (total each), then [gather sources][gather slots] (n each)
+  // One call's rows: [tokens][row slots][row positions] (total each), then [gather sources][gather targets] (up to n
+  // each: the entries whose logits are computed, and their rows of logits_)
   DeviceArray<int32_t> rows_;
   PinnedArray<int32_t> rows_host_;
   std::vector<int> chunk_gathers_;      // per chunk, where its gathers start (one entry more than chunks)

@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "layers.cuh"
+#include "gelu.cuh"
 
 namespace dixie::cuda {
 

@@ -12,7 +12,7 @@ struct DeviceWeights {
   const ModelSpec* spec = nullptr;
   float* f32 = nullptr;
   bf16* lp = nullptr;  // null in float32
-  // Q8_0: each layer matrix w[C, OC] as q [OC, ldq] int8 with f16 scales (bits) [OC, ldq / 32] (layers.cuh), per kind
+  // Q8_0: each layer matrix w[C, OC] as q [OC, ldq] int8 with f16 scales (bits) [OC, ldq / 32] (q8.cuh), per kind
   // layer after layer from q8_offset[kind] (in int8s; its scales from q8_offset[kind] / 32).
   int8_t* q8 = nullptr;
   uint16_t* q8_scales = nullptr;

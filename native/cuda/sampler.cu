@@ -167,7 +167,8 @@ __device__ int block_argmax(const float* l, int V, float* vals, int* ids) {
   return ids[0];
 }
 
-__global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* logits, const RowParams* params,
+// logits [rows, ld], the first V of each row the vocabulary's
+__global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* logits, int ld, const RowParams* params,
                                                          uint64_t* rng, const int32_t* history, uint32_t* seen, int V) {
   __shared__ SelectShared sh;
   __shared__ float fscratch[32];
@@ -176,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
   __shared__ unsigned long long draw_target;
   const int row = blockIdx.x;
   const RowParams p = params[row];
-  float* l = logits + static_cast<int64_t>(row) * V;
+  float* l = logits + static_cast<int64_t>(row) * ld;
 
   // 1. The repetition penalty, once per distinct token of the history.
   if (p.penalize > 0.0f && p.penalize < 1.0f) {
@@ -254,7 +255,6 @@ size_t CudaSampler::memory_bytes() const { return logits_.bytes() + seen_.bytes(
 void CudaSampler::reserve(int n, int V, size_t history) {
   if (n > rows_ || V != vocab_) {
     const int rows = n > rows_ ? n : rows_;
-    logits_.allocate(static_cast<size_t>(rows) * V, "sampler logits");
     seen_.allocate(static_cast<size_t>(rows) * V, "sampler penalty flags");
     DIXIE_CUDA_CHECK(cudaMemsetAsync(seen_.data(), 0, seen_.bytes(), stream_));
     tokens_.allocate(rows, "sampled tokens");
@@ -279,6 +279,7 @@ void CudaSampler::sample(int n, int V, const float* logits, const SamplingParams
     total_history += static_cast<size_t>(len);
   }
   reserve(n, V, total_history);
+  if (static_cast<size_t>(n) * V > logits_.size()) logits_.allocate(static_cast<size_t>(rows_) * V, "sampler logits");
 
   unsigned char* stage = staging_.data();
   RowParams* rp = reinterpret_cast<RowParams*>(stage);
@@ -292,15 +293,33 @@ void CudaSampler::sample(int n, int V, const float* logits, const SamplingParams
     at += len;
   }
   std::memcpy(rng, rng_state, sizeof(uint64_t) * 2 * n);
-  const size_t meta_bytes = history_offset(n) + static_cast<size_t>(at) * sizeof(int32_t);
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(meta_.data(), stage, meta_bytes, cudaMemcpyHostToDevice, stream_));
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(logits_.data(), logits, sizeof(float) * static_cast<size_t>(n) * V,
                                    cudaMemcpyHostToDevice, stream_));
+  draw(n, V, logits_.data(), V, reinterpret_cast<const int32_t*>(meta_.data() + history_offset(n)),
+       history_offset(n) + static_cast<size_t>(at) * sizeof(int32_t), rng_state, out_tokens);
+}
+
+void CudaSampler::sample_on_device(int n, int V, float* logits, int ld, const SamplingParams* params, uint64_t* rng_state,
+                                   const int32_t* history, const int64_t* history_begin, const int32_t* history_len,
+                                   int32_t* out_tokens) {
+  if (n <= 0) return;
+  reserve(n, V, 0);
+  unsigned char* stage = staging_.data();
+  RowParams* rp = reinterpret_cast<RowParams*>(stage);
+  for (int i = 0; i < n; ++i)
+    rp[i] = RowParams{params[i].temperature, params[i].top_k, params[i].top_p, params[i].penalize, history_begin[i], history_len[i]};
+  std::memcpy(stage + rng_offset(n), rng_state, sizeof(uint64_t) * 2 * n);
+  draw(n, V, logits, ld, history, history_offset(n), rng_state, out_tokens);
+}
+
+void CudaSampler::draw(int n, int V, float* logits, int ld, const int32_t* history, size_t meta_bytes, uint64_t* rng_state,
+                       int32_t* out_tokens) {
+  unsigned char* stage = staging_.data();
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(meta_.data(), stage, meta_bytes, cudaMemcpyHostToDevice, stream_));
   unsigned char* meta = meta_.data();
   DIXIE_CUDA_CHECK(cudaEventRecord(start_, stream_));
-  sample_kernel<<<n, kThreads, 0, stream_>>>(tokens_.data(), logits_.data(), reinterpret_cast<const RowParams*>(meta),
-                                             reinterpret_cast<uint64_t*>(meta + rng_offset(n)),
-                                             reinterpret_cast<const int32_t*>(meta + history_offset(n)), seen_.data(), V);
+  sample_kernel<<<n, kThreads, 0, stream_>>>(tokens_.data(), logits, ld, reinterpret_cast<const RowParams*>(meta),
+                                             reinterpret_cast<uint64_t*>(meta + rng_offset(n)), history, seen_.data(), V);
   DIXIE_CUDA_LAUNCHED();
   DIXIE_CUDA_CHECK(cudaEventRecord(stop_, stream_));
   // The staging buffer is free again once the copies above have run; the results come back through it.

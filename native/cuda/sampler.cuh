@@ -29,17 +29,26 @@ class CudaSampler {
   // See Backend::sample. logits and the other arrays are host memory.
   void sample(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
               const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens);
+  // Backend::kv_step's draw, its settings checked already: the logits [n, ld] (penalised in place) and the
+  // histories are device memory, row i's history being history[history_begin[i], + history_len[i]); params,
+  // rng_state, history_begin, history_len and out_tokens are host memory. Only the settings and RNG states go
+  // to the device, the tokens and states come back.
+  void sample_on_device(int n, int V, float* logits, int ld, const SamplingParams* params, uint64_t* rng_state,
+                        const int32_t* history, const int64_t* history_begin, const int32_t* history_len, int32_t* out_tokens);
 
   float last_kernel_ms() const { return last_kernel_ms_; }  // device time of the last call's kernel
   size_t memory_bytes() const;
 
  private:
   void reserve(int n, int V, size_t history);
+  // The draw over staged settings: meta_ holds the n rows' RowParams and RNG states (meta_bytes of them staged).
+  void draw(int n, int V, float* logits, int ld, const int32_t* history, size_t meta_bytes, uint64_t* rng_state,
+            int32_t* out_tokens);
 
   cudaStream_t stream_;
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
   int rows_ = 0, vocab_ = 0;
-  DeviceArray<float> logits_;     // [rows, V]
+  DeviceArray<float> logits_;     // [rows, V]: sample()'s logits, copied from the host
   DeviceArray<uint32_t> seen_;    // [rows, V] flags of the penalty, all zero between calls
   DeviceArray<unsigned char> meta_;  // row settings, RNG states and histories, as staged below
   DeviceArray<int32_t> tokens_;   // [rows]

@@ -603,6 +603,89 @@ void section_decode(const Shape& shape) {
     report(d <= 0.1, "decode q8_0: KV-cached logits vs float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
     report(e <= 0.1, "decode q8_0: CUDA vs CPU q8_0 decoding", "max |diff| / max(1, max|logit|) " + fmt("%.2e", e));
   });
+  // kv_step against kv_forward + sample on a twin backend: a first step in which one slot feeds only part of its
+  // prompt (not sampled), decode steps, a slot cut back between them, a row per setting (greedy with a strong
+  // penalty, top-k + top-p + penalty, plain sampling). sample() is given each slot's tokens as its history, which
+  // kv_step must find where the decoder keeps them.
+  auto fused_vs_split = [&](const std::string& name, const std::function<std::unique_ptr<Backend>()>& make) {
+    check(name, [&] {
+      auto split = make(), fused = make();
+      split->kv_reserve(4);
+      fused->kv_reserve(4);
+      const SamplingParams settings[3] = {{0.0f, 0, 1.0f, 0.5f}, {0.9f, 40, 0.9f, 0.85f}, {1.0f, 0, 1.0f, 0.0f}};
+      std::vector<std::vector<int32_t>> held(3);
+      std::vector<uint64_t> rng_split(6), rng_fused;
+      Rng seeds{17};
+      for (auto& x : rng_split) x = seeds.next();
+      rng_fused = rng_split;
+      int same = 0, drawn = 0;
+      double worst = 0;
+      // Feeds slots[i] the tokens feed[i] on both and samples the entries `rows`; returns the split side's tokens.
+      auto step = [&](const std::vector<int>& slots, const std::vector<std::vector<int32_t>>& feed, const std::vector<int>& rows,
+                      bool want_logits) {
+        const int n = static_cast<int>(slots.size()), m = static_cast<int>(rows.size());
+        std::vector<int> n_new(n);
+        std::vector<int32_t> tokens;
+        for (int i = 0; i < n; ++i) {
+          n_new[i] = static_cast<int>(feed[i].size());
+          tokens.insert(tokens.end(), feed[i].begin(), feed[i].end());
+          held[slots[i]].insert(held[slots[i]].end(), feed[i].begin(), feed[i].end());
+        }
+        std::vector<float> logits(static_cast<size_t>(n) * V), row_logits(static_cast<size_t>(m) * V), fused_logits;
+        split->kv_forward(n, slots.data(), n_new.data(), tokens.data(), logits.data());
+        std::vector<SamplingParams> sp(m);
+        std::vector<const int32_t*> hp(m);
+        std::vector<int32_t> hl(m), out_split(m), out_fused(m);
+        std::vector<uint64_t> rs(2 * m), rf(2 * m);
+        for (int j = 0; j < m; ++j) {
+          const int slot = slots[rows[j]];
+          std::copy_n(logits.begin() + static_cast<std::ptrdiff_t>(rows[j]) * V, V, row_logits.begin() + static_cast<std::ptrdiff_t>(j) * V);
+          sp[j] = settings[slot];
+          hp[j] = held[slot].data();
+          hl[j] = static_cast<int32_t>(held[slot].size());
+          std::copy_n(rng_split.begin() + 2 * slot, 2, rs.begin() + 2 * j);
+          std::copy_n(rng_fused.begin() + 2 * slot, 2, rf.begin() + 2 * j);
+        }
+        split->sample(m, row_logits.data(), sp.data(), rs.data(), hp.data(), hl.data(), out_split.data());
+        if (want_logits) fused_logits.resize(static_cast<size_t>(m) * V);
+        fused->kv_step(n, slots.data(), n_new.data(), tokens.data(), m, rows.data(), sp.data(), rf.data(), out_fused.data(),
+                       want_logits ? fused_logits.data() : nullptr);
+        if (want_logits) worst = std::max(worst, max_abs_diff(fused_logits.data(), row_logits.data(), row_logits.size()));
+        for (int j = 0; j < m; ++j) {
+          const int slot = slots[rows[j]];
+          same += out_split[j] == out_fused[j];
+          ++drawn;
+          std::copy_n(rs.begin() + 2 * j, 2, rng_split.begin() + 2 * slot);
+          std::copy_n(rf.begin() + 2 * j, 2, rng_fused.begin() + 2 * slot);
+        }
+        return out_split;
+      };
+      const std::vector<int32_t> prompt0 = random_tokens(20, V, 61), prompt1 = random_tokens(30, V, 62), prompt2 = random_tokens(5, V, 63);
+      std::vector<int32_t> next(3);
+      std::vector<int32_t> t = step({0, 1, 2}, {prompt0, {prompt1.begin(), prompt1.begin() + 15}, prompt2}, {0, 2}, true);
+      next[0] = t[0];
+      next[2] = t[1];
+      t = step({1, 0, 2}, {{prompt1.begin() + 15, prompt1.end()}, {next[0]}, {next[2]}}, {0, 1, 2}, false);
+      next = {t[1], t[0], t[2]};
+      for (int k = 0; k < 8; ++k) {
+        if (k == 4) {  // slot 2 cut back to its first 3 tokens: its history shrinks with it
+          split->kv_truncate(2, 3);
+          fused->kv_truncate(2, 3);
+          held[2].resize(3);
+        }
+        t = step({0, 1, 2}, {{next[0]}, {next[1]}, {next[2]}}, {0, 1, 2}, k % 3 == 0);
+        next = t;
+      }
+      const bool lengths = fused->kv_length(0) == split->kv_length(0) && fused->kv_length(2) == static_cast<int>(held[2].size());
+      report(same == drawn && rng_fused == rng_split && worst <= 1e-4 && lengths, name,
+             std::to_string(same) + "/" + std::to_string(drawn) + " tokens as kv_forward + sample, RNG states " +
+                 (rng_fused == rng_split ? "equal" : "DIFFER") + ", logits max |diff| " + fmt("%.2e", worst) +
+                 (lengths ? "" : ", slot lengths DIFFER"));
+    });
+  };
+  fused_vs_split("decode f32: kv_step = kv_forward + sample", [&] { return cuda_model(c, params, 1, c.n_ctx, false, false, false); });
+  fused_vs_split("decode bf16: kv_step = kv_forward + sample", [&] { return cuda_model(c, params, 1, c.n_ctx, true, false, false); });
+  fused_vs_split("decode, the CPU backend: kv_step = kv_forward + sample", [&] { return cpu_model(c, params, 1, c.n_ctx, false); });
 }
 
 // ---- section: the sampler ----
@@ -890,6 +973,21 @@ void section_bench(bool train_only) {
           add({"decode 124M " + mode, "batch " + std::to_string(n),
                fmt("%.0f", tok / (t_forward + t_sample)) + " tok/s with sampling (" + fmt("%.0f", tok / t_forward) +
                    " tok/s kvForward alone; " + fmt("%.2f", 1e3 * t_forward / steps) + " ms/step)"});
+          // The same steps fused (kv_step: the logits stay on the device, only the tokens come back), after the
+          // split ones in the same slots.
+          std::vector<int> rows(n);
+          std::iota(rows.begin(), rows.end(), 0);
+          std::vector<int32_t> drawn(n);
+          double t_step = 0;
+          for (int s = 0; s < steps; ++s) {
+            const auto t0 = std::chrono::steady_clock::now();
+            be->kv_step(n, slots.data(), ones.data(), next.data(), n, rows.data(), sp.data(), rng.data(), drawn.data(), nullptr);
+            t_step += seconds_since(t0);
+            next = drawn;
+          }
+          add({"decode 124M " + mode + ", kvStep", "batch " + std::to_string(n),
+               fmt("%.0f", tok / t_step) + " tok/s forward and sampling in one call (" + fmt("%.2f", 1e3 * t_step / steps) +
+                   " ms/step)"});
           if (bf16)
             add({"sample (top-k 40)", std::to_string(n) + " row" + (n > 1 ? "s" : ""),
                  fmt("%.1f", 1e3 * kernel_ms / steps) + " us kernel, " + fmt("%.1f", 1e6 * t_sample / steps) + " us per call"});

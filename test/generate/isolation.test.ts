@@ -68,19 +68,19 @@ t.test('checkSampling accepts exactly what the native sampler accepts: one table
 t.test('a batch step that throws fails only the request that makes it throw', async (t) => {
   const run = async (poisoned: boolean): Promise<(GenerateResult | Error)[]> => {
     const model = Model.create(CONFIG, { seed: 2, trainable: false });
-    // The fault: the batcher's native calls (all made through model.run) see a sampler that throws for any
-    // batch holding the poisoned row, after the forward has written every row's cache.
+    // The fault: the batcher's native calls (all made through model.run) see a step that throws for any
+    // batch holding the poisoned row, after it has written every row's cache and advanced the RNG states.
     let faults = 0;
     const faulty = new Proxy(model.native, {
       get(target, prop) {
         const value = Reflect.get(target, prop) as unknown;
-        if (prop !== 'sample') return typeof value === 'function' ? value.bind(target) : value;
-        return (...args: Parameters<NativeModel['sample']>) => {
-          if (args[1].some((p) => p.topK === POISON_TOP_K)) {
+        if (prop !== 'kvStep') return typeof value === 'function' ? value.bind(target) : value;
+        return async (...args: Parameters<NativeModel['kvStep']>) => {
+          await target.kvStep(...args);
+          if (args[4].some((p) => p.topK === POISON_TOP_K)) {
             faults++;
             throw new Error('the native sampler failed');
           }
-          target.sample(...args);
         };
       },
     });
