@@ -7,7 +7,8 @@
 // node-llama-cpp is installed, llama.cpp on the same weights (bench/llama_cpp.ts), after a check that it predicts
 // what dixie predicts. The machine's own read bandwidth (native/tests/read_bandwidth.cpp, 2 threads), measured before
 // and after, is printed too: on a shared machine it moves by the hour, and batch-1 decoding follows it.
-// `npm run bench -- decode --quick` measures 124M only, `--shape 1558M` (repeatable) the shapes named.
+// `npm run bench -- decode --quick` measures 124M only, `--shape 1558M` (repeatable) the shapes named, `--type q8_0`
+// (repeatable) the weight types named.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -174,7 +175,7 @@ const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}x`;
 
 // The rows of one shape, printed as they are measured (a full run takes most of an hour): every weight type on the
 // same random weights (a float32 model saved once, loaded in each).
-async function measureShape(name: string, config: GPT2Config, live: boolean): Promise<void> {
+async function measureShape(name: string, config: GPT2Config, live: boolean, types: readonly string[]): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `dixie-decode-${name}-`));
   try {
     const source = Model.create(config, { seed: 1, threads: THREADS, trainable: false });
@@ -182,7 +183,7 @@ async function measureShape(name: string, config: GPT2Config, live: boolean): Pr
     source.dispose();
     const small = name === '124M';
     const runs = small ? 3 : 2;
-    for (const dtype of small ? DTYPES : LARGE_DTYPES) {
+    for (const dtype of (small ? DTYPES : LARGE_DTYPES).filter((d) => types.length === 0 || types.includes(d))) {
       const model = await Model.load(dir, { weightDtype: dtype, trainable: false, threads: THREADS });
       let gguf: GgufExport | null = null;
       let ours: Figures;
@@ -213,10 +214,15 @@ async function measureShape(name: string, config: GPT2Config, live: boolean): Pr
   }
 }
 
+// The values given after each `flag` on the command line.
+function optionValues(flag: string): string[] {
+  return process.argv.flatMap((a, i) => (a === flag ? [process.argv[i + 1]] : []));
+}
+
 // The shapes named after --shape, or 124M alone with --quick, or all.
 function shapesToRun(): (readonly [string, GPT2Config])[] {
   const argv = process.argv;
-  const named = argv.flatMap((a, i) => (a === '--shape' ? [argv[i + 1]] : []));
+  const named = optionValues('--shape');
   for (const name of named) {
     if (!SHAPES.some(([n]) => n === name)) throw new Error(`--shape ${name}: the shapes are ${SHAPES.map(([n]) => n).join(', ')}`);
   }
@@ -226,6 +232,9 @@ function shapesToRun(): (readonly [string, GPT2Config])[] {
 
 export async function run(): Promise<void> {
   const shapes = shapesToRun();
+  for (const type of optionValues('--type')) {
+    if (!(DTYPES as readonly string[]).includes(type)) throw new Error(`--type ${type}: the weight types are ${DTYPES.join(', ')}`);
+  }
   const live = (await loadLlamaCpp()) !== null;
   console.log([
     '| GPT-2 shape, weights (2 threads) | dixie decode, batch 1 | bandwidth | llama.cpp decode | dixie / llama.cpp | dixie first token (64-token prompt) | llama.cpp first token | llama.cpp / dixie |',
@@ -234,7 +243,7 @@ export async function run(): Promise<void> {
   if (live) for (const dtype of ['f32', 'q8_0'] as const) console.log(await agreement(dtype));
   console.log(`| the machine's read bandwidth, before | | ${readBandwidth()} | | | | | |`);
   for (const [name, config] of shapes) {
-    await measureShape(name, config, live);
+    await measureShape(name, config, live, optionValues('--type'));
   }
   console.log(`| the machine's read bandwidth, after | | ${readBandwidth()} | | | | | |`);
   if (!live) console.log(`\n(\`npm install --no-save ${LLAMA_CPP_PACKAGE}@3.21.1\` adds llama.cpp measured here, on the same weights.)`);

@@ -133,11 +133,14 @@ function firstNonFinite(data: Float32Array | Uint16Array, dtype: 'F32' | 'F16' |
   return null;
 }
 
+// The key of Model's native handle (see Model[NATIVE]).
+export const NATIVE = Symbol('dixie native model');
+
 export class Model {
   readonly config: GPT2Config;
   readonly adapter: ModelAdapter | null;
   readonly tensors: readonly NativeTensorInfo[];
-  readonly native: NativeModel;
+  private readonly native: NativeModel;
   private readonly byName: Map<string, NativeTensorInfo>;
   private readonly trainableFlags: Uint8Array;
   private readonly decayFlags: Uint8Array;
@@ -376,6 +379,17 @@ export class Model {
     return this.weightChanges;
   }
 
+  // The native handle, for this package's own tests: not part of the API (lib/index.ts does not export NATIVE).
+  get [NATIVE](): NativeModel {
+    return this.native;
+  }
+
+  // What the model runs on: "cpu (2 threads, avx2 fma; f32 weights)", "cuda:0 ...".
+  device(): string {
+    return this.native.device();
+  }
+
+  // Runs fn with the native model when the calls queued before it are done (the way decoding drives it).
   run<T>(fn: (native: NativeModel) => Promise<T> | T): Promise<T> {
     return this.enqueue(() => fn(this.native));
   }

@@ -315,7 +315,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     log(`model: ${(n / 1e6).toFixed(1)}M parameters; batches of ${o.batch_size} x ${T} tokens${o.accumulate_gradients > 1 ? `, ${o.accumulate_gradients} accumulated per step` : ''}`);
     if (ranks) {
       log(
-        `data-parallel: ${world} ranks (${ranks.localSize} on this machine, ${model.native.device()} each) over ${ranks.library}; ` +
+        `data-parallel: ${world} ranks (${ranks.localSize} on this machine, ${model.device()} each) over ${ranks.library}; ` +
           `global batch ${o.batch_size} x ${o.accumulate_gradients} x ${world} = ${o.batch_size * o.accumulate_gradients * world} sequences of ${T} tokens per step`,
       );
       if (o.zero === 1) log(`ZeRO-1: each rank keeps Adam's moments of 1/${world} of the parameters (${(model.memory().optimizer / 2 ** 20).toFixed(1)} MiB on rank 0)`);

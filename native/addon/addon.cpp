@@ -98,6 +98,19 @@ Napi::Object object_arg(const Napi::Value& v, const std::string& name) {
   return v.As<Napi::Object>();
 }
 
+// A model's sizes: {nLayer, nHead, nEmbd, nCtx, vocabSize}.
+dixie::GPT2Config config_arg(const Napi::Value& v) {
+  const Napi::Object config = object_arg(v, "config");
+  const int64_t big = 1 << 30;
+  dixie::GPT2Config c;
+  c.n_layer = static_cast<int>(int_arg(config.Get("nLayer"), "config.nLayer", 1, big));
+  c.n_head = static_cast<int>(int_arg(config.Get("nHead"), "config.nHead", 1, big));
+  c.n_embd = static_cast<int>(int_arg(config.Get("nEmbd"), "config.nEmbd", 1, big));
+  c.n_ctx = static_cast<int>(int_arg(config.Get("nCtx"), "config.nCtx", 1, big));
+  c.vocab_size = static_cast<int>(int_arg(config.Get("vocabSize"), "config.vocabSize", 1, big));
+  return c;
+}
+
 // One row's sampling settings as the sampler reads them (SamplingParams: float32, and an int top-k, below 0 when
 // the value is no integer), each optional; their ranges are the backend's to check (core/checks.h).
 dixie::SamplingParams sampling_arg(const Napi::Value& v, const std::string& where) {
@@ -341,14 +354,8 @@ Napi::Value guarded(const Napi::CallbackInfo& info, F&& body) {
 
 ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
   guarded(info, [&]() -> Napi::Value {
-    const Napi::Object config = object_arg(info[0], "config");
-    dixie::GPT2Config c;
+    const dixie::GPT2Config c = config_arg(info[0]);
     const int64_t big = 1 << 30;
-    c.n_layer = static_cast<int>(int_arg(config.Get("nLayer"), "config.nLayer", 1, big));
-    c.n_head = static_cast<int>(int_arg(config.Get("nHead"), "config.nHead", 1, big));
-    c.n_embd = static_cast<int>(int_arg(config.Get("nEmbd"), "config.nEmbd", 1, big));
-    c.n_ctx = static_cast<int>(int_arg(config.Get("nCtx"), "config.nCtx", 1, big));
-    c.vocab_size = static_cast<int>(int_arg(config.Get("vocabSize"), "config.vocabSize", 1, big));
     const Napi::Object options = info[1].IsUndefined() ? Napi::Object::New(info.Env()) : object_arg(info[1], "options");
     dixie::BackendOptions o;
     o.threads = static_cast<int>(optional_int(options, "threads", 0, 0, 1024, "options"));
@@ -899,6 +906,22 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                 Napi::Array a = Napi::Array::New(info.Env(), f.size());
                 for (size_t i = 0; i < f.size(); ++i) a.Set(i, f[i]);
                 return a;
+              }));
+  // planDecodeMemory(config, weightDtype, slots, threads): {params, kvCache, activations} in bytes, what a CPU model
+  // takes to decode `slots` sequences at their full context (core/backend.h plan_decode_memory), without allocating.
+  exports.Set("planDecodeMemory", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                return guarded(info, [&]() -> Napi::Value {
+                  const dixie::GPT2Config c = config_arg(info[0]);
+                  const DType dtype = dtype_from(info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "", "planDecodeMemory: weightDtype", true);
+                  const int slots = static_cast<int>(int_arg(info[2], "planDecodeMemory: slots", 1, 1 << 20));
+                  const int threads = static_cast<int>(int_arg(info[3], "planDecodeMemory: threads", 1, 1024));
+                  const dixie::MemoryReport r = dixie::plan_decode_memory(c, dtype, slots, threads);
+                  Napi::Object o = Napi::Object::New(info.Env());
+                  o.Set("params", static_cast<double>(r.params));
+                  o.Set("kvCache", static_cast<double>(r.kv_cache));
+                  o.Set("activations", static_cast<double>(r.activations));
+                  return o;
+                });
               }));
   // checkSampling(params, vocabSize): null when the sampler accepts the settings, else {field, rule}.
   exports.Set("checkSampling", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {

@@ -120,6 +120,11 @@ class Backend {
 
 std::unique_ptr<Backend> make_cpu_backend(const GPT2Config& config, const BackendOptions& options);
 
+// What a CPU model of `config` with weights of `dtype` takes to decode n_slots sequences at their full context,
+// computed without allocating: its parameters as the CPU backend keeps them, and the decoder's buffers
+// (plan_decoder, which its kv_reserve allocates). A server sizes a model with it before loading it.
+MemoryReport plan_decode_memory(const GPT2Config& config, DType dtype, int n_slots, int threads);
+
 // The CUDA backend (native/cuda), present when the addon is built with CUDA (DIXIE_WITH_CUDA). It runs on the
 // first visible device and throws std::runtime_error when there is none.
 std::unique_ptr<Backend> make_cuda_backend(const GPT2Config& config, const BackendOptions& options);

@@ -48,6 +48,18 @@ std::string cpu_feature_list() {
   return s.empty() ? " scalar" : s;
 }
 
+// The floats of the activation arena over N rows (each buffer padded to 16 floats), as the constructor lays it
+// out (it checks that the two agree): what plan_decode_memory counts for a float32 model's forward().
+size_t arena_floats(const GPT2Config& c, int64_t N, bool training, bool per_layer) {
+  const int64_t C = c.n_embd, V = c.vocab_size, NH = c.n_head, L = c.n_layer;
+  const auto pad = [](int64_t n) { return static_cast<size_t>((n + 15) / 16 * 16); };
+  const size_t layer = 4 * pad(N * C) + 4 * pad(N) + pad(N * 3 * C) + pad(N * NH) + pad(N * 4 * C);
+  size_t total = (per_layer ? L : 1) * layer + (training ? L + 1 : 2) * pad(N * C);
+  total += pad(N * C) + pad(N * 4 * C) + pad(N * C) + 2 * pad(N) + pad(N * V) + pad(N);
+  if (training) total += pad(N * C) + pad(N * 4 * C) + pad(N * C);
+  return total;
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
@@ -120,6 +132,8 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   }
   size_t total = 0;
   for (auto& [slot, n] : plan) total += (n + 15) / 16 * 16;
+  if (total != arena_floats(c, N, training_, per_layer))
+    throw std::logic_error("the CPU backend's activation plan and arena_floats disagree");
   arena_ = AlignedArray<float>(total);
   size_t offset = 0;
   for (auto& [slot, n] : plan) {
@@ -128,6 +142,23 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   }
   inputs_ = AlignedArray<int32_t>(N);
   targets_ = AlignedArray<int32_t>(N);
+}
+
+MemoryReport plan_decode_memory(const GPT2Config& config, DType dtype, int n_slots, int threads) {
+  const ModelSpec spec(config);
+  size_t matrices = 0;
+  for (ParamKind kind : kLayerMatrices) matrices += spec.group_numel(kind);
+  MemoryReport r;
+  // float32 weights beside their panel copy; 16-bit and 8-bit ones keep the layer matrices only in the panels,
+  // the rest in 16 bits (f16 for q8_0).
+  r.params = (dtype == DType::F32 ? spec.num_params() * sizeof(float) : (spec.num_params() - matrices) * sizeof(uint16_t)) +
+             planned_panel_bytes(spec, dtype);
+  const DecoderPlan plan = plan_decoder(spec, dtype, n_slots, threads);
+  r.kv_cache = 2 * plan.cache * sizeof(float) + plan.held * sizeof(int32_t);
+  r.activations = plan.bytes() - r.kv_cache;
+  // A float32 model keeps forward()'s activations for one sequence of n_ctx beside the decoder's (inference only).
+  if (dtype == DType::F32) r.activations += (arena_floats(config, config.n_ctx, false, false) + 2 * config.n_ctx) * sizeof(float);
+  return r;
 }
 
 CpuBackend::~CpuBackend() = default;

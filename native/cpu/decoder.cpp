@@ -27,6 +27,10 @@ namespace {
 // Rows per pass through the layers: enough for the tiled matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
 
+// The parameters that are neither layer matrices nor embeddings, which a 16-bit or 8-bit model's decoder keeps
+// in float32.
+constexpr ParamKind kVectorKinds[] = {LN1_W, LN1_B, QKV_B, ATTPROJ_B, LN2_W, LN2_B, FC_B, FCPROJ_B, LNF_W, LNF_B};
+
 // out[0, hs) = sum over t < n of p[t] * v[t, 0:hs]: per element an fma chain over t, held in registers 64 lanes
 // at a time.
 void weighted_sum(float* out, const float* p, const float* v, int n, int hs) {
@@ -149,8 +153,7 @@ struct CpuDecoder::State {
           pack_panels(panels_f32.data() + mat_offset(kind, l), weights.f32 + spec.group_offset(kind) + l * per, rows, cols, pool);
       }
     } else {
-      static const ParamKind kVectors[] = {LN1_W, LN1_B, QKV_B, ATTPROJ_B, LN2_W, LN2_B, FC_B, FCPROJ_B, LNF_W, LNF_B};
-      for (ParamKind kind : kVectors) {
+      for (ParamKind kind : kVectorKinds) {
         std::vector<float>& v = vectors_f32[kind];
         v.resize(spec.group_numel(kind));
         convert_to_f32(v.data(), weights_at(weights, spec.group_offset(kind)), v.size(), pool);
@@ -313,30 +316,25 @@ CpuDecoder::~CpuDecoder() = default;
 void CpuDecoder::reserve(int n_slots) {
   if (n_slots <= 0) throw std::invalid_argument("kv_reserve: the number of slots must be >= 1, got " + std::to_string(n_slots));
   State& s = *state_;
-  const GPT2Config& c = s.cfg();
-  const size_t C = c.n_embd;
-  const size_t cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
+  const size_t C = s.cfg().n_embd;
+  const DecoderPlan plan = plan_decoder(s.spec, s.panels.dtype, n_slots, s.pool.size());
+  const int R = plan.rows;
   s.n_slots = n_slots;
   s.lengths.assign(n_slots, 0);
-  s.held = AlignedArray<int32_t>(static_cast<size_t>(n_slots) * c.n_ctx, Pages::kSmall);
-  s.k_cache = AlignedArray<float>(cache, Pages::kSmall);
-  s.v_cache = AlignedArray<float>(cache, Pages::kSmall);
-  const int R = std::max(kChunkRows, n_slots);
+  s.held = AlignedArray<int32_t>(plan.held, Pages::kSmall);
+  s.k_cache = AlignedArray<float>(plan.cache, Pages::kSmall);
+  s.v_cache = AlignedArray<float>(plan.cache, Pages::kSmall);
   s.max_rows = R;
   s.x = AlignedArray<float>(R * C);
   s.ln = AlignedArray<float>(R * C);
   s.qkv = AlignedArray<float>(R * 3 * C);
   s.atty = AlignedArray<float>(R * C);
   s.fcg = AlignedArray<float>(R * 4 * C);
-  const int threads = s.pool.size();
-  s.scores = AlignedArray<float>(static_cast<size_t>(threads) * c.n_ctx);
-  const DType m = s.panels.dtype;
-  s.matmul_scratch = AlignedArray<float>(std::max({decode_matmul_scratch(R, C, 3 * C, m, threads), decode_matmul_scratch(R, C, C, m, threads),
-                                                   decode_matmul_scratch(R, C, 4 * C, m, threads),
-                                                   decode_matmul_scratch(R, 4 * C, C, m, threads), head_matmul_scratch(C, threads)}));
+  s.scores = AlignedArray<float>(plan.scores);
+  s.matmul_scratch = AlignedArray<float>(plan.matmul_scratch);
   s.last = AlignedArray<float>(n_slots * C);
   s.last_ln = AlignedArray<float>(n_slots * C);
-  s.logits = AlignedArray<float>(static_cast<size_t>(n_slots) * c.vocab_size);
+  s.logits = AlignedArray<float>(plan.logits);
   s.history.assign(n_slots, nullptr);
   s.history_len.assign(n_slots, 0);
   s.row_slot.assign(R, 0);
@@ -442,6 +440,40 @@ void CpuDecoder::write_q8(ParamKind kind, int layer, int k0, int n_rows, const f
       for (int i = 0; i < n; ++i) m[q8_index(k + i, j, rows, cols)] = static_cast<uint8_t>(q[i]);
     }
   }
+}
+
+DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int threads) {
+  const GPT2Config& c = spec.config();
+  const int C = c.n_embd;
+  DecoderPlan p;
+  p.rows = std::max(kChunkRows, n_slots);
+  const size_t R = p.rows;
+  p.cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
+  p.held = static_cast<size_t>(n_slots) * c.n_ctx;
+  p.activations = R * 10 * C;
+  p.scores = static_cast<size_t>(threads) * c.n_ctx;
+  p.matmul_scratch = std::max({decode_matmul_scratch(p.rows, C, 3 * C, matrices, threads), decode_matmul_scratch(p.rows, C, C, matrices, threads),
+                               decode_matmul_scratch(p.rows, C, 4 * C, matrices, threads),
+                               decode_matmul_scratch(p.rows, 4 * C, C, matrices, threads), head_matmul_scratch(C, threads)});
+  p.last = 2 * static_cast<size_t>(n_slots) * C;
+  p.logits = static_cast<size_t>(n_slots) * c.vocab_size;
+  if (matrices != DType::F32) {
+    for (ParamKind kind : kVectorKinds) p.vectors += spec.group_numel(kind);
+  }
+  return p;
+}
+
+size_t DecoderPlan::bytes() const {
+  return (2 * cache + activations + scores + matmul_scratch + last + logits + vectors) * sizeof(float) + held * sizeof(int32_t);
+}
+
+size_t planned_panel_bytes(const ModelSpec& spec, DType matrices) {
+  size_t elements = 0;
+  for (ParamKind kind : kLayerMatrices) {
+    const auto [rows, cols] = spec.matrix_shape(kind);
+    elements += spec.config().n_layer * panel_elements(rows, cols, matrices);
+  }
+  return elements * (matrices == DType::F32 ? sizeof(float) : matrices == DType::Q8_0 ? 1 : sizeof(uint16_t));
 }
 
 size_t CpuDecoder::panel_bytes() const {

@@ -68,6 +68,25 @@ class CpuDecoder {
   std::unique_ptr<State> state_;
 };
 
+// The decoder's buffers for n_slots sequences, in elements, planned once: reserve() allocates them, and
+// plan_decode_memory (core/backend.h) sizes a model with them before it exists. rows: R, the rows of one pass.
+struct DecoderPlan {
+  int rows = 0;
+  size_t cache = 0;           // keys, and as many values: [n_layer, n_slots, n_ctx, C]
+  size_t held = 0;            // token ids [n_slots, n_ctx]
+  size_t activations = 0;     // x, ln, atty [R, C]; qkv [R, 3C]; fcg [R, 4C]
+  size_t scores = 0;          // [threads, n_ctx]
+  size_t matmul_scratch = 0;  // the largest of the layer products' and the head's
+  size_t last = 0;            // last, last_ln [n_slots, C] each
+  size_t logits = 0;          // [n_slots, V]
+  size_t vectors = 0;         // float32 copies of a 16-bit or 8-bit model's vectors (biases, LayerNorms)
+  size_t bytes() const;       // all of them
+};
+DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int threads);
+
+// Bytes of a model's layer matrices in the decoder's panel layout, in the matrices' type.
+size_t planned_panel_bytes(const ModelSpec& spec, DType matrices);
+
 // Backend::sample on the CPU; rows run in parallel, each with its own RNG stream, so results do not depend
 // on the thread count.
 void sample_tokens(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,

@@ -25,7 +25,7 @@ t.test('cudaAvailable() is a boolean that agrees with what device "cuda" does', 
   const make = () => Model.load(FIXTURE_DIR, { maxBatch: ex.B, maxSeq: ex.T, device: 'cuda' });
   if (gpu) {
     const model = await make();
-    t.match(model.native.device(), /^cuda:/, model.native.device());
+    t.match(model.device(), /^cuda:/, model.device());
     model.dispose();
   } else {
     await t.rejects(make(), /options\.device is 'cuda' but (no CUDA device is usable|this addon was built without CUDA)/);
@@ -34,7 +34,7 @@ t.test('cudaAvailable() is a boolean that agrees with what device "cuda" does', 
 
 t.test("device 'auto' gives a working model: the CPU without a GPU, CUDA with one", async (t) => {
   const model = await Model.load(FIXTURE_DIR, { maxBatch: ex.B, maxSeq: ex.T, device: 'auto', threads: 2 });
-  t.match(model.native.device(), gpu ? /^cuda:/ : /^cpu /, model.native.device());
+  t.match(model.device(), gpu ? /^cuda:/ : /^cpu /, model.device());
   const { loss, logits } = await lossAndLogits(model);
   t.ok(Math.abs(loss - ex.losses[0]) <= 1e-4, `loss ${loss} vs ${ex.losses[0]}`);
   t.ok(maxAbsDiff(logits, ex.logits) <= 1e-5, `logits within 1e-5 (max diff ${maxAbsDiff(logits, ex.logits)})`);
@@ -43,7 +43,7 @@ t.test("device 'auto' gives a working model: the CPU without a GPU, CUDA with on
 
 t.test("device 'cpu' runs on the CPU whatever the machine", async (t) => {
   const model = await Model.load(FIXTURE_DIR, { maxBatch: ex.B, maxSeq: ex.T, device: 'cpu', threads: 2 });
-  t.match(model.native.device(), /^cpu /);
+  t.match(model.device(), /^cpu /);
   model.dispose();
 });
 
@@ -66,18 +66,18 @@ t.test('setComputeDefaults sets the device of models whose options name none', a
   t.teardown(() => setComputeDefaults({}));
   setComputeDefaults({ device: 'cpu' });
   const model = Model.create(config);
-  t.match(model.native.device(), /^cpu /);
+  t.match(model.device(), /^cpu /);
   model.dispose();
   setComputeDefaults({ device: 'cuda' });
   if (gpu) {
     const onGpu = Model.create(config);
-    t.match(onGpu.native.device(), /^cuda:/);
+    t.match(onGpu.device(), /^cuda:/);
     onGpu.dispose();
   } else {
     t.throws(() => Model.create(config), /options\.device is 'cuda'/);
   }
   const explicit = Model.create(config, { device: 'cpu' });
-  t.match(explicit.native.device(), /^cpu /, "a model's own option wins over the default");
+  t.match(explicit.device(), /^cpu /, "a model's own option wins over the default");
   explicit.dispose();
 });
 

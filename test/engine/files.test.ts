@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { Model } from '../../lib/engine/model';
+import { Model, NATIVE } from '../../lib/engine/model';
 import { loadAddon } from '../../lib/engine/native';
 import { f16ToF32, f32ToBf16, f32ToF16, bf16ToF32, openSafetensors, writeSafetensors, type TensorToWrite } from '../../lib/formats/safetensors';
 import { FIXTURE_DIR, TINY_CONFIG, loadExpected, maxAbsDiff } from './helpers';
@@ -147,36 +147,36 @@ t.test('bad calls: token ids, lengths, T > nCtx, planned size, busy model, dispo
   await t.rejects(m.step({ optimizer: 'adam' as 'adamw', lr: 1 }), /optimizer must be 'adamw' or 'sgd'/);
   t.throws(() => m.getParam('h.9.ln_1.weight'), /unknown tensor "h\.9\.ln_1\.weight"/);
   t.throws(() => m.setParam('ln_f.bias', new Float32Array(3)), /"ln_f\.bias" has 64 elements/);
-  t.throws(() => m.native.readParams(m.native.numParams() - 2, new Float32Array(4)), /beyond the \d+ parameters/);
-  t.throws(() => m.native.writeParams(-1, new Float32Array(1), 'f32'), /offset must be an integer/);
-  t.throws(() => m.native.kvLength(0), /not reserved/);
+  t.throws(() => m[NATIVE].readParams(m[NATIVE].numParams() - 2, new Float32Array(4)), /beyond the \d+ parameters/);
+  t.throws(() => m[NATIVE].writeParams(-1, new Float32Array(1), 'f32'), /offset must be an integer/);
+  t.throws(() => m[NATIVE].kvLength(0), /not reserved/);
 
   // KV-cached decoding: the addon checks every index before the decoder sees it; a prompt's last logits match forward.
-  m.native.kvReserve(2);
+  m[NATIVE].kvReserve(2);
   const V = 256;
   const prompt = ex.inputs.subarray(0, 10);
   const logitsOut = new Float32Array(V);
-  await t.rejects(m.native.kvForward(Int32Array.of(2), Int32Array.of(10), prompt, logitsOut), /slots\[0\] must be an integer in \[0, 1\]/);
-  await t.rejects(m.native.kvForward(Int32Array.of(0, 0), Int32Array.of(5, 5), prompt, new Float32Array(2 * V)), /appears twice/);
-  await t.rejects(m.native.kvForward(Int32Array.of(0), Int32Array.of(9), prompt, logitsOut), /tokens has length 10, expected 9/);
-  await t.rejects(m.native.kvForward(Int32Array.of(0), Int32Array.of(65), new Int32Array(65), logitsOut), /within nCtx = 64/);
-  await t.rejects(m.native.kvForward(Int32Array.of(0), Int32Array.of(1), Int32Array.of(999), logitsOut), /tokens\[0\] = 999/);
-  await m.native.kvForward(Int32Array.of(1), Int32Array.of(10), prompt, logitsOut);
-  t.equal(m.native.kvLength(1), 10);
+  await t.rejects(m[NATIVE].kvForward(Int32Array.of(2), Int32Array.of(10), prompt, logitsOut), /slots\[0\] must be an integer in \[0, 1\]/);
+  await t.rejects(m[NATIVE].kvForward(Int32Array.of(0, 0), Int32Array.of(5, 5), prompt, new Float32Array(2 * V)), /appears twice/);
+  await t.rejects(m[NATIVE].kvForward(Int32Array.of(0), Int32Array.of(9), prompt, logitsOut), /tokens has length 10, expected 9/);
+  await t.rejects(m[NATIVE].kvForward(Int32Array.of(0), Int32Array.of(65), new Int32Array(65), logitsOut), /within nCtx = 64/);
+  await t.rejects(m[NATIVE].kvForward(Int32Array.of(0), Int32Array.of(1), Int32Array.of(999), logitsOut), /tokens\[0\] = 999/);
+  await m[NATIVE].kvForward(Int32Array.of(1), Int32Array.of(10), prompt, logitsOut);
+  t.equal(m[NATIVE].kvLength(1), 10);
   t.ok(maxAbsDiff(logitsOut, ex.logits.subarray(9 * V, 10 * V)) <= 1e-4, 'decoder logits match the training forward');
 
   // The native guard: a second heavy call on one model while one runs is refused (Model's queue avoids it).
-  const first = m.native.forward(ex.inputs, ex.targets, ex.B, ex.T, null);
-  await t.rejects(m.native.forward(ex.inputs, ex.targets, ex.B, ex.T, null), /busy with forward/);
-  t.throws(() => m.native.readParams(0, new Float32Array(1)), /busy/);
+  const first = m[NATIVE].forward(ex.inputs, ex.targets, ex.B, ex.T, null);
+  await t.rejects(m[NATIVE].forward(ex.inputs, ex.targets, ex.B, ex.T, null), /busy with forward/);
+  t.throws(() => m[NATIVE].readParams(0, new Float32Array(1)), /busy/);
   t.ok(Number.isFinite(await first), 'the first call completes');
   // Through Model, overlapping calls queue instead.
   const losses = await Promise.all([0, 1, 2].map(() => m.forward(ex.inputs, ex.targets, ex.B, ex.T)));
   t.ok(losses.every((l) => l === losses[0]), 'queued calls all ran');
 
   m.dispose();
-  t.throws(() => m.native.numParams(), /disposed/);
-  await t.rejects(m.native.forward(ex.inputs, null, ex.B, ex.T, null), /disposed/);
+  t.throws(() => m[NATIVE].numParams(), /disposed/);
+  await t.rejects(m[NATIVE].forward(ex.inputs, null, ex.B, ex.T, null), /disposed/);
   t.throws(() => new (loadAddon().Model)({ ...TINY_CONFIG, nHead: 0 }, {}), /config\.nHead must be an integer in \[1/);
   t.throws(() => new (loadAddon().Model)(TINY_CONFIG, { maxSeq: 65 }), /options\.maxSeq/);
 });

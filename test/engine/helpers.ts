@@ -2,7 +2,7 @@
 // independent float64 GPT-2 forward pass in plain TypeScript (the reference for models the vectors do not cover).
 import path from 'node:path';
 import { openSafetensors } from '../../lib/formats/safetensors';
-import type { GPT2Config, Model } from '../../lib/engine/model';
+import { NATIVE, type GPT2Config, type Model } from '../../lib/engine/model';
 
 export const FIXTURE_DIR = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'gpt2-tiny');
 export const TINY_CONFIG: GPT2Config = { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 256 };
@@ -70,7 +70,7 @@ export function randomTokens(n: number, vocab: number, seed: number): Int32Array
 // every logits row the calls produced, keyed by slot and the position of the token it follows.
 export async function decode(model: Model, sequences: Int32Array[], chunk: (slot: number, call: number) => number): Promise<Map<string, Float32Array>> {
   const V = model.config.vocabSize;
-  const native = model.native;
+  const native = model[NATIVE];
   await model.run((n) => n.kvReserve(sequences.length));
   for (let s = 0; s < sequences.length; s++) await model.run((n) => n.kvTruncate(s, 0));
   const done = sequences.map(() => 0);

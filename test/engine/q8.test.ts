@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { GPT2Config, Model } from '../../lib/engine/model';
+import { GPT2Config, Model, NATIVE } from '../../lib/engine/model';
 import { writeSafetensors } from '../../lib/formats/safetensors';
 import { estimateModelBytes } from '../../lib/server/engine';
 import { loadTokenizer } from '../../lib/tokenizer';
@@ -64,10 +64,10 @@ t.test('q8_0 weights: read back as quantized, written again unchanged, written i
   t.equal(maxAbsDiff(before.get('0:9') as Float32Array, after.get('0:9') as Float32Array), 0, 'decoding unchanged');
   const info = q8.tensors.find((x) => x.name === name);
   if (!info) throw new Error(`no ${name}`);
-  t.throws(() => q8.native.writeParams(info.offset + 256, new Float32Array(256 * 32), 'f32'),
+  t.throws(() => q8[NATIVE].writeParams(info.offset + 256, new Float32Array(256 * 32), 'f32'),
     /h\.1\.mlp\.c_fc\.weight \[64, 256\]: a q8_0 model quantizes its layer matrices by blocks of 32 rows, so it is written in whole groups of 32 rows \(this write covers elements 256 to 8448\)/);
   // 127 / 256: a scale of 2^-8, exact in f16.
-  q8.native.writeParams(info.offset + 256 * 32, new Float32Array(256 * 32).fill(127 / 256), 'f32');
+  q8[NATIVE].writeParams(info.offset + 256 * 32, new Float32Array(256 * 32).fill(127 / 256), 'f32');
   t.same(Array.from(q8.getParam(name).subarray(256 * 32, 256 * 33)), new Array(256).fill(127 / 256), 'a whole group of 32 rows is taken');
   q8.dispose();
 });
@@ -79,7 +79,7 @@ t.test('a q8_0 model keeps its layer matrices once, at 34 bytes a block of 32, a
   const matrices = q8.tensors.filter((x) => /\.(c_attn|c_proj|c_fc)\.weight$/.test(x.name)).reduce((n, x) => n + x.numel, 0);
   // At 256 channels the panels hold the matrices with no padding; the flat buffer's groups are padded to 16 floats.
   t.ok(Math.abs(q8.memory().params - (2 * (params - matrices) + (matrices / 32) * 34)) < 2 * 16 * 16, `${q8.memory().params} bytes of weights`);
-  t.match(q8.native.device(), /q8_0 weights/);
+  t.match(q8.device(), /q8_0 weights/);
   const f16 = estimateModelBytes({ ...config, nLayer: 48, nEmbd: 1600, vocabSize: 50257, nCtx: 1024 }, 'f16', 1);
   const int8 = estimateModelBytes({ ...config, nLayer: 48, nEmbd: 1600, vocabSize: 50257, nCtx: 1024 }, 'q8_0', 1);
   t.ok(int8 < 0.7 * f16, `the server's estimate for 1558M: q8_0 ${(int8 / 1e9).toFixed(2)} GB, f16 ${(f16 / 1e9).toFixed(2)} GB`);

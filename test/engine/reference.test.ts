@@ -1,7 +1,7 @@
 // The engine against the gpt2-tiny reference vectors (test/fixtures/gpt2-tiny/README.md): logits, every gradient,
 // every parameter after the first AdamW step, and the 10-step loss trajectory; with and without recomputation.
 import t from 'tap';
-import { Model } from '../../lib/engine/model';
+import { Model, NATIVE } from '../../lib/engine/model';
 import { FIXTURE_DIR, loadExpected, maxAbs, maxAbsDiff } from './helpers';
 
 const ex = loadExpected();
@@ -68,7 +68,7 @@ t.test('10-step AdamW loss trajectory', async (t) => {
     await model.backward();
     await model.step(ADAMW);
   }
-  t.equal(model.native.optimizerStepCount(), 10);
+  t.equal(model[NATIVE].optimizerStepCount(), 10);
   model.dispose();
 });
 

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { Model } from '../../lib/engine/model';
+import { Model, NATIVE } from '../../lib/engine/model';
 import { FIXTURE_DIR, loadExpected, maxAbs, maxAbsDiff } from './helpers';
 
 const ex = loadExpected();
@@ -58,7 +58,7 @@ t.test('SGD with weight decay on the decayed tensors only; step zeroes the gradi
     t.ok(maxAbsDiff(model.getParam(x.name), expected) <= 1e-7, `${x.name}: p - lr (g + ${decay} p)`);
     t.equal(maxAbs(model.getGrad(x.name)), 0, `${x.name}: gradient zeroed`);
   }
-  t.equal(model.native.optimizerStepCount(), 0, 'SGD does not advance the AdamW step count');
+  t.equal(model[NATIVE].optimizerStepCount(), 0, 'SGD does not advance the AdamW step count');
   model.dispose();
 });
 
@@ -142,7 +142,7 @@ t.test('optimizer state saves and restores exactly', async (t) => {
   await a.save(dir);
   const b = await Model.load(dir, { maxBatch: ex.B, maxSeq: ex.T, threads: 2 });
   await b.loadOptimizer(file);
-  t.equal(b.native.optimizerStepCount(), 2);
+  t.equal(b[NATIVE].optimizerStepCount(), 2);
   await trainStep(a);
   await trainStep(b);
   for (const x of a.tensors) t.equal(maxAbsDiff(a.getParam(x.name), b.getParam(x.name)), 0, `${x.name} identical after the resumed step`);

@@ -2,7 +2,7 @@
 // every position, prefills in chunks and past the decoder's 256-row pass, slots of different lengths in one
 // call, batch members against the same sequence alone, thread counts, and 16-bit weights.
 import t, { type Test } from 'tap';
-import { Model, GPT2Config } from '../../lib/engine/model';
+import { Model, GPT2Config, NATIVE } from '../../lib/engine/model';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
 import { FIXTURE_DIR, decode, loadExpected, maxAbsDiff, randomTokens } from '../engine/helpers';
 
@@ -182,7 +182,7 @@ t.test('a 16-bit model keeps its layer matrices once, in the decoder\'s panels',
 
 t.test('kvForward refuses what would corrupt a slot', async (t) => {
   const model = Model.create({ nLayer: 1, nHead: 1, nEmbd: 8, nCtx: 8, vocabSize: 16 }, { seed: 1, trainable: false });
-  const n = model.native;
+  const n = model[NATIVE];
   const forward = (slots: number[], nNew: number[], tokens: number[]): Promise<void> =>
     model.run(() => n.kvForward(Int32Array.from(slots), Int32Array.from(nNew), Int32Array.from(tokens), new Float32Array(slots.length * 16)));
   await model.run(() => n.kvReserve(2));

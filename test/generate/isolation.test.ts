@@ -2,7 +2,7 @@
 // that throws fails only the request that makes it throw, while its neighbours go on to the very tokens they
 // give alone.
 import t from 'tap';
-import { Model, GPT2Config } from '../../lib/engine/model';
+import { Model, GPT2Config, NATIVE } from '../../lib/engine/model';
 import type { NativeModel, NativeSampling } from '../../lib/engine/native';
 import { Generator, SamplingError, checkSampling, type GenerateResult } from '../../lib/generate';
 import { testGenerator, tokenizer } from './helpers';
@@ -54,7 +54,7 @@ t.test('checkSampling accepts exactly what the native sampler accepts: one table
       }
       let nativeOk = true;
       try {
-        model.native.sample(logits, [params], new BigUint64Array([1n, 2n]), [new Int32Array([1, 2])], new Int32Array(1));
+        model[NATIVE].sample(logits, [params], new BigUint64Array([1n, 2n]), [new Int32Array([1, 2])], new Int32Array(1));
       } catch {
         nativeOk = false;
       }
@@ -71,7 +71,7 @@ t.test('a batch step that throws fails only the request that makes it throw', as
     // The fault: the batcher's native calls (all made through model.run) see a step that throws for any
     // batch holding the poisoned row, after it has written every row's cache and advanced the RNG states.
     let faults = 0;
-    const faulty = new Proxy(model.native, {
+    const faulty = new Proxy(model[NATIVE], {
       get(target, prop) {
         const value = Reflect.get(target, prop) as unknown;
         if (prop !== 'kvStep') return typeof value === 'function' ? value.bind(target) : value;

@@ -5,7 +5,7 @@
 // through the batcher (window shifts, prefix reuse, a failed step's retry) against decoding by re-prefilled
 // windows with the window passed as the history.
 import t from 'tap';
-import { Model, type GPT2Config } from '../../lib/engine/model';
+import { Model, type GPT2Config, NATIVE } from '../../lib/engine/model';
 import type { NativeModel, NativeSampling } from '../../lib/engine/native';
 import { Generator, type GenerateResult } from '../../lib/generate';
 import { DEFAULT_SAMPLING, Sequence, rngStateFromSeed } from '../../lib/generate/sequence';
@@ -51,7 +51,7 @@ t.test('kvStep draws what kvForward + sample draw from the same logits, the hist
     const rowLogits = new Float32Array(m * V);
     rows.forEach((r, j) => rowLogits.set(logits.subarray(r * V, (r + 1) * V), j * V));
     const outSplit = new Int32Array(m);
-    split.native.sample(rowLogits, params, rs, rows.map((r) => Int32Array.from(held[slots[r]])), outSplit);
+    split[NATIVE].sample(rowLogits, params, rs, rows.map((r) => Int32Array.from(held[slots[r]])), outSplit);
     const outFused = new Int32Array(m);
     const fusedLogits = withLogits ? new Float32Array(m * V) : null;
     await fused.run((native) => native.kvStep(Int32Array.from(slots), nNew, tokens, Int32Array.from(rows), params, rf, outFused, fusedLogits));
@@ -75,8 +75,8 @@ t.test('kvStep draws what kvForward + sample draw from the same logits, the hist
     if (k === 4 || k === 7) {  // cut back: a prefix kept for reuse, then an emptied slot (a window re-prefill)
       const slot = k === 4 ? 2 : 0;
       const keep = k === 4 ? 3 : 0;
-      split.native.kvTruncate(slot, keep);
-      fused.native.kvTruncate(slot, keep);
+      split[NATIVE].kvTruncate(slot, keep);
+      fused[NATIVE].kvTruncate(slot, keep);
       held[slot].length = keep;
       if (keep === 0) {
         const window = Array.from(randomTokens(9, V, 70));
@@ -87,7 +87,7 @@ t.test('kvStep draws what kvForward + sample draw from the same logits, the hist
     }
     next = await step([0, 1, 2], next.map((tok) => [tok]), [0, 1, 2], k % 3 === 0);
   }
-  for (let s = 0; s < 3; s++) t.equal(fused.native.kvLength(s), held[s].length, `slot ${s} holds ${held[s].length} tokens`);
+  for (let s = 0; s < 3; s++) t.equal(fused[NATIVE].kvLength(s), held[s].length, `slot ${s} holds ${held[s].length} tokens`);
 });
 
 // The batcher's side of the claim: fed as planStep feeds it (the slot cut back to `held` when needsReset, then
@@ -138,7 +138,7 @@ t.test('a sequence\'s penalty history is what its slot holds when it samples', a
 t.test('kvStep refuses what it cannot do before it changes anything', async (t) => {
   const model = Model.create(SMALL, { seed: 1, trainable: false });
   t.teardown(() => model.dispose());
-  const n = model.native;
+  const n = model[NATIVE];
   await model.run(() => n.kvReserve(2));
   const step = (rows: number[], params: NativeSampling[], tokens = [1, 2], logits: Float32Array | null = null): Promise<void> =>
     model.run(() =>
@@ -240,7 +240,7 @@ t.test('a failed step\'s rows are re-prefilled, their histories with them', asyn
   const model = Model.create(CONFIG, { seed: 5, trainable: false, threads: 2 });
   // The first steps that sample fail after the native step ran (caches written, RNG states advanced).
   let faults = 0;
-  const faulty = new Proxy(model.native, {
+  const faulty = new Proxy(model[NATIVE], {
     get(target, prop) {
       const value = Reflect.get(target, prop) as unknown;
       if (prop !== 'kvStep') return typeof value === 'function' ? value.bind(target) : value;

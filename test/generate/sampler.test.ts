@@ -2,7 +2,7 @@
 // reaching p, the repetition penalty lowers used tokens (negative logits too), draws follow the distribution,
 // and a seed gives the same tokens whatever the thread count.
 import t from 'tap';
-import { Model } from '../../lib/engine/model';
+import { Model, NATIVE } from '../../lib/engine/model';
 import { NativeSampling } from '../../lib/engine/native';
 import { DEFAULT_SAMPLING, rngStateFromSeed } from '../../lib/generate';
 import { lcg } from '../engine/helpers';
@@ -20,7 +20,7 @@ function sampleRows(model: Model, logits: Float32Array, params: Partial<NativeSa
   for (let i = 0; i < rows; i++) state.set(rngStateFromSeed(BigInt(seed + i)), 2 * i);
   const out = new Int32Array(rows);
   const p = { ...DEFAULT_SAMPLING, ...params };
-  model.native.sample(logits, Array.from({ length: rows }, () => p), state, Array.from({ length: rows }, () => history), out);
+  model[NATIVE].sample(logits, Array.from({ length: rows }, () => p), state, Array.from({ length: rows }, () => history), out);
   return out;
 }
 
@@ -152,7 +152,7 @@ t.test('the same seed gives the same tokens with 1 or 2 threads; the RNG state a
   t.notSame(sampleRows(model, logits, {}, 43), sampleRows(model, logits, {}, 42), 'another seed, other tokens');
   const state = BigUint64Array.from(rngStateFromSeed(7n));
   const before = state.slice();
-  one.native.sample(logits.subarray(0, V), [DEFAULT_SAMPLING], state, [new Int32Array(0)], new Int32Array(1));
+  one[NATIVE].sample(logits.subarray(0, V), [DEFAULT_SAMPLING], state, [new Int32Array(0)], new Int32Array(1));
   t.notSame(Array.from(state), Array.from(before), 'state advanced in place');
   one.dispose();
 });
