@@ -30,11 +30,11 @@ export class MessageTooLongError extends RangeError {
 }
 
 // The prompt for a model of nCtx tokens' reply to `conversation`, and that reply's length. The oldest messages go
-// first, to leave the reply the maxTokens it asks, a quarter of the prompt's room at a time (so that the next
-// turns begin where this one does, and reuse its cache: fitConversation's step); when the newest message alone
-// leaves less, the reply gets what is left, since what the user said last is what the model must read. maxChars
-// bounds the prompt's length in characters too (the Alexa skill's budget); only that may cut the newest message,
-// from its start.
+// first, to leave the reply the maxTokens it asks, half the prompt's room at a time (as llama.cpp's context shift
+// discards half), so that the next turns begin where this one does and reuse its cache (fitConversation's step);
+// when the newest message alone leaves less, the reply gets what is left, since what the user said last is what
+// the model must read. maxChars bounds the prompt's length in characters too (the Alexa skill's budget); only that
+// may cut the newest message, from its start.
 export function fitChat(conversation: Conversation, o: { nCtx: number; maxTokens: number; encode: (text: string) => ArrayLike<number>; maxChars?: number }): FittedChat {
   const maxChars = o.maxChars ?? Infinity;
   const fitsChars = (prompt: string): boolean => prompt.length <= maxChars;
@@ -43,7 +43,7 @@ export function fitChat(conversation: Conversation, o: { nCtx: number; maxTokens
   const maxTokens = Math.min(o.maxTokens, o.nCtx - newestTokens);
   if (maxTokens < 1) throw new MessageTooLongError(newestTokens, o.nCtx);
   const room = o.nCtx - maxTokens;
-  const step = { size: Math.max(1, Math.floor(room / 4)), measure: (line: string) => o.encode(line).length };
+  const step = { size: Math.max(1, Math.floor(room / 2)), measure: (line: string) => o.encode(line).length };
   return { ...fitConversation(conversation, (prompt) => fitsChars(prompt) && o.encode(prompt).length <= room, step), maxTokens };
 }
 

@@ -99,10 +99,10 @@ t.test("a conversation longer than the model's context loses its oldest messages
   t.equal(given.trimmed.tokens, tokenizer.encode(whole, { allowSpecial: false }).length - given.promptTokens, 'and their tokens');
   t.ok(given.prompt.endsWith('0|mom|answer number 12 <EOM>\n1|mom|and now <EOM>\n0|mom|'), 'the newest messages stay');
   t.ok(whole.endsWith(given.prompt) && whole[whole.length - given.prompt.length - 1] === '\n', 'a suffix of whole lines');
-  // The oldest go a step (a quarter of the room) at a time, so that the next turns keep this one's start: at most
+  // The oldest go a step (half the room) at a time, so that the next turns keep this one's start: at most
   // a step and two messages fewer than fit.
   const longest = Math.max(...whole.split('\n').map((line) => tokenizer.encode(`${line}\n`, { allowSpecial: false }).length));
-  t.ok(given.promptTokens > room - Math.floor(room / 4) - 2 * longest, `${given.promptTokens} tokens: at most a step and two messages fewer than fit`);
+  t.ok(given.promptTokens > room - Math.floor(room / 2) - 2 * longest, `${given.promptTokens} tokens: at most a step and two messages fewer than fit`);
 });
 
 t.test('signed requests pass through the server untouched; altered ones are refused', async (t) => {

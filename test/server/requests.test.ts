@@ -129,7 +129,7 @@ t.test('a conversation past the context drops its oldest messages in steps, so m
   const overflowed: { cached: number; prompt: number; dropped: number }[] = [];
   for (let i = 0; i < 24; i++) {
     // About 60 tokens a message, each its own numbers (no two share a prefix by chance): a turn grows the history
-    // by about a third of a step (a quarter of the 1012 tokens left beside a 12-token reply).
+    // by about a sixth of a step (half the 1012 tokens left beside a 12-token reply).
     const text = Array.from({ length: 30 }, (_, j) => String(1000 + i * 30 + j)).join(' ');
     const r = await request(`${srv.url}/invocations`, { body: { model_key: 'chat', raw_text: text, history, seed: i, length: 12, temperature: 0.9, format: 'json' } });
     t.equal(r.status, 200);
@@ -141,7 +141,7 @@ t.test('a conversation past the context drops its oldest messages in steps, so m
   t.ok(overflowed.length >= 5, `${overflowed.length} turns past the context`);
   const reused = overflowed.filter((o) => o.cached >= o.prompt / 2).length;
   t.ok(reused >= overflowed.length / 2, `${reused} of them found most of their prompt in the cache: ${JSON.stringify(overflowed)}`);
-  t.ok(overflowed.every((o) => o.prompt >= (LONG.nCtx - 12) / 2), 'a step drops at most a quarter of the room more than needed (and a message)');
+  t.ok(overflowed.every((o) => o.prompt >= (LONG.nCtx - 12) / 2 - 200), 'a step drops at most half the room more than needed (and two messages)');
 });
 
 t.test('/metrics: counters that only grow are counters; first-token and queue-wait histograms; the process', async (t) => {
