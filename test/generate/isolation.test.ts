@@ -3,9 +3,9 @@
 // give alone.
 import t from 'tap';
 import { Model, GPT2Config, NATIVE } from '../../lib/engine/model';
-import type { NativeModel, NativeSampling } from '../../lib/engine/native';
+import type { NativeSampling } from '../../lib/engine/native';
 import { Generator, SamplingError, checkSampling, type GenerateResult } from '../../lib/generate';
-import { testGenerator, tokenizer } from './helpers';
+import { injectStepFault, testGenerator, tokenizer } from './helpers';
 
 const CONFIG: GPT2Config = { nLayer: 2, nHead: 2, nEmbd: 16, nCtx: 64, vocabSize: 50257 };
 const PROMPTS = ['The cat sat', 'Once upon a time', 'Hello there', 'In the beginning'];
@@ -68,31 +68,15 @@ t.test('checkSampling accepts exactly what the native sampler accepts: one table
 t.test('a batch step that throws fails only the request that makes it throw', async (t) => {
   const run = async (poisoned: boolean): Promise<(GenerateResult | Error)[]> => {
     const model = Model.create(CONFIG, { seed: 2, trainable: false });
-    // The fault: the batcher's native calls (all made through model.run) see a step that throws for any
-    // batch holding the poisoned row, after it has written every row's cache and advanced the RNG states.
-    let faults = 0;
-    const faulty = new Proxy(model[NATIVE], {
-      get(target, prop) {
-        const value = Reflect.get(target, prop) as unknown;
-        if (prop !== 'kvStep') return typeof value === 'function' ? value.bind(target) : value;
-        return async (...args: Parameters<NativeModel['kvStep']>) => {
-          await target.kvStep(...args);
-          if (args[4].some((p) => p.topK === POISON_TOP_K)) {
-            faults++;
-            throw new Error('the native sampler failed');
-          }
-        };
-      },
-    });
-    const run = model.run.bind(model);
-    model.run = <T>(fn: (native: NativeModel) => Promise<T> | T): Promise<T> => run(() => fn(faulty));
+    // The fault: the batcher's steps throw for any batch holding the poisoned row, after they ran.
+    const faults = injectStepFault(model, (...args) => args[4].some((p) => p.topK === POISON_TOP_K));
     const gen = new Generator(model, tokenizer, { slots: 4 });
     try {
       const requests = PROMPTS.map((p, i) =>
         gen.generate(p, { maxTokens: 12, seed: 10 + i, temperature: 0.9, topK: poisoned && i === 2 ? POISON_TOP_K : 40 }).catch((err: Error) => err),
       );
       const results = await Promise.all(requests);
-      if (poisoned) t.ok(faults >= 2, `the fault struck the shared step and the poisoned row alone (${faults} times)`);
+      if (poisoned) t.ok(faults() >= 2, `the fault struck the shared step and the poisoned row alone (${faults()} times)`);
       return results;
     } finally {
       await gen.close();
@@ -101,7 +85,7 @@ t.test('a batch step that throws fails only the request that makes it throw', as
   };
   const alone = await run(false);
   const together = await run(true);
-  t.match((together[2] as Error).message, /the native sampler failed/, 'the request that makes the step throw fails');
+  t.match((together[2] as Error).message, /the native step failed/, 'the request that makes the step throw fails');
   for (const i of [0, 1, 3]) {
     const r = together[i] as GenerateResult;
     t.notOk(r instanceof Error, `request ${i} succeeds`);
