@@ -673,30 +673,13 @@ Napi::Value ModelWrap::KvForward(const Napi::CallbackInfo& info) {
     require_length(n_new.ElementLength(), n, "kvForward: nNew", "one count per slot");
     require_length(logits.ElementLength(), n * static_cast<size_t>(c.vocab_size), "kvForward: logitsOut",
                    "slots.length * vocabSize");
+    // The values are the backend's to check (core/checks.h check_kv_forward); here only what keeps the buffers safe.
+    int64_t total = 0;
+    for (size_t i = 0; i < n; ++i) total += n_new.Data()[i];
+    require_length(tokens.ElementLength(), static_cast<size_t>(std::max<int64_t>(total, 0)), "kvForward: tokens", "the sum of nNew");
     auto s = std::make_shared<std::vector<int32_t>>(slots.Data(), slots.Data() + n);
     auto k = std::make_shared<std::vector<int32_t>>(n_new.Data(), n_new.Data() + n);
     auto t = std::make_shared<std::vector<int32_t>>(tokens.Data(), tokens.Data() + tokens.ElementLength());
-    std::vector<bool> seen(static_cast<size_t>(std::max(kv_slots_, 0)), false);
-    size_t total = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const std::string at = "kvForward: slots[" + std::to_string(i) + "]";
-      const int slot = check_slot(Napi::Number::New(info.Env(), (*s)[i]), at);
-      if (seen[slot]) throw std::invalid_argument(at + " = " + std::to_string(slot) + " appears twice");
-      seen[slot] = true;
-      const int add = (*k)[i];
-      const int len = b.kv_length(slot);
-      if (add < 1 || add > c.n_ctx - len)
-        throw std::out_of_range("kvForward: nNew[" + std::to_string(i) + "] = " + std::to_string(add) +
-                                " must be >= 1 and keep slot " + std::to_string(slot) + " (length " +
-                                std::to_string(len) + ") within nCtx = " + std::to_string(c.n_ctx));
-      total += static_cast<size_t>(add);
-    }
-    require_length(t->size(), total, "kvForward: tokens", "the sum of nNew");
-    for (size_t i = 0; i < total; ++i) {
-      if ((*t)[i] < 0 || (*t)[i] >= c.vocab_size)
-        throw std::out_of_range("kvForward: tokens[" + std::to_string(i) + "] = " + std::to_string((*t)[i]) +
-                                " is not a token id (vocabulary size " + std::to_string(c.vocab_size) + ")");
-    }
     Backend* bp = &b;
     float* out = logits.Data();
     const int count = static_cast<int>(n);

@@ -151,16 +151,16 @@ t.test('bad calls: token ids, lengths, T > nCtx, planned size, busy model, dispo
   t.throws(() => m[NATIVE].writeParams(-1, new Float32Array(1), 'f32'), /offset must be an integer/);
   t.throws(() => m[NATIVE].kvLength(0), /not reserved/);
 
-  // KV-cached decoding: the addon checks every index before the decoder sees it; a prompt's last logits match forward.
+  // KV-cached decoding: every index is checked before the decoder reads it; a prompt's last logits match forward.
   m[NATIVE].kvReserve(2);
   const V = 256;
   const prompt = ex.inputs.subarray(0, 10);
   const logitsOut = new Float32Array(V);
-  await t.rejects(m[NATIVE].kvForward(Int32Array.of(2), Int32Array.of(10), prompt, logitsOut), /slots\[0\] must be an integer in \[0, 1\]/);
+  await t.rejects(m[NATIVE].kvForward(Int32Array.of(2), Int32Array.of(10), prompt, logitsOut), /slot 2 \(entry 0\) is outside \[0, 2\)/);
   await t.rejects(m[NATIVE].kvForward(Int32Array.of(0, 0), Int32Array.of(5, 5), prompt, new Float32Array(2 * V)), /appears twice/);
   await t.rejects(m[NATIVE].kvForward(Int32Array.of(0), Int32Array.of(9), prompt, logitsOut), /tokens has length 10, expected 9/);
-  await t.rejects(m[NATIVE].kvForward(Int32Array.of(0), Int32Array.of(65), new Int32Array(65), logitsOut), /within nCtx = 64/);
-  await t.rejects(m[NATIVE].kvForward(Int32Array.of(0), Int32Array.of(1), Int32Array.of(999), logitsOut), /tokens\[0\] = 999/);
+  await t.rejects(m[NATIVE].kvForward(Int32Array.of(0), Int32Array.of(65), new Int32Array(65), logitsOut), /slot 0 would hold 65 tokens, more than n_ctx 64/);
+  await t.rejects(m[NATIVE].kvForward(Int32Array.of(0), Int32Array.of(1), Int32Array.of(999), logitsOut), /token 999 at 0 is outside the vocabulary/);
   await m[NATIVE].kvForward(Int32Array.of(1), Int32Array.of(10), prompt, logitsOut);
   t.equal(m[NATIVE].kvLength(1), 10);
   t.ok(maxAbsDiff(logitsOut, ex.logits.subarray(9 * V, 10 * V)) <= 1e-4, 'decoder logits match the training forward');
