@@ -1,30 +1,23 @@
 #include "nccl.h"
 
-#include <dlfcn.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+
+#include "dynamic_library.h"
 
 namespace dixie::cuda::nccl {
 
 namespace {
 
-template <typename F>
-bool resolve(void* lib, const char* name, F*& fn, std::string* why) {
-  fn = reinterpret_cast<F*>(dlsym(lib, name));
-  if (!fn) *why = std::string("symbol ") + name + " missing";
-  return fn != nullptr;
-}
-
 bool resolve_all(void* lib, Api& api, std::string* why) {
-  return resolve(lib, "ncclGetVersion", api.get_version, why) && resolve(lib, "ncclGetUniqueId", api.get_unique_id, why) &&
-         resolve(lib, "ncclCommInitRank", api.comm_init_rank, why) &&
-         resolve(lib, "ncclCommDestroy", api.comm_destroy, why) && resolve(lib, "ncclAllReduce", api.all_reduce, why) &&
-         resolve(lib, "ncclReduceScatter", api.reduce_scatter, why) &&
-         resolve(lib, "ncclAllGather", api.all_gather, why) && resolve(lib, "ncclGroupStart", api.group_start, why) &&
-         resolve(lib, "ncclGroupEnd", api.group_end, why) &&
-         resolve(lib, "ncclGetErrorString", api.get_error_string, why);
+  return resolve_symbol(lib, "ncclGetVersion", api.get_version, why) && resolve_symbol(lib, "ncclGetUniqueId", api.get_unique_id, why) &&
+         resolve_symbol(lib, "ncclCommInitRank", api.comm_init_rank, why) &&
+         resolve_symbol(lib, "ncclCommDestroy", api.comm_destroy, why) && resolve_symbol(lib, "ncclAllReduce", api.all_reduce, why) &&
+         resolve_symbol(lib, "ncclReduceScatter", api.reduce_scatter, why) &&
+         resolve_symbol(lib, "ncclAllGather", api.all_gather, why) && resolve_symbol(lib, "ncclGroupStart", api.group_start, why) &&
+         resolve_symbol(lib, "ncclGroupEnd", api.group_end, why) &&
+         resolve_symbol(lib, "ncclGetErrorString", api.get_error_string, why);
 }
 
 }  // namespace
@@ -41,18 +34,7 @@ const Api* load(std::string* why) {
       return;
     }
     const char* name = env && *env ? env : "libnccl.so.2";
-    void* lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-      failure = dlerror();
-      return;
-    }
-    std::string missing;
-    if (resolve_all(lib, api, &missing)) {
-      ok = true;
-      return;
-    }
-    failure = std::string(name) + ": " + missing;
-    dlclose(lib);
+    ok = open_first({name}, [](void* lib, std::string* missing) { return resolve_all(lib, api, missing); }, &failure) != nullptr;
   });
   if (!ok && why) *why = failure;
   return ok ? &api : nullptr;

@@ -146,7 +146,7 @@ export async function startServer(raw: Record<string, unknown>, baseDir: string)
   return { url: `http://127.0.0.1:${address.port}`, server, logs, close: () => server.shutdown() };
 }
 
-// Debian's Chromium, headless, as the web-page tests drive it (test/setup/ensure-chromium.sh installs it).
+// Debian's Chromium, headless, as the web-page tests drive it (test/setup/ensure-package.sh installs it).
 export function launchBrowser(): Promise<Browser> {
   return chromium.launch({
     executablePath: '/usr/bin/chromium',

@@ -18,7 +18,7 @@ const ENV = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROO
 const quiet = { log: (): void => undefined };
 
 if (spawnSync('mpirun', ['--version'], { env: ENV }).status !== 0) {
-  t.fail('mpirun not found: `npm test` installs Open MPI (test/setup/ensure-mpi.sh), or run `apt-get install openmpi-bin`');
+  t.fail('mpirun not found: `npm test` installs Open MPI (test/setup/ensure-package.sh), or run `apt-get install openmpi-bin`');
   process.exit(1);
 }
 
