@@ -27,7 +27,10 @@ function plannedMemory(config: NativeConfig, options: NativeOptions): MemoryPlan
   const trainable = (options.trainable ?? true) && weightBytes === 4;
   // q8_0: the matrices at 34 bytes a block of 32 rows, the other parameters at 2 bytes.
   const weights = dtype === 'q8_0' ? (params - matrices) * 2 + (matrices / 32) * 34 : (params + matrices) * weightBytes;
-  const training = trainable ? 3 * params * 4 : 0;
+  // With an adapter only its factors have gradients and moments: r x (in + out) per targeted matrix and layer.
+  const widths: Record<string, number> = { 'attn.c_attn': 4 * C, 'attn.c_proj': 2 * C, 'mlp.c_fc': 5 * C, 'mlp.c_proj': 5 * C };
+  const adapter = options.lora ? L * options.lora.rank * options.lora.targets.reduce((n, t) => n + widths[t], 0) : 0;
+  const training = trainable ? 3 * (options.lora ? adapter : params) * 4 : 0;
   let activations = 0;
   if (weightBytes === 4) {
     const N = (options.maxBatch ?? 1) * (options.maxSeq || nCtx);

@@ -4,6 +4,8 @@
 import path from 'node:path';
 import {
   loadAddon,
+  LORA_TARGETS,
+  LoraTarget,
   NativeConfig,
   NativeMemory,
   NativeModel,
@@ -14,18 +16,42 @@ import {
 import { hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { GGML_TYPE, GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
-import { adapterDeltas, readPeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
+import { adapterDeltas, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan } from './memory_plan';
 import { writeTextAtomic } from '../util/atomic_file';
 import { Rng } from '../util/rng';
 import { readJsonObject } from '../util/json_file';
 
 export type GPT2Config = NativeConfig;
-export interface ModelOptions extends NativeOptions {}
+
+// A LoRA adapter to train over the frozen base (float32, on the CPU): its factors join the model's tensors as
+// h.N.<target>.lora_A.weight [rank, in] and lora_B.weight [out, rank], and they alone train.
+export interface LoraOptions {
+  rank: number;
+  alpha: number;              // the product is scaled by alpha / rank, as PEFT's lora_alpha
+  targets: LoraTarget[];      // the layer matrices it changes
+  seed?: number;              // of A's initialisation (B starts at zero, so the model starts as the base)
+}
+
+export interface ModelOptions extends Omit<NativeOptions, 'lora'> {
+  lora?: LoraOptions;
+}
 
 export interface ModelLoadOptions extends ModelOptions {
-  adapter?: string;  // a PEFT LoRA adapter folder (formats/peft.ts), merged into the weights as they load
+  // A PEFT LoRA adapter folder (formats/peft.ts): merged into the weights as they load, or, with `lora`, the
+  // factors its training goes on from (of the same rank, alpha and targets).
+  adapter?: string;
 }
+
+// The adapter a model trains: its shape, and the base it adapts (the folder loaded, or null for a created model).
+export interface ModelLora {
+  rank: number;
+  alpha: number;
+  targets: LoraTarget[];
+  base: string | null;
+}
+
+const isAdapterFactor = (name: string): boolean => /\.lora_[AB]\.weight$/.test(name);
 
 // The adapter a loaded model carries merged into its weights, for whoever shows what a model is.
 export interface ModelAdapter {
@@ -133,13 +159,26 @@ function firstNonFinite(data: Float32Array | Uint16Array, dtype: 'F32' | 'F16' |
   return null;
 }
 
+function checkLora(lora: LoraOptions, base: string | null): ModelLora {
+  if (!Number.isSafeInteger(lora.rank) || lora.rank < 1) throw new Error(`lora.rank must be a whole number >= 1, got ${lora.rank}`);
+  if (!Number.isFinite(lora.alpha) || lora.alpha <= 0) throw new Error(`lora.alpha must be a number > 0, got ${lora.alpha}`);
+  const unknown = lora.targets.find((t) => !LORA_TARGETS.includes(t));
+  if (unknown !== undefined || lora.targets.length === 0) {
+    throw new Error(`lora.targets must name some of ${LORA_TARGETS.join(', ')}, got ${JSON.stringify(unknown ?? lora.targets)}`);
+  }
+  return { rank: lora.rank, alpha: lora.alpha, targets: LORA_TARGETS.filter((t) => lora.targets.includes(t)), base };
+}
+
 // The key of Model's native handle (see Model[NATIVE]).
 export const NATIVE = Symbol('dixie native model');
 
 export class Model {
   readonly config: GPT2Config;
   readonly adapter: ModelAdapter | null;
+  readonly lora: ModelLora | null;
   readonly tensors: readonly NativeTensorInfo[];
+  // The tensors with gradients and optimizer state: all of them, or an adapter's factors alone.
+  private readonly trainedTensors: readonly NativeTensorInfo[];
   private readonly native: NativeModel;
   private readonly byName: Map<string, NativeTensorInfo>;
   private readonly trainableFlags: Uint8Array;
@@ -149,13 +188,16 @@ export class Model {
   private weightChanges = 0;
   private disposed = false;
 
-  private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource, adapter: PeftAdapter | null = null) {
+  private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource, adapter: PeftAdapter | null = null, base: string | null = null) {
     this.config = { ...config };
     this.adapter = adapter && { dir: adapter.dir, config: adapter.config };
+    const { lora, ...rest } = options;
+    this.lora = lora ? checkLora(lora, base) : null;
     const nativeOptions: NativeOptions = {
-      ...options,
+      ...rest,
       device: options.device ?? computeDefaults.device,
       precision: options.precision ?? computeDefaults.precision,
+      ...(lora ? { lora: { rank: lora.rank, scaling: lora.alpha / lora.rank, targets: [...lora.targets] } } : {}),
     };
     // The CUDA backend names what did not fit itself; on the CPU the allocation would fail with a bare "out of memory".
     const device = nativeOptions.device ?? 'auto';
@@ -165,13 +207,14 @@ export class Model {
     this.native = new (loadAddon().Model)(this.config, nativeOptions);
     this.tensors = this.native.layout();
     this.byName = new Map(this.tensors.map((t) => [t.name, t]));
+    this.trainedTensors = this.lora ? this.tensors.filter((t) => isAdapterFactor(t.name)) : this.tensors;
     this.trainableFlags = new Uint8Array(this.tensors.length).fill(1);
     this.decayFlags = Uint8Array.from(this.tensors, (t) => (t.isMatrix ? 1 : 0));
   }
 
   // With `adapter`, a PEFT LoRA adapter folder: checked against the base before anything is allocated, and merged
   // into each weight it changes as the weight streams in (writeSlabs), so that every weight type holds the merged
-  // values (q8_0 quantizes them).
+  // values (q8_0 quantizes them). With `lora` as well, its factors are the trained adapter's instead.
   // `dir` may be a folder inspected already (inspectModelFolder, resolveModel), which is not read twice.
   static async load(dir: string | ModelFolder, options: ModelLoadOptions = {}): Promise<Model> {
     const { adapter: adapterDir, ...modelOptions } = options;
@@ -189,8 +232,9 @@ export class Model {
     const file = openSafetensors(folder.weights);
     let model: Model | null = null;
     try {
-      model = new Model(folder.config, modelOptions, source, adapter);
-      model.loadWeights(file, folder.configFile, deltas);
+      model = new Model(folder.config, modelOptions, source, modelOptions.lora ? null : adapter, folder.dir);
+      model.loadWeights(file, folder.configFile, modelOptions.lora ? null : deltas);
+      if (modelOptions.lora) model.startAdapter(adapter);
       return model;
     } catch (err) {
       model?.dispose();
@@ -214,8 +258,9 @@ export class Model {
       }
       const source: ConfigSource = { where: file, fieldName: (key) => GGUF_FIELDS[key] };
       const deltas = adapter && adapterDeltas(adapter, config, source);
-      model = new Model(config, options, source, adapter);
-      model.loadGgufWeights(g, deltas);
+      model = new Model(config, options, source, options.lora ? null : adapter, file);
+      model.loadGgufWeights(g, options.lora ? null : deltas);
+      if (options.lora) model.startAdapter(adapter);
       return model;
     } catch (err) {
       model?.dispose();
@@ -231,6 +276,7 @@ export class Model {
     const rng = new Rng(seed);
     const residualStd = 0.02 / Math.sqrt(2 * config.nLayer);
     for (const t of model.tensors) {
+      if (isAdapterFactor(t.name)) continue;
       const data = new Float32Array(t.numel);
       if (t.isMatrix) {
         const std = t.name.endsWith('.c_proj.weight') ? residualStd : 0.02;
@@ -240,7 +286,44 @@ export class Model {
       }
       model.native.writeParams(t.offset, data, 'f32');
     }
+    if (model.lora) model.startAdapter(null);
     return model;
+  }
+
+  // The adapter's factors at the start of training: those of `adapter`, which must have the model's rank, alpha
+  // and targets, or PEFT's initialisation: A uniform in +-1/sqrt(in) (kaiming_uniform_ with a = sqrt(5)), B zero.
+  private startAdapter(adapter: PeftAdapter | null): void {
+    const lora = this.lora as ModelLora;
+    const factors = this.tensors.filter((t) => isAdapterFactor(t.name));
+    if (!adapter) {
+      const rng = new Rng(this.options.lora?.seed ?? 0);
+      for (const t of factors) {
+        const data = new Float32Array(t.numel);
+        if (t.name.endsWith('.lora_A.weight')) {
+          const bound = 1 / Math.sqrt(t.shape[1]);
+          for (let i = 0; i < data.length; i++) data[i] = (2 * rng.uniform() - 1) * bound;
+        }
+        this.native.writeParams(t.offset, data, 'f32');
+      }
+      return;
+    }
+    const where = `${adapter.dir}: the adapter to train on`;
+    for (const m of adapter.modules) {
+      if (m.rank !== lora.rank || m.alpha !== lora.alpha) {
+        throw new Error(`${where} has rank ${m.rank} and alpha ${m.alpha} for ${m.path}, but this training asks for rank ${lora.rank} and alpha ${lora.alpha}`);
+      }
+    }
+    const given = new Map(adapter.modules.map((m) => [`h.${m.layer}.${m.kind}`, m]));
+    for (const t of factors) {
+      const module = t.name.replace(/\.lora_[AB]\.weight$/, '');
+      const m = given.get(module);
+      if (!m) throw new Error(`${where} has no factors for ${module}, one of the targets ${lora.targets.join(', ')}`);
+      const data = t.name.endsWith('.lora_A.weight') ? m.a : m.b;
+      if (data.length !== t.numel) throw new Error(`${where}: ${module} has ${data.length} values in ${t.name.endsWith('.lora_A.weight') ? 'lora_A' : 'lora_B'}, expected ${t.numel} ([${t.shape.join(', ')}])`);
+      this.native.writeParams(t.offset, data, 'f32');
+      given.delete(module);
+    }
+    if (given.size > 0) throw new Error(`${where} also adapts ${[...given.keys()].join(', ')}, outside the targets ${lora.targets.join(', ')}`);
   }
 
   // Writes tensor `info` ([rows, cols], or a vector) a slab of rows at a time through `slabs`: fill(r0, r1, dst) puts
@@ -307,7 +390,7 @@ export class Model {
         (r0, _r1, dst) => file.readRange(entry, r0 * cols * dst.BYTES_PER_ELEMENT, dst), deltas?.get(name));
       loaded.add(name);
     }
-    const missing = this.tensors.filter((t) => !loaded.has(t.name)).map((t) => t.name);
+    const missing = this.tensors.filter((t) => !loaded.has(t.name) && !isAdapterFactor(t.name)).map((t) => t.name);
     if (missing.length > 0) {
       throw new Error(`${file.path}: missing tensor${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')}`);
     }
@@ -335,7 +418,7 @@ export class Model {
         (r0, r1, dst) => g.readRows(t, hf.transposed, rows, cols, r0, r1, dst), deltas?.get(info.name));
       loaded.add(info.name);
     }
-    const missing = this.tensors.filter((t) => !loaded.has(t.name)).map((t) => t.name);
+    const missing = this.tensors.filter((t) => !loaded.has(t.name) && !isAdapterFactor(t.name)).map((t) => t.name);
     if (missing.length > 0) {
       throw new Error(`${g.path}: missing tensor${missing.length > 1 ? 's' : ''} for ${missing.map((m) => `"${m}"`).join(', ')}`);
     }
@@ -465,6 +548,7 @@ export class Model {
   // bytes written so far.
   save(dir: string, options: { onProgress?: (bytes: number, totalBytes: number) => void } = {}): Promise<void> {
     return this.enqueue(async () => {
+      if (this.lora) throw new Error('save: the model trains a LoRA adapter, which saveAdapter writes (bin/merge-lora merges it into its base)');
       const totalBytes = this.tensors.reduce((n, t) => n + 4 * t.numel, 0);
       let bytes = 0;
       const tensors: TensorToWrite[] = this.tensors.map((t) => ({
@@ -483,13 +567,28 @@ export class Model {
     });
   }
 
+  // The adapter the model trains, as a PEFT adapter folder (formats/peft.ts) over its base.
+  saveAdapter(dir: string): Promise<void> {
+    return this.enqueue(async () => {
+      const lora = this.lora;
+      if (!lora) throw new Error('saveAdapter: the model trains no LoRA adapter (load it with the lora option)');
+      const tensors: Record<string, { a: Float32Array; b: Float32Array }> = {};
+      for (const t of this.trainedTensors) {
+        const module = t.name.replace(/\.lora_[AB]\.weight$/, '');
+        tensors[module] ??= { a: new Float32Array(0), b: new Float32Array(0) };
+        tensors[module][t.name.endsWith('.lora_A.weight') ? 'a' : 'b'] = this.getParam(t.name);
+      }
+      await writePeftAdapter(dir, { baseModel: lora.base, r: lora.rank, alpha: lora.alpha, targets: [...lora.targets], tensors });
+    });
+  }
+
   // Adam's moments as tensors m.<name> and v.<name>. Data-parallel with ZeRO-1 each rank holds a shard of them and
   // reading is collective: rank 0, which writes the file in an order of the writer's choosing, announces each
   // tensor before reading it, and the other ranks read along (followOptimizerSave) until it announces the end.
   private optimizerTensors(): TensorToWrite[] {
     const tensors: TensorToWrite[] = [];
     for (const slot of ['m', 'v'] as const) {
-      for (const t of this.tensors) {
+      for (const t of this.trainedTensors) {
         const index = tensors.length;
         tensors.push({
           name: `${slot}.${t.name}`,
@@ -531,8 +630,8 @@ export class Model {
     return this.enqueue(() => {
       if (this.options.dataParallel?.zero !== 1) return;
       for (let index = this.rank0OptimizerRead(-1); index >= 0; index = this.rank0OptimizerRead(-1)) {
-        const t = this.tensors[index % this.tensors.length];
-        this.native.readOptimizerState(index < this.tensors.length ? 'm' : 'v', t.offset, new Float32Array(t.numel));
+        const t = this.trainedTensors[index % this.trainedTensors.length];
+        this.native.readOptimizerState(index < this.trainedTensors.length ? 'm' : 'v', t.offset, new Float32Array(t.numel));
       }
     });
   }
@@ -546,7 +645,7 @@ export class Model {
           throw new Error(`${file}: metadata "step" must be a non-negative integer, got ${JSON.stringify(st.metadata.step)}`);
         }
         for (const slot of ['m', 'v'] as const) {
-          for (const t of this.tensors) {
+          for (const t of this.trainedTensors) {
             const name = `${slot}.${t.name}`;
             if (!st.has(name)) throw new Error(`${file}: missing tensor "${name}"`);
             const entry = st.tensor(name);
@@ -556,7 +655,7 @@ export class Model {
           }
         }
         for (const slot of ['m', 'v'] as const) {
-          for (const t of this.tensors) this.native.writeOptimizerState(slot, t.offset, st.readF32(`${slot}.${t.name}`));
+          for (const t of this.trainedTensors) this.native.writeOptimizerState(slot, t.offset, st.readF32(`${slot}.${t.name}`));
         }
         this.native.setOptimizerStepCount(step);
       } finally {

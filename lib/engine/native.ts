@@ -13,6 +13,10 @@ export type DeviceRequest = 'cpu' | 'cuda' | 'auto';
 // tensor-core products over float32 master weights, gradients and optimizer state.
 export type Precision = 'f32' | 'bf16';
 
+// The layer matrices a LoRA adapter can change, by Hugging Face's module names (native/core/model_spec.h LoraShape).
+export type LoraTarget = 'attn.c_attn' | 'attn.c_proj' | 'mlp.c_fc' | 'mlp.c_proj';
+export const LORA_TARGETS: readonly LoraTarget[] = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
+
 export interface NativeConfig {
   nLayer: number;
   nHead: number;
@@ -34,6 +38,10 @@ export interface NativeOptions {
   // them. zero 1 (ZeRO-1) keeps Adam's moments of this rank's shard only, and makes reading the optimizer state
   // collective. microBatches: backwards per step (the last one may start the reduction on the GPU).
   dataParallel?: { zero?: 0 | 1; microBatches?: number };
+  // Train a LoRA adapter over the frozen float32 base (CPU): the layout appends its factors, h.N.<target>.lora_A.weight
+  // [rank, in] and lora_B.weight [out, rank], which alone get gradients and optimizer state; scaling is
+  // lora_alpha / rank. Decoding uses the merged weights.
+  lora?: { rank: number; scaling: number; targets: LoraTarget[] };
 }
 
 export interface NativeTensorInfo {

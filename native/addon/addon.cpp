@@ -3,6 +3,7 @@
 // (forward, backward, step, kvForward, kvStep) run on libuv's pool in an AsyncWorker and resolve a promise.
 #include <napi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -96,6 +97,28 @@ std::string optional_string(const Napi::Object& o, const char* key, const std::s
 Napi::Object object_arg(const Napi::Value& v, const std::string& name) {
   if (!v.IsObject()) throw ArgError(name + " must be an object");
   return v.As<Napi::Object>();
+}
+
+// options.lora: {rank, scaling, targets}, targets naming the layer matrices as Hugging Face's modules do.
+dixie::LoraShape lora_arg(const Napi::Value& v) {
+  static const char* const kModules[] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};  // kLayerMatrices' order
+  const Napi::Object o = object_arg(v, "options.lora");
+  dixie::LoraShape lora;
+  lora.rank = static_cast<int>(int_arg(o.Get("rank"), "options.lora.rank", 1, 1 << 16));
+  lora.scaling = optional_float(o, "scaling", 1.0f, "options.lora");
+  const Napi::Value targets = o.Get("targets");
+  if (!targets.IsArray() || targets.As<Napi::Array>().Length() == 0)
+    throw ArgError("options.lora.targets must be a non-empty array of 'attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'");
+  const Napi::Array list = targets.As<Napi::Array>();
+  for (uint32_t k = 0; k < list.Length(); ++k) {
+    const Napi::Value name = list.Get(k);
+    const std::string module = name.IsString() ? name.As<Napi::String>().Utf8Value() : "";
+    const auto it = std::find(std::begin(kModules), std::end(kModules), module);
+    if (it == std::end(kModules))
+      throw ArgError("options.lora.targets[" + std::to_string(k) + "] must be one of 'attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'");
+    lora.targets |= static_cast<uint8_t>(1u << (it - std::begin(kModules)));
+  }
+  return lora;
 }
 
 // A model's sizes: {nLayer, nHead, nEmbd, nCtx, vocabSize}.
@@ -377,6 +400,8 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
       o.zero_stage = static_cast<int>(optional_int(dp, "zero", 0, 0, 1, "options.dataParallel"));
       o.micro_batches = static_cast<int>(optional_int(dp, "microBatches", 1, 1, big, "options.dataParallel"));
     }
+    const Napi::Value lora = options.Get("lora");
+    if (!lora.IsUndefined() && !lora.IsNull()) o.lora = lora_arg(lora);
     const std::string device = optional_string(options, "device", "auto", "options");
     if (device != "cpu" && device != "cuda" && device != "auto")
       throw ArgError("options.device must be 'cpu', 'cuda' or 'auto', got '" + device + "'");

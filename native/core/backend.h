@@ -38,6 +38,9 @@ struct BackendOptions {
   Collective* data_parallel = nullptr;
   int zero_stage = 0;
   int micro_batches = 1;
+  // A LoRA adapter to train over the frozen base (ModelSpec's LoraShape, whose factors the flat layout appends):
+  // float32 weights only. Only the factors have gradients and optimizer moments; decoding uses the merged weights.
+  LoraShape lora;
 };
 
 struct StepOptions {
@@ -69,7 +72,8 @@ class Backend {
   virtual MemoryReport memory() const = 0;
   virtual std::string device_name() const = 0;
 
-  // Parameters, gradients and optimizer moments by flat offset (see ModelSpec). Writes convert from dtype (F32, F16
+  // Parameters, gradients and optimizer moments by flat offset (see ModelSpec); the gradients and moments of the
+  // trainable parameters only, [spec().trainable_begin(), num_params()). Writes convert from dtype (F32, F16
   // or BF16); a Q8_0 model quantizes what it is given, and so takes its layer matrices in whole groups of 32 rows.
   virtual void write_params(size_t offset, const void* src, size_t count, DType dtype) = 0;
   virtual void read_params(size_t offset, float* dst, size_t count) const = 0;

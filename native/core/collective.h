@@ -19,11 +19,12 @@ namespace dixie {
 struct Shards {
   size_t total = 0;
   int ranks = 1;
+  size_t first = 0;  // the offset of the first parameter shared out (an adapter's, when only it trains)
   size_t per_rank() const { return (total + ranks - 1) / ranks; }
-  size_t begin(int r) const { return std::min(total, per_rank() * r); }
-  size_t end(int r) const { return std::min(total, per_rank() * (r + 1)); }
-  // begin(0), begin(1), ..., end(ranks - 1): the parts the collectives below take.
-  std::vector<size_t> bounds() const { return within(0, total); }
+  size_t begin(int r) const { return first + std::min(total, per_rank() * r); }
+  size_t end(int r) const { return first + std::min(total, per_rank() * (r + 1)); }
+  // begin(0), begin(1), ..., end(ranks - 1), relative to first: the parts the collectives below take.
+  std::vector<size_t> bounds() const { return within(first, total); }
   // The same over the range [offset, offset + count) alone, relative to offset: each rank's part of that range.
   std::vector<size_t> within(size_t offset, size_t count) const {
     std::vector<size_t> b(ranks + 1);

@@ -18,7 +18,7 @@ void require_positive(int value, const char* field) {
 
 }  // namespace
 
-ModelSpec::ModelSpec(const GPT2Config& c) : config_(c) {
+ModelSpec::ModelSpec(const GPT2Config& c, const LoraShape& lora) : config_(c), lora_(lora) {
   require_positive(c.n_layer, "n_layer");
   require_positive(c.n_head, "n_head");
   require_positive(c.n_embd, "n_embd");
@@ -30,7 +30,9 @@ ModelSpec::ModelSpec(const GPT2Config& c) : config_(c) {
 
   const int64_t C = c.n_embd, V = c.vocab_size, T = c.n_ctx;
   struct Group { ParamKind kind; const char* name; std::vector<int64_t> per_layer_shape; bool per_layer; };
-  const Group groups[NUM_PARAM_KINDS] = {
+  if (lora.rank < 0 || (lora.rank > 0 && (lora.targets == 0 || lora.targets > 15)))
+    throw std::invalid_argument("option 'lora': rank must be >= 0 and targets a non-empty subset of the four layer matrices");
+  const Group groups[] = {
       {WTE, "wte.weight", {V, C}, false},
       {WPE, "wpe.weight", {T, C}, false},
       {LN1_W, "ln_1.weight", {C}, true},
@@ -69,7 +71,47 @@ ModelSpec::ModelSpec(const GPT2Config& c) : config_(c) {
     }
     offset = align_up(offset + group_numel_[g.kind]);
   }
+  if (lora.rank > 0) add_lora_groups(offset);
   num_params_ = offset;
+}
+
+// The adapter's groups (see LORA_A): named as PEFT names the factors, after the module ("h.0.attn.c_attn.lora_A.weight").
+void ModelSpec::add_lora_groups(size_t& offset) {
+  const int L = config_.n_layer, r = lora_.rank;
+  for (int b = 0; b < 2; ++b) {
+    const ParamKind kind = b ? LORA_B : LORA_A;
+    size_t per_layer = 0;
+    for (int i = 0; i < 4; ++i) {
+      if (!lora_.targets_matrix(i)) continue;
+      lora_layer_offset_[b][i] = per_layer;
+      const auto [in, out] = matrix_shape(kLayerMatrices[i]);
+      per_layer += static_cast<size_t>(r) * (b ? out : in);
+    }
+    group_offset_[kind] = offset;
+    group_numel_[kind] = per_layer * L;
+    for (int l = 0; l < L; ++l) {
+      for (int i = 0; i < 4; ++i) {
+        if (!lora_.targets_matrix(i)) continue;
+        const ParamTensor& base = tensor(kLayerMatrices[i], l);
+        const auto [in, out] = matrix_shape(kLayerMatrices[i]);
+        ParamTensor t;
+        t.name = base.name.substr(0, base.name.size() - std::string(".weight").size()) + (b ? ".lora_B.weight" : ".lora_A.weight");
+        t.shape = b ? std::vector<int64_t>{out, r} : std::vector<int64_t>{r, in};
+        t.offset = lora_offset(i, l, b);
+        t.numel = static_cast<size_t>(r) * (b ? out : in);
+        t.kind = kind;
+        t.layer = l;
+        t.is_matrix = true;
+        tensors_.push_back(std::move(t));
+      }
+    }
+    offset = align_up(offset + group_numel_[kind]);
+  }
+}
+
+size_t ModelSpec::lora_offset(int matrix, int layer, bool b) const {
+  const ParamKind kind = b ? LORA_B : LORA_A;
+  return group_offset_[kind] + group_numel_[kind] / config_.n_layer * layer + lora_layer_offset_[b][matrix];
 }
 
 std::pair<int, int> ModelSpec::matrix_shape(ParamKind kind) const {

@@ -37,11 +37,24 @@ enum ParamKind {
   FCPROJ_B,   // [L, C]
   LNF_W,      // [C]
   LNF_B,      // [C]
+  // A LoRA adapter's factors (LoraShape), after every base parameter: for each layer, for each targeted matrix in
+  // kLayerMatrices' order, A [r, in] (LORA_A), then likewise every B [out, r] (LORA_B): PEFT's lora_A and lora_B.
+  LORA_A,
+  LORA_B,
   NUM_PARAM_KINDS
 };
 
 // The four weight matrices of a block, which the CPU decoder reads in panel layout.
 constexpr ParamKind kLayerMatrices[] = {QKV_W, ATTPROJ_W, FC_W, FCPROJ_W};
+
+// A LoRA adapter over a model's layer matrices: rank r, and which matrices it changes (bit i: kLayerMatrices[i]).
+// W [in, out] computes as W + scaling * (B A)^T: x W + scaling * (x A^T) B^T, so that only A and B train.
+struct LoraShape {
+  int rank = 0;          // 0: no adapter
+  uint8_t targets = 0;
+  float scaling = 1.0f;  // lora_alpha / r
+  bool targets_matrix(int i) const { return rank > 0 && (targets >> i & 1) != 0; }
+};
 
 // One named tensor as Hugging Face names it ("h.3.attn.c_attn.weight"), with its place in the buffer.
 struct ParamTensor {
@@ -65,10 +78,16 @@ struct FlatPiece {
 
 class ModelSpec {
  public:
-  explicit ModelSpec(const GPT2Config& config);  // throws std::invalid_argument naming the bad field
+  // Throws std::invalid_argument naming the bad field.
+  explicit ModelSpec(const GPT2Config& config, const LoraShape& lora = {});
 
   const GPT2Config& config() const { return config_; }
+  const LoraShape& lora() const { return lora_; }
   size_t num_params() const { return num_params_; }
+  // The first parameter training updates: the adapter's first factor (the base before it is frozen), or 0.
+  size_t trainable_begin() const { return lora_.rank > 0 ? group_offset_[LORA_A] : 0; }
+  // Where the adapter's A (b false) or B (b true) of layer matrix kLayerMatrices[matrix] in `layer` begins.
+  size_t lora_offset(int matrix, int layer, bool b) const;
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   size_t group_offset(ParamKind kind) const { return group_offset_[kind]; }
   size_t group_numel(ParamKind kind) const { return group_numel_[kind]; }
@@ -82,7 +101,11 @@ class ModelSpec {
 
  private:
   GPT2Config config_;
+  LoraShape lora_;
   size_t num_params_ = 0;
+  size_t lora_layer_offset_[2][4] = {};
+
+  void add_lora_groups(size_t& offset);  // A and B of each kLayerMatrices entry within a layer's part of its group
   size_t group_offset_[NUM_PARAM_KINDS] = {};
   size_t group_numel_[NUM_PARAM_KINDS] = {};
   std::vector<ParamTensor> tensors_;

@@ -63,7 +63,7 @@ size_t arena_floats(const GPT2Config& c, int64_t N, bool training, bool per_laye
 }  // namespace
 
 CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
-    : spec_(config), options_(options), pool_(options.threads) {
+    : spec_(config, options.lora), options_(options), pool_(options.threads) {
   const GPT2Config& c = spec_.config();
   if (options_.max_batch < 1) throw std::invalid_argument("option 'maxBatch' must be a positive integer");
   if (options_.max_seq == 0) options_.max_seq = c.n_ctx;
@@ -72,12 +72,15 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
                                 std::to_string(c.n_ctx) + "]");
   max_rows_ = static_cast<int64_t>(options_.max_batch) * options_.max_seq;
   training_ = options_.trainable && options_.weight_dtype == DType::F32;
+  if (spec_.lora().rank > 0 && options_.weight_dtype != DType::F32)
+    throw std::invalid_argument("option 'lora' trains an adapter over float32 weights: load the base with weightDtype 'f32'");
 
-  const size_t P = spec_.num_params();
+  // With an adapter only its factors train: gradients and moments cover [first, P).
+  const size_t P = spec_.num_params(), first = spec_.trainable_begin();
   group_ = options_.data_parallel;
   if (options_.zero_stage != 0 && (options_.zero_stage != 1 || !group_ || !training_))
     throw std::invalid_argument("option 'zero' must be 0, or 1 for a trainable float32 model trained data-parallel");
-  shards_ = Shards{P, sharded() ? group_->size() : 1};
+  shards_ = Shards{P - first, sharded() ? group_->size() : 1, first};
   shard_begin_ = shards_.begin(sharded() ? group_->rank() : 0);
   shard_end_ = shards_.end(sharded() ? group_->rank() : 0);
   if (options_.weight_dtype == DType::F32) {
@@ -86,7 +89,7 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
     params16_ = AlignedArray<uint16_t>(P);
   }
   if (training_) {
-    grads_ = AlignedArray<float>(P);
+    grads_ = AlignedArray<float>(P - first);
     m_ = AlignedArray<float>(shard_end_ - shard_begin_);
     v_ = AlignedArray<float>(shard_end_ - shard_begin_);
   }
@@ -140,6 +143,7 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
     *slot = arena_.data() + offset;
     offset += (n + 15) / 16 * 16;
   }
+  if (spec_.lora().rank > 0) lora_acts_ = AlignedArray<float>((layer_acts_.size() * 4 + 1) * N * spec_.lora().rank);
   inputs_ = AlignedArray<int32_t>(N);
   targets_ = AlignedArray<int32_t>(N);
 }
@@ -173,7 +177,7 @@ MemoryReport CpuBackend::memory() const {
   }
   r.grads = grads_.bytes();
   r.optimizer = m_.bytes() + v_.bytes() + span_partials_.size() * sizeof(double);
-  r.activations = arena_.bytes() + inputs_.bytes() + targets_.bytes();
+  r.activations = arena_.bytes() + lora_acts_.bytes() + inputs_.bytes() + targets_.bytes();
   r.kv_cache = decoder_ ? decoder_->memory_bytes() : 0;
   return r;
 }
@@ -197,6 +201,14 @@ void CpuBackend::require_training(const char* what) const {
     throw std::logic_error(std::string(what) + " is not available: the model was created with trainable: false");
 }
 
+void CpuBackend::check_trainable_range(size_t offset, size_t count, const char* what) const {
+  check_range(offset, count, what);
+  if (offset < spec_.trainable_begin())
+    throw std::out_of_range(std::string(what) + ": range [" + std::to_string(offset) + ", " + std::to_string(offset + count) +
+                            ") holds parameters of the frozen base (only the LoRA adapter trains): gradients and "
+                            "optimizer state start at offset " + std::to_string(spec_.trainable_begin()));
+}
+
 void CpuBackend::check_range(size_t offset, size_t count, const char* what) const {
   if (offset > spec_.num_params() || count > spec_.num_params() - offset)
     throw std::out_of_range(std::string(what) + ": range [" + std::to_string(offset) + ", " +
@@ -209,7 +221,13 @@ float* CpuBackend::param(ParamKind kind, int layer) {
 }
 
 float* CpuBackend::grad(ParamKind kind, int layer) {
-  return grads_.data() + spec_.group_offset(kind) + (layer < 0 ? 0 : layer * per_layer_numel(spec_, kind));
+  const size_t offset = spec_.group_offset(kind) + (layer < 0 ? 0 : layer * per_layer_numel(spec_, kind));
+  return offset < spec_.trainable_begin() ? nullptr : grads_.data() + (offset - spec_.trainable_begin());
+}
+
+float* CpuBackend::lora_u(int i, int l) {
+  const size_t u = static_cast<size_t>(max_rows_) * spec_.lora().rank;
+  return lora_acts_.data() + ((layer_acts_.size() == 1 ? 0 : l) * 4 + i) * u;
 }
 
 float* CpuBackend::residual(int l) { return residuals_[training_ ? l : l % 2]; }
@@ -300,14 +318,14 @@ void CpuBackend::read_params(size_t offset, float* dst, size_t count) const {
 
 void CpuBackend::read_grads(size_t offset, float* dst, size_t count) const {
   require_training("readGrads");
-  check_range(offset, count, "readGrads");
-  std::memcpy(dst, grads_.data() + offset, count * sizeof(float));
+  check_trainable_range(offset, count, "readGrads");
+  std::memcpy(dst, grads_.data() + (offset - spec_.trainable_begin()), count * sizeof(float));
 }
 
 // Under ZeRO-1 a rank keeps what falls in its shard of a write, and a read gathers every rank's part.
 void CpuBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) {
   require_training("writeOptimizerState");
-  check_range(offset, count, "writeOptimizerState");
+  check_trainable_range(offset, count, "writeOptimizerState");
   const size_t first = std::clamp(offset, shard_begin_, shard_end_), last = std::clamp(offset + count, shard_begin_, shard_end_);
   std::memcpy((slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin_), src + (first - offset),
               (last - first) * sizeof(float));
@@ -315,7 +333,7 @@ void CpuBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const 
 
 void CpuBackend::read_optimizer_state(OptimizerSlot slot, size_t offset, float* dst, size_t count) const {
   require_training("readOptimizerState");
-  check_range(offset, count, "readOptimizerState");
+  check_trainable_range(offset, count, "readOptimizerState");
   const size_t first = std::clamp(offset, shard_begin_, shard_end_), last = std::clamp(offset + count, shard_begin_, shard_end_);
   std::memcpy(dst + (first - offset), (slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin_),
               (last - first) * sizeof(float));
@@ -340,16 +358,48 @@ void CpuBackend::block_forward(int l, LayerActs& a, const float* in, float* out,
   const GPT2Config& c = spec_.config();
   const int64_t N = static_cast<int64_t>(B) * T;
   const int C = c.n_embd;
+  // i: the matrix's index in kLayerMatrices
+  const auto adapt = [&](int i, float* y, const float* x) {
+    if (spec_.lora().targets_matrix(i)) lora_forward(i, l, y, x, lora_u(i, l), N);
+  };
   layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, in, param(LN1_W, l), param(LN1_B, l), N, C, pool_);
   matmul_forward(a.qkv, a.ln1, param(QKV_W, l), param(QKV_B, l), N, C, 3 * C, pool_);
+  adapt(0, a.qkv, a.ln1);
   attention_forward(a.atty, a.lse, a.qkv, B, T, C, c.n_head, pool_);
   matmul_forward(proj_, a.atty, param(ATTPROJ_W, l), param(ATTPROJ_B, l), N, C, C, pool_);
+  adapt(1, proj_, a.atty);
   residual_forward(a.res2, in, proj_, N * C, pool_);
   layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, param(LN2_W, l), param(LN2_B, l), N, C, pool_);
   matmul_forward(a.fch, a.ln2, param(FC_W, l), param(FC_B, l), N, C, 4 * C, pool_);
+  adapt(2, a.fch, a.ln2);
   gelu_forward(gelu_, a.fch, N * 4 * C, pool_);
   matmul_forward(proj_, gelu_, param(FCPROJ_W, l), param(FCPROJ_B, l), N, 4 * C, C, pool_);
+  adapt(3, proj_, gelu_);
   residual_forward(out, a.res2, proj_, N * C, pool_);
+}
+
+void CpuBackend::lora_forward(int i, int l, float* out, const float* inp, float* u, int64_t N) {
+  const auto [in, oc] = spec_.matrix_shape(kLayerMatrices[i]);
+  const LoraShape& lora = spec_.lora();
+  const float* A = params_.data() + spec_.lora_offset(i, l, false);  // [r, in]
+  const float* Bf = params_.data() + spec_.lora_offset(i, l, true);  // [oc, r]
+  sgemm(false, true, N, lora.rank, in, 1.0f, inp, in, A, in, 0.0f, u, lora.rank, pool_);
+  sgemm(false, true, N, oc, lora.rank, lora.scaling, u, lora.rank, Bf, lora.rank, 1.0f, out, oc, pool_);
+}
+
+// dB [oc, r] += scaling * dout^T u; du [N, r] = scaling * dout B; dA [r, in] += du^T inp; dinp [N, in] += du A.
+void CpuBackend::lora_backward(int i, int l, float* dinp, const float* dout, const float* inp, const float* u, int64_t N) {
+  const auto [in, oc] = spec_.matrix_shape(kLayerMatrices[i]);
+  const LoraShape& lora = spec_.lora();
+  const int r = lora.rank;
+  const size_t a_offset = spec_.lora_offset(i, l, false), b_offset = spec_.lora_offset(i, l, true);
+  float* dA = grads_.data() + (a_offset - spec_.trainable_begin());
+  float* dB = grads_.data() + (b_offset - spec_.trainable_begin());
+  float* du = lora_acts_.data() + layer_acts_.size() * 4 * static_cast<size_t>(max_rows_) * r;
+  sgemm(true, false, oc, r, N, lora.scaling, dout, oc, u, r, 1.0f, dB, r, pool_);
+  sgemm(false, false, N, r, oc, lora.scaling, dout, oc, params_.data() + b_offset, r, 0.0f, du, r, pool_);
+  sgemm(true, false, r, in, N, 1.0f, du, r, inp, in, 1.0f, dA, in, pool_);
+  sgemm(false, false, N, in, r, 1.0f, du, r, params_.data() + a_offset, in, 1.0f, dinp, in, pool_);
 }
 
 float CpuBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) {
@@ -395,7 +445,7 @@ void CpuBackend::backward() {
 
   crossentropy_backward(logits_, logits_, targets_.data(), N, V, 1.0f / static_cast<float>(N), pool_);
   sgemm(false, false, N, C, V, 1.0f, logits_, V, param(WTE, -1), C, 0.0f, dnarrow_, C, pool_);
-  sgemm(true, false, V, C, N, 1.0f, logits_, V, lnf_, C, 1.0f, grad(WTE, -1), C, pool_);
+  if (float* dwte = grad(WTE, -1)) sgemm(true, false, V, C, N, 1.0f, logits_, V, lnf_, C, 1.0f, dwte, C, pool_);
   zero_fill(dres_, N * C, pool_);
   layernorm_backward(dres_, grad(LNF_W, -1), grad(LNF_B, -1), dnarrow_, residual(L), param(LNF_W, -1), lnf_mean_,
                      lnf_rstd_, N, C, pool_);
@@ -409,18 +459,25 @@ void CpuBackend::backward() {
       if (options_.recompute) block_forward(l, a, residual(l), proj_, B, T);  // also leaves gelu_ of this block
       else gelu_forward(gelu_, a.fch, N * 4 * C, pool_);
     }
+    const auto adapt = [&](int i, float* dx, const float* dy, const float* x) {
+      if (spec_.lora().targets_matrix(i)) lora_backward(i, l, dx, dy, x, lora_u(i, l), N);
+    };
     matmul_backward(dwide_, grad(FCPROJ_W, l), grad(FCPROJ_B, l), dres_, gelu_, param(FCPROJ_W, l), N, 4 * C, C, pool_);
+    adapt(3, dwide_, dres_, gelu_);
     gelu_backward(dwide_, a.fch, dwide_, N * 4 * C, pool_);
     matmul_backward(dnarrow_, grad(FC_W, l), grad(FC_B, l), dwide_, a.ln2, param(FC_W, l), N, C, 4 * C, pool_);
+    adapt(2, dnarrow_, dwide_, a.ln2);
     layernorm_backward(dres_, grad(LN2_W, l), grad(LN2_B, l), dnarrow_, a.res2, param(LN2_W, l), a.ln2_mean,
                        a.ln2_rstd, N, C, pool_);
     matmul_backward(dnarrow_, grad(ATTPROJ_W, l), grad(ATTPROJ_B, l), dres_, a.atty, param(ATTPROJ_W, l), N, C, C, pool_);
+    adapt(1, dnarrow_, dres_, a.atty);
     attention_backward(dwide_, dnarrow_, a.qkv, a.atty, a.lse, B, T, C, NH, pool_);  // dwide_ holds dqkv [N, 3C]
     matmul_backward(dnarrow_, grad(QKV_W, l), grad(QKV_B, l), dwide_, a.ln1, param(QKV_W, l), N, C, 3 * C, pool_);
+    adapt(0, dnarrow_, dwide_, a.ln1);
     layernorm_backward(dres_, grad(LN1_W, l), grad(LN1_B, l), dnarrow_, residual(l), param(LN1_W, l), a.ln1_mean,
                        a.ln1_rstd, N, C, pool_);
   }
-  encoder_backward(grad(WTE, -1), grad(WPE, -1), dres_, inputs_.data(), B, T, C, pool_);
+  if (grad(WTE, -1)) encoder_backward(grad(WTE, -1), grad(WPE, -1), dres_, inputs_.data(), B, T, C, pool_);
 }
 
 float CpuBackend::step(const StepOptions& options) {
@@ -428,22 +485,23 @@ float CpuBackend::step(const StepOptions& options) {
   if (options.kind == OptimizerKind::AdamW) ++step_count_;  // t of the bias correction
   if (decoder_) decoder_->weights_changed();
   const int64_t t = std::max<int64_t>(1, step_count_);
-  if (!group_) return optimizer_step(params_.data(), grads_.data(), m_.data(), v_.data(), spans_, span_partials_.data(), options, t, pool_);
+  const size_t first = spec_.trainable_begin();
+  if (!group_) return optimizer_step(params_.data(), grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), options, t, pool_);
 
   // The ranks' gradients are summed; the mean is their sum over the ranks, folded into the gradient's scale.
   StepOptions averaged = options;
   averaged.grad_scale /= static_cast<float>(group_->size());
   if (!sharded()) {
     group_->allreduce_sum(grads_.data(), grads_.size());
-    return optimizer_step(params_.data(), grads_.data(), m_.data(), v_.data(), spans_, span_partials_.data(), averaged, t, pool_);
+    return optimizer_step(params_.data(), grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), averaged, t, pool_);
   }
   group_->reduce_scatter_sum(grads_.data(), shards_.bounds());
-  const float norm = optimizer_step(params_.data(), grads_.data(), m_.data(), v_.data(), spans_, span_partials_.data(),
-                                    averaged, t, pool_, shard_begin_, [this](double& total) { group_->allreduce_sum(&total, 1); });
+  const float norm = optimizer_step(params_.data(), grads_.data(), first, m_.data(), v_.data(), shard_begin_, spans_, span_partials_.data(),
+                                    averaged, t, pool_, [this](double& total) { group_->allreduce_sum(&total, 1); });
   // The update zeroed this rank's shard of the gradients; the rest held other shards' partial sums.
-  zero_fill(grads_.data(), shard_begin_, pool_);
-  zero_fill(grads_.data() + shard_end_, grads_.size() - shard_end_, pool_);
-  group_->allgather(params_.data(), shards_.bounds());
+  zero_fill(grads_.data(), shard_begin_ - first, pool_);
+  zero_fill(grads_.data() + (shard_end_ - first), grads_.size() - (shard_end_ - first), pool_);
+  group_->allgather(params_.data() + first, shards_.bounds());
   return norm;
 }
 

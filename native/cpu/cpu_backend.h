@@ -62,8 +62,14 @@ class CpuBackend : public Backend {
   void require_f32(const char* what) const;
   void require_training(const char* what) const;
   void check_range(size_t offset, size_t count, const char* what) const;
+  void check_trainable_range(size_t offset, size_t count, const char* what) const;
   float* param(ParamKind kind, int layer);
-  float* grad(ParamKind kind, int layer);
+  float* grad(ParamKind kind, int layer);  // null for a frozen base's parameters
+  // The adapter's path beside layer matrix kLayerMatrices[i] of block l (N rows; u [N, r] kept for backward):
+  // out += scaling * (inp A^T) B^T, and its backward, which adds to dinp and to the factors' gradients.
+  void lora_forward(int i, int l, float* out, const float* inp, float* u, int64_t N);
+  void lora_backward(int i, int l, float* dinp, const float* dout, const float* inp, const float* u, int64_t N);
+  float* lora_u(int i, int l);
   float* residual(int l);              // the residual stream entering block l (l = n_layer: into ln_f)
   LayerActs& acts(int l);
   void block_forward(int l, LayerActs& a, const float* in, float* out, int B, int T);
@@ -79,6 +85,7 @@ class CpuBackend : public Backend {
   AlignedArray<uint16_t> params16_;  // F16/BF16 weights, or a Q8_0 model's f16 parameters but its layer matrices (inference only)
   AlignedArray<float> grads_, m_, v_;
   AlignedArray<float> arena_;        // every activation, carved below
+  AlignedArray<float> lora_acts_;    // an adapter's u [N, r] per targeted matrix (per layer, as layer_acts_), and du [N, r]
   std::vector<float*> residuals_;
   std::vector<LayerActs> layer_acts_;  // one per layer, or a single shared one when recomputing / not training
   float *proj_, *gelu_, *lnf_, *lnf_mean_, *lnf_rstd_, *logits_, *losses_;  // [N,C] [N,4C] [N,C] [N] [N] [N,V] [N]

@@ -17,6 +17,7 @@
 #include "core/checks.h"
 #include "core/dtype.h"
 #include "decode_matmul.h"
+#include "gemm.h"
 #include "kernels.h"
 #include "vec_math.h"
 
@@ -142,15 +143,26 @@ struct CpuDecoder::State {
   // The panels hold the only copy of the layer matrices (16-bit and 8-bit weights; see CpuDecoder::for_each_run).
   bool panels_own_matrices() const { return panels.dtype != DType::F32; }
 
-  // Remakes what is derived from the weights: the matrices' panels (a copy of float32 weights) and, for 16-bit and
-  // 8-bit weights, float32 vectors.
+  // Remakes what is derived from the weights: the matrices' panels (a copy of float32 weights, with a LoRA adapter's
+  // change merged in) and, for 16-bit and 8-bit weights, float32 vectors.
   void refresh() {
     if (!panels_own_matrices()) {
-      for (ParamKind kind : kLayerMatrices) {
+      const LoraShape& lora = spec.lora();
+      std::vector<float> merged;
+      for (int i = 0; i < 4; ++i) {
+        const ParamKind kind = kLayerMatrices[i];
         const auto [rows, cols] = spec.matrix_shape(kind);
         const size_t per = spec.group_numel(kind) / cfg().n_layer;
-        for (int l = 0; l < cfg().n_layer; ++l)
-          pack_panels(panels_f32.data() + mat_offset(kind, l), weights.f32 + spec.group_offset(kind) + l * per, rows, cols, pool);
+        for (int l = 0; l < cfg().n_layer; ++l) {
+          const float* w = weights.f32 + spec.group_offset(kind) + l * per;
+          if (lora.targets_matrix(i)) {  // W + scaling * A^T B^T, A [r, rows] and B [cols, r]
+            merged.assign(w, w + per);
+            sgemm(true, true, rows, cols, lora.rank, lora.scaling, weights.f32 + spec.lora_offset(i, l, false), rows,
+                  weights.f32 + spec.lora_offset(i, l, true), lora.rank, 1.0f, merged.data(), cols, pool);
+            w = merged.data();
+          }
+          pack_panels(panels_f32.data() + mat_offset(kind, l), w, rows, cols, pool);
+        }
       }
     } else {
       for (ParamKind kind : kVectorKinds) {

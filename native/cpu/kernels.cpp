@@ -173,6 +173,7 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
       }
     }
   });
+  if (!dweight) return;  // a frozen LayerNorm
   // Parameter gradients: reductions over rows, tasks own column blocks.
   const int64_t blocks = (C + kColumnBlock - 1) / kColumnBlock;
   pool.run(blocks, [&](int64_t blk, int) {
@@ -213,7 +214,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
                      int64_t N, int C, int OC, ThreadPool& pool) {
   if (dinp) sgemm(false, true, N, C, OC, 1.0f, dout, OC, weight, OC, 0.0f, dinp, C, pool);
-  sgemm(true, false, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, OC, pool);
+  if (dweight) sgemm(true, false, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, OC, pool);
   if (dbias) add_column_sums(dbias, dout, N, OC, pool);
 }
 

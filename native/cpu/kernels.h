@@ -19,14 +19,14 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t
 // out[N, C] = (inp - mean) * rstd * weight + bias (eps 1e-5); saves mean[N] and rstd[N] for backward (may be null)
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
                        int64_t N, int C, ThreadPool& pool);
-// dinp[N, C] +=, dweight[C] +=, dbias[C] +=
+// dinp[N, C] +=, dweight[C] +=, dbias[C] += (dweight and dbias null together: a frozen LayerNorm)
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int C, ThreadPool& pool);
 
 // out[N, OC] = inp[N, C] @ weight[C, OC] + bias[OC]  (bias may be null)
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int C, int OC,
                     ThreadPool& pool);
-// dinp[N, C] = dout @ weight^T; dweight[C, OC] += inp^T @ dout; dbias[OC] += column sums of dout (may be null)
+// dinp[N, C] = dout @ weight^T; dweight[C, OC] += inp^T @ dout; dbias[OC] += column sums of dout (each may be null)
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
                      int64_t N, int C, int OC, ThreadPool& pool);
 

@@ -24,13 +24,13 @@ struct ParamSpan {
 std::vector<ParamSpan> plan_param_spans(const ModelSpec& spec, const uint8_t* trainable, const uint8_t* decay,
                                         size_t begin = 0, size_t end = std::numeric_limits<size_t>::max());
 
-// One update with step count t (>= 1). m and v may be null for SGD; they hold the moments of the parameters from
-// state_offset on (a ZeRO-1 shard's first parameter). partials: one double per span (scratch).
-// reduce_sum_squares, when given, sums this rank's squared-gradient total with the other ranks' (ZeRO-1, where
-// each rank sees its shard only), before the norm is taken. Returns the global norm of the scaled gradient over
-// the trainable tensors, before clipping.
-float optimizer_step(float* params, float* grads, float* m, float* v, const std::vector<ParamSpan>& spans,
-                     double* partials, const StepOptions& options, int64_t t, ThreadPool& pool,
-                     size_t state_offset = 0, const std::function<void(double&)>& reduce_sum_squares = {});
+// One update with step count t (>= 1). grads holds the gradients of the parameters from grads_offset on (the first
+// trainable one); m and v, null for SGD, their moments from state_offset on (that, or a ZeRO-1 shard's first
+// parameter). partials: one double per span (scratch). reduce_sum_squares, when given, sums this rank's
+// squared-gradient total with the other ranks' (ZeRO-1, where each rank sees its shard only), before the norm is
+// taken. Returns the global norm of the scaled gradient over the trainable tensors, before clipping.
+float optimizer_step(float* params, float* grads, size_t grads_offset, float* m, float* v, size_t state_offset,
+                     const std::vector<ParamSpan>& spans, double* partials, const StepOptions& options, int64_t t,
+                     ThreadPool& pool, const std::function<void(double&)>& reduce_sum_squares = {});
 
 }  // namespace dixie

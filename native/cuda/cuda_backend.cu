@@ -57,6 +57,8 @@ int usable_device(const GPT2Config& c, const BackendOptions& o) {
 CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options)
     : spec_(config), options_(options), device_(usable_device(spec_.config(), options)) {
   const GPT2Config& c = spec_.config();
+  if (options_.lora.rank > 0)
+    throw std::invalid_argument("option 'lora': adapters train on the CPU backend only in this build (device 'cpu')");
   if (options_.max_batch < 1) throw std::invalid_argument("option 'maxBatch' must be a positive integer");
   if (options_.max_seq == 0) options_.max_seq = c.n_ctx;
   if (options_.max_seq < 0 || options_.max_seq > c.n_ctx)
