@@ -1,29 +1,33 @@
 // The training driver against the bare engine: tokens/s of lib/train's loop (bin/train) on a fresh 124M
 // model at B=4, T=64, next to a plain forward/backward/step loop on the same shapes; the driver should add
 // nothing measurable. Then data-parallel bin/train under mpirun on 1 and 2 CPU ranks at the same global batch,
-// with the time a step spends in the gradients' all-reduce; then bin/encode's throughput on one thread and on
-// every core.
+// with the time a step spends in the gradients' all-reduce; then a LoRA adapter's step against full fine-tuning
+// at 124M and 355M shapes, time and memory (`--lora`: these rows alone); then bin/encode's throughput on one
+// thread and on every core.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { encodeDataset } from '../lib/data/dataset';
-import { Model } from '../lib/engine/model';
+import { GPT2Config, LoraOptions, Model } from '../lib/engine/model';
 import { loadTokenizer } from '../lib/tokenizer';
 import { TrainRecord, readMetrics } from '../lib/train/metrics';
 import { train } from '../lib/train/train';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const CHAT = path.join(REPO, 'examples', 'chat', 'train');
-const CONFIG = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
+const CONFIG: GPT2Config = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
+const CONFIG_355M: GPT2Config = { nLayer: 24, nHead: 16, nEmbd: 1024, nCtx: 1024, vocabSize: 50257 };
+const LORA: LoraOptions = { rank: 8, alpha: 16, targets: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'] };
 const B = 4;
 const T = 64;
 const WARMUP = 1;
 const STEPS = 5;
 
-// Tokens/s of the bare engine: forward, backward, Adam step on random tokens.
-async function engineTokensPerSecond(): Promise<number> {
-  const model = Model.create(CONFIG, { maxBatch: B, maxSeq: T, seed: 1 });
+// Tokens/s of the bare engine: forward, backward, Adam step on random tokens (with `lora`, of an adapter over the
+// frozen model), and the bytes the model holds.
+async function engineTokensPerSecond(config = CONFIG, lora?: LoraOptions): Promise<{ tokensPerSecond: number; bytes: number }> {
+  const model = Model.create(config, { maxBatch: B, maxSeq: T, seed: 1, lora });
   try {
     const inputs = Int32Array.from({ length: B * T }, (_, i) => (i * 7919) % CONFIG.vocabSize);
     const targets = Int32Array.from({ length: B * T }, (_, i) => (i * 104729) % CONFIG.vocabSize);
@@ -35,9 +39,24 @@ async function engineTokensPerSecond(): Promise<number> {
       await model.backward();
       await model.step({ optimizer: 'adamw', lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, gradScale: 1 });
     }
-    return (STEPS * B * T) / ((performance.now() - started) / 1000);
+    const m = model.memory();
+    return { tokensPerSecond: (STEPS * B * T) / ((performance.now() - started) / 1000), bytes: m.params + m.grads + m.optimizer + m.activations };
   } finally {
     model.dispose();
+  }
+}
+
+async function loraRows(): Promise<void> {
+  console.log(`
+a LoRA adapter (rank ${LORA.rank}, the four matrices of every block) against full fine-tuning, B=${B}, T=${T}, Adam; memory: weights, gradients, optimizer state and activations
+`);
+  console.log('| shape | full tokens/s | LoRA tokens/s | LoRA / full | full memory | LoRA memory |');
+  console.log('|---|---:|---:|---:|---:|---:|');
+  for (const [name, config] of [['124M', CONFIG], ['355M', CONFIG_355M]] as const) {
+    const full = await engineTokensPerSecond(config);
+    const lora = await engineTokensPerSecond(config, LORA);
+    const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+    console.log(`| ${name} | ${full.tokensPerSecond.toFixed(0)} | ${lora.tokensPerSecond.toFixed(0)} | ${(lora.tokensPerSecond / full.tokensPerSecond).toFixed(2)}x | ${gib(full.bytes)} | ${gib(lora.bytes)} |`);
   }
 }
 
@@ -104,11 +123,12 @@ async function encodeThroughput(dir: string, threads: number): Promise<{ mbPerSe
 }
 
 export async function run(): Promise<void> {
+  if (process.argv.includes('--lora')) return loraRows();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-train-bench-'));
   try {
-    const engine1 = await engineTokensPerSecond();
+    const engine1 = (await engineTokensPerSecond()).tokensPerSecond;
     const driver = await driverTokensPerSecond(dir);
-    const engine2 = await engineTokensPerSecond();
+    const engine2 = (await engineTokensPerSecond()).tokensPerSecond;
     const engine = (engine1 + engine2) / 2;
     console.log(`124M fresh model, B=${B}, T=${T}, ${STEPS} steps after ${WARMUP} warmup, ${os.availableParallelism()} cores\n`);
     console.log('| loop | tokens/s | vs engine |');
@@ -127,6 +147,8 @@ export async function run(): Promise<void> {
     } else {
       console.log('\n(no mpirun: the data-parallel rows need Open MPI, `apt-get install openmpi-bin`)');
     }
+
+    await loraRows();
 
     // About 95 MB of chat text in 1000 files (the example dataset, each copy with its own numbers so that the
     // tokenizer's word cache does not see only repeats).

@@ -220,7 +220,7 @@ export class Model {
     const { adapter: adapterDir, ...modelOptions } = options;
     const folder = typeof dir === 'string' ? inspectModelFolder(dir) : dir;
     const adapter = adapterDir === undefined ? null : readPeftAdapter(adapterDir);
-    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, modelOptions, adapter);
+    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, modelOptions, adapter, path.resolve(folder.dir));
     if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
       throw new Error(`${folder.dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${folder.dir} <output folder>\``);
     }
@@ -232,7 +232,7 @@ export class Model {
     const file = openSafetensors(folder.weights);
     let model: Model | null = null;
     try {
-      model = new Model(folder.config, modelOptions, source, modelOptions.lora ? null : adapter, folder.dir);
+      model = new Model(folder.config, modelOptions, source, modelOptions.lora ? null : adapter, path.resolve(folder.dir));
       model.loadWeights(file, folder.configFile, modelOptions.lora ? null : deltas);
       if (modelOptions.lora) model.startAdapter(adapter);
       return model;
@@ -247,7 +247,7 @@ export class Model {
   // A GGUF file of llama.cpp's "gpt2" architecture (formats/gguf.ts): the config from its metadata, the tensors by
   // llama.cpp's names, q8_0 ones expanded to float32 exactly (and quantized again into the very same blocks when the
   // model stores q8_0).
-  private static loadGguf(file: string, options: ModelOptions, adapter: PeftAdapter | null): Model {
+  private static loadGguf(file: string, options: ModelOptions, adapter: PeftAdapter | null, base: string): Model {
     const g = openGguf(file);
     let model: Model | null = null;
     try {
@@ -258,7 +258,7 @@ export class Model {
       }
       const source: ConfigSource = { where: file, fieldName: (key) => GGUF_FIELDS[key] };
       const deltas = adapter && adapterDeltas(adapter, config, source);
-      model = new Model(config, options, source, options.lora ? null : adapter, file);
+      model = new Model(config, options, source, options.lora ? null : adapter, base);
       model.loadGgufWeights(g, options.lora ? null : deltas);
       if (options.lora) model.startAdapter(adapter);
       return model;
@@ -314,6 +314,7 @@ export class Model {
       }
     }
     const given = new Map(adapter.modules.map((m) => [`h.${m.layer}.${m.kind}`, m]));
+    const used = new Set<string>();
     for (const t of factors) {
       const module = t.name.replace(/\.lora_[AB]\.weight$/, '');
       const m = given.get(module);
@@ -321,9 +322,10 @@ export class Model {
       const data = t.name.endsWith('.lora_A.weight') ? m.a : m.b;
       if (data.length !== t.numel) throw new Error(`${where}: ${module} has ${data.length} values in ${t.name.endsWith('.lora_A.weight') ? 'lora_A' : 'lora_B'}, expected ${t.numel} ([${t.shape.join(', ')}])`);
       this.native.writeParams(t.offset, data, 'f32');
-      given.delete(module);
+      used.add(module);
     }
-    if (given.size > 0) throw new Error(`${where} also adapts ${[...given.keys()].join(', ')}, outside the targets ${lora.targets.join(', ')}`);
+    const extra = [...given.keys()].filter((module) => !used.has(module));
+    if (extra.length > 0) throw new Error(`${where} also adapts ${extra.join(', ')}, outside the targets ${lora.targets.join(', ')}`);
   }
 
   // Writes tensor `info` ([rows, cols], or a vector) a slab of rows at a time through `slabs`: fill(r0, r1, dst) puts

@@ -3,7 +3,8 @@
 //   checkpoint/run1/
 //     latest                 "model-2000": the newest complete checkpoint
 //     model-1000/  model-2000/
-//       config.json + model.safetensors   the weights (Hugging Face layout: the folder is a servable model)
+//       config.json + model.safetensors   the weights (Hugging Face layout: the folder is a servable model), or
+//       adapter_config.json + adapter_model.safetensors   a LoRA adapter over its base (PEFT's layout)
 //       encoder.json + vocab.bpe          the tokenizer (or vocab.json + merges.txt, as the model came)
 //       optimizer.safetensors             Adam's moments and step count (absent for SGD)
 //       state.json                        step, RNG and sampler state, running loss, the run's options
@@ -132,7 +133,7 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
   let replaced: string | null = null;
   fs.mkdirSync(temp);
   try {
-    await model.save(temp);
+    await (model.lora ? model.saveAdapter(temp) : model.save(temp));
     if (options.withOptimizer) await model.saveOptimizer(path.join(temp, OPTIMIZER_FILE));
     // The vocabulary as the tokenizer read it: the folder it came from may be a checkpoint pruned since.
     await writeVocabulary(tokenizer.vocab, temp);

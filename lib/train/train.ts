@@ -19,7 +19,9 @@ import { ChatSummary, MalformedChatError, formatChatReport } from '../data/chat_
 import { Dataset, DEFAULT_COMBINE, loadDataset } from '../data/dataset';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
-import { GPT2Config, Model, ModelOptions } from '../engine/model';
+import { GPT2Config, LoraOptions, Model, ModelOptions } from '../engine/model';
+import { LORA_TARGETS, type LoraTarget } from '../engine/native';
+import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
 import { resolveModel } from '../formats/resolve_model';
 import { Generator } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
@@ -72,6 +74,9 @@ export interface TrainOptions {
   threads: number;                 // 0: one per core (data-parallel: per core of this rank's share)
   zero: number;                    // data-parallel: 1 shards Adam's moments across the ranks (ZeRO-1)
   collective_timeout: number;      // data-parallel: seconds a rank waits for the others before ending the job; 0: forever
+  lora_rank: number;               // > 0: train a LoRA adapter of this rank over the frozen model; 0: every weight
+  lora_alpha: number;              // the adapter's scale is lora_alpha / lora_rank; 0: twice the rank
+  lora_targets: string;            // the matrices adapted: attn, mlp, or c_attn, attn.c_proj, c_fc, mlp.c_proj
 }
 
 export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
@@ -116,6 +121,9 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   threads: 0,
   zero: 0,
   collective_timeout: 300,
+  lora_rank: 0,
+  lora_alpha: 0,
+  lora_targets: 'attn,mlp',
 };
 
 export interface TrainIO {
@@ -170,6 +178,35 @@ function checkOptions(o: TrainOptions): void {
   if (!/^[\w.-]+$/.test(o.run_name)) throw new Error(`--run_name must be letters, digits, '.', '-' or '_', got ${JSON.stringify(o.run_name)}`);
   if (o.zero !== 0 && o.zero !== 1) throw new Error(`--zero must be 0 or 1, got ${o.zero}`);
   if (!(o.collective_timeout >= 0)) throw new Error(`--collective_timeout must be >= 0 seconds, got ${o.collective_timeout}`);
+  if (!(Number.isInteger(o.lora_rank) && o.lora_rank >= 0)) throw new Error(`--lora_rank must be a whole number >= 0, got ${o.lora_rank}`);
+  if (!(o.lora_alpha >= 0)) throw new Error(`--lora_alpha must be >= 0 (0: twice the rank), got ${o.lora_alpha}`);
+  if (o.lora_rank > 0) {
+    loraTargets(o.lora_targets);
+    if (o.fresh_model) throw new Error('--lora_rank trains an adapter over a pre-trained model, and --fresh_model has none to adapt: drop one of them');
+    if (o.only_train_transformer_layers) throw new Error('--only_train_transformer_layers and --lora_rank both choose what trains: with an adapter only its factors do');
+  }
+}
+
+// --lora_targets: a comma list of the matrices an adapter changes; attn and mlp stand for a block's two of each.
+const TARGET_GROUPS: Readonly<Record<string, readonly LoraTarget[]>> = {
+  attn: ['attn.c_attn', 'attn.c_proj'],
+  mlp: ['mlp.c_fc', 'mlp.c_proj'],
+  c_attn: ['attn.c_attn'],
+  c_fc: ['mlp.c_fc'],
+  ...Object.fromEntries(LORA_TARGETS.map((t) => [t, [t]])),
+};
+
+export function loraTargets(list: string): LoraTarget[] {
+  const names = list.split(',').map((n) => n.trim()).filter((n) => n !== '');
+  const unknown = names.find((n) => !(n in TARGET_GROUPS));
+  if (unknown !== undefined || names.length === 0) {
+    throw new Error(`--lora_targets ${JSON.stringify(list)}: ${unknown === undefined ? 'names no matrix' : `"${unknown}" is not a matrix an adapter changes`}; give some of ${Object.keys(TARGET_GROUPS).join(', ')}`);
+  }
+  return LORA_TARGETS.filter((t) => names.some((n) => TARGET_GROUPS[n].includes(t)));
+}
+
+function isAdapterCheckpoint(dir: string): boolean {
+  return fs.existsSync(path.join(dir, ADAPTER_CONFIG_FILE));
 }
 
 function duration(seconds: number): string {
@@ -237,7 +274,8 @@ function findStart(o: TrainOptions, runDir: string, ranks: Ranks | null): Start 
   if (o.restore_from === 'latest') resumeDir = latestCheckpoint(runDir);
   else if (o.restore_from !== 'fresh') {
     if (!fs.existsSync(o.restore_from)) throw new Error(`--restore_from ${o.restore_from}: no such checkpoint or model folder`);
-    resumeDir = resolveModel(path.resolve(o.restore_from)).dir;
+    const named = latestCheckpoint(path.resolve(o.restore_from)) ?? path.resolve(o.restore_from);
+    resumeDir = isAdapterCheckpoint(named) ? named : resolveModel(named).dir;
   }
   // Every rank reads the checkpoint it resumes from: rank 0's choice, which the others must see too.
   if (ranks && fromRank0(ranks, resumeDir) !== resumeDir) {
@@ -272,10 +310,24 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     log(`fresh model: ${o.n_layer} layers, ${o.n_head} heads, ${o.n_embd} channels, context ${o.n_ctx}, seed ${seed}`);
     return { model, tokenizer };
   }
-  const folder = resolveModel(resumeDir ? path.resolve(resumeDir) : o.model_name);
+  // A LoRA checkpoint holds the adapter alone: its base is the folder its adapter_config.json names, and its
+  // rank, alpha and targets are the ones training goes on with.
+  const adapter = resumeDir && isAdapterCheckpoint(resumeDir) ? readLoraConfig(path.join(resumeDir, ADAPTER_CONFIG_FILE)) : null;
+  let lora: LoraOptions | undefined;
+  if (adapter) {
+    if (adapter.baseModel === null) throw new Error(`${resumeDir}: ${ADAPTER_CONFIG_FILE} names no base model (base_model_name_or_path)`);
+    lora = { rank: adapter.r, alpha: adapter.alpha, targets: loraTargets([adapter.targetModules].flat().join(',')), seed };
+    if (o.lora_rank > 0 && (o.lora_rank !== lora.rank || (o.lora_alpha || 2 * o.lora_rank) !== lora.alpha)) {
+      throw new Error(`--lora_rank ${o.lora_rank} and --lora_alpha ${o.lora_alpha || 2 * o.lora_rank} differ from the adapter ${resumeDir} trains (rank ${lora.rank}, alpha ${lora.alpha})`);
+    }
+  } else if (o.lora_rank > 0) {
+    lora = { rank: o.lora_rank, alpha: o.lora_alpha || 2 * o.lora_rank, targets: loraTargets(o.lora_targets), seed };
+  }
+  const folder = resolveModel(adapter ? (adapter.baseModel as string) : resumeDir ? path.resolve(resumeDir) : o.model_name);
   const tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
-  const model = await Model.load(folder, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx });
+  const model = await Model.load(folder, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx, lora, adapter: adapter ? (resumeDir as string) : undefined });
   log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
+  if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen`);
   if (o.fresh_model && state && o.restore_from === 'latest') {
     log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
   }
@@ -312,7 +364,8 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       else log(`${resumeDir} has no Adam state (${OPTIMIZER_FILE}); Adam starts afresh`);
     }
     const n = model.tensors.reduce((s, t) => s + t.numel, 0);
-    log(`model: ${(n / 1e6).toFixed(1)}M parameters; batches of ${o.batch_size} x ${T} tokens${o.accumulate_gradients > 1 ? `, ${o.accumulate_gradients} accumulated per step` : ''}`);
+    const trained = model.lora ? `, ${(model.memory().grads / 4).toLocaleString('en-US')} of them trained (the adapter's)` : '';
+    log(`model: ${(n / 1e6).toFixed(1)}M parameters${trained}; batches of ${o.batch_size} x ${T} tokens${o.accumulate_gradients > 1 ? `, ${o.accumulate_gradients} accumulated per step` : ''}`);
     if (ranks) {
       log(
         `data-parallel: ${world} ranks (${ranks.localSize} on this machine, ${model.device()} each) over ${ranks.library}; ` +

@@ -3,30 +3,7 @@
 // 3 heads, T 24, vocabulary 300) against an independent float64 forward pass written in TypeScript.
 import t from 'tap';
 import { GPT2Config, Model } from '../../lib/engine/model';
-import { FIXTURE_DIR, lcg, loadExpected, maxAbs, maxAbsDiff, randomTokens, referenceForward } from './helpers';
-
-// Mean cross-entropy in float64 from float32 logits [N, V]: far less rounding noise than the float32 loss.
-function lossFromLogits(logits: Float32Array, targets: Int32Array, V: number): number {
-  const N = targets.length;
-  let total = 0;
-  for (let r = 0; r < N; r++) {
-    let mx = -Infinity;
-    for (let v = 0; v < V; v++) mx = Math.max(mx, logits[r * V + v]);
-    let z = 0;
-    for (let v = 0; v < V; v++) z += Math.exp(logits[r * V + v] - mx);
-    total += Math.log(z) + mx - logits[r * V + targets[r]];
-  }
-  return total / N;
-}
-
-// The coordinates to check in a tensor: its largest gradients (well above rounding) and a few random ones.
-function sampleCoordinates(g: Float32Array, largest: number, random: number, seed: number): number[] {
-  const order = Array.from(g.keys()).sort((a, b) => Math.abs(g[b]) - Math.abs(g[a]));
-  const next = lcg(seed);
-  const picked = new Set(order.slice(0, largest));
-  while (picked.size < Math.min(g.length, largest + random)) picked.add(Math.floor(next() * g.length));
-  return [...picked];
-}
+import { FIXTURE_DIR, lcg, loadExpected, lossFromLogits, maxAbs, maxAbsDiff, randomTokens, referenceForward, sampleCoordinates } from './helpers';
 
 t.test('gpt2-tiny: gradients match central differences of the loss', async (t) => {
   const ex = loadExpected();

@@ -1,0 +1,191 @@
+// Training a LoRA adapter (Model's lora option, bin/train --lora_rank): the model with an adapter against the model
+// of its merged weights (logits, and the factors' gradients against the merged weight's), central differences, the
+// frozen base, a zero B, and runs resumed from adapter-only checkpoints.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { Model, type ModelOptions } from '../../lib/engine/model';
+import type { LoraTarget } from '../../lib/engine/native';
+import { train } from '../../lib/train/train';
+import { lossFromLogits, maxAbs, maxAbsDiff, randomTokens, sampleCoordinates } from '../engine/helpers';
+import { CHAT } from '../train/helpers';
+import { allLogits, CONFIG, mergedWeight, randomValues, saveBase, type Factors } from './helpers';
+
+const TARGETS: LoraTarget[] = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
+const RANK = 4;
+const ALPHA = 12;
+const SCALING = ALPHA / RANK;
+const B = 2;
+const T = 16;
+const V = CONFIG.vocabSize;
+const OPTIONS: ModelOptions = { maxBatch: B, maxSeq: T, threads: 2, device: 'cpu' };
+const INPUTS = randomTokens(B * T, V, 11);
+const TARGET_TOKENS = randomTokens(B * T, V, 12);
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-lora-train-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+const basePromise = saveBase(path.join(dir, 'base'));
+
+// The base with an adapter whose B is random too (so that every term of the gradients is exercised), the factors
+// it holds, and the base with those factors merged into its weights.
+async function adaptedAndMerged(): Promise<{ adapted: Model; merged: Model; factors: Factors[] }> {
+  const base = await basePromise;
+  const adapted = await Model.load(base, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: TARGETS, seed: 5 } });
+  const merged = await Model.load(base, OPTIONS);
+  const factors: Factors[] = [];
+  for (let layer = 0; layer < CONFIG.nLayer; layer++) {
+    for (const target of TARGETS) {
+      const module = `h.${layer}.${target}`;
+      const b = `${module}.lora_B.weight`;
+      adapted.setParam(b, randomValues(adapted.getParam(b).length, 100 + factors.length, 0.2));
+      const a = adapted.getParam(`${module}.lora_A.weight`);
+      const [rows, cols] = merged.tensors.find((x) => x.name === `${module}.weight`)?.shape as number[];
+      const f: Factors = { module, rank: RANK, inputs: rows, outputs: cols, a, b: adapted.getParam(b) };
+      merged.setParam(`${module}.weight`, mergedWeight(merged.getParam(`${module}.weight`), f, SCALING));
+      factors.push(f);
+    }
+  }
+  return { adapted, merged, factors };
+}
+
+t.test('an adapter computes what its merged weights compute: logits in training and in decoding', async (t) => {
+  const { adapted, merged } = await adaptedAndMerged();
+  const a = new Float32Array(B * T * V);
+  const m = new Float32Array(B * T * V);
+  const lossA = await adapted.forward(INPUTS, TARGET_TOKENS, B, T, a);
+  const lossM = await merged.forward(INPUTS, TARGET_TOKENS, B, T, m);
+  t.ok(maxAbsDiff(a, m) <= 1e-5, `forward logits differ by ${maxAbsDiff(a, m).toExponential(2)} <= 1e-5`);
+  t.ok(Math.abs(lossA - lossM) <= 1e-5, `losses ${lossA} and ${lossM}`);
+  const decodedA = await allLogits(adapted);
+  const decodedM = await allLogits(merged);
+  t.ok(maxAbsDiff(decodedA, decodedM) <= 1e-5, `decoded logits differ by ${maxAbsDiff(decodedA, decodedM).toExponential(2)} <= 1e-5`);
+  adapted.dispose();
+  merged.dispose();
+});
+
+t.test("the factors' gradients are those the merged weight's gradient implies: dA = s B^T dW^T, dB = s dW^T A^T", async (t) => {
+  const { adapted, merged, factors } = await adaptedAndMerged();
+  for (const model of [adapted, merged]) {
+    model.zeroGrad();
+    await model.forward(INPUTS, TARGET_TOKENS, B, T);
+    await model.backward();
+  }
+  for (const f of factors) {
+    const dW = merged.getGrad(`${f.module}.weight`);
+    const expectA = new Float32Array(f.a.length);
+    const expectB = new Float32Array(f.b.length);
+    for (let i = 0; i < f.inputs; i++) {
+      for (let o = 0; o < f.outputs; o++) {
+        const g = SCALING * dW[i * f.outputs + o];
+        for (let k = 0; k < f.rank; k++) {
+          expectA[k * f.inputs + i] += g * f.b[o * f.rank + k];
+          expectB[o * f.rank + k] += g * f.a[k * f.inputs + i];
+        }
+      }
+    }
+    for (const [factor, expected] of [['A', expectA], ['B', expectB]] as const) {
+      const got = adapted.getGrad(`${f.module}.lora_${factor}.weight`);
+      const tol = 1e-4 * maxAbs(expected);
+      t.ok(maxAbsDiff(got, expected) <= tol, `${f.module} d${factor}: |diff| ${maxAbsDiff(got, expected).toExponential(2)} <= ${tol.toExponential(2)}`);
+    }
+  }
+  adapted.dispose();
+  merged.dispose();
+});
+
+t.test("the factors' gradients match central differences of the loss", async (t) => {
+  const { adapted, merged } = await adaptedAndMerged();
+  merged.dispose();
+  adapted.zeroGrad();
+  await adapted.forward(INPUTS, TARGET_TOKENS, B, T);
+  await adapted.backward();
+  const logits = new Float32Array(B * T * V);
+  const loss = async (): Promise<number> => {
+    await adapted.forward(INPUTS, null, B, T, logits);
+    return lossFromLogits(logits, TARGET_TOKENS, V);
+  };
+  const eps = 3e-3;
+  for (const [k, name] of ['h.0.attn.c_attn.lora_A.weight', 'h.0.attn.c_attn.lora_B.weight', 'h.1.mlp.c_proj.lora_A.weight', 'h.1.mlp.c_proj.lora_B.weight', 'h.1.attn.c_proj.lora_B.weight'].entries()) {
+    const g = adapted.getGrad(name);
+    const p = adapted.getParam(name);
+    const tol = 5e-3 * maxAbs(g);
+    let worst = 0;
+    for (const i of sampleCoordinates(g, 3, 3, k + 1)) {
+      const q = p.slice();
+      q[i] = p[i] + eps;
+      adapted.setParam(name, q);
+      const plus = await loss();
+      q[i] = p[i] - eps;
+      adapted.setParam(name, q);
+      const minus = await loss();
+      adapted.setParam(name, p);
+      worst = Math.max(worst, Math.abs((plus - minus) / (2 * eps) - g[i]));
+    }
+    t.ok(worst <= tol, `${name}: |fd - g| ${worst.toExponential(2)} <= ${tol.toExponential(2)}`);
+  }
+  adapted.dispose();
+});
+
+t.test('a new adapter (B zero) leaves the base as it was; training moves its factors alone, with no state for the base', async (t) => {
+  const base = await basePromise;
+  const plain = await Model.load(base, OPTIONS);
+  const adapted = await Model.load(base, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: ['attn.c_attn', 'mlp.c_fc'], seed: 9 } });
+  t.equal(maxAbsDiff(await allLogits(adapted), await allLogits(plain)), 0, 'decoded logits are the base\'s, bit for bit');
+  const factors = adapted.tensors.filter((x) => x.name.includes('.lora_'));
+  t.same(factors.map((x) => x.name), ['h.0.attn.c_attn.lora_A.weight', 'h.0.mlp.c_fc.lora_A.weight', 'h.1.attn.c_attn.lora_A.weight', 'h.1.mlp.c_fc.lora_A.weight',
+    'h.0.attn.c_attn.lora_B.weight', 'h.0.mlp.c_fc.lora_B.weight', 'h.1.attn.c_attn.lora_B.weight', 'h.1.mlp.c_fc.lora_B.weight']);
+  const numel = factors.reduce((n, x) => n + x.numel, 0);
+  t.equal(numel, CONFIG.nLayer * RANK * (4 * 64 + 5 * 64), 'r x (in + out) per targeted matrix and layer');
+  const memory = adapted.memory();
+  t.equal(memory.grads, 4 * numel, 'gradients for the factors only');
+  t.ok(memory.optimizer < 2 * 4 * numel + 4096, `Adam's moments for the factors only (${memory.optimizer} bytes)`);
+  t.throws(() => adapted.getGrad('h.0.attn.c_attn.weight'), /frozen base/);
+  const before = adapted.tensors.filter((x) => !x.name.includes('.lora_')).map((x) => adapted.getParam(x.name));
+  const factorsBefore = factors.map((x) => adapted.getParam(x.name));
+  for (let step = 0; step < 3; step++) {
+    adapted.zeroGrad();
+    await adapted.forward(INPUTS, TARGET_TOKENS, B, T);
+    await adapted.backward();
+    await adapted.step({ optimizer: 'adamw', lr: 1e-2, weightDecay: 0.1 });
+  }
+  const after = adapted.tensors.filter((x) => !x.name.includes('.lora_')).map((x) => adapted.getParam(x.name));
+  t.ok(before.every((p, i) => maxAbsDiff(p, after[i]) === 0), 'every base parameter is unchanged');
+  t.ok(factors.every((x, i) => maxAbsDiff(adapted.getParam(x.name), factorsBefore[i]) > 0), 'every factor moved');
+  t.ok(maxAbsDiff(await allLogits(adapted), await allLogits(plain)) > 0, 'and the model with it');
+  await t.rejects(adapted.save(path.join(dir, 'nowhere')), /saveAdapter/);
+  plain.dispose();
+  adapted.dispose();
+});
+
+t.test('bin/train --lora_rank: checkpoints hold the adapter alone, resume bit for bit, and load as an adapter of the base', async (t) => {
+  const base = await basePromise;
+  const run = (name: string, stop: number, extra: Record<string, unknown> = {}) => train({
+    dataset: path.join(CHAT, 'train', 'work.train'), model_name: base, lora_rank: RANK, lora_alpha: ALPHA, lora_targets: 'attn,c_fc',
+    context_length: 32, batch_size: 2, learning_rate: 3e-3, seed: 21, threads: 2, run_name: name, stop_after: stop,
+    checkpoint_dir: path.join(dir, 'checkpoint'), sample_dir: path.join(dir, 'samples'), save_every: 2, save_time: 0, sample_every: 0, ...extra,
+  }, { log: () => undefined });
+  await run('whole', 4);
+  await run('halves', 2);
+  const resumed = await run('halves', 4, { lora_rank: 0 });  // the checkpoint says what the adapter is
+  t.equal(resumed.stepsThisRun, 2);
+  const whole = path.join(dir, 'checkpoint', 'whole', 'model-4');
+  const halves = path.join(dir, 'checkpoint', 'halves', 'model-4');
+  t.same(fs.readdirSync(whole).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'encoder.json', 'optimizer.safetensors', 'state.json', 'vocab.bpe']);
+  for (const file of ['adapter_model.safetensors', 'optimizer.safetensors']) {
+    t.ok(fs.readFileSync(path.join(whole, file)).equals(fs.readFileSync(path.join(halves, file))), `${file}: stopped and resumed equals uninterrupted, byte for byte`);
+  }
+  const config = JSON.parse(fs.readFileSync(path.join(whole, 'adapter_config.json'), 'utf8'));
+  t.match(config, { base_model_name_or_path: path.resolve(base), r: RANK, lora_alpha: ALPHA, target_modules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc'], fan_in_fan_out: true, peft_type: 'LORA' });
+
+  // What training decodes with (the merged panels) is what loading the checkpoint as an adapter gives.
+  const training = await Model.load(base, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc'] }, adapter: whole });
+  const served = await Model.load(base, { ...OPTIONS, trainable: false, adapter: whole });
+  t.ok(maxAbsDiff(await allLogits(training), await allLogits(served)) <= 1e-5, 'the adapter trained is the adapter served');
+  training.dispose();
+  served.dispose();
+
+  await t.rejects(run('halves', 6, { lora_rank: 8 }), /--lora_rank 8 and --lora_alpha 12 differ from the adapter .* trains \(rank 4, alpha 12\)/);
+  await t.rejects(run('other', 2, { lora_targets: 'attn,ffn' }), /--lora_targets "attn,ffn": "ffn" is not a matrix an adapter changes/);
+  await t.rejects(run('fresh', 2, { fresh_model: true }), /--fresh_model has none to adapt/);
+});
