@@ -15,7 +15,9 @@
 //                              (default one per core), maxBatch, maxSeq (training memory is planned once for
 //                              maxBatch x maxSeq), recompute (memory-saving gradients), trainable: false (inference
 //                              only), weightDtype ('f32', or 'f16'/'bf16'/'q8_0' for inference), device, adapter
-//                              (a PEFT LoRA folder, merged into the weights as they load; model.adapter says which).
+//                              (a PEFT LoRA folder, merged into the weights as they load; model.adapter says which),
+//                              lora ({rank, alpha, targets}: train an adapter over the frozen float32 base, its
+//                              factors the h.N.<target>.lora_A/B.weight tensors; with adapter, that one's factors).
 //   Model.create(config, options)                 fresh weights with GPT-2's initialisation, from `seed`.
 //   forward(inputs, targets, B, T, logitsOut?)    mean cross-entropy over [B, T] token ids (`targets` may be null);
 //                                                 logits [B, T, V] into logitsOut.
@@ -29,12 +31,14 @@
 //                                                 Face has them.
 //   save(dir), saveOptimizer(file), loadOptimizer(file)
 //                                                 atomic writes; save writes config.json + model.safetensors.
+//   saveAdapter(dir)                              a model with `lora`: its adapter, in PEFT's layout.
 //   memory(), dispose()                           bytes by kind; free the native memory now.
 export { Model, WEIGHTS_FILE, CONFIG_FILE, hfConfigJson } from './engine/model';
-export type { GPT2Config, ModelAdapter, ModelLoadOptions, ModelOptions } from './engine/model';
+export type { GPT2Config, LoraOptions, ModelAdapter, ModelLora, ModelLoadOptions, ModelOptions } from './engine/model';
 export { loadAddon } from './engine/native';
 export type {
   DeviceRequest,
+  LoraTarget,
   NativeMemory,
   NativeOptions,
   NativeSampling,
