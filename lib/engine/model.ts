@@ -51,6 +51,15 @@ export interface ModelLora {
   base: string | null;
 }
 
+// An adapter the model decodes unmerged (Model.addAdapter), for the requests that name it (GenerateOptions.adapter).
+export interface ServedAdapter {
+  readonly id: number;
+  readonly dir: string;
+  readonly config: LoraConfig;
+  readonly bytes: number;     // its factors, as the model keeps them
+  readonly model: Model;
+}
+
 const isAdapterFactor = (name: string): boolean => /\.lora_[AB]\.weight$/.test(name);
 
 // The adapter a loaded model carries merged into its weights, for whoever shows what a model is.
@@ -567,6 +576,41 @@ export class Model {
       await writeSafetensors(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' });
       await writeTextAtomic(path.join(dir, CONFIG_FILE), `${JSON.stringify(hfConfigJson(this.config), null, 2)}\n`);
     });
+  }
+
+  // A PEFT adapter (a folder, or one read already) for the requests that name it, decoded unmerged beside the base's
+  // weights, so that requests for different adapters of one base decode in one batch: checked against the model,
+  // then its factors copied into native memory (milliseconds). Uniform rank and alpha only (no rank_pattern or
+  // alpha_pattern that varies them: merge such an adapter as it loads instead). CPU only.
+  async addAdapter(adapter: PeftAdapter | string): Promise<ServedAdapter> {
+    const peft = typeof adapter === 'string' ? readPeftAdapter(adapter) : adapter;
+    adapterDeltas(peft, this.config, { where: 'the model', fieldName: (key) => key });
+    const [first] = peft.modules;
+    const uneven = peft.modules.find((m) => m.rank !== first.rank || m.scaling !== first.scaling);
+    if (uneven) {
+      throw new Error(`${peft.dir}: ${uneven.path} has rank ${uneven.rank} and scaling ${uneven.scaling}, ${first.path} rank ${first.rank} and scaling ${first.scaling}: an adapter decoded unmerged has one rank and alpha (merge this one as it loads)`);
+    }
+    const { nLayer } = this.config;
+    const modules = new Uint8Array(nLayer * 4);
+    const ordered = peft.modules.map((m) => ({ m, at: m.layer * 4 + LORA_TARGETS.indexOf(m.kind as LoraTarget) })).sort((x, y) => x.at - y.at);
+    const factors = new Float32Array(ordered.reduce((n, { m }) => n + m.a.length + m.b.length, 0));
+    let offset = 0;
+    for (const { m, at } of ordered) {
+      modules[at] = 1;
+      factors.set(m.a, offset);
+      factors.set(m.b, offset + m.a.length);
+      offset += m.a.length + m.b.length;
+    }
+    return this.enqueue(() => {
+      const id = this.native.kvAddAdapter(first.rank, first.scaling, modules, factors);
+      return { id, dir: peft.dir, config: peft.config, bytes: factors.byteLength, model: this };
+    });
+  }
+
+  // Frees an adapter of addAdapter, once no request that names it runs or waits.
+  removeAdapter(adapter: ServedAdapter): Promise<void> {
+    if (adapter.model !== this) return Promise.reject(new Error(`removeAdapter: ${adapter.dir} was added to another model`));
+    return this.enqueue(() => this.native.kvRemoveAdapter(adapter.id));
   }
 
   // The adapter the model trains, as a PEFT adapter folder (formats/peft.ts) over its base.

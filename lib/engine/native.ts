@@ -110,6 +110,12 @@ export interface NativeModel {
   // side keeps each slot's tokens). logitsOut: null, or [sampleRows.length, vocabSize] for the sampled rows' logits.
   kvStep(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, sampleRows: Int32Array, params: NativeSampling[],
     rngState: BigUint64Array, out: Int32Array, logitsOut: Float32Array | null): Promise<void>;
+  // LoRA adapters decoded unmerged, a different one per slot if need be (native/core/backend.h kv_add_adapter):
+  // modules, one byte per layer and layer matrix (layer by layer, in LORA_TARGETS' order), says which it changes;
+  // factors holds A [rank, in] then B [out, rank] of each, in that order. Returns its id, never reused.
+  kvAddAdapter(rank: number, scaling: number, modules: Uint8Array, factors: Float32Array): number;
+  kvRemoveAdapter(id: number): void;            // unbinds and empties the slots bound to it
+  kvSetAdapter(slot: number, id: number): void;  // -1: none; empties the slot when its binding changes
   // rngState: two 64-bit words per row, advanced in place; histories: tokens seen by each row
   dispose(): void;  // frees the native memory now rather than at garbage collection
   sample(logits: Float32Array, params: NativeSampling[], rngState: BigUint64Array, histories: Int32Array[], out: Int32Array): void;

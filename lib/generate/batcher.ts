@@ -8,7 +8,7 @@
 // longest start of its prompt (a chat's next turn holds the last one whole) and prefills only the rest. Keyed
 // by the tokens themselves, it serves stateless clients that send the whole history each time, and gives the
 // same tokens as a cold prefill.
-import { Model } from '../engine/model';
+import { Model, type ServedAdapter } from '../engine/model';
 import { NativeModel } from '../engine/native';
 import type { ReplyStream } from '../sanitize/types';
 import { Tokenizer } from '../tokenizer';
@@ -35,6 +35,7 @@ export interface BatchRequest {
   onText?: (piece: string) => void; // the text as it is generated, in pieces (stop sequences never shown)
   reply?: ReplyStream;              // sanitizes the text as it comes; the request finishes ('stop') once it is complete
   logprobs?: number;                // each token's log-probability and this many alternatives' (0-20)
+  adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) this request decodes with
 }
 
 export interface BatcherOptions {
@@ -52,6 +53,7 @@ interface Job {
   submittedAt: number;
   cachedPromptTokens: number;  // the prompt's start that its slot held already
   weightsVersion: number;      // the model's when the job took its slot
+  adapter: number;             // the id of its adapter, -1 for none
   startedAt: number;
   firstTokenAt: number;
 }
@@ -82,6 +84,8 @@ export class Batcher {
   // request goes to the slot that holds the longest start of its prompt, else to the one freed longest ago.
   private readonly slotHeld: (Int32Array | null)[];
   private readonly slotHeldVersion: number[];  // the model's weightsVersion that computed it
+  private readonly slotHeldAdapter: number[];  // and the adapter
+  private readonly slotAdapter: number[];      // the adapter each slot is bound to natively (-1: none)
   private readonly slotFreedAt: number[];
   private freed = 0;
   private loop: Promise<void> | null = null;
@@ -116,6 +120,8 @@ export class Batcher {
     this.bySlot = new Array<Job | null>(this.slots).fill(null);
     this.slotHeld = new Array<Int32Array | null>(this.slots).fill(null);
     this.slotHeldVersion = new Array<number>(this.slots).fill(-1);
+    this.slotHeldAdapter = new Array<number>(this.slots).fill(-1);
+    this.slotAdapter = new Array<number>(this.slots).fill(-1);
     this.slotFreedAt = new Array<number>(this.slots).fill(0);
     this.logits = new Float32Array(this.slots * vocabSize);
     this.rngState = new BigUint64Array(2 * this.slots);
@@ -167,6 +173,7 @@ export class Batcher {
     if (top !== undefined && !(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) {
       throw new RangeError(`logprobs must be an integer from 0 to ${MAX_TOP_LOGPROBS}, got ${top}`);
     }
+    if (request.adapter && request.adapter.model !== this.model) throw new RangeError(`adapter ${request.adapter.dir} was added to another model`);
     const sampling = { ...DEFAULT_SAMPLING, ...request.sampling };
     checkSampling(sampling, this.vocabSize);
     for (let i = 0; i < request.promptTokens.length; i++) {
@@ -198,7 +205,10 @@ export class Batcher {
     const unset = (): void => {
       throw new Error('unreachable');
     };
-    return { seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1, startedAt: NaN, firstTokenAt: NaN };
+    return {
+      seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1,
+      adapter: request.adapter?.id ?? -1, startedAt: NaN, firstTokenAt: NaN,
+    };
   }
 
   private async run(): Promise<void> {
@@ -272,7 +282,8 @@ export class Batcher {
       let reused = 0;
       for (let s = 0; s < this.slots; s++) {
         if (this.bySlot[s] !== null) continue;
-        const held = this.reusePrefixes && this.slotHeldVersion[s] === this.model.weightsVersion ? this.slotHeld[s] : null;
+        const same = this.slotHeldVersion[s] === this.model.weightsVersion && this.slotHeldAdapter[s] === job.adapter;
+        const held = this.reusePrefixes && same ? this.slotHeld[s] : null;
         const common = held === null ? 0 : Math.min(commonPrefix(held, job.request.promptTokens), job.seq.promptLength - 1);
         if (slot < 0 || common > reused || (common === reused && this.slotFreedAt[s] < this.slotFreedAt[slot])) {
           slot = s;
@@ -295,6 +306,7 @@ export class Batcher {
     this.bySlot[slot] = null;
     this.slotHeld[slot] = job.weightsVersion === this.model.weightsVersion ? held : null;
     this.slotHeldVersion[slot] = job.weightsVersion;
+    this.slotHeldAdapter[slot] = job.adapter;
     this.slotFreedAt[slot] = ++this.freed;
   }
 
@@ -347,6 +359,10 @@ export class Batcher {
     let at = 0;
     let logprobs = false;
     rows.forEach((row, i) => {
+      if (this.slotAdapter[row.slot] !== row.job.adapter) {  // which empties the slot: its job reused none of it
+        native.kvSetAdapter(row.slot, row.job.adapter);
+        this.slotAdapter[row.slot] = row.job.adapter;
+      }
       if (row.reset) native.kvTruncate(row.slot, row.keep);
       slots[i] = row.slot;
       nNew[i] = row.feed.length;

@@ -14,7 +14,7 @@
 //      signal or its deadline.
 //   4. When prompt plus output would pass the model's context (nCtx), the request keeps its most recent
 //      nCtx / 2 tokens and prefills them again (Sequence.nextFeed), and goes on.
-import { Model } from '../engine/model';
+import { Model, type ServedAdapter } from '../engine/model';
 import { WeightDType } from '../engine/native';
 import { modelDir, resolveModel } from '../formats/resolve_model';
 import { modelTokenizer, Tokenizer } from '../tokenizer';
@@ -32,6 +32,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   onText?: (piece: string) => void;
   logprobs?: number;  // each token's log-probability and this many alternatives' (0-20)
   reply?: ReplyStream;  // a sanitizer's stream: the result carries its reply, and generation stops once it is complete
+  adapter?: ServedAdapter;  // a LoRA adapter of the model (model.addAdapter): requests for different ones decode together
 }
 
 export interface LoadOptions extends BatcherOptions {

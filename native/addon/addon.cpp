@@ -271,6 +271,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value KvForward(const Napi::CallbackInfo& info);
   Napi::Value KvTruncate(const Napi::CallbackInfo& info);
   Napi::Value KvLength(const Napi::CallbackInfo& info);
+  Napi::Value KvAddAdapter(const Napi::CallbackInfo& info);
+  Napi::Value KvRemoveAdapter(const Napi::CallbackInfo& info);
+  Napi::Value KvSetAdapter(const Napi::CallbackInfo& info);
   Napi::Value KvStep(const Napi::CallbackInfo& info);
   Napi::Value Sample(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
@@ -348,6 +351,9 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("kvForward", &ModelWrap::KvForward),
                          InstanceMethod("kvTruncate", &ModelWrap::KvTruncate),
                          InstanceMethod("kvLength", &ModelWrap::KvLength),
+                         InstanceMethod("kvAddAdapter", &ModelWrap::KvAddAdapter),
+                         InstanceMethod("kvRemoveAdapter", &ModelWrap::KvRemoveAdapter),
+                         InstanceMethod("kvSetAdapter", &ModelWrap::KvSetAdapter),
                          InstanceMethod("kvStep", &ModelWrap::KvStep),
                          InstanceMethod("sample", &ModelWrap::Sample),
                          InstanceMethod("dispose", &ModelWrap::Dispose),
@@ -727,6 +733,36 @@ Napi::Value ModelWrap::KvLength(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     Backend& b = backend("kvLength");
     return Napi::Number::New(info.Env(), b.kv_length(check_slot(info[0], "kvLength: slot")));
+  });
+}
+
+// kvAddAdapter(rank, scaling, modules: Uint8Array [n_layer * 4], factors: Float32Array) -> id
+Napi::Value ModelWrap::KvAddAdapter(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("kvAddAdapter");
+    const int rank = static_cast<int>(int_arg(info[0], "kvAddAdapter: rank", 1, INT32_MAX));
+    const double scaling = number_arg(info[1], "kvAddAdapter: scaling");
+    if (!std::isfinite(scaling)) throw ArgError("kvAddAdapter: scaling must be finite");
+    Napi::Uint8Array modules = typed_arg<uint8_t>(info[2], napi_uint8_array, "Uint8Array", "kvAddAdapter: modules");
+    require_length(modules.ElementLength(), static_cast<size_t>(b.spec().config().n_layer) * 4, "kvAddAdapter: modules",
+                   "one byte per layer and layer matrix");
+    Napi::Float32Array factors = f32_arg(info[3], "kvAddAdapter: factors");
+    return Napi::Number::New(info.Env(), b.kv_add_adapter(rank, static_cast<float>(scaling), modules.Data(), factors.Data(), factors.ElementLength()));
+  });
+}
+
+Napi::Value ModelWrap::KvRemoveAdapter(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    backend("kvRemoveAdapter").kv_remove_adapter(static_cast<int>(int_arg(info[0], "kvRemoveAdapter: id", 0, INT32_MAX)));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ModelWrap::KvSetAdapter(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Backend& b = backend("kvSetAdapter");
+    b.kv_set_adapter(check_slot(info[0], "kvSetAdapter: slot"), static_cast<int>(int_arg(info[1], "kvSetAdapter: id", -1, INT32_MAX)));
+    return info.Env().Undefined();
   });
 }
 

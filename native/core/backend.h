@@ -116,6 +116,17 @@ class Backend {
                        const int32_t* sample_rows, const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens,
                        float* logits_out) = 0;
 
+  // LoRA adapters applied unmerged while decoding, a different one per slot if need be, so that many fine-tunes of
+  // one base decode in one batch. kv_add_adapter copies an adapter (modules [n_layer * 4]: which layer matrices it
+  // changes, layer by layer in kLayerMatrices' order; factors [n_factors]: A [rank, in] then B [out, rank] of each,
+  // in that order; each changes x W into x W + scaling * (x A^T) B^T) and returns its id, never reused.
+  // kv_set_adapter binds a slot to an adapter (-1: none), and empties the slot when that changes its binding, so
+  // that no cache computed with another adapter is continued; kv_remove_adapter unbinds and empties the slots bound
+  // to it.
+  virtual int kv_add_adapter(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors) = 0;
+  virtual void kv_remove_adapter(int id) = 0;
+  virtual void kv_set_adapter(int slot, int id) = 0;
+
   // Samples one token per row of logits [n, V] with per-row settings and per-row RNG state (64-bit words,
   // advanced in place). history/history_len: the tokens each row has seen, for the repetition penalty.
   virtual void sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,

@@ -508,10 +508,20 @@ float CpuBackend::step(const StepOptions& options) {
 // --------------------------------------------------------------------------------------------------------------
 // decoding: CpuDecoder, over the layer matrices in panel layout (a copy of float32 weights, remade after they change)
 
-void CpuBackend::kv_reserve(int n_slots) {
+CpuDecoder& CpuBackend::decoder() {
   if (!decoder_) decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), DType::F32, pool_);
-  decoder_->reserve(n_slots);
+  return *decoder_;
 }
+
+void CpuBackend::kv_reserve(int n_slots) { decoder().reserve(n_slots); }
+
+int CpuBackend::kv_add_adapter(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors) {
+  return decoder().add_adapter(rank, scaling, modules, factors, n_factors);
+}
+
+void CpuBackend::kv_remove_adapter(int id) { decoder().remove_adapter(id); }
+
+void CpuBackend::kv_set_adapter(int slot, int id) { reserved_decoder(decoder_, "kvSetAdapter").set_adapter(slot, id); }
 
 void CpuBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
   reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, logits_out);

@@ -19,6 +19,7 @@
 #include "decode_matmul.h"
 #include "gemm.h"
 #include "kernels.h"
+#include "served_adapters.h"
 #include "vec_math.h"
 
 namespace dixie {
@@ -64,7 +65,7 @@ void weighted_sum(float* out, const float* p, const float* v, int n, int hs) {
 
 struct CpuDecoder::State {
   State(const ModelSpec& spec_, WeightsView weights_, ThreadPool& pool_)
-      : spec(spec_), weights(weights_), pool(pool_) {}
+      : spec(spec_), weights(weights_), pool(pool_), adapters(spec_) {}
 
   const ModelSpec& spec;
   WeightsView weights;
@@ -77,6 +78,7 @@ struct CpuDecoder::State {
   WeightsView panels;  // whichever of the three is used
   size_t panel_offset[NUM_PARAM_KINDS] = {};
   bool stale = true;  // the weights changed since the panels and vectors were made
+  ServedAdapters adapters;  // LoRA adapters bound to slots, applied unmerged
 
   int n_slots = 0;
   int max_rows = 0;
@@ -230,6 +232,7 @@ struct CpuDecoder::State {
     for (int l = 0; l < c.n_layer; ++l) {
       layernorm_forward(ln.data(), nullptr, nullptr, x.data(), vec(LN1_W, l), vec(LN1_B, l), R, C, pool);
       matmul(qkv.data(), ln.data(), mat(QKV_W, l), vec(QKV_B, l), R, C, 3 * C, Epilogue::kStore);
+      adapters.apply(0, l, qkv.data(), ln.data(), R, row_slot.data(), pool);
       for (int r = 0; r < R; ++r) {
         const float* row = qkv.data() + static_cast<size_t>(r) * 3 * C;
         for (int h = 0; h < c.n_head; ++h) {
@@ -242,9 +245,17 @@ struct CpuDecoder::State {
       if (R == 0) break;
       attention(l, R);
       matmul(x.data(), atty.data(), mat(ATTPROJ_W, l), vec(ATTPROJ_B, l), R, C, C, Epilogue::kResidual);
+      adapters.apply(1, l, x.data(), atty.data(), R, row_slot.data(), pool);
       layernorm_forward(ln.data(), nullptr, nullptr, x.data(), vec(LN2_W, l), vec(LN2_B, l), R, C, pool);
-      matmul(fcg.data(), ln.data(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C, Epilogue::kGelu);
+      if (adapters.any_bound()) {  // an adapter of c_fc changes what goes into the GELU: not fused then
+        matmul(fcg.data(), ln.data(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C, Epilogue::kStore);
+        adapters.apply(2, l, fcg.data(), ln.data(), R, row_slot.data(), pool);
+        gelu_forward(fcg.data(), fcg.data(), static_cast<int64_t>(R) * 4 * C, pool);
+      } else {
+        matmul(fcg.data(), ln.data(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C, Epilogue::kGelu);
+      }
       matmul(x.data(), fcg.data(), mat(FCPROJ_W, l), vec(FCPROJ_B, l), R, 4 * C, C, Epilogue::kResidual);
+      adapters.apply(3, l, x.data(), fcg.data(), R, row_slot.data(), pool);
     }
     return R;
   }
@@ -353,6 +364,7 @@ void CpuDecoder::reserve(int n_slots) {
   s.row_pos.assign(R, 0);
   s.row_entry.assign(R, -1);
   s.slot_used.assign(n_slots, 0);
+  s.adapters.reserve(n_slots, R);
   if (s.stale) s.refresh();  // here rather than in the first forward, which would pay for it in its latency
 }
 
@@ -388,6 +400,21 @@ void CpuDecoder::truncate(int slot, int length) {
   check_kv_slot("kv_truncate", slot, s.n_slots);
   check_kv_truncate(slot, length, s.lengths[slot]);
   s.lengths[slot] = length;
+}
+
+int CpuDecoder::add_adapter(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors) {
+  return state_->adapters.add(rank, scaling, modules, factors, n_factors);
+}
+
+void CpuDecoder::remove_adapter(int id) {
+  State& s = *state_;
+  for (int slot : s.adapters.remove(id)) s.lengths[slot] = 0;
+}
+
+void CpuDecoder::set_adapter(int slot, int id) {
+  State& s = *state_;
+  check_kv_slot("kv_set_adapter", slot, s.n_slots);
+  if (s.adapters.bind(slot, id)) s.lengths[slot] = 0;
 }
 
 int CpuDecoder::length(int slot) const {
@@ -498,7 +525,7 @@ size_t CpuDecoder::memory_bytes() const {
   size_t floats = s.k_cache.size() + s.v_cache.size() + s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() +
                   s.scores.size() + s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.logits.size();
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
-  return floats * sizeof(float) + s.held.bytes() + (s.panels_own_matrices() ? 0 : panel_bytes());
+  return floats * sizeof(float) + s.held.bytes() + (s.panels_own_matrices() ? 0 : panel_bytes()) + s.adapters.bytes();
 }
 
 }  // namespace dixie

@@ -42,6 +42,10 @@ class CpuDecoder {
             const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens, float* logits_out);
   void truncate(int slot, int length);
   int length(int slot) const;
+  // See Backend::kv_add_adapter, kv_remove_adapter and kv_set_adapter (served_adapters.h).
+  int add_adapter(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors);
+  void remove_adapter(int id);
+  void set_adapter(int slot, int id);
   // The weights were written: what is made from them (float32 weights' panel copy, the float32 vectors of 16-bit
   // and 8-bit ones) is remade at the next forward.
   void weights_changed();

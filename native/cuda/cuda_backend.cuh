@@ -53,6 +53,9 @@ class CudaBackend : public Backend {
   int kv_length(int slot) const override;
   void kv_step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample, const int32_t* sample_rows,
                const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens, float* logits_out) override;
+  int kv_add_adapter(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors) override;
+  void kv_remove_adapter(int id) override;
+  void kv_set_adapter(int slot, int id) override;
   void sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
               const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) override;
 

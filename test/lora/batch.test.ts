@@ -1,0 +1,123 @@
+// Adapters decoded unmerged (Model.addAdapter): one base, a different adapter for each slot of a batch. Each row gets
+// the logits its merged model gives, within 1e-5, however the batch mixes adapters; a batch of requests for three
+// adapters and the plain base gives each request what it gets alone; a slot never continues a cache computed with
+// another adapter; what cannot be decoded unmerged is refused with the reason.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { Model, NATIVE } from '../../lib/engine/model';
+import { Generator } from '../../lib/generate';
+import { loadTokenizer } from '../../lib/tokenizer';
+import { maxAbsDiff, randomTokens } from '../engine/helpers';
+import { CONFIG, mergedWeight, peftConfig, randomFactors, ROOT, saveBase, writeRawAdapter, type Factors } from './helpers';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-lora-batch-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+const V = CONFIG.vocabSize;
+const tokenizer = loadTokenizer(path.join(ROOT, 'test', 'fixtures', 'tiny-vocab'));
+
+// Three adapters of different targets, ranks and alphas.
+const SPECS = [
+  { r: 4, alpha: 8, targets: ['c_attn', 'c_proj', 'c_fc'], kinds: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'] },
+  { r: 2, alpha: 16, targets: ['c_attn'], kinds: ['attn.c_attn'] },
+  { r: 8, alpha: 4, targets: ['mlp.c_fc', 'mlp.c_proj'], kinds: ['mlp.c_fc', 'mlp.c_proj'] },
+];
+
+async function setUp(): Promise<{ base: string; adapters: string[]; factors: Factors[][] }> {
+  const base = await saveBase(path.join(dir, 'base'));
+  const factors = SPECS.map((spec, a) => Array.from({ length: CONFIG.nLayer }, (_, layer) => spec.kinds.map((kind, k) => randomFactors(`h.${layer}.${kind}`, spec.r, CONFIG.nEmbd, 300 + 40 * a + 4 * layer + k))).flat());
+  const adapters = SPECS.map((spec, a) => writeRawAdapter(path.join(dir, `adapter-${a}`), peftConfig({ r: spec.r, lora_alpha: spec.alpha, target_modules: spec.targets }), factors[a]));
+  return { base, adapters, factors };
+}
+const ready = setUp();
+
+// The base with an adapter's factors merged into its weights, by the tests' own loops.
+async function mergedModel(base: string, factors: Factors[], scaling: number): Promise<Model> {
+  const model = await Model.load(base, { trainable: false, threads: 2, device: 'cpu' });
+  for (const f of factors) model.setParam(`${f.module}.weight`, mergedWeight(model.getParam(`${f.module}.weight`), f, scaling));
+  return model;
+}
+
+t.test('a batch of four slots, three adapters and none, gives each slot its merged model\'s logits', async (t) => {
+  const { base, adapters, factors } = await ready;
+  const model = await Model.load(base, { trainable: false, threads: 2, device: 'cpu' });
+  const served = await Promise.all(adapters.map((a) => model.addAdapter(a)));
+  t.same(served.map((s) => s.id), [0, 1, 2], 'ids in the order added');
+  t.equal(served[0].bytes, 4 * factors[0].reduce((n, f) => n + f.a.length + f.b.length, 0), 'bytes: the factors in float32');
+  const native = model[NATIVE];
+  const sequences = [0, 1, 2, 3].map((s) => randomTokens(10 + s, V, 70 + s));
+  await model.run((n) => n.kvReserve(4));
+  for (let s = 0; s < 3; s++) await model.run((n) => n.kvSetAdapter(s, served[s].id));
+  // A prompt in one call per slot, all four in one batch, then three tokens a call.
+  const logits = new Float32Array(4 * V);
+  const feed = async (counts: number[], from: number[]): Promise<void> => {
+    const tokens = sequences.flatMap((seq, s) => [...seq.subarray(from[s], from[s] + counts[s])]);
+    await model.run(() => native.kvForward(Int32Array.of(0, 1, 2, 3), Int32Array.from(counts), Int32Array.from(tokens), logits));
+  };
+  await feed([7, 8, 9, 10], [0, 0, 0, 0]);
+  await feed([3, 3, 3, 3], [7, 8, 9, 10]);
+  for (let s = 0; s < 4; s++) {
+    const reference = s < 3 ? await mergedModel(base, factors[s], SPECS[s].alpha / SPECS[s].r) : await Model.load(base, { trainable: false, threads: 2, device: 'cpu' });
+    const expected = new Float32Array(V);
+    await reference.run((n) => n.kvReserve(1));
+    await reference.run((n) => n.kvForward(Int32Array.of(0), Int32Array.of(sequences[s].length), sequences[s], expected));
+    const diff = maxAbsDiff(logits.subarray(s * V, (s + 1) * V), expected);
+    t.ok(diff <= 1e-5, `slot ${s} (${s < 3 ? `adapter ${s}` : 'no adapter'}): logits within ${diff.toExponential(2)} <= 1e-5 of the merged model's`);
+    reference.dispose();
+  }
+
+  // Binding another adapter empties the slot; binding the same one keeps it.
+  await model.run((n) => n.kvSetAdapter(0, served[0].id));
+  t.equal(native.kvLength(0), 10, 'the same adapter: the cache stays');
+  await model.run((n) => n.kvSetAdapter(0, served[1].id));
+  t.equal(native.kvLength(0), 0, 'another adapter: the slot is emptied');
+  await model.removeAdapter(served[1]);
+  t.equal(native.kvLength(0), 0);
+  t.throws(() => native.kvSetAdapter(1, served[1].id), /no adapter 1/, 'a removed adapter is gone');
+  t.equal(native.kvLength(1), 0, 'and the slots it was bound to are emptied');
+  t.equal(native.kvLength(2), 12, 'others are not');
+  model.dispose();
+});
+
+t.test('requests for three adapters and the base decode together as each does alone', async (t) => {
+  const { base, adapters } = await ready;
+  const model = await Model.load(base, { trainable: false, threads: 2, device: 'cpu' });
+  const served = await Promise.all(adapters.map((a) => model.addAdapter(a)));
+  const generator = new Generator(model, tokenizer, { slots: 4 });
+  t.teardown(() => generator.close());
+  const prompts = ['how are you', 'see you at dinner', 'the game is on', 'hello there'];
+  const ask = (i: number) => generator.generate(prompts[i], { adapter: i < 3 ? served[i] : undefined, temperature: 0, maxTokens: 12, logprobs: 3, stopTokens: [] });
+  const alone = [];
+  for (let i = 0; i < 4; i++) alone.push(await ask(i));
+  const together = await Promise.all([0, 1, 2, 3].map(ask));
+  for (let i = 0; i < 4; i++) {
+    t.same(together[i].tokens, alone[i].tokens, `request ${i}: the same tokens together as alone`);
+    const a = (alone[i].logprobs ?? []).map((l) => l.logprob);
+    const b = (together[i].logprobs ?? []).map((l) => l.logprob);
+    t.ok(maxAbsDiff(a, b) <= 1e-5, `request ${i}: log-probabilities within ${maxAbsDiff(a, b).toExponential(2)}`);
+  }
+  t.not(JSON.stringify(alone[0].tokens), JSON.stringify(alone[3].tokens), 'an adapter changes what the base says');
+  // A prompt is continued from a slot that holds it under the same adapter, never under another one.
+  const same = await generator.generate(prompts[0], { adapter: served[0], temperature: 0, maxTokens: 12, stopTokens: [] });
+  t.ok(same.timings.cachedPromptTokens > 0, `the same adapter reuses its prompt (${same.timings.cachedPromptTokens} tokens)`);
+  t.same(same.tokens, alone[0].tokens);
+  const again = await generator.generate(prompts[0], { adapter: served[1], temperature: 0, maxTokens: 12, stopTokens: [] });
+  t.equal(again.timings.cachedPromptTokens, 0, 'another adapter reuses none of it');
+  t.same(again.tokens, (await generator.generate(prompts[0], { adapter: served[1], temperature: 0, maxTokens: 12, stopTokens: [] })).tokens);
+});
+
+t.test('what cannot be decoded unmerged is refused with the reason', async (t) => {
+  const { base, adapters } = await ready;
+  const model = await Model.load(base, { trainable: false, threads: 2, device: 'cpu' });
+  t.teardown(() => model.dispose());
+  const patterned = writeRawAdapter(path.join(dir, 'patterned'), peftConfig({ r: 4, target_modules: ['c_attn', 'c_fc'], rank_pattern: { c_fc: 2 } }),
+    [randomFactors('h.0.attn.c_attn', 4, CONFIG.nEmbd, 1), randomFactors('h.0.mlp.c_fc', 2, CONFIG.nEmbd, 2), randomFactors('h.1.attn.c_attn', 4, CONFIG.nEmbd, 3), randomFactors('h.1.mlp.c_fc', 2, CONFIG.nEmbd, 4)]);
+  await t.rejects(model.addAdapter(patterned), /an adapter decoded unmerged has one rank and alpha/);
+  const other = await Model.load(base, { trainable: false, threads: 2, device: 'cpu' });
+  const foreign = await other.addAdapter(adapters[0]);
+  const generator = new Generator(model, tokenizer, { slots: 1 });
+  await t.rejects(generator.generate('hi', { adapter: foreign, maxTokens: 2 }), /was added to another model/);
+  await generator.close();
+  other.dispose();
+});
