@@ -69,9 +69,10 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       log('warn', `model "${m.key}" answers as "${m.audience}", whom its chat data never talks to`, { model: m.key, audiences: m.audiences });
     }
   }
+  const loader = gpt2Loader(config.models, { threads: config.threads, batchSlots: config.batchSlots, reusePrefixes: config.prefixReuse, warn: (message, fields) => log('warn', message, fields) });
   const registry = new ModelRegistry<LoadedModel>(
-    config.models.map((m) => m.key),
-    gpt2Loader(new Map(config.models.map((m) => [m.key, m])), { threads: config.threads, batchSlots: config.batchSlots, reusePrefixes: config.prefixReuse, warn: (message, fields) => log('warn', message, fields) }),
+    loader.keys,
+    loader,
     // A model whose room another model waits for takes up to four more batches of its own requests first.
     { budgetBytes: config.memoryBudgetBytes, idleUnloadMs: config.idleUnloadMs, turnGrants: 4 * config.batchSlots, log },
   );

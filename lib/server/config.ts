@@ -3,6 +3,7 @@
 //   {"host": "0.0.0.0", "port": 12345, "debug": 1,
 //    "models": [{"key": "chatbot", "model_name": "355M", "restore_from": "checkpoint/run1/", "sanitizer": "sanitizers.chatbot"}]}
 // Everything else is optional; see the field list below and lib/server/README.md.
+import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,7 +38,8 @@ export interface ModelConfig {
   key: string;
   modelName: string | null;
   restoreFrom: string | null;       // absolute
-  adapter: string | null;           // absolute: a PEFT LoRA adapter folder merged into the model as it loads
+  adapter: string | null;           // absolute: a PEFT LoRA adapter folder (a training run folder: its latest checkpoint)
+  base: string | null;              // the entry whose model the adapter is decoded over, when "base" names one
   sanitizer: string;                // a built-in name, or an absolute module path
   sanitizerOptions: Record<string, unknown>;
   promptFormat: PromptFormat;
@@ -164,7 +166,7 @@ function chatDefaults(raw: Raw, trained: readonly string[]): { sanitizer: string
   };
 }
 
-const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'adapter', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype', 'device', 'precision'];
+const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'base', 'adapter', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype', 'device', 'precision'];
 
 // An adapter named in the config is read at start (its config and tensors' names and shapes), so that a wrong
 // folder stops the start rather than every load; whether it fits its base is checked when the base loads.
@@ -185,13 +187,24 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   }
   const modelName = optStr(raw, 'model_name', where);
   const restoreFrom = optStr(raw, 'restore_from', where);
-  if (modelName === null && restoreFrom === null) {
+  const given = optStr(raw, 'adapter', where);
+  const adapter = given === null ? null : checkpointFolder(path.resolve(baseDir, given));
+  if (adapter !== null) checkAdapterFolder(adapter, `${where}.adapter`);
+  const base = optStr(raw, 'base', where);
+  if (base !== null) {
+    if (adapter === null) throw new Error(`${where}.base: names the model an "adapter" is decoded over; give the adapter too`);
+    const own = ['model_name', 'restore_from', 'weight_dtype', 'device', 'precision'].find((k) => raw[k] !== undefined);
+    if (own) throw new Error(`${where}.${own}: an entry with "base" takes its model, weight type and device from the base`);
+  } else if (modelName === null && restoreFrom === null) {
     throw new Error(`${where}: give "restore_from" (a model folder or a training run folder) or "model_name" (such as "124M")`);
   }
   // A model whose training record lists the audiences of its chat data is a chatbot: served by default in the
   // chat format, its replies sanitized, answering as the audience its chat data talks to most (as bin/chat
-  // offers first). "sanitizer": "none" or "prompt_format": "raw" serves it raw instead.
-  const trained = restoreFrom === null ? [] : trainedAudiences(checkpointFolder(path.resolve(baseDir, restoreFrom)));
+  // offers first). "sanitizer": "none" or "prompt_format": "raw" serves it raw instead. An adapter trained by
+  // bin/train keeps that record too, and speaks for its entry.
+  const audiencesOf = (dir: string | null): string[] => (dir === null ? [] : trainedAudiences(checkpointFolder(path.resolve(baseDir, dir))));
+  const fromAdapter = audiencesOf(adapter);
+  const trained = fromAdapter.length > 0 ? fromAdapter : audiencesOf(restoreFrom);
   const { servedAs, sanitizer: defaultSanitizer, promptFormat: defaultFormat } = chatDefaults(raw, trained);
   let sanitizer = str(raw, 'sanitizer', where, defaultSanitizer);
   if (sanitizer.includes('/') || sanitizer.endsWith('.js')) sanitizer = path.resolve(baseDir, sanitizer);
@@ -204,8 +217,6 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   const sampling = raw.sampling ?? {};
   if (!isObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
   checkKeys(sampling, SAMPLING_KEYS, `${where}.sampling`);
-  const adapter = optStr(raw, 'adapter', where);
-  if (adapter !== null) checkAdapterFolder(path.resolve(baseDir, adapter), `${where}.adapter`);
   const weightDtype = str(raw, 'weight_dtype', where, 'f32');
   if (weightDtype !== 'f32' && weightDtype !== 'f16' && weightDtype !== 'bf16' && weightDtype !== 'q8_0') fail(`${where}.weight_dtype`, '"f32", "f16", "bf16" or "q8_0"', weightDtype);
   const device = optStr(raw, 'device', where);
@@ -216,7 +227,8 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
     key,
     modelName,
     restoreFrom: restoreFrom === null ? null : path.resolve(baseDir, restoreFrom),
-    adapter: adapter === null ? null : path.resolve(baseDir, adapter),
+    adapter,
+    base,
     sanitizer,
     // The chatbot sanitizer knows the audiences' names, so that one written against a pipe ends a message.
     sanitizerOptions: CHATBOT_SANITIZERS.includes(sanitizer) && options.names === undefined ? { ...options, names: trained } : options,
@@ -270,6 +282,29 @@ function readAllowedHosts(raw: unknown, where: string): string[] | null {
   return raw.map((h: unknown, i) => (typeof h === 'string' && ALLOWED_HOST.test(h.toLowerCase()) ? h.toLowerCase() : fail(`${where}[${i}]`, 'a host name without port, such as "example.com", "*.example.com" or "[::1]"', h)));
 }
 
+// An entry's "base": another entry (a plain one), whose model, weight type and device it takes and whose loaded model
+// it shares, or else a model as "restore_from" (a path that exists) or "model_name" name one. An adapter's entry
+// that names no entry shares a plain entry of the same model, weight type and device where there is one.
+function resolveBase(m: ModelConfig, all: readonly ModelConfig[], baseDir: string): void {
+  if (m.adapter === null) return;
+  const named = m.base === null ? undefined : all.find((o) => o.key === m.base);
+  if (named === undefined) {
+    if (m.base !== null) {
+      const dir = path.resolve(baseDir, m.base);
+      if (fs.existsSync(dir)) m.restoreFrom = dir;
+      else m.modelName = m.base;
+    }
+    const same = (o: ModelConfig): boolean =>
+      o.adapter === null && o.restoreFrom === m.restoreFrom && o.modelName === m.modelName && o.weightDtype === m.weightDtype && o.device === m.device && o.precision === m.precision;
+    m.base = all.find(same)?.key ?? null;
+    return;
+  }
+  if (named.adapter !== null || named.base !== null) {
+    throw new Error(`${m.where}.base: "${m.base}" has an adapter itself; an adapter's base is a plain model entry`);
+  }
+  Object.assign(m, { modelName: named.modelName, restoreFrom: named.restoreFrom, weightDtype: named.weightDtype, device: named.device, precision: named.precision });
+}
+
 // Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths.
 export function validateServerConfig(raw: unknown, source: string, baseDir: string): ServerConfig {
   if (!isObject(raw)) fail(source, 'a JSON object', raw);
@@ -283,6 +318,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     if (seen.has(m.key)) throw new Error(`${at(`models[${i}].key`)}: "${m.key}" is used by an earlier model; keys must be unique`);
     seen.add(m.key);
   });
+  for (const m of parsed) resolveBase(m, parsed, baseDir);
   const debug = raw.debug;
   if (debug !== undefined && typeof debug !== 'boolean' && debug !== 0 && debug !== 1 && debug !== 'redacted') {
     fail(at('debug'), 'true, false, 0 or 1 (true and 1 log every prompt in full), or "redacted" (the same lines, without the text)', debug);

@@ -1,7 +1,13 @@
 // Loads a configured GPT-2 model for serving: its folder (model_source), weights for inference only, its
-// vocabulary (or GPT-2's, shared by all models that have none), and a continuous batcher over it.
+// vocabulary (or GPT-2's, shared by all models that have none), and a continuous batcher over it. An entry with a
+// LoRA adapter is, on the CPU, its adapter added over a base that every adapter of that base shares (an entry its
+// "base" names, or one hidden entry per model folder and weight type), so that requests for them decode in one
+// batch; on a GPU the adapter is merged into the entry's own copy of its base as it loads.
 import os from 'node:os';
-import { Model, type GPT2Config } from '../engine/model';
+import path from 'node:path';
+import { Model, type GPT2Config, type ServedAdapter } from '../engine/model';
+import { openSafetensors } from '../formats/safetensors';
+import { ADAPTER_WEIGHTS_FILE } from '../formats/peft';
 import type { ModelFolder } from '../formats/model_folder';
 import { Generator } from '../generate/generate';
 import { loadTokenizer, modelTokenizer, type Tokenizer } from '../tokenizer';
@@ -15,6 +21,7 @@ export interface LoadedModel {
   tokenizer: Tokenizer;
   nCtx: number;
   dir: string;
+  adapter: ServedAdapter | null;  // decoded over the generator's model, which its base's entry owns
 }
 
 export interface EngineOptions {
@@ -38,8 +45,33 @@ function gpt2Tokenizer(): Tokenizer {
   return sharedTokenizer;
 }
 
-export function gpt2Loader(models: ReadonlyMap<string, ModelConfig>, options: EngineOptions): ModelLoader<LoadedModel> {
+// Whether an entry's adapter decodes unmerged over a shared base: the CPU decoder's way (served_adapters.h).
+function sharesBase(m: ModelConfig): boolean {
+  return m.adapter !== null && (m.device === 'cpu' || !loadAddon().cudaAvailable());
+}
+
+// An adapter's factors in float32, as the model keeps them, with the same margin as a model's.
+function adapterBytes(dir: string): number {
+  const file = openSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE));
+  try {
+    return Math.ceil(file.tensors.reduce((n, t) => n + 4 * t.shape.reduce((a, b) => a * b, 1), 0) * 1.1);
+  } finally {
+    file.close();
+  }
+}
+
+// The loader of the configured models, and the registry keys it loads: theirs, and a hidden one for each base that
+// adapters share without naming an entry ("base:<folder>:<weight type>").
+export function gpt2Loader(configured: readonly ModelConfig[], options: EngineOptions): ModelLoader<LoadedModel> & { readonly keys: string[] } {
   const threads = options.threads || os.availableParallelism();
+  const models = new Map(configured.map((m) => [m.key, m]));
+  const bases = new Map<string, string>();  // adapter entry -> the key of its base
+  for (const m of configured) {
+    if (!sharesBase(m)) continue;
+    const key = m.base ?? `base:${m.restoreFrom ?? m.modelName}:${m.weightDtype}`;
+    if (!models.has(key)) models.set(key, { ...m, key, adapter: null, base: null, where: `${m.where} (its base)` });
+    bases.set(m.key, key);
+  }
   const configOf = (key: string): ModelConfig => {
     const m = models.get(key);
     if (!m) throw new Error(`unknown model "${key}"`);
@@ -48,14 +80,18 @@ export function gpt2Loader(models: ReadonlyMap<string, ModelConfig>, options: En
   // The registry sizes a model just before it loads it: the folder inspected for the size is the one loaded.
   const sized = new Map<string, ModelFolder>();
   return {
+    keys: [...models.keys()],
+    dependsOn: (key) => bases.get(key) ?? null,
     estimateBytes(key) {
       const m = configOf(key);
+      if (bases.has(key)) return adapterBytes(m.adapter as string);
       const folder = resolveModelSource(m);
       sized.set(key, folder);
       return estimateModelBytes(folder.config as GPT2Config, m.weightDtype, options.batchSlots, threads);
     },
-    async load(key) {
+    async load(key, base) {
       const m = configOf(key);
+      if (base) return { ...base, adapter: await base.generator.model.addAdapter(m.adapter as string) };
       const folder = sized.get(key) ?? resolveModelSource(m);
       sized.delete(key);
       const model = await Model.load(folder, {
@@ -69,13 +105,14 @@ export function gpt2Loader(models: ReadonlyMap<string, ModelConfig>, options: En
       try {
         const tokenizer = modelTokenizer(folder, (message) => options.warn(message, { model: key }), gpt2Tokenizer);
         const generator = new Generator(model, tokenizer, { slots: options.batchSlots, reusePrefixes: options.reusePrefixes });
-        return { generator, tokenizer, nCtx: model.config.nCtx, dir: folder.dir };
+        return { generator, tokenizer, nCtx: model.config.nCtx, dir: folder.dir, adapter: null };
       } catch (err) {
         model.dispose();
         throw err;
       }
     },
     async unload(loaded) {
+      if (loaded.adapter) return loaded.generator.model.removeAdapter(loaded.adapter);
       await loaded.generator.close();
       loaded.generator.model.dispose();
     },

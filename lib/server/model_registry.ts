@@ -14,12 +14,16 @@
 //   - a load that fails is not tried again before a back-off (loadRetryMs, doubling at each failure up to
 //     loadRetryMaxMs): requests meanwhile are refused at once (503 with the time to wait), so a broken model
 //     costs one attempt per back-off, not one per request.
+//   - a model may depend on another (a LoRA adapter on its base): it is loaded with a lease on that one, which it
+//     holds until it is unloaded, so the other is loaded once for all its dependants, counted once in the budget,
+//     and never unloaded under them.
 // The registry knows nothing of GPT-2: a ModelLoader loads, sizes and unloads (lib/server/engine.ts).
 import { withoutPaths } from './errors';
 
 export interface ModelLoader<T> {
-  estimateBytes(key: string): number;   // memory the model will take, known before loading it
-  load(key: string): Promise<T>;
+  estimateBytes(key: string): number;   // memory the model will take, known before loading it (its own, not its dependency's)
+  dependsOn(key: string): string | null;  // the model it is loaded over, or null
+  load(key: string, dependency: T | null): Promise<T>;
   unload(value: T): Promise<void>;
 }
 
@@ -79,6 +83,7 @@ interface Entry<T> {
   turn: { since: number; grants: number } | null;
   // After a failed load: no new attempt before `at`; `reason` is the failure without server paths.
   retry: { at: number; delayMs: number; reason: string } | null;
+  dependency: Lease<T> | null;           // held from its load to its unload
 }
 
 interface Waiter<T> {
@@ -107,7 +112,7 @@ export class ModelRegistry<T> {
     for (const key of keys) {
       this.entries.set(key, {
         key, state: 'unloaded', value: null, bytes: 0, leases: 0, draining: false, lastUsed: null,
-        loads: 0, unloads: 0, evictions: 0, loadFailures: 0, turn: null, retry: null,
+        loads: 0, unloads: 0, evictions: 0, loadFailures: 0, turn: null, retry: null, dependency: null,
       });
     }
     this.log = options.log ?? (() => undefined);
@@ -279,7 +284,19 @@ export class ModelRegistry<T> {
     this.reserved += need;
     const started = this.now();
     this.log('info', 'loading model', { model: e.key, bytes: need });
-    this.loader.load(e.key).then(
+    const dependsOn = this.loader.dependsOn(e.key);
+    const loading = async (): Promise<T> => {
+      const lease = dependsOn === null ? null : await this.acquire(dependsOn);
+      try {
+        const value = await this.loader.load(e.key, lease?.value ?? null);
+        e.dependency = lease;
+        return value;
+      } catch (err) {
+        lease?.release();
+        throw err;
+      }
+    };
+    loading().then(
       (value) => {
         e.value = value;
         e.state = 'loaded';
@@ -353,6 +370,8 @@ export class ModelRegistry<T> {
     } catch (err) {
       this.log('error', 'model failed to unload cleanly', { model: e.key, error: (err as Error).message });
     }
+    e.dependency?.release();
+    e.dependency = null;
     this.reserved -= e.bytes;
     e.bytes = 0;
     e.state = 'unloaded';

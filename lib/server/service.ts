@@ -277,6 +277,7 @@ export class ChatService {
       signal: request.signal,
       deadline,
       reply,
+      adapter: loaded.adapter ?? undefined,
     }).catch((err: Error) => {
       // The sampler's ranges depend on the model (its vocabulary), so they are checked once it is loaded.
       if (err instanceof SamplingError) {

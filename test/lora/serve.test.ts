@@ -3,6 +3,7 @@
 // start, naming the entry.
 import path from 'node:path';
 import t from 'tap';
+import { validateServerConfig } from '../../lib/server/config';
 import { request, startServer } from '../server/helpers';
 import { CONFIG, peftConfig, randomFactors, runBin, saveBase, writeRawAdapter } from './helpers';
 
@@ -40,4 +41,71 @@ t.test('an entry with an adapter answers as the merged model, beside its base', 
 t.test('an adapter that is not one stops the start, naming the entry', async (t) => {
   await saveBase(path.join(work, 'base2'));
   await t.rejects(startServer({ models: [{ key: 'bot', restore_from: 'base2', adapter: 'base2' }] }, work), /models\[0\]\.adapter: .*base2.*adapter_config\.json/);
+});
+
+t.test('adapters over one base: loaded once, counted once, their requests answered together as each alone, on every endpoint', async (t) => {
+  const base = await saveBase(path.join(work, 'shared'));
+  const kinds = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
+  const adapters = [0, 1, 2].map((a) => {
+    const factors = Array.from({ length: CONFIG.nLayer }, (_, layer) => kinds.map((kind, k) => randomFactors(`h.${layer}.${kind}`, 4, CONFIG.nEmbd, 500 + 20 * a + 4 * layer + k))).flat();
+    return writeRawAdapter(path.join(work, `shared-adapter-${a}`), peftConfig({ r: 4, lora_alpha: 32, target_modules: ['c_attn', 'c_proj', 'c_fc'] }), factors);
+  });
+  const greedy = { temperature: 0, penalize: 0, length: 12 };
+  const srv = await startServer({
+    batch_slots: 4,
+    models: [
+      { key: 'base', restore_from: 'shared', sampling: greedy },
+      { key: 'a', base: 'base', adapter: 'shared-adapter-0', sampling: greedy },
+      { key: 'b', base: 'base', adapter: 'shared-adapter-1', sampling: greedy },
+      { key: 'c', restore_from: 'shared', adapter: 'shared-adapter-2', sampling: greedy },
+    ],
+  }, work);
+  t.teardown(srv.close);
+  const ask = async (key: string): Promise<string> => {
+    const r = await request(`${srv.url}/invocations`, { body: { model_key: key, raw_text: 'How are you?', format: 'json' } });
+    t.equal(r.status, 200, r.text);
+    return r.json().text as string;
+  };
+  const keys = ['base', 'a', 'b', 'c'];
+  const alone: string[] = [];
+  for (const key of keys) alone.push(await ask(key));
+  const together = await Promise.all(keys.map(ask));
+  t.same(together, alone, 'four requests, three adapters and the base, answered together as each alone');
+  t.equal(new Set(alone).size, 4, 'each adapter answers its own way');
+  const merged = path.join(work, 'shared-merged-1');
+  t.equal(runBin('merge-lora', [base, adapters[1], merged]).status, 0);
+  const srvMerged = await startServer({ models: [{ key: 'm', restore_from: 'shared-merged-1', sampling: greedy }] }, work);
+  const fromMerged = (await request(`${srvMerged.url}/invocations`, { body: { model_key: 'm', raw_text: 'How are you?', format: 'json' } })).json().text;
+  await srvMerged.close();
+  t.equal(alone[2], fromMerged, 'an adapter decoded unmerged answers as its merged model');
+
+  const list = (await request(`${srv.url}/models/list`)).json();
+  const models = list.models as Record<string, unknown>[];
+  t.same(models.map((m) => [m.model_key, m.base, m.adapter, m.loaded, m.loads]), [
+    ['base', null, null, true, 1], ['a', 'base', 'shared-adapter-0', true, 1], ['b', 'base', 'shared-adapter-1', true, 1], ['c', 'base', 'shared-adapter-2', true, 1],
+  ], '/models/list shows each adapter and its base, all loaded, the base once');
+  const baseBytes = models[0].memory_bytes as number;
+  t.ok((models[1].memory_bytes as number) < baseBytes / 20, `an adapter's reservation is its factors (${models[1].memory_bytes} bytes, the base ${baseBytes})`);
+  t.equal((list.memory as Record<string, number>).reserved_bytes, models.reduce((n, m) => n + (m.memory_bytes as number), 0), 'the budget counts the base once');
+
+  const chat = await request(`${srv.url}/v1/chat/completions`, { body: { model: 'b', messages: [{ role: 'user', content: 'How are you?' }], max_tokens: 4 } });
+  t.equal(chat.status, 200, chat.text);
+  t.equal(chat.json().model, 'b');
+});
+
+t.test('"base" names a plain entry, or a model; what does not fit is named', async (t) => {
+  await saveBase(path.join(work, 'cfg-base'));
+  writeRawAdapter(path.join(work, 'cfg-adapter'), peftConfig({ r: 4, target_modules: ['c_attn'] }), [randomFactors('h.0.attn.c_attn', 4, CONFIG.nEmbd, 1), randomFactors('h.1.attn.c_attn', 4, CONFIG.nEmbd, 2)]);
+  const plain = { key: 'plain', restore_from: 'cfg-base', weight_dtype: 'f16' };
+  const config = validateServerConfig({ models: [plain, { key: 'bot', base: 'plain', adapter: 'cfg-adapter' }, { key: 'folder', base: 'cfg-base', adapter: 'cfg-adapter' }, { key: 'same', restore_from: 'cfg-base', weight_dtype: 'f16', adapter: 'cfg-adapter' }] }, 'cfg', work);
+  const [, bot, folder, same] = config.models;
+  t.match(bot, { base: 'plain', restoreFrom: path.join(work, 'cfg-base'), weightDtype: 'f16' }, 'an entry: its model and weight type');
+  t.match(folder, { base: null, restoreFrom: path.join(work, 'cfg-base'), weightDtype: 'f32' }, 'a folder: no f16 entry of it to share');
+  t.match(same, { base: 'plain' }, 'an adapter of the same model and weight type shares the plain entry');
+  const bad: [unknown, RegExp][] = [
+    [{ models: [plain, { key: 'x', base: 'plain' }] }, /^cfg: models\[1\]\.base: names the model an "adapter" is decoded over; give the adapter too/],
+    [{ models: [plain, { key: 'x', base: 'plain', adapter: 'cfg-adapter', weight_dtype: 'q8_0' }] }, /^cfg: models\[1\]\.weight_dtype: an entry with "base" takes its model, weight type and device from the base/],
+    [{ models: [plain, { key: 'x', base: 'plain', adapter: 'cfg-adapter' }, { key: 'y', base: 'x', adapter: 'cfg-adapter' }] }, /^cfg: models\[2\]\.base: "x" has an adapter itself/],
+  ];
+  for (const [raw, message] of bad) t.throws(() => validateServerConfig(raw, 'cfg', work), message);
 });

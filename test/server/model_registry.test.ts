@@ -14,14 +14,20 @@ class ControlledLoader implements ModelLoader<Fake> {
   unloads: string[] = [];
   pending = new Map<string, { resolve: (v: Fake) => void; reject: (e: Error) => void }>();
   auto = true;
+  dependencies: Record<string, string> = {};
+  loadedOver = new Map<string, Fake | null>();
   constructor(sizes: Record<string, number>) {
     this.sizes = sizes;
   }
   estimateBytes(key: string): number {
     return this.sizes[key];
   }
-  load(key: string): Promise<Fake> {
+  dependsOn(key: string): string | null {
+    return this.dependencies[key] ?? null;
+  }
+  load(key: string, dependency: Fake | null): Promise<Fake> {
     this.loads.push(key);
+    this.loadedOver.set(key, dependency);
     if (this.auto) return new Promise((r) => setImmediate(() => r({ key, alive: true })));
     return new Promise((resolve, reject) => this.pending.set(key, { resolve, reject }));
   }
@@ -229,4 +235,28 @@ t.test('close refuses new requests and waits for leases', async (t) => {
   a.release();
   await closing;
   t.notOk(a.value.alive);
+});
+
+t.test('adapters over one base: the base loads once for all, counts once, and outlives every adapter loaded over it', async (t) => {
+  const loader = new ControlledLoader({ base: 60, x: 5, y: 5, other: 50 });
+  loader.dependencies = { x: 'base', y: 'base' };
+  const reg = new ModelRegistry(['base', 'x', 'y', 'other'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  const [x, y] = await Promise.all([reg.acquire('x'), reg.acquire('y')]);
+  t.same(loader.loads.slice().sort(), ['base', 'x', 'y'], 'the base is loaded once');
+  t.equal(loader.loadedOver.get('x')?.key, 'base', 'each adapter is loaded over it');
+  t.equal(loader.loadedOver.get('y'), loader.loadedOver.get('x'));
+  t.equal(reg.reservedBytes, 70, 'the budget counts the base once');
+  t.equal(reg.status().find((s) => s.key === 'base')?.leases, 2, 'each adapter holds a lease on the base');
+  // Another model needs the base's room: the base cannot go while an adapter is loaded over it, used or not.
+  x.release();
+  y.release();
+  const other = reg.acquire('other');
+  await tick();
+  t.same(loader.unloads.slice(0, 2).sort(), ['x', 'y'], 'the idle adapters are evicted first');
+  const o = await other;
+  t.same(loader.unloads.slice().sort(), ['base', 'x', 'y'], 'then the base, once nothing is loaded over it');
+  t.ok(loader.unloads.indexOf('base') > Math.max(loader.unloads.indexOf('x'), loader.unloads.indexOf('y')));
+  t.equal(reg.reservedBytes, 50);
+  o.release();
+  await reg.close();
 });

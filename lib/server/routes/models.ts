@@ -28,6 +28,8 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
         queue_depth: service.queueDepth(m.key),
         loads: s?.loads ?? 0,
         adapter: m.adapter && path.basename(m.adapter),
+        // An adapter's base: the entry it shares, or the model's folder or name.
+        base: m.adapter && (m.base ?? (m.restoreFrom === null ? m.modelName : path.basename(m.restoreFrom))),
         prompt_format: m.promptFormat,
         sanitizer: sanitizerName(m),
         audience: m.audience,
@@ -37,7 +39,7 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
       };
     });
     // "active_model" names one model (docs/compatibility.md): the most recently used of those loaded.
-    const active = [...status.values()].filter((s) => s.state === 'loaded').sort((a, b) => (b.lastUsed ?? 0) - (a.lastUsed ?? 0))[0];
+    const active = [...status.values()].filter((s) => s.state === 'loaded' && service.models.has(s.key)).sort((a, b) => (b.lastUsed ?? 0) - (a.lastUsed ?? 0))[0];
     res.json({
       models,
       default_model: service.defaultModelKey,
