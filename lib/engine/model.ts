@@ -16,7 +16,7 @@ import {
 import { hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { GGML_TYPE, GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
-import { adapterDeltas, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
+import { adapterDeltas, checkAdapterFits, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan } from './memory_plan';
 import { writeTextAtomic } from '../util/atomic_file';
 import { Rng } from '../util/rng';
@@ -584,7 +584,7 @@ export class Model {
   // alpha_pattern that varies them: merge such an adapter as it loads instead). CPU only.
   async addAdapter(adapter: PeftAdapter | string): Promise<ServedAdapter> {
     const peft = typeof adapter === 'string' ? readPeftAdapter(adapter) : adapter;
-    adapterDeltas(peft, this.config, { where: 'the model', fieldName: (key) => key });
+    checkAdapterFits(peft, this.config, { where: 'the model', fieldName: (key) => key });
     const [first] = peft.modules;
     const uneven = peft.modules.find((m) => m.rank !== first.rank || m.scaling !== first.scaling);
     if (uneven) {

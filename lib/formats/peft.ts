@@ -366,12 +366,18 @@ export interface BaseSource {
   fieldName: (key: keyof GPT2Config) => string;
 }
 
-// The deltas an adapter adds to a base's weights, by weight name, after checking that the base has every module the
-// adapter adapts, at the same widths, and that every module the config targets in it has its factors.
+// The deltas an adapter adds to a base's weights, by weight name (checkAdapterFits first).
 export function adapterDeltas(adapter: PeftAdapter, config: GPT2Config, base: BaseSource): Map<string, AddDeltaRows> {
+  checkAdapterFits(adapter, config, base);
+  return new Map(adapter.modules.map((m) => [m.weight, deltaRows(m)]));
+}
+
+// Checks that the base has every module the adapter adapts, at the same widths, and that every module the config
+// targets in it has its factors.
+export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base: BaseSource): void {
   const file = path.join(adapter.dir, ADAPTER_WEIGHTS_FILE);
   const C = config.nEmbd;
-  const deltas = new Map<string, AddDeltaRows>();
+  const fitted = new Set<string>();
   for (const m of adapter.modules) {
     const tensor = (factor: 'A' | 'B'): string => `"base_model.model.${m.path}.lora_${factor}.weight"`;
     if (m.layer >= config.nLayer) {
@@ -383,18 +389,17 @@ export function adapterDeltas(adapter: PeftAdapter, config: GPT2Config, base: Ba
       const [factor, has, wants, side] = m.inputs !== inputs ? ['A', m.inputs, inputs, 'inputs'] : ['B', m.outputs, outputs, 'outputs'];
       throw new Error(`${file}: tensor ${tensor(factor as 'A' | 'B')} is for ${has} ${side} of ${m.kind}, but the base's has ${wants} (${base.where} gives ${base.fieldName('nEmbd')} ${C}): the adapter was made for a base of another size`);
     }
-    deltas.set(m.weight, deltaRows(m));
+    fitted.add(m.weight);
   }
   const prefix = adapter.modules[0].path.slice(0, adapter.modules[0].path.indexOf('h.'));
   for (let layer = 0; layer < config.nLayer; layer++) {
     for (const kind of Object.keys(ADAPTABLE)) {
       const modulePath = `${prefix}h.${layer}.${kind}`;
-      if (isTargeted(adapter.config, modulePath) && !deltas.has(`h.${layer}.${kind}.weight`)) {
+      if (isTargeted(adapter.config, modulePath) && !fitted.has(`h.${layer}.${kind}.weight`)) {
         throw new Error(`${path.join(adapter.dir, ADAPTER_CONFIG_FILE)}: targets ${modulePath} (target_modules ${JSON.stringify(adapter.config.targetModules)}), which the base has, but ${file} has no lora_A / lora_B for it: made for a base with fewer layers?`);
       }
     }
   }
-  return deltas;
 }
 
 // Row i of the delta is scaling * sum_k A[k, i] B[:, k], summed in float64 and added to the float32 weights once.

@@ -29,7 +29,8 @@ int ServedAdapters::add(int rank, float scaling, const uint8_t* modules, const f
   if (n_factors != total)
     throw std::invalid_argument("kv_add_adapter: factors has " + std::to_string(n_factors) + " values, the modules at rank " +
                                 std::to_string(rank) + " need " + std::to_string(total));
-  adapter->factors = AlignedArray<float>(total);
+  // 4 KB pages: an adapter is added while others decode, and a fresh 2 MB page can cost milliseconds to find.
+  adapter->factors = AlignedArray<float>(total, Pages::kSmall);
   std::copy(factors, factors + total, adapter->factors.data());
   const int id = next_id_++;
   adapters_.emplace(id, std::move(adapter));
