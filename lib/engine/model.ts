@@ -24,7 +24,7 @@ import { readJsonObject } from '../util/json_file';
 
 export type GPT2Config = NativeConfig;
 
-// A LoRA adapter to train over the frozen base (float32, on the CPU): its factors join the model's tensors as
+// A LoRA adapter to train over the frozen float32 base: its factors join the model's tensors as
 // h.N.<target>.lora_A.weight [rank, in] and lora_B.weight [out, rank], and they alone train.
 export interface LoraOptions {
   rank: number;

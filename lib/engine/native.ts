@@ -38,9 +38,9 @@ export interface NativeOptions {
   // them. zero 1 (ZeRO-1) keeps Adam's moments of this rank's shard only, and makes reading the optimizer state
   // collective. microBatches: backwards per step (the last one may start the reduction on the GPU).
   dataParallel?: { zero?: 0 | 1; microBatches?: number };
-  // Train a LoRA adapter over the frozen float32 base (CPU): the layout appends its factors, h.N.<target>.lora_A.weight
+  // Train a LoRA adapter over the frozen float32 base: the layout appends its factors, h.N.<target>.lora_A.weight
   // [rank, in] and lora_B.weight [out, rank], which alone get gradients and optimizer state; scaling is
-  // lora_alpha / rank. Decoding uses the merged weights.
+  // lora_alpha / rank. Decoding adds the adapter too (the CPU merges it into its copy of the weights).
   lora?: { rank: number; scaling: number; targets: LoraTarget[] };
 }
 

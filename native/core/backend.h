@@ -39,7 +39,7 @@ struct BackendOptions {
   int zero_stage = 0;
   int micro_batches = 1;
   // A LoRA adapter to train over the frozen base (ModelSpec's LoraShape, whose factors the flat layout appends):
-  // float32 weights only. Only the factors have gradients and optimizer moments; decoding uses the merged weights.
+  // float32 weights only. Only the factors have gradients and optimizer moments; decoding applies the adapter too.
   LoraShape lora;
 };
 

@@ -110,6 +110,21 @@ void check_q8_write(const ModelSpec& spec, const FlatPiece& piece) {
                               " to " + std::to_string(end) + ")");
 }
 
+void check_param_range(const ModelSpec& spec, size_t offset, size_t count, const char* what) {
+  if (offset > spec.num_params() || count > spec.num_params() - offset)
+    throw std::out_of_range(std::string(what) + ": range [" + std::to_string(offset) + ", " +
+                            std::to_string(offset + count) + ") is outside the parameter buffer of " +
+                            std::to_string(spec.num_params()) + " floats");
+}
+
+void check_trainable_range(const ModelSpec& spec, size_t offset, size_t count, const char* what) {
+  check_param_range(spec, offset, count, what);
+  if (offset < spec.trainable_begin())
+    throw std::out_of_range(std::string(what) + ": range [" + std::to_string(offset) + ", " + std::to_string(offset + count) +
+                            ") holds parameters of the frozen base (only the LoRA adapter trains): gradients and "
+                            "optimizer state start at offset " + std::to_string(spec.trainable_begin()));
+}
+
 std::optional<SamplingRefusal> refuse_sampling(const SamplingParams& sp, int V) {
   // A temperature so small that its inverse overflows is accepted: the sampler takes it as greedy, its limit.
   if (!(sp.temperature >= 0.0f) || std::isinf(sp.temperature)) return SamplingRefusal{"temperature", "a number >= 0 that fits a float32"};

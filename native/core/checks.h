@@ -53,6 +53,11 @@ void check_kv_slot(const char* call, int slot, int n_slots);
 // blocks being quantized by columns of those rows (the last group of a matrix may be shorter).
 void check_q8_write(const ModelSpec& spec, const FlatPiece& piece);
 
+// A range [offset, offset + count) of the flat parameter buffer named to a call (`what`): inside the buffer; for
+// gradients and optimizer state, also inside the range that trains (ModelSpec::trainable_begin on).
+void check_param_range(const ModelSpec& spec, size_t offset, size_t count, const char* what);
+void check_trainable_range(const ModelSpec& spec, size_t offset, size_t count, const char* what);
+
 // A backend's KV-cache decoder, for one of the kv* calls (named in `call`), which need kvReserve first.
 template <typename Decoder>
 Decoder& reserved_decoder(const std::unique_ptr<Decoder>& decoder, const char* call) {

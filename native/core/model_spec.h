@@ -46,6 +46,12 @@ enum ParamKind {
 
 // The four weight matrices of a block, which the CPU decoder reads in panel layout.
 constexpr ParamKind kLayerMatrices[] = {QKV_W, ATTPROJ_W, FC_W, FCPROJ_W};
+// Which of them `kind` is (-1 for another kind): the index that LoraShape and ModelSpec::lora_offset take.
+constexpr int layer_matrix_index(ParamKind kind) {
+  for (int i = 0; i < 4; ++i)
+    if (kLayerMatrices[i] == kind) return i;
+  return -1;
+}
 
 // A LoRA adapter over a model's layer matrices: rank r, and which matrices it changes (bit i: kLayerMatrices[i]).
 // W [in, out] computes as W + scaling * (B A)^T: x W + scaling * (x A^T) B^T, so that only A and B train.

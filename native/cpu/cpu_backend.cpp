@@ -201,21 +201,6 @@ void CpuBackend::require_training(const char* what) const {
     throw std::logic_error(std::string(what) + " is not available: the model was created with trainable: false");
 }
 
-void CpuBackend::check_trainable_range(size_t offset, size_t count, const char* what) const {
-  check_range(offset, count, what);
-  if (offset < spec_.trainable_begin())
-    throw std::out_of_range(std::string(what) + ": range [" + std::to_string(offset) + ", " + std::to_string(offset + count) +
-                            ") holds parameters of the frozen base (only the LoRA adapter trains): gradients and "
-                            "optimizer state start at offset " + std::to_string(spec_.trainable_begin()));
-}
-
-void CpuBackend::check_range(size_t offset, size_t count, const char* what) const {
-  if (offset > spec_.num_params() || count > spec_.num_params() - offset)
-    throw std::out_of_range(std::string(what) + ": range [" + std::to_string(offset) + ", " +
-                            std::to_string(offset + count) + ") is outside the parameter buffer of " +
-                            std::to_string(spec_.num_params()) + " floats");
-}
-
 float* CpuBackend::param(ParamKind kind, int layer) {
   return params_.data() + spec_.group_offset(kind) + (layer < 0 ? 0 : layer * per_layer_numel(spec_, kind));
 }
@@ -246,7 +231,7 @@ WeightsView CpuBackend::weights() const {
 // parameters and optimizer state
 
 void CpuBackend::write_params(size_t offset, const void* src, size_t count, DType dtype) {
-  check_range(offset, count, "writeParams");
+  check_param_range(spec_, offset, count, "writeParams");
   if (decoder_) decoder_->weights_changed();
   const DType store = options_.weight_dtype;
   if (store == DType::Q8_0) {
@@ -299,7 +284,7 @@ void CpuBackend::write_q8(size_t offset, const void* src, size_t count, DType dt
 }
 
 void CpuBackend::read_params(size_t offset, float* dst, size_t count) const {
-  check_range(offset, count, "readParams");
+  check_param_range(spec_, offset, count, "readParams");
   if (options_.weight_dtype == DType::F32) {
     std::memcpy(dst, params_.data() + offset, count * sizeof(float));
     return;
@@ -318,14 +303,14 @@ void CpuBackend::read_params(size_t offset, float* dst, size_t count) const {
 
 void CpuBackend::read_grads(size_t offset, float* dst, size_t count) const {
   require_training("readGrads");
-  check_trainable_range(offset, count, "readGrads");
+  check_trainable_range(spec_, offset, count, "readGrads");
   std::memcpy(dst, grads_.data() + (offset - spec_.trainable_begin()), count * sizeof(float));
 }
 
 // Under ZeRO-1 a rank keeps what falls in its shard of a write, and a read gathers every rank's part.
 void CpuBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) {
   require_training("writeOptimizerState");
-  check_trainable_range(offset, count, "writeOptimizerState");
+  check_trainable_range(spec_, offset, count, "writeOptimizerState");
   const size_t first = std::clamp(offset, shard_begin_, shard_end_), last = std::clamp(offset + count, shard_begin_, shard_end_);
   std::memcpy((slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin_), src + (first - offset),
               (last - first) * sizeof(float));
@@ -333,7 +318,7 @@ void CpuBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const 
 
 void CpuBackend::read_optimizer_state(OptimizerSlot slot, size_t offset, float* dst, size_t count) const {
   require_training("readOptimizerState");
-  check_trainable_range(offset, count, "readOptimizerState");
+  check_trainable_range(spec_, offset, count, "readOptimizerState");
   const size_t first = std::clamp(offset, shard_begin_, shard_end_), last = std::clamp(offset + count, shard_begin_, shard_end_);
   std::memcpy(dst + (first - offset), (slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin_),
               (last - first) * sizeof(float));

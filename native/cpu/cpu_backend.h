@@ -65,8 +65,6 @@ class CpuBackend : public Backend {
   void write_q8(size_t offset, const void* src, size_t count, DType dtype);
   void require_f32(const char* what) const;
   void require_training(const char* what) const;
-  void check_range(size_t offset, size_t count, const char* what) const;
-  void check_trainable_range(size_t offset, size_t count, const char* what) const;
   float* param(ParamKind kind, int layer);
   float* grad(ParamKind kind, int layer);  // null for a frozen base's parameters
   // The adapter's path beside layer matrix kLayerMatrices[i] of block l (N rows; u [N, r] kept for backward):

@@ -17,6 +17,7 @@
 #include "encoder.cuh"
 #include "gelu.cuh"
 #include "layernorm.cuh"
+#include "lora.cuh"
 
 namespace dixie {
 
@@ -55,10 +56,10 @@ int usable_device(const GPT2Config& c, const BackendOptions& o) {
 }  // namespace
 
 CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options)
-    : spec_(config), options_(options), device_(usable_device(spec_.config(), options)) {
+    : spec_(config, options.lora), options_(options), device_(usable_device(spec_.config(), options)) {
   const GPT2Config& c = spec_.config();
-  if (options_.lora.rank > 0)
-    throw std::invalid_argument("option 'lora': adapters train on the CPU backend only in this build (device 'cpu')");
+  if (spec_.lora().rank > 0 && options_.weight_dtype != DType::F32)
+    throw std::invalid_argument("option 'lora' trains an adapter over float32 weights: load the base with weightDtype 'f32'");
   if (options_.max_batch < 1) throw std::invalid_argument("option 'maxBatch' must be a positive integer");
   if (options_.max_seq == 0) options_.max_seq = c.n_ctx;
   if (options_.max_seq < 0 || options_.max_seq > c.n_ctx)
@@ -82,7 +83,9 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
     throw std::logic_error("the CUDA backend's padded head needs wpe right after wte and nCtx >= " +
                            std::to_string(vocab_padded_ - c.vocab_size) + " (the vocabulary's padding)");
 
+  // With an adapter only its factors train: gradients and moments cover [first, P).
   size_t P = spec_.num_params();
+  const size_t first = spec_.trainable_begin();
   weights_.spec = &spec_;
   if (options_.weight_dtype == DType::Q8_0) {
     size_t q8 = 0;
@@ -99,10 +102,10 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   if (options_.zero_stage != 0 && (options_.zero_stage != 1 || !options_.data_parallel || !training_))
     throw std::invalid_argument("option 'zero' must be 0, or 1 for a trainable float32 model trained data-parallel");
   if (training_ && options_.data_parallel)
-    dp_ = std::make_unique<DataParallel>(*options_.data_parallel, options_.zero_stage, P, stream_.get());
+    dp_ = std::make_unique<DataParallel>(*options_.data_parallel, options_.zero_stage, first, P, stream_.get());
   if (sharded()) squares_total_.allocate(1, "gradient norm total");
   // Under ZeRO-1 the parameters and gradients run to DataParallel's padded length, the pad zero.
-  params_.allocate(dp_ ? dp_->padded_length() : P, "parameters");
+  params_.allocate(first + (dp_ ? dp_->padded_length() : P - first), "parameters");
   DIXIE_CUDA_CHECK(cudaMemsetAsync(params_.data(), 0, params_.bytes(), stream_.get()));
   if (bf16_) {
     params_lp_.allocate(P, "bf16 weights");
@@ -113,7 +116,7 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   weights_.q8 = q8_.data();
   weights_.q8_scales = q8_scales_.data();
   if (training_) {
-    grads_.allocate(dp_ ? dp_->padded_length() : P, "gradients");
+    grads_.allocate(dp_ ? dp_->padded_length() : P - first, "gradients");
     m_.allocate(shard_end() - shard_begin(), "AdamW first moments");
     v_.allocate(shard_end() - shard_begin(), "AdamW second moments");
     DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream_.get()));
@@ -157,12 +160,16 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   take_f32(losses_, N);
   take_f32(ce_lse_, N);
   take_f32(scalars_, 4);
+  // An adapter's u [N, r] per targeted matrix, per layer whenever training: recomputing stops short of the last
+  // product of a block, whose u must stay.
+  if (spec_.lora().rank > 0) take(lora_u_, (training_ ? L : 1) * 4 * N * spec_.lora().rank, x);
   if (bf16_) take_f32(logits_f32_, static_cast<int64_t>(kLogitCopyRows) * c.vocab_size);
   if (training_) {
     take(dres_, N * C, x);
     take(dwide_, N * 4 * C, x);
     take(dnarrow_, N * C, x);
     take_f32(att_delta_, N * NH);
+    if (spec_.lora().rank > 0) take(lora_du_, N * spec_.lora().rank, x);
     take_f32(reduce_scratch_, static_cast<int64_t>(std::max(layernorm_scratch_floats(static_cast<int>(C)),
                                                             bias_scratch_floats(static_cast<int>(4 * C)))));
   }
@@ -218,18 +225,26 @@ void CudaBackend::require_training(const char* what) const {
                            (options_.weight_dtype != DType::F32 ? " (16-bit and 8-bit weights are inference-only)" : ""));
 }
 
-void CudaBackend::check_range(size_t offset, size_t count, const char* what) const {
-  if (offset > spec_.num_params() || count > spec_.num_params() - offset)
-    throw std::out_of_range(std::string(what) + ": range [" + std::to_string(offset) + ", " +
-                            std::to_string(offset + count) + ") is outside the parameter buffer of " +
-                            std::to_string(spec_.num_params()) + " floats");
+float* CudaBackend::grad(ParamKind kind, int layer) {
+  const size_t offset = weights_.offset(kind, layer);
+  return offset < spec_.trainable_begin() ? nullptr : grads_.data() + (offset - spec_.trainable_begin());
+}
+
+float* CudaBackend::lora_grad(ParamKind matrix, int l, bool b) {
+  return grads_.data() + (spec_.lora_offset(layer_matrix_index(matrix), l, b) - spec_.trainable_begin());
+}
+
+template <typename X>
+X* CudaBackend::lora_u(ParamKind matrix, int l) const {
+  const int64_t u = max_rows_ * spec_.lora().rank;
+  return static_cast<X*>(lora_u_) + ((training_ ? l : 0) * 4 + layer_matrix_index(matrix)) * u;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // parameters and optimizer state
 
 void CudaBackend::write_params(size_t offset, const void* src, size_t count, DType dtype) {
-  check_range(offset, count, "writeParams");
+  check_param_range(spec_, offset, count, "writeParams");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   if (upload_.size() == 0) upload_.allocate(kWriteChunk);
   spec_.for_each_piece(offset, count, [&](const FlatPiece& piece) {
@@ -275,7 +290,7 @@ void CudaBackend::upload_q8(const FlatPiece& piece, const void* src, size_t from
 }
 
 void CudaBackend::read_params(size_t offset, float* dst, size_t count) const {
-  check_range(offset, count, "readParams");
+  check_param_range(spec_, offset, count, "readParams");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   spec_.for_each_piece(offset, count, [&](const FlatPiece& piece) {
     float* out = dst + (piece.first - offset);
@@ -303,16 +318,17 @@ void CudaBackend::read_params(size_t offset, float* dst, size_t count) const {
 
 void CudaBackend::read_grads(size_t offset, float* dst, size_t count) const {
   require_training("readGrads");
-  check_range(offset, count, "readGrads");
+  check_trainable_range(spec_, offset, count, "readGrads");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, grads_.data() + offset, count * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst, grads_.data() + (offset - spec_.trainable_begin()), count * sizeof(float),
+                                   cudaMemcpyDeviceToHost, stream_.get()));
   sync();
 }
 
 // Under ZeRO-1 a rank keeps what falls in its shard of a write, and a read gathers every rank's part.
 void CudaBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const float* src, size_t count) {
   require_training("writeOptimizerState");
-  check_range(offset, count, "writeOptimizerState");
+  check_trainable_range(spec_, offset, count, "writeOptimizerState");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   const size_t first = std::clamp(offset, shard_begin(), shard_end()), last = std::clamp(offset + count, shard_begin(), shard_end());
   float* dst = (slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin());
@@ -322,7 +338,7 @@ void CudaBackend::write_optimizer_state(OptimizerSlot slot, size_t offset, const
 
 void CudaBackend::read_optimizer_state(OptimizerSlot slot, size_t offset, float* dst, size_t count) const {
   require_training("readOptimizerState");
-  check_range(offset, count, "readOptimizerState");
+  check_trainable_range(spec_, offset, count, "readOptimizerState");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   const size_t first = std::clamp(offset, shard_begin(), shard_end()), last = std::clamp(offset + count, shard_begin(), shard_end());
   const float* src = (slot == OptimizerSlot::M ? m_ : v_).data() + (first - shard_begin());
@@ -366,19 +382,28 @@ void CudaBackend::upload_spans() {
 
 template <typename X>
 void CudaBackend::matmul_forward(X* out, const X* inp, ParamKind w, ParamKind b, int l, int N, int C, int OC) {
-  // out[N, OC] = inp[N, C] @ w[C, OC] + b[OC]
+  // out[N, OC] = inp[N, C] @ w[C, OC] + b[OC], plus the adapter's change
   gemm_->matmul<X, X>(false, false, N, OC, C, inp, C, weight<X>(w, l), OC, out, OC, weight<X>(b, l), false);
+  if (adapts(spec_, w)) lora_forward(*gemm_, weights_, w, l, out, inp, lora_u<X>(w, l), N);
 }
 
 template <typename X>
 void CudaBackend::matmul_backward(X* dinp, ParamKind w, ParamKind b, int l, const X* dout, const X* inp, int N, int C,
                                   int OC, X* gelu_input) {
-  // dinp[N, C] = dout[N, OC] @ w[C, OC]^T (times gelu'(gelu_input) when inp was its GELU); dw[C, OC] += inp[N,
-  // C]^T @ dout; db[OC] += column sums of dout
+  // dinp[N, C] = dout[N, OC] @ w[C, OC]^T, plus the adapter's part, times gelu'(gelu_input) when inp was its GELU;
+  // dw[C, OC] += inp[N, C]^T @ dout; db[OC] += column sums of dout (a frozen base has neither)
+  const bool adapted = adapts(spec_, w);
+  // The adapter's part joins dinp before the GELU's derivative, which then runs as a pass of its own.
+  const bool fused_gelu = gelu_input && !adapted;
   gemm_->matmul<X, X>(false, true, N, C, OC, dout, OC, weight<X>(w, l), OC, dinp, C, nullptr, false,
-                      gelu_input ? Gemm::Activation::kGeluGrad : Gemm::Activation::kNone, gelu_input);
-  gemm_->matmul<X, float>(true, false, C, OC, N, inp, C, dout, OC, grad(w, l), OC, nullptr, true);
-  bias_backward(grad(b, l), dout, N, OC, reduce_scratch_, stream_.get());
+                      fused_gelu ? Gemm::Activation::kGeluGrad : Gemm::Activation::kNone, fused_gelu ? gelu_input : nullptr);
+  if (adapted) {
+    lora_backward(*gemm_, weights_, w, l, dinp, lora_grad(w, l, false), lora_grad(w, l, true), dout, inp, lora_u<X>(w, l),
+                  static_cast<X*>(lora_du_), N);
+    if (gelu_input) gelu_backward(dinp, gelu_input, dinp, static_cast<int64_t>(N) * C, stream_.get());
+  }
+  if (float* dw = grad(w, l)) gemm_->matmul<X, float>(true, false, C, OC, N, inp, C, dout, OC, dw, OC, nullptr, true);
+  if (float* db = grad(b, l)) bias_backward(db, dout, N, OC, reduce_scratch_, stream_.get());
 }
 
 // From a.ln1 (already computed from the block input `in`) to gelu_: everything the block's backward reads.
@@ -392,7 +417,13 @@ void CudaBackend::block_body(int l, LayerActs& a, const X* in, int B, int T) {
   matmul_forward(proj, static_cast<const X*>(a.atty), ATTPROJ_W, ATTPROJ_B, l, N, C, C);
   residual_layernorm_forward(static_cast<X*>(a.res2), static_cast<X*>(a.ln2), a.ln2_mean, a.ln2_rstd, in, proj,
                              param(LN2_W, l), param(LN2_B, l), N, C, stream_.get());
-  // fch = ln2 @ fc_w + fc_b (kept for the backward), gelu_ = GELU(fch): one product with its epilogue
+  // fch = ln2 @ fc_w + fc_b (kept for the backward), gelu_ = GELU(fch): one product with its epilogue, unless the
+  // adapter adds to fch before the GELU
+  if (adapts(spec_, FC_W)) {
+    matmul_forward(static_cast<X*>(a.fch), static_cast<const X*>(a.ln2), FC_W, FC_B, l, N, C, 4 * C);
+    gelu_forward(static_cast<X*>(gelu_), static_cast<const X*>(a.fch), static_cast<int64_t>(N) * 4 * C, stream_.get());
+    return;
+  }
   gemm_->matmul<X, X>(false, false, N, 4 * C, C, static_cast<const X*>(a.ln2), C, weight<X>(FC_W, l), 4 * C,
                       static_cast<X*>(gelu_), 4 * C, weight<X>(FC_B, l), false, Gemm::Activation::kGelu,
                       static_cast<X*>(a.fch));
@@ -514,7 +545,7 @@ void CudaBackend::backward() {
   require_training("backward");
   if (!backward_ready_) throw std::logic_error("backward needs a forward with targets before it (one backward per forward)");
   // The step's last micro-batch sums each block's gradients over the ranks as soon as the block is done.
-  if (dp_ && dp_->overlaps()) {
+  if (overlapped()) {
     if (backwards_since_step_ == options_.micro_batches)
       throw std::logic_error("backward: already " + std::to_string(options_.micro_batches) +
                              " since the last step (dataParallel.microBatches), whose gradients are being summed over the ranks");
@@ -547,8 +578,9 @@ void CudaBackend::backward_impl() {
   crossentropy_backward(logits, vocab_padded_, ce_lse_, targets, 1.0f / static_cast<float>(N), N, V, stream_.get());
   gemm_->matmul<X, X>(false, false, N, C, vocab_padded_, logits, vocab_padded_, weight<X>(WTE, -1), C, dnarrow, C,
                       nullptr, false);
-  gemm_->matmul<X, float>(true, false, vocab_padded_, C, N, logits, vocab_padded_, static_cast<const X*>(lnf_), C,
-                          grad(WTE, -1), C, nullptr, true);
+  if (float* dwte = grad(WTE, -1))
+    gemm_->matmul<X, float>(true, false, vocab_padded_, C, N, logits, vocab_padded_, static_cast<const X*>(lnf_), C,
+                            dwte, C, nullptr, true);
   DIXIE_CUDA_CHECK(cudaMemsetAsync(dres, 0, static_cast<size_t>(N) * C * sizeof(X), stream_.get()));
   layernorm_backward(dres, grad(LNF_W, -1), grad(LNF_B, -1), dnarrow, residual<X>(L), param(LNF_W, -1), lnf_mean_,
                      lnf_rstd_, N, C, reduce_scratch_, stream_.get());
@@ -580,7 +612,7 @@ void CudaBackend::backward_impl() {
                        a.ln1_rstd, N, C, reduce_scratch_, stream_.get());
     if (layers_reduced_) reduce_layer(l);
   }
-  encoder_backward(grad(WTE, -1), grad(WPE, -1), dres, buckets, B, T, C, stream_.get());
+  if (float* dwte = grad(WTE, -1)) encoder_backward(dwte, grad(WPE, -1), dres, buckets, B, T, C, stream_.get());
 }
 
 void CudaBackend::reduce_layer(int l) {
@@ -595,6 +627,7 @@ float CudaBackend::step(const StepOptions& options) {
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   if (options.kind == OptimizerKind::AdamW) ++step_count_;  // t of the bias correction
   const int64_t t = std::max<int64_t>(1, step_count_);
+  const size_t first = spec_.trainable_begin(), trained = spec_.num_params() - first;
   StepOptions o = options;
   if (dp_) {
     // The ranks' gradients are summed; the mean is their sum over the ranks, folded into the gradient's scale.
@@ -605,13 +638,13 @@ float CudaBackend::step(const StepOptions& options) {
       dp_->reduce(grads_.data(), 0, spec_.group_offset(LN1_W));
       dp_->reduce(grads_.data(), spec_.group_offset(LNF_W), spec_.num_params() - spec_.group_offset(LNF_W));
     } else {
-      dp_->reduce(grads_.data(), 0, spec_.num_params());
+      dp_->reduce(grads_.data(), 0, trained);
     }
     dp_->join();
     backwards_since_step_ = 0;
     layers_reduced_ = false;
   }
-  grad_square_sums(span_partials_.data(), grads_.data(), spans_.data(), n_spans_, stream_.get());
+  grad_square_sums(span_partials_.data(), grads_.data(), first, spans_.data(), n_spans_, stream_.get());
   if (sharded()) {  // each rank summed its shard's squares: the norm is of their total
     sum_doubles(squares_total_.data(), span_partials_.data(), n_spans_, stream_.get());
     dp_->sum(squares_total_.data());
@@ -630,15 +663,17 @@ float CudaBackend::step(const StepOptions& options) {
   const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(t)));
   a.inv_bc1 = 1.0f / bc1;
   a.inv_bc2 = 1.0f / bc2;
+  a.grads_offset = first;
   a.state_offset = shard_begin();
   optimizer_update(params_.data(), bf16_ ? params_lp_.data() : nullptr, grads_.data(), m_.data(), v_.data(),
                    spans_.data(), n_spans_, scalars_ + 1, a, stream_.get());
   if (sharded()) {
     // The update zeroed this rank's shard of the gradients; the rest held other shards' partial sums.
-    DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, shard_begin() * sizeof(float), stream_.get()));
-    DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data() + shard_end(), 0, (grads_.size() - shard_end()) * sizeof(float), stream_.get()));
-    dp_->gather(params_.data());
-    if (bf16_) cast_to_bf16(params_lp_.data(), params_.data(), spec_.num_params(), stream_.get());
+    const size_t own = shard_begin() - first, own_end = shard_end() - first;
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, own * sizeof(float), stream_.get()));
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data() + own_end, 0, (grads_.size() - own_end) * sizeof(float), stream_.get()));
+    dp_->gather(params_.data() + first);
+    if (bf16_) cast_to_bf16(params_lp_.data() + first, params_.data() + first, trained, stream_.get());
   }
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(scalars_host_.data() + 1, scalars_ + 1, sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
   sync();

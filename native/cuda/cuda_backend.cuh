@@ -2,12 +2,14 @@
 // CPU backend's semantics (native/cpu/cpu_backend.h). Float32 is the reference; mixed precision keeps bf16
 // activations and bf16 copies of the weights for the products, with float32 master weights, gradients and
 // optimizer moments. All memory is planned in the constructor (training) and in kv_reserve (decoding);
-// forward/backward/step/kv_forward allocate nothing.
+// forward/backward/step/kv_forward allocate nothing. With a LoRA adapter (BackendOptions::lora, lora.cuh) the base
+// is frozen: only the adapter's factors have gradients and moments, and decoding runs the adapter's path beside
+// each matrix it changes.
 //
 // Data parallelism (BackendOptions::data_parallel, data_parallel.cuh): one backend per rank, each on the GPU of
-// its local rank; the gradients, one contiguous float32 buffer in ModelSpec's layout, are summed over the ranks
-// layer by layer during the last micro-batch's backward pass (NCCL) or in step() (ZeRO-1, or MPI through host
-// memory), before the norm and the update.
+// its local rank; the gradients, one contiguous float32 buffer in ModelSpec's layout over the parameters that
+// train, are summed over the ranks layer by layer during the last micro-batch's backward pass (NCCL) or in step()
+// (ZeRO-1, MPI through host memory, or an adapter's few gradients), before the norm and the update.
 #pragma once
 #include <memory>
 #include <string>
@@ -72,10 +74,13 @@ class CudaBackend : public Backend {
     float* lse;                                      // [B, NH, T] attention log-sum-exp
   };
   void require_training(const char* what) const;
-  void check_range(size_t offset, size_t count, const char* what) const;
   void sync() const;
   const float* param(ParamKind kind, int layer) const { return weights_.param(kind, layer); }
-  float* grad(ParamKind kind, int layer) { return grads_.data() + weights_.offset(kind, layer); }
+  float* grad(ParamKind kind, int layer);  // null for a frozen base's parameters
+  // The gradient of the adapter's A (b false) or B (b true) of layer matrix `matrix` in layer l, and its u [N, r].
+  float* lora_grad(ParamKind matrix, int l, bool b);
+  template <typename X>
+  X* lora_u(ParamKind matrix, int l) const;
   template <typename X>
   const X* weight(ParamKind kind, int layer) const { return weights_.weight<X>(kind, layer); }
   template <typename X>
@@ -83,8 +88,10 @@ class CudaBackend : public Backend {
   LayerActs& acts(int l) { return layer_acts_[layer_acts_.size() == 1 ? 0 : l]; }
   void upload_spans();
   bool sharded() const { return dp_ && options_.zero_stage == 1; }
-  size_t shard_begin() const { return sharded() ? dp_->shard_begin() : 0; }
+  size_t shard_begin() const { return sharded() ? dp_->shard_begin() : spec_.trainable_begin(); }
   size_t shard_end() const { return sharded() ? dp_->shard_end() : spec_.num_params(); }
+  // Whether the last micro-batch's backward starts summing each block's gradients over the ranks.
+  bool overlapped() const { return dp_ && dp_->overlaps() && spec_.trainable_begin() == 0; }
   void reduce_layer(int l);  // starts summing layer l's gradients over the ranks
   void upload(size_t at, const void* src, size_t from, size_t n, DType dtype);
   void upload_q8(const FlatPiece& piece, const void* src, size_t from, DType dtype);
@@ -117,7 +124,9 @@ class CudaBackend : public Backend {
   int backwards_since_step_ = 0;
   bool layers_reduced_ = false;  // the last backward summed the blocks' gradients as it went
 
-  DeviceArray<float> params_, grads_, m_, v_;  // under ZeRO-1, m_ and v_ hold this rank's shard
+  // The gradients are those of the parameters that train, [spec_.trainable_begin(), P); under ZeRO-1, m_ and v_
+  // hold this rank's shard.
+  DeviceArray<float> params_, grads_, m_, v_;
   DeviceArray<bf16> params_lp_;       // bf16 copy of the weights (mixed precision)
   DeviceArray<int8_t> q8_;            // a Q8_0 model's layer matrices, and their scales (see DeviceWeights)
   DeviceArray<uint16_t> q8_scales_;
@@ -127,6 +136,7 @@ class CudaBackend : public Backend {
   std::vector<void*> residuals_;       // [N, C] each
   void *proj_ = nullptr, *gelu_ = nullptr, *lnf_ = nullptr, *logits_ = nullptr;  // [N, C] [N, 4C] [N, C] [N, Vp]
   void *dres_ = nullptr, *dwide_ = nullptr, *dnarrow_ = nullptr;                 // [N, C] [N, 4C] [N, C]
+  void *lora_u_ = nullptr, *lora_du_ = nullptr;  // an adapter's u [N, r] (see lora_u) and du [N, r]
   float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *losses_ = nullptr, *ce_lse_ = nullptr;  // [N] each
   float *att_delta_ = nullptr, *reduce_scratch_ = nullptr, *logits_f32_ = nullptr, *scalars_ = nullptr;
   DeviceArray<int32_t> ids_;          // [inputs N][targets N][bucket tokens N][bucket starts N + 1][bucket rows N]

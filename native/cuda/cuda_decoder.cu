@@ -10,6 +10,7 @@
 #include "encoder.cuh"
 #include "gelu.cuh"
 #include "layernorm.cuh"
+#include "lora.cuh"
 #include "q8.cuh"
 
 namespace dixie::cuda {
@@ -38,7 +39,8 @@ void CudaDecoder::reserve(int n_slots) {
   n_slots_ = 0;  // until every buffer below exists
   cache_.allocate(2 * static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C * x, "KV cache");
   max_rows_ = std::max(kChunkRows, n_slots);
-  scratch_.allocate((15 * static_cast<size_t>(max_rows_) + n_slots) * C * x, "decoding scratch");
+  const size_t lora_u = static_cast<size_t>(max_rows_) * spec_.lora().rank;
+  scratch_.allocate(((15 * static_cast<size_t>(max_rows_) + n_slots) * C + lora_u) * x, "decoding scratch");
   if (w_.q8) {  // a chunk of more rows than q8_matvec takes multiplies by the layer's matrix expanded here
     size_t largest = 0;
     for (ParamKind kind : kLayerMatrices) largest = std::max(largest, w_.q8_numel(kind));
@@ -142,6 +144,7 @@ void CudaDecoder::run(int n, int64_t total, int n_logits) {
   X* fch = proj + R_max * C;
   X* fcg = fch + R_max * 4 * C;
   X* last_ln = fcg + R_max * 4 * C;
+  X* lora_u = last_ln + static_cast<int64_t>(n_slots_) * C;
   X* keys = reinterpret_cast<X*>(cache_.data());
   X* values = keys + static_cast<int64_t>(L) * n_slots_ * c.n_ctx * C;
   const int32_t* d = rows_.data();
@@ -154,6 +157,7 @@ void CudaDecoder::run(int n, int64_t total, int n_logits) {
       const X* bias = w_.weight<X>(bk, l);
       if (!w_.q8) {
         gemm_.matmul<X, X>(false, false, R, OC, Cin, inp, Cin, w_.weight<X>(wk, l), OC, out, OC, bias, false);
+        if (adapts(spec_, wk)) lora_forward(gemm_, w_, wk, l, out, inp, lora_u, R);
         return;
       }
       const int ldq = DeviceWeights::q8_ld(Cin);

@@ -1,7 +1,8 @@
 // KV-cached decoding on the GPU (Backend::kv_*): the new tokens of all slots of a call run as one set of rows
 // through the layers, in chunks of up to kChunkRows rows in order, so that a slot's earlier tokens are in its
 // cache before its later tokens attend to them. A prefill is many rows; a decode step one row per slot. With 8-bit
-// weights a step's products read the int8 matrices directly (q8_matvec), a prefill's expand each matrix first.
+// weights a step's products read the int8 matrices directly (q8_matvec), a prefill's expand each matrix first. A
+// LoRA adapter's path runs beside each matrix it changes (lora.cuh), as in training.
 #pragma once
 #include <vector>
 
@@ -46,7 +47,7 @@ class CudaDecoder {
   std::vector<int> lengths_;
   std::vector<uint8_t> slot_used_;
   DeviceArray<unsigned char> cache_;    // keys, then values: [L][slots][n_ctx][C] each
-  DeviceArray<unsigned char> scratch_;  // rows of a chunk (x, ln, qkv, atty, proj, fch, fcg) and last_ln [slots, C]
+  DeviceArray<unsigned char> scratch_;  // rows of a chunk (x, ln, qkv, atty, proj, fch, fcg), last_ln [slots, C], lora u [rows, r]
   DeviceArray<float> logits_;           // [slots, vocab_padded]
   DeviceArray<int32_t> held_;           // [slots, n_ctx]: the token ids each slot holds, kv_step's penalty histories
   std::vector<int64_t> history_begin_;  // [slots]: a kv_step's sampled rows' histories within held_, and lengths

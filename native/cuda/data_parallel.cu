@@ -21,8 +21,8 @@ void sum_doubles(double* total, const double* values, int n, cudaStream_t stream
   DIXIE_CUDA_LAUNCHED();
 }
 
-DataParallel::DataParallel(Collective& group, int zero_stage, size_t num_params, cudaStream_t compute)
-    : group_(group), zero_stage_(zero_stage), shards_{num_params, group.size()}, compute_(compute) {
+DataParallel::DataParallel(Collective& group, int zero_stage, size_t first, size_t num_params, cudaStream_t compute)
+    : group_(group), zero_stage_(zero_stage), shards_{num_params - first, group.size(), first}, compute_(compute) {
   // NCCL only when every rank has it: a rank without it would never join the others' collectives.
   std::string why;
   api_ = nccl::load(&why);
@@ -45,7 +45,7 @@ DataParallel::DataParallel(Collective& group, int zero_stage, size_t num_params,
     if (group_.rank() == 0)
       std::fprintf(stderr, "dixie: no NCCL (%s): the gradients go through host memory and MPI, which is slower\n",
                    no_nccl_.c_str());
-    staging_.allocate(num_params);
+    staging_.allocate(shards_.total);
   }
   scalar_.allocate(1);
 }
@@ -108,7 +108,7 @@ void DataParallel::join() {
 }
 
 void DataParallel::reduce_scatter(float* grads) {
-  const size_t per = shards_.per_rank(), begin = shard_begin();
+  const size_t per = shards_.per_rank(), begin = own_offset();
   if (nccl_) {
     // In place: this rank's part of the padded buffer receives its sum (the padding is zero on every rank).
     check(api_->reduce_scatter(grads, grads + per * group_.rank(), per, nccl::kFloat32, nccl::kSum, nccl_, compute_),
@@ -117,16 +117,16 @@ void DataParallel::reduce_scatter(float* grads) {
   }
   stage_out(grads, 0, shards_.total);
   group_.reduce_scatter_sum(staging_.data(), shards_.bounds());
-  stage_in(grads, begin, shard_end() - begin);
+  stage_in(grads, begin, shard_end() - shard_begin());
 }
 
 void DataParallel::gather(float* params) {
-  const size_t per = shards_.per_rank(), begin = shard_begin();
+  const size_t per = shards_.per_rank(), begin = own_offset();
   if (nccl_) {
     check(api_->all_gather(params + per * group_.rank(), params, per, nccl::kFloat32, nccl_, compute_), "ncclAllGather");
     return;
   }
-  stage_out(params, begin, shard_end() - begin);
+  stage_out(params, begin, shard_end() - shard_begin());
   group_.allgather(staging_.data(), shards_.bounds());
   stage_in(params, 0, shards_.total);
 }

@@ -15,9 +15,10 @@ namespace dixie::cuda {
 
 class DataParallel {
  public:
-  // num_params: the flat buffer's length. Every rank constructs its own at the same time (NCCL's set-up is
-  // collective), with the device it computes on current.
-  DataParallel(Collective& group, int zero_stage, size_t num_params, cudaStream_t compute);
+  // The parameters [first, num_params) train (an adapter's, or all of them): the gradient and parameter buffers
+  // that the calls below take begin at parameter `first`. Every rank constructs its own at the same time (NCCL's
+  // set-up is collective), with the device it computes on current.
+  DataParallel(Collective& group, int zero_stage, size_t first, size_t num_params, cudaStream_t compute);
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -26,14 +27,15 @@ class DataParallel {
   const Shards& shards() const { return shards_; }
   size_t shard_begin() const { return shards_.begin(group_.rank()); }
   size_t shard_end() const { return shards_.end(group_.rank()); }
-  // What the gradient and parameter buffers are allocated with: NCCL's reduce-scatter and all-gather take equal
-  // parts, so under ZeRO-1 the buffer is padded to ranks x per_rank.
+  // What the gradient and parameter buffers are allocated with from `first` on: NCCL's reduce-scatter and
+  // all-gather take equal parts, so under ZeRO-1 the buffer is padded to ranks x per_rank.
   size_t padded_length() const;
   // Whether the reduction can start during the backward pass (NCCL without ZeRO-1).
   bool overlaps() const { return nccl_ != nullptr && zero_stage_ == 0; }
   std::string describe() const;
 
-  // Sums grads[offset, offset + count) over the ranks: NCCL queues it on the side stream, MPI does it now.
+  // Sums grads[offset, offset + count) (relative to `first`) over the ranks: NCCL queues it on the side stream,
+  // MPI does it now.
   void reduce(float* grads, size_t offset, size_t count);
   // ZeRO-1: leaves this rank's shard of grads summed over the ranks (the rest undefined).
   void reduce_scatter(float* grads);
@@ -48,6 +50,7 @@ class DataParallel {
   void check(nccl::Result r, const char* what) const;
   void stage_out(const float* device, size_t offset, size_t count);
   void stage_in(float* device, size_t offset, size_t count);
+  size_t own_offset() const { return shard_begin() - shards_.first; }  // this rank's shard in the buffers
 
   Collective& group_;
   int zero_stage_;

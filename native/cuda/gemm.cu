@@ -32,11 +32,11 @@ int alignment(const void* p, int64_t ld_elems, size_t elem) {
 
 constexpr int kSTile = 64, kSK = 16;
 
-// C[M, N] = op(A) op(B) (+ bias) (+ C). TA: A is stored [K, M]; TB: B is stored [N, K].
+// C[M, N] = alpha op(A) op(B) (+ bias) (+ C). TA: A is stored [K, M]; TB: B is stored [N, K].
 template <bool TA, bool TB>
 __global__ void __launch_bounds__(256) sgemm_kernel(int M, int N, int K, const float* __restrict__ A, int lda,
                                                     const float* __restrict__ B, int ldb, float* C, int ldc,
-                                                    const float* __restrict__ bias, bool accumulate) {
+                                                    const float* __restrict__ bias, bool accumulate, float alpha) {
   __shared__ float As[kSK][kSTile + 4];  // As[k][m]
   __shared__ float Bs[kSK][kSTile + 4];  // Bs[k][n]
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(256) sgemm_kernel(int M, int N, int K, const f
     for (int j = 0; j < 4; ++j) {
       const int n = n0 + tx * 4 + j;
       if (n >= N) continue;
-      float v = acc[i][j];
+      float v = alpha * acc[i][j];
       if (bias) v += bias[n];
       float* c = C + static_cast<int64_t>(m) * ldc + n;
       if (accumulate) v += *c;
@@ -153,8 +153,8 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* __restrict__ X
 template <bool TA, bool TB, typename Out>
 __global__ void __launch_bounds__(256) gemm_bf16_kernel(int M, int N, int K, const bf16* __restrict__ A, int lda,
                                                         const bf16* __restrict__ B, int ldb, Out* C, int ldc,
-                                                        const bf16* __restrict__ bias, bool accumulate, bool vec_a,
-                                                        bool vec_b) {
+                                                        const bf16* __restrict__ bias, bool accumulate, float alpha,
+                                                        bool vec_a, bool vec_b) {
   __shared__ __align__(16) bf16 As[kBM * kLd];
   __shared__ __align__(16) bf16 Bs[kBN * kLd];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -210,7 +210,7 @@ __global__ void __launch_bounds__(256) gemm_bf16_kernel(int M, int N, int K, con
         for (int j = 0; j < 2; ++j) {
           const int n = n0 + wn * 32 + nt * 8 + 2 * t + j;
           if (n >= N) continue;
-          float v = acc[mt][nt][2 * half + j];
+          float v = alpha * acc[mt][nt][2 * half + j];
           if (bias) v += __bfloat162float(bias[n]);
           Out* c = C + static_cast<int64_t>(m) * ldc + n;
           if (accumulate) v += to_f32(*c);
@@ -326,7 +326,7 @@ Gemm::Plan* Gemm::plan_for(const Key& key, bool trans_a, bool trans_b, int M, in
 
 template <typename In, typename Out>
 void Gemm::matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, int lda, const In* B, int ldb, Out* C,
-                  int ldc, const In* bias, bool accumulate, Activation act, Out* aux) {
+                  int ldc, const In* bias, bool accumulate, Activation act, Out* aux, float alpha) {
   if (M <= 0 || N <= 0) return;
   if (act != Activation::kNone && (ldc != N || accumulate || aux == nullptr))
     throw std::logic_error("matmul: an activation needs contiguous rows, an aux matrix and no accumulate");
@@ -343,7 +343,7 @@ void Gemm::matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, 
         throw std::runtime_error("cuBLASLt: setting the bias pointer failed");
       if (aux && api_->matmul_desc_set_attribute(plan->desc, lt::kDescEpilogueAuxPointer, &aux, sizeof(aux)) != lt::kSuccess)
         throw std::runtime_error("cuBLASLt: setting the epilogue's aux pointer failed");
-      const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+      const float beta = accumulate ? 1.0f : 0.0f;
       const lt::Status s = api_->matmul(handle_, plan->desc, &alpha, B, plan->a, A, plan->b, &beta, C, plan->c, C,
                                         plan->c, &plan->algo, workspace_.data(), workspace_.bytes(), stream_);
       if (s != lt::kSuccess)
@@ -353,47 +353,47 @@ void Gemm::matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, 
     }
   }
   if (act == Activation::kNone) {
-    own_kernel(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
+    own_kernel(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha);
     return;
   }
   // The activation as a pass of its own, after the plain product (which may still run on cuBLASLt).
   const int64_t n = static_cast<int64_t>(M) * N;
   if (act == Activation::kGelu) {
-    matmul(trans_a, trans_b, M, N, K, A, lda, B, ldb, aux, ldc, bias, false);
+    matmul(trans_a, trans_b, M, N, K, A, lda, B, ldb, aux, ldc, bias, false, Activation::kNone, static_cast<Out*>(nullptr), alpha);
     gelu_forward(C, aux, n, stream_);
   } else {
-    matmul(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, false);
+    matmul(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, false, Activation::kNone, static_cast<Out*>(nullptr), alpha);
     gelu_backward(C, aux, C, n, stream_);
   }
 }
 
 void Gemm::own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
-                      int ldb, float* C, int ldc, const float* bias, bool accumulate) {
+                      int ldb, float* C, int ldc, const float* bias, bool accumulate, float alpha) {
   const dim3 grid(static_cast<unsigned>(ceil_div(N, kSTile)), static_cast<unsigned>(ceil_div(M, kSTile)));
-  if (!trans_a && !trans_b) sgemm_kernel<false, false><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
-  else if (!trans_a && trans_b) sgemm_kernel<false, true><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
-  else if (trans_a && !trans_b) sgemm_kernel<true, false><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
-  else sgemm_kernel<true, true><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
+  if (!trans_a && !trans_b) sgemm_kernel<false, false><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha);
+  else if (!trans_a && trans_b) sgemm_kernel<false, true><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha);
+  else if (trans_a && !trans_b) sgemm_kernel<true, false><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha);
+  else sgemm_kernel<true, true><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha);
   DIXIE_CUDA_LAUNCHED();
 }
 
 template <typename Out>
 void Gemm::own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const bf16* A, int lda, const bf16* B, int ldb,
-                      Out* C, int ldc, const bf16* bias, bool accumulate) {
+                      Out* C, int ldc, const bf16* bias, bool accumulate, float alpha) {
   const dim3 grid(static_cast<unsigned>(ceil_div(N, kBN)), static_cast<unsigned>(ceil_div(M, kBM)));
   const bool va = vec16(A, lda), vb = vec16(B, ldb);
-  if (!trans_a && !trans_b) gemm_bf16_kernel<false, false, Out><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, va, vb);
-  else if (!trans_a && trans_b) gemm_bf16_kernel<false, true, Out><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, va, vb);
-  else if (trans_a && !trans_b) gemm_bf16_kernel<true, false, Out><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, va, vb);
-  else gemm_bf16_kernel<true, true, Out><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, va, vb);
+  if (!trans_a && !trans_b) gemm_bf16_kernel<false, false, Out><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha, va, vb);
+  else if (!trans_a && trans_b) gemm_bf16_kernel<false, true, Out><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha, va, vb);
+  else if (trans_a && !trans_b) gemm_bf16_kernel<true, false, Out><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha, va, vb);
+  else gemm_bf16_kernel<true, true, Out><<<grid, 256, 0, stream_>>>(M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha, va, vb);
   DIXIE_CUDA_LAUNCHED();
 }
 
 template void Gemm::matmul<float, float>(bool, bool, int, int, int, const float*, int, const float*, int, float*, int,
-                                         const float*, bool, Activation, float*);
+                                         const float*, bool, Activation, float*, float);
 template void Gemm::matmul<bf16, bf16>(bool, bool, int, int, int, const bf16*, int, const bf16*, int, bf16*, int,
-                                       const bf16*, bool, Activation, bf16*);
+                                       const bf16*, bool, Activation, bf16*, float);
 template void Gemm::matmul<bf16, float>(bool, bool, int, int, int, const bf16*, int, const bf16*, int, float*, int,
-                                        const bf16*, bool, Activation, float*);
+                                        const bf16*, bool, Activation, float*, float);
 
 }  // namespace dixie::cuda

@@ -30,12 +30,13 @@ class Gemm {
   // product; elsewhere they run as a pass of their own.
   enum class Activation { kNone, kGelu, kGeluGrad };
 
-  // Row-major C[M, N] = op(A)[M, K] @ op(B)[K, N] (+ bias[N]) (+ C when accumulate), op(X) = X^T when the
-  // flag is set; lda/ldb/ldc are the row strides of the matrices as stored. In/Out: float/float (float32
+  // Row-major C[M, N] = alpha * op(A)[M, K] @ op(B)[K, N] (+ bias[N]) (+ C when accumulate), op(X) = X^T when
+  // the flag is set; lda/ldb/ldc are the row strides of the matrices as stored. In/Out: float/float (float32
   // arithmetic), bf16/bf16 or bf16/float (bf16 products, float32 accumulation).
   template <typename In, typename Out>
   void matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, int lda, const In* B, int ldb, Out* C,
-              int ldc, const In* bias, bool accumulate, Activation act = Activation::kNone, Out* aux = nullptr);
+              int ldc, const In* bias, bool accumulate, Activation act = Activation::kNone, Out* aux = nullptr,
+              float alpha = 1.0f);
 
  private:
   struct Plan;
@@ -43,10 +44,10 @@ class Gemm {
 
   // Our kernels: float32 tiles, or bf16 tensor-core tiles.
   void own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
-                  float* C, int ldc, const float* bias, bool accumulate);
+                  float* C, int ldc, const float* bias, bool accumulate, float alpha);
   template <typename Out>
   void own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const bf16* A, int lda, const bf16* B, int ldb,
-                  Out* C, int ldc, const bf16* bias, bool accumulate);
+                  Out* C, int ldc, const bf16* bias, bool accumulate, float alpha);
   Plan* plan_for(const Key& key, bool trans_a, bool trans_b, int M, int N, int K, int lda, int ldb, int ldc,
                  cudaDataType_t in_type, cudaDataType_t out_type, const void* bias, Activation act, const void* aux,
                  const int align[4]);

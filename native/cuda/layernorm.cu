@@ -236,6 +236,7 @@ void layernorm_backward(X* dinp, float* dweight, float* dbias, const X* dout, co
   else
     layernorm_backward_input_kernel<X, 1><<<row_blocks(N), kBlock, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
   DIXIE_CUDA_LAUNCHED();
+  if (!dweight) return;  // a frozen LayerNorm
   column_partials<X, true>(scratch, dout, inp, mean, rstd, N, C, stream);
   column_finish_kernel<true><<<static_cast<unsigned>(ceil_div(C, kBlock)), kBlock, 0, stream>>>(dweight, dbias, scratch, C);
   DIXIE_CUDA_LAUNCHED();

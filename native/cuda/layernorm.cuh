@@ -20,7 +20,8 @@ void layernorm_forward(X* out, float* mean, float* rstd, const X* inp, const flo
 template <typename X>
 void residual_layernorm_forward(X* res, X* out, float* mean, float* rstd, const X* a, const X* b, const float* weight,
                                 const float* bias, int N, int C, cudaStream_t stream);
-// dinp[N, C] +=, dweight[C] +=, dbias[C] +=. scratch: layernorm_scratch_floats(C) floats.
+// dinp[N, C] +=, dweight[C] +=, dbias[C] += (dweight and dbias null together: a frozen LayerNorm). scratch:
+// layernorm_scratch_floats(C) floats.
 template <typename X>
 void layernorm_backward(X* dinp, float* dweight, float* dbias, const X* dout, const X* inp, const float* weight,
                         const float* mean, const float* rstd, int N, int C, float* scratch, cudaStream_t stream);

@@ -37,16 +37,24 @@ struct DeviceWeights {
   const float* param(ParamKind kind, int layer) const { return f32 + offset(kind, layer); }
   // What the products read: the float32 master, or its bf16 copy.
   template <typename X>
-  const X* weight(ParamKind kind, int layer) const {
-    if constexpr (std::is_same<X, bf16>::value) return lp + offset(kind, layer);
-    else return f32 + offset(kind, layer);
-  }
+  const X* weight(ParamKind kind, int layer) const { return stored<X>(offset(kind, layer)); }
+  // The same of a LoRA adapter's factor of layer matrix kLayerMatrices[matrix] in `layer`: A [r, in] (b false) or
+  // B [out, r] (b true). An adapter trains over float32 weights only, so no matrix group is cut before it.
+  template <typename X>
+  const X* lora_factor(int matrix, int layer, bool b) const { return stored<X>(spec->lora_offset(matrix, layer, b)); }
   // A Q8_0 layer matrix of layer l: its int8s and scales.
   int8_t* q8_matrix(ParamKind kind, int layer) const { return q8 + q8_offset[kind] + q8_numel(kind) * layer; }
   uint16_t* q8_matrix_scales(ParamKind kind, int layer) const { return q8_scales + (q8_offset[kind] + q8_numel(kind) * layer) / 32; }
   size_t q8_numel(ParamKind kind) const {
     const auto [rows, cols] = spec->matrix_shape(kind);
     return static_cast<size_t>(cols) * q8_ld(rows);
+  }
+
+ private:
+  template <typename X>
+  const X* stored(size_t at) const {
+    if constexpr (std::is_same<X, bf16>::value) return lp + at;
+    else return f32 + at;
   }
 };
 

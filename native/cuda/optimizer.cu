@@ -8,12 +8,12 @@ constexpr int kBlock = 256;
 
 // ---- optimizer: one block per span ----
 
-__global__ void grad_square_sums_kernel(double* partials, const float* grads, const DeviceSpan* spans) {
+__global__ void grad_square_sums_kernel(double* partials, const float* grads, uint64_t grads_offset, const DeviceSpan* spans) {
   __shared__ double scratch[32];
   const DeviceSpan s = spans[blockIdx.x];
   float acc = 0.0f;
   if (s.trainable) {
-    const float* g = grads + s.offset;
+    const float* g = grads + (s.offset - grads_offset);
     for (uint32_t i = threadIdx.x; i < s.numel; i += blockDim.x) acc = fmaf(g[i], g[i], acc);
   }
   const double total = block_sum_f64(static_cast<double>(acc), scratch);
@@ -43,7 +43,7 @@ __global__ void optimizer_update_kernel(float* params, bf16* params_lp, float* g
   for (uint32_t k = threadIdx.x; k < s.numel; k += blockDim.x) {
     const uint64_t i = s.offset + k;
     if (s.trainable) {
-      const float g = grads[i] * mult;
+      const float g = grads[i - a.grads_offset] * mult;
       float p = params[i];
       if (a.adamw) {
         const uint64_t j = i - a.state_offset;
@@ -58,14 +58,15 @@ __global__ void optimizer_update_kernel(float* params, bf16* params_lp, float* g
       params[i] = p;
       if (params_lp) params_lp[i] = __float2bfloat16_rn(p);
     }
-    grads[i] = 0.0f;
+    grads[i - a.grads_offset] = 0.0f;
   }
 }
 
 }  // namespace
 
-void grad_square_sums(double* partials, const float* grads, const DeviceSpan* spans, int n_spans, cudaStream_t stream) {
-  grad_square_sums_kernel<<<n_spans, kBlock, 0, stream>>>(partials, grads, spans);
+void grad_square_sums(double* partials, const float* grads, uint64_t grads_offset, const DeviceSpan* spans, int n_spans,
+                      cudaStream_t stream) {
+  grad_square_sums_kernel<<<n_spans, kBlock, 0, stream>>>(partials, grads, grads_offset, spans);
   DIXIE_CUDA_LAUNCHED();
 }
 

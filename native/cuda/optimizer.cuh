@@ -19,11 +19,13 @@ struct UpdateArgs {
   bool adamw;
   float lr, beta1, beta2, eps, weight_decay;
   float inv_bc1, inv_bc2;  // 1 / (1 - beta^t), the bias corrections
-  uint64_t state_offset;   // the parameter m[0] and v[0] belong to (a ZeRO-1 shard's first; 0 when they cover all)
+  uint64_t grads_offset;   // the parameter grads[0] belongs to (the first that trains: an adapter's, or 0)
+  uint64_t state_offset;   // the parameter m[0] and v[0] belong to (a ZeRO-1 shard's first, or grads_offset)
 };
 
-// partials[s] = sum of squared gradients of span s (0 for frozen spans)
-void grad_square_sums(double* partials, const float* grads, const DeviceSpan* spans, int n_spans, cudaStream_t stream);
+// partials[s] = sum of squared gradients of span s (0 for frozen spans); grads[0] is parameter grads_offset's
+void grad_square_sums(double* partials, const float* grads, uint64_t grads_offset, const DeviceSpan* spans, int n_spans,
+                      cudaStream_t stream);
 // norm_mult[0] = global norm of grads * grad_scale; norm_mult[1] = the multiplier the update applies to the
 // gradient (grad_scale, times the clip factor when the norm exceeds grad_clip > 0)
 void grad_norm(float* norm_mult, const double* partials, int n_spans, float grad_scale, float grad_clip,

@@ -6,11 +6,12 @@
 //             cpu        CUDA against the CPU backend on a random model of GPT-2 124M's shape
 //             decode     KV-cached decoding against full forward passes and against the CPU
 //             sampler    the GPU sampler against the CPU sampler
+//             lora       a LoRA adapter's training and decoding against the CPU backend's
 //             bench      training and decoding throughput, sampling time (a markdown table on stdout)
 //             bench-train  only training at 8 x 1024 (to compare GEMM paths)
 //             profile    one bf16 training step at 8 x 1024 between cudaProfilerStart/Stop, for
 //                        `ncu --profile-from-start off` (bench/gpu.sh sums its kernels by name)
-//   --small: cpu, decode and sampler on a 2-layer model of head size 64 instead of 124M (seconds, not minutes)
+//   --small: cpu, decode, sampler and lora on a 2-layer model of head size 64 instead of 124M (seconds, not minutes)
 //
 // Each check prints one line, PASS or FAIL with the measured numbers; the exit status is the number of
 // failures. Set DIXIE_CUBLAS=0 to run everything on dixie's own GEMM kernels instead of cuBLASLt.
@@ -298,23 +299,26 @@ std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
 }
 
 std::unique_ptr<Backend> cuda_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool bf16,
-                                    bool recompute = false, bool trainable = true) {
+                                    bool recompute = false, bool trainable = true, const LoraShape& lora = {}) {
   BackendOptions o;
   o.max_batch = B;
   o.max_seq = T;
   o.mixed_bf16 = bf16;
   o.recompute = recompute;
   o.trainable = trainable;
+  o.lora = lora;
   auto be = make_cuda_backend(c, o);
   be->write_params(0, params.data(), params.size(), DType::F32);
   return be;
 }
 
-std::unique_ptr<Backend> cpu_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool trainable = true) {
+std::unique_ptr<Backend> cpu_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool trainable = true,
+                                   const LoraShape& lora = {}) {
   BackendOptions o;
   o.max_batch = B;
   o.max_seq = T;
   o.trainable = trainable;
+  o.lora = lora;
   auto be = make_cpu_backend(c, o);
   be->write_params(0, params.data(), params.size(), DType::F32);
   return be;
@@ -331,9 +335,11 @@ StepOptions adamw(float lr) {
   return s;
 }
 
+// Every parameter, or the gradients in the same layout (those of the parameters that train; zero before them).
 std::vector<float> read_all(const Backend& be, bool grads) {
   std::vector<float> out(be.spec().num_params());
-  if (grads) be.read_grads(0, out.data(), out.size());
+  const size_t first = grads ? be.spec().trainable_begin() : 0;
+  if (grads) be.read_grads(first, out.data() + first, out.size() - first);
   else be.read_params(0, out.data(), out.size());
   return out;
 }
@@ -429,105 +435,133 @@ void section_reference(const std::string& dir) {
 
 // ---- section: CUDA against the CPU on GPT-2 124M's shape ----
 
+// One training step's results, the CPU's to compare the CUDA backend's with.
+struct StepResult {
+  float loss = 0;
+  std::vector<float> logits, grads, after;  // [N, V], read_all's gradients, the parameters after AdamW step 1
+};
+
+StepResult train_step(Backend& be, const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets, int B, int T) {
+  StepResult r;
+  r.logits.resize(static_cast<size_t>(B) * T * be.spec().config().vocab_size);
+  r.loss = be.forward(inputs.data(), targets.data(), B, T, r.logits.data());
+  be.backward();
+  r.grads = read_all(be, true);
+  be.step(adamw(1e-3f));
+  r.after = read_all(be, false);
+  return r;
+}
+
+// The CUDA backend's step against the CPU's, over the tensors that train, at float32's or bf16's tolerances.
+void compare_step(const std::string& tag, Backend& be, const StepResult& cpu, const std::vector<float>& params,
+                  const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets, int B, int T, bool bf16) {
+  const ModelSpec& spec = be.spec();
+  std::vector<const ParamTensor*> trained;
+  for (const ParamTensor& t : spec.tensors())
+    if (t.offset >= spec.trainable_begin()) trained.push_back(&t);
+  std::vector<float> logits(cpu.logits.size());
+  const float loss = be.forward(inputs.data(), targets.data(), B, T, logits.data());
+  const double scale = std::max(1.0, max_abs(cpu.logits.data(), logits.size()));
+  const double dl = max_abs_diff(logits.data(), cpu.logits.data(), logits.size()) / scale;
+  report(dl <= (bf16 ? 0.1 : 1e-4), tag + "logits", "max |diff| / max(1, max|logit|) " + fmt("%.2e", dl));
+  report(std::fabs(loss - cpu.loss) <= (bf16 ? 0.02 : 1e-4), tag + "loss", fmt("%.6f", loss) + " vs " + fmt("%.6f", cpu.loss));
+  be.backward();
+  const std::vector<float> g = read_all(be, true);
+  double worst = 0;
+  std::string worst_name;
+  for (const ParamTensor* t : trained) {
+    const float* ref = cpu.grads.data() + t->offset;
+    const double e = bf16 ? rel_l2(g.data() + t->offset, ref, t->numel)
+                          : max_abs_diff(g.data() + t->offset, ref, t->numel) / std::max(1e-30, max_abs(ref, t->numel));
+    if (e > worst) {
+      worst = e;
+      worst_name = t->name;
+    }
+  }
+  report(worst <= (bf16 ? 0.1 : 1e-3), tag + "gradients",
+         std::string(bf16 ? "worst relative L2 " : "worst max|diff|/max|g| ") + fmt("%.2e", worst) + " (" + worst_name + ")");
+  const float norm = be.step(adamw(1e-3f));
+  const std::vector<float> p = read_all(be, false);
+  // At t = 1 AdamW moves a parameter by about lr * sign(g): compare where |g| is clearly above rounding.
+  double worst_p = 0;
+  size_t agree = 0, counted = 0;
+  for (const ParamTensor* t : trained) {
+    const double gmax = max_abs(cpu.grads.data() + t->offset, t->numel);
+    for (size_t i = 0; i < t->numel; ++i) {
+      const size_t k = t->offset + i;
+      if (std::fabs(cpu.grads[k]) <= (bf16 ? 0.1 : 1e-3) * gmax) continue;
+      ++counted;
+      worst_p = std::max(worst_p, std::fabs(static_cast<double>(p[k]) - cpu.after[k]));
+      if ((p[k] - params[k]) * (cpu.after[k] - params[k]) > 0) ++agree;
+    }
+  }
+  if (bf16) {
+    const double frac = counted ? static_cast<double>(agree) / counted : 0;
+    report(frac >= 0.999, tag + "AdamW update direction", fmt("%.5f", frac) + " of " + std::to_string(counted) + " well-conditioned entries agree");
+  } else {
+    report(worst_p <= 1e-5, tag + "params after AdamW step 1", "max |diff| " + fmt("%.2e", worst_p) + " over " + std::to_string(counted) + " entries");
+  }
+  report(std::isfinite(norm) && norm > 0, tag + "gradient norm", fmt("%.6f", norm));
+}
+
 void section_cpu(const Shape& shape) {
   const GPT2Config c = shape.config;
   const ModelSpec spec(c);
   const int B = shape.B, T = shape.T;
-  const size_t NV = static_cast<size_t>(B) * T * c.vocab_size;
   std::printf("random model, %d layers, %d channels, B x T = %d x %d\n", c.n_layer, c.n_embd, B, T);
   const std::vector<float> params = random_params(spec, 1);
   const std::vector<int32_t> inputs = random_tokens(B * T, c.vocab_size, 2), targets = random_tokens(B * T, c.vocab_size, 3);
 
-  std::vector<float> cpu_logits(NV), cpu_grads, cpu_after;
-  float cpu_loss = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  {
-    auto cpu = cpu_model(c, params, B, T);
-    cpu_loss = cpu->forward(inputs.data(), targets.data(), B, T, cpu_logits.data());
-    cpu->backward();
-    cpu_grads = read_all(*cpu, true);
-    cpu->step(adamw(1e-3f));
-    cpu_after = read_all(*cpu, false);
-  }
+  const StepResult cpu = train_step(*cpu_model(c, params, B, T), inputs, targets, B, T);
   std::printf("CPU reference: %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 
   for (const bool bf16 : {false, true}) {
     const std::string tag = bf16 ? "CUDA bf16 vs CPU: " : "CUDA f32 vs CPU: ";
     check(tag + "forward, backward, step", [&] {
-      auto be = cuda_model(c, params, B, T, bf16);
-      std::vector<float> logits(NV);
-      const float loss = be->forward(inputs.data(), targets.data(), B, T, logits.data());
-      const double scale = std::max(1.0, max_abs(cpu_logits.data(), NV));
-      const double dl = max_abs_diff(logits.data(), cpu_logits.data(), NV) / scale;
-      report(dl <= (bf16 ? 0.1 : 1e-4), tag + "logits", "max |diff| / max(1, max|logit|) " + fmt("%.2e", dl));
-      report(std::fabs(loss - cpu_loss) <= (bf16 ? 0.02 : 1e-4), tag + "loss", fmt("%.6f", loss) + " vs " + fmt("%.6f", cpu_loss));
-      be->backward();
-      const std::vector<float> g = read_all(*be, true);
-      double worst = 0;
-      std::string worst_name;
-      for (const ParamTensor& t : spec.tensors()) {
-        const float* ref = cpu_grads.data() + t.offset;
-        const double e = bf16 ? rel_l2(g.data() + t.offset, ref, t.numel)
-                              : max_abs_diff(g.data() + t.offset, ref, t.numel) / std::max(1e-30, max_abs(ref, t.numel));
-        if (e > worst) {
-          worst = e;
-          worst_name = t.name;
-        }
-      }
-      report(worst <= (bf16 ? 0.1 : 1e-3), tag + "gradients",
-             std::string(bf16 ? "worst relative L2 " : "worst max|diff|/max|g| ") + fmt("%.2e", worst) + " (" + worst_name + ")");
-      const float norm = be->step(adamw(1e-3f));
-      const std::vector<float> p = read_all(*be, false);
-      // At t = 1 AdamW moves a parameter by about lr * sign(g): compare where |g| is clearly above rounding.
-      double worst_p = 0;
-      size_t agree = 0, counted = 0;
-      for (const ParamTensor& t : spec.tensors()) {
-        const double gmax = max_abs(cpu_grads.data() + t.offset, t.numel);
-        for (size_t i = 0; i < t.numel; ++i) {
-          const size_t k = t.offset + i;
-          if (std::fabs(cpu_grads[k]) <= (bf16 ? 0.1 : 1e-3) * gmax) continue;
-          ++counted;
-          worst_p = std::max(worst_p, std::fabs(static_cast<double>(p[k]) - cpu_after[k]));
-          if ((p[k] - params[k]) * (cpu_after[k] - params[k]) > 0) ++agree;
-        }
-      }
-      if (bf16) {
-        const double frac = counted ? static_cast<double>(agree) / counted : 0;
-        report(frac >= 0.999, tag + "AdamW update direction", fmt("%.5f", frac) + " of " + std::to_string(counted) + " well-conditioned entries agree");
-      } else {
-        report(worst_p <= 1e-5, tag + "params after AdamW step 1", "max |diff| " + fmt("%.2e", worst_p) + " over " + std::to_string(counted) + " entries");
-      }
-      report(std::isfinite(norm) && norm > 0, tag + "gradient norm", fmt("%.6f", norm));
+      compare_step(tag, *cuda_model(c, params, B, T, bf16), cpu, params, inputs, targets, B, T, bf16);
     });
   }
 }
 
 // ---- section: decoding ----
 
+// The decoding script: two calls, a prefill of three slots (new1[s] tokens of seq[s] each), then one token each in
+// another order.
+const std::vector<int> kPrefillSlots = {0, 1, 2}, kStepSlots = {2, 0, 1};
+
+std::vector<std::vector<int32_t>> decode_sequences(const std::vector<int>& new1, int V) {
+  std::vector<std::vector<int32_t>> seq(3);
+  Rng rng{5};
+  for (int s = 0; s < 3; ++s)
+    for (int k = 0; k < new1[s] + 1; ++k) seq[s].push_back(static_cast<int32_t>(rng.next() % V));
+  return seq;
+}
+
+// The script's two calls' logits [3, V] each, from kv_forward.
+std::pair<std::vector<float>, std::vector<float>> run_kv(Backend& be, const std::vector<std::vector<int32_t>>& seq,
+                                                         const std::vector<int>& new1) {
+  const int V = be.spec().config().vocab_size;
+  std::vector<float> out1(3 * static_cast<size_t>(V)), out2(3 * static_cast<size_t>(V));
+  be.kv_reserve(4);
+  std::vector<int32_t> tok;
+  for (int s : kPrefillSlots) tok.insert(tok.end(), seq[s].begin(), seq[s].begin() + new1[s]);
+  be.kv_forward(3, kPrefillSlots.data(), new1.data(), tok.data(), out1.data());
+  std::vector<int32_t> tok2;
+  const std::vector<int> ones = {1, 1, 1};
+  for (int s : kStepSlots) tok2.push_back(seq[s][new1[s]]);
+  be.kv_forward(3, kStepSlots.data(), ones.data(), tok2.data(), out2.data());
+  return std::make_pair(out1, out2);
+}
+
 void section_decode(const Shape& shape) {
   const GPT2Config c = shape.config;
   const ModelSpec spec(c);
   const int V = c.vocab_size;
   const std::vector<float> params = random_params(spec, 4);
-  // Two calls: a prefill of three slots, then one token each in another order.
-  const std::vector<int> slots1 = {0, 1, 2}, new1 = shape.prefill, slots2 = {2, 0, 1};
-  std::vector<std::vector<int32_t>> seq(3);
-  Rng rng{5};
-  for (int s = 0; s < 3; ++s)
-    for (int k = 0; k < new1[s] + 1; ++k) seq[s].push_back(static_cast<int32_t>(rng.next() % V));
+  const std::vector<int> slots1 = kPrefillSlots, new1 = shape.prefill, slots2 = kStepSlots;
+  const std::vector<std::vector<int32_t>> seq = decode_sequences(new1, V);
 
-  auto run_kv = [&](Backend& be) {
-    std::vector<float> out1(3 * static_cast<size_t>(V)), out2(3 * static_cast<size_t>(V));
-    be.kv_reserve(4);
-    std::vector<int32_t> tok;
-    for (int s : slots1) tok.insert(tok.end(), seq[s].begin(), seq[s].begin() + new1[s]);
-    be.kv_forward(3, slots1.data(), new1.data(), tok.data(), out1.data());
-    std::vector<int32_t> tok2;
-    const std::vector<int> ones = {1, 1, 1};
-    for (int s : slots2) tok2.push_back(seq[s][new1[s]]);
-    be.kv_forward(3, slots2.data(), ones.data(), tok2.data(), out2.data());
-    return std::make_pair(out1, out2);
-  };
   // The same logits from full forward passes over each slot's tokens.
   auto run_full = [&](Backend& be) {
     std::vector<float> out1(3 * static_cast<size_t>(V)), out2(3 * static_cast<size_t>(V));
@@ -547,7 +581,7 @@ void section_decode(const Shape& shape) {
   check("decode f32: KV-cached logits = full forward logits", [&] {
     auto be = cuda_model(c, params, 1, c.n_ctx, false, false, false);
     full_f32 = run_full(*be);
-    const auto kv = run_kv(*be);
+    const auto kv = run_kv(*be, seq, new1);
     const double d1 = max_abs_diff(kv.first.data(), full_f32.first.data(), kv.first.size());
     const double d2 = max_abs_diff(kv.second.data(), full_f32.second.data(), kv.second.size());
     report(std::max(d1, d2) <= 1e-3, "decode f32: KV-cached logits = full forward logits",
@@ -557,7 +591,7 @@ void section_decode(const Shape& shape) {
            "decode f32: slot lengths", std::to_string(be->kv_length(0)) + " " + std::to_string(be->kv_length(1)) + " " +
                                            std::to_string(be->kv_length(2)) + " " + std::to_string(be->kv_length(3)));
     auto cpu = cpu_model(c, params, 1, c.n_ctx, false);
-    const auto cpu_kv = run_kv(*cpu);
+    const auto cpu_kv = run_kv(*cpu, seq, new1);
     const double e1 = max_abs_diff(kv.first.data(), cpu_kv.first.data(), kv.first.size());
     const double e2 = max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size());
     report(std::max(e1, e2) <= 1e-3, "decode f32: CUDA = CPU decoding", "max |diff| " + fmt("%.2e", std::max(e1, e2)));
@@ -565,7 +599,7 @@ void section_decode(const Shape& shape) {
   check("decode bf16: KV-cached logits close to float32", [&] {
     if (full_f32.first.empty()) throw std::runtime_error("no float32 reference (the check above failed)");
     auto be = cuda_model(c, params, 1, c.n_ctx, true, false, false);
-    const auto kv = run_kv(*be);
+    const auto kv = run_kv(*be, seq, new1);
     const auto full = run_full(*be);
     const double scale = std::max(1.0, max_abs(full_f32.first.data(), full_f32.first.size()));
     const double d = std::max(max_abs_diff(kv.first.data(), full_f32.first.data(), kv.first.size()),
@@ -593,8 +627,8 @@ void section_decode(const Shape& shape) {
       if (t.kind == QKV_W || t.kind == ATTPROJ_W || t.kind == FC_W || t.kind == FCPROJ_W)
         worst = std::max(worst, max_abs_diff(gpu_weights.data() + t.offset, cpu_weights.data() + t.offset, t.numel));
     report(worst == 0, "decode q8_0: layer matrices read back = the CPU's", "max |diff| " + fmt("%.2e", worst));
-    const auto kv = run_kv(*be);
-    const auto cpu_kv = run_kv(*cpu);
+    const auto kv = run_kv(*be, seq, new1);
+    const auto cpu_kv = run_kv(*cpu, seq, new1);
     const double scale = std::max(1.0, max_abs(full_f32.first.data(), full_f32.first.size()));
     const double d = std::max(max_abs_diff(kv.first.data(), full_f32.first.data(), kv.first.size()),
                               max_abs_diff(kv.second.data(), full_f32.second.data(), kv.second.size())) / scale;
@@ -686,6 +720,87 @@ void section_decode(const Shape& shape) {
   fused_vs_split("decode f32: kv_step = kv_forward + sample", [&] { return cuda_model(c, params, 1, c.n_ctx, false, false, false); });
   fused_vs_split("decode bf16: kv_step = kv_forward + sample", [&] { return cuda_model(c, params, 1, c.n_ctx, true, false, false); });
   fused_vs_split("decode, the CPU backend: kv_step = kv_forward + sample", [&] { return cpu_model(c, params, 1, c.n_ctx, false); });
+}
+
+// ---- section: a LoRA adapter ----
+
+void section_lora(const Shape& shape) {
+  const GPT2Config c = shape.config;
+  LoraShape lora;
+  lora.rank = 4;
+  lora.targets = 15;  // all four layer matrices
+  lora.scaling = 2.0f;
+  const ModelSpec spec(c, lora);
+  const int B = shape.B, T = shape.T;
+  const size_t first = spec.trainable_begin();
+  std::printf("random model with a rank-%d adapter on every layer matrix, %d layers, %d channels, B x T = %d x %d\n",
+              lora.rank, c.n_layer, c.n_embd, B, T);
+  // Factors large enough that the adapter's path moves the logits (B nonzero, unlike a fresh adapter's).
+  std::vector<float> params = random_params(spec, 6);
+  Rng rng{7};
+  for (size_t i = first; i < params.size(); ++i) params[i] = static_cast<float>(0.1 * rng.normal());
+  const std::vector<int32_t> inputs = random_tokens(B * T, c.vocab_size, 8), targets = random_tokens(B * T, c.vocab_size, 9);
+  const StepResult cpu = train_step(*cpu_model(c, params, B, T, true, lora), inputs, targets, B, T);
+  {
+    // The adapter's part of the logits, so that the checks below are known to see it.
+    auto base = cpu_model(c, std::vector<float>(params.begin(), params.begin() + static_cast<std::ptrdiff_t>(first)), B, T, false);
+    std::vector<float> logits(cpu.logits.size());
+    base->forward(inputs.data(), nullptr, B, T, logits.data());
+    std::printf("the adapter moves the CPU's logits by up to %.3f\n", max_abs_diff(logits.data(), cpu.logits.data(), logits.size()));
+  }
+
+  std::vector<float> grads_kept;
+  for (const bool bf16 : {false, true}) {
+    const std::string tag = bf16 ? "LoRA CUDA bf16 vs CPU: " : "LoRA CUDA f32 vs CPU: ";
+    check(tag + "forward, backward, step", [&] {
+      auto be = cuda_model(c, params, B, T, bf16, false, true, lora);
+      compare_step(tag, *be, cpu, params, inputs, targets, B, T, bf16);
+      const std::vector<float> p = read_all(*be, false);
+      report(max_abs_diff(p.data(), params.data(), first) == 0.0, tag + "the base is unchanged by the step", "");
+      const MemoryReport m = be->memory();
+      bool refused = false;
+      try {
+        float g = 0;
+        be->read_grads(first - 1, &g, 1);
+      } catch (const std::out_of_range&) {
+        refused = true;
+      }
+      report(refused && m.grads == (spec.num_params() - first) * sizeof(float), tag + "no gradients of the frozen base",
+             std::string(refused ? "readGrads of a base range throws" : "readGrads of a base range DID NOT THROW") +
+                 ", gradient memory " + std::to_string(m.grads) + " bytes for " + std::to_string(spec.num_params() - first) +
+                 " trained parameters");
+    });
+  }
+  check("LoRA CUDA f32: recomputing gives the same gradients", [&] {
+    std::vector<std::vector<float>> grads;
+    for (const bool recompute : {false, true}) {
+      auto be = cuda_model(c, params, B, T, false, recompute, true, lora);
+      be->forward(inputs.data(), targets.data(), B, T, nullptr);
+      be->backward();
+      grads.push_back(read_all(*be, true));
+    }
+    report(max_abs_diff(grads[0].data(), grads[1].data(), grads[0].size()) == 0.0,
+           "LoRA CUDA f32: gradients identical when recomputing", "");
+  });
+
+  const std::vector<int> new1 = shape.prefill;
+  const std::vector<std::vector<int32_t>> seq = decode_sequences(new1, c.vocab_size);
+  std::pair<std::vector<float>, std::vector<float>> cpu_kv;
+  check("LoRA decode f32: CUDA = CPU decoding", [&] {
+    cpu_kv = run_kv(*cpu_model(c, params, 1, c.n_ctx, false, lora), seq, new1);
+    const auto kv = run_kv(*cuda_model(c, params, 1, c.n_ctx, false, false, false, lora), seq, new1);
+    const double e = std::max(max_abs_diff(kv.first.data(), cpu_kv.first.data(), kv.first.size()),
+                              max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size()));
+    report(e <= 1e-3, "LoRA decode f32: CUDA = CPU decoding", "max |diff| " + fmt("%.2e", e));
+  });
+  check("LoRA decode bf16: close to the CPU's float32 decoding", [&] {
+    if (cpu_kv.first.empty()) throw std::runtime_error("no CPU reference (the check above failed)");
+    const auto kv = run_kv(*cuda_model(c, params, 1, c.n_ctx, true, false, false, lora), seq, new1);
+    const double scale = std::max(1.0, max_abs(cpu_kv.first.data(), cpu_kv.first.size()));
+    const double d = std::max(max_abs_diff(kv.first.data(), cpu_kv.first.data(), kv.first.size()),
+                              max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size())) / scale;
+    report(d <= 0.1, "LoRA decode bf16: KV-cached logits vs the CPU's float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
+  });
 }
 
 // ---- section: the sampler ----
@@ -1029,7 +1144,7 @@ void section_bench(bool train_only) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|sampler|bench|bench-train|profile [--small] [--fixtures DIR]\n");
+    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|sampler|lora|bench|bench-train|profile [--small] [--fixtures DIR]\n");
     return 2;
   }
   const std::string section = argv[1];
@@ -1050,6 +1165,7 @@ int main(int argc, char** argv) {
     else if (section == "cpu") section_cpu(shape);
     else if (section == "decode") section_decode(shape);
     else if (section == "sampler") section_sampler(shape);
+    else if (section == "lora") section_lora(shape);
     else if (section == "bench") section_bench(false);
     else if (section == "bench-train") section_bench(true);
     else if (section == "profile") section_profile();
