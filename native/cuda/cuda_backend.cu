@@ -712,14 +712,17 @@ void CudaBackend::kv_step(int n, const int32_t* slots, const int32_t* n_new, con
   decoder.step(n, slots, n_new, tokens, n_sample, sample_rows, params, rng_state, out_tokens, logits_out, *sampler_);
 }
 
-// Unmerged adapters are the CPU decoder's (native/cpu/served_adapters.h); on the GPU an adapter is merged as it loads.
-int CudaBackend::kv_add_adapter(int, float, const uint8_t*, const float*, size_t) {
-  throw std::logic_error("kvAddAdapter: adapters decode unmerged on the CPU backend only; on the GPU load one merged (Model.load with adapter)");
+// Adapters bound to slots are the CPU decoder's (native/cpu/served_adapters.h); on the GPU an adapter is merged as it
+// loads, or trained (options.lora).
+[[noreturn]] static void refuse_slot_adapters(const char* method) {
+  throw std::logic_error(std::string(method) + ": adapters decode unmerged per slot on the CPU backend only; on the GPU load one merged (Model.load with adapter)");
 }
 
-void CudaBackend::kv_remove_adapter(int) { kv_add_adapter(0, 0.0f, nullptr, nullptr, 0); }
+int CudaBackend::kv_add_adapter(int, float, const uint8_t*, const float*, size_t) { refuse_slot_adapters("kvAddAdapter"); }
 
-void CudaBackend::kv_set_adapter(int, int) { kv_add_adapter(0, 0.0f, nullptr, nullptr, 0); }
+void CudaBackend::kv_remove_adapter(int) { refuse_slot_adapters("kvRemoveAdapter"); }
+
+void CudaBackend::kv_set_adapter(int, int) { refuse_slot_adapters("kvSetAdapter"); }
 
 void CudaBackend::sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
                          const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) {
