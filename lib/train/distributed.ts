@@ -22,6 +22,15 @@ export function joinLaunchedJob(): Ranks | null {
   }
 }
 
+// Open MPI's mpirun turns Ctrl-C into SIGTERM for the ranks and SIGKILL a second later: too soon for a step to end
+// and a checkpoint to be written. What to do instead, for the start-up lines; null under another launcher (MPICH
+// passes Ctrl-C on as SIGINT, which stops the ranks after the step).
+export function ctrlCAdvice(ranks: Ranks): string | null {
+  if (!ranks.library.startsWith('Open MPI')) return null;
+  return "Ctrl-C on Open MPI's mpirun ends the ranks at once, without a save: to stop them after the step " +
+    '(saving with --save_on_ctrlc), send mpirun SIGUSR1 (kill -USR1 <pid of mpirun>)';
+}
+
 // CPU threads per rank when --threads is 0: the cores the launcher bound the rank to, or else this machine's
 // cores shared out among its ranks, so that ranks on one machine do not oversubscribe it.
 export function threadsPerRank(ranks: Ranks): number {

@@ -27,7 +27,7 @@ import { Generator } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
 import { OPTIMIZER_FILE, SavePhase, TrainState, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
-import { Ranks, checkRanksAgree, fromRank0, sumOverRanks, threadsPerRank } from './distributed';
+import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog } from './metrics';
 import { plotMetrics } from './plot';
 
@@ -371,6 +371,8 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         `data-parallel: ${world} ranks (${ranks.localSize} on this machine, ${model.device()} each) over ${ranks.library}; ` +
           `global batch ${o.batch_size} x ${o.accumulate_gradients} x ${world} = ${o.batch_size * o.accumulate_gradients * world} sequences of ${T} tokens per step`,
       );
+      const advice = ctrlCAdvice(ranks);
+      if (advice) log(advice);
       if (o.zero === 1) log(`ZeRO-1: each rank keeps Adam's moments of 1/${world} of the parameters (${(model.memory().optimizer / 2 ** 20).toFixed(1)} MiB on rank 0)`);
       checkRanksAgree(ranks, model, 'at start');
     }

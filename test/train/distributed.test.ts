@@ -174,6 +174,7 @@ t.test('SIGUSR1 to mpirun stops every rank after the same step; rank 0 saves onc
   const options = tinyRun(dir, { batch_size: 2, save_on_ctrlc: true, zero: 1 });
   const job = mpirun([options, options]);
   await until(job, /^\[3 \| /m);
+  t.match(job.output(), /Ctrl-C on Open MPI's mpirun ends the ranks at once, without a save: .*kill -USR1 <pid of mpirun>/, 'what Ctrl-C does under Open MPI is said at start');
   job.child.kill('SIGUSR1');
   const { code, stdout, stderr } = await job.done;
   t.equal(code, 0, 'mpirun exits 0');
