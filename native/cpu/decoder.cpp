@@ -74,6 +74,9 @@ struct CpuDecoder::State {
   AlignedArray<uint16_t> panels_u16;
   AlignedArray<uint8_t> panels_q8;
   WeightsView panels;  // whichever of the three is used
+  // An 8-bit model's token embedding as Q8_0 rows (decode_matmul.h), which the head and the embedding lookup read.
+  AlignedArray<uint8_t> embedding_q8;
+  WeightsView embedding;  // the token embedding: those rows, or the flat buffer's
   size_t panel_offset[NUM_PARAM_KINDS] = {};
   bool stale = true;  // the weights changed since the panels and vectors were made
 
@@ -114,7 +117,7 @@ struct CpuDecoder::State {
   }
   WeightsView mat(ParamKind kind, int layer) const { return weights_at(panels, mat_offset(kind, layer)); }
 
-  // Plans the panels: offsets by kind and one buffer in the matrices' element type.
+  // Plans the panels (offsets by kind and one buffer in the matrices' element type) and an 8-bit model's embedding.
   void plan_panels(DType matrices) {
     size_t total = 0;
     for (ParamKind kind : kLayerMatrices) {
@@ -137,7 +140,16 @@ struct CpuDecoder::State {
         panels.u16 = panels_u16.data();
         break;
     }
+    if (matrices == DType::Q8_0) {
+      embedding_q8 = AlignedArray<uint8_t>(cfg().vocab_size * q8_row_bytes(cfg().n_embd));
+      embedding.dtype = DType::Q8_0;
+      embedding.q8 = embedding_q8.data();
+    } else {
+      embedding = weights_at(weights, spec.group_offset(WTE));
+    }
   }
+  uint8_t* embedding_row(int token) { return embedding_q8.data() + token * q8_row_bytes(cfg().n_embd); }
+  const uint8_t* embedding_row(int token) const { return embedding_q8.data() + token * q8_row_bytes(cfg().n_embd); }
 
   // The panels hold the only copy of the layer matrices (16-bit and 8-bit weights; see CpuDecoder::for_each_run).
   bool panels_own_matrices() const { return panels.dtype != DType::F32; }
@@ -181,7 +193,10 @@ struct CpuDecoder::State {
         float* out = x.data() + r * C;
         const size_t te = spec.group_offset(WTE) + static_cast<size_t>(tokens[r]) * C;
         const size_t pe = spec.group_offset(WPE) + static_cast<size_t>(row_pos[r]) * C;
-        if (weights.dtype == DType::F32) {
+        if (embedding.dtype == DType::Q8_0) {
+          dequantize_q8_row(out, embedding_row(tokens[r]), 0, C);
+          for (int i = 0; i < C; ++i) out[i] += f16_to_f32(weights.u16[pe + i]);
+        } else if (weights.dtype == DType::F32) {
           for (int i = 0; i < C; ++i) out[i] = weights.f32[te + i] + weights.f32[pe + i];
         } else if (weights.dtype == DType::F16) {
           for (int i = 0; i < C; ++i) out[i] = f16_to_f32(weights.u16[te + i]) + f16_to_f32(weights.u16[pe + i]);
@@ -302,7 +317,7 @@ struct CpuDecoder::State {
     for (int i = 0; rows && i < n_rows; ++i)
       if (rows[i] != i) std::memcpy(last.data() + static_cast<size_t>(i) * C, last.data() + static_cast<size_t>(rows[i]) * C, sizeof(float) * C);
     layernorm_forward(last_ln.data(), nullptr, nullptr, last.data(), vec(LNF_W, 0), vec(LNF_B, 0), n_rows, C, pool);
-    head_matmul(out, last_ln.data(), weights_at(weights, spec.group_offset(WTE)), n_rows, C, c.vocab_size, matmul_scratch.data(), pool);
+    head_matmul(out, last_ln.data(), embedding, n_rows, C, c.vocab_size, matmul_scratch.data(), pool);
   }
 };
 
@@ -390,7 +405,17 @@ void CpuDecoder::for_each_run(size_t offset, size_t count, const std::function<v
   const State& s = *state_;
   s.spec.for_each_piece(offset, count, [&](const FlatPiece& piece) {
     if (piece.kind == NUM_PARAM_KINDS) {
-      fn(piece.first, piece.n, nullptr);
+      // Runs within one row of the token embedding, when it is in Q8_0 rows here; then the flat buffer's.
+      const size_t embedded = s.embedding.dtype == DType::Q8_0 ? s.spec.count_in_group(WTE, piece.first, piece.n) : 0;
+      const int C = s.cfg().n_embd;
+      for (size_t i = piece.first, end = piece.first + embedded; i < end;) {
+        const size_t e = i - s.spec.group_offset(WTE);
+        const PanelRun run{WTE, -1, static_cast<int>(e / C), static_cast<int>(e % C)};
+        const size_t n = std::min(end - i, static_cast<size_t>(C - run.j));
+        fn(i, n, &run);
+        i += n;
+      }
+      if (embedded < piece.n) fn(piece.first + embedded, piece.n - embedded, nullptr);
       return;
     }
     // Runs within one row of a strip: up to the strip's 16th column, the matrix's last column, or the piece's end.
@@ -417,6 +442,10 @@ uint16_t* CpuDecoder::panel16(const PanelRun& run) {
 
 void CpuDecoder::read_q8(const PanelRun& run, size_t n, float* dst) const {
   const State& s = *state_;
+  if (run.kind == WTE) {
+    dequantize_q8_row(dst, s.embedding_row(run.k), run.j, static_cast<int>(n));
+    return;
+  }
   const auto [rows, cols] = s.spec.matrix_shape(run.kind);
   const uint8_t* m = s.panels_q8.data() + s.mat_offset(run.kind, run.layer);
   for (size_t i = 0; i < n; ++i) {
@@ -442,6 +471,16 @@ void CpuDecoder::write_q8(ParamKind kind, int layer, int k0, int n_rows, const f
   }
 }
 
+void CpuDecoder::write_q8_embedding(size_t element, size_t n, const float* w) {
+  State& s = *state_;
+  const size_t C = s.cfg().n_embd;
+  for (size_t e = element, end = element + n; e < end;) {
+    const int j = static_cast<int>(e % C), m = static_cast<int>(std::min(end - e, C - j));
+    quantize_q8_row(s.embedding_row(static_cast<int>(e / C)), static_cast<int>(C), j, m, w + (e - element));
+    e += m;
+  }
+}
+
 DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int threads) {
   const GPT2Config& c = spec.config();
   const int C = c.n_embd;
@@ -454,7 +493,7 @@ DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int
   p.scores = static_cast<size_t>(threads) * c.n_ctx;
   p.matmul_scratch = std::max({decode_matmul_scratch(p.rows, C, 3 * C, matrices, threads), decode_matmul_scratch(p.rows, C, C, matrices, threads),
                                decode_matmul_scratch(p.rows, C, 4 * C, matrices, threads),
-                               decode_matmul_scratch(p.rows, 4 * C, C, matrices, threads), head_matmul_scratch(C, threads)});
+                               decode_matmul_scratch(p.rows, 4 * C, C, matrices, threads), head_matmul_scratch(n_slots, C, matrices, threads)});
   p.last = 2 * static_cast<size_t>(n_slots) * C;
   p.logits = static_cast<size_t>(n_slots) * c.vocab_size;
   if (matrices != DType::F32) {
@@ -467,18 +506,27 @@ size_t DecoderPlan::bytes() const {
   return (2 * cache + activations + scores + matmul_scratch + last + logits + vectors) * sizeof(float) + held * sizeof(int32_t);
 }
 
-size_t planned_panel_bytes(const ModelSpec& spec, DType matrices) {
+size_t params_in_decoder(const ModelSpec& spec, DType matrices) {
+  if (matrices == DType::F32) return 0;
+  size_t n = matrices == DType::Q8_0 ? spec.group_numel(WTE) : 0;
+  for (ParamKind kind : kLayerMatrices) n += spec.group_numel(kind);
+  return n;
+}
+
+size_t planned_weight_bytes(const ModelSpec& spec, DType matrices) {
+  const GPT2Config& c = spec.config();
   size_t elements = 0;
   for (ParamKind kind : kLayerMatrices) {
     const auto [rows, cols] = spec.matrix_shape(kind);
-    elements += spec.config().n_layer * panel_elements(rows, cols, matrices);
+    elements += c.n_layer * panel_elements(rows, cols, matrices);
   }
-  return elements * (matrices == DType::F32 ? sizeof(float) : matrices == DType::Q8_0 ? 1 : sizeof(uint16_t));
+  if (matrices == DType::Q8_0) return elements + c.vocab_size * q8_row_bytes(c.n_embd);
+  return elements * (matrices == DType::F32 ? sizeof(float) : sizeof(uint16_t));
 }
 
-size_t CpuDecoder::panel_bytes() const {
+size_t CpuDecoder::weight_bytes() const {
   const State& s = *state_;
-  return s.panels_f32.bytes() + s.panels_u16.bytes() + s.panels_q8.bytes();
+  return s.panels_f32.bytes() + s.panels_u16.bytes() + s.panels_q8.bytes() + s.embedding_q8.bytes();
 }
 
 size_t CpuDecoder::memory_bytes() const {
@@ -486,7 +534,7 @@ size_t CpuDecoder::memory_bytes() const {
   size_t floats = s.k_cache.size() + s.v_cache.size() + s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() +
                   s.scores.size() + s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.logits.size();
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
-  return floats * sizeof(float) + s.held.bytes() + (s.panels_own_matrices() ? 0 : panel_bytes());
+  return floats * sizeof(float) + s.held.bytes() + (s.panels_own_matrices() ? 0 : weight_bytes());
 }
 
 }  // namespace dixie
