@@ -152,7 +152,7 @@ MemoryReport plan_decode_memory(const GPT2Config& config, DType dtype, int n_slo
   r.params = (dtype == DType::F32 ? spec.num_params() * sizeof(float) : (spec.num_params() - params_in_decoder(spec, dtype)) * sizeof(uint16_t)) +
              planned_weight_bytes(spec, dtype);
   const DecoderPlan plan = plan_decoder(spec, dtype, n_slots, threads);
-  r.kv_cache = 2 * plan.cache * sizeof(float) + plan.held * sizeof(int32_t);
+  r.kv_cache = plan.cache_bytes();
   r.activations = plan.bytes() - r.kv_cache;
   // A float32 model keeps forward()'s activations for one sequence of n_ctx beside the decoder's (inference only).
   if (dtype == DType::F32) r.activations += (arena_floats(config, config.n_ctx, false, false) + 2 * config.n_ctx) * sizeof(float);

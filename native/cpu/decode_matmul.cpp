@@ -12,9 +12,6 @@
 #include "core/dtype.h"
 #include "vec_math.h"
 
-#if defined(DIXIE_AVX2) && defined(__F16C__)
-#define DIXIE_F16C 1
-#endif
 // The 4-way byte dot products of 8-bit weights: VNNI's vpdpbusd where the build targets it (AVX-512 VNNI with VL,
 // or AVX-VNNI), AVX2's vpmaddubsw + vpmaddwd otherwise; exact int32 sums either way.
 #if defined(DIXIE_AVX2) && ((defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__))
@@ -24,42 +21,6 @@
 namespace dixie {
 
 namespace {
-
-// Loaders: one element, or (with AVX2) eight elements, of a weight type as float32 (exact for all three).
-struct LoadF32 {
-  using T = float;
-  static float one(const float* p) { return *p; }
-#ifdef DIXIE_AVX2
-  static __m256 eight(const float* p) { return _mm256_loadu_ps(p); }
-#endif
-};
-
-struct LoadF16 {
-  using T = uint16_t;
-  static float one(const uint16_t* p) { return f16_to_f32(*p); }
-#ifdef DIXIE_AVX2
-  static __m256 eight(const uint16_t* p) {
-#ifdef DIXIE_F16C
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-#else
-    alignas(32) float f[8];
-    for (int i = 0; i < 8; ++i) f[i] = f16_to_f32(p[i]);
-    return _mm256_load_ps(f);
-#endif
-  }
-#endif
-};
-
-struct LoadBF16 {
-  using T = uint16_t;
-  static float one(const uint16_t* p) { return bf16_to_f32(*p); }
-#ifdef DIXIE_AVX2
-  static __m256 eight(const uint16_t* p) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-  }
-#endif
-};
 
 int num_panels(int OC) { return (OC + kPanelCols - 1) / kPanelCols; }
 int num_parts(int C, int height) { return (C + height - 1) / height; }

@@ -31,9 +31,10 @@ constexpr int kChunkRows = 256;
 // in float32.
 constexpr ParamKind kVectorKinds[] = {LN1_W, LN1_B, QKV_B, ATTPROJ_B, LN2_W, LN2_B, FC_B, FCPROJ_B, LNF_W, LNF_B};
 
-// out[0, hs) = sum over t < n of p[t] * v[t, 0:hs]: per element an fma chain over t, held in registers 64 lanes
-// at a time.
-void weighted_sum(float* out, const float* p, const float* v, int n, int hs) {
+// out[0, hs) = sum over t < n of p[t] * v[t, 0:hs], v of the type loader W reads: per element an fma chain over t,
+// held in registers 64 lanes at a time.
+template <class W>
+void weighted_sum(float* out, const float* p, const typename W::T* v, int n, int hs) {
   int i = 0;
 #ifdef DIXIE_AVX2
   for (; i + 64 <= hs; i += 64) {
@@ -41,20 +42,20 @@ void weighted_sum(float* out, const float* p, const float* v, int n, int hs) {
     for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
     for (int t = 0; t < n; ++t) {
       const __m256 pt = _mm256_set1_ps(p[t]);
-      const float* vt = v + static_cast<size_t>(t) * hs + i;
-      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vt + 8 * j), acc[j]);
+      const typename W::T* vt = v + static_cast<size_t>(t) * hs + i;
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(pt, W::eight(vt + 8 * j), acc[j]);
     }
     for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + i + 8 * j, acc[j]);
   }
   for (; i + 8 <= hs; i += 8) {
     __m256 acc = _mm256_setzero_ps();
-    for (int t = 0; t < n; ++t) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(v + static_cast<size_t>(t) * hs + i), acc);
+    for (int t = 0; t < n; ++t) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), W::eight(v + static_cast<size_t>(t) * hs + i), acc);
     _mm256_storeu_ps(out + i, acc);
   }
 #endif
   for (; i < hs; ++i) {
     float acc = 0.0f;
-    for (int t = 0; t < n; ++t) acc = std::fma(p[t], v[static_cast<size_t>(t) * hs + i], acc);
+    for (int t = 0; t < n; ++t) acc = std::fma(p[t], W::one(v + static_cast<size_t>(t) * hs + i), acc);
     out[i] = acc;
   }
 }
@@ -85,8 +86,11 @@ struct CpuDecoder::State {
   std::vector<int> lengths;
   // [slot][n_ctx]: the token ids each slot holds, lengths[slot] of them: kv_step's repetition-penalty histories.
   AlignedArray<int32_t> held;
-  // [L][slot][NH][n_ctx][hs]: a head's keys (values) one contiguous run, which attention reads as one stream.
-  AlignedArray<float> k_cache, v_cache;
+  // [L][slot][NH][n_ctx][hs]: a head's keys (values) one contiguous run, which attention reads as one stream; in
+  // float32 or f16 (DecoderPlan::cache_type), one of the two pairs allocated.
+  DType cache_type = DType::F32;
+  AlignedArray<float> k_f32, v_f32;
+  AlignedArray<uint16_t> k_f16, v_f16;
   // Float32 copies of the vectors (LayerNorm parameters, biases) when the weights are 16-bit.
   std::vector<float> vectors_f32[NUM_PARAM_KINDS];
 
@@ -178,8 +182,16 @@ struct CpuDecoder::State {
     const GPT2Config& c = cfg();
     return ((static_cast<size_t>(layer) * n_slots + slot) * c.n_head + head) * c.n_ctx * (c.n_embd / c.n_head);
   }
-  float* keys(int layer, int slot, int head) { return k_cache.data() + head_offset(layer, slot, head); }
-  float* values(int layer, int slot, int head) { return v_cache.data() + head_offset(layer, slot, head); }
+  // Caches the keys and values k[hs], v[hs] of a head at `at` (its head_offset plus the position's).
+  void store_kv(size_t at, const float* k, const float* v, int hs) {
+    if (cache_type == DType::F16) {
+      store_f16(k_f16.data() + at, k, hs);
+      store_f16(v_f16.data() + at, v, hs);
+    } else {
+      std::memcpy(k_f32.data() + at, k, sizeof(float) * hs);
+      std::memcpy(v_f32.data() + at, v, sizeof(float) * hs);
+    }
+  }
 
   // out[R, OC] = epilogue(inp[R, C] @ w[C, OC] + bias)
   void matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC, Epilogue epilogue) {
@@ -209,6 +221,11 @@ struct CpuDecoder::State {
 
   // atty[r] = causal attention of row r's query over its slot's cached keys/values 0..row_pos[r].
   void attention(int layer, int R) {
+    if (cache_type == DType::F16) attention_over<LoadF16>(layer, R, k_f16.data(), v_f16.data());
+    else attention_over<LoadF32>(layer, R, k_f32.data(), v_f32.data());
+  }
+  template <class W>
+  void attention_over(int layer, int R, const typename W::T* k_cache, const typename W::T* v_cache) {
     const GPT2Config& c = cfg();
     const int C = c.n_embd, NH = c.n_head, hs = C / NH;
     const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hs));
@@ -217,10 +234,10 @@ struct CpuDecoder::State {
       const int slot = row_slot[r], n_keys = row_pos[r] + 1;
       const float* q = qkv.data() + static_cast<size_t>(r) * 3 * C + h * hs;
       float* s = scores.data() + static_cast<size_t>(thread) * c.n_ctx;
-      const float* k = keys(layer, slot, h);
-      for (int t = 0; t < n_keys; ++t) s[t] = dot(q, k + static_cast<size_t>(t) * hs, hs) * inv_sqrt;
+      const typename W::T* k = k_cache + head_offset(layer, slot, h);
+      for (int t = 0; t < n_keys; ++t) s[t] = dot<W>(q, k + static_cast<size_t>(t) * hs, hs) * inv_sqrt;
       softmax(s, s, n_keys);
-      weighted_sum(atty.data() + static_cast<size_t>(r) * C + h * hs, s, values(layer, slot, h), n_keys, hs);
+      weighted_sum<W>(atty.data() + static_cast<size_t>(r) * C + h * hs, s, v_cache + head_offset(layer, slot, h), n_keys, hs);
     });
   }
 
@@ -235,11 +252,8 @@ struct CpuDecoder::State {
       matmul(qkv.data(), ln.data(), mat(QKV_W, l), vec(QKV_B, l), R, C, 3 * C, Epilogue::kStore);
       for (int r = 0; r < R; ++r) {
         const float* row = qkv.data() + static_cast<size_t>(r) * 3 * C;
-        for (int h = 0; h < c.n_head; ++h) {
-          const size_t at = static_cast<size_t>(row_pos[r]) * hs;
-          std::memcpy(keys(l, row_slot[r], h) + at, row + C + h * hs, sizeof(float) * hs);
-          std::memcpy(values(l, row_slot[r], h) + at, row + 2 * C + h * hs, sizeof(float) * hs);
-        }
+        for (int h = 0; h < c.n_head; ++h)
+          store_kv(head_offset(l, row_slot[r], h) + static_cast<size_t>(row_pos[r]) * hs, row + C + h * hs, row + 2 * C + h * hs, hs);
       }
       if (l == c.n_layer - 1) R = keep_ending_rows(R);
       if (R == 0) break;
@@ -337,8 +351,14 @@ void CpuDecoder::reserve(int n_slots) {
   s.n_slots = n_slots;
   s.lengths.assign(n_slots, 0);
   s.held = AlignedArray<int32_t>(plan.held, Pages::kSmall);
-  s.k_cache = AlignedArray<float>(plan.cache, Pages::kSmall);
-  s.v_cache = AlignedArray<float>(plan.cache, Pages::kSmall);
+  s.cache_type = plan.cache_type;
+  if (plan.cache_type == DType::F16) {
+    s.k_f16 = AlignedArray<uint16_t>(plan.cache, Pages::kSmall);
+    s.v_f16 = AlignedArray<uint16_t>(plan.cache, Pages::kSmall);
+  } else {
+    s.k_f32 = AlignedArray<float>(plan.cache, Pages::kSmall);
+    s.v_f32 = AlignedArray<float>(plan.cache, Pages::kSmall);
+  }
   s.max_rows = R;
   s.x = AlignedArray<float>(R * C);
   s.ln = AlignedArray<float>(R * C);
@@ -487,6 +507,7 @@ DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int
   DecoderPlan p;
   p.rows = std::max(kChunkRows, n_slots);
   const size_t R = p.rows;
+  p.cache_type = matrices == DType::F32 ? DType::F32 : DType::F16;
   p.cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
   p.held = static_cast<size_t>(n_slots) * c.n_ctx;
   p.activations = R * 10 * C;
@@ -502,8 +523,12 @@ DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int
   return p;
 }
 
+size_t DecoderPlan::cache_bytes() const {
+  return 2 * cache * (cache_type == DType::F16 ? sizeof(uint16_t) : sizeof(float)) + held * sizeof(int32_t);
+}
+
 size_t DecoderPlan::bytes() const {
-  return (2 * cache + activations + scores + matmul_scratch + last + logits + vectors) * sizeof(float) + held * sizeof(int32_t);
+  return cache_bytes() + (activations + scores + matmul_scratch + last + logits + vectors) * sizeof(float);
 }
 
 size_t params_in_decoder(const ModelSpec& spec, DType matrices) {
@@ -531,10 +556,11 @@ size_t CpuDecoder::weight_bytes() const {
 
 size_t CpuDecoder::memory_bytes() const {
   const State& s = *state_;
-  size_t floats = s.k_cache.size() + s.v_cache.size() + s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() +
-                  s.scores.size() + s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.logits.size();
+  size_t floats = s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() + s.scores.size() +
+                  s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.logits.size();
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
-  return floats * sizeof(float) + s.held.bytes() + (s.panels_own_matrices() ? 0 : weight_bytes());
+  return floats * sizeof(float) + s.k_f32.bytes() + s.v_f32.bytes() + s.k_f16.bytes() + s.v_f16.bytes() + s.held.bytes() +
+         (s.panels_own_matrices() ? 0 : weight_bytes());
 }
 
 }  // namespace dixie

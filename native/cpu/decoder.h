@@ -77,7 +77,10 @@ class CpuDecoder {
 // plan_decode_memory (core/backend.h) sizes a model with them before it exists. rows: R, the rows of one pass.
 struct DecoderPlan {
   int rows = 0;
-  size_t cache = 0;           // keys, and as many values: [n_layer, n_slots, n_ctx, C]
+  // The keys and values' type: float32 for float32 weights; f16 for 16-bit and 8-bit ones, which halves the pages of
+  // a long context's cache (f16 is llama.cpp's default KV type too).
+  DType cache_type = DType::F32;
+  size_t cache = 0;           // keys, and as many values: [n_layer, n_slots, n_ctx, C] of cache_type
   size_t held = 0;            // token ids [n_slots, n_ctx]
   size_t activations = 0;     // x, ln, atty [R, C]; qkv [R, 3C]; fcg [R, 4C]
   size_t scores = 0;          // [threads, n_ctx]
@@ -85,7 +88,8 @@ struct DecoderPlan {
   size_t last = 0;            // last, last_ln [n_slots, C] each
   size_t logits = 0;          // [n_slots, V]
   size_t vectors = 0;         // float32 copies of a 16-bit or 8-bit model's vectors (biases, LayerNorms)
-  size_t bytes() const;       // all of them
+  size_t cache_bytes() const;  // the keys, values and token ids
+  size_t bytes() const;        // all of them
 };
 DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int threads);
 
