@@ -83,7 +83,10 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   if (options_.weight_dtype == DType::F32) {
     params_ = AlignedArray<float>(P);
   } else {
-    params16_ = AlignedArray<uint16_t>(P);
+    // A q8_0 model's flat buffer holds none of what decoding streams (its decoder holds the matrices and the token
+    // embedding), only small groups that are read once or a row at a time: 4 KB pages commit just those, where a
+    // 2 MB page would be committed around each of them.
+    params16_ = AlignedArray<uint16_t>(P, options_.weight_dtype == DType::Q8_0 ? Pages::kSmall : Pages::kHuge);
   }
   if (training_) {
     grads_ = AlignedArray<float>(P);
