@@ -25,8 +25,9 @@ function plannedMemory(config: NativeConfig, options: NativeOptions): MemoryPlan
   const dtype = options.weightDtype ?? 'f32';
   const weightBytes = dtype === 'f32' ? 4 : 2;
   const trainable = (options.trainable ?? true) && weightBytes === 4;
-  // q8_0: the matrices at 34 bytes a block of 32 rows, the other parameters at 2 bytes.
-  const weights = dtype === 'q8_0' ? (params - matrices) * 2 + (matrices / 32) * 34 : (params + matrices) * weightBytes;
+  // q8_0: the layer matrices and the token embedding at 34 bytes a block of 32 values, the other parameters at 2 bytes.
+  const quantized = matrices + V * C;
+  const weights = dtype === 'q8_0' ? (params - quantized) * 2 + (quantized / 32) * 34 : (params + matrices) * weightBytes;
   // With an adapter only its factors have gradients and moments: r x (in + out) per targeted matrix and layer.
   const widths: Record<string, number> = { 'attn.c_attn': 4 * C, 'attn.c_proj': 2 * C, 'mlp.c_fc': 5 * C, 'mlp.c_proj': 5 * C };
   const adapter = options.lora ? L * options.lora.rank * options.lora.targets.reduce((n, t) => n + widths[t], 0) : 0;

@@ -462,9 +462,9 @@ export function quantizeQ8(w: Float32Array): Uint8Array {
   return out;
 }
 
-// The type a tensor of `weightType` is written in: the layer matrices in it, except that q8_0 needs rows of whole
-// blocks (llama.cpp's converter writes the others f16); the token embedding is a matrix too, but stays float (f16)
-// under q8_0, as dixie keeps it in memory; vectors and position embeddings are f32.
+// The type a matrix of `weightType` is written in (the layer matrices, and the token embedding as llama.cpp's
+// converter writes it, in q8_0 the rows dixie keeps in memory): its own, except that q8_0 needs rows of whole blocks
+// (llama.cpp's converter writes the others f16). Vectors and position embeddings are f32.
 function matrixType(weightType: GgufWeightType, inputs: number): number {
   if (weightType !== 'q8_0') return GGML_TYPE[weightType];
   return inputs % Q8_BLOCK === 0 ? GGML_TYPE.q8_0 : GGML_TYPE.f16;
@@ -483,7 +483,7 @@ function tensorsOf(model: Model, weightType: GgufWeightType): GgufTensor[] {
   const { nLayer, nEmbd: C, nCtx, vocabSize: V } = model.config;
   const vector = (hfName: string): GgufTensor['data'] => () => bytes(model.getParam(hfName));
   const f32 = GGML_TYPE.f32;
-  const embeddingType = weightType === 'q8_0' ? GGML_TYPE.f16 : GGML_TYPE[weightType];
+  const embeddingType = matrixType(weightType, C);
   // The output head is tied to the token embeddings: llama.cpp reuses token_embd when output.weight is absent.
   const out: GgufTensor[] = [
     { name: 'token_embd.weight', dims: [C, V], type: embeddingType, data: () => encode(model.getParam('wte.weight'), embeddingType) },

@@ -125,6 +125,16 @@ void check_trainable_range(const ModelSpec& spec, size_t offset, size_t count, c
                             "optimizer state start at offset " + std::to_string(spec.trainable_begin()));
 }
 
+void check_q8_embedding_write(const ModelSpec& spec, size_t element, size_t n) {
+  const int C = spec.config().n_embd;
+  const size_t end = element + n;
+  if (element % C % kQ8Block == 0 && end % C % kQ8Block == 0) return;
+  throw std::invalid_argument("writeParams: " + spec.tensor(WTE, -1).name + " [" + std::to_string(spec.config().vocab_size) + ", " +
+                              std::to_string(C) + "]: a q8_0 model quantizes its token embedding by blocks of " +
+                              std::to_string(kQ8Block) + " values of a row, so it is written in whole blocks (this write covers elements " +
+                              std::to_string(element) + " to " + std::to_string(end) + ")");
+}
+
 std::optional<SamplingRefusal> refuse_sampling(const SamplingParams& sp, int V) {
   // A temperature so small that its inverse overflows is accepted: the sampler takes it as greedy, its limit.
   if (!(sp.temperature >= 0.0f) || std::isinf(sp.temperature)) return SamplingRefusal{"temperature", "a number >= 0 that fits a float32"};

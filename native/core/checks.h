@@ -52,6 +52,9 @@ void check_kv_slot(const char* call, int slot, int n_slots);
 // A write of a Q8_0 model's layer matrix (a FlatPiece of `spec`): it must hold whole groups of kQ8Block rows, the
 // blocks being quantized by columns of those rows (the last group of a matrix may be shorter).
 void check_q8_write(const ModelSpec& spec, const FlatPiece& piece);
+// A write of the elements [element, element + n) of a Q8_0 model's token embedding [V, C], which the CPU quantizes by
+// blocks of kQ8Block values of a row: it must hold whole blocks (the last of a row may be shorter).
+void check_q8_embedding_write(const ModelSpec& spec, size_t element, size_t n);
 
 // A range [offset, offset + count) of the flat parameter buffer named to a call (`what`): inside the buffer; for
 // gradients and optimizer state, also inside the range that trains (ModelSpec::trainable_begin on).

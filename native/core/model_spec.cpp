@@ -131,6 +131,11 @@ const ParamTensor& ModelSpec::tensor(ParamKind kind, int layer) const {
   throw std::logic_error("tensor: no such kind and layer");
 }
 
+size_t ModelSpec::count_in_group(ParamKind kind, size_t first, size_t n) const {
+  const size_t begin = group_offset_[kind], end = begin + group_numel_[kind];
+  return first < begin || first >= end ? 0 : std::min(n, end - first);
+}
+
 void ModelSpec::for_each_piece(size_t offset, size_t count, const std::function<void(const FlatPiece&)>& fn) const {
   const size_t end = offset + count;
   for (size_t i = offset; i < end;) {

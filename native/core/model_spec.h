@@ -101,6 +101,8 @@ class ModelSpec {
   std::pair<int, int> matrix_shape(ParamKind kind) const;
   // The tensor of a kind and layer (-1 for the model-wide ones).
   const ParamTensor& tensor(ParamKind kind, int layer) const;
+  // How many of the elements [first, first + n) lie in the group of `kind`, counted from first: 0 when first is not in it.
+  size_t count_in_group(ParamKind kind, size_t first, size_t n) const;
   // Calls fn over [offset, offset + count) in pieces (FlatPiece), in order: the backends store layer matrices apart
   // from the other parameters when their weights are 16 or 8 bits.
   void for_each_piece(size_t offset, size_t count, const std::function<void(const FlatPiece&)>& fn) const;

@@ -86,7 +86,10 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   if (options_.weight_dtype == DType::F32) {
     params_ = AlignedArray<float>(P);
   } else {
-    params16_ = AlignedArray<uint16_t>(P);
+    // A q8_0 model's flat buffer holds none of what decoding streams (its decoder holds the matrices and the token
+    // embedding), only small groups that are read once or a row at a time: 4 KB pages commit just those, where a
+    // 2 MB page would be committed around each of them.
+    params16_ = AlignedArray<uint16_t>(P, options_.weight_dtype == DType::Q8_0 ? Pages::kSmall : Pages::kHuge);
   }
   if (training_) {
     grads_ = AlignedArray<float>(P - first);
@@ -150,15 +153,13 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
 
 MemoryReport plan_decode_memory(const GPT2Config& config, DType dtype, int n_slots, int threads) {
   const ModelSpec spec(config);
-  size_t matrices = 0;
-  for (ParamKind kind : kLayerMatrices) matrices += spec.group_numel(kind);
   MemoryReport r;
-  // float32 weights beside their panel copy; 16-bit and 8-bit ones keep the layer matrices only in the panels,
-  // the rest in 16 bits (f16 for q8_0).
-  r.params = (dtype == DType::F32 ? spec.num_params() * sizeof(float) : (spec.num_params() - matrices) * sizeof(uint16_t)) +
-             planned_panel_bytes(spec, dtype);
+  // float32 weights beside their panel copy; 16-bit and 8-bit ones keep the layer matrices (and 8-bit ones the token
+  // embedding) only in the decoder, the rest in 16 bits (f16 for q8_0).
+  r.params = (dtype == DType::F32 ? spec.num_params() * sizeof(float) : (spec.num_params() - params_in_decoder(spec, dtype)) * sizeof(uint16_t)) +
+             planned_weight_bytes(spec, dtype);
   const DecoderPlan plan = plan_decoder(spec, dtype, n_slots, threads);
-  r.kv_cache = 2 * plan.cache * sizeof(float) + plan.held * sizeof(int32_t);
+  r.kv_cache = plan.cache_bytes();
   r.activations = plan.bytes() - r.kv_cache;
   // A float32 model keeps forward()'s activations for one sequence of n_ctx beside the decoder's (inference only).
   if (dtype == DType::F32) r.activations += (arena_floats(config, config.n_ctx, false, false) + 2 * config.n_ctx) * sizeof(float);
@@ -170,11 +171,8 @@ CpuBackend::~CpuBackend() = default;
 MemoryReport CpuBackend::memory() const {
   MemoryReport r;
   r.params = params_.bytes();
-  if (options_.weight_dtype != DType::F32) {  // the layer matrices are in the panels, not in params16_
-    size_t matrices = 0;
-    for (ParamKind kind : kLayerMatrices) matrices += spec_.group_numel(kind);
-    r.params = (params16_.size() - matrices) * sizeof(uint16_t) + decoder_->panel_bytes();
-  }
+  if (options_.weight_dtype != DType::F32)  // what the decoder stores is not in params16_
+    r.params = (params16_.size() - params_in_decoder(spec_, options_.weight_dtype)) * sizeof(uint16_t) + decoder_->weight_bytes();
   r.grads = grads_.bytes();
   r.optimizer = m_.bytes() + v_.bytes() + span_partials_.size() * sizeof(double);
   r.activations = arena_.bytes() + lora_acts_.bytes() + inputs_.bytes() + targets_.bytes();
@@ -221,7 +219,7 @@ CpuBackend::LayerActs& CpuBackend::acts(int l) { return layer_acts_[layer_acts_.
 
 WeightsView CpuBackend::weights() const {
   WeightsView w;
-  // A Q8_0 model keeps the parameters that are not layer matrices (embeddings, LayerNorms, biases) as f16.
+  // A Q8_0 model keeps the parameters that its decoder does not (the position embedding, LayerNorms, biases) as f16.
   w.dtype = options_.weight_dtype == DType::Q8_0 ? DType::F16 : options_.weight_dtype;
   if (w.dtype == DType::F32) w.f32 = params_.data(); else w.u16 = params16_.data();
   return w;
@@ -256,13 +254,34 @@ void CpuBackend::write_params(size_t offset, const void* src, size_t count, DTyp
 }
 
 // A Q8_0 model's write: the layer-matrix rows are quantized into the decoder's panels, a group of kQ8Block rows
-// per task, the other parameters stored as f16.
+// per task, the token embedding into the decoder's Q8_0 rows, rows by task, and the other parameters stored as f16.
 void CpuBackend::write_q8(size_t offset, const void* src, size_t count, DType dtype) {
+  // fn(w) with w = from[first, first + n) as float32: in place, or converted into a buffer of its own.
+  const auto as_f32 = [dtype](const void* from, size_t first, size_t n, const auto& fn) {
+    if (dtype == DType::F32) {
+      fn(static_cast<const float*>(from) + first);
+      return;
+    }
+    std::vector<float> w(n);
+    for (size_t i = 0; i < n; ++i) w[i] = element_to_f32(from, first + i, dtype);
+    fn(w.data());
+  };
   spec_.for_each_piece(offset, count, [&](const FlatPiece& piece) {
     const void* from = static_cast<const char*>(src) + (piece.first - offset) * (dtype == DType::F32 ? 4 : 2);
     if (piece.kind == NUM_PARAM_KINDS) {
-      pool_.parallel_for(static_cast<int64_t>(piece.n), 1 << 16, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) params16_.data()[piece.first + i] = f32_to_f16(element_to_f32(from, i, dtype));
+      const size_t embedded = spec_.count_in_group(WTE, piece.first, piece.n);
+      if (embedded > 0) {
+        const size_t element = piece.first - spec_.group_offset(WTE), C = spec_.config().n_embd, row0 = element / C;
+        check_q8_embedding_write(spec_, element, embedded);
+        pool_.parallel_for(static_cast<int64_t>((element + embedded - 1) / C - row0 + 1), 64, [&](int64_t b, int64_t e) {
+          for (size_t row = row0 + b; row < row0 + e; ++row) {
+            const size_t begin = std::max(element, row * C), end = std::min(element + embedded, (row + 1) * C);
+            as_f32(from, begin - element, end - begin, [&](const float* w) { decoder_->write_q8_embedding(begin, end - begin, w); });
+          }
+        });
+      }
+      pool_.parallel_for(static_cast<int64_t>(piece.n - embedded), 1 << 16, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) params16_.data()[piece.first + embedded + i] = f32_to_f16(element_to_f32(from, embedded + i, dtype));
       });
       return;
     }
@@ -271,14 +290,8 @@ void CpuBackend::write_q8(size_t offset, const void* src, size_t count, DType dt
     const int rows = static_cast<int>(piece.n / cols), groups = (rows + kQ8Block - 1) / kQ8Block;
     pool_.run(groups, [&](int64_t g, int) {
       const int k = static_cast<int>(g) * kQ8Block, n = std::min(kQ8Block, rows - k);
-      const size_t first = static_cast<size_t>(k) * cols, numel = static_cast<size_t>(n) * cols;
-      if (dtype == DType::F32) {
-        decoder_->write_q8(piece.kind, piece.layer, k0 + k, n, static_cast<const float*>(from) + first);
-        return;
-      }
-      std::vector<float> w(numel);
-      for (size_t i = 0; i < numel; ++i) w[i] = element_to_f32(from, first + i, dtype);
-      decoder_->write_q8(piece.kind, piece.layer, k0 + k, n, w.data());
+      as_f32(from, static_cast<size_t>(k) * cols, static_cast<size_t>(n) * cols,
+             [&](const float* w) { decoder_->write_q8(piece.kind, piece.layer, k0 + k, n, w); });
     });
   });
 }

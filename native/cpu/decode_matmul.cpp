@@ -12,9 +12,6 @@
 #include "core/dtype.h"
 #include "vec_math.h"
 
-#if defined(DIXIE_AVX2) && defined(__F16C__)
-#define DIXIE_F16C 1
-#endif
 // The 4-way byte dot products of 8-bit weights: VNNI's vpdpbusd where the build targets it (AVX-512 VNNI with VL,
 // or AVX-VNNI), AVX2's vpmaddubsw + vpmaddwd otherwise; exact int32 sums either way.
 #if defined(DIXIE_AVX2) && ((defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__))
@@ -25,44 +22,22 @@ namespace dixie {
 
 namespace {
 
-// Loaders: one element, or (with AVX2) eight elements, of a weight type as float32 (exact for all three).
-struct LoadF32 {
-  using T = float;
-  static float one(const float* p) { return *p; }
-#ifdef DIXIE_AVX2
-  static __m256 eight(const float* p) { return _mm256_loadu_ps(p); }
-#endif
-};
-
-struct LoadF16 {
-  using T = uint16_t;
-  static float one(const uint16_t* p) { return f16_to_f32(*p); }
-#ifdef DIXIE_AVX2
-  static __m256 eight(const uint16_t* p) {
-#ifdef DIXIE_F16C
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-#else
-    alignas(32) float f[8];
-    for (int i = 0; i < 8; ++i) f[i] = f16_to_f32(p[i]);
-    return _mm256_load_ps(f);
-#endif
-  }
-#endif
-};
-
-struct LoadBF16 {
-  using T = uint16_t;
-  static float one(const uint16_t* p) { return bf16_to_f32(*p); }
-#ifdef DIXIE_AVX2
-  static __m256 eight(const uint16_t* p) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-  }
-#endif
-};
-
 int num_panels(int OC) { return (OC + kPanelCols - 1) / kPanelCols; }
 int num_parts(int C, int height) { return (C + height - 1) / height; }
+
+// The f16 scale of a Q8_0 block at p (any alignment), as float32.
+inline float q8_scale(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof(h));
+#ifdef DIXIE_F16C
+  return _cvtsh_ss(h);
+#else
+  return f16_to_f32(h);
+#endif
+}
+
+// Int8s per input row quantized for Q8_0 rows of C: whole blocks.
+int q8_row_ld(int C) { return (C + kQ8Block - 1) / kQ8Block * kQ8Block; }
 
 constexpr int kStrip = 16;  // columns of one strip of a panel: the width of the main micro-kernel
 constexpr int kQ8Quads = kQ8Block / 4;  // rows of an 8-bit block, four at a time
@@ -193,6 +168,7 @@ struct Q8Rows {
   const int8_t* q;
   const float* d;
   int ld;
+  Q8Rows from(int r) const { return {q + static_cast<size_t>(r) * ld, d + static_cast<size_t>(r) * (ld / kQ8Block), ld}; }
 };
 
 #ifdef DIXIE_AVX2
@@ -255,13 +231,12 @@ template <bool kAdd>
 void q8_panel_rows(float* tile, const Q8Rows& x, const uint8_t* panel, int R, int height, int kn) {
   const size_t strip_bytes = static_cast<size_t>(height / kQ8Block) * kQ8BlockBytes;
   const int blocks = (kn + kQ8Block - 1) / kQ8Block, full = R / 4 * 4;
-  const auto rows_from = [&](int r) { return Q8Rows{x.q + static_cast<size_t>(r) * x.ld, x.d + static_cast<size_t>(r) * (x.ld / kQ8Block), x.ld}; };
   float* rest_tile = tile + static_cast<size_t>(full) * kPanelCols;
-  const Q8Rows rest = rows_from(full);
+  const Q8Rows rest = x.from(full);
   for (int s = 0; s < kPanelCols; s += kStrip) {
     const uint8_t* strip = panel + (s / kStrip) * strip_bytes;
     for (int r = 0; r < full; r += 4)
-      q8_micro_kernel<kAdd, 4, 2>(tile + static_cast<size_t>(r) * kPanelCols + s, rows_from(r), strip, strip_bytes, blocks);
+      q8_micro_kernel<kAdd, 4, 2>(tile + static_cast<size_t>(r) * kPanelCols + s, x.from(r), strip, strip_bytes, blocks);
     switch (R - full) {
       case 1: if (s == 0) q8_micro_kernel<kAdd, 1, 8>(rest_tile, rest, strip, strip_bytes, blocks); break;  // the whole panel
       case 2: if (s % (2 * kStrip) == 0) q8_micro_kernel<kAdd, 2, 4>(rest_tile + s, rest, strip, strip_bytes, blocks); break;
@@ -284,9 +259,7 @@ void q8_panel_rows(float* tile, const Q8Rows& x, const uint8_t* panel, int R, in
         const int8_t* xq = x.q + static_cast<size_t>(r) * x.ld + b * kQ8Block;
         int32_t sum = 0;
         for (int k = 0; k < kQ8Block; ++k) sum += xq[k] * static_cast<int8_t>(block[(k / 4) * 64 + (c % kStrip) * 4 + k % 4]);
-        uint16_t scale;
-        std::memcpy(&scale, block + kQ8ScalesAt + (c % kStrip) * 2, 2);
-        chain = std::fma(static_cast<float>(sum), x.d[r * lds + b] * f16_to_f32(scale), chain);
+        chain = std::fma(static_cast<float>(sum), x.d[r * lds + b] * q8_scale(block + kQ8ScalesAt + (c % kStrip) * 2), chain);
       }
       float& t = tile[static_cast<size_t>(r) * kPanelCols + c];
       t = kAdd ? t + chain : chain;
@@ -500,59 +473,129 @@ size_t matmul_scratch(int max_rows, int C, int OC, int threads) {
 
 constexpr int kHeadTask = 128;  // vocabulary rows per task
 
-// out[r * ldo + i * out_step] = dot(inp[r], w[i * w_step, C)) for RB rows of inp (C apart) and NB rows of w: per
-// output one 8-lane fma chain over C, a horizontal sum, then the tail, whatever the block shape.
-template <class W, int RB, int NB>
-void dot_block(float* out, int ldo, int out_step, const float* inp, const typename W::T* w, size_t w_step, int C) {
-  float sums[RB][NB];
-  int c = 0;
-#ifdef DIXIE_AVX2
-  __m256 acc[RB][NB];
-  for (int r = 0; r < RB; ++r)
-    for (int i = 0; i < NB; ++i) acc[r][i] = _mm256_setzero_ps();
-  for (; c + 8 <= C; c += 8) {
-    __m256 v[NB];
-    for (int i = 0; i < NB; ++i) v[i] = W::eight(w + i * w_step + c);
-    for (int r = 0; r < RB; ++r) {
-      const __m256 x = _mm256_loadu_ps(inp + static_cast<size_t>(r) * C + c);
-      for (int i = 0; i < NB; ++i) acc[r][i] = _mm256_fmadd_ps(x, v[i], acc[r][i]);
-    }
-  }
-  for (int r = 0; r < RB; ++r)
-    for (int i = 0; i < NB; ++i) sums[r][i] = hsum(acc[r][i]);
-#else
-  for (int r = 0; r < RB; ++r)
-    for (int i = 0; i < NB; ++i) sums[r][i] = 0.0f;
-#endif
-  for (; c < C; ++c)
-    for (int r = 0; r < RB; ++r)
-      for (int i = 0; i < NB; ++i)
-        sums[r][i] = std::fma(inp[static_cast<size_t>(r) * C + c], W::one(w + i * w_step + c), sums[r][i]);
-  for (int r = 0; r < RB; ++r)
-    for (int i = 0; i < NB; ++i) out[static_cast<size_t>(r) * ldo + i * out_step] = sums[r][i];
-}
+// The head's operands, as dot_rows reads them:
+//   T, Input        the storage type of the rows of w; the rows of inp
+//   stride(C)       elements of T from one row of w to the next
+//   at(x, r, C)     the rows of x from row r on
+//   dot<RB, NB>(out, ldo, out_step, x, w, w_step, C)
+//                   out[r * ldo + i * out_step] = inp row r . w row i for RB rows of x and NB rows of w (w_step apart)
 
-// out[R, n] (rows ldo apart) = inp[R, C] @ w[n, C]^T. The n rows of w are read as NB streams of n / NB
-// consecutive rows each, side by side (eight for one row of inp, four shared by pairs of rows for more): many
-// streams keep memory busy, and each runs through many rows, long even where a row is short.
+// Rows of w in a float type read through W: per output one 8-lane fma chain over C, a horizontal sum, then the tail,
+// whatever the block shape.
 template <class W>
-void dot_rows(float* out, int ldo, const float* inp, const typename W::T* w, int n, int R, int C) {
+struct FloatHead {
+  using T = typename W::T;
+  using Input = const float*;
+  static size_t stride(int C) { return C; }
+  static Input at(Input x, int r, int C) { return x + static_cast<size_t>(r) * C; }
+  template <int RB, int NB>
+  static void dot(float* out, int ldo, int out_step, Input inp, const T* w, size_t w_step, int C) {
+    float sums[RB][NB];
+    int c = 0;
+#ifdef DIXIE_AVX2
+    __m256 acc[RB][NB];
+    for (int r = 0; r < RB; ++r)
+      for (int i = 0; i < NB; ++i) acc[r][i] = _mm256_setzero_ps();
+    for (; c + 8 <= C; c += 8) {
+      __m256 v[NB];
+      for (int i = 0; i < NB; ++i) v[i] = W::eight(w + i * w_step + c);
+      for (int r = 0; r < RB; ++r) {
+        const __m256 x = _mm256_loadu_ps(inp + static_cast<size_t>(r) * C + c);
+        for (int i = 0; i < NB; ++i) acc[r][i] = _mm256_fmadd_ps(x, v[i], acc[r][i]);
+      }
+    }
+    for (int r = 0; r < RB; ++r)
+      for (int i = 0; i < NB; ++i) sums[r][i] = hsum(acc[r][i]);
+#else
+    for (int r = 0; r < RB; ++r)
+      for (int i = 0; i < NB; ++i) sums[r][i] = 0.0f;
+#endif
+    for (; c < C; ++c)
+      for (int r = 0; r < RB; ++r)
+        for (int i = 0; i < NB; ++i)
+          sums[r][i] = std::fma(inp[static_cast<size_t>(r) * C + c], W::one(w + i * w_step + c), sums[r][i]);
+    for (int r = 0; r < RB; ++r)
+      for (int i = 0; i < NB; ++i) out[static_cast<size_t>(r) * ldo + i * out_step] = sums[r][i];
+  }
+};
+
+// Q8_0 rows of w against the input quantized by the same blocks (Q8Rows, ld a whole number of blocks): per output
+// 8 lanes, lane l an fma chain over the blocks of (the exact int32 sum of the products of bytes 4l..4l+3) x (the
+// input block's scale x the row block's scale), then the horizontal sum of hsum. The plain path computes the same
+// lanes in the same order, so it gives the same bits.
+struct Q8Head {
+  using T = uint8_t;
+  using Input = Q8Rows;
+  static size_t stride(int C) { return q8_row_bytes(C); }
+  static Input at(const Input& x, int r, int) { return x.from(r); }
+  template <int RB, int NB>
+  static void dot(float* out, int ldo, int out_step, const Input& x, const uint8_t* w, size_t w_step, int C) {
+    const int blocks = (C + kQ8Block - 1) / kQ8Block, lds = x.ld / kQ8Block;
+#ifdef DIXIE_AVX2
+    __m256 acc[RB][NB];
+    for (int r = 0; r < RB; ++r)
+      for (int i = 0; i < NB; ++i) acc[r][i] = _mm256_setzero_ps();
+    for (int b = 0; b < blocks; ++b) {
+      __m256i wq[NB];
+      float wd[NB];
+      for (int i = 0; i < NB; ++i) {
+        const uint8_t* block = w + i * w_step + static_cast<size_t>(b) * kQ8RowBlockBytes;
+        wd[i] = q8_scale(block);
+        wq[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+      }
+      for (int r = 0; r < RB; ++r) {
+        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + static_cast<size_t>(r) * x.ld + b * kQ8Block));
+        const __m256i ax = _mm256_sign_epi8(xq, xq);
+        const float xd = x.d[r * lds + b];
+        for (int i = 0; i < NB; ++i) {
+          const __m256i sums = dot4(_mm256_setzero_si256(), ax, _mm256_sign_epi8(wq[i], xq));
+          acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(xd * wd[i]), acc[r][i]);
+        }
+      }
+    }
+    for (int r = 0; r < RB; ++r)
+      for (int i = 0; i < NB; ++i) out[static_cast<size_t>(r) * ldo + i * out_step] = hsum(acc[r][i]);
+#else
+    for (int r = 0; r < RB; ++r)
+      for (int i = 0; i < NB; ++i) {
+        float lane[8] = {};
+        for (int b = 0; b < blocks; ++b) {
+          const uint8_t* block = w + i * w_step + static_cast<size_t>(b) * kQ8RowBlockBytes;
+          const int8_t* xq = x.q + static_cast<size_t>(r) * x.ld + b * kQ8Block;
+          const float scale = x.d[r * lds + b] * q8_scale(block);
+          for (int l = 0; l < 8; ++l) {
+            int32_t sum = 0;
+            for (int k = 4 * l; k < 4 * l + 4; ++k) sum += xq[k] * static_cast<int8_t>(block[2 + k]);
+            lane[l] = std::fma(static_cast<float>(sum), scale, lane[l]);
+          }
+        }
+        out[static_cast<size_t>(r) * ldo + i * out_step] = ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+      }
+#endif
+  }
+};
+
+// out[R, n] (rows ldo apart) = inp[R, C] @ w[n, C]^T, inp and w as H reads them. The n rows of w are read as NB
+// streams of n / NB consecutive rows each, side by side (eight for one row of inp, four shared by pairs of rows for
+// more): many streams keep memory busy, and each runs through many rows, long even where a row is short.
+template <class H>
+void dot_rows(float* out, int ldo, const typename H::Input& x, const typename H::T* w, int n, int R, int C) {
   const int NB = R == 1 ? 8 : 4;
   const int m = n / NB;  // rows per stream
-  const size_t step = static_cast<size_t>(m) * C;
+  const size_t stride = H::stride(C), step = m * stride;
   for (int i = 0; i < m; ++i) {
-    const typename W::T* wi = w + static_cast<size_t>(i) * C;
+    const typename H::T* wi = w + i * stride;
     if (R == 1) {
-      dot_block<W, 1, 8>(out + i, ldo, m, inp, wi, step, C);
+      H::template dot<1, 8>(out + i, ldo, m, x, wi, step, C);
       continue;
     }
     int r = 0;
-    for (; r + 2 <= R; r += 2) dot_block<W, 2, 4>(out + static_cast<size_t>(r) * ldo + i, ldo, m, inp + static_cast<size_t>(r) * C, wi, step, C);
-    if (r < R) dot_block<W, 1, 4>(out + static_cast<size_t>(r) * ldo + i, ldo, m, inp + static_cast<size_t>(r) * C, wi, step, C);
+    for (; r + 2 <= R; r += 2) H::template dot<2, 4>(out + static_cast<size_t>(r) * ldo + i, ldo, m, H::at(x, r, C), wi, step, C);
+    if (r < R) H::template dot<1, 4>(out + static_cast<size_t>(r) * ldo + i, ldo, m, H::at(x, r, C), wi, step, C);
   }
   for (int j = NB * m; j < n; ++j)
     for (int r = 0; r < R; ++r)
-      dot_block<W, 1, 1>(out + static_cast<size_t>(r) * ldo + j, ldo, 1, inp + static_cast<size_t>(r) * C, w + static_cast<size_t>(j) * C, 0, C);
+      H::template dot<1, 1>(out + static_cast<size_t>(r) * ldo + j, ldo, 1, H::at(x, r, C), w + j * stride, 0, C);
 }
 
 template <class W>
@@ -575,15 +618,24 @@ void head_matmul_t(float* out, const float* inp, const typename W::T* w, int R, 
     const int begin = static_cast<int>(task) * kHeadTask, n = std::min(V, begin + kHeadTask) - begin;
     const typename W::T* wt = w + static_cast<size_t>(begin) * C;
     if (!convert) {
-      dot_rows<W>(out + begin, V, inp, wt, n, R, C);
+      dot_rows<FloatHead<W>>(out + begin, V, inp, wt, n, R, C);
       return;
     }
     float* rows = scratch + static_cast<size_t>(thread) * 4 * C;
     for (int j = 0; j < n; j += 4) {
       const int m = std::min(4, n - j);
       convert_rows<W>(rows, wt + static_cast<size_t>(j) * C, static_cast<size_t>(m) * C);
-      dot_rows<LoadF32>(out + begin + j, V, inp, rows, m, R, C);
+      dot_rows<FloatHead<LoadF32>>(out + begin + j, V, inp, rows, m, R, C);
     }
+  });
+}
+
+// Q8_0 rows: the input quantized once into scratch, by the blocks of the rows.
+void head_matmul_q8(float* out, const float* inp, const uint8_t* w, int R, int C, int V, float* scratch, ThreadPool& pool) {
+  const Q8Rows x = Q8Weights::prepare(scratch, inp, C, R, C, q8_row_ld(C), true);
+  pool.run((V + kHeadTask - 1) / kHeadTask, [&](int64_t task, int) {
+    const int begin = static_cast<int>(task) * kHeadTask, n = std::min(V, begin + kHeadTask) - begin;
+    dot_rows<Q8Head>(out + begin, V, x, w + begin * Q8Head::stride(C), n, R, C);
   });
 }
 
@@ -596,6 +648,21 @@ int q8_part_rows(int C) {
   for (int m = most; m >= most / 2; --m)
     if ((blocks + m - 1) / m * m < (blocks + best - 1) / best * best) best = m;
   return best * kQ8Block;
+}
+
+void dequantize_q8_row(float* dst, const uint8_t* row, int j, int n) {
+  for (int i = 0; i < n; ++i) {
+    const uint8_t* block = row + static_cast<size_t>((j + i) / kQ8Block) * kQ8RowBlockBytes;
+    dst[i] = q8_scale(block) * static_cast<float>(static_cast<int8_t>(block[2 + (j + i) % kQ8Block]));
+  }
+}
+
+void quantize_q8_row(uint8_t* row, int C, int j, int n, const float* x) {
+  for (int k = 0; k < n; k += kQ8Block) {
+    uint8_t* block = row + static_cast<size_t>((j + k) / kQ8Block) * kQ8RowBlockBytes;
+    const uint16_t scale = quantize_q8_block(x + k, 1, std::min(kQ8Block, C - (j + k)), reinterpret_cast<int8_t*>(block + 2));
+    std::memcpy(block, &scale, sizeof(scale));
+  }
 }
 
 size_t decode_matmul_scratch(int max_rows, int C, int OC, DType dtype, int threads) {
@@ -631,14 +698,17 @@ void decode_matmul(float* out, const float* inp, WeightsView w, const float* bia
   }
 }
 
-size_t head_matmul_scratch(int C, int threads) { return static_cast<size_t>(threads) * 4 * C; }
+size_t head_matmul_scratch(int max_rows, int C, DType dtype, int threads) {
+  if (dtype == DType::Q8_0) return Q8Weights::prepared(max_rows, q8_row_ld(C), true);
+  return static_cast<size_t>(threads) * 4 * C;
+}
 
 void head_matmul(float* out, const float* inp, WeightsView wte, int R, int C, int V, float* scratch, ThreadPool& pool) {
   switch (wte.dtype) {
     case DType::F32: head_matmul_t<LoadF32>(out, inp, wte.f32, R, C, V, scratch, pool); break;
     case DType::F16: head_matmul_t<LoadF16>(out, inp, wte.u16, R, C, V, scratch, pool); break;
     case DType::BF16: head_matmul_t<LoadBF16>(out, inp, wte.u16, R, C, V, scratch, pool); break;
-    case DType::Q8_0: throw std::logic_error("head_matmul: the token embedding is never 8-bit");
+    case DType::Q8_0: head_matmul_q8(out, inp, wte.q8, R, C, V, scratch, pool); break;
   }
 }
 

@@ -2,6 +2,8 @@
 // token embedding (head_matmul), with float32 or 16-bit (F16/BF16) weights converted to float32 in registers, or
 // 8-bit (Q8_0) weights multiplied as integers.
 //
+// An 8-bit model's token embedding is not in panels: the head reads it row by row, as Q8_0 rows (below).
+//
 // The layer matrices are read in panel layout (a copy made by pack_panels from float32 weights; 16-bit and 8-bit
 // weights are stored in it to begin with, see CpuDecoder::for_each_run): w[C, OC] cut into parts of part_rows(C)
 // rows (q8_part_rows(C) for 8-bit weights) and panels of kPanelCols columns, each (part, panel) block kPanelCols / 16
@@ -14,9 +16,11 @@
 // where with float weights P_p is an fma chain over the part's rows, and with 8-bit weights an fma chain over the
 // part's blocks of 32 rows of (exact int32 dot product of the block's int8 weights with the input row quantized to
 // int8 by the same blocks) x (the row block's scale x the weight block's scale), the same bits on AVX-512 VNNI,
-// AVX-VNNI, AVX2 and in plain C++; and every head logit is one 8-lane dot product over C then a horizontal sum. So
-// a row's result does not depend on the other rows of the call, on the schedule below or on the thread count: a
-// sequence decodes to the same bits alone, batched with others, prefilled or fed a token at a time.
+// AVX-VNNI, AVX2 and in plain C++; and every head logit is one 8-lane dot product over C then a horizontal sum (with
+// 8-bit weights, 8 lanes of fma chains over the row's blocks of (exact int32 sums of four byte products) x (the two
+// blocks' scales), the same bits in plain C++). So a row's result does not depend on the other rows of the call, on
+// the schedule below or on the thread count: a sequence decodes to the same bits alone, batched with others,
+// prefilled or fed a token at a time.
 //
 // Two schedules compute it. A few rows (decoding, R <= kStreamRows) are bound by reading the weights: every
 // (part, panel) product is a task of its own, streamed without barriers into partial sums that are then added
@@ -56,6 +60,17 @@ int q8_part_rows(int C);
 // [column][row % 4], so that one 32-byte load holds four rows of eight columns, the operand of a 4-way byte dot
 // product), then the 16 columns' f16 scales.
 constexpr int kQ8BlockBytes = kQ8Block * 16 + 16 * 2;
+
+// An 8-bit model's token embedding [V, C]: each row as llama.cpp lays out a Q8_0 row (the bytes of a GGUF file's
+// token_embd), blocks of kQ8Block values (the last shorter when C is not a multiple, zeros past C), each an f16 scale
+// then its int8s.
+constexpr int kQ8RowBlockBytes = 2 + kQ8Block;
+inline size_t q8_row_bytes(int C) { return static_cast<size_t>((C + kQ8Block - 1) / kQ8Block) * kQ8RowBlockBytes; }
+// dst[0, n) = the elements [j, j + n) of a Q8_0 row, as float32 (scale x int8, exact).
+void dequantize_q8_row(float* dst, const uint8_t* row, int j, int n);
+// The elements [j, j + n) of a Q8_0 row of C = x[0, n), quantized by quantize_q8_block: j starts a block, and j + n
+// ends one or the row.
+void quantize_q8_row(uint8_t* row, int C, int j, int n, const float* x);
 
 // The view shifted by `offset` elements (bytes for Q8_0).
 inline WeightsView weights_at(WeightsView w, size_t offset) {
@@ -107,10 +122,11 @@ size_t decode_matmul_scratch(int max_rows, int C, int OC, DType dtype, int threa
 void decode_matmul(float* out, const float* inp, WeightsView panels, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* scratch, ThreadPool& pool);
 
-// Floats of scratch that head_matmul needs for rows of C on `threads`.
-size_t head_matmul_scratch(int C, int threads);
+// Floats of scratch that head_matmul needs for up to max_rows rows of C over a token embedding in `dtype` on `threads`.
+size_t head_matmul_scratch(int max_rows, int C, DType dtype, int threads);
 
-// out[R, V] = inp[R, C] @ wte[V, C]^T: the logits over the token embedding.
+// out[R, V] = inp[R, C] @ wte[V, C]^T: the logits over the token embedding, whose rows are float32, 16-bit, or Q8_0
+// rows (then inp is quantized by blocks of kQ8Block as the layer products quantize it).
 void head_matmul(float* out, const float* inp, WeightsView wte, int R, int C, int V, float* scratch, ThreadPool& pool);
 
 // dst[n] = float32 of src[n], in parallel.

@@ -33,9 +33,10 @@ constexpr int kChunkRows = 256;
 // in float32.
 constexpr ParamKind kVectorKinds[] = {LN1_W, LN1_B, QKV_B, ATTPROJ_B, LN2_W, LN2_B, FC_B, FCPROJ_B, LNF_W, LNF_B};
 
-// out[0, hs) = sum over t < n of p[t] * v[t, 0:hs]: per element an fma chain over t, held in registers 64 lanes
-// at a time.
-void weighted_sum(float* out, const float* p, const float* v, int n, int hs) {
+// out[0, hs) = sum over t < n of p[t] * v[t, 0:hs], v of the type loader W reads: per element an fma chain over t,
+// held in registers 64 lanes at a time.
+template <class W>
+void weighted_sum(float* out, const float* p, const typename W::T* v, int n, int hs) {
   int i = 0;
 #ifdef DIXIE_AVX2
   for (; i + 64 <= hs; i += 64) {
@@ -43,20 +44,20 @@ void weighted_sum(float* out, const float* p, const float* v, int n, int hs) {
     for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
     for (int t = 0; t < n; ++t) {
       const __m256 pt = _mm256_set1_ps(p[t]);
-      const float* vt = v + static_cast<size_t>(t) * hs + i;
-      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vt + 8 * j), acc[j]);
+      const typename W::T* vt = v + static_cast<size_t>(t) * hs + i;
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(pt, W::eight(vt + 8 * j), acc[j]);
     }
     for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + i + 8 * j, acc[j]);
   }
   for (; i + 8 <= hs; i += 8) {
     __m256 acc = _mm256_setzero_ps();
-    for (int t = 0; t < n; ++t) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(v + static_cast<size_t>(t) * hs + i), acc);
+    for (int t = 0; t < n; ++t) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), W::eight(v + static_cast<size_t>(t) * hs + i), acc);
     _mm256_storeu_ps(out + i, acc);
   }
 #endif
   for (; i < hs; ++i) {
     float acc = 0.0f;
-    for (int t = 0; t < n; ++t) acc = std::fma(p[t], v[static_cast<size_t>(t) * hs + i], acc);
+    for (int t = 0; t < n; ++t) acc = std::fma(p[t], W::one(v + static_cast<size_t>(t) * hs + i), acc);
     out[i] = acc;
   }
 }
@@ -76,6 +77,9 @@ struct CpuDecoder::State {
   AlignedArray<uint16_t> panels_u16;
   AlignedArray<uint8_t> panels_q8;
   WeightsView panels;  // whichever of the three is used
+  // An 8-bit model's token embedding as Q8_0 rows (decode_matmul.h), which the head and the embedding lookup read.
+  AlignedArray<uint8_t> embedding_q8;
+  WeightsView embedding;  // the token embedding: those rows, or the flat buffer's
   size_t panel_offset[NUM_PARAM_KINDS] = {};
   bool stale = true;  // the weights changed since the panels and vectors were made
   ServedAdapters adapters;  // LoRA adapters bound to slots, applied unmerged
@@ -85,8 +89,11 @@ struct CpuDecoder::State {
   std::vector<int> lengths;
   // [slot][n_ctx]: the token ids each slot holds, lengths[slot] of them: kv_step's repetition-penalty histories.
   AlignedArray<int32_t> held;
-  // [L][slot][NH][n_ctx][hs]: a head's keys (values) one contiguous run, which attention reads as one stream.
-  AlignedArray<float> k_cache, v_cache;
+  // [L][slot][NH][n_ctx][hs]: a head's keys (values) one contiguous run, which attention reads as one stream; in
+  // float32 or f16 (DecoderPlan::cache_type), one of the two pairs allocated.
+  DType cache_type = DType::F32;
+  AlignedArray<float> k_f32, v_f32;
+  AlignedArray<uint16_t> k_f16, v_f16;
   // Float32 copies of the vectors (LayerNorm parameters, biases) when the weights are 16-bit.
   std::vector<float> vectors_f32[NUM_PARAM_KINDS];
 
@@ -117,7 +124,7 @@ struct CpuDecoder::State {
   }
   WeightsView mat(ParamKind kind, int layer) const { return weights_at(panels, mat_offset(kind, layer)); }
 
-  // Plans the panels: offsets by kind and one buffer in the matrices' element type.
+  // Plans the panels (offsets by kind and one buffer in the matrices' element type) and an 8-bit model's embedding.
   void plan_panels(DType matrices) {
     size_t total = 0;
     for (ParamKind kind : kLayerMatrices) {
@@ -140,7 +147,16 @@ struct CpuDecoder::State {
         panels.u16 = panels_u16.data();
         break;
     }
+    if (matrices == DType::Q8_0) {
+      embedding_q8 = AlignedArray<uint8_t>(cfg().vocab_size * q8_row_bytes(cfg().n_embd));
+      embedding.dtype = DType::Q8_0;
+      embedding.q8 = embedding_q8.data();
+    } else {
+      embedding = weights_at(weights, spec.group_offset(WTE));
+    }
   }
+  uint8_t* embedding_row(int token) { return embedding_q8.data() + token * q8_row_bytes(cfg().n_embd); }
+  const uint8_t* embedding_row(int token) const { return embedding_q8.data() + token * q8_row_bytes(cfg().n_embd); }
 
   // The panels hold the only copy of the layer matrices (16-bit and 8-bit weights; see CpuDecoder::for_each_run).
   bool panels_own_matrices() const { return panels.dtype != DType::F32; }
@@ -180,8 +196,16 @@ struct CpuDecoder::State {
     const GPT2Config& c = cfg();
     return ((static_cast<size_t>(layer) * n_slots + slot) * c.n_head + head) * c.n_ctx * (c.n_embd / c.n_head);
   }
-  float* keys(int layer, int slot, int head) { return k_cache.data() + head_offset(layer, slot, head); }
-  float* values(int layer, int slot, int head) { return v_cache.data() + head_offset(layer, slot, head); }
+  // Caches the keys and values k[hs], v[hs] of a head at `at` (its head_offset plus the position's).
+  void store_kv(size_t at, const float* k, const float* v, int hs) {
+    if (cache_type == DType::F16) {
+      store_f16(k_f16.data() + at, k, hs);
+      store_f16(v_f16.data() + at, v, hs);
+    } else {
+      std::memcpy(k_f32.data() + at, k, sizeof(float) * hs);
+      std::memcpy(v_f32.data() + at, v, sizeof(float) * hs);
+    }
+  }
 
   // out[R, OC] = epilogue(inp[R, C] @ w[C, OC] + bias)
   void matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC, Epilogue epilogue) {
@@ -195,7 +219,10 @@ struct CpuDecoder::State {
         float* out = x.data() + r * C;
         const size_t te = spec.group_offset(WTE) + static_cast<size_t>(tokens[r]) * C;
         const size_t pe = spec.group_offset(WPE) + static_cast<size_t>(row_pos[r]) * C;
-        if (weights.dtype == DType::F32) {
+        if (embedding.dtype == DType::Q8_0) {
+          dequantize_q8_row(out, embedding_row(tokens[r]), 0, C);
+          for (int i = 0; i < C; ++i) out[i] += f16_to_f32(weights.u16[pe + i]);
+        } else if (weights.dtype == DType::F32) {
           for (int i = 0; i < C; ++i) out[i] = weights.f32[te + i] + weights.f32[pe + i];
         } else if (weights.dtype == DType::F16) {
           for (int i = 0; i < C; ++i) out[i] = f16_to_f32(weights.u16[te + i]) + f16_to_f32(weights.u16[pe + i]);
@@ -208,6 +235,11 @@ struct CpuDecoder::State {
 
   // atty[r] = causal attention of row r's query over its slot's cached keys/values 0..row_pos[r].
   void attention(int layer, int R) {
+    if (cache_type == DType::F16) attention_over<LoadF16>(layer, R, k_f16.data(), v_f16.data());
+    else attention_over<LoadF32>(layer, R, k_f32.data(), v_f32.data());
+  }
+  template <class W>
+  void attention_over(int layer, int R, const typename W::T* k_cache, const typename W::T* v_cache) {
     const GPT2Config& c = cfg();
     const int C = c.n_embd, NH = c.n_head, hs = C / NH;
     const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hs));
@@ -216,10 +248,10 @@ struct CpuDecoder::State {
       const int slot = row_slot[r], n_keys = row_pos[r] + 1;
       const float* q = qkv.data() + static_cast<size_t>(r) * 3 * C + h * hs;
       float* s = scores.data() + static_cast<size_t>(thread) * c.n_ctx;
-      const float* k = keys(layer, slot, h);
-      for (int t = 0; t < n_keys; ++t) s[t] = dot(q, k + static_cast<size_t>(t) * hs, hs) * inv_sqrt;
+      const typename W::T* k = k_cache + head_offset(layer, slot, h);
+      for (int t = 0; t < n_keys; ++t) s[t] = dot<W>(q, k + static_cast<size_t>(t) * hs, hs) * inv_sqrt;
       softmax(s, s, n_keys);
-      weighted_sum(atty.data() + static_cast<size_t>(r) * C + h * hs, s, values(layer, slot, h), n_keys, hs);
+      weighted_sum<W>(atty.data() + static_cast<size_t>(r) * C + h * hs, s, v_cache + head_offset(layer, slot, h), n_keys, hs);
     });
   }
 
@@ -235,11 +267,8 @@ struct CpuDecoder::State {
       adapters.apply(0, l, qkv.data(), ln.data(), R, row_slot.data(), pool);
       for (int r = 0; r < R; ++r) {
         const float* row = qkv.data() + static_cast<size_t>(r) * 3 * C;
-        for (int h = 0; h < c.n_head; ++h) {
-          const size_t at = static_cast<size_t>(row_pos[r]) * hs;
-          std::memcpy(keys(l, row_slot[r], h) + at, row + C + h * hs, sizeof(float) * hs);
-          std::memcpy(values(l, row_slot[r], h) + at, row + 2 * C + h * hs, sizeof(float) * hs);
-        }
+        for (int h = 0; h < c.n_head; ++h)
+          store_kv(head_offset(l, row_slot[r], h) + static_cast<size_t>(row_pos[r]) * hs, row + C + h * hs, row + 2 * C + h * hs, hs);
       }
       if (l == c.n_layer - 1) R = keep_ending_rows(R);
       if (R == 0) break;
@@ -325,7 +354,7 @@ struct CpuDecoder::State {
     for (int i = 0; rows && i < n_rows; ++i)
       if (rows[i] != i) std::memcpy(last.data() + static_cast<size_t>(i) * C, last.data() + static_cast<size_t>(rows[i]) * C, sizeof(float) * C);
     layernorm_forward(last_ln.data(), nullptr, nullptr, last.data(), vec(LNF_W, 0), vec(LNF_B, 0), n_rows, C, pool);
-    head_matmul(out, last_ln.data(), weights_at(weights, spec.group_offset(WTE)), n_rows, C, c.vocab_size, matmul_scratch.data(), pool);
+    head_matmul(out, last_ln.data(), embedding, n_rows, C, c.vocab_size, matmul_scratch.data(), pool);
   }
 };
 
@@ -345,8 +374,14 @@ void CpuDecoder::reserve(int n_slots) {
   s.n_slots = n_slots;
   s.lengths.assign(n_slots, 0);
   s.held = AlignedArray<int32_t>(plan.held, Pages::kSmall);
-  s.k_cache = AlignedArray<float>(plan.cache, Pages::kSmall);
-  s.v_cache = AlignedArray<float>(plan.cache, Pages::kSmall);
+  s.cache_type = plan.cache_type;
+  if (plan.cache_type == DType::F16) {
+    s.k_f16 = AlignedArray<uint16_t>(plan.cache, Pages::kSmall);
+    s.v_f16 = AlignedArray<uint16_t>(plan.cache, Pages::kSmall);
+  } else {
+    s.k_f32 = AlignedArray<float>(plan.cache, Pages::kSmall);
+    s.v_f32 = AlignedArray<float>(plan.cache, Pages::kSmall);
+  }
   s.max_rows = R;
   s.x = AlignedArray<float>(R * C);
   s.ln = AlignedArray<float>(R * C);
@@ -429,7 +464,17 @@ void CpuDecoder::for_each_run(size_t offset, size_t count, const std::function<v
   const State& s = *state_;
   s.spec.for_each_piece(offset, count, [&](const FlatPiece& piece) {
     if (piece.kind == NUM_PARAM_KINDS) {
-      fn(piece.first, piece.n, nullptr);
+      // Runs within one row of the token embedding, when it is in Q8_0 rows here; then the flat buffer's.
+      const size_t embedded = s.embedding.dtype == DType::Q8_0 ? s.spec.count_in_group(WTE, piece.first, piece.n) : 0;
+      const int C = s.cfg().n_embd;
+      for (size_t i = piece.first, end = piece.first + embedded; i < end;) {
+        const size_t e = i - s.spec.group_offset(WTE);
+        const PanelRun run{WTE, -1, static_cast<int>(e / C), static_cast<int>(e % C)};
+        const size_t n = std::min(end - i, static_cast<size_t>(C - run.j));
+        fn(i, n, &run);
+        i += n;
+      }
+      if (embedded < piece.n) fn(piece.first + embedded, piece.n - embedded, nullptr);
       return;
     }
     // Runs within one row of a strip: up to the strip's 16th column, the matrix's last column, or the piece's end.
@@ -456,6 +501,10 @@ uint16_t* CpuDecoder::panel16(const PanelRun& run) {
 
 void CpuDecoder::read_q8(const PanelRun& run, size_t n, float* dst) const {
   const State& s = *state_;
+  if (run.kind == WTE) {
+    dequantize_q8_row(dst, s.embedding_row(run.k), run.j, static_cast<int>(n));
+    return;
+  }
   const auto [rows, cols] = s.spec.matrix_shape(run.kind);
   const uint8_t* m = s.panels_q8.data() + s.mat_offset(run.kind, run.layer);
   for (size_t i = 0; i < n; ++i) {
@@ -481,19 +530,30 @@ void CpuDecoder::write_q8(ParamKind kind, int layer, int k0, int n_rows, const f
   }
 }
 
+void CpuDecoder::write_q8_embedding(size_t element, size_t n, const float* w) {
+  State& s = *state_;
+  const size_t C = s.cfg().n_embd;
+  for (size_t e = element, end = element + n; e < end;) {
+    const int j = static_cast<int>(e % C), m = static_cast<int>(std::min(end - e, C - j));
+    quantize_q8_row(s.embedding_row(static_cast<int>(e / C)), static_cast<int>(C), j, m, w + (e - element));
+    e += m;
+  }
+}
+
 DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int threads) {
   const GPT2Config& c = spec.config();
   const int C = c.n_embd;
   DecoderPlan p;
   p.rows = std::max(kChunkRows, n_slots);
   const size_t R = p.rows;
+  p.cache_type = matrices == DType::F32 ? DType::F32 : DType::F16;
   p.cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
   p.held = static_cast<size_t>(n_slots) * c.n_ctx;
   p.activations = R * 10 * C;
   p.scores = static_cast<size_t>(threads) * c.n_ctx;
   p.matmul_scratch = std::max({decode_matmul_scratch(p.rows, C, 3 * C, matrices, threads), decode_matmul_scratch(p.rows, C, C, matrices, threads),
                                decode_matmul_scratch(p.rows, C, 4 * C, matrices, threads),
-                               decode_matmul_scratch(p.rows, 4 * C, C, matrices, threads), head_matmul_scratch(C, threads)});
+                               decode_matmul_scratch(p.rows, 4 * C, C, matrices, threads), head_matmul_scratch(n_slots, C, matrices, threads)});
   p.last = 2 * static_cast<size_t>(n_slots) * C;
   p.logits = static_cast<size_t>(n_slots) * c.vocab_size;
   if (matrices != DType::F32) {
@@ -502,30 +562,44 @@ DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int
   return p;
 }
 
-size_t DecoderPlan::bytes() const {
-  return (2 * cache + activations + scores + matmul_scratch + last + logits + vectors) * sizeof(float) + held * sizeof(int32_t);
+size_t DecoderPlan::cache_bytes() const {
+  return 2 * cache * (cache_type == DType::F16 ? sizeof(uint16_t) : sizeof(float)) + held * sizeof(int32_t);
 }
 
-size_t planned_panel_bytes(const ModelSpec& spec, DType matrices) {
+size_t DecoderPlan::bytes() const {
+  return cache_bytes() + (activations + scores + matmul_scratch + last + logits + vectors) * sizeof(float);
+}
+
+size_t params_in_decoder(const ModelSpec& spec, DType matrices) {
+  if (matrices == DType::F32) return 0;
+  size_t n = matrices == DType::Q8_0 ? spec.group_numel(WTE) : 0;
+  for (ParamKind kind : kLayerMatrices) n += spec.group_numel(kind);
+  return n;
+}
+
+size_t planned_weight_bytes(const ModelSpec& spec, DType matrices) {
+  const GPT2Config& c = spec.config();
   size_t elements = 0;
   for (ParamKind kind : kLayerMatrices) {
     const auto [rows, cols] = spec.matrix_shape(kind);
-    elements += spec.config().n_layer * panel_elements(rows, cols, matrices);
+    elements += c.n_layer * panel_elements(rows, cols, matrices);
   }
-  return elements * (matrices == DType::F32 ? sizeof(float) : matrices == DType::Q8_0 ? 1 : sizeof(uint16_t));
+  if (matrices == DType::Q8_0) return elements + c.vocab_size * q8_row_bytes(c.n_embd);
+  return elements * (matrices == DType::F32 ? sizeof(float) : sizeof(uint16_t));
 }
 
-size_t CpuDecoder::panel_bytes() const {
+size_t CpuDecoder::weight_bytes() const {
   const State& s = *state_;
-  return s.panels_f32.bytes() + s.panels_u16.bytes() + s.panels_q8.bytes();
+  return s.panels_f32.bytes() + s.panels_u16.bytes() + s.panels_q8.bytes() + s.embedding_q8.bytes();
 }
 
 size_t CpuDecoder::memory_bytes() const {
   const State& s = *state_;
-  size_t floats = s.k_cache.size() + s.v_cache.size() + s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() +
-                  s.scores.size() + s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.logits.size();
+  size_t floats = s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() + s.scores.size() +
+                  s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.logits.size();
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
-  return floats * sizeof(float) + s.held.bytes() + (s.panels_own_matrices() ? 0 : panel_bytes()) + s.adapters.bytes();
+  return floats * sizeof(float) + s.k_f32.bytes() + s.v_f32.bytes() + s.k_f16.bytes() + s.v_f16.bytes() + s.held.bytes() +
+         (s.panels_own_matrices() ? 0 : weight_bytes()) + s.adapters.bytes();
 }
 
 }  // namespace dixie

@@ -12,8 +12,8 @@
 
 namespace dixie {
 
-// Weights as the CPU backend stores them: float32, 16-bit (F16/BF16) or, in the decoder's panels only, 8-bit
-// (Q8_0, decode_matmul.h). The pointer of the dtype is set; the flat buffer's layout is ModelSpec's.
+// Weights as the CPU backend stores them: float32, 16-bit (F16/BF16) or, in the decoder only (its panels and token
+// embedding), 8-bit (Q8_0, decode_matmul.h). The pointer of the dtype is set; the flat buffer's layout is ModelSpec's.
 struct WeightsView {
   DType dtype = DType::F32;
   const float* f32 = nullptr;
@@ -21,7 +21,8 @@ struct WeightsView {
   const uint8_t* q8 = nullptr;
 };
 
-// Where a run of elements of a layer matrix sits: row k of the matrix `kind` of layer `layer`, from column j.
+// Where a run of elements that the decoder stores sits: row k of the matrix `kind` of layer `layer`, from column j; a
+// layer matrix in panels, or (kind WTE, layer -1) an 8-bit model's token embedding in Q8_0 rows.
 struct PanelRun {
   ParamKind kind;
   int layer, k, j;
@@ -30,7 +31,7 @@ struct PanelRun {
 class CpuDecoder {
  public:
   // weights: the backend's flat buffer (float32 or 16-bit); matrices: the type the layer matrices are read in, that of
-  // the weights or, for a Q8_0 model (whose flat buffer is F16), Q8_0.
+  // the weights or, for a Q8_0 model (whose flat buffer is F16), Q8_0, the type of its token embedding too.
   CpuDecoder(const ModelSpec& spec, WeightsView weights, DType matrices, ThreadPool& pool);
   ~CpuDecoder();
 
@@ -49,11 +50,12 @@ class CpuDecoder {
   // The weights were written: what is made from them (float32 weights' panel copy, the float32 vectors of 16-bit
   // and 8-bit ones) is remade at the next forward.
   void weights_changed();
-  // With 16-bit and 8-bit weights the panels are where the layer matrices live: the backend writes and reads them
-  // here and never touches those ranges of its flat buffer, whose pages are then never committed. Calls fn(first, n,
-  // run) over the parameters [offset, offset + count) of ModelSpec's flat layout, in runs contiguous where they are
-  // stored: `run` says where a run of layer-matrix elements sits (one row of one strip: up to 16 elements), null for
-  // a run of other parameters (which live in the flat buffer).
+  // With 16-bit and 8-bit weights the panels are where the layer matrices live, and with 8-bit ones the decoder's
+  // Q8_0 rows are where the token embedding lives (params_in_decoder): the backend writes and reads them here and
+  // never touches those ranges of its flat buffer, whose pages are then never committed. Calls fn(first, n, run) over
+  // the parameters [offset, offset + count) of ModelSpec's flat layout, in runs contiguous where they are stored:
+  // `run` says where a run of the decoder's elements sits (one row of one strip of a layer matrix: up to 16 elements;
+  // or within one row of the token embedding), null for a run of other parameters (which live in the flat buffer).
   void for_each_run(size_t offset, size_t count, const std::function<void(size_t first, size_t n, const PanelRun* run)>& fn) const;
   // 16-bit weights: where a run's elements are.
   uint16_t* panel16(const PanelRun& run);
@@ -62,8 +64,11 @@ class CpuDecoder {
   // 8-bit weights: quantizes the rows [k0, k0 + rows) of layer `layer`'s matrix `kind`, given as w[rows, cols], into
   // the panels by blocks of kQ8Block rows (k0 a multiple of kQ8Block, and rows too unless they end the matrix).
   void write_q8(ParamKind kind, int layer, int k0, int rows, const float* w);
-  // Bytes of the layer matrices in panel layout.
-  size_t panel_bytes() const;
+  // 8-bit weights: quantizes the elements [element, element + n) of the token embedding [V, C], given as w[n], into its
+  // Q8_0 rows (whole blocks of a row: check_q8_embedding_write).
+  void write_q8_embedding(size_t element, size_t n, const float* w);
+  // Bytes of the weights the decoder stores: the layer matrices in panel layout, and an 8-bit model's token embedding.
+  size_t weight_bytes() const;
   // Bytes of the cache, scratch and derived copies (the panels when they are a copy).
   size_t memory_bytes() const;
 
@@ -76,7 +81,10 @@ class CpuDecoder {
 // plan_decode_memory (core/backend.h) sizes a model with them before it exists. rows: R, the rows of one pass.
 struct DecoderPlan {
   int rows = 0;
-  size_t cache = 0;           // keys, and as many values: [n_layer, n_slots, n_ctx, C]
+  // The keys and values' type: float32 for float32 weights; f16 for 16-bit and 8-bit ones, which halves the pages of
+  // a long context's cache (f16 is llama.cpp's default KV type too).
+  DType cache_type = DType::F32;
+  size_t cache = 0;           // keys, and as many values: [n_layer, n_slots, n_ctx, C] of cache_type
   size_t held = 0;            // token ids [n_slots, n_ctx]
   size_t activations = 0;     // x, ln, atty [R, C]; qkv [R, 3C]; fcg [R, 4C]
   size_t scores = 0;          // [threads, n_ctx]
@@ -84,12 +92,18 @@ struct DecoderPlan {
   size_t last = 0;            // last, last_ln [n_slots, C] each
   size_t logits = 0;          // [n_slots, V]
   size_t vectors = 0;         // float32 copies of a 16-bit or 8-bit model's vectors (biases, LayerNorms)
-  size_t bytes() const;       // all of them
+  size_t cache_bytes() const;  // the keys, values and token ids
+  size_t bytes() const;        // all of them
 };
 DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int threads);
 
-// Bytes of a model's layer matrices in the decoder's panel layout, in the matrices' type.
-size_t planned_panel_bytes(const ModelSpec& spec, DType matrices);
+// The parameters of the flat layout that a decoder over matrices of type `matrices` stores in place of the backend's
+// flat buffer: none for float32 weights (it copies the layer matrices), the layer matrices for 16-bit ones, and the
+// token embedding too for 8-bit ones.
+size_t params_in_decoder(const ModelSpec& spec, DType matrices);
+// Bytes of the weights such a decoder stores (CpuDecoder::weight_bytes): the layer matrices in panel layout, in the
+// matrices' type, and for Q8_0 the token embedding's Q8_0 rows.
+size_t planned_weight_bytes(const ModelSpec& spec, DType matrices);
 
 // Backend::sample on the CPU; rows run in parallel, each with its own RNG stream, so results do not depend
 // on the thread count.

@@ -4,14 +4,66 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+
+#include "core/dtype.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define DIXIE_AVX2 1
 #endif
+#if defined(DIXIE_AVX2) && defined(__F16C__)
+#define DIXIE_F16C 1
+#endif
 
 namespace dixie {
+
+// Loaders: one element, or (with AVX2) eight elements, of a storage type as float32 (exact for all three).
+struct LoadF32 {
+  using T = float;
+  static float one(const float* p) { return *p; }
+#ifdef DIXIE_AVX2
+  static __m256 eight(const float* p) { return _mm256_loadu_ps(p); }
+#endif
+};
+
+struct LoadF16 {
+  using T = uint16_t;
+  static float one(const uint16_t* p) { return f16_to_f32(*p); }
+#ifdef DIXIE_AVX2
+  static __m256 eight(const uint16_t* p) {
+#ifdef DIXIE_F16C
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+    alignas(32) float f[8];
+    for (int i = 0; i < 8; ++i) f[i] = f16_to_f32(p[i]);
+    return _mm256_load_ps(f);
+#endif
+  }
+#endif
+};
+
+struct LoadBF16 {
+  using T = uint16_t;
+  static float one(const uint16_t* p) { return bf16_to_f32(*p); }
+#ifdef DIXIE_AVX2
+  static __m256 eight(const uint16_t* p) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+#endif
+};
+
+// dst[0, n) = src[0, n) rounded to f16 (to nearest even, as f32_to_f16).
+inline void store_f16(uint16_t* dst, const float* src, size_t n) {
+  size_t i = 0;
+#ifdef DIXIE_F16C
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+  for (; i < n; ++i) dst[i] = f32_to_f16(src[i]);
+}
 
 #ifdef DIXIE_AVX2
 inline float hsum(__m256 v) {
@@ -83,20 +135,21 @@ inline float gelu1(float x) {
 #endif
 }
 
-// sum_i a[i] * b[i]
-inline float dot(const float* a, const float* b, int n) {
+// sum_i a[i] * b[i], b of the storage type that loader W reads.
+template <class W = LoadF32>
+inline float dot(const float* a, const typename W::T* b, int n) {
   int i = 0;
   float sum = 0.0f;
 #ifdef DIXIE_AVX2
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), W::eight(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), W::eight(b + i + 8), acc1);
   }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), W::eight(b + i), acc0);
   sum = hsum(_mm256_add_ps(acc0, acc1));
 #endif
-  for (; i < n; ++i) sum += a[i] * b[i];
+  for (; i < n; ++i) sum += a[i] * W::one(b + i);
   return sum;
 }
 

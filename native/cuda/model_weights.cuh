@@ -1,7 +1,9 @@
 // The model's parameters on the device as the kernels read them: float32 masters (in ModelSpec's flat layout) and,
 // in mixed precision, a bf16 copy in the same layout for the matrix products. A Q8_0 model keeps its layer matrices
 // as int8 instead (q8), and the masters and their copy hold only the other parameters: the flat layout with the
-// layer-matrix groups cut out.
+// layer-matrix groups cut out. Its token embedding stays float here, where the CPU keeps it as Q8_0 rows (which
+// llama.cpp's Q8_0 files hold too): a GPU has the memory to spare, and its head is a GEMM over float rows, so a
+// q8_0 model's logits differ between the two backends by that rounding too.
 #pragma once
 #include "common.cuh"
 #include "core/model_spec.h"

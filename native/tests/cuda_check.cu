@@ -620,7 +620,8 @@ void section_decode(const Shape& shape) {
     auto cpu = make_cpu_backend(c, o);
     be->write_params(0, params.data(), params.size(), DType::F32);
     cpu->write_params(0, params.data(), params.size(), DType::F32);
-    // The layer matrices' blocks are quantized alike (the other parameters are f16 on the CPU, float32 here).
+    // The layer matrices' blocks are quantized alike (on the CPU the token embedding is Q8_0 too and the other
+    // parameters f16; float32 here).
     const std::vector<float> gpu_weights = read_all(*be, false), cpu_weights = read_all(*cpu, false);
     double worst = 0;
     for (const ParamTensor& t : spec.tensors())

@@ -52,6 +52,14 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+// The probabilities of logits, in float64.
+export function softmax(logits: Float32Array): Float64Array {
+  const max = logits.reduce((m, x) => Math.max(m, x), -Infinity);
+  const p = Float64Array.from(logits, (x) => Math.exp(x - max));
+  const sum = p.reduce((a, b) => a + b, 0);
+  return p.map((x) => x / sum);
+}
+
 // A small deterministic generator for test data (not the model's initialiser).
 export function lcg(seed: number): () => number {
   let s = seed >>> 0;

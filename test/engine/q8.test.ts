@@ -6,10 +6,11 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { GPT2Config, Model, NATIVE } from '../../lib/engine/model';
-import { writeSafetensors } from '../../lib/formats/safetensors';
+import { quantizeQ8 } from '../../lib/formats/gguf';
+import { f16ToF32, writeSafetensors } from '../../lib/formats/safetensors';
 import { estimateModelBytes } from '../../lib/server/engine';
 import { loadTokenizer } from '../../lib/tokenizer';
-import { FIXTURE_DIR, decode, loadExpected, maxAbs, maxAbsDiff, randomTokens } from './helpers';
+import { FIXTURE_DIR, decode, lcg, loadExpected, maxAbs, maxAbsDiff, randomTokens, softmax } from './helpers';
 
 const ex = loadExpected();
 
@@ -72,17 +73,60 @@ t.test('q8_0 weights: read back as quantized, written again unchanged, written i
   q8.dispose();
 });
 
-t.test('a q8_0 model keeps its layer matrices once, at 34 bytes a block of 32, and the rest at 2 bytes', async (t) => {
+t.test('a q8_0 model keeps its layer matrices and token embedding once, at 34 bytes a block of 32, and the rest at 2 bytes', async (t) => {
   const config = { nLayer: 2, nHead: 4, nEmbd: 256, nCtx: 64, vocabSize: 300 };
   const q8 = Model.create(config, { seed: 1, threads: 2, trainable: false, weightDtype: 'q8_0' });
   const params = q8.tensors.reduce((n, x) => n + x.numel, 0);
-  const matrices = q8.tensors.filter((x) => /\.(c_attn|c_proj|c_fc)\.weight$/.test(x.name)).reduce((n, x) => n + x.numel, 0);
+  const quantized = q8.tensors.filter((x) => /\.(c_attn|c_proj|c_fc)\.weight$|^wte\.weight$/.test(x.name)).reduce((n, x) => n + x.numel, 0);
   // At 256 channels the panels hold the matrices with no padding; the flat buffer's groups are padded to 16 floats.
-  t.ok(Math.abs(q8.memory().params - (2 * (params - matrices) + (matrices / 32) * 34)) < 2 * 16 * 16, `${q8.memory().params} bytes of weights`);
+  t.ok(Math.abs(q8.memory().params - (2 * (params - quantized) + (quantized / 32) * 34)) < 2 * 16 * 16, `${q8.memory().params} bytes of weights`);
   t.match(q8.device(), /q8_0 weights/);
   const f16 = estimateModelBytes({ ...config, nLayer: 48, nEmbd: 1600, vocabSize: 50257, nCtx: 1024 }, 'f16', 1);
   const int8 = estimateModelBytes({ ...config, nLayer: 48, nEmbd: 1600, vocabSize: 50257, nCtx: 1024 }, 'q8_0', 1);
   t.ok(int8 < 0.7 * f16, `the server's estimate for 1558M: q8_0 ${(int8 / 1e9).toFixed(2)} GB, f16 ${(f16 / 1e9).toFixed(2)} GB`);
+  q8.dispose();
+});
+
+// The Q8_0 blocks of a row of C values as float32 (scale x int8), from the reference quantizer of the GGUF writer:
+// a last block shorter than 32 is quantized as if padded with zeros, which change neither its scale nor its values.
+function q8Row(row: Float32Array): Float32Array {
+  const out = new Float32Array(row.length);
+  for (let j = 0; j < row.length; j += 32) {
+    const block = new Float32Array(32);
+    block.set(row.subarray(j, j + 32));
+    const bytes = Buffer.from(quantizeQ8(block));
+    const d = f16ToF32(Uint16Array.of(bytes.readUInt16LE(0)))[0];
+    for (let i = 0; i < Math.min(32, row.length - j); i++) out[j + i] = d * bytes.readInt8(2 + i);
+  }
+  return out;
+}
+
+t.test('a q8_0 model\'s token embedding: Q8_0 rows, read back as scale x int8 block by block, written in whole blocks', async (t) => {
+  // 536 channels: rows of 16 blocks of 32 values and a last one of 24.
+  const q8 = Model.create(WIDE, { seed: 6, threads: 2, trainable: false, weightDtype: 'q8_0' });
+  const C = WIDE.nEmbd;
+  const next = lcg(7);
+  const wte = Float32Array.from({ length: WIDE.vocabSize * C }, () => 0.3 * (next() - 0.5));
+  q8.setParam('wte.weight', wte);
+  const expected = new Float32Array(wte.length);
+  for (let v = 0; v < WIDE.vocabSize; v++) expected.set(q8Row(wte.subarray(v * C, (v + 1) * C)), v * C);
+  const read = q8.getParam('wte.weight');
+  t.equal(maxAbsDiff(read, expected), 0, 'every value is its block\'s scale times its int8, exactly');
+  t.ok(maxAbsDiff(read, wte) > 0, 'and not the float value written');
+  const before = await decode(q8, [randomTokens(10, WIDE.vocabSize, 1)], () => 1);
+  q8.setParam('wte.weight', read);
+  t.same(q8.getParam('wte.weight'), read, 'the dequantized values quantize back to the same blocks');
+  const after = await decode(q8, [randomTokens(10, WIDE.vocabSize, 1)], () => 1);
+  t.equal(maxAbsDiff(before.get('0:9') as Float32Array, after.get('0:9') as Float32Array), 0, 'decoding unchanged');
+  const info = q8.tensors.find((x) => x.name === 'wte.weight');
+  if (!info) throw new Error('no wte.weight');
+  t.throws(() => q8[NATIVE].writeParams(info.offset + C + 16, new Float32Array(32), 'f32'),
+    /wte\.weight \[300, 536\]: a q8_0 model quantizes its token embedding by blocks of 32 values of a row, so it is written in whole blocks \(this write covers elements 552 to 584\)/);
+  // Whole blocks from the middle of a row: row 2's last two blocks (32 and 24 values), then the first of row 3.
+  // 127 / 256: a scale of 2^-8, exact in f16.
+  q8[NATIVE].writeParams(info.offset + 2 * C + 480, new Float32Array(56 + 32).fill(127 / 256), 'f32');
+  t.same(Array.from(q8.getParam('wte.weight').subarray(2 * C + 480, 3 * C + 32)), new Array(88).fill(127 / 256), 'whole blocks are taken');
+  t.equal(maxAbsDiff(q8.getParam('wte.weight').subarray(2 * C, 2 * C + 480), read.subarray(2 * C, 2 * C + 480)), 0, 'the blocks before are kept');
   q8.dispose();
 });
 
@@ -140,13 +184,6 @@ function gpt2LikeTensors(c: GPT2Config, seed: number): { name: string; dtype: 'F
       return x;
     },
   }));
-}
-
-function softmax(logits: Float32Array): Float64Array {
-  const max = logits.reduce((m, x) => Math.max(m, x), -Infinity);
-  const p = Float64Array.from(logits, (x) => Math.exp(x - max));
-  const sum = p.reduce((a, b) => a + b, 0);
-  return p.map((x) => x / sum);
 }
 
 t.test('at GPT-2 124M shapes with GPT-2-like weights, q8_0 predicts the next token of a held-out text like float32', async (t) => {
