@@ -40,7 +40,8 @@ function readBandwidth(): string {
   return `${m[1]} GB/s (best ${m[2]})`;
 }
 
-function prompt(n: number, seed: number): Int32Array {
+// n token ids of a fixed pseudo-random sequence.
+export function prompt(n: number, seed: number): Int32Array {
   let s = seed;
   return Int32Array.from({ length: n }, () => {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;

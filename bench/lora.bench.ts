@@ -10,6 +10,7 @@ import { GPT2Config, Model, type ServedAdapter } from '../lib/engine/model';
 import { writePeftAdapter } from '../lib/formats/peft';
 import { Generator } from '../lib/generate';
 import { loadTokenizer } from '../lib/tokenizer';
+import { prompt } from './decode.bench';
 import { median } from './stats';
 
 const CONFIG: GPT2Config = { nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 };
@@ -21,14 +22,6 @@ const PROMPT_TOKENS = 32;
 const MAX_TOKENS = 48;
 const ROUNDS = 3;
 const MODULES: readonly [string, number, number][] = [['attn.c_attn', 1, 3], ['attn.c_proj', 1, 1], ['mlp.c_fc', 1, 4], ['mlp.c_proj', 4, 1]];
-
-function prompt(seed: number): Int32Array {
-  let s = seed;
-  return Int32Array.from({ length: PROMPT_TOKENS }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s % 50000;
-  });
-}
 
 // An adapter with random factors (B too, so that it changes what the model computes), as PEFT lays it out.
 async function writeAdapter(dir: string, seed: number): Promise<void> {
@@ -47,7 +40,7 @@ async function writeAdapter(dir: string, seed: number): Promise<void> {
 // Tokens/s of REQUESTS requests submitted at once, request i with adapters[i % n] (none when the list is empty).
 async function aggregate(generator: Generator, adapters: readonly ServedAdapter[]): Promise<number> {
   const started = performance.now();
-  const results = await Promise.all(Array.from({ length: REQUESTS }, (_, i) => generator.generate(prompt(i + 1), {
+  const results = await Promise.all(Array.from({ length: REQUESTS }, (_, i) => generator.generate(prompt(PROMPT_TOKENS, i + 1), {
     maxTokens: MAX_TOKENS, temperature: 1, topK: 40, stopTokens: [], seed: i, adapter: adapters.length > 0 ? adapters[i % adapters.length] : undefined,
   })));
   return results.reduce((n, r) => n + r.tokens.length, 0) / ((performance.now() - started) / 1000);

@@ -1,13 +1,21 @@
-// A model entry of server_config.json with an "adapter": served with the adapter merged into its base, answering
-// as bin/merge-lora's merged folder does, the adapter shown in /models/list; a folder that is no adapter stops the
-// start, naming the entry.
+// Model entries of server_config.json with an "adapter": decoded over a base that the adapters of that base share,
+// each answering as bin/merge-lora's merged folder does, together as alone; /models/list shows adapter and base and
+// the budget counts the base once; a folder that is no adapter, or a "base" that does not fit, stops the start,
+// naming the entry.
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { validateServerConfig } from '../../lib/server/config';
 import { request, startServer } from '../server/helpers';
 import { CONFIG, peftConfig, randomFactors, runBin, saveBase, writeRawAdapter } from './helpers';
 
 const work = t.testdir({});
+
+// A model's answer to one question, over HTTP.
+async function answer(t: Test, url: string, key: string): Promise<string> {
+  const r = await request(`${url}/invocations`, { body: { model_key: key, raw_text: 'How are you?', format: 'json' } });
+  t.equal(r.status, 200, r.text);
+  return r.json().text as string;
+}
 
 t.test('an entry with an adapter answers as the merged model, beside its base', async (t) => {
   const base = await saveBase(path.join(work, 'base'));
@@ -26,11 +34,7 @@ t.test('an entry with an adapter answers as the merged model, beside its base', 
     ],
   }, work);
   t.teardown(srv.close);
-  const ask = async (key: string): Promise<string> => {
-    const r = await request(`${srv.url}/invocations`, { body: { model_key: key, raw_text: 'How are you?', format: 'json' } });
-    t.equal(r.status, 200, r.text);
-    return r.json().text as string;
-  };
+  const ask = (key: string): Promise<string> => answer(t, srv.url, key);
   const [fromBase, fromAdapter, fromMerged] = [await ask('base'), await ask('bot'), await ask('merged')];
   t.equal(fromAdapter, fromMerged, `the adapter's entry answers as the merged folder: ${JSON.stringify(fromAdapter)}`);
   t.not(fromAdapter, fromBase, 'and not as its base');
@@ -61,11 +65,7 @@ t.test('adapters over one base: loaded once, counted once, their requests answer
     ],
   }, work);
   t.teardown(srv.close);
-  const ask = async (key: string): Promise<string> => {
-    const r = await request(`${srv.url}/invocations`, { body: { model_key: key, raw_text: 'How are you?', format: 'json' } });
-    t.equal(r.status, 200, r.text);
-    return r.json().text as string;
-  };
+  const ask = (key: string): Promise<string> => answer(t, srv.url, key);
   const keys = ['base', 'a', 'b', 'c'];
   const alone: string[] = [];
   for (const key of keys) alone.push(await ask(key));
@@ -75,7 +75,7 @@ t.test('adapters over one base: loaded once, counted once, their requests answer
   const merged = path.join(work, 'shared-merged-1');
   t.equal(runBin('merge-lora', [base, adapters[1], merged]).status, 0);
   const srvMerged = await startServer({ models: [{ key: 'm', restore_from: 'shared-merged-1', sampling: greedy }] }, work);
-  const fromMerged = (await request(`${srvMerged.url}/invocations`, { body: { model_key: 'm', raw_text: 'How are you?', format: 'json' } })).json().text;
+  const fromMerged = await answer(t, srvMerged.url, 'm');
   await srvMerged.close();
   t.equal(alone[2], fromMerged, 'an adapter decoded unmerged answers as its merged model');
 
