@@ -7,7 +7,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
-const SECTION = '## Quick start';
+const QUICK_START = '## Quick start';
 
 // A command as its block writes it, and the output block shown after it, if any.
 export interface Step {
@@ -20,14 +20,18 @@ function words(line: string): string[] {
   return [...line.matchAll(/"([^"]*)"|'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]);
 }
 
-// The quick start's commands, in order: every indented block of its section (a line ending in "\\" goes on on
-// the next), each with the first fenced block after it and before the next command (what it prints).
-export function quickStart(readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')): Step[] {
+// The lines of the README's section whose heading starts with `title`.
+export function readmeSection(title: string, readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')): string[] {
   const lines = readme.split('\n');
-  const start = lines.findIndex((l) => l.startsWith(SECTION));
-  if (start < 0) throw new Error(`README.md has no "${SECTION}" section`);
+  const start = lines.findIndex((l) => l.startsWith(title));
+  if (start < 0) throw new Error(`README.md has no "${title}" section`);
   const end = lines.findIndex((l, i) => i > start && l.startsWith('## '));
-  const section = lines.slice(start + 1, end < 0 ? undefined : end);
+  return lines.slice(start + 1, end < 0 ? undefined : end);
+}
+
+// A section's commands, in order (the quick start's by default): every indented block of it (a line ending in "\\"
+// goes on on the next), each with the first fenced block after it and before the next command (what it prints).
+export function readmeCommands(section = readmeSection(QUICK_START)): Step[] {
   const steps: Step[] = [];
   let command = '';
   for (let i = 0; i < section.length; i++) {

@@ -1,18 +1,20 @@
 // Every command of README.md's quick start, run as written in a folder of a new user's own, in order, with what
-// the README says each prints: so the README cannot drift from what works. The training is the README's whole
-// run (about a minute and a half on two idle cores); bin/chat gets a message on its standard input, bin/serve
-// one conversation on the chat page (on a free port rather than 12345, which the machine may have in use).
+// the README says each prints, then those of its LoRA section over the model trained: so the README cannot drift
+// from what works. The training is the README's whole run (about a minute and a half on two idle cores); bin/chat
+// gets a message on its standard input, bin/serve one conversation on the chat page (on a free port rather than
+// 12345, which the machine may have in use).
 import fs from 'node:fs';
+import path from 'node:path';
 import t from 'tap';
-import { launchBrowser, sayOnPage, VIEWPORTS } from '../server/helpers';
-import { quickStart, run, sandbox, serve, type Step } from './helpers';
+import { launchBrowser, request, sayOnPage, VIEWPORTS } from '../server/helpers';
+import { readmeCommands, readmeSection, run, sandbox, serve, type Step } from './helpers';
 
 const MARKUP = /[|]|EOM|endoftext/;
 
 t.setTimeout(25 * 60_000);
 
 t.test("README.md's quick start, every command as written", async (t) => {
-  const steps = quickStart();
+  const steps = readmeCommands();
   t.same(steps.map((s) => s.argv[0]), ['bin/train', 'bin/train', 'bin/chat', 'bin/serve'], 'check, train, chat, serve');
   const dir = sandbox('readme');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -49,4 +51,29 @@ t.test("README.md's quick start, every command as written", async (t) => {
     }
     t.comment(`${step.argv.slice(0, 2).join(' ')} ...: ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
+
+  // Then the LoRA section over the model just trained, in the same folder: its server_config.json, the two adapters
+  // trained as written, the server, and its curl's request to each adapter.
+  const lora = readmeSection('## Many chatbots over one base');
+  const json = lora.indexOf('```json');
+  fs.writeFileSync(path.join(dir, 'server_config.json'), lora.slice(json + 1, lora.indexOf('```', json + 1)).join('\n'));
+  const loraSteps = readmeCommands(lora);
+  t.same(loraSteps.map((s) => s.argv[0]), ['bin/train', 'bin/train', 'bin/serve', 'curl'], 'train, train, serve, ask');
+  for (const step of loraSteps.slice(0, 2)) {
+    const started = Date.now();
+    const ran = await run(dir, step.argv);
+    t.equal(ran.status, 0, `${step.argv.join(' ')}: ${ran.stderr}`);
+    t.match(ran.stdout, /LoRA: rank 8, alpha 16, on attn\.c_attn, attn\.c_proj, mlp\.c_fc, mlp\.c_proj of .*; the base stays frozen/);
+    t.comment(`bin/train --lora_rank ...: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+  const server = await serve(dir, loraSteps[2].argv);
+  const curl = loraSteps[3].argv;
+  const body = JSON.parse(curl[curl.indexOf('-d') + 1]) as Record<string, unknown>;
+  for (const key of ['family', 'friends']) {
+    const r = await request(`${server.url}/invocations`, { body: { ...body, model_key: key } });
+    t.ok(r.status === 200 && r.text.length > 0 && !MARKUP.test(r.text), `${key} answers, sanitized: ${JSON.stringify(r.text)}`);
+  }
+  const models = (await request(`${server.url}/models/list`)).json().models as Record<string, unknown>[];
+  t.same(models.map((m) => [m.model_key, m.base, m.loaded]), [['base', null, true], ['family', 'base', true], ['friends', 'base', true]], 'one base, two adapters over it');
+  t.equal(await server.stop(), 0, 'bin/serve --config server_config.json stops on SIGTERM');
 });

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import t from 'tap';
 import { launchBrowser, sayOnPage, VIEWPORTS } from '../server/helpers';
-import { quickStart, run, sandbox, serve } from './helpers';
+import { readmeCommands, run, sandbox, serve } from './helpers';
 
 const STEPS = 30;
 // The flags that set how long the README's training runs, made to fit STEPS; every other flag as written.
@@ -24,7 +24,7 @@ function shorter(argv: readonly string[]): string[] {
 }
 
 t.test('the quick start, with a model trained for a few steps, then served and talked to on the page', async (t) => {
-  const steps = quickStart();
+  const steps = readmeCommands();
   const find = (what: string, test: (argv: string[]) => boolean): string[] => {
     const step = steps.find((s) => test(s.argv));
     if (!step) throw new Error(`README.md's quick start has no ${what}`);
