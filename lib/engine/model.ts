@@ -168,6 +168,15 @@ function firstNonFinite(data: Float32Array | Uint16Array, dtype: 'F32' | 'F16' |
   return null;
 }
 
+// What the loader adds to the weights of an adapter it merges, checked against the base first; null without one,
+// or when the adapter's factors go on training (`lora`) rather than merge.
+function mergedDeltas(adapter: PeftAdapter | null, config: GPT2Config, source: ConfigSource, options: ModelOptions): Map<string, AddDeltaRows> | null {
+  if (!adapter) return null;
+  if (!options.lora) return adapterDeltas(adapter, config, source);
+  checkAdapterFits(adapter, config, source);
+  return null;
+}
+
 function checkLora(lora: LoraOptions, base: string | null): ModelLora {
   if (!Number.isSafeInteger(lora.rank) || lora.rank < 1) throw new Error(`lora.rank must be a whole number >= 1, got ${lora.rank}`);
   if (!Number.isFinite(lora.alpha) || lora.alpha <= 0) throw new Error(`lora.alpha must be a number > 0, got ${lora.alpha}`);
@@ -237,12 +246,12 @@ export class Model {
     checkComputeConfig(folder.configFile, json);
     const fields = hfConfigFields(json);
     const source: ConfigSource = { where: folder.configFile, fieldName: (key) => fields[key] };
-    const deltas = adapter && adapterDeltas(adapter, folder.config, source);
+    const deltas = mergedDeltas(adapter, folder.config, source, modelOptions);
     const file = openSafetensors(folder.weights);
     let model: Model | null = null;
     try {
       model = new Model(folder.config, modelOptions, source, modelOptions.lora ? null : adapter, path.resolve(folder.dir));
-      model.loadWeights(file, folder.configFile, modelOptions.lora ? null : deltas);
+      model.loadWeights(file, folder.configFile, deltas);
       if (modelOptions.lora) model.startAdapter(adapter);
       return model;
     } catch (err) {
@@ -266,9 +275,9 @@ export class Model {
         throw new Error(`${file}: tensor "${quantized.name}" is q8_0: 8-bit weights are for inference only, and dixie does not train from them (load with trainable: false, or train from a float32, f16 or bf16 model)`);
       }
       const source: ConfigSource = { where: file, fieldName: (key) => GGUF_FIELDS[key] };
-      const deltas = adapter && adapterDeltas(adapter, config, source);
+      const deltas = mergedDeltas(adapter, config, source, options);
       model = new Model(config, options, source, options.lora ? null : adapter, base);
-      model.loadGgufWeights(g, options.lora ? null : deltas);
+      model.loadGgufWeights(g, deltas);
       if (options.lora) model.startAdapter(adapter);
       return model;
     } catch (err) {
