@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { encodeDataset } from '../lib/data/dataset';
 import { GPT2Config, LoraOptions, Model } from '../lib/engine/model';
+import type { WeightDType } from '../lib/engine/native';
 import { loadTokenizer } from '../lib/tokenizer';
 import { TrainRecord, readMetrics } from '../lib/train/metrics';
 import { train } from '../lib/train/train';
@@ -25,9 +26,9 @@ const WARMUP = 1;
 const STEPS = 5;
 
 // Tokens/s of the bare engine: forward, backward, Adam step on random tokens (with `lora`, of an adapter over the
-// frozen model), and the bytes the model holds.
-async function engineTokensPerSecond(config = CONFIG, lora?: LoraOptions): Promise<{ tokensPerSecond: number; bytes: number }> {
-  const model = Model.create(config, { maxBatch: B, maxSeq: T, seed: 1, lora });
+// frozen model, held in `weightDtype`), and the bytes the model holds.
+async function engineTokensPerSecond(config = CONFIG, lora?: LoraOptions, weightDtype: WeightDType = 'f32'): Promise<{ tokensPerSecond: number; bytes: number }> {
+  const model = Model.create(config, { maxBatch: B, maxSeq: T, seed: 1, lora, weightDtype });
   try {
     const inputs = Int32Array.from({ length: B * T }, (_, i) => (i * 7919) % CONFIG.vocabSize);
     const targets = Int32Array.from({ length: B * T }, (_, i) => (i * 104729) % CONFIG.vocabSize);
@@ -48,15 +49,18 @@ async function engineTokensPerSecond(config = CONFIG, lora?: LoraOptions): Promi
 
 async function loraRows(): Promise<void> {
   console.log(`
-a LoRA adapter (rank ${LORA.rank}, the four matrices of every block) against full fine-tuning, B=${B}, T=${T}, Adam; memory: weights, gradients, optimizer state and activations
+a LoRA adapter (rank ${LORA.rank}, the four matrices of every block) over its frozen base held in f32, f16 and q8_0, against full fine-tuning, B=${B}, T=${T}, Adam; memory: weights, gradients, optimizer state and activations
 `);
-  console.log('| shape | full tokens/s | LoRA tokens/s | LoRA / full | full memory | LoRA memory |');
-  console.log('|---|---:|---:|---:|---:|---:|');
+  console.log('| shape | training | tokens/s | against full | memory | against full |');
+  console.log('|---|---|---:|---:|---:|---:|');
+  const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
   for (const [name, config] of [['124M', CONFIG], ['355M', CONFIG_355M]] as const) {
     const full = await engineTokensPerSecond(config);
-    const lora = await engineTokensPerSecond(config, LORA);
-    const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
-    console.log(`| ${name} | ${full.tokensPerSecond.toFixed(0)} | ${lora.tokensPerSecond.toFixed(0)} | ${(lora.tokensPerSecond / full.tokensPerSecond).toFixed(2)}x | ${gib(full.bytes)} | ${gib(lora.bytes)} |`);
+    console.log(`| ${name} | every weight | ${full.tokensPerSecond.toFixed(0)} | | ${gib(full.bytes)} | |`);
+    for (const dtype of ['f32', 'f16', 'q8_0'] as const) {
+      const lora = await engineTokensPerSecond(config, LORA, dtype);
+      console.log(`| ${name} | LoRA over ${dtype} | ${lora.tokensPerSecond.toFixed(0)} | ${(lora.tokensPerSecond / full.tokensPerSecond).toFixed(2)}x | ${gib(lora.bytes)} | ${(lora.bytes / full.bytes).toFixed(2)}x |`);
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 // The sampling and model-loading flags of generate and chat, under the TensorFlow tools' names (docs/compatibility.md), each command with
 // its own defaults; and their translation into lib/generate's settings.
 import type { SamplingOptions } from '../../lib/generate/sequence';
-import type { WeightDType } from '../../lib/engine/native';
+import { WEIGHT_DTYPES, type WeightDType } from '../../lib/engine/native';
 
 export interface SamplingDefaults {
   temperature: number;
@@ -17,7 +17,7 @@ export function samplingFlags(d: SamplingDefaults) {
     top_p: { type: 'number', default: 1, describe: 'nucleus sampling: the smallest set of tokens holding this probability (0 or 1: off)' },
     penalize: { type: 'number', default: d.penalize, describe: 'repetition penalty in (0, 1] for tokens already in the text, e.g. 0.85 (0: off)' },
     seed: { type: 'number', describe: d.seed },
-    dtype: { choices: ['f32', 'f16', 'bf16', 'q8_0'] as const, default: 'f32' as WeightDType, describe: 'weights in memory: f16/bf16 half of f32, q8_0 (8-bit matrices) about a quarter' },
+    dtype: { choices: WEIGHT_DTYPES, default: 'f32' as WeightDType, describe: 'weights in memory: f16/bf16 half of f32, q8_0 (8-bit matrices) about a quarter' },
     threads: { type: 'number', default: 0, describe: 'CPU threads (0: one per core)' },
   } as const;
 }

@@ -24,7 +24,8 @@ function plannedMemory(config: NativeConfig, options: NativeOptions): MemoryPlan
   const params = V * C + nCtx * C + matrices + 13 * L * C + 2 * C;
   const dtype = options.weightDtype ?? 'f32';
   const weightBytes = dtype === 'f32' ? 4 : 2;
-  const trainable = (options.trainable ?? true) && weightBytes === 4;
+  // 16-bit and 8-bit weights train only as the frozen base of an adapter.
+  const trainable = (options.trainable ?? true) && (dtype === 'f32' || options.lora !== undefined);
   // q8_0: the layer matrices and the token embedding at 34 bytes a block of 32 values, the other parameters at 2 bytes.
   const quantized = matrices + V * C;
   const weights = dtype === 'q8_0' ? (params - quantized) * 2 + (quantized / 32) * 34 : (params + matrices) * weightBytes;
@@ -33,14 +34,16 @@ function plannedMemory(config: NativeConfig, options: NativeOptions): MemoryPlan
   const adapter = options.lora ? L * options.lora.rank * options.lora.targets.reduce((n, t) => n + widths[t], 0) : 0;
   const training = trainable ? 3 * (options.lora ? adapter : params) * 4 : 0;
   let activations = 0;
-  if (weightBytes === 4) {
+  if (dtype === 'f32' || trainable) {
     const N = (options.maxBatch ?? 1) * (options.maxSeq || nCtx);
     const layerSets = trainable && !options.recompute ? L : 1;
     const residuals = trainable ? L + 1 : 2;
     const floats = N * (layerSets * (11 * C + NH) + residuals * C + 7 * C + V + (trainable ? 6 * C : 0));
-    activations = floats * 4;
+    // A narrow base's layer matrix (or as many token-embedding rows) expanded to float32 at a time.
+    activations = (floats + (dtype === 'f32' ? 0 : 4 * C * C)) * 4;
   }
-  return { weights, training, activations, total: weights + training + activations };
+  const factors = dtype === 'f32' ? 0 : adapter * 4;  // in float32 beside a narrow base
+  return { weights: weights + factors, training, activations, total: weights + factors + training + activations };
 }
 
 function gib(bytes: number): string {

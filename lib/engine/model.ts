@@ -12,6 +12,7 @@ import {
   NativeOptions,
   NativeStepOptions,
   NativeTensorInfo,
+  WeightDType,
 } from './native';
 import { hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { GGML_TYPE, GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
@@ -271,8 +272,8 @@ export class Model {
     try {
       const config = ggufConfig(g);
       const quantized = g.tensors.find((t) => t.type === GGML_TYPE.q8_0);
-      if (quantized && (options.trainable ?? true)) {
-        throw new Error(`${file}: tensor "${quantized.name}" is q8_0: 8-bit weights are for inference only, and dixie does not train from them (load with trainable: false, or train from a float32, f16 or bf16 model)`);
+      if (quantized && (options.trainable ?? true) && !options.lora) {
+        throw new Error(`${file}: tensor "${quantized.name}" is q8_0: 8-bit weights are for inference, or the frozen base of a LoRA adapter, and dixie does not fine-tune them whole (load with trainable: false, train an adapter with lora, or train from a float32, f16 or bf16 model)`);
       }
       const source: ConfigSource = { where: file, fieldName: (key) => GGUF_FIELDS[key] };
       const deltas = mergedDeltas(adapter, config, source, options);
@@ -485,6 +486,11 @@ export class Model {
   // The native handle, for this package's own tests: not part of the API (lib/index.ts does not export NATIVE).
   get [NATIVE](): NativeModel {
     return this.native;
+  }
+
+  // How the weights are held: f32, or f16, bf16 or q8_0.
+  get weightDtype(): WeightDType {
+    return this.options.weightDtype ?? 'f32';
   }
 
   // What the model runs on: "cpu (2 threads, avx2 fma; f32 weights)", "cuda:0 ...".

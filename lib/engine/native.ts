@@ -3,8 +3,10 @@
 import path from 'node:path';
 
 // How weights are stored: float32, 16-bit, or llama.cpp's 8-bit Q8_0 (the layer matrices as int8 by blocks of 32
-// rows with an f16 scale each, the other parameters f16). All but f32 are for inference only.
+// rows with an f16 scale each, the other parameters f16). All but f32 are for inference, or for the frozen base of a
+// LoRA adapter that trains over it (the CPU backend).
 export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0';
+export const WEIGHT_DTYPES: readonly WeightDType[] = ['f32', 'f16', 'bf16', 'q8_0'];
 // The types of data written into a model (writeParams); a q8_0 model quantizes what it is given.
 export type SourceDType = 'f32' | 'f16' | 'bf16';
 // 'auto': CUDA when the addon was built with it and a GPU is present, else the CPU (with one notice on stderr).
@@ -31,16 +33,17 @@ export interface NativeOptions {
   maxSeq?: number;         // absent: nCtx
   recompute?: boolean;     // memory-saving gradients
   trainable?: boolean;     // false: inference only (no gradients, optimizer state or training activations)
-  weightDtype?: WeightDType;  // f16/bf16/q8_0: inference only
+  weightDtype?: WeightDType;  // f16/bf16/q8_0: inference, or a LoRA adapter's frozen base (CPU)
   device?: DeviceRequest;     // default 'auto'
   precision?: Precision;      // default 'f32'
   // Train data-parallel with the ranks of this MPI job (initDistributed first): step() averages the gradients over
   // them. zero 1 (ZeRO-1) keeps Adam's moments of this rank's shard only, and makes reading the optimizer state
   // collective. microBatches: backwards per step (the last one may start the reduction on the GPU).
   dataParallel?: { zero?: 0 | 1; microBatches?: number };
-  // Train a LoRA adapter over the frozen float32 base: the layout appends its factors, h.N.<target>.lora_A.weight
-  // [rank, in] and lora_B.weight [out, rank], which alone get gradients and optimizer state; scaling is
-  // lora_alpha / rank. Decoding adds the adapter too (the CPU merges it into its copy of the weights).
+  // Train a LoRA adapter over the frozen base (float32; on the CPU f16, bf16 or q8_0 too, which training reads
+  // expanded to float32 a matrix at a time): the layout appends its factors, h.N.<target>.lora_A.weight [rank, in]
+  // and lora_B.weight [out, rank], float32, which alone get gradients and optimizer state; scaling is
+  // lora_alpha / rank. Decoding adds the adapter too, unmerged.
   lora?: { rank: number; scaling: number; targets: LoraTarget[] };
 }
 

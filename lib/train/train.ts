@@ -20,7 +20,7 @@ import { Dataset, DEFAULT_COMBINE, loadDataset } from '../data/dataset';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
 import { GPT2Config, LoraOptions, Model, ModelOptions } from '../engine/model';
-import { LORA_TARGETS, type LoraTarget } from '../engine/native';
+import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
 import { resolveModel } from '../formats/resolve_model';
 import { Generator } from '../generate';
@@ -77,6 +77,9 @@ export interface TrainOptions {
   lora_rank: number;               // > 0: train a LoRA adapter of this rank over the frozen model; 0: every weight
   lora_alpha: number;              // the adapter's scale is lora_alpha / lora_rank; 0: twice the rank
   lora_targets: string;            // the matrices adapted: attn, mlp, or c_attn, attn.c_proj, c_fc, mlp.c_proj
+  // An adapter's frozen base held in f32, or in f16, bf16 or q8_0 for less memory (the CPU backend); '': f32, or
+  // the run's own when it resumes.
+  dtype: '' | WeightDType;
 }
 
 export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
@@ -124,6 +127,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   lora_rank: 0,
   lora_alpha: 0,
   lora_targets: 'attn,mlp',
+  dtype: '',
 };
 
 export interface TrainIO {
@@ -180,6 +184,7 @@ function checkOptions(o: TrainOptions): void {
   if (!(o.collective_timeout >= 0)) throw new Error(`--collective_timeout must be >= 0 seconds, got ${o.collective_timeout}`);
   if (!(Number.isInteger(o.lora_rank) && o.lora_rank >= 0)) throw new Error(`--lora_rank must be a whole number >= 0, got ${o.lora_rank}`);
   if (!(o.lora_alpha >= 0)) throw new Error(`--lora_alpha must be >= 0 (0: twice the rank), got ${o.lora_alpha}`);
+  if (!['', ...WEIGHT_DTYPES].includes(o.dtype)) throw new Error(`--dtype must be one of ${WEIGHT_DTYPES.join(', ')}, got ${JSON.stringify(o.dtype)}`);
   if (o.lora_rank > 0) {
     loraTargets(o.lora_targets);
     if (o.fresh_model) throw new Error('--lora_rank trains an adapter over a pre-trained model, and --fresh_model has none to adapt: drop one of them');
@@ -323,15 +328,34 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   } else if (o.lora_rank > 0) {
     lora = { rank: o.lora_rank, alpha: o.lora_alpha || 2 * o.lora_rank, targets: loraTargets(o.lora_targets), seed };
   }
+  const weightDtype = baseWeightDtype(o, lora, state, log);
   const folder = resolveModel(adapter ? (adapter.baseModel as string) : resumeDir ? path.resolve(resumeDir) : o.model_name);
   const tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
-  const model = await Model.load(folder, { ...modelOptions, maxSeq: o.context_length || (folder.config as GPT2Config).nCtx, lora, adapter: adapter ? (resumeDir as string) : undefined });
+  const model = await Model.load(folder, {
+    ...modelOptions,
+    maxSeq: o.context_length || (folder.config as GPT2Config).nCtx,
+    lora,
+    weightDtype,
+    adapter: adapter ? (resumeDir as string) : undefined,
+  });
   log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
-  if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen`);
+  if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen${weightDtype === 'f32' ? '' : `, held in ${weightDtype}`}`);
   if (o.fresh_model && state && o.restore_from === 'latest') {
     log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
   }
   return { model, tokenizer };
+}
+
+// --dtype: how the frozen base of an adapter is held. A resumed run keeps its own unless told otherwise.
+function baseWeightDtype(o: TrainOptions, lora: LoraOptions | undefined, state: TrainState | null, log: (line: string) => void): WeightDType {
+  const recorded = state?.options.dtype;
+  const before = typeof recorded === 'string' && (WEIGHT_DTYPES as readonly string[]).includes(recorded) ? (recorded as WeightDType) : 'f32';
+  const dtype = o.dtype || before;
+  if (dtype !== 'f32' && !lora) {
+    throw new Error(`--dtype ${dtype} holds the frozen base of a LoRA adapter in less memory, and full fine-tuning updates every weight in float32: add --lora_rank, or drop --dtype`);
+  }
+  if (state && dtype !== before) log(`the run held its base in ${before} until now and goes on over ${dtype}, whose weights differ from those by rounding`);
+  return dtype;
 }
 
 // A training run: resume, build, data, then the loop, which saves checkpoints as it goes (rank 0 alone).
@@ -460,7 +484,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         tokens,
         trainSeconds,
         audiences,
-        options: { ...o },
+        options: { ...o, dtype: model.weightDtype },
       };
       const started = Date.now();
       checkpoint = await saveCheckpoint(runDir, model, tokenizer, saved, { maxToKeep: o.max_to_keep, withOptimizer: o.optimizer === 'adam', onPhase: io.onSavePhase });

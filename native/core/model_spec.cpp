@@ -71,7 +71,7 @@ ModelSpec::ModelSpec(const GPT2Config& c, const LoraShape& lora) : config_(c), l
     }
     offset = align_up(offset + group_numel_[g.kind]);
   }
-  if (lora.rank > 0) add_lora_groups(offset);
+  add_lora_groups(offset);  // empty without an adapter: then they mark where the base ends
   num_params_ = offset;
 }
 

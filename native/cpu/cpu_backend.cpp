@@ -71,9 +71,10 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
     throw std::invalid_argument("option 'maxSeq' (" + std::to_string(options_.max_seq) + ") must be in [1, nCtx = " +
                                 std::to_string(c.n_ctx) + "]");
   max_rows_ = static_cast<int64_t>(options_.max_batch) * options_.max_seq;
-  training_ = options_.trainable && options_.weight_dtype == DType::F32;
-  if (spec_.lora().rank > 0 && options_.weight_dtype != DType::F32)
-    throw std::invalid_argument("option 'lora' trains an adapter over float32 weights: load the base with weightDtype 'f32'");
+  const bool narrow = options_.weight_dtype != DType::F32;
+  training_ = options_.trainable && (!narrow || spec_.lora().rank > 0);
+  if (narrow && spec_.lora().rank > 0 && !training_)
+    throw std::invalid_argument("option 'lora' trains an adapter, and a model created with trainable: false trains nothing");
 
   // With an adapter only its factors train: gradients and moments cover [first, P).
   const size_t P = spec_.num_params(), first = spec_.trainable_begin();
@@ -83,13 +84,27 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   shards_ = Shards{P - first, sharded() ? group_->size() : 1, first};
   shard_begin_ = shards_.begin(sharded() ? group_->rank() : 0);
   shard_end_ = shards_.end(sharded() ? group_->rank() : 0);
-  if (options_.weight_dtype == DType::F32) {
-    params_ = AlignedArray<float>(P);
-  } else {
+  // Beside a narrow base that trains, params_ holds the base's vectors one group after another, then the adapter's
+  // factors as the flat layout lays them out, [first, P).
+  size_t f32_size = narrow ? 0 : P;
+  for (int k = 0; k < NUM_PARAM_KINDS; ++k) {
+    const auto kind = static_cast<ParamKind>(k);
+    f32_at_[k] = narrow ? kNotInF32 : spec_.group_offset(kind);
+    if (narrow && training_ && kind < LORA_A && kind != WTE && layer_matrix_index(kind) < 0) {
+      f32_at_[k] = f32_size;
+      f32_size += spec_.group_numel(kind);
+    }
+  }
+  if (narrow && training_) {
+    for (ParamKind kind : {LORA_A, LORA_B}) f32_at_[kind] = f32_size + (spec_.group_offset(kind) - first);
+    f32_size += P - first;
+  }
+  if (f32_size > 0) params_ = AlignedArray<float>(f32_size);
+  if (narrow) {
     // A q8_0 model's flat buffer holds none of what decoding streams (its decoder holds the matrices and the token
     // embedding), only small groups that are read once or a row at a time: 4 KB pages commit just those, where a
     // 2 MB page would be committed around each of them.
-    params16_ = AlignedArray<uint16_t>(P, options_.weight_dtype == DType::Q8_0 ? Pages::kSmall : Pages::kHuge);
+    params16_ = AlignedArray<uint16_t>(spec_.group_offset(LORA_A), options_.weight_dtype == DType::Q8_0 ? Pages::kSmall : Pages::kHuge);
   }
   if (training_) {
     grads_ = AlignedArray<float>(P - first);
@@ -102,10 +117,15 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   spans_ = plan_param_spans(spec_, trainable_flags_.data(), decay_flags_.data(), shard_begin_, shard_end_);
   span_partials_.assign(spans_.size(), 0.0);
 
-  if (options_.weight_dtype != DType::F32) {
-    // 16-bit and 8-bit models only decode, and their layer matrices live in the decoder's panels from the first write on.
+  if (narrow) {
+    // 16-bit and 8-bit layer matrices live in the decoder's panels from the first write on.
     decoder_ = std::make_unique<CpuDecoder>(spec_, weights(), options_.weight_dtype, pool_);
-    return;
+    if (!training_) return;
+    // Training reads them, and the token embedding, expanded to float32 a matrix (or a chunk of rows) at a time.
+    size_t largest = 0;
+    for (ParamKind kind : kLayerMatrices) largest = std::max(largest, spec_.group_numel(kind) / c.n_layer);
+    embedding_chunk_ = std::min<int64_t>(c.vocab_size, static_cast<int64_t>(largest / c.n_embd));
+    expanded_ = AlignedArray<float>(largest);
   }
 
   // The activation plan. Each entry is padded to 64 bytes; pointers are set once the arena exists.
@@ -172,10 +192,10 @@ MemoryReport CpuBackend::memory() const {
   MemoryReport r;
   r.params = params_.bytes();
   if (options_.weight_dtype != DType::F32)  // what the decoder stores is not in params16_
-    r.params = (params16_.size() - params_in_decoder(spec_, options_.weight_dtype)) * sizeof(uint16_t) + decoder_->weight_bytes();
+    r.params += (params16_.size() - params_in_decoder(spec_, options_.weight_dtype)) * sizeof(uint16_t) + decoder_->weight_bytes();
   r.grads = grads_.bytes();
   r.optimizer = m_.bytes() + v_.bytes() + span_partials_.size() * sizeof(double);
-  r.activations = arena_.bytes() + lora_acts_.bytes() + inputs_.bytes() + targets_.bytes();
+  r.activations = arena_.bytes() + lora_acts_.bytes() + expanded_.bytes() + inputs_.bytes() + targets_.bytes();
   r.kv_cache = decoder_ ? decoder_->memory_bytes() : 0;
   return r;
 }
@@ -186,11 +206,13 @@ std::string CpuBackend::device_name() const {
   return "cpu (" + std::to_string(pool_.size()) + " threads," + cpu_feature_list() + "; " + dtype + " weights)";
 }
 
+// forward() reads the vectors in float32, which a 16-bit or 8-bit model keeps only when an adapter trains over it.
 void CpuBackend::require_f32(const char* what) const {
-  if (options_.weight_dtype != DType::F32)
+  if (options_.weight_dtype != DType::F32 && !training_)
     throw std::logic_error(std::string(what) + " is not available: the model stores " +
                            (options_.weight_dtype == DType::Q8_0 ? "8-bit (q8_0)" : "16-bit") +
-                           " weights, which are inference-only (use the kv* decoding calls, or load with weightDtype 'f32')");
+                           " weights, which are inference-only (use the kv* decoding calls, load with weightDtype 'f32', or "
+                           "train a LoRA adapter over them)");
 }
 
 void CpuBackend::require_training(const char* what) const {
@@ -200,7 +222,36 @@ void CpuBackend::require_training(const char* what) const {
 }
 
 float* CpuBackend::param(ParamKind kind, int layer) {
-  return params_.data() + spec_.group_offset(kind) + (layer < 0 ? 0 : layer * per_layer_numel(spec_, kind));
+  return params_.data() + f32_at_[kind] + (layer < 0 ? 0 : layer * per_layer_numel(spec_, kind));
+}
+
+// The factors sit in params_ as the flat layout lays them out.
+float* CpuBackend::factor(int i, int l, bool b) {
+  return params_.data() + f32_at_[LORA_A] + (spec_.lora_offset(i, l, b) - spec_.group_offset(LORA_A));
+}
+
+float* CpuBackend::trainable_params() {
+  return spec_.lora().rank > 0 ? params_.data() + f32_at_[LORA_A] : params_.data();
+}
+
+const float* CpuBackend::matrix(ParamKind kind, int layer) {
+  if (options_.weight_dtype == DType::F32) return param(kind, layer);
+  decoder_->expand_matrix(kind, layer, expanded_.data());
+  return expanded_.data();
+}
+
+template <typename Fn>
+void CpuBackend::for_each_embedding_chunk(const Fn& fn) {
+  const int64_t V = spec_.config().vocab_size, C = spec_.config().n_embd;
+  if (options_.weight_dtype == DType::F32) {
+    fn(int64_t{0}, V, static_cast<const float*>(param(WTE, -1)));
+    return;
+  }
+  for (int64_t v0 = 0; v0 < V; v0 += embedding_chunk_) {
+    const int64_t n = std::min(embedding_chunk_, V - v0);
+    decoder_->expand_embedding(static_cast<int>(v0), static_cast<int>(n), expanded_.data());
+    fn(v0, n, static_cast<const float*>(expanded_.data()));
+  }
 }
 
 float* CpuBackend::grad(ParamKind kind, int layer) {
@@ -222,6 +273,7 @@ WeightsView CpuBackend::weights() const {
   // A Q8_0 model keeps the parameters that its decoder does not (the position embedding, LayerNorms, biases) as f16.
   w.dtype = options_.weight_dtype == DType::Q8_0 ? DType::F16 : options_.weight_dtype;
   if (w.dtype == DType::F32) w.f32 = params_.data(); else w.u16 = params16_.data();
+  if (spec_.lora().rank > 0) w.adapter = params_.data() + f32_at_[LORA_A];
   return w;
 }
 
@@ -232,25 +284,44 @@ void CpuBackend::write_params(size_t offset, const void* src, size_t count, DTyp
   check_param_range(spec_, offset, count, "writeParams");
   if (decoder_) decoder_->weights_changed();
   const DType store = options_.weight_dtype;
-  if (store == DType::Q8_0) {
-    write_q8(offset, src, count, dtype);
+  const auto to_f32 = [&](float* dst, size_t first, size_t n) {  // dst[0, n) = src[first - offset, ...) as float32
+    pool_.parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) dst[i] = element_to_f32(src, first - offset + i, dtype);
+    });
+  };
+  if (store == DType::F32) {
+    to_f32(params_.data() + offset, offset, count);
     return;
   }
-  // src[i] as 16 bits of the stored type.
-  const auto value16 = [&](size_t i) -> uint16_t {
-    if (store == dtype) return static_cast<const uint16_t*>(src)[i];  // exact copy
-    return store == DType::F16 ? f32_to_f16(element_to_f32(src, i, dtype)) : f32_to_bf16(element_to_f32(src, i, dtype));
-  };
-  pool_.parallel_for(static_cast<int64_t>(count), 1 << 16, [&](int64_t b, int64_t e) {
-    if (store == DType::F32) {
-      for (int64_t i = b; i < e; ++i) params_.data()[offset + i] = element_to_f32(src, i, dtype);
-      return;
-    }
-    decoder_->for_each_run(offset + b, e - b, [&](size_t first, size_t n, const PanelRun* run) {
-      uint16_t* out = run ? decoder_->panel16(*run) : params16_.data() + first;
-      for (size_t k = 0; k < n; ++k) out[k] = value16(first - offset + k);
+  // A narrow base is stored in 16 or 8 bits, the factors of an adapter that trains over it in float32.
+  const size_t factors = spec_.group_offset(LORA_A), base_end = std::min(offset + count, factors);
+  if (offset + count > factors) {
+    const size_t first = std::max(offset, factors);
+    to_f32(params_.data() + f32_at_[LORA_A] + (first - factors), first, offset + count - first);
+  }
+  if (offset >= base_end) return;
+  if (store == DType::Q8_0) {
+    write_q8(offset, src, base_end - offset, dtype);
+  } else {
+    // src[i] as 16 bits of the stored type.
+    const auto value16 = [&](size_t i) -> uint16_t {
+      if (store == dtype) return static_cast<const uint16_t*>(src)[i];  // exact copy
+      return store == DType::F16 ? f32_to_f16(element_to_f32(src, i, dtype)) : f32_to_bf16(element_to_f32(src, i, dtype));
+    };
+    pool_.parallel_for(static_cast<int64_t>(base_end - offset), 1 << 16, [&](int64_t b, int64_t e) {
+      decoder_->for_each_run(offset + b, e - b, [&](size_t first, size_t n, const PanelRun* run) {
+        uint16_t* out = run ? decoder_->panel16(*run) : params16_.data() + first;
+        for (size_t k = 0; k < n; ++k) out[k] = value16(first - offset + k);
+      });
     });
-  });
+  }
+  // Training reads the vectors as stored, in float32.
+  for (int k = 0; k < LORA_A; ++k) {
+    if (f32_at_[k] == kNotInF32) continue;
+    const size_t group = spec_.group_offset(static_cast<ParamKind>(k)), numel = spec_.group_numel(static_cast<ParamKind>(k));
+    const size_t lo = std::max(offset, group), hi = std::min(base_end, group + numel);
+    if (lo < hi) read_stored(lo, params_.data() + f32_at_[k] + (lo - group), hi - lo);
+  }
 }
 
 // A Q8_0 model's write: the layer-matrix rows are quantized into the decoder's panels, a group of kQ8Block rows
@@ -302,6 +373,18 @@ void CpuBackend::read_params(size_t offset, float* dst, size_t count) const {
     std::memcpy(dst, params_.data() + offset, count * sizeof(float));
     return;
   }
+  const size_t factors = spec_.group_offset(LORA_A), base_end = std::min(offset + count, factors);
+  if (offset + count > factors) {
+    const size_t first = std::max(offset, factors);
+    std::memcpy(dst + (first - offset), params_.data() + f32_at_[LORA_A] + (first - factors), (offset + count - first) * sizeof(float));
+  }
+  if (offset < base_end) {
+    pool_.parallel_for(static_cast<int64_t>(base_end - offset), 1 << 16,
+                       [&](int64_t b, int64_t e) { read_stored(offset + b, dst + b, e - b); });
+  }
+}
+
+void CpuBackend::read_stored(size_t offset, float* dst, size_t count) const {
   const bool bf16 = options_.weight_dtype == DType::BF16;
   decoder_->for_each_run(offset, count, [&](size_t first, size_t n, const PanelRun* run) {
     float* out = dst + (first - offset);
@@ -361,17 +444,17 @@ void CpuBackend::block_forward(int l, LayerActs& a, const float* in, float* out,
     if (spec_.lora().targets_matrix(i)) lora_forward(i, l, y, x, lora_u(i, l), N);
   };
   layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, in, param(LN1_W, l), param(LN1_B, l), N, C, pool_);
-  matmul_forward(a.qkv, a.ln1, param(QKV_W, l), param(QKV_B, l), N, C, 3 * C, pool_);
+  matmul_forward(a.qkv, a.ln1, matrix(QKV_W, l), param(QKV_B, l), N, C, 3 * C, pool_);
   adapt(0, a.qkv, a.ln1);
   attention_forward(a.atty, a.lse, a.qkv, B, T, C, c.n_head, pool_);
-  matmul_forward(proj_, a.atty, param(ATTPROJ_W, l), param(ATTPROJ_B, l), N, C, C, pool_);
+  matmul_forward(proj_, a.atty, matrix(ATTPROJ_W, l), param(ATTPROJ_B, l), N, C, C, pool_);
   adapt(1, proj_, a.atty);
   residual_forward(a.res2, in, proj_, N * C, pool_);
   layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, param(LN2_W, l), param(LN2_B, l), N, C, pool_);
-  matmul_forward(a.fch, a.ln2, param(FC_W, l), param(FC_B, l), N, C, 4 * C, pool_);
+  matmul_forward(a.fch, a.ln2, matrix(FC_W, l), param(FC_B, l), N, C, 4 * C, pool_);
   adapt(2, a.fch, a.ln2);
   gelu_forward(gelu_, a.fch, N * 4 * C, pool_);
-  matmul_forward(proj_, gelu_, param(FCPROJ_W, l), param(FCPROJ_B, l), N, 4 * C, C, pool_);
+  matmul_forward(proj_, gelu_, matrix(FCPROJ_W, l), param(FCPROJ_B, l), N, 4 * C, C, pool_);
   adapt(3, proj_, gelu_);
   residual_forward(out, a.res2, proj_, N * C, pool_);
 }
@@ -379,8 +462,8 @@ void CpuBackend::block_forward(int l, LayerActs& a, const float* in, float* out,
 void CpuBackend::lora_forward(int i, int l, float* out, const float* inp, float* u, int64_t N) {
   const auto [in, oc] = spec_.matrix_shape(kLayerMatrices[i]);
   const LoraShape& lora = spec_.lora();
-  const float* A = params_.data() + spec_.lora_offset(i, l, false);  // [r, in]
-  const float* Bf = params_.data() + spec_.lora_offset(i, l, true);  // [oc, r]
+  const float* A = factor(i, l, false);  // [r, in]
+  const float* Bf = factor(i, l, true);  // [oc, r]
   sgemm(false, true, N, lora.rank, in, 1.0f, inp, in, A, in, 0.0f, u, lora.rank, pool_);
   sgemm(false, true, N, oc, lora.rank, lora.scaling, u, lora.rank, Bf, lora.rank, 1.0f, out, oc, pool_);
 }
@@ -395,9 +478,9 @@ void CpuBackend::lora_backward(int i, int l, float* dinp, const float* dout, con
   float* dB = grads_.data() + (b_offset - spec_.trainable_begin());
   float* du = lora_acts_.data() + layer_acts_.size() * 4 * static_cast<size_t>(max_rows_) * r;
   sgemm(true, false, oc, r, N, lora.scaling, dout, oc, u, r, 1.0f, dB, r, pool_);
-  sgemm(false, false, N, r, oc, lora.scaling, dout, oc, params_.data() + b_offset, r, 0.0f, du, r, pool_);
+  sgemm(false, false, N, r, oc, lora.scaling, dout, oc, factor(i, l, true), r, 0.0f, du, r, pool_);
   sgemm(true, false, r, in, N, 1.0f, du, r, inp, in, 1.0f, dA, in, pool_);
-  sgemm(false, false, N, in, r, 1.0f, du, r, params_.data() + a_offset, in, 1.0f, dinp, in, pool_);
+  sgemm(false, false, N, in, r, 1.0f, du, r, factor(i, l, false), in, 1.0f, dinp, in, pool_);
 }
 
 float CpuBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) {
@@ -409,11 +492,24 @@ float CpuBackend::forward(const int32_t* inputs, const int32_t* targets, int B, 
   if (targets) std::memcpy(targets_.data(), targets, N * sizeof(int32_t));
 
   const int C = c.n_embd, V = c.vocab_size, L = c.n_layer;
-  encoder_forward(residual(0), inputs_.data(), param(WTE, -1), param(WPE, -1), B, T, C, pool_);
+  if (options_.weight_dtype == DType::F32) {
+    encoder_forward(residual(0), inputs_.data(), param(WTE, -1), param(WPE, -1), B, T, C, pool_);
+  } else {  // a narrow base's token embedding, a row at a time
+    const float* wpe = param(WPE, -1);
+    pool_.parallel_for(N, 16, [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; ++n) {
+        float* out = residual(0) + n * C;
+        read_stored(spec_.group_offset(WTE) + static_cast<size_t>(inputs_.data()[n]) * C, out, C);
+        for (int i = 0; i < C; ++i) out[i] += wpe[(n % T) * C + i];
+      }
+    });
+  }
   for (int l = 0; l < L; ++l) block_forward(l, acts(l), residual(l), residual(l + 1), B, T);
   layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, residual(L), param(LNF_W, -1), param(LNF_B, -1), N, C, pool_);
   // The head is tied to wte [V, C]: logits = lnf @ wte^T.
-  sgemm(false, true, N, V, C, 1.0f, lnf_, C, param(WTE, -1), C, 0.0f, logits_, V, pool_);
+  for_each_embedding_chunk([&](int64_t v0, int64_t n, const float* wte) {
+    sgemm(false, true, N, n, C, 1.0f, lnf_, C, wte, C, 0.0f, logits_ + v0, V, pool_);
+  });
   if (logits_out) {
     pool_.parallel_for(N, 1, [&](int64_t b, int64_t e) {
       std::memcpy(logits_out + b * V, logits_ + b * V, (e - b) * V * sizeof(float));
@@ -442,7 +538,9 @@ void CpuBackend::backward() {
   const int64_t N = static_cast<int64_t>(B) * T;
 
   crossentropy_backward(logits_, logits_, targets_.data(), N, V, 1.0f / static_cast<float>(N), pool_);
-  sgemm(false, false, N, C, V, 1.0f, logits_, V, param(WTE, -1), C, 0.0f, dnarrow_, C, pool_);
+  for_each_embedding_chunk([&](int64_t v0, int64_t n, const float* wte) {
+    sgemm(false, false, N, C, n, 1.0f, logits_ + v0, V, wte, C, v0 == 0 ? 0.0f : 1.0f, dnarrow_, C, pool_);
+  });
   if (float* dwte = grad(WTE, -1)) sgemm(true, false, V, C, N, 1.0f, logits_, V, lnf_, C, 1.0f, dwte, C, pool_);
   zero_fill(dres_, N * C, pool_);
   layernorm_backward(dres_, grad(LNF_W, -1), grad(LNF_B, -1), dnarrow_, residual(L), param(LNF_W, -1), lnf_mean_,
@@ -460,17 +558,17 @@ void CpuBackend::backward() {
     const auto adapt = [&](int i, float* dx, const float* dy, const float* x) {
       if (spec_.lora().targets_matrix(i)) lora_backward(i, l, dx, dy, x, lora_u(i, l), N);
     };
-    matmul_backward(dwide_, grad(FCPROJ_W, l), grad(FCPROJ_B, l), dres_, gelu_, param(FCPROJ_W, l), N, 4 * C, C, pool_);
+    matmul_backward(dwide_, grad(FCPROJ_W, l), grad(FCPROJ_B, l), dres_, gelu_, matrix(FCPROJ_W, l), N, 4 * C, C, pool_);
     adapt(3, dwide_, dres_, gelu_);
     gelu_backward(dwide_, a.fch, dwide_, N * 4 * C, pool_);
-    matmul_backward(dnarrow_, grad(FC_W, l), grad(FC_B, l), dwide_, a.ln2, param(FC_W, l), N, C, 4 * C, pool_);
+    matmul_backward(dnarrow_, grad(FC_W, l), grad(FC_B, l), dwide_, a.ln2, matrix(FC_W, l), N, C, 4 * C, pool_);
     adapt(2, dnarrow_, dwide_, a.ln2);
     layernorm_backward(dres_, grad(LN2_W, l), grad(LN2_B, l), dnarrow_, a.res2, param(LN2_W, l), a.ln2_mean,
                        a.ln2_rstd, N, C, pool_);
-    matmul_backward(dnarrow_, grad(ATTPROJ_W, l), grad(ATTPROJ_B, l), dres_, a.atty, param(ATTPROJ_W, l), N, C, C, pool_);
+    matmul_backward(dnarrow_, grad(ATTPROJ_W, l), grad(ATTPROJ_B, l), dres_, a.atty, matrix(ATTPROJ_W, l), N, C, C, pool_);
     adapt(1, dnarrow_, dres_, a.atty);
     attention_backward(dwide_, dnarrow_, a.qkv, a.atty, a.lse, B, T, C, NH, pool_);  // dwide_ holds dqkv [N, 3C]
-    matmul_backward(dnarrow_, grad(QKV_W, l), grad(QKV_B, l), dwide_, a.ln1, param(QKV_W, l), N, C, 3 * C, pool_);
+    matmul_backward(dnarrow_, grad(QKV_W, l), grad(QKV_B, l), dwide_, a.ln1, matrix(QKV_W, l), N, C, 3 * C, pool_);
     adapt(0, dnarrow_, dwide_, a.ln1);
     layernorm_backward(dres_, grad(LN1_W, l), grad(LN1_B, l), dnarrow_, residual(l), param(LN1_W, l), a.ln1_mean,
                        a.ln1_rstd, N, C, pool_);
@@ -481,25 +579,26 @@ void CpuBackend::backward() {
 float CpuBackend::step(const StepOptions& options) {
   require_training("step");
   if (options.kind == OptimizerKind::AdamW) ++step_count_;  // t of the bias correction
-  if (decoder_) decoder_->weights_changed();
+  // An adapter's step changes its factors alone, which the decoder reads where they are.
+  if (decoder_ && spec_.lora().rank == 0) decoder_->weights_changed();
   const int64_t t = std::max<int64_t>(1, step_count_);
   const size_t first = spec_.trainable_begin();
-  if (!group_) return optimizer_step(params_.data(), grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), options, t, pool_);
+  if (!group_) return optimizer_step(trainable_params(), grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), options, t, pool_);
 
   // The ranks' gradients are summed; the mean is their sum over the ranks, folded into the gradient's scale.
   StepOptions averaged = options;
   averaged.grad_scale /= static_cast<float>(group_->size());
   if (!sharded()) {
     group_->allreduce_sum(grads_.data(), grads_.size());
-    return optimizer_step(params_.data(), grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), averaged, t, pool_);
+    return optimizer_step(trainable_params(), grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), averaged, t, pool_);
   }
   group_->reduce_scatter_sum(grads_.data(), shards_.bounds());
-  const float norm = optimizer_step(params_.data(), grads_.data(), first, m_.data(), v_.data(), shard_begin_, spans_, span_partials_.data(),
+  const float norm = optimizer_step(trainable_params(), grads_.data(), first, m_.data(), v_.data(), shard_begin_, spans_, span_partials_.data(),
                                     averaged, t, pool_, [this](double& total) { group_->allreduce_sum(&total, 1); });
   // The update zeroed this rank's shard of the gradients; the rest held other shards' partial sums.
   zero_fill(grads_.data(), shard_begin_ - first, pool_);
   zero_fill(grads_.data() + (shard_end_ - first), grads_.size() - (shard_end_ - first), pool_);
-  group_->allgather(params_.data() + first, shards_.bounds());
+  group_->allgather(trainable_params(), shards_.bounds());
   return norm;
 }
 

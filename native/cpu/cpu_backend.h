@@ -63,10 +63,24 @@ class CpuBackend : public Backend {
   };
 
   void write_q8(size_t offset, const void* src, size_t count, DType dtype);
+  // dst[0, count) = the stored parameters [offset, offset + count) as float32; serial (read_params runs it in parallel).
+  void read_stored(size_t offset, float* dst, size_t count) const;
   void require_f32(const char* what) const;
   void require_training(const char* what) const;
+  // A vector (LayerNorm, bias, position embedding), an adapter factor or, with float32 weights, any parameter, as
+  // float32 in params_. A base stored in 16 or 8 bits keeps its layer matrices and token embedding elsewhere: see
+  // matrix() and for_each_embedding_chunk().
   float* param(ParamKind kind, int layer);
+  float* factor(int i, int l, bool b);  // the adapter's A (b false) or B of kLayerMatrices[i] in block l
+  float* trainable_params();            // the first trainable parameter, spec_.trainable_begin()
   float* grad(ParamKind kind, int layer);  // null for a frozen base's parameters
+  // Layer matrix `kind` of block `layer` as float32: in params_, or expanded from a 16-bit or 8-bit base into expanded_
+  // (so valid until the next call).
+  const float* matrix(ParamKind kind, int layer);
+  // fn(v0, n, rows) over the token embedding's rows [v0, v0 + n) as float32 [n, C]: all of them in params_, or from a
+  // 16-bit or 8-bit base a chunk at a time, expanded into expanded_.
+  template <typename Fn>
+  void for_each_embedding_chunk(const Fn& fn);
   // The adapter's path beside layer matrix kLayerMatrices[i] of block l (N rows; u [N, r] kept for backward):
   // out += scaling * (inp A^T) B^T, and its backward, which adds to dinp and to the factors' gradients.
   void lora_forward(int i, int l, float* out, const float* inp, float* u, int64_t N);
@@ -80,11 +94,19 @@ class CpuBackend : public Backend {
   ModelSpec spec_;
   BackendOptions options_;
   int64_t max_rows_;
-  bool training_;                    // f32 weights and options.trainable: gradients and saved activations exist
-  ThreadPool pool_;
+  // options.trainable with float32 weights, or with an adapter over a frozen base of any weight type: gradients and
+  // saved activations exist.
+  bool training_;
+  mutable ThreadPool pool_;  // a resource, not state: reads run in parallel too
 
-  AlignedArray<float> params_;       // F32 weights
-  AlignedArray<uint16_t> params16_;  // F16/BF16 weights, or a Q8_0 model's f16 parameters but its layer matrices (inference only)
+  // Float32 weights; or, beside a base stored in 16 or 8 bits that an adapter trains over, the float32 values of its
+  // vectors (what it stores, converted) and the adapter's factors, each group where f32_at_ says.
+  AlignedArray<float> params_;
+  size_t f32_at_[NUM_PARAM_KINDS];   // where each kind's group starts in params_, or kNotInF32
+  static constexpr size_t kNotInF32 = static_cast<size_t>(-1);
+  AlignedArray<uint16_t> params16_;  // F16/BF16 weights, or a Q8_0 model's f16 parameters but its layer matrices
+  AlignedArray<float> expanded_;     // one layer matrix, or embedding_chunk_ rows of the token embedding, of such a base
+  int64_t embedding_chunk_ = 0;
   AlignedArray<float> grads_, m_, v_;
   AlignedArray<float> arena_;        // every activation, carved below
   AlignedArray<float> lora_acts_;    // an adapter's u [N, r] per targeted matrix (per layer, as layer_acts_), and du [N, r]

@@ -688,6 +688,36 @@ void pack_panels(float* dst, const float* w, int C, int OC, ThreadPool& pool) {
   });
 }
 
+void unpack_panels(float* w, WeightsView panels, int C, int OC, ThreadPool& pool) {
+  const int strips = num_panels(OC) * (kPanelCols / kStrip);
+  const int height = panels.dtype == DType::Q8_0 ? q8_part_rows(C) : part_rows(C);
+  pool.run(static_cast<int64_t>(num_parts(C, height)) * strips, [&](int64_t task, int) {
+    const int p = static_cast<int>(task / strips), s = static_cast<int>(task % strips);
+    const int k0 = p * height, kn = std::min(height, C - k0), j0 = s * kStrip, n = std::min(kStrip, OC - j0);
+    if (n <= 0) return;  // a strip of padding
+    const size_t block = static_cast<size_t>(task) * height * kStrip;
+    for (int k = 0; k < kn; ++k) {
+      float* row = w + static_cast<size_t>(k0 + k) * OC + j0;
+      const size_t at = block + static_cast<size_t>(k) * kStrip;
+      switch (panels.dtype) {
+        case DType::F32: std::copy_n(panels.f32 + at, n, row); break;
+        case DType::F16: convert_rows<LoadF16>(row, panels.u16 + at, n); break;
+        case DType::BF16: convert_rows<LoadBF16>(row, panels.u16 + at, n); break;
+        case DType::Q8_0: {
+          // A block of kQ8Block rows: its int8s four rows of a column side by side, then the columns' f16 scales.
+          const uint8_t* q = panels.q8 + q8_index(k0 + k - k % kQ8Block, j0, C, OC);
+          for (int j = 0; j < n; ++j) {
+            uint16_t scale;
+            std::memcpy(&scale, q + kQ8Block * kStrip + j * 2, sizeof(scale));
+            row[j] = f16_to_f32(scale) * static_cast<float>(static_cast<int8_t>(q[(k % kQ8Block / 4) * 64 + j * 4 + k % 4]));
+          }
+          break;
+        }
+      }
+    }
+  });
+}
+
 void decode_matmul(float* out, const float* inp, WeightsView w, const float* bias, int R, int C, int OC,
                    Epilogue epilogue, float* scratch, ThreadPool& pool) {
   switch (w.dtype) {

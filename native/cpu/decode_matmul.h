@@ -115,6 +115,10 @@ inline size_t q8_scale_index(int k, int j, int C, int OC) {
 // dst[panel_elements(C, OC, F32)] = w[C, OC], given in GPT-2's Conv1D layout, in panel layout (float32 weights' copy).
 void pack_panels(float* dst, const float* w, int C, int OC, ThreadPool& pool);
 
+// w[C, OC] (GPT-2's Conv1D layout, float32) = the matrix held in `panels` (any type): pack_panels' inverse, exact
+// (scale x int8 for Q8_0). Training reads a 16-bit or 8-bit base's matrices this way, one at a time.
+void unpack_panels(float* w, WeightsView panels, int C, int OC, ThreadPool& pool);
+
 // Floats of scratch that decode_matmul needs for up to max_rows rows of inp[R, C] @ w[C, OC] in `dtype` on `threads`.
 size_t decode_matmul_scratch(int max_rows, int C, int OC, DType dtype, int threads);
 

@@ -17,7 +17,6 @@
 #include "core/checks.h"
 #include "core/dtype.h"
 #include "decode_matmul.h"
-#include "gemm.h"
 #include "kernels.h"
 #include "served_adapters.h"
 #include "vec_math.h"
@@ -99,6 +98,7 @@ struct CpuDecoder::State {
 
   // Scratch for max_rows rows.
   AlignedArray<float> x, ln, qkv, atty, fcg;  // [R, C], [R, C], [R, 3C], [R, C], [R, 4C]
+  AlignedArray<float> adapter_u;              // [R, rank] of the model's own adapter
   AlignedArray<float> scores;      // [threads, n_ctx]
   AlignedArray<float> matmul_scratch;  // decode_matmul's and head_matmul's
   AlignedArray<float> last, last_ln;  // [n_slots, C]: the final hidden state of each slot's last new token
@@ -161,26 +161,15 @@ struct CpuDecoder::State {
   // The panels hold the only copy of the layer matrices (16-bit and 8-bit weights; see CpuDecoder::for_each_run).
   bool panels_own_matrices() const { return panels.dtype != DType::F32; }
 
-  // Remakes what is derived from the weights: the matrices' panels (a copy of float32 weights, with a LoRA adapter's
-  // change merged in) and, for 16-bit and 8-bit weights, float32 vectors.
+  // Remakes what is derived from the weights: the matrices' panels (a copy of float32 weights) and, for 16-bit and
+  // 8-bit weights, float32 vectors.
   void refresh() {
     if (!panels_own_matrices()) {
-      const LoraShape& lora = spec.lora();
-      std::vector<float> merged;
-      for (int i = 0; i < 4; ++i) {
-        const ParamKind kind = kLayerMatrices[i];
+      for (ParamKind kind : kLayerMatrices) {
         const auto [rows, cols] = spec.matrix_shape(kind);
         const size_t per = spec.group_numel(kind) / cfg().n_layer;
-        for (int l = 0; l < cfg().n_layer; ++l) {
-          const float* w = weights.f32 + spec.group_offset(kind) + l * per;
-          if (lora.targets_matrix(i)) {  // W + scaling * A^T B^T, A [r, rows] and B [cols, r]
-            merged.assign(w, w + per);
-            sgemm(true, true, rows, cols, lora.rank, lora.scaling, weights.f32 + spec.lora_offset(i, l, false), rows,
-                  weights.f32 + spec.lora_offset(i, l, true), lora.rank, 1.0f, merged.data(), cols, pool);
-            w = merged.data();
-          }
-          pack_panels(panels_f32.data() + mat_offset(kind, l), w, rows, cols, pool);
-        }
+        for (int l = 0; l < cfg().n_layer; ++l)
+          pack_panels(panels_f32.data() + mat_offset(kind, l), weights.f32 + spec.group_offset(kind) + l * per, rows, cols, pool);
       }
     } else {
       for (ParamKind kind : kVectorKinds) {
@@ -191,6 +180,22 @@ struct CpuDecoder::State {
     }
     stale = false;
   }
+  // y [R, out] += the change of layer matrix kLayerMatrices[i] in `layer` for each row: the model's own adapter's (whose
+  // panels hold the base alone, as a 16-bit or 8-bit base's must), then the adapter its slot is bound to.
+  void adapt(int i, int layer, float* y, const float* x, int R) {
+    const LoraShape& lora = spec.lora();
+    if (weights.adapter && lora.targets_matrix(i)) {
+      const auto [in, out] = spec.matrix_shape(kLayerMatrices[i]);
+      const float* A = weights.adapter + (spec.lora_offset(i, layer, false) - spec.group_offset(LORA_A));  // [rank, in]
+      const float* B = weights.adapter + (spec.lora_offset(i, layer, true) - spec.group_offset(LORA_A));   // [out, rank]
+      pool.parallel_for(R, 1, [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r)
+          add_low_rank(y + r * out, x + r * in, A, B, lora.rank, lora.scaling, in, out, adapter_u.data() + r * lora.rank);
+      });
+    }
+    adapters.apply(i, layer, y, x, R, row_slot.data(), pool);
+  }
+
   // The keys (values) of one head of a slot in a layer: [n_ctx, hs].
   size_t head_offset(int layer, int slot, int head) const {
     const GPT2Config& c = cfg();
@@ -264,7 +269,7 @@ struct CpuDecoder::State {
     for (int l = 0; l < c.n_layer; ++l) {
       layernorm_forward(ln.data(), nullptr, nullptr, x.data(), vec(LN1_W, l), vec(LN1_B, l), R, C, pool);
       matmul(qkv.data(), ln.data(), mat(QKV_W, l), vec(QKV_B, l), R, C, 3 * C, Epilogue::kStore);
-      adapters.apply(0, l, qkv.data(), ln.data(), R, row_slot.data(), pool);
+      adapt(0, l, qkv.data(), ln.data(), R);
       for (int r = 0; r < R; ++r) {
         const float* row = qkv.data() + static_cast<size_t>(r) * 3 * C;
         for (int h = 0; h < c.n_head; ++h)
@@ -274,17 +279,17 @@ struct CpuDecoder::State {
       if (R == 0) break;
       attention(l, R);
       matmul(x.data(), atty.data(), mat(ATTPROJ_W, l), vec(ATTPROJ_B, l), R, C, C, Epilogue::kResidual);
-      adapters.apply(1, l, x.data(), atty.data(), R, row_slot.data(), pool);
+      adapt(1, l, x.data(), atty.data(), R);
       layernorm_forward(ln.data(), nullptr, nullptr, x.data(), vec(LN2_W, l), vec(LN2_B, l), R, C, pool);
-      if (adapters.any_bound()) {  // an adapter of c_fc changes what goes into the GELU: not fused then
+      if (adapters.any_bound() || (weights.adapter && spec.lora().targets_matrix(2))) {  // an adapter of c_fc changes what goes into the GELU: not fused then
         matmul(fcg.data(), ln.data(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C, Epilogue::kStore);
-        adapters.apply(2, l, fcg.data(), ln.data(), R, row_slot.data(), pool);
+        adapt(2, l, fcg.data(), ln.data(), R);
         gelu_forward(fcg.data(), fcg.data(), static_cast<int64_t>(R) * 4 * C, pool);
       } else {
         matmul(fcg.data(), ln.data(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C, Epilogue::kGelu);
       }
       matmul(x.data(), fcg.data(), mat(FCPROJ_W, l), vec(FCPROJ_B, l), R, 4 * C, C, Epilogue::kResidual);
-      adapters.apply(3, l, x.data(), fcg.data(), R, row_slot.data(), pool);
+      adapt(3, l, x.data(), fcg.data(), R);
     }
     return R;
   }
@@ -388,6 +393,7 @@ void CpuDecoder::reserve(int n_slots) {
   s.qkv = AlignedArray<float>(R * 3 * C);
   s.atty = AlignedArray<float>(R * C);
   s.fcg = AlignedArray<float>(R * 4 * C);
+  s.adapter_u = AlignedArray<float>(static_cast<size_t>(R) * s.spec.lora().rank);
   s.scores = AlignedArray<float>(plan.scores);
   s.matmul_scratch = AlignedArray<float>(plan.matmul_scratch);
   s.last = AlignedArray<float>(n_slots * C);
@@ -515,6 +521,24 @@ void CpuDecoder::read_q8(const PanelRun& run, size_t n, float* dst) const {
   }
 }
 
+void CpuDecoder::expand_matrix(ParamKind kind, int layer, float* w) const {
+  const State& s = *state_;
+  const auto [rows, cols] = s.spec.matrix_shape(kind);
+  unpack_panels(w, s.mat(kind, layer), rows, cols, s.pool);
+}
+
+void CpuDecoder::expand_embedding(int v0, int n, float* dst) const {
+  const State& s = *state_;
+  const int C = s.cfg().n_embd;
+  if (s.embedding.dtype != DType::Q8_0) {
+    convert_to_f32(dst, weights_at(s.embedding, static_cast<size_t>(v0) * C), static_cast<size_t>(n) * C, s.pool);
+    return;
+  }
+  s.pool.parallel_for(n, 64, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) dequantize_q8_row(dst + r * C, s.embedding_row(v0 + static_cast<int>(r)), 0, C);
+  });
+}
+
 void CpuDecoder::write_q8(ParamKind kind, int layer, int k0, int n_rows, const float* w) {
   State& s = *state_;
   const auto [rows, cols] = s.spec.matrix_shape(kind);
@@ -549,7 +573,7 @@ DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int
   p.cache_type = matrices == DType::F32 ? DType::F32 : DType::F16;
   p.cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
   p.held = static_cast<size_t>(n_slots) * c.n_ctx;
-  p.activations = R * 10 * C;
+  p.activations = R * (10 * C + spec.lora().rank);
   p.scores = static_cast<size_t>(threads) * c.n_ctx;
   p.matmul_scratch = std::max({decode_matmul_scratch(p.rows, C, 3 * C, matrices, threads), decode_matmul_scratch(p.rows, C, C, matrices, threads),
                                decode_matmul_scratch(p.rows, C, 4 * C, matrices, threads),
@@ -595,7 +619,7 @@ size_t CpuDecoder::weight_bytes() const {
 
 size_t CpuDecoder::memory_bytes() const {
   const State& s = *state_;
-  size_t floats = s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() + s.scores.size() +
+  size_t floats = s.x.size() + s.ln.size() + s.qkv.size() + s.atty.size() + s.fcg.size() + s.adapter_u.size() + s.scores.size() +
                   s.matmul_scratch.size() + s.last.size() + s.last_ln.size() + s.logits.size();
   for (const std::vector<float>& v : s.vectors_f32) floats += v.size();
   return floats * sizeof(float) + s.k_f32.bytes() + s.v_f32.bytes() + s.k_f16.bytes() + s.v_f16.bytes() + s.held.bytes() +

@@ -19,6 +19,9 @@ struct WeightsView {
   const float* f32 = nullptr;
   const uint16_t* u16 = nullptr;
   const uint8_t* q8 = nullptr;
+  // The factors of the adapter a model trains (ModelSpec's LoraShape: its LORA_A then LORA_B groups, float32), which
+  // the decoder applies unmerged beside every product it changes; null without one.
+  const float* adapter = nullptr;
 };
 
 // Where a run of elements that the decoder stores sits: row k of the matrix `kind` of layer `layer`, from column j; a
@@ -61,6 +64,10 @@ class CpuDecoder {
   uint16_t* panel16(const PanelRun& run);
   // 8-bit weights: dst[0, n) = the run's n elements, as float32 (scale x int8, exact).
   void read_q8(const PanelRun& run, size_t n, float* dst) const;
+  // 16-bit and 8-bit weights, exactly as float32: w[rows, cols] = layer `layer`'s matrix `kind`; dst[n, C] = the token
+  // embedding's rows [v0, v0 + n).
+  void expand_matrix(ParamKind kind, int layer, float* w) const;
+  void expand_embedding(int v0, int n, float* dst) const;
   // 8-bit weights: quantizes the rows [k0, k0 + rows) of layer `layer`'s matrix `kind`, given as w[rows, cols], into
   // the panels by blocks of kQ8Block rows (k0 a multiple of kQ8Block, and rows too unless they end the matrix).
   void write_q8(ParamKind kind, int layer, int k0, int rows, const float* w);
@@ -86,7 +93,7 @@ struct DecoderPlan {
   DType cache_type = DType::F32;
   size_t cache = 0;           // keys, and as many values: [n_layer, n_slots, n_ctx, C] of cache_type
   size_t held = 0;            // token ids [n_slots, n_ctx]
-  size_t activations = 0;     // x, ln, atty [R, C]; qkv [R, 3C]; fcg [R, 4C]
+  size_t activations = 0;     // x, ln, atty [R, C]; qkv [R, 3C]; fcg [R, 4C]; the model's adapter's x A^T [R, rank]
   size_t scores = 0;          // [threads, n_ctx]
   size_t matmul_scratch = 0;  // the largest of the layer products' and the head's
   size_t last = 0;            // last, last_ln [n_slots, C] each

@@ -80,7 +80,7 @@ std::vector<ParamSpan> plan_param_spans(const ModelSpec& spec, const uint8_t* tr
   return spans;
 }
 
-float optimizer_step(float* params, float* grads, size_t grads_offset, float* m, float* v, size_t state_offset,
+float optimizer_step(float* params, float* grads, size_t first, float* m, float* v, size_t state_offset,
                      const std::vector<ParamSpan>& spans, double* partials, const StepOptions& o, int64_t t,
                      ThreadPool& pool, const std::function<void(double&)>& reduce_sum_squares) {
   const int64_t n_spans = static_cast<int64_t>(spans.size());
@@ -96,7 +96,7 @@ float optimizer_step(float* params, float* grads, size_t grads_offset, float* m,
   if (o.grad_clip > 0.0f) {
     pool.run(n_spans, [&](int64_t i, int) {
       const ParamSpan& s = spans[i];
-      partials[i] = s.trainable ? sum_squares(grads + (s.offset - grads_offset), s.numel, o.grad_scale) : 0.0;
+      partials[i] = s.trainable ? sum_squares(grads + (s.offset - first), s.numel, o.grad_scale) : 0.0;
     });
     norm = global_norm();
     if (norm > o.grad_clip) mult *= o.grad_clip / (norm + 1e-6f);
@@ -107,10 +107,10 @@ float optimizer_step(float* params, float* grads, size_t grads_offset, float* m,
   const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(t)));
   pool.run(n_spans, [&](int64_t i, int) {
     const ParamSpan& s = spans[i];
-    float* g = grads + (s.offset - grads_offset);
+    float* g = grads + (s.offset - first);
     if (s.trainable) {
       if (o.grad_clip <= 0.0f) partials[i] = sum_squares(g, s.numel, o.grad_scale);
-      float* p = params + s.offset;
+      float* p = params + (s.offset - first);
       const float wd = s.decay ? o.weight_decay : 0.0f;
       if (adamw) {
         const size_t k = s.offset - state_offset;

@@ -24,12 +24,12 @@ struct ParamSpan {
 std::vector<ParamSpan> plan_param_spans(const ModelSpec& spec, const uint8_t* trainable, const uint8_t* decay,
                                         size_t begin = 0, size_t end = std::numeric_limits<size_t>::max());
 
-// One update with step count t (>= 1). grads holds the gradients of the parameters from grads_offset on (the first
-// trainable one); m and v, null for SGD, their moments from state_offset on (that, or a ZeRO-1 shard's first
+// One update with step count t (>= 1). params and grads hold the parameters and their gradients from `first` on (the
+// first trainable one); m and v, null for SGD, their moments from state_offset on (that, or a ZeRO-1 shard's first
 // parameter). partials: one double per span (scratch). reduce_sum_squares, when given, sums this rank's
 // squared-gradient total with the other ranks' (ZeRO-1, where each rank sees its shard only), before the norm is
 // taken. Returns the global norm of the scaled gradient over the trainable tensors, before clipping.
-float optimizer_step(float* params, float* grads, size_t grads_offset, float* m, float* v, size_t state_offset,
+float optimizer_step(float* params, float* grads, size_t first, float* m, float* v, size_t state_offset,
                      const std::vector<ParamSpan>& spans, double* partials, const StepOptions& options, int64_t t,
                      ThreadPool& pool, const std::function<void(double&)>& reduce_sum_squares = {});
 

@@ -82,15 +82,15 @@ void ServedAdapters::apply(int i, int layer, float* y, const float* x, int R, co
       const Adapter* a = slot_adapters_[row_slot[r]];
       const int64_t at = a ? a->offsets[layer * 4 + i] : -1;
       if (at < 0) continue;
-      const float* A = a->factors.data() + at;                     // [rank, in]
-      const float* B = A + static_cast<size_t>(a->rank) * in;       // [out, rank]
-      const float* xr = x + r * in;
-      float* u = u_.data() + r * kMaxRank;
-      for (int k = 0; k < a->rank; ++k) u[k] = a->scaling * dot(A + static_cast<size_t>(k) * in, xr, in);
-      float* yr = y + r * out;
-      for (int o = 0; o < out; ++o) yr[o] += dot(B + static_cast<size_t>(o) * a->rank, u, a->rank);
+      const float* A = a->factors.data() + at;
+      add_low_rank(y + r * out, x + r * in, A, A + static_cast<size_t>(a->rank) * in, a->rank, a->scaling, in, out, u_.data() + r * kMaxRank);
     }
   });
+}
+
+void add_low_rank(float* y, const float* x, const float* A, const float* B, int rank, float scaling, int in, int out, float* u) {
+  for (int k = 0; k < rank; ++k) u[k] = scaling * dot(A + static_cast<size_t>(k) * in, x, in);
+  for (int o = 0; o < out; ++o) y[o] += dot(B + static_cast<size_t>(o) * rank, u, rank);
 }
 
 size_t ServedAdapters::bytes() const {

@@ -15,6 +15,10 @@
 
 namespace dixie {
 
+// y [out] += scaling * B (A x) for one row x [in]: A [rank, in], B [out, rank]; u [rank] is scratch. Row by row, so that
+// a row's result does not depend on the rows decoded beside it.
+void add_low_rank(float* y, const float* x, const float* A, const float* B, int rank, float scaling, int in, int out, float* u);
+
 class ServedAdapters {
  public:
   static constexpr int kMaxRank = 256;

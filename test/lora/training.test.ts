@@ -178,7 +178,7 @@ t.test('bin/train --lora_rank: checkpoints hold the adapter alone, resume bit fo
   const config = JSON.parse(fs.readFileSync(path.join(whole, 'adapter_config.json'), 'utf8'));
   t.match(config, { base_model_name_or_path: path.resolve(base), r: RANK, lora_alpha: ALPHA, target_modules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc'], fan_in_fan_out: true, peft_type: 'LORA' });
 
-  // What training decodes with (the merged panels) is what loading the checkpoint as an adapter gives.
+  // What training decodes with (its adapter beside the base) is what loading the checkpoint as an adapter gives.
   const training = await Model.load(base, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc'] }, adapter: whole });
   const served = await Model.load(base, { ...OPTIONS, trainable: false, adapter: whole });
   t.ok(maxAbsDiff(await allLogits(training), await allLogits(served)) <= 1e-5, 'the adapter trained is the adapter served');
