@@ -695,24 +695,32 @@ void unpack_panels(float* w, WeightsView panels, int C, int OC, ThreadPool& pool
     const int p = static_cast<int>(task / strips), s = static_cast<int>(task % strips);
     const int k0 = p * height, kn = std::min(height, C - k0), j0 = s * kStrip, n = std::min(kStrip, OC - j0);
     if (n <= 0) return;  // a strip of padding
+    float* out = w + static_cast<size_t>(k0) * OC + j0;
+    if (panels.dtype == DType::Q8_0) {
+      // Blocks of kQ8Block rows: their int8s four rows of a column side by side, then the columns' f16 scales.
+      for (int kb = 0; kb < kn; kb += kQ8Block) {
+        const uint8_t* q = panels.q8 + q8_index(k0 + kb, j0, C, OC);
+        float scale[kStrip];
+        for (int j = 0; j < n; ++j) {
+          uint16_t h;
+          std::memcpy(&h, q + kQ8Block * kStrip + j * 2, sizeof(h));
+          scale[j] = f16_to_f32(h);
+        }
+        for (int r = 0; r < std::min(kQ8Block, kn - kb); ++r) {
+          float* row = out + static_cast<size_t>(kb + r) * OC;
+          for (int j = 0; j < n; ++j) row[j] = scale[j] * static_cast<float>(static_cast<int8_t>(q[(r / 4) * 64 + j * 4 + r % 4]));
+        }
+      }
+      return;
+    }
     const size_t block = static_cast<size_t>(task) * height * kStrip;
     for (int k = 0; k < kn; ++k) {
-      float* row = w + static_cast<size_t>(k0 + k) * OC + j0;
+      float* row = out + static_cast<size_t>(k) * OC;
       const size_t at = block + static_cast<size_t>(k) * kStrip;
       switch (panels.dtype) {
-        case DType::F32: std::copy_n(panels.f32 + at, n, row); break;
         case DType::F16: convert_rows<LoadF16>(row, panels.u16 + at, n); break;
         case DType::BF16: convert_rows<LoadBF16>(row, panels.u16 + at, n); break;
-        case DType::Q8_0: {
-          // A block of kQ8Block rows: its int8s four rows of a column side by side, then the columns' f16 scales.
-          const uint8_t* q = panels.q8 + q8_index(k0 + k - k % kQ8Block, j0, C, OC);
-          for (int j = 0; j < n; ++j) {
-            uint16_t scale;
-            std::memcpy(&scale, q + kQ8Block * kStrip + j * 2, sizeof(scale));
-            row[j] = f16_to_f32(scale) * static_cast<float>(static_cast<int8_t>(q[(k % kQ8Block / 4) * 64 + j * 4 + k % 4]));
-          }
-          break;
-        }
+        default: std::copy_n(panels.f32 + at, n, row); break;
       }
     }
   });
