@@ -40,8 +40,17 @@ export interface NativeOptions {
   dataParallel?: { zero?: 0 | 1; microBatches?: number };
   // Train a LoRA adapter over the frozen float32 base: the layout appends its factors, h.N.<target>.lora_A.weight
   // [rank, in] and lora_B.weight [out, rank], which alone get gradients and optimizer state; scaling is
-  // lora_alpha / rank. Decoding adds the adapter too (the CPU merges it into its copy of the weights).
-  lora?: { rank: number; scaling: number; targets: LoraTarget[] };
+  // lora_alpha / rank. Decoding adds the adapter too (the CPU merges it into its copy of the weights). dropout
+  // (PEFT's lora_dropout, in [0, 1); default 0): a training forward drops each element of the adapter's input with
+  // this probability, with masks drawn from seed and the forward's NativeTraining.
+  lora?: { rank: number; scaling: number; targets: LoraTarget[]; dropout?: number; seed?: number };
+}
+
+// What marks a forward as training's (native/core/backend.h ForwardOptions): only such a forward drops the adapter's
+// inputs, its masks keyed by the step and the micro-batch within it, which a checkpoint keeps.
+export interface NativeTraining {
+  step: number;
+  microBatch: number;
 }
 
 export interface NativeTensorInfo {
@@ -95,7 +104,8 @@ export interface NativeModel {
   setOptimizerStepCount(t: number): void;
   setParamFlags(trainable: Uint8Array, decay: Uint8Array): void;  // one byte per layout() entry
 
-  forward(inputs: Int32Array, targets: Int32Array | null, B: number, T: number, logitsOut: Float32Array | null): Promise<number>;
+  // training: null for an evaluation (validation, a test), which drops nothing.
+  forward(inputs: Int32Array, targets: Int32Array | null, B: number, T: number, logitsOut: Float32Array | null, training: NativeTraining | null): Promise<number>;
   zeroGrad(): void;
   backward(): Promise<void>;
   step(options: NativeStepOptions): Promise<number>;  // resolves to the gradient norm before clipping
