@@ -2,8 +2,8 @@
 // model at B=4, T=64, next to a plain forward/backward/step loop on the same shapes; the driver should add
 // nothing measurable. Then data-parallel bin/train under mpirun on 1 and 2 CPU ranks at the same global batch,
 // with the time a step spends in the gradients' all-reduce; then a LoRA adapter's step against full fine-tuning
-// at 124M and 355M shapes, time and memory (`--lora`: these rows alone); then bin/encode's throughput on one
-// thread and on every core.
+// at 124M and 355M shapes, time and memory, and the adapter's step with dropout 0.05 (`--lora`: these rows alone);
+// then bin/encode's throughput on one thread and on every core.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -36,7 +36,7 @@ async function engineTokensPerSecond(config = CONFIG, lora?: LoraOptions, weight
     for (let step = 0; step < WARMUP + STEPS; step++) {
       if (step === WARMUP) started = performance.now();
       model.zeroGrad();
-      await model.forward(inputs, targets, B, T);
+      await model.forward(inputs, targets, B, T, undefined, { step, microBatch: 0 });
       await model.backward();
       await model.step({ optimizer: 'adamw', lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, gradScale: 1 });
     }
@@ -57,9 +57,15 @@ a LoRA adapter (rank ${LORA.rank}, the four matrices of every block) over its fr
   for (const [name, config] of [['124M', CONFIG], ['355M', CONFIG_355M]] as const) {
     const full = await engineTokensPerSecond(config);
     console.log(`| ${name} | every weight | ${full.tokensPerSecond.toFixed(0)} | | ${gib(full.bytes)} | |`);
-    for (const dtype of ['f32', 'f16', 'q8_0'] as const) {
-      const lora = await engineTokensPerSecond(config, LORA, dtype);
-      console.log(`| ${name} | LoRA over ${dtype} | ${lora.tokensPerSecond.toFixed(0)} | ${(lora.tokensPerSecond / full.tokensPerSecond).toFixed(2)}x | ${gib(lora.bytes)} | ${(lora.bytes / full.bytes).toFixed(2)}x |`);
+    const variants: [string, LoraOptions, WeightDType][] = [
+      ['LoRA over f32', LORA, 'f32'],
+      ['LoRA over f32, dropout 0.05', { ...LORA, dropout: 0.05 }, 'f32'],
+      ['LoRA over f16', LORA, 'f16'],
+      ['LoRA over q8_0', LORA, 'q8_0'],
+    ];
+    for (const [what, lora, dtype] of variants) {
+      const r = await engineTokensPerSecond(config, lora, dtype);
+      console.log(`| ${name} | ${what} | ${r.tokensPerSecond.toFixed(0)} | ${(r.tokensPerSecond / full.tokensPerSecond).toFixed(2)}x | ${gib(r.bytes)} | ${(r.bytes / full.bytes).toFixed(2)}x |`);
     }
   }
 }

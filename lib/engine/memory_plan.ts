@@ -38,7 +38,9 @@ function plannedMemory(config: NativeConfig, options: NativeOptions): MemoryPlan
     const N = (options.maxBatch ?? 1) * (options.maxSeq || nCtx);
     const layerSets = trainable && !options.recompute ? L : 1;
     const residuals = trainable ? L + 1 : 2;
-    const floats = N * (layerSets * (11 * C + NH) + residuals * C + 7 * C + V + (trainable ? 6 * C : 0));
+    // An adapter's dropout keeps one dropped input of the widest matrix it adapts.
+    const dropped = trainable && (options.lora?.dropout ?? 0) > 0 ? (options.lora?.targets.includes('mlp.c_proj') ? 4 * C : C) : 0;
+    const floats = N * (layerSets * (11 * C + NH) + residuals * C + 7 * C + V + (trainable ? 6 * C : 0) + dropped);
     // A narrow base's layer matrix (or as many token-embedding rows) expanded to float32 at a time.
     activations = (floats + (dtype === 'f32' ? 0 : 4 * C * C)) * 4;
   }

@@ -12,6 +12,7 @@ import {
   NativeOptions,
   NativeStepOptions,
   NativeTensorInfo,
+  NativeTraining,
   WeightDType,
 } from './native';
 import { hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
@@ -31,7 +32,8 @@ export interface LoraOptions {
   rank: number;
   alpha: number;              // the product is scaled by alpha / rank, as PEFT's lora_alpha
   targets: LoraTarget[];      // the layer matrices it changes
-  seed?: number;              // of A's initialisation (B starts at zero, so the model starts as the base)
+  dropout?: number;           // PEFT's lora_dropout, in [0, 1): of the adapter's inputs in training forwards (default 0)
+  seed?: number;              // of A's initialisation (B starts at zero, so the model starts as the base) and the dropout masks
 }
 
 export interface ModelOptions extends Omit<NativeOptions, 'lora'> {
@@ -49,6 +51,7 @@ export interface ModelLora {
   rank: number;
   alpha: number;
   targets: LoraTarget[];
+  dropout: number;
   base: string | null;
 }
 
@@ -185,7 +188,9 @@ function checkLora(lora: LoraOptions, base: string | null): ModelLora {
   if (unknown !== undefined || lora.targets.length === 0) {
     throw new Error(`lora.targets must name some of ${LORA_TARGETS.join(', ')}, got ${JSON.stringify(unknown ?? lora.targets)}`);
   }
-  return { rank: lora.rank, alpha: lora.alpha, targets: LORA_TARGETS.filter((t) => lora.targets.includes(t)), base };
+  const dropout = lora.dropout ?? 0;
+  if (!(dropout >= 0 && dropout < 1)) throw new Error(`lora.dropout must be a number in [0, 1), got ${dropout}`);
+  return { rank: lora.rank, alpha: lora.alpha, targets: LORA_TARGETS.filter((t) => lora.targets.includes(t)), dropout, base };
 }
 
 // The key of Model's native handle (see Model[NATIVE]).
@@ -216,7 +221,7 @@ export class Model {
       ...rest,
       device: options.device ?? computeDefaults.device,
       precision: options.precision ?? computeDefaults.precision,
-      ...(lora ? { lora: { rank: lora.rank, scaling: lora.alpha / lora.rank, targets: [...lora.targets] } } : {}),
+      ...(lora ? { lora: { rank: lora.rank, scaling: lora.alpha / lora.rank, targets: [...lora.targets], dropout: lora.dropout ?? 0, seed: lora.seed ?? 0 } } : {}),
     };
     // The CUDA backend names what did not fit itself; on the CPU the allocation would fail with a bare "out of memory".
     const device = nativeOptions.device ?? 'auto';
@@ -503,8 +508,10 @@ export class Model {
     return this.enqueue(() => fn(this.native));
   }
 
-  forward(inputs: Int32Array, targets: Int32Array | null, B: number, T: number, logitsOut?: Float32Array): Promise<number> {
-    return this.enqueue(() => this.native.forward(inputs, targets, B, T, logitsOut ?? null));
+  // With `training` a training forward, which drops the adapter's inputs (lora.dropout) with the masks its step and
+  // micro-batch key; without, an evaluation, which drops nothing.
+  forward(inputs: Int32Array, targets: Int32Array | null, B: number, T: number, logitsOut?: Float32Array, training?: NativeTraining): Promise<number> {
+    return this.enqueue(() => this.native.forward(inputs, targets, B, T, logitsOut ?? null, training ?? null));
   }
 
   backward(): Promise<void> {
@@ -639,7 +646,7 @@ export class Model {
         tensors[module] ??= { a: new Float32Array(0), b: new Float32Array(0) };
         tensors[module][t.name.endsWith('.lora_A.weight') ? 'a' : 'b'] = this.getParam(t.name);
       }
-      await writePeftAdapter(dir, { baseModel: lora.base, r: lora.rank, alpha: lora.alpha, targets: [...lora.targets], tensors });
+      await writePeftAdapter(dir, { baseModel: lora.base, r: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: [...lora.targets], tensors });
     });
   }
 

@@ -43,8 +43,17 @@ export interface NativeOptions {
   // Train a LoRA adapter over the frozen base (float32; on the CPU f16, bf16 or q8_0 too, which training reads
   // expanded to float32 a matrix at a time): the layout appends its factors, h.N.<target>.lora_A.weight [rank, in]
   // and lora_B.weight [out, rank], float32, which alone get gradients and optimizer state; scaling is
-  // lora_alpha / rank. Decoding adds the adapter too, unmerged.
-  lora?: { rank: number; scaling: number; targets: LoraTarget[] };
+  // lora_alpha / rank. Decoding adds the adapter too, unmerged. dropout (PEFT's lora_dropout, in [0, 1); default 0):
+  // a training forward drops each element of the adapter's input with this probability, with masks drawn from seed
+  // and the forward's NativeTraining.
+  lora?: { rank: number; scaling: number; targets: LoraTarget[]; dropout?: number; seed?: number };
+}
+
+// What marks a forward as training's (native/core/backend.h ForwardOptions): only such a forward drops the adapter's
+// inputs, its masks keyed by the step and the micro-batch within it, which a checkpoint keeps.
+export interface NativeTraining {
+  step: number;
+  microBatch: number;
 }
 
 export interface NativeTensorInfo {
@@ -98,7 +107,8 @@ export interface NativeModel {
   setOptimizerStepCount(t: number): void;
   setParamFlags(trainable: Uint8Array, decay: Uint8Array): void;  // one byte per layout() entry
 
-  forward(inputs: Int32Array, targets: Int32Array | null, B: number, T: number, logitsOut: Float32Array | null): Promise<number>;
+  // training: null for an evaluation (validation, a test), which drops nothing.
+  forward(inputs: Int32Array, targets: Int32Array | null, B: number, T: number, logitsOut: Float32Array | null, training: NativeTraining | null): Promise<number>;
   zeroGrad(): void;
   backward(): Promise<void>;
   step(options: NativeStepOptions): Promise<number>;  // resolves to the gradient norm before clipping

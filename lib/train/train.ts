@@ -80,6 +80,7 @@ export interface TrainOptions {
   // An adapter's frozen base held in f32, or in f16, bf16 or q8_0 for less memory (the CPU backend); '': f32, or
   // the run's own when it resumes.
   dtype: '' | WeightDType;
+  lora_dropout: number;            // PEFT's lora_dropout: of the adapter's inputs in training steps (never in validation or samples)
 }
 
 export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
@@ -128,6 +129,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   lora_alpha: 0,
   lora_targets: 'attn,mlp',
   dtype: '',
+  lora_dropout: 0,
 };
 
 export interface TrainIO {
@@ -185,6 +187,8 @@ function checkOptions(o: TrainOptions): void {
   if (!(Number.isInteger(o.lora_rank) && o.lora_rank >= 0)) throw new Error(`--lora_rank must be a whole number >= 0, got ${o.lora_rank}`);
   if (!(o.lora_alpha >= 0)) throw new Error(`--lora_alpha must be >= 0 (0: twice the rank), got ${o.lora_alpha}`);
   if (!['', ...WEIGHT_DTYPES].includes(o.dtype)) throw new Error(`--dtype must be one of ${WEIGHT_DTYPES.join(', ')}, got ${JSON.stringify(o.dtype)}`);
+  if (!(o.lora_dropout >= 0 && o.lora_dropout < 1)) throw new Error(`--lora_dropout must be in [0, 1), got ${o.lora_dropout}`);
+  if (o.lora_dropout > 0 && o.lora_rank === 0) throw new Error('--lora_dropout drops the inputs of a LoRA adapter: give --lora_rank too');
   if (o.lora_rank > 0) {
     loraTargets(o.lora_targets);
     if (o.fresh_model) throw new Error('--lora_rank trains an adapter over a pre-trained model, and --fresh_model has none to adapt: drop one of them');
@@ -321,12 +325,15 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   let lora: LoraOptions | undefined;
   if (adapter) {
     if (adapter.baseModel === null) throw new Error(`${resumeDir}: ${ADAPTER_CONFIG_FILE} names no base model (base_model_name_or_path)`);
-    lora = { rank: adapter.r, alpha: adapter.alpha, targets: loraTargets([adapter.targetModules].flat().join(',')), seed };
-    if (o.lora_rank > 0 && (o.lora_rank !== lora.rank || (o.lora_alpha || 2 * o.lora_rank) !== lora.alpha)) {
-      throw new Error(`--lora_rank ${o.lora_rank} and --lora_alpha ${o.lora_alpha || 2 * o.lora_rank} differ from the adapter ${resumeDir} trains (rank ${lora.rank}, alpha ${lora.alpha})`);
+    lora = { rank: adapter.r, alpha: adapter.alpha, targets: loraTargets([adapter.targetModules].flat().join(',')), dropout: adapter.dropout, seed };
+    if (o.lora_rank > 0 && (o.lora_rank !== lora.rank || (o.lora_alpha || 2 * o.lora_rank) !== lora.alpha || o.lora_dropout !== lora.dropout)) {
+      throw new Error(
+        `--lora_rank ${o.lora_rank}, --lora_alpha ${o.lora_alpha || 2 * o.lora_rank} and --lora_dropout ${o.lora_dropout} differ from the adapter ${resumeDir} trains ` +
+          `(rank ${lora.rank}, alpha ${lora.alpha}, dropout ${lora.dropout})`,
+      );
     }
   } else if (o.lora_rank > 0) {
-    lora = { rank: o.lora_rank, alpha: o.lora_alpha || 2 * o.lora_rank, targets: loraTargets(o.lora_targets), seed };
+    lora = { rank: o.lora_rank, alpha: o.lora_alpha || 2 * o.lora_rank, targets: loraTargets(o.lora_targets), dropout: o.lora_dropout, seed };
   }
   const weightDtype = baseWeightDtype(o, lora, state, log);
   const folder = resolveModel(adapter ? (adapter.baseModel as string) : resumeDir ? path.resolve(resumeDir) : o.model_name);
@@ -339,7 +346,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     adapter: adapter ? (resumeDir as string) : undefined,
   });
   log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
-  if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen${weightDtype === 'f32' ? '' : `, held in ${weightDtype}`}`);
+  if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}, dropout ${lora.dropout}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen${weightDtype === 'f32' ? '' : `, held in ${weightDtype}`}`);
   if (o.fresh_model && state && o.restore_from === 'latest') {
     log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
   }
@@ -555,7 +562,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       let loss = 0;
       for (let micro = 0; micro < o.accumulate_gradients; micro++) {
         sampler.batch(dataRng, o.batch_size * world, inputs, targets, slice);
-        loss += await model.forward(inputs, targets, o.batch_size, T);
+        loss += await model.forward(inputs, targets, o.batch_size, T, undefined, { step, microBatch: micro });
         await model.backward();
       }
       loss /= o.accumulate_gradients;

@@ -99,11 +99,14 @@ Napi::Object object_arg(const Napi::Value& v, const std::string& name) {
   return v.As<Napi::Object>();
 }
 
-// options.lora: {rank, scaling, targets}, targets naming the layer matrices as Hugging Face's modules do.
-dixie::LoraShape lora_arg(const Napi::Value& v) {
+// options.lora: {rank, scaling, targets, dropout, seed}, targets naming the layer matrices as Hugging Face's modules
+// do, seed the dropout masks' (the backend checks dropout).
+void lora_arg(const Napi::Value& v, dixie::BackendOptions& options) {
   static const char* const kModules[] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};  // kLayerMatrices' order
   const Napi::Object o = object_arg(v, "options.lora");
-  dixie::LoraShape lora;
+  options.lora_dropout = optional_float(o, "dropout", 0.0f, "options.lora");
+  options.lora_dropout_seed = static_cast<uint64_t>(optional_int(o, "seed", 0, 0, kMaxSafeInt, "options.lora"));
+  dixie::LoraShape& lora = options.lora;
   lora.rank = static_cast<int>(int_arg(o.Get("rank"), "options.lora.rank", 1, 1 << 16));
   lora.scaling = optional_float(o, "scaling", 1.0f, "options.lora");
   const Napi::Value targets = o.Get("targets");
@@ -118,7 +121,6 @@ dixie::LoraShape lora_arg(const Napi::Value& v) {
       throw ArgError("options.lora.targets[" + std::to_string(k) + "] must be one of 'attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'");
     lora.targets |= static_cast<uint8_t>(1u << (it - std::begin(kModules)));
   }
-  return lora;
 }
 
 // A model's sizes: {nLayer, nHead, nEmbd, nCtx, vocabSize}.
@@ -407,7 +409,7 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
       o.micro_batches = static_cast<int>(optional_int(dp, "microBatches", 1, 1, big, "options.dataParallel"));
     }
     const Napi::Value lora = options.Get("lora");
-    if (!lora.IsUndefined() && !lora.IsNull()) o.lora = lora_arg(lora);
+    if (!lora.IsUndefined() && !lora.IsNull()) lora_arg(lora, o);
     const std::string device = optional_string(options, "device", "auto", "options");
     if (device != "cpu" && device != "cuda" && device != "auto")
       throw ArgError("options.device must be 'cpu', 'cuda' or 'auto', got '" + device + "'");
@@ -630,9 +632,17 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
       require_length(out.ElementLength(), N * static_cast<size_t>(c.vocab_size), "forward: logitsOut", "B*T*vocabSize");
       logits = out.Data();
     }
+    // training: null for an evaluation, or {step, microBatch}, which key the adapter's dropout masks
+    dixie::ForwardOptions options;
+    if (!info[5].IsNull() && !info[5].IsUndefined()) {
+      const Napi::Object o = object_arg(info[5], "forward: training");
+      options.training = true;
+      options.step = int_arg(o.Get("step"), "forward: training.step", 0, kMaxSafeInt);
+      options.micro_batch = static_cast<int>(int_arg(o.Get("microBatch"), "forward: training.microBatch", 0, 1 << 30));
+    }
     Backend* bp = &b;
-    return [bp, in, tg, logits, B, T]() -> double {
-      return bp->forward(in->data(), tg ? tg->data() : nullptr, B, T, logits);
+    return [bp, in, tg, logits, B, T, options]() -> double {
+      return bp->forward(in->data(), tg ? tg->data() : nullptr, B, T, logits, options);
     };
   }, true, keep);
 }

@@ -41,6 +41,21 @@ struct BackendOptions {
   // A LoRA adapter to train over the frozen base (ModelSpec's LoraShape, whose factors the flat layout appends):
   // float32 weights only. Only the factors have gradients and optimizer moments; decoding applies the adapter too.
   LoraShape lora;
+  // PEFT's lora_dropout, in [0, 1): a training forward (ForwardOptions) drops each element of the adapter's input with
+  // this probability and scales the rest by 1 / (1 - p); the base's product sees the input whole. The masks are drawn
+  // from the seed (core/dropout.h).
+  float lora_dropout = 0.0f;
+  uint64_t lora_dropout_seed = 0;
+};
+
+// What a forward is for. Only a training forward drops the adapter's inputs (BackendOptions::lora_dropout); the
+// others (validation, evaluation) drop nothing. step and micro_batch key the masks besides the seed: a checkpoint
+// keeps them, so that a resumed run draws the masks the uninterrupted one would, and two forwards with the same key
+// drop the same elements.
+struct ForwardOptions {
+  bool training = false;
+  int64_t step = 0;     // the training step
+  int micro_batch = 0;  // within the step
 };
 
 struct StepOptions {
@@ -86,10 +101,12 @@ class Backend {
   virtual void set_param_flags(const uint8_t* trainable, const uint8_t* decay) = 0;
 
   // Training. forward: inputs/targets [B, T] token ids (targets may be null: no loss); returns the mean
-  // cross-entropy loss (NaN when no targets) and copies the logits [B, T, V] into logits_out when non-null.
+  // cross-entropy loss (NaN when no targets) and copies the logits [B, T, V] into logits_out when non-null. Its
+  // backward computes the gradients of the forward as `options` ran it.
   // backward: adds d(loss)/d(params) of the last forward into the gradient buffer. step: one optimizer
   // update from the accumulated gradients, which it then zeroes; returns the global gradient norm.
-  virtual float forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) = 0;
+  virtual float forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out,
+                        const ForwardOptions& options) = 0;
   virtual void zero_grad() = 0;
   virtual void backward() = 0;
   virtual float step(const StepOptions& options) = 0;

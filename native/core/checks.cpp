@@ -10,6 +10,13 @@
 
 namespace dixie {
 
+void check_lora_dropout(const BackendOptions& o) {
+  if (!(o.lora_dropout >= 0.0f && o.lora_dropout < 1.0f))
+    throw std::invalid_argument("option 'lora.dropout' must be in [0, 1), got " + std::to_string(o.lora_dropout));
+  if (o.lora_dropout > 0.0f && o.lora.rank == 0)
+    throw std::invalid_argument("option 'lora.dropout' drops an adapter's inputs: it needs the adapter (option 'lora')");
+}
+
 int64_t check_forward_batch(const GPT2Config& c, const int32_t* inputs, const int32_t* targets, int B, int T,
                             int64_t max_rows) {
   if (B < 1 || T < 1) throw std::invalid_argument("forward: B and T must be positive");

@@ -10,6 +10,9 @@
 
 namespace dixie {
 
+// BackendOptions::lora_dropout: in [0, 1), and above 0 only with an adapter to train.
+void check_lora_dropout(const BackendOptions& options);
+
 // forward(inputs, targets, B, T): the shape against nCtx and the planned rows, and every token id against the
 // vocabulary (targets may be null). Returns N = B * T.
 int64_t check_forward_batch(const GPT2Config& config, const int32_t* inputs, const int32_t* targets, int B, int T,

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/checks.h"
+#include "core/dropout.h"
 #include "core/dtype.h"
 #include "gemm.h"
 #include "kernels.h"
@@ -75,6 +76,7 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   training_ = options_.trainable && (!narrow || spec_.lora().rank > 0);
   if (narrow && spec_.lora().rank > 0 && !training_)
     throw std::invalid_argument("option 'lora' trains an adapter, and a model created with trainable: false trains nothing");
+  check_lora_dropout(options_);
 
   // With an adapter only its factors train: gradients and moments cover [first, P).
   const size_t P = spec_.num_params(), first = spec_.trainable_begin();
@@ -166,7 +168,12 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
     *slot = arena_.data() + offset;
     offset += (n + 15) / 16 * 16;
   }
-  if (spec_.lora().rank > 0) lora_acts_ = AlignedArray<float>((layer_acts_.size() * 4 + 1) * N * spec_.lora().rank);
+  if (spec_.lora().rank > 0) {
+    const size_t u = (layer_acts_.size() * 4 + 1) * N * spec_.lora().rank;
+    const bool dropping = training_ && options_.lora_dropout > 0.0f;
+    lora_acts_ = AlignedArray<float>(u + (dropping ? N * lora_widest_input(spec_) : 0));
+    if (dropping) lora_dropped_ = lora_acts_.data() + u;
+  }
   inputs_ = AlignedArray<int32_t>(N);
   targets_ = AlignedArray<int32_t>(N);
 }
@@ -464,11 +471,16 @@ void CpuBackend::lora_forward(int i, int l, float* out, const float* inp, float*
   const LoraShape& lora = spec_.lora();
   const float* A = factor(i, l, false);  // [r, in]
   const float* Bf = factor(i, l, true);  // [oc, r]
+  const DropoutMask mask = lora_dropout_mask(options_, forward_, i, l, N);
+  if (mask.drops()) {
+    dropout(lora_dropped_, inp, N, in, mask, false, pool_);
+    inp = lora_dropped_;
+  }
   sgemm(false, true, N, lora.rank, in, 1.0f, inp, in, A, in, 0.0f, u, lora.rank, pool_);
   sgemm(false, true, N, oc, lora.rank, lora.scaling, u, lora.rank, Bf, lora.rank, 1.0f, out, oc, pool_);
 }
 
-// dB [oc, r] += scaling * dout^T u; du [N, r] = scaling * dout B; dA [r, in] += du^T inp; dinp [N, in] += du A.
+// dB [oc, r] += scaling * dout^T u; du [N, r] = scaling * dout B; dA [r, in] += du^T drop(inp); dinp [N, in] += drop(du A).
 void CpuBackend::lora_backward(int i, int l, float* dinp, const float* dout, const float* inp, const float* u, int64_t N) {
   const auto [in, oc] = spec_.matrix_shape(kLayerMatrices[i]);
   const LoraShape& lora = spec_.lora();
@@ -479,15 +491,26 @@ void CpuBackend::lora_backward(int i, int l, float* dinp, const float* dout, con
   float* du = lora_acts_.data() + layer_acts_.size() * 4 * static_cast<size_t>(max_rows_) * r;
   sgemm(true, false, oc, r, N, lora.scaling, dout, oc, u, r, 1.0f, dB, r, pool_);
   sgemm(false, false, N, r, oc, lora.scaling, dout, oc, factor(i, l, true), r, 0.0f, du, r, pool_);
-  sgemm(true, false, r, in, N, 1.0f, du, r, inp, in, 1.0f, dA, in, pool_);
-  sgemm(false, false, N, in, r, 1.0f, du, r, factor(i, l, false), in, 1.0f, dinp, in, pool_);
+  const DropoutMask mask = lora_dropout_mask(options_, forward_, i, l, N);
+  if (!mask.drops()) {
+    sgemm(true, false, r, in, N, 1.0f, du, r, inp, in, 1.0f, dA, in, pool_);
+    sgemm(false, false, N, in, r, 1.0f, du, r, factor(i, l, false), in, 1.0f, dinp, in, pool_);
+    return;
+  }
+  // The forward's dropped input, drawn again rather than kept: one buffer for every layer and matrix.
+  dropout(lora_dropped_, inp, N, in, mask, false, pool_);
+  sgemm(true, false, r, in, N, 1.0f, du, r, lora_dropped_, in, 1.0f, dA, in, pool_);
+  sgemm(false, false, N, in, r, 1.0f, du, r, factor(i, l, false), in, 0.0f, lora_dropped_, in, pool_);
+  dropout(dinp, lora_dropped_, N, in, mask, true, pool_);
 }
 
-float CpuBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) {
+float CpuBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out,
+                          const ForwardOptions& options) {
   require_f32("forward");
   const GPT2Config& c = spec_.config();
   const int64_t N = check_forward_batch(c, inputs, targets, B, T, max_rows_);
   backward_ready_ = false;
+  forward_ = training_ ? options : ForwardOptions{};  // a model that does not train has no buffer to drop into
   std::memcpy(inputs_.data(), inputs, N * sizeof(int32_t));
   if (targets) std::memcpy(targets_.data(), targets, N * sizeof(int32_t));
 

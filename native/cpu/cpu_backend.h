@@ -32,7 +32,8 @@ class CpuBackend : public Backend {
   void set_optimizer_step_count(int64_t t) override;
   void set_param_flags(const uint8_t* trainable, const uint8_t* decay) override;
 
-  float forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) override;
+  float forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out,
+                const ForwardOptions& options) override;
   void zero_grad() override;
   void backward() override;
   float step(const StepOptions& options) override;
@@ -82,7 +83,8 @@ class CpuBackend : public Backend {
   template <typename Fn>
   void for_each_embedding_chunk(const Fn& fn);
   // The adapter's path beside layer matrix kLayerMatrices[i] of block l (N rows; u [N, r] kept for backward):
-  // out += scaling * (inp A^T) B^T, and its backward, which adds to dinp and to the factors' gradients.
+  // out += scaling * (drop(inp) A^T) B^T, and its backward, which adds to dinp and to the factors' gradients. drop is
+  // the last forward's dropout (forward_), its mask drawn again in backward.
   void lora_forward(int i, int l, float* out, const float* inp, float* u, int64_t N);
   void lora_backward(int i, int l, float* dinp, const float* dout, const float* inp, const float* u, int64_t N);
   float* lora_u(int i, int l);
@@ -110,6 +112,7 @@ class CpuBackend : public Backend {
   AlignedArray<float> grads_, m_, v_;
   AlignedArray<float> arena_;        // every activation, carved below
   AlignedArray<float> lora_acts_;    // an adapter's u [N, r] per targeted matrix (per layer, as layer_acts_), and du [N, r]
+  float* lora_dropped_ = nullptr;    // with dropout, [N, in] for the widest input adapted: a dropped input, or du A
   std::vector<float*> residuals_;
   std::vector<LayerActs> layer_acts_;  // one per layer, or a single shared one when recomputing / not training
   float *proj_, *gelu_, *lnf_, *lnf_mean_, *lnf_rstd_, *logits_, *losses_;  // [N,C] [N,4C] [N,C] [N] [N] [N,V] [N]
@@ -128,6 +131,7 @@ class CpuBackend : public Backend {
   int64_t step_count_ = 0;
 
   int last_B_ = 0, last_T_ = 0;
+  ForwardOptions forward_;       // the last forward's, which its backward (and a recomputed block) follows
   bool backward_ready_ = false;  // a forward with targets ran and its backward has not
 
   std::unique_ptr<CpuDecoder> decoder_;

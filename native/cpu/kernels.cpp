@@ -507,6 +507,18 @@ void residual_forward(float* out, const float* a, const float* b, int64_t n, Thr
   });
 }
 
+void dropout(float* out, const float* inp, int64_t N, int C, const DropoutMask& mask, bool accumulate, ThreadPool& pool) {
+  pool.parallel_for(N, row_grain(C), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      for (int c = 0; c < C; ++c) {
+        const int64_t i = n * C + c;
+        const float v = mask.keeps(n, c, C) ? inp[i] * mask.scale : 0.0f;
+        out[i] = accumulate ? out[i] + v : v;
+      }
+    }
+  });
+}
+
 // ----------------------------------------------------------------------------------------------------------------
 // cross-entropy
 

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/dropout.h"
 #include "thread_pool.h"
 
 namespace dixie {
@@ -44,6 +45,9 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n, 
 
 // out = a + b, elementwise (out may alias a or b)
 void residual_forward(float* out, const float* a, const float* b, int64_t n, ThreadPool& pool);
+
+// out[N, C] = inp * keep * mask.scale, or += when accumulating: LoRA's dropout, keep drawn by mask (core/dropout.h)
+void dropout(float* out, const float* inp, int64_t N, int C, const DropoutMask& mask, bool accumulate, ThreadPool& pool);
 
 // Softmax cross-entropy of logits [N, V] against targets [N]: writes probs [N, V] (probs may alias logits, the
 // softmax then replaces the logits in place) and each row's loss to losses [N]; returns the mean loss.

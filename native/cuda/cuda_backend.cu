@@ -60,6 +60,7 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   const GPT2Config& c = spec_.config();
   if (spec_.lora().rank > 0 && options_.weight_dtype != DType::F32)
     throw std::invalid_argument("option 'lora' trains an adapter over float32 weights: load the base with weightDtype 'f32'");
+  check_lora_dropout(options_);
   if (options_.max_batch < 1) throw std::invalid_argument("option 'maxBatch' must be a positive integer");
   if (options_.max_seq == 0) options_.max_seq = c.n_ctx;
   if (options_.max_seq < 0 || options_.max_seq > c.n_ctx)
@@ -170,6 +171,7 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
     take(dnarrow_, N * C, x);
     take_f32(att_delta_, N * NH);
     if (spec_.lora().rank > 0) take(lora_du_, N * spec_.lora().rank, x);
+    if (options_.lora_dropout > 0.0f) take(lora_dropped_, N * lora_widest_input(spec_), x);
     take_f32(reduce_scratch_, static_cast<int64_t>(std::max(layernorm_scratch_floats(static_cast<int>(C)),
                                                             bias_scratch_floats(static_cast<int>(4 * C)))));
   }
@@ -384,7 +386,10 @@ template <typename X>
 void CudaBackend::matmul_forward(X* out, const X* inp, ParamKind w, ParamKind b, int l, int N, int C, int OC) {
   // out[N, OC] = inp[N, C] @ w[C, OC] + b[OC], plus the adapter's change
   gemm_->matmul<X, X>(false, false, N, OC, C, inp, C, weight<X>(w, l), OC, out, OC, weight<X>(b, l), false);
-  if (adapts(spec_, w)) lora_forward(*gemm_, weights_, w, l, out, inp, lora_u<X>(w, l), N);
+  if (adapts(spec_, w)) {
+    const DropoutMask mask = lora_dropout_mask(options_, forward_, layer_matrix_index(w), l, N);
+    lora_forward(*gemm_, weights_, w, l, out, inp, lora_u<X>(w, l), N, mask, static_cast<X*>(lora_dropped_), stream_.get());
+  }
 }
 
 template <typename X>
@@ -398,8 +403,9 @@ void CudaBackend::matmul_backward(X* dinp, ParamKind w, ParamKind b, int l, cons
   gemm_->matmul<X, X>(false, true, N, C, OC, dout, OC, weight<X>(w, l), OC, dinp, C, nullptr, false,
                       fused_gelu ? Gemm::Activation::kGeluGrad : Gemm::Activation::kNone, fused_gelu ? gelu_input : nullptr);
   if (adapted) {
+    const DropoutMask mask = lora_dropout_mask(options_, forward_, layer_matrix_index(w), l, N);
     lora_backward(*gemm_, weights_, w, l, dinp, lora_grad(w, l, false), lora_grad(w, l, true), dout, inp, lora_u<X>(w, l),
-                  static_cast<X*>(lora_du_), N);
+                  static_cast<X*>(lora_du_), N, mask, static_cast<X*>(lora_dropped_), stream_.get());
     if (gelu_input) gelu_backward(dinp, gelu_input, dinp, static_cast<int64_t>(N) * C, stream_.get());
   }
   if (float* dw = grad(w, l)) gemm_->matmul<X, float>(true, false, C, OC, N, inp, C, dout, OC, dw, OC, nullptr, true);
@@ -445,7 +451,8 @@ void CudaBackend::copy_logits_out(float* dst, const X* logits, int rows) {
   }
 }
 
-float CudaBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) {
+float CudaBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out,
+                           const ForwardOptions& options) {
   if (weights_.q8)
     throw std::logic_error("forward is not available: the model stores 8-bit (q8_0) weights, which only decode (use the "
                            "kv* decoding calls, or load with weightDtype 'f32')");
@@ -453,6 +460,7 @@ float CudaBackend::forward(const int32_t* inputs, const int32_t* targets, int B,
   const int64_t N = check_forward_batch(c, inputs, targets, B, T, max_rows_);
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   backward_ready_ = false;
+  forward_ = training_ ? options : ForwardOptions{};  // a model that does not train has no buffer to drop into
 
   // Ids to the device: inputs, targets, and (for a backward) the rows grouped by token for dwte.
   int32_t* h = ids_host_.data();

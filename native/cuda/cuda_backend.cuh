@@ -44,7 +44,8 @@ class CudaBackend : public Backend {
   void set_optimizer_step_count(int64_t t) override;
   void set_param_flags(const uint8_t* trainable, const uint8_t* decay) override;
 
-  float forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out) override;
+  float forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out,
+                const ForwardOptions& options) override;
   void zero_grad() override;
   void backward() override;
   float step(const StepOptions& options) override;
@@ -137,6 +138,7 @@ class CudaBackend : public Backend {
   void *proj_ = nullptr, *gelu_ = nullptr, *lnf_ = nullptr, *logits_ = nullptr;  // [N, C] [N, 4C] [N, C] [N, Vp]
   void *dres_ = nullptr, *dwide_ = nullptr, *dnarrow_ = nullptr;                 // [N, C] [N, 4C] [N, C]
   void *lora_u_ = nullptr, *lora_du_ = nullptr;  // an adapter's u [N, r] (see lora_u) and du [N, r]
+  void* lora_dropped_ = nullptr;  // with dropout, [N, in] for the widest input adapted (lora.cuh)
   float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *losses_ = nullptr, *ce_lse_ = nullptr;  // [N] each
   float *att_delta_ = nullptr, *reduce_scratch_ = nullptr, *logits_f32_ = nullptr, *scalars_ = nullptr;
   DeviceArray<int32_t> ids_;          // [inputs N][targets N][bucket tokens N][bucket starts N + 1][bucket rows N]
@@ -155,6 +157,7 @@ class CudaBackend : public Backend {
   int64_t step_count_ = 0;
 
   int last_B_ = 0, last_T_ = 0;
+  ForwardOptions forward_;  // the last forward's, which its backward (and a recomputed block) follows
   bool backward_ready_ = false;
 
   std::unique_ptr<CudaDecoder> decoder_;

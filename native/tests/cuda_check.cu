@@ -6,7 +6,7 @@
 //             cpu        CUDA against the CPU backend on a random model of GPT-2 124M's shape
 //             decode     KV-cached decoding against full forward passes and against the CPU
 //             sampler    the GPU sampler against the CPU sampler
-//             lora       a LoRA adapter's training and decoding against the CPU backend's
+//             lora       a LoRA adapter's training (with dropout too) and decoding against the CPU backend's
 //             bench      training and decoding throughput, sampling time (a markdown table on stdout)
 //             bench-train  only training at 8 x 1024 (to compare GEMM paths)
 //             profile    one bf16 training step at 8 x 1024 between cudaProfilerStart/Stop, for
@@ -298,9 +298,15 @@ std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
   return t;
 }
 
+// dropout: the adapter's (lora_dropout), its masks seeded by kDropoutSeed.
+constexpr uint64_t kDropoutSeed = 17;
+
 std::unique_ptr<Backend> cuda_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool bf16,
-                                    bool recompute = false, bool trainable = true, const LoraShape& lora = {}) {
+                                    bool recompute = false, bool trainable = true, const LoraShape& lora = {},
+                                    float dropout = 0.0f) {
   BackendOptions o;
+  o.lora_dropout = dropout;
+  o.lora_dropout_seed = kDropoutSeed;
   o.max_batch = B;
   o.max_seq = T;
   o.mixed_bf16 = bf16;
@@ -313,8 +319,10 @@ std::unique_ptr<Backend> cuda_model(const GPT2Config& c, const std::vector<float
 }
 
 std::unique_ptr<Backend> cpu_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool trainable = true,
-                                   const LoraShape& lora = {}) {
+                                   const LoraShape& lora = {}, float dropout = 0.0f) {
   BackendOptions o;
+  o.lora_dropout = dropout;
+  o.lora_dropout_seed = kDropoutSeed;
   o.max_batch = B;
   o.max_seq = T;
   o.trainable = trainable;
@@ -374,7 +382,7 @@ void section_reference(const std::string& dir) {
       check(t2 + "forward, backward, AdamW step 1", [&] {
         auto be = cuda_model(c, params, B, T, bf16, recompute);
         std::vector<float> logits(NV);
-        const float loss = be->forward(inputs.data(), targets.data(), B, T, logits.data());
+        const float loss = be->forward(inputs.data(), targets.data(), B, T, logits.data(), {});
         const double dl = max_abs_diff(logits.data(), ref_logits.data(), NV);
         report(dl <= tol_logits, t2 + "logits", "max |diff| " + fmt("%.2e", dl) + " (tol " + fmt("%.0e", tol_logits) + ")");
         report(std::fabs(loss - ref_losses[0]) <= tol_loss, t2 + "loss",
@@ -421,7 +429,7 @@ void section_reference(const std::string& dir) {
       double worst = 0;
       std::string losses;
       for (int step = 0; step < 10; ++step) {
-        const float loss = be->forward(inputs.data(), targets.data(), B, T, nullptr);
+        const float loss = be->forward(inputs.data(), targets.data(), B, T, nullptr, {});
         worst = std::max(worst, std::fabs(static_cast<double>(loss) - ref_losses[step]));
         losses += (step ? " " : "") + fmt("%.4f", loss);
         be->backward();
@@ -441,10 +449,11 @@ struct StepResult {
   std::vector<float> logits, grads, after;  // [N, V], read_all's gradients, the parameters after AdamW step 1
 };
 
-StepResult train_step(Backend& be, const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets, int B, int T) {
+StepResult train_step(Backend& be, const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets, int B, int T,
+                      const ForwardOptions& forward = {}) {
   StepResult r;
   r.logits.resize(static_cast<size_t>(B) * T * be.spec().config().vocab_size);
-  r.loss = be.forward(inputs.data(), targets.data(), B, T, r.logits.data());
+  r.loss = be.forward(inputs.data(), targets.data(), B, T, r.logits.data(), forward);
   be.backward();
   r.grads = read_all(be, true);
   be.step(adamw(1e-3f));
@@ -454,13 +463,14 @@ StepResult train_step(Backend& be, const std::vector<int32_t>& inputs, const std
 
 // The CUDA backend's step against the CPU's, over the tensors that train, at float32's or bf16's tolerances.
 void compare_step(const std::string& tag, Backend& be, const StepResult& cpu, const std::vector<float>& params,
-                  const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets, int B, int T, bool bf16) {
+                  const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets, int B, int T, bool bf16,
+                  const ForwardOptions& forward = {}) {
   const ModelSpec& spec = be.spec();
   std::vector<const ParamTensor*> trained;
   for (const ParamTensor& t : spec.tensors())
     if (t.offset >= spec.trainable_begin()) trained.push_back(&t);
   std::vector<float> logits(cpu.logits.size());
-  const float loss = be.forward(inputs.data(), targets.data(), B, T, logits.data());
+  const float loss = be.forward(inputs.data(), targets.data(), B, T, logits.data(), forward);
   const double scale = std::max(1.0, max_abs(cpu.logits.data(), logits.size()));
   const double dl = max_abs_diff(logits.data(), cpu.logits.data(), logits.size()) / scale;
   report(dl <= (bf16 ? 0.1 : 1e-4), tag + "logits", "max |diff| / max(1, max|logit|) " + fmt("%.2e", dl));
@@ -570,7 +580,7 @@ void section_decode(const Shape& shape) {
       for (int i = 0; i < 3; ++i) {
         const int s = order[i], len = new1[s] + call;
         std::vector<float> logits(static_cast<size_t>(len) * V);
-        be.forward(seq[s].data(), nullptr, 1, len, logits.data());
+        be.forward(seq[s].data(), nullptr, 1, len, logits.data(), {});
         std::copy(logits.end() - V, logits.end(), (call == 0 ? out1 : out2).begin() + static_cast<std::ptrdiff_t>(i) * V);
       }
     }
@@ -746,7 +756,7 @@ void section_lora(const Shape& shape) {
     // The adapter's part of the logits, so that the checks below are known to see it.
     auto base = cpu_model(c, std::vector<float>(params.begin(), params.begin() + static_cast<std::ptrdiff_t>(first)), B, T, false);
     std::vector<float> logits(cpu.logits.size());
-    base->forward(inputs.data(), nullptr, B, T, logits.data());
+    base->forward(inputs.data(), nullptr, B, T, logits.data(), {});
     std::printf("the adapter moves the CPU's logits by up to %.3f\n", max_abs_diff(logits.data(), cpu.logits.data(), logits.size()));
   }
 
@@ -772,17 +782,44 @@ void section_lora(const Shape& shape) {
                  " trained parameters");
     });
   }
-  check("LoRA CUDA f32: recomputing gives the same gradients", [&] {
-    std::vector<std::vector<float>> grads;
-    for (const bool recompute : {false, true}) {
-      auto be = cuda_model(c, params, B, T, false, recompute, true, lora);
-      be->forward(inputs.data(), targets.data(), B, T, nullptr);
-      be->backward();
-      grads.push_back(read_all(*be, true));
-    }
-    report(max_abs_diff(grads[0].data(), grads[1].data(), grads[0].size()) == 0.0,
-           "LoRA CUDA f32: gradients identical when recomputing", "");
-  });
+
+  // Dropout: a training forward's masks (core/dropout.h) are drawn alike on both backends, element for element, so
+  // that the CUDA step compares with the CPU's as above; an evaluation forward drops nothing.
+  const float p = 0.25f;
+  ForwardOptions training;
+  training.training = true;
+  training.step = 3;
+  training.micro_batch = 1;
+  const StepResult cpu_drop = train_step(*cpu_model(c, params, B, T, true, lora, p), inputs, targets, B, T, training);
+  report(cpu_drop.loss != cpu.loss, "LoRA dropout: the CPU's training forward drops",
+         "loss " + fmt("%.6f", cpu_drop.loss) + " with dropout " + fmt("%.2f", p) + ", " + fmt("%.6f", cpu.loss) + " without");
+  for (const bool bf16 : {false, true}) {
+    const std::string tag = bf16 ? "LoRA dropout CUDA bf16 vs CPU: " : "LoRA dropout CUDA f32 vs CPU: ";
+    check(tag + "forward, backward, step", [&] {
+      auto be = cuda_model(c, params, B, T, bf16, false, true, lora, p);
+      if (!bf16) {
+        std::vector<float> logits(cpu.logits.size());
+        be->forward(inputs.data(), nullptr, B, T, logits.data(), {});
+        const double d = max_abs_diff(logits.data(), cpu.logits.data(), logits.size()) / std::max(1.0, max_abs(cpu.logits.data(), logits.size()));
+        report(d <= 1e-4, tag + "an evaluation forward drops nothing", "logits against the CPU's without dropout: " + fmt("%.2e", d));
+      }
+      compare_step(tag, *be, cpu_drop, params, inputs, targets, B, T, bf16, training);
+    });
+  }
+
+  for (const float dropout : {0.0f, p}) {
+    const std::string tag = dropout > 0 ? "LoRA dropout CUDA f32: " : "LoRA CUDA f32: ";
+    check(tag + "recomputing gives the same gradients", [&] {
+      std::vector<std::vector<float>> grads;
+      for (const bool recompute : {false, true}) {
+        auto be = cuda_model(c, params, B, T, false, recompute, true, lora, dropout);
+        be->forward(inputs.data(), targets.data(), B, T, nullptr, training);
+        be->backward();
+        grads.push_back(read_all(*be, true));
+      }
+      report(max_abs_diff(grads[0].data(), grads[1].data(), grads[0].size()) == 0.0, tag + "gradients identical when recomputing", "");
+    });
+  }
 
   const std::vector<int> new1 = shape.prefill;
   const std::vector<std::vector<int32_t>> seq = decode_sequences(new1, c.vocab_size);
@@ -939,7 +976,7 @@ Row bench_train(const GPT2Config& c, const std::vector<float>& params, int B, in
   auto be = cuda_model(c, params, B, T, bf16);
   const std::vector<int32_t> x = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 21), y = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 22);
   for (int i = 0; i < warmup; ++i) {
-    be->forward(x.data(), y.data(), B, T, nullptr);
+    be->forward(x.data(), y.data(), B, T, nullptr, {});
     be->backward();
     be->step(adamw(1e-4f));
   }
@@ -949,7 +986,7 @@ Row bench_train(const GPT2Config& c, const std::vector<float>& params, int B, in
   float loss = 0;
   for (int i = 0; i < steps; ++i) {
     auto t = std::chrono::steady_clock::now();
-    loss = be->forward(x.data(), y.data(), B, T, nullptr);
+    loss = be->forward(x.data(), y.data(), B, T, nullptr, {});
     t_forward += seconds_since(t);
     t = std::chrono::steady_clock::now();
     be->backward();
@@ -977,7 +1014,7 @@ void section_profile() {
   auto be = cuda_model(c, random_params(ModelSpec(c), 31), B, T, true);
   const std::vector<int32_t> x = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 21), y = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 22);
   auto train_step = [&] {
-    be->forward(x.data(), y.data(), B, T, nullptr);
+    be->forward(x.data(), y.data(), B, T, nullptr, {});
     be->backward();
     be->step(adamw(1e-4f));
   };

@@ -166,8 +166,8 @@ t.test('bad calls: token ids, lengths, T > nCtx, planned size, busy model, dispo
   t.ok(maxAbsDiff(logitsOut, ex.logits.subarray(9 * V, 10 * V)) <= 1e-4, 'decoder logits match the training forward');
 
   // The native guard: a second heavy call on one model while one runs is refused (Model's queue avoids it).
-  const first = m[NATIVE].forward(ex.inputs, ex.targets, ex.B, ex.T, null);
-  await t.rejects(m[NATIVE].forward(ex.inputs, ex.targets, ex.B, ex.T, null), /busy with forward/);
+  const first = m[NATIVE].forward(ex.inputs, ex.targets, ex.B, ex.T, null, null);
+  await t.rejects(m[NATIVE].forward(ex.inputs, ex.targets, ex.B, ex.T, null, null), /busy with forward/);
   t.throws(() => m[NATIVE].readParams(0, new Float32Array(1)), /busy/);
   t.ok(Number.isFinite(await first), 'the first call completes');
   // Through Model, overlapping calls queue instead.
@@ -176,7 +176,7 @@ t.test('bad calls: token ids, lengths, T > nCtx, planned size, busy model, dispo
 
   m.dispose();
   t.throws(() => m[NATIVE].numParams(), /disposed/);
-  await t.rejects(m[NATIVE].forward(ex.inputs, null, ex.B, ex.T, null), /disposed/);
+  await t.rejects(m[NATIVE].forward(ex.inputs, null, ex.B, ex.T, null, null), /disposed/);
   t.throws(() => new (loadAddon().Model)({ ...TINY_CONFIG, nHead: 0 }, {}), /config\.nHead must be an integer in \[1/);
   t.throws(() => new (loadAddon().Model)(TINY_CONFIG, { maxSeq: 65 }), /options\.maxSeq/);
 });

@@ -185,7 +185,7 @@ t.test('bin/train --lora_rank: checkpoints hold the adapter alone, resume bit fo
   training.dispose();
   served.dispose();
 
-  await t.rejects(run('halves', 6, { lora_rank: 8 }), /--lora_rank 8 and --lora_alpha 12 differ from the adapter .* trains \(rank 4, alpha 12\)/);
+  await t.rejects(run('halves', 6, { lora_rank: 8 }), /--lora_rank 8, --lora_alpha 12 and --lora_dropout 0 differ from the adapter .* trains \(rank 4, alpha 12, dropout 0\)/);
   await t.rejects(run('other', 2, { lora_targets: 'attn,ffn' }), /--lora_targets "attn,ffn": "ffn" is not a matrix an adapter changes/);
   await t.rejects(run('fresh', 2, { fresh_model: true }), /--fresh_model has none to adapt/);
 });

@@ -63,7 +63,7 @@ t.test("README.md's quick start, every command as written", async (t) => {
     const started = Date.now();
     const ran = await run(dir, step.argv);
     t.equal(ran.status, 0, `${step.argv.join(' ')}: ${ran.stderr}`);
-    t.match(ran.stdout, /LoRA: rank 8, alpha 16, on attn\.c_attn, attn\.c_proj, mlp\.c_fc, mlp\.c_proj of .*; the base stays frozen/);
+    t.match(ran.stdout, /LoRA: rank 8, alpha 16, dropout 0, on attn\.c_attn, attn\.c_proj, mlp\.c_fc, mlp\.c_proj of .*; the base stays frozen/);
     t.comment(`bin/train --lora_rank ...: ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
   const server = await serve(dir, loraSteps[2].argv);
