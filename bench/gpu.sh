@@ -88,7 +88,8 @@ run cpu 150 DIXIE_CUBLAS=1 -- "$CHECK" cpu
 run decode 90 DIXIE_CUBLAS=1 -- "$CHECK" decode
 run sampler 60 DIXIE_CUBLAS=1 -- "$CHECK" sampler
 run lora 90 DIXIE_CUBLAS=1 -- "$CHECK" lora
-run bench 180 DIXIE_CUBLAS=1 -- "$CHECK" bench
+run adapters 150 DIXIE_CUBLAS=1 -- "$CHECK" adapters
+run bench 200 DIXIE_CUBLAS=1 -- "$CHECK" bench
 # Kernel times of one step; --clock-control none keeps the card's own clocks, as in the benchmark.
 if command -v ncu >/dev/null && command -v python3 >/dev/null; then
   run profile 120 DIXIE_CUBLAS=1 -- bash -c "ncu --profile-from-start off --clock-control none --csv \
@@ -104,6 +105,7 @@ if command -v compute-sanitizer >/dev/null; then
   run memcheck 120 DIXIE_CUBLAS=0 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" reference
   # the small model has the head size of the tensor-core attention and a padded vocabulary
   run memcheck-small 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" cpu --small
+  run memcheck-adapters 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" adapters --small
 else
   SUMMARY+=("SKIP  memcheck: compute-sanitizer not found")
 fi

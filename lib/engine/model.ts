@@ -602,8 +602,8 @@ export class Model {
 
   // A PEFT adapter (a folder, or one read already) for the requests that name it, decoded unmerged beside the base's
   // weights, so that requests for different adapters of one base decode in one batch: checked against the model,
-  // then its factors copied into native memory (milliseconds). Uniform rank and alpha only (no rank_pattern or
-  // alpha_pattern that varies them: merge such an adapter as it loads instead). CPU only.
+  // then its factors copied into the backend's memory (milliseconds; on a GPU, device memory). Uniform rank and alpha
+  // only (no rank_pattern or alpha_pattern that varies them: merge such an adapter as it loads instead).
   async addAdapter(adapter: PeftAdapter | string): Promise<ServedAdapter> {
     const peft = typeof adapter === 'string' ? readPeftAdapter(adapter) : adapter;
     checkAdapterFits(peft, this.config, { where: 'the model', fieldName: (key) => key });

@@ -1,8 +1,8 @@
 // Loads a configured GPT-2 model for serving: its folder (model_source), weights for inference only, its
 // vocabulary (or GPT-2's, shared by all models that have none), and a continuous batcher over it. An entry with a
-// LoRA adapter is, on the CPU, its adapter added over a base that every adapter of that base shares (an entry its
-// "base" names, or one hidden entry per model folder and weight type), so that requests for them decode in one
-// batch; on a GPU the adapter is merged into the entry's own copy of its base as it loads.
+// LoRA adapter is its adapter added over a base that every adapter of that base shares (an entry its "base" names,
+// or one hidden entry per model folder, weight type, device and precision), on the CPU as on a GPU, so that
+// requests for them decode in one batch.
 import os from 'node:os';
 import path from 'node:path';
 import { Model, type GPT2Config, type ServedAdapter } from '../engine/model';
@@ -45,11 +45,6 @@ function gpt2Tokenizer(): Tokenizer {
   return sharedTokenizer;
 }
 
-// Whether an entry's adapter decodes unmerged over a shared base: the CPU decoder's way (served_adapters.h).
-function sharesBase(m: ModelConfig): boolean {
-  return m.adapter !== null && (m.device === 'cpu' || !loadAddon().cudaAvailable());
-}
-
 // An adapter's factors in float32, as the model keeps them, with the same margin as a model's.
 function adapterBytes(dir: string): number {
   const file = openSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE));
@@ -61,14 +56,15 @@ function adapterBytes(dir: string): number {
 }
 
 // The loader of the configured models, and the registry keys it loads: theirs, and a hidden one for each base that
-// adapters share without naming an entry ("base:<folder>:<weight type>").
+// adapters share without naming an entry ("base:<folder>:<weight type>", then its device and precision where the
+// entry sets them).
 export function gpt2Loader(configured: readonly ModelConfig[], options: EngineOptions): ModelLoader<LoadedModel> & { readonly keys: string[] } {
   const threads = options.threads || os.availableParallelism();
   const models = new Map(configured.map((m) => [m.key, m]));
   const bases = new Map<string, string>();  // adapter entry -> the key of its base
   for (const m of configured) {
-    if (!sharesBase(m)) continue;
-    const key = m.base ?? `base:${m.restoreFrom ?? m.modelName}:${m.weightDtype}`;
+    if (m.adapter === null) continue;
+    const key = m.base ?? ['base', m.restoreFrom ?? m.modelName, m.weightDtype, m.device, m.precision].filter((part) => part !== null).join(':');
     if (!models.has(key)) models.set(key, { ...m, key, adapter: null, base: null, where: `${m.where} (its base)` });
     bases.set(m.key, key);
   }

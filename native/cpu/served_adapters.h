@@ -5,11 +5,10 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <map>
-#include <memory>
 #include <vector>
 
 #include "aligned_array.h"
+#include "core/adapter_table.h"
 #include "core/model_spec.h"
 #include "thread_pool.h"
 
@@ -21,38 +20,25 @@ void add_low_rank(float* y, const float* x, const float* A, const float* B, int 
 
 class ServedAdapters {
  public:
-  static constexpr int kMaxRank = 256;
-
-  explicit ServedAdapters(const ModelSpec& spec) : spec_(spec) {}
+  explicit ServedAdapters(const ModelSpec& spec) : table_(spec), spec_(spec) {}
 
   // See Backend::kv_add_adapter. Throws std::invalid_argument naming what does not fit the model.
   int add(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors);
   // Unbinds the slots bound to adapter `id` and returns them (their caches hold its work).
-  std::vector<int> remove(int id);
+  std::vector<int> remove(int id) { return table_.remove(id); }
   // Binds a slot to adapter `id` (-1: none); returns whether its binding changed.
-  bool bind(int slot, int id);
+  bool bind(int slot, int id) { return table_.bind(slot, id); }
   void reserve(int n_slots, int max_rows);
   // y [R, out] += for each row r, its slot's adapter of kLayerMatrices[i] in `layer` applied to x [R, in].
   void apply(int i, int layer, float* y, const float* x, int R, const int* row_slot, ThreadPool& pool);
-  bool any_bound() const { return bound_ > 0; }
+  bool any_bound() const { return table_.any_bound(); }
   size_t bytes() const;
 
  private:
-  struct Adapter {
-    int rank = 0;
-    float scaling = 1.0f;
-    std::vector<int64_t> offsets;  // [n_layer * 4]: where A of each module starts in factors (B follows), or -1
-    AlignedArray<float> factors;
-  };
-
+  AdapterTable<AlignedArray<float>> table_;  // the factors as kv_add_adapter takes them
   const ModelSpec& spec_;
-  std::map<int, std::unique_ptr<Adapter>> adapters_;
-  int next_id_ = 0;
-  std::vector<int> slot_ids_;             // [n_slots]: -1 for none
-  std::vector<const Adapter*> slot_adapters_;
-  int bound_ = 0;
   int max_rows_ = 0;
-  AlignedArray<float> u_;                 // [max_rows, kMaxRank]: each row's A x
+  AlignedArray<float> u_;                 // [max_rows, kMaxServedRank]: each row's A x
 
   void plan_scratch();
 };

@@ -691,11 +691,15 @@ float CudaBackend::step(const StepOptions& options) {
 // ---------------------------------------------------------------------------------------------------------------
 // decoding
 
+// Made by kv_reserve, or by kv_add_adapter before it (adapters outlive a cache's planning).
+CudaDecoder& CudaBackend::decoder() {
+  if (!decoder_) decoder_ = std::make_unique<CudaDecoder>(spec_, weights_, *gemm_, stream_.get(), bf16_, vocab_padded_);
+  return *decoder_;
+}
+
 void CudaBackend::kv_reserve(int n_slots) {
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  if (!decoder_)
-    decoder_ = std::make_unique<CudaDecoder>(spec_, weights_, *gemm_, stream_.get(), bf16_, vocab_padded_);
-  decoder_->reserve(n_slots);
+  decoder().reserve(n_slots);
 }
 
 void CudaBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
@@ -720,17 +724,17 @@ void CudaBackend::kv_step(int n, const int32_t* slots, const int32_t* n_new, con
   decoder.step(n, slots, n_new, tokens, n_sample, sample_rows, params, rng_state, out_tokens, logits_out, *sampler_);
 }
 
-// Adapters bound to slots are the CPU decoder's (native/cpu/served_adapters.h); on the GPU an adapter is merged as it
-// loads, or trained (options.lora).
-[[noreturn]] static void refuse_slot_adapters(const char* method) {
-  throw std::logic_error(std::string(method) + ": adapters decode unmerged per slot on the CPU backend only; on the GPU load one merged (Model.load with adapter)");
+int CudaBackend::kv_add_adapter(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors) {
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  return decoder().add_adapter(rank, scaling, modules, factors, n_factors);
 }
 
-int CudaBackend::kv_add_adapter(int, float, const uint8_t*, const float*, size_t) { refuse_slot_adapters("kvAddAdapter"); }
+void CudaBackend::kv_remove_adapter(int id) {
+  DIXIE_CUDA_CHECK(cudaSetDevice(device_));
+  decoder().remove_adapter(id);
+}
 
-void CudaBackend::kv_remove_adapter(int) { refuse_slot_adapters("kvRemoveAdapter"); }
-
-void CudaBackend::kv_set_adapter(int, int) { refuse_slot_adapters("kvSetAdapter"); }
+void CudaBackend::kv_set_adapter(int slot, int id) { reserved_decoder(decoder_, "kvSetAdapter").set_adapter(slot, id); }
 
 void CudaBackend::sample(int n, const float* logits, const SamplingParams* params, uint64_t* rng_state,
                          const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) {

@@ -4,7 +4,8 @@
 // optimizer moments. All memory is planned in the constructor (training) and in kv_reserve (decoding);
 // forward/backward/step/kv_forward allocate nothing. With a LoRA adapter (BackendOptions::lora, lora.cuh) the base
 // is frozen: only the adapter's factors have gradients and moments, and decoding runs the adapter's path beside
-// each matrix it changes.
+// each matrix it changes. Adapters bound to slots (kv_add_adapter) decode unmerged over the base, a different one
+// per slot if need be (served_adapters.cuh).
 //
 // Data parallelism (BackendOptions::data_parallel, data_parallel.cuh): one backend per rank, each on the GPU of
 // its local rank; the gradients, one contiguous float32 buffer in ModelSpec's layout over the parameters that
@@ -76,6 +77,7 @@ class CudaBackend : public Backend {
   };
   void require_training(const char* what) const;
   void sync() const;
+  CudaDecoder& decoder();
   const float* param(ParamKind kind, int layer) const { return weights_.param(kind, layer); }
   float* grad(ParamKind kind, int layer);  // null for a frozen base's parameters
   // The gradient of the adapter's A (b false) or B (b true) of layer matrix `matrix` in layer l, and its u [N, r].

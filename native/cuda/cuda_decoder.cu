@@ -29,7 +29,7 @@ __global__ void hold_tokens_kernel(int32_t* held, const int32_t* row_token, cons
 
 CudaDecoder::CudaDecoder(const ModelSpec& spec, DeviceWeights weights, Gemm& gemm, cudaStream_t stream, bool bf16,
                          int vocab_padded)
-    : spec_(spec), w_(weights), gemm_(gemm), stream_(stream), bf16_(bf16), vocab_padded_(vocab_padded) {}
+    : spec_(spec), w_(weights), gemm_(gemm), stream_(stream), bf16_(bf16), vocab_padded_(vocab_padded), served_(spec, stream) {}
 
 void CudaDecoder::reserve(int n_slots) {
   if (n_slots <= 0) throw std::invalid_argument("kv_reserve: the number of slots must be >= 1, got " + std::to_string(n_slots));
@@ -55,6 +55,7 @@ void CudaDecoder::reserve(int n_slots) {
   rows_host_.allocate(meta);
   lengths_.assign(n_slots, 0);
   slot_used_.assign(n_slots, 0);
+  served_.reserve(n_slots, max_rows_, static_cast<int64_t>(n_slots) * c.n_ctx);
   n_slots_ = n_slots;
 }
 
@@ -122,6 +123,7 @@ void CudaDecoder::feed(int n, const int32_t* slots, const int32_t* n_new, const 
   const int chunks = static_cast<int>(ceil_div(total, max_rows_));
   while (static_cast<int>(chunk_gathers_.size()) <= chunks) chunk_gathers_.push_back(chunk_gathers_.back());
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), h, (3 * total + 2 * n) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  served_.prepare(row_slot, total);
   const int32_t* d = rows_.data();
   hold_tokens_kernel<<<static_cast<unsigned>(ceil_div(total, 256)), 256, 0, stream_>>>(held_.data(), d, d + total, d + 2 * total,
                                                                                     total, spec_.config().n_ctx);
@@ -155,19 +157,18 @@ void CudaDecoder::run(int n, int64_t total, int n_logits) {
     const int R = static_cast<int>(std::min<int64_t>(R_max, total - r0));
     auto matmul = [&](X* out, const X* inp, ParamKind wk, ParamKind bk, int l, int Cin, int OC) {
       const X* bias = w_.weight<X>(bk, l);
+      const int ldq = DeviceWeights::q8_ld(Cin);
       if (!w_.q8) {
         gemm_.matmul<X, X>(false, false, R, OC, Cin, inp, Cin, w_.weight<X>(wk, l), OC, out, OC, bias, false);
         if (adapts(spec_, wk)) lora_forward(gemm_, w_, wk, l, out, inp, lora_u, R);
-        return;
-      }
-      const int ldq = DeviceWeights::q8_ld(Cin);
-      if (R <= kQ8MatvecRows) {
+      } else if (R <= kQ8MatvecRows) {
         q8_matvec(out, inp, w_.q8_matrix(wk, l), w_.q8_matrix_scales(wk, l), bias, R, Cin, ldq, OC, stream_);
-        return;
+      } else {
+        X* w = reinterpret_cast<X*>(dequantized_.data());
+        q8_dequantize(w, w_.q8_matrix(wk, l), w_.q8_matrix_scales(wk, l), OC, ldq, stream_);
+        gemm_.matmul<X, X>(false, true, R, OC, Cin, inp, Cin, w, ldq, out, OC, bias, false);
       }
-      X* w = reinterpret_cast<X*>(dequantized_.data());
-      q8_dequantize(w, w_.q8_matrix(wk, l), w_.q8_matrix_scales(wk, l), OC, ldq, stream_);
-      gemm_.matmul<X, X>(false, true, R, OC, Cin, inp, Cin, w, ldq, out, OC, bias, false);
+      served_.apply(layer_matrix_index(wk), l, out, inp, static_cast<int>(chunk));
     };
     encoder_forward(x, row_token + r0, row_pos + r0, w_.param(WTE, -1), w_.param(WPE, -1), R, 1, C, stream_);
     layernorm_forward(ln, nullptr, nullptr, x, w_.param(LN1_W, 0), w_.param(LN1_B, 0), R, C, stream_);
@@ -201,13 +202,27 @@ void CudaDecoder::truncate(int slot, int length) {
   lengths_[slot] = length;
 }
 
+int CudaDecoder::add_adapter(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors) {
+  return served_.add(rank, scaling, modules, factors, n_factors);
+}
+
+void CudaDecoder::remove_adapter(int id) {
+  for (int slot : served_.remove(id)) lengths_[slot] = 0;
+}
+
+void CudaDecoder::set_adapter(int slot, int id) {
+  check_kv_slot("kv_set_adapter", slot, n_slots_);
+  if (served_.bind(slot, id)) lengths_[slot] = 0;
+}
+
 int CudaDecoder::length(int slot) const {
   check_kv_slot("kv_length", slot, n_slots_);
   return lengths_[slot];
 }
 
 size_t CudaDecoder::memory_bytes() const {
-  return cache_.bytes() + scratch_.bytes() + logits_.bytes() + held_.bytes() + rows_.bytes() + dequantized_.bytes();
+  return cache_.bytes() + scratch_.bytes() + logits_.bytes() + held_.bytes() + rows_.bytes() + dequantized_.bytes() +
+         served_.bytes();
 }
 
 }  // namespace dixie::cuda

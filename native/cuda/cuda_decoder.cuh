@@ -11,6 +11,7 @@
 #include "gemm.cuh"
 #include "model_weights.cuh"
 #include "sampler.cuh"
+#include "served_adapters.cuh"
 
 namespace dixie::cuda {
 
@@ -28,6 +29,10 @@ class CudaDecoder {
   void step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample, const int32_t* sample_rows,
             const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens, float* logits_out, CudaSampler& sampler);
   void truncate(int slot, int length);
+  // See Backend::kv_add_adapter, kv_remove_adapter and kv_set_adapter.
+  int add_adapter(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors);
+  void remove_adapter(int id);
+  void set_adapter(int slot, int id);
   int length(int slot) const;
   size_t memory_bytes() const;
 
@@ -58,6 +63,7 @@ class CudaDecoder {
   DeviceArray<int32_t> rows_;
   PinnedArray<int32_t> rows_host_;
   std::vector<int> chunk_gathers_;      // per chunk, where its gathers start (one entry more than chunks)
+  ServedAdapters served_;
 };
 
 }  // namespace dixie::cuda

@@ -7,11 +7,14 @@
 //             decode     KV-cached decoding against full forward passes and against the CPU
 //             sampler    the GPU sampler against the CPU sampler
 //             lora       a LoRA adapter's training (with dropout too) and decoding against the CPU backend's
+//             adapters   adapters bound to slots (kv_add_adapter): a batch mixing three of them and the base
+//                        against each slot decoded alone and against the CPU backend, for each weight type;
+//                        rebinding, removing and refusals
 //             bench      training and decoding throughput, sampling time (a markdown table on stdout)
 //             bench-train  only training at 8 x 1024 (to compare GEMM paths)
 //             profile    one bf16 training step at 8 x 1024 between cudaProfilerStart/Stop, for
 //                        `ncu --profile-from-start off` (bench/gpu.sh sums its kernels by name)
-//   --small: cpu, decode, sampler and lora on a 2-layer model of head size 64 instead of 124M (seconds, not minutes)
+//   --small: cpu, decode, sampler, lora and adapters on a 2-layer model of head size 64 instead of 124M (seconds, not minutes)
 //
 // Each check prints one line, PASS or FAIL with the measured numbers; the exit status is the number of
 // failures. Set DIXIE_CUBLAS=0 to run everything on dixie's own GEMM kernels instead of cuBLASLt.
@@ -34,6 +37,7 @@
 
 #include <cuda_profiler_api.h>
 
+#include "core/adapter_table.h"
 #include "core/backend.h"
 #include "core/dtype.h"
 #include "cuda/cuda_backend.cuh"
@@ -841,6 +845,214 @@ void section_lora(const Shape& shape) {
   });
 }
 
+// ---- section: LoRA adapters bound to slots ----
+
+// An adapter as kv_add_adapter takes it, with random factors large enough to move the logits.
+struct SlotAdapter {
+  int rank;
+  float scaling;
+  std::vector<uint8_t> modules;  // [n_layer * 4]
+  std::vector<float> factors;
+};
+
+SlotAdapter random_adapter(const ModelSpec& spec, int rank, float scaling, const std::vector<uint8_t>& modules, uint64_t seed) {
+  SlotAdapter a{rank, scaling, modules, {}};
+  Rng rng{seed};
+  for (size_t m = 0; m < modules.size(); ++m) {
+    if (!modules[m]) continue;
+    const auto [in, out] = spec.matrix_shape(kLayerMatrices[m % 4]);
+    for (size_t k = 0; k < static_cast<size_t>(rank) * (in + out); ++k) a.factors.push_back(static_cast<float>(0.05 * rng.normal()));
+  }
+  return a;
+}
+
+// A decoding script over slots 0..n-1: the slots of `run` prefilled with their prompts in one call, then `steps`
+// calls that feed each of them one more token, in an order that turns. Returns the logits [calls][n_slots * V],
+// by slot (zero for slots not in `run`).
+std::vector<std::vector<float>> run_slots(Backend& be, const std::vector<std::vector<int32_t>>& seq, const std::vector<int>& prompt,
+                                          const std::vector<int>& run, int steps) {
+  const int V = be.spec().config().vocab_size, n_slots = static_cast<int>(seq.size());
+  std::vector<std::vector<float>> out;
+  for (int call = 0; call <= steps; ++call) {
+    std::vector<int> slots, n_new;
+    std::vector<int32_t> tokens;
+    for (size_t i = 0; i < run.size(); ++i) {
+      const int s = run[(i + call) % run.size()];
+      const int from = call == 0 ? 0 : prompt[s] + call - 1, to = prompt[s] + call;
+      slots.push_back(s);
+      n_new.push_back(to - from);
+      tokens.insert(tokens.end(), seq[s].begin() + from, seq[s].begin() + to);
+    }
+    std::vector<float> logits(slots.size() * V), by_slot(static_cast<size_t>(n_slots) * V, 0.0f);
+    be.kv_forward(static_cast<int>(slots.size()), slots.data(), n_new.data(), tokens.data(), logits.data());
+    for (size_t i = 0; i < slots.size(); ++i)
+      std::copy_n(logits.begin() + static_cast<std::ptrdiff_t>(i) * V, V, by_slot.begin() + static_cast<std::ptrdiff_t>(slots[i]) * V);
+    out.push_back(std::move(by_slot));
+  }
+  return out;
+}
+
+double max_diff_calls(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, max_abs_diff(a[i].data(), b[i].data(), a[i].size()));
+  return d;
+}
+
+// Whether body throws E with `words` in its message.
+template <typename E>
+bool refuses(const std::function<void()>& body, const std::string& words) {
+  try {
+    body();
+  } catch (const E& e) {
+    return std::string(e.what()).find(words) != std::string::npos;
+  } catch (const std::exception&) {
+    return false;
+  }
+  return false;
+}
+
+void section_adapters(const Shape& shape) {
+  const GPT2Config c = shape.config;
+  const ModelSpec spec(c);
+  const int V = c.vocab_size, L = c.n_layer, kSteps = 3;
+  const std::vector<float> params = random_params(spec, 21);
+  // Three adapters of different ranks and targets: every matrix; c_attn and c_fc; c_proj of attention in layer 0
+  // and of the MLP in the last layer.
+  std::vector<uint8_t> all(L * 4, 1), attn_fc(L * 4, 0), projs(L * 4, 0);
+  for (int l = 0; l < L; ++l) attn_fc[l * 4 + 0] = attn_fc[l * 4 + 2] = 1;
+  projs[1] = projs[(L - 1) * 4 + 3] = 1;
+  const std::vector<SlotAdapter> adapters = {random_adapter(spec, 4, 2.0f, all, 31), random_adapter(spec, 8, 0.5f, attn_fc, 32),
+                                             random_adapter(spec, 16, 1.0f, projs, 33)};
+  // Slots 0-2 and 4 bound to adapters 0, 1, 2 and 0, slot 3 to none; slot 2's prompt spans two chunks at 124M's shape.
+  const std::vector<int> binding = {0, 1, 2, -1, 0}, prompt = {37, 1, c.n_ctx - 24, 20, 9};
+  const int n_slots = static_cast<int>(binding.size());
+  std::vector<std::vector<int32_t>> seq;
+  for (int s = 0; s < n_slots; ++s) seq.push_back(random_tokens(prompt[s] + kSteps, V, 40 + s));
+  std::vector<int> everyone(n_slots);
+  std::iota(everyone.begin(), everyone.end(), 0);
+  std::printf("random model, %d layers, %d channels; adapters of rank 4 (all matrices), 8 (c_attn, c_fc), 16 (two c_proj); "
+              "slots bound to %d %d %d %d %d\n", L, c.n_embd, binding[0], binding[1], binding[2], binding[3], binding[4]);
+
+  // Adds the adapters (ids 0, 1, 2) to a fresh backend and reserves n_slots slots.
+  auto serve = [&](std::unique_ptr<Backend> be) {
+    for (const SlotAdapter& a : adapters) be->kv_add_adapter(a.rank, a.scaling, a.modules.data(), a.factors.data(), a.factors.size());
+    be->kv_reserve(n_slots);
+    return be;
+  };
+  auto bind_all = [&](Backend& be) {
+    for (int s = 0; s < n_slots; ++s) be.kv_set_adapter(s, binding[s]);
+  };
+  struct Kind {
+    std::string name;
+    DType weights;
+    bool bf16;
+  };
+  const std::vector<Kind> kinds = {{"f32", DType::F32, false}, {"bf16", DType::F32, true}, {"f16 weights", DType::F16, false},
+                                   {"bf16 weights", DType::BF16, false}, {"q8_0 weights", DType::Q8_0, false}};
+  for (const Kind& k : kinds) {
+    const std::string tag = "adapters " + k.name + ": ";
+    check(tag + "a mixed batch", [&] {
+      BackendOptions o;
+      o.trainable = false;
+      o.weight_dtype = k.weights;
+      o.mixed_bf16 = k.bf16;
+      auto make = [&](bool cuda) {
+        auto be = cuda ? make_cuda_backend(c, o) : make_cpu_backend(c, o);
+        be->write_params(0, params.data(), params.size(), DType::F32);
+        return be;
+      };
+      auto be = serve(make(true));
+      bind_all(*be);
+      const auto mixed = run_slots(*be, seq, prompt, everyone, kSteps);
+      // Each slot decoded alone, in a cache of its own.
+      std::vector<std::vector<float>> alone(mixed.size(), std::vector<float>(mixed[0].size(), 0.0f));
+      for (int s = 0; s < n_slots; ++s) {
+        be->kv_reserve(n_slots);
+        be->kv_set_adapter(s, binding[s]);
+        const auto one = run_slots(*be, seq, prompt, {s}, kSteps);
+        for (size_t call = 0; call < one.size(); ++call)
+          std::copy_n(one[call].begin() + static_cast<std::ptrdiff_t>(s) * V, V, alone[call].begin() + static_cast<std::ptrdiff_t>(s) * V);
+      }
+      auto cpu = serve(make(false));
+      bind_all(*cpu);
+      const auto cpu_mixed = run_slots(*cpu, seq, prompt, everyone, kSteps);
+      // The plain base on CUDA: what the adapters move, and the unbound slot's logits, which must not move at all.
+      auto base = make(true);
+      base->kv_reserve(n_slots);
+      const auto plain = run_slots(*base, seq, prompt, everyone, kSteps);
+      double moved = 0, unbound = 0;
+      for (size_t call = 0; call < plain.size(); ++call)
+        for (int s = 0; s < n_slots; ++s) {
+          double& d = binding[s] == -1 ? unbound : moved;
+          d = std::max(d, max_abs_diff(plain[call].data() + static_cast<size_t>(s) * V, mixed[call].data() + static_cast<size_t>(s) * V, V));
+        }
+      const double scale = std::max(1.0, max_abs(cpu_mixed[0].data(), cpu_mixed[0].size()));
+      const double self = max_diff_calls(mixed, alone) / scale, vs_cpu = max_diff_calls(mixed, cpu_mixed) / scale;
+      // float32 as tight as the base's decoding; 16 and 8 bits within their rounding, as the decode section's. Alone,
+      // a slot's rows take other paths only with 8-bit weights (q8_matvec for a step of one row).
+      const bool f32 = k.weights == DType::F32 && !k.bf16, q8 = k.weights == DType::Q8_0;
+      const double tol = f32 ? 1e-3 : 0.1, tol_alone = f32 ? 1e-4 : q8 ? 0.1 : 1e-2;
+      report(moved > 0.1 && unbound == 0, tag + "the adapters move the bound slots only",
+             "max |diff| from the base " + fmt("%.3f", moved) + " bound, " + fmt("%.2e", unbound) + " unbound");
+      report(self <= tol_alone, tag + "a mixed batch = each slot decoded alone",
+             "max |diff| / max(1, max|logit|) " + fmt("%.2e", self));
+      report(vs_cpu <= tol, tag + "CUDA = the CPU's kv_* with the same adapters", "max |diff| / max(1, max|logit|) " + fmt("%.2e", vs_cpu));
+    });
+  }
+
+  check("adapters f32: bound to no slot, the base's path exactly", [&] {
+    auto be = serve(cuda_model(c, params, 1, c.n_ctx, false, false, false));
+    auto plain = cuda_model(c, params, 1, c.n_ctx, false, false, false);
+    plain->kv_reserve(n_slots);
+    const double d = max_diff_calls(run_slots(*be, seq, prompt, everyone, kSteps), run_slots(*plain, seq, prompt, everyone, kSteps));
+    report(d == 0.0, "adapters f32: added but unbound, logits = a model without them", "max |diff| " + fmt("%.2e", d));
+  });
+
+  // Rebinding, removing and refusals, on CUDA and on the CPU alike.
+  for (const bool cuda : {true, false}) {
+    const std::string tag = std::string(cuda ? "adapters CUDA" : "adapters CPU") + ": ";
+    check(tag + "rebinding and removing", [&] {
+      auto be = serve(cuda ? cuda_model(c, params, 1, c.n_ctx, false, false, false) : cpu_model(c, params, 1, c.n_ctx, false));
+      bind_all(*be);
+      const auto first = run_slots(*be, seq, prompt, everyone, 0)[0];
+      be->kv_set_adapter(0, 0);  // the binding it has: the cache stays
+      be->kv_set_adapter(1, 0);  // another: emptied
+      be->kv_remove_adapter(2);  // slot 2 unbound and emptied
+      const bool lengths = be->kv_length(0) == prompt[0] && be->kv_length(1) == 0 && be->kv_length(2) == 0 && be->kv_length(4) == prompt[4];
+      report(lengths, tag + "a binding that changes empties the slot, one that stays keeps it",
+             "lengths " + std::to_string(be->kv_length(0)) + " " + std::to_string(be->kv_length(1)) + " " + std::to_string(be->kv_length(2)));
+      // Slot 1 now decodes slot 0's prompt under adapter 0, slot 2 its own under none: slot 0's logits, and the base's.
+      std::vector<int32_t> tokens(seq[0].begin(), seq[0].begin() + prompt[0]);
+      tokens.insert(tokens.end(), seq[2].begin(), seq[2].begin() + prompt[2]);
+      const std::vector<int> slots = {1, 2}, n_new = {prompt[0], prompt[2]};
+      std::vector<float> logits(2 * static_cast<size_t>(V));
+      be->kv_forward(2, slots.data(), n_new.data(), tokens.data(), logits.data());
+      auto base = cuda ? cuda_model(c, params, 1, c.n_ctx, false, false, false) : cpu_model(c, params, 1, c.n_ctx, false);
+      base->kv_reserve(n_slots);
+      const auto plain = run_slots(*base, seq, prompt, {2}, 0)[0];
+      const double rebound = max_abs_diff(logits.data(), first.data(), V);
+      const double removed = max_abs_diff(logits.data() + V, plain.data() + 2 * static_cast<size_t>(V), V);
+      report(rebound <= 1e-4 && removed <= 1e-4, tag + "a rebound slot decodes with its new adapter, a removed one's with none",
+             "max |diff| " + fmt("%.2e", rebound) + " from slot 0's, " + fmt("%.2e", removed) + " from the base's");
+      const SlotAdapter& a = adapters[0];
+      const int id = be->kv_add_adapter(a.rank, a.scaling, a.modules.data(), a.factors.data(), a.factors.size());
+      std::vector<uint8_t> none(L * 4, 0);
+      const bool refusals =
+          refuses<std::out_of_range>([&] { be->kv_set_adapter(0, 2); }, "no adapter 2") &&
+          refuses<std::out_of_range>([&] { be->kv_remove_adapter(2); }, "no adapter 2") &&
+          refuses<std::invalid_argument>([&] { be->kv_add_adapter(0, 1.0f, a.modules.data(), a.factors.data(), a.factors.size()); }, "rank 0") &&
+          refuses<std::invalid_argument>([&] { be->kv_add_adapter(kMaxServedRank + 1, 1.0f, a.modules.data(), a.factors.data(), a.factors.size()); },
+                                         "rank " + std::to_string(kMaxServedRank + 1)) &&
+          refuses<std::invalid_argument>([&] { be->kv_add_adapter(a.rank, 1.0f, none.data(), a.factors.data(), a.factors.size()); },
+                                         "changes no layer matrix") &&
+          refuses<std::invalid_argument>([&] { be->kv_add_adapter(a.rank, 1.0f, a.modules.data(), a.factors.data(), a.factors.size() - 1); },
+                                         "factors has " + std::to_string(a.factors.size() - 1) + " values");
+      report(id == 3 && refusals, tag + "ids never reused; removed ids, ranks, modules and factor counts refused",
+             "new id " + std::to_string(id) + (refusals ? "" : ", a refusal MISSING or worded otherwise"));
+    });
+  }
+}
+
 // ---- section: the sampler ----
 
 std::vector<int32_t> sample_with(Backend& be, const std::vector<float>& logits, const std::vector<SamplingParams>& sp,
@@ -1147,6 +1359,48 @@ void section_bench(bool train_only) {
         });
       }
     }
+    // Many fine-tunes of one base in one batch: 16 sequences over 8 adapters (rank 16 on every layer matrix, two
+    // slots each) against 16 of the plain base, kv_step as the server decodes.
+    for (const std::string mode : {"bf16", "q8_0"}) {
+      check("bench: decode with adapters bound to slots", [&] {
+        BackendOptions o;
+        o.max_seq = 64;
+        o.trainable = false;
+        o.mixed_bf16 = true;
+        o.weight_dtype = mode == "q8_0" ? DType::Q8_0 : DType::F32;
+        auto be = make_cuda_backend(c, o);
+        be->write_params(0, params.data(), params.size(), DType::F32);
+        const int n = 16, n_adapters = 8, rank = 16, V = c.vocab_size, prompt = 64, steps = 128;
+        const std::vector<uint8_t> modules(c.n_layer * 4, 1);
+        for (int a = 0; a < n_adapters; ++a) {
+          const SlotAdapter ad = random_adapter(spec, rank, 2.0f, modules, 60 + a);
+          be->kv_add_adapter(ad.rank, ad.scaling, ad.modules.data(), ad.factors.data(), ad.factors.size());
+        }
+        std::vector<int> slots(n), ones(n, 1), lens(n, prompt), rows(n);
+        std::iota(slots.begin(), slots.end(), 0);
+        std::iota(rows.begin(), rows.end(), 0);
+        std::vector<SamplingParams> sp(n, SamplingParams{0.8f, 40, 1.0f, 0.0f});
+        std::vector<uint64_t> rng(2 * static_cast<size_t>(n), 1);
+        const std::vector<int32_t> prefill = random_tokens(static_cast<size_t>(n) * prompt, V, 41);
+        // tok/s of `steps` kv_steps after a prefill, each slot s bound to adapter bound(s)
+        auto tok_per_s = [&](const std::function<int(int)>& bound) {
+          be->kv_reserve(n);
+          for (int s = 0; s < n; ++s) be->kv_set_adapter(s, bound(s));
+          std::vector<int32_t> next(n), drawn(n);
+          be->kv_step(n, slots.data(), lens.data(), prefill.data(), n, rows.data(), sp.data(), rng.data(), next.data(), nullptr);
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int k = 0; k < steps; ++k) {
+            be->kv_step(n, slots.data(), ones.data(), next.data(), n, rows.data(), sp.data(), rng.data(), drawn.data(), nullptr);
+            next = drawn;
+          }
+          return static_cast<double>(n) * steps / seconds_since(t0);
+        };
+        const double plain = tok_per_s([](int) { return -1; });
+        const double adapted = tok_per_s([&](int s) { return s % n_adapters; });
+        add({"decode 124M " + mode + ", kvStep, adapters bound to slots", "batch 16: 8 adapters of rank 16 (every matrix) vs the plain base",
+             fmt("%.0f", adapted) + " tok/s vs " + fmt("%.0f", plain) + " tok/s (" + fmt("%.2f", adapted / plain) + "x)"});
+      });
+    }
     check("bench: sampling kernel", [&] {
       BackendOptions o;
       o.trainable = false;
@@ -1182,7 +1436,7 @@ void section_bench(bool train_only) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|sampler|lora|bench|bench-train|profile [--small] [--fixtures DIR]\n");
+    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|sampler|lora|adapters|bench|bench-train|profile [--small] [--fixtures DIR]\n");
     return 2;
   }
   const std::string section = argv[1];
@@ -1204,6 +1458,7 @@ int main(int argc, char** argv) {
     else if (section == "decode") section_decode(shape);
     else if (section == "sampler") section_sampler(shape);
     else if (section == "lora") section_lora(shape);
+    else if (section == "adapters") section_adapters(shape);
     else if (section == "bench") section_bench(false);
     else if (section == "bench-train") section_bench(true);
     else if (section == "profile") section_profile();

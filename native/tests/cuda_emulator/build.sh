@@ -6,7 +6,7 @@
 #
 #   bash native/tests/cuda_emulator/build.sh /tmp/emu
 #   /tmp/emu/emu_check reference           # from the repository root
-#   /tmp/emu/emu_check cpu --small         # also decode --small, sampler --small, lora --small
+#   /tmp/emu/emu_check cpu --small         # also decode, sampler, lora and adapters, each --small
 #
 # Own GEMM kernels only (cuBLASLt is not emulated); no timings.
 set -euo pipefail
