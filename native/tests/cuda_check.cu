@@ -322,6 +322,18 @@ std::unique_ptr<Backend> cuda_model(const GPT2Config& c, const std::vector<float
   return be;
 }
 
+// The benchmarks' decoding model: sequences of up to 64 tokens, bf16 activations or not, weights stored as `weights`.
+std::unique_ptr<Backend> decode_bench_model(const GPT2Config& c, const std::vector<float>& params, bool bf16, DType weights) {
+  BackendOptions o;
+  o.max_seq = 64;
+  o.trainable = false;
+  o.mixed_bf16 = bf16;
+  o.weight_dtype = weights;
+  auto be = make_cuda_backend(c, o);
+  be->write_params(0, params.data(), params.size(), DType::F32);
+  return be;
+}
+
 std::unique_ptr<Backend> cpu_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool trainable = true,
                                    const LoraShape& lora = {}, float dropout = 0.0f) {
   BackendOptions o;
@@ -1305,13 +1317,7 @@ void section_bench(bool train_only) {
       const bool bf16 = mode == "bf16";
       for (const int n : {1, 32}) {
         check("bench: decode", [&] {
-          BackendOptions o;
-          o.max_seq = 64;
-          o.trainable = false;
-          o.mixed_bf16 = bf16;
-          o.weight_dtype = mode == "q8_0" ? DType::Q8_0 : DType::F32;
-          auto be = make_cuda_backend(c, o);
-          be->write_params(0, params.data(), params.size(), DType::F32);
+          auto be = decode_bench_model(c, params, bf16, mode == "q8_0" ? DType::Q8_0 : DType::F32);
           auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get());
           const int V = c.vocab_size, prompt = 64, steps = 128;
           be->kv_reserve(n);
@@ -1363,13 +1369,7 @@ void section_bench(bool train_only) {
     // slots each) against 16 of the plain base, kv_step as the server decodes.
     for (const std::string mode : {"bf16", "q8_0"}) {
       check("bench: decode with adapters bound to slots", [&] {
-        BackendOptions o;
-        o.max_seq = 64;
-        o.trainable = false;
-        o.mixed_bf16 = true;
-        o.weight_dtype = mode == "q8_0" ? DType::Q8_0 : DType::F32;
-        auto be = make_cuda_backend(c, o);
-        be->write_params(0, params.data(), params.size(), DType::F32);
+        auto be = decode_bench_model(c, params, true, mode == "q8_0" ? DType::Q8_0 : DType::F32);
         const int n = 16, n_adapters = 8, rank = 16, V = c.vocab_size, prompt = 64, steps = 128;
         const std::vector<uint8_t> modules(c.n_layer * 4, 1);
         for (int a = 0; a < n_adapters; ++a) {

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Model, type GPT2Config } from '../../lib/engine/model';
 import { f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
-import { decode, lcg, randomTokens } from '../engine/helpers';
+import { decode, lcg, maxAbs, randomTokens, sampleCoordinates } from '../engine/helpers';
 
 export const ROOT = path.join(__dirname, '..', '..', '..');
 const TINY_VOCAB = path.join(ROOT, 'test', 'fixtures', 'tiny-vocab');
@@ -127,4 +127,25 @@ export async function allLogits(model: Model): Promise<Float32Array> {
 export function runBin(command: string, args: string[]): { stdout: string; stderr: string; status: number | null } {
   const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', command), ...args], { encoding: 'utf8', timeout: 120_000 });
   return { stdout: r.stdout, stderr: r.stderr, status: r.status };
+}
+
+// The worst difference, over a few coordinates of a factor, between its gradient and central differences of `loss`
+// (a loss of the model as it stands), and the bound it is held to: 5e-3 of the gradient's largest value.
+export async function centralDifferences(model: Model, name: string, loss: () => Promise<number>, seed: number): Promise<{ worst: number; tol: number }> {
+  const eps = 3e-3;
+  const g = model.getGrad(name);
+  const p = model.getParam(name);
+  let worst = 0;
+  for (const i of sampleCoordinates(g, 3, 3, seed)) {
+    const q = p.slice();
+    q[i] = p[i] + eps;
+    model.setParam(name, q);
+    const plus = await loss();
+    q[i] = p[i] - eps;
+    model.setParam(name, q);
+    const minus = await loss();
+    model.setParam(name, p);
+    worst = Math.max(worst, Math.abs((plus - minus) / (2 * eps) - g[i]));
+  }
+  return { worst, tol: 5e-3 * maxAbs(g) };
 }

@@ -8,9 +8,9 @@ import t from 'tap';
 import { Model, type ModelOptions } from '../../lib/engine/model';
 import type { LoraTarget } from '../../lib/engine/native';
 import { train } from '../../lib/train/train';
-import { lossFromLogits, maxAbs, maxAbsDiff, randomTokens, sampleCoordinates } from '../engine/helpers';
+import { lossFromLogits, maxAbs, maxAbsDiff, randomTokens } from '../engine/helpers';
 import { CHAT } from '../train/helpers';
-import { allLogits, CONFIG, mergedWeight, randomValues, saveBase, type Factors } from './helpers';
+import { allLogits, centralDifferences, CONFIG, mergedWeight, randomValues, saveBase, type Factors } from './helpers';
 
 const TARGETS: LoraTarget[] = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
 const RANK = 4;
@@ -105,23 +105,8 @@ t.test("the factors' gradients match central differences of the loss", async (t)
     await adapted.forward(INPUTS, null, B, T, logits);
     return lossFromLogits(logits, TARGET_TOKENS, V);
   };
-  const eps = 3e-3;
   for (const [k, name] of ['h.0.attn.c_attn.lora_A.weight', 'h.0.attn.c_attn.lora_B.weight', 'h.1.mlp.c_proj.lora_A.weight', 'h.1.mlp.c_proj.lora_B.weight', 'h.1.attn.c_proj.lora_B.weight'].entries()) {
-    const g = adapted.getGrad(name);
-    const p = adapted.getParam(name);
-    const tol = 5e-3 * maxAbs(g);
-    let worst = 0;
-    for (const i of sampleCoordinates(g, 3, 3, k + 1)) {
-      const q = p.slice();
-      q[i] = p[i] + eps;
-      adapted.setParam(name, q);
-      const plus = await loss();
-      q[i] = p[i] - eps;
-      adapted.setParam(name, q);
-      const minus = await loss();
-      adapted.setParam(name, p);
-      worst = Math.max(worst, Math.abs((plus - minus) / (2 * eps) - g[i]));
-    }
+    const { worst, tol } = await centralDifferences(adapted, name, loss, k + 1);
     t.ok(worst <= tol, `${name}: |fd - g| ${worst.toExponential(2)} <= ${tol.toExponential(2)}`);
   }
   adapted.dispose();
