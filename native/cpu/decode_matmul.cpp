@@ -699,7 +699,7 @@ void unpack_panels(float* w, WeightsView panels, int C, int OC, ThreadPool& pool
     if (panels.dtype == DType::Q8_0) {
       // Blocks of kQ8Block rows: their int8s four rows of a column side by side, then the columns' f16 scales.
       for (int kb = 0; kb < kn; kb += kQ8Block) {
-        const uint8_t* q = panels.q8 + q8_index(k0 + kb, j0, C, OC);
+        const uint8_t* q = panels.q8 + ((static_cast<size_t>(task) * height + kb) / kQ8Block) * kQ8BlockBytes;  // q8_index's block
         float scale[kStrip];
         for (int j = 0; j < n; ++j) {
           uint16_t h;
