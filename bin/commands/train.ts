@@ -67,7 +67,7 @@ async function main(): Promise<void> {
     .option('lora_alpha', { type: 'number', default: D.lora_alpha, describe: "with --lora_rank: the adapter's output is scaled by lora_alpha / lora_rank (0: twice the rank)" })
     .option('lora_targets', { type: 'string', default: D.lora_targets, describe: 'with --lora_rank: the matrices adapted, a comma list of attn, mlp (both of each), c_attn, attn.c_proj, c_fc, mlp.c_proj' })
     .option('lora_dropout', { type: 'number', default: D.lora_dropout, describe: "with --lora_rank: PEFT's lora_dropout, in [0, 1): the probability that a training step drops each input of the adapter (validation and samples drop none)" })
-    .option('dtype', { type: 'string', default: D.dtype, describe: "with --lora_rank: the frozen model's weights in memory: f32, f16 or bf16 (half), q8_0 (8-bit matrices, about a quarter), on the CPU (default: f32, or the resumed run's)" })
+    .option('dtype', { type: 'string', default: D.dtype, describe: "with --lora_rank: the frozen model's weights in memory: f32, f16 or bf16 (half), q8_0 (8-bit matrices, about a quarter), on the CPU or the GPU (default: f32, or the resumed run's)" })
     .options(COMPUTE_FLAGS)
     .example('$0 --dataset data/combined.train --model_name 124M --batch_size 1 --save_on_ctrlc', 'fine-tune 124M on chat logs')
     .example('$0 --dataset examples/chat/train --lora_rank 8 --run_name mom', 'train a LoRA adapter (a few MB) over 124M')

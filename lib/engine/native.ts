@@ -33,15 +33,16 @@ export interface NativeOptions {
   maxSeq?: number;         // absent: nCtx
   recompute?: boolean;     // memory-saving gradients
   trainable?: boolean;     // false: inference only (no gradients, optimizer state or training activations)
-  weightDtype?: WeightDType;  // f16/bf16/q8_0: inference, or a LoRA adapter's frozen base (CPU)
+  weightDtype?: WeightDType;  // f16/bf16/q8_0: inference, or a LoRA adapter's frozen base
   device?: DeviceRequest;     // default 'auto'
   precision?: Precision;      // default 'f32'
   // Train data-parallel with the ranks of this MPI job (initDistributed first): step() averages the gradients over
   // them. zero 1 (ZeRO-1) keeps Adam's moments of this rank's shard only, and makes reading the optimizer state
   // collective. microBatches: backwards per step (the last one may start the reduction on the GPU).
   dataParallel?: { zero?: 0 | 1; microBatches?: number };
-  // Train a LoRA adapter over the frozen base (float32; on the CPU f16, bf16 or q8_0 too, which training reads
-  // expanded to float32 a matrix at a time): the layout appends its factors, h.N.<target>.lora_A.weight [rank, in]
+  // Train a LoRA adapter over the frozen base (float32, f16, bf16 or q8_0, which training reads as stored, expanded
+  // a matrix at a time where the products need it; on CUDA the token embedding and vectors are float32 holding the
+  // stored values): the layout appends its factors, h.N.<target>.lora_A.weight [rank, in]
   // and lora_B.weight [out, rank], float32, which alone get gradients and optimizer state; scaling is
   // lora_alpha / rank. Decoding adds the adapter too, unmerged. dropout (PEFT's lora_dropout, in [0, 1); default 0):
   // a training forward drops each element of the adapter's input with this probability, with masks drawn from seed

@@ -58,8 +58,10 @@ int usable_device(const GPT2Config& c, const BackendOptions& o) {
 CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options)
     : spec_(config, options.lora), options_(options), device_(usable_device(spec_.config(), options)) {
   const GPT2Config& c = spec_.config();
-  if (spec_.lora().rank > 0 && options_.weight_dtype != DType::F32)
-    throw std::invalid_argument("option 'lora' trains an adapter over float32 weights: load the base with weightDtype 'f32'");
+  const bool narrow = options_.weight_dtype != DType::F32;
+  training_ = options_.trainable && (!narrow || spec_.lora().rank > 0);
+  if (narrow && spec_.lora().rank > 0 && !training_)
+    throw std::invalid_argument("option 'lora' trains an adapter, and a model created with trainable: false trains nothing");
   check_lora_dropout(options_);
   if (options_.max_batch < 1) throw std::invalid_argument("option 'maxBatch' must be a positive integer");
   if (options_.max_seq == 0) options_.max_seq = c.n_ctx;
@@ -69,10 +71,10 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   DIXIE_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
   gemm_ = std::make_unique<Gemm>(stream_.get());
 
-  // 16-bit and 8-bit weights are inference formats: on the GPU they mean bf16 activations and products over float32
-  // masters (8-bit: of the parameters but the layer matrices, which stay int8; see DeviceWeights).
-  bf16_ = options_.mixed_bf16 || options_.weight_dtype != DType::F32;
-  training_ = options_.trainable && options_.weight_dtype == DType::F32;
+  // For inference, 16-bit and 8-bit weights mean bf16 activations and products over float32 masters (8-bit: of the
+  // parameters but the layer matrices, which stay int8; see DeviceWeights). An adapter that trains over such a base
+  // computes in float32 or mixed precision as asked, and the base's layer matrices stay as stored (16 or 8 bits).
+  bf16_ = options_.mixed_bf16 || (narrow && !training_);
   max_rows_ = static_cast<int64_t>(options_.max_batch) * options_.max_seq;
   // The head's products run over vocab_padded_ columns: with every dimension a multiple of 64 cuBLASLt picks its
   // aligned tensor-core kernels, 5-10x faster than the align-1 ones that 50257 columns get. The pad rows of the
@@ -84,14 +86,16 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
     throw std::logic_error("the CUDA backend's padded head needs wpe right after wte and nCtx >= " +
                            std::to_string(vocab_padded_ - c.vocab_size) + " (the vocabulary's padding)");
 
-  // With an adapter only its factors train: gradients and moments cover [first, P).
-  size_t P = spec_.num_params();
-  const size_t first = spec_.trainable_begin();
+  // With an adapter only its factors train: gradients and moments cover [first, P). The layer matrices of an 8-bit
+  // model, and of a 16-bit base that an adapter trains over, are stored apart: cut from the float32 parameters
+  // (and their bf16 copy), which then hold stored_P of them, the adapter's from stored_first.
+  const size_t P = spec_.num_params(), first = spec_.trainable_begin();
+  size_t cut = 0;
   weights_.spec = &spec_;
   if (options_.weight_dtype == DType::Q8_0) {
     size_t q8 = 0;
     for (ParamKind kind : kLayerMatrices) {
-      P -= spec_.group_numel(kind);
+      cut += spec_.group_numel(kind);
       weights_.q8_offset[kind] = q8;
       q8 += c.n_layer * weights_.q8_numel(kind);
     }
@@ -99,23 +103,30 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
     q8_scales_.allocate(q8 / 32, "8-bit weights' scales");
     DIXIE_CUDA_CHECK(cudaMemsetAsync(q8_.data(), 0, q8_.bytes(), stream_.get()));  // the pad rows of partial blocks
     DIXIE_CUDA_CHECK(cudaMemsetAsync(q8_scales_.data(), 0, q8_scales_.bytes(), stream_.get()));
+  } else if (narrow && training_) {
+    for (ParamKind kind : kLayerMatrices) cut += spec_.group_numel(kind);
+    m16_.allocate(cut, "16-bit weights");
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(m16_.data(), 0, m16_.bytes(), stream_.get()));
   }
+  const size_t stored_P = P - cut, stored_first = first > 0 ? first - cut : 0;
   if (options_.zero_stage != 0 && (options_.zero_stage != 1 || !options_.data_parallel || !training_))
     throw std::invalid_argument("option 'zero' must be 0, or 1 for a trainable float32 model trained data-parallel");
   if (training_ && options_.data_parallel)
     dp_ = std::make_unique<DataParallel>(*options_.data_parallel, options_.zero_stage, first, P, stream_.get());
   if (sharded()) squares_total_.allocate(1, "gradient norm total");
   // Under ZeRO-1 the parameters and gradients run to DataParallel's padded length, the pad zero.
-  params_.allocate(first + (dp_ ? dp_->padded_length() : P - first), "parameters");
+  params_.allocate(stored_first + (dp_ ? dp_->padded_length() : stored_P - stored_first), "parameters");
   DIXIE_CUDA_CHECK(cudaMemsetAsync(params_.data(), 0, params_.bytes(), stream_.get()));
   if (bf16_) {
-    params_lp_.allocate(P, "bf16 weights");
+    params_lp_.allocate(stored_P, "bf16 weights");
     DIXIE_CUDA_CHECK(cudaMemsetAsync(params_lp_.data(), 0, params_lp_.bytes(), stream_.get()));
   }
   weights_.f32 = params_.data();
   weights_.lp = bf16_ ? params_lp_.data() : nullptr;
   weights_.q8 = q8_.data();
   weights_.q8_scales = q8_scales_.data();
+  weights_.m16 = m16_.data();
+  weights_.m16_bf16 = options_.weight_dtype == DType::BF16;
   if (training_) {
     grads_.allocate(dp_ ? dp_->padded_length() : P - first, "gradients");
     m_.allocate(shard_end() - shard_begin(), "AdamW first moments");
@@ -172,6 +183,8 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
     take_f32(att_delta_, N * NH);
     if (spec_.lora().rank > 0) take(lora_du_, N * spec_.lora().rank, x);
     if (options_.lora_dropout > 0.0f) take(lora_dropped_, N * lora_widest_input(spec_), x);
+    if (bf16_ ? weights_.expands<bf16>() : weights_.expands<float>())
+      take(expanded_, static_cast<int64_t>(weights_.expanded_numel()), x);
     take_f32(reduce_scratch_, static_cast<int64_t>(std::max(layernorm_scratch_floats(static_cast<int>(C)),
                                                             bias_scratch_floats(static_cast<int>(4 * C)))));
   }
@@ -201,7 +214,7 @@ CudaBackend::~CudaBackend() {
 
 MemoryReport CudaBackend::memory() const {
   MemoryReport r;
-  r.params = params_.bytes() + params_lp_.bytes() + q8_.bytes() + q8_scales_.bytes();
+  r.params = params_.bytes() + params_lp_.bytes() + q8_.bytes() + q8_scales_.bytes() + m16_.bytes();
   r.grads = grads_.bytes();
   r.optimizer = m_.bytes() + v_.bytes() + spans_.bytes() + span_partials_.bytes();
   r.activations = arena_.bytes() + ids_.bytes() + (sampler_ ? sampler_->memory_bytes() : 0);
@@ -213,9 +226,11 @@ std::string CudaBackend::device_name() const {
   const double gib = static_cast<double>(props_.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0);
   char mem[32];
   std::snprintf(mem, sizeof(mem), "%.1f GiB", gib);
+  const std::string stored = weights_.q8 ? "q8_0 weights, " : weights_.m16 ? (weights_.m16_bf16 ? "bf16 weights, " : "f16 weights, ") : "";
+  const char* compute = !bf16_ ? "float32" : weights_.q8 && !training_ ? "bf16 activations" : "bf16 mixed precision";
   return "cuda:" + std::to_string(device_) + " (" + props_.name + ", sm_" + std::to_string(props_.major) +
          std::to_string(props_.minor) + ", " + std::to_string(props_.multiProcessorCount) + " SMs, " + mem + "; " +
-         (weights_.q8 ? "q8_0 weights, bf16 activations" : bf16_ ? "bf16 mixed precision" : "float32") + "; " +
+         stored + compute + "; " +
          gemm_->describe() + (dp_ ? "; gradients summed by " + dp_->describe() : "") + ")";
 }
 
@@ -224,11 +239,11 @@ void CudaBackend::sync() const { DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_.
 void CudaBackend::require_training(const char* what) const {
   if (!training_)
     throw std::logic_error(std::string(what) + " is not available: the model was created with trainable: false" +
-                           (options_.weight_dtype != DType::F32 ? " (16-bit and 8-bit weights are inference-only)" : ""));
+                           (options_.weight_dtype != DType::F32 ? " (16-bit and 8-bit weights are inference-only, or a LoRA adapter's frozen base)" : ""));
 }
 
 float* CudaBackend::grad(ParamKind kind, int layer) {
-  const size_t offset = weights_.offset(kind, layer);
+  const size_t offset = weights_.flat_offset(kind, layer);
   return offset < spec_.trainable_begin() ? nullptr : grads_.data() + (offset - spec_.trainable_begin());
 }
 
@@ -249,21 +264,75 @@ void CudaBackend::write_params(size_t offset, const void* src, size_t count, DTy
   check_param_range(spec_, offset, count, "writeParams");
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   if (upload_.size() == 0) upload_.allocate(kWriteChunk);
+  if (weights_.q8 && training_) {
+    const size_t embedded = spec_.count_in_group(WTE, offset, count);
+    if (embedded > 0) check_q8_embedding_write(spec_, offset - spec_.group_offset(WTE), embedded);
+  }
   spec_.for_each_piece(offset, count, [&](const FlatPiece& piece) {
     const size_t from = piece.first - offset;
-    if (piece.kind != NUM_PARAM_KINDS && weights_.q8) upload_q8(piece, src, from, dtype);
-    else upload(weights_.stored_offset(piece.first), src, from, piece.n, dtype);
+    if (piece.kind == NUM_PARAM_KINDS) upload(piece.first, src, from, piece.n, dtype);
+    else if (weights_.q8) upload_q8(piece, src, from, dtype);
+    else if (weights_.m16) upload16(piece, src, from, dtype);
+    else upload(piece.first, src, from, piece.n, dtype);
   });
 }
 
-// params_[at, at + n) = src[from, from + n) as float32 (and its bf16 copy), through the staging buffer.
-void CudaBackend::upload(size_t at, const void* src, size_t from, size_t n, DType dtype) {
-  for (size_t done = 0; done < n; done += kWriteChunk) {
-    const size_t m = std::min(kWriteChunk, n - done);
+// The parameters [flat, flat + n) = src[from, from + n) as float32 (and its bf16 copy), as stored
+// (round_to_stored), through the staging buffer.
+void CudaBackend::upload(size_t flat, const void* src, size_t from, size_t n, DType dtype) {
+  const size_t at = weights_.stored_offset(flat);
+  // Whole rows of the token embedding per chunk, so that a chunk of a q8_0 base's holds whole blocks.
+  const size_t chunk = kWriteChunk / spec_.config().n_embd * spec_.config().n_embd;
+  for (size_t done = 0; done < n; done += chunk) {
+    const size_t m = std::min(chunk, n - done);
     float* s = upload_.data();
     for (size_t i = 0; i < m; ++i) s[i] = element_to_f32(src, from + done + i, dtype);
+    round_to_stored(s, flat + done, m);
     DIXIE_CUDA_CHECK(cudaMemcpyAsync(params_.data() + at + done, s, m * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
     if (bf16_) cast_to_bf16(params_lp_.data() + at + done, params_.data() + at + done, m, stream_.get());
+    sync();  // the staging buffer is refilled next
+  }
+}
+
+// A narrow base under an adapter that trains holds its parameters as the CPU stores them, values[0, n) those of
+// [flat, flat + n): rounded to the base's 16 bits, or in a q8_0 base, to f16 but the token embedding, quantized by
+// blocks of kQ8Block along its rows (a write starts a block, and a chunk of upload ends one). The factors are
+// float32.
+void CudaBackend::round_to_stored(float* values, size_t flat, size_t n) const {
+  const DType store = options_.weight_dtype;
+  if (store == DType::F32 || !training_) return;
+  const size_t end = std::min(flat + n, spec_.trainable_begin()), C = spec_.config().n_embd;
+  size_t e = flat;
+  if (store == DType::Q8_0) {
+    const size_t embedding_end = std::min(end, spec_.group_offset(WTE) + spec_.group_numel(WTE));
+    int8_t q[kQ8Block];
+    while (e < embedding_end) {
+      const int m = static_cast<int>(std::min({static_cast<size_t>(kQ8Block), C - (e - spec_.group_offset(WTE)) % C, embedding_end - e}));
+      float* v = values + (e - flat);
+      const float d = f16_to_f32(quantize_q8_block(v, 1, m, q));
+      for (int i = 0; i < m; ++i) v[i] = d * static_cast<float>(q[i]);
+      e += m;
+    }
+  }
+  for (; e < end; ++e) {
+    float& v = values[e - flat];
+    v = store == DType::BF16 ? bf16_to_f32(f32_to_bf16(v)) : f16_to_f32(f32_to_f16(v));
+  }
+}
+
+// A piece of a 16-bit layer matrix, src[from, from + piece.n), converted to the stored type on the host.
+void CudaBackend::upload16(const FlatPiece& piece, const void* src, size_t from, DType dtype) {
+  const DType store = options_.weight_dtype;
+  uint16_t* stage = reinterpret_cast<uint16_t*>(upload_.data());
+  uint16_t* dst = weights_.m16_matrix(piece.kind, piece.layer) + piece.element;
+  for (size_t done = 0; done < piece.n; done += kWriteChunk) {
+    const size_t m = std::min(kWriteChunk, piece.n - done);
+    for (size_t i = 0; i < m; ++i) {
+      const size_t k = from + done + i;
+      if (dtype == store) stage[i] = static_cast<const uint16_t*>(src)[k];  // exact copy
+      else stage[i] = store == DType::BF16 ? f32_to_bf16(element_to_f32(src, k, dtype)) : f32_to_f16(element_to_f32(src, k, dtype));
+    }
+    DIXIE_CUDA_CHECK(cudaMemcpyAsync(dst + done, stage, m * sizeof(uint16_t), cudaMemcpyHostToDevice, stream_.get()));
     sync();  // the staging buffer is refilled next
   }
 }
@@ -296,10 +365,18 @@ void CudaBackend::read_params(size_t offset, float* dst, size_t count) const {
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
   spec_.for_each_piece(offset, count, [&](const FlatPiece& piece) {
     float* out = dst + (piece.first - offset);
-    if (piece.kind == NUM_PARAM_KINDS || !weights_.q8) {
+    if (piece.kind == NUM_PARAM_KINDS || (!weights_.q8 && !weights_.m16)) {
       DIXIE_CUDA_CHECK(cudaMemcpyAsync(out, params_.data() + weights_.stored_offset(piece.first), piece.n * sizeof(float),
                                        cudaMemcpyDeviceToHost, stream_.get()));
       sync();
+      return;
+    }
+    if (weights_.m16) {
+      std::vector<uint16_t> bits(piece.n);
+      DIXIE_CUDA_CHECK(cudaMemcpyAsync(bits.data(), weights_.m16_matrix(piece.kind, piece.layer) + piece.element,
+                                       piece.n * sizeof(uint16_t), cudaMemcpyDeviceToHost, stream_.get()));
+      sync();
+      for (size_t i = 0; i < piece.n; ++i) out[i] = weights_.m16_bf16 ? bf16_to_f32(bits[i]) : f16_to_f32(bits[i]);
       return;
     }
     // A Q8_0 matrix: the layer's whole matrix comes down, and the piece's elements are expanded from it.
@@ -385,7 +462,8 @@ void CudaBackend::upload_spans() {
 template <typename X>
 void CudaBackend::matmul_forward(X* out, const X* inp, ParamKind w, ParamKind b, int l, int N, int C, int OC) {
   // out[N, OC] = inp[N, C] @ w[C, OC] + b[OC], plus the adapter's change
-  gemm_->matmul<X, X>(false, false, N, OC, C, inp, C, weight<X>(w, l), OC, out, OC, weight<X>(b, l), false);
+  const auto m = weights_.matrix<X>(w, l, static_cast<X*>(expanded_), stream_.get());
+  gemm_->matmul<X, X>(false, m.transposed, N, OC, C, inp, C, m.w, m.ld, out, OC, weight<X>(b, l), false);
   if (adapts(spec_, w)) {
     const DropoutMask mask = lora_dropout_mask(options_, forward_, layer_matrix_index(w), l, N);
     lora_forward(*gemm_, weights_, w, l, out, inp, lora_u<X>(w, l), N, mask, static_cast<X*>(lora_dropped_), stream_.get());
@@ -400,7 +478,8 @@ void CudaBackend::matmul_backward(X* dinp, ParamKind w, ParamKind b, int l, cons
   const bool adapted = adapts(spec_, w);
   // The adapter's part joins dinp before the GELU's derivative, which then runs as a pass of its own.
   const bool fused_gelu = gelu_input && !adapted;
-  gemm_->matmul<X, X>(false, true, N, C, OC, dout, OC, weight<X>(w, l), OC, dinp, C, nullptr, false,
+  const auto m = weights_.matrix<X>(w, l, static_cast<X*>(expanded_), stream_.get());
+  gemm_->matmul<X, X>(false, !m.transposed, N, C, OC, dout, OC, m.w, m.ld, dinp, C, nullptr, false,
                       fused_gelu ? Gemm::Activation::kGeluGrad : Gemm::Activation::kNone, fused_gelu ? gelu_input : nullptr);
   if (adapted) {
     const DropoutMask mask = lora_dropout_mask(options_, forward_, layer_matrix_index(w), l, N);
@@ -430,7 +509,8 @@ void CudaBackend::block_body(int l, LayerActs& a, const X* in, int B, int T) {
     gelu_forward(static_cast<X*>(gelu_), static_cast<const X*>(a.fch), static_cast<int64_t>(N) * 4 * C, stream_.get());
     return;
   }
-  gemm_->matmul<X, X>(false, false, N, 4 * C, C, static_cast<const X*>(a.ln2), C, weight<X>(FC_W, l), 4 * C,
+  const auto fc = weights_.matrix<X>(FC_W, l, static_cast<X*>(expanded_), stream_.get());
+  gemm_->matmul<X, X>(false, fc.transposed, N, 4 * C, C, static_cast<const X*>(a.ln2), C, fc.w, fc.ld,
                       static_cast<X*>(gelu_), 4 * C, weight<X>(FC_B, l), false, Gemm::Activation::kGelu,
                       static_cast<X*>(a.fch));
 }
@@ -453,7 +533,7 @@ void CudaBackend::copy_logits_out(float* dst, const X* logits, int rows) {
 
 float CudaBackend::forward(const int32_t* inputs, const int32_t* targets, int B, int T, float* logits_out,
                            const ForwardOptions& options) {
-  if (weights_.q8)
+  if (weights_.q8 && !training_)
     throw std::logic_error("forward is not available: the model stores 8-bit (q8_0) weights, which only decode (use the "
                            "kv* decoding calls, or load with weightDtype 'f32')");
   const GPT2Config& c = spec_.config();
@@ -671,6 +751,7 @@ float CudaBackend::step(const StepOptions& options) {
   const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(t)));
   a.inv_bc1 = 1.0f / bc1;
   a.inv_bc2 = 1.0f / bc2;
+  a.params_offset = first - weights_.stored_offset(first);
   a.grads_offset = first;
   a.state_offset = shard_begin();
   optimizer_update(params_.data(), bf16_ ? params_lp_.data() : nullptr, grads_.data(), m_.data(), v_.data(),
@@ -680,8 +761,9 @@ float CudaBackend::step(const StepOptions& options) {
     const size_t own = shard_begin() - first, own_end = shard_end() - first;
     DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, own * sizeof(float), stream_.get()));
     DIXIE_CUDA_CHECK(cudaMemsetAsync(grads_.data() + own_end, 0, (grads_.size() - own_end) * sizeof(float), stream_.get()));
-    dp_->gather(params_.data() + first);
-    if (bf16_) cast_to_bf16(params_lp_.data() + first, params_.data() + first, trained, stream_.get());
+    const size_t at = weights_.stored_offset(first);
+    dp_->gather(params_.data() + at);
+    if (bf16_) cast_to_bf16(params_lp_.data() + at, params_.data() + at, trained, stream_.get());
   }
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(scalars_host_.data() + 1, scalars_ + 1, sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
   sync();

@@ -4,8 +4,11 @@
 // optimizer moments. All memory is planned in the constructor (training) and in kv_reserve (decoding);
 // forward/backward/step/kv_forward allocate nothing. With a LoRA adapter (BackendOptions::lora, lora.cuh) the base
 // is frozen: only the adapter's factors have gradients and moments, and decoding runs the adapter's path beside
-// each matrix it changes. Adapters bound to slots (kv_add_adapter) decode unmerged over the base, a different one
-// per slot if need be (served_adapters.cuh).
+// each matrix it changes. The frozen base may be held in 16 or 8 bits (BackendOptions::weight_dtype): its layer
+// matrices stay as stored and the products read them a matrix at a time (DeviceWeights::matrix), its other
+// parameters are float32 holding the stored values, so that the adapter trains as over a float32 base holding them,
+// as on the CPU. Adapters bound to slots (kv_add_adapter) decode unmerged over the base, a different one per slot if
+// need be (served_adapters.cuh).
 //
 // Data parallelism (BackendOptions::data_parallel, data_parallel.cuh): one backend per rank, each on the GPU of
 // its local rank; the gradients, one contiguous float32 buffer in ModelSpec's layout over the parameters that
@@ -96,8 +99,10 @@ class CudaBackend : public Backend {
   // Whether the last micro-batch's backward starts summing each block's gradients over the ranks.
   bool overlapped() const { return dp_ && dp_->overlaps() && spec_.trainable_begin() == 0; }
   void reduce_layer(int l);  // starts summing layer l's gradients over the ranks
-  void upload(size_t at, const void* src, size_t from, size_t n, DType dtype);
+  void upload(size_t flat, const void* src, size_t from, size_t n, DType dtype);
   void upload_q8(const FlatPiece& piece, const void* src, size_t from, DType dtype);
+  void upload16(const FlatPiece& piece, const void* src, size_t from, DType dtype);
+  void round_to_stored(float* values, size_t flat, size_t n) const;
 
   template <typename X>
   float forward_impl(int B, int T, bool has_targets, float* logits_out);
@@ -133,6 +138,7 @@ class CudaBackend : public Backend {
   DeviceArray<bf16> params_lp_;       // bf16 copy of the weights (mixed precision)
   DeviceArray<int8_t> q8_;            // a Q8_0 model's layer matrices, and their scales (see DeviceWeights)
   DeviceArray<uint16_t> q8_scales_;
+  DeviceArray<uint16_t> m16_;         // a 16-bit base's layer matrices, under an adapter that trains (see DeviceWeights)
   DeviceWeights weights_;
   DeviceArray<unsigned char> arena_;  // every activation, carved below
   std::vector<LayerActs> layer_acts_;  // one per layer, or one shared when recomputing / not training
@@ -141,6 +147,7 @@ class CudaBackend : public Backend {
   void *dres_ = nullptr, *dwide_ = nullptr, *dnarrow_ = nullptr;                 // [N, C] [N, 4C] [N, C]
   void *lora_u_ = nullptr, *lora_du_ = nullptr;  // an adapter's u [N, r] (see lora_u) and du [N, r]
   void* lora_dropped_ = nullptr;  // with dropout, [N, in] for the widest input adapted (lora.cuh)
+  void* expanded_ = nullptr;      // a narrow base's layer matrix expanded for a product (DeviceWeights::matrix)
   float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *losses_ = nullptr, *ce_lse_ = nullptr;  // [N] each
   float *att_delta_ = nullptr, *reduce_scratch_ = nullptr, *logits_f32_ = nullptr, *scalars_ = nullptr;
   DeviceArray<int32_t> ids_;          // [inputs N][targets N][bucket tokens N][bucket starts N + 1][bucket rows N]

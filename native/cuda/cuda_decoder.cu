@@ -41,11 +41,9 @@ void CudaDecoder::reserve(int n_slots) {
   max_rows_ = std::max(kChunkRows, n_slots);
   const size_t lora_u = static_cast<size_t>(max_rows_) * spec_.lora().rank;
   scratch_.allocate(((15 * static_cast<size_t>(max_rows_) + n_slots) * C + lora_u) * x, "decoding scratch");
-  if (w_.q8) {  // a chunk of more rows than q8_matvec takes multiplies by the layer's matrix expanded here
-    size_t largest = 0;
-    for (ParamKind kind : kLayerMatrices) largest = std::max(largest, w_.q8_numel(kind));
-    dequantized_.allocate(largest * x, "expanded 8-bit matrix");
-  }
+  // A chunk of more rows than q8_matvec takes, or a 16-bit base's matrix in another type, is multiplied by the layer's
+  // matrix expanded here.
+  if (bf16_ ? w_.expands<bf16>() : w_.expands<float>()) dequantized_.allocate(w_.expanded_numel() * x, "expanded layer matrix");
   logits_.allocate(static_cast<size_t>(n_slots) * vocab_padded_, "decoding logits");
   held_.allocate(static_cast<size_t>(n_slots) * c.n_ctx, "decoding slots' tokens");
   history_begin_.assign(n_slots, 0);
@@ -157,17 +155,13 @@ void CudaDecoder::run(int n, int64_t total, int n_logits) {
     const int R = static_cast<int>(std::min<int64_t>(R_max, total - r0));
     auto matmul = [&](X* out, const X* inp, ParamKind wk, ParamKind bk, int l, int Cin, int OC) {
       const X* bias = w_.weight<X>(bk, l);
-      const int ldq = DeviceWeights::q8_ld(Cin);
-      if (!w_.q8) {
-        gemm_.matmul<X, X>(false, false, R, OC, Cin, inp, Cin, w_.weight<X>(wk, l), OC, out, OC, bias, false);
-        if (adapts(spec_, wk)) lora_forward(gemm_, w_, wk, l, out, inp, lora_u, R);
-      } else if (R <= kQ8MatvecRows) {
-        q8_matvec(out, inp, w_.q8_matrix(wk, l), w_.q8_matrix_scales(wk, l), bias, R, Cin, ldq, OC, stream_);
+      if (w_.q8 && R <= kQ8MatvecRows) {
+        q8_matvec(out, inp, w_.q8_matrix(wk, l), w_.q8_matrix_scales(wk, l), bias, R, Cin, DeviceWeights::q8_ld(Cin), OC, stream_);
       } else {
-        X* w = reinterpret_cast<X*>(dequantized_.data());
-        q8_dequantize(w, w_.q8_matrix(wk, l), w_.q8_matrix_scales(wk, l), OC, ldq, stream_);
-        gemm_.matmul<X, X>(false, true, R, OC, Cin, inp, Cin, w, ldq, out, OC, bias, false);
+        const auto m = w_.matrix<X>(wk, l, reinterpret_cast<X*>(dequantized_.data()), stream_);
+        gemm_.matmul<X, X>(false, m.transposed, R, OC, Cin, inp, Cin, m.w, m.ld, out, OC, bias, false);
       }
+      if (adapts(spec_, wk)) lora_forward(gemm_, w_, wk, l, out, inp, lora_u, R);
       served_.apply(layer_matrix_index(wk), l, out, inp, static_cast<int>(chunk));
     };
     encoder_forward(x, row_token + r0, row_pos + r0, w_.param(WTE, -1), w_.param(WPE, -1), R, 1, C, stream_);

@@ -1,7 +1,8 @@
 // KV-cached decoding on the GPU (Backend::kv_*): the new tokens of all slots of a call run as one set of rows
 // through the layers, in chunks of up to kChunkRows rows in order, so that a slot's earlier tokens are in its
 // cache before its later tokens attend to them. A prefill is many rows; a decode step one row per slot. With 8-bit
-// weights a step's products read the int8 matrices directly (q8_matvec), a prefill's expand each matrix first. A
+// weights a step's products read the int8 matrices directly (q8_matvec), a prefill's expand each matrix first, as
+// do the products over a 16-bit base's matrices held for an adapter that trains unless they are bf16 in bf16. A
 // LoRA adapter's path runs beside each matrix it changes (lora.cuh), as in training.
 #pragma once
 #include <vector>
@@ -57,7 +58,7 @@ class CudaDecoder {
   DeviceArray<int32_t> held_;           // [slots, n_ctx]: the token ids each slot holds, kv_step's penalty histories
   std::vector<int64_t> history_begin_;  // [slots]: a kv_step's sampled rows' histories within held_, and lengths
   std::vector<int32_t> history_len_;
-  DeviceArray<unsigned char> dequantized_;  // Q8_0: one layer matrix expanded for a GEMM, [OC, ldq]
+  DeviceArray<unsigned char> dequantized_;  // a narrow base's layer matrix expanded for a GEMM (DeviceWeights::matrix)
   // One call's rows: [tokens][row slots][row positions] (total each), then [gather sources][gather targets] (up to n
   // each: the entries whose logits are computed, and their rows of logits_)
   DeviceArray<int32_t> rows_;

@@ -44,7 +44,7 @@ __global__ void optimizer_update_kernel(float* params, bf16* params_lp, float* g
     const uint64_t i = s.offset + k;
     if (s.trainable) {
       const float g = grads[i - a.grads_offset] * mult;
-      float p = params[i];
+      float p = params[i - a.params_offset];
       if (a.adamw) {
         const uint64_t j = i - a.state_offset;
         const float mi = a.beta1 * m[j] + (1.0f - a.beta1) * g;
@@ -55,8 +55,8 @@ __global__ void optimizer_update_kernel(float* params, bf16* params_lp, float* g
       } else {
         p -= a.lr * (g + wd * p);
       }
-      params[i] = p;
-      if (params_lp) params_lp[i] = __float2bfloat16_rn(p);
+      params[i - a.params_offset] = p;
+      if (params_lp) params_lp[i - a.params_offset] = __float2bfloat16_rn(p);
     }
     grads[i - a.grads_offset] = 0.0f;
   }

@@ -19,6 +19,7 @@ struct UpdateArgs {
   bool adamw;
   float lr, beta1, beta2, eps, weight_decay;
   float inv_bc1, inv_bc2;  // 1 / (1 - beta^t), the bias corrections
+  uint64_t params_offset;  // the parameter params[0] and params_lp[0] belong to (the parameters may be cut short)
   uint64_t grads_offset;   // the parameter grads[0] belongs to (the first that trains: an adapter's, or 0)
   uint64_t state_offset;   // the parameter m[0] and v[0] belong to (a ZeRO-1 shard's first, or grads_offset)
 };

@@ -307,8 +307,9 @@ constexpr uint64_t kDropoutSeed = 17;
 
 std::unique_ptr<Backend> cuda_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool bf16,
                                     bool recompute = false, bool trainable = true, const LoraShape& lora = {},
-                                    float dropout = 0.0f) {
+                                    float dropout = 0.0f, DType weights = DType::F32) {
   BackendOptions o;
+  o.weight_dtype = weights;
   o.lora_dropout = dropout;
   o.lora_dropout_seed = kDropoutSeed;
   o.max_batch = B;
@@ -335,8 +336,9 @@ std::unique_ptr<Backend> decode_bench_model(const GPT2Config& c, const std::vect
 }
 
 std::unique_ptr<Backend> cpu_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool trainable = true,
-                                   const LoraShape& lora = {}, float dropout = 0.0f) {
+                                   const LoraShape& lora = {}, float dropout = 0.0f, DType weights = DType::F32) {
   BackendOptions o;
+  o.weight_dtype = weights;
   o.lora_dropout = dropout;
   o.lora_dropout_seed = kDropoutSeed;
   o.max_batch = B;
@@ -799,6 +801,37 @@ void section_lora(const Shape& shape) {
     });
   }
 
+  // A frozen base held in 16 or 8 bits: the CPU stores it so (its vectors in f16 under q8_0) and trains the adapter as
+  // over a float32 base holding the stored values; CUDA must store the same values and train alike, keeping only the
+  // vectors in float32 beside the narrow layer matrices.
+  for (const DType dtype : {DType::F16, DType::BF16, DType::Q8_0}) {
+    const std::string name = dtype == DType::F16 ? "f16" : dtype == DType::BF16 ? "bf16" : "q8_0";
+    const StepResult cpu_narrow = train_step(*cpu_model(c, params, B, T, true, lora, 0.0f, dtype), inputs, targets, B, T);
+    report(cpu_narrow.loss != cpu.loss, "LoRA over a " + name + " base: the CPU's stored base changes the loss",
+           fmt("%.6f", cpu_narrow.loss) + " vs " + fmt("%.6f", cpu.loss) + " over float32");
+    for (const bool bf16 : {false, true}) {
+      const std::string tag = "LoRA over a " + name + " base, CUDA " + (bf16 ? "bf16" : "f32") + " vs CPU: ";
+      check(tag + "forward, backward, step", [&] {
+        auto be = cuda_model(c, params, B, T, bf16, false, true, lora, 0.0f, dtype);
+        const std::vector<float> stored = read_all(*be, false);
+        const double ds = max_abs_diff(stored.data(), cpu_narrow.after.data(), first);
+        report(ds == 0.0, tag + "readParams gives the base the CPU stores", "max |diff| " + fmt("%.2e", ds));
+        compare_step(tag, *be, cpu_narrow, params, inputs, targets, B, T, bf16);
+        const std::vector<float> p = read_all(*be, false);
+        report(max_abs_diff(p.data(), stored.data(), first) == 0.0, tag + "the base is unchanged by the step", "");
+        // The parameters' memory: the narrow matrices (int8 and f16 scales, or 16 bits), the rest as float32 (and
+        // bf16), where a float32 base would hold every parameter in float32 (and bf16).
+        size_t matrices = 0;
+        for (ParamKind kind : kLayerMatrices) matrices += spec.group_numel(kind);
+        const size_t x = bf16 ? 6 : 4, rest = (spec.num_params() - matrices) * x;
+        const size_t narrow_bytes = dtype == DType::Q8_0 ? be->memory().params - rest : matrices * 2;
+        const size_t expected = rest + narrow_bytes, full = spec.num_params() * x;
+        report(be->memory().params == expected && narrow_bytes < matrices * (dtype == DType::Q8_0 ? 1.1 : 2.01),
+               tag + "parameter memory", std::to_string(be->memory().params) + " bytes (float32 base: " + std::to_string(full) + ")");
+      });
+    }
+  }
+
   // Dropout: a training forward's masks (core/dropout.h) are drawn alike on both backends, element for element, so
   // that the CUDA step compares with the CPU's as above; an evaluation forward drops nothing.
   const float p = 0.25f;
@@ -855,6 +888,20 @@ void section_lora(const Shape& shape) {
                               max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size())) / scale;
     report(d <= 0.1, "LoRA decode bf16: KV-cached logits vs the CPU's float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
   });
+  // A model training over a narrow base decodes over it as stored (8-bit steps by q8_matvec, 16-bit matrices
+  // expanded) with the adapter beside it: as a float32 base holding the values the CPU stores.
+  for (const DType dtype : {DType::F16, DType::BF16, DType::Q8_0}) {
+    const std::string tag = std::string("LoRA decode over a ") + (dtype == DType::F16 ? "f16" : dtype == DType::BF16 ? "bf16" : "q8_0") +
+                            " base f32: CUDA = over float32 holding the stored values";
+    check(tag, [&] {
+      std::vector<float> stored = read_all(*cpu_model(c, params, 1, 1, true, lora, 0.0f, dtype), false);
+      const auto ref = run_kv(*cuda_model(c, stored, 1, c.n_ctx, false, false, false, lora), seq, new1);
+      const auto kv = run_kv(*cuda_model(c, params, 1, c.n_ctx, false, false, true, lora, 0.0f, dtype), seq, new1);
+      const double e = std::max(max_abs_diff(kv.first.data(), ref.first.data(), kv.first.size()),
+                                max_abs_diff(kv.second.data(), ref.second.data(), kv.second.size()));
+      report(e <= 1e-3, tag, "max |diff| " + fmt("%.2e", e));
+    });
+  }
 }
 
 // ---- section: LoRA adapters bound to slots ----
@@ -1195,9 +1242,9 @@ double peak_flops(const std::string& name) {
 }
 
 Row bench_train(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool bf16, int warmup, int steps,
-                const std::string& device) {
-  const ModelSpec spec(c);
-  auto be = cuda_model(c, params, B, T, bf16);
+                const std::string& device, const LoraShape& lora = {}, DType weights = DType::F32) {
+  const ModelSpec spec(c, lora);
+  auto be = cuda_model(c, params, B, T, bf16, false, true, lora, 0.0f, weights);
   const std::vector<int32_t> x = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 21), y = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 22);
   for (int i = 0; i < warmup; ++i) {
     be->forward(x.data(), y.data(), B, T, nullptr, {});
@@ -1224,8 +1271,16 @@ Row bench_train(const GPT2Config& c, const std::vector<float>& params, int B, in
   const double tok_s = B * T / dt;
   const double flops_per_token = 6.0 * spec.num_params() + 6.0 * c.n_layer * c.n_embd * T;  // llm.c's estimate
   const double peak = peak_flops(device);
-  std::string mfu = peak > 0 ? ", MFU " + fmt("%.1f", 100.0 * tok_s * flops_per_token / peak) + "%" : "";
-  return {std::string("train 124M ") + (bf16 ? "bf16" : "f32"), std::to_string(B) + " x " + std::to_string(T),
+  std::string mfu = peak > 0 && lora.rank == 0 ? ", MFU " + fmt("%.1f", 100.0 * tok_s * flops_per_token / peak) + "%" : "";
+  if (lora.rank > 0) {
+    const MemoryReport m = be->memory();
+    mfu += ", parameters " + fmt("%.0f", m.params / 1048576.0) + " MiB, all " +
+           fmt("%.0f", (m.params + m.grads + m.optimizer + m.activations) / 1048576.0) + " MiB";
+  }
+  const char* stored = weights == DType::F16 ? "f16" : weights == DType::BF16 ? "bf16" : weights == DType::Q8_0 ? "q8_0" : "f32";
+  return {std::string("train 124M ") + (bf16 ? "bf16" : "f32") +
+              (lora.rank > 0 ? " LoRA r" + std::to_string(lora.rank) + " over " + stored : std::string()),
+          std::to_string(B) + " x " + std::to_string(T),
           fmt("%.0f", tok_s) + " tok/s, " + fmt("%.1f", dt * 1e3) + " ms/step" + mfu + " (forward " +
               fmt("%.1f", 1e3 * t_forward / steps) + " + backward " + fmt("%.1f", 1e3 * t_backward / steps) + " + step " +
               fmt("%.1f", 1e3 * t_step / steps) + " ms; loss " + fmt("%.3f", loss) + ")"};
@@ -1313,6 +1368,14 @@ void section_bench(bool train_only) {
       }
     });
     check("bench: train f32 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, false, 1, 3, device)); });
+    // A LoRA adapter over the base as stored: the memory the narrow base saves, and what expanding it costs a step.
+    LoraShape lora;
+    lora.rank = 8;
+    lora.targets = 15;
+    lora.scaling = 2.0f;
+    const std::vector<float> lora_params = random_params(ModelSpec(c, lora), 31);
+    for (const DType weights : {DType::F32, DType::F16, DType::BF16, DType::Q8_0})
+      check("bench: train bf16 LoRA 8 x 1024", [&] { add(bench_train(c, lora_params, 8, 1024, true, 1, 3, device, lora, weights)); });
     for (const std::string mode : {"bf16", "f32", "q8_0"}) {
       const bool bf16 = mode == "bf16";
       for (const int n : {1, 32}) {
