@@ -305,19 +305,25 @@ std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
 // dropout: the adapter's (lora_dropout), its masks seeded by kDropoutSeed.
 constexpr uint64_t kDropoutSeed = 17;
 
-std::unique_ptr<Backend> cuda_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool bf16,
-                                    bool recompute = false, bool trainable = true, const LoraShape& lora = {},
-                                    float dropout = 0.0f, DType weights = DType::F32) {
+// The options both backends' models are made with here.
+BackendOptions model_options(int B, int T, bool trainable, const LoraShape& lora, float dropout, DType weights) {
   BackendOptions o;
   o.weight_dtype = weights;
   o.lora_dropout = dropout;
   o.lora_dropout_seed = kDropoutSeed;
   o.max_batch = B;
   o.max_seq = T;
-  o.mixed_bf16 = bf16;
-  o.recompute = recompute;
   o.trainable = trainable;
   o.lora = lora;
+  return o;
+}
+
+std::unique_ptr<Backend> cuda_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool bf16,
+                                    bool recompute = false, bool trainable = true, const LoraShape& lora = {},
+                                    float dropout = 0.0f, DType weights = DType::F32) {
+  BackendOptions o = model_options(B, T, trainable, lora, dropout, weights);
+  o.mixed_bf16 = bf16;
+  o.recompute = recompute;
   auto be = make_cuda_backend(c, o);
   be->write_params(0, params.data(), params.size(), DType::F32);
   return be;
@@ -325,26 +331,12 @@ std::unique_ptr<Backend> cuda_model(const GPT2Config& c, const std::vector<float
 
 // The benchmarks' decoding model: sequences of up to 64 tokens, bf16 activations or not, weights stored as `weights`.
 std::unique_ptr<Backend> decode_bench_model(const GPT2Config& c, const std::vector<float>& params, bool bf16, DType weights) {
-  BackendOptions o;
-  o.max_seq = 64;
-  o.trainable = false;
-  o.mixed_bf16 = bf16;
-  o.weight_dtype = weights;
-  auto be = make_cuda_backend(c, o);
-  be->write_params(0, params.data(), params.size(), DType::F32);
-  return be;
+  return cuda_model(c, params, 1, 64, bf16, false, false, {}, 0.0f, weights);
 }
 
 std::unique_ptr<Backend> cpu_model(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool trainable = true,
                                    const LoraShape& lora = {}, float dropout = 0.0f, DType weights = DType::F32) {
-  BackendOptions o;
-  o.weight_dtype = weights;
-  o.lora_dropout = dropout;
-  o.lora_dropout_seed = kDropoutSeed;
-  o.max_batch = B;
-  o.max_seq = T;
-  o.trainable = trainable;
-  o.lora = lora;
+  const BackendOptions o = model_options(B, T, trainable, lora, dropout, weights);
   auto be = make_cpu_backend(c, o);
   be->write_params(0, params.data(), params.size(), DType::F32);
   return be;
