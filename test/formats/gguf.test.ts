@@ -300,8 +300,11 @@ t.test('a q8_0 GGUF laid out as llama.cpp\'s converter writes it loads: its weig
   for (const info of model.tensors) t.same(loaded.getParam(info.name), expected.getParam(info.name), info.name);
   const [a, b] = [await lastLogits(expected, SEQUENCES), await lastLogits(loaded, SEQUENCES)];
   t.equal(Math.max(maxAbsDiff(a[0], b[0]), maxAbsDiff(a[1], b[1])), 0, 'the same logits');
-  await t.rejects(Model.load(dir), /model\.gguf: tensor "token_embd\.weight" is q8_0: 8-bit weights are for inference only, and dixie does not train from them/,
-    'training (a trainable model) refuses q8_0 weights');
+  await t.rejects(Model.load(dir), /model\.gguf: tensor "token_embd\.weight" is q8_0: 8-bit weights are for inference, or the frozen base of a LoRA adapter, and dixie does not fine-tune them whole/,
+    'fine-tuning every weight refuses q8_0 weights');
+  const adapted = await Model.load(dir, { device: 'cpu', weightDtype: 'q8_0', lora: { rank: 2, alpha: 4, targets: ['attn.c_attn'] } });
+  t.equal(adapted.memory().grads, adapted.tensors.filter((x) => x.name.includes('.lora_')).reduce((n, x) => n + x.numel, 0) * 4, 'an adapter trains over them, its factors alone');
+  adapted.dispose();
   loaded.dispose();
   expected.dispose();
 });
