@@ -4,7 +4,7 @@ import path from 'node:path';
 
 // How weights are stored: float32, 16-bit, or llama.cpp's 8-bit Q8_0 (the layer matrices as int8 by blocks of 32
 // rows with an f16 scale each, the other parameters f16). All but f32 are for inference, or for the frozen base of a
-// LoRA adapter that trains over it (the CPU backend).
+// LoRA adapter that trains over it.
 export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0';
 export const WEIGHT_DTYPES: readonly WeightDType[] = ['f32', 'f16', 'bf16', 'q8_0'];
 // The types of data written into a model (writeParams); a q8_0 model quantizes what it is given.

@@ -77,8 +77,8 @@ export interface TrainOptions {
   lora_rank: number;               // > 0: train a LoRA adapter of this rank over the frozen model; 0: every weight
   lora_alpha: number;              // the adapter's scale is lora_alpha / lora_rank; 0: twice the rank
   lora_targets: string;            // the matrices adapted: attn, mlp, or c_attn, attn.c_proj, c_fc, mlp.c_proj
-  // An adapter's frozen base held in f32, or in f16, bf16 or q8_0 for less memory (the CPU backend); '': f32, or
-  // the run's own when it resumes.
+  // An adapter's frozen base held in f32, or in f16, bf16 or q8_0 for less memory; '': f32, or the run's own when it
+  // resumes.
   dtype: '' | WeightDType;
   lora_dropout: number;            // PEFT's lora_dropout: of the adapter's inputs in training steps (never in validation or samples)
 }

@@ -39,7 +39,8 @@ struct BackendOptions {
   int zero_stage = 0;
   int micro_batches = 1;
   // A LoRA adapter to train over the frozen base (ModelSpec's LoraShape, whose factors the flat layout appends):
-  // float32 weights only. Only the factors have gradients and optimizer moments; decoding applies the adapter too.
+  // the base in any weight_dtype, the factors float32. Only the factors have gradients and optimizer moments; decoding
+  // applies the adapter too.
   LoraShape lora;
   // PEFT's lora_dropout, in [0, 1): a training forward (ForwardOptions) drops each element of the adapter's input with
   // this probability and scales the rest by 1 / (1 - p); the base's product sees the input whole. The masks are drawn

@@ -82,7 +82,7 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   const size_t P = spec_.num_params(), first = spec_.trainable_begin();
   group_ = options_.data_parallel;
   if (options_.zero_stage != 0 && (options_.zero_stage != 1 || !group_ || !training_))
-    throw std::invalid_argument("option 'zero' must be 0, or 1 for a trainable float32 model trained data-parallel");
+    throw std::invalid_argument("option 'zero' must be 0, or 1 for a model that trains data-parallel");
   shards_ = Shards{P - first, sharded() ? group_->size() : 1, first};
   shard_begin_ = shards_.begin(sharded() ? group_->rank() : 0);
   shard_end_ = shards_.end(sharded() ? group_->rank() : 0);
@@ -232,14 +232,11 @@ float* CpuBackend::param(ParamKind kind, int layer) {
   return params_.data() + f32_at_[kind] + (layer < 0 ? 0 : layer * per_layer_numel(spec_, kind));
 }
 
-// The factors sit in params_ as the flat layout lays them out.
-float* CpuBackend::factor(int i, int l, bool b) {
-  return params_.data() + f32_at_[LORA_A] + (spec_.lora_offset(i, l, b) - spec_.group_offset(LORA_A));
+size_t CpuBackend::f32_index(size_t flat) const {
+  return options_.weight_dtype == DType::F32 ? flat : f32_at_[LORA_A] + (flat - spec_.group_offset(LORA_A));
 }
 
-float* CpuBackend::trainable_params() {
-  return spec_.lora().rank > 0 ? params_.data() + f32_at_[LORA_A] : params_.data();
-}
+float* CpuBackend::factor(int i, int l, bool b) { return params_.data() + f32_index(spec_.lora_offset(i, l, b)); }
 
 const float* CpuBackend::matrix(ParamKind kind, int layer) {
   if (options_.weight_dtype == DType::F32) return param(kind, layer);
@@ -280,7 +277,7 @@ WeightsView CpuBackend::weights() const {
   // A Q8_0 model keeps the parameters that its decoder does not (the position embedding, LayerNorms, biases) as f16.
   w.dtype = options_.weight_dtype == DType::Q8_0 ? DType::F16 : options_.weight_dtype;
   if (w.dtype == DType::F32) w.f32 = params_.data(); else w.u16 = params16_.data();
-  if (spec_.lora().rank > 0) w.adapter = params_.data() + f32_at_[LORA_A];
+  if (spec_.lora().rank > 0) w.adapter = params_.data() + f32_index(spec_.group_offset(LORA_A));
   return w;
 }
 
@@ -304,7 +301,7 @@ void CpuBackend::write_params(size_t offset, const void* src, size_t count, DTyp
   const size_t factors = spec_.group_offset(LORA_A), base_end = std::min(offset + count, factors);
   if (offset + count > factors) {
     const size_t first = std::max(offset, factors);
-    to_f32(params_.data() + f32_at_[LORA_A] + (first - factors), first, offset + count - first);
+    to_f32(params_.data() + f32_index(first), first, offset + count - first);
   }
   if (offset >= base_end) return;
   if (store == DType::Q8_0) {
@@ -383,7 +380,7 @@ void CpuBackend::read_params(size_t offset, float* dst, size_t count) const {
   const size_t factors = spec_.group_offset(LORA_A), base_end = std::min(offset + count, factors);
   if (offset + count > factors) {
     const size_t first = std::max(offset, factors);
-    std::memcpy(dst + (first - offset), params_.data() + f32_at_[LORA_A] + (first - factors), (offset + count - first) * sizeof(float));
+    std::memcpy(dst + (first - offset), params_.data() + f32_index(first), (offset + count - first) * sizeof(float));
   }
   if (offset < base_end) {
     pool_.parallel_for(static_cast<int64_t>(base_end - offset), 1 << 16,
@@ -606,22 +603,23 @@ float CpuBackend::step(const StepOptions& options) {
   if (decoder_ && spec_.lora().rank == 0) decoder_->weights_changed();
   const int64_t t = std::max<int64_t>(1, step_count_);
   const size_t first = spec_.trainable_begin();
-  if (!group_) return optimizer_step(trainable_params(), grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), options, t, pool_);
+  float* trained = params_.data() + f32_index(first);
+  if (!group_) return optimizer_step(trained, grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), options, t, pool_);
 
   // The ranks' gradients are summed; the mean is their sum over the ranks, folded into the gradient's scale.
   StepOptions averaged = options;
   averaged.grad_scale /= static_cast<float>(group_->size());
   if (!sharded()) {
     group_->allreduce_sum(grads_.data(), grads_.size());
-    return optimizer_step(trainable_params(), grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), averaged, t, pool_);
+    return optimizer_step(trained, grads_.data(), first, m_.data(), v_.data(), first, spans_, span_partials_.data(), averaged, t, pool_);
   }
   group_->reduce_scatter_sum(grads_.data(), shards_.bounds());
-  const float norm = optimizer_step(trainable_params(), grads_.data(), first, m_.data(), v_.data(), shard_begin_, spans_, span_partials_.data(),
+  const float norm = optimizer_step(trained, grads_.data(), first, m_.data(), v_.data(), shard_begin_, spans_, span_partials_.data(),
                                     averaged, t, pool_, [this](double& total) { group_->allreduce_sum(&total, 1); });
   // The update zeroed this rank's shard of the gradients; the rest held other shards' partial sums.
   zero_fill(grads_.data(), shard_begin_ - first, pool_);
   zero_fill(grads_.data() + (shard_end_ - first), grads_.size() - (shard_end_ - first), pool_);
-  group_->allgather(trainable_params(), shards_.bounds());
+  group_->allgather(trained, shards_.bounds());
   return norm;
 }
 

@@ -72,8 +72,10 @@ class CpuBackend : public Backend {
   // float32 in params_. A base stored in 16 or 8 bits keeps its layer matrices and token embedding elsewhere: see
   // matrix() and for_each_embedding_chunk().
   float* param(ParamKind kind, int layer);
+  // Where the trainable parameter at `flat` of the layout sits in params_: at `flat` with float32 weights; beside a
+  // narrow base, among the adapter's factors, which params_ keeps last as the layout lays them out.
+  size_t f32_index(size_t flat) const;
   float* factor(int i, int l, bool b);  // the adapter's A (b false) or B of kLayerMatrices[i] in block l
-  float* trainable_params();            // the first trainable parameter, spec_.trainable_begin()
   float* grad(ParamKind kind, int layer);  // null for a frozen base's parameters
   // Layer matrix `kind` of block `layer` as float32: in params_, or expanded from a 16-bit or 8-bit base into expanded_
   // (so valid until the next call).

@@ -182,9 +182,10 @@ struct CpuDecoder::State {
   }
   // y [R, out] += the change of layer matrix kLayerMatrices[i] in `layer` for each row: the model's own adapter's (whose
   // panels hold the base alone, as a 16-bit or 8-bit base's must), then the adapter its slot is bound to.
+  bool own_adapter_changes(int i) const { return weights.adapter && spec.lora().targets_matrix(i); }
   void adapt(int i, int layer, float* y, const float* x, int R) {
     const LoraShape& lora = spec.lora();
-    if (weights.adapter && lora.targets_matrix(i)) {
+    if (own_adapter_changes(i)) {
       const auto [in, out] = spec.matrix_shape(kLayerMatrices[i]);
       const float* A = weights.adapter + (spec.lora_offset(i, layer, false) - spec.group_offset(LORA_A));  // [rank, in]
       const float* B = weights.adapter + (spec.lora_offset(i, layer, true) - spec.group_offset(LORA_A));   // [out, rank]
@@ -281,7 +282,7 @@ struct CpuDecoder::State {
       matmul(x.data(), atty.data(), mat(ATTPROJ_W, l), vec(ATTPROJ_B, l), R, C, C, Epilogue::kResidual);
       adapt(1, l, x.data(), atty.data(), R);
       layernorm_forward(ln.data(), nullptr, nullptr, x.data(), vec(LN2_W, l), vec(LN2_B, l), R, C, pool);
-      if (adapters.any_bound() || (weights.adapter && spec.lora().targets_matrix(2))) {  // an adapter of c_fc changes what goes into the GELU: not fused then
+      if (adapters.any_bound() || own_adapter_changes(2)) {  // an adapter of c_fc changes what goes into the GELU: not fused then
         matmul(fcg.data(), ln.data(), mat(FC_W, l), vec(FC_B, l), R, C, 4 * C, Epilogue::kStore);
         adapt(2, l, fcg.data(), ln.data(), R);
         gelu_forward(fcg.data(), fcg.data(), static_cast<int64_t>(R) * 4 * C, pool);

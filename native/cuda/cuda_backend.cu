@@ -110,7 +110,7 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   }
   const size_t stored_P = P - cut, stored_first = first > 0 ? first - cut : 0;
   if (options_.zero_stage != 0 && (options_.zero_stage != 1 || !options_.data_parallel || !training_))
-    throw std::invalid_argument("option 'zero' must be 0, or 1 for a trainable float32 model trained data-parallel");
+    throw std::invalid_argument("option 'zero' must be 0, or 1 for a model that trains data-parallel");
   if (training_ && options_.data_parallel)
     dp_ = std::make_unique<DataParallel>(*options_.data_parallel, options_.zero_stage, first, P, stream_.get());
   if (sharded()) squares_total_.allocate(1, "gradient norm total");
