@@ -14,6 +14,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "collective.h"
 
@@ -37,6 +38,7 @@ struct MpiApi {
   int (*Allreduce)(const void*, void*, int, H, H, H);
   int (*Reduce_scatter)(const void*, void*, const int*, H, H, H);
   int (*Allgatherv)(const void*, int, H, void*, const int*, const int*, H, H);
+  int (*Sendrecv)(const void*, int, H, int, int, void*, int, H, int, int, H, void*);
   int (*Bcast)(void*, int, H, int, H);
   int (*Ibarrier)(H, H*);
   int (*Test)(H*, int*, void*);
@@ -65,6 +67,7 @@ void resolve_calls(void* lib, MpiApi<H>& api) {
   resolve(lib, "MPI_Allreduce", api.Allreduce);
   resolve(lib, "MPI_Reduce_scatter", api.Reduce_scatter);
   resolve(lib, "MPI_Allgatherv", api.Allgatherv);
+  resolve(lib, "MPI_Sendrecv", api.Sendrecv);
   resolve(lib, "MPI_Bcast", api.Bcast);
   resolve(lib, "MPI_Ibarrier", api.Ibarrier);
   resolve(lib, "MPI_Test", api.Test);
@@ -191,6 +194,12 @@ class MpiCollective : public Collective {
   std::string library() const override { return library_; }
 
   void allreduce_sum(float* data, size_t count) override {
+    if (tree_order()) {  // a fixed tree's reduce-scatter over even parts, then every part to every rank
+      const Shards even{count, size_, 0};
+      reduce_scatter_sum(data, even.bounds());
+      allgather(data, even.bounds());
+      return;
+    }
     Timed timed(*this, "MPI_Allreduce");
     for (size_t done = 0; done < count; done += kMaxCount) {
       const int n = static_cast<int>(std::min(kMaxCount, count - done));
@@ -206,8 +215,13 @@ class MpiCollective : public Collective {
   }
 
   void reduce_scatter_sum(float* data, const std::vector<size_t>& parts) override {
-    Timed timed(*this, "MPI_Reduce_scatter");
     const Layout l = layout(parts, "MPI_Reduce_scatter");
+    if (tree_order()) {
+      Timed timed(*this, "MPI_Sendrecv");
+      tree_reduce_scatter(data, parts);
+      return;
+    }
+    Timed timed(*this, "MPI_Reduce_scatter");
     check(api_.Reduce_scatter(api_.in_place, data, l.counts.data(), api_.type_float, api_.op_sum, api_.comm_world),
           "MPI_Reduce_scatter");
     // MPI leaves this rank's part at the start of the buffer.
@@ -283,6 +297,38 @@ class MpiCollective : public Collective {
     return l;
   }
 
+  // The ranks' float sums take a fixed binary tree over the ranks when their number is a power of two: neighbours
+  // first, then pairs of pairs, the tree the backends' gradients take over sequences (native/cpu/kernels.h), so that
+  // a run on 2^k ranks sums as one process over the same global batch does. MPI leaves the order of its own
+  // reductions to the library (typically a ring for large buffers), which only with two ranks is the same.
+  bool tree_order() const { return size_ > 1 && (size_ & (size_ - 1)) == 0; }
+
+  // Recursive halving: at distance d = 1, 2, 4, ... each rank hands its partner (rank ^ d) the parts the partner
+  // keeps and adds the partner's copy of the parts it keeps, so rank r ends with part r summed over the tree.
+  void tree_reduce_scatter(float* data, const std::vector<size_t>& parts) {
+    constexpr size_t kChunk = 1 << 20;  // floats received a call (4 MB of staging)
+    if (staging_.empty()) staging_.resize(kChunk);
+    for (int d = 1; d < size_; d *= 2) {
+      const int partner = rank_ ^ d;
+      // Held before this step: the parts q with q = rank (mod d). Kept: q = rank (mod 2d); sent: q = partner (mod 2d).
+      std::vector<int> kept, sent;
+      for (int q = rank_ % d; q < size_; q += d) ((q % (2 * d)) == (rank_ % (2 * d)) ? kept : sent).push_back(q);
+      for (size_t j = 0; j < kept.size(); ++j) {
+        float* keep = data + parts[kept[j]];
+        const float* send = data + parts[sent[j]];
+        const size_t n_keep = parts[kept[j] + 1] - parts[kept[j]], n_send = parts[sent[j] + 1] - parts[sent[j]];
+        for (size_t off = 0; off < std::max(n_keep, n_send); off += kChunk) {
+          const size_t in = off < n_keep ? std::min(kChunk, n_keep - off) : 0;
+          const size_t out = off < n_send ? std::min(kChunk, n_send - off) : 0;
+          check(api_.Sendrecv(send + off, static_cast<int>(out), api_.type_float, partner, 0, staging_.data(),
+                              static_cast<int>(in), api_.type_float, partner, 0, api_.comm_world, api_.status_ignore),
+                "MPI_Sendrecv");
+          for (size_t i = 0; i < in; ++i) keep[off + i] += staging_[i];
+        }
+      }
+    }
+  }
+
   void check(int rc, const char* what) const {
     if (rc != 0) throw std::runtime_error(std::string(what) + " failed on rank " + std::to_string(rank_) + " (error " + std::to_string(rc) + ")");
   }
@@ -305,6 +351,7 @@ class MpiCollective : public Collective {
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   std::string library_;
   double reduce_seconds_ = 0;
+  std::vector<float> staging_;  // the partner's chunk in tree_reduce_scatter
 };
 
 Collective* g_collective = nullptr;

@@ -176,6 +176,11 @@ CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
   }
   inputs_ = AlignedArray<int32_t>(N);
   targets_ = AlignedArray<int32_t>(N);
+  if (training_) {
+    // The widest weight gradient is c_fc's (4C columns), or an adapter's A over c_proj's input (4C too).
+    tree_scratch_ = AlignedArray<float>(tree_scratch_floats(options_.max_batch, 4 * C));
+    tree_ = tree_scratch(tree_scratch_.data(), options_.max_batch, 4 * C);
+  }
 }
 
 MemoryReport plan_decode_memory(const GPT2Config& config, DType dtype, int n_slots, int threads) {
@@ -202,7 +207,7 @@ MemoryReport CpuBackend::memory() const {
     r.params += (params16_.size() - params_in_decoder(spec_, options_.weight_dtype)) * sizeof(uint16_t) + decoder_->weight_bytes();
   r.grads = grads_.bytes();
   r.optimizer = m_.bytes() + v_.bytes() + span_partials_.size() * sizeof(double);
-  r.activations = arena_.bytes() + lora_acts_.bytes() + expanded_.bytes() + inputs_.bytes() + targets_.bytes();
+  r.activations = arena_.bytes() + lora_acts_.bytes() + expanded_.bytes() + tree_scratch_.bytes() + inputs_.bytes() + targets_.bytes();
   r.kv_cache = decoder_ ? decoder_->memory_bytes() : 0;
   return r;
 }
@@ -246,7 +251,7 @@ const float* CpuBackend::matrix(ParamKind kind, int layer) {
 
 template <typename Fn>
 void CpuBackend::for_each_embedding_chunk(const Fn& fn) {
-  const int64_t V = spec_.config().vocab_size, C = spec_.config().n_embd;
+  const int64_t V = spec_.config().vocab_size;
   if (options_.weight_dtype == DType::F32) {
     fn(int64_t{0}, V, static_cast<const float*>(param(WTE, -1)));
     return;
@@ -478,7 +483,8 @@ void CpuBackend::lora_forward(int i, int l, float* out, const float* inp, float*
 }
 
 // dB [oc, r] += scaling * dout^T u; du [N, r] = scaling * dout B; dA [r, in] += du^T drop(inp); dinp [N, in] += drop(du A).
-void CpuBackend::lora_backward(int i, int l, float* dinp, const float* dout, const float* inp, const float* u, int64_t N) {
+void CpuBackend::lora_backward(int i, int l, float* dinp, const float* dout, const float* inp, const float* u, int B, int64_t T) {
+  const int64_t N = B * T;
   const auto [in, oc] = spec_.matrix_shape(kLayerMatrices[i]);
   const LoraShape& lora = spec_.lora();
   const int r = lora.rank;
@@ -486,17 +492,17 @@ void CpuBackend::lora_backward(int i, int l, float* dinp, const float* dout, con
   float* dA = grads_.data() + (a_offset - spec_.trainable_begin());
   float* dB = grads_.data() + (b_offset - spec_.trainable_begin());
   float* du = lora_acts_.data() + layer_acts_.size() * 4 * static_cast<size_t>(max_rows_) * r;
-  sgemm(true, false, oc, r, N, lora.scaling, dout, oc, u, r, 1.0f, dB, r, pool_);
+  add_sequence_products(dB, dout, oc, u, r, oc, r, B, T, lora.scaling, tree_, pool_);
   sgemm(false, false, N, r, oc, lora.scaling, dout, oc, factor(i, l, true), r, 0.0f, du, r, pool_);
   const DropoutMask mask = lora_dropout_mask(options_, forward_, i, l, N);
   if (!mask.drops()) {
-    sgemm(true, false, r, in, N, 1.0f, du, r, inp, in, 1.0f, dA, in, pool_);
+    add_sequence_products(dA, du, r, inp, in, r, in, B, T, 1.0f, tree_, pool_);
     sgemm(false, false, N, in, r, 1.0f, du, r, factor(i, l, false), in, 1.0f, dinp, in, pool_);
     return;
   }
   // The forward's dropped input, drawn again rather than kept: one buffer for every layer and matrix.
   dropout(lora_dropped_, inp, N, in, mask, false, pool_);
-  sgemm(true, false, r, in, N, 1.0f, du, r, lora_dropped_, in, 1.0f, dA, in, pool_);
+  add_sequence_products(dA, du, r, lora_dropped_, in, r, in, B, T, 1.0f, tree_, pool_);
   sgemm(false, false, N, in, r, 1.0f, du, r, factor(i, l, false), in, 0.0f, lora_dropped_, in, pool_);
   dropout(dinp, lora_dropped_, N, in, mask, true, pool_);
 }
@@ -556,15 +562,16 @@ void CpuBackend::backward() {
   const GPT2Config& c = spec_.config();
   const int B = last_B_, T = last_T_, C = c.n_embd, V = c.vocab_size, L = c.n_layer, NH = c.n_head;
   const int64_t N = static_cast<int64_t>(B) * T;
+  if (B > options_.max_batch)  // the gradients' trees over sequences are planned for maxBatch of them
+    throw std::invalid_argument("backward takes at most maxBatch (" + std::to_string(options_.max_batch) + ") sequences; the forward before it had " + std::to_string(B));
 
   crossentropy_backward(logits_, logits_, targets_.data(), N, V, 1.0f / static_cast<float>(N), pool_);
   for_each_embedding_chunk([&](int64_t v0, int64_t n, const float* wte) {
     sgemm(false, false, N, C, n, 1.0f, logits_ + v0, V, wte, C, v0 == 0 ? 0.0f : 1.0f, dnarrow_, C, pool_);
   });
-  if (float* dwte = grad(WTE, -1)) sgemm(true, false, V, C, N, 1.0f, logits_, V, lnf_, C, 1.0f, dwte, C, pool_);
   zero_fill(dres_, N * C, pool_);
   layernorm_backward(dres_, grad(LNF_W, -1), grad(LNF_B, -1), dnarrow_, residual(L), param(LNF_W, -1), lnf_mean_,
-                     lnf_rstd_, N, C, pool_);
+                     lnf_rstd_, B, T, C, pool_);
 
   // dres_ carries the gradient of the residual stream down through the blocks; the LayerNorm backwards add
   // their input gradient into it, which is exactly the residual connection's sum.
@@ -576,24 +583,32 @@ void CpuBackend::backward() {
       else gelu_forward(gelu_, a.fch, N * 4 * C, pool_);
     }
     const auto adapt = [&](int i, float* dx, const float* dy, const float* x) {
-      if (spec_.lora().targets_matrix(i)) lora_backward(i, l, dx, dy, x, lora_u(i, l), N);
+      if (spec_.lora().targets_matrix(i)) lora_backward(i, l, dx, dy, x, lora_u(i, l), B, T);
     };
-    matmul_backward(dwide_, grad(FCPROJ_W, l), grad(FCPROJ_B, l), dres_, gelu_, matrix(FCPROJ_W, l), N, 4 * C, C, pool_);
+    matmul_backward(dwide_, grad(FCPROJ_W, l), grad(FCPROJ_B, l), dres_, gelu_, matrix(FCPROJ_W, l), B, T, 4 * C, C, tree_, pool_);
     adapt(3, dwide_, dres_, gelu_);
     gelu_backward(dwide_, a.fch, dwide_, N * 4 * C, pool_);
-    matmul_backward(dnarrow_, grad(FC_W, l), grad(FC_B, l), dwide_, a.ln2, matrix(FC_W, l), N, C, 4 * C, pool_);
+    matmul_backward(dnarrow_, grad(FC_W, l), grad(FC_B, l), dwide_, a.ln2, matrix(FC_W, l), B, T, C, 4 * C, tree_, pool_);
     adapt(2, dnarrow_, dwide_, a.ln2);
     layernorm_backward(dres_, grad(LN2_W, l), grad(LN2_B, l), dnarrow_, a.res2, param(LN2_W, l), a.ln2_mean,
-                       a.ln2_rstd, N, C, pool_);
-    matmul_backward(dnarrow_, grad(ATTPROJ_W, l), grad(ATTPROJ_B, l), dres_, a.atty, matrix(ATTPROJ_W, l), N, C, C, pool_);
+                       a.ln2_rstd, B, T, C, pool_);
+    matmul_backward(dnarrow_, grad(ATTPROJ_W, l), grad(ATTPROJ_B, l), dres_, a.atty, matrix(ATTPROJ_W, l), B, T, C, C, tree_, pool_);
     adapt(1, dnarrow_, dres_, a.atty);
     attention_backward(dwide_, dnarrow_, a.qkv, a.atty, a.lse, B, T, C, NH, pool_);  // dwide_ holds dqkv [N, 3C]
-    matmul_backward(dnarrow_, grad(QKV_W, l), grad(QKV_B, l), dwide_, a.ln1, matrix(QKV_W, l), N, C, 3 * C, pool_);
+    matmul_backward(dnarrow_, grad(QKV_W, l), grad(QKV_B, l), dwide_, a.ln1, matrix(QKV_W, l), B, T, C, 3 * C, tree_, pool_);
     adapt(0, dnarrow_, dwide_, a.ln1);
     layernorm_backward(dres_, grad(LN1_W, l), grad(LN1_B, l), dnarrow_, residual(l), param(LN1_W, l), a.ln1_mean,
-                       a.ln1_rstd, N, C, pool_);
+                       a.ln1_rstd, B, T, C, pool_);
   }
-  if (grad(WTE, -1)) encoder_backward(grad(WTE, -1), grad(WPE, -1), dres_, inputs_.data(), B, T, C, pool_);
+  if (float* dwte = grad(WTE, -1)) {
+    // The tied wte's gradient, a sequence at a time: the head's share (dlogits^T @ lnf) and the token embedding's
+    // (dres_ is now the embeddings' gradient), so each sequence's part is whole before the tree over sequences adds it.
+    add_sequence_products(dwte, logits_, V, lnf_, C, V, C, B, T, 1.0f, tree_, pool_, [&](int s, int64_t v0, int64_t rows, float* part) {
+      const int64_t first = static_cast<int64_t>(s) * T;
+      add_token_rows(part, v0, rows, dres_ + first * C, inputs_.data() + first, T, C);
+    });
+    encoder_backward(grad(WPE, -1), dres_, B, T, C, pool_);
+  }
 }
 
 float CpuBackend::step(const StepOptions& options) {

@@ -9,6 +9,7 @@
 #include "core/backend.h"
 #include "core/collective.h"
 #include "decoder.h"
+#include "kernels.h"
 #include "optimizer.h"
 #include "thread_pool.h"
 
@@ -88,7 +89,7 @@ class CpuBackend : public Backend {
   // out += scaling * (drop(inp) A^T) B^T, and its backward, which adds to dinp and to the factors' gradients. drop is
   // the last forward's dropout (forward_), its mask drawn again in backward.
   void lora_forward(int i, int l, float* out, const float* inp, float* u, int64_t N);
-  void lora_backward(int i, int l, float* dinp, const float* dout, const float* inp, const float* u, int64_t N);
+  void lora_backward(int i, int l, float* dinp, const float* dout, const float* inp, const float* u, int B, int64_t T);
   float* lora_u(int i, int l);
   float* residual(int l);              // the residual stream entering block l (l = n_layer: into ln_f)
   LayerActs& acts(int l);
@@ -110,6 +111,8 @@ class CpuBackend : public Backend {
   static constexpr size_t kNotInF32 = static_cast<size_t>(-1);
   AlignedArray<uint16_t> params16_;  // F16/BF16 weights, or a Q8_0 model's f16 parameters but its layer matrices
   AlignedArray<float> expanded_;     // one layer matrix, or embedding_chunk_ rows of the token embedding, of such a base
+  AlignedArray<float> tree_scratch_;  // the weight gradients' partial sums over sequences (kernels.h), carved by tree_
+  TreeScratch tree_;
   int64_t embedding_chunk_ = 0;
   AlignedArray<float> grads_, m_, v_;
   AlignedArray<float> arena_;        // every activation, carved below

@@ -662,4 +662,14 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   }
 }
 
+bool sgemm_one_pass(int64_t M, int64_t K) {
+#ifdef DIXIE_GEMM_AVX2
+  return M <= kSmallM || K <= (M <= kMR ? kKCSmallM : kKC);
+#else
+  (void)M;
+  (void)K;
+  return false;  // the portable kernel's alpha * sum + C may be fused into one rounding
+#endif
+}
+
 }  // namespace dixie

@@ -11,4 +11,8 @@ namespace dixie {
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, ThreadPool& pool);
 
+// Whether sgemm sums the K products of each element of an M-row C in one pass, so that with beta 1 it adds the
+// finished alpha * sum to C: to the bit what computing the product apart and adding it would give.
+bool sgemm_one_pass(int64_t M, int64_t K);
+
 }  // namespace dixie

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "gemm.h"
@@ -20,25 +21,129 @@ constexpr int kColumnBlock = 64;
 
 int64_t row_grain(int64_t row_len) { return std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, row_len)); }
 
-// dst[c] += sum over rows of src[r, c], for c in [0, C); src [N, C]
-void add_column_sums(float* dst, const float* src, int64_t N, int C, ThreadPool& pool) {
-  const int64_t blocks = (C + kColumnBlock - 1) / kColumnBlock;
-  pool.run(blocks, [&](int64_t blk, int) {
-    const int c0 = static_cast<int>(blk * kColumnBlock);
-    const int c1 = std::min(C, c0 + kColumnBlock);
-    float acc[kColumnBlock] = {};
-    for (int64_t r = 0; r < N; ++r) {
-      const float* row = src + r * C;
-      for (int c = c0; c < c1; ++c) acc[c - c0] += row[c];
+constexpr int kMaxTreeLevels = 33;         // a tree over fewer than 2^32 sequences
+// Rows of a weight gradient a chunk of its tree takes: as many as sgemm packs its op(B) for (kMC), so that chunking
+// repacks nothing more than one product over the whole batch would.
+constexpr int64_t kTreeRows = 256;
+
+// The fixed binary tree over sequences (kernels.h), but for its last addition. partial(s, level, onto) writes
+// sequence s's sum into buffer `level`, or with `onto` (only when kOnto: the partial adds its sum to a buffer as a
+// separate addition would) adds it to the buffer, which holds sequence s - 1's alone: that pair's node of the tree.
+// combine(to, from) adds buffer `from` into buffer `to`. Returns how many buffers are left (1 or 2); their sum,
+// buffer 0 + buffer 1, is the total, so that the caller can fuse that last addition with adding the total where it goes.
+template <bool kOnto, class Partial, class Combine>
+int sum_over_sequences(int S, const Partial& partial, const Combine& combine) {
+  int64_t sizes[kMaxTreeLevels];
+  int depth = 0;
+  for (int s = 0; s < S; ++s) {
+    if (kOnto && depth > 0 && sizes[depth - 1] == 1) {
+      partial(s, depth - 1, true);
+      sizes[depth - 1] = 2;
+    } else {
+      partial(s, depth, false);
+      sizes[depth++] = 1;
     }
-    for (int c = c0; c < c1; ++c) dst[c] += acc[c - c0];
+    while (depth >= 2 && sizes[depth - 1] == sizes[depth - 2] && !(s == S - 1 && depth == 2)) {
+      combine(depth - 2, depth - 1);
+      sizes[depth - 2] *= 2;
+      --depth;
+    }
+  }
+  for (; depth > 2; --depth) combine(depth - 2, depth - 1);
+  return depth;
+}
+
+// dst[k][c] += the tree sum over S sequences of `rows` rows each of add_row's terms, for c in [0, width) and k < K:
+// add_row(r, c0, c1, acc) adds row r's terms for columns [c0, c1) to acc[k * kColumnBlock + c - c0].
+template <int K, class AddRow>
+void add_column_tree_sums(float* const* dst, int S, int64_t rows, int64_t width, ThreadPool& pool, const AddRow& add_row) {
+  const int64_t blocks = (width + kColumnBlock - 1) / kColumnBlock;
+  pool.run(blocks, [&](int64_t blk, int) {
+    const int64_t c0 = blk * kColumnBlock;
+    const int64_t c1 = std::min(width, c0 + kColumnBlock);
+    float acc[kMaxTreeLevels][K * kColumnBlock];
+    const int left = sum_over_sequences<false>(
+        S,
+        [&](int s, int level, bool) {
+          std::fill(acc[level], acc[level] + K * kColumnBlock, 0.0f);
+          for (int64_t r = s * rows; r < (s + 1) * rows; ++r) add_row(r, c0, c1, acc[level]);
+        },
+        [&](int to, int from) {
+          for (int i = 0; i < K * kColumnBlock; ++i) acc[to][i] += acc[from][i];
+        });
+    for (int k = 0; k < K; ++k) {
+      const float* x = acc[0] + k * kColumnBlock;
+      const float* y = acc[1] + k * kColumnBlock;
+      for (int64_t c = c0; c < c1; ++c) dst[k][c] += left == 2 ? x[c - c0] + y[c - c0] : x[c - c0];
+    }
+  });
+}
+
+// dst[c] += sum over rows of src[r, c], for c in [0, C); src [B, T, C]
+void add_column_sums(float* dst, const float* src, int B, int64_t T, int C, ThreadPool& pool) {
+  float* const out[1] = {dst};
+  add_column_tree_sums<1>(out, B, T, C, pool, [&](int64_t r, int64_t c0, int64_t c1, float* acc) {
+    const float* row = src + r * C;
+    for (int64_t c = c0; c < c1; ++c) acc[c - c0] += row[c];
   });
 }
 
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluCube = 0.044715f;
 
+// The partial sums a tree over `sequences` holds at once.
+int tree_levels(int64_t sequences) {
+  int levels = 1;  // pushing sequence s leaves popcount(s) + 1 partial sums
+  for (int64_t s = sequences - 1; s > 0; s >>= 1) ++levels;
+  return levels;
+}
+
 }  // namespace
+
+int64_t tree_scratch_floats(int64_t max_batch, int64_t widest) {
+  return max_batch > 1 ? tree_levels(max_batch) * kTreeRows * widest : 0;
+}
+
+TreeScratch tree_scratch(float* data, int64_t max_batch, int64_t widest) {
+  return max_batch > 1 ? TreeScratch{data, tree_levels(max_batch), kTreeRows * widest} : TreeScratch{};
+}
+
+void add_sequence_products(float* dst, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t M, int64_t Nc,
+                           int S, int64_t T, float alpha, const TreeScratch& scratch, ThreadPool& pool,
+                           const SequenceAddend& add_sequence) {
+  if (S == 1) {  // a tree of one: the product adds into dst as the sequence's partial sum would (from zero, the same)
+    sgemm(true, false, M, Nc, T, alpha, A, lda, B, ldb, 1.0f, dst, Nc, pool);
+    if (add_sequence) add_sequence(0, 0, M, dst);
+    return;
+  }
+  if (tree_levels(S) > scratch.levels || Nc > scratch.level_floats)
+    throw std::logic_error("add_sequence_products: more sequences, or a wider gradient, than the tree scratch plans for");
+  const auto level = [&](int l) { return scratch.data + l * scratch.level_floats; };
+  // Rows of dst a chunk, so the tree's partial sums are of one chunk each.
+  const int64_t rows = std::max<int64_t>(1, std::min(M, scratch.level_floats / Nc));
+  for (int64_t i0 = 0; i0 < M; i0 += rows) {
+    const int64_t n = std::min(rows, M - i0);
+    const auto product = [&](int s, int l, bool onto) {
+      sgemm(true, false, n, Nc, T, alpha, A + s * T * lda + i0, lda, B + s * T * ldb, ldb, onto ? 1.0f : 0.0f, level(l), Nc, pool);
+      if (add_sequence) add_sequence(s, i0, n, level(l));
+    };
+    const auto combine = [&](int to, int from) { residual_forward(level(to), level(to), level(from), n * Nc, pool); };
+    // A pair's second product adds onto the first where sgemm adds finished sums; not with an addend, which would
+    // then join the pair's sum instead of its own sequence's.
+    const int left = !add_sequence && sgemm_one_pass(n, T) ? sum_over_sequences<true>(S, product, combine)
+                                                           : sum_over_sequences<false>(S, product, combine);
+    float* d = dst + i0 * Nc;
+    const float* x = level(0);
+    const float* y = level(1);
+    pool.parallel_for(n * Nc, kElementGrain, [&](int64_t b, int64_t e) {
+      if (left == 2) {
+        for (int64_t i = b; i < e; ++i) d[i] += x[i] + y[i];
+      } else {
+        for (int64_t i = b; i < e; ++i) d[i] += x[i];
+      }
+    });
+  }
+}
 
 // ----------------------------------------------------------------------------------------------------------------
 // encoder
@@ -55,29 +160,24 @@ void encoder_forward(float* out, const int32_t* inp, const float* wte, const flo
   });
 }
 
-void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, int B, int T, int C,
-                      ThreadPool& pool) {
-  // dwte: rows with the same token collide, so tasks own column blocks and walk every row.
-  const int64_t N = static_cast<int64_t>(B) * T;
-  const int64_t blocks = (C + kColumnBlock - 1) / kColumnBlock;
-  pool.run(blocks, [&](int64_t blk, int) {
-    const int c0 = static_cast<int>(blk * kColumnBlock);
-    const int c1 = std::min(C, c0 + kColumnBlock);
-    for (int64_t r = 0; r < N; ++r) {
-      float* dst = dwte + static_cast<int64_t>(inp[r]) * C;
-      const float* src = dout + r * C;
-      for (int c = c0; c < c1; ++c) dst[c] += src[c];
-    }
+void encoder_backward(float* dwpe, const float* dout, int B, int T, int C, ThreadPool& pool) {
+  // Each sequence is one row of T * C values.
+  float* const out[1] = {dwpe};
+  const int64_t width = static_cast<int64_t>(T) * C;
+  add_column_tree_sums<1>(out, B, 1, width, pool, [&](int64_t b, int64_t c0, int64_t c1, float* acc) {
+    const float* row = dout + b * width;
+    for (int64_t c = c0; c < c1; ++c) acc[c - c0] += row[c];
   });
-  pool.parallel_for(T, row_grain(static_cast<int64_t>(C) * B), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      float* dst = dwpe + t * C;
-      for (int b = 0; b < B; ++b) {
-        const float* src = dout + (static_cast<int64_t>(b) * T + t) * C;
-        for (int c = 0; c < C; ++c) dst[c] += src[c];
-      }
-    }
-  });
+}
+
+void add_token_rows(float* part, int64_t v0, int64_t rows, const float* dout, const int32_t* inp, int T, int C) {
+  for (int t = 0; t < T; ++t) {
+    const int64_t v = inp[t] - v0;
+    if (v < 0 || v >= rows) continue;
+    float* dst = part + v * C;
+    const float* src = dout + static_cast<int64_t>(t) * C;
+    for (int c = 0; c < C; ++c) dst[c] += src[c];
+  }
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -127,7 +227,8 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 }
 
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                        const float* weight, const float* mean, const float* rstd, int64_t N, int C, ThreadPool& pool) {
+                        const float* weight, const float* mean, const float* rstd, int B, int64_t T, int C, ThreadPool& pool) {
+  const int64_t N = B * T;
   pool.parallel_for(N, row_grain(C), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* x = inp + r * C;
@@ -174,24 +275,14 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
     }
   });
   if (!dweight) return;  // a frozen LayerNorm
-  // Parameter gradients: reductions over rows, tasks own column blocks.
-  const int64_t blocks = (C + kColumnBlock - 1) / kColumnBlock;
-  pool.run(blocks, [&](int64_t blk, int) {
-    const int c0 = static_cast<int>(blk * kColumnBlock);
-    const int c1 = std::min(C, c0 + kColumnBlock);
-    float dw[kColumnBlock] = {}, db[kColumnBlock] = {};
-    for (int64_t r = 0; r < N; ++r) {
-      const float* x = inp + r * C;
-      const float* g = dout + r * C;
-      const float m = mean[r], s = rstd[r];
-      for (int c = c0; c < c1; ++c) {
-        dw[c - c0] += (x[c] - m) * s * g[c];
-        db[c - c0] += g[c];
-      }
-    }
-    for (int c = c0; c < c1; ++c) {
-      dweight[c] += dw[c - c0];
-      dbias[c] += db[c - c0];
+  float* const out[2] = {dweight, dbias};
+  add_column_tree_sums<2>(out, B, T, C, pool, [&](int64_t r, int64_t c0, int64_t c1, float* acc) {
+    const float* x = inp + r * C;
+    const float* g = dout + r * C;
+    const float m = mean[r], s = rstd[r];
+    for (int64_t c = c0; c < c1; ++c) {
+      acc[c - c0] += (x[c] - m) * s * g[c];
+      acc[kColumnBlock + c - c0] += g[c];
     }
   });
 }
@@ -212,10 +303,10 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 }
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
-                     int64_t N, int C, int OC, ThreadPool& pool) {
-  if (dinp) sgemm(false, true, N, C, OC, 1.0f, dout, OC, weight, OC, 0.0f, dinp, C, pool);
-  if (dweight) sgemm(true, false, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, OC, pool);
-  if (dbias) add_column_sums(dbias, dout, N, OC, pool);
+                     int B, int64_t T, int C, int OC, const TreeScratch& scratch, ThreadPool& pool) {
+  if (dinp) sgemm(false, true, B * T, C, OC, 1.0f, dout, OC, weight, OC, 0.0f, dinp, C, pool);
+  if (dweight) add_sequence_products(dweight, inp, C, dout, OC, C, OC, B, T, 1.0f, scratch, pool);
+  if (dbias) add_column_sums(dbias, dout, B, T, OC, pool);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
