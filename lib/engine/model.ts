@@ -514,6 +514,8 @@ export class Model {
     return this.enqueue(() => this.native.forward(inputs, targets, B, T, logitsOut ?? null, training ?? null));
   }
 
+  // Adds the gradients of the last forward with targets (of at most maxBatch sequences) to those held. On the CPU
+  // each is a fixed tree over the sequences, so a batch split over data-parallel ranks sums to the same bits.
   backward(): Promise<void> {
     return this.enqueue(() => this.native.backward());
   }
