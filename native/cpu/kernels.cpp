@@ -80,7 +80,7 @@ void add_column_tree_sums(float* const* dst, int S, int64_t rows, int64_t width,
 }
 
 // dst[c] += sum over rows of src[r, c], for c in [0, C); src [B, T, C]
-void add_column_sums(float* dst, const float* src, int B, int64_t T, int C, ThreadPool& pool) {
+void add_column_sums(float* dst, const float* src, int B, int64_t T, int64_t C, ThreadPool& pool) {
   float* const out[1] = {dst};
   add_column_tree_sums<1>(out, B, T, C, pool, [&](int64_t r, int64_t c0, int64_t c1, float* acc) {
     const float* row = src + r * C;
@@ -161,13 +161,7 @@ void encoder_forward(float* out, const int32_t* inp, const float* wte, const flo
 }
 
 void encoder_backward(float* dwpe, const float* dout, int B, int T, int C, ThreadPool& pool) {
-  // Each sequence is one row of T * C values.
-  float* const out[1] = {dwpe};
-  const int64_t width = static_cast<int64_t>(T) * C;
-  add_column_tree_sums<1>(out, B, 1, width, pool, [&](int64_t b, int64_t c0, int64_t c1, float* acc) {
-    const float* row = dout + b * width;
-    for (int64_t c = c0; c < c1; ++c) acc[c - c0] += row[c];
-  });
+  add_column_sums(dwpe, dout, B, 1, static_cast<int64_t>(T) * C, pool);  // each sequence one row of T * C values
 }
 
 void add_token_rows(float* part, int64_t v0, int64_t rows, const float* dout, const int32_t* inp, int T, int C) {

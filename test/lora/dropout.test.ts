@@ -2,35 +2,28 @@
 // with masks keyed by the step and micro-batch, so that gradients match finite differences of the same masked loss
 // and a run resumed from its checkpoint ends where an uninterrupted one does.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { Model, type ModelOptions } from '../../lib/engine/model';
-import type { LoraTarget, NativeTraining } from '../../lib/engine/native';
+import { Model } from '../../lib/engine/model';
+import { LORA_TARGETS, type NativeTraining } from '../../lib/engine/native';
 import { train } from '../../lib/train/train';
 import { lossFromLogits, maxAbsDiff, randomTokens } from '../engine/helpers';
 import { CHAT } from '../train/helpers';
-import { allLogits, centralDifferences, CONFIG, randomValues, saveBase } from './helpers';
+import { allLogits, B, centralDifferences, CONFIG, OPTIONS, randomValues, T, tempBase } from './helpers';
 
-const TARGETS: LoraTarget[] = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
 const RANK = 4;
 const ALPHA = 8;
 const P = 0.3;
-const B = 2;
-const T = 16;
 const V = CONFIG.vocabSize;
-const OPTIONS: ModelOptions = { maxBatch: B, maxSeq: T, threads: 2, device: 'cpu' };
 const INPUTS = randomTokens(B * T, V, 31);
 const TARGET_TOKENS = randomTokens(B * T, V, 32);
 const KEY: NativeTraining = { step: 7, microBatch: 1 };
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-lora-dropout-'));
-t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-const basePromise = saveBase(path.join(dir, 'base'));
+const { dir, base: basePromise } = tempBase('dixie-lora-dropout-');
 
 // The base with an adapter of dropout p whose B is random too, so that the adapter's path moves the logits.
 async function adapted(dropout: number, seed = 5): Promise<Model> {
-  const model = await Model.load(await basePromise, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: TARGETS, dropout, seed } });
+  const model = await Model.load(await basePromise, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: [...LORA_TARGETS], dropout, seed } });
   model.tensors.filter((x) => x.name.endsWith('.lora_B.weight')).forEach((x, i) => model.setParam(x.name, randomValues(x.numel, 200 + i, 0.2)));
   return model;
 }
@@ -106,7 +99,7 @@ t.test("the factors' gradients match central differences of the same masked loss
 t.test('Model refuses a dropout outside [0, 1)', async (t) => {
   const base = await basePromise;
   for (const dropout of [1, -0.1, NaN]) {
-    await t.rejects(Model.load(base, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: TARGETS, dropout } }), /lora\.dropout must be a number in \[0, 1\)/);
+    await t.rejects(Model.load(base, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: [...LORA_TARGETS], dropout } }), /lora\.dropout must be a number in \[0, 1\)/);
   }
 });
 

@@ -3,8 +3,10 @@
 // the logits of every position of a few sequences.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { Model, type GPT2Config } from '../../lib/engine/model';
+import t from 'tap';
+import { Model, type GPT2Config, type ModelOptions } from '../../lib/engine/model';
 import { f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
 import { decode, lcg, maxAbs, randomTokens, sampleCoordinates } from '../engine/helpers';
 
@@ -16,6 +18,18 @@ export const CONFIG: GPT2Config = { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vo
 export const SHAPES: Readonly<Record<string, [inputs: number, outputs: number]>> = {
   'attn.c_attn': [1, 3], 'attn.c_proj': [1, 1], 'mlp.c_fc': [1, 4], 'mlp.c_proj': [4, 1],
 };
+
+// The batch the adapter tests run on the CPU.
+export const B = 2;
+export const T = 16;
+export const OPTIONS: ModelOptions = { maxBatch: B, maxSeq: T, threads: 2, device: 'cpu' };
+
+// A temporary folder (removed when the test file ends) and the random base saved in it.
+export function tempBase(prefix: string): { dir: string; base: Promise<string> } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return { dir, base: saveBase(path.join(dir, 'base')) };
+}
 
 // A random base of `config` saved as a model folder with the tiny vocabulary.
 export async function saveBase(dir: string, config: GPT2Config = CONFIG, seed = 3): Promise<string> {

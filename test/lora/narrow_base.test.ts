@@ -2,29 +2,22 @@
 // same loss and factor gradients as over a float32 base holding the very values the narrow one stores, decoding that
 // applies the adapter, the memory the narrow base saves, and bin/train runs that resume bit for bit.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { Model, type ModelOptions } from '../../lib/engine/model';
-import type { LoraTarget, WeightDType } from '../../lib/engine/native';
+import { Model } from '../../lib/engine/model';
+import { LORA_TARGETS, type WeightDType } from '../../lib/engine/native';
 import { readTrainState } from '../../lib/train/checkpoint';
 import { train } from '../../lib/train/train';
 import { maxAbs, maxAbsDiff, randomTokens } from '../engine/helpers';
 import { CHAT } from '../train/helpers';
-import { allLogits, CONFIG, randomValues, saveBase } from './helpers';
+import { allLogits, B, CONFIG, OPTIONS, randomValues, T, tempBase } from './helpers';
 
-const TARGETS: LoraTarget[] = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
-const LORA = { rank: 4, alpha: 8, targets: TARGETS, seed: 5 };
-const B = 2;
-const T = 16;
+const LORA = { rank: 4, alpha: 8, targets: [...LORA_TARGETS], seed: 5 };
 const V = CONFIG.vocabSize;
-const OPTIONS: ModelOptions = { maxBatch: B, maxSeq: T, threads: 2, device: 'cpu' };
 const INPUTS = randomTokens(B * T, V, 31);
 const TARGET_TOKENS = randomTokens(B * T, V, 32);
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-lora-narrow-'));
-t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-const basePromise = saveBase(path.join(dir, 'base'));
+const { dir, base: basePromise } = tempBase('dixie-lora-narrow-');
 
 // A narrow base with an adapter whose B is random, and a float32 base holding exactly what the narrow one stores
 // (its readParams), with the same factors.

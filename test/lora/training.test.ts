@@ -2,40 +2,33 @@
 // of its merged weights (logits, and the factors' gradients against the merged weight's), central differences, the
 // frozen base, a zero B, and runs resumed from adapter-only checkpoints.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { Model, type ModelOptions } from '../../lib/engine/model';
-import type { LoraTarget } from '../../lib/engine/native';
+import { Model } from '../../lib/engine/model';
+import { LORA_TARGETS } from '../../lib/engine/native';
 import { train } from '../../lib/train/train';
 import { lossFromLogits, maxAbs, maxAbsDiff, randomTokens } from '../engine/helpers';
 import { CHAT } from '../train/helpers';
-import { allLogits, centralDifferences, CONFIG, mergedWeight, randomValues, saveBase, type Factors } from './helpers';
+import { allLogits, B, centralDifferences, CONFIG, type Factors, mergedWeight, OPTIONS, randomValues, T, tempBase } from './helpers';
 
-const TARGETS: LoraTarget[] = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
 const RANK = 4;
 const ALPHA = 12;
 const SCALING = ALPHA / RANK;
-const B = 2;
-const T = 16;
 const V = CONFIG.vocabSize;
-const OPTIONS: ModelOptions = { maxBatch: B, maxSeq: T, threads: 2, device: 'cpu' };
 const INPUTS = randomTokens(B * T, V, 11);
 const TARGET_TOKENS = randomTokens(B * T, V, 12);
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-lora-train-'));
-t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-const basePromise = saveBase(path.join(dir, 'base'));
+const { dir, base: basePromise } = tempBase('dixie-lora-train-');
 
 // The base with an adapter whose B is random too (so that every term of the gradients is exercised), the factors
 // it holds, and the base with those factors merged into its weights.
 async function adaptedAndMerged(): Promise<{ adapted: Model; merged: Model; factors: Factors[] }> {
   const base = await basePromise;
-  const adapted = await Model.load(base, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: TARGETS, seed: 5 } });
+  const adapted = await Model.load(base, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: [...LORA_TARGETS], seed: 5 } });
   const merged = await Model.load(base, OPTIONS);
   const factors: Factors[] = [];
   for (let layer = 0; layer < CONFIG.nLayer; layer++) {
-    for (const target of TARGETS) {
+    for (const target of LORA_TARGETS) {
       const module = `h.${layer}.${target}`;
       const b = `${module}.lora_B.weight`;
       adapted.setParam(b, randomValues(adapted.getParam(b).length, 100 + factors.length, 0.2));
