@@ -86,6 +86,7 @@ run() {
 run reference 60 DIXIE_CUBLAS=1 -- "$CHECK" reference
 run cpu 150 DIXIE_CUBLAS=1 -- "$CHECK" cpu
 run decode 90 DIXIE_CUBLAS=1 -- "$CHECK" decode
+run graphs 90 DIXIE_CUBLAS=1 -- "$CHECK" graphs
 run sampler 60 DIXIE_CUBLAS=1 -- "$CHECK" sampler
 run lora 240 DIXIE_CUBLAS=1 -- "$CHECK" lora
 run adapters 150 DIXIE_CUBLAS=1 -- "$CHECK" adapters
@@ -106,6 +107,7 @@ if command -v compute-sanitizer >/dev/null; then
   # the small model has the head size of the tensor-core attention and a padded vocabulary
   run memcheck-small 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" cpu --small
   run memcheck-adapters 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" adapters --small
+  run memcheck-graphs 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" graphs --small
 else
   SUMMARY+=("SKIP  memcheck: compute-sanitizer not found")
 fi

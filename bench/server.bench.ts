@@ -5,6 +5,8 @@
 // holds one, with the loads each took; then streaming, /invocations beside OpenAI's /v1/chat/completions: time to
 // the first text and aggregate tokens/s at 1, 4 and 16 clients; then a chat of 12 turns whose history grows past the context, at
 // GPT-2 124M's shapes: time to the first token of each turn with prefix reuse and without (`--chat`: these alone).
+// Where a GPU is usable, the same model of 124M's shapes served from it ("device": "cuda"), decode steps as they run
+// by default and as CUDA graphs (DIXIE_CUDA_GRAPHS=1): aggregate tokens/s at 1, 16 and 32 clients.
 // The model: DIXIE_BENCH_MODEL (a model folder, e.g. models/124M), else a small random GPT-2 made here (and a
 // random one of 124M's shapes for the chat).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -13,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { Model } from '../lib/engine/model';
+import { loadAddon } from '../lib/engine/native';
 import { inspectModelFolder, type GPT2Config } from '../lib/formats/model_folder';
 import { estimateModelBytes } from '../lib/server/engine';
 
@@ -39,8 +42,8 @@ interface Server {
   proc: ChildProcess;
 }
 
-// bin/serve with the model under each key in `keys`, and more settings.
-async function startServer(modelDir: string, dir: string, keys: string[], settings: Record<string, unknown> = {}): Promise<Server> {
+// bin/serve with the model under each key in `keys`, more settings and more environment.
+async function startServer(modelDir: string, dir: string, keys: string[], settings: Record<string, unknown> = {}, env: Record<string, string> = {}): Promise<Server> {
   const config = path.join(dir, 'server_config.json');
   fs.writeFileSync(config, JSON.stringify({
     port: 0,
@@ -49,7 +52,7 @@ async function startServer(modelDir: string, dir: string, keys: string[], settin
     models: keys.map((key) => ({ key, restore_from: modelDir, sampling: { length: LENGTH, temperature: 0.8, top_k: 40, top_p: 0.95, penalize: 0.85 } })),
     ...settings,
   }));
-  const proc = spawn(process.execPath, [SERVE, '--config', config], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, [SERVE, '--config', config], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   const port = await new Promise<number>((resolve, reject) => {
     proc.once('exit', (code) => reject(new Error(`bin/serve exited with ${code}`)));
     readline.createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (line) => {
@@ -255,21 +258,29 @@ export async function run(): Promise<void> {
     await stop(server);
 
     await chatRows(dir, process.env.DIXIE_BENCH_MODEL ?? null);
+    if (loadAddon().cudaAvailable()) await gpuRows(dir, process.env.DIXIE_BENCH_MODEL ?? null, seconds);
   } finally {
     if (server) await stop(server);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
+// `model` (a folder), else a random model of 124M's shapes made once in `dir`.
+async function model124M(dir: string, model: string | null): Promise<string> {
+  if (model) return model;
+  const made = path.join(dir, '124M');
+  if (!fs.existsSync(made)) {
+    const random = Model.create(GPT2_124M, { seed: 1, trainable: false });
+    await random.save(made);
+    random.dispose();
+  }
+  return made;
+}
+
 // The chat rows: a conversation on a model of 124M's shapes (or `model`, a folder), on one server with prefix reuse
 // and one without.
 async function chatRows(dir: string, model: string | null): Promise<void> {
-  const chatDir = model ?? path.join(dir, '124M');
-  if (!model) {
-    const random = Model.create(GPT2_124M, { seed: 1, trainable: false });
-    await random.save(chatDir);
-    random.dispose();
-  }
+  const chatDir = await model124M(dir, model);
   const chatModel = { key: 'chat', restore_from: chatDir, prompt_format: 'chat', audience: 'mom', sampling: { length: LENGTH, temperature: 0.8, top_k: 40 } };
   const runs: { firstTokenMs: number; promptTokens: number; cachedTokens: number }[][] = [];
   for (const reuse of [false, true]) {
@@ -287,6 +298,28 @@ async function chatRows(dir: string, model: string | null): Promise<void> {
     const off = runs[0][i];
     console.log(`| ${i + 1} | ${on.promptTokens} | ${on.cachedTokens} | ${on.firstTokenMs.toFixed(0)} | ${off.firstTokenMs.toFixed(0)} | ${(off.firstTokenMs / on.firstTokenMs).toFixed(1)}x |`);
   });
+}
+
+// The GPU rows: the model of the chat rows served from the GPU in bf16 with 32 slots, decode steps eager and as
+// CUDA graphs, each server warmed up before its clients are timed.
+async function gpuRows(dir: string, model: string | null, seconds: number): Promise<void> {
+  const modelDir = await model124M(dir, model);
+  console.log(`\nOn the GPU (${model ?? "random GPT-2 of 124M's shapes"}, bf16, batch_slots 32): aggregate tokens/s.\n`);
+  console.log('| decode steps | clients | requests/s | p50 ms | aggregate tokens/s |');
+  console.log('|---|---|---|---|---|');
+  for (const [what, env] of [['eager', {}], ['CUDA graphs', { DIXIE_CUDA_GRAPHS: '1' }]] as const) {
+    const server = await startServer(modelDir, dir, ['chatbot'], { batch_slots: 32, max_queue: 256, models: [{ key: 'chatbot', restore_from: modelDir, device: 'cuda', precision: 'bf16', sampling: { length: LENGTH, temperature: 0.8, top_k: 40 } }] }, env);
+    try {
+      await drive(server.url, 32, { seconds: Math.min(5, seconds / 10) });
+      for (const clients of [1, 16, 32]) {
+        const load = await drive(server.url, clients, { seconds: seconds / 4 });
+        const s = [...load.latencies].sort((a, b) => a - b);
+        console.log(`| ${what} | ${clients} | ${(load.requests / load.seconds).toFixed(2)} | ${percentile(s, 50).toFixed(0)} | ${(load.tokens / load.seconds).toFixed(1)}${load.errors > 0 ? ` (${load.errors} errors)` : ''} |`);
+      }
+    } finally {
+      await stop(server);
+    }
+  }
 }
 
 async function stop(server: Server): Promise<void> {

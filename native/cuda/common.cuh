@@ -1,6 +1,6 @@
-// What every file of the CUDA backend shares: error checks that throw, a device array that frees itself,
-// the activation element types (float, or bf16 in mixed precision), 16-byte packs of them and warp/block
-// reductions.
+// What every file of the CUDA backend shares: error checks that throw, device arrays, streams and graphs that free
+// themselves, the activation element types (float, or bf16 in mixed precision), 16-byte packs of them and
+// warp/block reductions.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -98,6 +98,37 @@ class CudaStream {
 
  private:
   cudaStream_t stream_ = nullptr;
+};
+
+// An instantiated CUDA graph: the work queued on `stream` by `queue`, captured once and launched as a whole,
+// destroyed with its owner. Everything the queued work touches must stay where it is while the graph lives.
+class CudaGraph {
+ public:
+  template <typename Queue>
+  CudaGraph(cudaStream_t stream, Queue queue) {
+    DIXIE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      queue();
+    } catch (...) {
+      cudaStreamEndCapture(stream, &graph);  // leaves the stream usable
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    DIXIE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    const cudaError_t err = cudaGraphInstantiate(&exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    DIXIE_CUDA_CHECK(err);
+  }
+  ~CudaGraph() {
+    if (exec_) cudaGraphExecDestroy(exec_);
+  }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  void launch(cudaStream_t stream) { DIXIE_CUDA_CHECK(cudaGraphLaunch(exec_, stream)); }
+
+ private:
+  cudaGraphExec_t exec_ = nullptr;
 };
 
 // Page-locked host memory, for transfers that run asynchronously on the stream.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -70,6 +71,8 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
                                 std::to_string(c.n_ctx) + "]");
   DIXIE_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
   gemm_ = std::make_unique<Gemm>(stream_.get());
+  const char* graphs = std::getenv("DIXIE_CUDA_GRAPHS");
+  decode_graphs_ = graphs && std::string(graphs) == "1";
 
   // For inference, 16-bit and 8-bit weights mean bf16 activations and products over float32 masters (8-bit: of the
   // parameters but the layer matrices, which stay int8; see DeviceWeights). An adapter that trains over such a base
@@ -775,7 +778,8 @@ float CudaBackend::step(const StepOptions& options) {
 
 // Made by kv_reserve, or by kv_add_adapter before it (adapters outlive a cache's planning).
 CudaDecoder& CudaBackend::decoder() {
-  if (!decoder_) decoder_ = std::make_unique<CudaDecoder>(spec_, weights_, *gemm_, stream_.get(), bf16_, vocab_padded_);
+  if (!decoder_)
+    decoder_ = std::make_unique<CudaDecoder>(spec_, weights_, *gemm_, stream_.get(), bf16_, vocab_padded_, decode_graphs_);
   return *decoder_;
 }
 

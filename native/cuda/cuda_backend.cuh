@@ -69,6 +69,7 @@ class CudaBackend : public Backend {
   bool mixed_bf16() const { return bf16_; }
   bool uses_cublaslt() const { return gemm_->uses_cublaslt(); }
   float last_sample_kernel_ms() const { return sampler_ ? sampler_->last_kernel_ms() : 0.0f; }
+  int64_t decode_graph_launches() const { return decoder_ ? decoder_->graph_launches() : 0; }
   cudaStream_t stream() const { return stream_.get(); }
 
  private:
@@ -124,6 +125,7 @@ class CudaBackend : public Backend {
   bool training_;              // gradients, optimizer state and saved activations exist
   int64_t max_rows_;
   int vocab_padded_;           // the head's width and the logits' row stride: the vocabulary rounded up to 64
+  bool decode_graphs_;         // DIXIE_CUDA_GRAPHS=1: decode steps as CUDA graphs (cuda_decoder.cuh)
   int device_ = 0;
   cudaDeviceProp props_{};
   CudaStream stream_;  // first member with device work, so destroyed last (it waits for the work to finish)

@@ -1,6 +1,7 @@
 #include "cuda_decoder.cuh"
 
 #include <algorithm>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -28,8 +29,9 @@ __global__ void hold_tokens_kernel(int32_t* held, const int32_t* row_token, cons
 }  // namespace
 
 CudaDecoder::CudaDecoder(const ModelSpec& spec, DeviceWeights weights, Gemm& gemm, cudaStream_t stream, bool bf16,
-                         int vocab_padded)
-    : spec_(spec), w_(weights), gemm_(gemm), stream_(stream), bf16_(bf16), vocab_padded_(vocab_padded), served_(spec, stream) {}
+                         int vocab_padded, bool graphs)
+    : spec_(spec), w_(weights), gemm_(gemm), stream_(stream), bf16_(bf16), vocab_padded_(vocab_padded), served_(spec, stream),
+      graphs_on_(graphs) {}
 
 void CudaDecoder::reserve(int n_slots) {
   if (n_slots <= 0) throw std::invalid_argument("kv_reserve: the number of slots must be >= 1, got " + std::to_string(n_slots));
@@ -37,6 +39,8 @@ void CudaDecoder::reserve(int n_slots) {
   const size_t C = c.n_embd, x = bf16_ ? sizeof(bf16) : sizeof(float);
   DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old buffers may still be in use
   n_slots_ = 0;  // until every buffer below exists
+  graphs_.clear();  // they point at the old buffers
+  graphs_warm_.clear();
   cache_.allocate(2 * static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C * x, "KV cache");
   max_rows_ = std::max(kChunkRows, n_slots);
   const size_t lora_u = static_cast<size_t>(max_rows_) * spec_.lora().rank;
@@ -59,7 +63,8 @@ void CudaDecoder::reserve(int n_slots) {
 
 void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
   const int64_t total = check_kv_forward(spec_.config(), n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data());
-  feed(n, slots, n_new, tokens, total, n, nullptr);
+  stage(n, slots, n_new, tokens, total, n, nullptr);
+  queue(n, total, n);
   // the pad columns (see CudaBackend::vocab_padded_) are not copied out
   const int V = spec_.config().vocab_size;
   DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, V * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
@@ -73,30 +78,68 @@ void CudaDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const 
   const GPT2Config& c = spec_.config();
   const int64_t total = check_kv_step(c, n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), n_sample,
                                       sample_rows, params);
-  feed(n, slots, n_new, tokens, total, n_sample, sample_rows);
+  stage(n, slots, n_new, tokens, total, n_sample, sample_rows);
   if (n_sample == 0) {
+    queue(n, total, 0);
     DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return;
   }
-  // Before the draw, which applies the penalty to these logits in place.
-  if (logits_out)
-    DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, c.vocab_size * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
-                                       c.vocab_size * sizeof(float), n_sample, cudaMemcpyDeviceToHost, stream_));
   for (int i = 0; i < n_sample; ++i) {
     const int slot = slots[sample_rows[i]];
     history_begin_[i] = static_cast<int64_t>(slot) * c.n_ctx;
     history_len_[i] = lengths_[slot];
   }
-  sampler.sample_on_device(n_sample, c.vocab_size, logits_.data(), vocab_padded_, params, rng_state, held_.data(),
-                           history_begin_.data(), history_len_.data(), out_tokens);
+  sampler.stage_on_device(n_sample, c.vocab_size, params, rng_state, history_begin_.data(), history_len_.data());
+  CudaGraph* graph = logits_out ? nullptr : decode_graph(n, total, n_sample, sample_rows, sampler);
+  if (graph) {
+    graph->launch(stream_);
+    ++graph_launches_;
+  } else {
+    queue(n, total, n_sample);
+    // Before the draw, which applies the penalty to these logits in place.
+    if (logits_out)
+      DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, c.vocab_size * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
+                                         c.vocab_size * sizeof(float), n_sample, cudaMemcpyDeviceToHost, stream_));
+    sampler.queue_on_device(n_sample, c.vocab_size, logits_.data(), vocab_padded_, held_.data(), true);
+  }
+  sampler.finish(n_sample, c.vocab_size, rng_state, out_tokens);
 }
 
-// Runs the call's rows (checked already) through the layers, appends their tokens to their slots and, for
-// n_logits entries (logit_entries, ascending; null: entries 0, 1, ...), computes the logits of their last new
-// token into logits_ [n_logits, vocab_padded], queued on the stream.
-void CudaDecoder::feed(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
-                       const int32_t* logit_entries) {
-  // Every row of the call: its token, slot and position; and, per entry whose logits are wanted, its last row.
+// A decode step's graph: one new token and one draw for each of the n entries, in order, under the adapters the
+// staged call binds. The first step of a shape runs eagerly (lazy set-up in the libraries must not be captured);
+// the second captures the graph, which later steps of the shape launch. Null where the step runs eagerly.
+CudaGraph* CudaDecoder::decode_graph(int n, int64_t total, int n_sample, const int32_t* sample_rows, CudaSampler& sampler) {
+  if (!graphs_on_ || total != n || n_sample != n) return nullptr;
+  for (int i = 0; i < n; ++i)
+    if (sample_rows[i] != i) return nullptr;
+  if (sampler.generation() != graphs_sampler_generation_) {  // its buffers moved: every graph points at the old ones
+    graphs_.clear();
+    graphs_sampler_generation_ = sampler.generation();
+  }
+  const auto [adapted_rows, max_rank] = served_.one_chunk_launch();
+  std::unique_ptr<CudaGraph>& graph = graphs_[{n, adapted_rows, max_rank}];
+  if (graph) return graph.get();
+  if (graphs_warm_.insert({n, adapted_rows, max_rank}).second) return nullptr;
+  try {
+    graph = std::make_unique<CudaGraph>(stream_, [&] {
+      queue(n, total, n);
+      sampler.queue_on_device(n, spec_.config().vocab_size, logits_.data(), vocab_padded_, held_.data(), false);
+    });
+  } catch (const std::exception& e) {
+    // Nothing ran, so the step can still run eagerly; a library that cannot be captured would fail every shape.
+    std::fprintf(stderr, "dixie: decoding without CUDA graphs (DIXIE_CUDA_GRAPHS=1): the capture failed: %s\n", e.what());
+    graphs_on_ = false;
+    graphs_.clear();
+    return nullptr;
+  }
+  return graph.get();
+}
+
+// Lists the call's rows (checked already) in pinned memory: every row's token, slot and position, and for n_logits
+// entries (logit_entries, ascending; null: entries 0, 1, ...) the row of their last new token; then advances the
+// slots' lengths past the new tokens.
+void CudaDecoder::stage(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
+                        const int32_t* logit_entries) {
   int32_t* h = rows_host_.data();
   int32_t *row_token = h, *row_slot = h + total, *row_pos = h + 2 * total;
   int32_t *gather_src = h + 3 * total, *gather_dst = gather_src + n;
@@ -120,15 +163,22 @@ void CudaDecoder::feed(int n, const int32_t* slots, const int32_t* n_new, const 
   // Chunks after the last one with a gather gather nothing.
   const int chunks = static_cast<int>(ceil_div(total, max_rows_));
   while (static_cast<int>(chunk_gathers_.size()) <= chunks) chunk_gathers_.push_back(chunk_gathers_.back());
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), h, (3 * total + 2 * n) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   served_.prepare(row_slot, total);
+  for (int i = 0; i < n; ++i) lengths_[slots[i]] += n_new[i];
+}
+
+// Queues the staged call on the stream: its rows go to the device, their tokens into their slots, and through the
+// layers, which leave the logits of the n_logits entries in logits_ [n_logits, vocab_padded]. Reads nothing
+// from the host but pinned memory and the shape of the call, so that a graph can hold it.
+void CudaDecoder::queue(int n, int64_t total, int n_logits) {
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), rows_host_.data(), (3 * total + 2 * n) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   stream_));
   const int32_t* d = rows_.data();
   hold_tokens_kernel<<<static_cast<unsigned>(ceil_div(total, 256)), 256, 0, stream_>>>(held_.data(), d, d + total, d + 2 * total,
                                                                                     total, spec_.config().n_ctx);
   DIXIE_CUDA_LAUNCHED();
   if (bf16_) run<bf16>(n, total, n_logits);
   else run<float>(n, total, n_logits);
-  for (int i = 0; i < n; ++i) lengths_[slots[i]] += n_new[i];
 }
 
 template <typename X>

@@ -4,7 +4,15 @@
 // weights a step's products read the int8 matrices directly (q8_matvec), a prefill's expand each matrix first, as
 // do the products over a 16-bit base's matrices held for an adapter that trains unless they are bf16 in bf16. A
 // LoRA adapter's path runs beside each matrix it changes (lora.cuh), as in training.
+//
+// With DIXIE_CUDA_GRAPHS=1 a kv_step that decodes (one new token and one draw for every entry, no logits asked
+// for) is a CUDA graph, captured once per batch size and adapter launch and replayed: the layers, the head and the
+// draw become one launch, and only the rows, the settings and the drawn tokens cross to and from the host.
 #pragma once
+#include <map>
+#include <memory>
+#include <set>
+#include <tuple>
 #include <vector>
 
 #include "common.cuh"
@@ -19,7 +27,7 @@ namespace dixie::cuda {
 class CudaDecoder {
  public:
   CudaDecoder(const ModelSpec& spec, DeviceWeights weights, Gemm& gemm, cudaStream_t stream, bool bf16,
-              int vocab_padded);
+              int vocab_padded, bool graphs);
 
   void reserve(int n_slots);  // plans the cache and scratch memory once
   // See Backend::kv_forward; logits_out is host memory [n, V].
@@ -36,12 +44,15 @@ class CudaDecoder {
   void set_adapter(int slot, int id);
   int length(int slot) const;
   size_t memory_bytes() const;
+  int64_t graph_launches() const { return graph_launches_; }  // decode steps run as graphs so far
 
  private:
-  void feed(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
-            const int32_t* logit_entries);
+  void stage(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
+             const int32_t* logit_entries);
+  void queue(int n, int64_t total, int n_logits);
   template <typename X>
   void run(int n, int64_t total, int n_logits);
+  CudaGraph* decode_graph(int n, int64_t total, int n_sample, const int32_t* sample_rows, CudaSampler& sampler);
 
   const ModelSpec& spec_;
   DeviceWeights w_;
@@ -65,6 +76,13 @@ class CudaDecoder {
   PinnedArray<int32_t> rows_host_;
   std::vector<int> chunk_gathers_;      // per chunk, where its gathers start (one entry more than chunks)
   ServedAdapters served_;
+  // Decode graphs by (batch, adapted rows, their largest rank); a shape is captured on its second step (warm).
+  using GraphShape = std::tuple<int, int64_t, int>;
+  bool graphs_on_;
+  std::map<GraphShape, std::unique_ptr<CudaGraph>> graphs_;
+  std::set<GraphShape> graphs_warm_;
+  uint64_t graphs_sampler_generation_ = 0;  // the sampler's buffers the graphs point at
+  int64_t graph_launches_ = 0;
 };
 
 }  // namespace dixie::cuda

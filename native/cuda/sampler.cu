@@ -254,6 +254,7 @@ size_t CudaSampler::memory_bytes() const { return logits_.bytes() + seen_.bytes(
 // allocates nothing more.
 void CudaSampler::reserve(int n, int V, size_t history) {
   if (n > rows_ || V != vocab_) {
+    ++generation_;
     const int rows = n > rows_ ? n : rows_;
     seen_.allocate(static_cast<size_t>(rows) * V, "sampler penalty flags");
     DIXIE_CUDA_CHECK(cudaMemsetAsync(seen_.data(), 0, seen_.bytes(), stream_));
@@ -262,10 +263,16 @@ void CudaSampler::reserve(int n, int V, size_t history) {
     vocab_ = V;
   }
   const size_t meta = history_offset(rows_) + history * sizeof(int32_t);
-  if (meta > meta_.size()) meta_.allocate(meta, "sampler settings");
+  if (meta > meta_.size()) {
+    ++generation_;
+    meta_.allocate(meta, "sampler settings");
+  }
   const size_t results = results_offset(rows_) + static_cast<size_t>(rows_) * 2 * sizeof(uint64_t);
   const size_t stage = meta > results ? meta : results;
-  if (stage > staging_.size()) staging_.allocate(stage);
+  if (stage > staging_.size()) {
+    ++generation_;
+    staging_.allocate(stage);
+  }
 }
 
 void CudaSampler::sample(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
@@ -295,48 +302,54 @@ void CudaSampler::sample(int n, int V, const float* logits, const SamplingParams
   std::memcpy(rng, rng_state, sizeof(uint64_t) * 2 * n);
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(logits_.data(), logits, sizeof(float) * static_cast<size_t>(n) * V,
                                    cudaMemcpyHostToDevice, stream_));
-  draw(n, V, logits_.data(), V, reinterpret_cast<const int32_t*>(meta_.data() + history_offset(n)),
-       history_offset(n) + static_cast<size_t>(at) * sizeof(int32_t), rng_state, out_tokens);
+  queue(n, V, logits_.data(), V, reinterpret_cast<const int32_t*>(meta_.data() + history_offset(n)),
+        history_offset(n) + static_cast<size_t>(at) * sizeof(int32_t), true);
+  finish(n, V, rng_state, out_tokens);
 }
 
-void CudaSampler::sample_on_device(int n, int V, float* logits, int ld, const SamplingParams* params, uint64_t* rng_state,
-                                   const int32_t* history, const int64_t* history_begin, const int32_t* history_len,
-                                   int32_t* out_tokens) {
-  if (n <= 0) return;
+void CudaSampler::stage_on_device(int n, int V, const SamplingParams* params, const uint64_t* rng_state,
+                                  const int64_t* history_begin, const int32_t* history_len) {
   reserve(n, V, 0);
+  timed_ = false;  // until a queue_on_device times its kernel
   unsigned char* stage = staging_.data();
   RowParams* rp = reinterpret_cast<RowParams*>(stage);
   for (int i = 0; i < n; ++i)
     rp[i] = RowParams{params[i].temperature, params[i].top_k, params[i].top_p, params[i].penalize, history_begin[i], history_len[i]};
   std::memcpy(stage + rng_offset(n), rng_state, sizeof(uint64_t) * 2 * n);
-  draw(n, V, logits, ld, history, history_offset(n), rng_state, out_tokens);
 }
 
-void CudaSampler::draw(int n, int V, float* logits, int ld, const int32_t* history, size_t meta_bytes, uint64_t* rng_state,
-                       int32_t* out_tokens) {
+void CudaSampler::queue_on_device(int n, int V, float* logits, int ld, const int32_t* history, bool timed) {
+  queue(n, V, logits, ld, history, history_offset(n), timed);
+}
+
+void CudaSampler::queue(int n, int V, float* logits, int ld, const int32_t* history, size_t meta_bytes, bool timed) {
   unsigned char* stage = staging_.data();
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(meta_.data(), stage, meta_bytes, cudaMemcpyHostToDevice, stream_));
   unsigned char* meta = meta_.data();
-  DIXIE_CUDA_CHECK(cudaEventRecord(start_, stream_));
+  timed_ = timed;
+  if (timed) DIXIE_CUDA_CHECK(cudaEventRecord(start_, stream_));
   sample_kernel<<<n, kThreads, 0, stream_>>>(tokens_.data(), logits, ld, reinterpret_cast<const RowParams*>(meta),
                                              reinterpret_cast<uint64_t*>(meta + rng_offset(n)), history, seen_.data(), V);
   DIXIE_CUDA_LAUNCHED();
-  DIXIE_CUDA_CHECK(cudaEventRecord(stop_, stream_));
+  if (timed) DIXIE_CUDA_CHECK(cudaEventRecord(stop_, stream_));
   // The staging buffer is free again once the copies above have run; the results come back through it.
-  int32_t* tokens_back = reinterpret_cast<int32_t*>(stage);
-  uint64_t* rng_back = reinterpret_cast<uint64_t*>(stage + results_offset(n));
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(tokens_back, tokens_.data(), sizeof(int32_t) * n, cudaMemcpyDeviceToHost, stream_));
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(rng_back, meta + rng_offset(n), sizeof(uint64_t) * 2 * n, cudaMemcpyDeviceToHost,
-                                   stream_));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(stage, tokens_.data(), sizeof(int32_t) * n, cudaMemcpyDeviceToHost, stream_));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(stage + results_offset(n), meta + rng_offset(n), sizeof(uint64_t) * 2 * n,
+                                   cudaMemcpyDeviceToHost, stream_));
+}
+
+void CudaSampler::finish(int n, int V, uint64_t* rng_state, int32_t* out_tokens) {
   DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  DIXIE_CUDA_CHECK(cudaEventElapsedTime(&last_kernel_ms_, start_, stop_));
+  if (timed_) DIXIE_CUDA_CHECK(cudaEventElapsedTime(&last_kernel_ms_, start_, stop_));
+  const unsigned char* stage = staging_.data();
+  const int32_t* tokens_back = reinterpret_cast<const int32_t*>(stage);
   for (int i = 0; i < n; ++i) {
     if (tokens_back[i] < 0 || tokens_back[i] >= V)
       throw std::logic_error("sample: the GPU sampler produced token " + std::to_string(tokens_back[i]) + " for row " +
                              std::to_string(i) + " (an internal error)");
   }
   std::memcpy(out_tokens, tokens_back, sizeof(int32_t) * n);
-  std::memcpy(rng_state, rng_back, sizeof(uint64_t) * 2 * n);
+  std::memcpy(rng_state, stage + results_offset(n), sizeof(uint64_t) * 2 * n);
 }
 
 }  // namespace dixie::cuda

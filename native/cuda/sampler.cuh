@@ -29,21 +29,26 @@ class CudaSampler {
   // See Backend::sample. logits and the other arrays are host memory.
   void sample(int n, int V, const float* logits, const SamplingParams* params, uint64_t* rng_state,
               const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens);
-  // Backend::kv_step's draw, its settings checked already: the logits [n, ld] (penalised in place) and the
-  // histories are device memory, row i's history being history[history_begin[i], + history_len[i]); params,
-  // rng_state, history_begin, history_len and out_tokens are host memory. Only the settings and RNG states go
-  // to the device, the tokens and states come back.
-  void sample_on_device(int n, int V, float* logits, int ld, const SamplingParams* params, uint64_t* rng_state,
-                        const int32_t* history, const int64_t* history_begin, const int32_t* history_len, int32_t* out_tokens);
+  // Backend::kv_step's draw, its settings checked already, in three parts so that a CUDA graph can hold the middle
+  // one (CudaDecoder's decode graphs). The logits [n, ld] (penalised in place) and the histories are device memory,
+  // row i's history being history[history_begin[i], + history_len[i]); params, rng_state, history_begin,
+  // history_len and out_tokens are host memory. stage_on_device puts the rows' settings and RNG states in pinned
+  // memory; queue_on_device queues their copy to the device, the kernel and the copies of the tokens and states
+  // back (timed or not: a graph cannot time its kernels with events), over memory that stays where it is while
+  // generation() does not change; finish waits for them and hands out the tokens and states.
+  void stage_on_device(int n, int V, const SamplingParams* params, const uint64_t* rng_state, const int64_t* history_begin,
+                       const int32_t* history_len);
+  void queue_on_device(int n, int V, float* logits, int ld, const int32_t* history, bool timed);
+  void finish(int n, int V, uint64_t* rng_state, int32_t* out_tokens);
+  uint64_t generation() const { return generation_; }  // changes whenever a buffer moves
 
-  float last_kernel_ms() const { return last_kernel_ms_; }  // device time of the last call's kernel
+  float last_kernel_ms() const { return last_kernel_ms_; }  // device time of the last timed call's kernel
   size_t memory_bytes() const;
 
  private:
   void reserve(int n, int V, size_t history);
-  // The draw over staged settings: meta_ holds the n rows' RowParams and RNG states (meta_bytes of them staged).
-  void draw(int n, int V, float* logits, int ld, const int32_t* history, size_t meta_bytes, uint64_t* rng_state,
-            int32_t* out_tokens);
+  // Queues the draw over staged settings: meta_bytes of the n rows' RowParams, RNG states and histories.
+  void queue(int n, int V, float* logits, int ld, const int32_t* history, size_t meta_bytes, bool timed);
 
   cudaStream_t stream_;
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
@@ -53,6 +58,8 @@ class CudaSampler {
   DeviceArray<unsigned char> meta_;  // row settings, RNG states and histories, as staged below
   DeviceArray<int32_t> tokens_;   // [rows]
   PinnedArray<unsigned char> staging_;
+  uint64_t generation_ = 0;
+  bool timed_ = false;
   float last_kernel_ms_ = 0.0f;
 };
 

@@ -4,6 +4,7 @@
 // one computing u[j] = scaling * A x for every such row j, each from its own adapter's A, one adding B u[j].
 // Rows bound to no adapter are in neither pass, and a call with no bound row launches nothing.
 #pragma once
+#include <utility>
 #include <vector>
 
 #include "common.cuh"
@@ -40,6 +41,11 @@ class ServedAdapters {
   // call's chunk `chunk`.
   template <typename X>
   void apply(int i, int layer, X* y, const X* x, int chunk);
+  // What apply() launches for a prepared call of one chunk: its listed rows and their largest rank ({0, 0}: none).
+  // Calls alike in this launch the same kernels over the rows listed on the device.
+  std::pair<int64_t, int> one_chunk_launch() const {
+    return chunk_begin_.empty() ? std::pair<int64_t, int>{0, 0} : std::pair<int64_t, int>{chunk_begin_.back(), max_rank_};
+  }
   size_t bytes() const;
 
  private:

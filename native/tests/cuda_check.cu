@@ -5,6 +5,7 @@
 //   sections: reference  the gpt2-tiny reference vectors (test/fixtures/gpt2-tiny) on CUDA, float32 and bf16
 //             cpu        CUDA against the CPU backend on a random model of GPT-2 124M's shape
 //             decode     KV-cached decoding against full forward passes and against the CPU
+//             graphs     decode steps as CUDA graphs (DIXIE_CUDA_GRAPHS=1) against the same steps run eagerly
 //             sampler    the GPU sampler against the CPU sampler
 //             lora       a LoRA adapter's training (with dropout too) and decoding against the CPU backend's
 //             adapters   adapters bound to slots (kv_add_adapter): a batch mixing three of them and the base
@@ -14,7 +15,7 @@
 //             bench-train  only training at 8 x 1024 (to compare GEMM paths)
 //             profile    one bf16 training step at 8 x 1024 between cudaProfilerStart/Stop, for
 //                        `ncu --profile-from-start off` (bench/gpu.sh sums its kernels by name)
-//   --small: cpu, decode, sampler, lora and adapters on a 2-layer model of head size 64 instead of 124M (seconds, not minutes)
+//   --small: cpu, decode, graphs, sampler, lora and adapters on a 2-layer model of head size 64 instead of 124M (seconds, not minutes)
 //
 // Each check prints one line, PASS or FAIL with the measured numbers; the exit status is the number of
 // failures. Set DIXIE_CUBLAS=0 to run everything on dixie's own GEMM kernels instead of cuBLASLt.
@@ -24,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -1104,6 +1106,113 @@ void section_adapters(const Shape& shape) {
   }
 }
 
+// ---- section: decode steps as CUDA graphs ----
+
+// A backend made while DIXIE_CUDA_GRAPHS=1, so that its decode steps run as graphs.
+std::unique_ptr<Backend> with_decode_graphs(const std::function<std::unique_ptr<Backend>()>& make) {
+  struct Env {
+    Env() { setenv("DIXIE_CUDA_GRAPHS", "1", 1); }
+    ~Env() { unsetenv("DIXIE_CUDA_GRAPHS"); }
+  } env;
+  return make();
+}
+
+// The same script of kv_step calls on a backend that runs decode steps as graphs and on one that does not: the
+// graphs launch the same kernels over the same memory, so tokens, RNG states and logits must agree exactly. The
+// script changes everything a graph must not have baked in: positions, the slots and their order, a slot cut
+// back, an adapter bound to a slot, and the sampler's buffers moving under the graphs (a sample() with a long
+// history); it also has steps that must run eagerly (a prefill, logits asked for, a subset of the rows sampled).
+void section_graphs(const Shape& shape) {
+  const GPT2Config c = shape.config;
+  const ModelSpec spec(c);
+  const int V = c.vocab_size;
+  const std::vector<float> params = random_params(spec, 71);
+  const SlotAdapter adapter = random_adapter(spec, 4, 2.0f, std::vector<uint8_t>(c.n_layer * 4, 1), 72);
+  for (const bool bf16 : {false, true}) {
+    const std::string name = std::string("graphs ") + (bf16 ? "bf16" : "f32") + ": decode steps as graphs = eager steps";
+    check(name, [&] {
+      const auto make = [&] { return cuda_model(c, params, 1, c.n_ctx, bf16, false, false); };
+      std::unique_ptr<Backend> eager = make(), graphed = with_decode_graphs(make);
+      Backend* both[2] = {eager.get(), graphed.get()};
+      const SamplingParams settings[4] = {{0.0f, 0, 1.0f, 0.5f}, {0.9f, 40, 0.9f, 0.85f}, {1.0f, 0, 1.0f, 0.0f}, {0.7f, 20, 1.0f, 0.0f}};
+      std::vector<uint64_t> rng[2];
+      Rng seeds{73};
+      for (int i = 0; i < 8; ++i) rng[0].push_back(seeds.next());
+      rng[1] = rng[0];
+      for (Backend* be : both) {
+        be->kv_reserve(4);
+        be->kv_set_adapter(3, be->kv_add_adapter(adapter.rank, adapter.scaling, adapter.modules.data(), adapter.factors.data(),
+                                                 adapter.factors.size()));
+      }
+      std::vector<int32_t> next(4, 0);
+      int steps = 0, differ = 0;
+      double worst = 0;
+      // One kv_step on both: slots[i] is fed feed[i] (its next token when empty); the entries `rows` are sampled.
+      auto step = [&](const std::vector<int>& slots, const std::vector<std::vector<int32_t>>& feed, const std::vector<int>& rows,
+                      bool want_logits) {
+        const int n = static_cast<int>(slots.size()), m = static_cast<int>(rows.size());
+        std::vector<int> n_new;
+        std::vector<int32_t> tokens;
+        for (int i = 0; i < n; ++i) {
+          const std::vector<int32_t> f = feed.empty() ? std::vector<int32_t>{next[slots[i]]} : feed[i];
+          n_new.push_back(static_cast<int>(f.size()));
+          tokens.insert(tokens.end(), f.begin(), f.end());
+        }
+        std::vector<SamplingParams> sp;
+        for (int r : rows) sp.push_back(settings[slots[r]]);
+        std::vector<int32_t> out[2];
+        std::vector<float> logits[2];
+        for (int b = 0; b < 2; ++b) {
+          std::vector<uint64_t> rs;
+          for (int r : rows) rs.insert(rs.end(), rng[b].begin() + 2 * slots[r], rng[b].begin() + 2 * slots[r] + 2);
+          out[b].resize(m);
+          if (want_logits) logits[b].resize(static_cast<size_t>(m) * V);
+          both[b]->kv_step(n, slots.data(), n_new.data(), tokens.data(), m, rows.data(), sp.data(), rs.data(), out[b].data(),
+                           want_logits ? logits[b].data() : nullptr);
+          for (int j = 0; j < m; ++j) std::copy_n(rs.begin() + 2 * j, 2, rng[b].begin() + 2 * slots[rows[j]]);
+        }
+        if (want_logits) worst = std::max(worst, max_abs_diff(logits[0].data(), logits[1].data(), logits[0].size()));
+        for (int j = 0; j < m; ++j) {
+          differ += out[0][j] != out[1][j];
+          next[slots[rows[j]]] = out[0][j];
+        }
+        ++steps;
+      };
+      const std::vector<int> all = {0, 1, 2};
+      step(all, {random_tokens(9, V, 74), random_tokens(4, V, 75), random_tokens(6, V, 76)}, {0, 1, 2}, false);
+      for (int k = 0; k < 6; ++k) step(all, {}, {0, 1, 2}, false);  // batch 3: eager, captured, then replayed
+      for (Backend* be : both) be->kv_truncate(1, 2);
+      for (int k = 0; k < 3; ++k) step({2, 0}, {}, {0, 1}, false);  // batch 2 in another order
+      step({3}, {random_tokens(5, V, 77)}, {0}, false);              // slot 3, bound to the adapter, prefilled
+      for (int k = 0; k < 4; ++k) step({0, 1, 2, 3}, {}, {0, 1, 2, 3}, false);  // batch 4, one row adapted
+      step(all, {}, {0, 1, 2}, true);  // logits asked for: eager
+      step(all, {}, {0, 2}, false);    // a row not sampled: eager (slot 1 keeps its last token)
+      // A draw with a long history moves the sampler's buffers: the graphs over the old ones are captured again.
+      const std::vector<int32_t> history = random_tokens(static_cast<size_t>(c.n_ctx), V, 78);
+      Rng noise{79};
+      std::vector<float> row(V);
+      for (float& x : row) x = static_cast<float>(3.0 * noise.normal());
+      const int32_t* hp = history.data();
+      const int32_t hl = static_cast<int32_t>(history.size());
+      int32_t drawn[2];
+      for (int b = 0; b < 2; ++b) both[b]->sample(1, row.data(), &settings[1], rng[b].data(), &hp, &hl, &drawn[b]);
+      differ += drawn[0] != drawn[1];
+      for (int k = 0; k < 3; ++k) step({0, 1, 2, 3}, {}, {0, 1, 2, 3}, false);
+      const auto* cuda = dynamic_cast<cuda::CudaBackend*>(graphed.get());
+      // Graph launches: batch 3's steps 2-6, batch 2's 2-3, batch 4's 2-4 and, after the sampler moved, all 3 of its
+      // last steps (the shape is warm already).
+      const int64_t launches = cuda->decode_graph_launches(), expected = 5 + 2 + 3 + 3;
+      bool lengths = true;
+      for (int s = 0; s < 4; ++s) lengths = lengths && eager->kv_length(s) == graphed->kv_length(s);
+      report(differ == 0 && rng[0] == rng[1] && worst == 0 && lengths && launches == expected, name,
+             std::to_string(steps) + " steps: " + std::to_string(differ) + " tokens differ, RNG states " +
+                 (rng[0] == rng[1] ? "equal" : "DIFFER") + ", logits max |diff| " + fmt("%.2e", worst) +
+                 (lengths ? "" : ", slot lengths DIFFER") + ", " + std::to_string(launches) + " graph launches (expected " +
+                 std::to_string(expected) + ")");
+    });
+  }
+}
+
 // ---- section: the sampler ----
 
 std::vector<int32_t> sample_with(Backend& be, const std::vector<float>& logits, const std::vector<SamplingParams>& sp,
@@ -1372,7 +1481,8 @@ void section_bench(bool train_only) {
       const bool bf16 = mode == "bf16";
       for (const int n : {1, 32}) {
         check("bench: decode", [&] {
-          auto be = decode_bench_model(c, params, bf16, mode == "q8_0" ? DType::Q8_0 : DType::F32);
+          const DType weights = mode == "q8_0" ? DType::Q8_0 : DType::F32;
+          auto be = decode_bench_model(c, params, bf16, weights);
           auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get());
           const int V = c.vocab_size, prompt = 64, steps = 128;
           be->kv_reserve(n);
@@ -1414,6 +1524,22 @@ void section_bench(bool train_only) {
           add({"decode 124M " + mode + ", kvStep", "batch " + std::to_string(n),
                fmt("%.0f", tok / t_step) + " tok/s forward and sampling in one call (" + fmt("%.2f", 1e3 * t_step / steps) +
                    " ms/step)"});
+          // The same kv_step calls as CUDA graphs (DIXIE_CUDA_GRAPHS=1), timed once the twin's slots hold as many
+          // tokens as the ones above did; its first steps run eagerly, then capture the graph.
+          auto graphed = with_decode_graphs([&] { return decode_bench_model(c, params, bf16, weights); });
+          graphed->kv_reserve(n);
+          graphed->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data());
+          double t_graph = 0;
+          for (int s = 0; s < 2 * steps; ++s) {
+            const auto t0 = std::chrono::steady_clock::now();
+            graphed->kv_step(n, slots.data(), ones.data(), next.data(), n, rows.data(), sp.data(), rng.data(), drawn.data(), nullptr);
+            if (s >= steps) t_graph += seconds_since(t0);
+            next = drawn;
+          }
+          const int64_t launches = dynamic_cast<cuda::CudaBackend*>(graphed.get())->decode_graph_launches();
+          add({"decode 124M " + mode + ", kvStep, CUDA graphs", "batch " + std::to_string(n),
+               fmt("%.0f", tok / t_graph) + " tok/s (" + fmt("%.2f", 1e3 * t_graph / steps) + " ms/step; " +
+                   std::to_string(launches) + " of " + std::to_string(2 * steps) + " steps as graphs)"});
           if (bf16)
             add({"sample (top-k 40)", std::to_string(n) + " row" + (n > 1 ? "s" : ""),
                  fmt("%.1f", 1e3 * kernel_ms / steps) + " us kernel, " + fmt("%.1f", 1e6 * t_sample / steps) + " us per call"});
@@ -1491,7 +1617,7 @@ void section_bench(bool train_only) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|sampler|lora|adapters|bench|bench-train|profile [--small] [--fixtures DIR]\n");
+    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|graphs|sampler|lora|adapters|bench|bench-train|profile [--small] [--fixtures DIR]\n");
     return 2;
   }
   const std::string section = argv[1];
@@ -1514,6 +1640,7 @@ int main(int argc, char** argv) {
     else if (section == "sampler") section_sampler(shape);
     else if (section == "lora") section_lora(shape);
     else if (section == "adapters") section_adapters(shape);
+    else if (section == "graphs") section_graphs(shape);
     else if (section == "bench") section_bench(false);
     else if (section == "bench-train") section_bench(true);
     else if (section == "profile") section_profile();

@@ -6,9 +6,9 @@
 #
 #   bash native/tests/cuda_emulator/build.sh /tmp/emu
 #   /tmp/emu/emu_check reference           # from the repository root
-#   /tmp/emu/emu_check cpu --small         # also decode, sampler, lora and adapters, each --small
+#   /tmp/emu/emu_check cpu --small         # also decode, graphs, sampler, lora and adapters, each --small
 #
-# Own GEMM kernels only (cuBLASLt is not emulated); no timings.
+# Own GEMM kernels only (cuBLASLt is not emulated); no timings; x86-64 only (emu.h).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${1:?usage: build.sh OUTPUT_DIR}
@@ -27,7 +27,7 @@ done
 for f in native/core/*.cpp native/cpu/*.cpp; do
   g++ -std=c++17 -O2 -march=native -Inative -c "$f" -o "$OUT/obj/cpu_$(basename "$f" .cpp).o"
 done
-g++ -std=c++17 -O2 -I"$CUDA_INC" -c "$HERE/runtime.cpp" -o "$OUT/obj/runtime.o"
+g++ -std=c++20 -O2 -w -I"$CUDA_INC" -I"$HERE" -c "$HERE/runtime.cpp" -o "$OUT/obj/runtime.o"
 for p in "${pids[@]}"; do wait "$p"; done
 g++ -pthread "$OUT"/obj/*.o -ldl -o "$OUT/emu_check"
 echo "built $OUT/emu_check"

@@ -2,16 +2,17 @@
 // fragment layouts can be checked on a machine without a GPU (see build.sh). The threads of a block are fibers
 // on one OS thread, switched only at barriers; blocks run one after another; __syncthreads and __syncwarp are
 // barriers of the block's and the warp's live threads; shuffles and ballots go through a per-warp exchange
-// buffer; mma.sync.m16n8k16 (bf16) is a warp-collective product assembled from the PTX ISA's fragment layouts.
+// buffer; mma.sync.m16n8k16 (bf16) is a warp-collective product assembled from the PTX ISA's fragment layouts;
+// a captured graph is the list of its launches and copies, replayed with the arguments they were captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
-// Included before everything else (g++ -include), with the CUDA headers in host mode.
+// Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
+// by emu_switch (runtime.cpp), which saves the callee-saved registers and nothing else, where swapcontext would
+// spend most of the time in a system call for the signal mask.
 #pragma once
 #define __shared__ static
 #define __launch_bounds__(...)
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
-
-#include <ucontext.h>
 
 #include <algorithm>
 #include <cmath>
@@ -23,8 +24,11 @@
 
 inline uint3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
+// Saves the callee-saved registers on the current stack, stores its pointer in *save and resumes the stack at
+// `load` (as saved by an earlier switch, or prepared by emu_launch).
+extern "C" void emu_switch(void** save, void* load);
 struct EmuFiber {
-  ucontext_t ctx;
+  void* sp;
   std::vector<char> stack;
   uint3 tid;
   bool done = false;
@@ -37,7 +41,7 @@ struct EmuWarp {
   int arrived = 0, alive = 0;
   uint64_t gen = 0;
 };
-inline ucontext_t emu_main_ctx;
+inline void* emu_main_sp;
 inline std::vector<EmuFiber>* emu_fibers = nullptr;
 inline int emu_current = 0;
 inline int emu_block_arrived = 0, emu_block_alive = 0;
@@ -45,7 +49,7 @@ inline uint64_t emu_block_gen = 0;
 inline std::vector<EmuWarp>* emu_warps = nullptr;
 inline std::vector<unsigned char> emu_dyn_smem;
 
-inline void emu_yield() { swapcontext(&(*emu_fibers)[emu_current].ctx, &emu_main_ctx); }
+inline void emu_yield() { emu_switch(&(*emu_fibers)[emu_current].sp, emu_main_sp); }
 
 inline void __syncthreads() {
   const uint64_t gen = emu_block_gen;
@@ -186,6 +190,25 @@ inline void emu_fiber_entry() {
   if (w.alive > 0 && w.arrived == w.alive) { w.arrived = 0; ++w.gen; }
 }
 
+// A fiber's first switch lands here; it never returns, and is never resumed once its thread is done.
+[[noreturn]] inline void emu_fiber_start() {
+  emu_fiber_entry();
+  void* unused;
+  emu_switch(&unused, emu_main_sp);
+  __builtin_unreachable();
+}
+
+// A fresh stack as emu_switch leaves one: zero callee-saved registers under the address of emu_fiber_start, which
+// then starts with its stack aligned as after a call.
+inline void* emu_fiber_stack(std::vector<char>& stack) {
+  auto top = reinterpret_cast<uintptr_t>(stack.data() + stack.size()) & ~uintptr_t{15};
+  auto* sp = reinterpret_cast<uint64_t*>(top);
+  *--sp = 0;  // emu_fiber_start's return address, never used
+  *--sp = reinterpret_cast<uint64_t>(&emu_fiber_start);
+  for (int r = 0; r < 6; ++r) *--sp = 0;
+  return sp;
+}
+
 template <typename F>
 void emu_launch(dim3 grid, dim3 block, size_t smem, F body) {
   gridDim = grid;
@@ -211,11 +234,7 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, F body) {
           f.done = false;
           f.tid = uint3{static_cast<unsigned>(i % block.x), static_cast<unsigned>((i / block.x) % block.y), static_cast<unsigned>(i / (block.x * block.y))};
           if (f.stack.empty()) f.stack.resize(256 << 10);
-          getcontext(&f.ctx);
-          f.ctx.uc_stack.ss_sp = f.stack.data();
-          f.ctx.uc_stack.ss_size = f.stack.size();
-          f.ctx.uc_link = &emu_main_ctx;
-          makecontext(&f.ctx, emu_fiber_entry, 0);
+          f.sp = emu_fiber_stack(f.stack);
         }
         for (int remaining = n; remaining > 0;) {
           remaining = 0;
@@ -223,12 +242,21 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, F body) {
             if (fibers[i].done) continue;
             emu_current = i;
             threadIdx = fibers[i].tid;
-            swapcontext(&emu_main_ctx, &fibers[i].ctx);
+            emu_switch(&emu_main_sp, fibers[i].sp);
             if (!fibers[i].done) ++remaining;
           }
         }
       }
 }
 
-template <typename F>
-void emu_launch4(dim3 grid, dim3 block, size_t smem, cudaStream_t, F body) { emu_launch(grid, block, smem, body); }
+// Stream capture (runtime.cpp): while a stream captures, its launches and copies are recorded, not run, and a
+// graph launch runs the recording. Null when nothing captures.
+std::vector<std::function<void()>>*& emu_capture();
+
+// A kernel launch (transform.py): `kernel` calls the kernel with the arguments, which were evaluated at the launch.
+template <typename F, typename... A>
+void emu_launch4(dim3 grid, dim3 block, size_t smem, cudaStream_t, F kernel, A... args) {
+  auto run = [=] { emu_launch(grid, block, smem, [&] { kernel(args...); }); };
+  if (emu_capture()) emu_capture()->push_back(run);
+  else run();
+}

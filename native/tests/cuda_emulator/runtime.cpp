@@ -1,9 +1,51 @@
 // The CUDA runtime calls of native/cuda, on host memory, for the emulator (emu.h): one fake device, streams and
-// events that do nothing, copies that are memmove. Linked instead of the CUDA runtime.
-#include <cuda_runtime.h>
-#include <cstdlib>
-#include <cstring>
+// events that do nothing, copies that are memmove, graphs that are lists of launches and copies. Linked instead
+// of the CUDA runtime. A call that waits for the stream while it captures fails, as it does on a GPU.
+#include "emu.h"
+
 #include <cstdio>
+#include <cstdlib>
+
+using EmuGraph = std::vector<std::function<void()>>;
+
+EmuGraph*& emu_capture() {
+  static EmuGraph* capture = nullptr;
+  return capture;
+}
+
+// emu.h's fiber switch (System V x86-64: rbx, rbp and r12-r15 are the callee's to keep).
+asm(R"(
+  .text
+  .globl emu_switch
+  .type emu_switch, @function
+emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_switch, .-emu_switch
+)");
+
+namespace {
+// Runs a copy now, or records it while the stream captures.
+cudaError_t queued(std::function<void()> op) {
+  if (emu_capture()) emu_capture()->push_back(std::move(op));
+  else op();
+  return cudaSuccess;
+}
+cudaError_t unless_capturing() { return emu_capture() ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
+}  // namespace
 
 extern "C" {
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
@@ -13,15 +55,16 @@ cudaError_t cudaMalloc(void** p, size_t n) { *p = std::aligned_alloc(256, (n + 2
 cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
 cudaError_t cudaMallocHost(void** p, size_t n) { *p = std::malloc(n); return cudaSuccess; }
 cudaError_t cudaFreeHost(void* p) { std::free(p); return cudaSuccess; }
-cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { std::memmove(d, s, n); return cudaSuccess; }
-cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { std::memset(d, v, n); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { return queued([=] { std::memmove(d, s, n); }); }
+cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { return queued([=] { std::memset(d, v, n); }); }
 cudaError_t cudaMemcpy2DAsync(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind, cudaStream_t) {
-  for (size_t r = 0; r < h; ++r) std::memcpy(static_cast<char*>(d) + r * dp, static_cast<const char*>(s) + r * sp, w);
-  return cudaSuccess;
+  return queued([=] {
+    for (size_t r = 0; r < h; ++r) std::memcpy(static_cast<char*>(d) + r * dp, static_cast<const char*>(s) + r * sp, w);
+  });
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) { *s = reinterpret_cast<cudaStream_t>(0x1); return cudaSuccess; }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return unless_capturing(); }
 cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }
@@ -29,12 +72,34 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) { std::memset(p, 0, 
 cudaError_t cudaMemGetInfo(size_t* f, size_t* t) { *f = 4ull << 30; *t = 8ull << 30; return cudaSuccess; }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { *e = reinterpret_cast<cudaEvent_t>(0x1); return cudaSuccess; }
 cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return unless_capturing(); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { *e = reinterpret_cast<cudaEvent_t>(0x1); return cudaSuccess; }
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) { *ms = 0; return cudaSuccess; }
 cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return unless_capturing(); }
 cudaError_t cudaProfilerStart(void) { return cudaSuccess; }
 cudaError_t cudaProfilerStop(void) { return cudaSuccess; }
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+  if (emu_capture()) return cudaErrorIllegalState;
+  emu_capture() = new EmuGraph;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* g) {
+  if (!emu_capture()) return cudaErrorIllegalState;
+  *g = reinterpret_cast<cudaGraph_t>(emu_capture());
+  emu_capture() = nullptr;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long) {
+  *e = reinterpret_cast<cudaGraphExec_t>(new EmuGraph(*reinterpret_cast<EmuGraph*>(g)));
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
+  if (emu_capture()) return cudaErrorStreamCaptureUnsupported;
+  for (auto& op : *reinterpret_cast<EmuGraph*>(e)) op();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) { delete reinterpret_cast<EmuGraph*>(g); return cudaSuccess; }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { delete reinterpret_cast<EmuGraph*>(e); return cudaSuccess; }
 }

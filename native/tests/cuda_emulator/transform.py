@@ -5,9 +5,13 @@ import sys
 
 src, dst = sys.argv[1], sys.argv[2]
 s = open(src).read()
-# kernel<<<grid, block, smem, stream>>>(args);  ->  emu_launch4(grid, block, smem, stream, [&] { kernel(args); });
-s = re.sub(r'([\w:]+(?:<[^<>;()]*>)?)<<<([^;]*?)>>>\(([^;]*?)\);',
-           lambda m: f'emu_launch4({m.group(2)}, [&] {{ {m.group(1)}({m.group(3)}); }});', s, flags=re.S)
+# kernel<<<grid, block, smem, stream>>>(args);  ->  emu_launch4(grid, block, smem, stream, [](auto... a) { kernel(a...); }, args);
+# The arguments are evaluated and copied at the launch, as CUDA does, so that a launch captured into a graph
+# replays with the values it was captured with.
+def launch(m):
+    args = m.group(3).strip()
+    return f'emu_launch4({m.group(2)}, [](auto... a) {{ {m.group(1)}(a...); }}{", " + args if args else ""});'
+s = re.sub(r'([\w:]+(?:<[^<>;()]*>)?)<<<([^;]*?)>>>\(([^;]*?)\);', launch, s, flags=re.S)
 # the mma wrappers: gemm.cu's takes b as an array, attention.cu's as two registers
 mma_call = 'emu_mma(d, a, b[0], b[1]);' if 'const uint32_t (&b)[2]' in s else 'emu_mma(d, a, b0, b1);'
 s = re.sub(r'asm volatile\(\s*"mma\.sync.*?\);\n', mma_call + '\n', s, flags=re.S)
