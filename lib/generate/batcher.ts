@@ -2,8 +2,9 @@
 // KV-cache slot while it runs; every step feeds all running requests (a new request's prompt, at most
 // maxStepTokens prompt tokens per step, beside one token for each request already decoding) and samples those
 // that have caught up, in one kvStep off the event loop: the logits stay native, and the repetition penalty reads
-// each slot's tokens where the native side keeps them. Requests join and leave between steps. Every native call goes
-// through model.run, so steps interleave with anything else queued on the model but never overlap it.
+// each slot's tokens where the native side keeps them. The drawn tokens' text is decoded and streamed while the
+// next step computes. Requests join and leave between steps. Every native call goes through model.run, so steps
+// interleave with anything else queued on the model but never overlap it.
 // A slot keeps what its last request left in the KV cache: a new request goes to the free slot that holds the
 // longest start of its prompt (a chat's next turn holds the last one whole) and prefills only the rest. Keyed
 // by the tokens themselves, it serves stateless clients that send the whole history each time, and gives the
@@ -224,9 +225,12 @@ export class Batcher {
         this.loop = null;  // synchronously, so that a submit from now on starts a new loop
         return;
       }
+      const stepping = this.model.run((native) => this.step(native, rows));
+      stepping.catch(() => {});  // awaited below, after the decoding, which may throw first
+      this.decodeTaken();
       let tokens: Int32Array;
       try {
-        tokens = await this.model.run((native) => this.step(native, rows));
+        tokens = await stepping;
       } catch (err) {
         if (rows.length === 1) {
           this.fail(rows[0], err as Error);
@@ -255,9 +259,18 @@ export class Batcher {
         if (Number.isNaN(job.firstTokenAt)) job.firstTokenAt = now;
         const top = job.request.logprobs;
         const logprob = top === undefined ? undefined : tokenLogprob(this.logits.subarray(s * this.vocabSize, (s + 1) * this.vocabSize), tokens[s], top);
-        if (job.seq.accept(tokens[s], logprob)) this.finish(job, job.seq.finishReason as FinishReason, row.slot);
+        if (job.seq.take(tokens[s], logprob)) this.finish(job, job.seq.finishReason as FinishReason, row.slot);
       }
     }
+  }
+
+  // The text of the tokens the last step drew, decoded and streamed out while the next step computes. A request
+  // whose text finishes it (a stop sequence, a complete reply) finishes here: its row in the running step feeds
+  // its last token to a slot it has left, which the slot's next request cuts back (its first row resets the slot).
+  private decodeTaken(): void {
+    this.bySlot.forEach((job, slot) => {
+      if (job?.seq.decodeTaken()) this.finish(job, job.seq.finishReason as FinishReason, slot);
+    });
   }
 
   // Requests whose signal fired or whose deadline passed finish now, running or waiting.

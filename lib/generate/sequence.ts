@@ -105,6 +105,7 @@ export class Sequence {
   needsReset = true;
 
   private readonly decoder: StreamDecoder;
+  private undecoded = 0;     // the last generated tokens whose text is not decoded yet (see take)
   private text = '';
   private emitted = 0;       // text[0, emitted) has gone to onText (and the reply stream)
   private reply: { text: string; complete: boolean } | null = null;
@@ -186,8 +187,10 @@ export class Sequence {
     return this.text;
   }
 
-  // Takes a sampled token; returns true when the sequence has finished.
-  accept(token: number, logprob?: TokenLogprob): boolean {
+  // Takes a sampled token into the context, where the next step can feed it. Returns true when the sequence has
+  // finished: on a stop token, or on its last token. The text of a token that does not finish it waits for
+  // decodeTaken, which the batcher calls while the next step computes.
+  take(token: number, logprob?: TokenLogprob): boolean {
     if (this.options.stopTokens.includes(token)) return this.finish('stop');
     this.generated.push(token);
     if (logprob) this.logprobs.push(logprob);
@@ -197,16 +200,27 @@ export class Sequence {
       this.context = grown;
     }
     this.context[this.length++] = token;
-    this.text += this.decoder.push(token);
-    if (this.cutAtStop()) return true;
+    this.undecoded++;
     if (this.generated.length >= this.options.maxTokens) return this.finish('length');
-    this.emit(this.text.length - this.heldBack());
-    if (this.reply?.complete) return this.finish('stop');
     return false;
+  }
+
+  // Decodes the text of the tokens taken since the last call and streams it out (onText, the reply stream), but
+  // for what could begin a stop sequence. Returns true when the text finished the sequence: a stop sequence, or a
+  // complete reply.
+  decodeTaken(): boolean {
+    while (this.undecoded > 0 && !this.done) {
+      this.text += this.decoder.push(this.generated[this.generated.length - this.undecoded--]);
+      if (this.cutAtStop()) return true;
+      this.emit(this.text.length - this.heldBack());
+      if (this.reply?.complete) return this.finish('stop');
+    }
+    return this.done;
   }
 
   finish(reason: FinishReason): true {
     if (this.finishReason !== null) return true;
+    for (; this.undecoded > 0; this.undecoded--) this.text += this.decoder.push(this.generated[this.generated.length - this.undecoded]);
     this.text += this.decoder.end();  // a character still incomplete comes out as U+FFFD
     if (!this.cutAtStop()) this.finishReason = reason;
     this.emit(this.text.length);

@@ -2,6 +2,7 @@
 // and the batcher: members alike alone and together, seeds, thread counts, limits, abort and deadline.
 import t from 'tap';
 import { Model, GPT2Config } from '../../lib/engine/model';
+import type { NativeModel } from '../../lib/engine/native';
 import { Generator, Sequence, DEFAULT_SAMPLING, GenerateResult } from '../../lib/generate';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { randomTokens } from '../engine/helpers';
@@ -26,9 +27,14 @@ function sequence(text: string, options: { stop?: string[]; maxTokens?: number; 
   );
 }
 
+// Gives the sequence a token as if sampled, and decodes its text as the batcher does; true once it has finished.
+function accept(seq: Sequence, token: number): boolean {
+  return seq.take(token) || seq.decodeTaken();
+}
+
 // Feeds the tokens of `text` one by one as if sampled, until the sequence finishes.
 function feedText(seq: Sequence, text: string): void {
-  for (const token of tokenizer.encode(text, { allowSpecial: true })) if (seq.accept(token)) break;
+  for (const token of tokenizer.encode(text, { allowSpecial: true })) if (accept(seq, token)) break;
 }
 
 t.test('stop sequences cut the text where they begin, and streaming never shows their start', async (t) => {
@@ -56,9 +62,9 @@ t.test('stop sequences cut the text where they begin, and streaming never shows 
 t.test('a stop sequence split across tokens is withheld while it may complete', async (t) => {
   const pieces: string[] = [];
   const seq = sequence('p', { stop: ['<EOM>'], onText: (p) => pieces.push(p) });
-  for (const part of ['Hi', ' <', 'E']) for (const tok of tokenizer.encode(part, { allowSpecial: false })) seq.accept(tok);
+  for (const part of ['Hi', ' <', 'E']) for (const tok of tokenizer.encode(part, { allowSpecial: false })) accept(seq, tok);
   t.equal(pieces.join(''), 'Hi ', 'the "<E" waits');
-  for (const tok of tokenizer.encode('x', { allowSpecial: false })) seq.accept(tok);
+  for (const tok of tokenizer.encode('x', { allowSpecial: false })) accept(seq, tok);
   t.equal(pieces.join(''), 'Hi <Ex', 'released once it cannot be a stop');
 });
 
@@ -74,13 +80,13 @@ t.test('the window policy: past nCtx the most recent contextKeep tokens are pref
   t.same(Array.from(prompt.nextFeed(100)), [5, 6]);
   prompt.fed(2);
   t.ok(prompt.caughtUp);
-  prompt.accept(7);
+  prompt.take(7);
   t.same(Array.from(prompt.nextFeed(100)), [7]);
   prompt.fed(1);
-  prompt.accept(8);
+  prompt.take(8);
   t.same(Array.from(prompt.nextFeed(100)), [8], 'the slot holds 8 = nCtx');
   prompt.fed(1);
-  prompt.accept(9);
+  prompt.take(9);
   t.same(Array.from(prompt.nextFeed(100)), [7, 8, 9], 'the ninth token moves the window to the last 3');
   t.ok(prompt.needsReset);
   t.same(Array.from(prompt.history()), [7, 8, 9], 'the penalty sees the window');
@@ -117,6 +123,28 @@ t.test('generating past nCtx equals greedy decoding by full forward passes over 
   t.same(result.tokens, expected, `${length} tokens through ${Math.floor((length + 7 - CONFIG.nCtx) / 14) + 1} window shifts`);
   await gen.close();
   model.dispose();
+});
+
+t.test("a step's tokens are decoded and streamed while the next step computes", async (t) => {
+  const model = await tinyModel(2);
+  const gen = new Generator(model, tokenizer, { slots: 2 });
+  t.teardown(async () => {
+    await gen.close();
+    model.dispose();
+  });
+  // The batcher's native calls all go through model.run: count those not yet done.
+  let inFlight = 0;
+  const run = model.run.bind(model);
+  model.run = <T>(fn: (native: NativeModel) => Promise<T> | T): Promise<T> => {
+    inFlight++;
+    return run(fn).finally(() => inFlight--);
+  };
+  const pieces: { text: string; inFlight: number }[] = [];
+  const result = await gen.generate(randomTokens(5, 50257, 9), { maxTokens: 16, temperature: 0, stopTokens: [], onText: (text) => pieces.push({ text, inFlight }) });
+  t.equal(pieces.map((p) => p.text).join(''), result.text, 'the pieces add up to the text');
+  t.ok(pieces.length >= 8, `${pieces.length} pieces`);
+  // The last piece may come with the last token, which no step follows.
+  t.same(pieces.slice(0, -1).map((p) => p.inFlight), pieces.slice(0, -1).map(() => 1), 'each piece streamed while a step ran');
 });
 
 t.test('requests decoded together give what each gives alone; they join and leave between steps', async (t) => {

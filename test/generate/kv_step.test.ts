@@ -129,7 +129,7 @@ t.test('a sequence\'s penalty history is what its slot holds when it samples', a
       if (!seq.caughtUp) continue;
       if (Array.from(seq.history()).join() !== slot.join()) t.fail(`trial ${trial} step ${step}: history ${seq.history().join()} but the slot holds ${slot.join()}`);
       checked++;
-      seq.accept(1000 + step);
+      seq.take(1000 + step);
     }
   }
   t.ok(checked > 500 && shifts > 20, `${checked} draws checked, across ${shifts} window shifts or refills`);

@@ -79,3 +79,24 @@ t.test('nothing is reused once the weights change, or once another request took 
   await freshGen.close();
   fresh.dispose();
 });
+
+t.test('a reply cut by a stop sequence, whose last token the next step fed meanwhile, leaves its slot to the next turn as a cold prefill would', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 1, seed: 1 });  // one slot: the next turn takes the very slot
+  const prompt = tokenizer.encode('1|mom|How are you? <EOM>\n0|mom|', { allowSpecial: false });
+  const [whole] = await cold([prompt], [0], 10);
+  // A stop sequence the reply meets at its k-th token: that token's text, found nowhere before it.
+  const k = whole.tokens.findIndex((token, i) => {
+    const text = tokenizer.decode([token]);
+    return i >= 2 && text.trim().length > 0 && !tokenizer.decode(whole.tokens.slice(0, i)).includes(text);
+  });
+  t.ok(k >= 2 && k < 9, `the reply's token ${k} makes a stop sequence`);
+  const stop = tokenizer.decode([whole.tokens[k]]);
+  const cut = await gen.generate(prompt, { ...SAMPLING, maxTokens: 10, seed: 0, stop: [stop] });
+  t.equal(cut.finishReason, 'stop');
+  t.same(cut.tokens, whole.tokens.slice(0, k + 1), 'the tokens up to the one that completes the stop sequence');
+  const next = nextPrompt(prompt, cut, ' <EOM>\n1|mom|and you? <EOM>\n0|mom|');
+  const warm = await gen.generate(next, { ...SAMPLING, maxTokens: 10, seed: 1 });
+  t.equal(warm.timings.cachedPromptTokens, prompt.length + cut.tokens.length - 1, 'the next turn reuses the slot');
+  const [reference] = await cold([next], [1], 10);
+  t.same(warm.tokens, reference.tokens, 'the tokens of a cold prefill');
+});
