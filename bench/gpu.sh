@@ -90,7 +90,7 @@ run graphs 90 DIXIE_CUBLAS=1 -- "$CHECK" graphs
 run sampler 60 DIXIE_CUBLAS=1 -- "$CHECK" sampler
 run lora 240 DIXIE_CUBLAS=1 -- "$CHECK" lora
 run adapters 150 DIXIE_CUBLAS=1 -- "$CHECK" adapters
-run bench 260 DIXIE_CUBLAS=1 -- "$CHECK" bench
+run bench 320 DIXIE_CUBLAS=1 -- "$CHECK" bench
 # Kernel times of one step; --clock-control none keeps the card's own clocks, as in the benchmark.
 if command -v ncu >/dev/null && command -v python3 >/dev/null; then
   run profile 120 DIXIE_CUBLAS=1 -- bash -c "ncu --profile-from-start off --clock-control none --csv \

@@ -248,6 +248,14 @@ GPT2Config gpt2_124m() {
   return c;
 }
 
+GPT2Config gpt2_1558m() {
+  GPT2Config c = gpt2_124m();
+  c.n_layer = 48;
+  c.n_head = 25;
+  c.n_embd = 1600;
+  return c;
+}
+
 // The model and sizes of the cpu, decode and sampler sections.
 struct Shape {
   GPT2Config config;
@@ -293,6 +301,20 @@ std::vector<float> random_params(const ModelSpec& spec, uint64_t seed) {
       const double z = rng.normal();
       p[t.offset + i] = static_cast<float>(ln_weight ? 1.0 + 0.1 * z : (t.is_matrix ? 0.02 : 0.01) * z);
     }
+  }
+  return p;
+}
+
+// Weights for timing alone, with random_params' spread but uniform: 1558M's 1.56 billion normals would take a
+// minute of a short GPU loan.
+std::vector<float> timing_params(const ModelSpec& spec, uint64_t seed) {
+  std::vector<float> p(spec.num_params(), 0.0f);
+  Rng rng{seed};
+  for (const ParamTensor& t : spec.tensors()) {
+    const bool ln_weight = t.kind == LN1_W || t.kind == LN2_W || t.kind == LNF_W;
+    const double spread = (t.is_matrix ? 0.02 : 0.01) * std::sqrt(3.0);  // the normal's standard deviation
+    for (size_t i = 0; i < t.numel; ++i)
+      p[t.offset + i] = static_cast<float>(ln_weight ? 1.0 : spread * (2.0 * rng.uniform() - 1.0));
   }
   return p;
 }
@@ -1343,9 +1365,9 @@ double peak_flops(const std::string& name) {
 }
 
 Row bench_train(const GPT2Config& c, const std::vector<float>& params, int B, int T, bool bf16, int warmup, int steps,
-                const std::string& device, const LoraShape& lora = {}, DType weights = DType::F32) {
+                const std::string& device, const LoraShape& lora = {}, DType weights = DType::F32, bool recompute = false) {
   const ModelSpec spec(c, lora);
-  auto be = cuda_model(c, params, B, T, bf16, false, true, lora, 0.0f, weights);
+  auto be = cuda_model(c, params, B, T, bf16, recompute, true, lora, 0.0f, weights);
   const std::vector<int32_t> x = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 21), y = random_tokens(static_cast<size_t>(B) * T, c.vocab_size, 22);
   for (int i = 0; i < warmup; ++i) {
     be->forward(x.data(), y.data(), B, T, nullptr, {});
@@ -1373,14 +1395,17 @@ Row bench_train(const GPT2Config& c, const std::vector<float>& params, int B, in
   const double flops_per_token = 6.0 * spec.num_params() + 6.0 * c.n_layer * c.n_embd * T;  // llm.c's estimate
   const double peak = peak_flops(device);
   std::string mfu = peak > 0 && lora.rank == 0 ? ", MFU " + fmt("%.1f", 100.0 * tok_s * flops_per_token / peak) + "%" : "";
-  if (lora.rank > 0) {
+  if (lora.rank > 0 || recompute) {
     const MemoryReport m = be->memory();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
     mfu += ", parameters " + fmt("%.0f", m.params / 1048576.0) + " MiB, all " +
-           fmt("%.0f", (m.params + m.grads + m.optimizer + m.activations) / 1048576.0) + " MiB";
+           fmt("%.0f", (m.params + m.grads + m.optimizer + m.activations) / 1048576.0) + " MiB (device memory in use " +
+           fmt("%.1f", (total_b - free_b) / 1073741824.0) + " GiB)";
   }
   const char* stored = weights == DType::F16 ? "f16" : weights == DType::BF16 ? "bf16" : weights == DType::Q8_0 ? "q8_0" : "f32";
-  return {std::string("train 124M ") + (bf16 ? "bf16" : "f32") +
-              (lora.rank > 0 ? " LoRA r" + std::to_string(lora.rank) + " over " + stored : std::string()),
+  return {"train " + fmt("%.0f", ModelSpec(c).num_params() / 1e6) + "M " + (bf16 ? "bf16" : "f32") +
+              (recompute ? " recompute" : "") + (lora.rank > 0 ? " LoRA r" + std::to_string(lora.rank) + " over " + stored : std::string()),
           std::to_string(B) + " x " + std::to_string(T),
           fmt("%.0f", tok_s) + " tok/s, " + fmt("%.1f", dt * 1e3) + " ms/step" + mfu + " (forward " +
               fmt("%.1f", 1e3 * t_forward / steps) + " + backward " + fmt("%.1f", 1e3 * t_backward / steps) + " + step " +
@@ -1408,7 +1433,9 @@ void section_profile() {
   report(cudaGetLastError() == cudaSuccess, "profile: one training step", "bf16 8 x 1024");
 }
 
-int largest_batch(const GPT2Config& c, int T, bool bf16) {
+// The largest multiple of 8 sequences of T tokens whose training fits in the device's free memory, or in
+// `within` bytes of it where that is less.
+int largest_batch(const GPT2Config& c, int T, bool bf16, bool recompute = false, size_t within = SIZE_MAX) {
   const ModelSpec spec(c);
   size_t per_row = 0, fixed = 0;
   {
@@ -1416,6 +1443,7 @@ int largest_batch(const GPT2Config& c, int T, bool bf16) {
     o.max_batch = 8;
     o.max_seq = T;
     o.mixed_bf16 = bf16;
+    o.recompute = recompute;
     auto be = make_cuda_backend(c, o);
     const MemoryReport m = be->memory();
     per_row = m.activations / (8 * static_cast<size_t>(T));
@@ -1423,6 +1451,7 @@ int largest_batch(const GPT2Config& c, int T, bool bf16) {
   }
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
+  free_b = std::min(free_b, within);
   const size_t margin = 2ull << 30;  // cuBLASLt workspace, the context, fragmentation
   int B = static_cast<int>((free_b - std::min(free_b, fixed + margin)) / (per_row * T));
   B = std::max(8, B / 8 * 8);
@@ -1469,6 +1498,21 @@ void section_bench(bool train_only) {
       }
     });
     check("bench: train f32 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, false, 1, 3, device)); });
+    // GPT-2 1558M fine-tuned on one card: bf16 with recompute, at the largest batch within an 80 GB card's memory.
+    check("bench: train 1558M bf16 recompute, largest batch within 80 GB", [&] {
+      const GPT2Config xl = gpt2_1558m();
+      const std::vector<float> xl_params = timing_params(ModelSpec(xl), 31);
+      for (int B = largest_batch(xl, 1024, true, true, 80ull * 1000 * 1000 * 1000);; B -= 8) {
+        try {
+          Row r = bench_train(xl, xl_params, B, 1024, true, 1, 3, device, {}, DType::F32, true);
+          r.setting += " (largest within 80 GB)";
+          add(r);
+          break;
+        } catch (const cuda::DeviceOutOfMemory&) {
+          if (B <= 8) throw;
+        }
+      }
+    });
     // A LoRA adapter over the base as stored: the memory the narrow base saves, and what expanding it costs a step.
     LoraShape lora;
     lora.rank = 8;
