@@ -308,7 +308,7 @@ async function gpuRows(dir: string, model: string | null, seconds: number): Prom
   console.log('| decode steps | clients | requests/s | p50 ms | aggregate tokens/s |');
   console.log('|---|---|---|---|---|');
   for (const [what, env] of [['eager', {}], ['CUDA graphs', { DIXIE_CUDA_GRAPHS: '1' }]] as const) {
-    const server = await startServer(modelDir, dir, ['chatbot'], { batch_slots: 32, max_queue: 256, models: [{ key: 'chatbot', restore_from: modelDir, device: 'cuda', precision: 'bf16', sampling: { length: LENGTH, temperature: 0.8, top_k: 40 } }] }, env);
+    const server = await startServer(modelDir, dir, ['chatbot'], { batch_slots: 32, models: [{ key: 'chatbot', restore_from: modelDir, device: 'cuda', precision: 'bf16', sampling: { length: LENGTH, temperature: 0.8, top_k: 40 } }] }, env);
     try {
       await drive(server.url, 32, { seconds: Math.min(5, seconds / 10) });
       for (const clients of [1, 16, 32]) {

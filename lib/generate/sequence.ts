@@ -210,7 +210,7 @@ export class Sequence {
   // complete reply.
   decodeTaken(): boolean {
     while (this.undecoded > 0 && !this.done) {
-      this.text += this.decoder.push(this.generated[this.generated.length - this.undecoded--]);
+      this.decodeNext();
       if (this.cutAtStop()) return true;
       this.emit(this.text.length - this.heldBack());
       if (this.reply?.complete) return this.finish('stop');
@@ -220,11 +220,16 @@ export class Sequence {
 
   finish(reason: FinishReason): true {
     if (this.finishReason !== null) return true;
-    for (; this.undecoded > 0; this.undecoded--) this.text += this.decoder.push(this.generated[this.generated.length - this.undecoded]);
+    while (this.undecoded > 0) this.decodeNext();
     this.text += this.decoder.end();  // a character still incomplete comes out as U+FFFD
     if (!this.cutAtStop()) this.finishReason = reason;
     this.emit(this.text.length);
     return true;
+  }
+
+  // The text of the oldest token not yet decoded.
+  private decodeNext(): void {
+    this.text += this.decoder.push(this.generated[this.generated.length - this.undecoded--]);
   }
 
   // Cuts the text where the first stop sequence begins; returns true when it found one.

@@ -40,7 +40,6 @@ void CudaDecoder::reserve(int n_slots) {
   DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old buffers may still be in use
   n_slots_ = 0;  // until every buffer below exists
   graphs_.clear();  // they point at the old buffers
-  graphs_warm_.clear();
   cache_.allocate(2 * static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C * x, "KV cache");
   max_rows_ = std::max(kChunkRows, n_slots);
   const size_t lora_u = static_cast<size_t>(max_rows_) * spec_.lora().rank;
@@ -113,13 +112,13 @@ CudaGraph* CudaDecoder::decode_graph(int n, int64_t total, int n_sample, const i
   for (int i = 0; i < n; ++i)
     if (sample_rows[i] != i) return nullptr;
   if (sampler.generation() != graphs_sampler_generation_) {  // its buffers moved: every graph points at the old ones
-    graphs_.clear();
+    for (auto& shape : graphs_) shape.second.reset();  // still warm, captured again at their next step
     graphs_sampler_generation_ = sampler.generation();
   }
   const auto [adapted_rows, max_rank] = served_.one_chunk_launch();
-  std::unique_ptr<CudaGraph>& graph = graphs_[{n, adapted_rows, max_rank}];
-  if (graph) return graph.get();
-  if (graphs_warm_.insert({n, adapted_rows, max_rank}).second) return nullptr;
+  const auto [at, first] = graphs_.try_emplace({n, adapted_rows, max_rank});
+  std::unique_ptr<CudaGraph>& graph = at->second;
+  if (first || graph) return graph.get();  // the first step of a shape only warms it
   try {
     graph = std::make_unique<CudaGraph>(stream_, [&] {
       queue(n, total, n);

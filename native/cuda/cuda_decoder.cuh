@@ -11,7 +11,6 @@
 #pragma once
 #include <map>
 #include <memory>
-#include <set>
 #include <tuple>
 #include <vector>
 
@@ -76,11 +75,11 @@ class CudaDecoder {
   PinnedArray<int32_t> rows_host_;
   std::vector<int> chunk_gathers_;      // per chunk, where its gathers start (one entry more than chunks)
   ServedAdapters served_;
-  // Decode graphs by (batch, adapted rows, their largest rank); a shape is captured on its second step (warm).
+  // Decode graphs by (batch, adapted rows, their largest rank); a shape seen once (warm) holds null until its
+  // second step captures it.
   using GraphShape = std::tuple<int, int64_t, int>;
   bool graphs_on_;
   std::map<GraphShape, std::unique_ptr<CudaGraph>> graphs_;
-  std::set<GraphShape> graphs_warm_;
   uint64_t graphs_sampler_generation_ = 0;  // the sampler's buffers the graphs point at
   int64_t graph_launches_ = 0;
 };

@@ -292,29 +292,17 @@ struct Rng {  // splitmix64, with Box-Muller normals
 };
 
 // GPT-2's initialisation, with small random biases and LayerNorm parameters so that every path is exercised.
-std::vector<float> random_params(const ModelSpec& spec, uint64_t seed) {
+// `uniform`: the same spreads drawn uniformly, for timing alone, where 1558M's 1.56 billion normals would take a
+// minute of a short GPU loan.
+std::vector<float> random_params(const ModelSpec& spec, uint64_t seed, bool uniform = false) {
   std::vector<float> p(spec.num_params(), 0.0f);
   Rng rng{seed};
   for (const ParamTensor& t : spec.tensors()) {
     const bool ln_weight = t.kind == LN1_W || t.kind == LN2_W || t.kind == LNF_W;
     for (size_t i = 0; i < t.numel; ++i) {
-      const double z = rng.normal();
+      const double z = uniform ? std::sqrt(3.0) * (2.0 * rng.uniform() - 1.0) : rng.normal();  // mean 0, variance 1
       p[t.offset + i] = static_cast<float>(ln_weight ? 1.0 + 0.1 * z : (t.is_matrix ? 0.02 : 0.01) * z);
     }
-  }
-  return p;
-}
-
-// Weights for timing alone, with random_params' spread but uniform: 1558M's 1.56 billion normals would take a
-// minute of a short GPU loan.
-std::vector<float> timing_params(const ModelSpec& spec, uint64_t seed) {
-  std::vector<float> p(spec.num_params(), 0.0f);
-  Rng rng{seed};
-  for (const ParamTensor& t : spec.tensors()) {
-    const bool ln_weight = t.kind == LN1_W || t.kind == LN2_W || t.kind == LNF_W;
-    const double spread = (t.is_matrix ? 0.02 : 0.01) * std::sqrt(3.0);  // the normal's standard deviation
-    for (size_t i = 0; i < t.numel; ++i)
-      p[t.offset + i] = static_cast<float>(ln_weight ? 1.0 : spread * (2.0 * rng.uniform() - 1.0));
   }
   return p;
 }
@@ -1501,7 +1489,7 @@ void section_bench(bool train_only) {
     // GPT-2 1558M fine-tuned on one card: bf16 with recompute, at the largest batch within an 80 GB card's memory.
     check("bench: train 1558M bf16 recompute, largest batch within 80 GB", [&] {
       const GPT2Config xl = gpt2_1558m();
-      const std::vector<float> xl_params = timing_params(ModelSpec(xl), 31);
+      const std::vector<float> xl_params = random_params(ModelSpec(xl), 31, true);
       for (int B = largest_batch(xl, 1024, true, true, 80ull * 1000 * 1000 * 1000);; B -= 8) {
         try {
           Row r = bench_train(xl, xl_params, B, 1024, true, 1, 3, device, {}, DType::F32, true);

@@ -249,14 +249,12 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, F body) {
       }
 }
 
-// Stream capture (runtime.cpp): while a stream captures, its launches and copies are recorded, not run, and a
-// graph launch runs the recording. Null when nothing captures.
-std::vector<std::function<void()>>*& emu_capture();
+// Work queued on a stream (runtime.cpp): run now, or recorded while the stream captures a graph, whose launch runs
+// the recording.
+void emu_queue(std::function<void()> op);
 
 // A kernel launch (transform.py): `kernel` calls the kernel with the arguments, which were evaluated at the launch.
 template <typename F, typename... A>
 void emu_launch4(dim3 grid, dim3 block, size_t smem, cudaStream_t, F kernel, A... args) {
-  auto run = [=] { emu_launch(grid, block, smem, [&] { kernel(args...); }); };
-  if (emu_capture()) emu_capture()->push_back(run);
-  else run();
+  emu_queue([=] { emu_launch(grid, block, smem, [&] { kernel(args...); }); });
 }

@@ -8,9 +8,13 @@
 
 using EmuGraph = std::vector<std::function<void()>>;
 
-EmuGraph*& emu_capture() {
-  static EmuGraph* capture = nullptr;
-  return capture;
+namespace {
+EmuGraph* capture = nullptr;  // the graph being captured, if any
+}  // namespace
+
+void emu_queue(std::function<void()> op) {
+  if (capture) capture->push_back(std::move(op));
+  else op();
 }
 
 // emu.h's fiber switch (System V x86-64: rbx, rbp and r12-r15 are the callee's to keep).
@@ -38,13 +42,11 @@ emu_switch:
 )");
 
 namespace {
-// Runs a copy now, or records it while the stream captures.
 cudaError_t queued(std::function<void()> op) {
-  if (emu_capture()) emu_capture()->push_back(std::move(op));
-  else op();
+  emu_queue(std::move(op));
   return cudaSuccess;
 }
-cudaError_t unless_capturing() { return emu_capture() ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
+cudaError_t unless_capturing() { return capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
 }  // namespace
 
 extern "C" {
@@ -81,14 +83,14 @@ cudaError_t cudaDeviceSynchronize(void) { return unless_capturing(); }
 cudaError_t cudaProfilerStart(void) { return cudaSuccess; }
 cudaError_t cudaProfilerStop(void) { return cudaSuccess; }
 cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
-  if (emu_capture()) return cudaErrorIllegalState;
-  emu_capture() = new EmuGraph;
+  if (capture) return cudaErrorIllegalState;
+  capture = new EmuGraph;
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* g) {
-  if (!emu_capture()) return cudaErrorIllegalState;
-  *g = reinterpret_cast<cudaGraph_t>(emu_capture());
-  emu_capture() = nullptr;
+  if (!capture) return cudaErrorIllegalState;
+  *g = reinterpret_cast<cudaGraph_t>(capture);
+  capture = nullptr;
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long) {
@@ -96,7 +98,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsigned lon
   return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
-  if (emu_capture()) return cudaErrorStreamCaptureUnsupported;
+  if (capture) return cudaErrorStreamCaptureUnsupported;
   for (auto& op : *reinterpret_cast<EmuGraph*>(e)) op();
   return cudaSuccess;
 }
