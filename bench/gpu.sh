@@ -8,7 +8,7 @@
 # summary: every FAIL line and the benchmark tables (paste them into bench/NOTES.md with the card's name).
 #
 #   bash bench/gpu.sh            from the repository root
-#   DIXIE_CUDA_ARCHS=90a ...     other CUDA architectures (default: 90, the H100/H200)
+#   DIXIE_CUDA_ARCHS=80 ...      other CUDA architectures (default: 90a, the H100/H200 with its wgmma)
 #   GPU_BUDGET_S=480 ...         sections that would start later than this are skipped
 #   GPU_LOG_DIR=dir ...          where the section logs go (default $TMPDIR/dixie-gpu, $TMPDIR being /tmp when
 #                                unset); with $OUT set, the summary and all logs in one file are also written there
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/cuda/bin"
 BUILD_DIR=${BUILD_DIR:-${TMPDIR:-/tmp}/dixie-gpu-build}
 LOG_DIR=${GPU_LOG_DIR:-${TMPDIR:-/tmp}/dixie-gpu}
-ARCHS=${DIXIE_CUDA_ARCHS:-90}
+ARCHS=${DIXIE_CUDA_ARCHS:-90a}
 mkdir -p "$LOG_DIR"
 START=$(date +%s)
 SUMMARY=()
@@ -87,6 +87,7 @@ run reference 60 DIXIE_CUBLAS=1 -- "$CHECK" reference
 run cpu 150 DIXIE_CUBLAS=1 -- "$CHECK" cpu
 run decode 90 DIXIE_CUBLAS=1 -- "$CHECK" decode
 run graphs 90 DIXIE_CUBLAS=1 -- "$CHECK" graphs
+run attention 60 DIXIE_CUBLAS=1 -- "$CHECK" attention
 run sampler 60 DIXIE_CUBLAS=1 -- "$CHECK" sampler
 run lora 240 DIXIE_CUBLAS=1 -- "$CHECK" lora
 run adapters 150 DIXIE_CUBLAS=1 -- "$CHECK" adapters
@@ -108,6 +109,7 @@ if command -v compute-sanitizer >/dev/null; then
   run memcheck-small 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" cpu --small
   run memcheck-adapters 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" adapters --small
   run memcheck-graphs 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" graphs --small
+  run memcheck-attention 60 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" attention --small
 else
   SUMMARY+=("SKIP  memcheck: compute-sanitizer not found")
 fi

@@ -6,12 +6,12 @@
 # "### data-parallel" table. Needs node, the repository's node_modules (for cmake-js) and mpirun; says SKIP without.
 #
 #   bash bench/gpu_data_parallel.sh BUILD_DIR ARCHS
-# BUILD_DIR defaults to $TMPDIR/dixie-gpu-build ($TMPDIR: /tmp when unset), ARCHS to 90; the runs go to a fresh
+# BUILD_DIR defaults to $TMPDIR/dixie-gpu-build ($TMPDIR: /tmp when unset), ARCHS to 90a; the runs go to a fresh
 # folder under $TMPDIR, removed at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-${TMPDIR:-/tmp}/dixie-gpu-build}/addon
-ARCHS=${2:-90}
+ARCHS=${2:-90a}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 for need in node mpirun; do

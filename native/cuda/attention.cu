@@ -179,9 +179,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_dkv_rows(X* dqk
 //   B 16x8:  b0 = (k = 2t..2t+1, n = g), b1 = (k = 2t+8..2t+9, n = g)
 //   C 16x8:  c0, c1 = (g, 2t), (g, 2t+1); c2, c3 = (g+8, 2t), (g+8, 2t+1)
 // The C fragments of two neighbouring 16x8 score tiles are, converted to bf16, exactly the A fragment of the
-// 16x16 probability tile that multiplies V (or dO, Q, K): scores never leave registers. B fragments come from
-// shared memory through ldmatrix, four 8x8 matrices per instruction: as stored where the k index runs along a
-// tile row (K in Q K^T), transposed where it runs down the rows (V in P V).
+// 16x16 probability tile that multiplies V (or dO, Q, K): scores never leave registers.
+//
+// Two ways to keep the shared tiles and multiply by them, one kernel per pass for both (the Tiles parameter):
+//   MmaTiles    any GPU from Ampere on: rows padded by 8 elements; mma.sync per 16x8 block, its B fragments read
+//               by ldmatrix, four 8x8 matrices per instruction: as stored where the k index runs along a tile row
+//               (K in Q K^T), transposed where it runs down the rows (V in P V).
+//   WgmmaTiles  Hopper (sm_90a): rows of 128 bytes in the 128-byte swizzle, the layout wgmma reads B from; the
+//               block's four warps are one warpgroup, and one wgmma.m64n64k16 multiplies all 64 rows by 16 of k.
+//               A stays in registers in the same layout (wgmma's per warp is mma.sync's), and the accumulator of
+//               each warp's 16 rows is the C layout of eight 16x8 blocks, so the kernels are the same.
 
 constexpr int kTile = 64;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -191,6 +198,14 @@ __device__ __forceinline__ uint32_t ld32(const bf16* p) { return *reinterpret_ca
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// The A fragment of the 16x16 probability block ks, from the C fragments of score blocks 2 ks and 2 ks + 1.
+__device__ __forceinline__ void probs_fragment(uint32_t (&a)[4], const float (&p)[8][4], int ks) {
+  a[0] = pack2(p[2 * ks][0], p[2 * ks][1]);
+  a[1] = pack2(p[2 * ks][2], p[2 * ks][3]);
+  a[2] = pack2(p[2 * ks + 1][0], p[2 * ks + 1][1]);
+  a[3] = pack2(p[2 * ks + 1][2], p[2 * ks + 1][3]);
 }
 
 __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -218,9 +233,166 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* row) {
 }
 
 template <int HS>
-struct TileShape {
-  static constexpr int kLd = HS + 8;  // padded row of a shared tile (bank spread for the fragment loads)
+struct MmaTiles {
+  static constexpr int kHs = HS;
+  static constexpr int kLd = HS + 8;  // padded row (bank spread for the fragment loads)
+  static constexpr int kElems = kTile * kLd;
+  static constexpr int kAlign = 16;
+  __device__ static int at(int r, int c) { return r * kLd + c; }
+  // Makes this thread's finished copies readable by the products (ordinary loads read them: nothing to do).
+  __device__ static void publish() {}
+
+  // acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T: scores of this warp's rows against the 64 rows of a tile.
+  // One ldmatrix gives b0 and b1 (k halves) of two neighbouring 8-row groups of the tile.
+  __device__ static void scores(float (&acc)[8][4], const uint32_t (&a)[HS / 16][4], const bf16* tile, int lane) {
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+    const int m = lane / 8, r = lane % 8;  // the matrix and row whose address this lane gives
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) {
+#pragma unroll
+      for (int nt = 0; nt < 8; nt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4<false>(b, tile + ((nt + m / 2) * 8 + r) * kLd + kk * 16 + (m % 2) * 8);
+        mma(acc[nt], a[kk], b[0], b[1]);
+        mma(acc[nt + 1], a[kk], b[2], b[3]);
+      }
+    }
+  }
+
+  // acc[16 x HS] += P[16 x 64] @ tile[64 x HS], P given as the C fragments of 8 score blocks. One transposed
+  // ldmatrix gives b0 and b1 (k halves) of two neighbouring 8-column groups.
+  __device__ static void accumulate(float (&acc)[HS / 8][4], const float (&p)[8][4], const bf16* tile, int lane) {
+    const int m = lane / 8, r = lane % 8;
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      uint32_t a[4];
+      probs_fragment(a, p, ks);
+#pragma unroll
+      for (int dt = 0; dt < HS / 8; dt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4<true>(b, tile + (ks * 16 + (m % 2) * 8 + r) * kLd + (dt + m / 2) * 8);
+        mma(acc[dt], a, b[0], b[1]);
+        mma(acc[dt + 1], a, b[2], b[3]);
+      }
+    }
+  }
 };
+
+// ---- Hopper's warpgroup products (wgmma). The instructions exist only in code for sm_90a: the other passes
+// compile the kernels without them, and they are launched only where wgmma_attention_available(). ----
+
+// A shared-memory matrix descriptor for the 128-byte swizzle with 1024 bytes (8 rows) between row groups: B is
+// K-major (16 k values along each row) for the scores and N-major (k down the rows, 64 columns along them) for
+// the products with a tile. The leading offset goes unused by both (one 128-byte span along the row).
+__device__ __forceinline__ uint64_t swizzled_desc(const bf16* p) {
+  const uint64_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  return ((addr & 0x3ffff) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+// Orders this thread's register writes before the products that read them (the accumulators, A).
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+// Waits for every product this thread's warpgroup issued.
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+
+// Keeps the compiler from moving a register's uses across the products in flight, which it cannot see.
+__device__ __forceinline__ void pin(float& x) { asm volatile("" : "+f"(x)::"memory"); }
+__device__ __forceinline__ void pin(uint32_t& x) { asm volatile("" : "+r"(x)::"memory"); }
+template <typename T, int N, int M>
+__device__ __forceinline__ void pin_all(T (&x)[N][M]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int j = 0; j < M; ++j) pin(x[i][j]);
+}
+
+// d[64 x 64] += A[64 x 16] @ B[16 x 64] over the warpgroup: this warp's 16 rows of A in a (the m16n8k16 layout)
+// and of d (eight 16x8 C blocks); B at desc, K-major or, with kTransB, N-major.
+template <bool kTransB>
+__device__ __forceinline__ void wgmma_64x64x16(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
+        "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),
+        "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),
+        "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(kTransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+
+template <int HS>
+struct WgmmaTiles {
+  static_assert(HS == 64, "a swizzled row is 128 bytes: 64 bf16");
+  static constexpr int kHs = HS;
+  static constexpr int kElems = kTile * HS;
+  static constexpr int kAlign = 1024;  // the swizzle is reckoned from the address: tiles start on its period
+  // 16-byte chunk c of row r is stored at chunk c ^ (r % 8)
+  __device__ static int at(int r, int c) { return r * HS + ((((c >> 3) ^ (r & 7)) << 3) | (c & 7)); }
+  // The products read shared memory through the async proxy, the copies wrote it through the generic one.
+  __device__ static void publish() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+  }
+
+  // acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T, as MmaTiles::scores: tile rows are B's columns, k along them;
+  // each 16 of k starts 32 bytes further along the rows.
+  __device__ static void scores(float (&acc)[8][4], const uint32_t (&a)[HS / 16][4], const bf16* tile, int) {
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) wgmma_64x64x16<false>(acc, a[kk], swizzled_desc(tile + kk * 16));
+    wgmma_wait();
+    pin_all(acc);
+  }
+
+  // acc[16 x HS] += P[16 x 64] @ tile[64 x HS], as MmaTiles::accumulate: k runs down the tile, 16 rows each.
+  __device__ static void accumulate(float (&acc)[HS / 8][4], const float (&p)[8][4], const bf16* tile, int) {
+    uint32_t a[4][4];
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) probs_fragment(a[ks], p, ks);
+    pin_all(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) wgmma_64x64x16<true>(acc, a[ks], swizzled_desc(tile + ks * 16 * HS));
+    wgmma_wait();
+    pin_all(acc);
+    pin_all(a);
+  }
+};
+
+// The block's n shared tiles, from dynamic shared memory aligned for Tiles.
+template <class Tiles>
+__device__ __forceinline__ bf16* shared_tiles(float* smem) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  return reinterpret_cast<bf16*>(reinterpret_cast<char*>(smem) + (Tiles::kAlign - addr % Tiles::kAlign) % Tiles::kAlign);
+}
+template <class Tiles>
+constexpr size_t shared_tiles_bytes(int n) {
+  return static_cast<size_t>(n) * Tiles::kElems * sizeof(bf16) + Tiles::kAlign;
+}
 
 // 16 bytes from global to shared memory without passing through registers (cp.async); zeros when !valid.
 __device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src, bool valid) {
@@ -228,76 +400,37 @@ __device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src, bool va
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(valid ? 16 : 0));
 }
 
-// Waits for this thread's copies in flight; a barrier after it makes every thread's copies visible.
-__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_all;\n" ::); }
+// Waits for this thread's copies in flight and publishes them; a barrier after it makes every thread's visible.
+template <class Tiles>
+__device__ __forceinline__ void wait_async_copies() {
+  asm volatile("cp.async.wait_all;\n" ::);
+  Tiles::publish();
+}
 
 // dst[r][0, HS) = src[(r0 + r) * ld + (0, HS)] for the 64 rows of a tile, zero past row T: 16-byte copies that
 // run on while the block computes (see wait_async_copies). r0 < T.
-template <int HS>
+template <class Tiles>
 __device__ __forceinline__ void load_tile_rows(bf16* dst, const bf16* src, int64_t ld, int r0, int T) {
-  constexpr int kChunks = HS / 8;
+  constexpr int kChunks = Tiles::kHs / 8;
   for (int c = threadIdx.x; c < kTile * kChunks; c += blockDim.x) {
     const int r = c / kChunks, d = (c % kChunks) * 8;
     const bool valid = r0 + r < T;
-    copy16_async(dst + r * TileShape<HS>::kLd + d, src + static_cast<int64_t>(valid ? r0 + r : r0) * ld + d, valid);
+    copy16_async(dst + Tiles::at(r, d), src + static_cast<int64_t>(valid ? r0 + r : r0) * ld + d, valid);
   }
 }
 
 // The A fragments of this warp's 16 rows of a shared tile, over the whole head dimension.
-template <int HS>
-__device__ __forceinline__ void load_a_fragments(uint32_t (&a)[HS / 16][4], const bf16* tile, int warp, int g, int t) {
-  constexpr int kLd = TileShape<HS>::kLd;
+template <class Tiles>
+__device__ __forceinline__ void load_a_fragments(uint32_t (&a)[Tiles::kHs / 16][4], const bf16* tile, int warp, int g,
+                                                 int t) {
+  const int r = warp * 16 + g;
 #pragma unroll
-  for (int kk = 0; kk < HS / 16; ++kk) {
-    const bf16* p = tile + (warp * 16 + g) * kLd + kk * 16 + 2 * t;
-    a[kk][0] = ld32(p);
-    a[kk][1] = ld32(p + 8 * kLd);
-    a[kk][2] = ld32(p + 8);
-    a[kk][3] = ld32(p + 8 * kLd + 8);
-  }
-}
-
-// acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T: scores of this warp's rows against the 64 rows of a tile.
-// One ldmatrix gives b0 and b1 (k halves) of two neighbouring 8-row groups of the tile.
-template <int HS>
-__device__ __forceinline__ void rows_times_tile(float (&acc)[8][4], const uint32_t (&a)[HS / 16][4], const bf16* tile,
-                                                int lane) {
-  constexpr int kLd = TileShape<HS>::kLd;
-#pragma unroll
-  for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
-  const int m = lane / 8, r = lane % 8;  // the matrix and row whose address this lane gives
-#pragma unroll
-  for (int kk = 0; kk < HS / 16; ++kk) {
-#pragma unroll
-    for (int nt = 0; nt < 8; nt += 2) {
-      uint32_t b[4];
-      ldmatrix_x4<false>(b, tile + ((nt + m / 2) * 8 + r) * kLd + kk * 16 + (m % 2) * 8);
-      mma(acc[nt], a[kk], b[0], b[1]);
-      mma(acc[nt + 1], a[kk], b[2], b[3]);
-    }
-  }
-}
-
-// acc[16 x HS] += P[16 x 64] @ tile[64 x HS], P given as the C fragments of 8 score tiles. One transposed
-// ldmatrix gives b0 and b1 (k halves) of two neighbouring 8-column groups.
-template <int HS>
-__device__ __forceinline__ void probs_times_tile(float (&acc)[HS / 8][4], const float (&p)[8][4], const bf16* tile,
-                                                 int lane) {
-  constexpr int kLd = TileShape<HS>::kLd;
-  const int m = lane / 8, r = lane % 8;
-#pragma unroll
-  for (int ks = 0; ks < 4; ++ks) {
-    const uint32_t a[4] = {pack2(p[2 * ks][0], p[2 * ks][1]), pack2(p[2 * ks][2], p[2 * ks][3]),
-                           pack2(p[2 * ks + 1][0], p[2 * ks + 1][1]), pack2(p[2 * ks + 1][2], p[2 * ks + 1][3])};
-#pragma unroll
-    for (int dt = 0; dt < HS / 8; dt += 2) {
-      uint32_t b[4];
-      ldmatrix_x4<true>(b, tile + (ks * 16 + (m % 2) * 8 + r) * kLd + (dt + m / 2) * 8);
-      mma(acc[dt], a, b[0], b[1]);
-      mma(acc[dt + 1], a, b[2], b[3]);
-    }
+  for (int kk = 0; kk < Tiles::kHs / 16; ++kk) {
+    const int c = kk * 16 + 2 * t;
+    a[kk][0] = ld32(tile + Tiles::at(r, c));
+    a[kk][1] = ld32(tile + Tiles::at(r + 8, c));
+    a[kk][2] = ld32(tile + Tiles::at(r, c + 8));
+    a[kk][3] = ld32(tile + Tiles::at(r + 8, c + 8));
   }
 }
 
@@ -326,12 +459,19 @@ __device__ __forceinline__ void mask_future_keys(float (&s)[8][4], int key0, int
       if (key0 + nt * 8 + 2 * t + (e & 1) > row0 + (e >> 1) * 8) s[nt][e] = -INFINITY;
 }
 
-template <int HS>
-__global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int T, int C,
+// Shared tiles: Q, then K and V twice (the next pair loads while the block computes with the current one).
+constexpr int kForwardTiles = 5;
+
+// At most four blocks share an SM's shared memory: each may hold 128 registers a thread, where ptxas would
+// otherwise, not knowing the dynamic shared memory, spill to fit more.
+template <class Tiles>
+__global__ void __launch_bounds__(128, 4) attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int T, int C,
                                                             int NH, float scale) {
-  constexpr int kLd = TileShape<HS>::kLd;
-  // K and V tiles twice: the next pair loads while the block computes with the current one
-  __shared__ __align__(16) bf16 qs[kTile * kLd], ks[2][kTile * kLd], vs[2][kTile * kLd];
+  constexpr int HS = Tiles::kHs;
+  extern __shared__ float smem[];
+  bf16* qs = shared_tiles<Tiles>(smem);
+  auto ks = [&](int i) { return qs + (1 + i) * Tiles::kElems; };
+  auto vs = [&](int i) { return qs + (3 + i) * Tiles::kElems; };
   const int qb = gridDim.x - 1 - blockIdx.x;  // the longest rows first
   const int h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -340,13 +480,13 @@ __global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* l
   const int q0 = qb * kTile;
   const int row0 = q0 + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
 
-  load_tile_rows<HS>(qs, base, C3, q0, T);
-  load_tile_rows<HS>(ks[0], base + C, C3, 0, T);
-  load_tile_rows<HS>(vs[0], base + 2 * C, C3, 0, T);
-  wait_async_copies();
+  load_tile_rows<Tiles>(qs, base, C3, q0, T);
+  load_tile_rows<Tiles>(ks(0), base + C, C3, 0, T);
+  load_tile_rows<Tiles>(vs(0), base + 2 * C, C3, 0, T);
+  wait_async_copies<Tiles>();
   __syncthreads();
   uint32_t qa[HS / 16][4];
-  load_a_fragments<HS>(qa, qs, warp, g, t);
+  load_a_fragments<Tiles>(qa, qs, warp, g, t);
 
   // Scores are kept in base 2 (scaled by log2(e)), so that each exponential is one exp2.
   const float scale2 = scale * kLog2e;
@@ -355,11 +495,11 @@ __global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* l
   for (int kt = 0; kt <= qb; ++kt) {
     const int cur = kt % 2;
     if (kt < qb) {  // into the pair that every thread finished reading before the last barrier
-      load_tile_rows<HS>(ks[cur ^ 1], base + C, C3, (kt + 1) * kTile, T);
-      load_tile_rows<HS>(vs[cur ^ 1], base + 2 * C, C3, (kt + 1) * kTile, T);
+      load_tile_rows<Tiles>(ks(cur ^ 1), base + C, C3, (kt + 1) * kTile, T);
+      load_tile_rows<Tiles>(vs(cur ^ 1), base + 2 * C, C3, (kt + 1) * kTile, T);
     }
     float s[8][4];
-    rows_times_tile<HS>(s, qa, ks[cur], lane);
+    Tiles::scores(s, qa, ks(cur), lane);
     // Keys past the row exist only in the diagonal tile. Every row sees key kt * 64 (kt <= qb), so each row's
     // maximum is finite and no exp sees inf - inf.
     if (kt == qb) mask_future_keys(s, kt * kTile, row0, t);
@@ -391,8 +531,8 @@ __global__ void __launch_bounds__(128) attention_forward_mma(bf16* out, float* l
     for (int dt = 0; dt < HS / 8; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
-    probs_times_tile<HS>(o, s, vs[cur], lane);
-    wait_async_copies();
+    Tiles::accumulate(o, s, vs(cur), lane);
+    wait_async_copies<Tiles>();
     __syncthreads();
   }
 #pragma unroll
@@ -425,22 +565,24 @@ struct HeadSlices {
 
 // The backward kernels' four shared tiles: one pair is read into registers once at the start, then the two pairs
 // are the double buffer of the other operands: pair 0 is tiles 2 and 3, pair 1 tiles 0 and 1.
-template <int N>
-__device__ __forceinline__ bf16* pair_tile(bf16 (&tiles)[4][N], int pair, int which) {
-  return tiles[2 - 2 * pair + which];
+constexpr int kBackwardTiles = 4;
+template <class Tiles>
+__device__ __forceinline__ bf16* pair_tile(bf16* tiles, int pair, int which) {
+  return tiles + (2 - 2 * pair + which) * Tiles::kElems;
 }
 
 // dQ for 64 query rows per block: dq = scale * dS @ K with dS = P * (dO V^T - delta)
-template <int HS>
+template <class Tiles>
 __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float* delta, const bf16* dout,
                                                        const bf16* qkv, const float* lse, int T, int C, int NH,
                                                        float scale) {
-  constexpr int kLd = TileShape<HS>::kLd;
+  constexpr int HS = Tiles::kHs;
   // Q and dO are read once into registers; then their tiles hold the second K, V pair (double buffering).
-  __shared__ __align__(16) bf16 tiles[4][kTile * kLd];
-  bf16 *qs = tiles[0], *gs = tiles[1];
-  auto ks = [&](int pair) { return pair_tile(tiles, pair, 0); };
-  auto vs = [&](int pair) { return pair_tile(tiles, pair, 1); };
+  extern __shared__ float smem[];
+  bf16* tiles = shared_tiles<Tiles>(smem);
+  bf16 *qs = tiles, *gs = tiles + Tiles::kElems;
+  auto ks = [&](int pair) { return pair_tile<Tiles>(tiles, pair, 0); };
+  auto vs = [&](int pair) { return pair_tile<Tiles>(tiles, pair, 1); };
   const int qb = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -451,15 +593,15 @@ __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float*
   const int q0 = qb * kTile;
   const int row0 = q0 + warp * 16 + g;
 
-  load_tile_rows<HS>(qs, base, C3, q0, T);
-  load_tile_rows<HS>(gs, g_base, C, q0, T);
-  load_tile_rows<HS>(ks(0), base + C, C3, 0, T);
-  load_tile_rows<HS>(vs(0), base + 2 * C, C3, 0, T);
-  wait_async_copies();
+  load_tile_rows<Tiles>(qs, base, C3, q0, T);
+  load_tile_rows<Tiles>(gs, g_base, C, q0, T);
+  load_tile_rows<Tiles>(ks(0), base + C, C3, 0, T);
+  load_tile_rows<Tiles>(vs(0), base + 2 * C, C3, 0, T);
+  wait_async_copies<Tiles>();
   __syncthreads();
   uint32_t qa[HS / 16][4], ga[HS / 16][4];
-  load_a_fragments<HS>(qa, qs, warp, g, t);
-  load_a_fragments<HS>(ga, gs, warp, g, t);
+  load_a_fragments<Tiles>(qa, qs, warp, g, t);
+  load_a_fragments<Tiles>(ga, gs, warp, g, t);
   __syncthreads();  // qs and gs are free for the second pair
   const float scale2 = scale * kLog2e;
   float lse_r[2], delta_r[2];  // lse in base 2
@@ -474,12 +616,12 @@ __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float*
   for (int kt = 0; kt <= qb; ++kt) {
     const int cur = kt % 2;
     if (kt < qb) {
-      load_tile_rows<HS>(ks(cur ^ 1), base + C, C3, (kt + 1) * kTile, T);
-      load_tile_rows<HS>(vs(cur ^ 1), base + 2 * C, C3, (kt + 1) * kTile, T);
+      load_tile_rows<Tiles>(ks(cur ^ 1), base + C, C3, (kt + 1) * kTile, T);
+      load_tile_rows<Tiles>(vs(cur ^ 1), base + 2 * C, C3, (kt + 1) * kTile, T);
     }
     float s[8][4], dp[8][4];
-    rows_times_tile<HS>(s, qa, ks(cur), lane);
-    rows_times_tile<HS>(dp, ga, vs(cur), lane);
+    Tiles::scores(s, qa, ks(cur), lane);
+    Tiles::scores(dp, ga, vs(cur), lane);
     if (kt == qb) mask_future_keys(s, kt * kTile, row0, t);
     // Rows past T are neither stored nor mixed into others: their values do not matter.
 #pragma unroll
@@ -490,8 +632,8 @@ __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float*
         const float p = exp2f(fmaf(s[nt][e], scale2, -lse_r[i]));
         s[nt][e] = p * (dp[nt][e] - delta_r[i]);  // dS
       }
-    probs_times_tile<HS>(dq, s, ks(cur), lane);
-    wait_async_copies();
+    Tiles::accumulate(dq, s, ks(cur), lane);
+    wait_async_copies<Tiles>();
     __syncthreads();
   }
   store_rows<HS>(dqkv + static_cast<int64_t>(b) * T * C3 + h * HS, C3, dq, row0, T, scale, scale, g, t);
@@ -499,17 +641,18 @@ __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float*
 
 // dK and dV for 64 key rows per block, over the query tiles at or after them:
 // dV = P^T @ dO, dK = scale * dS^T @ Q, computed from S^T = K Q^T and dP^T = V dO^T.
-template <int HS>
+template <class Tiles>
 __global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float* delta, const bf16* dout,
                                                         const bf16* qkv, const float* lse, int T, int C, int NH,
                                                         float scale) {
-  constexpr int kLd = TileShape<HS>::kLd;
+  constexpr int HS = Tiles::kHs;
   // K and V are read once into registers; then their tiles hold the second Q, dO pair (double buffering).
-  __shared__ __align__(16) bf16 tiles[4][kTile * kLd];
+  extern __shared__ float smem[];
+  bf16* tiles = shared_tiles<Tiles>(smem);
   __shared__ float lse_s[2][kTile], delta_s[2][kTile];  // of the query tiles; lse in base 2
-  bf16 *ks = tiles[0], *vs = tiles[1];
-  auto qs = [&](int pair) { return pair_tile(tiles, pair, 0); };
-  auto gs = [&](int pair) { return pair_tile(tiles, pair, 1); };
+  bf16 *ks = tiles, *vs = tiles + Tiles::kElems;
+  auto qs = [&](int pair) { return pair_tile<Tiles>(tiles, pair, 0); };
+  auto gs = [&](int pair) { return pair_tile<Tiles>(tiles, pair, 1); };
   const int kb = blockIdx.x;  // the first key blocks see the most queries: they are handed out first
   const int h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -524,22 +667,22 @@ __global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float
   // The query tile qt into pair i: Q, dO and the rows' statistics.
   auto load_query_tile = [&](int i, int qt) {
     const int q0 = qt * kTile;
-    load_tile_rows<HS>(qs(i), base, C3, q0, T);
-    load_tile_rows<HS>(gs(i), g_base, C, q0, T);
+    load_tile_rows<Tiles>(qs(i), base, C3, q0, T);
+    load_tile_rows<Tiles>(gs(i), g_base, C, q0, T);
     if (threadIdx.x < kTile) {
       const int q = q0 + threadIdx.x;
       lse_s[i][threadIdx.x] = q < T ? row_lse[q] * kLog2e : 0.0f;
       delta_s[i][threadIdx.x] = q < T ? row_delta[q] : 0.0f;
     }
   };
-  load_tile_rows<HS>(ks, base + C, C3, k0, T);
-  load_tile_rows<HS>(vs, base + 2 * C, C3, k0, T);
+  load_tile_rows<Tiles>(ks, base + C, C3, k0, T);
+  load_tile_rows<Tiles>(vs, base + 2 * C, C3, k0, T);
   load_query_tile(0, kb);
-  wait_async_copies();
+  wait_async_copies<Tiles>();
   __syncthreads();
   uint32_t ka[HS / 16][4], va[HS / 16][4];
-  load_a_fragments<HS>(ka, ks, warp, g, t);
-  load_a_fragments<HS>(va, vs, warp, g, t);
+  load_a_fragments<Tiles>(ka, ks, warp, g, t);
+  load_a_fragments<Tiles>(va, vs, warp, g, t);
   __syncthreads();  // ks and vs are free for the second pair
 
   float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
@@ -550,8 +693,8 @@ __global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float
     const float* lse_q = lse_s[cur];
     const float* delta_q = delta_s[cur];
     float st[8][4], dpt[8][4];  // S^T and dP^T: this warp's 16 keys x 64 queries
-    rows_times_tile<HS>(st, ka, qs(cur), lane);
-    rows_times_tile<HS>(dpt, va, gs(cur), lane);
+    Tiles::scores(st, ka, qs(cur), lane);
+    Tiles::scores(dpt, va, gs(cur), lane);
     // Only the diagonal tile has queries before a key, and only the last can have queries past T.
     if (qt == kb || q0 + kTile > T) {
 #pragma unroll
@@ -571,9 +714,9 @@ __global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - delta_q[qi]);  // dS^T
       }
-    probs_times_tile<HS>(dv, st, gs(cur), lane);
-    probs_times_tile<HS>(dk, dpt, qs(cur), lane);
-    wait_async_copies();
+    Tiles::accumulate(dv, st, gs(cur), lane);
+    Tiles::accumulate(dk, dpt, qs(cur), lane);
+    wait_async_copies<Tiles>();
     __syncthreads();
   }
   bf16* d = dqkv + static_cast<int64_t>(b) * T * C3 + h * HS;
@@ -637,6 +780,25 @@ constexpr int kMmaHeadSize = 64;
 
 bool use_mma(int C, int NH) { return C / NH == kMmaHeadSize && C % 8 == 0; }
 
+template <class Tiles>
+void attention_forward_tiles(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH, float scale,
+                             cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(ceil_div(T, kTile)), NH, B);
+  attention_forward_mma<Tiles><<<grid, 128, shared_tiles_bytes<Tiles>(kForwardTiles), stream>>>(out, lse, qkv, T, C, NH, scale);
+  DIXIE_CUDA_LAUNCHED();
+}
+
+template <class Tiles>
+void attention_backward_tiles(bf16* dqkv, const float* delta, const bf16* dout, const bf16* qkv, const float* lse,
+                              int B, int T, int C, int NH, float scale, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(ceil_div(T, kTile)), NH, B);
+  const size_t bytes = shared_tiles_bytes<Tiles>(kBackwardTiles);
+  attention_dq_mma<Tiles><<<grid, 128, bytes, stream>>>(dqkv, delta, dout, qkv, lse, T, C, NH, scale);
+  DIXIE_CUDA_LAUNCHED();
+  attention_dkv_mma<Tiles><<<grid, 128, bytes, stream>>>(dqkv, delta, dout, qkv, lse, T, C, NH, scale);
+  DIXIE_CUDA_LAUNCHED();
+}
+
 unsigned row_blocks(int B, int T, int NH) {
   return static_cast<unsigned>(ceil_div(static_cast<int64_t>(B) * NH * T, kWarpsPerBlock));
 }
@@ -661,14 +823,28 @@ bool attention_supported(int C, int NH, std::string* why) {
   return true;
 }
 
+bool wgmma_attention_available() {
+#if defined(DIXIE_CUDA_SM90A)
+  int device = 0;
+  cudaDeviceProp props;
+  DIXIE_CUDA_CHECK(cudaGetDevice(&device));
+  DIXIE_CUDA_CHECK(cudaGetDeviceProperties(&props, device));
+  return props.major == 9 && props.minor == 0;
+#else
+  return false;
+#endif
+}
+
 template <typename X>
-void attention_forward(X* out, float* lse, const X* qkv, int B, int T, int C, int NH, cudaStream_t stream) {
+void attention_forward(X* out, float* lse, const X* qkv, int B, int T, int C, int NH, AttentionTiles tiles,
+                       cudaStream_t stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(C / NH));
   if constexpr (std::is_same<X, bf16>::value) {
     if (use_mma(C, NH)) {
-      const dim3 grid(static_cast<unsigned>(ceil_div(T, kTile)), NH, B);
-      attention_forward_mma<kMmaHeadSize><<<grid, 128, 0, stream>>>(out, lse, qkv, T, C, NH, scale);
-      DIXIE_CUDA_LAUNCHED();
+      if (tiles == AttentionTiles::kWgmma)
+        attention_forward_tiles<WgmmaTiles<kMmaHeadSize>>(out, lse, qkv, B, T, C, NH, scale, stream);
+      else
+        attention_forward_tiles<MmaTiles<kMmaHeadSize>>(out, lse, qkv, B, T, C, NH, scale, stream);
       return;
     }
   }
@@ -678,7 +854,7 @@ void attention_forward(X* out, float* lse, const X* qkv, int B, int T, int C, in
 
 template <typename X>
 void attention_backward(X* dqkv, float* delta, const X* dout, const X* qkv, const X* out, const float* lse, int B,
-                        int T, int C, int NH, cudaStream_t stream) {
+                        int T, int C, int NH, AttentionTiles tiles, cudaStream_t stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(C / NH));
   const int64_t delta_threads = static_cast<int64_t>(B) * T * NH * kDeltaLanes;
   const unsigned delta_blocks = static_cast<unsigned>(ceil_div(delta_threads, 256));
@@ -688,11 +864,10 @@ void attention_backward(X* dqkv, float* delta, const X* dout, const X* qkv, cons
   DIXIE_CUDA_LAUNCHED();
   if constexpr (std::is_same<X, bf16>::value) {
     if (use_mma(C, NH)) {
-      const dim3 grid(static_cast<unsigned>(ceil_div(T, kTile)), NH, B);
-      attention_dq_mma<kMmaHeadSize><<<grid, 128, 0, stream>>>(dqkv, delta, dout, qkv, lse, T, C, NH, scale);
-      DIXIE_CUDA_LAUNCHED();
-      attention_dkv_mma<kMmaHeadSize><<<grid, 128, 0, stream>>>(dqkv, delta, dout, qkv, lse, T, C, NH, scale);
-      DIXIE_CUDA_LAUNCHED();
+      if (tiles == AttentionTiles::kWgmma)
+        attention_backward_tiles<WgmmaTiles<kMmaHeadSize>>(dqkv, delta, dout, qkv, lse, B, T, C, NH, scale, stream);
+      else
+        attention_backward_tiles<MmaTiles<kMmaHeadSize>>(dqkv, delta, dout, qkv, lse, B, T, C, NH, scale, stream);
       return;
     }
   }
@@ -715,12 +890,12 @@ void attention_decode(X* out, const X* qkv, const X* k_cache, const X* v_cache, 
   DIXIE_CUDA_LAUNCHED();
 }
 
-template void attention_forward<float>(float*, float*, const float*, int, int, int, int, cudaStream_t);
-template void attention_forward<bf16>(bf16*, float*, const bf16*, int, int, int, int, cudaStream_t);
+template void attention_forward<float>(float*, float*, const float*, int, int, int, int, AttentionTiles, cudaStream_t);
+template void attention_forward<bf16>(bf16*, float*, const bf16*, int, int, int, int, AttentionTiles, cudaStream_t);
 template void attention_backward<float>(float*, float*, const float*, const float*, const float*, const float*, int,
-                                        int, int, int, cudaStream_t);
+                                        int, int, int, AttentionTiles, cudaStream_t);
 template void attention_backward<bf16>(bf16*, float*, const bf16*, const bf16*, const bf16*, const float*, int, int,
-                                       int, int, cudaStream_t);
+                                       int, int, AttentionTiles, cudaStream_t);
 template void attention_decode<float>(float*, const float*, const float*, const float*, const int32_t*, const int32_t*,
                                       int, int, int, int, cudaStream_t);
 template void attention_decode<bf16>(bf16*, const bf16*, const bf16*, const bf16*, const int32_t*, const int32_t*, int,

@@ -73,6 +73,9 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   gemm_ = std::make_unique<Gemm>(stream_.get());
   const char* graphs = std::getenv("DIXIE_CUDA_GRAPHS");
   decode_graphs_ = graphs && std::string(graphs) == "1";
+  const char* hopper = std::getenv("DIXIE_HOPPER_ATTENTION");
+  attention_tiles_ = hopper && std::string(hopper) == "1" && wgmma_attention_available() ? AttentionTiles::kWgmma
+                                                                                          : AttentionTiles::kMma;
 
   // For inference, 16-bit and 8-bit weights mean bf16 activations and products over float32 masters (8-bit: of the
   // parameters but the layer matrices, which stay int8; see DeviceWeights). An adapter that trains over such a base
@@ -233,7 +236,7 @@ std::string CudaBackend::device_name() const {
   const char* compute = !bf16_ ? "float32" : weights_.q8 && !training_ ? "bf16 activations" : "bf16 mixed precision";
   return "cuda:" + std::to_string(device_) + " (" + props_.name + ", sm_" + std::to_string(props_.major) +
          std::to_string(props_.minor) + ", " + std::to_string(props_.multiProcessorCount) + " SMs, " + mem + "; " +
-         stored + compute + "; " +
+         stored + compute + (bf16_ && attention_tiles_ == AttentionTiles::kWgmma ? ", wgmma attention" : "") + "; " +
          gemm_->describe() + (dp_ ? "; gradients summed by " + dp_->describe() : "") + ")";
 }
 
@@ -501,7 +504,8 @@ void CudaBackend::block_body(int l, LayerActs& a, const X* in, int B, int T) {
   const int N = B * T, C = c.n_embd;
   X* proj = static_cast<X*>(proj_);
   matmul_forward(static_cast<X*>(a.qkv), static_cast<const X*>(a.ln1), QKV_W, QKV_B, l, N, C, 3 * C);
-  attention_forward(static_cast<X*>(a.atty), a.lse, static_cast<const X*>(a.qkv), B, T, C, c.n_head, stream_.get());
+  attention_forward(static_cast<X*>(a.atty), a.lse, static_cast<const X*>(a.qkv), B, T, C, c.n_head, attention_tiles_,
+                    stream_.get());
   matmul_forward(proj, static_cast<const X*>(a.atty), ATTPROJ_W, ATTPROJ_B, l, N, C, C);
   residual_layernorm_forward(static_cast<X*>(a.res2), static_cast<X*>(a.ln2), a.ln2_mean, a.ln2_rstd, in, proj,
                              param(LN2_W, l), param(LN2_B, l), N, C, stream_.get());
@@ -697,7 +701,7 @@ void CudaBackend::backward_impl() {
                        a.ln2_mean, a.ln2_rstd, N, C, reduce_scratch_, stream_.get());
     matmul_backward(dnarrow, ATTPROJ_W, ATTPROJ_B, l, dres, static_cast<const X*>(a.atty), N, C, C);
     attention_backward(dwide, att_delta_, dnarrow, static_cast<const X*>(a.qkv), static_cast<const X*>(a.atty), a.lse,
-                       B, T, C, NH, stream_.get());  // dwide holds dqkv [N, 3C]
+                       B, T, C, NH, attention_tiles_, stream_.get());  // dwide holds dqkv [N, 3C]
     matmul_backward(dnarrow, QKV_W, QKV_B, l, dwide, static_cast<const X*>(a.ln1), N, C, 3 * C);
     layernorm_backward(dres, grad(LN1_W, l), grad(LN1_B, l), dnarrow, residual<X>(l), param(LN1_W, l), a.ln1_mean,
                        a.ln1_rstd, N, C, reduce_scratch_, stream_.get());

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "attention.cuh"
 #include "common.cuh"
 #include "core/backend.h"
 #include "cuda_decoder.cuh"
@@ -126,6 +127,7 @@ class CudaBackend : public Backend {
   int64_t max_rows_;
   int vocab_padded_;           // the head's width and the logits' row stride: the vocabulary rounded up to 64
   bool decode_graphs_;         // DIXIE_CUDA_GRAPHS=1: decode steps as CUDA graphs (cuda_decoder.cuh)
+  AttentionTiles attention_tiles_;  // kWgmma with DIXIE_HOPPER_ATTENTION=1 where available (attention.cuh)
   int device_ = 0;
   cudaDeviceProp props_{};
   CudaStream stream_;  // first member with device work, so destroyed last (it waits for the work to finish)

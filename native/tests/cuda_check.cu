@@ -6,16 +6,20 @@
 //             cpu        CUDA against the CPU backend on a random model of GPT-2 124M's shape
 //             decode     KV-cached decoding against full forward passes and against the CPU
 //             graphs     decode steps as CUDA graphs (DIXIE_CUDA_GRAPHS=1) against the same steps run eagerly
+//             attention  the bf16 attention kernels on Hopper's wgmma (DIXIE_HOPPER_ATTENTION=1) against the
+//                        mma.sync ones and a float64 reference, forward and backward; their times at 8 x 1024
 //             sampler    the GPU sampler against the CPU sampler
 //             lora       a LoRA adapter's training (with dropout too) and decoding against the CPU backend's
 //             adapters   adapters bound to slots (kv_add_adapter): a batch mixing three of them and the base
 //                        against each slot decoded alone and against the CPU backend, for each weight type;
 //                        rebinding, removing and refusals
-//             bench      training and decoding throughput, sampling time (a markdown table on stdout)
+//             bench      training (also with the wgmma attention, where there is one) and decoding throughput,
+//                        sampling time (a markdown table on stdout)
 //             bench-train  only training at 8 x 1024 (to compare GEMM paths)
 //             profile    one bf16 training step at 8 x 1024 between cudaProfilerStart/Stop, for
 //                        `ncu --profile-from-start off` (bench/gpu.sh sums its kernels by name)
-//   --small: cpu, decode, graphs, sampler, lora and adapters on a 2-layer model of head size 64 instead of 124M (seconds, not minutes)
+//   --small: cpu, decode, graphs, sampler, lora, adapters and attention on a 2-layer model of head size 64 instead of
+//            124M (seconds, not minutes)
 //
 // Each check prints one line, PASS or FAIL with the measured numbers; the exit status is the number of
 // failures. Set DIXIE_CUBLAS=0 to run everything on dixie's own GEMM kernels instead of cuBLASLt.
@@ -42,6 +46,7 @@
 #include "core/adapter_table.h"
 #include "core/backend.h"
 #include "core/dtype.h"
+#include "cuda/attention.cuh"
 #include "cuda/cuda_backend.cuh"
 
 using namespace dixie;
@@ -1118,12 +1123,16 @@ void section_adapters(const Shape& shape) {
 
 // ---- section: decode steps as CUDA graphs ----
 
+// A switch that backends read from the environment when they are made, set to 1 while this object lives.
+struct SwitchOn {
+  const char* name;
+  explicit SwitchOn(const char* n) : name(n) { setenv(name, "1", 1); }
+  ~SwitchOn() { unsetenv(name); }
+};
+
 // A backend made while DIXIE_CUDA_GRAPHS=1, so that its decode steps run as graphs.
 std::unique_ptr<Backend> with_decode_graphs(const std::function<std::unique_ptr<Backend>()>& make) {
-  struct Env {
-    Env() { setenv("DIXIE_CUDA_GRAPHS", "1", 1); }
-    ~Env() { unsetenv("DIXIE_CUDA_GRAPHS"); }
-  } env;
+  SwitchOn graphs("DIXIE_CUDA_GRAPHS");
   return make();
 }
 
@@ -1221,6 +1230,215 @@ void section_graphs(const Shape& shape) {
                  std::to_string(expected) + ")");
     });
   }
+}
+
+// ---- section: attention's tensor-core kernels ----
+
+// One head's attention in float64 from bf16 inputs: out and lse for its rows, and dq, dk, dv from dout.
+struct HeadReference {
+  std::vector<double> out, lse, dq, dk, dv;  // [T, hs] (lse [T])
+};
+
+HeadReference attention_reference(const std::vector<uint16_t>& qkv, const std::vector<uint16_t>& dout, int b, int h,
+                                  int T, int C, int NH) {
+  const int hs = C / NH;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
+  auto at = [&](const std::vector<uint16_t>& a, int64_t row_len, int t, int col) {
+    return static_cast<double>(bf16_to_f32(a[(static_cast<int64_t>(b) * T + t) * row_len + col]));
+  };
+  auto q = [&](int t, int d) { return at(qkv, 3 * C, t, h * hs + d); };
+  auto k = [&](int t, int d) { return at(qkv, 3 * C, t, C + h * hs + d); };
+  auto v = [&](int t, int d) { return at(qkv, 3 * C, t, 2 * C + h * hs + d); };
+  auto g = [&](int t, int d) { return at(dout, C, t, h * hs + d); };
+  HeadReference r;
+  r.out.assign(static_cast<size_t>(T) * hs, 0.0);
+  r.lse.assign(T, 0.0);
+  r.dq = r.dk = r.dv = r.out;
+  std::vector<double> p(T), dp(T);
+  for (int i = 0; i < T; ++i) {
+    double mx = -INFINITY;
+    for (int j = 0; j <= i; ++j) {
+      double s = 0;
+      for (int d = 0; d < hs; ++d) s += q(i, d) * k(j, d);
+      p[j] = s * scale;
+      mx = std::max(mx, p[j]);
+    }
+    double sum = 0;
+    for (int j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
+    r.lse[i] = mx + std::log(sum);
+    double delta = 0;
+    for (int d = 0; d < hs; ++d) {
+      double o = 0;
+      for (int j = 0; j <= i; ++j) o += p[j] / sum * v(j, d);
+      r.out[static_cast<size_t>(i) * hs + d] = o;
+      delta += o * g(i, d);
+    }
+    for (int j = 0; j <= i; ++j) {
+      p[j] /= sum;
+      double s = 0;
+      for (int d = 0; d < hs; ++d) s += g(i, d) * v(j, d);
+      dp[j] = p[j] * (s - delta) * scale;  // dS, scaled
+      for (int d = 0; d < hs; ++d) {
+        r.dq[static_cast<size_t>(i) * hs + d] += dp[j] * k(j, d);
+        r.dk[static_cast<size_t>(j) * hs + d] += dp[j] * q(i, d);
+        r.dv[static_cast<size_t>(j) * hs + d] += p[j] * g(i, d);
+      }
+    }
+  }
+  return r;
+}
+
+// A kernel set's forward and backward on the same inputs, copied back.
+struct AttentionRun {
+  std::vector<uint16_t> out, dqkv;
+  std::vector<float> lse;
+};
+
+struct AttentionBuffers {
+  int B, T, C, NH;
+  cuda::DeviceArray<cuda::bf16> qkv, dout, out, dqkv;
+  cuda::DeviceArray<float> lse, delta;
+  AttentionBuffers(int B_, int T_, int C_, int NH_) : B(B_), T(T_), C(C_), NH(NH_) {
+    const size_t N = static_cast<size_t>(B) * T;
+    qkv.allocate(N * 3 * C, "qkv");
+    dout.allocate(N * C, "dout");
+    out.allocate(N * C, "out");
+    dqkv.allocate(N * 3 * C, "dqkv");
+    lse.allocate(static_cast<size_t>(B) * NH * T, "lse");
+    delta.allocate(static_cast<size_t>(B) * NH * T, "delta");
+  }
+  void forward(cuda::AttentionTiles tiles, cudaStream_t stream) {
+    cuda::attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH, tiles, stream);
+  }
+  void backward(cuda::AttentionTiles tiles, cudaStream_t stream) {
+    cuda::attention_backward(dqkv.data(), delta.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH,
+                             tiles, stream);
+  }
+};
+
+template <typename T>
+std::vector<T> to_host(const void* device, size_t n, cudaStream_t stream) {
+  std::vector<T> h(n);
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(h.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost, stream));
+  DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return h;
+}
+
+void section_attention(bool small) {
+  if (!cuda::wgmma_attention_available()) {
+    std::printf("no wgmma attention here (it needs an sm_90a build on compute capability 9.0): nothing to check\n");
+    return;
+  }
+  const int B = 2, T = small ? 200 : 1024, NH = small ? 2 : 12, hs = 64, C = NH * hs;
+  std::printf("B x T = %d x %d, %d heads of 64\n", B, T, NH);
+  AttentionBuffers buf(B, T, C, NH);
+  Rng rng{21};
+  std::vector<uint16_t> qkv(buf.qkv.size()), dout(buf.dout.size());
+  for (auto& x : qkv) x = f32_to_bf16(static_cast<float>(rng.normal()));
+  for (auto& x : dout) x = f32_to_bf16(static_cast<float>(rng.normal()));
+  cuda::CudaStream stream;
+  const cudaStream_t st = stream.get();
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(buf.qkv.data(), qkv.data(), buf.qkv.bytes(), cudaMemcpyHostToDevice, st));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(buf.dout.data(), dout.data(), buf.dout.bytes(), cudaMemcpyHostToDevice, st));
+  auto run = [&](cuda::AttentionTiles tiles) {
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(buf.out.data(), 0xff, buf.out.bytes(), st));  // NaN wherever a kernel fails to write
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(buf.dqkv.data(), 0xff, buf.dqkv.bytes(), st));
+    buf.forward(tiles, st);
+    buf.backward(tiles, st);
+    return AttentionRun{to_host<uint16_t>(buf.out.data(), buf.out.size(), st),
+                        to_host<uint16_t>(buf.dqkv.data(), buf.dqkv.size(), st), to_host<float>(buf.lse.data(), buf.lse.size(), st)};
+  };
+  const AttentionRun mma = run(cuda::AttentionTiles::kMma), wgmma = run(cuda::AttentionTiles::kWgmma);
+
+  // One part (out, or dq, dk, dv of dqkv) of the heads checked, as float: [heads][T][hs].
+  std::vector<std::pair<int, int>> heads;
+  if (small)
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < NH; ++h) heads.push_back({b, h});
+  else
+    heads = {{0, 0}, {B - 1, NH - 1}};
+  auto part = [&](const std::vector<uint16_t>& a, int64_t row_len, int offset) {
+    std::vector<float> v;
+    for (auto [b, h] : heads)
+      for (int t = 0; t < T; ++t)
+        for (int d = 0; d < hs; ++d) v.push_back(bf16_to_f32(a[(static_cast<int64_t>(b) * T + t) * row_len + offset + h * hs + d]));
+    return v;
+  };
+  std::vector<float> ref_out, ref_dq, ref_dk, ref_dv, ref_lse;
+  for (auto [b, h] : heads) {
+    const HeadReference r = attention_reference(qkv, dout, b, h, T, C, NH);
+    ref_out.insert(ref_out.end(), r.out.begin(), r.out.end());
+    ref_dq.insert(ref_dq.end(), r.dq.begin(), r.dq.end());
+    ref_dk.insert(ref_dk.end(), r.dk.begin(), r.dk.end());
+    ref_dv.insert(ref_dv.end(), r.dv.begin(), r.dv.end());
+    ref_lse.insert(ref_lse.end(), r.lse.begin(), r.lse.end());
+  }
+  auto lse_part = [&](const std::vector<float>& lse) {
+    std::vector<float> v;
+    for (auto [b, h] : heads) v.insert(v.end(), lse.begin() + (static_cast<int64_t>(b) * NH + h) * T, lse.begin() + (static_cast<int64_t>(b) * NH + h + 1) * T);
+    return v;
+  };
+  // Both kernel sets against float64 (bf16 inputs and outputs: about 0.3% each), and against each other.
+  struct Part {
+    const char* name;
+    std::vector<float> mma, wgmma, ref;
+  };
+  const std::vector<Part> parts = {
+      {"out", part(mma.out, C, 0), part(wgmma.out, C, 0), ref_out},
+      {"dq", part(mma.dqkv, 3 * C, 0), part(wgmma.dqkv, 3 * C, 0), ref_dq},
+      {"dk", part(mma.dqkv, 3 * C, C), part(wgmma.dqkv, 3 * C, C), ref_dk},
+      {"dv", part(mma.dqkv, 3 * C, 2 * C), part(wgmma.dqkv, 3 * C, 2 * C), ref_dv},
+  };
+  for (const Part& p : parts) {
+    const double e_mma = rel_l2(p.mma.data(), p.ref.data(), p.ref.size());
+    const double e_wgmma = rel_l2(p.wgmma.data(), p.ref.data(), p.ref.size());
+    const double e_both = rel_l2(p.wgmma.data(), p.mma.data(), p.ref.size());
+    report(e_wgmma <= 1e-2 && e_both <= 1e-2, std::string("attention ") + p.name + ": wgmma vs float64 and mma.sync",
+           "relative L2 " + fmt("%.2e", e_wgmma) + " (mma.sync " + fmt("%.2e", e_mma) + "), to mma.sync " + fmt("%.2e", e_both));
+  }
+  const std::vector<float> lse_w = lse_part(wgmma.lse), lse_m = lse_part(mma.lse);
+  const double dl = max_abs_diff(lse_w.data(), ref_lse.data(), ref_lse.size());
+  report(dl <= 2e-3, "attention lse: wgmma vs float64", "max |diff| " + fmt("%.2e", dl) + " (mma.sync " +
+                                                            fmt("%.2e", max_abs_diff(lse_m.data(), ref_lse.data(), ref_lse.size())) + ")");
+  // Every value written, and finite, over all heads.
+  size_t bad = 0;
+  for (uint16_t x : wgmma.dqkv) bad += !std::isfinite(bf16_to_f32(x));
+  for (uint16_t x : wgmma.out) bad += !std::isfinite(bf16_to_f32(x));
+  report(bad == 0, "attention: every output written and finite", std::to_string(bad) + " not");
+  if (small) return;
+
+  // Times at the training benchmark's 8 x 1024 (12 heads), each kernel set after a warm-up.
+  check("attention: times at 8 x 1024", [&] {
+    AttentionBuffers big(8, 1024, 768, 12);
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(big.qkv.data(), 0, big.qkv.bytes(), st));
+    DIXIE_CUDA_CHECK(cudaMemsetAsync(big.dout.data(), 0, big.dout.bytes(), st));
+    cudaEvent_t e0, e1;
+    DIXIE_CUDA_CHECK(cudaEventCreate(&e0));
+    DIXIE_CUDA_CHECK(cudaEventCreate(&e1));
+    auto time_ms = [&](const std::function<void()>& work) {
+      work();
+      DIXIE_CUDA_CHECK(cudaEventRecord(e0, st));
+      for (int i = 0; i < 20; ++i) work();
+      DIXIE_CUDA_CHECK(cudaEventRecord(e1, st));
+      DIXIE_CUDA_CHECK(cudaStreamSynchronize(st));
+      float ms = 0;
+      DIXIE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+      return ms / 20;
+    };
+    std::string detail;
+    // causal: half of the 4 B T^2 C multiply-adds of the forward's two products, 2.5x that backward
+    const double flops = 2.0 * 2 * 8 * 1024.0 * 1024.0 * 768 / 2;
+    for (auto tiles : {cuda::AttentionTiles::kMma, cuda::AttentionTiles::kWgmma}) {
+      const float f = time_ms([&] { big.forward(tiles, st); });
+      const float b = time_ms([&] { big.backward(tiles, st); });
+      detail += std::string(tiles == cuda::AttentionTiles::kMma ? "mma.sync" : "; wgmma") + " forward " + fmt("%.3f", f) +
+                " ms (" + fmt("%.0f", flops / f / 1e9) + " TFLOP/s), backward " + fmt("%.3f", b) + " ms (" +
+                fmt("%.0f", 2.5 * flops / b / 1e9) + " TFLOP/s)";
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    report(true, "attention: times at 8 x 1024", detail);
+  });
 }
 
 // ---- section: the sampler ----
@@ -1472,19 +1690,31 @@ void section_bench(bool train_only) {
   check("bench: train bf16 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, true, 3, 10, device)); });
   if (!train_only) {
     check("bench: train bf16 64 x 1024", [&] { add(bench_train(c, params, 64, 1024, true, 1, 5, device)); });
+    int largest = 0;
     check("bench: train bf16, largest batch", [&] {
-      int B = largest_batch(c, 1024, true);
-      for (;; B -= 8) {
+      for (largest = largest_batch(c, 1024, true);; largest -= 8) {
         try {
-          Row r = bench_train(c, params, B, 1024, true, 1, 3, device);
+          Row r = bench_train(c, params, largest, 1024, true, 1, 3, device);
           r.setting += " (largest that fits)";
           add(r);
           break;
         } catch (const cuda::DeviceOutOfMemory&) {
-          if (B <= 8) throw;
+          if (largest <= 8) throw;
         }
       }
     });
+    // The same steps with attention on Hopper's wgmma (DIXIE_HOPPER_ATTENTION=1), where the build and card have it.
+    if (cuda::wgmma_attention_available()) {
+      SwitchOn hopper("DIXIE_HOPPER_ATTENTION");
+      for (const int B : {8, largest}) {
+        if (B == 0) continue;
+        check("bench: train bf16, wgmma attention", [&] {
+          Row r = bench_train(c, params, B, 1024, true, B == 8 ? 3 : 1, B == 8 ? 10 : 3, device);
+          r.setting += B == 8 ? ", wgmma attention" : " (largest), wgmma attention";
+          add(r);
+        });
+      }
+    }
     check("bench: train f32 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, false, 1, 3, device)); });
     // GPT-2 1558M fine-tuned on one card: bf16 with recompute, at the largest batch within an 80 GB card's memory.
     check("bench: train 1558M bf16 recompute, largest batch within 80 GB", [&] {
@@ -1649,7 +1879,7 @@ void section_bench(bool train_only) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|graphs|sampler|lora|adapters|bench|bench-train|profile [--small] [--fixtures DIR]\n");
+    std::fprintf(stderr, "usage: dixie_gpu_check reference|cpu|decode|graphs|attention|sampler|lora|adapters|bench|bench-train|profile [--small] [--fixtures DIR]\n");
     return 2;
   }
   const std::string section = argv[1];
@@ -1673,6 +1903,7 @@ int main(int argc, char** argv) {
     else if (section == "lora") section_lora(shape);
     else if (section == "adapters") section_adapters(shape);
     else if (section == "graphs") section_graphs(shape);
+    else if (section == "attention") section_attention(small);
     else if (section == "bench") section_bench(false);
     else if (section == "bench-train") section_bench(true);
     else if (section == "profile") section_profile();

@@ -2,7 +2,8 @@
 // (native/tests/cuda_emulator) at small shapes. Its training kernels against the CPU backend (`cpu`), its decoding
 // against full forward passes and the CPU (`decode`), and decode steps as CUDA graphs (DIXIE_CUDA_GRAPHS=1) against
 // the same steps run eagerly (`graphs`): the same tokens, RNG states and logits exactly, with the graphs launched on
-// every step they should be.
+// every step they should be. And Hopper's wgmma attention kernels, forward and backward, against the mma.sync ones
+// and a float64 reference (`attention`).
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -37,7 +38,12 @@ t.test('the CUDA backend on the emulator', { skip }, async (t) => {
     t.equal(lines.length, 2, `one line for f32 and one for bf16:\n${output}`);
     for (const line of lines) t.match(line, /^PASS {2}graphs (f32|bf16): .* 0 tokens differ, RNG states equal, logits max \|diff\| 0\.00e\+00, (\d+) graph launches \(expected \2\)$/, line);
   });
-  for (const [name, what, least] of [['cpu', 'training agrees with the CPU backend', 10], ['decode', 'decoding agrees with full forward passes and the CPU', 11]] as const) {
+  const sections = [
+    ['cpu', 'training agrees with the CPU backend', 10],
+    ['decode', 'decoding agrees with full forward passes and the CPU', 11],
+    ['attention', 'the wgmma attention kernels agree with the mma.sync ones and float64', 6],
+  ] as const;
+  for (const [name, what, least] of sections) {
     t.test(`${name}: ${what}`, async (t) => {
       const { lines, output } = await section(check, name);
       t.ok(lines.length >= least, `${lines.length} checks:\n${output}`);

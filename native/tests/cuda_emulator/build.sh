@@ -18,7 +18,7 @@ mkdir -p "$OUT/src" "$OUT/obj"
 for f in native/cuda/*.cu native/tests/cuda_check.cu; do
   python3 "$HERE/transform.py" "$f" "$OUT/src/$(basename "$f" .cu).cpp"
 done
-EMU=(-std=c++20 -O1 -w -I"$CUDA_INC" -Inative -Inative/cuda -include "$HERE/emu.h")
+EMU=(-std=c++20 -O1 -w -DDIXIE_CUDA_SM90A -I"$CUDA_INC" -Inative -Inative/cuda -include "$HERE/emu.h")
 pids=()
 for f in "$OUT"/src/*.cpp; do
   g++ "${EMU[@]}" -c "$f" -o "$OUT/obj/emu_$(basename "$f" .cpp).o" &

@@ -2,7 +2,8 @@
 // fragment layouts can be checked on a machine without a GPU (see build.sh). The threads of a block are fibers
 // on one OS thread, switched only at barriers; blocks run one after another; __syncthreads and __syncwarp are
 // barriers of the block's and the warp's live threads; shuffles and ballots go through a per-warp exchange
-// buffer; mma.sync.m16n8k16 (bf16) is a warp-collective product assembled from the PTX ISA's fragment layouts;
+// buffer; mma.sync.m16n8k16 (bf16) is a warp-collective product assembled from the PTX ISA's fragment layouts,
+// wgmma.m64nNk16 one that reads B from shared memory through its descriptor and swizzle, completing at once;
 // a captured graph is the list of its launches and copies, replayed with the arguments they were captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
 // Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
@@ -16,6 +17,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -169,6 +172,59 @@ inline void emu_ldmatrix_x4(uint32_t* r, const __nv_bfloat16* row, bool trans) {
     r[i] = trans ? at(i, b, a) | (at(i, b + 1, a) << 16) : at(i, a, b) | (at(i, a, b + 1) << 16);
   }
   emu_warp_barrier();
+}
+
+// A pointer into dynamic shared memory as its offset there: the emulator's shared address space, from which
+// the 128-byte swizzle is reckoned as on a GPU.
+inline uint32_t emu_shared_address(const void* p) {
+  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - emu_dyn_smem.data());
+}
+
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 with A in registers: d[64 x n] += A[64 x 16] @ B[16 x n] over
+// the warpgroup. Warp w holds rows 16w.. of A (the m16n8k16 A layout, as emu_mma) and of d (the C layout of n / 8
+// 16x8 blocks), so each warp's rows need only its own A. B is read through the shared-memory matrix descriptor
+// (start, leading and stride byte offsets >> 4 at bits 0, 16 and 32; layout at 62, of which the emulator knows
+// 1, the 128-byte swizzle): K-major, column n is 8-row group n / 8 (stride offset apart), row n % 8 (128 bytes
+// apart), k along it; N-major (trans_b), k is 8-row group k / 8, row k % 8, and n along it, 64 to a 128-byte span
+// (leading offset apart). The swizzle then moves 16-byte chunk bits 4-6 of the address by bits 7-9.
+inline void emu_wgmma(float* d, int n, const uint32_t* a, uint64_t desc, bool trans_b) {
+  EmuWarp& w = emu_warp();
+  const int lane = emu_lane();
+  for (int i = 0; i < 4; ++i) {
+    w.mma_a[lane][2 * i] = emu_lo(a[i]);
+    w.mma_a[lane][2 * i + 1] = emu_hi(a[i]);
+  }
+  emu_warp_barrier();
+  float A[16][16];
+  for (int l = 0; l < 32; ++l)
+    for (int i = 0; i < 8; ++i) {
+      const int row = (i < 2 || (i >= 4 && i < 6)) ? l / 4 : l / 4 + 8;
+      const int col = (i < 4) ? 2 * (l % 4) + (i & 1) : 2 * (l % 4) + 8 + (i & 1);
+      A[row][col] = w.mma_a[l][i];
+    }
+  emu_warp_barrier();
+  const uint64_t start = (desc & 0x3fff) << 4, leading = ((desc >> 16) & 0x3fff) << 4;
+  const uint64_t stride = ((desc >> 32) & 0x3fff) << 4;
+  if (desc >> 62 != 1 || ((desc >> 49) & 7) != 0) {
+    std::fprintf(stderr, "emu_wgmma: only the 128-byte swizzle with base offset 0 is emulated\n");
+    std::abort();
+  }
+  auto b = [&](int k, int col) {
+    uint64_t at = trans_b ? start + (k / 8) * stride + (k % 8) * 128 + (col / 64) * leading + (col % 64) * 2
+                          : start + (col / 8) * stride + (col % 8) * 128 + k * 2;
+    at ^= ((at >> 7) & 7) << 4;
+    unsigned short bits;
+    std::memcpy(&bits, emu_dyn_smem.data() + at, 2);
+    return __bfloat162float(__ushort_as_bfloat16(bits));
+  };
+  const int g = lane / 4, t = lane % 4;
+  for (int j = 0; j < n / 8; ++j)
+    for (int i = 0; i < 4; ++i) {
+      const int row = i < 2 ? g : g + 8, col = 8 * j + 2 * t + (i & 1);
+      float s = d[4 * j + i];
+      for (int k = 0; k < 16; ++k) s += A[row][k] * b(k, col);
+      d[4 * j + i] = s;
+    }
 }
 
 inline void emu_copy16(void* dst, const void* src, bool valid) {

@@ -1,5 +1,6 @@
-# Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync and
-# ldmatrix asm calls of emu_mma and emu_ldmatrix_x4, cp.async a plain copy, dynamic shared memory the emulator's buffer. Usage: transform.py in.cu out.cpp
+# Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync, wgmma
+# and ldmatrix asm calls of emu_mma, emu_wgmma and emu_ldmatrix_x4, cp.async a plain copy, dynamic shared memory
+# the emulator's buffer. Usage: transform.py in.cu out.cpp
 import re
 import sys
 
@@ -22,6 +23,13 @@ s = re.sub(r'asm volatile\("cp\.async\.cg.*?\);\n', 'emu_copy16(dst, src, valid)
 s = re.sub(r'asm volatile\("cp\.async\.wait_all.*?\);', '', s, flags=re.S)
 s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.trans.*?\);\n', 'emu_ldmatrix_x4(r, row, true);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.shared.*?\);\n', 'emu_ldmatrix_x4(r, row, false);\n', s, flags=re.S)
+# Hopper's wgmma: the sm_90a code is what the emulator compiles; a product completes when issued, so fences,
+# commits, waits and the register pins have nothing to do
+s = s.replace('defined(__CUDA_ARCH_FEAT_SM90_ALL)', '1')
+s = re.sub(r'asm volatile\(\s*"wgmma\.mma_async.*?\);\n', 'emu_wgmma(&d[0][0], 64, a, desc, kTransB);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("(wgmma\.(fence|commit_group|wait_group)|fence\.proxy\.async).*?\);\n', '', s, flags=re.S)
+s = re.sub(r'asm volatile\(""[^;]*\);', '', s)
+s = s.replace('__cvta_generic_to_shared(', 'emu_shared_address(')
 s = s.replace('extern __shared__ float smem[];', 'float* smem = reinterpret_cast<float*>(emu_dyn_smem.data());')
 # a kernel template's address is not a host pointer g++ can take: the attribute call is a no-op here anyway
 s = re.sub(r'cudaFuncSetAttribute\(\w+<X>,', 'cudaFuncSetAttribute((const void*)nullptr,', s)
