@@ -73,6 +73,8 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   gemm_ = std::make_unique<Gemm>(stream_.get());
   const char* graphs = std::getenv("DIXIE_CUDA_GRAPHS");
   decode_graphs_ = graphs && std::string(graphs) == "1";
+  const char* fused = std::getenv("DIXIE_FUSED_ADAMW");
+  fused_optimizer_ = fused && std::string(fused) == "1";
   const char* hopper = std::getenv("DIXIE_HOPPER_ATTENTION");
   attention_tiles_ = hopper && std::string(hopper) == "1" && wgmma_attention_available() ? AttentionTiles::kWgmma
                                                                                           : AttentionTiles::kMma;
@@ -739,14 +741,6 @@ float CudaBackend::step(const StepOptions& options) {
     backwards_since_step_ = 0;
     layers_reduced_ = false;
   }
-  grad_square_sums(span_partials_.data(), grads_.data(), first, spans_.data(), n_spans_, stream_.get());
-  if (sharded()) {  // each rank summed its shard's squares: the norm is of their total
-    sum_doubles(squares_total_.data(), span_partials_.data(), n_spans_, stream_.get());
-    dp_->sum(squares_total_.data());
-    grad_norm(scalars_ + 1, squares_total_.data(), 1, o.grad_scale, o.grad_clip, stream_.get());
-  } else {
-    grad_norm(scalars_ + 1, span_partials_.data(), n_spans_, o.grad_scale, o.grad_clip, stream_.get());
-  }
   UpdateArgs a;
   a.adamw = o.kind == OptimizerKind::AdamW;
   a.lr = o.lr;
@@ -761,8 +755,24 @@ float CudaBackend::step(const StepOptions& options) {
   a.params_offset = first - weights_.stored_offset(first);
   a.grads_offset = first;
   a.state_offset = shard_begin();
-  optimizer_update(params_.data(), bf16_ ? params_lp_.data() : nullptr, grads_.data(), m_.data(), v_.data(),
-                   spans_.data(), n_spans_, scalars_ + 1, a, stream_.get());
+  bf16* params_lp = bf16_ ? params_lp_.data() : nullptr;
+  // On one device the norm and the update can be one launch; across ranks the norm waits for their sum.
+  const bool fused = !dp_ && fused_optimizer_ &&
+                     optimizer_step_fused(params_.data(), params_lp, grads_.data(), m_.data(), v_.data(), spans_.data(),
+                                          n_spans_, span_partials_.data(), scalars_ + 1, o.grad_scale, o.grad_clip, a,
+                                          stream_.get());
+  if (!fused) {
+    grad_square_sums(span_partials_.data(), grads_.data(), first, spans_.data(), n_spans_, stream_.get());
+    if (sharded()) {  // each rank summed its shard's squares: the norm is of their total
+      sum_doubles(squares_total_.data(), span_partials_.data(), n_spans_, stream_.get());
+      dp_->sum(squares_total_.data());
+      grad_norm(scalars_ + 1, squares_total_.data(), 1, o.grad_scale, o.grad_clip, stream_.get());
+    } else {
+      grad_norm(scalars_ + 1, span_partials_.data(), n_spans_, o.grad_scale, o.grad_clip, stream_.get());
+    }
+    optimizer_update(params_.data(), params_lp, grads_.data(), m_.data(), v_.data(), spans_.data(), n_spans_,
+                     scalars_ + 1, a, stream_.get());
+  }
   if (sharded()) {
     // The update zeroed this rank's shard of the gradients; the rest held other shards' partial sums.
     const size_t own = shard_begin() - first, own_end = shard_end() - first;

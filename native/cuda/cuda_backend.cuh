@@ -128,6 +128,7 @@ class CudaBackend : public Backend {
   int vocab_padded_;           // the head's width and the logits' row stride: the vocabulary rounded up to 64
   bool decode_graphs_;         // DIXIE_CUDA_GRAPHS=1: decode steps as CUDA graphs (cuda_decoder.cuh)
   AttentionTiles attention_tiles_;  // kWgmma with DIXIE_HOPPER_ATTENTION=1 where available (attention.cuh)
+  bool fused_optimizer_;       // DIXIE_FUSED_ADAMW=1: on one device, the optimizer step as one launch (optimizer.cuh)
   int device_ = 0;
   cudaDeviceProp props_{};
   CudaStream stream_;  // first member with device work, so destroyed last (it waits for the work to finish)

@@ -35,5 +35,11 @@ void grad_norm(float* norm_mult, const double* partials, int n_spans, float grad
 // bf16 copy of every updated parameter; every gradient is zeroed.
 void optimizer_update(float* params, bf16* params_lp, float* grads, float* m, float* v, const DeviceSpan* spans,
                       int n_spans, const float* norm_mult, const UpdateArgs& args, cudaStream_t stream);
+// The three above in one launch, where the gradients are all on this device: partials, norm_mult, the update and
+// the zeroed gradients as they leave them, bit for bit. A cooperative launch, its blocks meeting at a grid-wide
+// barrier between the squares and the update; false, with nothing queued, where the device has none.
+bool optimizer_step_fused(float* params, bf16* params_lp, float* grads, float* m, float* v, const DeviceSpan* spans,
+                          int n_spans, double* partials, float* norm_mult, float grad_scale, float grad_clip,
+                          const UpdateArgs& args, cudaStream_t stream);
 
 }  // namespace dixie::cuda

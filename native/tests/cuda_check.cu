@@ -69,6 +69,13 @@ void report(bool ok, const std::string& name, const std::string& detail) {
   std::fflush(stdout);
 }
 
+// A switch that backends read from the environment when they are made, set to 1 while this object lives.
+struct SwitchOn {
+  const char* name;
+  explicit SwitchOn(const char* n) : name(n) { setenv(name, "1", 1); }
+  ~SwitchOn() { unsetenv(name); }
+};
+
 // Runs one check; an exception is its failure (and the next check still runs).
 void check(const std::string& name, const std::function<void()>& body) {
   try {
@@ -559,6 +566,37 @@ void section_cpu(const Shape& shape) {
       compare_step(tag, *cuda_model(c, params, B, T, bf16), cpu, params, inputs, targets, B, T, bf16);
     });
   }
+
+  // The optimizer step as one cooperative launch (DIXIE_FUSED_ADAMW=1) against its three launches: the same
+  // norms and parameters bit for bit over two steps, the first clipped (norm above 1), with weight decay.
+  check("CUDA bf16: fused optimizer step = three launches", [&] {
+    auto three = cuda_model(c, params, B, T, true);
+    std::unique_ptr<Backend> one;
+    {
+      SwitchOn fused("DIXIE_FUSED_ADAMW");
+      one = cuda_model(c, params, B, T, true);
+    }
+    StepOptions o = adamw(1e-3f);
+    o.grad_clip = 1.0f;
+    o.weight_decay = 0.1f;
+    std::string norms;
+    bool same = true;
+    for (int step = 0; step < 2; ++step) {
+      float n[2];
+      int i = 0;
+      for (Backend* be : {three.get(), one.get()}) {
+        be->forward(inputs.data(), targets.data(), B, T, nullptr, {});
+        be->backward();
+        n[i++] = be->step(o);
+      }
+      same = same && std::memcmp(&n[0], &n[1], sizeof(float)) == 0;
+      norms += (step ? ", " : "") + fmt("%.6f", n[0]) + " / " + fmt("%.6f", n[1]);
+    }
+    const std::vector<float> a = read_all(*three, false), b = read_all(*one, false);
+    const bool params_same = a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    report(same && params_same, "CUDA bf16: fused optimizer step = three launches",
+           "norms " + norms + (params_same ? ", parameters identical" : ", parameters DIFFER"));
+  });
 }
 
 // ---- section: decoding ----
@@ -1122,13 +1160,6 @@ void section_adapters(const Shape& shape) {
 }
 
 // ---- section: decode steps as CUDA graphs ----
-
-// A switch that backends read from the environment when they are made, set to 1 while this object lives.
-struct SwitchOn {
-  const char* name;
-  explicit SwitchOn(const char* n) : name(n) { setenv(name, "1", 1); }
-  ~SwitchOn() { unsetenv(name); }
-};
 
 // A backend made while DIXIE_CUDA_GRAPHS=1, so that its decode steps run as graphs.
 std::unique_ptr<Backend> with_decode_graphs(const std::function<std::unique_ptr<Backend>()>& make) {
@@ -1702,6 +1733,13 @@ void section_bench(bool train_only) {
           if (largest <= 8) throw;
         }
       }
+    });
+    // The optimizer step as one launch (DIXIE_FUSED_ADAMW=1): the row's step time against the first row's.
+    check("bench: train bf16 8 x 1024, fused optimizer step", [&] {
+      SwitchOn fused("DIXIE_FUSED_ADAMW");
+      Row r = bench_train(c, params, 8, 1024, true, 3, 10, device);
+      r.setting += ", optimizer step in one launch";
+      add(r);
     });
     // The same steps with attention on Hopper's wgmma (DIXIE_HOPPER_ATTENTION=1), where the build and card have it.
     if (cuda::wgmma_attention_available()) {

@@ -1,7 +1,8 @@
 // A CPU emulation of the CUDA features native/cuda uses, so that the kernels' indexing, synchronisation and
 // fragment layouts can be checked on a machine without a GPU (see build.sh). The threads of a block are fibers
-// on one OS thread, switched only at barriers; blocks run one after another; __syncthreads and __syncwarp are
-// barriers of the block's and the warp's live threads; shuffles and ballots go through a per-warp exchange
+// on one OS thread, switched only at barriers; blocks run one after another, or all together in a cooperative
+// launch, whose grid.sync() waits for every thread; __syncthreads and __syncwarp are barriers of the block's and
+// the warp's live threads; shuffles and ballots go through a per-warp exchange
 // buffer; mma.sync.m16n8k16 (bf16) is a warp-collective product assembled from the PTX ISA's fragment layouts,
 // wgmma.m64nNk16 one that reads B from shared memory through its descriptor and swizzle, completing at once;
 // a captured graph is the list of its launches and copies, replayed with the arguments they were captured with.
@@ -30,51 +31,61 @@ inline dim3 blockDim, gridDim;
 // Saves the callee-saved registers on the current stack, stores its pointer in *save and resumes the stack at
 // `load` (as saved by an earlier switch, or prepared by emu_launch).
 extern "C" void emu_switch(void** save, void* load);
-struct EmuFiber {
-  void* sp;
-  std::vector<char> stack;
-  uint3 tid;
-  bool done = false;
+// The threads waiting at a barrier (of a warp, a block or the grid) and the count that releases them.
+struct EmuBarrier {
+  int arrived = 0, alive = 0;
+  uint64_t gen = 0;
 };
 struct EmuWarp {
   uint64_t buf[32];
   float mma_a[32][8];
   float mma_b[32][4];
   float mma_c[32][4];
-  int arrived = 0, alive = 0;
-  uint64_t gen = 0;
+  EmuBarrier barrier;
+};
+struct EmuBlock {
+  uint3 idx;
+  EmuBarrier barrier;
+  std::vector<EmuWarp> warps;
+  std::vector<unsigned char> dyn_smem;  // its dynamic shared memory (static __shared__ is one for all blocks)
+};
+struct EmuFiber {
+  void* sp;
+  std::vector<char> stack;
+  uint3 tid;
+  EmuBlock* block;
+  bool done = false;
 };
 inline void* emu_main_sp;
 inline std::vector<EmuFiber>* emu_fibers = nullptr;
 inline int emu_current = 0;
-inline int emu_block_arrived = 0, emu_block_alive = 0;
-inline uint64_t emu_block_gen = 0;
-inline std::vector<EmuWarp>* emu_warps = nullptr;
-inline std::vector<unsigned char> emu_dyn_smem;
+inline EmuBlock* emu_block = nullptr;  // the running thread's
+inline EmuBarrier emu_grid;            // every thread of a cooperative launch
 
 inline void emu_yield() { emu_switch(&(*emu_fibers)[emu_current].sp, emu_main_sp); }
 
-inline void __syncthreads() {
-  const uint64_t gen = emu_block_gen;
-  if (++emu_block_arrived == emu_block_alive) {
-    emu_block_arrived = 0;
-    ++emu_block_gen;
+inline void emu_wait(EmuBarrier& b) {
+  const uint64_t gen = b.gen;
+  if (++b.arrived == b.alive) {
+    b.arrived = 0;
+    ++b.gen;
     return;
   }
-  while (emu_block_gen == gen) emu_yield();
+  while (b.gen == gen) emu_yield();
 }
+// A thread that returns leaves the count; others may have been waiting for exactly it.
+inline void emu_leave(EmuBarrier& b) {
+  if (--b.alive > 0 && b.arrived == b.alive) {
+    b.arrived = 0;
+    ++b.gen;
+  }
+}
+inline void __syncthreads() { emu_wait(emu_block->barrier); }
 inline int emu_lane() { return static_cast<int>((threadIdx.x + threadIdx.y * blockDim.x) % 32); }
-inline EmuWarp& emu_warp() { return (*emu_warps)[(threadIdx.x + threadIdx.y * blockDim.x) / 32]; }
-inline void emu_warp_barrier() {
-  EmuWarp& w = emu_warp();
-  const uint64_t gen = w.gen;
-  if (++w.arrived == w.alive) {
-    w.arrived = 0;
-    ++w.gen;
-    return;
-  }
-  while (w.gen == gen) emu_yield();
-}
+inline EmuWarp& emu_warp() { return emu_block->warps[(threadIdx.x + threadIdx.y * blockDim.x) / 32]; }
+inline void emu_warp_barrier() { emu_wait(emu_warp().barrier); }
+// cooperative_groups' grid.sync(), in a cooperative launch (emu_launch_cooperative)
+inline void emu_grid_sync() { emu_wait(emu_grid); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp_barrier(); }
 
 template <typename T>
@@ -177,7 +188,7 @@ inline void emu_ldmatrix_x4(uint32_t* r, const __nv_bfloat16* row, bool trans) {
 // A pointer into dynamic shared memory as its offset there: the emulator's shared address space, from which
 // the 128-byte swizzle is reckoned as on a GPU.
 inline uint32_t emu_shared_address(const void* p) {
-  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - emu_dyn_smem.data());
+  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - emu_block->dyn_smem.data());
 }
 
 // wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 with A in registers: d[64 x n] += A[64 x 16] @ B[16 x n] over
@@ -214,7 +225,7 @@ inline void emu_wgmma(float* d, int n, const uint32_t* a, uint64_t desc, bool tr
                           : start + (col / 8) * stride + (col % 8) * 128 + k * 2;
     at ^= ((at >> 7) & 7) << 4;
     unsigned short bits;
-    std::memcpy(&bits, emu_dyn_smem.data() + at, 2);
+    std::memcpy(&bits, emu_block->dyn_smem.data() + at, 2);
     return __bfloat162float(__ushort_as_bfloat16(bits));
   };
   const int g = lane / 4, t = lane % 4;
@@ -236,14 +247,10 @@ inline void emu_copy16(void* dst, const void* src, bool valid) {
 inline std::function<void()>* emu_body = nullptr;
 inline void emu_fiber_entry() {
   (*emu_body)();
-  EmuFiber& f = (*emu_fibers)[emu_current];
-  f.done = true;
-  --emu_block_alive;
-  EmuWarp& w = emu_warp();
-  --w.alive;
-  // Others may be waiting for exactly this thread.
-  if (emu_block_alive > 0 && emu_block_arrived == emu_block_alive) { emu_block_arrived = 0; ++emu_block_gen; }
-  if (w.alive > 0 && w.arrived == w.alive) { w.arrived = 0; ++w.gen; }
+  (*emu_fibers)[emu_current].done = true;
+  emu_leave(emu_block->barrier);
+  emu_leave(emu_warp().barrier);
+  emu_leave(emu_grid);
 }
 
 // A fiber's first switch lands here; it never returns, and is never resumed once its thread is done.
@@ -265,44 +272,54 @@ inline void* emu_fiber_stack(std::vector<char>& stack) {
   return sp;
 }
 
+// Runs the blocks of the grid one after another, or with `together` (a cooperative launch) all at once, so that
+// emu_grid_sync can wait for every thread; a kernel launched so keeps its shared memory dynamic.
 template <typename F>
-void emu_launch(dim3 grid, dim3 block, size_t smem, F body) {
+void emu_launch(dim3 grid, dim3 block, size_t smem, F body, bool together = false) {
   gridDim = grid;
   blockDim = block;
   const int n = static_cast<int>(block.x * block.y * block.z);
-  emu_dyn_smem.assign(smem + 16, 0);
   std::function<void()> fn = body;
   emu_body = &fn;
-  static std::vector<EmuFiber> fibers;
-  if (static_cast<int>(fibers.size()) < n) fibers.resize(n);
+  std::vector<EmuBlock> blocks;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        std::vector<EmuWarp> warps((n + 31) / 32);
-        for (size_t w = 0; w < warps.size(); ++w) warps[w].alive = std::min(32, n - static_cast<int>(w) * 32);
-        emu_warps = &warps;
-        emu_fibers = &fibers;
-        emu_block_arrived = 0;
-        emu_block_alive = n;
-        blockIdx = uint3{bx, by, bz};
-        for (int i = 0; i < n; ++i) {
-          EmuFiber& f = fibers[i];
-          f.done = false;
-          f.tid = uint3{static_cast<unsigned>(i % block.x), static_cast<unsigned>((i / block.x) % block.y), static_cast<unsigned>(i / (block.x * block.y))};
-          if (f.stack.empty()) f.stack.resize(256 << 10);
-          f.sp = emu_fiber_stack(f.stack);
-        }
-        for (int remaining = n; remaining > 0;) {
-          remaining = 0;
-          for (int i = 0; i < n; ++i) {
-            if (fibers[i].done) continue;
-            emu_current = i;
-            threadIdx = fibers[i].tid;
-            emu_switch(&emu_main_sp, fibers[i].sp);
-            if (!fibers[i].done) ++remaining;
-          }
-        }
+      for (unsigned bx = 0; bx < grid.x; ++bx) blocks.push_back(EmuBlock{uint3{bx, by, bz}, EmuBarrier{0, n, 0}, {}, {}});
+  const int wave = together ? static_cast<int>(blocks.size()) : 1, threads = wave * n;
+  static std::vector<EmuFiber> fibers;
+  if (static_cast<int>(fibers.size()) < threads) fibers.resize(threads);
+  emu_fibers = &fibers;
+  for (size_t first = 0; first < blocks.size(); first += wave) {
+    emu_grid = EmuBarrier{0, threads, 0};
+    for (int i = 0; i < threads; ++i) {
+      EmuBlock& b = blocks[first + i / n];
+      if (i % n == 0) {
+        b.warps.resize((n + 31) / 32);
+        for (size_t w = 0; w < b.warps.size(); ++w) b.warps[w].barrier.alive = std::min(32, n - static_cast<int>(w) * 32);
+        b.dyn_smem.assign(smem + 16, 0);
       }
+      const int t = i % n;
+      EmuFiber& f = fibers[i];
+      f.done = false;
+      f.block = &b;
+      f.tid = uint3{static_cast<unsigned>(t % block.x), static_cast<unsigned>((t / block.x) % block.y), static_cast<unsigned>(t / (block.x * block.y))};
+      if (f.stack.empty()) f.stack.resize(256 << 10);
+      f.sp = emu_fiber_stack(f.stack);
+    }
+    for (int remaining = threads; remaining > 0;) {
+      remaining = 0;
+      for (int i = 0; i < threads; ++i) {
+        EmuFiber& f = fibers[i];
+        if (f.done) continue;
+        emu_current = i;
+        emu_block = f.block;
+        blockIdx = f.block->idx;
+        threadIdx = f.tid;
+        emu_switch(&emu_main_sp, f.sp);
+        if (!f.done) ++remaining;
+      }
+    }
+  }
 }
 
 // Work queued on a stream (runtime.cpp): run now, or recorded while the stream captures a graph, whose launch runs
@@ -313,4 +330,11 @@ void emu_queue(std::function<void()> op);
 template <typename F, typename... A>
 void emu_launch4(dim3 grid, dim3 block, size_t smem, cudaStream_t, F kernel, A... args) {
   emu_queue([=] { emu_launch(grid, block, smem, [&] { kernel(args...); }); });
+}
+
+// cudaLaunchKernelEx with the cooperative attribute (transform.py): every block at once.
+template <typename F, typename... A>
+cudaError_t emu_launch_cooperative(const cudaLaunchConfig_t& config, F kernel, A... args) {
+  emu_queue([=] { emu_launch(config.gridDim, config.blockDim, config.dynamicSmemBytes, [&] { kernel(args...); }, true); });
+  return cudaSuccess;
 }

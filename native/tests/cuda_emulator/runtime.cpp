@@ -70,7 +70,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) { return unless_capturing(); }
 cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }
-cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) { std::memset(p, 0, sizeof(*p)); std::strcpy(p->name, "Emulated"); p->major = 9; p->minor = 0; p->multiProcessorCount = 1; p->totalGlobalMem = 8ull << 30; return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) { std::memset(p, 0, sizeof(*p)); std::strcpy(p->name, "Emulated"); p->major = 9; p->minor = 0; p->multiProcessorCount = 1; p->cooperativeLaunch = 1; p->totalGlobalMem = 8ull << 30; return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t* f, size_t* t) { *f = 4ull << 30; *t = 8ull << 30; return cudaSuccess; }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { *e = reinterpret_cast<cudaEvent_t>(0x1); return cudaSuccess; }
 cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
@@ -79,6 +79,15 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { *e = reinte
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) { *ms = 0; return cudaSuccess; }
 cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  *v = a == cudaDevAttrCooperativeLaunch || a == cudaDevAttrMultiProcessorCount ? 1 : 0;
+  return cudaSuccess;
+}
+// Two blocks resident on the one multiprocessor: a cooperative launch then runs blocks that take turns.
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* n, const void*, int, size_t, unsigned int) {
+  *n = 2;
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize(void) { return unless_capturing(); }
 cudaError_t cudaProfilerStart(void) { return cudaSuccess; }
 cudaError_t cudaProfilerStop(void) { return cudaSuccess; }

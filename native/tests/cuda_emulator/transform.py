@@ -30,7 +30,11 @@ s = re.sub(r'asm volatile\(\s*"wgmma\.mma_async.*?\);\n', 'emu_wgmma(&d[0][0], 6
 s = re.sub(r'asm volatile\("(wgmma\.(fence|commit_group|wait_group)|fence\.proxy\.async).*?\);\n', '', s, flags=re.S)
 s = re.sub(r'asm volatile\(""[^;]*\);', '', s)
 s = s.replace('__cvta_generic_to_shared(', 'emu_shared_address(')
-s = s.replace('extern __shared__ float smem[];', 'float* smem = reinterpret_cast<float*>(emu_dyn_smem.data());')
+s = s.replace('extern __shared__ float smem[];', 'float* smem = reinterpret_cast<float*>(emu_block->dyn_smem.data());')
+s = s.replace('extern __shared__ double smem_f64[];', 'double* smem_f64 = reinterpret_cast<double*>(emu_block->dyn_smem.data());')
+# a cooperative launch and its grid-wide barrier
+s = re.sub(r'cudaLaunchKernelEx\(&(\w+), (\w+), ([^;]*?)\);', r'emu_launch_cooperative(\1, [](auto... a) { \2(a...); }, \3);', s, flags=re.S)
+s = s.replace('#include <cooperative_groups.h>', '').replace('cooperative_groups::this_grid().sync()', 'emu_grid_sync()')
 # a kernel template's address is not a host pointer g++ can take: the attribute call is a no-op here anyway
 s = re.sub(r'cudaFuncSetAttribute\(\w+<X>,', 'cudaFuncSetAttribute((const void*)nullptr,', s)
 open(dst, 'w').write(s)
