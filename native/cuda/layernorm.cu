@@ -1,5 +1,7 @@
 #include "layernorm.cuh"
 
+#include <algorithm>
+
 namespace dixie::cuda {
 
 namespace {
@@ -7,6 +9,10 @@ namespace {
 constexpr int kBlock = 256;
 constexpr int kRowsPerBlock = kBlock / 32;  // row kernels: one warp per row
 constexpr int kRowChunks = 64;              // column reductions: partial sums over this many chunks of rows
+// LayerNorm backward in one pass (layernorm_backward_kernel): chunks of rows, one per block, up to kFusedChunks to
+// fill the GPU and at least kRowsPerWarp rows a warp; each lane holds the column sums of up to kLaneColumns columns
+// (C <= 32 kLaneColumns).
+constexpr int kFusedChunks = 256, kRowsPerWarp = 4, kLaneColumns = 32;
 
 unsigned row_blocks(int N) { return static_cast<unsigned>(ceil_div(N, kRowsPerBlock)); }
 
@@ -77,20 +83,19 @@ __global__ void residual_layernorm_forward_kernel(X* res, X* out, float* mean, f
   layernorm_row<X, K>(out + o, mean, rstd, res + o, weight, bias, row, C, lane);
 }
 
-// dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd, dnorm = weight * dout. One warp per row, K
-// elements per access; the second pass finds the row in L1.
-template <typename X, int K>
-__global__ void layernorm_backward_input_kernel(X* __restrict__ dinp, const X* __restrict__ dout,
-                                                const X* __restrict__ inp, const float* __restrict__ weight,
-                                                const float* mean, const float* rstd, int N, int C) {
+// dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd, dnorm = weight * dout, for one row by one warp,
+// K elements per access; the second pass finds the row in L1. With kIters > 0 (C <= 32 kIters K) each lane also
+// adds its packs' dweight and dbias terms, norm * dout and dout, to a and b: lane l's pack l + 32 i in a[i], b[i].
+template <typename X, int K, int kIters>
+__device__ __forceinline__ void layernorm_backward_row(X* __restrict__ dinp, const X* __restrict__ dout,
+                                                       const X* __restrict__ inp, const float* __restrict__ weight,
+                                                       float m, float s, int C, int lane,
+                                                       float (&a)[kIters > 0 ? kIters : 1][K],
+                                                       float (&b)[kIters > 0 ? kIters : 1][K]) {
   using P = Pack<X, K>;
-  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (row >= N) return;
-  const int64_t o = static_cast<int64_t>(row) * C;
-  const P* g = reinterpret_cast<const P*>(dout + o);
-  const P* x = reinterpret_cast<const P*>(inp + o);
-  P* d = reinterpret_cast<P*>(dinp + o);
-  const float m = mean[row], s = rstd[row];
+  const P* g = reinterpret_cast<const P*>(dout);
+  const P* x = reinterpret_cast<const P*>(inp);
+  P* d = reinterpret_cast<P*>(dinp);
   float sum_dnorm = 0.0f, sum_dnorm_norm = 0.0f;
   for (int p = lane; p < C / P::kN; p += 32) {
     const P gp = g[p], xp = x[p];
@@ -102,16 +107,72 @@ __global__ void layernorm_backward_input_kernel(X* __restrict__ dinp, const X* _
     }
   }
   const float mean_dnorm = warp_sum(sum_dnorm) / C, mean_dnorm_norm = warp_sum(sum_dnorm_norm) / C;
-  for (int p = lane; p < C / P::kN; p += 32) {
+#pragma unroll
+  for (int i = 0; kIters == 0 || i < kIters; ++i) {
+    const int p = lane + 32 * i;
+    if (p >= C / P::kN) break;
     const P gp = g[p], xp = x[p];
     P dp = d[p];
 #pragma unroll
     for (int k = 0; k < P::kN; ++k) {
       const float norm = (to_f32(xp.v[k]) - m) * s, dnorm = weight[p * P::kN + k] * to_f32(gp.v[k]);
       dp.v[k] = from_f32<X>(to_f32(dp.v[k]) + (dnorm - mean_dnorm - norm * mean_dnorm_norm) * s);
+      if constexpr (kIters > 0) {
+        a[i][k] += norm * to_f32(gp.v[k]);
+        b[i][k] += to_f32(gp.v[k]);
+      }
     }
     d[p] = dp;
   }
+}
+
+template <typename X, int K>
+__global__ void layernorm_backward_input_kernel(X* __restrict__ dinp, const X* __restrict__ dout,
+                                                const X* __restrict__ inp, const float* __restrict__ weight,
+                                                const float* mean, const float* rstd, int N, int C) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= N) return;
+  const int64_t o = static_cast<int64_t>(row) * C;
+  float unused[1][K];
+  layernorm_backward_row<X, K, 0>(dinp + o, dout + o, inp + o, weight, mean[row], rstd[row], C, lane, unused, unused);
+}
+
+// The whole backward in one pass over dout and inp, for C <= 32 kLaneColumns: block `chunk` takes that chunk of
+// rows, warp w its rows w, w + 8, ..., adding each row's dinp and summing its lanes' columns in registers; then
+// the warps add their sums in order into shared memory, and the block writes them to partial[chunk] ([2C]:
+// dweight's terms, then dbias's) for column_finish_kernel<true>.
+template <typename X, int K>
+__global__ void __launch_bounds__(kBlock) layernorm_backward_kernel(X* __restrict__ dinp, float* partial,
+                                                                    const X* __restrict__ dout,
+                                                                    const X* __restrict__ inp,
+                                                                    const float* __restrict__ weight,
+                                                                    const float* mean, const float* rstd, int N, int C) {
+  constexpr int kIters = kLaneColumns / K;
+  __shared__ float sums[2 * 32 * kLaneColumns];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, chunk = blockIdx.x;
+  const int rows_per_chunk = static_cast<int>(ceil_div(N, static_cast<int>(gridDim.x)));
+  const int r0 = chunk * rows_per_chunk, r1 = min(N, r0 + rows_per_chunk);
+  float a[kIters][K] = {}, b[kIters][K] = {};
+  for (int row = r0 + warp; row < r1; row += kRowsPerBlock) {
+    const int64_t o = static_cast<int64_t>(row) * C;
+    layernorm_backward_row<X, K, kIters>(dinp + o, dout + o, inp + o, weight, mean[row], rstd[row], C, lane, a, b);
+  }
+  for (int w = 0; w < kRowsPerBlock; ++w) {
+    if (warp == w) {
+#pragma unroll
+      for (int i = 0; i < kIters; ++i)
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const int c = (lane + 32 * i) * K + k;
+          if (c >= C) continue;
+          sums[c] = (w == 0 ? 0.0f : sums[c]) + a[i][k];
+          sums[C + c] = (w == 0 ? 0.0f : sums[C + c]) + b[i][k];
+        }
+    }
+    __syncthreads();
+  }
+  float* out = partial + static_cast<int64_t>(chunk) * 2 * C;
+  for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) out[c] = sums[c];
 }
 
 // Column reductions in two stages. Stage 1, grid (ceil(C / 32 K), kRowChunks), block (32, 8): each block sums
@@ -187,12 +248,12 @@ void column_partials(float* scratch, const X* dout, const X* inp, const float* m
 }
 
 template <bool LayerNorm>
-__global__ void column_finish_kernel(float* dweight, float* dbias, const float* partial, int C) {
+__global__ void column_finish_kernel(float* dweight, float* dbias, const float* partial, int C, int chunks) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int stride = LayerNorm ? 2 * C : C;
   float a = 0.0f, b = 0.0f;
-  for (int k = 0; k < kRowChunks; ++k) {
+  for (int k = 0; k < chunks; ++k) {
     if (LayerNorm) a += partial[static_cast<int64_t>(k) * stride + c];
     b += partial[static_cast<int64_t>(k) * stride + (LayerNorm ? C : 0) + c];
   }
@@ -224,28 +285,38 @@ void residual_layernorm_forward(X* res, X* out, float* mean, float* rstd, const 
   DIXIE_CUDA_LAUNCHED();
 }
 
-size_t layernorm_scratch_floats(int C) { return static_cast<size_t>(kRowChunks) * 2 * C; }
+size_t layernorm_scratch_floats(int C) { return static_cast<size_t>(std::max(kRowChunks, kFusedChunks)) * 2 * C; }
 size_t bias_scratch_floats(int OC) { return static_cast<size_t>(kRowChunks) * OC; }
 
 template <typename X>
 void layernorm_backward(X* dinp, float* dweight, float* dbias, const X* dout, const X* inp, const float* weight,
                         const float* mean, const float* rstd, int N, int C, float* scratch, cudaStream_t stream) {
   constexpr int K = Pack<X>::kN;
-  if (packable<X>(C, {dinp, dout, inp}))
+  const bool packed = packable<X>(C, {dinp, dout, inp});
+  const unsigned finish_blocks = static_cast<unsigned>(ceil_div(C, kBlock));
+  if (dweight && packed && C <= 32 * kLaneColumns) {  // one pass, then the chunks' sums
+    const int chunks = static_cast<int>(std::min<int64_t>(kFusedChunks, ceil_div(N, kRowsPerBlock * kRowsPerWarp)));
+    layernorm_backward_kernel<X, K><<<chunks, kBlock, 0, stream>>>(dinp, scratch, dout, inp, weight, mean, rstd, N, C);
+    DIXIE_CUDA_LAUNCHED();
+    column_finish_kernel<true><<<finish_blocks, kBlock, 0, stream>>>(dweight, dbias, scratch, C, chunks);
+    DIXIE_CUDA_LAUNCHED();
+    return;
+  }
+  if (packed)
     layernorm_backward_input_kernel<X, K><<<row_blocks(N), kBlock, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
   else
     layernorm_backward_input_kernel<X, 1><<<row_blocks(N), kBlock, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
   DIXIE_CUDA_LAUNCHED();
   if (!dweight) return;  // a frozen LayerNorm
   column_partials<X, true>(scratch, dout, inp, mean, rstd, N, C, stream);
-  column_finish_kernel<true><<<static_cast<unsigned>(ceil_div(C, kBlock)), kBlock, 0, stream>>>(dweight, dbias, scratch, C);
+  column_finish_kernel<true><<<finish_blocks, kBlock, 0, stream>>>(dweight, dbias, scratch, C, kRowChunks);
   DIXIE_CUDA_LAUNCHED();
 }
 
 template <typename X>
 void bias_backward(float* dbias, const X* dout, int N, int OC, float* scratch, cudaStream_t stream) {
   column_partials<X, false>(scratch, dout, nullptr, nullptr, nullptr, N, OC, stream);
-  column_finish_kernel<false><<<static_cast<unsigned>(ceil_div(OC, kBlock)), kBlock, 0, stream>>>(nullptr, dbias, scratch, OC);
+  column_finish_kernel<false><<<static_cast<unsigned>(ceil_div(OC, kBlock)), kBlock, 0, stream>>>(nullptr, dbias, scratch, OC, kRowChunks);
   DIXIE_CUDA_LAUNCHED();
 }
 

@@ -21,7 +21,8 @@ template <typename X>
 void residual_layernorm_forward(X* res, X* out, float* mean, float* rstd, const X* a, const X* b, const float* weight,
                                 const float* bias, int N, int C, cudaStream_t stream);
 // dinp[N, C] +=, dweight[C] +=, dbias[C] += (dweight and dbias null together: a frozen LayerNorm). scratch:
-// layernorm_scratch_floats(C) floats.
+// layernorm_scratch_floats(C) floats. In one pass over dout and inp where C <= 1024 in 16-byte packs (GPT-2 124M
+// and 355M), the column sums kept in registers; otherwise dinp's pass and then the column reductions.
 template <typename X>
 void layernorm_backward(X* dinp, float* dweight, float* dbias, const X* dout, const X* inp, const float* weight,
                         const float* mean, const float* rstd, int N, int C, float* scratch, cudaStream_t stream);
