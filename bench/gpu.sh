@@ -88,14 +88,24 @@ run cpu 150 DIXIE_CUBLAS=1 -- "$CHECK" cpu
 run decode 90 DIXIE_CUBLAS=1 -- "$CHECK" decode
 run graphs 90 DIXIE_CUBLAS=1 -- "$CHECK" graphs
 run attention 60 DIXIE_CUBLAS=1 -- "$CHECK" attention
+# The switches of work prepared without a GPU, all on (docs/building.md): the same checks must pass.
+PREPARED=(DIXIE_HOPPER_ATTENTION=1 DIXIE_FUSED_ADAMW=1 DIXIE_BIAS_GRAD_EPILOGUE=1)
+run prepared-reference 60 DIXIE_CUBLAS=1 "${PREPARED[@]}" -- "$CHECK" reference
+run prepared-cpu 150 DIXIE_CUBLAS=1 "${PREPARED[@]}" -- "$CHECK" cpu
 run sampler 60 DIXIE_CUBLAS=1 -- "$CHECK" sampler
 run lora 240 DIXIE_CUBLAS=1 -- "$CHECK" lora
 run adapters 150 DIXIE_CUBLAS=1 -- "$CHECK" adapters
 run bench 320 DIXIE_CUBLAS=1 -- "$CHECK" bench
 # Kernel times of one step; --clock-control none keeps the card's own clocks, as in the benchmark.
+profile() {  # the section's name, then its environment
+  local name=$1
+  shift
+  run "$name" 120 DIXIE_CUBLAS=1 "$@" -- bash -c "ncu --profile-from-start off --clock-control none --csv \
+    --metrics gpu__time_duration.sum '$CHECK' profile >'$LOG_DIR/$name.csv' && python3 bench/ncu_kernels.py <'$LOG_DIR/$name.csv'"
+}
 if command -v ncu >/dev/null && command -v python3 >/dev/null; then
-  run profile 120 DIXIE_CUBLAS=1 -- bash -c "ncu --profile-from-start off --clock-control none --csv \
-    --metrics gpu__time_duration.sum '$CHECK' profile >'$LOG_DIR/profile.csv' && python3 bench/ncu_kernels.py <'$LOG_DIR/profile.csv'"
+  profile profile
+  profile prepared-profile "${PREPARED[@]}"
 else
   SUMMARY+=("SKIP  profile: ncu or python3 not found")
 fi
@@ -120,7 +130,7 @@ run data-parallel 300 -- bash bench/gpu_data_parallel.sh "$BUILD_DIR" "$ARCHS"
 summary() {
   echo "================================ summary [$(elapsed)] ================================"
   printf '%s\n' "${SUMMARY[@]}"
-  for b in bench own-gemm-bench profile data-parallel; do
+  for b in bench own-gemm-bench profile prepared-profile data-parallel; do
     [ -f "$LOG_DIR/$b.log" ] && sed -n '/^### /,$p' "$LOG_DIR/$b.log" | head -45
   done
   echo "logs: $LOG_DIR"

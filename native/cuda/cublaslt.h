@@ -53,6 +53,7 @@ constexpr uint32_t kEpilogueBias = 4;
 constexpr uint32_t kEpilogueGeluAux = 160;      // D = gelu(AB), aux = AB
 constexpr uint32_t kEpilogueGeluAuxBias = 164;  // D = gelu(AB + bias), aux = AB + bias
 constexpr uint32_t kEpilogueDGelu = 192;        // D = AB * gelu'(aux)
+constexpr uint32_t kEpilogueBGradA = 256;       // D = AB, bias = A's sums over k (the bias gradient)
 // cublasLtMatmulPreferenceAttributes_t
 constexpr int kPrefMaxWorkspaceBytes = 1;
 constexpr int kPrefMinAlignmentA = 5;

@@ -75,6 +75,8 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   decode_graphs_ = graphs && std::string(graphs) == "1";
   const char* fused = std::getenv("DIXIE_FUSED_ADAMW");
   fused_optimizer_ = fused && std::string(fused) == "1";
+  const char* bias_epilogue = std::getenv("DIXIE_BIAS_GRAD_EPILOGUE");
+  bias_grad_epilogue_ = bias_epilogue && std::string(bias_epilogue) == "1";
   const char* hopper = std::getenv("DIXIE_HOPPER_ATTENTION");
   attention_tiles_ = hopper && std::string(hopper) == "1" && wgmma_attention_available() ? AttentionTiles::kWgmma
                                                                                           : AttentionTiles::kMma;
@@ -495,8 +497,16 @@ void CudaBackend::matmul_backward(X* dinp, ParamKind w, ParamKind b, int l, cons
                   static_cast<X*>(lora_du_), N, mask, static_cast<X*>(lora_dropped_), stream_.get());
     if (gelu_input) gelu_backward(dinp, gelu_input, dinp, static_cast<int64_t>(N) * C, stream_.get());
   }
-  if (float* dw = grad(w, l)) gemm_->matmul<X, float>(true, false, C, OC, N, inp, C, dout, OC, dw, OC, nullptr, true);
-  if (float* db = grad(b, l)) bias_backward(db, dout, N, OC, reduce_scratch_, stream_.get());
+  float *dw = grad(w, l), *db = grad(b, l);
+  // With DIXIE_BIAS_GRAD_EPILOGUE=1, cuBLASLt sums the bias gradient as it reads dout for the weight's.
+  const bool summed = dw && db && bias_grad_epilogue_ &&
+                      gemm_->matmul_column_sums(true, C, OC, N, inp, C, dout, OC, dw, OC, reduce_scratch_);
+  if (summed) {
+    add_column_sums(db, reduce_scratch_, OC, stream_.get());
+  } else {
+    if (dw) gemm_->matmul<X, float>(true, false, C, OC, N, inp, C, dout, OC, dw, OC, nullptr, true);
+    if (db) bias_backward(db, dout, N, OC, reduce_scratch_, stream_.get());
+  }
 }
 
 // From a.ln1 (already computed from the block input `in`) to gelu_: everything the block's backward reads.

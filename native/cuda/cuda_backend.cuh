@@ -129,6 +129,7 @@ class CudaBackend : public Backend {
   bool decode_graphs_;         // DIXIE_CUDA_GRAPHS=1: decode steps as CUDA graphs (cuda_decoder.cuh)
   AttentionTiles attention_tiles_;  // kWgmma with DIXIE_HOPPER_ATTENTION=1 where available (attention.cuh)
   bool fused_optimizer_;       // DIXIE_FUSED_ADAMW=1: on one device, the optimizer step as one launch (optimizer.cuh)
+  bool bias_grad_epilogue_;    // DIXIE_BIAS_GRAD_EPILOGUE=1: bias gradients in cuBLASLt's epilogue (gemm.cuh)
   int device_ = 0;
   cudaDeviceProp props_{};
   CudaStream stream_;  // first member with device work, so destroyed last (it waits for the work to finish)

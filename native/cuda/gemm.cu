@@ -269,7 +269,7 @@ std::string Gemm::describe() const {
 }
 
 Gemm::Plan* Gemm::plan_for(const Key& key, bool trans_a, bool trans_b, int M, int N, int K, int lda, int ldb, int ldc,
-                           cudaDataType_t in_type, cudaDataType_t out_type, const void* bias, Activation act,
+                           cudaDataType_t in_type, cudaDataType_t out_type, uint32_t epilogue, const void* bias,
                            const void* aux, const int align[4]) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
@@ -279,10 +279,6 @@ Gemm::Plan* Gemm::plan_for(const Key& key, bool trans_a, bool trans_b, int M, in
   // with m = N, n = M. Layouts describe the matrices as stored.
   const int op_a = trans_b ? lt::kOpT : lt::kOpN;
   const int op_b = trans_a ? lt::kOpT : lt::kOpN;
-  const uint32_t epilogue = act == Activation::kGelu       ? (bias ? lt::kEpilogueGeluAuxBias : lt::kEpilogueGeluAux)
-                            : act == Activation::kGeluGrad ? lt::kEpilogueDGelu
-                            : bias                         ? lt::kEpilogueBias
-                                                           : lt::kEpilogueDefault;
   bool ok = api_->matmul_desc_create(&plan->desc, lt::kCompute32F, CUDA_R_32F) == lt::kSuccess &&
             api_->matmul_desc_set_attribute(plan->desc, lt::kDescTransA, &op_a, sizeof(op_a)) == lt::kSuccess &&
             api_->matmul_desc_set_attribute(plan->desc, lt::kDescTransB, &op_b, sizeof(op_b)) == lt::kSuccess &&
@@ -292,7 +288,7 @@ Gemm::Plan* Gemm::plan_for(const Key& key, bool trans_a, bool trans_b, int M, in
             api_->matrix_layout_create(&plan->c, out_type, N, M, ldc) == lt::kSuccess;
   // The heuristic reads the bias and aux pointers' alignment from the descriptor (the key holds them).
   if (ok && bias) ok = api_->matmul_desc_set_attribute(plan->desc, lt::kDescBiasPointer, &bias, sizeof(bias)) == lt::kSuccess;
-  if (ok && act != Activation::kNone) {
+  if (ok && aux) {
     const int64_t aux_ld = ldc;  // aux is laid out as C
     ok = api_->matmul_desc_set_attribute(plan->desc, lt::kDescEpilogueAuxPointer, &aux, sizeof(aux)) == lt::kSuccess &&
          api_->matmul_desc_set_attribute(plan->desc, lt::kDescEpilogueAuxLd, &aux_ld, sizeof(aux_ld)) == lt::kSuccess;
@@ -334,10 +330,14 @@ void Gemm::matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, 
     const int align[4] = {alignment(A, lda, sizeof(In)), alignment(B, ldb, sizeof(In)), alignment(C, ldc, sizeof(Out)),
                           bias ? alignment(bias, 0, sizeof(In)) : 0};
     const cudaDataType_t in_type = data_type<In>(), out_type = data_type<Out>();
+    const uint32_t epilogue = act == Activation::kGelu       ? (bias ? lt::kEpilogueGeluAuxBias : lt::kEpilogueGeluAux)
+                              : act == Activation::kGeluGrad ? lt::kEpilogueDGelu
+                              : bias                         ? lt::kEpilogueBias
+                                                             : lt::kEpilogueDefault;
     const Key key{trans_a, trans_b, M, N, K, lda, ldb, ldc, static_cast<int>(in_type), static_cast<int>(out_type),
-                  bias != nullptr, align[0], align[1], align[2], align[3], static_cast<int>(act),
+                  bias != nullptr, align[0], align[1], align[2], align[3], static_cast<int>(epilogue),
                   aux ? alignment(aux, ldc, sizeof(Out)) : 0};
-    Plan* plan = plan_for(key, trans_a, trans_b, M, N, K, lda, ldb, ldc, in_type, out_type, bias, act, aux, align);
+    Plan* plan = plan_for(key, trans_a, trans_b, M, N, K, lda, ldb, ldc, in_type, out_type, epilogue, bias, aux, align);
     if (plan->usable) {
       if (bias && api_->matmul_desc_set_attribute(plan->desc, lt::kDescBiasPointer, &bias, sizeof(bias)) != lt::kSuccess)
         throw std::runtime_error("cuBLASLt: setting the bias pointer failed");
@@ -365,6 +365,29 @@ void Gemm::matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, 
     matmul(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, false, Activation::kNone, static_cast<Out*>(nullptr), alpha);
     gelu_backward(C, aux, C, n, stream_);
   }
+}
+
+template <typename In>
+bool Gemm::matmul_column_sums(bool trans_a, int M, int N, int K, const In* A, int lda, const In* B, int ldb, float* C,
+                              int ldc, float* column_sums) {
+  if (!api_ || M <= 0 || N <= 0) return false;
+  const int align[4] = {alignment(A, lda, sizeof(In)), alignment(B, ldb, sizeof(In)), alignment(C, ldc, sizeof(float)),
+                        alignment(column_sums, 0, sizeof(float))};
+  const cudaDataType_t in_type = data_type<In>();
+  const Key key{trans_a, false, M, N, K, lda, ldb, ldc, static_cast<int>(in_type), static_cast<int>(CUDA_R_32F), true,
+                align[0], align[1], align[2], align[3], static_cast<int>(lt::kEpilogueBGradA), 0};
+  Plan* plan = plan_for(key, trans_a, false, M, N, K, lda, ldb, ldc, in_type, CUDA_R_32F, lt::kEpilogueBGradA,
+                        column_sums, nullptr, align);
+  if (!plan->usable) return false;
+  if (api_->matmul_desc_set_attribute(plan->desc, lt::kDescBiasPointer, &column_sums, sizeof(column_sums)) != lt::kSuccess)
+    throw std::runtime_error("cuBLASLt: setting the bias gradient's pointer failed");
+  const float alpha = 1.0f, beta = 1.0f;
+  const lt::Status s = api_->matmul(handle_, plan->desc, &alpha, B, plan->a, A, plan->b, &beta, C, plan->c, C, plan->c,
+                                    &plan->algo, workspace_.data(), workspace_.bytes(), stream_);
+  if (s != lt::kSuccess)
+    throw std::runtime_error("cuBLASLt matmul with column sums failed with status " + std::to_string(s) + " (M=" +
+                             std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + ")");
+  return true;
 }
 
 void Gemm::own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
@@ -395,5 +418,9 @@ template void Gemm::matmul<bf16, bf16>(bool, bool, int, int, int, const bf16*, i
                                        const bf16*, bool, Activation, bf16*, float);
 template void Gemm::matmul<bf16, float>(bool, bool, int, int, int, const bf16*, int, const bf16*, int, float*, int,
                                         const bf16*, bool, Activation, float*, float);
+template bool Gemm::matmul_column_sums<float>(bool, int, int, int, const float*, int, const float*, int, float*, int,
+                                              float*);
+template bool Gemm::matmul_column_sums<bf16>(bool, int, int, int, const bf16*, int, const bf16*, int, float*, int,
+                                             float*);
 
 }  // namespace dixie::cuda

@@ -38,6 +38,13 @@ class Gemm {
               int ldc, const In* bias, bool accumulate, Activation act = Activation::kNone, Out* aux = nullptr,
               float alpha = 1.0f);
 
+  // Row-major C[M, N] += op(A)[M, K] @ B[K, N] (float32 C) and column_sums[N] = B's column sums over K, in one
+  // cuBLASLt product (its BGRADA epilogue): a linear layer's weight gradient and its bias's from one read of the
+  // output's gradient. False, with nothing done, where cuBLASLt is not used or has no kernel for it.
+  template <typename In>
+  bool matmul_column_sums(bool trans_a, int M, int N, int K, const In* A, int lda, const In* B, int ldb, float* C,
+                          int ldc, float* column_sums);
+
  private:
   struct Plan;
   using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int>;
@@ -48,8 +55,9 @@ class Gemm {
   template <typename Out>
   void own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const bf16* A, int lda, const bf16* B, int ldb,
                   Out* C, int ldc, const bf16* bias, bool accumulate, float alpha);
+  // epilogue: cuBLASLt's (lt::kEpilogue...); bias is its bias input, or the bias gradient's output
   Plan* plan_for(const Key& key, bool trans_a, bool trans_b, int M, int N, int K, int lda, int ldb, int ldc,
-                 cudaDataType_t in_type, cudaDataType_t out_type, const void* bias, Activation act, const void* aux,
+                 cudaDataType_t in_type, cudaDataType_t out_type, uint32_t epilogue, const void* bias, const void* aux,
                  const int align[4]);
 
   cudaStream_t stream_;

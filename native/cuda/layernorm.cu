@@ -320,6 +320,11 @@ void bias_backward(float* dbias, const X* dout, int N, int OC, float* scratch, c
   DIXIE_CUDA_LAUNCHED();
 }
 
+void add_column_sums(float* dbias, const float* sums, int OC, cudaStream_t stream) {
+  column_finish_kernel<false><<<static_cast<unsigned>(ceil_div(OC, kBlock)), kBlock, 0, stream>>>(nullptr, dbias, sums, OC, 1);
+  DIXIE_CUDA_LAUNCHED();
+}
+
 #define DIXIE_LAYERNORM_FOR(X)                                                                                      \
   template void layernorm_forward<X>(X*, float*, float*, const X*, const float*, const float*, int, int, cudaStream_t); \
   template void residual_layernorm_forward<X>(X*, X*, float*, float*, const X*, const X*, const float*, const float*,  \

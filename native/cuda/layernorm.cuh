@@ -30,6 +30,8 @@ void layernorm_backward(X* dinp, float* dweight, float* dbias, const X* dout, co
 // dbias[OC] += column sums of dout[N, OC]. scratch: bias_scratch_floats(OC) floats.
 template <typename X>
 void bias_backward(float* dbias, const X* dout, int N, int OC, float* scratch, cudaStream_t stream);
+// dbias[OC] += sums[OC], column sums made elsewhere (a matrix product's epilogue)
+void add_column_sums(float* dbias, const float* sums, int OC, cudaStream_t stream);
 
 // Scratch for the two-stage column reductions above (per-chunk partial sums, then a fixed-order sum).
 size_t layernorm_scratch_floats(int C);

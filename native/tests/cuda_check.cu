@@ -69,11 +69,15 @@ void report(bool ok, const std::string& name, const std::string& detail) {
   std::fflush(stdout);
 }
 
-// A switch that backends read from the environment when they are made, set to 1 while this object lives.
+// Switches that backends read from the environment when they are made, set to 1 while this object lives.
 struct SwitchOn {
-  const char* name;
-  explicit SwitchOn(const char* n) : name(n) { setenv(name, "1", 1); }
-  ~SwitchOn() { unsetenv(name); }
+  std::vector<std::string> names;
+  explicit SwitchOn(std::vector<std::string> n) : names(std::move(n)) {
+    for (const std::string& name : names) setenv(name.c_str(), "1", 1);
+  }
+  ~SwitchOn() {
+    for (const std::string& name : names) unsetenv(name.c_str());
+  }
 };
 
 // Runs one check; an exception is its failure (and the next check still runs).
@@ -573,7 +577,7 @@ void section_cpu(const Shape& shape) {
     auto three = cuda_model(c, params, B, T, true);
     std::unique_ptr<Backend> one;
     {
-      SwitchOn fused("DIXIE_FUSED_ADAMW");
+      SwitchOn fused({"DIXIE_FUSED_ADAMW"});
       one = cuda_model(c, params, B, T, true);
     }
     StepOptions o = adamw(1e-3f);
@@ -1163,7 +1167,7 @@ void section_adapters(const Shape& shape) {
 
 // A backend made while DIXIE_CUDA_GRAPHS=1, so that its decode steps run as graphs.
 std::unique_ptr<Backend> with_decode_graphs(const std::function<std::unique_ptr<Backend>()>& make) {
-  SwitchOn graphs("DIXIE_CUDA_GRAPHS");
+  SwitchOn graphs({"DIXIE_CUDA_GRAPHS"});
   return make();
 }
 
@@ -1734,24 +1738,30 @@ void section_bench(bool train_only) {
         }
       }
     });
-    // The optimizer step as one launch (DIXIE_FUSED_ADAMW=1): the row's step time against the first row's.
-    check("bench: train bf16 8 x 1024, fused optimizer step", [&] {
-      SwitchOn fused("DIXIE_FUSED_ADAMW");
-      Row r = bench_train(c, params, 8, 1024, true, 3, 10, device);
-      r.setting += ", optimizer step in one launch";
-      add(r);
-    });
-    // The same steps with attention on Hopper's wgmma (DIXIE_HOPPER_ATTENTION=1), where the build and card have it.
-    if (cuda::wgmma_attention_available()) {
-      SwitchOn hopper("DIXIE_HOPPER_ATTENTION");
-      for (const int B : {8, largest}) {
-        if (B == 0) continue;
-        check("bench: train bf16, wgmma attention", [&] {
-          Row r = bench_train(c, params, B, 1024, true, B == 8 ? 3 : 1, B == 8 ? 10 : 3, device);
-          r.setting += B == 8 ? ", wgmma attention" : " (largest), wgmma attention";
-          add(r);
-        });
-      }
+    // The switches of work prepared without a GPU, each alone at 8 x 1024, then all together at 8 x 1024 and at
+    // the largest batch: against the rows above, what each gives. (The wgmma attention where there is one.)
+    std::vector<std::pair<std::string, std::vector<std::string>>> prepared = {
+        {"optimizer step in one launch", {"DIXIE_FUSED_ADAMW"}},
+        {"bias gradients in cuBLASLt's epilogue", {"DIXIE_BIAS_GRAD_EPILOGUE"}}};
+    if (cuda::wgmma_attention_available()) prepared.insert(prepared.begin(), {"wgmma attention", {"DIXIE_HOPPER_ATTENTION"}});
+    std::vector<std::string> all;
+    for (const auto& p : prepared) all.push_back(p.second[0]);
+    for (const auto& p : prepared) {
+      check("bench: train bf16 8 x 1024, " + p.first, [&] {
+        SwitchOn on(p.second);
+        Row r = bench_train(c, params, 8, 1024, true, 3, 10, device);
+        r.setting += ", " + p.first;
+        add(r);
+      });
+    }
+    for (const int B : {8, largest}) {
+      if (B == 0) continue;
+      check("bench: train bf16, all prepared switches", [&] {
+        SwitchOn on(all);
+        Row r = bench_train(c, params, B, 1024, true, B == 8 ? 3 : 1, B == 8 ? 10 : 3, device);
+        r.setting += (B == 8 ? ", " : " (largest), ") + std::to_string(all.size()) + " prepared switches";
+        add(r);
+      });
     }
     check("bench: train f32 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, false, 1, 3, device)); });
     // GPT-2 1558M fine-tuned on one card: bf16 with recompute, at the largest batch within an 80 GB card's memory.
