@@ -1765,9 +1765,9 @@ void section_bench(bool train_only) {
     }
     check("bench: train f32 8 x 1024", [&] { add(bench_train(c, params, 8, 1024, false, 1, 3, device)); });
     // GPT-2 1558M fine-tuned on one card: bf16 with recompute, at the largest batch within an 80 GB card's memory.
+    const GPT2Config xl = gpt2_1558m();
+    const std::vector<float> xl_params = random_params(ModelSpec(xl), 31, true);
     check("bench: train 1558M bf16 recompute, largest batch within 80 GB", [&] {
-      const GPT2Config xl = gpt2_1558m();
-      const std::vector<float> xl_params = random_params(ModelSpec(xl), 31, true);
       for (int B = largest_batch(xl, 1024, true, true, 80ull * 1000 * 1000 * 1000);; B -= 8) {
         try {
           Row r = bench_train(xl, xl_params, B, 1024, true, 1, 3, device, {}, DType::F32, true);
@@ -1787,75 +1787,79 @@ void section_bench(bool train_only) {
     const std::vector<float> lora_params = random_params(ModelSpec(c, lora), 31);
     for (const DType weights : {DType::F32, DType::F16, DType::BF16, DType::Q8_0})
       check("bench: train bf16 LoRA 8 x 1024", [&] { add(bench_train(c, lora_params, 8, 1024, true, 1, 3, device, lora, weights)); });
-    for (const std::string mode : {"bf16", "f32", "q8_0"}) {
-      const bool bf16 = mode == "bf16";
-      for (const int n : {1, 32}) {
-        check("bench: decode", [&] {
-          const DType weights = mode == "q8_0" ? DType::Q8_0 : DType::F32;
-          auto be = decode_bench_model(c, params, bf16, weights);
-          auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get());
-          const int V = c.vocab_size, prompt = 64, steps = 128;
-          be->kv_reserve(n);
-          std::vector<int> slots(n), ones(n, 1), lens(n, prompt);
-          std::iota(slots.begin(), slots.end(), 0);
-          std::vector<float> logits(static_cast<size_t>(n) * V);
-          const std::vector<int32_t> prefill = random_tokens(static_cast<size_t>(n) * prompt, V, 41);
-          be->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data());
-          std::vector<SamplingParams> sp(n, SamplingParams{0.8f, 40, 1.0f, 0.0f});
-          std::vector<uint64_t> rng(2 * static_cast<size_t>(n), 1);
-          std::vector<std::vector<int32_t>> hist(n);
-          std::vector<int32_t> next = sample_with(*be, logits, sp, rng, hist);
-          double t_forward = 0, t_sample = 0, kernel_ms = 0;
-          for (int s = 0; s < steps; ++s) {
-            auto t0 = std::chrono::steady_clock::now();
-            be->kv_forward(n, slots.data(), ones.data(), next.data(), logits.data());
-            t_forward += seconds_since(t0);
-            t0 = std::chrono::steady_clock::now();
-            next = sample_with(*be, logits, sp, rng, hist);
-            t_sample += seconds_since(t0);
-            kernel_ms += cb->last_sample_kernel_ms();
-          }
-          const double tok = static_cast<double>(n) * steps;
-          add({"decode 124M " + mode, "batch " + std::to_string(n),
-               fmt("%.0f", tok / (t_forward + t_sample)) + " tok/s with sampling (" + fmt("%.0f", tok / t_forward) +
-                   " tok/s kvForward alone; " + fmt("%.2f", 1e3 * t_forward / steps) + " ms/step)"});
-          // The same steps fused (kv_step: the logits stay on the device, only the tokens come back), after the
-          // split ones in the same slots.
-          std::vector<int> rows(n);
-          std::iota(rows.begin(), rows.end(), 0);
-          std::vector<int32_t> drawn(n);
-          double t_step = 0;
-          for (int s = 0; s < steps; ++s) {
-            const auto t0 = std::chrono::steady_clock::now();
-            be->kv_step(n, slots.data(), ones.data(), next.data(), n, rows.data(), sp.data(), rng.data(), drawn.data(), nullptr);
-            t_step += seconds_since(t0);
-            next = drawn;
-          }
-          add({"decode 124M " + mode + ", kvStep", "batch " + std::to_string(n),
-               fmt("%.0f", tok / t_step) + " tok/s forward and sampling in one call (" + fmt("%.2f", 1e3 * t_step / steps) +
-                   " ms/step)"});
-          // The same kv_step calls as CUDA graphs (DIXIE_CUDA_GRAPHS=1), timed once the twin's slots hold as many
-          // tokens as the ones above did; its first steps run eagerly, then capture the graph.
-          auto graphed = with_decode_graphs([&] { return decode_bench_model(c, params, bf16, weights); });
-          graphed->kv_reserve(n);
-          graphed->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data());
-          double t_graph = 0;
-          for (int s = 0; s < 2 * steps; ++s) {
-            const auto t0 = std::chrono::steady_clock::now();
-            graphed->kv_step(n, slots.data(), ones.data(), next.data(), n, rows.data(), sp.data(), rng.data(), drawn.data(), nullptr);
-            if (s >= steps) t_graph += seconds_since(t0);
-            next = drawn;
-          }
-          const int64_t launches = dynamic_cast<cuda::CudaBackend*>(graphed.get())->decode_graph_launches();
-          add({"decode 124M " + mode + ", kvStep, CUDA graphs", "batch " + std::to_string(n),
-               fmt("%.0f", tok / t_graph) + " tok/s (" + fmt("%.2f", 1e3 * t_graph / steps) + " ms/step; " +
-                   std::to_string(launches) + " of " + std::to_string(2 * steps) + " steps as graphs)"});
-          if (bf16)
-            add({"sample (top-k 40)", std::to_string(n) + " row" + (n > 1 ? "s" : ""),
-                 fmt("%.1f", 1e3 * kernel_ms / steps) + " us kernel, " + fmt("%.1f", 1e6 * t_sample / steps) + " us per call"});
-        });
-      }
-    }
+    // Decoding at batch n: kvForward then sample(), kv_step, and kv_step as CUDA graphs; with sampler_row, the
+    // sampler's own times too.
+    auto bench_decode = [&](const std::string& model, const GPT2Config& cfg, const std::vector<float>& p,
+                            const std::string& mode, int n, bool sampler_row) {
+      check("bench: decode", [&] {
+        const bool bf16 = mode == "bf16";
+        const DType weights = mode == "q8_0" ? DType::Q8_0 : DType::F32;
+        auto be = decode_bench_model(cfg, p, bf16, weights);
+        auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get());
+        const int V = cfg.vocab_size, prompt = 64, steps = 128;
+        be->kv_reserve(n);
+        std::vector<int> slots(n), ones(n, 1), lens(n, prompt);
+        std::iota(slots.begin(), slots.end(), 0);
+        std::vector<float> logits(static_cast<size_t>(n) * V);
+        const std::vector<int32_t> prefill = random_tokens(static_cast<size_t>(n) * prompt, V, 41);
+        be->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data());
+        std::vector<SamplingParams> sp(n, SamplingParams{0.8f, 40, 1.0f, 0.0f});
+        std::vector<uint64_t> rng(2 * static_cast<size_t>(n), 1);
+        std::vector<std::vector<int32_t>> hist(n);
+        std::vector<int32_t> next = sample_with(*be, logits, sp, rng, hist);
+        double t_forward = 0, t_sample = 0, kernel_ms = 0;
+        for (int s = 0; s < steps; ++s) {
+          auto t0 = std::chrono::steady_clock::now();
+          be->kv_forward(n, slots.data(), ones.data(), next.data(), logits.data());
+          t_forward += seconds_since(t0);
+          t0 = std::chrono::steady_clock::now();
+          next = sample_with(*be, logits, sp, rng, hist);
+          t_sample += seconds_since(t0);
+          kernel_ms += cb->last_sample_kernel_ms();
+        }
+        const double tok = static_cast<double>(n) * steps;
+        add({"decode " + model + " " + mode, "batch " + std::to_string(n),
+             fmt("%.0f", tok / (t_forward + t_sample)) + " tok/s with sampling (" + fmt("%.0f", tok / t_forward) +
+                 " tok/s kvForward alone; " + fmt("%.2f", 1e3 * t_forward / steps) + " ms/step)"});
+        // The same steps fused (kv_step: the logits stay on the device, only the tokens come back), after the
+        // split ones in the same slots.
+        std::vector<int> rows(n);
+        std::iota(rows.begin(), rows.end(), 0);
+        std::vector<int32_t> drawn(n);
+        double t_step = 0;
+        for (int s = 0; s < steps; ++s) {
+          const auto t0 = std::chrono::steady_clock::now();
+          be->kv_step(n, slots.data(), ones.data(), next.data(), n, rows.data(), sp.data(), rng.data(), drawn.data(), nullptr);
+          t_step += seconds_since(t0);
+          next = drawn;
+        }
+        add({"decode " + model + " " + mode + ", kvStep", "batch " + std::to_string(n),
+             fmt("%.0f", tok / t_step) + " tok/s forward and sampling in one call (" + fmt("%.2f", 1e3 * t_step / steps) +
+                 " ms/step)"});
+        // The same kv_step calls as CUDA graphs (DIXIE_CUDA_GRAPHS=1), timed once the twin's slots hold as many
+        // tokens as the ones above did; its first steps run eagerly, then capture the graph.
+        auto graphed = with_decode_graphs([&] { return decode_bench_model(cfg, p, bf16, weights); });
+        graphed->kv_reserve(n);
+        graphed->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data());
+        double t_graph = 0;
+        for (int s = 0; s < 2 * steps; ++s) {
+          const auto t0 = std::chrono::steady_clock::now();
+          graphed->kv_step(n, slots.data(), ones.data(), next.data(), n, rows.data(), sp.data(), rng.data(), drawn.data(), nullptr);
+          if (s >= steps) t_graph += seconds_since(t0);
+          next = drawn;
+        }
+        const int64_t launches = dynamic_cast<cuda::CudaBackend*>(graphed.get())->decode_graph_launches();
+        add({"decode " + model + " " + mode + ", kvStep, CUDA graphs", "batch " + std::to_string(n),
+             fmt("%.0f", tok / t_graph) + " tok/s (" + fmt("%.2f", 1e3 * t_graph / steps) + " ms/step; " +
+                 std::to_string(launches) + " of " + std::to_string(2 * steps) + " steps as graphs)"});
+        if (sampler_row)
+          add({"sample (top-k 40)", std::to_string(n) + " row" + (n > 1 ? "s" : ""),
+               fmt("%.1f", 1e3 * kernel_ms / steps) + " us kernel, " + fmt("%.1f", 1e6 * t_sample / steps) + " us per call"});
+      });
+    };
+    for (const std::string mode : {"bf16", "f32", "q8_0"})
+      for (const int n : {1, 32}) bench_decode("124M", c, params, mode, n, mode == "bf16");
+    bench_decode("1558M", xl, xl_params, "bf16", 1, false);
     // Many fine-tunes of one base in one batch: 16 sequences over 8 adapters (rank 16 on every layer matrix, two
     // slots each) against 16 of the plain base, kv_step as the server decodes.
     for (const std::string mode : {"bf16", "q8_0"}) {
