@@ -13,6 +13,9 @@ namespace dixie::cuda {
 namespace {
 
 constexpr int kThreads = 512;
+// After top-k, at most this many candidates are copied to shared memory, so that top-p and the draw walk them
+// instead of the whole vocabulary (each of their radix passes reads every logit).
+constexpr int kMaxCompacted = 1024;
 constexpr float kMassScale = 1099511627776.0f;  // 2^40: probabilities relative to the most likely token, as integers
 
 struct RowParams {
@@ -53,6 +56,21 @@ struct WarpSumU64 {
   }
 };
 
+// The candidates a selection walks: the row's logits (token id = index), or the ones top-k kept, compacted.
+struct VocabRow {
+  const float* logits;
+  int n;
+  __device__ float logit(int j) const { return logits[j]; }
+  __device__ int id(int j) const { return j; }
+};
+struct Compacted {
+  const float* logits;
+  const int* ids;
+  int n;
+  __device__ float logit(int j) const { return logits[j]; }
+  __device__ int id(int j) const { return ids[j]; }
+};
+
 struct SelectShared {
   unsigned long long mass[256];
   unsigned int count[256];
@@ -64,7 +82,8 @@ struct SelectShared {
 // masses) first reaches target, 1 <= target <= the candidates' total. Returns its key and sets *cum to the
 // running total including it. A radix select over the 64-bit keys, 8 bits a pass from the top; it stops early
 // once the chosen bin holds a single candidate.
-__device__ uint64_t block_select(const float* l, int V, float max, float inv_t, bool by_id, uint64_t limit, bool by_mass,
+template <typename Candidates>
+__device__ uint64_t block_select(const Candidates& cand, float max, float inv_t, bool by_id, uint64_t limit, bool by_mass,
                                  unsigned long long target, unsigned long long* cum, SelectShared& sh) {
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   uint64_t prefix = 0;
@@ -76,12 +95,13 @@ __device__ uint64_t block_select(const float* l, int V, float max, float inv_t, 
     }
     __syncthreads();
     const uint64_t high = shift == 56 ? 0 : (~0ull << (shift + 8));
-    for (int i = tid; i < V; i += blockDim.x) {
-      const uint64_t key = order_key(l[i], i, by_id);
+    for (int j = tid; j < cand.n; j += blockDim.x) {
+      const float x = cand.logit(j);
+      const uint64_t key = order_key(x, cand.id(j), by_id);
       if (key > limit || (key & high) != prefix) continue;
       const int digit = static_cast<int>((key >> shift) & 255);
       atomicAdd(&sh.count[digit], 1u);
-      if (by_mass) atomicAdd(&sh.mass[digit], mass_of(l[i], max, inv_t));
+      if (by_mass) atomicAdd(&sh.mass[digit], mass_of(x, max, inv_t));
     }
     __syncthreads();
     if (warp == 0) {  // lane j owns digits 8j .. 8j + 7; a scan over the lanes finds the bin reaching target
@@ -118,8 +138,8 @@ __device__ uint64_t block_select(const float* l, int V, float max, float inv_t, 
     before = sh.before;
     if (sh.bin_count == 1 && shift > 0) {  // one candidate left in the bin: fetch its full key
       const uint64_t mask = ~0ull << shift;
-      for (int i = tid; i < V; i += blockDim.x) {
-        const uint64_t key = order_key(l[i], i, by_id);
+      for (int j = tid; j < cand.n; j += blockDim.x) {
+        const uint64_t key = order_key(cand.logit(j), cand.id(j), by_id);
         if (key <= limit && (key & mask) == prefix) sh.found = key;
       }
       __syncthreads();
@@ -167,6 +187,38 @@ __device__ int block_argmax(const float* l, int V, float* vals, int* ids) {
   return ids[0];
 }
 
+// Steps 4 and 5 of sample_kernel over the candidates (key <= limit): top-p's cut, then the draw, the candidate
+// where the running mass in key order first exceeds u * total. Masses are integers, so their sums do not depend
+// on the order the candidates are in.
+template <typename Candidates>
+__device__ int32_t draw(const Candidates& cand, const RowParams& p, uint64_t* rng_row, float max, float inv_t,
+                        bool by_id, uint64_t limit, SelectShared& sh, unsigned long long* uscratch,
+                        unsigned long long& draw_target) {
+  unsigned long long part = 0;
+  for (int j = threadIdx.x; j < cand.n; j += blockDim.x) {
+    const float x = cand.logit(j);
+    if (order_key(x, cand.id(j), by_id) <= limit) part += mass_of(x, max, inv_t);
+  }
+  unsigned long long total = block_reduce(part, uscratch, 0ull, WarpSumU64());
+
+  // 4. Top-p: the smallest prefix of the candidates holding top_p of their mass.
+  if (p.top_p < 1.0f) {
+    unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(p.top_p) * static_cast<double>(total)));
+    target = target < 1 ? 1 : (target > total ? total : target);
+    limit = block_select(cand, max, inv_t, false, limit, true, target, &total, sh);
+  }
+
+  // 5. The draw.
+  if (threadIdx.x == 0) {
+    unsigned long long x = static_cast<unsigned long long>(rng::uniform(rng_row) * static_cast<double>(total));
+    if (x >= total) x = total - 1;
+    draw_target = x + 1;
+  }
+  __syncthreads();
+  unsigned long long cum = 0;
+  return static_cast<int32_t>(block_select(cand, max, inv_t, by_id, limit, true, draw_target, &cum, sh) & 0xffffffffu);
+}
+
 // logits [rows, ld], the first V of each row the vocabulary's
 __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* logits, int ld, const RowParams* params,
                                                          uint64_t* rng, const int32_t* history, uint32_t* seen, int V) {
@@ -175,6 +227,9 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
   __shared__ int iscratch[32];
   __shared__ unsigned long long uscratch[32];
   __shared__ unsigned long long draw_target;
+  __shared__ float kept_logits[kMaxCompacted];
+  __shared__ int kept_ids[kMaxCompacted];
+  __shared__ unsigned compacted;
   const int row = blockIdx.x;
   const RowParams p = params[row];
   float* l = logits + static_cast<int64_t>(row) * ld;
@@ -205,35 +260,33 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
   const float max = block_max(local_max, fscratch);
   const float inv_t = 1.0f / p.temperature;
 
-  // 3. Top-k: the candidates are the keys up to the k-th.
-  const bool top_k = p.top_k > 0 && p.top_k < V, top_p = p.top_p < 1.0f;
-  const bool by_id = !top_k && !top_p;
+  // 3. Top-k: the candidates are the keys up to the k-th. The k of them (keys are unique) go to shared memory
+  //    when they fit, and top-p and the draw then walk only them.
+  const bool top_k = p.top_k > 0 && p.top_k < V;
+  const bool by_id = !top_k && p.top_p >= 1.0f;
+  const VocabRow vocab{l, V};
   uint64_t limit = ~0ull;
-  unsigned long long total = 0;
-  if (top_k) limit = block_select(l, V, max, inv_t, false, limit, false, p.top_k, &total, sh);
-
-  unsigned long long part = 0;
-  for (int i = threadIdx.x; i < V; i += blockDim.x)
-    if (order_key(l[i], i, by_id) <= limit) part += mass_of(l[i], max, inv_t);
-  total = block_reduce(part, uscratch, 0ull, WarpSumU64());
-
-  // 4. Top-p: the smallest prefix of the candidates holding top_p of their mass.
-  if (top_p) {
-    unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(p.top_p) * static_cast<double>(total)));
-    target = target < 1 ? 1 : (target > total ? total : target);
-    limit = block_select(l, V, max, inv_t, false, limit, true, target, &total, sh);
+  int32_t token;
+  if (top_k) {
+    unsigned long long count = 0;
+    limit = block_select(vocab, max, inv_t, false, limit, false, p.top_k, &count, sh);
   }
-
-  // 5. The draw: the candidate where the running mass first exceeds u * total.
-  if (threadIdx.x == 0) {
-    unsigned long long x = static_cast<unsigned long long>(rng::uniform(rng + 2 * row) * static_cast<double>(total));
-    if (x >= total) x = total - 1;
-    draw_target = x + 1;
+  if (top_k && p.top_k <= kMaxCompacted) {
+    if (threadIdx.x == 0) compacted = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+      if (order_key(l[i], i, false) <= limit) {
+        const unsigned j = atomicAdd(&compacted, 1u);
+        kept_logits[j] = l[i];
+        kept_ids[j] = i;
+      }
+    __syncthreads();
+    token = draw(Compacted{kept_logits, kept_ids, static_cast<int>(compacted)}, p, rng + 2 * row, max, inv_t, by_id,
+                 limit, sh, uscratch, draw_target);
+  } else {
+    token = draw(vocab, p, rng + 2 * row, max, inv_t, by_id, limit, sh, uscratch, draw_target);
   }
-  __syncthreads();
-  unsigned long long cum = 0;
-  const uint64_t key = block_select(l, V, max, inv_t, by_id, limit, true, draw_target, &cum, sh);
-  if (threadIdx.x == 0) out[row] = static_cast<int32_t>(key & 0xffffffffu);
+  if (threadIdx.x == 0) out[row] = token;
 }
 
 }  // namespace

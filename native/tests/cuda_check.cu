@@ -1534,6 +1534,8 @@ void section_sampler(const Shape& shape) {
     compare("sampler: top_p 0.9 = CPU", SamplingParams{0.9f, 0, 0.9f, 0.85f}, 0.99);
     compare("sampler: top_k 40 = CPU", SamplingParams{0.8f, 40, 1.0f, 0.0f}, 0.99);
     compare("sampler: top_k 40 + top_p 0.95 = CPU", SamplingParams{0.8f, 40, 0.95f, 0.85f}, 0.99);
+    // More candidates than the GPU sampler compacts after top-k (1024): it walks the whole row, as without top-k.
+    compare("sampler: top_k 1100 + top_p 0.95 = CPU", SamplingParams{0.8f, 1100, 0.95f, 0.0f}, 0.99);
   }
   // The distribution, on a small vocabulary: top-k 40 with top-p 0.95 over one row, many draws.
   check("sampler: top_k 40 + top_p 0.95 distribution", [&] {
