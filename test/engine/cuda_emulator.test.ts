@@ -2,8 +2,9 @@
 // (native/tests/cuda_emulator) at small shapes. Its training kernels against the CPU backend (`cpu`), its decoding
 // against full forward passes and the CPU (`decode`), and decode steps as CUDA graphs (DIXIE_CUDA_GRAPHS=1) against
 // the same steps run eagerly (`graphs`): the same tokens, RNG states and logits exactly, with the graphs launched on
-// every step they should be. And Hopper's wgmma attention kernels, forward and backward, against the mma.sync ones
-// and a float64 reference (`attention`).
+// every step they should be. Hopper's wgmma attention kernels, forward and backward, against the mma.sync ones
+// and a float64 reference (`attention`); the sampler against the CPU's (`sampler`); and training again with the
+// switches of prepared GPU work on.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,8 +21,8 @@ const skip = process.arch !== 'x64' ? `the emulator runs on x86-64, this is ${pr
 t.setTimeout(20 * 60_000);
 
 // One section of the checks program: its PASS and FAIL lines, and what else it printed when it failed.
-async function section(check: string, name: string): Promise<{ lines: string[]; output: string }> {
-  const result = await run(check, [name, '--small'], { cwd: ROOT, maxBuffer: 64 << 20 }).catch(
+async function section(check: string, name: string, env: Record<string, string> = {}): Promise<{ lines: string[]; output: string }> {
+  const result = await run(check, [name, '--small'], { cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, ...env } }).catch(
     (e: { stdout?: string; stderr?: string; code?: number }) => ({ stdout: e.stdout ?? '', stderr: `${e.stderr ?? ''} (exit status ${e.code})` }),
   );
   return { lines: result.stdout.split('\n').filter((l) => /^(PASS|FAIL)/.test(l)), output: result.stdout + result.stderr };
@@ -38,14 +39,18 @@ t.test('the CUDA backend on the emulator', { skip }, async (t) => {
     t.equal(lines.length, 2, `one line for f32 and one for bf16:\n${output}`);
     for (const line of lines) t.match(line, /^PASS {2}graphs (f32|bf16): .* 0 tokens differ, RNG states equal, logits max \|diff\| 0\.00e\+00, (\d+) graph launches \(expected \2\)$/, line);
   });
-  const sections = [
-    ['cpu', 'training agrees with the CPU backend', 10],
-    ['decode', 'decoding agrees with full forward passes and the CPU', 11],
-    ['attention', 'the wgmma attention kernels agree with the mma.sync ones and float64', 6],
-  ] as const;
-  for (const [name, what, least] of sections) {
+  // The switches of GPU work prepared before a GPU measured it (docs/building.md), all on.
+  const prepared = { DIXIE_HOPPER_ATTENTION: '1', DIXIE_FUSED_ADAMW: '1', DIXIE_BIAS_GRAD_EPILOGUE: '1' };
+  const sections: [string, string, number, Record<string, string>][] = [
+    ['cpu', 'training agrees with the CPU backend', 11, {}],
+    ['cpu', 'training with every prepared switch on agrees with the CPU backend', 11, prepared],
+    ['decode', 'decoding agrees with full forward passes and the CPU', 11, {}],
+    ['attention', 'the wgmma attention kernels agree with the mma.sync ones and float64', 6, {}],
+    ['sampler', 'the GPU sampler draws the CPU sampler\'s tokens', 8, {}],
+  ];
+  for (const [name, what, least, env] of sections) {
     t.test(`${name}: ${what}`, async (t) => {
-      const { lines, output } = await section(check, name);
+      const { lines, output } = await section(check, name, env);
       t.ok(lines.length >= least, `${lines.length} checks:\n${output}`);
       t.same(lines.filter((l) => !l.startsWith('PASS')), [], 'every check passes');
     });
