@@ -130,6 +130,7 @@ run data-parallel 300 -- bash bench/gpu_data_parallel.sh "$BUILD_DIR" "$ARCHS"
 summary() {
   echo "================================ summary [$(elapsed)] ================================"
   printf '%s\n' "${SUMMARY[@]}"
+  [ -f "$LOG_DIR/attention.log" ] && grep -h '^attention times' "$LOG_DIR/attention.log"
   for b in bench own-gemm-bench profile prepared-profile data-parallel; do
     [ -f "$LOG_DIR/$b.log" ] && sed -n '/^### /,$p' "$LOG_DIR/$b.log" | head -45
   done

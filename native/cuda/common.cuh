@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
@@ -15,6 +17,12 @@
 namespace dixie::cuda {
 
 using bf16 = __nv_bfloat16;
+
+// Whether the environment switch `name` is 1: how work prepared before a GPU measured it is turned on.
+inline bool switch_on(const char* name) {
+  const char* value = std::getenv(name);
+  return value && std::strcmp(value, "1") == 0;
+}
 
 // A CUDA call that failed; the message names the call and where it was made.
 [[noreturn]] void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line);

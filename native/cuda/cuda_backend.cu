@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -71,15 +70,11 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
                                 std::to_string(c.n_ctx) + "]");
   DIXIE_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
   gemm_ = std::make_unique<Gemm>(stream_.get());
-  const char* graphs = std::getenv("DIXIE_CUDA_GRAPHS");
-  decode_graphs_ = graphs && std::string(graphs) == "1";
-  const char* fused = std::getenv("DIXIE_FUSED_ADAMW");
-  fused_optimizer_ = fused && std::string(fused) == "1";
-  const char* bias_epilogue = std::getenv("DIXIE_BIAS_GRAD_EPILOGUE");
-  bias_grad_epilogue_ = bias_epilogue && std::string(bias_epilogue) == "1";
-  const char* hopper = std::getenv("DIXIE_HOPPER_ATTENTION");
-  attention_tiles_ = hopper && std::string(hopper) == "1" && wgmma_attention_available() ? AttentionTiles::kWgmma
-                                                                                          : AttentionTiles::kMma;
+  decode_graphs_ = switch_on("DIXIE_CUDA_GRAPHS");
+  fused_optimizer_ = switch_on("DIXIE_FUSED_ADAMW");
+  bias_grad_epilogue_ = switch_on("DIXIE_BIAS_GRAD_EPILOGUE");
+  attention_tiles_ = switch_on("DIXIE_HOPPER_ATTENTION") && wgmma_attention_available() ? AttentionTiles::kWgmma
+                                                                                         : AttentionTiles::kMma;
 
   // For inference, 16-bit and 8-bit weights mean bf16 activations and products over float32 masters (8-bit: of the
   // parameters but the layer matrices, which stay int8; see DeviceWeights). An adapter that trains over such a base

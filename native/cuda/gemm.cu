@@ -321,37 +321,44 @@ Gemm::Plan* Gemm::plan_for(const Key& key, bool trans_a, bool trans_b, int M, in
 }
 
 template <typename In, typename Out>
+bool Gemm::lt_matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, int lda, const In* B, int ldb, Out* C,
+                     int ldc, uint32_t epilogue, const void* bias, size_t bias_size, Out* aux, bool accumulate,
+                     float alpha) {
+  if (!api_) return false;
+  const int align[4] = {alignment(A, lda, sizeof(In)), alignment(B, ldb, sizeof(In)), alignment(C, ldc, sizeof(Out)),
+                        bias ? alignment(bias, 0, bias_size) : 0};
+  const cudaDataType_t in_type = data_type<In>(), out_type = data_type<Out>();
+  const Key key{trans_a, trans_b, M, N, K, lda, ldb, ldc, static_cast<int>(in_type), static_cast<int>(out_type),
+                bias != nullptr, align[0], align[1], align[2], align[3], static_cast<int>(epilogue),
+                aux ? alignment(aux, ldc, sizeof(Out)) : 0};
+  Plan* plan = plan_for(key, trans_a, trans_b, M, N, K, lda, ldb, ldc, in_type, out_type, epilogue, bias, aux, align);
+  if (!plan->usable) return false;
+  if (bias && api_->matmul_desc_set_attribute(plan->desc, lt::kDescBiasPointer, &bias, sizeof(bias)) != lt::kSuccess)
+    throw std::runtime_error("cuBLASLt: setting the bias pointer failed");
+  if (aux && api_->matmul_desc_set_attribute(plan->desc, lt::kDescEpilogueAuxPointer, &aux, sizeof(aux)) != lt::kSuccess)
+    throw std::runtime_error("cuBLASLt: setting the epilogue's aux pointer failed");
+  const float beta = accumulate ? 1.0f : 0.0f;
+  const lt::Status s = api_->matmul(handle_, plan->desc, &alpha, B, plan->a, A, plan->b, &beta, C, plan->c, C, plan->c,
+                                    &plan->algo, workspace_.data(), workspace_.bytes(), stream_);
+  if (s != lt::kSuccess)
+    throw std::runtime_error("cuBLASLt matmul failed with status " + std::to_string(s) + " (M=" + std::to_string(M) +
+                             " N=" + std::to_string(N) + " K=" + std::to_string(K) + ", epilogue " +
+                             std::to_string(epilogue) + ")");
+  return true;
+}
+
+template <typename In, typename Out>
 void Gemm::matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, int lda, const In* B, int ldb, Out* C,
                   int ldc, const In* bias, bool accumulate, Activation act, Out* aux, float alpha) {
   if (M <= 0 || N <= 0) return;
   if (act != Activation::kNone && (ldc != N || accumulate || aux == nullptr))
     throw std::logic_error("matmul: an activation needs contiguous rows, an aux matrix and no accumulate");
-  if (api_) {
-    const int align[4] = {alignment(A, lda, sizeof(In)), alignment(B, ldb, sizeof(In)), alignment(C, ldc, sizeof(Out)),
-                          bias ? alignment(bias, 0, sizeof(In)) : 0};
-    const cudaDataType_t in_type = data_type<In>(), out_type = data_type<Out>();
-    const uint32_t epilogue = act == Activation::kGelu       ? (bias ? lt::kEpilogueGeluAuxBias : lt::kEpilogueGeluAux)
-                              : act == Activation::kGeluGrad ? lt::kEpilogueDGelu
-                              : bias                         ? lt::kEpilogueBias
-                                                             : lt::kEpilogueDefault;
-    const Key key{trans_a, trans_b, M, N, K, lda, ldb, ldc, static_cast<int>(in_type), static_cast<int>(out_type),
-                  bias != nullptr, align[0], align[1], align[2], align[3], static_cast<int>(epilogue),
-                  aux ? alignment(aux, ldc, sizeof(Out)) : 0};
-    Plan* plan = plan_for(key, trans_a, trans_b, M, N, K, lda, ldb, ldc, in_type, out_type, epilogue, bias, aux, align);
-    if (plan->usable) {
-      if (bias && api_->matmul_desc_set_attribute(plan->desc, lt::kDescBiasPointer, &bias, sizeof(bias)) != lt::kSuccess)
-        throw std::runtime_error("cuBLASLt: setting the bias pointer failed");
-      if (aux && api_->matmul_desc_set_attribute(plan->desc, lt::kDescEpilogueAuxPointer, &aux, sizeof(aux)) != lt::kSuccess)
-        throw std::runtime_error("cuBLASLt: setting the epilogue's aux pointer failed");
-      const float beta = accumulate ? 1.0f : 0.0f;
-      const lt::Status s = api_->matmul(handle_, plan->desc, &alpha, B, plan->a, A, plan->b, &beta, C, plan->c, C,
-                                        plan->c, &plan->algo, workspace_.data(), workspace_.bytes(), stream_);
-      if (s != lt::kSuccess)
-        throw std::runtime_error("cuBLASLt matmul failed with status " + std::to_string(s) + " (M=" + std::to_string(M) +
-                                 " N=" + std::to_string(N) + " K=" + std::to_string(K) + ")");
-      return;
-    }
-  }
+  const uint32_t epilogue = act == Activation::kGelu       ? (bias ? lt::kEpilogueGeluAuxBias : lt::kEpilogueGeluAux)
+                            : act == Activation::kGeluGrad ? lt::kEpilogueDGelu
+                            : bias                         ? lt::kEpilogueBias
+                                                           : lt::kEpilogueDefault;
+  if (lt_matmul(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, epilogue, bias, sizeof(In), aux, accumulate, alpha))
+    return;
   if (act == Activation::kNone) {
     own_kernel(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate, alpha);
     return;
@@ -370,24 +377,9 @@ void Gemm::matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, 
 template <typename In>
 bool Gemm::matmul_column_sums(bool trans_a, int M, int N, int K, const In* A, int lda, const In* B, int ldb, float* C,
                               int ldc, float* column_sums) {
-  if (!api_ || M <= 0 || N <= 0) return false;
-  const int align[4] = {alignment(A, lda, sizeof(In)), alignment(B, ldb, sizeof(In)), alignment(C, ldc, sizeof(float)),
-                        alignment(column_sums, 0, sizeof(float))};
-  const cudaDataType_t in_type = data_type<In>();
-  const Key key{trans_a, false, M, N, K, lda, ldb, ldc, static_cast<int>(in_type), static_cast<int>(CUDA_R_32F), true,
-                align[0], align[1], align[2], align[3], static_cast<int>(lt::kEpilogueBGradA), 0};
-  Plan* plan = plan_for(key, trans_a, false, M, N, K, lda, ldb, ldc, in_type, CUDA_R_32F, lt::kEpilogueBGradA,
-                        column_sums, nullptr, align);
-  if (!plan->usable) return false;
-  if (api_->matmul_desc_set_attribute(plan->desc, lt::kDescBiasPointer, &column_sums, sizeof(column_sums)) != lt::kSuccess)
-    throw std::runtime_error("cuBLASLt: setting the bias gradient's pointer failed");
-  const float alpha = 1.0f, beta = 1.0f;
-  const lt::Status s = api_->matmul(handle_, plan->desc, &alpha, B, plan->a, A, plan->b, &beta, C, plan->c, C, plan->c,
-                                    &plan->algo, workspace_.data(), workspace_.bytes(), stream_);
-  if (s != lt::kSuccess)
-    throw std::runtime_error("cuBLASLt matmul with column sums failed with status " + std::to_string(s) + " (M=" +
-                             std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + ")");
-  return true;
+  return M > 0 && N > 0 &&
+         lt_matmul(trans_a, false, M, N, K, A, lda, B, ldb, C, ldc, lt::kEpilogueBGradA, column_sums, sizeof(float),
+                   static_cast<float*>(nullptr), true, 1.0f);
 }
 
 void Gemm::own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,

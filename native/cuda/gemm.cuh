@@ -55,7 +55,12 @@ class Gemm {
   template <typename Out>
   void own_kernel(bool trans_a, bool trans_b, int M, int N, int K, const bf16* A, int lda, const bf16* B, int ldb,
                   Out* C, int ldc, const bf16* bias, bool accumulate, float alpha);
-  // epilogue: cuBLASLt's (lt::kEpilogue...); bias is its bias input, or the bias gradient's output
+  // The product on cuBLASLt with this epilogue (lt::kEpilogue...; bias, of bias_size bytes an element, is its bias
+  // input or the bias gradient's output), where cuBLASLt is used and has a kernel for it; false, with nothing done,
+  // elsewhere.
+  template <typename In, typename Out>
+  bool lt_matmul(bool trans_a, bool trans_b, int M, int N, int K, const In* A, int lda, const In* B, int ldb, Out* C,
+                 int ldc, uint32_t epilogue, const void* bias, size_t bias_size, Out* aux, bool accumulate, float alpha);
   Plan* plan_for(const Key& key, bool trans_a, bool trans_b, int M, int N, int K, int lda, int ldb, int ldc,
                  cudaDataType_t in_type, cudaDataType_t out_type, uint32_t epilogue, const void* bias, const void* aux,
                  const int align[4]);

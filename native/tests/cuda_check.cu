@@ -1489,7 +1489,7 @@ void section_attention(bool small) {
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    report(true, "attention: times at 8 x 1024", detail);
+    std::printf("attention times at 8 x 1024, 12 heads: %s\n", detail.c_str());
   });
 }
 

@@ -129,20 +129,14 @@ using std::max;
 // B: b0 = (k = 2t..2t+1, n = g), b1 = (k = 2t+8.., n = g); C/D: (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)
 inline float emu_lo(uint32_t r) { return __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(r & 0xffff))); }
 inline float emu_hi(uint32_t r) { return __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(r >> 16))); }
-inline void emu_mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  EmuWarp& w = emu_warp();
-  const int lane = emu_lane();
+// This lane's A fragment into the warp's exchange buffer, and, after a warp barrier, the warp's 16x16 A from it.
+inline void emu_put_a(EmuWarp& w, int lane, const uint32_t* a) {
   for (int i = 0; i < 4; ++i) {
     w.mma_a[lane][2 * i] = emu_lo(a[i]);
     w.mma_a[lane][2 * i + 1] = emu_hi(a[i]);
-    w.mma_c[lane][i] = d[i];
   }
-  w.mma_b[lane][0] = emu_lo(b0);
-  w.mma_b[lane][1] = emu_hi(b0);
-  w.mma_b[lane][2] = emu_lo(b1);
-  w.mma_b[lane][3] = emu_hi(b1);
-  emu_warp_barrier();
-  float A[16][16], B[16][8], C[16][8];
+}
+inline void emu_take_a(float (&A)[16][16], const EmuWarp& w) {
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
     for (int i = 0; i < 8; ++i) {
@@ -150,6 +144,23 @@ inline void emu_mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
       const int col = (i < 4) ? 2 * t + (i & 1) : 2 * t + 8 + (i & 1);
       A[row][col] = w.mma_a[l][i];
     }
+  }
+}
+
+inline void emu_mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  EmuWarp& w = emu_warp();
+  const int lane = emu_lane();
+  emu_put_a(w, lane, a);
+  for (int i = 0; i < 4; ++i) w.mma_c[lane][i] = d[i];
+  w.mma_b[lane][0] = emu_lo(b0);
+  w.mma_b[lane][1] = emu_hi(b0);
+  w.mma_b[lane][2] = emu_lo(b1);
+  w.mma_b[lane][3] = emu_hi(b1);
+  emu_warp_barrier();
+  float A[16][16], B[16][8], C[16][8];
+  emu_take_a(A, w);
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
     for (int i = 0; i < 4; ++i) {
       const int k = (i < 2) ? 2 * t + (i & 1) : 2 * t + 8 + (i & 1);
       B[k][g] = w.mma_b[l][i];
@@ -201,18 +212,10 @@ inline uint32_t emu_shared_address(const void* p) {
 inline void emu_wgmma(float* d, int n, const uint32_t* a, uint64_t desc, bool trans_b) {
   EmuWarp& w = emu_warp();
   const int lane = emu_lane();
-  for (int i = 0; i < 4; ++i) {
-    w.mma_a[lane][2 * i] = emu_lo(a[i]);
-    w.mma_a[lane][2 * i + 1] = emu_hi(a[i]);
-  }
+  emu_put_a(w, lane, a);
   emu_warp_barrier();
   float A[16][16];
-  for (int l = 0; l < 32; ++l)
-    for (int i = 0; i < 8; ++i) {
-      const int row = (i < 2 || (i >= 4 && i < 6)) ? l / 4 : l / 4 + 8;
-      const int col = (i < 4) ? 2 * (l % 4) + (i & 1) : 2 * (l % 4) + 8 + (i & 1);
-      A[row][col] = w.mma_a[l][i];
-    }
+  emu_take_a(A, w);
   emu_warp_barrier();
   const uint64_t start = (desc & 0x3fff) << 4, leading = ((desc >> 16) & 0x3fff) << 4;
   const uint64_t stride = ((desc >> 32) & 0x3fff) << 4;
