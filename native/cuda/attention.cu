@@ -1,6 +1,10 @@
 #include "attention.cuh"
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <cmath>
+#include <stdexcept>
 #include <type_traits>
 
 namespace dixie::cuda {
@@ -171,7 +175,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_dkv_rows(X* dqk
 }
 
 // ================================================================================================================
-// bf16 tensor-core path: 64 query (or key) rows per block of 4 warps, 16 rows per warp, tiles of 64 keys (queries)
+// bf16 tensor-core path: each consumer warpgroup (4 warps) owns 64 query (or key) rows, 16 to a warp, and streams
+// tiles of 64 keys (queries) past them
 // ================================================================================================================
 //
 // mma.m16n8k16 fragment layouts (PTX ISA), g = lane / 4, t = lane % 4:
@@ -181,14 +186,18 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) attention_dkv_rows(X* dqk
 // The C fragments of two neighbouring 16x8 score tiles are, converted to bf16, exactly the A fragment of the
 // 16x16 probability tile that multiplies V (or dO, Q, K): scores never leave registers.
 //
-// Two ways to keep the shared tiles and multiply by them, one kernel per pass for both (the Tiles parameter):
-//   MmaTiles    any GPU from Ampere on: rows padded by 8 elements; mma.sync per 16x8 block, its B fragments read
-//               by ldmatrix, four 8x8 matrices per instruction: as stored where the k index runs along a tile row
-//               (K in Q K^T), transposed where it runs down the rows (V in P V).
-//   WgmmaTiles  Hopper (sm_90a): rows of 128 bytes in the 128-byte swizzle, the layout wgmma reads B from; the
-//               block's four warps are one warpgroup, and one wgmma.m64n64k16 multiplies all 64 rows by 16 of k.
-//               A stays in registers in the same layout (wgmma's per warp is mma.sync's), and the accumulator of
-//               each warp's 16 rows is the C layout of eight 16x8 blocks, so the kernels are the same.
+// Each pass (forward, dQ, dK/dV) is written once, as what a warpgroup does with its rows (ForwardRows, DqRows,
+// DkvRows), over two choices:
+//   Tiles  how shared tiles are laid out and multiplied by.
+//          MmaTiles    any GPU from Ampere on: rows padded by 8 elements; mma.sync per 16x8 block, its B fragments
+//                      read by ldmatrix, four 8x8 matrices per instruction: as stored where the k index runs along a
+//                      tile row (K in Q K^T), transposed where it runs down the rows (V in P V).
+//          WgmmaTiles  Hopper (sm_90a): rows of 128 bytes in the 128-byte swizzle, the layout wgmma reads its
+//                      operands from; one wgmma.m64n64k16 multiplies the warpgroup's 64 rows by 16 of k. The scores
+//                      read both sides from shared memory; the probabilities are A in registers, in mma.sync's
+//                      layout (wgmma's per warp is mma.sync's), and the accumulator of each warp's 16 rows is the C
+//                      layout of eight 16x8 blocks, so the passes are the same.
+//   Feed   how the tiles get there (CopyFeed with MmaTiles, TmaFeed with WgmmaTiles).
 
 constexpr int kTile = 64;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -198,6 +207,10 @@ __device__ __forceinline__ uint32_t ld32(const bf16* p) { return *reinterpret_ca
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
 // The A fragment of the 16x16 probability block ks, from the C fragments of score blocks 2 ks and 2 ks + 1.
@@ -239,12 +252,29 @@ struct MmaTiles {
   static constexpr int kElems = kTile * kLd;
   static constexpr int kAlign = 16;
   __device__ static int at(int r, int c) { return r * kLd + c; }
-  // Makes this thread's finished copies readable by the products (ordinary loads read them: nothing to do).
-  __device__ static void publish() {}
+
+  // The own rows' side of the scores: this warp's A fragments over the whole head dimension, in registers (the
+  // tile's place may then take other tiles).
+  struct OwnA {
+    uint32_t f[HS / 16][4];
+  };
+  __device__ static OwnA own_a(const bf16* tile, int warp, int g, int t) {
+    OwnA a;
+    const int r = warp * 16 + g;
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) {
+      const int c = kk * 16 + 2 * t;
+      a.f[kk][0] = ld32(tile + at(r, c));
+      a.f[kk][1] = ld32(tile + at(r + 8, c));
+      a.f[kk][2] = ld32(tile + at(r, c + 8));
+      a.f[kk][3] = ld32(tile + at(r + 8, c + 8));
+    }
+    return a;
+  }
 
   // acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T: scores of this warp's rows against the 64 rows of a tile.
   // One ldmatrix gives b0 and b1 (k halves) of two neighbouring 8-row groups of the tile.
-  __device__ static void scores(float (&acc)[8][4], const uint32_t (&a)[HS / 16][4], const bf16* tile, int lane) {
+  __device__ static void scores(float (&acc)[8][4], const OwnA& a, const bf16* tile, int lane) {
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
@@ -256,8 +286,8 @@ struct MmaTiles {
       for (int nt = 0; nt < 8; nt += 2) {
         uint32_t b[4];
         ldmatrix_x4<false>(b, tile + ((nt + m / 2) * 8 + r) * kLd + kk * 16 + (m % 2) * 8);
-        mma(acc[nt], a[kk], b[0], b[1]);
-        mma(acc[nt + 1], a[kk], b[2], b[3]);
+        mma(acc[nt], a.f[kk], b[0], b[1]);
+        mma(acc[nt + 1], a.f[kk], b[2], b[3]);
       }
     }
   }
@@ -281,14 +311,15 @@ struct MmaTiles {
   }
 };
 
-// ---- Hopper's warpgroup products (wgmma). The instructions exist only in code for sm_90a: the other passes
-// compile the kernels without them, and they are launched only where wgmma_attention_available(). ----
+// ---- Hopper's instructions: wgmma, mbarriers and the Tensor Memory Accelerator (TMA). They exist only in code for
+// sm_90a: the other passes compile the kernels without them, and they are launched only where
+// wgmma_attention_available(). ----
 
 // A shared-memory matrix descriptor for the 128-byte swizzle with 1024 bytes (8 rows) between row groups: B is
 // K-major (16 k values along each row) for the scores and N-major (k down the rows, 64 columns along them) for
 // the products with a tile. The leading offset goes unused by both (one 128-byte span along the row).
 __device__ __forceinline__ uint64_t swizzled_desc(const bf16* p) {
-  const uint64_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  const uint64_t addr = shared_address(p);
   return ((addr & 0x3ffff) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
@@ -318,6 +349,14 @@ __device__ __forceinline__ void pin_all(T (&x)[N][M]) {
     for (int j = 0; j < M; ++j) pin(x[i][j]);
 }
 
+// The 32 accumulator operands of a 64 x 64 wgmma: this warp's 16 rows of d, as eight 16x8 C blocks.
+#define DIXIE_WGMMA_64X64_D(d)                                                                                        \
+  "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),         \
+      "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),     \
+      "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),     \
+      "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),     \
+      "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+
 // d[64 x 64] += A[64 x 16] @ B[16 x 64] over the warpgroup: this warp's 16 rows of A in a (the m16n8k16 layout)
 // and of d (eight 16x8 C blocks); B at desc, K-major or, with kTransB, N-major.
 template <bool kTransB>
@@ -328,12 +367,80 @@ __device__ __forceinline__ void wgmma_64x64x16(float (&d)[8][4], const uint32_t 
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
       "{%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
-        "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),
-        "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),
-        "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : DIXIE_WGMMA_64X64_D(d)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(kTransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+
+// An mbarrier's phase completes when its count of arrivals is in and the bytes it was told to expect have landed;
+// then the next phase starts with the same count.
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, int count) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(count) : "memory");
+#endif
+}
+
+// Makes the initialised barriers visible to the TMA unit (a barrier after it, to the other threads).
+__device__ __forceinline__ void mbarrier_init_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+// Arrives on bar, first adding tx bytes to those its phase waits for.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t tx) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_address(bar)), "r"(tx) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_address(bar)) : "memory");
+#endif
+}
+
+// Waits for the completion of bar's phase of this parity: the current phase, or (passing at once) the one before,
+// which a fresh barrier counts as complete for parity 1.
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }\n"
+                 : "=r"(done) : "r"(shared_address(bar)), "r"(parity) : "memory");
+#else
+    __trap();
+#endif
+  }
+}
+
+// The box at coordinates (0, slot, row, b) of a 4-D tensor map into dst (1024-byte aligned for the 128-byte
+// swizzle), its bytes counted on bar as they land. The map must live in parameter, constant or global memory.
+__device__ __forceinline__ void tma_load_box(bf16* dst, const CUtensorMap* map, int slot, int row, int b,
+                                             uint64_t* bar) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
+               ::"r"(shared_address(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(slot), "r"(row), "r"(b),
+                 "r"(shared_address(bar))
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
+// d[64 x 64] = A[64 x 16] @ B[16 x 64] over the warpgroup, both from shared memory, K-major (k along the rows):
+// A at desc_a, B at desc_b; this warp's 16 rows of d as eight 16x8 C blocks.
+__device__ __forceinline__ void wgmma_64x64x16_shared(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, 1, 1, 1, 0, 0;\n"
+      : DIXIE_WGMMA_64X64_D(d)
+      : "l"(desc_a), "l"(desc_b));
 #else
   __trap();
 #endif
@@ -345,25 +452,23 @@ struct WgmmaTiles {
   static constexpr int kHs = HS;
   static constexpr int kElems = kTile * HS;
   static constexpr int kAlign = 1024;  // the swizzle is reckoned from the address: tiles start on its period
-  // 16-byte chunk c of row r is stored at chunk c ^ (r % 8)
+  // 16-byte chunk c of row r is stored at chunk c ^ (r % 8), as TMA's 128-byte swizzle writes it
   __device__ static int at(int r, int c) { return r * HS + ((((c >> 3) ^ (r & 7)) << 3) | (c & 7)); }
-  // The products read shared memory through the async proxy, the copies wrote it through the generic one.
-  __device__ static void publish() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-  }
 
-  // acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T, as MmaTiles::scores: tile rows are B's columns, k along them;
-  // each 16 of k starts 32 bytes further along the rows.
-  __device__ static void scores(float (&acc)[8][4], const uint32_t (&a)[HS / 16][4], const bf16* tile, int) {
+  // The own rows' side of the scores: their shared tile, which wgmma reads as A (it must stay there).
+  using OwnA = const bf16*;
+  __device__ static OwnA own_a(const bf16* tile, int, int, int) { return tile; }
+
+  // acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T, as MmaTiles::scores: tile rows are B's columns, k along them,
+  // as A's rows are its rows; each 16 of k starts 32 bytes further along the rows.
+  __device__ static void scores(float (&acc)[8][4], OwnA a, const bf16* tile, int) {
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) wgmma_64x64x16<false>(acc, a[kk], swizzled_desc(tile + kk * 16));
+    for (int kk = 0; kk < HS / 16; ++kk) wgmma_64x64x16_shared(acc, swizzled_desc(a + kk * 16), swizzled_desc(tile + kk * 16));
     wgmma_wait();
     pin_all(acc);
   }
@@ -383,55 +488,15 @@ struct WgmmaTiles {
   }
 };
 
-// The block's n shared tiles, from dynamic shared memory aligned for Tiles.
+// The block's shared tiles, from dynamic shared memory aligned for Tiles, and the bytes that n of them take.
 template <class Tiles>
 __device__ __forceinline__ bf16* shared_tiles(float* smem) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t addr = shared_address(smem);
   return reinterpret_cast<bf16*>(reinterpret_cast<char*>(smem) + (Tiles::kAlign - addr % Tiles::kAlign) % Tiles::kAlign);
 }
 template <class Tiles>
 constexpr size_t shared_tiles_bytes(int n) {
   return static_cast<size_t>(n) * Tiles::kElems * sizeof(bf16) + Tiles::kAlign;
-}
-
-// 16 bytes from global to shared memory without passing through registers (cp.async); zeros when !valid.
-__device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src, bool valid) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(valid ? 16 : 0));
-}
-
-// Waits for this thread's copies in flight and publishes them; a barrier after it makes every thread's visible.
-template <class Tiles>
-__device__ __forceinline__ void wait_async_copies() {
-  asm volatile("cp.async.wait_all;\n" ::);
-  Tiles::publish();
-}
-
-// dst[r][0, HS) = src[(r0 + r) * ld + (0, HS)] for the 64 rows of a tile, zero past row T: 16-byte copies that
-// run on while the block computes (see wait_async_copies). r0 < T.
-template <class Tiles>
-__device__ __forceinline__ void load_tile_rows(bf16* dst, const bf16* src, int64_t ld, int r0, int T) {
-  constexpr int kChunks = Tiles::kHs / 8;
-  for (int c = threadIdx.x; c < kTile * kChunks; c += blockDim.x) {
-    const int r = c / kChunks, d = (c % kChunks) * 8;
-    const bool valid = r0 + r < T;
-    copy16_async(dst + Tiles::at(r, d), src + static_cast<int64_t>(valid ? r0 + r : r0) * ld + d, valid);
-  }
-}
-
-// The A fragments of this warp's 16 rows of a shared tile, over the whole head dimension.
-template <class Tiles>
-__device__ __forceinline__ void load_a_fragments(uint32_t (&a)[Tiles::kHs / 16][4], const bf16* tile, int warp, int g,
-                                                 int t) {
-  const int r = warp * 16 + g;
-#pragma unroll
-  for (int kk = 0; kk < Tiles::kHs / 16; ++kk) {
-    const int c = kk * 16 + 2 * t;
-    a[kk][0] = ld32(tile + Tiles::at(r, c));
-    a[kk][1] = ld32(tile + Tiles::at(r + 8, c));
-    a[kk][2] = ld32(tile + Tiles::at(r, c + 8));
-    a[kk][3] = ld32(tile + Tiles::at(r + 8, c + 8));
-  }
 }
 
 // Stores this warp's 16 rows x HS of acc * scale (rows >= T skipped) at dst + row * ld.
@@ -459,50 +524,88 @@ __device__ __forceinline__ void mask_future_keys(float (&s)[8][4], int key0, int
       if (key0 + nt * 8 + 2 * t + (e & 1) > row0 + (e >> 1) * 8) s[nt][e] = -INFINITY;
 }
 
-// Shared tiles: Q, then K and V twice (the next pair loads while the block computes with the current one).
-constexpr int kForwardTiles = 5;
+// ---- the passes, as a consumer warpgroup sees them ----
 
-// At most four blocks share an SM's shared memory: each may hold 128 registers a thread, where ptxas would
-// otherwise, not knowing the dynamic shared memory, spill to fit more.
-template <class Tiles>
-__global__ void __launch_bounds__(128, 4) attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int T, int C,
-                                                            int NH, float scale) {
-  constexpr int HS = Tiles::kHs;
-  extern __shared__ float smem[];
-  bf16* qs = shared_tiles<Tiles>(smem);
-  auto ks = [&](int i) { return qs + (1 + i) * Tiles::kElems; };
-  auto vs = [&](int i) { return qs + (3 + i) * Tiles::kElems; };
-  const int qb = gridDim.x - 1 - blockIdx.x;  // the longest rows first
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t C3 = 3 * static_cast<int64_t>(C);
-  const bf16* base = qkv + static_cast<int64_t>(b) * T * C3 + h * HS;
-  const int q0 = qb * kTile;
-  const int row0 = q0 + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
+// A pass's tensors and shape: qkv [B, T, 3C], dout and out [B, T, C], lse and delta [B, NH, T]. Each pass reads
+// and writes its own part of them.
+struct PassArgs {
+  const bf16* qkv;
+  const bf16* dout;
+  bf16* out;
+  float* lse_out;    // the forward's
+  const float* lse;  // the backward's
+  bf16* dqkv;
+  const float* delta;
+  int T, C, NH;
+  float scale;
+};
 
-  load_tile_rows<Tiles>(qs, base, C3, q0, T);
-  load_tile_rows<Tiles>(ks(0), base + C, C3, 0, T);
-  load_tile_rows<Tiles>(vs(0), base + 2 * C, C3, 0, T);
-  wait_async_copies<Tiles>();
-  __syncthreads();
-  uint32_t qa[HS / 16][4];
-  load_a_fragments<Tiles>(qa, qs, warp, g, t);
+// The head slices that tiles are cut from: Q, K, V (in this order in a row of qkv), or dO.
+enum class Slice { kQ, kK, kV, kDout };
 
-  // Scores are kept in base 2 (scaled by log2(e)), so that each exponential is one exp2.
-  const float scale2 = scale * kLog2e;
+// Where rows of slice s of batch row b, head h start, and their stride (ld).
+__device__ __forceinline__ const bf16* slice_rows(const PassArgs& a, Slice s, int b, int h, int64_t& ld) {
+  const int hs = a.C / a.NH;
+  if (s == Slice::kDout) {
+    ld = a.C;
+    return a.dout + static_cast<int64_t>(b) * a.T * a.C + h * hs;
+  }
+  ld = 3 * static_cast<int64_t>(a.C);
+  return a.qkv + static_cast<int64_t>(b) * a.T * ld + static_cast<int>(s) * a.C + h * hs;
+}
+
+// The statistics of streamed row r0 + i (dK/dV's queries) into stats [lse in base 2, delta][64]: zero past T.
+__device__ __forceinline__ void load_row_stats(float* stats, const PassArgs& a, int b, int h, int r0, int i) {
+  const int64_t head = (static_cast<int64_t>(b) * a.NH + h) * a.T;
+  const int r = r0 + i;
+  stats[i] = r < a.T ? a.lse[head + r] * kLog2e : 0.0f;
+  stats[kTile + i] = r < a.T ? a.delta[head + r] : 0.0f;
+}
+
+// The 64 rows a consumer warpgroup owns, from own0, 16 to a warp: this thread's are row0 and row0 + 8.
+struct OwnRows {
+  int b, h, own0, warp, lane, g, t, row0;
+  __device__ OwnRows(int b_, int h_, int own0_)
+      : b(b_), h(h_), own0(own0_), warp((threadIdx.x / 32) % 4), lane(threadIdx.x % 32), g(lane / 4), t(lane % 4),
+        row0(own0 + warp * 16 + g) {}
+};
+
+// A pass is a class over its rows with:
+//   own_slice(i) for i < kOwnTiles   the tiles of its own rows, taken once by the constructor as Tiles::OwnA
+//   streamed_slice(0), (1)           the pair of tiles streamed past them, with the streamed rows' statistics
+//                                    where kStats
+//   kStreamAfter                     the streamed tiles at or after the own rows (dK/dV), else at or before them
+//   step(i, first, second, stats)    the work with streamed tile i
+//   finish()                         the results stored
+//   min_blocks_copied()              the blocks an SM must hold with CopyFeed (launch bounds: registers)
+
+// The forward: out = softmax(Q K^T * scale) V for the own query rows, with each row's log-sum-exp.
+template <class TilesT>
+struct ForwardRows : OwnRows {
+  using Tiles = TilesT;
+  static constexpr int HS = Tiles::kHs, kOwnTiles = 1;
+  static constexpr bool kStreamAfter = false, kStats = false;
+  // Four blocks share an SM's shared memory: each may hold 128 registers a thread, where ptxas would otherwise,
+  // not knowing the dynamic shared memory, spill to fit more.
+  static constexpr int min_blocks_copied() { return 4; }
+  __device__ static constexpr Slice own_slice(int) { return Slice::kQ; }
+  __device__ static constexpr Slice streamed_slice(int i) { return i == 0 ? Slice::kK : Slice::kV; }
+
+  const PassArgs& args;
+  const float scale2;  // scores are kept in base 2 (scaled by log2(e)), so that each exponential is one exp2
+  const typename Tiles::OwnA qa;
   float o[HS / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row; l holds this thread's columns only
-  for (int kt = 0; kt <= qb; ++kt) {
-    const int cur = kt % 2;
-    if (kt < qb) {  // into the pair that every thread finished reading before the last barrier
-      load_tile_rows<Tiles>(ks(cur ^ 1), base + C, C3, (kt + 1) * kTile, T);
-      load_tile_rows<Tiles>(vs(cur ^ 1), base + 2 * C, C3, (kt + 1) * kTile, T);
-    }
+
+  __device__ ForwardRows(const PassArgs& a, int b, int h, int own0, const bf16* q, const bf16*)
+      : OwnRows(b, h, own0), args(a), scale2(a.scale * kLog2e), qa(Tiles::own_a(q, warp, g, t)) {}
+
+  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*) {
     float s[8][4];
-    Tiles::scores(s, qa, ks(cur), lane);
-    // Keys past the row exist only in the diagonal tile. Every row sees key kt * 64 (kt <= qb), so each row's
-    // maximum is finite and no exp sees inf - inf.
-    if (kt == qb) mask_future_keys(s, kt * kTile, row0, t);
+    Tiles::scores(s, qa, ks, lane);
+    // Keys past the row exist only in the diagonal tile. Every row sees key kt * 64 (kt <= the diagonal), so each
+    // row's maximum is finite and no exp sees inf - inf.
+    if (kt * kTile == own0) mask_future_keys(s, kt * kTile, row0, t);
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
@@ -531,98 +634,59 @@ __global__ void __launch_bounds__(128, 4) attention_forward_mma(bf16* out, float
     for (int dt = 0; dt < HS / 8; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
-    Tiles::accumulate(o, s, vs(cur), lane);
-    wait_async_copies<Tiles>();
-    __syncthreads();
+    Tiles::accumulate(o, s, vs, lane);
   }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-  }
-  store_rows<HS>(out + static_cast<int64_t>(b) * T * C + h * HS, C, o, row0, T, 1.0f / l[0], 1.0f / l[1], g, t);
-  if (t == 0) {
-    float* row_lse = lse + (static_cast<int64_t>(b) * NH + h) * T;
-    if (row0 < T) row_lse[row0] = (m[0] + log2f(l[0])) * kLn2;
-    if (row0 + 8 < T) row_lse[row0 + 8] = (m[1] + log2f(l[1])) * kLn2;
-  }
-}
 
-// The backward kernels' slices of batch row b, head h: Q at qkv (K at + C, V at + 2C, rows 3C apart), dO (rows C
-// apart), and the rows' lse and delta.
-template <int HS>
-struct HeadSlices {
-  const bf16 *qkv, *dout;
-  const float *lse, *delta;
-  __device__ HeadSlices(const bf16* qkv_all, const bf16* dout_all, const float* lse_all, const float* delta_all, int b,
-                        int h, int T, int C, int NH) {
-    qkv = qkv_all + static_cast<int64_t>(b) * T * 3 * C + h * HS;
-    dout = dout_all + static_cast<int64_t>(b) * T * C + h * HS;
-    lse = lse_all + (static_cast<int64_t>(b) * NH + h) * T;
-    delta = delta_all + (static_cast<int64_t>(b) * NH + h) * T;
+  __device__ void finish() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    }
+    const int T = args.T;
+    store_rows<HS>(args.out + static_cast<int64_t>(b) * T * args.C + h * HS, args.C, o, row0, T, 1.0f / l[0],
+                   1.0f / l[1], g, t);
+    if (t == 0) {
+      float* row_lse = args.lse_out + (static_cast<int64_t>(b) * args.NH + h) * T;
+      if (row0 < T) row_lse[row0] = (m[0] + log2f(l[0])) * kLn2;
+      if (row0 + 8 < T) row_lse[row0 + 8] = (m[1] + log2f(l[1])) * kLn2;
+    }
   }
 };
 
-// The backward kernels' four shared tiles: one pair is read into registers once at the start, then the two pairs
-// are the double buffer of the other operands: pair 0 is tiles 2 and 3, pair 1 tiles 0 and 1.
-constexpr int kBackwardTiles = 4;
-template <class Tiles>
-__device__ __forceinline__ bf16* pair_tile(bf16* tiles, int pair, int which) {
-  return tiles + (2 - 2 * pair + which) * Tiles::kElems;
-}
+// dQ for the own query rows: dq = scale * dS @ K with dS = P * (dO V^T - delta)
+template <class TilesT>
+struct DqRows : OwnRows {
+  using Tiles = TilesT;
+  static constexpr int HS = Tiles::kHs, kOwnTiles = 2;
+  static constexpr bool kStreamAfter = false, kStats = false;
+  static constexpr int min_blocks_copied() { return 3; }  // 168 registers, which it needs without spilling
+  __device__ static constexpr Slice own_slice(int i) { return i == 0 ? Slice::kQ : Slice::kDout; }
+  __device__ static constexpr Slice streamed_slice(int i) { return i == 0 ? Slice::kK : Slice::kV; }
 
-// dQ for 64 query rows per block: dq = scale * dS @ K with dS = P * (dO V^T - delta)
-template <class Tiles>
-__global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float* delta, const bf16* dout,
-                                                       const bf16* qkv, const float* lse, int T, int C, int NH,
-                                                       float scale) {
-  constexpr int HS = Tiles::kHs;
-  // Q and dO are read once into registers; then their tiles hold the second K, V pair (double buffering).
-  extern __shared__ float smem[];
-  bf16* tiles = shared_tiles<Tiles>(smem);
-  bf16 *qs = tiles, *gs = tiles + Tiles::kElems;
-  auto ks = [&](int pair) { return pair_tile<Tiles>(tiles, pair, 0); };
-  auto vs = [&](int pair) { return pair_tile<Tiles>(tiles, pair, 1); };
-  const int qb = gridDim.x - 1 - blockIdx.x;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t C3 = 3 * static_cast<int64_t>(C);
-  const HeadSlices<HS> head(qkv, dout, lse, delta, b, h, T, C, NH);
-  const bf16 *base = head.qkv, *g_base = head.dout;
-  const float *row_lse = head.lse, *row_delta = head.delta;
-  const int q0 = qb * kTile;
-  const int row0 = q0 + warp * 16 + g;
-
-  load_tile_rows<Tiles>(qs, base, C3, q0, T);
-  load_tile_rows<Tiles>(gs, g_base, C, q0, T);
-  load_tile_rows<Tiles>(ks(0), base + C, C3, 0, T);
-  load_tile_rows<Tiles>(vs(0), base + 2 * C, C3, 0, T);
-  wait_async_copies<Tiles>();
-  __syncthreads();
-  uint32_t qa[HS / 16][4], ga[HS / 16][4];
-  load_a_fragments<Tiles>(qa, qs, warp, g, t);
-  load_a_fragments<Tiles>(ga, gs, warp, g, t);
-  __syncthreads();  // qs and gs are free for the second pair
-  const float scale2 = scale * kLog2e;
+  const PassArgs& args;
+  const float scale2;
+  const typename Tiles::OwnA qa, ga;
   float lse_r[2], delta_r[2];  // lse in base 2
+  float dq[HS / 8][4] = {};
+
+  __device__ DqRows(const PassArgs& a, int b, int h, int own0, const bf16* q, const bf16* dout)
+      : OwnRows(b, h, own0), args(a), scale2(a.scale * kLog2e), qa(Tiles::own_a(q, warp, g, t)),
+        ga(Tiles::own_a(dout, warp, g, t)) {
+    const int64_t head = (static_cast<int64_t>(b) * a.NH + h) * a.T;
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int row = row0 + 8 * i;
-    lse_r[i] = row < T ? row_lse[row] * kLog2e : 0.0f;
-    delta_r[i] = row < T ? row_delta[row] : 0.0f;
+    for (int i = 0; i < 2; ++i) {
+      const int row = row0 + 8 * i;
+      lse_r[i] = row < a.T ? a.lse[head + row] * kLog2e : 0.0f;
+      delta_r[i] = row < a.T ? a.delta[head + row] : 0.0f;
+    }
   }
 
-  float dq[HS / 8][4] = {};
-  for (int kt = 0; kt <= qb; ++kt) {
-    const int cur = kt % 2;
-    if (kt < qb) {
-      load_tile_rows<Tiles>(ks(cur ^ 1), base + C, C3, (kt + 1) * kTile, T);
-      load_tile_rows<Tiles>(vs(cur ^ 1), base + 2 * C, C3, (kt + 1) * kTile, T);
-    }
+  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*) {
     float s[8][4], dp[8][4];
-    Tiles::scores(s, qa, ks(cur), lane);
-    Tiles::scores(dp, ga, vs(cur), lane);
-    if (kt == qb) mask_future_keys(s, kt * kTile, row0, t);
+    Tiles::scores(s, qa, ks, lane);
+    Tiles::scores(dp, ga, vs, lane);
+    if (kt * kTile == own0) mask_future_keys(s, kt * kTile, row0, t);
     // Rows past T are neither stored nor mixed into others: their values do not matter.
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
@@ -632,77 +696,50 @@ __global__ void __launch_bounds__(128) attention_dq_mma(bf16* dqkv, const float*
         const float p = exp2f(fmaf(s[nt][e], scale2, -lse_r[i]));
         s[nt][e] = p * (dp[nt][e] - delta_r[i]);  // dS
       }
-    Tiles::accumulate(dq, s, ks(cur), lane);
-    wait_async_copies<Tiles>();
-    __syncthreads();
+    Tiles::accumulate(dq, s, ks, lane);
   }
-  store_rows<HS>(dqkv + static_cast<int64_t>(b) * T * C3 + h * HS, C3, dq, row0, T, scale, scale, g, t);
-}
 
-// dK and dV for 64 key rows per block, over the query tiles at or after them:
-// dV = P^T @ dO, dK = scale * dS^T @ Q, computed from S^T = K Q^T and dP^T = V dO^T.
-template <class Tiles>
-__global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float* delta, const bf16* dout,
-                                                        const bf16* qkv, const float* lse, int T, int C, int NH,
-                                                        float scale) {
-  constexpr int HS = Tiles::kHs;
-  // K and V are read once into registers; then their tiles hold the second Q, dO pair (double buffering).
-  extern __shared__ float smem[];
-  bf16* tiles = shared_tiles<Tiles>(smem);
-  __shared__ float lse_s[2][kTile], delta_s[2][kTile];  // of the query tiles; lse in base 2
-  bf16 *ks = tiles, *vs = tiles + Tiles::kElems;
-  auto qs = [&](int pair) { return pair_tile<Tiles>(tiles, pair, 0); };
-  auto gs = [&](int pair) { return pair_tile<Tiles>(tiles, pair, 1); };
-  const int kb = blockIdx.x;  // the first key blocks see the most queries: they are handed out first
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t C3 = 3 * static_cast<int64_t>(C);
-  const HeadSlices<HS> head(qkv, dout, lse, delta, b, h, T, C, NH);
-  const bf16 *base = head.qkv, *g_base = head.dout;
-  const float *row_lse = head.lse, *row_delta = head.delta;
-  const int k0 = kb * kTile;
-  const int key0 = k0 + warp * 16 + g;  // this thread's keys: key0 and key0 + 8
+  __device__ void finish() {
+    const int64_t C3 = 3 * static_cast<int64_t>(args.C);
+    store_rows<HS>(args.dqkv + static_cast<int64_t>(b) * args.T * C3 + h * HS, C3, dq, row0, args.T, args.scale,
+                   args.scale, g, t);
+  }
+};
 
-  const float scale2 = scale * kLog2e;
-  // The query tile qt into pair i: Q, dO and the rows' statistics.
-  auto load_query_tile = [&](int i, int qt) {
-    const int q0 = qt * kTile;
-    load_tile_rows<Tiles>(qs(i), base, C3, q0, T);
-    load_tile_rows<Tiles>(gs(i), g_base, C, q0, T);
-    if (threadIdx.x < kTile) {
-      const int q = q0 + threadIdx.x;
-      lse_s[i][threadIdx.x] = q < T ? row_lse[q] * kLog2e : 0.0f;
-      delta_s[i][threadIdx.x] = q < T ? row_delta[q] : 0.0f;
-    }
-  };
-  load_tile_rows<Tiles>(ks, base + C, C3, k0, T);
-  load_tile_rows<Tiles>(vs, base + 2 * C, C3, k0, T);
-  load_query_tile(0, kb);
-  wait_async_copies<Tiles>();
-  __syncthreads();
-  uint32_t ka[HS / 16][4], va[HS / 16][4];
-  load_a_fragments<Tiles>(ka, ks, warp, g, t);
-  load_a_fragments<Tiles>(va, vs, warp, g, t);
-  __syncthreads();  // ks and vs are free for the second pair
+// dK and dV for the own key rows, over the query tiles at or after them: dV = P^T @ dO, dK = scale * dS^T @ Q,
+// computed from S^T = K Q^T and dP^T = V dO^T.
+template <class TilesT>
+struct DkvRows : OwnRows {
+  using Tiles = TilesT;
+  static constexpr int HS = Tiles::kHs, kOwnTiles = 2;
+  static constexpr bool kStreamAfter = true, kStats = true;
+  static constexpr int min_blocks_copied() { return 1; }
+  __device__ static constexpr Slice own_slice(int i) { return i == 0 ? Slice::kK : Slice::kV; }
+  __device__ static constexpr Slice streamed_slice(int i) { return i == 0 ? Slice::kQ : Slice::kDout; }
 
+  const PassArgs& args;
+  const float scale2;
+  const typename Tiles::OwnA ka, va;
   float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
-  const int q_tiles = static_cast<int>(ceil_div(T, kTile));
-  for (int qt = kb; qt < q_tiles; ++qt) {
-    const int q0 = qt * kTile, cur = (qt - kb) % 2;
-    if (qt + 1 < q_tiles) load_query_tile(cur ^ 1, qt + 1);
-    const float* lse_q = lse_s[cur];
-    const float* delta_q = delta_s[cur];
+
+  __device__ DkvRows(const PassArgs& a, int b, int h, int own0, const bf16* k, const bf16* v)
+      : OwnRows(b, h, own0), args(a), scale2(a.scale * kLog2e), ka(Tiles::own_a(k, warp, g, t)),
+        va(Tiles::own_a(v, warp, g, t)) {}
+
+  // stats: the query tile's [lse in base 2, delta][64]
+  __device__ void step(int qt, const bf16* qs, const bf16* gs, const float* stats) {
+    const int q0 = qt * kTile;
     float st[8][4], dpt[8][4];  // S^T and dP^T: this warp's 16 keys x 64 queries
-    Tiles::scores(st, ka, qs(cur), lane);
-    Tiles::scores(dpt, va, gs(cur), lane);
+    Tiles::scores(st, ka, qs, lane);
+    Tiles::scores(dpt, va, gs, lane);
     // Only the diagonal tile has queries before a key, and only the last can have queries past T.
-    if (qt == kb || q0 + kTile > T) {
+    if (q0 == own0 || q0 + kTile > args.T) {
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int query = q0 + nt * 8 + 2 * t + (e & 1), key = key0 + (e >> 1) * 8;
-          if (key > query || query >= T) st[nt][e] = -INFINITY;
+          const int query = q0 + nt * 8 + 2 * t + (e & 1), key = row0 + (e >> 1) * 8;
+          if (key > query || query >= args.T) st[nt][e] = -INFINITY;
         }
     }
 #pragma unroll
@@ -710,18 +747,209 @@ __global__ void __launch_bounds__(128) attention_dkv_mma(bf16* dqkv, const float
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int qi = nt * 8 + 2 * t + (e & 1);
-        const float p = exp2f(fmaf(st[nt][e], scale2, -lse_q[qi]));
+        const float p = exp2f(fmaf(st[nt][e], scale2, -stats[qi]));
         st[nt][e] = p;
-        dpt[nt][e] = p * (dpt[nt][e] - delta_q[qi]);  // dS^T
+        dpt[nt][e] = p * (dpt[nt][e] - stats[kTile + qi]);  // dS^T
       }
-    Tiles::accumulate(dv, st, gs(cur), lane);
-    Tiles::accumulate(dk, dpt, qs(cur), lane);
-    wait_async_copies<Tiles>();
+    Tiles::accumulate(dv, st, gs, lane);
+    Tiles::accumulate(dk, dpt, qs, lane);
+  }
+
+  __device__ void finish() {
+    const int64_t C3 = 3 * static_cast<int64_t>(args.C);
+    bf16* d = args.dqkv + static_cast<int64_t>(b) * args.T * C3 + h * HS;
+    store_rows<HS>(d + args.C, C3, dk, row0, args.T, args.scale, args.scale, g, t);
+    store_rows<HS>(d + 2 * args.C, C3, dv, row0, args.T, 1.0f, 1.0f, g, t);
+  }
+};
+
+// The first of the block's own rows, n of them to a block: the blocks with the most tiles to stream go first.
+template <class Rows>
+__device__ __forceinline__ int block_own0(int n) {
+  return (Rows::kStreamAfter ? blockIdx.x : gridDim.x - 1 - blockIdx.x) * n;
+}
+
+// The streamed tiles [first, last] that own rows [own0, own0 + n) meet: those at or before them (the forward,
+// dQ), or at or after them (dK/dV: none where the rows are all past T).
+template <class Rows>
+__device__ __forceinline__ void streamed_tiles(int own0, int n, int T, int& first, int& last) {
+  const int tiles = static_cast<int>(ceil_div(T, kTile));
+  first = Rows::kStreamAfter ? own0 / kTile : 0;
+  last = Rows::kStreamAfter ? tiles - 1 : min((own0 + n - 1) / kTile, tiles - 1);
+}
+
+// ---- CopyFeed: any GPU from Ampere on. A block is one warpgroup, whose threads copy the next streamed pair
+// (cp.async) into one half of a double buffer while they compute with the other. ----
+
+struct CopyFeed {
+  static constexpr int kConsumers = 1, kThreads = 128;
+  template <class Rows>
+  static constexpr int min_blocks() {
+    return Rows::min_blocks_copied();
+  }
+  // the two stages' pairs, and their statistics where the pass has them
+  template <class Rows>
+  static constexpr size_t shared_bytes() {
+    return shared_tiles_bytes<typename Rows::Tiles>(4) + (Rows::kStats ? 2 * 2 * kTile * sizeof(float) : 0);
+  }
+};
+
+// 16 bytes from global to shared memory without passing through registers (cp.async); zeros when !valid.
+__device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src, bool valid) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(valid ? 16 : 0));
+}
+
+// Waits for this thread's copies in flight; a barrier after it makes every thread's visible.
+__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_all;\n" ::); }
+
+// dst[r][0, HS) = src[(r0 + r) * ld + (0, HS)] for the 64 rows of a tile, zero past row T: 16-byte copies that
+// run on while the block computes (see wait_async_copies). r0 < T.
+template <class Tiles>
+__device__ __forceinline__ void load_tile_rows(bf16* dst, const bf16* src, int64_t ld, int r0, int T) {
+  constexpr int kChunks = Tiles::kHs / 8;
+  for (int c = threadIdx.x; c < kTile * kChunks; c += blockDim.x) {
+    const int r = c / kChunks, d = (c % kChunks) * 8;
+    const bool valid = r0 + r < T;
+    copy16_async(dst + Tiles::at(r, d), src + static_cast<int64_t>(valid ? r0 + r : r0) * ld + d, valid);
+  }
+}
+
+template <class Rows>
+__device__ void run_pass(const CopyFeed&, const PassArgs& args) {
+  using Tiles = typename Rows::Tiles;
+  static_assert(!std::is_pointer<typename Tiles::OwnA>::value, "the own tiles' place is reused: their A must be in registers");
+  extern __shared__ float smem[];
+  bf16* tiles = shared_tiles<Tiles>(smem);
+  // the pair of each stage; the own tiles are copied to stage 1 first, and read into registers before the
+  // stream's second pair lands there
+  auto tile = [&](int stage, int which) { return tiles + (2 * stage + which) * Tiles::kElems; };
+  float* stats = reinterpret_cast<float*>(tiles + 4 * Tiles::kElems);  // [stage][lse, delta][64]
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int own0 = block_own0<Rows>(kTile);
+  int first, last;
+  streamed_tiles<Rows>(own0, kTile, args.T, first, last);
+  auto copy = [&](bf16* dst, Slice s, int r0) {
+    int64_t ld;
+    const bf16* src = slice_rows(args, s, b, h, ld);
+    load_tile_rows<Tiles>(dst, src, ld, r0, args.T);
+  };
+  auto copy_streamed = [&](int stage, int i) {
+    copy(tile(stage, 0), Rows::streamed_slice(0), i * kTile);
+    copy(tile(stage, 1), Rows::streamed_slice(1), i * kTile);
+    if (Rows::kStats && threadIdx.x < kTile) load_row_stats(stats + stage * 2 * kTile, args, b, h, i * kTile, threadIdx.x);
+  };
+#pragma unroll
+  for (int i = 0; i < Rows::kOwnTiles; ++i) copy(tile(1, i), Rows::own_slice(i), own0);
+  copy_streamed(0, first);
+  wait_async_copies();
+  __syncthreads();
+  Rows rows(args, b, h, own0, tile(1, 0), tile(1, 1));
+  __syncthreads();  // stage 1 is free for the stream
+  for (int i = first; i <= last; ++i) {
+    const int cur = (i - first) % 2;
+    if (i < last) copy_streamed(cur ^ 1, i + 1);  // into the pair every thread finished with before the last barrier
+    rows.step(i, tile(cur, 0), tile(cur, 1), stats + cur * 2 * kTile);
+    wait_async_copies();
     __syncthreads();
   }
-  bf16* d = dqkv + static_cast<int64_t>(b) * T * C3 + h * HS;
-  store_rows<HS>(d + C, C3, dk, key0, T, scale, scale, g, t);
-  store_rows<HS>(d + 2 * C, C3, dv, key0, T, 1.0f, 1.0f, g, t);
+  rows.finish();
+}
+
+// ---- TmaFeed: Hopper, in the manner of FlashAttention-3. A block is kConsumers warpgroups of 64 own rows each and
+// one producer warp after them (a warpgroup's warps must start at a multiple of four). The producer's first lane
+// brings every tile in with the TMA, one instruction a tile, swizzled for wgmma on the way, into a ring of kStages
+// pairs; its lanes write the streamed rows' statistics. A pair's full barrier counts the producer's 32 arrivals
+// and the bytes landed, its empty barrier the consumer threads done with it. The consumers never copy and never
+// wait for each other: loads run ahead while they multiply. ----
+
+struct TmaFeed {
+  CUtensorMap qkv, dout;  // views {hs, heads, T, B} in boxes of 64 rows of one head (see head_tiles)
+  static constexpr int kConsumers = 2, kStages = 3, kThreads = kConsumers * 128 + 32;
+  template <class Rows>
+  static constexpr int min_blocks() {
+    return 1;
+  }
+  // the own tiles, the ring, its statistics, and the barriers: own tiles landed, and each stage's full and empty
+  template <class Rows>
+  static constexpr size_t shared_bytes() {
+    return shared_tiles_bytes<typename Rows::Tiles>(kConsumers * Rows::kOwnTiles + 2 * kStages) +
+           kStages * 2 * kTile * sizeof(float) + (1 + 2 * kStages) * sizeof(uint64_t);
+  }
+};
+
+template <class Rows>
+__device__ void run_pass(const TmaFeed& feed, const PassArgs& args) {
+  using Tiles = typename Rows::Tiles;
+  constexpr int kC = TmaFeed::kConsumers, kS = TmaFeed::kStages, kOwn = Rows::kOwnTiles;
+  constexpr uint32_t kTileBytes = Tiles::kElems * sizeof(bf16);
+  extern __shared__ float smem[];
+  bf16* own = shared_tiles<Tiles>(smem);                                   // [consumer][own tile]
+  bf16* ring = own + kC * kOwn * Tiles::kElems;                            // [stage][pair]
+  float* stats = reinterpret_cast<float*>(ring + 2 * kS * Tiles::kElems);  // [stage][lse, delta][64]
+  uint64_t* own_full = reinterpret_cast<uint64_t*>(stats + kS * 2 * kTile);
+  uint64_t *full = own_full + 1, *empty = full + kS;
+  const int h = blockIdx.y, b = blockIdx.z, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int own0 = block_own0<Rows>(kC * kTile);
+  int first, last;
+  streamed_tiles<Rows>(own0, kC * kTile, args.T, first, last);
+  if (threadIdx.x == 0) {
+    mbarrier_init(own_full, 1);
+    for (int s = 0; s < kS; ++s) {
+      mbarrier_init(&full[s], 32);
+      mbarrier_init(&empty[s], kC * 128);
+    }
+    mbarrier_init_fence();
+  }
+  __syncthreads();
+
+  if (warp == 4 * kC) {  // the producer
+    auto load = [&](bf16* dst, Slice s, int row, uint64_t* bar) {
+      if (s == Slice::kDout) tma_load_box(dst, &feed.dout, h, row, b, bar);
+      else tma_load_box(dst, &feed.qkv, static_cast<int>(s) * args.NH + h, row, b, bar);
+    };
+    if (lane == 0) {
+      mbarrier_arrive_expect_tx(own_full, kC * kOwn * kTileBytes);
+      for (int c = 0; c < kC; ++c)
+        for (int i = 0; i < kOwn; ++i) load(own + (c * kOwn + i) * Tiles::kElems, Rows::own_slice(i), own0 + c * kTile, own_full);
+    }
+    for (int i = first; i <= last; ++i) {
+      const int s = (i - first) % kS;
+      mbarrier_wait(&empty[s], (((i - first) / kS) & 1) ^ 1);  // the first round passes at once
+      if (Rows::kStats) {
+        load_row_stats(stats + s * 2 * kTile, args, b, h, i * kTile, lane);
+        load_row_stats(stats + s * 2 * kTile, args, b, h, i * kTile, lane + 32);
+      }
+      if (lane == 0) {  // after its statistics: an arrival releases the lane's writes before it
+        mbarrier_arrive_expect_tx(&full[s], 2 * kTileBytes);
+        load(ring + 2 * s * Tiles::kElems, Rows::streamed_slice(0), i * kTile, &full[s]);
+        load(ring + (2 * s + 1) * Tiles::kElems, Rows::streamed_slice(1), i * kTile, &full[s]);
+      } else {
+        mbarrier_arrive(&full[s]);
+      }
+    }
+    return;
+  }
+
+  const int c = warp / 4, mine0 = own0 + c * kTile;
+  mbarrier_wait(own_full, 0);
+  Rows rows(args, b, h, mine0, own + c * kOwn * Tiles::kElems, own + (c * kOwn + kOwn - 1) * Tiles::kElems);
+  int mine_first, mine_last;
+  streamed_tiles<Rows>(mine0, kTile, args.T, mine_first, mine_last);
+  for (int i = first; i <= last; ++i) {
+    const int s = (i - first) % kS;
+    mbarrier_wait(&full[s], ((i - first) / kS) & 1);
+    if (i >= mine_first && i <= mine_last)
+      rows.step(i, ring + 2 * s * Tiles::kElems, ring + (2 * s + 1) * Tiles::kElems, stats + s * 2 * kTile);
+    mbarrier_arrive(&empty[s]);
+  }
+  rows.finish();
+}
+
+template <class Rows, class Feed>
+__global__ void __launch_bounds__(Feed::kThreads, Feed::template min_blocks<Rows>())
+    attention_pass(const __grid_constant__ Feed feed, const __grid_constant__ PassArgs args) {
+  run_pass<Rows>(feed, args);
 }
 
 // ================================================================================================================
@@ -780,23 +1008,66 @@ constexpr int kMmaHeadSize = 64;
 
 bool use_mma(int C, int NH) { return C / NH == kMmaHeadSize && C % 8 == 0; }
 
-template <class Tiles>
-void attention_forward_tiles(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH, float scale,
-                             cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(ceil_div(T, kTile)), NH, B);
-  attention_forward_mma<Tiles><<<grid, 128, shared_tiles_bytes<Tiles>(kForwardTiles), stream>>>(out, lse, qkv, T, C, NH, scale);
+using TensorMapEncoder = PFN_cuTensorMapEncodeTiled_v12000;
+
+// The driver's cuTensorMapEncodeTiled, found through the runtime: the backend does not link the driver library.
+TensorMapEncoder tensor_map_encoder() {
+  static const TensorMapEncoder encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+    DIXIE_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+#else
+    DIXIE_CUDA_CHECK(cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &found));
+#endif
+    if (found != cudaDriverEntryPointSuccess || !fn)
+      throw std::runtime_error("the CUDA driver has no cuTensorMapEncodeTiled, which the Hopper attention needs");
+    return reinterpret_cast<TensorMapEncoder>(fn);
+  }();
+  return encode;
+}
+
+// Rows [B, T, heads * 64] of bf16 as the 4-D view {64, heads, T, B}, in boxes of one head's 64 rows stored in the
+// 128-byte swizzle (WgmmaTiles' layout); rows past T read as zeros.
+CUtensorMap head_tiles(const bf16* rows, int heads, int T, int B) {
+  constexpr cuuint64_t kRowBytes = kMmaHeadSize * sizeof(bf16);
+  const cuuint64_t dims[4] = {kMmaHeadSize, static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(T),
+                              static_cast<cuuint64_t>(B)};
+  const cuuint64_t strides[3] = {kRowBytes, heads * kRowBytes, static_cast<cuuint64_t>(T) * heads * kRowBytes};
+  const cuuint32_t box[4] = {kMmaHeadSize, 1, kTile, 1}, element_steps[4] = {1, 1, 1, 1};
+  CUtensorMap map;
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, const_cast<bf16*>(rows), dims, strides,
+                                          box, element_steps, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw std::runtime_error("cuTensorMapEncodeTiled failed (error " + std::to_string(r) + ") for the attention's tiles");
+  return map;
+}
+
+template <class Rows, class Feed>
+void launch_pass(const Feed& feed, const PassArgs& args, int B, cudaStream_t stream) {
+  constexpr size_t bytes = Feed::template shared_bytes<Rows>();
+  if constexpr (bytes > (48u << 10)) {
+    auto kernel = attention_pass<Rows, Feed>;
+    DIXIE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  }
+  const dim3 grid(static_cast<unsigned>(ceil_div(args.T, kTile * Feed::kConsumers)), args.NH, B);
+  attention_pass<Rows, Feed><<<grid, Feed::kThreads, bytes, stream>>>(feed, args);
   DIXIE_CUDA_LAUNCHED();
 }
 
-template <class Tiles>
-void attention_backward_tiles(bf16* dqkv, const float* delta, const bf16* dout, const bf16* qkv, const float* lse,
-                              int B, int T, int C, int NH, float scale, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(ceil_div(T, kTile)), NH, B);
-  const size_t bytes = shared_tiles_bytes<Tiles>(kBackwardTiles);
-  attention_dq_mma<Tiles><<<grid, 128, bytes, stream>>>(dqkv, delta, dout, qkv, lse, T, C, NH, scale);
-  DIXIE_CUDA_LAUNCHED();
-  attention_dkv_mma<Tiles><<<grid, 128, bytes, stream>>>(dqkv, delta, dout, qkv, lse, T, C, NH, scale);
-  DIXIE_CUDA_LAUNCHED();
+// The passes on the tensor cores, in order: Hopper's (wgmma, TMA) where asked and where the tensors are 16-byte
+// aligned as TMA needs, else mma.sync's.
+template <template <class> class... Passes>
+void tensor_core_passes(const PassArgs& args, int B, AttentionTiles tiles, cudaStream_t stream) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (tiles == AttentionTiles::kWgmma && aligned(args.qkv) && aligned(args.dout)) {
+    const TmaFeed feed{head_tiles(args.qkv, 3 * args.NH, args.T, B),
+                       args.dout ? head_tiles(args.dout, args.NH, args.T, B) : CUtensorMap{}};
+    (launch_pass<Passes<WgmmaTiles<kMmaHeadSize>>>(feed, args, B, stream), ...);
+  } else {
+    (launch_pass<Passes<MmaTiles<kMmaHeadSize>>>(CopyFeed{}, args, B, stream), ...);
+  }
 }
 
 unsigned row_blocks(int B, int T, int NH) {
@@ -841,10 +1112,8 @@ void attention_forward(X* out, float* lse, const X* qkv, int B, int T, int C, in
   const float scale = 1.0f / sqrtf(static_cast<float>(C / NH));
   if constexpr (std::is_same<X, bf16>::value) {
     if (use_mma(C, NH)) {
-      if (tiles == AttentionTiles::kWgmma)
-        attention_forward_tiles<WgmmaTiles<kMmaHeadSize>>(out, lse, qkv, B, T, C, NH, scale, stream);
-      else
-        attention_forward_tiles<MmaTiles<kMmaHeadSize>>(out, lse, qkv, B, T, C, NH, scale, stream);
+      tensor_core_passes<ForwardRows>(PassArgs{qkv, nullptr, out, lse, nullptr, nullptr, nullptr, T, C, NH, scale}, B,
+                                      tiles, stream);
       return;
     }
   }
@@ -864,10 +1133,8 @@ void attention_backward(X* dqkv, float* delta, const X* dout, const X* qkv, cons
   DIXIE_CUDA_LAUNCHED();
   if constexpr (std::is_same<X, bf16>::value) {
     if (use_mma(C, NH)) {
-      if (tiles == AttentionTiles::kWgmma)
-        attention_backward_tiles<WgmmaTiles<kMmaHeadSize>>(dqkv, delta, dout, qkv, lse, B, T, C, NH, scale, stream);
-      else
-        attention_backward_tiles<MmaTiles<kMmaHeadSize>>(dqkv, delta, dout, qkv, lse, B, T, C, NH, scale, stream);
+      tensor_core_passes<DqRows, DkvRows>(PassArgs{qkv, dout, nullptr, nullptr, lse, dqkv, delta, T, C, NH, scale}, B,
+                                          tiles, stream);
       return;
     }
   }

@@ -2,7 +2,7 @@
 // online softmax per query row and saves each row's log-sum-exp; backward recomputes the probabilities from it.
 // Two implementations with one contract: bf16 tensor-core tiles (float32 softmax and accumulation) for mixed
 // precision with head size 64 (every GPT-2), and float32 warp-per-row kernels for the float32 reference and any
-// other head size up to 128. The tensor-core kernels multiply with mma.sync, or on Hopper with wgmma.
+// other head size up to 128. The tensor-core kernels multiply with mma.sync, or on Hopper with wgmma fed by TMA.
 // Shapes: qkv [B, T, 3C] (q | k | v, head h at columns h*hs), out [B, T, C], lse [B, NH, T], hs = C / NH.
 #pragma once
 #include <string>
@@ -14,7 +14,7 @@ namespace dixie::cuda {
 // Whether this backend can run attention for the shape; *why says why not.
 bool attention_supported(int C, int NH, std::string* why);
 
-// The tensor-core instructions of the bf16 kernels: mma.sync (Ampere on), or Hopper's warpgroup wgmma.
+// The tensor-core kernels: mma.sync (Ampere on), or Hopper's warpgroup wgmma with TMA loads by a producer warp.
 enum class AttentionTiles { kMma, kWgmma };
 
 // Whether the current device can run kWgmma: a build with sm_90a code (DIXIE_CUDA_SM90A) on compute capability 9.0.

@@ -2,9 +2,9 @@
 // (native/tests/cuda_emulator) at small shapes. Its training kernels against the CPU backend (`cpu`), its decoding
 // against full forward passes and the CPU (`decode`), and decode steps as CUDA graphs (DIXIE_CUDA_GRAPHS=1) against
 // the same steps run eagerly (`graphs`): the same tokens, RNG states and logits exactly, with the graphs launched on
-// every step they should be. Hopper's wgmma attention kernels, forward and backward, against the mma.sync ones
-// and a float64 reference (`attention`); the sampler against the CPU's (`sampler`); and training again with the
-// switches of prepared GPU work on.
+// every step they should be. Hopper's attention kernels (wgmma fed by TMA in warp-specialised blocks), forward
+// and backward, against the mma.sync ones and a float64 reference (`attention`); the sampler against the CPU's
+// (`sampler`); and training again with the switches of prepared GPU work on.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -45,7 +45,7 @@ t.test('the CUDA backend on the emulator', { skip }, async (t) => {
     ['cpu', 'training agrees with the CPU backend', 11, {}],
     ['cpu', 'training with every prepared switch on agrees with the CPU backend', 11, prepared],
     ['decode', 'decoding agrees with full forward passes and the CPU', 11, {}],
-    ['attention', 'the wgmma attention kernels agree with the mma.sync ones and float64', 6, {}],
+    ['attention', 'the Hopper attention kernels agree with the mma.sync ones and float64', 6, {}],
     ['sampler', 'the GPU sampler draws the CPU sampler\'s tokens', 8, {}],
   ];
   for (const [name, what, least, env] of sections) {

@@ -2,10 +2,11 @@
 // fragment layouts can be checked on a machine without a GPU (see build.sh). The threads of a block are fibers
 // on one OS thread, switched only at barriers; blocks run one after another, or all together in a cooperative
 // launch, whose grid.sync() waits for every thread; __syncthreads and __syncwarp are barriers of the block's and
-// the warp's live threads; shuffles and ballots go through a per-warp exchange
-// buffer; mma.sync.m16n8k16 (bf16) is a warp-collective product assembled from the PTX ISA's fragment layouts,
-// wgmma.m64nNk16 one that reads B from shared memory through its descriptor and swizzle, completing at once;
-// a captured graph is the list of its launches and copies, replayed with the arguments they were captured with.
+// the warp's live threads; shuffles and ballots go through a per-warp exchange buffer; mma.sync.m16n8k16 (bf16)
+// is a warp-collective product assembled from the PTX ISA's fragment layouts, wgmma.m64nNk16 one that reads B,
+// and A unless it is in registers, from shared memory through descriptor and swizzle, completing at once, as does
+// a TMA copy, whose bytes count on an mbarrier; an mbarrier wait yields until its phase completes; a captured
+// graph is the list of its launches and copies, replayed with the arguments they were captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
 // Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
 // by emu_switch (runtime.cpp), which saves the callee-saved registers and nothing else, where swapcontext would
@@ -24,6 +25,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 inline uint3 threadIdx, blockIdx;
@@ -43,11 +45,19 @@ struct EmuWarp {
   float mma_c[32][4];
   EmuBarrier barrier;
 };
+// An mbarrier: a phase completes when `count` arrivals are in and the bytes it expects (tx) have landed.
+struct EmuMbarrier {
+  int count = 0, pending = 0;
+  int64_t tx = 0;
+  uint32_t phase = 0;
+};
 struct EmuBlock {
   uint3 idx;
   EmuBarrier barrier;
   std::vector<EmuWarp> warps;
   std::vector<unsigned char> dyn_smem;  // its dynamic shared memory (static __shared__ is one for all blocks)
+  std::unordered_map<const void*, EmuMbarrier> mbarriers;
+  uint64_t failed_waits = 0;  // mbarrier waits that found their phase open since a phase last completed
 };
 struct EmuFiber {
   void* sp;
@@ -202,43 +212,143 @@ inline uint32_t emu_shared_address(const void* p) {
   return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - emu_block->dyn_smem.data());
 }
 
-// wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 with A in registers: d[64 x n] += A[64 x 16] @ B[16 x n] over
-// the warpgroup. Warp w holds rows 16w.. of A (the m16n8k16 A layout, as emu_mma) and of d (the C layout of n / 8
-// 16x8 blocks), so each warp's rows need only its own A. B is read through the shared-memory matrix descriptor
-// (start, leading and stride byte offsets >> 4 at bits 0, 16 and 32; layout at 62, of which the emulator knows
-// 1, the 128-byte swizzle): K-major, column n is 8-row group n / 8 (stride offset apart), row n % 8 (128 bytes
-// apart), k along it; N-major (trans_b), k is 8-row group k / 8, row k % 8, and n along it, 64 to a 128-byte span
-// (leading offset apart). The swizzle then moves 16-byte chunk bits 4-6 of the address by bits 7-9.
-inline void emu_wgmma(float* d, int n, const uint32_t* a, uint64_t desc, bool trans_b) {
-  EmuWarp& w = emu_warp();
-  const int lane = emu_lane();
-  emu_put_a(w, lane, a);
-  emu_warp_barrier();
-  float A[16][16];
-  emu_take_a(A, w);
-  emu_warp_barrier();
+// Element (k, mn) of a wgmma operand in shared memory, read through its matrix descriptor (start, leading and
+// stride byte offsets >> 4 at bits 0, 16 and 32; layout at 62, of which the emulator knows 1, the 128-byte
+// swizzle). K-major: row mn (of A's rows or B's columns) is 8-row group mn / 8 (stride offset apart), row mn % 8
+// (128 bytes apart), k along it. N-major (B only): k is 8-row group k / 8, row k % 8, and n along it, 64 to a
+// 128-byte span (leading offset apart). The swizzle then moves 16-byte chunk bits 4-6 of the address by bits 7-9.
+inline float emu_wgmma_operand(uint64_t desc, int k, int mn, bool n_major) {
   const uint64_t start = (desc & 0x3fff) << 4, leading = ((desc >> 16) & 0x3fff) << 4;
   const uint64_t stride = ((desc >> 32) & 0x3fff) << 4;
   if (desc >> 62 != 1 || ((desc >> 49) & 7) != 0) {
     std::fprintf(stderr, "emu_wgmma: only the 128-byte swizzle with base offset 0 is emulated\n");
     std::abort();
   }
-  auto b = [&](int k, int col) {
-    uint64_t at = trans_b ? start + (k / 8) * stride + (k % 8) * 128 + (col / 64) * leading + (col % 64) * 2
-                          : start + (col / 8) * stride + (col % 8) * 128 + k * 2;
-    at ^= ((at >> 7) & 7) << 4;
-    unsigned short bits;
-    std::memcpy(&bits, emu_block->dyn_smem.data() + at, 2);
-    return __bfloat162float(__ushort_as_bfloat16(bits));
-  };
-  const int g = lane / 4, t = lane % 4;
+  uint64_t at = n_major ? start + (k / 8) * stride + (k % 8) * 128 + (mn / 64) * leading + (mn % 64) * 2
+                        : start + (mn / 8) * stride + (mn % 8) * 128 + k * 2;
+  at ^= ((at >> 7) & 7) << 4;
+  unsigned short bits;
+  std::memcpy(&bits, emu_block->dyn_smem.data() + at, 2);
+  return __bfloat162float(__ushort_as_bfloat16(bits));
+}
+
+// d[16 x n] += A[16 x 16] @ B[16 x n]: this warp's rows of a wgmma, in the C layout of n / 8 16x8 blocks.
+inline void emu_wgmma_rows(float* d, int n, const float (&A)[16][16], uint64_t desc_b, bool trans_b) {
+  const int lane = emu_lane(), g = lane / 4, t = lane % 4;
   for (int j = 0; j < n / 8; ++j)
     for (int i = 0; i < 4; ++i) {
       const int row = i < 2 ? g : g + 8, col = 8 * j + 2 * t + (i & 1);
       float s = d[4 * j + i];
-      for (int k = 0; k < 16; ++k) s += A[row][k] * b(k, col);
+      for (int k = 0; k < 16; ++k) s += A[row][k] * emu_wgmma_operand(desc_b, k, col, trans_b);
       d[4 * j + i] = s;
     }
+}
+
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 with A in registers: d[64 x n] += A[64 x 16] @ B[16 x n] over
+// the warpgroup. Warp w holds rows 16w.. of A (the m16n8k16 A layout, as emu_mma) and of d (the C layout of n / 8
+// 16x8 blocks), so each warp's rows need only its own A. B is K-major or, with trans_b, N-major.
+inline void emu_wgmma(float* d, int n, const uint32_t* a, uint64_t desc, bool trans_b) {
+  EmuWarp& w = emu_warp();
+  emu_put_a(w, emu_lane(), a);
+  emu_warp_barrier();
+  float A[16][16];
+  emu_take_a(A, w);
+  emu_warp_barrier();
+  emu_wgmma_rows(d, n, A, desc, trans_b);
+}
+
+// The same with A from shared memory too, both K-major: warp w of the warpgroup reads A's rows 16w.. .
+inline void emu_wgmma_shared(float* d, int n, uint64_t desc_a, uint64_t desc_b) {
+  const int warp = static_cast<int>((threadIdx.x + threadIdx.y * blockDim.x) / 32 % 4);
+  float A[16][16];
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < 16; ++k) A[r][k] = emu_wgmma_operand(desc_a, k, 16 * warp + r, false);
+  emu_wgmma_rows(d, n, A, desc_b, false);
+}
+
+// ---- mbarriers and the TMA (Hopper). A wait that finds its phase open yields; one that would never end (the
+// arrivals and bytes do not add up) aborts after many rounds without any phase completing. ----
+inline EmuMbarrier& emu_mbarrier(const void* bar) {
+  const auto it = emu_block->mbarriers.find(bar);
+  if (it == emu_block->mbarriers.end()) {
+    std::fprintf(stderr, "emu: mbarrier used before mbarrier.init\n");
+    std::abort();
+  }
+  return it->second;
+}
+inline void emu_mbarrier_init(uint64_t* bar, int count) { emu_block->mbarriers[bar] = EmuMbarrier{count, count, 0, 0}; }
+inline void emu_mbarrier_update(EmuMbarrier& m) {
+  if (m.pending < 0) {
+    std::fprintf(stderr, "emu: more arrivals on an mbarrier than its count (%d)\n", m.count);
+    std::abort();
+  }
+  if (m.pending == 0 && m.tx == 0) {
+    ++m.phase;
+    m.pending = m.count;
+    emu_block->failed_waits = 0;
+  }
+}
+inline void emu_mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t tx) {
+  EmuMbarrier& m = emu_mbarrier(bar);
+  m.tx += tx;
+  --m.pending;
+  emu_mbarrier_update(m);
+}
+inline void emu_mbarrier_arrive(uint64_t* bar) {
+  EmuMbarrier& m = emu_mbarrier(bar);
+  --m.pending;
+  emu_mbarrier_update(m);
+}
+// mbarrier.try_wait.parity: whether the phase of this parity has completed (the current phase has the other
+// parity), else a yield and false.
+inline uint32_t emu_mbarrier_try_wait(uint64_t* bar, uint32_t parity) {
+  if ((emu_mbarrier(bar).phase & 1) != parity) return 1;
+  if (++emu_block->failed_waits > 50'000'000) {
+    std::fprintf(stderr, "emu: mbarrier waits that can never end (no phase completes)\n");
+    std::abort();
+  }
+  emu_yield();
+  return 0;
+}
+
+// cuTensorMapEncodeTiled's map as the emulator keeps it in CUtensorMap's opaque bytes (runtime.cpp).
+struct EmuTensorMap {
+  const unsigned char* base;
+  uint32_t rank, elem_bytes, swizzle_bytes;  // swizzle: 0 or 128
+  uint64_t dims[5], strides[5];              // strides in bytes, strides[0] the element's
+  uint32_t box[5];
+};
+
+// cp.async.bulk.tensor.4d ... mbarrier::complete_tx::bytes: the box at (0, c1, c2, c3) into dst, elements outside
+// the tensor zero; with the 128-byte swizzle, 16-byte chunk bits 4-6 of each shared address move by bits 7-9.
+// It lands at once, and its bytes count on bar.
+inline void emu_tma_load_box(void* dst, const void* map, int c1, int c2, int c3, uint64_t* bar) {
+  const EmuTensorMap& m = *static_cast<const EmuTensorMap*>(map);
+  const uint32_t start = emu_shared_address(dst);
+  if (m.rank != 4 || (m.swizzle_bytes && start % 1024)) {
+    std::fprintf(stderr, "emu: a 4-D TMA box needs a 4-D map, and a swizzled one a 1024-byte aligned destination\n");
+    std::abort();
+  }
+  const int64_t c[4] = {0, c1, c2, c3};
+  uint64_t at = start;
+  for (uint32_t i3 = 0; i3 < m.box[3]; ++i3)
+    for (uint32_t i2 = 0; i2 < m.box[2]; ++i2)
+      for (uint32_t i1 = 0; i1 < m.box[1]; ++i1)
+        for (uint32_t i0 = 0; i0 < m.box[0]; ++i0, at += m.elem_bytes) {
+          const int64_t x[4] = {c[0] + i0, c[1] + i1, c[2] + i2, c[3] + i3};
+          bool inside = true;
+          uint64_t from = 0;
+          for (int k = 0; k < 4; ++k) {
+            inside = inside && x[k] >= 0 && static_cast<uint64_t>(x[k]) < m.dims[k];
+            from += static_cast<uint64_t>(x[k]) * m.strides[k];
+          }
+          const uint64_t to = m.swizzle_bytes ? at ^ (((at >> 7) & 7) << 4) : at;
+          if (inside) std::memcpy(emu_block->dyn_smem.data() + to, m.base + from, m.elem_bytes);
+          else std::memset(emu_block->dyn_smem.data() + to, 0, m.elem_bytes);
+        }
+  EmuMbarrier& b = emu_mbarrier(bar);
+  b.tx -= static_cast<int64_t>(at - start);
+  emu_mbarrier_update(b);
 }
 
 inline void emu_copy16(void* dst, const void* src, bool valid) {
@@ -322,6 +432,14 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, F body, bool together = fals
         if (!f.done) ++remaining;
       }
     }
+    // A block's pipeline ends between phases: a barrier left mid-phase had arrivals or bytes that did not add up.
+    for (size_t i = first; i < first + wave; ++i)
+      for (const auto& [bar, m] : blocks[i].mbarriers)
+        if (m.pending != m.count || m.tx != 0) {
+          std::fprintf(stderr, "emu: an mbarrier ended mid-phase (%d of %d arrivals, %lld bytes owed)\n",
+                       m.count - m.pending, m.count, static_cast<long long>(m.tx));
+          std::abort();
+        }
   }
 }
 

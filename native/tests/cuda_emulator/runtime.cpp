@@ -1,7 +1,9 @@
 // The CUDA runtime calls of native/cuda, on host memory, for the emulator (emu.h): one fake device, streams and
 // events that do nothing, copies that are memmove, graphs that are lists of launches and copies. Linked instead
-// of the CUDA runtime. A call that waits for the stream while it captures fails, as it does on a GPU.
+// of the CUDA runtime, with the one driver call the kernels need (found through the runtime). A call that waits for the stream while it captures fails, as it does on a GPU.
 #include "emu.h"
+
+#include <cuda.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -47,6 +49,34 @@ cudaError_t queued(std::function<void()> op) {
   return cudaSuccess;
 }
 cudaError_t unless_capturing() { return capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
+
+// The driver's cuTensorMapEncodeTiled for the maps emu_tma_load_box reads: bf16, element strides of 1, no
+// interleave, zeros outside, and the driver's rules on alignment, strides and boxes.
+CUresult emu_encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* base, const cuuint64_t* dims,
+                          const cuuint64_t* strides, const cuuint32_t* box, const cuuint32_t* element_steps,
+                          CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion,
+                          CUtensorMapFloatOOBfill fill) {
+  static_assert(sizeof(EmuTensorMap) <= sizeof(CUtensorMap));
+  const bool swizzled = swizzle == CU_TENSOR_MAP_SWIZZLE_128B;
+  bool ok = type == CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 && rank >= 1 && rank <= 5 && reinterpret_cast<uintptr_t>(base) % 16 == 0 &&
+            interleave == CU_TENSOR_MAP_INTERLEAVE_NONE && fill == CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE &&
+            (swizzled || swizzle == CU_TENSOR_MAP_SWIZZLE_NONE) && box[0] * 2 % 16 == 0 && (!swizzled || box[0] * 2 <= 128);
+  for (cuuint32_t i = 0; ok && i < rank; ++i) {
+    ok = box[i] >= 1 && box[i] <= 256 && element_steps[i] == 1 && dims[i] >= 1 && dims[i] <= (1ull << 32);
+    if (i + 1 < rank) ok = ok && strides[i] % 16 == 0 && strides[i] < (1ull << 40);
+  }
+  if (!ok) return CUDA_ERROR_INVALID_VALUE;
+  EmuTensorMap m{static_cast<const unsigned char*>(base), rank, 2, swizzled ? 128u : 0u, {}, {}, {}};
+  m.strides[0] = 2;
+  for (cuuint32_t i = 0; i < rank; ++i) {
+    m.dims[i] = dims[i];
+    m.box[i] = box[i];
+    if (i + 1 < rank) m.strides[i + 1] = strides[i];
+  }
+  std::memset(map, 0, sizeof(*map));
+  std::memcpy(map, &m, sizeof(m));
+  return CUDA_SUCCESS;
+}
 }  // namespace
 
 extern "C" {
@@ -89,6 +119,13 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* n, const
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) { return unless_capturing(); }
+cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** fn, unsigned int, unsigned long long,
+                                             cudaDriverEntryPointQueryResult* status) {
+  const bool known = std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0;
+  *fn = known ? reinterpret_cast<void*>(&emu_encode_tiled) : nullptr;
+  if (status) *status = known ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
+  return cudaSuccess;
+}
 cudaError_t cudaProfilerStart(void) { return cudaSuccess; }
 cudaError_t cudaProfilerStop(void) { return cudaSuccess; }
 cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {

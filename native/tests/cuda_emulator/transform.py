@@ -1,6 +1,6 @@
-# Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync, wgmma
-# and ldmatrix asm calls of emu_mma, emu_wgmma and emu_ldmatrix_x4, cp.async a plain copy, dynamic shared memory
-# the emulator's buffer. Usage: transform.py in.cu out.cpp
+# Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync, wgmma,
+# ldmatrix, mbarrier and TMA asm calls of emu_mma, emu_wgmma, emu_ldmatrix_x4, emu_mbarrier_* and emu_tma_load_box,
+# cp.async a plain copy, dynamic shared memory the emulator's buffer. Usage: transform.py in.cu out.cpp
 import re
 import sys
 
@@ -26,8 +26,18 @@ s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.shared.*?\);\n', 
 # Hopper's wgmma: the sm_90a code is what the emulator compiles; a product completes when issued, so fences,
 # commits, waits and the register pins have nothing to do
 s = s.replace('defined(__CUDA_ARCH_FEAT_SM90_ALL)', '1')
-s = re.sub(r'asm volatile\(\s*"wgmma\.mma_async.*?\);\n', 'emu_wgmma(&d[0][0], 64, a, desc, kTransB);\n', s, flags=re.S)
-s = re.sub(r'asm volatile\("(wgmma\.(fence|commit_group|wait_group)|fence\.proxy\.async).*?\);\n', '', s, flags=re.S)
+def wgmma(m):  # A in registers, or from shared memory through its descriptor
+    if '"l"(desc_a)' in m.group(0):
+        return 'emu_wgmma_shared(&d[0][0], 64, desc_a, desc_b);\n'
+    return 'emu_wgmma(&d[0][0], 64, a, desc, kTransB);\n'
+s = re.sub(r'asm volatile\(\s*"wgmma\.mma_async.*?\);\n', wgmma, s, flags=re.S)
+s = re.sub(r'asm volatile\("(wgmma\.(fence|commit_group|wait_group)|fence\.mbarrier_init).*?\);\n', '', s, flags=re.S)
+# mbarriers and TMA copies (emu.h), from the wrappers' parameters
+s = re.sub(r'asm volatile\("mbarrier\.init.*?\);\n', 'emu_mbarrier_init(bar, count);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("mbarrier\.arrive\.expect_tx.*?\);\n', 'emu_mbarrier_arrive_expect_tx(bar, tx);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("mbarrier\.arrive\.shared.*?\);\n', 'emu_mbarrier_arrive(bar);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("\{ \.reg \.pred p; mbarrier\.try_wait.*?\);\n', 'done = emu_mbarrier_try_wait(bar, parity);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("cp\.async\.bulk\.tensor\.4d.*?\);\n', 'emu_tma_load_box(dst, map, slot, row, b, bar);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\(""[^;]*\);', '', s)
 s = s.replace('__cvta_generic_to_shared(', 'emu_shared_address(')
 s = s.replace('extern __shared__ float smem[];', 'float* smem = reinterpret_cast<float*>(emu_block->dyn_smem.data());')
@@ -35,6 +45,7 @@ s = s.replace('extern __shared__ double smem_f64[];', 'double* smem_f64 = reinte
 # a cooperative launch and its grid-wide barrier
 s = re.sub(r'cudaLaunchKernelEx\(&(\w+), (\w+), ([^;]*?)\);', r'emu_launch_cooperative(\1, [](auto... a) { \2(a...); }, \3);', s, flags=re.S)
 s = s.replace('#include <cooperative_groups.h>', '').replace('cooperative_groups::this_grid().sync()', 'emu_grid_sync()')
-# a kernel template's address is not a host pointer g++ can take: the attribute call is a no-op here anyway
-s = re.sub(r'cudaFuncSetAttribute\(\w+<X>,', 'cudaFuncSetAttribute((const void*)nullptr,', s)
+# a kernel's address is not one g++ converts to const void* (nvcc's template overload): the attribute call is a
+# no-op here anyway
+s = re.sub(r'cudaFuncSetAttribute\(\w+(<X>)?,', 'cudaFuncSetAttribute((const void*)nullptr,', s)
 open(dst, 'w').write(s)
