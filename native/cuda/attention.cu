@@ -770,12 +770,12 @@ __device__ __forceinline__ int block_own0(int n) {
 }
 
 // The streamed tiles [first, last] that own rows [own0, own0 + n) meet: those at or before them (the forward,
-// dQ), or at or after them (dK/dV: none where the rows are all past T).
+// dQ), or at or after them (dK/dV); none (first > last) where the rows are all past T.
 template <class Rows>
 __device__ __forceinline__ void streamed_tiles(int own0, int n, int T, int& first, int& last) {
   const int tiles = static_cast<int>(ceil_div(T, kTile));
   first = Rows::kStreamAfter ? own0 / kTile : 0;
-  last = Rows::kStreamAfter ? tiles - 1 : min((own0 + n - 1) / kTile, tiles - 1);
+  last = own0 >= T ? -1 : Rows::kStreamAfter ? tiles - 1 : min((own0 + n - 1) / kTile, tiles - 1);
 }
 
 // ---- CopyFeed: any GPU from Ampere on. A block is one warpgroup, whose threads copy the next streamed pair
@@ -908,9 +908,10 @@ __device__ void run_pass(const TmaFeed& feed, const PassArgs& args) {
       if (s == Slice::kDout) tma_load_box(dst, &feed.dout, h, row, b, bar);
       else tma_load_box(dst, &feed.qkv, static_cast<int>(s) * args.NH + h, row, b, bar);
     };
-    if (lane == 0) {
-      mbarrier_arrive_expect_tx(own_full, kC * kOwn * kTileBytes);
-      for (int c = 0; c < kC; ++c)
+    if (lane == 0) {  // the own tiles of the consumers with rows before T (the others have nothing to do)
+      const int live = min(kC, static_cast<int>(ceil_div(args.T - own0, kTile)));
+      mbarrier_arrive_expect_tx(own_full, live * kOwn * kTileBytes);
+      for (int c = 0; c < live; ++c)
         for (int i = 0; i < kOwn; ++i) load(own + (c * kOwn + i) * Tiles::kElems, Rows::own_slice(i), own0 + c * kTile, own_full);
     }
     for (int i = first; i <= last; ++i) {

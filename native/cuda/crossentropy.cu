@@ -10,15 +10,17 @@ namespace {
 
 constexpr int kRowBlock = 512;
 
-// The rows are ld >= V apart, ld a multiple of the pack: the kernels read whole packs and skip (forward) or zero
-// (backward) the pad columns past V.
-template <typename X>
-__global__ void __launch_bounds__(kRowBlock) crossentropy_forward_kernel(float* losses, float* lse, const X* logits,
-                                                                         int ld, const int32_t* targets, int V) {
+// The rows are ld >= V apart, ld a multiple of the pack: the kernel reads whole packs and skips the pad columns
+// past V (and, writing the gradient, zeroes them). With kGradient it then overwrites the row with the loss's
+// gradient: its second read of the row, 100 KB for GPT-2, mostly comes from L2, where a separate backward kernel
+// would read every row from memory again.
+template <typename X, bool kGradient>
+__global__ void __launch_bounds__(kRowBlock) crossentropy_kernel(float* losses, X* logits, int ld,
+                                                                 const int32_t* targets, float dloss, int V) {
   using P = Pack<X>;
   __shared__ float scratch[32];
   const int row = blockIdx.x;
-  const X* x = logits + static_cast<int64_t>(row) * ld;
+  X* x = logits + static_cast<int64_t>(row) * ld;
   // One pass over the row: each thread keeps a running maximum and the sum of exponentials below it.
   float m = -INFINITY, s = 0.0f;
   for (int p = threadIdx.x; p < ld / P::kN; p += blockDim.x) {
@@ -39,29 +41,20 @@ __global__ void __launch_bounds__(kRowBlock) crossentropy_forward_kernel(float* 
   }
   const float row_max = block_max(m, scratch);
   const float row_sum = block_sum(m == -INFINITY ? 0.0f : s * expf(m - row_max), scratch);
-  if (threadIdx.x == 0) {
-    const float l = row_max + logf(row_sum);
-    lse[row] = l;
-    losses[row] = l - to_f32(x[targets[row]]);
-  }
-}
-
-template <typename X>
-__global__ void __launch_bounds__(kRowBlock) crossentropy_backward_kernel(X* logits, int ld, const float* lse,
-                                                                          const int32_t* targets, float dloss, int V) {
-  using P = Pack<X>;
-  const int row = blockIdx.x;
-  P* x = reinterpret_cast<P*>(logits + static_cast<int64_t>(row) * ld);
-  const float l = lse[row];
+  const float lse = row_max + logf(row_sum);
   const int target = targets[row];
-  for (int p = threadIdx.x; p < ld / P::kN; p += blockDim.x) {
-    P v = x[p];
+  if (threadIdx.x == 0) losses[row] = lse - to_f32(x[target]);
+  if constexpr (kGradient) {
+    __syncthreads();  // thread 0 has read the target's logit
+    for (int p = threadIdx.x; p < ld / P::kN; p += blockDim.x) {
+      P v = reinterpret_cast<P*>(x)[p];
 #pragma unroll
-    for (int k = 0; k < P::kN; ++k) {
-      const int i = p * P::kN + k;
-      v.v[k] = from_f32<X>(i < V ? (expf(to_f32(v.v[k]) - l) - (i == target ? 1.0f : 0.0f)) * dloss : 0.0f);
+      for (int k = 0; k < P::kN; ++k) {
+        const int i = p * P::kN + k;
+        v.v[k] = from_f32<X>(i < V ? (expf(to_f32(v.v[k]) - lse) - (i == target ? 1.0f : 0.0f)) * dloss : 0.0f);
+      }
+      reinterpret_cast<P*>(x)[p] = v;
     }
-    x[p] = v;
   }
 }
 
@@ -76,18 +69,11 @@ __global__ void mean_kernel(float* out, const float* values, int n) {
 }  // namespace
 
 template <typename X>
-void crossentropy_forward(float* losses, float* lse, const X* logits, int ld, const int32_t* targets, int N, int V,
-                          cudaStream_t stream) {
+void crossentropy_forward(float* losses, X* logits, int ld, const int32_t* targets, float dloss, bool gradient, int N,
+                          int V, cudaStream_t stream) {
   if (!packable<X>(ld, {logits})) throw std::logic_error("crossentropy: logits rows must be 16-byte packs");
-  crossentropy_forward_kernel<<<N, kRowBlock, 0, stream>>>(losses, lse, logits, ld, targets, V);
-  DIXIE_CUDA_LAUNCHED();
-}
-
-template <typename X>
-void crossentropy_backward(X* logits, int ld, const float* lse, const int32_t* targets, float dloss, int N, int V,
-                           cudaStream_t stream) {
-  if (!packable<X>(ld, {logits})) throw std::logic_error("crossentropy: logits rows must be 16-byte packs");
-  crossentropy_backward_kernel<<<N, kRowBlock, 0, stream>>>(logits, ld, lse, targets, dloss, V);
+  if (gradient) crossentropy_kernel<X, true><<<N, kRowBlock, 0, stream>>>(losses, logits, ld, targets, dloss, V);
+  else crossentropy_kernel<X, false><<<N, kRowBlock, 0, stream>>>(losses, logits, ld, targets, dloss, V);
   DIXIE_CUDA_LAUNCHED();
 }
 
@@ -96,11 +82,7 @@ void mean_of(float* out, const float* values, int n, cudaStream_t stream) {
   DIXIE_CUDA_LAUNCHED();
 }
 
-#define DIXIE_CROSSENTROPY_FOR(X)                                                                                   \
-  template void crossentropy_forward<X>(float*, float*, const X*, int, const int32_t*, int, int, cudaStream_t);        \
-  template void crossentropy_backward<X>(X*, int, const float*, const int32_t*, float, int, int, cudaStream_t);
-
-DIXIE_CROSSENTROPY_FOR(float)
-DIXIE_CROSSENTROPY_FOR(bf16)
+template void crossentropy_forward<float>(float*, float*, int, const int32_t*, float, bool, int, int, cudaStream_t);
+template void crossentropy_forward<bf16>(float*, bf16*, int, const int32_t*, float, bool, int, int, cudaStream_t);
 
 }  // namespace dixie::cuda

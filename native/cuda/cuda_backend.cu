@@ -175,7 +175,6 @@ CudaBackend::CudaBackend(const GPT2Config& config, const BackendOptions& options
   take_f32(lnf_mean_, N);
   take_f32(lnf_rstd_, N);
   take_f32(losses_, N);
-  take_f32(ce_lse_, N);
   take_f32(scalars_, 4);
   // An adapter's u [N, r] per targeted matrix, per layer whenever training: recomputing stops short of the last
   // product of a block, whose u must stay.
@@ -628,7 +627,9 @@ float CudaBackend::forward_impl(int B, int T, bool has_targets, float* logits_ou
     sync();
     return std::numeric_limits<float>::quiet_NaN();
   }
-  crossentropy_forward(losses_, ce_lse_, logits, vocab_padded_, targets, N, V, stream_.get());
+  // A training forward leaves the logits' gradient in their place for the backward, which starts from it.
+  crossentropy_forward(losses_, logits, vocab_padded_, targets, 1.0f / static_cast<float>(N), training_, N, V,
+                       stream_.get());
   mean_of(scalars_, losses_, N, stream_.get());
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(scalars_host_.data(), scalars_, sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
   sync();
@@ -664,9 +665,8 @@ void CudaBackend::backward() {
 template <typename X>
 void CudaBackend::backward_impl() {
   const GPT2Config& c = spec_.config();
-  const int B = last_B_, T = last_T_, C = c.n_embd, V = c.vocab_size, L = c.n_layer, NH = c.n_head;
+  const int B = last_B_, T = last_T_, C = c.n_embd, L = c.n_layer, NH = c.n_head;
   const int N = B * T;
-  const int32_t* targets = ids_.data() + N;
   const TokenBuckets buckets{ids_.data() + 2 * N, ids_.data() + 3 * N, ids_.data() + 4 * N + 1, n_buckets_};
   X* logits = static_cast<X*>(logits_);
   X* dres = static_cast<X*>(dres_);
@@ -674,10 +674,9 @@ void CudaBackend::backward_impl() {
   X* dnarrow = static_cast<X*>(dnarrow_);
   X* gelu = static_cast<X*>(gelu_);
 
-  // The logits become dlogits in place (zero in the pad columns); then the tied head's two products. The pad
+  // The forward left dlogits in the logits' place (zero in the pad columns); the tied head's two products. The pad
   // rows of the weight gradient are exact zeros added to the first rows of wpe's gradient: a no-op that keeps the
   // product on the aligned kernels.
-  crossentropy_backward(logits, vocab_padded_, ce_lse_, targets, 1.0f / static_cast<float>(N), N, V, stream_.get());
   gemm_->matmul<X, X>(false, false, N, C, vocab_padded_, logits, vocab_padded_, weight<X>(WTE, -1), C, dnarrow, C,
                       nullptr, false);
   if (float* dwte = grad(WTE, -1))

@@ -154,7 +154,7 @@ class CudaBackend : public Backend {
   void *lora_u_ = nullptr, *lora_du_ = nullptr;  // an adapter's u [N, r] (see lora_u) and du [N, r]
   void* lora_dropped_ = nullptr;  // with dropout, [N, in] for the widest input adapted (lora.cuh)
   void* expanded_ = nullptr;      // a narrow base's layer matrix expanded for a product (DeviceWeights::matrix)
-  float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *losses_ = nullptr, *ce_lse_ = nullptr;  // [N] each
+  float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *losses_ = nullptr;  // [N] each
   float *att_delta_ = nullptr, *reduce_scratch_ = nullptr, *logits_f32_ = nullptr, *scalars_ = nullptr;
   DeviceArray<int32_t> ids_;          // [inputs N][targets N][bucket tokens N][bucket starts N + 1][bucket rows N]
   PinnedArray<int32_t> ids_host_;

@@ -330,6 +330,12 @@ inline void emu_tma_load_box(void* dst, const void* map, int c1, int c2, int c3,
     std::abort();
   }
   const int64_t c[4] = {0, c1, c2, c3};
+  bool overlaps = true;  // the kernels never ask for a box wholly outside: what a card does then is not emulated
+  for (int k = 0; k < 4; ++k) overlaps = overlaps && c[k] + m.box[k] > 0 && c[k] < static_cast<int64_t>(m.dims[k]);
+  if (!overlaps) {
+    std::fprintf(stderr, "emu: a TMA box wholly outside its tensor\n");
+    std::abort();
+  }
   uint64_t at = start;
   for (uint32_t i3 = 0; i3 < m.box[3]; ++i3)
     for (uint32_t i2 = 0; i2 < m.box[2]; ++i2)
