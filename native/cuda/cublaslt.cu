@@ -1,7 +1,6 @@
 #include "cublaslt.h"
 
 #include <cstdlib>
-#include <mutex>
 
 #include "dynamic_library.h"
 
@@ -27,19 +26,16 @@ bool resolve_all(void* lib, Api& api, std::string* why) {
 }  // namespace
 
 const Api* load(std::string* why) {
-  static std::once_flag once;
-  static Api api;
-  static bool ok = false;
-  static std::string failure;
-  std::call_once(once, [] {
-    std::string tried;
-    const char* env = std::getenv("DIXIE_CUBLASLT");
-    const auto all = [](void* lib, std::string* missing) { return resolve_all(lib, api, missing); };
-    ok = open_first({env, "libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"}, all, &tried) != nullptr;
-    if (!ok) failure = "cuBLASLt not found (" + tried + ")";
-  });
-  if (!ok && why) *why = failure;
-  return ok ? &api : nullptr;
+  return load_once<Api>(
+      [](Api& api, std::string* failure) {
+        std::string tried;
+        const auto all = [&](void* lib, std::string* missing) { return resolve_all(lib, api, missing); };
+        const char* env = std::getenv("DIXIE_CUBLASLT");
+        if (open_first({env, "libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"}, all, &tried)) return true;
+        *failure = "cuBLASLt not found (" + tried + ")";
+        return false;
+      },
+      why);
 }
 
 }  // namespace dixie::cuda::lt

@@ -3,6 +3,7 @@
 #pragma once
 #include <dlfcn.h>
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,19 @@ void* open_first(const std::vector<const char*>& names, ResolveAll resolve_all, 
     *tried += (tried->empty() ? "" : "; ") + failure;
   }
   return nullptr;
+}
+
+// The API that open(api, &failure) fills, opened at the first call only; null, with the failure in *why, where it
+// could not open. (Each call site's open is its own type, so each library has its own once.)
+template <class Api, class Open>
+const Api* load_once(Open open, std::string* why) {
+  static std::once_flag once;
+  static Api api;
+  static bool ok = false;
+  static std::string failure;
+  std::call_once(once, [&] { ok = open(api, &failure); });
+  if (!ok && why) *why = failure;
+  return ok ? &api : nullptr;
 }
 
 }  // namespace dixie::cuda

@@ -2,7 +2,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 
 #include "dynamic_library.h"
 
@@ -23,21 +22,17 @@ bool resolve_all(void* lib, Api& api, std::string* why) {
 }  // namespace
 
 const Api* load(std::string* why) {
-  static std::once_flag once;
-  static Api api;
-  static bool ok = false;
-  static std::string failure;
-  std::call_once(once, [] {
-    const char* env = std::getenv("DIXIE_NCCL");
-    if (env && std::strcmp(env, "0") == 0) {
-      failure = "DIXIE_NCCL=0";
-      return;
-    }
-    const char* name = env && *env ? env : "libnccl.so.2";
-    ok = open_first({name}, [](void* lib, std::string* missing) { return resolve_all(lib, api, missing); }, &failure) != nullptr;
-  });
-  if (!ok && why) *why = failure;
-  return ok ? &api : nullptr;
+  return load_once<Api>(
+      [](Api& api, std::string* failure) {
+        const char* env = std::getenv("DIXIE_NCCL");
+        if (env && std::strcmp(env, "0") == 0) {
+          *failure = "DIXIE_NCCL=0";
+          return false;
+        }
+        const char* name = env && *env ? env : "libnccl.so.2";
+        return open_first({name}, [&](void* lib, std::string* missing) { return resolve_all(lib, api, missing); }, failure) != nullptr;
+      },
+      why);
 }
 
 }  // namespace dixie::cuda::nccl
