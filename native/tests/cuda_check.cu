@@ -634,9 +634,17 @@ std::vector<std::vector<int32_t>> decode_sequences(const std::vector<int>& new1,
   return seq;
 }
 
-// The script's two calls' logits [3, V] each, from kv_forward.
-std::pair<std::vector<float>, std::vector<float>> run_kv(Backend& be, const std::vector<std::vector<int32_t>>& seq,
-                                                         const std::vector<int>& new1) {
+// The decode script's two calls' logits [3, V] each.
+using CallLogits = std::pair<std::vector<float>, std::vector<float>>;
+
+// The larger of the two calls' max |a - b|.
+double max_abs_diff(const CallLogits& a, const CallLogits& b) {
+  return std::max(max_abs_diff(a.first.data(), b.first.data(), a.first.size()),
+                  max_abs_diff(a.second.data(), b.second.data(), a.second.size()));
+}
+
+// The script's calls, from kv_forward.
+CallLogits run_kv(Backend& be, const std::vector<std::vector<int32_t>>& seq, const std::vector<int>& new1) {
   const int V = be.spec().config().vocab_size;
   std::vector<float> out1(3 * static_cast<size_t>(V)), out2(3 * static_cast<size_t>(V));
   be.kv_reserve(4);
@@ -673,7 +681,7 @@ void section_decode(const Shape& shape) {
     return std::make_pair(out1, out2);
   };
 
-  std::pair<std::vector<float>, std::vector<float>> full_f32;
+  CallLogits full_f32;
   check("decode f32: KV-cached logits = full forward logits", [&] {
     auto be = cuda_model(c, params, 1, c.n_ctx, false, false, false);
     full_f32 = run_full(*be);
@@ -688,9 +696,8 @@ void section_decode(const Shape& shape) {
                                            std::to_string(be->kv_length(2)) + " " + std::to_string(be->kv_length(3)));
     auto cpu = cpu_model(c, params, 1, c.n_ctx, false);
     const auto cpu_kv = run_kv(*cpu, seq, new1);
-    const double e1 = max_abs_diff(kv.first.data(), cpu_kv.first.data(), kv.first.size());
-    const double e2 = max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size());
-    report(std::max(e1, e2) <= 1e-3, "decode f32: CUDA = CPU decoding", "max |diff| " + fmt("%.2e", std::max(e1, e2)));
+    const double e = max_abs_diff(kv, cpu_kv);
+    report(e <= 1e-3, "decode f32: CUDA = CPU decoding", "max |diff| " + fmt("%.2e", e));
   });
   check("decode bf16: KV-cached logits close to float32", [&] {
     if (full_f32.first.empty()) throw std::runtime_error("no float32 reference (the check above failed)");
@@ -698,10 +705,7 @@ void section_decode(const Shape& shape) {
     const auto kv = run_kv(*be, seq, new1);
     const auto full = run_full(*be);
     const double scale = std::max(1.0, max_abs(full_f32.first.data(), full_f32.first.size()));
-    const double d = std::max(max_abs_diff(kv.first.data(), full_f32.first.data(), kv.first.size()),
-                              max_abs_diff(kv.second.data(), full_f32.second.data(), kv.second.size())) / scale;
-    const double self = std::max(max_abs_diff(kv.first.data(), full.first.data(), kv.first.size()),
-                                 max_abs_diff(kv.second.data(), full.second.data(), kv.second.size())) / scale;
+    const double d = max_abs_diff(kv, full_f32) / scale, self = max_abs_diff(kv, full) / scale;
     report(d <= 0.1, "decode bf16: KV-cached logits vs float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
     report(self <= 0.1, "decode bf16: KV-cached vs bf16 full forward", "max |diff| / max(1, max|logit|) " + fmt("%.2e", self));
   });
@@ -727,10 +731,7 @@ void section_decode(const Shape& shape) {
     const auto kv = run_kv(*be, seq, new1);
     const auto cpu_kv = run_kv(*cpu, seq, new1);
     const double scale = std::max(1.0, max_abs(full_f32.first.data(), full_f32.first.size()));
-    const double d = std::max(max_abs_diff(kv.first.data(), full_f32.first.data(), kv.first.size()),
-                              max_abs_diff(kv.second.data(), full_f32.second.data(), kv.second.size())) / scale;
-    const double e = std::max(max_abs_diff(kv.first.data(), cpu_kv.first.data(), kv.first.size()),
-                              max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size())) / scale;
+    const double d = max_abs_diff(kv, full_f32) / scale, e = max_abs_diff(kv, cpu_kv) / scale;
     report(d <= 0.1, "decode q8_0: KV-cached logits vs float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
     report(e <= 0.1, "decode q8_0: CUDA vs CPU q8_0 decoding", "max |diff| / max(1, max|logit|) " + fmt("%.2e", e));
   });
@@ -940,20 +941,18 @@ void section_lora(const Shape& shape) {
 
   const std::vector<int> new1 = shape.prefill;
   const std::vector<std::vector<int32_t>> seq = decode_sequences(new1, c.vocab_size);
-  std::pair<std::vector<float>, std::vector<float>> cpu_kv;
+  CallLogits cpu_kv;
   check("LoRA decode f32: CUDA = CPU decoding", [&] {
     cpu_kv = run_kv(*cpu_model(c, params, 1, c.n_ctx, false, lora), seq, new1);
     const auto kv = run_kv(*cuda_model(c, params, 1, c.n_ctx, false, false, false, lora), seq, new1);
-    const double e = std::max(max_abs_diff(kv.first.data(), cpu_kv.first.data(), kv.first.size()),
-                              max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size()));
+    const double e = max_abs_diff(kv, cpu_kv);
     report(e <= 1e-3, "LoRA decode f32: CUDA = CPU decoding", "max |diff| " + fmt("%.2e", e));
   });
   check("LoRA decode bf16: close to the CPU's float32 decoding", [&] {
     if (cpu_kv.first.empty()) throw std::runtime_error("no CPU reference (the check above failed)");
     const auto kv = run_kv(*cuda_model(c, params, 1, c.n_ctx, true, false, false, lora), seq, new1);
     const double scale = std::max(1.0, max_abs(cpu_kv.first.data(), cpu_kv.first.size()));
-    const double d = std::max(max_abs_diff(kv.first.data(), cpu_kv.first.data(), kv.first.size()),
-                              max_abs_diff(kv.second.data(), cpu_kv.second.data(), kv.second.size())) / scale;
+    const double d = max_abs_diff(kv, cpu_kv) / scale;
     report(d <= 0.1, "LoRA decode bf16: KV-cached logits vs the CPU's float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
   });
   // A model training over a narrow base decodes over it as stored (8-bit steps by q8_matvec, 16-bit matrices
@@ -965,8 +964,7 @@ void section_lora(const Shape& shape) {
       std::vector<float> stored = read_all(*cpu_model(c, params, 1, 1, true, lora, 0.0f, dtype), false);
       const auto ref = run_kv(*cuda_model(c, stored, 1, c.n_ctx, false, false, false, lora), seq, new1);
       const auto kv = run_kv(*cuda_model(c, params, 1, c.n_ctx, false, false, true, lora, 0.0f, dtype), seq, new1);
-      const double e = std::max(max_abs_diff(kv.first.data(), ref.first.data(), kv.first.size()),
-                                max_abs_diff(kv.second.data(), ref.second.data(), kv.second.size()));
+      const double e = max_abs_diff(kv, ref);
       report(e <= 1e-3, tag, "max |diff| " + fmt("%.2e", e));
     });
   }
