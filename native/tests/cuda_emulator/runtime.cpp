@@ -1,6 +1,7 @@
 // The CUDA runtime calls of native/cuda, on host memory, for the emulator (emu.h): one fake device, streams and
 // events that do nothing, copies that are memmove, graphs that are lists of launches and copies. Linked instead
-// of the CUDA runtime, with the one driver call the kernels need (found through the runtime). A call that waits for the stream while it captures fails, as it does on a GPU.
+// of the CUDA runtime, with the one driver call the kernels need (found through the runtime). A call that waits
+// for the stream while it captures fails, as it does on a GPU.
 #include "emu.h"
 
 #include <cuda.h>
