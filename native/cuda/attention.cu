@@ -234,7 +234,7 @@ __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint3
 // 2 (l % 4) and 2 (l % 4) + 1, column l / 4). Rows must be 16-byte aligned.
 template <bool kTrans>
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* row) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  const uint32_t addr = shared_address(row);
   if constexpr (kTrans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -796,8 +796,7 @@ struct CopyFeed {
 
 // 16 bytes from global to shared memory without passing through registers (cp.async); zeros when !valid.
 __device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src, bool valid) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src), "r"(valid ? 16 : 0));
 }
 
 // Waits for this thread's copies in flight; a barrier after it makes every thread's visible.

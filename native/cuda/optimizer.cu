@@ -125,10 +125,6 @@ void optimizer_update(float* params, bf16* params_lp, float* grads, float* m, fl
   DIXIE_CUDA_LAUNCHED();
 }
 
-}  // namespace dixie::cuda
-
-namespace dixie::cuda {
-
 bool optimizer_step_fused(float* params, bf16* params_lp, float* grads, float* m, float* v, const DeviceSpan* spans,
                           int n_spans, double* partials, float* norm_mult, float grad_scale, float grad_clip,
                           const UpdateArgs& args, cudaStream_t stream) {

@@ -91,8 +91,9 @@ inline void emu_leave(EmuBarrier& b) {
   }
 }
 inline void __syncthreads() { emu_wait(emu_block->barrier); }
-inline int emu_lane() { return static_cast<int>((threadIdx.x + threadIdx.y * blockDim.x) % 32); }
-inline EmuWarp& emu_warp() { return emu_block->warps[(threadIdx.x + threadIdx.y * blockDim.x) / 32]; }
+inline int emu_thread() { return static_cast<int>(threadIdx.x + threadIdx.y * blockDim.x); }  // in its block
+inline int emu_lane() { return emu_thread() % 32; }
+inline EmuWarp& emu_warp() { return emu_block->warps[emu_thread() / 32]; }
 inline void emu_warp_barrier() { emu_wait(emu_warp().barrier); }
 // cooperative_groups' grid.sync(), in a cooperative launch (emu_launch_cooperative)
 inline void emu_grid_sync() { emu_wait(emu_grid); }
@@ -259,7 +260,7 @@ inline void emu_wgmma(float* d, int n, const uint32_t* a, uint64_t desc, bool tr
 
 // The same with A from shared memory too, both K-major: warp w of the warpgroup reads A's rows 16w.. .
 inline void emu_wgmma_shared(float* d, int n, uint64_t desc_a, uint64_t desc_b) {
-  const int warp = static_cast<int>((threadIdx.x + threadIdx.y * blockDim.x) / 32 % 4);
+  const int warp = emu_thread() / 32 % 4;
   float A[16][16];
   for (int r = 0; r < 16; ++r)
     for (int k = 0; k < 16; ++k) A[r][k] = emu_wgmma_operand(desc_a, k, 16 * warp + r, false);

@@ -16,8 +16,6 @@ s = re.sub(r'([\w:]+(?:<[^<>;()]*>)?)<<<([^;]*?)>>>\(([^;]*?)\);', launch, s, fl
 # the mma wrappers: gemm.cu's takes b as an array, attention.cu's as two registers
 mma_call = 'emu_mma(d, a, b[0], b[1]);' if 'const uint32_t (&b)[2]' in s else 'emu_mma(d, a, b0, b1);'
 s = re.sub(r'asm volatile\(\s*"mma\.sync.*?\);\n', mma_call + '\n', s, flags=re.S)
-# attention.cu's ldmatrix wrapper: the emulator reads the rows through the generic pointer
-s = re.sub(r'static_cast<unsigned>\(__cvta_generic_to_shared\(\w+\)\)', '0u', s)
 # cp.async: copied at once (so the emulator cannot see a read before its wait)
 s = re.sub(r'asm volatile\("cp\.async\.cg.*?\);\n', 'emu_copy16(dst, src, valid);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("cp\.async\.wait_all.*?\);', '', s, flags=re.S)
