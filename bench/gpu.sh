@@ -3,13 +3,16 @@
 # (native/tests/cuda_check.cu, plain CMake + nvcc, no Node.js needed), checks the backend against the gpt2-tiny
 # reference vectors and against the CPU backend (float32 tight, bf16 within bf16's tolerance), on cuBLASLt and
 # on dixie's own GEMM kernels (DIXIE_CUBLAS=0), benchmarks, times each kernel of one training step (ncu), runs
-# checks under compute-sanitizer, and trains data-parallel under mpirun (bench/gpu_data_parallel.sh). Every check
-# prints PASS or FAIL; a failing or crashing section does not stop the others. The end of the output is the
-# summary: every FAIL line and the benchmark tables (paste them into bench/NOTES.md with the card's name).
+# checks under compute-sanitizer, then runs the Node.js sections (bench/gpu_node.sh): bin/serve on the GPU and
+# bin/train under mpirun. Every check prints PASS or FAIL; a failing or crashing section does not stop the others.
+# The end of the output is the summary: every FAIL line and the benchmark tables (paste them into bench/NOTES.md
+# with the card's name).
 #
 #   bash bench/gpu.sh            from the repository root
 #   DIXIE_CUDA_ARCHS=80 ...      other CUDA architectures (default: 90a, the H100/H200 with its wgmma)
 #   GPU_BUDGET_S=480 ...         sections that would start later than this are skipped
+#   GPU_SECTIONS="a b*" ...      only the sections named (shell patterns; the names are those the output heads
+#                                each section with), e.g. to run again what failed or what the budget skipped
 #   GPU_LOG_DIR=dir ...          where the section logs go (default $TMPDIR/dixie-gpu, $TMPDIR being /tmp when
 #                                unset); with $OUT set, the summary and all logs in one file are also written there
 #   BUILD_DIR=dir ...            where the checks program is built (default $TMPDIR/dixie-gpu-build)
@@ -58,9 +61,21 @@ echo "built [$(elapsed)]"
 # script ends inside a short loan.
 BUDGET=${GPU_BUDGET_S:-480}
 LAST=
+wanted() {
+  [ -z "${GPU_SECTIONS:-}" ] && return 0
+  local pattern
+  for pattern in $GPU_SECTIONS; do
+    [[ $1 == $pattern ]] && return 0  # unquoted: matched as a pattern
+  done
+  return 1
+}
 run() {
   local name=$1 limit=$2
   shift 2
+  if ! wanted "$name"; then
+    LAST=SKIP
+    return
+  fi
   if [ $(( $(date +%s) - START )) -ge "$BUDGET" ]; then
     SUMMARY+=("SKIP  $name: past the ${BUDGET}s budget")
     LAST=SKIP
@@ -81,6 +96,9 @@ run() {
     SUMMARY+=("FAIL  $name: timed out after ${limit}s ($pass passed, $fail failed before)")
   elif [ "$status" -ne 0 ] && [ "$fail" -eq 0 ]; then
     SUMMARY+=("FAIL  $name: exit status $status ($pass passed)")
+  elif [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ] && grep -q '^SKIP' "$log"; then  # what it needs is not here
+    LAST=SKIP
+    SUMMARY+=("$(grep -m1 '^SKIP' "$log")")
   else
     [ "$fail" -eq 0 ] && LAST=PASS
     SUMMARY+=("$LAST  $name: $pass passed, $fail failed")
@@ -95,7 +113,8 @@ run graphs 90 DIXIE_CUBLAS=1 -- "$CHECK" graphs
 run attention 60 DIXIE_CUBLAS=1 -- "$CHECK" attention
 # The switches of work prepared without a GPU, all on (docs/building.md): the same checks must pass. A Hopper
 # attention that failed its own check, crashed or hung stays out of the sections after it, which would spend
-# their time limits on it (DIXIE_HOPPER_ATTENTION=0 keeps it out of the bench section's rows too).
+# their time limits on it (DIXIE_HOPPER_ATTENTION=0 keeps it out of the bench section's rows too); so does one whose
+# section did not run.
 PREPARED=(DIXIE_FUSED_ADAMW=1 DIXIE_BIAS_GRAD_EPILOGUE=1)
 if [ "$LAST" = PASS ]; then
   PREPARED+=(DIXIE_HOPPER_ATTENTION=1)
@@ -122,6 +141,8 @@ if command -v ncu >/dev/null && command -v python3 >/dev/null; then
 else
   SUMMARY+=("SKIP  profile: ncu or python3 not found")
 fi
+# 124M served by bin/serve from the GPU, decode steps eager and as CUDA graphs (Node.js: bench/gpu_node.sh).
+run server 240 -- bash bench/gpu_node.sh server "$BUILD_DIR" "$ARCHS"
 run own-gemm-reference 60 DIXIE_CUBLAS=0 -- "$CHECK" reference
 run own-gemm-bench 90 DIXIE_CUBLAS=0 -- "$CHECK" bench-train
 run own-gemm-cpu 150 DIXIE_CUBLAS=0 -- "$CHECK" cpu
@@ -138,13 +159,13 @@ else
 fi
 
 # bin/train under mpirun: 1 rank over NCCL equals the plain run; with 2+ GPUs, tokens/s and scaling efficiency.
-run data-parallel 300 -- bash bench/gpu_data_parallel.sh "$BUILD_DIR" "$ARCHS"
+run data-parallel 300 -- bash bench/gpu_node.sh data-parallel "$BUILD_DIR" "$ARCHS"
 
 summary() {
   echo "================================ summary [$(elapsed)] ================================"
   printf '%s\n' "${SUMMARY[@]}"
   [ -f "$LOG_DIR/attention.log" ] && grep -h '^attention times' "$LOG_DIR/attention.log"
-  for b in bench own-gemm-bench profile prepared-profile data-parallel; do
+  for b in bench own-gemm-bench profile prepared-profile server data-parallel; do
     [ -f "$LOG_DIR/$b.log" ] && sed -n '/^### /,$p' "$LOG_DIR/$b.log" | head -45
   done
   echo "logs: $LOG_DIR"

@@ -6,7 +6,8 @@
 // the first text and aggregate tokens/s at 1, 4 and 16 clients; then a chat of 12 turns whose history grows past the context, at
 // GPT-2 124M's shapes: time to the first token of each turn with prefix reuse and without (`--chat`: these alone).
 // Where a GPU is usable, the same model of 124M's shapes served from it ("device": "cuda"), decode steps as they run
-// by default and as CUDA graphs (DIXIE_CUDA_GRAPHS=1): aggregate tokens/s at 1, 16 and 32 clients.
+// by default and as CUDA graphs (DIXIE_CUDA_GRAPHS=1): aggregate tokens/s at 1, 16 and 32 clients (`--gpu`: these
+// alone, or an error where no GPU is usable).
 // The model: DIXIE_BENCH_MODEL (a model folder, e.g. models/124M), else a small random GPT-2 made here (and a
 // random one of 124M's shapes for the chat).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -192,6 +193,11 @@ export async function run(): Promise<void> {
   try {
     if (process.argv.includes('--chat')) {
       await chatRows(dir, process.env.DIXIE_BENCH_MODEL ?? null);
+      return;
+    }
+    if (process.argv.includes('--gpu')) {
+      if (!loadAddon().cudaAvailable()) throw new Error('--gpu: no GPU is usable here (no CUDA device, or an addon built without nvcc; DIXIE_ADDON names another build)');
+      await gpuRows(dir, process.env.DIXIE_BENCH_MODEL ?? null, seconds);
       return;
     }
     let modelDir = process.env.DIXIE_BENCH_MODEL;

@@ -1,23 +1,67 @@
 #!/usr/bin/env bash
-# The data-parallel section of bench/gpu.sh: bin/train under mpirun on the GPUs. Checks that a 1-rank job over NCCL
-# (and over MPI through host memory, DIXIE_NCCL=0, and with ZeRO-1) trains bit for bit as the plain run does, then,
-# with 2 GPUs or more, that ZeRO-1 equals no sharding on all of them, and times GPT-2 124M shapes on 1 GPU and on
-# all: tokens/s and scaling efficiency (tokens/s on N GPUs / (N x tokens/s on one)). Prints PASS/FAIL lines and a
-# "### data-parallel" table. Needs node, the repository's node_modules (for cmake-js) and mpirun; says SKIP without.
+# The sections of bench/gpu.sh that run Node.js, on the CUDA addon they compile (cmake-js, into BUILD_DIR/addon):
+#   server         bin/serve on the GPU (`npm run bench -- server --gpu`): GPT-2 124M shapes in bf16 with 32 slots,
+#                  decode steps eager and as CUDA graphs, aggregate tokens/s at 1, 16 and 32 clients; FAIL where a
+#                  request failed
+#   data-parallel  bin/train under mpirun: checks that a 1-rank job over NCCL (and over MPI through host memory,
+#                  DIXIE_NCCL=0, and with ZeRO-1) trains bit for bit as the plain run does, then, with 2 GPUs or
+#                  more, that ZeRO-1 equals no sharding on all of them, and times GPT-2 124M shapes on 1 GPU and on
+#                  all: tokens/s and scaling efficiency (tokens/s on N GPUs / (N x tokens/s on one))
+# Each prints PASS/FAIL lines and a "### " table. They need node with the package's node_modules and compiled dist
+# (npm install), and data-parallel mpirun; where the machine lacks them, the kit that bench/gpu_kit.sh packs
+# elsewhere brings them (GPU_KIT, default .gpu-kit); without either they say SKIP.
 #
-#   bash bench/gpu_data_parallel.sh BUILD_DIR ARCHS
+#   bash bench/gpu_node.sh server|data-parallel [BUILD_DIR [ARCHS]]
 # BUILD_DIR defaults to $TMPDIR/dixie-gpu-build ($TMPDIR: /tmp when unset), ARCHS to 90a; the runs go to a fresh
 # folder under $TMPDIR, removed at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${1:-${TMPDIR:-/tmp}/dixie-gpu-build}/addon
-ARCHS=${2:-90a}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+SECTION=${1:-}
+BUILD=${2:-${TMPDIR:-/tmp}/dixie-gpu-build}/addon
+ARCHS=${3:-90a}
+KIT=${GPU_KIT:-.gpu-kit}
+case "$SECTION" in
+  server | data-parallel) ;;
+  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+esac
+export PATH="$PATH:/usr/local/cuda/bin" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-for need in node mpirun; do
-  command -v "$need" >/dev/null || { echo "SKIP  data-parallel: $need not found"; exit 0; }
+if [ -d "$KIT" ]; then
+  KIT_ENV=$(bash bench/gpu_kit.sh unpack "$KIT") || { echo "FAIL  $SECTION: the kit in $KIT could not be used"; exit 1; }
+  eval "$KIT_ENV"
+fi
+NEEDS=(node)
+[ "$SECTION" = data-parallel ] && NEEDS+=(mpirun)
+for need in "${NEEDS[@]}"; do
+  command -v "$need" >/dev/null || { echo "SKIP  $SECTION: $need not found (nor a kit: bench/gpu_kit.sh)"; exit 0; }
 done
-[ -d node_modules/cmake-js ] || { echo "SKIP  data-parallel: node_modules missing (npm install first)"; exit 0; }
+[ -d node_modules/cmake-js ] || { echo "SKIP  $SECTION: node_modules missing (npm install first)"; exit 0; }
+
+# The addon with the CUDA backend (the second section finds it built), and dist compiled from these sources where
+# TypeScript is installed (a kit's dist was checked against them when it was unpacked).
+mkdir -p "$BUILD"
+node node_modules/cmake-js/bin/cmake-js compile -O "$BUILD" --CDDIXIE_CUDA=ON --CDCMAKE_CUDA_ARCHITECTURES="$ARCHS" >"$BUILD.log" 2>&1
+[ -d node_modules/typescript ] && node node_modules/typescript/bin/tsc -p tsconfig.json >>"$BUILD.log" 2>&1
+if [ ! -f "$BUILD/Release/dixie_native.node" ] || [ ! -f dist/bin/commands/train.js ]; then
+  tail -20 "$BUILD.log"
+  echo "FAIL  $SECTION: build (log: $BUILD.log)"
+  exit 1
+fi
+export DIXIE_ADDON="$BUILD/Release/dixie_native.node"
+
+if [ "$SECTION" = server ]; then
+  echo "### bin/serve on the GPU"
+  LOG=$(mktemp "${TMPDIR:-/tmp}/dixie-server-XXXX.log")
+  DIXIE_BENCH_SECONDS=${DIXIE_BENCH_SECONDS:-20} node dist/bench/run.js server --gpu 2>&1 | tee "$LOG"
+  status=${PIPESTATUS[0]}
+  if [ "$status" -ne 0 ]; then echo "FAIL  server: npm run bench -- server --gpu exited with $status"
+  elif grep -q ' errors)' "$LOG"; then echo "FAIL  server: requests failed (the rows say how many)"
+  else echo "PASS  server: every request answered"
+  fi
+  rm -f "$LOG"
+  exit 0
+fi
+
 GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
 # NCCL is loaded at run time: the system's, or the one a Python package (PyTorch's nvidia-nccl) brings.
 if [ -z "${DIXIE_NCCL:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2'; then
@@ -26,14 +70,6 @@ if [ -z "${DIXIE_NCCL:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\
 fi
 echo "GPUs: $GPUS; $(mpirun --version 2>&1 | head -1); NCCL: ${DIXIE_NCCL:-libnccl.so.2 from the library path, if there}"
 
-npx cmake-js compile -O "$BUILD" --CDDIXIE_CUDA=ON --CDCMAKE_CUDA_ARCHITECTURES="$ARCHS" >"$BUILD.log" 2>&1
-npx tsc -p tsconfig.json >>"$BUILD.log" 2>&1
-if [ ! -f "$BUILD/Release/dixie_native.node" ] || [ ! -f dist/bin/commands/train.js ]; then
-  tail -20 "$BUILD.log"
-  echo "FAIL  data-parallel: build (log: $BUILD.log)"
-  exit 1
-fi
-export DIXIE_ADDON="$BUILD/Release/dixie_native.node"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dixie-dp-XXXX")
 DATA=examples/chat/train
 
