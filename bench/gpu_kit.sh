@@ -7,6 +7,7 @@
 #       node.xz              the Node.js binary that runs this script (the GPU machine must run it too: Linux x86-64)
 #       node_modules.tar.xz  the package's dependencies, without the development ones (npm ci --omit=dev)
 #       dist.tar.xz          the compiled TypeScript, and dist.sha256: the sources it was compiled from
+#       commit               their commit (git describe), for a GPU machine's copy that has no .git
 #       openmpi.tar.xz       Debian's Open MPI with the libraries it loads beyond the C and C++ runtimes, unpacked
 #                            (where apt-get is; without it the data-parallel section says SKIP there)
 #   eval "$(bash bench/gpu_kit.sh unpack [DIR])"
@@ -46,6 +47,7 @@ pack() {
   npx tsc -p tsconfig.json --outDir "$stage/dist"
   tar -C "$stage" -cJf "$kit/dist.tar.xz" dist
   sources_digest >"$kit/dist.sha256"
+  git describe --always --dirty >"$kit/commit" 2>/dev/null || echo unknown >"$kit/commit"
 
   rm -f "$kit/openmpi.tar.xz"
   if command -v apt-get >/dev/null; then
@@ -100,5 +102,5 @@ unpack() {
 case "${1:-}" in
   pack) pack "${2:-}" ;;
   unpack) unpack "${2:-}" ;;
-  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

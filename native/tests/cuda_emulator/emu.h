@@ -4,8 +4,9 @@
 // launch, whose grid.sync() waits for every thread; __syncthreads and __syncwarp are barriers of the block's and
 // the warp's live threads; shuffles and ballots go through a per-warp exchange buffer; mma.sync.m16n8k16 (bf16)
 // is a warp-collective product assembled from the PTX ISA's fragment layouts, wgmma.m64nNk16 one that reads B,
-// and A unless it is in registers, from shared memory through descriptor and swizzle, completing at once, as does
-// a TMA copy, whose bytes count on an mbarrier; an mbarrier wait yields until its phase completes; a captured
+// and A unless it is in registers, from shared memory through descriptor and swizzle, computed when its group is
+// waited for; a TMA copy completes at once, its bytes counted on an mbarrier; an mbarrier wait yields until its
+// phase completes; a captured
 // graph is the list of its launches and copies, replayed with the arguments they were captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
 // Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
@@ -59,12 +60,23 @@ struct EmuBlock {
   std::unordered_map<const void*, EmuMbarrier> mbarriers;
   uint64_t failed_waits = 0;  // mbarrier waits that found their phase open since a phase last completed
 };
+// A wgmma issued and not yet waited for: what it multiplies, read when its group is waited for.
+struct EmuWgmma {
+  float* d;
+  int n;
+  const uint32_t* a;  // A's registers, or null: A in shared memory at desc_a
+  uint64_t desc_a, desc_b;
+  bool trans_b;
+};
 struct EmuFiber {
   void* sp;
   std::vector<char> stack;
   uint3 tid;
   EmuBlock* block;
   bool done = false;
+  std::vector<EmuWgmma> wgmma;       // in flight, in the order issued
+  std::vector<size_t> wgmma_groups;  // where each committed group ends in wgmma
+  bool wgmma_fenced = false;         // a wgmma.fence since the thread's last wait
 };
 inline void* emu_main_sp;
 inline std::vector<EmuFiber>* emu_fibers = nullptr;
@@ -72,7 +84,8 @@ inline int emu_current = 0;
 inline EmuBlock* emu_block = nullptr;  // the running thread's
 inline EmuBarrier emu_grid;            // every thread of a cooperative launch
 
-inline void emu_yield() { emu_switch(&(*emu_fibers)[emu_current].sp, emu_main_sp); }
+inline EmuFiber& emu_fiber() { return (*emu_fibers)[emu_current]; }  // the running thread's
+inline void emu_yield() { emu_switch(&emu_fiber().sp, emu_main_sp); }
 
 inline void emu_wait(EmuBarrier& b) {
   const uint64_t gen = b.gen;
@@ -267,6 +280,38 @@ inline void emu_wgmma_shared(float* d, int n, uint64_t desc_a, uint64_t desc_b) 
   emu_wgmma_rows(d, n, A, desc_b, false);
 }
 
+// wgmma.mma_async is asynchronous: a product reads its registers (A, the accumulators) and shared tiles, and
+// writes its accumulators, at any time before the wait for its group. The emulator does it all at the wait, the
+// latest a card may, so that registers or tiles changed before the wait, or accumulators read before it, give
+// other results here too. A product issued with no wgmma.fence since the thread last waited (registers written
+// since may not be ready for it) stops the run.
+inline void emu_wgmma_fence() { emu_fiber().wgmma_fenced = true; }
+inline void emu_wgmma_issue(float* d, int n, const uint32_t* a, uint64_t desc_a, uint64_t desc_b, bool trans_b) {
+  EmuFiber& f = emu_fiber();
+  if (!f.wgmma_fenced) {
+    std::fprintf(stderr, "emu: a wgmma issued with no wgmma.fence since the thread's last wait\n");
+    std::abort();
+  }
+  f.wgmma.push_back(EmuWgmma{d, n, a, desc_a, desc_b, trans_b});
+}
+inline void emu_wgmma_commit() { emu_fiber().wgmma_groups.push_back(emu_fiber().wgmma.size()); }
+// wgmma.wait_group pending: the products of all committed groups but the newest `pending`.
+inline void emu_wgmma_wait(int pending) {
+  EmuFiber& f = emu_fiber();
+  f.wgmma_fenced = false;
+  const int done = static_cast<int>(f.wgmma_groups.size()) - pending;
+  if (done <= 0) return;
+  const size_t end = f.wgmma_groups[done - 1];
+  const std::vector<EmuWgmma> due(f.wgmma.begin(), f.wgmma.begin() + end);
+  f.wgmma.erase(f.wgmma.begin(), f.wgmma.begin() + end);
+  f.wgmma_groups.erase(f.wgmma_groups.begin(), f.wgmma_groups.begin() + done);
+  for (size_t& g : f.wgmma_groups) g -= end;
+  for (const EmuWgmma& w : due) {  // warp-collective: every lane of the warp waits here too
+    if (w.a) emu_wgmma(w.d, w.n, w.a, w.desc_b, w.trans_b);
+    else emu_wgmma_shared(w.d, w.n, w.desc_a, w.desc_b);
+  }
+}
+
 // ---- mbarriers and the TMA (Hopper). A wait that finds its phase open yields; one that would never end (the
 // arrivals and bytes do not add up) aborts after many rounds without any phase completing. ----
 inline EmuMbarrier& emu_mbarrier(const void* bar) {
@@ -367,7 +412,11 @@ inline void emu_copy16(void* dst, const void* src, bool valid) {
 inline std::function<void()>* emu_body = nullptr;
 inline void emu_fiber_entry() {
   (*emu_body)();
-  (*emu_fibers)[emu_current].done = true;
+  if (!emu_fiber().wgmma.empty()) {
+    std::fprintf(stderr, "emu: a thread ended with wgmma products it never waited for\n");
+    std::abort();
+  }
+  emu_fiber().done = true;
   emu_leave(emu_block->barrier);
   emu_leave(emu_warp().barrier);
   emu_leave(emu_grid);
@@ -421,6 +470,9 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, F body, bool together = fals
       const int t = i % n;
       EmuFiber& f = fibers[i];
       f.done = false;
+      f.wgmma.clear();
+      f.wgmma_groups.clear();
+      f.wgmma_fenced = false;
       f.block = &b;
       f.tid = uint3{static_cast<unsigned>(t % block.x), static_cast<unsigned>((t / block.x) % block.y), static_cast<unsigned>(t / (block.x * block.y))};
       if (f.stack.empty()) f.stack.resize(256 << 10);

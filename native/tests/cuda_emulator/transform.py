@@ -1,5 +1,5 @@
 # Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync, wgmma,
-# ldmatrix, mbarrier and TMA asm calls of emu_mma, emu_wgmma, emu_ldmatrix_x4, emu_mbarrier_* and emu_tma_load_box,
+# ldmatrix, mbarrier and TMA asm calls of emu_mma, emu_wgmma_*, emu_ldmatrix_x4, emu_mbarrier_* and emu_tma_load_box,
 # cp.async a plain copy, dynamic shared memory the emulator's buffer. Usage: transform.py in.cu out.cpp
 import re
 import sys
@@ -21,15 +21,18 @@ s = re.sub(r'asm volatile\("cp\.async\.cg.*?\);\n', 'emu_copy16(dst, src, valid)
 s = re.sub(r'asm volatile\("cp\.async\.wait_all.*?\);', '', s, flags=re.S)
 s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.trans.*?\);\n', 'emu_ldmatrix_x4(r, row, true);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.shared.*?\);\n', 'emu_ldmatrix_x4(r, row, false);\n', s, flags=re.S)
-# Hopper's wgmma: the sm_90a code is what the emulator compiles; a product completes when issued, so fences,
-# commits, waits and the register pins have nothing to do
+# Hopper's wgmma: the sm_90a code is what the emulator compiles; a product is computed when its group is waited
+# for (emu_wgmma_wait), and the register pins have nothing to do
 s = s.replace('defined(__CUDA_ARCH_FEAT_SM90_ALL)', '1')
 def wgmma(m):  # A in registers, or from shared memory through its descriptor
     if '"l"(desc_a)' in m.group(0):
-        return 'emu_wgmma_shared(&d[0][0], 64, desc_a, desc_b);\n'
-    return 'emu_wgmma(&d[0][0], 64, a, desc, kTransB);\n'
+        return 'emu_wgmma_issue(&d[0][0], 64, nullptr, desc_a, desc_b, false);\n'
+    return 'emu_wgmma_issue(&d[0][0], 64, a, 0, desc, kTransB);\n'
 s = re.sub(r'asm volatile\(\s*"wgmma\.mma_async.*?\);\n', wgmma, s, flags=re.S)
-s = re.sub(r'asm volatile\("(wgmma\.(fence|commit_group|wait_group)|fence\.mbarrier_init).*?\);\n', '', s, flags=re.S)
+s = re.sub(r'asm volatile\("wgmma\.fence.*?\);\n', 'emu_wgmma_fence();\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("wgmma\.commit_group.*?\);\n', 'emu_wgmma_commit();\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("wgmma\.wait_group\.sync\.aligned (\d+);.*?\);\n', r'emu_wgmma_wait(\1);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("fence\.mbarrier_init.*?\);\n', '', s, flags=re.S)
 # mbarriers and TMA copies (emu.h), from the wrappers' parameters
 s = re.sub(r'asm volatile\("mbarrier\.init.*?\);\n', 'emu_mbarrier_init(bar, count);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("mbarrier\.arrive\.expect_tx.*?\);\n', 'emu_mbarrier_arrive_expect_tx(bar, tx);\n', s, flags=re.S)
