@@ -164,7 +164,9 @@ run data-parallel 300 -- bash bench/gpu_node.sh data-parallel "$BUILD_DIR" "$ARC
 summary() {
   echo "================================ summary [$(elapsed)] ================================"
   # what bench/NOTES.md heads a run with: the card, the date, the commit
-  echo "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), $(date -u '+%Y-%m-%d %H:%M UTC')," \
+  local card
+  card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+  echo "${card:-no NVIDIA GPU found}, $(date -u '+%Y-%m-%d %H:%M UTC')," \
     "commit $(git describe --always --dirty 2>/dev/null || cat "${GPU_KIT:-.gpu-kit}/commit" 2>/dev/null || echo unknown)"
   printf '%s\n' "${SUMMARY[@]}"
   [ -f "$LOG_DIR/attention.log" ] && grep -h '^attention times' "$LOG_DIR/attention.log"
