@@ -14,7 +14,8 @@
 #   GPU_SECTIONS="a b*" ...      only the sections named (shell patterns; the names are those the output heads
 #                                each section with), e.g. to run again what failed or what the budget skipped
 #   GPU_LOG_DIR=dir ...          where the section logs go (default $TMPDIR/dixie-gpu, $TMPDIR being /tmp when
-#                                unset); with $OUT set, the summary and all logs in one file are also written there
+#                                unset); with $OUT set, the summary and all logs in one file are also written there,
+#                                after every section
 #   BUILD_DIR=dir ...            where the checks program is built (default $TMPDIR/dixie-gpu-build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +27,31 @@ ARCHS=${DIXIE_CUDA_ARCHS:-90a}
 mkdir -p "$LOG_DIR"
 START=$(date +%s)
 SUMMARY=()
+RAN=(build)  # the sections this run has logs of (earlier runs' logs may lie beside them)
 
 elapsed() { echo "$(( $(date +%s) - START ))s"; }
+
+summary() {
+  echo "================================ summary [$(elapsed)] ================================"
+  # what bench/NOTES.md heads a run with: the card, the date, the commit
+  local card
+  card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+  echo "${card:-no NVIDIA GPU found}, $(date -u '+%Y-%m-%d %H:%M UTC')," \
+    "commit $(git describe --always --dirty 2>/dev/null || cat "${GPU_KIT:-.gpu-kit}/commit" 2>/dev/null || echo unknown)"
+  printf '%s\n' "${SUMMARY[@]}"
+  [ -f "$LOG_DIR/attention.log" ] && grep -h '^attention times' "$LOG_DIR/attention.log"
+  for b in bench own-gemm-bench profile prepared-profile server data-parallel; do
+    [[ " ${RAN[*]} " == *" $b "* ]] && sed -n '/^### /,$p' "$LOG_DIR/$b.log" | head -45
+  done
+  echo "logs: $LOG_DIR"
+}
+# With $OUT set, the summary so far and all the logs in one file, after every section: a run stopped from outside
+# still leaves what it did.
+save_out() {
+  { [ -n "${OUT:-}" ] && [ -d "$OUT" ]; } || return 0
+  summary >"$OUT/gpu-summary.txt"
+  for name in "${RAN[@]}"; do echo "######## $name.log"; cat "$LOG_DIR/$name.log"; done >"$OUT/gpu-logs.txt"
+}
 
 echo "== machine"
 nvidia-smi -L 2>&1 | head -4
@@ -50,6 +74,8 @@ if ! { cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DDIXIE
        cmake --build "$BUILD_DIR" --target dixie_gpu_check -j "$(nproc)" >>"$LOG_DIR/build.log" 2>&1; }; then
   tail -40 "$LOG_DIR/build.log"
   echo "FAIL  build (log: $LOG_DIR/build.log)"
+  SUMMARY+=("FAIL  build: the log's end is above")
+  save_out
   exit 1
 fi
 grep -i "warning" "$LOG_DIR/build.log" | head -20
@@ -87,6 +113,7 @@ run() {
   local log="$LOG_DIR/$name.log"
   echo "== $name [$(elapsed)]"
   env "${envs[@]}" timeout "$limit" "$@" 2>&1 | tee "$log"
+  RAN+=("$name")
   local status=${PIPESTATUS[0]}
   local pass fail
   pass=$(grep -c '^PASS' "$log")
@@ -104,6 +131,7 @@ run() {
     SUMMARY+=("$LAST  $name: $pass passed, $fail failed")
   fi
   while IFS= read -r line; do SUMMARY+=("      $line"); done < <(grep -E '^FAIL|^========= (ERROR SUMMARY|Invalid|Race|Error)' "$log" | head -20)
+  save_out
 }
 
 run reference 60 DIXIE_CUBLAS=1 -- "$CHECK" reference
@@ -161,23 +189,6 @@ fi
 # bin/train under mpirun: 1 rank over NCCL equals the plain run; with 2+ GPUs, tokens/s and scaling efficiency.
 run data-parallel 300 -- bash bench/gpu_node.sh data-parallel "$BUILD_DIR" "$ARCHS"
 
-summary() {
-  echo "================================ summary [$(elapsed)] ================================"
-  # what bench/NOTES.md heads a run with: the card, the date, the commit
-  local card
-  card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-  echo "${card:-no NVIDIA GPU found}, $(date -u '+%Y-%m-%d %H:%M UTC')," \
-    "commit $(git describe --always --dirty 2>/dev/null || cat "${GPU_KIT:-.gpu-kit}/commit" 2>/dev/null || echo unknown)"
-  printf '%s\n' "${SUMMARY[@]}"
-  [ -f "$LOG_DIR/attention.log" ] && grep -h '^attention times' "$LOG_DIR/attention.log"
-  for b in bench own-gemm-bench profile prepared-profile server data-parallel; do
-    [ -f "$LOG_DIR/$b.log" ] && sed -n '/^### /,$p' "$LOG_DIR/$b.log" | head -45
-  done
-  echo "logs: $LOG_DIR"
-}
 echo
 summary
-if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
-  summary >"$OUT/gpu-summary.txt"
-  for f in "$LOG_DIR"/*.log; do echo "######## $(basename "$f")"; cat "$f"; done >"$OUT/gpu-logs.txt"
-fi
+save_out
