@@ -5,8 +5,8 @@
 // the warp's live threads; shuffles and ballots go through a per-warp exchange buffer; mma.sync.m16n8k16 (bf16)
 // is a warp-collective product assembled from the PTX ISA's fragment layouts, wgmma.m64nNk16 one that reads B,
 // and A unless it is in registers, from shared memory through descriptor and swizzle, computed when its group is
-// waited for; a TMA copy completes at once, its bytes counted on an mbarrier; an mbarrier wait yields until its
-// phase completes; a captured
+// waited for; a cp.async copy lands at its wait, its destination NaN until then; a TMA copy completes at once, its
+// bytes counted on an mbarrier; an mbarrier wait yields until its phase completes; a captured
 // graph is the list of its launches and copies, replayed with the arguments they were captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
 // Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
@@ -68,6 +68,11 @@ struct EmuWgmma {
   uint64_t desc_a, desc_b;
   bool trans_b;
 };
+// A cp.async copy in flight: the 16 bytes it read, and where they land at the thread's wait.
+struct EmuCopy {
+  void* dst;
+  unsigned char bytes[16];
+};
 struct EmuFiber {
   void* sp;
   std::vector<char> stack;
@@ -77,6 +82,7 @@ struct EmuFiber {
   std::vector<EmuWgmma> wgmma;       // in flight, in the order issued
   std::vector<size_t> wgmma_groups;  // where each committed group ends in wgmma
   bool wgmma_fenced = false;         // a wgmma.fence since the thread's last wait
+  std::vector<EmuCopy> copies;       // cp.async, not yet waited for
 };
 inline void* emu_main_sp;
 inline std::vector<EmuFiber>* emu_fibers = nullptr;
@@ -403,17 +409,27 @@ inline void emu_tma_load_box(void* dst, const void* map, int c1, int c2, int c3,
   emu_mbarrier_update(b);
 }
 
+// cp.async.cg.shared.global, 16 bytes (zeros where !valid): until the thread waits for it, what its destination
+// holds is undefined, so the emulator fills it with NaNs at once and lands the bytes at the wait. A tile read
+// before its copy was waited for, or still being read when a copy into it starts, reads NaNs.
 inline void emu_copy16(void* dst, const void* src, bool valid) {
-  if (valid) std::memcpy(dst, src, 16);
-  else std::memset(dst, 0, 16);
+  EmuCopy c{dst, {}};
+  if (valid) std::memcpy(c.bytes, src, 16);
+  std::memset(dst, 0xff, 16);
+  emu_fiber().copies.push_back(c);
+}
+// cp.async.wait_all
+inline void emu_copy_wait_all() {
+  for (const EmuCopy& c : emu_fiber().copies) std::memcpy(c.dst, c.bytes, 16);
+  emu_fiber().copies.clear();
 }
 
 // Runs body for every thread of every block. A thread that returns early leaves the barriers' counts.
 inline std::function<void()>* emu_body = nullptr;
 inline void emu_fiber_entry() {
   (*emu_body)();
-  if (!emu_fiber().wgmma.empty()) {
-    std::fprintf(stderr, "emu: a thread ended with wgmma products it never waited for\n");
+  if (!emu_fiber().wgmma.empty() || !emu_fiber().copies.empty()) {
+    std::fprintf(stderr, "emu: a thread ended with wgmma products or cp.async copies it never waited for\n");
     std::abort();
   }
   emu_fiber().done = true;
@@ -473,6 +489,7 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, F body, bool together = fals
       f.wgmma.clear();
       f.wgmma_groups.clear();
       f.wgmma_fenced = false;
+      f.copies.clear();
       f.block = &b;
       f.tid = uint3{static_cast<unsigned>(t % block.x), static_cast<unsigned>((t / block.x) % block.y), static_cast<unsigned>(t / (block.x * block.y))};
       if (f.stack.empty()) f.stack.resize(256 << 10);

@@ -1,6 +1,6 @@
 # Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync, wgmma,
-# ldmatrix, mbarrier and TMA asm calls of emu_mma, emu_wgmma_*, emu_ldmatrix_x4, emu_mbarrier_* and emu_tma_load_box,
-# cp.async a plain copy, dynamic shared memory the emulator's buffer. Usage: transform.py in.cu out.cpp
+# ldmatrix, cp.async, mbarrier and TMA asm calls of emu_mma, emu_wgmma_*, emu_ldmatrix_x4, emu_copy*, emu_mbarrier_*
+# and emu_tma_load_box, dynamic shared memory the emulator's buffer. Usage: transform.py in.cu out.cpp
 import re
 import sys
 
@@ -16,9 +16,9 @@ s = re.sub(r'([\w:]+(?:<[^<>;()]*>)?)<<<([^;]*?)>>>\(([^;]*?)\);', launch, s, fl
 # the mma wrappers: gemm.cu's takes b as an array, attention.cu's as two registers
 mma_call = 'emu_mma(d, a, b[0], b[1]);' if 'const uint32_t (&b)[2]' in s else 'emu_mma(d, a, b0, b1);'
 s = re.sub(r'asm volatile\(\s*"mma\.sync.*?\);\n', mma_call + '\n', s, flags=re.S)
-# cp.async: copied at once (so the emulator cannot see a read before its wait)
+# cp.async: landing at the wait (emu.h)
 s = re.sub(r'asm volatile\("cp\.async\.cg.*?\);\n', 'emu_copy16(dst, src, valid);\n', s, flags=re.S)
-s = re.sub(r'asm volatile\("cp\.async\.wait_all.*?\);', '', s, flags=re.S)
+s = re.sub(r'asm volatile\("cp\.async\.wait_all.*?\);', 'emu_copy_wait_all();', s, flags=re.S)
 s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.trans.*?\);\n', 'emu_ldmatrix_x4(r, row, true);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.shared.*?\);\n', 'emu_ldmatrix_x4(r, row, false);\n', s, flags=re.S)
 # Hopper's wgmma: the sm_90a code is what the emulator compiles; a product is computed when its group is waited
