@@ -5,8 +5,8 @@
 // the warp's live threads; shuffles and ballots go through a per-warp exchange buffer; mma.sync.m16n8k16 (bf16)
 // is a warp-collective product assembled from the PTX ISA's fragment layouts, wgmma.m64nNk16 one that reads B,
 // and A unless it is in registers, from shared memory through descriptor and swizzle, computed when its group is
-// waited for; a cp.async copy lands at its wait, its destination NaN until then; a TMA copy completes at once, its
-// bytes counted on an mbarrier; an mbarrier wait yields until its phase completes; a captured
+// waited for; a cp.async copy lands at its wait, its destination NaN until then, and a TMA box when a thread waits
+// on the mbarrier that counts its bytes; an mbarrier wait yields until its phase completes; a captured
 // graph is the list of its launches and copies, replayed with the arguments they were captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
 // Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
@@ -58,6 +58,12 @@ struct EmuBlock {
   std::vector<EmuWarp> warps;
   std::vector<unsigned char> dyn_smem;  // its dynamic shared memory (static __shared__ is one for all blocks)
   std::unordered_map<const void*, EmuMbarrier> mbarriers;
+  struct Landing {  // a TMA box in flight: its bytes, where they land, and the barrier that counts them
+    const void* bar;
+    uint32_t start;
+    std::vector<unsigned char> bytes;
+  };
+  std::vector<Landing> tma_in_flight;
   uint64_t failed_waits = 0;  // mbarrier waits that found their phase open since a phase last completed
 };
 // A wgmma issued and not yet waited for: what it multiplies, read when its group is waited for.
@@ -351,9 +357,11 @@ inline void emu_mbarrier_arrive(uint64_t* bar) {
   --m.pending;
   emu_mbarrier_update(m);
 }
-// mbarrier.try_wait.parity: whether the phase of this parity has completed (the current phase has the other
+inline void emu_tma_land(const void* bar);
+// mbarrier.try_wait.parity (the boxes in flight that bar counts land first): whether the phase of this parity has completed (the current phase has the other
 // parity), else a yield and false.
 inline uint32_t emu_mbarrier_try_wait(uint64_t* bar, uint32_t parity) {
+  emu_tma_land(bar);
   if ((emu_mbarrier(bar).phase & 1) != parity) return 1;
   if (++emu_block->failed_waits > 50'000'000) {
     std::fprintf(stderr, "emu: mbarrier waits that can never end (no phase completes)\n");
@@ -373,7 +381,8 @@ struct EmuTensorMap {
 
 // cp.async.bulk.tensor.4d ... mbarrier::complete_tx::bytes: the box at (0, c1, c2, c3) into dst, elements outside
 // the tensor zero; with the 128-byte swizzle, 16-byte chunk bits 4-6 of each shared address move by bits 7-9.
-// It lands at once, and its bytes count on bar.
+// Until it lands dst is undefined: NaNs here, so that a stage still being read when its next box is loaded reads
+// them. It lands, its bytes counted on bar, when a thread next waits on bar.
 inline void emu_tma_load_box(void* dst, const void* map, int c1, int c2, int c3, uint64_t* bar) {
   const EmuTensorMap& m = *static_cast<const EmuTensorMap*>(map);
   const uint32_t start = emu_shared_address(dst);
@@ -388,7 +397,8 @@ inline void emu_tma_load_box(void* dst, const void* map, int c1, int c2, int c3,
     std::fprintf(stderr, "emu: a TMA box wholly outside its tensor\n");
     std::abort();
   }
-  uint64_t at = start;
+  std::vector<unsigned char> box(static_cast<size_t>(m.box[0]) * m.box[1] * m.box[2] * m.box[3] * m.elem_bytes);
+  uint64_t at = 0;  // the swizzle, reckoned from the address, keeps each byte inside the box's span (start % 1024 == 0)
   for (uint32_t i3 = 0; i3 < m.box[3]; ++i3)
     for (uint32_t i2 = 0; i2 < m.box[2]; ++i2)
       for (uint32_t i1 = 0; i1 < m.box[1]; ++i1)
@@ -401,12 +411,26 @@ inline void emu_tma_load_box(void* dst, const void* map, int c1, int c2, int c3,
             from += static_cast<uint64_t>(x[k]) * m.strides[k];
           }
           const uint64_t to = m.swizzle_bytes ? at ^ (((at >> 7) & 7) << 4) : at;
-          if (inside) std::memcpy(emu_block->dyn_smem.data() + to, m.base + from, m.elem_bytes);
-          else std::memset(emu_block->dyn_smem.data() + to, 0, m.elem_bytes);
+          if (inside) std::memcpy(box.data() + to, m.base + from, m.elem_bytes);
         }
-  EmuMbarrier& b = emu_mbarrier(bar);
-  b.tx -= static_cast<int64_t>(at - start);
-  emu_mbarrier_update(b);
+  std::memset(emu_block->dyn_smem.data() + start, 0xff, box.size());
+  emu_mbarrier(bar);
+  emu_block->tma_in_flight.push_back(EmuBlock::Landing{bar, start, std::move(box)});
+}
+// The boxes in flight that bar counts land, their bytes counted on it.
+inline void emu_tma_land(const void* bar) {
+  auto& flying = emu_block->tma_in_flight;
+  for (auto it = flying.begin(); it != flying.end();) {
+    if (it->bar != bar) {
+      ++it;
+      continue;
+    }
+    std::memcpy(emu_block->dyn_smem.data() + it->start, it->bytes.data(), it->bytes.size());
+    EmuMbarrier& b = emu_mbarrier(bar);
+    b.tx -= static_cast<int64_t>(it->bytes.size());
+    emu_mbarrier_update(b);
+    it = flying.erase(it);
+  }
 }
 
 // cp.async.cg.shared.global, 16 bytes (zeros where !valid): until the thread waits for it, what its destination
