@@ -358,8 +358,8 @@ inline void emu_mbarrier_arrive(uint64_t* bar) {
   emu_mbarrier_update(m);
 }
 inline void emu_tma_land(const void* bar);
-// mbarrier.try_wait.parity (the boxes in flight that bar counts land first): whether the phase of this parity has completed (the current phase has the other
-// parity), else a yield and false.
+// mbarrier.try_wait.parity, after the boxes in flight that bar counts land: whether the phase of this parity has
+// completed (the current phase has the other parity), else a yield and false.
 inline uint32_t emu_mbarrier_try_wait(uint64_t* bar, uint32_t parity) {
   emu_tma_land(bar);
   if ((emu_mbarrier(bar).phase & 1) != parity) return 1;
@@ -398,7 +398,11 @@ inline void emu_tma_load_box(void* dst, const void* map, int c1, int c2, int c3,
     std::abort();
   }
   std::vector<unsigned char> box(static_cast<size_t>(m.box[0]) * m.box[1] * m.box[2] * m.box[3] * m.elem_bytes);
-  uint64_t at = 0;  // the swizzle, reckoned from the address, keeps each byte inside the box's span (start % 1024 == 0)
+  if (m.swizzle_bytes && box.size() % 1024) {
+    std::fprintf(stderr, "emu: a swizzled TMA box of whole 1024-byte periods is what the emulator knows\n");
+    std::abort();
+  }
+  uint64_t at = 0;  // from start, which the swizzle is reckoned from (start % 1024 == 0): it stays inside the box
   for (uint32_t i3 = 0; i3 < m.box[3]; ++i3)
     for (uint32_t i2 = 0; i2 < m.box[2]; ++i2)
       for (uint32_t i1 = 0; i1 < m.box[1]; ++i1)
@@ -414,7 +418,7 @@ inline void emu_tma_load_box(void* dst, const void* map, int c1, int c2, int c3,
           if (inside) std::memcpy(box.data() + to, m.base + from, m.elem_bytes);
         }
   std::memset(emu_block->dyn_smem.data() + start, 0xff, box.size());
-  emu_mbarrier(bar);
+  emu_mbarrier(bar);  // one that was never initialised stops the run now, not at the wait
   emu_block->tma_in_flight.push_back(EmuBlock::Landing{bar, start, std::move(box)});
 }
 // The boxes in flight that bar counts land, their bytes counted on it.
