@@ -402,10 +402,20 @@ __device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
 #endif
 }
 
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+
 // Waits for the completion of bar's phase of this parity: the current phase, or (passing at once) the one before,
-// which a fresh barrier counts as complete for parity 1.
+// which a fresh barrier counts as complete for parity 1. A correct block waits microseconds; one that has waited
+// 10 s is waiting for arrivals or bytes that will never come, so the thread says where and stops the kernel (the
+// host sees a launch failure) rather than hang a training run or a server for good.
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+  constexpr uint64_t kDeadlockNs = 10'000'000'000ull;
   uint32_t done = 0;
+  uint64_t since = 0;
   while (!done) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }\n"
@@ -413,6 +423,16 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
 #else
     __trap();
 #endif
+    if (done) break;
+    const uint64_t now = global_ns();
+    if (since == 0) {
+      since = now;
+    } else if (now - since > kDeadlockNs) {
+      printf("dixie attention: deadlock: block (%u, %u, %u), thread %u has waited 10 s for the phase of parity %u of "
+             "the mbarrier at shared address %u\n",
+             blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, parity, shared_address(bar));
+      __trap();
+    }
   }
 }
 
@@ -452,8 +472,7 @@ struct WgmmaTiles {
   static constexpr int kHs = HS;
   static constexpr int kElems = kTile * HS;
   static constexpr int kAlign = 1024;  // the swizzle is reckoned from the address: tiles start on its period
-  // 16-byte chunk c of row r is stored at chunk c ^ (r % 8), as TMA's 128-byte swizzle writes it
-  __device__ static int at(int r, int c) { return r * HS + ((((c >> 3) ^ (r & 7)) << 3) | (c & 7)); }
+  // (TMA writes its tiles, and wgmma's descriptors read them, with 16-byte chunk c of row r at chunk c ^ (r % 8))
 
   // The own rows' side of the scores: their shared tile, which wgmma reads as A (it must stay there).
   using OwnA = const bf16*;

@@ -1374,6 +1374,49 @@ std::vector<T> to_host(const void* device, size_t n, cudaStream_t stream) {
   return h;
 }
 
+// Where the wgmma kernels' part (out, lse, dq, dk or dv: [heads][T][width]) differs from float64, printed when its
+// check fails: what one run on a card must tell the emulator's next session. By 64 rows (one consumer warpgroup's
+// own rows: a wrong warpgroup, ring stage or last block shows as a pattern of tiles) and by 8 columns (16 bytes,
+// the unit the 128-byte swizzle moves: a wrong swizzle shows as columns), then the worst value.
+void print_where_it_differs(const char* name, const std::vector<float>& got, const std::vector<float>& mma,
+                            const std::vector<float>& want, const std::vector<std::pair<int, int>>& heads, int T, int width) {
+  const int tiles = (T + 63) / 64, chunks = width / 8;
+  std::vector<double> chunk_d(chunks), chunk_r(chunks);
+  size_t worst = 0;
+  double worst_e = -1;
+  for (size_t k = 0; k < heads.size(); ++k) {
+    std::string by_tile;
+    for (int tile = 0; tile < tiles; ++tile) {
+      double d = 0, r = 0;
+      for (int t = tile * 64; t < std::min(T, tile * 64 + 64); ++t)
+        for (int j = 0; j < width; ++j) {
+          const size_t i = (k * T + t) * width + j;
+          const double e = got[i] - want[i];
+          d += e * e;
+          r += want[i] * want[i];
+          if (chunks > 0) {
+            chunk_d[j / 8] += e * e;
+            chunk_r[j / 8] += want[i] * want[i];
+          }
+          if (!(std::fabs(e) <= worst_e)) {  // a NaN is the worst
+            worst_e = std::isfinite(e) ? std::fabs(e) : HUGE_VAL;
+            worst = i;
+          }
+        }
+      by_tile += " " + fmt("%.1e", r > 0 ? std::sqrt(d / r) : std::sqrt(d));
+    }
+    std::printf("      %s, batch %d head %d, relative L2 by 64 rows:%s\n", name, heads[k].first, heads[k].second, by_tile.c_str());
+  }
+  if (chunks > 1) {
+    std::string by_chunk;
+    for (int c = 0; c < chunks; ++c) by_chunk += " " + fmt("%.1e", chunk_r[c] > 0 ? std::sqrt(chunk_d[c] / chunk_r[c]) : std::sqrt(chunk_d[c]));
+    std::printf("      %s, relative L2 by 8 columns:%s\n", name, by_chunk.c_str());
+  }
+  const size_t row = worst / width;
+  std::printf("      %s, worst at batch %d head %d row %zu column %zu: %g where float64 gives %g and mma.sync %g\n", name,
+              heads[row / T].first, heads[row / T].second, row % T, worst % width, got[worst], want[worst], mma[worst]);
+}
+
 void section_attention(bool small) {
   if (!cuda::wgmma_attention_available()) {
     std::printf("no wgmma attention here (it needs an sm_90a build on compute capability 9.0): nothing to check\n");
@@ -1443,13 +1486,16 @@ void section_attention(bool small) {
     const double e_mma = rel_l2(p.mma.data(), p.ref.data(), p.ref.size());
     const double e_wgmma = rel_l2(p.wgmma.data(), p.ref.data(), p.ref.size());
     const double e_both = rel_l2(p.wgmma.data(), p.mma.data(), p.ref.size());
-    report(e_wgmma <= 1e-2 && e_both <= 1e-2, std::string("attention ") + p.name + ": wgmma vs float64 and mma.sync",
+    const bool ok = e_wgmma <= 1e-2 && e_both <= 1e-2;
+    report(ok, std::string("attention ") + p.name + ": wgmma vs float64 and mma.sync",
            "relative L2 " + fmt("%.2e", e_wgmma) + " (mma.sync " + fmt("%.2e", e_mma) + "), to mma.sync " + fmt("%.2e", e_both));
+    if (!ok) print_where_it_differs(p.name, p.wgmma, p.mma, p.ref, heads, T, hs);
   }
   const std::vector<float> lse_w = lse_part(wgmma.lse), lse_m = lse_part(mma.lse);
   const double dl = max_abs_diff(lse_w.data(), ref_lse.data(), ref_lse.size());
   report(dl <= 2e-3, "attention lse: wgmma vs float64", "max |diff| " + fmt("%.2e", dl) + " (mma.sync " +
                                                             fmt("%.2e", max_abs_diff(lse_m.data(), ref_lse.data(), ref_lse.size())) + ")");
+  if (!(dl <= 2e-3)) print_where_it_differs("lse", lse_w, lse_m, ref_lse, heads, T, 1);
   // Every value written, and finite, over all heads.
   size_t bad = 0;
   for (uint16_t x : wgmma.dqkv) bad += !std::isfinite(bf16_to_f32(x));

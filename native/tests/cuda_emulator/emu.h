@@ -19,6 +19,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -357,6 +358,17 @@ inline void emu_mbarrier_arrive(uint64_t* bar) {
   --m.pending;
   emu_mbarrier_update(m);
 }
+// %globaltimer: the host's clock, in nanoseconds.
+inline uint64_t emu_global_ns() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+// A trap stops the kernel, here the emulator.
+inline void __trap() {
+  std::fflush(stdout);
+  std::fprintf(stderr, "emu: a thread trapped\n");
+  std::abort();
+}
+
 inline void emu_tma_land(const void* bar);
 // mbarrier.try_wait.parity, after the boxes in flight that bar counts land: whether the phase of this parity has
 // completed (the current phase has the other parity), else a yield and false.
