@@ -130,7 +130,7 @@ run() {
     [ "$fail" -eq 0 ] && LAST=PASS
     SUMMARY+=("$LAST  $name: $pass passed, $fail failed")
   fi
-  while IFS= read -r line; do SUMMARY+=("      $line"); done < <(grep -E '^FAIL|^========= (ERROR SUMMARY|Invalid|Race|Error)' "$log" | head -20)
+  while IFS= read -r line; do SUMMARY+=("      $line"); done < <(grep -E '^FAIL|^========= (ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race|Error)' "$log" | head -20)
   save_out
 }
 
@@ -184,6 +184,11 @@ if command -v compute-sanitizer >/dev/null; then
   run memcheck-adapters 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" adapters --small
   run memcheck-graphs 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" graphs --small
   run memcheck-attention 60 DIXIE_CUBLAS=1 -- compute-sanitizer --tool memcheck --error-exitcode 99 "$CHECK" attention --small
+  # What the emulator cannot see: shared-memory races between barriers (racecheck) and barriers used wrongly
+  # (synccheck), in the kernels that stage tiles through shared memory, the prepared ones included.
+  run racecheck-attention 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool racecheck --error-exitcode 99 "$CHECK" attention --small
+  run synccheck-attention 120 DIXIE_CUBLAS=1 -- compute-sanitizer --tool synccheck --error-exitcode 99 "$CHECK" attention --small
+  run racecheck-small 180 DIXIE_CUBLAS=1 "${PREPARED[@]}" -- compute-sanitizer --tool racecheck --error-exitcode 99 "$CHECK" cpu --small
 else
   SUMMARY+=("SKIP  memcheck: compute-sanitizer not found")
 fi
