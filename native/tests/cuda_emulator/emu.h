@@ -1,13 +1,14 @@
 // A CPU emulation of the CUDA features native/cuda uses, so that the kernels' indexing, synchronisation and
 // fragment layouts can be checked on a machine without a GPU (see build.sh). The threads of a block are fibers
 // on one OS thread, switched only at barriers; blocks run one after another, or all together in a cooperative
-// launch, whose grid.sync() waits for every thread; __syncthreads and __syncwarp are barriers of the block's and
+// launch (of no more blocks than the device holds at once), whose grid.sync() waits for every thread; __syncthreads and __syncwarp are barriers of the block's and
 // the warp's live threads; shuffles and ballots go through a per-warp exchange buffer; mma.sync.m16n8k16 (bf16)
 // is a warp-collective product assembled from the PTX ISA's fragment layouts, wgmma.m64nNk16 one that reads B,
 // and A unless it is in registers, from shared memory through descriptor and swizzle, computed when its group is
 // waited for; a cp.async copy lands at its wait, its destination NaN until then, and a TMA box when a thread waits
 // on the mbarrier that counts its bytes; an mbarrier wait yields until its phase completes; a captured
-// graph is the list of its launches and copies, replayed with the arguments they were captured with.
+// graph is the list of its launches and copies (of page-locked host memory only), replayed with the arguments
+// they were captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
 // Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
 // by emu_switch (runtime.cpp), which saves the callee-saved registers and nothing else, where swapcontext would
@@ -569,9 +570,18 @@ void emu_launch4(dim3 grid, dim3 block, size_t smem, cudaStream_t, F kernel, A..
   emu_queue([=] { emu_launch(grid, block, smem, [&] { kernel(args...); }); });
 }
 
-// cudaLaunchKernelEx with the cooperative attribute (transform.py): every block at once.
+// The blocks the emulated device (one multiprocessor) holds at once, whatever the kernel: what runtime.cpp's
+// occupancy query answers, and so the most a cooperative launch may have.
+inline constexpr int emu_resident_blocks = 2;
+
+// cudaLaunchKernelEx with the cooperative attribute (transform.py): every block at once, refused (as a GPU refuses
+// it) where the device cannot hold them all.
 template <typename F, typename... A>
 cudaError_t emu_launch_cooperative(const cudaLaunchConfig_t& config, F kernel, A... args) {
+  if (config.gridDim.x * config.gridDim.y * config.gridDim.z > static_cast<unsigned>(emu_resident_blocks)) {
+    std::fprintf(stderr, "emu: a cooperative launch of more blocks than the device holds at once\n");
+    return cudaErrorCooperativeLaunchTooLarge;
+  }
   emu_queue([=] { emu_launch(config.gridDim, config.blockDim, config.dynamicSmemBytes, [&] { kernel(args...); }, true); });
   return cudaSuccess;
 }

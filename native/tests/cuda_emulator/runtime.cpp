@@ -1,18 +1,36 @@
 // The CUDA runtime calls of native/cuda, on host memory, for the emulator (emu.h): one fake device, streams and
 // events that do nothing, copies that are memmove, graphs that are lists of launches and copies. Linked instead
 // of the CUDA runtime, with the one driver call the kernels need (found through the runtime). A call that waits
-// for the stream while it captures fails, as it does on a GPU.
+// for the stream while it captures fails, as it does on a GPU, and so does a captured copy from or to pageable
+// host memory.
 #include "emu.h"
 
 #include <cuda.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 
 using EmuGraph = std::vector<std::function<void()>>;
 
 namespace {
 EmuGraph* capture = nullptr;  // the graph being captured, if any
+std::map<const char*, size_t> pinned;  // cudaMallocHost's allocations: start, bytes
+
+// A copy captured into a graph must have its host side in page-locked memory, which the graph's replay can reach
+// on its own; a GPU refuses a pageable one, so the emulator does too (its device memory is host memory as well, so
+// the copy's kind says which side is the host's).
+cudaError_t capturable(const void* host, size_t bytes) {
+  if (!capture || !host) return cudaSuccess;
+  const char* p = static_cast<const char*>(host);
+  auto at = pinned.upper_bound(p);
+  if (at != pinned.begin() && p + bytes <= (--at)->first + at->second) return cudaSuccess;
+  std::fprintf(stderr, "emu: a copy captured into a graph from or to pageable host memory\n");
+  return cudaErrorStreamCaptureUnsupported;
+}
+const void* host_side(const void* d, const void* s, cudaMemcpyKind kind) {
+  return kind == cudaMemcpyHostToDevice ? s : kind == cudaMemcpyDeviceToHost ? d : nullptr;
+}
 }  // namespace
 
 void emu_queue(std::function<void()> op) {
@@ -86,11 +104,23 @@ const char* cudaGetErrorName(cudaError_t) { return "cudaErrorEmulated"; }
 const char* cudaGetErrorString(cudaError_t) { return "emulated error"; }
 cudaError_t cudaMalloc(void** p, size_t n) { *p = std::aligned_alloc(256, (n + 255) / 256 * 256); if (*p) std::memset(*p, 0xcd, n); return *p ? cudaSuccess : cudaErrorMemoryAllocation; }
 cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
-cudaError_t cudaMallocHost(void** p, size_t n) { *p = std::malloc(n); return cudaSuccess; }
-cudaError_t cudaFreeHost(void* p) { std::free(p); return cudaSuccess; }
-cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { return queued([=] { std::memmove(d, s, n); }); }
+cudaError_t cudaMallocHost(void** p, size_t n) {
+  *p = std::malloc(n);
+  pinned[static_cast<const char*>(*p)] = n;
+  return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void* p) {
+  pinned.erase(static_cast<const char*>(p));
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind kind, cudaStream_t) {
+  if (const cudaError_t e = capturable(host_side(d, s, kind), n)) return e;
+  return queued([=] { std::memmove(d, s, n); });
+}
 cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { return queued([=] { std::memset(d, v, n); }); }
-cudaError_t cudaMemcpy2DAsync(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind, cudaStream_t) {
+cudaError_t cudaMemcpy2DAsync(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind kind, cudaStream_t) {
+  if (const cudaError_t e = capturable(host_side(d, s, kind), h == 0 ? 0 : (h - 1) * (kind == cudaMemcpyHostToDevice ? sp : dp) + w)) return e;
   return queued([=] {
     for (size_t r = 0; r < h; ++r) std::memcpy(static_cast<char*>(d) + r * dp, static_cast<const char*>(s) + r * sp, w);
   });
@@ -114,9 +144,9 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
   *v = a == cudaDevAttrCooperativeLaunch || a == cudaDevAttrMultiProcessorCount ? 1 : 0;
   return cudaSuccess;
 }
-// Two blocks resident on the one multiprocessor: a cooperative launch then runs blocks that take turns.
+// Blocks resident together on the one multiprocessor: a cooperative launch then runs blocks that take turns.
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* n, const void*, int, size_t, unsigned int) {
-  *n = 2;
+  *n = emu_resident_blocks;
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) { return unless_capturing(); }
