@@ -1,8 +1,9 @@
 // A CPU emulation of the CUDA features native/cuda uses, so that the kernels' indexing, synchronisation and
 // fragment layouts can be checked on a machine without a GPU (see build.sh). The threads of a block are fibers
 // on one OS thread, switched only at barriers; blocks run one after another, or all together in a cooperative
-// launch (of no more blocks than the device holds at once), whose grid.sync() waits for every thread; __syncthreads and __syncwarp are barriers of the block's and
-// the warp's live threads; shuffles and ballots go through a per-warp exchange buffer; mma.sync.m16n8k16 (bf16)
+// launch (of no more blocks than the device holds at once), whose grid.sync() waits for every thread;
+// __syncthreads and __syncwarp are barriers of the block's and the warp's live threads; shuffles and ballots go
+// through a per-warp exchange buffer; mma.sync.m16n8k16 (bf16)
 // is a warp-collective product assembled from the PTX ISA's fragment layouts, wgmma.m64nNk16 one that reads B,
 // and A unless it is in registers, from shared memory through descriptor and swizzle, computed when its group is
 // waited for; a cp.async copy lands at its wait, its destination NaN until then, and a TMA box when a thread waits
