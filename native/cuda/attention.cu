@@ -413,7 +413,7 @@ __device__ __forceinline__ uint64_t global_ns() {
 // 10 s is waiting for arrivals or bytes that will never come, so the thread says where and stops the kernel (the
 // host sees a launch failure) rather than hang a training run or a server for good.
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
-  constexpr uint64_t kDeadlockNs = 10'000'000'000ull;
+  constexpr unsigned kDeadlockSeconds = 10;
   uint32_t done = 0;
   uint64_t since = 0;
   while (!done) {
@@ -427,10 +427,10 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
     const uint64_t now = global_ns();
     if (since == 0) {
       since = now;
-    } else if (now - since > kDeadlockNs) {
-      printf("dixie attention: deadlock: block (%u, %u, %u), thread %u has waited 10 s for the phase of parity %u of "
+    } else if (now - since > kDeadlockSeconds * 1'000'000'000ull) {
+      printf("dixie attention: deadlock: block (%u, %u, %u), thread %u has waited %u s for the phase of parity %u of "
              "the mbarrier at shared address %u\n",
-             blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, parity, shared_address(bar));
+             blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, kDeadlockSeconds, parity, shared_address(bar));
       __trap();
     }
   }

@@ -121,6 +121,9 @@ double max_abs_diff(const float* a, const float* b, size_t n) {
   return m;
 }
 
+// sqrt(d / r) from the sums of squares of a difference (d) and of its reference (r); the absolute norm where r is 0
+double rel_from_squares(double d, double r) { return r > 0 ? std::sqrt(d / r) : std::sqrt(d); }
+
 // ||a - b|| / ||b||
 double rel_l2(const float* a, const float* b, size_t n) {
   double d = 0, r = 0;
@@ -128,7 +131,7 @@ double rel_l2(const float* a, const float* b, size_t n) {
     d += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
     r += static_cast<double>(b[i]) * b[i];
   }
-  return r > 0 ? std::sqrt(d / r) : std::sqrt(d);
+  return rel_from_squares(d, r);
 }
 
 // ---- a minimal safetensors reader (the fixture files) ----
@@ -1387,7 +1390,6 @@ std::vector<T> to_host(const void* device, size_t n, cudaStream_t stream) {
 void print_where_it_differs(const char* name, const std::vector<float>& got, const std::vector<float>& mma,
                             const std::vector<float>& want, const std::vector<std::pair<int, int>>& heads, int T, int width) {
   const int tiles = (T + 63) / 64, chunks = width / 8;
-  auto rel = [](double d, double r) { return fmt("%.1e", r > 0 ? std::sqrt(d / r) : std::sqrt(d)); };
   std::vector<double> chunk_d(chunks), chunk_r(chunks);
   size_t worst = 0;
   double worst_e = -1;
@@ -1410,13 +1412,13 @@ void print_where_it_differs(const char* name, const std::vector<float>& got, con
             worst = i;
           }
         }
-      by_tile += " " + rel(d, r);
+      by_tile += " " + fmt("%.1e", rel_from_squares(d, r));
     }
     std::printf("      %s, batch %d head %d, relative L2 by 64 rows:%s\n", name, heads[k].first, heads[k].second, by_tile.c_str());
   }
   if (chunks > 1) {
     std::string by_chunk;
-    for (int c = 0; c < chunks; ++c) by_chunk += " " + rel(chunk_d[c], chunk_r[c]);
+    for (int c = 0; c < chunks; ++c) by_chunk += " " + fmt("%.1e", rel_from_squares(chunk_d[c], chunk_r[c]));
     std::printf("      %s, relative L2 by 8 columns:%s\n", name, by_chunk.c_str());
   }
   const size_t row = worst / width;
@@ -1501,9 +1503,10 @@ void section_attention(bool small) {
   }
   const std::vector<float> lse_w = lse_part(wgmma.lse), lse_m = lse_part(mma.lse);
   const double dl = max_abs_diff(lse_w.data(), ref_lse.data(), ref_lse.size());
-  report(dl <= 2e-3, "attention lse: wgmma vs float64", "max |diff| " + fmt("%.2e", dl) + " (mma.sync " +
+  const bool lse_ok = dl <= 2e-3;
+  report(lse_ok, "attention lse: wgmma vs float64", "max |diff| " + fmt("%.2e", dl) + " (mma.sync " +
                                                             fmt("%.2e", max_abs_diff(lse_m.data(), ref_lse.data(), ref_lse.size())) + ")");
-  if (!(dl <= 2e-3)) print_where_it_differs("lse", lse_w, lse_m, ref_lse, heads, T, 1);
+  if (!lse_ok) print_where_it_differs("lse", lse_w, lse_m, ref_lse, heads, T, 1);
   // Every value written, and finite, over all heads.
   size_t bad = 0;
   for (uint16_t x : wgmma.dqkv) bad += !std::isfinite(bf16_to_f32(x));

@@ -3,13 +3,12 @@
 // on one OS thread, switched only at barriers; blocks run one after another, or all together in a cooperative
 // launch (of no more blocks than the device holds at once), whose grid.sync() waits for every thread;
 // __syncthreads and __syncwarp are barriers of the block's and the warp's live threads; shuffles and ballots go
-// through a per-warp exchange buffer; mma.sync.m16n8k16 (bf16)
-// is a warp-collective product assembled from the PTX ISA's fragment layouts, wgmma.m64nNk16 one that reads B,
-// and A unless it is in registers, from shared memory through descriptor and swizzle, computed when its group is
-// waited for; a cp.async copy lands at its wait, its destination NaN until then, and a TMA box when a thread waits
-// on the mbarrier that counts its bytes; an mbarrier wait yields until its phase completes; a captured
-// graph is the list of its launches and copies (of page-locked host memory only), replayed with the arguments
-// they were captured with.
+// through a per-warp exchange buffer; mma.sync.m16n8k16 (bf16) is a warp-collective product assembled from the PTX
+// ISA's fragment layouts, wgmma.m64nNk16 one that reads B, and A unless it is in registers, from shared memory
+// through descriptor and swizzle, computed when its group is waited for; a cp.async copy lands at its wait, its
+// destination NaN until then, and a TMA box when a thread waits on the mbarrier that counts its bytes; an mbarrier
+// wait yields until its phase completes; a captured graph is the list of its launches and copies (of page-locked
+// host memory only), replayed with the arguments they were captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
 // Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
 // by emu_switch (runtime.cpp), which saves the callee-saved registers and nothing else, where swapcontext would
@@ -362,7 +361,8 @@ inline void emu_mbarrier_arrive(uint64_t* bar) {
 }
 // %globaltimer: the host's clock, in nanoseconds.
 inline uint64_t emu_global_ns() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+  const auto since_epoch = std::chrono::steady_clock::now().time_since_epoch();
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch).count());
 }
 // A trap stops the kernel, here the emulator.
 inline void __trap() {

@@ -1,6 +1,7 @@
 # Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync, wgmma,
 # ldmatrix, cp.async, mbarrier, TMA and global timer asm calls of emu_mma, emu_wgmma_*, emu_ldmatrix_x4, emu_copy*,
-# emu_mbarrier_*, emu_tma_load_box and emu_global_ns, dynamic shared memory the emulator's buffer. Usage: transform.py in.cu out.cpp
+# emu_mbarrier_*, emu_tma_load_box and emu_global_ns, dynamic shared memory the emulator's buffer.
+# Usage: transform.py in.cu out.cpp
 import re
 import sys
 
