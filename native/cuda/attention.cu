@@ -408,11 +408,15 @@ __device__ __forceinline__ uint64_t global_ns() {
   return t;
 }
 
+// Whether a thread of this launch has already written the record of a stuck wait: the first one to give up does.
+__device__ unsigned int stuck_wait_claimed = 0;
+
 // Waits for the completion of bar's phase of this parity: the current phase, or (passing at once) the one before,
 // which a fresh barrier counts as complete for parity 1. A correct block waits microseconds; one that has waited
-// 10 s is waiting for arrivals or bytes that will never come, so the thread says where and stops the kernel (the
-// host sees a launch failure) rather than hang a training run or a server for good.
-__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+// 10 s is waiting for arrivals or bytes that will never come, so the thread writes where it is into `stuck` (the
+// host adds it to the launch failure's message) and stops the kernel, rather than hang a training run or a server
+// for good. Nothing here may be a function call (printf is one), or ptxas would serialize the kernel's wgmma.
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity, StuckWait* stuck) {
   constexpr unsigned kDeadlockSeconds = 10;
   uint32_t done = 0;
   uint64_t since = 0;
@@ -428,9 +432,19 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
     if (since == 0) {
       since = now;
     } else if (now - since > kDeadlockSeconds * 1'000'000'000ull) {
-      printf("dixie attention: deadlock: block (%u, %u, %u), thread %u has waited %u s for the phase of parity %u of "
-             "the mbarrier at shared address %u\n",
-             blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, kDeadlockSeconds, parity, shared_address(bar));
+      if (atomicCAS(&stuck_wait_claimed, 0u, 1u) == 0u) {
+        volatile StuckWait* r = stuck;
+        r->block[0] = blockIdx.x;
+        r->block[1] = blockIdx.y;
+        r->block[2] = blockIdx.z;
+        r->thread = threadIdx.x;
+        r->seconds = kDeadlockSeconds;
+        r->parity = parity;
+        r->shared_address = shared_address(bar);
+        __threadfence_system();  // the fields reach the host before the flag that says they are there
+        r->reported = 1;
+        __threadfence_system();
+      }
       __trap();
     }
   }
@@ -883,6 +897,7 @@ __device__ void run_pass(const CopyFeed&, const PassArgs& args) {
 
 struct TmaFeed {
   CUtensorMap qkv, dout;  // views {hs, heads, T, B} in boxes of 64 rows of one head (see head_tiles)
+  StuckWait* stuck;       // where a thread that gives up a wait says so (mbarrier_wait)
   static constexpr int kConsumers = 2, kStages = 3, kThreads = kConsumers * 128 + 32;
   template <class Rows>
   static constexpr int min_blocks() {
@@ -934,7 +949,7 @@ __device__ void run_pass(const TmaFeed& feed, const PassArgs& args) {
     }
     for (int i = first; i <= last; ++i) {
       const int s = (i - first) % kS;
-      mbarrier_wait(&empty[s], (((i - first) / kS) & 1) ^ 1);  // the first round passes at once
+      mbarrier_wait(&empty[s], (((i - first) / kS) & 1) ^ 1, feed.stuck);  // the first round passes at once
       if (Rows::kStats) {
         load_row_stats(stats + s * 2 * kTile, args, b, h, i * kTile, lane);
         load_row_stats(stats + s * 2 * kTile, args, b, h, i * kTile, lane + 32);
@@ -951,13 +966,13 @@ __device__ void run_pass(const TmaFeed& feed, const PassArgs& args) {
   }
 
   const int c = warp / 4, mine0 = own0 + c * kTile;
-  mbarrier_wait(own_full, 0);
+  mbarrier_wait(own_full, 0, feed.stuck);
   Rows rows(args, b, h, mine0, own + c * kOwn * Tiles::kElems, own + (c * kOwn + kOwn - 1) * Tiles::kElems);
   int mine_first, mine_last;
   streamed_tiles<Rows>(mine0, kTile, args.T, mine_first, mine_last);
   for (int i = first; i <= last; ++i) {
     const int s = (i - first) % kS;
-    mbarrier_wait(&full[s], ((i - first) / kS) & 1);
+    mbarrier_wait(&full[s], ((i - first) / kS) & 1, feed.stuck);
     if (i >= mine_first && i <= mine_last)
       rows.step(i, ring + 2 * s * Tiles::kElems, ring + (2 * s + 1) * Tiles::kElems, stats + s * 2 * kTile);
     mbarrier_arrive(&empty[s]);
@@ -1082,7 +1097,7 @@ void tensor_core_passes(const PassArgs& args, int B, AttentionTiles tiles, cudaS
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (tiles == AttentionTiles::kWgmma && aligned(args.qkv) && aligned(args.dout)) {
     const TmaFeed feed{head_tiles(args.qkv, 3 * args.NH, args.T, B),
-                       args.dout ? head_tiles(args.dout, args.NH, args.T, B) : CUtensorMap{}};
+                       args.dout ? head_tiles(args.dout, args.NH, args.T, B) : CUtensorMap{}, stuck_wait_record()};
     (launch_pass<Passes<WgmmaTiles<kMmaHeadSize>>>(feed, args, B, stream), ...);
   } else {
     (launch_pass<Passes<MmaTiles<kMmaHeadSize>>>(CopyFeed{}, args, B, stream), ...);

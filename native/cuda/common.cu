@@ -8,12 +8,36 @@ namespace dixie {
 
 namespace cuda {
 
+namespace {
+volatile StuckWait* stuck_wait = nullptr;  // the host's address of the record, once made
+}
+
+StuckWait* stuck_wait_record() {
+  static StuckWait* const device_address = [] {
+    StuckWait* host = nullptr;
+    DIXIE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host), sizeof(StuckWait), cudaHostAllocMapped | cudaHostAllocPortable));
+    std::memset(host, 0, sizeof(StuckWait));
+    StuckWait* device = nullptr;
+    DIXIE_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device), host, 0));
+    stuck_wait = host;
+    return device;
+  }();
+  return device_address;
+}
+
 void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
   std::string where = file;
   const size_t slash = where.find_last_of('/');
   if (slash != std::string::npos) where = where.substr(slash + 1);
-  throw std::runtime_error(std::string("CUDA error ") + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
-                           ") in " + call + " at " + where + ":" + std::to_string(line));
+  std::string message = std::string("CUDA error ") + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ") in " +
+                        call + " at " + where + ":" + std::to_string(line);
+  if (const volatile StuckWait* s = stuck_wait; s && s->reported) {
+    message += "; before it, thread " + std::to_string(s->thread) + " of block (" + std::to_string(s->block[0]) + ", " +
+               std::to_string(s->block[1]) + ", " + std::to_string(s->block[2]) + ") gave up after waiting " +
+               std::to_string(s->seconds) + " s for the phase of parity " + std::to_string(s->parity) +
+               " of the mbarrier at shared address " + std::to_string(s->shared_address) + " (a deadlock)";
+  }
+  throw std::runtime_error(message);
 }
 
 void* device_alloc(size_t bytes, const char* what) {

@@ -24,8 +24,21 @@ inline bool switch_on(const char* name) {
   return value && std::strcmp(value, "1") == 0;
 }
 
-// A CUDA call that failed; the message names the call and where it was made.
+// A CUDA call that failed; the message names the call and where it was made, and what a kernel that gave up a
+// wait said of it (StuckWait).
 [[noreturn]] void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line);
+
+// Where a kernel's thread gave up waiting on an mbarrier, written by that thread before it traps. A trap says
+// nothing of its own, and printf is a function call, across which ptxas serializes every wgmma of the kernel; so
+// the record is page-locked host memory the device writes through, which the host can still read once the trap
+// has made the context unusable.
+struct StuckWait {
+  uint32_t reported;  // 1 once a thread has written the rest
+  uint32_t block[3], thread, seconds, parity, shared_address;
+};
+
+// The device's address of the one record, made on first use.
+StuckWait* stuck_wait_record();
 
 #define DIXIE_CUDA_CHECK(call)                                                                 \
   do {                                                                                         \

@@ -39,7 +39,9 @@ __global__ void q8_matvec_kernel(X* out, const X* inp, const int8_t* q, const ui
 #pragma unroll
         for (int i = 0; i < 8; ++i) sum = fmaf(static_cast<float>(w[i]), to_f32(v.v[i]), sum);
       } else {
-        for (int i = 0; i < 8 && k + i < C; ++i) sum = fmaf(static_cast<float>(w[i]), to_f32(x[i]), sum);
+#pragma unroll  // w's bytes stay in registers only where every index is a constant
+        for (int i = 0; i < 8; ++i)
+          if (k + i < C) sum = fmaf(static_cast<float>(w[i]), to_f32(x[i]), sum);
       }
       acc[r] = fmaf(scale, sum, acc[r]);
     }

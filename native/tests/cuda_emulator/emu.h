@@ -7,8 +7,9 @@
 // ISA's fragment layouts, wgmma.m64nNk16 one that reads B, and A unless it is in registers, from shared memory
 // through descriptor and swizzle, computed when its group is waited for; a cp.async copy lands at its wait, its
 // destination NaN until then, and a TMA box when a thread waits on the mbarrier that counts its bytes; an mbarrier
-// wait yields until its phase completes; a captured graph is the list of its launches and copies (of page-locked
-// host memory only), replayed with the arguments they were captured with.
+// wait yields until its phase completes; a trap ends the kernel and fails the calls after it; a captured graph is
+// the list of its launches and copies (of page-locked host memory only), replayed with the arguments they were
+// captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
 // Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
 // by emu_switch (runtime.cpp), which saves the callee-saved registers and nothing else, where swapcontext would
@@ -157,6 +158,8 @@ inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { const unsigned o = *p; *p += v; return o; }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) { const unsigned long long o = *p; *p += v; return o; }
 inline unsigned atomicExch(unsigned* p, unsigned v) { const unsigned o = *p; *p = v; return o; }
+inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) { const unsigned o = *p; if (o == compare) *p = v; return o; }
+inline void __threadfence_system() {}
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
 inline unsigned long long __float2ull_rn(float f) { return static_cast<unsigned long long>(std::nearbyint(f)); }
 using std::min;
@@ -364,11 +367,14 @@ inline uint64_t emu_global_ns() {
   const auto since_epoch = std::chrono::steady_clock::now().time_since_epoch();
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch).count());
 }
-// A trap stops the kernel, here the emulator.
+// A trap stops the kernel, and leaves the device unusable: every later launch does nothing, and the runtime's calls
+// that report errors (runtime.cpp) report a launch failure.
+inline bool emu_trapped = false;
 inline void __trap() {
-  std::fflush(stdout);
-  std::fprintf(stderr, "emu: a thread trapped\n");
-  std::abort();
+  emu_trapped = true;
+  emu_fiber().done = true;
+  emu_yield();  // to emu_launch, which abandons the grid; this thread never runs again
+  __builtin_unreachable();
 }
 
 inline void emu_tma_land(const void* bar);
@@ -503,6 +509,7 @@ inline void* emu_fiber_stack(std::vector<char>& stack) {
 // emu_grid_sync can wait for every thread; a kernel launched so keeps its shared memory dynamic.
 template <typename F>
 void emu_launch(dim3 grid, dim3 block, size_t smem, F body, bool together = false) {
+  if (emu_trapped) return;
   gridDim = grid;
   blockDim = block;
   const int n = static_cast<int>(block.x * block.y * block.z);
@@ -547,6 +554,7 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, F body, bool together = fals
         blockIdx = f.block->idx;
         threadIdx = f.tid;
         emu_switch(&emu_main_sp, f.sp);
+        if (emu_trapped) return;
         if (!f.done) ++remaining;
       }
     }

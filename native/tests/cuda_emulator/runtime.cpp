@@ -67,7 +67,10 @@ cudaError_t queued(std::function<void()> op) {
   emu_queue(std::move(op));
   return cudaSuccess;
 }
-cudaError_t unless_capturing() { return capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
+// A call that waits for the stream: it reports a kernel's trap, as every later call does on a GPU.
+cudaError_t unless_capturing() {
+  return emu_trapped ? cudaErrorLaunchFailure : capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 
 // The driver's cuTensorMapEncodeTiled for the maps emu_tma_load_box reads: bf16, element strides of 1, no
 // interleave, zeros outside, and the driver's rules on alignment, strides and boxes.
@@ -99,7 +102,7 @@ CUresult emu_encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t
 }  // namespace
 
 extern "C" {
-cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+cudaError_t cudaGetLastError(void) { return emu_trapped ? cudaErrorLaunchFailure : cudaSuccess; }
 const char* cudaGetErrorName(cudaError_t) { return "cudaErrorEmulated"; }
 const char* cudaGetErrorString(cudaError_t) { return "emulated error"; }
 cudaError_t cudaMalloc(void** p, size_t n) { *p = std::aligned_alloc(256, (n + 255) / 256 * 256); if (*p) std::memset(*p, 0xcd, n); return *p ? cudaSuccess : cudaErrorMemoryAllocation; }
@@ -107,6 +110,12 @@ cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
 cudaError_t cudaMallocHost(void** p, size_t n) {
   *p = std::malloc(n);
   pinned[static_cast<const char*>(*p)] = n;
+  return cudaSuccess;
+}
+// Mapped memory: the emulated device's address of host memory is its host address.
+cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) { return cudaMallocHost(p, n); }
+cudaError_t cudaHostGetDevicePointer(void** d, void* p, unsigned int) {
+  *d = p;
   return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void* p) {
