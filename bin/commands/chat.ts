@@ -35,7 +35,7 @@ async function main(): Promise<void> {
     .scriptName('chat')
     .usage('$0 [options]\n\nChats in the terminal with a model fine-tuned on chat logs (lines of `1|<audience>|<text> <EOM>`).\n'
       + 'You write as yourself (1), the model answers as the audience (0). Commands: /reset starts over, /quit leaves.')
-    .option('model_name', { type: 'string', default: '124M', describe: 'model name or folder' })
+    .option('model_name', { alias: 'model', type: 'string', default: '124M', describe: 'model name or folder' })
     .option('restore_from', { type: 'string', describe: 'a model folder to chat with instead: a checkpoint, or a training run folder (its latest checkpoint)' })
     .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors), merged into the model as it loads' })
     .option('audience', { type: 'string', describe: "who the model plays (default: offered from the model's training record)" })

@@ -22,7 +22,7 @@ async function main(): Promise<void> {
     .positional('out', { type: 'string', describe: 'the token file to write' })
     .demandCommand(2, 2, 'give the dataset and the output file')
     .option('combine', { type: 'number', default: DEFAULT_COMBINE, describe: 'join text files into chunks of at least this many characters' })
-    .option('model_name', { type: 'string', describe: "encode with this model's vocabulary (default: GPT-2's)" })
+    .option('model_name', { alias: 'model', type: 'string', describe: "encode with this model's vocabulary (default: GPT-2's)" })
     .option('tokenizer', { type: 'string', describe: 'encode with the vocabulary in this folder (encoder.json + vocab.bpe)' })
     .option('threads', { type: 'number', default: os.availableParallelism(), describe: 'encoding threads' })
     .example('$0 data/chat/ data/chat.tokens', 'encode a folder of chat logs')

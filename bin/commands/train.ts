@@ -22,7 +22,7 @@ async function main(): Promise<void> {
     )
     .option('dataset', { type: 'string', demandOption: true, describe: "input file, folder (recursively) or glob (quoted: 'data/*.train'): UTF-8 text, chat logs, .npz or a bin/encode token file" })
     .option('check', { type: 'boolean', default: false, describe: 'only check the dataset as chat logs (every malformed line, a summary) and exit' })
-    .option('model_name', { type: 'string', default: D.model_name, describe: 'model to fine-tune: 124M, 355M, 774M, 1558M, a name under models/, or a folder' })
+    .option('model_name', { alias: 'model', type: 'string', default: D.model_name, describe: 'model to fine-tune: 124M, 355M, 774M, 1558M, a name under models/, or a folder' })
     .option('fresh_model', { type: 'boolean', default: D.fresh_model, describe: 'start from random weights of the shape --n_layer/--n_head/--n_embd/--n_ctx' })
     .option('n_layer', { type: 'number', default: D.n_layer, describe: 'fresh model: transformer layers' })
     .option('n_head', { type: 'number', default: D.n_head, describe: 'fresh model: attention heads' })

@@ -29,6 +29,7 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.equal(single.stdout, batched.stdout, 'batch 2 on 2 threads = batch 1 on 1 thread');
     const other = run('generate', [...base.slice(0, -4), '--seed', '6', '--top_k', '20']);
     t.not(other.stdout, batched.stdout, 'another seed, other samples');
+    t.equal(run('generate', ['--model', modelDir, ...base.slice(2), '--batch_size', '2']).stdout, batched.stdout, '--model names the model, as --model_name does');
   });
 
   t.test('a prompt from a file, stop sequences, 16-bit weights', async (t) => {
