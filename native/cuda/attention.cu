@@ -816,6 +816,7 @@ __device__ __forceinline__ void streamed_tiles(int own0, int n, int T, int& firs
 
 struct CopyFeed {
   static constexpr int kConsumers = 1, kThreads = 128;
+  static constexpr size_t kMaxSharedBytes = 99u << 10;  // a block's most on the GPUs it runs on: sm_86 and sm_89's
   template <class Rows>
   static constexpr int min_blocks() {
     return Rows::min_blocks_copied();
@@ -899,6 +900,7 @@ struct TmaFeed {
   CUtensorMap qkv, dout;  // views {hs, heads, T, B} in boxes of 64 rows of one head (see head_tiles)
   StuckWait* stuck;       // where a thread that gives up a wait says so (mbarrier_wait)
   static constexpr int kConsumers = 2, kStages = 3, kThreads = kConsumers * 128 + 32;
+  static constexpr size_t kMaxSharedBytes = 227u << 10;  // a block's most on Hopper
   template <class Rows>
   static constexpr int min_blocks() {
     return 1;
@@ -1081,6 +1083,7 @@ CUtensorMap head_tiles(const bf16* rows, int heads, int T, int B) {
 template <class Rows, class Feed>
 void launch_pass(const Feed& feed, const PassArgs& args, int B, cudaStream_t stream) {
   constexpr size_t bytes = Feed::template shared_bytes<Rows>();
+  static_assert(bytes <= Feed::kMaxSharedBytes, "more shared memory than a block may have on the GPUs this feed runs on");
   if constexpr (bytes > (48u << 10)) {
     auto kernel = attention_pass<Rows, Feed>;
     DIXIE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
