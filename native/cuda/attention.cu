@@ -464,7 +464,7 @@ __device__ __forceinline__ void tma_load_box(bf16* dst, const CUtensorMap* map, 
 #endif
 }
 
-// d[64 x 64] = A[64 x 16] @ B[16 x 64] over the warpgroup, both from shared memory, K-major (k along the rows):
+// d[64 x 64] += A[64 x 16] @ B[16 x 64] over the warpgroup, both from shared memory, K-major (k along the rows):
 // A at desc_a, B at desc_b; this warp's 16 rows of d as eight 16x8 C blocks.
 __device__ __forceinline__ void wgmma_64x64x16_shared(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
