@@ -42,8 +42,13 @@ t.test("README.md's quick start, every command as written", async (t) => {
       const ran = await run(dir, step.argv, step.argv[0] === 'bin/chat' ? 'How was your day?\n/quit\n' : '');
       t.equal(ran.status, 0, `${command}: ${ran.stderr}`);
       if (step.argv.includes('--check')) t.equal(ran.stdout, `${step.shown}\n`, `${command} prints what the README shows`);
-      else if (step.argv[0] === 'bin/train') t.match(ran.stdout, `\n${shownLines(step).pop()}\n`, `${command} ends as the README shows`);
-      else {
+      else if (step.argv[0] === 'bin/train') {
+        t.match(ran.stdout, `\n${shownLines(step).pop()}\n`, `${command} ends as the README shows`);
+        // "down to 1.1 or 1.2, whatever the seed" (this run's is random; at a learning rate of 0.003, some seeds
+        // ended at 1.5 to 1.7)
+        const last = [...ran.stdout.matchAll(/validation loss (\d+\.\d+)/g)].pop();
+        t.ok(last !== undefined && Number(last[1]) < 1.35, `the last validation loss, ${last?.[1]}, is as the README says`);
+      } else {
         t.match(ran.stdout, shownLines(step)[0], `${command} starts as the README shows`);
         const reply = ran.stdout.split('mom> ')[1]?.split('\n')[0] ?? '';
         t.ok(reply.length > 0 && !MARKUP.test(reply), `a sanitized reply: ${JSON.stringify(reply)}`);
