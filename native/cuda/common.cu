@@ -15,7 +15,8 @@ volatile StuckWait* stuck_wait = nullptr;  // the host's address of the record, 
 StuckWait* stuck_wait_record() {
   static StuckWait* const device_address = [] {
     StuckWait* host = nullptr;
-    DIXIE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host), sizeof(StuckWait), cudaHostAllocMapped | cudaHostAllocPortable));
+    DIXIE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host), sizeof(StuckWait),
+                                   cudaHostAllocMapped | cudaHostAllocPortable));
     std::memset(host, 0, sizeof(StuckWait));
     StuckWait* device = nullptr;
     DIXIE_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device), host, 0));
