@@ -3,7 +3,7 @@
 // other folder name under the models folder, or a path; a training run folder stands for its latest checkpoint.
 import fs from 'node:fs';
 import path from 'node:path';
-import { checkpointFolder } from '../train/checkpoint';
+import { LATEST_FILE, checkpointFolder } from '../train/checkpoint';
 import { inspectModelFolder, type ModelFolder } from './model_folder';
 
 export const RELEASE_NAMES = ['124M', '355M', '774M', '1558M'] as const;
@@ -46,9 +46,21 @@ export function modelDir(name: string): string {
 
 function howToGet(name: string, dir: string): string {
   const release = releaseName(name);
-  if (release !== null) return `download it with \`bin/download-model ${release}\``;
-  const target = isPath(name) ? dir : path.join(path.relative(process.cwd(), modelsDir()) || '.', name);
-  return `download a GPT-2 release with \`bin/download-model 124M\` (or 355M, 774M, 1558M), or convert a TensorFlow checkpoint with \`bin/import-tf <checkpoint folder> ${target}\``;
+  const get = release !== null
+    ? `download it with \`bin/download-model ${release}\``
+    : `download a GPT-2 release with \`bin/download-model 124M\` (or 355M, 774M, 1558M), or convert a TensorFlow checkpoint with \`bin/import-tf <checkpoint folder> ${isPath(name) ? dir : path.join(path.relative(process.cwd(), modelsDir()) || '.', name)}\``;
+  // Someone who has just trained a model here, and leaves the model out, most likely means it.
+  const runs = isPath(name) ? [] : runsHere();
+  if (runs.length === 0) return get;
+  const more = runs.length > 3 ? ` (and ${runs.length - 3} more in checkpoint/)` : '';
+  return `${get}; or name a run trained here: ${runs.slice(0, 3).map((run) => `\`--model ${run}\``).join(', ')}${more}`;
+}
+
+// The training runs under ./checkpoint (folders with a latest checkpoint).
+function runsHere(): string[] {
+  const root = 'checkpoint';
+  if (!fs.existsSync(root)) return [];
+  return fs.readdirSync(root).sort().filter((run) => fs.existsSync(path.join(root, run, LATEST_FILE))).map((run) => `${root}/${run}`);
 }
 
 // The model folder of a name, ready to load (Hugging Face layout, or a GGUF file), or an error that says how to get it. A training

@@ -109,6 +109,13 @@ t.test('model names resolve under models/ or DIXIE_MODELS_DIR, and say how to ge
   t.throws(() => resolveModel('gpt2-large'), /model "gpt2-large" not found: no folder .*models[/\\]774M \(models are looked up in .*; set DIXIE_MODELS_DIR to look elsewhere\); download it with `bin\/download-model 774M`/);
   t.throws(() => resolveModel('mom'), /model "mom" not found: .*`bin\/download-model 124M` \(or 355M, 774M, 1558M\), or convert a TensorFlow checkpoint with `bin\/import-tf <checkpoint folder> .*mom`/);
   t.throws(() => resolveModel(path.join(root, 'elsewhere')), /not found: no folder .*elsewhere; download a GPT-2 release/);
+  // where training runs have been saved (run1 has a checkpoint, empty has none), the message names them
+  const cwd = process.cwd();
+  t.teardown(() => process.chdir(cwd));
+  process.chdir(t.testdir({ checkpoint: { chat: { latest: 'model-800\n' }, empty: {}, run1: { latest: 'model-5\n' } } }));
+  t.throws(() => resolveModel('gpt2'), /download it with `bin\/download-model 124M`; or name a run trained here: `--model checkpoint\/chat`, `--model checkpoint\/run1`$/);
+  t.throws(() => resolveModel('./nowhere'), /<checkpoint folder> [^`]*nowhere`$/, 'not for a path');
+  process.chdir(cwd);
 
   const m124 = path.join(root, 'models', '124M');
   fs.mkdirSync(m124, { recursive: true });
