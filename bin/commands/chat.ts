@@ -91,11 +91,14 @@ async function main(): Promise<void> {
       process.stdout.write(`${audience}> `);
       replying = new AbortController();
       try {
-        await session.send(text, {
+        const reply = await session.send(text, {
           onText: (piece) => process.stdout.write(piece),
           signal: replying.signal,
           seed: argv.seed === undefined ? undefined : argv.seed + turn++,
         });
+        // as the chat page says it
+        if (reply.text === '') process.stdout.write(`(${audience} sent nothing back)`);
+        if (reply.finishReason === 'length') process.stdout.write(` (cut short: the reply reached --length, ${argv.length} tokens)`);
       } catch (err) {
         if (!(err instanceof MessageTooLongError)) throw err;
         process.stdout.write(`(${err.message})`);

@@ -78,6 +78,8 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.equal(run('chat', ['--restore_from', modelDir, '--length', '12', '--seed', '9'], input).stdout, r.stdout, 'a seed repeats the chat');
     const dad = run('chat', ['--restore_from', modelDir, '--audience', 'dad', '--length', '4'], 'Hey\n');
     t.match(dad.stdout, /Talking to dad\.[\s\S]*dad> /);
+    const cut = run('chat', ['--restore_from', modelDir, '--length', '2', '--seed', '9'], 'Hey\n');
+    t.match(cut.stdout, /mom> .*\(cut short: the reply reached --length, 2 tokens\)\n/, 'a reply cut by --length says so, as the chat page does');
     fs.rmSync(path.join(modelDir, 'state.json'));
     const none = run('chat', ['--restore_from', modelDir], 'Hey\n');
     t.equal(none.status, 1);
