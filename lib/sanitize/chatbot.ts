@@ -3,11 +3,12 @@
 // reply continues `0|<audience>|`, and the person it talks to writes on side 1. The same steps as the chatbot
 // sanitizer of the TensorFlow tools (docs/compatibility.md), done here as ordered, anchored steps:
 //   1. drop <|endoftext|>, split into messages and keep up to maxMessages of them, stopping at the first one in
-//      the user's voice, side 1 (unless keepOtherSide). A message ends at <EOM> (or a
-//      broken one, "<EOM" or "EOM>"), at a line break, or at any other sign of a new message: a pipe, which the chat format uses only in prefixes,
-//      with the side digit or audience name written against it (`Fine! 1|mom|`, `Love you. mom|`). A new
-//      message must start with a whole prefix, `0|name|` or `1|name|`; one that starts with a broken one (`mom|`,
-//      `1|mom.`) means the model has lost the format, and the reply ends before it;
+//      the user's voice, side 1 (unless keepOtherSide). A message ends at <EOM> (or a broken one: "<EOM", "EOM>",
+//      or "EOM" bare, which an undertrained model writes inside words, "I.EOMale"), at a line break, or at any
+//      other sign of a new message: a pipe, which the chat format uses only in prefixes, with the side digit or
+//      audience name written against it (`Fine! 1|mom|`, `Love you. mom|`). A new message must start with a
+//      whole prefix, `0|name|` or `1|name|`; one that starts with a broken one (`mom|`, `1|mom.`) means the model
+//      has lost the format, and the reply ends before it;
 //   2. strip the prefix of each message kept;
 //   3. remove markup (tags, entities, a half-written <EOM> at the end), URLs, and symbols that a speech engine
 //      reads out badly (brackets, equals, plus, emoji...);
@@ -24,11 +25,11 @@ export interface ChatbotSanitizerOptions {
 
 export const CHATBOT_DEFAULTS: ChatbotSanitizerOptions = { maxMessages: 4, keepOtherSide: false, names: [], acronyms: {} };
 
-// Where a message ends for sure: its <EOM> (with the line break after it, if any), a broken one ("<EOM" and
-// something else than ">", or "EOM>"), or a line break.
-const MESSAGE_END = new RegExp(`${END_OF_MESSAGE}[^\\S\\n]*\\n?|<EOM(?=[^>])|(?<!<)EOM>|\\n`);
+// Where a message ends for sure: its <EOM> (with the line break after it, if any), a broken one ("<EOM" or "EOM"
+// and something else than ">", or "EOM>"), or a line break. "EOM" at the very end waits: a ">" may follow.
+const MESSAGE_END = new RegExp(`${END_OF_MESSAGE}[^\\S\\n]*\\n?|<EOM(?=[^>])|(?<!<)EOM(?:>|(?=[^>]))|\\n`);
 // No <EOM>, whole or broken, starts here: a prefix or a word does not run across the end of a message.
-const NO_END = '(?!<EOM|EOM>)';
+const NO_END = '(?!<?EOM)';
 // An audience in a prefix: no pipe, no line break, no <EOM>.
 const AUDIENCE = `(?:${NO_END}[^|\\r\\n])`;
 // A whole chat prefix at the start of a message's line: side, optional "+", audience.
@@ -45,8 +46,8 @@ const END_OF_TEXT_MARKER = '<|endoftext|>';
 const URL = /(?:https?:\/\/|www\.)[^\s<>"]*/gi;
 const TAG = /<\/?[A-Za-z][^<>]{0,200}>/g;
 const ENTITY = /&(?:[A-Za-z]{2,8}|#\d{1,6}|#x[0-9A-Fa-f]{1,6});/g;
-// The start of a chat marker cut off by the length limit: "<", "<E", "<EO", "<EOM" at the very end.
-const PARTIAL_EOM = /<(?:E(?:O(?:M)?)?)?$/;
+// The start of a chat marker cut off by the length limit: "<", "<E", "<EO", "<EOM" or "EOM" at the very end.
+const PARTIAL_EOM = /<(?:E(?:O(?:M)?)?)?$|EOM$/;
 // Symbols a speech engine reads out ("pipe", "less than", "equals") or that carry no words, and emoji with
 // their joiners and variation selectors. Apostrophes, quotes and sentence punctuation stay.
 const SYMBOLS = /[|<>()[\]{}=+*#_~^`\\@$%&]|-{2,}|\p{Extended_Pictographic}|[\u200D\uFE0E\uFE0F]|\p{Emoji_Modifier}/gu;

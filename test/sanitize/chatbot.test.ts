@@ -53,6 +53,8 @@ t.test('any sign of a new message ends the message: a pipe, with the side digit 
   t.equal(s.sanitize('done | more'), 'done', 'a pipe alone');
   t.equal(s.sanitize('you<EOM EOM>\n0|mom|ok'), 'you ok', 'a broken <EOM> ends the message too');
   t.equal(s.sanitize('fine EOM> 1|mom|x'), 'fine', 'and so does its other half');
+  t.equal(s.sanitize('grand willI.EOMale theyes'), 'grand willI. ale theyes', 'and a bare EOM, written into a word, as <EOM> there would');
+  t.equal(s.sanitize('fine EOM'), 'fine', 'or at the very end');
   t.equal(createChatbotSanitizer().sanitize('you want some. mom|Love you too!'), 'you want some. mom', 'an unknown name against a pipe stays a word');
   t.equal(s.sanitize('Fine 0|mom|More 1|grandma. no'), 'Fine More', 'the bot may go on in a message of its own, until a broken one');
   t.ok(complete(s, 'Hi 1|mom. and more <EOM>'), 'a prefix that cannot be whole any more ends the reply');
@@ -143,12 +145,12 @@ t.test('configured acronyms are spelled out as whole words, case-sensitively', a
 });
 
 t.test('property: nothing of the chat format, markup or URLs survives, whatever the model writes', async (t) => {
-  const pieces = fc.constantFrom('<EOM>', '0|mom|', '1|mom|', '1|+dad|', '|', '<', '>', 'http://x.io/a', 'www.y.com', '<b>', '&amp;', '<|endoftext|>', ' ', '\n', 'hello', "it's", 'COE', '\u2764\uFE0F', '--', '=', '(', ')');
+  const pieces = fc.constantFrom('<EOM>', 'EOM', 'E', 'OM', '0|mom|', '1|mom|', '1|+dad|', '|', '<', '>', 'http://x.io/a', 'www.y.com', '<b>', '&amp;', '<|endoftext|>', ' ', '\n', 'hello', "it's", 'COE', '\u2764\uFE0F', '--', '=', '(', ')');
   const s = createChatbotSanitizer({ names: ['mom'], acronyms: { COE: 'C. O. E.' } });
   fc.assert(
     fc.property(fc.array(fc.oneof(pieces, fc.string({ maxLength: 4 })), { maxLength: 40 }), (parts) => {
       const out = s.sanitize(parts.join(''));
-      return !/<EOM|[|<>]|https?:|www\.|endoftext|\s{2}|^\s|\s$|\u2764|--|=/.test(out);
+      return !/EOM|[|<>]|https?:|www\.|endoftext|\s{2}|^\s|\s$|\u2764|--|=/.test(out);
     }),
     { numRuns: 2000 },
   );
@@ -156,7 +158,7 @@ t.test('property: nothing of the chat format, markup or URLs survives, whatever 
 });
 
 t.test('property: the stream, fed a text in any pieces, says what sanitize says of the whole; settled only grows; complete means final', async (t) => {
-  const pieces = fc.constantFrom('<EOM>', '<EO', 'M>', '<EOM', 'EOM>', '\n', '0|mom|', '1|mom|', '1|', 'mom|', '|', '<|endoftext|>', '<|end', 'oftext|>', ' ', 'hello', 'COE', 'http://x.io', '<b ', 'x>', 'Jo ', 'Ann', '1');
+  const pieces = fc.constantFrom('<EOM>', '<EO', 'M>', '<EOM', 'EOM>', 'EOM', 'E', 'OM', '\n', '0|mom|', '1|mom|', '1|', 'mom|', '|', '<|endoftext|>', '<|end', 'oftext|>', ' ', 'hello', 'COE', 'http://x.io', '<b ', 'x>', 'Jo ', 'Ann', '1');
   const sanitizers = [createChatbotSanitizer(), createChatbotSanitizer({ maxMessages: 1, names: ['mom', 'Jo Ann'] }), createChatbotSanitizer({ keepOtherSide: true, names: ['mom'], acronyms: { COE: 'C. O. E.' } })];
   fc.assert(
     fc.property(fc.array(fc.oneof(pieces, fc.string({ maxLength: 3 })), { maxLength: 30 }), fc.nat(2), (parts, which) => {
