@@ -18,7 +18,7 @@ import { Counter, Gauge, Histogram, MetricsRegistry, SampledCounter } from './me
 import { ModelUnavailableError, type Lease, type ModelRegistry } from './model_registry';
 
 export interface GenerationRequest {
-  prompt: string | Conversation;           // the text the model continues, or a chat to answer (chat_format.ts)
+  prompt: string | Conversation | readonly number[];  // the text the model continues, a chat to answer (chat_format.ts), or token ids
   maxPromptChars?: number;                 // a chat's prompt at most this long (besides fitting the context)
   sampling: SamplingDefaults;              // `length`: the reply's at most (a chat's newest message may leave it less)
   lengthGiven?: boolean;                   // the request set the length; else the model's (at most n_ctx / 2 unless its config sets it)
@@ -238,10 +238,19 @@ export class ChatService {
     let maxTokens = asked;
     // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
     const encode = (text: string): Int32Array => generator.encode(text);
-    let prompt: string;
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };
-    if (typeof request.prompt === 'string') prompt = request.prompt;
-    else {
+    let prompt: string | readonly number[];
+    let tokens: Int32Array;
+    if (typeof request.prompt === 'string') {
+      prompt = request.prompt;
+      tokens = encode(prompt);
+    } else if (isTokenIds(request.prompt)) {
+      prompt = request.prompt;
+      const { vocabSize } = loaded.tokenizer;
+      const outside = prompt.find((t) => t >= vocabSize);
+      if (outside !== undefined) throw new HttpError(400, `prompt: token id ${outside} is not in the vocabulary of model "${key}" (0 to ${vocabSize - 1})`, { field: 'prompt' });
+      tokens = Int32Array.from(prompt);
+    } else {
       const fitted = fitChatOf(key, request.prompt, { nCtx, maxTokens: asked, encode, maxChars: request.maxPromptChars });
       prompt = fitted.prompt;
       maxTokens = fitted.maxTokens;
@@ -249,11 +258,11 @@ export class ChatService {
       trimmed.messageChars = fitted.droppedChars;
       trimmed.replyTokens = asked - maxTokens;
       if (fitted.droppedMessages + fitted.droppedChars > 0) trimmed.tokens = Math.max(0, encode(fitConversation(request.prompt).prompt).length - encode(prompt).length);
+      tokens = encode(prompt);
     }
-    let tokens: ArrayLike<number> = encode(prompt);
     // A raw prompt longer than the context less the reply loses its start, so the reply never shifts the window.
     const cut = Math.max(0, tokens.length - (nCtx - maxTokens));
-    if (cut > 0) tokens = (tokens as Int32Array).subarray(cut);
+    if (cut > 0) tokens = tokens.subarray(cut);
     trimmed.tokens += cut;
     if (trimmed.tokens + trimmed.replyTokens > 0) {
       this.log('info', 'prompt and reply fitted to the context', { model: key, nCtx, promptTokens: tokens.length, lengthAsked: asked, length: maxTokens, trimmed });
@@ -331,6 +340,10 @@ export class ChatService {
 }
 
 // fitChat for model `key`, a message longer than its context a 400 that says so.
+function isTokenIds(prompt: GenerationRequest['prompt']): prompt is readonly number[] {
+  return Array.isArray(prompt);
+}
+
 function fitChatOf(key: string, conversation: Conversation, options: Parameters<typeof fitChat>[1]): FittedChat {
   try {
     return fitChat(conversation, options);

@@ -71,6 +71,64 @@ t.test('completions: the greedy text, usage from the tokenizer, n choices seeded
   t.equal(echoed.choices[0].text, PROMPT + greedy.alpha, 'echo: the prompt, then the text');
 });
 
+t.test('completions from token ids, as OpenAI takes them: a list, or a list of lists, each a choice', async (t) => {
+  const ids = [...tokenizer.encode(PROMPT, { allowSpecial: false })];
+  const r = await client.completions.create({ model: 'general', prompt: ids, max_tokens: LENGTH, temperature: 0 });
+  t.equal(r.choices[0].text, greedy.alpha, "the text the prompt's own tokens give");
+  t.equal(r.usage?.prompt_tokens, ids.length);
+  const hello = [...tokenizer.encode('Hello', { allowSpecial: false })];
+  const two = await client.completions.create({ model: 'general', prompt: [ids, hello], max_tokens: 3, temperature: 0 });
+  t.equal(two.choices.length, 2, 'a choice per list');
+  t.equal(two.choices[0].text, greedy.alpha.slice(0, two.choices[0].text.length));
+  t.equal(two.usage?.prompt_tokens, ids.length + hello.length);
+  const echoed = await client.completions.create({ model: 'general', prompt: ids, max_tokens: LENGTH, temperature: 0, echo: true });
+  t.equal(echoed.choices[0].text, PROMPT + greedy.alpha, 'echo: the tokens as text, then the text');
+  const eot = await client.completions.create({ model: 'general', prompt: [50256], max_tokens: 2, temperature: 0 });
+  t.equal(eot.usage?.prompt_tokens, 1, '<|endoftext|> by its id: the start of a document');
+  for (const [prompt, rule] of [
+    [[50257], /token id 50257 is not in the vocabulary of model "general" \(0 to 50256\)/],
+    [[1, 'a'], /must be a string, a non-empty array of strings, an array of token ids/],
+    [[], /must be a string/],
+    [[[1], []], /must be a string/],
+    [[-1], /must be a string/],
+  ] as const) {
+    const err = await client.completions.create({ model: 'general', prompt: prompt as unknown as number[], max_tokens: 2 }).catch((e: unknown) => e);
+    t.ok(err instanceof OpenAI.BadRequestError && err.param === 'prompt', `${JSON.stringify(prompt)}: refused, naming prompt`);
+    t.match((err as Error).message, rule);
+  }
+});
+
+t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral values, as clients send them, and refused at any other", async (t) => {
+  const messages = [{ role: 'user', content: PROMPT }] as const;
+  const plain = await client.chat.completions.create({ model: 'general', messages: [...messages], max_tokens: LENGTH, temperature: 0 });
+  const neutral = {
+    response_format: { type: 'text' }, tools: [], tool_choice: 'none', parallel_tool_calls: false, logit_bias: {}, store: false,
+    metadata: { app: 'test' }, service_tier: 'auto', modalities: ['text'], user: 'u-1', safety_identifier: 'u-1', prompt_cache_key: 'k',
+    presence_penalty: 0, frequency_penalty: 0, function_call: 'auto', functions: [],
+  };
+  const same = await client.chat.completions.create({ model: 'general', messages: [...messages], max_tokens: LENGTH, temperature: 0, ...neutral } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  t.equal(same.choices[0].message.content, plain.choices[0].message.content, 'the same reply as without them');
+  const completion = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, logit_bias: { 50256: 0 }, suffix: '', user: 'u-1' });
+  t.equal(completion.choices[0].text, greedy.alpha, 'completions: zero biases and an empty suffix change nothing');
+  for (const [field, value, rule] of [
+    ['response_format', { type: 'json_object' }, /only \{"type": "text"\}/],
+    ['tools', [{ type: 'function', function: { name: 'weather' } }], /GPT-2 calls no tools/],
+    ['tool_choice', 'required', /only "none" or "auto"/],
+    ['logit_bias', { 50256: -100 }, /only \{\} \(no biases\)/],
+    ['store', true, /keeps no completions/],
+    ['modalities', ['text', 'audio'], /only \["text"\]/],
+    ['metadata', { n: 1 }, /an object of strings/],
+    ['reasoning_effort', 'low', /unsupported field/],
+    ['frobnicate', 1, /unsupported field/],
+  ] as const) {
+    const err = await client.chat.completions.create({ model: 'general', messages: [...messages], [field]: value } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming).catch((e: unknown) => e);
+    t.ok(err instanceof OpenAI.BadRequestError && err.param === field, `${field}: ${JSON.stringify(value)} refused, naming the field`);
+    t.match((err as Error).message, rule);
+  }
+  const tools = await client.completions.create({ model: 'general', prompt: PROMPT, tools: [] } as unknown as OpenAI.CompletionCreateParamsNonStreaming).catch((e: unknown) => e);
+  t.ok(tools instanceof OpenAI.BadRequestError && tools.param === 'tools', 'completions take only their own fields, as OpenAI\'s do');
+});
+
 t.test('stop sequences end the text where they begin, with finish_reason "stop"', async (t) => {
   const text = greedy.alpha;
   const stop = text.slice(4, 7);

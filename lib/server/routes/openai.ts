@@ -1,11 +1,12 @@
 // OpenAI's HTTP API over the same models, queue, batching and sanitizers as /invocations, so that the clients
 // people already use (the openai libraries, LangChain, Open WebUI, curl recipes) talk to a dixie model:
 //   GET  /v1/models             every configured model, loaded or not
-//   POST /v1/completions        a prompt (or several) continued; `n`, `stop`, `seed`, `logprobs`, `echo`, `stream`
+//   POST /v1/completions        a prompt (or several; text or token ids) continued; `n`, `stop`, `seed`, `logprobs`,
+//                               `echo`, `stream`
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
-// Sampling fields keep OpenAI's names; dixie's `top_k` and `penalize` come as extensions. OpenAI's additive
-// presence and frequency penalties have no honest counterpart in dixie's multiplicative one, so any value but 0
-// is refused. Errors take OpenAI's shape in the app's one error handler (openAIError).
+// Sampling fields keep OpenAI's names; dixie's `top_k` and `penalize` come as extensions. OpenAI's fields for what
+// GPT-2 does not do are accepted at their neutral values and refused at any other (NEUTRAL_ONLY). Errors take
+// OpenAI's shape in the app's one error handler (openAIError).
 import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type { Conversation, Turn } from '../../data/chat_format';
@@ -15,7 +16,7 @@ import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
 import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
-import { appendOnly, type ChatService, type Completion } from '../service';
+import { appendOnly, type ChatService, type Completion, type GenerationRequest } from '../service';
 
 const MAX_N = 16;
 const MAX_STOPS = 4;
@@ -34,6 +35,39 @@ export function openAIError(status: number, message: string, param: string | nul
 
 function checkKeys(body: Body, known: readonly string[]): void {
   for (const key of Object.keys(body)) if (!known.includes(key)) bad(key, `unsupported field (supported: ${known.join(', ')})`);
+}
+
+const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+// OpenAI's fields for what GPT-2 does not do. Clients send many of them with every request at their neutral
+// values (an empty list of tools, a text response format, no logit biases), and those are accepted; any other
+// value is refused with the reason, never ignored. Each applies to the endpoints that list it in their keys.
+const NEUTRAL_ONLY: Readonly<Record<string, { neutral: (v: unknown) => boolean; rule: string }>> = {
+  presence_penalty: { neutral: (v) => v === 0, rule: "only 0 is supported: dixie's repetition penalty is multiplicative; use \"penalize\" (in (0, 1], e.g. 0.85)" },
+  frequency_penalty: { neutral: (v) => v === 0, rule: "only 0 is supported: dixie's repetition penalty is multiplicative; use \"penalize\" (in (0, 1], e.g. 0.85)" },
+  logit_bias: { neutral: (v) => isObject(v) && Object.values(v).every((b) => b === 0), rule: 'only {} (no biases) is supported' },
+  suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
+  response_format: { neutral: (v) => isObject(v) && v.type === 'text' && Object.keys(v).length === 1, rule: 'only {"type": "text"} is supported: nothing holds GPT-2 to JSON' },
+  tools: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no tools' },
+  functions: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no functions' },
+  tool_choice: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: GPT-2 calls no tools' },
+  function_call: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: GPT-2 calls no functions' },
+  parallel_tool_calls: { neutral: (v) => typeof v === 'boolean', rule: 'must be true or false' },
+  modalities: { neutral: (v) => Array.isArray(v) && v.length === 1 && v[0] === 'text', rule: 'only ["text"] is supported' },
+  store: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps no completions' },
+  service_tier: { neutral: (v) => v === 'auto' || v === 'default', rule: 'only "auto" or "default" is supported' },
+  // Who is asking and what to tag the request with, for OpenAI's abuse monitoring, caching and stored completions:
+  // nothing here acts on them.
+  user: { neutral: (v) => typeof v === 'string', rule: 'must be a string' },
+  safety_identifier: { neutral: (v) => typeof v === 'string', rule: 'must be a string' },
+  prompt_cache_key: { neutral: (v) => typeof v === 'string', rule: 'must be a string' },
+  metadata: { neutral: (v) => isObject(v) && Object.values(v).every((m) => typeof m === 'string'), rule: 'must be an object of strings' },
+};
+
+function checkNeutral(body: Body): void {
+  for (const [key, { neutral, rule }] of Object.entries(NEUTRAL_ONLY)) {
+    if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, rule);
+  }
 }
 
 function optional<T>(body: Body, key: string, is: (v: unknown) => boolean, rule: string): T | undefined {
@@ -60,7 +94,12 @@ interface Common {
 
 const COMMON_KEYS = [
   'model', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'penalize', 'n', 'stop', 'seed', 'stream',
-  'stream_options', 'presence_penalty', 'frequency_penalty', 'user',
+  'stream_options', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'user',
+];
+// What /v1/chat/completions takes beyond COMMON_KEYS that NEUTRAL_ONLY checks.
+const CHAT_NEUTRAL_KEYS = [
+  'response_format', 'tools', 'functions', 'tool_choice', 'function_call', 'parallel_tool_calls', 'modalities', 'store', 'service_tier',
+  'safety_identifier', 'prompt_cache_key', 'metadata',
 ];
 // OpenAI's sampling fields under the names of the model's defaults (readSampling).
 const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length', max_completion_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', penalize: 'penalize' };
@@ -69,11 +108,7 @@ function readCommon(service: ChatService, body: Body): Common {
   if (typeof body.model !== 'string' || body.model === '') bad('model', 'is required: the key of a served model (GET /v1/models)');
   if (!service.models.has(body.model)) throw new HttpError(404, `The model "${body.model}" does not exist`, { field: 'model', code: 'model_not_found' });
   const model = service.model(body.model);
-  for (const penalty of ['presence_penalty', 'frequency_penalty']) {
-    if (body[penalty] !== undefined && body[penalty] !== null && body[penalty] !== 0) {
-      bad(penalty, "only 0 is supported: dixie's repetition penalty is multiplicative; use \"penalize\" (in (0, 1], e.g. 0.85)");
-    }
-  }
+  checkNeutral(body);
   const overrides: Body = {};
   const fields: Record<string, string> = {};
   for (const [field, name] of Object.entries(SAMPLING_NAMES)) {
@@ -90,7 +125,6 @@ function readCommon(service: ChatService, body: Body): Common {
   }
   const streamOptions = optional<Body>(body, 'stream_options', (v) => typeof v === 'object' && !Array.isArray(v), 'an object such as {"include_usage": true}');
   if (streamOptions) checkKeys(streamOptions, ['include_usage']);
-  if (body.user !== undefined && typeof body.user !== 'string') bad('user', 'must be a string');
   return {
     model,
     sampling,
@@ -131,6 +165,16 @@ function chatPrompt(model: ModelConfig, body: Body): string | Conversation {
   if (model.promptFormat !== 'chat') return lines.join('\n');
   if (turns.length === 0) bad('messages', 'must hold at least one user or assistant message');
   return { audience, turns };
+}
+
+// /v1/completions' prompt, as OpenAI's API takes it: a text, texts, token ids, or lists of token ids; a choice each.
+// Token ids are fed as given (the model's vocabulary is checked once it is loaded).
+function completionPrompts(prompt: unknown): (string | number[])[] {
+  const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isSafeInteger(t) && t >= 0);
+  if (typeof prompt === 'string') return [prompt];
+  if (isIds(prompt)) return [prompt];
+  if (Array.isArray(prompt) && prompt.length > 0 && (prompt.every((p) => typeof p === 'string') || prompt.every(isIds))) return prompt as string[] | number[][];
+  return bad('prompt', 'must be a string, a non-empty array of strings, an array of token ids, or an array of arrays of token ids');
 }
 
 function textPart(part: unknown, where: string): string {
@@ -185,7 +229,7 @@ function usage(prompts: Completion[], completions: Completion[]): Record<string,
 // same request gives the same choices.
 interface Choice {
   index: number;
-  prompt: string | Conversation;
+  prompt: GenerationRequest['prompt'];
 }
 
 interface Kind {
@@ -296,18 +340,19 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const body = objectBody(req.body);
     checkKeys(body, [...COMMON_KEYS, 'prompt', 'logprobs', 'echo', 'suffix', 'best_of']);
     const common = readCommon(service, body);
-    const prompt = body.prompt;
-    const prompts = typeof prompt === 'string' ? [prompt] : Array.isArray(prompt) && prompt.length > 0 && prompt.every((p) => typeof p === 'string') ? (prompt as string[]) : bad('prompt', 'must be a string or a non-empty array of strings');
+    const prompts = completionPrompts(body.prompt);
     const logprobs = optional<number>(body, 'logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
     const echo = optional<boolean>(body, 'echo', isBool, 'true or false') ?? false;
     if (echo && logprobs !== undefined) bad('echo', 'is not supported with logprobs (the log-probabilities of prompt tokens are not computed)');
     if (echo && common.stream) bad('echo', 'is not supported with stream');
-    if (body.suffix !== undefined && body.suffix !== null) bad('suffix', 'is not supported: GPT-2 only continues text');
     if (body.best_of !== undefined && body.best_of !== null && body.best_of !== common.n) bad('best_of', 'is not supported (only equal to n)');
     if (common.stream && logprobs !== undefined) bad('logprobs', 'is not supported with stream');
+    // An echoed prompt of token ids comes back as their text.
+    const echoed = !echo ? null : prompts.some((p) => typeof p !== 'string') ? await service.tokenizer(common.model.key) : null;
     const choices = prompts.flatMap((p, i) => Array.from({ length: common.n }, (_, j) => ({ index: i * common.n + j, prompt: p })));
     await answer(service, res, COMPLETION, common, choices, logprobs, (c, choice, tokenizer) => {
-      const head = echo ? (choice.prompt as string) : '';
+      const p = choice.prompt as string | number[];
+      const head = !echo ? '' : typeof p === 'string' ? p : (echoed as Tokenizer).decode(p);
       return {
         index: choice.index,
         text: head + c.text,
@@ -319,7 +364,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/v1/chat/completions', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req.body);
-    checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs']);
+    checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs', ...CHAT_NEUTRAL_KEYS]);
     const common = readCommon(service, body);
     const prompt = chatPrompt(common.model, body);
     const wantsLogprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
