@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ChatSummary, MalformedChatError, formatChatReport } from '../data/chat_check';
 import { Dataset, DEFAULT_COMBINE, loadDataset } from '../data/dataset';
+import { datasetFiles } from '../data/files';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
 import { GPT2Config, LoraOptions, Model, ModelOptions } from '../engine/model';
@@ -369,6 +370,9 @@ function baseWeightDtype(o: TrainOptions, lora: LoraOptions | undefined, state: 
 export async function train(options: Partial<TrainOptions> & { dataset: string }, io: TrainIO = {}): Promise<TrainResult> {
   const o: TrainOptions = { ...DEFAULT_TRAIN_OPTIONS, ...options };
   checkOptions(o);
+  // Datasets that are not there are said before a model is looked for or loaded, which may take minutes.
+  datasetFiles(o.dataset);
+  if (o.val_dataset) datasetFiles(o.val_dataset);
   const ranks = io.ranks ?? null;
   if (o.zero === 1 && !ranks) throw new Error('--zero 1 shards the optimizer state across the ranks of an MPI job: start bin/train with mpirun (see docs/training.md: "Several GPUs and machines")');
   const root = !ranks || ranks.rank === 0;

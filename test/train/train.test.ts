@@ -113,6 +113,8 @@ t.test('a run that would mix into existing checkpoints is refused', async (t) =>
   await train(tinyRun(dir, { stop_after: 1 }), { log: () => undefined });
   await t.rejects(train(tinyRun(dir, { stop_after: 2, restore_from: 'fresh' }), { log: () => undefined }), /already holds checkpoints \(model-1\)/);
   await t.rejects(train(tinyRun(dir, { dataset: path.join(dir, 'nothing.txt') }), { log: () => undefined }), /nothing\.txt: no such file or folder/);
+  await t.rejects(train(tinyRun(dir, { dataset: path.join(dir, 'nothing.txt'), fresh_model: false, model_name: 'not-downloaded', run_name: 'elsewhere' }), { log: () => undefined }), /nothing\.txt: no such file or folder/, 'a missing dataset is said before the model is looked for');
+  await t.rejects(train(tinyRun(dir, { val_dataset: path.join(dir, 'valid', '*.train'), run_name: 'valid', stop_after: 1 }), { log: () => undefined }), /valid\/\*\.train: the pattern matches no files/, 'and a missing validation set');
   const bad = path.join(dir, 'bad.train');
   fs.writeFileSync(bad, '1|mom|Hi <EOM>\n0|mom|\n');
   await t.rejects(train(tinyRun(dir, { dataset: bad, run_name: 'bad' }), { log: () => undefined }), /bad\.train:2: no <EOM> at the end; empty message/);
