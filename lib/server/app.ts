@@ -167,7 +167,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use(tokensRouter(service, requireJson));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
   });
 
   // The one error handler: HttpError as it says; a client error from a library (http-errors marks those it

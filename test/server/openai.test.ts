@@ -40,10 +40,14 @@ t.teardown(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-t.test('GET /v1/models lists every configured model, loaded or not', async (t) => {
+t.test('GET /v1/models lists every configured model, loaded or not; /v1/models/<key> gives one', async (t) => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
   t.same(ids, ['general', 'chatbot', 'long']);
+  const one = await client.models.retrieve('chatbot');
+  t.match(one, { id: 'chatbot', object: 'model', owned_by: 'dixie', prompt_format: 'chat' }, 'one model by its key');
+  const missing = await client.models.retrieve('nope').catch((e: unknown) => e);
+  t.ok(missing instanceof OpenAI.NotFoundError && missing.code === 'model_not_found', 'a key not served: NotFoundError');
 });
 
 t.test('completions: the greedy text, usage from the tokenizer, n choices seeded apart, the same seed the same text', async (t) => {

@@ -1,6 +1,6 @@
 // OpenAI's HTTP API over the same models, queue, batching and sanitizers as /invocations, so that the clients
 // people already use (the openai libraries, LangChain, Open WebUI, curl recipes) talk to a dixie model:
-//   GET  /v1/models             every configured model, loaded or not
+//   GET  /v1/models             every configured model, loaded or not; /v1/models/<key> one of them
 //   POST /v1/completions        a prompt (or several; text or token ids) continued; `n`, `stop`, `seed`, `logprobs`,
 //                               `echo`, `stream`
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
@@ -328,12 +328,18 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
 export function openAIRouter(service: ChatService, jsonBody: express.RequestHandler): express.Router {
   const router = express.Router();
 
+  const modelObject = (m: ModelConfig, state: string | undefined): Record<string, unknown> => ({ id: m.key, object: 'model', created: 0, owned_by: 'dixie', state: state ?? 'unloaded', prompt_format: m.promptFormat });
+  const states = (): Map<string, string> => new Map(service.registry.status().map((s) => [s.key, s.state]));
+
   router.get('/v1/models', (_req: Request, res: Response) => {
-    const loaded = new Map(service.registry.status().map((s) => [s.key, s.state]));
-    res.json({
-      object: 'list',
-      data: [...service.models.values()].map((m) => ({ id: m.key, object: 'model', created: 0, owned_by: 'dixie', state: loaded.get(m.key) ?? 'unloaded', prompt_format: m.promptFormat })),
-    });
+    const loaded = states();
+    res.json({ object: 'list', data: [...service.models.values()].map((m) => modelObject(m, loaded.get(m.key))) });
+  });
+
+  router.get('/v1/models/:model', (req: Request, res: Response) => {
+    const key = String(req.params.model);
+    if (!service.models.has(key)) throw new HttpError(404, `The model "${key}" does not exist`, { field: 'model', code: 'model_not_found' });
+    res.json(modelObject(service.model(key), states().get(key)));
   });
 
   router.post('/v1/completions', jsonBody, async (req: Request, res: Response) => {
