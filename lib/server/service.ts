@@ -19,6 +19,7 @@ import { ModelUnavailableError, type Lease, type ModelRegistry } from './model_r
 
 export interface GenerationRequest {
   prompt: string | Conversation | readonly number[];  // the text the model continues, a chat to answer (chat_format.ts), or token ids
+  promptField?: string;                    // the request's field that holds the prompt, for errors about it ('prompt')
   maxPromptChars?: number;                 // a chat's prompt at most this long (besides fitting the context)
   sampling: SamplingDefaults;              // `length`: the reply's at most (a chat's newest message may leave it less)
   lengthGiven?: boolean;                   // the request set the length; else the model's (at most n_ctx / 2 unless its config sets it)
@@ -239,6 +240,7 @@ export class ChatService {
     // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
     const encode = (text: string): Int32Array => generator.encode(text);
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };
+    const field = request.promptField ?? 'prompt';
     let prompt: string | readonly number[];
     let tokens: Int32Array;
     if (typeof request.prompt === 'string') {
@@ -248,10 +250,10 @@ export class ChatService {
       prompt = request.prompt;
       const { vocabSize } = loaded.tokenizer;
       const outside = prompt.find((t) => t >= vocabSize);
-      if (outside !== undefined) throw new HttpError(400, `prompt: token id ${outside} is not in the vocabulary of model "${key}" (0 to ${vocabSize - 1})`, { field: 'prompt' });
+      if (outside !== undefined) throw new HttpError(400, `${field}: token id ${outside} is not in the vocabulary of model "${key}" (0 to ${vocabSize - 1})`, { field });
       tokens = Int32Array.from(prompt);
     } else {
-      const fitted = fitChatOf(key, request.prompt, { nCtx, maxTokens: asked, encode, maxChars: request.maxPromptChars });
+      const fitted = fitChatOf(key, field, request.prompt, { nCtx, maxTokens: asked, encode, maxChars: request.maxPromptChars });
       prompt = fitted.prompt;
       maxTokens = fitted.maxTokens;
       trimmed.messages = fitted.droppedMessages;
@@ -339,16 +341,16 @@ export class ChatService {
   }
 }
 
-// fitChat for model `key`, a message longer than its context a 400 that says so.
 function isTokenIds(prompt: GenerationRequest['prompt']): prompt is readonly number[] {
   return Array.isArray(prompt);
 }
 
-function fitChatOf(key: string, conversation: Conversation, options: Parameters<typeof fitChat>[1]): FittedChat {
+// fitChat for model `key`, a message longer than its context a 400 that says so, naming the request's field.
+function fitChatOf(key: string, field: string, conversation: Conversation, options: Parameters<typeof fitChat>[1]): FittedChat {
   try {
     return fitChat(conversation, options);
   } catch (err) {
-    if (err instanceof MessageTooLongError) throw new HttpError(400, `${err.message} (model "${key}")`);
+    if (err instanceof MessageTooLongError) throw new HttpError(400, `${err.message} (model "${key}")`, { field });
     throw err;
   }
 }

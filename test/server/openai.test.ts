@@ -228,6 +228,12 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
   }
   const system = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'system', content: 'You are a pirate.' }, { role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
   t.ok(system instanceof OpenAI.BadRequestError && system.param === 'messages[0].content', 'a system prompt a chat model cannot take is refused, not dropped');
+  const long = 'word '.repeat(3000);
+  const tooLong = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'user', content: long }] }).catch((e: unknown) => e);
+  t.ok(tooLong instanceof OpenAI.BadRequestError && tooLong.param === 'messages', 'a message longer than the context: refused, naming messages');
+  t.match((tooLong as Error).message, /the message takes \d+ tokens in the chat format, and the model reads at most \d+/);
+  const invocation = await request(`${srv.url}/invocations`, { body: { model_key: 'chatbot', raw_text: long }, headers: { Authorization: `Bearer ${API_KEY}` } });
+  t.match([invocation.status, invocation.json()], [400, { field: 'raw_text', error: /reads at most/ }], 'and on /invocations, naming raw_text');
   const stranger = new OpenAI({ apiKey: 'wrong-key-0123456789abcdef', baseURL: `${srv.url}/v1`, maxRetries: 0 });
   const denied = await stranger.models.list().catch((e: unknown) => e);
   t.ok(denied instanceof OpenAI.AuthenticationError, 'a wrong key: AuthenticationError');

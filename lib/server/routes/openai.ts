@@ -236,6 +236,7 @@ interface Kind {
   object: string;        // of the whole answer
   chunkObject: string;   // of a streamed chunk
   idPrefix: string;
+  promptField: string;   // the request's field of the prompt
   // A streamed choice's fields: a piece of text, then (done: the completion) how it ended.
   chunk(index: number, text: string, done: Completion | null, first: boolean): Record<string, unknown>;
 }
@@ -244,6 +245,7 @@ const COMPLETION: Kind = {
   object: 'text_completion',
   chunkObject: 'text_completion',
   idPrefix: 'cmpl-',
+  promptField: 'prompt',
   chunk: (index, text, done) => ({ index, text, logprobs: null, ...(done ? finished(done) : { finish_reason: null }) }),
 };
 
@@ -251,6 +253,7 @@ const CHAT: Kind = {
   object: 'chat.completion',
   chunkObject: 'chat.completion.chunk',
   idPrefix: 'chatcmpl-',
+  promptField: 'messages',
   chunk: (index, text, done, first) => ({ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs: null, ...(done ? finished(done) : { finish_reason: null }) }),
 };
 
@@ -281,6 +284,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
     return service
       .generate(common.model.key, {
         prompt: choice.prompt,
+        promptField: kind.promptField,
         sampling: common.sampling,
         lengthGiven: common.lengthGiven,
         seed: common.seed === undefined ? undefined : common.seed + choice.index,
