@@ -115,7 +115,9 @@ export interface NativeModel {
   step(options: NativeStepOptions): Promise<number>;  // resolves to the gradient norm before clipping
 
   kvReserve(nSlots: number): void;
-  kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, logitsOut: Float32Array): Promise<void>;
+  // logitsOut: [slots.length, V], the logits of each slot's last new token; with everyToken, [tokens.length, V], those
+  // of every new token (at most kvReserve's nSlots of them), for the log-probabilities of a prompt.
+  kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, logitsOut: Float32Array, everyToken?: boolean): Promise<void>;
   kvTruncate(slot: number, length: number): void;  // keeps the slot's first `length` tokens (0 empties it)
   kvLength(slot: number): number;
   // One decoding step (native/core/backend.h kv_step): kvForward's feed, then sample()'s draw for the entries

@@ -9,11 +9,14 @@
 // longest start of its prompt (a chat's next turn holds the last one whole) and prefills only the rest. Keyed
 // by the tokens themselves, it serves stateless clients that send the whole history each time, and gives the
 // same tokens as a cold prefill.
+// A request may ask for its prompt's log-probabilities too (promptLogprobs, as OpenAI's echo with logprobs): its
+// prompt, but for the last token, is then fed through kvForward's logits of every token, at most `slots` tokens a
+// step (the rows of logits the native side plans), and from no cached prefix.
 import { Model, type ServedAdapter } from '../engine/model';
 import { NativeModel } from '../engine/native';
 import type { ReplyStream } from '../sanitize/types';
 import { Tokenizer } from '../tokenizer';
-import { MAX_TOP_LOGPROBS, tokenLogprob } from './logprobs';
+import { MAX_TOP_LOGPROBS, tokenLogprob, type TokenLogprob } from './logprobs';
 import {
   DEFAULT_SAMPLING,
   FinishReason,
@@ -36,6 +39,7 @@ export interface BatchRequest {
   onText?: (piece: string) => void; // the text as it is generated, in pieces (stop sequences never shown)
   reply?: ReplyStream;              // sanitizes the text as it comes; the request finishes ('stop') once it is complete
   logprobs?: number;                // each token's log-probability and this many alternatives' (0-20)
+  promptLogprobs?: boolean;         // with logprobs, the prompt's tokens' too (all but the first); the prompt must fit nCtx
   adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) this request decodes with
 }
 
@@ -55,6 +59,7 @@ interface Job {
   cachedPromptTokens: number;  // the prompt's start that its slot held already
   weightsVersion: number;      // the model's when the job took its slot
   adapter: number;             // the id of its adapter, -1 for none
+  promptLogprobs: TokenLogprob[] | null;  // entry p: the prompt's token p + 1's, when the request asks for them
   startedAt: number;
   firstTokenAt: number;
 }
@@ -67,6 +72,7 @@ interface Row {
   reset: boolean;     // cut the slot back to `keep` tokens first
   keep: number;
   samples: boolean;  // its feed completes its context, so its logits give the next token
+  scores: boolean;   // its feed is part of a prompt whose log-probabilities are asked for (kvForward of every token)
 }
 
 const claimedModels = new WeakSet<Model>();
@@ -175,6 +181,10 @@ export class Batcher {
       throw new RangeError(`logprobs must be an integer from 0 to ${MAX_TOP_LOGPROBS}, got ${top}`);
     }
     if (request.adapter && request.adapter.model !== this.model) throw new RangeError(`adapter ${request.adapter.dir} was added to another model`);
+    if (request.promptLogprobs && top === undefined) throw new RangeError('promptLogprobs needs logprobs (the alternatives to report)');
+    if (request.promptLogprobs && request.promptTokens.length > this.nCtx) {
+      throw new RangeError(`the log-probabilities of a prompt of ${request.promptTokens.length} tokens need it within the model's context of ${this.nCtx}`);
+    }
     const sampling = { ...DEFAULT_SAMPLING, ...request.sampling };
     checkSampling(sampling, this.vocabSize);
     for (let i = 0; i < request.promptTokens.length; i++) {
@@ -208,7 +218,7 @@ export class Batcher {
     };
     return {
       seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1,
-      adapter: request.adapter?.id ?? -1, startedAt: NaN, firstTokenAt: NaN,
+      adapter: request.adapter?.id ?? -1, promptLogprobs: request.promptLogprobs ? [] : null, startedAt: NaN, firstTokenAt: NaN,
     };
   }
 
@@ -296,7 +306,7 @@ export class Batcher {
       for (let s = 0; s < this.slots; s++) {
         if (this.bySlot[s] !== null) continue;
         const same = this.slotHeldVersion[s] === this.model.weightsVersion && this.slotHeldAdapter[s] === job.adapter;
-        const held = this.reusePrefixes && same ? this.slotHeld[s] : null;
+        const held = this.reusePrefixes && same && job.promptLogprobs === null ? this.slotHeld[s] : null;
         const common = held === null ? 0 : Math.min(commonPrefix(held, job.request.promptTokens), job.seq.promptLength - 1);
         if (slot < 0 || common > reused || (common === reused && this.slotFreedAt[s] < this.slotFreedAt[slot])) {
           slot = s;
@@ -332,9 +342,9 @@ export class Batcher {
         this.suspects.delete(job);  // finished meanwhile
         continue;
       }
-      const feed = job.seq.nextFeed(this.maxStepTokens);
+      const { feed, scores } = this.prefillFeed(job, this.maxStepTokens, this.slots);
       const reset = job.seq.needsReset;
-      return [{ job, slot, feed, reset, keep: job.seq.held.length, samples: feed.length === job.seq.nextFeed(Infinity).length }];
+      return [{ job, slot, feed, reset, keep: job.seq.held.length, samples: feed.length === job.seq.nextFeed(Infinity).length, scores }];
     }
     const sampling: Row[] = [];
     const partial: Row[] = [];
@@ -342,45 +352,60 @@ export class Batcher {
     this.bySlot.forEach((job, slot) => {
       if (!job) return;
       const feed = job.seq.nextFeed(Infinity);
-      if (feed.length === 1 && !job.seq.needsReset) sampling.push({ job, slot, feed, reset: false, keep: 0, samples: true });
+      if (feed.length === 1 && !job.seq.needsReset && this.toScore(job) === 0) sampling.push({ job, slot, feed, reset: false, keep: 0, samples: true, scores: false });
       else prefills.push({ job, slot });
     });
     let budget = Math.max(1, this.maxStepTokens - sampling.length);
+    let scoreBudget = this.slots;
     for (const { job, slot } of prefills) {
       if (budget === 0) break;
       const reset = job.seq.needsReset;
-      const feed = job.seq.nextFeed(budget);
+      const { feed, scores } = this.prefillFeed(job, budget, scoreBudget);
+      if (feed.length === 0) continue;  // no room left this step for the logits of every token
       budget -= feed.length;
+      if (scores) scoreBudget -= feed.length;
       if (Number.isNaN(job.startedAt)) job.startedAt = Date.now();
       const whole = feed.length === job.seq.nextFeed(Infinity).length;
-      (whole ? sampling : partial).push({ job, slot, feed, reset, keep: job.seq.held.length, samples: whole });
+      (whole ? sampling : partial).push({ job, slot, feed, reset, keep: job.seq.held.length, samples: whole, scores });
     }
     return sampling.concat(partial);
   }
 
-  // One native step (inside model.run): the resets, then one kvStep that feeds every row and draws a token for
-  // each row that samples (the sampled rows are the first ones, in order). The sampled rows' logits come back only
-  // when one of them asks for logprobs. Returns the tokens, one per sampled row.
+  // The prompt tokens whose logits a job still needs: all but its last, when it asks for its prompt's
+  // log-probabilities (the last one's logits give the first new token, as any prompt's do).
+  private toScore(job: Job): number {
+    return job.promptLogprobs === null || job.seq.generated.length > 0 ? 0 : Math.max(0, job.seq.promptLength - 1 - job.seq.held.length);
+  }
+
+  // What a job that is not decoding feeds next, at most `budget` tokens, and of a prompt to score at most
+  // `scoreBudget` (which may be none).
+  private prefillFeed(job: Job, budget: number, scoreBudget: number): { feed: Int32Array; scores: boolean } {
+    const toScore = this.toScore(job);
+    if (toScore > 0) return { feed: job.seq.nextFeed(Math.min(budget, scoreBudget, toScore)), scores: true };
+    return { feed: job.seq.nextFeed(budget), scores: false };
+  }
+
+  // One native step (inside model.run): the resets, the scored rows' kvForward of every token, then one kvStep that
+  // feeds the other rows and draws a token for each row that samples (the sampled rows are the first ones, in
+  // order). The sampled rows' logits come back only when one of them asks for logprobs. Returns the tokens, one per
+  // sampled row.
   private async step(native: NativeModel, rows: Row[]): Promise<Int32Array> {
-    const n = rows.length;
-    const slots = new Int32Array(n);
-    const nNew = new Int32Array(n);
-    const total = rows.reduce((sum, r) => sum + r.feed.length, 0);
-    const tokens = new Int32Array(total);
-    const sampleRows = new Int32Array(rows.filter((r) => r.samples).length);
-    const params: SamplingOptions[] = [];
-    let at = 0;
-    let logprobs = false;
-    rows.forEach((row, i) => {
+    for (const row of rows) {
       if (this.slotAdapter[row.slot] !== row.job.adapter) {  // which empties the slot: its job reused none of it
         native.kvSetAdapter(row.slot, row.job.adapter);
         this.slotAdapter[row.slot] = row.job.adapter;
       }
       if (row.reset) native.kvTruncate(row.slot, row.keep);
-      slots[i] = row.slot;
-      nNew[i] = row.feed.length;
-      tokens.set(row.feed, at);
-      at += row.feed.length;
+    }
+    const scored = rows.filter((r) => r.scores);
+    if (scored.length > 0) await this.score(native, scored);
+    const stepped = scored.length === 0 ? rows : rows.filter((r) => !r.scores);
+    if (stepped.length === 0) return new Int32Array(0);
+    const { slots, nNew, tokens } = feeds(stepped);
+    const sampleRows = new Int32Array(stepped.filter((r) => r.samples).length);
+    const params: SamplingOptions[] = [];
+    let logprobs = false;
+    stepped.forEach((row, i) => {
       if (!row.samples) return;
       this.rngState.set(row.job.seq.rng, 2 * params.length);
       sampleRows[params.length] = i;
@@ -392,6 +417,24 @@ export class Batcher {
     const logits = logprobs ? this.logits.subarray(0, m * this.vocabSize) : null;
     await native.kvStep(slots, nNew, tokens, sampleRows, params, this.rngState.subarray(0, 2 * m), out, logits);
     return out;
+  }
+
+  // The rows' prompt tokens through kvForward with the logits of every token, each row's k-th token's logits giving
+  // the log-probability of the prompt's next token. They are kept by position, so a prompt fed again after a failed
+  // step writes the same entries again.
+  private async score(native: NativeModel, rows: Row[]): Promise<void> {
+    const { slots, nNew, tokens } = feeds(rows);
+    const V = this.vocabSize;
+    const logits = this.logits.subarray(0, tokens.length * V);
+    await native.kvForward(slots, nNew, tokens, logits, true);
+    let at = 0;
+    for (const { job, feed } of rows) {
+      const start = job.seq.held.length;  // the position of the row's first token
+      for (let k = 0; k < feed.length; k++, at++) {
+        const next = job.request.promptTokens[start + k + 1];
+        (job.promptLogprobs as TokenLogprob[])[start + k] = tokenLogprob(logits.subarray(at * V, (at + 1) * V), next, job.request.logprobs ?? 0);
+      }
+    }
   }
 
   private fail(row: Row, err: Error): void {
@@ -411,6 +454,7 @@ export class Batcher {
       ...(job.request.reply && { reply: job.seq.replySoFar }),
       tokens: job.seq.generated.slice(),
       ...(job.request.logprobs !== undefined && { logprobs: job.seq.logprobs.slice() }),
+      ...(job.promptLogprobs && { promptLogprobs: job.promptLogprobs.slice() }),
       finishReason: job.seq.finishReason as FinishReason,
       timings: {
         queuedMs: (Number.isNaN(job.startedAt) ? now : job.startedAt) - job.submittedAt,
@@ -423,6 +467,19 @@ export class Batcher {
       },
     });
   }
+}
+
+// The rows' slots, their numbers of new tokens and those tokens, concatenated, as kvForward and kvStep take them.
+function feeds(rows: Row[]): { slots: Int32Array; nNew: Int32Array; tokens: Int32Array } {
+  const slots = Int32Array.from(rows, (r) => r.slot);
+  const nNew = Int32Array.from(rows, (r) => r.feed.length);
+  const tokens = new Int32Array(rows.reduce((sum, r) => sum + r.feed.length, 0));
+  let at = 0;
+  for (const row of rows) {
+    tokens.set(row.feed, at);
+    at += row.feed.length;
+  }
+  return { slots, nNew, tokens };
 }
 
 // How many tokens two sequences share at their start.

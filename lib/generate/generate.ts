@@ -31,6 +31,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   deadline?: number;
   onText?: (piece: string) => void;
   logprobs?: number;  // each token's log-probability and this many alternatives' (0-20)
+  promptLogprobs?: boolean;  // with logprobs, the prompt's tokens' too (all but the first); the prompt must fit nCtx
   reply?: ReplyStream;  // a sanitizer's stream: the result carries its reply, and generation stops once it is complete
   adapter?: ServedAdapter;  // a LoRA adapter of the model (model.addAdapter): requests for different ones decode together
 }

@@ -34,6 +34,7 @@ export interface GenerateResult {
   reply?: string;         // its sanitized reply, when the request gave a reply stream
   tokens: number[];       // the sampled tokens (a stop token excluded)
   logprobs?: TokenLogprob[];  // each token's, when the request asked for them
+  promptLogprobs?: TokenLogprob[];  // the prompt's tokens' but the first (entry p: token p + 1's), when asked for
   finishReason: FinishReason;
   timings: Timings;
 }

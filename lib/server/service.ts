@@ -7,7 +7,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fitConversation, type Conversation, type Turn } from '../data/chat_format';
 import { fitChat, MessageTooLongError, type ChatReply, type FittedChat } from '../generate/chat';
 import { checkSampling, SamplingError, type FinishReason, type SamplingOptions, type Timings } from '../generate/sequence';
-import type { TokenLogprob } from '../generate/logprobs';
+import type { Alternative, TokenLogprob } from '../generate/logprobs';
 import type { ReplyStream, Sanitizer } from '../sanitize';
 import type { Tokenizer } from '../tokenizer';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
@@ -29,6 +29,7 @@ export interface GenerationRequest {
   onText?: (settled: string) => void;      // the reply so far that later text cannot change, each time it grows
   stop?: string[];                         // stop sequences on the generated text
   logprobs?: number;                       // report each token's log-probability and this many alternatives'
+  promptLogprobs?: boolean;                // with logprobs, the prompt's tokens' too (the prompt is then never cut)
 }
 
 export interface Completion {
@@ -37,11 +38,19 @@ export interface Completion {
   raw: string;                             // as generated
   tokens: number[];
   logprobs?: TokenLogprob[];
+  promptLogprobs?: PromptLogprob[];        // one per prompt token, when asked for
   finishReason: FinishReason;
   promptTokens: number;
   length: number;                          // the reply's length at most, as generated
   trimmed: Trimmed;                        // what the prompt and the reply's length lost to fit the context
   timings: Timings;
+}
+
+// A prompt token's log-probability and its alternatives'; the first token's are null (nothing comes before it).
+export interface PromptLogprob {
+  token: number;
+  logprob: number | null;
+  top: Alternative[] | null;
 }
 
 export interface ConversationOptions {
@@ -264,6 +273,9 @@ export class ChatService {
     }
     // A raw prompt longer than the context less the reply loses its start, so the reply never shifts the window.
     const cut = Math.max(0, tokens.length - (nCtx - maxTokens));
+    if (cut > 0 && request.promptLogprobs) {
+      throw new HttpError(400, `${field}: its log-probabilities need the whole prompt within the context of model "${key}": ${tokens.length} tokens and a reply of ${maxTokens} pass ${nCtx}`, { field });
+    }
     if (cut > 0) tokens = tokens.subarray(cut);
     trimmed.tokens += cut;
     if (trimmed.tokens + trimmed.replyTokens > 0) {
@@ -284,6 +296,7 @@ export class ChatService {
       ...samplingOptions(request.sampling),
       stop: request.stop,
       logprobs: request.logprobs,
+      promptLogprobs: request.promptLogprobs,
       seed: request.seed,
       signal: request.signal,
       deadline,
@@ -309,7 +322,8 @@ export class ChatService {
     this.recordTokens(key, result.tokens.length);
     const text = result.reply as string;
     this.log('debug', 'generated', { model: key, prompt, promptTokens: tokens.length, trimmed, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
-    return { model: key, text, raw: result.text, tokens: result.tokens, logprobs: result.logprobs, finishReason, promptTokens: tokens.length, length: maxTokens, trimmed, timings: result.timings };
+    const promptLogprobs = result.promptLogprobs && [{ token: tokens[0], logprob: null, top: null }, ...result.promptLogprobs];
+    return { model: key, text, raw: result.text, tokens: result.tokens, logprobs: result.logprobs, promptLogprobs, finishReason, promptTokens: tokens.length, length: maxTokens, trimmed, timings: result.timings };
   }
 
   // The Alexa skill's way in (lib/server/alexa): a conversation to answer, the model's sanitizer applied.

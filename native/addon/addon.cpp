@@ -709,23 +709,25 @@ Napi::Value ModelWrap::KvForward(const Napi::CallbackInfo& info) {
     Napi::Int32Array n_new = i32_arg(info[1], "kvForward: nNew");
     Napi::Int32Array tokens = i32_arg(info[2], "kvForward: tokens");
     Napi::Float32Array logits = f32_arg(info[3], "kvForward: logitsOut");
+    if (!info[4].IsUndefined() && !info[4].IsBoolean()) throw ArgError("kvForward: everyToken must be true or false");
+    const bool every_token = info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
     const size_t n = slots.ElementLength();
     if (n == 0) throw ArgError("kvForward: slots is empty");
     require_length(n_new.ElementLength(), n, "kvForward: nNew", "one count per slot");
-    require_length(logits.ElementLength(), n * static_cast<size_t>(c.vocab_size), "kvForward: logitsOut",
-                   "slots.length * vocabSize");
     // The values are the backend's to check (core/checks.h check_kv_forward); here only what keeps the buffers safe.
     int64_t total = 0;
     for (size_t i = 0; i < n; ++i) total += n_new.Data()[i];
     require_length(tokens.ElementLength(), static_cast<size_t>(std::max<int64_t>(total, 0)), "kvForward: tokens", "the sum of nNew");
+    require_length(logits.ElementLength(), (every_token ? tokens.ElementLength() : n) * static_cast<size_t>(c.vocab_size),
+                   "kvForward: logitsOut", every_token ? "tokens.length * vocabSize" : "slots.length * vocabSize");
     auto s = std::make_shared<std::vector<int32_t>>(slots.Data(), slots.Data() + n);
     auto k = std::make_shared<std::vector<int32_t>>(n_new.Data(), n_new.Data() + n);
     auto t = std::make_shared<std::vector<int32_t>>(tokens.Data(), tokens.Data() + tokens.ElementLength());
     Backend* bp = &b;
     float* out = logits.Data();
     const int count = static_cast<int>(n);
-    return [bp, s, k, t, out, count]() -> double {
-      bp->kv_forward(count, s->data(), k->data(), t->data(), out);
+    return [bp, s, k, t, out, count, every_token]() -> double {
+      bp->kv_forward(count, s->data(), k->data(), t->data(), out, every_token);
       return 0.0;
     };
   }, false, keep);

@@ -106,7 +106,7 @@ struct CpuDecoder::State {
   std::vector<const int32_t*> history;  // [n_slots]: kv_step's sampled rows' histories (into held) and their lengths
   std::vector<int32_t> history_len;
   std::vector<int> row_slot, row_pos;
-  std::vector<int> row_entry;  // the entry whose last new token the row is, or -1
+  std::vector<int> row_output;  // the row of `last` that takes the row's final state (feed), or -1
   std::vector<uint8_t> slot_used;  // [n_slots]: duplicate check of one call
 
   const GPT2Config& cfg() const { return spec.config(); }
@@ -261,8 +261,8 @@ struct CpuDecoder::State {
     });
   }
 
-  // Runs R rows (tokens at row_slot/row_pos) through every block. Only the rows that end an entry (row_entry >= 0)
-  // need an output, and the last block's keys and values are all the others leave behind, so that block goes on
+  // Runs R rows (tokens at row_slot/row_pos) through every block. Only the rows with an output (row_output >= 0)
+  // need one, and the last block's keys and values are all the others leave behind, so that block goes on
   // with those rows alone, moved to the front. Returns their number; the residual stream is in x.
   int layers(int R) {
     const GPT2Config& c = cfg();
@@ -276,7 +276,7 @@ struct CpuDecoder::State {
         for (int h = 0; h < c.n_head; ++h)
           store_kv(head_offset(l, row_slot[r], h) + static_cast<size_t>(row_pos[r]) * hs, row + C + h * hs, row + 2 * C + h * hs, hs);
       }
-      if (l == c.n_layer - 1) R = keep_ending_rows(R);
+      if (l == c.n_layer - 1) R = keep_output_rows(R);
       if (R == 0) break;
       attention(l, R);
       matmul(x.data(), atty.data(), mat(ATTPROJ_W, l), vec(ATTPROJ_B, l), R, C, C, Epilogue::kResidual);
@@ -295,18 +295,18 @@ struct CpuDecoder::State {
     return R;
   }
 
-  // Moves the rows with row_entry >= 0 (their residual stream, queries and bookkeeping) to the front, in order.
-  int keep_ending_rows(int R) {
+  // Moves the rows with row_output >= 0 (their residual stream, queries and bookkeeping) to the front, in order.
+  int keep_output_rows(int R) {
     const int C = cfg().n_embd;
     int kept = 0;
     for (int r = 0; r < R; ++r) {
-      if (row_entry[r] < 0) continue;
+      if (row_output[r] < 0) continue;
       if (kept != r) {
         std::memcpy(x.data() + static_cast<size_t>(kept) * C, x.data() + static_cast<size_t>(r) * C, sizeof(float) * C);
         std::memcpy(qkv.data() + static_cast<size_t>(kept) * 3 * C, qkv.data() + static_cast<size_t>(r) * 3 * C, sizeof(float) * C);
         row_slot[kept] = row_slot[r];
         row_pos[kept] = row_pos[r];
-        row_entry[kept] = row_entry[r];
+        row_output[kept] = row_output[r];
       }
       ++kept;
     }
@@ -314,9 +314,9 @@ struct CpuDecoder::State {
   }
 
   // Appends the entries' new tokens to their slots (checked already) and runs them through the layers: last[i] is
-  // the final hidden state of entry i's last new token. Walks the concatenated tokens in chunks of at most
-  // max_rows rows.
-  void feed(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total) {
+  // the final hidden state of entry i's last new token, or with every_token of the i-th new token. Walks the
+  // concatenated tokens in chunks of at most max_rows rows.
+  void feed(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, bool every_token) {
     const int C = cfg().n_embd;
     if (stale) refresh();
     int entry = 0, done_in_entry = 0;  // next token: entry `entry`, its `done_in_entry`-th new token
@@ -330,7 +330,7 @@ struct CpuDecoder::State {
         for (int k = 0; k < take; ++k) {
           row_slot[R + k] = slot;
           row_pos[R + k] = lengths[slot] + k;
-          row_entry[R + k] = -1;
+          row_output[R + k] = every_token ? static_cast<int>(consumed + R + k) : -1;
           slot_tokens[lengths[slot] + k] = tokens[consumed + R + k];
         }
         // The positions are set, so the slot's length can count these tokens now; within the chunk, attention
@@ -339,7 +339,7 @@ struct CpuDecoder::State {
         R += take;
         done_in_entry += take;
         if (done_in_entry == n_new[entry]) {
-          row_entry[R - 1] = entry;
+          if (!every_token) row_output[R - 1] = entry;
           ++entry;
           done_in_entry = 0;
         }
@@ -347,7 +347,7 @@ struct CpuDecoder::State {
       embed(tokens + consumed, R);
       const int ending = layers(R);
       for (int r = 0; r < ending; ++r)
-        std::memcpy(last.data() + static_cast<size_t>(row_entry[r]) * C, x.data() + static_cast<size_t>(r) * C, sizeof(float) * C);
+        std::memcpy(last.data() + static_cast<size_t>(row_output[r]) * C, x.data() + static_cast<size_t>(r) * C, sizeof(float) * C);
       consumed += R;
     }
   }
@@ -404,17 +404,19 @@ void CpuDecoder::reserve(int n_slots) {
   s.history_len.assign(n_slots, 0);
   s.row_slot.assign(R, 0);
   s.row_pos.assign(R, 0);
-  s.row_entry.assign(R, -1);
+  s.row_output.assign(R, -1);
   s.slot_used.assign(n_slots, 0);
   s.adapters.reserve(n_slots, R);
   if (s.stale) s.refresh();  // here rather than in the first forward, which would pay for it in its latency
 }
 
-void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
+void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
+                         bool every_token) {
   State& s = *state_;
-  const int64_t total = check_kv_forward(s.cfg(), n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data());
-  s.feed(n, slots, n_new, tokens, total);
-  s.head(n, nullptr, logits_out);
+  const int64_t total =
+      check_kv_forward(s.cfg(), n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), every_token);
+  s.feed(n, slots, n_new, tokens, total, every_token);
+  s.head(every_token ? static_cast<int>(total) : n, nullptr, logits_out);
 }
 
 void CpuDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample,
@@ -424,7 +426,7 @@ void CpuDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const i
   const GPT2Config& c = s.cfg();
   const int64_t total = check_kv_step(c, n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), n_sample,
                                       sample_rows, params);
-  s.feed(n, slots, n_new, tokens, total);
+  s.feed(n, slots, n_new, tokens, total, false);
   if (n_sample == 0) return;
   // Rows that feed part of a prompt need no logits: only the sampled rows go through the head.
   float* logits = logits_out ? logits_out : s.logits.data();

@@ -806,9 +806,10 @@ void CudaBackend::kv_reserve(int n_slots) {
   decoder().reserve(n_slots);
 }
 
-void CudaBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
+void CudaBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
+                             bool every_token) {
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, logits_out);
+  reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, logits_out, every_token);
 }
 
 void CudaBackend::kv_truncate(int slot, int length) {

@@ -60,14 +60,17 @@ void CudaDecoder::reserve(int n_slots) {
   n_slots_ = n_slots;
 }
 
-void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out) {
-  const int64_t total = check_kv_forward(spec_.config(), n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data());
-  stage(n, slots, n_new, tokens, total, n, nullptr);
-  queue(n, total, n);
+void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
+                          bool every_token) {
+  const int64_t total =
+      check_kv_forward(spec_.config(), n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), every_token);
+  const int rows = every_token ? static_cast<int>(total) : n;
+  stage(n, slots, n_new, tokens, total, rows, nullptr, every_token);
+  queue(total, rows);
   // the pad columns (see CudaBackend::vocab_padded_) are not copied out
   const int V = spec_.config().vocab_size;
   DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, V * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
-                                     V * sizeof(float), n, cudaMemcpyDeviceToHost, stream_));
+                                     V * sizeof(float), rows, cudaMemcpyDeviceToHost, stream_));
   DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -77,9 +80,9 @@ void CudaDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const 
   const GPT2Config& c = spec_.config();
   const int64_t total = check_kv_step(c, n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), n_sample,
                                       sample_rows, params);
-  stage(n, slots, n_new, tokens, total, n_sample, sample_rows);
+  stage(n, slots, n_new, tokens, total, n_sample, sample_rows, false);
   if (n_sample == 0) {
-    queue(n, total, 0);
+    queue(total, 0);
     DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return;
   }
@@ -94,7 +97,7 @@ void CudaDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const 
     graph->launch(stream_);
     ++graph_launches_;
   } else {
-    queue(n, total, n_sample);
+    queue(total, n_sample);
     // Before the draw, which applies the penalty to these logits in place.
     if (logits_out)
       DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, c.vocab_size * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
@@ -121,7 +124,7 @@ CudaGraph* CudaDecoder::decode_graph(int n, int64_t total, int n_sample, const i
   if (first || graph) return graph.get();  // the first step of a shape only warms it
   try {
     graph = std::make_unique<CudaGraph>(stream_, [&] {
-      queue(n, total, n);
+      queue(total, n);
       sampler.queue_on_device(n, spec_.config().vocab_size, logits_.data(), vocab_padded_, held_.data(), false);
     });
   } catch (const std::exception& e) {
@@ -134,30 +137,35 @@ CudaGraph* CudaDecoder::decode_graph(int n, int64_t total, int n_sample, const i
   return graph.get();
 }
 
-// Lists the call's rows (checked already) in pinned memory: every row's token, slot and position, and for n_logits
-// entries (logit_entries, ascending; null: entries 0, 1, ...) the row of their last new token; then advances the
-// slots' lengths past the new tokens.
+// Lists the call's rows (checked already) in pinned memory: every row's token, slot and position, and the n_logits
+// rows whose logits are computed: with every_token all of them (n_logits = total), else the last new token of
+// n_logits entries (logit_entries, ascending; null: entries 0, 1, ...); then advances the slots' lengths past the
+// new tokens.
 void CudaDecoder::stage(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
-                        const int32_t* logit_entries) {
+                        const int32_t* logit_entries, bool every_token) {
   int32_t* h = rows_host_.data();
   int32_t *row_token = h, *row_slot = h + total, *row_pos = h + 2 * total;
-  int32_t *gather_src = h + 3 * total, *gather_dst = gather_src + n;
+  int32_t *gather_src = h + 3 * total, *gather_dst = gather_src + n_logits;
   std::copy(tokens, tokens + total, row_token);
   chunk_gathers_.assign(1, 0);
   int64_t r = 0;
   int gathers = 0;
+  const auto gather = [&](int64_t row) {
+    gather_src[gathers] = static_cast<int32_t>(row % max_rows_);  // its row within its chunk
+    gather_dst[gathers] = gathers;
+    ++gathers;
+    const int chunk = static_cast<int>(row / max_rows_);
+    while (static_cast<int>(chunk_gathers_.size()) <= chunk + 1) chunk_gathers_.push_back(chunk_gathers_.back());
+    chunk_gathers_[chunk + 1] = gathers;
+  };
   for (int i = 0; i < n; ++i) {
     for (int k = 0; k < n_new[i]; ++k, ++r) {
       row_slot[r] = slots[i];
       row_pos[r] = lengths_[slots[i]] + k;
+      if (every_token) gather(r);
     }
-    if (gathers == n_logits || (logit_entries && logit_entries[gathers] != i)) continue;
-    gather_src[gathers] = static_cast<int32_t>((r - 1) % max_rows_);  // the last token's row within its chunk
-    gather_dst[gathers] = gathers;
-    ++gathers;
-    const int chunk = static_cast<int>((r - 1) / max_rows_);
-    while (static_cast<int>(chunk_gathers_.size()) <= chunk + 1) chunk_gathers_.push_back(chunk_gathers_.back());
-    chunk_gathers_[chunk + 1] = gathers;
+    if (every_token || gathers == n_logits || (logit_entries && logit_entries[gathers] != i)) continue;
+    gather(r - 1);
   }
   // Chunks after the last one with a gather gather nothing.
   const int chunks = static_cast<int>(ceil_div(total, max_rows_));
@@ -167,21 +175,21 @@ void CudaDecoder::stage(int n, const int32_t* slots, const int32_t* n_new, const
 }
 
 // Queues the staged call on the stream: its rows go to the device, their tokens into their slots, and through the
-// layers, which leave the logits of the n_logits entries in logits_ [n_logits, vocab_padded]. Reads nothing
+// layers, which leave the logits of the n_logits staged rows in logits_ [n_logits, vocab_padded]. Reads nothing
 // from the host but pinned memory and the shape of the call, so that a graph can hold it.
-void CudaDecoder::queue(int n, int64_t total, int n_logits) {
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), rows_host_.data(), (3 * total + 2 * n) * sizeof(int32_t), cudaMemcpyHostToDevice,
+void CudaDecoder::queue(int64_t total, int n_logits) {
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), rows_host_.data(), (3 * total + 2 * n_logits) * sizeof(int32_t), cudaMemcpyHostToDevice,
                                    stream_));
   const int32_t* d = rows_.data();
   hold_tokens_kernel<<<static_cast<unsigned>(ceil_div(total, 256)), 256, 0, stream_>>>(held_.data(), d, d + total, d + 2 * total,
                                                                                     total, spec_.config().n_ctx);
   DIXIE_CUDA_LAUNCHED();
-  if (bf16_) run<bf16>(n, total, n_logits);
-  else run<float>(n, total, n_logits);
+  if (bf16_) run<bf16>(total, n_logits);
+  else run<float>(total, n_logits);
 }
 
 template <typename X>
-void CudaDecoder::run(int n, int64_t total, int n_logits) {
+void CudaDecoder::run(int64_t total, int n_logits) {
   const GPT2Config& c = spec_.config();
   const int C = c.n_embd, L = c.n_layer, NH = c.n_head;
   const int64_t R_max = max_rows_;
@@ -198,7 +206,7 @@ void CudaDecoder::run(int n, int64_t total, int n_logits) {
   X* values = keys + static_cast<int64_t>(L) * n_slots_ * c.n_ctx * C;
   const int32_t* d = rows_.data();
   const int32_t *row_token = d, *row_slot = d + total, *row_pos = d + 2 * total;
-  const int32_t *gather_src = d + 3 * total, *gather_dst = gather_src + n;
+  const int32_t *gather_src = d + 3 * total, *gather_dst = gather_src + n_logits;
 
   for (int64_t r0 = 0, chunk = 0; r0 < total; r0 += R_max, ++chunk) {
     const int R = static_cast<int>(std::min<int64_t>(R_max, total - r0));

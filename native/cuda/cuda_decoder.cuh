@@ -29,8 +29,8 @@ class CudaDecoder {
               int vocab_padded, bool graphs);
 
   void reserve(int n_slots);  // plans the cache and scratch memory once
-  // See Backend::kv_forward; logits_out is host memory [n, V].
-  void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out);
+  // See Backend::kv_forward; logits_out is host memory [n, V], or with every_token [total, V].
+  void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out, bool every_token);
   // See Backend::kv_step: the sampled rows' logits stay on the device, where `sampler` draws from them with the
   // slots' tokens (held_) as their histories; only the tokens, the RNG states and (logits_out: host [n_sample, V],
   // or null) the logits come back.
@@ -47,10 +47,10 @@ class CudaDecoder {
 
  private:
   void stage(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
-             const int32_t* logit_entries);
-  void queue(int n, int64_t total, int n_logits);
+             const int32_t* logit_entries, bool every_token);
+  void queue(int64_t total, int n_logits);
   template <typename X>
-  void run(int n, int64_t total, int n_logits);
+  void run(int64_t total, int n_logits);
   CudaGraph* decode_graph(int n, int64_t total, int n_sample, const int32_t* sample_rows, CudaSampler& sampler);
 
   const ModelSpec& spec_;
@@ -69,8 +69,8 @@ class CudaDecoder {
   std::vector<int64_t> history_begin_;  // [slots]: a kv_step's sampled rows' histories within held_, and lengths
   std::vector<int32_t> history_len_;
   DeviceArray<unsigned char> dequantized_;  // a narrow base's layer matrix expanded for a GEMM (DeviceWeights::matrix)
-  // One call's rows: [tokens][row slots][row positions] (total each), then [gather sources][gather targets] (up to n
-  // each: the entries whose logits are computed, and their rows of logits_)
+  // One call's rows: [tokens][row slots][row positions] (total each), then [gather sources][gather targets] (up to
+  // n_slots each: the rows whose logits are computed, and their rows of logits_)
   DeviceArray<int32_t> rows_;
   PinnedArray<int32_t> rows_host_;
   std::vector<int> chunk_gathers_;      // per chunk, where its gathers start (one entry more than chunks)

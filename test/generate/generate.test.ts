@@ -205,6 +205,40 @@ t.test('a seed gives the same text with 1 or 2 threads; stream() yields the text
   t.equal(results[0], results[1], 'threads 1 and 2 alike');
 });
 
+t.test("a prompt's log-probabilities: a full forward pass's, with 1 slot (a token a step) or 3, alone or beside others", async (t) => {
+  const model = await tinyModel(2, { trainable: true });
+  const prompt = tokenizer.encode('The quick brown fox jumps over the lazy dog again and again', { allowSpecial: false });
+  const V = CONFIG.vocabSize;
+  const logits = new Float32Array(prompt.length * V);
+  await model.forward(prompt, null, 1, prompt.length, logits);
+  const expected = Array.from({ length: prompt.length - 1 }, (_, p) => {
+    const row = logits.subarray(p * V, (p + 1) * V);
+    const max = row.reduce((m, x) => Math.max(m, x), -Infinity);
+    return row[prompt[p + 1]] - (max + Math.log(row.reduce((sum, x) => sum + Math.exp(x - max), 0)));
+  });
+  const scored = { maxTokens: 2, temperature: 0, logprobs: 1, promptLogprobs: true } as const;
+  const worst = (r: GenerateResult): number => Math.max(...expected.map((e, p) => Math.abs((r.promptLogprobs?.[p].logprob ?? NaN) - e)));
+  const one = new Generator(model, tokenizer, { slots: 1 });
+  const a = await one.generate(prompt, scored);
+  t.same(a.promptLogprobs?.map((l) => l.token), [...prompt.subarray(1)], 'one per prompt token but the first');
+  t.ok(worst(a) < 1e-4, `1 slot: largest difference ${worst(a).toExponential(2)}`);
+  t.same(a.promptLogprobs?.map((l) => l.top.length), expected.map(() => 1));
+  const again = await one.generate(prompt, scored);
+  t.same(again.promptLogprobs, a.promptLogprobs, 'again, though the slot holds the prompt: none of it taken from the cache');
+  t.equal(again.timings.cachedPromptTokens, 0);
+  await t.rejects(one.generate(prompt, { ...scored, logprobs: undefined }), /promptLogprobs needs logprobs/);
+  await t.rejects(one.generate(new Int32Array(CONFIG.nCtx + 1).fill(prompt[0]), scored), /a prompt of 25 tokens need it within the model's context of 24/);
+  await one.close();
+  const three = new Generator(model, tokenizer, { slots: 3 });
+  const [b, plain, c] = await Promise.all([three.generate(prompt, scored), three.generate('Hello there', { maxTokens: 6, temperature: 0 }), three.generate(prompt, scored)]);
+  t.same([b.promptLogprobs, c.promptLogprobs], [a.promptLogprobs, a.promptLogprobs], '3 slots, two scored together: the same');
+  t.same([b.tokens, c.tokens], [a.tokens, a.tokens]);
+  const alone = await three.generate('Hello there', { maxTokens: 6, temperature: 0 });
+  t.same(plain.tokens, alone.tokens, 'the request beside them, as alone');
+  await three.close();
+  model.dispose();
+});
+
 t.test('abort, deadline and bad requests', async (t) => {
   const model = await tinyModel(2);
   const gen = new Generator(model, tokenizer, { slots: 1 });

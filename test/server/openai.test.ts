@@ -173,6 +173,49 @@ t.test("log-probabilities agree with the engine's log-softmax of the logits with
   t.equal(content[0].top_logprobs.length, 2);
 });
 
+t.test("echo with logprobs: the prompt's log-probabilities, as scoring tools ask for them, agree with the engine's log-softmax", async (t) => {
+  // 25 tokens: the 24 before the last are fed 8 a step (the server's batch slots), over three steps.
+  const text = `${PROMPT} The earth is big. ${PROMPT} It is round, and it turns.`;
+  const prompt = tokenizer.encode(text, { allowSpecial: false });
+  t.ok(prompt.length > 24, `${prompt.length} prompt tokens`);
+  const model = await Model.load(path.join(dir, 'alpha'), { trainable: false });
+  t.teardown(() => model.dispose());
+  const V = model.config.vocabSize;
+  const logits = new Float32Array(prompt.length * V);
+  await model.forward(prompt, null, 1, prompt.length, logits);
+  const logSoftmax = (row: Float32Array, token: number): number => {
+    const max = row.reduce((m, x) => Math.max(m, x), -Infinity);
+    return row[token] - (max + Math.log(row.reduce((sum, x) => sum + Math.exp(x - max), 0)));
+  };
+  const score = { model: 'general', prompt: text, max_tokens: 1, temperature: 0, logprobs: 1, echo: true } as const;
+  const alone = await client.completions.create(score);
+  const lp = alone.choices[0].logprobs;
+  t.equal(alone.choices[0].text.slice(0, text.length), text, 'the prompt, then the text');
+  t.equal(lp?.tokens?.length, prompt.length + 1, 'a token for each of the prompt and the reply');
+  t.equal(lp?.tokens?.slice(0, prompt.length).join(''), text);
+  t.same([lp?.token_logprobs?.[0], lp?.top_logprobs?.[0]], [null, null], 'nothing before the first token');
+  t.same([lp?.text_offset?.[0], lp?.text_offset?.[prompt.length]], [0, text.length]);
+  let worst = 0;
+  for (let i = 1; i < prompt.length; i++) {
+    const row = logits.subarray((i - 1) * V, i * V);
+    worst = Math.max(worst, Math.abs((lp?.token_logprobs?.[i] as number) - logSoftmax(row, prompt[i])));
+    const best = row.indexOf(row.reduce((m, x) => Math.max(m, x), -Infinity));
+    t.equal(Object.keys(lp?.top_logprobs?.[i] ?? {}).length, 1);
+    t.ok(Math.abs(Object.values(lp?.top_logprobs?.[i] ?? {})[0] - logSoftmax(row, best)) < 1e-4, `token ${i}: the most likely alternative`);
+  }
+  t.ok(worst < 1e-4, `every prompt token within 1e-4: largest difference ${worst.toExponential(2)}`);
+  t.ok(Math.abs((lp?.token_logprobs?.[prompt.length] as number) - logSoftmax(logits.subarray((prompt.length - 1) * V), tokenizer.encode(lp?.tokens?.[prompt.length] ?? '', { allowSpecial: false })[0])) < 1e-4, 'and the reply\'s token');
+  // Beside requests that generate, on the same model: each gets what it gets alone.
+  const generating = { model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0 } as const;
+  const [a, b, c, d] = await Promise.all([client.completions.create(generating), client.completions.create(score), client.completions.create({ ...score, prompt: [...prompt] }), client.completions.create(generating)]);
+  t.same([a.choices[0].text, d.choices[0].text], [greedy.alpha, greedy.alpha], 'the generating requests, as alone');
+  t.same(b.choices[0].logprobs, lp, 'the scored prompt, as alone');
+  t.same(c.choices[0].logprobs, lp, 'and given as token ids');
+  const tooLong = await client.completions.create({ ...score, prompt: [...new Array(127).fill(prompt[0])], max_tokens: 2 }).catch((e: unknown) => e);
+  t.ok(tooLong instanceof OpenAI.BadRequestError && tooLong.param === 'prompt', 'a prompt that, with its reply, passes the context: refused, not cut');
+  t.match((tooLong as Error).message, /its log-probabilities need the whole prompt within the context of model "general": 127 tokens and a reply of 2 pass 128/);
+});
+
 t.test('chat completions: the chat format for a chat model, the reply sanitized, streamed as chunks that add up', async (t) => {
   const messages = [
     { role: 'system', content: 'audience: grandma' },

@@ -16,7 +16,7 @@ import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
 import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
-import { appendOnly, type ChatService, type Completion, type GenerationRequest } from '../service';
+import { appendOnly, type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 
 const MAX_N = 16;
 const MAX_STOPS = 4;
@@ -193,7 +193,8 @@ function tokenText(tokenizer: Tokenizer, token: number): string {
   return tokenizer.decode([token]);
 }
 
-function completionLogprobs(tokenizer: Tokenizer, logprobs: TokenLogprob[], offset: number): Record<string, unknown> {
+// OpenAI's logprobs of a completion, from `offset` in its text: the prompt's tokens first when it is echoed.
+function completionLogprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | PromptLogprob)[], offset: number): Record<string, unknown> {
   const tokens = logprobs.map((l) => tokenText(tokenizer, l.token));
   const textOffset: number[] = [];
   let at = offset;
@@ -204,7 +205,7 @@ function completionLogprobs(tokenizer: Tokenizer, logprobs: TokenLogprob[], offs
   return {
     tokens,
     token_logprobs: logprobs.map((l) => l.logprob),
-    top_logprobs: logprobs.map((l) => Object.fromEntries(l.top.map((a) => [tokenText(tokenizer, a.token), a.logprob]))),
+    top_logprobs: logprobs.map((l) => l.top && Object.fromEntries(l.top.map((a) => [tokenText(tokenizer, a.token), a.logprob]))),
     text_offset: textOffset,
   };
 }
@@ -257,7 +258,8 @@ const CHAT: Kind = {
   chunk: (index, text, done, first) => ({ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs: null, ...(done ? finished(done) : { finish_reason: null }) }),
 };
 
-async function answer(service: ChatService, res: Response, kind: Kind, common: Common, choices: Choice[], logprobs: number | undefined, format: (c: Completion, choice: Choice, tokenizer: Tokenizer | null) => Record<string, unknown>): Promise<void> {
+// logprobs: the alternatives each token's log-probability comes with, and whether the prompt's tokens' come too.
+async function answer(service: ChatService, res: Response, kind: Kind, common: Common, choices: Choice[], logprobs: { top: number; prompt: boolean } | undefined, format: (c: Completion, choice: Choice, tokenizer: Tokenizer | null) => Record<string, unknown>): Promise<void> {
   const id = `${kind.idPrefix}${crypto.randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
   const head = { id, object: kind.chunkObject, created, model: common.model.key };
@@ -290,7 +292,8 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
         seed: common.seed === undefined ? undefined : common.seed + choice.index,
         signal: gone.signal,
         stop: common.stop,
-        logprobs,
+        logprobs: logprobs?.top,
+        promptLogprobs: logprobs?.prompt,
         ...(common.stream && { onText: emit }),
       })
       .then((c) => {
@@ -353,20 +356,20 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const prompts = completionPrompts(body.prompt);
     const logprobs = optional<number>(body, 'logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
     const echo = optional<boolean>(body, 'echo', isBool, 'true or false') ?? false;
-    if (echo && logprobs !== undefined) bad('echo', 'is not supported with logprobs (the log-probabilities of prompt tokens are not computed)');
     if (echo && common.stream) bad('echo', 'is not supported with stream');
     if (body.best_of !== undefined && body.best_of !== null && body.best_of !== common.n) bad('best_of', 'is not supported (only equal to n)');
     if (common.stream && logprobs !== undefined) bad('logprobs', 'is not supported with stream');
     // An echoed prompt of token ids comes back as their text.
     const echoed = !echo ? null : prompts.some((p) => typeof p !== 'string') ? await service.tokenizer(common.model.key) : null;
     const choices = prompts.flatMap((p, i) => Array.from({ length: common.n }, (_, j) => ({ index: i * common.n + j, prompt: p })));
-    await answer(service, res, COMPLETION, common, choices, logprobs, (c, choice, tokenizer) => {
+    await answer(service, res, COMPLETION, common, choices, logprobs === undefined ? undefined : { top: logprobs, prompt: echo }, (c, choice, tokenizer) => {
       const p = choice.prompt as string | number[];
       const head = !echo ? '' : typeof p === 'string' ? p : (echoed as Tokenizer).decode(p);
       return {
         index: choice.index,
         text: head + c.text,
-        logprobs: tokenizer && c.logprobs ? completionLogprobs(tokenizer, c.logprobs, head.length) : null,
+        // Echoed, the prompt's tokens come first, from the start of the text.
+        logprobs: tokenizer && c.logprobs ? completionLogprobs(tokenizer, [...(c.promptLogprobs ?? []), ...c.logprobs], c.promptLogprobs ? 0 : head.length) : null,
         ...finished(c),
       };
     });
@@ -382,7 +385,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     if (top !== undefined && !wantsLogprobs) bad('top_logprobs', 'needs "logprobs": true');
     if (common.stream && wantsLogprobs) bad('logprobs', 'is not supported with stream');
     const choices = Array.from({ length: common.n }, (_, index) => ({ index, prompt }));
-    await answer(service, res, CHAT, common, choices, wantsLogprobs ? (top ?? 0) : undefined, (c, choice, tokenizer) => ({
+    await answer(service, res, CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => ({
       index: choice.index,
       message: { role: 'assistant', content: c.text },
       logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null,
