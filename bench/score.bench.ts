@@ -1,8 +1,8 @@
 // Scoring text at GPT-2 124M's shapes (random weights, 2 threads): the log-probabilities of every token of a prompt
 // (a Generator request with promptLogprobs, as /v1/completions' echo with logprobs asks for them) beside prefilling
-// the same prompt for one new token, which computes the logits of its last token alone. A scored prompt is fed
-// `slots` tokens a step, so the table has a row for a server's default 8 slots and one for 32. Medians of 3 runs
-// after a warm-up, the two requests taking turns; no prefix is reused.
+// the same prompt for one new token, which computes the logits of its last token alone. A scored prompt is fed as
+// many tokens a step as the rows of logits the backend plans (64 on the CPU, or the slots if more), with a server's
+// default 8 slots and with 32. Medians of 3 runs after a warm-up, the two requests taking turns; no prefix is reused.
 import { Model } from '../lib/engine/model';
 import { Generator, type GenerateOptions } from '../lib/generate';
 import { loadTokenizer } from '../lib/tokenizer';

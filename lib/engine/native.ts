@@ -114,9 +114,9 @@ export interface NativeModel {
   backward(): Promise<void>;
   step(options: NativeStepOptions): Promise<number>;  // resolves to the gradient norm before clipping
 
-  kvReserve(nSlots: number): void;
+  kvReserve(nSlots: number): number;  // returns the rows of logits it plans: at least nSlots (see kvForward)
   // logitsOut: [slots.length, V], the logits of each slot's last new token; with everyToken, [tokens.length, V], those
-  // of every new token (at most kvReserve's nSlots of them), for the log-probabilities of a prompt.
+  // of every new token (at most the rows of logits kvReserve planned), for the log-probabilities of a prompt.
   kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, logitsOut: Float32Array, everyToken?: boolean): Promise<void>;
   kvTruncate(slot: number, length: number): void;  // keeps the slot's first `length` tokens (0 empties it)
   kvLength(slot: number): number;
@@ -159,6 +159,7 @@ export interface NativeAddon {
   cudaAvailable(): boolean;  // built with CUDA and a device is usable
   // What a CPU model takes to decode `slots` sequences at their full context, in bytes, computed by the native code
   // that allocates it (native/core/backend.h plan_decode_memory), without allocating.
+  logPartition(logits: Float32Array): number;  // log(sum of e^logits): one row's log-softmax normalizer
   planDecodeMemory(config: NativeConfig, weightDtype: WeightDType, slots: number, threads: number): { params: number; kvCache: number; activations: number };
   // The sampler's own table of accepted settings (native/core/checks.h): null, or the first field refused and its rule.
   checkSampling(params: NativeSampling, vocabSize: number): { field: keyof NativeSampling; rule: string } | null;

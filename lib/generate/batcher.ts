@@ -10,8 +10,8 @@
 // by the tokens themselves, it serves stateless clients that send the whole history each time, and gives the
 // same tokens as a cold prefill.
 // A request may ask for its prompt's log-probabilities too (promptLogprobs, as OpenAI's echo with logprobs): its
-// prompt, but for the last token, is then fed through kvForward's logits of every token, at most `slots` tokens a
-// step (the rows of logits the native side plans), and from no cached prefix.
+// prompt, but for the last token, is then fed through kvForward's logits of every token, as many a step as the rows
+// of logits the native side plans (kvReserve), and from no cached prefix.
 import { Model, type ServedAdapter } from '../engine/model';
 import { NativeModel } from '../engine/native';
 import type { ReplyStream } from '../sanitize/types';
@@ -96,11 +96,12 @@ export class Batcher {
   private readonly slotFreedAt: number[];
   private freed = 0;
   private loop: Promise<void> | null = null;
-  private reserved = false;
+  private logitRows = 0;  // kvReserve's, once reserved
   private closed = false;
   // Step buffers, sized once for a full batch: the sampled rows' logits (filled only when a row asks for logprobs)
   // and RNG states (advanced by the native draw, taken into the sequences only from a step that succeeds).
   private readonly logits: Float32Array;
+  private scoreLogits: Float32Array | null = null;  // [logitRows, V], made for the first prompt scored
   private readonly rngState: BigUint64Array;
 
   // One batcher per model: it owns the model's KV cache.
@@ -223,10 +224,7 @@ export class Batcher {
   }
 
   private async run(): Promise<void> {
-    if (!this.reserved) {
-      await this.model.run((native) => native.kvReserve(this.slots));
-      this.reserved = true;
-    }
+    if (this.logitRows === 0) this.logitRows = await this.model.run((native) => native.kvReserve(this.slots));
     for (;;) {
       this.expire();
       this.admit();
@@ -342,7 +340,7 @@ export class Batcher {
         this.suspects.delete(job);  // finished meanwhile
         continue;
       }
-      const { feed, scores } = this.prefillFeed(job, this.maxStepTokens, this.slots);
+      const { feed, scores } = this.prefillFeed(job, this.maxStepTokens, this.logitRows);
       const reset = job.seq.needsReset;
       return [{ job, slot, feed, reset, keep: job.seq.held.length, samples: feed.length === job.seq.nextFeed(Infinity).length, scores }];
     }
@@ -356,7 +354,7 @@ export class Batcher {
       else prefills.push({ job, slot });
     });
     let budget = Math.max(1, this.maxStepTokens - sampling.length);
-    let scoreBudget = this.slots;
+    let scoreBudget = this.logitRows;
     for (const { job, slot } of prefills) {
       if (budget === 0) break;
       const reset = job.seq.needsReset;
@@ -425,7 +423,8 @@ export class Batcher {
   private async score(native: NativeModel, rows: Row[]): Promise<void> {
     const { slots, nNew, tokens } = feeds(rows);
     const V = this.vocabSize;
-    const logits = this.logits.subarray(0, tokens.length * V);
+    this.scoreLogits ??= new Float32Array(this.logitRows * V);
+    const logits = this.scoreLogits.subarray(0, tokens.length * V);
     await native.kvForward(slots, nNew, tokens, logits, true);
     let at = 0;
     for (const { job, feed } of rows) {

@@ -1,5 +1,6 @@
 // Log-probabilities of sampled tokens under the model's own distribution (the log-softmax of its logits, before
 // the repetition penalty, temperature, top-k or top-p shape what is drawn), as OpenAI's API reports them.
+import { loadAddon } from '../engine/native';
 
 export interface Alternative {
   token: number;
@@ -15,11 +16,7 @@ export const MAX_TOP_LOGPROBS = 20;
 
 // `token`'s log-probability in one row of logits, and the `top` most likely tokens' (ties: lower id first).
 export function tokenLogprob(logits: Float32Array, token: number, top: number): TokenLogprob {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
-  const logZ = max + Math.log(sum);
+  const logZ = loadAddon().logPartition(logits);
   // A sorted list of the best `top` so far: a logit enters only when it beats the least of them.
   const best: number[] = [];
   for (let i = 0; i < logits.length && top > 0; i++) {

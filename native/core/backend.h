@@ -113,14 +113,14 @@ class Backend {
   virtual float step(const StepOptions& options) = 0;
 
   // KV-cached decoding over independent sequences ("slots"), each up to n_ctx tokens long.
-  // kv_reserve plans the cache once. kv_forward appends n_new[i] tokens (concatenated in `tokens`) to
-  // slot slots[i] after its current length and writes the logits of each slot's last new token to
-  // logits_out [n, V]; with every_token, those of every new token, [total, V] in the order of `tokens`, for the
-  // log-probabilities of a prompt (at most n_slots tokens then: the logits' room that kv_reserve plans). The caller
+  // kv_reserve plans the cache once, and returns the rows of logits it plans: at least n_slots. kv_forward appends
+  // n_new[i] tokens (concatenated in `tokens`) to slot slots[i] after its current length and writes the logits of
+  // each slot's last new token to logits_out [n, V]; with every_token, those of every new token, [total, V] in the
+  // order of `tokens`, for the log-probabilities of a prompt (at most kv_reserve's rows of logits then). The caller
   // keeps every slot within n_ctx (see lib/generate for the window policy).
   // kv_truncate keeps a slot's first `length` tokens (0 empties it): a prompt that begins with what a slot holds
   // is prefilled from there on.
-  virtual void kv_reserve(int n_slots) = 0;
+  virtual int kv_reserve(int n_slots) = 0;
   virtual void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
                           bool every_token) = 0;
   virtual void kv_truncate(int slot, int length) = 0;

@@ -646,7 +646,7 @@ CpuDecoder& CpuBackend::decoder() {
   return *decoder_;
 }
 
-void CpuBackend::kv_reserve(int n_slots) { decoder().reserve(n_slots); }
+int CpuBackend::kv_reserve(int n_slots) { return decoder().reserve(n_slots); }
 
 int CpuBackend::kv_add_adapter(int rank, float scaling, const uint8_t* modules, const float* factors, size_t n_factors) {
   return decoder().add_adapter(rank, scaling, modules, factors, n_factors);

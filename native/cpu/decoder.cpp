@@ -27,6 +27,9 @@ namespace {
 
 // Rows per pass through the layers: enough for the tiled matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
+// Rows of logits at least: a prompt being scored (kv_forward's every_token) is fed this many tokens a call, which
+// reads the weights once for all of them. 64 rows of GPT-2's vocabulary take 13 MB.
+constexpr int kLogitRows = 64;
 
 // The parameters that are neither layer matrices nor embeddings, which a 16-bit or 8-bit model's decoder keeps
 // in float32.
@@ -85,6 +88,7 @@ struct CpuDecoder::State {
 
   int n_slots = 0;
   int max_rows = 0;
+  int logit_rows = 0;  // DecoderPlan's
   std::vector<int> lengths;
   // [slot][n_ctx]: the token ids each slot holds, lengths[slot] of them: kv_step's repetition-penalty histories.
   AlignedArray<int32_t> held;
@@ -101,8 +105,8 @@ struct CpuDecoder::State {
   AlignedArray<float> adapter_u;              // [R, rank] of the model's own adapter
   AlignedArray<float> scores;      // [threads, n_ctx]
   AlignedArray<float> matmul_scratch;  // decode_matmul's and head_matmul's
-  AlignedArray<float> last, last_ln;  // [n_slots, C]: the final hidden state of each slot's last new token
-  AlignedArray<float> logits;      // [n_slots, V]: kv_step's, when the caller does not ask for them
+  AlignedArray<float> last, last_ln;  // [logit_rows, C]: the final hidden states whose logits are asked for
+  AlignedArray<float> logits;      // [logit_rows, V]: kv_step's, when the caller does not ask for them
   std::vector<const int32_t*> history;  // [n_slots]: kv_step's sampled rows' histories (into held) and their lengths
   std::vector<int32_t> history_len;
   std::vector<int> row_slot, row_pos;
@@ -371,7 +375,7 @@ CpuDecoder::CpuDecoder(const ModelSpec& spec, WeightsView weights, DType matrice
 
 CpuDecoder::~CpuDecoder() = default;
 
-void CpuDecoder::reserve(int n_slots) {
+int CpuDecoder::reserve(int n_slots) {
   if (n_slots <= 0) throw std::invalid_argument("kv_reserve: the number of slots must be >= 1, got " + std::to_string(n_slots));
   State& s = *state_;
   const size_t C = s.cfg().n_embd;
@@ -397,8 +401,9 @@ void CpuDecoder::reserve(int n_slots) {
   s.adapter_u = AlignedArray<float>(static_cast<size_t>(R) * s.spec.lora().rank);
   s.scores = AlignedArray<float>(plan.scores);
   s.matmul_scratch = AlignedArray<float>(plan.matmul_scratch);
-  s.last = AlignedArray<float>(n_slots * C);
-  s.last_ln = AlignedArray<float>(n_slots * C);
+  s.logit_rows = plan.logit_rows;
+  s.last = AlignedArray<float>(plan.logit_rows * C);
+  s.last_ln = AlignedArray<float>(plan.logit_rows * C);
   s.logits = AlignedArray<float>(plan.logits);
   s.history.assign(n_slots, nullptr);
   s.history_len.assign(n_slots, 0);
@@ -408,13 +413,14 @@ void CpuDecoder::reserve(int n_slots) {
   s.slot_used.assign(n_slots, 0);
   s.adapters.reserve(n_slots, R);
   if (s.stale) s.refresh();  // here rather than in the first forward, which would pay for it in its latency
+  return plan.logit_rows;
 }
 
 void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
                          bool every_token) {
   State& s = *state_;
   const int64_t total =
-      check_kv_forward(s.cfg(), n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), every_token);
+      check_kv_forward(s.cfg(), n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), every_token, s.logit_rows);
   s.feed(n, slots, n_new, tokens, total, every_token);
   s.head(every_token ? static_cast<int>(total) : n, nullptr, logits_out);
 }
@@ -572,6 +578,7 @@ DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int
   const int C = c.n_embd;
   DecoderPlan p;
   p.rows = std::max(kChunkRows, n_slots);
+  p.logit_rows = std::max(kLogitRows, n_slots);
   const size_t R = p.rows;
   p.cache_type = matrices == DType::F32 ? DType::F32 : DType::F16;
   p.cache = static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C;
@@ -580,9 +587,9 @@ DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int
   p.scores = static_cast<size_t>(threads) * c.n_ctx;
   p.matmul_scratch = std::max({decode_matmul_scratch(p.rows, C, 3 * C, matrices, threads), decode_matmul_scratch(p.rows, C, C, matrices, threads),
                                decode_matmul_scratch(p.rows, C, 4 * C, matrices, threads),
-                               decode_matmul_scratch(p.rows, 4 * C, C, matrices, threads), head_matmul_scratch(n_slots, C, matrices, threads)});
-  p.last = 2 * static_cast<size_t>(n_slots) * C;
-  p.logits = static_cast<size_t>(n_slots) * c.vocab_size;
+                               decode_matmul_scratch(p.rows, 4 * C, C, matrices, threads), head_matmul_scratch(p.logit_rows, C, matrices, threads)});
+  p.last = 2 * static_cast<size_t>(p.logit_rows) * C;
+  p.logits = static_cast<size_t>(p.logit_rows) * c.vocab_size;
   if (matrices != DType::F32) {
     for (ParamKind kind : kVectorKinds) p.vectors += spec.group_numel(kind);
   }

@@ -38,7 +38,7 @@ class CpuDecoder {
   CpuDecoder(const ModelSpec& spec, WeightsView weights, DType matrices, ThreadPool& pool);
   ~CpuDecoder();
 
-  void reserve(int n_slots);  // plans the cache and scratch memory once
+  int reserve(int n_slots);  // plans the cache and scratch memory once; returns the rows of logits (DecoderPlan)
   // See Backend::kv_forward.
   void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out, bool every_token);
   // See Backend::kv_step: the logits go into the decoder's own [n_slots, V], or into logits_out when given.
@@ -85,9 +85,11 @@ class CpuDecoder {
 };
 
 // The decoder's buffers for n_slots sequences, in elements, planned once: reserve() allocates them, and
-// plan_decode_memory (core/backend.h) sizes a model with them before it exists. rows: R, the rows of one pass.
+// plan_decode_memory (core/backend.h) sizes a model with them before it exists. rows: R, the rows of one pass;
+// logit_rows: L, the rows of logits, one for each slot's next token or for each token of a prompt being scored.
 struct DecoderPlan {
   int rows = 0;
+  int logit_rows = 0;
   // The keys and values' type: float32 for float32 weights; f16 for 16-bit and 8-bit ones, which halves the pages of
   // a long context's cache (f16 is llama.cpp's default KV type too).
   DType cache_type = DType::F32;
@@ -96,8 +98,8 @@ struct DecoderPlan {
   size_t activations = 0;     // x, ln, atty [R, C]; qkv [R, 3C]; fcg [R, 4C]; the model's adapter's x A^T [R, rank]
   size_t scores = 0;          // [threads, n_ctx]
   size_t matmul_scratch = 0;  // the largest of the layer products' and the head's
-  size_t last = 0;            // last, last_ln [n_slots, C] each
-  size_t logits = 0;          // [n_slots, V]
+  size_t last = 0;            // last, last_ln [L, C] each
+  size_t logits = 0;          // [L, V]
   size_t vectors = 0;         // float32 copies of a 16-bit or 8-bit model's vectors (biases, LayerNorms)
   size_t cache_bytes() const;  // the keys, values and token ids
   size_t bytes() const;        // all of them

@@ -801,9 +801,9 @@ CudaDecoder& CudaBackend::decoder() {
   return *decoder_;
 }
 
-void CudaBackend::kv_reserve(int n_slots) {
+int CudaBackend::kv_reserve(int n_slots) {
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  decoder().reserve(n_slots);
+  return decoder().reserve(n_slots);
 }
 
 void CudaBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,

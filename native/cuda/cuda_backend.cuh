@@ -55,7 +55,7 @@ class CudaBackend : public Backend {
   void backward() override;
   float step(const StepOptions& options) override;
 
-  void kv_reserve(int n_slots) override;
+  int kv_reserve(int n_slots) override;
   void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
                   bool every_token) override;
   void kv_truncate(int slot, int length) override;

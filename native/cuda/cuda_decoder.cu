@@ -19,6 +19,9 @@ namespace dixie::cuda {
 namespace {
 // Rows per pass through the layers: enough for the products to run at full speed on a long prompt.
 constexpr int kChunkRows = 1024;
+// Rows of logits at least: a prompt being scored (kv_forward's every_token) is fed this many tokens a call, enough
+// that the call is not a string of launches. 256 rows of GPT-2's vocabulary take 52 MB.
+constexpr int kLogitRows = 256;
 
 // held[row_slot[r], row_pos[r]] = row_token[r] for r < total: the slots' token ids, [slots, n_ctx].
 __global__ void hold_tokens_kernel(int32_t* held, const int32_t* row_token, const int32_t* row_slot, const int32_t* row_pos,
@@ -33,7 +36,7 @@ CudaDecoder::CudaDecoder(const ModelSpec& spec, DeviceWeights weights, Gemm& gem
     : spec_(spec), w_(weights), gemm_(gemm), stream_(stream), bf16_(bf16), vocab_padded_(vocab_padded), served_(spec, stream),
       graphs_on_(graphs) {}
 
-void CudaDecoder::reserve(int n_slots) {
+int CudaDecoder::reserve(int n_slots) {
   if (n_slots <= 0) throw std::invalid_argument("kv_reserve: the number of slots must be >= 1, got " + std::to_string(n_slots));
   const GPT2Config& c = spec_.config();
   const size_t C = c.n_embd, x = bf16_ ? sizeof(bf16) : sizeof(float);
@@ -42,28 +45,30 @@ void CudaDecoder::reserve(int n_slots) {
   graphs_.clear();  // they point at the old buffers
   cache_.allocate(2 * static_cast<size_t>(c.n_layer) * n_slots * c.n_ctx * C * x, "KV cache");
   max_rows_ = std::max(kChunkRows, n_slots);
+  logit_rows_ = std::max(kLogitRows, n_slots);
   const size_t lora_u = static_cast<size_t>(max_rows_) * spec_.lora().rank;
-  scratch_.allocate(((15 * static_cast<size_t>(max_rows_) + n_slots) * C + lora_u) * x, "decoding scratch");
+  scratch_.allocate(((15 * static_cast<size_t>(max_rows_) + logit_rows_) * C + lora_u) * x, "decoding scratch");
   // A chunk of more rows than q8_matvec takes, or a 16-bit base's matrix in another type, is multiplied by the layer's
   // matrix expanded here.
   if (bf16_ ? w_.expands<bf16>() : w_.expands<float>()) dequantized_.allocate(w_.expanded_numel() * x, "expanded layer matrix");
-  logits_.allocate(static_cast<size_t>(n_slots) * vocab_padded_, "decoding logits");
+  logits_.allocate(static_cast<size_t>(logit_rows_) * vocab_padded_, "decoding logits");
   held_.allocate(static_cast<size_t>(n_slots) * c.n_ctx, "decoding slots' tokens");
   history_begin_.assign(n_slots, 0);
   history_len_.assign(n_slots, 0);
-  const size_t meta = 3 * static_cast<size_t>(n_slots) * c.n_ctx + 2 * static_cast<size_t>(n_slots);
+  const size_t meta = 3 * static_cast<size_t>(n_slots) * c.n_ctx + 2 * static_cast<size_t>(logit_rows_);
   rows_.allocate(meta, "decoding rows");
   rows_host_.allocate(meta);
   lengths_.assign(n_slots, 0);
   slot_used_.assign(n_slots, 0);
   served_.reserve(n_slots, max_rows_, static_cast<int64_t>(n_slots) * c.n_ctx);
   n_slots_ = n_slots;
+  return logit_rows_;
 }
 
 void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
                           bool every_token) {
   const int64_t total =
-      check_kv_forward(spec_.config(), n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), every_token);
+      check_kv_forward(spec_.config(), n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), every_token, logit_rows_);
   const int rows = every_token ? static_cast<int>(total) : n;
   stage(n, slots, n_new, tokens, total, rows, nullptr, every_token);
   queue(total, rows);
@@ -201,7 +206,7 @@ void CudaDecoder::run(int64_t total, int n_logits) {
   X* fch = proj + R_max * C;
   X* fcg = fch + R_max * 4 * C;
   X* last_ln = fcg + R_max * 4 * C;
-  X* lora_u = last_ln + static_cast<int64_t>(n_slots_) * C;
+  X* lora_u = last_ln + static_cast<int64_t>(logit_rows_) * C;
   X* keys = reinterpret_cast<X*>(cache_.data());
   X* values = keys + static_cast<int64_t>(L) * n_slots_ * c.n_ctx * C;
   const int32_t* d = rows_.data();

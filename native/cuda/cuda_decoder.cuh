@@ -28,7 +28,7 @@ class CudaDecoder {
   CudaDecoder(const ModelSpec& spec, DeviceWeights weights, Gemm& gemm, cudaStream_t stream, bool bf16,
               int vocab_padded, bool graphs);
 
-  void reserve(int n_slots);  // plans the cache and scratch memory once
+  int reserve(int n_slots);  // plans the cache and scratch memory once; returns logit_rows_
   // See Backend::kv_forward; logits_out is host memory [n, V], or with every_token [total, V].
   void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out, bool every_token);
   // See Backend::kv_step: the sampled rows' logits stay on the device, where `sampler` draws from them with the
@@ -60,17 +60,18 @@ class CudaDecoder {
   bool bf16_;
   int vocab_padded_;
   int n_slots_ = 0, max_rows_ = 0;
+  int logit_rows_ = 0;  // rows of logits_: one for each slot's next token, or for each token of a prompt being scored
   std::vector<int> lengths_;
   std::vector<uint8_t> slot_used_;
   DeviceArray<unsigned char> cache_;    // keys, then values: [L][slots][n_ctx][C] each
-  DeviceArray<unsigned char> scratch_;  // rows of a chunk (x, ln, qkv, atty, proj, fch, fcg), last_ln [slots, C], lora u [rows, r]
-  DeviceArray<float> logits_;           // [slots, vocab_padded]
+  DeviceArray<unsigned char> scratch_;  // rows of a chunk (x, ln, qkv, atty, proj, fch, fcg), last_ln [logit rows, C], lora u [rows, r]
+  DeviceArray<float> logits_;           // [logit rows, vocab_padded]
   DeviceArray<int32_t> held_;           // [slots, n_ctx]: the token ids each slot holds, kv_step's penalty histories
   std::vector<int64_t> history_begin_;  // [slots]: a kv_step's sampled rows' histories within held_, and lengths
   std::vector<int32_t> history_len_;
   DeviceArray<unsigned char> dequantized_;  // a narrow base's layer matrix expanded for a GEMM (DeviceWeights::matrix)
   // One call's rows: [tokens][row slots][row positions] (total each), then [gather sources][gather targets] (up to
-  // n_slots each: the rows whose logits are computed, and their rows of logits_)
+  // logit_rows_ each: the rows whose logits are computed, and their rows of logits_)
   DeviceArray<int32_t> rows_;
   PinnedArray<int32_t> rows_host_;
   std::vector<int> chunk_gathers_;      // per chunk, where its gathers start (one entry more than chunks)

@@ -719,43 +719,52 @@ void section_decode(const Shape& shape) {
     report(self <= 0.1, "decode bf16: KV-cached vs bf16 full forward", "max |diff| / max(1, max|logit|) " + fmt("%.2e", self));
   });
   // kv_forward with every_token, as a prompt's log-probabilities take it: two calls over a cache of 4 slots, the
-  // second starting one slot and continuing another, against full forward passes' logits at each position.
+  // first of more tokens than slots, the second starting one slot and continuing another, against full forward
+  // passes' logits at each position; then a call of one token more than the rows of logits kv_reserve planned.
   check("decode f32: logits of every new token = full forward logits", [&] {
     Rng rng{23};
-    std::vector<int32_t> a(6), b(1);
+    std::vector<int32_t> a(12), b(1);
     for (auto& t : a) t = static_cast<int32_t>(rng.next() % V);
     b[0] = static_cast<int32_t>(rng.next() % V);
     const auto every = [&](Backend& be) {
-      std::vector<float> out(7 * static_cast<size_t>(V));
+      std::vector<float> out(13 * static_cast<size_t>(V));
       be.kv_reserve(4);
-      const int32_t first_slots[1] = {0}, first_new[1] = {4};
+      const int32_t first_slots[1] = {0}, first_new[1] = {9};
       be.kv_forward(1, first_slots, first_new, a.data(), out.data(), true);
-      const int32_t then_slots[2] = {3, 0}, then_new[2] = {1, 2}, then_tokens[3] = {b[0], a[4], a[5]};
-      be.kv_forward(2, then_slots, then_new, then_tokens, out.data() + 4 * static_cast<size_t>(V), true);
+      const int32_t then_slots[2] = {3, 0}, then_new[2] = {1, 3}, then_tokens[4] = {b[0], a[9], a[10], a[11]};
+      be.kv_forward(2, then_slots, then_new, then_tokens, out.data() + 9 * static_cast<size_t>(V), true);
       return out;
     };
     auto cpu = cpu_model(c, params, 1, c.n_ctx, false);
-    std::vector<float> full_a(6 * static_cast<size_t>(V)), full_b(V), expected;
-    cpu->forward(a.data(), nullptr, 1, 6, full_a.data(), {});
+    std::vector<float> full_a(12 * static_cast<size_t>(V)), full_b(V), expected;
+    cpu->forward(a.data(), nullptr, 1, 12, full_a.data(), {});
     cpu->forward(b.data(), nullptr, 1, 1, full_b.data(), {});
-    expected.insert(expected.end(), full_a.begin(), full_a.begin() + 4 * static_cast<std::ptrdiff_t>(V));
+    expected.insert(expected.end(), full_a.begin(), full_a.begin() + 9 * static_cast<std::ptrdiff_t>(V));
     expected.insert(expected.end(), full_b.begin(), full_b.end());
-    expected.insert(expected.end(), full_a.begin() + 4 * static_cast<std::ptrdiff_t>(V), full_a.end());
+    expected.insert(expected.end(), full_a.begin() + 9 * static_cast<std::ptrdiff_t>(V), full_a.end());
     auto be = cuda_model(c, params, 1, c.n_ctx, false, false, false);
     const std::vector<float> gpu = every(*be), cpu_every = every(*cpu);
     const double d = max_abs_diff(gpu.data(), expected.data(), expected.size());
     const double e = max_abs_diff(cpu_every.data(), expected.data(), expected.size());
     report(d <= 1e-3, "decode f32: CUDA logits of every new token = full forward", "max |diff| " + fmt("%.2e", d));
     report(e <= 1e-3, "decode f32: CPU logits of every new token = full forward", "max |diff| " + fmt("%.2e", e));
+    const int rows = be->kv_reserve(4);
+    std::vector<int32_t> slots, n_new;
+    for (int slot = 0, left = rows + 1; left > 0; ++slot) {
+      slots.push_back(slot);
+      n_new.push_back(std::min(left, c.n_ctx));
+      left -= n_new.back();
+    }
     std::string refused = "nothing";
     try {
-      std::vector<float> out(5 * static_cast<size_t>(V));
-      const int32_t slot[1] = {1}, five[1] = {5};
-      be->kv_forward(1, slot, five, a.data(), out.data(), true);
+      const std::vector<int32_t> tokens(rows + 1, a[0]);
+      std::vector<float> out((rows + 1) * static_cast<size_t>(V));
+      be->kv_forward(static_cast<int>(slots.size()), slots.data(), n_new.data(), tokens.data(), out.data(), true);
     } catch (const std::invalid_argument& err) {
       refused = err.what();
     }
-    report(refused.find("fit 4 rows") != std::string::npos, "decode f32: every_token over more tokens than slots refused", refused);
+    report(rows >= 4 && refused.find("rows kv_reserve planned") != std::string::npos,
+           "decode f32: every_token over more tokens than the rows of logits refused", std::to_string(rows) + " rows: " + refused);
   });
   // 8-bit weights: the first call's chunk has more rows than q8_matvec takes (the matrices expanded for a GEMM), the
   // second three (q8_matvec).

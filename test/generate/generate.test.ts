@@ -205,7 +205,7 @@ t.test('a seed gives the same text with 1 or 2 threads; stream() yields the text
   t.equal(results[0], results[1], 'threads 1 and 2 alike');
 });
 
-t.test("a prompt's log-probabilities: a full forward pass's, with 1 slot (a token a step) or 3, alone or beside others", async (t) => {
+t.test("a prompt's log-probabilities: a full forward pass's, with 1 slot or 3, alone or beside others", async (t) => {
   const model = await tinyModel(2, { trainable: true });
   const prompt = tokenizer.encode('The quick brown fox jumps over the lazy dog again and again', { allowSpecial: false });
   const V = CONFIG.vocabSize;
