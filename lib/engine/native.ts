@@ -157,9 +157,9 @@ export interface NativeAddon {
   Model: new (config: NativeConfig, options: NativeOptions) => NativeModel;
   cpuFeatures(): string[];  // vector units the addon was compiled for, e.g. ['avx2', 'fma']
   cudaAvailable(): boolean;  // built with CUDA and a device is usable
+  logPartition(logits: Float32Array): number;  // log(sum of e^logits): one row's log-softmax normalizer
   // What a CPU model takes to decode `slots` sequences at their full context, in bytes, computed by the native code
   // that allocates it (native/core/backend.h plan_decode_memory), without allocating.
-  logPartition(logits: Float32Array): number;  // log(sum of e^logits): one row's log-softmax normalizer
   planDecodeMemory(config: NativeConfig, weightDtype: WeightDType, slots: number, threads: number): { params: number; kvCache: number; activations: number };
   // The sampler's own table of accepted settings (native/core/checks.h): null, or the first field refused and its rule.
   checkSampling(params: NativeSampling, vocabSize: number): { field: keyof NativeSampling; rule: string } | null;

@@ -28,7 +28,8 @@ namespace {
 // Rows per pass through the layers: enough for the tiled matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
 // Rows of logits at least: a prompt being scored (kv_forward's every_token) is fed this many tokens a call, which
-// reads the weights once for all of them. 64 rows of GPT-2's vocabulary take 13 MB.
+// reads the weights once for all of them. Their logits go to the caller's buffer; here they take their hidden states
+// and the head's scratch.
 constexpr int kLogitRows = 64;
 
 // The parameters that are neither layer matrices nor embeddings, which a 16-bit or 8-bit model's decoder keeps
@@ -106,7 +107,7 @@ struct CpuDecoder::State {
   AlignedArray<float> scores;      // [threads, n_ctx]
   AlignedArray<float> matmul_scratch;  // decode_matmul's and head_matmul's
   AlignedArray<float> last, last_ln;  // [logit_rows, C]: the final hidden states whose logits are asked for
-  AlignedArray<float> logits;      // [logit_rows, V]: kv_step's, when the caller does not ask for them
+  AlignedArray<float> logits;      // [n_slots, V]: kv_step's, when the caller does not ask for them
   std::vector<const int32_t*> history;  // [n_slots]: kv_step's sampled rows' histories (into held) and their lengths
   std::vector<int32_t> history_len;
   std::vector<int> row_slot, row_pos;
@@ -589,7 +590,7 @@ DecoderPlan plan_decoder(const ModelSpec& spec, DType matrices, int n_slots, int
                                decode_matmul_scratch(p.rows, C, 4 * C, matrices, threads),
                                decode_matmul_scratch(p.rows, 4 * C, C, matrices, threads), head_matmul_scratch(p.logit_rows, C, matrices, threads)});
   p.last = 2 * static_cast<size_t>(p.logit_rows) * C;
-  p.logits = static_cast<size_t>(p.logit_rows) * c.vocab_size;
+  p.logits = static_cast<size_t>(n_slots) * c.vocab_size;
   if (matrices != DType::F32) {
     for (ParamKind kind : kVectorKinds) p.vectors += spec.group_numel(kind);
   }

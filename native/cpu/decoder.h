@@ -99,7 +99,7 @@ struct DecoderPlan {
   size_t scores = 0;          // [threads, n_ctx]
   size_t matmul_scratch = 0;  // the largest of the layer products' and the head's
   size_t last = 0;            // last, last_ln [L, C] each
-  size_t logits = 0;          // [L, V]
+  size_t logits = 0;          // [n_slots, V]: kv_step's own (kv_forward writes to the caller's)
   size_t vectors = 0;         // float32 copies of a 16-bit or 8-bit model's vectors (biases, LayerNorms)
   size_t cache_bytes() const;  // the keys, values and token ids
   size_t bytes() const;        // all of them

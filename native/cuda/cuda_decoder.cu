@@ -70,7 +70,7 @@ void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, con
   const int64_t total =
       check_kv_forward(spec_.config(), n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), every_token, logit_rows_);
   const int rows = every_token ? static_cast<int>(total) : n;
-  stage(n, slots, n_new, tokens, total, rows, nullptr, every_token);
+  stage(n, slots, n_new, tokens, total, rows, nullptr);
   queue(total, rows);
   // the pad columns (see CudaBackend::vocab_padded_) are not copied out
   const int V = spec_.config().vocab_size;
@@ -85,7 +85,7 @@ void CudaDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const 
   const GPT2Config& c = spec_.config();
   const int64_t total = check_kv_step(c, n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), n_sample,
                                       sample_rows, params);
-  stage(n, slots, n_new, tokens, total, n_sample, sample_rows, false);
+  stage(n, slots, n_new, tokens, total, n_sample, sample_rows);
   if (n_sample == 0) {
     queue(total, 0);
     DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -143,11 +143,12 @@ CudaGraph* CudaDecoder::decode_graph(int n, int64_t total, int n_sample, const i
 }
 
 // Lists the call's rows (checked already) in pinned memory: every row's token, slot and position, and the n_logits
-// rows whose logits are computed: with every_token all of them (n_logits = total), else the last new token of
-// n_logits entries (logit_entries, ascending; null: entries 0, 1, ...); then advances the slots' lengths past the
-// new tokens.
+// rows whose logits are computed: all of them when n_logits = total (kv_forward's every_token; otherwise only when
+// every entry is one token, and then the same rows), else the last new token of n_logits entries (logit_entries,
+// ascending; null: entries 0, 1, ...); then advances the slots' lengths past the new tokens.
 void CudaDecoder::stage(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
-                        const int32_t* logit_entries, bool every_token) {
+                        const int32_t* logit_entries) {
+  const bool every_token = n_logits == total;
   int32_t* h = rows_host_.data();
   int32_t *row_token = h, *row_slot = h + total, *row_pos = h + 2 * total;
   int32_t *gather_src = h + 3 * total, *gather_dst = gather_src + n_logits;

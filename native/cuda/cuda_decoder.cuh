@@ -47,7 +47,7 @@ class CudaDecoder {
 
  private:
   void stage(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
-             const int32_t* logit_entries, bool every_token);
+             const int32_t* logit_entries);
   void queue(int64_t total, int n_logits);
   template <typename X>
   void run(int64_t total, int n_logits);

@@ -42,9 +42,15 @@ const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null 
 // OpenAI's fields for what GPT-2 does not do. Clients send many of them with every request at their neutral
 // values (an empty list of tools, a text response format, no logit biases), and those are accepted; any other
 // value is refused with the reason, never ignored. Each applies to the endpoints that list it in their keys.
-const NEUTRAL_ONLY: Readonly<Record<string, { neutral: (v: unknown) => boolean; rule: string }>> = {
-  presence_penalty: { neutral: (v) => v === 0, rule: "only 0 is supported: dixie's repetition penalty is multiplicative; use \"penalize\" (in (0, 1], e.g. 0.85)" },
-  frequency_penalty: { neutral: (v) => v === 0, rule: "only 0 is supported: dixie's repetition penalty is multiplicative; use \"penalize\" (in (0, 1], e.g. 0.85)" },
+interface NeutralOnly {
+  neutral: (v: unknown) => boolean;
+  rule: string;
+}
+const ADDITIVE_PENALTY: NeutralOnly = { neutral: (v) => v === 0, rule: "only 0 is supported: dixie's repetition penalty is multiplicative; use \"penalize\" (in (0, 1], e.g. 0.85)" };
+const ANY_STRING: NeutralOnly = { neutral: (v) => typeof v === 'string', rule: 'must be a string' };
+const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
+  presence_penalty: ADDITIVE_PENALTY,
+  frequency_penalty: ADDITIVE_PENALTY,
   logit_bias: { neutral: (v) => isObject(v) && Object.values(v).every((b) => b === 0), rule: 'only {} (no biases) is supported' },
   suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
   response_format: { neutral: (v) => isObject(v) && v.type === 'text' && Object.keys(v).length === 1, rule: 'only {"type": "text"} is supported: nothing holds GPT-2 to JSON' },
@@ -58,9 +64,9 @@ const NEUTRAL_ONLY: Readonly<Record<string, { neutral: (v: unknown) => boolean; 
   service_tier: { neutral: (v) => v === 'auto' || v === 'default', rule: 'only "auto" or "default" is supported' },
   // Who is asking and what to tag the request with, for OpenAI's abuse monitoring, caching and stored completions:
   // nothing here acts on them.
-  user: { neutral: (v) => typeof v === 'string', rule: 'must be a string' },
-  safety_identifier: { neutral: (v) => typeof v === 'string', rule: 'must be a string' },
-  prompt_cache_key: { neutral: (v) => typeof v === 'string', rule: 'must be a string' },
+  user: ANY_STRING,
+  safety_identifier: ANY_STRING,
+  prompt_cache_key: ANY_STRING,
   metadata: { neutral: (v) => isObject(v) && Object.values(v).every((m) => typeof m === 'string'), rule: 'must be an object of strings' },
 };
 
