@@ -90,6 +90,7 @@ export interface NativeSampling {
   topK: number;           // 0: off
   topP: number;           // 1: off
   penalize: number;       // 0: off
+  logitBias?: { tokens: Int32Array; values: Float32Array };  // values[i] added to the logit of tokens[i]
 }
 
 export interface NativeModel {

@@ -13,7 +13,7 @@
 // prompt, but for the last token, is then fed through kvForward's logits of every token, as many a step as the rows
 // of logits the native side plans (kvReserve), and from no cached prefix.
 import { Model, type ServedAdapter } from '../engine/model';
-import { NativeModel } from '../engine/native';
+import { NativeModel, type NativeSampling } from '../engine/native';
 import type { ReplyStream } from '../sanitize/types';
 import { Tokenizer } from '../tokenizer';
 import { MAX_TOP_LOGPROBS, tokenLogprob, type TokenLogprob } from './logprobs';
@@ -30,7 +30,7 @@ import {
 export interface BatchRequest {
   promptTokens: ArrayLike<number>;  // at least one token (<|endoftext|> alone for unconditional text)
   maxTokens: number;                // tokens to generate at most
-  sampling?: Partial<SamplingOptions>;  // defaults: temperature 1, no top-k/top-p, no penalty
+  sampling?: Partial<SamplingOptions>;  // defaults: temperature 1, no top-k/top-p, no penalty, no logit biases
   stop?: string[];                  // stop sequences on the decoded text; the text ends where one begins
   stopTokens?: number[];            // default [<|endoftext|>]; [] generates through it
   seed?: number | bigint;           // same seed, prompt and settings: same tokens (default: random)
@@ -401,7 +401,7 @@ export class Batcher {
     if (stepped.length === 0) return new Int32Array(0);
     const { slots, nNew, tokens } = feeds(stepped);
     const sampleRows = new Int32Array(stepped.filter((r) => r.samples).length);
-    const params: SamplingOptions[] = [];
+    const params: NativeSampling[] = [];
     let logprobs = false;
     stepped.forEach((row, i) => {
       if (!row.samples) return;

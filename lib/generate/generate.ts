@@ -7,9 +7,9 @@
 // How a request runs (lib/generate/batcher.ts does the work, for all requests at once):
 //   1. The prompt is encoded (an empty prompt is <|endoftext|>: unconditional text) and fed to the model in one
 //      pass (prefill) that fills the request's KV-cache slot and gives the logits of the next token.
-//   2. Each step samples a token per request in native code (repetition penalty, temperature, top-k, top-p;
-//      a per-request RNG seeded from `seed`, so the same seed gives the same text whatever the thread count or
-//      whichever other requests share the batch), feeds it back, and decodes it to text.
+//   2. Each step samples a token per request in native code (repetition penalty, logit biases, temperature,
+//      top-k, top-p; a per-request RNG seeded from `seed`, so the same seed gives the same text whatever the
+//      thread count or whichever other requests share the batch), feeds it back, and decodes it to text.
 //   3. The request ends at <|endoftext|>, a stop sequence (the text is cut where it begins), maxTokens, its
 //      signal or its deadline.
 //   4. When prompt plus output would pass the model's context (nCtx), the request keeps its most recent
@@ -118,12 +118,13 @@ export class Generator {
   }
 
   private request(prompt: string | ArrayLike<number>, options: GenerateOptions): BatchRequest {
-    const { temperature, topK, topP, penalize, maxTokens, ...rest } = options;
+    const { temperature, topK, topP, penalize, logitBias, maxTokens, ...rest } = options;
     const sampling: Partial<SamplingOptions> = {};
     if (temperature !== undefined) sampling.temperature = temperature;
     if (topK !== undefined) sampling.topK = topK;
     if (topP !== undefined) sampling.topP = topP;
     if (penalize !== undefined) sampling.penalize = penalize;
+    if (logitBias !== undefined) sampling.logitBias = logitBias;
     return {
       ...rest,
       promptTokens: typeof prompt === 'string' ? this.encode(prompt) : prompt,

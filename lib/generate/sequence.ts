@@ -10,10 +10,14 @@ import type { ReplyStream } from '../sanitize/types';
 // repetition penalty (--penalize; docs/compatibility.md says how it differs): every distinct token of the window (prompt
 // and output) has its logit l made l * penalize when l > 0 and l / penalize when l < 0, so a used token always
 // becomes less likely (multiplying negative logits too would make them MORE likely). The exact
-// order (penalty, temperature, top-k, top-p, draw) is in native/cpu/sampler.cpp.
-export type SamplingOptions = NativeSampling;
+// order (penalty, logit biases, temperature, top-k, top-p, draw) is in native/cpu/sampler.cpp. logitBias, as
+// OpenAI's logit_bias: token id -> a number added to that token's logit after the penalty (-100 bans the token,
+// +100 all but forces it).
+export interface SamplingOptions extends Omit<NativeSampling, 'logitBias'> {
+  logitBias?: Readonly<Record<number, number>>;
+}
 
-export const DEFAULT_SAMPLING: SamplingOptions = { temperature: 1, topK: 0, topP: 1, penalize: 0 };
+export const DEFAULT_SAMPLING: Readonly<Required<Omit<SamplingOptions, 'logitBias'>>> = { temperature: 1, topK: 0, topP: 1, penalize: 0 };
 
 // 'stop': a stop sequence or stop token (<|endoftext|> by default) ended the text; 'length': maxTokens;
 // 'aborted': the request's signal fired; 'deadline': its deadline passed.
@@ -62,15 +66,37 @@ export function randomSeed(): bigint {
 // rule and the value apart, so that each front end can say it under its own name for the setting.
 export class SamplingError extends RangeError {
   constructor(readonly field: keyof SamplingOptions, readonly rule: string, readonly value: unknown) {
-    super(`${field} must be ${rule}, got ${String(value)}`);
+    super('');
+    this.message = this.describe(field);
     this.name = 'SamplingError';
   }
+
+  // The refusal with the setting called `name` and `context` after the rule: 'top_p must be in (0, 1] for model
+  // "x", got 2'.
+  describe(name: string, context = ''): string {
+    const { value } = this;
+    return `${name} must be ${this.rule}${context}, got ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`;
+  }
+}
+
+// The settings as the native sampler takes them: the logit biases as two arrays, their token ids checked to be
+// ids (their range is the sampler's to check, against the model's vocabulary).
+export function nativeSampling(s: SamplingOptions): NativeSampling {
+  const { logitBias, ...rest } = s;
+  if (logitBias === undefined) return rest;
+  const entries = Object.entries(logitBias);
+  for (const [token, bias] of entries) {
+    if (!/^(0|[1-9]\d{0,8})$/.test(token) || typeof bias !== 'number') {
+      throw new SamplingError('logitBias', 'an object of token ids (integers from 0) to numbers', logitBias);
+    }
+  }
+  return { ...rest, logitBias: { tokens: Int32Array.from(entries, ([t]) => Number(t)), values: Float32Array.from(entries, ([, b]) => b) } };
 }
 
 // Refuses exactly the settings the native sampler refuses, by asking its table (the values read as float32, so a
 // top_p of 1e-300 is 0 there and refused here too; top_k may not pass the model's vocabulary).
 export function checkSampling(s: SamplingOptions, vocabSize: number): void {
-  const refused = loadAddon().checkSampling(s, vocabSize);
+  const refused = loadAddon().checkSampling(nativeSampling(s), vocabSize);
   if (refused) throw new SamplingError(refused.field, refused.rule, s[refused.field]);
 }
 
@@ -121,7 +147,7 @@ export class Sequence {
     this.context.set(promptTokens);
     this.length = promptTokens.length;
     this.promptLength = promptTokens.length;
-    this.sampling = { ...options.sampling };
+    this.sampling = nativeSampling(options.sampling);
     this.rng = BigUint64Array.from(rngStateFromSeed(options.seed));
     this.decoder = tokenizer.streamDecoder();
     this.longestStop = options.stop.reduce((m, s) => Math.max(m, s.length), 0);

@@ -22,6 +22,7 @@ export interface GenerationRequest {
   promptField?: string;                    // the request's field that holds the prompt, for errors about it ('prompt')
   maxPromptChars?: number;                 // a chat's prompt at most this long (besides fitting the context)
   sampling: SamplingDefaults;              // `length`: the reply's at most (a chat's newest message may leave it less)
+  logitBias?: SamplingOptions['logitBias'];  // token id -> a number added to its logit (OpenAI's logit_bias)
   lengthGiven?: boolean;                   // the request set the length; else the model's (at most n_ctx / 2 unless its config sets it)
   seed?: number;
   signal?: AbortSignal;                    // the client went away
@@ -76,7 +77,7 @@ export interface Trimmed {
 }
 
 // The request fields of the sampler's settings.
-export const SAMPLING_FIELDS: Readonly<Record<keyof SamplingOptions, string>> = { temperature: 'temperature', topK: 'top_k', topP: 'top_p', penalize: 'penalize' };
+export const SAMPLING_FIELDS: Readonly<Record<keyof SamplingOptions, string>> = { temperature: 'temperature', topK: 'top_k', topP: 'top_p', penalize: 'penalize', logitBias: 'logit_bias' };
 
 export function samplingOptions(s: SamplingDefaults): SamplingOptions {
   return { temperature: s.temperature, topK: s.topK, topP: s.topP, penalize: s.penalize };
@@ -294,6 +295,7 @@ export class ChatService {
     const result = await generator.generate(tokens, {
       maxTokens,
       ...samplingOptions(request.sampling),
+      logitBias: request.logitBias,
       stop: request.stop,
       logprobs: request.logprobs,
       promptLogprobs: request.promptLogprobs,
@@ -306,7 +308,7 @@ export class ChatService {
       // The sampler's ranges depend on the model (its vocabulary), so they are checked once it is loaded.
       if (err instanceof SamplingError) {
         const field = SAMPLING_FIELDS[err.field];
-        throw new HttpError(400, `${field} must be ${err.rule} for model "${key}", got ${String(err.value)}`, { field });
+        throw new HttpError(400, err.describe(field, ` for model "${key}"`), { field });
       }
       throw err;
     });

@@ -138,7 +138,9 @@ dixie::GPT2Config config_arg(const Napi::Value& v) {
 }
 
 // One row's sampling settings as the sampler reads them (SamplingParams: float32, and an int top-k, below 0 when
-// the value is no integer), each optional; their ranges are the backend's to check (core/checks.h).
+// the value is no integer), each optional; their ranges are the backend's to check (core/checks.h). The logit
+// biases point into the JavaScript arrays of logitBias {tokens: Int32Array, values: Float32Array}: valid for a
+// call that returns before JavaScript runs again (owned_biases copies them for one that does not).
 dixie::SamplingParams sampling_arg(const Napi::Value& v, const std::string& where) {
   const Napi::Object p = object_arg(v, where);
   const auto number = [&](const char* key, double fallback) {
@@ -151,7 +153,39 @@ dixie::SamplingParams sampling_arg(const Napi::Value& v, const std::string& wher
   sp.top_k = std::floor(top_k) == top_k && std::fabs(top_k) <= 2147483647.0 ? static_cast<int>(top_k) : -1;
   sp.top_p = static_cast<float>(number("topP", 1.0));
   sp.penalize = static_cast<float>(number("penalize", 0.0));
+  const Napi::Value bias = p.Get("logitBias");
+  if (!bias.IsUndefined() && !bias.IsNull()) {
+    const Napi::Object b = object_arg(bias, where + ".logitBias");
+    Napi::Int32Array tokens = i32_arg(b.Get("tokens"), where + ".logitBias.tokens");
+    Napi::Float32Array values = f32_arg(b.Get("values"), where + ".logitBias.values");
+    require_length(values.ElementLength(), tokens.ElementLength(), where + ".logitBias.values", "one per token");
+    sp.n_bias = static_cast<int>(tokens.ElementLength());
+    sp.bias_tokens = tokens.Data();
+    sp.bias_values = values.Data();
+  }
   return sp;
+}
+
+// The rows' logit biases copied out of JavaScript's arrays and the rows pointed at the copies, for a call that
+// runs off the event loop.
+struct OwnedBiases {
+  std::vector<int32_t> tokens;
+  std::vector<float> values;
+};
+std::shared_ptr<OwnedBiases> owned_biases(std::vector<dixie::SamplingParams>& rows) {
+  auto owned = std::make_shared<OwnedBiases>();
+  size_t total = 0;
+  for (const dixie::SamplingParams& sp : rows) total += static_cast<size_t>(sp.n_bias);
+  owned->tokens.reserve(total);
+  owned->values.reserve(total);
+  for (dixie::SamplingParams& sp : rows) {
+    const size_t at = owned->tokens.size();
+    owned->tokens.insert(owned->tokens.end(), sp.bias_tokens, sp.bias_tokens + sp.n_bias);
+    owned->values.insert(owned->values.end(), sp.bias_values, sp.bias_values + sp.n_bias);
+    sp.bias_tokens = owned->tokens.data() + at;
+    sp.bias_values = owned->values.data() + at;
+  }
+  return owned;
 }
 
 // A float type of data ('f32', 'f16', 'bf16'), or with `stored` also a type weights are stored in ('q8_0').
@@ -816,11 +850,12 @@ Napi::Value ModelWrap::KvStep(const Napi::CallbackInfo& info) {
     auto rows = std::make_shared<std::vector<int32_t>>(sample_rows.Data(), sample_rows.Data() + m);
     auto sp = std::make_shared<std::vector<dixie::SamplingParams>>(m);
     for (size_t i = 0; i < m; ++i) (*sp)[i] = sampling_arg(params.Get(static_cast<uint32_t>(i)), "kvStep: params[" + std::to_string(i) + "]");
+    auto biases = owned_biases(*sp);
     Backend* bp = &b;
     uint64_t* rng_state = rng.Data();
     int32_t* out_tokens = out.Data();
     const int count = static_cast<int>(n), sampled = static_cast<int>(m);
-    return [bp, s, k, t, rows, sp, rng_state, out_tokens, logits_out, count, sampled]() -> double {
+    return [bp, s, k, t, rows, sp, biases, rng_state, out_tokens, logits_out, count, sampled]() -> double {
       bp->kv_step(count, s->data(), k->data(), t->data(), sampled, rows->data(), sp->data(), rng_state, out_tokens, logits_out);
       return 0.0;
     };

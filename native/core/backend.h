@@ -78,6 +78,11 @@ struct SamplingParams {
   int top_k = 0;                 // 0: off
   float top_p = 1.0f;            // 1: off
   float penalize = 0.0f;         // repetition penalty (--penalize) in (0, 1]; 0: off
+  // Additive logit biases (OpenAI's logit_bias): bias_values[i] is added to the logit of bias_tokens[i], after the
+  // penalty. The arrays are the caller's and are read during the call only.
+  int n_bias = 0;
+  const int32_t* bias_tokens = nullptr;
+  const float* bias_values = nullptr;
 };
 
 class Backend {

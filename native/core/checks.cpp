@@ -154,6 +154,12 @@ std::optional<SamplingRefusal> refuse_sampling(const SamplingParams& sp, int V) 
   if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
     return SamplingRefusal{"topP", "in (0, 1], and not below 1.4e-45 (the smallest float32)"};
   if (!(sp.penalize >= 0.0f && sp.penalize <= 1.0f)) return SamplingRefusal{"penalize", "in [0, 1] (0: off)"};
+  if (sp.n_bias < 0 || (sp.n_bias > 0 && (sp.bias_tokens == nullptr || sp.bias_values == nullptr)))
+    return SamplingRefusal{"logitBias", "token ids with their biases, as many of each"};
+  for (int i = 0; i < sp.n_bias; ++i) {
+    if (sp.bias_tokens[i] < 0 || sp.bias_tokens[i] >= V || !std::isfinite(sp.bias_values[i]))
+      return SamplingRefusal{"logitBias", "token ids from 0 to " + std::to_string(V - 1) + ", each with a finite bias"};
+  }
   return std::nullopt;
 }
 

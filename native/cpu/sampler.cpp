@@ -6,12 +6,14 @@
 //     always becomes less likely. (Multiplying every used logit by p would pull a negative
 //     logit towards zero and make unlikely used tokens MORE likely: docs/compatibility.md.) Tokens used several times are
 //     penalised once.
-//  2. Temperature T: T = 0 is greedy decoding (argmax of the penalised logits, the lowest id on ties;
+//  2. Logit biases (OpenAI's logit_bias): each bias is added to its token's logit, after the penalty, so that a
+//     bias of -100 bans a token and +100 all but forces it whatever the penalty made of it.
+//  3. Temperature T: T = 0 is greedy decoding (argmax of the penalised, biased logits, the lowest id on ties;
 //     top-k/top-p are moot and the RNG is not advanced). Otherwise probabilities are softmax(logit / T).
-//  3. Top-k (k > 0): keep the k most likely tokens (ties broken by lower id).
-//  4. Top-p (p < 1): of what top-k kept, keep the smallest set of most likely tokens whose probability
+//  4. Top-k (k > 0): keep the k most likely tokens (ties broken by lower id).
+//  5. Top-p (p < 1): of what top-k kept, keep the smallest set of most likely tokens whose probability
 //     reaches p of the kept mass (always at least one token).
-//  5. Draw one token from the renormalised kept distribution with the row's RNG: xoroshiro128++ over the
+//  6. Draw one token from the renormalised kept distribution with the row's RNG: xoroshiro128++ over the
 //     row's two 64-bit state words, advanced in place, one draw per sampled token. The draw walks the kept
 //     tokens most likely first (by id when neither top-k nor top-p ranked them), as the CUDA sampler does.
 //     Each row only touches its own state and its own scratch, so the tokens are the same whatever the thread
@@ -61,6 +63,7 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
     }
     for (int i = 0; i < history_len; ++i) s.seen[history[i]] = 0;
   }
+  for (int i = 0; i < sp.n_bias; ++i) l[sp.bias_tokens[i]] += sp.bias_values[i];
 
   // A temperature so small that its inverse overflows float32 is greedy too (its limit), not 0 * inf = NaN.
   if (sp.temperature == 0.0f || std::isinf(1.0f / sp.temperature)) return static_cast<int32_t>(std::max_element(l, l + V) - l);

@@ -25,6 +25,14 @@ struct RowParams {
   float penalize;
   int64_t history_begin;
   int history_len;
+  int n_bias;
+  int64_t bias_begin;
+};
+
+// One logit bias, as stage_biases copies them to the device.
+struct BiasEntry {
+  int32_t token;
+  float value;
 };
 
 // Staged layout of meta_: [n RowParams][2n RNG words][history tokens]
@@ -187,7 +195,7 @@ __device__ int block_argmax(const float* l, int V, float* vals, int* ids) {
   return ids[0];
 }
 
-// Steps 4 and 5 of sample_kernel over the candidates (key <= limit): top-p's cut, then the draw, the candidate
+// Steps 5 and 6 of sample_kernel over the candidates (key <= limit): top-p's cut, then the draw, the candidate
 // where the running mass in key order first exceeds u * total. Masses are integers, so their sums do not depend
 // on the order the candidates are in.
 template <typename Candidates>
@@ -201,14 +209,14 @@ __device__ int32_t draw(const Candidates& cand, const RowParams& p, uint64_t* rn
   }
   unsigned long long total = block_reduce(part, uscratch, 0ull, WarpSumU64());
 
-  // 4. Top-p: the smallest prefix of the candidates holding top_p of their mass.
+  // 5. Top-p: the smallest prefix of the candidates holding top_p of their mass.
   if (p.top_p < 1.0f) {
     unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(p.top_p) * static_cast<double>(total)));
     target = target < 1 ? 1 : (target > total ? total : target);
     limit = block_select(cand, max, inv_t, false, limit, true, target, &total, sh);
   }
 
-  // 5. The draw.
+  // 6. The draw.
   if (threadIdx.x == 0) {
     unsigned long long x = static_cast<unsigned long long>(rng::uniform(rng_row) * static_cast<double>(total));
     if (x >= total) x = total - 1;
@@ -221,7 +229,8 @@ __device__ int32_t draw(const Candidates& cand, const RowParams& p, uint64_t* rn
 
 // logits [rows, ld], the first V of each row the vocabulary's
 __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* logits, int ld, const RowParams* params,
-                                                         uint64_t* rng, const int32_t* history, uint32_t* seen, int V) {
+                                                         uint64_t* rng, const int32_t* history, uint32_t* seen,
+                                                         const BiasEntry* bias, int V) {
   __shared__ SelectShared sh;
   __shared__ float fscratch[32];
   __shared__ int iscratch[32];
@@ -247,7 +256,13 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
     __syncthreads();
   }
 
-  // 2. Greedy rows take the argmax and leave the RNG alone; so do rows whose temperature is so small that its
+  // 2. The logit biases, after the penalty (atomically: a token may come twice).
+  if (p.n_bias > 0) {
+    for (int i = threadIdx.x; i < p.n_bias; i += blockDim.x) atomicAdd(&l[bias[p.bias_begin + i].token], bias[p.bias_begin + i].value);
+    __syncthreads();
+  }
+
+  // 3. Greedy rows take the argmax and leave the RNG alone; so do rows whose temperature is so small that its
   //    inverse overflows (greedy is its limit, where 0 * inf would give NaN).
   if (p.temperature == 0.0f || 1.0f / p.temperature == INFINITY) {
     const int id = block_argmax(l, V, fscratch, iscratch);
@@ -260,7 +275,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
   const float max = block_max(local_max, fscratch);
   const float inv_t = 1.0f / p.temperature;
 
-  // 3. Top-k: the candidates are the keys up to the k-th. The k of them (keys are unique) go to shared memory
+  // 4. Top-k: the candidates are the keys up to the k-th. The k of them (keys are unique) go to shared memory
   //    when they fit, and top-p and the draw then walk only them.
   const bool top_k = p.top_k > 0 && p.top_k < V;
   const bool by_id = !top_k && p.top_p >= 1.0f;
@@ -301,7 +316,9 @@ CudaSampler::~CudaSampler() {
   if (stop_) cudaEventDestroy(stop_);
 }
 
-size_t CudaSampler::memory_bytes() const { return logits_.bytes() + seen_.bytes() + meta_.bytes() + tokens_.bytes(); }
+size_t CudaSampler::memory_bytes() const {
+  return logits_.bytes() + seen_.bytes() + meta_.bytes() + tokens_.bytes() + bias_.bytes();
+}
 
 // Grows the buffers to n rows and the history length; once a server's batch and context are reached, sampling
 // allocates nothing more.
@@ -348,10 +365,11 @@ void CudaSampler::sample(int n, int V, const float* logits, const SamplingParams
   int64_t at = 0;
   for (int i = 0; i < n; ++i) {
     const int len = history_len ? history_len[i] : 0;
-    rp[i] = RowParams{params[i].temperature, params[i].top_k, params[i].top_p, params[i].penalize, at, len};
+    rp[i] = RowParams{params[i].temperature, params[i].top_k, params[i].top_p, params[i].penalize, at, len, 0, 0};
     if (len > 0) std::memcpy(hist + at, history[i], sizeof(int32_t) * len);
     at += len;
   }
+  stage_biases(n, params);
   std::memcpy(rng, rng_state, sizeof(uint64_t) * 2 * n);
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(logits_.data(), logits, sizeof(float) * static_cast<size_t>(n) * V,
                                    cudaMemcpyHostToDevice, stream_));
@@ -367,8 +385,33 @@ void CudaSampler::stage_on_device(int n, int V, const SamplingParams* params, co
   unsigned char* stage = staging_.data();
   RowParams* rp = reinterpret_cast<RowParams*>(stage);
   for (int i = 0; i < n; ++i)
-    rp[i] = RowParams{params[i].temperature, params[i].top_k, params[i].top_p, params[i].penalize, history_begin[i], history_len[i]};
+    rp[i] = RowParams{params[i].temperature, params[i].top_k, params[i].top_p, params[i].penalize, history_begin[i], history_len[i], 0, 0};
   std::memcpy(stage + rng_offset(n), rng_state, sizeof(uint64_t) * 2 * n);
+  stage_biases(n, params);
+}
+
+// The rows' logit biases go to the device by a copy of their own, queued now, so that the settings' copy keeps the
+// fixed size a graph holds; the device buffer only grows (a new generation), to the most biases a call has had.
+void CudaSampler::stage_biases(int n, const SamplingParams* params) {
+  RowParams* rp = reinterpret_cast<RowParams*>(staging_.data());
+  size_t total = 0;
+  for (int i = 0; i < n; ++i) total += static_cast<size_t>(params[i].n_bias);
+  if (total == 0) return;
+  const size_t bytes = total * sizeof(BiasEntry);
+  if (bytes > bias_.size()) {
+    ++generation_;
+    bias_.allocate(bytes, "logit biases");
+    bias_staging_.allocate(bytes);
+  }
+  BiasEntry* staged = reinterpret_cast<BiasEntry*>(bias_staging_.data());
+  int64_t at = 0;
+  for (int i = 0; i < n; ++i) {
+    rp[i].n_bias = params[i].n_bias;
+    rp[i].bias_begin = at;
+    for (int j = 0; j < params[i].n_bias; ++j) staged[at + j] = BiasEntry{params[i].bias_tokens[j], params[i].bias_values[j]};
+    at += params[i].n_bias;
+  }
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(bias_.data(), staged, bytes, cudaMemcpyHostToDevice, stream_));
 }
 
 void CudaSampler::queue_on_device(int n, int V, float* logits, int ld, const int32_t* history, bool timed) {
@@ -382,7 +425,8 @@ void CudaSampler::queue(int n, int V, float* logits, int ld, const int32_t* hist
   timed_ = timed;
   if (timed) DIXIE_CUDA_CHECK(cudaEventRecord(start_, stream_));
   sample_kernel<<<n, kThreads, 0, stream_>>>(tokens_.data(), logits, ld, reinterpret_cast<const RowParams*>(meta),
-                                             reinterpret_cast<uint64_t*>(meta + rng_offset(n)), history, seen_.data(), V);
+                                             reinterpret_cast<uint64_t*>(meta + rng_offset(n)), history, seen_.data(),
+                                             reinterpret_cast<const BiasEntry*>(bias_.data()), V);
   DIXIE_CUDA_LAUNCHED();
   if (timed) DIXIE_CUDA_CHECK(cudaEventRecord(stop_, stream_));
   // The staging buffer is free again once the copies above have run; the results come back through it.

@@ -801,7 +801,12 @@ void section_decode(const Shape& shape) {
       auto split = make(), fused = make();
       split->kv_reserve(4);
       fused->kv_reserve(4);
-      const SamplingParams settings[3] = {{0.0f, 0, 1.0f, 0.5f}, {0.9f, 40, 0.9f, 0.85f}, {1.0f, 0, 1.0f, 0.0f}};
+      // Logit biases on two rows: the sampler's settings copy and its biases' copy go to the device apart.
+      const int32_t bias_tokens[3] = {3, 7, 11};
+      const float bias_values[3] = {-100.0f, 3.0f, 5.0f};
+      const SamplingParams settings[3] = {{0.0f, 0, 1.0f, 0.5f, 2, bias_tokens, bias_values},
+                                          {0.9f, 40, 0.9f, 0.85f, 1, bias_tokens + 2, bias_values + 2},
+                                          {1.0f, 0, 1.0f, 0.0f}};
       std::vector<std::vector<int32_t>> held(3);
       std::vector<uint64_t> rng_split(6), rng_fused;
       Rng seeds{17};
@@ -1260,7 +1265,10 @@ void section_graphs(const Shape& shape) {
       const auto make = [&] { return cuda_model(c, params, 1, c.n_ctx, bf16, false, false); };
       std::unique_ptr<Backend> eager = with_decode_graphs(false, make), graphed = with_decode_graphs(true, make);
       Backend* both[2] = {eager.get(), graphed.get()};
-      const SamplingParams settings[4] = {{0.0f, 0, 1.0f, 0.5f}, {0.9f, 40, 0.9f, 0.85f}, {1.0f, 0, 1.0f, 0.0f}, {0.7f, 20, 1.0f, 0.0f}};
+      const int32_t bias_tokens[2] = {5, 9};
+      const float bias_values[2] = {-100.0f, 4.0f};
+      const SamplingParams settings[4] = {{0.0f, 0, 1.0f, 0.5f}, {0.9f, 40, 0.9f, 0.85f}, {1.0f, 0, 1.0f, 0.0f, 2, bias_tokens, bias_values},
+                                          {0.7f, 20, 1.0f, 0.0f}};
       std::vector<uint64_t> rng[2];
       Rng seeds{73};
       for (int i = 0; i < 8; ++i) rng[0].push_back(seeds.next());
@@ -1659,6 +1667,11 @@ void section_sampler(const Shape& shape) {
     // (which a vocabulary of 1100 or fewer, --small's, has).
     const int many = std::min(1100, V);
     compare("sampler: top_k " + std::to_string(many) + " + top_p 0.95 = CPU", SamplingParams{0.8f, many, 0.95f, 0.0f}, 0.99);
+    // Logit biases, added after the penalty: a ban, pushes up and down.
+    const int32_t bias_tokens[4] = {1, 5, 17, V - 1};
+    const float bias_values[4] = {-100.0f, 4.0f, -2.5f, 3.0f};
+    compare("sampler: greedy + logit biases = CPU", SamplingParams{0.0f, 0, 1.0f, 0.85f, 4, bias_tokens, bias_values}, 1.0);
+    compare("sampler: top_k 40 + top_p 0.95 + logit biases = CPU", SamplingParams{0.8f, 40, 0.95f, 0.85f, 4, bias_tokens, bias_values}, 0.99);
   }
   // The distribution, on a small vocabulary: top-k 40 with top-p 0.95 over one row, many draws.
   check("sampler: top_k 40 + top_p 0.95 distribution", [&] {

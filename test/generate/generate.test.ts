@@ -239,6 +239,34 @@ t.test("a prompt's log-probabilities: a full forward pass's, with 1 slot or 3, a
   model.dispose();
 });
 
+t.test('logit biases in the decode step: the argmax banned, a token forced, beside a request without them', async (t) => {
+  const model = await tinyModel(2, { trainable: true });
+  const gen = new Generator(model, tokenizer, { slots: 3 });
+  t.teardown(async () => {
+    await gen.close();
+    model.dispose();
+  });
+  const prompt = randomTokens(6, 50257, 31);
+  const V = CONFIG.vocabSize;
+  const logits = new Float32Array(prompt.length * V);
+  await model.forward(prompt, null, 1, prompt.length, logits);
+  const last = Array.from(logits.subarray((prompt.length - 1) * V));
+  const ranked = last.map((l, v) => [l, v]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).map(([, v]) => v);
+  const greedy = { temperature: 0, stopTokens: [] };
+  const plain = await gen.generate(prompt, { ...greedy, maxTokens: 4 });
+  t.equal(plain.tokens[0], ranked[0], "unbiased, the forward pass's argmax");
+  const [banned, forced, beside] = await Promise.all([
+    gen.generate(prompt, { ...greedy, maxTokens: 1, logitBias: { [ranked[0]]: -100 } }),
+    gen.generate(prompt, { temperature: 0.8, topK: 40, seed: 2, stopTokens: [], maxTokens: 4, logitBias: { 4242: 100 } }),
+    gen.generate(prompt, { ...greedy, maxTokens: 4 }),
+  ]);
+  t.same(banned.tokens, [ranked[1]], 'the argmax banned: the second most likely');
+  t.same(forced.tokens, [4242, 4242, 4242, 4242], 'a token forced at every step, through top-k');
+  t.same(beside.tokens, plain.tokens, 'the request without biases in the same steps: what it gives alone');
+  await t.rejects(gen.generate(prompt, { maxTokens: 1, logitBias: { [V]: -100 } }), /logitBias must be token ids from 0 to 50256, each with a finite bias, got \{"50257":-100\}/);
+  await t.rejects(gen.generate(prompt, { maxTokens: 1, logitBias: { x: 1 } as unknown as Record<number, number> }), /logitBias must be an object of token ids \(integers from 0\) to numbers/);
+});
+
 t.test('abort, deadline and bad requests', async (t) => {
   const model = await tinyModel(2);
   const gen = new Generator(model, tokenizer, { slots: 1 });

@@ -1,6 +1,6 @@
 // The native sampler (native/cpu/sampler.cpp): greedy and top-k 1 are argmax, top-p keeps the smallest set
-// reaching p, the repetition penalty lowers used tokens (negative logits too), draws follow the distribution,
-// and a seed gives the same tokens whatever the thread count.
+// reaching p, the repetition penalty lowers used tokens (negative logits too), logit biases add after it, draws
+// follow the distribution, and a seed gives the same tokens whatever the thread count.
 import t from 'tap';
 import { Model, NATIVE } from '../../lib/engine/model';
 import { NativeSampling } from '../../lib/engine/native';
@@ -167,4 +167,25 @@ t.test('bad settings are refused with the field named', async (t) => {
   ];
   for (const [params, pattern] of bad) t.throws(() => sampleRows(model, logits, params), pattern);
   t.throws(() => sampleRows(model, logits, {}, 1, Int32Array.of(V)), /histor/);
+});
+
+t.test('logit biases are added after the penalty: -100 bans a token, +100 forces one, ln 3 triples its odds', async (t) => {
+  const bias = (entries: [number, number][]): NativeSampling['logitBias'] => ({ tokens: Int32Array.from(entries, ([k]) => k), values: Float32Array.from(entries, ([, v]) => v) });
+  const row = logitsOf([0.5, 0.3, 0.2]);
+  t.same(sampleRows(model, repeat(row, 1), { temperature: 0, logitBias: bias([[0, -100]]) }), [1], 'greedy: the argmax banned, the next one drawn');
+  t.same(sampleRows(model, repeat(row, 4), { temperature: 1, topK: 2, logitBias: bias([[9, 100]]) }), [9, 9, 9, 9], 'sampled: an unlikely token forced, top-k ranking after the bias');
+  // Token 2's logit 2 is halved by the penalty to 1, then +0.5: 1.5 beats token 0's 1.45. Biased first, it would be (2 + 0.5) / 2 = 1.25.
+  const close = Array.from({ length: V }, (_, i) => (i === 0 ? 1.45 : i === 2 ? 2 : -30));
+  t.same(sampleRows(model, repeat(close, 1), { temperature: 0, penalize: 0.5, logitBias: bias([[2, 0.5]]) }, 1, Int32Array.of(2)), [2], 'the penalty, then the bias');
+  t.same(sampleRows(model, repeat(close, 1), { temperature: 0, penalize: 0.5 }, 1, Int32Array.of(2)), [0], 'without the bias, the penalty alone decides');
+  const n = 4000;
+  const even = logitsOf([0.5, 0.5]);
+  const drawn = counts(sampleRows(model, repeat(even, n), { logitBias: bias([[1, Math.log(3)]]) }));
+  t.ok(Math.abs(drawn[1] / n - 0.75) < 0.03, `p(token 1) with its logit + ln 3 against an equal one: ${(drawn[1] / n).toFixed(3)} (0.75)`);
+  for (const [logitBias, pattern] of [
+    [bias([[V, 1]]), /logitBias must be token ids from 0 to 15, each with a finite bias/],
+    [bias([[-1, 1]]), /logitBias must be token ids from 0 to 15/],
+    [bias([[3, NaN]]), /finite bias/],
+    [{ tokens: Int32Array.of(1, 2), values: Float32Array.of(1) }, /logitBias\.values.*one per token/],
+  ] as const) t.throws(() => sampleRows(model, repeat(row, 1), { logitBias }), pattern, `refused: ${pattern}`);
 });

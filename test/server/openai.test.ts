@@ -118,7 +118,6 @@ t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral va
     ['response_format', { type: 'json_object' }, /only \{"type": "text"\}/],
     ['tools', [{ type: 'function', function: { name: 'weather' } }], /GPT-2 calls no tools/],
     ['tool_choice', 'required', /only "none" or "auto"/],
-    ['logit_bias', { 50256: -100 }, /only \{\} \(no biases\)/],
     ['store', true, /keeps no completions/],
     ['modalities', ['text', 'audio'], /only \["text"\]/],
     ['metadata', { n: 1 }, /an object of strings/],
@@ -131,6 +130,25 @@ t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral va
   }
   const tools = await client.completions.create({ model: 'general', prompt: PROMPT, tools: [] } as unknown as OpenAI.CompletionCreateParamsNonStreaming).catch((e: unknown) => e);
   t.ok(tools instanceof OpenAI.BadRequestError && tools.param === 'tools', 'completions take only their own fields, as OpenAI\'s do');
+});
+
+t.test('logit_bias adds to the logits as OpenAI\'s does: +100 forces a token, -100 bans it; ids and ranges checked', async (t) => {
+  const forced = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: 3, temperature: 0, logit_bias: { 4242: 100, 4243: 99 } });
+  t.equal(forced.choices[0].text, tokenizer.decode([4242, 4242, 4242]), 'the token biased most, at every step');
+  const banned = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: 3, temperature: 0, logit_bias: { 4242: -100, 4243: 99 } });
+  t.equal(banned.choices[0].text, tokenizer.decode([4243, 4243, 4243]), 'with it banned, the next');
+  const chat = await client.chat.completions.create({ model: 'general', messages: [{ role: 'user', content: PROMPT }], max_tokens: 2, temperature: 0, logit_bias: { 4242: 100 } });
+  t.equal(chat.choices[0].message.content, tokenizer.decode([4242, 4242]), 'chat completions too');
+  for (const [bias, rule] of [
+    [{ 50257: 5 }, /logit_bias must be token ids from 0 to 50256, each with a finite bias for model "general", got \{"50257":5\}/],
+    [{ 1: 101 }, /logit_bias: must be an object of token ids to biases from -100 to 100/],
+    [{ abc: 1 }, /logit_bias must be an object of token ids \(integers from 0\) to numbers/],
+    [[1], /logit_bias: must be an object/],
+  ] as const) {
+    const err = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: 2, logit_bias: bias as unknown as Record<string, number> }).catch((e: unknown) => e);
+    t.ok(err instanceof OpenAI.BadRequestError && err.param === 'logit_bias', `${JSON.stringify(bias)}: refused, naming logit_bias`);
+    t.match((err as Error).message, rule);
+  }
 });
 
 t.test('stop sequences end the text where they begin, with finish_reason "stop"', async (t) => {

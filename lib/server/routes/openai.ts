@@ -4,9 +4,9 @@
 //   POST /v1/completions        a prompt (or several; text or token ids) continued; `n`, `stop`, `seed`, `logprobs`,
 //                               `echo`, `stream`
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
-// Sampling fields keep OpenAI's names; dixie's `top_k` and `penalize` come as extensions. OpenAI's fields for what
-// GPT-2 does not do are accepted at their neutral values and refused at any other (NEUTRAL_ONLY). Errors take
-// OpenAI's shape in the app's one error handler (openAIError).
+// Sampling fields keep OpenAI's names (`logit_bias` too); dixie's `top_k` and `penalize` come as extensions.
+// OpenAI's fields for what GPT-2 does not do are accepted at their neutral values and refused at any other
+// (NEUTRAL_ONLY). Errors take OpenAI's shape in the app's one error handler (openAIError).
 import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type { Conversation, Turn } from '../../data/chat_format';
@@ -51,7 +51,6 @@ const ANY_STRING: NeutralOnly = { neutral: (v) => typeof v === 'string', rule: '
 const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   presence_penalty: ADDITIVE_PENALTY,
   frequency_penalty: ADDITIVE_PENALTY,
-  logit_bias: { neutral: (v) => isObject(v) && Object.values(v).every((b) => b === 0), rule: 'only {} (no biases) is supported' },
   suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
   response_format: { neutral: (v) => isObject(v) && v.type === 'text' && Object.keys(v).length === 1, rule: 'only {"type": "text"} is supported: nothing holds GPT-2 to JSON' },
   tools: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no tools' },
@@ -85,6 +84,10 @@ function optional<T>(body: Body, key: string, is: (v: unknown) => boolean, rule:
 
 const isInt = (min: number, max: number) => (v: unknown): boolean => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
 const isBool = (v: unknown): boolean => typeof v === 'boolean';
+// OpenAI's logit_bias: token ids (the object's keys) to biases within ±MAX_LOGIT_BIAS. The ids are the sampler's to
+// check (nativeSampling, then against the model's vocabulary once it is loaded).
+const MAX_LOGIT_BIAS = 100;
+const isLogitBias = (v: unknown): boolean => isObject(v) && Object.values(v).every((b) => typeof b === 'number' && Math.abs(b) <= MAX_LOGIT_BIAS);
 
 // What both endpoints share: the model, the sampling settings over the model's defaults, n, stop, seed, stream.
 interface Common {
@@ -96,6 +99,7 @@ interface Common {
   seed: number | undefined;
   stream: boolean;
   includeUsage: boolean;
+  logitBias: Readonly<Record<number, number>> | undefined;
 }
 
 const COMMON_KEYS = [
@@ -140,6 +144,7 @@ function readCommon(service: ChatService, body: Body): Common {
     seed: optional<number>(body, 'seed', (v) => Number.isSafeInteger(v) && (v as number) >= 0, 'a non-negative integer'),
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? false,
     includeUsage: streamOptions?.include_usage === true,
+    logitBias: optional<Record<number, number>>(body, 'logit_bias', isLogitBias, `an object of token ids to biases from ${-MAX_LOGIT_BIAS} to ${MAX_LOGIT_BIAS}, e.g. {"50256": -100}`),
   };
 }
 
@@ -298,6 +303,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
         seed: common.seed === undefined ? undefined : common.seed + choice.index,
         signal: gone.signal,
         stop: common.stop,
+        logitBias: common.logitBias,
         logprobs: logprobs?.top,
         promptLogprobs: logprobs?.prompt,
         ...(common.stream && { onText: emit }),

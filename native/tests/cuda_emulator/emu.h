@@ -157,6 +157,7 @@ inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
 
 inline unsigned atomicAdd(unsigned* p, unsigned v) { const unsigned o = *p; *p += v; return o; }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) { const unsigned long long o = *p; *p += v; return o; }
+inline float atomicAdd(float* p, float v) { const float o = *p; *p += v; return o; }
 inline unsigned atomicExch(unsigned* p, unsigned v) { const unsigned o = *p; *p = v; return o; }
 inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) { const unsigned o = *p; if (o == compare) *p = v; return o; }
 inline void __threadfence_system() {}
