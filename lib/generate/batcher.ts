@@ -39,6 +39,7 @@ export interface BatchRequest {
   onText?: (piece: string) => void; // the text as it is generated, in pieces (stop sequences never shown)
   reply?: ReplyStream;              // sanitizes the text as it comes; the request finishes ('stop') once it is complete
   logprobs?: number;                // each token's log-probability and this many alternatives' (0-20)
+  onLogprob?: (logprob: TokenLogprob) => void;  // with logprobs, each token's as it is drawn, before its text streams
   promptLogprobs?: boolean;         // with logprobs, the prompt's tokens' too (all but the first); the prompt must fit nCtx
   adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) this request decodes with
 }
@@ -210,6 +211,7 @@ export class Batcher {
         nCtx: this.nCtx,
         contextKeep: this.contextKeep,
         onText: request.onText,
+        onLogprob: request.onLogprob,
         reply: request.reply,
       },
       this.tokenizer,

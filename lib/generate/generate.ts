@@ -21,6 +21,7 @@ import { modelTokenizer, Tokenizer } from '../tokenizer';
 import { Batcher, BatcherOptions, BatchRequest } from './batcher';
 import { GenerateResult, SamplingOptions } from './sequence';
 import type { ReplyStream } from '../sanitize/types';
+import type { TokenLogprob } from './logprobs';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;   // default nCtx / 2, as bin/generate's --length
@@ -31,6 +32,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   deadline?: number;
   onText?: (piece: string) => void;
   logprobs?: number;  // each token's log-probability and this many alternatives' (0-20)
+  onLogprob?: (logprob: TokenLogprob) => void;  // with logprobs, each token's as it is drawn, before its text streams
   promptLogprobs?: boolean;  // with logprobs, the prompt's tokens' too (all but the first); the prompt must fit nCtx
   reply?: ReplyStream;  // a sanitizer's stream: the result carries its reply, and generation stops once it is complete
   adapter?: ServedAdapter;  // a LoRA adapter of the model (model.addAdapter): requests for different ones decode together

@@ -110,6 +110,7 @@ export interface SequenceOptions {
   nCtx: number;
   contextKeep: number;     // tokens kept when the context would pass nCtx (see Sequence.nextFeed)
   onText?: (piece: string) => void;
+  onLogprob?: (logprob: TokenLogprob) => void;  // each taken token's, as it is taken (before its text is streamed)
   reply?: ReplyStream;     // the sanitized reply of the text; the sequence stops ('stop') once it is complete
 }
 
@@ -220,7 +221,10 @@ export class Sequence {
   take(token: number, logprob?: TokenLogprob): boolean {
     if (this.options.stopTokens.includes(token)) return this.finish('stop');
     this.generated.push(token);
-    if (logprob) this.logprobs.push(logprob);
+    if (logprob) {
+      this.logprobs.push(logprob);
+      this.options.onLogprob?.(logprob);
+    }
     if (this.length === this.context.length) {
       const grown = new Int32Array(this.context.length * 2);
       grown.set(this.context);

@@ -30,6 +30,7 @@ export interface GenerationRequest {
   onText?: (settled: string) => void;      // the reply so far that later text cannot change, each time it grows
   stop?: string[];                         // stop sequences on the generated text
   logprobs?: number;                       // report each token's log-probability and this many alternatives'
+  onLogprob?: (logprob: TokenLogprob) => void;  // with logprobs, each token's as it is drawn, before its text streams
   promptLogprobs?: boolean;                // with logprobs, the prompt's tokens' too (the prompt is then never cut)
 }
 
@@ -298,6 +299,7 @@ export class ChatService {
       logitBias: request.logitBias,
       stop: request.stop,
       logprobs: request.logprobs,
+      onLogprob: request.onLogprob,
       promptLogprobs: request.promptLogprobs,
       seed: request.seed,
       signal: request.signal,

@@ -191,6 +191,34 @@ t.test("log-probabilities agree with the engine's log-softmax of the logits with
   t.equal(content[0].top_logprobs.length, 2);
 });
 
+t.test('streamed log-probabilities: each chunk carries its tokens\', and all of them together are the answer\'s', async (t) => {
+  const completion = { model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, logprobs: 2 } as const;
+  const whole = (await client.completions.create(completion)).choices[0].logprobs;
+  const parts: OpenAI.Completions.CompletionChoice.Logprobs[] = [];
+  let text = '';
+  for await (const chunk of await client.completions.create({ ...completion, stream: true })) {
+    text += chunk.choices[0].text;
+    if (chunk.choices[0].logprobs) parts.push(chunk.choices[0].logprobs);
+  }
+  t.equal(text, greedy.alpha);
+  t.ok(parts.length >= LENGTH / 2, `${parts.length} chunks with log-probabilities, as the tokens come`);
+  const joined = (key: keyof OpenAI.Completions.CompletionChoice.Logprobs) => parts.flatMap((p) => p[key] as unknown[]);
+  t.same({ tokens: joined('tokens'), token_logprobs: joined('token_logprobs'), top_logprobs: joined('top_logprobs'), text_offset: joined('text_offset') }, whole, 'completions: the chunks\' together = the answer\'s');
+  const chat = { model: 'general', messages: [{ role: 'user' as const, content: PROMPT }], max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 2 };
+  const wholeChat = (await client.chat.completions.create(chat)).choices[0].logprobs?.content;
+  const content: OpenAI.Chat.ChatCompletionTokenLogprob[] = [];
+  let chunks = 0;
+  for await (const chunk of await client.chat.completions.create({ ...chat, stream: true })) {
+    const part = chunk.choices[0]?.logprobs?.content;
+    if (part) {
+      content.push(...part);
+      chunks++;
+    }
+  }
+  t.ok(chunks >= 3, `${chunks} chat chunks with log-probabilities`);
+  t.same(content, wholeChat, 'chat: the chunks\' together = the answer\'s');
+});
+
 t.test("echo with logprobs: the prompt's log-probabilities, as scoring tools ask for them, agree with the engine's log-softmax", async (t) => {
   // More tokens than the rows of logits the CPU backend plans (64): scored over two steps.
   const text = `${PROMPT} The earth is big. ${PROMPT} It is round, and it turns. `.repeat(3);

@@ -249,8 +249,11 @@ interface Kind {
   chunkObject: string;   // of a streamed chunk
   idPrefix: string;
   promptField: string;   // the request's field of the prompt
-  // A streamed choice's fields: a piece of text, then (done: the completion) how it ended.
-  chunk(index: number, text: string, done: Completion | null, first: boolean): Record<string, unknown>;
+  // A streamed choice's fields: a piece of text, then (done: the completion) how it ended; logprobs: those of the
+  // tokens drawn since the last chunk, in the shape of streamLogprobs.
+  chunk(index: number, text: string, done: Completion | null, first: boolean, logprobs: Record<string, unknown> | null): Record<string, unknown>;
+  // The log-probabilities of tokens in this kind's shape; `offset`: where the first token's text begins.
+  logprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | PromptLogprob)[], offset: number): Record<string, unknown>;
 }
 
 const COMPLETION: Kind = {
@@ -258,7 +261,8 @@ const COMPLETION: Kind = {
   chunkObject: 'text_completion',
   idPrefix: 'cmpl-',
   promptField: 'prompt',
-  chunk: (index, text, done) => ({ index, text, logprobs: null, ...(done ? finished(done) : { finish_reason: null }) }),
+  chunk: (index, text, done, _first, logprobs) => ({ index, text, logprobs, ...(done ? finished(done) : { finish_reason: null }) }),
+  logprobs: completionLogprobs,
 };
 
 const CHAT: Kind = {
@@ -266,7 +270,8 @@ const CHAT: Kind = {
   chunkObject: 'chat.completion.chunk',
   idPrefix: 'chatcmpl-',
   promptField: 'messages',
-  chunk: (index, text, done, first) => ({ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs: null, ...(done ? finished(done) : { finish_reason: null }) }),
+  chunk: (index, text, done, first, logprobs) => ({ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs, ...(done ? finished(done) : { finish_reason: null }) }),
+  logprobs: (tokenizer, logprobs) => chatLogprobs(tokenizer, logprobs as TokenLogprob[]),
 };
 
 // logprobs: the alternatives each token's log-probability comes with, and whether the prompt's tokens' come too.
@@ -290,8 +295,20 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
   };
   const generate = (choice: Choice): Promise<Completion> => {
     let first = true;
+    // Streamed, each chunk carries the log-probabilities of the tokens drawn since the last one (a token's text may
+    // come in a later chunk, held back by a stop sequence that may begin or by the sanitizer): all the chunks'
+    // together are the answer's.
+    let drawn: TokenLogprob[] = [];
+    let offset = 0;
+    const streamLogprobs = (): Record<string, unknown> | null => {
+      if (!tokenizer || drawn.length === 0) return null;
+      const part = kind.logprobs(tokenizer, drawn, offset);
+      for (const l of drawn) offset += tokenText(tokenizer, l.token).length;
+      drawn = [];
+      return part;
+    };
     const emit = appendOnly((piece) => {
-      send({ ...head, choices: [kind.chunk(choice.index, piece, null, first)] });
+      send({ ...head, choices: [kind.chunk(choice.index, piece, null, first, streamLogprobs())] });
       first = false;
     });
     return service
@@ -306,12 +323,12 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
         logitBias: common.logitBias,
         logprobs: logprobs?.top,
         promptLogprobs: logprobs?.prompt,
-        ...(common.stream && { onText: emit }),
+        ...(common.stream && { onText: emit, onLogprob: (l: TokenLogprob) => drawn.push(l) }),
       })
       .then((c) => {
         if (common.stream) {
           emit(c.text);
-          send({ ...head, choices: [kind.chunk(choice.index, '', c, first)] });
+          send({ ...head, choices: [kind.chunk(choice.index, '', c, first, streamLogprobs())] });
         }
         return c;
       });
@@ -370,7 +387,6 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const echo = optional<boolean>(body, 'echo', isBool, 'true or false') ?? false;
     if (echo && common.stream) bad('echo', 'is not supported with stream');
     if (body.best_of !== undefined && body.best_of !== null && body.best_of !== common.n) bad('best_of', 'is not supported (only equal to n)');
-    if (common.stream && logprobs !== undefined) bad('logprobs', 'is not supported with stream');
     // An echoed prompt of token ids comes back as their text.
     const echoed = !echo ? null : prompts.some((p) => typeof p !== 'string') ? await service.tokenizer(common.model.key) : null;
     const choices = prompts.flatMap((p, i) => Array.from({ length: common.n }, (_, j) => ({ index: i * common.n + j, prompt: p })));
@@ -395,7 +411,6 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const wantsLogprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
     const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
     if (top !== undefined && !wantsLogprobs) bad('top_logprobs', 'needs "logprobs": true');
-    if (common.stream && wantsLogprobs) bad('logprobs', 'is not supported with stream');
     const choices = Array.from({ length: common.n }, (_, index) => ({ index, prompt }));
     await answer(service, res, CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => ({
       index: choice.index,
