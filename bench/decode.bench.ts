@@ -17,7 +17,7 @@ import { GPT2Config, Model } from '../lib/engine/model';
 import { WeightDType } from '../lib/engine/native';
 import { Generator } from '../lib/generate';
 import { loadTokenizer } from '../lib/tokenizer';
-import { GgufExport, LLAMA_CPP_PACKAGE, LlamaCppModel, loadLlamaCpp } from './llama_cpp';
+import { GgufExport, LLAMA_CPP_PACKAGE, LlamaCppModel, dixieNextTokenProbabilities, largestDifference, loadLlamaCpp } from './llama_cpp';
 import { median } from './stats';
 
 const SHAPES: readonly (readonly [string, GPT2Config])[] = [
@@ -100,7 +100,7 @@ async function measureDixie(model: Model, runs: number, batches: readonly number
 }
 
 async function measureLlamaCpp(gguf: GgufExport, runs: number, batches: readonly number[]): Promise<Figures | null> {
-  const llama = await LlamaCppModel.open(gguf, THREADS);
+  const llama = await LlamaCppModel.open(gguf.file, gguf.nCtx, THREADS);
   if (!llama) return null;
   try {
     const one = await llama.batchOne(PROMPT, runs, MAX_TOKENS);
@@ -146,22 +146,11 @@ async function agreement(dtype: 'f32' | 'q8_0'): Promise<string> {
   source.dispose();
   const model = await Model.load(dir, { weightDtype: dtype, trainable: false, threads: THREADS });
   const gguf = await GgufExport.write(model, dtype);
-  const llama = await LlamaCppModel.open(gguf, THREADS);
+  const llama = await LlamaCppModel.open(gguf.file, gguf.nCtx, THREADS);
   if (!llama) throw new Error(`${LLAMA_CPP_PACKAGE} is not installed`);
   try {
     const tokens = prompt(13, 5);
-    const V = config.vocabSize;
-    const last = new Float32Array(V);
-    await model.run(async (n) => {
-      n.kvReserve(1);
-      await n.kvForward(Int32Array.of(0), Int32Array.of(tokens.length), tokens, last);
-    });
-    const max = last.reduce((m, x) => Math.max(m, x), -Infinity);
-    const sum = last.reduce((s, x) => s + Math.exp(x - max), 0);
-    let worst = 0;
-    for (const [token, p] of await llama.nextTokenProbabilities(tokens)) {
-      worst = Math.max(worst, Math.abs(p - Math.exp(last[token] - max) / sum));
-    }
+    const worst = largestDifference(await llama.nextTokenProbabilities(tokens), await dixieNextTokenProbabilities(model, tokens));
     return `| llama.cpp on dixie's GGUF (${dtype}): largest difference from dixie's next-token probabilities | ${worst.toExponential(1)} | | | | | | |`;
   } finally {
     await llama.close();
@@ -216,7 +205,7 @@ async function measureShape(name: string, config: GPT2Config, live: boolean, typ
 }
 
 // The values given after each `flag` on the command line.
-function optionValues(flag: string): string[] {
+export function optionValues(flag: string): string[] {
   return process.argv.flatMap((a, i) => (a === flag ? [process.argv[i + 1]] : []));
 }
 

@@ -90,11 +90,11 @@ export class GgufExport {
 export class LlamaCppModel {
   private constructor(private readonly model: LlamaModel, private readonly nCtx: number, private readonly threads: number) {}
 
-  // null when node-llama-cpp is not installed.
-  static async open(gguf: GgufExport, threads: number): Promise<LlamaCppModel | null> {
+  // A GGUF file of a model with context nCtx; null when node-llama-cpp is not installed.
+  static async open(file: string, nCtx: number, threads: number): Promise<LlamaCppModel | null> {
     const runtime = await loadLlamaCpp();
     if (runtime === null) return null;
-    return new LlamaCppModel(await runtime.loadModel({ modelPath: gguf.file, gpuLayers: 0 }), gguf.nCtx, threads);
+    return new LlamaCppModel(await runtime.loadModel({ modelPath: file, gpuLayers: 0 }), nCtx, threads);
   }
 
   // llama.cpp's probability of each token following `prompt`, with no sampling filter.
@@ -155,4 +155,23 @@ export class LlamaCppModel {
   async close(): Promise<void> {
     await this.model.dispose();
   }
+}
+
+// dixie's probability of each token following `prompt` (the softmax of the last logits of one KV-cached forward).
+export async function dixieNextTokenProbabilities(model: Model, prompt: Int32Array): Promise<Float32Array> {
+  const logits = new Float32Array(model.config.vocabSize);
+  await model.run(async (n) => {
+    n.kvReserve(1);
+    await n.kvForward(Int32Array.of(0), Int32Array.of(prompt.length), prompt, logits);
+  });
+  const max = logits.reduce((m, x) => Math.max(m, x), -Infinity);
+  const sum = logits.reduce((s, x) => s + Math.exp(x - max), 0);
+  return logits.map((x) => Math.exp(x - max) / sum);
+}
+
+// The largest difference between llama.cpp's next-token probabilities and dixie's.
+export function largestDifference(llama: Map<number, number>, dixie: Float32Array): number {
+  let worst = 0;
+  for (const [token, p] of llama) worst = Math.max(worst, Math.abs(p - dixie[token]));
+  return worst;
 }

@@ -16,7 +16,8 @@ import {
   WeightDType,
 } from './native';
 import { hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
-import { GGML_TYPE, GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
+import { GGML_QUANTS } from '../formats/ggml_quants';
+import { GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { adapterDeltas, checkAdapterFits, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan } from './memory_plan';
@@ -269,16 +270,16 @@ export class Model {
   }
 
   // A GGUF file of llama.cpp's "gpt2" architecture (formats/gguf.ts): the config from its metadata, the tensors by
-  // llama.cpp's names, q8_0 ones expanded to float32 exactly (and quantized again into the very same blocks when the
-  // model stores q8_0).
+  // llama.cpp's names, quantized ones expanded to float32 as ggml expands them (formats/ggml_quants.ts; q8_0's are
+  // quantized again into the very same blocks when the model stores q8_0).
   private static loadGguf(file: string, options: ModelOptions, adapter: PeftAdapter | null, base: string): Model {
     const g = openGguf(file);
     let model: Model | null = null;
     try {
       const config = ggufConfig(g);
-      const quantized = g.tensors.find((t) => t.type === GGML_TYPE.q8_0);
+      const quantized = g.tensors.find((t) => GGML_QUANTS.has(t.type));
       if (quantized && (options.trainable ?? true) && !options.lora) {
-        throw new Error(`${file}: tensor "${quantized.name}" is q8_0: 8-bit weights are for inference, or the frozen base of a LoRA adapter, and dixie does not fine-tune them whole (load with trainable: false, train an adapter with lora, or train from a float32, f16 or bf16 model)`);
+        throw new Error(`${file}: tensor "${quantized.name}" is ${ggmlTypeName(quantized.type)}: quantized weights are for inference, or the frozen base of a LoRA adapter, and dixie does not fine-tune them whole (load with trainable: false, train an adapter with lora, or train from a float32, f16 or bf16 model)`);
       }
       const source: ConfigSource = { where: file, fieldName: (key) => GGUF_FIELDS[key] };
       const deltas = mergedDeltas(adapter, config, source, options);

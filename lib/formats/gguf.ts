@@ -10,7 +10,8 @@ import type { Model } from '../engine/model';
 import type { NativeConfig } from '../engine/native';
 import type { Vocabulary } from '../tokenizer/vocab';
 import { writeFileAtomic } from '../util/atomic_file';
-import { f16ToF32, f32ToBf16, f32ToF16, readFully, writeFully } from './safetensors';
+import { GGML_QUANTS } from './ggml_quants';
+import { f32ToBf16, f32ToF16, readFully, writeFully } from './safetensors';
 
 export type GgufWeightType = 'f32' | 'f16' | 'bf16' | 'q8_0';
 export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = ['f32', 'f16', 'bf16', 'q8_0'];
@@ -20,8 +21,8 @@ export const GGUF_FILE = 'model.gguf';
 
 export const ALIGNMENT = 32;
 
-// ggml's tensor types (the ones dixie reads and writes; the others by name, for errors), and llama.cpp's
-// general.file_type for "all f32 / mostly f16 / mostly q8_0 / mostly bf16".
+// ggml's tensor types (the ones dixie writes; it reads GGML_QUANTS' too; the others by name, for errors), and
+// llama.cpp's general.file_type for "all f32 / mostly f16 / mostly q8_0 / mostly bf16".
 export const GGML_TYPE = { f32: 0, f16: 1, q8_0: 8, bf16: 30 } as const;
 const GGML_TYPE_NAMES: Readonly<Record<number, string>> = {
   0: 'f32', 1: 'f16', 2: 'q4_0', 3: 'q4_1', 6: 'q5_0', 7: 'q5_1', 8: 'q8_0', 9: 'q8_1', 10: 'q2_K', 11: 'q3_K', 12: 'q4_K',
@@ -45,14 +46,18 @@ export function ggmlTypeName(type: number): string {
 // Bytes of a tensor of `type` with these dims (innermost first); null for a type dixie does not read.
 function dataBytes(type: number, dims: readonly number[]): number | null {
   const n = dims.reduce((a, d) => a * d, 1);
+  const quant = GGML_QUANTS.get(type);
+  if (quant) return (n / quant.block) * quant.bytes;
   switch (type) {
     case GGML_TYPE.f32: return 4 * n;
     case GGML_TYPE.f16:
     case GGML_TYPE.bf16: return 2 * n;
-    case GGML_TYPE.q8_0: return (n / Q8_BLOCK) * Q8_BLOCK_BYTES;
     default: return null;
   }
 }
+
+// What dixie reads, for errors.
+const READ_TYPES = ['f32', 'f16', 'bf16', ...[...GGML_QUANTS.values()].map((q) => q.name)].join(', ');
 
 // ---- GPT-2's tensors under llama.cpp's names ----
 
@@ -148,7 +153,8 @@ export class GgufFile {
     return this.readBytes(tensor, 0, tensor.end - tensor.begin);
   }
 
-  // The type readRows gives a tensor's values in: its own, or float32 for q8_0 (d * q is exact in float32).
+  // The type readRows gives a tensor's values in: its own, or float32 for a quantized one (as ggml expands it:
+  // exact for q8_0, d * q, which a q8_0 model quantizes again into the very same blocks).
   valueType(tensor: GgufTensorInfo): 'F32' | 'F16' | 'BF16' {
     return tensor.type === GGML_TYPE.f16 ? 'F16' : tensor.type === GGML_TYPE.bf16 ? 'BF16' : 'F32';
   }
@@ -157,25 +163,21 @@ export class GgufFile {
   // rows, or, for a Conv1D matrix (`transposed`: ggml keeps it [cols][rows]), columns of the stored matrix, whose bytes
   // are read once, at its first slab.
   readRows(tensor: GgufTensorInfo, transposed: boolean, rows: number, cols: number, r0: number, r1: number, dst: Float32Array | Uint16Array): void {
-    const q8 = tensor.type === GGML_TYPE.q8_0;
+    const quant = GGML_QUANTS.get(tensor.type);
     if (!transposed) {
       const first = r0 * cols;
-      const raw = q8 ? this.readBytes(tensor, (first / Q8_BLOCK) * Q8_BLOCK_BYTES, (dst.length / Q8_BLOCK) * Q8_BLOCK_BYTES) : null;
-      if (raw) dequantizeQ8(raw, dst as Float32Array);
+      if (quant) quant.dequantize(this.readBytes(tensor, (first / quant.block) * quant.bytes, (dst.length / quant.block) * quant.bytes), dst as Float32Array);
       else this.readInto(tensor, first * dst.BYTES_PER_ELEMENT, dst);
       return;
     }
-    if (this.cached?.tensor !== tensor) this.cached = { tensor, ...storedValues(this.read(tensor), tensor.type, rows * cols) };
-    const { stored, q, d } = this.cached;
+    if (this.cached?.tensor !== tensor) this.cached = { tensor, stored: storedValues(this.read(tensor), tensor.type, rows * cols) };
+    const { stored } = this.cached;
     for (let r = r0; r < r1; r++) {
-      for (let c = 0; c < cols; c++) {
-        const i = c * rows + r;  // in the stored [cols][rows]
-        dst[(r - r0) * cols + c] = stored ? stored[i] : q8At(q as Int8Array, d as Float32Array, i);
-      }
+      for (let c = 0; c < cols; c++) dst[(r - r0) * cols + c] = stored[c * rows + r];  // in the stored [cols][rows]
     }
   }
 
-  private cached: ({ tensor: GgufTensorInfo } & ReturnType<typeof storedValues>) | null = null;
+  private cached: { tensor: GgufTensorInfo; stored: Float32Array | Uint16Array } | null = null;
 
   private readBytes(tensor: GgufTensorInfo, at: number, n: number): Uint8Array {
     const out = new Uint8Array(n);
@@ -322,10 +324,11 @@ function readHeader(file: string, fd: number): { version: number; metadata: Map<
     seen.add(info.name);
     const bytes = dataBytes(info.type, info.dims);
     if (bytes === null) {
-      throw new Error(`${where} is of ggml type ${ggmlTypeName(info.type)}, which dixie does not read (it reads f32, f16, bf16 and q8_0; requantize with llama.cpp's llama-quantize to q8_0)`);
+      throw new Error(`${where} is of ggml type ${ggmlTypeName(info.type)}, which dixie does not read (it reads ${READ_TYPES}; requantize with llama.cpp's llama-quantize to one of them, such as q4_K_M or q8_0)`);
     }
-    if (info.type === GGML_TYPE.q8_0 && info.dims[0] % Q8_BLOCK !== 0) {
-      throw new Error(`${where} is q8_0 with ${info.dims[0]} values a row, not a whole number of ${Q8_BLOCK}-value blocks`);
+    const quant = GGML_QUANTS.get(info.type);
+    if (quant && info.dims[0] % quant.block !== 0) {
+      throw new Error(`${where} is ${quant.name} with ${info.dims[0]} values a row, not a whole number of ${quant.block}-value blocks`);
     }
     if (info.offset % BigInt(alignment) !== 0n) throw new Error(`${where}: its data offset ${info.offset} is not a multiple of the alignment ${alignment}`);
     const begin = dataStart + Number(info.offset);
@@ -341,26 +344,15 @@ function readHeader(file: string, fd: number): { version: number; metadata: Map<
   return { version, metadata, tensors };
 }
 
-// A tensor's n values as stored: an array of its type, or for q8_0 its int8s (in their blocks) and its blocks'
-// scales as float32.
-function storedValues(raw: Uint8Array, type: number, n: number): { stored: Float32Array | Uint16Array | null; q: Int8Array | null; d: Float32Array | null } {
-  if (type === GGML_TYPE.f32) return { stored: new Float32Array(raw.buffer, raw.byteOffset, n), q: null, d: null };
-  if (type !== GGML_TYPE.q8_0) return { stored: new Uint16Array(raw.buffer, raw.byteOffset, n), q: null, d: null };
-  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  const scales = Uint16Array.from({ length: n / Q8_BLOCK }, (_, b) => view.getUint16(b * Q8_BLOCK_BYTES, true));
-  return { stored: null, q: new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength), d: f16ToF32(scales) };
-}
-
-// Value i of Q8_0 blocks (their bytes as int8s q, their scales d): d * q, exact in float32.
-function q8At(q: Int8Array, d: Float32Array, i: number): number {
-  const b = Math.floor(i / Q8_BLOCK);
-  return d[b] * q[b * Q8_BLOCK_BYTES + 2 + (i % Q8_BLOCK)];
-}
-
-// Q8_0 blocks expanded into dst, whose length is a whole number of blocks.
-function dequantizeQ8(raw: Uint8Array, dst: Float32Array): void {
-  const { q, d } = storedValues(raw, GGML_TYPE.q8_0, dst.length);
-  for (let i = 0; i < dst.length; i++) dst[i] = q8At(q as Int8Array, d as Float32Array, i);
+// A tensor's n values in valueType's array: its own bytes, or a quantized tensor expanded.
+function storedValues(raw: Uint8Array, type: number, n: number): Float32Array | Uint16Array {
+  const quant = GGML_QUANTS.get(type);
+  if (quant) {
+    const values = new Float32Array(n);
+    quant.dequantize(raw, values);
+    return values;
+  }
+  return type === GGML_TYPE.f32 ? new Float32Array(raw.buffer, raw.byteOffset, n) : new Uint16Array(raw.buffer, raw.byteOffset, n);
 }
 
 // The model's sizes from a "gpt2" GGUF's metadata, checked against what dixie computes (the vocabulary size is the

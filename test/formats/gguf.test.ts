@@ -14,9 +14,9 @@ import { Model } from '../../lib/engine/model';
 import { f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { decode, maxAbsDiff, randomTokens } from '../engine/helpers';
+import { asBytes, llamaCppName, transpose, writeGgufFile, TINY_VOCAB, type RawTensor } from './gguf_writer';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
-const VOCAB = path.join(ROOT, 'test', 'fixtures', 'tiny-vocab');
 const CONFIG = { nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 457 };
 
 type Value = number | bigint | string | boolean | Value[];
@@ -86,17 +86,6 @@ function tensorBytes(g: Gguf, name: string): Buffer {
   return g.bytes.subarray(begin, begin + dataBytes(info.type, info.dims.reduce((n, d) => n * d, 1)));
 }
 
-// [rows, cols] row-major -> [cols, rows] row-major.
-function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(src.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c];
-  return out;
-}
-
-function asBytes(view: ArrayBufferView): Buffer {
-  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
-}
-
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-gguf-'));
 t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
 const modelDir = path.join(work, 'tiny');
@@ -105,7 +94,7 @@ let model: Model;
 t.before(async () => {
   model = Model.create(CONFIG, { seed: 11, device: 'cpu' });
   await model.save(modelDir);
-  for (const f of ['encoder.json', 'vocab.bpe']) fs.copyFileSync(path.join(VOCAB, f), path.join(modelDir, f));
+  for (const f of ['encoder.json', 'vocab.bpe']) fs.copyFileSync(path.join(TINY_VOCAB, f), path.join(modelDir, f));
 });
 t.teardown(() => model.dispose());
 
@@ -130,13 +119,13 @@ for (const [type, ggmlType, fileType] of [['f32', 0, 0], ['f16', 1, 1], ['bf16',
       'tokenizer.ggml.bos_token_id': 456, 'tokenizer.ggml.eos_token_id': 456,
     });
     t.ok(Math.abs(Number(meta['gpt2.attention.layer_norm_epsilon']) - 1e-5) < 1e-12);
-    const encoder = JSON.parse(fs.readFileSync(path.join(VOCAB, 'encoder.json'), 'utf8')) as Record<string, number>;
+    const encoder = JSON.parse(fs.readFileSync(path.join(TINY_VOCAB, 'encoder.json'), 'utf8')) as Record<string, number>;
     const tokens = meta['tokenizer.ggml.tokens'] as string[];
     t.equal(tokens.length, 457);
     t.ok(Object.entries(encoder).every(([tok, id]) => tokens[id] === tok), 'tokens in id order, as encoder.json spells them');
     const types = meta['tokenizer.ggml.token_type'] as number[];
     t.same([types[456], types[0], new Set(types).size], [3, 1, 2], '<|endoftext|> is the one control token');
-    const mergeLines = fs.readFileSync(path.join(VOCAB, 'vocab.bpe'), 'utf8').split('\n').slice(1).filter(Boolean);
+    const mergeLines = fs.readFileSync(path.join(TINY_VOCAB, 'vocab.bpe'), 'utf8').split('\n').slice(1).filter(Boolean);
     t.same(meta['tokenizer.ggml.merges'], mergeLines);
 
     t.equal(g.tensors.length, 2 + 12 * 2 + 2, 'token and position embeddings, 12 per layer, the final norm; no output.weight (tied)');
@@ -214,51 +203,19 @@ for (const type of ['f32', 'f16', 'bf16', 'q8_0'] as const) {
     const [a, b] = [await lastLogits(source, SEQUENCES), await lastLogits(loaded, SEQUENCES)];
     t.equal(Math.max(maxAbsDiff(a[0], b[0]), maxAbsDiff(a[1], b[1])), 0, 'the same logits, bit for bit');
     const text = 'Hello there, how are you?';
-    t.same(loadTokenizer(dir).encode(text, { allowSpecial: false }), loadTokenizer(VOCAB).encode(text, { allowSpecial: false }), 'the vocabulary, from the metadata');
+    t.same(loadTokenizer(dir).encode(text, { allowSpecial: false }), loadTokenizer(TINY_VOCAB).encode(text, { allowSpecial: false }), 'the vocabulary, from the metadata');
     source.dispose();
     loaded.dispose();
   });
 }
 
-// A GGUF written here from the specification, as llama.cpp's converter lays out a q8_0 GPT-2 (convert_hf_to_gguf.py
-// --outtype q8_0): tensors in Hugging Face's order, the token embeddings q8_0 and repeated as output.weight, the
-// position embeddings f32, alignment 64, metadata keys dixie does not use (u64 and bool values among them).
+// A q8_0 GPT-2 as llama.cpp's converter lays it out (convert_hf_to_gguf.py --outtype q8_0): the token embeddings
+// q8_0 and repeated as output.weight, the position embeddings f32.
 function writeLikeLlamaCpp(file: string, m: Model): void {
-  const parts: Buffer[] = [];
-  const u32 = (v: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
-  const u64 = (v: number | bigint): Buffer => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
-  const str = (v: string): Buffer => Buffer.concat([u64(Buffer.byteLength(v)), Buffer.from(v)]);
-  const encoder = JSON.parse(fs.readFileSync(path.join(VOCAB, 'encoder.json'), 'utf8')) as Record<string, number>;
-  const tokens = Object.keys(encoder).sort((a, b) => encoder[a] - encoder[b]);
-  const merges = fs.readFileSync(path.join(VOCAB, 'vocab.bpe'), 'utf8').split('\n').slice(1).filter(Boolean);
-  const meta: [string, Buffer][] = [
-    ['general.architecture', Buffer.concat([u32(8), str('gpt2')])],
-    ['general.type', Buffer.concat([u32(8), str('model')])],
-    ['general.alignment', Buffer.concat([u32(4), u32(64)])],
-    ['gpt2.block_count', Buffer.concat([u32(4), u32(2)])],
-    ['gpt2.context_length', Buffer.concat([u32(10), u64(64)])],
-    ['gpt2.embedding_length', Buffer.concat([u32(4), u32(64)])],
-    ['gpt2.feed_forward_length', Buffer.concat([u32(4), u32(256)])],
-    ['gpt2.attention.head_count', Buffer.concat([u32(4), u32(4)])],
-    ['gpt2.attention.layer_norm_epsilon', Buffer.concat([u32(6), (() => { const b = Buffer.alloc(4); b.writeFloatLE(1e-5); return b; })()])],
-    ['general.file_type', Buffer.concat([u32(4), u32(7)])],
-    ['general.quantization_version', Buffer.concat([u32(4), u32(2)])],
-    ['tokenizer.ggml.model', Buffer.concat([u32(8), str('gpt2')])],
-    ['tokenizer.ggml.tokens', Buffer.concat([u32(9), u32(8), u64(tokens.length), ...tokens.map(str)])],
-    ['tokenizer.ggml.merges', Buffer.concat([u32(9), u32(8), u64(merges.length), ...merges.map(str)])],
-    ['tokenizer.ggml.add_bos_token', Buffer.concat([u32(7), Buffer.from([0])])],
-  ];
-  const tensors: { name: string; dims: number[]; type: number; data: Buffer }[] = [];
+  const tensors: RawTensor[] = [];
   for (const info of m.tensors) {
     const w = m.getParam(info.name);
-    const layer = /^h\.(\d+)\.(.*)$/.exec(info.name);
-    const names: Record<string, string> = {
-      'ln_1.weight': 'attn_norm.weight', 'ln_1.bias': 'attn_norm.bias', 'attn.c_attn.weight': 'attn_qkv.weight', 'attn.c_attn.bias': 'attn_qkv.bias',
-      'attn.c_proj.weight': 'attn_output.weight', 'attn.c_proj.bias': 'attn_output.bias', 'ln_2.weight': 'ffn_norm.weight', 'ln_2.bias': 'ffn_norm.bias',
-      'mlp.c_fc.weight': 'ffn_up.weight', 'mlp.c_fc.bias': 'ffn_up.bias', 'mlp.c_proj.weight': 'ffn_down.weight', 'mlp.c_proj.bias': 'ffn_down.bias',
-      'wte.weight': 'token_embd.weight', 'wpe.weight': 'position_embd.weight', 'ln_f.weight': 'output_norm.weight', 'ln_f.bias': 'output_norm.bias',
-    };
-    const name = layer ? `blk.${layer[1]}.${names[layer[2]]}` : names[info.name];
+    const name = llamaCppName(info.name);
     if (info.shape.length === 1) tensors.push({ name, dims: info.shape, type: 0, data: asBytes(w) });
     else if (name === 'position_embd.weight') tensors.push({ name, dims: [info.shape[1], info.shape[0]], type: 0, data: asBytes(w) });
     else if (name === 'token_embd.weight') {
@@ -266,16 +223,7 @@ function writeLikeLlamaCpp(file: string, m: Model): void {
       tensors.push({ name, dims: [info.shape[1], info.shape[0]], type: 8, data: q }, { name: 'output.weight', dims: [info.shape[1], info.shape[0]], type: 8, data: q });
     } else tensors.push({ name, dims: info.shape, type: 8, data: quantizeQ8(transpose(w, info.shape[0], info.shape[1])) });
   }
-  parts.push(Buffer.from('GGUF'), u32(3), u64(tensors.length), u64(meta.length));
-  for (const [key, value] of meta) parts.push(str(key), value);
-  let offset = 0;
-  for (const x of tensors) {
-    parts.push(str(x.name), u32(x.dims.length), ...x.dims.map(u64), u32(x.type), u64(offset));
-    offset += Math.ceil(x.data.length / 64) * 64;
-  }
-  const header = Buffer.concat(parts);
-  const body = tensors.map((x) => Buffer.concat([x.data, Buffer.alloc(Math.ceil(x.data.length / 64) * 64 - x.data.length)]));
-  fs.writeFileSync(file, Buffer.concat([header, Buffer.alloc(Math.ceil(header.length / 64) * 64 - header.length), ...body]));
+  writeGgufFile(file, CONFIG, 7, tensors);
 }
 
 t.test('a q8_0 GGUF laid out as llama.cpp\'s converter writes it loads: its weights, expanded exactly, decode as float32', async (t) => {
@@ -300,7 +248,7 @@ t.test('a q8_0 GGUF laid out as llama.cpp\'s converter writes it loads: its weig
   for (const info of model.tensors) t.same(loaded.getParam(info.name), expected.getParam(info.name), info.name);
   const [a, b] = [await lastLogits(expected, SEQUENCES), await lastLogits(loaded, SEQUENCES)];
   t.equal(Math.max(maxAbsDiff(a[0], b[0]), maxAbsDiff(a[1], b[1])), 0, 'the same logits');
-  await t.rejects(Model.load(dir), /model\.gguf: tensor "token_embd\.weight" is q8_0: 8-bit weights are for inference, or the frozen base of a LoRA adapter, and dixie does not fine-tune them whole/,
+  await t.rejects(Model.load(dir), /model\.gguf: tensor "token_embd\.weight" is q8_0: quantized weights are for inference, or the frozen base of a LoRA adapter, and dixie does not fine-tune them whole/,
     'fine-tuning every weight refuses q8_0 weights');
   const adapted = await Model.load(dir, { device: 'cpu', weightDtype: 'q8_0', lora: { rank: 2, alpha: 4, targets: ['attn.c_attn'] } });
   t.equal(adapted.memory().grads, adapted.tensors.filter((x) => x.name.includes('.lora_')).reduce((n, x) => n + x.numel, 0) * 4, 'an adapter trains over them, its factors alone');
@@ -325,8 +273,8 @@ t.test('a broken GGUF is refused with an error that names the file and what is w
     ['truncated-data', (b) => b.subarray(0, b.length - 100), /broken-truncated-data\/model\.gguf: tensor "output_norm\.bias" \(f32 \[64\], 256 bytes at data offset \d+\) lies past the end of the file \(\d+ bytes\): truncated or corrupt/],
     ['offset', (b, g) => { const c = Buffer.from(b); c.writeBigUInt64LE(1n << 40n, qkv(g).at + 4); return c; },
       /broken-offset\/model\.gguf: tensor "blk\.0\.attn_qkv\.weight" \(q8_0 \[64, 192\], 13056 bytes at data offset 1099511627776\) lies past the end of the file/],
-    ['type', (b, g) => { const c = Buffer.from(b); c.writeUInt32LE(12, qkv(g).at); return c; },
-      /broken-type\/model\.gguf: tensor "blk\.0\.attn_qkv\.weight" is of ggml type q4_K, which dixie does not read \(it reads f32, f16, bf16 and q8_0/],
+    ['type', (b, g) => { const c = Buffer.from(b); c.writeUInt32LE(16, qkv(g).at); return c; },
+      /broken-type\/model\.gguf: tensor "blk\.0\.attn_qkv\.weight" is of ggml type iq2_xxs, which dixie does not read \(it reads f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs; requantize with llama\.cpp's llama-quantize to one of them/],
     ['version', (b) => { const c = Buffer.from(b); c.writeUInt32LE(1, 4); return c; }, /broken-version\/model\.gguf: GGUF version 1; dixie reads versions 2 and 3/],
   ];
   for (const [name, edit, error] of cases) {
