@@ -38,20 +38,26 @@ function u32(raw: Uint8Array, o: number): number {
   return (raw[o] | (raw[o + 1] << 8) | (raw[o + 2] << 16) | (raw[o + 3] << 24)) >>> 0;
 }
 
-const Q4_0: GgmlQuant = {
-  name: 'q4_0', block: 32, bytes: 18,
-  dequantize(raw, dst) {
-    const n = dst.length / 32;
-    const d = halves(raw, n, 18, 0);
-    for (let b = 0; b < n; b++) {
-      const o = b * 18 + 2, y = b * 32;
-      for (let j = 0; j < 16; j++) {
-        dst[y + j] = f(((raw[o + j] & 15) - 8) * d[b]);
-        dst[y + j + 16] = f(((raw[o + j] >> 4) - 8) * d[b]);
+// q4_0 and iq4_nl: an f16 d, then 16 bytes of 4-bit indices (low nibbles the first 16 values) into `levels`:
+// x = levels[q] d.
+function nibbles(name: string, levels: Int8Array): GgmlQuant {
+  return {
+    name, block: 32, bytes: 18,
+    dequantize(raw, dst) {
+      const n = dst.length / 32;
+      const d = halves(raw, n, 18, 0);
+      for (let b = 0; b < n; b++) {
+        const o = b * 18 + 2, y = b * 32;
+        for (let j = 0; j < 16; j++) {
+          dst[y + j] = f(levels[raw[o + j] & 15] * d[b]);
+          dst[y + j + 16] = f(levels[raw[o + j] >> 4] * d[b]);
+        }
       }
-    }
-  },
-};
+    },
+  };
+}
+
+const Q4_0 = nibbles('q4_0', Int8Array.from({ length: 16 }, (_, q) => q - 8));
 
 const Q4_1: GgmlQuant = {
   name: 'q4_1', block: 32, bytes: 20,
@@ -221,20 +227,7 @@ const Q6_K: GgmlQuant = {
 // iq4_nl and iq4_xs (llama-quantize's IQ4_NL and IQ4_XS): 4-bit indices into a fixed non-uniform table.
 const IQ4_VALUES = Int8Array.of(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
 
-const IQ4_NL: GgmlQuant = {
-  name: 'iq4_nl', block: 32, bytes: 18,
-  dequantize(raw, dst) {
-    const n = dst.length / 32;
-    const d = halves(raw, n, 18, 0);
-    for (let b = 0; b < n; b++) {
-      const o = b * 18 + 2, y = b * 32;
-      for (let j = 0; j < 16; j++) {
-        dst[y + j] = f(d[b] * IQ4_VALUES[raw[o + j] & 15]);
-        dst[y + j + 16] = f(d[b] * IQ4_VALUES[raw[o + j] >> 4]);
-      }
-    }
-  },
-};
+const IQ4_NL = nibbles('iq4_nl', IQ4_VALUES);
 
 // iq4_xs: d 0, the 6-bit scales' high 2 bits at 2 (u16), their low 4 bits at 4, 16 bytes of indices a 32 at 8.
 const IQ4_XS: GgmlQuant = {
