@@ -4,6 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { AUDIENCE_RULE, isAudience } from '../../lib/data/chat_format';
 import { createServer } from '../../lib/server/app';
+import { SYSTEM_MESSAGES } from '../../lib/server/config';
 import { CONFIG_FILE, NoModelsError, serveConfig } from '../../lib/server/discover';
 import { createLog } from '../../lib/server/log';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
@@ -19,6 +20,10 @@ async function main(): Promise<void> {
     .option('key', { type: 'string', default: 'chatbot', describe: 'model_key of the --model model' })
     .option('sanitizer', { type: 'string', describe: 'sanitizer of the --model model ("sanitizers.chatbot", "none", or a module path; default: the chatbot\'s for a model trained on chat logs, else none)' })
     .option('audience', { type: 'string', describe: "who the --model model (or every model found) answers as; default: the audience its chat data talks to most" })
+    .option('system_messages', {
+      choices: SYSTEM_MESSAGES,
+      describe: 'what a chat model does with an OpenAI system message that names no audience (as the config\'s "system_messages"): refuse it (400, the default) or ignore it, for chat apps that always send one',
+    })
     .option('host', { type: 'string', describe: 'address to listen on (overrides the config; default 127.0.0.1)' })
     .option('port', { type: 'number', describe: 'port to listen on (overrides the config; default 12345; 0: any free port)' })
     .option('insecure', {
@@ -27,7 +32,7 @@ async function main(): Promise<void> {
       describe: 'listen on an address other than loopback without api_keys (as "insecure": true); without it the server refuses to',
     })
     .options(COMPUTE_FLAGS)
-    .conflicts('config', ['model', 'audience', 'sanitizer'])
+    .conflicts('config', ['model', 'audience', 'sanitizer', 'system_messages'])
     .example('$0', `serve ./${CONFIG_FILE}, or the models in models/ and checkpoint/`)
     .example('$0 --model checkpoint/chat --audience mom', 'the quick start\'s chat model, answering as mom')
     .example('$0 --model models/124M --port 8080', 'one model')
@@ -42,7 +47,9 @@ async function main(): Promise<void> {
     .parseAsync();
 
   applyComputeFlags(argv, (message) => createLog({ debug: false })('info', message));
-  const config = serveConfig({ config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, cwd: process.cwd() });
+  const config = serveConfig({
+    config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, cwd: process.cwd(),
+  });
   const server = createServer({ ...config, insecure: config.insecure || argv.insecure });
   await server.listen(argv.port ?? config.port, argv.host ?? config.host);
   let stopping = false;

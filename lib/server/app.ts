@@ -122,7 +122,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   // Web pages of the origins in cors_origins may call the API from a browser; their preflight requests carry no
   // API key, so they are answered here, before authentication.
   if (config.corsOrigins.length > 0) {
-    app.use(cors({ origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, methods: ['GET', 'POST'], allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id'], exposedHeaders: ['X-Request-Id', 'Retry-After'], maxAge: 600 }));
+    app.use(cors({ origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, methods: ['GET', 'POST'], allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Dixie-Ignored-Messages'], maxAge: 600 }));
   }
 
   app.use(healthRouter(() => draining));

@@ -34,6 +34,12 @@ export const ORIGINAL_SAMPLING: SamplingDefaults = { length: 120, temperature: 0
 // the bot's voice.
 export type PromptFormat = 'raw' | 'chat';
 
+// What a chat model does with an OpenAI system (or developer) message that names no audience: the chat format has
+// no place for one, so it is refused (400) unless the model's config has such messages ignored, for chat apps that
+// always send one ("You are a helpful assistant.").
+export type SystemMessages = 'refuse' | 'ignore';
+export const SYSTEM_MESSAGES: readonly SystemMessages[] = ['refuse', 'ignore'];
+
 export interface ModelConfig {
   key: string;
   modelName: string | null;
@@ -46,6 +52,7 @@ export interface ModelConfig {
   servedAs: string;                 // why it has its prompt format and sanitizer, for the start-up log
   audience: string;
   audiences: string[];              // those its chat data talks to, most messages first; [] when not trained on chat
+  systemMessages: SystemMessages;
   sampling: SamplingDefaults;
   lengthSet: boolean;               // sampling.length is the config's; else ORIGINAL_SAMPLING's, at most n_ctx / 2 when served
   weightDtype: WeightDType;
@@ -166,7 +173,7 @@ function chatDefaults(raw: Raw, trained: readonly string[]): { sanitizer: string
   };
 }
 
-const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'base', 'adapter', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'sampling', 'weight_dtype', 'device', 'precision'];
+const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'base', 'adapter', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'system_messages', 'sampling', 'weight_dtype', 'device', 'precision'];
 
 // An adapter named in the config is read at start (its config and tensors' names and shapes), so that a wrong
 // folder stops the start rather than every load; whether it fits its base is checked when the base loads.
@@ -214,6 +221,8 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   if (promptFormat !== 'raw' && promptFormat !== 'chat') fail(`${where}.prompt_format`, '"raw" or "chat"', promptFormat);
   const audience = str(raw, 'audience', where, trained[0] ?? DEFAULT_AUDIENCE);
   if (!isAudience(audience)) fail(`${where}.audience`, `a name of ${AUDIENCE_RULE}`, audience);
+  const systemMessages = str(raw, 'system_messages', where, 'refuse');
+  if (!(SYSTEM_MESSAGES as readonly string[]).includes(systemMessages)) fail(`${where}.system_messages`, '"refuse" or "ignore"', systemMessages);
   const sampling = raw.sampling ?? {};
   if (!isObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
   checkKeys(sampling, SAMPLING_KEYS, `${where}.sampling`);
@@ -236,6 +245,7 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
     servedAs,
     audience,
     audiences: trained,
+    systemMessages: systemMessages as SystemMessages,
     sampling: readSampling(sampling, `${where}.sampling`, ORIGINAL_SAMPLING),
     lengthSet: sampling.length !== undefined,
     weightDtype,

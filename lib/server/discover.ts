@@ -30,6 +30,7 @@ export interface ServeSource {
   key?: string;                    // --key, for --model
   sanitizer?: string;              // --sanitizer, for --model
   audience?: string;               // --audience, for --model or every model found
+  systemMessages?: string;         // --system_messages, likewise
   cwd: string;
 }
 
@@ -70,15 +71,18 @@ export function discoverModels(cwd: string): Record<string, unknown>[] {
 export function serveConfig(source: ServeSource): ServerConfig {
   if (source.config !== undefined) return loadServerConfig(path.resolve(source.cwd, source.config));
   // Settings left out are the config's defaults: a model trained on chat logs is served as a chatbot.
-  const audience = source.audience === undefined ? {} : { audience: source.audience };
+  const shared = {
+    ...(source.audience !== undefined && { audience: source.audience }),
+    ...(source.systemMessages !== undefined && { system_messages: source.systemMessages }),
+  };
   if (source.model !== undefined) {
     const sanitizer = source.sanitizer === undefined ? {} : { sanitizer: source.sanitizer };
-    const raw = { models: [{ key: source.key ?? 'chatbot', restore_from: path.resolve(source.cwd, source.model), ...sanitizer, ...audience }] };
+    const raw = { models: [{ key: source.key ?? 'chatbot', restore_from: path.resolve(source.cwd, source.model), ...sanitizer, ...shared }] };
     return validateServerConfig(raw, 'bin/serve --model', source.cwd);
   }
   const file = path.join(source.cwd, CONFIG_FILE);
   if (fs.existsSync(file)) return loadServerConfig(file);
   const models = discoverModels(source.cwd);
   if (models.length === 0) throw new NoModelsError();
-  return validateServerConfig({ models: models.map((m) => ({ ...m, ...audience })) }, 'models found in checkpoint/ and models/', source.cwd);
+  return validateServerConfig({ models: models.map((m) => ({ ...m, ...shared })) }, 'models found in checkpoint/ and models/', source.cwd);
 }

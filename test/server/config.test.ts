@@ -115,6 +115,7 @@ t.test('every bad field is named', async (t) => {
     [{ models: [{ ...model, sampling: { lenght: 5 } }] }, /^cfg: models\[0\]\.sampling\.lenght: unknown setting/],
     [{ models: [{ ...model, prompt_format: 'xml' }] }, /^cfg: models\[0\]\.prompt_format: must be "raw" or "chat"/],
     [{ models: [{ ...model, audience: 'a|b' }] }, /^cfg: models\[0\]\.audience: /],
+    [{ models: [{ ...model, system_messages: 'drop' }] }, /^cfg: models\[0\]\.system_messages: must be "refuse" or "ignore" \(got "drop"\)/],
     [{ models: [{ ...model, weight_dtype: 'f8' }] }, /^cfg: models\[0\]\.weight_dtype: /],
     [{ models: [{ ...model, device: 'gpu' }] }, /^cfg: models\[0\]\.device: must be "cpu", "cuda" or "auto" \(got "gpu"\)/],
     [{ models: [{ ...model, precision: 'f16' }] }, /^cfg: models\[0\]\.precision: must be "f32" or "bf16"/],
@@ -157,6 +158,8 @@ t.test('with no arguments: server_config.json, else the models found, else how t
   const c = serveConfig({ cwd: dir });
   t.same(c.models.map((m) => m.key), ['run1', '124M']);
   t.same(serveConfig({ cwd: dir, audience: 'mom' }).models.map((m) => m.audience), ['mom', 'mom'], '--audience, for every model found');
+  t.same(c.models.map((m) => m.systemMessages), ['refuse', 'refuse'], 'system messages refused by default');
+  t.same(serveConfig({ cwd: dir, systemMessages: 'ignore' }).models.map((m) => m.systemMessages), ['ignore', 'ignore'], '--system_messages, for every model found');
   fs.writeFileSync(path.join(dir, 'server_config.json'), ORIGINAL);
   t.equal(serveConfig({ cwd: dir }).models[0].modelName, '355M', 'server_config.json wins');
   const one = serveConfig({ cwd: dir, model: 'models/124M' });

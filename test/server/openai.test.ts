@@ -31,6 +31,7 @@ t.before(async () => {
       { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } },
       { key: 'chatbot', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', sampling: { length: LENGTH } },
       { key: 'long', restore_from: 'long' },
+      { key: 'lenient', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', system_messages: 'ignore', sampling: { length: LENGTH } },
     ],
   }, dir);
   client = new OpenAI({ apiKey: API_KEY, baseURL: `${srv.url}/v1`, maxRetries: 0 });
@@ -43,7 +44,7 @@ t.teardown(async () => {
 t.test('GET /v1/models lists every configured model, loaded or not; /v1/models/<key> gives one', async (t) => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
-  t.same(ids, ['general', 'chatbot', 'long']);
+  t.same(ids, ['general', 'chatbot', 'long', 'lenient']);
   const one = await client.models.retrieve('chatbot');
   t.match(one, { id: 'chatbot', object: 'model', owned_by: 'dixie', prompt_format: 'chat' }, 'one model by its key');
   const missing = await client.models.retrieve('nope').catch((e: unknown) => e);
@@ -298,6 +299,23 @@ t.test('chat completions: the chat format for a chat model, the reply sanitized,
   t.equal(raw.usage?.prompt_tokens, tokenizer.encode('Be brief.\nHow big is the earth?', { allowSpecial: false }).length, 'a raw model continues the messages, one a line');
 });
 
+t.test('a chat model configured to ignore system messages leaves out those that name no audience, and says which', async (t) => {
+  const user = { role: 'user' as const, content: 'How was your day?' };
+  const since = srv.logs.length;
+  const messages = [{ role: 'system' as const, content: 'You are a helpful assistant.' }, { role: 'system' as const, content: 'audience: grandma' }, user, { role: 'developer' as const, content: 'Be brief.' }];
+  const { data, response } = await client.chat.completions.create({ model: 'lenient', messages, seed: 3 }).withResponse();
+  t.equal(response.headers.get('x-dixie-ignored-messages'), '0,3', 'the messages left out, by index');
+  t.equal(srv.logs.slice(since).find((l) => l.msg === 'generated')?.prompt, '1|grandma|How was your day? <EOM>\n0|grandma|', 'the prompt without them, as the audience the other one names');
+  const plain = await client.chat.completions.create({ model: 'lenient', messages: [messages[1], user], seed: 3 }).withResponse();
+  t.equal(plain.data.choices[0].message.content, data.choices[0].message.content, 'the reply is the one without them');
+  t.equal(plain.response.headers.get('x-dixie-ignored-messages'), null, 'nothing left out: no header');
+  const streamed = await client.chat.completions.create({ model: 'lenient', messages, seed: 3, stream: true }).withResponse();
+  let text = '';
+  for await (const chunk of streamed.data) text += chunk.choices[0]?.delta.content ?? '';
+  t.equal(streamed.response.headers.get('x-dixie-ignored-messages'), '0,3', 'streamed, the same header');
+  t.equal(text, data.choices[0].message.content);
+});
+
 t.test("errors come as the client's own classes, with OpenAI's shape and the field named", async (t) => {
   const notFound = await client.completions.create({ model: 'nope', prompt: 'x' }).catch((e: unknown) => e);
   t.ok(notFound instanceof OpenAI.NotFoundError, 'unknown model: NotFoundError');
@@ -317,6 +335,7 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
   }
   const system = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'system', content: 'You are a pirate.' }, { role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
   t.ok(system instanceof OpenAI.BadRequestError && system.param === 'messages[0].content', 'a system prompt a chat model cannot take is refused, not dropped');
+  t.match((system as Error).message, /"system_messages": "ignore" in the server's config, bin\/serve --system_messages ignore/, 'the refusal says how to have them ignored');
   const long = 'word '.repeat(3000);
   const tooLong = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'user', content: long }] }).catch((e: unknown) => e);
   t.ok(tooLong instanceof OpenAI.BadRequestError && tooLong.param === 'messages', 'a message longer than the context: refused, naming messages');

@@ -148,17 +148,20 @@ function readCommon(service: ChatService, body: Body): Common {
   };
 }
 
-// The prompt `messages` make. A chat model gets the chat format (lib/data/chat_format.ts): user messages are the
-// user's side (`1|<audience>|...`), assistant messages the bot's (`0|<audience>|...`), and the bot answers as the
-// audience: the model's, or the one a system message names as "audience: <name>" (a GPT-2 chat model has no
-// system role, so any other system message is refused rather than dropped unseen). A raw model continues the
-// messages' contents, in order, one a line: its reply goes on from the last message, as /invocations' raw_text.
-function chatPrompt(model: ModelConfig, body: Body): string | Conversation {
+// The prompt `messages` make, and the indices of the messages it leaves out. A chat model gets the chat format
+// (lib/data/chat_format.ts): user messages are the user's side (`1|<audience>|...`), assistant messages the bot's
+// (`0|<audience>|...`), and the bot answers as the audience: the model's, or the one a system message names as
+// "audience: <name>". A GPT-2 chat model has no system role, so any other system message is refused, or left out
+// where the model's config says so (system_messages), and the answer says which (X-Dixie-Ignored-Messages). A raw
+// model continues the messages' contents, in order, one a line: its reply goes on from the last message, as
+// /invocations' raw_text.
+function chatPrompt(model: ModelConfig, body: Body): { prompt: string | Conversation; ignored: number[] } {
   const messages = body.messages;
   if (!Array.isArray(messages) || messages.length === 0) bad('messages', 'must be a non-empty array of {"role", "content"}');
   let audience = model.audience;
   const turns: Turn[] = [];
   const lines: string[] = [];
+  const ignored: number[] = [];
   messages.forEach((m: unknown, i) => {
     const where = `messages[${i}]`;
     if (typeof m !== 'object' || m === null) bad(where, 'must be an object {"role", "content"}');
@@ -169,13 +172,14 @@ function chatPrompt(model: ModelConfig, body: Body): string | Conversation {
     else if (role === 'system' || role === 'developer') {
       if (model.promptFormat !== 'chat') return;
       const named = /^\s*audience\s*:\s*(.+?)\s*$/i.exec(text)?.[1];
-      if (named === undefined || !isAudience(named)) bad(`${where}.content`, `a chat model has no system prompt; a ${role} message may only name who the bot answers as, "audience: <name>"`);
-      audience = named;
+      if (named !== undefined && isAudience(named)) audience = named;
+      else if (model.systemMessages === 'ignore') ignored.push(i);
+      else bad(`${where}.content`, `a chat model has no system prompt; a ${role} message may only name who the bot answers as, "audience: <name>" (or the model's "system_messages": "ignore" in the server's config, bin/serve --system_messages ignore, leaves such messages out)`);
     } else bad(`${where}.role`, 'must be "system", "developer", "user" or "assistant"');
   });
-  if (model.promptFormat !== 'chat') return lines.join('\n');
+  if (model.promptFormat !== 'chat') return { prompt: lines.join('\n'), ignored };
   if (turns.length === 0) bad('messages', 'must hold at least one user or assistant message');
-  return { audience, turns };
+  return { prompt: { audience, turns }, ignored };
 }
 
 // /v1/completions' prompt, as OpenAI's API takes it: a text, texts, token ids, or lists of token ids; a choice each.
@@ -407,7 +411,8 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const body = objectBody(req.body);
     checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs', ...CHAT_NEUTRAL_KEYS]);
     const common = readCommon(service, body);
-    const prompt = chatPrompt(common.model, body);
+    const { prompt, ignored } = chatPrompt(common.model, body);
+    if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
     const wantsLogprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
     const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
     if (top !== undefined && !wantsLogprobs) bad('top_logprobs', 'needs "logprobs": true');
