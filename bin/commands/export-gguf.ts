@@ -3,36 +3,50 @@
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { AUDIENCE_RULE, chatTemplate, isAudience } from '../../lib/data/chat_format';
 import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
 import { GGUF_WEIGHT_TYPES, type GgufWeightType, writeGguf } from '../../lib/formats/gguf';
+import { modelfilePath, ollamaModelfile } from '../../lib/formats/ollama';
 import { resolveModel } from '../../lib/formats/resolve_model';
+import { trainedAudiences } from '../../lib/train/checkpoint';
 import { modelTokenizer } from '../../lib/tokenizer';
+import { writeTextAtomic } from '../../lib/util/atomic_file';
 
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('export-gguf')
     .usage('$0 <model> <out.gguf>\n\nWrites a model (a name under models/, a model folder, or a training run folder: its latest checkpoint) as a GGUF file for llama.cpp\'s '
       + '"gpt2" architecture, with the model\'s vocabulary (or GPT-2\'s when the folder has none). The output head stays '
-      + 'tied to the token embeddings; layer norms, biases and position embeddings are always float32.')
+      + 'tied to the token embeddings; layer norms, biases and position embeddings are always float32. A model trained on chat '
+      + 'logs also gets its chat format as the file\'s chat template (what llama.cpp\'s server, LM Studio and node-llama-cpp '
+      + 'prompt with) and, beside the file, an ollama Modelfile (<out>.Modelfile) that prompts and stops as dixie does.')
     .positional('model', { type: 'string', describe: 'model name or folder' })
     .positional('out', { type: 'string', describe: 'the .gguf file to write' })
     .option('type', { choices: GGUF_WEIGHT_TYPES, default: 'f16' as GgufWeightType, describe: 'type of the weight matrices and token embeddings (q8_0: llama.cpp\'s 8-bit matrices, token embeddings f16)' })
+    .option('audience', { type: 'string', describe: 'who the chat template has the model answer as (default: the audience its chat data talks to most); given for a model not trained here on chat logs, it writes the chat template too' })
     .example('$0 mom mom-f16.gguf', 'the fine-tuned model models/mom, matrices in float16')
     .example('$0 models/124M gpt2.gguf --type f32', 'full precision')
     .example('$0 models/1558M gpt2-xl-q8_0.gguf --type q8_0', '8-bit matrices: half the size of f16')
+    .example('$0 checkpoint/chat mom.gguf && ollama create mom -f mom.Modelfile', 'the quick start\'s chat model, for ollama')
     .demandCommand(2, 'give the model and the file to write')
+    .check((a) => {
+      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(a.audience)}`);
+      return true;
+    })
     .strict()
     .help()
     .parseAsync();
   const [name, out] = argv._.map(String);
   const folder = resolveModel(name);
   const vocabulary = modelTokenizer(folder).vocab;
+  const audience = argv.audience ?? trainedAudiences(folder.dir)[0];
   const model = await Model.load(folder, { trainable: false, device: 'cpu' });
   try {
     await writeGguf(out, model, vocabulary, {
       weightType: argv.type,
       name: path.basename(folder.dir),
+      ...(audience !== undefined && { chatTemplate: chatTemplate(audience) }),
       onProgress: progressCallback(path.basename(out)),
     });
   } finally {
@@ -40,6 +54,14 @@ async function main(): Promise<void> {
   }
   const c = model.config;
   process.stderr.write(`${folder.dir} -> ${out}: ${argv.type} (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} channels, context ${c.nCtx}, vocabulary ${c.vocabSize})\n`);
+  if (audience === undefined) return;
+  const modelfile = ollamaModelfile(out, audience, c.nCtx);
+  if (modelfile === null) {
+    process.stderr.write(`chat template: answering as ${audience}; no ollama Modelfile: its audience holds a quote, backslash or brace, which a Modelfile cannot quote\n`);
+    return;
+  }
+  await writeTextAtomic(modelfilePath(out), modelfile);
+  process.stderr.write(`chat template: answering as ${audience}; for ollama: ollama create ${path.basename(out).replace(/\.gguf$/i, '')} -f ${modelfilePath(out)}\n`);
 }
 
 main().catch((err: unknown) => {

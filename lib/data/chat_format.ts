@@ -227,3 +227,22 @@ function stepStart(lines: string[], fewest: number, step: DropStep): number {
   while (first < lines.length - 1 && dropped < target) dropped += step.measure(lines[first++]);
   return first;
 }
+
+// The chat format as a Jinja chat template (GGUF's tokenizer.chat_template, Hugging Face's chat_template), for the
+// tools that render OpenAI-style messages with one (llama.cpp's server, LM Studio, node-llama-cpp, transformers):
+// user messages on side 1 and assistant messages on side 0, each cleaned as messageText cleans it (its markers as
+// written here, in capitals), and with add_generation_prompt the reply prefix, all as `audience`, so that a model
+// exported from here is prompted there as it is here. The format has no system role: system messages are left out.
+export function chatTemplate(audience: string): string {
+  checkAudience(audience);
+  const clean = (v: string): string => `${v} | replace('<|endoftext|>', ' ') | replace('${END_OF_MESSAGE}', ' ') | replace('|', ' ')`;
+  return [
+    `{%- set audience = ${JSON.stringify(audience)} -%}`,
+    '{%- for message in messages -%}',
+    "{%- if message['role'] == 'user' or message['role'] == 'assistant' -%}",
+    `{{- ('${SIDE.you}' if message['role'] == 'user' else '${SIDE.audience}') + '|' + audience + '|' + (${clean("message['content']")}).split() | join(' ') + ' ${END_OF_MESSAGE}\\n' -}}`,
+    '{%- endif -%}',
+    '{%- endfor -%}',
+    `{%- if add_generation_prompt -%}{{- '${SPEAKER_SIDE.bot}|' + audience + '|' -}}{%- endif -%}`,
+  ].join('\n');
+}

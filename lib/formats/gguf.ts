@@ -409,6 +409,7 @@ export function ggufVocabulary(g: GgufFile): { encoder: Buffer; merges: Buffer }
 export interface GgufExportOptions {
   weightType: GgufWeightType;
   name: string;
+  chatTemplate?: string;  // tokenizer.chat_template: how tools that speak in messages prompt the model (chatTemplate)
   onProgress?: (bytes: number, totalBytes: number) => void;
 }
 
@@ -612,6 +613,7 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
   h.keyStrings('tokenizer.ggml.merges', merges);
   h.keyU32('tokenizer.ggml.bos_token_id', eot);
   h.keyU32('tokenizer.ggml.eos_token_id', eot);
+  if (options.chatTemplate !== undefined) h.keyString('tokenizer.chat_template', options.chatTemplate);
   const metadata = h.entries;
   let offset = 0;
   for (const t of tensors) {

@@ -14,6 +14,8 @@ import { Model } from '../../lib/engine/model';
 import { f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { decode, maxAbsDiff, randomTokens } from '../engine/helpers';
+import { Template } from '@huggingface/jinja';
+import { fitConversation } from '../../lib/data/chat_format';
 import { asBytes, llamaCppName, transpose, writeGgufFile, TINY_VOCAB, type RawTensor } from './gguf_writer';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -159,6 +161,40 @@ for (const [type, ggmlType, fileType] of [['f32', 0, 0], ['f16', 1, 1], ['bf16',
     t.ok(tensorBytes(g, 'output_norm.bias').equals(asBytes(model.getParam('ln_f.bias'))), 'output_norm = ln_f');
   });
 }
+
+t.test('a model trained on chat logs gets its chat format as the chat template, and an ollama Modelfile beside the file', async (t) => {
+  const chat = path.join(work, 'chat-model');
+  fs.cpSync(modelDir, chat, { recursive: true });
+  fs.writeFileSync(path.join(chat, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mom', sent: 5, received: 4 }, { audience: 'dad', sent: 1, received: 1 }] }));
+  const out = path.join(work, 'mom.gguf');
+  const run = exportGguf(chat, out);
+  t.equal(run.status, 0, String(run.stderr));
+  t.match(String(run.stderr), /chat template: answering as mom; for ollama: ollama create mom -f .*mom\.Modelfile/);
+  const template = readGguf(out).metadata.get('tokenizer.chat_template') as string;
+  const turns = [
+    { from: 'user', text: 'Hi  there\nMom' }, { from: 'bot', text: 'Hello <EOM> dear | <|endoftext|> x' }, { from: 'user', text: 'How was your day?' },
+  ] as const;
+  const messages = [{ role: 'system', content: 'You are a helpful assistant.' }, ...turns.map((m) => ({ role: m.from === 'user' ? 'user' : 'assistant', content: m.text }))];
+  t.equal(new Template(template).render({ messages, add_generation_prompt: true }), fitConversation({ audience: 'mom', turns }).prompt,
+    "rendered by Hugging Face's Jinja: the prompt dixie makes of the conversation, the system message left out, the texts cleaned");
+  t.equal(new Template(template).render({ messages: messages.slice(0, 2), add_generation_prompt: false }), '1|mom|Hi there Mom <EOM>\n', 'no reply prefix unless asked for');
+  t.equal(fs.readFileSync(path.join(work, 'mom.Modelfile'), 'utf8'), [
+    '# ollama create <name> -f mom.Modelfile, then ollama run <name>: the chat format, answering as mom.',
+    'FROM ./mom.gguf',
+    'TEMPLATE """{{- range .Messages }}{{ if eq .Role "user" }}1|mom|{{ .Content }} <EOM>\n{{ else if eq .Role "assistant" }}0|mom|{{ .Content }} <EOM>\n{{ end }}{{ end }}0|mom|"""',
+    'PARAMETER stop "<EOM>"',
+    'PARAMETER stop "1|mom|"',
+    'PARAMETER num_ctx 64',
+    '',
+  ].join('\n'), 'the Modelfile: the model beside it, the chat format as a Go template, its stops, its context');
+  const dad = exportGguf(chat, path.join(work, 'dad.gguf'), '--audience', 'dad');
+  t.equal(dad.status, 0, String(dad.stderr));
+  t.match(readGguf(path.join(work, 'dad.gguf')).metadata.get('tokenizer.chat_template'), /set audience = "dad"/, '--audience picks another');
+  t.notOk(readGguf(path.join(work, 'tiny-f16.gguf')).metadata.has('tokenizer.chat_template'), 'a model not trained on chat logs gets none');
+  t.notOk(fs.existsSync(path.join(work, 'tiny-f16.Modelfile')), 'nor a Modelfile');
+  const bad = exportGguf(chat, path.join(work, 'bad.gguf'), '--audience', 'a|b');
+  t.match([bad.status, String(bad.stderr)], [1, /--audience must be 1 to 64 characters/]);
+});
 
 t.test('a vocabulary that does not fit the model is refused, and nothing is written', async (t) => {
   const out = path.join(work, 'refused.gguf');
