@@ -23,7 +23,7 @@ async function main(): Promise<void> {
       + 'prompt with) and, beside the file, an ollama Modelfile (<out>.Modelfile) that prompts and stops as dixie does.')
     .positional('model', { type: 'string', describe: 'model name or folder' })
     .positional('out', { type: 'string', describe: 'the .gguf file to write' })
-    .option('type', { choices: GGUF_WEIGHT_TYPES, default: 'f16' as GgufWeightType, describe: 'type of the weight matrices and token embeddings (q8_0: llama.cpp\'s 8-bit matrices, token embeddings f16)' })
+    .option('type', { choices: GGUF_WEIGHT_TYPES, default: 'f16' as GgufWeightType, describe: 'type of the weight matrices and token embeddings (q8_0: llama.cpp\'s 8-bit blocks, as its converter writes them)' })
     .option('audience', { type: 'string', describe: 'who the chat template has the model answer as (default: the audience its chat data talks to most); given for a model not trained here on chat logs, it writes the chat template too' })
     .example('$0 mom mom-f16.gguf', 'the fine-tuned model models/mom, matrices in float16')
     .example('$0 models/124M gpt2.gguf --type f32', 'full precision')

@@ -254,7 +254,7 @@ interface Kind {
   idPrefix: string;
   promptField: string;   // the request's field of the prompt
   // A streamed choice's fields: a piece of text, then (done: the completion) how it ended; logprobs: those of the
-  // tokens drawn since the last chunk, in the shape of streamLogprobs.
+  // tokens drawn since the chunk before (in this kind's shape, below), or null.
   chunk(index: number, text: string, done: Completion | null, first: boolean, logprobs: Record<string, unknown> | null): Record<string, unknown>;
   // The log-probabilities of tokens in this kind's shape; `offset`: where the first token's text begins.
   logprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | PromptLogprob)[], offset: number): Record<string, unknown>;
