@@ -66,17 +66,19 @@ export function randomSeed(): bigint {
 // rule and the value apart, so that each front end can say it under its own name for the setting.
 export class SamplingError extends RangeError {
   constructor(readonly field: keyof SamplingOptions, readonly rule: string, readonly value: unknown) {
-    super('');
-    this.message = this.describe(field);
+    super(refusal(field, rule, value, ''));
     this.name = 'SamplingError';
   }
 
   // The refusal with the setting called `name` and `context` after the rule: 'top_p must be in (0, 1] for model
   // "x", got 2'.
   describe(name: string, context = ''): string {
-    const { value } = this;
-    return `${name} must be ${this.rule}${context}, got ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`;
+    return refusal(name, this.rule, this.value, context);
   }
+}
+
+function refusal(name: string, rule: string, value: unknown, context: string): string {
+  return `${name} must be ${rule}${context}, got ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`;
 }
 
 // The settings as the native sampler takes them: the logit biases as two arrays, their token ids checked to be
