@@ -4,11 +4,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { chatTemplate } from '../../lib/data/chat_format';
 import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
 import { modelDir, resolveModel } from '../../lib/formats/resolve_model';
 import { modelTokenizer } from '../../lib/tokenizer';
 import { writeVocabulary } from '../../lib/tokenizer/vocab';
+import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
 import { renameAtomic } from '../../lib/util/atomic_file';
 
 // Writes `out` whole into a hidden folder beside it (every file fsynced) and renames it into place, as checkpoints
@@ -65,7 +67,9 @@ async function main(): Promise<void> {
   try {
     await writeFolderAtomic(out, argv.force, async (dir) => {
       await model.save(dir, { onProgress: progressCallback('model.safetensors') });
-      await writeVocabulary(vocab, dir);
+      // An adapter trained on chat logs makes a chat model: its chat template goes with the vocabulary.
+      const chat = trainedAudiences(checkpointFolder(adapterDir))[0];
+      await writeVocabulary(vocab, dir, { nCtx: model.config.nCtx, ...(chat !== undefined && { chatTemplate: chatTemplate(chat) }) });
     });
   } finally {
     model.dispose();

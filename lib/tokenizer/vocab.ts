@@ -13,6 +13,8 @@ const LAYOUTS = [
   { encoder: 'encoder.json', merges: 'vocab.bpe' },
   { encoder: 'vocab.json', merges: 'merges.txt' },
 ];
+const HUGGING_FACE = LAYOUTS[1];
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes for
 // U+0100.. in byte order. Indexed by char code (all below 0x144); -1 where no byte.
@@ -74,12 +76,24 @@ function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buf
   }
 }
 
-// Writes a vocabulary into `dir` as the two files it was read from (by their names), or, read from a GGUF file's
-// metadata, as Hugging Face's vocab.json and merges.txt: a model folder of float weights beside it reads them so.
-export async function writeVocabulary(vocab: Vocabulary, dir: string): Promise<void> {
-  const names = isGguf(vocab.files) ? LAYOUTS[1] : { encoder: path.basename(vocab.files.encoderPath), merges: path.basename(vocab.files.mergesPath) };
-  await writeTextAtomic(path.join(dir, names.encoder), vocab.encoderBytes);
-  await writeTextAtomic(path.join(dir, names.merges), vocab.mergesBytes);
+// Writes a vocabulary into `dir` as Hugging Face's tokenizer files: vocab.json and merges.txt (the bytes of
+// encoder.json and vocab.bpe), and tokenizer_config.json, so that the folder is a whole Hugging Face model that
+// transformers' AutoTokenizer, vLLM and TGI read as it is. `chatTemplate`, for a model trained on chat logs, tells
+// them its prompt format (chat_format.ts chatTemplate).
+export async function writeVocabulary(vocab: Vocabulary, dir: string, options: { nCtx: number; chatTemplate?: string }): Promise<void> {
+  await writeTextAtomic(path.join(dir, HUGGING_FACE.encoder), vocab.encoderBytes);
+  await writeTextAtomic(path.join(dir, HUGGING_FACE.merges), vocab.mergesBytes);
+  const config = {
+    tokenizer_class: 'GPT2Tokenizer',
+    bos_token: END_OF_TEXT,
+    eos_token: END_OF_TEXT,
+    unk_token: END_OF_TEXT,
+    add_prefix_space: false,
+    model_max_length: options.nCtx,
+    ...(options.chatTemplate !== undefined && { chat_template: options.chatTemplate }),
+  };
+  await writeTextAtomic(path.join(dir, TOKENIZER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}
+`);
 }
 
 export class Vocabulary {

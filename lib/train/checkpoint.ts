@@ -5,7 +5,8 @@
 //     model-1000/  model-2000/
 //       config.json + model.safetensors   the weights (Hugging Face layout: the folder is a servable model), or
 //       adapter_config.json + adapter_model.safetensors   a LoRA adapter over its base (PEFT's layout)
-//       encoder.json + vocab.bpe          the tokenizer (or vocab.json + merges.txt, as the model came)
+//       vocab.json + merges.txt + tokenizer_config.json   the tokenizer, as Hugging Face names it (a chat run's
+//                                         with its chat template)
 //       optimizer.safetensors             Adam's moments and step count (absent for SGD)
 //       state.json                        step, RNG and sampler state, running loss, the run's options
 //     metrics.jsonl, loss.svg             the run's log and loss curve (lib/train/metrics.ts)
@@ -19,7 +20,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Model } from '../engine/model';
 import { AudienceCount } from '../data/chat_check';
-import { isAudience } from '../data/chat_format';
+import { chatTemplate, isAudience } from '../data/chat_format';
 import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
 import { writeVocabulary } from '../tokenizer/vocab';
@@ -136,7 +137,8 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
     await (model.lora ? model.saveAdapter(temp) : model.save(temp));
     if (options.withOptimizer) await model.saveOptimizer(path.join(temp, OPTIMIZER_FILE));
     // The vocabulary as the tokenizer read it: the folder it came from may be a checkpoint pruned since.
-    await writeVocabulary(tokenizer.vocab, temp);
+    const chat = state.audiences.map((a) => a.audience).find(isAudience);
+    await writeVocabulary(tokenizer.vocab, temp, { nCtx: model.config.nCtx, ...(chat !== undefined && { chatTemplate: chatTemplate(chat) }) });
     await writeTextAtomic(path.join(temp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
     await options.onPhase?.('written', temp);
     if (fs.existsSync(final)) {

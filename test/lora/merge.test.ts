@@ -58,7 +58,7 @@ t.test('an adapter gives the logits of bin/merge-lora\'s folder, bit for bit, an
   t.equal(merge.status, 0, merge.stderr);
   t.match(merge.stderr, /model\.safetensors/, 'a progress line');
   t.match(merge.stderr, new RegExp(`-> ${out}: LoRA of r 4, lora_alpha 16, target_modules \\["c_attn","c_proj","c_fc"\\]\\n$`));
-  t.same(fs.readdirSync(out).sort(), ['config.json', 'encoder.json', 'model.safetensors', 'vocab.bpe'], 'a plain model folder with the base\'s vocabulary');
+  t.same(fs.readdirSync(out).sort(), ['config.json', 'merges.txt', 'model.safetensors', 'tokenizer_config.json', 'vocab.json'], 'a plain model folder with the base\'s vocabulary');
   t.same(fs.readdirSync(work).filter((f) => f.startsWith('.')), [], 'no temporary folder left behind');
   const merged = await Model.load(out, { device: 'cpu', trainable: false });
   const independent = await mergedHere(base, factors, (m) => scalings.get(m) as number);
@@ -146,7 +146,7 @@ t.test('a GGUF base takes the adapter as its safetensors would', async (t) => {
   const out = path.join(work, 'merged-gguf');
   const merge = runBin('merge-lora', [dir, adapter, out]);
   t.equal(merge.status, 0, merge.stderr);
-  t.same(fs.readdirSync(out).sort(), ['config.json', 'merges.txt', 'model.safetensors', 'vocab.json'], 'the GGUF\'s vocabulary written out as files');
+  t.same(fs.readdirSync(out).sort(), ['config.json', 'merges.txt', 'model.safetensors', 'tokenizer_config.json', 'vocab.json'], 'the GGUF\'s vocabulary written out as files');
   t.same(loadTokenizer(out).encode('Hello there', { allowSpecial: false }), loadTokenizer(base).encode('Hello there', { allowSpecial: false }), 'the same tokens');
   for (const weightType of ['f16', 'q8_0'] as const) {
     const typed = path.join(work, `gguf-${weightType}`);
@@ -173,7 +173,7 @@ t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the ba
 
   const forced = runBin('merge-lora', [base, adapter, out, '--force']);
   t.equal(forced.status, 0, forced.stderr);
-  t.same(fs.readdirSync(out).sort(), ['config.json', 'encoder.json', 'model.safetensors', 'vocab.bpe'], 'replaced whole');
+  t.same(fs.readdirSync(out).sort(), ['config.json', 'merges.txt', 'model.safetensors', 'tokenizer_config.json', 'vocab.json'], 'replaced whole');
   t.same(fs.readdirSync(work).filter((f) => f.startsWith('.')), [], 'no temporary or old folder left behind');
 
   const onBase = runBin('merge-lora', [base, adapter, base, '--force']);

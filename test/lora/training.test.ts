@@ -149,7 +149,7 @@ t.test('bin/train --lora_rank: checkpoints hold the adapter alone, resume bit fo
   t.equal(resumed.stepsThisRun, 2);
   const whole = path.join(dir, 'checkpoint', 'whole', 'model-4');
   const halves = path.join(dir, 'checkpoint', 'halves', 'model-4');
-  t.same(fs.readdirSync(whole).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'encoder.json', 'optimizer.safetensors', 'state.json', 'vocab.bpe']);
+  t.same(fs.readdirSync(whole).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'merges.txt', 'optimizer.safetensors', 'state.json', 'tokenizer_config.json', 'vocab.json']);
   for (const file of ['adapter_model.safetensors', 'optimizer.safetensors']) {
     t.ok(fs.readFileSync(path.join(whole, file)).equals(fs.readFileSync(path.join(halves, file))), `${file}: stopped and resumed equals uninterrupted, byte for byte`);
   }

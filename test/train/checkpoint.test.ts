@@ -113,8 +113,8 @@ t.test('a resumed run saves past --max_to_keep twice over: the vocabulary it wri
   const runDir = path.join(dir, 'checkpoint', 'run1');
   t.same(listCheckpoints(runDir).map((c) => c.step), [25, 30]);
   for (const step of [25, 30]) {
-    for (const file of ['encoder.json', 'vocab.bpe']) {
-      t.ok(bytes(path.join(runDir, `model-${step}`), file).equals(bytes(TINY_VOCAB, file)), `model-${step}/${file} is the vocabulary trained with`);
+    for (const [file, source] of [['vocab.json', 'encoder.json'], ['merges.txt', 'vocab.bpe']]) {
+      t.ok(bytes(path.join(runDir, `model-${step}`), file).equals(bytes(TINY_VOCAB, source)), `model-${step}/${file} is the vocabulary trained with, under Hugging Face's name`);
     }
   }
   t.same(fs.readdirSync(runDir).filter((n) => n.startsWith('.')), [], 'no temporary folders left');
@@ -129,7 +129,7 @@ t.test('a run from a GGUF model writes its vocabulary as vocab.json and merges.t
   t.equal(exported.status, 0, exported.stderr);
   const fromGguf = { fresh_model: false, model_name: ggufDir, run_name: 'from-gguf', save_every: 1 };
   const first = await train(tinyRun(dir, { ...fromGguf, stop_after: 1 }), quiet);
-  t.same(fs.readdirSync(first.checkpoint as string).filter((f) => !f.endsWith('.safetensors')).sort(), ['config.json', 'merges.txt', 'state.json', 'vocab.json'], 'no model.gguf written over with vocabulary text');
+  t.same(fs.readdirSync(first.checkpoint as string).filter((f) => !f.endsWith('.safetensors')).sort(), ['config.json', 'merges.txt', 'state.json', 'tokenizer_config.json', 'vocab.json'], 'no model.gguf written over with vocabulary text');
   const original = loadTokenizer(TINY_VOCAB);
   const saved = modelTokenizer(resolveModel(first.checkpoint as string));
   t.same(saved.encode('How are you, grandma?', { allowSpecial: false }), original.encode('How are you, grandma?', { allowSpecial: false }), 'the vocabulary the GGUF file held');
@@ -159,7 +159,7 @@ t.test('a save that fails midway (a full disk) names the file and leaves no temp
   });
   await saveCheckpoint(runDir, model, tokenizer, state(1), { maxToKeep: 0, withOptimizer: false });
 
-  for (const file of ['model.safetensors', 'vocab.bpe']) {
+  for (const file of ['model.safetensors', 'merges.txt']) {
     await t.test(`the disk fills up writing ${file}`, async (t) => {
       diskFull(t, isTemporaryOf(path.join(runDir, `.model-2.tmp-${process.pid}`, file)));
       await t.rejects(saveCheckpoint(runDir, model, tokenizer, state(2), { maxToKeep: 0, withOptimizer: false }), {

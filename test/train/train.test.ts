@@ -4,6 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { Template } from '@huggingface/jinja';
+import { chatTemplate } from '../../lib/data/chat_format';
 import { encodeDataset } from '../../lib/data/dataset';
 import { Model } from '../../lib/engine/model';
 import { checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState } from '../../lib/train/checkpoint';
@@ -52,12 +54,20 @@ t.test('a tiny fresh model learns the chat dataset: checkpoints, samples, valida
   t.equal(latestCheckpoint(result.runDir), path.join(result.runDir, 'model-60'));
   t.equal(fs.readFileSync(path.join(result.runDir, 'latest'), 'utf8'), 'model-60\n');
   const checkpoint = path.join(result.runDir, 'model-60');
-  t.same(fs.readdirSync(checkpoint).sort(), ['config.json', 'encoder.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'vocab.bpe']);
+  t.same(fs.readdirSync(checkpoint).sort(), ['config.json', 'merges.txt', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'tokenizer_config.json', 'vocab.json']);
   const state = readTrainState(checkpoint);
   t.equal(state.step, 60);
   t.equal(state.seed, 1234);
   t.equal(state.tokens, 60 * 4 * 32);
   t.same(state.audiences.map((a) => a.audience), ['mom', 'alex', 'sam', 'team', 'grandma', 'dad'], 'the audiences, for bin/chat');
+  // The tokenizer as Hugging Face's tools read it (AutoTokenizer, vLLM), with the chat format as its chat template.
+  const tokenizerConfig = JSON.parse(fs.readFileSync(path.join(checkpoint, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+  t.same(tokenizerConfig, {
+    tokenizer_class: 'GPT2Tokenizer', bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>', add_prefix_space: false,
+    model_max_length: 64, chat_template: chatTemplate('mom'),
+  });
+  t.equal(new Template(tokenizerConfig.chat_template as string).render({ messages: [{ role: 'user', content: 'Hi!' }], add_generation_prompt: true }), '1|mom|Hi! <EOM>\n0|mom|',
+    'rendered by Hugging Face\'s Jinja: the prompt dixie makes, answering as the audience talked to most');
   t.equal(checkpointFolder(result.runDir), checkpoint, 'the run folder stands for its latest checkpoint');
   t.equal(checkpointFolder(checkpoint), checkpoint);
   // The checkpoint is a model folder: it loads, with its tokenizer, and computes the loss training reported.
