@@ -53,7 +53,7 @@ async function main(): Promise<void> {
     model.dispose();
   }
   const c = model.config;
-  process.stderr.write(`${folder.dir} -> ${out}: ${argv.type} (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} channels, context ${c.nCtx}, vocabulary ${c.vocabSize})\n`);
+  process.stderr.write(`${name} -> ${out}: ${argv.type} (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} channels, context ${c.nCtx}, vocabulary ${c.vocabSize})\n`);
   if (audience === undefined) return;
   const modelfile = ollamaModelfile(out, audience, c.nCtx);
   if (modelfile === null) {

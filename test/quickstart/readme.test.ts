@@ -6,6 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { Template } from '@huggingface/jinja';
+import { openGguf } from '../../lib/formats/gguf';
 import { launchBrowser, request, sayOnPage, VIEWPORTS } from '../server/helpers';
 import { readmeCommands, readmeSection, run, sandbox, serve, type Step } from './helpers';
 
@@ -15,7 +17,7 @@ t.setTimeout(25 * 60_000);
 
 t.test("README.md's quick start, every command as written", async (t) => {
   const steps = readmeCommands();
-  t.same(steps.map((s) => s.argv[0]), ['bin/train', 'bin/train', 'bin/chat', 'bin/serve'], 'check, train, chat, serve');
+  t.same(steps.map((s) => s.argv[0]), ['bin/train', 'bin/train', 'bin/chat', 'bin/serve', 'bin/export-gguf'], 'check, train, chat, serve, export');
   const dir = sandbox('readme');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const shownLines = (step: Step): string[] => (step.shown ?? '').split('\n').filter((l) => l !== '...');
@@ -38,6 +40,15 @@ t.test("README.md's quick start, every command as written", async (t) => {
       t.ok(said.reply !== null && said.reply.length > 0 && !MARKUP.test(said.reply), `the page: a sanitized reply from mom: ${JSON.stringify(said.reply)}`);
       await browser.close();
       t.equal(await server.stop(), 0, `${command} stops on SIGTERM`);
+    } else if (step.argv[0] === 'bin/export-gguf') {
+      const ran = await run(dir, step.argv, '');
+      t.equal(ran.status, 0, `${command}: ${ran.stderr}`);
+      for (const line of shownLines(step)) t.ok(ran.stderr.split('\n').includes(line), `${command} says ${JSON.stringify(line)}`);
+      const gguf = openGguf(path.join(dir, 'mom.gguf'));
+      const template = gguf.string('tokenizer.chat_template');
+      gguf.close();
+      t.equal(new Template(template).render({ messages: [{ role: 'user', content: 'How was your day?' }], add_generation_prompt: true }), '1|mom|How was your day? <EOM>\n0|mom|', 'the file\'s chat template prompts as dixie does');
+      t.match(fs.readFileSync(path.join(dir, 'mom.Modelfile'), 'utf8'), /^FROM \.\/mom\.gguf$/m, 'and the Modelfile beside it names it');
     } else {
       const ran = await run(dir, step.argv, step.argv[0] === 'bin/chat' ? 'How was your day?\n/quit\n' : '');
       t.equal(ran.status, 0, `${command}: ${ran.stderr}`);
