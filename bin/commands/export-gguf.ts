@@ -53,7 +53,10 @@ async function main(): Promise<void> {
     model.dispose();
   }
   const c = model.config;
-  process.stderr.write(`${name} -> ${out}: ${argv.type} (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} channels, context ${c.nCtx}, vocabulary ${c.vocabSize})\n`);
+  // The checkpoint exported (a run folder stands for its latest), named as the user named the model: relative to here
+  // if they gave it so.
+  const exported = path.isAbsolute(name) ? folder.dir : path.relative(process.cwd(), folder.dir);
+  process.stderr.write(`${exported} -> ${out}: ${argv.type} (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} channels, context ${c.nCtx}, vocabulary ${c.vocabSize})\n`);
   if (audience === undefined) return;
   const modelfile = ollamaModelfile(out, audience, c.nCtx);
   if (modelfile === null) {
