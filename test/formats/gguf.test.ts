@@ -190,8 +190,10 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
   const dad = exportGguf(chat, path.join(work, 'dad.gguf'), '--audience', 'dad');
   t.equal(dad.status, 0, String(dad.stderr));
   t.match(readGguf(path.join(work, 'dad.gguf')).metadata.get('tokenizer.chat_template'), /set audience = "dad"/, '--audience picks another');
-  t.notOk(readGguf(path.join(work, 'tiny-f16.gguf')).metadata.has('tokenizer.chat_template'), 'a model not trained on chat logs gets none');
-  t.notOk(fs.existsSync(path.join(work, 'tiny-f16.Modelfile')), 'nor a Modelfile');
+  const plain = exportGguf(modelDir, path.join(work, 'plain.gguf'));
+  t.equal(plain.status, 0, String(plain.stderr));
+  t.notOk(readGguf(path.join(work, 'plain.gguf')).metadata.has('tokenizer.chat_template'), 'a model not trained on chat logs gets none');
+  t.notOk(fs.existsSync(path.join(work, 'plain.Modelfile')), 'nor a Modelfile');
   const bad = exportGguf(chat, path.join(work, 'bad.gguf'), '--audience', 'a|b');
   t.match([bad.status, String(bad.stderr)], [1, /--audience must be 1 to 64 characters/]);
 });
