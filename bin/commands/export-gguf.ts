@@ -23,11 +23,22 @@ async function main(): Promise<void> {
       + 'prompt with) and, beside the file, an ollama Modelfile (<out>.Modelfile) that prompts and stops as dixie does.')
     .positional('model', { type: 'string', describe: 'model name or folder' })
     .positional('out', { type: 'string', describe: 'the .gguf file to write' })
-    .option('type', { choices: GGUF_WEIGHT_TYPES, default: 'f16' as GgufWeightType, describe: 'type of the weight matrices and token embeddings (q8_0: llama.cpp\'s 8-bit blocks, as its converter writes them)' })
+    .option('type', {
+      type: 'string', default: 'f16',
+      describe: `what the weight matrices and token embeddings are written in: ${GGUF_WEIGHT_TYPES.join(', ')} (any case). `
+        + 'q8_0 is llama.cpp\'s 8-bit blocks; the others are llama-quantize\'s file types, with the very bytes and the mix of '
+        + 'types per matrix that llama-quantize writes (q4_K_M: most matrices q4_K, the embeddings and some layers q6_K)',
+      coerce: (given: string): GgufWeightType => {
+        const type = GGUF_WEIGHT_TYPES.find((t) => t.toLowerCase() === given.toLowerCase());
+        if (!type) throw new Error(`--type ${given}: the types are ${GGUF_WEIGHT_TYPES.join(', ')}`);
+        return type;
+      },
+    })
     .option('audience', { type: 'string', describe: 'who the chat template has the model answer as (default: the audience its chat data talks to most); given for a model not trained here on chat logs, it writes the chat template too' })
     .example('$0 mom mom-f16.gguf', 'the fine-tuned model models/mom, matrices in float16')
     .example('$0 models/124M gpt2.gguf --type f32', 'full precision')
     .example('$0 models/1558M gpt2-xl-q8_0.gguf --type q8_0', '8-bit matrices: half the size of f16')
+    .example('$0 mom mom-q4_K_M.gguf --type q4_K_M', 'llama-quantize\'s q4_K_M, the type most models on ollama and LM Studio come in')
     .example('$0 checkpoint/chat mom.gguf && ollama create mom -f mom.Modelfile', 'the quick start\'s chat model, for ollama')
     .demandCommand(2, 'give the model and the file to write')
     .check((a) => {

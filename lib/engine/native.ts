@@ -164,6 +164,9 @@ export interface NativeAddon {
   planDecodeMemory(config: NativeConfig, weightDtype: WeightDType, slots: number, threads: number): { params: number; kvCache: number; activations: number };
   // The sampler's own table of accepted settings (native/core/checks.h): null, or the first field refused and its rule.
   checkSampling(params: NativeSampling, vocabSize: number): { field: keyof NativeSampling; rule: string } | null;
+  // `values` (a whole number of the type's blocks) as ggml's blocks of `type` (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K,
+  // q6_K), the bytes llama.cpp's quantizer writes for them (native/core/ggml_quantize.h); made off the event loop.
+  quantizeGgml(type: string, values: Float32Array, threads: number): Promise<Uint8Array>;
   mpiLauncher(): string | null;  // the MPI launcher that started this process ("Open MPI's mpirun"), or null
   initDistributed(): NativeRanks;  // loads libmpi and initialises MPI (once); throws naming what to install
 }

@@ -6,38 +6,45 @@
 // padding to the alignment (general.alignment, else 32); the tensor data, each tensor aligned. A string is a u64 byte
 // length and its UTF-8 bytes; an array a value type (u32), a count (u64) and the values.
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Model } from '../engine/model';
-import type { NativeConfig } from '../engine/native';
+import { loadAddon, type NativeConfig } from '../engine/native';
 import type { Vocabulary } from '../tokenizer/vocab';
 import { writeFileAtomic } from '../util/atomic_file';
 import { GGML_QUANTS } from './ggml_quants';
 import { f32ToBf16, f32ToF16, readFully, writeFully } from './safetensors';
 
-export type GgufWeightType = 'f32' | 'f16' | 'bf16' | 'q8_0';
-export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = ['f32', 'f16', 'bf16', 'q8_0'];
+// What a file's matrices are written in, as llama.cpp's tools name the file types: float types, or ggml's blocks as
+// llama-quantize writes them (its q4_K_M: q4_K with some matrices in q6_K, and so on; see tensorTypeOf).
+export type GgufWeightType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q4_K_S' | 'q4_K_M' | 'q5_K_S' | 'q5_K_M' | 'q6_K';
+
+// A file type's llama.cpp general.file_type (llama_ftype) and the ggml type of most of its matrices.
+const FILE_TYPES: Readonly<Record<GgufWeightType, { fileType: number; base: GgmlWriteType }>> = {
+  f32: { fileType: 0, base: 'f32' }, f16: { fileType: 1, base: 'f16' }, bf16: { fileType: 32, base: 'bf16' },
+  q8_0: { fileType: 7, base: 'q8_0' }, q4_0: { fileType: 2, base: 'q4_0' }, q4_1: { fileType: 3, base: 'q4_1' },
+  q5_0: { fileType: 8, base: 'q5_0' }, q5_1: { fileType: 9, base: 'q5_1' }, q4_K_S: { fileType: 14, base: 'q4_K' },
+  q4_K_M: { fileType: 15, base: 'q4_K' }, q5_K_S: { fileType: 16, base: 'q5_K' }, q5_K_M: { fileType: 17, base: 'q5_K' },
+  q6_K: { fileType: 18, base: 'q6_K' },
+};
+export const GGUF_WEIGHT_TYPES = Object.keys(FILE_TYPES) as readonly GgufWeightType[];
 
 // A model folder's GGUF file, read where there is no model.safetensors.
 export const GGUF_FILE = 'model.gguf';
 
 export const ALIGNMENT = 32;
 
-// ggml's tensor types (the ones dixie writes; it reads GGML_QUANTS' too; the others by name, for errors), and
-// llama.cpp's general.file_type for "all f32 / mostly f16 / mostly q8_0 / mostly bf16".
-export const GGML_TYPE = { f32: 0, f16: 1, q8_0: 8, bf16: 30 } as const;
+// ggml's tensor types that dixie writes (it reads GGML_QUANTS' too; the others by name, for errors).
+export const GGML_TYPE = { f32: 0, f16: 1, q4_0: 2, q4_1: 3, q5_0: 6, q5_1: 7, q8_0: 8, q4_K: 12, q5_K: 13, q6_K: 14, bf16: 30 } as const;
+type GgmlWriteType = keyof typeof GGML_TYPE;
 const GGML_TYPE_NAMES: Readonly<Record<number, string>> = {
   0: 'f32', 1: 'f16', 2: 'q4_0', 3: 'q4_1', 6: 'q5_0', 7: 'q5_1', 8: 'q8_0', 9: 'q8_1', 10: 'q2_K', 11: 'q3_K', 12: 'q4_K',
   13: 'q5_K', 14: 'q6_K', 15: 'q8_K', 16: 'iq2_xxs', 17: 'iq2_xs', 18: 'iq3_xxs', 19: 'iq1_s', 20: 'iq4_nl', 21: 'iq3_s',
   22: 'iq2_s', 23: 'iq4_xs', 24: 'i8', 25: 'i16', 26: 'i32', 27: 'i64', 28: 'f64', 29: 'iq1_m', 30: 'bf16', 34: 'tq1_0',
   35: 'tq2_0', 39: 'mxfp4',
 };
-const FILE_TYPE: Readonly<Record<GgufWeightType, number>> = { f32: 0, f16: 1, q8_0: 7, bf16: 32 };
 const VALUE = { u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12 } as const;
 const TOKEN_NORMAL = 1;
 const TOKEN_CONTROL = 3;
-
-// Q8_0: blocks of 32 values along a tensor's innermost dimension, each an f16 scale d then 32 int8 q (x = d * q).
-export const Q8_BLOCK = 32;
-const Q8_BLOCK_BYTES = 2 + Q8_BLOCK;
 
 export function ggmlTypeName(type: number): string {
   return GGML_TYPE_NAMES[type] ?? `type ${type}`;
@@ -418,7 +425,7 @@ interface GgufTensor {
   name: string;
   dims: number[];
   type: number;
-  data: () => Uint8Array;
+  data: () => Promise<Uint8Array>;
 }
 
 // [rows, cols] row-major -> [cols, rows]: Hugging Face's Conv1D weights are [in, out] (y = x @ W), ggml's [out][in].
@@ -432,54 +439,52 @@ function bytes(view: ArrayBufferView): Uint8Array {
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
 
-// Q8_0 blocks of w, whose length is a whole number of blocks: llama.cpp's reference quantizer (quantize_row_q8_0_ref)
-// step by step in float32 (d = max |x| / 127, q = x * (1 / d) rounded half away from zero), so that llama.cpp's own
-// quantizer and dixie's (native/core/dtype.h) give these very bytes.
-export function quantizeQ8(w: Float32Array): Uint8Array {
-  const blocks = w.length / Q8_BLOCK;
-  const d = new Float32Array(blocks);
-  const out = new Uint8Array(blocks * Q8_BLOCK_BYTES);
-  const q = new Int8Array(out.buffer);
-  for (let b = 0; b < blocks; b++) {
-    let amax = 0;
-    for (let i = 0; i < Q8_BLOCK; i++) amax = Math.max(amax, Math.abs(w[b * Q8_BLOCK + i]));
-    d[b] = Math.fround(amax / 127);
-    const id = d[b] !== 0 ? Math.fround(1 / d[b]) : 0;
-    for (let i = 0; i < Q8_BLOCK; i++) {
-      const v = Math.fround(w[b * Q8_BLOCK + i] * id);
-      q[b * Q8_BLOCK_BYTES + 2 + i] = Math.sign(v) * Math.floor(Math.abs(v) + 0.5);
-    }
+// llama-quantize's choice of type for a GPT-2 matrix (llama.cpp's llama_tensor_get_type for the "gpt2" architecture,
+// whose output head is the token embedding and whose attention is one fused qkv matrix; the bench gguf_quants holds
+// dixie's files against llama-quantize's). The token embedding, being the head too, takes q6_K in every quantized
+// file but q8_0; the _M mixes give q6_K to the qkv and ffn_down matrices of the first and last eighth of the layers
+// and of every third layer between; q4_K_S gives q5_K to the first four qkv matrices and the first eighth's ffn_down.
+// A type whose blocks do not divide the rows (1558M's 1600 channels are no whole number of 256-value k-quant blocks)
+// falls back as llama.cpp's does; f16 where no block fits.
+// `tensor` is the matrix's GGUF name less its layer: token_embd.weight, attn_qkv.weight...
+export function tensorTypeOf(weightType: GgufWeightType, tensor: string, layer: number, nLayer: number, rowLength: number): GgmlWriteType {
+  const base = FILE_TYPES[weightType].base;
+  if (!GGML_QUANTS.has(GGML_TYPE[base])) return base;
+  const eighth = Math.floor(nLayer / 8);
+  const moreBits = layer < eighth || layer >= Math.floor((7 * nLayer) / 8) || (layer - eighth) % 3 === 2;
+  let type = base;
+  if (tensor === 'token_embd.weight') {
+    if (base !== 'q8_0') type = rowLength % blockOf(base) === 0 ? 'q6_K' : 'q8_0';
+  } else if (tensor === 'attn_qkv.weight' || tensor === 'ffn_down.weight') {
+    if ((weightType === 'q4_K_M' || weightType === 'q5_K_M') && moreBits) type = 'q6_K';
+    else if (weightType === 'q4_K_S' && layer < (tensor === 'attn_qkv.weight' ? 4 : eighth)) type = 'q5_K';
   }
-  const view = new DataView(out.buffer);
-  f32ToF16(d).forEach((h, b) => view.setUint16(b * Q8_BLOCK_BYTES, h, true));
-  return out;
+  if (rowLength % blockOf(type) === 0) return type;
+  const fallback = ({ q4_K: 'q5_0', q5_K: 'q5_1', q6_K: 'q8_0' } as const)[type as 'q4_K' | 'q5_K' | 'q6_K'];
+  return fallback !== undefined && rowLength % blockOf(fallback) === 0 ? fallback : 'f16';
 }
 
-// The type a matrix of `weightType` is written in (the layer matrices, and the token embedding as llama.cpp's
-// converter writes it, in q8_0 the rows dixie keeps in memory): its own, except that q8_0 needs rows of whole blocks
-// (llama.cpp's converter writes the others f16). Vectors and position embeddings are f32.
-function matrixType(weightType: GgufWeightType, inputs: number): number {
-  if (weightType !== 'q8_0') return GGML_TYPE[weightType];
-  return inputs % Q8_BLOCK === 0 ? GGML_TYPE.q8_0 : GGML_TYPE.f16;
+function blockOf(type: GgmlWriteType): number {
+  return GGML_QUANTS.get(GGML_TYPE[type])?.block ?? 1;
 }
 
-function encode(values: Float32Array, type: number): Uint8Array {
+async function encode(values: Float32Array, type: GgmlWriteType): Promise<Uint8Array> {
   switch (type) {
-    case GGML_TYPE.f32: return bytes(values);
-    case GGML_TYPE.f16: return bytes(f32ToF16(values));
-    case GGML_TYPE.bf16: return bytes(f32ToBf16(values));
-    default: return quantizeQ8(values);
+    case 'f32': return bytes(values);
+    case 'f16': return bytes(f32ToF16(values));
+    case 'bf16': return bytes(f32ToBf16(values));
+    default: return loadAddon().quantizeGgml(type, values, os.availableParallelism());
   }
 }
 
 function tensorsOf(model: Model, weightType: GgufWeightType): GgufTensor[] {
   const { nLayer, nEmbd: C, nCtx, vocabSize: V } = model.config;
-  const vector = (hfName: string): GgufTensor['data'] => () => bytes(model.getParam(hfName));
+  const vector = (hfName: string): GgufTensor['data'] => async () => bytes(model.getParam(hfName));
   const f32 = GGML_TYPE.f32;
-  const embeddingType = matrixType(weightType, C);
+  const embeddingType = tensorTypeOf(weightType, 'token_embd.weight', 0, nLayer, C);
   // The output head is tied to the token embeddings: llama.cpp reuses token_embd when output.weight is absent.
   const out: GgufTensor[] = [
-    { name: 'token_embd.weight', dims: [C, V], type: embeddingType, data: () => encode(model.getParam('wte.weight'), embeddingType) },
+    { name: 'token_embd.weight', dims: [C, V], type: GGML_TYPE[embeddingType], data: () => encode(model.getParam('wte.weight'), embeddingType) },
     { name: 'position_embd.weight', dims: [C, nCtx], type: f32, data: vector('wpe.weight') },
   ];
   for (let l = 0; l < nLayer; l++) {
@@ -491,8 +496,8 @@ function tensorsOf(model: Model, weightType: GgufWeightType): GgufTensor[] {
         continue;
       }
       const [inputs, outputs] = shape;
-      const type = matrixType(weightType, inputs);
-      out.push({ name: `blk.${l}.${gguf}`, dims: [inputs, outputs], type, data: () => encode(transpose(model.getParam(hfName), inputs, outputs), type) });
+      const type = tensorTypeOf(weightType, gguf, l, nLayer, inputs);
+      out.push({ name: `blk.${l}.${gguf}`, dims: [inputs, outputs], type: GGML_TYPE[type], data: () => encode(transpose(model.getParam(hfName), inputs, outputs), type) });
     }
   }
   out.push(
@@ -598,7 +603,8 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
   const h = new HeaderWriter();
   h.keyString('general.architecture', 'gpt2');
   h.keyString('general.name', options.name);
-  h.keyU32('general.file_type', FILE_TYPE[options.weightType]);
+  h.keyU32('general.file_type', FILE_TYPES[options.weightType].fileType);
+  h.keyU32('general.quantization_version', 2);  // ggml's block layouts of today, as llama.cpp's own writers record
   h.keyU32('general.alignment', ALIGNMENT);
   h.keyU32('gpt2.context_length', c.nCtx);
   h.keyU32('gpt2.embedding_length', c.nEmbd);
@@ -632,13 +638,13 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
   start.u64(tensors.length);
   start.u64(metadata);
   const headerBytes = start.length + h.length + padding(start.length + h.length);
-  await writeFileAtomic(file, (fd) => {
+  await writeFileAtomic(file, async (fd) => {
     writeFully(fd, start.bytes());
     writeFully(fd, h.bytes());
     writeFully(fd, new Uint8Array(headerBytes - start.length - h.length));
     let written = headerBytes;
     for (const t of tensors) {
-      const data = t.data();
+      const data = await t.data();
       writeFully(fd, data);
       writeFully(fd, new Uint8Array(padding(data.byteLength)));
       written += data.byteLength + padding(data.byteLength);

@@ -16,6 +16,7 @@
 #include "core/backend.h"
 #include "core/checks.h"
 #include "core/collective.h"
+#include "core/ggml_quantize.h"
 #include "cpu/vec_math.h"
 
 namespace {
@@ -989,10 +990,60 @@ Napi::Value InitDistributed(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- GGUF export: ggml's quantized blocks (core/ggml_quantize.h) ----
+
+// Quantizes off the event loop, into a Uint8Array made before the work starts; it holds both arrays meanwhile.
+class QuantizeJob : public Napi::AsyncWorker {
+ public:
+  QuantizeJob(Napi::Env env, const dixie::GgmlBlockType& type, Napi::Float32Array values, int threads)
+      : Napi::AsyncWorker(env), type_(type), threads_(threads), deferred_(Napi::Promise::Deferred::New(env)) {
+    const size_t n = values.ElementLength();
+    Napi::Uint8Array out = Napi::Uint8Array::New(env, n / type.block * type.bytes);
+    values_ = Napi::Persistent(values.As<Napi::Object>());
+    out_ = Napi::Persistent(out.As<Napi::Object>());
+    x_ = values.Data();
+    n_ = n;
+    dst_ = out.Data();
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override { dixie::ggml_quantize(type_, x_, n_, dst_, threads_); }
+  void OnOK() override { deferred_.Resolve(out_.Value()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  const dixie::GgmlBlockType& type_;
+  int threads_;
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference values_, out_;
+  const float* x_ = nullptr;
+  size_t n_ = 0;
+  uint8_t* dst_ = nullptr;
+};
+
+// quantizeGgml(type, values, threads): a promise of `values` (a whole number of the type's blocks) as ggml blocks.
+Napi::Value QuantizeGgml(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const std::string name = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+    const dixie::GgmlBlockType* type = dixie::ggml_block_type(name);
+    if (!type) throw ArgError("quantizeGgml: type must be one of " + dixie::ggml_block_type_names() + ", got \"" + name + "\"");
+    Napi::Float32Array values = f32_arg(info[1], "quantizeGgml: values");
+    if (values.ElementLength() % type->block != 0) {
+      throw ArgError("quantizeGgml: " + std::to_string(values.ElementLength()) + " values are no whole number of " + name +
+                     " blocks of " + std::to_string(type->block));
+    }
+    const int threads = static_cast<int>(int_arg(info[2], "quantizeGgml: threads", 1, 1024));
+    QuantizeJob* job = new QuantizeJob(info.Env(), *type, values, threads);
+    Napi::Promise promise = job->promise();
+    job->Queue();
+    return promise;
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mpiLauncher", Napi::Function::New(env, MpiLauncher));
   exports.Set("initDistributed", Napi::Function::New(env, InitDistributed));
   exports.Set("Model", ModelWrap::Define(env));
+  exports.Set("quantizeGgml", Napi::Function::New(env, QuantizeGgml));
   exports.Set("cpuFeatures", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
                 const std::vector<std::string> f = cpu_features();
                 Napi::Array a = Napi::Array::New(info.Env(), f.size());

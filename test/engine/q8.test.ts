@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { GPT2Config, Model, NATIVE } from '../../lib/engine/model';
-import { quantizeQ8 } from '../../lib/formats/gguf';
+import { loadAddon } from '../../lib/engine/native';
 import { f16ToF32, writeSafetensors } from '../../lib/formats/safetensors';
 import { estimateModelBytes } from '../../lib/server/engine';
 import { loadTokenizer } from '../../lib/tokenizer';
@@ -87,14 +87,14 @@ t.test('a q8_0 model keeps its layer matrices and token embedding once, at 34 by
   q8.dispose();
 });
 
-// The Q8_0 blocks of a row of C values as float32 (scale x int8), from the reference quantizer of the GGUF writer:
-// a last block shorter than 32 is quantized as if padded with zeros, which change neither its scale nor its values.
-function q8Row(row: Float32Array): Float32Array {
+// The Q8_0 blocks of a row of C values as float32 (scale x int8), from the quantizer of the GGUF writer: a last
+// block shorter than 32 is quantized as if padded with zeros, which change neither its scale nor its values.
+async function q8Row(row: Float32Array): Promise<Float32Array> {
   const out = new Float32Array(row.length);
   for (let j = 0; j < row.length; j += 32) {
     const block = new Float32Array(32);
     block.set(row.subarray(j, j + 32));
-    const bytes = Buffer.from(quantizeQ8(block));
+    const bytes = Buffer.from(await loadAddon().quantizeGgml('q8_0', block, 1));
     const d = f16ToF32(Uint16Array.of(bytes.readUInt16LE(0)))[0];
     for (let i = 0; i < Math.min(32, row.length - j); i++) out[j + i] = d * bytes.readInt8(2 + i);
   }
@@ -109,7 +109,7 @@ t.test('a q8_0 model\'s token embedding: Q8_0 rows, read back as scale x int8 bl
   const wte = Float32Array.from({ length: WIDE.vocabSize * C }, () => 0.3 * (next() - 0.5));
   q8.setParam('wte.weight', wte);
   const expected = new Float32Array(wte.length);
-  for (let v = 0; v < WIDE.vocabSize; v++) expected.set(q8Row(wte.subarray(v * C, (v + 1) * C)), v * C);
+  for (let v = 0; v < WIDE.vocabSize; v++) expected.set(await q8Row(wte.subarray(v * C, (v + 1) * C)), v * C);
   const read = q8.getParam('wte.weight');
   t.equal(maxAbsDiff(read, expected), 0, 'every value is its block\'s scale times its int8, exactly');
   t.ok(maxAbsDiff(read, wte) > 0, 'and not the float value written');
