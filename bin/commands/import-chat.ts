@@ -1,5 +1,6 @@
 // bin/import-chat: the chat exports of messaging apps (WhatsApp, Telegram, Messenger and Instagram, Discord via
-// DiscordChatExporter, SMS Backup & Restore) made training data in the chat format (lib/import/).
+// DiscordChatExporter, SMS Backup & Restore, macOS Messages' chat.db) made training data in the chat format
+// (lib/import/).
 import fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -17,13 +18,14 @@ async function main(): Promise<void> {
         'Turns chat exports into training data: one message a line, 1|<audience>|<text> <EOM> for your messages and ' +
         '0|<audience>|<text> <EOM> for the others\', each conversation in time order. Reads WhatsApp "Export chat" .txt ' +
         '(Android and iOS, any locale), Telegram Desktop JSON (result.json, one chat or the whole account), Facebook ' +
-        'Messenger and Instagram JSON (message_1.json...), DiscordChatExporter JSON and SMS Backup & Restore XML; the ' +
-        'format is detected from each file. Folders are searched for .txt, .json and .xml files. The audience is the ' +
+        'Messenger and Instagram JSON (message_1.json...), DiscordChatExporter JSON, SMS Backup & Restore XML and the ' +
+        'Messages database of a Mac (chat.db: iMessage and SMS); the format is detected from each file. Folders are ' +
+        'searched for .txt, .json, .xml and .db files. The audience is the ' +
         'other person, or the group. The apps\' notices, media, deleted messages and calls are dropped, and the summary ' +
         'says how many and why. Nothing is written unless every export was read.',
     )
     .positional('exports', { type: 'string', describe: 'export files or folders' })
-    .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, nor for a Telegram account export. Run without it to list the senders found' })
+    .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, a Mac\'s chat.db, nor a Telegram account export. Run without it to list the senders found' })
     .option('out', { type: 'string', default: 'data', describe: 'a folder, for a .train file per audience, or a file ending in .train for one combined file' })
     .option('format', { choices: ['auto', ...EXPORT_FORMATS], default: 'auto', describe: 'the app the exports come from, when it is not detected' })
     .option('audience-map', { type: 'string', array: true, default: [] as string[], describe: '"Name in the app=audience" (repeat), or a JSON file {"Name in the app": "audience"}: renames audiences' })
@@ -34,6 +36,7 @@ async function main(): Promise<void> {
     .example('$0 "WhatsApp Chat with Mom.txt" --me "Jane Doe"', 'one WhatsApp chat into data/mom.train')
     .example('$0 exports/ --me "Jane Doe" --me jane_d --out data/', 'every export in a folder, Jane being "jane_d" on Discord')
     .example('$0 telegram/result.json --no-groups --redact --out data/all.train', 'a Telegram account export, without groups, into one file')
+    .example('$0 ~/Library/Messages/chat.db --audience-map "+15551234567=mom"', 'iMessage and SMS on a Mac (quit Messages first); the database names people by number')
     .example('$0 "WhatsApp Chat with Mom.txt"', 'without --me: lists the senders found')
     .demandCommand(1, 'give the export files or folders')
     .wrap(Math.min(120, process.stdout.columns || 100))

@@ -1,10 +1,10 @@
-// What every importer (whatsapp.ts, telegram.ts, messenger.ts, discord.ts, sms.ts) turns an app's export into:
+// What every importer (whatsapp.ts, telegram.ts, messenger.ts, discord.ts, sms.ts, imessage.ts) turns an app's export into:
 // chats of messages with their time, their sender as the app names them, and their raw text, each message either
 // kept or dropped with a reason. Deciding which sender is the user, the audience and the output is left to
 // train_output.ts, so that every app's quirks stay in its importer and every rule of the output in one place.
 import { isUtf8 } from 'node:buffer';
 
-export const EXPORT_FORMATS = ['whatsapp', 'telegram', 'messenger', 'discord', 'sms'] as const;
+export const EXPORT_FORMATS = ['whatsapp', 'telegram', 'messenger', 'discord', 'sms', 'imessage'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
@@ -13,6 +13,7 @@ export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
   messenger: 'Messenger',
   discord: 'Discord',
   sms: 'SMS Backup & Restore',
+  imessage: 'Messages (macOS)',
 };
 
 // Why a message is not written, as the summary names it.
@@ -37,7 +38,7 @@ export interface ExportedMessage {
   time: number;                    // ms since 1970; an export without a time zone gives its wall clock as if UTC
   sender: string;                  // as the app names the sender; '' for the app's notices
   senderIds: readonly string[];    // other names --me may give the sender by: an account id, a username
-  mine: boolean | null;            // when the export itself says who sent it (SMS); null: --me decides
+  mine: boolean | null;            // when the export itself says who sent it (SMS, Messages); null: --me decides
   text: string;                    // as the export has it: line breaks, markup and all
   dropped: DropReason | null;
   line: number;                    // where it starts in the file (1-based), 0 where the format has no lines

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, jsonObject, parseExportJson } from './chat_export';
 import { looksLikeDiscord, parseDiscord } from './discord';
+import { isSqlite, parseMessagesDatabase } from './imessage';
 import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
 import { looksLikeTelegram, parseTelegram } from './telegram';
@@ -15,7 +16,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json or an SMS Backup & Restore .xml';
+  'a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
 
 // A file that is no export dixie reads: an error when named on the command line, skipped inside a folder.
 export class UnknownExportError extends ChatImportError {
@@ -25,11 +26,18 @@ export class UnknownExportError extends ChatImportError {
   }
 }
 
-export function readExport(file: string, options: ReadOptions = {}): ExportedChat[] {
+// The chats of one export; what the user should know but that stops nothing goes to `warnings`.
+export async function readExport(file: string, options: ReadOptions = {}, warnings: string[] = []): Promise<ExportedChat[]> {
   const bytes = fs.readFileSync(file);
   if (bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04) {
     throw new ChatImportError(file, null, 'a zip archive: unzip it first (iOS WhatsApp exports are zips holding _chat.txt; Facebook and Instagram downloads are zips), then import the file or folder');
   }
+  if (isSqlite(bytes)) {
+    const chats = await parseMessagesDatabase(file, bytes, warnings);
+    if (chats === null) throw new UnknownExportError(file, 'an SQLite database without the tables of macOS Messages (message, chat, handle...)');
+    return chats;
+  }
+  if (options.format === 'imessage') throw new ChatImportError(file, null, 'not an SQLite database: Messages\' chat.db is one (~/Library/Messages/chat.db on a Mac)');
   const text = decodeExport(file, bytes, options.encoding);
   // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
   const format = options.format ?? (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : null);

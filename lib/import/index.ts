@@ -36,7 +36,7 @@ export interface ChatImportProgress {
 }
 
 // Files inside a folder are read when their extension is an export's; the rest (photos, voice notes) is not.
-const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.xml']);
+const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.xml', '.db']);
 
 export async function importChats(inputs: readonly string[], options: ChatImportOptions): Promise<ChatImportSummary> {
   if (inputs.length === 0) throw new Error('no export to import: give files or folders');
@@ -45,19 +45,21 @@ export async function importChats(inputs: readonly string[], options: ChatImport
   const chats: ExportedChat[] = [];
   const errors: Error[] = [];
   const notExports: string[] = [];
-  files.forEach(({ file, named }, index) => {
+  const warnings: string[] = [];
+  for (const [index, { file, named }] of files.entries()) {
     options.onProgress?.({ file, index, files: files.length, bytes: fs.statSync(file).size });
     try {
-      for (const chat of readExport(file, read)) chats.push(chat);
+      for (const chat of await readExport(file, read, warnings)) chats.push(chat);
     } catch (err) {
       if (err instanceof UnknownExportError && !named) notExports.push(file);
       else errors.push(err instanceof Error ? err : new Error(String(err)));
     }
-  });
+  }
   if (errors.length > 0) throw new ChatImportErrors(errors);
   if (chats.length === 0) throw new Error(`no chat export among ${files.length === 1 ? files[0].file : `${files.length} files`}`);
   const output: OutputOptions = { out: options.out, me: options.me ?? [], audienceMap: options.audienceMap ?? {}, groups: options.groups ?? true, redact: options.redact ?? [] };
   const planned = planOutput(chats, output);
+  planned.summary.warnings.push(...warnings);
   if (notExports.length > 0) {
     const shown = notExports.slice(0, 3).join(', ');
     planned.summary.warnings.push(`skipped ${notExports.length} file${notExports.length === 1 ? '' : 's'} in the folders that ${notExports.length === 1 ? 'is' : 'are'} no chat export: ${shown}${notExports.length > 3 ? ', ...' : ''}`);
@@ -77,7 +79,7 @@ function exportFiles(inputs: readonly string[]): { file: string; named: boolean 
     }
     if (!fs.existsSync(input) && !/[*?[]/.test(input)) throw new Error(`${input}: no such file or folder`);
     const found = datasetFiles(input).filter((file) => EXPORT_EXTENSIONS.has(path.extname(file).toLowerCase()));
-    if (found.length === 0) throw new Error(`${input}: no .txt, .json or .xml file in it`);
+    if (found.length === 0) throw new Error(`${input}: no .txt, .json, .xml or .db file in it`);
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }
   return [...files.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map(([file, named]) => ({ file, named }));
