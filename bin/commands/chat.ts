@@ -8,7 +8,7 @@ import { MessageTooLongError } from '../../lib/generate/chat';
 import { AUDIENCE_RULE } from '../../lib/data/chat_format';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
-import { checkSeed, samplingFlags, samplingOptions } from './sampling_flags';
+import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
 import { resolveModel } from '../../lib/formats/resolve_model';
 
 async function ask(rl: readline.Interface, lines: AsyncIterator<string>, question: string): Promise<string | null> {
@@ -113,6 +113,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`chat: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`chat: ${commandError(err)}\n`);
   process.exitCode = 1;
 });

@@ -9,7 +9,7 @@ import { resolveModel } from '../../lib/formats/resolve_model';
 import { Generator, GenerateOptions } from '../../lib/generate';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
-import { checkSeed, samplingFlags, samplingOptions } from './sampling_flags';
+import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
 
 interface SampleArgs {
   nsamples: number;
@@ -156,6 +156,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`generate: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`generate: ${commandError(err)}\n`);
   process.exitCode = 1;
 });

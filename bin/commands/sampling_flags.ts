@@ -1,6 +1,6 @@
 // The sampling and model-loading flags of generate and chat, under the TensorFlow tools' names (docs/compatibility.md), each command with
 // its own defaults; and their translation into lib/generate's settings.
-import type { SamplingOptions } from '../../lib/generate/sequence';
+import { SAMPLING_FIELDS, SamplingError, type SamplingOptions } from '../../lib/generate/sequence';
 import { WEIGHT_DTYPES, type WeightDType } from '../../lib/engine/native';
 
 export interface SamplingDefaults {
@@ -16,6 +16,8 @@ export function samplingFlags(d: SamplingDefaults) {
     top_k: { type: 'number', default: d.top_k, describe: 'sample from the k most likely tokens (0: all)' },
     top_p: { type: 'number', default: 1, describe: 'nucleus sampling: the smallest set of tokens holding this probability (0 or 1: off)' },
     penalize: { type: 'number', default: d.penalize, describe: 'repetition penalty in (0, 1] for tokens already in the text, e.g. 0.85 (0: off)' },
+    presence_penalty: { type: 'number', default: 0, describe: 'OpenAI\'s presence penalty, from -2 to 2: taken from the logit of every token generated so far' },
+    frequency_penalty: { type: 'number', default: 0, describe: 'OpenAI\'s frequency penalty, from -2 to 2: taken from a generated token\'s logit once for each time it was generated' },
     seed: { type: 'number', describe: d.seed },
     dtype: { choices: WEIGHT_DTYPES, default: 'f32' as WeightDType, describe: 'weights in memory: f16/bf16 half of f32, q8_0 (8-bit matrices) about a quarter' },
     threads: { type: 'number', default: 0, describe: 'CPU threads (0: one per core)' },
@@ -26,11 +28,19 @@ export function checkSeed(seed: number | undefined): void {
   if (seed !== undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new Error(`--seed must be an integer >= 0, got ${seed}`);
 }
 
-export function samplingOptions(argv: { temperature: number; top_k: number; top_p: number; penalize: number }): SamplingOptions {
+export function samplingOptions(argv: { temperature: number; top_k: number; top_p: number; penalize: number; presence_penalty: number; frequency_penalty: number }): SamplingOptions {
   return {
     temperature: argv.temperature,
     topK: argv.top_k,
     topP: argv.top_p === 0 ? 1 : argv.top_p,  // --top_p 0 means off
     penalize: argv.penalize,
+    presencePenalty: argv.presence_penalty,
+    frequencyPenalty: argv.frequency_penalty,
   };
+}
+
+// An error as a command says it: a sampling setting the sampler refuses, under its flag's name.
+export function commandError(err: unknown): string {
+  if (err instanceof SamplingError) return err.describe(`--${SAMPLING_FIELDS[err.field]}`);
+  return err instanceof Error ? err.message : String(err);
 }

@@ -120,13 +120,9 @@ export class Generator {
   }
 
   private request(prompt: string | ArrayLike<number>, options: GenerateOptions): BatchRequest {
-    const { temperature, topK, topP, penalize, logitBias, maxTokens, ...rest } = options;
-    const sampling: Partial<SamplingOptions> = {};
-    if (temperature !== undefined) sampling.temperature = temperature;
-    if (topK !== undefined) sampling.topK = topK;
-    if (topP !== undefined) sampling.topP = topP;
-    if (penalize !== undefined) sampling.penalize = penalize;
-    if (logitBias !== undefined) sampling.logitBias = logitBias;
+    const { temperature, topK, topP, penalize, logitBias, presencePenalty, frequencyPenalty, maxTokens, ...rest } = options;
+    const given = { temperature, topK, topP, penalize, logitBias, presencePenalty, frequencyPenalty };
+    const sampling = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as Partial<SamplingOptions>;
     return {
       ...rest,
       promptTokens: typeof prompt === 'string' ? this.encode(prompt) : prompt,

@@ -3,7 +3,7 @@ export { Generator } from './generate';
 export type { GenerateOptions, LoadOptions } from './generate';
 export { Batcher } from './batcher';
 export type { BatchRequest, BatcherOptions } from './batcher';
-export { DEFAULT_SAMPLING, SamplingError, Sequence, checkSampling, rngStateFromSeed } from './sequence';
+export { DEFAULT_SAMPLING, SAMPLING_FIELDS, SamplingError, Sequence, checkSampling, rngStateFromSeed } from './sequence';
 export type { FinishReason, GenerateResult, SamplingOptions, Timings } from './sequence';
 export { MAX_TOP_LOGPROBS, tokenLogprob } from './logprobs';
 export type { Alternative, TokenLogprob } from './logprobs';

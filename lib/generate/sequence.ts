@@ -12,12 +12,25 @@ import type { ReplyStream } from '../sanitize/types';
 // becomes less likely (multiplying negative logits too would make them MORE likely). The exact
 // order (penalty, logit biases, temperature, top-k, top-p, draw) is in native/cpu/sampler.cpp. logitBias, as
 // OpenAI's logit_bias: token id -> a number added to that token's logit after the penalty (-100 bans the token,
-// +100 all but forces it).
+// +100 all but forces it). presencePenalty and frequencyPenalty, as OpenAI's (in [-2, 2]): every token drawn so far
+// has presencePenalty + frequencyPenalty * (the times it was drawn) taken from its logit, with the logit biases;
+// the prompt's tokens are not counted.
 export interface SamplingOptions extends Omit<NativeSampling, 'logitBias'> {
   logitBias?: Readonly<Record<number, number>>;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
 }
 
-export const DEFAULT_SAMPLING: Readonly<Required<Omit<SamplingOptions, 'logitBias'>>> = { temperature: 1, topK: 0, topP: 1, penalize: 0 };
+// The settings' names in the server's requests and configs and in the commands' flags.
+export const SAMPLING_FIELDS: Readonly<Record<keyof SamplingOptions, string>> = {
+  temperature: 'temperature', topK: 'top_k', topP: 'top_p', penalize: 'penalize', logitBias: 'logit_bias', presencePenalty: 'presence_penalty',
+  frequencyPenalty: 'frequency_penalty',
+};
+
+// The settings a request gives and a model has no default for.
+type RequestOnly = 'logitBias' | 'presencePenalty' | 'frequencyPenalty';
+export const DEFAULT_SAMPLING: Readonly<Required<Omit<SamplingOptions, RequestOnly>>> = { temperature: 1, topK: 0, topP: 1, penalize: 0 };
+const MAX_ADDITIVE_PENALTY = 2;
 
 // 'stop': a stop sequence or stop token (<|endoftext|> by default) ended the text; 'length': maxTokens;
 // 'aborted': the request's signal fired; 'deadline': its deadline passed.
@@ -82,17 +95,25 @@ function refusal(name: string, rule: string, value: unknown, context: string): s
 }
 
 // The settings as the native sampler takes them: the logit biases as two arrays, their token ids checked to be
-// ids (their range is the sampler's to check, against the model's vocabulary).
-export function nativeSampling(s: SamplingOptions): NativeSampling {
-  const { logitBias, ...rest } = s;
-  if (logitBias === undefined) return rest;
-  const entries = Object.entries(logitBias);
-  for (const [token, bias] of entries) {
+// ids (their range is the sampler's to check, against the model's vocabulary), and `drawn` (token id -> times drawn)
+// taken off the logits of those tokens by the additive penalties.
+export function nativeSampling(s: SamplingOptions, drawn?: ReadonlyMap<number, number>): NativeSampling {
+  const { logitBias, presencePenalty = 0, frequencyPenalty = 0, ...rest } = s;
+  for (const [field, penalty] of [['presencePenalty', presencePenalty], ['frequencyPenalty', frequencyPenalty]] as const) {
+    if (!(typeof penalty === 'number' && Math.abs(penalty) <= MAX_ADDITIVE_PENALTY)) throw new SamplingError(field, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`, penalty);
+  }
+  const biases = new Map<number, number>();
+  for (const [token, bias] of Object.entries(logitBias ?? {})) {
     if (!/^(0|[1-9]\d{0,8})$/.test(token) || typeof bias !== 'number') {
       throw new SamplingError('logitBias', 'an object of token ids (integers from 0) to numbers', logitBias);
     }
+    biases.set(Number(token), bias);
   }
-  return { ...rest, logitBias: { tokens: Int32Array.from(entries, ([t]) => Number(t)), values: Float32Array.from(entries, ([, b]) => b) } };
+  if (presencePenalty !== 0 || frequencyPenalty !== 0) {
+    for (const [token, times] of drawn ?? []) biases.set(token, (biases.get(token) ?? 0) - presencePenalty - frequencyPenalty * times);
+  }
+  if (logitBias === undefined && biases.size === 0) return rest;
+  return { ...rest, logitBias: { tokens: Int32Array.from(biases.keys()), values: Float32Array.from(biases.values()) } };
 }
 
 // Refuses exactly the settings the native sampler refuses, by asking its table (the values read as float32, so a
@@ -117,7 +138,9 @@ export interface SequenceOptions {
 }
 
 export class Sequence {
-  readonly sampling: NativeSampling;
+  // The settings of every draw, or, with additive penalties, of the first (samplingNow folds in the draws since).
+  private readonly fixedSampling: NativeSampling;
+  private readonly drawn: Map<number, number> | null;
   // The sampler's RNG state (two 64-bit words), advanced by every draw.
   readonly rng: BigUint64Array;
   readonly promptLength: number;
@@ -150,7 +173,9 @@ export class Sequence {
     this.context.set(promptTokens);
     this.length = promptTokens.length;
     this.promptLength = promptTokens.length;
-    this.sampling = nativeSampling(options.sampling);
+    this.fixedSampling = nativeSampling(options.sampling);
+    const { presencePenalty = 0, frequencyPenalty = 0 } = options.sampling;
+    this.drawn = presencePenalty !== 0 || frequencyPenalty !== 0 ? new Map() : null;
     this.rng = BigUint64Array.from(rngStateFromSeed(options.seed));
     this.decoder = tokenizer.streamDecoder();
     this.longestStop = options.stop.reduce((m, s) => Math.max(m, s.length), 0);
@@ -160,6 +185,11 @@ export class Sequence {
 
   get done(): boolean {
     return this.finishReason !== null;
+  }
+
+  // The settings of the next draw.
+  get sampling(): NativeSampling {
+    return this.drawn === null ? this.fixedSampling : nativeSampling(this.options.sampling, this.drawn);
   }
 
   // The context-window policy: the slot holds at most nCtx tokens. When the tokens not yet fed would take it
@@ -223,6 +253,7 @@ export class Sequence {
   take(token: number, logprob?: TokenLogprob): boolean {
     if (this.options.stopTokens.includes(token)) return this.finish('stop');
     this.generated.push(token);
+    this.drawn?.set(token, (this.drawn.get(token) ?? 0) + 1);
     if (logprob) {
       this.logprobs.push(logprob);
       this.options.onLogprob?.(logprob);

@@ -6,7 +6,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fitConversation, type Conversation, type Turn } from '../data/chat_format';
 import { fitChat, MessageTooLongError, type ChatReply, type FittedChat } from '../generate/chat';
-import { checkSampling, SamplingError, type FinishReason, type SamplingOptions, type Timings } from '../generate/sequence';
+import { checkSampling, SAMPLING_FIELDS, SamplingError, type FinishReason, type SamplingOptions, type Timings } from '../generate/sequence';
 import type { Alternative, TokenLogprob } from '../generate/logprobs';
 import type { ReplyStream, Sanitizer } from '../sanitize';
 import type { Tokenizer } from '../tokenizer';
@@ -23,6 +23,8 @@ export interface GenerationRequest {
   maxPromptChars?: number;                 // a chat's prompt at most this long (besides fitting the context)
   sampling: SamplingDefaults;              // `length`: the reply's at most (a chat's newest message may leave it less)
   logitBias?: SamplingOptions['logitBias'];  // token id -> a number added to its logit (OpenAI's logit_bias)
+  presencePenalty?: number;                // OpenAI's additive penalties on the tokens drawn so far (SamplingOptions)
+  frequencyPenalty?: number;
   lengthGiven?: boolean;                   // the request set the length; else the model's (at most n_ctx / 2 unless its config sets it)
   seed?: number;
   signal?: AbortSignal;                    // the client went away
@@ -76,9 +78,6 @@ export interface Trimmed {
   messageChars: number;
   replyTokens: number;
 }
-
-// The request fields of the sampler's settings.
-export const SAMPLING_FIELDS: Readonly<Record<keyof SamplingOptions, string>> = { temperature: 'temperature', topK: 'top_k', topP: 'top_p', penalize: 'penalize', logitBias: 'logit_bias' };
 
 export function samplingOptions(s: SamplingDefaults): SamplingOptions {
   return { temperature: s.temperature, topK: s.topK, topP: s.topP, penalize: s.penalize };
@@ -297,6 +296,8 @@ export class ChatService {
       maxTokens,
       ...samplingOptions(request.sampling),
       logitBias: request.logitBias,
+      presencePenalty: request.presencePenalty,
+      frequencyPenalty: request.frequencyPenalty,
       stop: request.stop,
       logprobs: request.logprobs,
       onLogprob: request.onLogprob,

@@ -3,6 +3,7 @@
 #include "core/checks.h"
 #include "core/rng.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -399,9 +400,12 @@ void CudaSampler::stage_biases(int n, const SamplingParams* params) {
   if (total == 0) return;
   const size_t bytes = total * sizeof(BiasEntry);
   if (bytes > bias_.size()) {
+    // Doubled, not fitted: the additive penalties (lib/generate/sequence.ts) add a bias with each new token drawn,
+    // and each growth makes the decode graphs capture again.
+    const size_t grown = std::max(bytes, 2 * bias_.size());
     ++generation_;
-    bias_.allocate(bytes, "logit biases");
-    bias_staging_.allocate(bytes);
+    bias_.allocate(grown, "logit biases");
+    bias_staging_.allocate(grown);
   }
   BiasEntry* staged = reinterpret_cast<BiasEntry*>(bias_staging_.data());
   int64_t at = 0;

@@ -1267,8 +1267,8 @@ void section_graphs(const Shape& shape) {
       Backend* both[2] = {eager.get(), graphed.get()};
       const int32_t bias_tokens[2] = {5, 9};
       const float bias_values[2] = {-100.0f, 4.0f};
-      const SamplingParams settings[4] = {{0.0f, 0, 1.0f, 0.5f}, {0.9f, 40, 0.9f, 0.85f}, {1.0f, 0, 1.0f, 0.0f, 2, bias_tokens, bias_values},
-                                          {0.7f, 20, 1.0f, 0.0f}};
+      SamplingParams settings[4] = {{0.0f, 0, 1.0f, 0.5f}, {0.9f, 40, 0.9f, 0.85f}, {1.0f, 0, 1.0f, 0.0f, 2, bias_tokens, bias_values},
+                                    {0.7f, 20, 1.0f, 0.0f}};
       std::vector<uint64_t> rng[2];
       Rng seeds{73};
       for (int i = 0; i < 8; ++i) rng[0].push_back(seeds.next());
@@ -1332,10 +1332,20 @@ void section_graphs(const Shape& shape) {
       for (int b = 0; b < 2; ++b) both[b]->sample(1, row.data(), &settings[1], rng[b].data(), &hp, &hl, &drawn[b]);
       differ += drawn[0] != drawn[1];
       for (int k = 0; k < 3; ++k) step({0, 1, 2, 3}, {}, {0, 1, 2, 3}, false);
+      // A row whose biases grow by one a step, as the additive penalties (lib/generate/sequence.ts) make them: the
+      // bias buffer outgrows itself and moves under the graphs.
+      int32_t growing_tokens[8];
+      float growing_values[8];
+      for (int k = 0; k < 8; ++k) {
+        growing_tokens[k] = 100 + k;
+        growing_values[k] = -1.5f * static_cast<float>(k + 1);
+        settings[2] = {1.0f, 0, 1.0f, 0.0f, k + 1, growing_tokens, growing_values};
+        step({0, 1, 2, 3}, {}, {0, 1, 2, 3}, false);
+      }
       const auto* cuda = dynamic_cast<cuda::CudaBackend*>(graphed.get());
       // Graph launches: batch 3's steps 2-6, batch 2's 2-3, batch 4's 2-4 and, after the sampler moved, all 3 of its
-      // last steps (the shape is warm already).
-      const int64_t launches = cuda->decode_graph_launches(), expected = 5 + 2 + 3 + 3;
+      // next steps and the 8 with growing biases (the shape is warm already).
+      const int64_t launches = cuda->decode_graph_launches(), expected = 5 + 2 + 3 + 3 + 8;
       bool lengths = true;
       for (int s = 0; s < 4; ++s) lengths = lengths && eager->kv_length(s) == graphed->kv_length(s);
       report(differ == 0 && rng[0] == rng[1] && worst == 0 && lengths && launches == expected, name,

@@ -41,7 +41,14 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.notOk(body.includes('e'), `cut before the first "e": ${JSON.stringify(body)}`);
     const bad = run('generate', ['--restore_from', modelDir, '--top_p', '1.5', '--prompt', 'x']);
     t.equal(bad.status, 1);
-    t.match(bad.stderr, /topP/);
+    t.match(bad.stderr, /^generate: --top_p must be in \(0, 1\].*, got 1\.5$/m, 'a refused setting named by its flag');
+    const greedy = ['--restore_from', modelDir, '--prompt', 'The meaning of life is', '--length', '16', '--temperature', '0'];
+    const plain = run('generate', greedy);
+    const penalized = run('generate', [...greedy, '--frequency_penalty', '2', '--presence_penalty', '1']);
+    t.equal(penalized.status, 0, penalized.stderr);
+    t.not(penalized.stdout, plain.stdout, "OpenAI's frequency and presence penalties change greedy text");
+    const tooMuch = run('generate', [...greedy, '--frequency_penalty', '-3']);
+    t.match(tooMuch.stderr, /^generate: --frequency_penalty must be a number from -2 to 2, got -3$/m);
   });
 
   t.test('interactive: a prompt, its samples, a prompt again', async (t) => {

@@ -267,6 +267,46 @@ t.test('logit biases in the decode step: the argmax banned, a token forced, besi
   await t.rejects(gen.generate(prompt, { maxTokens: 1, logitBias: { x: 1 } as unknown as Record<number, number> }), /logitBias must be an object of token ids \(integers from 0\) to numbers/);
 });
 
+t.test("OpenAI's presence and frequency penalties: greedy decoding as by full forward passes with the drawn tokens' logits lowered", async (t) => {
+  const model = await tinyModel(2, { trainable: true });
+  const gen = new Generator(model, tokenizer, { slots: 2 });
+  t.teardown(async () => {
+    await gen.close();
+    model.dispose();
+  });
+  const prompt = randomTokens(6, 50257, 41);
+  const V = CONFIG.vocabSize;
+  const greedy = { temperature: 0, stopTokens: [], maxTokens: 10 };
+  const presence = 0.7, frequency = 1.3;
+  // Each step: the last position's logits over the whole text so far, each drawn token's lowered by presence +
+  // frequency * (times drawn), then the largest (the lowest id on a tie).
+  const expected: number[] = [];
+  const drawn = new Map<number, number>();
+  for (let step = 0; step < greedy.maxTokens; step++) {
+    const text = Int32Array.from([...prompt, ...expected]);
+    const logits = new Float32Array(text.length * V);
+    await model.forward(text, null, 1, text.length, logits);
+    const last = logits.subarray((text.length - 1) * V);
+    for (const [token, times] of drawn) last[token] -= presence + frequency * times;
+    let best = 0;
+    for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
+    expected.push(best);
+    drawn.set(best, (drawn.get(best) ?? 0) + 1);
+  }
+  const [plain, penalized, beside] = await Promise.all([
+    gen.generate(prompt, greedy),
+    gen.generate(prompt, { ...greedy, presencePenalty: presence, frequencyPenalty: frequency }),
+    gen.generate(prompt, greedy),
+  ]);
+  t.same(penalized.tokens, expected, 'the penalized tokens, step by step');
+  t.ok(new Set(plain.tokens).size < plain.tokens.length && new Set(expected).size > new Set(plain.tokens).size, `unpenalized greedy decoding repeats itself (${plain.tokens.join(' ')}), penalized less`);
+  t.same(beside.tokens, plain.tokens, 'a request without them in the same steps: what it gives alone');
+  const withBias = await gen.generate(prompt, { ...greedy, maxTokens: 3, frequencyPenalty: 2, logitBias: { [expected[0]]: 100 } });
+  t.same(withBias.tokens, [expected[0], expected[0], expected[0]], 'a logit bias of +100 outweighs the penalty of a token drawn twice');
+  await t.rejects(gen.generate(prompt, { ...greedy, presencePenalty: 2.5 }), /presencePenalty must be a number from -2 to 2, got 2\.5/);
+  await t.rejects(gen.generate(prompt, { ...greedy, frequencyPenalty: Number.NaN }), /frequencyPenalty must be a number from -2 to 2, got NaN/);
+});
+
 t.test('abort, deadline and bad requests', async (t) => {
   const model = await tinyModel(2);
   const gen = new Generator(model, tokenizer, { slots: 1 });

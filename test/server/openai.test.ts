@@ -8,6 +8,7 @@ import t from 'tap';
 import OpenAI from 'openai';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { Model } from '../../lib/engine/model';
+import { Generator } from '../../lib/generate';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { LONG, makeModels, request, startServer, tempDir, type Running } from './helpers';
 
@@ -131,6 +132,23 @@ t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral va
   }
   const tools = await client.completions.create({ model: 'general', prompt: PROMPT, tools: [] } as unknown as OpenAI.CompletionCreateParamsNonStreaming).catch((e: unknown) => e);
   t.ok(tools instanceof OpenAI.BadRequestError && tools.param === 'tools', 'completions take only their own fields, as OpenAI\'s do');
+});
+
+t.test("presence_penalty and frequency_penalty lower the drawn tokens' logits as the library's penalties do", async (t) => {
+  const model = await Model.load(path.join(dir, 'alpha'), { trainable: false });
+  const gen = new Generator(model, tokenizer, { slots: 1 });
+  const penalties = { presencePenalty: 0.5, frequencyPenalty: 1.5 };
+  const library = await gen.generate(PROMPT, { maxTokens: LENGTH, temperature: 0, ...penalties });
+  await gen.close();
+  model.dispose();
+  t.not(library.text, greedy.alpha, 'the penalties change the greedy text');
+  const r = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, presence_penalty: 0.5, frequency_penalty: 1.5 });
+  t.equal(r.choices[0].text, library.text, 'completions: the library\'s penalized text');
+  const chat = await client.chat.completions.create({ model: 'general', messages: [{ role: 'user', content: PROMPT }], max_tokens: 4, temperature: 0, frequency_penalty: -2 });
+  t.equal(chat.choices.length, 1, 'a negative penalty (repetition encouraged) is taken too');
+  const refused = await client.completions.create({ model: 'general', prompt: PROMPT, frequency_penalty: -2.5 }).catch((e: unknown) => e);
+  t.ok(refused instanceof OpenAI.BadRequestError && refused.param === 'frequency_penalty', 'outside [-2, 2]: refused, naming the field');
+  t.match((refused as Error).message, /frequency_penalty: must be a number from -2 to 2/);
 });
 
 t.test('logit_bias adds to the logits as OpenAI\'s does: +100 forces a token, -100 bans it; ids and ranges checked', async (t) => {
@@ -324,7 +342,7 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
   for (const [fields, param] of [
     [{ temperature: -1 }, 'temperature'],
     [{ max_tokens: 0 }, 'max_tokens'],
-    [{ presence_penalty: 0.5 }, 'presence_penalty'],
+    [{ presence_penalty: 2.5 }, 'presence_penalty'],
     [{ top_k: 1_000_000 }, 'top_k'],
     [{ n: 100 }, 'n'],
   ] as const) {

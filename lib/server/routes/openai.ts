@@ -4,7 +4,8 @@
 //   POST /v1/completions        a prompt (or several; text or token ids) continued; `n`, `stop`, `seed`, `logprobs`,
 //                               `echo`, `stream`
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
-// Sampling fields keep OpenAI's names (`logit_bias` too); dixie's `top_k` and `penalize` come as extensions.
+// Sampling fields keep OpenAI's names (`logit_bias`, `presence_penalty` and `frequency_penalty` too); dixie's `top_k`
+// and `penalize` come as extensions.
 // OpenAI's fields for what GPT-2 does not do are accepted at their neutral values and refused at any other
 // (NEUTRAL_ONLY). Errors take OpenAI's shape in the app's one error handler (openAIError).
 import crypto from 'node:crypto';
@@ -46,11 +47,8 @@ interface NeutralOnly {
   neutral: (v: unknown) => boolean;
   rule: string;
 }
-const ADDITIVE_PENALTY: NeutralOnly = { neutral: (v) => v === 0, rule: "only 0 is supported: dixie's repetition penalty is multiplicative; use \"penalize\" (in (0, 1], e.g. 0.85)" };
 const ANY_STRING: NeutralOnly = { neutral: (v) => typeof v === 'string', rule: 'must be a string' };
 const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
-  presence_penalty: ADDITIVE_PENALTY,
-  frequency_penalty: ADDITIVE_PENALTY,
   suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
   response_format: { neutral: (v) => isObject(v) && v.type === 'text' && Object.keys(v).length === 1, rule: 'only {"type": "text"} is supported: nothing holds GPT-2 to JSON' },
   tools: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no tools' },
@@ -88,6 +86,9 @@ const isBool = (v: unknown): boolean => typeof v === 'boolean';
 // check (nativeSampling, then against the model's vocabulary once it is loaded).
 const MAX_LOGIT_BIAS = 100;
 const isLogitBias = (v: unknown): boolean => isObject(v) && Object.values(v).every((b) => typeof b === 'number' && Math.abs(b) <= MAX_LOGIT_BIAS);
+// OpenAI's presence_penalty and frequency_penalty, from -2 to 2.
+const MAX_ADDITIVE_PENALTY = 2;
+const isAdditivePenalty = (v: unknown): boolean => typeof v === 'number' && Math.abs(v) <= MAX_ADDITIVE_PENALTY;
 
 // What both endpoints share: the model, the sampling settings over the model's defaults, n, stop, seed, stream.
 interface Common {
@@ -100,6 +101,8 @@ interface Common {
   stream: boolean;
   includeUsage: boolean;
   logitBias: Readonly<Record<number, number>> | undefined;
+  presencePenalty: number | undefined;
+  frequencyPenalty: number | undefined;
 }
 
 const COMMON_KEYS = [
@@ -145,6 +148,8 @@ function readCommon(service: ChatService, body: Body): Common {
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? false,
     includeUsage: streamOptions?.include_usage === true,
     logitBias: optional<Record<number, number>>(body, 'logit_bias', isLogitBias, `an object of token ids to biases from ${-MAX_LOGIT_BIAS} to ${MAX_LOGIT_BIAS}, e.g. {"50256": -100}`),
+    presencePenalty: optional<number>(body, 'presence_penalty', isAdditivePenalty, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`),
+    frequencyPenalty: optional<number>(body, 'frequency_penalty', isAdditivePenalty, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`),
   };
 }
 
@@ -325,6 +330,8 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
         signal: gone.signal,
         stop: common.stop,
         logitBias: common.logitBias,
+        presencePenalty: common.presencePenalty,
+        frequencyPenalty: common.frequencyPenalty,
         logprobs: logprobs?.top,
         promptLogprobs: logprobs?.prompt,
         ...(common.stream && { onText: emit, onLogprob: (l: TokenLogprob) => drawn.push(l) }),
