@@ -1,6 +1,6 @@
 // lib/generate: stop sequences and streaming (Sequence), the context-window policy against full forward passes,
 // and the batcher: members alike alone and together, seeds, thread counts, limits, abort and deadline.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Model, GPT2Config } from '../../lib/engine/model';
 import type { NativeModel } from '../../lib/engine/native';
 import { Generator, Sequence, DEFAULT_SAMPLING, GenerateResult } from '../../lib/generate';
@@ -94,6 +94,18 @@ t.test('the window policy: past nCtx the most recent contextKeep tokens are pref
 
 async function tinyModel(threads: number, options: { trainable?: boolean } = {}): Promise<Model> {
   return Model.create(CONFIG, { seed: 21, threads, trainable: options.trainable ?? false, maxBatch: 1, maxSeq: CONFIG.nCtx });
+}
+
+// The tiny model (trainable, for its forward pass) and a generator over it with `slots` rows, both closed when the
+// test ends.
+async function tinyGenerator(t: Test, slots: number): Promise<{ model: Model; gen: Generator }> {
+  const model = await tinyModel(2, { trainable: true });
+  const gen = new Generator(model, tokenizer, { slots });
+  t.teardown(async () => {
+    await gen.close();
+    model.dispose();
+  });
+  return { model, gen };
 }
 
 t.test('generating past nCtx equals greedy decoding by full forward passes over the policy window', async (t) => {
@@ -240,12 +252,7 @@ t.test("a prompt's log-probabilities: a full forward pass's, with 1 slot or 3, a
 });
 
 t.test('logit biases in the decode step: the argmax banned, a token forced, beside a request without them', async (t) => {
-  const model = await tinyModel(2, { trainable: true });
-  const gen = new Generator(model, tokenizer, { slots: 3 });
-  t.teardown(async () => {
-    await gen.close();
-    model.dispose();
-  });
+  const { model, gen } = await tinyGenerator(t, 3);
   const prompt = randomTokens(6, 50257, 31);
   const V = CONFIG.vocabSize;
   const logits = new Float32Array(prompt.length * V);
@@ -268,12 +275,7 @@ t.test('logit biases in the decode step: the argmax banned, a token forced, besi
 });
 
 t.test("OpenAI's presence and frequency penalties: greedy decoding as by full forward passes with the drawn tokens' logits lowered", async (t) => {
-  const model = await tinyModel(2, { trainable: true });
-  const gen = new Generator(model, tokenizer, { slots: 2 });
-  t.teardown(async () => {
-    await gen.close();
-    model.dispose();
-  });
+  const { model, gen } = await tinyGenerator(t, 2);
   const prompt = randomTokens(6, 50257, 41);
   const V = CONFIG.vocabSize;
   const greedy = { temperature: 0, stopTokens: [], maxTokens: 10 };
