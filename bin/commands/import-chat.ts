@@ -28,6 +28,7 @@ async function main(): Promise<void> {
     .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, a Mac\'s chat.db, nor a Telegram account export. Run without it to list the senders found' })
     .option('out', { type: 'string', default: 'data', describe: 'a folder, for a .train file per audience, or a file ending in .train for one combined file' })
     .option('format', { choices: ['auto', ...EXPORT_FORMATS], default: 'auto', describe: 'the app the exports come from, when it is not detected' })
+    .option('contacts', { type: 'string', array: true, default: [] as string[], describe: 'an address book exported as vCards (.vcf; repeat for several): people the exports know only by number or e-mail address get their names from it' })
     .option('audience-map', { type: 'string', array: true, default: [] as string[], describe: '"Name in the app=audience" (repeat), or a JSON file {"Name in the app": "audience"}: renames audiences' })
     .option('groups', { type: 'boolean', default: true, describe: 'import group chats (the audience is the group); --no-groups leaves them out' })
     .option('redact', { type: 'string', describe: `replace ${REDACT_KINDS.join(', ')} with [link], [email], [phone]; alone: all three, or a comma list` })
@@ -36,7 +37,7 @@ async function main(): Promise<void> {
     .example('$0 "WhatsApp Chat with Mom.txt" --me "Jane Doe"', 'one WhatsApp chat into data/mom.train')
     .example('$0 exports/ --me "Jane Doe" --me jane_d --out data/', 'every export in a folder, Jane being "jane_d" on Discord')
     .example('$0 telegram/result.json --no-groups --redact --out data/all.train', 'a Telegram account export, without groups, into one file')
-    .example('$0 ~/Library/Messages/chat.db --audience-map "+15551234567=mom"', 'iMessage and SMS on a Mac (quit Messages first); the database names people by number')
+    .example('$0 ~/Library/Messages/chat.db --contacts contacts.vcf', 'iMessage and SMS on a Mac (quit Messages first), people named from the Contacts app\'s export')
     .example('$0 "WhatsApp Chat with Mom.txt"', 'without --me: lists the senders found')
     .demandCommand(1, 'give the export files or folders')
     .wrap(Math.min(120, process.stdout.columns || 100))
@@ -50,6 +51,7 @@ async function main(): Promise<void> {
     encoding: argv.encoding,
     dateOrder: argv['date-order'] === 'auto' ? undefined : (argv['date-order'] as DateOrder),
     audienceMap: audienceMap(argv['audience-map']),
+    contacts: argv.contacts,
     groups: argv.groups,
     redact: redactKinds(argv.redact),
     onProgress: progressPrinter(),

@@ -84,7 +84,8 @@ function readChats(file: string, db: Database): ExportedChat[] {
     if (!chat) {
       const people = members.get(Number(chatId)) ?? [];
       const group = style === GROUP_STYLE ? true : style === ONE_TO_ONE_STYLE ? false : null;
-      const title = String(displayName ?? '') || (group && people.length > 0 ? people.join(', ') : String(identifier ?? '')) || people.join(', ');
+      // An unnamed group is named by its members as the output names them (--contacts).
+      const title = String(displayName ?? '') || (group ? '' : String(identifier ?? '') || people.join(', '));
       chat = { format: 'imessage', file, key: `imessage:${String(guid)}`, title, group, skip: null, myIds: NO_IDS, messages: [] };
       chats.set(Number(chatId), chat);
     }

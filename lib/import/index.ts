@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { datasetFiles } from '../data/files';
 import { ExportFormat, ExportedChat, ChatImportErrors } from './chat_export';
+import { readContacts } from './contacts';
 import { ReadOptions, UnknownExportError, readExport } from './detect';
 import { ChatImportSummary, OutputOptions, RedactKind, planOutput, writeOutput } from './train_output';
 import { DateOrder } from './whatsapp';
@@ -22,7 +23,8 @@ export interface ChatImportOptions {
   format?: ExportFormat;                          // every input is this app's export (default: detected)
   encoding?: string;                              // the inputs' text encoding (default: UTF-8, or UTF-16 by BOM)
   dateOrder?: DateOrder;                          // WhatsApp's dates (default: guessed from the file)
-  audienceMap?: Readonly<Record<string, string>>; // a chat's name in the app -> the audience to write
+  audienceMap?: Readonly<Record<string, string>>; // a chat's name in the app (or its contact's) -> the audience to write
+  contacts?: readonly string[];                   // .vcf address books that name the people known by number or address
   groups?: boolean;                               // false: leave group chats out (default true)
   redact?: readonly RedactKind[];                 // replace links, e-mail addresses, phone numbers
   onProgress?: (progress: ChatImportProgress) => void;
@@ -41,6 +43,7 @@ const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.xml', '.db']);
 export async function importChats(inputs: readonly string[], options: ChatImportOptions): Promise<ChatImportSummary> {
   if (inputs.length === 0) throw new Error('no export to import: give files or folders');
   const files = exportFiles(inputs);
+  const contacts = readContacts(options.contacts ?? []);
   const read: ReadOptions = { format: options.format, encoding: options.encoding, dateOrder: options.dateOrder };
   const chats: ExportedChat[] = [];
   const errors: Error[] = [];
@@ -57,7 +60,10 @@ export async function importChats(inputs: readonly string[], options: ChatImport
   }
   if (errors.length > 0) throw new ChatImportErrors(errors);
   if (chats.length === 0) throw new Error(`no chat export among ${files.length === 1 ? files[0].file : `${files.length} files`}`);
-  const output: OutputOptions = { out: options.out, me: options.me ?? [], audienceMap: options.audienceMap ?? {}, groups: options.groups ?? true, redact: options.redact ?? [] };
+  const output: OutputOptions = {
+    out: options.out, me: options.me ?? [], audienceMap: options.audienceMap ?? {}, contacts, groups: options.groups ?? true,
+    redact: options.redact ?? [],
+  };
   const planned = planOutput(chats, output);
   planned.summary.warnings.push(...warnings);
   if (notExports.length > 0) {

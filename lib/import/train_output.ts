@@ -9,6 +9,7 @@ import { SMALL_DATASET_BYTES } from '../data/chat_check';
 import { SIDE, checkAudience, formatMessage, messageText, toAudience } from '../data/chat_format';
 import { writeTextAtomic } from '../util/atomic_file';
 import { DropReason, ExportFormat, ExportedChat, ExportedMessage, FORMAT_NAMES, nameKey, withoutDirectionMarks } from './chat_export';
+import { contactName, type Contacts } from './contacts';
 
 export const REDACT_KINDS = ['links', 'emails', 'phones'] as const;
 export type RedactKind = (typeof REDACT_KINDS)[number];
@@ -16,7 +17,8 @@ export type RedactKind = (typeof REDACT_KINDS)[number];
 export interface OutputOptions {
   out: string;                                   // a folder, or a .train file for one combined file
   me: readonly string[];                         // the user's names or ids in the apps
-  audienceMap: Readonly<Record<string, string>>; // a chat's name in the app -> its audience
+  audienceMap: Readonly<Record<string, string>>; // a chat's name in the app (or its contact's) -> its audience
+  contacts: Contacts;                            // names for the people an export knows by number or address
   groups: boolean;                               // false: group chats are left out
   redact: readonly RedactKind[];
 }
@@ -83,6 +85,7 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
   const sendersSeen = new Map<string, number>();
   let needMe = 0;
   let foundMe = 0;
+  let namedByContacts = 0;
   for (const format of new Map(chats.map((chat) => [chat.file, chat.format])).values()) summary.formats[format] = (summary.formats[format] ?? 0) + 1;
 
   for (const chat of mergeParts(chats)) {
@@ -103,14 +106,17 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
       for (const [sender, count] of others) sendersSeen.set(sender, (sendersSeen.get(sender) ?? 0) + count);
     }
     const group = chat.group ?? others.size > 1;
-    const name = group ? chat.title || senders.join(', ') : (senders[0] ?? chat.title);
+    const named = (address: string): string => contactName(options.contacts, address);
+    const appName = group ? chat.title || senders.join(', ') : (senders[0] ?? chat.title);
+    const name = group ? chat.title || senders.map(named).join(', ') : named(appName);
+    if (name !== appName) namedByContacts++;
     const skip: DropReason | null = chat.skip ?? (group && !options.groups ? 'group chat' : decidedByMe && mine === 0 ? 'not your chat' : null);
     if (skip) {
       summary.skipped.push({ file: chat.file, title: chat.title || name, reason: skip, messages: chat.messages.length, senders });
       addCounts(summary, { read: chat.messages.length, kept: 0, sent: 0, dropped: { [skip]: chat.messages.length } });
       continue;
     }
-    const key = nameKey(name);
+    const key = [nameKey(appName), nameKey(name)].find((k) => audienceMap.has(k)) ?? nameKey(name);
     if (audienceMap.has(key)) mappedNames.add(key);
     const audience = audienceMap.get(key) ?? (toAudience(withoutDirectionMarks(name)) || 'unnamed');
     const counts: AudienceSummary = { audience, file: null, conversations: 1, read: chat.messages.length, kept: 0, sent: 0, dropped: {} };
@@ -144,6 +150,7 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
       summary.warnings.push(`${skipped.file}: not imported: --me names none of its senders (${skipped.senders.slice(0, 5).join(', ')})`);
     }
   }
+  if (options.contacts.size > 0 && namedByContacts === 0) summary.warnings.push(`--contacts: none of its ${options.contacts.size} numbers and addresses is one of the chats'`);
   for (const name of Object.keys(options.audienceMap)) {
     if (!mappedNames.has(nameKey(name))) summary.warnings.push(`--audience-map: no chat is called ${JSON.stringify(name)}`);
   }
