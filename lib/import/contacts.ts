@@ -4,13 +4,13 @@
 // grouped properties (item1.TEL), escaped characters, and Android's quoted-printable names. A number matches on its
 // last ten digits (so +1 555 123 4567 and (555) 123-4567 are one), an e-mail address in any case.
 import fs from 'node:fs';
-import { ChatImportError, decodeExport } from './chat_export';
+import { ChatImportError, decodeExport, withoutDirectionMarks } from './chat_export';
 
 export type Contacts = ReadonlyMap<string, string>;  // addressKey -> the contact's name
 
 // What a phone number or e-mail address is matched by; null for anything else (a name).
 export function addressKey(address: string): string | null {
-  const text = address.trim();
+  const text = withoutDirectionMarks(address).trim();  // WhatsApp sets marks around numbers
   if (/^[^\s@]+@[^\s@]+$/.test(text)) return text.toLowerCase();
   if (!/^\+?[\d\s().\-/]+$/.test(text)) return null;
   const digits = text.replace(/\D/g, '');

@@ -14,6 +14,7 @@ const CHAT_DB = fixture('imessage', 'chat.db');
 t.test('numbers match on their last ten digits, addresses in any case, names not at all', async (t) => {
   t.equal(addressKey('+1 (555) 123-4567'), '5551234567');
   t.equal(addressKey('555.123.4567'), '5551234567');
+  t.equal(addressKey('\u202a+1\u00a0555\u00a0123\u00a04567\u202c'), '5551234567', "WhatsApp's way: direction marks and no-break spaces");
   t.equal(addressKey('+49 151 2345678'), '1512345678');
   t.equal(addressKey('Mom.Smith@Example.com'), 'mom.smith@example.com');
   t.equal(addressKey('Mom Smith'), null);
