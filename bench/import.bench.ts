@@ -1,11 +1,13 @@
 // bin/import-chat's speed: a 50 MB export of each layout that grows largest in practice (a WhatsApp chat, a
-// Telegram account export in JSON, an SMS Backup & Restore XML backup), generated from a fixed seed in the
+// Telegram account export in JSON, an SMS Backup & Restore XML backup, a Mac's Messages database with half its
+// texts only in attributedBody, as macOS 13 on stores them), generated from a fixed seed in the
 // apps' real layouts with their media, notices and multi-line messages, imported into .train files in a
 // temporary folder. Each figure is the best of several runs of importChats, reading, parsing and writing; beside
 // the wall-clock time, the CPU time the process used, which other processes on a busy machine inflate less.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import initSqlJs from 'sql.js';
 import { importChats } from '../lib/import';
 import { Rng } from '../lib/util/rng';
 import { median } from './stats';
@@ -90,13 +92,55 @@ function sms(rng: Rng): string {
   return `${out.join('\n')}\n`;
 }
 
+// An NSAttributedString archived as Messages' attributedBody holds it: the typedstream header and class chain, then
+// the string ('+', its UTF-8 length, its bytes) and an attribute run.
+function attributedBody(text: string): Uint8Array {
+  const bytes = Buffer.from(text, 'utf8');
+  const length = bytes.length < 0x80 ? Buffer.of(bytes.length) : Buffer.from([0x81, bytes.length & 0xff, bytes.length >> 8]);
+  const head = '\x04\x0bstreamtyped\x81\xe8\x03\x84\x01@\x84\x84\x84\x12NSAttributedString\x00\x84\x84\x08NSObject\x00\x85\x92\x84\x84\x84\x08NSString\x01\x94\x84\x01+';
+  return Buffer.concat([Buffer.from(head, 'latin1'), length, bytes, Buffer.from('\x86\x84\x02iI\x01', 'latin1'), length, Buffer.from('\x92\x86\x86', 'latin1')]);
+}
+
+async function messagesDatabase(rng: Rng): Promise<Buffer> {
+  const db = new (await initSqlJs()).Database();
+  db.run(`CREATE TABLE handle (ROWID INTEGER PRIMARY KEY, id TEXT);
+    CREATE TABLE chat (ROWID INTEGER PRIMARY KEY, guid TEXT, chat_identifier TEXT, display_name TEXT, style INTEGER);
+    CREATE TABLE message (ROWID INTEGER PRIMARY KEY, guid TEXT, text TEXT, attributedBody BLOB, handle_id INTEGER, is_from_me INTEGER,
+      date INTEGER, item_type INTEGER DEFAULT 0, associated_message_type INTEGER DEFAULT 0, cache_has_attachments INTEGER DEFAULT 0,
+      date_retracted INTEGER DEFAULT 0, error INTEGER DEFAULT 0);
+    CREATE TABLE chat_message_join (chat_id INTEGER, message_id INTEGER, PRIMARY KEY (chat_id, message_id));
+    CREATE TABLE chat_handle_join (chat_id INTEGER, handle_id INTEGER);
+    INSERT INTO handle VALUES (1, '+15551234567');
+    INSERT INTO chat VALUES (1, 'iMessage;-;+15551234567', '+15551234567', '', 45);
+    INSERT INTO chat_handle_join VALUES (1, 1);`);
+  const insert = db.prepare('INSERT INTO message (ROWID, guid, text, attributedBody, handle_id, is_from_me, date, item_type, cache_has_attachments) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)');
+  const join = db.prepare('INSERT INTO chat_message_join VALUES (1, ?)');
+  db.run('BEGIN');
+  let id = 0, bytes = 0;
+  for (const m of conversation(rng)) {
+    const text = m.kind === 'media' ? '\ufffc' : m.text;
+    const body = m.kind !== 'media' && id % 2 === 0 ? attributedBody(text) : null;
+    insert.run([++id, `M${id}`, body ? null : text, body, m.mine ? 1 : 0, (m.time - Date.UTC(2001, 0, 1)) * 1e6, m.kind === 'other' ? 2 : 0, m.kind === 'media' ? 1 : 0]);
+    join.run([id]);
+    bytes += 80 + (body ? body.length : Buffer.byteLength(text));
+    if (bytes >= TARGET_BYTES) break;
+  }
+  db.run('COMMIT');
+  insert.free();
+  join.free();
+  const file = Buffer.from(db.export());
+  db.close();
+  return file;
+}
+
 export async function run(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-import-bench-'));
   try {
-    const exports: [string, string, string][] = [
+    const exports: [string, string, string | Buffer][] = [
       ['WhatsApp (Android, 12-hour)', 'WhatsApp Chat with Mom.txt', whatsApp(new Rng(1))],
       ['Telegram account (JSON)', 'result.json', telegram(new Rng(2))],
       ['SMS Backup & Restore (XML)', 'sms-20210101000000.xml', sms(new Rng(3))],
+      ["Messages' chat.db (Mac)", 'chat.db', await messagesDatabase(new Rng(4))],
     ];
     const loadAverage = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');
     console.log(`${os.cpus().length} cores: ${os.cpus()[0].model}, load average ${loadAverage()}; best of ${REPEATS} runs each (median in brackets)\n`);
