@@ -20,7 +20,7 @@ interface LlamaSequence {
 }
 interface LlamaContext { getSequence(): LlamaSequence; dispose(): Promise<void> }
 interface LlamaModel {
-  createContext(o: { contextSize: number; threads: number; sequences?: number }): Promise<LlamaContext>;
+  createContext(o: { contextSize: number; threads: number; sequences?: number; lora?: string }): Promise<LlamaContext>;
   dispose(): Promise<void>;
 }
 interface Llama { loadModel(o: { modelPath: string; gpuLayers: number }): Promise<LlamaModel> }
@@ -97,9 +97,10 @@ export class LlamaCppModel {
     return new LlamaCppModel(await runtime.loadModel({ modelPath: file, gpuLayers: 0 }), nCtx, threads);
   }
 
-  // llama.cpp's probability of each token following `prompt`, with no sampling filter.
-  async nextTokenProbabilities(prompt: Int32Array): Promise<Map<number, number>> {
-    const context = await this.model.createContext({ contextSize: this.nCtx, threads: this.threads });
+  // llama.cpp's probability of each token following `prompt`, with no sampling filter; `lora`: a LoRA adapter's
+  // GGUF file applied over the model.
+  async nextTokenProbabilities(prompt: Int32Array, lora?: string): Promise<Map<number, number>> {
+    const context = await this.model.createContext({ contextSize: this.nCtx, threads: this.threads, ...(lora !== undefined && { lora }) });
     try {
       const steps = context.getSequence().evaluateWithMetadata(Array.from(prompt), { probabilities: true }, { temperature: 1, topK: 0, topP: 1 });
       const first = await steps.next();

@@ -1,15 +1,17 @@
 // bin/export-gguf: writes a model as one GGUF file, so that llama.cpp and the tools built on it (ollama,
 // node-llama-cpp, LM Studio) run a model trained here.
+import fs from 'node:fs';
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { AUDIENCE_RULE, chatTemplate, isAudience } from '../../lib/data/chat_format';
 import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
-import { GGUF_WEIGHT_TYPES, type GgufWeightType, writeGguf } from '../../lib/formats/gguf';
+import { GGUF_WEIGHT_TYPES, type GgufWeightType, writeGguf, writeGgufAdapter } from '../../lib/formats/gguf';
+import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../../lib/formats/peft';
 import { modelfilePath, ollamaModelfile } from '../../lib/formats/ollama';
-import { resolveModel } from '../../lib/formats/resolve_model';
-import { trainedAudiences } from '../../lib/train/checkpoint';
+import { modelDir, resolveModel } from '../../lib/formats/resolve_model';
+import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
 import { modelTokenizer } from '../../lib/tokenizer';
 import { writeTextAtomic } from '../../lib/util/atomic_file';
 
@@ -20,7 +22,8 @@ async function main(): Promise<void> {
       + '"gpt2" architecture, with the model\'s vocabulary (or GPT-2\'s when the folder has none). The output head stays '
       + 'tied to the token embeddings; layer norms, biases and position embeddings are always float32. A model trained on chat '
       + 'logs also gets its chat format as the file\'s chat template (what llama.cpp\'s server, LM Studio and node-llama-cpp '
-      + 'prompt with) and, beside the file, an ollama Modelfile (<out>.Modelfile) that prompts and stops as dixie does.')
+      + 'prompt with) and, beside the file, an ollama Modelfile (<out>.Modelfile) that prompts and stops as dixie does. '
+      + 'A LoRA adapter (a PEFT folder, or a run trained with --lora_rank) becomes llama.cpp\'s adapter file, loaded over the base\'s GGUF.')
     .positional('model', { type: 'string', describe: 'model name or folder' })
     .positional('out', { type: 'string', describe: 'the .gguf file to write' })
     .option('type', {
@@ -40,6 +43,7 @@ async function main(): Promise<void> {
     .example('$0 models/1558M gpt2-xl-q8_0.gguf --type q8_0', '8-bit matrices: half the size of f16')
     .example('$0 mom mom-q4_K_M.gguf --type q4_K_M', 'llama-quantize\'s q4_K_M, the type most models on ollama and LM Studio come in')
     .example('$0 checkpoint/chat mom.gguf && ollama create mom -f mom.Modelfile', 'the quick start\'s chat model, for ollama')
+    .example('$0 checkpoint/family family-lora.gguf', 'the adapter a --lora_rank run trained, for llama-server --lora')
     .demandCommand(2, 'give the model and the file to write')
     .check((a) => {
       if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(a.audience)}`);
@@ -49,6 +53,11 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
   const [name, out] = argv._.map(String);
+  const adapterDir = checkpointFolder(modelDir(name));
+  if (fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) {
+    await exportAdapter(name, adapterDir, out, argv.type);
+    return;
+  }
   const folder = resolveModel(name);
   const vocabulary = modelTokenizer(folder).vocab;
   const audience = argv.audience ?? trainedAudiences(folder.dir)[0];
@@ -76,6 +85,16 @@ async function main(): Promise<void> {
   }
   await writeTextAtomic(modelfilePath(out), modelfile);
   process.stderr.write(`chat template: answering as ${audience}; for ollama: ollama create ${path.basename(out).replace(/\.gguf$/i, '')} -f ${modelfilePath(out)}\n`);
+}
+
+// A LoRA adapter as llama.cpp's adapter file, to load over the base's GGUF.
+async function exportAdapter(name: string, dir: string, out: string, type: GgufWeightType): Promise<void> {
+  const adapter = readPeftAdapter(dir);
+  await writeGgufAdapter(out, adapter, { weightType: type, name: path.basename(dir), onProgress: progressCallback(path.basename(out)) });
+  const ranks = [...new Set(adapter.modules.map((m) => m.rank))].join('/');
+  const exported = path.isAbsolute(name) ? dir : path.relative(process.cwd(), dir);
+  process.stderr.write(`${exported} -> ${out}: LoRA adapter, ${type} (${adapter.modules.length} matrices, rank ${ranks})\n`
+    + `over its base's GGUF (bin/export-gguf of the base${adapter.config.baseModel ? `, ${adapter.config.baseModel}` : ''}): llama-server -m base.gguf --lora ${out}; for ollama, a Modelfile of FROM ./base.gguf and ADAPTER ./${path.basename(out)}\n`);
 }
 
 main().catch((err: unknown) => {

@@ -12,6 +12,7 @@ import { loadAddon, type NativeConfig } from '../engine/native';
 import type { Vocabulary } from '../tokenizer/vocab';
 import { writeFileAtomic } from '../util/atomic_file';
 import { GGML_QUANTS } from './ggml_quants';
+import type { PeftAdapter } from './peft';
 import { f32ToBf16, f32ToF16, readFully, writeFully } from './safetensors';
 
 // What a file's matrices are written in, as llama.cpp's tools name the file types: float types, or ggml's blocks as
@@ -605,7 +606,6 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
   h.keyString('general.name', options.name);
   h.keyU32('general.file_type', FILE_TYPES[options.weightType].fileType);
   h.keyU32('general.quantization_version', 2);  // ggml's block layouts of today, as llama.cpp's own writers record
-  h.keyU32('general.alignment', ALIGNMENT);
   h.keyU32('gpt2.context_length', c.nCtx);
   h.keyU32('gpt2.embedding_length', c.nEmbd);
   h.keyU32('gpt2.feed_forward_length', 4 * c.nEmbd);
@@ -620,6 +620,13 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
   h.keyU32('tokenizer.ggml.bos_token_id', eot);
   h.keyU32('tokenizer.ggml.eos_token_id', eot);
   if (options.chatTemplate !== undefined) h.keyString('tokenizer.chat_template', options.chatTemplate);
+  await writeGgufFile(file, h, tensors, options.onProgress);
+}
+
+// A GGUF file of the metadata `h` holds and `tensors` (their infos, then their data, each aligned), written
+// atomically, one tensor in memory at a time.
+async function writeGgufFile(file: string, h: HeaderWriter, tensors: readonly GgufTensor[], onProgress?: (bytes: number, totalBytes: number) => void): Promise<void> {
+  h.keyU32('general.alignment', ALIGNMENT);
   const metadata = h.entries;
   let offset = 0;
   for (const t of tensors) {
@@ -648,7 +655,38 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
       writeFully(fd, data);
       writeFully(fd, new Uint8Array(padding(data.byteLength)));
       written += data.byteLength + padding(data.byteLength);
-      options.onProgress?.(written, headerBytes + offset);
+      onProgress?.(written, headerBytes + offset);
     }
   });
+}
+
+// The float types a LoRA adapter's factors are written in.
+export const GGUF_ADAPTER_TYPES: readonly GgufWeightType[] = ['f32', 'f16', 'bf16'];
+
+// A PEFT adapter as llama.cpp's LoRA adapter file (what its convert_lora_to_gguf.py writes, and llama-cli --lora,
+// llama-server --lora, node-llama-cpp's `lora` and ollama's ADAPTER load over the base's GGUF): general.type
+// "adapter", adapter.type "lora", and for each adapted matrix X, X.lora_a (A [r, in], ggml dims [in, r]) and
+// X.lora_b (B [out, r], dims [r, out]), the product being W x + scale B (A x). llama.cpp's scale is
+// adapter.lora.alpha / r for the whole file; an alpha of 0 makes it 1, so each module's own scaling (its alpha and
+// rank patterns, rsLoRA) is multiplied into its B instead.
+export async function writeGgufAdapter(file: string, adapter: PeftAdapter, options: GgufExportOptions): Promise<void> {
+  const type = options.weightType;
+  if (!GGUF_ADAPTER_TYPES.includes(type)) throw new Error(`an adapter's factors are written in ${GGUF_ADAPTER_TYPES.join(', ')}, not ${type}: llama.cpp's adapters are small and unquantized`);
+  const ggmlType = FILE_TYPES[type].base;
+  const h = new HeaderWriter();
+  h.keyString('general.architecture', 'gpt2');
+  h.keyString('general.type', 'adapter');
+  h.keyString('general.name', options.name);
+  h.keyU32('general.file_type', FILE_TYPES[type].fileType);
+  h.keyString('adapter.type', 'lora');
+  h.keyF32('adapter.lora.alpha', 0);
+  const tensors: GgufTensor[] = [];
+  for (const m of adapter.modules) {
+    const name = `blk.${m.layer}.${LAYER_TENSORS.find(([, hf]) => hf === `${m.kind}.weight`)?.[0]}`;
+    tensors.push(
+      { name: `${name}.lora_a`, dims: [m.inputs, m.rank], type: GGML_TYPE[ggmlType], data: () => encode(m.a, ggmlType) },
+      { name: `${name}.lora_b`, dims: [m.rank, m.outputs], type: GGML_TYPE[ggmlType], data: () => encode(m.b.map((v) => v * m.scaling), ggmlType) },
+    );
+  }
+  await writeGgufFile(file, h, tensors, options.onProgress);
 }
