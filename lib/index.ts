@@ -60,7 +60,7 @@ export type { Dtype, TensorEntry, TensorToWrite } from './formats/safetensors';
 export { openTFCheckpoint } from './formats/tf_checkpoint';
 export { importTFCheckpoint } from './formats/import_tf';
 export type { ImportOptions, ImportResult } from './formats/import_tf';
-export { writeGguf, GGUF_WEIGHT_TYPES } from './formats/gguf';
+export { writeGguf, writeGgufAdapter, GGUF_WEIGHT_TYPES, GGUF_ADAPTER_TYPES } from './formats/gguf';
 export type { GgufExportOptions, GgufWeightType } from './formats/gguf';
 // LoRA adapters in Hugging Face PEFT's format (docs/lora.md): Model.load(base, { adapter }) merges one as it loads.
 export { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, readPeftAdapter, writePeftAdapter } from './formats/peft';

@@ -26,7 +26,7 @@ t.test('require("dixie") gives the documented API', async (t) => {
   const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: dir });
   const api = JSON.parse(stdout) as Record<string, string>;
   for (const name of ['Model', 'Generator', 'Batcher', 'ChatSession', 'Tokenizer', 'StreamDecoder', 'EncoderPool']) t.equal(api[name], 'function', name);
-  for (const name of ['loadTokenizer', 'train', 'loadDataset', 'encodeDataset', 'importTFCheckpoint', 'writeGguf', 'downloadModel', 'createServer', 'loadServerConfig', 'createChatbotSanitizer', 'openSafetensors', 'writeSafetensors']) {
+  for (const name of ['loadTokenizer', 'train', 'loadDataset', 'encodeDataset', 'importTFCheckpoint', 'writeGguf', 'writeGgufAdapter', 'downloadModel', 'createServer', 'loadServerConfig', 'createChatbotSanitizer', 'openSafetensors', 'writeSafetensors']) {
     t.equal(api[name], 'function', name);
   }
 });
