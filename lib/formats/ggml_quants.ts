@@ -59,31 +59,17 @@ function nibbles(name: string, levels: Int8Array): GgmlQuant {
 
 const Q4_0 = nibbles('q4_0', Int8Array.from({ length: 16 }, (_, q) => q - 8));
 
-const Q4_1: GgmlQuant = {
-  name: 'q4_1', block: 32, bytes: 20,
-  dequantize(raw, dst) {
-    const n = dst.length / 32;
-    const d = halves(raw, n, 20, 0), m = halves(raw, n, 20, 2);
-    for (let b = 0; b < n; b++) {
-      const o = b * 20 + 4, y = b * 32;
-      for (let j = 0; j < 16; j++) {
-        dst[y + j] = f(f((raw[o + j] & 15) * d[b]) + m[b]);
-        dst[y + j + 16] = f(f((raw[o + j] >> 4) * d[b]) + m[b]);
-      }
-    }
-  },
-};
-
-// q5_0 and q5_1: value j's fifth bit is bit j of the block's 32 high bits.
-function q5(name: string, bytes: number, withMin: boolean): GgmlQuant {
-  const qhAt = withMin ? 4 : 2, qsAt = qhAt + 4, offset = withMin ? 0 : 16;
+// q4_1, q5_0 and q5_1: 4-bit q in the low nibbles (the first 16 values) and high nibbles, with q5's fifth bits
+// (value j's is bit j of the block's 32 high bits) after the scale, or after the scale and the min.
+function lowBits(name: string, bytes: number, withMin: boolean, fifthBits: boolean): GgmlQuant {
+  const qhAt = withMin ? 4 : 2, qsAt = qhAt + (fifthBits ? 4 : 0), offset = withMin ? 0 : 16;
   return {
     name, block: 32, bytes,
     dequantize(raw, dst) {
       const n = dst.length / 32;
       const d = halves(raw, n, bytes, 0), m = withMin ? halves(raw, n, bytes, 2) : null;
       for (let b = 0; b < n; b++) {
-        const o = b * bytes, y = b * 32, qh = u32(raw, o + qhAt);
+        const o = b * bytes, y = b * 32, qh = fifthBits ? u32(raw, o + qhAt) : 0;
         for (let j = 0; j < 16; j++) {
           const lo = (raw[o + qsAt + j] & 15) | (((qh >>> j) << 4) & 16);
           const hi = (raw[o + qsAt + j] >> 4) | ((qh >>> (j + 12)) & 16);
@@ -252,6 +238,6 @@ const IQ4_XS: GgmlQuant = {
 
 // By ggml type id.
 export const GGML_QUANTS: ReadonlyMap<number, GgmlQuant> = new Map([
-  [2, Q4_0], [3, Q4_1], [6, q5('q5_0', 22, false)], [7, q5('q5_1', 24, true)], [8, Q8_0],
+  [2, Q4_0], [3, lowBits('q4_1', 20, true, false)], [6, lowBits('q5_0', 22, false, true)], [7, lowBits('q5_1', 24, true, true)], [8, Q8_0],
   [10, Q2_K], [11, Q3_K], [12, qK('q4_K', 144, false)], [13, qK('q5_K', 176, true)], [14, Q6_K], [20, IQ4_NL], [23, IQ4_XS],
 ]);

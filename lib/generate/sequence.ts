@@ -95,25 +95,21 @@ function refusal(name: string, rule: string, value: unknown, context: string): s
 }
 
 // The settings as the native sampler takes them: the logit biases as two arrays, their token ids checked to be
-// ids (their range is the sampler's to check, against the model's vocabulary), and `drawn` (token id -> times drawn)
-// taken off the logits of those tokens by the additive penalties.
-export function nativeSampling(s: SamplingOptions, drawn?: ReadonlyMap<number, number>): NativeSampling {
+// ids (their range is the sampler's to check, against the model's vocabulary); the additive penalties checked, for
+// the sequence to fold into the biases at each draw (Sequence.sampling).
+export function nativeSampling(s: SamplingOptions): NativeSampling {
   const { logitBias, presencePenalty = 0, frequencyPenalty = 0, ...rest } = s;
   for (const [field, penalty] of [['presencePenalty', presencePenalty], ['frequencyPenalty', frequencyPenalty]] as const) {
     if (!(typeof penalty === 'number' && Math.abs(penalty) <= MAX_ADDITIVE_PENALTY)) throw new SamplingError(field, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`, penalty);
   }
-  const biases = new Map<number, number>();
-  for (const [token, bias] of Object.entries(logitBias ?? {})) {
+  if (logitBias === undefined) return rest;
+  const entries = Object.entries(logitBias);
+  for (const [token, bias] of entries) {
     if (!/^(0|[1-9]\d{0,8})$/.test(token) || typeof bias !== 'number') {
       throw new SamplingError('logitBias', 'an object of token ids (integers from 0) to numbers', logitBias);
     }
-    biases.set(Number(token), bias);
   }
-  if (presencePenalty !== 0 || frequencyPenalty !== 0) {
-    for (const [token, times] of drawn ?? []) biases.set(token, (biases.get(token) ?? 0) - presencePenalty - frequencyPenalty * times);
-  }
-  if (logitBias === undefined && biases.size === 0) return rest;
-  return { ...rest, logitBias: { tokens: Int32Array.from(biases.keys()), values: Float32Array.from(biases.values()) } };
+  return { ...rest, logitBias: { tokens: Int32Array.from(entries, ([t]) => Number(t)), values: Float32Array.from(entries, ([, b]) => b) } };
 }
 
 // Refuses exactly the settings the native sampler refuses, by asking its table (the values read as float32, so a
@@ -138,7 +134,8 @@ export interface SequenceOptions {
 }
 
 export class Sequence {
-  // The settings of every draw, or, with additive penalties, of the first (samplingNow folds in the draws since).
+  // The settings of every draw, or, with additive penalties, of the first (the sampling getter folds in the draws
+  // since).
   private readonly fixedSampling: NativeSampling;
   private readonly drawn: Map<number, number> | null;
   // The sampler's RNG state (two 64-bit words), advanced by every draw.
@@ -189,7 +186,13 @@ export class Sequence {
 
   // The settings of the next draw.
   get sampling(): NativeSampling {
-    return this.drawn === null ? this.fixedSampling : nativeSampling(this.options.sampling, this.drawn);
+    if (this.drawn === null) return this.fixedSampling;
+    const { presencePenalty = 0, frequencyPenalty = 0 } = this.options.sampling;
+    const given = this.fixedSampling.logitBias;
+    const biases = new Map<number, number>();
+    given?.tokens.forEach((token, i) => biases.set(token, given.values[i]));
+    for (const [token, times] of this.drawn) biases.set(token, (biases.get(token) ?? 0) - presencePenalty - frequencyPenalty * times);
+    return { ...this.fixedSampling, logitBias: { tokens: Int32Array.from(biases.keys()), values: Float32Array.from(biases.values()) } };
   }
 
   // The context-window policy: the slot holds at most nCtx tokens. When the tokens not yet fed would take it

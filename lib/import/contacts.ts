@@ -52,13 +52,16 @@ function properties(text: string): { property: Property; line: number }[] {
   return out;
 }
 
+// Quoted-printable: =XX stands for the byte XX, other bytes for themselves; the bytes are UTF-8.
 function quotedPrintable(value: string): string {
+  const encoded = Buffer.from(value, 'utf8');
   const bytes: number[] = [];
-  for (let i = 0; i < value.length; i++) {
-    if (value[i] === '=' && /^[0-9A-Fa-f]{2}$/.test(value.slice(i + 1, i + 3))) {
-      bytes.push(parseInt(value.slice(i + 1, i + 3), 16));
+  for (let i = 0; i < encoded.length; i++) {
+    const hex = encoded.toString('latin1', i + 1, i + 3);
+    if (encoded[i] === 0x3d && /^[0-9A-Fa-f]{2}$/.test(hex)) {
+      bytes.push(parseInt(hex, 16));
       i += 2;
-    } else bytes.push(...Buffer.from(value[i], 'utf8'));
+    } else bytes.push(encoded[i]);
   }
   return Buffer.from(bytes).toString('utf8');
 }

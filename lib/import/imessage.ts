@@ -68,7 +68,9 @@ function readChats(file: string, db: Database): ExportedChat[] {
   const optional = (column: string): string => (columns.has(column) ? `m.${column}` : '0');
   const members = new Map<number, string[]>();
   for (const [chat, id] of rows(db, 'SELECT j.chat_id, h.id FROM chat_handle_join j JOIN handle h ON h.ROWID = j.handle_id ORDER BY h.id')) {
-    members.set(Number(chat), [...(members.get(Number(chat)) ?? []), String(id)]);
+    const list = members.get(Number(chat)) ?? [];
+    list.push(String(id));
+    members.set(Number(chat), list);
   }
   const chats = new Map<number, ExportedChat>();
   // A row at a time: a Mac's database runs to gigabytes, and its rows as one array would take several times that.
