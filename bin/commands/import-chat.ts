@@ -20,11 +20,12 @@ async function main(): Promise<void> {
         '(Android and iOS, any locale), Telegram Desktop JSON (result.json, one chat or the whole account), Facebook ' +
         'Messenger and Instagram JSON (message_1.json...), DiscordChatExporter JSON, SMS Backup & Restore XML and the ' +
         'Messages database of a Mac (chat.db: iMessage and SMS); the format is detected from each file. Folders are ' +
-        'searched for .txt, .json, .xml and .db files. The audience is the ' +
+        'searched for .txt, .json, .xml and .db files; zips (an iPhone\'s WhatsApp export, Facebook\'s and Instagram\'s ' +
+        'downloads) are read without unzipping. The audience is the ' +
         'other person, or the group. The apps\' notices, media, deleted messages and calls are dropped, and the summary ' +
         'says how many and why. Nothing is written unless every export was read.',
     )
-    .positional('exports', { type: 'string', describe: 'export files or folders' })
+    .positional('exports', { type: 'string', describe: 'export files, zips or folders' })
     .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, a Mac\'s chat.db, nor a Telegram account export. Run without it to list the senders found' })
     .option('out', { type: 'string', default: 'data', describe: 'a folder, for a .train file per audience, or a file ending in .train for one combined file' })
     .option('format', { choices: ['auto', ...EXPORT_FORMATS], default: 'auto', describe: 'the app the exports come from, when it is not detected' })
@@ -36,6 +37,7 @@ async function main(): Promise<void> {
     .option('encoding', { type: 'string', describe: 'the exports\' text encoding when not UTF-8 (windows-1252, iso-8859-1, utf-16le...)' })
     .example('$0 "WhatsApp Chat with Mom.txt" --me "Jane Doe"', 'one WhatsApp chat into data/mom.train')
     .example('$0 exports/ --me "Jane Doe" --me jane_d --out data/', 'every export in a folder, Jane being "jane_d" on Discord')
+    .example('$0 "WhatsApp Chat - Mom.zip" facebook-*.zip --me "Jane Doe"', 'an iPhone\'s WhatsApp export and every part of a Facebook download, zipped as they come')
     .example('$0 telegram/result.json --no-groups --redact --out data/all.train', 'a Telegram account export, without groups, into one file')
     .example('$0 ~/Library/Messages/chat.db --contacts contacts.vcf', 'iMessage and SMS on a Mac (quit Messages first), people named from the Contacts app\'s export')
     .example('$0 "WhatsApp Chat with Mom.txt"', 'without --me: lists the senders found')

@@ -1,119 +1,11 @@
 // Pre-encoded datasets: encode.py's .npz (docs/compatibility.md), a zip (stored or deflated, ZIP64 when numpy
 // forces it) of .npy arrays of token ids, one array per chunk. Only what those files use is read: 1-D (or
 // C-order) integer arrays, little-endian.
-import fs from 'node:fs';
-import zlib from 'node:zlib';
+import { ZipArchive } from '../util/zip';
 
 export interface NpyArray {
   name: string;   // the array's name in the archive (arr_0, ...)
   data: Int32Array;
-}
-
-const EOCD = 0x06054b50;
-const ZIP64_LOCATOR = 0x07064b50;
-const ZIP64_EOCD = 0x06064b50;
-const CENTRAL = 0x02014b50;
-const LOCAL = 0x04034b50;
-const U32_MAX = 0xffffffff;
-
-interface ZipEntry {
-  name: string;
-  method: number;
-  flags: number;
-  compressedSize: number;
-  size: number;
-  localOffset: number;
-}
-
-function readAt(fd: number, position: number, length: number, file: string): Buffer {
-  const b = Buffer.alloc(length);
-  const got = fs.readSync(fd, b, 0, length, position);
-  if (got !== length) throw new Error(`${file}: truncated zip (wanted ${length} bytes at ${position})`);
-  return b;
-}
-
-function centralDirectory(fd: number, file: string): ZipEntry[] {
-  const size = fs.fstatSync(fd).size;
-  const tailLength = Math.min(size, 22 + 0xffff);
-  const tail = readAt(fd, size - tailLength, tailLength, file);
-  let at = -1;
-  for (let i = tailLength - 22; i >= 0; i--) {
-    if (tail.readUInt32LE(i) === EOCD) {
-      at = i;
-      break;
-    }
-  }
-  if (at < 0) throw new Error(`${file}: not a zip archive (no end of central directory record), so not an .npz`);
-  let count = tail.readUInt16LE(at + 10);
-  let cdSize = tail.readUInt32LE(at + 12);
-  let cdOffset = tail.readUInt32LE(at + 16);
-  const locatorAt = size - tailLength + at - 20;
-  if ((count === 0xffff || cdOffset === U32_MAX || cdSize === U32_MAX) && locatorAt >= 0) {
-    const locator = readAt(fd, locatorAt, 20, file);
-    if (locator.readUInt32LE(0) === ZIP64_LOCATOR) {
-      const record = readAt(fd, Number(locator.readBigUInt64LE(8)), 56, file);
-      if (record.readUInt32LE(0) !== ZIP64_EOCD) throw new Error(`${file}: damaged ZIP64 end of central directory`);
-      count = Number(record.readBigUInt64LE(32));
-      cdSize = Number(record.readBigUInt64LE(40));
-      cdOffset = Number(record.readBigUInt64LE(48));
-    }
-  }
-  const cd = readAt(fd, cdOffset, cdSize, file);
-  const entries: ZipEntry[] = [];
-  let p = 0;
-  for (let i = 0; i < count; i++) {
-    if (cd.readUInt32LE(p) !== CENTRAL) throw new Error(`${file}: damaged central directory at entry ${i}`);
-    const nameLength = cd.readUInt16LE(p + 28);
-    const extraLength = cd.readUInt16LE(p + 30);
-    const commentLength = cd.readUInt16LE(p + 32);
-    const entry: ZipEntry = {
-      flags: cd.readUInt16LE(p + 8),
-      method: cd.readUInt16LE(p + 10),
-      compressedSize: cd.readUInt32LE(p + 20),
-      size: cd.readUInt32LE(p + 24),
-      localOffset: cd.readUInt32LE(p + 42),
-      name: cd.toString('utf8', p + 46, p + 46 + nameLength),
-    };
-    applyZip64Extra(entry, cd.subarray(p + 46 + nameLength, p + 46 + nameLength + extraLength));
-    entries.push(entry);
-    p += 46 + nameLength + extraLength + commentLength;
-  }
-  return entries;
-}
-
-// ZIP64's extra field (id 1) holds, in this order, each of the sizes and the offset that read 0xffffffff.
-function applyZip64Extra(entry: ZipEntry, extra: Buffer): void {
-  for (let q = 0; q + 4 <= extra.length; ) {
-    const id = extra.readUInt16LE(q);
-    const length = extra.readUInt16LE(q + 2);
-    if (id === 1) {
-      let r = q + 4;
-      const next = (): number => {
-        const v = Number(extra.readBigUInt64LE(r));
-        r += 8;
-        return v;
-      };
-      if (entry.size === U32_MAX) entry.size = next();
-      if (entry.compressedSize === U32_MAX) entry.compressedSize = next();
-      if (entry.localOffset === U32_MAX) entry.localOffset = next();
-    }
-    q += 4 + length;
-  }
-}
-
-function entryBytes(fd: number, entry: ZipEntry, file: string): Buffer {
-  const where = `${file}: ${entry.name}`;
-  if (entry.flags & 1) throw new Error(`${where}: encrypted zip entries are not supported`);
-  const local = readAt(fd, entry.localOffset, 30, file);
-  if (local.readUInt32LE(0) !== LOCAL) throw new Error(`${where}: damaged local file header`);
-  const dataAt = entry.localOffset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
-  const raw = readAt(fd, dataAt, entry.compressedSize, file);
-  let bytes: Buffer;
-  if (entry.method === 0) bytes = raw;
-  else if (entry.method === 8) bytes = zlib.inflateRawSync(raw);
-  else throw new Error(`${where}: zip compression method ${entry.method} is not supported (only stored and deflate)`);
-  if (bytes.length !== entry.size) throw new Error(`${where}: ${bytes.length} bytes after decompression, the zip says ${entry.size}`);
-  return bytes;
 }
 
 const NPY_MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]);
@@ -157,12 +49,12 @@ export function parseNpy(bytes: Buffer, where: string): Int32Array {
 
 // Every array of an .npz, in archive order.
 export function readNpz(file: string): NpyArray[] {
-  const fd = fs.openSync(file, 'r');
+  const zip = ZipArchive.open(file);
   try {
-    return centralDirectory(fd, file)
+    return zip.entries
       .filter((e) => !e.name.endsWith('/'))
-      .map((e) => ({ name: e.name.replace(/\.npy$/, ''), data: parseNpy(entryBytes(fd, e, file), `${file}: ${e.name}`) }));
+      .map((e) => ({ name: e.name.replace(/\.npy$/, ''), data: parseNpy(zip.read(e), zip.pathOf(e)) }));
   } finally {
-    fs.closeSync(fd);
+    zip.close();
   }
 }

@@ -1,6 +1,5 @@
 // Which app an export file comes from, told by its content (never by its name, which users rename), and the
 // file read by that app's importer.
-import fs from 'node:fs';
 import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, jsonObject, parseExportJson } from './chat_export';
 import { looksLikeDiscord, parseDiscord } from './discord';
 import { isSqlite, parseMessagesDatabase } from './imessage';
@@ -27,11 +26,8 @@ export class UnknownExportError extends ChatImportError {
 }
 
 // The chats of one export; what the user should know but that stops nothing goes to `warnings`.
-export async function readExport(file: string, options: ReadOptions = {}, warnings: string[] = []): Promise<ExportedChat[]> {
-  const bytes = fs.readFileSync(file);
-  if (bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04) {
-    throw new ChatImportError(file, null, 'a zip archive: unzip it first (iOS WhatsApp exports are zips holding _chat.txt; Facebook and Instagram downloads are zips), then import the file or folder');
-  }
+// `file` names the export in messages; `bytes` are its content, read from disk or from a zip.
+export async function readExport(file: string, bytes: Buffer, options: ReadOptions = {}, warnings: string[] = []): Promise<ExportedChat[]> {
   if (isSqlite(bytes)) {
     const chats = await parseMessagesDatabase(file, bytes, warnings);
     if (chats === null) throw new UnknownExportError(file, 'an SQLite database without the tables of macOS Messages (message, chat, handle...)');

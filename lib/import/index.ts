@@ -7,6 +7,7 @@ import { datasetFiles } from '../data/files';
 import { ExportFormat, ExportedChat, ChatImportErrors } from './chat_export';
 import { readContacts } from './contacts';
 import { ReadOptions, UnknownExportError, readExport } from './detect';
+import { isZip, ZipArchive } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, planOutput, writeOutput } from './train_output';
 import { DateOrder } from './whatsapp';
 
@@ -37,29 +38,39 @@ export interface ChatImportProgress {
   bytes: number;   // the file's size
 }
 
-// Files inside a folder are read when their extension is an export's; the rest (photos, voice notes) is not.
+// Files inside a folder or a zip are read when their extension is an export's; the rest (photos, voice notes) is
+// not. Zips are opened wherever they are: an iPhone's WhatsApp export and Facebook's and Instagram's downloads come
+// as zips.
 const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.xml', '.db']);
+const FOLDER_EXTENSIONS = new Set([...EXPORT_EXTENSIONS, '.zip']);
 
 export async function importChats(inputs: readonly string[], options: ChatImportOptions): Promise<ChatImportSummary> {
   if (inputs.length === 0) throw new Error('no export to import: give files or folders');
-  const files = exportFiles(inputs);
+  const archives: ZipArchive[] = [];
+  try {
+    return await importSources(exportSources(inputs, archives), options);
+  } finally {
+    for (const zip of archives) zip.close();
+  }
+}
+
+async function importSources({ sources, notExports }: { sources: ExportSource[]; notExports: string[] }, options: ChatImportOptions): Promise<ChatImportSummary> {
   const contacts = readContacts(options.contacts ?? []);
   const read: ReadOptions = { format: options.format, encoding: options.encoding, dateOrder: options.dateOrder };
   const chats: ExportedChat[] = [];
   const errors: Error[] = [];
-  const notExports: string[] = [];
   const warnings: string[] = [];
-  for (const [index, { file, named }] of files.entries()) {
-    options.onProgress?.({ file, index, files: files.length, bytes: fs.statSync(file).size });
+  for (const [index, source] of sources.entries()) {
+    options.onProgress?.({ file: source.file, index, files: sources.length, bytes: source.size });
     try {
-      for (const chat of await readExport(file, read, warnings)) chats.push(chat);
+      for (const chat of await readExport(source.file, source.read(), read, warnings)) chats.push(chat);
     } catch (err) {
-      if (err instanceof UnknownExportError && !named) notExports.push(file);
+      if (err instanceof UnknownExportError && !source.named) notExports.push(source.file);
       else errors.push(err instanceof Error ? err : new Error(String(err)));
     }
   }
   if (errors.length > 0) throw new ChatImportErrors(errors);
-  if (chats.length === 0) throw new Error(`no chat export among ${files.length === 1 ? files[0].file : `${files.length} files`}`);
+  if (chats.length === 0) throw new Error(`no chat export among ${sources.length === 1 ? sources[0].file : `${sources.length} files`}`);
   const output: OutputOptions = {
     out: options.out, me: options.me ?? [], audienceMap: options.audienceMap ?? {}, contacts, groups: options.groups ?? true,
     redact: options.redact ?? [],
@@ -68,15 +79,25 @@ export async function importChats(inputs: readonly string[], options: ChatImport
   planned.summary.warnings.push(...warnings);
   if (notExports.length > 0) {
     const shown = notExports.slice(0, 3).join(', ');
-    planned.summary.warnings.push(`skipped ${notExports.length} file${notExports.length === 1 ? '' : 's'} in the folders that ${notExports.length === 1 ? 'is' : 'are'} no chat export: ${shown}${notExports.length > 3 ? ', ...' : ''}`);
+    planned.summary.warnings.push(`skipped ${notExports.length} file${notExports.length === 1 ? '' : 's'} in the folders and zips that ${notExports.length === 1 ? 'is' : 'are'} no chat export: ${shown}${notExports.length > 3 ? ', ...' : ''}`);
   }
   await writeOutput(planned);
   return planned.summary;
 }
 
-// The files the inputs name, in sorted order, each once. A file named itself must be an export; inside a folder
-// (or matched by a glob) only files with an export's extension are read, and those that are no export skipped.
-function exportFiles(inputs: readonly string[]): { file: string; named: boolean }[] {
+// A file to read as an export: on disk, or an entry of a zip, named as its path in the zip under the zip's path
+// (exports/WhatsApp Chat - Mom.zip/_chat.txt).
+interface ExportSource {
+  file: string;
+  named: boolean;   // named itself on the command line: it must be an export
+  size: number;
+  read: () => Buffer;
+}
+
+// The sources the inputs name, in sorted order, each once, and the files found that hold none. A file named
+// itself must be an export; inside a folder or a zip (or matched by a glob) only files with an export's extension
+// are read, and those that are no export skipped. The zips opened are added to `archives`, for the caller to close.
+function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sources: ExportSource[]; notExports: string[] } {
   const files = new Map<string, boolean>();
   for (const input of inputs) {
     if (fs.existsSync(input) && fs.statSync(input).isFile()) {
@@ -84,9 +105,50 @@ function exportFiles(inputs: readonly string[]): { file: string; named: boolean 
       continue;
     }
     if (!fs.existsSync(input) && !/[*?[]/.test(input)) throw new Error(`${input}: no such file or folder`);
-    const found = datasetFiles(input).filter((file) => EXPORT_EXTENSIONS.has(path.extname(file).toLowerCase()));
-    if (found.length === 0) throw new Error(`${input}: no .txt, .json, .xml or .db file in it`);
+    const found = datasetFiles(input).filter((file) => FOLDER_EXTENSIONS.has(path.extname(file).toLowerCase()));
+    if (found.length === 0) throw new Error(`${input}: no .txt, .json, .xml, .db or .zip file in it`);
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }
-  return [...files.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map(([file, named]) => ({ file, named }));
+  const sources: ExportSource[] = [];
+  const notExports: string[] = [];
+  for (const [file, named] of [...files.entries()].sort((a, b) => compare(a[0], b[0]))) {
+    if (!startsAsZip(file)) {
+      sources.push({ file, named, size: fs.statSync(file).size, read: () => fs.readFileSync(file) });
+      continue;
+    }
+    let zip: ZipArchive;
+    try {
+      zip = ZipArchive.open(file);
+    } catch (err) {
+      // Reported in its turn with the other inputs' problems, nothing being written.
+      sources.push({ file, named, size: fs.statSync(file).size, read: () => { throw err; } });
+      continue;
+    }
+    archives.push(zip);
+    const entries = zip.entries.filter((e) => isExportEntry(e.name)).sort((a, b) => compare(a.name, b.name));
+    if (entries.length === 0) {
+      if (named) throw new Error(`${file}: a zip archive with no .txt, .json, .xml or .db file in it, so no chat export`);
+      notExports.push(file);
+    }
+    for (const entry of entries) sources.push({ file: zip.pathOf(entry), named: false, size: entry.size, read: () => zip.read(entry) });
+  }
+  return { sources, notExports };
 }
+
+function startsAsZip(file: string): boolean {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(4);
+    return isZip(head.subarray(0, fs.readSync(fd, head, 0, 4, 0)));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// A zip's entry worth reading: not a folder, nor what a Mac's Archive Utility adds (__MACOSX/, ._ resource forks).
+function isExportEntry(name: string): boolean {
+  const base = name.slice(name.lastIndexOf('/') + 1);
+  return base !== '' && !name.startsWith('__MACOSX/') && !base.startsWith('._') && EXPORT_EXTENSIONS.has(path.extname(base).toLowerCase());
+}
+
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);

@@ -28,7 +28,9 @@ export function parseMessenger(file: string, root: Record<string, unknown>): Exp
   return {
     format: 'messenger',
     file,
-    key: `messenger:${path.resolve(path.dirname(file))}\0${title}`,
+    // The chat's folder is named for it (mom_10158...), in every part of a download split in several zips and in
+    // every download of the account, so that those make one chat, their overlap marked duplicate.
+    key: `messenger:${path.basename(path.dirname(path.resolve(file)))}\0${title}`,
     title,
     group: (root.participants as unknown[]).length > 2 || root.thread_type === 'RegularGroup',
     skip: null,

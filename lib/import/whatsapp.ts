@@ -187,8 +187,9 @@ function guessDateOrder(file: string, dates: readonly number[], messages: readon
   return twelveHour ? 'mdy' : 'dmy';
 }
 
+// The chat's name, from the file's name or, for an iPhone's _chat.txt, from the folder or zip it came in.
 function chatTitle(file: string): string {
   const name = path.basename(file, path.extname(file));
-  const match = TITLE_IN_NAME.exec(name) ?? TITLE_IN_NAME.exec(path.basename(path.dirname(path.resolve(file))));
+  const match = TITLE_IN_NAME.exec(name) ?? TITLE_IN_NAME.exec(path.basename(path.dirname(path.resolve(file))).replace(/\.zip$/i, ''));
   return match ? match[1].trim() : '';
 }

@@ -119,7 +119,7 @@ t.test('bad input: each problem with file:line, every file read first, nothing w
   const error = (await importChats([...inputs, fixture('whatsapp', 'android-de')], { out: path.join(dir, 'out'), me: ['Jane Doe'] }).catch((e: unknown) => e)) as ChatImportErrors;
   t.type(error, ChatImportErrors);
   t.same(error.message.split('\n').map((line) => line.replace(dir + path.sep, '')), [
-    'chat.zip: a zip archive: unzip it first (iOS WhatsApp exports are zips holding _chat.txt; Facebook and Instagram downloads are zips), then import the file or folder',
+    'chat.zip: a zip archive cut short (no central directory at its end): an interrupted download or copy; get it again',
     'latin1.txt:2: not UTF-8 text: the export is in another encoding; give it with --encoding (e.g. --encoding windows-1252)',
     'not-json.json:1: not valid JSON: Expected double-quoted property name in JSON at position 8',
     'notes.txt:1: a file that begins "Shopping list", not a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, an SMS Backup & Restore .xml or macOS Messages\' chat.db; if it is one, name its format with --format (whatsapp, telegram, messenger, discord, sms, imessage)',
@@ -153,7 +153,7 @@ t.test('in a folder, files that are no export are skipped with a warning; media 
   });
   const { files, summary } = await importInto(path.join(dir, 'out'), [dir], { me: ['Jane Doe'] });
   t.same(Object.keys(files), ['papa.train']);
-  t.same(summary.warnings, [`skipped 1 file in the folders that is no chat export: ${path.join(dir, 'README.txt')}`]);
+  t.same(summary.warnings, [`skipped 1 file in the folders and zips that is no chat export: ${path.join(dir, 'README.txt')}`]);
 });
 
 t.test('the summary: totals, drops by reason, each audience and its file, chats left out, too little data', async (t) => {

@@ -1,0 +1,87 @@
+// Exports as the apps hand them out, zipped (test/fixtures/zips/, made by make_zips.py from the unzipped fixtures):
+// an iPhone's WhatsApp export and a Facebook download in two parts import as their unzipped files do, entries
+// named under the zip's path; what is in a zip but no export is skipped; a damaged zip is an error naming it.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { ChatImportErrors, importChats } from '../../lib/import';
+import { ZipArchive } from '../../lib/util/zip';
+import { REPO, fixture, importInto } from './helpers';
+
+const ZIPS = path.join(REPO, 'test', 'fixtures', 'zips');
+const WHATSAPP_ZIP = path.join(ZIPS, 'WhatsApp Chat - Matti.zip');
+const FACEBOOK_ZIPS = ['facebook-janedoe-2024-part1.zip', 'facebook-janedoe-2024-part2.zip'].map((name) => path.join(ZIPS, name));
+
+t.test("a zip's entries are the files it was made from", async (t) => {
+  const zip = ZipArchive.open(WHATSAPP_ZIP);
+  t.teardown(() => zip.close());
+  t.same(zip.entries.map((e) => e.name), ['_chat.txt', '00000007-PHOTO-2023-01-01-12-00-00.jpg', '__MACOSX/._chat.txt']);
+  t.same(zip.read(zip.entries[0]), fs.readFileSync(fixture('whatsapp', 'ios-fi', 'WhatsApp Chat - Matti', '_chat.txt')), 'deflated');
+  t.equal(zip.read(zip.entries[1]).length, zip.entries[1].size, 'stored');
+  const part2 = ZipArchive.open(FACEBOOK_ZIPS[1]);
+  t.teardown(() => part2.close());
+  const message2 = part2.entries.find((e) => e.name.endsWith('message_2.json'));
+  t.same(message2 && part2.read(message2), fs.readFileSync(fixture('messenger', 'your_facebook_activity', 'messages', 'inbox', 'mariemartin_10158', 'message_2.json')), 'stored behind a ZIP64 local header');
+});
+
+t.test("an iPhone's WhatsApp zip imports as its _chat.txt, the chat named by the zip", async (t) => {
+  const dir = t.testdir();
+  const unzipped = await importInto(path.join(dir, 'unzipped'), [fixture('whatsapp', 'ios-fi')], { me: ['Jane Doe'] });
+  const zipped = await importInto(path.join(dir, 'zipped'), [WHATSAPP_ZIP], { me: ['Jane Doe'] });
+  t.same(Object.keys(zipped.files), ['matti.train']);
+  t.same(zipped.files, unzipped.files);
+  t.same(zipped.summary.formats, { whatsapp: 1 });
+  t.same(zipped.summary.warnings, [], 'the photo and the Mac resource fork are not read');
+
+  // Told by its content, not its name: a zip renamed still opens.
+  const renamed = path.join(dir, 'export');
+  fs.copyFileSync(WHATSAPP_ZIP, renamed);
+  const progress: string[] = [];
+  const summary = await importChats([renamed], { out: path.join(dir, 'renamed'), me: ['Jane Doe'], onProgress: (p) => progress.push(p.file) });
+  t.match(summary, { read: zipped.summary.read, kept: zipped.summary.kept });
+  t.same(progress, [path.join(renamed, '_chat.txt')]);
+});
+
+t.test('a Facebook download in two zips imports as its unzipped folder, one chat across the parts', async (t) => {
+  const dir = t.testdir();
+  const unzipped = await importInto(path.join(dir, 'unzipped'), [fixture('messenger')], { me: ['Jane Doe'] });
+  const zipped = await importInto(path.join(dir, 'zipped'), FACEBOOK_ZIPS, { me: ['Jane Doe'] });
+  t.same(Object.keys(zipped.files), ['marie-martin.train']);
+  t.same(zipped.files, unzipped.files, 'message_1.json and message_2.json, in different zips, make one conversation');
+  t.match(zipped.summary, { read: unzipped.summary.read, kept: unzipped.summary.kept });
+  t.match(zipped.summary.warnings, [/^skipped 2 files in the folders and zips that are no chat export: .*part1\.zip\/your_facebook_activity\/personal_information\/profile_information\/profile_information\.json, .*part2\.zip\/your_facebook_activity\/messages\/autofill_information\.json$/]);
+
+  // The download unzipped and zipped at once: the same chat, its messages read twice and kept once.
+  const both = await importInto(path.join(dir, 'both'), [fixture('messenger'), ...FACEBOOK_ZIPS], { me: ['Jane Doe'] });
+  t.same(both.files, unzipped.files);
+
+  // A folder of downloads: its zips are opened too.
+  const folder = await importInto(path.join(dir, 'folder'), [ZIPS], { me: ['Jane Doe'] });
+  t.same(Object.keys(folder.files), ['marie-martin.train', 'matti.train']);
+  t.same(folder.files['marie-martin.train'], unzipped.files['marie-martin.train']);
+});
+
+t.test('damaged zips, and zips of no export: an error naming the zip or the entry, and nothing written', async (t) => {
+  const whole = fs.readFileSync(WHATSAPP_ZIP);
+  const zip = ZipArchive.open(WHATSAPP_ZIP);
+  const chat = zip.entries[0];
+  zip.close();
+  const corrupt = Buffer.from(whole);
+  // The deflated data's first block given the reserved block type 3, which no inflater reads past.
+  const dataAt = chat.localOffset + 30 + corrupt.readUInt16LE(chat.localOffset + 26) + corrupt.readUInt16LE(chat.localOffset + 28);
+  corrupt[dataAt] |= 0x06;
+  const dir = t.testdir({ 'cut.zip': whole.subarray(0, 300), 'corrupt.zip': corrupt, out: {} });
+  const inputs = [path.join(dir, 'cut.zip'), path.join(dir, 'corrupt.zip'), fixture('whatsapp', 'android-de')];
+  const error = (await importChats(inputs, { out: path.join(dir, 'out'), me: ['Jane Doe'] }).catch((e: unknown) => e)) as ChatImportErrors;
+  t.type(error, ChatImportErrors);
+  t.match(error.message.split('\n').map((line) => line.replace(dir + path.sep, '')), [
+    /^corrupt\.zip\/_chat\.txt: damaged compressed data \(.+\)$/,
+    'cut.zip: a zip archive cut short (no central directory at its end): an interrupted download or copy; get it again',
+  ]);
+  t.same(fs.readdirSync(path.join(dir, 'out')), [], 'nothing written');
+
+  const photos = path.join(ZIPS, 'photos.zip');
+  await t.rejects(importChats([photos], { out: path.join(dir, 'out') }), { message: `${photos}: a zip archive with no .txt, .json, .xml or .db file in it, so no chat export` });
+  const folder = await importInto(path.join(dir, 'folder'), [ZIPS], { me: ['Jane Doe'] });
+  t.match(folder.summary.warnings, [/^skipped 3 files in the folders and zips that are no chat export: .*photos\.zip, .*profile_information\.json, .*autofill_information\.json$/], 'found in a folder, it is skipped');
+});
