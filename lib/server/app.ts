@@ -23,7 +23,9 @@ import { healthRouter } from './routes/health';
 import { invocationsRouter } from './routes/invocations';
 import { metricsRouter } from './routes/metrics';
 import { modelsRouter } from './routes/models';
-import { openAIError, openAIRouter } from './routes/openai';
+import { openAIRouter } from './routes/openai';
+import { openAIError } from './routes/openai_common';
+import { responsesRouter } from './routes/responses';
 import { tokensRouter } from './routes/tokens';
 import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
@@ -164,10 +166,11 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use(invocationsRouter(service, requireJson));
   app.use(modelsRouter(service, requireJson, log));
   app.use(openAIRouter(service, requireJson));
+  app.use(responsesRouter(service, requireJson));
   app.use(tokensRouter(service, requireJson));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
   });
 
   // The one error handler: HttpError as it says; a client error from a library (http-errors marks those it

@@ -120,7 +120,7 @@ t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral va
     ['response_format', { type: 'json_object' }, /only \{"type": "text"\}/],
     ['tools', [{ type: 'function', function: { name: 'weather' } }], /GPT-2 calls no tools/],
     ['tool_choice', 'required', /only "none" or "auto"/],
-    ['store', true, /keeps no completions/],
+    ['store', true, /keeps nothing it answers/],
     ['modalities', ['text', 'audio'], /only \["text"\]/],
     ['metadata', { n: 1 }, /an object of strings/],
     ['reasoning_effort', 'low', /unsupported field/],

@@ -7,81 +7,23 @@
 // Sampling fields keep OpenAI's names (`logit_bias`, `presence_penalty` and `frequency_penalty` too); dixie's `top_k`
 // and `penalize` come as extensions.
 // OpenAI's fields for what GPT-2 does not do are accepted at their neutral values and refused at any other
-// (NEUTRAL_ONLY). Errors take OpenAI's shape in the app's one error handler (openAIError).
+// (NEUTRAL_ONLY in openai_common.ts). /v1/responses is responses.ts.
 import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
-import type { Conversation, Turn } from '../../data/chat_format';
-import { isAudience } from '../../data/chat_format';
 import type { TokenLogprob } from '../../generate/logprobs';
 import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
-import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
+import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { appendOnly, type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
+import {
+  bad, chatPrompt, checkKeys, checkNeutral, clientGone, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional,
+  readModel, readSampling, tokenLogprobs, tokenText, type Body, type InputMessage,
+} from './openai_common';
 
 const MAX_N = 16;
 const MAX_STOPS = 4;
 
-type Body = Record<string, unknown>;
-
-function bad(param: string, message: string): never {
-  throw new HttpError(400, `${param}: ${message}`, { field: param });
-}
-
-// OpenAI's error object for an answer of this status: {"error": {message, type, param, code}}.
-export function openAIError(status: number, message: string, param: string | null, code: string | null): { error: Record<string, unknown> } {
-  const type = status === 401 ? 'authentication_error' : status === 404 ? 'invalid_request_error' : status === 429 || status === 503 ? 'server_overloaded' : status < 500 ? 'invalid_request_error' : 'server_error';
-  return { error: { message, type, param, code: code ?? (status === 401 ? 'invalid_api_key' : null) } };
-}
-
-function checkKeys(body: Body, known: readonly string[]): void {
-  for (const key of Object.keys(body)) if (!known.includes(key)) bad(key, `unsupported field (supported: ${known.join(', ')})`);
-}
-
-const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-// OpenAI's fields for what GPT-2 does not do. Clients send many of them with every request at their neutral
-// values (an empty list of tools, a text response format, no logit biases), and those are accepted; any other
-// value is refused with the reason, never ignored. Each applies to the endpoints that list it in their keys.
-interface NeutralOnly {
-  neutral: (v: unknown) => boolean;
-  rule: string;
-}
-const ANY_STRING: NeutralOnly = { neutral: (v) => typeof v === 'string', rule: 'must be a string' };
-const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
-  suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
-  response_format: { neutral: (v) => isObject(v) && v.type === 'text' && Object.keys(v).length === 1, rule: 'only {"type": "text"} is supported: nothing holds GPT-2 to JSON' },
-  tools: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no tools' },
-  functions: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no functions' },
-  tool_choice: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: GPT-2 calls no tools' },
-  function_call: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: GPT-2 calls no functions' },
-  parallel_tool_calls: { neutral: (v) => typeof v === 'boolean', rule: 'must be true or false' },
-  modalities: { neutral: (v) => Array.isArray(v) && v.length === 1 && v[0] === 'text', rule: 'only ["text"] is supported' },
-  store: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps no completions' },
-  service_tier: { neutral: (v) => v === 'auto' || v === 'default', rule: 'only "auto" or "default" is supported' },
-  // Who is asking and what to tag the request with, for OpenAI's abuse monitoring, caching and stored completions:
-  // nothing here acts on them.
-  user: ANY_STRING,
-  safety_identifier: ANY_STRING,
-  prompt_cache_key: ANY_STRING,
-  metadata: { neutral: (v) => isObject(v) && Object.values(v).every((m) => typeof m === 'string'), rule: 'must be an object of strings' },
-};
-
-function checkNeutral(body: Body): void {
-  for (const [key, { neutral, rule }] of Object.entries(NEUTRAL_ONLY)) {
-    if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, rule);
-  }
-}
-
-function optional<T>(body: Body, key: string, is: (v: unknown) => boolean, rule: string): T | undefined {
-  const v = body[key];
-  if (v === undefined || v === null) return undefined;
-  if (!is(v)) bad(key, `must be ${rule}`);
-  return v as T;
-}
-
-const isInt = (min: number, max: number) => (v: unknown): boolean => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
-const isBool = (v: unknown): boolean => typeof v === 'boolean';
 // OpenAI's logit_bias: token ids (the object's keys) to biases within ±MAX_LOGIT_BIAS. The ids are the sampler's to
 // check (nativeSampling, then against the model's vocabulary once it is loaded).
 const MAX_LOGIT_BIAS = 100;
@@ -118,18 +60,9 @@ const CHAT_NEUTRAL_KEYS = [
 const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length', max_completion_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', penalize: 'penalize' };
 
 function readCommon(service: ChatService, body: Body): Common {
-  if (typeof body.model !== 'string' || body.model === '') bad('model', 'is required: the key of a served model (GET /v1/models)');
-  if (!service.models.has(body.model)) throw new HttpError(404, `The model "${body.model}" does not exist`, { field: 'model', code: 'model_not_found' });
-  const model = service.model(body.model);
+  const model = readModel(service, body);
   checkNeutral(body);
-  const overrides: Body = {};
-  const fields: Record<string, string> = {};
-  for (const [field, name] of Object.entries(SAMPLING_NAMES)) {
-    if (body[field] === undefined || body[field] === null) continue;
-    overrides[name] = body[field];
-    fields[name] = field;
-  }
-  const sampling = requestSampling(overrides, model.sampling, (key) => fields[key]);
+  const { sampling, lengthGiven } = readSampling(body, model, SAMPLING_NAMES);
   const stopValue = body.stop;
   let stop: string[] | undefined;
   if (stopValue !== undefined && stopValue !== null) {
@@ -141,7 +74,7 @@ function readCommon(service: ChatService, body: Body): Common {
   return {
     model,
     sampling,
-    lengthGiven: overrides.length !== undefined,
+    lengthGiven,
     n: optional<number>(body, 'n', isInt(1, MAX_N), `an integer from 1 to ${MAX_N}`) ?? 1,
     stop,
     seed: optional<number>(body, 'seed', (v) => Number.isSafeInteger(v) && (v as number) >= 0, 'a non-negative integer'),
@@ -151,40 +84,6 @@ function readCommon(service: ChatService, body: Body): Common {
     presencePenalty: optional<number>(body, 'presence_penalty', isAdditivePenalty, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`),
     frequencyPenalty: optional<number>(body, 'frequency_penalty', isAdditivePenalty, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`),
   };
-}
-
-// The prompt `messages` make, and the indices of the messages it leaves out. A chat model gets the chat format
-// (lib/data/chat_format.ts): user messages are the user's side (`1|<audience>|...`), assistant messages the bot's
-// (`0|<audience>|...`), and the bot answers as the audience: the model's, or the one a system message names as
-// "audience: <name>". A GPT-2 chat model has no system role, so any other system message is refused, or left out
-// where the model's config says so (system_messages), and the answer says which (X-Dixie-Ignored-Messages). A raw
-// model continues the messages' contents, in order, one a line: its reply goes on from the last message, as
-// /invocations' raw_text.
-function chatPrompt(model: ModelConfig, body: Body): { prompt: string | Conversation; ignored: number[] } {
-  const messages = body.messages;
-  if (!Array.isArray(messages) || messages.length === 0) bad('messages', 'must be a non-empty array of {"role", "content"}');
-  let audience = model.audience;
-  const turns: Turn[] = [];
-  const lines: string[] = [];
-  const ignored: number[] = [];
-  messages.forEach((m: unknown, i) => {
-    const where = `messages[${i}]`;
-    if (typeof m !== 'object' || m === null) bad(where, 'must be an object {"role", "content"}');
-    const { role, content } = m as Body;
-    const text = typeof content === 'string' ? content : Array.isArray(content) ? content.map((part: unknown, j) => textPart(part, `${where}.content[${j}]`)).join('') : bad(`${where}.content`, 'must be a string or an array of text parts');
-    lines.push(text);
-    if (role === 'user' || role === 'assistant') turns.push({ from: role === 'user' ? 'user' : 'bot', text });
-    else if (role === 'system' || role === 'developer') {
-      if (model.promptFormat !== 'chat') return;
-      const named = /^\s*audience\s*:\s*(.+?)\s*$/i.exec(text)?.[1];
-      if (named !== undefined && isAudience(named)) audience = named;
-      else if (model.systemMessages === 'ignore') ignored.push(i);
-      else bad(`${where}.content`, `a chat model has no system prompt; a ${role} message may only name who the bot answers as, "audience: <name>" (or the model's "system_messages": "ignore" in the server's config, bin/serve --system_messages ignore, leaves such messages out)`);
-    } else bad(`${where}.role`, 'must be "system", "developer", "user" or "assistant"');
-  });
-  if (model.promptFormat !== 'chat') return { prompt: lines.join('\n'), ignored };
-  if (turns.length === 0) bad('messages', 'must hold at least one user or assistant message');
-  return { prompt: { audience, turns }, ignored };
 }
 
 // /v1/completions' prompt, as OpenAI's API takes it: a text, texts, token ids, or lists of token ids; a choice each.
@@ -197,20 +96,20 @@ function completionPrompts(prompt: unknown): (string | number[])[] {
   return bad('prompt', 'must be a string, a non-empty array of strings, an array of token ids, or an array of arrays of token ids');
 }
 
-function textPart(part: unknown, where: string): string {
-  const p = (typeof part === 'object' && part !== null ? part : {}) as Body;
-  if (p.type !== 'text' || typeof p.text !== 'string') bad(where, 'only {"type": "text", "text": "..."} parts are supported');
-  return p.text as string;
+// Chat completions' messages: {"role", "content"}, the content a string or text parts.
+function chatMessages(messages: unknown): InputMessage[] {
+  if (!Array.isArray(messages) || messages.length === 0) bad('messages', 'must be a non-empty array of {"role", "content"}');
+  return messages.map((m: unknown, i) => {
+    const where = `messages[${i}]`;
+    if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
+    return { role: m.role, text: messageText(m.content, where, ['text']), roleField: `${where}.role`, textField: `${where}.content` };
+  });
 }
 
 // How a choice ended: OpenAI's finish reason (a reply cut by the deadline was cut, as by max_tokens), and beside it
 // dixie's own, which tells the two apart ("length", "deadline", "stop"...), for clients that show why.
 function finished(c: Completion): { finish_reason: 'stop' | 'length'; dixie_finish_reason: string } {
   return { finish_reason: c.finishReason === 'length' || c.finishReason === 'deadline' ? 'length' : 'stop', dixie_finish_reason: c.finishReason };
-}
-
-function tokenText(tokenizer: Tokenizer, token: number): string {
-  return tokenizer.decode([token]);
 }
 
 // OpenAI's logprobs of a completion, from `offset` in its text: the prompt's tokens first when it is echoed.
@@ -231,8 +130,7 @@ function completionLogprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | Prom
 }
 
 function chatLogprobs(tokenizer: Tokenizer, logprobs: TokenLogprob[]): Record<string, unknown> {
-  const entry = (token: number, logprob: number) => ({ token: tokenText(tokenizer, token), logprob, bytes: [...tokenizer.tokenBytes(token)] });
-  return { content: logprobs.map((l) => ({ ...entry(l.token, l.logprob), top_logprobs: l.top.map((a) => entry(a.token, a.logprob)) })) };
+  return { content: tokenLogprobs(tokenizer, logprobs) };
 }
 
 function usage(prompts: Completion[], completions: Completion[]): Record<string, unknown> {
@@ -289,19 +187,9 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
   const created = Math.floor(Date.now() / 1000);
   const head = { id, object: kind.chunkObject, created, model: common.model.key };
   res.locals.model = common.model.key;
-  const gone = new AbortController();
-  res.on('close', () => {
-    if (!res.writableFinished) gone.abort();
-  });
+  const gone = clientGone(res);
   const tokenizer = logprobs === undefined ? null : await service.tokenizer(common.model.key, gone.signal);
-  let started = false;
-  const send = (data: unknown): void => {
-    if (!started) {
-      started = true;
-      res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
-    }
-    res.write(`data: ${JSON.stringify(data)}\n\n`);
-  };
+  const { send, started } = eventSender(res);
   const generate = (choice: Choice): Promise<Completion> => {
     let first = true;
     // Streamed, each chunk carries the log-probabilities of the tokens drawn since the last one (a token's text may
@@ -349,8 +237,8 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
     completions = await Promise.all(choices.map(generate));
   } catch (err) {
     gone.abort();  // the other choices stop too
-    if (!started) throw err;
-    res.write(`data: ${JSON.stringify(openAIError(err instanceof HttpError ? err.status : 500, (err as Error).message, null, null))}\n\n`);
+    if (!started()) throw err;
+    send(openAIError(err instanceof HttpError ? err.status : 500, (err as Error).message, null, null));
     res.end();
     return;
   }
@@ -390,7 +278,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
   });
 
   router.post('/v1/completions', jsonBody, async (req: Request, res: Response) => {
-    const body = objectBody(req.body);
+    const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'prompt', 'logprobs', 'echo', 'suffix', 'best_of']);
     const common = readCommon(service, body);
     const prompts = completionPrompts(body.prompt);
@@ -415,10 +303,10 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
   });
 
   router.post('/v1/chat/completions', jsonBody, async (req: Request, res: Response) => {
-    const body = objectBody(req.body);
+    const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs', ...CHAT_NEUTRAL_KEYS]);
     const common = readCommon(service, body);
-    const { prompt, ignored } = chatPrompt(common.model, body);
+    const { prompt, ignored } = chatPrompt(common.model, chatMessages(body.messages), 'messages');
     if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
     const wantsLogprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
     const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
@@ -433,9 +321,4 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
   });
 
   return router;
-}
-
-function objectBody(body: unknown): Body {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) bad('body', 'must be a JSON object');
-  return body as Body;
 }

@@ -1,0 +1,189 @@
+// What OpenAI's endpoints share (openai.ts: completions and chat completions; responses.ts: responses): reading
+// and checking the request's fields, the messages made into the model's prompt, and the answer streamed as
+// server-sent events. Every error names the field it is about, as OpenAI's do (`param`), and takes OpenAI's shape
+// in the app's one error handler (openAIError).
+import type { Request, Response } from 'express';
+import type { Conversation, Turn } from '../../data/chat_format';
+import { isAudience } from '../../data/chat_format';
+import type { TokenLogprob } from '../../generate/logprobs';
+import type { Tokenizer } from '../../tokenizer';
+import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
+import { HttpError } from '../errors';
+import type { ChatService } from '../service';
+
+export type Body = Record<string, unknown>;
+
+export function bad(param: string, message: string): never {
+  throw new HttpError(400, `${param}: ${message}`, { field: param });
+}
+
+// OpenAI's error object for an answer of this status: {"error": {message, type, param, code}}.
+export function openAIError(status: number, message: string, param: string | null, code: string | null): { error: Record<string, unknown> } {
+  const type = status === 401 ? 'authentication_error' : status === 404 ? 'invalid_request_error' : status === 429 || status === 503 ? 'server_overloaded' : status < 500 ? 'invalid_request_error' : 'server_error';
+  return { error: { message, type, param, code: code ?? (status === 401 ? 'invalid_api_key' : null) } };
+}
+
+export function objectBody(req: Request): Body {
+  if (!isObject(req.body)) bad('body', 'must be a JSON object');
+  return req.body;
+}
+
+export function checkKeys(body: Body, known: readonly string[]): void {
+  for (const key of Object.keys(body)) if (!known.includes(key)) bad(key, `unsupported field (supported: ${known.join(', ')})`);
+}
+
+export const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+// OpenAI's fields for what GPT-2 does not do. Clients send many of them with every request at their neutral
+// values (an empty list of tools, a text response format, no logit biases), and those are accepted; any other
+// value is refused with the reason, never ignored. Each applies to the endpoints that list it in their keys.
+interface NeutralOnly {
+  neutral: (v: unknown) => boolean;
+  rule: string;
+}
+const ANY_STRING: NeutralOnly = { neutral: (v) => typeof v === 'string', rule: 'must be a string' };
+const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
+  suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
+  response_format: { neutral: (v) => isObject(v) && v.type === 'text' && Object.keys(v).length === 1, rule: 'only {"type": "text"} is supported: nothing holds GPT-2 to JSON' },
+  tools: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no tools' },
+  functions: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no functions' },
+  tool_choice: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: GPT-2 calls no tools' },
+  function_call: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: GPT-2 calls no functions' },
+  parallel_tool_calls: { neutral: (v) => typeof v === 'boolean', rule: 'must be true or false' },
+  modalities: { neutral: (v) => Array.isArray(v) && v.length === 1 && v[0] === 'text', rule: 'only ["text"] is supported' },
+  store: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps nothing it answers' },
+  service_tier: { neutral: (v) => v === 'auto' || v === 'default', rule: 'only "auto" or "default" is supported' },
+  // The Responses API's.
+  text: { neutral: (v) => isObject(v) && Object.keys(v).every((k) => k === 'format') && (v.format === undefined || (isObject(v.format) && v.format.type === 'text' && Object.keys(v.format).length === 1)), rule: 'only {"format": {"type": "text"}} is supported: nothing holds GPT-2 to JSON' },
+  reasoning: { neutral: (v) => isObject(v) && Object.values(v).every((r) => r === null), rule: 'is not supported: GPT-2 does not reason' },
+  truncation: { neutral: (v) => v === 'auto', rule: 'only "auto" is supported: a conversation longer than the model\'s context loses its oldest messages' },
+  background: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps no responses to fetch later' },
+  previous_response_id: { neutral: () => false, rule: 'is not supported: dixie keeps no responses; send the conversation in input' },
+  conversation: { neutral: () => false, rule: 'is not supported: dixie keeps no conversations; send the conversation in input' },
+  // Who is asking and what to tag the request with, for OpenAI's abuse monitoring, caching and stored completions:
+  // nothing here acts on them.
+  user: ANY_STRING,
+  safety_identifier: ANY_STRING,
+  prompt_cache_key: ANY_STRING,
+  metadata: { neutral: (v) => isObject(v) && Object.values(v).every((m) => typeof m === 'string'), rule: 'must be an object of strings' },
+};
+
+export function checkNeutral(body: Body): void {
+  for (const [key, { neutral, rule }] of Object.entries(NEUTRAL_ONLY)) {
+    if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, rule);
+  }
+}
+
+export function optional<T>(body: Body, key: string, is: (v: unknown) => boolean, rule: string): T | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (!is(v)) bad(key, `must be ${rule}`);
+  return v as T;
+}
+
+export const isInt = (min: number, max: number) => (v: unknown): boolean => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+export const isBool = (v: unknown): boolean => typeof v === 'boolean';
+
+// The served model a request names, by its key.
+export function readModel(service: ChatService, body: Body): ModelConfig {
+  if (typeof body.model !== 'string' || body.model === '') bad('model', 'is required: the key of a served model (GET /v1/models)');
+  if (!service.models.has(body.model)) throw new HttpError(404, `The model "${body.model}" does not exist`, { field: 'model', code: 'model_not_found' });
+  return service.model(body.model);
+}
+
+// The request's sampling settings over the model's defaults; `names` maps the endpoint's fields to the defaults'
+// names (max_tokens -> length), and errors name the endpoint's field.
+export function readSampling(body: Body, model: ModelConfig, names: Readonly<Record<string, string>>): { sampling: SamplingDefaults; lengthGiven: boolean } {
+  const overrides: Body = {};
+  const fields: Record<string, string> = {};
+  for (const [field, name] of Object.entries(names)) {
+    if (body[field] === undefined || body[field] === null) continue;
+    overrides[name] = body[field];
+    fields[name] = field;
+  }
+  return { sampling: requestSampling(overrides, model.sampling, (key) => fields[key]), lengthGiven: overrides.length !== undefined };
+}
+
+// A message of the request, its content read as text (messageText), and the request's fields of its role and its
+// text, for errors (messages[2].role, messages[2].content).
+export interface InputMessage {
+  role: unknown;
+  text: string;
+  roleField: string;
+  textField: string;
+}
+
+// A message's content as text: a string, or an array of text parts of the endpoint's types.
+export function messageText(content: unknown, where: string, partTypes: readonly string[]): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) bad(`${where}.content`, 'must be a string or an array of text parts');
+  return content
+    .map((part: unknown, j) => {
+      if (!isObject(part) || !partTypes.includes(part.type as string) || typeof part.text !== 'string') {
+        bad(`${where}.content[${j}]`, `only ${partTypes.map((type) => `{"type": "${type}", "text": "..."}`).join(' or ')} parts are supported`);
+      }
+      return part.text as string;
+    })
+    .join('');
+}
+
+// The prompt the messages make, and the indices of the messages it leaves out. A chat model gets the chat format
+// (lib/data/chat_format.ts): user messages are the user's side (`1|<audience>|...`), assistant messages the bot's
+// (`0|<audience>|...`), and the bot answers as the audience: the model's, or the one a system message names as
+// "audience: <name>". A GPT-2 chat model has no system role, so any other system message is refused, or left out
+// where the model's config says so (system_messages), and the answer says which (X-Dixie-Ignored-Messages). A raw
+// model continues the messages' contents, in order, one a line: its reply goes on from the last message, as
+// /invocations' raw_text. `field`: the request's field that holds the messages.
+export function chatPrompt(model: ModelConfig, messages: readonly InputMessage[], field: string): { prompt: string | Conversation; ignored: number[] } {
+  let audience = model.audience;
+  const turns: Turn[] = [];
+  const ignored: number[] = [];
+  messages.forEach(({ role, text, roleField, textField }, i) => {
+    if (role === 'user' || role === 'assistant') turns.push({ from: role === 'user' ? 'user' : 'bot', text });
+    else if (role === 'system' || role === 'developer') {
+      if (model.promptFormat !== 'chat') return;
+      const named = /^\s*audience\s*:\s*(.+?)\s*$/i.exec(text)?.[1];
+      if (named !== undefined && isAudience(named)) audience = named;
+      else if (model.systemMessages === 'ignore') ignored.push(i);
+      else bad(textField, `a chat model has no system prompt; a ${role} message may only name who the bot answers as, "audience: <name>" (or the model's "system_messages": "ignore" in the server's config, bin/serve --system_messages ignore, leaves such messages out)`);
+    } else bad(roleField, 'must be "system", "developer", "user" or "assistant"');
+  });
+  if (model.promptFormat !== 'chat') return { prompt: messages.map((m) => m.text).join('\n'), ignored };
+  if (turns.length === 0) bad(field, 'must hold at least one user or assistant message');
+  return { prompt: { audience, turns }, ignored };
+}
+
+// Aborted when the client goes away before its answer is whole: every generation of the answer stops with it.
+export function clientGone(res: Response): AbortController {
+  const gone = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) gone.abort();
+  });
+  return gone;
+}
+
+// Server-sent events on `res`, the status and headers written with the first; `event` names an event's type where
+// the endpoint's stream names them.
+export function eventSender(res: Response): { send: (data: unknown, event?: string) => void; started: () => boolean } {
+  let started = false;
+  return {
+    send: (data, event) => {
+      if (!started) {
+        started = true;
+        res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
+      }
+      res.write(`${event === undefined ? '' : `event: ${event}\n`}data: ${JSON.stringify(data)}\n\n`);
+    },
+    started: () => started,
+  };
+}
+
+export function tokenText(tokenizer: Tokenizer, token: number): string {
+  return tokenizer.decode([token]);
+}
+
+// Each token's log-probability and its alternatives', as chat completions and responses give them.
+export function tokenLogprobs(tokenizer: Tokenizer, logprobs: readonly TokenLogprob[]): Record<string, unknown>[] {
+  const entry = (token: number, logprob: number) => ({ token: tokenText(tokenizer, token), logprob, bytes: [...tokenizer.tokenBytes(token)] });
+  return logprobs.map((l) => ({ ...entry(l.token, l.logprob), top_logprobs: l.top.map((a) => entry(a.token, a.logprob)) }));
+}

@@ -1,0 +1,222 @@
+// OpenAI's Responses API, the one its newer clients speak (the openai libraries' `responses.create`, the Agents
+// SDK), over the same models, queue, batching and sanitizers as chat completions:
+//   POST /v1/responses   `input` (a text, or messages) and `instructions` made into the model's prompt as chat
+//                        completions' messages are (chatPrompt), one reply, whole or streamed as Responses' events
+// Its sampling fields (`max_output_tokens`, `temperature`, `top_p`, and dixie's `top_k` and `penalize`), and the log-
+// probabilities of the reply's tokens (`include: ["message.output_text.logprobs"]`, `top_logprobs`). dixie keeps no
+// responses, so that a conversation comes whole in `input`, never by `previous_response_id`.
+import crypto from 'node:crypto';
+import express, { type Request, type Response } from 'express';
+import type { TokenLogprob } from '../../generate/logprobs';
+import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
+import type { ModelConfig, SamplingDefaults } from '../config';
+import { appendOnly, type ChatService, type Completion } from '../service';
+import {
+  bad, chatPrompt, checkKeys, checkNeutral, clientGone, eventSender, isInt, isObject, messageText, objectBody, optional, readModel,
+  readSampling, tokenLogprobs, type Body, type InputMessage,
+} from './openai_common';
+
+const KEYS = [
+  'model', 'input', 'instructions', 'max_output_tokens', 'temperature', 'top_p', 'top_k', 'penalize', 'stream', 'stream_options',
+  'include', 'top_logprobs', 'text', 'tools', 'tool_choice', 'parallel_tool_calls', 'reasoning', 'truncation', 'store', 'background',
+  'previous_response_id', 'conversation', 'prompt', 'service_tier', 'user', 'safety_identifier', 'prompt_cache_key', 'metadata',
+];
+const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_output_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', penalize: 'penalize' };
+const LOGPROBS = 'message.output_text.logprobs';
+
+interface ResponsesRequest {
+  model: ModelConfig;
+  body: Body;
+  sampling: SamplingDefaults;
+  lengthGiven: boolean;
+  stream: boolean;
+  top: number | undefined;  // the alternatives each token's log-probability comes with; undefined: no log-probabilities
+}
+
+function readRequest(service: ChatService, body: Body): ResponsesRequest {
+  checkKeys(body, KEYS);
+  const model = readModel(service, body);
+  checkNeutral(body);
+  // OpenAI's stored prompt templates; completions' `prompt` is another field, so it is not among NEUTRAL_ONLY's.
+  if (body.prompt !== undefined && body.prompt !== null) bad('prompt', 'is not supported: dixie keeps no prompt templates; send the text in input');
+  const streamOptions = optional<Body>(body, 'stream_options', isObject, 'an object');
+  if (streamOptions) {
+    checkKeys(streamOptions, ['include_obfuscation']);
+    // Obfuscation pads each delta against length side channels; dixie does not, so it is not offered.
+    if (streamOptions.include_obfuscation === true) bad('stream_options.include_obfuscation', 'only false is supported');
+  }
+  const include = optional<unknown[]>(body, 'include', Array.isArray, `an array, such as ["${LOGPROBS}"]`) ?? [];
+  include.forEach((item, i) => {
+    if (item !== LOGPROBS) bad(`include[${i}]`, `only "${LOGPROBS}" is supported`);
+  });
+  const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
+  if (top !== undefined && include.length === 0) bad('top_logprobs', `needs "include": ["${LOGPROBS}"]`);
+  return {
+    model,
+    body,
+    ...readSampling(body, model, SAMPLING_NAMES),
+    stream: optional<boolean>(body, 'stream', (v) => typeof v === 'boolean', 'true or false') ?? false,
+    top: include.length > 0 ? (top ?? 0) : undefined,
+  };
+}
+
+// `instructions`, then `input`: a text (one user message) or messages, the content of each a text or text parts.
+// Other items (tool calls and their outputs, reasoning, images, files) are refused, naming the item.
+function inputMessages(body: Body): InputMessage[] {
+  const messages: InputMessage[] = [];
+  const instructions = optional<string>(body, 'instructions', (v) => typeof v === 'string', 'a string');
+  if (instructions !== undefined) messages.push({ role: 'developer', text: instructions, roleField: 'instructions', textField: 'instructions' });
+  const input = body.input;
+  if (typeof input === 'string') return [...messages, { role: 'user', text: input, roleField: 'input', textField: 'input' }];
+  if (!Array.isArray(input) || input.length === 0) bad('input', 'must be a text or a non-empty array of messages {"role", "content"}');
+  input.forEach((item: unknown, i) => {
+    const where = `input[${i}]`;
+    if (!isObject(item)) bad(where, 'must be a message {"role", "content"}');
+    if (item.type !== undefined && item.type !== 'message') bad(`${where}.type`, `only messages are supported: GPT-2 calls no tools and reads no images or files (this is "${String(item.type)}")`);
+    messages.push({ role: item.role, text: messageText(item.content, where, ['input_text', 'output_text']), roleField: `${where}.role`, textField: `${where}.content` });
+  });
+  return messages;
+}
+
+const newId = (prefix: string): string => `${prefix}${crypto.randomBytes(24).toString('hex')}`;
+
+// A response as OpenAI's API gives it: `status` "in_progress" while streamed, then "completed"; "incomplete" when
+// the reply was cut at its length (or by the deadline, which dixie_finish_reason tells apart); "failed" with `error`.
+interface ResponseState {
+  status: 'in_progress' | 'completed' | 'incomplete' | 'failed';
+  output: Record<string, unknown>[];
+  completion?: Completion;
+  error?: { code: string; message: string };
+}
+
+function responseObject(id: string, createdAt: number, request: ResponsesRequest, state: ResponseState): Record<string, unknown> {
+  const { body, sampling, model, top } = request;
+  const c = state.completion;
+  return {
+    id,
+    object: 'response',
+    created_at: createdAt,
+    status: state.status,
+    completed_at: state.status === 'completed' ? Math.floor(Date.now() / 1000) : null,
+    error: state.error ?? null,
+    incomplete_details: state.status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
+    ...(c && { dixie_finish_reason: c.finishReason }),
+    instructions: body.instructions ?? null,
+    max_output_tokens: body.max_output_tokens ?? null,
+    model: model.key,
+    output: state.output,
+    parallel_tool_calls: body.parallel_tool_calls ?? true,
+    previous_response_id: null,
+    reasoning: { effort: null, summary: null },
+    store: false,
+    temperature: sampling.temperature,
+    text: { format: { type: 'text' } },
+    tool_choice: body.tool_choice ?? 'auto',
+    tools: [],
+    top_logprobs: top ?? 0,
+    top_p: sampling.topP,
+    truncation: 'auto',
+    usage: c
+      ? {
+          input_tokens: c.promptTokens,
+          input_tokens_details: { cached_tokens: c.timings.cachedPromptTokens },
+          output_tokens: c.tokens.length,
+          output_tokens_details: { reasoning_tokens: 0 },
+          total_tokens: c.promptTokens + c.tokens.length,
+        }
+      : null,
+    ...(typeof body.user === 'string' && { user: body.user }),
+    metadata: body.metadata ?? {},
+  };
+}
+
+const finalStatus = (c: Completion): 'completed' | 'incomplete' => (c.finishReason === 'length' || c.finishReason === 'deadline' ? 'incomplete' : 'completed');
+
+function outputText(text: string, logprobs: Record<string, unknown>[]): Record<string, unknown> {
+  return { type: 'output_text', text, annotations: [], logprobs };
+}
+
+function message(id: string, status: string, content: Record<string, unknown>[]): Record<string, unknown> {
+  return { id, type: 'message', status, role: 'assistant', content };
+}
+
+export function responsesRouter(service: ChatService, jsonBody: express.RequestHandler): express.Router {
+  const router = express.Router();
+
+  router.post('/v1/responses', jsonBody, async (req: Request, res: Response) => {
+    const request = readRequest(service, objectBody(req));
+    const messages = inputMessages(request.body);
+    const { prompt, ignored } = chatPrompt(request.model, messages, 'input');
+    // Named as the request names them: instructions, or the index of an input item.
+    const instructed = messages[0]?.roleField === 'instructions';
+    if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.map((i) => (!instructed ? i : i === 0 ? 'instructions' : i - 1)).join(','));
+    res.locals.model = request.model.key;
+    const id = newId('resp_');
+    const itemId = newId('msg_');
+    const createdAt = Math.floor(Date.now() / 1000);
+    const gone = clientGone(res);
+    const tokenizer = request.top === undefined ? null : await service.tokenizer(request.model.key, gone.signal);
+    const logprobsOf = (logprobs: readonly TokenLogprob[] | undefined): Record<string, unknown>[] => (tokenizer && logprobs ? tokenLogprobs(tokenizer, logprobs) : []);
+    const generation = {
+      prompt,
+      promptField: 'input',
+      sampling: request.sampling,
+      lengthGiven: request.lengthGiven,
+      signal: gone.signal,
+      logprobs: request.top,
+    };
+
+    if (!request.stream) {
+      const c = await service.generate(request.model.key, generation);
+      const status = finalStatus(c);
+      res.json(responseObject(id, createdAt, request, { status, completion: c, output: [message(itemId, status, [outputText(c.text, logprobsOf(c.logprobs))])] }));
+      return;
+    }
+
+    // Streamed: the events of OpenAI's stream, each with its sequence number. The first ones wait for the first
+    // text, so that a request that fails before any (a model that cannot load, a prompt too long) is answered with
+    // an HTTP error rather than an event.
+    const { send, started } = eventSender(res);
+    let sequence = 0;
+    const emit = (type: string, fields: Record<string, unknown>): void => send({ type, sequence_number: sequence++, ...fields }, type);
+    const at = { item_id: itemId, output_index: 0, content_index: 0 };
+    const begin = (): void => {
+      if (started()) return;
+      const inProgress = responseObject(id, createdAt, request, { status: 'in_progress', output: [] });
+      emit('response.created', { response: inProgress });
+      emit('response.in_progress', { response: inProgress });
+      emit('response.output_item.added', { output_index: 0, item: message(itemId, 'in_progress', []) });
+      emit('response.content_part.added', { ...at, part: outputText('', []) });
+    };
+    // Each delta carries the log-probabilities of the tokens drawn since the one before: all of them together are
+    // the reply's (a token's text may come in a later delta, held back by the sanitizer).
+    let drawn: TokenLogprob[] = [];
+    const delta = appendOnly((piece) => {
+      begin();
+      emit('response.output_text.delta', { ...at, delta: piece, logprobs: logprobsOf(drawn) });
+      drawn = [];
+    });
+    let c: Completion;
+    try {
+      c = await service.generate(request.model.key, { ...generation, onText: delta, onLogprob: (l: TokenLogprob) => drawn.push(l) });
+    } catch (err) {
+      if (!started()) throw err;
+      const error = { code: 'server_error', message: (err as Error).message };
+      emit('response.failed', { response: responseObject(id, createdAt, request, { status: 'failed', output: [], error }) });
+      res.end();
+      return;
+    }
+    delta(c.text);
+    begin();
+    const status = finalStatus(c);
+    const part = outputText(c.text, logprobsOf(c.logprobs));
+    const item = message(itemId, status, [part]);
+    emit('response.output_text.done', { ...at, text: c.text, logprobs: part.logprobs });
+    emit('response.content_part.done', { ...at, part });
+    emit('response.output_item.done', { output_index: 0, item });
+    emit(`response.${status}`, { response: responseObject(id, createdAt, request, { status, completion: c, output: [item] }) });
+    res.end();
+  });
+
+  return router;
+}
