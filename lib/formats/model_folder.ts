@@ -80,6 +80,13 @@ export function readHFConfig(file: string): GPT2Config {
   }, fields.nHead, fields.nEmbd);
 }
 
+// The number of parameters GPT-2 of these sizes has: the token and position embeddings; each layer's two layer
+// norms, attention (qkv and its projection) and MLP (4x wide); and the final layer norm.
+export function parameterCount(c: GPT2Config): number {
+  const C = c.nEmbd;
+  return c.vocabSize * C + c.nCtx * C + c.nLayer * (12 * C * C + 13 * C) + 2 * C;
+}
+
 // hparams.json of OpenAI's release and of TensorFlow training runs: n_vocab, n_ctx, n_embd, n_head, n_layer.
 export function readHparams(file: string): GPT2Config {
   const json = readJsonObject(file);

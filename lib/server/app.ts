@@ -23,12 +23,14 @@ import { healthRouter } from './routes/health';
 import { invocationsRouter } from './routes/invocations';
 import { metricsRouter } from './routes/metrics';
 import { modelsRouter } from './routes/models';
+import { ollamaRouter } from './routes/ollama';
 import { openAIRouter } from './routes/openai';
-import { openAIError } from './routes/openai_common';
+import { openAIError } from './routes/api_common';
 import { responsesRouter } from './routes/responses';
 import { tokensRouter } from './routes/tokens';
 import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
+import { packageVersion } from '../util/package_root';
 
 export interface DixieServer {
   readonly app: express.Express;
@@ -167,10 +169,13 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use(modelsRouter(service, requireJson, log));
   app.use(openAIRouter(service, requireJson));
   app.use(responsesRouter(service, requireJson));
+  // Ollama reads every body as JSON, and its recipes (curl -d, which says form encoding) count on it.
+  const anyTypeJson = boundedBody(express.json({ limit: config.bodyLimitBytes, type: () => true, strict: true }), config.bodyLimitBytes, config.requestTimeoutMs);
+  app.use(ollamaRouter(service, anyTypeJson, packageVersion()));
   app.use(tokensRouter(service, requireJson));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
   });
 
   // The one error handler: HttpError as it says; a client error from a library (http-errors marks those it

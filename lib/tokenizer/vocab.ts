@@ -6,6 +6,7 @@ import path from 'node:path';
 import { GGUF_FILE, ggufVocabulary, openGguf } from '../formats/gguf';
 import { MAX_TOKEN_ID, MergeTable } from './bpe';
 import { writeTextAtomic } from '../util/atomic_file';
+import { packageRoot } from '../util/package_root';
 
 export const END_OF_TEXT = '<|endoftext|>';
 
@@ -32,13 +33,7 @@ const charOfByte = new Array<string>(256);
 
 // The bundled GPT-2 vocabulary, lib/tokenizer/gpt2 under the package root (this file runs from dist/).
 export function bundledVocabularyDir(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`bundled GPT-2 vocabulary: no package root above ${__dirname}`);
-    dir = up;
-  }
-  return path.join(dir, 'lib', 'tokenizer', 'gpt2');
+  return path.join(packageRoot(), 'lib', 'tokenizer', 'gpt2');
 }
 
 // Where a vocabulary is read from: two files, or (both paths the same .gguf file) a GGUF file's metadata.

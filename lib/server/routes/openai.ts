@@ -7,7 +7,7 @@
 // Sampling fields keep OpenAI's names (`logit_bias`, `presence_penalty` and `frequency_penalty` too); dixie's `top_k`
 // and `penalize` come as extensions.
 // OpenAI's fields for what GPT-2 does not do are accepted at their neutral values and refused at any other
-// (NEUTRAL_ONLY in openai_common.ts). /v1/responses is responses.ts.
+// (NEUTRAL_ONLY in api_common.ts). /v1/responses is responses.ts.
 import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type { TokenLogprob } from '../../generate/logprobs';
@@ -15,22 +15,18 @@ import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
 import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
-import { appendOnly, type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
+import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
   bad, chatPrompt, checkKeys, checkNeutral, clientGone, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional,
-  readModel, readSampling, tokenLogprobs, tokenText, type Body, type InputMessage,
-} from './openai_common';
+  generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body, type InputMessage,
+} from './api_common';
 
 const MAX_N = 16;
-const MAX_STOPS = 4;
 
 // OpenAI's logit_bias: token ids (the object's keys) to biases within ±MAX_LOGIT_BIAS. The ids are the sampler's to
 // check (nativeSampling, then against the model's vocabulary once it is loaded).
 const MAX_LOGIT_BIAS = 100;
 const isLogitBias = (v: unknown): boolean => isObject(v) && Object.values(v).every((b) => typeof b === 'number' && Math.abs(b) <= MAX_LOGIT_BIAS);
-// OpenAI's presence_penalty and frequency_penalty, from -2 to 2.
-const MAX_ADDITIVE_PENALTY = 2;
-const isAdditivePenalty = (v: unknown): boolean => typeof v === 'number' && Math.abs(v) <= MAX_ADDITIVE_PENALTY;
 
 // What both endpoints share: the model, the sampling settings over the model's defaults, n, stop, seed, stream.
 interface Common {
@@ -63,12 +59,6 @@ function readCommon(service: ChatService, body: Body): Common {
   const model = readModel(service, body);
   checkNeutral(body);
   const { sampling, lengthGiven } = readSampling(body, model, SAMPLING_NAMES);
-  const stopValue = body.stop;
-  let stop: string[] | undefined;
-  if (stopValue !== undefined && stopValue !== null) {
-    stop = typeof stopValue === 'string' ? [stopValue] : Array.isArray(stopValue) ? (stopValue as unknown[]).map((s) => s as string) : bad('stop', 'must be a string or an array of strings');
-    if (stop.length > MAX_STOPS || stop.some((s) => typeof s !== 'string' || s === '')) bad('stop', `must be a non-empty string or an array of at most ${MAX_STOPS} of them`);
-  }
   const streamOptions = optional<Body>(body, 'stream_options', (v) => typeof v === 'object' && !Array.isArray(v), 'an object such as {"include_usage": true}');
   if (streamOptions) checkKeys(streamOptions, ['include_usage']);
   return {
@@ -76,13 +66,13 @@ function readCommon(service: ChatService, body: Body): Common {
     sampling,
     lengthGiven,
     n: optional<number>(body, 'n', isInt(1, MAX_N), `an integer from 1 to ${MAX_N}`) ?? 1,
-    stop,
-    seed: optional<number>(body, 'seed', (v) => Number.isSafeInteger(v) && (v as number) >= 0, 'a non-negative integer'),
+    stop: readStop(body, 'stop'),
+    seed: readSeed(body, 'seed'),
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? false,
     includeUsage: streamOptions?.include_usage === true,
     logitBias: optional<Record<number, number>>(body, 'logit_bias', isLogitBias, `an object of token ids to biases from ${-MAX_LOGIT_BIAS} to ${MAX_LOGIT_BIAS}, e.g. {"50256": -100}`),
-    presencePenalty: optional<number>(body, 'presence_penalty', isAdditivePenalty, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`),
-    frequencyPenalty: optional<number>(body, 'frequency_penalty', isAdditivePenalty, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`),
+    presencePenalty: readAdditivePenalty(body, 'presence_penalty'),
+    frequencyPenalty: readAdditivePenalty(body, 'frequency_penalty'),
   };
 }
 
@@ -192,45 +182,33 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
   const { send, started } = eventSender(res);
   const generate = (choice: Choice): Promise<Completion> => {
     let first = true;
-    // Streamed, each chunk carries the log-probabilities of the tokens drawn since the last one (a token's text may
-    // come in a later chunk, held back by a stop sequence that may begin or by the sanitizer): all the chunks'
-    // together are the answer's.
-    let drawn: TokenLogprob[] = [];
+    // Streamed, each chunk carries the log-probabilities of the tokens drawn since the one before (generateStreamed).
     let offset = 0;
-    const streamLogprobs = (): Record<string, unknown> | null => {
+    const chunkLogprobs = (drawn: TokenLogprob[]): Record<string, unknown> | null => {
       if (!tokenizer || drawn.length === 0) return null;
       const part = kind.logprobs(tokenizer, drawn, offset);
       for (const l of drawn) offset += tokenText(tokenizer, l.token).length;
-      drawn = [];
       return part;
     };
-    const emit = appendOnly((piece) => {
-      send({ ...head, choices: [kind.chunk(choice.index, piece, null, first, streamLogprobs())] });
+    const request: GenerationRequest = {
+      prompt: choice.prompt,
+      promptField: kind.promptField,
+      sampling: common.sampling,
+      lengthGiven: common.lengthGiven,
+      seed: common.seed === undefined ? undefined : common.seed + choice.index,
+      signal: gone.signal,
+      stop: common.stop,
+      logitBias: common.logitBias,
+      presencePenalty: common.presencePenalty,
+      frequencyPenalty: common.frequencyPenalty,
+      logprobs: logprobs?.top,
+      promptLogprobs: logprobs?.prompt,
+    };
+    if (!common.stream) return service.generate(common.model.key, request);
+    return generateStreamed(service, common.model.key, request, (text, drawn, done) => {
+      send({ ...head, choices: [kind.chunk(choice.index, text, done, first, chunkLogprobs(drawn))] });
       first = false;
     });
-    return service
-      .generate(common.model.key, {
-        prompt: choice.prompt,
-        promptField: kind.promptField,
-        sampling: common.sampling,
-        lengthGiven: common.lengthGiven,
-        seed: common.seed === undefined ? undefined : common.seed + choice.index,
-        signal: gone.signal,
-        stop: common.stop,
-        logitBias: common.logitBias,
-        presencePenalty: common.presencePenalty,
-        frequencyPenalty: common.frequencyPenalty,
-        logprobs: logprobs?.top,
-        promptLogprobs: logprobs?.prompt,
-        ...(common.stream && { onText: emit, onLogprob: (l: TokenLogprob) => drawn.push(l) }),
-      })
-      .then((c) => {
-        if (common.stream) {
-          emit(c.text);
-          send({ ...head, choices: [kind.chunk(choice.index, '', c, first, streamLogprobs())] });
-        }
-        return c;
-      });
   };
   let completions: Completion[];
   try {

@@ -10,11 +10,11 @@ import express, { type Request, type Response } from 'express';
 import type { TokenLogprob } from '../../generate/logprobs';
 import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { ModelConfig, SamplingDefaults } from '../config';
-import { appendOnly, type ChatService, type Completion } from '../service';
+import type { ChatService, Completion } from '../service';
 import {
-  bad, chatPrompt, checkKeys, checkNeutral, clientGone, eventSender, isInt, isObject, messageText, objectBody, optional, readModel,
+  bad, chatPrompt, checkKeys, checkNeutral, clientGone, eventSender, generateStreamed, isInt, isObject, messageText, objectBody, optional, readModel,
   readSampling, tokenLogprobs, type Body, type InputMessage,
-} from './openai_common';
+} from './api_common';
 
 const KEYS = [
   'model', 'input', 'instructions', 'max_output_tokens', 'temperature', 'top_p', 'top_k', 'penalize', 'stream', 'stream_options',
@@ -188,17 +188,15 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
       emit('response.output_item.added', { output_index: 0, item: message(itemId, 'in_progress', []) });
       emit('response.content_part.added', { ...at, part: outputText('', []) });
     };
-    // Each delta carries the log-probabilities of the tokens drawn since the one before: all of them together are
-    // the reply's (a token's text may come in a later delta, held back by the sanitizer).
-    let drawn: TokenLogprob[] = [];
-    const delta = appendOnly((piece) => {
-      begin();
-      emit('response.output_text.delta', { ...at, delta: piece, logprobs: logprobsOf(drawn) });
-      drawn = [];
-    });
+    // Each delta carries the log-probabilities of the tokens drawn since the one before (generateStreamed); those
+    // drawn after the last come in output_text.done with the rest.
     let c: Completion;
     try {
-      c = await service.generate(request.model.key, { ...generation, onText: delta, onLogprob: (l: TokenLogprob) => drawn.push(l) });
+      c = await generateStreamed(service, request.model.key, generation, (text, drawn, done) => {
+        if (done) return;
+        begin();
+        emit('response.output_text.delta', { ...at, delta: text, logprobs: logprobsOf(drawn) });
+      });
     } catch (err) {
       if (!started()) throw err;
       const error = { code: 'server_error', message: (err as Error).message };
@@ -206,7 +204,6 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
       res.end();
       return;
     }
-    delta(c.text);
     begin();
     const status = finalStatus(c);
     const part = outputText(c.text, logprobsOf(c.logprobs));

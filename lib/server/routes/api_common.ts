@@ -1,7 +1,7 @@
-// What OpenAI's endpoints share (openai.ts: completions and chat completions; responses.ts: responses): reading
-// and checking the request's fields, the messages made into the model's prompt, and the answer streamed as
-// server-sent events. Every error names the field it is about, as OpenAI's do (`param`), and takes OpenAI's shape
-// in the app's one error handler (openAIError).
+// What the model APIs share (openai.ts: OpenAI's completions and chat completions; responses.ts: its responses;
+// ollama.ts: Ollama's): reading and checking the request's fields, the messages made into the model's prompt, the
+// reply generated as it streams, and the stream's framing. Every error names the field it is about (OpenAI's
+// `param`); the app's one error handler gives it each API's shape (openAIError for /v1).
 import type { Request, Response } from 'express';
 import type { Conversation, Turn } from '../../data/chat_format';
 import { isAudience } from '../../data/chat_format';
@@ -9,7 +9,7 @@ import type { TokenLogprob } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
 import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
-import type { ChatService } from '../service';
+import { appendOnly, type ChatService, type Completion, type GenerationRequest } from '../service';
 
 export type Body = Record<string, unknown>;
 
@@ -83,6 +83,27 @@ export function optional<T>(body: Body, key: string, is: (v: unknown) => boolean
 
 export const isInt = (min: number, max: number) => (v: unknown): boolean => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
 export const isBool = (v: unknown): boolean => typeof v === 'boolean';
+
+const MAX_STOPS = 4;
+
+// Stop sequences: a string or up to MAX_STOPS of them.
+export function readStop(body: Body, key: string): string[] | undefined {
+  const value = body[key];
+  if (value === undefined || value === null) return undefined;
+  const stop = typeof value === 'string' ? [value] : Array.isArray(value) ? (value as unknown[]) : bad(key, 'must be a string or an array of strings');
+  if (stop.length > MAX_STOPS || stop.some((s) => typeof s !== 'string' || s === '')) bad(key, `must be a non-empty string or an array of at most ${MAX_STOPS} of them`);
+  return stop as string[];
+}
+
+export function readSeed(body: Body, key: string): number | undefined {
+  return optional<number>(body, key, (v) => Number.isSafeInteger(v) && (v as number) >= 0, 'a non-negative integer');
+}
+
+// OpenAI's presence_penalty and frequency_penalty, from -2 to 2 (SamplingOptions).
+const MAX_ADDITIVE_PENALTY = 2;
+export function readAdditivePenalty(body: Body, key: string): number | undefined {
+  return optional<number>(body, key, (v) => typeof v === 'number' && Math.abs(v) <= MAX_ADDITIVE_PENALTY, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`);
+}
 
 // The served model a request names, by its key.
 export function readModel(service: ChatService, body: Body): ModelConfig {
@@ -162,20 +183,31 @@ export function clientGone(res: Response): AbortController {
   return gone;
 }
 
-// Server-sent events on `res`, the status and headers written with the first; `event` names an event's type where
-// the endpoint's stream names them.
-export function eventSender(res: Response): { send: (data: unknown, event?: string) => void; started: () => boolean } {
+// An answer streamed on `res`, its status and headers written with the first piece.
+function streamWriter(res: Response, contentType: string): { write: (text: string) => void; started: () => boolean } {
   let started = false;
   return {
-    send: (data, event) => {
+    write: (text) => {
       if (!started) {
         started = true;
-        res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
+        res.writeHead(200, { 'Content-Type': contentType, 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
       }
-      res.write(`${event === undefined ? '' : `event: ${event}\n`}data: ${JSON.stringify(data)}\n\n`);
+      res.write(text);
     },
     started: () => started,
   };
+}
+
+// Server-sent events; `event` names an event's type where the endpoint's stream names them.
+export function eventSender(res: Response): { send: (data: unknown, event?: string) => void; started: () => boolean } {
+  const { write, started } = streamWriter(res, 'text/event-stream; charset=utf-8');
+  return { send: (data, event) => write(`${event === undefined ? '' : `event: ${event}\n`}data: ${JSON.stringify(data)}\n\n`), started };
+}
+
+// One JSON object a line (Ollama's streams).
+export function lineSender(res: Response): { send: (data: unknown) => void; started: () => boolean } {
+  const { write, started } = streamWriter(res, 'application/x-ndjson; charset=utf-8');
+  return { send: (data) => write(`${JSON.stringify(data)}\n`), started };
 }
 
 export function tokenText(tokenizer: Tokenizer, token: number): string {
@@ -186,4 +218,27 @@ export function tokenText(tokenizer: Tokenizer, token: number): string {
 export function tokenLogprobs(tokenizer: Tokenizer, logprobs: readonly TokenLogprob[]): Record<string, unknown>[] {
   const entry = (token: number, logprob: number) => ({ token: tokenText(tokenizer, token), logprob, bytes: [...tokenizer.tokenBytes(token)] });
   return logprobs.map((l) => ({ ...entry(l.token, l.logprob), top_logprobs: l.top.map((a) => entry(a.token, a.logprob)) }));
+}
+
+// A generation whose reply streams, piece by piece as it settles. Each piece comes with the log-probabilities of the
+// tokens drawn since the piece before (a token's text may come in a later piece, held back by a stop sequence that
+// may begin or by the sanitizer); a last call, with no text and the completion, brings those drawn after, so that
+// all the pieces' together are the reply's.
+export async function generateStreamed(
+  service: ChatService,
+  key: string,
+  request: GenerationRequest,
+  onPiece: (text: string, logprobs: TokenLogprob[], done: Completion | null) => void,
+): Promise<Completion> {
+  let drawn: TokenLogprob[] = [];
+  const take = (): TokenLogprob[] => {
+    const taken = drawn;
+    drawn = [];
+    return taken;
+  };
+  const piece = appendOnly((text) => onPiece(text, take(), null));
+  const c = await service.generate(key, { ...request, onText: piece, onLogprob: (l) => drawn.push(l) });
+  piece(c.text);
+  onPiece('', take(), c);
+  return c;
 }

@@ -1,0 +1,322 @@
+// Ollama's API, the one many chat apps and home automations speak to local models (Open WebUI, Home Assistant's
+// Ollama integration, Enchanted, the ollama libraries), over the same models, queue, batching, sanitizers, API keys
+// and errors as the rest of the server:
+//   GET  /api/version, /api/tags (every configured model), /api/ps (those loaded)
+//   POST /api/show       a model's sizes and sampling defaults
+//   POST /api/chat       `messages` made into the model's prompt as chat completions' are (chatPrompt)
+//   POST /api/generate   `prompt` as one user message (with `system`), or continued as it is (`raw`, or a raw model)
+// As Ollama does, it streams unless `"stream": false`: one JSON object a line (application/x-ndjson), the last
+// with `"done": true` and the counts and durations. A request with no messages (or an empty prompt) loads the
+// model. Models are named `<key>:latest`, or by their key. Ollama's `options` map onto dixie's sampling
+// (readOptions); those for what dixie does not do are accepted at their neutral values only, as in the OpenAI API.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import express, { type Request, type Response } from 'express';
+import type { Conversation } from '../../data/chat_format';
+import type { TokenLogprob } from '../../generate/logprobs';
+import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
+import { parameterCount, type GPT2Config, type ModelFolder } from '../../formats/model_folder';
+import type { ModelConfig, SamplingDefaults } from '../config';
+import { resolveModelSource } from '../model_source';
+import type { ChatService, Completion, GenerationRequest } from '../service';
+import {
+  bad, chatPrompt, checkKeys, clientGone, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readModel, readSampling, readSeed,
+  readStop, tokenLogprobs, type Body, type InputMessage,
+} from './api_common';
+
+const TAG = ':latest';
+const COMMON_KEYS = ['model', 'stream', 'format', 'keep_alive', 'think', 'options', 'logprobs', 'top_logprobs'];
+const CHAT_KEYS = [...COMMON_KEYS, 'messages', 'tools'];
+const GENERATE_KEYS = [...COMMON_KEYS, 'prompt', 'system', 'raw', 'suffix', 'template', 'context', 'images'];
+
+// Ollama's options read as dixie's sampling; `num_predict` -1 (until the model stops) and -2 (until the context is
+// full) leave the model's own reply length. Options for the machine (threads, GPU layers, memory mapping) are
+// accepted, the server's own settings deciding; those for samplers dixie does not have only at their neutral values.
+const OPTION_NAMES: Readonly<Record<string, string>> = { 'options.num_predict': 'length', 'options.temperature': 'temperature', 'options.top_k': 'top_k', 'options.top_p': 'top_p', 'options.repeat_penalty': 'penalize' };
+const SAMPLING_OPTIONS = ['num_predict', 'temperature', 'top_k', 'top_p', 'repeat_penalty', 'repeat_last_n', 'seed', 'stop', 'presence_penalty', 'frequency_penalty'];
+const MACHINE_OPTIONS = ['num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'num_thread', 'numa', 'low_vram', 'f16_kv', 'vocab_only', 'use_mmap', 'use_mlock', 'num_keep', 'logits_all', 'embedding_only', 'penalize_newline'];
+const NEUTRAL_OPTIONS: Readonly<Record<string, (v: unknown) => boolean>> = {
+  min_p: (v) => v === 0,
+  typical_p: (v) => v === 1,
+  tfs_z: (v) => v === 1,
+  mirostat: (v) => v === 0,
+  mirostat_tau: (v) => typeof v === 'number',
+  mirostat_eta: (v) => typeof v === 'number',
+};
+
+interface OllamaRequest {
+  name: string;           // as the request gave it, which the answer names
+  model: ModelConfig;
+  sampling: SamplingDefaults;
+  lengthGiven: boolean;
+  stop: string[] | undefined;
+  seed: number | undefined;
+  presencePenalty: number | undefined;
+  frequencyPenalty: number | undefined;
+  stream: boolean;
+  top: number | undefined;  // with `logprobs`, the alternatives each token's comes with
+}
+
+// `<key>:latest` or the key itself.
+function servedModel(service: ChatService, body: Body): ModelConfig {
+  const name = body.model;
+  const key = typeof name === 'string' && name.endsWith(TAG) && !service.models.has(name) ? name.slice(0, -TAG.length) : name;
+  return readModel(service, { model: key });
+}
+
+function readRequest(service: ChatService, body: Body, keys: readonly string[]): OllamaRequest {
+  checkKeys(body, keys);
+  const model = servedModel(service, body);
+  if (body.format !== undefined && body.format !== null && body.format !== '') bad('format', 'is not supported: nothing holds GPT-2 to JSON');
+  if (body.think !== undefined && body.think !== null && body.think !== false) bad('think', 'only false is supported: GPT-2 does not think');
+  const keepAlive = body.keep_alive;
+  if (keepAlive !== undefined && keepAlive !== null && typeof keepAlive !== 'string' && typeof keepAlive !== 'number') bad('keep_alive', 'must be a duration ("5m") or a number of seconds');
+  const options = optional<Body>(body, 'options', isObject, 'an object') ?? {};
+  // Read under the names errors give them: options.temperature.
+  const flat: Body = Object.fromEntries(Object.entries(options).map(([k, v]) => [`options.${k}`, v]));
+  for (const [key, value] of Object.entries(options)) {
+    if (value === null || SAMPLING_OPTIONS.includes(key) || MACHINE_OPTIONS.includes(key)) continue;
+    const neutral = NEUTRAL_OPTIONS[key];
+    if (!neutral) bad(`options.${key}`, `unsupported option (supported: ${[...SAMPLING_OPTIONS, ...MACHINE_OPTIONS, ...Object.keys(NEUTRAL_OPTIONS)].join(', ')})`);
+    if (!neutral(value)) bad(`options.${key}`, 'is not supported: dixie samples with temperature, top_k, top_p and the repetition penalty; only its neutral value is accepted');
+  }
+  const predict = flat['options.num_predict'];
+  if (predict === -1 || predict === -2) delete flat['options.num_predict'];
+  // Ollama's repeat_penalty divides the logits of used tokens (llama.cpp's), dixie's penalize multiplies: 1.1 is
+  // 1 / 1.1. It penalizes the whole window (repeat_last_n -1); repeat_last_n 0 turns it off.
+  const repeat = flat['options.repeat_penalty'];
+  if (repeat !== undefined && repeat !== null) {
+    if (typeof repeat !== 'number' || !(repeat >= 1)) bad('options.repeat_penalty', 'must be a number of at least 1 (1: off)');
+    flat['options.repeat_penalty'] = 1 / repeat;
+  }
+  const lastN = flat['options.repeat_last_n'];
+  if (lastN === 0) flat['options.repeat_penalty'] = 0;
+  else if (lastN !== undefined && lastN !== null && lastN !== -1) bad('options.repeat_last_n', 'only -1 (the whole context, as dixie penalizes) or 0 (off) is supported');
+  const logprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
+  const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
+  if (top !== undefined && !logprobs) bad('top_logprobs', 'needs "logprobs": true');
+  return {
+    name: body.model as string,
+    model,
+    ...readSampling(flat, model, OPTION_NAMES),
+    stop: readStop(flat, 'options.stop'),
+    seed: readSeed(flat, 'options.seed'),
+    presencePenalty: readAdditivePenalty(flat, 'options.presence_penalty'),
+    frequencyPenalty: readAdditivePenalty(flat, 'options.frequency_penalty'),
+    stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? true,
+    top: logprobs ? (top ?? 0) : undefined,
+  };
+}
+
+// /api/chat's messages: {"role", "content"}; images and tool calls are refused, naming the message.
+function chatMessages(messages: unknown): InputMessage[] {
+  if (!Array.isArray(messages)) bad('messages', 'must be an array of {"role", "content"}');
+  return messages.map((m: unknown, i) => {
+    const where = `messages[${i}]`;
+    if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
+    if (typeof m.content !== 'string') bad(`${where}.content`, 'must be a string');
+    if (Array.isArray(m.images) && m.images.length > 0) bad(`${where}.images`, 'are not supported: GPT-2 reads text only');
+    if (Array.isArray(m.tool_calls) && m.tool_calls.length > 0) bad(`${where}.tool_calls`, 'are not supported: GPT-2 calls no tools');
+    return { role: m.role, text: m.content, roleField: `${where}.role`, textField: `${where}.content` };
+  });
+}
+
+// /api/generate's prompt: sent as it is when `raw`, else one user message after the `system` one, if any.
+function generatePrompt(model: ModelConfig, body: Body): string | Conversation {
+  for (const [key, rule] of [['suffix', 'GPT-2 only continues text'], ['template', 'the prompt format is the model\'s (a chat model\'s chat format)'], ['context', 'dixie keeps no context between requests: send the conversation to /api/chat']] as const) {
+    const v = body[key];
+    if (v !== undefined && v !== null && v !== '' && !(Array.isArray(v) && v.length === 0)) bad(key, `is not supported: ${rule}`);
+  }
+  if (Array.isArray(body.images) && body.images.length > 0) bad('images', 'are not supported: GPT-2 reads text only');
+  const prompt = body.prompt as string;
+  const system = optional<string>(body, 'system', (v) => typeof v === 'string', 'a string');
+  if (optional<boolean>(body, 'raw', isBool, 'true or false')) {
+    if (system !== undefined && system !== '') bad('system', 'is not supported with raw: the prompt is sent as it is');
+    return prompt;
+  }
+  const messages: InputMessage[] = [];
+  if (system !== undefined && system !== '') messages.push({ role: 'system', text: system, roleField: 'system', textField: 'system' });
+  messages.push({ role: 'user', text: prompt, roleField: 'prompt', textField: 'prompt' });
+  return chatPrompt(model, messages, 'prompt').prompt;
+}
+
+// How Ollama's answers end: the counts and durations (nanoseconds) of the prompt and the reply.
+function doneFields(c: Completion): Record<string, unknown> {
+  const ns = (ms: number): number => (Number.isFinite(ms) ? Math.max(0, Math.round(ms * 1e6)) : 0);
+  const { queuedMs, firstTokenMs, totalMs } = c.timings;
+  return {
+    done: true,
+    done_reason: c.finishReason === 'length' || c.finishReason === 'deadline' ? 'length' : 'stop',
+    dixie_finish_reason: c.finishReason,
+    total_duration: ns(totalMs),
+    load_duration: 0,
+    prompt_eval_count: c.promptTokens,
+    prompt_eval_duration: ns(firstTokenMs - queuedMs),
+    eval_count: c.tokens.length,
+    eval_duration: ns(totalMs - firstTokenMs),
+  };
+}
+
+// One answer of /api/chat or /api/generate: `reply` puts a piece of text in the endpoint's field.
+async function answer(service: ChatService, res: Response, request: OllamaRequest, prompt: GenerationRequest['prompt'], promptField: string, reply: (text: string) => Record<string, unknown>): Promise<void> {
+  res.locals.model = request.model.key;
+  const gone = clientGone(res);
+  const head = (): Record<string, unknown> => ({ model: request.name, created_at: new Date().toISOString() });
+  const tokenizer = request.top === undefined ? null : await service.tokenizer(request.model.key, gone.signal);
+  const logprobsOf = (logprobs: readonly TokenLogprob[] | undefined): Record<string, unknown> => (tokenizer && logprobs ? { logprobs: tokenLogprobs(tokenizer, logprobs) } : {});
+  const generation: GenerationRequest = {
+    prompt,
+    promptField,
+    sampling: request.sampling,
+    lengthGiven: request.lengthGiven,
+    stop: request.stop,
+    seed: request.seed,
+    presencePenalty: request.presencePenalty,
+    frequencyPenalty: request.frequencyPenalty,
+    signal: gone.signal,
+    logprobs: request.top,
+  };
+  if (!request.stream) {
+    const c = await service.generate(request.model.key, generation);
+    res.json({ ...head(), ...reply(c.text), ...logprobsOf(c.logprobs), ...doneFields(c) });
+    return;
+  }
+  // Each line carries the log-probabilities of the tokens drawn since the line before (generateStreamed).
+  const { send: line, started } = lineSender(res);
+  try {
+    await generateStreamed(service, request.model.key, generation, (text, drawn, done) => {
+      line({ ...head(), ...reply(text), ...(drawn.length > 0 && logprobsOf(drawn)), ...(done ? doneFields(done) : { done: false }) });
+    });
+  } catch (err) {
+    if (!started()) throw err;
+    line({ error: (err as Error).message });
+  }
+  res.end();
+}
+
+// A request with nothing to answer loads the model, as Ollama's clients ask to have it ready.
+async function load(service: ChatService, res: Response, request: OllamaRequest, reply: Record<string, unknown>): Promise<void> {
+  res.locals.model = request.model.key;
+  await service.tokenizer(request.model.key);
+  res.json({ model: request.name, created_at: new Date().toISOString(), ...reply, done: true, done_reason: 'load' });
+}
+
+// What /api/tags and /api/ps say of a model, from its folder (read as every load reads it): the weights' file for
+// the size and time, the sizes for the parameter count. The digest names the file's version (its path, size and
+// time), not a hash of its bytes, which would mean reading gigabytes for a listing.
+function describeModel(m: ModelConfig): { entry: Record<string, unknown>; config: GPT2Config | null } {
+  let folder: ModelFolder | null = null;
+  let stat: fs.Stats | null = null;
+  try {
+    folder = resolveModelSource(m);
+    stat = fs.statSync(folder.weights);
+  } catch {
+    // A folder that is not there now fails at load, with the reason; the listing shows what it can.
+  }
+  const name = `${m.key}${TAG}`;
+  const config = folder?.config ?? null;
+  const count = config ? parameterCount(config) : 0;
+  const entry = {
+    name,
+    model: name,
+    modified_at: new Date(stat?.mtimeMs ?? 0).toISOString(),
+    size: stat?.size ?? 0,
+    digest: crypto.createHash('sha256').update(`${folder?.weights ?? m.key}\0${stat?.size ?? 0}\0${stat?.mtimeMs ?? 0}`).digest('hex'),
+    details: {
+      parent_model: m.adapter ? (m.base ?? '') : '',
+      format: folder?.kind === 'gguf' ? 'gguf' : 'safetensors',
+      family: 'gpt2',
+      families: ['gpt2'],
+      parameter_size: count >= 1e9 ? `${(count / 1e9).toFixed(1)}B` : `${(count / 1e6).toFixed(2)}M`,
+      quantization_level: m.weightDtype.toUpperCase(),
+    },
+  };
+  return { entry, config };
+}
+
+// A model's sampling defaults as Modelfile parameters.
+function parameters(s: SamplingDefaults): string {
+  return [
+    `num_predict ${s.length}`,
+    `temperature ${s.temperature}`,
+    `top_k ${s.topK}`,
+    `top_p ${s.topP}`,
+    ...(s.penalize > 0 ? [`repeat_penalty ${+(1 / s.penalize).toFixed(6)}`, 'repeat_last_n -1'] : []),
+  ].join('\n');
+}
+
+export function ollamaRouter(service: ChatService, jsonBody: express.RequestHandler, version: string): express.Router {
+  const router = express.Router();
+
+  router.get('/api/version', (_req: Request, res: Response) => {
+    res.json({ version });
+  });
+
+  router.get('/api/tags', (_req: Request, res: Response) => {
+    res.json({ models: [...service.models.values()].map((m) => describeModel(m).entry) });
+  });
+
+  router.get('/api/ps', (_req: Request, res: Response) => {
+    const idleMs = service.config.idleUnloadMs;
+    const loaded = service.registry.status().filter((s) => s.state === 'loaded' && service.models.has(s.key));
+    res.json({
+      models: loaded.map((s) => ({
+        ...describeModel(service.model(s.key)).entry,
+        size: s.bytes,
+        size_vram: 0,
+        // Unloaded once idle this long after its last use (idle_unload_s); 0 never.
+        expires_at: new Date(idleMs > 0 ? (s.lastUsed ?? Date.now()) + idleMs : Date.UTC(9999, 0)).toISOString(),
+      })),
+    });
+  });
+
+  router.post('/api/show', jsonBody, (req: Request, res: Response) => {
+    const body = objectBody(req);
+    checkKeys(body, ['model', 'verbose']);
+    const m = servedModel(service, body);
+    const { entry, config } = describeModel(m);
+    res.json({
+      license: '',
+      modelfile: '',
+      parameters: parameters(m.sampling),
+      template: '',
+      system: '',
+      details: entry.details,
+      modified_at: entry.modified_at,
+      model_info: {
+        'general.architecture': 'gpt2',
+        ...(config && {
+          'general.parameter_count': parameterCount(config),
+          'gpt2.block_count': config.nLayer,
+          'gpt2.context_length': config.nCtx,
+          'gpt2.embedding_length': config.nEmbd,
+          'gpt2.attention.head_count': config.nHead,
+          'gpt2.vocab_size': config.vocabSize,
+        }),
+      },
+      capabilities: ['completion'],
+      dixie: { prompt_format: m.promptFormat, audience: m.audience, audiences: m.audiences },
+    });
+  });
+
+  router.post('/api/chat', jsonBody, async (req: Request, res: Response) => {
+    const body = objectBody(req);
+    const request = readRequest(service, body, CHAT_KEYS);
+    if (Array.isArray(body.tools) && body.tools.length > 0) bad('tools', 'are not supported: GPT-2 calls no tools');
+    const messages = chatMessages(body.messages ?? []);
+    if (messages.length === 0) return load(service, res, request, { message: { role: 'assistant', content: '' } });
+    const { prompt, ignored } = chatPrompt(request.model, messages, 'messages');
+    if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
+    return answer(service, res, request, prompt, 'messages', (text) => ({ message: { role: 'assistant', content: text } }));
+  });
+
+  router.post('/api/generate', jsonBody, async (req: Request, res: Response) => {
+    const body = objectBody(req);
+    const request = readRequest(service, body, GENERATE_KEYS);
+    if (body.prompt !== undefined && typeof body.prompt !== 'string') bad('prompt', 'must be a string');
+    if (body.prompt === undefined || body.prompt === '') return load(service, res, request, { response: '' });
+    return answer(service, res, request, generatePrompt(request.model, body), 'prompt', (text) => ({ response: text }));
+  });
+
+  return router;
+}

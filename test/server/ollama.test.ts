@@ -1,0 +1,168 @@
+// Ollama's API over real HTTP on 127.0.0.1, driven by the official `ollama` client (and fetch, for the stream
+// Ollama sends by default): the listing from the model folders, the replies /v1/chat/completions gives for the same
+// messages and settings (Ollama's repeat_penalty as dixie's penalize), streamed lines that add up, a model loaded by
+// an empty request, log-probabilities, and errors naming the field.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { Ollama } from 'ollama';
+import { parameterCount } from '../../lib/formats/model_folder';
+import { TINY, makeModels, request, startServer, tempDir, type Running } from './helpers';
+
+const API_KEY = 'ollama-test-key-0123456789';
+const PROMPT = 'How big is the earth?';
+const LENGTH = 12;
+const AUTH = { Authorization: `Bearer ${API_KEY}` };
+
+let dir: string;
+let greedy: Record<string, string>;
+let srv: Running;
+let ollama: Ollama;
+
+t.before(async () => {
+  dir = tempDir('ollama');
+  greedy = await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
+  srv = await startServer({
+    api_keys: [API_KEY],
+    models: [
+      { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } },
+      { key: 'chatbot', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', sampling: { length: LENGTH } },
+    ],
+  }, dir);
+  ollama = new Ollama({ host: srv.url, headers: AUTH });
+});
+t.teardown(async () => {
+  await srv.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+// /v1/chat/completions' reply to the same messages, for comparison.
+async function chatCompletion(body: Record<string, unknown>): Promise<{ content: string; logprobs: unknown }> {
+  const r = await request(`${srv.url}/v1/chat/completions`, { body, headers: AUTH });
+  t.equal(r.status, 200, r.text);
+  const choice = (r.json().choices as { message: { content: string }; logprobs: { content: unknown } | null }[])[0];
+  return { content: choice.message.content, logprobs: choice.logprobs?.content };
+}
+
+t.test('the listing: every configured model as <key>:latest, its size, time and parameter count from its folder', async (t) => {
+  const { models } = await ollama.list();
+  t.same(models.map((m) => m.name), ['general:latest', 'chatbot:latest']);
+  const weights = fs.statSync(path.join(dir, 'alpha', 'model.safetensors'));
+  t.match(models[0], {
+    model: 'general:latest', size: weights.size,
+    details: { family: 'gpt2', families: ['gpt2'], format: 'safetensors', parameter_size: `${(parameterCount(TINY) / 1e6).toFixed(2)}M`, quantization_level: 'F32' },
+  });
+  t.equal(new Date(models[0].modified_at).getTime(), Math.floor(weights.mtimeMs), 'the weights\' time');
+  t.match(models[0].digest, /^[0-9a-f]{64}$/);
+  t.equal(parameterCount({ nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 }), 124_439_808, "GPT-2 124M's count");
+  const show = await ollama.show({ model: 'chatbot' });
+  t.match(show.model_info, { 'general.architecture': 'gpt2', 'gpt2.context_length': TINY.nCtx, 'gpt2.embedding_length': TINY.nEmbd, 'gpt2.block_count': TINY.nLayer });
+  t.match(show.parameters, /^num_predict 12\ntemperature 0\.3\ntop_k 40\ntop_p 0\.9\nrepeat_penalty 1\.176471\nrepeat_last_n -1$/, "the model's sampling defaults as Modelfile parameters");
+  t.same(show.capabilities, ['completion']);
+  const { version } = await ollama.version();
+  t.equal(version, (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version);
+});
+
+t.test('chat: the reply chat completions give, whole and streamed, with the counts; options as dixie\'s sampling', async (t) => {
+  const messages = [{ role: 'user', content: PROMPT }];
+  const r = await ollama.chat({ model: 'general', messages, options: { temperature: 0 } });
+  t.equal(r.message.content, greedy.alpha, 'the greedy text');
+  t.match(r, { model: 'general', done: true, done_reason: 'length', eval_count: LENGTH, message: { role: 'assistant' } });
+  t.ok(r.prompt_eval_count > 0 && r.total_duration > 0 && r.eval_duration >= 0);
+  const tagged = await ollama.chat({ model: 'general:latest', messages, options: { temperature: 0 } });
+  t.equal(tagged.message.content, greedy.alpha, 'by its listed name too');
+  t.equal(tagged.model, 'general:latest', 'named as asked');
+
+  // Greedy, the tiny model repeats itself: the penalty changes the reply.
+  const penalized = await ollama.chat({ model: 'general', messages, options: { temperature: 0, num_predict: 40, repeat_penalty: 1.25 } });
+  const unpenalized = await ollama.chat({ model: 'general', messages, options: { temperature: 0, num_predict: 40 } });
+  t.not(penalized.message.content, unpenalized.message.content, 'the penalty matters here');
+  t.equal(penalized.message.content, (await chatCompletion({ model: 'general', messages, temperature: 0, max_tokens: 40, penalize: 0.8 })).content, 'repeat_penalty 1.25 is penalize 0.8');
+  const settings = { temperature: 1.2, top_k: 40, top_p: 0.9, seed: 5, num_predict: 8, presence_penalty: 0.5, stop: ['\n\n'] };
+  const ours = await ollama.chat({ model: 'chatbot', messages: [{ role: 'user', content: 'How are you?' }], options: settings });
+  const theirs = await chatCompletion({
+    model: 'chatbot', messages: [{ role: 'user', content: 'How are you?' }], temperature: 1.2, top_k: 40, top_p: 0.9, seed: 5, max_tokens: 8, presence_penalty: 0.5, stop: ['\n\n'],
+  });
+  t.equal(ours.message.content, theirs.content, 'the other options keep their meaning');
+
+  const stream = await ollama.chat({ model: 'chatbot', messages: [{ role: 'user', content: 'How are you?' }], options: settings, stream: true });
+  const parts: string[] = [];
+  let last: { done: boolean; eval_count?: number } = { done: false };
+  for await (const part of stream) {
+    parts.push(part.message.content);
+    last = part;
+  }
+  t.equal(parts.join(''), ours.message.content, 'the streamed pieces add up to the reply');
+  t.match(last, { done: true, eval_count: ours.eval_count });
+
+  // Streamed unless told otherwise, as Ollama is: what `curl -d` gets (its body said to be a form, read as JSON).
+  const res = await fetch(`${srv.url}/api/chat`, { method: 'POST', headers: { ...AUTH, 'content-type': 'application/x-www-form-urlencoded' }, body: JSON.stringify({ model: 'general', messages, options: { temperature: 0 } }) });
+  t.equal(res.status, 200);
+  t.match(res.headers.get('content-type'), /^application\/x-ndjson/);
+  const lines = (await res.text()).trimEnd().split('\n').map((l) => JSON.parse(l) as { message: { content: string }; done: boolean });
+  t.ok(lines.length >= 2 && lines.slice(0, -1).every((l) => !l.done) && lines[lines.length - 1].done);
+  t.equal(lines.map((l) => l.message.content).join(''), greedy.alpha);
+});
+
+t.test('generate: a prompt as the user\'s message to a chat model, after `system`; `raw` sends it as it is', async (t) => {
+  let since = srv.logs.length;
+  const r = await ollama.generate({ model: 'chatbot', prompt: 'How are you?', system: 'audience: grandma', options: { temperature: 0 } });
+  t.equal(srv.logs.slice(since).find((l) => l.msg === 'generated')?.prompt, '1|grandma|How are you? <EOM>\n0|grandma|');
+  const chat = await chatCompletion({ model: 'chatbot', temperature: 0, messages: [{ role: 'system', content: 'audience: grandma' }, { role: 'user', content: 'How are you?' }] });
+  t.equal(r.response, chat.content, 'the reply chat completions give');
+  since = srv.logs.length;
+  await ollama.generate({ model: 'chatbot', prompt: '1|sam|Hi <EOM>\n0|sam|', raw: true, options: { temperature: 0 } });
+  t.equal(srv.logs.slice(since).find((l) => l.msg === 'generated')?.prompt, '1|sam|Hi <EOM>\n0|sam|', 'raw: the prompt as it is');
+  const general = await ollama.generate({ model: 'general', prompt: PROMPT });
+  t.equal(general.response, greedy.alpha, 'a raw model continues the prompt');
+  const refused = await ollama.generate({ model: 'chatbot', prompt: 'hi', system: 'You are a pirate.' }).catch((e: unknown) => e);
+  t.match(refused, { status_code: 400, message: /^system: a chat model has no system prompt/ }, 'a system prompt a chat model cannot take is refused, naming system');
+});
+
+t.test('an empty request loads the model, which /api/ps then lists', async (t) => {
+  const before = (await ollama.ps()).models.map((m) => m.name);
+  const loaded = await new Ollama({ host: srv.url, headers: AUTH }).chat({ model: 'chatbot', messages: [] });
+  t.match(loaded, { done: true, done_reason: 'load', message: { role: 'assistant', content: '' } });
+  const { models } = await ollama.ps();
+  t.ok(models.some((m) => m.name === 'chatbot:latest' && m.size > 0), `chatbot loaded (before: ${before.join(', ') || 'none'})`);
+  const generated = await ollama.generate({ model: 'general', prompt: '' });
+  t.match(generated, { done: true, done_reason: 'load', response: '' });
+});
+
+t.test("log-probabilities: those chat completions give, whole and line by line", async (t) => {
+  const messages = [{ role: 'user', content: PROMPT }];
+  const r = await ollama.chat({ model: 'general', messages, options: { temperature: 0, num_predict: 5 }, logprobs: true, top_logprobs: 2 });
+  const theirs = await chatCompletion({ model: 'general', messages, temperature: 0, max_tokens: 5, logprobs: true, top_logprobs: 2 });
+  t.same(r.logprobs, theirs.logprobs);
+  const streamed: unknown[] = [];
+  for await (const part of await ollama.chat({ model: 'general', messages, options: { temperature: 0, num_predict: 5 }, logprobs: true, top_logprobs: 2, stream: true })) streamed.push(...(part.logprobs ?? []));
+  t.same(streamed, r.logprobs, "the lines' together are the reply's");
+});
+
+t.test('errors name the field; what GPT-2 does not do is refused unless neutral', async (t) => {
+  const missing = await ollama.chat({ model: 'nope', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+  t.match(missing, { status_code: 404, message: /The model "nope" does not exist/ });
+  const messages = [{ role: 'user', content: 'x' }];
+  const neutral = await ollama.chat({ model: 'general', messages, format: '', think: false, tools: [], keep_alive: '5m', options: { temperature: 0, min_p: 0, mirostat: 0, num_ctx: 8192, num_thread: 2, repeat_last_n: -1, num_predict: -1 } });
+  t.equal(neutral.done, true, 'neutral values and machine options accepted');
+  for (const [fields, rule] of [
+    [{ format: 'json' }, /^format: is not supported/],
+    [{ think: true }, /^think: only false/],
+    [{ tools: [{ type: 'function', function: { name: 'lights' } }] }, /^tools: are not supported/],
+    [{ options: { mirostat: 2 } }, /^options\.mirostat: is not supported/],
+    [{ options: { repeat_penalty: 0.9 } }, /^options\.repeat_penalty: must be a number of at least 1/],
+    [{ options: { repeat_last_n: 64 } }, /^options\.repeat_last_n: only -1/],
+    [{ options: { temperature: -1 } }, /^options\.temperature: must be/],
+    [{ options: { warp: 1 } }, /^options\.warp: unsupported option/],
+    [{ messages: [{ role: 'user', content: 'x', images: ['aGk='] }] }, /^messages\[0\]\.images: are not supported/],
+    [{ messages: [{ role: 'tool', content: 'x' }] }, /^messages\[0\]\.role: must be/],
+    [{ suffix: 'x' }, /^suffix: unsupported field/],
+  ] as const) {
+    const err = await ollama.chat({ model: 'general', messages, ...fields } as Parameters<Ollama['chat']>[0] & { stream?: false }).catch((e: unknown) => e);
+    t.match(err, { status_code: 400, message: rule }, JSON.stringify(fields));
+  }
+  const context = await ollama.generate({ model: 'general', prompt: 'x', context: [1, 2] }).catch((e: unknown) => e);
+  t.match(context, { status_code: 400, message: /^context: is not supported: dixie keeps no context/ });
+  const denied = await new Ollama({ host: srv.url }).list().catch((e: unknown) => e);
+  t.match(denied, { status_code: 401 }, 'the API keys hold here too');
+});
