@@ -2,8 +2,9 @@
 // with requests/s, p50/p99 latency, errors and the server's RSS at start (after a short warm-up) and end; then the aggregate tokens/s
 // at 1, 4 and 16 clients (a quarter of the duration each), which grows with clients thanks to batching; then hot-swapping:
 // 400 requests from 16 clients to one model, and 400 alternating between two models under a memory budget that
-// holds one, with the loads each took; then streaming, /invocations beside OpenAI's /v1/chat/completions: time to
-// the first text and aggregate tokens/s at 1, 4 and 16 clients; then a chat of 12 turns whose history grows past the context, at
+// holds one, with the loads each took; then streaming, /invocations beside OpenAI's /v1/chat/completions and
+// /v1/responses and Ollama's /api/chat: time to the first text and aggregate tokens/s at 1, 4 and 16 clients
+// (`--streams`: these alone); then a chat of 12 turns whose history grows past the context, at
 // GPT-2 124M's shapes: time to the first token of each turn with prefix reuse and without (`--chat`: these alone).
 // Where a GPU is usable, the same model of 124M's shapes served from it ("device": "cuda"), decode steps as they run
 // by default and as CUDA graphs (DIXIE_CUDA_GRAPHS=1): aggregate tokens/s at 1, 16 and 32 clients (`--gpu`: these
@@ -114,38 +115,77 @@ interface Streamed {
   seconds: number;
 }
 
-// `clients` loops of streamed requests for `seconds`, to /invocations ("stream": true) or to
-// /v1/chat/completions ("stream": true, usage in the last chunk).
-async function driveStreams(url: string, clients: number, seconds: number, api: 'invocations' | 'openai'): Promise<Streamed> {
+// The streaming APIs, each with its request and its stream's framing: `read` takes one message of the stream (an
+// event's type and data, or a line) to the text it carries and, at the end, the reply's token count.
+interface StreamApi {
+  name: string;
+  path: string;
+  body: (prompt: string) => Record<string, unknown>;
+  framing: 'events' | 'lines';
+  read: (event: string, data: string) => { text?: string; tokens?: number };
+}
+const STREAM_APIS: readonly StreamApi[] = [
+  {
+    name: '`/invocations`', path: '/invocations', framing: 'events',
+    body: (prompt) => ({ model_key: 'chatbot', raw_text: prompt, stream: true }),
+    read: (event, data) => {
+      const json = JSON.parse(data) as { text?: string; tokens?: number[] };
+      return event === 'text' ? { text: json.text } : event === 'done' ? { tokens: json.tokens?.length ?? 0 } : {};
+    },
+  },
+  {
+    name: '`/v1/chat/completions`', path: '/v1/chat/completions', framing: 'events',
+    body: (prompt) => ({ model: 'chatbot', messages: [{ role: 'user', content: prompt }], stream: true, stream_options: { include_usage: true } }),
+    read: (_event, data) => {
+      if (data === '[DONE]') return {};
+      const json = JSON.parse(data) as { choices?: { delta?: { content?: string } }[]; usage?: { completion_tokens: number } };
+      return { text: json.choices?.[0]?.delta?.content, tokens: json.usage?.completion_tokens };
+    },
+  },
+  {
+    name: '`/v1/responses`', path: '/v1/responses', framing: 'events',
+    body: (prompt) => ({ model: 'chatbot', input: prompt, stream: true }),
+    read: (event, data) => {
+      const json = JSON.parse(data) as { delta?: string; response?: { usage?: { output_tokens: number } } };
+      return event === 'response.output_text.delta' ? { text: json.delta } : { tokens: json.response?.usage?.output_tokens };
+    },
+  },
+  {
+    name: '`/api/chat` (Ollama)', path: '/api/chat', framing: 'lines',
+    body: (prompt) => ({ model: 'chatbot', messages: [{ role: 'user', content: prompt }] }),
+    read: (_event, data) => {
+      const json = JSON.parse(data) as { message: { content: string }; done: boolean; eval_count?: number };
+      return json.done ? { tokens: json.eval_count } : { text: json.message.content };
+    },
+  },
+];
+
+// `clients` loops of streamed requests to `api` for `seconds`.
+async function driveStreams(url: string, clients: number, seconds: number, api: StreamApi): Promise<Streamed> {
   const load: Streamed = { requests: 0, errors: 0, tokens: 0, firstText: [], seconds: 0 };
   const started = performance.now();
+  const separator = api.framing === 'events' ? '\n\n' : '\n';
   let next = 0;
   await Promise.all(Array.from({ length: clients }, async () => {
     while (performance.now() < started + seconds * 1000) {
       const prompt = PROMPTS[next++ % PROMPTS.length];
       const t0 = performance.now();
       try {
-        const res = await fetch(api === 'invocations' ? `${url}/invocations` : `${url}/v1/chat/completions`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(api === 'invocations'
-            ? { model_key: 'chatbot', raw_text: prompt, stream: true }
-            : { model: 'chatbot', messages: [{ role: 'user', content: prompt }], stream: true, stream_options: { include_usage: true } }),
-        });
+        const res = await fetch(`${url}${api.path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(api.body(prompt)) });
         if (res.status !== 200 || !res.body) throw new Error(`status ${res.status}`);
         let first = NaN;
         let buffered = '';
         for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
           buffered += Buffer.from(part).toString('utf8');
-          for (let end = buffered.indexOf('\n\n'); end >= 0; end = buffered.indexOf('\n\n')) {
-            const event = buffered.slice(0, end);
-            buffered = buffered.slice(end + 2);
-            const data = /^data: (.*)$/m.exec(event)?.[1] ?? '';
-            if (data === '' || data === '[DONE]') continue;
-            const json = JSON.parse(data) as { text?: string; tokens?: number[]; choices?: { delta?: { content?: string } }[]; usage?: { completion_tokens: number } };
-            if (Number.isNaN(first) && (json.choices?.[0]?.delta?.content || (event.startsWith('event: text') && json.text))) first = performance.now() - t0;
-            if (event.startsWith('event: done')) load.tokens += json.tokens?.length ?? 0;
-            if (json.usage) load.tokens += json.usage.completion_tokens;
+          for (let end = buffered.indexOf(separator); end >= 0; end = buffered.indexOf(separator)) {
+            const message = buffered.slice(0, end);
+            buffered = buffered.slice(end + separator.length);
+            const event = api.framing === 'events' ? /^event: (.*)$/m.exec(message)?.[1] ?? '' : '';
+            const data = api.framing === 'events' ? /^data: (.*)$/m.exec(message)?.[1] ?? '' : message;
+            if (data === '') continue;
+            const { text, tokens } = api.read(event, data);
+            if (Number.isNaN(first) && text) first = performance.now() - t0;
+            load.tokens += tokens ?? 0;
           }
         }
         load.requests++;
@@ -212,6 +252,11 @@ export async function run(): Promise<void> {
       described = `random GPT-2, ${SMALL.nLayer} layers, ${SMALL.nEmbd} channels, context ${SMALL.nCtx}`;
     }
     server = await startServer(modelDir, dir, ['chatbot']);
+    if (process.argv.includes('--streams')) {
+      console.log(`Model: ${described}; ${LENGTH} tokens a reply; ${os.availableParallelism()} CPUs.`);
+      await streamRows(server, seconds);
+      return;
+    }
     // Loads the model and lets the allocator reach its working size before memory is measured.
     await drive(server.url, 16, { seconds: Math.min(5, seconds / 10) });
     const rssStart = rssMb(server.proc.pid as number);
@@ -249,18 +294,7 @@ export async function run(): Promise<void> {
     await stop(server);
 
     server = await startServer(modelDir, dir, ['chatbot']);
-    await drive(server.url, 16, { seconds: Math.min(5, seconds / 10) });
-    console.log('\nStreaming: time to the first text, and aggregate tokens/s.\n');
-    console.log('| API | clients | requests | first text p50 ms | first text p99 ms | aggregate tokens/s |');
-    console.log('|---|---|---|---|---|---|');
-    for (const clients of [1, 4, 16]) {
-      for (const api of ['invocations', 'openai'] as const) {
-        const load = await driveStreams(server.url, clients, seconds / 8, api);
-        const s = [...load.firstText].sort((a, b) => a - b);
-        const name = api === 'invocations' ? '`/invocations`' : '`/v1/chat/completions`';
-        console.log(`| ${name} | ${clients} | ${load.requests} | ${percentile(s, 50).toFixed(0)} | ${percentile(s, 99).toFixed(0)} | ${(load.tokens / load.seconds).toFixed(1)}${load.errors > 0 ? ` (${load.errors} errors)` : ''} |`);
-      }
-    }
+    await streamRows(server, seconds);
     await stop(server);
 
     await chatRows(dir, process.env.DIXIE_BENCH_MODEL ?? null);
@@ -268,6 +302,21 @@ export async function run(): Promise<void> {
   } finally {
     if (server) await stop(server);
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// The streaming rows: each API's time to the first text and aggregate tokens/s, the APIs taking turns.
+async function streamRows(server: Server, seconds: number): Promise<void> {
+  await drive(server.url, 16, { seconds: Math.min(5, seconds / 10) });
+  console.log('\nStreaming: time to the first text, and aggregate tokens/s.\n');
+  console.log('| API | clients | requests | first text p50 ms | first text p99 ms | aggregate tokens/s |');
+  console.log('|---|---|---|---|---|---|');
+  for (const clients of [1, 4, 16]) {
+    for (const api of STREAM_APIS) {
+      const load = await driveStreams(server.url, clients, seconds / 8, api);
+      const s = [...load.firstText].sort((a, b) => a - b);
+      console.log(`| ${api.name} | ${clients} | ${load.requests} | ${percentile(s, 50).toFixed(0)} | ${percentile(s, 99).toFixed(0)} | ${(load.tokens / load.seconds).toFixed(1)}${load.errors > 0 ? ` (${load.errors} errors)` : ''} |`);
+    }
   }
 }
 
