@@ -146,6 +146,21 @@ export async function startServer(raw: Record<string, unknown>, baseDir: string)
   return { url: `http://127.0.0.1:${address.port}`, server, logs, close: () => server.shutdown() };
 }
 
+// Once a streaming client has gone away: the requests in flight for `model` (by /metrics, with `apiKey`) within two
+// seconds, and the batch slots it still runs; both 0 when its generation stopped at once.
+export async function inFlightAfterLeaving(srv: Running, model: string, apiKey: string): Promise<{ inFlight: number; running: number | undefined }> {
+  const inFlight = async (): Promise<number> => {
+    const metrics = await request(`${srv.url}/metrics`, { headers: { authorization: `Bearer ${apiKey}` } });
+    return Number(new RegExp(`dixie_requests_in_flight\\{model="${model}"\\} (\\d+)`).exec(metrics.text)?.[1]);
+  };
+  let n = await inFlight();
+  for (let i = 0; i < 100 && n !== 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    n = await inFlight();
+  }
+  return { inFlight: n, running: srv.server.service.registry.peek(model)?.generator.load.running };
+}
+
 // Debian's Chromium, headless, as the web-page tests drive it (test/setup/ensure-package.sh installs it).
 export function launchBrowser(): Promise<Browser> {
   return chromium.launch({

@@ -7,7 +7,7 @@ import path from 'node:path';
 import t from 'tap';
 import { Ollama } from 'ollama';
 import { parameterCount } from '../../lib/formats/model_folder';
-import { TINY, makeModels, request, startServer, tempDir, type Running } from './helpers';
+import { LONG, TINY, inFlightAfterLeaving, makeModels, request, startServer, tempDir, type Running } from './helpers';
 
 const API_KEY = 'ollama-test-key-0123456789';
 const PROMPT = 'How big is the earth?';
@@ -22,11 +22,13 @@ let ollama: Ollama;
 t.before(async () => {
   dir = tempDir('ollama');
   greedy = await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
+  await makeModels(dir, { long: 2 }, PROMPT, 1, LONG);
   srv = await startServer({
     api_keys: [API_KEY],
     models: [
       { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } },
       { key: 'chatbot', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', sampling: { length: LENGTH } },
+      { key: 'long', restore_from: 'long' },
     ],
   }, dir);
   ollama = new Ollama({ host: srv.url, headers: AUTH });
@@ -46,7 +48,7 @@ async function chatCompletion(body: Record<string, unknown>): Promise<{ content:
 
 t.test('the listing: every configured model as <key>:latest, its size, time and parameter count from its folder', async (t) => {
   const { models } = await ollama.list();
-  t.same(models.map((m) => m.name), ['general:latest', 'chatbot:latest']);
+  t.same(models.map((m) => m.name), ['general:latest', 'chatbot:latest', 'long:latest']);
   const weights = fs.statSync(path.join(dir, 'alpha', 'model.safetensors'));
   t.match(models[0], {
     model: 'general:latest', size: weights.size,
@@ -165,4 +167,13 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
   t.match(context, { status_code: 400, message: /^context: is not supported: dixie keeps no context/ });
   const denied = await new Ollama({ host: srv.url }).list().catch((e: unknown) => e);
   t.match(denied, { status_code: 401 }, 'the API keys hold here too');
+});
+
+t.test('a streaming client that goes away frees its slot at once', async (t) => {
+  const stream = await ollama.generate({ model: 'long', prompt: 'Once', options: { num_predict: 1000 }, stream: true });
+  for await (const part of stream) {
+    if (part.response) break;
+  }
+  stream.abort();  // how the ollama library closes a stream: leaving the loop alone leaves the connection open
+  t.same(await inFlightAfterLeaving(srv, 'long', API_KEY), { inFlight: 0, running: 0 }, 'no request in flight for the model, its batch slot free');
 });

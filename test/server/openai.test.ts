@@ -10,7 +10,7 @@ import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { Model } from '../../lib/engine/model';
 import { Generator } from '../../lib/generate';
 import { loadTokenizer } from '../../lib/tokenizer';
-import { LONG, makeModels, request, startServer, tempDir, type Running } from './helpers';
+import { LONG, inFlightAfterLeaving, makeModels, request, startServer, tempDir, type Running } from './helpers';
 
 const API_KEY = 'openai-test-key-0123456789';
 const PROMPT = 'How big is the earth?';
@@ -366,21 +366,11 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
 });
 
 t.test('a streaming client that goes away frees its slot at once', async (t) => {
-  const inFlight = async (): Promise<number> => {
-    const metrics = await request(`${srv.url}/metrics`, { headers: { authorization: `Bearer ${API_KEY}` } });
-    return Number(/dixie_requests_in_flight\{model="long"\} (\d+)/.exec(metrics.text)?.[1]);
-  };
   const stream = await client.completions.create({ model: 'long', prompt: 'Once', max_tokens: 1000, stream: true });
   for await (const chunk of stream) {
     if (chunk.choices[0]?.text) break;  // leaving the loop aborts the request
   }
-  let n = await inFlight();
-  for (let i = 0; i < 100 && n !== 0; i++) {
-    await new Promise((r) => setTimeout(r, 20));
-    n = await inFlight();
-  }
-  t.equal(n, 0, 'no request in flight for the model');
-  t.equal(srv.server.service.registry.peek('long')?.generator.load.running, 0, 'its batch slot is free');
+  t.same(await inFlightAfterLeaving(srv, 'long', API_KEY), { inFlight: 0, running: 0 }, 'no request in flight for the model, its batch slot free');
 });
 
 t.test('a client no one here wrote: fetch, with the stream read by eventsource-parser', async (t) => {

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import t from 'tap';
 import OpenAI from 'openai';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
-import { makeModels, startServer, tempDir, type Running } from './helpers';
+import { LONG, inFlightAfterLeaving, makeModels, startServer, tempDir, type Running } from './helpers';
 
 const API_KEY = 'responses-test-key-0123456789';
 const PROMPT = 'How big is the earth?';
@@ -20,12 +20,14 @@ let client: OpenAI;
 t.before(async () => {
   dir = tempDir('responses');
   greedy = await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
+  await makeModels(dir, { long: 2 }, PROMPT, 1, LONG);
   srv = await startServer({
     api_keys: [API_KEY],
     models: [
       { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } },
       { key: 'chatbot', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', sampling: { length: LENGTH } },
       { key: 'lenient', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', system_messages: 'ignore', sampling: { length: LENGTH } },
+      { key: 'long', restore_from: 'long' },
     ],
   }, dir);
   client = new OpenAI({ apiKey: API_KEY, baseURL: `${srv.url}/v1`, maxRetries: 0 });
@@ -164,4 +166,12 @@ t.test("OpenAI's fields for what GPT-2 does not do: neutral values accepted, any
   }
   const missing = await client.responses.create({ model: 'nope', input: 'x' }).catch((e: unknown) => e);
   t.ok(missing instanceof OpenAI.NotFoundError && missing.code === 'model_not_found', 'a key not served: NotFoundError');
+});
+
+t.test('a streaming client that goes away frees its slot at once', async (t) => {
+  const stream = await client.responses.create({ model: 'long', input: 'Once', max_output_tokens: 1000, stream: true });
+  for await (const event of stream) {
+    if (event.type === 'response.output_text.delta') break;  // leaving the loop aborts the request
+  }
+  t.same(await inFlightAfterLeaving(srv, 'long', API_KEY), { inFlight: 0, running: 0 }, 'no request in flight for the model, its batch slot free');
 });
