@@ -1,5 +1,6 @@
 // bin/import-chat's speed: a 50 MB export of each layout that grows largest in practice (a WhatsApp chat, a
-// Telegram account export in JSON, an SMS Backup & Restore XML backup, a Mac's Messages database with half its
+// Telegram account export in JSON, an SMS Backup & Restore XML backup, Google Chat's messages.json from Takeout, a
+// Mac's Messages database with half its
 // texts only in attributedBody, as macOS 13 on stores them), generated from a fixed seed in the
 // apps' real layouts with their media, notices and multi-line messages, imported into .train files in a
 // temporary folder. Each figure is the best of several runs of importChats, reading, parsing and writing; beside
@@ -75,6 +76,37 @@ function telegram(rng: Rng): string {
   return account(messages.slice(0, Math.floor((messages.length * TARGET_BYTES) / sample.length)));
 }
 
+const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+
+// Google Takeout's messages.json of one direct-message conversation: dates in US English, bare attachments,
+// deleted messages.
+function googleChat(rng: Rng): string {
+  const jane = { name: 'Jane Doe', email: 'jane.doe@gmail.com', user_type: 'Human' };
+  const mom = { name: 'Mom', email: 'mom@gmail.com', user_type: 'Human' };
+  const messages: object[] = [];
+  for (const m of conversation(rng)) {
+    const d = new Date(m.time);
+    const hour = d.getUTCHours() % 12 || 12;
+    const two = (n: number): string => String(n).padStart(2, '0');
+    const date = `${DAYS[d.getUTCDay()]}, ${MONTHS[d.getUTCMonth()]} ${d.getUTCDate()}, ${d.getUTCFullYear()} at ${hour}:${two(d.getUTCMinutes())}:${two(d.getUTCSeconds())}\u202f${d.getUTCHours() < 12 ? 'AM' : 'PM'} UTC`;
+    const id = `4kpd0UAAAAE/${messages.length}/${messages.length}`;
+    const base = { creator: m.mine ? jane : mom, created_date: date };
+    messages.push(
+      m.kind === 'media'
+        ? { ...base, attached_files: [{ original_name: 'IMG_1234.jpg', export_name: 'File-IMG_1234.jpg' }], topic_id: String(messages.length), message_id: id }
+        : m.kind === 'other'
+          ? { ...base, deleted_date: date, deletion_metadata: { deletion_type: 'CREATOR' }, topic_id: String(messages.length), message_id: id }
+          : { ...base, text: m.text, topic_id: String(messages.length), message_id: id },
+    );
+    if (messages.length === 200_000) break;
+  }
+  const file = (list: object[]): string => JSON.stringify({ messages: list }, null, 2);
+  // As many messages as make TARGET_BYTES, measured on the indented JSON Takeout writes.
+  const sample = file(messages);
+  return file(messages.slice(0, Math.floor((messages.length * TARGET_BYTES) / sample.length)));
+}
+
 function sms(rng: Rng): string {
   const out = ["<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>", '<smses count="0" type="full">'];
   let bytes = 0;
@@ -140,6 +172,7 @@ export async function run(): Promise<void> {
       ['WhatsApp (Android, 12-hour)', 'WhatsApp Chat with Mom.txt', whatsApp(new Rng(1))],
       ['Telegram account (JSON)', 'result.json', telegram(new Rng(2))],
       ['SMS Backup & Restore (XML)', 'sms-20210101000000.xml', sms(new Rng(3))],
+      ['Google Chat (Takeout JSON)', 'messages.json', googleChat(new Rng(5))],
       ["Messages' chat.db (Mac)", 'chat.db', await messagesDatabase(new Rng(4))],
     ];
     const loadAverage = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');

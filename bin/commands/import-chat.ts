@@ -1,6 +1,6 @@
 // bin/import-chat: the chat exports of messaging apps (WhatsApp, Telegram, Messenger and Instagram, Discord via
-// DiscordChatExporter, SMS Backup & Restore, macOS Messages' chat.db) made training data in the chat format
-// (lib/import/).
+// DiscordChatExporter, Google Chat, SMS Backup & Restore, macOS Messages' chat.db) made training data in the chat
+// format (lib/import/).
 import fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -18,10 +18,10 @@ async function main(): Promise<void> {
         'Turns chat exports into training data: one message a line, 1|<audience>|<text> <EOM> for your messages and ' +
         '0|<audience>|<text> <EOM> for the others\', each conversation in time order. Reads WhatsApp "Export chat" .txt ' +
         '(Android and iOS, any locale), Telegram Desktop JSON (result.json, one chat or the whole account), Facebook ' +
-        'Messenger and Instagram JSON (message_1.json...), DiscordChatExporter JSON, SMS Backup & Restore XML and the ' +
+        'Messenger and Instagram JSON (message_1.json...), DiscordChatExporter JSON, Google Chat from Google Takeout, SMS Backup & Restore XML and the ' +
         'Messages database of a Mac (chat.db: iMessage and SMS); the format is detected from each file. Folders are ' +
         'searched for .txt, .json, .xml and .db files; zips (an iPhone\'s WhatsApp export, Facebook\'s and Instagram\'s ' +
-        'downloads) are read without unzipping. The audience is the ' +
+        'downloads, Google Takeout) are read without unzipping. The audience is the ' +
         'other person, or the group. The apps\' notices, media, deleted messages and calls are dropped, and the summary ' +
         'says how many and why. Nothing is written unless every export was read.',
     )

@@ -1,7 +1,9 @@
 // Which app an export file comes from, told by its content (never by its name, which users rename), and the
 // file read by that app's importer.
+import path from 'node:path';
 import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, jsonObject, parseExportJson } from './chat_export';
 import { looksLikeDiscord, parseDiscord } from './discord';
+import { isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './google_chat';
 import { isSqlite, parseMessagesDatabase } from './imessage';
 import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
@@ -15,7 +17,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
+  'a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
 
 // A file that is no export dixie reads: an error when named on the command line, skipped inside a folder.
 export class UnknownExportError extends ChatImportError {
@@ -26,8 +28,12 @@ export class UnknownExportError extends ChatImportError {
 }
 
 // The chats of one export; what the user should know but that stops nothing goes to `warnings`.
-// `file` names the export in messages; `bytes` are its content, read from disk or from a zip.
-export async function readExport(file: string, bytes: Buffer, options: ReadOptions = {}, warnings: string[] = []): Promise<ExportedChat[]> {
+// A file beside the export (Google Chat's group_info.json beside messages.json), by name; null when there is none.
+export type Companion = (name: string) => Buffer | null;
+
+// `file` names the export in messages; `bytes` are its content, read from disk or from a zip, as are its
+// companions'.
+export async function readExport(file: string, bytes: Buffer, options: ReadOptions = {}, warnings: string[] = [], companion: Companion = () => null): Promise<ExportedChat[]> {
   if (isSqlite(bytes)) {
     const chats = await parseMessagesDatabase(file, bytes, warnings);
     if (chats === null) throw new UnknownExportError(file, 'an SQLite database without the tables of macOS Messages (message, chat, handle...)');
@@ -40,14 +46,16 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];
   if (format === 'sms') return parseSms(file, text);
   const first = text.search(/\S/);
-  if (format || text[first] === '{' || text[first] === '[') return readJsonExport(file, text, format ?? undefined);
+  if (format || text[first] === '{' || text[first] === '[') return readJsonExport(file, text, format ?? undefined, companion);
   const firstLine = text.slice(Math.max(first, 0)).split('\n', 1)[0].trim();
   throw new UnknownExportError(file, firstLine === '' ? 'an empty file' : `a file that begins ${JSON.stringify(firstLine.slice(0, 60))}`);
 }
 
-function readJsonExport(file: string, text: string, format: ExportFormat | undefined): ExportedChat[] {
+function readJsonExport(file: string, text: string, format: ExportFormat | undefined, companion: Companion): ExportedChat[] {
   const root = jsonObject(parseExportJson(file, text));
-  const detected = format ?? (root === null ? null : looksLikeTelegram(root) ? 'telegram' : looksLikeMessenger(root) ? 'messenger' : looksLikeDiscord(root) ? 'discord' : null);
+  if (root !== null && format === undefined && isGoogleChatCompanion(root)) return [];
+  const detected =
+    format ?? (root === null ? null : looksLikeTelegram(root) ? 'telegram' : looksLikeMessenger(root) ? 'messenger' : looksLikeDiscord(root) ? 'discord' : looksLikeGoogleChat(root) ? 'googlechat' : null);
   if (root === null || detected === null) {
     const keys = root === null ? 'a JSON list' : `JSON with ${Object.keys(root).slice(0, 5).map((k) => JSON.stringify(k)).join(', ') || 'no fields'}`;
     throw new UnknownExportError(file, keys);
@@ -56,6 +64,11 @@ function readJsonExport(file: string, text: string, format: ExportFormat | undef
   if (detected === 'messenger') {
     if (!looksLikeMessenger(root)) throw new ChatImportError(file, null, 'not a Messenger export: no "participants" and "messages" lists');
     return [parseMessenger(file, root)];
+  }
+  if (detected === 'googlechat') {
+    const info = companion('group_info.json');
+    const groupInfo = info === null ? null : jsonObject(parseExportJson(path.join(path.dirname(file), 'group_info.json'), info.toString('utf8')));
+    return [parseGoogleChat(file, path.basename(path.dirname(path.resolve(file))), root, groupInfo)];
   }
   return [parseDiscord(file, root)];
 }

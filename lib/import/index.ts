@@ -6,7 +6,7 @@ import path from 'node:path';
 import { datasetFiles } from '../data/files';
 import { ExportFormat, ExportedChat, ChatImportErrors } from './chat_export';
 import { readContacts } from './contacts';
-import { ReadOptions, UnknownExportError, readExport } from './detect';
+import { Companion, ReadOptions, UnknownExportError, readExport } from './detect';
 import { isZip, ZipArchive } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, planOutput, writeOutput } from './train_output';
 import { DateOrder } from './whatsapp';
@@ -63,7 +63,7 @@ async function importSources({ sources, notExports }: { sources: ExportSource[];
   for (const [index, source] of sources.entries()) {
     options.onProgress?.({ file: source.file, index, files: sources.length, bytes: source.size });
     try {
-      for (const chat of await readExport(source.file, source.read(), read, warnings)) chats.push(chat);
+      for (const chat of await readExport(source.file, source.read(), read, warnings, source.companion)) chats.push(chat);
     } catch (err) {
       if (err instanceof UnknownExportError && !source.named) notExports.push(source.file);
       else errors.push(err instanceof Error ? err : new Error(String(err)));
@@ -92,6 +92,7 @@ interface ExportSource {
   named: boolean;   // named itself on the command line: it must be an export
   size: number;
   read: () => Buffer;
+  companion: Companion;
 }
 
 // The sources the inputs name, in sorted order, each once, and the files found that hold none. A file named
@@ -113,7 +114,11 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
   const notExports: string[] = [];
   for (const [file, named] of [...files.entries()].sort((a, b) => compare(a[0], b[0]))) {
     if (!startsAsZip(file)) {
-      sources.push({ file, named, size: fs.statSync(file).size, read: () => fs.readFileSync(file) });
+      const companion = (name: string): Buffer | null => {
+        const beside = path.join(path.dirname(file), name);
+        return fs.existsSync(beside) ? fs.readFileSync(beside) : null;
+      };
+      sources.push({ file, named, size: fs.statSync(file).size, read: () => fs.readFileSync(file), companion });
       continue;
     }
     let zip: ZipArchive;
@@ -121,7 +126,7 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
       zip = ZipArchive.open(file);
     } catch (err) {
       // Reported in its turn with the other inputs' problems, nothing being written.
-      sources.push({ file, named, size: fs.statSync(file).size, read: () => { throw err; } });
+      sources.push({ file, named, size: fs.statSync(file).size, read: () => { throw err; }, companion: () => null });
       continue;
     }
     archives.push(zip);
@@ -130,7 +135,14 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
       if (named) throw new Error(`${file}: a zip archive with no .txt, .json, .xml or .db file in it, so no chat export`);
       notExports.push(file);
     }
-    for (const entry of entries) sources.push({ file: zip.pathOf(entry), named: false, size: entry.size, read: () => zip.read(entry) });
+    const byName = new Map(zip.entries.map((e) => [e.name, e]));
+    for (const entry of entries) {
+      const companion = (name: string): Buffer | null => {
+        const beside = byName.get(path.posix.join(path.posix.dirname(entry.name), name));
+        return beside ? zip.read(beside) : null;
+      };
+      sources.push({ file: zip.pathOf(entry), named: false, size: entry.size, read: () => zip.read(entry), companion });
+    }
   }
   return { sources, notExports };
 }
