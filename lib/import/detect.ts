@@ -5,6 +5,7 @@ import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExpo
 import { looksLikeDiscord, parseDiscord } from './discord';
 import { isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './google_chat';
 import { isSqlite, parseMessagesDatabase } from './imessage';
+import { looksLikeSnapchat, parseSnapchat } from './snapchat';
 import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
 import { looksLikeTelegram, parseTelegram } from './telegram';
@@ -17,7 +18,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
+  'a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
 
 // A file that is no export dixie reads: an error when named on the command line, skipped inside a folder.
 export class UnknownExportError extends ChatImportError {
@@ -51,11 +52,19 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   throw new UnknownExportError(file, firstLine === '' ? 'an empty file' : `a file that begins ${JSON.stringify(firstLine.slice(0, 60))}`);
 }
 
+function detectJson(root: Record<string, unknown>): ExportFormat | null {
+  if (looksLikeTelegram(root)) return 'telegram';
+  if (looksLikeMessenger(root)) return 'messenger';
+  if (looksLikeDiscord(root)) return 'discord';
+  if (looksLikeGoogleChat(root)) return 'googlechat';
+  if (looksLikeSnapchat(root)) return 'snapchat';
+  return null;
+}
+
 function readJsonExport(file: string, text: string, format: ExportFormat | undefined, companion: Companion): ExportedChat[] {
   const root = jsonObject(parseExportJson(file, text));
   if (root !== null && format === undefined && isGoogleChatCompanion(root)) return [];
-  const detected =
-    format ?? (root === null ? null : looksLikeTelegram(root) ? 'telegram' : looksLikeMessenger(root) ? 'messenger' : looksLikeDiscord(root) ? 'discord' : looksLikeGoogleChat(root) ? 'googlechat' : null);
+  const detected = format ?? (root === null ? null : detectJson(root));
   if (root === null || detected === null) {
     const keys = root === null ? 'a JSON list' : `JSON with ${Object.keys(root).slice(0, 5).map((k) => JSON.stringify(k)).join(', ') || 'no fields'}`;
     throw new UnknownExportError(file, keys);
@@ -65,6 +74,7 @@ function readJsonExport(file: string, text: string, format: ExportFormat | undef
     if (!looksLikeMessenger(root)) throw new ChatImportError(file, null, 'not a Messenger export: no "participants" and "messages" lists');
     return [parseMessenger(file, root)];
   }
+  if (detected === 'snapchat') return parseSnapchat(file, root);
   if (detected === 'googlechat') {
     const info = companion('group_info.json');
     const groupInfo = info === null ? null : jsonObject(parseExportJson(path.join(path.dirname(file), 'group_info.json'), info.toString('utf8')));

@@ -12,8 +12,8 @@ import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { ModelConfig, SamplingDefaults } from '../config';
 import type { ChatService, Completion } from '../service';
 import {
-  bad, chatPrompt, checkKeys, checkNeutral, clientGone, eventSender, generateStreamed, isInt, isObject, messageText, objectBody, optional, readModel,
-  readSampling, tokenLogprobs, type Body, type InputMessage,
+  bad, chatPrompt, checkKeys, checkNeutral, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, messageText, objectBody, optional,
+  readModel, readSampling, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 
 const KEYS = [
@@ -55,7 +55,7 @@ function readRequest(service: ChatService, body: Body): ResponsesRequest {
     model,
     body,
     ...readSampling(body, model, SAMPLING_NAMES),
-    stream: optional<boolean>(body, 'stream', (v) => typeof v === 'boolean', 'true or false') ?? false,
+    stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? false,
     top: include.length > 0 ? (top ?? 0) : undefined,
   };
 }
