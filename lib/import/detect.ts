@@ -20,6 +20,11 @@ export interface ReadOptions {
 const KNOWN_EXPORTS =
   'a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
 
+// What to do with an export made as web pages, which is how Telegram Desktop, Facebook and Instagram make them
+// unless asked for JSON.
+export const HTML_EXPORT_ADVICE =
+  'an export made as web pages, which dixie does not read: export again in JSON (Telegram Desktop: format "Machine-readable JSON"; Facebook and Instagram: Download your information, format JSON)';
+
 // A file that is no export dixie reads: an error when named on the command line, skipped inside a folder.
 export class UnknownExportError extends ChatImportError {
   constructor(file: string, what: string) {
@@ -42,6 +47,7 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   }
   if (options.format === 'imessage') throw new ChatImportError(file, null, 'not an SQLite database: Messages\' chat.db is one (~/Library/Messages/chat.db on a Mac)');
   const text = decodeExport(file, bytes, options.encoding);
+  if (/^\s*<(!doctype html|html)\b/i.test(text.slice(0, 1024))) throw new ChatImportError(file, null, HTML_EXPORT_ADVICE);
   // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
   const format = options.format ?? (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : null);
   if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { datasetFiles } from '../data/files';
 import { ExportFormat, ExportedChat, ChatImportErrors } from './chat_export';
 import { readContacts } from './contacts';
-import { Companion, ReadOptions, UnknownExportError, readExport } from './detect';
+import { Companion, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
 import { isZip, ZipArchive } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, planOutput, writeOutput } from './train_output';
 import { DateOrder } from './whatsapp';
@@ -106,8 +106,9 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
       continue;
     }
     if (!fs.existsSync(input) && !/[*?[]/.test(input)) throw new Error(`${input}: no such file or folder`);
-    const found = datasetFiles(input).filter((file) => FOLDER_EXTENSIONS.has(path.extname(file).toLowerCase()));
-    if (found.length === 0) throw new Error(`${input}: no .txt, .json, .xml, .db or .zip file in it`);
+    const all = datasetFiles(input);
+    const found = all.filter((file) => FOLDER_EXTENSIONS.has(path.extname(file).toLowerCase()));
+    if (found.length === 0) throw new Error(`${input}: no .txt, .json, .xml, .db or .zip file in it${htmlHint(all)}`);
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }
   const sources: ExportSource[] = [];
@@ -132,7 +133,7 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
     archives.push(zip);
     const entries = zip.entries.filter((e) => isExportEntry(e.name)).sort((a, b) => compare(a.name, b.name));
     if (entries.length === 0) {
-      if (named) throw new Error(`${file}: a zip archive with no .txt, .json, .xml or .db file in it, so no chat export`);
+      if (named) throw new Error(`${file}: a zip archive with no .txt, .json, .xml or .db file in it, so no chat export${htmlHint(zip.entries.map((e) => e.name))}`);
       notExports.push(file);
     }
     const byName = new Map(zip.entries.map((e) => [e.name, e]));
@@ -145,6 +146,12 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
     }
   }
   return { sources, notExports };
+}
+
+// Where a folder or zip holds web pages instead: what they are, and what to export instead.
+function htmlHint(names: readonly string[]): string {
+  const pages = names.filter((name) => /\.html?$/i.test(name)).length;
+  return pages === 0 ? '' : `; ${pages === 1 ? 'its .html file is' : `its ${pages} .html files are`} ${HTML_EXPORT_ADVICE}`;
 }
 
 function startsAsZip(file: string): boolean {

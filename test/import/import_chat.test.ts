@@ -134,6 +134,16 @@ t.test('bad input: each problem with file:line, every file read first, nothing w
   await t.rejects(importChats([path.join(dir, 'missing')], { out: path.join(dir, 'out') }), { message: `${path.join(dir, 'missing')}: no such file or folder` });
 });
 
+t.test('an export made as web pages (Telegram\'s and Facebook\'s default): the error says to export it again in JSON', async (t) => {
+  const page = '<!DOCTYPE html>\n<html>\n <head><title>Exported Data</title></head>\n <body><div class="page_wrap"></div></body>\n</html>\n';
+  const dir = t.testdir({ ChatExport_2024: { 'messages.html': page, 'messages2.html': page, css: { 'style.css': 'body {}' } }, out: {} });
+  const folder = path.join(dir, 'ChatExport_2024');
+  const advice = 'an export made as web pages, which dixie does not read: export again in JSON (Telegram Desktop: format "Machine-readable JSON"; Facebook and Instagram: Download your information, format JSON)';
+  await t.rejects(importChats([folder], { out: path.join(dir, 'out') }), { message: `${folder}: no .txt, .json, .xml, .db or .zip file in it; its 2 .html files are ${advice}` });
+  await t.rejects(importChats([path.join(folder, 'messages.html')], { out: path.join(dir, 'out') }), { message: `${path.join(folder, 'messages.html')}: ${advice}` });
+  t.same(fs.readdirSync(path.join(dir, 'out')), [], 'nothing written');
+});
+
 t.test('UTF-16 exports with a byte-order mark are read; without one, the error says which encoding to give', async (t) => {
   const text = '31.12.20, 22:15 - Papa: Frohes Fest!\r\n31.12.20, 22:16 - Jane: Schön!\r\n';
   const dir = t.testdir({
