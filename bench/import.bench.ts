@@ -1,5 +1,5 @@
-// bin/import-chat's speed: a 50 MB export of each layout that grows largest in practice (a WhatsApp chat, a
-// Telegram account export in JSON, an SMS Backup & Restore XML backup, Google Chat's messages.json from Takeout, a
+// bin/import-chat's speed: a 50 MB export of each layout that grows largest in practice (a WhatsApp chat, a LINE
+// chat, a Telegram account export in JSON, an SMS Backup & Restore XML backup, Google Chat's messages.json from Takeout, a
 // Mac's Messages database with half its
 // texts only in attributedBody, as macOS 13 on stores them), generated from a fixed seed in the
 // apps' real layouts with their media, notices and multi-line messages, imported into .train files in a
@@ -18,6 +18,8 @@ const REPEATS = 3;
 const WORDS = ['hey', 'ok', 'see', 'you', 'tomorrow', 'dinner', 'at', 'eight?', 'love', 'it', 'haha', 'the', 'cake', 'was', 'great',
   'call', 'me', 'when', 'home', 'sure', 'thanks!', 'where', 'are', 'we', 'going', 'Ça', 'va', 'très', 'bien', '😂', '❤️', '🎉', 'no', 'way', 'lol'];
 const START = Date.UTC(2015, 0, 1);
+const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
 
 function sentence(rng: Rng): string {
   const n = 2 + rng.below(14);
@@ -54,6 +56,30 @@ function whatsApp(rng: Rng): string {
   return `${lines.join('\n')}\n`;
 }
 
+// LINE's English export: a day line when the day changes, then time, sender and text, tab-separated; a message of
+// several lines in quotes.
+function line(rng: Rng): string {
+  const lines = ['\ufeff[LINE] Chat history with Mom', 'Saved on: 2024/01/20 21:03', ''];
+  let bytes = 0;
+  let day = '';
+  for (const m of conversation(rng)) {
+    const d = new Date(m.time);
+    const two = (n: number): string => String(n).padStart(2, '0');
+    const today = `${d.getUTCFullYear()}/${two(d.getUTCMonth() + 1)}/${two(d.getUTCDate())}(${DAYS[d.getUTCDay()].slice(0, 3)})`;
+    if (today !== day) {
+      if (day !== '') lines.push('');
+      lines.push(today);
+      day = today;
+    }
+    const text = m.kind === 'media' ? '[Photo]' : m.kind === 'other' ? '☎ Missed call' : m.text.includes('\n') ? `"${m.text}"` : m.text;
+    const entry = `${two(d.getUTCHours())}:${two(d.getUTCMinutes())}\t${m.mine ? 'Jane Doe' : 'Mom'}\t${text}`;
+    lines.push(entry);
+    bytes += Buffer.byteLength(entry) + 1;
+    if (bytes >= TARGET_BYTES) break;
+  }
+  return `${lines.join('\r\n')}\r\n`;
+}
+
 function telegram(rng: Rng): string {
   const messages: object[] = [];
   let id = 0;
@@ -75,9 +101,6 @@ function telegram(rng: Rng): string {
   const sample = account(messages);
   return account(messages.slice(0, Math.floor((messages.length * TARGET_BYTES) / sample.length)));
 }
-
-const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
-const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
 
 // Google Takeout's messages.json of one direct-message conversation: dates in US English, bare attachments,
 // deleted messages.
@@ -170,6 +193,7 @@ export async function run(): Promise<void> {
   try {
     const exports: [string, string, string | Buffer][] = [
       ['WhatsApp (Android, 12-hour)', 'WhatsApp Chat with Mom.txt', whatsApp(new Rng(1))],
+      ['LINE (English)', '[LINE] Chat with Mom.txt', line(new Rng(6))],
       ['Telegram account (JSON)', 'result.json', telegram(new Rng(2))],
       ['SMS Backup & Restore (XML)', 'sms-20210101000000.xml', sms(new Rng(3))],
       ['Google Chat (Takeout JSON)', 'messages.json', googleChat(new Rng(5))],

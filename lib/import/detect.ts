@@ -5,6 +5,7 @@ import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExpo
 import { looksLikeDiscord, parseDiscord } from './discord';
 import { isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './google_chat';
 import { isSqlite, parseMessagesDatabase } from './imessage';
+import { looksLikeLine, parseLine } from './line';
 import { looksLikeSnapchat, parseSnapchat } from './snapchat';
 import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
@@ -18,7 +19,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
+  'a WhatsApp or LINE chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
 
 // What to do with an export made as web pages, which is how Telegram Desktop, Facebook and Instagram make them
 // unless asked for JSON.
@@ -49,8 +50,9 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   const text = decodeExport(file, bytes, options.encoding);
   if (/^\s*<(!doctype html|html)\b/i.test(text.slice(0, 1024))) throw new ChatImportError(file, null, HTML_EXPORT_ADVICE);
   // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
-  const format = options.format ?? (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : null);
+  const format = options.format ?? (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : null);
   if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];
+  if (format === 'line') return [parseLine(file, text)];
   if (format === 'sms') return parseSms(file, text);
   const first = text.search(/\S/);
   if (format || text[first] === '{' || text[first] === '[') return readJsonExport(file, text, format ?? undefined, companion);

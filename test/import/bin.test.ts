@@ -26,12 +26,12 @@ t.test('an import that bin/train --check accepts', async (t) => {
   const out = path.join(t.testdir(), 'data');
   const imported = run('import-chat', [EXPORTS, '--me', 'Jane Doe', '--me', 'jane_d', '--out', out]);
   t.equal(imported.status, 0, imported.stderr);
-  t.match(imported.stdout, /^import: 16 export files \(Discord 1, Google Chat 2, Messages \(macOS\) 1, Messenger 3, SMS Backup & Restore 1, Snapchat 1, Telegram 2, WhatsApp 5\), 117 messages read, 67 kept \(28 sent, 39 received\)/);
+  t.match(imported.stdout, /^import: 17 export files \(Discord 1, Google Chat 2, Messages \(macOS\) 1, Messenger 3, LINE 1, SMS Backup & Restore 1, Snapchat 1, Telegram 2, WhatsApp 5\), 127 messages read, 73 kept \(31 sent, 42 received\)/);
   t.match(imported.stdout, `  Mom: 3 conversations, 17 read, 11 kept (4 sent), dropped media 2, system 2, deleted 1, not sent 1 -> ${path.join(out, 'mom.train')}`);
-  t.match(imported.stdout, /wrote 17 files in .*\nwarning: 0\.003 MB of chat is little/);
+  t.match(imported.stdout, /wrote 18 files in .*\nwarning: 0\.003 MB of chat is little/);
   const checked = run('train', ['--check', '--dataset', out]);
   t.equal(checked.status, 0, checked.stdout);
-  t.match(checked.stdout, /chat check: 17 files, 67 messages \(28 sent, 39 received\)[^]*0 malformed lines/);
+  t.match(checked.stdout, /chat check: 18 files, 73 messages \(31 sent, 42 received\)[^]*0 malformed lines/);
 });
 
 t.test('one combined file, audiences renamed from a JSON file, everything redacted', async (t) => {
@@ -56,7 +56,7 @@ t.test('bad input: exit 1 and the reason; nothing written', async (t) => {
   const out = path.join(dir, 'data');
   const unknown = run('import-chat', [path.join(dir, 'notes.txt'), '--me', 'Jane', '--out', out]);
   t.equal(unknown.status, 1);
-  t.match(unknown.stderr, `import-chat: ${path.join(dir, 'notes.txt')}:1: a file that begins "Shopping list", not a WhatsApp chat`);
+  t.match(unknown.stderr, `import-chat: ${path.join(dir, 'notes.txt')}:1: a file that begins "Shopping list", not a WhatsApp or LINE chat`);
   const noMe = run('import-chat', [fixture('whatsapp', 'android-de'), '--out', out]);
   t.equal(noMe.status, 1);
   t.match(noMe.stderr, 'import-chat: say which sender is you with --me "<your name>"');

@@ -1,0 +1,42 @@
+// LINE's exported chat history: the English export (a byte-order mark, CRLF lines, a quoted message of several
+// lines with a blank one and doubled quotes, stickers and photos, an unsent message, a call, 12-hour times), the
+// Japanese one (午前/午後), groups told by the header, the newer English day line, and a line that is no message
+// refused with file:line.
+import path from 'node:path';
+import t from 'tap';
+import { parseLine } from '../../lib/import/line';
+import { fixture, importInto } from './helpers';
+
+t.test('the English export: the chat named by its header, quoted lines joined, media, calls and unsent messages dropped', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('line')], { me: ['Jane Doe'] });
+  t.same(files, {
+    'yuki.train': [
+      '0|Yuki|Happy new year! <EOM>', '1|Yuki|Happy new year 🎍 <EOM>', '0|Yuki|Are you free on Saturday? We could go to the "onsen" <EOM>',
+      "1|Yuki|Yes! Let's go <EOM>", '0|Yuki|Good morning <EOM>', '1|Yuki|Good night <EOM>',
+    ],
+  });
+  t.same(summary.formats, { line: 1 });
+  t.same(summary.dropped, { media: 2, call: 1, deleted: 1 });
+  const chat = parseLine('x.txt', '[LINE] Chat history with Yuki\n\n2024/01/16(Tue)\n8:00 AM\tYuki\tGood morning\n8:02 PM\tJane\tGood night\n12:15 AM\tYuki\tlate\n');
+  t.same(chat.messages.map((m) => [m.time, m.line]), [[Date.UTC(2024, 0, 16, 8, 0), 4], [Date.UTC(2024, 0, 16, 20, 2), 5], [Date.UTC(2024, 0, 16, 0, 15), 6]], 'times, 12 AM as midnight, and lines');
+});
+
+t.test('the Japanese export, groups by their header, and the newer English day line', async (t) => {
+  const japanese = parseLine('ja.txt', '[LINE] 母とのトーク履歴\n保存日時：2024/01/20 21:03\n\n2024/01/15(月)\n午前10:23\t母\tあけましておめでとう\n午後1:05\t母\t[スタンプ]\n午後1:06\tJane\tメッセージの送信を取り消しました\n');
+  t.same({ title: japanese.title, group: japanese.group }, { title: '母', group: false });
+  t.same(japanese.messages.map((m) => [m.time, m.sender, m.dropped]), [
+    [Date.UTC(2024, 0, 15, 10, 23), '母', null],
+    [Date.UTC(2024, 0, 15, 13, 5), '母', 'media'],
+    [Date.UTC(2024, 0, 15, 13, 6), 'Jane', 'deleted'],
+  ]);
+  t.same([parseLine('g.txt', '[LINE] 家族のトーク履歴\n').group, parseLine('g.txt', '[LINE] Chat history in Book Club\n').title], [true, 'Book Club']);
+  const newer = parseLine('n.txt', '[LINE] Chat history in Book Club\nSaved on: 1/20/2024, 9:03 PM\n\nMon, 01/15/2024\n10:23 AM\tAna\tChapter 3 tonight?\n');
+  t.same(newer.messages.map((m) => [m.time, m.text]), [[Date.UTC(2024, 0, 15, 10, 23), 'Chapter 3 tonight?']]);
+});
+
+t.test('a line that is no message, after the first day, is refused with its file and line', async (t) => {
+  const dir = t.testdir({ 'chat.txt': '[LINE] Chat history with Yuki\nSaved on: 2024/01/20 21:03\n\n2024/01/15(Mon)\n10:23\tYuki\tHi\n\nthis line is no message\n' });
+  await t.rejects(importInto(path.join(dir, 'out'), [path.join(dir, 'chat.txt')], { me: ['Jane'] }), {
+    message: `${path.join(dir, 'chat.txt')}:7: not a LINE message line (time, sender and text, tab-separated): "this line is no message"`,
+  });
+});
