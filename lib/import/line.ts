@@ -30,8 +30,10 @@ const MEDIA = /^\[(?:Photo|Video|Sticker|File|Voice message|Album|Contact|Locati
 const UNSENT = /(?:unsent a message\.?|メッセージの送信を取り消しました|已收回訊息|撤回了一条消息)$/;
 
 export function looksLikeLine(text: string): boolean {
-  const lines = text.replace(/^\ufeff/, '').split(/\r?\n/, 8).map((l) => l.trim()).filter((l) => l !== '');
-  return HEADER.test(lines[0] ?? '') || (lines.some((l) => dayOf(l) !== null) && lines.some((l) => messageFields(l) !== null));
+  const lines = text.replace(/^\ufeff/, '').split(/\r?\n/, 8).filter((l) => l.trim() !== '');
+  // Without the header (older group exports): a day line and messages under it.
+  const first = (lines[0] ?? '').trim();
+  return HEADER.test(first) || (dayOf(first) !== null && lines.filter((l) => messageFields(l) !== null).length >= 2);
 }
 
 export function parseLine(file: string, text: string): ExportedChat {

@@ -40,3 +40,15 @@ t.test('a line that is no message, after the first day, is refused with its file
     message: `${path.join(dir, 'chat.txt')}:7: not a LINE message line (time, sender and text, tab-separated): "this line is no message"`,
   });
 });
+
+t.test('told by its content: a group export without the header is LINE; notes that open with a date are not', async (t) => {
+  const dir = t.testdir({
+    exports: {
+      'group.txt': '2024/01/15(Mon)\n10:23\tAna\tChapter 3 tonight?\n10:25\tJane\tyes!\n',
+      'notes.txt': '2024/01/15\n10:00\tdentist\nbuy milk\n',
+    },
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'exports')], { me: ['Jane'] });
+  t.same(files, { 'ana.train': ['0|Ana|Chapter 3 tonight? <EOM>', '1|Ana|yes! <EOM>'] });
+  t.match(summary.warnings, [/^skipped 1 file in the folders and zips that is no chat export: .*notes\.txt$/]);
+});
