@@ -146,6 +146,40 @@ export async function startServer(raw: Record<string, unknown>, baseDir: string)
   return { url: `http://127.0.0.1:${address.port}`, server, logs, close: () => server.shutdown() };
 }
 
+// What the API tests serve, on a server that asks for `apiKey`: a tiny model as "general" (raw, greedy, `length`
+// tokens), "chatbot" (the chatbot sanitizer, answering as mom) and "lenient" (the same, leaving out system
+// messages), and one with a context of 1024 as "long". `greedy`: the tiny model's greedy continuation of `prompt`.
+export interface ApiModels {
+  dir: string;
+  greedy: string;
+  srv: Running;
+  close: () => Promise<void>;
+}
+
+export async function serveApiModels(name: string, apiKey: string, prompt: string, length: number): Promise<ApiModels> {
+  const dir = tempDir(name);
+  const { alpha } = await makeModels(dir, { alpha: 1 }, prompt, length);
+  await makeModels(dir, { long: 2 }, prompt, 1, LONG);
+  const srv = await startServer({
+    api_keys: [apiKey],
+    models: [
+      { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length } },
+      { key: 'chatbot', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', sampling: { length } },
+      { key: 'long', restore_from: 'long' },
+      { key: 'lenient', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', system_messages: 'ignore', sampling: { length } },
+    ],
+  }, dir);
+  return {
+    dir,
+    greedy: alpha,
+    srv,
+    close: async () => {
+      await srv.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 // Once a streaming client has gone away: the requests in flight for `model` (by /metrics, with `apiKey`) within two
 // seconds, and the batch slots it still runs; both 0 when its generation stopped at once.
 export async function inFlightAfterLeaving(srv: Running, model: string, apiKey: string): Promise<{ inFlight: number; running: number | undefined }> {

@@ -7,36 +7,25 @@ import path from 'node:path';
 import t from 'tap';
 import { Ollama } from 'ollama';
 import { parameterCount } from '../../lib/formats/model_folder';
-import { LONG, TINY, inFlightAfterLeaving, makeModels, request, startServer, tempDir, type Running } from './helpers';
+import { TINY, inFlightAfterLeaving, request, serveApiModels, type ApiModels, type Running } from './helpers';
 
 const API_KEY = 'ollama-test-key-0123456789';
 const PROMPT = 'How big is the earth?';
 const LENGTH = 12;
 const AUTH = { Authorization: `Bearer ${API_KEY}` };
 
+let served: ApiModels;
 let dir: string;
-let greedy: Record<string, string>;
+let greedy: string;
 let srv: Running;
 let ollama: Ollama;
 
 t.before(async () => {
-  dir = tempDir('ollama');
-  greedy = await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
-  await makeModels(dir, { long: 2 }, PROMPT, 1, LONG);
-  srv = await startServer({
-    api_keys: [API_KEY],
-    models: [
-      { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } },
-      { key: 'chatbot', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', sampling: { length: LENGTH } },
-      { key: 'long', restore_from: 'long' },
-    ],
-  }, dir);
+  served = await serveApiModels('ollama', API_KEY, PROMPT, LENGTH);
+  ({ dir, greedy, srv } = served);
   ollama = new Ollama({ host: srv.url, headers: AUTH });
 });
-t.teardown(async () => {
-  await srv.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+t.teardown(() => served.close());
 
 // /v1/chat/completions' reply to the same messages, for comparison.
 async function chatCompletion(body: Record<string, unknown>): Promise<{ content: string; logprobs: unknown }> {
@@ -48,7 +37,7 @@ async function chatCompletion(body: Record<string, unknown>): Promise<{ content:
 
 t.test('the listing: every configured model as <key>:latest, its size, time and parameter count from its folder', async (t) => {
   const { models } = await ollama.list();
-  t.same(models.map((m) => m.name), ['general:latest', 'chatbot:latest', 'long:latest']);
+  t.same(models.map((m) => m.name), ['general:latest', 'chatbot:latest', 'long:latest', 'lenient:latest']);
   const weights = fs.statSync(path.join(dir, 'alpha', 'model.safetensors'));
   t.match(models[0], {
     model: 'general:latest', size: weights.size,
@@ -68,11 +57,11 @@ t.test('the listing: every configured model as <key>:latest, its size, time and 
 t.test('chat: the reply chat completions give, whole and streamed, with the counts; options as dixie\'s sampling', async (t) => {
   const messages = [{ role: 'user', content: PROMPT }];
   const r = await ollama.chat({ model: 'general', messages, options: { temperature: 0 } });
-  t.equal(r.message.content, greedy.alpha, 'the greedy text');
+  t.equal(r.message.content, greedy, 'the greedy text');
   t.match(r, { model: 'general', done: true, done_reason: 'length', eval_count: LENGTH, message: { role: 'assistant' } });
   t.ok(r.prompt_eval_count > 0 && r.total_duration > 0 && r.eval_duration >= 0);
   const tagged = await ollama.chat({ model: 'general:latest', messages, options: { temperature: 0 } });
-  t.equal(tagged.message.content, greedy.alpha, 'by its listed name too');
+  t.equal(tagged.message.content, greedy, 'by its listed name too');
   t.equal(tagged.model, 'general:latest', 'named as asked');
 
   // Greedy, the tiny model repeats itself: the penalty changes the reply.
@@ -103,7 +92,7 @@ t.test('chat: the reply chat completions give, whole and streamed, with the coun
   t.match(res.headers.get('content-type'), /^application\/x-ndjson/);
   const lines = (await res.text()).trimEnd().split('\n').map((l) => JSON.parse(l) as { message: { content: string }; done: boolean });
   t.ok(lines.length >= 2 && lines.slice(0, -1).every((l) => !l.done) && lines[lines.length - 1].done);
-  t.equal(lines.map((l) => l.message.content).join(''), greedy.alpha);
+  t.equal(lines.map((l) => l.message.content).join(''), greedy);
 });
 
 t.test('generate: a prompt as the user\'s message to a chat model, after `system`; `raw` sends it as it is', async (t) => {
@@ -116,7 +105,7 @@ t.test('generate: a prompt as the user\'s message to a chat model, after `system
   await ollama.generate({ model: 'chatbot', prompt: '1|sam|Hi <EOM>\n0|sam|', raw: true, options: { temperature: 0 } });
   t.equal(srv.logs.slice(since).find((l) => l.msg === 'generated')?.prompt, '1|sam|Hi <EOM>\n0|sam|', 'raw: the prompt as it is');
   const general = await ollama.generate({ model: 'general', prompt: PROMPT });
-  t.equal(general.response, greedy.alpha, 'a raw model continues the prompt');
+  t.equal(general.response, greedy, 'a raw model continues the prompt');
   const refused = await ollama.generate({ model: 'chatbot', prompt: 'hi', system: 'You are a pirate.' }).catch((e: unknown) => e);
   t.match(refused, { status_code: 400, message: /^system: a chat model has no system prompt/ }, 'a system prompt a chat model cannot take is refused, naming system');
 });

@@ -2,7 +2,6 @@
 // fetch whose stream eventsource-parser reads: completions and chat completions, streamed and not, n, stop,
 // seed, log-probabilities against the engine's own log-softmax, usage against the tokenizer, errors as the
 // client's own classes, a stream whose client goes away freeing its slot, and the token endpoints.
-import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import OpenAI from 'openai';
@@ -10,37 +9,25 @@ import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { Model } from '../../lib/engine/model';
 import { Generator } from '../../lib/generate';
 import { loadTokenizer } from '../../lib/tokenizer';
-import { LONG, inFlightAfterLeaving, makeModels, request, startServer, tempDir, type Running } from './helpers';
+import { inFlightAfterLeaving, request, serveApiModels, startServer, type ApiModels, type Running } from './helpers';
 
 const API_KEY = 'openai-test-key-0123456789';
 const PROMPT = 'How big is the earth?';
 const LENGTH = 12;
 const tokenizer = loadTokenizer();
 
+let served: ApiModels;
 let dir: string;
-let greedy: Record<string, string>;
+let greedy: string;
 let srv: Running;
 let client: OpenAI;
 
 t.before(async () => {
-  dir = tempDir('openai');
-  greedy = await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
-  await makeModels(dir, { long: 2 }, PROMPT, 1, LONG);
-  srv = await startServer({
-    api_keys: [API_KEY],
-    models: [
-      { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } },
-      { key: 'chatbot', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', sampling: { length: LENGTH } },
-      { key: 'long', restore_from: 'long' },
-      { key: 'lenient', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', system_messages: 'ignore', sampling: { length: LENGTH } },
-    ],
-  }, dir);
+  served = await serveApiModels('openai', API_KEY, PROMPT, LENGTH);
+  ({ dir, greedy, srv } = served);
   client = new OpenAI({ apiKey: API_KEY, baseURL: `${srv.url}/v1`, maxRetries: 0 });
 });
-t.teardown(async () => {
-  await srv.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+t.teardown(() => served.close());
 
 t.test('GET /v1/models lists every configured model, loaded or not; /v1/models/<key> gives one', async (t) => {
   const ids = [];
@@ -55,13 +42,13 @@ t.test('GET /v1/models lists every configured model, loaded or not; /v1/models/<
 t.test('completions: the greedy text, usage from the tokenizer, n choices seeded apart, the same seed the same text', async (t) => {
   const r = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0 });
   t.equal(r.object, 'text_completion');
-  t.equal(r.choices[0].text, greedy.alpha, 'the text the engine generates greedily');
+  t.equal(r.choices[0].text, greedy, 'the text the engine generates greedily');
   t.equal(r.choices[0].finish_reason, 'length');
   t.equal((r.choices[0] as unknown as Record<string, unknown>).dixie_finish_reason, 'length', "dixie's own finish reason beside OpenAI's");
   const promptTokens = tokenizer.encode(PROMPT, { allowSpecial: false }).length;
   t.match(r.usage, { prompt_tokens: promptTokens, completion_tokens: LENGTH, total_tokens: promptTokens + LENGTH });
   const again = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0 });
-  t.equal(again.choices[0].text, greedy.alpha, 'the same text again');
+  t.equal(again.choices[0].text, greedy, 'the same text again');
   t.equal(again.usage?.prompt_tokens_details?.cached_tokens, promptTokens - 1, 'with the prompt found in the cache, all but its last token');
   const sampled = { model: 'general', prompt: PROMPT, max_tokens: 8, temperature: 1.5, top_p: 1, seed: 42, n: 2 } as const;
   const a = await client.completions.create(sampled);
@@ -74,21 +61,21 @@ t.test('completions: the greedy text, usage from the tokenizer, n choices seeded
   t.equal(two.choices.length, 2, 'a prompt array: a choice per prompt');
   t.equal(two.usage?.prompt_tokens, tokenizer.encode(PROMPT, { allowSpecial: false }).length + tokenizer.encode('Hello', { allowSpecial: false }).length);
   const echoed = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, echo: true });
-  t.equal(echoed.choices[0].text, PROMPT + greedy.alpha, 'echo: the prompt, then the text');
+  t.equal(echoed.choices[0].text, PROMPT + greedy, 'echo: the prompt, then the text');
 });
 
 t.test('completions from token ids, as OpenAI takes them: a list, or a list of lists, each a choice', async (t) => {
   const ids = [...tokenizer.encode(PROMPT, { allowSpecial: false })];
   const r = await client.completions.create({ model: 'general', prompt: ids, max_tokens: LENGTH, temperature: 0 });
-  t.equal(r.choices[0].text, greedy.alpha, "the text the prompt's own tokens give");
+  t.equal(r.choices[0].text, greedy, "the text the prompt's own tokens give");
   t.equal(r.usage?.prompt_tokens, ids.length);
   const hello = [...tokenizer.encode('Hello', { allowSpecial: false })];
   const two = await client.completions.create({ model: 'general', prompt: [ids, hello], max_tokens: 3, temperature: 0 });
   t.equal(two.choices.length, 2, 'a choice per list');
-  t.equal(two.choices[0].text, greedy.alpha.slice(0, two.choices[0].text.length));
+  t.equal(two.choices[0].text, greedy.slice(0, two.choices[0].text.length));
   t.equal(two.usage?.prompt_tokens, ids.length + hello.length);
   const echoed = await client.completions.create({ model: 'general', prompt: ids, max_tokens: LENGTH, temperature: 0, echo: true });
-  t.equal(echoed.choices[0].text, PROMPT + greedy.alpha, 'echo: the tokens as text, then the text');
+  t.equal(echoed.choices[0].text, PROMPT + greedy, 'echo: the tokens as text, then the text');
   const eot = await client.completions.create({ model: 'general', prompt: [50256], max_tokens: 2, temperature: 0 });
   t.equal(eot.usage?.prompt_tokens, 1, '<|endoftext|> by its id: the start of a document');
   for (const [prompt, rule] of [
@@ -115,7 +102,7 @@ t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral va
   const same = await client.chat.completions.create({ model: 'general', messages: [...messages], max_tokens: LENGTH, temperature: 0, ...neutral } as OpenAI.ChatCompletionCreateParamsNonStreaming);
   t.equal(same.choices[0].message.content, plain.choices[0].message.content, 'the same reply as without them');
   const completion = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, logit_bias: { 50256: 0 }, suffix: '', user: 'u-1' });
-  t.equal(completion.choices[0].text, greedy.alpha, 'completions: zero biases and an empty suffix change nothing');
+  t.equal(completion.choices[0].text, greedy, 'completions: zero biases and an empty suffix change nothing');
   for (const [field, value, rule] of [
     ['response_format', { type: 'json_object' }, /only \{"type": "text"\}/],
     ['tools', [{ type: 'function', function: { name: 'weather' } }], /GPT-2 calls no tools/],
@@ -141,7 +128,7 @@ t.test("presence_penalty and frequency_penalty lower the drawn tokens' logits as
   const library = await gen.generate(PROMPT, { maxTokens: LENGTH, temperature: 0, ...penalties });
   await gen.close();
   model.dispose();
-  t.not(library.text, greedy.alpha, 'the penalties change the greedy text');
+  t.not(library.text, greedy, 'the penalties change the greedy text');
   const r = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, presence_penalty: 0.5, frequency_penalty: 1.5 });
   t.equal(r.choices[0].text, library.text, 'completions: the library\'s penalized text');
   const chat = await client.chat.completions.create({ model: 'general', messages: [{ role: 'user', content: PROMPT }], max_tokens: 4, temperature: 0, frequency_penalty: -2 });
@@ -171,7 +158,7 @@ t.test('logit_bias adds to the logits as OpenAI\'s does: +100 forces a token, -1
 });
 
 t.test('stop sequences end the text where they begin, with finish_reason "stop"', async (t) => {
-  const text = greedy.alpha;
+  const text = greedy;
   const stop = text.slice(4, 7);
   const r = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, stop: [stop, 'never seen'] });
   t.equal(r.choices[0].text, text.slice(0, text.indexOf(stop)));
@@ -219,7 +206,7 @@ t.test('streamed log-probabilities: each chunk carries its tokens\', and all of 
     text += chunk.choices[0].text;
     if (chunk.choices[0].logprobs) parts.push(chunk.choices[0].logprobs);
   }
-  t.equal(text, greedy.alpha);
+  t.equal(text, greedy);
   t.ok(parts.length >= LENGTH / 2, `${parts.length} chunks with log-probabilities, as the tokens come`);
   const joined = (key: keyof OpenAI.Completions.CompletionChoice.Logprobs) => parts.flatMap((p) => p[key] as unknown[]);
   t.same({ tokens: joined('tokens'), token_logprobs: joined('token_logprobs'), top_logprobs: joined('top_logprobs'), text_offset: joined('text_offset') }, whole, 'completions: the chunks\' together = the answer\'s');
@@ -273,7 +260,7 @@ t.test("echo with logprobs: the prompt's log-probabilities, as scoring tools ask
   // Beside requests that generate, on the same model: each gets what it gets alone.
   const generating = { model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0 } as const;
   const [a, b, c, d] = await Promise.all([client.completions.create(generating), client.completions.create(score), client.completions.create({ ...score, prompt: [...prompt] }), client.completions.create(generating)]);
-  t.same([a.choices[0].text, d.choices[0].text], [greedy.alpha, greedy.alpha], 'the generating requests, as alone');
+  t.same([a.choices[0].text, d.choices[0].text], [greedy, greedy], 'the generating requests, as alone');
   t.same(b.choices[0].logprobs, lp, 'the scored prompt, as alone');
   t.same(c.choices[0].logprobs, lp, 'and given as token ids');
   const tooLong = await client.completions.create({ ...score, prompt: [...new Array(127).fill(prompt[0])], max_tokens: 2 }).catch((e: unknown) => e);
@@ -388,7 +375,7 @@ t.test('a client no one here wrote: fetch, with the stream read by eventsource-p
   t.equal(events[events.length - 1], '[DONE]', 'the stream ends with [DONE]');
   const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { object: string; choices: { text: string; finish_reason: string | null }[] });
   t.ok(chunks.every((c) => c.object === 'text_completion'));
-  t.equal(chunks.map((c) => c.choices[0].text).join(''), greedy.alpha, 'the pieces add up to the greedy text');
+  t.equal(chunks.map((c) => c.choices[0].text).join(''), greedy, 'the pieces add up to the greedy text');
   t.equal(chunks[chunks.length - 1].choices[0].finish_reason, 'length');
 });
 

@@ -2,54 +2,40 @@
 // and responses.stream (whose accumulator checks the order of the stream's events) and by fetch with
 // eventsource-parser: the reply chat completions give for the same messages, the chat format for a chat model,
 // instructions, assistant turns given back as output items, log-probabilities, and errors naming the field.
-import fs from 'node:fs';
 import t from 'tap';
 import OpenAI from 'openai';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
-import { LONG, inFlightAfterLeaving, makeModels, startServer, tempDir, type Running } from './helpers';
+import { inFlightAfterLeaving, serveApiModels, type ApiModels, type Running } from './helpers';
 
 const API_KEY = 'responses-test-key-0123456789';
 const PROMPT = 'How big is the earth?';
 const LENGTH = 12;
 
-let dir: string;
-let greedy: Record<string, string>;
+let served: ApiModels;
+let greedy: string;
 let srv: Running;
 let client: OpenAI;
 
 t.before(async () => {
-  dir = tempDir('responses');
-  greedy = await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
-  await makeModels(dir, { long: 2 }, PROMPT, 1, LONG);
-  srv = await startServer({
-    api_keys: [API_KEY],
-    models: [
-      { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } },
-      { key: 'chatbot', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', sampling: { length: LENGTH } },
-      { key: 'lenient', restore_from: 'alpha', sanitizer: 'sanitizers.chatbot', audience: 'mom', system_messages: 'ignore', sampling: { length: LENGTH } },
-      { key: 'long', restore_from: 'long' },
-    ],
-  }, dir);
+  served = await serveApiModels('responses', API_KEY, PROMPT, LENGTH);
+  ({ greedy, srv } = served);
   client = new OpenAI({ apiKey: API_KEY, baseURL: `${srv.url}/v1`, maxRetries: 0 });
 });
-t.teardown(async () => {
-  await srv.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+t.teardown(() => served.close());
 
 t.test('a text input: the greedy text, "incomplete" at max_output_tokens, usage as chat completions count it', async (t) => {
   const r = await client.responses.create({ model: 'general', input: PROMPT, max_output_tokens: LENGTH, temperature: 0 });
   t.match(r, { object: 'response', status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, model: 'general', error: null, store: false, temperature: 0 });
   t.match(r.id, /^resp_/);
-  t.equal(r.output_text, greedy.alpha, 'the text the engine generates greedily');
+  t.equal(r.output_text, greedy, 'the text the engine generates greedily');
   t.equal(r.output.length, 1);
-  t.match(r.output[0], { type: 'message', role: 'assistant', status: 'incomplete', content: [{ type: 'output_text', text: greedy.alpha, annotations: [] }] });
+  t.match(r.output[0], { type: 'message', role: 'assistant', status: 'incomplete', content: [{ type: 'output_text', text: greedy, annotations: [] }] });
   const chat = await client.chat.completions.create({ model: 'general', messages: [{ role: 'user', content: PROMPT }], max_tokens: LENGTH, temperature: 0 });
   t.equal(r.output_text, chat.choices[0].message.content, 'the reply chat completions give');
   t.same([r.usage?.input_tokens, r.usage?.output_tokens, r.usage?.total_tokens], [chat.usage?.prompt_tokens, chat.usage?.completion_tokens, chat.usage?.total_tokens]);
   const short = await client.responses.create({ model: 'general', input: PROMPT, max_output_tokens: 3, temperature: 0 });
   t.equal(short.usage?.output_tokens, 3, 'max_output_tokens is the length');
-  t.equal(short.output_text, greedy.alpha.slice(0, short.output_text.length));
+  t.equal(short.output_text, greedy.slice(0, short.output_text.length));
 });
 
 t.test('messages: a chat model answers in the chat format, as the audience instructions name, assistant turns given back as output items', async (t) => {
