@@ -59,6 +59,9 @@ async function main(): Promise<void> {
     onProgress: progressPrinter(),
   });
   console.log(formatImportSummary(summary));
+  // The way on, as lib/import/README.md gives it.
+  const data = /^[\w./-]+$/.test(argv.out) ? argv.out : `'${argv.out.replace(/'/g, "'\\''")}'`;
+  console.log(`next: bin/train --dataset ${data} --check; then fine-tune GPT-2 on it: bin/download-model 124M, and bin/train --dataset ${data} --model_name 124M`);
 }
 
 // "Name=audience" pairs and JSON files of such pairs, as one map.
