@@ -2,6 +2,7 @@
 // Facebook's and Instagram's downloads). Entries are found through the central directory and read one at a time
 // with positional reads, so that a download of many gigabytes of photos costs only the entries asked for. Stored
 // and deflated entries, ZIP64 (numpy and Facebook write it), no encryption.
+import buffer from 'node:buffer';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -55,6 +56,7 @@ export class ZipArchive {
   read(entry: ZipEntry): Buffer {
     const where = this.pathOf(entry);
     if (entry.flags & 1) throw new Error(`${where}: encrypted zip entries are not supported`);
+    if (entry.size > buffer.constants.MAX_LENGTH || entry.compressedSize > buffer.constants.MAX_LENGTH) throw new Error(`${where}: ${entry.size} bytes, too large to read at once`);
     const local = this.readAt(entry.localOffset, 30);
     if (local.readUInt32LE(0) !== LOCAL) throw new Error(`${where}: damaged local file header`);
     const raw = this.readAt(entry.localOffset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28), entry.compressedSize);
@@ -62,8 +64,10 @@ export class ZipArchive {
     if (entry.method === 0) bytes = raw;
     else if (entry.method === 8) {
       try {
-        bytes = zlib.inflateRawSync(raw);
+        // No more than the size the archive gives: a damaged or hostile entry cannot inflate past it.
+        bytes = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size) });
       } catch (err) {
+        if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw new Error(`${where}: inflates to more than the ${entry.size} bytes the zip says it holds`);
         throw new Error(`${where}: damaged compressed data (${(err as Error).message})`);
       }
     } else throw new Error(`${where}: zip compression method ${entry.method} is not supported (only stored and deflate)`);

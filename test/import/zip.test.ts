@@ -70,13 +70,17 @@ t.test('damaged zips, and zips of no export: an error naming the zip or the entr
   // The deflated data's first block given the reserved block type 3, which no inflater reads past.
   const dataAt = chat.localOffset + 30 + corrupt.readUInt16LE(chat.localOffset + 26) + corrupt.readUInt16LE(chat.localOffset + 28);
   corrupt[dataAt] |= 0x06;
-  const dir = t.testdir({ 'cut.zip': whole.subarray(0, 300), 'corrupt.zip': corrupt, out: {} });
-  const inputs = [path.join(dir, 'cut.zip'), path.join(dir, 'corrupt.zip'), fixture('whatsapp', 'android-de')];
+  // The central directory's first entry (_chat.txt) made to say it holds 10 bytes: inflating stops there.
+  const understated = Buffer.from(whole);
+  understated.writeUInt32LE(10, understated.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02])) + 24);
+  const dir = t.testdir({ 'cut.zip': whole.subarray(0, 300), 'corrupt.zip': corrupt, 'understated.zip': understated, out: {} });
+  const inputs = [path.join(dir, 'cut.zip'), path.join(dir, 'corrupt.zip'), path.join(dir, 'understated.zip'), fixture('whatsapp', 'android-de')];
   const error = (await importChats(inputs, { out: path.join(dir, 'out'), me: ['Jane Doe'] }).catch((e: unknown) => e)) as ChatImportErrors;
   t.type(error, ChatImportErrors);
   t.match(error.message.split('\n').map((line) => line.replace(dir + path.sep, '')), [
     /^corrupt\.zip\/_chat\.txt: damaged compressed data \(.+\)$/,
     'cut.zip: a zip archive cut short (no central directory at its end): an interrupted download or copy; get it again',
+    'understated.zip/_chat.txt: inflates to more than the 10 bytes the zip says it holds',
   ]);
   t.same(fs.readdirSync(path.join(dir, 'out')), [], 'nothing written');
 
