@@ -7,6 +7,7 @@ import { isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './g
 import { isSqlite, parseMessagesDatabase } from './imessage';
 import { looksLikeLine, parseLine } from './line';
 import { looksLikeSnapchat, parseSnapchat } from './snapchat';
+import { isXDirectMessages, parseXDirectMessages, xAccountId, xArchiveData, xArchiveKind } from './x_archive';
 import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
 import { looksLikeTelegram, parseTelegram } from './telegram';
@@ -19,7 +20,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp or LINE chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
+  'a WhatsApp or LINE chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
 
 // What to do with an export made as web pages, which is how Telegram Desktop, Facebook and Instagram make them
 // unless asked for JSON.
@@ -49,6 +50,14 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   if (options.format === 'imessage') throw new ChatImportError(file, null, 'not an SQLite database: Messages\' chat.db is one (~/Library/Messages/chat.db on a Mac)');
   const text = decodeExport(file, bytes, options.encoding);
   if (/^\s*<(!doctype html|html)\b/i.test(text.slice(0, 1024))) throw new ChatImportError(file, null, HTML_EXPORT_ADVICE);
+  const archiveKind = xArchiveKind(text);
+  if (archiveKind !== null && (options.format === undefined || options.format === 'x')) {
+    if (!isXDirectMessages(archiveKind)) throw new UnknownExportError(file, `an X archive's ${archiveKind}`);
+    const account = companion('account.js');
+    const myId = account === null ? null : xAccountId(path.join(path.dirname(file), 'account.js'), account.toString('utf8'));
+    return parseXDirectMessages(file, archiveKind, xArchiveData(file, text), myId);
+  }
+  if (options.format === 'x') throw new ChatImportError(file, 1, 'not a file of an X archive: its direct messages (data/direct-messages.js) begin "window.YTD.direct_messages"');
   // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
   const format = options.format ?? (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : null);
   if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];

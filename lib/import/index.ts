@@ -42,7 +42,12 @@ export interface ChatImportProgress {
 // not. Zips are opened wherever they are: an iPhone's WhatsApp export and Facebook's and Instagram's downloads come
 // as zips.
 const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.xml', '.db']);
-const FOLDER_EXTENSIONS = new Set([...EXPORT_EXTENSIONS, '.zip']);
+// An X archive holds a .js file per kind of data, tweets too: only its direct messages are read.
+const X_DIRECT_MESSAGES = /^direct-messages(?:-group)?\.js$/i;
+
+function isExportName(name: string): boolean {
+  return EXPORT_EXTENSIONS.has(path.extname(name).toLowerCase()) || X_DIRECT_MESSAGES.test(path.basename(name));
+}
 
 export async function importChats(inputs: readonly string[], options: ChatImportOptions): Promise<ChatImportSummary> {
   if (inputs.length === 0) throw new Error('no export to import: give files or folders');
@@ -107,7 +112,7 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
     }
     if (!fs.existsSync(input) && !/[*?[]/.test(input)) throw new Error(`${input}: no such file or folder`);
     const all = datasetFiles(input);
-    const found = all.filter((file) => FOLDER_EXTENSIONS.has(path.extname(file).toLowerCase()));
+    const found = all.filter((file) => isExportName(file) || path.extname(file).toLowerCase() === '.zip');
     if (found.length === 0) throw new Error(`${input}: no .txt, .json, .xml, .db or .zip file in it${htmlHint(all)}`);
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }
@@ -167,7 +172,7 @@ function startsAsZip(file: string): boolean {
 // A zip's entry worth reading: not a folder, nor what a Mac's Archive Utility adds (__MACOSX/, ._ resource forks).
 function isExportEntry(name: string): boolean {
   const base = name.slice(name.lastIndexOf('/') + 1);
-  return base !== '' && !name.startsWith('__MACOSX/') && !base.startsWith('._') && EXPORT_EXTENSIONS.has(path.extname(base).toLowerCase());
+  return base !== '' && !name.startsWith('__MACOSX/') && !base.startsWith('._') && isExportName(base);
 }
 
 const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
