@@ -220,6 +220,12 @@ export function tokenLogprobs(tokenizer: Tokenizer, logprobs: readonly TokenLogp
   return logprobs.map((l) => ({ ...entry(l.token, l.logprob), top_logprobs: l.top.map((a) => entry(a.token, a.logprob)) }));
 }
 
+// Whether a reply was cut short: at its length, or by the deadline, which the APIs report as cut at its length
+// (dixie_finish_reason beside it tells the two apart).
+export function cutShort(c: Completion): boolean {
+  return c.finishReason === 'length' || c.finishReason === 'deadline';
+}
+
 // A generation whose reply streams, piece by piece as it settles. Each piece comes with the log-probabilities of the
 // tokens drawn since the piece before (a token's text may come in a later piece, held back by a stop sequence that
 // may begin or by the sanitizer); a last call, with no text and the completion, brings those drawn after, so that

@@ -20,7 +20,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  bad, chatPrompt, checkKeys, clientGone, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readModel, readSampling, readSeed,
+  bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readModel, readSampling, readSeed,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 
@@ -146,7 +146,7 @@ function doneFields(c: Completion): Record<string, unknown> {
   const { queuedMs, firstTokenMs, totalMs } = c.timings;
   return {
     done: true,
-    done_reason: c.finishReason === 'length' || c.finishReason === 'deadline' ? 'length' : 'stop',
+    done_reason: cutShort(c) ? 'length' : 'stop',
     dixie_finish_reason: c.finishReason,
     total_duration: ns(totalMs),
     load_duration: 0,

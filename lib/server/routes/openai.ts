@@ -17,7 +17,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
-  bad, chatPrompt, checkKeys, checkNeutral, clientGone, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional,
+  bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional,
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body, type InputMessage,
 } from './api_common';
 
@@ -99,7 +99,7 @@ function chatMessages(messages: unknown): InputMessage[] {
 // How a choice ended: OpenAI's finish reason (a reply cut by the deadline was cut, as by max_tokens), and beside it
 // dixie's own, which tells the two apart ("length", "deadline", "stop"...), for clients that show why.
 function finished(c: Completion): { finish_reason: 'stop' | 'length'; dixie_finish_reason: string } {
-  return { finish_reason: c.finishReason === 'length' || c.finishReason === 'deadline' ? 'length' : 'stop', dixie_finish_reason: c.finishReason };
+  return { finish_reason: cutShort(c) ? 'length' : 'stop', dixie_finish_reason: c.finishReason };
 }
 
 // OpenAI's logprobs of a completion, from `offset` in its text: the prompt's tokens first when it is echoed.

@@ -12,7 +12,7 @@ import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { ModelConfig, SamplingDefaults } from '../config';
 import type { ChatService, Completion } from '../service';
 import {
-  bad, chatPrompt, checkKeys, checkNeutral, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, messageText, objectBody, optional,
+  bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, isObject, messageText, objectBody, optional,
   readModel, readSampling, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 
@@ -130,7 +130,7 @@ function responseObject(id: string, createdAt: number, request: ResponsesRequest
   };
 }
 
-const finalStatus = (c: Completion): 'completed' | 'incomplete' => (c.finishReason === 'length' || c.finishReason === 'deadline' ? 'incomplete' : 'completed');
+const finalStatus = (c: Completion): 'completed' | 'incomplete' => (cutShort(c) ? 'incomplete' : 'completed');
 
 function outputText(text: string, logprobs: Record<string, unknown>[]): Record<string, unknown> {
   return { type: 'output_text', text, annotations: [], logprobs };
