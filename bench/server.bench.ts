@@ -4,7 +4,9 @@
 // 400 requests from 16 clients to one model, and 400 alternating between two models under a memory budget that
 // holds one, with the loads each took; then streaming, /invocations beside OpenAI's /v1/chat/completions and
 // /v1/responses and Ollama's /api/chat: time to the first text and aggregate tokens/s at 1, 4 and 16 clients
-// (`--streams`: these alone); then a chat of 12 turns whose history grows past the context, at
+// (`--streams`: these alone); then embeddings, /v1/embeddings of a text a request beside /v1/completions of the same
+// text and one token, and of 16 texts a request: input tokens/s at 1, 4 and 16 clients (`--embeddings`: these
+// alone); then a chat of 12 turns whose history grows past the context, at
 // GPT-2 124M's shapes: time to the first token of each turn with prefix reuse and without (`--chat`: these alone).
 // Where a GPU is usable, the same model of 124M's shapes served from it ("device": "cuda"), decode steps as they run
 // by default and as CUDA graphs (DIXIE_CUDA_GRAPHS=1): aggregate tokens/s at 1, 16 and 32 clients (`--gpu`: these
@@ -78,8 +80,24 @@ interface Load {
   seconds: number;
 }
 
-// `clients` loops of request after request, for `seconds` or until `requests` are sent; request i asks model keyOf(i).
-async function drive(url: string, clients: number, until: { seconds: number } | { requests: number }, keyOf = (_i: number) => 'chatbot'): Promise<Load> {
+// A JSON request, and the tokens its answer counts (generated, or embedded).
+interface Ask {
+  path: string;
+  body: Record<string, unknown>;
+  tokens: (answer: Record<string, unknown>) => number;
+}
+
+// `clients` loops of /invocations requests, for `seconds` or until `requests` are sent; request i asks model keyOf(i).
+function drive(url: string, clients: number, until: { seconds: number } | { requests: number }, keyOf = (_i: number) => 'chatbot'): Promise<Load> {
+  return driveAsks(url, clients, until, (i) => ({
+    path: '/invocations',
+    body: { model_key: keyOf(i), raw_text: PROMPTS[i % PROMPTS.length] },
+    tokens: (answer) => (answer.tokens as number[] | undefined)?.length ?? 0,
+  }));
+}
+
+// `clients` loops of request after request, request i being ask(i).
+async function driveAsks(url: string, clients: number, until: { seconds: number } | { requests: number }, ask: (i: number) => Ask): Promise<Load> {
   const load: Load = { requests: 0, errors: 0, tokens: 0, latencies: [], seconds: 0 };
   const started = performance.now();
   const more = 'seconds' in until ? () => performance.now() < started + until.seconds * 1000 : (i: number) => i < until.requests;
@@ -87,15 +105,16 @@ async function drive(url: string, clients: number, until: { seconds: number } | 
   await Promise.all(Array.from({ length: clients }, async () => {
     for (let i = next++; more(i); i = next++) {
       const t0 = performance.now();
+      const { path: route, body, tokens } = ask(i);
       try {
-        const res = await fetch(`${url}/invocations`, {
+        const res = await fetch(`${url}${route}`, {
           method: 'POST',
           headers: { 'content-type': 'application/json', accept: 'application/json' },
-          body: JSON.stringify({ model_key: keyOf(i), raw_text: PROMPTS[i % PROMPTS.length] }),
+          body: JSON.stringify(body),
         });
-        const body = (await res.json()) as { tokens?: number[] };
+        const answer = (await res.json()) as Record<string, unknown>;
         if (res.status !== 200) throw new Error(`status ${res.status}`);
-        load.tokens += body.tokens?.length ?? 0;
+        load.tokens += tokens(answer);
         load.requests++;
         load.latencies.push(performance.now() - t0);
       } catch {
@@ -257,6 +276,11 @@ export async function run(): Promise<void> {
       await streamRows(server, seconds);
       return;
     }
+    if (process.argv.includes('--embeddings')) {
+      console.log(`Model: ${described}; ${os.availableParallelism()} CPUs.`);
+      await embeddingRows(server, seconds);
+      return;
+    }
     // Loads the model and lets the allocator reach its working size before memory is measured.
     await drive(server.url, 16, { seconds: Math.min(5, seconds / 10) });
     const rssStart = rssMb(server.proc.pid as number);
@@ -295,6 +319,7 @@ export async function run(): Promise<void> {
 
     server = await startServer(modelDir, dir, ['chatbot']);
     await streamRows(server, seconds);
+    await embeddingRows(server, seconds);
     await stop(server);
 
     await chatRows(dir, process.env.DIXIE_BENCH_MODEL ?? null);
@@ -316,6 +341,28 @@ async function streamRows(server: Server, seconds: number): Promise<void> {
       const load = await driveStreams(server.url, clients, seconds / 8, api);
       const s = [...load.firstText].sort((a, b) => a - b);
       console.log(`| ${api.name} | ${clients} | ${load.requests} | ${percentile(s, 50).toFixed(0)} | ${percentile(s, 99).toFixed(0)} | ${(load.tokens / load.seconds).toFixed(1)}${load.errors > 0 ? ` (${load.errors} errors)` : ''} |`);
+    }
+  }
+}
+
+// The embedding rows: /v1/embeddings of one chat message (about 60 tokens) a request, beside /v1/completions of the
+// same text and one token (the same prefill, and one draw), and of 16 messages a request: the inputs' tokens/s.
+async function embeddingRows(server: Server, seconds: number): Promise<void> {
+  const promptTokens = (answer: Record<string, unknown>): number => (answer.usage as { prompt_tokens: number }).prompt_tokens;
+  const kinds: [string, (i: number) => Ask][] = [
+    ['`/v1/embeddings`, 1 text', (i) => ({ path: '/v1/embeddings', body: { model: 'chatbot', input: chatMessage(i) }, tokens: promptTokens })],
+    ['`/v1/completions` of it, `max_tokens` 1', (i) => ({ path: '/v1/completions', body: { model: 'chatbot', prompt: chatMessage(i), max_tokens: 1 }, tokens: promptTokens })],
+    ['`/v1/embeddings`, 16 texts', (i) => ({ path: '/v1/embeddings', body: { model: 'chatbot', input: Array.from({ length: 16 }, (_, j) => chatMessage(16 * i + j)) }, tokens: promptTokens })],
+  ];
+  await driveAsks(server.url, 4, { seconds: Math.min(5, seconds / 10) }, kinds[0][1]);
+  console.log('\nEmbeddings: the inputs\' tokens/s.\n');
+  console.log('| request | clients | requests/s | p50 ms | input tokens/s |');
+  console.log('|---|---|---|---|---|');
+  for (const clients of [1, 4, 16]) {
+    for (const [what, ask] of kinds) {
+      const load = await driveAsks(server.url, clients, { seconds: seconds / 9 }, ask);
+      const s = [...load.latencies].sort((a, b) => a - b);
+      console.log(`| ${what} | ${clients} | ${(load.requests / load.seconds).toFixed(2)} | ${percentile(s, 50).toFixed(0)} | ${(load.tokens / load.seconds).toFixed(0)}${load.errors > 0 ? ` (${load.errors} errors)` : ''} |`);
     }
   }
 }

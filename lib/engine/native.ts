@@ -93,6 +93,11 @@ export interface NativeSampling {
   logitBias?: { tokens: Int32Array; values: Float32Array };  // values[i] added to the logit of tokens[i]
 }
 
+// What kvForward writes (native/core/backend.h KvOutput): the logits of each slot's last new token [slots.length, V];
+// those of every new token [tokens.length, V], for a prompt's log-probabilities; or the final hidden state of every
+// new token (after ln_f: the head's input) [tokens.length, nEmbd], for embeddings.
+export type KvOutput = 'lastLogits' | 'tokenLogits' | 'tokenStates';
+
 export interface NativeModel {
   layout(): NativeTensorInfo[];
   numParams(): number;
@@ -115,10 +120,9 @@ export interface NativeModel {
   backward(): Promise<void>;
   step(options: NativeStepOptions): Promise<number>;  // resolves to the gradient norm before clipping
 
-  kvReserve(nSlots: number): number;  // returns the rows of logits it plans: at least nSlots (see kvForward)
-  // logitsOut: [slots.length, V], the logits of each slot's last new token; with everyToken, [tokens.length, V], those
-  // of every new token (at most the rows of logits kvReserve planned), for the log-probabilities of a prompt.
-  kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, logitsOut: Float32Array, everyToken?: boolean): Promise<void>;
+  kvReserve(nSlots: number): number;  // returns the rows of output it plans: at least nSlots (see kvForward)
+  // out: what `output` asks (default lastLogits); an output of every new token takes at most the rows kvReserve planned.
+  kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, out: Float32Array, output?: KvOutput): Promise<void>;
   kvTruncate(slot: number, length: number): void;  // keeps the slot's first `length` tokens (0 empties it)
   kvLength(slot: number): number;
   // One decoding step (native/core/backend.h kv_step): kvForward's feed, then sample()'s draw for the entries

@@ -11,7 +11,8 @@
 // same tokens as a cold prefill.
 // A request may ask for its prompt's log-probabilities too (promptLogprobs, as OpenAI's echo with logprobs): its
 // prompt, but for the last token, is then fed through kvForward's logits of every token, as many a step as the rows
-// of logits the native side plans (kvReserve), and from no cached prefix.
+// of output the native side plans (kvReserve), and from no cached prefix. An embedding (embed) is fed the same way,
+// its whole prompt through kvForward's final hidden state of every token, and samples nothing.
 import { Model, type ServedAdapter } from '../engine/model';
 import { NativeModel, type NativeSampling } from '../engine/native';
 import type { ReplyStream } from '../sanitize/types';
@@ -21,6 +22,7 @@ import {
   DEFAULT_SAMPLING,
   FinishReason,
   GenerateResult,
+  Timings,
   SamplingOptions,
   Sequence,
   checkSampling,
@@ -44,6 +46,21 @@ export interface BatchRequest {
   adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) this request decodes with
 }
 
+export interface EmbedRequest {
+  promptTokens: ArrayLike<number>;  // at least one token, at most the model's context
+  signal?: AbortSignal;             // finishes the request with 'aborted' at the next step
+  deadline?: number;                // Date.now() time after which it finishes with 'deadline'
+  adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) to embed with
+}
+
+export interface EmbedResult {
+  // [promptTokens.length, nEmbd]: each token's final hidden state (after ln_f: what the head reads); whole only when
+  // finishReason is 'stop'
+  states: Float32Array;
+  finishReason: FinishReason;  // 'stop' once every token is fed; else 'aborted' or 'deadline'
+  timings: Timings;
+}
+
 export interface BatcherOptions {
   slots?: number;          // requests decoded together (default 8); more wait in a queue
   contextKeep?: number;    // tokens kept when a context passes nCtx (default nCtx / 2); see Sequence.nextFeed
@@ -61,6 +78,7 @@ interface Job {
   weightsVersion: number;      // the model's when the job took its slot
   adapter: number;             // the id of its adapter, -1 for none
   promptLogprobs: TokenLogprob[] | null;  // entry p: the prompt's token p + 1's, when the request asks for them
+  states: Float32Array | null;            // an embedding's: [prompt tokens, nEmbd]
   startedAt: number;
   firstTokenAt: number;
 }
@@ -73,7 +91,7 @@ interface Row {
   reset: boolean;     // cut the slot back to `keep` tokens first
   keep: number;
   samples: boolean;  // its feed completes its context, so its logits give the next token
-  scores: boolean;   // its feed is part of a prompt whose log-probabilities are asked for (kvForward of every token)
+  scores: boolean;   // its feed is part of a prompt scored or embedded (kvForward's output of every token)
 }
 
 const claimedModels = new WeakSet<Model>();
@@ -82,6 +100,7 @@ export class Batcher {
   readonly slots: number;
   private readonly nCtx: number;
   private readonly vocabSize: number;
+  private readonly nEmbd: number;
   private readonly contextKeep: number;
   private readonly maxStepTokens: number;
   private readonly reusePrefixes: boolean;
@@ -103,6 +122,7 @@ export class Batcher {
   // and RNG states (advanced by the native draw, taken into the sequences only from a step that succeeds).
   private readonly logits: Float32Array;
   private scoreLogits: Float32Array | null = null;  // [logitRows, V], made for the first prompt scored
+  private embedStates: Float32Array | null = null;  // [logitRows, nEmbd], made for the first prompt embedded
   private readonly rngState: BigUint64Array;
 
   // One batcher per model: it owns the model's KV cache.
@@ -126,6 +146,7 @@ export class Batcher {
     claimedModels.add(model);
     this.nCtx = nCtx;
     this.vocabSize = vocabSize;
+    this.nEmbd = model.config.nEmbd;
     this.bySlot = new Array<Job | null>(this.slots).fill(null);
     this.slotHeld = new Array<Int32Array | null>(this.slots).fill(null);
     this.slotHeldVersion = new Array<number>(this.slots).fill(-1);
@@ -148,6 +169,22 @@ export class Batcher {
     } catch (err) {
       return Promise.reject(err);
     }
+    return this.enqueue(job);
+  }
+
+  // The final hidden state of each of the prompt's tokens, for an embedding: the prompt is fed as any request's, in
+  // the same steps as the others', and nothing is sampled.
+  async embed(request: EmbedRequest): Promise<EmbedResult> {
+    const tokens = request.promptTokens;
+    if (tokens.length > this.nCtx) throw new RangeError(`an embedding of ${tokens.length} tokens needs them within the model's context of ${this.nCtx}`);
+    // A sequence only for its feed bookkeeping: it never samples.
+    const job = this.makeJob({ promptTokens: tokens, maxTokens: 1, stopTokens: [], seed: 0, signal: request.signal, deadline: request.deadline, adapter: request.adapter });
+    job.states = new Float32Array(tokens.length * this.nEmbd);
+    const { finishReason, timings } = await this.enqueue(job);
+    return { states: job.states, finishReason, timings };
+  }
+
+  private enqueue(job: Job): Promise<GenerateResult> {
     const done = new Promise<GenerateResult>((resolve, reject) => {
       job.resolve = resolve;
       job.reject = reject;
@@ -221,7 +258,7 @@ export class Batcher {
     };
     return {
       seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1,
-      adapter: request.adapter?.id ?? -1, promptLogprobs: request.promptLogprobs ? [] : null, startedAt: NaN, firstTokenAt: NaN,
+      adapter: request.adapter?.id ?? -1, promptLogprobs: request.promptLogprobs ? [] : null, states: null, startedAt: NaN, firstTokenAt: NaN,
     };
   }
 
@@ -259,6 +296,7 @@ export class Batcher {
       let sampled = 0;
       for (const row of rows) {
         row.job.seq.fed(row.feed.length);
+        if (row.job.states !== null && row.job.seq.caughtUp && !row.job.seq.done) this.finish(row.job, 'stop', row.slot);
         if (!row.samples) continue;
         const job = row.job;
         const s = sampled++;
@@ -306,7 +344,7 @@ export class Batcher {
       for (let s = 0; s < this.slots; s++) {
         if (this.bySlot[s] !== null) continue;
         const same = this.slotHeldVersion[s] === this.model.weightsVersion && this.slotHeldAdapter[s] === job.adapter;
-        const held = this.reusePrefixes && same && job.promptLogprobs === null ? this.slotHeld[s] : null;
+        const held = this.reusePrefixes && same && this.toScore(job) === 0 ? this.slotHeld[s] : null;
         const common = held === null ? 0 : Math.min(commonPrefix(held, job.request.promptTokens), job.seq.promptLength - 1);
         if (slot < 0 || common > reused || (common === reused && this.slotFreedAt[s] < this.slotFreedAt[slot])) {
           slot = s;
@@ -344,7 +382,7 @@ export class Batcher {
       }
       const { feed, scores } = this.prefillFeed(job, this.maxStepTokens, this.logitRows);
       const reset = job.seq.needsReset;
-      return [{ job, slot, feed, reset, keep: job.seq.held.length, samples: feed.length === job.seq.nextFeed(Infinity).length, scores }];
+      return [{ job, slot, feed, reset, keep: job.seq.held.length, samples: this.completes(job, feed), scores }];
     }
     const sampling: Row[] = [];
     const partial: Row[] = [];
@@ -365,15 +403,22 @@ export class Batcher {
       budget -= feed.length;
       if (scores) scoreBudget -= feed.length;
       if (Number.isNaN(job.startedAt)) job.startedAt = Date.now();
-      const whole = feed.length === job.seq.nextFeed(Infinity).length;
-      (whole ? sampling : partial).push({ job, slot, feed, reset, keep: job.seq.held.length, samples: whole, scores });
+      const samples = this.completes(job, feed);
+      (samples ? sampling : partial).push({ job, slot, feed, reset, keep: job.seq.held.length, samples, scores });
     }
     return sampling.concat(partial);
   }
 
-  // The prompt tokens whose logits a job still needs: all but its last, when it asks for its prompt's
-  // log-probabilities (the last one's logits give the first new token, as any prompt's do).
+  // Whether a job's feed completes its context, so that it samples (an embedding never does).
+  private completes(job: Job, feed: Int32Array): boolean {
+    return job.states === null && feed.length === job.seq.nextFeed(Infinity).length;
+  }
+
+  // The prompt tokens whose output of every token a job still needs: an embedding's, all; when the request asks for
+  // its prompt's log-probabilities, all but its last (the last one's logits give the first new token, as any
+  // prompt's do).
   private toScore(job: Job): number {
+    if (job.states !== null) return job.seq.promptLength - job.seq.held.length;
     return job.promptLogprobs === null || job.seq.generated.length > 0 ? 0 : Math.max(0, job.seq.promptLength - 1 - job.seq.held.length);
   }
 
@@ -385,7 +430,7 @@ export class Batcher {
     return { feed: job.seq.nextFeed(budget), scores: false };
   }
 
-  // One native step (inside model.run): the resets, the scored rows' kvForward of every token, then one kvStep that
+  // One native step (inside model.run): the resets, the scored and embedded rows' kvForward of every token, then one kvStep that
   // feeds the other rows and draws a token for each row that samples (the sampled rows are the first ones, in
   // order). The sampled rows' logits come back only when one of them asks for logprobs. Returns the tokens, one per
   // sampled row.
@@ -397,9 +442,11 @@ export class Batcher {
       }
       if (row.reset) native.kvTruncate(row.slot, row.keep);
     }
-    const scored = rows.filter((r) => r.scores);
+    const scored = rows.filter((r) => r.scores && r.job.states === null);
     if (scored.length > 0) await this.score(native, scored);
-    const stepped = scored.length === 0 ? rows : rows.filter((r) => !r.scores);
+    const embedded = rows.filter((r) => r.scores && r.job.states !== null);
+    if (embedded.length > 0) await this.embedRows(native, embedded);
+    const stepped = rows.filter((r) => !r.scores);
     if (stepped.length === 0) return new Int32Array(0);
     const { slots, nNew, tokens } = feeds(stepped);
     const sampleRows = new Int32Array(stepped.filter((r) => r.samples).length);
@@ -427,7 +474,7 @@ export class Batcher {
     const V = this.vocabSize;
     this.scoreLogits ??= new Float32Array(this.logitRows * V);
     const logits = this.scoreLogits.subarray(0, tokens.length * V);
-    await native.kvForward(slots, nNew, tokens, logits, true);
+    await native.kvForward(slots, nNew, tokens, logits, 'tokenLogits');
     let at = 0;
     for (const { job, feed } of rows) {
       const start = job.seq.held.length;  // the position of the row's first token
@@ -435,6 +482,21 @@ export class Batcher {
         const next = job.request.promptTokens[start + k + 1];
         (job.promptLogprobs as TokenLogprob[])[start + k] = tokenLogprob(logits.subarray(at * V, (at + 1) * V), next, job.request.logprobs ?? 0);
       }
+    }
+  }
+
+  // The rows' prompt tokens through kvForward with the final hidden state of every token, kept by position as
+  // score's logits are.
+  private async embedRows(native: NativeModel, rows: Row[]): Promise<void> {
+    const { slots, nNew, tokens } = feeds(rows);
+    const C = this.nEmbd;
+    this.embedStates ??= new Float32Array(this.logitRows * C);
+    const states = this.embedStates.subarray(0, tokens.length * C);
+    await native.kvForward(slots, nNew, tokens, states, 'tokenStates');
+    let at = 0;
+    for (const { job, feed } of rows) {
+      (job.states as Float32Array).set(states.subarray(at * C, (at + feed.length) * C), job.seq.held.length * C);
+      at += feed.length;
     }
   }
 

@@ -3,6 +3,7 @@
 //   const gen = await Generator.load('124M', { weightDtype: 'f16' });
 //   const { text } = await gen.generate('Hello, my name is', { maxTokens: 40, temperature: 0.8, topK: 40 });
 //   for await (const piece of gen.stream('Once upon a time', { maxTokens: 100 })) process.stdout.write(piece);
+//   const { embedding } = await gen.embed('Hello, my name is');  // 768 numbers of length 1 (embed.ts)
 //
 // How a request runs (lib/generate/batcher.ts does the work, for all requests at once):
 //   1. The prompt is encoded (an empty prompt is <|endoftext|>: unconditional text) and fed to the model in one
@@ -19,7 +20,8 @@ import { WeightDType } from '../engine/native';
 import { modelDir, resolveModel } from '../formats/resolve_model';
 import { modelTokenizer, Tokenizer } from '../tokenizer';
 import { Batcher, BatcherOptions, BatchRequest } from './batcher';
-import { GenerateResult, SamplingOptions } from './sequence';
+import { poolStates, unitLength, type Pooling } from './embed';
+import { GenerateResult, SamplingOptions, Timings } from './sequence';
 import type { ReplyStream } from '../sanitize/types';
 import type { TokenLogprob } from './logprobs';
 
@@ -36,6 +38,20 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   promptLogprobs?: boolean;  // with logprobs, the prompt's tokens' too (all but the first); the prompt must fit nCtx
   reply?: ReplyStream;  // a sanitizer's stream: the result carries its reply, and generation stops once it is complete
   adapter?: ServedAdapter;  // a LoRA adapter of the model (model.addAdapter): requests for different ones decode together
+}
+
+export interface EmbedOptions {
+  pooling?: Pooling;    // 'mean' (default) or 'last' (see embed.ts)
+  normalize?: boolean;  // scaled to length 1 (default true), so that a dot product is a cosine similarity
+  signal?: AbortSignal;
+  deadline?: number;
+  adapter?: ServedAdapter;
+}
+
+export interface Embedding {
+  embedding: Float32Array;  // [nEmbd]
+  promptTokens: number;
+  timings: Timings;
 }
 
 export interface LoadOptions extends BatcherOptions {
@@ -111,6 +127,17 @@ export class Generator {
       wake = null;
     }
     return result;
+  }
+
+  // A text's embedding (embed.ts), encoded as a prompt is ('' is <|endoftext|>) and at most nCtx tokens; it is computed
+  // in the same steps as the generations running. Rejects when its signal fires or its deadline passes first.
+  async embed(text: string | ArrayLike<number>, options: EmbedOptions = {}): Promise<Embedding> {
+    const promptTokens = typeof text === 'string' ? this.encode(text) : text;
+    const { signal, deadline, adapter, pooling = 'mean', normalize = true } = options;
+    const { states, finishReason, timings } = await this.batcher.embed({ promptTokens, signal, deadline, adapter });
+    if (finishReason !== 'stop') throw new Error(finishReason === 'aborted' ? 'the embedding was aborted' : 'the embedding passed its deadline');
+    const pooled = poolStates(states, this.model.config.nEmbd, pooling);
+    return { embedding: normalize ? unitLength(pooled) : pooled, promptTokens: promptTokens.length, timings };
   }
 
   // Finishes all requests; a model that load() loaded is disposed too.

@@ -36,6 +36,22 @@ export interface GenerationRequest {
   promptLogprobs?: boolean;                // with logprobs, the prompt's tokens' too (the prompt is then never cut)
 }
 
+export interface EmbeddingRequest {
+  inputs: readonly (string | readonly number[])[];  // texts or token ids
+  field: string;          // the request's field that holds them, for errors ('input': input[2])
+  single: boolean;        // the field held one input, not a list of them (errors name the field alone)
+  truncate: boolean;      // an input longer than the context keeps its first n_ctx tokens; else it is refused
+  normalize: boolean;     // each vector scaled to length 1
+  signal?: AbortSignal;   // the client went away
+}
+
+export interface Embeddings {
+  model: string;
+  vectors: Float32Array[];  // one per input, in order
+  promptTokens: number;     // all inputs', as embedded
+  ms: number;               // from the model's lease to the last vector
+}
+
 export interface Completion {
   model: string;
   text: string;                            // sanitized
@@ -110,6 +126,7 @@ export class ChatService {
   private readonly firstToken = this.metrics.add(new Histogram('dixie_time_to_first_token_seconds', 'From a request\'s arrival at its model to its first token, by model.', LATENCY_BUCKETS));
   private readonly queueWait = this.metrics.add(new Histogram('dixie_queue_wait_seconds', 'From a request\'s arrival at its model\'s batcher to its first step, by model.', LATENCY_BUCKETS));
   private readonly eventLoopDelay = monitorEventLoopDelay({ resolution: 10 });
+  private readonly embeddingsTotal = this.metrics.add(new Counter('dixie_embeddings_total', 'Inputs embedded, by model.'));
   private readonly shed = this.metrics.add(new Counter('dixie_shed_requests_total', 'Requests refused with 503 because the model queue was full, by model.'));
   private readonly inflight = new Map<string, number>();
   private readonly inferenceCounts = new Map<string, number>();
@@ -211,8 +228,48 @@ export class ChatService {
   }
 
   async generate(key: string, request: GenerationRequest): Promise<Completion> {
-    this.model(key);
     const sanitizer = this.sanitizers.get(key) as Sanitizer;
+    const deadline = request.deadline ?? Date.now() + this.config.requestTimeoutMs;
+    return this.withModel(key, request.signal, deadline, (loaded) => this.decode(key, sanitizer, loaded, request, deadline));
+  }
+
+  // The embeddings of the inputs (lib/generate/embed.ts: the tokens' final hidden states averaged), one request for
+  // the model's queue and lease whatever the number of inputs, which are computed together in its batcher.
+  async embed(key: string, request: EmbeddingRequest): Promise<Embeddings> {
+    const deadline = Date.now() + this.config.requestTimeoutMs;
+    return this.withModel(key, request.signal, deadline, async ({ generator, tokenizer, nCtx, adapter }) => {
+      let truncated = 0;
+      const prompts = request.inputs.map((input, i) => {
+        const field = request.inputs.length === 1 && request.single ? request.field : `${request.field}[${i}]`;
+        const tokens = typeof input === 'string' ? tokenizer.encode(input, { allowSpecial: false }) : Int32Array.from(input);
+        const outside = tokens.find((id) => id >= tokenizer.vocabSize);
+        if (outside !== undefined) throw new HttpError(400, `${field}: token id ${outside} is not in the vocabulary of model "${key}" (0 to ${tokenizer.vocabSize - 1})`, { field });
+        if (tokens.length === 0) throw new HttpError(400, `${field}: must not be empty`, { field });
+        if (tokens.length <= nCtx) return tokens;
+        if (!request.truncate) throw new HttpError(400, `${field}: ${tokens.length} tokens, more than the context of model "${key}" (${nCtx})`, { field });
+        truncated++;
+        return tokens.subarray(0, nCtx);
+      });
+      const started = Date.now();
+      const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined };
+      const vectors = await Promise.all(prompts.map((tokens) => generator.embed(tokens, options))).catch((err: Error) => {
+        if (request.signal?.aborted) throw new HttpError(499, 'the client closed the request');
+        if (Date.now() > deadline) throw new HttpError(503, `the embeddings were not done within the request timeout (${this.config.requestTimeoutMs} ms)`, {}, { 'Retry-After': '5' });
+        throw err;
+      });
+      const promptTokens = prompts.reduce((n, p) => n + p.length, 0);
+      this.promptTokensTotal.inc({ model: key }, promptTokens);
+      this.promptTokensPrefilled.inc({ model: key }, promptTokens);
+      this.embeddingsTotal.inc({ model: key }, prompts.length);
+      if (truncated > 0) this.log('info', 'embedding inputs cut to the context', { model: key, nCtx, truncated });
+      return { model: key, vectors: vectors.map((v) => v.embedding), promptTokens, ms: Date.now() - started };
+    });
+  }
+
+  // Runs `use` with a lease on the loaded model, counted in its requests in hand: refused with 503 (load shedding)
+  // when the model has its batch slots and its queue full.
+  private async withModel<T>(key: string, signal: AbortSignal | undefined, deadline: number, use: (loaded: LoadedModel) => Promise<T>): Promise<T> {
+    this.model(key);
     const admitted = this.inflight.get(key) ?? 0;
     if (admitted >= this.config.batchSlots + this.config.maxQueue) {
       this.shed.inc({ model: key });
@@ -221,11 +278,10 @@ export class ChatService {
     }
     this.inflight.set(key, admitted + 1);
     const started = Date.now();
-    const deadline = request.deadline ?? started + this.config.requestTimeoutMs;
     try {
-      const lease = await this.acquire(key, request.signal, deadline);
+      const lease = await this.acquire(key, signal, deadline);
       try {
-        return await this.decode(key, sanitizer, lease.value, request, deadline);
+        return await use(lease.value);
       } finally {
         lease.release();
       }

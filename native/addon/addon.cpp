@@ -737,6 +737,16 @@ Napi::Value ModelWrap::KvReserve(const Napi::CallbackInfo& info) {
   });
 }
 
+// kvForward's output (absent: lastLogits).
+dixie::KvOutput kv_output_arg(const Napi::Value& v) {
+  if (v.IsUndefined()) return dixie::KvOutput::LastLogits;
+  const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+  if (s == "lastLogits") return dixie::KvOutput::LastLogits;
+  if (s == "tokenLogits") return dixie::KvOutput::TokenLogits;
+  if (s == "tokenStates") return dixie::KvOutput::TokenStates;
+  throw ArgError("kvForward: output must be 'lastLogits', 'tokenLogits' or 'tokenStates'");
+}
+
 Napi::Value ModelWrap::KvForward(const Napi::CallbackInfo& info) {
   std::vector<Napi::Value> keep = {info[3]};
   return run_async(info, "kvForward", [&](Backend& b) -> std::function<double()> {
@@ -744,9 +754,8 @@ Napi::Value ModelWrap::KvForward(const Napi::CallbackInfo& info) {
     Napi::Int32Array slots = i32_arg(info[0], "kvForward: slots");
     Napi::Int32Array n_new = i32_arg(info[1], "kvForward: nNew");
     Napi::Int32Array tokens = i32_arg(info[2], "kvForward: tokens");
-    Napi::Float32Array logits = f32_arg(info[3], "kvForward: logitsOut");
-    if (!info[4].IsUndefined() && !info[4].IsBoolean()) throw ArgError("kvForward: everyToken must be true or false");
-    const bool every_token = info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
+    Napi::Float32Array out_array = f32_arg(info[3], "kvForward: out");
+    const dixie::KvOutput output = kv_output_arg(info[4]);
     const size_t n = slots.ElementLength();
     if (n == 0) throw ArgError("kvForward: slots is empty");
     require_length(n_new.ElementLength(), n, "kvForward: nNew", "one count per slot");
@@ -754,16 +763,17 @@ Napi::Value ModelWrap::KvForward(const Napi::CallbackInfo& info) {
     int64_t total = 0;
     for (size_t i = 0; i < n; ++i) total += n_new.Data()[i];
     require_length(tokens.ElementLength(), static_cast<size_t>(std::max<int64_t>(total, 0)), "kvForward: tokens", "the sum of nNew");
-    require_length(logits.ElementLength(), (every_token ? tokens.ElementLength() : n) * static_cast<size_t>(c.vocab_size),
-                   "kvForward: logitsOut", every_token ? "tokens.length * vocabSize" : "slots.length * vocabSize");
+    const bool states = output == dixie::KvOutput::TokenStates, last = output == dixie::KvOutput::LastLogits;
+    require_length(out_array.ElementLength(), (last ? n : tokens.ElementLength()) * static_cast<size_t>(states ? c.n_embd : c.vocab_size),
+                   "kvForward: out", states ? "tokens.length * nEmbd" : last ? "slots.length * vocabSize" : "tokens.length * vocabSize");
     auto s = std::make_shared<std::vector<int32_t>>(slots.Data(), slots.Data() + n);
     auto k = std::make_shared<std::vector<int32_t>>(n_new.Data(), n_new.Data() + n);
     auto t = std::make_shared<std::vector<int32_t>>(tokens.Data(), tokens.Data() + tokens.ElementLength());
     Backend* bp = &b;
-    float* out = logits.Data();
+    float* out = out_array.Data();
     const int count = static_cast<int>(n);
-    return [bp, s, k, t, out, count, every_token]() -> double {
-      bp->kv_forward(count, s->data(), k->data(), t->data(), out, every_token);
+    return [bp, s, k, t, out, count, output]() -> double {
+      bp->kv_forward(count, s->data(), k->data(), t->data(), out, output);
       return 0.0;
     };
   }, false, keep);

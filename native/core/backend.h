@@ -68,6 +68,13 @@ struct StepOptions {
   float grad_clip = 0.0f;        // clip by global norm when > 0
 };
 
+// What kv_forward writes for the tokens it feeds.
+enum class KvOutput {
+  LastLogits,   // the logits of each entry's last new token, [n, V]: what its next token is drawn from
+  TokenLogits,  // the logits of every new token, [total, V] in the order of `tokens`: a prompt's log-probabilities
+  TokenStates,  // the final hidden state of every new token (after ln_f: the head's input), [total, C]: embeddings
+};
+
 struct MemoryReport {
   size_t params = 0, grads = 0, optimizer = 0, activations = 0, kv_cache = 0;
 };
@@ -118,16 +125,16 @@ class Backend {
   virtual float step(const StepOptions& options) = 0;
 
   // KV-cached decoding over independent sequences ("slots"), each up to n_ctx tokens long.
-  // kv_reserve plans the cache once, and returns the rows of logits it plans: at least n_slots. kv_forward appends
-  // n_new[i] tokens (concatenated in `tokens`) to slot slots[i] after its current length and writes the logits of
-  // each slot's last new token to logits_out [n, V]; with every_token, those of every new token, [total, V] in the
-  // order of `tokens`, for the log-probabilities of a prompt (at most kv_reserve's rows of logits then). The caller
-  // keeps every slot within n_ctx (see lib/generate for the window policy).
+  // kv_reserve plans the cache once, and returns the rows of output it plans: at least n_slots. kv_forward appends
+  // n_new[i] tokens (concatenated in `tokens`) to slot slots[i] after its current length and writes to `out` what
+  // `output` asks (KvOutput): the logits of each slot's last new token, or those or the final hidden states of every
+  // new token (at most kv_reserve's rows of output then). The caller keeps every slot within n_ctx (see lib/generate
+  // for the window policy).
   // kv_truncate keeps a slot's first `length` tokens (0 empties it): a prompt that begins with what a slot holds
   // is prefilled from there on.
   virtual int kv_reserve(int n_slots) = 0;
-  virtual void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
-                          bool every_token) = 0;
+  virtual void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out,
+                          KvOutput output) = 0;
   virtual void kv_truncate(int slot, int length) = 0;
   virtual int kv_length(int slot) const = 0;
   // One decoding step in one call: kv_forward's feed, then sample()'s draw for the n_sample entries sample_rows

@@ -656,9 +656,9 @@ void CpuBackend::kv_remove_adapter(int id) { decoder().remove_adapter(id); }
 
 void CpuBackend::kv_set_adapter(int slot, int id) { reserved_decoder(decoder_, "kvSetAdapter").set_adapter(slot, id); }
 
-void CpuBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
-                            bool every_token) {
-  reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, logits_out, every_token);
+void CpuBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out,
+                            KvOutput output) {
+  reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, out, output);
 }
 
 void CpuBackend::kv_truncate(int slot, int length) {

@@ -27,9 +27,9 @@ namespace {
 
 // Rows per pass through the layers: enough for the tiled matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
-// Rows of logits at least: a prompt being scored (kv_forward's every_token) is fed this many tokens a call, which
-// reads the weights once for all of them. Their logits go to the caller's buffer; here they take their hidden states
-// and the head's scratch.
+// Rows of output at least: a prompt being scored or embedded (kv_forward's output of every token) is fed this many
+// tokens a call, which reads the weights once for all of them. Their output goes to the caller's buffer; here they
+// take their hidden states and the head's scratch.
 constexpr int kLogitRows = 64;
 
 // The parameters that are neither layer matrices nor embeddings, which a 16-bit or 8-bit model's decoder keeps
@@ -357,6 +357,11 @@ struct CpuDecoder::State {
     }
   }
 
+  // out[n_rows, C] = ln_f of the final hidden states of entries 0, 1, ... (the head's input).
+  void final_norm(int n_rows, float* out) {
+    layernorm_forward(out, nullptr, nullptr, last.data(), vec(LNF_W, 0), vec(LNF_B, 0), n_rows, cfg().n_embd, pool);
+  }
+
   // out[rows, V] = the logits of the entries rows[0, n_rows) (ascending; null: entries 0, 1, ...): ln_f, then the
   // product with the token embedding. The entries' states are first moved to the front of last.
   void head(int n_rows, const int32_t* rows, float* out) {
@@ -364,7 +369,7 @@ struct CpuDecoder::State {
     const int C = c.n_embd;
     for (int i = 0; rows && i < n_rows; ++i)
       if (rows[i] != i) std::memcpy(last.data() + static_cast<size_t>(i) * C, last.data() + static_cast<size_t>(rows[i]) * C, sizeof(float) * C);
-    layernorm_forward(last_ln.data(), nullptr, nullptr, last.data(), vec(LNF_W, 0), vec(LNF_B, 0), n_rows, C, pool);
+    final_norm(n_rows, last_ln.data());
     head_matmul(out, last_ln.data(), embedding, n_rows, C, c.vocab_size, matmul_scratch.data(), pool);
   }
 };
@@ -417,13 +422,15 @@ int CpuDecoder::reserve(int n_slots) {
   return plan.logit_rows;
 }
 
-void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
-                         bool every_token) {
+void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out,
+                         KvOutput output) {
   State& s = *state_;
   const int64_t total =
-      check_kv_forward(s.cfg(), n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), every_token, s.logit_rows);
+      check_kv_forward(s.cfg(), n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), output, s.logit_rows);
+  const bool every_token = output != KvOutput::LastLogits;
   s.feed(n, slots, n_new, tokens, total, every_token);
-  s.head(every_token ? static_cast<int>(total) : n, nullptr, logits_out);
+  if (output == KvOutput::TokenStates) s.final_norm(static_cast<int>(total), out);
+  else s.head(every_token ? static_cast<int>(total) : n, nullptr, out);
 }
 
 void CpuDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample,

@@ -40,7 +40,7 @@ class CpuDecoder {
 
   int reserve(int n_slots);  // plans the cache and scratch memory once; returns the rows of logits (DecoderPlan)
   // See Backend::kv_forward.
-  void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out, bool every_token);
+  void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out, KvOutput output);
   // See Backend::kv_step: the logits go into the decoder's own [n_slots, V], or into logits_out when given.
   void step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample, const int32_t* sample_rows,
             const SamplingParams* params, uint64_t* rng_state, int32_t* out_tokens, float* logits_out);

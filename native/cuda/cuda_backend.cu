@@ -806,10 +806,10 @@ int CudaBackend::kv_reserve(int n_slots) {
   return decoder().reserve(n_slots);
 }
 
-void CudaBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
-                             bool every_token) {
+void CudaBackend::kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out,
+                             KvOutput output) {
   DIXIE_CUDA_CHECK(cudaSetDevice(device_));
-  reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, logits_out, every_token);
+  reserved_decoder(decoder_, "kvForward").forward(n, slots, n_new, tokens, out, output);
 }
 
 void CudaBackend::kv_truncate(int slot, int length) {

@@ -56,8 +56,8 @@ class CudaBackend : public Backend {
   float step(const StepOptions& options) override;
 
   int kv_reserve(int n_slots) override;
-  void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
-                  bool every_token) override;
+  void kv_forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out,
+                  KvOutput output) override;
   void kv_truncate(int slot, int length) override;
   int kv_length(int slot) const override;
   void kv_step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample, const int32_t* sample_rows,

@@ -19,8 +19,8 @@ namespace dixie::cuda {
 namespace {
 // Rows per pass through the layers: enough for the products to run at full speed on a long prompt.
 constexpr int kChunkRows = 1024;
-// Rows of logits at least: a prompt being scored (kv_forward's every_token) is fed this many tokens a call, enough
-// that the call is not a string of launches. 256 rows of GPT-2's vocabulary take 52 MB.
+// Rows of output at least: a prompt being scored or embedded (kv_forward's output of every token) is fed this many
+// tokens a call, enough that the call is not a string of launches. 256 rows of GPT-2's vocabulary take 52 MB.
 constexpr int kLogitRows = 256;
 
 // held[row_slot[r], row_pos[r]] = row_token[r] for r < total: the slots' token ids, [slots, n_ctx].
@@ -51,7 +51,7 @@ int CudaDecoder::reserve(int n_slots) {
   // A chunk of more rows than q8_matvec takes, or a 16-bit base's matrix in another type, is multiplied by the layer's
   // matrix expanded here.
   if (bf16_ ? w_.expands<bf16>() : w_.expands<float>()) dequantized_.allocate(w_.expanded_numel() * x, "expanded layer matrix");
-  logits_.allocate(static_cast<size_t>(logit_rows_) * vocab_padded_, "decoding logits");
+  logits_.allocate(static_cast<size_t>(logit_rows_) * std::max<size_t>(vocab_padded_, C), "decoding logits");
   held_.allocate(static_cast<size_t>(n_slots) * c.n_ctx, "decoding slots' tokens");
   history_begin_.assign(n_slots, 0);
   history_len_.assign(n_slots, 0);
@@ -65,17 +65,19 @@ int CudaDecoder::reserve(int n_slots) {
   return logit_rows_;
 }
 
-void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out,
-                          bool every_token) {
+void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out,
+                          KvOutput output) {
+  const GPT2Config& c = spec_.config();
   const int64_t total =
-      check_kv_forward(spec_.config(), n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), every_token, logit_rows_);
-  const int rows = every_token ? static_cast<int>(total) : n;
+      check_kv_forward(c, n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), output, logit_rows_);
+  const int rows = output == KvOutput::LastLogits ? n : static_cast<int>(total);
   stage(n, slots, n_new, tokens, total, rows, nullptr);
-  queue(total, rows);
-  // the pad columns (see CudaBackend::vocab_padded_) are not copied out
-  const int V = spec_.config().vocab_size;
-  DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, V * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
-                                     V * sizeof(float), rows, cudaMemcpyDeviceToHost, stream_));
+  queue(total, rows, output);
+  // Logits without the pad columns (see CudaBackend::vocab_padded_); states [rows, C].
+  const bool states = output == KvOutput::TokenStates;
+  const size_t width = states ? c.n_embd : c.vocab_size, pitch = states ? c.n_embd : vocab_padded_;
+  DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(out, width * sizeof(float), logits_.data(), pitch * sizeof(float), width * sizeof(float), rows,
+                                     cudaMemcpyDeviceToHost, stream_));
   DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -87,7 +89,7 @@ void CudaDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const 
                                       sample_rows, params);
   stage(n, slots, n_new, tokens, total, n_sample, sample_rows);
   if (n_sample == 0) {
-    queue(total, 0);
+    queue(total, 0, KvOutput::LastLogits);
     DIXIE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return;
   }
@@ -102,7 +104,7 @@ void CudaDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const 
     graph->launch(stream_);
     ++graph_launches_;
   } else {
-    queue(total, n_sample);
+    queue(total, n_sample, KvOutput::LastLogits);
     // Before the draw, which applies the penalty to these logits in place.
     if (logits_out)
       DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(logits_out, c.vocab_size * sizeof(float), logits_.data(), vocab_padded_ * sizeof(float),
@@ -129,7 +131,7 @@ CudaGraph* CudaDecoder::decode_graph(int n, int64_t total, int n_sample, const i
   if (first || graph) return graph.get();  // the first step of a shape only warms it
   try {
     graph = std::make_unique<CudaGraph>(stream_, [&] {
-      queue(total, n);
+      queue(total, n, KvOutput::LastLogits);
       sampler.queue_on_device(n, spec_.config().vocab_size, logits_.data(), vocab_padded_, held_.data(), false);
     });
   } catch (const std::exception& e) {
@@ -143,7 +145,7 @@ CudaGraph* CudaDecoder::decode_graph(int n, int64_t total, int n_sample, const i
 }
 
 // Lists the call's rows (checked already) in pinned memory: every row's token, slot and position, and the n_logits
-// rows whose logits are computed: all of them when n_logits = total (kv_forward's every_token; otherwise only when
+// rows whose output is computed: all of them when n_logits = total (kv_forward's of every token; otherwise only when
 // every entry is one token, and then the same rows), else the last new token of n_logits entries (logit_entries,
 // ascending; null: entries 0, 1, ...); then advances the slots' lengths past the new tokens.
 void CudaDecoder::stage(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
@@ -181,21 +183,22 @@ void CudaDecoder::stage(int n, const int32_t* slots, const int32_t* n_new, const
 }
 
 // Queues the staged call on the stream: its rows go to the device, their tokens into their slots, and through the
-// layers, which leave the logits of the n_logits staged rows in logits_ [n_logits, vocab_padded]. Reads nothing
-// from the host but pinned memory and the shape of the call, so that a graph can hold it.
-void CudaDecoder::queue(int64_t total, int n_logits) {
+// layers, which leave the logits of the n_logits staged rows in logits_ [n_logits, vocab_padded], or with
+// TokenStates their final hidden states, float32, [n_logits, C]. Reads nothing from the host but pinned memory and
+// the shape of the call, so that a graph can hold it.
+void CudaDecoder::queue(int64_t total, int n_logits, KvOutput output) {
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), rows_host_.data(), (3 * total + 2 * n_logits) * sizeof(int32_t), cudaMemcpyHostToDevice,
                                    stream_));
   const int32_t* d = rows_.data();
   hold_tokens_kernel<<<static_cast<unsigned>(ceil_div(total, 256)), 256, 0, stream_>>>(held_.data(), d, d + total, d + 2 * total,
                                                                                     total, spec_.config().n_ctx);
   DIXIE_CUDA_LAUNCHED();
-  if (bf16_) run<bf16>(total, n_logits);
-  else run<float>(total, n_logits);
+  if (bf16_) run<bf16>(total, n_logits, output);
+  else run<float>(total, n_logits, output);
 }
 
 template <typename X>
-void CudaDecoder::run(int64_t total, int n_logits) {
+void CudaDecoder::run(int64_t total, int n_logits, KvOutput output) {
   const GPT2Config& c = spec_.config();
   const int C = c.n_embd, L = c.n_layer, NH = c.n_head;
   const int64_t R_max = max_rows_;
@@ -247,9 +250,13 @@ void CudaDecoder::run(int64_t total, int n_logits) {
     const int g0 = chunk_gathers_[chunk], g1 = chunk_gathers_[chunk + 1];
     gather_rows(last_ln, ln, gather_src + g0, gather_dst + g0, g1 - g0, C, stream_);
   }
+  if (n_logits == 0) return;
+  if (output == KvOutput::TokenStates) {
+    rows_to_f32(logits_.data(), last_ln, n_logits, C, C, stream_);
+    return;
+  }
   // logits[n_logits, Vp] = ln_f(last) @ wte[0:Vp]^T, float32 whatever the precision
-  if (n_logits > 0)
-    gemm_.matmul<X, float>(false, true, n_logits, vocab_padded_, C, last_ln, C, w_.weight<X>(WTE, -1), C, logits_.data(),
+  gemm_.matmul<X, float>(false, true, n_logits, vocab_padded_, C, last_ln, C, w_.weight<X>(WTE, -1), C, logits_.data(),
                            vocab_padded_, nullptr, false);
 }
 

@@ -29,8 +29,8 @@ class CudaDecoder {
               int vocab_padded, bool graphs);
 
   int reserve(int n_slots);  // plans the cache and scratch memory once; returns logit_rows_
-  // See Backend::kv_forward; logits_out is host memory [n, V], or with every_token [total, V].
-  void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* logits_out, bool every_token);
+  // See Backend::kv_forward; `out` is host memory.
+  void forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out, KvOutput output);
   // See Backend::kv_step: the sampled rows' logits stay on the device, where `sampler` draws from them with the
   // slots' tokens (held_) as their histories; only the tokens, the RNG states and (logits_out: host [n_sample, V],
   // or null) the logits come back.
@@ -48,9 +48,9 @@ class CudaDecoder {
  private:
   void stage(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,
              const int32_t* logit_entries);
-  void queue(int64_t total, int n_logits);
+  void queue(int64_t total, int n_logits, KvOutput output);
   template <typename X>
-  void run(int64_t total, int n_logits);
+  void run(int64_t total, int n_logits, KvOutput output);
   CudaGraph* decode_graph(int n, int64_t total, int n_sample, const int32_t* sample_rows, CudaSampler& sampler);
 
   const ModelSpec& spec_;
@@ -65,7 +65,7 @@ class CudaDecoder {
   std::vector<uint8_t> slot_used_;
   DeviceArray<unsigned char> cache_;    // keys, then values: [L][slots][n_ctx][C] each
   DeviceArray<unsigned char> scratch_;  // rows of a chunk (x, ln, qkv, atty, proj, fch, fcg), last_ln [logit rows, C], lora u [rows, r]
-  DeviceArray<float> logits_;           // [logit rows, vocab_padded]
+  DeviceArray<float> logits_;           // [logit rows, vocab_padded], or kv_forward's states [rows, C]
   DeviceArray<int32_t> held_;           // [slots, n_ctx]: the token ids each slot holds, kv_step's penalty histories
   std::vector<int64_t> history_begin_;  // [slots]: a kv_step's sampled rows' histories within held_, and lengths
   std::vector<int32_t> history_len_;

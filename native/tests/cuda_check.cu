@@ -659,11 +659,11 @@ CallLogits run_kv(Backend& be, const std::vector<std::vector<int32_t>>& seq, con
   be.kv_reserve(4);
   std::vector<int32_t> tok;
   for (int s : kPrefillSlots) tok.insert(tok.end(), seq[s].begin(), seq[s].begin() + new1[s]);
-  be.kv_forward(3, kPrefillSlots.data(), new1.data(), tok.data(), out1.data(), false);
+  be.kv_forward(3, kPrefillSlots.data(), new1.data(), tok.data(), out1.data(), KvOutput::LastLogits);
   std::vector<int32_t> tok2;
   const std::vector<int> ones = {1, 1, 1};
   for (int s : kStepSlots) tok2.push_back(seq[s][new1[s]]);
-  be.kv_forward(3, kStepSlots.data(), ones.data(), tok2.data(), out2.data(), false);
+  be.kv_forward(3, kStepSlots.data(), ones.data(), tok2.data(), out2.data(), KvOutput::LastLogits);
   return std::make_pair(out1, out2);
 }
 
@@ -718,23 +718,25 @@ void section_decode(const Shape& shape) {
     report(d <= 0.1, "decode bf16: KV-cached logits vs float32", "max |diff| / max(1, max|logit|) " + fmt("%.2e", d));
     report(self <= 0.1, "decode bf16: KV-cached vs bf16 full forward", "max |diff| / max(1, max|logit|) " + fmt("%.2e", self));
   });
-  // kv_forward with every_token, as a prompt's log-probabilities take it: two calls over a cache of 4 slots, the
-  // first of more tokens than slots, the second starting one slot and continuing another, against full forward
-  // passes' logits at each position; then a call of one token more than the rows of logits kv_reserve planned.
+  // kv_forward with the output of every token, as a prompt's log-probabilities and embeddings take it: two calls over
+  // a cache of 4 slots, the first of more tokens than slots, the second starting one slot and continuing another,
+  // against full forward passes' logits at each position, and the CPU's final hidden states; then a call of one token
+  // more than the rows of output kv_reserve planned.
+  Rng every_rng{23};
+  std::vector<int32_t> a(12), b(1);
+  for (auto& t : a) t = static_cast<int32_t>(every_rng.next() % V);
+  b[0] = static_cast<int32_t>(every_rng.next() % V);
+  const auto every = [&](Backend& be, KvOutput output) {
+    const size_t width = output == KvOutput::TokenStates ? c.n_embd : V;
+    std::vector<float> out(13 * width);
+    be.kv_reserve(4);
+    const int32_t first_slots[1] = {0}, first_new[1] = {9};
+    be.kv_forward(1, first_slots, first_new, a.data(), out.data(), output);
+    const int32_t then_slots[2] = {3, 0}, then_new[2] = {1, 3}, then_tokens[4] = {b[0], a[9], a[10], a[11]};
+    be.kv_forward(2, then_slots, then_new, then_tokens, out.data() + 9 * width, output);
+    return out;
+  };
   check("decode f32: logits of every new token = full forward logits", [&] {
-    Rng rng{23};
-    std::vector<int32_t> a(12), b(1);
-    for (auto& t : a) t = static_cast<int32_t>(rng.next() % V);
-    b[0] = static_cast<int32_t>(rng.next() % V);
-    const auto every = [&](Backend& be) {
-      std::vector<float> out(13 * static_cast<size_t>(V));
-      be.kv_reserve(4);
-      const int32_t first_slots[1] = {0}, first_new[1] = {9};
-      be.kv_forward(1, first_slots, first_new, a.data(), out.data(), true);
-      const int32_t then_slots[2] = {3, 0}, then_new[2] = {1, 3}, then_tokens[4] = {b[0], a[9], a[10], a[11]};
-      be.kv_forward(2, then_slots, then_new, then_tokens, out.data() + 9 * static_cast<size_t>(V), true);
-      return out;
-    };
     auto cpu = cpu_model(c, params, 1, c.n_ctx, false);
     std::vector<float> full_a(12 * static_cast<size_t>(V)), full_b(V), expected;
     cpu->forward(a.data(), nullptr, 1, 12, full_a.data(), {});
@@ -743,7 +745,7 @@ void section_decode(const Shape& shape) {
     expected.insert(expected.end(), full_b.begin(), full_b.end());
     expected.insert(expected.end(), full_a.begin() + 9 * static_cast<std::ptrdiff_t>(V), full_a.end());
     auto be = cuda_model(c, params, 1, c.n_ctx, false, false, false);
-    const std::vector<float> gpu = every(*be), cpu_every = every(*cpu);
+    const std::vector<float> gpu = every(*be, KvOutput::TokenLogits), cpu_every = every(*cpu, KvOutput::TokenLogits);
     const double d = max_abs_diff(gpu.data(), expected.data(), expected.size());
     const double e = max_abs_diff(cpu_every.data(), expected.data(), expected.size());
     report(d <= 1e-3, "decode f32: CUDA logits of every new token = full forward", "max |diff| " + fmt("%.2e", d));
@@ -759,12 +761,24 @@ void section_decode(const Shape& shape) {
     try {
       const std::vector<int32_t> tokens(rows + 1, a[0]);
       std::vector<float> out((rows + 1) * static_cast<size_t>(V));
-      be->kv_forward(static_cast<int>(slots.size()), slots.data(), n_new.data(), tokens.data(), out.data(), true);
+      be->kv_forward(static_cast<int>(slots.size()), slots.data(), n_new.data(), tokens.data(), out.data(), KvOutput::TokenLogits);
     } catch (const std::invalid_argument& err) {
       refused = err.what();
     }
     report(rows >= 4 && refused.find("rows kv_reserve planned") != std::string::npos,
            "decode f32: every_token over more tokens than the rows of logits refused", std::to_string(rows) + " rows: " + refused);
+  });
+  check("decode: final hidden states of every new token = the CPU's", [&] {
+    auto cpu = cpu_model(c, params, 1, c.n_ctx, false);
+    const std::vector<float> expected = every(*cpu, KvOutput::TokenStates);
+    const double scale = std::max(1.0, max_abs(expected.data(), expected.size()));
+    for (const bool bf16 : {false, true}) {
+      auto be = cuda_model(c, params, 1, c.n_ctx, bf16, false, false);
+      const std::vector<float> gpu = every(*be, KvOutput::TokenStates);
+      const double d = max_abs_diff(gpu.data(), expected.data(), expected.size()) / scale;
+      report(d <= (bf16 ? 0.1 : 1e-4), std::string("decode ") + (bf16 ? "bf16" : "f32") + ": CUDA states of every new token = the CPU's",
+             "max |diff| / max(1, max|state|) " + fmt("%.2e", d));
+    }
   });
   // 8-bit weights: the first call's chunk has more rows than q8_matvec takes (the matrices expanded for a GEMM), the
   // second three (q8_matvec).
@@ -826,7 +840,7 @@ void section_decode(const Shape& shape) {
           held[slots[i]].insert(held[slots[i]].end(), feed[i].begin(), feed[i].end());
         }
         std::vector<float> logits(static_cast<size_t>(n) * V), row_logits(static_cast<size_t>(m) * V), fused_logits;
-        split->kv_forward(n, slots.data(), n_new.data(), tokens.data(), logits.data(), false);
+        split->kv_forward(n, slots.data(), n_new.data(), tokens.data(), logits.data(), KvOutput::LastLogits);
         std::vector<SamplingParams> sp(m);
         std::vector<const int32_t*> hp(m);
         std::vector<int32_t> hl(m), out_split(m), out_fused(m);
@@ -1071,7 +1085,7 @@ std::vector<std::vector<float>> run_slots(Backend& be, const std::vector<std::ve
       tokens.insert(tokens.end(), seq[s].begin() + from, seq[s].begin() + to);
     }
     std::vector<float> logits(slots.size() * V), by_slot(static_cast<size_t>(n_slots) * V, 0.0f);
-    be.kv_forward(static_cast<int>(slots.size()), slots.data(), n_new.data(), tokens.data(), logits.data(), false);
+    be.kv_forward(static_cast<int>(slots.size()), slots.data(), n_new.data(), tokens.data(), logits.data(), KvOutput::LastLogits);
     for (size_t i = 0; i < slots.size(); ++i)
       std::copy_n(logits.begin() + static_cast<std::ptrdiff_t>(i) * V, V, by_slot.begin() + static_cast<std::ptrdiff_t>(slots[i]) * V);
     out.push_back(std::move(by_slot));
@@ -1213,7 +1227,7 @@ void section_adapters(const Shape& shape) {
       tokens.insert(tokens.end(), seq[2].begin(), seq[2].begin() + prompt[2]);
       const std::vector<int> slots = {1, 2}, n_new = {prompt[0], prompt[2]};
       std::vector<float> logits(2 * static_cast<size_t>(V));
-      be->kv_forward(2, slots.data(), n_new.data(), tokens.data(), logits.data(), false);
+      be->kv_forward(2, slots.data(), n_new.data(), tokens.data(), logits.data(), KvOutput::LastLogits);
       auto base = cuda ? cuda_model(c, params, 1, c.n_ctx, false, false, false) : cpu_model(c, params, 1, c.n_ctx, false);
       base->kv_reserve(n_slots);
       const auto plain = run_slots(*base, seq, prompt, {2}, 0)[0];
@@ -1953,7 +1967,7 @@ void section_bench(bool train_only) {
         std::iota(slots.begin(), slots.end(), 0);
         std::vector<float> logits(static_cast<size_t>(n) * V);
         const std::vector<int32_t> prefill = random_tokens(static_cast<size_t>(n) * prompt, V, 41);
-        be->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data(), false);
+        be->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data(), KvOutput::LastLogits);
         std::vector<SamplingParams> sp(n, SamplingParams{0.8f, 40, 1.0f, 0.0f});
         std::vector<uint64_t> rng(2 * static_cast<size_t>(n), 1);
         std::vector<std::vector<int32_t>> hist(n);
@@ -1961,7 +1975,7 @@ void section_bench(bool train_only) {
         double t_forward = 0, t_sample = 0, kernel_ms = 0;
         for (int s = 0; s < steps; ++s) {
           auto t0 = std::chrono::steady_clock::now();
-          be->kv_forward(n, slots.data(), ones.data(), next.data(), logits.data(), false);
+          be->kv_forward(n, slots.data(), ones.data(), next.data(), logits.data(), KvOutput::LastLogits);
           t_forward += seconds_since(t0);
           t0 = std::chrono::steady_clock::now();
           next = sample_with(*be, logits, sp, rng, hist);
@@ -1991,7 +2005,7 @@ void section_bench(bool train_only) {
         // tokens as the ones above did; its first steps run eagerly, then capture the graph.
         auto graphed = with_decode_graphs(true, [&] { return decode_bench_model(cfg, p, bf16, weights); });
         graphed->kv_reserve(n);
-        graphed->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data(), false);
+        graphed->kv_forward(n, slots.data(), lens.data(), prefill.data(), logits.data(), KvOutput::LastLogits);
         double t_graph = 0;
         for (int s = 0; s < 2 * steps; ++s) {
           const auto t0 = std::chrono::steady_clock::now();

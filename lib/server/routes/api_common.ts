@@ -86,6 +86,12 @@ export const isBool = (v: unknown): boolean => typeof v === 'boolean';
 
 const MAX_STOPS = 4;
 
+// An embedding request's `dimensions`: GPT-2's vectors are not made to be cut short, so only the model's own width.
+export function checkDimensions(body: Body, vectors: readonly Float32Array[]): void {
+  const width = vectors[0].length;
+  if (body.dimensions !== undefined && body.dimensions !== null && body.dimensions !== width) bad('dimensions', `only ${width} (the model's n_embd) is supported`);
+}
+
 // Stop sequences: a string or up to MAX_STOPS of them.
 export function readStop(body: Body, key: string): string[] | undefined {
   const value = body[key];

@@ -5,6 +5,9 @@
 //   POST /api/show       a model's sizes and sampling defaults
 //   POST /api/chat       `messages` made into the model's prompt as chat completions' are (chatPrompt)
 //   POST /api/generate   `prompt` as one user message (with `system`), or continued as it is (`raw`, or a raw model)
+//   POST /api/embed      `input`, a text or texts, as one vector each (lib/generate/embed.ts), of length 1; inputs
+//                        longer than the context cut to it unless `"truncate": false`
+//   POST /api/embeddings the older form: one `prompt`, its vector as it is
 // As Ollama does, it streams unless `"stream": false`: one JSON object a line (application/x-ndjson), the last
 // with `"done": true` and the counts and durations. A request with no messages (or an empty prompt) loads the
 // model. Models are named `<key>:latest`, or by their key. Ollama's `options` map onto dixie's sampling
@@ -20,7 +23,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readModel, readSampling, readSeed,
+  bad, chatPrompt, checkDimensions, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readModel, readSampling, readSeed,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 
@@ -28,6 +31,8 @@ const TAG = ':latest';
 const COMMON_KEYS = ['model', 'stream', 'format', 'keep_alive', 'think', 'options', 'logprobs', 'top_logprobs'];
 const CHAT_KEYS = [...COMMON_KEYS, 'messages', 'tools'];
 const GENERATE_KEYS = [...COMMON_KEYS, 'prompt', 'system', 'raw', 'suffix', 'template', 'context', 'images'];
+const EMBED_KEYS = ['model', 'input', 'truncate', 'dimensions', 'options', 'keep_alive'];
+const LEGACY_EMBED_KEYS = ['model', 'prompt', 'options', 'keep_alive'];
 
 // Ollama's options read as dixie's sampling; `num_predict` -1 (until the model stops) and -2 (until the context is
 // full) leave the model's own reply length. Options for the machine (threads, GPU layers, memory mapping) are
@@ -294,7 +299,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
           'gpt2.vocab_size': config.vocabSize,
         }),
       },
-      capabilities: ['completion'],
+      capabilities: ['completion', 'embedding'],
       dixie: { prompt_format: m.promptFormat, audience: m.audience, audiences: m.audiences },
     });
   });
@@ -316,6 +321,26 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     if (body.prompt !== undefined && typeof body.prompt !== 'string') bad('prompt', 'must be a string');
     if (body.prompt === undefined || body.prompt === '') return load(service, res, request, { response: '' });
     return answer(service, res, request, generatePrompt(request.model, body), 'prompt', (text) => ({ response: text }));
+  });
+
+  router.post('/api/embed', jsonBody, async (req: Request, res: Response) => {
+    const body = objectBody(req);
+    const request = readRequest(service, body, EMBED_KEYS);
+    const input = body.input;
+    if (typeof input !== 'string' && !(Array.isArray(input) && input.length > 0 && input.every((s) => typeof s === 'string'))) bad('input', 'must be a string or a non-empty array of strings');
+    const truncate = optional<boolean>(body, 'truncate', isBool, 'true or false') ?? true;
+    const single = typeof input === 'string';
+    const e = await service.embed(request.model.key, { inputs: single ? [input] : input, field: 'input', single, truncate, normalize: true, signal: clientGone(res).signal });
+    checkDimensions(body, e.vectors);
+    res.json({ model: request.name, embeddings: e.vectors.map((v) => [...v]), total_duration: e.ms * 1e6, load_duration: 0, prompt_eval_count: e.promptTokens });
+  });
+
+  router.post('/api/embeddings', jsonBody, async (req: Request, res: Response) => {
+    const body = objectBody(req);
+    const request = readRequest(service, body, LEGACY_EMBED_KEYS);
+    if (typeof body.prompt !== 'string') bad('prompt', 'must be a string');
+    const e = await service.embed(request.model.key, { inputs: [body.prompt], field: 'prompt', single: true, truncate: true, normalize: false, signal: clientGone(res).signal });
+    res.json({ embedding: [...e.vectors[0]] });
   });
 
   return router;

@@ -4,6 +4,7 @@
 //   POST /v1/completions        a prompt (or several; text or token ids) continued; `n`, `stop`, `seed`, `logprobs`,
 //                               `echo`, `stream`
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
+//   POST /v1/embeddings         a text (or several; text or token ids) as one vector each (lib/generate/embed.ts)
 // Sampling fields keep OpenAI's names (`logit_bias`, `presence_penalty` and `frequency_penalty` too); dixie's `top_k`
 // and `penalize` come as extensions.
 // OpenAI's fields for what GPT-2 does not do are accepted at their neutral values and refused at any other
@@ -17,7 +18,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
-  bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional,
+  bad, chatPrompt, checkDimensions, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional,
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body, type InputMessage,
 } from './api_common';
 
@@ -76,15 +77,19 @@ function readCommon(service: ChatService, body: Body): Common {
   };
 }
 
-// /v1/completions' prompt, as OpenAI's API takes it: a text, texts, token ids, or lists of token ids; a choice each.
-// Token ids are fed as given (the model's vocabulary is checked once it is loaded).
-function completionPrompts(prompt: unknown): (string | number[])[] {
+// /v1/completions' prompt and /v1/embeddings' input, as OpenAI's API takes them: a text, texts, token ids, or lists of
+// token ids (at most `most` of them); `single` when it is one. Token ids are fed as given (the model's vocabulary is
+// checked once it is loaded).
+function textsOrTokens(value: unknown, field: string, most = Infinity): { inputs: (string | number[])[]; single: boolean } {
   const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isSafeInteger(t) && t >= 0);
-  if (typeof prompt === 'string') return [prompt];
-  if (isIds(prompt)) return [prompt];
-  if (Array.isArray(prompt) && prompt.length > 0 && (prompt.every((p) => typeof p === 'string') || prompt.every(isIds))) return prompt as string[] | number[][];
-  return bad('prompt', 'must be a string, a non-empty array of strings, an array of token ids, or an array of arrays of token ids');
+  if (typeof value === 'string' || isIds(value)) return { inputs: [value], single: true };
+  if (Array.isArray(value) && value.length > most) bad(field, `holds ${value.length} inputs, more than ${most}`);
+  if (Array.isArray(value) && value.length > 0 && (value.every((p) => typeof p === 'string') || value.every(isIds))) return { inputs: value as string[] | number[][], single: false };
+  return bad(field, 'must be a string, a non-empty array of strings, an array of token ids, or an array of arrays of token ids');
 }
+
+const MAX_EMBEDDING_INPUTS = 2048;
+
 
 // Chat completions' messages: {"role", "content"}, the content a string or text parts.
 function chatMessages(messages: unknown): InputMessage[] {
@@ -259,7 +264,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'prompt', 'logprobs', 'echo', 'suffix', 'best_of']);
     const common = readCommon(service, body);
-    const prompts = completionPrompts(body.prompt);
+    const prompts = textsOrTokens(body.prompt, 'prompt').inputs;
     const logprobs = optional<number>(body, 'logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
     const echo = optional<boolean>(body, 'echo', isBool, 'true or false') ?? false;
     if (echo && common.stream) bad('echo', 'is not supported with stream');
@@ -296,6 +301,25 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
       logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null,
       ...finished(c),
     }));
+  });
+
+  router.post('/v1/embeddings', jsonBody, async (req: Request, res: Response) => {
+    const body = objectBody(req);
+    checkKeys(body, ['model', 'input', 'encoding_format', 'dimensions', 'user']);
+    const model = readModel(service, body);
+    checkNeutral(body);
+    const { inputs, single } = textsOrTokens(body.input, 'input', MAX_EMBEDDING_INPUTS);
+    const format = optional<string>(body, 'encoding_format', (v) => v === 'float' || v === 'base64', '"float" or "base64"') ?? 'float';
+    const gone = clientGone(res);
+    const e = await service.embed(model.key, { inputs, field: 'input', single, truncate: false, normalize: true, signal: gone.signal });
+    checkDimensions(body, e.vectors);
+    res.json({
+      object: 'list',
+      // base64: the float32 values' little-endian bytes, which OpenAI's libraries ask for and decode.
+      data: e.vectors.map((v, index) => ({ object: 'embedding', index, embedding: format === 'base64' ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : [...v] })),
+      model: model.key,
+      usage: { prompt_tokens: e.promptTokens, total_tokens: e.promptTokens },
+    });
   });
 
   return router;
