@@ -345,14 +345,17 @@ async function streamRows(server: Server, seconds: number): Promise<void> {
   }
 }
 
-// The embedding rows: /v1/embeddings of one chat message (about 60 tokens) a request, beside /v1/completions of the
-// same text and one token (the same prefill, and one draw), and of 16 messages a request: the inputs' tokens/s.
+// The embedding rows: /v1/embeddings of one chat message (about 60 tokens) a request, beside /v1/completions of such
+// a text and one token (the same prefill, and one draw), and of 16 messages a request: the inputs' tokens/s. Every
+// text is another, so that no prompt is found in the cache.
 async function embeddingRows(server: Server, seconds: number): Promise<void> {
   const promptTokens = (answer: Record<string, unknown>): number => (answer.usage as { prompt_tokens: number }).prompt_tokens;
-  const kinds: [string, (i: number) => Ask][] = [
-    ['`/v1/embeddings`, 1 text', (i) => ({ path: '/v1/embeddings', body: { model: 'chatbot', input: chatMessage(i) }, tokens: promptTokens })],
-    ['`/v1/completions` of it, `max_tokens` 1', (i) => ({ path: '/v1/completions', body: { model: 'chatbot', prompt: chatMessage(i), max_tokens: 1 }, tokens: promptTokens })],
-    ['`/v1/embeddings`, 16 texts', (i) => ({ path: '/v1/embeddings', body: { model: 'chatbot', input: Array.from({ length: 16 }, (_, j) => chatMessage(16 * i + j)) }, tokens: promptTokens })],
+  let texts = 0;
+  const text = (): string => chatMessage(texts++);
+  const kinds: [string, () => Ask][] = [
+    ['`/v1/embeddings`, 1 text', () => ({ path: '/v1/embeddings', body: { model: 'chatbot', input: text() }, tokens: promptTokens })],
+    ['`/v1/completions` of such a text, `max_tokens` 1', () => ({ path: '/v1/completions', body: { model: 'chatbot', prompt: text(), max_tokens: 1 }, tokens: promptTokens })],
+    ['`/v1/embeddings`, 16 texts', () => ({ path: '/v1/embeddings', body: { model: 'chatbot', input: Array.from({ length: 16 }, text) }, tokens: promptTokens })],
   ];
   await driveAsks(server.url, 4, { seconds: Math.min(5, seconds / 10) }, kinds[0][1]);
   console.log('\nEmbeddings: the inputs\' tokens/s.\n');

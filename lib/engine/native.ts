@@ -120,8 +120,9 @@ export interface NativeModel {
   backward(): Promise<void>;
   step(options: NativeStepOptions): Promise<number>;  // resolves to the gradient norm before clipping
 
-  kvReserve(nSlots: number): number;  // returns the rows of output it plans: at least nSlots (see kvForward)
-  // out: what `output` asks (default lastLogits); an output of every new token takes at most the rows kvReserve planned.
+  kvReserve(nSlots: number): number;  // returns the rows of logits it plans: at least nSlots (see kvForward)
+  // out: what `output` asks (default lastLogits); tokenLogits of at most the rows of logits kvReserve planned,
+  // tokenStates of any number of tokens on the CPU (on a GPU, thousands: native/core/backend.h kv_forward).
   kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, out: Float32Array, output?: KvOutput): Promise<void>;
   kvTruncate(slot: number, length: number): void;  // keeps the slot's first `length` tokens (0 empties it)
   kvLength(slot: number): number;

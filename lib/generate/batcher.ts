@@ -11,8 +11,9 @@
 // same tokens as a cold prefill.
 // A request may ask for its prompt's log-probabilities too (promptLogprobs, as OpenAI's echo with logprobs): its
 // prompt, but for the last token, is then fed through kvForward's logits of every token, as many a step as the rows
-// of output the native side plans (kvReserve), and from no cached prefix. An embedding (embed) is fed the same way,
-// its whole prompt through kvForward's final hidden state of every token, and samples nothing.
+// of logits the native side plans (kvReserve), and from no cached prefix. An embedding (embed) is fed as any prompt
+// is, from no cached prefix either, its whole prompt through kvForward's final hidden state of every token, and
+// samples nothing.
 import { Model, type ServedAdapter } from '../engine/model';
 import { NativeModel, type NativeSampling } from '../engine/native';
 import type { ReplyStream } from '../sanitize/types';
@@ -122,7 +123,7 @@ export class Batcher {
   // and RNG states (advanced by the native draw, taken into the sequences only from a step that succeeds).
   private readonly logits: Float32Array;
   private scoreLogits: Float32Array | null = null;  // [logitRows, V], made for the first prompt scored
-  private embedStates: Float32Array | null = null;  // [logitRows, nEmbd], made for the first prompt embedded
+  private embedStates: Float32Array | null = null;  // [maxStepTokens, nEmbd], made for the first prompt embedded
   private readonly rngState: BigUint64Array;
 
   // One batcher per model: it owns the model's KV cache.
@@ -401,7 +402,7 @@ export class Batcher {
       const { feed, scores } = this.prefillFeed(job, budget, scoreBudget);
       if (feed.length === 0) continue;  // no room left this step for the logits of every token
       budget -= feed.length;
-      if (scores) scoreBudget -= feed.length;
+      if (scores && job.states === null) scoreBudget -= feed.length;
       if (Number.isNaN(job.startedAt)) job.startedAt = Date.now();
       const samples = this.completes(job, feed);
       (samples ? sampling : partial).push({ job, slot, feed, reset, keep: job.seq.held.length, samples, scores });
@@ -423,10 +424,10 @@ export class Batcher {
   }
 
   // What a job that is not decoding feeds next, at most `budget` tokens, and of a prompt to score at most
-  // `scoreBudget` (which may be none).
+  // `scoreBudget` (which may be none; an embedding's states take no rows of logits).
   private prefillFeed(job: Job, budget: number, scoreBudget: number): { feed: Int32Array; scores: boolean } {
     const toScore = this.toScore(job);
-    if (toScore > 0) return { feed: job.seq.nextFeed(Math.min(budget, scoreBudget, toScore)), scores: true };
+    if (toScore > 0) return { feed: job.seq.nextFeed(Math.min(budget, job.states === null ? scoreBudget : Infinity, toScore)), scores: true };
     return { feed: job.seq.nextFeed(budget), scores: false };
   }
 
@@ -490,7 +491,7 @@ export class Batcher {
   private async embedRows(native: NativeModel, rows: Row[]): Promise<void> {
     const { slots, nNew, tokens } = feeds(rows);
     const C = this.nEmbd;
-    this.embedStates ??= new Float32Array(this.logitRows * C);
+    this.embedStates ??= new Float32Array(this.maxStepTokens * C);
     const states = this.embedStates.subarray(0, tokens.length * C);
     await native.kvForward(slots, nNew, tokens, states, 'tokenStates');
     let at = 0;

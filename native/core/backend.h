@@ -125,11 +125,12 @@ class Backend {
   virtual float step(const StepOptions& options) = 0;
 
   // KV-cached decoding over independent sequences ("slots"), each up to n_ctx tokens long.
-  // kv_reserve plans the cache once, and returns the rows of output it plans: at least n_slots. kv_forward appends
+  // kv_reserve plans the cache once, and returns the rows of logits it plans: at least n_slots. kv_forward appends
   // n_new[i] tokens (concatenated in `tokens`) to slot slots[i] after its current length and writes to `out` what
-  // `output` asks (KvOutput): the logits of each slot's last new token, or those or the final hidden states of every
-  // new token (at most kv_reserve's rows of output then). The caller keeps every slot within n_ctx (see lib/generate
-  // for the window policy).
+  // `output` asks (KvOutput): the logits of each slot's last new token, those of every new token (at most
+  // kv_reserve's rows of logits), or the final hidden states of every new token (any number on the CPU; on a GPU as
+  // many as the memory of those rows of logits holds, thousands). The caller keeps every slot within n_ctx (see
+  // lib/generate for the window policy).
   // kv_truncate keeps a slot's first `length` tokens (0 empties it): a prompt that begins with what a slot holds
   // is prefilled from there on.
   virtual int kv_reserve(int n_slots) = 0;

@@ -73,10 +73,10 @@ int64_t check_feed(const char* call, const GPT2Config& c, int n, const int32_t* 
 }  // namespace
 
 int64_t check_kv_forward(const GPT2Config& c, int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens,
-                         int n_slots, const int* lengths, uint8_t* used, KvOutput output, int logit_rows) {
+                         int n_slots, const int* lengths, uint8_t* used, KvOutput output, int64_t output_rows) {
   const int64_t total = check_feed("kv_forward", c, n, slots, n_new, tokens, n_slots, lengths, used);
-  if (output != KvOutput::LastLogits && total > logit_rows)
-    throw std::invalid_argument("kv_forward: the output of every new token fits the " + std::to_string(logit_rows) +
+  if (output != KvOutput::LastLogits && total > output_rows)
+    throw std::invalid_argument("kv_forward: the output of every new token fits the " + std::to_string(output_rows) +
                                 " rows kv_reserve planned, " + std::to_string(total) + " tokens given");
   return total;
 }

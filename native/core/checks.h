@@ -35,10 +35,10 @@ void check_sampling_row(int row, int V, const SamplingParams& params, const int3
 
 // kv_forward(n, slots, n_new, tokens, output) against a cache of n_slots whose slots hold lengths[slot] tokens:
 // each slot once, at least one new token each, within n_ctx, every token in the vocabulary; with an output for
-// every token, at most logit_rows tokens in all (the rows of output the cache plans). `used` is scratch of n_slots
-// bytes. Returns the tokens given in all.
+// every token, at most output_rows tokens in all (the rows the backend plans for that output). `used` is scratch of
+// n_slots bytes. Returns the tokens given in all.
 int64_t check_kv_forward(const GPT2Config& config, int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens,
-                         int n_slots, const int* lengths, uint8_t* used, KvOutput output, int logit_rows);
+                         int n_slots, const int* lengths, uint8_t* used, KvOutput output, int64_t output_rows);
 
 // kv_step(n, slots, n_new, tokens, n_sample, sample_rows, params): kv_forward's checks, then the sampled rows:
 // n_sample in [0, n], sample_rows ascending in [0, n), each row's settings in refuse_sampling's table. (The rows'

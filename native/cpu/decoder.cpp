@@ -27,9 +27,9 @@ namespace {
 
 // Rows per pass through the layers: enough for the tiled matmuls to run at full speed, few enough for the scratch.
 constexpr int kChunkRows = 256;
-// Rows of output at least: a prompt being scored or embedded (kv_forward's output of every token) is fed this many
-// tokens a call, which reads the weights once for all of them. Their output goes to the caller's buffer; here they
-// take their hidden states and the head's scratch.
+// Rows of logits at least: a prompt being scored (kv_forward's logits of every token) is fed this many tokens a call,
+// which reads the weights once for all of them. Their logits go to the caller's buffer; here they take their hidden
+// states and the head's scratch.
 constexpr int kLogitRows = 64;
 
 // The parameters that are neither layer matrices nor embeddings, which a 16-bit or 8-bit model's decoder keeps
@@ -319,9 +319,11 @@ struct CpuDecoder::State {
   }
 
   // Appends the entries' new tokens to their slots (checked already) and runs them through the layers: last[i] is
-  // the final hidden state of entry i's last new token, or with every_token of the i-th new token. Walks the
-  // concatenated tokens in chunks of at most max_rows rows.
-  void feed(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, bool every_token) {
+  // the final hidden state of entry i's last new token, or with every_token of the i-th new token. With `states`
+  // (and every_token), the i-th new token's goes to states[i] instead, after ln_f, chunk by chunk: any number of
+  // them. Walks the concatenated tokens in chunks of at most max_rows rows.
+  void feed(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, bool every_token,
+            float* states) {
     const int C = cfg().n_embd;
     if (stale) refresh();
     int entry = 0, done_in_entry = 0;  // next token: entry `entry`, its `done_in_entry`-th new token
@@ -351,15 +353,12 @@ struct CpuDecoder::State {
       }
       embed(tokens + consumed, R);
       const int ending = layers(R);
-      for (int r = 0; r < ending; ++r)
+      // Every row of the chunk is kept, in order: new tokens consumed .. consumed + R - 1.
+      if (states) layernorm_forward(states + consumed * C, nullptr, nullptr, x.data(), vec(LNF_W, 0), vec(LNF_B, 0), ending, C, pool);
+      else for (int r = 0; r < ending; ++r)
         std::memcpy(last.data() + static_cast<size_t>(row_output[r]) * C, x.data() + static_cast<size_t>(r) * C, sizeof(float) * C);
       consumed += R;
     }
-  }
-
-  // out[n_rows, C] = ln_f of the final hidden states of entries 0, 1, ... (the head's input).
-  void final_norm(int n_rows, float* out) {
-    layernorm_forward(out, nullptr, nullptr, last.data(), vec(LNF_W, 0), vec(LNF_B, 0), n_rows, cfg().n_embd, pool);
   }
 
   // out[rows, V] = the logits of the entries rows[0, n_rows) (ascending; null: entries 0, 1, ...): ln_f, then the
@@ -369,7 +368,7 @@ struct CpuDecoder::State {
     const int C = c.n_embd;
     for (int i = 0; rows && i < n_rows; ++i)
       if (rows[i] != i) std::memcpy(last.data() + static_cast<size_t>(i) * C, last.data() + static_cast<size_t>(rows[i]) * C, sizeof(float) * C);
-    final_norm(n_rows, last_ln.data());
+    layernorm_forward(last_ln.data(), nullptr, nullptr, last.data(), vec(LNF_W, 0), vec(LNF_B, 0), n_rows, C, pool);
     head_matmul(out, last_ln.data(), embedding, n_rows, C, c.vocab_size, matmul_scratch.data(), pool);
   }
 };
@@ -425,12 +424,12 @@ int CpuDecoder::reserve(int n_slots) {
 void CpuDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out,
                          KvOutput output) {
   State& s = *state_;
-  const int64_t total =
-      check_kv_forward(s.cfg(), n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), output, s.logit_rows);
-  const bool every_token = output != KvOutput::LastLogits;
-  s.feed(n, slots, n_new, tokens, total, every_token);
-  if (output == KvOutput::TokenStates) s.final_norm(static_cast<int>(total), out);
-  else s.head(every_token ? static_cast<int>(total) : n, nullptr, out);
+  // States go to `out` chunk by chunk, as many as given; logits take the rows of `last`.
+  const bool states = output == KvOutput::TokenStates;
+  const int64_t total = check_kv_forward(s.cfg(), n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), output,
+                                         states ? INT64_MAX : s.logit_rows);
+  s.feed(n, slots, n_new, tokens, total, output != KvOutput::LastLogits, states ? out : nullptr);
+  if (!states) s.head(output == KvOutput::TokenLogits ? static_cast<int>(total) : n, nullptr, out);
 }
 
 void CpuDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int n_sample,
@@ -440,7 +439,7 @@ void CpuDecoder::step(int n, const int32_t* slots, const int32_t* n_new, const i
   const GPT2Config& c = s.cfg();
   const int64_t total = check_kv_step(c, n, slots, n_new, tokens, s.n_slots, s.lengths.data(), s.slot_used.data(), n_sample,
                                       sample_rows, params);
-  s.feed(n, slots, n_new, tokens, total, false);
+  s.feed(n, slots, n_new, tokens, total, false, nullptr);
   if (n_sample == 0) return;
   // Rows that feed part of a prompt need no logits: only the sampled rows go through the head.
   float* logits = logits_out ? logits_out : s.logits.data();

@@ -19,8 +19,8 @@ namespace dixie::cuda {
 namespace {
 // Rows per pass through the layers: enough for the products to run at full speed on a long prompt.
 constexpr int kChunkRows = 1024;
-// Rows of output at least: a prompt being scored or embedded (kv_forward's output of every token) is fed this many
-// tokens a call, enough that the call is not a string of launches. 256 rows of GPT-2's vocabulary take 52 MB.
+// Rows of logits at least: a prompt being scored (kv_forward's logits of every token) is fed this many tokens a call,
+// enough that the call is not a string of launches. 256 rows of GPT-2's vocabulary take 52 MB.
 constexpr int kLogitRows = 256;
 
 // held[row_slot[r], row_pos[r]] = row_token[r] for r < total: the slots' token ids, [slots, n_ctx].
@@ -68,13 +68,14 @@ int CudaDecoder::reserve(int n_slots) {
 void CudaDecoder::forward(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, float* out,
                           KvOutput output) {
   const GPT2Config& c = spec_.config();
-  const int64_t total =
-      check_kv_forward(c, n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), output, logit_rows_);
-  const int rows = output == KvOutput::LastLogits ? n : static_cast<int>(total);
-  stage(n, slots, n_new, tokens, total, rows, nullptr);
-  queue(total, rows, output);
-  // Logits without the pad columns (see CudaBackend::vocab_padded_); states [rows, C].
+  // States are written into logits_ chunk by chunk, float32 [total, C]: as many as it holds. Logits take its rows.
   const bool states = output == KvOutput::TokenStates;
+  const int64_t total = check_kv_forward(c, n, slots, n_new, tokens, n_slots_, lengths_.data(), slot_used_.data(), output,
+                                         states ? static_cast<int64_t>(logits_.size() / c.n_embd) : logit_rows_);
+  const int rows = output == KvOutput::LastLogits ? n : static_cast<int>(total);
+  stage(n, slots, n_new, tokens, total, states ? 0 : rows, nullptr);
+  queue(total, states ? 0 : rows, output);
+  // Logits without the pad columns (see CudaBackend::vocab_padded_).
   const size_t width = states ? c.n_embd : c.vocab_size, pitch = states ? c.n_embd : vocab_padded_;
   DIXIE_CUDA_CHECK(cudaMemcpy2DAsync(out, width * sizeof(float), logits_.data(), pitch * sizeof(float), width * sizeof(float), rows,
                                      cudaMemcpyDeviceToHost, stream_));
@@ -184,8 +185,8 @@ void CudaDecoder::stage(int n, const int32_t* slots, const int32_t* n_new, const
 
 // Queues the staged call on the stream: its rows go to the device, their tokens into their slots, and through the
 // layers, which leave the logits of the n_logits staged rows in logits_ [n_logits, vocab_padded], or with
-// TokenStates their final hidden states, float32, [n_logits, C]. Reads nothing from the host but pinned memory and
-// the shape of the call, so that a graph can hold it.
+// TokenStates the final hidden states of all the rows, float32, [total, C]. Reads nothing from the host but pinned
+// memory and the shape of the call, so that a graph can hold it.
 void CudaDecoder::queue(int64_t total, int n_logits, KvOutput output) {
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(rows_.data(), rows_host_.data(), (3 * total + 2 * n_logits) * sizeof(int32_t), cudaMemcpyHostToDevice,
                                    stream_));
@@ -247,14 +248,11 @@ void CudaDecoder::run(int64_t total, int n_logits, KvOutput output) {
       residual_layernorm_forward(x, ln, nullptr, nullptr, x, proj, w_.param(last ? LNF_W : LN1_W, last ? -1 : l + 1),
                                  w_.param(last ? LNF_B : LN1_B, last ? -1 : l + 1), R, C, stream_);
     }
+    if (output == KvOutput::TokenStates) rows_to_f32(logits_.data() + r0 * C, ln, R, C, C, stream_);
     const int g0 = chunk_gathers_[chunk], g1 = chunk_gathers_[chunk + 1];
     gather_rows(last_ln, ln, gather_src + g0, gather_dst + g0, g1 - g0, C, stream_);
   }
   if (n_logits == 0) return;
-  if (output == KvOutput::TokenStates) {
-    rows_to_f32(logits_.data(), last_ln, n_logits, C, C, stream_);
-    return;
-  }
   // logits[n_logits, Vp] = ln_f(last) @ wte[0:Vp]^T, float32 whatever the precision
   gemm_.matmul<X, float>(false, true, n_logits, vocab_padded_, C, last_ln, C, w_.weight<X>(WTE, -1), C, logits_.data(),
                            vocab_padded_, nullptr, false);

@@ -65,7 +65,7 @@ class CudaDecoder {
   std::vector<uint8_t> slot_used_;
   DeviceArray<unsigned char> cache_;    // keys, then values: [L][slots][n_ctx][C] each
   DeviceArray<unsigned char> scratch_;  // rows of a chunk (x, ln, qkv, atty, proj, fch, fcg), last_ln [logit rows, C], lora u [rows, r]
-  DeviceArray<float> logits_;           // [logit rows, vocab_padded], or kv_forward's states [rows, C]
+  DeviceArray<float> logits_;           // [logit rows, vocab_padded], or kv_forward's states [tokens, C]
   DeviceArray<int32_t> held_;           // [slots, n_ctx]: the token ids each slot holds, kv_step's penalty histories
   std::vector<int64_t> history_begin_;  // [slots]: a kv_step's sampled rows' histories within held_, and lengths
   std::vector<int32_t> history_len_;

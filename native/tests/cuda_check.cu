@@ -768,16 +768,36 @@ void section_decode(const Shape& shape) {
     report(rows >= 4 && refused.find("rows kv_reserve planned") != std::string::npos,
            "decode f32: every_token over more tokens than the rows of logits refused", std::to_string(rows) + " rows: " + refused);
   });
+  // States, which are not bounded by the rows of logits: the two calls above, then one of more tokens than the GPU's
+  // rows of logits, across slots.
   check("decode: final hidden states of every new token = the CPU's", [&] {
+    auto f32 = cuda_model(c, params, 1, c.n_ctx, false, false, false);
+    const int long_rows = f32->kv_reserve(4) + 1;
+    Rng long_rng{29};
+    std::vector<int32_t> long_tokens(long_rows), long_slots, long_new;
+    for (auto& t : long_tokens) t = static_cast<int32_t>(long_rng.next() % V);
+    for (int slot = 0, left = long_rows; left > 0; ++slot) {
+      long_slots.push_back(slot);
+      long_new.push_back(std::min(left, c.n_ctx));
+      left -= long_new.back();
+    }
+    const auto states = [&](Backend& be) {
+      std::vector<float> out = every(be, KvOutput::TokenStates);
+      const size_t at = out.size();
+      out.resize(at + long_rows * static_cast<size_t>(c.n_embd));
+      be.kv_reserve(4);
+      be.kv_forward(static_cast<int>(long_slots.size()), long_slots.data(), long_new.data(), long_tokens.data(), out.data() + at,
+                    KvOutput::TokenStates);
+      return out;
+    };
     auto cpu = cpu_model(c, params, 1, c.n_ctx, false);
-    const std::vector<float> expected = every(*cpu, KvOutput::TokenStates);
+    auto bf16 = cuda_model(c, params, 1, c.n_ctx, true, false, false);
+    const std::vector<float> expected = states(*cpu), gpu_f32 = states(*f32), gpu_bf16 = states(*bf16);
     const double scale = std::max(1.0, max_abs(expected.data(), expected.size()));
-    for (const bool bf16 : {false, true}) {
-      auto be = cuda_model(c, params, 1, c.n_ctx, bf16, false, false);
-      const std::vector<float> gpu = every(*be, KvOutput::TokenStates);
-      const double d = max_abs_diff(gpu.data(), expected.data(), expected.size()) / scale;
-      report(d <= (bf16 ? 0.1 : 1e-4), std::string("decode ") + (bf16 ? "bf16" : "f32") + ": CUDA states of every new token = the CPU's",
-             "max |diff| / max(1, max|state|) " + fmt("%.2e", d));
+    for (const auto& [name, gpu, bound] : {std::tuple{"f32", &gpu_f32, 1e-4}, std::tuple{"bf16", &gpu_bf16, 0.1}}) {
+      const double d = max_abs_diff(gpu->data(), expected.data(), expected.size()) / scale;
+      report(d <= bound, std::string("decode ") + name + ": CUDA states of every new token = the CPU's",
+             std::to_string(expected.size() / c.n_embd) + " tokens, max |diff| / max(1, max|state|) " + fmt("%.2e", d));
     }
   });
   // 8-bit weights: the first call's chunk has more rows than q8_matvec takes (the matrices expanded for a GEMM), the

@@ -77,6 +77,15 @@ t.test('an embedding fed over several steps beside generations: the full forward
   const [one, two] = await beside;
   t.equal(one.tokens.length + two.tokens.length > 0, true, 'the generations ran');
   t.same(Buffer.from(batched.states.buffer), Buffer.from(alone.states.buffer), 'the same bits beside two generations as alone');
+  // The same weights, the 300 tokens in one call: past the decoder's 256-row pass and its 64 rows of logits.
+  const twin = Model.create(CONFIG, { seed: 3, threads: 1, trainable: false });
+  const once = new Float32Array(300 * C);
+  await twin.run(async (n) => {
+    n.kvReserve(1);
+    await n.kvForward(Int32Array.of(0), Int32Array.of(300), prompt, once, 'tokenStates');
+  });
+  twin.dispose();
+  t.same(Buffer.from(once.buffer), Buffer.from(alone.states.buffer), 'the same bits in one call, on one thread, as fed in steps of 96');
   const columns = 512;
   const full = new Float32Array(300 * V);
   await model.forward(prompt, null, 1, 300, full);
