@@ -1,16 +1,17 @@
-// What every importer (whatsapp.ts, line.ts, telegram.ts and telegram_html.ts, messenger.ts, discord.ts, google_chat.ts,
-// snapchat.ts, x_archive.ts, sms.ts, imessage.ts) turns an app's export into: chats of messages with their time, their sender as the app names
-// them, and their raw text, each message either kept or dropped with a reason. Deciding which sender is the user,
-// the audience and the output is left to train_output.ts, so that every app's quirks stay in its importer and every
-// rule of the output in one place.
+// What every importer (whatsapp.ts, line.ts, kakaotalk.ts, telegram.ts and telegram_html.ts, messenger.ts, discord.ts,
+// google_chat.ts, snapchat.ts, x_archive.ts, sms.ts, imessage.ts) turns an app's export into: chats of messages with
+// their time, their sender as the app names them, and their raw text, each message either kept or dropped with a
+// reason. Deciding which sender is the user, the audience and the output is left to train_output.ts, so that every
+// app's quirks stay in its importer and every rule of the output in one place.
 import { isUtf8 } from 'node:buffer';
 
-export const EXPORT_FORMATS = ['whatsapp', 'line', 'telegram', 'messenger', 'discord', 'googlechat', 'snapchat', 'x', 'sms', 'imessage'] as const;
+export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'snapchat', 'x', 'sms', 'imessage'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
   whatsapp: 'WhatsApp',
   line: 'LINE',
+  kakaotalk: 'KakaoTalk',
   telegram: 'Telegram',
   messenger: 'Messenger',
   discord: 'Discord',

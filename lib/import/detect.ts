@@ -5,6 +5,7 @@ import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExpo
 import { looksLikeDiscord, parseDiscord } from './discord';
 import { isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './google_chat';
 import { isSqlite, parseMessagesDatabase } from './imessage';
+import { looksLikeKakaoTalk, parseKakaoTalk } from './kakaotalk';
 import { looksLikeLine, parseLine } from './line';
 import { looksLikeSnapchat, parseSnapchat } from './snapchat';
 import { isXDirectMessages, parseXDirectMessages, xAccountId, xArchiveData, xArchiveKind } from './x_archive';
@@ -21,7 +22,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp or LINE chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
+  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
 
 // What to do with web pages that are no chat of Telegram Desktop's HTML export: Facebook and Instagram make their
 // downloads as web pages unless asked for JSON.
@@ -64,9 +65,11 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   }
   if (options.format === 'x') throw new ChatImportError(file, 1, 'not a file of an X archive: its direct messages (data/direct-messages.js) begin "window.YTD.direct_messages"');
   // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
-  const format = options.format ?? (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : null);
+  const format = options.format ??
+    (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : looksLikeKakaoTalk(text) ? 'kakaotalk' : null);
   if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];
   if (format === 'line') return [parseLine(file, text)];
+  if (format === 'kakaotalk') return [parseKakaoTalk(file, text)];
   if (format === 'sms') return parseSms(file, text);
   const first = text.search(/\S/);
   if (format || text[first] === '{' || text[first] === '[') return readJsonExport(file, text, format ?? undefined, companion);
