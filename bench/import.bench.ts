@@ -1,5 +1,5 @@
 // bin/import-chat's speed: a 50 MB export of each layout that grows largest in practice (a WhatsApp chat, a LINE
-// chat, a Telegram account export in JSON, an SMS Backup & Restore XML backup, Google Chat's messages.json from Takeout, a
+// chat, a Telegram account export in JSON, a Telegram chat in HTML (the folder of its pages), an SMS Backup & Restore XML backup, Google Chat's messages.json from Takeout, a
 // Mac's Messages database with half its
 // texts only in attributedBody, as macOS 13 on stores them), generated from a fixed seed in the
 // apps' real layouts with their media, notices and multi-line messages, imported into .train files in a
@@ -102,6 +102,55 @@ function telegram(rng: Rng): string {
   return account(messages.slice(0, Math.floor((messages.length * TARGET_BYTES) / sample.length)));
 }
 
+// Telegram Desktop's HTML export of a chat: a folder of pages of a thousand messages, each page opening with the
+// chat's name and a day's heading, a message joined to the run of the one before when the same person wrote it
+// within minutes, markup indented on lines of their own as the app writes it.
+function telegramHtml(rng: Rng): Record<string, string> {
+  const pages: Record<string, string> = {};
+  const head = '<!DOCTYPE html>\n<html>\n\n <head>\n\n  <meta charset="utf-8"/>\n<title>Exported Data</title>\n  <meta content="width=device-width, initial-scale=1.0" name="viewport"/>\n\n' +
+    '  <link href="css/style.css" rel="stylesheet"/>\n\n  <script src="js/script.js" type="text/javascript">\n\n  </script>\n\n </head>\n\n <body onload="CheckLocation();">\n\n' +
+    '  <div class="page_wrap">\n\n   <div class="page_header">\n\n    <div class="content">\n\n     <div class="text bold">\nMom\n     </div>\n\n    </div>\n\n   </div>\n\n' +
+    '   <div class="page_body chat_page">\n\n    <div class="history">\n';
+  const two = (n: number): string => String(n).padStart(2, '0');
+  const escape = (text: string): string => text.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/'/g, '&apos;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/\n/g, '<br>');
+  let page: string[] = [];
+  let bytes = 0;
+  let id = 0;
+  let previous: { mine: boolean; time: number } | null = null;
+  const endPage = (): void => {
+    const name = Object.keys(pages).length === 0 ? 'messages.html' : `messages${Object.keys(pages).length + 1}.html`;
+    pages[name] = `${head}${page.join('')}\n    </div>\n\n   </div>\n\n  </div>\n\n </body>\n\n</html>\n`;
+    bytes += Buffer.byteLength(pages[name]);
+    page = [];
+    previous = null;
+  };
+  for (const m of conversation(rng)) {
+    const d = new Date(m.time);
+    if (previous === null || new Date(previous.time).getUTCDate() !== d.getUTCDate()) {
+      page.push(`\n     <div class="message service" id="message-${++id}">\n\n      <div class="body details">\n${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()}\n      </div>\n\n     </div>\n`);
+    }
+    const joined: boolean = previous !== null && previous.mine === m.mine && m.time - previous.time <= 900_000;
+    const name = m.mine ? 'Jane Doe' : 'Mom';
+    const title = `${two(d.getUTCDate())}.${two(d.getUTCMonth() + 1)}.${d.getUTCFullYear()} ${two(d.getUTCHours())}:${two(d.getUTCMinutes())}:${two(d.getUTCSeconds())} UTC+00:00`;
+    const userpic = joined ? '' : `\n      <div class="pull_left userpic_wrap">\n\n       <div class="userpic userpic${m.mine ? 1 : 2}" style="width: 42px; height: 42px">\n\n        <div class="initials" style="line-height: 42px">\n${name[0]}\n        </div>\n\n       </div>\n\n      </div>\n`;
+    const content = m.kind === 'media'
+      ? `\n       <div class="media_wrap clearfix">\n\n        <a class="photo_wrap clearfix pull_left" href="photos/photo_${id}.jpg">\n\n         <img class="photo" src="photos/photo_${id}_thumb.jpg" style="width: 260px; height: 195px"/>\n\n        </a>\n\n       </div>\n`
+      : `\n       <div class="text">\n${escape(m.text)} <a href="https://example.com">https://example.com</a>\n       </div>\n`;
+    page.push(
+      m.kind === 'other'
+        ? `\n     <div class="message service" id="message${++id}">\n\n      <div class="body details">\n${name} pinned <a href="#go_to_message${id - 1}" onclick="return GoToMessage(${id - 1})">this message</a>\n      </div>\n\n     </div>\n`
+        : `\n     <div class="message default clearfix${joined ? ' joined' : ''}" id="message${++id}">\n${userpic}\n      <div class="body">\n\n` +
+          `       <div class="pull_right date details" title="${title}">\n${two(d.getUTCHours())}:${two(d.getUTCMinutes())}\n       </div>\n` +
+          `${joined ? '' : `\n       <div class="from_name">\n${name}\n       </div>\n`}${content}\n      </div>\n\n     </div>\n`,
+    );
+    previous = m.kind === 'other' ? null : { mine: m.mine, time: m.time };
+    if (page.length >= 1000) endPage();
+    if (bytes >= TARGET_BYTES) break;
+  }
+  if (page.length > 0) endPage();
+  return pages;
+}
+
 // Google Takeout's messages.json of one direct-message conversation: dates in US English, bare attachments,
 // deleted messages.
 function googleChat(rng: Rng): string {
@@ -191,10 +240,12 @@ async function messagesDatabase(rng: Rng): Promise<Buffer> {
 export async function run(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-import-bench-'));
   try {
-    const exports: [string, string, string | Buffer][] = [
+    // An export is a file, or a folder of files by name.
+    const exports: [string, string, string | Buffer | Record<string, string>][] = [
       ['WhatsApp (Android, 12-hour)', 'WhatsApp Chat with Mom.txt', whatsApp(new Rng(1))],
       ['LINE (English)', '[LINE] Chat with Mom.txt', line(new Rng(6))],
       ['Telegram account (JSON)', 'result.json', telegram(new Rng(2))],
+      ['Telegram (HTML)', 'ChatExport_2015-01-01', telegramHtml(new Rng(7))],
       ['SMS Backup & Restore (XML)', 'sms-20210101000000.xml', sms(new Rng(3))],
       ['Google Chat (Takeout JSON)', 'messages.json', googleChat(new Rng(5))],
       ["Messages' chat.db (Mac)", 'chat.db', await messagesDatabase(new Rng(4))],
@@ -203,10 +254,20 @@ export async function run(): Promise<void> {
     console.log(`${os.cpus().length} cores: ${os.cpus()[0].model}, load average ${loadAverage()}; best of ${REPEATS} runs each (median in brackets)\n`);
     console.log('| export | MB | messages read | kept | written MB | seconds | CPU seconds | MB/s |');
     console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
-    for (const [name, file, text] of exports) {
+    for (const [name, file, content] of exports) {
       const input = path.join(dir, file);
-      fs.writeFileSync(input, text);
-      const megabytes = fs.statSync(input).size / 1e6;
+      let size = 0;
+      if (typeof content === 'string' || Buffer.isBuffer(content)) {
+        fs.writeFileSync(input, content);
+        size = fs.statSync(input).size;
+      } else {
+        fs.mkdirSync(input);
+        for (const [page, text] of Object.entries(content)) {
+          fs.writeFileSync(path.join(input, page), text);
+          size += Buffer.byteLength(text);
+        }
+      }
+      const megabytes = size / 1e6;
       const seconds: number[] = [];
       const cpuSeconds: number[] = [];
       let summary = null;
@@ -223,7 +284,7 @@ export async function run(): Promise<void> {
       const best = Math.min(...seconds);
       const s = summary as NonNullable<typeof summary>;
       console.log(`| ${name} | ${megabytes.toFixed(1)} | ${s.read.toLocaleString('en-US')} | ${s.kept.toLocaleString('en-US')} | ${(s.bytes / 1e6).toFixed(1)} | ${best.toFixed(2)} (${median(seconds).toFixed(2)}) | ${Math.min(...cpuSeconds).toFixed(2)} | ${(megabytes / best).toFixed(1)} |`);
-      fs.rmSync(input);
+      fs.rmSync(input, { recursive: true });
     }
     console.log(`\nload average after: ${loadAverage()}`);
   } finally {

@@ -1,16 +1,17 @@
-// What every importer (whatsapp.ts, line.ts, telegram.ts, messenger.ts, discord.ts, google_chat.ts, snapchat.ts,
-// x_archive.ts, sms.ts, imessage.ts) turns an app's export into: chats of messages with their time, their sender as the app names
-// them, and their raw text, each message either kept or dropped with a reason. Deciding which sender is the user,
-// the audience and the output is left to train_output.ts, so that every app's quirks stay in its importer and every
-// rule of the output in one place.
+// What every importer (whatsapp.ts, line.ts, kakaotalk.ts, telegram.ts and telegram_html.ts, messenger.ts, discord.ts,
+// google_chat.ts, snapchat.ts, x_archive.ts, sms.ts, imessage.ts) turns an app's export into: chats of messages with
+// their time, their sender as the app names them, and their raw text, each message either kept or dropped with a
+// reason. Deciding which sender is the user, the audience and the output is left to train_output.ts, so that every
+// app's quirks stay in its importer and every rule of the output in one place.
 import { isUtf8 } from 'node:buffer';
 
-export const EXPORT_FORMATS = ['whatsapp', 'line', 'telegram', 'messenger', 'discord', 'googlechat', 'snapchat', 'x', 'sms', 'imessage'] as const;
+export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'snapchat', 'x', 'sms', 'imessage'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
   whatsapp: 'WhatsApp',
   line: 'LINE',
+  kakaotalk: 'KakaoTalk',
   telegram: 'Telegram',
   messenger: 'Messenger',
   discord: 'Discord',
@@ -97,9 +98,18 @@ export function nameKey(name: string): string {
 
 // The 1-based line of a character offset.
 export function lineAt(text: string, offset: number): number {
+  return lineCounter(text)(offset);
+}
+
+// The lines of offsets asked for in increasing order, each counted on from the one before: a file's lines in one
+// pass, however many of them are asked for.
+export function lineCounter(text: string): (offset: number) => number {
   let line = 1;
-  for (let i = text.indexOf('\n'); i >= 0 && i < offset; i = text.indexOf('\n', i + 1)) line++;
-  return line;
+  let nextLineBreak = text.indexOf('\n');
+  return (offset) => {
+    for (; nextLineBreak >= 0 && nextLineBreak < offset; nextLineBreak = text.indexOf('\n', nextLineBreak + 1)) line++;
+    return line;
+  };
 }
 
 // An export's bytes as text: UTF-8 (a byte-order mark dropped), UTF-16 by its byte-order mark, or `encoding`.

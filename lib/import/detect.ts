@@ -5,12 +5,14 @@ import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExpo
 import { looksLikeDiscord, parseDiscord } from './discord';
 import { isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './google_chat';
 import { isSqlite, parseMessagesDatabase } from './imessage';
+import { looksLikeKakaoTalk, parseKakaoTalk } from './kakaotalk';
 import { looksLikeLine, parseLine } from './line';
 import { looksLikeSnapchat, parseSnapchat } from './snapchat';
 import { isXDirectMessages, parseXDirectMessages, xAccountId, xArchiveData, xArchiveKind } from './x_archive';
 import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
 import { looksLikeTelegram, parseTelegram } from './telegram';
+import { parseTelegramHtml } from './telegram_html';
 import { DateOrder, looksLikeWhatsApp, parseWhatsApp } from './whatsapp';
 
 export interface ReadOptions {
@@ -20,12 +22,12 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp or LINE chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
+  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
 
-// What to do with an export made as web pages, which is how Telegram Desktop, Facebook and Instagram make them
-// unless asked for JSON.
+// What to do with web pages that are no chat of Telegram Desktop's HTML export: Facebook and Instagram make their
+// downloads as web pages unless asked for JSON.
 export const HTML_EXPORT_ADVICE =
-  'an export made as web pages, which dixie does not read: export again in JSON (Telegram Desktop: format "Machine-readable JSON"; Facebook and Instagram: Download your information, format JSON)';
+  'an export made as web pages, which dixie reads only from Telegram Desktop (a chat\'s messages.html, messages2.html...): export it again in JSON (Facebook and Instagram: Download your information, format JSON)';
 
 // A file that is no export dixie reads: an error when named on the command line, skipped inside a folder.
 export class UnknownExportError extends ChatImportError {
@@ -49,7 +51,11 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   }
   if (options.format === 'imessage') throw new ChatImportError(file, null, 'not an SQLite database: Messages\' chat.db is one (~/Library/Messages/chat.db on a Mac)');
   const text = decodeExport(file, bytes, options.encoding);
-  if (/^\s*<(!doctype html|html)\b/i.test(text.slice(0, 1024))) throw new ChatImportError(file, null, HTML_EXPORT_ADVICE);
+  if (/^\s*<(!doctype html|html)\b/i.test(text.slice(0, 1024))) {
+    const chat = options.format === undefined || options.format === 'telegram' ? parseTelegramHtml(file, text) : null;
+    if (chat === null) throw new ChatImportError(file, null, HTML_EXPORT_ADVICE);
+    return [chat];
+  }
   const archiveKind = xArchiveKind(text);
   if (archiveKind !== null && (options.format === undefined || options.format === 'x')) {
     if (!isXDirectMessages(archiveKind)) throw new UnknownExportError(file, `an X archive's ${archiveKind}`);
@@ -59,9 +65,11 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   }
   if (options.format === 'x') throw new ChatImportError(file, 1, 'not a file of an X archive: its direct messages (data/direct-messages.js) begin "window.YTD.direct_messages"');
   // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
-  const format = options.format ?? (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : null);
+  const format = options.format ??
+    (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : looksLikeKakaoTalk(text) ? 'kakaotalk' : null);
   if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];
   if (format === 'line') return [parseLine(file, text)];
+  if (format === 'kakaotalk') return [parseKakaoTalk(file, text)];
   if (format === 'sms') return parseSms(file, text);
   const first = text.search(/\S/);
   if (format || text[first] === '{' || text[first] === '[') return readJsonExport(file, text, format ?? undefined, companion);

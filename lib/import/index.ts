@@ -7,6 +7,7 @@ import { datasetFiles } from '../data/files';
 import { ExportFormat, ExportedChat, ChatImportErrors } from './chat_export';
 import { readContacts } from './contacts';
 import { Companion, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
+import { TELEGRAM_PAGE } from './telegram_html';
 import { isZip, ZipArchive } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, planOutput, writeOutput } from './train_output';
 import { DateOrder } from './whatsapp';
@@ -42,11 +43,23 @@ export interface ChatImportProgress {
 // not. Zips are opened wherever they are: an iPhone's WhatsApp export and Facebook's and Instagram's downloads come
 // as zips.
 const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.xml', '.db']);
-// An X archive holds a .js file per kind of data, tweets too: only its direct messages are read.
+// An X archive holds a .js file per kind of data, tweets too: only its direct messages are read. Of the web pages
+// of an export, only the pages of Telegram Desktop's chats are.
 const X_DIRECT_MESSAGES = /^direct-messages(?:-group)?\.js$/i;
 
 function isExportName(name: string): boolean {
-  return EXPORT_EXTENSIONS.has(path.extname(name).toLowerCase()) || X_DIRECT_MESSAGES.test(path.basename(name));
+  const base = path.basename(name);
+  return EXPORT_EXTENSIONS.has(path.extname(name).toLowerCase()) || X_DIRECT_MESSAGES.test(base) || TELEGRAM_PAGE.test(base);
+}
+
+// Telegram Desktop's export "in HTML and JSON" holds every chat twice: the pages of a chat whose result.json is beside
+// them (one chat's export) or two folders up (the account's: chats/chat_001/messages.html) are not read, the JSON
+// being the exact one. `paths` is node's path for files on disk, its posix flavour for names in a zip.
+function isTelegramPageOfJson(file: string, files: ReadonlySet<string>, paths: path.PlatformPath): boolean {
+  if (!TELEGRAM_PAGE.test(paths.basename(file))) return false;
+  const folder = paths.dirname(file);
+  const accountExport = /^chat_\d+$/.test(paths.basename(folder)) && paths.basename(paths.dirname(folder)) === 'chats';
+  return files.has(paths.join(folder, 'result.json')) || (accountExport && files.has(paths.join(folder, '..', '..', 'result.json')));
 }
 
 export async function importChats(inputs: readonly string[], options: ChatImportOptions): Promise<ChatImportSummary> {
@@ -112,7 +125,8 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
     }
     if (!fs.existsSync(input) && !/[*?[]/.test(input)) throw new Error(`${input}: no such file or folder`);
     const all = datasetFiles(input);
-    const found = all.filter((file) => isExportName(file) || path.extname(file).toLowerCase() === '.zip');
+    const exports = new Set(all.filter((file) => isExportName(file) || path.extname(file).toLowerCase() === '.zip'));
+    const found = [...exports].filter((file) => !isTelegramPageOfJson(file, exports, path));
     if (found.length === 0) throw new Error(`${input}: no .txt, .json, .xml, .db or .zip file in it${htmlHint(all)}`);
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }
@@ -136,7 +150,8 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
       continue;
     }
     archives.push(zip);
-    const entries = zip.entries.filter((e) => isExportEntry(e.name)).sort((a, b) => compare(a.name, b.name));
+    const names = new Set(zip.entries.filter((e) => isExportEntry(e.name)).map((e) => e.name));
+    const entries = zip.entries.filter((e) => names.has(e.name) && !isTelegramPageOfJson(e.name, names, path.posix)).sort((a, b) => compare(a.name, b.name));
     if (entries.length === 0) {
       if (named) throw new Error(`${file}: a zip archive with no .txt, .json, .xml or .db file in it, so no chat export${htmlHint(zip.entries.map((e) => e.name))}`);
       notExports.push(file);
@@ -175,4 +190,17 @@ function isExportEntry(name: string): boolean {
   return base !== '' && !name.startsWith('__MACOSX/') && !base.startsWith('._') && isExportName(base);
 }
 
-const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+// Paths in order, a run of digits by its number: Telegram's messages9.html before messages10.html, Messenger's
+// message_9.json before message_10.json.
+function compare(a: string, b: string): number {
+  const as = a.match(DIGITS_OR_CHARACTER) ?? [];
+  const bs = b.match(DIGITS_OR_CHARACTER) ?? [];
+  for (let i = 0; i < as.length && i < bs.length; i++) {
+    if (as[i] === bs[i]) continue;
+    const byNumber = /^\d/.test(as[i]) && /^\d/.test(bs[i]) ? Number(as[i]) - Number(bs[i]) : 0;
+    return byNumber !== 0 ? byNumber : as[i] < bs[i] ? -1 : 1;
+  }
+  return as.length - bs.length;
+}
+
+const DIGITS_OR_CHARACTER = /\d+|\D/g;

@@ -10,7 +10,7 @@
 // went. The sender of a received MMS is its addr of type 137. The backup says which messages are the user's, so
 // --me is not needed. Read in one pass by a scanner of tags and attributes: a phone's backup runs to hundreds of
 // megabytes (MMS pictures are inline, in base64), too much for a DOM.
-import { ExportedChat, ExportedMessage, ChatImportError, NO_IDS, lineAt } from './chat_export';
+import { ExportedChat, ExportedMessage, ChatImportError, NO_IDS, lineAt, lineCounter } from './chat_export';
 
 const ATTRIBUTE = /\s+([^\s=/>]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/y;
 const TAG_END = /\s*(\/?)>/y;
@@ -144,12 +144,7 @@ function decodeEntities(value: string): string {
 
 // The tags of an XML document in order; comments, processing instructions and text between tags skipped.
 function* tags(file: string, text: string): Generator<Tag> {
-  let line = 1;
-  let nextLineBreak = text.indexOf('\n');
-  const lineOf = (offset: number): number => {
-    for (; nextLineBreak >= 0 && nextLineBreak < offset; nextLineBreak = text.indexOf('\n', nextLineBreak + 1)) line++;
-    return line;
-  };
+  const lineOf = lineCounter(text);
   for (let at = text.indexOf('<'); at >= 0; at = text.indexOf('<', at)) {
     if (text.startsWith('<!--', at) || text.startsWith('<?', at) || text.startsWith('<!', at)) {
       const close = text.startsWith('<!--', at) ? '-->' : text.startsWith('<?', at) ? '?>' : '>';

@@ -48,16 +48,35 @@ function toMessage(value: unknown): ExportedMessage {
   const sender = jsonString(service ? message.actor : message.from) || (message.from === null ? 'Deleted Account' : '');
   const senderId = jsonString(service ? message.actor_id : message.from_id);
   const text = textOf(message.text);
-  const dropped: DropReason | null = Number.isNaN(time) || (!service && sender === '')
-    ? 'unreadable'
-    : service
-      ? (message.action === 'phone_call' || message.action === 'group_call' ? 'call' : 'system')
-      : message.forwarded_from !== undefined
-        ? 'forwarded'
-        : text.trim() === '' && MEDIA_FIELDS.some((field) => message[field] !== undefined)
-          ? 'media'
-          : null;
+  const dropped = telegramDropReason({
+    readable: !Number.isNaN(time) && (service || sender !== ''),
+    service,
+    call: message.action === 'phone_call' || message.action === 'group_call',
+    forwarded: message.forwarded_from !== undefined,
+    media: MEDIA_FIELDS.some((field) => message[field] !== undefined),
+    text,
+  });
   return { time: Number.isNaN(time) ? 0 : time, sender, senderIds: senderId ? [senderId] : NO_IDS, mine: null, text, dropped, line: 0 };
+}
+
+// What a Telegram message is, as either export (this JSON, telegram_html.ts's pages) tells it.
+export interface TelegramMessageKind {
+  readable: boolean;   // it has a time, and a sender unless it is a notice
+  service: boolean;    // the app's notice: a join, a pin, a call...
+  call: boolean;
+  forwarded: boolean;
+  media: boolean;      // it holds an attachment, whose caption its text is
+  text: string;
+}
+
+// Why a Telegram message is not written: one rule for both exports, so that the JSON and the HTML export of a chat
+// give the same training data and the same counts.
+export function telegramDropReason(m: TelegramMessageKind): DropReason | null {
+  if (!m.readable) return 'unreadable';
+  if (m.service) return m.call ? 'call' : 'system';
+  if (m.forwarded) return 'forwarded';
+  if (m.media && m.text.trim() === '') return 'media';
+  return null;
 }
 
 function textOf(text: unknown): string {

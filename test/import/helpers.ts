@@ -2,6 +2,7 @@
 // import into a fresh folder whose .train files come back as lines.
 import fs from 'node:fs';
 import path from 'node:path';
+import { type Test } from 'tap';
 import { ChatImportOptions, ChatImportSummary, importChats } from '../../lib/import';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
@@ -28,3 +29,12 @@ export async function importInto(out: string, inputs: string[], options: Omit<Ch
   const summary = await importChats(inputs, { out, ...options });
   return { summary, files: trainFiles(out) };
 }
+
+// An import of a folder holding `exports` (file name -> content), made in the test's own folder.
+export async function importFolder(t: Test, exports: Record<string, string>, options: Omit<ChatImportOptions, 'out'>): Promise<Imported> {
+  const dir = t.testdir({ exports });
+  return importInto(path.join(dir, 'out'), [path.join(dir, 'exports')], options);
+}
+
+// The warning for files of a folder that are no export.
+export const NOT_AN_EXPORT = /^skipped 1 file in the folders and zips that is no chat export: .*notes\.txt$/;

@@ -61,7 +61,7 @@ t.test('an SQLite database that is not Messages\', and one cut short', async (t)
   const dir = t.testdir({ folder: { 'photos.db': Buffer.from(other.export()) }, 'cut.db': fs.readFileSync(CHAT_DB).subarray(0, 8192) });
   other.close();
   await t.rejects(importInto(path.join(dir, 'out'), [path.join(dir, 'folder', 'photos.db')]), {
-    message: /photos\.db:1: an SQLite database without the tables of macOS Messages \(message, chat, handle\.\.\.\), not a WhatsApp or LINE chat/,
+    message: /photos\.db:1: an SQLite database without the tables of macOS Messages \(message, chat, handle\.\.\.\), not a WhatsApp, LINE or KakaoTalk chat/,
   });
   await t.rejects(importInto(path.join(dir, 'out'), [path.join(dir, 'folder')]), { message: /no chat export among/ }, 'inside a folder it is skipped');
   await t.rejects(importInto(path.join(dir, 'out'), [path.join(dir, 'cut.db')]), { message: /cut\.db: an SQLite database that does not open \(.+\): copied while Messages was writing it, or cut short/ });

@@ -17,8 +17,8 @@ t.test('every export at once: a file per audience, conversations of one audience
   const { files, summary } = await importInto(out, [EXPORTS], { me: ME });
   t.same(Object.keys(files), [
     '15551234567.train', '15557654321.train', '2250000002.train', 'alex.train', 'beach-trip.train', 'book-club.train', 'family.train', 'game-night.train',
-    'hiking-crew.train', 'marie-martin.train', 'matti.train', 'mom-dad.train', 'mom-k.train', 'mom.train', 'papa.train', 'priya-shah.train', 'sam-lee-2.train',
-    'sam-lee.train', 'weekend-crew.train', 'yuki.train',
+    'hiking-crew.train', 'marie-martin.train', 'matti.train', 'mia-rossi.train', 'mom-dad.train', 'mom-k.train', 'mom.train', 'papa.train', 'priya-shah.train', 'sam-lee-2.train',
+    'sam-lee.train', 'trail-runners.train', 'weekend-crew.train', 'yuki.train', '등산-모임.train', '민지.train',
   ]);
   t.same(files['mom.train'], [
     "0|Mom|Happy New Year's Eve! 🎉 <EOM>", '0|Mom|Are you coming tomorrow? <EOM>', "1|Mom|Yes! I'll bring the cake <EOM>",
@@ -28,14 +28,14 @@ t.test('every export at once: a file per audience, conversations of one audience
     '',
     '0|Mom|Dinner on Sunday? <EOM>', '1|Mom|Yes please! <EOM>',
   ], 'WhatsApp, then SMS, then Telegram, a blank line between conversations');
-  t.same(summary.formats, { discord: 1, googlechat: 2, imessage: 1, line: 1, messenger: 3, sms: 1, snapchat: 1, telegram: 2, whatsapp: 5, x: 2 });
-  t.match(summary, { read: 135, kept: 78, sent: 34 });
-  t.match(summary.audiences[0], { audience: 'Mom', conversations: 3, read: 17, kept: 11, sent: 4, file: path.join(out, 'mom.train') });
+  t.same(summary.formats, { discord: 1, googlechat: 2, imessage: 1, kakaotalk: 3, line: 1, messenger: 3, sms: 1, snapchat: 1, telegram: 5, whatsapp: 5, x: 2 });
+  t.match(summary, { read: 192, kept: 110, sent: 47 });
+  t.match(summary.audiences.find((a) => a.audience === 'Mom'), { audience: 'Mom', conversations: 3, read: 17, kept: 11, sent: 4, file: path.join(out, 'mom.train') });
   const checker = new ChatChecker();
   for (const [name, lines] of Object.entries(files)) checker.add(name, `${lines.join('\n')}\n`);
   const check = checker.summary();
   t.same(check.issues, []);
-  t.equal(check.messages, 78);
+  t.equal(check.messages, 110);
 });
 
 t.test('importing the same exports again gives the same bytes, whatever order they are named in', async (t) => {
@@ -123,7 +123,7 @@ t.test('bad input: each problem with file:line, every file read first, nothing w
     'chat.zip: a zip archive cut short (no central directory at its end): an interrupted download or copy; get it again',
     'latin1.txt:2: not UTF-8 text: the export is in another encoding; give it with --encoding (e.g. --encoding windows-1252)',
     'not-json.json:1: not valid JSON: Expected double-quoted property name in JSON at position 8',
-    'notes.txt:1: a file that begins "Shopping list", not a WhatsApp or LINE chat (.txt), a Telegram result.json, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml or macOS Messages\' chat.db; if it is one, name its format with --format (whatsapp, line, telegram, messenger, discord, googlechat, snapchat, x, sms, imessage)',
+    'notes.txt:1: a file that begins "Shopping list", not a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml or macOS Messages\' chat.db; if it is one, name its format with --format (whatsapp, line, kakaotalk, telegram, messenger, discord, googlechat, snapchat, x, sms, imessage)',
     'truncated.json:79: the JSON stops in the middle: the export is truncated (an interrupted download or copy); export it again',
   ]);
   t.same(fs.readdirSync(path.join(dir, 'out')), ['papa.train']);
@@ -135,13 +135,21 @@ t.test('bad input: each problem with file:line, every file read first, nothing w
   await t.rejects(importChats([path.join(dir, 'missing')], { out: path.join(dir, 'out') }), { message: `${path.join(dir, 'missing')}: no such file or folder` });
 });
 
-t.test('an export made as web pages (Telegram\'s and Facebook\'s default): the error says to export it again in JSON', async (t) => {
-  const page = '<!DOCTYPE html>\n<html>\n <head><title>Exported Data</title></head>\n <body><div class="page_wrap"></div></body>\n</html>\n';
-  const dir = t.testdir({ ChatExport_2024: { 'messages.html': page, 'messages2.html': page, css: { 'style.css': 'body {}' } }, out: {} });
-  const folder = path.join(dir, 'ChatExport_2024');
-  const advice = 'an export made as web pages, which dixie does not read: export again in JSON (Telegram Desktop: format "Machine-readable JSON"; Facebook and Instagram: Download your information, format JSON)';
+t.test('an export made as web pages by Facebook or Instagram: the error says to export it again in JSON', async (t) => {
+  const page = '<!DOCTYPE html>\n<html>\n <head><title>Marie Martin</title></head>\n <body><div class="_a706" role="main"></div></body>\n</html>\n';
+  const dir = t.testdir({
+    download: {
+      your_facebook_activity: { messages: { inbox: { mariemartin_10158: { 'message_1.html': page } } } },
+      your_instagram_activity: { messages: { inbox: { weekendcrew_17845: { 'message_1.html': page } } } },
+    },
+    out: {},
+  });
+  const folder = path.join(dir, 'download');
+  const advice = 'an export made as web pages, which dixie reads only from Telegram Desktop (a chat\'s messages.html, messages2.html...): export it again in JSON (Facebook and Instagram: Download your information, format JSON)';
   await t.rejects(importChats([folder], { out: path.join(dir, 'out') }), { message: `${folder}: no .txt, .json, .xml, .db or .zip file in it; its 2 .html files are ${advice}` });
-  await t.rejects(importChats([path.join(folder, 'messages.html')], { out: path.join(dir, 'out') }), { message: `${path.join(folder, 'messages.html')}: ${advice}` });
+  const named = path.join(folder, 'your_facebook_activity', 'messages', 'inbox', 'mariemartin_10158', 'message_1.html');
+  await t.rejects(importChats([named], { out: path.join(dir, 'out') }), { message: `${named}: ${advice}` });
+  await t.rejects(importChats([fixture('telegram_html', 'ChatExport_2024-03-04')], { out: path.join(dir, 'out'), format: 'whatsapp' }), { message: /messages\.html: an export made as web pages/ }, 'read as another app\'s');
   t.same(fs.readdirSync(path.join(dir, 'out')), [], 'nothing written');
 });
 

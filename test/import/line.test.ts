@@ -5,7 +5,7 @@
 import path from 'node:path';
 import t from 'tap';
 import { parseLine } from '../../lib/import/line';
-import { fixture, importInto } from './helpers';
+import { NOT_AN_EXPORT, fixture, importFolder, importInto } from './helpers';
 
 t.test('the English export: the chat named by its header, quoted lines joined, media, calls and unsent messages dropped', async (t) => {
   const { files, summary } = await importInto(t.testdir(), [fixture('line')], { me: ['Jane Doe'] });
@@ -42,13 +42,10 @@ t.test('a line that is no message, after the first day, is refused with its file
 });
 
 t.test('told by its content: a group export without the header is LINE; notes that open with a date are not', async (t) => {
-  const dir = t.testdir({
-    exports: {
-      'group.txt': '2024/01/15(Mon)\n10:23\tAna\tChapter 3 tonight?\n10:25\tJane\tyes!\n',
-      'notes.txt': '2024/01/15\n10:00\tdentist\nbuy milk\n',
-    },
-  });
-  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'exports')], { me: ['Jane'] });
+  const { files, summary } = await importFolder(t, {
+    'group.txt': '2024/01/15(Mon)\n10:23\tAna\tChapter 3 tonight?\n10:25\tJane\tyes!\n',
+    'notes.txt': '2024/01/15\n10:00\tdentist\nbuy milk\n',
+  }, { me: ['Jane'] });
   t.same(files, { 'ana.train': ['0|Ana|Chapter 3 tonight? <EOM>', '1|Ana|yes! <EOM>'] });
-  t.match(summary.warnings, [/^skipped 1 file in the folders and zips that is no chat export: .*notes\.txt$/]);
+  t.match(summary.warnings, [NOT_AN_EXPORT]);
 });
