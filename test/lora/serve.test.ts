@@ -1,5 +1,5 @@
 // Model entries of server_config.json with an "adapter": decoded over a base that the adapters of that base share,
-// each answering as bin/merge-lora's merged folder does, together as alone; /models/list shows adapter and base and
+// each answering (and embedding) as bin/merge-lora's merged folder does, together as alone; /models/list shows adapter and base and
 // the budget counts the base once; a folder that is no adapter, or a "base" that does not fit, stops the start,
 // naming the entry.
 import path from 'node:path';
@@ -40,6 +40,15 @@ t.test('an entry with an adapter answers as the merged model, beside its base', 
   t.not(fromAdapter, fromBase, 'and not as its base');
   const list = (await request(`${srv.url}/models/list`)).json().models as Record<string, unknown>[];
   t.same(list.map((m) => [m.model_key, m.adapter]), [['base', null], ['bot', 'adapter'], ['merged', null]], '/models/list names the adapter');
+  const embedding = async (key: string): Promise<number[]> => {
+    const r = await request(`${srv.url}/v1/embeddings`, { body: { model: key, input: 'How are you?' } });
+    t.equal(r.status, 200, r.status === 200 ? `${key}: embedded` : r.text);
+    return (r.json().data as { embedding: number[] }[])[0].embedding;
+  };
+  const [ofBase, ofAdapter, ofMerged] = [await embedding('base'), await embedding('bot'), await embedding('merged')];
+  const farthest = (a: number[], b: number[]): number => Math.max(...a.map((x, i) => Math.abs(x - b[i])));
+  t.ok(farthest(ofAdapter, ofMerged) < 1e-5, `the adapter's embedding is the merged folder's (max diff ${farthest(ofAdapter, ofMerged).toExponential(2)})`);
+  t.ok(farthest(ofAdapter, ofBase) > 1e-3, 'and not its base\'s');
 });
 
 t.test('an adapter that is not one stops the start, naming the entry', async (t) => {
