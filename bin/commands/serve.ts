@@ -1,5 +1,6 @@
 // bin/serve: the multi-model chatbot server (lib/server). SIGTERM or SIGINT finishes the requests in flight and
 // exits; a second one exits at once.
+import type { AddressInfo } from 'node:net';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { AUDIENCE_RULE, isAudience } from '../../lib/data/chat_format';
@@ -12,9 +13,9 @@ import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('serve')
-    .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: POST /invocations, OpenAI's /v1/completions and /v1/chat/completions, GET /ping, POST /prime, GET /models/list, `
-      + `GET /metrics, and a chat page at /. Without --config or --model it reads ./${CONFIG_FILE}, or else serves every `
-      + 'model found in models/ and checkpoint/.')
+    .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: a chat page at /, POST /invocations, OpenAI's API under /v1 (completions, chat `
+      + 'completions, responses, embeddings), Ollama\'s under /api, GET /ping, POST /prime, GET /models/list, GET /metrics. '
+      + `Without --config or --model it reads ./${CONFIG_FILE}, or else serves every model found in models/ and checkpoint/.`)
     .option('config', { type: 'string', describe: `server config file (default ./${CONFIG_FILE})` })
     .option('model', { type: 'string', describe: 'serve this one model folder (or training run folder) without a config file' })
     .option('key', { type: 'string', default: 'chatbot', describe: 'model_key of the --model model' })
@@ -51,7 +52,8 @@ async function main(): Promise<void> {
     config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, cwd: process.cwd(),
   });
   const server = createServer({ ...config, insecure: config.insecure || argv.insecure });
-  await server.listen(argv.port ?? config.port, argv.host ?? config.host);
+  const address = await server.listen(argv.port ?? config.port, argv.host ?? config.host);
+  if (process.stderr.isTTY) process.stderr.write(whereToConnect(address, config.models.map((m) => m.key), config.apiKeys.length > 0));
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -70,6 +72,23 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+// For a person at a terminal (the JSON log on stdout is for collectors): where to point a browser and the clients.
+function whereToConnect(address: AddressInfo, models: readonly string[], keyed: boolean): string {
+  const everywhere = address.address === '0.0.0.0' || address.address === '::';
+  const host = everywhere ? 'localhost' : address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  const others = models.length > 1 ? ` and ${models.length - 1} more (GET ${url}/models/list)` : '';
+  return [
+    `Serving ${models[0]}${others} at ${url}${everywhere ? ', on every address of this machine' : ''}`,
+    `  chat page       ${url}/`,
+    `  OpenAI clients  base URL ${url}/v1`,
+    `  Ollama clients  host ${url}`,
+    ...(keyed ? ['  every client sends "Authorization: Bearer <one of api_keys>"'] : []),
+    'Ctrl+C stops it, letting the requests in flight finish.',
+    '',
+  ].join('\n');
 }
 
 main().catch((err: unknown) => {

@@ -1,5 +1,5 @@
-// bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0),
-// and the message when there is nothing to serve.
+// bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0), where
+// to connect said to a terminal (and not into a pipe), and the message when there is nothing to serve.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -49,6 +49,7 @@ t.test('SIGTERM: requests in flight finish, new ones are refused, the process ex
   });
   const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
   const url = `http://127.0.0.1:${listening.port as number}`;
+  t.notMatch(child.stderr.join(''), /chat page/, 'into a pipe, no words for a terminal');
 
   // Three requests decoding when the signal comes: each has shown its first piece.
   const streams = await Promise.all([0, 1, 2].map(async () => {
@@ -80,6 +81,32 @@ t.test('SIGTERM: requests in flight finish, new ones are refused, the process ex
   }
   t.equal(await child.exited, 0);
   t.ok(child.lines.some((l) => l.msg === 'stopped'));
+});
+
+t.test('at a terminal: where to point a browser and the clients', { skip: !fs.existsSync('/usr/bin/script') && 'no script(1) to give it a terminal' }, async (t) => {
+  const dir = tempDir('terminal');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, PROMPT, 4);
+  // script(1) runs it on a pseudo-terminal, in a process group of its own to stop at the end.
+  const command = [process.execPath, SERVE, '--model', 'alpha', '--port', '0'].map((a) => `'${a}'`).join(' ');
+  const proc = spawn('script', ['-qfec', command, '/dev/null'], { cwd: dir, env: { ...process.env, DIXIE_MODELS_DIR: '' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  t.teardown(() => {
+    if (proc.exitCode === null) process.kill(-(proc.pid as number), 'SIGKILL');
+  });
+  let output = '';
+  (proc.stdout as NodeJS.ReadableStream).on('data', (d: Buffer) => (output += d.toString()));
+  for (let waited = 0; !/Ctrl\+C stops it/.test(output); waited += 20) {
+    if (proc.exitCode !== null || waited > 60_000) throw new Error(`bin/serve said no more than: ${output}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const url = /Serving chatbot at (http:\/\/127\.0\.0\.1:\d+)\r?\n/.exec(output)?.[1];
+  t.ok(url, `it names the model and its address: ${output}`);
+  t.match(output, `chat page       ${url}/`);
+  t.match(output, `OpenAI clients  base URL ${url}/v1`);
+  t.match(output, `Ollama clients  host ${url}`);
+  t.notMatch(output, /Authorization/, 'no key to send: the server has no api_keys');
+  const ping = await fetch(`${url}/ping`);
+  t.equal(await ping.text(), 'Pong!', 'the address it gives answers');
 });
 
 t.test('no arguments and nothing to serve: says how to get a model and exits non-zero', async (t) => {
