@@ -55,8 +55,8 @@ export interface EmbedRequest {
 }
 
 export interface EmbedResult {
-  // [promptTokens.length, nEmbd]: each token's final hidden state (after ln_f: what the head reads); whole only when
-  // finishReason is 'stop'
+  // [promptTokens.length, nEmbd]: each token's final hidden state (after ln_f: what the head reads), when
+  // finishReason is 'stop' (else those fed so far, or none)
   states: Float32Array;
   finishReason: FinishReason;  // 'stop' once every token is fed; else 'aborted' or 'deadline'
   timings: Timings;
@@ -79,7 +79,8 @@ interface Job {
   weightsVersion: number;      // the model's when the job took its slot
   adapter: number;             // the id of its adapter, -1 for none
   promptLogprobs: TokenLogprob[] | null;  // entry p: the prompt's token p + 1's, when the request asks for them
-  states: Float32Array | null;            // an embedding's: [prompt tokens, nEmbd]
+  embeds: boolean;                        // an embedding's job: it feeds its prompt for its states, and samples nothing
+  states: Float32Array | null;            // its states, [prompt tokens, nEmbd], made once it is fed (not while it waits)
   startedAt: number;
   firstTokenAt: number;
 }
@@ -180,9 +181,9 @@ export class Batcher {
     if (tokens.length > this.nCtx) throw new RangeError(`an embedding of ${tokens.length} tokens needs them within the model's context of ${this.nCtx}`);
     // A sequence only for its feed bookkeeping: it never samples.
     const job = this.makeJob({ promptTokens: tokens, maxTokens: 1, stopTokens: [], seed: 0, signal: request.signal, deadline: request.deadline, adapter: request.adapter });
-    job.states = new Float32Array(tokens.length * this.nEmbd);
+    job.embeds = true;
     const { finishReason, timings } = await this.enqueue(job);
-    return { states: job.states, finishReason, timings };
+    return { states: job.states ?? new Float32Array(0), finishReason, timings };
   }
 
   private enqueue(job: Job): Promise<GenerateResult> {
@@ -259,7 +260,7 @@ export class Batcher {
     };
     return {
       seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1,
-      adapter: request.adapter?.id ?? -1, promptLogprobs: request.promptLogprobs ? [] : null, states: null, startedAt: NaN, firstTokenAt: NaN,
+      adapter: request.adapter?.id ?? -1, promptLogprobs: request.promptLogprobs ? [] : null, embeds: false, states: null, startedAt: NaN, firstTokenAt: NaN,
     };
   }
 
@@ -297,7 +298,7 @@ export class Batcher {
       let sampled = 0;
       for (const row of rows) {
         row.job.seq.fed(row.feed.length);
-        if (row.job.states !== null && row.job.seq.caughtUp && !row.job.seq.done) this.finish(row.job, 'stop', row.slot);
+        if (row.job.embeds && row.job.seq.caughtUp && !row.job.seq.done) this.finish(row.job, 'stop', row.slot);
         if (!row.samples) continue;
         const job = row.job;
         const s = sampled++;
@@ -402,7 +403,7 @@ export class Batcher {
       const { feed, scores } = this.prefillFeed(job, budget, scoreBudget);
       if (feed.length === 0) continue;  // no room left this step for the logits of every token
       budget -= feed.length;
-      if (scores && job.states === null) scoreBudget -= feed.length;
+      if (scores && !job.embeds) scoreBudget -= feed.length;
       if (Number.isNaN(job.startedAt)) job.startedAt = Date.now();
       const samples = this.completes(job, feed);
       (samples ? sampling : partial).push({ job, slot, feed, reset, keep: job.seq.held.length, samples, scores });
@@ -412,14 +413,14 @@ export class Batcher {
 
   // Whether a job's feed completes its context, so that it samples (an embedding never does).
   private completes(job: Job, feed: Int32Array): boolean {
-    return job.states === null && feed.length === job.seq.nextFeed(Infinity).length;
+    return !job.embeds && feed.length === job.seq.nextFeed(Infinity).length;
   }
 
   // The prompt tokens whose output of every token a job still needs: an embedding's, all; when the request asks for
   // its prompt's log-probabilities, all but its last (the last one's logits give the first new token, as any
   // prompt's do).
   private toScore(job: Job): number {
-    if (job.states !== null) return job.seq.promptLength - job.seq.held.length;
+    if (job.embeds) return job.seq.promptLength - job.seq.held.length;
     return job.promptLogprobs === null || job.seq.generated.length > 0 ? 0 : Math.max(0, job.seq.promptLength - 1 - job.seq.held.length);
   }
 
@@ -427,7 +428,7 @@ export class Batcher {
   // `scoreBudget` (which may be none; an embedding's states take no rows of logits).
   private prefillFeed(job: Job, budget: number, scoreBudget: number): { feed: Int32Array; scores: boolean } {
     const toScore = this.toScore(job);
-    if (toScore > 0) return { feed: job.seq.nextFeed(Math.min(budget, job.states === null ? scoreBudget : Infinity, toScore)), scores: true };
+    if (toScore > 0) return { feed: job.seq.nextFeed(Math.min(budget, job.embeds ? Infinity : scoreBudget, toScore)), scores: true };
     return { feed: job.seq.nextFeed(budget), scores: false };
   }
 
@@ -443,9 +444,9 @@ export class Batcher {
       }
       if (row.reset) native.kvTruncate(row.slot, row.keep);
     }
-    const scored = rows.filter((r) => r.scores && r.job.states === null);
+    const scored = rows.filter((r) => r.scores && !r.job.embeds);
     if (scored.length > 0) await this.score(native, scored);
-    const embedded = rows.filter((r) => r.scores && r.job.states !== null);
+    const embedded = rows.filter((r) => r.scores && r.job.embeds);
     if (embedded.length > 0) await this.embedRows(native, embedded);
     const stepped = rows.filter((r) => !r.scores);
     if (stepped.length === 0) return new Int32Array(0);
@@ -496,7 +497,7 @@ export class Batcher {
     await native.kvForward(slots, nNew, tokens, states, 'tokenStates');
     let at = 0;
     for (const { job, feed } of rows) {
-      (job.states as Float32Array).set(states.subarray(at * C, (at + feed.length) * C), job.seq.held.length * C);
+      (job.states ??= new Float32Array(job.seq.promptLength * C)).set(states.subarray(at * C, (at + feed.length) * C), job.seq.held.length * C);
       at += feed.length;
     }
   }

@@ -234,7 +234,8 @@ export class ChatService {
   }
 
   // The embeddings of the inputs (lib/generate/embed.ts: the tokens' final hidden states averaged), one request for
-  // the model's queue and lease whatever the number of inputs, which are computed together in its batcher.
+  // the model's queue and lease whatever the number of inputs. They are computed in its batcher half its slots at a
+  // time, so that a long list leaves room for the requests that come after it.
   async embed(key: string, request: EmbeddingRequest): Promise<Embeddings> {
     const deadline = Date.now() + this.config.requestTimeoutMs;
     return this.withModel(key, request.signal, deadline, async ({ generator, tokenizer, nCtx, adapter }) => {
@@ -252,7 +253,8 @@ export class ChatService {
       });
       const started = Date.now();
       const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined };
-      const vectors = await Promise.all(prompts.map((tokens) => generator.embed(tokens, options))).catch((err: Error) => {
+      const turns = Math.max(1, Math.floor(this.config.batchSlots / 2));
+      const vectors = await inTurns(prompts, turns, (tokens) => generator.embed(tokens, options)).catch((err: Error) => {
         if (request.signal?.aborted) throw new HttpError(499, 'the client closed the request');
         if (Date.now() > deadline) throw new HttpError(503, `the embeddings were not done within the request timeout (${this.config.requestTimeoutMs} ms)`, {}, { 'Retry-After': '5' });
         throw err;
@@ -440,6 +442,25 @@ export function appendOnly(send: (piece: string) => void): (text: string) => voi
     send(text.slice(sent.length));
     sent = text;
   };
+}
+
+// each(item) for every item, at most `width` of them at a time, in the items' order; the first failure ends it.
+async function inTurns<T, R>(items: readonly T[], width: number, each: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  let next = 0;
+  let failed = false;
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
+    while (next < items.length && !failed) {
+      const i = next++;
+      try {
+        results[i] = await each(items[i]);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  }));
+  return results;
 }
 
 // One signal for several (absent ones ignored).

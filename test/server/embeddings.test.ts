@@ -78,6 +78,31 @@ t.test('an embedding while the model generates for another request: the same bit
   t.same(beside.data[0].embedding, alone.data[0].embedding);
 });
 
+t.test('a long list of inputs takes half the batch slots at a time, leaving room for other requests', async (t) => {
+  const texts = Array.from({ length: 40 }, (_, i) => `${i}: ${LONG_TEXT}`);
+  let most = 0;
+  let sawRunning = false;
+  let done = false;
+  const watching = (async () => {
+    while (!done) {
+      const load = srv.server.service.registry.peek('long')?.generator.load;
+      if (load) {
+        most = Math.max(most, load.running + load.waiting);
+        sawRunning ||= load.running > 0;
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  })();
+  const r = await client.embeddings.create({ model: 'long', input: texts });
+  done = true;
+  await watching;
+  t.equal(r.data.length, 40);
+  t.ok(sawRunning, 'the inputs were seen running');
+  t.equal(most, 4, 'at most 4 of them (half of batch_slots 8) running or queued at once');
+  const first = await client.embeddings.create({ model: 'long', input: texts[0] });
+  t.same(r.data[0].embedding, first.data[0].embedding, 'each as it is alone');
+});
+
 t.test('Ollama\'s client: /api/embed\'s vectors of length 1, cut to the context unless truncate is false; /api/embeddings\' as they are', async (t) => {
   const expected = await Promise.all(TEXTS.map((text) => library.embed(text)));
   const r = await ollama.embed({ model: 'general:latest', input: TEXTS });
