@@ -15,7 +15,7 @@
 // is, from no cached prefix either, its whole prompt through kvForward's final hidden state of every token, and
 // samples nothing.
 import { Model, type ServedAdapter } from '../engine/model';
-import { NativeModel, type NativeSampling } from '../engine/native';
+import { NativeModel, type KvOutput, type NativeSampling } from '../engine/native';
 import type { ReplyStream } from '../sanitize/types';
 import { Tokenizer } from '../tokenizer';
 import { MAX_TOP_LOGPROBS, tokenLogprob, type TokenLogprob } from './logprobs';
@@ -469,35 +469,38 @@ export class Batcher {
   }
 
   // The rows' prompt tokens through kvForward with the logits of every token, each row's k-th token's logits giving
-  // the log-probability of the prompt's next token. They are kept by position, so a prompt fed again after a failed
-  // step writes the same entries again.
+  // the log-probability of the prompt's next token.
   private async score(native: NativeModel, rows: Row[]): Promise<void> {
-    const { slots, nNew, tokens } = feeds(rows);
     const V = this.vocabSize;
     this.scoreLogits ??= new Float32Array(this.logitRows * V);
-    const logits = this.scoreLogits.subarray(0, tokens.length * V);
-    await native.kvForward(slots, nNew, tokens, logits, 'tokenLogits');
-    let at = 0;
-    for (const { job, feed } of rows) {
-      const start = job.seq.held.length;  // the position of the row's first token
-      for (let k = 0; k < feed.length; k++, at++) {
+    await this.everyToken(native, rows, 'tokenLogits', V, this.scoreLogits, (job, logits, start) => {
+      for (let k = 0; k < logits.length / V; k++) {
         const next = job.request.promptTokens[start + k + 1];
-        (job.promptLogprobs as TokenLogprob[])[start + k] = tokenLogprob(logits.subarray(at * V, (at + 1) * V), next, job.request.logprobs ?? 0);
+        (job.promptLogprobs as TokenLogprob[])[start + k] = tokenLogprob(logits.subarray(k * V, (k + 1) * V), next, job.request.logprobs ?? 0);
       }
-    }
+    });
   }
 
-  // The rows' prompt tokens through kvForward with the final hidden state of every token, kept by position as
-  // score's logits are.
+  // The rows' prompt tokens through kvForward with the final hidden state of every token, into their jobs' states.
   private async embedRows(native: NativeModel, rows: Row[]): Promise<void> {
-    const { slots, nNew, tokens } = feeds(rows);
     const C = this.nEmbd;
     this.embedStates ??= new Float32Array(this.maxStepTokens * C);
-    const states = this.embedStates.subarray(0, tokens.length * C);
-    await native.kvForward(slots, nNew, tokens, states, 'tokenStates');
+    await this.everyToken(native, rows, 'tokenStates', C, this.embedStates, (job, states, start) => {
+      (job.states ??= new Float32Array(job.seq.promptLength * C)).set(states, start * C);
+    });
+  }
+
+  // The rows' tokens through kvForward with an output of every token, `width` numbers each, computed into `buffer`;
+  // then each row's outputs to `take`, with the position of its first token in its prompt. They are kept by
+  // position, so that a prompt fed again after a failed step writes the same entries again.
+  private async everyToken(native: NativeModel, rows: Row[], output: KvOutput, width: number, buffer: Float32Array,
+    take: (job: Job, out: Float32Array, start: number) => void): Promise<void> {
+    const { slots, nNew, tokens } = feeds(rows);
+    const out = buffer.subarray(0, tokens.length * width);
+    await native.kvForward(slots, nNew, tokens, out, output);
     let at = 0;
     for (const { job, feed } of rows) {
-      (job.states ??= new Float32Array(job.seq.promptLength * C)).set(states.subarray(at * C, (at + feed.length) * C), job.seq.held.length * C);
+      take(job, out.subarray(at * width, (at + feed.length) * width), job.seq.held.length);
       at += feed.length;
     }
   }
