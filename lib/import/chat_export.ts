@@ -4,6 +4,7 @@
 // reason. Deciding which sender is the user, the audience and the output is left to train_output.ts, so that every
 // app's quirks stay in its importer and every rule of the output in one place.
 import { isUtf8 } from 'node:buffer';
+import { lineAt } from '../util/lines';
 
 export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'snapchat', 'x', 'sms', 'imessage'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -94,22 +95,6 @@ export function withoutDirectionMarks(text: string): string {
 // A name as --me, --audience-map and the apps are compared by: no direction marks, spaces collapsed, any case.
 export function nameKey(name: string): string {
   return withoutDirectionMarks(name).normalize('NFC').replace(/\s+/g, ' ').trim().toLowerCase();
-}
-
-// The 1-based line of a character offset.
-export function lineAt(text: string, offset: number): number {
-  return lineCounter(text)(offset);
-}
-
-// The lines of offsets asked for in increasing order, each counted on from the one before: a file's lines in one
-// pass, however many of them are asked for.
-export function lineCounter(text: string): (offset: number) => number {
-  let line = 1;
-  let nextLineBreak = text.indexOf('\n');
-  return (offset) => {
-    for (; nextLineBreak >= 0 && nextLineBreak < offset; nextLineBreak = text.indexOf('\n', nextLineBreak + 1)) line++;
-    return line;
-  };
 }
 
 // An export's bytes as text: UTF-8 (a byte-order mark dropped), UTF-16 by its byte-order mark, or `encoding`.
