@@ -14,8 +14,8 @@ async function main(): Promise<void> {
     .scriptName('encode')
     .usage(
       '$0 <dataset> <out> [options]\n\n' +
-        'Encodes a dataset (a file, a folder recursively, or a glob of text, chat logs or .npz) into a token file for ' +
-        '`bin/train --dataset <out>`, on every core. Text files are joined with <|endoftext|> into chunks of at least ' +
+        'Encodes a dataset (a file, a folder recursively, or a glob of text, chat logs, CSV or JSONL documents, or .npz) into a token file for ' +
+        '`bin/train --dataset <out>`, on every core. Text files and documents are joined with <|endoftext|> into chunks of at least ' +
         '--combine characters, exactly as bin/train does on text. Chat files are checked; malformed lines stop it.',
     )
     .positional('dataset', { type: 'string', describe: 'input file, folder or glob' })

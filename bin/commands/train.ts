@@ -15,12 +15,12 @@ async function main(): Promise<void> {
     .scriptName('train')
     .usage(
       '$0 --dataset <file|folder|glob> [options]\n\n' +
-        'Fine-tunes a GPT-2 model on a dataset (text, chat logs, .npz, or a token file from bin/encode), saving ' +
+        'Fine-tunes a GPT-2 model on a dataset (text, chat logs, CSV or JSONL documents, .npz, or a token file from bin/encode), saving ' +
         'checkpoints to checkpoint/<run_name>/ and samples to samples/<run_name>/. Chat files are checked first. ' +
         'Ctrl-C stops after the current step (with --save_on_ctrlc it saves first); Ctrl-C twice stops at once. ' +
         'Started by mpirun, every rank trains its slice of each batch (data-parallel; see docs/training.md).',
     )
-    .option('dataset', { type: 'string', demandOption: true, describe: "input file, folder (recursively) or glob (quoted: 'data/*.train'): UTF-8 text, chat logs, .npz or a bin/encode token file" })
+    .option('dataset', { type: 'string', demandOption: true, describe: `input file, folder (recursively) or glob (quoted: 'data/*.train'): UTF-8 text, chat logs, .csv (first column) or .jsonl (its "text") documents, .npz or a bin/encode token file` })
     .option('check', { type: 'boolean', default: false, describe: 'only check the dataset as chat logs (every malformed line, a summary) and exit' })
     .option('model_name', { alias: 'model', type: 'string', default: D.model_name, describe: 'model to fine-tune: 124M, 355M, 774M, 1558M, a name under models/, or a folder' })
     .option('fresh_model', { type: 'boolean', default: D.fresh_model, describe: 'start from random weights of the shape --n_layer/--n_head/--n_embd/--n_ctx' })

@@ -1,6 +1,7 @@
 // The dataset checker: reports every malformed line of chat files (the format: chat_format.ts) with file:line
 // and why, and sums up what a dataset holds.
 import { parseLines, SIDE } from './chat_format';
+import { DocumentPlace, WHOLE_FILE, fileLine } from './documents';
 
 // Under this much text a 124M model overfits (docs/compatibility.md): --check warns.
 export const SMALL_DATASET_BYTES = 2_000_000;
@@ -30,7 +31,7 @@ export interface ChatSummary {
 }
 
 export class ChatChecker {
-  private files = 0;
+  private readonly files = new Set<string>();
   private lines = 0;
   private messages = 0;
   private sent = 0;
@@ -38,13 +39,14 @@ export class ChatChecker {
   private readonly audiences = new Map<string, AudienceCount>();
   private readonly issues: ChatIssue[] = [];
 
-  add(file: string, text: string): void {
-    this.files++;
+  // A chat file, or one document of a file (a CSV row, a JSONL line) `at` its place in the file.
+  add(file: string, text: string, at: DocumentPlace = WHOLE_FILE): void {
+    this.files.add(file);
     this.bytes += Buffer.byteLength(text, 'utf8');
     for (const { line, text: written, message, reasons } of parseLines(text)) {
       this.lines++;
       if (!message) {
-        this.issues.push({ file, line, reasons, text: written });
+        this.issues.push({ file, line: fileLine(at, line), reasons, text: written });
         continue;
       }
       this.messages++;
@@ -59,7 +61,7 @@ export class ChatChecker {
 
   summary(): ChatSummary {
     return {
-      files: this.files,
+      files: this.files.size,
       lines: this.lines,
       messages: this.messages,
       sent: this.sent,

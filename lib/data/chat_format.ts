@@ -74,6 +74,13 @@ export function messageText(text: string): string {
   return text.replace(MARKERS, ' ').replace(/\|/g, ' ').replace(/\s+/g, ' ').trim();
 }
 
+// The audience a system message names, "audience: <name>" (how a client of the server's OpenAI-style endpoints says
+// who the bot answers as, and how chat fine-tuning data says it to bin/import-chat); null for any other text.
+export function audienceNamedBy(text: string): string | null {
+  const named = /^\s*audience\s*:\s*(.+?)\s*$/i.exec(text)?.[1];
+  return named !== undefined && isAudience(named) ? named : null;
+}
+
 // `name`, if it is an audience a live chat can be written with; a RangeError saying why if not.
 export function checkAudience(name: string): string {
   if (!isAudience(name)) throw new RangeError(`audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(name)}`);

@@ -1,7 +1,8 @@
 // Loading a training dataset by load_dataset's rules (docs/compatibility.md): `--dataset` names files (see files.ts);
-// text files are read in order and joined with <|endoftext|> into chunks of at least `combine` characters,
-// then encoded; an .npz adds its arrays as chunks; a token file (bin/encode) is read in place. Text files are
-// checked to be text (text_file.ts) and chat files to be well formed (chat_check.ts) on the way.
+// the documents of text files (a text file is one, a CSV or JSONL file holds many: documents.ts) are read in order
+// and joined with <|endoftext|> into chunks of at least `combine` characters, then encoded; an .npz adds its arrays
+// as chunks; a token file (bin/encode) is read in place. Text files are checked to be text (text_file.ts) and chat
+// documents to be well formed (chat_check.ts) on the way.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +10,7 @@ import { progressCallback } from '../download/progress';
 import { END_OF_TEXT, EncoderPool, Tokenizer } from '../tokenizer';
 import { ChatChecker, ChatSummary, MalformedChatError } from './chat_check';
 import { looksLikeChat } from './chat_format';
+import { DocumentFileKind, documentFileKind, fileDocuments } from './documents';
 import { datasetFiles } from './files';
 import { readNpz } from './npz';
 import { readTextFile } from './text_file';
@@ -45,15 +47,18 @@ export interface Dataset {
   warnings: string[];        // what is wrong with text files but does not stop training (invalid UTF-8, empty)
 }
 
-type DatasetPart = { kind: 'text'; file: string } | { kind: 'npz'; file: string } | { kind: 'tokens'; file: string };
+interface DatasetPart {
+  kind: DocumentFileKind | 'npz' | 'tokens';
+  file: string;
+}
 
 function classify(file: string): DatasetPart {
   if (file.endsWith('.npz')) return { kind: 'npz', file };
   if (isTokenFile(file)) return { kind: 'tokens', file };
-  return { kind: 'text', file };
+  return { kind: documentFileKind(file), file };
 }
 
-// Feeds the dataset's chunks to `sink` in order: text joined into chunks of >= combine characters and encoded
+// Feeds the dataset's chunks to `sink` in order: documents joined into chunks of >= combine characters and encoded
 // (on every core), .npz arrays as they are. The one definition of a dataset's chunks, shared by training on
 // text and bin/encode, so both see the same tokens.
 // Returns the bytes of text read; what is wrong with the text files goes to `warnings`.
@@ -62,7 +67,7 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
   const chatCheck = options.chatCheck ?? 'auto';
   const { tokenizer } = options;
   const threads = options.threads ?? os.availableParallelism();
-  const totalBytes = parts.reduce((sum, p) => sum + (p.kind === 'text' ? fs.statSync(p.file).size : 0), 0);
+  const totalBytes = parts.reduce((sum, p) => sum + (p.kind === 'npz' ? 0 : fs.statSync(p.file).size), 0);
   const onProgress = options.onProgress === undefined
     ? (totalBytes > PROGRESS_MIN_BYTES ? progressCallback('encoding') : null)
     : options.onProgress;
@@ -110,20 +115,24 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
         continue;
       }
       const { text, bytes: size, warnings: fileWarnings } = readTextFile(part.file);
+      // Not a token file: parts() makes one the whole dataset, read in place.
+      const { documents, warnings: documentWarnings } = fileDocuments(part.file, part.kind as DocumentFileKind, text);
       bytes += size;
       rawBytes += size;
-      warnings.push(...fileWarnings);
-      if (checker && (chatCheck === 'all' || looksLikeChat(text))) checker.add(part.file, text);
-      raw += text;
-      if (raw.length >= combine) {
-        pending.push(raw);
-        pendingChars += raw.length;
-        pendingBytes += rawBytes;
-        raw = '';
-        rawBytes = 0;
-        if (pendingChars >= FLUSH_CHARS) await flush();
-      } else {
-        raw += END_OF_TEXT;
+      warnings.push(...fileWarnings, ...documentWarnings);
+      for (const document of documents) {
+        if (checker && (chatCheck === 'all' || looksLikeChat(document.text))) checker.add(part.file, document.text, document);
+        raw += document.text;
+        if (raw.length >= combine) {
+          pending.push(raw);
+          pendingChars += raw.length;
+          pendingBytes += rawBytes;
+          raw = '';
+          rawBytes = 0;
+          if (pendingChars >= FLUSH_CHARS) await flush();
+        } else {
+          raw += END_OF_TEXT;
+        }
       }
     }
     if (raw) pending.push(raw);

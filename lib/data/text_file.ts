@@ -3,6 +3,7 @@
 // are not UTF-8 are read as U+FFFD, as they always were, but said; so is a file with no text.
 import { isUtf8 } from 'node:buffer';
 import fs from 'node:fs';
+import { lineAt } from '../util/lines';
 
 export interface TextFile {
   text: string;       // without a leading byte order mark, which Windows editors and exports write
@@ -13,12 +14,6 @@ export interface TextFile {
 // Lines of invalid UTF-8 named one by one in a file's warnings; the rest are counted.
 const NAMED_BAD_LINES = 5;
 
-function lineOf(data: Buffer, offset: number): number {
-  let line = 1;
-  for (let at = data.indexOf(0x0a); at >= 0 && at < offset; at = data.indexOf(0x0a, at + 1)) line++;
-  return line;
-}
-
 export function readTextFile(file: string): TextFile {
   const data = fs.readFileSync(file);
   if ((data[0] === 0xff && data[1] === 0xfe) || (data[0] === 0xfe && data[1] === 0xff)) {
@@ -26,7 +21,7 @@ export function readTextFile(file: string): TextFile {
   }
   const nul = data.indexOf(0);
   if (nul >= 0) {
-    throw new Error(`${file}:${lineOf(data, nul)}: a NUL byte (at byte ${nul}): a binary file (or UTF-16 text), not UTF-8 text; take it out of the dataset`);
+    throw new Error(`${file}:${lineAt(data, nul)}: a NUL byte (at byte ${nul}): a binary file (or UTF-16 text), not UTF-8 text; take it out of the dataset`);
   }
   const text = data.toString('utf8').replace(/^\uFEFF/, '');
   const warnings: string[] = [];

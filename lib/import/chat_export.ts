@@ -1,11 +1,12 @@
 // What every importer (whatsapp.ts, line.ts, kakaotalk.ts, telegram.ts and telegram_html.ts, messenger.ts, discord.ts,
-// google_chat.ts, snapchat.ts, x_archive.ts, sms.ts, imessage.ts) turns an app's export into: chats of messages with
+// google_chat.ts, snapchat.ts, x_archive.ts, sms.ts, imessage.ts, fine_tuning.ts) turns an app's export into: chats of messages with
 // their time, their sender as the app names them, and their raw text, each message either kept or dropped with a
 // reason. Deciding which sender is the user, the audience and the output is left to train_output.ts, so that every
 // app's quirks stay in its importer and every rule of the output in one place.
 import { isUtf8 } from 'node:buffer';
+import { lineAt } from '../util/lines';
 
-export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'snapchat', 'x', 'sms', 'imessage'] as const;
+export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'snapchat', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
@@ -20,6 +21,8 @@ export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
   x: 'X (Twitter)',
   sms: 'SMS Backup & Restore',
   imessage: 'Messages (macOS)',
+  openai: 'OpenAI fine-tuning JSONL',
+  sharegpt: 'ShareGPT',
 };
 
 // Why a message is not written, as the summary names it.
@@ -34,6 +37,8 @@ export type DropReason =
   | 'empty'       // nothing left once cleaned
   | 'unreadable'  // an entry of the export without a time or a sender
   | 'duplicate'   // already read from another file: the same chat exported twice, backups that overlap
+  | 'system prompt'  // fine-tuning data's system (or developer) message: the chat format has no system role
+  | 'tool call'      // fine-tuning data's function or tool call, or its result
   // Every message of a chat that is not written:
   | 'group chat'      // --no-groups
   | 'not your chat'   // --me names none of its senders
@@ -94,22 +99,6 @@ export function withoutDirectionMarks(text: string): string {
 // A name as --me, --audience-map and the apps are compared by: no direction marks, spaces collapsed, any case.
 export function nameKey(name: string): string {
   return withoutDirectionMarks(name).normalize('NFC').replace(/\s+/g, ' ').trim().toLowerCase();
-}
-
-// The 1-based line of a character offset.
-export function lineAt(text: string, offset: number): number {
-  return lineCounter(text)(offset);
-}
-
-// The lines of offsets asked for in increasing order, each counted on from the one before: a file's lines in one
-// pass, however many of them are asked for.
-export function lineCounter(text: string): (offset: number) => number {
-  let line = 1;
-  let nextLineBreak = text.indexOf('\n');
-  return (offset) => {
-    for (; nextLineBreak >= 0 && nextLineBreak < offset; nextLineBreak = text.indexOf('\n', nextLineBreak + 1)) line++;
-    return line;
-  };
 }
 
 // An export's bytes as text: UTF-8 (a byte-order mark dropped), UTF-16 by its byte-order mark, or `encoding`.

@@ -3,6 +3,7 @@
 import path from 'node:path';
 import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, jsonObject, parseExportJson } from './chat_export';
 import { looksLikeDiscord, parseDiscord } from './discord';
+import { fineTuningFormat, firstJsonLine, isDocumentLine, isFineTuningFormat, jsonConversations, jsonlConversations, parseFineTuning } from './fine_tuning';
 import { isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './google_chat';
 import { isSqlite, parseMessagesDatabase } from './imessage';
 import { looksLikeKakaoTalk, parseKakaoTalk } from './kakaotalk';
@@ -22,7 +23,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml or macOS Messages\' chat.db';
+  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
 
 // What to do with web pages that are no chat of Telegram Desktop's HTML export: Facebook and Instagram make their
 // downloads as web pages unless asked for JSON.
@@ -64,15 +65,19 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
     return parseXDirectMessages(file, archiveKind, xArchiveData(file, text), myId);
   }
   if (options.format === 'x') throw new ChatImportError(file, 1, 'not a file of an X archive: its direct messages (data/direct-messages.js) begin "window.YTD.direct_messages"');
+  // A JSONL file's first line, by which fine-tuning data is told.
+  const jsonLine = firstJsonLine(text);
   // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
   const format = options.format ??
-    (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : looksLikeKakaoTalk(text) ? 'kakaotalk' : null);
+    (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : looksLikeKakaoTalk(text) ? 'kakaotalk' : fineTuningFormat(jsonLine));
   if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];
   if (format === 'line') return [parseLine(file, text)];
   if (format === 'kakaotalk') return [parseKakaoTalk(file, text)];
   if (format === 'sms') return parseSms(file, text);
+  if (isFineTuningFormat(format) && jsonLine !== null) return parseFineTuning(file, jsonlConversations(file, text), format, warnings);
+  if (format === null && isDocumentLine(jsonLine)) throw new UnknownExportError(file, 'JSONL of documents ({"text": ...} a line), which bin/train --dataset trains on as it is');
   const first = text.search(/\S/);
-  if (format || text[first] === '{' || text[first] === '[') return readJsonExport(file, text, format ?? undefined, companion);
+  if (format || text[first] === '{' || text[first] === '[') return readJsonExport(file, text, format ?? undefined, companion, warnings);
   const firstLine = text.slice(Math.max(first, 0)).split('\n', 1)[0].trim();
   throw new UnknownExportError(file, firstLine === '' ? 'an empty file' : `a file that begins ${JSON.stringify(firstLine.slice(0, 60))}`);
 }
@@ -86,8 +91,12 @@ function detectJson(root: Record<string, unknown>): ExportFormat | null {
   return null;
 }
 
-function readJsonExport(file: string, text: string, format: ExportFormat | undefined, companion: Companion): ExportedChat[] {
-  const root = jsonObject(parseExportJson(file, text));
+function readJsonExport(file: string, text: string, format: ExportFormat | undefined, companion: Companion, warnings: string[]): ExportedChat[] {
+  const value = parseExportJson(file, text);
+  // Fine-tuning data as one JSON value: ShareGPT's list of conversations, or a conversation written over lines.
+  const fineTuning = format ?? fineTuningFormat(Array.isArray(value) ? value[0] : value);
+  if (isFineTuningFormat(fineTuning)) return parseFineTuning(file, jsonConversations(value), fineTuning, warnings);
+  const root = jsonObject(value);
   if (root !== null && format === undefined && isGoogleChatCompanion(root)) return [];
   const detected = format ?? (root === null ? null : detectJson(root));
   if (root === null || detected === null) {

@@ -42,7 +42,7 @@ export interface ChatImportProgress {
 // Files inside a folder or a zip are read when their extension is an export's; the rest (photos, voice notes) is
 // not. Zips are opened wherever they are: an iPhone's WhatsApp export and Facebook's and Instagram's downloads come
 // as zips.
-const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.xml', '.db']);
+const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.jsonl', '.xml', '.db']);
 // An X archive holds a .js file per kind of data, tweets too: only its direct messages are read. Of the web pages
 // of an export, only the pages of Telegram Desktop's chats are.
 const X_DIRECT_MESSAGES = /^direct-messages(?:-group)?\.js$/i;
@@ -127,7 +127,7 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
     const all = datasetFiles(input);
     const exports = new Set(all.filter((file) => isExportName(file) || path.extname(file).toLowerCase() === '.zip'));
     const found = [...exports].filter((file) => !isTelegramPageOfJson(file, exports, path));
-    if (found.length === 0) throw new Error(`${input}: no .txt, .json, .xml, .db or .zip file in it${htmlHint(all)}`);
+    if (found.length === 0) throw new Error(`${input}: no .txt, .json, .jsonl, .xml, .db or .zip file in it${htmlHint(all)}`);
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }
   const sources: ExportSource[] = [];
@@ -153,7 +153,7 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
     const names = new Set(zip.entries.filter((e) => isExportEntry(e.name)).map((e) => e.name));
     const entries = zip.entries.filter((e) => names.has(e.name) && !isTelegramPageOfJson(e.name, names, path.posix)).sort((a, b) => compare(a.name, b.name));
     if (entries.length === 0) {
-      if (named) throw new Error(`${file}: a zip archive with no .txt, .json, .xml or .db file in it, so no chat export${htmlHint(zip.entries.map((e) => e.name))}`);
+      if (named) throw new Error(`${file}: a zip archive with no .txt, .json, .jsonl, .xml or .db file in it, so no chat export${htmlHint(zip.entries.map((e) => e.name))}`);
       notExports.push(file);
     }
     const byName = new Map(zip.entries.map((e) => [e.name, e]));

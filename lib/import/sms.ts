@@ -10,7 +10,8 @@
 // went. The sender of a received MMS is its addr of type 137. The backup says which messages are the user's, so
 // --me is not needed. Read in one pass by a scanner of tags and attributes: a phone's backup runs to hundreds of
 // megabytes (MMS pictures are inline, in base64), too much for a DOM.
-import { ExportedChat, ExportedMessage, ChatImportError, NO_IDS, lineAt, lineCounter } from './chat_export';
+import { ExportedChat, ExportedMessage, ChatImportError, NO_IDS } from './chat_export';
+import { lineAt, lineCounter } from '../util/lines';
 
 const ATTRIBUTE = /\s+([^\s=/>]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/y;
 const TAG_END = /\s*(\/?)>/y;

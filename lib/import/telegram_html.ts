@@ -20,7 +20,8 @@
 import path from 'node:path';
 import { parseDocument, DomUtils } from 'htmlparser2';
 import { type AnyNode, type Element, isTag, isText } from 'domhandler';
-import { ExportedChat, ExportedMessage, ChatImportError, NO_IDS, lineCounter, nameKey } from './chat_export';
+import { ExportedChat, ExportedMessage, ChatImportError, NO_IDS, nameKey } from './chat_export';
+import { lineCounter } from '../util/lines';
 import { telegramDropReason } from './telegram';
 
 // A page's file name, numbered from the second page on.

@@ -63,8 +63,9 @@ export interface PlannedOutput {
   contents: Map<string, string>;  // file -> text
 }
 
-// Messages that are nobody's words (the app's notices, unreadable entries, duplicates) do not tell who took part.
-const NOT_SPOKEN = new Set<DropReason | null>(['system', 'unreadable', 'duplicate']);
+// Messages that are nobody's words (the app's notices, unreadable entries, duplicates, fine-tuning data's system
+// prompts and tool calls) do not tell who took part.
+const NOT_SPOKEN = new Set<DropReason | null>(['system', 'unreadable', 'duplicate', 'system prompt', 'tool call']);
 
 interface Conversation {
   chat: ExportedChat;

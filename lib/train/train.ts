@@ -33,7 +33,7 @@ import { MetricsLog } from './metrics';
 import { plotMetrics } from './plot';
 
 export interface TrainOptions {
-  dataset: string;                 // file, folder or glob: text, .npz, or a token file from bin/encode
+  dataset: string;                 // file, folder or glob: text, CSV or JSONL, .npz, or a token file from bin/encode
   model_name: string;              // 124M, 355M, 774M, 1558M, a name under models/, or a model folder
   fresh_model: boolean;            // random weights of the shape below instead of model_name's
   n_layer: number;

@@ -9,11 +9,9 @@ import { readNpz } from '../../lib/data/npz';
 import { Rng } from '../../lib/util/rng';
 import { WindowSampler } from '../../lib/data/sampler';
 import { TokenFile, writeTokenFile } from '../../lib/data/token_file';
-import { MemoryTokens, TokenSource } from '../../lib/data/tokens';
+import { MemoryTokens } from '../../lib/data/tokens';
 import { loadTokenizer } from '../../lib/tokenizer';
-
-const FIXTURES = path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures');
-const tokenizer = loadTokenizer(path.join(FIXTURES, 'tiny-vocab'));
+import { FIXTURES, allTokens, tokenizer } from './helpers';
 
 function tree(t: Test, files: Record<string, string>): string {
   const dir = t.testdir();
@@ -22,16 +20,6 @@ function tree(t: Test, files: Record<string, string>): string {
     fs.writeFileSync(path.join(dir, name), text);
   }
   return dir;
-}
-
-function allTokens(source: TokenSource): number[][] {
-  const chunks: number[][] = [];
-  for (let c = 0; c + 1 < source.chunkStarts.length; c++) {
-    const out = new Int32Array(source.chunkStarts[c + 1] - source.chunkStarts[c]);
-    source.read(source.chunkStarts[c], out);
-    chunks.push([...out]);
-  }
-  return chunks;
 }
 
 t.test('--dataset names a file, a folder recursively, or a glob; files come sorted', async (t) => {

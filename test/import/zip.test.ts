@@ -85,7 +85,7 @@ t.test('damaged zips, and zips of no export: an error naming the zip or the entr
   t.same(fs.readdirSync(path.join(dir, 'out')), [], 'nothing written');
 
   const photos = path.join(ZIPS, 'photos.zip');
-  await t.rejects(importChats([photos], { out: path.join(dir, 'out') }), { message: `${photos}: a zip archive with no .txt, .json, .xml or .db file in it, so no chat export` });
+  await t.rejects(importChats([photos], { out: path.join(dir, 'out') }), { message: `${photos}: a zip archive with no .txt, .json, .jsonl, .xml or .db file in it, so no chat export` });
   const folder = await importInto(path.join(dir, 'folder'), [ZIPS], { me: ['Jane Doe'] });
   t.match(folder.summary.warnings, [/^skipped 3 files in the folders and zips that are no chat export: .*photos\.zip, .*profile_information\.json, .*autofill_information\.json$/], 'found in a folder, it is skipped');
 });

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { latestCheckpoint, readTrainState } from '../../lib/train/checkpoint';
-import { CHAT, TINY_VOCAB } from './helpers';
+import { CHAT, REPO, TINY_VOCAB } from './helpers';
 
 const COMMANDS = path.join(__dirname, '..', '..', 'bin', 'commands');
 
@@ -40,6 +40,19 @@ t.test('bin/train --check: exit 1 and file:line for malformed chat, 0 when clean
   const good = run('train', ['--dataset', path.join(CHAT, 'valid.train'), '--check']);
   t.equal(good.status, 0);
   t.match(good.stdout, /chat check: 1 file, 541 messages/);
+});
+
+t.test('bin/train --check on CSV and JSONL: chat documents by file:line; chat fine-tuning JSONL sent to bin/import-chat', async (t) => {
+  const documents = path.join(REPO, 'test', 'fixtures', 'documents');
+  for (const [name, line] of [['chats.csv', 5], ['chats.jsonl', 2]] as const) {
+    const checked = run('train', ['--dataset', path.join(documents, name), '--check']);
+    t.equal(checked.status, 1, name);
+    t.match(checked.stdout, `${path.join(documents, name)}:${line}: flag must be 0 or 1, got "2": "2|sam|yes <EOM>"`);
+    t.match(checked.stdout, /chat check: 1 file, 3 messages/);
+  }
+  const openai = run('train', ['--dataset', path.join(documents, 'openai.jsonl'), '--check']);
+  t.equal(openai.status, 1);
+  t.match(openai.stderr, `train: ${path.join(documents, 'openai.jsonl')}:1: a conversation in OpenAI's chat fine-tuning format ("messages"), not a document: make it chat training data with bin/import-chat`);
 });
 
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
