@@ -4,7 +4,7 @@
 // `param`); the app's one error handler gives it each API's shape (openAIError for /v1).
 import type { Request, Response } from 'express';
 import type { Conversation, Turn } from '../../data/chat_format';
-import { isAudience } from '../../data/chat_format';
+import { audienceNamedBy } from '../../data/chat_format';
 import type { TokenLogprob } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
 import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
@@ -169,8 +169,8 @@ export function chatPrompt(model: ModelConfig, messages: readonly InputMessage[]
     if (role === 'user' || role === 'assistant') turns.push({ from: role === 'user' ? 'user' : 'bot', text });
     else if (role === 'system' || role === 'developer') {
       if (model.promptFormat !== 'chat') return;
-      const named = /^\s*audience\s*:\s*(.+?)\s*$/i.exec(text)?.[1];
-      if (named !== undefined && isAudience(named)) audience = named;
+      const named = audienceNamedBy(text);
+      if (named !== null) audience = named;
       else if (model.systemMessages === 'ignore') ignored.push(i);
       else bad(textField, `a chat model has no system prompt; a ${role} message may only name who the bot answers as, "audience: <name>" (or the model's "system_messages": "ignore" in the server's config, bin/serve --system_messages ignore, leaves such messages out)`);
     } else bad(roleField, 'must be "system", "developer", "user" or "assistant"');
