@@ -27,12 +27,15 @@ t.test("README.md's quick start, every command as written", async (t) => {
     const started = Date.now();
     if (step.argv[0] === 'bin/serve') {
       const server = await serve(dir, step.argv);
+      // Stopped whatever fails before the end, so that a failure ends the test rather than leaving it waiting.
+      t.teardown(() => server.stop());
       for (const line of shownLines(step)) {
         const { time: _time, ...shown } = JSON.parse(line) as Record<string, unknown>;
         const { port: _port, ...expected } = shown;
         t.ok(server.logs.some((l) => Object.entries(expected).every(([k, v]) => JSON.stringify(l[k]) === JSON.stringify(v))), `${command} logs ${shown.msg as string} as shown`);
       }
       const browser = await launchBrowser();
+      t.teardown(() => browser.close());
       const page = await browser.newPage({ viewport: VIEWPORTS.desktop });
       await page.goto(`${server.url}/`);
       await page.waitForSelector('#model option', { state: 'attached' });
@@ -83,6 +86,7 @@ t.test("README.md's quick start, every command as written", async (t) => {
     t.comment(`bin/train --lora_rank ...: ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
   const server = await serve(dir, loraSteps[2].argv);
+  t.teardown(() => server.stop());
   const curl = loraSteps[3].argv;
   const body = JSON.parse(curl[curl.indexOf('-d') + 1]) as Record<string, unknown>;
   for (const key of ['family', 'friends']) {
