@@ -241,7 +241,7 @@ export class ChatService {
     return this.withModel(key, request.signal, deadline, async ({ generator, tokenizer, nCtx, adapter }) => {
       let truncated = 0;
       const prompts = request.inputs.map((input, i) => {
-        const field = request.inputs.length === 1 && request.single ? request.field : `${request.field}[${i}]`;
+        const field = request.single ? request.field : `${request.field}[${i}]`;
         const tokens = typeof input === 'string' ? tokenizer.encode(input, { allowSpecial: false }) : Int32Array.from(input);
         const outside = tokens.find((id) => id >= tokenizer.vocabSize);
         if (outside !== undefined) throw new HttpError(400, `${field}: token id ${outside} is not in the vocabulary of model "${key}" (0 to ${tokenizer.vocabSize - 1})`, { field });
