@@ -1,5 +1,5 @@
-// dixie as a library: a small GPT-2 learns one sentence, is saved in Hugging Face's format, loads back, and
-// continues a prompt. Run: node examples/library/train_and_generate.js [out-folder]
+// dixie as a library: a small GPT-2 learns one sentence, is saved in Hugging Face's format, loads back, embeds a
+// text and continues a prompt. Run: node examples/library/train_and_generate.js [out-folder]
 const os = require('node:os');
 const path = require('node:path');
 const { Model, Generator, loadTokenizer } = require('dixie');
@@ -26,6 +26,8 @@ async function main() {
   model.dispose();
 
   const generator = await Generator.load(out); // inference only; the same API serves 124M and up
+  const { embedding } = await generator.embed('The quick brown fox'); // the mean of its tokens' final states
+  console.log('embedding of', embedding.length, 'numbers, length', Math.hypot(...embedding).toFixed(3));
   const result = await generator.generate('The quick brown', { maxTokens: 8, temperature: 0 });
   console.log(JSON.stringify(result.text));
   await generator.close();

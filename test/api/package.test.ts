@@ -37,7 +37,7 @@ t.test('the README quotes the library example verbatim', async (t) => {
   t.ok(readme.includes('```js\n' + code + '```'), 'README.md holds examples/library/train_and_generate.js in a js block');
 });
 
-t.test('the library example, run from a clone by the line it gives, trains, saves, reloads and continues the sentence it learned', async (t) => {
+t.test('the library example, run from a clone by the line it gives, trains, saves, reloads, embeds and continues the sentence it learned', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-example-'));
   const out = path.join(dir, 'model');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -53,6 +53,7 @@ t.test('the library example, run from a clone by the line it gives, trains, save
   t.equal(losses.length, 3, stdout);
   t.ok(losses[0] > losses[2] && losses[2] < 2, `loss falls to below 2: ${losses.join(' -> ')}`);
   t.match(stdout, /h\.0\.attn\.c_attn\.weight shape 64x192/);
+  t.match(stdout, /embedding of 64 numbers, length 1\.000/, 'a text embedded: n_embd numbers of length 1');
   t.ok(fs.statSync(path.join(out, 'model.safetensors')).size > 4 * 3216448, 'weights written');
   t.same(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).n_layer, 2);
   const text = JSON.parse(stdout.trim().split('\n').pop() as string) as string;
