@@ -432,8 +432,8 @@ export class Batcher {
     return { feed: job.seq.nextFeed(budget), scores: false };
   }
 
-  // One native step (inside model.run): the resets, the scored and embedded rows' kvForward of every token, then one kvStep that
-  // feeds the other rows and draws a token for each row that samples (the sampled rows are the first ones, in
+  // One native step (inside model.run): the resets, the scored and embedded rows' kvForward of every token, then one
+  // kvStep that feeds the other rows and draws a token for each row that samples (the sampled rows are the first ones, in
   // order). The sampled rows' logits come back only when one of them asks for logprobs. Returns the tokens, one per
   // sampled row.
   private async step(native: NativeModel, rows: Row[]): Promise<Int32Array> {

@@ -42,6 +42,8 @@ export interface EmbeddingRequest {
   single: boolean;        // the field held one input, not a list of them (errors name the field alone)
   truncate: boolean;      // an input longer than the context keeps its first n_ctx tokens; else it is refused
   normalize: boolean;     // each vector scaled to length 1
+  // The width the client asks for: GPT-2's vectors are not made to be cut short, so only the model's own (n_embd).
+  dimensions?: number;
   signal?: AbortSignal;   // the client went away
 }
 
@@ -239,6 +241,8 @@ export class ChatService {
   async embed(key: string, request: EmbeddingRequest): Promise<Embeddings> {
     const deadline = Date.now() + this.config.requestTimeoutMs;
     return this.withModel(key, request.signal, deadline, async ({ generator, tokenizer, nCtx, adapter }) => {
+      const width = generator.model.config.nEmbd;
+      if (request.dimensions !== undefined && request.dimensions !== width) throw new HttpError(400, `dimensions: only ${width} (the model's n_embd) is supported`, { field: 'dimensions' });
       let truncated = 0;
       const prompts = request.inputs.map((input, i) => {
         const field = request.single ? request.field : `${request.field}[${i}]`;

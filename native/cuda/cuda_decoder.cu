@@ -51,7 +51,7 @@ int CudaDecoder::reserve(int n_slots) {
   // A chunk of more rows than q8_matvec takes, or a 16-bit base's matrix in another type, is multiplied by the layer's
   // matrix expanded here.
   if (bf16_ ? w_.expands<bf16>() : w_.expands<float>()) dequantized_.allocate(w_.expanded_numel() * x, "expanded layer matrix");
-  logits_.allocate(static_cast<size_t>(logit_rows_) * std::max<size_t>(vocab_padded_, C), "decoding logits");
+  logits_.allocate(static_cast<size_t>(logit_rows_) * vocab_padded_, "decoding logits");
   held_.allocate(static_cast<size_t>(n_slots) * c.n_ctx, "decoding slots' tokens");
   history_begin_.assign(n_slots, 0);
   history_len_.assign(n_slots, 0);
@@ -146,7 +146,7 @@ CudaGraph* CudaDecoder::decode_graph(int n, int64_t total, int n_sample, const i
 }
 
 // Lists the call's rows (checked already) in pinned memory: every row's token, slot and position, and the n_logits
-// rows whose output is computed: all of them when n_logits = total (kv_forward's of every token; otherwise only when
+// rows whose logits are computed: all of them when n_logits = total (kv_forward's TokenLogits; otherwise only when
 // every entry is one token, and then the same rows), else the last new token of n_logits entries (logit_entries,
 // ascending; null: entries 0, 1, ...); then advances the slots' lengths past the new tokens.
 void CudaDecoder::stage(int n, const int32_t* slots, const int32_t* n_new, const int32_t* tokens, int64_t total, int n_logits,

@@ -86,10 +86,9 @@ export const isBool = (v: unknown): boolean => typeof v === 'boolean';
 
 const MAX_STOPS = 4;
 
-// An embedding request's `dimensions`: GPT-2's vectors are not made to be cut short, so only the model's own width.
-export function checkDimensions(body: Body, vectors: readonly Float32Array[]): void {
-  const width = vectors[0].length;
-  if (body.dimensions !== undefined && body.dimensions !== null && body.dimensions !== width) bad('dimensions', `only ${width} (the model's n_embd) is supported`);
+// An embedding request's `dimensions`, which the model's width must equal (ChatService.embed).
+export function readDimensions(body: Body): number | undefined {
+  return optional<number>(body, 'dimensions', isInt(1, Number.MAX_SAFE_INTEGER), 'a positive integer');
 }
 
 // Stop sequences: a string or up to MAX_STOPS of them.

@@ -23,7 +23,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  bad, chatPrompt, checkDimensions, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readModel, readSampling, readSeed,
+  bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readSampling, readSeed,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 
@@ -330,8 +330,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     if (typeof input !== 'string' && !(Array.isArray(input) && input.length > 0 && input.every((s) => typeof s === 'string'))) bad('input', 'must be a string or a non-empty array of strings');
     const truncate = optional<boolean>(body, 'truncate', isBool, 'true or false') ?? true;
     const single = typeof input === 'string';
-    const e = await service.embed(request.model.key, { inputs: single ? [input] : input, field: 'input', single, truncate, normalize: true, signal: clientGone(res).signal });
-    checkDimensions(body, e.vectors);
+    const e = await service.embed(request.model.key, { inputs: single ? [input] : input, field: 'input', single, truncate, normalize: true, dimensions: readDimensions(body), signal: clientGone(res).signal });
     res.json({ model: request.name, embeddings: e.vectors.map((v) => [...v]), total_duration: e.ms * 1e6, load_duration: 0, prompt_eval_count: e.promptTokens });
   });
 

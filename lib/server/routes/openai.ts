@@ -18,7 +18,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
-  bad, chatPrompt, checkDimensions, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional,
+  bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional, readDimensions,
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body, type InputMessage,
 } from './api_common';
 
@@ -89,7 +89,6 @@ function textsOrTokens(value: unknown, field: string, most = Infinity): { inputs
 }
 
 const MAX_EMBEDDING_INPUTS = 2048;
-
 
 // Chat completions' messages: {"role", "content"}, the content a string or text parts.
 function chatMessages(messages: unknown): InputMessage[] {
@@ -311,8 +310,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const { inputs, single } = textsOrTokens(body.input, 'input', MAX_EMBEDDING_INPUTS);
     const format = optional<string>(body, 'encoding_format', (v) => v === 'float' || v === 'base64', '"float" or "base64"') ?? 'float';
     const gone = clientGone(res);
-    const e = await service.embed(model.key, { inputs, field: 'input', single, truncate: false, normalize: true, signal: gone.signal });
-    checkDimensions(body, e.vectors);
+    const e = await service.embed(model.key, { inputs, field: 'input', single, truncate: false, normalize: true, dimensions: readDimensions(body), signal: gone.signal });
     res.json({
       object: 'list',
       // base64: the float32 values' little-endian bytes, which OpenAI's libraries ask for and decode.
