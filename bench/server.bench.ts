@@ -3,7 +3,7 @@
 // at 1, 4 and 16 clients (a quarter of the duration each), which grows with clients thanks to batching; then hot-swapping:
 // 400 requests from 16 clients to one model, and 400 alternating between two models under a memory budget that
 // holds one, with the loads each took; then streaming, /invocations beside OpenAI's /v1/chat/completions and
-// /v1/responses and Ollama's /api/chat: time to the first text and aggregate tokens/s at 1, 4 and 16 clients
+// /v1/responses, Ollama's /api/chat and llama.cpp's /completion: time to the first text and aggregate tokens/s at 1, 4 and 16 clients
 // (`--streams`: these alone); then embeddings, /v1/embeddings of a text a request beside /v1/completions of the same
 // text and one token, and of 16 texts a request: input tokens/s at 1, 4 and 16 clients (`--embeddings`: these
 // alone); then a chat of 12 turns whose history grows past the context, at
@@ -175,6 +175,14 @@ const STREAM_APIS: readonly StreamApi[] = [
     read: (_event, data) => {
       const json = JSON.parse(data) as { message: { content: string }; done: boolean; eval_count?: number };
       return json.done ? { tokens: json.eval_count } : { text: json.message.content };
+    },
+  },
+  {
+    name: '`/completion` (llama.cpp)', path: '/completion', framing: 'events',
+    body: (prompt) => ({ model: 'chatbot', prompt, stream: true }),
+    read: (_event, data) => {
+      const json = JSON.parse(data) as { content: string; stop: boolean; tokens_predicted?: number };
+      return json.stop ? { tokens: json.tokens_predicted } : { text: json.content };
     },
   },
 ];

@@ -14,7 +14,8 @@ async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('serve')
     .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: a chat page at /, POST /invocations, OpenAI's API under /v1 (completions, chat `
-      + 'completions, responses, embeddings), Ollama\'s under /api, GET /ping, POST /prime, GET /models/list, GET /metrics. '
+      + 'completions, responses, embeddings), Ollama\'s under /api, llama.cpp server\'s (POST /completion, /embedding, /tokenize...), '
+      + 'GET /ping, POST /prime, GET /models/list, GET /metrics. '
       + `Without --config or --model it reads ./${CONFIG_FILE}, or else serves every model found in models/ and checkpoint/.`)
     .option('config', { type: 'string', describe: `server config file (default ./${CONFIG_FILE})` })
     .option('model', { type: 'string', describe: 'serve this one model folder (or training run folder) without a config file' })

@@ -19,15 +19,15 @@ import { allowedHosts, hostAllowed, isLoopback } from './hosts';
 import { createLog, type Log } from './log';
 import { ModelRegistry } from './model_registry';
 import { resolveModelSource } from './model_source';
-import { healthRouter } from './routes/health';
+import { HEALTH_PATHS, healthRouter } from './routes/health';
 import { invocationsRouter } from './routes/invocations';
 import { metricsRouter } from './routes/metrics';
 import { modelsRouter } from './routes/models';
 import { ollamaRouter } from './routes/ollama';
 import { openAIRouter } from './routes/openai';
 import { openAIError } from './routes/api_common';
+import { LLAMA_CPP_PATHS, llamaCppError, llamaCppRouter } from './routes/llama_cpp';
 import { responsesRouter } from './routes/responses';
-import { tokensRouter } from './routes/tokens';
 import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
 import { packageVersion } from '../util/package_root';
@@ -105,7 +105,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         id, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(seconds * 1000), model: res.locals.model, ip: req.ip,
       });
     });
-    if (draining && req.path !== '/ping' && req.path !== '/metrics') {
+    if (draining && !HEALTH_PATHS.includes(req.path) && req.path !== '/metrics') {
       res.setHeader('Connection', 'close');
       next(new HttpError(503, 'the server is shutting down', {}, { 'Retry-After': '1' }));
       return;
@@ -113,10 +113,10 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     next();
   });
 
-  // The Host header as sent (req.hostname would believe X-Forwarded-Host from a trusted proxy). /ping is exempt:
-  // it tells nothing, and load balancers often ask for it by address.
+  // The Host header as sent (req.hostname would believe X-Forwarded-Host from a trusted proxy). /ping and /health are
+  // exempt: they tell nothing, and load balancers often ask for them by address.
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    if (hosts === null || req.path === '/ping' || hostAllowed(req.headers.host, hosts)) {
+    if (hosts === null || HEALTH_PATHS.includes(req.path) || hostAllowed(req.headers.host, hosts)) {
       next();
       return;
     }
@@ -172,10 +172,10 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   // Ollama reads every body as JSON, and its recipes (curl -d, which says form encoding) count on it.
   const anyTypeJson = boundedBody(express.json({ limit: config.bodyLimitBytes, type: () => true, strict: true }), config.bodyLimitBytes, config.requestTimeoutMs);
   app.use(ollamaRouter(service, anyTypeJson, packageVersion()));
-  app.use(tokensRouter(service, requireJson));
+  app.use(llamaCppRouter(service, requireJson, packageVersion()));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /v1/embeddings', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /api/embed', 'POST /api/embeddings', 'POST /completion', 'POST /embedding', 'GET /props', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'GET /health', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
   });
 
   // The one error handler: HttpError as it says; a client error from a library (http-errors marks those it
@@ -201,8 +201,9 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     }
     // Node would read the rest of an unread body to keep the connection: a client could make that gigabytes.
     if (!req.complete) headers = { ...headers, Connection: 'close' };
-    // OpenAI's clients read their errors in OpenAI's shape.
+    // OpenAI's and llama.cpp's clients read their errors in their API's shape.
     if (req.path.startsWith('/v1/')) body = openAIError(status, String(body.error), (body.field as string | undefined) ?? null, (body.code as string | undefined) ?? null);
+    else if (LLAMA_CPP_PATHS.includes(req.path)) body = llamaCppError(status, String(body.error), body.field as string | undefined);
     res.status(status).set(headers).json(body);
   });
 

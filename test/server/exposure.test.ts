@@ -40,16 +40,16 @@ t.test('beyond loopback without api_keys the server refuses to listen, and says 
   t.same(['127.0.0.1', '127.0.0.2', 'localhost', '::1', '[::1]', '0.0.0.0', '::', '10.0.0.1', 'example.com'].map(isLoopback), [true, true, true, true, true, false, false, false, false]);
 });
 
-t.test('api_keys cover every route that tells anything; /ping and the chat page stay open', async (t) => {
+t.test('api_keys cover every route that tells anything; /ping, /health and the chat page stay open', async (t) => {
   const srv = await startServer({ models, api_keys: [API_KEY] }, dir);
   t.teardown(srv.close);
-  for (const open of ['/ping', '/', '/app.js', '/style.css']) t.equal((await request(`${srv.url}${open}`)).status, 200, `${open} is open`);
+  for (const open of ['/ping', '/health', '/', '/app.js', '/style.css']) t.equal((await request(`${srv.url}${open}`)).status, 200, `${open} is open`);
   // Every route the API lists (its 404 says which there are), asked without a key.
   const listed = (await request(`${srv.url}/nothing-here`, { headers: { 'x-api-key': API_KEY } })).json().routes as string[];
   t.ok(listed.includes('GET /metrics') && listed.includes('GET /models/list'));
   for (const route of listed) {
     const [method, path] = route.split(' ');
-    if (path === '/ping' || path === '/') continue;
+    if (path === '/ping' || path === '/health' || path === '/') continue;
     const answer = await request(`${srv.url}${path}`, method === 'GET' ? {} : { body: {} });
     t.equal(answer.status, 401, `${route} needs a key`);
     t.equal(answer.headers.get('www-authenticate'), 'Bearer');
@@ -92,6 +92,7 @@ t.test('the Host header: a loopback server answers loopback names only, unless a
   }
   t.equal((await ask('rebound.example', '/')).status, 421, 'the chat page too');
   t.equal((await ask('rebound.example', '/ping')).status, 200, '/ping tells nothing and answers any name');
+  t.equal((await ask('rebound.example', '/health')).status, 200, 'nor does /health');
 
   const named = await startServer({ models, allowed_hosts: ['chat.example.com', '*.internal.example'] }, dir);
   t.teardown(named.close);

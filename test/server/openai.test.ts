@@ -379,20 +379,6 @@ t.test('a client no one here wrote: fetch, with the stream read by eventsource-p
   t.equal(chunks[chunks.length - 1].choices[0].finish_reason, 'length');
 });
 
-t.test('POST /tokenize and /detokenize, as llama.cpp has them', async (t) => {
-  const auth = { authorization: `Bearer ${API_KEY}` };
-  const tok = await request(`${srv.url}/tokenize`, { body: { model: 'general', content: 'Hello world' }, headers: auth });
-  t.equal(tok.status, 200);
-  t.same(tok.json().tokens, [...tokenizer.encode('Hello world', { allowSpecial: false })]);
-  const pieces = await request(`${srv.url}/tokenize`, { body: { model: 'general', content: 'Hello world', with_pieces: true }, headers: auth });
-  t.same(pieces.json().tokens, [{ id: 15496, piece: 'Hello' }, { id: 995, piece: ' world' }]);
-  const detok = await request(`${srv.url}/detokenize`, { body: { model: 'general', tokens: tok.json().tokens }, headers: auth });
-  t.same(detok.json(), { content: 'Hello world' });
-  const bad = await request(`${srv.url}/detokenize`, { body: { model: 'general', tokens: [-1] }, headers: auth });
-  t.equal(bad.status, 400);
-  t.equal(bad.json().field, 'tokens');
-});
-
 t.test('CORS: off unless configured; then a page of an allowed origin may call the API, preflight included', async (t) => {
   const preflight = (url: string, origin: string) => fetch(`${url}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' } });
   t.equal((await preflight(srv.url, 'https://app.example.com')).headers.get('access-control-allow-origin'), null, 'no CORS by default');

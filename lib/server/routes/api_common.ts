@@ -91,12 +91,12 @@ export function readDimensions(body: Body): number | undefined {
   return optional<number>(body, 'dimensions', isInt(1, Number.MAX_SAFE_INTEGER), 'a positive integer');
 }
 
-// Stop sequences: a string or up to MAX_STOPS of them.
-export function readStop(body: Body, key: string): string[] | undefined {
+// Stop sequences: a string or up to `most` of them (OpenAI's limit unless the API has its own).
+export function readStop(body: Body, key: string, most = MAX_STOPS): string[] | undefined {
   const value = body[key];
   if (value === undefined || value === null) return undefined;
   const stop = typeof value === 'string' ? [value] : Array.isArray(value) ? (value as unknown[]) : bad(key, 'must be a string or an array of strings');
-  if (stop.length > MAX_STOPS || stop.some((s) => typeof s !== 'string' || s === '')) bad(key, `must be a non-empty string or an array of at most ${MAX_STOPS} of them`);
+  if (stop.length > most || stop.some((s) => typeof s !== 'string' || s === '')) bad(key, `must be a non-empty string or an array of at most ${most} of them`);
   return stop as string[];
 }
 
@@ -108,6 +108,18 @@ export function readSeed(body: Body, key: string): number | undefined {
 const MAX_ADDITIVE_PENALTY = 2;
 export function readAdditivePenalty(body: Body, key: string): number | undefined {
   return optional<number>(body, key, (v) => typeof v === 'number' && Math.abs(v) <= MAX_ADDITIVE_PENALTY, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`);
+}
+
+// llama.cpp's repeat_penalty (Ollama's option too) divides the logits of the tokens used, dixie's penalize
+// multiplies them: 1.1 is 1 / 1.1. dixie penalizes the whole context (repeat_last_n -1); repeat_last_n 0 turns the
+// penalty off, and any window goes with repeat_penalty 1, which is off. Returns the request's penalize, if it sets one.
+export function readRepeatPenalty(body: Body, penaltyKey: string, lastNKey: string): number | undefined {
+  const repeat = body[penaltyKey];
+  if (repeat !== undefined && repeat !== null && (typeof repeat !== 'number' || !(repeat >= 1))) bad(penaltyKey, 'must be a number of at least 1 (1: off)');
+  const lastN = body[lastNKey];
+  if (lastN === 0 || repeat === 1) return 0;
+  if (lastN !== undefined && lastN !== null && lastN !== -1) bad(lastNKey, `only -1 (the whole context, as dixie penalizes) or 0 (off) is supported, or any with ${penaltyKey} 1`);
+  return typeof repeat === 'number' ? 1 / repeat : undefined;
 }
 
 // The served model a request names, by its key.
@@ -219,9 +231,10 @@ export function tokenText(tokenizer: Tokenizer, token: number): string {
   return tokenizer.decode([token]);
 }
 
-// Each token's log-probability and its alternatives', as chat completions and responses give them.
-export function tokenLogprobs(tokenizer: Tokenizer, logprobs: readonly TokenLogprob[]): Record<string, unknown>[] {
-  const entry = (token: number, logprob: number) => ({ token: tokenText(tokenizer, token), logprob, bytes: [...tokenizer.tokenBytes(token)] });
+// Each token's log-probability and its alternatives', as chat completions and responses give them; `withIds`: with
+// each token's id too, as llama.cpp's server gives them.
+export function tokenLogprobs(tokenizer: Tokenizer, logprobs: readonly TokenLogprob[], withIds = false): Record<string, unknown>[] {
+  const entry = (token: number, logprob: number) => ({ ...(withIds && { id: token }), token: tokenText(tokenizer, token), logprob, bytes: [...tokenizer.tokenBytes(token)] });
   return logprobs.map((l) => ({ ...entry(l.token, l.logprob), top_logprobs: l.top.map((a) => entry(a.token, a.logprob)) }));
 }
 

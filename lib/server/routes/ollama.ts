@@ -23,7 +23,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readSampling, readSeed,
+  bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 
@@ -87,16 +87,9 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
   }
   const predict = flat['options.num_predict'];
   if (predict === -1 || predict === -2) delete flat['options.num_predict'];
-  // Ollama's repeat_penalty divides the logits of used tokens (llama.cpp's), dixie's penalize multiplies: 1.1 is
-  // 1 / 1.1. It penalizes the whole window (repeat_last_n -1); repeat_last_n 0 turns it off.
-  const repeat = flat['options.repeat_penalty'];
-  if (repeat !== undefined && repeat !== null) {
-    if (typeof repeat !== 'number' || !(repeat >= 1)) bad('options.repeat_penalty', 'must be a number of at least 1 (1: off)');
-    flat['options.repeat_penalty'] = 1 / repeat;
-  }
-  const lastN = flat['options.repeat_last_n'];
-  if (lastN === 0) flat['options.repeat_penalty'] = 0;
-  else if (lastN !== undefined && lastN !== null && lastN !== -1) bad('options.repeat_last_n', 'only -1 (the whole context, as dixie penalizes) or 0 (off) is supported');
+  const penalize = readRepeatPenalty(flat, 'options.repeat_penalty', 'options.repeat_last_n');
+  if (penalize === undefined) delete flat['options.repeat_penalty'];
+  else flat['options.repeat_penalty'] = penalize;
   const logprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
   const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
   if (top !== undefined && !logprobs) bad('top_logprobs', 'needs "logprobs": true');

@@ -1,0 +1,218 @@
+// llama.cpp's server's own API over real HTTP on 127.0.0.1: /completion gives the text /v1/completions gives for the
+// same prompt and settings (llama.cpp's names for them: n_predict, repeat_penalty, logit_bias pairs, n_probs), whole
+// and streamed as llama-server streams it; how it stopped; prompts of token ids, mixed, or several; /props from the
+// model's folder and config; /health open to all; /embedding the vectors of /v1/embeddings; /tokenize and
+// /detokenize; errors in llama.cpp's shape, naming the field.
+import t from 'tap';
+import { chatTemplate } from '../../lib/data/chat_format';
+import { loadTokenizer } from '../../lib/tokenizer';
+import { TINY, inFlightAfterLeaving, request, serveApiModels, type ApiModels, type Running } from './helpers';
+
+const API_KEY = 'llama-cpp-test-key-0123456789';
+const AUTH = { Authorization: `Bearer ${API_KEY}` };
+const PROMPT = 'How big is the earth?';
+const LENGTH = 12;
+const tokenizer = loadTokenizer();
+
+let served: ApiModels;
+let greedy: string;
+let srv: Running;
+
+t.before(async () => {
+  served = await serveApiModels('llama-cpp', API_KEY, PROMPT, LENGTH);
+  ({ greedy, srv } = served);
+});
+t.teardown(() => served.close());
+
+type Answer = Record<string, unknown> & { content: string; tokens: number[]; stop_type: string; stopping_word: string; tokens_predicted: number; tokens_evaluated: number };
+
+// The default model is the chatbot (its sanitizer and chat format); these ask for the plain one unless told.
+async function completion(body: Record<string, unknown>): Promise<Answer> {
+  const r = await request(`${srv.url}/completion`, { body: { model: 'general', ...body }, headers: AUTH });
+  if (r.status !== 200) throw new Error(`${r.status}: ${r.text}`);
+  return r.json() as Answer;
+}
+
+// The text /v1/completions gives for the same request, in OpenAI's names.
+async function openAIText(body: Record<string, unknown>): Promise<string> {
+  const r = await request(`${srv.url}/v1/completions`, { body: { model: 'general', ...body }, headers: AUTH });
+  if (r.status !== 200) throw new Error(`${r.status}: ${r.text}`);
+  return (r.json().choices as { text: string }[])[0].text;
+}
+
+async function refusal(path: string, body: Record<string, unknown>): Promise<{ status: number; error: { code: number; message: string; type: string; field?: string } }> {
+  const r = await request(`${srv.url}${path}`, { body, headers: AUTH });
+  return { status: r.status, error: (r.json() as { error: { code: number; message: string; type: string; field?: string } }).error };
+}
+
+// A streamed answer's events, as llama-server sends them: `data: {...}` lines, no [DONE].
+async function streamed(body: Record<string, unknown>): Promise<Record<string, unknown>[]> {
+  const r = await request(`${srv.url}/completion`, { body: { model: 'general', ...body, stream: true }, headers: AUTH });
+  if (r.status !== 200 || !/^text\/event-stream/.test(r.headers.get('content-type') ?? '')) throw new Error(`${r.status}: ${r.text}`);
+  const events = r.text.split('\n\n').filter((e) => e !== '');
+  if (!events.every((e) => e.startsWith('data: '))) throw new Error(`not all data lines: ${r.text}`);
+  return events.map((e) => JSON.parse(e.slice('data: '.length)) as Record<string, unknown>);
+}
+
+t.test('completion: the greedy text, how it stopped, the counts and timings', async (t) => {
+  const a = await completion({ model: 'general', prompt: PROMPT, n_predict: LENGTH });
+  t.equal(a.content, greedy);
+  const promptTokens = tokenizer.encode(PROMPT, { allowSpecial: false }).length;
+  t.match(a, { stop: true, model: 'general', stop_type: 'limit', stopping_word: '', tokens_predicted: LENGTH, tokens_evaluated: promptTokens, truncated: false, prompt: PROMPT, tokens: [], dixie_finish_reason: 'length' });
+  const { topK, topP } = srv.server.service.model('general').sampling;
+  t.match(a.generation_settings, { n_predict: LENGTH, temperature: 0, top_k: topK, top_p: topP, repeat_penalty: 1, seed: -1 });
+  const timings = a.timings as Record<string, number>;
+  t.equal(timings.predicted_n, LENGTH);
+  t.equal(timings.prompt_n + timings.cache_n, promptTokens, 'the prompt fed or found in the cache');
+  t.ok(timings.predicted_ms >= 0 && timings.prompt_ms >= 0);
+
+  const byDefault = await completion({ prompt: PROMPT, n_predict: -1 });
+  t.equal(byDefault.content, greedy, 'at the model\'s own length (n_predict -1)');
+  t.equal((await completion({ model: 'general', prompt: PROMPT, n_predict: LENGTH, return_tokens: true })).tokens.length, LENGTH, 'return_tokens');
+  const aliased = await request(`${srv.url}/completions`, { body: { model: 'general', prompt: PROMPT }, headers: AUTH });
+  t.equal((aliased.json() as Answer).content, greedy, '/completions too');
+  const chatbot = await request(`${srv.url}/completion`, { body: { prompt: PROMPT }, headers: AUTH });
+  t.equal((chatbot.json() as Answer).model, 'chatbot', 'the default model is the server\'s');
+
+  const settings = { prompt: 'Once upon a time', temperature: 1.1, top_k: 40, top_p: 0.9, seed: 7, n_predict: 10, presence_penalty: 0.4 };
+  t.equal((await completion({ model: 'general', ...settings })).content, await openAIText({ ...settings, max_tokens: 10, n_predict: undefined }), 'the other settings keep their meaning');
+});
+
+t.test('prompts: token ids, ids and text mixed, several at once', async (t) => {
+  const ids = [...tokenizer.encode(PROMPT, { allowSpecial: false })];
+  t.equal((await completion({ prompt: ids })).content, greedy, 'token ids');
+  const more = [...tokenizer.encode(' Very', { allowSpecial: false })];
+  const mixed = await completion({ prompt: [...ids, ' Very'] });
+  t.equal(mixed.content, await openAIText({ prompt: [...ids, ...more] }), 'a text among ids is tokenized in place');
+  t.equal(mixed.prompt, `${PROMPT} Very`);
+  const several = await request(`${srv.url}/completion`, { body: { model: 'general', prompt: [PROMPT, 'Once upon a time'] }, headers: AUTH });
+  const answers = several.json() as unknown as Answer[];
+  t.same(answers.map((a) => a.index), [0, 1], 'several prompts, a list of answers');
+  t.equal(answers[0].content, greedy);
+  t.equal(answers[1].content, await openAIText({ prompt: 'Once upon a time' }));
+});
+
+t.test('stopping: at a stop string (left out), at the end of text, at the length', async (t) => {
+  const word = greedy.slice(4, 8);
+  t.ok(word.trim() !== '' && !greedy.slice(0, 4).includes(word), `"${word}" first appears at 4`);
+  const a = await completion({ prompt: PROMPT, stop: [word, 'zzzz'] });
+  t.match(a, { content: greedy.slice(0, 4), stop_type: 'word', stopping_word: word });
+  const ended = await completion({ prompt: PROMPT, logit_bias: [[50256, 100]] });
+  t.match(ended, { content: '', stop_type: 'eos', stopping_word: '', tokens_predicted: 0 });
+});
+
+t.test('logit_bias as llama.cpp writes it: pairs, false for never; repeat_penalty as penalize', async (t) => {
+  const first = tokenizer.encode(greedy, { allowSpecial: false })[0];
+  const banned = await completion({ prompt: PROMPT, logit_bias: [[first, false]] });
+  t.not(banned.content, greedy);
+  t.equal(banned.content, await openAIText({ prompt: PROMPT, logit_bias: { [first]: -100 } }), 'false is -100');
+  t.equal((await completion({ prompt: PROMPT, logit_bias: { [first]: -100 } })).content, banned.content, 'or OpenAI\'s object');
+
+  const penalized = await completion({ prompt: PROMPT, n_predict: 40, repeat_penalty: 1.25, repeat_last_n: -1 });
+  t.not(penalized.content, (await completion({ prompt: PROMPT, n_predict: 40 })).content, 'the penalty matters here');
+  t.equal(penalized.content, await openAIText({ prompt: PROMPT, max_tokens: 40, penalize: 0.8 }), 'repeat_penalty 1.25 is penalize 0.8');
+  const off = await completion({ prompt: PROMPT, repeat_penalty: 1, repeat_last_n: 64, min_p: 0, typical_p: 1, mirostat: 0, mirostat_tau: 5, cache_prompt: true, id_slot: -1, seed: -1 });
+  t.equal(off.content, greedy, 'samplers at the values that turn them off, and the machine\'s settings, are accepted');
+});
+
+t.test('n_probs: each token\'s log-probability and its alternatives, as /v1/completions gives them', async (t) => {
+  const a = await completion({ prompt: PROMPT, n_probs: 3 });
+  const probs = a.completion_probabilities as { id: number; token: string; logprob: number; bytes: number[]; top_logprobs: { id: number; logprob: number }[] }[];
+  t.equal(probs.length, LENGTH);
+  const r = await request(`${srv.url}/v1/completions`, { body: { model: 'general', prompt: PROMPT, logprobs: 3 }, headers: AUTH });
+  const theirs = (r.json().choices as { logprobs: { tokens: string[]; token_logprobs: number[] } }[])[0].logprobs;
+  t.same(probs.map((p) => p.logprob), theirs.token_logprobs);
+  t.same(probs.map((p) => p.token), theirs.tokens);
+  t.same(probs.map((p) => tokenizer.decode([p.id])), theirs.tokens, 'ids with the tokens');
+  t.ok(probs.every((p) => p.top_logprobs.length === 3 && p.top_logprobs[0].id === p.id), 'greedy: each token the most likely');
+});
+
+t.test('streamed: pieces that add up, then the answer\'s fields; tokens and probabilities per piece', async (t) => {
+  const events = await streamed({ prompt: PROMPT, return_tokens: true, n_probs: 1 });
+  const last = events[events.length - 1];
+  t.match(last, { stop: true, stop_type: 'limit', tokens_predicted: LENGTH, content: '' });
+  const pieces = events.slice(0, -1);
+  t.ok(pieces.length > 1 && pieces.every((e) => e.stop === false && e.index === 0), 'pieces before it');
+  t.equal(events.map((e) => e.content).join(''), greedy, 'the pieces add up to the text');
+  const tokens = events.flatMap((e) => e.tokens as number[]);
+  t.same(tokens, (await completion({ prompt: PROMPT, return_tokens: true })).tokens, 'and their tokens to its tokens');
+  t.equal(events.flatMap((e) => (e.completion_probabilities as unknown[] | undefined) ?? []).length, LENGTH, 'a probability a token');
+
+  const two = await streamed({ prompt: [PROMPT, 'Once upon a time'] });
+  t.equal(two.filter((e) => e.index === 0).map((e) => e.content).join(''), greedy, 'several prompts: told apart by index');
+  t.equal(two.filter((e) => e.stop === true).length, 2);
+});
+
+t.test('a streaming client that leaves stops its generation', async (t) => {
+  const res = await fetch(`${srv.url}/completion`, { method: 'POST', headers: { ...AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'long', prompt: 'Once', n_predict: 1000, stream: true }) });
+  t.equal(res.status, 200);
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  t.match(new TextDecoder().decode((await reader.read()).value), /^data: /, 'a piece came');
+  await reader.cancel();
+  t.same(await inFlightAfterLeaving(srv, 'long', API_KEY), { inFlight: 0, running: 0 }, 'no request in flight for the model, its batch slot free');
+});
+
+t.test('props: the context, slots and defaults of a model, and a chat model\'s chat template', async (t) => {
+  const general = await request(`${srv.url}/props?model=general`, { headers: AUTH });
+  t.equal(general.status, 200);
+  t.match(general.json(), {
+    default_generation_settings: { n_ctx: TINY.nCtx, params: { n_predict: LENGTH, temperature: 0 } },
+    total_slots: srv.server.service.config.batchSlots, model_path: 'general', chat_template: '', eos_token: '<|endoftext|>',
+  });
+  const chatbot = await request(`${srv.url}/props?model=chatbot`, { headers: AUTH });
+  t.equal(chatbot.json().chat_template, chatTemplate('mom'));
+  t.match((await request(`${srv.url}/props?model=nope`, { headers: AUTH })).json(), { error: { code: 404, type: 'not_found_error', message: /model "nope" is not served here/ } });
+});
+
+t.test('health: open to all, as llama-server has it', async (t) => {
+  const r = await request(`${srv.url}/health`);
+  t.equal(r.status, 200);
+  t.same(r.json(), { status: 'ok' });
+  const locked = await request(`${srv.url}/completion`, { body: { prompt: PROMPT } });
+  t.equal(locked.status, 401, 'the rest needs the key');
+  t.match(locked.json(), { error: { code: 401, type: 'authentication_error' } });
+});
+
+t.test('embedding: the vectors of /v1/embeddings, of length 1 unless embd_normalize is -1', async (t) => {
+  const texts = ['How big is the earth?', 'The quick brown fox'];
+  const ours = await request(`${srv.url}/embedding`, { body: { content: texts }, headers: AUTH });
+  t.equal(ours.status, 200, ours.text);
+  const list = ours.json() as unknown as { index: number; embedding: number[][] }[];
+  const openai = await request(`${srv.url}/v1/embeddings`, { body: { model: 'general', input: texts }, headers: AUTH });
+  const vectors = (openai.json().data as { embedding: number[] }[]).map((d) => d.embedding);
+  t.same(list, vectors.map((v, index) => ({ index, embedding: [v] })));
+  const raw = await request(`${srv.url}/embedding`, { body: { content: texts[0], embd_normalize: -1 }, headers: AUTH });
+  const ollama = await request(`${srv.url}/api/embeddings`, { body: { model: 'general', prompt: texts[0] }, headers: AUTH });
+  t.same((raw.json() as unknown as { embedding: number[][] }[])[0].embedding[0], ollama.json().embedding, 'as they are');
+});
+
+t.test('tokenize and detokenize', async (t) => {
+  const tok = await request(`${srv.url}/tokenize`, { body: { model: 'general', content: 'Hello world' }, headers: AUTH });
+  t.equal(tok.status, 200);
+  t.same(tok.json().tokens, [...tokenizer.encode('Hello world', { allowSpecial: false })]);
+  const pieces = await request(`${srv.url}/tokenize`, { body: { content: 'Hello world', with_pieces: true }, headers: AUTH });
+  t.same(pieces.json().tokens, [{ id: 15496, piece: 'Hello' }, { id: 995, piece: ' world' }]);
+  const detok = await request(`${srv.url}/detokenize`, { body: { tokens: tok.json().tokens }, headers: AUTH });
+  t.same(detok.json(), { content: 'Hello world' });
+  t.match(await refusal('/detokenize', { tokens: [-1] }), { status: 400, error: { code: 400, type: 'invalid_request_error', field: 'tokens' } });
+});
+
+t.test('errors name the field, in llama.cpp\'s shape', async (t) => {
+  const cases: [Record<string, unknown>, string, RegExp][] = [
+    [{ prompt: PROMPT, min_p: 0.05 }, 'min_p', /^min_p: is not supported/],
+    [{ prompt: PROMPT, repeat_penalty: 1.1, repeat_last_n: 64 }, 'repeat_last_n', /^repeat_last_n: only -1 .* or any with repeat_penalty 1$/],
+    [{ prompt: PROMPT, n_predict: 0 }, 'n_predict', /^n_predict: must be/],
+    [{ prompt: PROMPT, temperature: 'hot' }, 'temperature', /^temperature: must be/],
+    [{ prompt: PROMPT, logit_bias: [['Hello', 1]] }, 'logit_bias[0]', /text is not supported/],
+    [{ prompt: PROMPT, samplers: ['top_k'] }, 'samplers', /^samplers: unsupported field \(supported: model, prompt, stream/],
+    [{ prompt: {} }, 'prompt', /^prompt: must be a text, token ids/],
+    [{ prompt: PROMPT, json_schema: {} }, 'json_schema', /^json_schema: is not supported/],
+  ];
+  for (const [body, field, message] of cases) {
+    const r = await refusal('/completion', body);
+    t.equal(r.status, 400, JSON.stringify(body));
+    t.match(r.error, { code: 400, type: 'invalid_request_error', field, message }, JSON.stringify(body));
+  }
+  t.match(await refusal('/completion', { model: 'nope', prompt: PROMPT }), { status: 404, error: { code: 404, field: 'model' } });
+  t.match(await refusal('/embedding', { content: 'x', embd_normalize: 1 }), { status: 400, error: { field: 'embd_normalize' } });
+});
