@@ -85,6 +85,8 @@ export const isInt = (min: number, max: number) => (v: unknown): boolean => Numb
 export const isBool = (v: unknown): boolean => typeof v === 'boolean';
 
 const MAX_STOPS = 4;
+// OpenAI's bound on a logit bias: -100 bans a token, 100 all but forces it.
+export const MAX_LOGIT_BIAS = 100;
 
 // An embedding request's `dimensions`, which the model's width must equal (ChatService.embed).
 export function readDimensions(body: Body): number | undefined {

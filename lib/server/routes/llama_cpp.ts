@@ -21,7 +21,7 @@ import { HttpError } from '../errors';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  bad, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, optional, readAdditivePenalty, readRepeatPenalty, readSampling, readStop,
+  MAX_LOGIT_BIAS, bad, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, optional, readAdditivePenalty, readRepeatPenalty, readSampling, readStop,
   tokenLogprobs, type Body,
 } from './api_common';
 
@@ -82,7 +82,6 @@ function servedModel(service: ChatService, name: unknown): ModelConfig {
 
 // llama.cpp's logit_bias: [[id, bias], ...], where a bias of false bans the token, or OpenAI's {"id": bias}; a bias
 // of false is -100 here, which no logit survives. Token ids as text are not supported.
-const MAX_LOGIT_BIAS = 100;
 function readLogitBias(value: unknown): Record<number, number> | undefined {
   if (value === undefined || value === null) return undefined;
   const pairs: unknown[] = Array.isArray(value) ? value : isObject(value) ? Object.entries(value).map(([id, b]) => [Number(id), b]) : bad('logit_bias', 'must be [[token id, bias], ...] or {"<token id>": bias}');
@@ -110,10 +109,10 @@ function readPrompts(value: unknown): { prompts: Prompt[]; several: boolean } {
 }
 
 // A prompt as the service takes it: a mixed one as token ids, its texts tokenized.
-function promptForModel(prompt: Prompt, tokenizer: Tokenizer | null): string | number[] {
+function promptForModel(prompt: Prompt, tokenizer: Tokenizer): string | number[] {
   if (typeof prompt === 'string') return prompt;
   if (prompt.every((p) => typeof p === 'number')) return prompt as number[];
-  return prompt.flatMap((p) => (typeof p === 'number' ? [p] : [...(tokenizer as Tokenizer).encode(p, { allowSpecial: false })]));
+  return prompt.flatMap((p) => (typeof p === 'number' ? [p] : [...tokenizer.encode(p, { allowSpecial: false })]));
 }
 
 interface CompletionRequest {

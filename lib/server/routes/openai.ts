@@ -18,7 +18,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
-  bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional, readDimensions,
+  MAX_LOGIT_BIAS, bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional, readDimensions,
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body, type InputMessage,
 } from './api_common';
 
@@ -26,7 +26,6 @@ const MAX_N = 16;
 
 // OpenAI's logit_bias: token ids (the object's keys) to biases within ±MAX_LOGIT_BIAS. The ids are the sampler's to
 // check (nativeSampling, then against the model's vocabulary once it is loaded).
-const MAX_LOGIT_BIAS = 100;
 const isLogitBias = (v: unknown): boolean => isObject(v) && Object.values(v).every((b) => typeof b === 'number' && Math.abs(b) <= MAX_LOGIT_BIAS);
 
 // What both endpoints share: the model, the sampling settings over the model's defaults, n, stop, seed, stream.
