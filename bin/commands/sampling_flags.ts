@@ -15,6 +15,7 @@ export function samplingFlags(d: SamplingDefaults) {
     temperature: { type: 'number', default: d.temperature, describe: 'randomness: 0 is greedy' },
     top_k: { type: 'number', default: d.top_k, describe: 'sample from the k most likely tokens (0: all)' },
     top_p: { type: 'number', default: 1, describe: 'nucleus sampling: the smallest set of tokens holding this probability (0 or 1: off)' },
+    min_p: { type: 'number', default: 0, describe: 'keep only tokens at least this fraction as likely as the most likely, e.g. 0.05 (0: off)' },
     penalize: { type: 'number', default: d.penalize, describe: 'repetition penalty in (0, 1] for tokens already in the text, e.g. 0.85 (0: off)' },
     presence_penalty: { type: 'number', default: 0, describe: 'OpenAI\'s presence penalty, from -2 to 2: taken from the logit of every token generated so far' },
     frequency_penalty: { type: 'number', default: 0, describe: 'OpenAI\'s frequency penalty, from -2 to 2: taken from a generated token\'s logit once for each time it was generated' },
@@ -28,11 +29,12 @@ export function checkSeed(seed: number | undefined): void {
   if (seed !== undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new Error(`--seed must be an integer >= 0, got ${seed}`);
 }
 
-export function samplingOptions(argv: { temperature: number; top_k: number; top_p: number; penalize: number; presence_penalty: number; frequency_penalty: number }): SamplingOptions {
+export function samplingOptions(argv: { temperature: number; top_k: number; top_p: number; min_p: number; penalize: number; presence_penalty: number; frequency_penalty: number }): SamplingOptions {
   return {
     temperature: argv.temperature,
     topK: argv.top_k,
     topP: argv.top_p === 0 ? 1 : argv.top_p,  // --top_p 0 means off
+    minP: argv.min_p,
     penalize: argv.penalize,
     presencePenalty: argv.presence_penalty,
     frequencyPenalty: argv.frequency_penalty,

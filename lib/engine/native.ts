@@ -89,6 +89,7 @@ export interface NativeSampling {
   temperature: number;    // 0: greedy
   topK: number;           // 0: off
   topP: number;           // 1: off
+  minP: number;           // in [0, 1): keep tokens at least this fraction as likely as the most likely; 0: off
   penalize: number;       // 0: off
   logitBias?: { tokens: Int32Array; values: Float32Array };  // values[i] added to the logit of tokens[i]
 }

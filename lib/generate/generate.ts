@@ -147,8 +147,8 @@ export class Generator {
   }
 
   private request(prompt: string | ArrayLike<number>, options: GenerateOptions): BatchRequest {
-    const { temperature, topK, topP, penalize, logitBias, presencePenalty, frequencyPenalty, maxTokens, ...rest } = options;
-    const given = { temperature, topK, topP, penalize, logitBias, presencePenalty, frequencyPenalty };
+    const { temperature, topK, topP, minP, penalize, logitBias, presencePenalty, frequencyPenalty, maxTokens, ...rest } = options;
+    const given = { temperature, topK, topP, minP, penalize, logitBias, presencePenalty, frequencyPenalty };
     const sampling = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as Partial<SamplingOptions>;
     return {
       ...rest,

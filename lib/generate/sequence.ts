@@ -6,11 +6,11 @@ import { loadAddon, NativeSampling } from '../engine/native';
 import type { TokenLogprob } from './logprobs';
 import type { ReplyStream } from '../sanitize/types';
 
-// Sampling settings (temperature 0: greedy; topK 0 and topP 1: off; penalize in (0, 1], 0: off). The
+// Sampling settings (temperature 0: greedy; topK 0, minP 0 and topP 1: off; penalize in (0, 1], 0: off). The
 // repetition penalty (--penalize; docs/compatibility.md says how it differs): every distinct token of the window (prompt
 // and output) has its logit l made l * penalize when l > 0 and l / penalize when l < 0, so a used token always
 // becomes less likely (multiplying negative logits too would make them MORE likely). The exact
-// order (penalty, logit biases, temperature, top-k, top-p, draw) is in native/cpu/sampler.cpp. logitBias, as
+// order (penalty, logit biases, temperature, top-k, min-p, top-p, draw) is in native/cpu/sampler.cpp. logitBias, as
 // OpenAI's logit_bias: token id -> a number added to that token's logit after the penalty (-100 bans the token,
 // +100 all but forces it). presencePenalty and frequencyPenalty, as OpenAI's (in [-2, 2]): every token drawn so far
 // has presencePenalty + frequencyPenalty * (the times it was drawn) taken from its logit, with the logit biases;
@@ -23,13 +23,13 @@ export interface SamplingOptions extends Omit<NativeSampling, 'logitBias'> {
 
 // The settings' names in the server's requests and configs and in the commands' flags.
 export const SAMPLING_FIELDS: Readonly<Record<keyof SamplingOptions, string>> = {
-  temperature: 'temperature', topK: 'top_k', topP: 'top_p', penalize: 'penalize', logitBias: 'logit_bias', presencePenalty: 'presence_penalty',
+  temperature: 'temperature', topK: 'top_k', topP: 'top_p', minP: 'min_p', penalize: 'penalize', logitBias: 'logit_bias', presencePenalty: 'presence_penalty',
   frequencyPenalty: 'frequency_penalty',
 };
 
 // The settings a request gives and a model has no default for.
 type RequestOnly = 'logitBias' | 'presencePenalty' | 'frequencyPenalty';
-export const DEFAULT_SAMPLING: Readonly<Required<Omit<SamplingOptions, RequestOnly>>> = { temperature: 1, topK: 0, topP: 1, penalize: 0 };
+export const DEFAULT_SAMPLING: Readonly<Required<Omit<SamplingOptions, RequestOnly>>> = { temperature: 1, topK: 0, topP: 1, minP: 0, penalize: 0 };
 const MAX_ADDITIVE_PENALTY = 2;
 
 // 'stop': a stop sequence or stop token (<|endoftext|> by default) ended the text; 'length': maxTokens;

@@ -23,10 +23,11 @@ export interface SamplingDefaults {
   temperature: number;  // 0: greedy
   topK: number;         // 0: off
   topP: number;         // 1: off
+  minP: number;         // in [0, 1): tokens at least this fraction as likely as the most likely; 0: off
   penalize: number;     // repetition penalty in (0, 1]; 0: off
 }
 
-export const ORIGINAL_SAMPLING: SamplingDefaults = { length: 120, temperature: 0.3, topK: 40, topP: 0.9, penalize: 0.85 };
+export const ORIGINAL_SAMPLING: SamplingDefaults = { length: 120, temperature: 0.3, topK: 40, topP: 0.9, minP: 0, penalize: 0.85 };
 
 // How raw_text becomes the prompt: 'raw' as it is (docs/compatibility.md), 'chat' as the user's message in the
 // chat format (lib/data/chat_format.ts: `1|<audience>|<text> <EOM>` after the history, then `0|<audience>|` for
@@ -133,7 +134,7 @@ function num(raw: Raw, key: string, where: string, fallback: number, min: number
   return ok ? v : fail(`${where}.${key}`, `${integer ? 'an integer' : 'a number'} from ${min} to ${max}`, v);
 }
 
-const SAMPLING_KEYS = ['length', 'temperature', 'top_k', 'top_p', 'penalize'] as const;
+const SAMPLING_KEYS = ['length', 'temperature', 'top_k', 'top_p', 'min_p', 'penalize'] as const;
 
 // Sampling settings under their server_config.json names, over `base`; used for per-model defaults and per-request overrides.
 export function readSampling(raw: Raw, where: string, base: SamplingDefaults): SamplingDefaults {
@@ -142,6 +143,7 @@ export function readSampling(raw: Raw, where: string, base: SamplingDefaults): S
     temperature: num(raw, 'temperature', where, base.temperature, 0, 100),
     topK: num(raw, 'top_k', where, base.topK, 0, 1_000_000, true),
     topP: raw.top_p === undefined ? base.topP : num(raw, 'top_p', where, base.topP, Number.MIN_VALUE, 1),
+    minP: raw.min_p === undefined ? base.minP : typeof raw.min_p === 'number' && raw.min_p >= 0 && raw.min_p < 1 ? raw.min_p : fail(`${where}.min_p`, 'a number from 0 (off) to below 1', raw.min_p),
     penalize: num(raw, 'penalize', where, base.penalize, 0, 1),
   };
 }

@@ -98,7 +98,7 @@ export interface Trimmed {
 }
 
 export function samplingOptions(s: SamplingDefaults): SamplingOptions {
-  return { temperature: s.temperature, topK: s.topK, topP: s.topP, penalize: s.penalize };
+  return { temperature: s.temperature, topK: s.topK, topP: s.topP, minP: s.minP, penalize: s.penalize };
 }
 
 // A model's sampling defaults against what the sampler accepts for it, so that a bad default fails the start

@@ -153,6 +153,7 @@ dixie::SamplingParams sampling_arg(const Napi::Value& v, const std::string& wher
   const double top_k = number("topK", 0.0);
   sp.top_k = std::floor(top_k) == top_k && std::fabs(top_k) <= 2147483647.0 ? static_cast<int>(top_k) : -1;
   sp.top_p = static_cast<float>(number("topP", 1.0));
+  sp.min_p = static_cast<float>(number("minP", 0.0));
   sp.penalize = static_cast<float>(number("penalize", 0.0));
   const Napi::Value bias = p.Get("logitBias");
   if (!bias.IsUndefined() && !bias.IsNull()) {

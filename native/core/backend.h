@@ -79,7 +79,7 @@ struct MemoryReport {
   size_t params = 0, grads = 0, optimizer = 0, activations = 0, kv_cache = 0;
 };
 
-// Sampling settings for one sequence. See native/cpu/sampler.h for the exact semantics.
+// Sampling settings for one sequence. See native/cpu/sampler.cpp for the exact semantics.
 struct SamplingParams {
   float temperature = 1.0f;      // 0: greedy
   int top_k = 0;                 // 0: off
@@ -90,6 +90,7 @@ struct SamplingParams {
   int n_bias = 0;
   const int32_t* bias_tokens = nullptr;
   const float* bias_values = nullptr;
+  float min_p = 0.0f;            // in [0, 1): keep tokens at least this fraction as likely as the most likely; 0: off
 };
 
 class Backend {

@@ -153,6 +153,7 @@ std::optional<SamplingRefusal> refuse_sampling(const SamplingParams& sp, int V) 
     return SamplingRefusal{"topK", "an integer from 0 (off) to the vocabulary size, " + std::to_string(V)};
   if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
     return SamplingRefusal{"topP", "in (0, 1], and not below 1.4e-45 (the smallest float32)"};
+  if (!(sp.min_p >= 0.0f && sp.min_p < 1.0f)) return SamplingRefusal{"minP", "in [0, 1) (0: off)"};
   if (!(sp.penalize >= 0.0f && sp.penalize <= 1.0f)) return SamplingRefusal{"penalize", "in [0, 1] (0: off)"};
   if (sp.n_bias < 0 || (sp.n_bias > 0 && (sp.bias_tokens == nullptr || sp.bias_values == nullptr)))
     return SamplingRefusal{"logitBias", "token ids with their biases, as many of each"};

@@ -11,11 +11,13 @@
 //  3. Temperature T: T = 0 is greedy decoding (argmax of the penalised, biased logits, the lowest id on ties;
 //     top-k/top-p are moot and the RNG is not advanced). Otherwise probabilities are softmax(logit / T).
 //  4. Top-k (k > 0): keep the k most likely tokens (ties broken by lower id).
-//  5. Top-p (p < 1): of what top-k kept, keep the smallest set of most likely tokens whose probability
+//  5. Min-p (m > 0): of those, keep the tokens at least m times as likely as the most likely one:
+//     (logit - max) / T >= ln m, compared in float32 as the CUDA sampler compares them.
+//  6. Top-p (p < 1): of what top-k and min-p kept, keep the smallest set of most likely tokens whose probability
 //     reaches p of the kept mass (always at least one token).
-//  6. Draw one token from the renormalised kept distribution with the row's RNG: xoroshiro128++ over the
+//  7. Draw one token from the renormalised kept distribution with the row's RNG: xoroshiro128++ over the
 //     row's two 64-bit state words, advanced in place, one draw per sampled token. The draw walks the kept
-//     tokens most likely first (by id when neither top-k nor top-p ranked them), as the CUDA sampler does.
+//     tokens most likely first (by id when none of top-k, min-p and top-p ranked them), as the CUDA sampler does.
 //     Each row only touches its own state and its own scratch, so the tokens are the same whatever the thread
 //     count.
 #include <algorithm>
@@ -75,18 +77,30 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
   for (int i = 0; i < V; ++i) order[i] = i;
   const auto more_likely = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
   int n = V;
+  bool ranked = false;  // order[0, n) is most likely first; else it is every token by id
   if (sp.top_k > 0 && sp.top_k < V) {
     n = sp.top_k;
     std::partial_sort(order, order + n, order + V, more_likely);
+    ranked = true;
+  }
+
+  float max = -INFINITY;
+  for (int i = 0; i < n; ++i) max = std::max(max, l[order[i]]);
+  const float inv_t = 1.0f / sp.temperature;
+  if (sp.min_p > 0.0f) {
+    const float floor = std::log(sp.min_p);
+    int kept = 0;
+    for (int i = 0; i < n; ++i)
+      if ((l[order[i]] - max) * inv_t >= floor) order[kept++] = order[i];
+    if (!ranked) std::sort(order, order + kept, more_likely);
+    n = kept;
+    ranked = true;
   }
 
   // Probabilities of the candidates, in candidate order (probs[i] belongs to order[i]).
   float* p = s.probs.data();
-  float max = -INFINITY;
-  for (int i = 0; i < n; ++i) max = std::max(max, l[order[i]]);
-  const float inv_t = 1.0f / sp.temperature;
   double total = 0.0;
-  if (n == V) {
+  if (!ranked) {
     total = exp_sum(p, l, V, max, inv_t);  // order is the identity here
   } else {
     for (int i = 0; i < n; ++i) {
@@ -100,7 +114,6 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
     // usually a few dozen tokens, so this costs a selection over n rather than a full sort. Top-k left its
     // candidates sorted already.
     const double target = static_cast<double>(sp.top_p) * total;
-    const bool ranked = n < V;
     int m = ranked ? n : std::min(n, 64);
     int kept = n;
     for (;;) {

@@ -24,11 +24,16 @@ struct RowParams {
   int top_k;
   float top_p;
   float penalize;
+  float log_min_p;  // ln min_p, -inf when off: computed on the host as the CPU sampler computes it
   int64_t history_begin;
   int history_len;
   int n_bias;
   int64_t bias_begin;
 };
+
+RowParams row_params(const SamplingParams& sp, int64_t history_begin, int history_len) {
+  return RowParams{sp.temperature, sp.top_k, sp.top_p, sp.penalize, sp.min_p > 0.0f ? std::log(sp.min_p) : -INFINITY, history_begin, history_len, 0, 0};
+}
 
 // One logit bias, as stage_biases copies them to the device.
 struct BiasEntry {
@@ -45,7 +50,7 @@ size_t results_offset(int n) { return (static_cast<size_t>(n) * sizeof(int32_t) 
 // ---- order and weights of the candidates ----
 
 // The order in which the CPU walks the candidates, as ascending unique keys: by probability (larger logit
-// first, lower id first among equal logits) once top-k or top-p has ranked them, else by id.
+// first, lower id first among equal logits) once top-k, min-p or top-p has ranked them, else by id.
 __device__ __forceinline__ uint64_t order_key(float x, int i, bool by_id) {
   if (by_id) return static_cast<uint32_t>(i);
   uint32_t u = __float_as_uint(x);
@@ -196,7 +201,7 @@ __device__ int block_argmax(const float* l, int V, float* vals, int* ids) {
   return ids[0];
 }
 
-// Steps 5 and 6 of sample_kernel over the candidates (key <= limit): top-p's cut, then the draw, the candidate
+// Steps 6 and 7 of sample_kernel over the candidates (key <= limit): top-p's cut, then the draw, the candidate
 // where the running mass in key order first exceeds u * total. Masses are integers, so their sums do not depend
 // on the order the candidates are in.
 template <typename Candidates>
@@ -210,14 +215,14 @@ __device__ int32_t draw(const Candidates& cand, const RowParams& p, uint64_t* rn
   }
   unsigned long long total = block_reduce(part, uscratch, 0ull, WarpSumU64());
 
-  // 5. Top-p: the smallest prefix of the candidates holding top_p of their mass.
+  // 6. Top-p: the smallest prefix of the candidates holding top_p of their mass.
   if (p.top_p < 1.0f) {
     unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(p.top_p) * static_cast<double>(total)));
     target = target < 1 ? 1 : (target > total ? total : target);
     limit = block_select(cand, max, inv_t, false, limit, true, target, &total, sh);
   }
 
-  // 6. The draw.
+  // 7. The draw.
   if (threadIdx.x == 0) {
     unsigned long long x = static_cast<unsigned long long>(rng::uniform(rng_row) * static_cast<double>(total));
     if (x >= total) x = total - 1;
@@ -279,13 +284,24 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
   // 4. Top-k: the candidates are the keys up to the k-th. The k of them (keys are unique) go to shared memory
   //    when they fit, and top-p and the draw then walk only them.
   const bool top_k = p.top_k > 0 && p.top_k < V;
-  const bool by_id = !top_k && p.top_p >= 1.0f;
+  const bool min_p = p.log_min_p > -INFINITY;
+  const bool by_id = !top_k && !min_p && p.top_p >= 1.0f;
   const VocabRow vocab{l, V};
   uint64_t limit = ~0ull;
   int32_t token;
   if (top_k) {
     unsigned long long count = 0;
     limit = block_select(vocab, max, inv_t, false, limit, false, p.top_k, &count, sh);
+  }
+  // 5. Min-p: the tokens as likely as min_p of the most likely are those whose logits pass the smallest logit that
+  //    does (the test is monotonic in the logit), whatever their ids: a limit on the keys too.
+  if (min_p) {
+    float local_min = INFINITY;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+      if ((l[i] - max) * inv_t >= p.log_min_p) local_min = fminf(local_min, l[i]);
+    const float lowest = -block_max(-local_min, fscratch);
+    const uint64_t kept = order_key(lowest, -1, false);
+    limit = kept < limit ? kept : limit;
   }
   if (top_k && p.top_k <= kMaxCompacted) {
     if (threadIdx.x == 0) compacted = 0;
@@ -366,7 +382,7 @@ void CudaSampler::sample(int n, int V, const float* logits, const SamplingParams
   int64_t at = 0;
   for (int i = 0; i < n; ++i) {
     const int len = history_len ? history_len[i] : 0;
-    rp[i] = RowParams{params[i].temperature, params[i].top_k, params[i].top_p, params[i].penalize, at, len, 0, 0};
+    rp[i] = row_params(params[i], at, len);
     if (len > 0) std::memcpy(hist + at, history[i], sizeof(int32_t) * len);
     at += len;
   }
@@ -386,7 +402,7 @@ void CudaSampler::stage_on_device(int n, int V, const SamplingParams* params, co
   unsigned char* stage = staging_.data();
   RowParams* rp = reinterpret_cast<RowParams*>(stage);
   for (int i = 0; i < n; ++i)
-    rp[i] = RowParams{params[i].temperature, params[i].top_k, params[i].top_p, params[i].penalize, history_begin[i], history_len[i], 0, 0};
+    rp[i] = row_params(params[i], history_begin[i], history_len[i]);
   std::memcpy(stage + rng_offset(n), rng_state, sizeof(uint64_t) * 2 * n);
   stage_biases(n, params);
 }

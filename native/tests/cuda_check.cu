@@ -1716,6 +1716,11 @@ void section_sampler(const Shape& shape) {
     const float bias_values[4] = {-100.0f, 4.0f, -2.5f, 3.0f};
     compare("sampler: greedy + logit biases = CPU", SamplingParams{0.0f, 0, 1.0f, 0.85f, 4, bias_tokens, bias_values}, 1.0);
     compare("sampler: top_k 40 + top_p 0.95 + logit biases = CPU", SamplingParams{0.8f, 40, 0.95f, 0.85f, 4, bias_tokens, bias_values}, 0.99);
+    // Min-p, alone (its candidates ranked by the GPU, unlike the whole row's), after top-k and before top-p, and
+    // so high at a low temperature that only the most likely token (or those tied with it) is left.
+    compare("sampler: min_p 0.05 = CPU", SamplingParams{1.0f, 0, 1.0f, 0.0f, 0, nullptr, nullptr, 0.05f}, 0.99);
+    compare("sampler: top_k 40 + min_p 0.1 + top_p 0.9 = CPU", SamplingParams{0.8f, 40, 0.9f, 0.85f, 0, nullptr, nullptr, 0.1f}, 0.99);
+    compare("sampler: min_p 0.9 at temperature 0.05 = CPU", SamplingParams{0.05f, 0, 1.0f, 0.0f, 0, nullptr, nullptr, 0.9f}, 1.0);
   }
   // The distribution, on a small vocabulary: top-k 40 with top-p 0.95 over one row, many draws.
   check("sampler: top_k 40 + top_p 0.95 distribution", [&] {

@@ -43,9 +43,9 @@ t.test('checkSampling accepts exactly what the native sampler accepts: one table
   const logits = new Float32Array(CONFIG.vocabSize).map((_, i) => Math.sin(i));
   const candidates = [-1, 0, 1e-46, 1e-45, 5e-324, 0.5, 1, 1 + 1e-7, 2, 40, CONFIG.vocabSize, CONFIG.vocabSize + 1, 1e39, Infinity, NaN];
   let compared = 0;
-  for (const field of ['temperature', 'topK', 'topP', 'penalize'] as const) {
+  for (const field of ['temperature', 'topK', 'topP', 'minP', 'penalize'] as const) {
     for (const v of candidates) {
-      const params: NativeSampling = { temperature: 1, topK: 0, topP: 1, penalize: 0, [field]: v };
+      const params: NativeSampling = { temperature: 1, topK: 0, topP: 1, minP: 0, penalize: 0, [field]: v };
       let jsOk = true;
       try {
         checkSampling(params, CONFIG.vocabSize);

@@ -13,9 +13,9 @@ import { randomTokens } from '../engine/helpers';
 import { injectStepFault, tokenizer } from './helpers';
 
 const SMALL: GPT2Config = { nLayer: 2, nHead: 2, nEmbd: 32, nCtx: 64, vocabSize: 96 };
-const GREEDY_PENALIZED: NativeSampling = { temperature: 0, topK: 0, topP: 1, penalize: 0.5 };
-const NUCLEUS_PENALIZED: NativeSampling = { temperature: 0.9, topK: 40, topP: 0.9, penalize: 0.85 };
-const PLAIN: NativeSampling = { temperature: 1, topK: 0, topP: 1, penalize: 0 };
+const GREEDY_PENALIZED: NativeSampling = { temperature: 0, topK: 0, topP: 1, minP: 0, penalize: 0.5 };
+const NUCLEUS_PENALIZED: NativeSampling = { temperature: 0.9, topK: 40, topP: 0.9, minP: 0.02, penalize: 0.85 };
+const PLAIN: NativeSampling = { temperature: 1, topK: 0, topP: 1, minP: 0, penalize: 0 };
 
 t.test('kvStep draws what kvForward + sample draw from the same logits, the histories being the slots\' tokens', async (t) => {
   const split = Model.create(SMALL, { seed: 3, trainable: false, threads: 2 });

@@ -1,6 +1,7 @@
 // The native sampler (native/cpu/sampler.cpp): greedy and top-k 1 are argmax, top-p keeps the smallest set
-// reaching p, the repetition penalty lowers used tokens (negative logits too), logit biases add after it, draws
-// follow the distribution, and a seed gives the same tokens whatever the thread count.
+// reaching p, min-p the tokens near enough the most likely, the repetition penalty lowers used tokens (negative
+// logits too), logit biases add after it, draws follow the distribution, and a seed gives the same tokens whatever
+// the thread count.
 import t from 'tap';
 import { Model, NATIVE } from '../../lib/engine/model';
 import { NativeSampling } from '../../lib/engine/native';
@@ -92,6 +93,23 @@ t.test('top-k keeps the k most likely, top-p the smallest set reaching p', async
   t.same(both.map((x, i) => (x > 0 ? i : -1)).filter((i) => i >= 0), [1, 3], 'top-p applies to what top-k kept');
 });
 
+t.test('min-p keeps the tokens at least m times as likely as the most likely, after the temperature, before top-p', async (t) => {
+  const probs = [0.06, 0.3, 0.04, 0.5, 0.1];  // by rank: 3 (0.5), 1 (0.3), 4 (0.1), 0 (0.06), 2 (0.04)
+  const n = 6000;
+  const kept = (params: Partial<NativeSampling>): number[] => counts(sampleRows(model, repeat(logitsOf(probs), n), params)).map((x, i) => (x > 0 ? i : -1)).filter((i) => i >= 0);
+  // 0.15 of 0.5 is 0.075: tokens 3, 1 and 4.
+  const c = counts(sampleRows(model, repeat(logitsOf(probs), n), { minP: 0.15 }));
+  t.same(c.map((x, i) => (x > 0 ? i : -1)).filter((i) => i >= 0), [1, 3, 4], 'min-p 0.15 keeps 3, 1 and 4');
+  t.ok(Math.abs(c[3] / n - 0.5 / 0.9) < 0.03, `renormalised: ${c[3] / n} vs ${(0.5 / 0.9).toFixed(3)}`);
+  // At temperature 2 the probabilities go as their square roots: relative to the first, 1, 0.77, 0.45, 0.35, 0.28.
+  t.same(kept({ minP: 0.3, temperature: 2 }), [0, 1, 3, 4], 'min-p 0.3 at temperature 2 keeps all but token 2');
+  t.same(kept({ minP: 0.3 }), [1, 3], 'and at temperature 1, 3 and 1 only');
+  // Top-p 0.85 of what min-p 0.15 kept (0.9) needs 0.765: 3 and 1 (0.8) reach it; top-p first would have kept 4.
+  t.same(kept({ minP: 0.15, topP: 0.85 }), [1, 3], 'top-p applies to what min-p kept');
+  t.same(kept({ minP: 0.15, topK: 2 }), [1, 3], 'after top-k');
+  t.same(kept({ minP: 0.999 }), [3], 'so high only the most likely is left');
+});
+
 // xoroshiro128++'s uniform draw (native/core/rng.h), for predicting a draw from a state.
 function uniform(state: readonly bigint[]): number {
   const mask = (1n << 64n) - 1n;
@@ -164,6 +182,8 @@ t.test('bad settings are refused with the field named', async (t) => {
     [{ topK: -2 }, /top_?k/i],
     [{ topP: 0 }, /top_?p/i],
     [{ penalize: 1.5 }, /penalize/],
+    [{ minP: 1 }, /min_?p/i],
+    [{ minP: -0.1 }, /min_?p/i],
   ];
   for (const [params, pattern] of bad) t.throws(() => sampleRows(model, logits, params), pattern);
   t.throws(() => sampleRows(model, logits, {}, 1, Int32Array.of(V)), /histor/);

@@ -25,7 +25,7 @@ t.test('a config written for the TensorFlow tools loads unchanged', async (t) =>
   t.equal(m.sanitizer, 'sanitizers.chatbot');
   t.equal(m.promptFormat, 'chat', 'a chatbot model takes the user message in the chat format');
   t.same(m.sampling, ORIGINAL_SAMPLING);
-  t.same(ORIGINAL_SAMPLING, { length: 120, temperature: 0.3, topK: 40, topP: 0.9, penalize: 0.85 });
+  t.same(ORIGINAL_SAMPLING, { length: 120, temperature: 0.3, topK: 40, topP: 0.9, minP: 0, penalize: 0.85 });
   t.equal(c.alexa, null);
 });
 
@@ -109,6 +109,7 @@ t.test('every bad field is named', async (t) => {
     [{ models: [{ ...model, temprature: 1 }] }, /^cfg: models\[0\]\.temprature: unknown setting/],
     [{ models: [{ ...model, sampling: { temperature: -1 } }] }, /^cfg: models\[0\]\.sampling\.temperature: must be a number from 0/],
     [{ models: [{ ...model, sampling: { top_p: 0 } }] }, /^cfg: models\[0\]\.sampling\.top_p: /],
+    [{ models: [{ ...model, sampling: { min_p: 1 } }] }, /^cfg: models\[0\]\.sampling\.min_p: must be a number from 0 \(off\) to below 1/],
     [{ models: [{ ...model, sampling: { top_k: 1.5 } }] }, /^cfg: models\[0\]\.sampling\.top_k: must be an integer/],
     [{ models: [{ ...model, sampling: { penalize: 2 } }] }, /^cfg: models\[0\]\.sampling\.penalize: /],
     [{ models: [{ ...model, sampling: { length: 0 } }] }, /^cfg: models\[0\]\.sampling\.length: /],

@@ -75,7 +75,11 @@ t.test('completion: the greedy text, how it stopped, the counts and timings', as
   t.equal((chatbot.json() as Answer).model, 'chatbot', 'the default model is the server\'s');
 
   const settings = { prompt: 'Once upon a time', temperature: 1.1, top_k: 40, top_p: 0.9, seed: 7, n_predict: 10, presence_penalty: 0.4 };
+  const minP = { ...settings, min_p: 0.9, seed: 8, n_predict: 20 };  // the random model's logits are close: 0.9 cuts
   t.equal((await completion({ model: 'general', ...settings })).content, await openAIText({ ...settings, max_tokens: 10, n_predict: undefined }), 'the other settings keep their meaning');
+  const cut = await completion({ model: 'general', ...minP });
+  t.equal(cut.content, await openAIText({ ...minP, max_tokens: 20, n_predict: undefined }), 'min_p too');
+  t.not(cut.content, (await completion({ model: 'general', ...minP, min_p: 0 })).content, 'and it matters here');
 });
 
 t.test('prompts: token ids, ids and text mixed, several at once', async (t) => {
@@ -111,7 +115,7 @@ t.test('logit_bias as llama.cpp writes it: pairs, false for never; repeat_penalt
   const penalized = await completion({ prompt: PROMPT, n_predict: 40, repeat_penalty: 1.25, repeat_last_n: -1 });
   t.not(penalized.content, (await completion({ prompt: PROMPT, n_predict: 40 })).content, 'the penalty matters here');
   t.equal(penalized.content, await openAIText({ prompt: PROMPT, max_tokens: 40, penalize: 0.8 }), 'repeat_penalty 1.25 is penalize 0.8');
-  const off = await completion({ prompt: PROMPT, repeat_penalty: 1, repeat_last_n: 64, min_p: 0, typical_p: 1, mirostat: 0, mirostat_tau: 5, cache_prompt: true, id_slot: -1, seed: -1 });
+  const off = await completion({ prompt: PROMPT, repeat_penalty: 1, repeat_last_n: 64, typical_p: 1, tfs_z: 1, mirostat: 0, mirostat_tau: 5, cache_prompt: true, id_slot: -1, seed: -1 });
   t.equal(off.content, greedy, 'samplers at the values that turn them off, and the machine\'s settings, are accepted');
 });
 
@@ -199,7 +203,8 @@ t.test('tokenize and detokenize', async (t) => {
 
 t.test('errors name the field, in llama.cpp\'s shape', async (t) => {
   const cases: [Record<string, unknown>, string, RegExp][] = [
-    [{ prompt: PROMPT, min_p: 0.05 }, 'min_p', /^min_p: is not supported/],
+    [{ prompt: PROMPT, typical_p: 0.9 }, 'typical_p', /^typical_p: is not supported/],
+    [{ prompt: PROMPT, min_p: 1 }, 'min_p', /^min_p: must be a number from 0 \(off\) to below 1/],
     [{ prompt: PROMPT, repeat_penalty: 1.1, repeat_last_n: 64 }, 'repeat_last_n', /^repeat_last_n: only -1 .* or any with repeat_penalty 1$/],
     [{ prompt: PROMPT, n_predict: 0 }, 'n_predict', /^n_predict: must be/],
     [{ prompt: PROMPT, temperature: 'hot' }, 'temperature', /^temperature: must be/],

@@ -69,10 +69,10 @@ t.test('chat: the reply chat completions give, whole and streamed, with the coun
   const unpenalized = await ollama.chat({ model: 'general', messages, options: { temperature: 0, num_predict: 40 } });
   t.not(penalized.message.content, unpenalized.message.content, 'the penalty matters here');
   t.equal(penalized.message.content, (await chatCompletion({ model: 'general', messages, temperature: 0, max_tokens: 40, penalize: 0.8 })).content, 'repeat_penalty 1.25 is penalize 0.8');
-  const settings = { temperature: 1.2, top_k: 40, top_p: 0.9, seed: 5, num_predict: 8, presence_penalty: 0.5, stop: ['\n\n'] };
+  const settings = { temperature: 1.2, top_k: 40, top_p: 0.9, min_p: 0.02, seed: 5, num_predict: 8, presence_penalty: 0.5, stop: ['\n\n'] };
   const ours = await ollama.chat({ model: 'chatbot', messages: [{ role: 'user', content: 'How are you?' }], options: settings });
   const theirs = await chatCompletion({
-    model: 'chatbot', messages: [{ role: 'user', content: 'How are you?' }], temperature: 1.2, top_k: 40, top_p: 0.9, seed: 5, max_tokens: 8, presence_penalty: 0.5, stop: ['\n\n'],
+    model: 'chatbot', messages: [{ role: 'user', content: 'How are you?' }], temperature: 1.2, top_k: 40, top_p: 0.9, min_p: 0.02, seed: 5, max_tokens: 8, presence_penalty: 0.5, stop: ['\n\n'],
   });
   t.equal(ours.message.content, theirs.content, 'the other options keep their meaning');
 

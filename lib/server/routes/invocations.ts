@@ -3,14 +3,14 @@
 // sends Accept: application/json or "format": "json"; as Server-Sent Events (each the text that follows, then
 // the JSON) with "stream": true or Accept: text/event-stream. Optional: "history" (earlier messages of a chat-format
 // model's conversation, since the server keeps none), sampling settings under server_config.json's names ("length",
-// "temperature", "top_k", "top_p", "penalize") and "seed".
+// "temperature", "top_k", "top_p", "min_p", "penalize") and "seed".
 import express, { type Request, type Response } from 'express';
 import type { Turn } from '../../data/chat_format';
 import { requestSampling } from '../config';
 import { HttpError } from '../errors';
 import { appendOnly, type ChatService, type Completion } from '../service';
 
-const FIELDS = ['model_key', 'raw_text', 'format', 'stream', 'history', 'seed', 'length', 'temperature', 'top_k', 'top_p', 'penalize'];
+const FIELDS = ['model_key', 'raw_text', 'format', 'stream', 'history', 'seed', 'length', 'temperature', 'top_k', 'top_p', 'min_p', 'penalize'];
 const MAX_HISTORY = 200;
 
 export interface InvocationBody {
@@ -51,7 +51,7 @@ export function readInvocation(body: unknown, defaultModelKey: string): Invocati
     });
   }
   const overrides: Record<string, unknown> = {};
-  for (const key of ['length', 'temperature', 'top_k', 'top_p', 'penalize']) if (b[key] !== undefined) overrides[key] = b[key];
+  for (const key of ['length', 'temperature', 'top_k', 'top_p', 'min_p', 'penalize']) if (b[key] !== undefined) overrides[key] = b[key];
   return {
     modelKey,
     rawText: b.raw_text,

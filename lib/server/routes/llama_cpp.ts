@@ -36,11 +36,10 @@ export function llamaCppError(status: number, message: string, field: string | u
 }
 
 // /completion's sampling fields under the names of the model's defaults (readSampling).
-const SAMPLING_NAMES: Readonly<Record<string, string>> = { n_predict: 'length', temperature: 'temperature', top_k: 'top_k', top_p: 'top_p', repeat_penalty: 'penalize' };
+const SAMPLING_NAMES: Readonly<Record<string, string>> = { n_predict: 'length', temperature: 'temperature', top_k: 'top_k', top_p: 'top_p', min_p: 'min_p', repeat_penalty: 'penalize' };
 // llama.cpp's samplers dixie does not have, accepted at the values that turn them off; and the settings of their
 // own that only matter when they are on.
 const NEUTRAL: Readonly<Record<string, (v: unknown) => boolean>> = {
-  min_p: (v) => v === 0,
   typical_p: (v) => v === 1,
   tfs_z: (v) => v === 1,
   top_n_sigma: (v) => typeof v === 'number' && v <= 0,
@@ -66,7 +65,7 @@ const SETTINGS_OF_NEUTRAL = ['mirostat_tau', 'mirostat_eta', 'dynatemp_exponent'
 // The machine's: which slot, and whether a prompt's cached prefix is reused, the server decides (prefix_reuse).
 const MACHINE = ['id_slot', 'cache_prompt', 'n_cache_reuse'];
 const COMPLETION_KEYS = [
-  'model', 'prompt', 'stream', 'n_predict', 'temperature', 'top_k', 'top_p', 'repeat_penalty', 'repeat_last_n', 'presence_penalty', 'frequency_penalty', 'seed', 'stop',
+  'model', 'prompt', 'stream', 'n_predict', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'repeat_last_n', 'presence_penalty', 'frequency_penalty', 'seed', 'stop',
   'n_probs', 'return_tokens', 'logit_bias', ...MACHINE, ...SETTINGS_OF_NEUTRAL, ...Object.keys(NEUTRAL),
 ];
 // llama.cpp's clients send more stop strings than OpenAI allows (a chat's names, its separators).
@@ -128,7 +127,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
   checkKeys(body, COMPLETION_KEYS);
   const model = servedModel(service, body.model);
   for (const [key, neutral] of Object.entries(NEUTRAL)) {
-    if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, 'is not supported: dixie samples with temperature, top_k, top_p, the penalties and logit_bias; only the value that turns it off is accepted');
+    if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, 'is not supported: dixie samples with temperature, top_k, top_p, min_p, the penalties and logit_bias; only the value that turns it off is accepted');
   }
   const fields: Body = { ...body };
   // n_predict -1 (until the model stops) leaves the model's own reply length; a temperature below 0 is greedy, as 0.
@@ -164,7 +163,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     temperature: sampling.temperature,
     top_k: sampling.topK,
     top_p: sampling.topP,
-    min_p: 0,
+    min_p: sampling.minP,
     repeat_penalty: sampling.penalize > 0 ? 1 / sampling.penalize : 1,
     repeat_last_n: -1,
     presence_penalty: generation.presencePenalty ?? 0,
@@ -272,7 +271,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     res.json({
       default_generation_settings: {
         n_ctx: await contextOf(service, model),
-        params: { n_predict: s.length, temperature: s.temperature, top_k: s.topK, top_p: s.topP, min_p: 0, repeat_penalty: s.penalize > 0 ? 1 / s.penalize : 1, repeat_last_n: -1, seed: -1 },
+        params: { n_predict: s.length, temperature: s.temperature, top_k: s.topK, top_p: s.topP, min_p: s.minP, repeat_penalty: s.penalize > 0 ? 1 / s.penalize : 1, repeat_last_n: -1, seed: -1 },
       },
       total_slots: service.config.batchSlots,
       // llama-server gives its file's path; here the model's key, as a path on the server is never shown.

@@ -37,11 +37,10 @@ const LEGACY_EMBED_KEYS = ['model', 'prompt', 'options', 'keep_alive'];
 // Ollama's options read as dixie's sampling; `num_predict` -1 (until the model stops) and -2 (until the context is
 // full) leave the model's own reply length. Options for the machine (threads, GPU layers, memory mapping) are
 // accepted, the server's own settings deciding; those for samplers dixie does not have only at their neutral values.
-const OPTION_NAMES: Readonly<Record<string, string>> = { 'options.num_predict': 'length', 'options.temperature': 'temperature', 'options.top_k': 'top_k', 'options.top_p': 'top_p', 'options.repeat_penalty': 'penalize' };
-const SAMPLING_OPTIONS = ['num_predict', 'temperature', 'top_k', 'top_p', 'repeat_penalty', 'repeat_last_n', 'seed', 'stop', 'presence_penalty', 'frequency_penalty'];
+const OPTION_NAMES: Readonly<Record<string, string>> = { 'options.num_predict': 'length', 'options.temperature': 'temperature', 'options.top_k': 'top_k', 'options.top_p': 'top_p', 'options.min_p': 'min_p', 'options.repeat_penalty': 'penalize' };
+const SAMPLING_OPTIONS = ['num_predict', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'repeat_last_n', 'seed', 'stop', 'presence_penalty', 'frequency_penalty'];
 const MACHINE_OPTIONS = ['num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'num_thread', 'numa', 'low_vram', 'f16_kv', 'vocab_only', 'use_mmap', 'use_mlock', 'num_keep', 'logits_all', 'embedding_only', 'penalize_newline'];
 const NEUTRAL_OPTIONS: Readonly<Record<string, (v: unknown) => boolean>> = {
-  min_p: (v) => v === 0,
   typical_p: (v) => v === 1,
   tfs_z: (v) => v === 1,
   mirostat: (v) => v === 0,
@@ -83,7 +82,7 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
     if (value === null || SAMPLING_OPTIONS.includes(key) || MACHINE_OPTIONS.includes(key)) continue;
     const neutral = NEUTRAL_OPTIONS[key];
     if (!neutral) bad(`options.${key}`, `unsupported option (supported: ${[...SAMPLING_OPTIONS, ...MACHINE_OPTIONS, ...Object.keys(NEUTRAL_OPTIONS)].join(', ')})`);
-    if (!neutral(value)) bad(`options.${key}`, 'is not supported: dixie samples with temperature, top_k, top_p and the repetition penalty; only its neutral value is accepted');
+    if (!neutral(value)) bad(`options.${key}`, 'is not supported: dixie samples with temperature, top_k, top_p, min_p and the penalties; only its neutral value is accepted');
   }
   const predict = flat['options.num_predict'];
   if (predict === -1 || predict === -2) delete flat['options.num_predict'];
@@ -239,6 +238,7 @@ function parameters(s: SamplingDefaults): string {
     `temperature ${s.temperature}`,
     `top_k ${s.topK}`,
     `top_p ${s.topP}`,
+    ...(s.minP > 0 ? [`min_p ${s.minP}`] : []),
     ...(s.penalize > 0 ? [`repeat_penalty ${+(1 / s.penalize).toFixed(6)}`, 'repeat_last_n -1'] : []),
   ].join('\n');
 }

@@ -6,7 +6,7 @@
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
 //   POST /v1/embeddings         a text (or several; text or token ids) as one vector each (lib/generate/embed.ts)
 // Sampling fields keep OpenAI's names (`logit_bias`, `presence_penalty` and `frequency_penalty` too); dixie's `top_k`
-// and `penalize` come as extensions.
+// `min_p` and `penalize` come as extensions (vLLM's server takes `top_k` and `min_p` so too).
 // OpenAI's fields for what GPT-2 does not do are accepted at their neutral values and refused at any other
 // (NEUTRAL_ONLY in api_common.ts). /v1/responses is responses.ts.
 import crypto from 'node:crypto';
@@ -44,7 +44,7 @@ interface Common {
 }
 
 const COMMON_KEYS = [
-  'model', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'penalize', 'n', 'stop', 'seed', 'stream',
+  'model', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'penalize', 'n', 'stop', 'seed', 'stream',
   'stream_options', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'user',
 ];
 // What /v1/chat/completions takes beyond COMMON_KEYS that NEUTRAL_ONLY checks.
@@ -53,7 +53,7 @@ const CHAT_NEUTRAL_KEYS = [
   'safety_identifier', 'prompt_cache_key', 'metadata',
 ];
 // OpenAI's sampling fields under the names of the model's defaults (readSampling).
-const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length', max_completion_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', penalize: 'penalize' };
+const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length', max_completion_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', min_p: 'min_p', penalize: 'penalize' };
 
 function readCommon(service: ChatService, body: Body): Common {
   const model = readModel(service, body);

@@ -2,7 +2,7 @@
 // SDK), over the same models, queue, batching and sanitizers as chat completions:
 //   POST /v1/responses   `input` (a text, or messages) and `instructions` made into the model's prompt as chat
 //                        completions' messages are (chatPrompt), one reply, whole or streamed as Responses' events
-// Its sampling fields (`max_output_tokens`, `temperature`, `top_p`, and dixie's `top_k` and `penalize`), and the log-
+// Its sampling fields (`max_output_tokens`, `temperature`, `top_p`, and dixie's `top_k`, `min_p` and `penalize`), and the log-
 // probabilities of the reply's tokens (`include: ["message.output_text.logprobs"]`, `top_logprobs`). dixie keeps no
 // responses, so that a conversation comes whole in `input`, never by `previous_response_id`.
 import crypto from 'node:crypto';
@@ -17,11 +17,11 @@ import {
 } from './api_common';
 
 const KEYS = [
-  'model', 'input', 'instructions', 'max_output_tokens', 'temperature', 'top_p', 'top_k', 'penalize', 'stream', 'stream_options',
+  'model', 'input', 'instructions', 'max_output_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'penalize', 'stream', 'stream_options',
   'include', 'top_logprobs', 'text', 'tools', 'tool_choice', 'parallel_tool_calls', 'reasoning', 'truncation', 'store', 'background',
   'previous_response_id', 'conversation', 'prompt', 'service_tier', 'user', 'safety_identifier', 'prompt_cache_key', 'metadata',
 ];
-const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_output_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', penalize: 'penalize' };
+const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_output_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', min_p: 'min_p', penalize: 'penalize' };
 const LOGPROBS = 'message.output_text.logprobs';
 
 interface ResponsesRequest {
