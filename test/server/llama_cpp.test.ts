@@ -115,7 +115,7 @@ t.test('logit_bias as llama.cpp writes it: pairs, false for never; repeat_penalt
   const penalized = await completion({ prompt: PROMPT, n_predict: 40, repeat_penalty: 1.25, repeat_last_n: -1 });
   t.not(penalized.content, (await completion({ prompt: PROMPT, n_predict: 40 })).content, 'the penalty matters here');
   t.equal(penalized.content, await openAIText({ prompt: PROMPT, max_tokens: 40, penalize: 0.8 }), 'repeat_penalty 1.25 is penalize 0.8');
-  const off = await completion({ prompt: PROMPT, repeat_penalty: 1, repeat_last_n: 64, typical_p: 1, tfs_z: 1, mirostat: 0, mirostat_tau: 5, cache_prompt: true, id_slot: -1, seed: -1 });
+  const off = await completion({ prompt: PROMPT, repeat_penalty: 1, repeat_last_n: 64, penalize_nl: false, typical_p: 1, tfs_z: 1, mirostat: 0, mirostat_tau: 5, cache_prompt: true, id_slot: -1, seed: -1 });
   t.equal(off.content, greedy, 'samplers at the values that turn them off, and the machine\'s settings, are accepted');
 });
 
@@ -212,6 +212,7 @@ t.test('errors name the field, in llama.cpp\'s shape', async (t) => {
     [{ prompt: PROMPT, samplers: ['top_k'] }, 'samplers', /^samplers: unsupported field \(supported: model, prompt, stream/],
     [{ prompt: {} }, 'prompt', /^prompt: must be a text, token ids/],
     [{ prompt: PROMPT, json_schema: {} }, 'json_schema', /^json_schema: is not supported/],
+    [{ prompt: PROMPT, penalize_nl: false, repeat_penalty: 1.1 }, 'penalize_nl', /^penalize_nl: only true is supported while a repetition penalty applies/],
   ];
   for (const [body, field, message] of cases) {
     const r = await refusal('/completion', body);

@@ -1,5 +1,5 @@
-// llama.cpp's server's own API (llama-server), for the clients written against it (SillyTavern's llama.cpp
-// backend, scripts that post to /completion, token counters), over the same models, queue, batching, sanitizers, API
+// llama.cpp's server's own API (llama-server), for the clients written against it (scripts and libraries that post to
+// /completion, token counters), over the same models, queue, batching, sanitizers, API
 // keys and errors as the rest of the server (its GET /health is health.ts's):
 //   GET  /props         a model's context, slots, sampling defaults and chat template (`?model=<key>`)
 //   POST /completion    `prompt` continued as it is (a text, token ids, both mixed, or several prompts); also
@@ -66,7 +66,7 @@ const SETTINGS_OF_NEUTRAL = ['mirostat_tau', 'mirostat_eta', 'dynatemp_exponent'
 const MACHINE = ['id_slot', 'cache_prompt', 'n_cache_reuse'];
 const COMPLETION_KEYS = [
   'model', 'prompt', 'stream', 'n_predict', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'repeat_last_n', 'presence_penalty', 'frequency_penalty', 'seed', 'stop',
-  'n_probs', 'return_tokens', 'logit_bias', ...MACHINE, ...SETTINGS_OF_NEUTRAL, ...Object.keys(NEUTRAL),
+  'penalize_nl', 'n_probs', 'return_tokens', 'logit_bias', ...MACHINE, ...SETTINGS_OF_NEUTRAL, ...Object.keys(NEUTRAL),
 ];
 // llama.cpp's clients send more stop strings than OpenAI allows (a chat's names, its separators).
 const MAX_STOPS = 16;
@@ -137,6 +137,10 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
   if (penalize === undefined) delete fields.repeat_penalty;
   else fields.repeat_penalty = penalize;
   const { sampling, lengthGiven } = readSampling(fields, model, SAMPLING_NAMES);
+  // dixie's penalty counts a newline as any token, which llama.cpp's penalize_nl true says; false means nothing with
+  // the penalty off.
+  const penalizeNl = optional<boolean>(body, 'penalize_nl', isBool, 'true or false');
+  if (penalizeNl === false && sampling.penalize > 0) bad('penalize_nl', 'only true is supported while a repetition penalty applies: dixie\'s penalty counts a newline as any token');
   const seed = optional<number>(body, 'seed', (v) => v === -1 || (Number.isSafeInteger(v) && (v as number) >= 0), 'a non-negative integer, or -1 (random)');
   for (const key of MACHINE) {
     if (body[key] !== undefined && body[key] !== null && typeof body[key] !== 'number' && typeof body[key] !== 'boolean') bad(key, 'must be a number or true or false');
