@@ -1,6 +1,6 @@
 // llama.cpp's server's own API (llama-server), for the clients written against it (scripts and libraries that post to
-// /completion, token counters), over the same models, queue, batching, sanitizers, API
-// keys and errors as the rest of the server (its GET /health is health.ts's):
+// /completion, token counters), over the same models, queue, batching, sanitizers, API keys and errors as the rest
+// of the server (its GET /health is health.ts's):
 //   GET  /props         a model's context, slots, sampling defaults and chat template (`?model=<key>`)
 //   POST /completion    `prompt` continued as it is (a text, token ids, both mixed, or several prompts); also
 //                       /completions. Streamed, one server-sent event a piece, the last with "stop": true
