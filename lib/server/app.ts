@@ -98,7 +98,10 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     res.setHeader('X-Request-Id', id);
     res.on('finish', () => {
       const seconds = (performance.now() - started) / 1000;
-      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      // A route's path is a string, or a list of them where a router registers one handler for several: a label
+      // that is not a string would stop /metrics from rendering at all.
+      const routePath = (req.route as { path?: unknown } | undefined)?.path;
+      const route = typeof routePath === 'string' ? routePath : Array.isArray(routePath) ? routePath.join(' ') : 'unmatched';
       service.httpRequests.inc({ route, status: String(res.statusCode) });
       service.httpLatency.observe({ route }, seconds);
       log(res.statusCode >= 500 ? 'warn' : 'info', 'request', {

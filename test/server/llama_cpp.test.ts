@@ -154,6 +154,8 @@ t.test('a streaming client that leaves stops its generation', async (t) => {
   t.match(new TextDecoder().decode((await reader.read()).value), /^data: /, 'a piece came');
   await reader.cancel();
   t.same(await inFlightAfterLeaving(srv, 'long', API_KEY), { inFlight: 0, running: 0 }, 'no request in flight for the model, its batch slot free');
+  const metrics = await request(`${srv.url}/metrics`, { headers: AUTH });
+  t.match(metrics.text, /^dixie_http_requests_total\{route="\/completion \/completions",status="200"\} \d+$/m, 'counted under the route of both paths');
 });
 
 t.test('props: the context, slots and defaults of a model, and a chat model\'s chat template', async (t) => {

@@ -288,8 +288,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     });
   });
 
-  // Registered once a path: the metrics label a request by its route's path.
-  const completionRoute = async (req: Request, res: Response): Promise<void> => {
+  router.post(['/completion', '/completions'], jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     const request = readCompletion(service, body);
     const { prompts, several } = readPrompts(body.prompt);
@@ -314,9 +313,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
       send(llamaCppError(err instanceof HttpError ? err.status : 500, (err as Error).message, undefined));
     }
     res.end();
-  };
-  router.post('/completion', jsonBody, completionRoute);
-  router.post('/completions', jsonBody, completionRoute);
+  });
 
   router.post('/embedding', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
