@@ -251,6 +251,7 @@ struct MmaTiles {
   static constexpr int kLd = HS + 8;  // padded row (bank spread for the fragment loads)
   static constexpr int kElems = kTile * kLd;
   static constexpr int kAlign = 16;
+  static constexpr bool kAsync = false;
   __device__ static int at(int r, int c) { return r * kLd + c; }
 
   // The own rows' side of the scores: this warp's A fragments over the whole head dimension, in registers (the
@@ -330,11 +331,18 @@ __device__ __forceinline__ void wgmma_fence() {
 #endif
 }
 
-// Waits for every product this thread's warpgroup issued.
-__device__ __forceinline__ void wgmma_wait() {
+// Closes the group of the products this thread's warpgroup issued since the last one.
+__device__ __forceinline__ void wgmma_commit() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+
+// Waits for the products of every committed group but the newest kPending.
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
 
@@ -486,6 +494,7 @@ struct WgmmaTiles {
   static constexpr int kHs = HS;
   static constexpr int kElems = kTile * HS;
   static constexpr int kAlign = 1024;  // the swizzle is reckoned from the address: tiles start on its period
+  static constexpr bool kAsync = true;  // products run on after their issue, to a wait (scores_async, ...)
   // (TMA writes its tiles, and wgmma's descriptors read them, with 16-byte chunk c of row r at chunk c ^ (r % 8))
 
   // The own rows' side of the scores: their shared tile, which wgmma reads as A (it must stay there).
@@ -493,8 +502,9 @@ struct WgmmaTiles {
   __device__ static OwnA own_a(const bf16* tile, int, int, int) { return tile; }
 
   // acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T, as MmaTiles::scores: tile rows are B's columns, k along them,
-  // as A's rows are its rows; each 16 of k starts 32 bytes further along the rows.
-  __device__ static void scores(float (&acc)[8][4], OwnA a, const bf16* tile, int) {
+  // as A's rows are its rows; each 16 of k starts 32 bytes further along the rows. Issued as a group of its own:
+  // acc and the tiles are the products' until a wait for it.
+  __device__ static void scores_async(float (&acc)[8][4], OwnA a, const bf16* tile) {
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
@@ -502,20 +512,33 @@ struct WgmmaTiles {
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk) wgmma_64x64x16_shared(acc, swizzled_desc(a + kk * 16), swizzled_desc(tile + kk * 16));
-    wgmma_wait();
+    wgmma_commit();
+  }
+
+  // acc[16 x HS] += P[16 x 64] @ tile[64 x HS], P as the A fragments of its four 16 x 16 blocks (probs_fragment):
+  // k runs down the tile, 16 rows each. A group of its own, as scores_async; p too is the products' until the wait.
+  __device__ static void accumulate_async(float (&acc)[HS / 8][4], uint32_t (&p)[4][4], const bf16* tile) {
+    pin_all(acc);
+    pin_all(p);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) wgmma_64x64x16<true>(acc, p[ks], swizzled_desc(tile + ks * 16 * HS));
+    wgmma_commit();
+  }
+
+  __device__ static void scores(float (&acc)[8][4], OwnA a, const bf16* tile, int) {
+    scores_async(acc, a, tile);
+    wgmma_wait<0>();
     pin_all(acc);
   }
 
-  // acc[16 x HS] += P[16 x 64] @ tile[64 x HS], as MmaTiles::accumulate: k runs down the tile, 16 rows each.
+  // As MmaTiles::accumulate.
   __device__ static void accumulate(float (&acc)[HS / 8][4], const float (&p)[8][4], const bf16* tile, int) {
     uint32_t a[4][4];
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) probs_fragment(a[ks], p, ks);
-    pin_all(acc);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) wgmma_64x64x16<true>(acc, a[ks], swizzled_desc(tile + ks * 16 * HS));
-    wgmma_wait();
+    accumulate_async(acc, a, tile);
+    wgmma_wait<0>();
     pin_all(acc);
     pin_all(a);
   }
@@ -609,15 +632,22 @@ struct OwnRows {
 //                                    where kStats
 //   kStreamAfter                     the streamed tiles at or after the own rows (dK/dV), else at or before them
 //   step(i, first, second, stats)    the work with streamed tile i
+//   kDefers                          whether step leaves products that read tile i's second tile in flight, to be
+//                                    waited for by step(i + 1) or flush()
 //   finish()                         the results stored
 //   min_blocks_copied()              the blocks an SM must hold with CopyFeed (launch bounds: registers)
 
 // The forward: out = softmax(Q K^T * scale) V for the own query rows, with each row's log-sum-exp.
+// Where products are asynchronous (wgmma) a step defers its tile's P V to the next step, issued after that tile's
+// scores, so that the tensor cores multiply P V while the threads do the next softmax (FlashAttention-3's overlap
+// within a warpgroup): a step waits for its scores, does their softmax, then waits for the previous P V. The
+// previous tile's V is read until then, so its stage is held a step longer (kDefers), and flush() multiplies the
+// last one. O is rescaled between the two products as before: the sums are the same, in the same order.
 template <class TilesT>
 struct ForwardRows : OwnRows {
   using Tiles = TilesT;
   static constexpr int HS = Tiles::kHs, kOwnTiles = 1;
-  static constexpr bool kStreamAfter = false, kStats = false;
+  static constexpr bool kStreamAfter = false, kStats = false, kDefers = Tiles::kAsync;
   // Four blocks share an SM's shared memory: each may hold 128 registers a thread, where ptxas would otherwise,
   // not knowing the dynamic shared memory, spill to fit more.
   static constexpr int min_blocks_copied() { return 4; }
@@ -629,13 +659,26 @@ struct ForwardRows : OwnRows {
   const typename Tiles::OwnA qa;
   float o[HS / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row; l holds this thread's columns only
+  uint32_t p[4][4];               // kDefers: the last tile's probabilities, as A fragments for its P V
+  const bf16* v_next = nullptr;  // kDefers: that tile's V, while its P V is still to be issued
 
   __device__ ForwardRows(const PassArgs& a, int b, int h, int own0, const bf16* q, const bf16*)
       : OwnRows(b, h, own0), args(a), scale2(a.scale * kLog2e), qa(Tiles::own_a(q, warp, g, t)) {}
 
   __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*) {
     float s[8][4];
-    Tiles::scores(s, qa, ks, lane);
+    if constexpr (kDefers) {
+      Tiles::scores_async(s, qa, ks);
+      if (v_next) {
+        Tiles::accumulate_async(o, p, v_next);
+        wgmma_wait<1>();  // the scores; P V runs on
+      } else {
+        wgmma_wait<0>();
+      }
+      pin_all(s);
+    } else {
+      Tiles::scores(s, qa, ks, lane);
+    }
     // Keys past the row exist only in the diagonal tile. Every row sees key kt * 64 (kt <= the diagonal), so each
     // row's maximum is finite and no exp sees inf - inf.
     if (kt * kTile == own0) mask_future_keys(s, kt * kTile, row0, t);
@@ -657,17 +700,39 @@ struct ForwardRows : OwnRows {
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(fmaf(s[nt][e], scale2, -m[e >> 1]));
-        s[nt][e] = p;
-        sum[e >> 1] += p;
+        const float pe = exp2f(fmaf(s[nt][e], scale2, -m[e >> 1]));
+        s[nt][e] = pe;
+        sum[e >> 1] += pe;
       }
 #pragma unroll
     for (int i = 0; i < 2; ++i) l[i] = l[i] * corr[i] + sum[i];
+    if constexpr (kDefers) {  // o and p are the previous P V's until it is done
+      wgmma_wait<0>();
+      pin_all(o);
+      pin_all(p);
+    }
 #pragma unroll
     for (int dt = 0; dt < HS / 8; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
-    Tiles::accumulate(o, s, vs, lane);
+    if constexpr (kDefers) {
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) probs_fragment(p[ks], s, ks);
+      v_next = vs;
+    } else {
+      Tiles::accumulate(o, s, vs, lane);
+    }
+  }
+
+  // The deferred P V of the last tile stepped.
+  __device__ void flush() {
+    if constexpr (kDefers) {
+      Tiles::accumulate_async(o, p, v_next);
+      wgmma_wait<0>();
+      pin_all(o);
+      pin_all(p);
+      v_next = nullptr;
+    }
   }
 
   __device__ void finish() {
@@ -692,7 +757,7 @@ template <class TilesT>
 struct DqRows : OwnRows {
   using Tiles = TilesT;
   static constexpr int HS = Tiles::kHs, kOwnTiles = 2;
-  static constexpr bool kStreamAfter = false, kStats = false;
+  static constexpr bool kStreamAfter = false, kStats = false, kDefers = false;
   static constexpr int min_blocks_copied() { return 3; }  // 168 registers, which it needs without spilling
   __device__ static constexpr Slice own_slice(int i) { return i == 0 ? Slice::kQ : Slice::kDout; }
   __device__ static constexpr Slice streamed_slice(int i) { return i == 0 ? Slice::kK : Slice::kV; }
@@ -745,7 +810,7 @@ template <class TilesT>
 struct DkvRows : OwnRows {
   using Tiles = TilesT;
   static constexpr int HS = Tiles::kHs, kOwnTiles = 2;
-  static constexpr bool kStreamAfter = true, kStats = true;
+  static constexpr bool kStreamAfter = true, kStats = true, kDefers = false;
   static constexpr int min_blocks_copied() { return 1; }
   __device__ static constexpr Slice own_slice(int i) { return i == 0 ? Slice::kK : Slice::kV; }
   __device__ static constexpr Slice streamed_slice(int i) { return i == 0 ? Slice::kQ : Slice::kDout; }
@@ -852,6 +917,7 @@ template <class Rows>
 __device__ void run_pass(const CopyFeed&, const PassArgs& args) {
   using Tiles = typename Rows::Tiles;
   static_assert(!std::is_pointer<typename Tiles::OwnA>::value, "the own tiles' place is reused: their A must be in registers");
+  static_assert(!Rows::kDefers, "a stage is copied over once its step returns");
   extern __shared__ float smem[];
   bf16* tiles = shared_tiles<Tiles>(smem);
   // the pair of each stage; the own tiles are copied to stage 1 first, and read into registers before the
@@ -975,8 +1041,18 @@ __device__ void run_pass(const TmaFeed& feed, const PassArgs& args) {
   for (int i = first; i <= last; ++i) {
     const int s = (i - first) % kS;
     mbarrier_wait(&full[s], ((i - first) / kS) & 1, feed.stuck);
-    if (i >= mine_first && i <= mine_last)
-      rows.step(i, ring + 2 * s * Tiles::kElems, ring + (2 * s + 1) * Tiles::kElems, stats + s * 2 * kTile);
+    if (i < mine_first || i > mine_last) {
+      mbarrier_arrive(&empty[s]);
+      continue;
+    }
+    rows.step(i, ring + 2 * s * Tiles::kElems, ring + (2 * s + 1) * Tiles::kElems, stats + s * 2 * kTile);
+    if constexpr (Rows::kDefers) {
+      // A stage is free once the last product that reads it is waited for: the previous tile's, in this step;
+      // the last tile's, in flush.
+      if (i > mine_first) mbarrier_arrive(&empty[(i - 1 - first) % kS]);
+      if (i < mine_last) continue;
+      rows.flush();
+    }
     mbarrier_arrive(&empty[s]);
   }
   rows.finish();

@@ -32,7 +32,7 @@ def wgmma(m):  # A in registers, or from shared memory through its descriptor
 s = re.sub(r'asm volatile\(\s*"wgmma\.mma_async.*?\);\n', wgmma, s, flags=re.S)
 s = re.sub(r'asm volatile\("wgmma\.fence.*?\);\n', 'emu_wgmma_fence();\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("wgmma\.commit_group.*?\);\n', 'emu_wgmma_commit();\n', s, flags=re.S)
-s = re.sub(r'asm volatile\("wgmma\.wait_group\.sync\.aligned (\d+);.*?\);\n', r'emu_wgmma_wait(\1);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("wgmma\.wait_group\.sync\.aligned %0;.*?\);\n', 'emu_wgmma_wait(kPending);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("fence\.mbarrier_init.*?\);\n', '', s, flags=re.S)
 # mbarriers and TMA copies (emu.h), from the wrappers' parameters
 s = re.sub(r'asm volatile\("mbarrier\.init.*?\);\n', 'emu_mbarrier_init(bar, count);\n', s, flags=re.S)
