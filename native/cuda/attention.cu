@@ -472,17 +472,20 @@ __device__ __forceinline__ void tma_load_box(bf16* dst, const CUtensorMap* map, 
 #endif
 }
 
-// d[64 x 64] += A[64 x 16] @ B[16 x 64] over the warpgroup, both from shared memory, K-major (k along the rows):
-// A at desc_a, B at desc_b; this warp's 16 rows of d as eight 16x8 C blocks.
-__device__ __forceinline__ void wgmma_64x64x16_shared(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b) {
+// d[64 x 64] = A[64 x 16] @ B[16 x 64] (+ d where accumulate) over the warpgroup, both from shared memory, K-major
+// (k along the rows): A at desc_a, B at desc_b; this warp's 16 rows of d as eight 16x8 C blocks. Starting a sum
+// with accumulate 0 leaves d unwritten by the threads: zeros written to it after the products before it were
+// issued would make ptxas wait for those products first.
+__device__ __forceinline__ void wgmma_64x64x16_shared(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "%32, %33, 1, 1, 1, 0, 0;\n"
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
       : DIXIE_WGMMA_64X64_D(d)
-      : "l"(desc_a), "l"(desc_b));
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 #else
   __trap();
 #endif
@@ -505,13 +508,10 @@ struct WgmmaTiles {
   // as A's rows are its rows; each 16 of k starts 32 bytes further along the rows. Issued as a group of its own:
   // acc and the tiles are the products' until a wait for it.
   __device__ static void scores_async(float (&acc)[8][4], OwnA a, const bf16* tile) {
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) wgmma_64x64x16_shared(acc, swizzled_desc(a + kk * 16), swizzled_desc(tile + kk * 16));
+    for (int kk = 0; kk < HS / 16; ++kk)
+      wgmma_64x64x16_shared(acc, swizzled_desc(a + kk * 16), swizzled_desc(tile + kk * 16), kk > 0);
     wgmma_commit();
   }
 
@@ -632,17 +632,52 @@ struct OwnRows {
 //                                    where kStats
 //   kStreamAfter                     the streamed tiles at or after the own rows (dK/dV), else at or before them
 //   step(i, first, second, stats)    the work with streamed tile i
-//   kDefers                          whether step leaves products that read tile i's second tile in flight, to be
-//                                    waited for by step(i + 1) or flush()
+//   kDefers                          whether step leaves a product that reads tile i's stage in flight, to be
+//                                    waited for by step(i + 1) or flush() (DeferredProduct)
 //   finish()                         the results stored
 //   min_blocks_copied()              the blocks an SM must hold with CopyFeed (launch bounds: registers)
 
+// The product acc += P @ tile that a step leaves to the next where products are asynchronous (kDefers, wgmma):
+// issued after the next tile's scores, it runs on the tensor cores while the threads work on those scores
+// (FlashAttention-3's overlap within a warpgroup). Its tile is read until the wait for it, in the next step or in
+// flush, so the feed holds that tile's stage until then.
+template <class Tiles>
+struct DeferredProduct {
+  static constexpr int HS = Tiles::kHs;
+  uint32_t p[4][4];              // P, as the A fragments of its four 16 x 16 blocks
+  const bf16* tile = nullptr;   // none before the first step
+
+  // Issued after the step's own products (committed): waits for those only.
+  __device__ void issue_then_wait_for_the_rest(float (&acc)[HS / 8][4]) {
+    if (tile) {
+      Tiles::accumulate_async(acc, p, tile);
+      wgmma_wait<1>();
+    } else {
+      wgmma_wait<0>();
+    }
+  }
+  // acc and p are the thread's again.
+  __device__ void wait(float (&acc)[HS / 8][4]) {
+    wgmma_wait<0>();
+    pin_all(acc);
+    pin_all(p);
+  }
+  // The next product, after wait: P from the C fragments of 8 score blocks.
+  __device__ void defer(const float (&probs)[8][4], const bf16* next) {
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) probs_fragment(p[ks], probs, ks);
+    tile = next;
+  }
+  __device__ void flush(float (&acc)[HS / 8][4]) {
+    Tiles::accumulate_async(acc, p, tile);
+    wait(acc);
+    tile = nullptr;
+  }
+};
+
 // The forward: out = softmax(Q K^T * scale) V for the own query rows, with each row's log-sum-exp.
-// Where products are asynchronous (wgmma) a step defers its tile's P V to the next step, issued after that tile's
-// scores, so that the tensor cores multiply P V while the threads do the next softmax (FlashAttention-3's overlap
-// within a warpgroup): a step waits for its scores, does their softmax, then waits for the previous P V. The
-// previous tile's V is read until then, so its stage is held a step longer (kDefers), and flush() multiplies the
-// last one. O is rescaled between the two products as before: the sums are the same, in the same order.
+// Where products are asynchronous a step's P V is deferred to the next (DeferredProduct), under whose softmax it
+// runs; O is rescaled between the two products as before, so the sums are the same, in the same order.
 template <class TilesT>
 struct ForwardRows : OwnRows {
   using Tiles = TilesT;
@@ -659,8 +694,7 @@ struct ForwardRows : OwnRows {
   const typename Tiles::OwnA qa;
   float o[HS / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row; l holds this thread's columns only
-  uint32_t p[4][4];               // kDefers: the last tile's probabilities, as A fragments for its P V
-  const bf16* v_next = nullptr;  // kDefers: that tile's V, while its P V is still to be issued
+  DeferredProduct<Tiles> pv;  // kDefers
 
   __device__ ForwardRows(const PassArgs& a, int b, int h, int own0, const bf16* q, const bf16*)
       : OwnRows(b, h, own0), args(a), scale2(a.scale * kLog2e), qa(Tiles::own_a(q, warp, g, t)) {}
@@ -669,12 +703,7 @@ struct ForwardRows : OwnRows {
     float s[8][4];
     if constexpr (kDefers) {
       Tiles::scores_async(s, qa, ks);
-      if (v_next) {
-        Tiles::accumulate_async(o, p, v_next);
-        wgmma_wait<1>();  // the scores; P V runs on
-      } else {
-        wgmma_wait<0>();
-      }
+      pv.issue_then_wait_for_the_rest(o);
       pin_all(s);
     } else {
       Tiles::scores(s, qa, ks, lane);
@@ -706,33 +735,17 @@ struct ForwardRows : OwnRows {
       }
 #pragma unroll
     for (int i = 0; i < 2; ++i) l[i] = l[i] * corr[i] + sum[i];
-    if constexpr (kDefers) {  // o and p are the previous P V's until it is done
-      wgmma_wait<0>();
-      pin_all(o);
-      pin_all(p);
-    }
+    if constexpr (kDefers) pv.wait(o);
 #pragma unroll
     for (int dt = 0; dt < HS / 8; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
-    if constexpr (kDefers) {
-#pragma unroll
-      for (int ks = 0; ks < 4; ++ks) probs_fragment(p[ks], s, ks);
-      v_next = vs;
-    } else {
-      Tiles::accumulate(o, s, vs, lane);
-    }
+    if constexpr (kDefers) pv.defer(s, vs);
+    else Tiles::accumulate(o, s, vs, lane);
   }
 
-  // The deferred P V of the last tile stepped.
   __device__ void flush() {
-    if constexpr (kDefers) {
-      Tiles::accumulate_async(o, p, v_next);
-      wgmma_wait<0>();
-      pin_all(o);
-      pin_all(p);
-      v_next = nullptr;
-    }
+    if constexpr (kDefers) pv.flush(o);
   }
 
   __device__ void finish() {
@@ -757,7 +770,7 @@ template <class TilesT>
 struct DqRows : OwnRows {
   using Tiles = TilesT;
   static constexpr int HS = Tiles::kHs, kOwnTiles = 2;
-  static constexpr bool kStreamAfter = false, kStats = false, kDefers = false;
+  static constexpr bool kStreamAfter = false, kStats = false, kDefers = Tiles::kAsync;
   static constexpr int min_blocks_copied() { return 3; }  // 168 registers, which it needs without spilling
   __device__ static constexpr Slice own_slice(int i) { return i == 0 ? Slice::kQ : Slice::kDout; }
   __device__ static constexpr Slice streamed_slice(int i) { return i == 0 ? Slice::kK : Slice::kV; }
@@ -767,6 +780,7 @@ struct DqRows : OwnRows {
   const typename Tiles::OwnA qa, ga;
   float lse_r[2], delta_r[2];  // lse in base 2
   float dq[HS / 8][4] = {};
+  DeferredProduct<Tiles> dsk;  // kDefers: dS K, under the next tile's dS
 
   __device__ DqRows(const PassArgs& a, int b, int h, int own0, const bf16* q, const bf16* dout)
       : OwnRows(b, h, own0), args(a), scale2(a.scale * kLog2e), qa(Tiles::own_a(q, warp, g, t)),
@@ -782,8 +796,16 @@ struct DqRows : OwnRows {
 
   __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*) {
     float s[8][4], dp[8][4];
-    Tiles::scores(s, qa, ks, lane);
-    Tiles::scores(dp, ga, vs, lane);
+    if constexpr (kDefers) {
+      Tiles::scores_async(s, qa, ks);
+      Tiles::scores_async(dp, ga, vs);
+      dsk.issue_then_wait_for_the_rest(dq);
+      pin_all(s);
+      pin_all(dp);
+    } else {
+      Tiles::scores(s, qa, ks, lane);
+      Tiles::scores(dp, ga, vs, lane);
+    }
     if (kt * kTile == own0) mask_future_keys(s, kt * kTile, row0, t);
     // Rows past T are neither stored nor mixed into others: their values do not matter.
 #pragma unroll
@@ -794,7 +816,16 @@ struct DqRows : OwnRows {
         const float p = exp2f(fmaf(s[nt][e], scale2, -lse_r[i]));
         s[nt][e] = p * (dp[nt][e] - delta_r[i]);  // dS
       }
-    Tiles::accumulate(dq, s, ks, lane);
+    if constexpr (kDefers) {
+      dsk.wait(dq);
+      dsk.defer(s, ks);
+    } else {
+      Tiles::accumulate(dq, s, ks, lane);
+    }
+  }
+
+  __device__ void flush() {
+    if constexpr (kDefers) dsk.flush(dq);
   }
 
   __device__ void finish() {

@@ -75,7 +75,7 @@ struct EmuWgmma {
   int n;
   const uint32_t* a;  // A's registers, or null: A in shared memory at desc_a
   uint64_t desc_a, desc_b;
-  bool trans_b;
+  bool trans_b, accumulate;  // accumulate: d += A B, else d = A B
 };
 // A cp.async copy in flight: the 16 bytes it read, and where they land at the thread's wait.
 struct EmuCopy {
@@ -264,13 +264,14 @@ inline float emu_wgmma_operand(uint64_t desc, int k, int mn, bool n_major) {
   return __bfloat162float(__ushort_as_bfloat16(bits));
 }
 
-// d[16 x n] += A[16 x 16] @ B[16 x n]: this warp's rows of a wgmma, in the C layout of n / 8 16x8 blocks.
-inline void emu_wgmma_rows(float* d, int n, const float (&A)[16][16], uint64_t desc_b, bool trans_b) {
+// d[16 x n] = A[16 x 16] @ B[16 x n] (+ d where accumulate): this warp's rows of a wgmma, in the C layout of n / 8
+// 16x8 blocks.
+inline void emu_wgmma_rows(float* d, int n, const float (&A)[16][16], uint64_t desc_b, bool trans_b, bool accumulate) {
   const int lane = emu_lane(), g = lane / 4, t = lane % 4;
   for (int j = 0; j < n / 8; ++j)
     for (int i = 0; i < 4; ++i) {
       const int row = i < 2 ? g : g + 8, col = 8 * j + 2 * t + (i & 1);
-      float s = d[4 * j + i];
+      float s = accumulate ? d[4 * j + i] : 0.0f;
       for (int k = 0; k < 16; ++k) s += A[row][k] * emu_wgmma_operand(desc_b, k, col, trans_b);
       d[4 * j + i] = s;
     }
@@ -286,16 +287,17 @@ inline void emu_wgmma(float* d, int n, const uint32_t* a, uint64_t desc, bool tr
   float A[16][16];
   emu_take_a(A, w);
   emu_warp_barrier();
-  emu_wgmma_rows(d, n, A, desc, trans_b);
+  emu_wgmma_rows(d, n, A, desc, trans_b, true);
 }
 
-// The same with A from shared memory too, both K-major: warp w of the warpgroup reads A's rows 16w.. .
-inline void emu_wgmma_shared(float* d, int n, uint64_t desc_a, uint64_t desc_b) {
+// The same with A from shared memory too, both K-major: warp w of the warpgroup reads A's rows 16w.. ; d added
+// where accumulate (the instruction's scale-d).
+inline void emu_wgmma_shared(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   const int warp = emu_thread() / 32 % 4;
   float A[16][16];
   for (int r = 0; r < 16; ++r)
     for (int k = 0; k < 16; ++k) A[r][k] = emu_wgmma_operand(desc_a, k, 16 * warp + r, false);
-  emu_wgmma_rows(d, n, A, desc_b, false);
+  emu_wgmma_rows(d, n, A, desc_b, false, accumulate);
 }
 
 // wgmma.mma_async is asynchronous: a product reads its registers (A, the accumulators) and shared tiles, and
@@ -304,13 +306,14 @@ inline void emu_wgmma_shared(float* d, int n, uint64_t desc_a, uint64_t desc_b) 
 // other results here too. A product issued with no wgmma.fence since the thread last waited (registers written
 // since may not be ready for it) stops the run.
 inline void emu_wgmma_fence() { emu_fiber().wgmma_fenced = true; }
-inline void emu_wgmma_issue(float* d, int n, const uint32_t* a, uint64_t desc_a, uint64_t desc_b, bool trans_b) {
+inline void emu_wgmma_issue(float* d, int n, const uint32_t* a, uint64_t desc_a, uint64_t desc_b, bool trans_b,
+                            bool accumulate) {
   EmuFiber& f = emu_fiber();
   if (!f.wgmma_fenced) {
     std::fprintf(stderr, "emu: a wgmma issued with no wgmma.fence since the thread's last wait\n");
     std::abort();
   }
-  f.wgmma.push_back(EmuWgmma{d, n, a, desc_a, desc_b, trans_b});
+  f.wgmma.push_back(EmuWgmma{d, n, a, desc_a, desc_b, trans_b, accumulate});
 }
 inline void emu_wgmma_commit() { emu_fiber().wgmma_groups.push_back(emu_fiber().wgmma.size()); }
 // wgmma.wait_group pending: the products of all committed groups but the newest `pending`.
@@ -326,7 +329,7 @@ inline void emu_wgmma_wait(int pending) {
   for (size_t& g : f.wgmma_groups) g -= end;
   for (const EmuWgmma& w : due) {  // warp-collective: every lane of the warp waits here too
     if (w.a) emu_wgmma(w.d, w.n, w.a, w.desc_b, w.trans_b);
-    else emu_wgmma_shared(w.d, w.n, w.desc_a, w.desc_b);
+    else emu_wgmma_shared(w.d, w.n, w.desc_a, w.desc_b, w.accumulate);
   }
 }
 

@@ -25,11 +25,11 @@ s = re.sub(r'asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.shared.*?\);\n', 
 # Hopper's wgmma: the sm_90a code is what the emulator compiles; a product is computed when its group is waited
 # for (emu_wgmma_wait), and the register pins have nothing to do
 s = s.replace('defined(__CUDA_ARCH_FEAT_SM90_ALL)', '1')
-def wgmma(m):  # A in registers, or from shared memory through its descriptor
+def wgmma(m):  # A in registers, or from shared memory through its descriptor (and d added or not)
     if '"l"(desc_a)' in m.group(0):
-        return 'emu_wgmma_issue(&d[0][0], 64, nullptr, desc_a, desc_b, false);\n'
-    return 'emu_wgmma_issue(&d[0][0], 64, a, 0, desc, kTransB);\n'
-s = re.sub(r'asm volatile\(\s*"wgmma\.mma_async.*?\);\n', wgmma, s, flags=re.S)
+        return 'emu_wgmma_issue(&d[0][0], 64, nullptr, desc_a, desc_b, false, accumulate);\n'
+    return 'emu_wgmma_issue(&d[0][0], 64, a, 0, desc, kTransB, true);\n'
+s = re.sub(r'asm volatile\(\s*"(\{\\n\.reg \.pred p;\\nsetp\.ne\.b32 p, %\d+, 0;\\n"\s*")?wgmma\.mma_async.*?\);\n', wgmma, s, flags=re.S)
 s = re.sub(r'asm volatile\("wgmma\.fence.*?\);\n', 'emu_wgmma_fence();\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("wgmma\.commit_group.*?\);\n', 'emu_wgmma_commit();\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("wgmma\.wait_group\.sync\.aligned %0;.*?\);\n', 'emu_wgmma_wait(kPending);\n', s, flags=re.S)
