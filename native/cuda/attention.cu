@@ -410,6 +410,15 @@ __device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
 #endif
 }
 
+// Named barrier id (1 to 15; 0 is __syncthreads'), whose phase completes when count threads (whole warps) have
+// arrived: sync arrives and waits for that, arrive does not wait.
+__device__ __forceinline__ void named_barrier_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 __device__ __forceinline__ uint64_t global_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
@@ -631,7 +640,9 @@ struct OwnRows {
 //   streamed_slice(0), (1)           the pair of tiles streamed past them, with the streamed rows' statistics
 //                                    where kStats
 //   kStreamAfter                     the streamed tiles at or after the own rows (dK/dV), else at or before them
-//   step(i, first, second, stats)    the work with streamed tile i
+//   step(i, first, second, stats, issued)
+//                                    the work with streamed tile i; issued() once it has issued every product
+//                                    of the step (where kDefers, before waiting for them)
 //   kDefers                          whether step leaves a product that reads tile i's stage in flight, to be
 //                                    waited for by step(i + 1) or flush() (DeferredProduct)
 //   finish()                         the results stored
@@ -647,12 +658,17 @@ struct DeferredProduct {
   uint32_t p[4][4];              // P, as the A fragments of its four 16 x 16 blocks
   const bf16* tile = nullptr;   // none before the first step
 
-  // Issued after the step's own products (committed): waits for those only.
-  __device__ void issue_then_wait_for_the_rest(float (&acc)[HS / 8][4]) {
+  // Issued after the step's own products (committed), then issued() (the step's products are all out), then a
+  // wait for the step's own products only. One branch for the three: ptxas serializes every product of a kernel
+  // whose waits and issues are split across branches taken apart (C7514).
+  template <class Issued>
+  __device__ void issue_then_wait_for_the_rest(float (&acc)[HS / 8][4], Issued& issued) {
     if (tile) {
       Tiles::accumulate_async(acc, p, tile);
+      issued();
       wgmma_wait<1>();
     } else {
+      issued();
       wgmma_wait<0>();
     }
   }
@@ -699,11 +715,12 @@ struct ForwardRows : OwnRows {
   __device__ ForwardRows(const PassArgs& a, int b, int h, int own0, const bf16* q, const bf16*)
       : OwnRows(b, h, own0), args(a), scale2(a.scale * kLog2e), qa(Tiles::own_a(q, warp, g, t)) {}
 
-  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*) {
+  template <class Issued>
+  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*, Issued issued) {
     float s[8][4];
     if constexpr (kDefers) {
       Tiles::scores_async(s, qa, ks);
-      pv.issue_then_wait_for_the_rest(o);
+      pv.issue_then_wait_for_the_rest(o, issued);
       pin_all(s);
     } else {
       Tiles::scores(s, qa, ks, lane);
@@ -740,8 +757,12 @@ struct ForwardRows : OwnRows {
     for (int dt = 0; dt < HS / 8; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
-    if constexpr (kDefers) pv.defer(s, vs);
-    else Tiles::accumulate(o, s, vs, lane);
+    if constexpr (kDefers) {
+      pv.defer(s, vs);
+    } else {
+      Tiles::accumulate(o, s, vs, lane);
+      issued();
+    }
   }
 
   __device__ void flush() {
@@ -794,12 +815,13 @@ struct DqRows : OwnRows {
     }
   }
 
-  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*) {
+  template <class Issued>
+  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*, Issued issued) {
     float s[8][4], dp[8][4];
     if constexpr (kDefers) {
       Tiles::scores_async(s, qa, ks);
       Tiles::scores_async(dp, ga, vs);
-      dsk.issue_then_wait_for_the_rest(dq);
+      dsk.issue_then_wait_for_the_rest(dq, issued);
       pin_all(s);
       pin_all(dp);
     } else {
@@ -821,6 +843,7 @@ struct DqRows : OwnRows {
       dsk.defer(s, ks);
     } else {
       Tiles::accumulate(dq, s, ks, lane);
+      issued();
     }
   }
 
@@ -856,7 +879,8 @@ struct DkvRows : OwnRows {
         va(Tiles::own_a(v, warp, g, t)) {}
 
   // stats: the query tile's [lse in base 2, delta][64]
-  __device__ void step(int qt, const bf16* qs, const bf16* gs, const float* stats) {
+  template <class Issued>
+  __device__ void step(int qt, const bf16* qs, const bf16* gs, const float* stats, Issued issued) {
     const int q0 = qt * kTile;
     float st[8][4], dpt[8][4];  // S^T and dP^T: this warp's 16 keys x 64 queries
     Tiles::scores(st, ka, qs, lane);
@@ -882,6 +906,7 @@ struct DkvRows : OwnRows {
       }
     Tiles::accumulate(dv, st, gs, lane);
     Tiles::accumulate(dk, dpt, qs, lane);
+    issued();
   }
 
   __device__ void finish() {
@@ -979,7 +1004,7 @@ __device__ void run_pass(const CopyFeed&, const PassArgs& args) {
   for (int i = first; i <= last; ++i) {
     const int cur = (i - first) % 2;
     if (i < last) copy_streamed(cur ^ 1, i + 1);  // into the pair every thread finished with before the last barrier
-    rows.step(i, tile(cur, 0), tile(cur, 1), stats + cur * 2 * kTile);
+    rows.step(i, tile(cur, 0), tile(cur, 1), stats + cur * 2 * kTile, [] {});
     wait_async_copies();
     __syncthreads();
   }
@@ -1069,14 +1094,29 @@ __device__ void run_pass(const TmaFeed& feed, const PassArgs& args) {
   Rows rows(args, b, h, mine0, own + c * kOwn * Tiles::kElems, own + (c * kOwn + kOwn - 1) * Tiles::kElems);
   int mine_first, mine_last;
   streamed_tiles<Rows>(mine0, kTile, args.T, mine_first, mine_last);
+  // Where the passes defer products, the consumers take turns issuing them, consumer c's products of tile i after
+  // c - 1's (FlashAttention-3's ping-pong): while one warpgroup's products run, the other does its softmax, rather
+  // than both waiting for the tensor cores at once. Consumer c waits on barrier kTurn + c, which its predecessor
+  // arrives on once it has issued; each takes a turn at every tile, its own or not, so that the turns alternate to
+  // the end. The first turn has no predecessor and the last no successor, which leaves every barrier between phases.
+  constexpr int kTurn = 1, kTurnThreads = 2 * 128;
+  auto take_turn = [&](int i) {
+    if (Rows::kDefers && (c > 0 || i > first)) named_barrier_sync(kTurn + c, kTurnThreads);
+  };
+  auto pass_turn = [&](int i) {
+    if (Rows::kDefers && (c < kC - 1 || i < last)) named_barrier_arrive(kTurn + (c + 1) % kC, kTurnThreads);
+  };
   for (int i = first; i <= last; ++i) {
     const int s = (i - first) % kS;
     mbarrier_wait(&full[s], ((i - first) / kS) & 1, feed.stuck);
+    take_turn(i);
     if (i < mine_first || i > mine_last) {
+      pass_turn(i);
       mbarrier_arrive(&empty[s]);
       continue;
     }
-    rows.step(i, ring + 2 * s * Tiles::kElems, ring + (2 * s + 1) * Tiles::kElems, stats + s * 2 * kTile);
+    rows.step(i, ring + 2 * s * Tiles::kElems, ring + (2 * s + 1) * Tiles::kElems, stats + s * 2 * kTile,
+              [&] { pass_turn(i); });
     if constexpr (Rows::kDefers) {
       // A stage is free once the last product that reads it is waited for: the previous tile's, in this step;
       // the last tile's, in flush.

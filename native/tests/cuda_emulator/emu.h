@@ -7,7 +7,7 @@
 // ISA's fragment layouts, wgmma.m64nNk16 one that reads B, and A unless it is in registers, from shared memory
 // through descriptor and swizzle, computed when its group is waited for; a cp.async copy lands at its wait, its
 // destination NaN until then, and a TMA box when a thread waits on the mbarrier that counts its bytes; an mbarrier
-// wait yields until its phase completes; a trap ends the kernel and fails the calls after it; a captured graph is
+// wait yields until its phase completes, as does a named barrier's (bar.sync, bar.arrive); a trap ends the kernel and fails the calls after it; a captured graph is
 // the list of its launches and copies (of page-locked host memory only), replayed with the arguments they were
 // captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
@@ -55,6 +55,12 @@ struct EmuMbarrier {
   int64_t tx = 0;
   uint32_t phase = 0;
 };
+// A named barrier (bar.sync / bar.arrive with an id and a thread count): a phase completes when `count` threads
+// have arrived, waiting (sync) or not (arrive); every arrival of a phase must give the same count.
+struct EmuNamedBarrier {
+  int count = 0, arrived = 0;
+  uint64_t gen = 0;
+};
 struct EmuBlock {
   uint3 idx;
   EmuBarrier barrier;
@@ -67,7 +73,8 @@ struct EmuBlock {
     std::vector<unsigned char> bytes;
   };
   std::vector<Landing> tma_in_flight;
-  uint64_t failed_waits = 0;  // mbarrier waits that found their phase open since a phase last completed
+  EmuNamedBarrier named[16];  // ids 1 to 15 (0 is __syncthreads')
+  uint64_t failed_waits = 0;  // mbarrier and named barrier waits that found their phase open since a phase last completed
 };
 // A wgmma issued and not yet waited for: what it multiplies, read when its group is waited for.
 struct EmuWgmma {
@@ -395,6 +402,41 @@ inline uint32_t emu_mbarrier_try_wait(uint64_t* bar, uint32_t parity) {
   return 0;
 }
 
+// bar.sync id, count (wait) and bar.arrive id, count: count threads, in whole warps, release a phase of barrier id;
+// an arrival does not wait for it. A barrier whose arrivals disagree on the count stops the run, and so does a
+// wait that can never end (no phase of any barrier completing for many rounds) and, at the block's end, a barrier
+// left with arrivals (emu_launch): a card would hang there, or leave the next user of the id its arrivals.
+inline void emu_named_barrier(int id, int count, bool wait) {
+  if (id <= 0 || id >= 16 || count <= 0 || count % 32 ||
+      count > static_cast<int>(blockDim.x * blockDim.y * blockDim.z)) {
+    std::fprintf(stderr, "emu: a named barrier needs an id from 1 to 15 and a count of whole warps of the block (id %d, count %d)\n",
+                 id, count);
+    std::abort();
+  }
+  EmuNamedBarrier& b = emu_block->named[id];
+  if (b.arrived == 0) {
+    b.count = count;
+  } else if (b.count != count) {
+    std::fprintf(stderr, "emu: named barrier %d arrived on with counts %d and %d in one phase\n", id, b.count, count);
+    std::abort();
+  }
+  const uint64_t gen = b.gen;
+  if (++b.arrived == b.count) {
+    b.arrived = 0;
+    ++b.gen;
+    emu_block->failed_waits = 0;
+    return;
+  }
+  while (wait && b.gen == gen) {
+    if (++emu_block->failed_waits > 50'000'000) {
+      std::fprintf(stderr, "emu: named barrier waits that can never end (barrier %d: %d of %d arrivals)\n", id, b.arrived,
+                   b.count);
+      std::abort();
+    }
+    emu_yield();
+  }
+}
+
 // cuTensorMapEncodeTiled's map as the emulator keeps it in CUtensorMap's opaque bytes (runtime.cpp).
 struct EmuTensorMap {
   const unsigned char* base;
@@ -563,13 +605,20 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, F body, bool together = fals
       }
     }
     // A block's pipeline ends between phases: a barrier left mid-phase had arrivals or bytes that did not add up.
-    for (size_t i = first; i < first + wave; ++i)
+    for (size_t i = first; i < first + wave; ++i) {
       for (const auto& [bar, m] : blocks[i].mbarriers)
         if (m.pending != m.count || m.tx != 0) {
           std::fprintf(stderr, "emu: an mbarrier ended mid-phase (%d of %d arrivals, %lld bytes owed)\n",
                        m.count - m.pending, m.count, static_cast<long long>(m.tx));
           std::abort();
         }
+      for (int id = 1; id < 16; ++id)
+        if (blocks[i].named[id].arrived) {
+          std::fprintf(stderr, "emu: named barrier %d ended its block mid-phase (%d of %d arrivals)\n", id,
+                       blocks[i].named[id].arrived, blocks[i].named[id].count);
+          std::abort();
+        }
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 # Rewrites a CUDA source for the emulator (emu.h): kernel launches become emu_launch4 calls, the mma.sync, wgmma,
 # ldmatrix, cp.async, mbarrier, TMA and global timer asm calls of emu_mma, emu_wgmma_*, emu_ldmatrix_x4, emu_copy*,
-# emu_mbarrier_*, emu_tma_load_box and emu_global_ns, dynamic shared memory the emulator's buffer.
+# emu_mbarrier_*, emu_tma_load_box and emu_global_ns, named barriers of emu_named_barrier, dynamic shared memory
+# the emulator's buffer.
 # Usage: transform.py in.cu out.cpp
 import re
 import sys
@@ -41,6 +42,9 @@ s = re.sub(r'asm volatile\("mbarrier\.arrive\.shared.*?\);\n', 'emu_mbarrier_arr
 s = re.sub(r'asm volatile\("\{ \.reg \.pred p; mbarrier\.try_wait.*?\);\n', 'done = emu_mbarrier_try_wait(bar, parity);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("cp\.async\.bulk\.tensor\.4d.*?\);\n', 'emu_tma_load_box(dst, map, slot, row, b, bar);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\("mov\.u64 %0, %%globaltimer.*?\);\n', 't = emu_global_ns();\n', s, flags=re.S)
+# named barriers (emu.h), from the wrappers' parameters
+s = re.sub(r'asm volatile\("bar\.sync %0, %1;.*?\);\n', 'emu_named_barrier(id, count, true);\n', s, flags=re.S)
+s = re.sub(r'asm volatile\("bar\.arrive %0, %1;.*?\);\n', 'emu_named_barrier(id, count, false);\n', s, flags=re.S)
 s = re.sub(r'asm volatile\(""[^;]*\);', '', s)
 s = s.replace('__cvta_generic_to_shared(', 'emu_shared_address(')
 s = s.replace('extern __shared__ float smem[];', 'float* smem = reinterpret_cast<float*>(emu_block->dyn_smem.data());')
