@@ -388,16 +388,25 @@ inline void __trap() {
   __builtin_unreachable();
 }
 
+// Stops a run whose waits (of an mbarrier or a named barrier, `what`) can never end, saying which named barriers
+// are mid-phase: whichever waiter gives up first, the others may be what is stuck.
+[[noreturn]] inline void emu_never_ending(const char* what) {
+  std::fprintf(stderr, "emu: %s waits that can never end (no phase completes)", what);
+  for (int id = 1; id < 16; ++id) {
+    const EmuNamedBarrier& b = emu_block->named[id];
+    if (b.arrived) std::fprintf(stderr, "; named barrier %d has %d of %d arrivals", id, b.arrived, b.count);
+  }
+  std::fprintf(stderr, "\n");
+  std::abort();
+}
+
 inline void emu_tma_land(const void* bar);
 // mbarrier.try_wait.parity, after the boxes in flight that bar counts land: whether the phase of this parity has
 // completed (the current phase has the other parity), else a yield and false.
 inline uint32_t emu_mbarrier_try_wait(uint64_t* bar, uint32_t parity) {
   emu_tma_land(bar);
   if ((emu_mbarrier(bar).phase & 1) != parity) return 1;
-  if (++emu_block->failed_waits > 50'000'000) {
-    std::fprintf(stderr, "emu: mbarrier waits that can never end (no phase completes)\n");
-    std::abort();
-  }
+  if (++emu_block->failed_waits > 50'000'000) emu_never_ending("mbarrier");
   emu_yield();
   return 0;
 }
@@ -428,11 +437,7 @@ inline void emu_named_barrier(int id, int count, bool wait) {
     return;
   }
   while (wait && b.gen == gen) {
-    if (++emu_block->failed_waits > 50'000'000) {
-      std::fprintf(stderr, "emu: named barrier waits that can never end (barrier %d: %d of %d arrivals)\n", id, b.arrived,
-                   b.count);
-      std::abort();
-    }
+    if (++emu_block->failed_waits > 50'000'000) emu_never_ending("named barrier");
     emu_yield();
   }
 }
