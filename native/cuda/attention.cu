@@ -1015,8 +1015,9 @@ __device__ void run_pass(const CopyFeed&, const PassArgs& args) {
 // one producer warp after them (a warpgroup's warps must start at a multiple of four). The producer's first lane
 // brings every tile in with the TMA, one instruction a tile, swizzled for wgmma on the way, into a ring of kStages
 // pairs; its lanes write the streamed rows' statistics. A pair's full barrier counts the producer's 32 arrivals
-// and the bytes landed, its empty barrier the consumer threads done with it. The consumers never copy and never
-// wait for each other: loads run ahead while they multiply. ----
+// and the bytes landed, its empty barrier the consumer threads done with it. The consumers never copy, and wait for
+// each other only to take turns at issuing products (where the pass defers them): loads run ahead while they
+// multiply. ----
 
 struct TmaFeed {
   CUtensorMap qkv, dout;  // views {hs, heads, T, B} in boxes of 64 rows of one head (see head_tiles)
