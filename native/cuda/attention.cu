@@ -251,6 +251,7 @@ struct MmaTiles {
   static constexpr int kLd = HS + 8;  // padded row (bank spread for the fragment loads)
   static constexpr int kElems = kTile * kLd;
   static constexpr int kAlign = 16;
+  static constexpr bool kAsync = false;
   __device__ static int at(int r, int c) { return r * kLd + c; }
 
   // The own rows' side of the scores: this warp's A fragments over the whole head dimension, in registers (the
@@ -330,11 +331,18 @@ __device__ __forceinline__ void wgmma_fence() {
 #endif
 }
 
-// Waits for every product this thread's warpgroup issued.
-__device__ __forceinline__ void wgmma_wait() {
+// Closes the group of the products this thread's warpgroup issued since the last one.
+__device__ __forceinline__ void wgmma_commit() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+
+// Waits for the products of every committed group but the newest kPending.
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
 
@@ -402,6 +410,15 @@ __device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
 #endif
 }
 
+// Named barrier id (1 to 15; 0 is __syncthreads'), whose phase completes when count threads (whole warps) have
+// arrived: sync arrives and waits for that, arrive does not wait.
+__device__ __forceinline__ void named_barrier_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 __device__ __forceinline__ uint64_t global_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
@@ -464,17 +481,20 @@ __device__ __forceinline__ void tma_load_box(bf16* dst, const CUtensorMap* map, 
 #endif
 }
 
-// d[64 x 64] += A[64 x 16] @ B[16 x 64] over the warpgroup, both from shared memory, K-major (k along the rows):
-// A at desc_a, B at desc_b; this warp's 16 rows of d as eight 16x8 C blocks.
-__device__ __forceinline__ void wgmma_64x64x16_shared(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b) {
+// d[64 x 64] = A[64 x 16] @ B[16 x 64] (+ d where accumulate) over the warpgroup, both from shared memory, K-major
+// (k along the rows): A at desc_a, B at desc_b; this warp's 16 rows of d as eight 16x8 C blocks. Starting a sum
+// with accumulate 0 leaves d unwritten by the threads: zeros written to it after the products before it were
+// issued would make ptxas wait for those products first.
+__device__ __forceinline__ void wgmma_64x64x16_shared(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "%32, %33, 1, 1, 1, 0, 0;\n"
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
       : DIXIE_WGMMA_64X64_D(d)
-      : "l"(desc_a), "l"(desc_b));
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 #else
   __trap();
 #endif
@@ -486,6 +506,7 @@ struct WgmmaTiles {
   static constexpr int kHs = HS;
   static constexpr int kElems = kTile * HS;
   static constexpr int kAlign = 1024;  // the swizzle is reckoned from the address: tiles start on its period
+  static constexpr bool kAsync = true;  // products run on after their issue, to a wait (scores_async, ...)
   // (TMA writes its tiles, and wgmma's descriptors read them, with 16-byte chunk c of row r at chunk c ^ (r % 8))
 
   // The own rows' side of the scores: their shared tile, which wgmma reads as A (it must stay there).
@@ -493,29 +514,40 @@ struct WgmmaTiles {
   __device__ static OwnA own_a(const bf16* tile, int, int, int) { return tile; }
 
   // acc[16 x 64] = A[16 x HS] @ tile[64 x HS]^T, as MmaTiles::scores: tile rows are B's columns, k along them,
-  // as A's rows are its rows; each 16 of k starts 32 bytes further along the rows.
-  __device__ static void scores(float (&acc)[8][4], OwnA a, const bf16* tile, int) {
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+  // as A's rows are its rows; each 16 of k starts 32 bytes further along the rows. Issued as a group of its own:
+  // acc and the tiles are the products' until a wait for it.
+  __device__ static void scores_async(float (&acc)[8][4], OwnA a, const bf16* tile) {
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) wgmma_64x64x16_shared(acc, swizzled_desc(a + kk * 16), swizzled_desc(tile + kk * 16));
-    wgmma_wait();
+    for (int kk = 0; kk < HS / 16; ++kk)
+      wgmma_64x64x16_shared(acc, swizzled_desc(a + kk * 16), swizzled_desc(tile + kk * 16), kk > 0);
+    wgmma_commit();
+  }
+
+  // acc[16 x HS] += P[16 x 64] @ tile[64 x HS], P as the A fragments of its four 16 x 16 blocks (probs_fragment):
+  // k runs down the tile, 16 rows each. A group of its own, as scores_async; p too is the products' until the wait.
+  __device__ static void accumulate_async(float (&acc)[HS / 8][4], uint32_t (&p)[4][4], const bf16* tile) {
+    pin_all(acc);
+    pin_all(p);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) wgmma_64x64x16<true>(acc, p[ks], swizzled_desc(tile + ks * 16 * HS));
+    wgmma_commit();
+  }
+
+  __device__ static void scores(float (&acc)[8][4], OwnA a, const bf16* tile, int) {
+    scores_async(acc, a, tile);
+    wgmma_wait<0>();
     pin_all(acc);
   }
 
-  // acc[16 x HS] += P[16 x 64] @ tile[64 x HS], as MmaTiles::accumulate: k runs down the tile, 16 rows each.
+  // As MmaTiles::accumulate.
   __device__ static void accumulate(float (&acc)[HS / 8][4], const float (&p)[8][4], const bf16* tile, int) {
     uint32_t a[4][4];
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) probs_fragment(a[ks], p, ks);
-    pin_all(acc);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) wgmma_64x64x16<true>(acc, a[ks], swizzled_desc(tile + ks * 16 * HS));
-    wgmma_wait();
+    accumulate_async(acc, a, tile);
+    wgmma_wait<0>();
     pin_all(acc);
     pin_all(a);
   }
@@ -608,16 +640,65 @@ struct OwnRows {
 //   streamed_slice(0), (1)           the pair of tiles streamed past them, with the streamed rows' statistics
 //                                    where kStats
 //   kStreamAfter                     the streamed tiles at or after the own rows (dK/dV), else at or before them
-//   step(i, first, second, stats)    the work with streamed tile i
+//   step(i, first, second, stats, issued)
+//                                    the work with streamed tile i; issued() once it has issued every product
+//                                    of the step (where kDefers, before waiting for them)
+//   kDefers                          whether step leaves a product that reads tile i's stage in flight, to be
+//                                    waited for by step(i + 1) or flush() (DeferredProduct)
 //   finish()                         the results stored
 //   min_blocks_copied()              the blocks an SM must hold with CopyFeed (launch bounds: registers)
 
+// The product acc += P @ tile that a step leaves to the next where products are asynchronous (kDefers, wgmma):
+// issued after the next tile's scores, it runs on the tensor cores while the threads work on those scores
+// (FlashAttention-3's overlap within a warpgroup). Its tile is read until the wait for it, in the next step or in
+// flush, so the feed holds that tile's stage until then.
+template <class Tiles>
+struct DeferredProduct {
+  static constexpr int HS = Tiles::kHs;
+  uint32_t p[4][4];              // P, as the A fragments of its four 16 x 16 blocks
+  const bf16* tile = nullptr;   // none before the first step
+
+  // Issued after the step's own products (committed), then issued() (the step's products are all out), then a
+  // wait for the step's own products only. One branch for the three: ptxas serializes every product of a kernel
+  // whose waits and issues are split across branches taken apart (C7514).
+  template <class Issued>
+  __device__ void issue_then_wait_for_the_rest(float (&acc)[HS / 8][4], Issued& issued) {
+    if (tile) {
+      Tiles::accumulate_async(acc, p, tile);
+      issued();
+      wgmma_wait<1>();
+    } else {
+      issued();
+      wgmma_wait<0>();
+    }
+  }
+  // acc and p are the thread's again.
+  __device__ void wait(float (&acc)[HS / 8][4]) {
+    wgmma_wait<0>();
+    pin_all(acc);
+    pin_all(p);
+  }
+  // The next product, after wait: P from the C fragments of 8 score blocks.
+  __device__ void defer(const float (&probs)[8][4], const bf16* next) {
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) probs_fragment(p[ks], probs, ks);
+    tile = next;
+  }
+  __device__ void flush(float (&acc)[HS / 8][4]) {
+    Tiles::accumulate_async(acc, p, tile);
+    wait(acc);
+    tile = nullptr;
+  }
+};
+
 // The forward: out = softmax(Q K^T * scale) V for the own query rows, with each row's log-sum-exp.
+// Where products are asynchronous a step's P V is deferred to the next (DeferredProduct), under whose softmax it
+// runs; O is rescaled between the two products as before, so the sums are the same, in the same order.
 template <class TilesT>
 struct ForwardRows : OwnRows {
   using Tiles = TilesT;
   static constexpr int HS = Tiles::kHs, kOwnTiles = 1;
-  static constexpr bool kStreamAfter = false, kStats = false;
+  static constexpr bool kStreamAfter = false, kStats = false, kDefers = Tiles::kAsync;
   // Four blocks share an SM's shared memory: each may hold 128 registers a thread, where ptxas would otherwise,
   // not knowing the dynamic shared memory, spill to fit more.
   static constexpr int min_blocks_copied() { return 4; }
@@ -629,13 +710,21 @@ struct ForwardRows : OwnRows {
   const typename Tiles::OwnA qa;
   float o[HS / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row; l holds this thread's columns only
+  DeferredProduct<Tiles> pv;  // kDefers
 
   __device__ ForwardRows(const PassArgs& a, int b, int h, int own0, const bf16* q, const bf16*)
       : OwnRows(b, h, own0), args(a), scale2(a.scale * kLog2e), qa(Tiles::own_a(q, warp, g, t)) {}
 
-  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*) {
+  template <class Issued>
+  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*, Issued issued) {
     float s[8][4];
-    Tiles::scores(s, qa, ks, lane);
+    if constexpr (kDefers) {
+      Tiles::scores_async(s, qa, ks);
+      pv.issue_then_wait_for_the_rest(o, issued);
+      pin_all(s);
+    } else {
+      Tiles::scores(s, qa, ks, lane);
+    }
     // Keys past the row exist only in the diagonal tile. Every row sees key kt * 64 (kt <= the diagonal), so each
     // row's maximum is finite and no exp sees inf - inf.
     if (kt * kTile == own0) mask_future_keys(s, kt * kTile, row0, t);
@@ -657,17 +746,27 @@ struct ForwardRows : OwnRows {
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(fmaf(s[nt][e], scale2, -m[e >> 1]));
-        s[nt][e] = p;
-        sum[e >> 1] += p;
+        const float pe = exp2f(fmaf(s[nt][e], scale2, -m[e >> 1]));
+        s[nt][e] = pe;
+        sum[e >> 1] += pe;
       }
 #pragma unroll
     for (int i = 0; i < 2; ++i) l[i] = l[i] * corr[i] + sum[i];
+    if constexpr (kDefers) pv.wait(o);
 #pragma unroll
     for (int dt = 0; dt < HS / 8; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
-    Tiles::accumulate(o, s, vs, lane);
+    if constexpr (kDefers) {
+      pv.defer(s, vs);
+    } else {
+      Tiles::accumulate(o, s, vs, lane);
+      issued();
+    }
+  }
+
+  __device__ void flush() {
+    if constexpr (kDefers) pv.flush(o);
   }
 
   __device__ void finish() {
@@ -692,7 +791,7 @@ template <class TilesT>
 struct DqRows : OwnRows {
   using Tiles = TilesT;
   static constexpr int HS = Tiles::kHs, kOwnTiles = 2;
-  static constexpr bool kStreamAfter = false, kStats = false;
+  static constexpr bool kStreamAfter = false, kStats = false, kDefers = Tiles::kAsync;
   static constexpr int min_blocks_copied() { return 3; }  // 168 registers, which it needs without spilling
   __device__ static constexpr Slice own_slice(int i) { return i == 0 ? Slice::kQ : Slice::kDout; }
   __device__ static constexpr Slice streamed_slice(int i) { return i == 0 ? Slice::kK : Slice::kV; }
@@ -702,6 +801,7 @@ struct DqRows : OwnRows {
   const typename Tiles::OwnA qa, ga;
   float lse_r[2], delta_r[2];  // lse in base 2
   float dq[HS / 8][4] = {};
+  DeferredProduct<Tiles> dsk;  // kDefers: dS K, under the next tile's dS
 
   __device__ DqRows(const PassArgs& a, int b, int h, int own0, const bf16* q, const bf16* dout)
       : OwnRows(b, h, own0), args(a), scale2(a.scale * kLog2e), qa(Tiles::own_a(q, warp, g, t)),
@@ -715,10 +815,19 @@ struct DqRows : OwnRows {
     }
   }
 
-  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*) {
+  template <class Issued>
+  __device__ void step(int kt, const bf16* ks, const bf16* vs, const float*, Issued issued) {
     float s[8][4], dp[8][4];
-    Tiles::scores(s, qa, ks, lane);
-    Tiles::scores(dp, ga, vs, lane);
+    if constexpr (kDefers) {
+      Tiles::scores_async(s, qa, ks);
+      Tiles::scores_async(dp, ga, vs);
+      dsk.issue_then_wait_for_the_rest(dq, issued);
+      pin_all(s);
+      pin_all(dp);
+    } else {
+      Tiles::scores(s, qa, ks, lane);
+      Tiles::scores(dp, ga, vs, lane);
+    }
     if (kt * kTile == own0) mask_future_keys(s, kt * kTile, row0, t);
     // Rows past T are neither stored nor mixed into others: their values do not matter.
 #pragma unroll
@@ -729,7 +838,17 @@ struct DqRows : OwnRows {
         const float p = exp2f(fmaf(s[nt][e], scale2, -lse_r[i]));
         s[nt][e] = p * (dp[nt][e] - delta_r[i]);  // dS
       }
-    Tiles::accumulate(dq, s, ks, lane);
+    if constexpr (kDefers) {
+      dsk.wait(dq);
+      dsk.defer(s, ks);
+    } else {
+      Tiles::accumulate(dq, s, ks, lane);
+      issued();
+    }
+  }
+
+  __device__ void flush() {
+    if constexpr (kDefers) dsk.flush(dq);
   }
 
   __device__ void finish() {
@@ -745,7 +864,7 @@ template <class TilesT>
 struct DkvRows : OwnRows {
   using Tiles = TilesT;
   static constexpr int HS = Tiles::kHs, kOwnTiles = 2;
-  static constexpr bool kStreamAfter = true, kStats = true;
+  static constexpr bool kStreamAfter = true, kStats = true, kDefers = false;
   static constexpr int min_blocks_copied() { return 1; }
   __device__ static constexpr Slice own_slice(int i) { return i == 0 ? Slice::kK : Slice::kV; }
   __device__ static constexpr Slice streamed_slice(int i) { return i == 0 ? Slice::kQ : Slice::kDout; }
@@ -760,7 +879,8 @@ struct DkvRows : OwnRows {
         va(Tiles::own_a(v, warp, g, t)) {}
 
   // stats: the query tile's [lse in base 2, delta][64]
-  __device__ void step(int qt, const bf16* qs, const bf16* gs, const float* stats) {
+  template <class Issued>
+  __device__ void step(int qt, const bf16* qs, const bf16* gs, const float* stats, Issued issued) {
     const int q0 = qt * kTile;
     float st[8][4], dpt[8][4];  // S^T and dP^T: this warp's 16 keys x 64 queries
     Tiles::scores(st, ka, qs, lane);
@@ -786,6 +906,7 @@ struct DkvRows : OwnRows {
       }
     Tiles::accumulate(dv, st, gs, lane);
     Tiles::accumulate(dk, dpt, qs, lane);
+    issued();
   }
 
   __device__ void finish() {
@@ -852,6 +973,7 @@ template <class Rows>
 __device__ void run_pass(const CopyFeed&, const PassArgs& args) {
   using Tiles = typename Rows::Tiles;
   static_assert(!std::is_pointer<typename Tiles::OwnA>::value, "the own tiles' place is reused: their A must be in registers");
+  static_assert(!Rows::kDefers, "a stage is copied over once its step returns");
   extern __shared__ float smem[];
   bf16* tiles = shared_tiles<Tiles>(smem);
   // the pair of each stage; the own tiles are copied to stage 1 first, and read into registers before the
@@ -882,7 +1004,7 @@ __device__ void run_pass(const CopyFeed&, const PassArgs& args) {
   for (int i = first; i <= last; ++i) {
     const int cur = (i - first) % 2;
     if (i < last) copy_streamed(cur ^ 1, i + 1);  // into the pair every thread finished with before the last barrier
-    rows.step(i, tile(cur, 0), tile(cur, 1), stats + cur * 2 * kTile);
+    rows.step(i, tile(cur, 0), tile(cur, 1), stats + cur * 2 * kTile, [] {});
     wait_async_copies();
     __syncthreads();
   }
@@ -893,8 +1015,9 @@ __device__ void run_pass(const CopyFeed&, const PassArgs& args) {
 // one producer warp after them (a warpgroup's warps must start at a multiple of four). The producer's first lane
 // brings every tile in with the TMA, one instruction a tile, swizzled for wgmma on the way, into a ring of kStages
 // pairs; its lanes write the streamed rows' statistics. A pair's full barrier counts the producer's 32 arrivals
-// and the bytes landed, its empty barrier the consumer threads done with it. The consumers never copy and never
-// wait for each other: loads run ahead while they multiply. ----
+// and the bytes landed, its empty barrier the consumer threads done with it. The consumers never copy, and wait for
+// each other only to take turns at issuing products (where the pass defers them): loads run ahead while they
+// multiply. ----
 
 struct TmaFeed {
   CUtensorMap qkv, dout;  // views {hs, heads, T, B} in boxes of 64 rows of one head (see head_tiles)
@@ -972,11 +1095,36 @@ __device__ void run_pass(const TmaFeed& feed, const PassArgs& args) {
   Rows rows(args, b, h, mine0, own + c * kOwn * Tiles::kElems, own + (c * kOwn + kOwn - 1) * Tiles::kElems);
   int mine_first, mine_last;
   streamed_tiles<Rows>(mine0, kTile, args.T, mine_first, mine_last);
+  // Where the passes defer products, the consumers take turns issuing them, consumer c's products of tile i after
+  // c - 1's (FlashAttention-3's ping-pong): while one warpgroup's products run, the other does its softmax, rather
+  // than both waiting for the tensor cores at once. Consumer c waits on barrier kTurn + c, which its predecessor
+  // arrives on once it has issued; each takes a turn at every tile, its own or not, so that the turns alternate to
+  // the end. The first turn has no predecessor and the last no successor, which leaves every barrier between phases.
+  constexpr int kTurn = 1, kTurnThreads = 2 * 128;
+  auto take_turn = [&](int i) {
+    if (Rows::kDefers && (c > 0 || i > first)) named_barrier_sync(kTurn + c, kTurnThreads);
+  };
+  auto pass_turn = [&](int i) {
+    if (Rows::kDefers && (c < kC - 1 || i < last)) named_barrier_arrive(kTurn + (c + 1) % kC, kTurnThreads);
+  };
   for (int i = first; i <= last; ++i) {
     const int s = (i - first) % kS;
     mbarrier_wait(&full[s], ((i - first) / kS) & 1, feed.stuck);
-    if (i >= mine_first && i <= mine_last)
-      rows.step(i, ring + 2 * s * Tiles::kElems, ring + (2 * s + 1) * Tiles::kElems, stats + s * 2 * kTile);
+    take_turn(i);
+    if (i < mine_first || i > mine_last) {
+      pass_turn(i);
+      mbarrier_arrive(&empty[s]);
+      continue;
+    }
+    rows.step(i, ring + 2 * s * Tiles::kElems, ring + (2 * s + 1) * Tiles::kElems, stats + s * 2 * kTile,
+              [&] { pass_turn(i); });
+    if constexpr (Rows::kDefers) {
+      // A stage is free once the last product that reads it is waited for: the previous tile's, in this step;
+      // the last tile's, in flush.
+      if (i > mine_first) mbarrier_arrive(&empty[(i - 1 - first) % kS]);
+      if (i < mine_last) continue;
+      rows.flush();
+    }
     mbarrier_arrive(&empty[s]);
   }
   rows.finish();

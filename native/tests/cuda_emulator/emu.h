@@ -7,7 +7,7 @@
 // ISA's fragment layouts, wgmma.m64nNk16 one that reads B, and A unless it is in registers, from shared memory
 // through descriptor and swizzle, computed when its group is waited for; a cp.async copy lands at its wait, its
 // destination NaN until then, and a TMA box when a thread waits on the mbarrier that counts its bytes; an mbarrier
-// wait yields until its phase completes; a trap ends the kernel and fails the calls after it; a captured graph is
+// wait yields until its phase completes, as does a named barrier's (bar.sync, bar.arrive); a trap ends the kernel and fails the calls after it; a captured graph is
 // the list of its launches and copies (of page-locked host memory only), replayed with the arguments they were
 // captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
@@ -55,6 +55,12 @@ struct EmuMbarrier {
   int64_t tx = 0;
   uint32_t phase = 0;
 };
+// A named barrier (bar.sync / bar.arrive with an id and a thread count): a phase completes when `count` threads
+// have arrived, waiting (sync) or not (arrive); every arrival of a phase must give the same count.
+struct EmuNamedBarrier {
+  int count = 0, arrived = 0;
+  uint64_t gen = 0;
+};
 struct EmuBlock {
   uint3 idx;
   EmuBarrier barrier;
@@ -67,7 +73,8 @@ struct EmuBlock {
     std::vector<unsigned char> bytes;
   };
   std::vector<Landing> tma_in_flight;
-  uint64_t failed_waits = 0;  // mbarrier waits that found their phase open since a phase last completed
+  EmuNamedBarrier named[16];  // ids 1 to 15 (0 is __syncthreads')
+  uint64_t failed_waits = 0;  // mbarrier and named barrier waits that found their phase open since a phase last completed
 };
 // A wgmma issued and not yet waited for: what it multiplies, read when its group is waited for.
 struct EmuWgmma {
@@ -75,7 +82,7 @@ struct EmuWgmma {
   int n;
   const uint32_t* a;  // A's registers, or null: A in shared memory at desc_a
   uint64_t desc_a, desc_b;
-  bool trans_b;
+  bool trans_b, accumulate;  // accumulate: d += A B, else d = A B
 };
 // A cp.async copy in flight: the 16 bytes it read, and where they land at the thread's wait.
 struct EmuCopy {
@@ -264,13 +271,14 @@ inline float emu_wgmma_operand(uint64_t desc, int k, int mn, bool n_major) {
   return __bfloat162float(__ushort_as_bfloat16(bits));
 }
 
-// d[16 x n] += A[16 x 16] @ B[16 x n]: this warp's rows of a wgmma, in the C layout of n / 8 16x8 blocks.
-inline void emu_wgmma_rows(float* d, int n, const float (&A)[16][16], uint64_t desc_b, bool trans_b) {
+// d[16 x n] = A[16 x 16] @ B[16 x n] (+ d where accumulate): this warp's rows of a wgmma, in the C layout of n / 8
+// 16x8 blocks.
+inline void emu_wgmma_rows(float* d, int n, const float (&A)[16][16], uint64_t desc_b, bool trans_b, bool accumulate) {
   const int lane = emu_lane(), g = lane / 4, t = lane % 4;
   for (int j = 0; j < n / 8; ++j)
     for (int i = 0; i < 4; ++i) {
       const int row = i < 2 ? g : g + 8, col = 8 * j + 2 * t + (i & 1);
-      float s = d[4 * j + i];
+      float s = accumulate ? d[4 * j + i] : 0.0f;
       for (int k = 0; k < 16; ++k) s += A[row][k] * emu_wgmma_operand(desc_b, k, col, trans_b);
       d[4 * j + i] = s;
     }
@@ -286,16 +294,17 @@ inline void emu_wgmma(float* d, int n, const uint32_t* a, uint64_t desc, bool tr
   float A[16][16];
   emu_take_a(A, w);
   emu_warp_barrier();
-  emu_wgmma_rows(d, n, A, desc, trans_b);
+  emu_wgmma_rows(d, n, A, desc, trans_b, true);
 }
 
-// The same with A from shared memory too, both K-major: warp w of the warpgroup reads A's rows 16w.. .
-inline void emu_wgmma_shared(float* d, int n, uint64_t desc_a, uint64_t desc_b) {
+// The same with A from shared memory too, both K-major: warp w of the warpgroup reads A's rows 16w.. ; d added
+// where accumulate (the instruction's scale-d).
+inline void emu_wgmma_shared(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   const int warp = emu_thread() / 32 % 4;
   float A[16][16];
   for (int r = 0; r < 16; ++r)
     for (int k = 0; k < 16; ++k) A[r][k] = emu_wgmma_operand(desc_a, k, 16 * warp + r, false);
-  emu_wgmma_rows(d, n, A, desc_b, false);
+  emu_wgmma_rows(d, n, A, desc_b, false, accumulate);
 }
 
 // wgmma.mma_async is asynchronous: a product reads its registers (A, the accumulators) and shared tiles, and
@@ -304,13 +313,14 @@ inline void emu_wgmma_shared(float* d, int n, uint64_t desc_a, uint64_t desc_b) 
 // other results here too. A product issued with no wgmma.fence since the thread last waited (registers written
 // since may not be ready for it) stops the run.
 inline void emu_wgmma_fence() { emu_fiber().wgmma_fenced = true; }
-inline void emu_wgmma_issue(float* d, int n, const uint32_t* a, uint64_t desc_a, uint64_t desc_b, bool trans_b) {
+inline void emu_wgmma_issue(float* d, int n, const uint32_t* a, uint64_t desc_a, uint64_t desc_b, bool trans_b,
+                            bool accumulate) {
   EmuFiber& f = emu_fiber();
   if (!f.wgmma_fenced) {
     std::fprintf(stderr, "emu: a wgmma issued with no wgmma.fence since the thread's last wait\n");
     std::abort();
   }
-  f.wgmma.push_back(EmuWgmma{d, n, a, desc_a, desc_b, trans_b});
+  f.wgmma.push_back(EmuWgmma{d, n, a, desc_a, desc_b, trans_b, accumulate});
 }
 inline void emu_wgmma_commit() { emu_fiber().wgmma_groups.push_back(emu_fiber().wgmma.size()); }
 // wgmma.wait_group pending: the products of all committed groups but the newest `pending`.
@@ -326,7 +336,7 @@ inline void emu_wgmma_wait(int pending) {
   for (size_t& g : f.wgmma_groups) g -= end;
   for (const EmuWgmma& w : due) {  // warp-collective: every lane of the warp waits here too
     if (w.a) emu_wgmma(w.d, w.n, w.a, w.desc_b, w.trans_b);
-    else emu_wgmma_shared(w.d, w.n, w.desc_a, w.desc_b);
+    else emu_wgmma_shared(w.d, w.n, w.desc_a, w.desc_b, w.accumulate);
   }
 }
 
@@ -378,18 +388,58 @@ inline void __trap() {
   __builtin_unreachable();
 }
 
+// Stops a run whose waits (of an mbarrier or a named barrier, `what`) can never end, saying which named barriers
+// are mid-phase: whichever waiter gives up first, the others may be what is stuck.
+[[noreturn]] inline void emu_never_ending(const char* what) {
+  std::fprintf(stderr, "emu: %s waits that can never end (no phase completes)", what);
+  for (int id = 1; id < 16; ++id) {
+    const EmuNamedBarrier& b = emu_block->named[id];
+    if (b.arrived) std::fprintf(stderr, "; named barrier %d has %d of %d arrivals", id, b.arrived, b.count);
+  }
+  std::fprintf(stderr, "\n");
+  std::abort();
+}
+
 inline void emu_tma_land(const void* bar);
 // mbarrier.try_wait.parity, after the boxes in flight that bar counts land: whether the phase of this parity has
 // completed (the current phase has the other parity), else a yield and false.
 inline uint32_t emu_mbarrier_try_wait(uint64_t* bar, uint32_t parity) {
   emu_tma_land(bar);
   if ((emu_mbarrier(bar).phase & 1) != parity) return 1;
-  if (++emu_block->failed_waits > 50'000'000) {
-    std::fprintf(stderr, "emu: mbarrier waits that can never end (no phase completes)\n");
-    std::abort();
-  }
+  if (++emu_block->failed_waits > 50'000'000) emu_never_ending("mbarrier");
   emu_yield();
   return 0;
+}
+
+// bar.sync id, count (wait) and bar.arrive id, count: count threads, in whole warps, release a phase of barrier id;
+// an arrival does not wait for it. A barrier whose arrivals disagree on the count stops the run, and so does a
+// wait that can never end (no phase of any barrier completing for many rounds) and, at the block's end, a barrier
+// left with arrivals (emu_launch): a card would hang there, or leave the next user of the id its arrivals.
+inline void emu_named_barrier(int id, int count, bool wait) {
+  if (id <= 0 || id >= 16 || count <= 0 || count % 32 ||
+      count > static_cast<int>(blockDim.x * blockDim.y * blockDim.z)) {
+    std::fprintf(stderr, "emu: a named barrier needs an id from 1 to 15 and a count of whole warps of the block (id %d, count %d)\n",
+                 id, count);
+    std::abort();
+  }
+  EmuNamedBarrier& b = emu_block->named[id];
+  if (b.arrived == 0) {
+    b.count = count;
+  } else if (b.count != count) {
+    std::fprintf(stderr, "emu: named barrier %d arrived on with counts %d and %d in one phase\n", id, b.count, count);
+    std::abort();
+  }
+  const uint64_t gen = b.gen;
+  if (++b.arrived == b.count) {
+    b.arrived = 0;
+    ++b.gen;
+    emu_block->failed_waits = 0;
+    return;
+  }
+  while (wait && b.gen == gen) {
+    if (++emu_block->failed_waits > 50'000'000) emu_never_ending("named barrier");
+    emu_yield();
+  }
 }
 
 // cuTensorMapEncodeTiled's map as the emulator keeps it in CUtensorMap's opaque bytes (runtime.cpp).
@@ -560,13 +610,20 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, F body, bool together = fals
       }
     }
     // A block's pipeline ends between phases: a barrier left mid-phase had arrivals or bytes that did not add up.
-    for (size_t i = first; i < first + wave; ++i)
+    for (size_t i = first; i < first + wave; ++i) {
       for (const auto& [bar, m] : blocks[i].mbarriers)
         if (m.pending != m.count || m.tx != 0) {
           std::fprintf(stderr, "emu: an mbarrier ended mid-phase (%d of %d arrivals, %lld bytes owed)\n",
                        m.count - m.pending, m.count, static_cast<long long>(m.tx));
           std::abort();
         }
+      for (int id = 1; id < 16; ++id)
+        if (blocks[i].named[id].arrived) {
+          std::fprintf(stderr, "emu: named barrier %d ended its block mid-phase (%d of %d arrivals)\n", id,
+                       blocks[i].named[id].arrived, blocks[i].named[id].count);
+          std::abort();
+        }
+    }
   }
 }
 
