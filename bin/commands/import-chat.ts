@@ -27,7 +27,7 @@ async function main(): Promise<void> {
         'says how many and why. Nothing is written unless every export was read.',
     )
     .positional('exports', { type: 'string', describe: 'export files, zips or folders' })
-    .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, Snapchat, an X archive, a Mac\'s chat.db, a Telegram account export, nor fine-tuning JSONL. Run without it to list the senders found' })
+    .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, Snapchat, an X archive, a Mac\'s chat.db, a Telegram account export, Google Chat from Takeout, nor fine-tuning JSONL. Run without it to list the senders found' })
     .option('out', { type: 'string', default: 'data', describe: 'a folder, for a .train file per audience, or a file ending in .train for one combined file' })
     .option('format', { choices: ['auto', ...EXPORT_FORMATS], default: 'auto', describe: 'the app the exports come from, when it is not detected' })
     .option('contacts', { type: 'string', array: true, default: [] as string[], describe: 'an address book exported as vCards (.vcf; repeat for several): people the exports know only by number or e-mail address get their names from it' })

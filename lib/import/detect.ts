@@ -4,7 +4,7 @@ import path from 'node:path';
 import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, jsonObject, parseExportJson } from './chat_export';
 import { looksLikeDiscord, parseDiscord } from './discord';
 import { fineTuningFormat, firstJsonLine, isDocumentLine, isFineTuningFormat, jsonConversations, jsonlConversations, parseFineTuning } from './fine_tuning';
-import { isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './google_chat';
+import { GOOGLE_CHAT_USER_INFO, isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './google_chat';
 import { isSqlite, parseMessagesDatabase } from './imessage';
 import { looksLikeKakaoTalk, parseKakaoTalk } from './kakaotalk';
 import { looksLikeLine, parseLine } from './line';
@@ -39,8 +39,15 @@ export class UnknownExportError extends ChatImportError {
 }
 
 // The chats of one export; what the user should know but that stops nothing goes to `warnings`.
-// A file beside the export (Google Chat's group_info.json beside messages.json), by name; null when there is none.
-export type Companion = (name: string) => Buffer | null;
+// A file near the export, by its path from the export's folder: Google Chat's group_info.json beside messages.json,
+// or its ../../Users/User */user_info.json, where `*` stands for any name within one folder (the first, in sorted
+// order, that holds the rest). Its path as messages name it (under a zip's path for an entry of a zip) and its
+// bytes; null when there is none.
+export interface CompanionFile {
+  file: string;
+  bytes: Buffer;
+}
+export type Companion = (name: string) => CompanionFile | null;
 
 // `file` names the export in messages; `bytes` are its content, read from disk or from a zip, as are its
 // companions'.
@@ -61,7 +68,7 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   if (archiveKind !== null && (options.format === undefined || options.format === 'x')) {
     if (!isXDirectMessages(archiveKind)) throw new UnknownExportError(file, `an X archive's ${archiveKind}`);
     const account = companion('account.js');
-    const myId = account === null ? null : xAccountId(path.join(path.dirname(file), 'account.js'), account.toString('utf8'));
+    const myId = account === null ? null : xAccountId(account.file, account.bytes.toString('utf8'));
     return parseXDirectMessages(file, archiveKind, xArchiveData(file, text), myId);
   }
   if (options.format === 'x') throw new ChatImportError(file, 1, 'not a file of an X archive: its direct messages (data/direct-messages.js) begin "window.YTD.direct_messages"');
@@ -110,9 +117,13 @@ function readJsonExport(file: string, text: string, format: ExportFormat | undef
   }
   if (detected === 'snapchat') return parseSnapchat(file, root);
   if (detected === 'googlechat') {
-    const info = companion('group_info.json');
-    const groupInfo = info === null ? null : jsonObject(parseExportJson(path.join(path.dirname(file), 'group_info.json'), info.toString('utf8')));
-    return [parseGoogleChat(file, path.basename(path.dirname(path.resolve(file))), root, groupInfo)];
+    const companionJson = (name: string): Record<string, unknown> | null => {
+      const found = companion(name);
+      return found === null ? null : jsonObject(parseExportJson(found.file, found.bytes.toString('utf8')));
+    };
+    const groupInfo = companionJson('group_info.json');
+    const userInfo = companionJson(GOOGLE_CHAT_USER_INFO);
+    return [parseGoogleChat(file, path.basename(path.dirname(path.resolve(file))), root, groupInfo, userInfo)];
   }
   return [parseDiscord(file, root)];
 }

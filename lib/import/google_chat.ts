@@ -3,8 +3,10 @@
 //   messages.json    {"messages": [{"creator": {"name", "email", "user_type": "Human"}, "created_date":
 //                     "Monday, March 6, 2023 at 9:15:02 AM UTC", "text", "attached_files": [...], "deleted_date"...}]}
 //   group_info.json  {"name": "Hiking crew" (a space's), "members": [{"name", "email", "user_type"}]}
-// Takeout/Google Chat/Users/User <id>/user_info.json says who exported it; --me still names the user (by name or
-// e-mail address). Dates are written in English, as Takeout writes them for an English account.
+// and Takeout/Google Chat/Users/User <id>/user_info.json, {"user": {"name", "email", "user_type"}, "membership_info":
+// [...]}, says who exported it: its e-mail address is the user's, so that no --me is needed where it is in the
+// folder or zip with the conversations. --me (a name or an e-mail address) names the user where it is not, and wins
+// where given. Dates are written in English, as Takeout writes them for an English account.
 import { DropReason, ExportedChat, ExportedMessage, ChatImportError, NO_IDS, jsonObject, jsonString } from './chat_export';
 
 // The folder of a conversation of more than two people: a space, or a group conversation that has no name.
@@ -22,9 +24,12 @@ export function isGoogleChatCompanion(root: Record<string, unknown>): boolean {
   return (Array.isArray(root.members) && keys.every((k) => k === 'members' || k === 'name')) || (jsonObject(root.user) !== null && keys.every((k) => k === 'user' || k === 'membership_info'));
 }
 
+// Where user_info.json lies from a conversation's folder, as a companion (detect.ts) finds it.
+export const GOOGLE_CHAT_USER_INFO = '../../Users/User */user_info.json';
+
 // `folder`: the conversation's folder's name (DM 4kpd0UAAAAE), which tells a space and keys the conversation;
-// `groupInfo`: its group_info.json, when there is one.
-export function parseGoogleChat(file: string, folder: string, root: Record<string, unknown>, groupInfo: Record<string, unknown> | null): ExportedChat {
+// `groupInfo` and `userInfo`: its group_info.json and the export's user_info.json, when there are.
+export function parseGoogleChat(file: string, folder: string, root: Record<string, unknown>, groupInfo: Record<string, unknown> | null, userInfo: Record<string, unknown> | null): ExportedChat {
   if (!Array.isArray(root.messages)) throw new ChatImportError(file, null, 'not a Google Chat export: no "messages" list');
   const members = Array.isArray(groupInfo?.members) ? groupInfo.members : [];
   return {
@@ -34,9 +39,17 @@ export function parseGoogleChat(file: string, folder: string, root: Record<strin
     title: jsonString(groupInfo?.name),
     group: GROUP_FOLDER.test(folder) || members.length > 2 ? true : members.length === 2 ? false : null,
     skip: null,
-    myIds: NO_IDS,
+    myIds: userIds(userInfo),
     messages: root.messages.map((value, index) => toMessage(file, value, index)),
   };
+}
+
+// The user as messages name their senders: by e-mail address, which is theirs alone (a name may be another
+// member's too), or by name where the address is missing.
+function userIds(userInfo: Record<string, unknown> | null): readonly string[] {
+  const user = jsonObject(userInfo?.user) ?? {};
+  const id = jsonString(user.email) || jsonString(user.name);
+  return id === '' ? NO_IDS : [id];
 }
 
 function toMessage(file: string, value: unknown, index: number): ExportedMessage {

@@ -6,9 +6,9 @@ import path from 'node:path';
 import { datasetFiles } from '../data/files';
 import { ExportFormat, ExportedChat, ChatImportErrors } from './chat_export';
 import { readContacts } from './contacts';
-import { Companion, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
+import { Companion, CompanionFile, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
 import { TELEGRAM_PAGE } from './telegram_html';
-import { isZip, ZipArchive } from '../util/zip';
+import { isZip, ZipArchive, ZipEntry } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, planOutput, writeOutput } from './train_output';
 import { DateOrder } from './whatsapp';
 
@@ -134,9 +134,9 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
   const notExports: string[] = [];
   for (const [file, named] of [...files.entries()].sort((a, b) => compare(a[0], b[0]))) {
     if (!startsAsZip(file)) {
-      const companion = (name: string): Buffer | null => {
-        const beside = path.join(path.dirname(file), name);
-        return fs.existsSync(beside) ? fs.readFileSync(beside) : null;
+      const companion = (name: string): CompanionFile | null => {
+        const found = companionOnDisk(path.dirname(file), name.split('/'));
+        return found === null ? null : { file: found, bytes: fs.readFileSync(found) };
       };
       sources.push({ file, named, size: fs.statSync(file).size, read: () => fs.readFileSync(file), companion });
       continue;
@@ -157,15 +157,44 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
       notExports.push(file);
     }
     const byName = new Map(zip.entries.map((e) => [e.name, e]));
+    // A path with a `*` is looked for once among all the entries, not for each of the many conversations beside it.
+    const matched = new Map<string, ZipEntry | undefined>();
+    const entryAt = (where: string): ZipEntry | undefined => {
+      if (!where.includes('*')) return byName.get(where);
+      if (!matched.has(where)) {
+        const pattern = companionPattern(where);
+        matched.set(where, zip.entries.filter((e) => pattern.test(e.name)).sort((a, b) => compare(a.name, b.name))[0]);
+      }
+      return matched.get(where);
+    };
     for (const entry of entries) {
-      const companion = (name: string): Buffer | null => {
-        const beside = byName.get(path.posix.join(path.posix.dirname(entry.name), name));
-        return beside ? zip.read(beside) : null;
+      const companion = (name: string): CompanionFile | null => {
+        const found = entryAt(path.posix.join(path.posix.dirname(entry.name), name));
+        return found ? { file: zip.pathOf(found), bytes: zip.read(found) } : null;
       };
       sources.push({ file: zip.pathOf(entry), named: false, size: entry.size, read: () => zip.read(entry), companion });
     }
   }
   return { sources, notExports };
+}
+
+// A companion's path (detect.ts) on disk, `segments` of it from `folder` on: the first file, in sorted order.
+function companionOnDisk(folder: string, segments: readonly string[]): string | null {
+  if (segments.length === 0) return fs.existsSync(folder) && fs.statSync(folder).isFile() ? folder : null;
+  const [segment, ...rest] = segments;
+  if (!segment.includes('*')) return companionOnDisk(path.join(folder, segment), rest);
+  if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) return null;
+  const pattern = companionPattern(segment);
+  for (const name of fs.readdirSync(folder).sort(compare)) {
+    const found = pattern.test(name) ? companionOnDisk(path.join(folder, name), rest) : null;
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+// A companion's path, or one folder's name of it, as a test of names: `*` any characters but a slash.
+function companionPattern(name: string): RegExp {
+  return new RegExp(`^${name.split('*').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*')}$`);
 }
 
 // Where a folder or zip holds web pages instead: what they are, and what to export instead.

@@ -207,17 +207,24 @@ function mergeParts(chats: readonly ExportedChat[]): ExportedChat[] {
   });
 }
 
-// Whether a message is the user's: the export says so (SMS), or its sender is one --me names (or the account
-// the export belongs to names), by name or by id, in any case.
+// Whether a message is the user's: the export says so (SMS), or its sender is one --me names or the account the
+// export belongs to (Telegram's account export, Google Chat's Takeout), by name or by id, in any case. --me wins:
+// in a chat where it names someone the account is not, the account is no longer the user there. Where it names
+// the account by another name, or nobody of the chat (--me given for another app's exports), both count.
 function mineTest(chat: ExportedChat, me: ReadonlySet<string>): (message: ExportedMessage) => boolean {
-  const names = chat.myIds.length > 0 ? new Set([...me, ...chat.myIds.map(nameKey)]) : me;
+  const account = new Set(chat.myIds.map(nameKey));
+  const named = (names: ReadonlySet<string>, message: ExportedMessage): boolean =>
+    names.has(nameKey(message.sender)) || message.senderIds.some((id) => names.has(nameKey(id)));
+  const overruled = account.size > 0 && me.size > 0 &&
+    chat.messages.some((m) => m.mine === null && !NOT_SPOKEN.has(m.dropped) && named(me, m) && !named(account, m));
+  const names = account.size === 0 || overruled ? me : new Set([...me, ...account]);
   const known = new Map<string, boolean>();
   return (message) => {
     if (message.mine !== null) return message.mine;
     const key = message.senderIds.length === 0 ? message.sender : `${message.sender}\0${message.senderIds.join('\0')}`;
     let mine = known.get(key);
     if (mine === undefined) {
-      mine = names.has(nameKey(message.sender)) || message.senderIds.some((id) => names.has(nameKey(id)));
+      mine = named(names, message);
       known.set(key, mine);
     }
     return mine;

@@ -1,10 +1,14 @@
 // Google Chat in Google Takeout: a direct message and a space, each messages.json beside its group_info.json (the
-// space's name), the user named by e-mail address or name; deleted messages, bare attachments and bots' messages
-// dropped; Takeout's English dates; the same from the Takeout zip.
+// space's name), the user named by e-mail address or name, or by the export's Users/User <id>/user_info.json
+// without --me; deleted messages, bare attachments and bots' messages dropped; Takeout's English dates; the same
+// from the Takeout zip.
+import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { takeoutDate } from '../../lib/import/google_chat';
-import { REPO, fixture, importInto } from './helpers';
+import { REPO, fixture, importInto, outputBytes } from './helpers';
+
+const TAKEOUT_ZIP = path.join(REPO, 'test', 'fixtures', 'zips', 'takeout-20230401T120000Z-001.zip');
 
 const EXPECTED = {
   'hiking-crew.train': ['0|Hiking crew|Trail for Sunday: Mount Tam loop, 10 km <EOM>', "0|Hiking crew|I'm in <EOM>", "1|Hiking crew|Me too, I'll bring snacks <EOM>"],
@@ -25,7 +29,43 @@ t.test('a Takeout folder: a file per conversation, the space by its name, the us
 });
 
 t.test('the Takeout zip as Google hands it out: the same, group_info.json read beside messages.json inside it', async (t) => {
-  const { files } = await importInto(t.testdir(), [path.join(REPO, 'test', 'fixtures', 'zips', 'takeout-20230401T120000Z-001.zip')], { me: ['jane.doe@gmail.com'] });
+  const { files } = await importInto(t.testdir(), [TAKEOUT_ZIP], { me: ['jane.doe@gmail.com'] });
+  t.same(files, EXPECTED);
+});
+
+t.test("without --me, user_info.json says who the user is: the same bytes as with --me, from the folder, Google Chat's folder in it and the zip", async (t) => {
+  const dir = t.testdir();
+  const withMe = path.join(dir, 'with-me');
+  await importInto(withMe, [fixture('googlechat')], { me: ['Jane Doe'] });
+  t.same(Object.keys(outputBytes(withMe)), ['hiking-crew.train', 'priya-shah.train']);
+  for (const [name, input] of [['takeout', fixture('googlechat')], ['google-chat', fixture('googlechat', 'Takeout', 'Google Chat')], ['zip', TAKEOUT_ZIP]]) {
+    const out = path.join(dir, name);
+    const { summary } = await importInto(out, [input]);
+    t.same(outputBytes(out), outputBytes(withMe), name);
+    t.same(summary.skipped, [], `${name}: no chat left out`);
+  }
+});
+
+t.test('--me given wins over user_info.json: naming another member, their side is the one written as yours', async (t) => {
+  for (const input of [fixture('googlechat'), TAKEOUT_ZIP]) {
+    const { files } = await importInto(t.testdir(), [input], { me: ['priya.shah@gmail.com'] });
+    t.same(files, {
+      'hiking-crew.train': ['0|Hiking crew|Trail for Sunday: Mount Tam loop, 10 km <EOM>', "1|Hiking crew|I'm in <EOM>", "0|Hiking crew|Me too, I'll bring snacks <EOM>"],
+      'jane-doe.train': [
+        '1|Jane Doe|Are we still on for lunch tomorrow? <EOM>', '0|Jane Doe|Yes! 12:30 at the usual place? <EOM>', '1|Jane Doe|Perfect, see you there <EOM>',
+        '0|Jane Doe|Running 5 min late sorry! <EOM>',
+      ],
+    }, path.basename(input));
+  }
+});
+
+t.test('conversations without the Users folder: --me is asked for, the senders listed, as before', async (t) => {
+  const dir = t.testdir();
+  fs.cpSync(fixture('googlechat', 'Takeout', 'Google Chat', 'Groups'), path.join(dir, 'Groups'), { recursive: true });
+  await t.rejects(importInto(path.join(dir, 'out'), [path.join(dir, 'Groups')]), {
+    message: 'say which sender is you with --me "<your name>" (as the app shows it; repeat --me for several): the senders found, with their messages: Jane Doe (4), Priya Shah (4), Tom Baker (1)',
+  });
+  const { files } = await importInto(path.join(dir, 'out'), [path.join(dir, 'Groups')], { me: ['jane.doe@gmail.com'] });
   t.same(files, EXPECTED);
 });
 

@@ -25,6 +25,11 @@ export function trainFiles(dir: string): Record<string, string[]> {
   return files;
 }
 
+// The files under `dir`, by name, as their bytes (base64): to compare two imports byte for byte.
+export function outputBytes(dir: string): Record<string, string> {
+  return Object.fromEntries(fs.readdirSync(dir).sort().map((name) => [name, fs.readFileSync(path.join(dir, name)).toString('base64')]));
+}
+
 export async function importInto(out: string, inputs: string[], options: Omit<ChatImportOptions, 'out'> = {}): Promise<Imported> {
   const summary = await importChats(inputs, { out, ...options });
   return { summary, files: trainFiles(out) };

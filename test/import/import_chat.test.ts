@@ -8,7 +8,7 @@ import t from 'tap';
 import { ChatChecker } from '../../lib/data/chat_check';
 import { MAX_AUDIENCE_CHARS, isAudience, messageText, toAudience } from '../../lib/data/chat_format';
 import { ChatImportErrors, formatImportSummary, importChats } from '../../lib/import';
-import { EXPORTS, fixture, importInto, trainFiles } from './helpers';
+import { EXPORTS, fixture, importInto, outputBytes, trainFiles } from './helpers';
 
 const ME = ['Jane Doe', 'jane_d'];
 
@@ -46,9 +46,7 @@ t.test('importing the same exports again gives the same bytes, whatever order th
   const inputs = fs.readdirSync(EXPORTS).map((name) => path.join(EXPORTS, name)).reverse();
   await importChats(inputs, { out: second, me: [...ME].reverse() });
   await importChats([EXPORTS], { out: first, me: ME });
-  const bytes = (folder: string): Record<string, string> =>
-    Object.fromEntries(fs.readdirSync(folder).sort().map((name) => [name, fs.readFileSync(path.join(folder, name)).toString('base64')]));
-  t.same(bytes(first), bytes(second));
+  t.same(outputBytes(first), outputBytes(second));
   t.same(fs.readdirSync(first).filter((name) => name.startsWith('.')), [], 'no temporary file left behind');
 });
 

@@ -34,6 +34,14 @@ t.test('the account export: the user known without --me, groups named by their t
   t.same(Object.keys(withoutGroups), ['mom.train']);
 });
 
+t.test('the account export with --me: where it names someone else it wins, where it names nobody the account is still the user', async (t) => {
+  const { files } = await importInto(t.testdir(), [fixture('telegram', 'account', 'result.json')], { me: ['Mom'] });
+  t.same(files, {
+    'book-club.train': ['0|Book Club|First book: Dune <EOM>', '0|Book Club|Great pick <EOM>', '1|Book Club|Count me in <EOM>'],
+    'jane.train': ['1|Jane|Dinner on Sunday? <EOM>', '0|Jane|Yes please! <EOM>'],
+  });
+});
+
 t.test('times from date_unixtime, else the wall clock of date; messages without either are unreadable', async (t) => {
   const root = JSON.parse(fs.readFileSync(fixture('telegram', 'chat', 'result.json'), 'utf8')) as Record<string, unknown>;
   const [chat] = parseTelegram('result.json', root);
