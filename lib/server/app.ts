@@ -178,7 +178,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use(llamaCppRouter(service, requireJson, packageVersion()));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /v1/embeddings', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /api/embed', 'POST /api/embeddings', 'POST /completion', 'POST /embedding', 'GET /props', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'GET /health', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /v1/embeddings', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /api/embed', 'POST /api/embeddings', 'POST /completion', 'POST /embedding', 'POST /apply-template', 'GET /props', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'GET /health', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
   });
 
   // The one error handler: HttpError as it says; a client error from a library (http-errors marks those it

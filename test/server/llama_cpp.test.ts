@@ -158,6 +158,22 @@ t.test('a streaming client that leaves stops its generation', async (t) => {
   t.match(metrics.text, /^dixie_http_requests_total\{route="\/completion \/completions",status="200"\} \d+$/m, 'counted under the route of both paths');
 });
 
+t.test('apply-template: the prompt chat completions send, which /completion then answers as they do', async (t) => {
+  const messages = [{ role: 'user', content: 'How are you?' }, { role: 'assistant', content: 'Fine.' }, { role: 'user', content: 'And Dad?' }];
+  const r = await request(`${srv.url}/apply-template`, { body: { model: 'chatbot', messages }, headers: AUTH });
+  t.equal(r.status, 200, r.text);
+  const { prompt } = r.json() as { prompt: string };
+  t.equal(prompt, '1|mom|How are you? <EOM>\n0|mom|Fine. <EOM>\n1|mom|And Dad? <EOM>\n0|mom|', 'the chat format, ending in the bot\'s turn');
+  const ours = await request(`${srv.url}/completion`, { body: { model: 'chatbot', prompt, seed: 3 }, headers: AUTH });
+  const theirs = await request(`${srv.url}/v1/chat/completions`, { body: { model: 'chatbot', messages, seed: 3 }, headers: AUTH });
+  t.equal((ours.json() as Answer).content, (theirs.json().choices as { message: { content: string } }[])[0].message.content, 'the same reply');
+  const raw = await request(`${srv.url}/apply-template`, { body: { model: 'general', messages }, headers: AUTH });
+  t.same(raw.json(), { prompt: 'How are you?\nFine.\nAnd Dad?' }, 'a raw model: the messages one a line');
+  const ignored = await request(`${srv.url}/apply-template`, { body: { model: 'lenient', messages: [{ role: 'system', content: 'Be brief.' }, ...messages] }, headers: AUTH });
+  t.equal(ignored.headers.get('x-dixie-ignored-messages'), '0', 'a system message the model ignores is said to be left out');
+  t.match(await refusal('/apply-template', { model: 'chatbot', messages: [{ role: 'tool', content: 'x' }] }), { status: 400, error: { field: 'messages[0].role' } });
+});
+
 t.test('props: the context, slots and defaults of a model, and a chat model\'s chat template', async (t) => {
   const general = await request(`${srv.url}/props?model=general`, { headers: AUTH });
   t.equal(general.status, 200);

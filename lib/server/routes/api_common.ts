@@ -167,6 +167,17 @@ export function messageText(content: unknown, where: string, partTypes: readonly
     .join('');
 }
 
+// Chat completions' messages (and llama.cpp's, which are theirs): {"role", "content"}, the content a string or
+// text parts.
+export function openAIMessages(messages: unknown): InputMessage[] {
+  if (!Array.isArray(messages) || messages.length === 0) bad('messages', 'must be a non-empty array of {"role", "content"}');
+  return messages.map((m: unknown, i) => {
+    const where = `messages[${i}]`;
+    if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
+    return { role: m.role, text: messageText(m.content, where, ['text']), roleField: `${where}.role`, textField: `${where}.content` };
+  });
+}
+
 // The prompt the messages make, and the indices of the messages it leaves out. A chat model gets the chat format
 // (lib/data/chat_format.ts): user messages are the user's side (`1|<audience>|...`), assistant messages the bot's
 // (`0|<audience>|...`), and the bot answers as the audience: the model's, or the one a system message names as

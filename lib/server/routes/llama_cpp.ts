@@ -5,6 +5,7 @@
 //   POST /completion    `prompt` continued as it is (a text, token ids, both mixed, or several prompts); also
 //                       /completions. Streamed, one server-sent event a piece, the last with "stop": true
 //   POST /embedding     `content` (a text or texts) as one vector each, in the mean of its tokens' states
+//   POST /apply-template `messages` as the prompt the model's chat format makes of them, for /completion
 //   POST /tokenize      {"content", "with_pieces"?} -> {"tokens"}; POST /detokenize {"tokens"} -> {"content"}
 // llama-server serves one model; here `model` names a served one, by default the server's default model (as
 // /invocations' model_key). Its sampling fields keep llama.cpp's names; those for samplers dixie does not have are
@@ -12,7 +13,7 @@
 // decide. Errors come in llama.cpp's shape, {"error": {"code", "message", "type"}} (llamaCppError, used by the app's
 // one error handler).
 import express, { type Request, type Response } from 'express';
-import { chatTemplate } from '../../data/chat_format';
+import { chatTemplate, fitConversation } from '../../data/chat_format';
 import type { TokenLogprob } from '../../generate/logprobs';
 import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
@@ -21,12 +22,12 @@ import { HttpError } from '../errors';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOGIT_BIAS, bad, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, optional, readAdditivePenalty, readRepeatPenalty, readSampling, readStop,
-  tokenLogprobs, type Body,
+  MAX_LOGIT_BIAS, bad, chatPrompt, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
+  readRepeatPenalty, readSampling, readStop, tokenLogprobs, type Body,
 } from './api_common';
 
 // The paths whose errors the app's handler gives in llama.cpp's shape.
-export const LLAMA_CPP_PATHS: readonly string[] = ['/health', '/props', '/completion', '/completions', '/embedding', '/tokenize', '/detokenize'];
+export const LLAMA_CPP_PATHS: readonly string[] = ['/health', '/props', '/completion', '/completions', '/embedding', '/apply-template', '/tokenize', '/detokenize'];
 
 const ERROR_TYPES: Readonly<Record<number, string>> = { 400: 'invalid_request_error', 401: 'authentication_error', 404: 'not_found_error', 501: 'not_supported_error', 503: 'unavailable_error' };
 
@@ -327,6 +328,18 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     res.locals.model = model.key;
     // The pooled vector of each input, as llama-server gives it: in a list of one.
     res.json(e.vectors.map((v, index) => ({ index, embedding: [[...v]] })));
+  });
+
+  // The prompt /v1/chat/completions would send for the messages, whole (it is fitted to the context only when it is
+  // generated from): the chat format's lines ending in the bot's turn for a chat model, the messages one a line for
+  // a raw one.
+  router.post('/apply-template', jsonBody, (req: Request, res: Response) => {
+    const body = objectBody(req);
+    checkKeys(body, ['messages', 'model']);
+    const model = servedModel(service, body.model);
+    const { prompt, ignored } = chatPrompt(model, openAIMessages(body.messages), 'messages');
+    if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
+    res.json({ prompt: typeof prompt === 'string' ? prompt : fitConversation(prompt).prompt });
   });
 
   router.post('/tokenize', jsonBody, async (req: Request, res: Response) => {

@@ -18,8 +18,8 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
-  MAX_LOGIT_BIAS, bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, messageText, objectBody, openAIError, optional, readDimensions,
-  generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body, type InputMessage,
+  MAX_LOGIT_BIAS, bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, objectBody, openAIError, openAIMessages, optional, readDimensions,
+  generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body,
 } from './api_common';
 
 const MAX_N = 16;
@@ -88,16 +88,6 @@ function textsOrTokens(value: unknown, field: string, most = Infinity): { inputs
 }
 
 const MAX_EMBEDDING_INPUTS = 2048;
-
-// Chat completions' messages: {"role", "content"}, the content a string or text parts.
-function chatMessages(messages: unknown): InputMessage[] {
-  if (!Array.isArray(messages) || messages.length === 0) bad('messages', 'must be a non-empty array of {"role", "content"}');
-  return messages.map((m: unknown, i) => {
-    const where = `messages[${i}]`;
-    if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
-    return { role: m.role, text: messageText(m.content, where, ['text']), roleField: `${where}.role`, textField: `${where}.content` };
-  });
-}
 
 // How a choice ended: OpenAI's finish reason (a reply cut by the deadline was cut, as by max_tokens), and beside it
 // dixie's own, which tells the two apart ("length", "deadline", "stop"...), for clients that show why.
@@ -287,7 +277,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs', ...CHAT_NEUTRAL_KEYS]);
     const common = readCommon(service, body);
-    const { prompt, ignored } = chatPrompt(common.model, chatMessages(body.messages), 'messages');
+    const { prompt, ignored } = chatPrompt(common.model, openAIMessages(body.messages), 'messages');
     if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
     const wantsLogprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
     const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
