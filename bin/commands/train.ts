@@ -54,6 +54,7 @@ async function main(): Promise<void> {
     .option('sample_num', { type: 'number', default: D.sample_num, describe: 'samples each time' })
     .option('top_k', { type: 'number', default: D.top_k, describe: 'samples: draw from the k most likely tokens (0: all)' })
     .option('top_p', { type: 'number', default: D.top_p, describe: 'samples: nucleus sampling probability (0: off)' })
+    .option('min_p', { type: 'number', default: D.min_p, describe: 'samples: only tokens at least this fraction as likely as the most likely (0: off)' })
     .option('val_dataset', { type: 'string', default: D.val_dataset, describe: 'validation dataset (default: a fixed sample of --dataset)' })
     .option('val_every', { type: 'number', default: D.val_every, describe: 'validation loss every N steps (0: never)' })
     .option('val_batch_size', { type: 'number', default: D.val_batch_size, describe: 'sequences per validation batch' })

@@ -66,6 +66,7 @@ export interface TrainOptions {
   sample_num: number;
   top_k: number;                   // 0: off
   top_p: number;                   // 0: off (as train.py takes it)
+  min_p: number;                   // samples: only tokens at least this fraction as likely as the most likely; 0: off
   val_dataset: string;             // '': a fixed sample of the training data
   val_every: number;               // steps; 0: no validation
   val_batch_size: number;
@@ -117,6 +118,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   sample_num: 1,
   top_k: 40,
   top_p: 0,
+  min_p: 0,
   val_dataset: '',
   val_every: 0,
   val_batch_size: 2,
@@ -179,6 +181,7 @@ function checkOptions(o: TrainOptions): void {
   if (!(o.learning_rate_min >= 0)) throw new Error(`--learning_rate_min must be >= 0, got ${o.learning_rate_min}`);
   if (!(o.save_time >= 0)) throw new Error(`--save_time must be >= 0 minutes, got ${o.save_time}`);
   if (!(o.top_p >= 0 && o.top_p <= 1)) throw new Error(`--top_p must be in [0, 1], got ${o.top_p}`);
+  if (!(o.min_p >= 0 && o.min_p < 1)) throw new Error(`--min_p must be in [0, 1), got ${o.min_p}`);
   if (o.optimizer !== 'adam' && o.optimizer !== 'sgd') throw new Error(`--optimizer must be adam or sgd, got ${JSON.stringify(o.optimizer)}`);
   if (!Number.isInteger(o.seed) || o.seed < -1 || o.seed > 0xffffffff) throw new Error(`--seed must be -1 (random) or a whole number in [0, 2^32), got ${o.seed}`);
   if (o.fresh_model && o.n_embd % o.n_head !== 0) throw new Error(`--n_embd (${o.n_embd}) must be a multiple of --n_head (${o.n_head})`);
@@ -530,6 +533,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
             maxTokens: o.sample_length,
             topK: o.top_k,
             topP: o.top_p > 0 ? o.top_p : 1,
+            minP: o.min_p,
             temperature: 1,
             stopTokens: [],
             seed: sampleRng.nextU32(),
