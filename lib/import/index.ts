@@ -132,12 +132,20 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
   }
   const sources: ExportSource[] = [];
   const notExports: string[] = [];
+  // A companion found by a path with a `*` is shared by many exports (Google Chat's user_info.json, by every
+  // conversation of the Takeout): it is looked for, and read, once, by where it would be.
+  const shared = new Map<string, CompanionFile | null>();
+  const once = (where: string, find: () => CompanionFile | null): CompanionFile | null => {
+    if (!where.includes('*')) return find();
+    if (!shared.has(where)) shared.set(where, find());
+    return shared.get(where) ?? null;
+  };
   for (const [file, named] of [...files.entries()].sort((a, b) => compare(a[0], b[0]))) {
     if (!startsAsZip(file)) {
-      const companion = (name: string): CompanionFile | null => {
+      const companion = (name: string): CompanionFile | null => once(path.resolve(path.dirname(file), name), () => {
         const found = companionOnDisk(path.dirname(file), name.split('/'));
         return found === null ? null : { file: found, bytes: fs.readFileSync(found) };
-      };
+      });
       sources.push({ file, named, size: fs.statSync(file).size, read: () => fs.readFileSync(file), companion });
       continue;
     }
@@ -157,20 +165,18 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
       notExports.push(file);
     }
     const byName = new Map(zip.entries.map((e) => [e.name, e]));
-    // A path with a `*` is looked for once among all the entries, not for each of the many conversations beside it.
-    const matched = new Map<string, ZipEntry | undefined>();
     const entryAt = (where: string): ZipEntry | undefined => {
       if (!where.includes('*')) return byName.get(where);
-      if (!matched.has(where)) {
-        const pattern = companionPattern(where);
-        matched.set(where, zip.entries.filter((e) => pattern.test(e.name)).sort((a, b) => compare(a.name, b.name))[0]);
-      }
-      return matched.get(where);
+      const pattern = companionPattern(where);
+      return zip.entries.filter((e) => pattern.test(e.name)).sort((a, b) => compare(a.name, b.name))[0];
     };
     for (const entry of entries) {
       const companion = (name: string): CompanionFile | null => {
-        const found = entryAt(path.posix.join(path.posix.dirname(entry.name), name));
-        return found ? { file: zip.pathOf(found), bytes: zip.read(found) } : null;
+        const where = path.posix.join(path.posix.dirname(entry.name), name);
+        return once(`${file}\0${where}`, () => {
+          const found = entryAt(where);
+          return found ? { file: zip.pathOf(found), bytes: zip.read(found) } : null;
+        });
       };
       sources.push({ file: zip.pathOf(entry), named: false, size: entry.size, read: () => zip.read(entry), companion });
     }

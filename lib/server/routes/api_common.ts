@@ -124,6 +124,11 @@ export function readRepeatPenalty(body: Body, penaltyKey: string, lastNKey: stri
   return typeof repeat === 'number' ? 1 / repeat : undefined;
 }
 
+// The other way: dixie's penalize as llama.cpp's repeat_penalty (1: off).
+export function repeatPenaltyOf(penalize: number): number {
+  return penalize > 0 ? 1 / penalize : 1;
+}
+
 // The served model a request names, by its key.
 export function readModel(service: ChatService, body: Body): ModelConfig {
   if (typeof body.model !== 'string' || body.model === '') bad('model', 'is required: the key of a served model (GET /v1/models)');

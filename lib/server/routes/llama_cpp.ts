@@ -17,13 +17,13 @@ import { chatTemplate, fitConversation } from '../../data/chat_format';
 import type { TokenLogprob } from '../../generate/logprobs';
 import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
-import type { ModelConfig } from '../config';
+import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
   MAX_LOGIT_BIAS, bad, chatPrompt, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
-  readRepeatPenalty, readSampling, readStop, tokenLogprobs, type Body,
+  readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
 } from './api_common';
 
 // The paths whose errors the app's handler gives in llama.cpp's shape.
@@ -141,7 +141,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
   // dixie's penalty counts a newline as any token, which llama.cpp's penalize_nl true says; false means nothing with
   // the penalty off.
   const penalizeNl = optional<boolean>(body, 'penalize_nl', isBool, 'true or false');
-  if (penalizeNl === false && sampling.penalize > 0) bad('penalize_nl', 'only true is supported while a repetition penalty applies: dixie\'s penalty counts a newline as any token');
+  if (penalizeNl === false && repeatPenaltyOf(sampling.penalize) > 1) bad('penalize_nl', 'only true is supported while a repetition penalty applies: dixie\'s penalty counts a newline as any token');
   const seed = optional<number>(body, 'seed', (v) => v === -1 || (Number.isSafeInteger(v) && (v as number) >= 0), 'a non-negative integer, or -1 (random)');
   for (const key of MACHINE) {
     if (body[key] !== undefined && body[key] !== null && typeof body[key] !== 'number' && typeof body[key] !== 'boolean') bad(key, 'must be a number or true or false');
@@ -164,13 +164,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
   };
   const settings = {
     model: model.key,
-    n_predict: sampling.length,
-    temperature: sampling.temperature,
-    top_k: sampling.topK,
-    top_p: sampling.topP,
-    min_p: sampling.minP,
-    repeat_penalty: sampling.penalize > 0 ? 1 / sampling.penalize : 1,
-    repeat_last_n: -1,
+    ...samplingSettings(sampling),
     presence_penalty: generation.presencePenalty ?? 0,
     frequency_penalty: generation.frequencyPenalty ?? 0,
     seed: seed ?? -1,
@@ -179,6 +173,11 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     stream,
   };
   return { model, generation, settings, stream, nProbs, returnTokens };
+}
+
+// Sampling settings under llama.cpp's names, as its answers and /props report them.
+function samplingSettings(s: SamplingDefaults): Record<string, number> {
+  return { n_predict: s.length, temperature: s.temperature, top_k: s.topK, top_p: s.topP, min_p: s.minP, repeat_penalty: repeatPenaltyOf(s.penalize), repeat_last_n: -1 };
 }
 
 // How a completion ended, in llama.cpp's words: cut at its length ("limit"), at a stop string ("word", which the
@@ -272,11 +271,10 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
 
   router.get('/props', async (req: Request, res: Response) => {
     const model = servedModel(service, req.query.model);
-    const s = model.sampling;
     res.json({
       default_generation_settings: {
         n_ctx: await contextOf(service, model),
-        params: { n_predict: s.length, temperature: s.temperature, top_k: s.topK, top_p: s.topP, min_p: s.minP, repeat_penalty: s.penalize > 0 ? 1 / s.penalize : 1, repeat_last_n: -1, seed: -1 },
+        params: { ...samplingSettings(model.sampling), seed: -1 },
       },
       total_slots: service.config.batchSlots,
       // llama-server gives its file's path; here the model's key, as a path on the server is never shown.

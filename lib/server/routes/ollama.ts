@@ -23,7 +23,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed,
+  bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed, repeatPenaltyOf,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 
@@ -239,7 +239,7 @@ function parameters(s: SamplingDefaults): string {
     `top_k ${s.topK}`,
     `top_p ${s.topP}`,
     ...(s.minP > 0 ? [`min_p ${s.minP}`] : []),
-    ...(s.penalize > 0 ? [`repeat_penalty ${+(1 / s.penalize).toFixed(6)}`, 'repeat_last_n -1'] : []),
+    ...(s.penalize > 0 ? [`repeat_penalty ${+repeatPenaltyOf(s.penalize).toFixed(6)}`, 'repeat_last_n -1'] : []),
   ].join('\n');
 }
 

@@ -7,9 +7,9 @@
 // ISA's fragment layouts, wgmma.m64nNk16 one that reads B, and A unless it is in registers, from shared memory
 // through descriptor and swizzle, computed when its group is waited for; a cp.async copy lands at its wait, its
 // destination NaN until then, and a TMA box when a thread waits on the mbarrier that counts its bytes; an mbarrier
-// wait yields until its phase completes, as does a named barrier's (bar.sync, bar.arrive); a trap ends the kernel and fails the calls after it; a captured graph is
-// the list of its launches and copies (of page-locked host memory only), replayed with the arguments they were
-// captured with.
+// wait yields until its phase completes, as does a named barrier's (bar.sync, bar.arrive); a trap ends the kernel
+// and fails the calls after it; a captured graph is the list of its launches and copies (of page-locked host memory
+// only), replayed with the arguments they were captured with.
 // It checks what the code computes, not how fast: races between barriers and shared-memory limits go unseen.
 // Included before everything else (g++ -include), with the CUDA headers in host mode. x86-64 only: fibers switch
 // by emu_switch (runtime.cpp), which saves the callee-saved registers and nothing else, where swapcontext would
