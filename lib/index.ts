@@ -81,8 +81,8 @@ export type { ChatImportOptions, ChatImportProgress, ChatImportSummary, Audience
 // Fine-tuning.
 export { train, checkDataset, learningRate, DEFAULT_TRAIN_OPTIONS } from './train/train';
 export type { DatasetCheck, TrainIO, TrainOptions, TrainResult } from './train/train';
-export { listCheckpoints, latestCheckpoint, readTrainState, trainedAudiences } from './train/checkpoint';
-export type { TrainState } from './train/checkpoint';
+export { bestCheckpoint, listCheckpoints, latestCheckpoint, readTrainState, trainedAudiences } from './train/checkpoint';
+export type { BestValidation, TrainState } from './train/checkpoint';
 export { readMetrics } from './train/metrics';
 export type { MetricRecord } from './train/metrics';
 export { plotMetrics } from './train/plot';

@@ -37,7 +37,7 @@ async function main(): Promise<void> {
       + 'You write as yourself (1), the model answers as the audience (0). Commands: /reset starts over, /quit leaves.')
     .option('model_name', { alias: 'model', type: 'string', default: '124M', describe: 'model name or folder' })
     .option('restore_from', { type: 'string', describe: 'a model folder to chat with instead: a checkpoint, or a training run folder (its latest checkpoint)' })
-    .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors), merged into the model as it loads' })
+    .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors; a bin/train --lora_rank run folder: its latest checkpoint, or <run>/best), merged into the model as it loads' })
     .option('audience', { type: 'string', describe: "who the model plays (default: offered from the model's training record)" })
     .option('length', { type: 'number', default: 64, describe: 'tokens per reply at most' })
     .options(samplingFlags({ temperature: 0.8, top_k: 40, penalize: 0.85, seed: 'random seed (reply i uses seed + i)' }))

@@ -94,7 +94,7 @@ async function main(): Promise<void> {
       + '(a prompt, its samples, a prompt again) when no --prompt is given and stdin is a terminal.')
     .option('model_name', { alias: 'model', type: 'string', default: '124M', describe: 'model name or folder (see bin/download-model)' })
     .option('restore_from', { type: 'string', describe: 'a model folder to sample from instead: a checkpoint, or a training run folder (its latest checkpoint)' })
-    .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors), merged into the model as it loads' })
+    .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors; a bin/train --lora_rank run folder: its latest checkpoint, or <run>/best), merged into the model as it loads' })
     .option('nsamples', { type: 'number', default: 1, describe: 'number of samples' })
     .option('batch_size', { type: 'number', default: 1, describe: 'samples decoded together (nsamples need not be a multiple)' })
     .option('length', { type: 'number', describe: 'tokens per sample at most (default: half the context)' })

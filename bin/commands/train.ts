@@ -57,6 +57,8 @@ async function main(): Promise<void> {
     .option('min_p', { type: 'number', default: D.min_p, describe: 'samples: only tokens at least this fraction as likely as the most likely (0: off)' })
     .option('val_dataset', { type: 'string', default: D.val_dataset, describe: 'validation dataset (default: a fixed sample of --dataset)' })
     .option('val_every', { type: 'number', default: D.val_every, describe: 'validation loss every N steps (0: never)' })
+    .option('keep_best', { type: 'boolean', default: D.keep_best, describe: 'with --val_dataset: save a checkpoint at each new lowest validation loss, named by checkpoint/<run_name>/best and kept whatever --max_to_keep (--no-keep_best: off)' })
+    .option('early_stopping', { type: 'number', default: D.early_stopping, describe: 'with --val_dataset: stop when N validations in a row have not gone below the lowest (0: never)' })
     .option('val_batch_size', { type: 'number', default: D.val_batch_size, describe: 'sequences per validation batch' })
     .option('val_batch_count', { type: 'number', default: D.val_batch_count, describe: 'validation batches' })
     .option('seed', { type: 'number', default: D.seed, describe: 'seed of initialisation, batches and samples (-1: random)' })

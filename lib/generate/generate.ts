@@ -18,6 +18,7 @@
 import { Model, type ServedAdapter } from '../engine/model';
 import { WeightDType } from '../engine/native';
 import { modelDir, resolveModel } from '../formats/resolve_model';
+import { checkpointFolder } from '../train/checkpoint';
 import { modelTokenizer, Tokenizer } from '../tokenizer';
 import { Batcher, BatcherOptions, BatchRequest } from './batcher';
 import { poolStates, unitLength, type Pooling } from './embed';
@@ -57,7 +58,7 @@ export interface Embedding {
 export interface LoadOptions extends BatcherOptions {
   weightDtype?: WeightDType;  // weights as stored in memory (default f32; --dtype, weight_dtype); compute is float32 either way
   threads?: number;     // default: one per core
-  adapter?: string;     // a PEFT LoRA adapter merged into the weights: a folder, or a name under the models folder
+  adapter?: string;     // a PEFT LoRA adapter merged into the weights: a folder (a training run's: its latest), or a name under the models folder
 }
 
 export class Generator {
@@ -78,7 +79,7 @@ export class Generator {
       weightDtype: options.weightDtype ?? 'f32',
       threads: options.threads,
       trainable: false,
-      adapter: options.adapter === undefined ? undefined : modelDir(options.adapter),
+      adapter: options.adapter === undefined ? undefined : checkpointFolder(modelDir(options.adapter)),
     });
     const generator = new Generator(model, tokenizer, options);
     generator.ownsModel = true;

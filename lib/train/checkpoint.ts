@@ -2,6 +2,8 @@
 //
 //   checkpoint/run1/
 //     latest                 "model-2000": the newest complete checkpoint
+//     best                   "model-1000": the one of the lowest validation loss on held-out data (--val_dataset),
+//                            which pruning (max_to_keep) spares
 //     model-1000/  model-2000/
 //       config.json + model.safetensors   the weights (Hugging Face layout: the folder is a servable model), or
 //       adapter_config.json + adapter_model.safetensors   a LoRA adapter over its base (PEFT's layout)
@@ -12,7 +14,7 @@
 //     metrics.jsonl, loss.svg             the run's log and loss curve (lib/train/metrics.ts)
 //
 // A checkpoint is written whole into a hidden temporary folder (every file fsynced), renamed into place, and
-// only then named by `latest` (written atomically, which also makes the rename durable). A kill -9 at any
+// only then named by `latest` (written atomically, which also makes the rename durable; `best` likewise). A kill -9 at any
 // moment therefore leaves the previous checkpoint complete and `latest` naming a complete one; a stray
 // temporary folder is swept by the next save. A save that fails (a full disk) removes its own, and says which
 // file it could not write. The vocabulary is written from memory, as the tokenizer read it.
@@ -30,6 +32,7 @@ import { readJsonObject } from '../util/json_file';
 export const STATE_FILE = 'state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const LATEST_FILE = 'latest';
+export const BEST_FILE = 'best';
 const CHECKPOINT_NAME = /^model-(\d+)$/;
 
 // What, besides weights and optimizer moments, a run needs to go on exactly where it stopped.
@@ -42,7 +45,16 @@ export interface TrainState {
   tokens: number;            // training tokens seen
   trainSeconds: number;      // time spent in training steps
   audiences: AudienceCount[];  // who the chat data talks to (for bin/chat), most messages first; [] when not chat
+  best?: BestValidation | null;  // with --val_dataset: the lowest validation loss so far (absent in older checkpoints)
   options: Record<string, unknown>;  // the options the run last ran with, for the record
+}
+
+// The lowest validation loss of a run, which `best` names the checkpoint of (none for step 0: the model the run
+// started from), and how many validations since have not gone below it (for --early_stopping).
+export interface BestValidation {
+  step: number;
+  loss: number;
+  validationsSince: number;
 }
 
 // Where the save has got to, for a test that kills a run mid-save: the checkpoint is complete in its
@@ -70,22 +82,44 @@ export function listCheckpoints(runDir: string): { step: number; dir: string }[]
     .sort((a, b) => a.step - b.step);
 }
 
+// The checkpoint a pointer file of a run (`latest`, `best`) names, when that is complete; else null.
+function pointedCheckpoint(runDir: string, pointer: string): string | null {
+  const file = path.join(runDir, pointer);
+  if (!fs.existsSync(file)) return null;
+  const name = fs.readFileSync(file, 'utf8').trim();
+  return CHECKPOINT_NAME.test(name) && fs.existsSync(path.join(runDir, name, STATE_FILE)) ? path.join(runDir, name) : null;
+}
+
 // The checkpoint `latest` names, or (when it is missing or names no complete checkpoint) the newest complete
 // one; null for a run with none.
 export function latestCheckpoint(runDir: string): string | null {
-  const pointer = path.join(runDir, LATEST_FILE);
-  if (fs.existsSync(pointer)) {
-    const name = fs.readFileSync(pointer, 'utf8').trim();
-    if (CHECKPOINT_NAME.test(name) && fs.existsSync(path.join(runDir, name, STATE_FILE))) return path.join(runDir, name);
-  }
+  const named = pointedCheckpoint(runDir, LATEST_FILE);
+  if (named !== null) return named;
   const all = listCheckpoints(runDir);
   return all.length > 0 ? all[all.length - 1].dir : null;
 }
 
-// The model folder a path names: a run folder (checkpoint/run1) stands for its latest checkpoint; any other path
-// for itself. Every command that loads a model resolves it so, through resolveModel (lib/formats/resolve_model).
+// The checkpoint of the run's lowest validation loss; null when the run has none (no --val_dataset, or no step
+// went below the model it started from).
+export function bestCheckpoint(runDir: string): string | null {
+  return pointedCheckpoint(runDir, BEST_FILE);
+}
+
+// Names `dir`, a checkpoint of the run, as its best.
+export async function markBest(runDir: string, dir: string): Promise<void> {
+  await writeTextAtomic(path.join(runDir, BEST_FILE), `${path.basename(dir)}\n`);
+}
+
+// The model folder a path names: a run folder (checkpoint/run1) stands for its latest checkpoint, a run's pointer
+// file (checkpoint/run1/best, checkpoint/run1/latest) for the checkpoint it names; any other path for itself.
+// Every command that loads a model resolves it so, through resolveModel (lib/formats/resolve_model).
 export function checkpointFolder(dir: string): string {
-  return latestCheckpoint(dir) ?? dir;
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isFile()) return latestCheckpoint(dir) ?? dir;
+  const pointer = path.basename(dir);
+  const runDir = path.dirname(dir);
+  const named = pointer === BEST_FILE ? bestCheckpoint(runDir) : pointer === LATEST_FILE ? latestCheckpoint(runDir) : dir;
+  if (named === null) throw new Error(`${dir} names ${JSON.stringify(fs.readFileSync(dir, 'utf8').trim())}, which is no complete checkpoint of ${runDir}`);
+  return named;
 }
 
 // The audiences a checkpoint's chat data talks to, most messages first, from its training record; [] for a
@@ -108,6 +142,10 @@ export function readTrainState(dir: string): TrainState {
   if (!isWords(state.dataRng) || !isWords(state.sampleRng)) throw new Error(`${file}: fields "dataRng" and "sampleRng" must be four 32-bit words`);
   if (!Array.isArray(state.lossAverage) || state.lossAverage.length !== 2) throw new Error(`${file}: field "lossAverage" must be [sum, count]`);
   if (!Array.isArray(state.audiences)) throw new Error(`${file}: field "audiences" must be a list`);
+  const best = state.best;
+  if (best !== undefined && best !== null && !(typeof best.step === 'number' && typeof best.loss === 'number' && typeof best.validationsSince === 'number')) {
+    throw new Error(`${file}: field "best" must be null or {"step", "loss", "validationsSince"}`);
+  }
   return state as TrainState;
 }
 
@@ -120,7 +158,8 @@ function removeFolder(dir: string): void {
 }
 
 // Saves the model, its optimizer state, tokenizer and training state as checkpoint model-<step> of the run,
-// points `latest` at it and prunes the oldest beyond maxToKeep. Returns the checkpoint's folder.
+// points `latest` at it and prunes the oldest beyond maxToKeep, sparing the one `best` names. Returns the
+// checkpoint's folder.
 export async function saveCheckpoint(runDir: string, model: Model, tokenizer: Tokenizer, state: TrainState, options: SaveOptions): Promise<string> {
   fs.mkdirSync(runDir, { recursive: true });
   // Temporary folders of saves that a kill interrupted.
@@ -156,7 +195,8 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
   if (replaced) fs.rmSync(replaced, { recursive: true, force: true });
 
   if (options.maxToKeep > 0) {
-    const all = listCheckpoints(runDir).filter((c) => c.dir !== final);
+    const best = bestCheckpoint(runDir);
+    const all = listCheckpoints(runDir).filter((c) => c.dir !== final && c.dir !== best);
     for (const old of all.slice(0, Math.max(0, all.length - (options.maxToKeep - 1)))) removeFolder(old.dir);
   }
   return final;

@@ -27,7 +27,7 @@ import { resolveModel } from '../formats/resolve_model';
 import { Generator } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
-import { OPTIMIZER_FILE, SavePhase, TrainState, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
+import { BestValidation, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, markBest, readTrainState, saveCheckpoint } from './checkpoint';
 import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog } from './metrics';
 import { plotMetrics } from './plot';
@@ -69,6 +69,8 @@ export interface TrainOptions {
   min_p: number;                   // samples: only tokens at least this fraction as likely as the most likely; 0: off
   val_dataset: string;             // '': a fixed sample of the training data
   val_every: number;               // steps; 0: no validation
+  keep_best: boolean;              // with val_dataset: save the checkpoint of each new lowest validation loss, named by `best`, spared by max_to_keep
+  early_stopping: number;          // with val_dataset: stop after this many validations in a row above the lowest; 0: never
   val_batch_size: number;
   val_batch_count: number;
   seed: number;                    // -1: a random seed (printed, and kept in the checkpoint)
@@ -121,6 +123,8 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   min_p: 0,
   val_dataset: '',
   val_every: 0,
+  keep_best: true,
+  early_stopping: 0,
   val_batch_size: 2,
   val_batch_count: 40,
   seed: -1,
@@ -151,7 +155,8 @@ export interface TrainResult {
   lastAverage: number;             // running average at the end
   valLoss: number | null;          // the last validation loss
   tokensPerSecond: number;         // training tokens (of every rank) / wall time of this run's steps (sampling, validation, saves excluded)
-  stoppedBy: 'stop_after' | 'signal';
+  stoppedBy: 'stop_after' | 'early_stopping' | 'signal';
+  best: (BestValidation & { checkpoint: string | null }) | null;  // with val_dataset: the lowest validation loss, and the checkpoint `best` names
 }
 
 // --optimizer adam: tf.train.AdamOptimizer's defaults, as train.py has them (no weight decay, no clipping).
@@ -175,7 +180,7 @@ export function learningRate(o: TrainOptions, step: number): number {
 function checkOptions(o: TrainOptions): void {
   const positive = ['batch_size', 'accumulate_gradients', 'n_layer', 'n_head', 'n_embd', 'n_ctx', 'val_batch_size', 'val_batch_count', 'sample_num', 'learning_rate_period'] as const;
   for (const k of positive) if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw new Error(`--${k} must be a whole number >= 1, got ${o[k]}`);
-  const counts = ['context_length', 'save_every', 'max_to_keep', 'sample_every', 'sample_length', 'top_k', 'val_every', 'stop_after', 'threads', 'learning_rate_warmup', 'combine'] as const;
+  const counts = ['context_length', 'save_every', 'max_to_keep', 'sample_every', 'sample_length', 'top_k', 'val_every', 'early_stopping', 'stop_after', 'threads', 'learning_rate_warmup', 'combine'] as const;
   for (const k of counts) if (!(Number.isInteger(o[k]) && o[k] >= 0)) throw new Error(`--${k} must be a whole number >= 0, got ${o[k]}`);
   if (!(o.learning_rate > 0)) throw new Error(`--learning_rate must be > 0, got ${o.learning_rate}`);
   if (!(o.learning_rate_min >= 0)) throw new Error(`--learning_rate_min must be >= 0, got ${o.learning_rate_min}`);
@@ -186,6 +191,8 @@ function checkOptions(o: TrainOptions): void {
   if (!Number.isInteger(o.seed) || o.seed < -1 || o.seed > 0xffffffff) throw new Error(`--seed must be -1 (random) or a whole number in [0, 2^32), got ${o.seed}`);
   if (o.fresh_model && o.n_embd % o.n_head !== 0) throw new Error(`--n_embd (${o.n_embd}) must be a multiple of --n_head (${o.n_head})`);
   if (!/^[\w.-]+$/.test(o.run_name)) throw new Error(`--run_name must be letters, digits, '.', '-' or '_', got ${JSON.stringify(o.run_name)}`);
+  // The loss on training data goes on falling as the model overfits: only held-out data tells when to stop.
+  if (o.early_stopping > 0 && !(o.val_dataset && o.val_every > 0)) throw new Error('--early_stopping watches the validation loss of held-out data: give --val_dataset and --val_every too');
   if (o.zero !== 0 && o.zero !== 1) throw new Error(`--zero must be 0 or 1, got ${o.zero}`);
   if (!(o.collective_timeout >= 0)) throw new Error(`--collective_timeout must be >= 0 seconds, got ${o.collective_timeout}`);
   if (!(Number.isInteger(o.lora_rank) && o.lora_rank >= 0)) throw new Error(`--lora_rank must be a whole number >= 0, got ${o.lora_rank}`);
@@ -287,7 +294,7 @@ function findStart(o: TrainOptions, runDir: string, ranks: Ranks | null): Start 
   if (o.restore_from === 'latest') resumeDir = latestCheckpoint(runDir);
   else if (o.restore_from !== 'fresh') {
     if (!fs.existsSync(o.restore_from)) throw new Error(`--restore_from ${o.restore_from}: no such checkpoint or model folder`);
-    const named = latestCheckpoint(path.resolve(o.restore_from)) ?? path.resolve(o.restore_from);
+    const named = checkpointFolder(path.resolve(o.restore_from));
     resumeDir = isAdapterCheckpoint(named) ? named : resolveModel(named).dir;
   }
   // Every rank reads the checkpoint it resumes from: rank 0's choice, which the others must see too.
@@ -453,7 +460,10 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         losses[batch] = batchSum / o.val_batch_size;
       }
       if (ranks) losses = sumOverRanks(ranks, losses);
-      return losses.reduce((a, b) => a + b, 0) / o.val_batch_count;
+      const loss = losses.reduce((a, b) => a + b, 0) / o.val_batch_count;
+      // Every rank decides by it (the best checkpoint, early stopping), and sums over ranks may differ in their last
+      // bits from rank to rank: rank 0's is the one.
+      return ranks ? fromRank0(ranks, loss) : loss;
     };
 
     // ---- bookkeeping
@@ -465,6 +475,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     let runSeconds = 0;
     let firstLoss = NaN;
     let valLoss: number | null = null;
+    let best: BestValidation | null = state?.best ?? null;
     let checkpoint: string | null = resumeDir;
     let savedStep = state ? step : -1;
     let lastSaveTime = Date.now();
@@ -498,6 +509,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         tokens,
         trainSeconds,
         audiences,
+        best,
         options: { ...o, dtype: model.weightDtype },
       };
       const started = Date.now();
@@ -516,12 +528,19 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       if (when) checkRanksAgree(ranks, model, when);
     };
 
-    const runValidation = async (): Promise<void> => {
-      valLoss = await validate();
-      metrics?.append({ type: 'val', step, loss: valLoss, time: trainSeconds });
-      log(`[${step} | ${duration(trainSeconds)}] validation loss ${valLoss.toFixed(4)}`);
+    // Whether the validation loss of held-out data went below the lowest so far, at a step past the start (the
+    // model the run started from is already on disk).
+    const runValidation = async (): Promise<boolean> => {
+      const loss = await validate();
+      valLoss = loss;
+      metrics?.append({ type: 'val', step, loss, time: trainSeconds });
+      const lower = o.val_dataset !== '' && (best === null || loss < best.loss);
+      if (o.val_dataset !== '') best = lower ? { step, loss, validationsSince: 0 } : { ...(best as BestValidation), validationsSince: (best as BestValidation).validationsSince + 1 };
+      log(`[${step} | ${duration(trainSeconds)}] validation loss ${loss.toFixed(4)}${lower && step > 0 ? ' (the lowest yet)' : ''}`);
       await plot(true);
+      return lower && step > 0;
     };
+    const earlyStop = (): boolean => o.early_stopping > 0 && best !== null && best.validationsSince >= o.early_stopping;
 
     const sampleDir = path.join(o.sample_dir, o.run_name);
     const generateSamples = async (): Promise<void> => {
@@ -549,7 +568,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     // Where training starts; a resumed run keeps to the schedule of the run it continues.
     if (validation && !state) await runValidation();
     if (o.stop_after > 0 && step >= o.stop_after) log(`nothing to train: the run is at step ${step} already, and --stop_after is ${o.stop_after} (raise it to train on)`);
-    else log(`training from step ${step}${o.stop_after ? ` to ${o.stop_after}` : ''}${o.save_on_ctrlc ? '; Ctrl-C saves and stops' : ''}`);
+    else if (!earlyStop()) log(`training from step ${step}${o.stop_after ? ` to ${o.stop_after}` : ''}${o.save_on_ctrlc ? '; Ctrl-C saves and stops' : ''}`);
     let stoppedBy: TrainResult['stoppedBy'] = 'signal';
     const loopStart = performance.now();
 
@@ -557,6 +576,12 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     for (;;) {
       if (o.stop_after > 0 && step >= o.stop_after) {
         stoppedBy = 'stop_after';
+        break;
+      }
+      if (earlyStop()) {
+        const b = best as BestValidation;
+        log(`stopping early: ${b.validationsSince} validations in a row above step ${b.step}'s loss of ${b.loss.toFixed(4)} (--early_stopping ${o.early_stopping})`);
+        stoppedBy = 'early_stopping';
         break;
       }
       // A stop that any rank was asked for stops every rank, after the same step.
@@ -595,19 +620,28 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
           ` | ${Math.round(stepTokens / seconds).toLocaleString('en-US')} tok/s${ranks ? ` (${world} ranks, ${Math.round((100 * reduceSeconds) / seconds)}% reducing)` : ''}${eta}`,
       );
 
+      // Validation first, so that a checkpoint of this step holds its result.
+      const lowest = validation !== null && step % o.val_every === 0 && (await runValidation()) && o.keep_best;
       // Rank 0's clock decides a save by time, so that no rank saves alone.
       const dueByTime = o.save_time > 0 && Date.now() - lastSaveTime >= o.save_time * 60_000;
-      if ((o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save();
+      if (lowest || (o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save();
+      if (lowest && root) await markBest(runDir, checkpoint as string);
       if (o.sample_every > 0 && step % o.sample_every === 0) {
         if (root) await generateSamples();
         await afterRank0Alone(null);
       }
-      if (validation && step % o.val_every === 0) await runValidation();
       await plot(false);
     }
 
-    if (step !== savedStep && (stoppedBy === 'stop_after' || o.save_on_ctrlc)) await save();
+    if (step !== savedStep && (stoppedBy !== 'signal' || o.save_on_ctrlc)) await save();
     else await plot(true);
+    const bestDir = bestCheckpoint(runDir);
+    if (best !== null) {
+      const b: BestValidation = best;
+      log(b.step === 0
+        ? `the validation loss never went below the starting model's (${b.loss.toFixed(4)}): more data, a lower --learning_rate or a smaller model may help`
+        : `lowest validation loss ${b.loss.toFixed(4)}, at step ${b.step}${bestDir ? `: ${bestDir} (also ${path.join(runDir, 'best')})` : ''}`);
+    }
     return {
       runDir,
       step,
@@ -618,6 +652,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       valLoss,
       tokensPerSecond: runSeconds > 0 ? ((step - startStep) * o.batch_size * T * o.accumulate_gradients * world) / runSeconds : 0,
       stoppedBy,
+      best: best === null ? null : { ...(best as BestValidation), checkpoint: bestDir },
     };
   } finally {
     await (generator as Generator | null)?.close();

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Model } from '../../lib/engine/model';
+import { Generator } from '../../lib/generate';
 import { LORA_TARGETS } from '../../lib/engine/native';
 import { train } from '../../lib/train/train';
 import { lossFromLogits, maxAbs, maxAbsDiff, randomTokens } from '../engine/helpers';
@@ -162,6 +163,18 @@ t.test('bin/train --lora_rank: checkpoints hold the adapter alone, resume bit fo
   t.ok(maxAbsDiff(await allLogits(training), await allLogits(served)) <= 1e-5, 'the adapter trained is the adapter served');
   training.dispose();
   served.dispose();
+  // An adapter is named as a model is: a run folder, or its `latest`, stands for its latest checkpoint.
+  const greedy = async (adapter: string): Promise<string> => {
+    const generator = await Generator.load(base, { adapter, threads: 2 });
+    try {
+      return (await generator.generate('1|mom|', { maxTokens: 12, temperature: 0 })).text;
+    } finally {
+      await generator.close();
+    }
+  };
+  const fromCheckpoint = await greedy(whole);
+  t.equal(await greedy(path.dirname(whole)), fromCheckpoint, 'the run folder');
+  t.equal(await greedy(path.join(path.dirname(whole), 'latest')), fromCheckpoint, 'its latest');
 
   await t.rejects(run('halves', 6, { lora_rank: 8 }), /--lora_rank 8, --lora_alpha 12 and --lora_dropout 0 differ from the adapter .* trains \(rank 4, alpha 12, dropout 0\)/);
   await t.rejects(run('other', 2, { lora_targets: 'attn,ffn' }), /--lora_targets "attn,ffn": "ffn" is not a matrix an adapter changes/);

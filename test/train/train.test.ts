@@ -8,9 +8,10 @@ import { Template } from '@huggingface/jinja';
 import { chatTemplate } from '../../lib/data/chat_format';
 import { encodeDataset } from '../../lib/data/dataset';
 import { Model } from '../../lib/engine/model';
-import { checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState } from '../../lib/train/checkpoint';
+import { bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState } from '../../lib/train/checkpoint';
+import { resolveModel } from '../../lib/formats/resolve_model';
 import { readMetrics } from '../../lib/train/metrics';
-import { learningRate, train, DEFAULT_TRAIN_OPTIONS } from '../../lib/train/train';
+import { learningRate, train, DEFAULT_TRAIN_OPTIONS, TrainOptions, TrainResult } from '../../lib/train/train';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { CHAT, TINY_VOCAB, collect, tinyRun } from './helpers';
 
@@ -50,7 +51,14 @@ t.test('a tiny fresh model learns the chat dataset: checkpoints, samples, valida
   t.ok(val[3].loss < val[0].loss - 2, `validation loss fell from ${val[0].loss} to ${val[3].loss}`);
   t.equal(result.valLoss, val[3].loss);
 
-  t.same(listCheckpoints(result.runDir).map((c) => c.step), [30, 60]);
+  // Each validation below the lowest before it is saved too (--keep_best, on by default with --val_dataset).
+  const lows = val.slice(1).filter((r, i) => val.slice(0, i + 1).every((before) => r.loss < before.loss)).map((r) => r.step);
+  t.ok(lows.length > 0, `validation losses ${val.map((r) => r.loss.toFixed(3)).join(', ')}`);
+  t.same(listCheckpoints(result.runDir).map((c) => c.step), [...new Set([...lows, 30, 60])].sort((a, b) => a - b));
+  const bestStep = lows[lows.length - 1];
+  t.equal(fs.readFileSync(path.join(result.runDir, 'best'), 'utf8'), `model-${bestStep}\n`);
+  const validationsSince = val.length - 1 - val.findIndex((r) => r.step === bestStep);
+  t.same(result.best, { step: bestStep, loss: Math.min(...val.map((r) => r.loss)), validationsSince, checkpoint: path.join(result.runDir, `model-${bestStep}`) });
   t.equal(latestCheckpoint(result.runDir), path.join(result.runDir, 'model-60'));
   t.equal(fs.readFileSync(path.join(result.runDir, 'latest'), 'utf8'), 'model-60\n');
   const checkpoint = path.join(result.runDir, 'model-60');
@@ -85,12 +93,56 @@ t.test('a tiny fresh model learns the chat dataset: checkpoints, samples, valida
   }
   t.match(fs.readFileSync(path.join(dir, 'samples', 'run1', 'samples-60'), 'utf8'), /<EOM>/, 'the samples look like chat');
   t.ok(lines.some((l) => /^\[60 \| \S+\] loss \d+\.\d{4} avg \d+\.\d{4} \| lr 1\.00e-2 \| [\d,]+ tok\/s \| ETA 0s$/.test(l)), 'a progress line per step');
-  t.ok(lines.some((l) => /^\[20 \| \S+\] validation loss \d+\.\d{4}$/.test(l)), 'validation lines');
+  t.ok(lines.some((l) => /^\[20 \| \S+\] validation loss \d+\.\d{4}( \(the lowest yet\))?$/.test(l)), 'validation lines');
   t.ok(lines.some((l) => /^chat check: 3 files, 7,753 messages/.test(l)), 'the chat check ran first');
   const svg = fs.readFileSync(path.join(result.runDir, 'loss.svg'), 'utf8');
   t.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
   t.equal((svg.match(/<polyline /g) ?? []).length, 3, 'loss, running average and validation curves');
   t.equal((svg.match(/<circle /g) ?? []).length, 4, 'a point per validation');
+});
+
+t.test('--keep_best keeps the checkpoint of the lowest validation loss past pruning; --early_stopping stops when it is not beaten', async (t) => {
+  const dir = t.testdir();
+  const run = (overrides: Partial<TrainOptions>, lines: string[] = []): Promise<TrainResult> => train(
+    tinyRun(dir, { dataset: path.join(CHAT, 'train'), val_dataset: path.join(CHAT, 'valid.train'), val_every: 5, val_batch_count: 2, val_batch_size: 4, learning_rate: 0.01, ...overrides }),
+    { log: collect(lines) },
+  );
+  const learning = await run({ stop_after: 20, max_to_keep: 2 });
+  const runDir = learning.runDir;
+  const val = readMetrics(path.join(runDir, 'metrics.jsonl')).filter((r) => r.type === 'val');
+  t.same(val.map((r) => r.step), [0, 5, 10, 15, 20]);
+  const lowest = val.reduce((a, b) => (b.loss < a.loss ? b : a));
+  t.not(lowest.step, 0, `the loss fell: ${val.map((r) => r.loss.toFixed(3)).join(', ')}`);
+  t.equal(learning.best?.step, lowest.step);
+  t.equal(bestCheckpoint(runDir), path.join(runDir, `model-${lowest.step}`));
+
+  // A learning rate far too high: every validation after is above the lowest, and the second in a row stops the run.
+  const lines: string[] = [];
+  const diverging = await run({ stop_after: 100, max_to_keep: 1, learning_rate: 3, early_stopping: 2 }, lines);
+  t.equal(diverging.stoppedBy, 'early_stopping');
+  t.equal(diverging.step, 30, 'two validations (steps 25 and 30) above the lowest');
+  t.same(readMetrics(path.join(runDir, 'metrics.jsonl')).filter((r) => r.type === 'val').map((r) => r.step), [0, 5, 10, 15, 20, 25, 30]);
+  t.ok(lines.includes(`stopping early: 2 validations in a row above step ${lowest.step}'s loss of ${lowest.loss.toFixed(4)} (--early_stopping 2)`), lines.slice(-4).join('\n'));
+  t.same(listCheckpoints(runDir).map((c) => c.step), [lowest.step, 30].filter((s, i, a) => a.indexOf(s) === i), 'max_to_keep 1 keeps the latest, and spares the best');
+  t.equal(latestCheckpoint(runDir), path.join(runDir, 'model-30'));
+  t.same(diverging.best, { step: lowest.step, loss: lowest.loss, validationsSince: 2, checkpoint: path.join(runDir, `model-${lowest.step}`) }, 'the best carried over from the checkpoint resumed');
+  t.ok(lines.includes(`lowest validation loss ${lowest.loss.toFixed(4)}, at step ${lowest.step}: ${path.join(runDir, `model-${lowest.step}`)} (also ${path.join(runDir, 'best')})`));
+
+  // The pointer files name models wherever a model folder goes.
+  t.equal(checkpointFolder(path.join(runDir, 'best')), path.join(runDir, `model-${lowest.step}`));
+  t.equal(checkpointFolder(path.join(runDir, 'latest')), path.join(runDir, 'model-30'));
+  t.equal(resolveModel(path.join(runDir, 'best')).dir, path.join(runDir, `model-${lowest.step}`));
+  fs.writeFileSync(path.join(dir, 'best'), 'model-7\n');
+  t.throws(() => checkpointFolder(path.join(dir, 'best')), new RegExp(`best names "model-7", which is no complete checkpoint of ${dir.replace(/[/\\]/g, '.')}`));
+
+  // Resumed with the same flags it trains nothing, and says why.
+  const again: string[] = [];
+  const resumed = await run({ stop_after: 100, max_to_keep: 1, learning_rate: 3, early_stopping: 2 }, again);
+  t.equal(resumed.stepsThisRun, 0);
+  t.notOk(again.some((l) => l.startsWith('training from step')));
+  t.ok(again.some((l) => l.startsWith('stopping early: 2 validations in a row')));
+
+  await t.rejects(train(tinyRun(dir, { run_name: 'nothing_held_out', val_every: 5, early_stopping: 2 })), /--early_stopping watches the validation loss of held-out data: give --val_dataset and --val_every too/);
 });
 
 t.test('training on a bin/encode token file equals training on its text', async (t) => {
