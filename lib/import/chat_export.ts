@@ -1,12 +1,12 @@
 // What every importer (whatsapp.ts, line.ts, kakaotalk.ts, telegram.ts and telegram_html.ts, messenger.ts, discord.ts,
-// google_chat.ts, snapchat.ts, x_archive.ts, sms.ts, imessage.ts, fine_tuning.ts) turns an app's export into: chats of messages with
+// google_chat.ts, element.ts, snapchat.ts, x_archive.ts, sms.ts, imessage.ts, fine_tuning.ts) turns an app's export into: chats of messages with
 // their time, their sender as the app names them, and their raw text, each message either kept or dropped with a
 // reason. Deciding which sender is the user, the audience and the output is left to train_output.ts, so that every
 // app's quirks stay in its importer and every rule of the output in one place.
 import { isUtf8 } from 'node:buffer';
 import { lineAt } from '../util/lines';
 
-export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'snapchat', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
+export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'element', 'snapchat', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
@@ -17,6 +17,7 @@ export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
   messenger: 'Messenger',
   discord: 'Discord',
   googlechat: 'Google Chat',
+  element: 'Element (Matrix)',
   snapchat: 'Snapchat',
   x: 'X (Twitter)',
   sms: 'SMS Backup & Restore',
@@ -35,7 +36,7 @@ export type DropReason =
   | 'forwarded'   // someone else's words
   | 'not sent'    // an SMS draft, failed or queued
   | 'empty'       // nothing left once cleaned
-  | 'unreadable'  // an entry of the export without a time or a sender
+  | 'unreadable'  // an entry of the export without a time or a sender, or that the app could not decrypt
   | 'duplicate'   // already read from another file: the same chat exported twice, backups that overlap
   | 'system prompt'  // fine-tuning data's system (or developer) message: the chat format has no system role
   | 'tool call'      // fine-tuning data's function or tool call, or its result

@@ -3,6 +3,7 @@
 import path from 'node:path';
 import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, jsonObject, parseExportJson } from './chat_export';
 import { looksLikeDiscord, parseDiscord } from './discord';
+import { looksLikeElement, parseElement } from './element';
 import { fineTuningFormat, firstJsonLine, isDocumentLine, isFineTuningFormat, jsonConversations, jsonlConversations, parseFineTuning } from './fine_tuning';
 import { GOOGLE_CHAT_USER_INFO, isGoogleChatCompanion, looksLikeGoogleChat, parseGoogleChat } from './google_chat';
 import { isSqlite, parseMessagesDatabase } from './imessage';
@@ -23,12 +24,12 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
+  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
 
 // What to do with web pages that are no chat of Telegram Desktop's HTML export: Facebook and Instagram make their
-// downloads as web pages unless asked for JSON.
+// downloads as web pages unless asked for JSON, and Element's Export chat does unless its format is set to JSON.
 export const HTML_EXPORT_ADVICE =
-  'an export made as web pages, which dixie reads only from Telegram Desktop (a chat\'s messages.html, messages2.html...): export it again in JSON (Facebook and Instagram: Download your information, format JSON)';
+  'an export made as web pages, which dixie reads only from Telegram Desktop (a chat\'s messages.html, messages2.html...): export it again in JSON (Facebook and Instagram: Download your information, format JSON; Element: Export chat, format JSON)';
 
 // A file that is no export dixie reads: an error when named on the command line, skipped inside a folder.
 export class UnknownExportError extends ChatImportError {
@@ -95,6 +96,7 @@ function detectJson(root: Record<string, unknown>): ExportFormat | null {
   if (looksLikeDiscord(root)) return 'discord';
   if (looksLikeGoogleChat(root)) return 'googlechat';
   if (looksLikeSnapchat(root)) return 'snapchat';
+  if (looksLikeElement(root)) return 'element';
   return null;
 }
 
@@ -116,6 +118,7 @@ function readJsonExport(file: string, text: string, format: ExportFormat | undef
     return [parseMessenger(file, root)];
   }
   if (detected === 'snapchat') return parseSnapchat(file, root);
+  if (detected === 'element') return [parseElement(file, root, warnings)];
   if (detected === 'googlechat') {
     const companionJson = (name: string): Record<string, unknown> | null => {
       const found = companion(name);
