@@ -9,6 +9,7 @@ import { GOOGLE_CHAT_USER_INFO, isGoogleChatCompanion, looksLikeGoogleChat, pars
 import { isSqlite, parseMessagesDatabase } from './imessage';
 import { looksLikeKakaoTalk, parseKakaoTalk } from './kakaotalk';
 import { looksLikeLine, parseLine } from './line';
+import { isSlackListing, looksLikeSlack, parseSlack, slackWorkspace } from './slack';
 import { looksLikeSnapchat, parseSnapchat } from './snapchat';
 import { isXDirectMessages, parseXDirectMessages, xAccountId, xArchiveData, xArchiveKind } from './x_archive';
 import { looksLikeMessenger, parseMessenger } from './messenger';
@@ -24,7 +25,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
+  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, a day of a Slack export\'s conversation (general/2024-03-04.json), Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
 
 // What to do with web pages that are no chat of Telegram Desktop's HTML export: Facebook and Instagram make their
 // downloads as web pages unless asked for JSON, and Element's Export chat does unless its format is set to JSON.
@@ -42,8 +43,8 @@ export class UnknownExportError extends ChatImportError {
 // The chats of one export; what the user should know but that stops nothing goes to `warnings`.
 // A file near the export, by its path from the export's folder: Google Chat's group_info.json beside messages.json,
 // or its ../../Users/User */user_info.json, where `*` stands for any name within one folder (the first, in sorted
-// order, that holds the rest). Its path as messages name it (under a zip's path for an entry of a zip) and its
-// bytes; null when there is none.
+// order, that holds the rest); Slack's ../users.json. Its path as messages name it (under a zip's path for an entry
+// of a zip) and its bytes; null when there is none.
 export interface CompanionFile {
   file: string;
   bytes: Buffer;
@@ -105,10 +106,14 @@ function readJsonExport(file: string, text: string, format: ExportFormat | undef
   // Fine-tuning data as one JSON value: ShareGPT's list of conversations, or a conversation written over lines.
   const fineTuning = format ?? fineTuningFormat(Array.isArray(value) ? value[0] : value);
   if (isFineTuningFormat(fineTuning)) return parseFineTuning(file, jsonConversations(value), fineTuning, warnings);
+  if (format === 'slack' || (format === undefined && looksLikeSlack(value))) {
+    return isSlackListing(value, companion) ? [] : [parseSlack(file, value, slackWorkspace(companion, '../'), warnings)];
+  }
   const root = jsonObject(value);
   if (root !== null && format === undefined && isGoogleChatCompanion(root)) return [];
   const detected = format ?? (root === null ? null : detectJson(root));
   if (root === null || detected === null) {
+    if (format === undefined && isSlackListing(value, companion)) return [];
     const keys = root === null ? 'a JSON list' : `JSON with ${Object.keys(root).slice(0, 5).map((k) => JSON.stringify(k)).join(', ') || 'no fields'}`;
     throw new UnknownExportError(file, keys);
   }

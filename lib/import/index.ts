@@ -83,8 +83,10 @@ async function importSources({ sources, notExports }: { sources: ExportSource[];
     try {
       for (const chat of await readExport(source.file, source.read(), read, warnings, source.companion)) chats.push(chat);
     } catch (err) {
-      if (err instanceof UnknownExportError && !source.named) notExports.push(source.file);
-      else errors.push(err instanceof Error ? err : new Error(String(err)));
+      const error = err instanceof Error ? err : new Error(String(err));
+      if (error instanceof UnknownExportError && !source.named) notExports.push(source.file);
+      // A companion's problem (Slack's broken channels.json) is met by every export that reads it: reported once.
+      else if (!errors.includes(error)) errors.push(error);
     }
   }
   if (errors.length > 0) throw new ChatImportErrors(errors);
@@ -132,11 +134,10 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
   }
   const sources: ExportSource[] = [];
   const notExports: string[] = [];
-  // A companion found by a path with a `*` is shared by many exports (Google Chat's user_info.json, by every
-  // conversation of the Takeout): it is looked for, and read, once, by where it would be.
+  // A companion may be shared by many exports (Google Chat's user_info.json by every conversation of the Takeout,
+  // Slack's users.json by every day of every conversation): it is looked for, and read, once, by where it would be.
   const shared = new Map<string, CompanionFile | null>();
   const once = (where: string, find: () => CompanionFile | null): CompanionFile | null => {
-    if (!where.includes('*')) return find();
     if (!shared.has(where)) shared.set(where, find());
     return shared.get(where) ?? null;
   };

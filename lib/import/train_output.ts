@@ -63,9 +63,9 @@ export interface PlannedOutput {
   contents: Map<string, string>;  // file -> text
 }
 
-// Messages that are nobody's words (the app's notices, unreadable entries, duplicates, fine-tuning data's system
-// prompts and tool calls) do not tell who took part.
-const NOT_SPOKEN = new Set<DropReason | null>(['system', 'unreadable', 'duplicate', 'system prompt', 'tool call']);
+// Messages that are nobody's words (the app's notices, bots' posts, unreadable entries, duplicates, fine-tuning data's
+// system prompts and tool calls) do not tell who took part.
+const NOT_SPOKEN = new Set<DropReason | null>(['system', 'bot', 'unreadable', 'duplicate', 'system prompt', 'tool call']);
 
 interface Conversation {
   chat: ExportedChat;
@@ -95,7 +95,8 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
     let decidedByMe = false;
     const others = new Map<string, number>();
     for (const message of chat.messages) {
-      if (NOT_SPOKEN.has(message.dropped)) continue;
+      // A message of no known sender (an app's placeholder for a deleted one) tells no one took part either.
+      if (NOT_SPOKEN.has(message.dropped) || message.sender === '') continue;
       if (message.mine === null) decidedByMe = true;
       if (isMine(message)) mine++;
       else others.set(message.sender, (others.get(message.sender) ?? 0) + 1);

@@ -18,6 +18,7 @@ t.test('--help: what it reads, every flag, examples', async (t) => {
   t.equal(status, 0);
   for (const flag of ['--me', '--out', '--format', '--audience-map', '--groups', '--redact', '--date-order', '--encoding']) t.match(stdout, flag);
   t.match(stdout, /WhatsApp "Export chat" \.txt/);
+  t.match(stdout, /Slack's workspace export/);
   t.match(stdout, /\[default: "data"\]/);
   t.match(stdout, /Examples:[^]*--me "Jane Doe"/);
 });
@@ -26,13 +27,13 @@ t.test('an import that bin/train --check accepts', async (t) => {
   const out = path.join(t.testdir(), 'data');
   const imported = run('import-chat', [EXPORTS, '--me', 'Jane Doe', '--me', 'jane_d', '--out', out]);
   t.equal(imported.status, 0, imported.stderr);
-  t.match(imported.stdout, /^import: 30 export files \(Discord 1, Element \(Matrix\) 3, Google Chat 2, Messages \(macOS\) 1, Messenger 3, KakaoTalk 3, LINE 1, OpenAI fine-tuning JSONL 1, ShareGPT 1, SMS Backup & Restore 1, Snapchat 1, Telegram 5, WhatsApp 5, X \(Twitter\) 2\), 255 messages read, 135 kept \(58 sent, 77 received\)/);
+  t.match(imported.stdout, /^import: 35 export files \(Discord 1, Element \(Matrix\) 3, Google Chat 2, Messages \(macOS\) 1, Messenger 3, KakaoTalk 3, LINE 1, OpenAI fine-tuning JSONL 1, ShareGPT 1, Slack 5, SMS Backup & Restore 1, Snapchat 1, Telegram 5, WhatsApp 5, X \(Twitter\) 2\), 277 messages read, 150 kept \(63 sent, 87 received\)/);
   t.match(imported.stdout, `  Mom: 3 conversations, 17 read, 11 kept (4 sent), dropped media 2, system 2, deleted 1, not sent 1 -> ${path.join(out, 'mom.train')}`);
-  t.match(imported.stdout, /wrote 29 files in .*\nwarning: 0\.006 MB of chat is little/);
+  t.match(imported.stdout, /wrote 32 files in .*\nwarning: 0\.007 MB of chat is little/);
   t.match(imported.stdout, `\nnext: bin/train --dataset ${out} --check; then fine-tune GPT-2 on it: bin/download-model 124M, and bin/train --dataset ${out} --model_name 124M\n`, 'the way on');
   const checked = run('train', ['--check', '--dataset', out]);
   t.equal(checked.status, 0, checked.stdout);
-  t.match(checked.stdout, /chat check: 29 files, 135 messages \(58 sent, 77 received\)[^]*0 malformed lines/);
+  t.match(checked.stdout, /chat check: 32 files, 150 messages \(63 sent, 87 received\)[^]*0 malformed lines/);
 });
 
 t.test('one combined file, audiences renamed from a JSON file, everything redacted', async (t) => {

@@ -57,7 +57,10 @@ t.test('a Facebook download in two zips imports as its unzipped folder, one chat
 
   // A folder of downloads: its zips are opened too.
   const folder = await importInto(path.join(dir, 'folder'), [ZIPS], { me: ['Jane Doe'] });
-  t.same(Object.keys(folder.files), ['climbing-club.train', 'hiking-crew.train', 'marie-martin.train', 'matti.train', 'mia-rossi.train', 'priya-shah.train'], 'Google Takeout\'s, Telegram\'s and Element\'s zips among them');
+  t.same(Object.keys(folder.files), [
+    'climbing-club.train', 'general.train', 'hiking-crew.train', 'lena-fischer-omar-haddad.train', 'marie-martin.train', 'matti.train', 'mia-rossi.train', 'omar-haddad.train',
+    'priya-shah.train',
+  ], 'Google Takeout\'s, Telegram\'s, Element\'s and Slack\'s zips among them');
   t.same(folder.files['marie-martin.train'], unzipped.files['marie-martin.train']);
 });
 
