@@ -31,6 +31,7 @@ import { responsesRouter } from './routes/responses';
 import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
 import { packageVersion } from '../util/package_root';
+import { quoted } from '../util/quoted';
 
 export interface DixieServer {
   readonly app: express.Express;
@@ -199,6 +200,10 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     } else if (exposed?.expose === true && typeof exposed.status === 'number' && exposed.status >= 400 && exposed.status < 500) {
       status = exposed.status;
       body = { error: String(exposed.message) };
+    } else if (err instanceof URIError && exposed.status === 400) {
+      // The router's, for a path parameter (/v1/models/<key>) that does not decode; it marks the status, not `expose`.
+      status = 400;
+      body = { error: `path: ${quoted(req.path)} is not valid percent-encoding`, field: 'path' };
     } else {
       log('error', 'unhandled error', { path: req.path, error: (err as Error)?.stack ?? String(err) });
     }

@@ -37,6 +37,10 @@ t.test('GET /v1/models lists every configured model, loaded or not; /v1/models/<
   t.match(one, { id: 'chatbot', object: 'model', owned_by: 'dixie', prompt_format: 'chat' }, 'one model by its key');
   const missing = await client.models.retrieve('nope').catch((e: unknown) => e);
   t.ok(missing instanceof OpenAI.NotFoundError && missing.code === 'model_not_found', 'a key not served: NotFoundError');
+  for (const key of ['%E0%A4%A', '%']) {
+    const garbled = await request(`${srv.url}/v1/models/${key}`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+    t.match([garbled.status, garbled.json()], [400, { error: { param: 'path', message: /^path: ".*" is not valid percent-encoding$/ } }], `${key}: a key that does not decode is the client's mistake, not a 500`);
+  }
 });
 
 t.test('completions: the greedy text, usage from the tokenizer, n choices seeded apart, the same seed the same text', async (t) => {
