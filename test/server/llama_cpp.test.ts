@@ -94,6 +94,10 @@ t.test('prompts: token ids, ids and text mixed, several at once', async (t) => {
   t.same(answers.map((a) => a.index), [0, 1], 'several prompts, a list of answers');
   t.equal(answers[0].content, greedy);
   t.equal(answers[1].content, await openAIText({ prompt: 'Once upon a time' }));
+  const empty = await request(`${srv.url}/completion`, { body: { model: 'general', prompt: [['', ''], ['']] }, headers: AUTH });
+  t.equal(empty.status, 200, `texts that are all empty: ${empty.text.slice(0, 200)}`);
+  const nothing = await completion({ prompt: '' });
+  t.same((empty.json() as unknown as Answer[]).map((a) => a.content), [nothing.content, nothing.content], 'the empty prompt, the start of a document, as "" is');
 });
 
 t.test('stopping: at a stop string (left out), at the end of text, at the length', async (t) => {

@@ -108,11 +108,14 @@ function readPrompts(value: unknown): { prompts: Prompt[]; several: boolean } {
   return bad('prompt', 'must be a text, token ids (texts may be mixed in), or a non-empty list of those');
 }
 
-// A prompt as the service takes it: a mixed one as token ids, its texts tokenized.
+// A prompt as the service takes it: a mixed one as token ids, its texts tokenized. Texts that make no tokens at all
+// (["", ""]) are the empty prompt, the start of a document as "" is: a list of no ids would leave the model nothing
+// to read.
 function promptForModel(prompt: Prompt, tokenizer: Tokenizer): string | number[] {
   if (typeof prompt === 'string') return prompt;
   if (prompt.every((p) => typeof p === 'number')) return prompt as number[];
-  return prompt.flatMap((p) => (typeof p === 'number' ? [p] : [...tokenizer.encode(p, { allowSpecial: false })]));
+  const ids = prompt.flatMap((p) => (typeof p === 'number' ? [p] : [...tokenizer.encode(p, { allowSpecial: false })]));
+  return ids.length > 0 ? ids : '';
 }
 
 interface CompletionRequest {
