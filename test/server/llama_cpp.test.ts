@@ -235,6 +235,8 @@ t.test('errors name the field, in llama.cpp\'s shape', async (t) => {
     [{ prompt: {} }, 'prompt', /^prompt: must be a text, token ids/],
     [{ prompt: PROMPT, json_schema: {} }, 'json_schema', /^json_schema: is not supported/],
     [{ prompt: PROMPT, penalize_nl: false, repeat_penalty: 1.1 }, 'penalize_nl', /^penalize_nl: only true is supported while a repetition penalty applies/],
+    // More prompts than batch_slots + max_queue (8 + 64) could never all be admitted: not a 503 to try again.
+    [{ prompt: Array.from({ length: 73 }, () => 'x') }, 'prompt', /^prompt: asks for 73 generations, more than a model holds at once \(72: batch_slots \+ max_queue\)$/],
   ];
   for (const [body, field, message] of cases) {
     const r = await refusal('/completion', body);

@@ -336,6 +336,8 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
     [{ presence_penalty: 2.5 }, 'presence_penalty'],
     [{ top_k: 1_000_000 }, 'top_k'],
     [{ n: 100 }, 'n'],
+    // More choices than batch_slots + max_queue (8 + 64) could never all be admitted: not a 503 to try again.
+    [{ prompt: Array.from({ length: 5 }, () => 'x'), n: 16 }, 'prompt'],
   ] as const) {
     const err = await client.completions.create({ model: 'general', prompt: 'x', ...fields } as OpenAI.CompletionCreateParamsNonStreaming).catch((e: unknown) => e);
     t.ok(err instanceof OpenAI.BadRequestError, `${JSON.stringify(fields)}: BadRequestError`);

@@ -22,7 +22,7 @@ import { HttpError } from '../errors';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOGIT_BIAS, bad, chatPrompt, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
+  MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
   readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
 } from './api_common';
 
@@ -294,6 +294,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     const body = objectBody(req);
     const request = readCompletion(service, body);
     const { prompts, several } = readPrompts(body.prompt);
+    checkGenerations(service, prompts.length, 'prompt');
     res.locals.model = request.model.key;
     const gone = clientGone(res);
     const tokenizer = await service.tokenizer(request.model.key, gone.signal);
