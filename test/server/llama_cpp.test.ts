@@ -244,5 +244,7 @@ t.test('errors name the field, in llama.cpp\'s shape', async (t) => {
     t.match(r.error, { code: 400, type: 'invalid_request_error', field, message }, JSON.stringify(body));
   }
   t.match(await refusal('/completion', { model: 'nope', prompt: PROMPT }), { status: 404, error: { code: 404, field: 'model' } });
+  // The routes take any case and a trailing slash; their errors keep their API's shape.
+  for (const path of ['/completion/', '/Completion']) t.match(await refusal(path, { prompt: {} }), { status: 400, error: { code: 400, field: 'prompt' } }, path);
   t.match(await refusal('/embedding', { content: 'x', embd_normalize: 1 }), { status: 400, error: { field: 'embd_normalize' } });
 });

@@ -353,6 +353,8 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
   t.match((tooLong as Error).message, /the message takes \d+ tokens in the chat format, and the model reads at most \d+/);
   const invocation = await request(`${srv.url}/invocations`, { body: { model_key: 'chatbot', raw_text: long }, headers: { Authorization: `Bearer ${API_KEY}` } });
   t.match([invocation.status, invocation.json()], [400, { field: 'raw_text', error: /reads at most/ }], 'and on /invocations, naming raw_text');
+  const shouted = await request(`${srv.url}/V1/completions/`, { body: { model: 'general', prompt: 5 }, headers: { Authorization: `Bearer ${API_KEY}` } });
+  t.match([shouted.status, shouted.json()], [400, { error: { param: 'prompt', type: 'invalid_request_error' } }], 'a path in another case, with a trailing slash: routed, and answered in OpenAI\'s shape');
   const stranger = new OpenAI({ apiKey: 'wrong-key-0123456789abcdef', baseURL: `${srv.url}/v1`, maxRetries: 0 });
   const denied = await stranger.models.list().catch((e: unknown) => e);
   t.ok(denied instanceof OpenAI.AuthenticationError, 'a wrong key: AuthenticationError');
