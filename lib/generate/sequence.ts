@@ -5,6 +5,7 @@ import { StreamDecoder, Tokenizer } from '../tokenizer';
 import { loadAddon, NativeSampling } from '../engine/native';
 import type { TokenLogprob } from './logprobs';
 import type { ReplyStream } from '../sanitize/types';
+import { quoted } from '../util/quoted';
 
 // Sampling settings (temperature 0: greedy; topK 0, minP 0 and topP 1: off; penalize in (0, 1], 0: off). The
 // repetition penalty (--penalize; docs/compatibility.md says how it differs): every distinct token of the window (prompt
@@ -91,7 +92,7 @@ export class SamplingError extends RangeError {
 }
 
 function refusal(name: string, rule: string, value: unknown, context: string): string {
-  return `${name} must be ${rule}${context}, got ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`;
+  return `${name} must be ${rule}${context}, got ${quoted(value)}`;
 }
 
 // The settings as the native sampler takes them: the logit biases as two arrays, their token ids checked to be

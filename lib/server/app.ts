@@ -31,6 +31,7 @@ import { responsesRouter } from './routes/responses';
 import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
 import { packageVersion } from '../util/package_root';
+import { quoted } from '../util/quoted';
 
 export interface DixieServer {
   readonly app: express.Express;
@@ -108,7 +109,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         id, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(seconds * 1000), model: res.locals.model, ip: req.ip,
       });
     });
-    if (draining && !HEALTH_PATHS.includes(req.path) && req.path !== '/metrics') {
+    if (draining && !HEALTH_PATHS.includes(routedPath(req)) && routedPath(req) !== '/metrics') {
       res.setHeader('Connection', 'close');
       next(new HttpError(503, 'the server is shutting down', {}, { 'Retry-After': '1' }));
       return;
@@ -119,7 +120,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   // The Host header as sent (req.hostname would believe X-Forwarded-Host from a trusted proxy). /ping and /health are
   // exempt: they tell nothing, and load balancers often ask for them by address.
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    if (hosts === null || HEALTH_PATHS.includes(req.path) || hostAllowed(req.headers.host, hosts)) {
+    if (hosts === null || HEALTH_PATHS.includes(routedPath(req)) || hostAllowed(req.headers.host, hosts)) {
       next();
       return;
     }
@@ -199,14 +200,19 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     } else if (exposed?.expose === true && typeof exposed.status === 'number' && exposed.status >= 400 && exposed.status < 500) {
       status = exposed.status;
       body = { error: String(exposed.message) };
+    } else if (err instanceof URIError && exposed.status === 400) {
+      // The router's, for a path parameter (/v1/models/<key>) that does not decode; it marks the status, not `expose`.
+      status = 400;
+      body = { error: `path: ${quoted(req.path)} is not valid percent-encoding`, field: 'path' };
     } else {
       log('error', 'unhandled error', { path: req.path, error: (err as Error)?.stack ?? String(err) });
     }
     // Node would read the rest of an unread body to keep the connection: a client could make that gigabytes.
     if (!req.complete) headers = { ...headers, Connection: 'close' };
     // OpenAI's and llama.cpp's clients read their errors in their API's shape.
-    if (req.path.startsWith('/v1/')) body = openAIError(status, String(body.error), (body.field as string | undefined) ?? null, (body.code as string | undefined) ?? null);
-    else if (LLAMA_CPP_PATHS.includes(req.path)) body = llamaCppError(status, String(body.error), body.field as string | undefined);
+    const routed = routedPath(req);
+    if (routed.startsWith('/v1/')) body = openAIError(status, String(body.error), (body.field as string | undefined) ?? null, (body.code as string | undefined) ?? null);
+    else if (LLAMA_CPP_PATHS.includes(routed)) body = llamaCppError(status, String(body.error), body.field as string | undefined);
     res.status(status).set(headers).json(body);
   });
 
@@ -259,6 +265,12 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       log('info', 'stopped');
     },
   };
+}
+
+// The path as the routers match it, which ignore its case and a trailing slash: what is decided here by the path (an
+// error's shape, the health checks' exemptions) must hold for every spelling that reaches the same route.
+function routedPath(req: Request): string {
+  return req.path.toLowerCase().replace(/(.)\/$/, '$1');
 }
 
 function inFlight(service: ChatService): number {

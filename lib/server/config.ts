@@ -14,6 +14,7 @@ import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
 import { readPeftAdapter } from '../formats/peft';
 import { CHATBOT_SANITIZERS } from '../sanitize';
 import { readJsonFile } from '../util/json_file';
+import { quoted } from '../util/quoted';
 import { HttpError } from './errors';
 import type { DebugLogging } from './log';
 
@@ -104,7 +105,7 @@ export class SettingError extends Error {
 }
 
 function fail(where: string, wanted: string, value: unknown): never {
-  throw new SettingError(where, `${wanted} (got ${JSON.stringify(value)})`);
+  throw new SettingError(where, `${wanted} (got ${quoted(value)})`);
 }
 
 function isObject(v: unknown): v is Raw {

@@ -92,6 +92,7 @@ t.test('the Host header: a loopback server answers loopback names only, unless a
   }
   t.equal((await ask('rebound.example', '/')).status, 421, 'the chat page too');
   t.equal((await ask('rebound.example', '/ping')).status, 200, '/ping tells nothing and answers any name');
+  t.equal((await ask('rebound.example', '/PING/')).status, 200, 'however its path is spelled');
   t.equal((await ask('rebound.example', '/health')).status, 200, 'nor does /health');
 
   const named = await startServer({ models, allowed_hosts: ['chat.example.com', '*.internal.example'] }, dir);

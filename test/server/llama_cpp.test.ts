@@ -94,6 +94,10 @@ t.test('prompts: token ids, ids and text mixed, several at once', async (t) => {
   t.same(answers.map((a) => a.index), [0, 1], 'several prompts, a list of answers');
   t.equal(answers[0].content, greedy);
   t.equal(answers[1].content, await openAIText({ prompt: 'Once upon a time' }));
+  const empty = await request(`${srv.url}/completion`, { body: { model: 'general', prompt: [['', ''], ['']] }, headers: AUTH });
+  t.equal(empty.status, 200, `texts that are all empty: ${empty.text.slice(0, 200)}`);
+  const nothing = await completion({ prompt: '' });
+  t.same((empty.json() as unknown as Answer[]).map((a) => a.content), [nothing.content, nothing.content], 'the empty prompt, the start of a document, as "" is');
 });
 
 t.test('stopping: at a stop string (left out), at the end of text, at the length', async (t) => {
@@ -231,6 +235,8 @@ t.test('errors name the field, in llama.cpp\'s shape', async (t) => {
     [{ prompt: {} }, 'prompt', /^prompt: must be a text, token ids/],
     [{ prompt: PROMPT, json_schema: {} }, 'json_schema', /^json_schema: is not supported/],
     [{ prompt: PROMPT, penalize_nl: false, repeat_penalty: 1.1 }, 'penalize_nl', /^penalize_nl: only true is supported while a repetition penalty applies/],
+    // More prompts than batch_slots + max_queue (8 + 64) could never all be admitted: not a 503 to try again.
+    [{ prompt: Array.from({ length: 73 }, () => 'x') }, 'prompt', /^prompt: asks for 73 generations, more than a model holds at once \(72: batch_slots \+ max_queue\)$/],
   ];
   for (const [body, field, message] of cases) {
     const r = await refusal('/completion', body);
@@ -238,5 +244,7 @@ t.test('errors name the field, in llama.cpp\'s shape', async (t) => {
     t.match(r.error, { code: 400, type: 'invalid_request_error', field, message }, JSON.stringify(body));
   }
   t.match(await refusal('/completion', { model: 'nope', prompt: PROMPT }), { status: 404, error: { code: 404, field: 'model' } });
+  // The routes take any case and a trailing slash; their errors keep their API's shape.
+  for (const path of ['/completion/', '/Completion']) t.match(await refusal(path, { prompt: {} }), { status: 400, error: { code: 400, field: 'prompt' } }, path);
   t.match(await refusal('/embedding', { content: 'x', embd_normalize: 1 }), { status: 400, error: { field: 'embd_normalize' } });
 });

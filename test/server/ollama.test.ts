@@ -145,6 +145,8 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
     [{ options: { repeat_last_n: 64 } }, /^options\.repeat_last_n: only -1/],
     [{ options: { temperature: -1 } }, /^options\.temperature: must be/],
     [{ options: { warp: 1 } }, /^options\.warp: unsupported option/],
+    // Options named as Object.prototype's members are options like any other (once a 500, or accepted unseen).
+    ...['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf'].map((name) => [{ options: JSON.parse(`{"${name}": 1}`) as Record<string, unknown> }, new RegExp(`^options\\.${name}: unsupported option`)] as const),
     [{ messages: [{ role: 'user', content: 'x', images: ['aGk='] }] }, /^messages\[0\]\.images: are not supported/],
     [{ messages: [{ role: 'tool', content: 'x' }] }, /^messages\[0\]\.role: must be/],
     [{ suffix: 'x' }, /^suffix: unsupported field/],

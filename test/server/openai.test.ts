@@ -37,6 +37,10 @@ t.test('GET /v1/models lists every configured model, loaded or not; /v1/models/<
   t.match(one, { id: 'chatbot', object: 'model', owned_by: 'dixie', prompt_format: 'chat' }, 'one model by its key');
   const missing = await client.models.retrieve('nope').catch((e: unknown) => e);
   t.ok(missing instanceof OpenAI.NotFoundError && missing.code === 'model_not_found', 'a key not served: NotFoundError');
+  for (const key of ['%E0%A4%A', '%']) {
+    const garbled = await request(`${srv.url}/v1/models/${key}`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+    t.match([garbled.status, garbled.json()], [400, { error: { param: 'path', message: /^path: ".*" is not valid percent-encoding$/ } }], `${key}: a key that does not decode is the client's mistake, not a 500`);
+  }
 });
 
 t.test('completions: the greedy text, usage from the tokenizer, n choices seeded apart, the same seed the same text', async (t) => {
@@ -332,6 +336,8 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
     [{ presence_penalty: 2.5 }, 'presence_penalty'],
     [{ top_k: 1_000_000 }, 'top_k'],
     [{ n: 100 }, 'n'],
+    // More choices than batch_slots + max_queue (8 + 64) could never all be admitted: not a 503 to try again.
+    [{ prompt: Array.from({ length: 5 }, () => 'x'), n: 16 }, 'prompt'],
   ] as const) {
     const err = await client.completions.create({ model: 'general', prompt: 'x', ...fields } as OpenAI.CompletionCreateParamsNonStreaming).catch((e: unknown) => e);
     t.ok(err instanceof OpenAI.BadRequestError, `${JSON.stringify(fields)}: BadRequestError`);
@@ -347,6 +353,8 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
   t.match((tooLong as Error).message, /the message takes \d+ tokens in the chat format, and the model reads at most \d+/);
   const invocation = await request(`${srv.url}/invocations`, { body: { model_key: 'chatbot', raw_text: long }, headers: { Authorization: `Bearer ${API_KEY}` } });
   t.match([invocation.status, invocation.json()], [400, { field: 'raw_text', error: /reads at most/ }], 'and on /invocations, naming raw_text');
+  const shouted = await request(`${srv.url}/V1/completions/`, { body: { model: 'general', prompt: 5 }, headers: { Authorization: `Bearer ${API_KEY}` } });
+  t.match([shouted.status, shouted.json()], [400, { error: { param: 'prompt', type: 'invalid_request_error' } }], 'a path in another case, with a trailing slash: routed, and answered in OpenAI\'s shape');
   const stranger = new OpenAI({ apiKey: 'wrong-key-0123456789abcdef', baseURL: `${srv.url}/v1`, maxRetries: 0 });
   const denied = await stranger.models.list().catch((e: unknown) => e);
   t.ok(denied instanceof OpenAI.AuthenticationError, 'a wrong key: AuthenticationError');

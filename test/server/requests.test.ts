@@ -50,6 +50,25 @@ t.test('a request the sampler would refuse gets 400 naming the field; the reques
   t.equal(edge.status, 200, 'the whole vocabulary and the smallest float32 are accepted');
 });
 
+t.test('a value nested deeper than JSON can be written back, long, or past a double\'s range: 400 naming the field, quoted short', async (t) => {
+  const deep = '['.repeat(8000) + ']'.repeat(8000);
+  for (const [path, body, field] of [
+    ['/invocations', `{"model_key": "general", "raw_text": "x", "temperature": ${deep}}`, 'temperature'],
+    ['/v1/completions', `{"model": "general", "prompt": "x", "max_tokens": ${deep}}`, 'max_tokens'],
+    ['/v1/responses', `{"model": "general", "input": [{"type": ${deep}, "role": "user", "content": "x"}]}`, 'input[0].type'],
+    ['/invocations', `{"model_key": "general", "raw_text": "x", "top_p": "${'x'.repeat(20_000)}"}`, 'top_p'],
+  ] as const) {
+    const r = await request(`${srv.url}${path}`, { raw: body, headers: { 'content-type': 'application/json' } });
+    t.equal(r.status, 400, `${path} ${field}: ${r.text.slice(0, 200)}`);
+    const error = r.json().error as string | { message: string; param: string };
+    const [message, named] = typeof error === 'string' ? [error, r.json().field] : [error.message, error.param];
+    t.equal(named, field);
+    t.ok(message.startsWith(`${field}: `) && message.length < 400, `the value quoted short: ${message}`);
+  }
+  const infinite = await request(`${srv.url}/invocations`, { raw: '{"model_key": "general", "raw_text": "x", "temperature": 1e999}', headers: { 'content-type': 'application/json' } });
+  t.match(infinite.json(), { field: 'temperature', error: /\(got Infinity\)$/ }, '1e999 is Infinity, not null');
+});
+
 t.test('a sampling default the sampler would refuse fails the start, naming the setting', async (t) => {
   for (const [sampling, field] of [[{ top_k: 1_000_000 }, 'top_k'], [{ top_p: 1e-300 }, 'top_p']] as const) {
     const config = validateServerConfig({ models: [{ key: 'general', restore_from: 'alpha', sampling }] }, 'server_config.json', dir);

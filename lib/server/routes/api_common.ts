@@ -136,6 +136,14 @@ export function readModel(service: ChatService, body: Body): ModelConfig {
   return service.model(body.model);
 }
 
+// A request's generations (its prompts times its choices) are each one of the model's requests in hand: more than it
+// holds at once (batch_slots + max_queue) could never all be admitted, so the request would only fill the queue for
+// everyone else before its 503, and a retry would meet the same.
+export function checkGenerations(service: ChatService, count: number, field: string): void {
+  const most = service.config.batchSlots + service.config.maxQueue;
+  if (count > most) bad(field, `asks for ${count} generations, more than a model holds at once (${most}: batch_slots + max_queue)`);
+}
+
 // The request's sampling settings over the model's defaults; `names` maps the endpoint's fields to the defaults'
 // names (max_tokens -> length), and errors name the endpoint's field.
 export function readSampling(body: Body, model: ModelConfig, names: Readonly<Record<string, string>>): { sampling: SamplingDefaults; lengthGiven: boolean } {

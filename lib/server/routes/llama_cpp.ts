@@ -22,7 +22,7 @@ import { HttpError } from '../errors';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOGIT_BIAS, bad, chatPrompt, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
+  MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
   readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
 } from './api_common';
 
@@ -108,11 +108,14 @@ function readPrompts(value: unknown): { prompts: Prompt[]; several: boolean } {
   return bad('prompt', 'must be a text, token ids (texts may be mixed in), or a non-empty list of those');
 }
 
-// A prompt as the service takes it: a mixed one as token ids, its texts tokenized.
+// A prompt as the service takes it: a mixed one as token ids, its texts tokenized. Texts that make no tokens at all
+// (["", ""]) are the empty prompt, the start of a document as "" is: a list of no ids would leave the model nothing
+// to read.
 function promptForModel(prompt: Prompt, tokenizer: Tokenizer): string | number[] {
   if (typeof prompt === 'string') return prompt;
   if (prompt.every((p) => typeof p === 'number')) return prompt as number[];
-  return prompt.flatMap((p) => (typeof p === 'number' ? [p] : [...tokenizer.encode(p, { allowSpecial: false })]));
+  const ids = prompt.flatMap((p) => (typeof p === 'number' ? [p] : [...tokenizer.encode(p, { allowSpecial: false })]));
+  return ids.length > 0 ? ids : '';
 }
 
 interface CompletionRequest {
@@ -291,6 +294,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     const body = objectBody(req);
     const request = readCompletion(service, body);
     const { prompts, several } = readPrompts(body.prompt);
+    checkGenerations(service, prompts.length, 'prompt');
     res.locals.model = request.model.key;
     const gone = clientGone(res);
     const tokenizer = await service.tokenizer(request.model.key, gone.signal);

@@ -40,13 +40,15 @@ const LEGACY_EMBED_KEYS = ['model', 'prompt', 'options', 'keep_alive'];
 const OPTION_NAMES: Readonly<Record<string, string>> = { 'options.num_predict': 'length', 'options.temperature': 'temperature', 'options.top_k': 'top_k', 'options.top_p': 'top_p', 'options.min_p': 'min_p', 'options.repeat_penalty': 'penalize' };
 const SAMPLING_OPTIONS = ['num_predict', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'repeat_last_n', 'seed', 'stop', 'presence_penalty', 'frequency_penalty'];
 const MACHINE_OPTIONS = ['num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'num_thread', 'numa', 'low_vram', 'f16_kv', 'vocab_only', 'use_mmap', 'use_mlock', 'num_keep', 'logits_all', 'embedding_only', 'penalize_newline'];
-const NEUTRAL_OPTIONS: Readonly<Record<string, (v: unknown) => boolean>> = {
-  typical_p: (v) => v === 1,
-  tfs_z: (v) => v === 1,
-  mirostat: (v) => v === 0,
-  mirostat_tau: (v) => typeof v === 'number',
-  mirostat_eta: (v) => typeof v === 'number',
-};
+// A Map, since the options' names are the client's: looked up in an object, "constructor" or "__proto__" would
+// find Object.prototype's members.
+const NEUTRAL_OPTIONS: ReadonlyMap<string, (v: unknown) => boolean> = new Map([
+  ['typical_p', (v: unknown) => v === 1],
+  ['tfs_z', (v: unknown) => v === 1],
+  ['mirostat', (v: unknown) => v === 0],
+  ['mirostat_tau', (v: unknown) => typeof v === 'number'],
+  ['mirostat_eta', (v: unknown) => typeof v === 'number'],
+]);
 
 interface OllamaRequest {
   name: string;           // as the request gave it, which the answer names
@@ -80,8 +82,8 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
   const flat: Body = Object.fromEntries(Object.entries(options).map(([k, v]) => [`options.${k}`, v]));
   for (const [key, value] of Object.entries(options)) {
     if (value === null || SAMPLING_OPTIONS.includes(key) || MACHINE_OPTIONS.includes(key)) continue;
-    const neutral = NEUTRAL_OPTIONS[key];
-    if (!neutral) bad(`options.${key}`, `unsupported option (supported: ${[...SAMPLING_OPTIONS, ...MACHINE_OPTIONS, ...Object.keys(NEUTRAL_OPTIONS)].join(', ')})`);
+    const neutral = NEUTRAL_OPTIONS.get(key);
+    if (!neutral) bad(`options.${key}`, `unsupported option (supported: ${[...SAMPLING_OPTIONS, ...MACHINE_OPTIONS, ...NEUTRAL_OPTIONS.keys()].join(', ')})`);
     if (!neutral(value)) bad(`options.${key}`, 'is not supported: dixie samples with temperature, top_k, top_p, min_p and the penalties; only its neutral value is accepted');
   }
   const predict = flat['options.num_predict'];

@@ -18,7 +18,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
-  MAX_LOGIT_BIAS, bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, objectBody, openAIError, openAIMessages, optional, readDimensions,
+  MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, objectBody, openAIError, openAIMessages, optional, readDimensions,
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body,
 } from './api_common';
 
@@ -259,6 +259,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     if (body.best_of !== undefined && body.best_of !== null && body.best_of !== common.n) bad('best_of', 'is not supported (only equal to n)');
     // An echoed prompt of token ids comes back as their text.
     const echoed = !echo ? null : prompts.some((p) => typeof p !== 'string') ? await service.tokenizer(common.model.key) : null;
+    checkGenerations(service, prompts.length * common.n, prompts.length > 1 ? 'prompt' : 'n');
     const choices = prompts.flatMap((p, i) => Array.from({ length: common.n }, (_, j) => ({ index: i * common.n + j, prompt: p })));
     await answer(service, res, COMPLETION, common, choices, logprobs === undefined ? undefined : { top: logprobs, prompt: echo }, (c, choice, tokenizer) => {
       const p = choice.prompt as string | number[];
@@ -282,6 +283,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const wantsLogprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
     const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
     if (top !== undefined && !wantsLogprobs) bad('top_logprobs', 'needs "logprobs": true');
+    checkGenerations(service, common.n, 'n');
     const choices = Array.from({ length: common.n }, (_, index) => ({ index, prompt }));
     await answer(service, res, CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => ({
       index: choice.index,

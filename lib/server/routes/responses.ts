@@ -11,6 +11,7 @@ import type { TokenLogprob } from '../../generate/logprobs';
 import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { ModelConfig, SamplingDefaults } from '../config';
 import type { ChatService, Completion } from '../service';
+import { quoted } from '../../util/quoted';
 import {
   bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, isObject, messageText, objectBody, optional,
   readModel, readSampling, tokenLogprobs, type Body, type InputMessage,
@@ -72,7 +73,7 @@ function inputMessages(body: Body): InputMessage[] {
   input.forEach((item: unknown, i) => {
     const where = `input[${i}]`;
     if (!isObject(item)) bad(where, 'must be a message {"role", "content"}');
-    if (item.type !== undefined && item.type !== 'message') bad(`${where}.type`, `only messages are supported: GPT-2 calls no tools and reads no images or files (this is "${String(item.type)}")`);
+    if (item.type !== undefined && item.type !== 'message') bad(`${where}.type`, `only messages are supported: GPT-2 calls no tools and reads no images or files (this is ${quoted(item.type)})`);
     messages.push({ role: item.role, text: messageText(item.content, where, ['input_text', 'output_text']), roleField: `${where}.role`, textField: `${where}.content` });
   });
   return messages;
