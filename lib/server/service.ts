@@ -272,17 +272,23 @@ export class ChatService {
     });
   }
 
-  // Runs `use` with a lease on the loaded model, counted in its requests in hand: refused with 503 (load shedding)
-  // when the model has its batch slots and its queue full.
+  // Load shedding: 503 for `count` generations that the model's batch slots and queue have no room for, all of them.
+  // A request of several (choices, prompts) checks first, then starts them all at once, so that it is admitted whole
+  // or not at all: one refused holds no room that others could have had.
+  checkRoom(key: string, count = 1): void {
+    const admitted = this.inflight.get(key) ?? 0;
+    if (admitted + count <= this.config.batchSlots + this.config.maxQueue) return;
+    this.shed.inc({ model: key });
+    const retry = Math.max(1, Math.ceil(((this.meanSeconds.get(key) ?? 1) * (admitted + count - this.config.batchSlots)) / this.config.batchSlots));
+    const more = count === 1 ? '' : `, no room for ${count} more`;
+    throw new HttpError(503, `model "${key}" has ${admitted} requests in hand${more}; try again later`, {}, { 'Retry-After': String(retry) });
+  }
+
+  // Runs `use` with a lease on the loaded model, counted in its requests in hand (checkRoom).
   private async withModel<T>(key: string, signal: AbortSignal | undefined, deadline: number, use: (loaded: LoadedModel) => Promise<T>): Promise<T> {
     this.model(key);
-    const admitted = this.inflight.get(key) ?? 0;
-    if (admitted >= this.config.batchSlots + this.config.maxQueue) {
-      this.shed.inc({ model: key });
-      const retry = Math.max(1, Math.ceil(((this.meanSeconds.get(key) ?? 1) * (admitted - this.config.batchSlots + 1)) / this.config.batchSlots));
-      throw new HttpError(503, `model "${key}" has ${admitted} requests in hand; try again later`, {}, { 'Retry-After': String(retry) });
-    }
-    this.inflight.set(key, admitted + 1);
+    this.checkRoom(key);
+    this.inflight.set(key, (this.inflight.get(key) ?? 0) + 1);
     const started = Date.now();
     try {
       const lease = await this.acquire(key, signal, deadline);

@@ -250,6 +250,28 @@ t.test('load shedding: 503 with Retry-After when the queue is full', async (t) =
   t.equal(third.status, 200, 'served once the slot is free');
 });
 
+t.test('load shedding admits a request of several generations whole or not at all', async (t) => {
+  const tight = await startServer({ models: [{ key: 'general', restore_from: 'long', sampling: { ...greedy, length: 1000 } }], batch_slots: 1, max_queue: 1 }, dir);
+  t.teardown(tight.close);
+  const first = await fetch(`${tight.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: 'general', raw_text: PROMPT, stream: true }) });
+  const reader = (first.body as ReadableStream<Uint8Array>).getReader();
+  await reader.read();
+  // Room for one more: two choices, or two prompts, are refused before either starts.
+  const choices = await request(`${tight.url}/v1/completions`, { body: { model: 'general', prompt: PROMPT, n: 2, max_tokens: 2 } });
+  t.equal(choices.status, 503);
+  t.match(choices.json(), { error: { message: 'model "general" has 1 requests in hand, no room for 2 more; try again later' } });
+  const prompts = await request(`${tight.url}/completion`, { body: { model: 'general', prompt: [PROMPT, PROMPT], n_predict: 2 } });
+  t.equal(prompts.status, 503);
+  const metrics = await request(`${tight.url}/metrics`);
+  t.match(metrics.text, /^dixie_shed_requests_total\{model="general"\} 2$/m);
+  t.match(metrics.text, /^dixie_requests_in_flight\{model="general"\} 1$/m, 'neither held any room');
+  t.notMatch(metrics.text, /^dixie_inferences_total\{model="general",finish_reason="aborted"\}/m, 'nor started a generation to stop');
+  const one = request(`${tight.url}/v1/completions`, { body: { model: 'general', prompt: PROMPT, max_tokens: 2 } });
+  while (!/^dixie_requests_in_flight\{model="general"\} 2$/m.test((await request(`${tight.url}/metrics`)).text));
+  await reader.cancel();
+  t.equal((await one).status, 200, 'one generation fits the room left');
+});
+
 t.test('request_timeout_s: generation still running when the time is up returns what it has', async (t) => {
   const slow = await startServer({ models: [{ key: 'general', restore_from: 'long', sampling: { ...greedy, length: 1000 } }], request_timeout_s: 0.1 }, dir);
   t.teardown(slow.close);

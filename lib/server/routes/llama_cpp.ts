@@ -299,6 +299,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     const gone = clientGone(res);
     const tokenizer = await service.tokenizer(request.model.key, gone.signal);
     const inputs = prompts.map((p) => promptForModel(p, tokenizer));
+    service.checkRoom(request.model.key, inputs.length);
     if (!request.stream) {
       const answers = await Promise.all(inputs.map((p, i) => complete(service, request, i, p, tokenizer, gone.signal, null))).catch((err: Error) => {
         gone.abort();  // the other prompts stop too

@@ -204,6 +204,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
     });
   };
   let completions: Completion[];
+  service.checkRoom(common.model.key, choices.length);
   try {
     completions = await Promise.all(choices.map(generate));
   } catch (err) {
