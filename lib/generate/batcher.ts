@@ -83,6 +83,7 @@ interface Job {
   states: Float32Array | null;            // its states, [prompt tokens, nEmbd], made once it is fed (not while it waits)
   startedAt: number;
   firstTokenAt: number;
+  callbackError: Error | null;  // thrown by the request's own onText or onLogprob: the request fails at the next step
 }
 
 // A step's row: a job, its slot and the tokens it feeds.
@@ -239,6 +240,15 @@ export class Batcher {
     else if (typeof request.seed === 'bigint') seed = request.seed;
     else if (Number.isSafeInteger(request.seed) && request.seed >= 0) seed = BigInt(request.seed);
     else throw new RangeError(`seed must be a non-negative integer, got ${request.seed}`);
+    // The request's callbacks run inside the loop that decodes every request: one that throws fails its own request
+    // (expire), never the loop and its neighbours.
+    const guarded = <A>(callback: ((arg: A) => void) | undefined): ((arg: A) => void) | undefined => callback && ((arg: A) => {
+      try {
+        callback(arg);
+      } catch (err) {
+        job.callbackError ??= err instanceof Error ? err : new Error(String(err));
+      }
+    });
     const seq = new Sequence(
       {
         promptTokens: request.promptTokens,
@@ -249,8 +259,8 @@ export class Batcher {
         seed,
         nCtx: this.nCtx,
         contextKeep: this.contextKeep,
-        onText: request.onText,
-        onLogprob: request.onLogprob,
+        onText: guarded(request.onText),
+        onLogprob: guarded(request.onLogprob),
         reply: request.reply,
       },
       this.tokenizer,
@@ -258,10 +268,12 @@ export class Batcher {
     const unset = (): void => {
       throw new Error('unreachable');
     };
-    return {
+    const job: Job = {
       seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1,
       adapter: request.adapter?.id ?? -1, promptLogprobs: request.promptLogprobs ? [] : null, embeds: false, states: null, startedAt: NaN, firstTokenAt: NaN,
+      callbackError: null,
     };
+    return job;
   }
 
   private async run(): Promise<void> {
@@ -282,7 +294,7 @@ export class Batcher {
         tokens = await stepping;
       } catch (err) {
         if (rows.length === 1) {
-          this.fail(rows[0], err as Error);
+          this.fail(rows[0].job, rows[0].slot, err as Error);
           continue;
         }
         // One bad row must not fail its neighbours: every row of the step is stepped alone until it samples,
@@ -323,7 +335,8 @@ export class Batcher {
     });
   }
 
-  // Requests whose signal fired or whose deadline passed finish now, running or waiting.
+  // Requests whose signal fired or whose deadline passed finish now, running or waiting; those whose callbacks threw
+  // fail.
   private expire(): void {
     const now = Date.now();
     const reason = (job: Job): FinishReason | null =>
@@ -333,6 +346,7 @@ export class Batcher {
       if (r) this.finish(this.queue.splice(i, 1)[0], r);
     }
     this.bySlot.forEach((job, slot) => {
+      if (job?.callbackError) return this.fail(job, slot, job.callbackError);
       const r = job && reason(job);
       if (job && r) this.finish(job, r, slot);
     });
@@ -505,10 +519,10 @@ export class Batcher {
     }
   }
 
-  private fail(row: Row, err: Error): void {
-    this.release(row.slot, row.job, null);
-    this.suspects.delete(row.job);
-    row.job.reject(err);
+  private fail(job: Job, slot: number, err: Error): void {
+    this.release(slot, job, null);
+    this.suspects.delete(job);
+    job.reject(err);
   }
 
   private finish(job: Job, reason: FinishReason, slot?: number): void {

@@ -92,3 +92,24 @@ t.test('a batch step that throws fails only the request that makes it throw', as
     t.same(r.tokens, (alone[i] as GenerateResult).tokens, `request ${i} gives the tokens it gives without the bad neighbour`);
   }
 });
+
+t.test("a request whose own callback throws fails alone: the loop decodes its neighbours on, and later requests", async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 4, seed: 3 });
+  const options = (i: number) => ({ maxTokens: 12, seed: 20 + i, temperature: 0.9 });
+  const alone = await Promise.all(PROMPTS.map((p, i) => gen.generate(p, options(i))));
+  let pieces = 0;
+  const together = await Promise.all(PROMPTS.map((p, i) => gen.generate(p, {
+    ...options(i),
+    ...(i === 1 && { onText: () => {
+      if (++pieces === 2) throw new Error('the client\'s handler broke');
+    } }),
+    ...(i === 2 && { logprobs: 2, onLogprob: () => {
+      throw new Error('so did this one');
+    } }),
+  }).catch((err: Error) => err)));
+  t.match((together[1] as Error).message, /^the client's handler broke$/);
+  t.match((together[2] as Error).message, /^so did this one$/);
+  for (const i of [0, 3]) t.same((together[i] as GenerateResult).tokens, alone[i].tokens, `request ${i} gives the tokens it gives alone`);
+  const after = await gen.generate(PROMPTS[0], options(0));
+  t.same(after.tokens, alone[0].tokens, 'and the batcher goes on serving');
+});
