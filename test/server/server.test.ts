@@ -1,6 +1,6 @@
 // Every endpoint and each bad input, over real HTTP on 127.0.0.1, with real tiny GPT-2 models.
 import fs from 'node:fs';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { LONG, makeModels, request, SEEDS, startServer, tempDir, TINY, type Running } from './helpers';
 
 const PROMPT = 'How big is the earth?';
@@ -230,44 +230,46 @@ t.test('API keys: 401 without one; Bearer or X-API-Key with one; /ping stays ope
   t.equal((await request(`${keyed.url}/ping`)).status, 200);
 });
 
-t.test('load shedding: 503 with Retry-After when the queue is full', async (t) => {
-  const tight = await startServer({ models: [{ key: 'general', restore_from: 'long', sampling: { ...greedy, length: 1000 } }], batch_slots: 1, max_queue: 0 }, dir);
+// A server of one batch slot and `maxQueue`, its slot taken by a request decoding (its first piece has arrived; 999
+// steps are to come) until its reader is cancelled.
+async function oneSlotBusy(t: Test, maxQueue: number): Promise<{ url: string; reader: ReadableStreamDefaultReader<Uint8Array> }> {
+  const tight = await startServer({ models: [{ key: 'general', restore_from: 'long', sampling: { ...greedy, length: 1000 } }], batch_slots: 1, max_queue: maxQueue }, dir);
   t.teardown(tight.close);
-  // The first request is decoding (its first piece has arrived; 999 steps are to come) when the second comes.
   const first = await fetch(`${tight.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: 'general', raw_text: PROMPT, stream: true }) });
   const reader = (first.body as ReadableStream<Uint8Array>).getReader();
   await reader.read();
-  const second = await request(`${tight.url}/invocations`, { body: { model_key: 'general', raw_text: PROMPT } });
+  return { url: tight.url, reader };
+}
+
+t.test('load shedding: 503 with Retry-After when the queue is full', async (t) => {
+  const { url, reader } = await oneSlotBusy(t, 0);
+  const second = await request(`${url}/invocations`, { body: { model_key: 'general', raw_text: PROMPT } });
   t.equal(second.status, 503);
   t.ok(Number(second.headers.get('retry-after')) >= 1);
   t.match(second.json().error, /try again later/);
   await reader.cancel();  // the client goes away: its generation stops and frees the slot
-  let metrics = await request(`${tight.url}/metrics`);
+  let metrics = await request(`${url}/metrics`);
   t.match(metrics.text, /^dixie_shed_requests_total\{model="general"\} 1$/m);
-  while (!/^dixie_requests_in_flight\{model="general"\} 0$/m.test(metrics.text)) metrics = await request(`${tight.url}/metrics`);
+  while (!/^dixie_requests_in_flight\{model="general"\} 0$/m.test(metrics.text)) metrics = await request(`${url}/metrics`);
   t.match(metrics.text, /^dixie_inferences_total\{model="general",finish_reason="aborted"\} 1$/m, 'the abandoned generation was stopped');
-  const third = await request(`${tight.url}/invocations`, { body: { model_key: 'general', raw_text: PROMPT, length: 2 } });
+  const third = await request(`${url}/invocations`, { body: { model_key: 'general', raw_text: PROMPT, length: 2 } });
   t.equal(third.status, 200, 'served once the slot is free');
 });
 
 t.test('load shedding admits a request of several generations whole or not at all', async (t) => {
-  const tight = await startServer({ models: [{ key: 'general', restore_from: 'long', sampling: { ...greedy, length: 1000 } }], batch_slots: 1, max_queue: 1 }, dir);
-  t.teardown(tight.close);
-  const first = await fetch(`${tight.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: 'general', raw_text: PROMPT, stream: true }) });
-  const reader = (first.body as ReadableStream<Uint8Array>).getReader();
-  await reader.read();
+  const { url, reader } = await oneSlotBusy(t, 1);
   // Room for one more: two choices, or two prompts, are refused before either starts.
-  const choices = await request(`${tight.url}/v1/completions`, { body: { model: 'general', prompt: PROMPT, n: 2, max_tokens: 2 } });
+  const choices = await request(`${url}/v1/completions`, { body: { model: 'general', prompt: PROMPT, n: 2, max_tokens: 2 } });
   t.equal(choices.status, 503);
   t.match(choices.json(), { error: { message: 'model "general" has 1 requests in hand, no room for 2 more; try again later' } });
-  const prompts = await request(`${tight.url}/completion`, { body: { model: 'general', prompt: [PROMPT, PROMPT], n_predict: 2 } });
+  const prompts = await request(`${url}/completion`, { body: { model: 'general', prompt: [PROMPT, PROMPT], n_predict: 2 } });
   t.equal(prompts.status, 503);
-  const metrics = await request(`${tight.url}/metrics`);
+  const metrics = await request(`${url}/metrics`);
   t.match(metrics.text, /^dixie_shed_requests_total\{model="general"\} 2$/m);
   t.match(metrics.text, /^dixie_requests_in_flight\{model="general"\} 1$/m, 'neither held any room');
   t.notMatch(metrics.text, /^dixie_inferences_total\{model="general",finish_reason="aborted"\}/m, 'nor started a generation to stop');
-  const one = request(`${tight.url}/v1/completions`, { body: { model: 'general', prompt: PROMPT, max_tokens: 2 } });
-  while (!/^dixie_requests_in_flight\{model="general"\} 2$/m.test((await request(`${tight.url}/metrics`)).text));
+  const one = request(`${url}/v1/completions`, { body: { model: 'general', prompt: PROMPT, max_tokens: 2 } });
+  while (!/^dixie_requests_in_flight\{model="general"\} 2$/m.test((await request(`${url}/metrics`)).text));
   await reader.cancel();
   t.equal((await one).status, 200, 'one generation fits the room left');
 });
