@@ -67,6 +67,9 @@ export interface PlannedOutput {
 // system prompts and tool calls) do not tell who took part.
 const NOT_SPOKEN = new Set<DropReason | null>(['system', 'bot', 'unreadable', 'duplicate', 'system prompt', 'tool call']);
 
+// The chats without the user named one by one in the warnings.
+const NOT_MINE_NAMED = 5;
+
 interface Conversation {
   chat: ExportedChat;
   audience: string;
@@ -147,11 +150,13 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
   }
 
   if (needMe > 0 && foundMe === 0) throw new Error(meNotFound(options.me, sendersSeen));
-  for (const skipped of summary.skipped) {
-    if (skipped.reason === 'not your chat') {
-      summary.warnings.push(`${skipped.file}: not imported: --me names none of its senders (${skipped.senders.slice(0, 5).join(', ')})`);
-    }
+  // An export of a whole workspace (Slack's) or account holds many chats of other people: the first are named, the
+  // rest counted.
+  const notMine = summary.skipped.filter((skipped) => skipped.reason === 'not your chat');
+  for (const skipped of notMine.slice(0, NOT_MINE_NAMED)) {
+    summary.warnings.push(`${skipped.file}: not imported: --me names none of its senders (${skipped.senders.slice(0, 5).join(', ')})`);
   }
+  if (notMine.length > NOT_MINE_NAMED) summary.warnings.push(`${notMine.length - NOT_MINE_NAMED} more chats not imported: --me names none of their senders`);
   if (options.contacts.size > 0 && namedByContacts === 0) summary.warnings.push(`--contacts: none of its ${options.contacts.size} numbers and addresses is one of the chats'`);
   for (const name of Object.keys(options.audienceMap)) {
     if (!mappedNames.has(nameKey(name))) summary.warnings.push(`--audience-map: no chat is called ${JSON.stringify(name)}`);

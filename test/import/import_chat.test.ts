@@ -102,6 +102,14 @@ t.test('--me: left out, it lists the senders; naming nobody, too; naming someone
   t.same(Object.keys(files), ['papa.train']);
   t.match(summary.skipped, [{ reason: 'not your chat', senders: ['sam_lee', 'jane_d'] }]);
   t.match(summary.warnings, [/Direct Messages - sam_lee \[887766554433221100\]\.json: not imported: --me names none of its senders \(sam_lee, jane_d\)$/]);
+  // Many chats without the user (a whole workspace's export): five named, the rest counted.
+  const many = t.testdir(Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`chat${i}.txt`, `1/2/21, 10:00 - ${i === 0 ? 'Jane' : `Ann ${i}`}: hi\n1/2/21, 10:01 - Bob ${i}: hello\n`])));
+  const { summary: crowded } = await importInto(path.join(many, 'out'), [many], { me: ['Jane'] });
+  t.equal(crowded.skipped.length, 7);
+  t.same(crowded.warnings.filter((w) => w.includes('not imported')), [
+    ...[1, 2, 3, 4, 5].map((i) => `${path.join(many, `chat${i}.txt`)}: not imported: --me names none of its senders (Ann ${i}, Bob ${i})`),
+    '2 more chats not imported: --me names none of their senders',
+  ]);
 });
 
 t.test('bad input: each problem with file:line, every file read first, nothing written', async (t) => {
