@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import cors from 'cors';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -240,6 +241,18 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         server.requestTimeout = config.requestTimeoutMs + 10_000;
         server.headersTimeout = Math.min(60_000, server.requestTimeout);
         server.keepAliveTimeout = 5_000;
+        // A request Node cannot parse (a Content-Length that is no number, headers past its limit) never reaches the
+        // app: answered in JSON too, in place of Node's empty 400, so that a client can say what went wrong.
+        server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+          if (err.code === 'ECONNRESET' || !socket.writable) {
+            socket.destroy();
+            return;
+          }
+          const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+          const body = JSON.stringify({ error: `the request is not HTTP this server can read: ${err.message}` });
+          log('info', 'unreadable request', { code: err.code ?? null, status });
+          socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        });
         server.once('error', reject);
         server.listen(port, host, () => {
           server.off('error', reject);

@@ -123,6 +123,15 @@ t.test('bodies: one that trickles in is given up after request_timeout_s with 40
   t.ok(slow.ms >= 900 && slow.ms < 3000, `after ${Math.round(slow.ms)} ms`);
 });
 
+t.test('a request Node cannot parse gets a JSON error too, and the connection closed', async (t) => {
+  const badLength = await rawRequest(srv.url, { method: 'POST', path: '/invocations', headers: { ...auth, 'content-type': 'application/json', 'content-length': 'ten' }, body: '{}' });
+  t.match(errorAnswer(t, badLength, 400, 'a Content-Length that is no number').error, /^the request is not HTTP this server can read: Parse Error/);
+  t.ok(badLength.closed);
+  const bigHeaders = await rawRequest(srv.url, { path: '/ping', headers: { 'x-padding': 'x'.repeat(20_000) } });
+  t.match(errorAnswer(t, bigHeaders, 431, 'headers past 16 KB').error, /^the request is not HTTP this server can read/);
+  t.equal((await request(`${srv.url}/ping`)).status, 200, 'the server answers on');
+});
+
 t.test('every other error answer names no path either', async (t) => {
   errorAnswer(t, await invoke({ raw_text: PROMPT }, {}), 401, 'no API key');
   errorAnswer(t, await request(`${srv.url}/models/list`), 401, 'no API key for /models/list');
