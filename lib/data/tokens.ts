@@ -53,3 +53,56 @@ export function checkTokenIds(tokens: ArrayLike<number>, vocabSize: number, wher
     if (!(t >= 0 && t < vocabSize)) throw new Error(`${where}: token ${i} is ${t}, outside the vocabulary [0, ${vocabSize})`);
   }
 }
+
+// The same part of every chunk of a source, [from, to) of each chunk's length, as a source of its own: with
+// from = 0 and to = 0.9 the first 90% of each chunk, with 0.9 and 1 the last 10%. Training on the one and validating
+// on the other (bin/train --val_split) holds data out with no window of either reaching into the other; for chat
+// files written oldest first (bin/import-chat's), the part held out is each audience's newest messages.
+export class ChunkParts implements TokenSource {
+  readonly tokenCount: number;
+  readonly chunkStarts: Float64Array;
+  readonly vocabSize: number;
+  private readonly sourceStarts: Float64Array;  // where each part begins in the source
+
+  constructor(
+    private readonly source: TokenSource,
+    from: number,
+    to: number,
+    readonly description: string,
+  ) {
+    const parts: [number, number][] = [];
+    for (let c = 0; c + 1 < source.chunkStarts.length; c++) {
+      const start = source.chunkStarts[c];
+      const size = source.chunkStarts[c + 1] - start;
+      const begin = start + Math.floor(size * from);
+      const end = start + Math.floor(size * to);
+      if (end > begin) parts.push([begin, end]);
+    }
+    this.chunkStarts = new Float64Array(parts.length + 1);
+    this.sourceStarts = new Float64Array(parts.length);
+    parts.forEach(([begin, end], i) => {
+      this.sourceStarts[i] = begin;
+      this.chunkStarts[i + 1] = this.chunkStarts[i] + (end - begin);
+    });
+    this.tokenCount = this.chunkStarts[parts.length];
+    this.vocabSize = source.vocabSize;
+  }
+
+  // A read stays within one part: what lies between two parts is the other side's.
+  read(start: number, out: Int32Array): void {
+    let lo = 0;
+    let hi = this.sourceStarts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.chunkStarts[mid] <= start) lo = mid;
+      else hi = mid - 1;
+    }
+    if (start < 0 || start + out.length > this.chunkStarts[lo + 1]) {
+      throw new RangeError(`${this.description}: tokens [${start}, ${start + out.length}) are not within one part`);
+    }
+    this.source.read(this.sourceStarts[lo] + (start - this.chunkStarts[lo]), out);
+  }
+
+  // The source is its owner's to close.
+  close(): void {}
+}

@@ -20,6 +20,7 @@ import { Dataset, DEFAULT_COMBINE, loadDataset } from '../data/dataset';
 import { datasetFiles } from '../data/files';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
+import { ChunkParts } from '../data/tokens';
 import { GPT2Config, LoraOptions, Model, ModelOptions } from '../engine/model';
 import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
@@ -67,10 +68,11 @@ export interface TrainOptions {
   top_k: number;                   // 0: off
   top_p: number;                   // 0: off (as train.py takes it)
   min_p: number;                   // samples: only tokens at least this fraction as likely as the most likely; 0: off
-  val_dataset: string;             // '': a fixed sample of the training data
+  val_dataset: string;             // '': a fixed sample of the training data (or of its held-out part: val_split)
+  val_split: number;               // without val_dataset: the last fraction of each chunk of the dataset, held out for validation; 0: none
   val_every: number;               // steps; 0: no validation
-  keep_best: boolean;              // with val_dataset: save the checkpoint of each new lowest validation loss, named by `best`, spared by max_to_keep
-  early_stopping: number;          // with val_dataset: stop after this many validations in a row above the lowest; 0: never
+  keep_best: boolean;              // with held-out data (val_dataset, val_split): save the checkpoint of each new lowest validation loss, named by `best`, spared by max_to_keep
+  early_stopping: number;          // with held-out data: stop after this many validations in a row above the lowest; 0: never
   val_batch_size: number;
   val_batch_count: number;
   seed: number;                    // -1: a random seed (printed, and kept in the checkpoint)
@@ -122,6 +124,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   top_p: 0,
   min_p: 0,
   val_dataset: '',
+  val_split: 0,
   val_every: 0,
   keep_best: true,
   early_stopping: 0,
@@ -156,7 +159,7 @@ export interface TrainResult {
   valLoss: number | null;          // the last validation loss
   tokensPerSecond: number;         // training tokens (of every rank) / wall time of this run's steps (sampling, validation, saves excluded)
   stoppedBy: 'stop_after' | 'early_stopping' | 'signal';
-  best: (BestValidation & { checkpoint: string | null }) | null;  // with val_dataset: the lowest validation loss, and the checkpoint `best` names
+  best: (BestValidation & { checkpoint: string | null }) | null;  // with held-out data: the lowest validation loss, and the checkpoint `best` names
 }
 
 // --optimizer adam: tf.train.AdamOptimizer's defaults, as train.py has them (no weight decay, no clipping).
@@ -177,6 +180,11 @@ export function learningRate(o: TrainOptions, step: number): number {
   return o.learning_rate_min + 0.5 * (o.learning_rate - o.learning_rate_min) * (1 + Math.cos(Math.PI * t));
 }
 
+// Whether validation reads data that training does not: only its loss tells when the model begins to overfit.
+function heldOut(o: TrainOptions): boolean {
+  return o.val_dataset !== '' || o.val_split > 0;
+}
+
 function checkOptions(o: TrainOptions): void {
   const positive = ['batch_size', 'accumulate_gradients', 'n_layer', 'n_head', 'n_embd', 'n_ctx', 'val_batch_size', 'val_batch_count', 'sample_num', 'learning_rate_period'] as const;
   for (const k of positive) if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw new Error(`--${k} must be a whole number >= 1, got ${o[k]}`);
@@ -192,7 +200,10 @@ function checkOptions(o: TrainOptions): void {
   if (o.fresh_model && o.n_embd % o.n_head !== 0) throw new Error(`--n_embd (${o.n_embd}) must be a multiple of --n_head (${o.n_head})`);
   if (!/^[\w.-]+$/.test(o.run_name)) throw new Error(`--run_name must be letters, digits, '.', '-' or '_', got ${JSON.stringify(o.run_name)}`);
   // The loss on training data goes on falling as the model overfits: only held-out data tells when to stop.
-  if (o.early_stopping > 0 && !(o.val_dataset && o.val_every > 0)) throw new Error('--early_stopping watches the validation loss of held-out data: give --val_dataset and --val_every too');
+  if (!(o.val_split >= 0 && o.val_split <= 0.5)) throw new Error(`--val_split must be in [0, 0.5], got ${o.val_split}`);
+  if (o.val_split > 0 && o.val_dataset) throw new Error('--val_split holds part of --dataset out for validation, and --val_dataset is held-out data already: drop one of them');
+  if (o.val_split > 0 && o.val_every === 0) throw new Error('--val_split holds data out for validation: give --val_every too');
+  if (o.early_stopping > 0 && !(heldOut(o) && o.val_every > 0)) throw new Error('--early_stopping watches the validation loss of held-out data: give --val_dataset (or --val_split) and --val_every too');
   if (o.zero !== 0 && o.zero !== 1) throw new Error(`--zero must be 0 or 1, got ${o.zero}`);
   if (!(o.collective_timeout >= 0)) throw new Error(`--collective_timeout must be >= 0 seconds, got ${o.collective_timeout}`);
   if (!(Number.isInteger(o.lora_rank) && o.lora_rank >= 0)) throw new Error(`--lora_rank must be a whole number >= 0, got ${o.lora_rank}`);
@@ -426,8 +437,11 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     // Little chat overfits a pre-trained model; a fresh one is as small as its data wants.
     const data = await loadChecked(o.dataset, o, tokenizer, log, !o.fresh_model, root);
     sources.push(data);
-    const sampler = new WindowSampler(data.source, T + 1);
     log(`dataset: ${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks from ${data.files.length} file${data.files.length === 1 ? '' : 's'}`);
+    const percent = `${+(100 * o.val_split).toFixed(2)}%`;
+    const held = o.val_split > 0 ? new ChunkParts(data.source, 1 - o.val_split, 1, `the last ${percent} of each chunk of ${data.source.description} (--val_split)`) : null;
+    const sampler = new WindowSampler(held ? new ChunkParts(data.source, 0, 1 - o.val_split, data.source.description) : data.source, T + 1);
+    if (held) log(`held out for validation: the last ${percent} of each chunk, ${held.tokenCount.toLocaleString('en-US')} tokens`);
     // A token file keeps no chat summary: a resumed run keeps the audiences it had.
     const audiences = data.chat?.audiences ?? state?.audiences ?? [];
     const dataRng = state ? Rng.fromState(state.dataRng) : new Rng(seed);
@@ -443,7 +457,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       if (valData !== data) sources.push(valData);
       const rows = o.val_batch_count * o.val_batch_size;
       validation = { inputs: new Int32Array(rows * T), targets: new Int32Array(rows * T) };
-      new WindowSampler(valData.source, T + 1).batch(new Rng(VALIDATION_SEED), rows, validation.inputs, validation.targets);
+      new WindowSampler(held ?? valData.source, T + 1).batch(new Rng(VALIDATION_SEED), rows, validation.inputs, validation.targets);
     }
     // Data-parallel, batch i is rank i % world's; the others' entries stay 0 in the sum, which leaves each
     // batch's loss exact, so that the total is the one a single rank computes.
@@ -534,8 +548,8 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       const loss = await validate();
       valLoss = loss;
       metrics?.append({ type: 'val', step, loss, time: trainSeconds });
-      const lower = o.val_dataset !== '' && (best === null || loss < best.loss);
-      if (o.val_dataset !== '') best = lower ? { step, loss, validationsSince: 0 } : { ...(best as BestValidation), validationsSince: (best as BestValidation).validationsSince + 1 };
+      const lower = heldOut(o) && (best === null || loss < best.loss);
+      if (heldOut(o)) best = lower ? { step, loss, validationsSince: 0 } : { ...(best as BestValidation), validationsSince: (best as BestValidation).validationsSince + 1 };
       log(`[${step} | ${duration(trainSeconds)}] validation loss ${loss.toFixed(4)}${lower && step > 0 ? ' (the lowest yet)' : ''}`);
       await plot(true);
       return lower && step > 0;

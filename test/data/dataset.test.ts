@@ -9,7 +9,7 @@ import { readNpz } from '../../lib/data/npz';
 import { Rng } from '../../lib/util/rng';
 import { WindowSampler } from '../../lib/data/sampler';
 import { TokenFile, writeTokenFile } from '../../lib/data/token_file';
-import { MemoryTokens } from '../../lib/data/tokens';
+import { ChunkParts, MemoryTokens } from '../../lib/data/tokens';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { FIXTURES, allTokens, tokenizer } from './helpers';
 
@@ -163,6 +163,41 @@ t.test('windows are uniform over token positions and never cross a chunk boundar
   t.equal(copy.below(1000000), resumed.below(1000000), 'an RNG restored from its state goes on identically');
 
   t.throws(() => new WindowSampler(source, 11), /no chunk holds 11 tokens \(the longest has 10\)/);
+});
+
+t.test('a part of every chunk is a source of its own, and windows drawn from it stay within it', async (t) => {
+  // Chunks of 10, 20 and 3 tokens, chunk c's token i written 100 c + i: the last 20% (from each size x 0.8, rounded
+  // down) is 2, 4 and 1 tokens.
+  const chunks = [10, 20, 3].map((n, c) => Array.from({ length: n }, (_, i) => 100 * c + i));
+  const source = new MemoryTokens('test', chunks, 1000);
+  const held = new ChunkParts(source, 0.8, 1, 'held out');
+  const rest = new ChunkParts(source, 0, 0.8, 'rest');
+  const tokens = (part: ChunkParts): number[] => {
+    const out = new Int32Array(part.tokenCount);
+    const all: number[] = [];
+    for (let c = 0; c + 1 < part.chunkStarts.length; c++) {
+      const piece = out.subarray(0, part.chunkStarts[c + 1] - part.chunkStarts[c]);
+      part.read(part.chunkStarts[c], piece);
+      all.push(...piece);
+    }
+    return all;
+  };
+  t.same(tokens(held), [8, 9, 116, 117, 118, 119, 202]);
+  t.same([...held.chunkStarts], [0, 2, 6, 7]);
+  t.same(tokens(rest), [...chunks[0].slice(0, 8), ...chunks[1].slice(0, 16), ...chunks[2].slice(0, 2)]);
+  t.same([...rest.chunkStarts], [0, 8, 24, 26]);
+  t.throws(() => held.read(1, new Int32Array(2)), /held out: tokens \[1, 3\) are not within one part/, 'a read across two parts');
+  const sampler = new WindowSampler(rest, 3);
+  const window = new Int32Array(3);
+  const heldTokens = new Set(tokens(held));
+  const rng = new Rng(5);
+  const reaching: string[] = [];
+  for (let i = 0; i < 2000; i++) {
+    rest.read(sampler.drawStart(rng), window);
+    if (window.some((token) => heldTokens.has(token))) reaching.push(window.join(','));
+  }
+  t.same(reaching, [], 'no window of the rest reaches into the part held out');
+  t.throws(() => new WindowSampler(held, 5), /held out: no chunk holds 5 tokens \(the longest has 4\)/);
 });
 
 t.test('text files are checked to be text: a binary file is refused, invalid UTF-8 and empty files are named', async (t) => {

@@ -23,7 +23,7 @@ t.test("bin/train --help lists train.py's flags with their defaults", async (t) 
     ['learning_rate_warmup', '100'], ['learning_rate_min', '0.00001'], ['learning_rate_period', '1000'], ['accumulate_gradients', '1'],
     ['optimizer', '"adam"'], ['memory_saving_gradients', 'false'], ['only_train_transformer_layers', 'false'], ['restore_from', '"latest"'],
     ['run_name', '"run1"'], ['save_every', '1000'], ['save_time', '15'], ['max_to_keep', '5'], ['sample_every', '100'],
-    ['sample_length', '1023'], ['sample_num', '1'], ['top_k', '40'], ['top_p', '0'], ['min_p', '0'], ['val_dataset', '""'], ['val_every', '0'], ['keep_best', 'true'], ['early_stopping', '0'],
+    ['sample_length', '1023'], ['sample_num', '1'], ['top_k', '40'], ['top_p', '0'], ['min_p', '0'], ['val_dataset', '""'], ['val_split', '0'], ['val_every', '0'], ['keep_best', 'true'], ['early_stopping', '0'],
     ['val_batch_size', '2'], ['val_batch_count', '40'], ['save_on_ctrlc', 'false'], ['seed', '-1'], ['stop_after', '0'], ['check', 'false'],
     ['lora_dropout', '0'],
   ];

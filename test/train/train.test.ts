@@ -142,7 +142,26 @@ t.test('--keep_best keeps the checkpoint of the lowest validation loss past prun
   t.notOk(again.some((l) => l.startsWith('training from step')));
   t.ok(again.some((l) => l.startsWith('stopping early: 2 validations in a row')));
 
-  await t.rejects(train(tinyRun(dir, { run_name: 'nothing_held_out', val_every: 5, early_stopping: 2 })), /--early_stopping watches the validation loss of held-out data: give --val_dataset and --val_every too/);
+  await t.rejects(train(tinyRun(dir, { run_name: 'nothing_held_out', val_every: 5, early_stopping: 2 })), /--early_stopping watches the validation loss of held-out data: give --val_dataset \(or --val_split\) and --val_every too/);
+});
+
+t.test('--val_split holds the end of every chunk of the dataset out for validation, which then keeps the best', async (t) => {
+  const dir = t.testdir();
+  const lines: string[] = [];
+  const result = await train(tinyRun(dir, { dataset: path.join(CHAT, 'train'), val_split: 0.1, val_every: 5, val_batch_count: 2, val_batch_size: 4, learning_rate: 0.01, stop_after: 10, early_stopping: 3 }), { log: collect(lines) });
+  const count = (pattern: RegExp): number => Number((lines.map((l) => pattern.exec(l)).find((m) => m !== null) as RegExpExecArray)[1].replace(/,/g, ''));
+  const total = count(/^dataset: ([\d,]+) tokens in 3 chunks from 3 files$/);
+  const held = count(/^held out for validation: the last 10% of each chunk, ([\d,]+) tokens$/);
+  t.ok(held >= total * 0.1 && held <= total * 0.1 + 3, `${held} of ${total} tokens held out: each chunk's last tenth, rounded up`);
+  t.not(result.best, null, 'the held-out loss is watched');
+  t.equal(bestCheckpoint(result.runDir), result.best?.checkpoint);
+  for (const [overrides, message] of [
+    [{ val_split: 0.1, val_dataset: path.join(CHAT, 'valid.train') }, /--val_split holds part of --dataset out for validation, and --val_dataset is held-out data already/],
+    [{ val_split: 0.1 }, /--val_split holds data out for validation: give --val_every too/],
+    [{ val_split: 0.6, val_every: 5 }, /--val_split must be in \[0, 0\.5\], got 0\.6/],
+  ] as const) {
+    await t.rejects(train(tinyRun(dir, { run_name: 'refused', ...overrides })), message);
+  }
 });
 
 t.test('training on a bin/encode token file equals training on its text', async (t) => {
