@@ -57,7 +57,7 @@ export function checkTokenIds(tokens: ArrayLike<number>, vocabSize: number, wher
 // The same part of every chunk of a source, [from, to) of each chunk's length, as a source of its own: with
 // from = 0 and to = 0.9 the first 90% of each chunk, with 0.9 and 1 the last 10%. Training on the one and validating
 // on the other (bin/train --val_split) holds data out with no window of either reaching into the other; for chat
-// files written oldest first (bin/import-chat's), the part held out is each audience's newest messages.
+// files written oldest first (bin/import-chat's), the part held out is each chunk's newest messages.
 export class ChunkParts implements TokenSource {
   readonly tokenCount: number;
   readonly chunkStarts: Float64Array;

@@ -2,8 +2,8 @@
 //
 //   checkpoint/run1/
 //     latest                 "model-2000": the newest complete checkpoint
-//     best                   "model-1000": the one of the lowest validation loss on held-out data (--val_dataset),
-//                            which pruning (max_to_keep) spares
+//     best                   "model-1000": the one of the lowest validation loss on held-out data (--val_dataset,
+//                            --val_split), which pruning (max_to_keep) spares
 //     model-1000/  model-2000/
 //       config.json + model.safetensors   the weights (Hugging Face layout: the folder is a servable model), or
 //       adapter_config.json + adapter_model.safetensors   a LoRA adapter over its base (PEFT's layout)
@@ -14,8 +14,8 @@
 //     metrics.jsonl, loss.svg             the run's log and loss curve (lib/train/metrics.ts)
 //
 // A checkpoint is written whole into a hidden temporary folder (every file fsynced), renamed into place, and
-// only then named by `latest` (written atomically, which also makes the rename durable; `best` likewise). A kill -9 at any
-// moment therefore leaves the previous checkpoint complete and `latest` naming a complete one; a stray
+// only then named by `latest` (written atomically, which also makes the rename durable; `best` likewise). A kill
+// -9 at any moment therefore leaves the previous checkpoint complete and `latest` naming a complete one; a stray
 // temporary folder is swept by the next save. A save that fails (a full disk) removes its own, and says which
 // file it could not write. The vocabulary is written from memory, as the tokenizer read it.
 import fs from 'node:fs';
@@ -99,7 +99,7 @@ export function latestCheckpoint(runDir: string): string | null {
   return all.length > 0 ? all[all.length - 1].dir : null;
 }
 
-// The checkpoint of the run's lowest validation loss; null when the run has none (no --val_dataset, or no step
+// The checkpoint of the run's lowest validation loss; null when the run has none (no held-out data, or no step
 // went below the model it started from).
 export function bestCheckpoint(runDir: string): string | null {
   return pointedCheckpoint(runDir, BEST_FILE);

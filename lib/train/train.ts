@@ -28,7 +28,7 @@ import { resolveModel } from '../formats/resolve_model';
 import { Generator } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
-import { BestValidation, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, markBest, readTrainState, saveCheckpoint } from './checkpoint';
+import { BEST_FILE, BestValidation, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, markBest, readTrainState, saveCheckpoint } from './checkpoint';
 import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog } from './metrics';
 import { plotMetrics } from './plot';
@@ -199,10 +199,10 @@ function checkOptions(o: TrainOptions): void {
   if (!Number.isInteger(o.seed) || o.seed < -1 || o.seed > 0xffffffff) throw new Error(`--seed must be -1 (random) or a whole number in [0, 2^32), got ${o.seed}`);
   if (o.fresh_model && o.n_embd % o.n_head !== 0) throw new Error(`--n_embd (${o.n_embd}) must be a multiple of --n_head (${o.n_head})`);
   if (!/^[\w.-]+$/.test(o.run_name)) throw new Error(`--run_name must be letters, digits, '.', '-' or '_', got ${JSON.stringify(o.run_name)}`);
-  // The loss on training data goes on falling as the model overfits: only held-out data tells when to stop.
   if (!(o.val_split >= 0 && o.val_split <= 0.5)) throw new Error(`--val_split must be in [0, 0.5], got ${o.val_split}`);
   if (o.val_split > 0 && o.val_dataset) throw new Error('--val_split holds part of --dataset out for validation, and --val_dataset is held-out data already: drop one of them');
   if (o.val_split > 0 && o.val_every === 0) throw new Error('--val_split holds data out for validation: give --val_every too');
+  // The loss on training data goes on falling as the model overfits: only held-out data tells when to stop.
   if (o.early_stopping > 0 && !(heldOut(o) && o.val_every > 0)) throw new Error('--early_stopping watches the validation loss of held-out data: give --val_dataset (or --val_split) and --val_every too');
   if (o.zero !== 0 && o.zero !== 1) throw new Error(`--zero must be 0 or 1, got ${o.zero}`);
   if (!(o.collective_timeout >= 0)) throw new Error(`--collective_timeout must be >= 0 seconds, got ${o.collective_timeout}`);
@@ -549,7 +549,8 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       valLoss = loss;
       metrics?.append({ type: 'val', step, loss, time: trainSeconds });
       const lower = heldOut(o) && (best === null || loss < best.loss);
-      if (heldOut(o)) best = lower ? { step, loss, validationsSince: 0 } : { ...(best as BestValidation), validationsSince: (best as BestValidation).validationsSince + 1 };
+      if (lower) best = { step, loss, validationsSince: 0 };
+      else if (heldOut(o) && best !== null) best = { ...best, validationsSince: best.validationsSince + 1 };
       log(`[${step} | ${duration(trainSeconds)}] validation loss ${loss.toFixed(4)}${lower && step > 0 ? ' (the lowest yet)' : ''}`);
       await plot(true);
       return lower && step > 0;
@@ -635,11 +636,11 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       );
 
       // Validation first, so that a checkpoint of this step holds its result.
-      const lowest = validation !== null && step % o.val_every === 0 && (await runValidation()) && o.keep_best;
+      const saveBest = validation !== null && step % o.val_every === 0 && (await runValidation()) && o.keep_best;
       // Rank 0's clock decides a save by time, so that no rank saves alone.
       const dueByTime = o.save_time > 0 && Date.now() - lastSaveTime >= o.save_time * 60_000;
-      if (lowest || (o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save();
-      if (lowest && root) await markBest(runDir, checkpoint as string);
+      if (saveBest || (o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save();
+      if (saveBest && root) await markBest(runDir, checkpoint as string);
       if (o.sample_every > 0 && step % o.sample_every === 0) {
         if (root) await generateSamples();
         await afterRank0Alone(null);
@@ -651,10 +652,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     else await plot(true);
     const bestDir = bestCheckpoint(runDir);
     if (best !== null) {
-      const b: BestValidation = best;
-      log(b.step === 0
-        ? `the validation loss never went below the starting model's (${b.loss.toFixed(4)}): more data, a lower --learning_rate or a smaller model may help`
-        : `lowest validation loss ${b.loss.toFixed(4)}, at step ${b.step}${bestDir ? `: ${bestDir} (also ${path.join(runDir, 'best')})` : ''}`);
+      log(best.step === 0
+        ? `the validation loss never went below the starting model's (${best.loss.toFixed(4)}): more data, a lower --learning_rate or a smaller model may help`
+        : `lowest validation loss ${best.loss.toFixed(4)}, at step ${best.step}${bestDir ? `: ${bestDir} (also ${path.join(runDir, BEST_FILE)})` : ''}`);
     }
     return {
       runDir,
@@ -666,7 +666,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       valLoss,
       tokensPerSecond: runSeconds > 0 ? ((step - startStep) * o.batch_size * T * o.accumulate_gradients * world) / runSeconds : 0,
       stoppedBy,
-      best: best === null ? null : { ...(best as BestValidation), checkpoint: bestDir },
+      best: best === null ? null : { ...best, checkpoint: bestDir },
     };
   } finally {
     await (generator as Generator | null)?.close();
