@@ -14,7 +14,7 @@ async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('serve')
     .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: a chat page at /, POST /invocations, OpenAI's API under /v1 (completions, chat `
-      + 'completions, responses, embeddings), Ollama\'s under /api, llama.cpp server\'s (POST /completion, /embedding, /tokenize...), '
+      + 'completions, responses, embeddings; files for fine-tuning with --fine_tuning), Ollama\'s under /api, llama.cpp server\'s (POST /completion, /embedding, /tokenize...), '
       + 'GET /ping, POST /prime, GET /models/list, GET /metrics. '
       + `Without --config or --model it reads ./${CONFIG_FILE}, or else serves every model found in models/ and checkpoint/.`)
     .option('config', { type: 'string', describe: `server config file (default ./${CONFIG_FILE})` })
@@ -25,6 +25,10 @@ async function main(): Promise<void> {
     .option('system_messages', {
       choices: SYSTEM_MESSAGES,
       describe: 'what a chat model does with an OpenAI system message that names no audience (as the config\'s "system_messages"): refuse it (400, the default) or ignore it, for chat apps that always send one',
+    })
+    .option('fine_tuning', {
+      type: 'string',
+      describe: 'turn on OpenAI\'s Files and fine-tuning APIs (/v1/files, /v1/fine_tuning/jobs), keeping uploads and jobs in this folder (as the config\'s "fine_tuning": {"dir": ...}; over a config file, its folder in place of the file\'s)',
     })
     .option('host', { type: 'string', describe: 'address to listen on (overrides the config; default 127.0.0.1)' })
     .option('port', { type: 'number', describe: 'port to listen on (overrides the config; default 12345; 0: any free port)' })
@@ -38,9 +42,11 @@ async function main(): Promise<void> {
     .example('$0', `serve ./${CONFIG_FILE}, or the models in models/ and checkpoint/`)
     .example('$0 --model checkpoint/chat --audience mom', 'the quick start\'s chat model, answering as mom')
     .example('$0 --model models/124M --port 8080', 'one model')
+    .example('$0 --model models/124M --fine_tuning fine-tuning', 'with OpenAI\'s fine-tuning API: uploads and jobs in fine-tuning/')
     .example(`curl -d '{"model_key":"chatbot","raw_text":"How big is the earth?\\n"}' -H 'Content-Type: application/json' http://127.0.0.1:12345/invocations`, 'ask it')
     .check((a) => {
       if (a.port !== undefined && !(Number.isInteger(a.port) && a.port >= 0 && a.port <= 65535)) throw new Error(`--port must be an integer from 0 to 65535, got ${a.port}`);
+      if (a.fine_tuning !== undefined && a.fine_tuning.trim() === '') throw new Error('--fine_tuning must name a folder (where uploads and jobs are kept)');
       if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(a.audience)}`);
       return true;
     })
@@ -50,7 +56,7 @@ async function main(): Promise<void> {
 
   applyComputeFlags(argv, (message) => createLog({ debug: false })('info', message));
   const config = serveConfig({
-    config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, cwd: process.cwd(),
+    config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, fineTuning: argv.fine_tuning, cwd: process.cwd(),
   });
   const server = createServer({ ...config, insecure: config.insecure || argv.insecure });
   const address = await server.listen(argv.port ?? config.port, argv.host ?? config.host);

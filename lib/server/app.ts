@@ -16,6 +16,7 @@ import type { ServerConfig } from './config';
 import { gpt2Loader, type LoadedModel } from './engine';
 import { boundedBody } from './body';
 import { HttpError } from './errors';
+import { FileStore, filesDir } from './files';
 import { allowedHosts, hostAllowed, isLoopback } from './hosts';
 import { createLog, type Log } from './log';
 import { ModelRegistry } from './model_registry';
@@ -29,6 +30,7 @@ import { openAIRouter } from './routes/openai';
 import { openAIError } from './routes/api_common';
 import { LLAMA_CPP_PATHS, llamaCppError, llamaCppRouter } from './routes/llama_cpp';
 import { responsesRouter } from './routes/responses';
+import { fineTuningOffRouter, filesRouter } from './routes/files';
 import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
 import { packageVersion } from '../util/package_root';
@@ -131,7 +133,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   // Web pages of the origins in cors_origins may call the API from a browser; their preflight requests carry no
   // API key, so they are answered here, before authentication.
   if (config.corsOrigins.length > 0) {
-    app.use(cors({ origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, methods: ['GET', 'POST'], allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Dixie-Ignored-Messages'], maxAge: 600 }));
+    app.use(cors({ origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, methods: ['GET', 'POST', 'DELETE'], allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Dixie-Ignored-Messages'], maxAge: 600 }));
   }
 
   app.use(healthRouter(() => draining));
@@ -174,13 +176,15 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use(modelsRouter(service, requireJson, log));
   app.use(openAIRouter(service, requireJson));
   app.use(responsesRouter(service, requireJson));
+  // Uploads are multipart, streamed to disk by the router itself, past the JSON body limit.
+  app.use(config.fineTuning ? filesRouter(new FileStore(filesDir(config.fineTuning)), config) : fineTuningOffRouter());
   // Ollama reads every body as JSON, and its recipes (curl -d, which says form encoding) count on it.
   const anyTypeJson = boundedBody(express.json({ limit: config.bodyLimitBytes, type: () => true, strict: true }), config.bodyLimitBytes, config.requestTimeoutMs);
   app.use(ollamaRouter(service, anyTypeJson, packageVersion()));
   app.use(llamaCppRouter(service, requireJson, packageVersion()));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /v1/embeddings', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /api/embed', 'POST /api/embeddings', 'POST /completion', 'POST /embedding', 'POST /apply-template', 'GET /props', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'GET /health', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /v1/embeddings', 'POST /v1/files', 'GET /v1/files', 'GET /v1/files/<id>', 'GET /v1/files/<id>/content', 'DELETE /v1/files/<id>', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /api/embed', 'POST /api/embeddings', 'POST /completion', 'POST /embedding', 'POST /apply-template', 'GET /props', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'GET /health', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
   });
 
   // The one error handler: HttpError as it says; a client error from a library (http-errors marks those it

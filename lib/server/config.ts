@@ -86,7 +86,19 @@ export interface ServerConfig {
   threads: number;                  // 0: one per core
   shutdownGraceMs: number;
   alexa: AlexaOptions | null;
+  fineTuning: FineTuningConfig | null;  // null: the Files and fine-tuning APIs are off
 }
+
+// The OpenAI-style Files and fine-tuning APIs: what they keep, and how the jobs train.
+export interface FineTuningConfig {
+  dir: string;            // absolute: uploaded files in <dir>/files, jobs in <dir>/jobs
+  maxFileBytes: number;   // an upload's largest size
+  learningRate: number;   // the rate a job's learning_rate_multiplier scales
+  threads: number;        // training threads of a job; 0: one per core
+}
+
+// OpenAI's own upload limit; gpt-2-simple's learning rate, which the chat models here are trained at.
+export const FINE_TUNING_DEFAULTS: Omit<FineTuningConfig, 'dir'> = { maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, threads: 0 };
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 12345;
@@ -261,8 +273,24 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
 const TOP_KEYS = [
   'host', 'port', 'debug', 'models', 'memory_budget_mb', 'idle_unload_s', 'api_keys', 'request_timeout_s',
   'max_queue', 'batch_slots', 'body_limit_kb', 'threads', 'shutdown_grace_s', 'alexa', 'insecure', 'metrics_public',
-  'trust_proxy', 'allowed_hosts', 'cors_origins', 'prefix_reuse',
+  'trust_proxy', 'allowed_hosts', 'cors_origins', 'prefix_reuse', 'fine_tuning',
 ];
+
+const FINE_TUNING_KEYS = ['dir', 'max_file_mb', 'learning_rate', 'threads'];
+
+function readFineTuning(raw: unknown, where: string, baseDir: string): FineTuningConfig {
+  if (!isObject(raw)) fail(where, 'an object such as {"dir": "fine-tuning"}', raw);
+  checkKeys(raw, FINE_TUNING_KEYS, where);
+  if (raw.dir === undefined) throw new Error(`${where}.dir: required: the folder that keeps the uploaded files and the jobs`);
+  const rate = raw.learning_rate;
+  if (rate !== undefined && !(typeof rate === 'number' && rate > 0 && rate <= 1)) fail(`${where}.learning_rate`, 'a number above 0, at most 1', rate);
+  return {
+    dir: path.resolve(baseDir, str(raw, 'dir', where, '')),
+    maxFileBytes: Math.floor(num(raw, 'max_file_mb', where, FINE_TUNING_DEFAULTS.maxFileBytes / MB, 0.001, 1024 * 1024) * MB),
+    learningRate: typeof rate === 'number' ? rate : FINE_TUNING_DEFAULTS.learningRate,
+    threads: num(raw, 'threads', where, FINE_TUNING_DEFAULTS.threads, 0, 1024, true),
+  };
+}
 
 const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
 
@@ -372,6 +400,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     corsOrigins: readCorsOrigins(raw.cors_origins, at('cors_origins')),
     prefixReuse: raw.prefix_reuse === undefined ? true : flag('prefix_reuse'),
     alexa: raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa'), (key) => parsed.find((m) => m.key === key)?.audience),
+    fineTuning: raw.fine_tuning === undefined ? null : readFineTuning(raw.fine_tuning, at('fine_tuning'), baseDir),
   };
 }
 

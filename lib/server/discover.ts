@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { inspectModelFolder } from '../formats/model_folder';
 import { modelsDir } from '../formats/resolve_model';
-import { loadServerConfig, validateServerConfig, type ServerConfig } from './config';
+import { FINE_TUNING_DEFAULTS, loadServerConfig, validateServerConfig, type ServerConfig } from './config';
 import { LATEST_FILE } from '../train/checkpoint';
 
 export const CONFIG_FILE = 'server_config.json';
@@ -31,6 +31,7 @@ export interface ServeSource {
   sanitizer?: string;              // --sanitizer, for --model
   audience?: string;               // --audience, for --model or every model found
   systemMessages?: string;         // --system_messages, likewise
+  fineTuning?: string;             // --fine_tuning: the fine-tuning folder, over a config file's
   cwd: string;
 }
 
@@ -69,20 +70,28 @@ export function discoverModels(cwd: string): Record<string, unknown>[] {
 }
 
 export function serveConfig(source: ServeSource): ServerConfig {
-  if (source.config !== undefined) return loadServerConfig(path.resolve(source.cwd, source.config));
+  if (source.config !== undefined) return withFineTuningDir(loadServerConfig(path.resolve(source.cwd, source.config)), source);
   // Settings left out are the config's defaults: a model trained on chat logs is served as a chatbot.
   const shared = {
     ...(source.audience !== undefined && { audience: source.audience }),
     ...(source.systemMessages !== undefined && { system_messages: source.systemMessages }),
   };
+  const fineTuning = source.fineTuning === undefined ? {} : { fine_tuning: { dir: path.resolve(source.cwd, source.fineTuning) } };
   if (source.model !== undefined) {
     const sanitizer = source.sanitizer === undefined ? {} : { sanitizer: source.sanitizer };
-    const raw = { models: [{ key: source.key ?? 'chatbot', restore_from: path.resolve(source.cwd, source.model), ...sanitizer, ...shared }] };
+    const raw = { models: [{ key: source.key ?? 'chatbot', restore_from: path.resolve(source.cwd, source.model), ...sanitizer, ...shared }], ...fineTuning };
     return validateServerConfig(raw, 'bin/serve --model', source.cwd);
   }
   const file = path.join(source.cwd, CONFIG_FILE);
-  if (fs.existsSync(file)) return loadServerConfig(file);
+  if (fs.existsSync(file)) return withFineTuningDir(loadServerConfig(file), source);
   const models = discoverModels(source.cwd);
   if (models.length === 0) throw new NoModelsError();
-  return validateServerConfig({ models: models.map((m) => ({ ...m, ...shared })) }, 'models found in checkpoint/ and models/', source.cwd);
+  return validateServerConfig({ models: models.map((m) => ({ ...m, ...shared })), ...fineTuning }, 'models found in checkpoint/ and models/', source.cwd);
+}
+
+// --fine_tuning over a config file: its folder in place of the file's, the file's other fine-tuning settings kept
+// (the defaults where the file has none).
+function withFineTuningDir(config: ServerConfig, source: ServeSource): ServerConfig {
+  if (source.fineTuning === undefined) return config;
+  return { ...config, fineTuning: { ...(config.fineTuning ?? FINE_TUNING_DEFAULTS), dir: path.resolve(source.cwd, source.fineTuning) } };
 }

@@ -74,6 +74,43 @@ t.test('defaults: 127.0.0.1:12345, no keys, original sampling; per-model overrid
   t.equal(validateServerConfig({ models: [{ key: 'g', model_name: '124M' }], cors_origins: '*' }, 'cfg', '/base').corsOrigins, '*');
 });
 
+t.test('fine_tuning: off unless given; its folder relative to the config, the rest defaulted', async (t) => {
+  const model = { key: 'g', model_name: '124M' };
+  t.equal(validateServerConfig({ models: [model] }, 'cfg', '/base').fineTuning, null, 'off by default');
+  t.same(validateServerConfig({ models: [model], fine_tuning: { dir: 'ft' } }, 'cfg', '/base').fineTuning, { dir: '/base/ft', maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, threads: 0 });
+  t.same(validateServerConfig({ models: [model], fine_tuning: { dir: '/data/ft', max_file_mb: 0.5, learning_rate: 3e-5, threads: 4 } }, 'cfg', '/base').fineTuning, { dir: '/data/ft', maxFileBytes: 512 * 1024, learningRate: 3e-5, threads: 4 });
+  const bad: [unknown, RegExp][] = [
+    ['ft', /^cfg: fine_tuning: must be an object such as \{"dir": "fine-tuning"\} \(got "ft"\)/],
+    [{}, /^cfg: fine_tuning\.dir: required/],
+    [{ dir: '' }, /^cfg: fine_tuning\.dir: must be a non-empty string/],
+    [{ dir: 3 }, /^cfg: fine_tuning\.dir: must be a non-empty string/],
+    [{ dir: 'ft', max_file_mb: 0 }, /^cfg: fine_tuning\.max_file_mb: must be a number from 0\.001/],
+    [{ dir: 'ft', max_file_mb: '512' }, /^cfg: fine_tuning\.max_file_mb: /],
+    [{ dir: 'ft', learning_rate: 0 }, /^cfg: fine_tuning\.learning_rate: must be a number above 0, at most 1 \(got 0\)/],
+    [{ dir: 'ft', learning_rate: 2 }, /^cfg: fine_tuning\.learning_rate: /],
+    [{ dir: 'ft', threads: 1.5 }, /^cfg: fine_tuning\.threads: must be an integer from 0 to 1024/],
+    [{ dir: 'ft', epochs: 3 }, /^cfg: fine_tuning\.epochs: unknown setting \(known: dir, max_file_mb, learning_rate, threads\)/],
+  ];
+  for (const [fineTuning, message] of bad) t.throws(() => validateServerConfig({ models: [model], fine_tuning: fineTuning }, 'cfg', '/base'), message, JSON.stringify(fineTuning));
+});
+
+t.test('bin/serve --fine_tuning: on with the defaults without a config file, the folder in place of a config file\'s', async (t) => {
+  const dir = tempDir('config-fine-tuning');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.mkdirSync(path.join(dir, 'model'));
+  const defaults = { maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, threads: 0 };
+  t.equal(serveConfig({ cwd: dir, model: 'model' }).fineTuning, null, 'off without it');
+  t.same(serveConfig({ cwd: dir, model: 'model', fineTuning: 'ft' }).fineTuning, { dir: path.join(dir, 'ft'), ...defaults }, '--model');
+  const file = path.join(dir, 'prod.json');
+  fs.writeFileSync(file, JSON.stringify({ models: [{ key: 'g', restore_from: 'model' }], fine_tuning: { dir: 'kept', max_file_mb: 1, threads: 2 } }));
+  t.same(serveConfig({ cwd: dir, config: 'prod.json' }).fineTuning, { dir: path.join(dir, 'kept'), maxFileBytes: 1024 * 1024, learningRate: 1e-4, threads: 2 }, 'the file\'s');
+  t.same(serveConfig({ cwd: dir, config: 'prod.json', fineTuning: 'other' }).fineTuning, { dir: path.join(dir, 'other'), maxFileBytes: 1024 * 1024, learningRate: 1e-4, threads: 2 }, 'the folder given, the file\'s other settings');
+  fs.writeFileSync(file, JSON.stringify({ models: [{ key: 'g', restore_from: 'model' }] }));
+  t.same(serveConfig({ cwd: dir, config: 'prod.json', fineTuning: '/abs/ft' }).fineTuning, { dir: '/abs/ft', ...defaults }, 'turned on over a file without it');
+  fs.renameSync(file, path.join(dir, 'server_config.json'));
+  t.same(serveConfig({ cwd: dir, fineTuning: 'ft' }).fineTuning, { dir: path.join(dir, 'ft'), ...defaults }, 'over ./server_config.json');
+});
+
 t.test('every bad field is named', async (t) => {
   const model = { key: 'chatbot', model_name: '124M' };
   const bad: [unknown, RegExp][] = [

@@ -1,0 +1,291 @@
+// OpenAI's Files API over the fine-tuning folder's files (lib/server/files.ts): POST /v1/files (an upload, as
+// multipart/form-data), GET /v1/files, GET and DELETE /v1/files/<id>, GET /v1/files/<id>/content. Only training data
+// is uploaded (purpose "fine-tune"), and it is checked as it arrives as fine-tuning JSONL (OpenAI's chat format, or
+// ShareGPT's), so that a mistake is told now, by its line, rather than when a job starts; "fine-tune-results" files
+// are the jobs' own. Errors are thrown as HttpError for the app's handler to answer in OpenAI's shape.
+import fs from 'node:fs';
+import { isUtf8 } from 'node:buffer';
+import { pipeline } from 'node:stream/promises';
+import busboy from 'busboy';
+import express, { type Request, type Response } from 'express';
+import { ChatImportError } from '../../import/chat_export';
+import { fineTuningFormat, jsonlConversations, parseFineTuning, type FineTuningFormat, type WrittenConversation } from '../../import/fine_tuning';
+import type { ServerConfig } from '../config';
+import { HttpError } from '../errors';
+import type { FileStore, PendingFile, StoredFile } from '../files';
+
+// What may be uploaded; "fine-tune-results" files are written by the jobs.
+const UPLOAD_PURPOSES = ['fine-tune'];
+const UPLOAD_FIELDS = ['file', 'purpose'];
+// A multipart body's own bytes beside the file's (boundaries, part headers, the purpose): a body declared larger
+// than the file limit by more than this is refused before it is read.
+const MULTIPART_SLACK = 64 * 1024;
+const MAX_LIST = 10_000;
+const LIST_QUERY = ['purpose', 'limit', 'order', 'after'];
+// Lines of training data checked at once: a file up to the upload limit is never held whole.
+const CHECK_CHUNK_BYTES = 4 * 1024 * 1024;
+
+export const FINE_TUNING_OFF = 'fine-tuning is off on this server: start it with `bin/serve --fine_tuning DIR`, '
+  + 'or give server_config.json "fine_tuning": {"dir": "..."} (the folder that keeps the uploaded files and the jobs)';
+
+// The Files API's paths, for a server with fine-tuning off: each answers 404 saying how to turn it on.
+export function fineTuningOffRouter(): express.Router {
+  const router = express.Router();
+  router.all(['/v1/files', '/v1/files/*rest'], () => {
+    throw new HttpError(404, FINE_TUNING_OFF);
+  });
+  return router;
+}
+
+function bad(field: string, message: string): never {
+  throw new HttpError(400, `${field}: ${message}`, { field });
+}
+
+function notFound(id: string): never {
+  throw new HttpError(404, `no file with id ${JSON.stringify(id)} (GET /v1/files lists them)`, { field: 'file_id' });
+}
+
+export function filesRouter(store: FileStore, config: ServerConfig): express.Router {
+  const fineTuning = config.fineTuning;
+  if (fineTuning === null) throw new Error('filesRouter: the config has fine-tuning off');
+  const router = express.Router();
+
+  router.post('/v1/files', async (req: Request, res: Response) => {
+    const { maxFileBytes } = fineTuning;
+    if (!req.is('multipart/form-data')) {
+      throw new HttpError(415, 'send the upload as multipart/form-data with the fields "file" (the training data, a JSONL file) and "purpose" ("fine-tune"), as OpenAI\'s clients do');
+    }
+    if (Number(req.get('content-length')) > maxFileBytes + MULTIPART_SLACK) throw tooLarge(maxFileBytes);
+    const pending = store.begin();
+    try {
+      const { purpose, filename } = await receive(req, pending, maxFileBytes, config.requestTimeoutMs);
+      if (filename === undefined) bad('file', 'is required: the training data, as a file part (a JSONL file of conversations)');
+      if (purpose === undefined) bad('purpose', `is required: ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(', ')}`);
+      await checkTrainingData(pending.path, filename);
+      res.json(await store.finish(pending, filename, 'fine-tune'));
+    } catch (err) {
+      store.abandon(pending);
+      throw err;
+    }
+  });
+
+  router.get('/v1/files', (req: Request, res: Response) => {
+    const query = req.query as Record<string, unknown>;
+    for (const key of Object.keys(query)) if (!LIST_QUERY.includes(key)) bad(key, `unsupported query parameter (supported: ${LIST_QUERY.join(', ')})`);
+    const text = (key: string): string | undefined => {
+      const v = query[key];
+      if (v === undefined) return undefined;
+      return typeof v === 'string' ? v : bad(key, 'must be given once, as a string');
+    };
+    const purpose = text('purpose');
+    const limitText = text('limit');
+    const limit = limitText === undefined ? MAX_LIST : /^\d+$/.test(limitText) && Number(limitText) >= 1 && Number(limitText) <= MAX_LIST ? Number(limitText) : bad('limit', `must be an integer from 1 to ${MAX_LIST} (got ${JSON.stringify(limitText)})`);
+    const order = text('order') ?? 'desc';
+    if (order !== 'asc' && order !== 'desc') bad('order', `must be "asc" or "desc" (got ${JSON.stringify(order)})`);
+    const after = text('after');
+    let files = store.list();
+    if (order === 'asc') files.reverse();
+    if (after !== undefined) {
+      const at = files.findIndex((f) => f.id === after);
+      if (at < 0) bad('after', `no file with id ${JSON.stringify(after)}: give the last id of the page before (its "last_id")`);
+      files = files.slice(at + 1);
+    }
+    if (purpose !== undefined) files = files.filter((f) => f.purpose === purpose);
+    const data = files.slice(0, limit);
+    res.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: files.length > limit });
+  });
+
+  router.get('/v1/files/:id', (req: Request, res: Response) => {
+    const id = String(req.params.id);
+    res.json(store.get(id) ?? notFound(id));
+  });
+
+  router.get('/v1/files/:id/content', async (req: Request, res: Response) => {
+    const id = String(req.params.id);
+    const file = store.get(id) ?? notFound(id);
+    let handle: fs.promises.FileHandle;
+    try {
+      handle = await fs.promises.open(store.contentPath(id), 'r');
+    } catch {
+      notFound(id);  // deleted meanwhile
+    }
+    res.attachment(file.filename);
+    res.set({ 'Content-Type': contentType(file), 'Content-Length': String(file.bytes) });
+    try {
+      await pipeline(handle.createReadStream(), res);
+    } catch (err) {
+      // A client that goes away before the end is no error of the server's.
+      if (!res.headersSent) throw err;
+    }
+  });
+
+  router.delete('/v1/files/:id', async (req: Request, res: Response) => {
+    const id = String(req.params.id);
+    if (!(await store.delete(id))) notFound(id);
+    res.json({ id, object: 'file', deleted: true });
+  });
+
+  return router;
+}
+
+// Training data is UTF-8 JSONL (checked at upload); the jobs' results are CSV.
+function contentType(file: StoredFile): string {
+  if (file.purpose === 'fine-tune') return 'application/jsonl; charset=utf-8';
+  if (file.filename.toLowerCase().endsWith('.csv')) return 'text/csv; charset=utf-8';
+  return 'application/octet-stream';
+}
+
+function tooLarge(maxFileBytes: number): HttpError {
+  return new HttpError(413, `file: larger than the upload limit of ${maxFileBytes} bytes (${+(maxFileBytes / 1024 / 1024).toFixed(3)} MB: the server's fine_tuning.max_file_mb)`, { field: 'file' });
+}
+
+function unknownField(name: string): HttpError {
+  if (name.startsWith('expires_after')) return new HttpError(400, 'expires_after: is not supported: files are kept until deleted', { field: 'expires_after' });
+  return new HttpError(400, `${name}: unsupported field (supported: ${UPLOAD_FIELDS.join(', ')})`, { field: name });
+}
+
+function wrongPurpose(purpose: string): HttpError {
+  const why = purpose === 'fine-tune-results' ? ': "fine-tune-results" files are written by the fine-tuning jobs' : ': only training data for fine-tuning is kept here';
+  return new HttpError(400, `purpose: must be ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(' or ')} (got ${JSON.stringify(purpose)})${why}`, { field: 'purpose' });
+}
+
+// Reads a multipart upload, the file streamed to `pending.path`; settles once that file is closed, so that it can be
+// removed. A purpose sent before the file is checked at once; one sent after it, once the file has arrived.
+function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeoutMs: number): Promise<{ purpose?: string; filename?: string }> {
+  let parser: busboy.Busboy;
+  try {
+    parser = busboy({ headers: req.headers, limits: { files: 1, fileSize: maxFileBytes, fields: 4, parts: 6 } });
+  } catch (err) {
+    return Promise.reject(new HttpError(400, `body: not multipart/form-data this server can read: ${(err as Error).message}`, { field: 'body' }));
+  }
+  return new Promise((resolve, reject) => {
+    let purpose: string | undefined;
+    let filename: string | undefined;
+    let error: unknown = null;
+    let settled = false;
+    let out: fs.WriteStream | null = null;
+    let written: Promise<void> = Promise.resolve();
+    const settle = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      const done = () => (error === null ? resolve({ purpose, filename }) : reject(error));
+      written.then(done, (err: unknown) => {
+        error ??= err;
+        done();
+      });
+    };
+    const fail = (err: unknown) => {
+      if (settled || error !== null) return;
+      error = err;
+      req.unpipe(parser);
+      // Stopped at the disk's end: busboy's file stream, destroyed, can count as ended, and the pipeline would
+      // then wait for ever on a file that is never finished.
+      out?.destroy();
+      settle();
+    };
+    const timer = setTimeout(() => fail(new HttpError(408, `the upload did not arrive within ${timeoutMs / 1000} s (the server's request_timeout_s)`)), timeoutMs);
+
+    parser.on('field', (name, value) => {
+      if (name === 'purpose') {
+        if (purpose !== undefined) fail(new HttpError(400, 'purpose: given twice', { field: 'purpose' }));
+        else if (!UPLOAD_PURPOSES.includes(value)) fail(wrongPurpose(value));
+        purpose = value;
+      } else if (name === 'file') fail(new HttpError(400, 'file: must be the file itself (a part with a filename), not a text field', { field: 'file' }));
+      else fail(unknownField(name));
+    });
+    parser.on('file', (name, file, info) => {
+      if (name !== 'file' || error !== null) {
+        file.resume();
+        fail(unknownField(name));  // no-op once failed
+        return;
+      }
+      filename = info.filename ?? 'file';
+      out = fs.createWriteStream(pending.path, { flags: 'wx' });
+      file.on('limit', () => fail(tooLarge(maxFileBytes)));
+      written = pipeline(file, out);
+      written.catch(fail);
+    });
+    parser.on('filesLimit', () => fail(new HttpError(400, 'file: give one file per upload', { field: 'file' })));
+    parser.on('fieldsLimit', () => fail(new HttpError(400, `body: too many fields (an upload has ${UPLOAD_FIELDS.join(' and ')})`, { field: 'body' })));
+    parser.on('partsLimit', () => fail(new HttpError(400, `body: too many parts (an upload has ${UPLOAD_FIELDS.join(' and ')})`, { field: 'body' })));
+    parser.on('error', (err: unknown) => fail(new HttpError(400, `body: not valid multipart/form-data: ${(err as Error).message}`, { field: 'body' })));
+    parser.on('close', settle);
+    // A client gone before the end: nothing will be answered, but the file must go.
+    req.on('error', fail);
+    req.on('close', () => {
+      if (!req.complete) fail(new HttpError(400, 'the upload was cut off before its end'));
+    });
+    req.pipe(parser);
+  });
+}
+
+// Training data as OpenAI's fine-tuning takes it, a conversation a line ({"messages": [...]}, or ShareGPT's
+// {"conversations": [...]}), read as bin/train reads it (lib/import/fine_tuning.ts): a mistake is a 400 naming the
+// file as uploaded and the line.
+async function checkTrainingData(file: string, filename: string): Promise<void> {
+  let format: FineTuningFormat | null = null;
+  let conversations = 0;
+  const check = (lines: Buffer, firstLine: number) => {
+    const offset = firstLine - 1;
+    const text = utf8Lines(filename, lines, firstLine);
+    let found: WrittenConversation[];
+    try {
+      found = jsonlConversations(filename, text).map((c) => ({ ...c, line: c.line + offset }));
+    } catch (err) {
+      if (err instanceof ChatImportError && err.line !== null) throw new ChatImportError(filename, err.line + offset, err.reason);
+      throw err;
+    }
+    if (found.length === 0) return;
+    format ??= fineTuningFormat(found[0].value) ?? 'openai';
+    parseFineTuning(filename, found, format, []);
+    conversations += found.length;
+  };
+  try {
+    let held: Buffer[] = [];
+    let heldBytes = 0;
+    let line = 1;            // the first line of what is held
+    let first = true;
+    for await (const chunk of fs.createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+      let bytes = chunk;
+      if (first && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+      first = false;
+      const end = bytes.lastIndexOf(0x0a);
+      if (end < 0 || heldBytes + end < CHECK_CHUNK_BYTES) {
+        held.push(bytes);
+        heldBytes += bytes.length;
+        continue;
+      }
+      // The lines whole so far, checked; the part of a line after the last line break waits for the rest.
+      const lines = Buffer.concat([...held, bytes.subarray(0, end)]);
+      check(lines, line);
+      line += countLines(lines) + 1;
+      held = [bytes.subarray(end + 1)];
+      heldBytes = held[0].length;
+    }
+    check(Buffer.concat(held), line);
+  } catch (err) {
+    if (err instanceof ChatImportError) throw new HttpError(400, `file: ${err.message}`, { field: 'file' });
+    throw err;
+  }
+  if (conversations === 0) bad('file', `${filename}: holds no conversation: training data is a JSON object a line, {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}`);
+}
+
+function countLines(bytes: Buffer): number {
+  let n = 0;
+  for (let i = bytes.indexOf(0x0a); i >= 0; i = bytes.indexOf(0x0a, i + 1)) n++;
+  return n;
+}
+
+// Lines as text, refused at the first that is not UTF-8 (a line break byte is never inside a UTF-8 character).
+function utf8Lines(filename: string, bytes: Buffer, firstLine: number): string {
+  if (isUtf8(bytes)) return bytes.toString('utf8');
+  let line = firstLine;
+  for (let start = 0; start < bytes.length; line++) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length;
+    if (!isUtf8(bytes.subarray(start, end))) break;
+    start = end + 1;
+  }
+  throw new ChatImportError(filename, line, 'not UTF-8 text: training data is JSONL in UTF-8');
+}

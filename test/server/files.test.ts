@@ -1,0 +1,231 @@
+// OpenAI's Files API over real HTTP on 127.0.0.1, driven by the official `openai` client (uploads, lists, pages,
+// contents, deletes) and by plain requests for what the client would not send: each refusal's status and OpenAI
+// error shape, the files on disk (the bytes as uploaded; nothing left by a refused upload or a delete), and a new
+// store over the same folder, as after a restart, seeing the same files.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import OpenAI, { toFile } from 'openai';
+import { FileStore } from '../../lib/server/files';
+import { makeModels, rawRequest, request, startServer, tempDir, type Running } from './helpers';
+
+const API_KEY = 'files-test-key-0123456789';
+const AUTH = { authorization: `Bearer ${API_KEY}` };
+const MAX_FILE_MB = 0.01;
+const MAX_FILE_BYTES = Math.floor(MAX_FILE_MB * 1024 * 1024);
+
+const line = (user: string, bot: string) => JSON.stringify({ messages: [{ role: 'user', content: user }, { role: 'assistant', content: bot }] });
+const TRAIN = `${line('Hi', 'Hello!')}\n${line('How are you?', 'Fine, thanks.')}\n`;
+const SHAREGPT = `${JSON.stringify({ conversations: [{ from: 'human', value: 'Hi' }, { from: 'gpt', value: 'Yo' }] })}\n`;
+
+let dir: string;
+let filesFolder: string;
+let srv: Running;
+let off: Running;
+let client: OpenAI;
+
+t.before(async () => {
+  dir = tempDir('files');
+  await makeModels(dir, { alpha: 1 }, 'Hi', 1);
+  srv = await startServer({ api_keys: [API_KEY], models: [{ key: 'general', restore_from: 'alpha' }], fine_tuning: { dir: 'ft', max_file_mb: MAX_FILE_MB } }, dir);
+  off = await startServer({ models: [{ key: 'general', restore_from: 'alpha' }] }, dir);
+  filesFolder = path.join(dir, 'ft', 'files');
+  client = new OpenAI({ apiKey: API_KEY, baseURL: `${srv.url}/v1`, maxRetries: 0 });
+});
+t.teardown(async () => {
+  await srv.close();
+  await off.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const onDisk = () => fs.readdirSync(filesFolder).sort();
+
+// An upload as a browser or curl sends it, the parts in the order given.
+function form(parts: [string, string | { text: string | Buffer; name: string }][]): FormData {
+  const f = new FormData();
+  for (const [name, value] of parts) {
+    if (typeof value === 'string') f.append(name, value);
+    else f.append(name, new Blob([value.text]), value.name);
+  }
+  return f;
+}
+
+async function upload(parts: [string, string | { text: string | Buffer; name: string }][]) {
+  const res = await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form(parts), headers: AUTH });
+  const text = await res.text();
+  return { status: res.status, body: JSON.parse(text) as { error: { message: string; param: string | null; type: string } } };
+}
+
+// The same as raw bytes, for a request whose body the server stops reading.
+async function multipartBytes(parts: [string, string | { text: string | Buffer; name: string }][]): Promise<{ body: Buffer; type: string }> {
+  const r = new Request('http://localhost/', { method: 'POST', body: form(parts) });
+  return { body: Buffer.from(await r.arrayBuffer()), type: r.headers.get('content-type') as string };
+}
+
+t.test('an upload through the openai client: the file object, its bytes on disk as sent, listed, read back, deleted', async (t) => {
+  const before = Math.floor(Date.now() / 1000);
+  const file = await client.files.create({ file: await toFile(Buffer.from(TRAIN), 'train.jsonl'), purpose: 'fine-tune' });
+  t.match(file, { object: 'file', bytes: Buffer.byteLength(TRAIN), filename: 'train.jsonl', purpose: 'fine-tune', status: 'processed', status_details: null, expires_at: null });
+  t.match(file.id, /^file-[A-Za-z0-9]{24}$/);
+  t.ok(file.created_at >= before && file.created_at <= Date.now() / 1000, 'created_at in Unix seconds');
+  t.same(fs.readFileSync(path.join(filesFolder, `${file.id}.content`)), Buffer.from(TRAIN), 'the bytes as uploaded');
+  t.same(onDisk(), [`${file.id}.content`, `${file.id}.json`], 'the bytes and their record, nothing else');
+
+  t.same(await client.files.retrieve(file.id), file, 'retrieved as created');
+  const content = await client.files.content(file.id);
+  t.equal(await content.text(), TRAIN, 'the content as uploaded');
+  t.match(content.headers.get('content-type'), /^application\/jsonl/);
+  t.match(content.headers.get('content-disposition'), /^attachment; filename="?train\.jsonl"?$/);
+
+  t.same(await client.files.delete(file.id), { id: file.id, object: 'file', deleted: true });
+  t.same(onDisk(), [], 'nothing left on disk');
+  const gone = await client.files.retrieve(file.id).catch((e: unknown) => e);
+  t.ok(gone instanceof OpenAI.NotFoundError, 'a deleted file is not found');
+  t.match((gone as InstanceType<typeof OpenAI.APIError>).message, file.id, 'the error names the id');
+});
+
+t.test('lists newest first or oldest first, paged by the client with after, filtered by purpose; a restart sees the same', async (t) => {
+  const ids: string[] = [];
+  for (const [i, text] of [TRAIN, SHAREGPT, `{"messages": [{"role": "system", "content": "audience: mom"}, {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}`].entries()) {
+    ids.push((await client.files.create({ file: await toFile(Buffer.from(text), `data${i}.jsonl`), purpose: 'fine-tune' })).id);
+  }
+  // A job's results, written by a store of its own over the same folder.
+  const results = await new FileStore(filesFolder).addText('step_metrics.csv', 'fine-tune-results', 'step,train_loss\n1,3.5\n');
+  const newest = [results.id, ...ids.slice().reverse()];
+
+  const page = await request(`${srv.url}/v1/files`, { headers: AUTH });
+  t.match(page.json(), { object: 'list', first_id: newest[0], last_id: newest[3], has_more: false });
+  t.same((page.json().data as { id: string }[]).map((f) => f.id), newest, 'newest first');
+  const paged: string[] = [];
+  for await (const f of client.files.list({ limit: 1 })) paged.push(f.id);
+  t.same(paged, newest, 'a page of one at a time, the client following after');
+  const asc: string[] = [];
+  for await (const f of client.files.list({ order: 'asc', limit: 2 })) asc.push(f.id);
+  t.same(asc, newest.slice().reverse(), 'oldest first');
+  const tuning: string[] = [];
+  for await (const f of client.files.list({ purpose: 'fine-tune' })) tuning.push(f.id);
+  t.same(tuning, newest.slice(1), 'by purpose');
+  const first = await request(`${srv.url}/v1/files?limit=2&purpose=fine-tune`, { headers: AUTH });
+  t.match(first.json(), { first_id: newest[1], last_id: newest[2], has_more: true });
+
+  const csv = await client.files.content(results.id);
+  t.equal(await csv.text(), 'step,train_loss\n1,3.5\n');
+  t.match(csv.headers.get('content-type'), /^text\/csv/);
+
+  const restarted = new FileStore(filesFolder);
+  t.same(restarted.list(), page.json().data, 'a new store over the folder lists the same files');
+  t.equal(fs.readFileSync(restarted.contentPath(ids[1]), 'utf8'), SHAREGPT);
+  for (const id of newest) await client.files.delete(id);
+  t.same(onDisk(), []);
+});
+
+t.test('training data is checked at upload: a bad line is a 400 naming the file and line, and nothing is kept', async (t) => {
+  const cases: [string, string | Buffer, RegExp][] = [
+    ['bad JSON on line 3', `${TRAIN}{"messages": [}\n`, /^file: train\.jsonl:3: not valid JSON/],
+    ['not a conversation', `${line('a', 'b')}\n\n{"text": "a document"}\n`, /^file: train\.jsonl:3: not a conversation: \{"messages"/],
+    ['an unknown role', `${line('a', 'b')}\n{"messages": [{"role": "robot", "content": "x"}]}\n`, /^file: train\.jsonl:2: messages\[0\]: "role" must be one of/],
+    ['not UTF-8 on line 2', Buffer.concat([Buffer.from(`${line('a', 'b')}\n`), Buffer.from([0x7b, 0xff, 0x7d, 0x0a])]), /^file: train\.jsonl:2: not UTF-8 text/],
+    ['no conversation', '\n\n', /^file: train\.jsonl: holds no conversation/],
+    ['an empty file', '', /^file: train\.jsonl: holds no conversation/],
+  ];
+  for (const [what, text, message] of cases) {
+    const r = await upload([['purpose', 'fine-tune'], ['file', { text, name: 'train.jsonl' }]]);
+    t.equal(r.status, 400, what);
+    t.match(r.body.error, { message, param: 'file', type: 'invalid_request_error' }, what);
+  }
+  const one = `${line('a', 'b')}\n`;
+  const big = one.repeat(Math.floor(MAX_FILE_BYTES / one.length));
+  const ok = await upload([['file', { text: big, name: 'big.jsonl' }], ['purpose', 'fine-tune']]);
+  t.equal(ok.status, 200, 'a file near the limit, the purpose after it');
+  await client.files.delete((ok.body as unknown as { id: string }).id);
+  t.same(onDisk(), [], 'nothing kept of a refused upload');
+});
+
+t.test('uploads refused: the purpose, a field missing or unknown, too large, not multipart', async (t) => {
+  const file = { text: TRAIN, name: 'train.jsonl' };
+  const cases: [string, [string, string | { text: string | Buffer; name: string }][], number, string | null, RegExp][] = [
+    ['another purpose, before the file', [['purpose', 'assistants'], ['file', file]], 400, 'purpose', /^purpose: must be "fine-tune" \(got "assistants"\)/],
+    ['another purpose, after the file', [['file', file], ['purpose', 'batch']], 400, 'purpose', /^purpose: must be "fine-tune" \(got "batch"\)/],
+    ['the jobs\' purpose', [['purpose', 'fine-tune-results'], ['file', file]], 400, 'purpose', /written by the fine-tuning jobs/],
+    ['no purpose', [['file', file]], 400, 'purpose', /^purpose: is required: "fine-tune"/],
+    ['no file', [['purpose', 'fine-tune']], 400, 'file', /^file: is required/],
+    ['the file as text', [['purpose', 'fine-tune'], ['file', TRAIN]], 400, 'file', /^file: must be the file itself/],
+    ['an unknown field', [['purpose', 'fine-tune'], ['model', 'x'], ['file', file]], 400, 'model', /^model: unsupported field \(supported: file, purpose\)/],
+    ['an expiry', [['purpose', 'fine-tune'], ['expires_after[anchor]', 'created_at'], ['file', file]], 400, 'expires_after', /kept until deleted/],
+    ['two files', [['purpose', 'fine-tune'], ['file', file], ['file', file]], 400, 'file', /one file per upload/],
+    ['over the limit', [['purpose', 'fine-tune'], ['file', { text: 'x'.repeat(MAX_FILE_BYTES + 1), name: 'big.jsonl' }]], 413, 'file', new RegExp(`^file: larger than the upload limit of ${MAX_FILE_BYTES} bytes .*fine_tuning\\.max_file_mb`)],
+  ];
+  for (const [what, parts, status, param, message] of cases) {
+    const r = await upload(parts);
+    t.equal(r.status, status, what);
+    t.match(r.body.error, { message, param }, what);
+  }
+
+  // Past the limit by more than a multipart body's own bytes: refused before a byte of it is read.
+  const huge = await rawRequest(srv.url, { method: 'POST', path: '/v1/files', headers: { ...AUTH, 'content-type': 'multipart/form-data; boundary=x', 'content-length': String(100 * 1024 * 1024) } });
+  t.equal(huge.status, 413, 'a declared length over the limit');
+  t.match(JSON.parse(huge.text), { error: { message: /upload limit/, param: 'file' } });
+  // Over the limit while streaming, the rest not read: answered, and the connection closed.
+  const { body, type } = await multipartBytes([['purpose', 'fine-tune'], ['file', { text: 'x'.repeat(4 * MAX_FILE_BYTES), name: 'big.jsonl' }]]);
+  const cut = await rawRequest(srv.url, { method: 'POST', path: '/v1/files', headers: { ...AUTH, 'content-type': type, 'content-length': String(body.length + 1000) }, body });
+  t.equal(cut.status, 413, 'a file past the limit as it arrives');
+  t.equal(cut.closed, true);
+
+  const json = await request(`${srv.url}/v1/files`, { body: { purpose: 'fine-tune', file: TRAIN }, headers: AUTH });
+  t.equal(json.status, 415, 'JSON is not an upload');
+  t.match(json.json(), { error: { message: /multipart\/form-data with the fields "file" .* and "purpose"/ } });
+  const boundless = await request(`${srv.url}/v1/files`, { raw: 'x', headers: { ...AUTH, 'content-type': 'multipart/form-data' } });
+  t.match([boundless.status, boundless.json()], [400, { error: { param: 'body', message: /^body: not multipart\/form-data/ } }], 'multipart without a boundary');
+  const unauthorized = await request(`${srv.url}/v1/files`);
+  t.equal(unauthorized.status, 401, 'the API key is needed');
+  t.same(onDisk(), [], 'nothing kept of any of them');
+});
+
+t.test('unknown ids and bad list queries are answered in OpenAI\'s shape, naming what is wrong', async (t) => {
+  const unknown = 'file-AAAAAAAAAAAAAAAAAAAAAAAA';
+  for (const [method, where] of [['GET', unknown], ['GET', `${unknown}/content`], ['DELETE', unknown], ['GET', '..%2F..%2Fserver_config.json'], ['GET', 'file-..%2F..%2Fft/content']]) {
+    const r = await request(`${srv.url}/v1/files/${where}`, { method, headers: AUTH });
+    t.equal(r.status, 404, `${method} ${where}`);
+    t.match(r.json(), { error: { type: 'invalid_request_error', message: /^no file with id "/, param: 'file_id' } }, `${method} ${where}`);
+  }
+  const named = await request(`${srv.url}/v1/files/${unknown}`, { headers: AUTH });
+  t.match(named.json(), { error: { message: new RegExp(unknown) } });
+  const queries: [string, string, RegExp][] = [['limit=0', 'limit', /from 1 to 10000/], ['limit=10001', 'limit', /from 1 to 10000/], ['order=up', 'order', /"asc" or "desc"/], [`after=${unknown}`, 'after', /no file with id/], ['page=2', 'page', /unsupported query parameter/], ['order=asc&order=desc', 'order', /once/]];
+  for (const [query, param, message] of queries) {
+    const r = await request(`${srv.url}/v1/files?${query}`, { headers: AUTH });
+    t.match([r.status, r.json()], [400, { error: { param, message } }], query);
+  }
+});
+
+t.test('with fine-tuning off, the Files API answers 404 saying how to turn it on', async (t) => {
+  for (const [method, where] of [['POST', '/v1/files'], ['GET', '/v1/files'], ['GET', '/v1/files/file-x/content'], ['DELETE', '/v1/files/file-x']]) {
+    const r = await request(`${off.url}${where}`, { method });
+    t.equal(r.status, 404, `${method} ${where}`);
+    t.match(r.json(), { error: { type: 'invalid_request_error', message: /fine-tuning is off.*bin\/serve --fine_tuning DIR.*"fine_tuning": \{"dir"/ } });
+  }
+  const offClient = new OpenAI({ apiKey: 'none', baseURL: `${off.url}/v1`, maxRetries: 0 });
+  const refused = await offClient.files.create({ file: await toFile(Buffer.from(TRAIN), 'train.jsonl'), purpose: 'fine-tune' }).catch((e: unknown) => e);
+  t.ok(refused instanceof OpenAI.NotFoundError, 'the client\'s NotFoundError');
+  t.same(fs.readdirSync(dir).sort(), ['alpha', 'ft'], 'no folder made but the other server\'s');
+});
+
+t.test('a store opened after a crash removes its leftovers and keeps its files', async (t) => {
+  const folder = tempDir('files-crash');
+  t.teardown(() => fs.rmSync(folder, { recursive: true, force: true }));
+  const store = new FileStore(folder);
+  const kept = await store.addText('a.jsonl', 'fine-tune', TRAIN);
+  const orphan = 'file-BBBBBBBBBBBBBBBBBBBBBBBB';
+  fs.writeFileSync(path.join(folder, `${orphan}.content`), 'bytes whose record was never written');
+  fs.writeFileSync(path.join(folder, `.${orphan}.upload.tmp`), 'an upload cut off');
+  fs.writeFileSync(path.join(folder, `.${kept.id}.json.123.abcdef.tmp`), 'a record being written');
+  t.same(store.list().map((f) => f.id), [kept.id], 'leftovers are not files');
+  t.equal(store.get(orphan), null);
+  const reopened = new FileStore(folder);
+  t.same(fs.readdirSync(folder).sort(), [`${kept.id}.content`, `${kept.id}.json`], 'removed at start');
+  t.same(reopened.list(), [kept]);
+  t.equal(reopened.get('../x'), null, 'an id that is no id');
+  t.throws(() => reopened.contentPath(orphan), /no file "file-B/);
+  t.equal(await reopened.delete(orphan), false);
+  t.equal(await reopened.delete(kept.id), true);
+  t.same(fs.readdirSync(folder), []);
+});
