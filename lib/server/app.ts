@@ -12,16 +12,18 @@ import cors from 'cors';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { createAlexaRouter } from './alexa';
 import { loadSanitizer, type Sanitizer } from '../sanitize';
-import type { ServerConfig } from './config';
+import { fineTunedModel, type ModelConfig, type ServerConfig } from './config';
 import { gpt2Loader, type LoadedModel } from './engine';
 import { boundedBody } from './body';
 import { HttpError } from './errors';
+import { FineTuningJobs } from './fine_tuning';
 import { FileStore, filesDir } from './files';
 import { allowedHosts, hostAllowed, isLoopback } from './hosts';
 import { createLog, type Log } from './log';
 import { ModelRegistry } from './model_registry';
 import { resolveModelSource } from './model_source';
 import { HEALTH_PATHS, healthRouter } from './routes/health';
+import { fineTuningOffRouter, fineTuningRouter } from './routes/fine_tuning';
 import { invocationsRouter } from './routes/invocations';
 import { metricsRouter } from './routes/metrics';
 import { modelsRouter } from './routes/models';
@@ -30,7 +32,7 @@ import { openAIRouter } from './routes/openai';
 import { openAIError } from './routes/api_common';
 import { LLAMA_CPP_PATHS, llamaCppError, llamaCppRouter } from './routes/llama_cpp';
 import { responsesRouter } from './routes/responses';
-import { fineTuningOffRouter, filesRouter } from './routes/files';
+import { filesRouter } from './routes/files';
 import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
 import { packageVersion } from '../util/package_root';
@@ -68,7 +70,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   const log = options.log ?? createLog({ debug: config.debug });
   // Everything a model needs is checked now, so that a typo fails the start and not the first request.
   const sanitizers = new Map<string, Sanitizer>();
-  for (const m of config.models) {
+  const prepare = (m: ModelConfig): void => {
     checkSamplingDefaults(m, (resolveModelSource(m).config as GPT2Config).vocabSize);
     sanitizers.set(m.key, loadSanitizer(m.sanitizer, m.sanitizerOptions, config.baseDir, `${m.where}.sanitizer`));
     const chat = m.promptFormat === 'chat' ? { audience: m.audience, audiences: m.audiences } : {};
@@ -76,7 +78,8 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     if (m.promptFormat === 'chat' && m.audiences.length > 0 && !m.audiences.includes(m.audience)) {
       log('warn', `model "${m.key}" answers as "${m.audience}", whom its chat data never talks to`, { model: m.key, audiences: m.audiences });
     }
-  }
+  };
+  for (const m of config.models) prepare(m);
   const loader = gpt2Loader(config.models, { threads: config.threads, batchSlots: config.batchSlots, reusePrefixes: config.prefixReuse, warn: (message, fields) => log('warn', message, fields) });
   const registry = new ModelRegistry<LoadedModel>(
     loader.keys,
@@ -85,6 +88,31 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     { budgetBytes: config.memoryBudgetBytes, idleUnloadMs: config.idleUnloadMs, turnGrants: 4 * config.batchSlots, log },
   );
   const service = new ChatService(config, registry, sanitizers, log);
+  // A model served from now on, beside the configured ones: a fine-tuning job's.
+  const serveModel = (m: ModelConfig): void => {
+    if (service.models.has(m.key)) throw new Error(`a model "${m.key}" is served already`);
+    prepare(m);
+    for (const key of loader.add(m)) registry.add(key);
+    service.addModel(m, sanitizers.get(m.key) as Sanitizer);
+  };
+  const files = config.fineTuning && new FileStore(filesDir(config.fineTuning));
+  const jobs = config.fineTuning && files && new FineTuningJobs(config.fineTuning, {
+    files,
+    log,
+    modelFolder(key) {
+      const m = service.models.get(key);
+      if (!m) throw new HttpError(404, `model: no model "${key}" is served (GET /v1/models lists them)`, { field: 'model', code: 'model_not_found' });
+      if (m.adapter !== null) throw new HttpError(400, `model: "${key}" is a LoRA adapter over another model; fine-tune that one`, { field: 'model' });
+      try {
+        return resolveModelSource(m);
+      } catch (err) {
+        throw new HttpError(400, `model: ${(err as Error).message}`, { field: 'model' });
+      }
+    },
+    serve: (name, checkpoint) => serveModel(fineTunedModel(name, checkpoint)),
+    unserve: (name) => service.removeModel(name),
+  });
+  jobs?.start();
   let draining = false;
   let httpServer: http.Server | null = null;
   // The Host names answered (hosts.ts); listen() sets them again for the address it binds.
@@ -176,15 +204,20 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use(modelsRouter(service, requireJson, log));
   app.use(openAIRouter(service, requireJson));
   app.use(responsesRouter(service, requireJson));
-  // Uploads are multipart, streamed to disk by the router itself, past the JSON body limit.
-  app.use(config.fineTuning ? filesRouter(new FileStore(filesDir(config.fineTuning)), config) : fineTuningOffRouter());
+  if (files && jobs) {
+    // Uploads are multipart, streamed to disk by the router itself, past the JSON body limit.
+    app.use(filesRouter(files, config));
+    app.use(fineTuningRouter(jobs, requireJson));
+  } else {
+    app.use(fineTuningOffRouter());
+  }
   // Ollama reads every body as JSON, and its recipes (curl -d, which says form encoding) count on it.
   const anyTypeJson = boundedBody(express.json({ limit: config.bodyLimitBytes, type: () => true, strict: true }), config.bodyLimitBytes, config.requestTimeoutMs);
   app.use(ollamaRouter(service, anyTypeJson, packageVersion()));
   app.use(llamaCppRouter(service, requireJson, packageVersion()));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /v1/embeddings', 'POST /v1/files', 'GET /v1/files', 'GET /v1/files/<id>', 'GET /v1/files/<id>/content', 'DELETE /v1/files/<id>', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /api/embed', 'POST /api/embeddings', 'POST /completion', 'POST /embedding', 'POST /apply-template', 'GET /props', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'GET /health', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /v1/embeddings', 'POST /v1/files', 'GET /v1/files', 'GET /v1/files/<id>', 'GET /v1/files/<id>/content', 'DELETE /v1/files/<id>', 'POST /v1/fine_tuning/jobs', 'GET /v1/fine_tuning/jobs', 'GET /v1/fine_tuning/jobs/<id>', 'GET /v1/fine_tuning/jobs/<id>/events', 'GET /v1/fine_tuning/jobs/<id>/checkpoints', 'POST /v1/fine_tuning/jobs/<id>/cancel', 'POST /v1/fine_tuning/jobs/<id>/pause', 'POST /v1/fine_tuning/jobs/<id>/resume', 'DELETE /v1/models/<model>', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /api/embed', 'POST /api/embeddings', 'POST /completion', 'POST /embedding', 'POST /apply-template', 'GET /props', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'GET /health', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
   });
 
   // The one error handler: HttpError as it says; a client error from a library (http-errors marks those it
@@ -277,6 +310,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       while (inFlight(service) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
       if (inFlight(service) > 0) log('warn', 'shutdown grace period over: aborting requests in flight', { inFlight: inFlight(service) });
       httpServer?.closeAllConnections();
+      await jobs?.close();
       await registry.close();
       await closed;
       log('info', 'stopped');

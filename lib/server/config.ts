@@ -270,6 +270,13 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   };
 }
 
+// A model a fine-tuning job made while serving, configured as an entry for its checkpoint would be: a chatbot, its data
+// being chat, that ignores system messages, as its training data's were dropped. Its name follows OpenAI's pattern
+// (ft:<model>:personal:<suffix>:<id>), whose colons the rule for keys written in a config does not allow.
+export function fineTunedModel(name: string, checkpoint: string): ModelConfig {
+  return { ...readModel({ key: 'fine-tuned', restore_from: checkpoint, system_messages: 'ignore' }, `the fine-tuned model ${name}`, path.dirname(checkpoint)), key: name };
+}
+
 const TOP_KEYS = [
   'host', 'port', 'debug', 'models', 'memory_budget_mb', 'idle_unload_s', 'api_keys', 'request_timeout_s',
   'max_queue', 'batch_slots', 'body_limit_kb', 'threads', 'shutdown_grace_s', 'alexa', 'insecure', 'metrics_public',

@@ -58,16 +58,25 @@ function adapterBytes(dir: string): number {
 // The loader of the configured models, and the registry keys it loads: theirs, and a hidden one for each base that
 // adapters share without naming an entry ("base:<folder>:<weight type>", then its device and precision where the
 // entry sets them).
-export function gpt2Loader(configured: readonly ModelConfig[], options: EngineOptions): ModelLoader<LoadedModel> & { readonly keys: string[] } {
+export function gpt2Loader(configured: readonly ModelConfig[], options: EngineOptions): ModelLoader<LoadedModel> & { readonly keys: string[]; add(m: ModelConfig): string[] } {
   const threads = options.threads || os.availableParallelism();
   const models = new Map(configured.map((m) => [m.key, m]));
   const bases = new Map<string, string>();  // adapter entry -> the key of its base
-  for (const m of configured) {
-    if (m.adapter === null) continue;
+  // The hidden base an adapter entry needs, when no entry and no other adapter has made it yet.
+  const baseOf = (m: ModelConfig): string[] => {
+    if (m.adapter === null) return [];
     const key = m.base ?? ['base', m.restoreFrom ?? m.modelName, m.weightDtype, m.device, m.precision].filter((part) => part !== null).join(':');
-    if (!models.has(key)) models.set(key, { ...m, key, adapter: null, base: null, where: `${m.where} (its base)` });
     bases.set(m.key, key);
-  }
+    if (models.has(key)) return [];
+    models.set(key, { ...m, key, adapter: null, base: null, where: `${m.where} (its base)` });
+    return [key];
+  };
+  const keys = [...models.keys(), ...configured.flatMap(baseOf)];
+  // A model served from now on: the registry keys it adds.
+  const add = (m: ModelConfig): string[] => {
+    models.set(m.key, m);
+    return [m.key, ...baseOf(m)];
+  };
   const configOf = (key: string): ModelConfig => {
     const m = models.get(key);
     if (!m) throw new Error(`unknown model "${key}"`);
@@ -76,7 +85,8 @@ export function gpt2Loader(configured: readonly ModelConfig[], options: EngineOp
   // The registry sizes a model just before it loads it: the folder inspected for the size is the one loaded.
   const sized = new Map<string, ModelFolder>();
   return {
-    keys: [...models.keys()],
+    keys,
+    add,
     dependsOn: (key) => bases.get(key) ?? null,
     estimateBytes(key) {
       const m = configOf(key);

@@ -84,6 +84,7 @@ interface Entry<T> {
   // After a failed load: no new attempt before `at`; `reason` is the failure without server paths.
   retry: { at: number; delayMs: number; reason: string } | null;
   dependency: Lease<T> | null;           // held from its load to its unload
+  removed: boolean;                      // served no more: unloaded once its leases end, then forgotten
 }
 
 interface Waiter<T> {
@@ -109,12 +110,7 @@ export class ModelRegistry<T> {
   private readonly loadRetryMaxMs: number;
 
   constructor(keys: readonly string[], private readonly loader: ModelLoader<T>, private readonly options: RegistryOptions) {
-    for (const key of keys) {
-      this.entries.set(key, {
-        key, state: 'unloaded', value: null, bytes: 0, leases: 0, draining: false, lastUsed: null,
-        loads: 0, unloads: 0, evictions: 0, loadFailures: 0, turn: null, retry: null, dependency: null,
-      });
-    }
+    for (const key of keys) this.add(key);
     this.log = options.log ?? (() => undefined);
     this.now = options.now ?? Date.now;
     this.turnMs = options.turnMs ?? 5000;
@@ -123,6 +119,29 @@ export class ModelRegistry<T> {
     this.loadRetryMaxMs = options.loadRetryMaxMs ?? 60_000;
     this.timer = options.idleUnloadMs > 0 ? setInterval(() => this.unloadIdle(), Math.min(5000, Math.max(10, options.idleUnloadMs / 4))) : null;
     this.timer?.unref();
+  }
+
+  // A model to serve from now on (one a fine-tuning job made while serving), unloaded until a request asks for it.
+  add(key: string): void {
+    if (this.entries.has(key)) throw new Error(`model "${key}" is already served`);
+    this.entries.set(key, {
+      key, state: 'unloaded', value: null, bytes: 0, leases: 0, draining: false, lastUsed: null,
+      loads: 0, unloads: 0, evictions: 0, loadFailures: 0, turn: null, retry: null, dependency: null, removed: false,
+    });
+  }
+
+  // A model served no more (a fine-tuned one deleted): requests waiting for it are refused, those under way finish,
+  // then it is unloaded and forgotten.
+  remove(key: string): void {
+    const e = this.entries.get(key);
+    if (!e) return;
+    e.removed = true;
+    const refused = this.queue.filter((w) => w.key === key);
+    this.queue = this.queue.filter((w) => w.key !== key);
+    for (const w of refused) this.settle(w, new ModelUnavailableError(`model "${key}" was deleted`, 404));
+    if (e.state === 'unloaded') this.entries.delete(key);
+    else void this.unload(e, 'removed');
+    this.pump();
   }
 
   get keys(): string[] {
@@ -179,7 +198,7 @@ export class ModelRegistry<T> {
   }
 
   private enqueue(key: string, pin: boolean, signal?: AbortSignal): Promise<Lease<T> | null> {
-    if (!this.entries.has(key)) return Promise.reject(new ModelUnavailableError(`unknown model "${key}"`, 404));
+    if (!this.entries.has(key) || this.entries.get(key)?.removed) return Promise.reject(new ModelUnavailableError(`unknown model "${key}"`, 404));
     if (this.closed) return Promise.reject(new ModelUnavailableError('the server is shutting down', 503));
     if (signal?.aborted) return Promise.reject(signal.reason as Error);
     return new Promise((resolve, reject) => {
@@ -304,7 +323,7 @@ export class ModelRegistry<T> {
         e.retry = null;
         e.lastUsed = this.now();
         this.log('info', 'model loaded', { model: e.key, ms: this.now() - started });
-        if (this.closed) void this.unload(e, 'closing');
+        if (this.closed || e.removed) void this.unload(e, this.closed ? 'closing' : 'removed');
         this.pump();
       },
       (err: Error) => {
@@ -351,13 +370,13 @@ export class ModelRegistry<T> {
         released = true;
         e.leases--;
         e.lastUsed = this.now();
-        if (e.leases === 0 && (e.draining || this.closed)) void this.unload(e, this.closed ? 'closing' : 'evicted');
+        if (e.leases === 0 && (e.draining || this.closed || e.removed)) void this.unload(e, this.closed ? 'closing' : e.removed ? 'removed' : 'evicted');
         else this.pump();
       },
     });
   }
 
-  private async unload(e: Entry<T>, reason: 'idle' | 'evicted' | 'closing'): Promise<void> {
+  private async unload(e: Entry<T>, reason: 'idle' | 'evicted' | 'closing' | 'removed'): Promise<void> {
     if (e.state !== 'loaded' || e.leases > 0) return;
     if (reason === 'evicted') e.evictions++;
     e.state = 'unloading';
@@ -377,6 +396,7 @@ export class ModelRegistry<T> {
     e.state = 'unloaded';
     e.unloads++;
     this.log('info', 'model unloaded', { model: e.key, reason });
+    if (e.removed) this.entries.delete(e.key);
     this.pump();
   }
 

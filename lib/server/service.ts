@@ -116,7 +116,7 @@ const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 6
 const RATE_WINDOW_MS = 10_000;
 
 export class ChatService {
-  readonly models: ReadonlyMap<string, ModelConfig>;
+  private readonly served: Map<string, ModelConfig>;
   readonly metrics = new MetricsRegistry();
   readonly httpRequests = this.metrics.add(new Counter('dixie_http_requests_total', 'HTTP requests answered, by route and status.'));
   readonly httpLatency = this.metrics.add(new Histogram('dixie_http_request_duration_seconds', 'HTTP request latency, by route.', LATENCY_BUCKETS));
@@ -138,11 +138,11 @@ export class ChatService {
   constructor(
     readonly config: ServerConfig,
     readonly registry: ModelRegistry<LoadedModel>,
-    private readonly sanitizers: ReadonlyMap<string, Sanitizer>,
+    private readonly sanitizers: Map<string, Sanitizer>,
     private readonly log: Log,
   ) {
-    this.models = new Map(config.models.map((m) => [m.key, m]));
-    const perModel = (value: (key: string) => number) => () => config.models.map((m) => ({ labels: { model: m.key }, value: value(m.key) }));
+    this.served = new Map(config.models.map((m) => [m.key, m]));
+    const perModel = (value: (key: string) => number) => () => [...this.served.keys()].map((key) => ({ labels: { model: key }, value: value(key) }));
     const status = (key: string) => registry.status().find((s) => s.key === key);
     this.metrics.add(new Gauge('dixie_tokens_per_second', `Tokens generated per second over the last ${RATE_WINDOW_MS / 1000} s, by model.`, perModel((k) => this.tokensPerSecond(k))));
     this.metrics.add(new Gauge('dixie_model_loaded', 'Whether the model is loaded (1) or not (0).', perModel((k) => (status(k)?.state === 'loaded' ? 1 : 0))));
@@ -170,6 +170,23 @@ export class ChatService {
       d.reset();
       return lag;
     }));
+  }
+
+  get models(): ReadonlyMap<string, ModelConfig> {
+    return this.served;
+  }
+
+  // A model to serve from now on, its config checked and its sanitizer loaded; the registry knows it already.
+  addModel(model: ModelConfig, sanitizer: Sanitizer): void {
+    this.sanitizers.set(model.key, sanitizer);
+    this.served.set(model.key, model);
+  }
+
+  // A model served no more: new requests for it are unknown, those under way finish, then it is unloaded.
+  removeModel(key: string): void {
+    this.served.delete(key);
+    this.sanitizers.delete(key);
+    this.registry.remove(key);
   }
 
   // Generations the model has finished, whatever their finish reason.

@@ -30,7 +30,7 @@ import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
 import { BEST_FILE, BestValidation, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, markBest, readTrainState, saveCheckpoint } from './checkpoint';
 import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, sumOverRanks, threadsPerRank } from './distributed';
-import { MetricsLog } from './metrics';
+import { MetricsLog, type MetricRecord } from './metrics';
 import { plotMetrics } from './plot';
 
 export interface TrainOptions {
@@ -147,6 +147,7 @@ export interface TrainIO {
   ranks?: Ranks | null;            // the MPI job to train data-parallel with (lib/train/distributed.ts)
   signal?: AbortSignal;            // stop after the current step (saving first with save_on_ctrlc)
   onSavePhase?: (phase: SavePhase, dir: string) => Promise<void> | void;  // for tests that kill mid-save
+  onMetrics?: (record: MetricRecord) => void;  // each step's and validation's record, as metrics.jsonl gets it
 }
 
 export interface TrainResult {
@@ -498,6 +499,10 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       fs.mkdirSync(runDir, { recursive: true });
       metrics = await MetricsLog.open(path.join(runDir, 'metrics.jsonl'), state ? step : null);
     }
+    const record = (r: MetricRecord): void => {
+      metrics?.append(r);
+      if (root) io.onMetrics?.(r);
+    };
     const plot = async (force: boolean): Promise<void> => {
       if (!metrics || (!force && Date.now() - lastPlot < PLOT_INTERVAL_MS)) return;
       lastPlot = Date.now();
@@ -547,7 +552,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     const runValidation = async (): Promise<boolean> => {
       const loss = await validate();
       valLoss = loss;
-      metrics?.append({ type: 'val', step, loss, time: trainSeconds });
+      record({ type: 'val', step, loss, time: trainSeconds });
       const lower = heldOut(o) && (best === null || loss < best.loss);
       if (lower) best = { step, loss, validationsSince: 0 };
       else if (heldOut(o) && best !== null) best = { ...best, validationsSince: best.validationsSince + 1 };
@@ -627,7 +632,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       if (step === startStep + 1) firstLoss = loss;
       lossAverage = [lossAverage[0] * AVERAGE_DECAY + loss, lossAverage[1] * AVERAGE_DECAY + 1];
       const avg = lossAverage[0] / lossAverage[1];
-      metrics?.append({ type: 'train', step, loss, avg, lr, grad_norm: gradNorm, tokens_per_s: stepTokens / seconds, time: trainSeconds, ...(ranks ? { reduce_s: reduceSeconds } : {}) });
+      record({ type: 'train', step, loss, avg, lr, grad_norm: gradNorm, tokens_per_s: stepTokens / seconds, time: trainSeconds, ...(ranks ? { reduce_s: reduceSeconds } : {}) });
       // The ETA counts everything the loop does (samples, validation, saves), not just the steps.
       const eta = o.stop_after > 0 ? ` | ETA ${duration(((o.stop_after - step) * (performance.now() - loopStart)) / 1000 / (step - startStep))}` : '';
       log(

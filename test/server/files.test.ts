@@ -190,7 +190,7 @@ t.test('unknown ids and bad list queries are answered in OpenAI\'s shape, naming
   }
   const named = await request(`${srv.url}/v1/files/${unknown}`, { headers: AUTH });
   t.match(named.json(), { error: { message: new RegExp(unknown) } });
-  const queries: [string, string, RegExp][] = [['limit=0', 'limit', /from 1 to 10000/], ['limit=10001', 'limit', /from 1 to 10000/], ['order=up', 'order', /"asc" or "desc"/], [`after=${unknown}`, 'after', /no file with id/], ['page=2', 'page', /unsupported query parameter/], ['order=asc&order=desc', 'order', /once/]];
+  const queries: [string, string, RegExp][] = [['limit=0', 'limit', /from 1 to 10000/], ['limit=10001', 'limit', /from 1 to 10000/], ['order=up', 'order', /"asc" or "desc"/], [`after=${unknown}`, 'after', /no item with id/], ['page=2', 'page', /unsupported query parameter/], ['order=asc&order=desc', 'order', /once/]];
   for (const [query, param, message] of queries) {
     const r = await request(`${srv.url}/v1/files?${query}`, { headers: AUTH });
     t.match([r.status, r.json()], [400, { error: { param, message } }], query);

@@ -260,3 +260,43 @@ t.test('adapters over one base: the base loads once for all, counts once, and ou
   o.release();
   await reg.close();
 });
+
+t.test('a model added while serving loads like the others; one removed refuses its waiters, lets its leases finish, then is unloaded and forgotten', async (t) => {
+  const loader = new ControlledLoader({ a: 60, b: 60, c: 10, d: 10 });
+  const reg = new ModelRegistry(['a'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  t.throws(() => reg.add('a'), /already served/);
+  reg.add('b');
+  t.same(reg.keys, ['a', 'b']);
+  const held = await reg.acquire('b');
+  // "a" waits for b's room, which the removal frees once b's lease ends.
+  const waitingA = reg.acquire('a');
+  reg.remove('b');
+  const late = await reg.acquire('b').catch((e: unknown) => e);
+  t.ok(late instanceof ModelUnavailableError && late.status === 404, 'a new request for it: 404');
+  t.ok(held.value.alive, 'the lease under way keeps its model');
+  t.same(loader.unloads, []);
+  held.release();
+  const a = await waitingA;
+  t.same(loader.unloads, ['b'], 'unloaded when its lease ended');
+  t.same(reg.status().map((s) => s.key), ['a'], 'and forgotten');
+  t.equal(reg.reservedBytes, 60, 'its memory given back');
+  a.release();
+
+  // Removed while loading: those waiting for the load are refused, and the model is unloaded once loaded.
+  loader.auto = false;
+  reg.add('c');
+  const waiting = [reg.acquire('c').catch((e: unknown) => e), reg.acquire('c').catch((e: unknown) => e)];
+  await tick();
+  reg.remove('c');
+  const refused = await Promise.all(waiting);
+  t.ok(refused.every((e) => e instanceof ModelUnavailableError && e.status === 404), 'requests waiting for its load: 404');
+  loader.finish('c');
+  await tick();
+  await tick();
+  t.same(loader.unloads, ['b', 'c']);
+  t.same(reg.keys, ['a']);
+  reg.add('d');
+  reg.remove('d');
+  t.same(reg.keys, ['a'], 'one never loaded is forgotten at once');
+  await reg.close();
+});

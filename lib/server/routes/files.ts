@@ -12,6 +12,8 @@ import { ChatImportError } from '../../import/chat_export';
 import { fineTuningFormat, jsonlConversations, parseFineTuning, type FineTuningFormat, type WrittenConversation } from '../../import/fine_tuning';
 import type { ServerConfig } from '../config';
 import { HttpError } from '../errors';
+import { bad } from './api_common';
+import { cursorPage } from './pages';
 import type { FileStore, PendingFile, StoredFile } from '../files';
 
 // What may be uploaded; "fine-tune-results" files are written by the jobs.
@@ -24,22 +26,6 @@ const MAX_LIST = 10_000;
 const LIST_QUERY = ['purpose', 'limit', 'order', 'after'];
 // Lines of training data checked at once: a file up to the upload limit is never held whole.
 const CHECK_CHUNK_BYTES = 4 * 1024 * 1024;
-
-export const FINE_TUNING_OFF = 'fine-tuning is off on this server: start it with `bin/serve --fine_tuning DIR`, '
-  + 'or give server_config.json "fine_tuning": {"dir": "..."} (the folder that keeps the uploaded files and the jobs)';
-
-// The Files API's paths, for a server with fine-tuning off: each answers 404 saying how to turn it on.
-export function fineTuningOffRouter(): express.Router {
-  const router = express.Router();
-  router.all(['/v1/files', '/v1/files/*rest'], () => {
-    throw new HttpError(404, FINE_TUNING_OFF);
-  });
-  return router;
-}
-
-function bad(field: string, message: string): never {
-  throw new HttpError(400, `${field}: ${message}`, { field });
-}
 
 function notFound(id: string): never {
   throw new HttpError(404, `no file with id ${JSON.stringify(id)} (GET /v1/files lists them)`, { field: 'file_id' });
@@ -78,21 +64,11 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
       return typeof v === 'string' ? v : bad(key, 'must be given once, as a string');
     };
     const purpose = text('purpose');
-    const limitText = text('limit');
-    const limit = limitText === undefined ? MAX_LIST : /^\d+$/.test(limitText) && Number(limitText) >= 1 && Number(limitText) <= MAX_LIST ? Number(limitText) : bad('limit', `must be an integer from 1 to ${MAX_LIST} (got ${JSON.stringify(limitText)})`);
     const order = text('order') ?? 'desc';
     if (order !== 'asc' && order !== 'desc') bad('order', `must be "asc" or "desc" (got ${JSON.stringify(order)})`);
-    const after = text('after');
-    let files = store.list();
+    const files = store.list().filter((f) => purpose === undefined || f.purpose === purpose);
     if (order === 'asc') files.reverse();
-    if (after !== undefined) {
-      const at = files.findIndex((f) => f.id === after);
-      if (at < 0) bad('after', `no file with id ${JSON.stringify(after)}: give the last id of the page before (its "last_id")`);
-      files = files.slice(at + 1);
-    }
-    if (purpose !== undefined) files = files.filter((f) => f.purpose === purpose);
-    const data = files.slice(0, limit);
-    res.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: files.length > limit });
+    res.json(cursorPage(files, req.query, MAX_LIST, MAX_LIST));
   });
 
   router.get('/v1/files/:id', (req: Request, res: Response) => {

@@ -1,0 +1,121 @@
+// A fine-tuning job through the server's OpenAI API against lib/train on the same data: the quick-start chat logs
+// written as OpenAI's fine-tuning JSONL (a conversation of up to 8 messages, the audience named by a system
+// message), uploaded to /v1/files, one epoch of a job over a small random GPT-2; then train() alone on the job's
+// own training data with the job's settings. The job should train as fast as lib/train does; the table also gives
+// the time the job took to read its files, and from its creation to its model answering.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Model } from '../lib/engine/model';
+import { createServer } from '../lib/server/app';
+import { validateServerConfig } from '../lib/server/config';
+import { readMetrics, type TrainRecord } from '../lib/train/metrics';
+import { train } from '../lib/train/train';
+import { median } from './stats';
+
+const REPO = path.resolve(__dirname, '..', '..');
+const CHAT = path.join(REPO, 'examples', 'chat', 'train');
+const SMALL = { nLayer: 4, nHead: 4, nEmbd: 256, nCtx: 256, vocabSize: 50257 };
+const PER_CONVERSATION = 8;
+
+// The chat-format lines of each file as conversations: the user's messages (side 1) as "user", the others' as
+// "assistant", as the server's own chat endpoints take them.
+function fineTuningJsonl(): string {
+  const lines: string[] = [];
+  for (const file of fs.readdirSync(CHAT).sort()) {
+    const messages = fs.readFileSync(path.join(CHAT, file), 'utf8').split('\n').flatMap((line) => {
+      const m = /^([01])\|([^|]+)\|(.*) <EOM>$/.exec(line);
+      return m ? [{ side: m[1], audience: m[2], text: m[3] }] : [];
+    });
+    for (let i = 0; i < messages.length; i += PER_CONVERSATION) {
+      const part = messages.slice(i, i + PER_CONVERSATION);
+      const turns = part.map((m) => ({ role: m.side === '1' ? 'user' : 'assistant', content: m.text }));
+      lines.push(JSON.stringify({ messages: [{ role: 'system', content: `audience: ${part[0].audience}` }, ...turns] }));
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+async function api(url: string, init: RequestInit = {}): Promise<Record<string, unknown>> {
+  const res = await fetch(url, init);
+  const body = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) throw new Error(`${url}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+const tokensPerSecond = (records: TrainRecord[]): number => median(records.map((r) => r.tokens_per_s));
+
+export async function run(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-bench-ft-'));
+  try {
+    const model = Model.create(SMALL, { seed: 1, trainable: false });
+    await model.save(path.join(dir, 'small'));
+    model.dispose();
+    const threads = os.availableParallelism();
+    const config = validateServerConfig({ models: [{ key: 'small', restore_from: 'small' }], fine_tuning: { dir: 'ft', threads } }, 'bench', dir);
+    const server = createServer(config, { log: () => undefined });
+    const { port } = await server.listen(0, '127.0.0.1');
+    const url = `http://127.0.0.1:${port}/v1`;
+
+    const form = new FormData();
+    form.append('purpose', 'fine-tune');
+    form.append('file', new Blob([fineTuningJsonl()]), 'chat.jsonl');
+    const file = await api(`${url}/files`, { method: 'POST', body: form });
+    const created = performance.now();
+    let job = await api(`${url}/fine_tuning/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'small', training_file: file.id, hyperparameters: { n_epochs: 1 }, seed: 1 }),
+    });
+    let validatedMs = 0;
+    while (job.status !== 'succeeded') {
+      if (job.status === 'failed' || job.status === 'cancelled') throw new Error(`the job ${String(job.status)}: ${JSON.stringify(job.error)}`);
+      await new Promise((r) => setTimeout(r, 50));
+      job = await api(`${url}/fine_tuning/jobs/${String(job.id)}`);
+      if (validatedMs === 0 && job.status !== 'validating_files') validatedMs = performance.now() - created;
+    }
+    const reply = await api(`${url}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: job.fine_tuned_model, messages: [{ role: 'user', content: 'How was your day?' }], max_tokens: 16 }),
+    });
+    const answeredMs = performance.now() - created;
+    if (!Array.isArray(reply.choices)) throw new Error('the fine-tuned model gave no answer');
+    await server.shutdown();
+
+    const jobDir = path.join(dir, 'ft', 'jobs', String(job.id));
+    const jobSteps = readMetrics(path.join(jobDir, 'metrics.jsonl')).filter((r): r is TrainRecord => r.type === 'train');
+    const hyper = job.hyperparameters as { batch_size: number };
+    const trainedTokens = Number(job.trained_tokens);
+    const contextLength = trainedTokens / jobSteps.length / hyper.batch_size;
+    const alone = await train(
+      {
+        dataset: path.join(jobDir, 'training.train'),
+        model_name: path.join(dir, 'small'),
+        run_name: 'alone',
+        checkpoint_dir: dir,
+        context_length: contextLength,
+        batch_size: hyper.batch_size,
+        learning_rate: config.fineTuning?.learningRate,
+        stop_after: jobSteps.length,
+        save_every: 0,
+        save_time: 0,
+        sample_every: 0,
+        seed: 1,
+        threads,
+      },
+      { log: () => undefined },
+    );
+    const aloneSteps = readMetrics(path.join(alone.runDir, 'metrics.jsonl')).filter((r): r is TrainRecord => r.type === 'train');
+    const viaApi = tokensPerSecond(jobSteps);
+    const direct = tokensPerSecond(aloneSteps);
+    console.log(`GPT-2 ${SMALL.nLayer} layers x ${SMALL.nEmbd}, ${jobSteps.length} steps of ${hyper.batch_size} x ${contextLength} tokens (one epoch of examples/chat/train), ${threads} threads\n`);
+    console.log('| run | tokens/s (median step) | vs lib/train |');
+    console.log('|---|---|---|');
+    console.log(`| lib/train alone | ${Math.round(direct).toLocaleString('en-US')} | 1.00 |`);
+    console.log(`| a fine-tuning job through /v1/fine_tuning/jobs | ${Math.round(viaApi).toLocaleString('en-US')} | ${(viaApi / direct).toFixed(2)} |`);
+    console.log(`\nthe job read its files in ${(validatedMs / 1000).toFixed(1)} s; from its creation to its model's first answer: ${(answeredMs / 1000).toFixed(1)} s`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
