@@ -1,10 +1,11 @@
 // bin/import-chat's speed: a 50 MB export of each layout that grows largest in practice (a WhatsApp chat, a LINE
-// chat, a Telegram account export in JSON, a Telegram chat in HTML (the folder of its pages), an SMS Backup & Restore XML backup, Google Chat's messages.json from Takeout, a
-// Mac's Messages database with half its
-// texts only in attributedBody, as macOS 13 on stores them), generated from a fixed seed in the
-// apps' real layouts with their media, notices and multi-line messages, imported into .train files in a
-// temporary folder. Each figure is the best of several runs of importChats, reading, parsing and writing; beside
-// the wall-clock time, the CPU time the process used, which other processes on a busy machine inflate less.
+// chat, a Telegram account export in JSON, a Telegram chat in HTML (the folder of its pages), an SMS Backup & Restore
+// XML backup, Google Chat's messages.json from Takeout, a Mac's Messages database with half its texts only in
+// attributedBody, as macOS 13 on stores them, Element's JSON export of a Matrix room, a Slack workspace export (the
+// folder of a file a day a conversation)), generated from a fixed seed in the apps' real layouts with their media,
+// notices and multi-line messages, imported into .train files in a temporary folder. Each figure is the best of
+// several runs of importChats, reading, parsing and writing; beside the wall-clock time, the CPU time the process
+// used, which other processes on a busy machine inflate less.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -196,6 +197,138 @@ function sms(rng: Rng): string {
   return `${out.join('\n')}\n`;
 }
 
+// An id as Matrix and Slack make them: `length` letters and digits drawn from `rng`.
+function randomId(rng: Rng, length: number): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  let id = '';
+  for (let i = 0; i < length; i++) id += alphabet[rng.below(alphabet.length)];
+  return id;
+}
+
+// Element's JSON export of a Matrix room of two (indented as Element writes it): the members' joins, then the
+// messages, some replies (quoting what they answer, as Element wrote them until 2024), images (encrypted
+// attachments, as in an encrypted room) and deleted messages.
+function element(rng: Rng): string {
+  const room = '!kXtLqwPvbnYzRsDcAe:example.org';
+  const jane = '@jane:example.org';
+  const lena = '@lena:example.org';
+  const eventId = (): string => `$${randomId(rng, 43)}`;
+  const join = (who: string, name: string, time: number): object => ({
+    type: 'm.room.member', room_id: room, sender: who, content: { membership: 'join', displayname: name }, origin_server_ts: time, state_key: who, unsigned: {}, event_id: eventId(),
+  });
+  const events: object[] = [join(jane, 'Jane Doe', START - 120_000), join(lena, 'Lena Fischer', START - 60_000)];
+  let previous: { id: string; sender: string; body: string } | null = null;
+  for (const m of conversation(rng)) {
+    const sender = m.mine ? jane : lena;
+    const id = eventId();
+    const base = { type: 'm.room.message', room_id: room, sender, origin_server_ts: m.time };
+    if (m.kind === 'media') {
+      const url = `mxc://example.org/${randomId(rng, 24)}`;
+      events.push({
+        ...base,
+        content: {
+          body: 'IMG_1234.jpg', msgtype: 'm.image', info: { mimetype: 'image/jpeg', size: 184213, w: 1200, h: 900 },
+          file: { v: 'v2', url, mimetype: 'image/jpeg', iv: randomId(rng, 22), hashes: { sha256: randomId(rng, 43) }, key: { alg: 'A256CTR', ext: true, k: randomId(rng, 43), key_ops: ['encrypt', 'decrypt'], kty: 'oct' } },
+        },
+        unsigned: {}, event_id: id,
+      });
+    } else if (m.kind === 'other') {
+      events.push({
+        ...base, type: 'm.room.encrypted', content: {},
+        unsigned: { redacted_because: { type: 'm.room.redaction', room_id: room, sender, content: {}, redacts: id, origin_server_ts: m.time + 30_000, unsigned: {}, event_id: eventId() } },
+        event_id: id,
+      });
+    } else if (previous !== null && rng.below(10) === 0) {
+      const answered = previous;
+      const quoted = answered.body.split('\n').map((line, i) => (i === 0 ? `> <${answered.sender}> ${line}` : `> ${line}`)).join('\n');
+      events.push({ ...base, content: { body: `${quoted}\n\n${m.text}`, msgtype: 'm.text', 'm.relates_to': { 'm.in_reply_to': { event_id: answered.id } } }, unsigned: {}, event_id: id });
+    } else {
+      events.push({ ...base, content: { body: m.text, msgtype: 'm.text' }, unsigned: {}, event_id: id });
+    }
+    if (m.kind === 'text') previous = { id, sender, body: m.text };
+    if (events.length === 250_000) break;
+  }
+  const file = (list: object[]): string =>
+    JSON.stringify({ room_name: 'Lena Fischer', room_creator: 'Jane Doe', topic: '', export_date: '2024/03/04', exported_by: 'Jane Doe', messages: list }, null, 2);
+  // As many events as make TARGET_BYTES, measured on the indented JSON Element writes.
+  const sample = file(events);
+  return file(events.slice(0, Math.floor((events.length * TARGET_BYTES) / sample.length)));
+}
+
+// Slack's workspace export, unzipped: users.json, channels.json and dms.json beside a folder a conversation of a file
+// a day, indented and with slashes escaped as Slack writes them. #general, where Jane talks with two others, and her
+// direct messages with one of them, in threads now and then; files shared without a caption, and people joining and
+// deleted messages (Slackbot's tombstones) that the import drops. Each message carries its rich-text blocks and its
+// author's profile, as Slack's exports do.
+function slack(rng: Rng): Record<string, string> {
+  const team = 'T061ACME0';
+  const people = [
+    { id: 'U061JD2K4QF', name: 'jane.doe', real_name: 'Jane Doe', display_name: 'jane', first_name: 'Jane' },
+    { id: 'U061OH7RMA2', name: 'omar.haddad', real_name: 'Omar Haddad', display_name: 'omar', first_name: 'Omar' },
+    { id: 'U061LF3N8XB', name: 'lena.fischer', real_name: 'Lena Fischer', display_name: 'Lena F.', first_name: 'Lena' },
+  ];
+  const write = (value: unknown): string => JSON.stringify(value, null, 4).replace(/\//g, '\\/');
+  const hex = (n: number): string => Array.from({ length: n }, () => rng.below(16).toString(16)).join('');
+  const profile = (p: (typeof people)[number]): object => ({
+    avatar_hash: p.id.slice(4).toLowerCase(), image_72: `https://secure.gravatar.com/avatar/${p.id.toLowerCase()}.jpg?s=72`, first_name: p.first_name,
+    real_name: p.real_name, display_name: p.display_name, team, name: p.name, is_restricted: false, is_ultra_restricted: false,
+  });
+  const files: Record<string, string> = {
+    'users.json': write(people.map((p) => ({
+      id: p.id, team_id: team, name: p.name, deleted: false, real_name: p.real_name, tz: 'Europe/Berlin', tz_label: 'Central European Time', tz_offset: 3600,
+      profile: { real_name: p.real_name, real_name_normalized: p.real_name, display_name: p.display_name, display_name_normalized: p.display_name, email: `${p.name}@acme.example`, first_name: p.first_name, team },
+      is_admin: false, is_owner: false, is_bot: false, is_app_user: false, updated: 1420070400,
+    }))),
+    'channels.json': write([{ id: 'C061GEN0001', name: 'general', created: 1420070400, creator: people[0].id, is_archived: false, is_general: true, members: people.map((p) => p.id) }]),
+    'dms.json': write([{ id: 'D061OMAR0JD', created: 1420070400, members: [people[0].id, people[1].id] }]),
+  };
+  const two = (n: number): string => String(n).padStart(2, '0');
+  // Three fifths of the export the channel's, two the direct messages'.
+  for (const [folder, share, others] of [['general', 0.6, [people[1], people[2]]], ['D061OMAR0JD', 0.4, [people[1]]]] as const) {
+    let day = '';
+    let messages: object[] = [];
+    let bytes = 0;
+    let thread: string | null = null;
+    let seq = 0;
+    for (const m of conversation(rng)) {
+      const d = new Date(m.time);
+      const today = `${d.getUTCFullYear()}-${two(d.getUTCMonth() + 1)}-${two(d.getUTCDate())}`;
+      if (today !== day) {
+        if (messages.length > 0) {
+          files[`${folder}/${day}.json`] = write(messages);
+          bytes += Buffer.byteLength(files[`${folder}/${day}.json`]);
+        }
+        if (bytes >= TARGET_BYTES * share) break;
+        day = today;
+        messages = [];
+      }
+      const author = m.mine ? people[0] : others[rng.below(others.length)];
+      const ts = `${Math.floor(m.time / 1000)}.${String(++seq % 1_000_000).padStart(6, '0')}`;
+      // A thread is started now and then, and answered in for a few messages.
+      if (thread !== null && rng.below(4) === 0) thread = null;
+      else if (thread === null && rng.below(20) === 0) thread = ts;
+      const common = { type: 'message', ts, ...(thread !== null ? { thread_ts: thread } : {}) };
+      messages.push(
+        m.kind === 'media'
+          ? {
+            ...common, subtype: 'file_share', text: '', user: author.id, user_profile: profile(author),
+            files: [{ id: `F${hex(10).toUpperCase()}`, created: Math.floor(m.time / 1000), name: 'IMG_1234.jpg', title: 'IMG_1234.jpg', mimetype: 'image/jpeg', filetype: 'jpg', user: author.id, size: 184213, url_private: `https://files.slack.com/files-pri/${team}-F0/img_1234.jpg` }],
+          }
+          : m.kind === 'other'
+            ? rng.below(2) === 0
+              ? { ...common, subtype: 'channel_join', user: author.id, text: `<@${author.id}> has joined the channel` }
+              : { ...common, subtype: 'tombstone', text: 'This message was deleted.', user: 'USLACKBOT', hidden: true }
+            : {
+              client_msg_id: `${hex(8)}-${hex(4)}-${hex(4)}-${hex(4)}-${hex(12)}`, ...common, text: m.text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;'), user: author.id,
+              blocks: [{ type: 'rich_text', block_id: randomId(rng, 5), elements: [{ type: 'rich_text_section', elements: [{ type: 'text', text: m.text }] }] }],
+              team, user_team: team, source_team: team, user_profile: profile(author),
+            },
+      );
+    }
+  }
+  return files;
+}
+
 // An NSAttributedString archived as Messages' attributedBody holds it: the typedstream header and class chain, then
 // the string ('+', its UTF-8 length, its bytes) and an attribute run.
 function attributedBody(text: string): Uint8Array {
@@ -249,6 +382,8 @@ export async function run(): Promise<void> {
       ['SMS Backup & Restore (XML)', 'sms-20210101000000.xml', sms(new Rng(3))],
       ['Google Chat (Takeout JSON)', 'messages.json', googleChat(new Rng(5))],
       ["Messages' chat.db (Mac)", 'chat.db', await messagesDatabase(new Rng(4))],
+      ['Element (Matrix JSON)', 'matrix - Lena Fischer - Chat Export - 2024-03-04T18-20-11.512Z.json', element(new Rng(8))],
+      ['Slack (workspace export)', 'Acme Slack export', slack(new Rng(9))],
     ];
     const loadAverage = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');
     console.log(`${os.cpus().length} cores: ${os.cpus()[0].model}, load average ${loadAverage()}; best of ${REPEATS} runs each (median in brackets)\n`);
@@ -263,6 +398,7 @@ export async function run(): Promise<void> {
       } else {
         fs.mkdirSync(input);
         for (const [page, text] of Object.entries(content)) {
+          fs.mkdirSync(path.dirname(path.join(input, page)), { recursive: true });
           fs.writeFileSync(path.join(input, page), text);
           size += Buffer.byteLength(text);
         }

@@ -1,15 +1,17 @@
 // The loss curve as an SVG a browser opens: training loss per step (faint), its running average, and the
-// validation loss, over steps. Written beside the metrics log while training runs, and by `bin/plot` for
-// any run.
+// validation loss, over steps, with the point of the best checkpoint (the lowest validation loss on held-out data)
+// ringed. Written beside the metrics log while training runs, and by `bin/plot` for any run.
 import path from 'node:path';
 import { writeTextAtomic } from '../util/atomic_file';
-import { MetricRecord, TrainRecord, readMetrics } from './metrics';
+import { latestCheckpoint, readTrainState } from './checkpoint';
+import { MetricRecord, TrainRecord, ValRecord, readMetrics } from './metrics';
 
 const WIDTH = 900;
 const HEIGHT = 500;
 const MARGIN = { left: 64, right: 24, top: 40, bottom: 48 };
 // Above this many steps the per-step loss is drawn as bucket means (an SVG of a million points helps no one).
 const MAX_POINTS = 1500;
+const BEST_COLOR = '#238b45';
 
 // About `count` round tick values covering [lo, hi].
 function ticks(lo: number, hi: number, count: number): number[] {
@@ -37,7 +39,23 @@ function escapeXml(text: string): string {
   return text.replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c] as string);
 }
 
-export function renderLossSvg(records: readonly MetricRecord[], title: string): string {
+// The validation record of the run's best checkpoint, or null when it keeps none (no held-out data, --no-keep_best,
+// no step below the model it started from). The newest checkpoint's state says what the best was when it was saved:
+// the pointer file `best` is rewritten only after the checkpoint it names is saved (and plotted), so it can lag
+// behind. A validation logged since that went lower is the best too: it is saved as soon as it is logged.
+export function bestValidation(runDir: string, records: readonly MetricRecord[]): ValRecord | null {
+  const latest = latestCheckpoint(runDir);
+  if (latest === null) return null;
+  const state = readTrainState(latest);
+  if (!state.best || state.options.keep_best === false) return null;
+  const saved = state.best;
+  const val = records.filter((r): r is ValRecord => r.type === 'val');
+  let best = saved.step > 0 ? (val.find((r) => r.step === saved.step) ?? null) : null;
+  for (const r of val) if (r.step > saved.step && r.loss < (best?.loss ?? saved.loss)) best = r;
+  return best;
+}
+
+export function renderLossSvg(records: readonly MetricRecord[], title: string, best: ValRecord | null = null): string {
   const train = records.filter((r): r is TrainRecord => r.type === 'train');
   const loss = bucketMeans(train.map((r) => [r.step, r.loss]));
   const avg = bucketMeans(train.map((r) => [r.step, r.avg]));
@@ -84,19 +102,32 @@ export function renderLossSvg(records: readonly MetricRecord[], title: string): 
     out.push(polyline(val, 'stroke="#d94801" stroke-width="2"'));
     for (const p of val) out.push(`<circle cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="3" fill="#d94801"/>`);
   }
+  const bestLabel = best ? `best checkpoint: step ${best.step}, loss ${best.loss.toFixed(4)}` : '';
+  if (best) {
+    out.push(`<circle class="best" cx="${sx(best.step).toFixed(1)}" cy="${sy(best.loss).toFixed(1)}" r="7" fill="none" stroke="${BEST_COLOR}" stroke-width="2.5"><title>${bestLabel}</title></circle>`);
+  }
   const legend: [string, string][] = [['#9ecae1', 'loss'], ['#08519c', 'running average'], ['#d94801', 'validation loss']];
+  // Wide enough for the best checkpoint's label.
+  const legendX = WIDTH - MARGIN.right - (best ? 250 : 150);
   legend.forEach(([color, label], i) => {
     const y = MARGIN.top + 16 + i * 18;
-    out.push(`<line x1="${WIDTH - MARGIN.right - 150}" x2="${WIDTH - MARGIN.right - 126}" y1="${y - 4}" y2="${y - 4}" stroke="${color}" stroke-width="3"/>`);
-    out.push(`<text x="${WIDTH - MARGIN.right - 120}" y="${y}">${label}</text>`);
+    out.push(`<line x1="${legendX}" x2="${legendX + 24}" y1="${y - 4}" y2="${y - 4}" stroke="${color}" stroke-width="3"/>`);
+    out.push(`<text x="${legendX + 30}" y="${y}">${label}</text>`);
   });
+  if (best) {
+    const y = MARGIN.top + 16 + legend.length * 18;
+    out.push(`<circle cx="${legendX + 12}" cy="${y - 4}" r="6" fill="none" stroke="${BEST_COLOR}" stroke-width="2.5"/>`);
+    out.push(`<text x="${legendX + 30}" y="${y}">${bestLabel}</text>`);
+  }
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }
 
-// Renders a metrics log into an SVG (by default loss.svg beside it); returns the SVG's path.
+// Renders a metrics log into an SVG (by default loss.svg beside it), the best checkpoint that the run folder holding
+// the log keeps ringed; returns the SVG's path.
 export async function plotMetrics(metricsFile: string, svgFile = path.join(path.dirname(metricsFile), 'loss.svg')): Promise<string> {
-  const title = `${path.basename(path.dirname(path.resolve(metricsFile)))}: loss`;
-  await writeTextAtomic(svgFile, renderLossSvg(readMetrics(metricsFile), title));
+  const runDir = path.dirname(path.resolve(metricsFile));
+  const records = readMetrics(metricsFile);
+  await writeTextAtomic(svgFile, renderLossSvg(records, `${path.basename(runDir)}: loss`, bestValidation(runDir, records)));
   return svgFile;
 }

@@ -8,8 +8,8 @@ import { EXPORTS, fixture } from './helpers';
 
 const COMMANDS = path.join(__dirname, '..', '..', 'bin', 'commands');
 
-function run(command: string, args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [path.join(COMMANDS, `${command}.js`), ...args], { encoding: 'utf8' });
+function run(command: string, args: string[], cwd?: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [path.join(COMMANDS, `${command}.js`), ...args], { encoding: 'utf8', cwd });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -30,10 +30,38 @@ t.test('an import that bin/train --check accepts', async (t) => {
   t.match(imported.stdout, /^import: 35 export files \(Discord 1, Element \(Matrix\) 3, Google Chat 2, Messages \(macOS\) 1, Messenger 3, KakaoTalk 3, LINE 1, OpenAI fine-tuning JSONL 1, ShareGPT 1, Slack 5, SMS Backup & Restore 1, Snapchat 1, Telegram 5, WhatsApp 5, X \(Twitter\) 2\), 277 messages read, 150 kept \(63 sent, 87 received\)/);
   t.match(imported.stdout, `  Mom: 3 conversations, 17 read, 11 kept (4 sent), dropped media 2, system 2, deleted 1, not sent 1 -> ${path.join(out, 'mom.train')}`);
   t.match(imported.stdout, /wrote 32 files in .*\nwarning: 0\.007 MB of chat is little/);
-  t.match(imported.stdout, `\nnext: bin/train --dataset ${out} --check; then fine-tune GPT-2 on it: bin/download-model 124M, and bin/train --dataset ${out} --model_name 124M\n`, 'the way on');
+  t.match(imported.stdout, `\nnext: bin/train --dataset ${out} --check; then fine-tune GPT-2 on it: bin/download-model 124M, and bin/train --dataset ${out} --model_name 124M\n`, 'the way on, too little to hold data out of');
   const checked = run('train', ['--check', '--dataset', out]);
   t.equal(checked.status, 0, checked.stdout);
   t.match(checked.stdout, /chat check: 32 files, 150 messages \(63 sent, 87 received\)[^]*0 malformed lines/);
+});
+
+t.test('the way on from more chat holds a tenth out for validation, and bin/train runs it', async (t) => {
+  // A year of a WhatsApp chat, a message every few hours.
+  const lines = Array.from({ length: 1500 }, (_, i) => {
+    const day = new Date(Date.UTC(2023, 0, 1) + i * 4 * 3_600_000 + (i % 7) * 60_000);
+    const stamp = `${day.getUTCMonth() + 1}/${day.getUTCDate()}/23, ${day.getUTCHours() % 12 || 12}:${String(day.getUTCMinutes()).padStart(2, '0')} ${day.getUTCHours() < 12 ? 'AM' : 'PM'}`;
+    return `${stamp} - ${i % 3 === 0 ? 'Jane Doe' : 'Mom'}: message ${i} about the ${['garden', 'weekend', 'dinner', 'train'][i % 4]}, and how it went`;
+  });
+  const dir = t.testdir({ 'WhatsApp Chat with Mom.txt': `${lines.join('\n')}\n` });
+  const imported = run('import-chat', [path.join(dir, 'WhatsApp Chat with Mom.txt'), '--me', 'Jane Doe', '--out', 'data'], dir);
+  t.equal(imported.status, 0, imported.stderr);
+  const written = fs.statSync(path.join(dir, 'data', 'mom.train')).size;
+  t.ok(written >= 50_000, `${written} bytes written`);
+  const next = /^next: .*, and bin\/train (.*) \((.*)\)$/m.exec(imported.stdout);
+  t.ok(next, 'a way on that names bin/train\'s flags');
+  const command = (next as RegExpExecArray)[1].split(' ');
+  t.same(command, ['--dataset', 'data', '--model_name', '124M', '--val_split', '0.1', '--val_every', '200']);
+  t.equal((next as RegExpExecArray)[2], 'a tenth held out, the newest messages: checkpoint/run1/best is then the checkpoint that does best on them');
+
+  // 124M is not downloaded here: a fresh model of its context (1,024 tokens) stands in, for one step.
+  const tiny = ['--fresh_model', '--n_layer', '1', '--n_head', '2', '--n_embd', '32', '--stop_after', '1', '--sample_every', '0', '--val_batch_count', '4', '--threads', '2'];
+  const trained = run('train', [...command.filter((a) => a !== '--model_name' && a !== '124M'), ...tiny], dir);
+  t.equal(trained.status, 0, trained.stderr);
+  const total = Number(/^dataset: ([\d,]+) tokens in 1 chunks/m.exec(trained.stdout)?.[1].replace(/,/g, ''));
+  const held = Number(/^held out for validation: the last 10% of each chunk, ([\d,]+) tokens$/m.exec(trained.stdout)?.[1].replace(/,/g, ''));
+  t.ok(held >= 1025 && held >= Math.floor(total * 0.1), `${held} of ${total} tokens held out: room for a window of 1,024 tokens and the next`);
+  t.match(trained.stdout, /^\[0 \| \S+\] validation loss \d+\.\d{4}$/m, 'validated on it');
 });
 
 t.test('one combined file, audiences renamed from a JSON file, everything redacted', async (t) => {

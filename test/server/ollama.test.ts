@@ -1,7 +1,7 @@
 // Ollama's API over real HTTP on 127.0.0.1, driven by the official `ollama` client (and fetch, for the stream
 // Ollama sends by default): the listing from the model folders, the replies /v1/chat/completions gives for the same
 // messages and settings (Ollama's repeat_penalty as dixie's penalize), streamed lines that add up, a model loaded by
-// an empty request, log-probabilities, and errors naming the field.
+// an empty request, log-probabilities, more stop strings than OpenAI takes, and errors naming the field.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -128,6 +128,24 @@ t.test("log-probabilities: those chat completions give, whole and line by line",
   const streamed: unknown[] = [];
   for await (const part of await ollama.chat({ model: 'general', messages, options: { temperature: 0, num_predict: 5 }, logprobs: true, top_logprobs: 2, stream: true })) streamed.push(...(part.logprobs ?? []));
   t.same(streamed, r.logprobs, "the lines' together are the reply's");
+});
+
+t.test('options.stop takes more stop strings than OpenAI\'s 4, as Ollama does: the fifth stops the reply', async (t) => {
+  const messages = [{ role: 'user', content: PROMPT }];
+  // Four characters of the greedy reply that first appear as late in it as any.
+  const firsts = Array.from({ length: greedy.length }, (_, i) => i).filter((i) => greedy.slice(i, i + 4).trim().length === 4 && greedy.indexOf(greedy.slice(i, i + 4)) === i);
+  const at = firsts[firsts.length - 1] ?? -1;
+  t.ok(at > 0, `a stop string to find in ${JSON.stringify(greedy)}`);
+  const word = greedy.slice(at, at + 4);
+  const others = ['<never 1>', '<never 2>', '<never 3>', '<never 4>'];
+  t.notOk(others.some((s) => greedy.includes(s)), 'the others are nowhere in the reply');
+  const r = await ollama.chat({ model: 'general', messages, options: { temperature: 0, stop: [...others, word] } });
+  t.match(r, { message: { content: greedy.slice(0, at) }, done_reason: 'stop' }, `cut where "${word}" begins`);
+  const most = Array.from({ length: 16 }, (_, i) => `<never ${i + 1}>`);
+  const sixteen = await ollama.chat({ model: 'general', messages, options: { temperature: 0, stop: most } });
+  t.match(sixteen, { message: { content: greedy }, done_reason: 'length' }, '16 taken, none met');
+  const err = await ollama.chat({ model: 'general', messages, options: { stop: [...most, word] } }).catch((e: unknown) => e);
+  t.match(err, { status_code: 400, message: /^options\.stop: must be a non-empty string or an array of at most 16 of them/ }, 'a bound all the same');
 });
 
 t.test('errors name the field; what GPT-2 does not do is refused unless neutral', async (t) => {

@@ -98,7 +98,9 @@ t.test('a tiny fresh model learns the chat dataset: checkpoints, samples, valida
   const svg = fs.readFileSync(path.join(result.runDir, 'loss.svg'), 'utf8');
   t.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
   t.equal((svg.match(/<polyline /g) ?? []).length, 3, 'loss, running average and validation curves');
-  t.equal((svg.match(/<circle /g) ?? []).length, 4, 'a point per validation');
+  t.equal((svg.match(/<circle cx="[\d.]+" cy="[\d.]+" r="3"/g) ?? []).length, 4, 'a point per validation');
+  const best = val.find((r) => r.step === bestStep) as (typeof val)[number];
+  t.match(svg, `<title>best checkpoint: step ${bestStep}, loss ${best.loss.toFixed(4)}</title>`, 'the best checkpoint ringed');
 });
 
 t.test('--keep_best keeps the checkpoint of the lowest validation loss past pruning; --early_stopping stops when it is not beaten', async (t) => {

@@ -84,7 +84,12 @@ export function optional<T>(body: Body, key: string, is: (v: unknown) => boolean
 export const isInt = (min: number, max: number) => (v: unknown): boolean => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
 export const isBool = (v: unknown): boolean => typeof v === 'boolean';
 
+// OpenAI's bound on stop strings.
 const MAX_STOPS = 4;
+// Stop strings for the APIs whose servers set no bound of their own (llama.cpp's, Ollama's), whose clients send more
+// than OpenAI's 4 (a chat's names, its separators). A bound all the same: every stop string is searched for after
+// each token, so a request's list slows every token of its generation.
+export const MAX_LOCAL_STOPS = 16;
 // OpenAI's bound on a logit bias: -100 bans a token, 100 all but forces it.
 export const MAX_LOGIT_BIAS = 100;
 
@@ -93,7 +98,7 @@ export function readDimensions(body: Body): number | undefined {
   return optional<number>(body, 'dimensions', isInt(1, Number.MAX_SAFE_INTEGER), 'a positive integer');
 }
 
-// Stop sequences: a string or up to `most` of them (OpenAI's limit unless the API has its own).
+// Stop sequences: a string or up to `most` of them (OpenAI's limit unless the API allows more).
 export function readStop(body: Body, key: string, most = MAX_STOPS): string[] | undefined {
   const value = body[key];
   if (value === undefined || value === null) return undefined;

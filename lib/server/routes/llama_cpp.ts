@@ -22,7 +22,7 @@ import { HttpError } from '../errors';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
+  MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
   readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
 } from './api_common';
 
@@ -69,8 +69,6 @@ const COMPLETION_KEYS = [
   'model', 'prompt', 'stream', 'n_predict', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'repeat_last_n', 'presence_penalty', 'frequency_penalty', 'seed', 'stop',
   'penalize_nl', 'n_probs', 'return_tokens', 'logit_bias', ...MACHINE, ...SETTINGS_OF_NEUTRAL, ...Object.keys(NEUTRAL),
 ];
-// llama.cpp's clients send more stop strings than OpenAI allows (a chat's names, its separators).
-const MAX_STOPS = 16;
 
 // The served model a request names in `model` (a field, or the query of a GET), else the default one.
 function servedModel(service: ChatService, name: unknown): ModelConfig {
@@ -149,7 +147,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
   for (const key of MACHINE) {
     if (body[key] !== undefined && body[key] !== null && typeof body[key] !== 'number' && typeof body[key] !== 'boolean') bad(key, 'must be a number or true or false');
   }
-  const stop = readStop(body, 'stop', MAX_STOPS);
+  const stop = readStop(body, 'stop', MAX_LOCAL_STOPS);
   const nProbs = optional<number>(body, 'n_probs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`) ?? 0;
   const returnTokens = optional<boolean>(body, 'return_tokens', isBool, 'true or false') ?? false;
   const stream = optional<boolean>(body, 'stream', isBool, 'true or false') ?? false;

@@ -23,7 +23,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed, repeatPenaltyOf,
+  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed, repeatPenaltyOf,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 
@@ -98,7 +98,7 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
     name: body.model as string,
     model,
     ...readSampling(flat, model, OPTION_NAMES),
-    stop: readStop(flat, 'options.stop'),
+    stop: readStop(flat, 'options.stop', MAX_LOCAL_STOPS),
     seed: readSeed(flat, 'options.seed'),
     presencePenalty: readAdditivePenalty(flat, 'options.presence_penalty'),
     frequencyPenalty: readAdditivePenalty(flat, 'options.frequency_penalty'),
