@@ -3,7 +3,7 @@
 // ringed. Written beside the metrics log while training runs, and by `bin/plot` for any run.
 import path from 'node:path';
 import { writeTextAtomic } from '../util/atomic_file';
-import { latestCheckpoint, readTrainState } from './checkpoint';
+import { bestCheckpoint, readTrainState } from './checkpoint';
 import { MetricRecord, TrainRecord, ValRecord, readMetrics } from './metrics';
 
 const WIDTH = 900;
@@ -39,20 +39,13 @@ function escapeXml(text: string): string {
   return text.replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c] as string);
 }
 
-// The validation record of the run's best checkpoint, or null when it keeps none (no held-out data, --no-keep_best,
-// no step below the model it started from). The newest checkpoint's state says what the best was when it was saved:
-// the pointer file `best` is rewritten only after the checkpoint it names is saved (and plotted), so it can lag
-// behind. A validation logged since that went lower is the best too: it is saved as soon as it is logged.
+// The validation record of the checkpoint the run names `best`, or null when it names none (no held-out data,
+// --no-keep_best, no step below the model it started from).
 export function bestValidation(runDir: string, records: readonly MetricRecord[]): ValRecord | null {
-  const latest = latestCheckpoint(runDir);
-  if (latest === null) return null;
-  const state = readTrainState(latest);
-  if (!state.best || state.options.keep_best === false) return null;
-  const saved = state.best;
-  const val = records.filter((r): r is ValRecord => r.type === 'val');
-  let best = saved.step > 0 ? (val.find((r) => r.step === saved.step) ?? null) : null;
-  for (const r of val) if (r.step > saved.step && r.loss < (best?.loss ?? saved.loss)) best = r;
-  return best;
+  const best = bestCheckpoint(runDir);
+  if (best === null) return null;
+  const { step } = readTrainState(best);
+  return records.find((r): r is ValRecord => r.type === 'val' && r.step === step) ?? null;
 }
 
 export function renderLossSvg(records: readonly MetricRecord[], title: string, best: ValRecord | null = null): string {

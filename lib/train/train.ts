@@ -510,8 +510,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     };
 
     // Rank 0 writes; under ZeRO-1 the other ranks read their shards of Adam's moments along. Then the ranks check
-    // that they still hold the same weights.
-    const save = async (): Promise<void> => {
+    // that they still hold the same weights. A checkpoint of a new lowest validation loss is named `best` before the
+    // plot is redrawn, which rings it.
+    const save = async (isBest = false): Promise<void> => {
       if (!root) {
         if (o.optimizer === 'adam') await model.followOptimizerSave();
         savedStep = step;
@@ -533,6 +534,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       };
       const started = Date.now();
       checkpoint = await saveCheckpoint(runDir, model, tokenizer, saved, { maxToKeep: o.max_to_keep, withOptimizer: o.optimizer === 'adam', onPhase: io.onSavePhase });
+      if (isBest) await markBest(runDir, checkpoint);
       savedStep = step;
       lastSaveTime = Date.now();
       log(`saved ${checkpoint} (${duration((Date.now() - started) / 1000)})`);
@@ -644,8 +646,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       const saveBest = validation !== null && step % o.val_every === 0 && (await runValidation()) && o.keep_best;
       // Rank 0's clock decides a save by time, so that no rank saves alone.
       const dueByTime = o.save_time > 0 && Date.now() - lastSaveTime >= o.save_time * 60_000;
-      if (saveBest || (o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save();
-      if (saveBest && root) await markBest(runDir, checkpoint as string);
+      if (saveBest || (o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save(saveBest);
       if (o.sample_every > 0 && step % o.sample_every === 0) {
         if (root) await generateSamples();
         await afterRank0Alone(null);
