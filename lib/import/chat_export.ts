@@ -120,7 +120,12 @@ export function decodeExport(file: string, bytes: Buffer, encoding?: string): st
   if (isUtf8(bytes)) return bytes.toString('utf8');
   const zeros = bytes.subarray(0, 4096).filter((b) => b === 0).length;
   if (zeros > 0) throw new ChatImportError(file, null, 'not UTF-8: it looks like UTF-16 without a byte-order mark; give its encoding with --encoding utf-16le (or utf-16be)');
-  // A line feed byte is never part of a multi-byte UTF-8 character, so lines can be checked one by one.
+  throw new ChatImportError(file, firstNonUtf8Line(bytes), 'not UTF-8 text: the export is in another encoding; give it with --encoding (e.g. --encoding windows-1252)');
+}
+
+// The number of the first line of `bytes` that is not UTF-8, from 1. A line feed byte is never part of a multi-byte
+// UTF-8 character, so lines can be checked one by one.
+export function firstNonUtf8Line(bytes: Buffer): number {
   let line = 1;
   for (let start = 0; start < bytes.length; line++) {
     let end = bytes.indexOf(0x0a, start);
@@ -128,7 +133,7 @@ export function decodeExport(file: string, bytes: Buffer, encoding?: string): st
     if (!isUtf8(bytes.subarray(start, end))) break;
     start = end + 1;
   }
-  throw new ChatImportError(file, line, 'not UTF-8 text: the export is in another encoding; give it with --encoding (e.g. --encoding windows-1252)');
+  return line;
 }
 
 // JSON.parse with the failure placed at its line, and a cut-off file called what it most likely is.

@@ -8,7 +8,7 @@ import { isUtf8 } from 'node:buffer';
 import { pipeline } from 'node:stream/promises';
 import busboy from 'busboy';
 import express, { type Request, type Response } from 'express';
-import { ChatImportError } from '../../import/chat_export';
+import { ChatImportError, firstNonUtf8Line } from '../../import/chat_export';
 import { fineTuningFormat, jsonlConversations, parseFineTuning, type FineTuningFormat, type WrittenConversation } from '../../import/fine_tuning';
 import type { ServerConfig } from '../config';
 import { HttpError } from '../errors';
@@ -253,15 +253,8 @@ function countLines(bytes: Buffer): number {
   return n;
 }
 
-// Lines as text, refused at the first that is not UTF-8 (a line break byte is never inside a UTF-8 character).
+// Lines as text, refused at the first that is not UTF-8.
 function utf8Lines(filename: string, bytes: Buffer, firstLine: number): string {
   if (isUtf8(bytes)) return bytes.toString('utf8');
-  let line = firstLine;
-  for (let start = 0; start < bytes.length; line++) {
-    let end = bytes.indexOf(0x0a, start);
-    if (end < 0) end = bytes.length;
-    if (!isUtf8(bytes.subarray(start, end))) break;
-    start = end + 1;
-  }
-  throw new ChatImportError(filename, line, 'not UTF-8 text: training data is JSONL in UTF-8');
+  throw new ChatImportError(filename, firstLine - 1 + firstNonUtf8Line(bytes), 'not UTF-8 text: training data is JSONL in UTF-8');
 }
