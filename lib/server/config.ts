@@ -93,12 +93,16 @@ export interface ServerConfig {
 export interface FineTuningConfig {
   dir: string;            // absolute: uploaded files in <dir>/files, jobs in <dir>/jobs
   maxFileBytes: number;   // an upload's largest size
-  learningRate: number;   // the rate a job's learning_rate_multiplier scales
+  learningRate: number;   // the rate a job's learning_rate_multiplier scales, fine-tuning every weight
+  loraRank: number;       // a job's default: > 0, a LoRA adapter of this rank over the frozen model; 0, every weight
+  loraLearningRate: number;  // the rate learning_rate_multiplier scales for an adapter
   threads: number;        // training threads of a job; 0: one per core
 }
 
-// OpenAI's own upload limit; gpt-2-simple's learning rate, which the chat models here are trained at.
-export const FINE_TUNING_DEFAULTS: Omit<FineTuningConfig, 'dir'> = { maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, threads: 0 };
+// OpenAI's own upload limit; gpt-2-simple's learning rate, which the chat models here are trained at, and for an
+// adapter the rate of the README's LoRA example.
+export const FINE_TUNING_DEFAULTS: Omit<FineTuningConfig, 'dir'> = { maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, loraRank: 0, loraLearningRate: 2e-3, threads: 0 };
+export const MAX_LORA_RANK = 256;
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 12345;
@@ -273,8 +277,12 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
 // A model a fine-tuning job made while serving, configured as an entry for its checkpoint would be: a chatbot, its data
 // being chat, that ignores system messages, as its training data's were dropped. Its name follows OpenAI's pattern
 // (ft:<model>:personal:<suffix>:<id>), whose colons the rule for keys written in a config does not allow.
-export function fineTunedModel(name: string, checkpoint: string): ModelConfig {
-  return { ...readModel({ key: 'fine-tuned', restore_from: checkpoint, system_messages: 'ignore' }, `the fine-tuned model ${name}`, path.dirname(checkpoint)), key: name };
+// An adapter's checkpoint is served over `base`, the entry it was trained over.
+export function fineTunedModel(name: string, checkpoint: string, base: ModelConfig | null): ModelConfig {
+  const weights = base === null ? { restore_from: checkpoint } : { base: base.key, adapter: checkpoint };
+  const model = { ...readModel({ key: 'fine-tuned', ...weights, system_messages: 'ignore' }, `the fine-tuned model ${name}`, path.dirname(checkpoint)), key: name };
+  if (base !== null) resolveBase(model, [base], path.dirname(checkpoint));
+  return model;
 }
 
 const TOP_KEYS = [
@@ -283,18 +291,23 @@ const TOP_KEYS = [
   'trust_proxy', 'allowed_hosts', 'cors_origins', 'prefix_reuse', 'fine_tuning',
 ];
 
-const FINE_TUNING_KEYS = ['dir', 'max_file_mb', 'learning_rate', 'threads'];
+const FINE_TUNING_KEYS = ['dir', 'max_file_mb', 'learning_rate', 'lora_rank', 'lora_learning_rate', 'threads'];
 
 function readFineTuning(raw: unknown, where: string, baseDir: string): FineTuningConfig {
   if (!isObject(raw)) fail(where, 'an object such as {"dir": "fine-tuning"}', raw);
   checkKeys(raw, FINE_TUNING_KEYS, where);
   if (raw.dir === undefined) throw new Error(`${where}.dir: required: the folder that keeps the uploaded files and the jobs`);
-  const rate = raw.learning_rate;
-  if (rate !== undefined && !(typeof rate === 'number' && rate > 0 && rate <= 1)) fail(`${where}.learning_rate`, 'a number above 0, at most 1', rate);
+  const rate = (key: string, fallback: number): number => {
+    const v = raw[key];
+    if (v !== undefined && !(typeof v === 'number' && v > 0 && v <= 1)) fail(`${where}.${key}`, 'a number above 0, at most 1', v);
+    return typeof v === 'number' ? v : fallback;
+  };
   return {
     dir: path.resolve(baseDir, str(raw, 'dir', where, '')),
     maxFileBytes: Math.floor(num(raw, 'max_file_mb', where, FINE_TUNING_DEFAULTS.maxFileBytes / MB, 0.001, 1024 * 1024) * MB),
-    learningRate: typeof rate === 'number' ? rate : FINE_TUNING_DEFAULTS.learningRate,
+    learningRate: rate('learning_rate', FINE_TUNING_DEFAULTS.learningRate),
+    loraRank: num(raw, 'lora_rank', where, FINE_TUNING_DEFAULTS.loraRank, 0, MAX_LORA_RANK, true),
+    loraLearningRate: rate('lora_learning_rate', FINE_TUNING_DEFAULTS.loraLearningRate),
     threads: num(raw, 'threads', where, FINE_TUNING_DEFAULTS.threads, 0, 1024, true),
   };
 }

@@ -28,6 +28,7 @@ export interface Hyperparameters {
   batch_size: 'auto' | number;               // windows of the context's length in a step
   learning_rate_multiplier: 'auto' | number; // of fine_tuning.learning_rate
   n_epochs: 'auto' | number;                 // passes over the training file's tokens
+  lora_rank: 'auto' | number;                // dixie's own: an adapter of this rank over the frozen model; 0, every weight ("auto": fine_tuning.lora_rank)
 }
 
 export interface JobError {
@@ -95,7 +96,7 @@ export interface FineTuningHost {
   files: FileStore;
   // The folder of a served model's weights; an HttpError when the model cannot be fine-tuned.
   modelFolder(key: string): ModelFolder;
-  serve(name: string, checkpoint: string): void;
+  serve(name: string, checkpoint: string, base: string | null): void;
   unserve(name: string): void;
   log: Log;
 }
@@ -110,6 +111,7 @@ interface TrainingPlan {
   stepsPerEpoch: number;
   steps: number;
   learningRate: number;
+  loraRank: number;
   validationBatches: number;  // of VALIDATION_BATCH windows, enough to read the validation data about once; 0: none
 }
 
@@ -138,9 +140,11 @@ const MIN_CONTEXT = 8;
 const seconds = (ms = Date.now()): number => Math.floor(ms / 1000);
 const randomId = (prefix: string): string => `${prefix}-${crypto.randomBytes(12).toString('base64url').replace(/[-_]/g, '0')}`;
 
-// The name the job's model is served under: OpenAI's pattern, the organisation "personal", and the job id's first letters.
+// The name the job's model is served under: OpenAI's pattern, the organisation "personal", and the job id's first
+// letters. A model fine-tuned from a fine-tuned one is named, as OpenAI names it, after the model at the root.
 export function fineTunedModelName(job: Pick<FineTuningJob, 'id' | 'model' | 'user_provided_suffix'>): string {
-  return `ft:${job.model}:personal:${job.user_provided_suffix ?? ''}:${job.id.slice('ftjob-'.length, 'ftjob-'.length + 8)}`;
+  const root = job.model.startsWith('ft:') ? job.model.split(':')[1] : job.model;
+  return `ft:${root}:personal:${job.user_provided_suffix ?? ''}:${job.id.slice('ftjob-'.length, 'ftjob-'.length + 8)}`;
 }
 
 export class FineTuningJobs {
@@ -277,9 +281,9 @@ export class FineTuningJobs {
   deleteModel(name: string): void {
     const record = [...this.records.values()].find((r) => r.job.fine_tuned_model === name && r.modelDeleted !== true);
     if (!record) throw new HttpError(404, `no fine-tuned model "${name}": only the models of this server's fine-tuning jobs can be deleted`, { field: 'model', code: 'model_not_found' });
+    this.host.unserve(name);
     record.modelDeleted = true;
     this.save(record);
-    this.host.unserve(name);
     this.event(record.job, 'info', `Fine-tuned model deleted: ${name}`);
   }
 
@@ -372,7 +376,7 @@ export class FineTuningJobs {
         const plan = await this.plan(job, stop.signal);
         if (stop.signal.aborted) return;
         record.plan = plan;
-        job.hyperparameters = { n_epochs: plan.epochs, batch_size: plan.batchSize, learning_rate_multiplier: plan.learningRate / this.config.learningRate };
+        job.hyperparameters = { n_epochs: plan.epochs, batch_size: plan.batchSize, learning_rate_multiplier: plan.learningRate / this.baseRate(plan.loraRank), lora_rank: plan.loraRank };
         job.method.supervised.hyperparameters = job.hyperparameters;
         this.setStatus(record, 'queued');
         this.event(job, 'info', `Files validated: ${plan.tokens.toLocaleString('en-US')} tokens of training data, ${plan.steps} steps of ${plan.batchSize} x ${plan.contextLength} tokens (${plan.epochs} epochs)`);
@@ -423,6 +427,7 @@ export class FineTuningJobs {
           context_length: plan.contextLength,
           batch_size: plan.batchSize,
           learning_rate: plan.learningRate,
+          lora_rank: plan.loraRank,
           stop_after: plan.steps,
           save_every: plan.stepsPerEpoch,
           max_to_keep: CHECKPOINTS_KEPT,
@@ -507,6 +512,7 @@ export class FineTuningJobs {
     const epochs = h.n_epochs === 'auto' ? AUTO.n_epochs : h.n_epochs;
     const batchSize = h.batch_size === 'auto' ? AUTO.batch_size : h.batch_size;
     const stepsPerEpoch = Math.max(1, Math.ceil(training.tokens / (batchSize * contextLength)));
+    const loraRank = h.lora_rank === 'auto' ? this.config.loraRank : h.lora_rank;
     return {
       base: folder.dir,
       tokens: training.tokens,
@@ -515,9 +521,15 @@ export class FineTuningJobs {
       epochs,
       stepsPerEpoch,
       steps: epochs * stepsPerEpoch,
-      learningRate: this.config.learningRate * (h.learning_rate_multiplier === 'auto' ? AUTO.learning_rate_multiplier : h.learning_rate_multiplier),
+      learningRate: this.baseRate(loraRank) * (h.learning_rate_multiplier === 'auto' ? AUTO.learning_rate_multiplier : h.learning_rate_multiplier),
+      loraRank,
       validationBatches: validation === null ? 0 : Math.min(MAX_VALIDATION_BATCHES, Math.ceil(validation.tokens / (VALIDATION_BATCH * contextLength))),
     };
+  }
+
+  // The rate learning_rate_multiplier scales: an adapter's factors learn at a higher one than the model's weights.
+  private baseRate(loraRank: number): number {
+    return loraRank > 0 ? this.config.loraLearningRate : this.config.learningRate;
   }
 
   private metricsEvent(record: JobRecord, r: MetricRecord): void {
@@ -547,7 +559,8 @@ export class FineTuningJobs {
     const checkpoint = listCheckpoints(this.dir(job.id)).pop();
     try {
       if (!checkpoint) throw new Error(`its run ${this.dir(job.id)} has no checkpoint`);
-      this.host.serve(job.fine_tuned_model as string, checkpoint.dir);
+      // An adapter is served over the model it was trained over, which every adapter of it shares.
+      this.host.serve(job.fine_tuned_model as string, checkpoint.dir, (record.plan?.loraRank ?? 0) > 0 ? job.model : null);
     } catch (err) {
       this.host.log('warn', 'a fine-tuned model could not be served', { model: job.fine_tuned_model, error: (err as Error).message });
     }

@@ -77,8 +77,8 @@ t.test('defaults: 127.0.0.1:12345, no keys, original sampling; per-model overrid
 t.test('fine_tuning: off unless given; its folder relative to the config, the rest defaulted', async (t) => {
   const model = { key: 'g', model_name: '124M' };
   t.equal(validateServerConfig({ models: [model] }, 'cfg', '/base').fineTuning, null, 'off by default');
-  t.same(validateServerConfig({ models: [model], fine_tuning: { dir: 'ft' } }, 'cfg', '/base').fineTuning, { dir: '/base/ft', maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, threads: 0 });
-  t.same(validateServerConfig({ models: [model], fine_tuning: { dir: '/data/ft', max_file_mb: 0.5, learning_rate: 3e-5, threads: 4 } }, 'cfg', '/base').fineTuning, { dir: '/data/ft', maxFileBytes: 512 * 1024, learningRate: 3e-5, threads: 4 });
+  t.same(validateServerConfig({ models: [model], fine_tuning: { dir: 'ft' } }, 'cfg', '/base').fineTuning, { dir: '/base/ft', maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, loraRank: 0, loraLearningRate: 2e-3, threads: 0 });
+  t.same(validateServerConfig({ models: [model], fine_tuning: { dir: '/data/ft', max_file_mb: 0.5, learning_rate: 3e-5, lora_rank: 8, lora_learning_rate: 1e-3, threads: 4 } }, 'cfg', '/base').fineTuning, { dir: '/data/ft', maxFileBytes: 512 * 1024, learningRate: 3e-5, loraRank: 8, loraLearningRate: 1e-3, threads: 4 });
   const bad: [unknown, RegExp][] = [
     ['ft', /^cfg: fine_tuning: must be an object such as \{"dir": "fine-tuning"\} \(got "ft"\)/],
     [{}, /^cfg: fine_tuning\.dir: required/],
@@ -89,7 +89,9 @@ t.test('fine_tuning: off unless given; its folder relative to the config, the re
     [{ dir: 'ft', learning_rate: 0 }, /^cfg: fine_tuning\.learning_rate: must be a number above 0, at most 1 \(got 0\)/],
     [{ dir: 'ft', learning_rate: 2 }, /^cfg: fine_tuning\.learning_rate: /],
     [{ dir: 'ft', threads: 1.5 }, /^cfg: fine_tuning\.threads: must be an integer from 0 to 1024/],
-    [{ dir: 'ft', epochs: 3 }, /^cfg: fine_tuning\.epochs: unknown setting \(known: dir, max_file_mb, learning_rate, threads\)/],
+    [{ dir: 'ft', lora_rank: 257 }, /^cfg: fine_tuning\.lora_rank: must be an integer from 0 to 256/],
+    [{ dir: 'ft', lora_learning_rate: -1 }, /^cfg: fine_tuning\.lora_learning_rate: must be a number above 0, at most 1/],
+    [{ dir: 'ft', epochs: 3 }, /^cfg: fine_tuning\.epochs: unknown setting \(known: dir, max_file_mb, learning_rate, lora_rank, lora_learning_rate, threads\)/],
   ];
   for (const [fineTuning, message] of bad) t.throws(() => validateServerConfig({ models: [model], fine_tuning: fineTuning }, 'cfg', '/base'), message, JSON.stringify(fineTuning));
 });
@@ -98,13 +100,13 @@ t.test('bin/serve --fine_tuning: on with the defaults without a config file, the
   const dir = tempDir('config-fine-tuning');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   fs.mkdirSync(path.join(dir, 'model'));
-  const defaults = { maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, threads: 0 };
+  const defaults = { maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, loraRank: 0, loraLearningRate: 2e-3, threads: 0 };
   t.equal(serveConfig({ cwd: dir, model: 'model' }).fineTuning, null, 'off without it');
   t.same(serveConfig({ cwd: dir, model: 'model', fineTuning: 'ft' }).fineTuning, { dir: path.join(dir, 'ft'), ...defaults }, '--model');
   const file = path.join(dir, 'prod.json');
   fs.writeFileSync(file, JSON.stringify({ models: [{ key: 'g', restore_from: 'model' }], fine_tuning: { dir: 'kept', max_file_mb: 1, threads: 2 } }));
-  t.same(serveConfig({ cwd: dir, config: 'prod.json' }).fineTuning, { dir: path.join(dir, 'kept'), maxFileBytes: 1024 * 1024, learningRate: 1e-4, threads: 2 }, 'the file\'s');
-  t.same(serveConfig({ cwd: dir, config: 'prod.json', fineTuning: 'other' }).fineTuning, { dir: path.join(dir, 'other'), maxFileBytes: 1024 * 1024, learningRate: 1e-4, threads: 2 }, 'the folder given, the file\'s other settings');
+  t.same(serveConfig({ cwd: dir, config: 'prod.json' }).fineTuning, { ...defaults, dir: path.join(dir, 'kept'), maxFileBytes: 1024 * 1024, threads: 2 }, 'the file\'s');
+  t.same(serveConfig({ cwd: dir, config: 'prod.json', fineTuning: 'other' }).fineTuning, { ...defaults, dir: path.join(dir, 'other'), maxFileBytes: 1024 * 1024, threads: 2 }, 'the folder given, the file\'s other settings');
   fs.writeFileSync(file, JSON.stringify({ models: [{ key: 'g', restore_from: 'model' }] }));
   t.same(serveConfig({ cwd: dir, config: 'prod.json', fineTuning: '/abs/ft' }).fineTuning, { dir: '/abs/ft', ...defaults }, 'turned on over a file without it');
   fs.renameSync(file, path.join(dir, 'server_config.json'));

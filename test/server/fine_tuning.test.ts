@@ -14,6 +14,7 @@ import { makeModels, request, startServer, tempDir, type Running } from './helpe
 
 const QUESTION = 'Hi, how are you today?';
 const ANSWER = 'I am a tiny model and I am doing fine.';
+const OTHER_ANSWER = 'Another answer, to another question.';
 
 let dir: string;
 let config: Record<string, unknown>;
@@ -53,7 +54,7 @@ t.before(async () => {
   dir = tempDir('fine-tuning');
   await makeModels(dir, { general: 1 }, QUESTION, 4);
   // A rate for a tiny random model to learn one answer by heart in a few dozen steps.
-  config = { models: [{ key: 'general', restore_from: 'general' }], fine_tuning: { dir: 'ft', learning_rate: 0.01, threads: 1 } };
+  config = { models: [{ key: 'general', restore_from: 'general' }], fine_tuning: { dir: 'ft', learning_rate: 0.01, lora_learning_rate: 0.03, threads: 1 } };
   await start();
 });
 t.teardown(() => srv.close());
@@ -129,12 +130,35 @@ t.test('a job fine-tunes the model on the uploaded conversations, and its model 
   t.equal(await chat(name), ANSWER, 'served again after a restart');
   t.equal((await client.fineTuning.jobs.retrieve(created.id)).status, 'succeeded');
 
+  // An adapter of the fine-tuned model, taught another answer: served over it, as a config entry of it would be.
+  const another = await upload('another.jsonl', conversations(30, OTHER_ANSWER));
+  const loraJob = await client.fineTuning.jobs.create({ model: name, training_file: another, hyperparameters: { n_epochs: 8, lora_rank: 4 } as never, suffix: 'lora' });
+  const lora = await waitFor(loraJob.id, (j) => j.status === 'succeeded', 'the adapter');
+  const adapterName = lora.fine_tuned_model as string;
+  t.match(lora.hyperparameters, { lora_rank: 4, learning_rate_multiplier: 1 });
+  const adapterDir = listCheckpoints(path.join(dir, 'ft', 'jobs', lora.id)).at(-1)?.dir as string;
+  t.ok(fs.existsSync(path.join(adapterDir, 'adapter_model.safetensors')), 'its checkpoints are PEFT adapters');
+  const served = (await request(`${srv.url}/models/list`)).json().models as { model_key: string; adapter: string | null; base: string | null }[];
+  t.match(served.find((m) => m.model_key === adapterName), { adapter: path.basename(adapterDir), base: name }, 'an adapter over the model it was trained over');
+  const adapted = await chat(adapterName);
+  t.not(adapted, ANSWER, 'it answers otherwise than the model it adapts');
+  const configured = await startServer({ models: [
+    { key: 'ft', restore_from: path.relative(dir, listCheckpoints(runDir).at(-1)?.dir as string), system_messages: 'ignore' },
+    { key: 'adapter', base: 'ft', adapter: path.relative(dir, adapterDir), system_messages: 'ignore' },
+  ] }, dir);
+  const viaConfig = await new OpenAI({ apiKey: 'unused', baseURL: `${configured.url}/v1`, maxRetries: 0 }).chat.completions.create({ model: 'adapter', messages: [{ role: 'user', content: QUESTION }], temperature: 0, max_tokens: 24 });
+  await configured.close();
+  t.equal(adapted, viaConfig.choices[0].message.content, 'the same reply as the adapter configured by hand');
+  const refused = await client.models.delete(name).catch((e: unknown) => e);
+  t.ok(refused instanceof OpenAI.BadRequestError && refused.message.includes(`${adapterName} is an adapter over "${name}": delete it first`), 'a model with an adapter over it is not deleted');
+  t.same(await client.models.delete(adapterName), { id: adapterName, object: 'model', deleted: true });
+
   // Deleted: served no more, now or after a restart; its weights stay in the job's folder.
   t.same(await client.models.delete(name), { id: name, object: 'model', deleted: true });
   const gone = await chat(name).catch((e: unknown) => e);
   t.ok(gone instanceof OpenAI.NotFoundError, 'a request for it: 404');
-  const configured = await client.models.delete('general').catch((e: unknown) => e);
-  t.ok(configured instanceof OpenAI.NotFoundError && /only the models of this server's fine-tuning jobs/.test(configured.message), 'a configured model is not deleted');
+  const notDeleted = await client.models.delete('general').catch((e: unknown) => e);
+  t.ok(notDeleted instanceof OpenAI.NotFoundError && /only the models of this server's fine-tuning jobs/.test(notDeleted.message), 'a configured model is not deleted');
   await srv.close();
   await start();
   const after = [];
@@ -145,7 +169,7 @@ t.test('a job fine-tunes the model on the uploaded conversations, and its model 
 });
 
 t.test('a job paused goes on from its checkpoint when resumed, and one interrupted by a shutdown when the server starts again', async (t) => {
-  const training = await upload('long.jsonl', conversations(30, 'Another answer, to another question.'));
+  const training = await upload('long.jsonl', conversations(30, OTHER_ANSWER));
   const job = await client.fineTuning.jobs.create({ model: 'general', training_file: training, hyperparameters: { n_epochs: 20 }, seed: 3 });
   const metricsFile = path.join(dir, 'ft', 'jobs', job.id, 'metrics.jsonl');
   const trainedSteps = () => readMetrics(metricsFile).filter((r) => r.type === 'train').length;

@@ -7,13 +7,15 @@
 //   POST /v1/fine_tuning/jobs/<id>/cancel|pause|resume
 //   DELETE /v1/models/<model>                    a fine-tuned model served no more
 import express, { type Request, type Response } from 'express';
+import { MAX_LORA_RANK } from '../config';
 import { HttpError } from '../errors';
 import type { FineTuningJobs, Hyperparameters, JobRequest } from '../fine_tuning';
 import { bad, checkKeys, isObject, objectBody, type Body } from './api_common';
 import { cursorPage } from './pages';
 
 const JOB_FIELDS = ['model', 'training_file', 'validation_file', 'hyperparameters', 'method', 'suffix', 'seed', 'integrations', 'metadata'];
-const HYPERPARAMETERS = ['batch_size', 'learning_rate_multiplier', 'n_epochs'];
+// OpenAI's three, and dixie's lora_rank: an adapter of that rank over the frozen model (0: every weight).
+const HYPERPARAMETERS = ['batch_size', 'learning_rate_multiplier', 'n_epochs', 'lora_rank'];
 
 export const FINE_TUNING_OFF = 'fine-tuning is off on this server: start it with `bin/serve --fine_tuning DIR`, '
   + 'or give server_config.json "fine_tuning": {"dir": "..."} (the folder that keeps the uploaded files and the jobs)';
@@ -136,6 +138,7 @@ function hyperparameters(body: Body): Hyperparameters {
     batch_size: choice('batch_size', (v) => Number.isInteger(v) && v >= 1 && v <= 256, 'an integer from 1 to 256'),
     learning_rate_multiplier: choice('learning_rate_multiplier', (v) => v > 0 && v <= 1000, 'a number above 0, at most 1000'),
     n_epochs: choice('n_epochs', (v) => Number.isInteger(v) && v >= 1 && v <= 1000, 'an integer from 1 to 1000'),
+    lora_rank: choice('lora_rank', (v) => Number.isInteger(v) && v >= 0 && v <= MAX_LORA_RANK, `an integer from 0 (every weight) to ${MAX_LORA_RANK}`),
   };
 }
 
