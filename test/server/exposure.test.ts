@@ -43,7 +43,7 @@ t.test('beyond loopback without api_keys the server refuses to listen, and says 
 t.test('api_keys cover every route that tells anything; /ping, /health and the chat page stay open', async (t) => {
   const srv = await startServer({ models, api_keys: [API_KEY] }, dir);
   t.teardown(srv.close);
-  for (const open of ['/ping', '/health', '/', '/app.js', '/style.css']) t.equal((await request(`${srv.url}${open}`)).status, 200, `${open} is open`);
+  for (const open of ['/ping', '/health', '/', '/app.js', '/tune.js', '/style.css']) t.equal((await request(`${srv.url}${open}`)).status, 200, `${open} is open`);
   // Every route the API lists (its 404 says which there are), asked without a key.
   const listed = (await request(`${srv.url}/nothing-here`, { headers: { 'x-api-key': API_KEY } })).json().routes as string[];
   t.ok(listed.includes('GET /metrics') && listed.includes('GET /models/list'));

@@ -3,6 +3,7 @@
 // client would, showing the reply as it is generated (Server-Sent Events read from the fetch body). The server
 // keeps no conversation: the page does, and sends it with each message to a chat model, with the audience the
 // model answers as in a system message ("audience: mom"). Replies come sanitized by the model's sanitizer.
+// The fine-tuning panel, on a server with fine-tuning on, is tune.js's.
 'use strict';
 const $ = (id) => document.getElementById(id);
 const log = $('log');
@@ -13,9 +14,12 @@ let busy = false;
 let polling = null;      // the timer that watches a model load
 
 function headers() {
-  const h = { 'Content-Type': 'application/json', Accept: 'text/event-stream, application/json' };
-  if (apiKey) h.Authorization = `Bearer ${apiKey}`;
-  return h;
+  return { 'Content-Type': 'application/json', Accept: 'text/event-stream, application/json', ...authorization() };
+}
+
+// The key alone, for a body that sets its own type (an upload's multipart boundary).
+function authorization() {
+  return apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
 }
 
 function current() {
@@ -316,6 +320,8 @@ async function refreshModels() {
   if (log.children.length === 0) describe(model);
   else showState(model);
   watchLoading(model);
+  // The fine-tuning panel (tune.js) picks its models from the same list.
+  document.dispatchEvent(new CustomEvent('models-listed'));
   return true;
 }
 
