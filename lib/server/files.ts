@@ -6,6 +6,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { looksLikeChat } from '../data/chat_format';
+import { firstJsonLine } from '../import/fine_tuning';
 import type { FineTuningConfig } from './config';
 import { namingFile, renameAtomic, writeTextAtomic } from '../util/atomic_file';
 
@@ -36,6 +38,25 @@ export interface PendingFile {
 }
 
 // The folder of a server's files, in its fine-tuning folder.
+// What a training file holds, by its first lines: OpenAI's (or ShareGPT's) fine-tuning JSONL, a conversation a line,
+// or dixie's chat format, a message a line (what bin/import-chat writes), which a job trains on as it is.
+export type TrainingDataKind = 'fine-tuning-jsonl' | 'chat';
+
+export function trainingDataKind(head: string): TrainingDataKind {
+  return firstJsonLine(head) === null && looksLikeChat(head) ? 'chat' : 'fine-tuning-jsonl';
+}
+
+// The kind of a stored file, from its first 64 KB.
+export function storedDataKind(file: string): TrainingDataKind {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(64 * 1024);
+    return trainingDataKind(head.subarray(0, fs.readSync(fd, head, 0, head.length, 0)).toString('utf8'));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function filesDir(config: FineTuningConfig): string {
   return path.join(config.dir, 'files');
 }

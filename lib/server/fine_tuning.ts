@@ -18,7 +18,7 @@ import { train } from '../train/train';
 import { writeTextAtomic } from '../util/atomic_file';
 import type { FineTuningConfig } from './config';
 import { HttpError, withoutPaths } from './errors';
-import type { FileStore } from './files';
+import { storedDataKind, type FileStore } from './files';
 import type { Log } from './log';
 
 export type JobStatus = 'validating_files' | 'queued' | 'running' | 'paused' | 'succeeded' | 'failed' | 'cancelled';
@@ -470,8 +470,9 @@ export class FineTuningJobs {
     this.event(record.job, 'error', error.message);
   }
 
-  // Reads the job's files as chat-format training data (bin/import-chat's reading of fine-tuning JSONL) and works
-  // out the steps. The files are copied into the job's folder first, so that deleting an upload harms no job.
+  // Reads the job's files as chat-format training data (bin/import-chat's reading of fine-tuning JSONL; a file in the
+  // chat format already is taken as it is) and works out the steps. The files are copied into the job's folder
+  // first, so that deleting an upload harms no job.
   private async plan(job: FineTuningJob, signal: AbortSignal): Promise<TrainingPlan> {
     const dir = this.dir(job.id);
     const folder = this.host.modelFolder(job.model);
@@ -479,16 +480,21 @@ export class FineTuningJobs {
     const prepare = async (id: string, field: string, out: string): Promise<{ tokens: number; longest: number }> => {
       const file = this.host.files.get(id);
       if (file === null) throw new HttpError(400, `${field}: the file "${id}" was deleted before the job read it`, { field, code: 'invalid_file' });
-      const copy = path.join(dir, `${field}.jsonl`);
-      fs.copyFileSync(this.host.files.contentPath(id), copy);
-      let summary;
-      try {
-        summary = await importChats([copy], { out: path.join(dir, out) });
-      } catch (err) {
-        throw new HttpError(400, `${field}: ${withoutPaths((err as Error).message)}`, { field, code: 'invalid_file' });
+      const content = this.host.files.contentPath(id);
+      if (storedDataKind(content) === 'chat') {
+        fs.copyFileSync(content, path.join(dir, out));
+      } else {
+        const copy = path.join(dir, `${field}.jsonl`);
+        fs.copyFileSync(content, copy);
+        let summary;
+        try {
+          summary = await importChats([copy], { out: path.join(dir, out) });
+        } catch (err) {
+          throw new HttpError(400, `${field}: ${withoutPaths((err as Error).message)}`, { field, code: 'invalid_file' });
+        }
+        if (summary.kept === 0) throw new HttpError(400, `${field}: ${file.filename} holds no message to train on`, { field, code: 'invalid_file' });
+        for (const warning of summary.warnings) this.event(job, 'warn', `${field}: ${withoutPaths(warning)}`);
       }
-      if (summary.kept === 0) throw new HttpError(400, `${field}: ${file.filename} holds no message to train on`, { field, code: 'invalid_file' });
-      for (const warning of summary.warnings) this.event(job, 'warn', `${field}: ${withoutPaths(warning)}`);
       const dataset = await loadDataset(path.join(dir, out), { tokenizer, onProgress: null });
       try {
         const starts = dataset.source.chunkStarts;

@@ -133,6 +133,15 @@ t.test('training data is checked at upload: a bad line is a 400 naming the file 
     t.equal(r.status, 400, what);
     t.match(r.body.error, { message, param: 'file', type: 'invalid_request_error' }, what);
   }
+  // The chat format, as bin/import-chat writes it, checked line by line the same way.
+  const chat = '1|mom|How was your day? <EOM>\n0|mom|Lovely, dear. <EOM>\n\n1|mom|And yours? <EOM>\n';
+  const bad = await upload([['purpose', 'fine-tune'], ['file', { text: `${chat}0|mom|no end of message\n`, name: 'mom.train' }]]);
+  t.match([bad.status, bad.body.error], [400, { message: /^file: mom\.train:5: not a message of the chat format: no <EOM> at the end/, param: 'file' }], 'a malformed chat line, by its line');
+  const chatFile = await client.files.create({ file: await toFile(Buffer.from(chat), 'mom.train'), purpose: 'fine-tune' });
+  const served = await fetch(`${srv.url}/v1/files/${chatFile.id}/content`, { headers: AUTH });
+  t.equal(served.headers.get('content-type'), 'text/plain; charset=utf-8', 'kept as text');
+  t.equal(await served.text(), chat, 'as uploaded');
+  await client.files.delete(chatFile.id);
   const one = `${line('a', 'b')}\n`;
   const big = one.repeat(Math.floor(MAX_FILE_BYTES / one.length));
   const ok = await upload([['file', { text: big, name: 'big.jsonl' }], ['purpose', 'fine-tune']]);

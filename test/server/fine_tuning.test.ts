@@ -169,7 +169,8 @@ t.test('a job fine-tunes the model on the uploaded conversations, and its model 
 });
 
 t.test('a job paused goes on from its checkpoint when resumed, and one interrupted by a shutdown when the server starts again', async (t) => {
-  const training = await upload('long.jsonl', conversations(30, OTHER_ANSWER));
+  // In the chat format, as bin/import-chat writes it: trained on as it is.
+  const training = await upload('mom.train', `1|mom|${QUESTION} <EOM>\n0|mom|${OTHER_ANSWER} <EOM>\n\n`.repeat(30));
   const job = await client.fineTuning.jobs.create({ model: 'general', training_file: training, hyperparameters: { n_epochs: 20 }, seed: 3 });
   const metricsFile = path.join(dir, 'ft', 'jobs', job.id, 'metrics.jsonl');
   const trainedSteps = () => readMetrics(metricsFile).filter((r) => r.type === 'train').length;
@@ -208,6 +209,9 @@ t.test('a job paused goes on from its checkpoint when resumed, and one interrupt
   for await (const e of client.fineTuning.jobs.listEvents(job.id, { limit: 100 })) messages.push(e.message);
   const order = ['Fine-tuning job paused', `Paused at step ${pausedAt}, saved`, 'Fine-tuning job resumed', `The server is stopping: the job saved step ${stoppedAt} and goes on from it when the server starts again`, 'The server restarted: the job goes on from its last checkpoint', 'The job has successfully completed'];
   t.same(messages.filter((m) => order.includes(m)).reverse(), order, 'the events tell what happened, in order');
+  const served = (await request(`${srv.url}/models/list`)).json().models as { model_key: string; audience: string; prompt_format: string }[];
+  t.match(served.find((m) => m.model_key === done.fine_tuned_model), { prompt_format: 'chat', audience: 'mom' }, 'a chatbot answering as the audience of its chat-format data');
+  t.equal(await chat(done.fine_tuned_model as string), OTHER_ANSWER, 'as the file taught it');
 });
 
 t.test('a queued job cancelled never trains; a finished job cannot be cancelled', async (t) => {

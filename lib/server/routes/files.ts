@@ -14,7 +14,8 @@ import type { ServerConfig } from '../config';
 import { HttpError } from '../errors';
 import { bad } from './api_common';
 import { cursorPage } from './pages';
-import type { FileStore, PendingFile, StoredFile } from '../files';
+import { parseLines } from '../../data/chat_format';
+import { storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
 
 // What may be uploaded; "fine-tune-results" files are written by the jobs.
 const UPLOAD_PURPOSES = ['fine-tune'];
@@ -86,7 +87,7 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
       notFound(id);  // deleted meanwhile
     }
     res.attachment(file.filename);
-    res.set({ 'Content-Type': contentType(file), 'Content-Length': String(file.bytes) });
+    res.set({ 'Content-Type': contentType(file, store.contentPath(id)), 'Content-Length': String(file.bytes) });
     try {
       await pipeline(handle.createReadStream(), res);
     } catch (err) {
@@ -104,9 +105,9 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
   return router;
 }
 
-// Training data is UTF-8 JSONL (checked at upload); the jobs' results are CSV.
-function contentType(file: StoredFile): string {
-  if (file.purpose === 'fine-tune') return 'application/jsonl; charset=utf-8';
+// Training data is UTF-8 JSONL or chat-format text (checked at upload); the jobs' results are CSV.
+function contentType(file: StoredFile, content: string): string {
+  if (file.purpose === 'fine-tune') return storedDataKind(content) === 'chat' ? 'text/plain; charset=utf-8' : 'application/jsonl; charset=utf-8';
   if (file.filename.toLowerCase().endsWith('.csv')) return 'text/csv; charset=utf-8';
   return 'application/octet-stream';
 }
@@ -197,14 +198,23 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
 }
 
 // Training data as OpenAI's fine-tuning takes it, a conversation a line ({"messages": [...]}, or ShareGPT's
-// {"conversations": [...]}), read as bin/train reads it (lib/import/fine_tuning.ts): a mistake is a 400 naming the
-// file as uploaded and the line.
+// {"conversations": [...]}), read as bin/train reads it (lib/import/fine_tuning.ts), or in the chat format, a message a
+// line, as bin/import-chat writes it: a mistake is a 400 naming the file as uploaded and the line.
 async function checkTrainingData(file: string, filename: string): Promise<void> {
+  let kind: TrainingDataKind | null = null;
   let format: FineTuningFormat | null = null;
-  let conversations = 0;
+  let entries = 0;  // conversations, or messages of the chat format
   const check = (lines: Buffer, firstLine: number) => {
     const offset = firstLine - 1;
     const text = utf8Lines(filename, lines, firstLine);
+    kind ??= trainingDataKind(text);
+    if (kind === 'chat') {
+      for (const parsed of parseLines(text)) {
+        if (!parsed.message) throw new ChatImportError(filename, parsed.line + offset, `not a message of the chat format: ${parsed.reasons.join('; ')}`);
+        entries++;
+      }
+      return;
+    }
     let found: WrittenConversation[];
     try {
       found = jsonlConversations(filename, text).map((c) => ({ ...c, line: c.line + offset }));
@@ -215,7 +225,7 @@ async function checkTrainingData(file: string, filename: string): Promise<void> 
     if (found.length === 0) return;
     format ??= fineTuningFormat(found[0].value) ?? 'openai';
     parseFineTuning(filename, found, format, []);
-    conversations += found.length;
+    entries += found.length;
   };
   try {
     let held: Buffer[] = [];
@@ -244,7 +254,7 @@ async function checkTrainingData(file: string, filename: string): Promise<void> 
     if (err instanceof ChatImportError) throw new HttpError(400, `file: ${err.message}`, { field: 'file' });
     throw err;
   }
-  if (conversations === 0) bad('file', `${filename}: holds no conversation: training data is a JSON object a line, {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}`);
+  if (entries === 0) bad('file', `${filename}: holds no conversation: training data is a JSON object a line, {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}`);
 }
 
 function countLines(bytes: Buffer): number {
