@@ -109,11 +109,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         throw new HttpError(400, `model: ${(err as Error).message}`, { field: 'model' });
       }
     },
-    serve(name, checkpoint, base) {
-      const adapted = base === null ? null : service.models.get(base);
-      if (adapted === undefined) throw new Error(`the model "${base}" it adapts is not served`);
-      serveModel(fineTunedModel(name, checkpoint, adapted));
-    },
+    serve: (name, checkpoint, from, adapter) => serveModel(fineTunedModel(name, checkpoint, service.models.get(from) ?? null, adapter)),
     unserve(name) {
       const adapters = [...service.models.values()].filter((m) => m.base === name).map((m) => m.key);
       if (adapters.length > 0) throw new HttpError(400, `model: ${adapters.join(', ')} ${adapters.length === 1 ? 'is an adapter' : 'are adapters'} over "${name}": delete ${adapters.length === 1 ? 'it' : 'them'} first`, { field: 'model' });

@@ -275,13 +275,17 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
 }
 
 // A model a fine-tuning job made while serving, configured as an entry for its checkpoint would be: a chatbot, its data
-// being chat, that ignores system messages, as its training data's were dropped. Its name follows OpenAI's pattern
-// (ft:<model>:personal:<suffix>:<id>), whose colons the rule for keys written in a config does not allow.
-// An adapter's checkpoint is served over `base`, the entry it was trained over.
-export function fineTunedModel(name: string, checkpoint: string, base: ModelConfig | null): ModelConfig {
-  const weights = base === null ? { restore_from: checkpoint } : { base: base.key, adapter: checkpoint };
+// being chat, that ignores system messages, as its training data's were dropped. It is served as the entry it was
+// trained from is (`from`, when that is still served): its sampling defaults, weight type, device and precision; an
+// adapter (`adapter`) over that entry. Its name follows OpenAI's pattern (ft:<model>:personal:<suffix>:<id>), whose
+// colons the rule for keys written in a config does not allow.
+export function fineTunedModel(name: string, checkpoint: string, from: ModelConfig | null, adapter: boolean): ModelConfig {
+  if (adapter && from === null) throw new Error(`${name}: an adapter is served over the model it was trained from, which is not served`);
+  const weights = adapter && from !== null ? { base: from.key, adapter: checkpoint } : { restore_from: checkpoint };
   const model = { ...readModel({ key: 'fine-tuned', ...weights, system_messages: 'ignore' }, `the fine-tuned model ${name}`, path.dirname(checkpoint)), key: name };
-  if (base !== null) resolveBase(model, [base], path.dirname(checkpoint));
+  if (from === null) return model;
+  Object.assign(model, { sampling: from.sampling, lengthSet: from.lengthSet, weightDtype: from.weightDtype, device: from.device, precision: from.precision });
+  if (adapter) resolveBase(model, [from], path.dirname(checkpoint));
   return model;
 }
 

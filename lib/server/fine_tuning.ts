@@ -96,7 +96,7 @@ export interface FineTuningHost {
   files: FileStore;
   // The folder of a served model's weights; an HttpError when the model cannot be fine-tuned.
   modelFolder(key: string): ModelFolder;
-  serve(name: string, checkpoint: string, base: string | null): void;
+  serve(name: string, checkpoint: string, from: string, adapter: boolean): void;  // from: the model it was trained from
   unserve(name: string): void;
   log: Log;
 }
@@ -566,7 +566,7 @@ export class FineTuningJobs {
     try {
       if (!checkpoint) throw new Error(`its run ${this.dir(job.id)} has no checkpoint`);
       // An adapter is served over the model it was trained over, which every adapter of it shares.
-      this.host.serve(job.fine_tuned_model as string, checkpoint.dir, (record.plan?.loraRank ?? 0) > 0 ? job.model : null);
+      this.host.serve(job.fine_tuned_model as string, checkpoint.dir, job.model, (record.plan?.loraRank ?? 0) > 0);
     } catch (err) {
       this.host.log('warn', 'a fine-tuned model could not be served', { model: job.fine_tuned_model, error: (err as Error).message });
     }

@@ -54,7 +54,7 @@ t.before(async () => {
   dir = tempDir('fine-tuning');
   await makeModels(dir, { general: 1 }, QUESTION, 4);
   // A rate for a tiny random model to learn one answer by heart in a few dozen steps.
-  config = { models: [{ key: 'general', restore_from: 'general' }], fine_tuning: { dir: 'ft', learning_rate: 0.01, lora_learning_rate: 0.03, threads: 1 } };
+  config = { models: [{ key: 'general', restore_from: 'general', sampling: { top_k: 7 } }], fine_tuning: { dir: 'ft', learning_rate: 0.01, lora_learning_rate: 0.03, threads: 1 } };
   await start();
 });
 t.teardown(() => srv.close());
@@ -138,8 +138,9 @@ t.test('a job fine-tunes the model on the uploaded conversations, and its model 
   t.match(lora.hyperparameters, { lora_rank: 4, learning_rate_multiplier: 1 });
   const adapterDir = listCheckpoints(path.join(dir, 'ft', 'jobs', lora.id)).at(-1)?.dir as string;
   t.ok(fs.existsSync(path.join(adapterDir, 'adapter_model.safetensors')), 'its checkpoints are PEFT adapters');
-  const served = (await request(`${srv.url}/models/list`)).json().models as { model_key: string; adapter: string | null; base: string | null }[];
+  const served = (await request(`${srv.url}/models/list`)).json().models as { model_key: string; adapter: string | null; base: string | null; sampling: { top_k: number } }[];
   t.match(served.find((m) => m.model_key === adapterName), { adapter: path.basename(adapterDir), base: name }, 'an adapter over the model it was trained over');
+  t.same(served.map((m) => m.sampling.top_k), [7, 7, 7], "each with the sampling defaults of the model it was trained from, general's");
   const adapted = await chat(adapterName);
   t.not(adapted, ANSWER, 'it answers otherwise than the model it adapts');
   const configured = await startServer({ models: [
