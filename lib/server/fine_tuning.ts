@@ -16,6 +16,7 @@ import { listCheckpoints } from '../train/checkpoint';
 import { readMetrics, type MetricRecord } from '../train/metrics';
 import { train } from '../train/train';
 import { writeTextAtomic } from '../util/atomic_file';
+import { linesFromEnd } from '../util/lines';
 import type { FineTuningConfig } from './config';
 import { HttpError, withoutPaths } from './errors';
 import { storedDataKind, type FileStore } from './files';
@@ -241,19 +242,20 @@ export class FineTuningJobs {
     return [...this.records.values()].map((r) => r.job).reverse();
   }
 
-  // Newest first, as OpenAI lists them; a torn last line (a kill mid-append) is skipped.
-  events(id: string): JobEvent[] {
+  // Newest first, as OpenAI lists them, read from the end of the log as far as the reader goes: a long job has an
+  // event a step, and a client polling its newest must not cost the server the whole log each time.
+  events(id: string): Iterable<JobEvent> {
     this.get(id);
     const file = path.join(this.dir(id), EVENTS_FILE);
-    const events: JobEvent[] = [];
-    for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-      try {
-        if (line !== '') events.push(JSON.parse(line) as JobEvent);
-      } catch {
-        // a torn line
+    return (function* () {
+      for (const line of linesFromEnd(file)) {
+        try {
+          yield JSON.parse(line) as JobEvent;
+        } catch {
+          // a torn line (a kill mid-append)
+        }
       }
-    }
-    return events.reverse();
+    })();
   }
 
   // The checkpoints the job's run keeps, newest first, with the losses its metrics log has for their steps.
