@@ -12,7 +12,7 @@ import type { FineTuningConfig } from './config';
 import { namingFile, renameAtomic, writeTextAtomic } from '../util/atomic_file';
 
 export type FilePurpose = 'fine-tune' | 'fine-tune-results';
-export const FILE_PURPOSES: readonly FilePurpose[] = ['fine-tune', 'fine-tune-results'];
+const FILE_PURPOSES: readonly FilePurpose[] = ['fine-tune', 'fine-tune-results'];
 
 export interface StoredFile {
   id: string;
@@ -81,23 +81,24 @@ function newId(): string {
 }
 
 // The name a client gave, as a name alone: no folders, no control characters, at most 255 characters.
-export function cleanFilename(name: string): string {
+function cleanFilename(name: string): string {
   const base = (name.split(/[/\\]/).pop() ?? '').replace(/[\u0000-\u001f\u007f]/g, '').trim();
   return base === '' ? 'file' : base.slice(0, MAX_FILENAME);
 }
 
-// Ids of the files this process is writing: a store opened over the same folder meanwhile (the jobs' beside the
-// routes') must not take their bytes or temporary files for a crash's leftovers.
+// Ids of the files this process is writing: a store opened over the same folder meanwhile (a server started again in
+// the same process) must not take their bytes or temporary files for a crash's leftovers.
 const writing = new Set<string>();
 
-function fsyncFile(file: string): void {
-  const fd = fs.openSync(file, 'r+');
+// Off the event loop: an upload of hundreds of megabytes can take seconds to reach the disk.
+async function fsyncFile(file: string): Promise<void> {
+  const handle = await fs.promises.open(file, 'r+');
   try {
-    fs.fsyncSync(fd);
+    await handle.sync();
   } catch (err) {
     throw namingFile(file, err);
   } finally {
-    fs.closeSync(fd);
+    await handle.close();
   }
 }
 
@@ -150,7 +151,7 @@ export class FileStore {
   // Puts a pending file's bytes, written and closed, in the store under its record.
   async finish(pending: PendingFile, filename: string, purpose: FilePurpose): Promise<StoredFile> {
     try {
-      fsyncFile(pending.path);
+      await fsyncFile(pending.path);
       const bytes = fs.statSync(pending.path).size;
       renameAtomic(pending.path, this.content(pending.id));
       const now = Date.now();

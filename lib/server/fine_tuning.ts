@@ -483,11 +483,12 @@ export class FineTuningJobs {
       const file = this.host.files.get(id);
       if (file === null) throw new HttpError(400, `${field}: the file "${id}" was deleted before the job read it`, { field, code: 'invalid_file' });
       const content = this.host.files.contentPath(id);
+      // Copied off the event loop: an upload may be hundreds of megabytes.
       if (storedDataKind(content) === 'chat') {
-        fs.copyFileSync(content, path.join(dir, out));
+        await fs.promises.copyFile(content, path.join(dir, out));
       } else {
         const copy = path.join(dir, `${field}.jsonl`);
-        fs.copyFileSync(content, copy);
+        await fs.promises.copyFile(content, copy);
         let summary;
         try {
           summary = await importChats([copy], { out: path.join(dir, out) });

@@ -41,7 +41,7 @@ function escapeXml(text: string): string {
 
 // The validation record of the checkpoint the run names `best`, or null when it names none (no held-out data,
 // --no-keep_best, no step below the model it started from).
-export function bestValidation(runDir: string, records: readonly MetricRecord[]): ValRecord | null {
+function bestValidation(runDir: string, records: readonly MetricRecord[]): ValRecord | null {
   const best = bestCheckpoint(runDir);
   if (best === null) return null;
   const { step } = readTrainState(best);

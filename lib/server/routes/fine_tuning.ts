@@ -17,7 +17,7 @@ const JOB_FIELDS = ['model', 'training_file', 'validation_file', 'hyperparameter
 // OpenAI's three, and dixie's lora_rank: an adapter of that rank over the frozen model (0: every weight).
 const HYPERPARAMETERS = ['batch_size', 'learning_rate_multiplier', 'n_epochs', 'lora_rank'];
 
-export const FINE_TUNING_OFF = 'fine-tuning is off on this server: start it with `bin/serve --fine_tuning DIR`, '
+const FINE_TUNING_OFF = 'fine-tuning is off on this server: start it with `bin/serve --fine_tuning DIR`, '
   + 'or give server_config.json "fine_tuning": {"dir": "..."} (the folder that keeps the uploaded files and the jobs)';
 
 // The Files API's and the jobs' paths, for a server with fine-tuning off: each answers 404 saying how to turn it on.
