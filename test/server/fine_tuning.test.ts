@@ -132,7 +132,7 @@ t.test('a job fine-tunes the model on the uploaded conversations, and its model 
 
   // An adapter of the fine-tuned model, taught another answer: served over it, as a config entry of it would be.
   const another = await upload('another.jsonl', conversations(30, OTHER_ANSWER));
-  const loraJob = await client.fineTuning.jobs.create({ model: name, training_file: another, hyperparameters: { n_epochs: 8, lora_rank: 4 } as never, suffix: 'lora' });
+  const loraJob = await client.fineTuning.jobs.create({ model: name, training_file: another, hyperparameters: { n_epochs: 8, lora_rank: 4 } as never, suffix: 'lora', seed: 7 });
   const lora = await waitFor(loraJob.id, (j) => j.status === 'succeeded', 'the adapter');
   const adapterName = lora.fine_tuned_model as string;
   t.match(lora.hyperparameters, { lora_rank: 4, learning_rate_multiplier: 1 });

@@ -132,12 +132,16 @@ t.test('a bot taught from the page: a bad file refused by its line, a job follow
       if (seen && window.shown[window.shown.length - 1] !== seen) window.shown.push(seen);
     }).observe(document.getElementById('tune-jobs'), { subtree: true, childList: true, characterData: true, attributes: true });
   `);
+  // The page sends no seed, and the server draws one: a fixed one makes the training, and so the reply that the model
+  // learns, the same at every run (some seeds leave it repeating its answer after a dozen epochs).
+  await page.route('**/v1/fine_tuning/jobs', (route) => route.continue(route.request().method() === 'POST' ? { postData: JSON.stringify({ ...(route.request().postDataJSON() as object), seed: 7 }) } : {}));
   await page.setInputFiles('#tune-file', { name: 'taught.jsonl', mimeType: 'application/jsonl', buffer: conversations(30) });
   await page.fill('#tune-suffix', 'taught');
   await page.fill('#tune-epochs', '12');
   await page.press('#tune-epochs', 'Enter');
   await page.waitForSelector('.job');
   t.equal(await text(page, '#tune-error'), '', 'no error');
+  t.same((await api<{ data: { seed: number }[] }>('/v1/fine_tuning/jobs')).data.map((j) => j.seed), [7], 'the seed given');
   const id = (await page.getAttribute('.job', 'data-job')) as string;
   t.equal(await page.evaluate('document.activeElement.className'), 'job-name', 'the focus on the new job');
   t.equal(await page.inputValue('#tune-suffix'), '', 'the form emptied for the next');

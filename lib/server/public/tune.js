@@ -28,7 +28,7 @@ const tune = {
   probed: false,
   rows: new Map(),       // job id -> its row and what is known of it
   timer: null,
-  polling: false,
+  polling: false,        // a round of poll(), or the first asking of probeFineTuning(), under way
   lastPoll: -Infinity,   // when the jobs were last asked for (performance.now())
   uploaded: null,        // {file, id}: a file taken already, kept for another try at the job with the same file
 };
@@ -49,14 +49,19 @@ async function api(path, init = {}) {
   return fetch(path, { ...init, headers: { Accept: 'application/json', ...authorization(), ...init.headers } });
 }
 
-// Whether fine-tuning is on: asked once the models are listed, that is once any API key needed is known.
+// Whether fine-tuning is on: asked once the models are listed, that is once any API key needed is known. The models
+// are listed again soon after (the chosen one primed), so an asking under way is not asked again.
 async function probeFineTuning() {
+  if (tune.polling) return;
+  tune.polling = true;
   let res;
   try {
     tune.lastPoll = performance.now();
     res = await api(`v1/fine_tuning/jobs?limit=${JOBS_LIMIT}`);
   } catch {
     return;
+  } finally {
+    tune.polling = false;
   }
   if (res.status === 404) {
     tune.probed = true;
