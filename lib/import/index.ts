@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { datasetFiles } from '../data/files';
-import { ExportFormat, ExportedChat, ChatImportErrors } from './chat_export';
+import { ExportFormat, ExportedChat, ChatImportError, ChatImportErrors } from './chat_export';
 import { readContacts } from './contacts';
 import { Companion, CompanionFile, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
 import { TELEGRAM_PAGE } from './telegram_html';
@@ -14,7 +14,7 @@ import { DateOrder } from './whatsapp';
 
 export { EXPORT_FORMATS, FORMAT_NAMES, ChatImportError, ChatImportErrors } from './chat_export';
 export type { DropReason, ExportFormat } from './chat_export';
-export { REDACT_KINDS, formatImportSummary } from './train_output';
+export { MeNotFoundError, REDACT_KINDS, formatImportSummary } from './train_output';
 export type { AudienceSummary, ChatImportSummary, RedactKind, SkippedChat } from './train_output';
 export { DATE_ORDERS } from './whatsapp';
 export type { DateOrder } from './whatsapp';
@@ -90,7 +90,7 @@ async function importSources({ sources, notExports }: { sources: ExportSource[];
     }
   }
   if (errors.length > 0) throw new ChatImportErrors(errors);
-  if (chats.length === 0) throw new Error(`no chat export among ${sources.length === 1 ? sources[0].file : `${sources.length} files`}`);
+  if (chats.length === 0) throw new ChatImportErrors([new Error(`no chat export among ${sources.length === 1 ? sources[0].file : `${sources.length} files`}`)]);
   const output: OutputOptions = {
     out: options.out, me: options.me ?? [], audienceMap: options.audienceMap ?? {}, contacts, groups: options.groups ?? true,
     redact: options.redact ?? [],
@@ -125,11 +125,11 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
       files.set(path.normalize(input), true);
       continue;
     }
-    if (!fs.existsSync(input) && !/[*?[]/.test(input)) throw new Error(`${input}: no such file or folder`);
+    if (!fs.existsSync(input) && !/[*?[]/.test(input)) throw new ChatImportError(input, null, 'no such file or folder');
     const all = datasetFiles(input);
     const exports = new Set(all.filter((file) => isExportName(file) || path.extname(file).toLowerCase() === '.zip'));
     const found = [...exports].filter((file) => !isTelegramPageOfJson(file, exports, path));
-    if (found.length === 0) throw new Error(`${input}: no .txt, .json, .jsonl, .xml, .db or .zip file in it${htmlHint(all)}`);
+    if (found.length === 0) throw new ChatImportError(input, null, `no .txt, .json, .jsonl, .xml, .db or .zip file in it${htmlHint(all)}`);
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }
   const sources: ExportSource[] = [];
@@ -162,7 +162,7 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
     const names = new Set(zip.entries.filter((e) => isExportEntry(e.name)).map((e) => e.name));
     const entries = zip.entries.filter((e) => names.has(e.name) && !isTelegramPageOfJson(e.name, names, path.posix)).sort((a, b) => compare(a.name, b.name));
     if (entries.length === 0) {
-      if (named) throw new Error(`${file}: a zip archive with no .txt, .json, .jsonl, .xml or .db file in it, so no chat export${htmlHint(zip.entries.map((e) => e.name))}`);
+      if (named) throw new ChatImportError(file, null, `a zip archive with no .txt, .json, .jsonl, .xml or .db file in it, so no chat export${htmlHint(zip.entries.map((e) => e.name))}`);
       notExports.push(file);
     }
     const byName = new Map(zip.entries.map((e) => [e.name, e]));

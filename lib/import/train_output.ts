@@ -149,7 +149,7 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
     if (lines.length > 0) conversations.push({ chat, audience, lines, firstTime });
   }
 
-  if (needMe > 0 && foundMe === 0) throw new Error(meNotFound(options.me, sendersSeen));
+  if (needMe > 0 && foundMe === 0) throw new MeNotFoundError(options.me, sendersSeen);
   // An export of a whole workspace (Slack's) or account holds many chats of other people: the first are named, the
   // rest counted.
   const notMine = summary.skipped.filter((skipped) => skipped.reason === 'not your chat');
@@ -237,13 +237,27 @@ function mineTest(chat: ExportedChat, me: ReadonlySet<string>): (message: Export
   };
 }
 
-function meNotFound(me: readonly string[], senders: ReadonlyMap<string, number>): string {
-  const found = [...senders.entries()].sort((a, b) => b[1] - a[1] || compare(a[0], b[0]));
-  const list = found.slice(0, 20).map(([name, n]) => `${name} (${n.toLocaleString('en-US')})`).join(', ');
-  const more = found.length > 20 ? `, and ${found.length - 20} more` : '';
-  const names = found.length > 0 ? `the senders found, with their messages: ${list}${more}` : 'no sender was found';
-  if (me.length === 0) return `say which sender is you with --me "<your name>" (as the app shows it; repeat --me for several): ${names}`;
-  return `--me ${me.map((m) => JSON.stringify(m)).join(' --me ')} names none of the senders: ${names}`;
+// The exports need to be told which sender is the user, and were not (or named nobody they hold): the senders
+// found, for the user to pick from (the server's upload offers them as a choice).
+export class MeNotFoundError extends Error {
+  readonly senders: { name: string; messages: number }[];  // most messages first
+
+  constructor(readonly me: readonly string[], senders: ReadonlyMap<string, number>) {
+    const found = [...senders.entries()].sort((a, b) => b[1] - a[1] || compare(a[0], b[0])).map(([name, messages]) => ({ name, messages }));
+    super('');
+    this.name = 'MeNotFoundError';
+    this.senders = found;
+    this.message = me.length === 0
+      ? `say which sender is you with --me "<your name>" (as the app shows it; repeat --me for several): ${this.sendersFound()}`
+      : `--me ${me.map((m) => JSON.stringify(m)).join(' --me ')} names none of the senders: ${this.sendersFound()}`;
+  }
+
+  // "the senders found, with their messages: Mom (120), Jane (98)", the first 20 of them.
+  sendersFound(): string {
+    if (this.senders.length === 0) return 'no sender was found';
+    const list = this.senders.slice(0, 20).map(({ name, messages }) => `${name} (${messages.toLocaleString('en-US')})`).join(', ');
+    return `the senders found, with their messages: ${list}${this.senders.length > 20 ? `, and ${this.senders.length - 20} more` : ''}`;
+  }
 }
 
 // The files and their text. Conversations go in order of their first message, so that the same exports give

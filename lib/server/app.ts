@@ -253,7 +253,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     if (!req.complete) headers = { ...headers, Connection: 'close' };
     // OpenAI's and llama.cpp's clients read their errors in their API's shape.
     const routed = routedPath(req);
-    if (routed.startsWith('/v1/')) body = openAIError(status, String(body.error), (body.field as string | undefined) ?? null, (body.code as string | undefined) ?? null);
+    if (routed.startsWith('/v1/')) body = openAIError(status, String(body.error), (body.field as string | undefined) ?? null, (body.code as string | undefined) ?? null, body.details as Record<string, unknown> | undefined);
     else if (LLAMA_CPP_PATHS.includes(routed)) body = llamaCppError(status, String(body.error), body.field as string | undefined);
     res.status(status).set(headers).json(body);
   });

@@ -31,10 +31,12 @@ interface FileRecord extends StoredFile {
   created_ms: number;
 }
 
-// A file being written, not yet in the store: its bytes go to `path`, then finish() or abandon().
+// A file being written, not yet in the store: its bytes go to `path`, then finish() or abandon(). A chat app's
+// export is imported in `scratch`, a folder made when needed and removed with the pending file.
 export interface PendingFile {
   readonly id: string;
   readonly path: string;
+  readonly scratch: string;
 }
 
 // The folder of a server's files, in its fine-tuning folder.
@@ -46,15 +48,19 @@ export function trainingDataKind(head: string): TrainingDataKind {
   return firstJsonLine(head) === null && looksLikeChat(head) ? 'chat' : 'fine-tuning-jsonl';
 }
 
-// The kind of a stored file, from its first 64 KB.
-export function storedDataKind(file: string): TrainingDataKind {
+// A file's first 64 KB, which tell what it holds.
+export function fileHead(file: string): Buffer {
   const fd = fs.openSync(file, 'r');
   try {
     const head = Buffer.alloc(64 * 1024);
-    return trainingDataKind(head.subarray(0, fs.readSync(fd, head, 0, head.length, 0)).toString('utf8'));
+    return head.subarray(0, fs.readSync(fd, head, 0, head.length, 0));
   } finally {
     fs.closeSync(fd);
   }
+}
+
+export function storedDataKind(file: string): TrainingDataKind {
+  return trainingDataKind(fileHead(file).toString('utf8'));
 }
 
 export function filesDir(config: FineTuningConfig): string {
@@ -63,7 +69,7 @@ export function filesDir(config: FineTuningConfig): string {
 
 const ID = /^file-[A-Za-z0-9]{24}$/;
 const ID_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-// A temporary file of an id: an upload's own, or writeTextAtomic's of a record.
+// A temporary file of an id: an upload's own, its scratch folder, or writeTextAtomic's of a record.
 const TEMP = /^\.(file-[A-Za-z0-9]{24})\..*\.tmp$/;
 const CONTENT = /^(file-[A-Za-z0-9]{24})\.content$/;
 const RECORD = /^(file-[A-Za-z0-9]{24})\.json$/;
@@ -81,7 +87,7 @@ function newId(): string {
 }
 
 // The name a client gave, as a name alone: no folders, no control characters, at most 255 characters.
-function cleanFilename(name: string): string {
+export function cleanFilename(name: string): string {
   const base = (name.split(/[/\\]/).pop() ?? '').replace(/[\u0000-\u001f\u007f]/g, '').trim();
   return base === '' ? 'file' : base.slice(0, MAX_FILENAME);
 }
@@ -145,7 +151,7 @@ export class FileStore {
   begin(): PendingFile {
     const id = newId();
     writing.add(id);
-    return { id, path: path.join(this.dir, `.${id}.upload.tmp`) };
+    return { id, path: path.join(this.dir, `.${id}.upload.tmp`), scratch: path.join(this.dir, `.${id}.scratch.tmp`) };
   }
 
   // Puts a pending file's bytes, written and closed, in the store under its record.
@@ -154,6 +160,7 @@ export class FileStore {
       await fsyncFile(pending.path);
       const bytes = fs.statSync(pending.path).size;
       renameAtomic(pending.path, this.content(pending.id));
+      fs.rmSync(pending.scratch, { recursive: true, force: true });
       const now = Date.now();
       const record: FileRecord = {
         id: pending.id, object: 'file', bytes, created_at: Math.floor(now / 1000), filename: cleanFilename(filename), purpose,
@@ -173,6 +180,7 @@ export class FileStore {
   // Removes what a pending file left; its stream must be closed (else the file could be created after).
   abandon(pending: PendingFile): void {
     fs.rmSync(pending.path, { force: true });
+    fs.rmSync(pending.scratch, { recursive: true, force: true });
     if (!fs.existsSync(this.recordPath(pending.id))) fs.rmSync(this.content(pending.id), { force: true });
     writing.delete(pending.id);
   }
@@ -235,7 +243,7 @@ export class FileStore {
     for (const name of fs.readdirSync(this.dir)) {
       const temp = TEMP.exec(name)?.[1];
       const bytes = CONTENT.exec(name)?.[1];
-      if (temp !== undefined && !writing.has(temp)) fs.rmSync(path.join(this.dir, name), { force: true });
+      if (temp !== undefined && !writing.has(temp)) fs.rmSync(path.join(this.dir, name), { recursive: true, force: true });
       else if (bytes !== undefined && !writing.has(bytes) && !fs.existsSync(this.recordPath(bytes))) fs.rmSync(path.join(this.dir, name), { force: true });
     }
   }

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadDataset } from '../data/dataset';
 import type { ModelFolder } from '../formats/model_folder';
-import { importChats } from '../import';
+import { importChatsOffThread } from '../import/thread';
 import { modelTokenizer } from '../tokenizer';
 import { listCheckpoints } from '../train/checkpoint';
 import { readMetrics, type MetricRecord } from '../train/metrics';
@@ -483,7 +483,7 @@ export class FineTuningJobs {
       const file = this.host.files.get(id);
       if (file === null) throw new HttpError(400, `${field}: the file "${id}" was deleted before the job read it`, { field, code: 'invalid_file' });
       const content = this.host.files.contentPath(id);
-      // Copied off the event loop: an upload may be hundreds of megabytes.
+      // Copied and read off the event loop: an upload may be hundreds of megabytes.
       if (storedDataKind(content) === 'chat') {
         await fs.promises.copyFile(content, path.join(dir, out));
       } else {
@@ -491,7 +491,7 @@ export class FineTuningJobs {
         await fs.promises.copyFile(content, copy);
         let summary;
         try {
-          summary = await importChats([copy], { out: path.join(dir, out) });
+          summary = await importChatsOffThread([copy], { out: path.join(dir, out) });
         } catch (err) {
           throw new HttpError(400, `${field}: ${withoutPaths((err as Error).message)}`, { field, code: 'invalid_file' });
         }

@@ -4,8 +4,9 @@
 // store over the same folder, as after a restart, seeing the same files.
 import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import OpenAI, { toFile } from 'openai';
+import { importChats } from '../../lib/import';
 import { FileStore } from '../../lib/server/files';
 import { makeModels, rawRequest, request, startServer, tempDir, type Running } from './helpers';
 
@@ -159,7 +160,7 @@ t.test('uploads refused: the purpose, a field missing or unknown, too large, not
     ['no purpose', [['file', file]], 400, 'purpose', /^purpose: is required: "fine-tune"/],
     ['no file', [['purpose', 'fine-tune']], 400, 'file', /^file: is required/],
     ['the file as text', [['purpose', 'fine-tune'], ['file', TRAIN]], 400, 'file', /^file: must be the file itself/],
-    ['an unknown field', [['purpose', 'fine-tune'], ['model', 'x'], ['file', file]], 400, 'model', /^model: unsupported field \(supported: file, purpose\)/],
+    ['an unknown field', [['purpose', 'fine-tune'], ['model', 'x'], ['file', file]], 400, 'model', /^model: unsupported field \(supported: file, purpose, me\)/],
     ['an expiry', [['purpose', 'fine-tune'], ['expires_after[anchor]', 'created_at'], ['file', file]], 400, 'expires_after', /kept until deleted/],
     ['two files', [['purpose', 'fine-tune'], ['file', file], ['file', file]], 400, 'file', /one file per upload/],
     ['over the limit', [['purpose', 'fine-tune'], ['file', { text: 'x'.repeat(MAX_FILE_BYTES + 1), name: 'big.jsonl' }]], 413, 'file', new RegExp(`^file: larger than the upload limit of ${MAX_FILE_BYTES} bytes .*fine_tuning\\.max_file_mb`)],
@@ -218,6 +219,91 @@ t.test('with fine-tuning off, the Files API answers 404 saying how to turn it on
   t.same(fs.readdirSync(dir).sort(), ['alpha', 'ft'], 'no folder made but the other server\'s');
 });
 
+const FIXTURES = path.join(__dirname, '..', '..', '..', 'test', 'fixtures');
+const WHATSAPP = path.join(FIXTURES, 'exports', 'whatsapp', 'android-en-us', 'WhatsApp Chat with Mom.txt');
+const WHATSAPP_ZIP = path.join(FIXTURES, 'zips', 'WhatsApp Chat - Matti.zip');
+const TELEGRAM_ACCOUNT = path.join(FIXTURES, 'exports', 'telegram', 'account', 'result.json');
+
+// What bin/import-chat makes of an export, into one .train file: the reference for the server's import.
+async function importedByHand(t: Test, file: string, me: string[]) {
+  const out = path.join(t.testdir(), 'chats.train');
+  const summary = await importChats([file], { out, me });
+  return { text: fs.readFileSync(out, 'utf8'), summary };
+}
+
+async function uploadExport(file: string, me: string[], name = path.basename(file)) {
+  return upload([['purpose', 'fine-tune'], ...me.map((m): [string, string] => ['me', m]), ['file', { text: fs.readFileSync(file), name }]]);
+}
+
+t.test('a chat app\'s export is imported at upload as bin/import-chat imports it, and kept in the chat format', async (t) => {
+  const before = onDisk();
+  const unsure = await uploadExport(WHATSAPP, []);
+  t.equal(unsure.status, 400, 'without "me": which sender is the user?');
+  t.match(unsure.body.error, { param: 'me', code: 'me_not_found', message: /^me: WhatsApp Chat with Mom\.txt is a chat app's export: say which of the senders is you.*Mom \(\d+\), Jane Doe \(\d+\)/ });
+  const reference = await importedByHand(t, WHATSAPP, ['Jane Doe']);
+  const senders = (unsure.body.error as unknown as { senders: { name: string; messages: number }[] }).senders;
+  t.same(senders.map((s) => s.name), ['Mom', 'Jane Doe'], 'the senders, most messages first, for a client to offer');
+  t.ok(senders.every((s) => Number.isInteger(s.messages) && s.messages > 0));
+  t.same(onDisk(), before, 'nothing kept of a refused export');
+
+  const wrong = await uploadExport(WHATSAPP, ['Jane']);
+  t.match(wrong.body.error, { param: 'me', message: /"Jane" names none of the senders/ });
+
+  const res = await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form([['purpose', 'fine-tune'], ['me', 'Jane Doe'], ['file', { text: fs.readFileSync(WHATSAPP), name: 'WhatsApp Chat with Mom.txt' }]]), headers: AUTH });
+  t.equal(res.status, 200);
+  const file = await res.json() as { id: string; filename: string; bytes: number; imported: Record<string, unknown> };
+  t.match(file, { object: 'file', purpose: 'fine-tune', filename: 'WhatsApp Chat with Mom.train', bytes: Buffer.byteLength(reference.text) });
+  t.same(file.imported, {
+    formats: { whatsapp: 1 },
+    messages: reference.summary.kept,
+    sent: reference.summary.sent,
+    dropped: reference.summary.dropped,
+    audiences: [{ audience: 'Mom', messages: reference.summary.kept, sent: reference.summary.sent }],
+    warnings: [],
+  }, 'what the import did, as bin/import-chat counts it');
+  t.equal(fs.readFileSync(path.join(filesFolder, `${file.id}.content`), 'utf8'), reference.text, 'the chat format, as bin/import-chat writes it');
+  const content = await client.files.content(file.id);
+  t.match(content.headers.get('content-type'), /^text\/plain/);
+  t.same(onDisk(), [...before, `${file.id}.content`, `${file.id}.json`].sort(), 'no scratch left');
+  await client.files.delete(file.id);
+});
+
+t.test('an iPhone\'s zip names its chat; an export that says who the user is needs no "me"', async (t) => {
+  const zipped = await uploadExport(WHATSAPP_ZIP, ['Jane Doe']);
+  t.equal(zipped.status, 200);
+  const reference = await importedByHand(t, WHATSAPP_ZIP, ['Jane Doe']);
+  const zipFile = zipped.body as unknown as { id: string; filename: string; imported: { audiences: { audience: string }[] } };
+  t.equal(zipFile.filename, 'WhatsApp Chat - Matti.train');
+  t.same(zipFile.imported.audiences.map((a) => a.audience), reference.summary.audiences.map((a) => a.audience));
+  t.equal(fs.readFileSync(path.join(filesFolder, `${zipFile.id}.content`), 'utf8'), reference.text);
+
+  const account = await uploadExport(TELEGRAM_ACCOUNT, []);
+  t.equal(account.status, 200, 'Telegram\'s account export says who you are');
+  const accountRef = await importedByHand(t, TELEGRAM_ACCOUNT, []);
+  const accountFile = account.body as unknown as { id: string; imported: { audiences: { audience: string; messages: number }[] } };
+  t.ok(accountFile.imported.audiences.length > 1, 'an audience per chat');
+  t.same(accountFile.imported.audiences.map((a) => [a.audience, a.messages]), accountRef.summary.audiences.filter((a) => a.kept > 0).map((a) => [a.audience, a.kept]));
+  t.equal(fs.readFileSync(path.join(filesFolder, `${accountFile.id}.content`), 'utf8'), accountRef.text);
+  await client.files.delete(zipFile.id);
+  await client.files.delete(accountFile.id);
+});
+
+t.test('an upload that is neither training data nor an export dixie reads is refused, naming it; "me" only goes with an export', async (t) => {
+  const before = onDisk();
+  const photos = await upload([['purpose', 'fine-tune'], ['file', { text: fs.readFileSync(path.join(FIXTURES, 'zips', 'photos.zip')), name: 'photos.zip' }]]);
+  t.equal(photos.status, 400);
+  t.match(photos.body.error, { param: 'file', message: /^file: photos\.zip: .*no chat export/ });
+  t.notMatch(photos.body.error.message, /scratch|upload\//, 'the server\'s folders are not named');
+  const prose = await upload([['purpose', 'fine-tune'], ['file', { text: 'Dear diary,\ntoday was fine.\n', name: 'diary.txt' }]]);
+  t.equal(prose.status, 400);
+  t.match(prose.body.error, { param: 'file', message: /^file: diary\.txt:1: a file that begins "Dear diary,", not a WhatsApp, LINE or KakaoTalk chat/ });
+  const jsonl = await upload([['purpose', 'fine-tune'], ['me', 'Jane'], ['file', { text: TRAIN, name: 'train.jsonl' }]]);
+  t.match(jsonl.body.error, { param: 'me', message: /^me: is for a chat app's export.*train\.jsonl is fine-tuning JSONL/ });
+  const blank = await upload([['purpose', 'fine-tune'], ['me', ' '], ['file', { text: TRAIN, name: 'train.jsonl' }]]);
+  t.match(blank.body.error, { param: 'me', message: /^me: must be a name of 1 to 200 characters/ });
+  t.same(onDisk(), before, 'nothing kept');
+});
+
 t.test('a store opened after a crash removes its leftovers and keeps its files', async (t) => {
   const folder = tempDir('files-crash');
   t.teardown(() => fs.rmSync(folder, { recursive: true, force: true }));
@@ -226,6 +312,8 @@ t.test('a store opened after a crash removes its leftovers and keeps its files',
   const orphan = 'file-BBBBBBBBBBBBBBBBBBBBBBBB';
   fs.writeFileSync(path.join(folder, `${orphan}.content`), 'bytes whose record was never written');
   fs.writeFileSync(path.join(folder, `.${orphan}.upload.tmp`), 'an upload cut off');
+  fs.mkdirSync(path.join(folder, `.${orphan}.scratch.tmp`, 'upload'), { recursive: true });
+  fs.writeFileSync(path.join(folder, `.${orphan}.scratch.tmp`, 'upload', 'WhatsApp Chat with Mom.txt'), 'an export being imported');
   fs.writeFileSync(path.join(folder, `.${kept.id}.json.123.abcdef.tmp`), 'a record being written');
   t.same(store.list().map((f) => f.id), [kept.id], 'leftovers are not files');
   t.equal(store.get(orphan), null);

@@ -4,6 +4,7 @@
 // answering as the file taught it; a job paused, resumed and cancelled; the jobs listed again after a reload; the
 // keyboard alone, at a phone's width and a desktop's.
 import fs from 'node:fs';
+import path from 'node:path';
 import t, { type Test } from 'tap';
 import type { Browser, Page } from 'playwright-core';
 import { launchBrowser, makeModels, request, sayOnPage, startServer, tempDir, VIEWPORTS, type Running } from './helpers';
@@ -260,4 +261,43 @@ t.test('the panel with the keyboard alone, at a phone\'s width and a desktop\'s'
     t.equal(await page.evaluate('document.activeElement.id'), 'tune-toggle', `${name}: the focus back on Fine-tune`);
     t.same(errors, []);
   }
+});
+
+t.test('a chat app\'s export from the page: the senders offered when it does not say which is you, then imported and trained on', async (t) => {
+  const { page, errors } = await open(t, srv.url);
+  await page.click('#tune-toggle');
+  const jobsBefore = (await api<{ data: Job[] }>('/v1/fine_tuning/jobs')).data.length;
+  const filesKept = async () => (await api<{ data: { id: string; filename: string }[] }>('/v1/files')).data;
+  const filesBefore = new Set((await filesKept()).map((f) => f.id));
+  await page.waitForFunction(`document.querySelectorAll(".job").length === ${jobsBefore}`);
+  const exported = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'exports', 'whatsapp', 'android-en-us', 'WhatsApp Chat with Mom.txt'));
+  await page.setInputFiles('#tune-file', { name: 'WhatsApp Chat with Mom.txt', mimeType: 'text/plain', buffer: exported });
+  t.ok(await page.isHidden('#tune-me-field'), 'no question before the server asks it');
+  await page.click('#tune-start');
+  await page.waitForSelector('#tune-me-field:not([hidden])');
+  t.equal(await text(page, '#tune-error'), 'WhatsApp Chat with Mom.txt is a chat app\'s export: pick which of its senders is you, then start again.');
+  t.same(await page.evaluate('[...document.querySelectorAll("#tune-me option")].map((o) => [o.value, o.textContent])'),
+    [['', 'Pick yourself'], ['Mom', 'Mom (6 messages)'], ['Jane Doe', 'Jane Doe (4 messages)']], 'the senders, most messages first');
+  t.equal(await page.evaluate('document.activeElement.id'), 'tune-me', 'the focus on the question');
+  t.equal((await filesKept()).length, filesBefore.size, 'nothing kept yet');
+
+  await page.click('#tune-start');
+  t.equal(await text(page, '#tune-error'), 'Pick which of the senders is you.', 'not sent again without an answer');
+  await page.selectOption('#tune-me', 'Jane Doe');
+  await page.fill('#tune-epochs', '1');
+  await page.click('#tune-start');
+  await page.waitForFunction(`document.querySelectorAll(".job").length === ${jobsBefore + 1}`);
+  t.equal(await text(page, '#tune-error'), '');
+  t.ok(await page.isHidden('#tune-me-field'), 'the question gone with the file');
+  t.equal(await text(page, '#tune-imported'), 'Imported 7 messages with Mom from WhatsApp Chat with Mom.txt, 2 of them yours.');
+  const files = (await filesKept()).filter((f) => !filesBefore.has(f.id));
+  t.same(files.map((f) => f.filename), ['WhatsApp Chat with Mom.train'], 'kept in the chat format');
+  const content = await request(`${srv.url}/v1/files/${files[0].id}/content`, { headers: AUTH });
+  t.match(content.text, /^1\|Mom\|Yes! I'll bring the cake <EOM>$/m, 'Jane\'s messages as the user\'s');
+  const id = (await page.getAttribute('.job', 'data-job')) as string;
+  const job = await api<Job & { training_file: string }>(`/v1/fine_tuning/jobs/${id}`);
+  t.equal(job.training_file, files[0].id, 'the job trains on the imported file');
+  await page.waitForSelector(`.job[data-job="${id}"]:is([data-status="succeeded"], [data-status="failed"])`, { timeout: 120_000 });
+  t.equal((await api<Job>(`/v1/fine_tuning/jobs/${id}`)).status, 'succeeded', 'trained on it');
+  t.same(errors, [], 'no script errors');
 });

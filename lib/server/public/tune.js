@@ -1,6 +1,7 @@
 // The chat page's fine-tuning panel, shown only when the server has fine-tuning on (GET /v1/fine_tuning/jobs answers
 // 200 rather than 404). It uploads a training file as OpenAI's clients do (POST /v1/files, multipart, purpose
-// "fine-tune"), starts a job on one of the served models (POST /v1/fine_tuning/jobs), and follows the jobs by
+// "fine-tune"; a chat app's export is imported there, and when it does not say which sender is the user, the server
+// lists the senders and the panel asks), starts a job on one of the served models (POST /v1/fine_tuning/jobs), and follows the jobs by
 // asking for them and their events: each step's training loss comes as a "metrics" event. A job that succeeds
 // serves its model beside the others, so the model picker is listed again and the job offers to talk to it.
 // It runs beside app.js, whose helpers ($, models, current, plural, status, authorization, refreshModels, showKeyPanel) it uses.
@@ -31,6 +32,7 @@ const tune = {
   polling: false,        // a round of poll(), or the first asking of probeFineTuning(), under way
   lastPoll: -Infinity,   // when the jobs were last asked for (performance.now())
   uploaded: null,        // {file, id}: a file taken already, kept for another try at the job with the same file
+  senders: null,         // the file whose senders #tune-me offers, when the server asked which is the user
 };
 
 // What a refused request says, as the server words it.
@@ -128,14 +130,29 @@ async function startJob() {
   try {
     let fileId = tune.uploaded?.file === file ? tune.uploaded.id : null;
     if (fileId === null) {
+      const me = tune.senders === file ? $('tune-me').value : '';
+      if (tune.senders === file && !me) {
+        $('tune-me').focus();
+        return formError('Pick which of the senders is you.');
+      }
       progress.textContent = `Uploading ${file.name}...`;
       const form = new FormData();
       form.append('purpose', 'fine-tune');
+      if (me) form.append('me', me);
       form.append('file', file, file.name);
       const res = await api('v1/files', { method: 'POST', body: form });
-      if (!res.ok) return formError(`The file was refused: ${await tuneError(res)}`);
-      fileId = (await res.json()).id;
+      if (!res.ok) {
+        const refusal = (await res.clone().json().catch(() => ({}))).error ?? {};
+        if (refusal.param === 'me' && Array.isArray(refusal.senders) && refusal.senders.length > 0) {
+          askWhoIsMe(file, refusal.senders);
+          return formError(me ? 'None of the senders is called that: pick yourself again.' : `${file.name} is a chat app's export: pick which of its senders is you, then start again.`);
+        }
+        return formError(`The file was refused: ${await tuneError(res)}`);
+      }
+      const uploaded = await res.json();
+      fileId = uploaded.id;
       tune.uploaded = { file, id: fileId };
+      $('tune-imported').textContent = uploaded.imported ? importedText(file.name, uploaded.imported) : '';
     }
     progress.textContent = 'Starting the job...';
     const body = { model, training_file: fileId };
@@ -145,6 +162,7 @@ async function startJob() {
     if (!res.ok) return formError(`The job was not started: ${await tuneError(res)}`);
     const job = await res.json();
     $('tune-form').reset();
+    forgetSenders();
     fillBases();
     $('tune-base').value = model;
     tune.uploaded = null;
@@ -157,6 +175,31 @@ async function startJob() {
     button.disabled = false;
     progress.textContent = '';
   }
+}
+
+// The senders of an export that does not say which is the user, most messages first, offered as a choice.
+function askWhoIsMe(file, senders) {
+  const select = $('tune-me');
+  select.textContent = '';
+  select.append(new Option('Pick yourself', ''));
+  for (const sender of senders) select.append(new Option(`${sender.name} (${plural(sender.messages, 'message')})`, sender.name));
+  tune.senders = file;
+  $('tune-me-field').hidden = false;
+  select.focus();
+}
+
+function forgetSenders() {
+  tune.senders = null;
+  $('tune-me-field').hidden = true;
+  $('tune-me').textContent = '';
+}
+
+// "Imported 1204 messages with Mom from WhatsApp Chat with Mom.txt, 590 of them yours."
+function importedText(filename, imported) {
+  const audiences = imported.audiences.map((a) => a.audience);
+  const withWhom = audiences.length <= 3 ? audiences.join(', ') : `${audiences.slice(0, 3).join(', ')} and ${plural(audiences.length - 3, 'other')}`;
+  const warnings = imported.warnings.length > 0 ? ` ${imported.warnings.join(' ')}` : '';
+  return `Imported ${plural(imported.messages, 'message')} with ${withWhom} from ${filename}, ${imported.sent} of them yours.${warnings}`;
 }
 
 function element(tag, className, text) {
@@ -393,6 +436,10 @@ $('tune').addEventListener('keydown', (e) => {
   e.preventDefault();
   openPanel(false);
   $('tune-toggle').focus();
+});
+$('tune-file').addEventListener('change', () => {
+  forgetSenders();
+  $('tune-imported').textContent = '';
 });
 $('tune-form').addEventListener('submit', (e) => {
   e.preventDefault();

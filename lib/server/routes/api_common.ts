@@ -18,9 +18,11 @@ export function bad(param: string, message: string): never {
 }
 
 // OpenAI's error object for an answer of this status: {"error": {message, type, param, code}}.
-export function openAIError(status: number, message: string, param: string | null, code: string | null): { error: Record<string, unknown> } {
+// `details`: what else the error object tells, beside OpenAI's fields (an HttpError's `details`: the senders of an
+// export that must be told which is the user's).
+export function openAIError(status: number, message: string, param: string | null, code: string | null, details: Record<string, unknown> = {}): { error: Record<string, unknown> } {
   const type = status === 401 ? 'authentication_error' : status === 404 ? 'invalid_request_error' : status === 429 || status === 503 ? 'server_overloaded' : status < 500 ? 'invalid_request_error' : 'server_error';
-  return { error: { message, type, param, code: code ?? (status === 401 ? 'invalid_api_key' : null) } };
+  return { error: { ...details, message, type, param, code: code ?? (status === 401 ? 'invalid_api_key' : null) } };
 }
 
 export function objectBody(req: Request): Body {

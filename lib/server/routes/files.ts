@@ -1,25 +1,34 @@
 // OpenAI's Files API over the fine-tuning folder's files (lib/server/files.ts): POST /v1/files (an upload, as
 // multipart/form-data), GET /v1/files, GET and DELETE /v1/files/<id>, GET /v1/files/<id>/content. Only training data
-// is uploaded (purpose "fine-tune"), and it is checked as it arrives as fine-tuning JSONL (OpenAI's chat format, or
-// ShareGPT's), so that a mistake is told now, by its line, rather than when a job starts; "fine-tune-results" files
-// are the jobs' own. Errors are thrown as HttpError for the app's handler to answer in OpenAI's shape.
+// is uploaded (purpose "fine-tune"), and it is checked as it arrives: fine-tuning JSONL (OpenAI's chat format, or
+// ShareGPT's) and the chat format by line, so that a mistake is told now rather than when a job starts; a chat app's
+// export (WhatsApp's, Telegram's...) is imported as bin/import-chat imports it, and kept as the chat format.
+// "fine-tune-results" files are the jobs' own. Errors are thrown as HttpError for the app's handler to answer in
+// OpenAI's shape.
 import fs from 'node:fs';
+import path from 'node:path';
 import { isUtf8 } from 'node:buffer';
 import { pipeline } from 'node:stream/promises';
 import busboy from 'busboy';
 import express, { type Request, type Response } from 'express';
-import { ChatImportError, firstNonUtf8Line } from '../../import/chat_export';
-import { fineTuningFormat, jsonlConversations, parseFineTuning, type FineTuningFormat, type WrittenConversation } from '../../import/fine_tuning';
+import { ChatImportError, ChatImportErrors, firstNonUtf8Line } from '../../import/chat_export';
+import { fineTuningFormat, firstJsonLine, jsonlConversations, parseFineTuning, type FineTuningFormat, type WrittenConversation } from '../../import/fine_tuning';
+import { importChatsOffThread } from '../../import/thread';
+import { MeNotFoundError, type ChatImportSummary } from '../../import/train_output';
+import { isZip } from '../../util/zip';
 import type { ServerConfig } from '../config';
 import { HttpError } from '../errors';
 import { bad } from './api_common';
 import { cursorPage } from './pages';
 import { parseLines } from '../../data/chat_format';
-import { storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
+import { cleanFilename, fileHead, storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
 
 // What may be uploaded; "fine-tune-results" files are written by the jobs.
 const UPLOAD_PURPOSES = ['fine-tune'];
-const UPLOAD_FIELDS = ['file', 'purpose'];
+const UPLOAD_FIELDS = ['file', 'purpose', 'me'];
+// `me` (dixie's own field, repeatable): the user's names in a chat app's export, as bin/import-chat's --me.
+const MAX_ME = 8;
+const MAX_ME_LENGTH = 200;
 // A multipart body's own bytes beside the file's (boundaries, part headers, the purpose): a body declared larger
 // than the file limit by more than this is refused before it is read.
 const MULTIPART_SLACK = 64 * 1024;
@@ -40,14 +49,21 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
   router.post('/v1/files', async (req: Request, res: Response) => {
     const { maxFileBytes } = fineTuning;
     if (!req.is('multipart/form-data')) {
-      throw new HttpError(415, 'send the upload as multipart/form-data with the fields "file" (the training data, a JSONL file) and "purpose" ("fine-tune"), as OpenAI\'s clients do');
+      throw new HttpError(415, 'send the upload as multipart/form-data with the fields "file" (the training data: a JSONL file, or a chat app\'s export) and "purpose" ("fine-tune"), as OpenAI\'s clients do');
     }
     if (Number(req.get('content-length')) > maxFileBytes + MULTIPART_SLACK) throw tooLarge(maxFileBytes);
     const pending = store.begin();
     try {
-      const { purpose, filename } = await receive(req, pending, maxFileBytes, config.requestTimeoutMs);
-      if (filename === undefined) bad('file', 'is required: the training data, as a file part (a JSONL file of conversations)');
+      const { purpose, filename, me } = await receive(req, pending, maxFileBytes, config.requestTimeoutMs);
+      if (filename === undefined) bad('file', 'is required: the training data, as a file part (a JSONL file of conversations, or a chat app\'s export)');
       if (purpose === undefined) bad('purpose', `is required: ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(', ')}`);
+      const kind = uploadKind(pending.path, filename);
+      if (kind === 'export') {
+        const imported = await importExport(pending, filename, me);
+        res.json({ ...(await store.finish(pending, trainFilename(filename), 'fine-tune')), imported });
+        return;
+      }
+      if (me.length > 0) bad('me', `is for a chat app's export, to say which of its senders is you: ${filename} is ${kind === 'chat' ? 'in the chat format' : 'fine-tuning JSONL'}, which says who is who itself`);
       await checkTrainingData(pending.path, filename);
       res.json(await store.finish(pending, filename, 'fine-tune'));
     } catch (err) {
@@ -128,16 +144,17 @@ function wrongPurpose(purpose: string): HttpError {
 
 // Reads a multipart upload, the file streamed to `pending.path`; settles once that file is closed, so that it can be
 // removed. A purpose sent before the file is checked at once; one sent after it, once the file has arrived.
-function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeoutMs: number): Promise<{ purpose?: string; filename?: string }> {
+function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeoutMs: number): Promise<{ purpose?: string; filename?: string; me: string[] }> {
   let parser: busboy.Busboy;
   try {
-    parser = busboy({ headers: req.headers, limits: { files: 1, fileSize: maxFileBytes, fields: 4, parts: 6 } });
+    parser = busboy({ headers: req.headers, limits: { files: 1, fileSize: maxFileBytes, fields: 2 + MAX_ME, parts: 4 + MAX_ME } });
   } catch (err) {
     return Promise.reject(new HttpError(400, `body: not multipart/form-data this server can read: ${(err as Error).message}`, { field: 'body' }));
   }
   return new Promise((resolve, reject) => {
     let purpose: string | undefined;
     let filename: string | undefined;
+    const me: string[] = [];
     let error: unknown = null;
     let settled = false;
     let out: fs.WriteStream | null = null;
@@ -146,7 +163,7 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      const done = () => (error === null ? resolve({ purpose, filename }) : reject(error));
+      const done = () => (error === null ? resolve({ purpose, filename, me }) : reject(error));
       written.then(done, (err: unknown) => {
         error ??= err;
         done();
@@ -168,6 +185,10 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
         if (purpose !== undefined) fail(new HttpError(400, 'purpose: given twice', { field: 'purpose' }));
         else if (!UPLOAD_PURPOSES.includes(value)) fail(wrongPurpose(value));
         purpose = value;
+      } else if (name === 'me') {
+        if (value.trim() === '' || value.length > MAX_ME_LENGTH) fail(new HttpError(400, `me: must be a name of 1 to ${MAX_ME_LENGTH} characters, as the app shows it`, { field: 'me' }));
+        else if (me.length === MAX_ME) fail(new HttpError(400, `me: given more than ${MAX_ME} times`, { field: 'me' }));
+        me.push(value);
       } else if (name === 'file') fail(new HttpError(400, 'file: must be the file itself (a part with a filename), not a text field', { field: 'file' }));
       else fail(unknownField(name));
     });
@@ -184,8 +205,8 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
       written.catch(fail);
     });
     parser.on('filesLimit', () => fail(new HttpError(400, 'file: give one file per upload', { field: 'file' })));
-    parser.on('fieldsLimit', () => fail(new HttpError(400, `body: too many fields (an upload has ${UPLOAD_FIELDS.join(' and ')})`, { field: 'body' })));
-    parser.on('partsLimit', () => fail(new HttpError(400, `body: too many parts (an upload has ${UPLOAD_FIELDS.join(' and ')})`, { field: 'body' })));
+    parser.on('fieldsLimit', () => fail(new HttpError(400, `body: too many fields (an upload has ${UPLOAD_FIELDS.join(', ')})`, { field: 'body' })));
+    parser.on('partsLimit', () => fail(new HttpError(400, `body: too many parts (an upload has ${UPLOAD_FIELDS.join(', ')})`, { field: 'body' })));
     parser.on('error', (err: unknown) => fail(new HttpError(400, `body: not valid multipart/form-data: ${(err as Error).message}`, { field: 'body' })));
     parser.on('close', settle);
     // A client gone before the end: nothing will be answered, but the file must go.
@@ -195,6 +216,70 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
     });
     req.pipe(parser);
   });
+}
+
+// What an upload holds: training data as it is (fine-tuning JSONL, the chat format) or a chat app's export, to import.
+// A .jsonl file, and an empty one, is taken for training data, so that its mistakes are told by line rather than as
+// "no chat export".
+type UploadKind = TrainingDataKind | 'export';
+
+function uploadKind(file: string, filename: string): UploadKind {
+  const head = fileHead(file);
+  if (isZip(head)) return 'export';
+  const text = head.toString('utf8');
+  const kind = trainingDataKind(text);
+  if (kind === 'chat' || text.trim() === '' || filename.toLowerCase().endsWith('.jsonl')) return kind;
+  return fineTuningFormat(firstJsonLine(text)) === null ? 'export' : kind;
+}
+
+// What the import of an export did, in the upload's answer beside the file object.
+interface ImportedExport {
+  formats: ChatImportSummary['formats'];  // export files read, by app
+  messages: number;                       // kept
+  sent: number;                           // of them, the user's
+  dropped: ChatImportSummary['dropped'];
+  audiences: { audience: string; messages: number; sent: number }[];
+  warnings: string[];
+}
+
+// A chat app's export, imported as bin/import-chat imports it (off the event loop), its chat-format text put in
+// place of the upload's bytes. It keeps its name in the scratch folder: an export's name can name its chat
+// (WhatsApp's "WhatsApp Chat - Mom.zip").
+async function importExport(pending: PendingFile, filename: string, me: string[]): Promise<ImportedExport> {
+  const uploads = path.join(pending.scratch, 'upload');
+  const input = path.join(uploads, cleanFilename(filename));
+  const out = path.join(pending.scratch, 'chats.train');
+  fs.mkdirSync(uploads, { recursive: true });
+  fs.renameSync(pending.path, input);
+  const local = (message: string) => message.split(`${uploads}${path.sep}`).join('');
+  let summary: ChatImportSummary;
+  try {
+    summary = await importChatsOffThread([input], { out, me });
+  } catch (err) {
+    if (err instanceof MeNotFoundError) {
+      const which = me.length === 0 ? 'say which of the senders is you, by the name the app shows' : `${me.map((m) => JSON.stringify(m)).join(', ')} names none of the senders`;
+      throw new HttpError(400, `me: ${filename} is a chat app's export: ${which} (the field "me"): ${err.sendersFound()}`, { field: 'me', code: 'me_not_found', details: { senders: err.senders } });
+    }
+    if (err instanceof ChatImportError || err instanceof ChatImportErrors) throw new HttpError(400, `file: ${local(err.message)}`, { field: 'file' });
+    throw err;
+  }
+  if (summary.kept === 0) bad('file', `${filename}: holds no message to train on (of ${summary.read} read, none was kept)`);
+  fs.renameSync(out, pending.path);
+  return {
+    formats: summary.formats,
+    messages: summary.kept,
+    sent: summary.sent,
+    dropped: summary.dropped,
+    audiences: summary.audiences.filter((a) => a.kept > 0).map((a) => ({ audience: a.audience, messages: a.kept, sent: a.sent })),
+    warnings: summary.warnings.map(local),
+  };
+}
+
+// An imported export is kept under its name as the chat format's: "WhatsApp Chat - Mom.zip" as "WhatsApp Chat - Mom.train".
+function trainFilename(filename: string): string {
+  const name = cleanFilename(filename);
+  const ext = path.extname(name);
+  return `${ext === '' ? name : name.slice(0, -ext.length)}.train`;
 }
 
 // Training data as OpenAI's fine-tuning takes it, a conversation a line ({"messages": [...]}, or ShareGPT's
