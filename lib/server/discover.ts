@@ -5,7 +5,7 @@ import path from 'node:path';
 import { inspectModelFolder } from '../formats/model_folder';
 import { modelsDir } from '../formats/resolve_model';
 import { FINE_TUNING_DEFAULTS, loadServerConfig, validateServerConfig, type ServerConfig } from './config';
-import { LATEST_FILE } from '../train/checkpoint';
+import { BEST_FILE, LATEST_FILE, bestCheckpoint } from '../train/checkpoint';
 
 export const CONFIG_FILE = 'server_config.json';
 
@@ -53,7 +53,9 @@ function keyFor(name: string, taken: Set<string>): string {
 
 // The models under checkpoint/ (training runs with a `latest` pointer, or model folders) and models/ (Hugging
 // Face folders), as config entries: the runs first, since a model trained here is the likelier one to talk to
-// (and the first is the default of a request that names none).
+// (and the first is the default of a request that names none). A run that held data out is served at its `best`
+// checkpoint, the one of its lowest validation loss, as bin/import-chat's suggested run and the README name it:
+// its latest may have overfit.
 export function discoverModels(cwd: string): Record<string, unknown>[] {
   const found: Record<string, unknown>[] = [];
   const taken = new Set<string>();
@@ -61,7 +63,8 @@ export function discoverModels(cwd: string): Record<string, unknown>[] {
     if (!fs.existsSync(root)) return;
     for (const name of fs.readdirSync(root).sort()) {
       const dir = path.join(root, name);
-      if (fs.statSync(dir).isDirectory() && isRun(dir)) found.push({ key: keyFor(name, taken), restore_from: dir });
+      if (!fs.statSync(dir).isDirectory() || !isRun(dir)) continue;
+      found.push({ key: keyFor(name, taken), restore_from: bestCheckpoint(dir) === null ? dir : path.join(dir, BEST_FILE) });
     }
   };
   scan(path.resolve(cwd, 'checkpoint'), (dir) => fs.existsSync(path.join(dir, LATEST_FILE)) || isModel(dir));

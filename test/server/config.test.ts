@@ -202,6 +202,18 @@ t.test('with no arguments: server_config.json, else the models found, else how t
   t.same(serveConfig({ cwd: dir, systemMessages: 'ignore' }).models.map((m) => m.systemMessages), ['ignore', 'ignore'], '--system_messages, for every model found');
   fs.writeFileSync(path.join(dir, 'server_config.json'), ORIGINAL);
   t.equal(serveConfig({ cwd: dir }).models[0].modelName, '355M', 'server_config.json wins');
+  // A run that held data out: its best checkpoint, not its latest.
+  for (const step of ['model-100', 'model-200']) {
+    fs.mkdirSync(path.join(dir, 'checkpoint', 'run2', step), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'checkpoint', 'run2', step, 'state.json'), '{}');
+  }
+  fs.writeFileSync(path.join(dir, 'checkpoint', 'run2', 'latest'), 'model-200\n');
+  t.same(discoverModels(dir).find((m) => m.key === 'run2')?.restore_from, path.join(dir, 'checkpoint', 'run2'), 'without a best, the run (its latest)');
+  fs.writeFileSync(path.join(dir, 'checkpoint', 'run2', 'best'), 'model-100\n');
+  t.same(discoverModels(dir).find((m) => m.key === 'run2')?.restore_from, path.join(dir, 'checkpoint', 'run2', 'best'), 'with one, its best');
+  fs.writeFileSync(path.join(dir, 'checkpoint', 'run2', 'best'), 'model-050\n');
+  t.same(discoverModels(dir).find((m) => m.key === 'run2')?.restore_from, path.join(dir, 'checkpoint', 'run2'), 'a best naming no complete checkpoint is passed over');
+  fs.rmSync(path.join(dir, 'checkpoint', 'run2'), { recursive: true });
   const one = serveConfig({ cwd: dir, model: 'models/124M' });
   t.same(one.models.map((m) => [m.key, m.restoreFrom]), [['chatbot', path.join(dir, 'models', '124M')]]);
 });
