@@ -1,6 +1,7 @@
 // bin/serve: the multi-model chatbot server (lib/server). SIGTERM or SIGINT finishes the requests in flight and
 // exits; a second one exits at once.
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { AUDIENCE_RULE, isAudience } from '../../lib/data/chat_format';
@@ -60,7 +61,7 @@ async function main(): Promise<void> {
   });
   const server = createServer({ ...config, insecure: config.insecure || argv.insecure });
   const address = await server.listen(argv.port ?? config.port, argv.host ?? config.host);
-  if (process.stderr.isTTY) process.stderr.write(whereToConnect(address, config.models.map((m) => m.key), config.apiKeys.length > 0));
+  if (process.stderr.isTTY) process.stderr.write(whereToConnect(address, config.models.map((m) => m.key), config.apiKeys.length > 0, config.fineTuning?.dir ?? null));
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -81,8 +82,9 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-// For a person at a terminal (the JSON log on stdout is for collectors): where to point a browser and the clients.
-function whereToConnect(address: AddressInfo, models: readonly string[], keyed: boolean): string {
+// For a person at a terminal (the JSON log on stdout is for collectors): where to point a browser and the clients,
+// and whether the chat page can fine-tune (off by default, it is otherwise never seen).
+function whereToConnect(address: AddressInfo, models: readonly string[], keyed: boolean, fineTuningDir: string | null): string {
   const everywhere = address.address === '0.0.0.0' || address.address === '::';
   const host = everywhere ? 'localhost' : address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
@@ -92,6 +94,9 @@ function whereToConnect(address: AddressInfo, models: readonly string[], keyed: 
     `  chat page       ${url}/`,
     `  OpenAI clients  base URL ${url}/v1`,
     `  Ollama clients  host ${url}`,
+    fineTuningDir === null
+      ? '  fine-tuning     off: --fine_tuning DIR lets the chat page teach a new bot from a chat app\'s export'
+      : `  fine-tuning     on the chat page, or OpenAI's clients; jobs and files in ${path.relative(process.cwd(), fineTuningDir) || '.'}`,
     ...(keyed ? ['  every client sends "Authorization: Bearer <one of api_keys>"'] : []),
     'Ctrl+C stops it, letting the requests in flight finish.',
     '',

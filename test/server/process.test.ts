@@ -104,6 +104,7 @@ t.test('at a terminal: where to point a browser and the clients', { skip: !fs.ex
   t.match(output, `chat page       ${url}/`);
   t.match(output, `OpenAI clients  base URL ${url}/v1`);
   t.match(output, `Ollama clients  host ${url}`);
+  t.match(output, '  fine-tuning     off: --fine_tuning DIR lets the chat page teach a new bot from a chat app\'s export', 'how to turn fine-tuning on');
   t.notMatch(output, /Authorization/, 'no key to send: the server has no api_keys');
   const ping = await fetch(`${url}/ping`);
   t.equal(await ping.text(), 'Pong!', 'the address it gives answers');
