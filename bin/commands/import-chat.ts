@@ -27,11 +27,13 @@ async function main(): Promise<void> {
         'searched for .txt, .json, .jsonl, .xml and .db files (and an X archive\'s direct-messages.js, Telegram\'s messages.html); zips (an iPhone\'s WhatsApp export, Facebook\'s and Instagram\'s ' +
         'downloads, Google Takeout, Element\'s export with attachments, Slack\'s export, Snapchat\'s My Data, X\'s archive) are read without unzipping. The audience is the ' +
         'other person, or the group. The apps\' notices, bots\' posts, media, deleted messages and calls are dropped, and the summary ' +
-        'says how many and why. Nothing is written unless every export was read.',
+        'says how many and why. With --out FILE.jsonl the conversations go to OpenAI\'s chat fine-tuning format instead (your messages "user", ' +
+        'the audience\'s "assistant"), for OpenAI\'s fine-tuning, tools that take it (Axolotl, TRL, unsloth) or bin/serve --fine_tuning. ' +
+        'Nothing is written unless every export was read.',
     )
     .positional('exports', { type: 'string', describe: 'export files, zips or folders' })
     .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, Snapchat, an X archive, a Mac\'s chat.db, a Telegram account export, Google Chat from Takeout, Element\'s JSON, nor fine-tuning JSONL. Run without it to list the senders found' })
-    .option('out', { type: 'string', default: 'data', describe: 'a folder, for a .train file per audience, or a file ending in .train for one combined file' })
+    .option('out', { type: 'string', default: 'data', describe: 'a folder, for a .train file per audience; a file ending in .train for one combined file; or a file ending in .jsonl for OpenAI\'s chat fine-tuning format, a conversation a line (one longer than an example may be split at its longest pauses; one the audience wrote nothing in left out)' })
     .option('format', { choices: ['auto', ...EXPORT_FORMATS], default: 'auto', describe: 'the app the exports come from, when it is not detected' })
     .option('contacts', { type: 'string', array: true, default: [] as string[], describe: 'an address book exported as vCards (.vcf; repeat for several): people the exports know only by number or e-mail address get their names from it' })
     .option('audience-map', { type: 'string', array: true, default: [] as string[], describe: '"Name in the app=audience" (repeat), or a JSON file {"Name in the app": "audience"}: renames audiences' })
@@ -43,6 +45,7 @@ async function main(): Promise<void> {
     .example('$0 exports/ --me "Jane Doe" --me jane_d --out data/', 'every export in a folder, Jane being "jane_d" on Discord')
     .example('$0 "WhatsApp Chat - Mom.zip" facebook-*.zip --me "Jane Doe"', 'an iPhone\'s WhatsApp export and every part of a Facebook download, zipped as they come')
     .example('$0 telegram/result.json --no-groups --redact --out data/all.train', 'a Telegram account export, without groups, into one file')
+    .example('$0 exports/ --me "Jane Doe" --out chats.jsonl', 'every export in a folder into one JSONL file for OpenAI\'s fine-tuning, Axolotl, TRL or unsloth')
     .example('$0 ~/Library/Messages/chat.db --contacts contacts.vcf', 'iMessage and SMS on a Mac (quit Messages first), people named from the Contacts app\'s export')
     .example('$0 "WhatsApp Chat with Mom.txt"', 'without --me: lists the senders found')
     .demandCommand(1, 'give the export files or folders')
@@ -65,6 +68,13 @@ async function main(): Promise<void> {
   console.log(formatImportSummary(summary));
   // The way on, as lib/import/README.md gives it.
   const data = /^[\w./-]+$/.test(argv.out) ? argv.out : `'${argv.out.replace(/'/g, "'\\''")}'`;
+  if (summary.output === 'jsonl') {
+    console.log(
+      `next: fine-tune on ${data} with OpenAI (upload it with purpose "fine-tune"), a tool that takes OpenAI's chat format (Axolotl, TRL, unsloth), ` +
+        'or bin/serve --fine_tuning <folder>, whose POST /v1/files takes it; for bin/train, which takes the chat format, import with --out data/ instead',
+    );
+    return;
+  }
   // Held-out data makes the run keep its best checkpoint, where the data can spare it (heldOutFlags).
   console.log(
     `next: bin/train --dataset ${data} --check; then fine-tune GPT-2 on it: bin/download-model 124M, and ` +

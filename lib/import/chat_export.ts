@@ -46,7 +46,9 @@ export type DropReason =
   | 'group chat'      // --no-groups
   | 'not your chat'   // --me names none of its senders
   | 'saved messages'  // Telegram's notes to oneself
-  | 'bot chat';
+  | 'bot chat'
+  // Every message of a conversation, or of a part of one, that --out FILE.jsonl leaves out:
+  | 'unanswered';     // the audience wrote nothing in it: OpenAI's fine-tuning takes no example without an assistant message
 
 export interface ExportedMessage {
   time: number;                    // ms since 1970; an export without a time zone gives its wall clock as if UTC

@@ -7,8 +7,10 @@
 // answer as, so no --me. The audience is "assistant", or the name a system message gives as "audience: <name>" (as
 // the server's OpenAI-style endpoints take it); other system messages are dropped, the chat format having no system
 // role. There are no times: conversations keep the file's order.
+//
+// bin/import-chat --out FILE.jsonl writes OpenAI's format (fineTuningLine), which this reads back as it was written.
 import path from 'node:path';
-import { audienceNamedBy } from '../data/chat_format';
+import { SIDE, type ChatMessage, audienceNamedBy } from '../data/chat_format';
 import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS, jsonObject } from './chat_export';
 
 export type FineTuningFormat = 'openai' | 'sharegpt';
@@ -30,6 +32,15 @@ const LAYOUTS: Readonly<Record<FineTuningFormat, Layout>> = {
 
 // The audience when no system message names one; --audience-map assistant=mom renames it.
 const ASSISTANT = 'assistant';
+
+// A conversation of the chat format as a line of OpenAI's fine-tuning JSONL, read back by parseFineTuning as the same
+// lines: the system message that names the audience, then a message a line, the user's side as "user" and the
+// audience's as "assistant".
+export function fineTuningLine(audience: string, messages: readonly Omit<ChatMessage, 'audience'>[]): string {
+  const named = { role: 'system', content: `audience: ${audience}` };
+  const said = messages.map(({ side, text }) => ({ role: side === SIDE.you ? 'user' : 'assistant', content: text }));
+  return JSON.stringify({ messages: [named, ...said] });
+}
 
 // The format a conversation object is in, by the field that lists its messages (OpenAI's messages each with a
 // "role", not Discord's or Messenger's "messages"); null for anything else.

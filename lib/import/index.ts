@@ -1,6 +1,6 @@
 // Chat exports of messaging apps made training data: `importChats(['exports/'], { me: ['Jane'], out: 'data' })`
 // reads every export (detect.ts and an importer per app), decides what to write (train_output.ts) and, only
-// when every input was read without an error, writes the .train files, each atomically.
+// when every input was read without an error, writes the .train files (or the one JSONL file), each atomically.
 import fs from 'node:fs';
 import path from 'node:path';
 import { datasetFiles } from '../data/files';
@@ -9,18 +9,18 @@ import { readContacts } from './contacts';
 import { Companion, CompanionFile, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
 import { TELEGRAM_PAGE } from './telegram_html';
 import { isZip, ZipArchive, ZipEntry } from '../util/zip';
-import { ChatImportSummary, OutputOptions, RedactKind, planOutput, writeOutput } from './train_output';
+import { ChatImportSummary, OutputOptions, RedactKind, outputKind, planOutput, writeOutput } from './train_output';
 import { DateOrder } from './whatsapp';
 
 export { EXPORT_FORMATS, FORMAT_NAMES, ChatImportError, ChatImportErrors } from './chat_export';
 export type { DropReason, ExportFormat } from './chat_export';
 export { MeNotFoundError, REDACT_KINDS, formatImportSummary } from './train_output';
-export type { AudienceSummary, ChatImportSummary, RedactKind, SkippedChat } from './train_output';
+export type { AudienceSummary, ChatImportSummary, ExampleCounts, OutputKind, RedactKind, SkippedChat } from './train_output';
 export { DATE_ORDERS } from './whatsapp';
 export type { DateOrder } from './whatsapp';
 
 export interface ChatImportOptions {
-  out: string;                                    // a folder (a .train file per audience) or one .train file
+  out: string;                                    // a folder (a .train file per audience), one .train file, or one .jsonl file
   me?: readonly string[];                         // the user's names or ids as the apps show them
   format?: ExportFormat;                          // every input is this app's export (default: detected)
   encoding?: string;                              // the inputs' text encoding (default: UTF-8, or UTF-16 by BOM)
@@ -64,6 +64,8 @@ function isTelegramPageOfJson(file: string, files: ReadonlySet<string>, paths: p
 
 export async function importChats(inputs: readonly string[], options: ChatImportOptions): Promise<ChatImportSummary> {
   if (inputs.length === 0) throw new Error('no export to import: give files or folders');
+  // A wrong --out is told before the exports are read, not after minutes of reading them.
+  outputKind(options.out);
   const archives: ZipArchive[] = [];
   try {
     return await importSources(exportSources(inputs, archives), options);

@@ -3,19 +3,38 @@
 //
 // Output: per audience a file (data/mom.train) holding each conversation with that audience in time order, a
 // blank line between conversations; or, when --out names a .train file, every conversation in that one file.
-// Messages are lines of the chat format, written by chat_format.ts as the live chat's are.
+// Messages are lines of the chat format, written by chat_format.ts as the live chat's are. When --out names a .jsonl
+// file, the same conversations in the same order go to OpenAI's chat fine-tuning JSONL instead, an example a line
+// (fineTuningExamples).
 import path from 'node:path';
 import { SMALL_DATASET_BYTES } from '../data/chat_check';
-import { SIDE, checkAudience, formatMessage, messageText, toAudience } from '../data/chat_format';
+import { SIDE, type ChatMessage, checkAudience, formatMessage, messageText, toAudience } from '../data/chat_format';
 import { writeTextAtomic } from '../util/atomic_file';
 import { DropReason, ExportFormat, ExportedChat, ExportedMessage, FORMAT_NAMES, nameKey, withoutDirectionMarks } from './chat_export';
 import { contactName, type Contacts } from './contacts';
+import { fineTuningLine } from './fine_tuning';
 
 export const REDACT_KINDS = ['links', 'emails', 'phones'] as const;
 export type RedactKind = (typeof REDACT_KINDS)[number];
 
+// What --out names: a folder (a .train file per audience), one .train file, or one file of OpenAI's fine-tuning JSONL.
+export type OutputKind = 'folder' | 'train' | 'jsonl';
+
+// Files --out could be taken to mean but that are written as neither: a folder named so would surprise.
+const NOT_OUTPUT_EXTENSIONS = new Set(['.json', '.ndjson', '.txt', '.csv']);
+
+export function outputKind(out: string): OutputKind {
+  const extension = path.extname(out).toLowerCase();
+  if (extension === '.train') return 'train';
+  if (extension === '.jsonl') return 'jsonl';
+  if (NOT_OUTPUT_EXTENSIONS.has(extension)) {
+    throw new Error(`--out ${out}: give a folder (a .train file per audience), a file ending in .train (every conversation in one file) or in .jsonl (OpenAI's chat fine-tuning format), not a ${extension} file`);
+  }
+  return 'folder';
+}
+
 export interface OutputOptions {
-  out: string;                                   // a folder, or a .train file for one combined file
+  out: string;                                   // a folder, a .train file for one combined file, or a .jsonl file
   me: readonly string[];                         // the user's names or ids in the apps
   audienceMap: Readonly<Record<string, string>>; // a chat's name in the app (or its contact's) -> its audience
   contacts: Contacts;                            // names for the people an export knows by number or address
@@ -48,13 +67,22 @@ export interface SkippedChat {
   senders: string[];    // who wrote in it, most messages first
 }
 
+// What became of the conversations in OpenAI's fine-tuning JSONL.
+export interface ExampleCounts {
+  written: number;     // examples, a line each
+  split: number;       // conversations too long for one example, written as several
+  unanswered: number;  // conversations, or parts of one, left out: the audience wrote nothing in them
+}
+
 export interface ChatImportSummary extends MessageCounts {
   formats: Partial<Record<ExportFormat, number>>;  // export files read, by app
   audiences: AudienceSummary[];  // most kept messages first
   skipped: SkippedChat[];
   warnings: string[];
   out: string;
-  files: string[];               // the .train files written
+  output: OutputKind;
+  examples: ExampleCounts | null;  // null unless the output is JSONL
+  files: string[];               // the files written
   bytes: number;                 // UTF-8 bytes written
 }
 
@@ -70,10 +98,14 @@ const NOT_SPOKEN = new Set<DropReason | null>(['system', 'bot', 'unreadable', 'd
 // The chats without the user named one by one in the warnings.
 const NOT_MINE_NAMED = 5;
 
+interface KeptMessage extends Omit<ChatMessage, 'audience'> {
+  time: number;
+}
+
 interface Conversation {
   chat: ExportedChat;
   audience: string;
-  lines: string[];
+  messages: KeptMessage[];
   firstTime: number;
 }
 
@@ -83,7 +115,11 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
   const audienceMap = new Map(Object.entries(options.audienceMap).map(([name, audience]) => [nameKey(name), mappedAudience(name, audience)]));
   const mappedNames = new Set<string>();
   const redact = redactor(options.redact);
-  const summary: ChatImportSummary = { formats: {}, read: 0, kept: 0, sent: 0, dropped: {}, audiences: [], skipped: [], warnings: [], out: options.out, files: [], bytes: 0 };
+  const output = outputKind(options.out);
+  const summary: ChatImportSummary = {
+    formats: {}, read: 0, kept: 0, sent: 0, dropped: {}, audiences: [], skipped: [], warnings: [], out: options.out, output,
+    examples: output === 'jsonl' ? { written: 0, split: 0, unanswered: 0 } : null, files: [], bytes: 0,
+  };
   const audiences = new Map<string, AudienceSummary>();
   const conversations: Conversation[] = [];
   const sendersSeen = new Map<string, number>();
@@ -125,7 +161,7 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
     if (audienceMap.has(key)) mappedNames.add(key);
     const audience = audienceMap.get(key) ?? (toAudience(withoutDirectionMarks(name)) || 'unnamed');
     const counts: AudienceSummary = { audience, file: null, conversations: 1, read: chat.messages.length, kept: 0, sent: 0, dropped: {} };
-    const lines: string[] = [];
+    const messages: KeptMessage[] = [];
     let firstTime = Infinity;
     for (const message of chat.messages) {
       const text = message.dropped ? '' : messageText(redact(withoutDirectionMarks(message.text)));
@@ -135,7 +171,7 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
         continue;
       }
       const side = isMine(message) ? SIDE.you : SIDE.audience;
-      lines.push(formatMessage({ side, audience, text }));
+      messages.push({ side, text, time: message.time });
       counts.kept++;
       if (side === SIDE.you) counts.sent++;
       firstTime = Math.min(firstTime, message.time);
@@ -146,7 +182,7 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
       total.conversations++;
       addCounts(total, counts);
     } else audiences.set(audience, counts);
-    if (lines.length > 0) conversations.push({ chat, audience, lines, firstTime });
+    if (messages.length > 0) conversations.push({ chat, audience, messages, firstTime });
   }
 
   if (needMe > 0 && foundMe === 0) throw new MeNotFoundError(options.me, sendersSeen);
@@ -161,7 +197,7 @@ export function planOutput(chats: readonly ExportedChat[], options: OutputOption
   for (const name of Object.keys(options.audienceMap)) {
     if (!mappedNames.has(nameKey(name))) summary.warnings.push(`--audience-map: no chat is called ${JSON.stringify(name)}`);
   }
-  const contents = outputFiles(conversations, options.out, audiences);
+  const contents = outputFiles(conversations, audiences, summary);
   summary.audiences = [...audiences.values()].sort((a, b) => b.kept - a.kept || compare(a.audience, b.audience));
   summary.files = [...contents.keys()];
   summary.bytes = [...contents.values()].reduce((sum, text) => sum + Buffer.byteLength(text, 'utf8'), 0);
@@ -261,20 +297,91 @@ export class MeNotFoundError extends Error {
 }
 
 // The files and their text. Conversations go in order of their first message, so that the same exports give
-// the same bytes whatever order they were named in.
-function outputFiles(conversations: Conversation[], out: string, audiences: Map<string, AudienceSummary>): Map<string, string> {
-  conversations.sort((a, b) => a.firstTime - b.firstTime || compare(a.audience, b.audience) || compare(a.chat.key, b.chat.key));
+// the same bytes whatever order they were named in; those of no time (fine-tuning data's) in the order of their keys,
+// their files' and theirs in a file, so that JSONL this wrote is read back in the order it was written.
+function outputFiles(conversations: Conversation[], audiences: Map<string, AudienceSummary>, summary: ChatImportSummary): Map<string, string> {
+  conversations.sort((a, b) => a.firstTime - b.firstTime || compare(a.chat.key, b.chat.key));
+  const { out, output } = summary;
+  if (summary.examples !== null) {
+    const examples = fineTuningExamples(conversations, audiences, summary, summary.examples);
+    for (const audience of new Set(examples.map((example) => example.audience))) (audiences.get(audience) as AudienceSummary).file = out;
+    return new Map(examples.length > 0 ? [[out, examples.map((example) => `${example.line}\n`).join('')]] : []);
+  }
   const contents = new Map<string, string>();
-  const combined = out.endsWith('.train');
-  const fileOf = combined ? () => out : fileNames(out, [...new Set(conversations.map((c) => c.audience))]);
+  const fileOf = output === 'train' ? () => out : fileNames(out, [...new Set(conversations.map((c) => c.audience))]);
   for (const conversation of conversations) {
     const file = fileOf(conversation.audience);
-    const block = `${conversation.lines.join('\n')}\n`;
+    const block = `${conversation.messages.map(({ side, text }) => formatMessage({ side, audience: conversation.audience, text })).join('\n')}\n`;
     const previous = contents.get(file);
     contents.set(file, previous === undefined ? block : `${previous}\n${block}`);
     (audiences.get(conversation.audience) as AudienceSummary).file = file;
   }
   return contents;
+}
+
+// OpenAI's fine-tuning takes at most this many tokens of an example and truncates longer ones: the context of
+// gpt-3.5-turbo, the least of the chat models it fine-tunes (gpt-4o's and gpt-4.1's examples take 65,536). A
+// years-long chat as one example would be cut to its first weeks.
+const EXAMPLE_TOKENS = 16_385;
+// Tokens of a message besides its text: the chat template's role and delimiters.
+const MESSAGE_TOKENS = 4;
+
+// A message's tokens, counted from above: its UTF-8 bytes, a byte-level BPE's every token being at least a byte
+// (OpenAI's tokenizers are; English runs about four bytes a token), so that no example is ever truncated.
+function tokensAtMost(text: string): number {
+  return Buffer.byteLength(text, 'utf8') + MESSAGE_TOKENS;
+}
+
+interface FineTuningExample {
+  audience: string;
+  line: string;
+}
+
+// The conversations as examples of OpenAI's chat fine-tuning: a conversation an example, or a conversation too long
+// for one split into several (splitExample). Parts the audience wrote nothing in are left out, as OpenAI refuses an
+// example without an assistant message, and their messages counted dropped.
+function fineTuningExamples(conversations: readonly Conversation[], audiences: Map<string, AudienceSummary>, summary: ChatImportSummary, counts: ExampleCounts): FineTuningExample[] {
+  const examples: FineTuningExample[] = [];
+  for (const { audience, messages } of conversations) {
+    const parts = splitExample(messages, EXAMPLE_TOKENS - tokensAtMost(`audience: ${audience}`));
+    if (parts.length > 1) counts.split++;
+    for (const part of parts) {
+      if (part.some((message) => message.side === SIDE.audience)) {
+        examples.push({ audience, line: fineTuningLine(audience, part) });
+        continue;
+      }
+      counts.unanswered++;
+      const unanswered: MessageCounts = { read: 0, kept: -part.length, sent: -part.length, dropped: { unanswered: part.length } };
+      addCounts(summary, unanswered);
+      addCounts(audiences.get(audience) as AudienceSummary, unanswered);
+    }
+  }
+  counts.written = examples.length;
+  return examples;
+}
+
+// A conversation cut into parts of at most `tokens` (tokensAtMost), each as long as fits, cut at the longest pause
+// in its second half (the end of a day's talk rather than the middle of an exchange; the latest of equal ones, as
+// fine-tuning data's messages have no times); a message too long for any part is a part alone.
+function splitExample(messages: readonly KeptMessage[], tokens: number): KeptMessage[][] {
+  const parts: KeptMessage[][] = [];
+  const pause = (i: number): number => messages[i].time - messages[i - 1].time;
+  for (let start = 0; start < messages.length; ) {
+    let end = start + 1;
+    for (let used = tokensAtMost(messages[start].text); end < messages.length; end++) {
+      used += tokensAtMost(messages[end].text);
+      if (used > tokens) break;
+    }
+    if (end === messages.length) {
+      parts.push(messages.slice(start));
+      break;
+    }
+    let cut = end;
+    for (let i = end - 1; i > start + (end - start) / 2; i--) if (pause(i) > pause(cut)) cut = i;
+    parts.push(messages.slice(start, cut));
+    start = cut;
+  }
+  return parts;
 }
 
 // A file per audience, named after it: "Mom" -> mom.train. Names that would clash (on a file system that
@@ -345,10 +452,33 @@ export function formatImportSummary(s: ChatImportSummary): string {
     out.push(`  ${a.audience}: ${plural(a.conversations, 'conversation')}, ${a.read.toLocaleString('en-US')} read, ${a.kept.toLocaleString('en-US')} kept (${a.sent.toLocaleString('en-US')} sent)${dropped}${a.file ? ` -> ${a.file}` : ''}`);
   }
   for (const k of s.skipped) out.push(`  not imported: ${JSON.stringify(k.title)} (${k.file}): ${k.reason}, ${plural(k.messages, 'message')}`);
+  if (s.examples !== null) out.push(...exampleLines(s.examples, s.dropped.unanswered ?? 0));
   for (const warning of s.warnings) out.push(`warning: ${warning}`);
-  out.push(`wrote ${plural(s.files.length, 'file')} ${s.out.endsWith('.train') ? '' : `in ${s.out} `}(${(s.bytes / 1e6).toFixed(s.bytes < 1e5 ? 3 : 2)} MB)`);
-  if (s.bytes < SMALL_DATASET_BYTES) {
-    out.push(`warning: ${(s.bytes / 1e6).toFixed(s.bytes < 1e5 ? 3 : 2)} MB of chat is little: fine-tuning GPT-2 on less than about 2 MB overfits; import more chats`);
+  const size = `${(s.bytes / 1e6).toFixed(s.bytes < 1e5 ? 3 : 2)} MB`;
+  if (s.examples !== null) {
+    out.push(`wrote ${plural(s.examples.written, 'example')} of OpenAI's chat fine-tuning format, a line each, to ${s.out} (${size})`);
+    if (s.examples.written < MIN_EXAMPLES) out.push(`warning: OpenAI's fine-tuning takes a file of at least ${MIN_EXAMPLES} examples; import more chats`);
+    return out.join('\n');
   }
+  out.push(`wrote ${plural(s.files.length, 'file')} ${s.output === 'train' ? '' : `in ${s.out} `}(${size})`);
+  if (s.bytes < SMALL_DATASET_BYTES) out.push(`warning: ${size} of chat is little: fine-tuning GPT-2 on less than about 2 MB overfits; import more chats`);
   return out.join('\n');
+}
+
+// The fewest examples OpenAI's fine-tuning takes in a file.
+const MIN_EXAMPLES = 10;
+
+function exampleLines(counts: ExampleCounts, unansweredMessages: number): string[] {
+  const lines: string[] = [];
+  if (counts.split > 0) {
+    lines.push(`  split: ${plural(counts.split, 'conversation')} longer than an example may be (${EXAMPLE_TOKENS.toLocaleString('en-US')} tokens), each into several at its longest pauses`);
+  }
+  if (counts.unanswered > 0) {
+    const what = counts.unanswered === 1 ? 'a conversation or part of one' : 'conversations or parts of them';
+    lines.push(
+      `  left out: ${plural(counts.unanswered, 'unanswered example')} (${plural(unansweredMessages, 'message')}), ${what} that the audience wrote nothing in: ` +
+        "OpenAI's fine-tuning takes no example without an assistant message",
+    );
+  }
+  return lines;
 }

@@ -21,6 +21,8 @@ t.test('--help: what it reads, every flag, examples', async (t) => {
   t.match(stdout, /Slack's workspace export/);
   t.match(stdout, /\[default: "data"\]/);
   t.match(stdout, /Examples:[^]*--me "Jane Doe"/);
+  t.match(stdout, /a file ending in\s+\.jsonl\s+for\s+OpenAI's\s+chat\s+fine-tuning\s+format/);
+  t.match(stdout, /Examples:[^]*chats\.jsonl/);
 });
 
 t.test('an import that bin/train --check accepts', async (t) => {
@@ -81,6 +83,35 @@ t.test('one combined file, audiences renamed from a JSON file, everything redact
   t.match(fs.readFileSync(out, 'utf8'), '1|sammy|Call me at +1 (555) 123-4567 or mail [email] <EOM>');
 });
 
+t.test("--out FILE.jsonl: OpenAI's chat fine-tuning format, which bin/import-chat reads back as the .train it stands for", async (t) => {
+  const dir = t.testdir();
+  const exports = [fixture('whatsapp'), fixture('telegram'), fixture('messenger'), fixture('slack'), fixture('sms')];
+  const jsonl = path.join(dir, 'chats.jsonl');
+  const imported = run('import-chat', [...exports, '--me', 'Jane Doe', '--out', jsonl]);
+  t.equal(imported.status, 0, imported.stderr);
+  t.match(imported.stdout, `\nwrote 14 examples of OpenAI's chat fine-tuning format, a line each, to ${jsonl} (`);
+  t.match(imported.stdout, `\nnext: fine-tune on ${jsonl} with OpenAI (upload it with purpose "fine-tune"), a tool that takes OpenAI's chat format (Axolotl, TRL, unsloth), or bin/serve --fine_tuning <folder>, whose POST /v1/files takes it; for bin/train, which takes the chat format, import with --out data/ instead\n`);
+  const lines = fs.readFileSync(jsonl, 'utf8').split('\n');
+  t.equal(lines.pop(), '', 'the last line ends in a line break');
+  const examples = lines.map((line) => JSON.parse(line) as { messages: { role: string; content: string }[] });
+  t.equal(examples.length, 14);
+  for (const { messages } of examples) {
+    t.match(messages[0], { role: 'system', content: /^audience: \S/ });
+    t.ok(messages.slice(1).every((m) => (m.role === 'user' || m.role === 'assistant') && m.content !== ''), 'user and assistant messages, none empty');
+    t.ok(messages.some((m) => m.role === 'assistant'), 'an assistant message in each');
+  }
+  const mom = examples.find((e) => e.messages[0].content === 'audience: Mom' && e.messages[1].content === "Happy New Year's Eve! 🎉");
+  t.same(mom?.messages.slice(1, 4), [
+    { role: 'assistant', content: "Happy New Year's Eve! 🎉" }, { role: 'assistant', content: 'Are you coming tomorrow?' }, { role: 'user', content: "Yes! I'll bring the cake" },
+  ], "Jane's messages the user's, Mom's the assistant's");
+
+  const straight = run('import-chat', [...exports, '--me', 'Jane Doe', '--out', path.join(dir, 'straight.train')]);
+  t.equal(straight.status, 0, straight.stderr);
+  const back = run('import-chat', [jsonl, '--out', path.join(dir, 'back.train')]);
+  t.equal(back.status, 0, back.stderr);
+  t.equal(fs.readFileSync(path.join(dir, 'back.train'), 'utf8'), fs.readFileSync(path.join(dir, 'straight.train'), 'utf8'), 'read back: byte for byte the .train of the exports');
+});
+
 t.test('bad input: exit 1 and the reason; nothing written', async (t) => {
   const dir = t.testdir({ 'notes.txt': 'Shopping list\n' });
   const out = path.join(dir, 'data');
@@ -97,5 +128,9 @@ t.test('bad input: exit 1 and the reason; nothing written', async (t) => {
   const badMap = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--audience-map', 'Papa', '--out', out]);
   t.equal(badMap.status, 1);
   t.match(badMap.stderr, 'import-chat: --audience-map "Papa": expected "Name in the app=audience" or a JSON file');
+  const badOut = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--out', `${out}.json`]);
+  t.equal(badOut.status, 1);
+  t.equal(badOut.stderr, `import-chat: --out ${out}.json: give a folder (a .train file per audience), a file ending in .train (every conversation in one file) or in .jsonl (OpenAI's chat fine-tuning format), not a .json file\n`);
+  t.notOk(fs.existsSync(`${out}.json`));
   t.notOk(fs.existsSync(out));
 });

@@ -48,7 +48,7 @@ t.test("ShareGPT's conversations, a line each or in a JSON list, give the same b
   const dir = t.testdir({ 'sharegpt.json': `[\n${lines.join(',\n')}\n]\n` });
   for (const file of [fixture('openai', 'sharegpt.jsonl'), path.join(dir, 'sharegpt.json')]) {
     const name = path.basename(file);
-    const { files, summary } = await importInto(path.join(dir, `out-${name}`), [file]);
+    const { files, summary } = await importInto(path.join(dir, `out-${name.replace('.', '-')}`), [file]);
     t.same(files, expected, name);
     t.same(summary.formats, { sharegpt: 1 }, name);
     t.same(summary.dropped, { 'system prompt': 1 }, `${name}: the system message that names the audience is no message`);
