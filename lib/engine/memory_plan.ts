@@ -48,6 +48,11 @@ function plannedMemory(config: NativeConfig, options: NativeOptions): MemoryPlan
   return { weights: weights + factors, training, activations, total: weights + factors + training + activations };
 }
 
+// The bytes a model of this config and these options allocates, for a caller that must fit it in a budget.
+export function plannedMemoryBytes(config: NativeConfig, options: NativeOptions): number {
+  return plannedMemory(config, options).total;
+}
+
 function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(bytes < 2 ** 30 ? 3 : 1)} GiB`;
 }

@@ -20,7 +20,7 @@ import { GGML_QUANTS } from '../formats/ggml_quants';
 import { GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { adapterDeltas, checkAdapterFits, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
-import { checkMemoryPlan } from './memory_plan';
+import { checkMemoryPlan, plannedMemoryBytes } from './memory_plan';
 import { writeTextAtomic } from '../util/atomic_file';
 import { Rng } from '../util/rng';
 import { readJsonObject } from '../util/json_file';
@@ -197,6 +197,22 @@ function checkLora(lora: LoraOptions, base: string | null): ModelLora {
 // The key of Model's native handle (see Model[NATIVE]).
 export const NATIVE = Symbol('dixie native model');
 
+function nativeOptionsOf(options: ModelOptions): NativeOptions {
+  const { lora, ...rest } = options;
+  return {
+    ...rest,
+    device: options.device ?? computeDefaults.device,
+    precision: options.precision ?? computeDefaults.precision,
+    ...(lora ? { lora: { rank: lora.rank, scaling: lora.alpha / lora.rank, targets: [...lora.targets], dropout: lora.dropout ?? 0, seed: lora.seed ?? 0 } } : {}),
+  };
+}
+
+// The memory a model of this config takes with these options, as the CPU backend plans it (lib/engine/memory_plan.ts),
+// known before anything is allocated.
+export function plannedModelBytes(config: GPT2Config, options: ModelOptions): number {
+  return plannedMemoryBytes(config, nativeOptionsOf(options));
+}
+
 export class Model {
   readonly config: GPT2Config;
   readonly adapter: ModelAdapter | null;
@@ -216,14 +232,8 @@ export class Model {
   private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource, adapter: PeftAdapter | null = null, base: string | null = null) {
     this.config = { ...config };
     this.adapter = adapter && { dir: adapter.dir, config: adapter.config };
-    const { lora, ...rest } = options;
-    this.lora = lora ? checkLora(lora, base) : null;
-    const nativeOptions: NativeOptions = {
-      ...rest,
-      device: options.device ?? computeDefaults.device,
-      precision: options.precision ?? computeDefaults.precision,
-      ...(lora ? { lora: { rank: lora.rank, scaling: lora.alpha / lora.rank, targets: [...lora.targets], dropout: lora.dropout ?? 0, seed: lora.seed ?? 0 } } : {}),
-    };
+    this.lora = options.lora ? checkLora(options.lora, base) : null;
+    const nativeOptions = nativeOptionsOf(options);
     // The CUDA backend names what did not fit itself; on the CPU the allocation would fail with a bare "out of memory".
     const device = nativeOptions.device ?? 'auto';
     if (device === 'cpu' || (device === 'auto' && !loadAddon().cudaAvailable())) {

@@ -109,6 +109,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         throw new HttpError(400, `model: ${(err as Error).message}`, { field: 'model' });
       }
     },
+    claimMemory: (label, bytes, signal) => registry.claimMemory(label, bytes, signal),
     serve: (name, checkpoint, from, adapter) => serveModel(fineTunedModel(name, checkpoint, service.models.get(from) ?? null, adapter)),
     unserve(name) {
       const adapters = [...service.models.values()].filter((m) => m.base === name).map((m) => m.key);

@@ -9,18 +9,21 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadDataset } from '../data/dataset';
+import type { GPT2Config } from '../engine/model';
 import type { ModelFolder } from '../formats/model_folder';
+import { resolveModel } from '../formats/resolve_model';
 import { importChatsOffThread } from '../import/thread';
 import { modelTokenizer } from '../tokenizer';
 import { listCheckpoints } from '../train/checkpoint';
 import { readMetrics, type MetricRecord } from '../train/metrics';
-import { train } from '../train/train';
+import { train, trainingMemoryBytes } from '../train/train';
 import { writeTextAtomic } from '../util/atomic_file';
 import { linesFromEnd } from '../util/lines';
 import type { FineTuningConfig } from './config';
 import { HttpError, withoutPaths } from './errors';
 import { storedDataKind, type FileStore } from './files';
 import type { Log } from './log';
+import { ModelUnavailableError, type MemoryClaim } from './model_registry';
 
 export type JobStatus = 'validating_files' | 'queued' | 'running' | 'paused' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -99,6 +102,9 @@ export interface FineTuningHost {
   modelFolder(key: string): ModelFolder;
   serve(name: string, checkpoint: string, from: string, adapter: boolean): void;  // from: the model it was trained from
   unserve(name: string): void;
+  // Bytes of the served models' memory budget (memory_budget_mb) for training, held until released: idle models
+  // are unloaded to make room, and a job waits for busy ones as a model's load would.
+  claimMemory(label: string, bytes: number, signal: AbortSignal): Promise<MemoryClaim>;
   log: Log;
 }
 
@@ -135,6 +141,9 @@ const VALIDATION_BATCH = 2;
 const MAX_VALIDATION_BATCHES = 40;
 // Checkpoints kept: those of the last epochs, as OpenAI keeps.
 const CHECKPOINTS_KEPT = 3;
+// A job whose training memory is not granted within this long is said to wait for it: an idle model's unloading to
+// make room takes moments, and is no news.
+const MEMORY_WAIT_NOTICE_MS = 1000;
 // A window shorter than this says nothing a model could learn from.
 const MIN_CONTEXT = 8;
 
@@ -410,40 +419,40 @@ export class FineTuningJobs {
     const { job } = record;
     const stop = new AbortController();
     this.running = { id: job.id, stop, why: null };
+    let claim: MemoryClaim | null = null;
     try {
       const plan = record.plan as TrainingPlan;
+      const options = {
+        dataset: path.join(this.dir(job.id), TRAINING_DATA),
+        val_dataset: plan.validationBatches > 0 ? path.join(this.dir(job.id), VALIDATION_DATA) : '',
+        val_every: plan.validationBatches > 0 ? Math.max(1, Math.round(plan.steps / VALIDATIONS)) : 0,
+        val_batch_size: VALIDATION_BATCH,
+        val_batch_count: Math.max(1, plan.validationBatches),
+        keep_best: false,
+        model_name: plan.base,
+        restore_from: 'latest',
+        checkpoint_dir: this.jobsDir,
+        run_name: job.id,
+        context_length: plan.contextLength,
+        batch_size: plan.batchSize,
+        learning_rate: plan.learningRate,
+        lora_rank: plan.loraRank,
+        stop_after: plan.steps,
+        save_every: plan.stepsPerEpoch,
+        max_to_keep: CHECKPOINTS_KEPT,
+        save_on_ctrlc: true,
+        sample_every: 0,
+        seed: job.seed,
+        threads: this.config.threads,
+      };
+      claim = await this.claimMemory(job, trainingMemoryBytes(options, resolveModel(plan.base).config as GPT2Config), stop.signal);
       this.setStatus(record, 'running');
       this.event(job, 'info', 'Fine-tuning job started');
-      const result = await train(
-        {
-          dataset: path.join(this.dir(job.id), TRAINING_DATA),
-          val_dataset: plan.validationBatches > 0 ? path.join(this.dir(job.id), VALIDATION_DATA) : '',
-          val_every: plan.validationBatches > 0 ? Math.max(1, Math.round(plan.steps / VALIDATIONS)) : 0,
-          val_batch_size: VALIDATION_BATCH,
-          val_batch_count: Math.max(1, plan.validationBatches),
-          keep_best: false,
-          model_name: plan.base,
-          restore_from: 'latest',
-          checkpoint_dir: this.jobsDir,
-          run_name: job.id,
-          context_length: plan.contextLength,
-          batch_size: plan.batchSize,
-          learning_rate: plan.learningRate,
-          lora_rank: plan.loraRank,
-          stop_after: plan.steps,
-          save_every: plan.stepsPerEpoch,
-          max_to_keep: CHECKPOINTS_KEPT,
-          save_on_ctrlc: true,
-          sample_every: 0,
-          seed: job.seed,
-          threads: this.config.threads,
-        },
-        {
-          log: (line) => this.host.log('debug', 'fine-tuning', { job: job.id, line }),
-          signal: stop.signal,
-          onMetrics: (r) => this.metricsEvent(record, r),
-        },
-      );
+      const result = await train(options, {
+        log: (line) => this.host.log('debug', 'fine-tuning', { job: job.id, line }),
+        signal: stop.signal,
+        onMetrics: (r) => this.metricsEvent(record, r),
+      });
       if (stop.signal.aborted) {
         if (this.running.why === 'shutdown') this.event(job, 'info', `The server is stopping: the job saved step ${result.step} and goes on from it when the server starts again`);
         else if (this.running.why === 'pause') this.event(job, 'info', `Paused at step ${result.step}, saved`);
@@ -459,7 +468,25 @@ export class FineTuningJobs {
     } catch (err) {
       if (!stop.signal.aborted) this.fail(record, err);
     } finally {
+      claim?.release();
       this.running = null;
+    }
+  }
+
+  // The job's training memory, from the budget the served models share: a job larger than the whole budget fails
+  // saying what to change, rather than pushing the server past the memory it was given.
+  private async claimMemory(job: FineTuningJob, bytes: number, signal: AbortSignal): Promise<MemoryClaim> {
+    const mb = Math.ceil(bytes / (1024 * 1024)).toLocaleString('en-US');
+    const waiting = setTimeout(() => this.event(job, 'info', `Waiting for ${mb} MB of the server's memory budget (memory_budget_mb) to train in: the models in use hold it`), MEMORY_WAIT_NOTICE_MS);
+    try {
+      return await this.host.claimMemory(`fine-tuning job ${job.id}`, bytes, signal);
+    } catch (err) {
+      if (err instanceof ModelUnavailableError && err.status === 507) {
+        throw new Error(`training needs ${mb} MB, more than the server's whole memory budget: raise memory_budget_mb in the server's config, or train a LoRA adapter (hyperparameters.lora_rank), which needs less`);
+      }
+      throw err;
+    } finally {
+      clearTimeout(waiting);
     }
   }
 

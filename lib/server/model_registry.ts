@@ -16,7 +16,9 @@
 //     costs one attempt per back-off, not one per request.
 //   - a model may depend on another (a LoRA adapter on its base): it is loaded with a lease on that one, which it
 //     holds until it is unloaded, so the other is loaded once for all its dependants, counted once in the budget,
-//     and never unloaded under them.
+//     and never unloaded under them;
+//   - memory that is no model's (a fine-tuning job's training) is claimed from the same budget, in the same queue:
+//     a claim makes room as a load does, and its bytes are held until it is released.
 // The registry knows nothing of GPT-2: a ModelLoader loads, sizes and unloads (lib/server/engine.ts).
 import { withoutPaths } from './errors';
 
@@ -30,6 +32,11 @@ export interface ModelLoader<T> {
 export interface Lease<T> {
   readonly key: string;
   readonly value: T;
+  release(): void;                       // idempotent
+}
+
+export interface MemoryClaim {
+  readonly bytes: number;
   release(): void;                       // idempotent
 }
 
@@ -87,19 +94,31 @@ interface Entry<T> {
   removed: boolean;                      // served no more: unloaded once its leases end, then forgotten
 }
 
-interface Waiter<T> {
-  key: string;
-  pin: boolean;                          // false for prime(): load, take no lease
-  resolve: (lease: Lease<T> | null) => void;
+interface Waiting {
   reject: (err: Error) => void;
   signal?: AbortSignal;
   onAbort?: () => void;
 }
 
+interface ModelWaiter<T> extends Waiting {
+  key: string;
+  pin: boolean;                          // false for prime(): load, take no lease
+  resolve: (lease: Lease<T> | null) => void;
+}
+
+interface ClaimWaiter extends Waiting {
+  key: null;                             // no model's
+  label: string;                         // what the memory is for, in the log
+  bytes: number;
+  resolve: (claim: MemoryClaim) => void;
+}
+
+type Waiter<T> = ModelWaiter<T> | ClaimWaiter;
+
 export class ModelRegistry<T> {
   private readonly entries = new Map<string, Entry<T>>();
   private queue: Waiter<T>[] = [];
-  private reserved = 0;
+  private reserved = 0;                  // by the loaded and loading models, and the claims
   private readonly timer: NodeJS.Timeout | null;
   private closed = false;
   private readonly log: NonNullable<RegistryOptions['log']>;
@@ -136,8 +155,7 @@ export class ModelRegistry<T> {
     const e = this.entries.get(key);
     if (!e) return;
     e.removed = true;
-    const refused = this.queue.filter((w) => w.key === key);
-    this.queue = this.queue.filter((w) => w.key !== key);
+    const refused = this.takeWaiters(key);
     for (const w of refused) this.settle(w, new ModelUnavailableError(`model "${key}" was deleted`, 404));
     if (e.state === 'unloaded') this.entries.delete(key);
     else void this.unload(e, 'removed');
@@ -160,6 +178,17 @@ export class ModelRegistry<T> {
   // Loads the model (waiting its turn like a request) without holding it.
   async prime(key: string): Promise<void> {
     await this.enqueue(key, false);
+  }
+
+  // Bytes of the budget for something other than a model, held until released: granted in turn with the loads, after
+  // evicting idle models and draining busy ones as a load would. Rejects when the signal fires first, and at once
+  // (507) for more than the whole budget.
+  claimMemory(label: string, bytes: number, signal?: AbortSignal): Promise<MemoryClaim> {
+    if (this.closed) return Promise.reject(new ModelUnavailableError('the server is shutting down', 503));
+    if (bytes > this.options.budgetBytes) {
+      return Promise.reject(new ModelUnavailableError(`${label} needs ${mb(bytes)} MB, more than the whole memory budget of ${mb(this.options.budgetBytes)} MB (memory_budget_mb)`, 507));
+    }
+    return new Promise((resolve, reject) => this.wait({ key: null, label, bytes, resolve, reject, signal }));
   }
 
   // The loaded model, for observation only: it may be unloaded at any time unless a lease holds it.
@@ -187,7 +216,10 @@ export class ModelRegistry<T> {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    for (const w of this.queue.splice(0)) this.settle(w, new ModelUnavailableError('the server is shutting down', 503));
+    for (const w of this.queue.splice(0)) {
+      this.detach(w);
+      w.reject(new ModelUnavailableError('the server is shutting down', 503));
+    }
     const pending: Promise<void>[] = [];
     for (const e of this.entries.values()) {
       if (e.state === 'loaded' && e.leases === 0) pending.push(this.unload(e, 'closing'));
@@ -200,28 +232,56 @@ export class ModelRegistry<T> {
   private enqueue(key: string, pin: boolean, signal?: AbortSignal): Promise<Lease<T> | null> {
     if (!this.entries.has(key) || this.entries.get(key)?.removed) return Promise.reject(new ModelUnavailableError(`unknown model "${key}"`, 404));
     if (this.closed) return Promise.reject(new ModelUnavailableError('the server is shutting down', 503));
-    if (signal?.aborted) return Promise.reject(signal.reason as Error);
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter<T> = { key, pin, resolve, reject, signal };
-      if (signal) {
-        waiter.onAbort = () => {
-          const i = this.queue.indexOf(waiter);
-          if (i < 0) return;
-          this.queue.splice(i, 1);
-          reject(signal.reason as Error);
-          this.pump();  // the drains it asked for may no longer be needed
-        };
-        signal.addEventListener('abort', waiter.onAbort, { once: true });
-      }
-      this.queue.push(waiter);
-      this.pump();
-    });
+    return new Promise((resolve, reject) => this.wait({ key, pin, resolve, reject, signal }));
   }
 
-  private settle(w: Waiter<T>, outcome: Lease<T> | null | Error): void {
-    if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
+  // Queues a waiter, to be served in order by pump(), or to leave the queue when its signal fires.
+  private wait(waiter: Waiter<T>): void {
+    const { signal } = waiter;
+    if (signal?.aborted) {
+      waiter.reject(signal.reason as Error);
+      return;
+    }
+    if (signal) {
+      waiter.onAbort = () => {
+        const i = this.queue.indexOf(waiter);
+        if (i < 0) return;
+        this.queue.splice(i, 1);
+        waiter.reject(signal.reason as Error);
+        this.pump();  // the drains it asked for may no longer be needed
+      };
+      signal.addEventListener('abort', waiter.onAbort, { once: true });
+    }
+    this.queue.push(waiter);
+    this.pump();
+  }
+
+  private settle(w: ModelWaiter<T>, outcome: Lease<T> | null | Error): void {
+    this.detach(w);
     if (outcome instanceof Error) w.reject(outcome);
     else w.resolve(outcome);
+  }
+
+  private detach(w: Waiter<T>): void {
+    if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
+  }
+
+  // Holds a claim's bytes from now until it is released.
+  private grantClaim(w: ClaimWaiter): void {
+    this.detach(w);
+    this.reserved += w.bytes;
+    this.log('info', 'memory claimed', { for: w.label, bytes: w.bytes });
+    let released = false;
+    w.resolve({
+      bytes: w.bytes,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.reserved -= w.bytes;
+        this.log('info', 'memory released', { for: w.label, bytes: w.bytes });
+        this.pump();
+      },
+    });
   }
 
   // Serves the queue in order as far as memory allows. Draining marks and turns are recomputed from scratch
@@ -233,6 +293,16 @@ export class ModelRegistry<T> {
     let blocked = false;
     for (let i = 0; i < this.queue.length; ) {
       const w = this.queue[i];
+      if (w.key === null) {
+        if (!blocked && this.makeRoom(w.bytes, w.label, contended)) {
+          this.queue.splice(i, 1);
+          this.grantClaim(w);
+          continue;
+        }
+        blocked = true;  // later loads wait for this claim, as for a load
+        i++;
+        continue;
+      }
       const e = this.entries.get(w.key) as Entry<T>;
       if (e.state === 'loaded' && !e.draining) {
         this.queue.splice(i, 1);
@@ -258,7 +328,7 @@ export class ModelRegistry<T> {
           this.settle(w, new ModelUnavailableError(`model "${e.key}" needs ${mb(need)} MB, more than the whole memory budget of ${mb(this.options.budgetBytes)} MB (memory_budget_mb)`, 507));
           continue;
         }
-        if (this.makeRoom(need, e, contended)) this.load(e, need);
+        if (this.makeRoom(need, e.key, contended)) this.load(e, need);
         else blocked = true;  // later loads wait for this one: first come, first served
       }
       i++;
@@ -273,17 +343,17 @@ export class ModelRegistry<T> {
   // Evicts idle models, least recently used first, until `need` more bytes fit; when that is not enough, busy
   // models (least recently used first) are to make room: each ends its turn, then drains. Returns whether the
   // bytes fit now.
-  private makeRoom(need: number, forEntry: Entry<T>, contended: Set<Entry<T>>): boolean {
+  private makeRoom(need: number, forWhat: string, contended: Set<Entry<T>>): boolean {
     if (this.reserved + need <= this.options.budgetBytes) return true;
     const others = [...this.entries.values()]
-      .filter((e) => e !== forEntry && e.state === 'loaded')
+      .filter((e) => e.key !== forWhat && e.state === 'loaded')
       .sort((a, b) => (a.lastUsed ?? 0) - (b.lastUsed ?? 0));
     let freeing = [...this.entries.values()].filter((e) => e.state === 'unloading').reduce((s, e) => s + e.bytes, 0);
     for (const e of others) {
       if (this.reserved - freeing + need <= this.options.budgetBytes) break;
       if (e.leases > 0) continue;
       freeing += e.bytes;
-      this.log('info', 'evicting model to make room', { model: e.key, for: forEntry.key, bytes: e.bytes });
+      this.log('info', 'evicting model to make room', { model: e.key, for: forWhat, bytes: e.bytes });
       void this.unload(e, 'evicted');
     }
     for (const e of others) {
@@ -342,8 +412,7 @@ export class ModelRegistry<T> {
     const delayMs = e.retry === null ? this.loadRetryMs : Math.min(this.loadRetryMaxMs, e.retry.delayMs * 2);
     e.retry = { at: this.now() + delayMs, delayMs, reason: withoutPaths(err.message) };
     this.log('error', 'model failed to load', { model: e.key, error: err.message, retryInMs: delayMs });
-    const failed = this.queue.filter((w) => w.key === e.key);
-    this.queue = this.queue.filter((w) => w.key !== e.key);
+    const failed = this.takeWaiters(e.key);
     for (const w of failed) this.settle(w, this.failedLoad(e));
   }
 
@@ -353,7 +422,14 @@ export class ModelRegistry<T> {
     return new ModelUnavailableError(`model "${e.key}" failed to load (${retry.reason}); it is tried again in ${seconds} s`, 503, seconds);
   }
 
-  private grant(w: Waiter<T>, e: Entry<T>): void {
+  // The waiters for a model, out of the queue.
+  private takeWaiters(key: string): ModelWaiter<T>[] {
+    const taken = this.queue.filter((w): w is ModelWaiter<T> => w.key === key);
+    this.queue = this.queue.filter((w) => w.key !== key);
+    return taken;
+  }
+
+  private grant(w: ModelWaiter<T>, e: Entry<T>): void {
     e.lastUsed = this.now();
     if (e.turn) e.turn.grants++;
     if (!w.pin) {

@@ -21,7 +21,7 @@ import { datasetFiles } from '../data/files';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
 import { ChunkParts } from '../data/tokens';
-import { GPT2Config, LoraOptions, Model, ModelOptions } from '../engine/model';
+import { GPT2Config, LoraOptions, Model, ModelOptions, plannedModelBytes } from '../engine/model';
 import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
 import { resolveModel } from '../formats/resolve_model';
@@ -356,7 +356,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
       );
     }
   } else if (o.lora_rank > 0) {
-    lora = { rank: o.lora_rank, alpha: o.lora_alpha || 2 * o.lora_rank, targets: loraTargets(o.lora_targets), dropout: o.lora_dropout, seed };
+    lora = newLora(o, seed);
   }
   const weightDtype = baseWeightDtype(o, lora, state, log);
   const folder = resolveModel(adapter ? (adapter.baseModel as string) : resumeDir ? path.resolve(resumeDir) : o.model_name);
@@ -374,6 +374,25 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
   }
   return { model, tokenizer };
+}
+
+// The adapter a run trains from scratch, by its options.
+function newLora(o: Pick<TrainOptions, 'lora_rank' | 'lora_alpha' | 'lora_targets' | 'lora_dropout'>, seed: number): LoraOptions {
+  return { rank: o.lora_rank, alpha: o.lora_alpha || 2 * o.lora_rank, targets: loraTargets(o.lora_targets), dropout: o.lora_dropout, seed };
+}
+
+// The memory a run of these options takes for a model of this config (its weights, gradients, optimizer state and
+// activations, as buildModel loads it), known before it starts: for a caller that must fit it in a budget (the
+// server's fine-tuning jobs).
+export function trainingMemoryBytes(options: Partial<TrainOptions>, config: GPT2Config): number {
+  const o = { ...DEFAULT_TRAIN_OPTIONS, ...options };
+  return plannedModelBytes(config, {
+    maxBatch: o.batch_size,
+    recompute: o.memory_saving_gradients,
+    maxSeq: o.context_length || config.nCtx,
+    weightDtype: o.dtype || 'f32',
+    ...(o.lora_rank > 0 && { lora: newLora(o, 0) }),
+  });
 }
 
 // --dtype: how the frozen base of an adapter is held. A resumed run keeps its own unless told otherwise.

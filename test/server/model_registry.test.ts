@@ -300,3 +300,56 @@ t.test('a model added while serving loads like the others; one removed refuses i
   t.same(reg.keys, ['a'], 'one never loaded is forgotten at once');
   await reg.close();
 });
+
+t.test('memory claimed for something else (a fine-tuning job) is taken from the same budget, in turn with the loads', async (t) => {
+  const loader = new ControlledLoader({ a: 40, b: 40 });
+  const logs: [string, Record<string, unknown> | undefined][] = [];
+  const reg = new ModelRegistry(['a', 'b'], loader, { budgetBytes: 100, idleUnloadMs: 0, turnGrants: 0, log: (_level, message, fields) => logs.push([message, fields]) });
+  (await reg.acquire('a')).release();
+  const busy = await reg.acquire('b');
+  const small = await reg.claimMemory('job 1', 20);
+  t.equal(reg.reservedBytes, 100, 'it fits: granted at once');
+  small.release();
+  small.release();
+  t.equal(reg.reservedBytes, 80, 'released once, however often called');
+
+  // 60 bytes: the idle model is evicted for it, the busy one is not.
+  const claim = await reg.claimMemory('job 2', 60);
+  t.same(loader.unloads, ['a'], 'the idle model made room');
+  t.ok(busy.value.alive, 'the busy one kept');
+  t.ok(logs.some(([m, f]) => m === 'evicting model to make room' && f?.model === 'a' && f.for === 'job 2'));
+  t.equal(reg.reservedBytes, 100);
+
+  // A load waits for the claim's release, and is then served.
+  let aLease: Lease<Fake> | null = null;
+  const a = reg.acquire('a').then((l) => (aLease = l));
+  for (let i = 0; i < 5; i++) await tick();
+  t.equal(aLease, null, 'no room for a while the claim is held');
+  t.ok(reg.reservedBytes <= 100);
+  busy.release();
+  await tick();
+  t.equal(aLease, null, 'b\'s room goes to a only once the claim is released');
+  claim.release();
+  (await a).release();
+  t.ok((aLease as Lease<Fake> | null)?.value.alive, 'a loaded');
+
+  // A claim that must wait for a busy model: it drains the model, and is granted when the model's lease ends.
+  const aBusy = await reg.acquire('a');
+  const stop = new AbortController();
+  const waiting = reg.claimMemory('job 3', 90, stop.signal);
+  await tick();
+  t.equal(reg.status().find((s) => s.key === 'a')?.draining, true, 'a drains for it');
+  stop.abort(new Error('job cancelled'));
+  await t.rejects(waiting, /job cancelled/, 'a claim given up leaves the queue');
+  t.equal(reg.status().find((s) => s.key === 'a')?.draining, false, 'and a takes leases again');
+  const later = reg.claimMemory('job 4', 90);
+  aBusy.release();
+  const big = await later;
+  t.equal(big.bytes, 90);
+  t.ok(reg.reservedBytes <= 100, 'the budget holds');
+  big.release();
+
+  await t.rejects(reg.claimMemory('job 5', 101), { message: 'job 5 needs 0 MB, more than the whole memory budget of 0 MB (memory_budget_mb)', status: 507 }, 'more than the whole budget: refused at once');
+  await reg.close();
+  await t.rejects(reg.claimMemory('job 6', 1), { message: 'the server is shutting down', status: 503 }, 'refused once closing');
+});
