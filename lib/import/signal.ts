@@ -15,7 +15,7 @@ import path from 'node:path';
 import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS, jsonLines, jsonObject, jsonString } from './chat_export';
 
 const ME = 'Me';
-// The folder of the user's own conversation since version 3.9; earlier it was named after the user.
+// The folder of the user's own conversation, with themselves, since version 3.9 (earlier it was named after the user).
 const NOTE_TO_SELF = 'NotetoSelf';
 const OLD_CALLS = new Set(['Incoming call', 'Outgoing call']);
 // Where an @mention was: Signal keeps the mentioned person apart from the text, and the export leaves them out.
@@ -45,24 +45,19 @@ export function isSignalMarkdown(text: string): boolean {
 export function parseSignal(file: string, text: string): ExportedChat {
   const messages = jsonLines(file, text, LAYOUT).map(({ value, line }) => toMessage(file, value, line));
   const folder = path.basename(path.dirname(path.resolve(file)));
-  const others = new Set(messages.filter((m) => !m.mine && m.sender !== '').map((m) => m.sender));
   return {
     format: 'signal',
     file,
     // The same chat exported again (to another folder) is one chat, their overlap kept once.
     key: `signal:${folder}`,
     title: folder,
-    group: [...others].some((sender) => !namesFolder(sender, folder)),
-    skip: folder === NOTE_TO_SELF && others.size === 0 ? 'saved messages' : null,
+    // The export does not say which chats are groups; the folder, which names the chat, is lost where data.json is
+    // read alone (an upload to the server): a group is told by more than one other person writing in it.
+    group: null,
+    skip: folder === NOTE_TO_SELF ? 'saved messages' : null,
     myIds: NO_IDS,
     messages,
   };
-}
-
-// Whether a sender is the one person of a one-to-one chat's folder: its name, or, since version 3.9, its name
-// without the number that tells apart the folders of two people of one name.
-function namesFolder(sender: string, folder: string): boolean {
-  return folder === sender || (folder.startsWith(sender) && /^\d+$/.test(folder.slice(sender.length)));
 }
 
 function toMessage(file: string, value: unknown, line: number): ExportedMessage {
@@ -82,7 +77,7 @@ function toMessage(file: string, value: unknown, line: number): ExportedMessage 
       : message.call === true || OLD_CALLS.has(spoken)
         ? 'call'
         : spoken === ''
-          ? attached ? 'media' : 'system'
+          ? (attached ? 'media' : 'system')
           : null;
   return { time: Date.parse(`${clock[1]}Z`), sender, senderIds: NO_IDS, mine: sender === ME, text, dropped, line };
 }
