@@ -1,12 +1,12 @@
 // What every importer (whatsapp.ts, line.ts, kakaotalk.ts, telegram.ts and telegram_html.ts, messenger.ts, discord.ts,
-// google_chat.ts, element.ts, slack.ts, snapchat.ts, x_archive.ts, sms.ts, imessage.ts, fine_tuning.ts) turns an
+// google_chat.ts, element.ts, slack.ts, snapchat.ts, signal.ts, x_archive.ts, sms.ts, imessage.ts, fine_tuning.ts) turns an
 // app's export into: chats of messages with their time, their sender as the app names them, and their raw text, each
 // message either kept or dropped with a reason. Deciding which sender is the user, the audience and the output is
 // left to train_output.ts, so that every app's quirks stay in its importer and every rule of the output in one place.
 import { isUtf8 } from 'node:buffer';
 import { lineAt } from '../util/lines';
 
-export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'element', 'slack', 'snapchat', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
+export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'element', 'slack', 'snapchat', 'signal', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
@@ -20,6 +20,7 @@ export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
   element: 'Element (Matrix)',
   slack: 'Slack',
   snapchat: 'Snapchat',
+  signal: 'Signal',
   x: 'X (Twitter)',
   sms: 'SMS Backup & Restore',
   imessage: 'Messages (macOS)',
@@ -45,7 +46,7 @@ export type DropReason =
   // Every message of a chat that is not written:
   | 'group chat'      // --no-groups
   | 'not your chat'   // --me names none of its senders
-  | 'saved messages'  // Telegram's notes to oneself
+  | 'saved messages'  // notes to oneself: Telegram's Saved Messages, Signal's Note to Self
   | 'bot chat'
   // Every message of a conversation, or of a part of one, that --out FILE.jsonl leaves out:
   | 'unanswered';     // the audience wrote nothing in it: OpenAI's fine-tuning takes no example without an assistant message
@@ -136,6 +137,21 @@ export function firstNonUtf8Line(bytes: Buffer): number {
     start = end + 1;
   }
   return line;
+}
+
+// The values of a JSONL file, a JSON value a line, each with its line (from 1), blank lines skipped. `layout` says
+// what a line holds, for the error that names a line that is not JSON.
+export function jsonLines(file: string, text: string, layout: string): { value: unknown; line: number }[] {
+  const values: { value: unknown; line: number }[] = [];
+  for (const [index, line] of text.split('\n').entries()) {
+    if (line.trim() === '') continue;
+    try {
+      values.push({ value: JSON.parse(line), line: index + 1 });
+    } catch (err) {
+      throw new ChatImportError(file, index + 1, `not valid JSON (${layout}): ${(err as Error).message}`);
+    }
+  }
+  return values;
 }
 
 // JSON.parse with the failure placed at its line, and a cut-off file called what it most likely is.

@@ -11,6 +11,7 @@ import { looksLikeKakaoTalk, parseKakaoTalk } from './kakaotalk';
 import { looksLikeLine, parseLine } from './line';
 import { isSlackListing, looksLikeSlack, parseSlack, slackWorkspace } from './slack';
 import { looksLikeSnapchat, parseSnapchat } from './snapchat';
+import { isSignalMarkdown, looksLikeSignal, parseSignal } from './signal';
 import { isXDirectMessages, parseXDirectMessages, xAccountId, xArchiveData, xArchiveKind } from './x_archive';
 import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
@@ -25,12 +26,13 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, a day of a Slack export\'s conversation (general/2024-03-04.json), Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
+  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, a day of a Slack export\'s conversation (general/2024-03-04.json), Snapchat\'s chat_history.json, signal-export\'s data.json of a Signal chat, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
 
 // What to do with web pages that are no chat of Telegram Desktop's HTML export: Facebook and Instagram make their
-// downloads as web pages unless asked for JSON, and Element's Export chat does unless its format is set to JSON.
+// downloads as web pages unless asked for JSON, and Element's Export chat does unless its format is set to JSON;
+// signal-export writes a chat's index.html beside its data.json.
 export const HTML_EXPORT_ADVICE =
-  'an export made as web pages, which dixie reads only from Telegram Desktop (a chat\'s messages.html, messages2.html...): export it again in JSON (Facebook and Instagram: Download your information, format JSON; Element: Export chat, format JSON)';
+  'an export made as web pages, which dixie reads only from Telegram Desktop (a chat\'s messages.html, messages2.html...): export it again in JSON (Facebook and Instagram: Download your information, format JSON; Element: Export chat, format JSON; signal-export: its data.json beside index.html, written unless run with --no-json)';
 
 // A file that is no export dixie reads: an error when named on the command line, skipped inside a folder.
 export class UnknownExportError extends ChatImportError {
@@ -74,15 +76,19 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
     return parseXDirectMessages(file, archiveKind, xArchiveData(file, text), myId);
   }
   if (options.format === 'x') throw new ChatImportError(file, 1, 'not a file of an X archive: its direct messages (data/direct-messages.js) begin "window.YTD.direct_messages"');
+  if (options.format === undefined && isSignalMarkdown(text)) {
+    throw new ChatImportError(file, 1, 'signal-export\'s chat.md, whose messages\' text holds their reactions, quotes and attachments: import the data.json beside it, or the chat\'s folder');
+  }
   // A JSONL file's first line, by which fine-tuning data is told.
   const jsonLine = firstJsonLine(text);
   // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
   const format = options.format ??
-    (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : looksLikeKakaoTalk(text) ? 'kakaotalk' : fineTuningFormat(jsonLine));
+    (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : looksLikeKakaoTalk(text) ? 'kakaotalk' : looksLikeSignal(jsonLine) ? 'signal' : fineTuningFormat(jsonLine));
   if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];
   if (format === 'line') return [parseLine(file, text)];
   if (format === 'kakaotalk') return [parseKakaoTalk(file, text)];
   if (format === 'sms') return parseSms(file, text);
+  if (format === 'signal') return [parseSignal(file, text)];
   if (isFineTuningFormat(format) && jsonLine !== null) return parseFineTuning(file, jsonlConversations(file, text), format, warnings);
   if (format === null && isDocumentLine(jsonLine)) throw new UnknownExportError(file, 'JSONL of documents ({"text": ...} a line), which bin/train --dataset trains on as it is');
   const first = text.search(/\S/);

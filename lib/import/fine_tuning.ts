@@ -11,7 +11,7 @@
 // bin/import-chat --out FILE.jsonl writes OpenAI's format (fineTuningLine), which this reads back as it was written.
 import path from 'node:path';
 import { SIDE, type ChatMessage, audienceNamedBy } from '../data/chat_format';
-import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS, jsonObject } from './chat_export';
+import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS, jsonLines, jsonObject } from './chat_export';
 
 export type FineTuningFormat = 'openai' | 'sharegpt';
 
@@ -89,16 +89,7 @@ export function jsonConversations(value: unknown): WrittenConversation[] {
 
 // The conversations of a JSONL file, a JSON object a line.
 export function jsonlConversations(file: string, text: string): WrittenConversation[] {
-  const conversations: WrittenConversation[] = [];
-  for (const [index, line] of text.split('\n').entries()) {
-    if (line.trim() === '') continue;
-    try {
-      conversations.push({ value: JSON.parse(line), line: index + 1 });
-    } catch (err) {
-      throw new ChatImportError(file, index + 1, `not valid JSON (a JSONL file holds a conversation a line): ${(err as Error).message}`);
-    }
-  }
-  return conversations;
+  return jsonLines(file, text, 'a JSONL file holds a conversation a line');
 }
 
 // What the summary should know of a file: the system messages left out, the messages the data marks not to learn.

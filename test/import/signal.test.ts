@@ -1,0 +1,98 @@
+// Signal chats as signal-export (sigexport, for Signal Desktop) writes them: a folder per chat with its data.json, a
+// message a line, the user's messages sent by "Me" (no --me); chat.md beside it never read. The fixtures are the
+// output of signal-export 3.9.0's own Message model (to_md and dict_str, as its main.py writes them), the lines of
+// older versions (3.0 to 3.8: "sticker" the emoji, no "deleted", "call" nor "missed") as their create.py made them.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { importChats } from '../../lib/import';
+import { firstJsonLine } from '../../lib/import/fine_tuning';
+import { isSignalMarkdown, looksLikeSignal, parseSignal } from '../../lib/import/signal';
+import { EXPORTS, fixture, importInto } from './helpers';
+
+t.test('a folder of chats: a file per chat, the user told by "Me", a group by more than one other person writing', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('signal')]);
+  t.same(files, {
+    'bandpractice.train': [
+      '0|BandPractice|Rehearsal moved to Thursday 7pm <EOM>', '0|BandPractice|can you bring the spare cables? <EOM>',
+      "1|BandPractice|Sure, I'll bring them <EOM>", '0|BandPractice|Thanks all 🎸 same time next week <EOM>',
+    ],
+    'noahwilliams.train': [
+      '0|NoahWilliams|Are we still on for Saturday? <EOM>', '1|NoahWilliams|Yes! 10am at the trailhead <EOM>', '0|NoahWilliams|Running 10 min late, sorry <EOM>',
+      '1|NoahWilliams|The view from the top <EOM>', '0|NoahWilliams|Great hike! Same time next month? <EOM>', '1|NoahWilliams|Definitely <EOM>',
+    ],
+  }, 'quotes and reactions left out, an @mention\'s placeholder gone, a caption kept without its photo');
+  t.same(summary.formats, { signal: 2 }, 'data.json only: chat.md is not read');
+  t.match(summary, { read: 18, kept: 10, sent: 4 });
+  t.same(summary.dropped, { media: 3, call: 2, system: 2, deleted: 1 }, 'photos, a voice note and a sticker; calls; notices; a message deleted for everyone');
+  const chats = [fixture('signal', 'BandPractice', 'data.json'), fixture('signal', 'NoahWilliams', 'data.json')].map((file) => parseSignal(file, fs.readFileSync(file, 'utf8')));
+  t.same(chats[0].messages.map((m) => [m.sender, m.mine, m.dropped]).slice(0, 4), [['OmarHaddad', false, 'system'], ['LenaFischer', false, null], ['OmarHaddad', false, null], ['Me', true, null]]);
+  t.equal(chats[1].messages[0].time, Date.UTC(2024, 2, 1, 17, 2, 11, 412), 'the wall clock, as if UTC');
+
+  const noGroups = await importInto(t.testdir(), [fixture('signal')], { groups: false });
+  t.same(Object.keys(noGroups.files), ['noahwilliams.train']);
+  t.match(noGroups.summary.skipped, [{ title: 'BandPractice', reason: 'group chat', messages: 7 }]);
+});
+
+// Lines as signal-export 3.0 to 3.8 wrote them.
+const OLD = (date: string, sender: string | null, body: string, sticker = ''): string =>
+  JSON.stringify({ date, sender, body: `${body}  `, quote: '', sticker, reactions: [], attachments: [] });
+
+t.test('older exports: a call by its text, a sticker by its emoji, a sender without a name; a chat exported twice', async (t) => {
+  const first = [
+    OLD('2023-11-04T19:00:00', 'Aya', 'Dinner at 8?'), OLD('2023-11-04T19:01:30.250000', 'Me', 'Perfect'),
+    OLD('2023-11-04T19:02:00', 'Aya', '', '😂'), OLD('2023-11-04T19:05:00', 'Aya', 'Incoming call'), OLD('2023-11-04T19:30:00', 'Aya', ''),
+  ];
+  const dir = t.testdir({
+    old: { Aya: { 'data.json': `${first.join('\n')}\n` } },
+    new: { Aya: { 'data.json': `${[...first.slice(1), OLD('2023-11-05T08:00:00', 'Me', 'Thanks for tonight')].join('\n')}\n` } },
+    unnamed: { None: { 'data.json': `${OLD('2023-12-01T10:00:00', null, 'Hi, it is Sam from the climbing gym')}\n${OLD('2023-12-01T10:04:00', 'Me', 'Hey Sam!')}\n` } },
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), ['old', 'new', 'unnamed'].map((name) => path.join(dir, name)));
+  t.same(files, {
+    'aya.train': ['0|Aya|Dinner at 8? <EOM>', '1|Aya|Perfect <EOM>', '1|Aya|Thanks for tonight <EOM>'],
+    'none.train': ['0|None|Hi, it is Sam from the climbing gym <EOM>', '1|None|Hey Sam! <EOM>'],
+  });
+  t.same(summary.dropped, { duplicate: 4, media: 1, call: 1, system: 1 }, 'the second export\'s overlap kept once');
+});
+
+t.test('since 3.9: a second contact of one name in NoahWilliams2/ is named as the first; Note to Self is skipped', async (t) => {
+  const line = (sender: string, body: string): string =>
+    JSON.stringify({ date: '2026-08-01T09:00:00', sender, body: `${body}  `, quote: '', sticker: null, reactions: [], attachments: [], deleted: false, call: false, missed: false });
+  const dir = t.testdir({
+    NoahWilliams2: { 'data.json': `${line('NoahWilliams', 'Hi, new number')}\n` },
+    NotetoSelf: { 'data.json': `${line('Me', 'buy milk')}\n` },
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'NoahWilliams2'), path.join(dir, 'NotetoSelf')]);
+  t.same(files, { 'noahwilliams.train': ['0|NoahWilliams|Hi, new number <EOM>'] });
+  t.match(summary.skipped, [{ title: 'NotetoSelf', reason: 'saved messages', messages: 1 }]);
+});
+
+t.test('detected by content: no other app\'s export looks like signal-export\'s, and its chat.md is refused', async (t) => {
+  const others = fs.readdirSync(EXPORTS, { recursive: true, encoding: 'utf8' })
+    .map((name) => path.join(EXPORTS, name))
+    .filter((file) => !file.startsWith(fixture('signal')) && /\.(txt|json|jsonl|xml|js|html)$/.test(file) && fs.statSync(file).isFile());
+  t.ok(others.length > 40);
+  t.same(others.filter((file) => {
+    const text = fs.readFileSync(file, 'utf8');
+    return looksLikeSignal(firstJsonLine(text)) || isSignalMarkdown(text);
+  }), []);
+  const markdown = fixture('signal', 'NoahWilliams', 'chat.md');
+  await t.rejects(importChats([markdown], { out: t.testdir() }), {
+    message: `${markdown}:1: signal-export's chat.md, whose messages' text holds their reactions, quotes and attachments: import the data.json beside it, or the chat's folder`,
+  });
+});
+
+t.test('a broken data.json: the error names its file and line', async (t) => {
+  const good = OLD('2023-11-04T19:00:00', 'Aya', 'Dinner at 8?');
+  const dir = t.testdir({
+    cut: { 'data.json': `${good}\n{"date": "2023-11-04T19:01:30", "sender": "Me", "bo` },
+    other: { 'data.json': `${good}\n{"sender": "Me", "text": "hi"}\n` },
+    date: { 'data.json': `${good}\n${OLD('04/11/2023 19:01', 'Me', 'hi')}\n` },
+  });
+  const error = (name: string): Promise<unknown> => importChats([path.join(dir, name, 'data.json')], { out: path.join(dir, 'out') }).catch((e: unknown) => e);
+  t.match(await error('cut'), { message: /cut\/data\.json:2: not valid JSON \(signal-export's data\.json holds a message a line\): / });
+  t.match(await error('other'), { message: /other\/data\.json:2: not a message of signal-export's data\.json: it has no "date" and "body"$/ });
+  t.match(await error('date'), { message: /date\/data\.json:2: a date signal-export does not write: "04\/11\/2023 19:01"$/ });
+  t.notOk(fs.existsSync(path.join(dir, 'out')), 'nothing written');
+});
