@@ -11,6 +11,7 @@ import { looksLikeKakaoTalk, parseKakaoTalk } from './kakaotalk';
 import { looksLikeLine, parseLine } from './line';
 import { isSlackListing, looksLikeSlack, parseSlack, slackWorkspace } from './slack';
 import { looksLikeSnapchat, parseSnapchat } from './snapchat';
+import { looksLikeSkype, parseSkype } from './skype';
 import { isXDirectMessages, parseXDirectMessages, xAccountId, xArchiveData, xArchiveKind } from './x_archive';
 import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
@@ -25,7 +26,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, a day of a Slack export\'s conversation (general/2024-03-04.json), Snapchat\'s chat_history.json, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
+  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, a day of a Slack export\'s conversation (general/2024-03-04.json), Snapchat\'s chat_history.json, Skype\'s messages.json (or the export\'s .tar), an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
 
 // What to do with web pages that are no chat of Telegram Desktop's HTML export: Facebook and Instagram make their
 // downloads as web pages unless asked for JSON, and Element's Export chat does unless its format is set to JSON.
@@ -97,6 +98,7 @@ function detectJson(root: Record<string, unknown>): ExportFormat | null {
   if (looksLikeDiscord(root)) return 'discord';
   if (looksLikeGoogleChat(root)) return 'googlechat';
   if (looksLikeSnapchat(root)) return 'snapchat';
+  if (looksLikeSkype(root)) return 'skype';
   if (looksLikeElement(root)) return 'element';
   return null;
 }
@@ -123,6 +125,7 @@ function readJsonExport(file: string, text: string, format: ExportFormat | undef
     return [parseMessenger(file, root)];
   }
   if (detected === 'snapchat') return parseSnapchat(file, root);
+  if (detected === 'skype') return parseSkype(file, root);
   if (detected === 'element') return [parseElement(file, root, warnings)];
   if (detected === 'googlechat') {
     const companionJson = (name: string): Record<string, unknown> | null => {

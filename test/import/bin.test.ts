@@ -29,13 +29,13 @@ t.test('an import that bin/train --check accepts', async (t) => {
   const out = path.join(t.testdir(), 'data');
   const imported = run('import-chat', [EXPORTS, '--me', 'Jane Doe', '--me', 'jane_d', '--out', out]);
   t.equal(imported.status, 0, imported.stderr);
-  t.match(imported.stdout, /^import: 35 export files \(Discord 1, Element \(Matrix\) 3, Google Chat 2, Messages \(macOS\) 1, Messenger 3, KakaoTalk 3, LINE 1, OpenAI fine-tuning JSONL 1, ShareGPT 1, Slack 5, SMS Backup & Restore 1, Snapchat 1, Telegram 5, WhatsApp 5, X \(Twitter\) 2\), 277 messages read, 150 kept \(63 sent, 87 received\)/);
+  t.match(imported.stdout, /^import: 36 export files \(Discord 1, Element \(Matrix\) 3, Google Chat 2, Messages \(macOS\) 1, Messenger 3, KakaoTalk 3, LINE 1, OpenAI fine-tuning JSONL 1, ShareGPT 1, Skype 1, Slack 5, SMS Backup & Restore 1, Snapchat 1, Telegram 5, WhatsApp 5, X \(Twitter\) 2\), 296 messages read, 158 kept \(66 sent, 92 received\)/);
   t.match(imported.stdout, `  Mom: 3 conversations, 17 read, 11 kept (4 sent), dropped media 2, system 2, deleted 1, not sent 1 -> ${path.join(out, 'mom.train')}`);
-  t.match(imported.stdout, /wrote 32 files in .*\nwarning: 0\.007 MB of chat is little/);
+  t.match(imported.stdout, /wrote 34 files in .*\nwarning: 0\.007 MB of chat is little/);
   t.match(imported.stdout, `\nnext: bin/train --dataset ${out} --check; then fine-tune GPT-2 on it: bin/download-model 124M, and bin/train --dataset ${out} --model_name 124M\n`, 'the way on, too little to hold data out of');
   const checked = run('train', ['--check', '--dataset', out]);
   t.equal(checked.status, 0, checked.stdout);
-  t.match(checked.stdout, /chat check: 32 files, 150 messages \(63 sent, 87 received\)[^]*0 malformed lines/);
+  t.match(checked.stdout, /chat check: 34 files, 158 messages \(66 sent, 92 received\)[^]*0 malformed lines/);
 });
 
 t.test('the way on from more chat holds a tenth out for validation, and bin/train runs it', async (t) => {
