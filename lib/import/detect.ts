@@ -61,6 +61,8 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
     return chats;
   }
   if (options.format === 'imessage') throw new ChatImportError(file, null, 'not an SQLite database: Messages\' chat.db is one (~/Library/Messages/chat.db on a Mac)');
+  // Archives are read uncompressed (index.ts): a .tar.gz would otherwise be taken for text in an unknown encoding.
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) throw new ChatImportError(file, null, 'compressed with gzip (.gz, .tgz): decompress it first, then import the .tar or the files it holds');
   const text = decodeExport(file, bytes, options.encoding);
   if (/^\s*<(!doctype html|html)\b/i.test(text.slice(0, 1024))) {
     const chat = options.format === undefined || options.format === 'telegram' ? parseTelegramHtml(file, text) : null;

@@ -1,8 +1,9 @@
 // Exports handed out as tar archives (test/fixtures/tars/, made by make_tars.py from the fixtures): read where they
 // are as zips are, entries named under the tar's path, long paths as POSIX, GNU and pax tars write them; a damaged
-// tar is an error naming it.
+// tar, or a compressed one, is an error naming it.
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import t from 'tap';
 import { ChatImportErrors, importChats } from '../../lib/import';
 import { TarArchive } from '../../lib/util/tar';
@@ -32,7 +33,7 @@ t.test('a folder of tars: each read, the same chats in several exports kept once
   t.match(summary.warnings, [/^skipped 1 file in the folders and zips that is no chat export: .*photos\.tar$/]);
 });
 
-t.test('damaged tars, and a tar of no export: an error naming the tar, and nothing written', async (t) => {
+t.test('damaged tars, a compressed one, and a tar of no export: an error naming the tar, and nothing written', async (t) => {
   const whole = fs.readFileSync(SKYPE_TAR);
   const damaged = Buffer.from(whole);
   damaged[0] = 'M'.charCodeAt(0);
@@ -45,6 +46,9 @@ t.test('damaged tars, and a tar of no export: an error naming the tar, and nothi
   ]);
   t.same(fs.readdirSync(path.join(dir, 'out')), [], 'nothing written');
 
+  const gzipped = path.join(dir, 'export.tar.gz');
+  fs.writeFileSync(gzipped, zlib.gzipSync(whole));
+  await t.rejects(importChats([gzipped], { out: path.join(dir, 'out') }), { message: `${gzipped}: compressed with gzip (.gz, .tgz): decompress it first, then import the .tar or the files it holds` });
   const photos = path.join(TARS, 'photos.tar');
   await t.rejects(importChats([photos], { out: path.join(dir, 'out') }), { message: `${photos}: a tar archive with no .txt, .json, .jsonl, .xml or .db file in it, so no chat export` });
 });
