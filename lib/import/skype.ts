@@ -13,7 +13,7 @@
 // 48: one of Skype's own lists (48:calllogs).
 import { parseDocument } from 'htmlparser2';
 import { type AnyNode, isTag, isText } from 'domhandler';
-import { ChatImportError, DropReason, ExportedChat, ExportedMessage, jsonObject, jsonString } from './chat_export';
+import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS, jsonObject, jsonString } from './chat_export';
 
 const GROUP = '19:';
 const BOT = '28:';
@@ -89,7 +89,8 @@ function readMessage(m: Record<string, unknown>, me: string, other: string): Sky
   const type = jsonString(m.messagetype);
   const content = jsonString(m.content);
   const editMark = /<e_m\b[^>]*\bts_ms="(\d+)"/.exec(content);
-  const edited = editMark !== null || properties.edittime != null;
+  const editTime = Number(properties.edittime);
+  const edited = editMark !== null || editTime > 0;
   const arrival = Date.parse(jsonString(m.originalarrivaltime));
   // A message edited is dated by its first version, as the app places it.
   const time = editMark ? Math.min(arrival, Number(editMark[1])) : arrival;
@@ -100,7 +101,7 @@ function readMessage(m: Record<string, unknown>, me: string, other: string): Sky
       ? 'unreadable'
       : from.startsWith(BOT)
         ? 'bot'
-        : properties.deletetime != null || (edited && SPOKEN.has(type) && text === '')
+        : Number(properties.deletetime) > 0 || (edited && SPOKEN.has(type) && text === '')
           ? 'deleted'
           : SPOKEN.has(type)
             ? null
@@ -112,8 +113,8 @@ function readMessage(m: Record<string, unknown>, me: string, other: string): Sky
                   ? 'unreadable'
                   : 'system';
   return {
-    message: { time: Number.isNaN(time) ? 0 : time, sender, senderIds: from === '' ? [] : skypeIds(from), mine: null, text, dropped, line: 0 },
-    edited: edited ? { from, editTime: Number(properties.edittime) || arrival } : null,
+    message: { time: Number.isNaN(time) ? 0 : time, sender, senderIds: from === '' ? NO_IDS : skypeIds(from), mine: null, text, dropped, line: 0 },
+    edited: edited ? { from, editTime: editTime > 0 ? editTime : arrival } : null,
   };
 }
 

@@ -3,7 +3,7 @@
 // (which imports these exports) documents and reads it, and as the parsers of it published on GitHub type it:
 // userId and exportDate beside conversations[] of id, displayName, version, properties, threadProperties (a group's
 // members as a JSON string) and MessageList[], newest first, of id, displayName (null on some), originalarrivaltime,
-// messagetype, version, contenttype, content, conversationid, from, properties (edittime, deletetime) and
+// messagetype, version, content, conversationid, from, properties (edittime, deletetime) and
 // amsreferences; the content's markup (<e_m/>, <quote> with <legacyquote>, <ss>, <at>, <URIObject>, <partlist>,
 // <addmember>, <topicupdate>) as Skype's clients and Skyperious's examples write it.
 import fs from 'node:fs';
@@ -62,7 +62,7 @@ t.test('--me still wins: it may name the account by its id as Skype shows it', a
 t.test('an edited message as last edited, dated as first sent; one edited to nothing is deleted', async (t) => {
   const at = (ms: number): string => new Date(ms).toISOString();
   const message = (id: number, content: string, properties: Record<string, string> | null, from = '8:live:mom'): Record<string, unknown> => ({
-    id: String(id), displayName: 'Mom', originalarrivaltime: at(id), messagetype: 'RichText', contenttype: 'text', content, conversationid: '8:live:mom', from, properties, amsreferences: null,
+    id: String(id), displayName: 'Mom', originalarrivaltime: at(id), messagetype: 'RichText', content, conversationid: '8:live:mom', from, properties, amsreferences: null,
   });
   const [chat] = parseSkype('messages.json', {
     userId: '8:live:jane.doe', exportDate: '2025-04-28T17:05',
