@@ -1,5 +1,5 @@
 // bin/import-chat: the chat exports of messaging apps (WhatsApp, LINE, KakaoTalk, Telegram, Messenger and Instagram,
-// Discord via DiscordChatExporter, Google Chat, Element (Matrix), Slack, Snapchat, Signal via signal-export, X, SMS Backup & Restore, macOS
+// Discord via DiscordChatExporter, Google Chat, Element (Matrix), Slack, Snapchat, Signal via signal-export, Skype, X, SMS Backup & Restore, macOS
 // Messages' chat.db), and chat fine-tuning JSONL (OpenAI's, ShareGPT's) made training data in the chat format (lib/import/).
 import fs from 'node:fs';
 import yargs from 'yargs';
@@ -21,18 +21,18 @@ async function main(): Promise<void> {
         'Turns chat exports into training data: one message a line, 1|<audience>|<text> <EOM> for your messages and ' +
         '0|<audience>|<text> <EOM> for the others\', each conversation in time order. Reads WhatsApp "Export chat" .txt ' +
         '(Android and iOS, any locale), LINE\'s exported chat history (.txt), KakaoTalk\'s exported chat (.txt, a phone\'s or a computer\'s), Telegram Desktop\'s HTML (a chat\'s messages.html, messages2.html...) or JSON (result.json, one chat or the whole account), Facebook ' +
-        'Messenger and Instagram JSON (message_1.json...), DiscordChatExporter JSON, Google Chat from Google Takeout, Element\'s JSON export of a Matrix room, Slack\'s workspace export, Snapchat\'s chat_history.json, signal-export\'s Signal chats (a chat\'s data.json), an X archive\'s direct messages, ' +
+        'Messenger and Instagram JSON (message_1.json...), DiscordChatExporter JSON, Google Chat from Google Takeout, Element\'s JSON export of a Matrix room, Slack\'s workspace export, Snapchat\'s chat_history.json, signal-export\'s Signal chats (a chat\'s data.json), Skype\'s export (its .tar or messages.json), an X archive\'s direct messages, ' +
         'SMS Backup & Restore XML, the ' +
         'Messages database of a Mac (chat.db: iMessage and SMS), and chat fine-tuning data in OpenAI\'s or ShareGPT\'s JSONL (the user\'s side yours, the assistant the audience); the format is detected from each file. Folders are ' +
         'searched for .txt, .json, .jsonl, .xml and .db files (and an X archive\'s direct-messages.js, Telegram\'s messages.html); zips (an iPhone\'s WhatsApp export, Facebook\'s and Instagram\'s ' +
-        'downloads, Google Takeout, Element\'s export with attachments, Slack\'s export, Snapchat\'s My Data, X\'s archive) are read without unzipping. The audience is the ' +
+        'downloads, Google Takeout, Element\'s export with attachments, Slack\'s export, Snapchat\'s My Data, X\'s archive) and Skype\'s .tar are read without unzipping. The audience is the ' +
         'other person, or the group. The apps\' notices, bots\' posts, media, deleted messages and calls are dropped, and the summary ' +
         'says how many and why. With --out FILE.jsonl the conversations go to OpenAI\'s chat fine-tuning format instead (your messages "user", ' +
         'the audience\'s "assistant"), for OpenAI\'s fine-tuning, tools that take it (Axolotl, TRL, unsloth) or bin/serve --fine_tuning. ' +
         'Nothing is written unless every export was read.',
     )
     .positional('exports', { type: 'string', describe: 'export files, zips or folders' })
-    .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, Snapchat, Signal, an X archive, a Mac\'s chat.db, a Telegram account export, Google Chat from Takeout, Element\'s JSON, nor fine-tuning JSONL. Run without it to list the senders found' })
+    .option('me', { type: 'string', array: true, default: [] as string[], describe: 'your name (or account id) as the apps show it; repeat for several. Not needed for SMS, Snapchat, Signal, Skype, an X archive, a Mac\'s chat.db, a Telegram account export, Google Chat from Takeout, Element\'s JSON, nor fine-tuning JSONL. Run without it to list the senders found' })
     .option('out', { type: 'string', default: 'data', describe: 'a folder, for a .train file per audience; a file ending in .train for one combined file; or a file ending in .jsonl for OpenAI\'s chat fine-tuning format, a conversation a line (one longer than an example may be split at its longest pauses; one the audience wrote nothing in left out)' })
     .option('format', { choices: ['auto', ...EXPORT_FORMATS], default: 'auto', describe: 'the app the exports come from, when it is not detected' })
     .option('contacts', { type: 'string', array: true, default: [] as string[], describe: 'an address book exported as vCards (.vcf; repeat for several): people the exports know only by number or e-mail address get their names from it' })

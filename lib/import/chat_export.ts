@@ -1,12 +1,12 @@
 // What every importer (whatsapp.ts, line.ts, kakaotalk.ts, telegram.ts and telegram_html.ts, messenger.ts, discord.ts,
-// google_chat.ts, element.ts, slack.ts, snapchat.ts, signal.ts, x_archive.ts, sms.ts, imessage.ts, fine_tuning.ts) turns an
+// google_chat.ts, element.ts, slack.ts, snapchat.ts, signal.ts, skype.ts, x_archive.ts, sms.ts, imessage.ts, fine_tuning.ts) turns an
 // app's export into: chats of messages with their time, their sender as the app names them, and their raw text, each
 // message either kept or dropped with a reason. Deciding which sender is the user, the audience and the output is
 // left to train_output.ts, so that every app's quirks stay in its importer and every rule of the output in one place.
 import { isUtf8 } from 'node:buffer';
 import { lineAt } from '../util/lines';
 
-export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'element', 'slack', 'snapchat', 'signal', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
+export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'element', 'slack', 'snapchat', 'signal', 'skype', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
@@ -21,6 +21,7 @@ export const FORMAT_NAMES: Readonly<Record<ExportFormat, string>> = {
   slack: 'Slack',
   snapchat: 'Snapchat',
   signal: 'Signal',
+  skype: 'Skype',
   x: 'X (Twitter)',
   sms: 'SMS Backup & Restore',
   imessage: 'Messages (macOS)',

@@ -12,6 +12,7 @@ import { looksLikeLine, parseLine } from './line';
 import { isSlackListing, looksLikeSlack, parseSlack, slackWorkspace } from './slack';
 import { looksLikeSnapchat, parseSnapchat } from './snapchat';
 import { isSignalMarkdown, looksLikeSignal, parseSignal } from './signal';
+import { looksLikeSkype, parseSkype } from './skype';
 import { isXDirectMessages, parseXDirectMessages, xAccountId, xArchiveData, xArchiveKind } from './x_archive';
 import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
@@ -26,7 +27,7 @@ export interface ReadOptions {
 }
 
 const KNOWN_EXPORTS =
-  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, a day of a Slack export\'s conversation (general/2024-03-04.json), Snapchat\'s chat_history.json, signal-export\'s data.json of a Signal chat, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
+  'a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, a day of a Slack export\'s conversation (general/2024-03-04.json), Snapchat\'s chat_history.json, signal-export\'s data.json of a Signal chat, Skype\'s messages.json (or the export\'s .tar), an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL';
 
 // What to do with web pages that are no chat of Telegram Desktop's HTML export: Facebook and Instagram make their
 // downloads as web pages unless asked for JSON, and Element's Export chat does unless its format is set to JSON;
@@ -62,6 +63,8 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
     return chats;
   }
   if (options.format === 'imessage') throw new ChatImportError(file, null, 'not an SQLite database: Messages\' chat.db is one (~/Library/Messages/chat.db on a Mac)');
+  // Archives are read uncompressed (index.ts): a .tar.gz would otherwise be taken for text in an unknown encoding.
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) throw new ChatImportError(file, null, 'compressed with gzip (.gz, .tgz): decompress it first, then import the .tar or the files it holds');
   const text = decodeExport(file, bytes, options.encoding);
   if (/^\s*<(!doctype html|html)\b/i.test(text.slice(0, 1024))) {
     const chat = options.format === undefined || options.format === 'telegram' ? parseTelegramHtml(file, text) : null;
@@ -103,6 +106,7 @@ function detectJson(root: Record<string, unknown>): ExportFormat | null {
   if (looksLikeDiscord(root)) return 'discord';
   if (looksLikeGoogleChat(root)) return 'googlechat';
   if (looksLikeSnapchat(root)) return 'snapchat';
+  if (looksLikeSkype(root)) return 'skype';
   if (looksLikeElement(root)) return 'element';
   return null;
 }
@@ -129,6 +133,7 @@ function readJsonExport(file: string, text: string, format: ExportFormat | undef
     return [parseMessenger(file, root)];
   }
   if (detected === 'snapchat') return parseSnapchat(file, root);
+  if (detected === 'skype') return parseSkype(file, root);
   if (detected === 'element') return [parseElement(file, root, warnings)];
   if (detected === 'googlechat') {
     const companionJson = (name: string): Record<string, unknown> | null => {

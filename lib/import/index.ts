@@ -8,7 +8,8 @@ import { ExportFormat, ExportedChat, ChatImportError, ChatImportErrors } from '.
 import { readContacts } from './contacts';
 import { Companion, CompanionFile, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
 import { TELEGRAM_PAGE } from './telegram_html';
-import { isZip, ZipArchive, ZipEntry } from '../util/zip';
+import { isTar, TarArchive } from '../util/tar';
+import { isZip, ZipArchive } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, outputKind, planOutput, writeOutput } from './train_output';
 import { DateOrder } from './whatsapp';
 
@@ -39,10 +40,11 @@ export interface ChatImportProgress {
   bytes: number;   // the file's size
 }
 
-// Files inside a folder or a zip are read when their extension is an export's; the rest (photos, voice notes) is
-// not. Zips are opened wherever they are: an iPhone's WhatsApp export and Facebook's and Instagram's downloads come
-// as zips.
+// Files inside a folder or an archive are read when their extension is an export's; the rest (photos, voice notes)
+// is not. Archives are opened wherever they are: an iPhone's WhatsApp export and Facebook's and Instagram's
+// downloads come as zips, Skype's export as a tar.
 const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.jsonl', '.xml', '.db']);
+const ARCHIVE_EXTENSIONS = new Set(['.zip', '.tar']);
 // An X archive holds a .js file per kind of data, tweets too: only its direct messages are read. Of the web pages
 // of an export, only the pages of Telegram Desktop's chats are.
 const X_DIRECT_MESSAGES = /^direct-messages(?:-group)?\.js$/i;
@@ -66,11 +68,11 @@ export async function importChats(inputs: readonly string[], options: ChatImport
   if (inputs.length === 0) throw new Error('no export to import: give files or folders');
   // A wrong --out is told before the exports are read, not after minutes of reading them.
   outputKind(options.out);
-  const archives: ZipArchive[] = [];
+  const archives: Archive[] = [];
   try {
     return await importSources(exportSources(inputs, archives), options);
   } finally {
-    for (const zip of archives) zip.close();
+    for (const archive of archives) archive.close();
   }
 }
 
@@ -107,8 +109,8 @@ async function importSources({ sources, notExports }: { sources: ExportSource[];
   return planned.summary;
 }
 
-// A file to read as an export: on disk, or an entry of a zip, named as its path in the zip under the zip's path
-// (exports/WhatsApp Chat - Mom.zip/_chat.txt).
+// A file to read as an export: on disk, or an entry of an archive, named as its path in the archive under the
+// archive's path (exports/WhatsApp Chat - Mom.zip/_chat.txt).
 interface ExportSource {
   file: string;
   named: boolean;   // named itself on the command line: it must be an export
@@ -118,9 +120,10 @@ interface ExportSource {
 }
 
 // The sources the inputs name, in sorted order, each once, and the files found that hold none. A file named
-// itself must be an export; inside a folder or a zip (or matched by a glob) only files with an export's extension
-// are read, and those that are no export skipped. The zips opened are added to `archives`, for the caller to close.
-function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sources: ExportSource[]; notExports: string[] } {
+// itself must be an export; inside a folder or an archive (or matched by a glob) only files with an export's
+// extension are read, and those that are no export skipped. The archives opened are added to `archives`, for the
+// caller to close.
+function exportSources(inputs: readonly string[], archives: Archive[]): { sources: ExportSource[]; notExports: string[] } {
   const files = new Map<string, boolean>();
   for (const input of inputs) {
     if (fs.existsSync(input) && fs.statSync(input).isFile()) {
@@ -129,9 +132,9 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
     }
     if (!fs.existsSync(input) && !/[*?[]/.test(input)) throw new ChatImportError(input, null, 'no such file or folder');
     const all = datasetFiles(input);
-    const exports = new Set(all.filter((file) => isExportName(file) || path.extname(file).toLowerCase() === '.zip'));
+    const exports = new Set(all.filter((file) => isExportName(file) || ARCHIVE_EXTENSIONS.has(path.extname(file).toLowerCase())));
     const found = [...exports].filter((file) => !isTelegramPageOfJson(file, exports, path));
-    if (found.length === 0) throw new ChatImportError(input, null, `no .txt, .json, .jsonl, .xml, .db or .zip file in it${htmlHint(all)}`);
+    if (found.length === 0) throw new ChatImportError(input, null, `no .txt, .json, .jsonl, .xml, .db, .zip or .tar file in it${htmlHint(all)}`);
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }
   const sources: ExportSource[] = [];
@@ -144,7 +147,8 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
     return shared.get(where) ?? null;
   };
   for (const [file, named] of [...files.entries()].sort((a, b) => compare(a[0], b[0]))) {
-    if (!startsAsZip(file)) {
+    const kind = archiveKind(file);
+    if (kind === null) {
       const companion = (name: string): CompanionFile | null => once(path.resolve(path.dirname(file), name), () => {
         const found = companionOnDisk(path.dirname(file), name.split('/'));
         return found === null ? null : { file: found, bytes: fs.readFileSync(found) };
@@ -152,36 +156,36 @@ function exportSources(inputs: readonly string[], archives: ZipArchive[]): { sou
       sources.push({ file, named, size: fs.statSync(file).size, read: () => fs.readFileSync(file), companion });
       continue;
     }
-    let zip: ZipArchive;
+    let archive: Archive;
     try {
-      zip = ZipArchive.open(file);
+      archive = kind === 'zip' ? ZipArchive.open(file) : TarArchive.open(file);
     } catch (err) {
       // Reported in its turn with the other inputs' problems, nothing being written.
       sources.push({ file, named, size: fs.statSync(file).size, read: () => { throw err; }, companion: () => null });
       continue;
     }
-    archives.push(zip);
-    const names = new Set(zip.entries.filter((e) => isExportEntry(e.name)).map((e) => e.name));
-    const entries = zip.entries.filter((e) => names.has(e.name) && !isTelegramPageOfJson(e.name, names, path.posix)).sort((a, b) => compare(a.name, b.name));
+    archives.push(archive);
+    const names = new Set(archive.entries.filter((e) => isExportEntry(e.name)).map((e) => e.name));
+    const entries = archive.entries.filter((e) => names.has(e.name) && !isTelegramPageOfJson(e.name, names, path.posix)).sort((a, b) => compare(a.name, b.name));
     if (entries.length === 0) {
-      if (named) throw new ChatImportError(file, null, `a zip archive with no .txt, .json, .jsonl, .xml or .db file in it, so no chat export${htmlHint(zip.entries.map((e) => e.name))}`);
+      if (named) throw new ChatImportError(file, null, `a ${kind} archive with no .txt, .json, .jsonl, .xml or .db file in it, so no chat export${htmlHint(archive.entries.map((e) => e.name))}`);
       notExports.push(file);
     }
-    const byName = new Map(zip.entries.map((e) => [e.name, e]));
-    const entryAt = (where: string): ZipEntry | undefined => {
+    const byName = new Map(archive.entries.map((e) => [e.name, e]));
+    const entryAt = (where: string): ArchiveEntry | undefined => {
       if (!where.includes('*')) return byName.get(where);
       const pattern = companionPattern(where);
-      return zip.entries.filter((e) => pattern.test(e.name)).sort((a, b) => compare(a.name, b.name))[0];
+      return archive.entries.filter((e) => pattern.test(e.name)).sort((a, b) => compare(a.name, b.name))[0];
     };
     for (const entry of entries) {
       const companion = (name: string): CompanionFile | null => {
         const where = path.posix.join(path.posix.dirname(entry.name), name);
         return once(`${file}\0${where}`, () => {
           const found = entryAt(where);
-          return found ? { file: zip.pathOf(found), bytes: zip.read(found) } : null;
+          return found ? { file: archive.pathOf(found), bytes: archive.read(found) } : null;
         });
       };
-      sources.push({ file: zip.pathOf(entry), named: false, size: entry.size, read: () => zip.read(entry), companion });
+      sources.push({ file: archive.pathOf(entry), named: false, size: entry.size, read: () => archive.read(entry), companion });
     }
   }
   return { sources, notExports };
@@ -212,17 +216,31 @@ function htmlHint(names: readonly string[]): string {
   return pages === 0 ? '' : `; ${pages === 1 ? 'its .html file is' : `its ${pages} .html files are`} ${HTML_EXPORT_ADVICE}`;
 }
 
-function startsAsZip(file: string): boolean {
+// A zip or a tar (ZipArchive, TarArchive), read where it is; an entry is only ever given back to its own archive.
+interface ArchiveEntry {
+  name: string;
+  size: number;
+}
+interface Archive {
+  readonly entries: readonly ArchiveEntry[];
+  pathOf(entry: ArchiveEntry): string;
+  read(entry: ArchiveEntry): Buffer;
+  close(): void;
+}
+
+// The archive a file is, by its first bytes, whatever it is called.
+function archiveKind(file: string): 'zip' | 'tar' | null {
   const fd = fs.openSync(file, 'r');
   try {
-    const head = Buffer.alloc(4);
-    return isZip(head.subarray(0, fs.readSync(fd, head, 0, 4, 0)));
+    const head = Buffer.alloc(512);
+    const bytes = head.subarray(0, fs.readSync(fd, head, 0, head.length, 0));
+    return isZip(bytes) ? 'zip' : isTar(bytes) ? 'tar' : null;
   } finally {
     fs.closeSync(fd);
   }
 }
 
-// A zip's entry worth reading: not a folder, nor what a Mac's Archive Utility adds (__MACOSX/, ._ resource forks).
+// An archive's entry worth reading: not a folder, nor what a Mac's Archive Utility adds (__MACOSX/, ._ resource forks).
 function isExportEntry(name: string): boolean {
   const base = name.slice(name.lastIndexOf('/') + 1);
   return base !== '' && !name.startsWith('__MACOSX/') && !base.startsWith('._') && isExportName(base);

@@ -17,8 +17,8 @@ t.test('every export at once: a file per audience, conversations of one audience
   const { files, summary } = await importInto(out, [EXPORTS], { me: ME });
   t.same(Object.keys(files), [
     '15551234567.train', '15557654321.train', '2250000002.train', 'alex.train', 'assistant.train', 'bandpractice.train', 'beach-trip.train', 'book-club.train', 'climbing-club.train', 'coach.train',
-    'family.train', 'game-night.train', 'general.train', 'grandma.train', 'hiking-crew.train', 'lena-fischer-omar-haddad.train', 'lena-fischer.train', 'marie-martin.train', 'matti.train', 'mia-rossi.train', 'mom-dad.train', 'mom-k.train', 'mom.train', 'noahwilliams.train', 'omar-haddad.train', 'papa.train', 'priya-shah.train', 'sam-lee-2.train',
-    'sam-lee.train', 'trail-runners.train', 'weekend-crew.train', 'yuki.train', '등산-모임.train', '민지.train',
+    'family.train', 'game-night.train', 'general.train', 'grandma.train', 'hiking-crew.train', 'lena-fischer-omar-haddad.train', 'lena-fischer.train', 'marie-martin.train', 'matti.train', 'mia-rossi.train', 'mom-dad.train', 'mom-k.train', 'mom.train', 'noahwilliams.train', 'olivia-bennett.train', 'omar-haddad.train', 'papa.train', 'priya-shah.train', 'sam-lee-2.train',
+    'sam-lee.train', 'ski-trip-2019.train', 'trail-runners.train', 'weekend-crew.train', 'yuki.train', '등산-모임.train', '민지.train',
   ]);
   t.same(files['mom.train'], [
     "0|Mom|Happy New Year's Eve! 🎉 <EOM>", '0|Mom|Are you coming tomorrow? <EOM>', "1|Mom|Yes! I'll bring the cake <EOM>",
@@ -28,14 +28,14 @@ t.test('every export at once: a file per audience, conversations of one audience
     '',
     '0|Mom|Dinner on Sunday? <EOM>', '1|Mom|Yes please! <EOM>',
   ], 'WhatsApp, then SMS, then Telegram, a blank line between conversations');
-  t.same(summary.formats, { discord: 1, element: 3, googlechat: 2, imessage: 1, kakaotalk: 3, line: 1, messenger: 3, openai: 1, sharegpt: 1, signal: 2, slack: 5, sms: 1, snapchat: 1, telegram: 5, whatsapp: 5, x: 2 });
-  t.match(summary, { read: 295, kept: 160, sent: 67 });
+  t.same(summary.formats, { discord: 1, element: 3, googlechat: 2, imessage: 1, kakaotalk: 3, line: 1, messenger: 3, openai: 1, sharegpt: 1, signal: 2, skype: 1, slack: 5, sms: 1, snapchat: 1, telegram: 5, whatsapp: 5, x: 2 });
+  t.match(summary, { read: 314, kept: 168, sent: 70 });
   t.match(summary.audiences.find((a) => a.audience === 'Mom'), { audience: 'Mom', conversations: 3, read: 17, kept: 11, sent: 4, file: path.join(out, 'mom.train') });
   const checker = new ChatChecker();
   for (const [name, lines] of Object.entries(files)) checker.add(name, `${lines.join('\n')}\n`);
   const check = checker.summary();
   t.same(check.issues, []);
-  t.equal(check.messages, 160);
+  t.equal(check.messages, 168);
 });
 
 t.test('importing the same exports again gives the same bytes, whatever order they are named in', async (t) => {
@@ -129,7 +129,7 @@ t.test('bad input: each problem with file:line, every file read first, nothing w
     'chat.zip: a zip archive cut short (no central directory at its end): an interrupted download or copy; get it again',
     'latin1.txt:2: not UTF-8 text: the export is in another encoding; give it with --encoding (e.g. --encoding windows-1252)',
     'not-json.json:1: not valid JSON: Expected double-quoted property name in JSON at position 8',
-    'notes.txt:1: a file that begins "Shopping list", not a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, a day of a Slack export\'s conversation (general/2024-03-04.json), Snapchat\'s chat_history.json, signal-export\'s data.json of a Signal chat, an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL; if it is one, name its format with --format (whatsapp, line, kakaotalk, telegram, messenger, discord, googlechat, element, slack, snapchat, signal, x, sms, imessage, openai, sharegpt)',
+    'notes.txt:1: a file that begins "Shopping list", not a WhatsApp, LINE or KakaoTalk chat (.txt), a Telegram result.json or messages.html, a Messenger or Instagram message_N.json, a DiscordChatExporter .json, Google Chat\'s messages.json, Element\'s JSON export of a Matrix room, a day of a Slack export\'s conversation (general/2024-03-04.json), Snapchat\'s chat_history.json, signal-export\'s data.json of a Signal chat, Skype\'s messages.json (or the export\'s .tar), an X archive\'s direct-messages.js, an SMS Backup & Restore .xml, macOS Messages\' chat.db, or OpenAI\'s or ShareGPT\'s chat fine-tuning JSONL; if it is one, name its format with --format (whatsapp, line, kakaotalk, telegram, messenger, discord, googlechat, element, slack, snapchat, signal, skype, x, sms, imessage, openai, sharegpt)',
     'truncated.json:79: the JSON stops in the middle: the export is truncated (an interrupted download or copy); export it again',
   ]);
   t.same(fs.readdirSync(path.join(dir, 'out')), ['papa.train']);
@@ -152,7 +152,7 @@ t.test('an export made as web pages by Facebook or Instagram: the error says to 
   });
   const folder = path.join(dir, 'download');
   const advice = 'an export made as web pages, which dixie reads only from Telegram Desktop (a chat\'s messages.html, messages2.html...): export it again in JSON (Facebook and Instagram: Download your information, format JSON; Element: Export chat, format JSON; signal-export: its data.json beside index.html, written unless run with --no-json)';
-  await t.rejects(importChats([folder], { out: path.join(dir, 'out') }), { message: `${folder}: no .txt, .json, .jsonl, .xml, .db or .zip file in it; its 2 .html files are ${advice}` });
+  await t.rejects(importChats([folder], { out: path.join(dir, 'out') }), { message: `${folder}: no .txt, .json, .jsonl, .xml, .db, .zip or .tar file in it; its 2 .html files are ${advice}` });
   const named = path.join(folder, 'your_facebook_activity', 'messages', 'inbox', 'mariemartin_10158', 'message_1.html');
   await t.rejects(importChats([named], { out: path.join(dir, 'out') }), { message: `${named}: ${advice}` });
   await t.rejects(importChats([fixture('telegram_html', 'ChatExport_2024-03-04')], { out: path.join(dir, 'out'), format: 'whatsapp' }), { message: /messages\.html: an export made as web pages/ }, 'read as another app\'s');
