@@ -223,6 +223,7 @@ const FIXTURES = path.join(__dirname, '..', '..', '..', 'test', 'fixtures');
 const WHATSAPP = path.join(FIXTURES, 'exports', 'whatsapp', 'android-en-us', 'WhatsApp Chat with Mom.txt');
 const WHATSAPP_ZIP = path.join(FIXTURES, 'zips', 'WhatsApp Chat - Matti.zip');
 const TELEGRAM_ACCOUNT = path.join(FIXTURES, 'exports', 'telegram', 'account', 'result.json');
+const SIGNAL_CHAT = path.join(FIXTURES, 'exports', 'signal', 'NoahWilliams', 'data.json');
 
 // What bin/import-chat makes of an export, into one .train file: the reference for the server's import.
 async function importedByHand(t: Test, file: string, me: string[]) {
@@ -268,7 +269,7 @@ t.test('a chat app\'s export is imported at upload as bin/import-chat imports it
   await client.files.delete(file.id);
 });
 
-t.test('an iPhone\'s zip names its chat; an export that says who the user is needs no "me"', async (t) => {
+t.test('an iPhone\'s zip names its chat; exports that say who the user is need no "me"', async (t) => {
   const zipped = await uploadExport(WHATSAPP_ZIP, ['Jane Doe']);
   t.equal(zipped.status, 200);
   const reference = await importedByHand(t, WHATSAPP_ZIP, ['Jane Doe']);
@@ -284,8 +285,15 @@ t.test('an iPhone\'s zip names its chat; an export that says who the user is nee
   t.ok(accountFile.imported.audiences.length > 1, 'an audience per chat');
   t.same(accountFile.imported.audiences.map((a) => [a.audience, a.messages]), accountRef.summary.audiences.filter((a) => a.kept > 0).map((a) => [a.audience, a.kept]));
   t.equal(fs.readFileSync(path.join(filesFolder, `${accountFile.id}.content`), 'utf8'), accountRef.text);
+  // A Signal chat's data.json alone, out of the folder that names the chat: a one-to-one chat, named by its sender.
+  const signal = await uploadExport(SIGNAL_CHAT, []);
+  t.equal(signal.status, 200, 'signal-export\'s "Me" says who you are');
+  const signalFile = signal.body as unknown as { id: string; imported: { formats: Record<string, number>; audiences: { audience: string }[] } };
+  t.same(signalFile.imported.formats, { signal: 1 });
+  t.same(signalFile.imported.audiences.map((a) => a.audience), ['NoahWilliams']);
   await client.files.delete(zipFile.id);
   await client.files.delete(accountFile.id);
+  await client.files.delete(signalFile.id);
 });
 
 t.test('an upload that is neither training data nor an export dixie reads is refused, naming it; "me" only goes with an export', async (t) => {
