@@ -217,9 +217,11 @@ t.test('a job paused goes on from its checkpoint when resumed, and one interrupt
 
 t.test('a queued job cancelled never trains; a finished job cannot be cancelled', async (t) => {
   const training = await upload('c.jsonl', conversations(10));
+  // Jobs train in the order their files are read: the second is created once the first trains.
   const first = await client.fineTuning.jobs.create({ model: 'general', training_file: training, hyperparameters: { n_epochs: 200 } });
-  const second = await client.fineTuning.jobs.create({ model: 'general', training_file: training });
   await waitFor(first.id, (j) => j.status === 'running', 'the first running');
+  const second = await client.fineTuning.jobs.create({ model: 'general', training_file: training });
+  await waitFor(second.id, (j) => j.status !== 'validating_files', 'the second read');
   t.equal((await client.fineTuning.jobs.retrieve(second.id)).status, 'queued', 'one job trains at a time');
   t.equal((await client.fineTuning.jobs.cancel(second.id)).status, 'cancelled');
   t.equal((await client.fineTuning.jobs.cancel(first.id)).status, 'cancelled');
