@@ -2,8 +2,9 @@
 // 200 rather than 404). It uploads a training file as OpenAI's clients do (POST /v1/files, multipart, purpose
 // "fine-tune"; a chat app's export is imported there, and when it does not say which sender is the user, the server
 // lists the senders and the panel asks), starts a job on one of the served models (POST /v1/fine_tuning/jobs), and
-// follows the jobs by asking for them and their events: each step's training loss comes as a "metrics" event. A job that succeeds
-// serves its model beside the others, so the model picker is listed again and the job offers to talk to it.
+// follows the jobs by asking for them and their events: each step's training loss comes as a "metrics" event. A job
+// that succeeds serves its model beside the others, so the model picker is listed again and the job offers to talk
+// to it.
 // It runs beside app.js, whose helpers ($, models, current, plural, status, authorization, refreshModels, showKeyPanel) it uses.
 'use strict';
 
