@@ -373,9 +373,7 @@ async function messagesDatabase(rng: Rng): Promise<Buffer> {
 
 // The server imports an uploaded export on a worker thread (importChatsOffThread): what that spares the requests in
 // flight, as the longest the event loop went without running a 1 ms timer, beside the import on the event loop.
-async function eventLoopStalls(dir: string): Promise<void> {
-  const input = path.join(dir, 'WhatsApp Chat with Mom.txt');
-  fs.writeFileSync(input, whatsApp(new Rng(1)));
+async function eventLoopStalls(input: string, dir: string): Promise<void> {
   console.log(`\nThe server's import of the ${(fs.statSync(input).size / 1e6).toFixed(1)} MB WhatsApp export (POST /v1/files), on the event loop and off it; best of ${REPEATS} runs each:\n`);
   console.log('| import | seconds | longest event-loop stall (ms) |');
   console.log('|---|---:|---:|');
@@ -396,6 +394,32 @@ async function eventLoopStalls(dir: string): Promise<void> {
       clearInterval(ticker);
     }
     console.log(`| ${name} | ${Math.min(...seconds).toFixed(2)} | ${Math.min(...stalls).toFixed(0)} |`);
+  }
+}
+
+// bin/import-chat --out FILE.jsonl: the WhatsApp export written as OpenAI's fine-tuning JSONL instead of the chat
+// format, and that JSONL read back into the chat format.
+async function fineTuningJsonl(input: string, dir: string): Promise<void> {
+  const jsonl = path.join(dir, 'chats.jsonl');
+  console.log(`\nThe ${(fs.statSync(input).size / 1e6).toFixed(1)} MB WhatsApp export as OpenAI's fine-tuning JSONL (--out chats.jsonl), and read back; best of ${REPEATS} runs each:\n`);
+  console.log('| import | seconds | written MB | examples (split conversations) |');
+  console.log('|---|---:|---:|---:|');
+  const runs: [string, string, string, string[]][] = [
+    ['the export to .train', input, path.join(dir, 'chats.train'), ['Jane Doe']],
+    ['the export to .jsonl', input, jsonl, ['Jane Doe']],
+    ['that .jsonl back to .train', jsonl, path.join(dir, 'back.train'), []],
+  ];
+  for (const [name, from, out, me] of runs) {
+    const seconds: number[] = [];
+    let summary = null;
+    for (let i = 0; i < REPEATS; i++) {
+      const start = performance.now();
+      summary = await importChats([from], { me, out });
+      seconds.push((performance.now() - start) / 1000);
+    }
+    const s = summary as NonNullable<typeof summary>;
+    const examples = s.examples === null ? '' : `${s.examples.written.toLocaleString('en-US')} (${s.examples.split})`;
+    console.log(`| ${name} | ${Math.min(...seconds).toFixed(2)} | ${(s.bytes / 1e6).toFixed(1)} | ${examples} |`);
   }
 }
 
@@ -451,7 +475,10 @@ export async function run(): Promise<void> {
       console.log(`| ${name} | ${megabytes.toFixed(1)} | ${s.read.toLocaleString('en-US')} | ${s.kept.toLocaleString('en-US')} | ${(s.bytes / 1e6).toFixed(1)} | ${best.toFixed(2)} (${median(seconds).toFixed(2)}) | ${Math.min(...cpuSeconds).toFixed(2)} | ${(megabytes / best).toFixed(1)} |`);
       fs.rmSync(input, { recursive: true });
     }
-    await eventLoopStalls(dir);
+    const whatsAppExport = path.join(dir, 'WhatsApp Chat with Mom.txt');
+    fs.writeFileSync(whatsAppExport, whatsApp(new Rng(1)));
+    await eventLoopStalls(whatsAppExport, dir);
+    await fineTuningJsonl(whatsAppExport, dir);
     console.log(`\nload average after: ${loadAverage()}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

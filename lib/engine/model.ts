@@ -197,6 +197,7 @@ function checkLora(lora: LoraOptions, base: string | null): ModelLora {
 // The key of Model's native handle (see Model[NATIVE]).
 export const NATIVE = Symbol('dixie native model');
 
+// A model's options as the addon takes them: an adapter's alpha as its scaling, the compute defaults filled in.
 function nativeOptionsOf(options: ModelOptions): NativeOptions {
   const { lora, ...rest } = options;
   return {

@@ -39,7 +39,6 @@ export interface PendingFile {
   readonly scratch: string;
 }
 
-// The folder of a server's files, in its fine-tuning folder.
 // What a training file holds, by its first lines: OpenAI's (or ShareGPT's) fine-tuning JSONL, a conversation a line,
 // or dixie's chat format, a message a line (what bin/import-chat writes), which a job trains on as it is.
 export type TrainingDataKind = 'fine-tuning-jsonl' | 'chat';
@@ -63,6 +62,7 @@ export function storedDataKind(file: string): TrainingDataKind {
   return trainingDataKind(fileHead(file).toString('utf8'));
 }
 
+// The folder of a server's files, in its fine-tuning folder.
 export function filesDir(config: FineTuningConfig): string {
   return path.join(config.dir, 'files');
 }

@@ -33,7 +33,10 @@ export function* linesFromEnd(file: string, chunkBytes = 64 * 1024): Generator<s
       fs.readSync(fd, chunk, 0, size, position);
       const bytes = Buffer.concat([chunk, rest]);
       let end = bytes.length;
-      for (let at = bytes.lastIndexOf(0x0a, end - 1); at >= 0 && end > 0; at = end > 0 ? bytes.lastIndexOf(0x0a, end - 1) : -1) {
+      // end > 0: lastIndexOf from offset -1 would search from the buffer's end again.
+      while (end > 0) {
+        const at = bytes.lastIndexOf(0x0a, end - 1);
+        if (at < 0) break;
         const line = bytes.subarray(at + 1, end).toString('utf8').replace(/\r$/, '');
         if (line.trim() !== '') yield line;
         end = at;

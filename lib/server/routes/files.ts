@@ -15,6 +15,7 @@ import { ChatImportError, ChatImportErrors, firstNonUtf8Line } from '../../impor
 import { fineTuningFormat, firstJsonLine, jsonlConversations, parseFineTuning, type FineTuningFormat, type WrittenConversation } from '../../import/fine_tuning';
 import { importChatsOffThread } from '../../import/thread';
 import { MeNotFoundError, type ChatImportSummary } from '../../import/train_output';
+import { isTar } from '../../util/tar';
 import { isZip } from '../../util/zip';
 import type { ServerConfig } from '../config';
 import { HttpError } from '../errors';
@@ -225,7 +226,7 @@ type UploadKind = TrainingDataKind | 'export';
 
 function uploadKind(file: string, filename: string): UploadKind {
   const head = fileHead(file);
-  if (isZip(head)) return 'export';
+  if (isZip(head) || isTar(head)) return 'export';
   const text = head.toString('utf8');
   const kind = trainingDataKind(text);
   if (kind === 'chat' || text.trim() === '' || filename.toLowerCase().endsWith('.jsonl')) return kind;
