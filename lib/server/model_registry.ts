@@ -18,7 +18,9 @@
 //     holds until it is unloaded, so the other is loaded once for all its dependants, counted once in the budget,
 //     and never unloaded under them;
 //   - memory that is no model's (a fine-tuning job's training) is claimed from the same budget, in the same queue:
-//     a claim makes room as a load does, and its bytes are held until it is released.
+//     a claim makes room as a load does, and its bytes are held until it is released. A model that cannot fit
+//     beside the claims held and queued before it is refused at once (503, saying which), rather than after the
+//     request's timeout: a claim lasts as long as a job trains.
 // The registry knows nothing of GPT-2: a ModelLoader loads, sizes and unloads (lib/server/engine.ts).
 import { withoutPaths } from './errors';
 
@@ -119,6 +121,7 @@ export class ModelRegistry<T> {
   private readonly entries = new Map<string, Entry<T>>();
   private queue: Waiter<T>[] = [];
   private reserved = 0;                  // by the loaded and loading models, and the claims
+  private readonly claims = new Set<{ label: string; bytes: number }>();  // granted, not yet released
   private readonly timer: NodeJS.Timeout | null;
   private closed = false;
   private readonly log: NonNullable<RegistryOptions['log']>;
@@ -270,6 +273,8 @@ export class ModelRegistry<T> {
   private grantClaim(w: ClaimWaiter): void {
     this.detach(w);
     this.reserved += w.bytes;
+    const claim = { label: w.label, bytes: w.bytes };
+    this.claims.add(claim);
     this.log('info', 'memory claimed', { for: w.label, bytes: w.bytes });
     let released = false;
     w.resolve({
@@ -278,6 +283,7 @@ export class ModelRegistry<T> {
         if (released) return;
         released = true;
         this.reserved -= w.bytes;
+        this.claims.delete(claim);
         this.log('info', 'memory released', { for: w.label, bytes: w.bytes });
         this.pump();
       },
@@ -290,6 +296,7 @@ export class ModelRegistry<T> {
     if (this.closed) return;
     for (const e of this.entries.values()) e.draining = false;
     const contended = new Set<Entry<T>>();
+    const queuedClaims: ClaimWaiter[] = [];
     let blocked = false;
     for (let i = 0; i < this.queue.length; ) {
       const w = this.queue[i];
@@ -300,6 +307,7 @@ export class ModelRegistry<T> {
           continue;
         }
         blocked = true;  // later loads wait for this claim, as for a load
+        queuedClaims.push(w);
         i++;
         continue;
       }
@@ -315,7 +323,8 @@ export class ModelRegistry<T> {
         this.settle(w, this.failedLoad(e));
         continue;
       }
-      if (e.state === 'unloaded' && !blocked) {
+      // Past a claim queued before it, a load is blocked, but one that will not fit beside the claims is refused now.
+      if (e.state === 'unloaded' && (!blocked || this.claims.size > 0 || queuedClaims.length > 0)) {
         let need: number;
         try {
           need = this.loader.estimateBytes(e.key);
@@ -328,12 +337,41 @@ export class ModelRegistry<T> {
           this.settle(w, new ModelUnavailableError(`model "${e.key}" needs ${mb(need)} MB, more than the whole memory budget of ${mb(this.options.budgetBytes)} MB (memory_budget_mb)`, 507));
           continue;
         }
-        if (this.makeRoom(need, e.key, contended)) this.load(e, need);
-        else blocked = true;  // later loads wait for this one: first come, first served
+        const claimed = [...this.claims, ...queuedClaims];
+        if (need + this.unloadedDependencyBytes(e) + claimed.reduce((sum, c) => sum + c.bytes, 0) > this.options.budgetBytes) {
+          const error = this.crowdedOut(e, need, claimed);
+          for (const refused of this.takeWaiters(e.key)) this.settle(refused, error);
+          continue;
+        }
+        if (!blocked) {
+          if (this.makeRoom(need, e.key, contended)) this.load(e, need);
+          else blocked = true;  // later loads wait for this one: first come, first served
+        }
       }
       i++;
     }
     for (const e of this.entries.values()) if (!contended.has(e)) e.turn = null;
+  }
+
+  // What loading a model over another (an adapter over its base) adds when that other is not loaded yet.
+  private unloadedDependencyBytes(e: Entry<T>): number {
+    const key = this.loader.dependsOn(e.key);
+    const dependency = key === null ? undefined : this.entries.get(key);
+    if (dependency === undefined || dependency.state !== 'unloaded') return 0;
+    try {
+      return this.loader.estimateBytes(dependency.key);
+    } catch {
+      return 0;  // its own load tells why it cannot be loaded
+    }
+  }
+
+  private crowdedOut(e: Entry<T>, need: number, claimed: { label: string; bytes: number }[]): ModelUnavailableError {
+    const holders = claimed.map((c) => `${c.label} (${mb(c.bytes)} MB)`).join(' and ');
+    return new ModelUnavailableError(
+      `model "${e.key}" (${mb(need)} MB) does not fit in the memory budget of ${mb(this.options.budgetBytes)} MB (memory_budget_mb) `
+      + `beside the memory held by ${holders} until ${claimed.length === 1 ? 'it ends or is paused' : 'they end or are paused'}: the model can load after that`,
+      503, CROWDED_OUT_RETRY_S,
+    );
   }
 
   private turnOver(e: Entry<T>): boolean {
@@ -486,6 +524,10 @@ export class ModelRegistry<T> {
     }
   }
 }
+
+// Retry-After for a model that waits on a claim: a training job's end cannot be foretold, and a client's retries
+// should not keep the queue busy.
+const CROWDED_OUT_RETRY_S = 60;
 
 function mb(bytes: number): number {
   return Math.round(bytes / (1024 * 1024));

@@ -1,6 +1,7 @@
 // A fine-tuning job's training within the server's memory budget (memory_budget_mb), which the served models share
 // with it: a job that needs more than the whole budget fails saying what to change; one that needs the room of an
-// idle model has it unloaded; one that needs the room of a model in use waits, saying so, until the model is free.
+// idle model has it unloaded; one that needs the room of a model in use waits, saying so, until the model is free;
+// a request for a model that will not fit beside a training job is refused at once, saying so.
 // Over real HTTP, with the openai client, and the budget checked in the server's own accounts.
 import fs from 'node:fs';
 import t, { type Test } from 'tap';
@@ -26,9 +27,9 @@ async function serve(t: Test, budgetMb: number, ftDir: string): Promise<{ srv: R
   return { srv, client: new OpenAI({ apiKey: 'unused', baseURL: `${srv.url}/v1`, maxRetries: 0 }) };
 }
 
-async function startJob(client: OpenAI): Promise<FineTuningJob> {
+async function startJob(client: OpenAI, epochs = 1): Promise<FineTuningJob> {
   const file = await client.files.create({ file: await toFile(Buffer.from(LINE.repeat(8)), 'train.jsonl'), purpose: 'fine-tune' });
-  return client.fineTuning.jobs.create({ model: 'general', training_file: file.id, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 1 } } } });
+  return client.fineTuning.jobs.create({ model: 'general', training_file: file.id, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: epochs } } } });
 }
 
 async function waitFor(client: OpenAI, id: string, done: (job: FineTuningJob) => boolean, look: () => Promise<unknown> = async () => undefined): Promise<FineTuningJob> {
@@ -88,4 +89,27 @@ t.test('an idle model is unloaded to make room for training; one in use is waite
   // The model serves again after the job.
   const reply = await client.completions.create({ model: 'general', prompt: QUESTION, max_tokens: 2 });
   t.equal(reply.choices.length, 1);
+});
+
+t.test('while a job trains, a request for a model that does not fit beside it is refused at once, saying why', async (t) => {
+  const trainingMb = trainingMemoryBytes({ batch_size: 1, context_length: TINY.nCtx }, TINY) / MB;
+  const { srv, client } = await serve(t, Math.ceil(trainingMb) + 10, 'ft-crowded');
+  const job = await startJob(client, 1000);
+  await waitFor(client, job.id, (j) => j.status === 'running');
+
+  const started = Date.now();
+  const answer = await fetch(`${srv.url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'general', prompt: QUESTION, max_tokens: 2 }) });
+  t.ok(Date.now() - started < 5000, 'not left to wait for the request timeout');
+  t.equal(answer.status, 503);
+  t.equal(answer.headers.get('retry-after'), '60');
+  const body = await answer.json() as { error: { message: string; type: string } };
+  t.match(body.error.message, new RegExp(`^model "general" \\(\\d+ MB\\) does not fit in the memory budget of \\d+ MB \\(memory_budget_mb\\) beside the memory held by fine-tuning job ${job.id} \\(\\d+ MB\\) until it ends or is paused: the model can load after that$`));
+
+  // Paused, the job gives its memory back, and the model serves.
+  let said: string[] = [];
+  await client.fineTuning.jobs.pause(job.id);
+  await waitFor(client, job.id, () => said.some((m) => m.startsWith('Paused at step')), async () => (said = await messages(client, job.id)));
+  const reply = await client.completions.create({ model: 'general', prompt: QUESTION, max_tokens: 2 });
+  t.equal(reply.choices.length, 1);
+  await client.fineTuning.jobs.cancel(job.id);
 });

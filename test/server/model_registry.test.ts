@@ -353,3 +353,41 @@ t.test('memory claimed for something else (a fine-tuning job) is taken from the 
   await reg.close();
   await t.rejects(reg.claimMemory('job 6', 1), { message: 'the server is shutting down', status: 503 }, 'refused once closing');
 });
+
+t.test('a model that cannot fit beside the memory claimed is refused at once, saying by whom, rather than left to wait', async (t) => {
+  const MB = 1024 * 1024;
+  const loader = new ControlledLoader({ a: 40 * MB, b: 40 * MB, adapter: 10 * MB });
+  loader.dependencies.adapter = 'b';
+  const reg = new ModelRegistry(['a', 'b', 'adapter'], loader, { budgetBytes: 100 * MB, idleUnloadMs: 0, turnGrants: 0 });
+  const aBusy = await reg.acquire('a');
+
+  // Queued behind a busy model: a load after it that will not fit beside it is refused now.
+  const claim = reg.claimMemory('fine-tuning job ftjob-1', 70 * MB);
+  await tick();
+  const started = Date.now();
+  const refused = await reg.acquire('b').then(() => null, (err: unknown) => err);
+  t.ok(Date.now() - started < 1000, 'at once');
+  t.match(refused, {
+    name: 'ModelUnavailableError',
+    status: 503,
+    retryAfterS: 60,
+    message: 'model "b" (40 MB) does not fit in the memory budget of 100 MB (memory_budget_mb) beside the memory held by fine-tuning job ftjob-1 (70 MB) until it ends or is paused: the model can load after that',
+  });
+  t.same(loader.loads, ['a'], 'nothing loaded for it');
+  t.equal(reg.status().find((s) => s.key === 'b')?.loadFailures, 0, 'no failure of the model: it is not tried again later for it');
+
+  // Granted: the same, and an adapter is sized with the base it would need loaded.
+  aBusy.release();
+  const held = await claim;
+  await t.rejects(reg.acquire('a'), { status: 503, message: /^model "a" \(40 MB\) does not fit .* beside the memory held by fine-tuning job ftjob-1 \(70 MB\)/ });
+  await t.rejects(reg.acquire('adapter'), { status: 503, message: /^model "adapter" \(10 MB\) does not fit/ }, '10 MB fits, but not with its 40 MB base');
+  const small = await reg.claimMemory('fine-tuning job ftjob-2', 20 * MB);
+  await t.rejects(reg.prime('b'), { message: /beside the memory held by fine-tuning job ftjob-1 \(70 MB\) and fine-tuning job ftjob-2 \(20 MB\) until they end or are paused/ }, 'every holder named');
+  small.release();
+
+  // Released: the models load again.
+  held.release();
+  (await reg.acquire('adapter')).release();
+  t.same(loader.loads, ['a', 'b', 'adapter']);
+  await reg.close();
+});
