@@ -32,7 +32,7 @@ import { openAIRouter } from './routes/openai';
 import { openAIError } from './routes/api_common';
 import { LLAMA_CPP_PATHS, llamaCppError, llamaCppRouter } from './routes/llama_cpp';
 import { responsesRouter } from './routes/responses';
-import { filesRouter } from './routes/files';
+import { filesRouter, uploadTimeoutMs } from './routes/files';
 import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
 import { packageVersion } from '../util/package_root';
@@ -279,8 +279,8 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       return new Promise((resolve, reject) => {
         const server = http.createServer(app);
         // Node's own limit on receiving a request, a backstop behind ours (bodies time out at
-        // request_timeout_s with a JSON 408, body.ts).
-        server.requestTimeout = config.requestTimeoutMs + 10_000;
+        // request_timeout_s with a JSON 408, body.ts; uploads for fine-tuning take longer, routes/files.ts).
+        server.requestTimeout = (config.fineTuning === null ? config.requestTimeoutMs : uploadTimeoutMs(config)) + 10_000;
         server.headersTimeout = Math.min(60_000, server.requestTimeout);
         server.keepAliveTimeout = 5_000;
         // A request Node cannot parse (a Content-Length that is no number, headers past its limit) never reaches the

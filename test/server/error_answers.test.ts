@@ -115,7 +115,7 @@ t.test('bodies: a Content-Length past body_limit_kb is refused at once and the c
 
 t.test('bodies: one that trickles in is given up after request_timeout_s with 408', async (t) => {
   const slow = await rawRequest(srv.url, {
-    method: 'POST', path: '/invocations', trickle: 100,
+    method: 'POST', path: '/invocations', trickle: { bytes: 'x'.repeat(100), pieces: 100, everyMs: 100 },
     headers: { ...auth, connection: 'keep-alive', 'content-type': 'application/json', 'content-length': '100' },
   });
   t.match(errorAnswer(t, slow, 408, 'a body a byte at a time').error, /did not arrive within 1 s/);

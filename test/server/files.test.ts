@@ -191,6 +191,37 @@ t.test('uploads refused: the purpose, a field missing or unknown, too large, not
   t.same(onDisk(), [], 'nothing kept of any of them');
 });
 
+t.test('an upload slower than request_timeout_s is taken while it keeps coming; one that stalls, or crawls, is given up with 408', async (t) => {
+  // request_timeout_s 0.5; 1 MB of upload limit, which takes about 4.3 s at the slowest rate taken: 5 s in all.
+  const ftDir = tempDir('files-slow');
+  const slow = await startServer({ request_timeout_s: 0.5, models: [{ key: 'general', restore_from: 'alpha' }], fine_tuning: { dir: ftDir, max_file_mb: 1 } }, dir);
+  t.teardown(async () => {
+    await slow.close();
+    fs.rmSync(ftDir, { recursive: true, force: true });
+  });
+  const folder = path.join(ftDir, 'files');
+  const { body, type } = await multipartBytes([['purpose', 'fine-tune'], ['file', { text: TRAIN, name: 'train.jsonl' }]]);
+  const headers = { 'content-type': type, 'content-length': String(body.length) };
+
+  const steady = await rawRequest(slow.url, { method: 'POST', path: '/v1/files', headers, trickle: { bytes: body, pieces: 12, everyMs: 150 } });
+  t.equal(steady.status, 200, 'taken after about 1.8 s, over three times request_timeout_s');
+  t.ok(steady.ms > 1500, `answered after ${Math.round(steady.ms)} ms`);
+  const id = (JSON.parse(steady.text) as { id: string }).id;
+  t.same(fs.readFileSync(path.join(folder, `${id}.content`), 'utf8'), TRAIN, 'the bytes as sent');
+
+  const half = Math.floor(body.length / 2);
+  const stalled = await rawRequest(slow.url, { method: 'POST', path: '/v1/files', headers, body: body.subarray(0, half) });
+  t.equal(stalled.status, 408);
+  t.match(JSON.parse(stalled.text), { error: { message: 'the upload stalled: nothing arrived for 0.5 s (the server\'s request_timeout_s)' } });
+  t.ok(stalled.closed, 'and the connection closed');
+
+  const crawling = await rawRequest(slow.url, { method: 'POST', path: '/v1/files', headers, trickle: { bytes: body, pieces: 60, everyMs: 200 } });
+  t.equal(crawling.status, 408);
+  t.match(JSON.parse(crawling.text), { error: { message: 'the upload did not arrive within 5 s (the time fine_tuning.max_file_mb takes at 256 KB/s)' } });
+  t.ok(crawling.ms > 4900 && crawling.ms < 7000, `given up after ${Math.round(crawling.ms)} ms`);
+  t.same(fs.readdirSync(folder).sort(), [`${id}.content`, `${id}.json`], 'nothing kept of the two given up');
+});
+
 t.test('unknown ids and bad list queries are answered in OpenAI\'s shape, naming what is wrong', async (t) => {
   const unknown = 'file-AAAAAAAAAAAAAAAAAAAAAAAA';
   for (const [method, where] of [['GET', unknown], ['GET', `${unknown}/content`], ['DELETE', unknown], ['GET', '..%2F..%2Fserver_config.json'], ['GET', 'file-..%2F..%2Fft/content']]) {

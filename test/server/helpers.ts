@@ -72,7 +72,7 @@ export interface RawRequest {
   path: string;
   headers?: Record<string, string>;  // default: the URL's Host and "Connection: close"; nothing else
   body?: string | Buffer;            // sent after the head
-  trickle?: number;                  // then this many bytes, one every 100 ms, while the connection is open
+  trickle?: { bytes: string | Buffer; pieces: number; everyMs: number };  // then these, a piece at a time, while the connection is open
 }
 
 // HTTP/1.1 over a bare socket, for requests fetch() will not make: a Host of the test's choosing, a
@@ -87,13 +87,11 @@ export function rawRequest(url: string, req: RawRequest): Promise<RawReply> {
     const socket = net.connect(Number(port), hostname);
     const chunks: Buffer[] = [];
     let answeredMs = 0;
-    let trickled = 0;
+    const pieces = req.trickle === undefined ? [] : split(Buffer.from(req.trickle.bytes), req.trickle.pieces);
     const drip = setInterval(() => {
-      if (trickled < (req.trickle ?? 0) && !socket.destroyed) {
-        socket.write('x');
-        trickled++;
-      }
-    }, 100);
+      const piece = pieces.shift();
+      if (piece !== undefined && !socket.destroyed) socket.write(piece);
+    }, req.trickle?.everyMs ?? 100);
     let linger: NodeJS.Timeout | undefined;
     let finished = false;
     const finish = (closed: boolean) => {
@@ -128,6 +126,11 @@ export function rawRequest(url: string, req: RawRequest): Promise<RawReply> {
     socket.write(head);
     if (req.body !== undefined) socket.write(req.body);
   });
+}
+
+function split(bytes: Buffer, pieces: number): Buffer[] {
+  const size = Math.ceil(bytes.length / pieces);
+  return Array.from({ length: pieces }, (_, i) => bytes.subarray(i * size, (i + 1) * size)).filter((piece) => piece.length > 0);
 }
 
 export interface Running {

@@ -4,6 +4,7 @@
 // answering as the file taught it; a job paused, resumed and cancelled; the jobs listed again after a reload; the
 // keyboard alone, at a phone's width and a desktop's.
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import type { Browser, Page } from 'playwright-core';
@@ -225,6 +226,57 @@ t.test('a job paused, resumed and cancelled from its buttons; the jobs listed ag
   await page.waitForSelector(`.job[data-job="${id}"]`, { state: 'attached' });
   const jobs = (await api<{ data: Job[] }>('/v1/fine_tuning/jobs')).data;
   t.same(await page.evaluate('[...document.querySelectorAll(".job")].map((li) => [li.dataset.job, li.dataset.status])'), jobs.map((j) => [j.id, j.status]));
+  t.same(errors, []);
+});
+
+// A proxy in front of the server passing the browser's bytes on at `bytesPerSecond`, as a slow uplink would, and
+// the answers at full speed.
+async function slowUplink(t: Test, target: string, bytesPerSecond: number): Promise<string> {
+  const sockets = new Set<net.Socket>();
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(Number(new URL(target).port), '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.on('close', () => [client, upstream].forEach((s) => s.destroy()));
+    }
+    upstream.pipe(client);
+    client.on('data', (chunk: Buffer) => {
+      client.pause();
+      upstream.write(chunk);
+      setTimeout(() => client.resume(), (1000 * chunk.length) / bytesPerSecond);
+    });
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    sockets.forEach((s) => s.destroy());
+    return new Promise<void>((resolve) => proxy.close(() => resolve()));
+  });
+  return `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+}
+
+t.test('a large upload over a slow connection tells its progress as it goes, then what the server said of it', async (t) => {
+  // 6 MB at 500 kB/s, past what the sockets' buffers take at once (a few MB); its last line is broken, so that the
+  // server refuses it once it has it all, and no job starts.
+  const lines = conversations(50_000);
+  const file = Buffer.concat([lines, Buffer.from('{"messages": [\n')]);
+  const { page, errors } = await open(t, await slowUplink(t, srv.url, 500_000));
+  await page.click('#tune-toggle');
+  await page.evaluate(`window.progressSaid = [];
+    new MutationObserver(() => window.progressSaid.push(document.getElementById('tune-progress').textContent))
+      .observe(document.getElementById('tune-progress'), { childList: true, characterData: true, subtree: true })`);
+  await page.setInputFiles('#tune-file', { name: 'large.jsonl', mimeType: 'application/jsonl', buffer: file });
+  await page.click('#tune-start');
+  await page.waitForFunction('document.getElementById("tune-error").textContent !== ""', undefined, { timeout: 60_000 });
+  t.match(await text(page, '#tune-error'), /^The file was refused: file: large\.jsonl:50001: not valid JSON/, 'the server\'s words, naming the line');
+  const said = await page.evaluate('window.progressSaid') as string[];
+  const size = `${(file.length / 1e6).toFixed(1)} MB`;
+  const percents = said.map((line) => new RegExp(`^Uploading large\\.jsonl: (\\d+)% of ${size.replace('.', '\\.')}$`).exec(line)?.[1]).filter((p) => p !== undefined).map(Number);
+  t.ok(percents.filter((p) => p > 0 && p < 100).length >= 2, `the upload's progress told as it went: ${percents.join(', ')}`);
+  t.same(percents, [...percents].sort((a, b) => a - b), 'rising');
+  const reading = said.indexOf('Reading large.jsonl...');
+  t.ok(reading > said.indexOf('Uploading large.jsonl...') && said.slice(reading).every((line) => !line.startsWith('Uploading')), 'then the server\'s reading of it');
+  t.equal(await text(page, '#tune-progress'), '', 'and nothing once it answered');
   t.same(errors, []);
 });
 

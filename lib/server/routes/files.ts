@@ -37,6 +37,16 @@ const MAX_LIST = 10_000;
 const LIST_QUERY = ['purpose', 'limit', 'order', 'after'];
 // Lines of training data checked at once: a file up to the upload limit is never held whole.
 const CHECK_CHUNK_BYTES = 4 * 1024 * 1024;
+// An export with its photos is hundreds of megabytes, more than a home connection sends within request_timeout_s:
+// an upload is given up when it stalls for request_timeout_s, or when it is slower than this on the whole.
+const MIN_UPLOAD_BYTES_PER_S = 256 * 1024;
+
+// How long an upload of the largest file may take at the slowest rate taken; Node's own limit on a request
+// (app.ts) leaves it that long.
+export function uploadTimeoutMs(config: ServerConfig): number {
+  const maxFileBytes = config.fineTuning?.maxFileBytes ?? 0;
+  return Math.max(config.requestTimeoutMs, Math.ceil((maxFileBytes + MULTIPART_SLACK) / MIN_UPLOAD_BYTES_PER_S) * 1000);
+}
 
 function notFound(id: string): never {
   throw new HttpError(404, `no file with id ${JSON.stringify(id)} (GET /v1/files lists them)`, { field: 'file_id' });
@@ -55,7 +65,7 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
     if (Number(req.get('content-length')) > maxFileBytes + MULTIPART_SLACK) throw tooLarge(maxFileBytes);
     const pending = store.begin();
     try {
-      const { purpose, filename, me } = await receive(req, pending, maxFileBytes, config.requestTimeoutMs);
+      const { purpose, filename, me } = await receive(req, pending, maxFileBytes, { idleMs: config.requestTimeoutMs, totalMs: uploadTimeoutMs(config) });
       if (filename === undefined) bad('file', 'is required: the training data, as a file part (a JSONL file of conversations, or a chat app\'s export)');
       if (purpose === undefined) bad('purpose', `is required: ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(', ')}`);
       const kind = uploadKind(pending.path, filename);
@@ -144,8 +154,9 @@ function wrongPurpose(purpose: string): HttpError {
 }
 
 // Reads a multipart upload, the file streamed to `pending.path`; settles once that file is closed, so that it can be
-// removed. A purpose sent before the file is checked at once; one sent after it, once the file has arrived.
-function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeoutMs: number): Promise<{ purpose?: string; filename?: string; me: string[] }> {
+// removed. A purpose sent before the file is checked at once; one sent after it, once the file has arrived. It is
+// given up (408) when nothing arrives for `idleMs`, or when it is not all there after `totalMs`.
+function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeouts: { idleMs: number; totalMs: number }): Promise<{ purpose?: string; filename?: string; me: string[] }> {
   let parser: busboy.Busboy;
   try {
     parser = busboy({ headers: req.headers, limits: { files: 1, fileSize: maxFileBytes, fields: 2 + MAX_ME, parts: 4 + MAX_ME } });
@@ -163,7 +174,8 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
     const settle = () => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      clearTimeout(idle);
+      clearTimeout(total);
       const done = () => (error === null ? resolve({ purpose, filename, me }) : reject(error));
       written.then(done, (err: unknown) => {
         error ??= err;
@@ -179,7 +191,13 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
       out?.destroy();
       settle();
     };
-    const timer = setTimeout(() => fail(new HttpError(408, `the upload did not arrive within ${timeoutMs / 1000} s (the server's request_timeout_s)`)), timeoutMs);
+    const stalled = () => fail(new HttpError(408, `the upload stalled: nothing arrived for ${timeouts.idleMs / 1000} s (the server's request_timeout_s)`));
+    let idle = setTimeout(stalled, timeouts.idleMs);
+    const total = setTimeout(() => fail(new HttpError(408, `the upload did not arrive within ${timeouts.totalMs / 1000} s (the time fine_tuning.max_file_mb takes at ${MIN_UPLOAD_BYTES_PER_S / 1024} KB/s)`)), timeouts.totalMs);
+    req.on('data', () => {
+      clearTimeout(idle);
+      if (!settled) idle = setTimeout(stalled, timeouts.idleMs);
+    });
 
     parser.on('field', (name, value) => {
       if (name === 'purpose') {
