@@ -1,5 +1,5 @@
 // bin/serve: the multi-model chatbot server (lib/server). SIGTERM or SIGINT finishes the requests in flight and
-// exits; a second one exits at once.
+// exits; a second one exits at once. SIGHUP reads the config (or the model folders) again and serves its models.
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import yargs from 'yargs';
@@ -56,10 +56,14 @@ async function main(): Promise<void> {
     .parseAsync();
 
   applyComputeFlags(argv, (message) => createLog({ debug: false })('info', message));
-  const config = serveConfig({
-    config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, fineTuning: argv.fine_tuning, cwd: process.cwd(),
-  });
-  const server = createServer({ ...config, insecure: config.insecure || argv.insecure });
+  const readConfig = () => {
+    const config = serveConfig({
+      config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, fineTuning: argv.fine_tuning, cwd: process.cwd(),
+    });
+    return { ...config, insecure: config.insecure || argv.insecure };
+  };
+  const config = readConfig();
+  const server = createServer(config);
   const address = await server.listen(argv.port ?? config.port, argv.host ?? config.host);
   if (process.stderr.isTTY) process.stderr.write(whereToConnect(address, config.models.map((m) => m.key), config.apiKeys.length > 0, config.fineTuning?.dir ?? null));
   let stopping = false;
@@ -80,6 +84,14 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    server.log('info', 'SIGHUP received: reading the config again');
+    try {
+      server.reload(readConfig());
+    } catch (err) {
+      server.log('error', 'config not reloaded: the models stay as they were', { error: err instanceof Error ? err.message : String(err) });
+    }
+  });
 }
 
 // For a person at a terminal (the JSON log on stdout is for collectors): where to point a browser and the clients,
@@ -99,6 +111,7 @@ function whereToConnect(address: AddressInfo, models: readonly string[], keyed: 
       : `  fine-tuning     on the chat page, or OpenAI's clients; jobs and files in ${path.relative(process.cwd(), fineTuningDir) || '.'}`,
     ...(keyed ? ['  every client sends "Authorization: Bearer <one of api_keys>"'] : []),
     'Ctrl+C stops it, letting the requests in flight finish.',
+    `kill -HUP ${process.pid} reloads the models (the config's changes, a run's newer checkpoint, models found since) without a stop.`,
     '',
   ].join('\n');
 }

@@ -45,9 +45,29 @@ export interface DixieServer {
   readonly log: Log;
   mount(router: express.Router): void;            // adds a router ahead of the API's routes
   listen(port?: number, host?: string): Promise<AddressInfo>;  // default: the config's host and port
+  // Serves the models of a config read again (bin/serve on SIGHUP) from now on: those it adds are added, those it
+  // leaves out removed, those it changes (or whose run folder has a newer checkpoint to serve) loaded afresh, with
+  // requests under way finishing on the models they started on. Every model is checked before anything changes: a
+  // config that cannot be served throws, and the models stay as they were. Its other fields wait for a restart.
+  reload(next: ServerConfig): ReloadReport;
   // Refuses new requests (503), lets those in flight finish (up to shutdown_grace_s), unloads the models.
   shutdown(): Promise<void>;
 }
+
+export interface ReloadReport {
+  added: string[];
+  removed: string[];
+  replaced: string[];
+  needRestart: string[];                          // fields of server_config.json changed that take effect at the next start
+}
+
+// What a reload leaves for a restart, everything but the models, by its name in server_config.json.
+const RESTART_FIELDS: Readonly<Record<Exclude<keyof ServerConfig, 'models' | 'source' | 'baseDir'>, string>> = {
+  host: 'host', port: 'port', debug: 'debug', memoryBudgetBytes: 'memory_budget_mb', idleUnloadMs: 'idle_unload_s', apiKeys: 'api_keys',
+  insecure: 'insecure', metricsPublic: 'metrics_public', trustProxy: 'trust_proxy', allowedHosts: 'allowed_hosts', corsOrigins: 'cors_origins',
+  prefixReuse: 'prefix_reuse', requestTimeoutMs: 'request_timeout_s', maxQueue: 'max_queue', batchSlots: 'batch_slots', bodyLimitBytes: 'body_limit_kb',
+  threads: 'threads', shutdownGraceMs: 'shutdown_grace_s', alexa: 'alexa', fineTuning: 'fine_tuning',
+};
 
 export interface ServerOptions {
   log?: Log;
@@ -68,18 +88,26 @@ function sameKey(given: string, keys: readonly Buffer[]): boolean {
 
 export function createServer(config: ServerConfig, options: ServerOptions = {}): DixieServer {
   const log = options.log ?? createLog({ debug: config.debug });
-  // Everything a model needs is checked now, so that a typo fails the start and not the first request.
+  // Everything a model needs is checked before it is served, so that a typo fails the start (or the reload) and not
+  // the first request: the sanitizer it is served with.
   const sanitizers = new Map<string, Sanitizer>();
-  const prepare = (m: ModelConfig): void => {
+  const check = (m: ModelConfig): Sanitizer => {
     checkSamplingDefaults(m, (resolveModelSource(m).config as GPT2Config).vocabSize);
-    sanitizers.set(m.key, loadSanitizer(m.sanitizer, m.sanitizerOptions, config.baseDir, `${m.where}.sanitizer`));
+    return loadSanitizer(m.sanitizer, m.sanitizerOptions, config.baseDir, `${m.where}.sanitizer`);
+  };
+  const announce = (m: ModelConfig): void => {
     const chat = m.promptFormat === 'chat' ? { audience: m.audience, audiences: m.audiences } : {};
     log('info', 'serving model', { model: m.key, promptFormat: m.promptFormat, sanitizer: m.sanitizer, ...chat, why: m.servedAs });
     if (m.promptFormat === 'chat' && m.audiences.length > 0 && !m.audiences.includes(m.audience)) {
       log('warn', `model "${m.key}" answers as "${m.audience}", whom its chat data never talks to`, { model: m.key, audiences: m.audiences });
     }
   };
-  for (const m of config.models) prepare(m);
+  for (const m of config.models) {
+    sanitizers.set(m.key, check(m));
+    announce(m);
+  }
+  // The models of the config (those of fine-tuning jobs are served beside them), as a reload compares them.
+  let configured = new Map(config.models.map((m) => [m.key, m]));
   const loader = gpt2Loader(config.models, { threads: config.threads, batchSlots: config.batchSlots, reusePrefixes: config.prefixReuse, warn: (message, fields) => log('warn', message, fields) });
   const registry = new ModelRegistry<LoadedModel>(
     loader.keys,
@@ -89,11 +117,11 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   );
   const service = new ChatService(config, registry, sanitizers, log);
   // A model served from now on, beside the configured ones: a fine-tuning job's.
-  const serveModel = (m: ModelConfig): void => {
+  const serveModel = (m: ModelConfig, sanitizer = check(m)): void => {
     if (service.models.has(m.key)) throw new Error(`a model "${m.key}" is served already`);
-    prepare(m);
     for (const key of loader.add(m)) registry.add(key);
-    service.addModel(m, sanitizers.get(m.key) as Sanitizer);
+    service.addModel(m, sanitizer);
+    announce(m);
   };
   const files = config.fineTuning && new FileStore(filesDir(config.fineTuning));
   const jobs = config.fineTuning && files && new FineTuningJobs(config.fineTuning, {
@@ -305,6 +333,31 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         });
       });
     },
+    reload(next) {
+      if (draining) throw new Error('the server is shutting down');
+      const plan = planReload(configured, next, service.models, (key) => registry.peek(key)?.dir ?? null);
+      if (config.alexa !== null && !next.models.some((m) => m.key === config.alexa?.modelKey)) {
+        throw new Error(`the Alexa skill answers with "${config.alexa.modelKey}", which ${next.source} no longer serves: keep it, or restart the server`);
+      }
+      const checked = new Map([...plan.added, ...plan.replaced].map((m) => [m.key, check(m)]));
+      for (const key of plan.removed) service.removeModel(key);
+      for (const m of plan.replaced) {
+        for (const key of loader.add(m)) if (key !== m.key) registry.add(key);  // a hidden base it has not had
+        service.replaceModel(m, checked.get(m.key) as Sanitizer);
+        announce(m);
+      }
+      for (const m of plan.added) serveModel(m, checked.get(m.key));
+      configured = new Map(next.models.map((m) => [m.key, m]));
+      const report: ReloadReport = {
+        added: plan.added.map((m) => m.key),
+        removed: plan.removed,
+        replaced: plan.replaced.map((m) => m.key),
+        needRestart: Object.entries(RESTART_FIELDS).filter(([field]) => JSON.stringify(config[field as keyof typeof RESTART_FIELDS]) !== JSON.stringify(next[field as keyof typeof RESTART_FIELDS])).map(([, name]) => name),
+      };
+      log('info', 'config reloaded', { source: next.source, ...report });
+      if (report.needRestart.length > 0) log('warn', 'config fields changed that take effect at the next start', { fields: report.needRestart });
+      return report;
+    },
     async shutdown() {
       if (draining) return;
       draining = true;
@@ -321,6 +374,37 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       log('info', 'stopped');
     },
   };
+}
+
+// What a reload changes: the models `next` adds, removes and changes. A model is changed when its config is (where it
+// stands in the file aside), or when the folder it would load now (a run's newer checkpoint) is not the one loaded;
+// adapters (configured or fine-tuned) go with a base entry that changes. A model of the new config named as a
+// fine-tuned one is refused, as is leaving out the base of a fine-tuned adapter.
+function planReload(configured: ReadonlyMap<string, ModelConfig>, next: ServerConfig, served: ReadonlyMap<string, ModelConfig>, loadedDir: (key: string) => string | null): { added: ModelConfig[]; removed: string[]; replaced: ModelConfig[] } {
+  const same = (a: ModelConfig, b: ModelConfig) => JSON.stringify({ ...a, where: null }) === JSON.stringify({ ...b, where: null });
+  const added: ModelConfig[] = [];
+  const replaced: ModelConfig[] = [];
+  for (const m of next.models) {
+    const old = configured.get(m.key);
+    if (old === undefined) {
+      if (served.has(m.key)) throw new Error(`${m.where}: "${m.key}" is the name of a fine-tuned model served already: choose another key`);
+      added.push(m);
+      continue;
+    }
+    const dir = m.adapter === null ? loadedDir(m.key) : null;
+    if (!same(old, m) || (dir !== null && dir !== resolveModelSource(m).dir)) replaced.push(m);
+  }
+  const changedBases = new Set(replaced.map((m) => m.key));
+  const fineTuned = [...served.values()].filter((m) => !configured.has(m.key));
+  for (const m of [...next.models.filter((n) => configured.has(n.key)), ...fineTuned]) {
+    if (m.base !== null && changedBases.has(m.base) && !replaced.some((r) => r.key === m.key)) replaced.push(m);
+  }
+  const keys = new Set(next.models.map((m) => m.key));
+  const removed = [...configured.keys()].filter((key) => !keys.has(key));
+  for (const m of fineTuned) {
+    if (m.base !== null && removed.includes(m.base)) throw new Error(`the fine-tuned adapter "${m.key}" is served over "${m.base}", which ${next.source} leaves out: delete the adapter first (DELETE /v1/models/${m.key})`);
+  }
+  return { added, removed, replaced };
 }
 
 // The path as the routers match it, which ignore its case and a trailing slash: what is decided here by the path (an

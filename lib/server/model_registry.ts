@@ -122,6 +122,7 @@ export class ModelRegistry<T> {
   private queue: Waiter<T>[] = [];
   private reserved = 0;                  // by the loaded and loading models, and the claims
   private readonly claims = new Set<{ label: string; bytes: number }>();  // granted, not yet released
+  private readonly retired = new Set<Entry<T>>();  // replaced, finishing the requests under way
   private readonly timer: NodeJS.Timeout | null;
   private closed = false;
   private readonly log: NonNullable<RegistryOptions['log']>;
@@ -143,7 +144,8 @@ export class ModelRegistry<T> {
     this.timer?.unref();
   }
 
-  // A model to serve from now on (one a fine-tuning job made while serving), unloaded until a request asks for it.
+  // A model to serve from now on (one a fine-tuning job made while serving, one a reloaded config adds), unloaded
+  // until a request asks for it.
   add(key: string): void {
     if (this.entries.has(key)) throw new Error(`model "${key}" is already served`);
     this.entries.set(key, {
@@ -160,8 +162,23 @@ export class ModelRegistry<T> {
     e.removed = true;
     const refused = this.takeWaiters(key);
     for (const w of refused) this.settle(w, new ModelUnavailableError(`model "${key}" was deleted`, 404));
-    if (e.state === 'unloaded') this.entries.delete(key);
+    if (e.state === 'unloaded') this.forget(e);
     else void this.unload(e, 'removed');
+    this.pump();
+  }
+
+  // The model under `key` loaded afresh from now on (a reloaded config changed it): requests under way finish on the
+  // one loaded, which is then unloaded; those waiting, and those to come, get the new one.
+  replace(key: string): void {
+    const old = this.entries.get(key);
+    if (old === undefined || old.removed) throw new Error(`model "${key}" is not served`);
+    old.removed = true;
+    this.entries.delete(key);
+    if (old.state !== 'unloaded') {
+      this.retired.add(old);
+      void this.unload(old, 'removed');  // at once when idle; else at its last lease's end, or once loaded
+    }
+    this.add(key);
     this.pump();
   }
 
@@ -229,7 +246,7 @@ export class ModelRegistry<T> {
       else if (e.state === 'loaded') e.draining = true;
     }
     await Promise.all(pending);
-    while ([...this.entries.values()].some((e) => e.state !== 'unloaded')) await new Promise((r) => setTimeout(r, 10));
+    while ([...this.entries.values(), ...this.retired].some((e) => e.state !== 'unloaded')) await new Promise((r) => setTimeout(r, 10));
   }
 
   private enqueue(key: string, pin: boolean, signal?: AbortSignal): Promise<Lease<T> | null> {
@@ -438,7 +455,8 @@ export class ModelRegistry<T> {
         e.state = 'unloaded';
         this.reserved -= e.bytes;
         e.bytes = 0;
-        this.loadFailed(e, err);
+        if (e.removed) this.forget(e);  // its waiters were refused when it was removed
+        else this.loadFailed(e, err);
         this.pump();
       },
     );
@@ -510,8 +528,13 @@ export class ModelRegistry<T> {
     e.state = 'unloaded';
     e.unloads++;
     this.log('info', 'model unloaded', { model: e.key, reason });
-    if (e.removed) this.entries.delete(e.key);
+    if (e.removed) this.forget(e);
     this.pump();
+  }
+
+  private forget(e: Entry<T>): void {
+    this.retired.delete(e);
+    if (this.entries.get(e.key) === e) this.entries.delete(e.key);
   }
 
   private unloadIdle(): void {

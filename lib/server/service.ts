@@ -182,6 +182,13 @@ export class ChatService {
     this.served.set(model.key, model);
   }
 
+  // A model served under the same key with another config from now on: requests under way finish on the old one.
+  replaceModel(model: ModelConfig, sanitizer: Sanitizer): void {
+    this.sanitizers.set(model.key, sanitizer);
+    this.served.set(model.key, model);
+    this.registry.replace(model.key);
+  }
+
   // A model served no more: new requests for it are unknown, those under way finish, then it is unloaded.
   removeModel(key: string): void {
     this.served.delete(key);

@@ -1,5 +1,6 @@
-// bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0), where
-// to connect said to a terminal (and not into a pipe), and the message when there is nothing to serve.
+// bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0), SIGHUP
+// (the config read again), where to connect said to a terminal (and not into a pipe), and the message when there is
+// nothing to serve.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -83,6 +84,40 @@ t.test('SIGTERM: requests in flight finish, new ones are refused, the process ex
   t.ok(child.lines.some((l) => l.msg === 'stopped'));
 });
 
+t.test('SIGHUP: the config read again, its models served without a stop; a broken one logged and left alone', async (t) => {
+  const dir = tempDir('sighup');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const expected = await makeModels(dir, { alpha: 1, beta: 3 }, PROMPT, 4);
+  const config = path.join(dir, 'server_config.json');
+  const models = (...names: string[]) => names.map((name) => ({ key: name, restore_from: name, sampling: { temperature: 0, penalize: 0, length: 4 } }));
+  fs.writeFileSync(config, JSON.stringify({ port: 0, models: models('alpha') }));
+  const child = serve([], dir);
+  t.teardown(() => {
+    if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+  });
+  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
+  const url = `http://127.0.0.1:${listening.port as number}`;
+  const ask = async (model: string) => {
+    const res = await fetch(`${url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: model, raw_text: PROMPT }) });
+    return `${res.status} ${await res.text()}`;
+  };
+  t.match(await ask('beta'), /^404 /);
+
+  fs.writeFileSync(config, JSON.stringify({ port: 0, models: models('alpha', 'beta') }));
+  child.proc.kill('SIGHUP');
+  t.match(await waitFor(() => child.lines.find((l) => l.msg === 'config reloaded'), child), { added: ['beta'], removed: [], replaced: [] });
+  t.equal(await ask('beta'), `200 ${expected.beta}`, 'the model added answers');
+
+  fs.writeFileSync(config, '{"models": [');
+  child.proc.kill('SIGHUP');
+  const refused = await waitFor(() => child.lines.find((l) => l.msg === 'config not reloaded: the models stay as they were'), child);
+  t.match(refused, { level: 'error', error: /server_config\.json/ }, 'the file named');
+  t.equal(await ask('alpha'), `200 ${expected.alpha}`, 'serving on');
+  t.equal(await ask('beta'), `200 ${expected.beta}`);
+  child.proc.kill('SIGTERM');
+  t.equal(await child.exited, 0);
+});
+
 t.test('at a terminal: where to point a browser and the clients', { skip: !fs.existsSync('/usr/bin/script') && 'no script(1) to give it a terminal' }, async (t) => {
   const dir = tempDir('terminal');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -105,6 +140,7 @@ t.test('at a terminal: where to point a browser and the clients', { skip: !fs.ex
   t.match(output, `OpenAI clients  base URL ${url}/v1`);
   t.match(output, `Ollama clients  host ${url}`);
   t.match(output, '  fine-tuning     off: --fine_tuning DIR lets the chat page teach a new bot from a chat app\'s export', 'how to turn fine-tuning on');
+  t.match(output, /kill -HUP \d+ reloads the models/, 'how to reload');
   t.notMatch(output, /Authorization/, 'no key to send: the server has no api_keys');
   const ping = await fetch(`${url}/ping`);
   t.equal(await ping.text(), 'Pong!', 'the address it gives answers');

@@ -1,0 +1,109 @@
+// A server's models served anew from a config read again (server.reload, which bin/serve runs on SIGHUP), over real
+// HTTP on 127.0.0.1: a model added answers, one left out is unknown, one changed answers as its new config says while
+// a request under way finishes on the model it started on, a run folder's newer checkpoint is served; a config that
+// cannot be served changes nothing; the fields that wait for a restart are named. bin/serve's SIGHUP itself is in
+// process.test.ts.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { validateServerConfig } from '../../lib/server/config';
+import { makeModels, request, startServer, tempDir, type Running } from './helpers';
+
+const PROMPT = 'How big is the earth?';
+const LENGTH = 6;
+const greedy = { temperature: 0, penalize: 0, length: LENGTH };
+
+let dir: string;
+let expected: Record<string, string>;
+let srv: Running;
+
+// A training run folder whose latest checkpoint has the weights of `model`.
+function checkpoint(run: string, step: number, model: string): void {
+  const to = path.join(dir, run, `model-${step}`);
+  fs.cpSync(path.join(dir, model), to, { recursive: true });
+  fs.writeFileSync(path.join(to, 'state.json'), JSON.stringify({ audiences: [] }));
+  fs.writeFileSync(path.join(dir, run, 'latest'), `model-${step}\n`);
+}
+
+const config = (models: Record<string, unknown>[], extra: Record<string, unknown> = {}) => validateServerConfig({ models, ...extra }, 'server_config.json', dir);
+
+async function answer(model: string): Promise<{ status: number; text: string }> {
+  const r = await request(`${srv.url}/invocations`, { body: { model_key: model, raw_text: PROMPT } });
+  return { status: r.status, text: r.text };
+}
+
+const listed = async () => ((await request(`${srv.url}/v1/models`)).json().data as { id: string }[]).map((m) => m.id).sort();
+
+t.before(async () => {
+  dir = tempDir('reload');
+  expected = await makeModels(dir, { alpha: 1, beta: 3, gamma: 5 }, PROMPT, LENGTH);
+  checkpoint('run', 1, 'alpha');
+  srv = await startServer({
+    models: [
+      { key: 'one', restore_from: 'alpha', sampling: greedy },
+      { key: 'gone', restore_from: 'alpha', sampling: greedy },
+      { key: 'trained', restore_from: 'run', sampling: greedy },
+    ],
+  }, dir);
+});
+t.teardown(async () => {
+  await srv.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+t.test('models added, removed and changed; a request under way finishes on the model it started on', async (t) => {
+  t.equal((await answer('one')).text, expected.alpha);
+  t.equal((await answer('gone')).text, expected.alpha);
+  t.equal((await answer('trained')).text, expected.alpha);
+  // A request under way on "one": its lease, as a request holds it from before generation to its answer's end.
+  const underWay = await srv.server.service.registry.acquire('one');
+  checkpoint('run', 2, 'gamma');
+
+  const report = srv.server.reload(config([
+    { key: 'one', restore_from: 'beta', sampling: greedy },
+    { key: 'trained', restore_from: 'run', sampling: greedy },
+    { key: 'new', restore_from: 'gamma', sampling: greedy },
+  ]));
+  t.same(report, { added: ['new'], removed: ['gone'], replaced: ['one', 'trained'], needRestart: [] });
+  t.same(await listed(), ['new', 'one', 'trained']);
+  t.equal((await answer('one')).text, expected.beta, 'a changed model answers as its new config says');
+  t.equal((await answer('new')).text, expected.gamma, 'an added one answers');
+  t.equal((await answer('trained')).text, expected.gamma, 'a run folder: its newer checkpoint');
+  const gone = await answer('gone');
+  t.equal(gone.status, 404, 'one left out is unknown');
+
+  const old = underWay.value;
+  t.equal((await old.generator.generate(PROMPT, { maxTokens: LENGTH, temperature: 0 })).text, expected.alpha, 'the request under way goes on with the model it started on');
+  const unloadsBefore = srv.logs.filter((l) => l.msg === 'model unloaded' && l.model === 'one').length;
+  underWay.release();
+  for (let i = 0; i < 100 && srv.logs.filter((l) => l.msg === 'model unloaded' && l.model === 'one').length === unloadsBefore; i++) await new Promise((r) => setTimeout(r, 10));
+  t.match(srv.logs.filter((l) => l.msg === 'model unloaded' && l.model === 'one').at(-1), { reason: 'removed' }, 'and is unloaded at its end');
+  t.equal((await answer('one')).text, expected.beta, 'while the new one serves on');
+  t.match(srv.logs.find((l) => l.msg === 'config reloaded'), { added: ['new'], removed: ['gone'], replaced: ['one', 'trained'] }, 'logged');
+
+  const again = srv.server.reload(config([
+    { key: 'one', restore_from: 'beta', sampling: greedy },
+    { key: 'trained', restore_from: 'run', sampling: greedy },
+    { key: 'new', restore_from: 'gamma', sampling: greedy },
+  ].reverse()));
+  t.same(again, { added: [], removed: [], replaced: [], needRestart: [] }, 'the same models in another order: nothing to do');
+});
+
+t.test('a config that cannot be served changes nothing; fields other than the models wait for a restart', async (t) => {
+  const before = await listed();
+  t.throws(() => srv.server.reload(config([
+    { key: 'one', restore_from: 'alpha', sampling: greedy },
+    { key: 'broken', restore_from: 'beta', sanitizer: 'no-such-sanitizer.js' },
+  ])), /no-such-sanitizer/, 'a sanitizer that does not load');
+  t.same(await listed(), before, 'the models as they were');
+  t.equal((await answer('one')).text, expected.beta, '"one" not changed by the refused config');
+
+  const report = srv.server.reload(config([
+    { key: 'one', restore_from: 'beta', sampling: greedy },
+    { key: 'trained', restore_from: 'run', sampling: greedy },
+    { key: 'new', restore_from: 'gamma', sampling: greedy },
+  ], { request_timeout_s: 5, api_keys: ['a-key-of-sixteen-characters'] }));
+  t.same(report.needRestart, ['api_keys', 'request_timeout_s']);
+  t.match(srv.logs.find((l) => l.msg === 'config fields changed that take effect at the next start'), { level: 'warn', fields: ['api_keys', 'request_timeout_s'] });
+  t.equal((await answer('one')).status, 200, 'no key asked for yet');
+});
