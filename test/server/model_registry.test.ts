@@ -391,3 +391,38 @@ t.test('a model that cannot fit beside the memory claimed is refused at once, sa
   t.same(loader.loads, ['a', 'b', 'adapter']);
   await reg.close();
 });
+
+t.test('a model replaced: requests under way keep the old one until their end, then it is unloaded; the rest get the new one', async (t) => {
+  const loader = new ControlledLoader({ a: 40, b: 40 });
+  const reg = new ModelRegistry(['a', 'b'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  const underWay = await reg.acquire('a');
+  reg.replace('a');
+  const next = await reg.acquire('a');
+  t.not(next.value, underWay.value, 'a new model for the request after');
+  t.same(loader.loads, ['a', 'a']);
+  t.ok(underWay.value.alive, 'the old one still serves the request under way');
+  t.equal(reg.reservedBytes, 80, 'both counted while both are loaded');
+  underWay.release();
+  await tick();
+  t.same(loader.unloads, ['a'], 'unloaded at its last lease\'s end');
+  t.notOk(underWay.value.alive);
+  t.ok(next.value.alive, 'the new one serves on');
+  t.equal(reg.reservedBytes, 40);
+  t.same(reg.status().map((s) => [s.key, s.state, s.loads]).sort(), [['a', 'loaded', 1], ['b', 'unloaded', 0]], 'one entry under the key');
+  next.release();
+
+  reg.replace('b');
+  t.same(loader.unloads, ['a'], 'one never loaded: nothing to unload');
+  t.throws(() => reg.replace('c'), /model "c" is not served/);
+
+  // Replaced again while its old self still serves: the shutdown waits for every one of them.
+  const held = await reg.acquire('a');
+  reg.replace('a');
+  let closed = false;
+  const closing = reg.close().then(() => (closed = true));
+  await tick();
+  t.notOk(closed, 'closing waits for the request under way on the replaced model');
+  held.release();
+  await closing;
+  t.notOk(held.value.alive);
+});
