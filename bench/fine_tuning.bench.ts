@@ -2,7 +2,8 @@
 // each of the quick start's chat logs written as OpenAI's fine-tuning JSONL (a conversation of up to 8 messages, the
 // audience named by a system message), uploaded to /v1/files, one epoch of a job over a small random GPT-2; then
 // train() alone on the job's own training data with the job's settings. The job should train as fast as lib/train does; the table also gives
-// the time the job took to read its files, and from its creation to its model answering.
+// the time the job took to read its files, and from its creation to its model answering. Then a server's chat latency
+// while training runs beside it, at the process's priority and in the background, as a job's does.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -98,6 +99,87 @@ async function fineTuningJob(dir: string, threads: number, jsonl: string): Promi
   }
 }
 
+// The served model's chat answers, each timed from the request to its end, one after another.
+async function chatLatencies(url: string, count: number): Promise<number[]> {
+  const ms: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const started = performance.now();
+    await api(`${url}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'small', messages: [{ role: 'user', content: 'How was your day?' }], max_tokens: CHAT_TOKENS, temperature: 0 }),
+    });
+    ms.push(performance.now() - started);
+  }
+  return ms;
+}
+
+const CHAT_TOKENS = 32;
+const CHATS = 20;
+type Training = 'none' | 'normal' | 'background';
+
+// A server's chat latency while lib/train trains in the same process, as a fine-tuning job does: at the process's
+// priority, or in the background (the job's way), where the decoding should keep its latency and the training take
+// the cores left.
+async function servingWhileTraining(dir: string, threads: number): Promise<void> {
+  const config = validateServerConfig({ models: [{ key: 'small', restore_from: 'small' }] }, 'bench', dir);
+  const server = createServer(config, { log: () => undefined });
+  const rows = new Map<Training, { chat: number[]; training: number[] }>((['none', 'normal', 'background'] as const).map((k) => [k, { chat: [], training: [] }]));
+  try {
+    const { port } = await server.listen(0, '127.0.0.1');
+    const url = `http://127.0.0.1:${port}/v1`;
+    await chatLatencies(url, 3);  // loads the model
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const training of (round % 2 === 0 ? ['none', 'normal', 'background'] : ['background', 'normal', 'none']) as Training[]) {
+        const row = rows.get(training) as { chat: number[]; training: number[] };
+        if (training === 'none') {
+          row.chat.push(...(await chatLatencies(url, CHATS)));
+          continue;
+        }
+        const stop = new AbortController();
+        let started: () => void = () => undefined;
+        const firstStep = new Promise<void>((resolve) => (started = resolve));
+        const steps: number[] = [];
+        const run = train(
+          {
+            dataset: CHAT, model_name: path.join(dir, 'small'), run_name: `beside-${training}-${round}`, checkpoint_dir: dir, context_length: SMALL.nCtx,
+            stop_after: 1_000_000, save_every: 0, save_time: 0, sample_every: 0, seed: 1, threads, background: training === 'background',
+          },
+          {
+            log: () => undefined,
+            signal: stop.signal,
+            onMetrics: (r) => {
+              if (r.type !== 'train') return;
+              steps.push(r.tokens_per_s);
+              started();
+            },
+          },
+        );
+        await firstStep;
+        row.chat.push(...(await chatLatencies(url, CHATS)));
+        stop.abort();
+        await run;
+        row.training.push(median(steps.slice(1)));
+      }
+    }
+  } finally {
+    await server.shutdown();
+  }
+  const idle = median((rows.get('none') as { chat: number[] }).chat);
+  console.log(`
+A chat answer of ${CHAT_TOKENS} tokens from the served model (the same GPT-2, ${threads} threads), ${CHATS} in a row, while lib/train trains it on examples/chat/train in the same process (batches of 1 x ${SMALL.nCtx}); ${ROUNDS} rounds, the order reversed in the second
+`);
+  console.log('| while the server answers | chat median ms | chat p90 ms | vs idle | training tokens/s |');
+  console.log('|---|---|---|---|---|');
+  const names: Record<Training, string> = { none: 'nothing else', normal: 'training at the process\'s priority', background: 'training in the background (a fine-tuning job\'s way)' };
+  for (const [training, row] of rows) {
+    const sorted = [...row.chat].sort((a, b) => a - b);
+    const p90 = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.9))];
+    const tokens = training === 'none' ? '' : Math.round(median(row.training)).toLocaleString('en-US');
+    console.log(`| ${names[training]} | ${median(row.chat).toFixed(0)} | ${p90.toFixed(0)} | ${(median(row.chat) / idle).toFixed(2)} | ${tokens} |`);
+  }
+}
+
 export async function run(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-bench-ft-'));
   try {
@@ -141,6 +223,7 @@ export async function run(): Promise<void> {
     console.log(`| a fine-tuning job through /v1/fine_tuning/jobs | ${Math.round(viaApi).toLocaleString('en-US')} | ${(viaApi / direct).toFixed(2)} |`);
     const seconds = (ms: number[]): string => (median(ms) / 1000).toFixed(1);
     console.log(`\na job read its files in ${seconds(jobs.map((j) => j.validatedMs))} s; from its creation to its model's first answer: ${seconds(jobs.map((j) => j.answeredMs))} s (medians)`);
+    await servingWhileTraining(dir, threads);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -29,6 +29,7 @@ export interface NativeConfig {
 
 export interface NativeOptions {
   threads?: number;        // 0 or absent: one per core
+  background?: boolean;    // CPU: the threads at the lowest priority, decoding in the same process going first
   maxBatch?: number;       // training memory is planned once for maxBatch x maxSeq
   maxSeq?: number;         // absent: nCtx
   recompute?: boolean;     // memory-saving gradients

@@ -444,6 +444,7 @@ export class FineTuningJobs {
         sample_every: 0,
         seed: job.seed,
         threads: this.config.threads,
+        background: true,  // the served models' decoding goes first
       };
       claim = await this.claimMemory(job, trainingMemoryBytes(options, resolveModel(plan.base).config as GPT2Config), stop.signal);
       this.setStatus(record, 'running');

@@ -78,6 +78,7 @@ export interface TrainOptions {
   seed: number;                    // -1: a random seed (printed, and kept in the checkpoint)
   stop_after: number;              // stop (and save) when the step count reaches it; 0: never
   threads: number;                 // 0: one per core (data-parallel: per core of this rank's share)
+  background: boolean;             // the threads at the lowest CPU priority: a job in a server, whose decoding goes first
   zero: number;                    // data-parallel: 1 shards Adam's moments across the ranks (ZeRO-1)
   collective_timeout: number;      // data-parallel: seconds a rank waits for the others before ending the job; 0: forever
   lora_rank: number;               // > 0: train a LoRA adapter of this rank over the frozen model; 0: every weight
@@ -133,6 +134,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   seed: -1,
   stop_after: 0,
   threads: 0,
+  background: false,
   zero: 0,
   collective_timeout: 300,
   lora_rank: 0,
@@ -331,6 +333,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   const threads = o.threads || (ranks ? threadsPerRank(ranks) : 0);
   const modelOptions: ModelOptions = {
     threads: threads || undefined,
+    background: o.background,
     maxBatch: o.batch_size,
     recompute: o.memory_saving_gradients,
     ...(ranks ? { dataParallel: { zero: o.zero as 0 | 1, microBatches: o.accumulate_gradients } } : {}),

@@ -427,6 +427,7 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
     const Napi::Object options = info[1].IsUndefined() ? Napi::Object::New(info.Env()) : object_arg(info[1], "options");
     dixie::BackendOptions o;
     o.threads = static_cast<int>(optional_int(options, "threads", 0, 0, 1024, "options"));
+    o.background = optional_bool(options, "background", false, "options");
     o.max_batch = static_cast<int>(optional_int(options, "maxBatch", 1, 1, big, "options"));
     o.max_seq = static_cast<int>(optional_int(options, "maxSeq", 0, 0, c.n_ctx, "options"));
     o.recompute = optional_bool(options, "recompute", false, "options");

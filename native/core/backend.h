@@ -21,6 +21,9 @@ enum class OptimizerSlot { M, V };
 
 struct BackendOptions {
   int threads = 0;               // 0: one per core of the machine
+  // CPU: the threads work at the lowest priority, so that decoding in the same process goes first (a fine-tuning
+  // job in a server); the CUDA backend's work is the GPU's, and it ignores this.
+  bool background = false;
   int max_batch = 1;             // training memory is planned once for max_batch x max_seq
   int max_seq = 0;               // 0: n_ctx
   bool recompute = false;        // memory-saving gradients: keep only each block's input, recompute in backward

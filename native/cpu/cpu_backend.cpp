@@ -64,7 +64,7 @@ size_t arena_floats(const GPT2Config& c, int64_t N, bool training, bool per_laye
 }  // namespace
 
 CpuBackend::CpuBackend(const GPT2Config& config, const BackendOptions& options)
-    : spec_(config, options.lora), options_(options), pool_(options.threads) {
+    : spec_(config, options.lora), options_(options), pool_(options.threads, options.background ? ThreadPriority::background : ThreadPriority::normal) {
   const GPT2Config& c = spec_.config();
   if (options_.max_batch < 1) throw std::invalid_argument("option 'maxBatch' must be a positive integer");
   if (options_.max_seq == 0) options_.max_seq = c.n_ctx;

@@ -2,6 +2,13 @@
 
 #include <algorithm>
 
+#if defined(__linux__)
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace dixie {
 
 namespace {
@@ -17,11 +24,21 @@ inline void cpu_relax(int spin) {
   (void)spin;
 #endif
 }
+// Names the worker for `top -H` and debuggers; a background one also drops to nice 19, which on Linux is a
+// thread's own (elsewhere it keeps the process's priority).
+void label_worker(bool background) {
+#if defined(__linux__)
+  pthread_setname_np(pthread_self(), background ? "dixie-bg" : "dixie-worker");
+  if (background) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);
+#else
+  (void)background;
+#endif
+}
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads, ThreadPriority priority) : background_(priority == ThreadPriority::background) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int t = 1; t < threads; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
+  for (int t = background_ ? 0 : 1; t < threads; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -43,6 +60,7 @@ void ThreadPool::work(int thread) {
 }
 
 void ThreadPool::worker_loop(int thread) {
+  label_worker(background_);
   uint64_t seen = 0;
   for (;;) {
     int spins = 0;
@@ -57,13 +75,16 @@ void ThreadPool::worker_loop(int thread) {
     seen = generation_.load(std::memory_order_acquire);
     if (stopping_) return;
     work(thread);
-    busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    if (busy_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1 && background_) {
+      std::lock_guard<std::mutex> lock(mutex_);  // the caller checks the count under it: no wake-up is lost
+      done_.notify_one();
+    }
   }
 }
 
 void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& task) {
   if (n_tasks <= 0) return;
-  if (workers_.empty() || n_tasks == 1) {
+  if (!background_ && (workers_.empty() || n_tasks == 1)) {
     for (int64_t i = 0; i < n_tasks; ++i) task(i, 0);
     return;
   }
@@ -76,6 +97,12 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& t
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
+  if (background_) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return busy_workers_.load(std::memory_order_acquire) == 0; });
+    task_ = nullptr;
+    return;
+  }
   work(0);
   // A worker still busy here may have been preempted (a loaded machine): after a short spin, yield the core so
   // that it can finish rather than burning the time slice it needs.

@@ -167,3 +167,37 @@ t.test('create: GPT-2 initialisation, reproducible from the seed', async (t) => 
   t.ok(a.getParam('h.3.ln_2.weight').every((v) => v === 1), 'LayerNorm weights 1');
   for (const m of [a, b, c]) m.dispose();
 });
+
+// Linux: the process's threads by name, with their nice values (/proc/self/task/<tid>/stat, field 19).
+function threadsNamed(name: string): number[] {
+  return fs.readdirSync('/proc/self/task').flatMap((tid) => {
+    try {
+      if (fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== name) return [];
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+    } catch {
+      return [];  // a thread that ended meanwhile
+    }
+  });
+}
+
+t.test('a background model works on threads of the lowest priority, to the same numbers', { skip: process.platform !== 'linux' && '/proc and per-thread nice are Linux\'s' }, async (t) => {
+  const normal = await tiny();
+  const background = await Model.load(FIXTURE_DIR, { maxBatch: ex.B, maxSeq: ex.T, threads: 2, background: true });
+  const losses: number[][] = [];
+  for (const model of [normal, background]) {
+    const seen: number[] = [];
+    for (let step = 0; step < 3; step++) {
+      seen.push(await model.forward(ex.inputs, ex.targets, ex.B, ex.T));
+      await model.backward();
+      await model.step({ optimizer: 'adamw', lr: 1e-3 });
+    }
+    losses.push(seen);
+  }
+  t.same(losses[1], losses[0], `three steps, the same losses (${losses[0].join(', ')})`);
+  t.same(threadsNamed('dixie-bg'), [19, 19], 'two threads at nice 19: all its work, the caller asleep');
+  t.ok(threadsNamed('dixie-worker').every((nice) => nice === 0), 'a normal model\'s worker at the process\'s priority');
+  background.dispose();
+  t.same(threadsNamed('dixie-bg'), [], 'gone with the model');
+  normal.dispose();
+});
