@@ -110,7 +110,7 @@ t.test('a chat model: who it answers as is picked from its audiences; the conver
   t.same(errors, []);
 });
 
-t.test('errors in words: a busy model with its Retry-After, a model loading, a stream cut off', async (t) => {
+t.test('errors in words: a busy model with its Retry-After, a model loading, a stream cut off, a model waiting on a training job', async (t) => {
   const { page, errors } = await open(t, srv.url);
   await page.route('**/v1/chat/completions', (route) => route.fulfill({
     status: 503,
@@ -140,6 +140,15 @@ t.test('errors in words: a busy model with its Retry-After, a model loading, a s
 
   await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' }, body: 'data: {"error": {"message": "the model failed"}}\n\n' }));
   t.equal((await sayOnPage(page, 'Hello?')).notice, 'The reply did not arrive: the model failed.');
+  await page.unroute('**/v1/chat/completions');
+
+  // The server's words for a model that waits on a fine-tuning job's memory (fine_tuning_memory.test.ts).
+  await page.route('**/v1/chat/completions', (route) => route.fulfill({
+    status: 503,
+    headers: { 'Retry-After': '60', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ error: { message: 'model "general" (12 MB) does not fit in the memory budget of 40 MB (memory_budget_mb) beside the memory held by fine-tuning job ftjob-abc (31 MB) until it ends or is paused: the model can load after that', type: 'server_error', param: null, code: null } }),
+  }));
+  t.equal((await sayOnPage(page, 'Anyone there?')).notice, 'A fine-tuning job is training and holds the memory this model needs: it loads once the job ends or is paused. Try again in 60 seconds.');
   t.same(errors, []);
 
   async function makeReply(): Promise<{ text: string }> {

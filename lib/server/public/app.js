@@ -144,6 +144,7 @@ async function errorText(res) {
     if (/shutting down/.test(message)) return `The server is restarting.${wait}`;
     if (/to load/.test(message)) return `The model is still loading.${wait}`;
     if (/requests in hand/.test(message)) return `The model is busy with other conversations.${wait}`;
+    if (/beside the memory held by fine-tuning job/.test(message)) return `A fine-tuning job is training and holds the memory this model needs: it loads once the job ends or is paused.${wait}`;
     return `The model could not be loaded: ${message}.${wait}`;
   }
   if (res.status === 404) return 'This model is no longer served: pick another one.';
