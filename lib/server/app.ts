@@ -47,8 +47,9 @@ export interface DixieServer {
   listen(port?: number, host?: string): Promise<AddressInfo>;  // default: the config's host and port
   // Serves the models of a config read again (bin/serve on SIGHUP) from now on: those it adds are added, those it
   // leaves out removed, those it changes (or whose run folder has a newer checkpoint to serve) loaded afresh, with
-  // requests under way finishing on the models they started on. Every model is checked before anything changes: a
-  // config that cannot be served throws, and the models stay as they were. Its other fields wait for a restart.
+  // requests under way finishing on the models they started on; its api_keys are the keys from then on. Everything
+  // is checked before anything changes: a config that cannot be served throws, and the server stays as it was. Its
+  // other fields wait for a restart.
   reload(next: ServerConfig): ReloadReport;
   // Refuses new requests (503), lets those in flight finish (up to shutdown_grace_s), unloads the models.
   shutdown(): Promise<void>;
@@ -61,9 +62,9 @@ export interface ReloadReport {
   needRestart: string[];                          // fields of server_config.json changed that take effect at the next start
 }
 
-// What a reload leaves for a restart, everything but the models, by its name in server_config.json.
-const RESTART_FIELDS: Readonly<Record<Exclude<keyof ServerConfig, 'models' | 'source' | 'baseDir'>, string>> = {
-  host: 'host', port: 'port', debug: 'debug', memoryBudgetBytes: 'memory_budget_mb', idleUnloadMs: 'idle_unload_s', apiKeys: 'api_keys',
+// What a reload leaves for a restart, everything but the models and the API keys, by its name in server_config.json.
+const RESTART_FIELDS: Readonly<Record<Exclude<keyof ServerConfig, 'models' | 'apiKeys' | 'source' | 'baseDir'>, string>> = {
+  host: 'host', port: 'port', debug: 'debug', memoryBudgetBytes: 'memory_budget_mb', idleUnloadMs: 'idle_unload_s',
   insecure: 'insecure', metricsPublic: 'metrics_public', trustProxy: 'trust_proxy', allowedHosts: 'allowed_hosts', corsOrigins: 'cors_origins',
   prefixReuse: 'prefix_reuse', requestTimeoutMs: 'request_timeout_s', maxQueue: 'max_queue', batchSlots: 'batch_slots', bodyLimitBytes: 'body_limit_kb',
   threads: 'threads', shutdownGraceMs: 'shutdown_grace_s', alexa: 'alexa', fineTuning: 'fine_tuning',
@@ -77,6 +78,10 @@ export interface ServerOptions {
 function publicDir(): string {
   const candidates = [path.join(__dirname, 'public'), path.resolve(__dirname, '..', '..', '..', 'lib', 'server', 'public')];
   return candidates.find((d) => fs.existsSync(path.join(d, 'index.html'))) ?? candidates[1];
+}
+
+function keyDigests(apiKeys: readonly string[]): Buffer[] {
+  return apiKeys.map((k) => crypto.createHash('sha256').update(k).digest());
 }
 
 function sameKey(given: string, keys: readonly Buffer[]): boolean {
@@ -150,6 +155,9 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   let httpServer: http.Server | null = null;
   // The Host names answered (hosts.ts); listen() sets them again for the address it binds.
   let hosts = allowedHosts(config.allowedHosts, config.host);
+  let boundHost: string | null = null;
+  // The API keys, as digests; a reload replaces them, so that a key is rotated without a restart. None: no authentication.
+  let keys = keyDigests(config.apiKeys);
 
   const app = express();
   app.disable('x-powered-by');
@@ -207,18 +215,19 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use(extensions);
   if (config.alexa) extensions.use(createAlexaRouter(config.alexa, service.chat, { log }));
 
-  if (config.apiKeys.length > 0) {
-    const keys = config.apiKeys.map((k) => crypto.createHash('sha256').update(k).digest());
-    app.use((req: Request, _res: Response, next: NextFunction) => {
-      const auth = req.get('authorization');
-      const given = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : req.get('x-api-key');
-      if (given === undefined || !sameKey(given, keys)) {
-        next(new HttpError(401, 'an API key is required: send "Authorization: Bearer <key>" or "X-API-Key: <key>"', {}, { 'WWW-Authenticate': 'Bearer' }));
-        return;
-      }
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    if (keys.length === 0) {
       next();
-    });
-  }
+      return;
+    }
+    const auth = req.get('authorization');
+    const given = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : req.get('x-api-key');
+    if (given === undefined || !sameKey(given, keys)) {
+      next(new HttpError(401, 'an API key is required: send "Authorization: Bearer <key>" or "X-API-Key: <key>"', {}, { 'WWW-Authenticate': 'Bearer' }));
+      return;
+    }
+    next();
+  });
   if (!config.metricsPublic) app.use(metrics);
 
   const jsonBody = boundedBody(
@@ -304,6 +313,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         ));
       }
       hosts = allowedHosts(config.allowedHosts, host);
+      boundHost = host;
       return new Promise((resolve, reject) => {
         const server = http.createServer(app);
         // Node's own limit on receiving a request, a backstop behind ours (bodies time out at
@@ -339,6 +349,9 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       if (config.alexa !== null && !next.models.some((m) => m.key === config.alexa?.modelKey)) {
         throw new Error(`the Alexa skill answers with "${config.alexa.modelKey}", which ${next.source} no longer serves: keep it, or restart the server`);
       }
+      if (next.apiKeys.length === 0 && keys.length > 0 && boundHost !== null && !isLoopback(boundHost) && !config.insecure) {
+        throw new Error(`${next.source} has no api_keys, and the server listens on ${boundHost}, where anyone could then use it: keep a key (or restart with --insecure)`);
+      }
       const checked = new Map([...plan.added, ...plan.replaced].map((m) => [m.key, check(m)]));
       for (const key of plan.removed) service.removeModel(key);
       for (const m of plan.replaced) {
@@ -348,13 +361,14 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       }
       for (const m of plan.added) serveModel(m, checked.get(m.key));
       configured = new Map(next.models.map((m) => [m.key, m]));
+      keys = keyDigests(next.apiKeys);
       const report: ReloadReport = {
         added: plan.added.map((m) => m.key),
         removed: plan.removed,
         replaced: plan.replaced.map((m) => m.key),
         needRestart: Object.entries(RESTART_FIELDS).filter(([field]) => JSON.stringify(config[field as keyof typeof RESTART_FIELDS]) !== JSON.stringify(next[field as keyof typeof RESTART_FIELDS])).map(([, name]) => name),
       };
-      log('info', 'config reloaded', { source: next.source, ...report });
+      log('info', 'config reloaded', { source: next.source, ...report, apiKeys: next.apiKeys.length });
       if (report.needRestart.length > 0) log('warn', 'config fields changed that take effect at the next start', { fields: report.needRestart });
       return report;
     },

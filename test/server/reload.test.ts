@@ -1,11 +1,13 @@
 // A server's models served anew from a config read again (server.reload, which bin/serve runs on SIGHUP), over real
 // HTTP on 127.0.0.1: a model added answers, one left out is unknown, one changed answers as its new config says while
 // a request under way finishes on the model it started on, a run folder's newer checkpoint is served; a config that
-// cannot be served changes nothing; the fields that wait for a restart are named. bin/serve's SIGHUP itself is in
+// cannot be served changes nothing; API keys rotate, but a server beyond loopback is not left without one; the fields
+// that wait for a restart are named. bin/serve's SIGHUP itself is in
 // process.test.ts.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { createServer } from '../../lib/server/app';
 import { validateServerConfig } from '../../lib/server/config';
 import { makeModels, request, startServer, tempDir, type Running } from './helpers';
 
@@ -89,7 +91,7 @@ t.test('models added, removed and changed; a request under way finishes on the m
   t.same(again, { added: [], removed: [], replaced: [], needRestart: [] }, 'the same models in another order: nothing to do');
 });
 
-t.test('a config that cannot be served changes nothing; fields other than the models wait for a restart', async (t) => {
+t.test('a config that cannot be served changes nothing; its API keys are the keys from then on; other fields wait for a restart', async (t) => {
   const before = await listed();
   t.throws(() => srv.server.reload(config([
     { key: 'one', restore_from: 'alpha', sampling: greedy },
@@ -103,7 +105,32 @@ t.test('a config that cannot be served changes nothing; fields other than the mo
     { key: 'trained', restore_from: 'run', sampling: greedy },
     { key: 'new', restore_from: 'gamma', sampling: greedy },
   ], { request_timeout_s: 5, api_keys: ['a-key-of-sixteen-characters'] }));
-  t.same(report.needRestart, ['api_keys', 'request_timeout_s']);
-  t.match(srv.logs.find((l) => l.msg === 'config fields changed that take effect at the next start'), { level: 'warn', fields: ['api_keys', 'request_timeout_s'] });
-  t.equal((await answer('one')).status, 200, 'no key asked for yet');
+  t.same(report.needRestart, ['request_timeout_s']);
+  t.match(srv.logs.find((l) => l.msg === 'config fields changed that take effect at the next start'), { level: 'warn', fields: ['request_timeout_s'] });
+  t.equal((await answer('one')).status, 401, 'a key asked for from then on');
+  const keyed = await request(`${srv.url}/invocations`, { body: { model_key: 'one', raw_text: PROMPT }, headers: { authorization: 'Bearer a-key-of-sixteen-characters' } });
+  t.equal(keyed.text, expected.beta, 'and taken');
+
+  // Rotated: the old key is refused, the new one taken; on loopback, no key at all is allowed too.
+  const rotate = (keys: string[]) => srv.server.reload(config([
+    { key: 'one', restore_from: 'beta', sampling: greedy },
+    { key: 'trained', restore_from: 'run', sampling: greedy },
+    { key: 'new', restore_from: 'gamma', sampling: greedy },
+  ], { request_timeout_s: 5, api_keys: keys }));
+  rotate(['another-key-of-sixteen-characters']);
+  const old = await request(`${srv.url}/invocations`, { body: { model_key: 'one', raw_text: PROMPT }, headers: { authorization: 'Bearer a-key-of-sixteen-characters' } });
+  t.equal(old.status, 401, 'the old key refused');
+  const rotated = await request(`${srv.url}/invocations`, { body: { model_key: 'one', raw_text: PROMPT }, headers: { authorization: 'Bearer another-key-of-sixteen-characters' } });
+  t.equal(rotated.status, 200, 'the new one taken');
+  rotate([]);
+  t.equal((await answer('one')).status, 200, 'none: open again, on loopback');
+});
+
+t.test('a server listening beyond loopback keeps a key through a reload', async (t) => {
+  const keyed = (keys: string[]) => config([{ key: 'one', restore_from: 'alpha', sampling: greedy }], { api_keys: keys });
+  const wide = createServer(keyed(['a-key-of-sixteen-characters']), { log: () => undefined });
+  t.teardown(() => wide.shutdown());
+  await wide.listen(0, '0.0.0.0');
+  t.throws(() => wide.reload(keyed([])), { message: 'server_config.json has no api_keys, and the server listens on 0.0.0.0, where anyone could then use it: keep a key (or restart with --insecure)' });
+  t.same(wide.reload(keyed(['another-key-of-sixteen-characters'])), { added: [], removed: [], replaced: [], needRestart: [] }, 'another key: taken');
 });
