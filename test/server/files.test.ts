@@ -160,7 +160,7 @@ t.test('uploads refused: the purpose, a field missing or unknown, too large, not
     ['no purpose', [['file', file]], 400, 'purpose', /^purpose: is required: "fine-tune"/],
     ['no file', [['purpose', 'fine-tune']], 400, 'file', /^file: is required/],
     ['the file as text', [['purpose', 'fine-tune'], ['file', TRAIN]], 400, 'file', /^file: must be the file itself/],
-    ['an unknown field', [['purpose', 'fine-tune'], ['model', 'x'], ['file', file]], 400, 'model', /^model: unsupported field \(supported: file, purpose, me\)/],
+    ['an unknown field', [['purpose', 'fine-tune'], ['model', 'x'], ['file', file]], 400, 'model', /^model: unsupported field \(supported: file, purpose, me, format\)/],
     ['an expiry', [['purpose', 'fine-tune'], ['expires_after[anchor]', 'created_at'], ['file', file]], 400, 'expires_after', /kept until deleted/],
     ['two files', [['purpose', 'fine-tune'], ['file', file], ['file', file]], 400, 'file', /one file per upload/],
     ['over the limit', [['purpose', 'fine-tune'], ['file', { text: 'x'.repeat(MAX_FILE_BYTES + 1), name: 'big.jsonl' }]], 413, 'file', new RegExp(`^file: larger than the upload limit of ${MAX_FILE_BYTES} bytes .*fine_tuning\\.max_file_mb`)],
@@ -300,6 +300,19 @@ t.test('a chat app\'s export is imported at upload as bin/import-chat imports it
   await client.files.delete(file.id);
 });
 
+t.test('"format" names the app as bin/import-chat\'s --format does: the same import, or the app\'s own error', async (t) => {
+  const named = await upload([['purpose', 'fine-tune'], ['me', 'Jane Doe'], ['format', 'whatsapp'], ['file', { text: fs.readFileSync(WHATSAPP), name: 'chat.txt' }]]);
+  t.equal(named.status, 200);
+  const reference = await importedByHand(t, WHATSAPP, ['Jane Doe']);
+  const file = named.body as unknown as { id: string; filename: string };
+  t.equal(file.filename, 'chat.train');
+  t.equal(fs.readFileSync(path.join(filesFolder, `${file.id}.content`), 'utf8'), reference.text, 'as a detected export is imported');
+  const wrong = await upload([['purpose', 'fine-tune'], ['format', 'telegram'], ['file', { text: fs.readFileSync(WHATSAPP), name: 'chat.txt' }]]);
+  t.equal(wrong.status, 400);
+  t.match(wrong.body.error, { param: 'file', message: /^file: chat\.txt/ }, 'read as Telegram\'s, it is refused naming the file');
+  await client.files.delete(file.id);
+});
+
 t.test('an iPhone\'s zip names its chat; exports that say who the user is need no "me"', async (t) => {
   const zipped = await uploadExport(WHATSAPP_ZIP, ['Jane Doe']);
   t.equal(zipped.status, 200);
@@ -335,9 +348,14 @@ t.test('an upload that is neither training data nor an export dixie reads is ref
   t.notMatch(photos.body.error.message, /scratch|upload\//, 'the server\'s folders are not named');
   const prose = await upload([['purpose', 'fine-tune'], ['file', { text: 'Dear diary,\ntoday was fine.\n', name: 'diary.txt' }]]);
   t.equal(prose.status, 400);
-  t.match(prose.body.error, { param: 'file', message: /^file: diary\.txt:1: a file that begins "Dear diary,", not a WhatsApp, LINE or KakaoTalk chat/ });
+  t.match(prose.body.error, { param: 'file', message: /^file: diary\.txt:1: a file that begins "Dear diary,", not a WhatsApp, LINE or KakaoTalk chat.*; if it is one, name its format with the field "format" \(whatsapp, line, /ms });
+  t.notMatch(prose.body.error.message, /--/, 'in the upload\'s terms, not the command line\'s');
   const jsonl = await upload([['purpose', 'fine-tune'], ['me', 'Jane'], ['file', { text: TRAIN, name: 'train.jsonl' }]]);
   t.match(jsonl.body.error, { param: 'me', message: /^me: is for a chat app's export.*train\.jsonl is fine-tuning JSONL/ });
+  const unknownApp = await upload([['purpose', 'fine-tune'], ['format', 'myspace'], ['file', { text: TRAIN, name: 'train.jsonl' }]]);
+  t.match(unknownApp.body.error, { param: 'format', message: /^format: must be one of whatsapp, line, .* \(got "myspace"\)$/ });
+  const twice = await upload([['purpose', 'fine-tune'], ['format', 'whatsapp'], ['format', 'line'], ['file', { text: TRAIN, name: 'train.jsonl' }]]);
+  t.match(twice.body.error, { param: 'format', message: 'format: given twice' });
   const blank = await upload([['purpose', 'fine-tune'], ['me', ' '], ['file', { text: TRAIN, name: 'train.jsonl' }]]);
   t.match(blank.body.error, { param: 'me', message: /^me: must be a name of 1 to 200 characters/ });
   t.same(onDisk(), before, 'nothing kept');

@@ -11,7 +11,7 @@ import { isUtf8 } from 'node:buffer';
 import { pipeline } from 'node:stream/promises';
 import busboy from 'busboy';
 import express, { type Request, type Response } from 'express';
-import { ChatImportError, ChatImportErrors, firstNonUtf8Line } from '../../import/chat_export';
+import { ChatImportError, ChatImportErrors, EXPORT_FORMATS, firstNonUtf8Line, type ExportFormat } from '../../import/chat_export';
 import { fineTuningFormat, firstJsonLine, jsonlConversations, parseFineTuning, type FineTuningFormat, type WrittenConversation } from '../../import/fine_tuning';
 import { importChatsOffThread } from '../../import/thread';
 import { MeNotFoundError, type ChatImportSummary } from '../../import/train_output';
@@ -26,8 +26,9 @@ import { cleanFilename, fileHead, storedDataKind, trainingDataKind, type FileSto
 
 // What may be uploaded; "fine-tune-results" files are written by the jobs.
 const UPLOAD_PURPOSES = ['fine-tune'];
-const UPLOAD_FIELDS = ['file', 'purpose', 'me'];
-// `me` (dixie's own field, repeatable): the user's names in a chat app's export, as bin/import-chat's --me.
+const UPLOAD_FIELDS = ['file', 'purpose', 'me', 'format'];
+// dixie's own fields, for a chat app's export: `me` (repeatable), the user's names in it, as bin/import-chat's --me;
+// `format`, the app whose export it is where it is not recognised, as --format.
 const MAX_ME = 8;
 const MAX_ME_LENGTH = 200;
 // A multipart body's own bytes beside the file's (boundaries, part headers, the purpose): a body declared larger
@@ -65,12 +66,12 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
     if (Number(req.get('content-length')) > maxFileBytes + MULTIPART_SLACK) throw tooLarge(maxFileBytes);
     const pending = store.begin();
     try {
-      const { purpose, filename, me } = await receive(req, pending, maxFileBytes, { idleMs: config.requestTimeoutMs, totalMs: uploadTimeoutMs(config) });
+      const { purpose, filename, me, format } = await receive(req, pending, maxFileBytes, { idleMs: config.requestTimeoutMs, totalMs: uploadTimeoutMs(config) });
       if (filename === undefined) bad('file', 'is required: the training data, as a file part (a JSONL file of conversations, or a chat app\'s export)');
       if (purpose === undefined) bad('purpose', `is required: ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(', ')}`);
-      const kind = uploadKind(pending.path, filename);
+      const kind = format === undefined ? uploadKind(pending.path, filename) : 'export';
       if (kind === 'export') {
-        const imported = await importExport(pending, filename, me);
+        const imported = await importExport(pending, filename, me, format);
         res.json({ ...(await store.finish(pending, trainFilename(filename), 'fine-tune')), imported });
         return;
       }
@@ -156,10 +157,17 @@ function wrongPurpose(purpose: string): HttpError {
 // Reads a multipart upload, the file streamed to `pending.path`; settles once that file is closed, so that it can be
 // removed. A purpose sent before the file is checked at once; one sent after it, once the file has arrived. It is
 // given up (408) when nothing arrives for `idleMs`, or when it is not all there after `totalMs`.
-function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeouts: { idleMs: number; totalMs: number }): Promise<{ purpose?: string; filename?: string; me: string[] }> {
+interface Upload {
+  purpose?: string;
+  filename?: string;
+  me: string[];
+  format?: ExportFormat;
+}
+
+function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeouts: { idleMs: number; totalMs: number }): Promise<Upload> {
   let parser: busboy.Busboy;
   try {
-    parser = busboy({ headers: req.headers, limits: { files: 1, fileSize: maxFileBytes, fields: 2 + MAX_ME, parts: 4 + MAX_ME } });
+    parser = busboy({ headers: req.headers, limits: { files: 1, fileSize: maxFileBytes, fields: 3 + MAX_ME, parts: 5 + MAX_ME } });
   } catch (err) {
     return Promise.reject(new HttpError(400, `body: not multipart/form-data this server can read: ${(err as Error).message}`, { field: 'body' }));
   }
@@ -167,6 +175,7 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
     let purpose: string | undefined;
     let filename: string | undefined;
     const me: string[] = [];
+    let format: ExportFormat | undefined;
     let error: unknown = null;
     let settled = false;
     let out: fs.WriteStream | null = null;
@@ -176,7 +185,7 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
       settled = true;
       clearTimeout(idle);
       clearTimeout(total);
-      const done = () => (error === null ? resolve({ purpose, filename, me }) : reject(error));
+      const done = () => (error === null ? resolve({ purpose, filename, me, format }) : reject(error));
       written.then(done, (err: unknown) => {
         error ??= err;
         done();
@@ -208,6 +217,10 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
         if (value.trim() === '' || value.length > MAX_ME_LENGTH) fail(new HttpError(400, `me: must be a name of 1 to ${MAX_ME_LENGTH} characters, as the app shows it`, { field: 'me' }));
         else if (me.length === MAX_ME) fail(new HttpError(400, `me: given more than ${MAX_ME} times`, { field: 'me' }));
         me.push(value);
+      } else if (name === 'format') {
+        if (format !== undefined) fail(new HttpError(400, 'format: given twice', { field: 'format' }));
+        else if (!(EXPORT_FORMATS as readonly string[]).includes(value)) fail(new HttpError(400, `format: must be one of ${EXPORT_FORMATS.join(', ')} (got ${JSON.stringify(value)})`, { field: 'format' }));
+        format = value as ExportFormat;
       } else if (name === 'file') fail(new HttpError(400, 'file: must be the file itself (a part with a filename), not a text field', { field: 'file' }));
       else fail(unknownField(name));
     });
@@ -264,16 +277,17 @@ interface ImportedExport {
 // A chat app's export, imported as bin/import-chat imports it (off the event loop), its chat-format text put in
 // place of the upload's bytes. It keeps its name in the scratch folder: an export's name can name its chat
 // (WhatsApp's "WhatsApp Chat - Mom.zip").
-async function importExport(pending: PendingFile, filename: string, me: string[]): Promise<ImportedExport> {
+async function importExport(pending: PendingFile, filename: string, me: string[], format: ExportFormat | undefined): Promise<ImportedExport> {
   const uploads = path.join(pending.scratch, 'upload');
   const input = path.join(uploads, cleanFilename(filename));
   const out = path.join(pending.scratch, 'chats.train');
   fs.mkdirSync(uploads, { recursive: true });
   fs.renameSync(pending.path, input);
-  const local = (message: string) => message.split(`${uploads}${path.sep}`).join('');
+  // The importer's words, for an upload: no server folder, and its options as the upload's fields.
+  const local = (message: string) => message.split(`${uploads}${path.sep}`).join('').replaceAll('--format', 'the field "format"').replaceAll('--me', 'the field "me"');
   let summary: ChatImportSummary;
   try {
-    summary = await importChatsOffThread([input], { out, me });
+    summary = await importChatsOffThread([input], { out, me, ...(format && { format }) });
   } catch (err) {
     if (err instanceof MeNotFoundError) {
       const which = me.length === 0 ? 'say which of the senders is you, by the name the app shows' : `${me.map((m) => JSON.stringify(m)).join(', ')} names none of the senders`;
