@@ -47,9 +47,9 @@ export interface DixieServer {
   listen(port?: number, host?: string): Promise<AddressInfo>;  // default: the config's host and port
   // Serves the models of a config read again (bin/serve on SIGHUP) from now on: those it adds are added, those it
   // leaves out removed, those it changes (or whose run folder has a newer checkpoint to serve) loaded afresh, with
-  // requests under way finishing on the models they started on; its api_keys are the keys from then on. Everything
-  // is checked before anything changes: a config that cannot be served throws, and the server stays as it was. Its
-  // other fields wait for a restart.
+  // requests under way finishing on the models they started on; its api_keys and memory_budget_mb hold from then
+  // on. Everything is checked before anything changes: a config that cannot be served throws, and the server stays
+  // as it was. Its other fields wait for a restart.
   reload(next: ServerConfig): ReloadReport;
   // Refuses new requests (503), lets those in flight finish (up to shutdown_grace_s), unloads the models.
   shutdown(): Promise<void>;
@@ -62,9 +62,10 @@ export interface ReloadReport {
   needRestart: string[];                          // fields of server_config.json changed that take effect at the next start
 }
 
-// What a reload leaves for a restart, everything but the models and the API keys, by its name in server_config.json.
-const RESTART_FIELDS: Readonly<Record<Exclude<keyof ServerConfig, 'models' | 'apiKeys' | 'source' | 'baseDir'>, string>> = {
-  host: 'host', port: 'port', debug: 'debug', memoryBudgetBytes: 'memory_budget_mb', idleUnloadMs: 'idle_unload_s',
+// What a reload leaves for a restart, everything but the models, the API keys and the memory budget, by its name in
+// server_config.json.
+const RESTART_FIELDS: Readonly<Record<Exclude<keyof ServerConfig, 'models' | 'apiKeys' | 'memoryBudgetBytes' | 'source' | 'baseDir'>, string>> = {
+  host: 'host', port: 'port', debug: 'debug', idleUnloadMs: 'idle_unload_s',
   insecure: 'insecure', metricsPublic: 'metrics_public', trustProxy: 'trust_proxy', allowedHosts: 'allowed_hosts', corsOrigins: 'cors_origins',
   prefixReuse: 'prefix_reuse', requestTimeoutMs: 'request_timeout_s', maxQueue: 'max_queue', batchSlots: 'batch_slots', bodyLimitBytes: 'body_limit_kb',
   threads: 'threads', shutdownGraceMs: 'shutdown_grace_s', alexa: 'alexa', fineTuning: 'fine_tuning',
@@ -362,6 +363,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       for (const m of plan.added) serveModel(m, checked.get(m.key));
       configured = new Map(next.models.map((m) => [m.key, m]));
       keys = keyDigests(next.apiKeys);
+      if (next.memoryBudgetBytes !== registry.budgetBytes) registry.setBudget(next.memoryBudgetBytes);
       const report: ReloadReport = {
         added: plan.added.map((m) => m.key),
         removed: plan.removed,

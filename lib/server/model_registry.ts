@@ -10,7 +10,8 @@
 //     taking its own requests for a turn (turnMs, or turnGrants more leases, whichever ends first), then
 //     drains; swapping models at every request would spend the time loading instead of answering;
 //   - the sum of the loaded and loading models' sizes never passes the budget (least recently used idle
-//     models are evicted first); a model idle for idleUnloadMs is unloaded;
+//     models are evicted first; a budget lowered below it is met the same way); a model idle for idleUnloadMs is
+//     unloaded;
 //   - a load that fails is not tried again before a back-off (loadRetryMs, doubling at each failure up to
 //     loadRetryMaxMs): requests meanwhile are refused at once (503 with the time to wait), so a broken model
 //     costs one attempt per back-off, not one per request.
@@ -121,6 +122,7 @@ export class ModelRegistry<T> {
   private readonly entries = new Map<string, Entry<T>>();
   private queue: Waiter<T>[] = [];
   private reserved = 0;                  // by the loaded and loading models, and the claims
+  private budget: number;                // a reload may change it
   private readonly claims = new Set<{ label: string; bytes: number }>();  // granted, not yet released
   private readonly retired = new Set<Entry<T>>();  // replaced, finishing the requests under way
   private readonly timer: NodeJS.Timeout | null;
@@ -133,6 +135,7 @@ export class ModelRegistry<T> {
   private readonly loadRetryMaxMs: number;
 
   constructor(keys: readonly string[], private readonly loader: ModelLoader<T>, private readonly options: RegistryOptions) {
+    this.budget = options.budgetBytes;
     for (const key of keys) this.add(key);
     this.log = options.log ?? (() => undefined);
     this.now = options.now ?? Date.now;
@@ -190,6 +193,18 @@ export class ModelRegistry<T> {
     return this.reserved;
   }
 
+  get budgetBytes(): number {
+    return this.budget;
+  }
+
+  // The budget from now on. One smaller than what the models hold has idle models unloaded at once and busy ones
+  // drained after their turn, as for a load; claims are kept until released.
+  setBudget(bytes: number): void {
+    this.budget = bytes;
+    this.log('info', 'memory budget set', { bytes });
+    this.pump();
+  }
+
   // A lease on the loaded model, after loading it if need be. Rejects when the signal fires first.
   acquire(key: string, signal?: AbortSignal): Promise<Lease<T>> {
     return this.enqueue(key, true, signal) as Promise<Lease<T>>;
@@ -205,8 +220,8 @@ export class ModelRegistry<T> {
   // (507) for more than the whole budget.
   claimMemory(label: string, bytes: number, signal?: AbortSignal): Promise<MemoryClaim> {
     if (this.closed) return Promise.reject(new ModelUnavailableError('the server is shutting down', 503));
-    if (bytes > this.options.budgetBytes) {
-      return Promise.reject(new ModelUnavailableError(`${label} needs ${mb(bytes)} MB, more than the whole memory budget of ${mb(this.options.budgetBytes)} MB (memory_budget_mb)`, 507));
+    if (bytes > this.budget) {
+      return Promise.reject(new ModelUnavailableError(`${label} needs ${mb(bytes)} MB, more than the whole memory budget of ${mb(this.budget)} MB (memory_budget_mb)`, 507));
     }
     return new Promise((resolve, reject) => this.wait({ key: null, label, bytes, resolve, reject, signal }));
   }
@@ -313,6 +328,7 @@ export class ModelRegistry<T> {
     if (this.closed) return;
     for (const e of this.entries.values()) e.draining = false;
     const contended = new Set<Entry<T>>();
+    if (this.reserved > this.budget) this.makeRoom(0, 'the memory budget', contended);  // lowered by a reload
     const queuedClaims: ClaimWaiter[] = [];
     let blocked = false;
     for (let i = 0; i < this.queue.length; ) {
@@ -349,13 +365,13 @@ export class ModelRegistry<T> {
           this.loadFailed(e, err as Error);
           continue;  // the waiter at i was refused with the others of its model
         }
-        if (need > this.options.budgetBytes) {
+        if (need > this.budget) {
           this.queue.splice(i, 1);
-          this.settle(w, new ModelUnavailableError(`model "${e.key}" needs ${mb(need)} MB, more than the whole memory budget of ${mb(this.options.budgetBytes)} MB (memory_budget_mb)`, 507));
+          this.settle(w, new ModelUnavailableError(`model "${e.key}" needs ${mb(need)} MB, more than the whole memory budget of ${mb(this.budget)} MB (memory_budget_mb)`, 507));
           continue;
         }
         const claimed = [...this.claims, ...queuedClaims];
-        if (need + this.unloadedDependencyBytes(e) + claimed.reduce((sum, c) => sum + c.bytes, 0) > this.options.budgetBytes) {
+        if (need + this.unloadedDependencyBytes(e) + claimed.reduce((sum, c) => sum + c.bytes, 0) > this.budget) {
           const error = this.crowdedOut(e, need, claimed);
           for (const refused of this.takeWaiters(e.key)) this.settle(refused, error);
           continue;
@@ -385,7 +401,7 @@ export class ModelRegistry<T> {
   private crowdedOut(e: Entry<T>, need: number, claimed: { label: string; bytes: number }[]): ModelUnavailableError {
     const holders = claimed.map((c) => `${c.label} (${mb(c.bytes)} MB)`).join(' and ');
     return new ModelUnavailableError(
-      `model "${e.key}" (${mb(need)} MB) does not fit in the memory budget of ${mb(this.options.budgetBytes)} MB (memory_budget_mb) `
+      `model "${e.key}" (${mb(need)} MB) does not fit in the memory budget of ${mb(this.budget)} MB (memory_budget_mb) `
       + `beside the memory held by ${holders} until ${claimed.length === 1 ? 'it ends or is paused' : 'they end or are paused'}: the model can load after that`,
       503, CROWDED_OUT_RETRY_S,
     );
@@ -399,20 +415,20 @@ export class ModelRegistry<T> {
   // models (least recently used first) are to make room: each ends its turn, then drains. Returns whether the
   // bytes fit now.
   private makeRoom(need: number, forWhat: string, contended: Set<Entry<T>>): boolean {
-    if (this.reserved + need <= this.options.budgetBytes) return true;
+    if (this.reserved + need <= this.budget) return true;
     const others = [...this.entries.values()]
       .filter((e) => e.key !== forWhat && e.state === 'loaded')
       .sort((a, b) => (a.lastUsed ?? 0) - (b.lastUsed ?? 0));
     let freeing = [...this.entries.values()].filter((e) => e.state === 'unloading').reduce((s, e) => s + e.bytes, 0);
     for (const e of others) {
-      if (this.reserved - freeing + need <= this.options.budgetBytes) break;
+      if (this.reserved - freeing + need <= this.budget) break;
       if (e.leases > 0) continue;
       freeing += e.bytes;
       this.log('info', 'evicting model to make room', { model: e.key, for: forWhat, bytes: e.bytes });
       void this.unload(e, 'evicted');
     }
     for (const e of others) {
-      if (this.reserved - freeing + need <= this.options.budgetBytes) break;
+      if (this.reserved - freeing + need <= this.budget) break;
       if (e.leases === 0 || e.draining) continue;
       contended.add(e);
       e.turn ??= { since: this.now(), grants: 0 };

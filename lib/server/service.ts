@@ -153,7 +153,7 @@ export class ChatService {
     this.metrics.add(new SampledCounter('dixie_model_load_failures_total', 'Loads of the model that failed.', perModel((k) => status(k)?.loadFailures ?? 0)));
     this.metrics.add(new Gauge('dixie_queue_depth', 'Requests for the model waiting for a batch slot or for the model to load.', perModel((k) => this.queueDepth(k))));
     this.metrics.add(new Gauge('dixie_requests_in_flight', 'Requests for the model being answered, queued ones included.', perModel((k) => this.inflight.get(k) ?? 0)));
-    this.metrics.add(new Gauge('dixie_memory_budget_bytes', 'The memory budget for loaded models.', () => [{ labels: {}, value: config.memoryBudgetBytes }]));
+    this.metrics.add(new Gauge('dixie_memory_budget_bytes', 'The memory budget for loaded models.', () => [{ labels: {}, value: registry.budgetBytes }]));
     this.metrics.add(new Gauge('dixie_memory_reserved_bytes', 'Memory reserved by loaded and loading models, and by fine-tuning jobs\' training.', () => [{ labels: {}, value: registry.reservedBytes }]));
     this.metrics.add(new Gauge('process_resident_memory_bytes', 'Resident set size of the server process.', () => [{ labels: {}, value: process.memoryUsage.rss() }]));
     this.metrics.add(new SampledCounter('process_cpu_seconds_total', 'CPU time of the server process, user and system.', () => {

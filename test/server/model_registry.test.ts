@@ -426,3 +426,31 @@ t.test('a model replaced: requests under way keep the old one until their end, t
   await closing;
   t.notOk(held.value.alive);
 });
+
+t.test('a budget lowered below what the models hold: idle ones unloaded at once, busy ones after their turn', async (t) => {
+  const loader = new ControlledLoader({ a: 40, b: 40, c: 40 });
+  const reg = new ModelRegistry(['a', 'b', 'c'], loader, { budgetBytes: 120, idleUnloadMs: 0, turnGrants: 0 });
+  (await reg.acquire('a')).release();
+  const busy = await reg.acquire('b');
+  (await reg.acquire('c')).release();
+  t.equal(reg.reservedBytes, 120);
+  reg.setBudget(50);
+  await tick();
+  t.same(loader.unloads.sort(), ['a', 'c'], 'the idle ones unloaded');
+  t.equal(reg.status().find((s) => s.key === 'b')?.draining, false, 'the busy one fits: it serves on');
+  reg.setBudget(30);
+  t.ok(busy.value.alive, 'lowered again: the busy one serves its request on');
+  t.equal(reg.status().find((s) => s.key === 'b')?.draining, true, 'and takes no new one');
+  busy.release();
+  await tick();
+  t.same(loader.unloads.sort(), ['a', 'b', 'c'], 'unloaded at its lease\'s end');
+  t.equal(reg.reservedBytes, 0);
+  t.equal(reg.budgetBytes, 30);
+  await t.rejects(reg.acquire('a'), { status: 507, message: /^model "a" needs 0 MB, more than the whole memory budget of 0 MB/ }, 'a model larger than the new budget is refused');
+  reg.setBudget(80);
+  (await reg.acquire('a')).release();
+  (await reg.acquire('b')).release();
+  t.same(loader.unloads.sort(), ['a', 'b', 'c'], 'raised: two fit again');
+  t.equal(reg.reservedBytes, 80);
+  await reg.close();
+});

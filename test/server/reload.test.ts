@@ -1,8 +1,8 @@
 // A server's models served anew from a config read again (server.reload, which bin/serve runs on SIGHUP), over real
 // HTTP on 127.0.0.1: a model added answers, one left out is unknown, one changed answers as its new config says while
 // a request under way finishes on the model it started on, a run folder's newer checkpoint is served; a config that
-// cannot be served changes nothing; API keys rotate, but a server beyond loopback is not left without one; the fields
-// that wait for a restart are named. bin/serve's SIGHUP itself is in
+// cannot be served changes nothing; API keys rotate, but a server beyond loopback is not left without one; the memory
+// budget changes; the fields that wait for a restart are named. bin/serve's SIGHUP itself is in
 // process.test.ts.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -91,7 +91,7 @@ t.test('models added, removed and changed; a request under way finishes on the m
   t.same(again, { added: [], removed: [], replaced: [], needRestart: [] }, 'the same models in another order: nothing to do');
 });
 
-t.test('a config that cannot be served changes nothing; its API keys are the keys from then on; other fields wait for a restart', async (t) => {
+t.test('a config that cannot be served changes nothing; its API keys and memory budget hold from then on; other fields wait for a restart', async (t) => {
   const before = await listed();
   t.throws(() => srv.server.reload(config([
     { key: 'one', restore_from: 'alpha', sampling: greedy },
@@ -104,8 +104,9 @@ t.test('a config that cannot be served changes nothing; its API keys are the key
     { key: 'one', restore_from: 'beta', sampling: greedy },
     { key: 'trained', restore_from: 'run', sampling: greedy },
     { key: 'new', restore_from: 'gamma', sampling: greedy },
-  ], { request_timeout_s: 5, api_keys: ['a-key-of-sixteen-characters'] }));
+  ], { request_timeout_s: 5, api_keys: ['a-key-of-sixteen-characters'], memory_budget_mb: 500 }));
   t.same(report.needRestart, ['request_timeout_s']);
+  t.equal(srv.server.service.registry.budgetBytes, 500 * 1024 * 1024, 'the memory budget from then on');
   t.match(srv.logs.find((l) => l.msg === 'config fields changed that take effect at the next start'), { level: 'warn', fields: ['request_timeout_s'] });
   t.equal((await answer('one')).status, 401, 'a key asked for from then on');
   const keyed = await request(`${srv.url}/invocations`, { body: { model_key: 'one', raw_text: PROMPT }, headers: { authorization: 'Bearer a-key-of-sixteen-characters' } });
@@ -116,7 +117,7 @@ t.test('a config that cannot be served changes nothing; its API keys are the key
     { key: 'one', restore_from: 'beta', sampling: greedy },
     { key: 'trained', restore_from: 'run', sampling: greedy },
     { key: 'new', restore_from: 'gamma', sampling: greedy },
-  ], { request_timeout_s: 5, api_keys: keys }));
+  ], { request_timeout_s: 5, api_keys: keys, memory_budget_mb: 500 }));
   rotate(['another-key-of-sixteen-characters']);
   const old = await request(`${srv.url}/invocations`, { body: { model_key: 'one', raw_text: PROMPT }, headers: { authorization: 'Bearer a-key-of-sixteen-characters' } });
   t.equal(old.status, 401, 'the old key refused');

@@ -44,7 +44,7 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
       models,
       default_model: service.defaultModelKey,
       active_model: { key: active?.key ?? null },
-      memory: { budget_bytes: service.config.memoryBudgetBytes, reserved_bytes: service.registry.reservedBytes },
+      memory: { budget_bytes: service.registry.budgetBytes, reserved_bytes: service.registry.reservedBytes },
     });
   });
 
