@@ -1,7 +1,7 @@
 // Model entries of server_config.json with an "adapter": decoded over a base that the adapters of that base share,
 // each answering (and embedding) as bin/merge-lora's merged folder does, together as alone; /models/list shows adapter and base and
 // the budget counts the base once; a folder that is no adapter, or a "base" that does not fit, stops the start,
-// naming the entry.
+// naming the entry; a reload that changes a base loads its adapters afresh over it.
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { validateServerConfig } from '../../lib/server/config';
@@ -117,4 +117,26 @@ t.test('"base" names a plain entry, or a model; what does not fit is named', asy
     [{ models: [plain, { key: 'x', base: 'plain', adapter: 'cfg-adapter' }, { key: 'y', base: 'x', adapter: 'cfg-adapter' }] }, /^cfg: models\[2\]\.base: "x" has an adapter itself/],
   ];
   for (const [raw, message] of bad) t.throws(() => validateServerConfig(raw, 'cfg', work), message);
+});
+
+t.test('a reload that changes a base entry loads its adapters afresh over the new base', async (t) => {
+  await saveBase(path.join(work, 'first'), CONFIG, 3);
+  await saveBase(path.join(work, 'second'), CONFIG, 7);
+  const factors = Array.from({ length: CONFIG.nLayer }, (_, layer) => ['attn.c_attn', 'mlp.c_fc'].map((kind, k) => randomFactors(`h.${layer}.${kind}`, 4, CONFIG.nEmbd, 90 + 2 * layer + k))).flat();
+  writeRawAdapter(path.join(work, 'reloaded-adapter'), peftConfig({ r: 4, lora_alpha: 32, target_modules: ['c_attn', 'c_fc'] }), factors);
+  const greedy = { temperature: 0, penalize: 0, length: 16 };
+  const models = (base: string) => [
+    { key: 'base', restore_from: base, sampling: greedy },
+    { key: 'bot', base: 'base', adapter: 'reloaded-adapter', sampling: greedy },
+  ];
+  const srv = await startServer({ models: models('first') }, work);
+  t.teardown(srv.close);
+  const before = await answer(t, srv.url, 'bot');
+  const report = srv.server.reload(validateServerConfig({ models: models('second') }, 'server_config.json', work));
+  t.same(report.replaced, ['base', 'bot'], 'the adapter goes with its base');
+  const after = await answer(t, srv.url, 'bot');
+  const fresh = await startServer({ models: models('second') }, work);
+  t.teardown(fresh.close);
+  t.equal(after, await answer(t, fresh.url, 'bot'), 'it answers as over the new base from the start');
+  t.not(after, before, 'and not as over the old one');
 });
