@@ -368,7 +368,9 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         added: plan.added.map((m) => m.key),
         removed: plan.removed,
         replaced: plan.replaced.map((m) => m.key),
-        needRestart: Object.entries(RESTART_FIELDS).filter(([field]) => JSON.stringify(config[field as keyof typeof RESTART_FIELDS]) !== JSON.stringify(next[field as keyof typeof RESTART_FIELDS])).map(([, name]) => name),
+        needRestart: (Object.keys(RESTART_FIELDS) as (keyof typeof RESTART_FIELDS)[])
+          .filter((field) => JSON.stringify(config[field]) !== JSON.stringify(next[field]))
+          .map((field) => RESTART_FIELDS[field]),
       };
       log('info', 'config reloaded', { source: next.source, ...report, apiKeys: next.apiKeys.length });
       if (report.needRestart.length > 0) log('warn', 'config fields changed that take effect at the next start', { fields: report.needRestart });

@@ -365,13 +365,16 @@ export class ModelRegistry<T> {
           this.loadFailed(e, err as Error);
           continue;  // the waiter at i was refused with the others of its model
         }
-        if (need > this.budget) {
+        // An adapter needs its base loaded too: the two must fit together.
+        const withDependency = need + this.unloadedDependencyBytes(e);
+        if (withDependency > this.budget) {
           this.queue.splice(i, 1);
-          this.settle(w, new ModelUnavailableError(`model "${e.key}" needs ${mb(need)} MB, more than the whole memory budget of ${mb(this.budget)} MB (memory_budget_mb)`, 507));
+          const what = withDependency > need ? `${mb(withDependency)} MB with the model it is loaded over` : `${mb(need)} MB`;
+          this.settle(w, new ModelUnavailableError(`model "${e.key}" needs ${what}, more than the whole memory budget of ${mb(this.budget)} MB (memory_budget_mb)`, 507));
           continue;
         }
         const claimed = [...this.claims, ...queuedClaims];
-        if (need + this.unloadedDependencyBytes(e) + claimed.reduce((sum, c) => sum + c.bytes, 0) > this.budget) {
+        if (claimed.length > 0 && withDependency + claimed.reduce((sum, c) => sum + c.bytes, 0) > this.budget) {
           const error = this.crowdedOut(e, need, claimed);
           for (const refused of this.takeWaiters(e.key)) this.settle(refused, error);
           continue;

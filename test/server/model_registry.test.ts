@@ -454,3 +454,15 @@ t.test('a budget lowered below what the models hold: idle ones unloaded at once,
   t.equal(reg.reservedBytes, 80);
   await reg.close();
 });
+
+t.test('an adapter that cannot fit with the base it is loaded over is refused at once, as more than the budget', async (t) => {
+  const MB = 1024 * 1024;
+  const loader = new ControlledLoader({ base: 70 * MB, adapter: 40 * MB });
+  loader.dependencies.adapter = 'base';
+  const reg = new ModelRegistry(['base', 'adapter'], loader, { budgetBytes: 100 * MB, idleUnloadMs: 0 });
+  await t.rejects(reg.acquire('adapter'), { status: 507, message: 'model "adapter" needs 110 MB with the model it is loaded over, more than the whole memory budget of 100 MB (memory_budget_mb)' });
+  t.same(loader.loads, [], 'nothing loaded for it');
+  (await reg.acquire('base')).release();
+  t.same(loader.loads, ['base'], 'the base alone fits');
+  await reg.close();
+});

@@ -154,9 +154,6 @@ function wrongPurpose(purpose: string): HttpError {
   return new HttpError(400, `purpose: must be ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(' or ')} (got ${JSON.stringify(purpose)})${why}`, { field: 'purpose' });
 }
 
-// Reads a multipart upload, the file streamed to `pending.path`; settles once that file is closed, so that it can be
-// removed. A purpose sent before the file is checked at once; one sent after it, once the file has arrived. It is
-// given up (408) when nothing arrives for `idleMs`, or when it is not all there after `totalMs`.
 interface Upload {
   purpose?: string;
   filename?: string;
@@ -164,6 +161,9 @@ interface Upload {
   format?: ExportFormat;
 }
 
+// Reads a multipart upload, the file streamed to `pending.path`; settles once that file is closed, so that it can be
+// removed. A purpose sent before the file is checked at once; one sent after it, once the file has arrived. It is
+// given up (408) when nothing arrives for `idleMs`, or when it is not all there after `totalMs`.
 function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeouts: { idleMs: number; totalMs: number }): Promise<Upload> {
   let parser: busboy.Busboy;
   try {
@@ -185,6 +185,7 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
       settled = true;
       clearTimeout(idle);
       clearTimeout(total);
+      req.off('data', arrived);
       const done = () => (error === null ? resolve({ purpose, filename, me, format }) : reject(error));
       written.then(done, (err: unknown) => {
         error ??= err;
@@ -201,12 +202,10 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
       settle();
     };
     const stalled = () => fail(new HttpError(408, `the upload stalled: nothing arrived for ${timeouts.idleMs / 1000} s (the server's request_timeout_s)`));
-    let idle = setTimeout(stalled, timeouts.idleMs);
+    const idle = setTimeout(stalled, timeouts.idleMs);
     const total = setTimeout(() => fail(new HttpError(408, `the upload did not arrive within ${timeouts.totalMs / 1000} s (the time fine_tuning.max_file_mb takes at ${MIN_UPLOAD_BYTES_PER_S / 1024} KB/s)`)), timeouts.totalMs);
-    req.on('data', () => {
-      clearTimeout(idle);
-      if (!settled) idle = setTimeout(stalled, timeouts.idleMs);
-    });
+    const arrived = () => idle.refresh();
+    req.on('data', arrived);
 
     parser.on('field', (name, value) => {
       if (name === 'purpose') {
