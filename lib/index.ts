@@ -1,7 +1,7 @@
 // dixie as a library: `require('dixie')`, typed by the TypeScript declarations beside it. The same modules the
 // commands in bin/ are built from, grouped by concern below: `Model` (load, create, forward, backward,
 // step, parameters and gradients by Hugging Face name, save), `loadTokenizer`/`Tokenizer`/`StreamDecoder`/
-// `EncoderPool`, `Generator`/`Batcher`/`ChatSession`, `train`, `loadDataset`/`encodeDataset`, `importTFCheckpoint`,
+// `EncoderPool`, `Generator`/`Batcher`/`ChatSession`, `Grammar` (replies held to a JSON schema or GBNF), `train`, `loadDataset`/`encodeDataset`, `importTFCheckpoint`,
 // `writeGguf`, `downloadModel`, `openSafetensors`/`writeSafetensors`, `createServer`/`loadServerConfig`,
 // `createChatbotSanitizer`. README.md ("The library") shows them in use (examples/library/train_and_generate.js).
 //

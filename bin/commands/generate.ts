@@ -6,7 +6,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { END_OF_MESSAGE } from '../../lib/data/chat_format';
 import { resolveModel } from '../../lib/formats/resolve_model';
-import { Generator, GenerateOptions } from '../../lib/generate';
+import { Generator, GenerateOptions, Grammar } from '../../lib/generate';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
@@ -87,6 +87,24 @@ async function interactive(gen: Generator, args: SampleArgs, abort: AbortControl
   }
 }
 
+// --json_schema or --grammar: a file, or the schema or grammar itself; a mistake in it named with the file and where.
+function readGrammar(jsonSchema: string | undefined, gbnf: string | undefined): Grammar | undefined {
+  const given = jsonSchema ?? gbnf;
+  if (given === undefined) return undefined;
+  const flag = jsonSchema !== undefined ? '--json_schema' : '--grammar';
+  const isFile = fs.existsSync(given) && fs.statSync(given).isFile();
+  const text = isFile ? fs.readFileSync(given, 'utf8') : given;
+  const source = isFile ? given : flag;
+  if (gbnf !== undefined) return Grammar.parse(text, source);
+  let schema: unknown;
+  try {
+    schema = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${source}: not a JSON schema (${(err as Error).message})${isFile ? '' : ': give a file that holds one, or the schema itself'}`);
+  }
+  return Grammar.fromJsonSchema(schema, isFile ? `${given}: schema` : flag);
+}
+
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('generate')
@@ -102,10 +120,14 @@ async function main(): Promise<void> {
     .option('prompt', { type: 'string', describe: 'prompt text, or a file holding it' })
     .option('interactive', { type: 'boolean', default: false, describe: 'ask for prompts on stdin' })
     .option('stop', { type: 'string', array: true, describe: `end a sample where this text appears (repeatable; default for a model trained on chat logs: ${END_OF_MESSAGE}, --stop '' for none)` })
+    .option('json_schema', { type: 'string', describe: 'hold each sample to a JSON schema: a file holding it, or the schema itself; a sample ends once its JSON is complete' })
+    .option('grammar', { type: 'string', describe: 'hold each sample to a grammar in llama.cpp\'s GBNF (its rule "root"): a file holding it, or the grammar itself' })
+    .conflicts('json_schema', 'grammar')
     .options(COMPUTE_FLAGS)
     .example('$0 --nsamples 3 --length 100 --top_k 40', 'three unconditional samples from 124M')
     .example('$0 --restore_from checkpoint/run1 --prompt "1|mom|Hi! <EOM>" --penalize 0.85', 'a fine-tuned model')
     .example('$0 --adapter adapters/mom --prompt "1|mom|Hi! <EOM>"', '124M with a LoRA adapter (docs/lora.md)')
+    .example('$0 --prompt "A person, as JSON:" --json_schema person.schema.json', 'samples held to a JSON schema')
     .check((a) => {
       for (const [name, v] of [['nsamples', a.nsamples], ['batch_size', a.batch_size]] as const) {
         if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be an integer >= 1, got ${v}`);
@@ -131,6 +153,7 @@ async function main(): Promise<void> {
     stop = [END_OF_MESSAGE];
     process.stderr.write(`generate: a chat model: each sample stops at ${END_OF_MESSAGE} (--stop '' for none)\n`);
   }
+  const grammar = readGrammar(argv.json_schema, argv.grammar);
   const gen = await Generator.load(name, {
     weightDtype: argv.dtype,
     threads: argv.threads,
@@ -142,7 +165,7 @@ async function main(): Promise<void> {
     batchSize: argv.batch_size,
     length: argv.length,
     seed: argv.seed,
-    options: { ...samplingOptions(argv), stop },
+    options: { ...samplingOptions(argv), stop, grammar },
   };
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());

@@ -93,6 +93,7 @@ export interface NativeSampling {
   minP: number;           // in [0, 1): keep tokens at least this fraction as likely as the most likely; 0: off
   penalize: number;       // 0: off
   logitBias?: { tokens: Int32Array; values: Float32Array };  // values[i] added to the logit of tokens[i]
+  allowed?: Uint32Array;  // a grammar's constraint: a bitset of the vocabulary (word i, bit j: token 32i + j), the only tokens drawn
 }
 
 // What kvForward writes (native/core/backend.h KvOutput): the logits of each slot's last new token [slots.length, V];

@@ -19,6 +19,7 @@ import { NativeModel, type KvOutput, type NativeSampling } from '../engine/nativ
 import type { ReplyStream } from '../sanitize/types';
 import { Tokenizer } from '../tokenizer';
 import { MAX_TOP_LOGPROBS, tokenLogprob, type TokenLogprob } from './logprobs';
+import { Grammar, GrammarMatcher, GrammarVocabulary } from './grammar';
 import {
   DEFAULT_SAMPLING,
   FinishReason,
@@ -45,6 +46,7 @@ export interface BatchRequest {
   onLogprob?: (logprob: TokenLogprob) => void;  // with logprobs, each token's as it is drawn, before its text streams
   promptLogprobs?: boolean;         // with logprobs, the prompt's tokens' too (all but the first); the prompt must fit nCtx
   adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) this request decodes with
+  grammar?: Grammar;                // holds the text to this grammar (a JSON schema's, GBNF's): it ends once the grammar is complete
 }
 
 export interface EmbedRequest {
@@ -262,6 +264,7 @@ export class Batcher {
         onText: guarded(request.onText),
         onLogprob: guarded(request.onLogprob),
         reply: request.reply,
+        grammar: request.grammar && new GrammarMatcher(request.grammar, GrammarVocabulary.of(this.tokenizer, this.vocabSize)),
       },
       this.tokenizer,
     );
@@ -321,7 +324,11 @@ export class Batcher {
         if (Number.isNaN(job.firstTokenAt)) job.firstTokenAt = now;
         const top = job.request.logprobs;
         const logprob = top === undefined ? undefined : tokenLogprob(this.logits.subarray(s * this.vocabSize, (s + 1) * this.vocabSize), tokens[s], top);
-        if (job.seq.take(tokens[s], logprob)) this.finish(job, job.seq.finishReason as FinishReason, row.slot);
+        try {
+          if (job.seq.take(tokens[s], logprob)) this.finish(job, job.seq.finishReason as FinishReason, row.slot);
+        } catch (err) {
+          this.fail(job, row.slot, err as Error);  // its grammar refused the token: a fault of that request's alone
+        }
       }
     }
   }

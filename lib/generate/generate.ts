@@ -25,6 +25,7 @@ import { poolStates, unitLength, type Pooling } from './embed';
 import { GenerateResult, SamplingOptions, Timings } from './sequence';
 import type { ReplyStream } from '../sanitize/types';
 import type { TokenLogprob } from './logprobs';
+import type { Grammar } from './grammar';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;   // default nCtx / 2, as bin/generate's --length
@@ -39,6 +40,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   promptLogprobs?: boolean;  // with logprobs, the prompt's tokens' too (all but the first); the prompt must fit nCtx
   reply?: ReplyStream;  // a sanitizer's stream: the result carries its reply, and generation stops once it is complete
   adapter?: ServedAdapter;  // a LoRA adapter of the model (model.addAdapter): requests for different ones decode together
+  grammar?: Grammar;  // holds the text to a grammar: Grammar.fromJsonSchema(schema), Grammar.parse(gbnf), Grammar.anyJsonObject()
 }
 
 export interface EmbedOptions {

@@ -9,6 +9,7 @@ export { DEFAULT_SAMPLING, SAMPLING_FIELDS, SamplingError, Sequence, checkSampli
 export type { FinishReason, GenerateResult, SamplingOptions, Timings } from './sequence';
 export { MAX_TOP_LOGPROBS, tokenLogprob } from './logprobs';
 export type { Alternative, TokenLogprob } from './logprobs';
+export { Grammar, GrammarError } from './grammar';
 export { ChatSession } from './chat';
 export { isAudience } from '../data/chat_format';
 export type { ChatOptions, ChatReply } from './chat';

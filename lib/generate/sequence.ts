@@ -6,6 +6,7 @@ import { loadAddon, NativeSampling } from '../engine/native';
 import type { TokenLogprob } from './logprobs';
 import type { ReplyStream } from '../sanitize/types';
 import { quoted } from '../util/quoted';
+import type { GrammarMatcher } from './grammar';
 
 // Sampling settings (temperature 0: greedy; topK 0, minP 0 and topP 1: off; penalize in (0, 1], 0: off). The
 // repetition penalty (--penalize; docs/compatibility.md says how it differs): every distinct token of the window (prompt
@@ -16,7 +17,7 @@ import { quoted } from '../util/quoted';
 // +100 all but forces it). presencePenalty and frequencyPenalty, as OpenAI's (in [-2, 2]): every token drawn so far
 // has presencePenalty + frequencyPenalty * (the times it was drawn) taken from its logit, with the logit biases;
 // the prompt's tokens are not counted.
-export interface SamplingOptions extends Omit<NativeSampling, 'logitBias'> {
+export interface SamplingOptions extends Omit<NativeSampling, 'logitBias' | 'allowed'> {
   logitBias?: Readonly<Record<number, number>>;
   presencePenalty?: number;
   frequencyPenalty?: number;
@@ -117,7 +118,8 @@ export function nativeSampling(s: SamplingOptions): NativeSampling {
 // top_p of 1e-300 is 0 there and refused here too; top_k may not pass the model's vocabulary).
 export function checkSampling(s: SamplingOptions, vocabSize: number): void {
   const refused = loadAddon().checkSampling(nativeSampling(s), vocabSize);
-  if (refused) throw new SamplingError(refused.field, refused.rule, s[refused.field]);
+  // Never `allowed`, which no request gives: a grammar's masks are the grammar's to make.
+  if (refused) throw new SamplingError(refused.field as keyof SamplingOptions, refused.rule, s[refused.field as keyof SamplingOptions]);
 }
 
 export interface SequenceOptions {
@@ -132,6 +134,9 @@ export interface SequenceOptions {
   onText?: (piece: string) => void;
   onLogprob?: (logprob: TokenLogprob) => void;  // each taken token's, as it is taken (before its text is streamed)
   reply?: ReplyStream;     // the sanitized reply of the text; the sequence stops ('stop') once it is complete
+  // Holds the text to a grammar: each draw is of the tokens it allows, <|endoftext|> only where it may end, and
+  // the sequence stops ('stop') once the grammar is complete.
+  grammar?: GrammarMatcher;
 }
 
 export class Sequence {
@@ -162,6 +167,7 @@ export class Sequence {
   private reply: { text: string; complete: boolean } | null = null;
   private searchedTo = 0;    // stop sequences cannot start before this point of text
   private readonly longestStop: number;
+  private readonly endOfText: number;
 
   constructor(private readonly options: SequenceOptions, tokenizer: Tokenizer) {
     const { promptTokens, nCtx, contextKeep } = options;
@@ -176,6 +182,7 @@ export class Sequence {
     this.drawn = presencePenalty !== 0 || frequencyPenalty !== 0 ? new Map() : null;
     this.rng = BigUint64Array.from(rngStateFromSeed(options.seed));
     this.decoder = tokenizer.streamDecoder();
+    this.endOfText = tokenizer.eotToken;
     this.longestStop = options.stop.reduce((m, s) => Math.max(m, s.length), 0);
     if (options.stop.some((s) => s.length === 0)) throw new RangeError('stop sequences must not be empty');
     if (options.maxTokens < 1 || !Number.isInteger(options.maxTokens)) throw new RangeError(`maxTokens must be an integer >= 1, got ${options.maxTokens}`);
@@ -187,13 +194,19 @@ export class Sequence {
 
   // The settings of the next draw.
   get sampling(): NativeSampling {
-    if (this.drawn === null) return this.fixedSampling;
+    const { grammar } = this.options;
+    const sampling = this.drawn === null ? this.fixedSampling : { ...this.fixedSampling, logitBias: this.penaltyBiases(this.drawn) };
+    return grammar ? { ...sampling, allowed: grammar.allowed() } : sampling;
+  }
+
+  // The request's logit biases with the additive penalties of the tokens drawn so far folded in.
+  private penaltyBiases(drawn: ReadonlyMap<number, number>): NativeSampling['logitBias'] {
     const { presencePenalty = 0, frequencyPenalty = 0 } = this.options.sampling;
     const given = this.fixedSampling.logitBias;
     const biases = new Map<number, number>();
     given?.tokens.forEach((token, i) => biases.set(token, given.values[i]));
-    for (const [token, times] of this.drawn) biases.set(token, (biases.get(token) ?? 0) - presencePenalty - frequencyPenalty * times);
-    return { ...this.fixedSampling, logitBias: { tokens: Int32Array.from(biases.keys()), values: Float32Array.from(biases.values()) } };
+    for (const [token, times] of drawn) biases.set(token, (biases.get(token) ?? 0) - presencePenalty - frequencyPenalty * times);
+    return { tokens: Int32Array.from(biases.keys()), values: Float32Array.from(biases.values()) };
   }
 
   // The context-window policy: the slot holds at most nCtx tokens. When the tokens not yet fed would take it
@@ -252,10 +265,13 @@ export class Sequence {
   }
 
   // Takes a sampled token into the context, where the next step can feed it. Returns true when the sequence has
-  // finished: on a stop token, or on its last token. The text of a token that does not finish it waits for
-  // decodeTaken, which the batcher calls while the next step computes.
+  // finished: on a stop token, on the token that completes its grammar, or on its last token. The text of a token
+  // that does not finish it waits for decodeTaken, which the batcher calls while the next step computes.
   take(token: number, logprob?: TokenLogprob): boolean {
-    if (this.options.stopTokens.includes(token)) return this.finish('stop');
+    const { grammar } = this.options;
+    // Under a grammar, <|endoftext|> is drawn only where the grammar may end, and ends the text there.
+    if (this.options.stopTokens.includes(token) || (grammar && token === this.endOfText)) return this.finish('stop');
+    grammar?.accept(token);
     this.generated.push(token);
     this.drawn?.set(token, (this.drawn.get(token) ?? 0) + 1);
     if (logprob) {
@@ -269,6 +285,7 @@ export class Sequence {
     }
     this.context[this.length++] = token;
     this.undecoded++;
+    if (grammar?.done) return this.finish('stop');
     if (this.generated.length >= this.options.maxTokens) return this.finish('length');
     return false;
   }

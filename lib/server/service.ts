@@ -8,7 +8,8 @@ import { fitConversation, type Conversation, type Turn } from '../data/chat_form
 import { fitChat, MessageTooLongError, type ChatReply, type FittedChat } from '../generate/chat';
 import { checkSampling, SAMPLING_FIELDS, SamplingError, type FinishReason, type SamplingOptions, type Timings } from '../generate/sequence';
 import type { Alternative, TokenLogprob } from '../generate/logprobs';
-import type { ReplyStream, Sanitizer } from '../sanitize';
+import { IDENTITY, type ReplyStream, type Sanitizer } from '../sanitize';
+import type { Grammar } from '../generate/grammar';
 import type { Tokenizer } from '../tokenizer';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
 import type { LoadedModel } from './engine';
@@ -34,6 +35,7 @@ export interface GenerationRequest {
   logprobs?: number;                       // report each token's log-probability and this many alternatives'
   onLogprob?: (logprob: TokenLogprob) => void;  // with logprobs, each token's as it is drawn, before its text streams
   promptLogprobs?: boolean;                // with logprobs, the prompt's tokens' too (the prompt is then never cut)
+  grammar?: Grammar;                       // holds the reply to this grammar (a response format's): the sanitizer then leaves it as it is
 }
 
 export interface EmbeddingRequest {
@@ -374,8 +376,9 @@ export class ChatService {
     if (trimmed.tokens + trimmed.replyTokens > 0) {
       this.log('info', 'prompt and reply fitted to the context', { model: key, nCtx, promptTokens: tokens.length, lengthAsked: asked, length: maxTokens, trimmed });
     }
-    // The sanitizer reads the reply as it is generated, and generation stops once the reply is complete.
-    const sanitizing = sanitizer.stream();
+    // The sanitizer reads the reply as it is generated, and generation stops once the reply is complete. A reply held
+    // to a grammar is the grammar's text: a sanitizer's cuts and rewrites would break it.
+    const sanitizing = (request.grammar ? IDENTITY : sanitizer).stream();
     let shown = '';
     const reply: ReplyStream = {
       push(piece) {
@@ -399,6 +402,7 @@ export class ChatService {
       deadline,
       reply,
       adapter: loaded.adapter ?? undefined,
+      grammar: request.grammar,
     }).catch((err: Error) => {
       // The sampler's ranges depend on the model (its vocabulary), so they are checked once it is loaded.
       if (err instanceof SamplingError) {

@@ -140,8 +140,9 @@ dixie::GPT2Config config_arg(const Napi::Value& v) {
 
 // One row's sampling settings as the sampler reads them (SamplingParams: float32, and an int top-k, below 0 when
 // the value is no integer), each optional; their ranges are the backend's to check (core/checks.h). The logit
-// biases point into the JavaScript arrays of logitBias {tokens: Int32Array, values: Float32Array}: valid for a
-// call that returns before JavaScript runs again (owned_biases copies them for one that does not).
+// biases point into the JavaScript arrays of logitBias {tokens: Int32Array, values: Float32Array}, and a grammar's
+// mask into `allowed` (Uint32Array): valid for a call that returns before JavaScript runs again (owned_arrays
+// copies them for one that does not).
 dixie::SamplingParams sampling_arg(const Napi::Value& v, const std::string& where) {
   const Napi::Object p = object_arg(v, where);
   const auto number = [&](const char* key, double fallback) {
@@ -165,27 +166,42 @@ dixie::SamplingParams sampling_arg(const Napi::Value& v, const std::string& wher
     sp.bias_tokens = tokens.Data();
     sp.bias_values = values.Data();
   }
+  const Napi::Value allowed = p.Get("allowed");
+  if (!allowed.IsUndefined() && !allowed.IsNull()) {
+    Napi::Uint32Array words = typed_arg<uint32_t>(allowed, napi_uint32_array, "Uint32Array", where + ".allowed");
+    sp.allowed = words.Data();
+    sp.allowed_words = static_cast<int>(std::min<size_t>(words.ElementLength(), 1 << 30));
+  }
   return sp;
 }
 
-// The rows' logit biases copied out of JavaScript's arrays and the rows pointed at the copies, for a call that
-// runs off the event loop.
-struct OwnedBiases {
+// The rows' logit biases and grammar masks copied out of JavaScript's arrays and the rows pointed at the copies,
+// for a call that runs off the event loop.
+struct OwnedArrays {
   std::vector<int32_t> tokens;
   std::vector<float> values;
+  std::vector<uint32_t> allowed;
 };
-std::shared_ptr<OwnedBiases> owned_biases(std::vector<dixie::SamplingParams>& rows) {
-  auto owned = std::make_shared<OwnedBiases>();
-  size_t total = 0;
-  for (const dixie::SamplingParams& sp : rows) total += static_cast<size_t>(sp.n_bias);
-  owned->tokens.reserve(total);
-  owned->values.reserve(total);
+std::shared_ptr<OwnedArrays> owned_arrays(std::vector<dixie::SamplingParams>& rows) {
+  auto owned = std::make_shared<OwnedArrays>();
+  size_t biases = 0, words = 0;
+  for (const dixie::SamplingParams& sp : rows) {
+    biases += static_cast<size_t>(sp.n_bias);
+    if (sp.allowed != nullptr) words += static_cast<size_t>(sp.allowed_words);
+  }
+  owned->tokens.reserve(biases);
+  owned->values.reserve(biases);
+  owned->allowed.reserve(words);
   for (dixie::SamplingParams& sp : rows) {
     const size_t at = owned->tokens.size();
     owned->tokens.insert(owned->tokens.end(), sp.bias_tokens, sp.bias_tokens + sp.n_bias);
     owned->values.insert(owned->values.end(), sp.bias_values, sp.bias_values + sp.n_bias);
     sp.bias_tokens = owned->tokens.data() + at;
     sp.bias_values = owned->values.data() + at;
+    if (sp.allowed == nullptr) continue;
+    const size_t word_at = owned->allowed.size();
+    owned->allowed.insert(owned->allowed.end(), sp.allowed, sp.allowed + sp.allowed_words);
+    sp.allowed = owned->allowed.data() + word_at;
   }
   return owned;
 }
@@ -863,12 +879,12 @@ Napi::Value ModelWrap::KvStep(const Napi::CallbackInfo& info) {
     auto rows = std::make_shared<std::vector<int32_t>>(sample_rows.Data(), sample_rows.Data() + m);
     auto sp = std::make_shared<std::vector<dixie::SamplingParams>>(m);
     for (size_t i = 0; i < m; ++i) (*sp)[i] = sampling_arg(params.Get(static_cast<uint32_t>(i)), "kvStep: params[" + std::to_string(i) + "]");
-    auto biases = owned_biases(*sp);
+    auto arrays = owned_arrays(*sp);
     Backend* bp = &b;
     uint64_t* rng_state = rng.Data();
     int32_t* out_tokens = out.Data();
     const int count = static_cast<int>(n), sampled = static_cast<int>(m);
-    return [bp, s, k, t, rows, sp, biases, rng_state, out_tokens, logits_out, count, sampled]() -> double {
+    return [bp, s, k, t, rows, sp, arrays, rng_state, out_tokens, logits_out, count, sampled]() -> double {
       bp->kv_step(count, s->data(), k->data(), t->data(), sampled, rows->data(), sp->data(), rng_state, out_tokens, logits_out);
       return 0.0;
     };

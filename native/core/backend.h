@@ -94,6 +94,10 @@ struct SamplingParams {
   const int32_t* bias_tokens = nullptr;
   const float* bias_values = nullptr;
   float min_p = 0.0f;            // in [0, 1): keep tokens at least this fraction as likely as the most likely; 0: off
+  // A grammar's constraint: when set, a bitset of V bits (word i, bit j: token 32 i + j) of the only tokens that may
+  // be drawn, in allowed_words = ceil(V / 32) words. The caller's, read during the call only.
+  const uint32_t* allowed = nullptr;
+  int allowed_words = 0;
 };
 
 class Backend {

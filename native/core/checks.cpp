@@ -161,6 +161,15 @@ std::optional<SamplingRefusal> refuse_sampling(const SamplingParams& sp, int V) 
     if (sp.bias_tokens[i] < 0 || sp.bias_tokens[i] >= V || !std::isfinite(sp.bias_values[i]))
       return SamplingRefusal{"logitBias", "token ids from 0 to " + std::to_string(V - 1) + ", each with a finite bias"};
   }
+  if (sp.allowed != nullptr) {
+    const int words = (V + 31) / 32;
+    const std::string rule = "a bitset of the vocabulary's " + std::to_string(V) + " tokens in " + std::to_string(words) +
+                             " words, with at least one token";
+    if (sp.allowed_words != words) return SamplingRefusal{"allowed", rule};
+    bool any = false;
+    for (int w = 0; w < words; ++w) any = any || (sp.allowed[w] & (w + 1 < words || V % 32 == 0 ? ~0u : (1u << (V % 32)) - 1u)) != 0;
+    if (!any) return SamplingRefusal{"allowed", rule};
+  }
   return std::nullopt;
 }
 

@@ -1,5 +1,7 @@
 // Sampling one token per row of logits [n, V]. Each row, in this order:
 //
+//  0. A grammar's constraint (allowed): only the tokens it allows are candidates, in every step below; the others
+//     are as if their logit were -inf.
 //  1. Repetition penalty (--penalize p, p in (0, 1]; 0 turns it off, 1 changes nothing).
 //     For every DISTINCT token t in the row's history: logit[t] > 0 becomes logit[t] * p and logit[t] < 0
 //     becomes logit[t] / p. Both move the logit down by the same factor of its magnitude, so a used token
@@ -68,19 +70,33 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
   for (int i = 0; i < sp.n_bias; ++i) l[sp.bias_tokens[i]] += sp.bias_values[i];
 
   // A temperature so small that its inverse overflows float32 is greedy too (its limit), not 0 * inf = NaN.
-  if (sp.temperature == 0.0f || std::isinf(1.0f / sp.temperature)) return static_cast<int32_t>(std::max_element(l, l + V) - l);
+  if (sp.temperature == 0.0f || std::isinf(1.0f / sp.temperature)) {
+    if (sp.allowed == nullptr) return static_cast<int32_t>(std::max_element(l, l + V) - l);
+    int32_t best = -1;
+    for (int i = 0; i < V; ++i)
+      if (((sp.allowed[i >> 5] >> (i & 31)) & 1u) && (best < 0 || l[i] > l[best])) best = i;
+    return best;
+  }
 
   // Candidates in s.order[0, n): all tokens by id, or the top k most likely first. A heap of the k best so far
   // (partial_sort) looks at most tokens once against its least likely member, where a selection over all V
-  // moves every index several times.
+  // moves every index several times. Under a grammar the candidates are only the tokens it allows, so that none
+  // of the rest keeps the sliver of probability the vectorized exp gives -inf.
   int32_t* order = s.order.data();
-  for (int i = 0; i < V; ++i) order[i] = i;
+  int n = 0;
+  if (sp.allowed != nullptr) {
+    for (int i = 0; i < V; ++i)
+      if ((sp.allowed[i >> 5] >> (i & 31)) & 1u) order[n++] = i;
+  } else {
+    for (; n < V; ++n) order[n] = n;
+  }
   const auto more_likely = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
-  int n = V;
-  bool ranked = false;  // order[0, n) is most likely first; else it is every token by id
+  const bool every_token = n == V;
+  bool ranked = false;  // order[0, n) is most likely first; else it is every candidate by id
   if (sp.top_k > 0 && sp.top_k < V) {
-    n = sp.top_k;
-    std::partial_sort(order, order + n, order + V, more_likely);
+    const int k = std::min(sp.top_k, n);
+    std::partial_sort(order, order + k, order + n, more_likely);
+    n = k;
     ranked = true;
   }
 
@@ -100,7 +116,7 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
   // Probabilities of the candidates, in candidate order (probs[i] belongs to order[i]).
   float* p = s.probs.data();
   double total = 0.0;
-  if (!ranked) {
+  if (!ranked && every_token) {
     total = exp_sum(p, l, V, max, inv_t);  // order is the identity here
   } else {
     for (int i = 0; i < n; ++i) {

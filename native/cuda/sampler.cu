@@ -29,10 +29,11 @@ struct RowParams {
   int history_len;
   int n_bias;
   int64_t bias_begin;
+  int64_t allowed_begin;  // the row's grammar mask, at this word of the row arrays; -1: none
 };
 
 RowParams row_params(const SamplingParams& sp, int64_t history_begin, int history_len) {
-  return RowParams{sp.temperature, sp.top_k, sp.top_p, sp.penalize, sp.min_p > 0.0f ? std::log(sp.min_p) : -INFINITY, history_begin, history_len, 0, 0};
+  return RowParams{sp.temperature, sp.top_k, sp.top_p, sp.penalize, sp.min_p > 0.0f ? std::log(sp.min_p) : -INFINITY, history_begin, history_len, 0, 0, -1};
 }
 
 // One logit bias, as stage_biases copies them to the device.
@@ -236,7 +237,7 @@ __device__ int32_t draw(const Candidates& cand, const RowParams& p, uint64_t* rn
 // logits [rows, ld], the first V of each row the vocabulary's
 __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* logits, int ld, const RowParams* params,
                                                          uint64_t* rng, const int32_t* history, uint32_t* seen,
-                                                         const BiasEntry* bias, int V) {
+                                                         const BiasEntry* bias, const uint32_t* allowed, int V) {
   __shared__ SelectShared sh;
   __shared__ float fscratch[32];
   __shared__ int iscratch[32];
@@ -248,6 +249,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
   const int row = blockIdx.x;
   const RowParams p = params[row];
   float* l = logits + static_cast<int64_t>(row) * ld;
+
+  // 0. A grammar's constraint: the tokens it does not allow are out, their logits -inf (a mass of 0).
+  if (p.allowed_begin >= 0) {
+    const uint32_t* words = allowed + p.allowed_begin;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+      if (!((words[i >> 5] >> (i & 31)) & 1u)) l[i] = -INFINITY;
+    __syncthreads();
+  }
 
   // 1. The repetition penalty, once per distinct token of the history.
   if (p.penalize > 0.0f && p.penalize < 1.0f) {
@@ -334,7 +343,7 @@ CudaSampler::~CudaSampler() {
 }
 
 size_t CudaSampler::memory_bytes() const {
-  return logits_.bytes() + seen_.bytes() + meta_.bytes() + tokens_.bytes() + bias_.bytes();
+  return logits_.bytes() + seen_.bytes() + meta_.bytes() + tokens_.bytes() + row_arrays_.bytes();
 }
 
 // Grows the buffers to n rows and the history length; once a server's batch and context are reached, sampling
@@ -386,7 +395,7 @@ void CudaSampler::sample(int n, int V, const float* logits, const SamplingParams
     if (len > 0) std::memcpy(hist + at, history[i], sizeof(int32_t) * len);
     at += len;
   }
-  stage_biases(n, params);
+  stage_row_arrays(n, params);
   std::memcpy(rng, rng_state, sizeof(uint64_t) * 2 * n);
   DIXIE_CUDA_CHECK(cudaMemcpyAsync(logits_.data(), logits, sizeof(float) * static_cast<size_t>(n) * V,
                                    cudaMemcpyHostToDevice, stream_));
@@ -404,34 +413,45 @@ void CudaSampler::stage_on_device(int n, int V, const SamplingParams* params, co
   for (int i = 0; i < n; ++i)
     rp[i] = row_params(params[i], history_begin[i], history_len[i]);
   std::memcpy(stage + rng_offset(n), rng_state, sizeof(uint64_t) * 2 * n);
-  stage_biases(n, params);
+  stage_row_arrays(n, params);
 }
 
-// The rows' logit biases go to the device by a copy of their own, queued now, so that the settings' copy keeps the
-// fixed size a graph holds; the device buffer only grows (a new generation), to the most biases a call has had.
-void CudaSampler::stage_biases(int n, const SamplingParams* params) {
+// The rows' logit biases and grammar masks go to the device by a copy of their own, queued now, so that the
+// settings' copy keeps the fixed size a graph holds; the device buffer only grows (a new generation), to the most a
+// call has had. Its layout: [every row's BiasEntry][every row's mask words].
+void CudaSampler::stage_row_arrays(int n, const SamplingParams* params) {
   RowParams* rp = reinterpret_cast<RowParams*>(staging_.data());
-  size_t total = 0;
-  for (int i = 0; i < n; ++i) total += static_cast<size_t>(params[i].n_bias);
-  if (total == 0) return;
-  const size_t bytes = total * sizeof(BiasEntry);
-  if (bytes > bias_.size()) {
+  size_t biases = 0, words = 0;
+  for (int i = 0; i < n; ++i) {
+    biases += static_cast<size_t>(params[i].n_bias);
+    if (params[i].allowed != nullptr) words += static_cast<size_t>(params[i].allowed_words);
+  }
+  if (biases + words == 0) return;
+  const size_t bytes = biases * sizeof(BiasEntry) + words * sizeof(uint32_t);
+  if (bytes > row_arrays_.size()) {
     // Doubled, not fitted: the additive penalties (lib/generate/sequence.ts) add a bias with each new token drawn,
     // and each growth makes the decode graphs capture again.
-    const size_t grown = std::max(bytes, 2 * bias_.size());
+    const size_t grown = std::max(bytes, 2 * row_arrays_.size());
     ++generation_;
-    bias_.allocate(grown, "logit biases");
-    bias_staging_.allocate(grown);
+    row_arrays_.allocate(grown, "logit biases and grammar masks");
+    row_arrays_staging_.allocate(grown);
   }
-  BiasEntry* staged = reinterpret_cast<BiasEntry*>(bias_staging_.data());
-  int64_t at = 0;
+  BiasEntry* staged = reinterpret_cast<BiasEntry*>(row_arrays_staging_.data());
+  uint32_t* staged_words = reinterpret_cast<uint32_t*>(staged + biases);
+  const int64_t words_begin = static_cast<int64_t>(biases * sizeof(BiasEntry) / sizeof(uint32_t));
+  int64_t at = 0, word_at = 0;
   for (int i = 0; i < n; ++i) {
     rp[i].n_bias = params[i].n_bias;
     rp[i].bias_begin = at;
     for (int j = 0; j < params[i].n_bias; ++j) staged[at + j] = BiasEntry{params[i].bias_tokens[j], params[i].bias_values[j]};
     at += params[i].n_bias;
+    if (params[i].allowed != nullptr) {
+      rp[i].allowed_begin = words_begin + word_at;
+      std::memcpy(staged_words + word_at, params[i].allowed, sizeof(uint32_t) * params[i].allowed_words);
+      word_at += params[i].allowed_words;
+    }
   }
-  DIXIE_CUDA_CHECK(cudaMemcpyAsync(bias_.data(), staged, bytes, cudaMemcpyHostToDevice, stream_));
+  DIXIE_CUDA_CHECK(cudaMemcpyAsync(row_arrays_.data(), staged, bytes, cudaMemcpyHostToDevice, stream_));
 }
 
 void CudaSampler::queue_on_device(int n, int V, float* logits, int ld, const int32_t* history, bool timed) {
@@ -446,7 +466,8 @@ void CudaSampler::queue(int n, int V, float* logits, int ld, const int32_t* hist
   if (timed) DIXIE_CUDA_CHECK(cudaEventRecord(start_, stream_));
   sample_kernel<<<n, kThreads, 0, stream_>>>(tokens_.data(), logits, ld, reinterpret_cast<const RowParams*>(meta),
                                              reinterpret_cast<uint64_t*>(meta + rng_offset(n)), history, seen_.data(),
-                                             reinterpret_cast<const BiasEntry*>(bias_.data()), V);
+                                             reinterpret_cast<const BiasEntry*>(row_arrays_.data()),
+                                             reinterpret_cast<const uint32_t*>(row_arrays_.data()), V);
   DIXIE_CUDA_LAUNCHED();
   if (timed) DIXIE_CUDA_CHECK(cudaEventRecord(stop_, stream_));
   // The staging buffer is free again once the copies above have run; the results come back through it.

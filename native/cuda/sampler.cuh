@@ -1,5 +1,5 @@
-// Backend::sample on the GPU: one block per row does the repetition penalty, logit biases, temperature, top-k,
-// top-p and the draw of native/cpu/sampler.cpp, with the same xoroshiro128++ stream (one draw per sampled row,
+// Backend::sample on the GPU: one block per row does the grammar's mask, repetition penalty, logit biases,
+// temperature, top-k, top-p and the draw of native/cpu/sampler.cpp, with the same xoroshiro128++ stream (one draw per sampled row,
 // none for greedy rows). Nothing is sorted: top-k, the nucleus and the draw are each a radix select over the row in the
 // CPU's walking order (by id without top-k/top-p; else most likely first, lower id first on ties), which finds
 // the element where a running count or probability mass first reaches a target in a few passes over the row.
@@ -33,7 +33,7 @@ class CudaSampler {
   // one (CudaDecoder's decode graphs). The logits [n, ld] (penalised in place) and the histories are device memory,
   // row i's history being history[history_begin[i], + history_len[i]); params, rng_state, history_begin,
   // history_len and out_tokens are host memory. stage_on_device puts the rows' settings and RNG states in pinned
-  // memory and queues the copy of their logit biases to the device; queue_on_device queues their copy to the device, the kernel and the copies of the tokens and states
+  // memory and queues the copy of their logit biases and grammar masks to the device; queue_on_device queues their copy to the device, the kernel and the copies of the tokens and states
   // back (timed or not: a graph cannot time its kernels with events), over memory that stays where it is while
   // generation() does not change; finish waits for them and hands out the tokens and states.
   void stage_on_device(int n, int V, const SamplingParams* params, const uint64_t* rng_state, const int64_t* history_begin,
@@ -47,8 +47,9 @@ class CudaSampler {
 
  private:
   void reserve(int n, int V, size_t history);
-  // Queues the copy of the n rows' logit biases to bias_ and points their staged settings at them.
-  void stage_biases(int n, const SamplingParams* params);
+  // Queues the copy of the n rows' logit biases and grammar masks to row_arrays_ and points their staged settings
+  // at them.
+  void stage_row_arrays(int n, const SamplingParams* params);
   // Queues the draw over staged settings: meta_bytes of the n rows' RowParams, RNG states and histories.
   void queue(int n, int V, float* logits, int ld, const int32_t* history, size_t meta_bytes, bool timed);
 
@@ -60,8 +61,8 @@ class CudaSampler {
   DeviceArray<unsigned char> meta_;  // row settings, RNG states and histories, as staged below
   DeviceArray<int32_t> tokens_;   // [rows]
   PinnedArray<unsigned char> staging_;
-  DeviceArray<unsigned char> bias_;  // the rows' logit biases, (token, value) pairs
-  PinnedArray<unsigned char> bias_staging_;
+  DeviceArray<unsigned char> row_arrays_;  // the rows' logit biases, (token, value) pairs, then their masks' words
+  PinnedArray<unsigned char> row_arrays_staging_;
   uint64_t generation_ = 0;
   bool timed_ = false;
   float last_kernel_ms_ = 0.0f;

@@ -1694,11 +1694,15 @@ void section_sampler(const Shape& shape) {
         for (int r = 0; r < n; r += 2) sp[r].penalize = p.penalize > 0 ? 0.0f : 0.85f;  // half the rows penalised
         std::vector<uint64_t> rg = seeds(11), rc = seeds(11);
         const std::vector<int32_t> tg = sample_with(*gpu, logits, sp, rg, hist), tc = sample_with(*cpu, logits, sp, rc, hist);
-        int same = 0;
-        for (int r = 0; r < n; ++r) same += tg[r] == tc[r];
+        int same = 0, outside = 0;
+        for (int r = 0; r < n; ++r) {
+          same += tg[r] == tc[r];
+          if (p.allowed != nullptr) outside += !((p.allowed[tg[r] >> 5] >> (tg[r] & 31)) & 1u);
+        }
         const double frac = static_cast<double>(same) / n;
-        report(frac >= need && rg == rc, name, std::to_string(same) + "/" + std::to_string(n) + " tokens as the CPU" +
-                                                   (rg == rc ? ", RNG states equal" : ", RNG states DIFFER"));
+        report(frac >= need && rg == rc && outside == 0, name,
+               std::to_string(same) + "/" + std::to_string(n) + " tokens as the CPU" + (rg == rc ? ", RNG states equal" : ", RNG states DIFFER") +
+                   (p.allowed != nullptr ? ", " + std::to_string(outside) + " outside the mask" : ""));
       });
     };
     compare("sampler: greedy = CPU", SamplingParams{0.0f, 0, 1.0f, 0.85f}, 1.0);
@@ -1716,6 +1720,20 @@ void section_sampler(const Shape& shape) {
     const float bias_values[4] = {-100.0f, 4.0f, -2.5f, 3.0f};
     compare("sampler: greedy + logit biases = CPU", SamplingParams{0.0f, 0, 1.0f, 0.85f, 4, bias_tokens, bias_values}, 1.0);
     compare("sampler: top_k 40 + top_p 0.95 + logit biases = CPU", SamplingParams{0.8f, 40, 0.95f, 0.85f, 4, bias_tokens, bias_values}, 0.99);
+    // A grammar's mask: a sparse one (fewer tokens than top-k keeps, none of them likely) and every other token.
+    std::vector<uint32_t> sparse((V + 31) / 32, 0u), dense((V + 31) / 32, 0u);
+    for (int k = 3; k < V; k += 97) sparse[k >> 5] |= 1u << (k & 31);
+    for (int k = 0; k < V; k += 2) dense[k >> 5] |= 1u << (k & 31);
+    const auto masked = [](SamplingParams p, const std::vector<uint32_t>& words) {
+      p.allowed = words.data();
+      p.allowed_words = static_cast<int>(words.size());
+      return p;
+    };
+    compare("sampler: greedy + a sparse mask = CPU", masked(SamplingParams{0.0f, 0, 1.0f, 0.85f}, sparse), 1.0);
+    compare("sampler: temperature 1 + a sparse mask = CPU", masked(SamplingParams{1.0f, 0, 1.0f, 0.0f}, sparse), 0.99);
+    compare("sampler: top_k 40 + top_p 0.95 + a sparse mask = CPU", masked(SamplingParams{0.8f, 40, 0.95f, 0.85f}, sparse), 0.99);
+    compare("sampler: top_k 40 + top_p 0.95 + logit biases + every other token = CPU",
+            masked(SamplingParams{0.8f, 40, 0.95f, 0.85f, 4, bias_tokens, bias_values}, dense), 0.99);
     // Min-p, alone (its candidates ranked by the GPU, unlike the whole row's), after top-k and before top-p, and
     // so high at a low temperature that only the most likely token (or those tied with it) is left.
     compare("sampler: min_p 0.05 = CPU", SamplingParams{1.0f, 0, 1.0f, 0.0f, 0, nullptr, nullptr, 0.05f}, 0.99);

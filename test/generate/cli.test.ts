@@ -51,6 +51,32 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.match(tooMuch.stderr, /^generate: --frequency_penalty must be a number from -2 to 2, got -3$/m);
   });
 
+  t.test('samples held to a JSON schema or a GBNF grammar, from a file or given whole; a mistake named with its file', async (t) => {
+    const schemaFile = path.join(dir, 'answer.schema.json');
+    fs.writeFileSync(schemaFile, JSON.stringify({ type: 'object', properties: { answer: { enum: ['yes', 'no'] }, sure: { type: 'boolean' } }, required: ['answer', 'sure'], additionalProperties: false }));
+    const base = ['--restore_from', modelDir, '--prompt', 'Is it?', '--nsamples', '3', '--length', '40', '--seed', '3'];
+    const r = run('generate', [...base, '--json_schema', schemaFile]);
+    t.equal(r.status, 0, r.stderr);
+    // A sample's JSON may hold newlines (its whitespace): each is what lies between its header and the next.
+    const samples = r.stdout.split(/^=+ SAMPLE \d+ =+\n/m).slice(1).map((block) => block.replace(/\n(=+\n)?$/, ''));
+    t.equal(samples.length, 3, r.stdout);
+    for (const sample of samples) t.match(JSON.parse(sample), { answer: /^(yes|no)$/, sure: Boolean }, `a sample that keeps to the schema: ${sample}`);
+    const inline = run('generate', [...base, '--json_schema', fs.readFileSync(schemaFile, 'utf8')]);
+    t.equal(inline.stdout, r.stdout, 'the schema given whole: the same samples');
+    const gbnf = run('generate', [...base, '--grammar', 'root ::= [0-9]{3} "-" [0-9]{4}']);
+    t.equal(gbnf.status, 0, gbnf.stderr);
+    t.match(gbnf.stdout, /SAMPLE 1 =+\n\d{3}-\d{4}\n/, 'a sample of the grammar');
+    const badFile = path.join(dir, 'bad.schema.json');
+    fs.writeFileSync(badFile, JSON.stringify({ type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } }));
+    const bad = run('generate', [...base, '--json_schema', badFile]);
+    t.equal(bad.status, 1);
+    t.match(bad.stderr, /^generate: .*bad\.schema\.json.*properties\.tags\.uniqueItems.*$/m, `named with its file and path: ${bad.stderr}`);
+    const notJson = run('generate', [...base, '--json_schema', '{"type": ']);
+    t.match(notJson.stderr, /^generate: --json_schema: not a JSON schema/m, notJson.stderr);
+    const both = run('generate', [...base, '--json_schema', schemaFile, '--grammar', 'root ::= "a"']);
+    t.match(both.stderr, /mutually exclusive/, 'one or the other');
+  });
+
   t.test('interactive: a prompt, its samples, a prompt again', async (t) => {
     const r = run('generate', ['--restore_from', modelDir, '--interactive', '--length', '5', '--seed', '2'], 'Hello\n\nWorld\n');
     t.equal(r.status, 0, r.stderr);

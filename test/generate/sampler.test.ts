@@ -1,7 +1,7 @@
 // The native sampler (native/cpu/sampler.cpp): greedy and top-k 1 are argmax, top-p keeps the smallest set
 // reaching p, min-p the tokens near enough the most likely, the repetition penalty lowers used tokens (negative
-// logits too), logit biases add after it, draws follow the distribution, and a seed gives the same tokens whatever
-// the thread count.
+// logits too), logit biases add after it, a grammar's mask leaves only the tokens it allows, draws follow the
+// distribution, and a seed gives the same tokens whatever the thread count.
 import t from 'tap';
 import { Model, NATIVE } from '../../lib/engine/model';
 import { NativeSampling } from '../../lib/engine/native';
@@ -208,4 +208,30 @@ t.test('logit biases are added after the penalty: -100 bans a token, +100 forces
     [bias([[3, NaN]]), /finite bias/],
     [{ tokens: Int32Array.of(1, 2), values: Float32Array.of(1) }, /logitBias\.values.*one per token/],
   ] as const) t.throws(() => sampleRows(model, repeat(row, 1), { logitBias }), pattern, `refused: ${pattern}`);
+});
+
+t.test('a grammar\'s mask: only the tokens it allows are drawn, whatever the other settings, in proportion to their odds', async (t) => {
+  const mask = (tokens: number[]): Uint32Array => {
+    const words = new Uint32Array(Math.ceil(V / 32));
+    for (const tok of tokens) words[tok >> 5] |= 1 << (tok & 31);
+    return words;
+  };
+  const row = logitsOf([0.4, 0.3, 0.2, 0.1]);
+  t.same(sampleRows(model, repeat(row, 1), { temperature: 0, allowed: mask([2, 3, 9]) }), [2], 'greedy: the likeliest allowed token');
+  t.same(sampleRows(model, repeat(row, 1), { temperature: 0, allowed: mask([9, 12]) }), [9], 'greedy among equally unlikely ones: the lowest id');
+  const n = 3000;
+  for (const params of [{}, { topK: 3 }, { topK: 10 }, { topP: 0.99 }, { minP: 0.01 }, { penalize: 0.5, logitBias: { tokens: Int32Array.of(0), values: Float32Array.of(50) } }] as Partial<NativeSampling>[]) {
+    const drawn = counts(sampleRows(model, repeat(row, n), { ...params, allowed: mask([1, 3, 15]) }, 7, Int32Array.of(3)));
+    const outside = drawn.reduce((sum, c, tok) => sum + ([1, 3, 15].includes(tok) ? 0 : c), 0);
+    t.equal(outside, 0, `${JSON.stringify(params)}: no token outside the mask (tokens 1, 3 and 15 allowed)`);
+    if (Object.keys(params).length === 0) {
+      // Tokens 1 and 3 at 0.3 and 0.1: 3 to 1 (token 15's ~e^-30 draws nothing).
+      t.ok(Math.abs(drawn[1] / n - 0.75) < 0.03, `p(1 | allowed) ${(drawn[1] / n).toFixed(3)} (0.75)`);
+    }
+  }
+  for (const [allowed, pattern] of [
+    [mask([]), /allowed must be a bitset of the vocabulary's 16 tokens in 1 words, with at least one token/],
+    [new Uint32Array(2).fill(1), /allowed must be a bitset/],
+    [Uint32Array.of(1 << 20), /with at least one token/],
+  ] as const) t.throws(() => sampleRows(model, repeat(row, 1), { allowed }), pattern, `refused: ${pattern}`);
 });

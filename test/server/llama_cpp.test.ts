@@ -233,7 +233,8 @@ t.test('errors name the field, in llama.cpp\'s shape', async (t) => {
     [{ prompt: PROMPT, logit_bias: [['Hello', 1]] }, 'logit_bias[0]', /text is not supported/],
     [{ prompt: PROMPT, samplers: ['top_k'] }, 'samplers', /^samplers: unsupported field \(supported: model, prompt, stream/],
     [{ prompt: {} }, 'prompt', /^prompt: must be a text, token ids/],
-    [{ prompt: PROMPT, json_schema: {} }, 'json_schema', /^json_schema: is not supported/],
+    [{ prompt: PROMPT, json_schema: { type: 'object', minProperties: 1 } }, 'json_schema', /^json_schema\.minProperties: is not supported/],
+    [{ prompt: PROMPT, grammar: 'root ::= "a" "' }, 'grammar', /^grammar:1:\d+: /],
     [{ prompt: PROMPT, penalize_nl: false, repeat_penalty: 1.1 }, 'penalize_nl', /^penalize_nl: only true is supported while a repetition penalty applies/],
     // More prompts than batch_slots + max_queue (8 + 64) could never all be admitted: not a 503 to try again.
     [{ prompt: Array.from({ length: 73 }, () => 'x') }, 'prompt', /^prompt: asks for 73 generations, more than a model holds at once \(72: batch_slots \+ max_queue\)$/],

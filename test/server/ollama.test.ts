@@ -155,7 +155,8 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
   const neutral = await ollama.chat({ model: 'general', messages, format: '', think: false, tools: [], keep_alive: '5m', options: { temperature: 0, min_p: 0, mirostat: 0, num_ctx: 8192, num_thread: 2, repeat_last_n: -1, num_predict: -1 } });
   t.equal(neutral.done, true, 'neutral values and machine options accepted');
   for (const [fields, rule] of [
-    [{ format: 'json' }, /^format: is not supported/],
+    [{ format: 'yaml' }, /^format: must be "json" or a JSON schema/],
+    [{ format: { type: 'object', minProperties: 1 } }, /^format\.minProperties: is not supported/],
     [{ think: true }, /^think: only false/],
     [{ tools: [{ type: 'function', function: { name: 'lights' } }] }, /^tools: are not supported/],
     [{ options: { mirostat: 2 } }, /^options\.mirostat: is not supported/],

@@ -30,8 +30,9 @@ export function objectBody(req: Request): Body {
   return req.body;
 }
 
-export function checkKeys(body: Body, known: readonly string[]): void {
-  for (const key of Object.keys(body)) if (!known.includes(key)) bad(key, `unsupported field (supported: ${known.join(', ')})`);
+// `where`: the request's field that holds the object, when it is not the body (response_format.json_schema).
+export function checkKeys(body: Body, known: readonly string[], where?: string): void {
+  for (const key of Object.keys(body)) if (!known.includes(key)) bad(where === undefined ? key : `${where}.${key}`, `unsupported field (supported: ${known.join(', ')})`);
 }
 
 export const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -46,7 +47,6 @@ interface NeutralOnly {
 const ANY_STRING: NeutralOnly = { neutral: (v) => typeof v === 'string', rule: 'must be a string' };
 const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
-  response_format: { neutral: (v) => isObject(v) && v.type === 'text' && Object.keys(v).length === 1, rule: 'only {"type": "text"} is supported: nothing holds GPT-2 to JSON' },
   tools: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no tools' },
   functions: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no functions' },
   tool_choice: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: GPT-2 calls no tools' },
@@ -56,7 +56,6 @@ const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   store: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps nothing it answers' },
   service_tier: { neutral: (v) => v === 'auto' || v === 'default', rule: 'only "auto" or "default" is supported' },
   // The Responses API's.
-  text: { neutral: (v) => isObject(v) && Object.keys(v).every((k) => k === 'format') && (v.format === undefined || (isObject(v.format) && v.format.type === 'text' && Object.keys(v.format).length === 1)), rule: 'only {"format": {"type": "text"}} is supported: nothing holds GPT-2 to JSON' },
   reasoning: { neutral: (v) => isObject(v) && Object.values(v).every((r) => r === null), rule: 'is not supported: GPT-2 does not reason' },
   truncation: { neutral: (v) => v === 'auto', rule: 'only "auto" is supported: a conversation longer than the model\'s context loses its oldest messages' },
   background: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps no responses to fetch later' },

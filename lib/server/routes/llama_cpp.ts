@@ -3,7 +3,8 @@
 // of the server (its GET /health is health.ts's):
 //   GET  /props         a model's context, slots, sampling defaults and chat template (`?model=<key>`)
 //   POST /completion    `prompt` continued as it is (a text, token ids, both mixed, or several prompts); also
-//                       /completions. Streamed, one server-sent event a piece, the last with "stop": true
+//                       /completions. Streamed, one server-sent event a piece, the last with "stop": true. Held to
+//                       `grammar` (GBNF) or `json_schema` when one is given (response_format.ts)
 //   POST /embedding     `content` (a text or texts) as one vector each, in the mean of its tokens' states
 //   POST /apply-template `messages` as the prompt the model's chat format makes of them, for /completion
 //   POST /tokenize      {"content", "with_pieces"?} -> {"tokens"}; POST /detokenize {"tokens"} -> {"content"}
@@ -25,6 +26,7 @@ import {
   MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
   readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
 } from './api_common';
+import { readLlamaCppGrammar } from './response_format';
 
 // The paths whose errors the app's handler gives in llama.cpp's shape.
 export const LLAMA_CPP_PATHS: readonly string[] = ['/health', '/props', '/completion', '/completions', '/embedding', '/apply-template', '/tokenize', '/detokenize'];
@@ -54,8 +56,6 @@ const NEUTRAL: Readonly<Record<string, (v: unknown) => boolean>> = {
   n_cmpl: (v) => v === 1,
   t_max_predict_ms: (v) => v === 0,
   ignore_eos: (v) => v === false,
-  grammar: (v) => v === '',
-  json_schema: () => false,
   post_sampling_probs: (v) => v === false,
   timings_per_token: (v) => v === false,
   return_progress: (v) => v === false,
@@ -67,7 +67,7 @@ const SETTINGS_OF_NEUTRAL = ['mirostat_tau', 'mirostat_eta', 'dynatemp_exponent'
 const MACHINE = ['id_slot', 'cache_prompt', 'n_cache_reuse'];
 const COMPLETION_KEYS = [
   'model', 'prompt', 'stream', 'n_predict', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'repeat_last_n', 'presence_penalty', 'frequency_penalty', 'seed', 'stop',
-  'penalize_nl', 'n_probs', 'return_tokens', 'logit_bias', ...MACHINE, ...SETTINGS_OF_NEUTRAL, ...Object.keys(NEUTRAL),
+  'penalize_nl', 'n_probs', 'return_tokens', 'logit_bias', 'grammar', 'json_schema', ...MACHINE, ...SETTINGS_OF_NEUTRAL, ...Object.keys(NEUTRAL),
 ];
 
 // The served model a request names in `model` (a field, or the query of a GET), else the default one.
@@ -162,6 +162,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     frequencyPenalty: readAdditivePenalty(body, 'frequency_penalty'),
     // A streamed piece carries its tokens' ids with return_tokens: the drawn tokens come with their log-probabilities.
     logprobs: nProbs > 0 || (stream && returnTokens) ? nProbs : undefined,
+    grammar: readLlamaCppGrammar(body),
   };
   const settings = {
     model: model.key,

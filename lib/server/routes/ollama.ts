@@ -12,6 +12,7 @@
 // with `"done": true` and the counts and durations. A request with no messages (or an empty prompt) loads the
 // model. Models are named `<key>:latest`, or by their key. Ollama's `options` map onto dixie's sampling
 // (readOptions); those for what dixie does not do are accepted at their neutral values only, as in the OpenAI API.
+// `format` ("json" or a JSON schema) holds the reply to it (response_format.ts).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import express, { type Request, type Response } from 'express';
@@ -26,6 +27,8 @@ import {
   MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed, repeatPenaltyOf,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
+import { readOllamaFormat } from './response_format';
+import type { Grammar } from '../../generate/grammar';
 
 const TAG = ':latest';
 const COMMON_KEYS = ['model', 'stream', 'format', 'keep_alive', 'think', 'options', 'logprobs', 'top_logprobs'];
@@ -61,6 +64,7 @@ interface OllamaRequest {
   frequencyPenalty: number | undefined;
   stream: boolean;
   top: number | undefined;  // with `logprobs`, the alternatives each token's comes with
+  grammar: Grammar | undefined;  // `format`'s: "json" or a JSON schema (response_format.ts)
 }
 
 // `<key>:latest` or the key itself.
@@ -73,7 +77,6 @@ function servedModel(service: ChatService, body: Body): ModelConfig {
 function readRequest(service: ChatService, body: Body, keys: readonly string[]): OllamaRequest {
   checkKeys(body, keys);
   const model = servedModel(service, body);
-  if (body.format !== undefined && body.format !== null && body.format !== '') bad('format', 'is not supported: nothing holds GPT-2 to JSON');
   if (body.think !== undefined && body.think !== null && body.think !== false) bad('think', 'only false is supported: GPT-2 does not think');
   const keepAlive = body.keep_alive;
   if (keepAlive !== undefined && keepAlive !== null && typeof keepAlive !== 'string' && typeof keepAlive !== 'number') bad('keep_alive', 'must be a duration ("5m") or a number of seconds');
@@ -104,6 +107,7 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
     frequencyPenalty: readAdditivePenalty(flat, 'options.frequency_penalty'),
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? true,
     top: logprobs ? (top ?? 0) : undefined,
+    grammar: readOllamaFormat(body),
   };
 }
 
@@ -174,6 +178,7 @@ async function answer(service: ChatService, res: Response, request: OllamaReques
     frequencyPenalty: request.frequencyPenalty,
     signal: gone.signal,
     logprobs: request.top,
+    grammar: request.grammar,
   };
   if (!request.stream) {
     const c = await service.generate(request.model.key, generation);

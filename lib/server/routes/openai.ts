@@ -4,6 +4,7 @@
 //   POST /v1/completions        a prompt (or several; text or token ids) continued; `n`, `stop`, `seed`, `logprobs`,
 //                               `echo`, `stream`
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
+//   Both take `response_format` (json_object, json_schema): the reply is then held to it (response_format.ts)
 //   POST /v1/embeddings         a text (or several; text or token ids) as one vector each (lib/generate/embed.ts)
 // Sampling fields keep OpenAI's names (`logit_bias`, `presence_penalty` and `frequency_penalty` too); dixie's `top_k`
 // `min_p` and `penalize` come as extensions (vLLM's server takes `top_k` and `min_p` so too).
@@ -21,6 +22,8 @@ import {
   MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, objectBody, openAIError, openAIMessages, optional, readDimensions,
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body,
 } from './api_common';
+import { readResponseFormat } from './response_format';
+import type { Grammar } from '../../generate/grammar';
 
 const MAX_N = 16;
 
@@ -41,15 +44,16 @@ interface Common {
   logitBias: Readonly<Record<number, number>> | undefined;
   presencePenalty: number | undefined;
   frequencyPenalty: number | undefined;
+  grammar: Grammar | undefined;  // response_format's
 }
 
 const COMMON_KEYS = [
   'model', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'penalize', 'n', 'stop', 'seed', 'stream',
-  'stream_options', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'user',
+  'stream_options', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'user', 'response_format',
 ];
 // What /v1/chat/completions takes beyond COMMON_KEYS that NEUTRAL_ONLY checks.
 const CHAT_NEUTRAL_KEYS = [
-  'response_format', 'tools', 'functions', 'tool_choice', 'function_call', 'parallel_tool_calls', 'modalities', 'store', 'service_tier',
+  'tools', 'functions', 'tool_choice', 'function_call', 'parallel_tool_calls', 'modalities', 'store', 'service_tier',
   'safety_identifier', 'prompt_cache_key', 'metadata',
 ];
 // OpenAI's sampling fields under the names of the model's defaults (readSampling).
@@ -73,6 +77,7 @@ function readCommon(service: ChatService, body: Body): Common {
     logitBias: optional<Record<number, number>>(body, 'logit_bias', isLogitBias, `an object of token ids to biases from ${-MAX_LOGIT_BIAS} to ${MAX_LOGIT_BIAS}, e.g. {"50256": -100}`),
     presencePenalty: readAdditivePenalty(body, 'presence_penalty'),
     frequencyPenalty: readAdditivePenalty(body, 'frequency_penalty'),
+    grammar: readResponseFormat(body),
   };
 }
 
@@ -196,6 +201,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
       frequencyPenalty: common.frequencyPenalty,
       logprobs: logprobs?.top,
       promptLogprobs: logprobs?.prompt,
+      grammar: common.grammar,
     };
     if (!common.stream) return service.generate(common.model.key, request);
     return generateStreamed(service, common.model.key, request, (text, drawn, done) => {

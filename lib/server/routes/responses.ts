@@ -3,7 +3,8 @@
 //   POST /v1/responses   `input` (a text, or messages) and `instructions` made into the model's prompt as chat
 //                        completions' messages are (chatPrompt), one reply, whole or streamed as Responses' events
 // Its sampling fields (`max_output_tokens`, `temperature`, `top_p`, and dixie's `top_k`, `min_p` and `penalize`), and the log-
-// probabilities of the reply's tokens (`include: ["message.output_text.logprobs"]`, `top_logprobs`). dixie keeps no
+// probabilities of the reply's tokens (`include: ["message.output_text.logprobs"]`, `top_logprobs`); a reply in
+// JSON, or to a JSON schema, with `text.format` (response_format.ts). dixie keeps no
 // responses, so that a conversation comes whole in `input`, never by `previous_response_id`.
 import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
@@ -16,6 +17,8 @@ import {
   bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, isObject, messageText, objectBody, optional,
   readModel, readSampling, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
+import { readTextFormat } from './response_format';
+import type { Grammar } from '../../generate/grammar';
 
 const KEYS = [
   'model', 'input', 'instructions', 'max_output_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'penalize', 'stream', 'stream_options',
@@ -32,6 +35,8 @@ interface ResponsesRequest {
   lengthGiven: boolean;
   stream: boolean;
   top: number | undefined;  // the alternatives each token's log-probability comes with; undefined: no log-probabilities
+  grammar: Grammar | undefined;  // text.format's
+  textFormat: Body;              // text.format, as the response reports it
 }
 
 function readRequest(service: ChatService, body: Body): ResponsesRequest {
@@ -52,12 +57,15 @@ function readRequest(service: ChatService, body: Body): ResponsesRequest {
   });
   const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
   if (top !== undefined && include.length === 0) bad('top_logprobs', `needs "include": ["${LOGPROBS}"]`);
+  const { grammar, format } = readTextFormat(body);
+  const textFormat = { grammar, textFormat: format };
   return {
     model,
     body,
     ...readSampling(body, model, SAMPLING_NAMES),
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? false,
     top: include.length > 0 ? (top ?? 0) : undefined,
+    ...textFormat,
   };
 }
 
@@ -91,7 +99,7 @@ interface ResponseState {
 }
 
 function responseObject(id: string, createdAt: number, request: ResponsesRequest, state: ResponseState): Record<string, unknown> {
-  const { body, sampling, model, top } = request;
+  const { body, sampling, model, top, textFormat } = request;
   const c = state.completion;
   return {
     id,
@@ -111,7 +119,7 @@ function responseObject(id: string, createdAt: number, request: ResponsesRequest
     reasoning: { effort: null, summary: null },
     store: false,
     temperature: sampling.temperature,
-    text: { format: { type: 'text' } },
+    text: { format: textFormat },
     tool_choice: body.tool_choice ?? 'auto',
     tools: [],
     top_logprobs: top ?? 0,
@@ -165,6 +173,7 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
       lengthGiven: request.lengthGiven,
       signal: gone.signal,
       logprobs: request.top,
+      grammar: request.grammar,
     };
 
     if (!request.stream) {

@@ -1,0 +1,240 @@
+// The recognizer of a grammar, as llama.cpp's: a set of stacks, each a path through the rules still open (its top is
+// the character set that the next codepoint must match), advanced codepoint by codepoint. Here it reads bytes, and
+// its states are interned and their transitions kept, so that it becomes a DFA over bytes built as far as it is
+// walked: the token-mask walk over the vocabulary's trie then costs one array read per trie node for the transitions
+// it has seen before, and a codepoint is worked out once per state and per set of stacks it matches, not once per
+// codepoint or byte.
+import type { Rule } from './grammar';
+import { type CodepointRanges, rangesContain, rangesOverlap } from './syntax';
+
+// Positions in the rules' flattened alternatives, bottom first; the top is never a rule reference or an
+// alternative's end (those are expanded or popped at once).
+type Stack = readonly number[];
+
+// The states of one generation (about 2.5 KB each, most of them inside UTF-8 characters): past this many the
+// interning table starts afresh. States still held by a matcher keep working, and are freed with it; a mask does not
+// depend on them, so the masks cached stay.
+const MAX_STATES = 4096;
+
+// The codepoints that a UTF-8 sequence of each length may encode (shorter encodings are overlong, so invalid).
+const UTF8_MIN = [0, 0, 0x80, 0x800, 0x10000];
+const UTF8_MAX = [0, 0x7f, 0x7ff, 0xffff, 0x10ffff];
+const SURROGATES_FIRST = 0xd800;
+const SURROGATES_LAST = 0xdfff;
+
+export class State {
+  // By byte: the state after it, null where the byte is not allowed, undefined where not yet worked out.
+  readonly next: (State | null | undefined)[] = new Array<State | null | undefined>(256);
+  readonly canEnd: boolean;
+  // Only the end can come: the one stack left is empty.
+  readonly done: boolean;
+  // The character sets on the stacks' tops, null for an empty stack.
+  readonly tops: readonly (CodepointRanges | null)[];
+  // For a complete state, made when first needed: the state after a codepoint, by which stacks it matches; the
+  // half-read characters.
+  byMatch: Map<number | string, State | null> | null = null;
+  partials: Map<number, State | null> | null = null;
+  private keyText: string | undefined;
+
+  constructor(
+    readonly stacks: readonly Stack[],
+    stackKey: string | undefined,
+    tops: readonly (CodepointRanges | null)[],
+    // A state inside a UTF-8 character: the complete state before its first byte (null for a complete state), the
+    // bits read so far, how many continuation bytes are still to come and how long the whole sequence is.
+    readonly base: State | null,
+    readonly pendingValue: number,
+    readonly pendingBytes: number,
+    readonly pendingLength: number,
+  ) {
+    this.keyText = stackKey;
+    this.tops = tops;
+    this.canEnd = pendingBytes === 0 && stacks.some((stack) => stack.length === 0);
+    this.done = this.canEnd && stacks.length === 1;
+  }
+
+  // Canonical text of the state, for caching masks: the stack set, and the half-read character if any.
+  get key(): string {
+    this.keyText ??= `${(this.base as State).key}/${this.pendingLength}.${this.pendingBytes}.${this.pendingValue}`;
+    return this.keyText;
+  }
+}
+
+export class Automaton {
+  // At each position: the rule referenced there, or -1; the set matched there, or -1; both -1 ends an alternative.
+  private readonly refAt: Int32Array;
+  private readonly setAt: Int32Array;
+  private readonly sets: CodepointRanges[] = [];
+  private readonly alternativeStarts: number[][] = [];
+  private states = new Map<string, State>();
+  private statesMade = 0;
+  private startState: State | undefined;
+  // Per vocabulary: mask by state key, least recently used first (the matcher keeps it bounded).
+  readonly masks = new WeakMap<object, Map<string, Uint32Array>>();
+
+  constructor(rules: readonly Rule[]) {
+    const positions = rules.reduce((n, rule) => n + rule.alternatives.reduce((m, s) => m + s.length + 1, 0), 0);
+    this.refAt = new Int32Array(positions).fill(-1);
+    this.setAt = new Int32Array(positions).fill(-1);
+    const setIndex = new Map<CodepointRanges, number>();
+    let at = 0;
+    for (const rule of rules) {
+      const starts: number[] = [];
+      for (const sequence of rule.alternatives) {
+        starts.push(at);
+        for (const element of sequence) {
+          if ('rule' in element) {
+            this.refAt[at++] = element.rule;
+            continue;
+          }
+          let index = setIndex.get(element.chars);
+          if (index === undefined) {
+            index = this.sets.push(element.chars) - 1;
+            setIndex.set(element.chars, index);
+          }
+          this.setAt[at++] = index;
+        }
+        at++;
+      }
+      this.alternativeStarts.push(starts);
+    }
+  }
+
+  get start(): State {
+    if (this.startState === undefined) {
+      const stacks = new Map<string, Stack>();
+      const seen = new Set<string>();
+      for (const start of this.alternativeStarts[0]) this.expand(this.isEnd(start) ? [] : [start], stacks, seen);
+      this.startState = this.intern(stacks) as State;
+    }
+    return this.startState;
+  }
+
+  // The state after byte `b`, worked out and kept in from.next.
+  step(from: State, b: number): State | null {
+    let to: State | null;
+    if (from.pendingBytes === 0) {
+      if (b < 0x80) {
+        to = this.afterCodepoint(from, b);
+      } else if (b < 0xc0 || b >= 0xf8) {
+        to = null;
+      } else {
+        const length = b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+        to = this.partial(from, b & (0x7f >> length), length - 1, length);
+      }
+    } else if ((b & 0xc0) !== 0x80) {
+      to = null;
+    } else {
+      const value = (from.pendingValue << 6) | (b & 0x3f);
+      const base = from.base as State;
+      if (from.pendingBytes > 1) {
+        to = this.partial(base, value, from.pendingBytes - 1, from.pendingLength);
+      } else {
+        const valid = value >= UTF8_MIN[from.pendingLength] && (value < SURROGATES_FIRST || value > SURROGATES_LAST);
+        to = valid ? this.afterCodepoint(base, value) : null;
+      }
+    }
+    from.next[b] = to;
+    return to;
+  }
+
+  // The state after a whole codepoint. What follows depends only on which stacks the codepoint matches, so it is
+  // worked out once per such set.
+  private afterCodepoint(from: State, cp: number): State | null {
+    const tops = from.tops;
+    let match: number | string = 0;
+    if (tops.length <= 30) {
+      for (let i = 0; i < tops.length; i++) {
+        const top = tops[i];
+        if (top !== null && rangesContain(top, cp)) match |= 1 << i;
+      }
+      if (match === 0) return null;
+    } else {
+      match = tops.map((top) => (top !== null && rangesContain(top, cp) ? '1' : '0')).join('');
+      if (!match.includes('1')) return null;
+    }
+    from.byMatch ??= new Map();
+    let to = from.byMatch.get(match);
+    if (to === undefined) {
+      const stacks = new Map<string, Stack>();
+      const seen = new Set<string>();
+      from.stacks.forEach((stack, i) => {
+        const top = tops[i];
+        if (top === null || !rangesContain(top, cp)) return;
+        const rest = stack.slice(0, -1);
+        const after = stack[stack.length - 1] + 1;
+        this.expand(this.isEnd(after) ? rest : [...rest, after], stacks, seen);
+      });
+      to = this.intern(stacks);
+      from.byMatch.set(match, to);
+    }
+    return to;
+  }
+
+  // The state inside a UTF-8 character, or null when no stack can match any codepoint it may still become.
+  private partial(base: State, value: number, pendingBytes: number, length: number): State | null {
+    const code = (value * 4 + pendingBytes) * 8 + length;
+    base.partials ??= new Map();
+    let state = base.partials.get(code);
+    if (state === undefined) {
+      const shift = 6 * pendingBytes;
+      const lo = Math.max(value * 2 ** shift, UTF8_MIN[length]);
+      const hi = Math.min((value + 1) * 2 ** shift - 1, UTF8_MAX[length]);
+      const possible = (set: CodepointRanges): boolean =>
+        rangesOverlap(set, lo, Math.min(hi, SURROGATES_FIRST - 1)) || rangesOverlap(set, Math.max(lo, SURROGATES_LAST + 1), hi);
+      const feasible = lo <= hi && base.tops.some((top) => top !== null && possible(top));
+      state = feasible ? this.made(new State(base.stacks, undefined, base.tops, base, value, pendingBytes, length)) : null;
+      base.partials.set(code, state);
+    }
+    return state;
+  }
+
+  // Adds to `out` the stacks that `stack` becomes once every rule reference on its top is replaced by each of the
+  // rule's alternatives (llama.cpp's advance_stack). `seen` holds the stacks already expanded in this step: the
+  // stacks of one state often share their continuations (a repetition of something that may be empty would
+  // otherwise cost the square of its length). Left recursion, refused at parse time, would not end.
+  private expand(stack: Stack, out: Map<string, Stack>, seen: Set<string>): void {
+    const pending = [stack];
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      const key = next.join(',');
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const top = next[next.length - 1];
+      if (next.length === 0 || this.refAt[top] < 0) {
+        out.set(key, next);
+        continue;
+      }
+      const below = next.slice(0, -1);
+      if (!this.isEnd(top + 1)) below.push(top + 1);
+      for (const start of this.alternativeStarts[this.refAt[top]]) pending.push(this.isEnd(start) ? below : [...below, start]);
+    }
+  }
+
+  private isEnd(position: number): boolean {
+    return this.refAt[position] < 0 && this.setAt[position] < 0;
+  }
+
+  private intern(stacks: Map<string, Stack>): State | null {
+    if (stacks.size === 0) return null;
+    const keys = [...stacks.keys()].sort();
+    const key = keys.join('|');
+    let state = this.states.get(key);
+    if (state === undefined) {
+      const sorted = keys.map((k) => stacks.get(k) as Stack);
+      const tops = sorted.map((stack) => (stack.length === 0 ? null : this.sets[this.setAt[stack[stack.length - 1]]]));
+      state = this.made(new State(sorted, key, tops, null, 0, 0, 0));
+      this.states.set(key, state);
+    }
+    return state;
+  }
+
+  // Counts a new state into the generation, starting the next one when it is full.
+  private made(state: State): State {
+    if (++this.statesMade > MAX_STATES) {
+      this.states = new Map();
+      this.statesMade = 1;
+      this.startState = undefined;
+    }
+    return state;
+  }
+}

@@ -1,0 +1,67 @@
+// Generation held to a grammar through the one Batcher: a random GPT-2's replies parse and keep to their JSON schema
+// or GBNF grammar, sampled or greedy; a reply ends when its grammar is complete, or is cut at maxTokens; the
+// requests decoded beside a constrained one give the very tokens they give alone; and the same seed gives the same
+// reply whether the grammar's token masks are worked out afresh or kept from an earlier request.
+import t from 'tap';
+import Ajv from 'ajv';
+import { Grammar, type GenerateResult } from '../../lib/generate';
+import { testGenerator, tokenizer } from './helpers';
+
+const CONFIG = { nLayer: 2, nHead: 2, nEmbd: 32, nCtx: 256, vocabSize: 50257 };
+const PERSON = {
+  type: 'object',
+  properties: {
+    name: { type: 'string', maxLength: 16 },
+    age: { type: 'integer', minimum: 0, maximum: 120 },
+    pets: { type: 'array', items: { enum: ['cat', 'dog', 'fish'] }, maxItems: 3 },
+    member: { type: 'boolean' },
+  },
+  required: ['name', 'age', 'pets'],
+  additionalProperties: false,
+};
+const validPerson = new Ajv().compile(PERSON);
+
+t.test('replies held to a JSON schema parse and keep to it, sampled and greedy, and end with the JSON', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 4 });
+  const grammar = Grammar.fromJsonSchema(PERSON);
+  const runs: Promise<GenerateResult>[] = [];
+  for (let seed = 0; seed < 12; seed++) runs.push(gen.generate('A person:', { grammar, maxTokens: 200, temperature: 1, topK: 40, seed }));
+  runs.push(gen.generate('A person:', { grammar, maxTokens: 200, temperature: 0 }));
+  for (const r of await Promise.all(runs)) {
+    t.equal(r.finishReason, 'stop', `ended by its grammar: ${r.text}`);
+    let value: unknown;
+    t.doesNotThrow(() => (value = JSON.parse(r.text)), `parses: ${r.text}`);
+    t.ok(validPerson(value), `keeps to the schema: ${r.text} ${JSON.stringify(validPerson.errors)}`);
+    t.equal(tokenizer.decode(r.tokens), r.text, 'the text is its tokens\' (no <|endoftext|> among them)');
+  }
+});
+
+t.test('a GBNF grammar: only its sentences; <|endoftext|> only where it may end; cut at maxTokens', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 2 });
+  // "yes" or "no", then one or more "!": the text may end after the first "!", or go on.
+  const grammar = Grammar.parse('root ::= ("yes" | "no") "!"+');
+  const seen = new Set<string>();
+  for (let seed = 0; seed < 10; seed++) {
+    const r = await gen.generate('Answer:', { grammar, maxTokens: 12, temperature: 1.5, seed });
+    t.match(r.text, /^(yes|no)!+$/, `seed ${seed}: ${JSON.stringify(r.text)} (${r.finishReason})`);
+    if (r.finishReason === 'length') t.equal(r.tokens.length, 12, 'cut at maxTokens');
+    else t.equal(r.finishReason, 'stop', 'or ended where the grammar may end');
+    seen.add(r.text.replace(/!+$/, ''));
+  }
+  t.ok(seen.size === 2, `both answers drawn over ten seeds: ${[...seen].join(', ')}`);
+  const cut = await gen.generate('Answer:', { grammar: Grammar.fromJsonSchema({ type: 'array', items: { type: 'integer' } }), maxTokens: 3, temperature: 1, seed: 3 });
+  t.equal(cut.finishReason, 'length', `a reply cut at maxTokens says so: ${cut.text}`);
+  t.match(cut.text, /^\[/, 'and is the start of the JSON');
+});
+
+t.test('requests beside a constrained one give the tokens they give alone; kept masks give the same reply as fresh ones', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 4 });
+  const free = (seed: number): Promise<GenerateResult> => gen.generate('The cat sat', { maxTokens: 24, temperature: 1, seed });
+  const alone = [(await free(1)).tokens, (await free(2)).tokens];
+  const grammar = Grammar.fromJsonSchema(PERSON);
+  const [a, constrained, b] = await Promise.all([free(1), gen.generate('A person:', { grammar, maxTokens: 200, temperature: 1, seed: 7 }), free(2)]);
+  t.same([a.tokens, b.tokens], alone, 'the free requests decoded beside it drew their own tokens');
+  const again = await gen.generate('A person:', { grammar, maxTokens: 200, temperature: 1, seed: 7 });
+  const fresh = await gen.generate('A person:', { grammar: Grammar.fromJsonSchema(PERSON), maxTokens: 200, temperature: 1, seed: 7 });
+  t.same([again.tokens, fresh.tokens], [constrained.tokens, constrained.tokens], 'the same seed: the same reply with kept masks and with fresh ones');
+});
