@@ -838,9 +838,15 @@ void section_decode(const Shape& shape) {
       // Logit biases on two rows: the sampler's settings copy and its biases' copy go to the device apart.
       const int32_t bias_tokens[3] = {3, 7, 11};
       const float bias_values[3] = {-100.0f, 3.0f, 5.0f};
+      // A grammar's mask on the third row (every third token), copied to the device beside the biases.
+      std::vector<uint32_t> every_third((V + 31) / 32, 0u);
+      for (int k = 0; k < V; k += 3) every_third[k >> 5] |= 1u << (k & 31);
+      SamplingParams masked{1.0f, 0, 1.0f, 0.0f};
+      masked.allowed = every_third.data();
+      masked.allowed_words = static_cast<int>(every_third.size());
       const SamplingParams settings[3] = {{0.0f, 0, 1.0f, 0.5f, 2, bias_tokens, bias_values},
                                           {0.9f, 40, 0.9f, 0.85f, 1, bias_tokens + 2, bias_values + 2},
-                                          {1.0f, 0, 1.0f, 0.0f}};
+                                          masked};
       std::vector<std::vector<int32_t>> held(3);
       std::vector<uint64_t> rng_split(6), rng_fused;
       Rng seeds{17};
@@ -1303,6 +1309,11 @@ void section_graphs(const Shape& shape) {
       const float bias_values[2] = {-100.0f, 4.0f};
       SamplingParams settings[4] = {{0.0f, 0, 1.0f, 0.5f}, {0.9f, 40, 0.9f, 0.85f}, {1.0f, 0, 1.0f, 0.0f, 2, bias_tokens, bias_values},
                                     {0.7f, 20, 1.0f, 0.0f}};
+      // A grammar's mask on the last row (every third token): the graphs read it from the row arrays' copy.
+      std::vector<uint32_t> every_third((V + 31) / 32, 0u);
+      for (int k = 0; k < V; k += 3) every_third[k >> 5] |= 1u << (k & 31);
+      settings[3].allowed = every_third.data();
+      settings[3].allowed_words = static_cast<int>(every_third.size());
       std::vector<uint64_t> rng[2];
       Rng seeds{73};
       for (int i = 0; i < 8; ++i) rng[0].push_back(seeds.next());
