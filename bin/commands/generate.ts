@@ -146,14 +146,14 @@ async function main(): Promise<void> {
     promptText = fs.readFileSync(promptText, 'utf8');
   }
   const name = argv.restore_from ?? argv.model_name;
+  const grammar = readGrammar(argv.json_schema, argv.grammar);
   // A model trained on chat logs writes a message and then the next one's, in anyone's voice: by default a
-  // sample is one message.
+  // sample is one message. A grammar ends a sample where it is complete, and its text may hold <EOM>.
   let stop = argv.stop?.filter((s) => s !== '');
-  if (argv.stop === undefined && trainedAudiences(resolveModel(name).dir).length > 0) {
+  if (argv.stop === undefined && grammar === undefined && trainedAudiences(resolveModel(name).dir).length > 0) {
     stop = [END_OF_MESSAGE];
     process.stderr.write(`generate: a chat model: each sample stops at ${END_OF_MESSAGE} (--stop '' for none)\n`);
   }
-  const grammar = readGrammar(argv.json_schema, argv.grammar);
   const gen = await Generator.load(name, {
     weightDtype: argv.dtype,
     threads: argv.threads,
