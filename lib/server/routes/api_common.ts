@@ -69,9 +69,10 @@ const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   metadata: { neutral: (v) => isObject(v) && Object.values(v).every((m) => typeof m === 'string'), rule: 'must be an object of strings' },
 };
 
-export function checkNeutral(body: Body): void {
+// `readHere`: the fields the endpoint reads itself (chat completions' tools).
+export function checkNeutral(body: Body, readHere: readonly string[] = []): void {
   for (const [key, { neutral, rule }] of Object.entries(NEUTRAL_ONLY)) {
-    if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, rule);
+    if (body[key] !== undefined && body[key] !== null && !readHere.includes(key) && !neutral(body[key])) bad(key, rule);
   }
 }
 

@@ -4,7 +4,8 @@
 //   POST /v1/completions        a prompt (or several; text or token ids) continued; `n`, `stop`, `seed`, `logprobs`,
 //                               `echo`, `stream`
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
-//   Both take `response_format` (json_object, json_schema): the reply is then held to it (response_format.ts)
+//   Both take `response_format` (json_object, json_schema): the reply is then held to it (response_format.ts);
+//   chat completions take `tools`, a reply held to a call where tool_choice forces one (tool_calls.ts)
 //   POST /v1/embeddings         a text (or several; text or token ids) as one vector each (lib/generate/embed.ts)
 // Sampling fields keep OpenAI's names (`logit_bias`, `presence_penalty` and `frequency_penalty` too); dixie's `top_k`
 // `min_p` and `penalize` come as extensions (vLLM's server takes `top_k` and `min_p` so too).
@@ -23,6 +24,7 @@ import {
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
+import { readToolChoice, toolCall } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const MAX_N = 16;
@@ -61,7 +63,7 @@ const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length',
 
 function readCommon(service: ChatService, body: Body): Common {
   const model = readModel(service, body);
-  checkNeutral(body);
+  checkNeutral(body, ['tools', 'tool_choice']);  // chat completions' (tool_calls.ts); completions take neither
   const { sampling, lengthGiven } = readSampling(body, model, SAMPLING_NAMES);
   const streamOptions = optional<Body>(body, 'stream_options', (v) => typeof v === 'object' && !Array.isArray(v), 'an object such as {"include_usage": true}');
   if (streamOptions) checkKeys(streamOptions, ['include_usage']);
@@ -145,8 +147,8 @@ interface Kind {
   idPrefix: string;
   promptField: string;   // the request's field of the prompt
   // A streamed choice's fields: a piece of text, then (done: the completion) how it ended; logprobs: those of the
-  // tokens drawn since the chunk before (in this kind's shape, below), or null.
-  chunk(index: number, text: string, done: Completion | null, first: boolean, logprobs: Record<string, unknown> | null): Record<string, unknown>;
+  // tokens drawn since the chunk before (in this kind's shape, below), or null. Null: no chunk for this piece.
+  chunk(index: number, text: string, done: Completion | null, first: boolean, logprobs: Record<string, unknown> | null): Record<string, unknown> | null;
   // The log-probabilities of tokens in this kind's shape; `offset`: where the first token's text begins.
   logprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | PromptLogprob)[], offset: number): Record<string, unknown>;
 }
@@ -167,6 +169,26 @@ const CHAT: Kind = {
   promptField: 'messages',
   chunk: (index, text, done, first, logprobs) => ({ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs, ...(done ? finished(done) : { finish_reason: null }) }),
   logprobs: (tokenizer, logprobs) => chatLogprobs(tokenizer, logprobs as TokenLogprob[]),
+};
+
+// A chat completion whose reply tool_choice forces to be a call (tool_calls.ts): the message holds the call once its
+// JSON is whole, or the text so far where the reply was cut at its length.
+function calledMessage(c: Completion): { message: Record<string, unknown>; finish: Record<string, unknown> } {
+  if (cutShort(c)) return { message: { content: c.text }, finish: finished(c) };
+  return { message: { content: null, tool_calls: [toolCall(c.text)] }, finish: { finish_reason: 'tool_calls', dixie_finish_reason: c.finishReason } };
+}
+
+// Streamed, the call comes whole in the last chunk (only a whole call parses); the pieces before it send a chunk only
+// for the role, or for the log-probabilities they carry.
+const TOOL_CALL: Kind = {
+  ...CHAT,
+  chunk: (index, _text, done, first, logprobs) => {
+    const role = first ? { role: 'assistant' } : {};
+    if (done === null) return first || logprobs !== null ? { index, delta: role, logprobs, finish_reason: null } : null;
+    const { message, finish } = calledMessage(done);
+    const delta = message.tool_calls ? { tool_calls: (message.tool_calls as Record<string, unknown>[]).map((call, i) => ({ index: i, ...call })) } : { content: message.content };
+    return { index, delta: { ...role, ...delta }, logprobs, ...finish };
+  },
 };
 
 // logprobs: the alternatives each token's log-probability comes with, and whether the prompt's tokens' come too.
@@ -205,7 +227,9 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
     };
     if (!common.stream) return service.generate(common.model.key, request);
     return generateStreamed(service, common.model.key, request, (text, drawn, done) => {
-      send({ ...head, choices: [kind.chunk(choice.index, text, done, first, chunkLogprobs(drawn))] });
+      const chunk = kind.chunk(choice.index, text, done, first, chunkLogprobs(drawn));
+      if (chunk === null) return;
+      send({ ...head, choices: [chunk] });
       first = false;
     });
   };
@@ -284,7 +308,10 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
   router.post('/v1/chat/completions', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs', ...CHAT_NEUTRAL_KEYS]);
-    const common = readCommon(service, body);
+    const read = readCommon(service, body);
+    // A forced call holds the reply to it; a reply in text (tool_choice "auto" or "none") keeps response_format's.
+    const call = readToolChoice(body);
+    const common = { ...read, grammar: call ?? read.grammar };
     const { prompt, ignored } = chatPrompt(common.model, openAIMessages(body.messages), 'messages');
     if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
     const wantsLogprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
@@ -292,12 +319,10 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     if (top !== undefined && !wantsLogprobs) bad('top_logprobs', 'needs "logprobs": true');
     checkGenerations(service, common.n, 'n');
     const choices = Array.from({ length: common.n }, (_, index) => ({ index, prompt }));
-    await answer(service, res, CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => ({
-      index: choice.index,
-      message: { role: 'assistant', content: c.text },
-      logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null,
-      ...finished(c),
-    }));
+    await answer(service, res, call ? TOOL_CALL : CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => {
+      const { message, finish } = call ? calledMessage(c) : { message: { content: c.text }, finish: finished(c) };
+      return { index: choice.index, message: { role: 'assistant', ...message }, logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null, ...finish };
+    });
   });
 
   router.post('/v1/embeddings', jsonBody, async (req: Request, res: Response) => {

@@ -33,7 +33,7 @@ function grammarOf(field: string, source: string, build: () => Grammar): Grammar
 }
 
 // A JSON schema's grammar; `field` is the request's field that holds the schema, for errors.
-function schemaGrammar(schema: unknown, field: string): Grammar {
+export function schemaGrammar(schema: unknown, field: string): Grammar {
   return grammarOf(field, `schema ${JSON.stringify(schema)}`, () => Grammar.fromJsonSchema(schema, field));
 }
 

@@ -1,0 +1,87 @@
+// OpenAI's function calling on chat completions, as far as GPT-2 can take it. With `tool_choice` "required" or a
+// named function, the reply is held (through a grammar, as response_format's are) to one call of a tool,
+// {"name": ..., "arguments": {...}}, its arguments kept to the tool's `parameters`, and answered as OpenAI answers
+// a call: message.tool_calls, finish_reason "tool_calls". Libraries that extract data through a forced call
+// (Instructor, LangChain's with_structured_output) work so. GPT-2 was never taught when to call a tool, so "auto"
+// (the default with tools) answers in text, as a model that chose not to call one, and "none" does too. A reply
+// holds one call: parallel_tool_calls is moot.
+import crypto from 'node:crypto';
+import type { Grammar } from '../../generate/grammar';
+import { bad, isObject, type Body } from './api_common';
+import { schemaGrammar } from './response_format';
+
+interface Tool {
+  name: string;
+  parameters: unknown;
+}
+
+const isToolName = (v: unknown): v is string => typeof v === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(v);
+
+// `tools`: [{"type": "function", "function": {"name", "description"?, "parameters"?, "strict"?}}], each tool's
+// parameters checked as a schema on its own, so that a mistake is named under the tool's path.
+function readTools(value: unknown): Tool[] {
+  if (!Array.isArray(value)) bad('tools', 'must be an array of {"type": "function", "function": {"name", "parameters"}}');
+  const tools = value.map((entry: unknown, i): Tool => {
+    const where = `tools[${i}]`;
+    if (!isObject(entry) || entry.type !== 'function' || !isObject(entry.function)) bad(where, 'must be {"type": "function", "function": {"name", "parameters"}}');
+    const fn = entry.function;
+    for (const key of Object.keys(fn)) if (!['name', 'description', 'parameters', 'strict'].includes(key)) bad(`${where}.function.${key}`, 'unsupported field (supported: name, description, parameters, strict)');
+    if (!isToolName(fn.name)) bad(`${where}.function.name`, 'is required: 1 to 64 letters, digits, _ or -');
+    const parameters = fn.parameters ?? { type: 'object' };
+    schemaGrammar(parameters, `${where}.function.parameters`);
+    return { name: fn.name, parameters };
+  });
+  tools.forEach((tool, i) => {
+    if (tools.findIndex((t) => t.name === tool.name) < i) bad(`tools[${i}].function.name`, `"${tool.name}" is the name of an earlier tool`);
+  });
+  return tools;
+}
+
+// The grammar a forced call is held to, or undefined when the reply is text ("none", "auto", or no tools).
+export function readToolChoice(body: Body): Grammar | undefined {
+  const tools = body.tools === undefined || body.tools === null ? [] : readTools(body.tools);
+  const choice = body.tool_choice ?? (tools.length > 0 ? 'auto' : 'none');
+  if (choice === 'none' || choice === 'auto') return undefined;
+  let called: Tool[];
+  if (choice === 'required') {
+    called = tools;
+  } else {
+    const name = isObject(choice) && choice.type === 'function' && isObject(choice.function) ? choice.function.name : undefined;
+    if (name === undefined) bad('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name"}}');
+    called = tools.filter((t) => t.name === name);
+    if (called.length === 0) bad('tool_choice.function.name', `${JSON.stringify(name)} is not among the tools`);
+  }
+  if (called.length === 0) bad('tool_choice', '"required" needs at least one tool in tools');
+  return schemaGrammar(callSchema(called), 'tools');
+}
+
+// One call of any of the tools: each tool's parameters under $defs (its references moved with it), and an object of
+// its name and arguments that refers to them.
+function callSchema(tools: readonly Tool[]): Body {
+  const $defs: Body = {};
+  const calls = tools.map((tool, i) => {
+    const at = `#/$defs/tool-${i}`;
+    $defs[`tool-${i}`] = movedRefs(tool.parameters, at);
+    return { type: 'object', properties: { name: { const: tool.name }, arguments: { $ref: at } }, required: ['name', 'arguments'], additionalProperties: false };
+  });
+  return { $defs, ...(calls.length === 1 ? calls[0] : { anyOf: calls }) };
+}
+
+// Keywords whose values are JSON data, not schemas: a "$ref" there is data.
+const DATA_KEYWORDS = new Set(['const', 'enum', 'default', 'examples']);
+
+// The schema with each local reference ("#...") made relative to `at`, where the schema now sits.
+function movedRefs(schema: unknown, at: string): unknown {
+  if (Array.isArray(schema)) return schema.map((s) => movedRefs(s, at));
+  if (!isObject(schema)) return schema;
+  return Object.fromEntries(Object.entries(schema).map(([key, value]) => {
+    if (key === '$ref' && typeof value === 'string' && value.startsWith('#')) return [key, at + value.slice(1)];
+    return [key, DATA_KEYWORDS.has(key) ? value : movedRefs(value, at)];
+  }));
+}
+
+// The call a reply held to readToolChoice's grammar makes, as OpenAI's message.tool_calls holds it.
+export function toolCall(text: string): Record<string, unknown> {
+  const call = JSON.parse(text) as { name: string; arguments: unknown };
+  return { id: `call_${crypto.randomBytes(12).toString('hex')}`, type: 'function', function: { name: call.name, arguments: JSON.stringify(call.arguments) } };
+}
