@@ -154,11 +154,17 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
   const messages = [{ role: 'user', content: 'x' }];
   const neutral = await ollama.chat({ model: 'general', messages, format: '', think: false, tools: [], keep_alive: '5m', options: { temperature: 0, min_p: 0, mirostat: 0, num_ctx: 8192, num_thread: 2, repeat_last_n: -1, num_predict: -1 } });
   t.equal(neutral.done, true, 'neutral values and machine options accepted');
+  // Home Assistant's integration sends its tools with every message when it may control the home: the model, never
+  // taught to call one, answers in text.
+  const tools = [{ type: 'function', function: { name: 'HassTurnOn', description: 'Turns on a device', parameters: { type: 'object', properties: { name: { type: 'string' } }, uniqueItems: true } } }];
+  const withTools = await ollama.chat({ model: 'general', messages, tools, options: { temperature: 0, num_predict: 4 } });
+  t.match(withTools, { done: true, message: { role: 'assistant', content: /./ } }, 'tools: answered in text');
+  t.notOk(withTools.message.tool_calls?.length, 'with no call');
   for (const [fields, rule] of [
     [{ format: 'yaml' }, /^format: must be "json" or a JSON schema/],
     [{ format: { type: 'object', minProperties: 1 } }, /^format\.minProperties: is not supported/],
     [{ think: true }, /^think: only false/],
-    [{ tools: [{ type: 'function', function: { name: 'lights' } }] }, /^tools: are not supported/],
+    [{ tools: [{ type: 'function', function: { name: 'lights on' } }] }, /^tools\[0\]\.function\.name: is required: 1 to 64 letters/],
     [{ options: { mirostat: 2 } }, /^options\.mirostat: is not supported/],
     [{ options: { repeat_penalty: 0.9 } }, /^options\.repeat_penalty: must be a number of at least 1/],
     [{ options: { repeat_last_n: 64 } }, /^options\.repeat_last_n: only -1/],

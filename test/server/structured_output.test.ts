@@ -167,13 +167,16 @@ t.test('tools: a forced call (tool_choice required or named) is a call whose arg
   const auto = await client.chat.completions.create({ model: 'general', messages, tools: [weather], max_tokens: 5, temperature: 0 });
   t.match(auto.choices[0], { finish_reason: 'length', message: { content: /./ } }, 'auto (the default with tools): an answer in text');
   t.notOk(auto.choices[0].message.tool_calls?.length, 'and no call');
+  const unread = { type: 'function' as const, function: { name: 'tag', parameters: { type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } } } };
+  const text = await client.chat.completions.create({ model: 'general', messages, tools: [unread], tool_choice: 'auto', max_tokens: 3, temperature: 0 });
+  t.equal(text.choices[0].finish_reason, 'length', 'a tool that is not called may use any keyword: its parameters are read only for a forced call');
   const cut = await client.chat.completions.create({ model: 'general', messages, tools: [weather], tool_choice: 'required', max_tokens: 3, temperature: 0 });
   t.match(cut.choices[0], { finish_reason: 'length', message: { content: /^\{/ } }, 'a call cut at max_tokens: the text so far, no call');
   for (const [body, param, message] of [
     [{ tools: [weather], tool_choice: { type: 'function', function: { name: 'get_time' } } }, 'tool_choice.function.name', /"get_time" is not among the tools/],
     [{ tool_choice: 'required' }, 'tool_choice', /needs at least one tool/],
     [{ tools: [weather, weather] }, 'tools[1].function.name', /the name of an earlier tool/],
-    [{ tools: [{ type: 'function', function: { name: 'x', parameters: { type: 'object', properties: { n: { type: 'number', minimum: 1 } } } } }] }, 'tools[0].function.parameters', /^tools\[0\]\.function\.parameters\.properties\.n\.minimum: /],
+    [{ tools: [{ type: 'function', function: { name: 'x', parameters: { type: 'object', properties: { n: { type: 'number', minimum: 1 } } } } }], tool_choice: 'required' }, 'tools[0].function.parameters', /^tools\[0\]\.function\.parameters\.properties\.n\.minimum: /],
     [{ tools: [{ type: 'web_search' }] }, 'tools[0]', /must be \{"type": "function"/],
   ] as const) {
     const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages, ...body } });

@@ -28,6 +28,7 @@ import {
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
+import { readTools } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const TAG = ':latest';
@@ -307,7 +308,8 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
   router.post('/api/chat', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     const request = readRequest(service, body, CHAT_KEYS);
-    if (Array.isArray(body.tools) && body.tools.length > 0) bad('tools', 'are not supported: GPT-2 calls no tools');
+    // Ollama's tools are the model's to call or not; GPT-2, never taught to, answers in text (tool_calls.ts).
+    if (body.tools !== undefined && body.tools !== null) readTools(body.tools);
     const messages = chatMessages(body.messages ?? []);
     if (messages.length === 0) return load(service, res, request, { message: { role: 'assistant', content: '' } });
     const { prompt, ignored } = chatPrompt(request.model, messages, 'messages');

@@ -3,8 +3,8 @@
 // {"name": ..., "arguments": {...}}, its arguments kept to the tool's `parameters`, and answered as OpenAI answers
 // a call: message.tool_calls, finish_reason "tool_calls". Libraries that extract data through a forced call
 // (Instructor, LangChain's with_structured_output) work so. GPT-2 was never taught when to call a tool, so "auto"
-// (the default with tools) answers in text, as a model that chose not to call one, and "none" does too. A reply
-// holds one call: parallel_tool_calls is moot.
+// (the default with tools) answers in text, as a model that chose not to call one, and "none" does too; so does
+// Ollama's /api/chat, whose tools are always "auto". A reply holds one call: parallel_tool_calls is moot.
 import crypto from 'node:crypto';
 import type { Grammar } from '../../generate/grammar';
 import { bad, isObject, type Body } from './api_common';
@@ -13,13 +13,14 @@ import { schemaGrammar } from './response_format';
 interface Tool {
   name: string;
   parameters: unknown;
+  where: string;  // the request's field of its parameters, for errors
 }
 
 const isToolName = (v: unknown): v is string => typeof v === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(v);
 
-// `tools`: [{"type": "function", "function": {"name", "description"?, "parameters"?, "strict"?}}], each tool's
-// parameters checked as a schema on its own, so that a mistake is named under the tool's path.
-function readTools(value: unknown): Tool[] {
+// `tools`: [{"type": "function", "function": {"name", "description"?, "parameters"?, "strict"?}}]. The parameters
+// are read as a schema only for a call that is forced: tools a reply in text never calls may use any keyword.
+export function readTools(value: unknown): Tool[] {
   if (!Array.isArray(value)) bad('tools', 'must be an array of {"type": "function", "function": {"name", "parameters"}}');
   const tools = value.map((entry: unknown, i): Tool => {
     const where = `tools[${i}]`;
@@ -27,9 +28,7 @@ function readTools(value: unknown): Tool[] {
     const fn = entry.function;
     for (const key of Object.keys(fn)) if (!['name', 'description', 'parameters', 'strict'].includes(key)) bad(`${where}.function.${key}`, 'unsupported field (supported: name, description, parameters, strict)');
     if (!isToolName(fn.name)) bad(`${where}.function.name`, 'is required: 1 to 64 letters, digits, _ or -');
-    const parameters = fn.parameters ?? { type: 'object' };
-    schemaGrammar(parameters, `${where}.function.parameters`);
-    return { name: fn.name, parameters };
+    return { name: fn.name, parameters: fn.parameters ?? { type: 'object' }, where: `${where}.function.parameters` };
   });
   tools.forEach((tool, i) => {
     if (tools.findIndex((t) => t.name === tool.name) < i) bad(`tools[${i}].function.name`, `"${tool.name}" is the name of an earlier tool`);
@@ -52,6 +51,8 @@ export function readToolChoice(body: Body): Grammar | undefined {
     if (called.length === 0) bad('tool_choice.function.name', `${JSON.stringify(name)} is not among the tools`);
   }
   if (called.length === 0) bad('tool_choice', '"required" needs at least one tool in tools');
+  // Each tool's parameters on their own first, so that a mistake is named under the tool's path.
+  for (const tool of called) schemaGrammar(tool.parameters, tool.where);
   return schemaGrammar(callSchema(called), 'tools');
 }
 
