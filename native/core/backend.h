@@ -98,6 +98,8 @@ struct SamplingParams {
   // be drawn, in allowed_words = ceil(V / 32) words. The caller's, read during the call only.
   const uint32_t* allowed = nullptr;
   int allowed_words = 0;
+
+  bool allows(int token) const { return (allowed[token >> 5] >> (token & 31)) & 1u; }  // with `allowed` set
 };
 
 class Backend {

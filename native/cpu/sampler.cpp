@@ -74,7 +74,7 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
     if (sp.allowed == nullptr) return static_cast<int32_t>(std::max_element(l, l + V) - l);
     int32_t best = -1;
     for (int i = 0; i < V; ++i)
-      if (((sp.allowed[i >> 5] >> (i & 31)) & 1u) && (best < 0 || l[i] > l[best])) best = i;
+      if (sp.allows(i) && (best < 0 || l[i] > l[best])) best = i;
     return best;
   }
 
@@ -86,7 +86,7 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
   int n = 0;
   if (sp.allowed != nullptr) {
     for (int i = 0; i < V; ++i)
-      if ((sp.allowed[i >> 5] >> (i & 31)) & 1u) order[n++] = i;
+      if (sp.allows(i)) order[n++] = i;
   } else {
     for (; n < V; ++n) order[n] = n;
   }

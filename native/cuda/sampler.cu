@@ -36,7 +36,7 @@ RowParams row_params(const SamplingParams& sp, int64_t history_begin, int histor
   return RowParams{sp.temperature, sp.top_k, sp.top_p, sp.penalize, sp.min_p > 0.0f ? std::log(sp.min_p) : -INFINITY, history_begin, history_len, 0, 0, -1};
 }
 
-// One logit bias, as stage_biases copies them to the device.
+// One logit bias, as stage_row_arrays copies them to the device.
 struct BiasEntry {
   int32_t token;
   float value;

@@ -1708,7 +1708,7 @@ void section_sampler(const Shape& shape) {
         int same = 0, outside = 0;
         for (int r = 0; r < n; ++r) {
           same += tg[r] == tc[r];
-          if (p.allowed != nullptr) outside += !((p.allowed[tg[r] >> 5] >> (tg[r] & 31)) & 1u);
+          if (p.allowed != nullptr) outside += !p.allows(tg[r]);
         }
         const double frac = static_cast<double>(same) / n;
         report(frac >= need && rg == rc && outside == 0, name,

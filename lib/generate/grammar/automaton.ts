@@ -4,6 +4,7 @@
 // walked: the token-mask walk over the vocabulary's trie then costs one array read per trie node for the transitions
 // it has seen before, and a codepoint is worked out once per state and per set of stacks it matches, not once per
 // codepoint or byte.
+import { LruMap } from '../../util/lru_map';
 import type { Rule } from './grammar';
 import { type CodepointRanges, rangesContain, rangesOverlap } from './syntax';
 
@@ -69,8 +70,8 @@ export class Automaton {
   private states = new Map<string, State>();
   private statesMade = 0;
   private startState: State | undefined;
-  // Per vocabulary: mask by state key, least recently used first (the matcher keeps it bounded).
-  readonly masks = new WeakMap<object, Map<string, Uint32Array>>();
+  // Per vocabulary: mask by state key, the most recently used (the matcher's).
+  readonly masks = new WeakMap<object, LruMap<string, Uint32Array>>();
 
   constructor(rules: readonly Rule[]) {
     const positions = rules.reduce((n, rule) => n + rule.alternatives.reduce((m, s) => m + s.length + 1, 0), 0);

@@ -3,6 +3,7 @@
 // branch at the first byte no stack survives; masks are cached on the grammar by the recognizer's state, so that
 // requests with the same grammar share them and a long string or number costs one walk.
 import type { Tokenizer } from '../../tokenizer';
+import { LruMap } from '../../util/lru_map';
 import type { Automaton, State } from './automaton';
 import type { Grammar } from './grammar';
 import { GrammarError } from './syntax';
@@ -143,18 +144,14 @@ export class GrammarMatcher {
     if (state === null) return this.vocab.noTokens;
     let cache = this.automaton.masks.get(this.vocab);
     if (cache === undefined) {
-      cache = new Map();
+      cache = new LruMap(MAX_CACHED_MASKS);
       this.automaton.masks.set(this.vocab, cache);
     }
-    const key = state.key;
-    let mask = cache.get(key);
-    if (mask !== undefined) {
-      cache.delete(key);
-    } else {
+    let mask = cache.get(state.key);
+    if (mask === undefined) {
       mask = this.walk(state);
-      if (cache.size >= MAX_CACHED_MASKS) cache.delete(cache.keys().next().value as string);
+      cache.set(state.key, mask);
     }
-    cache.set(key, mask);
     return mask;
   }
 

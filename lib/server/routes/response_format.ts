@@ -8,27 +8,24 @@
 // each time, share the token masks the grammar has worked out (the first request of a schema pays for them).
 import { Grammar, GrammarError } from '../../generate/grammar';
 import { HttpError } from '../errors';
+import { LruMap } from '../../util/lru_map';
 import { bad, checkKeys, isObject, type Body } from './api_common';
 
-const KEPT_GRAMMARS = 64;
-const kept = new Map<string, Grammar>();
+const kept = new LruMap<string, Grammar>(64);
 
 // The grammar of the request's `field` built from `source` (the cache's key), a mistake in it a 400 that says where:
 // the GrammarError's message begins with the field and the path within it.
 function grammarOf(field: string, source: string, build: () => Grammar): Grammar {
   let grammar = kept.get(source);
-  if (grammar) {
-    kept.delete(source);  // most recently used last
-  } else {
+  if (grammar === undefined) {
     try {
       grammar = build();
     } catch (err) {
       if (err instanceof GrammarError) throw new HttpError(400, err.message, { field });
       throw err;
     }
-    if (kept.size >= KEPT_GRAMMARS) kept.delete(kept.keys().next().value as string);
+    kept.set(source, grammar);
   }
-  kept.set(source, grammar);
   return grammar;
 }
 
@@ -37,37 +34,39 @@ export function schemaGrammar(schema: unknown, field: string): Grammar {
   return grammarOf(field, `schema ${JSON.stringify(schema)}`, () => Grammar.fromJsonSchema(schema, field));
 }
 
-// A JSON schema format's name, as OpenAI bounds it.
-const isFormatName = (v: unknown): boolean => typeof v === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(v);
+// A name as OpenAI bounds a json_schema format's and a function's.
+export const isOpenAIName = (v: unknown): v is string => typeof v === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(v);
 
-// OpenAI's json_schema format: its `name`, `schema`, `strict` and `description` (at `field`, the object that holds them).
-function jsonSchemaFormat(spec: Body, field: string): Grammar {
-  checkKeys(spec, ['name', 'schema', 'strict', 'description'], field);
-  if (!isFormatName(spec.name)) bad(`${field}.name`, 'is required: 1 to 64 letters, digits, _ or -');
-  if (spec.strict !== undefined && spec.strict !== null && typeof spec.strict !== 'boolean') bad(`${field}.strict`, 'must be true or false');
-  if (spec.description !== undefined && spec.description !== null && typeof spec.description !== 'string') bad(`${field}.description`, 'must be a string');
+// OpenAI's format object at `field`: {"type": "text"}, {"type": "json_object"}, or {"type": "json_schema"} with its
+// name, schema, strict and description in `json_schema` (chat completions' response_format) or beside its type
+// (the Responses API's text.format: `flat`).
+function openAIFormat(format: unknown, field: string, flat: boolean): Grammar | undefined {
+  const schemaFormat = flat ? '{"type": "json_schema", "name", "schema"}' : '{"type": "json_schema", "json_schema": {"name", "schema"}}';
+  if (!isObject(format)) bad(field, `must be {"type": "text"}, {"type": "json_object"} or ${schemaFormat}`);
+  if (format.type === 'text' || format.type === 'json_object') {
+    checkKeys(format, ['type'], field);
+    return format.type === 'text' ? undefined : Grammar.anyJsonObject();
+  }
+  if (format.type !== 'json_schema') bad(`${field}.type`, 'must be "text", "json_object" or "json_schema"');
+  const specField = flat ? field : `${field}.json_schema`;
+  const spec = flat ? format : format.json_schema;
+  if (!flat) checkKeys(format, ['type', 'json_schema'], field);
+  if (!isObject(spec)) bad(specField, 'must be {"name", "schema", "strict"?, "description"?}');
+  checkKeys(spec, [...(flat ? ['type'] : []), 'name', 'schema', 'strict', 'description'], specField);
+  if (!isOpenAIName(spec.name)) bad(`${specField}.name`, 'is required: 1 to 64 letters, digits, _ or -');
+  if (spec.strict !== undefined && spec.strict !== null && typeof spec.strict !== 'boolean') bad(`${specField}.strict`, 'must be true or false');
+  if (spec.description !== undefined && spec.description !== null && typeof spec.description !== 'string') bad(`${specField}.description`, 'must be a string');
   // Held to its schema whether strict or not: the sampler cannot draw a token outside it.
-  return schemaGrammar(spec.schema ?? {}, `${field}.schema`);
+  return schemaGrammar(spec.schema ?? {}, `${specField}.schema`);
 }
-
-const OPENAI_FORMATS = '{"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema"}}';
 
 // Chat completions' (and completions') response_format.
 export function readResponseFormat(body: Body): Grammar | undefined {
   const format = body.response_format;
-  if (format === undefined || format === null) return undefined;
-  if (!isObject(format)) bad('response_format', `must be ${OPENAI_FORMATS}`);
-  if (format.type === 'text' || format.type === 'json_object') checkKeys(format, ['type'], 'response_format');
-  else if (format.type === 'json_schema') checkKeys(format, ['type', 'json_schema'], 'response_format');
-  else bad('response_format.type', 'must be "text", "json_object" or "json_schema"');
-  if (format.type === 'text') return undefined;
-  if (format.type === 'json_object') return Grammar.anyJsonObject();
-  if (!isObject(format.json_schema)) bad('response_format.json_schema', 'must be {"name", "schema", "strict"?, "description"?}');
-  return jsonSchemaFormat(format.json_schema, 'response_format.json_schema');
+  return format === undefined || format === null ? undefined : openAIFormat(format, 'response_format', false);
 }
 
-// The Responses API's text: {"format": ...}, its json_schema format's fields beside its type. Returns the grammar and
-// the format as the response object reports it.
+// The Responses API's text: {"format": ...}. Returns the grammar and the format as the response object reports it.
 export function readTextFormat(body: Body): { grammar: Grammar | undefined; format: Body } {
   const text = body.text;
   if (text === undefined || text === null) return { grammar: undefined, format: { type: 'text' } };
@@ -75,14 +74,7 @@ export function readTextFormat(body: Body): { grammar: Grammar | undefined; form
   checkKeys(text, ['format'], 'text');
   const format = text.format;
   if (format === undefined || format === null) return { grammar: undefined, format: { type: 'text' } };
-  if (!isObject(format)) bad('text.format', 'must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "name", "schema"}');
-  if (format.type === 'text' || format.type === 'json_object') {
-    checkKeys(format, ['type'], 'text.format');
-    return { grammar: format.type === 'text' ? undefined : Grammar.anyJsonObject(), format };
-  }
-  if (format.type !== 'json_schema') bad('text.format.type', 'must be "text", "json_object" or "json_schema"');
-  const { type, ...spec } = format;
-  return { grammar: jsonSchemaFormat(spec, 'text.format'), format: { type, ...spec } };
+  return { grammar: openAIFormat(format, 'text.format', true), format: format as Body };
 }
 
 // llama.cpp's grammar (GBNF; "" is none) and json_schema, one or the other.

@@ -8,15 +8,13 @@
 import crypto from 'node:crypto';
 import type { Grammar } from '../../generate/grammar';
 import { bad, isObject, type Body } from './api_common';
-import { schemaGrammar } from './response_format';
+import { isOpenAIName, schemaGrammar } from './response_format';
 
 interface Tool {
   name: string;
   parameters: unknown;
   where: string;  // the request's field of its parameters, for errors
 }
-
-const isToolName = (v: unknown): v is string => typeof v === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(v);
 
 // `tools`: [{"type": "function", "function": {"name", "description"?, "parameters"?, "strict"?}}]. The parameters
 // are read as a schema only for a call that is forced: tools a reply in text never calls may use any keyword.
@@ -27,7 +25,7 @@ export function readTools(value: unknown): Tool[] {
     if (!isObject(entry) || entry.type !== 'function' || !isObject(entry.function)) bad(where, 'must be {"type": "function", "function": {"name", "parameters"}}');
     const fn = entry.function;
     for (const key of Object.keys(fn)) if (!['name', 'description', 'parameters', 'strict'].includes(key)) bad(`${where}.function.${key}`, 'unsupported field (supported: name, description, parameters, strict)');
-    if (!isToolName(fn.name)) bad(`${where}.function.name`, 'is required: 1 to 64 letters, digits, _ or -');
+    if (!isOpenAIName(fn.name)) bad(`${where}.function.name`, 'is required: 1 to 64 letters, digits, _ or -');
     return { name: fn.name, parameters: fn.parameters ?? { type: 'object' }, where: `${where}.function.parameters` };
   });
   tools.forEach((tool, i) => {
