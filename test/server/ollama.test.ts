@@ -173,7 +173,7 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
     // Options named as Object.prototype's members are options like any other (once a 500, or accepted unseen).
     ...['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf'].map((name) => [{ options: JSON.parse(`{"${name}": 1}`) as Record<string, unknown> }, new RegExp(`^options\\.${name}: unsupported option`)] as const),
     [{ messages: [{ role: 'user', content: 'x', images: ['aGk='] }] }, /^messages\[0\]\.images: are not supported/],
-    [{ messages: [{ role: 'tool', content: 'x' }] }, /^messages\[0\]\.role: must be/],
+    [{ messages: [{ role: 'function', content: 'x' }] }, /^messages\[0\]\.role: must be/],
     [{ suffix: 'x' }, /^suffix: unsupported field/],
   ] as const) {
     const err = await ollama.chat({ model: 'general', messages, ...fields } as Parameters<Ollama['chat']>[0] & { stream?: false }).catch((e: unknown) => e);

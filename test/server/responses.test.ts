@@ -134,17 +134,18 @@ t.test("OpenAI's fields for what GPT-2 does not do: neutral values accepted, any
     [{ background: true }, 'background', /only false/],
     [{ text: { format: { type: 'yaml' } } }, 'text.format.type', /must be "text", "json_object" or "json_schema"/],
     [{ text: { format: { type: 'json_schema', schema: {} } } }, 'text.format.name', /is required/],
-    [{ tools: [{ type: 'web_search' }] }, 'tools', /GPT-2 calls no tools/],
+    [{ tools: [{ type: 'web_search' }] }, 'tools[0]', /must be \{"type": "function", "name", "parameters"\}/],
     [{ reasoning: { effort: 'high' } }, 'reasoning', /GPT-2 does not reason/],
     [{ truncation: 'disabled' }, 'truncation', /oldest messages/],
     [{ include: ['file_search_call.results'] }, 'include[0]', /only "message\.output_text\.logprobs"/],
     [{ top_logprobs: 2 }, 'top_logprobs', /needs "include"/],
     [{ max_output_tokens: 0 }, 'max_output_tokens', /must be/],
     [{ seed: 1 }, 'seed', /unsupported field/],
-    [{ input: [{ type: 'function_call_output', call_id: 'c', output: '{}' }] }, 'input[0].type', /only messages are supported/],
+    [{ input: [{ type: 'function_call_output', call_id: 'c', output: '{}' }] }, 'input[0].call_id', /an earlier function_call item/],
+    [{ input: [{ type: 'reasoning', summary: [] }] }, 'input[0].type', /only messages, function calls and their outputs/],
     [{ input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://example.com/x.png' }] }] }, 'input[0].content[0]', /"input_text"/],
     [{ input: [] }, 'input', /non-empty array/],
-    [{ input: [{ role: 'tool', content: 'x' }] }, 'input[0].role', /must be "system", "developer", "user" or "assistant"/],
+    [{ input: [{ role: 'tool', content: 'x' }] }, 'input[0].role', /a tool's output is a function_call_output item/],
   ] as const) {
     const err = await client.responses.create({ model: 'general', input: PROMPT, ...fields } as unknown as OpenAI.Responses.ResponseCreateParamsNonStreaming).catch((e: unknown) => e);
     t.ok(err instanceof OpenAI.BadRequestError, `${JSON.stringify(fields)}: BadRequestError`);

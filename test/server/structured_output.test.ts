@@ -1,9 +1,9 @@
 // Structured outputs over real HTTP on 127.0.0.1, each API with its own field: OpenAI's response_format (through the
 // official `openai` client, whole and streamed, for a raw model and a chat model with the chatbot sanitizer), the
 // Responses API's text.format, Ollama's format, llama.cpp's grammar and json_schema. Every reply parses and keeps to
-// its schema (checked by Ajv) or grammar; a forced tool call is a call whose arguments keep to the tool's parameters;
-// a mistake in a schema or grammar is a 400 that says where; and the same seeded request gives the same reply twice,
-// the second from the grammar the server kept.
+// its schema (checked by Ajv) or grammar; a mistake in a schema or grammar is a 400 that says where; and the same
+// seeded request gives the same reply twice, the second from the grammar the server kept. Forced tool calls are
+// tool_calls.test.ts's.
 import t, { type Test } from 'tap';
 import Ajv from 'ajv';
 import OpenAI from 'openai';
@@ -126,60 +126,4 @@ t.test('a mistake in a schema or grammar is a 400 that says where', async (t) =>
   t.match([both.status, both.json().error], [400, { field: 'json_schema' }], 'grammar and json_schema: one or the other');
   const ollama = await request(`${srv.url}/api/generate`, { headers: AUTH, body: { model: 'general', prompt: 'x', stream: false, format: 'yaml' } });
   t.match([ollama.status, ollama.json().error], [400, /^format: must be "json" or a JSON schema/], ollama.text);
-});
-
-t.test('tools: a forced call (tool_choice required or named) is a call whose arguments keep to the tool\'s parameters; auto answers in text', async (t) => {
-  // Parameters as Pydantic writes them: a nested model under $defs, referred to from the root.
-  const weather = {
-    type: 'function' as const,
-    function: {
-      name: 'get_weather',
-      description: 'The weather in a city',
-      parameters: { type: 'object', properties: { city: { $ref: '#/$defs/City' }, unit: { enum: ['c', 'f'] } }, required: ['city', 'unit'], additionalProperties: false, $defs: { City: { type: 'string', maxLength: 10 } } },
-    },
-  };
-  const alarm = { type: 'function' as const, function: { name: 'set_alarm', parameters: { type: 'object', properties: { hour: { type: 'integer', minimum: 0, maximum: 23 } }, required: ['hour'], additionalProperties: false } } };
-  const validArguments = { get_weather: new Ajv().compile({ ...weather.function.parameters }), set_alarm: new Ajv().compile(alarm.function.parameters) };
-  const messages = [{ role: 'user' as const, content: 'What is the weather in Oslo?' }];
-  const named = await client.chat.completions.create({ model: 'general', messages, tools: [weather, alarm], tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 200, temperature: 1, seed: 2 });
-  t.equal(named.choices[0].finish_reason, 'tool_calls');
-  t.equal(named.choices[0].message.content, null, 'no text beside the call');
-  const call = named.choices[0].message.tool_calls?.[0];
-  t.match(call, { id: /^call_/, type: 'function', function: { name: 'get_weather' } }, 'the named tool, called');
-  const args: unknown = JSON.parse((call as { function: { arguments: string } }).function.arguments);
-  t.ok(validArguments.get_weather(args), `its arguments keep to its parameters: ${JSON.stringify(args)}`);
-  const names = new Set<string>();
-  for (const seed of [1, 2, 3, 4, 5, 6]) {
-    const r = await client.chat.completions.create({ model: 'chatbot', messages, tools: [weather, alarm], tool_choice: 'required', max_tokens: 200, temperature: 1, seed });
-    const c = r.choices[0].message.tool_calls?.[0] as { function: { name: 'get_weather' | 'set_alarm'; arguments: string } };
-    t.ok(validArguments[c.function.name](JSON.parse(c.function.arguments)), `required, seed ${seed}: ${c.function.name}(${c.function.arguments})`);
-    names.add(c.function.name);
-  }
-  t.equal(names.size, 2, 'either tool may be called');
-  const stream = await client.chat.completions.create({ model: 'general', messages, tools: [alarm], tool_choice: 'required', max_tokens: 200, temperature: 1, seed: 3, stream: true });
-  const deltas: OpenAI.ChatCompletionChunk.Choice[] = [];
-  for await (const chunk of stream) deltas.push(...chunk.choices);
-  t.equal(deltas[0].delta.role, 'assistant', 'streamed: the role first');
-  const last = deltas[deltas.length - 1];
-  t.equal(last.finish_reason, 'tool_calls');
-  t.match(last.delta.tool_calls?.[0], { index: 0, id: /^call_/, type: 'function', function: { name: 'set_alarm' } }, 'the call whole in the last chunk');
-  t.ok(validArguments.set_alarm(JSON.parse(last.delta.tool_calls?.[0].function?.arguments ?? '')), 'its arguments keep to the parameters');
-  const auto = await client.chat.completions.create({ model: 'general', messages, tools: [weather], max_tokens: 5, temperature: 0 });
-  t.match(auto.choices[0], { finish_reason: 'length', message: { content: /./ } }, 'auto (the default with tools): an answer in text');
-  t.notOk(auto.choices[0].message.tool_calls?.length, 'and no call');
-  const unread = { type: 'function' as const, function: { name: 'tag', parameters: { type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } } } };
-  const text = await client.chat.completions.create({ model: 'general', messages, tools: [unread], tool_choice: 'auto', max_tokens: 3, temperature: 0 });
-  t.equal(text.choices[0].finish_reason, 'length', 'a tool that is not called may use any keyword: its parameters are read only for a forced call');
-  const cut = await client.chat.completions.create({ model: 'general', messages, tools: [weather], tool_choice: 'required', max_tokens: 3, temperature: 0 });
-  t.match(cut.choices[0], { finish_reason: 'length', message: { content: /^\{/ } }, 'a call cut at max_tokens: the text so far, no call');
-  for (const [body, param, message] of [
-    [{ tools: [weather], tool_choice: { type: 'function', function: { name: 'get_time' } } }, 'tool_choice.function.name', /"get_time" is not among the tools/],
-    [{ tool_choice: 'required' }, 'tool_choice', /needs at least one tool/],
-    [{ tools: [weather, weather] }, 'tools[1].function.name', /the name of an earlier tool/],
-    [{ tools: [{ type: 'function', function: { name: 'x', parameters: { type: 'object', properties: { n: { type: 'number', minimum: 1 } } } } }], tool_choice: 'required' }, 'tools[0].function.parameters', /^tools\[0\]\.function\.parameters\.properties\.n\.minimum: /],
-    [{ tools: [{ type: 'web_search' }] }, 'tools[0]', /must be \{"type": "function"/],
-  ] as const) {
-    const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages, ...body } });
-    t.match([r.status, r.json().error], [400, { param, message }], `${JSON.stringify(body).slice(0, 120)}: ${r.text}`);
-  }
 });

@@ -47,10 +47,8 @@ interface NeutralOnly {
 const ANY_STRING: NeutralOnly = { neutral: (v) => typeof v === 'string', rule: 'must be a string' };
 const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
-  tools: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no tools' },
-  functions: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: GPT-2 calls no functions' },
-  tool_choice: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: GPT-2 calls no tools' },
-  function_call: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: GPT-2 calls no functions' },
+  functions: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: send functions as tools (functions is OpenAI\'s older name)' },
+  function_call: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: force a call with tools and tool_choice' },
   parallel_tool_calls: { neutral: (v) => typeof v === 'boolean', rule: 'must be true or false' },
   modalities: { neutral: (v) => Array.isArray(v) && v.length === 1 && v[0] === 'text', rule: 'only ["text"] is supported' },
   store: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps nothing it answers' },
@@ -69,10 +67,9 @@ const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   metadata: { neutral: (v) => isObject(v) && Object.values(v).every((m) => typeof m === 'string'), rule: 'must be an object of strings' },
 };
 
-// `readHere`: the fields the endpoint reads itself (chat completions' tools).
-export function checkNeutral(body: Body, readHere: readonly string[] = []): void {
+export function checkNeutral(body: Body): void {
   for (const [key, { neutral, rule }] of Object.entries(NEUTRAL_ONLY)) {
-    if (body[key] !== undefined && body[key] !== null && !readHere.includes(key) && !neutral(body[key])) bad(key, rule);
+    if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, rule);
   }
 }
 
@@ -173,14 +170,15 @@ export interface InputMessage {
   textField: string;
 }
 
-// A message's content as text: a string, or an array of text parts of the endpoint's types.
-export function messageText(content: unknown, where: string, partTypes: readonly string[]): string {
+// A message's content as text: a string, or an array of text parts of the endpoint's types. `field`: the request's
+// field that holds it (messages[2].content).
+export function messageText(content: unknown, field: string, partTypes: readonly string[]): string {
   if (typeof content === 'string') return content;
-  if (!Array.isArray(content)) bad(`${where}.content`, 'must be a string or an array of text parts');
+  if (!Array.isArray(content)) bad(field, 'must be a string or an array of text parts');
   return content
     .map((part: unknown, j) => {
       if (!isObject(part) || !partTypes.includes(part.type as string) || typeof part.text !== 'string') {
-        bad(`${where}.content[${j}]`, `only ${partTypes.map((type) => `{"type": "${type}", "text": "..."}`).join(' or ')} parts are supported`);
+        bad(`${field}[${j}]`, `only ${partTypes.map((type) => `{"type": "${type}", "text": "..."}`).join(' or ')} parts are supported`);
       }
       return part.text as string;
     })
@@ -188,36 +186,69 @@ export function messageText(content: unknown, where: string, partTypes: readonly
 }
 
 // Chat completions' messages (and llama.cpp's, which are theirs): {"role", "content"}, the content a string or
-// text parts.
+// text parts. A conversation that called tools comes back with the calls in assistant messages (`tool_calls`) and
+// each call's output in a `tool` message naming it (`tool_call_id`), which must follow the call.
 export function openAIMessages(messages: unknown): InputMessage[] {
   if (!Array.isArray(messages) || messages.length === 0) bad('messages', 'must be a non-empty array of {"role", "content"}');
+  const called = new Set<string>();
   return messages.map((m: unknown, i) => {
     const where = `messages[${i}]`;
     if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
-    return { role: m.role, text: messageText(m.content, where, ['text']), roleField: `${where}.role`, textField: `${where}.content` };
+    const fields = { role: m.role, roleField: `${where}.role`, textField: `${where}.content` };
+    if (m.role === 'tool' && (typeof m.tool_call_id !== 'string' || !called.has(m.tool_call_id))) bad(`${where}.tool_call_id`, 'must be the id of a call in an earlier assistant message');
+    if (m.role !== 'assistant' || m.tool_calls === undefined || m.tool_calls === null) return { ...fields, text: messageText(m.content, fields.textField, ['text']) };
+    const shape = '{"id", "type": "function", "function": {"name", "arguments"}}';
+    if (!Array.isArray(m.tool_calls)) bad(`${where}.tool_calls`, `must be an array of ${shape}`);
+    const calls = m.tool_calls.map((call: unknown, j) => {
+      const at = `${where}.tool_calls[${j}]`;
+      if (!isObject(call) || typeof call.id !== 'string' || !isObject(call.function)) bad(at, `must be ${shape}`);
+      called.add(call.id);
+      return callText(call.function.name, callArguments(call.function.arguments, `${at}.function.arguments`), `${at}.function.name`);
+    });
+    const content = m.content === undefined || m.content === null ? '' : messageText(m.content, fields.textField, ['text']);
+    return { ...fields, text: [content, ...calls].filter((t) => t !== '').join('\n') };
   });
+}
+
+// A tool call sent back as the model's own words: the JSON a forced call is generated as (tool_calls.ts), so that the
+// model reads its earlier calls as it writes them. `nameField`: the request's field of the call's name, for errors.
+export function callText(name: unknown, args: unknown, nameField: string): string {
+  if (typeof name !== 'string' || name === '') bad(nameField, 'must be the name of the function called');
+  return JSON.stringify({ name, arguments: args });
+}
+
+// A call's arguments as OpenAI's APIs send them back: the JSON text of an object.
+export function callArguments(value: unknown, field: string): unknown {
+  const rule = 'must be the call\'s arguments as a JSON text, such as "{\\"city\\": \\"Oslo\\"}"';
+  if (typeof value !== 'string') bad(field, rule);
+  try {
+    return JSON.parse(value);
+  } catch {
+    return bad(field, `${rule}; this is not JSON`);
+  }
 }
 
 // The prompt the messages make, and the indices of the messages it leaves out. A chat model gets the chat format
 // (lib/data/chat_format.ts): user messages are the user's side (`1|<audience>|...`), assistant messages the bot's
-// (`0|<audience>|...`), and the bot answers as the audience: the model's, or the one a system message names as
-// "audience: <name>". A GPT-2 chat model has no system role, so any other system message is refused, or left out
-// where the model's config says so (system_messages), and the answer says which (X-Dixie-Ignored-Messages). A raw
-// model continues the messages' contents, in order, one a line: its reply goes on from the last message, as
-// /invocations' raw_text. `field`: the request's field that holds the messages.
+// (`0|<audience>|...`), a tool's output the user's side too (the format knows two sides, and the output is what the
+// bot is told, as llama.cpp's templates tell a model that has no tool role), and the bot answers as the audience: the
+// model's, or the one a system message names as "audience: <name>". A GPT-2 chat model has no system role, so any
+// other system message is refused, or left out where the model's config says so (system_messages), and the answer
+// says which (X-Dixie-Ignored-Messages). A raw model continues the messages' contents, in order, one a line: its
+// reply goes on from the last message, as /invocations' raw_text. `field`: the request's field that holds them.
 export function chatPrompt(model: ModelConfig, messages: readonly InputMessage[], field: string): { prompt: string | Conversation; ignored: number[] } {
   let audience = model.audience;
   const turns: Turn[] = [];
   const ignored: number[] = [];
   messages.forEach(({ role, text, roleField, textField }, i) => {
-    if (role === 'user' || role === 'assistant') turns.push({ from: role === 'user' ? 'user' : 'bot', text });
+    if (role === 'user' || role === 'assistant' || role === 'tool') turns.push({ from: role === 'assistant' ? 'bot' : 'user', text });
     else if (role === 'system' || role === 'developer') {
       if (model.promptFormat !== 'chat') return;
       const named = audienceNamedBy(text);
       if (named !== null) audience = named;
       else if (model.systemMessages === 'ignore') ignored.push(i);
       else bad(textField, `a chat model has no system prompt; a ${role} message may only name who the bot answers as, "audience: <name>" (or the model's "system_messages": "ignore" in the server's config, bin/serve --system_messages ignore, leaves such messages out)`);
-    } else bad(roleField, 'must be "system", "developer", "user" or "assistant"');
+    } else bad(roleField, 'must be "system", "developer", "user", "assistant" or "tool"');
   });
   if (model.promptFormat !== 'chat') return { prompt: messages.map((m) => m.text).join('\n'), ignored };
   if (turns.length === 0) bad(field, 'must hold at least one user or assistant message');

@@ -24,7 +24,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed, repeatPenaltyOf,
+  MAX_LOCAL_STOPS, bad, callText, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed, repeatPenaltyOf,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
@@ -112,7 +112,9 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
   };
 }
 
-// /api/chat's messages: {"role", "content"}; images and tool calls are refused, naming the message.
+// /api/chat's messages: {"role", "content"}, a tool's output with role "tool", and the calls an assistant made in its
+// `tool_calls` ({"function": {"name", "arguments"}}, the arguments an object), read as chat completions' are
+// (api_common.ts). Images are refused, naming the message.
 function chatMessages(messages: unknown): InputMessage[] {
   if (!Array.isArray(messages)) bad('messages', 'must be an array of {"role", "content"}');
   return messages.map((m: unknown, i) => {
@@ -120,8 +122,18 @@ function chatMessages(messages: unknown): InputMessage[] {
     if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
     if (typeof m.content !== 'string') bad(`${where}.content`, 'must be a string');
     if (Array.isArray(m.images) && m.images.length > 0) bad(`${where}.images`, 'are not supported: GPT-2 reads text only');
-    if (Array.isArray(m.tool_calls) && m.tool_calls.length > 0) bad(`${where}.tool_calls`, 'are not supported: GPT-2 calls no tools');
-    return { role: m.role, text: m.content, roleField: `${where}.role`, textField: `${where}.content` };
+    const calls = m.role !== 'assistant' || m.tool_calls === undefined || m.tool_calls === null ? [] : ollamaCalls(m.tool_calls, `${where}.tool_calls`);
+    return { role: m.role, text: [m.content, ...calls].filter((t) => t !== '').join('\n'), roleField: `${where}.role`, textField: `${where}.content` };
+  });
+}
+
+function ollamaCalls(calls: unknown, field: string): string[] {
+  const shape = '{"function": {"name", "arguments"}}';
+  if (!Array.isArray(calls)) bad(field, `must be an array of ${shape}`);
+  return calls.map((call: unknown, j) => {
+    const at = `${field}[${j}].function`;
+    if (!isObject(call) || !isObject(call.function) || !isObject(call.function.arguments)) bad(`${field}[${j}]`, `must be ${shape}, the arguments an object`);
+    return callText(call.function.name, call.function.arguments, `${at}.name`);
   });
 }
 

@@ -5,7 +5,8 @@
 //                               `echo`, `stream`
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
 //   Both take `response_format` (json_object, json_schema): the reply is then held to it (response_format.ts);
-//   chat completions take `tools`, a reply held to a call where tool_choice forces one (tool_calls.ts)
+//   chat completions take `tools`, a reply held to a call where tool_choice forces one (tool_calls.ts), and
+//   conversations that hold calls and their outputs
 //   POST /v1/embeddings         a text (or several; text or token ids) as one vector each (lib/generate/embed.ts)
 // Sampling fields keep OpenAI's names (`logit_bias`, `presence_penalty` and `frequency_penalty` too); dixie's `top_k`
 // `min_p` and `penalize` come as extensions (vLLM's server takes `top_k` and `min_p` so too).
@@ -63,7 +64,7 @@ const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length',
 
 function readCommon(service: ChatService, body: Body): Common {
   const model = readModel(service, body);
-  checkNeutral(body, ['tools', 'tool_choice']);  // chat completions' (tool_calls.ts); completions take neither
+  checkNeutral(body);
   const { sampling, lengthGiven } = readSampling(body, model, SAMPLING_NAMES);
   const streamOptions = optional<Body>(body, 'stream_options', (v) => typeof v === 'object' && !Array.isArray(v), 'an object such as {"include_usage": true}');
   if (streamOptions) checkKeys(streamOptions, ['include_usage']);
@@ -175,7 +176,9 @@ const CHAT: Kind = {
 // JSON is whole, or the text so far where the reply was cut at its length.
 function calledMessage(c: Completion): { message: Record<string, unknown>; finish: Record<string, unknown> } {
   if (cutShort(c)) return { message: { content: c.text }, finish: finished(c) };
-  return { message: { content: null, tool_calls: [toolCall(c.text)] }, finish: { finish_reason: 'tool_calls', dixie_finish_reason: c.finishReason } };
+  const call = toolCall(c.text);
+  const toolCalls = [{ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }];
+  return { message: { content: null, tool_calls: toolCalls }, finish: { finish_reason: 'tool_calls', dixie_finish_reason: c.finishReason } };
 }
 
 // Streamed, the call comes whole in the last chunk (only a whole call parses); the pieces before it send a chunk only

@@ -4,8 +4,10 @@
 //                        completions' messages are (chatPrompt), one reply, whole or streamed as Responses' events
 // Its sampling fields (`max_output_tokens`, `temperature`, `top_p`, and dixie's `top_k`, `min_p` and `penalize`), and the log-
 // probabilities of the reply's tokens (`include: ["message.output_text.logprobs"]`, `top_logprobs`); a reply in
-// JSON, or to a JSON schema, with `text.format` (response_format.ts). dixie keeps no
-// responses, so that a conversation comes whole in `input`, never by `previous_response_id`.
+// JSON, or to a JSON schema, with `text.format` (response_format.ts); function tools, a reply held to a call where
+// tool_choice forces one (tool_calls.ts), answered as a function_call item. dixie keeps no responses, so that a
+// conversation comes whole in `input` (its calls and their outputs as function_call and function_call_output
+// items), never by `previous_response_id`.
 import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type { TokenLogprob } from '../../generate/logprobs';
@@ -14,10 +16,11 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import type { ChatService, Completion } from '../service';
 import { quoted } from '../../util/quoted';
 import {
-  bad, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, isObject, messageText, objectBody, optional,
-  readModel, readSampling, tokenLogprobs, type Body, type InputMessage,
+  bad, callArguments, callText, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, isObject, messageText,
+  objectBody, optional, readModel, readSampling, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readTextFormat } from './response_format';
+import { readToolChoice, toolCall } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const KEYS = [
@@ -35,7 +38,8 @@ interface ResponsesRequest {
   lengthGiven: boolean;
   stream: boolean;
   top: number | undefined;  // the alternatives each token's log-probability comes with; undefined: no log-probabilities
-  grammar: Grammar | undefined;  // text.format's
+  grammar: Grammar | undefined;  // a forced call's, or text.format's
+  calls: boolean;                // whether tool_choice forces the reply to be a call
   textFormat: Body;              // text.format, as the response reports it
 }
 
@@ -58,19 +62,24 @@ function readRequest(service: ChatService, body: Body): ResponsesRequest {
   const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
   if (top !== undefined && include.length === 0) bad('top_logprobs', `needs "include": ["${LOGPROBS}"]`);
   const { grammar, format } = readTextFormat(body);
-  const textFormat = { grammar, textFormat: format };
+  // A forced call holds the reply to it; a reply in text (tool_choice "auto" or "none") keeps text.format's.
+  const call = readToolChoice(body, true);
   return {
     model,
     body,
     ...readSampling(body, model, SAMPLING_NAMES),
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? false,
     top: include.length > 0 ? (top ?? 0) : undefined,
-    ...textFormat,
+    grammar: call ?? grammar,
+    calls: call !== undefined,
+    textFormat: format,
   };
 }
 
-// `instructions`, then `input`: a text (one user message) or messages, the content of each a text or text parts.
-// Other items (tool calls and their outputs, reasoning, images, files) are refused, naming the item.
+// `instructions`, then `input`: a text (one user message) or items: messages, the content of each a text or text
+// parts, and the function calls of earlier replies with their outputs (read as chat completions' are: the call the
+// bot's words, its output the user's side), each output after its call. Other items (reasoning, images, files) are
+// refused, naming the item.
 function inputMessages(body: Body): InputMessage[] {
   const messages: InputMessage[] = [];
   const instructions = optional<string>(body, 'instructions', (v) => typeof v === 'string', 'a string');
@@ -78,11 +87,24 @@ function inputMessages(body: Body): InputMessage[] {
   const input = body.input;
   if (typeof input === 'string') return [...messages, { role: 'user', text: input, roleField: 'input', textField: 'input' }];
   if (!Array.isArray(input) || input.length === 0) bad('input', 'must be a text or a non-empty array of messages {"role", "content"}');
+  const called = new Set<string>();
   input.forEach((item: unknown, i) => {
     const where = `input[${i}]`;
     if (!isObject(item)) bad(where, 'must be a message {"role", "content"}');
-    if (item.type !== undefined && item.type !== 'message') bad(`${where}.type`, `only messages are supported: GPT-2 calls no tools and reads no images or files (this is ${quoted(item.type)})`);
-    messages.push({ role: item.role, text: messageText(item.content, where, ['input_text', 'output_text']), roleField: `${where}.role`, textField: `${where}.content` });
+    if (item.type === 'function_call') {
+      if (typeof item.call_id !== 'string') bad(`${where}.call_id`, 'must be the id of the call, a string');
+      called.add(item.call_id);
+      const text = callText(item.name, callArguments(item.arguments, `${where}.arguments`), `${where}.name`);
+      messages.push({ role: 'assistant', text, roleField: `${where}.type`, textField: `${where}.arguments` });
+    } else if (item.type === 'function_call_output') {
+      if (typeof item.call_id !== 'string' || !called.has(item.call_id)) bad(`${where}.call_id`, 'must be the call_id of an earlier function_call item');
+      messages.push({ role: 'tool', text: messageText(item.output, `${where}.output`, ['input_text', 'output_text']), roleField: `${where}.type`, textField: `${where}.output` });
+    } else if (item.type === undefined || item.type === 'message') {
+      if (item.role === 'tool') bad(`${where}.role`, 'must be "system", "developer", "user" or "assistant": a tool\'s output is a function_call_output item');
+      messages.push({ role: item.role, text: messageText(item.content, `${where}.content`, ['input_text', 'output_text']), roleField: `${where}.role`, textField: `${where}.content` });
+    } else {
+      bad(`${where}.type`, `only messages, function calls and their outputs are supported: GPT-2 reads no images or files (this is ${quoted(item.type)})`);
+    }
   });
   return messages;
 }
@@ -121,7 +143,7 @@ function responseObject(id: string, createdAt: number, request: ResponsesRequest
     temperature: sampling.temperature,
     text: { format: textFormat },
     tool_choice: body.tool_choice ?? 'auto',
-    tools: [],
+    tools: body.tools ?? [],
     top_logprobs: top ?? 0,
     top_p: sampling.topP,
     truncation: 'auto',
@@ -147,6 +169,12 @@ function outputText(text: string, logprobs: Record<string, unknown>[]): Record<s
 
 function message(id: string, status: string, content: Record<string, unknown>[]): Record<string, unknown> {
   return { id, type: 'message', status, role: 'assistant', content };
+}
+
+// A reply held to a forced call, once its JSON is whole, as the Responses API's item of a call.
+function functionCall(c: Completion): Record<string, unknown> {
+  const call = toolCall(c.text);
+  return { id: newId('fc_'), type: 'function_call', status: 'completed', call_id: call.id, name: call.name, arguments: call.arguments };
 }
 
 export function responsesRouter(service: ChatService, jsonBody: express.RequestHandler): express.Router {
@@ -176,25 +204,34 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
       grammar: request.grammar,
     };
 
+    // The reply's one item: the call a forced call made, or the text (a call cut short at its length is text too).
+    const outputItem = (c: Completion, status: string, part: Record<string, unknown>): Record<string, unknown> =>
+      request.calls && !cutShort(c) ? functionCall(c) : message(itemId, status, [part]);
+
     if (!request.stream) {
       const c = await service.generate(request.model.key, generation);
       const status = finalStatus(c);
-      res.json(responseObject(id, createdAt, request, { status, completion: c, output: [message(itemId, status, [outputText(c.text, logprobsOf(c.logprobs))])] }));
+      const item = outputItem(c, status, outputText(c.text, logprobsOf(c.logprobs)));
+      res.json(responseObject(id, createdAt, request, { status, completion: c, output: [item] }));
       return;
     }
 
     // Streamed: the events of OpenAI's stream, each with its sequence number. The first ones wait for the first
     // text, so that a request that fails before any (a model that cannot load, a prompt too long) is answered with
-    // an HTTP error rather than an event.
+    // an HTTP error rather than an event. A forced call's item comes whole at the end (only a whole call parses).
     const { send, started } = eventSender(res);
     let sequence = 0;
     const emit = (type: string, fields: Record<string, unknown>): void => send({ type, sequence_number: sequence++, ...fields }, type);
     const at = { item_id: itemId, output_index: 0, content_index: 0 };
-    const begin = (): void => {
-      if (started()) return;
-      const inProgress = responseObject(id, createdAt, request, { status: 'in_progress', output: [] });
-      emit('response.created', { response: inProgress });
-      emit('response.in_progress', { response: inProgress });
+    let textBegun = false;
+    const begin = (text: boolean): void => {
+      if (!started()) {
+        const inProgress = responseObject(id, createdAt, request, { status: 'in_progress', output: [] });
+        emit('response.created', { response: inProgress });
+        emit('response.in_progress', { response: inProgress });
+      }
+      if (!text || textBegun) return;
+      textBegun = true;
       emit('response.output_item.added', { output_index: 0, item: message(itemId, 'in_progress', []) });
       emit('response.content_part.added', { ...at, part: outputText('', []) });
     };
@@ -204,8 +241,8 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
     try {
       c = await generateStreamed(service, request.model.key, generation, (text, drawn, done) => {
         if (done) return;
-        begin();
-        emit('response.output_text.delta', { ...at, delta: text, logprobs: logprobsOf(drawn) });
+        begin(!request.calls);
+        if (!request.calls) emit('response.output_text.delta', { ...at, delta: text, logprobs: logprobsOf(drawn) });
       });
     } catch (err) {
       if (!started()) throw err;
@@ -214,12 +251,22 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
       res.end();
       return;
     }
-    begin();
     const status = finalStatus(c);
     const part = outputText(c.text, logprobsOf(c.logprobs));
-    const item = message(itemId, status, [part]);
-    emit('response.output_text.done', { ...at, text: c.text, logprobs: part.logprobs });
-    emit('response.content_part.done', { ...at, part });
+    const item = outputItem(c, status, part);
+    if (item.type === 'function_call') {
+      begin(false);
+      const call = { item_id: item.id, output_index: 0 };
+      emit('response.output_item.added', { output_index: 0, item: { ...item, status: 'in_progress', arguments: '' } });
+      emit('response.function_call_arguments.delta', { ...call, delta: item.arguments });
+      emit('response.function_call_arguments.done', { ...call, arguments: item.arguments });
+    } else {
+      const unsent = textBegun ? '' : c.text;
+      begin(true);
+      if (unsent !== '') emit('response.output_text.delta', { ...at, delta: unsent, logprobs: [] });
+      emit('response.output_text.done', { ...at, text: c.text, logprobs: part.logprobs });
+      emit('response.content_part.done', { ...at, part });
+    }
     emit('response.output_item.done', { output_index: 0, item });
     emit(`response.${status}`, { response: responseObject(id, createdAt, request, { status, completion: c, output: [item] }) });
     res.end();

@@ -1,0 +1,198 @@
+// Function calling over real HTTP on 127.0.0.1, through the official `openai` client (chat completions and the
+// Responses API) and Ollama's /api/chat: a forced call is a call whose arguments keep to the tool's parameters
+// (checked by Ajv), whole and streamed; "auto" answers in text; a conversation sent back with its calls and their
+// outputs makes the prompt it should (llama.cpp's /apply-template shows it), which every API answers alike; and a
+// mistake is a 400 that names the field.
+import t from 'tap';
+import Ajv from 'ajv';
+import OpenAI from 'openai';
+import { request, serveApiModels, type ApiModels, type Running } from './helpers';
+
+const API_KEY = 'tools-test-key-0123456789';
+const AUTH = { Authorization: `Bearer ${API_KEY}` };
+
+let served: ApiModels;
+let srv: Running;
+let client: OpenAI;
+
+t.before(async () => {
+  served = await serveApiModels('tools', API_KEY, 'What is the weather in Oslo?', 12);
+  ({ srv } = served);
+  client = new OpenAI({ apiKey: API_KEY, baseURL: `${srv.url}/v1`, maxRetries: 0 });
+});
+t.teardown(() => served.close());
+
+// Parameters as Pydantic writes them: a nested model under $defs, referred to from the root.
+const weather = {
+  type: 'function' as const,
+  function: {
+    name: 'get_weather',
+    description: 'The weather in a city',
+    parameters: { type: 'object', properties: { city: { $ref: '#/$defs/City' }, unit: { enum: ['c', 'f'] } }, required: ['city', 'unit'], additionalProperties: false, $defs: { City: { type: 'string', maxLength: 10 } } },
+  },
+};
+const alarm = { type: 'function' as const, function: { name: 'set_alarm', parameters: { type: 'object', properties: { hour: { type: 'integer', minimum: 0, maximum: 23 } }, required: ['hour'], additionalProperties: false } } };
+const validArguments = { get_weather: new Ajv().compile({ ...weather.function.parameters }), set_alarm: new Ajv().compile(alarm.function.parameters) };
+
+t.test('chat completions: a forced call (tool_choice required or named) is a call whose arguments keep to the tool\'s parameters; auto answers in text', async (t) => {
+  const messages = [{ role: 'user' as const, content: 'What is the weather in Oslo?' }];
+  const named = await client.chat.completions.create({ model: 'general', messages, tools: [weather, alarm], tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 200, temperature: 1, seed: 2 });
+  t.equal(named.choices[0].finish_reason, 'tool_calls');
+  t.equal(named.choices[0].message.content, null, 'no text beside the call');
+  const call = named.choices[0].message.tool_calls?.[0];
+  t.match(call, { id: /^call_/, type: 'function', function: { name: 'get_weather' } }, 'the named tool, called');
+  const args: unknown = JSON.parse((call as { function: { arguments: string } }).function.arguments);
+  t.ok(validArguments.get_weather(args), `its arguments keep to its parameters: ${JSON.stringify(args)}`);
+  const names = new Set<string>();
+  for (const seed of [1, 2, 3, 4, 5, 6]) {
+    const r = await client.chat.completions.create({ model: 'chatbot', messages, tools: [weather, alarm], tool_choice: 'required', max_tokens: 200, temperature: 1, seed });
+    const c = r.choices[0].message.tool_calls?.[0] as { function: { name: 'get_weather' | 'set_alarm'; arguments: string } };
+    t.ok(validArguments[c.function.name](JSON.parse(c.function.arguments)), `required, seed ${seed}: ${c.function.name}(${c.function.arguments})`);
+    names.add(c.function.name);
+  }
+  t.equal(names.size, 2, 'either tool may be called');
+  const stream = await client.chat.completions.create({ model: 'general', messages, tools: [alarm], tool_choice: 'required', max_tokens: 200, temperature: 1, seed: 3, stream: true });
+  const deltas: OpenAI.ChatCompletionChunk.Choice[] = [];
+  for await (const chunk of stream) deltas.push(...chunk.choices);
+  t.equal(deltas[0].delta.role, 'assistant', 'streamed: the role first');
+  const last = deltas[deltas.length - 1];
+  t.equal(last.finish_reason, 'tool_calls');
+  t.match(last.delta.tool_calls?.[0], { index: 0, id: /^call_/, type: 'function', function: { name: 'set_alarm' } }, 'the call whole in the last chunk');
+  t.ok(validArguments.set_alarm(JSON.parse(last.delta.tool_calls?.[0].function?.arguments ?? '')), 'its arguments keep to the parameters');
+  const auto = await client.chat.completions.create({ model: 'general', messages, tools: [weather], max_tokens: 5, temperature: 0 });
+  t.match(auto.choices[0], { finish_reason: 'length', message: { content: /./ } }, 'auto (the default with tools): an answer in text');
+  t.notOk(auto.choices[0].message.tool_calls?.length, 'and no call');
+  const unread = { type: 'function' as const, function: { name: 'tag', parameters: { type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } } } };
+  const text = await client.chat.completions.create({ model: 'general', messages, tools: [unread], tool_choice: 'auto', max_tokens: 3, temperature: 0 });
+  t.equal(text.choices[0].finish_reason, 'length', 'a tool that is not called may use any keyword: its parameters are read only for a forced call');
+  const cut = await client.chat.completions.create({ model: 'general', messages, tools: [weather], tool_choice: 'required', max_tokens: 3, temperature: 0 });
+  t.match(cut.choices[0], { finish_reason: 'length', message: { content: /^\{/ } }, 'a call cut at max_tokens: the text so far, no call');
+  for (const [body, param, message] of [
+    [{ tools: [weather], tool_choice: { type: 'function', function: { name: 'get_time' } } }, 'tool_choice.function.name', /"get_time" is not among the tools/],
+    [{ tool_choice: 'required' }, 'tool_choice', /needs at least one tool/],
+    [{ tools: [weather, weather] }, 'tools[1].function.name', /the name of an earlier tool/],
+    [{ tools: [{ type: 'function', function: { name: 'x', parameters: { type: 'object', properties: { n: { type: 'number', minimum: 1 } } } } }], tool_choice: 'required' }, 'tools[0].function.parameters', /^tools\[0\]\.function\.parameters\.properties\.n\.minimum: /],
+    [{ tools: [{ type: 'web_search' }] }, 'tools[0]', /must be \{"type": "function"/],
+  ] as const) {
+    const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages, ...body } });
+    t.match([r.status, r.json().error], [400, { param, message }], `${JSON.stringify(body).slice(0, 120)}: ${r.text}`);
+  }
+});
+
+// A conversation that called get_weather once, as each API sends it back.
+const QUESTION = 'What is the weather in Oslo?';
+const ARGUMENTS = '{"city": "Oslo", "unit": "c"}';
+const OUTPUT = 'Sunny, 3 degrees';
+const CALL_TEXT = '{"name":"get_weather","arguments":{"city":"Oslo","unit":"c"}}';
+const ASKED = { role: 'user' as const, content: QUESTION };
+const CALLED = { role: 'assistant' as const, content: null, tool_calls: [{ id: 'call_1', type: 'function' as const, function: { name: 'get_weather', arguments: ARGUMENTS } }] };
+const TOLD = { role: 'tool' as const, tool_call_id: 'call_1', content: OUTPUT };
+const CHAT_MESSAGES = [ASKED, CALLED, TOLD];
+
+t.test('a conversation sent back with its calls and their outputs: the prompt it makes, answered alike by every API', async (t) => {
+  const template = async (model: string): Promise<string> => (await request(`${srv.url}/apply-template`, { headers: AUTH, body: { model, messages: CHAT_MESSAGES } })).json().prompt as string;
+  t.equal(await template('chatbot'), `1|mom|${QUESTION} <EOM>\n0|mom|${CALL_TEXT} <EOM>\n1|mom|${OUTPUT} <EOM>\n0|mom|`, "a chat model: the call in the bot's words, its output on the user's side");
+  const raw = await template('general');
+  t.equal(raw, `${QUESTION}\n${CALL_TEXT}\n${OUTPUT}`, 'a raw model: one a line');
+
+  // The raw model at temperature 0: each API's reply to the conversation is the continuation of that prompt, the
+  // same tokens at the same log-probabilities, which a prompt short of the tool's output does not give.
+  const length = 6;
+  const logprobs = { logprobs: true, top_logprobs: 2 } as const;
+  const chat = await client.chat.completions.create({ model: 'general', messages: CHAT_MESSAGES, tools: [weather], max_tokens: length, temperature: 0, ...logprobs });
+  const expected = chat.choices[0].logprobs?.content ?? [];
+  t.equal(expected.length, length, 'chat completions: a log-probability a token');
+  const completion = await client.completions.create({ model: 'general', prompt: raw, max_tokens: length, temperature: 0, logprobs: 2 });
+  t.same(completion.choices[0].logprobs?.token_logprobs, expected.map((l) => l.logprob), 'the prompt /apply-template shows, continued alike');
+  const without = await client.completions.create({ model: 'general', prompt: `${QUESTION}\n${CALL_TEXT}`, max_tokens: length, temperature: 0, logprobs: 2 });
+  t.notSame(without.choices[0].logprobs?.token_logprobs, expected.map((l) => l.logprob), "and not as the prompt without the tool's output");
+  const responses = await client.responses.create({
+    model: 'general',
+    input: [
+      { role: 'user', content: QUESTION },
+      { type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: ARGUMENTS },
+      { type: 'function_call_output', call_id: 'call_1', output: OUTPUT },
+    ],
+    max_output_tokens: length,
+    temperature: 0,
+    include: ['message.output_text.logprobs'],
+    top_logprobs: 2,
+  });
+  t.same(responses.output[0].type === 'message' && responses.output[0].content[0], { type: 'output_text', text: chat.choices[0].message.content, annotations: [], logprobs: expected }, 'the Responses API');
+  const ollama = await request(`${srv.url}/api/chat`, {
+    headers: AUTH,
+    body: {
+      model: 'general',
+      messages: [{ role: 'user', content: QUESTION }, { role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: JSON.parse(ARGUMENTS) as unknown } }] }, { role: 'tool', content: OUTPUT, tool_name: 'get_weather' }],
+      stream: false,
+      options: { temperature: 0, num_predict: length },
+      ...logprobs,
+    },
+  });
+  t.same([ollama.json().message, ollama.json().logprobs], [{ role: 'assistant', content: chat.choices[0].message.content }, expected], "Ollama's /api/chat");
+
+  // The loop as a client runs it: the forced call's message sent back as the client got it, with the tool's output.
+  const called = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'user', content: QUESTION }], tools: [weather], tool_choice: 'required', max_tokens: 200, temperature: 1, seed: 4 });
+  const message = called.choices[0].message;
+  const id = message.tool_calls?.[0]?.id ?? '';
+  const answered = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'user', content: QUESTION }, message, { role: 'tool', tool_call_id: id, content: OUTPUT }], tools: [weather], max_tokens: 5, seed: 4 });
+  t.match(answered.choices[0], { message: { role: 'assistant', content: /./ } }, `the call's output answered in text: ${JSON.stringify(answered.choices[0].message.content)}`);
+});
+
+t.test('the Responses API: a forced call is a function_call item, whole and streamed', async (t) => {
+  const tool = { type: 'function' as const, name: 'get_weather', description: 'The weather in a city', parameters: weather.function.parameters, strict: true };
+  const ask = { model: 'general', input: QUESTION, tools: [tool], max_output_tokens: 200, temperature: 0 };
+  const r = await client.responses.create({ ...ask, tool_choice: 'required' });
+  t.equal(r.status, 'completed');
+  t.equal(r.output.length, 1, 'one item');
+  const item = r.output[0];
+  t.match(item, { type: 'function_call', id: /^fc_/, call_id: /^call_/, name: 'get_weather', status: 'completed' });
+  t.ok(item.type === 'function_call' && validArguments.get_weather(JSON.parse(item.arguments)), `its arguments keep to the parameters: ${item.type === 'function_call' ? item.arguments : ''}`);
+  t.match(r, { tools: [tool], tool_choice: 'required' }, 'the tools and the choice reported back');
+  const named = await client.responses.create({ ...ask, tool_choice: { type: 'function', name: 'get_weather' } });
+  t.same(named.output[0].type === 'function_call' && named.output[0].arguments, item.type === 'function_call' && item.arguments, 'named: the same call, at temperature 0');
+
+  const stream = client.responses.stream({ ...ask, tool_choice: 'required' });
+  const types: string[] = [];
+  let streamedArguments = '';
+  for await (const event of stream) {
+    types.push(event.type);
+    if (event.type === 'response.function_call_arguments.delta') streamedArguments += event.delta;
+  }
+  const final = await stream.finalResponse();
+  t.same(types, ['response.created', 'response.in_progress', 'response.output_item.added', 'response.function_call_arguments.delta', 'response.function_call_arguments.done', 'response.output_item.done', 'response.completed'], 'the events of a call');
+  t.equal(streamedArguments, item.type === 'function_call' ? item.arguments : null, 'the arguments, as whole');
+  t.match(final.output[0], { type: 'function_call', name: 'get_weather' });
+
+  const cut = await client.responses.create({ ...ask, tool_choice: 'required', max_output_tokens: 3 });
+  t.match(cut, { status: 'incomplete', output: [{ type: 'message', content: [{ text: /^\{/ }] }] }, 'a call cut at max_output_tokens: the text so far');
+  const auto = await client.responses.create({ ...ask, max_output_tokens: 4 });
+  t.match(auto.output[0], { type: 'message' }, 'auto (the default with tools): an answer in text');
+});
+
+t.test('calls and outputs out of place, or malformed, are 400s that name the field', async (t) => {
+  const [question, assistant, output, call] = [ASKED, CALLED, TOLD, CALLED.tool_calls[0]];
+  for (const [messages, param, message] of [
+    [[question, { ...output, tool_call_id: 'call_9' }], 'messages[1].tool_call_id', /must be the id of a call in an earlier assistant message/],
+    [[question, output, assistant], 'messages[1].tool_call_id', /earlier assistant message/],
+    [[question, { ...assistant, tool_calls: [{ ...call, function: { name: 'get_weather', arguments: '{city' } }] }], 'messages[1].tool_calls[0].function.arguments', /this is not JSON/],
+    [[question, { ...assistant, tool_calls: [{ ...call, function: { arguments: ARGUMENTS } }] }], 'messages[1].tool_calls[0].function.name', /the name of the function called/],
+    [[question, { ...assistant, tool_calls: call }], 'messages[1].tool_calls', /must be an array/],
+    [[question, { role: 'function', content: 'x' }], 'messages[1].role', /"assistant" or "tool"/],
+  ] as const) {
+    const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages } });
+    t.match([r.status, r.json().error], [400, { param, message }], `${param}: ${r.text}`);
+  }
+  for (const [input, param, message] of [
+    [[{ type: 'function_call_output', call_id: 'call_1', output: OUTPUT }], 'input[0].call_id', /an earlier function_call item/],
+    [[{ type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: '{' }], 'input[0].arguments', /this is not JSON/],
+    [[{ type: 'function_call', name: 'get_weather', arguments: ARGUMENTS }], 'input[0].call_id', /the id of the call/],
+  ] as const) {
+    const r = await request(`${srv.url}/v1/responses`, { headers: AUTH, body: { model: 'general', input } });
+    t.match([r.status, r.json().error], [400, { param, message }], `${param}: ${r.text}`);
+  }
+  const named = await request(`${srv.url}/v1/responses`, { headers: AUTH, body: { model: 'general', input: QUESTION, tools: [{ type: 'function', name: 'get_weather' }], tool_choice: { type: 'function', name: 'get_time' } } });
+  t.match([named.status, named.json().error], [400, { param: 'tool_choice.name', message: /"get_time" is not among the tools/ }], named.text);
+  const ollama = await request(`${srv.url}/api/chat`, { headers: AUTH, body: { model: 'general', stream: false, messages: [{ role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: ARGUMENTS } }] }] } });
+  t.match([ollama.status, ollama.json().error], [400, /^messages\[0\]\.tool_calls\[0\]: must be \{"function": \{"name", "arguments"\}\}, the arguments an object/], ollama.text);
+});
