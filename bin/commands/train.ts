@@ -39,6 +39,7 @@ async function main(): Promise<void> {
     .option('learning_rate_period', { type: 'number', default: D.learning_rate_period, describe: 'with --learning_rate_cos: steps per cosine cycle' })
     .option('accumulate_gradients', { type: 'number', default: D.accumulate_gradients, describe: 'accumulate gradients over N batches per step' })
     .option('optimizer', { choices: ['adam', 'sgd'] as const, default: D.optimizer, describe: 'optimizer (SGD wants a larger learning rate, e.g. 0.0006)' })
+    .option('grad_clip', { type: 'number', default: D.grad_clip, describe: 'scale the gradients down to this global norm where they exceed it, against the loss spikes of a high learning rate (nanoGPT and llm.c clip at 1; 0: never, as train.py)' })
     .option('memory_saving_gradients', { type: 'boolean', default: D.memory_saving_gradients, describe: 'recompute activations in the backward pass to save memory' })
     .option('only_train_transformer_layers', { type: 'boolean', default: D.only_train_transformer_layers, describe: 'train the transformer blocks only (not embeddings or the final layer norm)' })
     .option('restore_from', { type: 'string', default: D.restore_from, describe: 'latest (resume the run if it has a checkpoint), fresh (start from --model_name), or a checkpoint folder (a training run folder: its latest checkpoint)' })

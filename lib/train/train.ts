@@ -52,6 +52,7 @@ export interface TrainOptions {
   learning_rate_period: number;    // steps of each cosine cycle
   accumulate_gradients: number;    // micro-batches per optimizer step
   optimizer: 'adam' | 'sgd';
+  grad_clip: number;               // the gradients scaled down to this global norm where they exceed it; 0: never (as train.py)
   memory_saving_gradients: boolean;  // recompute activations in backward
   only_train_transformer_layers: boolean;
   restore_from: string;            // latest | fresh | a checkpoint or model folder
@@ -108,6 +109,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   learning_rate_period: 1000,
   accumulate_gradients: 1,
   optimizer: 'adam',
+  grad_clip: 0,
   memory_saving_gradients: false,
   only_train_transformer_layers: false,
   restore_from: 'latest',
@@ -194,6 +196,7 @@ function checkOptions(o: TrainOptions): void {
   const counts = ['context_length', 'save_every', 'max_to_keep', 'sample_every', 'sample_length', 'top_k', 'val_every', 'early_stopping', 'stop_after', 'threads', 'learning_rate_warmup', 'combine'] as const;
   for (const k of counts) if (!(Number.isInteger(o[k]) && o[k] >= 0)) throw new Error(`--${k} must be a whole number >= 0, got ${o[k]}`);
   if (!(o.learning_rate > 0)) throw new Error(`--learning_rate must be > 0, got ${o.learning_rate}`);
+  if (!(o.grad_clip >= 0 && Number.isFinite(o.grad_clip))) throw new Error(`--grad_clip must be a norm >= 0 (0: no clipping), got ${o.grad_clip}`);
   if (!(o.learning_rate_min >= 0)) throw new Error(`--learning_rate_min must be >= 0, got ${o.learning_rate_min}`);
   if (!(o.save_time >= 0)) throw new Error(`--save_time must be >= 0 minutes, got ${o.save_time}`);
   if (!(o.top_p >= 0 && o.top_p <= 1)) throw new Error(`--top_p must be in [0, 1], got ${o.top_p}`);
@@ -643,7 +646,8 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         await model.backward();
       }
       loss /= o.accumulate_gradients;
-      const gradNorm = await model.step(o.optimizer === 'adam' ? { optimizer: 'adamw', lr, gradScale: 1 / o.accumulate_gradients, ...ADAM } : { optimizer: 'sgd', lr, gradScale: 1 / o.accumulate_gradients });
+      const scale = { gradScale: 1 / o.accumulate_gradients, gradClip: o.grad_clip };
+      const gradNorm = await model.step(o.optimizer === 'adam' ? { optimizer: 'adamw', lr, ...scale, ...ADAM } : { optimizer: 'sgd', lr, ...scale });
       if (ranks) loss = sumOverRanks(ranks, [loss])[0] / world;
       const seconds = (performance.now() - started) / 1000;
       const reduceSeconds = (ranks?.reduceSeconds() ?? 0) - reduceBefore;

@@ -1,6 +1,6 @@
 // The training loop in-process (lib/train): a tiny fresh model learns a chat dataset, writes checkpoints,
 // samples, metrics and a loss curve; training on a token file equals training on its text; the options that
-// shape a step (frozen embeddings, SGD, pruning) do what they say.
+// shape a step (frozen embeddings, SGD, gradient clipping, pruning) do what they say.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -189,6 +189,31 @@ t.test('--only_train_transformer_layers freezes the embeddings; SGD steps; --max
   const same = (name: string): boolean => Buffer.from(after.getParam(name).buffer).equals(Buffer.from(start.getParam(name).buffer));
   for (const name of ['wte.weight', 'wpe.weight', 'ln_f.weight']) t.ok(same(name), `${name} unchanged`);
   t.notOk(same('h.0.attn.c_attn.weight'), 'the blocks trained');
+});
+
+t.test('--grad_clip scales an SGD step down by clip / norm where the norm exceeds it, and leaves one below alone', async (t) => {
+  const dir = t.testdir();
+  const base = await train(tinyRun(dir, { stop_after: 1, run_name: 'base' }), { log: () => undefined });
+  const step = (run_name: string, grad_clip: number): Promise<TrainResult> => train(tinyRun(dir, { restore_from: base.checkpoint as string, stop_after: 2, run_name, optimizer: 'sgd', learning_rate: 0.1, grad_clip }), { log: () => undefined });
+  const free = await step('free', 0);
+  const unreached = await step('unreached', 1e6);
+  const clipped = await step('clipped', 0.05);
+  t.ok(weightBytes(unreached.checkpoint as string).equals(weightBytes(free.checkpoint as string)), 'a norm the gradients never reach: the same weights, byte for byte');
+  const [record] = readMetrics(path.join(clipped.runDir, 'metrics.jsonl')).filter((r) => r.type === 'train');
+  const norm = record.type === 'train' ? record.grad_norm : NaN;
+  t.ok(norm > 0.05, `the gradients' norm, ${norm}, exceeds the clip`);
+  const models = await Promise.all([base, free, clipped].map((r) => Model.load(r.checkpoint as string)));
+  t.teardown(() => models.forEach((m) => m.dispose()));
+  const [w0, wFree, wClipped] = models.map((m) => m.getParam('h.0.attn.c_attn.weight'));
+  let worst = 0;
+  let largest = 0;
+  for (let i = 0; i < w0.length; i++) {
+    const expected = ((wFree[i] - w0[i]) * 0.05) / norm;
+    worst = Math.max(worst, Math.abs(wClipped[i] - w0[i] - expected));
+    largest = Math.max(largest, Math.abs(expected));
+  }
+  t.ok(largest > 0 && worst < 1e-3 * largest + 1e-7, `each weight moved clip / norm as far: worst error ${worst.toExponential(2)} of steps up to ${largest.toExponential(2)}`);
+  await t.rejects(train(tinyRun(dir, { grad_clip: -1, run_name: 'bad' })), /--grad_clip must be a norm >= 0 \(0: no clipping\), got -1/);
 });
 
 t.test('a run that would mix into existing checkpoints is refused', async (t) => {
