@@ -58,10 +58,12 @@ t.test("README.md's quick start, every command as written", async (t) => {
       if (step.argv.includes('--check')) t.equal(ran.stdout, `${step.shown}\n`, `${command} prints what the README shows`);
       else if (step.argv[0] === 'bin/train') {
         t.match(ran.stdout, `\n${shownLines(step).pop()}\n`, `${command} ends as the README shows`);
-        // "down to 1.1 or 1.2, whatever the seed" (this run's is random; at a learning rate of 0.003, some seeds
-        // ended at 1.5 to 1.7)
+        // "down to 1.1 or 1.2, whatever the seed": this run's is random, and named should it fail. (Without
+        // --grad_clip, 12 seeds ended at 1.11 to 1.21 and one in CI at 1.35; at a learning rate of 0.003, six at 1.16
+        // to 1.53, and at 1.17 to 1.20 with it: bench/NOTES.md.)
         const last = [...ran.stdout.matchAll(/validation loss (\d+\.\d+)/g)].pop();
-        t.ok(last !== undefined && Number(last[1]) < 1.35, `the last validation loss, ${last?.[1]}, is as the README says`);
+        const seed = /seed (\d+)/.exec(ran.stdout)?.[1];
+        t.ok(last !== undefined && Number(last[1]) < 1.35, `the last validation loss, ${last?.[1]} (seed ${seed}), is as the README says`);
       } else {
         t.match(ran.stdout, shownLines(step)[0], `${command} starts as the README shows`);
         const reply = ran.stdout.split('mom> ')[1]?.split('\n')[0] ?? '';
