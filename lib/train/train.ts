@@ -167,7 +167,7 @@ export interface TrainResult {
   best: (BestValidation & { checkpoint: string | null }) | null;  // with held-out data: the lowest validation loss, and the checkpoint `best` names
 }
 
-// --optimizer adam: tf.train.AdamOptimizer's defaults, as train.py has them (no weight decay, no clipping).
+// --optimizer adam: tf.train.AdamOptimizer's defaults, as train.py has them (no weight decay; clipping only with --grad_clip).
 const ADAM = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
 // The running average of the loss, as train.py's avg_loss: sum and count decayed by this each step.
 const AVERAGE_DECAY = 0.99;
