@@ -2,9 +2,10 @@
 // threads, at the quick start's 7.2M shape (where a step takes a millisecond or two, so the grammar's work shows
 // most) and at 124M's (random weights, float32): tokens/s of one request with a new schema (its grammar's token masks
 // worked out as it goes), with the same schema again (the masks kept), and of free text; then 8 requests together.
-// Below it, what one token mask of GPT-2's vocabulary costs at four points of a JSON text (maskTable).
+// Below it, what one token mask of GPT-2's vocabulary costs at four points of a JSON text (maskTable), and what a
+// mask costs the native sampler (samplerTable).
 // `npm run bench -- grammar`.
-import { Model, type GPT2Config } from '../lib/engine/model';
+import { Model, NATIVE, type GPT2Config } from '../lib/engine/model';
 import { Generator, Grammar } from '../lib/generate';
 import { GrammarMatcher, GrammarVocabulary } from '../lib/generate/grammar';
 import { loadTokenizer } from '../lib/tokenizer';
@@ -84,6 +85,8 @@ export async function run(): Promise<void> {
   }
   console.log();
   maskTable();
+  console.log();
+  samplerTable();
 }
 
 // A token mask of GPT-2's vocabulary (padded to 50,304 logits, as the models hold it) at four points of a JSON text,
@@ -145,4 +148,41 @@ function popcount(word: number): number {
   let n = 0;
   for (let w = word; w !== 0; w &= w - 1) n++;
   return n;
+}
+
+// The native sampler alone (one row, one thread) on GPT-2's 50,257 logits, drawn at top-k 40 and greedily: without a
+// mask, and under the schema's masks inside a string (nearly every token allowed) and after a number (a thousand).
+function samplerTable(): void {
+  const tokenizer = loadTokenizer();
+  const V = tokenizer.vocab.size;
+  const vocab = GrammarVocabulary.of(tokenizer, V);
+  const maskAt = (prefix: string): Uint32Array => {
+    const matcher = new GrammarMatcher(Grammar.fromJsonSchema(MASK_SCHEMA), vocab);
+    for (const token of tokenizer.encode(prefix, { allowSpecial: false })) matcher.accept(token);
+    return matcher.allowed();
+  };
+  const model = Model.create({ nLayer: 1, nHead: 1, nEmbd: 8, nCtx: 8, vocabSize: V }, { seed: 3, threads: 1, trainable: false });
+  const logits = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 12.9898) * 4);
+  const rng = new BigUint64Array([1n, 2n]);
+  const out = new Int32Array(1);
+  const perRow = (temperature: number, allowed: Uint32Array | undefined): number => {
+    const params = [{ temperature, topK: 40, topP: 1, minP: 0, penalize: 0, ...(allowed && { allowed }) }];
+    const times: number[] = [];
+    for (let r = 0; r < 7; r++) {
+      const t0 = performance.now();
+      for (let i = 0; i < 500; i++) model[NATIVE].sample(logits, params, rng, [new Int32Array(0)], out);
+      times.push(performance.now() - t0);
+    }
+    return (median(times) * 1000) / 500;
+  };
+  try {
+    console.log('| mask | tokens allowed | sampled, µs a row | greedy, µs a row |');
+    console.log('|---|---|---|---|');
+    for (const [name, mask] of [['none', undefined], ['inside a string', maskAt(POINTS[2][1])], ['after a number', maskAt(POINTS[3][1])]] as const) {
+      const allowed = mask ? mask.reduce((n, word) => n + popcount(word), 0) : V;
+      console.log(`| ${name} | ${allowed} | ${perRow(1, mask).toFixed(1)} | ${perRow(0, mask).toFixed(1)} |`);
+    }
+  } finally {
+    model.dispose();
+  }
 }

@@ -163,14 +163,17 @@ std::optional<SamplingRefusal> refuse_sampling(const SamplingParams& sp, int V) 
   }
   if (sp.allowed != nullptr) {
     const int words = (V + 31) / 32;
-    const std::string rule = "a bitset of the vocabulary's " + std::to_string(V) + " tokens in " + std::to_string(words) +
-                             " words, with at least one token";
-    if (sp.allowed_words != words) return SamplingRefusal{"allowed", rule};
-    // A word at a time (this runs at every step); the last word's bits past the vocabulary do not count.
+    // The rule is written only for a refusal: this runs for every row at every step.
+    const auto refused = [&] {
+      return SamplingRefusal{"allowed", "a bitset of the vocabulary's " + std::to_string(V) + " tokens in " +
+                                            std::to_string(words) + " words, with at least one token"};
+    };
+    if (sp.allowed_words != words) return refused();
+    // A word at a time; the last word's bits past the vocabulary do not count.
     const uint32_t last = V % 32 == 0 ? ~0u : (1u << (V % 32)) - 1u;
     bool any = (sp.allowed[words - 1] & last) != 0;
     for (int w = 0; w + 1 < words && !any; ++w) any = sp.allowed[w] != 0;
-    if (!any) return SamplingRefusal{"allowed", rule};
+    if (!any) return refused();
   }
   return std::nullopt;
 }

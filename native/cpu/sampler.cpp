@@ -46,6 +46,25 @@ struct RowScratch {
 };
 thread_local RowScratch scratch;
 
+// The tokens a grammar's mask allows, by id, into `out`; returns their count. A word at a time: inside a string nearly
+// every word is all ones, 32 ids in a row, and any other word gives only its set bits.
+int allowed_tokens(const SamplingParams& sp, int V, int32_t* out) {
+  int n = 0;
+  for (int w = 0; w < sp.allowed_words; ++w) {
+    const int base = w << 5;
+    uint32_t bits = sp.allowed[w];
+    if (bits == ~0u && base + 32 <= V) {
+      for (int j = 0; j < 32; ++j) out[n++] = base + j;
+      continue;
+    }
+    for (; bits != 0; bits &= bits - 1) {
+      const int token = base + __builtin_ctz(bits);
+      if (token < V) out[n++] = token;
+    }
+  }
+  return n;
+}
+
 int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uint64_t* rng, const int32_t* history,
                    int history_len) {
   RowScratch& s = scratch;
@@ -69,27 +88,22 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
   }
   for (int i = 0; i < sp.n_bias; ++i) l[sp.bias_tokens[i]] += sp.bias_values[i];
 
-  // A temperature so small that its inverse overflows float32 is greedy too (its limit), not 0 * inf = NaN.
-  if (sp.temperature == 0.0f || std::isinf(1.0f / sp.temperature)) {
-    if (sp.allowed == nullptr) return static_cast<int32_t>(std::max_element(l, l + V) - l);
-    int32_t best = -1;
-    for (int i = 0; i < V; ++i)
-      if (sp.allows(i) && (best < 0 || l[i] > l[best])) best = i;
-    return best;
-  }
-
   // Candidates in s.order[0, n): all tokens by id, or the top k most likely first. A heap of the k best so far
   // (partial_sort) looks at most tokens once against its least likely member, where a selection over all V
   // moves every index several times. Under a grammar the candidates are only the tokens it allows, so that none
   // of the rest keeps the sliver of probability the vectorized exp gives -inf.
   int32_t* order = s.order.data();
+  const bool greedy = sp.temperature == 0.0f || std::isinf(1.0f / sp.temperature);
+  if (sp.allowed == nullptr && greedy) return static_cast<int32_t>(std::max_element(l, l + V) - l);
   int n = 0;
   if (sp.allowed != nullptr) {
-    for (int i = 0; i < V; ++i)
-      if (sp.allows(i)) order[n++] = i;
+    n = allowed_tokens(sp, V, order);
   } else {
     for (; n < V; ++n) order[n] = n;
   }
+  // A temperature so small that its inverse overflows float32 is greedy too (its limit), not 0 * inf = NaN. The
+  // candidates come by id, so a tie goes to the lowest.
+  if (greedy) return *std::max_element(order, order + n, [l](int32_t a, int32_t b) { return l[a] < l[b]; });
   const auto more_likely = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
   const bool every_token = n == V;
   bool ranked = false;  // order[0, n) is most likely first; else it is every candidate by id
