@@ -8,7 +8,7 @@
 import { Model, NATIVE, type GPT2Config } from '../lib/engine/model';
 import { Generator, Grammar } from '../lib/generate';
 import { GrammarMatcher, GrammarVocabulary } from '../lib/generate/grammar';
-import { loadTokenizer } from '../lib/tokenizer';
+import { loadTokenizer, type Tokenizer } from '../lib/tokenizer';
 import { prompt } from './decode.bench';
 import { median } from './stats';
 
@@ -104,29 +104,31 @@ const POINTS: readonly (readonly [string, string])[] = [
   ['after a number', '{"name": "Alice", "age": 42'],
 ];
 
+// A matcher of `grammar` after the tokens of `prefix`, reached without asking for a mask, so that the automaton holds
+// only the states on the way.
+function matcherAfter(grammar: Grammar, vocab: GrammarVocabulary, tokenizer: Tokenizer, prefix: string): GrammarMatcher {
+  const matcher = new GrammarMatcher(grammar, vocab);
+  for (const token of tokenizer.encode(prefix, { allowSpecial: false })) matcher.accept(token);
+  return matcher;
+}
+
 function maskTable(): void {
   const tokenizer = loadTokenizer();
   let t0 = performance.now();
   const vocab = GrammarVocabulary.of(tokenizer, 50304);
   console.log(`vocabulary trie: ${vocab.byteAt.length} nodes, built once in ${(performance.now() - t0).toFixed(1)} ms\n`);
-  // Reaches the point without asking for a mask, so that the automaton holds only the states on the way.
-  const matcherAt = (grammar: Grammar, prefix: string): GrammarMatcher => {
-    const matcher = new GrammarMatcher(grammar, vocab);
-    for (const token of tokenizer.encode(prefix, { allowSpecial: false })) matcher.accept(token);
-    return matcher;
-  };
   console.log('| grammar | point | tokens allowed | cold ms | automaton known, ms | kept, µs |');
   console.log('|---|---|---|---|---|---|');
   for (const [name, fresh] of [['schema', () => Grammar.fromJsonSchema(MASK_SCHEMA)], ['any object', () => Grammar.fromJsonSchema({ type: 'object' })]] as const) {
     for (const [point, prefix] of POINTS) {
-      for (let i = 0; i < 5; i++) matcherAt(fresh(), prefix).allowed();  // the JIT's warm-up
+      for (let i = 0; i < 5; i++) matcherAfter(fresh(), vocab, tokenizer, prefix).allowed();  // the JIT's warm-up
       const cold: number[] = [];
       const walk: number[] = [];
       const kept: number[] = [];
       let allowed = 0;
       for (let i = 0; i < 15; i++) {
         const grammar = fresh();
-        const matcher = matcherAt(grammar, prefix);
+        const matcher = matcherAfter(grammar, vocab, tokenizer, prefix);
         t0 = performance.now();
         const mask = matcher.allowed();
         cold.push(performance.now() - t0);
@@ -156,11 +158,7 @@ function samplerTable(): void {
   const tokenizer = loadTokenizer();
   const V = tokenizer.vocab.size;
   const vocab = GrammarVocabulary.of(tokenizer, V);
-  const maskAt = (prefix: string): Uint32Array => {
-    const matcher = new GrammarMatcher(Grammar.fromJsonSchema(MASK_SCHEMA), vocab);
-    for (const token of tokenizer.encode(prefix, { allowSpecial: false })) matcher.accept(token);
-    return matcher.allowed();
-  };
+  const maskAt = (prefix: string): Uint32Array => matcherAfter(Grammar.fromJsonSchema(MASK_SCHEMA), vocab, tokenizer, prefix).allowed();
   const model = Model.create({ nLayer: 1, nHead: 1, nEmbd: 8, nCtx: 8, vocabSize: V }, { seed: 3, threads: 1, trainable: false });
   const logits = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 12.9898) * 4);
   const rng = new BigUint64Array([1n, 2n]);
