@@ -74,6 +74,68 @@ export function messageText(text: string): string {
   return text.replace(MARKERS, ' ').replace(/\|/g, ' ').replace(/\s+/g, ' ').trim();
 }
 
+// A tool call as a message holds it, the JSON {"name", "arguments"}: how bin/import-chat writes fine-tuning data's
+// calls, how the server reads back the calls of a conversation and holds a reply that calls a tool, so that a model
+// fine-tuned on calls makes them as the server reads them.
+export interface ToolCall {
+  name: string;
+  arguments: unknown;
+}
+
+// A message's text, then each call it makes, a space apart.
+export function toolCallsText(text: string, calls: readonly ToolCall[]): string {
+  return [text, ...calls.map((call) => JSON.stringify({ name: call.name, arguments: call.arguments }))].filter((t) => t !== '').join(' ');
+}
+
+// The calls of a reply that is nothing but calls, as toolCallsText writes them (an <EOM> may end it); null for a
+// reply with any other text, or a call not whole.
+export function toolCallsOf(reply: string): ToolCall[] | null {
+  const trimmed = reply.trimEnd();
+  const text = trimmed.endsWith(END_OF_MESSAGE) ? trimmed.slice(0, -END_OF_MESSAGE.length) : trimmed;
+  const calls: ToolCall[] = [];
+  let depth = 0;
+  let start = 0;
+  let inString = false;
+  let escaped = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (c === '\\') escaped = true;
+      else if (c === '"') inString = false;
+    } else if (c === '"') {
+      inString = true;
+    } else if (c === '{' || c === '[') {
+      if (depth === 0) {
+        if (c === '[') return null;
+        start = i;
+      }
+      depth++;
+    } else if (c === '}' || c === ']') {
+      depth--;
+      if (depth === 0) {
+        const call = parsedCall(text.slice(start, i + 1));
+        if (call === null) return null;
+        calls.push(call);
+      }
+    } else if (depth === 0 && !/\s/.test(c)) {
+      return null;
+    }
+  }
+  return depth === 0 && calls.length > 0 ? calls : null;
+}
+
+function parsedCall(json: string): ToolCall | null {
+  try {
+    const value: unknown = JSON.parse(json);
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
+    const { name, arguments: args } = value as Record<string, unknown>;
+    return typeof name === 'string' && args !== undefined ? { name, arguments: args } : null;
+  } catch {
+    return null;
+  }
+}
+
 // The audience a system message names, "audience: <name>" (how a client of the server's OpenAI-style endpoints says
 // who the bot answers as, and how chat fine-tuning data says it to bin/import-chat); null for any other text.
 export function audienceNamedBy(text: string): string | null {

@@ -43,7 +43,6 @@ export type DropReason =
   | 'unreadable'  // an entry of the export without a time or a sender, or that the app could not decrypt
   | 'duplicate'   // already read from another file: the same chat exported twice, backups that overlap
   | 'system prompt'  // fine-tuning data's system (or developer) message: the chat format has no system role
-  | 'tool call'      // fine-tuning data's function or tool call, or its result
   // Every message of a chat that is not written:
   | 'group chat'      // --no-groups
   | 'not your chat'   // --me names none of its senders

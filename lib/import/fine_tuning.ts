@@ -8,15 +8,22 @@
 // the server's OpenAI-style endpoints take it); other system messages are dropped, the chat format having no system
 // role. There are no times: conversations keep the file's order.
 //
+// Function calling is kept, as the server reads a conversation that called tools: an assistant's calls (OpenAI's
+// tool_calls or older function_call, ShareGPT's "function_call" messages) are the assistant's words, each call the
+// JSON {"name", "arguments"} (toolCallsText), and a tool's output (OpenAI's "tool" or "function" messages,
+// ShareGPT's "observation") is the user's side. A model fine-tuned so makes the calls the server answers as
+// tool_calls. The tools' definitions have no place in the chat format and are not written.
+//
 // bin/import-chat --out FILE.jsonl writes OpenAI's format (fineTuningLine), which this reads back as it was written.
 import path from 'node:path';
-import { SIDE, type ChatMessage, audienceNamedBy } from '../data/chat_format';
+import { SIDE, type ChatMessage, type ToolCall, audienceNamedBy, toolCallsText } from '../data/chat_format';
 import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS, jsonLines, jsonObject } from './chat_export';
 
 export type FineTuningFormat = 'openai' | 'sharegpt';
 
-// Who wrote a message, by its role (OpenAI's "role", ShareGPT's "from").
-type Speaker = 'user' | 'assistant' | 'system' | 'tool';
+// Who wrote a message, by its role (OpenAI's "role", ShareGPT's "from"): "call" is ShareGPT's function_call, an
+// assistant's message whose text is the JSON of a call.
+type Speaker = 'user' | 'assistant' | 'system' | 'tool' | 'call';
 
 interface Layout {
   messages: string;   // the conversation's field that lists its messages
@@ -27,7 +34,7 @@ interface Layout {
 
 const LAYOUTS: Readonly<Record<FineTuningFormat, Layout>> = {
   openai: { messages: 'messages', role: 'role', text: 'content', roles: { user: 'user', assistant: 'assistant', system: 'system', developer: 'system', tool: 'tool', function: 'tool' } },
-  sharegpt: { messages: 'conversations', role: 'from', text: 'value', roles: { human: 'user', user: 'user', gpt: 'assistant', assistant: 'assistant', system: 'system', function_call: 'tool', observation: 'tool' } },
+  sharegpt: { messages: 'conversations', role: 'from', text: 'value', roles: { human: 'user', user: 'user', gpt: 'assistant', assistant: 'assistant', system: 'system', function_call: 'call', observation: 'tool' } },
 };
 
 // The audience when no system message names one; --audience-map assistant=mom renames it.
@@ -96,16 +103,20 @@ export function jsonlConversations(file: string, text: string): WrittenConversat
 interface Notes {
   systemDropped: number;
   unweighted: number;
+  toolsListed: number;
 }
 
 export function parseFineTuning(file: string, conversations: readonly WrittenConversation[], format: FineTuningFormat, warnings: string[]): ExportedChat[] {
-  const notes: Notes = { systemDropped: 0, unweighted: 0 };
+  const notes: Notes = { systemDropped: 0, unweighted: 0, toolsListed: 0 };
   const chats = conversations.map(({ value, line }, index) => conversation(file, format, value, line, index, notes));
   if (notes.systemDropped > 0) {
     warnings.push(`${file}: ${notes.systemDropped} system message${notes.systemDropped === 1 ? '' : 's'} left out: the chat format has no system role (a system message "audience: <name>" names the audience instead)`);
   }
   if (notes.unweighted > 0) {
     warnings.push(`${file}: ${notes.unweighted} assistant message${notes.unweighted === 1 ? ' has' : 's have'} "weight": 0, but the chat format has no weights: ${notes.unweighted === 1 ? 'it is' : 'they are'} trained on like the others`);
+  }
+  if (notes.toolsListed > 0) {
+    warnings.push(`${file}: ${notes.toolsListed} conversation${notes.toolsListed === 1 ? ' lists' : 's list'} its "tools", which the chat format has no place for: the calls and their outputs are kept, the tools' definitions are not (the server's requests name the tools a reply may call)`);
   }
   return chats;
 }
@@ -120,14 +131,17 @@ function conversation(file: string, format: FineTuningFormat, value: unknown, li
     const example = format === 'openai' ? '{"messages": [{"role": "user", "content": "..."}, ...]}' : '{"conversations": [{"from": "human", "value": "..."}, ...]}';
     throw new ChatImportError(file, where, `${within}not a conversation: ${example} expected`);
   }
+  if (Array.isArray(jsonObject(value)?.tools)) notes.toolsListed++;
   const read = list.map((m, i) => readMessage(file, where, layout, m, `${within}${layout.messages}[${i}]`));
   const named = read.map((m) => (m.speaker === 'system' ? audienceNamedBy(m.text) : null));
   const audience = named.find((a) => a !== null) ?? ASSISTANT;
   const messages = read.map(({ speaker, text, dropped, weight }, i): ExportedMessage => {
     if (speaker === 'system' && named[i] === null) notes.systemDropped++;
     if (speaker === 'assistant' && weight === 0) notes.unweighted++;
-    const reason: DropReason | null = speaker === 'system' ? 'system prompt' : speaker === 'tool' ? 'tool call' : dropped;
-    return { time: 0, sender: speaker === 'assistant' ? audience : speaker, senderIds: NO_IDS, mine: speaker === 'user', text, dropped: reason, line };
+    const reason: DropReason | null = speaker === 'system' ? 'system prompt' : dropped;
+    // A tool's output is what the bot is told: the user's side.
+    const mine = speaker === 'user' || speaker === 'tool';
+    return { time: 0, sender: speaker === 'assistant' ? audience : speaker, senderIds: NO_IDS, mine, text, dropped: reason, line };
   });
   return {
     format,
@@ -157,17 +171,47 @@ function readMessage(file: string, line: number | null, layout: Layout, value: u
     const roles = Object.keys(layout.roles).map((r) => JSON.stringify(r)).join(', ');
     throw new ChatImportError(file, line, `${where}: "${layout.role}" must be one of ${roles}, got ${JSON.stringify(role ?? null)}`);
   }
+  const fail = (field: string, why: string): never => {
+    throw new ChatImportError(file, line, `${where}.${field}: ${why}`);
+  };
   const content = message[layout.text];
-  if (typeof content === 'string') return { speaker, text: content, dropped: null, weight: message.weight };
-  // OpenAI's content parts: the text ones are the message's text; images, audio and files are media.
-  if (Array.isArray(content)) {
-    const texts = content.flatMap((value) => {
-      const part = jsonObject(value);
-      return part?.type === 'text' && typeof part.text === 'string' ? [part.text] : [];
-    });
-    return { speaker, text: texts.join(''), dropped: texts.length === 0 && content.length > 0 ? 'media' : null, weight: message.weight };
+  if (speaker === 'call') {
+    if (typeof content !== 'string') return fail(layout.text, 'must be the JSON of a call, {"name", "arguments"}');
+    const call = jsonCall(content, (why) => fail(layout.text, why));
+    return { speaker: 'assistant', text: toolCallsText('', [readCall(call, layout.text, fail)]), dropped: null, weight: message.weight };
   }
-  // An assistant's message that only calls a tool has no content.
-  const calls = message.tool_calls !== undefined || message.function_call !== undefined;
-  return { speaker, text: '', dropped: calls ? 'tool call' : null, weight: message.weight };
+  // An assistant's calls follow its text, if any: OpenAI's tool_calls, or the older function_call.
+  const calls: ToolCall[] = [];
+  if (speaker === 'assistant' && Array.isArray(message.tool_calls)) {
+    message.tool_calls.forEach((entry, i) => calls.push(readCall(jsonObject(entry)?.function, `tool_calls[${i}].function`, fail)));
+  } else if (speaker === 'assistant' && message.function_call !== undefined && message.function_call !== null) {
+    calls.push(readCall(message.function_call, 'function_call', fail));
+  }
+  if (typeof content === 'string' || content === null || content === undefined) {
+    return { speaker, text: toolCallsText(content ?? '', calls), dropped: null, weight: message.weight };
+  }
+  // OpenAI's content parts: the text ones are the message's text; images, audio and files are media.
+  if (!Array.isArray(content)) return fail(layout.text, 'must be a text or an array of content parts');
+  const texts = content.flatMap((value) => {
+    const part = jsonObject(value);
+    return part?.type === 'text' && typeof part.text === 'string' ? [part.text] : [];
+  });
+  const media = texts.length === 0 && content.length > 0 && calls.length === 0;
+  return { speaker, text: toolCallsText(texts.join(''), calls), dropped: media ? 'media' : null, weight: message.weight };
+}
+
+// A call as fine-tuning data writes it, {"name", "arguments"}: the arguments an object, or OpenAI's JSON text of one.
+function readCall(value: unknown, field: string, fail: (field: string, why: string) => never): ToolCall {
+  const call = jsonObject(value);
+  if (call === null || typeof call.name !== 'string' || call.name === '') return fail(field, 'must be a call, {"name", "arguments"}');
+  const args = typeof call.arguments === 'string' ? jsonCall(call.arguments, (why) => fail(`${field}.arguments`, why)) : call.arguments ?? {};
+  return { name: call.name, arguments: args };
+}
+
+function jsonCall(text: string, fail: (why: string) => never): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    return fail(`not JSON (${(err as Error).message})`);
+  }
 }

@@ -92,8 +92,8 @@ export interface PlannedOutput {
 }
 
 // Messages that are nobody's words (the app's notices, bots' posts, unreadable entries, duplicates, fine-tuning data's
-// system prompts and tool calls) do not tell who took part.
-const NOT_SPOKEN = new Set<DropReason | null>(['system', 'bot', 'unreadable', 'duplicate', 'system prompt', 'tool call']);
+// system prompts) do not tell who took part.
+const NOT_SPOKEN = new Set<DropReason | null>(['system', 'bot', 'unreadable', 'duplicate', 'system prompt']);
 
 // The chats without the user named one by one in the warnings.
 const NOT_MINE_NAMED = 5;

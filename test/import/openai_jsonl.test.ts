@@ -1,11 +1,15 @@
 // Chat fine-tuning data prepared for other tools: OpenAI's JSONL ({"messages": [{"role", "content"}]} a line) and
 // ShareGPT's ({"conversations": [{"from", "value"}]} a line, or a JSON list); the user's side written as yours, the
 // assistant as the audience (named by a system message "audience: <name>", or --audience-map), no --me; other
-// system messages, tool calls and images dropped and counted; a JSONL of documents sent to bin/train.
+// system messages and images dropped and counted; tool calls and their outputs kept as the server reads them; a
+// JSONL of documents sent to bin/train.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { fitConversation, type Conversation } from '../../lib/data/chat_format';
 import { formatImportSummary, importChats } from '../../lib/import';
+import type { ModelConfig } from '../../lib/server/config';
+import { chatPrompt, openAIMessages } from '../../lib/server/routes/api_common';
 import { fixture, importFolder, importInto } from './helpers';
 
 t.test("OpenAI's fine-tuning JSONL: a conversation a line, the assistant the audience, without --me", async (t) => {
@@ -18,19 +22,81 @@ t.test("OpenAI's fine-tuning JSONL: a conversation a line, the assistant the aud
       '0|assistant|Anytime! <EOM>',
       '',
       '1|assistant|Book a table <EOM>',
+      '0|assistant|{"name":"book","arguments":{}} <EOM>',
+      '1|assistant|booked <EOM>',
       '0|assistant|Done, table for two at 8. <EOM>',
     ],
     'grandma.train': ['1|grandma|Hi Grandma! home soon <EOM>', '0|grandma|Great, dinner at 7 <EOM>'],
   });
   t.same(summary.formats, { openai: 1 });
-  t.same([summary.read, summary.kept, summary.sent], [14, 8, 4]);
-  t.same(summary.dropped, { 'system prompt': 3, 'tool call': 2, media: 1 }, 'the system messages (the audience\'s too), the tool call and its result, the image');
+  t.same([summary.read, summary.kept, summary.sent], [14, 10, 5]);
+  t.same(summary.dropped, { 'system prompt': 3, media: 1 }, 'the system messages (the audience\'s too), the image');
   const file = fixture('openai', 'fine_tune.jsonl');
   t.same(summary.warnings, [
     `${file}: 2 system messages left out: the chat format has no system role (a system message "audience: <name>" names the audience instead)`,
     `${file}: 1 assistant message has "weight": 0, but the chat format has no weights: it is trained on like the others`,
   ]);
-  t.match(formatImportSummary(summary), /^import: 1 export file \(OpenAI fine-tuning JSONL 1\), 14 messages read, 8 kept \(4 sent, 4 received\), 6 dropped \(system prompt 3, tool call 2, media 1\)/);
+  t.match(formatImportSummary(summary), /^import: 1 export file \(OpenAI fine-tuning JSONL 1\), 14 messages read, 10 kept \(5 sent, 5 received\), 4 dropped \(system prompt 3, media 1\)/);
+});
+
+t.test('function calling is written as the server reads a conversation that called tools', async (t) => {
+  const weather = { id: 'w1', type: 'function', function: { name: 'weather', arguments: '{"city": "Oslo"}' } };
+  const time = { id: 't1', type: 'function', function: { name: 'time', arguments: '{"zone":"CET"}' } };
+  const messages = [
+    { role: 'user', content: 'Weather and time in Oslo?' },
+    { role: 'assistant', content: 'Checking.', tool_calls: [weather, time] },
+    { role: 'tool', tool_call_id: 'w1', content: '4 C | rain' },
+    { role: 'tool', tool_call_id: 't1', content: '14:05' },
+    { role: 'assistant', content: '4 C and rain, at 14:05.' },
+  ];
+  const older = [
+    { role: 'user', content: 'Any news?' },
+    { role: 'assistant', content: null, function_call: { name: 'news', arguments: '{}' } },
+    { role: 'function', name: 'news', content: 'none' },
+    { role: 'assistant', content: 'Nothing new.' },
+  ];
+  const sharegpt = [
+    { from: 'human', value: 'Convert 5 km' },
+    { from: 'function_call', value: '{"name": "convert", "arguments": {"km": 5}}' },
+    { from: 'observation', value: '{"miles": 3.1}' },
+    { from: 'gpt', value: '5 km is 3.1 miles.' },
+  ];
+  const tools = [{ type: 'function', function: { name: 'weather', parameters: { type: 'object' } } }];
+  const dir = t.testdir({
+    'calls.jsonl': `${JSON.stringify({ messages, tools })}\n${JSON.stringify({ messages: older })}\n`,
+    'sharegpt.json': JSON.stringify([{ conversations: sharegpt }]),
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'calls.jsonl')]);
+  const lines = [
+    '1|assistant|Weather and time in Oslo? <EOM>',
+    '0|assistant|Checking. {"name":"weather","arguments":{"city":"Oslo"}} {"name":"time","arguments":{"zone":"CET"}} <EOM>',
+    '1|assistant|4 C rain <EOM>',
+    '1|assistant|14:05 <EOM>',
+    '0|assistant|4 C and rain, at 14:05. <EOM>',
+  ];
+  t.same(files, { 'assistant.train': [...lines, '', '1|assistant|Any news? <EOM>', '0|assistant|{"name":"news","arguments":{}} <EOM>', '1|assistant|none <EOM>', '0|assistant|Nothing new. <EOM>'] });
+  t.same(summary.dropped, {}, 'no call and no output is dropped');
+  t.same(summary.warnings, [`${path.join(dir, 'calls.jsonl')}: 1 conversation lists its "tools", which the chat format has no place for: the calls and their outputs are kept, the tools' definitions are not (the server's requests name the tools a reply may call)`]);
+
+  // The server's prompt for the same conversation, the reply to come after it, holds the same lines.
+  const { prompt } = chatPrompt({ promptFormat: 'chat', audience: 'assistant', systemMessages: 'refuse' } as ModelConfig, openAIMessages(messages), 'messages');
+  t.equal(fitConversation(prompt as Conversation).prompt, `${lines.join('\n')}\n0|assistant|`);
+
+  const shared = await importInto(path.join(dir, 'out-sharegpt'), [path.join(dir, 'sharegpt.json')]);
+  t.same(shared.files, { 'assistant.train': ['1|assistant|Convert 5 km <EOM>', '0|assistant|{"name":"convert","arguments":{"km":5}} <EOM>', '1|assistant|{"miles": 3.1} <EOM>', '0|assistant|5 km is 3.1 miles. <EOM>'] });
+});
+
+t.test('a call that cannot be read stops the import, naming its line and field', async (t) => {
+  const call = (fn: unknown): string => JSON.stringify({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', tool_calls: [{ id: 'a', type: 'function', function: fn }] }] });
+  const dir = t.testdir({
+    'arguments.jsonl': `${call({ name: 'f', arguments: '{}' })}\n${call({ name: 'f', arguments: '{city: Oslo}' })}\n`,
+    'name.jsonl': `${call({ arguments: '{}' })}\n`,
+    'sharegpt.json': JSON.stringify([{ conversations: [{ from: 'human', value: 'hi' }, { from: 'function_call', value: 'weather please' }] }]),
+  });
+  const rejects = (name: string, message: string | RegExp): Promise<unknown> => t.rejects(importChats([path.join(dir, name)], { out: path.join(dir, 'out') }), { message }, name);
+  await rejects('arguments.jsonl', new RegExp(`^${path.join(dir, 'arguments.jsonl')}:2: messages\\[1\\]\\.tool_calls\\[0\\]\\.function\\.arguments: not JSON \\(`));
+  await rejects('name.jsonl', `${path.join(dir, 'name.jsonl')}:1: messages[1].tool_calls[0].function: must be a call, {"name", "arguments"}`);
+  await rejects('sharegpt.json', new RegExp(`^${path.join(dir, 'sharegpt.json')}: conversation 1: conversations\\[1\\]\\.value: not JSON \\(`));
 });
 
 t.test('--audience-map renames the assistant', async (t) => {

@@ -3,8 +3,8 @@
 // reply generated as it streams, and the stream's framing. Every error names the field it is about (OpenAI's
 // `param`); the app's one error handler gives it each API's shape (openAIError for /v1).
 import type { Request, Response } from 'express';
-import type { Conversation, Turn } from '../../data/chat_format';
-import { audienceNamedBy } from '../../data/chat_format';
+import type { Conversation, ToolCall, Turn } from '../../data/chat_format';
+import { audienceNamedBy, toolCallsText } from '../../data/chat_format';
 import type { TokenLogprob } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
 import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
@@ -203,18 +203,18 @@ export function openAIMessages(messages: unknown): InputMessage[] {
       const at = `${where}.tool_calls[${j}]`;
       if (!isObject(call) || typeof call.id !== 'string' || !isObject(call.function)) bad(at, `must be ${shape}`);
       called.add(call.id);
-      return callText(call.function.name, callArguments(call.function.arguments, `${at}.function.arguments`), `${at}.function.name`);
+      return sentCall(call.function.name, callArguments(call.function.arguments, `${at}.function.arguments`), `${at}.function.name`);
     });
     const content = m.content === undefined || m.content === null ? '' : messageText(m.content, fields.textField, ['text']);
-    return { ...fields, text: [content, ...calls].filter((t) => t !== '').join('\n') };
+    return { ...fields, text: toolCallsText(content, calls) };
   });
 }
 
-// A tool call sent back as the model's own words: the JSON a forced call is generated as (tool_calls.ts), so that the
-// model reads its earlier calls as it writes them. `nameField`: the request's field of the call's name, for errors.
-export function callText(name: unknown, args: unknown, nameField: string): string {
+// A tool call sent back in a conversation: the model reads it as it writes one (toolCallsText). `nameField`: the
+// request's field of the call's name, for errors.
+export function sentCall(name: unknown, args: unknown, nameField: string): ToolCall {
   if (typeof name !== 'string' || name === '') bad(nameField, 'must be the name of the function called');
-  return JSON.stringify({ name, arguments: args });
+  return { name, arguments: args };
 }
 
 // A call's arguments as OpenAI's APIs send them back: the JSON text of an object.

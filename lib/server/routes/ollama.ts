@@ -16,7 +16,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import express, { type Request, type Response } from 'express';
-import type { Conversation } from '../../data/chat_format';
+import { toolCallsText, type Conversation, type ToolCall } from '../../data/chat_format';
 import type { TokenLogprob } from '../../generate/logprobs';
 import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import { parameterCount, type GPT2Config, type ModelFolder } from '../../formats/model_folder';
@@ -24,7 +24,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, bad, callText, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed, repeatPenaltyOf,
+  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed, repeatPenaltyOf, sentCall,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
@@ -123,17 +123,17 @@ function chatMessages(messages: unknown): InputMessage[] {
     if (typeof m.content !== 'string') bad(`${where}.content`, 'must be a string');
     if (Array.isArray(m.images) && m.images.length > 0) bad(`${where}.images`, 'are not supported: GPT-2 reads text only');
     const calls = m.role !== 'assistant' || m.tool_calls === undefined || m.tool_calls === null ? [] : ollamaCalls(m.tool_calls, `${where}.tool_calls`);
-    return { role: m.role, text: [m.content, ...calls].filter((t) => t !== '').join('\n'), roleField: `${where}.role`, textField: `${where}.content` };
+    return { role: m.role, text: toolCallsText(m.content, calls), roleField: `${where}.role`, textField: `${where}.content` };
   });
 }
 
-function ollamaCalls(calls: unknown, field: string): string[] {
+function ollamaCalls(calls: unknown, field: string): ToolCall[] {
   const shape = '{"function": {"name", "arguments"}}';
   if (!Array.isArray(calls)) bad(field, `must be an array of ${shape}`);
   return calls.map((call: unknown, j) => {
     const at = `${field}[${j}].function`;
     if (!isObject(call) || !isObject(call.function) || !isObject(call.function.arguments)) bad(`${field}[${j}]`, `must be ${shape}, the arguments an object`);
-    return callText(call.function.name, call.function.arguments, `${at}.name`);
+    return sentCall(call.function.name, call.function.arguments, `${at}.name`);
   });
 }
 

@@ -14,10 +14,11 @@ import type { TokenLogprob } from '../../generate/logprobs';
 import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { ModelConfig, SamplingDefaults } from '../config';
 import type { ChatService, Completion } from '../service';
+import { toolCallsText } from '../../data/chat_format';
 import { quoted } from '../../util/quoted';
 import {
-  bad, callArguments, callText, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, isObject, messageText,
-  objectBody, optional, readModel, readSampling, tokenLogprobs, type Body, type InputMessage,
+  bad, callArguments, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, isObject, messageText,
+  objectBody, optional, readModel, readSampling, sentCall, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readTextFormat } from './response_format';
 import { readToolChoice, toolCall } from './tool_calls';
@@ -94,8 +95,11 @@ function inputMessages(body: Body): InputMessage[] {
     if (item.type === 'function_call') {
       if (typeof item.call_id !== 'string') bad(`${where}.call_id`, 'must be the id of the call, a string');
       called.add(item.call_id);
-      const text = callText(item.name, callArguments(item.arguments, `${where}.arguments`), `${where}.name`);
-      messages.push({ role: 'assistant', text, roleField: `${where}.type`, textField: `${where}.arguments` });
+      const call = sentCall(item.name, callArguments(item.arguments, `${where}.arguments`), `${where}.name`);
+      // A reply's items are one message: its text and calls, as chat completions' message holds them.
+      const last = messages.at(-1);
+      if (last?.role === 'assistant' && last.roleField !== 'instructions') messages[messages.length - 1] = { ...last, text: toolCallsText(last.text, [call]) };
+      else messages.push({ role: 'assistant', text: toolCallsText('', [call]), roleField: `${where}.type`, textField: `${where}.arguments` });
     } else if (item.type === 'function_call_output') {
       if (typeof item.call_id !== 'string' || !called.has(item.call_id)) bad(`${where}.call_id`, 'must be the call_id of an earlier function_call item');
       messages.push({ role: 'tool', text: messageText(item.output, `${where}.output`, ['input_text', 'output_text']), roleField: `${where}.type`, textField: `${where}.output` });
