@@ -35,7 +35,8 @@ export interface GenerationRequest {
   logprobs?: number;                       // report each token's log-probability and this many alternatives'
   onLogprob?: (logprob: TokenLogprob) => void;  // with logprobs, each token's as it is drawn, before its text streams
   promptLogprobs?: boolean;                // with logprobs, the prompt's tokens' too (the prompt is then never cut)
-  grammar?: Grammar;                       // holds the reply to this grammar (a response format's): the sanitizer then leaves it as it is
+  grammar?: Grammar;                       // holds the reply to this grammar (a response format's, tool calls'): the sanitizer then leaves it as it is
+  textBesideCalls?: boolean;               // the grammar also lets the reply be text, not beginning with "{" (tool_choice "auto"): text is sanitized
 }
 
 export interface EmbeddingRequest {
@@ -378,7 +379,7 @@ export class ChatService {
     }
     // The sanitizer reads the reply as it is generated, and generation stops once the reply is complete. A reply held
     // to a grammar is the grammar's text: a sanitizer's cuts and rewrites would break it.
-    const sanitizing = (request.grammar ? IDENTITY : sanitizer).stream();
+    const sanitizing = !request.grammar ? sanitizer.stream() : request.textBesideCalls ? callsOrText(sanitizer) : IDENTITY.stream();
     let shown = '';
     const reply: ReplyStream = {
       push(piece) {
@@ -504,4 +505,20 @@ async function inTurns<T, R>(items: readonly T[], width: number, each: (item: T)
 // One signal for several (absent ones ignored).
 function anySignal(signals: (AbortSignal | undefined)[]): AbortSignal {
   return AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
+}
+
+// A reply that may be tool calls or text: calls, which begin with "{", are the grammar's text as it is; text is the
+// sanitizer's, decided by the reply's first character.
+function callsOrText(sanitizer: Sanitizer): ReplyStream {
+  let start = '';
+  let chosen: ReplyStream | null = null;
+  return {
+    push(piece) {
+      if (chosen !== null) return chosen.push(piece);
+      start += piece;
+      if (start === '') return { text: '', settled: '', complete: false };
+      chosen = (start.startsWith('{') ? IDENTITY : sanitizer).stream();
+      return chosen.push(start);
+    },
+  };
 }

@@ -17,6 +17,8 @@ import {
   REPLY_STOPS,
   SIDE,
   SPEAKER_SIDE,
+  toolCallsOf,
+  toolCallsText,
   type Conversation,
 } from '../../lib/data/chat_format';
 import { loadTokenizer } from '../../lib/tokenizer';
@@ -169,4 +171,17 @@ t.test('with a step, the oldest messages go a whole number of steps at a time, s
     starts.push(fitted.droppedMessages);
   }
   t.equal(new Set(starts).size, 9, 'the start moved 8 times in 30 turns past the budget, not 30');
+});
+
+t.test('tool calls in a message: written after its text, a space apart, and read back from a reply of calls alone', async (t) => {
+  const calls = [{ name: 'weather', arguments: { city: 'Oslo {north}', note: 'say "hi" \\ }' } }, { name: 'time', arguments: {} }];
+  const written = toolCallsText('', calls);
+  t.equal(written, '{"name":"weather","arguments":{"city":"Oslo {north}","note":"say \\"hi\\" \\\\ }"}} {"name":"time","arguments":{}}');
+  t.same(toolCallsOf(written), calls, 'braces and escapes inside strings are the strings\'');
+  t.same(toolCallsOf(`${written} <EOM>`), calls, 'a reply may end with its end of message');
+  t.same(toolCallsOf('{"name": "f", "arguments": [1]}\n'), [{ name: 'f', arguments: [1] }]);
+  t.equal(toolCallsText('Checking.', calls.slice(1)), 'Checking. {"name":"time","arguments":{}}', 'the text first');
+  for (const reply of ['Checking. {"name":"time","arguments":{}}', '{"name":"time","arguments":{}', '{"name":"time"}', '{"arguments":{}}', '[{"name":"f","arguments":{}}]', '{"name":"f","arguments":{}} and', '', '{"name":"f","arguments":{}}}']) {
+    t.equal(toolCallsOf(reply), null, `not calls alone: ${JSON.stringify(reply)}`);
+  }
 });

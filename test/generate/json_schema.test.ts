@@ -318,3 +318,12 @@ t.test('annotations are ignored', async (t) => {
   };
   t.equal(Grammar.fromJsonSchema(annotated).key, Grammar.fromJsonSchema(plain).key);
 });
+
+t.test('a schema as a part of a grammar: its rule named as asked, its own rules clear of the grammar\'s', async (t) => {
+  // Definitions named as the grammar's own rules and as the schema's root rule would be.
+  const schema = { type: 'object', properties: { a: { $ref: '#/$defs/text' }, b: { $ref: '#/$defs/root' } }, required: ['a'], additionalProperties: false, $defs: { text: { type: 'string', maxLength: 3 }, root: { type: 'integer' } } };
+  const grammar = Grammar.withJsonSchema('root ::= call (" " call)* | text\ntext ::= [^{] .*', 'call', schema, 'tools');
+  expectAccepts(t, grammar, ['{"a":"abc"}', '{"a":"x","b":7} {"a":"y"}', 'hello {"a": 1}', 'x']);
+  expectRejects(t, grammar, ['{"a":"abcd"}', '{"a":"x","b":"7"}', '{"b":7}', '{}', '', '{"a":"x"}{"a":"y"}']);
+  t.throws(() => Grammar.withJsonSchema('root ::= call', 'call', { type: 'object', uniqueItems: true }, 'tools'), { message: /^tools\.uniqueItems: / }, 'a schema\'s mistake is named under `where`');
+});

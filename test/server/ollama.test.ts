@@ -49,7 +49,7 @@ t.test('the listing: every configured model as <key>:latest, its size, time and 
   const show = await ollama.show({ model: 'chatbot' });
   t.match(show.model_info, { 'general.architecture': 'gpt2', 'gpt2.context_length': TINY.nCtx, 'gpt2.embedding_length': TINY.nEmbd, 'gpt2.block_count': TINY.nLayer });
   t.match(show.parameters, /^num_predict 12\ntemperature 0\.3\ntop_k 40\ntop_p 0\.9\nrepeat_penalty 1\.176471\nrepeat_last_n -1$/, "the model's sampling defaults as Modelfile parameters");
-  t.same(show.capabilities, ['completion', 'embedding']);
+  t.same(show.capabilities, ['completion', 'tools', 'embedding']);
   const { version } = await ollama.version();
   t.equal(version, (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version);
 });

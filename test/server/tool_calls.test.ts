@@ -1,6 +1,7 @@
 // Function calling over real HTTP on 127.0.0.1, through the official `openai` client (chat completions and the
 // Responses API) and Ollama's /api/chat: a forced call is a call whose arguments keep to the tool's parameters
-// (checked by Ajv), whole and streamed; "auto" answers in text; a conversation sent back with its calls and their
+// (checked by Ajv), whole and streamed; "auto" answers in text where the model does not begin a call (one that
+// does: tool_calls_learned.test.ts); a conversation sent back with its calls and their
 // outputs makes the prompt it should (llama.cpp's /apply-template shows it), which every API answers alike; and a
 // mistake is a 400 that names the field.
 import t from 'tap';
@@ -34,7 +35,7 @@ const weather = {
 const alarm = { type: 'function' as const, function: { name: 'set_alarm', parameters: { type: 'object', properties: { hour: { type: 'integer', minimum: 0, maximum: 23 } }, required: ['hour'], additionalProperties: false } } };
 const validArguments = { get_weather: new Ajv().compile({ ...weather.function.parameters }), set_alarm: new Ajv().compile(alarm.function.parameters) };
 
-t.test('chat completions: a forced call (tool_choice required or named) is a call whose arguments keep to the tool\'s parameters; auto answers in text', async (t) => {
+t.test('chat completions: a forced call (tool_choice required or named) is a call whose arguments keep to the tool\'s parameters; auto may answer in text', async (t) => {
   const messages = [{ role: 'user' as const, content: 'What is the weather in Oslo?' }];
   const named = await client.chat.completions.create({ model: 'general', messages, tools: [weather, alarm], tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 200, temperature: 1, seed: 2 });
   t.equal(named.choices[0].finish_reason, 'tool_calls');
@@ -62,9 +63,14 @@ t.test('chat completions: a forced call (tool_choice required or named) is a cal
   const auto = await client.chat.completions.create({ model: 'general', messages, tools: [weather], max_tokens: 5, temperature: 0 });
   t.match(auto.choices[0], { finish_reason: 'length', message: { content: /./ } }, 'auto (the default with tools): an answer in text');
   t.notOk(auto.choices[0].message.tool_calls?.length, 'and no call');
+  const autoStream = await client.chat.completions.create({ model: 'general', messages, tools: [weather], max_tokens: 5, temperature: 0, stream: true });
+  const pieces: string[] = [];
+  for await (const chunk of autoStream) for (const choice of chunk.choices) if (choice.delta.content) pieces.push(choice.delta.content);
+  t.equal(pieces.join(''), auto.choices[0].message.content, 'streamed, a reply in text comes as it is written');
+  t.ok(pieces.length > 1, `in ${pieces.length} pieces`);
   const unread = { type: 'function' as const, function: { name: 'tag', parameters: { type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } } } };
   const text = await client.chat.completions.create({ model: 'general', messages, tools: [unread], tool_choice: 'auto', max_tokens: 3, temperature: 0 });
-  t.equal(text.choices[0].finish_reason, 'length', 'a tool that is not called may use any keyword: its parameters are read only for a forced call');
+  t.equal(text.choices[0].finish_reason, 'length', 'under auto, a tool whose parameters no grammar holds (uniqueItems) is one the model cannot call, not a request refused');
   const cut = await client.chat.completions.create({ model: 'general', messages, tools: [weather], tool_choice: 'required', max_tokens: 3, temperature: 0 });
   t.match(cut.choices[0], { finish_reason: 'length', message: { content: /^\{/ } }, 'a call cut at max_tokens: the text so far, no call');
   for (const [body, param, message] of [
@@ -73,6 +79,7 @@ t.test('chat completions: a forced call (tool_choice required or named) is a cal
     [{ tools: [weather, weather] }, 'tools[1].function.name', /the name of an earlier tool/],
     [{ tools: [{ type: 'function', function: { name: 'x', parameters: { type: 'object', properties: { n: { type: 'number', minimum: 1 } } } } }], tool_choice: 'required' }, 'tools[0].function.parameters', /^tools\[0\]\.function\.parameters\.properties\.n\.minimum: /],
     [{ tools: [{ type: 'web_search' }] }, 'tools[0]', /must be \{"type": "function"/],
+    [{ tools: [weather], parallel_tool_calls: 'yes' }, 'parallel_tool_calls', /true or false/],
   ] as const) {
     const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages, ...body } });
     t.match([r.status, r.json().error], [400, { param, message }], `${JSON.stringify(body).slice(0, 120)}: ${r.text}`);

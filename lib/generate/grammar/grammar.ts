@@ -50,6 +50,12 @@ export class Grammar {
     return Grammar.parse(jsonSchemaToGbnf(schema, where), where);
   }
 
+  // The grammar of `gbnf`, whose rules may refer to `name`: the JSON texts that `schema` accepts.
+  static withJsonSchema(gbnf: string, name: string, schema: unknown, where = 'json_schema'): Grammar {
+    const own = [...gbnf.matchAll(/^\s*([a-zA-Z0-9-]+)\s*::=/gm)].map((m) => m[1]);
+    return Grammar.parse(`${gbnf}\n${jsonSchemaToGbnf(schema, where, name, own)}`, where);
+  }
+
   // OpenAI's {"type": "json_object"}: any JSON object. One grammar for all callers, so they share its masks.
   static anyJsonObject(): Grammar {
     anyObject ??= Grammar.fromJsonSchema({ type: 'object' });

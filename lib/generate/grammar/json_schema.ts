@@ -81,8 +81,10 @@ const FORMATS = ['date', 'time', 'date-time', 'uuid'];
 // The characters a JSON string holds unescaped (the `char` rule's first alternative).
 const UNESCAPED: CodepointRanges = complementRanges(normalizeRanges([0x00, 0x1f, 0x22, 0x22, 0x5c, 0x5c, 0x7f, 0x7f]));
 
-export function jsonSchemaToGbnf(schema: unknown, where: string): string {
-  return new SchemaConverter(schema, where).convert();
+// `rootName` names the rule of the schema's texts (and stems its helper rules), for a grammar that uses it as a part
+// beside rules of its own, whose names are `reserved`.
+export function jsonSchemaToGbnf(schema: unknown, where: string, rootName = 'root', reserved: readonly string[] = []): string {
+  return new SchemaConverter(schema, where, rootName, new Set(reserved)).convert();
 }
 
 class SchemaConverter {
@@ -99,14 +101,16 @@ class SchemaConverter {
   constructor(
     private readonly root: unknown,
     private readonly where: string,
+    private readonly rootName: string,
+    private readonly reserved: ReadonlySet<string>,
   ) {
-    this.refRules.set('#', 'root');
+    this.refRules.set('#', rootName);
     this.refPaths.set('#', where);
   }
 
   convert(): string {
-    this.rules.set('root', '');
-    this.rules.set('root', this.visit(this.root, this.where, 'root'));
+    this.rules.set(this.rootName, '');
+    this.rules.set(this.rootName, this.visit(this.root, this.where, this.rootName));
     this.checkRefCycles();
     return [...this.rules].map(([name, body]) => `${name} ::= ${body}`).join('\n');
   }
@@ -495,7 +499,7 @@ class SchemaConverter {
   private addRule(stem: string, body: string): string {
     const base = stem.replace(/[^a-zA-Z0-9-]+/g, '-').replace(/^-+|-+$/g, '') || 'rule';
     let name = base;
-    for (let n = 2; this.rules.has(name) || name in PRIMITIVES; n++) name = `${base}-${n}`;
+    for (let n = 2; this.rules.has(name) || name in PRIMITIVES || this.reserved.has(name); n++) name = `${base}-${n}`;
     this.rules.set(name, body);
     return name;
   }

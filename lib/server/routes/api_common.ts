@@ -49,7 +49,6 @@ const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
   functions: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: send functions as tools (functions is OpenAI\'s older name)' },
   function_call: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: force a call with tools and tool_choice' },
-  parallel_tool_calls: { neutral: (v) => typeof v === 'boolean', rule: 'must be true or false' },
   modalities: { neutral: (v) => Array.isArray(v) && v.length === 1 && v[0] === 'text', rule: 'only ["text"] is supported' },
   store: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps nothing it answers' },
   service_tier: { neutral: (v) => v === 'auto' || v === 'default', rule: 'only "auto" or "default" is supported' },

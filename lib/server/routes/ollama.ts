@@ -28,7 +28,7 @@ import {
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
-import { readTools } from './tool_calls';
+import { readToolChoice, replyCalls, sendable, type ToolChoice } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const TAG = ':latest';
@@ -66,6 +66,7 @@ interface OllamaRequest {
   stream: boolean;
   top: number | undefined;  // with `logprobs`, the alternatives each token's comes with
   grammar: Grammar | undefined;  // `format`'s: "json" or a JSON schema (response_format.ts)
+  tools?: ToolChoice;            // /api/chat's tools, which the model may call (tool_calls.ts)
 }
 
 // `<key>:latest` or the key itself.
@@ -173,8 +174,9 @@ function doneFields(c: Completion): Record<string, unknown> {
   };
 }
 
-// One answer of /api/chat or /api/generate: `reply` puts a piece of text in the endpoint's field.
-async function answer(service: ChatService, res: Response, request: OllamaRequest, prompt: GenerationRequest['prompt'], promptField: string, reply: (text: string) => Record<string, unknown>): Promise<void> {
+// One answer of /api/chat or /api/generate: `reply` puts a piece of text, or a reply's calls, in the endpoint's field.
+// A reply that begins as calls is held until it is whole (tool_calls.ts), and its calls come in the last line.
+async function answer(service: ChatService, res: Response, request: OllamaRequest, prompt: GenerationRequest['prompt'], promptField: string, reply: (text: string, calls?: Record<string, unknown>[]) => Record<string, unknown>): Promise<void> {
   res.locals.model = request.model.key;
   const gone = clientGone(res);
   const head = (): Record<string, unknown> => ({ model: request.name, created_at: new Date().toISOString() });
@@ -191,18 +193,29 @@ async function answer(service: ChatService, res: Response, request: OllamaReques
     frequencyPenalty: request.frequencyPenalty,
     signal: gone.signal,
     logprobs: request.top,
-    grammar: request.grammar,
+    grammar: request.tools?.grammar ?? request.grammar,
+    textBesideCalls: request.tools?.optional,
+  };
+  // Ollama gives a call's arguments as an object.
+  const whole = (c: Completion): Record<string, unknown> => {
+    const calls = request.tools ? replyCalls(c) : null;
+    return calls ? reply('', calls.map((call) => ({ function: { name: call.name, arguments: JSON.parse(call.arguments) as unknown } }))) : reply(c.text);
   };
   if (!request.stream) {
     const c = await service.generate(request.model.key, generation);
-    res.json({ ...head(), ...reply(c.text), ...logprobsOf(c.logprobs), ...doneFields(c) });
+    res.json({ ...head(), ...whole(c), ...logprobsOf(c.logprobs), ...doneFields(c) });
     return;
   }
   // Each line carries the log-probabilities of the tokens drawn since the line before (generateStreamed).
   const { send: line, started } = lineSender(res);
+  let sofar = '';
   try {
     await generateStreamed(service, request.model.key, generation, (text, drawn, done) => {
-      line({ ...head(), ...reply(text), ...(drawn.length > 0 && logprobsOf(drawn)), ...(done ? doneFields(done) : { done: false }) });
+      sofar += text;
+      const held = request.tools !== undefined && !sendable(sofar);
+      if (held && done === null && drawn.length === 0) return;
+      const piece = !held ? reply(text) : done ? whole(done) : reply('');
+      line({ ...head(), ...piece, ...(drawn.length > 0 && logprobsOf(drawn)), ...(done ? doneFields(done) : { done: false }) });
     });
   } catch (err) {
     if (!started()) throw err;
@@ -312,21 +325,21 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
           'gpt2.vocab_size': config.vocabSize,
         }),
       },
-      capabilities: ['completion', 'embedding'],
+      capabilities: ['completion', 'tools', 'embedding'],
       dixie: { prompt_format: m.promptFormat, audience: m.audience, audiences: m.audiences },
     });
   });
 
   router.post('/api/chat', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const request = readRequest(service, body, CHAT_KEYS);
-    // Ollama's tools are the model's to call or not; GPT-2, never taught to, answers in text (tool_calls.ts).
-    if (body.tools !== undefined && body.tools !== null) readTools(body.tools);
+    const read = readRequest(service, body, CHAT_KEYS);
+    // Ollama's tools are the model's to call or not: tool_choice "auto".
+    const request = { ...read, tools: readToolChoice(body, read.model, read.grammar) };
     const messages = chatMessages(body.messages ?? []);
     if (messages.length === 0) return load(service, res, request, { message: { role: 'assistant', content: '' } });
     const { prompt, ignored } = chatPrompt(request.model, messages, 'messages');
     if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
-    return answer(service, res, request, prompt, 'messages', (text) => ({ message: { role: 'assistant', content: text } }));
+    return answer(service, res, request, prompt, 'messages', (text, calls) => ({ message: { role: 'assistant', content: text, ...(calls && { tool_calls: calls }) } }));
   });
 
   router.post('/api/generate', jsonBody, async (req: Request, res: Response) => {

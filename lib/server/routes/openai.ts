@@ -5,8 +5,8 @@
 //                               `echo`, `stream`
 //   POST /v1/chat/completions   `messages` made into the model's prompt (see chatPrompt), the reply sanitized
 //   Both take `response_format` (json_object, json_schema): the reply is then held to it (response_format.ts);
-//   chat completions take `tools`, a reply held to a call where tool_choice forces one (tool_calls.ts), and
-//   conversations that hold calls and their outputs
+//   chat completions take `tools`, the reply held to calls where tool_choice forces them or, under "auto", where it
+//   begins as one (tool_calls.ts), and conversations that hold calls and their outputs
 //   POST /v1/embeddings         a text (or several; text or token ids) as one vector each (lib/generate/embed.ts)
 // Sampling fields keep OpenAI's names (`logit_bias`, `presence_penalty` and `frequency_penalty` too); dixie's `top_k`
 // `min_p` and `penalize` come as extensions (vLLM's server takes `top_k` and `min_p` so too).
@@ -25,7 +25,7 @@ import {
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
-import { readToolChoice, toolCall } from './tool_calls';
+import { readToolChoice, replyCalls, sendable } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const MAX_N = 16;
@@ -47,7 +47,8 @@ interface Common {
   logitBias: Readonly<Record<number, number>> | undefined;
   presencePenalty: number | undefined;
   frequencyPenalty: number | undefined;
-  grammar: Grammar | undefined;  // response_format's
+  grammar: Grammar | undefined;  // response_format's, or the tools' (tool_calls.ts)
+  textBesideCalls?: boolean;     // the tools' grammar lets the reply be text too (tool_choice "auto")
 }
 
 const COMMON_KEYS = [
@@ -172,27 +173,34 @@ const CHAT: Kind = {
   logprobs: (tokenizer, logprobs) => chatLogprobs(tokenizer, logprobs as TokenLogprob[]),
 };
 
-// A chat completion whose reply tool_choice forces to be a call (tool_calls.ts): the message holds the call once its
-// JSON is whole, or the text so far where the reply was cut at its length.
-function calledMessage(c: Completion): { message: Record<string, unknown>; finish: Record<string, unknown> } {
-  if (cutShort(c)) return { message: { content: c.text }, finish: finished(c) };
-  const call = toolCall(c.text);
-  const toolCalls = [{ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }];
+// A chat completion whose reply may be calls (tool_calls.ts): the message holds its calls, or its text (a reply in
+// text, or calls cut short).
+function replyMessage(c: Completion): { message: Record<string, unknown>; finish: Record<string, unknown> } {
+  const calls = replyCalls(c);
+  if (calls === null) return { message: { content: c.text }, finish: finished(c) };
+  const toolCalls = calls.map((call) => ({ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }));
   return { message: { content: null, tool_calls: toolCalls }, finish: { finish_reason: 'tool_calls', dixie_finish_reason: c.finishReason } };
 }
 
-// Streamed, the call comes whole in the last chunk (only a whole call parses); the pieces before it send a chunk only
-// for the role, or for the log-probabilities they carry.
-const TOOL_CALL: Kind = {
-  ...CHAT,
-  chunk: (index, _text, done, first, logprobs) => {
-    const role = first ? { role: 'assistant' } : {};
-    if (done === null) return first || logprobs !== null ? { index, delta: role, logprobs, finish_reason: null } : null;
-    const { message, finish } = calledMessage(done);
-    const delta = message.tool_calls ? { tool_calls: (message.tool_calls as Record<string, unknown>[]).map((call, i) => ({ index: i, ...call })) } : { content: message.content };
-    return { index, delta: { ...role, ...delta }, logprobs, ...finish };
-  },
-};
+// Streamed, a reply in text streams as CHAT's does; one that begins as calls is held (sendable), and its calls come
+// whole in the last chunk, the pieces before it sending a chunk only for the role or for the log-probabilities they
+// carry. Made for each request: it keeps each choice's reply so far.
+function toolCallKind(): Kind {
+  const replies = new Map<number, string>();
+  return {
+    ...CHAT,
+    chunk: (index, text, done, first, logprobs) => {
+      const reply = (replies.get(index) ?? '') + text;
+      replies.set(index, reply);
+      if (sendable(reply)) return CHAT.chunk(index, text, done, first, logprobs);
+      const role = first ? { role: 'assistant' } : {};
+      if (done === null) return first || logprobs !== null ? { index, delta: role, logprobs, finish_reason: null } : null;
+      const { message, finish } = replyMessage(done);
+      const delta = message.tool_calls ? { tool_calls: (message.tool_calls as Record<string, unknown>[]).map((call, i) => ({ index: i, ...call })) } : { content: done.text };
+      return { index, delta: { ...role, ...delta }, logprobs, ...finish };
+    },
+  };
+}
 
 // logprobs: the alternatives each token's log-probability comes with, and whether the prompt's tokens' come too.
 async function answer(service: ChatService, res: Response, kind: Kind, common: Common, choices: Choice[], logprobs: { top: number; prompt: boolean } | undefined, format: (c: Completion, choice: Choice, tokenizer: Tokenizer | null) => Record<string, unknown>): Promise<void> {
@@ -227,6 +235,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
       logprobs: logprobs?.top,
       promptLogprobs: logprobs?.prompt,
       grammar: common.grammar,
+      textBesideCalls: common.textBesideCalls,
     };
     if (!common.stream) return service.generate(common.model.key, request);
     return generateStreamed(service, common.model.key, request, (text, drawn, done) => {
@@ -312,9 +321,8 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs', ...CHAT_NEUTRAL_KEYS]);
     const read = readCommon(service, body);
-    // A forced call holds the reply to it; a reply in text (tool_choice "auto" or "none") keeps response_format's.
-    const call = readToolChoice(body);
-    const common = { ...read, grammar: call ?? read.grammar };
+    const tools = readToolChoice(body, read.model, read.grammar);
+    const common = { ...read, grammar: tools?.grammar ?? read.grammar, textBesideCalls: tools?.optional };
     const { prompt, ignored } = chatPrompt(common.model, openAIMessages(body.messages), 'messages');
     if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
     const wantsLogprobs = optional<boolean>(body, 'logprobs', isBool, 'true or false') ?? false;
@@ -322,8 +330,8 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     if (top !== undefined && !wantsLogprobs) bad('top_logprobs', 'needs "logprobs": true');
     checkGenerations(service, common.n, 'n');
     const choices = Array.from({ length: common.n }, (_, index) => ({ index, prompt }));
-    await answer(service, res, call ? TOOL_CALL : CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => {
-      const { message, finish } = call ? calledMessage(c) : { message: { content: c.text }, finish: finished(c) };
+    await answer(service, res, tools ? toolCallKind() : CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => {
+      const { message, finish } = tools ? replyMessage(c) : { message: { content: c.text }, finish: finished(c) };
       return { index: choice.index, message: { role: 'assistant', ...message }, logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null, ...finish };
     });
   });

@@ -15,7 +15,7 @@ const kept = new LruMap<string, Grammar>(64);
 
 // The grammar of the request's `field` built from `source` (the cache's key), a mistake in it a 400 that says where:
 // the GrammarError's message begins with the field and the path within it.
-function grammarOf(field: string, source: string, build: () => Grammar): Grammar {
+export function grammarOf(field: string, source: string, build: () => Grammar): Grammar {
   let grammar = kept.get(source);
   if (grammar === undefined) {
     try {

@@ -4,8 +4,8 @@
 //                        completions' messages are (chatPrompt), one reply, whole or streamed as Responses' events
 // Its sampling fields (`max_output_tokens`, `temperature`, `top_p`, and dixie's `top_k`, `min_p` and `penalize`), and the log-
 // probabilities of the reply's tokens (`include: ["message.output_text.logprobs"]`, `top_logprobs`); a reply in
-// JSON, or to a JSON schema, with `text.format` (response_format.ts); function tools, a reply held to a call where
-// tool_choice forces one (tool_calls.ts), answered as a function_call item. dixie keeps no responses, so that a
+// JSON, or to a JSON schema, with `text.format` (response_format.ts); function tools, calls answered as function_call
+// items (tool_calls.ts). dixie keeps no responses, so that a
 // conversation comes whole in `input` (its calls and their outputs as function_call and function_call_output
 // items), never by `previous_response_id`.
 import crypto from 'node:crypto';
@@ -21,7 +21,7 @@ import {
   objectBody, optional, readModel, readSampling, sentCall, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readTextFormat } from './response_format';
-import { readToolChoice, toolCall } from './tool_calls';
+import { readToolChoice, replyCalls, sendable } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const KEYS = [
@@ -39,8 +39,9 @@ interface ResponsesRequest {
   lengthGiven: boolean;
   stream: boolean;
   top: number | undefined;  // the alternatives each token's log-probability comes with; undefined: no log-probabilities
-  grammar: Grammar | undefined;  // a forced call's, or text.format's
-  calls: boolean;                // whether tool_choice forces the reply to be a call
+  grammar: Grammar | undefined;  // the tools' (tool_calls.ts), or text.format's
+  calls: boolean;                // whether the reply may be calls
+  textBesideCalls: boolean;      // the tools' grammar lets the reply be text too (tool_choice "auto")
   textFormat: Body;              // text.format, as the response reports it
 }
 
@@ -63,16 +64,16 @@ function readRequest(service: ChatService, body: Body): ResponsesRequest {
   const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
   if (top !== undefined && include.length === 0) bad('top_logprobs', `needs "include": ["${LOGPROBS}"]`);
   const { grammar, format } = readTextFormat(body);
-  // A forced call holds the reply to it; a reply in text (tool_choice "auto" or "none") keeps text.format's.
-  const call = readToolChoice(body, true);
+  const tools = readToolChoice(body, model, grammar, true);
   return {
     model,
     body,
     ...readSampling(body, model, SAMPLING_NAMES),
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? false,
     top: include.length > 0 ? (top ?? 0) : undefined,
-    grammar: call ?? grammar,
-    calls: call !== undefined,
+    grammar: tools?.grammar ?? grammar,
+    calls: tools !== undefined,
+    textBesideCalls: tools?.optional ?? false,
     textFormat: format,
   };
 }
@@ -140,7 +141,7 @@ function responseObject(id: string, createdAt: number, request: ResponsesRequest
     max_output_tokens: body.max_output_tokens ?? null,
     model: model.key,
     output: state.output,
-    parallel_tool_calls: body.parallel_tool_calls ?? true,
+    parallel_tool_calls: body.parallel_tool_calls === true,
     previous_response_id: null,
     reasoning: { effort: null, summary: null },
     store: false,
@@ -175,10 +176,11 @@ function message(id: string, status: string, content: Record<string, unknown>[])
   return { id, type: 'message', status, role: 'assistant', content };
 }
 
-// A reply held to a forced call, once its JSON is whole, as the Responses API's item of a call.
-function functionCall(c: Completion): Record<string, unknown> {
-  const call = toolCall(c.text);
-  return { id: newId('fc_'), type: 'function_call', status: 'completed', call_id: call.id, name: call.name, arguments: call.arguments };
+// The reply's items: its calls, each a function_call item, or its text (a call cut short is text too).
+function outputItems(request: ResponsesRequest, c: Completion, message: () => Record<string, unknown>): Record<string, unknown>[] {
+  const calls = request.calls ? replyCalls(c) : null;
+  if (calls === null) return [message()];
+  return calls.map((call) => ({ id: newId('fc_'), type: 'function_call', status: 'completed', call_id: call.id, name: call.name, arguments: call.arguments }));
 }
 
 export function responsesRouter(service: ChatService, jsonBody: express.RequestHandler): express.Router {
@@ -206,23 +208,21 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
       signal: gone.signal,
       logprobs: request.top,
       grammar: request.grammar,
+      textBesideCalls: request.textBesideCalls,
     };
-
-    // The reply's one item: the call a forced call made, or the text (a call cut short at its length is text too).
-    const outputItem = (c: Completion, status: string, part: Record<string, unknown>): Record<string, unknown> =>
-      request.calls && !cutShort(c) ? functionCall(c) : message(itemId, status, [part]);
 
     if (!request.stream) {
       const c = await service.generate(request.model.key, generation);
       const status = finalStatus(c);
-      const item = outputItem(c, status, outputText(c.text, logprobsOf(c.logprobs)));
-      res.json(responseObject(id, createdAt, request, { status, completion: c, output: [item] }));
+      const output = outputItems(request, c, () => message(itemId, status, [outputText(c.text, logprobsOf(c.logprobs))]));
+      res.json(responseObject(id, createdAt, request, { status, completion: c, output }));
       return;
     }
 
     // Streamed: the events of OpenAI's stream, each with its sequence number. The first ones wait for the first
     // text, so that a request that fails before any (a model that cannot load, a prompt too long) is answered with
-    // an HTTP error rather than an event. A forced call's item comes whole at the end (only a whole call parses).
+    // an HTTP error rather than an event. A reply that begins as calls is held, and its items come whole at the end
+    // (only a whole call parses).
     const { send, started } = eventSender(res);
     let sequence = 0;
     const emit = (type: string, fields: Record<string, unknown>): void => send({ type, sequence_number: sequence++, ...fields }, type);
@@ -242,11 +242,15 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
     // Each delta carries the log-probabilities of the tokens drawn since the one before (generateStreamed); those
     // drawn after the last come in output_text.done with the rest.
     let c: Completion;
+    let reply = '';
     try {
       c = await generateStreamed(service, request.model.key, generation, (text, drawn, done) => {
         if (done) return;
-        begin(!request.calls);
-        if (!request.calls) emit('response.output_text.delta', { ...at, delta: text, logprobs: logprobsOf(drawn) });
+        reply += text;
+        // A reply that may be calls is text once its first character says so.
+        const isText = !request.calls || (reply !== '' && sendable(reply));
+        begin(isText);
+        if (isText) emit('response.output_text.delta', { ...at, delta: text, logprobs: logprobsOf(drawn) });
       });
     } catch (err) {
       if (!started()) throw err;
@@ -257,22 +261,25 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
     }
     const status = finalStatus(c);
     const part = outputText(c.text, logprobsOf(c.logprobs));
-    const item = outputItem(c, status, part);
-    if (item.type === 'function_call') {
+    const output = outputItems(request, c, () => message(itemId, status, [part]));
+    if (output[0].type === 'function_call') {
       begin(false);
-      const call = { item_id: item.id, output_index: 0 };
-      emit('response.output_item.added', { output_index: 0, item: { ...item, status: 'in_progress', arguments: '' } });
-      emit('response.function_call_arguments.delta', { ...call, delta: item.arguments });
-      emit('response.function_call_arguments.done', { ...call, arguments: item.arguments });
+      output.forEach((item, i) => {
+        const call = { item_id: item.id, output_index: i };
+        emit('response.output_item.added', { output_index: i, item: { ...item, status: 'in_progress', arguments: '' } });
+        emit('response.function_call_arguments.delta', { ...call, delta: item.arguments });
+        emit('response.function_call_arguments.done', { ...call, arguments: item.arguments });
+        emit('response.output_item.done', { output_index: i, item });
+      });
     } else {
       const unsent = textBegun ? '' : c.text;
       begin(true);
       if (unsent !== '') emit('response.output_text.delta', { ...at, delta: unsent, logprobs: [] });
       emit('response.output_text.done', { ...at, text: c.text, logprobs: part.logprobs });
       emit('response.content_part.done', { ...at, part });
+      emit('response.output_item.done', { output_index: 0, item: output[0] });
     }
-    emit('response.output_item.done', { output_index: 0, item });
-    emit(`response.${status}`, { response: responseObject(id, createdAt, request, { status, completion: c, output: [item] }) });
+    emit(`response.${status}`, { response: responseObject(id, createdAt, request, { status, completion: c, output }) });
     res.end();
   });
 

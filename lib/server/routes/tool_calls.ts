@@ -1,16 +1,26 @@
-// OpenAI's function calling on chat completions and the Responses API, as far as GPT-2 can take it. With
-// `tool_choice` "required" or a named function, the reply is held (through a grammar, as response_format's are) to
-// one call of a tool, {"name": ..., "arguments": {...}}, its arguments kept to the tool's `parameters`, and answered
-// as OpenAI answers a call: chat completions' message.tool_calls and finish_reason "tool_calls", the Responses API's
-// function_call item. Libraries that extract data through a forced call (Instructor, LangChain's
-// with_structured_output) work so. GPT-2 was never taught when to call a tool, so "auto" (the default with tools)
-// answers in text, as a model that chose not to call one, and "none" does too; so does Ollama's /api/chat, whose
-// tools are always "auto". A reply holds one call: parallel_tool_calls is moot. The calls and their outputs sent
-// back in a conversation are read with its messages (api_common.ts).
+// OpenAI's function calling on chat completions, the Responses API and Ollama's /api/chat, in the chat format's way
+// of writing a call: the JSON {"name": ..., "arguments": {...}} (lib/data/chat_format.ts toolCallsText), which is
+// also how bin/import-chat writes fine-tuning data's calls, so a model fine-tuned on them calls as it learned to.
+// A reply that calls is held, through a grammar as response_format's are, to calls of the request's tools, each
+// call's arguments to its tool's `parameters`, and answered as OpenAI answers calls: chat completions'
+// message.tool_calls and finish_reason "tool_calls", the Responses API's function_call items.
+//   "required", or a named function  the reply is calls; libraries that extract data through a forced call
+//                                    (Instructor, LangChain's with_structured_output) work so
+//   "auto" (the default with tools)  the model chooses: a reply that begins with "{" is held to calls, any other is
+//                                    text, sanitized as usual (Ollama's tools are always "auto"); held to
+//                                    response_format instead where one is given
+//   "none"                           text
+// A reply makes one call. parallel_tool_calls true lets it make several, a space apart, as a conversation's calls
+// are written, the model ending them with its end of message (a raw model, its line); OpenAI's default is true, but
+// a model never taught to call goes on calling where it may, so here it is asked for.
 import crypto from 'node:crypto';
-import type { Grammar } from '../../generate/grammar';
-import { bad, isObject, type Body } from './api_common';
-import { isOpenAIName, schemaGrammar } from './response_format';
+import { END_OF_MESSAGE, toolCallsOf } from '../../data/chat_format';
+import { Grammar } from '../../generate/grammar';
+import type { ModelConfig } from '../config';
+import { HttpError } from '../errors';
+import type { Completion } from '../service';
+import { bad, cutShort, isBool, isObject, optional, type Body } from './api_common';
+import { grammarOf, isOpenAIName, schemaGrammar } from './response_format';
 
 interface Tool {
   name: string;
@@ -40,14 +50,23 @@ export function readTools(value: unknown, flat = false): Tool[] {
   return tools;
 }
 
-// The grammar a forced call is held to, or undefined when the reply is text ("none", "auto", or no tools). `flat`:
-// the Responses API's tools and named choice, {"type": "function", "name"}.
-export function readToolChoice(body: Body, flat = false): Grammar | undefined {
+// How a reply may call tools: held to `grammar`, which, where the calls are `optional` ("auto"), also lets the reply
+// be text that does not begin with "{".
+export interface ToolChoice {
+  grammar: Grammar;
+  optional: boolean;
+}
+
+// The request's tools and tool_choice, or undefined when the reply is text ("none", no tools, or "auto" beside a
+// grammar for text: response_format's, `textGrammar`). `flat`: the Responses API's tools and named choice,
+// {"type": "function", "name"}.
+export function readToolChoice(body: Body, model: ModelConfig, textGrammar: Grammar | undefined, flat = false): ToolChoice | undefined {
   const tools = body.tools === undefined || body.tools === null ? [] : readTools(body.tools, flat);
+  const parallel = optional<boolean>(body, 'parallel_tool_calls', isBool, 'true or false') ?? false;
   const choice = body.tool_choice ?? (tools.length > 0 ? 'auto' : 'none');
-  if (choice === 'none' || choice === 'auto') return undefined;
+  if (choice === 'none' || (choice === 'auto' && (tools.length === 0 || textGrammar !== undefined))) return undefined;
   let called: Tool[];
-  if (choice === 'required') {
+  if (choice === 'required' || choice === 'auto') {
     called = tools;
   } else {
     const named = flat ? choice : isObject(choice) ? choice.function : undefined;
@@ -57,9 +76,34 @@ export function readToolChoice(body: Body, flat = false): Grammar | undefined {
     if (called.length === 0) bad(`tool_choice${flat ? '' : '.function'}.name`, `${JSON.stringify(name)} is not among the tools`);
   }
   if (called.length === 0) bad('tool_choice', '"required" needs at least one tool in tools');
-  // Each tool's parameters on their own first, so that a mistake is named under the tool's path.
-  for (const tool of called) schemaGrammar(tool.parameters, tool.where);
-  return schemaGrammar(callSchema(called), 'tools');
+  const callsOptional = choice === 'auto';
+  // Each tool's parameters on their own first, so that a mistake is named under the tool's path. Clients send all
+  // their tools with every request (Home Assistant through Ollama's API), so under "auto" a tool whose parameters no
+  // grammar here holds is one the model cannot call, not a request refused.
+  if (callsOptional) called = called.filter((tool) => holdable(tool));
+  else for (const tool of called) schemaGrammar(tool.parameters, tool.where);
+  if (called.length === 0) return undefined;
+  const schema = callSchema(called);
+  const key = `tools ${callsOptional} ${parallel} ${model.promptFormat} ${JSON.stringify(schema)}`;
+  return { grammar: grammarOf('tools', key, () => Grammar.withJsonSchema(callsGbnf(model, parallel, callsOptional), 'call', schema, 'tools')), optional: callsOptional };
+}
+
+function holdable(tool: Tool): boolean {
+  try {
+    schemaGrammar(tool.parameters, tool.where);
+    return true;
+  } catch (err) {
+    if (err instanceof HttpError) return false;
+    throw err;
+  }
+}
+
+// The rules over `call`, one call of a tool. Several calls end with the model's end of message: a chat model writes
+// " <EOM>" there, and a grammar that let it write only " {" or nothing would push it into calls it did not mean.
+function callsGbnf(model: ModelConfig, parallel: boolean, optional: boolean): string {
+  const end = model.promptFormat === 'chat' ? ` ${END_OF_MESSAGE}` : '\n';
+  const calls = parallel ? `call ((" " call)* ${JSON.stringify(end)})?` : 'call';
+  return optional ? `root ::= ${calls} | text\ntext ::= [^{] .*` : `root ::= ${calls}`;
 }
 
 // One call of any of the tools: each tool's parameters under $defs (its references moved with it), and an object of
@@ -87,9 +131,15 @@ function movedRefs(schema: unknown, at: string): unknown {
   }));
 }
 
-// The call a reply held to readToolChoice's grammar makes: its id, its function's name, and its arguments as the JSON
-// text OpenAI's APIs give them in.
-export function toolCall(text: string): { id: string; name: string; arguments: string } {
-  const call = JSON.parse(text) as { name: string; arguments: unknown };
-  return { id: `call_${crypto.randomBytes(12).toString('hex')}`, name: call.name, arguments: JSON.stringify(call.arguments) };
+// The calls a reply makes, as OpenAI's APIs give them (the arguments as JSON text); null for a reply in text, or a
+// call cut short (at its length, or by a stop sequence), which is answered as text.
+export function replyCalls(c: Completion): { id: string; name: string; arguments: string }[] | null {
+  const calls = cutShort(c) || !c.raw.startsWith('{') ? null : toolCallsOf(c.text);
+  return calls && calls.map((call) => ({ id: `call_${crypto.randomBytes(12).toString('hex')}`, name: call.name, arguments: JSON.stringify(call.arguments) }));
+}
+
+// Streaming a reply that may be calls: one that begins with "{" is held until it is whole (only a whole call parses),
+// any other is passed on as it comes. Returns whether the reply so far, `text`, may be sent.
+export function sendable(text: string): boolean {
+  return !text.startsWith('{');
 }
