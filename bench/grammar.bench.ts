@@ -153,7 +153,8 @@ function popcount(word: number): number {
 }
 
 // The native sampler alone (one row, one thread) on GPT-2's 50,257 logits, drawn at top-k 40 and greedily: without a
-// mask, and under the schema's masks inside a string (nearly every token allowed) and after a number (a thousand).
+// mask, under the schema's masks inside a string (nearly every token allowed) and after a number (a thousand), and
+// under a reply in text beside tool calls (tool_choice "auto": every token allowed).
 function samplerTable(): void {
   const tokenizer = loadTokenizer();
   const V = tokenizer.vocab.size;
@@ -176,7 +177,8 @@ function samplerTable(): void {
   try {
     console.log('| mask | tokens allowed | sampled, µs a row | greedy, µs a row |');
     console.log('|---|---|---|---|');
-    for (const [name, mask] of [['none', undefined], ['inside a string', maskAt(POINTS[2][1])], ['after a number', maskAt(POINTS[3][1])]] as const) {
+    const textBesideCalls = matcherAfter(Grammar.parse('root ::= "{}" | [^{] .*'), vocab, tokenizer, 'Hi').allowed();
+    for (const [name, mask] of [['none', undefined], ['inside a string', maskAt(POINTS[2][1])], ['after a number', maskAt(POINTS[3][1])], ['text beside tool calls', textBesideCalls]] as const) {
       const allowed = mask ? mask.reduce((n, word) => n + popcount(word), 0) : V;
       console.log(`| ${name} | ${allowed} | ${perRow(1, mask).toFixed(1)} | ${perRow(0, mask).toFixed(1)} |`);
     }
