@@ -23,7 +23,7 @@ async function main(): Promise<void> {
         '(Android and iOS, any locale), LINE\'s exported chat history (.txt), KakaoTalk\'s exported chat (.txt, a phone\'s or a computer\'s), Telegram Desktop\'s HTML (a chat\'s messages.html, messages2.html...) or JSON (result.json, one chat or the whole account), Facebook ' +
         'Messenger and Instagram JSON (message_1.json...), DiscordChatExporter JSON, Google Chat from Google Takeout, Element\'s JSON export of a Matrix room, Slack\'s workspace export, Snapchat\'s chat_history.json, signal-export\'s Signal chats (a chat\'s data.json), Skype\'s export (its .tar or messages.json), an X archive\'s direct messages, ' +
         'SMS Backup & Restore XML, the ' +
-        'Messages database of a Mac (chat.db: iMessage and SMS), and chat fine-tuning data in OpenAI\'s or ShareGPT\'s JSONL (the user\'s side yours, the assistant the audience); the format is detected from each file. Folders are ' +
+        'Messages database of a Mac (chat.db: iMessage and SMS), and chat fine-tuning data in OpenAI\'s or ShareGPT\'s JSONL (the user\'s side yours, the assistant the audience, its tool calls kept as the server reads them); the format is detected from each file. Folders are ' +
         'searched for .txt, .json, .jsonl, .xml and .db files (and an X archive\'s direct-messages.js, Telegram\'s messages.html); zips (an iPhone\'s WhatsApp export, Facebook\'s and Instagram\'s ' +
         'downloads, Google Takeout, Element\'s export with attachments, Slack\'s export, Snapchat\'s My Data, X\'s archive) and Skype\'s .tar are read without unzipping. The audience is the ' +
         'other person, or the group. The apps\' notices, bots\' posts, media, deleted messages and calls are dropped, and the summary ' +
