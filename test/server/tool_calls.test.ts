@@ -113,19 +113,30 @@ t.test('a conversation sent back with its calls and their outputs: the prompt it
   t.same(completion.choices[0].logprobs?.token_logprobs, expected.map((l) => l.logprob), 'the prompt /apply-template shows, continued alike');
   const without = await client.completions.create({ model: 'general', prompt: `${QUESTION}\n${CALL_TEXT}`, max_tokens: length, temperature: 0, logprobs: 2 });
   t.notSame(without.choices[0].logprobs?.token_logprobs, expected.map((l) => l.logprob), "and not as the prompt without the tool's output");
-  const responses = await client.responses.create({
+  const ask = {
     model: 'general',
     input: [
-      { role: 'user', content: QUESTION },
-      { type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: ARGUMENTS },
-      { type: 'function_call_output', call_id: 'call_1', output: OUTPUT },
+      { role: 'user' as const, content: QUESTION },
+      { type: 'function_call' as const, call_id: 'call_1', name: 'get_weather', arguments: ARGUMENTS },
+      { type: 'function_call_output' as const, call_id: 'call_1', output: OUTPUT },
     ],
     max_output_tokens: length,
     temperature: 0,
-    include: ['message.output_text.logprobs'],
+    include: ['message.output_text.logprobs' as const],
     top_logprobs: 2,
-  });
+  };
+  const responses = await client.responses.create(ask);
   t.same(responses.output[0].type === 'message' && responses.output[0].content[0], { type: 'output_text', text: chat.choices[0].message.content, annotations: [], logprobs: expected }, 'the Responses API');
+  // With the tool given, under "auto": the reply in text streams, and its deltas carry every token's log-probability.
+  const streamed = client.responses.stream({ ...ask, tools: [{ type: 'function', name: 'get_weather', parameters: weather.function.parameters, strict: true }] });
+  let streamedText = '';
+  const streamedLogprobs: unknown[] = [];
+  for await (const event of streamed) {
+    if (event.type !== 'response.output_text.delta') continue;
+    streamedText += event.delta;
+    streamedLogprobs.push(...event.logprobs);
+  }
+  t.same([streamedText, streamedLogprobs], [chat.choices[0].message.content, expected], 'the Responses API streamed, with the tool');
   const ollama = await request(`${srv.url}/api/chat`, {
     headers: AUTH,
     body: {

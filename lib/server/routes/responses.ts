@@ -243,14 +243,19 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
     // drawn after the last come in output_text.done with the rest.
     let c: Completion;
     let reply = '';
+    let undelivered: TokenLogprob[] = [];
     try {
       c = await generateStreamed(service, request.model.key, generation, (text, drawn, done) => {
         if (done) return;
         reply += text;
-        // A reply that may be calls is text once its first character says so.
+        undelivered.push(...drawn);
+        // A reply that may be calls is text once its first character says so; the log-probabilities of the tokens
+        // drawn before then come with its first delta.
         const isText = !request.calls || (reply !== '' && sendable(reply));
         begin(isText);
-        if (isText) emit('response.output_text.delta', { ...at, delta: text, logprobs: logprobsOf(drawn) });
+        if (!isText) return;
+        emit('response.output_text.delta', { ...at, delta: text, logprobs: logprobsOf(undelivered) });
+        undelivered = [];
       });
     } catch (err) {
       if (!started()) throw err;
