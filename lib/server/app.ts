@@ -16,6 +16,7 @@ import { fineTunedModel, type ModelConfig, type ServerConfig } from './config';
 import { gpt2Loader, type LoadedModel } from './engine';
 import { boundedBody } from './body';
 import { HttpError } from './errors';
+import { Batches, type Dispatch } from './batches';
 import { FineTuningJobs } from './fine_tuning';
 import { FileStore, filesDir } from './files';
 import { allowedHosts, hostAllowed, isLoopback } from './hosts';
@@ -32,6 +33,7 @@ import { openAIRouter } from './routes/openai';
 import { openAIError } from './routes/api_common';
 import { LLAMA_CPP_PATHS, llamaCppError, llamaCppRouter } from './routes/llama_cpp';
 import { responsesRouter } from './routes/responses';
+import { batchesRouter } from './routes/batches';
 import { filesRouter, uploadTimeoutMs } from './routes/files';
 import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
@@ -152,6 +154,47 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     },
   });
   jobs?.start();
+  // The server's own requests, a batch's, go to the app over a listener of its own on the loopback address, with a
+  // key no one else has: they pass the Host and API-key checks, as a client's from this machine would, and
+  // everything after as any request does.
+  const internalKey = crypto.randomBytes(32).toString('hex');
+  const internalKeys = keyDigests([internalKey]);
+  const isInternal = (req: Request): boolean => {
+    const auth = req.get('authorization');
+    return auth !== undefined && auth.startsWith('Bearer ') && sameKey(auth.slice(7), internalKeys);
+  };
+  let internalServer: Promise<{ server: http.Server; port: number }> | null = null;
+  const dispatch: Dispatch = async (url, body) => {
+    internalServer ??= new Promise((resolve, reject) => {
+      const server = http.createServer(app);
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as AddressInfo).port }));
+    });
+    const { port } = await internalServer;
+    const payload = JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const headers = { authorization: `Bearer ${internalKey}`, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) };
+      const sent = http.request({ host: '127.0.0.1', port, path: url, method: 'POST', headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('error', reject);
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: unknown = text;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            // Not JSON: the answer as text.
+          }
+          resolve({ status: res.statusCode ?? 500, body: json, requestId: String(res.headers['x-request-id'] ?? '') });
+        });
+      });
+      sent.on('error', reject);
+      sent.end(payload);
+    });
+  };
+  // Half the batch slots at most, so that clients' requests keep the rest.
+  const batches = config.fineTuning && files && new Batches(config.fineTuning, { files, dispatch, concurrency: Math.max(1, Math.floor(config.batchSlots / 2)), log });
   let draining = false;
   let httpServer: http.Server | null = null;
   // The Host names answered (hosts.ts); listen() sets them again for the address it binds.
@@ -193,7 +236,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   // The Host header as sent (req.hostname would believe X-Forwarded-Host from a trusted proxy). /ping and /health are
   // exempt: they tell nothing, and load balancers often ask for them by address.
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    if (hosts === null || HEALTH_PATHS.includes(routedPath(req)) || hostAllowed(req.headers.host, hosts)) {
+    if (hosts === null || HEALTH_PATHS.includes(routedPath(req)) || hostAllowed(req.headers.host, hosts) || isInternal(req)) {
       next();
       return;
     }
@@ -217,7 +260,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   if (config.alexa) extensions.use(createAlexaRouter(config.alexa, service.chat, { log }));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    if (keys.length === 0) {
+    if (keys.length === 0 || isInternal(req)) {
       next();
       return;
     }
@@ -247,10 +290,11 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use(modelsRouter(service, requireJson, log));
   app.use(openAIRouter(service, requireJson));
   app.use(responsesRouter(service, requireJson));
-  if (files && jobs) {
+  if (files && jobs && batches) {
     // Uploads are multipart, streamed to disk by the router itself, past the JSON body limit.
     app.use(filesRouter(files, config));
     app.use(fineTuningRouter(jobs, requireJson));
+    app.use(batchesRouter(batches, requireJson));
   } else {
     app.use(fineTuningOffRouter());
   }
@@ -260,7 +304,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use(llamaCppRouter(service, requireJson, packageVersion()));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /v1/embeddings', 'POST /v1/files', 'GET /v1/files', 'GET /v1/files/<id>', 'GET /v1/files/<id>/content', 'DELETE /v1/files/<id>', 'POST /v1/fine_tuning/jobs', 'GET /v1/fine_tuning/jobs', 'GET /v1/fine_tuning/jobs/<id>', 'GET /v1/fine_tuning/jobs/<id>/events', 'GET /v1/fine_tuning/jobs/<id>/checkpoints', 'POST /v1/fine_tuning/jobs/<id>/cancel', 'POST /v1/fine_tuning/jobs/<id>/pause', 'POST /v1/fine_tuning/jobs/<id>/resume', 'DELETE /v1/models/<model>', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /api/embed', 'POST /api/embeddings', 'POST /completion', 'POST /embedding', 'POST /apply-template', 'GET /props', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'GET /health', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
+    next(new HttpError(404, `no route for ${req.method} ${req.path}`, { routes: ['POST /invocations', 'GET /v1/models', 'GET /v1/models/<key>', 'POST /v1/completions', 'POST /v1/chat/completions', 'POST /v1/responses', 'POST /v1/embeddings', 'POST /v1/files', 'GET /v1/files', 'GET /v1/files/<id>', 'GET /v1/files/<id>/content', 'DELETE /v1/files/<id>', 'POST /v1/fine_tuning/jobs', 'GET /v1/fine_tuning/jobs', 'GET /v1/fine_tuning/jobs/<id>', 'GET /v1/fine_tuning/jobs/<id>/events', 'GET /v1/fine_tuning/jobs/<id>/checkpoints', 'POST /v1/fine_tuning/jobs/<id>/cancel', 'POST /v1/fine_tuning/jobs/<id>/pause', 'POST /v1/fine_tuning/jobs/<id>/resume', 'POST /v1/batches', 'GET /v1/batches', 'GET /v1/batches/<id>', 'POST /v1/batches/<id>/cancel', 'DELETE /v1/models/<model>', 'GET /api/tags', 'GET /api/ps', 'GET /api/version', 'POST /api/show', 'POST /api/chat', 'POST /api/generate', 'POST /api/embed', 'POST /api/embeddings', 'POST /completion', 'POST /embedding', 'POST /apply-template', 'GET /props', 'POST /tokenize', 'POST /detokenize', 'GET /ping', 'GET /health', 'POST /prime', 'GET /models/list', 'GET /metrics', 'GET /'] }));
   });
 
   // The one error handler: HttpError as it says; a client error from a library (http-errors marks those it
@@ -296,6 +340,9 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     else if (LLAMA_CPP_PATHS.includes(routed)) body = llamaCppError(status, String(body.error), body.field as string | undefined);
     res.status(status).set(headers).json(body);
   });
+
+  // Once every route is in place: a batch of an earlier run may send its requests at once.
+  batches?.start();
 
   return {
     app,
@@ -378,6 +425,8 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     },
     async shutdown() {
       if (draining) return;
+      // The batches send nothing more (what they have in flight finishes below), and go on at the next start.
+      const batchesClosed = batches?.close();
       draining = true;
       log('info', 'shutting down: finishing requests in flight', { inFlight: inFlight(service) });
       const closed = httpServer ? new Promise<void>((resolve) => (httpServer as http.Server).close(() => resolve())) : Promise.resolve();
@@ -387,6 +436,12 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       if (inFlight(service) > 0) log('warn', 'shutdown grace period over: aborting requests in flight', { inFlight: inFlight(service) });
       httpServer?.closeAllConnections();
       await jobs?.close();
+      await batchesClosed;
+      if (internalServer) {
+        const { server } = await internalServer;
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
       await registry.close();
       await closed;
       log('info', 'stopped');

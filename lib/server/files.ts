@@ -11,8 +11,8 @@ import { firstJsonLine } from '../import/fine_tuning';
 import type { FineTuningConfig } from './config';
 import { namingFile, renameAtomic, writeTextAtomic } from '../util/atomic_file';
 
-export type FilePurpose = 'fine-tune' | 'fine-tune-results';
-const FILE_PURPOSES: readonly FilePurpose[] = ['fine-tune', 'fine-tune-results'];
+export type FilePurpose = 'fine-tune' | 'fine-tune-results' | 'batch' | 'batch_output';
+const FILE_PURPOSES: readonly FilePurpose[] = ['fine-tune', 'fine-tune-results', 'batch', 'batch_output'];
 
 export interface StoredFile {
   id: string;

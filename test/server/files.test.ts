@@ -154,10 +154,12 @@ t.test('training data is checked at upload: a bad line is a 400 naming the file 
 t.test('uploads refused: the purpose, a field missing or unknown, too large, not multipart', async (t) => {
   const file = { text: TRAIN, name: 'train.jsonl' };
   const cases: [string, [string, string | { text: string | Buffer; name: string }][], number, string | null, RegExp][] = [
-    ['another purpose, before the file', [['purpose', 'assistants'], ['file', file]], 400, 'purpose', /^purpose: must be "fine-tune" \(got "assistants"\)/],
-    ['another purpose, after the file', [['file', file], ['purpose', 'batch']], 400, 'purpose', /^purpose: must be "fine-tune" \(got "batch"\)/],
-    ['the jobs\' purpose', [['purpose', 'fine-tune-results'], ['file', file]], 400, 'purpose', /written by the fine-tuning jobs/],
-    ['no purpose', [['file', file]], 400, 'purpose', /^purpose: is required: "fine-tune"/],
+    ['another purpose, before the file', [['purpose', 'assistants'], ['file', file]], 400, 'purpose', /^purpose: must be "fine-tune" or "batch" \(got "assistants"\)/],
+    ['another purpose, after the file', [['file', file], ['purpose', 'vision']], 400, 'purpose', /^purpose: must be "fine-tune" or "batch" \(got "vision"\)/],
+    ['the jobs\' purpose', [['purpose', 'fine-tune-results'], ['file', file]], 400, 'purpose', /"fine-tune-results" files are written by the server/],
+    ['the batches\' purpose', [['purpose', 'batch_output'], ['file', file]], 400, 'purpose', /"batch_output" files are written by the server/],
+    ['training data as a batch', [['purpose', 'batch'], ['file', file]], 400, 'file', /^train\.jsonl:1: messages: unsupported field \(supported: custom_id, method, url, body\)/],
+    ['no purpose', [['file', file]], 400, 'purpose', /^purpose: is required: "fine-tune", "batch"/],
     ['no file', [['purpose', 'fine-tune']], 400, 'file', /^file: is required/],
     ['the file as text', [['purpose', 'fine-tune'], ['file', TRAIN]], 400, 'file', /^file: must be the file itself/],
     ['an unknown field', [['purpose', 'fine-tune'], ['model', 'x'], ['file', file]], 400, 'model', /^model: unsupported field \(supported: file, purpose, me, format\)/],

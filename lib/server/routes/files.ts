@@ -1,9 +1,10 @@
 // OpenAI's Files API over the fine-tuning folder's files (lib/server/files.ts): POST /v1/files (an upload, as
-// multipart/form-data), GET /v1/files, GET and DELETE /v1/files/<id>, GET /v1/files/<id>/content. Only training data
-// is uploaded (purpose "fine-tune"), and it is checked as it arrives: fine-tuning JSONL (OpenAI's chat format, or
-// ShareGPT's) and the chat format by line, so that a mistake is told now rather than when a job starts; a chat app's
-// export (WhatsApp's, Telegram's...) is imported as bin/import-chat imports it, and kept as the chat format.
-// "fine-tune-results" files are the jobs' own. Errors are thrown as HttpError for the app's handler to answer in
+// multipart/form-data), GET /v1/files, GET and DELETE /v1/files/<id>, GET /v1/files/<id>/content. Training data
+// (purpose "fine-tune") and a batch's requests (purpose "batch") are uploaded, and checked as they arrive, so that a
+// mistake is told now rather than when a job or a batch starts: fine-tuning JSONL (OpenAI's chat format, or
+// ShareGPT's) and the chat format by line, a batch's requests each (batches.ts); a chat app's export (WhatsApp's,
+// Telegram's...) is imported as bin/import-chat imports it, and kept as the chat format. "fine-tune-results" files
+// are the jobs' own, "batch_output" the batches'. Errors are thrown as HttpError for the app's handler to answer in
 // OpenAI's shape.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,10 +23,11 @@ import { HttpError } from '../errors';
 import { bad } from './api_common';
 import { cursorPage } from './pages';
 import { parseLines } from '../../data/chat_format';
+import { readBatchInput } from '../batches';
 import { cleanFilename, fileHead, storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
 
-// What may be uploaded; "fine-tune-results" files are written by the jobs.
-const UPLOAD_PURPOSES = ['fine-tune'];
+// What may be uploaded; "fine-tune-results" files are written by the jobs, "batch_output" by the batches.
+const UPLOAD_PURPOSES = ['fine-tune', 'batch'];
 const UPLOAD_FIELDS = ['file', 'purpose', 'me', 'format'];
 // dixie's own fields, for a chat app's export: `me` (repeatable), the user's names in it, as bin/import-chat's --me;
 // `format`, the app whose export it is where it is not recognised, as --format.
@@ -61,7 +63,7 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
   router.post('/v1/files', async (req: Request, res: Response) => {
     const { maxFileBytes } = fineTuning;
     if (!req.is('multipart/form-data')) {
-      throw new HttpError(415, 'send the upload as multipart/form-data with the fields "file" (the training data: a JSONL file, or a chat app\'s export) and "purpose" ("fine-tune"), as OpenAI\'s clients do');
+      throw new HttpError(415, 'send the upload as multipart/form-data with the fields "file" (the training data: a JSONL file, or a chat app\'s export) and "purpose" ("fine-tune", or "batch" for a batch\'s requests), as OpenAI\'s clients do');
     }
     if (Number(req.get('content-length')) > maxFileBytes + MULTIPART_SLACK) throw tooLarge(maxFileBytes);
     const pending = store.begin();
@@ -69,6 +71,12 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
       const { purpose, filename, me, format } = await receive(req, pending, maxFileBytes, { idleMs: config.requestTimeoutMs, totalMs: uploadTimeoutMs(config) });
       if (filename === undefined) bad('file', 'is required: the training data, as a file part (a JSONL file of conversations, or a chat app\'s export)');
       if (purpose === undefined) bad('purpose', `is required: ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(', ')}`);
+      if (purpose === 'batch') {
+        if (me.length > 0 || format !== undefined) bad(me.length > 0 ? 'me' : 'format', 'is for a chat app\'s export, uploaded as training data (purpose "fine-tune")');
+        await checkBatchInput(pending.path, filename);
+        res.json(await store.finish(pending, filename, 'batch'));
+        return;
+      }
       const kind = format === undefined ? uploadKind(pending.path, filename) : 'export';
       if (kind === 'export') {
         const imported = await importExport(pending, filename, me, format);
@@ -133,9 +141,10 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
   return router;
 }
 
-// Training data is UTF-8 JSONL or chat-format text (checked at upload); the jobs' results are CSV.
+// Training data is UTF-8 JSONL or chat-format text (checked at upload), batches' files JSONL; the jobs' results are CSV.
 function contentType(file: StoredFile, content: string): string {
   if (file.purpose === 'fine-tune') return storedDataKind(content) === 'chat' ? 'text/plain; charset=utf-8' : 'application/jsonl; charset=utf-8';
+  if (file.purpose === 'batch' || file.purpose === 'batch_output') return 'application/jsonl; charset=utf-8';
   if (file.filename.toLowerCase().endsWith('.csv')) return 'text/csv; charset=utf-8';
   return 'application/octet-stream';
 }
@@ -150,7 +159,7 @@ function unknownField(name: string): HttpError {
 }
 
 function wrongPurpose(purpose: string): HttpError {
-  const why = purpose === 'fine-tune-results' ? ': "fine-tune-results" files are written by the fine-tuning jobs' : ': only training data for fine-tuning is kept here';
+  const why = purpose === 'fine-tune-results' || purpose === 'batch_output' ? `: "${purpose}" files are written by the server` : ': training data for fine-tuning, or the requests of a batch';
   return new HttpError(400, `purpose: must be ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(' or ')} (got ${JSON.stringify(purpose)})${why}`, { field: 'purpose' });
 }
 
@@ -384,4 +393,11 @@ function countLines(bytes: Buffer): number {
 function utf8Lines(filename: string, bytes: Buffer, firstLine: number): string {
   if (isUtf8(bytes)) return bytes.toString('utf8');
   throw new ChatImportError(filename, firstLine - 1 + firstNonUtf8Line(bytes), 'not UTF-8 text: training data is JSONL in UTF-8');
+}
+
+// A batch's requests, each checked as a batch reads it (a mistake names the line and the field).
+async function checkBatchInput(file: string, filename: string): Promise<void> {
+  const bytes = await fs.promises.readFile(file);
+  if (!isUtf8(bytes)) throw new HttpError(400, `${filename}:${firstNonUtf8Line(bytes)}: not UTF-8 text: a batch's requests are JSON, a request a line`, { field: 'file' });
+  readBatchInput(bytes.toString('utf8'), filename);
 }

@@ -18,12 +18,12 @@ const JOB_FIELDS = ['model', 'training_file', 'validation_file', 'hyperparameter
 const HYPERPARAMETERS = ['batch_size', 'learning_rate_multiplier', 'n_epochs', 'lora_rank'];
 
 const FINE_TUNING_OFF = 'fine-tuning is off on this server: start it with `bin/serve --fine_tuning DIR`, '
-  + 'or give server_config.json "fine_tuning": {"dir": "..."} (the folder that keeps the uploaded files and the jobs)';
+  + 'or give server_config.json "fine_tuning": {"dir": "..."} (the folder that keeps the uploaded files, the jobs and the batches)';
 
-// The Files API's and the jobs' paths, for a server with fine-tuning off: each answers 404 saying how to turn it on.
+// The Files API's, the jobs' and the batches' paths, for a server with fine-tuning off: each answers 404 saying how to turn it on.
 export function fineTuningOffRouter(): express.Router {
   const router = express.Router();
-  router.all(['/v1/files', '/v1/files/*rest', '/v1/fine_tuning/*rest'], () => {
+  router.all(['/v1/files', '/v1/files/*rest', '/v1/fine_tuning/*rest', '/v1/batches', '/v1/batches/*rest'], () => {
     throw new HttpError(404, FINE_TUNING_OFF);
   });
   return router;

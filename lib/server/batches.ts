@@ -1,0 +1,296 @@
+// Batches as OpenAI's Batch API has them (routes/batches.ts): a file of requests uploaded to /v1/files with purpose
+// "batch", a JSON object a line, {"custom_id", "method": "POST", "url", "body"}, each answered by the server's own
+// endpoint as if it had come over HTTP (the same validation, models, queues and errors: `Dispatch`), the answers
+// written to an output file (purpose "batch_output") and the failures to an error file. A batch sends at most
+// `concurrency` requests at a time, so that clients' requests keep the rest of the batch slots; one batch runs at a
+// time, the others wait their turn.
+// A batch is its folder, <fine_tuning.dir>/batches/<id>/: batch.json (the API's object, rewritten atomically at each
+// change of status), input.jsonl (its requests, copied from the file at creation, so that deleting that file loses
+// nothing), and answered.jsonl, a line per request answered, appended and synced as each comes: a server that stops
+// goes on with its batches when it starts again, from the first request not answered.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { FineTuningConfig } from './config';
+import { HttpError } from './errors';
+import type { FileStore } from './files';
+import type { Log } from './log';
+import { writeTextAtomic } from '../util/atomic_file';
+
+// The endpoints a batch's requests may go to.
+export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses'];
+// OpenAI's only window; a batch here runs until it is done.
+export const COMPLETION_WINDOW = '24h';
+const BATCH_FILE = 'batch.json';
+const INPUT_FILE = 'input.jsonl';
+const ANSWERED_FILE = 'answered.jsonl';
+
+// One request of a batch's input, and its line in the file.
+export interface BatchRequest {
+  custom_id: string;
+  method: 'POST';
+  url: string;
+  body: Record<string, unknown>;
+  line: number;
+}
+
+// The requests of a batch's input file, each checked (a mistake is a 400 naming the file's line and field): its
+// custom_id given once in the file, its url one of BATCH_ENDPOINTS, its body a JSON object, not streamed.
+export function readBatchInput(text: string, filename: string): BatchRequest[] {
+  const requests: BatchRequest[] = [];
+  const ids = new Map<string, number>();
+  text.split('\n').forEach((raw, i) => {
+    const line = i + 1;
+    if (raw.trim() === '') return;
+    const fail = (field: string | null, why: string): never => {
+      throw new HttpError(400, `${filename}:${line}: ${field === null ? '' : `${field}: `}${why}`, { field: 'file' });
+    };
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch (err) {
+      fail(null, `not JSON (${(err as Error).message}): a batch's file holds a request a line, {"custom_id", "method": "POST", "url", "body"}`);
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(null, 'must be a request, {"custom_id", "method": "POST", "url", "body"}');
+    const { custom_id: id, method, url, body, ...rest } = value as Record<string, unknown>;
+    for (const key of Object.keys(rest)) fail(key, 'unsupported field (supported: custom_id, method, url, body)');
+    if (typeof id !== 'string' || id === '') fail('custom_id', 'must be a string that names the request');
+    const earlier = ids.get(id as string);
+    if (earlier !== undefined) fail('custom_id', `${JSON.stringify(id)} names the request on line ${earlier} too: each must be unique`);
+    if (method !== 'POST') fail('method', 'must be "POST"');
+    if (typeof url !== 'string' || !BATCH_ENDPOINTS.includes(url)) fail('url', `must be one of ${BATCH_ENDPOINTS.join(', ')}`);
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail('body', 'must be the request\'s JSON object');
+    if ((body as Record<string, unknown>).stream === true) fail('body.stream', 'must not be true: a batch\'s answers are written whole');
+    ids.set(id as string, line);
+    requests.push({ custom_id: id as string, method: 'POST', url: url as string, body: body as Record<string, unknown>, line });
+  });
+  if (requests.length === 0) throw new HttpError(400, `${filename}: holds no request`, { field: 'file' });
+  return requests;
+}
+
+// Sends one request to the server's own endpoint: its status, its JSON answer, and its request id.
+export type Dispatch = (url: string, body: Record<string, unknown>) => Promise<{ status: number; body: unknown; requestId: string }>;
+
+type BatchStatus = 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
+
+// The API's batch object.
+export interface Batch {
+  id: string;
+  object: 'batch';
+  endpoint: string;
+  errors: null;
+  input_file_id: string;
+  completion_window: string;
+  status: BatchStatus;
+  output_file_id: string | null;
+  error_file_id: string | null;
+  created_at: number;
+  in_progress_at: number | null;
+  expires_at: null;      // a batch runs until it is done
+  finalizing_at: number | null;
+  completed_at: number | null;
+  failed_at: null;
+  expired_at: null;
+  cancelling_at: number | null;
+  cancelled_at: number | null;
+  request_counts: { total: number; completed: number; failed: number };
+  metadata: Record<string, string> | null;
+}
+
+// A request answered, as the output and error files write it.
+interface Answered {
+  id: string;
+  custom_id: string;
+  response: { status_code: number; request_id: string; body: unknown };
+  error: null;
+}
+
+export interface BatchHost {
+  files: FileStore;
+  dispatch: Dispatch;
+  concurrency: number;
+  log: Log;
+}
+
+const now = (): number => Math.floor(Date.now() / 1000);
+const succeeded = (a: Answered): boolean => a.response.status_code >= 200 && a.response.status_code < 300;
+
+export class Batches {
+  private readonly dir: string;
+  private readonly batches = new Map<string, Batch>();
+  private readonly waiting: string[] = [];
+  private pumping: Promise<void> | null = null;
+  private closed = false;
+
+  constructor(config: FineTuningConfig, private readonly host: BatchHost) {
+    this.dir = path.join(config.dir, 'batches');
+  }
+
+  // Reads the batches of earlier runs of the server; those not finished go on from their first request not answered.
+  start(): void {
+    fs.mkdirSync(this.dir, { recursive: true });
+    const found: Batch[] = [];
+    for (const name of fs.readdirSync(this.dir)) {
+      const file = path.join(this.dir, name, BATCH_FILE);
+      if (!fs.existsSync(file)) continue;
+      try {
+        found.push(JSON.parse(fs.readFileSync(file, 'utf8')) as Batch);
+      } catch (err) {
+        this.host.log('warn', 'a batch could not be read; it is left out', { file, error: (err as Error).message });
+      }
+    }
+    found.sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id));
+    for (const batch of found) {
+      this.batches.set(batch.id, batch);
+      if (batch.status === 'in_progress' || batch.status === 'finalizing' || batch.status === 'cancelling') this.waiting.push(batch.id);
+    }
+    this.pump();
+  }
+
+  // A batch of the requests in `inputFileId`, each of which must go to `endpoint`.
+  async create(inputFileId: string, endpoint: string, metadata: Record<string, string> | null): Promise<Batch> {
+    if (this.closed) throw new HttpError(503, 'the server is shutting down');
+    const file = this.host.files.get(inputFileId);
+    if (file === null) throw new HttpError(400, `input_file_id: no file "${inputFileId}" (upload it to /v1/files with purpose "batch")`, { field: 'input_file_id', code: 'invalid_file' });
+    if (file.purpose !== 'batch') throw new HttpError(400, `input_file_id: file "${inputFileId}" was uploaded with purpose "${file.purpose}", not "batch"`, { field: 'input_file_id', code: 'invalid_file' });
+    const text = fs.readFileSync(this.host.files.contentPath(inputFileId), 'utf8');
+    const requests = readBatchInput(text, file.filename);
+    const other = requests.find((r) => r.url !== endpoint);
+    if (other) throw new HttpError(400, `input_file_id: ${file.filename}:${other.line} goes to ${other.url}, not to the batch's endpoint ${endpoint}`, { field: 'input_file_id' });
+    const id = `batch_${crypto.randomBytes(12).toString('hex')}`;
+    const batch: Batch = {
+      id, object: 'batch', endpoint, errors: null, input_file_id: inputFileId, completion_window: COMPLETION_WINDOW, status: 'in_progress',
+      output_file_id: null, error_file_id: null, created_at: now(), in_progress_at: now(), expires_at: null, finalizing_at: null,
+      completed_at: null, failed_at: null, expired_at: null, cancelling_at: null, cancelled_at: null,
+      request_counts: { total: requests.length, completed: 0, failed: 0 }, metadata,
+    };
+    fs.mkdirSync(this.folder(id));
+    await writeTextAtomic(path.join(this.folder(id), INPUT_FILE), text);
+    await this.save(batch);
+    this.batches.set(id, batch);
+    this.waiting.push(id);
+    this.pump();
+    return batch;
+  }
+
+  get(id: string): Batch {
+    const batch = this.batches.get(id);
+    if (!batch) throw new HttpError(404, `no batch with id ${JSON.stringify(id)} (GET /v1/batches lists them)`, { field: 'batch_id' });
+    return batch;
+  }
+
+  // Newest first.
+  list(): Batch[] {
+    return [...this.batches.values()].reverse();
+  }
+
+  // Sends no more of its requests; those in flight are answered, and the output file holds every answer.
+  async cancel(id: string): Promise<Batch> {
+    const batch = this.get(id);
+    if (batch.status !== 'in_progress') throw new HttpError(409, `batch ${id} is ${batch.status}: only a batch in progress can be cancelled`, { field: 'batch_id' });
+    batch.status = 'cancelling';
+    batch.cancelling_at = now();
+    await this.save(batch);
+    // One waiting its turn is finished now; the one running stops sending, and finishes once its requests in flight are answered.
+    const waiting = this.waiting.indexOf(id);
+    if (waiting >= 0) {
+      this.waiting.splice(waiting, 1);
+      await this.run(batch);
+    }
+    return batch;
+  }
+
+  // Sends no more requests, so that the server can stop; the batches go on when it starts again.
+  async close(): Promise<void> {
+    this.closed = true;
+    this.waiting.length = 0;
+    await this.pumping;
+  }
+
+  private folder(id: string): string {
+    return path.join(this.dir, id);
+  }
+
+  private save(batch: Batch): Promise<void> {
+    return writeTextAtomic(path.join(this.folder(batch.id), BATCH_FILE), `${JSON.stringify(batch, null, 2)}\n`);
+  }
+
+  private pump(): void {
+    if (this.pumping || this.closed) return;
+    this.pumping = (async () => {
+      for (let id = this.waiting.shift(); id !== undefined && !this.closed; id = this.waiting.shift()) {
+        const batch = this.get(id);
+        try {
+          await this.run(batch);
+        } catch (err) {
+          this.host.log('error', 'a batch stopped on an error; it goes on when the server starts again', { batch: id, error: (err as Error).message });
+        }
+      }
+    })().finally(() => {
+      this.pumping = null;
+    });
+  }
+
+  // Sends the requests not yet answered, `concurrency` at a time, until they are all answered, the batch is
+  // cancelled or the server stops; then writes its files.
+  private async run(batch: Batch): Promise<void> {
+    const requests = readBatchInput(fs.readFileSync(path.join(this.folder(batch.id), INPUT_FILE), 'utf8'), INPUT_FILE);
+    const answeredFile = path.join(this.folder(batch.id), ANSWERED_FILE);
+    const answered = readAnswered(answeredFile);
+    const done = new Set(answered.map((a) => a.custom_id));
+    const counts = (): Batch['request_counts'] => ({ total: requests.length, completed: answered.filter(succeeded).length, failed: answered.filter((a) => !succeeded(a)).length });
+    batch.request_counts = counts();
+    const queue = requests.filter((r) => !done.has(r.custom_id));
+    const out = fs.openSync(answeredFile, 'a');
+    try {
+      const worker = async (): Promise<void> => {
+        for (let request = queue.shift(); request !== undefined; request = queue.shift()) {
+          if (this.closed || batch.status === 'cancelling') return;
+          const { status, body, requestId } = await this.host.dispatch(request.url, request.body);
+          // A request cut short by the server stopping is sent again when it starts; any other answer is the request's.
+          if (this.closed && status >= 500) return;
+          const answer: Answered = { id: `batch_req_${crypto.randomBytes(12).toString('hex')}`, custom_id: request.custom_id, response: { status_code: status, request_id: requestId, body }, error: null };
+          fs.writeSync(out, `${JSON.stringify(answer)}\n`);
+          fs.fsyncSync(out);
+          answered.push(answer);
+          batch.request_counts = counts();
+        }
+      };
+      await Promise.all(Array.from({ length: Math.max(1, this.host.concurrency) }, worker));
+    } finally {
+      fs.closeSync(out);
+    }
+    if (this.closed) return;
+    await this.finish(batch, requests, answered);
+  }
+
+  // The output file (the answers, in the input's order) and the error file (the requests that failed), then the
+  // batch's last status.
+  private async finish(batch: Batch, requests: readonly BatchRequest[], answered: readonly Answered[]): Promise<void> {
+    const cancelled = batch.status === 'cancelling';
+    batch.status = 'finalizing';
+    batch.finalizing_at = now();
+    await this.save(batch);
+    const order = new Map(requests.map((r, i) => [r.custom_id, i]));
+    const sorted = [...answered].sort((a, b) => (order.get(a.custom_id) ?? 0) - (order.get(b.custom_id) ?? 0));
+    const lines = (keep: (a: Answered) => boolean): string => sorted.filter(keep).map((a) => `${JSON.stringify(a)}\n`).join('');
+    const outputs = lines(succeeded);
+    const errors = lines((a) => !succeeded(a));
+    if (outputs !== '') batch.output_file_id = (await this.host.files.addText(`${batch.id}_output.jsonl`, 'batch_output', outputs)).id;
+    if (errors !== '') batch.error_file_id = (await this.host.files.addText(`${batch.id}_error.jsonl`, 'batch_output', errors)).id;
+    batch.status = cancelled ? 'cancelled' : 'completed';
+    if (cancelled) batch.cancelled_at = now();
+    else batch.completed_at = now();
+    await this.save(batch);
+    this.host.log('info', `batch ${batch.status}`, { batch: batch.id, ...batch.request_counts });
+  }
+}
+
+// The requests a batch has answered so far. A line a crash cut short (its line break is the last byte written) is
+// cut off: its request is sent again.
+function readAnswered(file: string): Answered[] {
+  if (!fs.existsSync(file)) return [];
+  const lines = fs.readFileSync(file, 'utf8').split('\n').slice(0, -1);
+  fs.truncateSync(file, lines.reduce((bytes, line) => bytes + Buffer.byteLength(line) + 1, 0));
+  return lines.map((line) => JSON.parse(line) as Answered);
+}
