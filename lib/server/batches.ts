@@ -21,6 +21,8 @@ import { writeTextAtomic } from '../util/atomic_file';
 export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses'];
 // OpenAI's only window; a batch here runs until it is done.
 export const COMPLETION_WINDOW = '24h';
+// OpenAI's limit: a batch's requests are held in memory while it runs.
+const MAX_REQUESTS = 50_000;
 const BATCH_FILE = 'batch.json';
 const INPUT_FILE = 'input.jsonl';
 const ANSWERED_FILE = 'answered.jsonl';
@@ -35,7 +37,8 @@ export interface BatchRequest {
 }
 
 // The requests of a batch's input file, each checked (a mistake is a 400 naming the file's line and field): its
-// custom_id given once in the file, its url one of BATCH_ENDPOINTS, its body a JSON object, not streamed.
+// custom_id given once in the file, its url one of BATCH_ENDPOINTS, its body a JSON object, not streamed; at most
+// MAX_REQUESTS of them.
 export function readBatchInput(text: string, filename: string): BatchRequest[] {
   const requests: BatchRequest[] = [];
   const ids = new Map<string, number>();
@@ -62,6 +65,7 @@ export function readBatchInput(text: string, filename: string): BatchRequest[] {
     if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail('body', 'must be the request\'s JSON object');
     if ((body as Record<string, unknown>).stream === true) fail('body.stream', 'must not be true: a batch\'s answers are written whole');
     ids.set(id as string, line);
+    if (requests.length === MAX_REQUESTS) fail(null, `more than ${MAX_REQUESTS} requests, OpenAI's limit for a batch: split the file`);
     requests.push({ custom_id: id as string, method: 'POST', url: url as string, body: body as Record<string, unknown>, line });
   });
   if (requests.length === 0) throw new HttpError(400, `${filename}: holds no request`, { field: 'file' });
@@ -246,17 +250,26 @@ export class Batches {
       const worker = async (): Promise<void> => {
         for (let request = queue.shift(); request !== undefined; request = queue.shift()) {
           if (this.closed || batch.status === 'cancelling') return;
-          const { status, body, requestId } = await this.host.dispatch(request.url, request.body);
+          let response: Answered['response'];
+          try {
+            const { status, body, requestId } = await this.host.dispatch(request.url, request.body);
+            response = { status_code: status, request_id: requestId, body };
+          } catch (err) {
+            response = { status_code: 500, request_id: '', body: { error: { message: `the request could not be sent: ${(err as Error).message}`, type: 'server_error' } } };
+          }
           // A request cut short by the server stopping is sent again when it starts; any other answer is the request's.
-          if (this.closed && status >= 500) return;
-          const answer: Answered = { id: `batch_req_${crypto.randomBytes(12).toString('hex')}`, custom_id: request.custom_id, response: { status_code: status, request_id: requestId, body }, error: null };
+          if (this.closed && response.status_code >= 500) return;
+          const answer: Answered = { id: `batch_req_${crypto.randomBytes(12).toString('hex')}`, custom_id: request.custom_id, response, error: null };
           fs.writeSync(out, `${JSON.stringify(answer)}\n`);
           fs.fsyncSync(out);
           answered.push(answer);
           batch.request_counts = counts();
         }
       };
-      await Promise.all(Array.from({ length: Math.max(1, this.host.concurrency) }, worker));
+      // Every worker settles before the file closes; the first failure (the disk's) is the batch's.
+      const settled = await Promise.allSettled(Array.from({ length: Math.max(1, this.host.concurrency) }, worker));
+      const failed = settled.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
     } finally {
       fs.closeSync(out);
     }
