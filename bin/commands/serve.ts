@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('serve')
     .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: a chat page at /, POST /invocations, OpenAI's API under /v1 (completions, chat `
-      + 'completions, responses, embeddings; files for fine-tuning with --fine_tuning), Ollama\'s under /api, llama.cpp server\'s (POST /completion, /embedding, /tokenize...), '
+      + 'completions, responses, embeddings; files, fine-tuning and batches with --fine_tuning), Ollama\'s under /api, llama.cpp server\'s (POST /completion, /embedding, /tokenize...), '
       + 'GET /ping, POST /prime, GET /models/list, GET /metrics. '
       + `Without --config or --model it reads ./${CONFIG_FILE}, or else serves every model found in models/ and checkpoint/.`)
     .option('config', { type: 'string', describe: `server config file (default ./${CONFIG_FILE})` })
@@ -29,7 +29,7 @@ async function main(): Promise<void> {
     })
     .option('fine_tuning', {
       type: 'string',
-      describe: 'turn on OpenAI\'s Files and fine-tuning APIs (/v1/files, /v1/fine_tuning/jobs), keeping uploads and jobs in this folder (as the config\'s "fine_tuning": {"dir": ...}; over a config file, its folder in place of the file\'s)',
+      describe: 'turn on OpenAI\'s Files, fine-tuning and Batch APIs (/v1/files, /v1/fine_tuning/jobs, /v1/batches), keeping uploads, jobs and batches in this folder (as the config\'s "fine_tuning": {"dir": ...}; over a config file, its folder in place of the file\'s)',
     })
     .option('host', { type: 'string', describe: 'address to listen on (overrides the config; default 127.0.0.1)' })
     .option('port', { type: 'number', describe: 'port to listen on (overrides the config; default 12345; 0: any free port)' })

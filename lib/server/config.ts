@@ -86,12 +86,12 @@ export interface ServerConfig {
   threads: number;                  // 0: one per core
   shutdownGraceMs: number;
   alexa: AlexaOptions | null;
-  fineTuning: FineTuningConfig | null;  // null: the Files and fine-tuning APIs are off
+  fineTuning: FineTuningConfig | null;  // null: the Files, fine-tuning and Batch APIs are off
 }
 
-// The OpenAI-style Files and fine-tuning APIs: what they keep, and how the jobs train.
+// The OpenAI-style Files, fine-tuning and Batch APIs: what they keep, and how the jobs train.
 export interface FineTuningConfig {
-  dir: string;            // absolute: uploaded files in <dir>/files, jobs in <dir>/jobs
+  dir: string;            // absolute: uploaded files in <dir>/files, jobs in <dir>/jobs, batches in <dir>/batches
   maxFileBytes: number;   // an upload's largest size
   learningRate: number;   // the rate a job's learning_rate_multiplier scales, fine-tuning every weight
   loraRank: number;       // a job's default: > 0, a LoRA adapter of this rank over the frozen model; 0, every weight
@@ -300,7 +300,7 @@ const FINE_TUNING_KEYS = ['dir', 'max_file_mb', 'learning_rate', 'lora_rank', 'l
 function readFineTuning(raw: unknown, where: string, baseDir: string): FineTuningConfig {
   if (!isObject(raw)) fail(where, 'an object such as {"dir": "fine-tuning"}', raw);
   checkKeys(raw, FINE_TUNING_KEYS, where);
-  if (raw.dir === undefined) throw new Error(`${where}.dir: required: the folder that keeps the uploaded files and the jobs`);
+  if (raw.dir === undefined) throw new Error(`${where}.dir: required: the folder that keeps the uploaded files, the jobs and the batches`);
   const rate = (key: string, fallback: number): number => {
     const v = raw[key];
     if (v !== undefined && !(typeof v === 'number' && v > 0 && v <= 1)) fail(`${where}.${key}`, 'a number above 0, at most 1', v);

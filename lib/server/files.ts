@@ -1,5 +1,5 @@
-// The files of OpenAI's Files API (routes/files.ts): training data uploaded for fine-tuning, and the results the
-// jobs write. One folder holds them, each file as its bytes (<id>.content) and its record, the API's file object
+// The files of OpenAI's Files API (routes/files.ts): training data uploaded for fine-tuning and the results the
+// jobs write, batches' requests and the answers the batches write (batches.ts). One folder holds them, each file as its bytes (<id>.content) and its record, the API's file object
 // (<id>.json). The record is written, atomically, only once the bytes are whole and on disk, and deleted first, so
 // that a file listed always has its content; a crash leaves at most bytes without a record or a temporary file,
 // and those are removed when a store opens the folder.
