@@ -79,8 +79,16 @@ t.test('auto: the model calls where it learned to, on every API', async (t) => {
   const response = await client.responses.create({ model: 'tuned', input: QUESTION, tools: [{ type: 'function', name: 'get_weather', parameters: weather.function.parameters, strict: true }] });
   t.match(response.output, [{ type: 'function_call', name: 'get_weather', arguments: '{"city":"Oslo"}', call_id: /^call_/ }], 'the Responses API');
 
+  const streamedResponse = client.responses.stream({ model: 'tuned', input: QUESTION, tools: [{ type: 'function', name: 'get_weather', parameters: weather.function.parameters, strict: true }] });
+  const events: string[] = [];
+  for await (const event of streamedResponse) events.push(event.type);
+  t.same(events, ['response.created', 'response.in_progress', 'response.output_item.added', 'response.function_call_arguments.delta', 'response.function_call_arguments.done', 'response.output_item.done', 'response.completed'], 'the Responses API streamed: the events of a call, no text');
+
   const ollama = await request(`${srv.url}/api/chat`, { body: { model: 'tuned', messages: asked, tools: [weather], stream: false } });
   t.match(ollama.json(), { message: { role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Oslo' } } }] }, done: true }, "Ollama's /api/chat");
+  const lines = (await request(`${srv.url}/api/chat`, { body: { model: 'tuned', messages: asked, tools: [weather] } })).text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+  t.notOk(lines.some((l) => l.message.content !== ''), "Ollama's stream: no text");
+  t.match(lines.at(-1), { done: true, message: { tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Oslo' } } }] } }, 'the call in the last line');
 });
 
 t.test('parallel_tool_calls: both calls where it is true, the first alone where it is not', async (t) => {
