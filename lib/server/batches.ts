@@ -11,11 +11,15 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import readline from 'node:readline';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { firstNonUtf8Line } from '../import/chat_export';
 import type { FineTuningConfig } from './config';
 import { HttpError } from './errors';
 import type { FileStore } from './files';
 import type { Log } from './log';
-import { writeTextAtomic } from '../util/atomic_file';
+import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
 
 // The endpoints a batch's requests may go to.
 export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses'];
@@ -36,40 +40,68 @@ export interface BatchRequest {
   line: number;
 }
 
-// The requests of a batch's input file, each checked (a mistake is a 400 naming the file's line and field): its
-// custom_id given once in the file, its url one of BATCH_ENDPOINTS, its body a JSON object, not streamed; at most
-// MAX_REQUESTS of them.
-export function readBatchInput(text: string, filename: string): BatchRequest[] {
+// The requests of a batch's file, each checked (a mistake is a 400 naming the file's line and field): its custom_id
+// given once in the file, its url one of BATCH_ENDPOINTS, its body a JSON object, not streamed; at most MAX_REQUESTS
+// of them. Read a line at a time, so that a big file never holds up the server's other work for long.
+export async function readBatchFile(file: string, filename: string): Promise<BatchRequest[]> {
   const requests: BatchRequest[] = [];
   const ids = new Map<string, number>();
-  text.split('\n').forEach((raw, i) => {
-    const line = i + 1;
-    if (raw.trim() === '') return;
-    const fail = (field: string | null, why: string): never => {
-      throw new HttpError(400, `${filename}:${line}: ${field === null ? '' : `${field}: `}${why}`, { field: 'file' });
-    };
-    let value: unknown;
-    try {
-      value = JSON.parse(raw);
-    } catch (err) {
-      fail(null, `not JSON (${(err as Error).message}): a batch's file holds a request a line, {"custom_id", "method": "POST", "url", "body"}`);
+  let line = 0;
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const notUtf8 = (at: number): HttpError => new HttpError(400, `${filename}:${at}: not UTF-8 text: a batch's requests are JSON, a request a line`, { field: 'file' });
+  async function* text(): AsyncGenerator<string> {
+    let lineBreaks = 0;  // in the chunks before
+    for await (const chunk of fs.createReadStream(file) as AsyncIterable<Buffer>) {
+      let decoded: string;
+      try {
+        decoded = decoder.decode(chunk, { stream: true });
+      } catch {
+        throw notUtf8(lineBreaks + firstNonUtf8Line(chunk));
+      }
+      for (let i = chunk.indexOf(0x0a); i >= 0; i = chunk.indexOf(0x0a, i + 1)) lineBreaks++;
+      yield decoded;
     }
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(null, 'must be a request, {"custom_id", "method": "POST", "url", "body"}');
-    const { custom_id: id, method, url, body, ...rest } = value as Record<string, unknown>;
-    for (const key of Object.keys(rest)) fail(key, 'unsupported field (supported: custom_id, method, url, body)');
-    if (typeof id !== 'string' || id === '') fail('custom_id', 'must be a string that names the request');
-    const earlier = ids.get(id as string);
-    if (earlier !== undefined) fail('custom_id', `${JSON.stringify(id)} names the request on line ${earlier} too: each must be unique`);
-    if (method !== 'POST') fail('method', 'must be "POST"');
-    if (typeof url !== 'string' || !BATCH_ENDPOINTS.includes(url)) fail('url', `must be one of ${BATCH_ENDPOINTS.join(', ')}`);
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail('body', 'must be the request\'s JSON object');
-    if ((body as Record<string, unknown>).stream === true) fail('body.stream', 'must not be true: a batch\'s answers are written whole');
-    ids.set(id as string, line);
-    if (requests.length === MAX_REQUESTS) fail(null, `more than ${MAX_REQUESTS} requests, OpenAI's limit for a batch: split the file`);
-    requests.push({ custom_id: id as string, method: 'POST', url: url as string, body: body as Record<string, unknown>, line });
-  });
+    try {
+      yield decoder.decode();
+    } catch {
+      throw notUtf8(lineBreaks + 1);
+    }
+  }
+  for await (const raw of readline.createInterface({ input: Readable.from(text()), crlfDelay: Infinity })) {
+    line++;
+    const request = readRequest(raw, line, filename, ids);
+    if (request === null) continue;
+    if (requests.length === MAX_REQUESTS) throw new HttpError(400, `${filename}:${line}: more than ${MAX_REQUESTS} requests, OpenAI's limit for a batch: split the file`, { field: 'file' });
+    requests.push(request);
+  }
   if (requests.length === 0) throw new HttpError(400, `${filename}: holds no request`, { field: 'file' });
   return requests;
+}
+
+// One line of a batch's file: its request, or null for a blank line. `ids`: the custom_ids of the lines before.
+function readRequest(raw: string, line: number, filename: string, ids: Map<string, number>): BatchRequest | null {
+  if (raw.trim() === '') return null;
+  const fail = (field: string | null, why: string): never => {
+    throw new HttpError(400, `${filename}:${line}: ${field === null ? '' : `${field}: `}${why}`, { field: 'file' });
+  };
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch (err) {
+    fail(null, `not JSON (${(err as Error).message}): a batch's file holds a request a line, {"custom_id", "method": "POST", "url", "body"}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(null, 'must be a request, {"custom_id", "method": "POST", "url", "body"}');
+  const { custom_id: id, method, url, body, ...rest } = value as Record<string, unknown>;
+  for (const key of Object.keys(rest)) fail(key, 'unsupported field (supported: custom_id, method, url, body)');
+  if (typeof id !== 'string' || id === '') return fail('custom_id', 'must be a string that names the request');
+  const earlier = ids.get(id);
+  if (earlier !== undefined) fail('custom_id', `${JSON.stringify(id)} names the request on line ${earlier} too: each must be unique`);
+  if (method !== 'POST') fail('method', 'must be "POST"');
+  if (typeof url !== 'string' || !BATCH_ENDPOINTS.includes(url)) return fail('url', `must be one of ${BATCH_ENDPOINTS.join(', ')}`);
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail('body', 'must be the request\'s JSON object');
+  if ((body as Record<string, unknown>).stream === true) fail('body.stream', 'must not be true: a batch\'s answers are written whole');
+  ids.set(id, line);
+  return { custom_id: id, method: 'POST', url, body: body as Record<string, unknown>, line };
 }
 
 // Sends one request to the server's own endpoint: its status, its JSON answer, and its request id.
@@ -157,8 +189,7 @@ export class Batches {
     const file = this.host.files.get(inputFileId);
     if (file === null) throw new HttpError(400, `input_file_id: no file "${inputFileId}" (upload it to /v1/files with purpose "batch")`, { field: 'input_file_id', code: 'invalid_file' });
     if (file.purpose !== 'batch') throw new HttpError(400, `input_file_id: file "${inputFileId}" was uploaded with purpose "${file.purpose}", not "batch"`, { field: 'input_file_id', code: 'invalid_file' });
-    const text = fs.readFileSync(this.host.files.contentPath(inputFileId), 'utf8');
-    const requests = readBatchInput(text, file.filename);
+    const requests = await readBatchFile(this.host.files.contentPath(inputFileId), file.filename);
     const other = requests.find((r) => r.url !== endpoint);
     if (other) throw new HttpError(400, `input_file_id: ${file.filename}:${other.line} goes to ${other.url}, not to the batch's endpoint ${endpoint}`, { field: 'input_file_id' });
     const id = `batch_${crypto.randomBytes(12).toString('hex')}`;
@@ -169,7 +200,10 @@ export class Batches {
       request_counts: { total: requests.length, completed: 0, failed: 0 }, metadata,
     };
     fs.mkdirSync(this.folder(id));
-    await writeTextAtomic(path.join(this.folder(id), INPUT_FILE), text);
+    const input = path.join(this.folder(id), INPUT_FILE);
+    await writeFileAtomic(input, async (fd) => {
+      await pipeline(fs.createReadStream(this.host.files.contentPath(inputFileId)), fs.createWriteStream('', { fd, autoClose: false }));
+    });
     await this.save(batch);
     this.batches.set(id, batch);
     this.waiting.push(id);
@@ -238,7 +272,7 @@ export class Batches {
   // Sends the requests not yet answered, `concurrency` at a time, until they are all answered, the batch is
   // cancelled or the server stops; then writes its files.
   private async run(batch: Batch): Promise<void> {
-    const requests = readBatchInput(fs.readFileSync(path.join(this.folder(batch.id), INPUT_FILE), 'utf8'), INPUT_FILE);
+    const requests = await readBatchFile(path.join(this.folder(batch.id), INPUT_FILE), INPUT_FILE);
     const answeredFile = path.join(this.folder(batch.id), ANSWERED_FILE);
     const answered = readAnswered(answeredFile);
     const done = new Set(answered.map((a) => a.custom_id));

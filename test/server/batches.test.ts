@@ -111,6 +111,8 @@ t.test('a mistake in the file is a 400 at upload that names its line and field',
   ] as const) {
     await t.rejects(upload('dup.jsonl', lines as unknown as unknown[]), { status: 400, message }, String(message));
   }
+  const notUtf8 = await client.files.create({ file: await toFile(Buffer.concat([Buffer.from(`${JSON.stringify(ok)}\n`), Buffer.from([0x7b, 0xff, 0x7d, 0x0a])]), 'latin.jsonl'), purpose: 'batch' }).catch((e: Error) => e);
+  t.match(notUtf8, { status: 400, message: /^400 latin\.jsonl:2: not UTF-8 text/ });
   const notJson = await client.files.create({ file: await toFile(Buffer.from(`${JSON.stringify(ok)}\n{nope\n`), 'bad.jsonl'), purpose: 'batch' }).catch((e: Error) => e);
   t.match(notJson, { status: 400, message: /^400 bad\.jsonl:2: not JSON/ });
   for (const [body, param] of [

@@ -23,7 +23,7 @@ import { HttpError } from '../errors';
 import { bad } from './api_common';
 import { cursorPage } from './pages';
 import { parseLines } from '../../data/chat_format';
-import { readBatchInput } from '../batches';
+import { readBatchFile } from '../batches';
 import { cleanFilename, fileHead, storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
 
 // What may be uploaded; "fine-tune-results" files are written by the jobs, "batch_output" by the batches.
@@ -73,7 +73,7 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
       if (purpose === undefined) bad('purpose', `is required: ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(', ')}`);
       if (purpose === 'batch') {
         if (me.length > 0 || format !== undefined) bad(me.length > 0 ? 'me' : 'format', 'is for a chat app\'s export, uploaded as training data (purpose "fine-tune")');
-        await checkBatchInput(pending.path, filename);
+        await readBatchFile(pending.path, filename);
         res.json(await store.finish(pending, filename, 'batch'));
         return;
       }
@@ -393,11 +393,4 @@ function countLines(bytes: Buffer): number {
 function utf8Lines(filename: string, bytes: Buffer, firstLine: number): string {
   if (isUtf8(bytes)) return bytes.toString('utf8');
   throw new ChatImportError(filename, firstLine - 1 + firstNonUtf8Line(bytes), 'not UTF-8 text: training data is JSONL in UTF-8');
-}
-
-// A batch's requests, each checked as a batch reads it (a mistake names the line and the field).
-async function checkBatchInput(file: string, filename: string): Promise<void> {
-  const bytes = await fs.promises.readFile(file);
-  if (!isUtf8(bytes)) throw new HttpError(400, `${filename}:${firstNonUtf8Line(bytes)}: not UTF-8 text: a batch's requests are JSON, a request a line`, { field: 'file' });
-  readBatchInput(bytes.toString('utf8'), filename);
 }
