@@ -282,7 +282,8 @@ export class ChatService {
         truncated++;
         return tokens.subarray(0, nCtx);
       });
-      const started = Date.now();
+      // performance.now(): a tiny model embeds a short text in under a millisecond, which Date.now() would make 0.
+      const started = performance.now();
       const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined };
       const turns = Math.max(1, Math.floor(this.config.batchSlots / 2));
       const vectors = await inTurns(prompts, turns, (tokens) => generator.embed(tokens, options)).catch((err: Error) => {
@@ -295,7 +296,7 @@ export class ChatService {
       this.promptTokensPrefilled.inc({ model: key }, promptTokens);
       this.embeddingsTotal.inc({ model: key }, prompts.length);
       if (truncated > 0) this.log('info', 'embedding inputs cut to the context', { model: key, nCtx, truncated });
-      return { model: key, vectors: vectors.map((v) => v.embedding), promptTokens, ms: Date.now() - started };
+      return { model: key, vectors: vectors.map((v) => v.embedding), promptTokens, ms: performance.now() - started };
     });
   }
 

@@ -358,7 +358,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     const truncate = optional<boolean>(body, 'truncate', isBool, 'true or false') ?? true;
     const single = typeof input === 'string';
     const e = await service.embed(request.model.key, { inputs: single ? [input] : input, field: 'input', single, truncate, normalize: true, dimensions: readDimensions(body), signal: clientGone(res).signal });
-    res.json({ model: request.name, embeddings: e.vectors.map((v) => [...v]), total_duration: e.ms * 1e6, load_duration: 0, prompt_eval_count: e.promptTokens });
+    res.json({ model: request.name, embeddings: e.vectors.map((v) => [...v]), total_duration: Math.round(e.ms * 1e6), load_duration: 0, prompt_eval_count: e.promptTokens });
   });
 
   router.post('/api/embeddings', jsonBody, async (req: Request, res: Response) => {
