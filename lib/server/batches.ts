@@ -19,6 +19,7 @@ import type { FineTuningConfig } from './config';
 import { HttpError } from './errors';
 import type { FileStore } from './files';
 import type { Log } from './log';
+import { readRecords } from './records';
 import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
 
 // The endpoints a batch's requests may go to.
@@ -164,17 +165,7 @@ export class Batches {
 
   // Reads the batches of earlier runs of the server; those not finished go on from their first request not answered.
   start(): void {
-    fs.mkdirSync(this.dir, { recursive: true });
-    const found: Batch[] = [];
-    for (const name of fs.readdirSync(this.dir)) {
-      const file = path.join(this.dir, name, BATCH_FILE);
-      if (!fs.existsSync(file)) continue;
-      try {
-        found.push(JSON.parse(fs.readFileSync(file, 'utf8')) as Batch);
-      } catch (err) {
-        this.host.log('warn', 'a batch could not be read; it is left out', { file, error: (err as Error).message });
-      }
-    }
+    const found = readRecords<Batch>(this.dir, BATCH_FILE, 'a batch', this.host.log);
     found.sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id));
     for (const batch of found) {
       this.batches.set(batch.id, batch);

@@ -23,6 +23,7 @@ import type { FineTuningConfig } from './config';
 import { HttpError, withoutPaths } from './errors';
 import { storedDataKind, type FileStore } from './files';
 import type { Log } from './log';
+import { readRecords } from './records';
 import { ModelUnavailableError, type MemoryClaim } from './model_registry';
 
 export type JobStatus = 'validating_files' | 'queued' | 'running' | 'paused' | 'succeeded' | 'failed' | 'cancelled';
@@ -175,17 +176,7 @@ export class FineTuningJobs {
   // Reads the jobs of earlier runs of the server: the models of those that succeeded are served again, and those
   // that were not finished go on where they stopped (a training job from its last checkpoint).
   start(): void {
-    fs.mkdirSync(this.jobsDir, { recursive: true });
-    const found: JobRecord[] = [];
-    for (const name of fs.readdirSync(this.jobsDir)) {
-      const file = path.join(this.jobsDir, name, JOB_FILE);
-      if (!fs.existsSync(file)) continue;
-      try {
-        found.push(JSON.parse(fs.readFileSync(file, 'utf8')) as JobRecord);
-      } catch (err) {
-        this.host.log('warn', 'a fine-tuning job could not be read; it is left out', { file, error: (err as Error).message });
-      }
-    }
+    const found = readRecords<JobRecord>(this.jobsDir, JOB_FILE, 'a fine-tuning job', this.host.log);
     found.sort((a, b) => a.job.created_at - b.job.created_at || a.job.id.localeCompare(b.job.id));
     for (const record of found) {
       const { job } = record;
