@@ -5,9 +5,8 @@
 // Its sampling fields (`max_output_tokens`, `temperature`, `top_p`, and dixie's `top_k`, `min_p` and `penalize`), and the log-
 // probabilities of the reply's tokens (`include: ["message.output_text.logprobs"]`, `top_logprobs`); a reply in
 // JSON, or to a JSON schema, with `text.format` (response_format.ts); function tools, calls answered as function_call
-// items (tool_calls.ts). dixie keeps no responses, so that a
-// conversation comes whole in `input` (its calls and their outputs as function_call and function_call_output
-// items), never by `previous_response_id`.
+// items (tool_calls.ts). dixie keeps no responses, so that a conversation comes whole in `input` (its calls and their
+// outputs as function_call and function_call_output items), never by `previous_response_id`.
 import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type { TokenLogprob } from '../../generate/logprobs';
