@@ -47,8 +47,9 @@ t.teardown(async () => {
 const jsonl = (lines: unknown[]): string => lines.map((l) => JSON.stringify(l)).join('\n') + '\n';
 const upload = async (name: string, lines: unknown[]): Promise<string> => (await client.files.create({ file: await toFile(Buffer.from(jsonl(lines)), name), purpose: 'batch' })).id;
 
+// Polled until it ends; within two minutes, for a busy machine.
 async function finished(id: string): Promise<OpenAI.Batch> {
-  for (let i = 0; i < 600; i++) {
+  for (let i = 0; i < 2400; i++) {
     const batch = await client.batches.retrieve(id);
     if (['completed', 'cancelled', 'failed'].includes(batch.status)) return batch;
     await new Promise((r) => setTimeout(r, 50));
