@@ -108,7 +108,7 @@ t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral va
   const completion = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, logit_bias: { 50256: 0 }, suffix: '', user: 'u-1' });
   t.equal(completion.choices[0].text, greedy, 'completions: zero biases and an empty suffix change nothing');
   for (const [field, value, rule] of [
-    ['functions', [{ name: 'weather' }], /send functions as tools/],
+    ['functions', 'weather', /functions: must be an array of \{"name", "parameters"\}/],
     ['tool_choice', 'required', /"required" needs at least one tool in tools/],
     ['store', true, /keeps nothing it answers/],
     ['modalities', ['text', 'audio'], /only \["text"\]/],

@@ -86,6 +86,36 @@ t.test('chat completions: a forced call (tool_choice required or named) is a cal
   }
 });
 
+t.test("OpenAI's older function calling: functions and function_call, answered as message.function_call", async (t) => {
+  const messages = [{ role: 'user', content: 'What is the weather in Oslo?' }];
+  const body = { model: 'general', messages, functions: [weather.function], function_call: { name: 'get_weather' }, max_tokens: 200, temperature: 1, seed: 2 };
+  const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body });
+  const choice = (r.json().choices as Record<string, any>[])[0];
+  t.match(choice, { finish_reason: 'function_call', message: { role: 'assistant', content: null, function_call: { name: 'get_weather' } } }, r.text);
+  t.notOk(choice.message.tool_calls, 'no tool_calls beside it');
+  t.ok(validArguments.get_weather(JSON.parse(choice.message.function_call.arguments)), `its arguments keep to the parameters: ${choice.message.function_call.arguments}`);
+  const tools = await client.chat.completions.create({ model: 'general', messages: [{ role: 'user', content: 'What is the weather in Oslo?' }], tools: [weather], tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 200, temperature: 1, seed: 2 });
+  t.equal(choice.message.function_call.arguments, (tools.choices[0].message.tool_calls?.[0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments, 'the call the same request makes through tools');
+  const streamed = (await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { ...body, stream: true } })).text.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as Record<string, any>);
+  t.match(streamed.at(-1)?.choices[0], { finish_reason: 'function_call', delta: { function_call: { name: 'get_weather', arguments: choice.message.function_call.arguments } } }, 'streamed: the call in the last chunk');
+
+  // Sent back: the call in the assistant's function_call, the output in a function message, the prompt the tools' way makes.
+  const template = async (sent: unknown[]): Promise<unknown> => (await request(`${srv.url}/apply-template`, { headers: AUTH, body: { model: 'chatbot', messages: sent } })).json().prompt;
+  const older = [messages[0], { role: 'assistant', content: null, function_call: { name: 'get_weather', arguments: ARGUMENTS } }, { role: 'function', name: 'get_weather', content: OUTPUT }];
+  t.equal(await template(older), await template(CHAT_MESSAGES), 'the same prompt as tool_calls and a tool message make');
+
+  for (const [extra, param, message] of [
+    [{ functions: [weather.function], tools: [weather] }, 'functions', /cannot come with tools or tool_choice/],
+    [{ functions: [weather.function], function_call: 'required' }, 'function_call', /must be "none", "auto" or \{"name"\}/],
+    [{ functions: [weather.function], function_call: { name: 'get_time' } }, 'function_call.name', /"get_time" is not among the functions/],
+    [{ function_call: { name: 'get_weather' } }, 'function_call.name', /is not among the functions/],
+    [{ functions: [{ ...weather.function, strict: true }] }, 'functions[0].strict', /unsupported field/],
+  ] as const) {
+    const refused = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages, ...extra } });
+    t.match([refused.status, refused.json().error], [400, { param, message }], JSON.stringify(extra).slice(0, 100));
+  }
+});
+
 // A conversation that called get_weather once, as each API sends it back.
 const QUESTION = 'What is the weather in Oslo?';
 const ARGUMENTS = '{"city": "Oslo", "unit": "c"}';
@@ -196,7 +226,7 @@ t.test('calls and outputs out of place, or malformed, are 400s that name the fie
     [[question, { ...assistant, tool_calls: [{ ...call, function: { name: 'get_weather', arguments: '{city' } }] }], 'messages[1].tool_calls[0].function.arguments', /this is not JSON/],
     [[question, { ...assistant, tool_calls: [{ ...call, function: { arguments: ARGUMENTS } }] }], 'messages[1].tool_calls[0].function.name', /the name of the function called/],
     [[question, { ...assistant, tool_calls: call }], 'messages[1].tool_calls', /must be an array/],
-    [[question, { role: 'function', content: 'x' }], 'messages[1].role', /"assistant" or "tool"/],
+    [[question, { role: 'assistant', content: null, function_call: { name: 'get_weather', arguments: '{city' } }], 'messages[1].function_call.arguments', /this is not JSON/],
   ] as const) {
     const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages } });
     t.match([r.status, r.json().error], [400, { param, message }], `${param}: ${r.text}`);

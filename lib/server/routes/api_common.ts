@@ -47,8 +47,6 @@ interface NeutralOnly {
 const ANY_STRING: NeutralOnly = { neutral: (v) => typeof v === 'string', rule: 'must be a string' };
 const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   suffix: { neutral: (v) => v === '', rule: 'is not supported: GPT-2 only continues text' },
-  functions: { neutral: (v) => Array.isArray(v) && v.length === 0, rule: 'only [] is supported: send functions as tools (functions is OpenAI\'s older name)' },
-  function_call: { neutral: (v) => v === 'none' || v === 'auto', rule: 'only "none" or "auto" is supported: force a call with tools and tool_choice' },
   modalities: { neutral: (v) => Array.isArray(v) && v.length === 1 && v[0] === 'text', rule: 'only ["text"] is supported' },
   store: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps nothing it answers' },
   service_tier: { neutral: (v) => v === 'auto' || v === 'default', rule: 'only "auto" or "default" is supported' },
@@ -186,24 +184,34 @@ export function messageText(content: unknown, field: string, partTypes: readonly
 
 // Chat completions' messages (and llama.cpp's, which are theirs): {"role", "content"}, the content a string or
 // text parts. A conversation that called tools comes back with the calls in assistant messages (`tool_calls`) and
-// each call's output in a `tool` message naming it (`tool_call_id`), which must follow the call.
+// each call's output in a `tool` message naming it (`tool_call_id`), which must follow the call; or, in OpenAI's
+// older function calling, an assistant's `function_call` and the output in a `function` message.
 export function openAIMessages(messages: unknown): InputMessage[] {
   if (!Array.isArray(messages) || messages.length === 0) bad('messages', 'must be a non-empty array of {"role", "content"}');
   const called = new Set<string>();
   return messages.map((m: unknown, i) => {
     const where = `messages[${i}]`;
     if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
-    const fields = { role: m.role, roleField: `${where}.role`, textField: `${where}.content` };
+    const fields = { role: m.role === 'function' ? 'tool' : m.role, roleField: `${where}.role`, textField: `${where}.content` };
     if (m.role === 'tool' && (typeof m.tool_call_id !== 'string' || !called.has(m.tool_call_id))) bad(`${where}.tool_call_id`, 'must be the id of a call in an earlier assistant message');
-    if (m.role !== 'assistant' || m.tool_calls === undefined || m.tool_calls === null) return { ...fields, text: messageText(m.content, fields.textField, ['text']) };
-    const shape = '{"id", "type": "function", "function": {"name", "arguments"}}';
-    if (!Array.isArray(m.tool_calls)) bad(`${where}.tool_calls`, `must be an array of ${shape}`);
-    const calls = m.tool_calls.map((call: unknown, j) => {
-      const at = `${where}.tool_calls[${j}]`;
-      if (!isObject(call) || typeof call.id !== 'string' || !isObject(call.function)) bad(at, `must be ${shape}`);
-      called.add(call.id);
-      return sentCall(call.function.name, callArguments(call.function.arguments, `${at}.function.arguments`), `${at}.function.name`);
-    });
+    const given = (v: unknown): boolean => v !== undefined && v !== null;
+    if (m.role !== 'assistant' || (!given(m.tool_calls) && !given(m.function_call))) return { ...fields, text: messageText(m.content, fields.textField, ['text']) };
+    const calls: ToolCall[] = [];
+    if (given(m.tool_calls)) {
+      const shape = '{"id", "type": "function", "function": {"name", "arguments"}}';
+      if (!Array.isArray(m.tool_calls)) bad(`${where}.tool_calls`, `must be an array of ${shape}`);
+      m.tool_calls.forEach((call: unknown, j) => {
+        const at = `${where}.tool_calls[${j}]`;
+        if (!isObject(call) || typeof call.id !== 'string' || !isObject(call.function)) bad(at, `must be ${shape}`);
+        called.add(call.id);
+        calls.push(sentCall(call.function.name, callArguments(call.function.arguments, `${at}.function.arguments`), `${at}.function.name`));
+      });
+    }
+    if (given(m.function_call)) {
+      const at = `${where}.function_call`;
+      if (!isObject(m.function_call)) bad(at, 'must be {"name", "arguments"}');
+      calls.push(sentCall(m.function_call.name, callArguments(m.function_call.arguments, `${at}.arguments`), `${at}.name`));
+    }
     const content = m.content === undefined || m.content === null ? '' : messageText(m.content, fields.textField, ['text']);
     return { ...fields, text: toolCallsText(content, calls) };
   });

@@ -25,7 +25,7 @@ import {
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
-import { readToolChoice, replyCalls, sendable } from './tool_calls';
+import { chatToolsLayout, readToolChoice, replyCalls, sendable, type ToolsLayout } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const MAX_N = 16;
@@ -174,18 +174,20 @@ const CHAT: Kind = {
 };
 
 // A chat completion whose reply may be calls (tool_calls.ts): the message holds its calls, or its text (a reply in
-// text, or calls cut short).
-function replyMessage(c: Completion): { message: Record<string, unknown>; finish: Record<string, unknown> } {
+// text, or calls cut short). A request that wrote its tools as the older `functions` gets its call so too.
+function replyMessage(c: Completion, layout: ToolsLayout): { message: Record<string, unknown>; finish: Record<string, unknown> } {
   const calls = replyCalls(c);
   if (calls === null) return { message: { content: c.text }, finish: finished(c) };
+  const done = { dixie_finish_reason: c.finishReason };
+  if (layout === 'functions') return { message: { content: null, function_call: { name: calls[0].name, arguments: calls[0].arguments } }, finish: { finish_reason: 'function_call', ...done } };
   const toolCalls = calls.map((call) => ({ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }));
-  return { message: { content: null, tool_calls: toolCalls }, finish: { finish_reason: 'tool_calls', dixie_finish_reason: c.finishReason } };
+  return { message: { content: null, tool_calls: toolCalls }, finish: { finish_reason: 'tool_calls', ...done } };
 }
 
 // Streamed, a reply in text streams as CHAT's does; one that begins as calls is held (sendable), and its calls come
 // whole in the last chunk, the pieces before it sending a chunk only for the role or for the log-probabilities they
 // carry. Made for each request: it keeps each choice's reply so far.
-function toolCallKind(): Kind {
+function toolCallKind(layout: ToolsLayout): Kind {
   const replies = new Map<number, string>();
   return {
     ...CHAT,
@@ -195,8 +197,9 @@ function toolCallKind(): Kind {
       if (sendable(reply)) return CHAT.chunk(index, text, done, first, logprobs);
       const role = first ? { role: 'assistant' } : {};
       if (done === null) return first || logprobs !== null ? { index, delta: role, logprobs, finish_reason: null } : null;
-      const { message, finish } = replyMessage(done);
-      const delta = message.tool_calls ? { tool_calls: (message.tool_calls as Record<string, unknown>[]).map((call, i) => ({ index: i, ...call })) } : { content: done.text };
+      const { message, finish } = replyMessage(done, layout);
+      const delta = message.tool_calls ? { tool_calls: (message.tool_calls as Record<string, unknown>[]).map((call, i) => ({ index: i, ...call })) }
+        : message.function_call ? { function_call: message.function_call } : { content: done.text };
       return { index, delta: { ...role, ...delta }, logprobs, ...finish };
     },
   };
@@ -321,7 +324,8 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs', ...CHAT_NEUTRAL_KEYS]);
     const read = readCommon(service, body);
-    const tools = readToolChoice(body, read.model, read.grammar);
+    const layout = chatToolsLayout(body);
+    const tools = readToolChoice(body, read.model, read.grammar, layout);
     const common = { ...read, grammar: tools?.grammar ?? read.grammar, textBesideCalls: tools?.optional };
     const { prompt, ignored } = chatPrompt(common.model, openAIMessages(body.messages), 'messages');
     if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
@@ -330,8 +334,8 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     if (top !== undefined && !wantsLogprobs) bad('top_logprobs', 'needs "logprobs": true');
     checkGenerations(service, common.n, 'n');
     const choices = Array.from({ length: common.n }, (_, index) => ({ index, prompt }));
-    await answer(service, res, tools ? toolCallKind() : CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => {
-      const { message, finish } = tools ? replyMessage(c) : { message: { content: c.text }, finish: finished(c) };
+    await answer(service, res, tools ? toolCallKind(layout) : CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => {
+      const { message, finish } = tools ? replyMessage(c, layout) : { message: { content: c.text }, finish: finished(c) };
       return { index: choice.index, message: { role: 'assistant', ...message }, logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null, ...finish };
     });
   });

@@ -63,7 +63,7 @@ function readRequest(service: ChatService, body: Body): ResponsesRequest {
   const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
   if (top !== undefined && include.length === 0) bad('top_logprobs', `needs "include": ["${LOGPROBS}"]`);
   const { grammar, format } = readTextFormat(body);
-  const tools = readToolChoice(body, model, grammar, true);
+  const tools = readToolChoice(body, model, grammar, 'flat');
   return {
     model,
     body,

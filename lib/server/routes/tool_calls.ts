@@ -3,7 +3,8 @@
 // also how bin/import-chat writes fine-tuning data's calls, so a model fine-tuned on them calls as it learned to.
 // A reply that calls is held, through a grammar as response_format's are, to calls of the request's tools, each
 // call's arguments to its tool's `parameters`, and answered as OpenAI answers calls: chat completions'
-// message.tool_calls and finish_reason "tool_calls", the Responses API's function_call items.
+// message.tool_calls and finish_reason "tool_calls" (message.function_call and "function_call" for the older
+// `functions`), the Responses API's function_call items.
 //   "required", or a named function  the reply is calls; libraries that extract data through a forced call
 //                                    (Instructor, LangChain's with_structured_output) work so
 //   "auto" (the default with tools)  the model chooses: a reply that begins with "{" is held to calls, any other is
@@ -28,24 +29,35 @@ interface Tool {
   where: string;  // the request's field of its parameters, for errors
 }
 
-// Chat completions' tools, {"type": "function", "function": {"name", "description"?, "parameters"?, "strict"?}}, or
-// the Responses API's, `flat`: {"type": "function", "name", ...}. The parameters are read as a schema only for a
-// call that is forced: tools a reply in text never calls may use any keyword.
-export function readTools(value: unknown, flat = false): Tool[] {
-  const shape = flat ? '{"type": "function", "name", "parameters"}' : '{"type": "function", "function": {"name", "parameters"}}';
-  if (!Array.isArray(value)) bad('tools', `must be an array of ${shape}`);
+// How a request writes its tools: chat completions' `tools`, {"type": "function", "function": {"name",
+// "description"?, "parameters"?, "strict"?}}, and `tool_choice`; the Responses API's, "flat", {"type": "function",
+// "name", ...}; or chat completions' older `functions`, {"name", "description"?, "parameters"?}, and
+// `function_call` ("none", "auto" or {"name"}), one call a reply.
+export type ToolsLayout = 'chat' | 'flat' | 'functions';
+
+const SHAPES: Readonly<Record<ToolsLayout, { tool: string; named: string }>> = {
+  chat: { tool: '{"type": "function", "function": {"name", "parameters"}}', named: '{"type": "function", "function": {"name"}}' },
+  flat: { tool: '{"type": "function", "name", "parameters"}', named: '{"type": "function", "name"}' },
+  functions: { tool: '{"name", "parameters"}', named: '{"name"}' },
+};
+
+// The request's tools, `field` of it, written as `layout` says. Under "auto", the parameters of a tool are read as a
+// schema only if a grammar can hold them (readToolChoice).
+export function readTools(value: unknown, layout: ToolsLayout = 'chat'): Tool[] {
+  const field = layout === 'functions' ? 'functions' : 'tools';
+  const shape = SHAPES[layout].tool;
+  if (!Array.isArray(value)) bad(field, `must be an array of ${shape}`);
+  const fnField = (i: number): string => (layout === 'chat' ? `${field}[${i}].function` : `${field}[${i}]`);
   const tools = value.map((entry: unknown, i): Tool => {
-    const where = `tools[${i}]`;
-    const fnWhere = flat ? where : `${where}.function`;
-    const fn = flat ? entry : isObject(entry) ? entry.function : undefined;
-    if (!isObject(entry) || entry.type !== 'function' || !isObject(fn)) bad(where, `must be ${shape}`);
-    const known = [...(flat ? ['type'] : []), 'name', 'description', 'parameters', 'strict'];
-    for (const key of Object.keys(fn)) if (!known.includes(key)) bad(`${fnWhere}.${key}`, `unsupported field (supported: ${known.join(', ')})`);
-    if (!isOpenAIName(fn.name)) bad(`${fnWhere}.name`, 'is required: 1 to 64 letters, digits, _ or -');
-    return { name: fn.name, parameters: fn.parameters ?? { type: 'object' }, where: `${fnWhere}.parameters` };
+    const fn = layout === 'chat' ? (isObject(entry) ? entry.function : undefined) : entry;
+    if (!isObject(entry) || (layout !== 'functions' && entry.type !== 'function') || !isObject(fn)) bad(`${field}[${i}]`, `must be ${shape}`);
+    const known = [...(layout === 'flat' ? ['type'] : []), 'name', 'description', 'parameters', ...(layout === 'functions' ? [] : ['strict'])];
+    for (const key of Object.keys(fn)) if (!known.includes(key)) bad(`${fnField(i)}.${key}`, `unsupported field (supported: ${known.join(', ')})`);
+    if (!isOpenAIName(fn.name)) bad(`${fnField(i)}.name`, 'is required: 1 to 64 letters, digits, _ or -');
+    return { name: fn.name, parameters: fn.parameters ?? { type: 'object' }, where: `${fnField(i)}.parameters` };
   });
   tools.forEach((tool, i) => {
-    if (tools.findIndex((t) => t.name === tool.name) < i) bad(`tools[${i}]${flat ? '' : '.function'}.name`, `"${tool.name}" is the name of an earlier tool`);
+    if (tools.findIndex((t) => t.name === tool.name) < i) bad(`${fnField(i)}.name`, `"${tool.name}" is the name of an earlier tool`);
   });
   return tools;
 }
@@ -57,25 +69,29 @@ export interface ToolChoice {
   optional: boolean;
 }
 
-// The request's tools and tool_choice, or undefined when the reply is text ("none", no tools, or "auto" beside a
-// grammar for text: response_format's, `textGrammar`). `flat`: the Responses API's tools and named choice,
-// {"type": "function", "name"}.
-export function readToolChoice(body: Body, model: ModelConfig, textGrammar: Grammar | undefined, flat = false): ToolChoice | undefined {
-  const tools = body.tools === undefined || body.tools === null ? [] : readTools(body.tools, flat);
-  const parallel = optional<boolean>(body, 'parallel_tool_calls', isBool, 'true or false') ?? false;
-  const choice = body.tool_choice ?? (tools.length > 0 ? 'auto' : 'none');
+// The request's tools and its choice of them, written as `layout` says, or undefined when the reply is text ("none",
+// no tools, or "auto" beside a grammar for text: response_format's, `textGrammar`).
+export function readToolChoice(body: Body, model: ModelConfig, textGrammar: Grammar | undefined, layout: ToolsLayout = 'chat'): ToolChoice | undefined {
+  const legacy = layout === 'functions';
+  const toolsField = legacy ? 'functions' : 'tools';
+  const choiceField = legacy ? 'function_call' : 'tool_choice';
+  const given = body[toolsField];
+  const tools = given === undefined || given === null ? [] : readTools(given, layout);
+  const parallel = legacy ? false : (optional<boolean>(body, 'parallel_tool_calls', isBool, 'true or false') ?? false);
+  const choice = body[choiceField] ?? (tools.length > 0 ? 'auto' : 'none');
   if (choice === 'none' || (choice === 'auto' && (tools.length === 0 || textGrammar !== undefined))) return undefined;
   let called: Tool[];
-  if (choice === 'required' || choice === 'auto') {
+  if ((choice === 'required' && !legacy) || choice === 'auto') {
     called = tools;
   } else {
-    const named = flat ? choice : isObject(choice) ? choice.function : undefined;
-    const name = isObject(choice) && choice.type === 'function' && isObject(named) ? named.name : undefined;
-    if (name === undefined) bad('tool_choice', `must be "none", "auto", "required" or ${flat ? '{"type": "function", "name"}' : '{"type": "function", "function": {"name"}}'}`);
+    const named = layout === 'chat' ? (isObject(choice) ? choice.function : undefined) : choice;
+    const name = isObject(choice) && (legacy || choice.type === 'function') && isObject(named) ? named.name : undefined;
+    const nameField = layout === 'chat' ? `${choiceField}.function.name` : `${choiceField}.name`;
+    if (name === undefined) bad(choiceField, `must be "none", "auto"${legacy ? '' : ', "required"'} or ${SHAPES[layout].named}`);
     called = tools.filter((t) => t.name === name);
-    if (called.length === 0) bad(`tool_choice${flat ? '' : '.function'}.name`, `${JSON.stringify(name)} is not among the tools`);
+    if (called.length === 0) bad(nameField, `${JSON.stringify(name)} is not among the ${toolsField}`);
   }
-  if (called.length === 0) bad('tool_choice', '"required" needs at least one tool in tools');
+  if (called.length === 0) bad(choiceField, `"required" needs at least one tool in ${toolsField}`);
   const callsOptional = choice === 'auto';
   // Each tool's parameters on their own first, so that a mistake is named under the tool's path. Clients send all
   // their tools with every request (Home Assistant through Ollama's API), so under "auto" a tool whose parameters no
@@ -85,7 +101,7 @@ export function readToolChoice(body: Body, model: ModelConfig, textGrammar: Gram
   if (called.length === 0) return undefined;
   const schema = callSchema(called);
   const key = `tools ${callsOptional} ${parallel} ${model.promptFormat} ${JSON.stringify(schema)}`;
-  return { grammar: grammarOf('tools', key, () => Grammar.withJsonSchema(callsGbnf(model, parallel, callsOptional), 'call', schema, 'tools')), optional: callsOptional };
+  return { grammar: grammarOf(toolsField, key, () => Grammar.withJsonSchema(callsGbnf(model, parallel, callsOptional), 'call', schema, toolsField)), optional: callsOptional };
 }
 
 function holdable(tool: Tool): boolean {
@@ -142,4 +158,15 @@ export function replyCalls(c: Completion): { id: string; name: string; arguments
 // any other is passed on as it comes. Returns whether the reply so far, `text`, may be sent.
 export function sendable(text: string): boolean {
   return !text.startsWith('{');
+}
+
+// Which way chat completions' request writes its tools: `functions` (OpenAI's older function calling) where it gives
+// some or names one in `function_call`, else `tools`; not both. Clients send `functions: []` and `function_call:
+// "auto"` beside tools, meaning none.
+export function chatToolsLayout(body: Body): ToolsLayout {
+  const some = (v: unknown): boolean => v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0);
+  const call = body.function_call;
+  if (!some(body.functions) && (call === undefined || call === null || call === 'none' || call === 'auto')) return 'chat';
+  if (some(body.tools) || (body.tool_choice !== undefined && body.tool_choice !== null)) bad('functions', 'cannot come with tools or tool_choice: functions and function_call are their older names; send one or the other');
+  return 'functions';
 }
