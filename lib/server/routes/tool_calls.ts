@@ -41,8 +41,8 @@ const SHAPES: Readonly<Record<ToolsLayout, { tool: string; named: string }>> = {
   functions: { tool: '{"name", "parameters"}', named: '{"name"}' },
 };
 
-// The request's tools, `field` of it, written as `layout` says. Under "auto", the parameters of a tool are read as a
-// schema only if a grammar can hold them (readToolChoice).
+// The request's tools (its `tools`, or its `functions`), written as `layout` says. Their parameters are read as
+// schemas by readToolChoice.
 export function readTools(value: unknown, layout: ToolsLayout = 'chat'): Tool[] {
   const field = layout === 'functions' ? 'functions' : 'tools';
   const shape = SHAPES[layout].tool;
