@@ -175,7 +175,7 @@ t.test('apply-template: the prompt chat completions send, which /completion then
   t.same(raw.json(), { prompt: 'How are you?\nFine.\nAnd Dad?' }, 'a raw model: the messages one a line');
   const ignored = await request(`${srv.url}/apply-template`, { body: { model: 'lenient', messages: [{ role: 'system', content: 'Be brief.' }, ...messages] }, headers: AUTH });
   t.equal(ignored.headers.get('x-dixie-ignored-messages'), '0', 'a system message the model ignores is said to be left out');
-  t.match(await refusal('/apply-template', { model: 'chatbot', messages: [{ role: 'function', content: 'x' }] }), { status: 400, error: { field: 'messages[0].role' } });
+  t.match(await refusal('/apply-template', { model: 'chatbot', messages: [{ role: 'robot', content: 'x' }] }), { status: 400, error: { field: 'messages[0].role' } });
 });
 
 t.test('props: the context, slots and defaults of a model, and a chat model\'s chat template', async (t) => {
