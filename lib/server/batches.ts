@@ -265,12 +265,18 @@ export class Batches {
   private async run(batch: Batch): Promise<void> {
     const requests = await readBatchFile(path.join(this.folder(batch.id), INPUT_FILE), INPUT_FILE);
     const answeredFile = path.join(this.folder(batch.id), ANSWERED_FILE);
-    const answered = readAnswered(answeredFile);
+    const answered = await readAnswered(answeredFile);
     const done = new Set(answered.map((a) => a.custom_id));
-    const counts = (): Batch['request_counts'] => ({ total: requests.length, completed: answered.filter(succeeded).length, failed: answered.filter((a) => !succeeded(a)).length });
-    batch.request_counts = counts();
+    const completed = answered.filter(succeeded).length;
+    batch.request_counts = { total: requests.length, completed, failed: answered.length - completed };
     const queue = requests.filter((r) => !done.has(r.custom_id));
-    const out = fs.openSync(answeredFile, 'a');
+    const out = await fs.promises.open(answeredFile, 'a');
+    // One answer written at a time, each a whole line, synced before the next is written.
+    let writing = Promise.resolve();
+    const keep = (answer: Answered): Promise<void> => (writing = writing.then(async () => {
+      await out.appendFile(`${JSON.stringify(answer)}\n`);
+      await out.sync();
+    }));
     try {
       const worker = async (): Promise<void> => {
         for (let request = queue.shift(); request !== undefined; request = queue.shift()) {
@@ -285,10 +291,9 @@ export class Batches {
           // A request cut short by the server stopping is sent again when it starts; any other answer is the request's.
           if (this.closed && response.status_code >= 500) return;
           const answer: Answered = { id: `batch_req_${crypto.randomBytes(12).toString('hex')}`, custom_id: request.custom_id, response, error: null };
-          fs.writeSync(out, `${JSON.stringify(answer)}\n`);
-          fs.fsyncSync(out);
+          await keep(answer);
           answered.push(answer);
-          batch.request_counts = counts();
+          batch.request_counts[succeeded(answer) ? 'completed' : 'failed']++;
         }
       };
       // Every worker settles before the file closes; the first failure (the disk's) is the batch's.
@@ -296,7 +301,7 @@ export class Batches {
       const failed = settled.find((r) => r.status === 'rejected');
       if (failed) throw failed.reason;
     } finally {
-      fs.closeSync(out);
+      await out.close();
     }
     if (this.closed) return;
     await this.finish(batch, requests, answered);
@@ -326,9 +331,15 @@ export class Batches {
 
 // The requests a batch has answered so far. A line a crash cut short (its line break is the last byte written) is
 // cut off: its request is sent again.
-function readAnswered(file: string): Answered[] {
-  if (!fs.existsSync(file)) return [];
-  const lines = fs.readFileSync(file, 'utf8').split('\n').slice(0, -1);
-  fs.truncateSync(file, lines.reduce((bytes, line) => bytes + Buffer.byteLength(line) + 1, 0));
+async function readAnswered(file: string): Promise<Answered[]> {
+  let text: string;
+  try {
+    text = await fs.promises.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const lines = text.split('\n').slice(0, -1);
+  await fs.promises.truncate(file, lines.reduce((bytes, line) => bytes + Buffer.byteLength(line) + 1, 0));
   return lines.map((line) => JSON.parse(line) as Answered);
 }

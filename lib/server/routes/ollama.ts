@@ -28,7 +28,7 @@ import {
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
-import { readToolChoice, replyCalls, sendable, type ToolChoice } from './tool_calls';
+import { readToolChoice, replyCalls, replyKind, type ToolChoice } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const TAG = ':latest';
@@ -208,11 +208,10 @@ async function answer(service: ChatService, res: Response, request: OllamaReques
   }
   // Each line carries the log-probabilities of the tokens drawn since the line before (generateStreamed).
   const { send: line, started } = lineSender(res);
-  let sofar = '';
+  const kindOf = replyKind();
   try {
     await generateStreamed(service, request.model.key, generation, (text, drawn, done) => {
-      sofar += text;
-      const held = request.tools !== undefined && !sendable(sofar);
+      const held = request.tools !== undefined && kindOf(text) === 'calls';
       if (held && done === null && drawn.length === 0) return;
       const piece = !held ? reply(text) : done ? whole(done) : reply('');
       line({ ...head(), ...piece, ...(drawn.length > 0 && logprobsOf(drawn)), ...(done ? doneFields(done) : { done: false }) });

@@ -25,7 +25,7 @@ import {
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
-import { chatToolsLayout, readToolChoice, replyCalls, sendable, type ToolsLayout } from './tool_calls';
+import { chatToolsLayout, readToolChoice, replyCalls, replyKind, type ToolsLayout } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const MAX_N = 16;
@@ -184,17 +184,17 @@ function replyMessage(c: Completion, layout: ToolsLayout): { message: Record<str
   return { message: { content: null, tool_calls: toolCalls }, finish: { finish_reason: 'tool_calls', ...done } };
 }
 
-// Streamed, a reply in text streams as CHAT's does; one that begins as calls is held (sendable), and its calls come
+// Streamed, a reply in text streams as CHAT's does; one that begins as calls is held (replyKind), and its calls come
 // whole in the last chunk, the pieces before it sending a chunk only for the role or for the log-probabilities they
-// carry. Made for each request: it keeps each choice's reply so far.
+// carry. Made for each request: it keeps what each choice's reply is.
 function toolCallKind(layout: ToolsLayout): Kind {
-  const replies = new Map<number, string>();
+  const kinds = new Map<number, ReturnType<typeof replyKind>>();
   return {
     ...CHAT,
     chunk: (index, text, done, first, logprobs) => {
-      const reply = (replies.get(index) ?? '') + text;
-      replies.set(index, reply);
-      if (sendable(reply)) return CHAT.chunk(index, text, done, first, logprobs);
+      let kindOf = kinds.get(index);
+      if (kindOf === undefined) kinds.set(index, (kindOf = replyKind()));
+      if (kindOf(text) !== 'calls') return CHAT.chunk(index, text, done, first, logprobs);
       const role = first ? { role: 'assistant' } : {};
       if (done === null) return first || logprobs !== null ? { index, delta: role, logprobs, finish_reason: null } : null;
       const { message, finish } = replyMessage(done, layout);

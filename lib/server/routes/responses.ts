@@ -20,7 +20,7 @@ import {
   objectBody, optional, readModel, readSampling, sentCall, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readTextFormat } from './response_format';
-import { readToolChoice, replyCalls, sendable } from './tool_calls';
+import { readToolChoice, replyCalls, replyKind } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 
 const KEYS = [
@@ -241,16 +241,15 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
     // Each delta carries the log-probabilities of the tokens drawn since the one before (generateStreamed); those
     // drawn after the last come in output_text.done with the rest.
     let c: Completion;
-    let reply = '';
+    const kindOf = replyKind();
     let undelivered: TokenLogprob[] = [];
     try {
       c = await generateStreamed(service, request.model.key, generation, (text, drawn, done) => {
         if (done) return;
-        reply += text;
         undelivered.push(...drawn);
         // A reply that may be calls is text once its first character says so; the log-probabilities of the tokens
         // drawn before then come with its first delta.
-        const isText = !request.calls || (reply !== '' && sendable(reply));
+        const isText = !request.calls || kindOf(text) === 'text';
         begin(isText);
         if (!isText) return;
         emit('response.output_text.delta', { ...at, delta: text, logprobs: logprobsOf(undelivered) });

@@ -154,10 +154,12 @@ export function replyCalls(c: Completion): { id: string; name: string; arguments
   return calls && calls.map((call) => ({ id: `call_${crypto.randomBytes(12).toString('hex')}`, name: call.name, arguments: JSON.stringify(call.arguments) }));
 }
 
-// Streaming a reply that may be calls: one that begins with "{" is held until it is whole (only a whole call parses),
-// any other is passed on as it comes. Returns whether the reply so far, `text`, may be sent.
-export function sendable(text: string): boolean {
-  return !text.startsWith('{');
+// Streaming a reply that may be calls, its first character says which: one that begins with "{" is calls, held until
+// it is whole (only a whole call parses); any other is text, passed on as it comes. Given each piece of the reply,
+// the function made here answers what the reply is, null while it has no character yet.
+export function replyKind(): (piece: string) => 'calls' | 'text' | null {
+  let kind: 'calls' | 'text' | null = null;
+  return (piece) => (kind ??= piece === '' ? null : piece.startsWith('{') ? 'calls' : 'text');
 }
 
 // Which way chat completions' request writes its tools: `functions` (OpenAI's older function calling) where it gives
