@@ -319,8 +319,8 @@ export class Batches {
     const lines = (keep: (a: Answered) => boolean): string => sorted.filter(keep).map((a) => `${JSON.stringify(a)}\n`).join('');
     const outputs = lines(succeeded);
     const errors = lines((a) => !succeeded(a));
-    if (outputs !== '') batch.output_file_id = (await this.host.files.addText(`${batch.id}_output.jsonl`, 'batch_output', outputs)).id;
-    if (errors !== '') batch.error_file_id = (await this.host.files.addText(`${batch.id}_error.jsonl`, 'batch_output', errors)).id;
+    if (outputs !== '') batch.output_file_id = (await this.host.files.addText(`${batch.id} output`, `${batch.id}_output.jsonl`, 'batch_output', outputs)).id;
+    if (errors !== '') batch.error_file_id = (await this.host.files.addText(`${batch.id} errors`, `${batch.id}_error.jsonl`, 'batch_output', errors)).id;
     batch.status = cancelled ? 'cancelled' : 'completed';
     if (cancelled) batch.cancelled_at = now();
     else batch.completed_at = now();

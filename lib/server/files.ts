@@ -75,16 +75,20 @@ const CONTENT = /^(file-[A-Za-z0-9]{24})\.content$/;
 const RECORD = /^(file-[A-Za-z0-9]{24})\.json$/;
 const MAX_FILENAME = 255;
 
-// 24 base62 characters, each byte taken only below 248 (4 * 62) so that every character is as likely.
-function newId(): string {
+// 24 base62 characters drawn from `bytes`, each byte taken only below 248 (4 * 62) so that every character is as
+// likely: random bytes for an upload; for a file made for something, a hash of what it is made for (madeForId).
+function idFrom(bytes: (round: number) => Buffer): string {
   let id = 'file-';
-  while (id.length < 5 + 24) {
-    for (const byte of crypto.randomBytes(32)) {
+  for (let round = 0; id.length < 5 + 24; round++) {
+    for (const byte of bytes(round)) {
       if (byte < 248 && id.length < 5 + 24) id += ID_CHARS[byte % 62];
     }
   }
   return id;
 }
+
+const newId = (): string => idFrom(() => crypto.randomBytes(32));
+const madeForId = (madeFor: string): string => idFrom((round) => crypto.createHash('sha256').update(`${madeFor}\0${round}`).digest());
 
 // The name a client gave, as a name alone: no folders, no control characters, at most 255 characters.
 export function cleanFilename(name: string): string {
@@ -148,8 +152,7 @@ export class FileStore {
   }
 
   // A file to write into place: stream its bytes to `path`, then finish() it, or abandon() it.
-  begin(): PendingFile {
-    const id = newId();
+  begin(id = newId()): PendingFile {
     writing.add(id);
     return { id, path: path.join(this.dir, `.${id}.upload.tmp`), scratch: path.join(this.dir, `.${id}.scratch.tmp`) };
   }
@@ -185,8 +188,14 @@ export class FileStore {
     writing.delete(pending.id);
   }
 
-  async addText(filename: string, purpose: FilePurpose, text: string): Promise<StoredFile> {
-    const pending = this.begin();
+  // A file the server makes, `madeFor` naming what it is (a batch's output, a job's metrics): its id derives from
+  // that name, so that a maker stopped by a crash after the file was written, but before the maker recorded its id,
+  // finds it when it makes it again, rather than leave a copy that nothing names.
+  async addText(madeFor: string, filename: string, purpose: FilePurpose, text: string): Promise<StoredFile> {
+    const id = madeForId(madeFor);
+    const made = this.get(id);
+    if (made !== null) return made;
+    const pending = this.begin(id);
     try {
       fs.writeFileSync(pending.path, text, { flag: 'wx' });
     } catch (err) {

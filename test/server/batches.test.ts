@@ -162,3 +162,23 @@ t.test('a server that stops with a batch half done goes on with it when it start
   const before = new Map(kept.map((l) => [JSON.parse(l).custom_id, JSON.parse(l).id]));
   t.ok(output.every((l) => !before.has(l.custom_id) || before.get(l.custom_id) === l.id), 'those answered before the stop were not sent again');
 });
+
+t.test('a server stopped while it wrote a batch\'s output files writes them again as the same files, leaving no copies', async (t) => {
+  const input = await upload('finalize.jsonl', [
+    { custom_id: 'ok', method: 'POST', url: '/v1/completions', body: { model: 'general', prompt: 'Hello' } },
+    { custom_id: 'bad', method: 'POST', url: '/v1/completions', body: { model: 'nobody', prompt: 'Hello' } },
+  ]);
+  const done = await finished((await client.batches.create({ input_file_id: input, endpoint: '/v1/completions', completion_window: '24h' })).id);
+  t.ok(done.output_file_id && done.error_file_id, 'an output file and an error file');
+  const outputs = async (): Promise<string[]> => (await client.files.list({ purpose: 'batch_output' })).data.map((f) => f.id).sort();
+  const before = await outputs();
+  await srv.close();
+  // As a crash leaves it after the files were written and before the batch recorded them.
+  const record = path.join(dir, 'kept', 'batches', done.id, 'batch.json');
+  const stopped = { ...JSON.parse(fs.readFileSync(record, 'utf8')), status: 'finalizing', output_file_id: null, error_file_id: null, completed_at: null };
+  fs.writeFileSync(record, JSON.stringify(stopped));
+  await start();
+  const again = await finished(done.id);
+  t.match(again, { status: 'completed', output_file_id: done.output_file_id, error_file_id: done.error_file_id, request_counts: { total: 2, completed: 1, failed: 1 } });
+  t.same(await outputs(), before, 'the same files, and no others');
+});
