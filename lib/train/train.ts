@@ -668,15 +668,16 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
           ` | ${Math.round(stepTokens / seconds).toLocaleString('en-US')} tok/s${ranks ? ` (${world} ranks, ${Math.round((100 * reduceSeconds) / seconds)}% reducing)` : ''}${eta}`,
       );
 
-      // Validation first, so that a checkpoint of this step holds its result.
+      // Validation and samples first, so that a checkpoint of this step holds the validation's result and the
+      // sampler's state after the samples: a run resumed from it draws the samples this one goes on to draw.
       const saveBest = validation !== null && step % o.val_every === 0 && (await runValidation()) && o.keep_best;
-      // Rank 0's clock decides a save by time, so that no rank saves alone.
-      const dueByTime = o.save_time > 0 && Date.now() - lastSaveTime >= o.save_time * 60_000;
-      if (saveBest || (o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save(saveBest);
       if (o.sample_every > 0 && step % o.sample_every === 0) {
         if (root) await generateSamples();
         await afterRank0Alone(null);
       }
+      // Rank 0's clock decides a save by time, so that no rank saves alone.
+      const dueByTime = o.save_time > 0 && Date.now() - lastSaveTime >= o.save_time * 60_000;
+      if (saveBest || (o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save(saveBest);
       await plot(false);
     }
 
