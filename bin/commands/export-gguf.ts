@@ -8,12 +8,13 @@ import { AUDIENCE_RULE, chatTemplate, isAudience } from '../../lib/data/chat_for
 import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
 import { GGUF_WEIGHT_TYPES, type GgufWeightType, writeGguf, writeGgufAdapter } from '../../lib/formats/gguf';
-import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../../lib/formats/peft';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, readPeftAdapter } from '../../lib/formats/peft';
 import { modelfilePath, ollamaModelfile } from '../../lib/formats/ollama';
 import { modelDir, resolveModel } from '../../lib/formats/resolve_model';
 import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
 import { modelTokenizer } from '../../lib/tokenizer';
 import { writeTextAtomic } from '../../lib/util/atomic_file';
+import { isWithin } from '../../lib/util/paths';
 
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
@@ -55,10 +56,12 @@ async function main(): Promise<void> {
   const [name, out] = argv._.map(String);
   const adapterDir = checkpointFolder(modelDir(name));
   if (fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) {
+    refuseToReplace(out, [['the adapter\'s config', path.join(adapterDir, ADAPTER_CONFIG_FILE)], ['the adapter\'s weights', path.join(adapterDir, ADAPTER_WEIGHTS_FILE)]]);
     await exportAdapter(name, adapterDir, out, argv.type);
     return;
   }
   const folder = resolveModel(name);
+  refuseToReplace(out, [['the model\'s weights', folder.weights], ['the model\'s config', folder.configFile ?? folder.weights]]);
   const vocabulary = modelTokenizer(folder).vocab;
   const audience = argv.audience ?? trainedAudiences(folder.dir)[0];
   const model = await Model.load(folder, { trainable: false, device: 'cpu' });
@@ -85,6 +88,12 @@ async function main(): Promise<void> {
   }
   await writeTextAtomic(modelfilePath(out), modelfile);
   process.stderr.write(`chat template: answering as ${audience}; for ollama: ollama create ${path.basename(out).replace(/\.gguf$/i, '')} -f ${modelfilePath(out)}\n`);
+}
+
+// The file written must not be one read: a GGUF model exported again in fewer bits over itself would lose its weights.
+function refuseToReplace(out: string, read: readonly [string, string][]): void {
+  const source = read.find(([, file]) => isWithin(file, out));
+  if (source !== undefined) throw new Error(`${out} is ${source[0]}, which the export reads: write the GGUF to another file`);
 }
 
 // A LoRA adapter as llama.cpp's adapter file, to load over the base's GGUF.

@@ -12,6 +12,7 @@ import { modelTokenizer } from '../../lib/tokenizer';
 import { writeVocabulary } from '../../lib/tokenizer/vocab';
 import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
 import { renameAtomic } from '../../lib/util/atomic_file';
+import { isWithin } from '../../lib/util/paths';
 
 // Writes `out` whole into a hidden folder beside it (every file fsynced) and renames it into place, as checkpoints
 // are written (lib/train/checkpoint.ts): a kill at any moment leaves no half-written model under `out`'s name, and
@@ -58,8 +59,12 @@ async function main(): Promise<void> {
   const folder = resolveModel(baseName);
   const adapterDir = modelDir(adapterName);
   const out = path.resolve(outName);
-  if (out === folder.dir || out === adapterDir) {
-    throw new Error(`${out} is the ${out === folder.dir ? 'base model' : 'adapter'} itself; write the merged model to another folder`);
+  // A training run folder named as the base stands for its latest checkpoint: replacing the run would delete them all.
+  const read: [string, string][] = [['base model', folder.dir], ['adapter', adapterDir], ['base model', baseName]];
+  for (const [what, source] of read) {
+    if (fs.existsSync(source) && isWithin(source, out)) {
+      throw new Error(`${out} ${isWithin(out, source) ? `is the ${what} itself` : `holds the ${what}, ${source}, which replacing it would delete`}; write the merged model to another folder`);
+    }
   }
   if (fs.existsSync(out) && !argv.force) throw new Error(`${out} exists; give --force to replace it`);
   const { vocab } = modelTokenizer(folder);

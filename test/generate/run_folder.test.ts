@@ -37,6 +37,13 @@ t.test('a run folder is its latest checkpoint', async (t) => {
   const exported = run('export-gguf', [runDir, gguf, '--type', 'f32']);
   t.equal(exported.status, 0, exported.stderr);
   t.match(exported.stderr, `${latest} -> ${gguf}`, 'bin/export-gguf exports model-2');
+  const weights = path.join(latest, 'model.safetensors');
+  const before = fs.readFileSync(weights);
+  const overItself = run('export-gguf', [runDir, weights]);
+  t.equal(overItself.stderr, `export-gguf: ${weights} is the model's weights, which the export reads: write the GGUF to another file\n`);
+  const overRun = run('merge-lora', [runDir, path.join(dir, 'adapter'), runDir, '--force']);
+  t.equal(overRun.stderr, `merge-lora: ${runDir} holds the base model, ${latest}, which replacing it would delete; write the merged model to another folder\n`, 'bin/merge-lora never replaces the run it merges into');
+  t.ok(fs.readFileSync(weights).equals(before), 'the run as it was');
 
   const config = validateServerConfig({ models: [{ key: 'chatbot', restore_from: runDir }] }, 'cfg', dir);
   t.equal(resolveModelSource(config.models[0]).dir, latest, "the server's restore_from");

@@ -157,7 +157,7 @@ t.test('a GGUF base takes the adapter as its safetensors would', async (t) => {
   }
 });
 
-t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the base itself never', async (t) => {
+t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the base, a folder holding it or the adapter never', async (t) => {
   const help = runBin('merge-lora', ['--help']);
   t.equal(help.status, 0);
   t.match(help.stdout, /merge-lora <base> <adapter> <out>/);
@@ -179,6 +179,12 @@ t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the ba
   const onBase = runBin('merge-lora', [base, adapter, base, '--force']);
   t.equal(onBase.status, 1);
   t.equal(onBase.stderr, `merge-lora: ${base} is the base model itself; write the merged model to another folder\n`);
+  const aboveBase = runBin('merge-lora', [base, adapter, work, '--force']);
+  t.equal(aboveBase.status, 1);
+  t.equal(aboveBase.stderr, `merge-lora: ${work} holds the base model, ${base}, which replacing it would delete; write the merged model to another folder\n`);
+  const onAdapter = runBin('merge-lora', [base, adapter, path.join(adapter, '.'), '--force']);
+  t.equal(onAdapter.stderr, `merge-lora: ${adapter} is the adapter itself; write the merged model to another folder\n`);
+  t.ok(fs.existsSync(path.join(base, 'model.safetensors')) && fs.existsSync(path.join(adapter, 'adapter_model.safetensors')), 'both as they were');
 
   const missing = runBin('merge-lora', [base]);
   t.not(missing.status, 0);
