@@ -6,6 +6,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { formatBytes } from '../../lib/download/progress';
 import { DATE_ORDERS, DateOrder, EXPORT_FORMATS, ExportFormat, ChatImportProgress, REDACT_KINDS, RedactKind, formatImportSummary, importChats } from '../../lib/import';
+import { readJsonFile } from '../../lib/util/json_file';
 
 // Files this large get a line of their own even when stderr is not a terminal.
 const LARGE_FILE_BYTES = 10_000_000;
@@ -96,7 +97,7 @@ function audienceMap(values: readonly string[]): Record<string, string> {
   for (const value of values) {
     const equals = value.lastIndexOf('=');
     if (equals < 0 && fs.existsSync(value)) {
-      const parsed: unknown = JSON.parse(fs.readFileSync(value, 'utf8'));
+      const parsed = readJsonFile(value);
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || Object.values(parsed).some((v) => typeof v !== 'string')) {
         throw new Error(`--audience-map ${value}: a JSON object of names to audiences is expected ({"Mom": "mom"})`);
       }

@@ -8,9 +8,10 @@ import { ExportFormat, ExportedChat, ChatImportError, ChatImportErrors } from '.
 import { readContacts } from './contacts';
 import { Companion, CompanionFile, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
 import { TELEGRAM_PAGE } from './telegram_html';
+import { isWithin } from '../util/paths';
 import { isTar, TarArchive } from '../util/tar';
 import { isZip, ZipArchive } from '../util/zip';
-import { ChatImportSummary, OutputOptions, RedactKind, outputKind, planOutput, writeOutput } from './train_output';
+import { ChatImportSummary, OutputOptions, RedactKind, notWrittenBeside, outputKind, planOutput, writeOutput } from './train_output';
 import { DateOrder } from './whatsapp';
 
 export { EXPORT_FORMATS, FORMAT_NAMES, ChatImportError, ChatImportErrors } from './chat_export';
@@ -67,10 +68,10 @@ function isTelegramPageOfJson(file: string, files: ReadonlySet<string>, paths: p
 export async function importChats(inputs: readonly string[], options: ChatImportOptions): Promise<ChatImportSummary> {
   if (inputs.length === 0) throw new Error('no export to import: give files or folders');
   // A wrong --out is told before the exports are read, not after minutes of reading them.
-  outputKind(options.out);
+  const outFile = outputKind(options.out) === 'folder' ? null : options.out;
   const archives: Archive[] = [];
   try {
-    return await importSources(exportSources(inputs, archives), options);
+    return await importSources(exportSources(inputs, archives, outFile), options);
   } finally {
     for (const archive of archives) archive.close();
   }
@@ -87,10 +88,12 @@ async function importSources({ sources, notExports }: { sources: ExportSource[];
     try {
       for (const chat of await readExport(source.file, source.read(), read, warnings, source.companion)) chats.push(chat);
     } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
+      // An error of the system's (a file too large to read) is named by the file it came from.
+      const message = err instanceof Error ? err.message : String(err);
+      const error = err instanceof Error && message.includes(source.file) ? err : new ChatImportError(source.file, null, message);
       if (error instanceof UnknownExportError && !source.named) notExports.push(source.file);
       // A companion's problem (Slack's broken channels.json) is met by every export that reads it: reported once.
-      else if (!errors.includes(error)) errors.push(error);
+      else if (!errors.some((e) => e.message === error.message)) errors.push(error);
     }
   }
   if (errors.length > 0) throw new ChatImportErrors(errors);
@@ -105,6 +108,7 @@ async function importSources({ sources, notExports }: { sources: ExportSource[];
     const shown = notExports.slice(0, 3).join(', ');
     planned.summary.warnings.push(`skipped ${notExports.length} file${notExports.length === 1 ? '' : 's'} in the folders and zips that ${notExports.length === 1 ? 'is' : 'are'} no chat export: ${shown}${notExports.length > 3 ? ', ...' : ''}`);
   }
+  planned.summary.warnings.push(...notWrittenBeside(planned));
   await writeOutput(planned);
   return planned.summary;
 }
@@ -122,18 +126,21 @@ interface ExportSource {
 // The sources the inputs name, in sorted order, each once, and the files found that hold none. A file named
 // itself must be an export; inside a folder or an archive (or matched by a glob) only files with an export's
 // extension are read, and those that are no export skipped. The archives opened are added to `archives`, for the
-// caller to close.
-function exportSources(inputs: readonly string[], archives: Archive[]): { sources: ExportSource[]; notExports: string[] } {
+// caller to close. `outFile`, the one file the import writes, is never read: named, it is refused, and found in a
+// folder (an earlier import's output beside the exports) it is passed over, or each import would add it again.
+function exportSources(inputs: readonly string[], archives: Archive[], outFile: string | null): { sources: ExportSource[]; notExports: string[] } {
   const files = new Map<string, boolean>();
+  const isOut = (file: string): boolean => outFile !== null && isWithin(file, outFile);
   for (const input of inputs) {
     if (fs.existsSync(input) && fs.statSync(input).isFile()) {
+      if (isOut(input)) throw new ChatImportError(input, null, 'is the file the import writes (--out): write the output to another file');
       files.set(path.normalize(input), true);
       continue;
     }
     if (!fs.existsSync(input) && !/[*?[]/.test(input)) throw new ChatImportError(input, null, 'no such file or folder');
     const all = datasetFiles(input);
     const exports = new Set(all.filter((file) => isExportName(file) || ARCHIVE_EXTENSIONS.has(path.extname(file).toLowerCase())));
-    const found = [...exports].filter((file) => !isTelegramPageOfJson(file, exports, path));
+    const found = [...exports].filter((file) => !isTelegramPageOfJson(file, exports, path) && !isOut(file));
     if (found.length === 0) throw new ChatImportError(input, null, `no .txt, .json, .jsonl, .xml, .db, .zip or .tar file in it${htmlHint(all)}`);
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }

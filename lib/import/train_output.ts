@@ -6,6 +6,7 @@
 // Messages are lines of the chat format, written by chat_format.ts as the live chat's are. When --out names a .jsonl
 // file, the same conversations in the same order go to OpenAI's chat fine-tuning JSONL instead, an example a line
 // (fineTuningExamples).
+import fs from 'node:fs';
 import path from 'node:path';
 import { SMALL_DATASET_BYTES } from '../data/chat_check';
 import { SIDE, type ChatMessage, checkAudience, formatMessage, messageText, toAudience } from '../data/chat_format';
@@ -212,6 +213,17 @@ function mappedAudience(name: string, audience: string): string {
   }
 }
 
+// A folder of output that holds .train files this import does not write (an earlier import's, of chats since left out
+// or renamed): each is named, for `bin/train --dataset <folder>` would train on it too.
+export function notWrittenBeside(planned: PlannedOutput): string[] {
+  const { out, output } = planned.summary;
+  if (output !== 'folder' || !fs.existsSync(out)) return [];
+  const others = fs.readdirSync(out).filter((name) => name.endsWith('.train') && !planned.contents.has(path.join(out, name))).sort(compare);
+  if (others.length === 0) return [];
+  const shown = others.slice(0, 5).join(', ') + (others.length > 5 ? `, and ${others.length - 5} more` : '');
+  return [`${out} also holds ${others.length === 1 ? 'a .train file' : '.train files'} this import did not write: ${shown}. Training on the folder trains on ${others.length === 1 ? 'it' : 'them'} too: delete ${others.length === 1 ? 'it' : 'them'} if ${others.length === 1 ? 'it is' : 'they are'} not to be trained on`];
+}
+
 export async function writeOutput(planned: PlannedOutput): Promise<void> {
   for (const [file, text] of planned.contents) await writeTextAtomic(file, text);
 }
@@ -305,7 +317,8 @@ function outputFiles(conversations: Conversation[], audiences: Map<string, Audie
   if (summary.examples !== null) {
     const examples = fineTuningExamples(conversations, audiences, summary, summary.examples);
     for (const audience of new Set(examples.map((example) => example.audience))) (audiences.get(audience) as AudienceSummary).file = out;
-    return new Map(examples.length > 0 ? [[out, examples.map((example) => `${example.line}\n`).join('')]] : []);
+    // Written even when empty, so that the file never holds an earlier import's examples.
+    return new Map([[out, examples.map((example) => `${example.line}\n`).join('')]]);
   }
   const contents = new Map<string, string>();
   const fileOf = output === 'train' ? () => out : fileNames(out, [...new Set(conversations.map((c) => c.audience))]);
@@ -316,6 +329,7 @@ function outputFiles(conversations: Conversation[], audiences: Map<string, Audie
     contents.set(file, previous === undefined ? block : `${previous}\n${block}`);
     (audiences.get(conversation.audience) as AudienceSummary).file = file;
   }
+  if (output === 'train' && !contents.has(out)) contents.set(out, '');
   return contents;
 }
 

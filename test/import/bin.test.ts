@@ -128,6 +128,10 @@ t.test('bad input: exit 1 and the reason; nothing written', async (t) => {
   const badMap = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--audience-map', 'Papa', '--out', out]);
   t.equal(badMap.status, 1);
   t.match(badMap.stderr, 'import-chat: --audience-map "Papa": expected "Name in the app=audience" or a JSON file');
+  fs.writeFileSync(path.join(dir, 'names.json'), '{"Papa": "dad",}');
+  const badMapFile = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--audience-map', path.join(dir, 'names.json'), '--out', out]);
+  t.equal(badMapFile.status, 1);
+  t.match(badMapFile.stderr, `import-chat: ${path.join(dir, 'names.json')}: not valid JSON: `, 'a broken map file is named');
   const badOut = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--out', `${out}.json`]);
   t.equal(badOut.status, 1);
   t.equal(badOut.stderr, `import-chat: --out ${out}.json: give a folder (a .train file per audience), a file ending in .train (every conversation in one file) or in .jsonl (OpenAI's chat fine-tuning format), not a .json file\n`);

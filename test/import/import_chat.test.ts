@@ -215,3 +215,44 @@ t.test('an export with no chat in it', async (t) => {
   await t.rejects(importChats([path.join(dir, 'sms.xml')], { out: path.join(dir, 'out') }), { message: `no chat export among ${path.join(dir, 'sms.xml')}` });
   t.same(trainFiles(path.join(dir, 'out')), {});
 });
+
+t.test('the file the import writes is never read as an export: named, it is refused; beside the exports, passed over', async (t) => {
+  const dir = t.testdir();
+  fs.copyFileSync(fixture('openai', 'fine_tune.jsonl'), path.join(dir, 'fine_tune.jsonl'));
+  const out = path.join(dir, 'chats.jsonl');
+  const first = await importChats([dir], { out });
+  const written = fs.readFileSync(out, 'utf8');
+  const again = await importChats([dir], { out });
+  t.equal(fs.readFileSync(out, 'utf8'), written, 'imported again, the same conversations, not each twice');
+  t.same(again.examples, first.examples);
+  await t.rejects(importChats([fixture('openai', 'fine_tune.jsonl'), out], { out }), { message: `${out}: is the file the import writes (--out): write the output to another file` });
+  await t.rejects(importChats([out], { out: path.join(dir, '.', 'chats.jsonl') }), { message: /is the file the import writes/ }, 'however the path is written');
+  t.equal(fs.readFileSync(out, 'utf8'), written, 'left as it was');
+});
+
+t.test('what an earlier import wrote is never left looking like this one\'s output', async (t) => {
+  const dir = t.testdir();
+  const data = path.join(dir, 'data');
+  await importChats([fixture('whatsapp', 'android-de'), fixture('whatsapp', 'ios-fi')], { out: data, me: ['Jane Doe'] });
+  t.same(fs.readdirSync(data).sort(), ['matti.train', 'papa.train']);
+  const renamed = await importChats([fixture('whatsapp', 'android-de'), fixture('whatsapp', 'ios-fi')], { out: data, me: ['Jane Doe'], audienceMap: { Papa: 'dad' } });
+  t.match(renamed.warnings, [`${data} also holds a .train file this import did not write: papa.train. Training on the folder trains on it too: delete it if it is not to be trained on`]);
+
+  // One file is written whole, even with nothing in it: never an earlier import's examples under this one's summary.
+  const jsonl = path.join(dir, 'chats.jsonl');
+  fs.writeFileSync(jsonl, '{"messages": "an earlier import"}\n');
+  fs.writeFileSync(path.join(dir, 'mine.jsonl'), `${JSON.stringify({ messages: [{ role: 'user', content: 'Anyone there?' }] })}\n`);
+  const unanswered = await importChats([path.join(dir, 'mine.jsonl')], { out: jsonl });
+  t.equal(unanswered.examples?.written, 0);
+  t.equal(fs.readFileSync(jsonl, 'utf8'), '');
+});
+
+t.test("an error of the system's, such as a file too large to read, names the file", async (t) => {
+  const dir = t.testdir();
+  const big = path.join(dir, 'chat.txt');
+  fs.closeSync(fs.openSync(big, 'w'));
+  fs.truncateSync(big, 2 ** 31 + 1);  // sparse: no disk taken
+  const failed = await importChats([dir], { out: path.join(dir, 'data'), me: ['Jane Doe'] }).catch((err: Error) => err);
+  t.type(failed, ChatImportErrors);
+  t.match((failed as Error).message, new RegExp(`^${big.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .*2 GiB`));
+});
