@@ -88,12 +88,12 @@ async function importSources({ sources, notExports }: { sources: ExportSource[];
     try {
       for (const chat of await readExport(source.file, source.read(), read, warnings, source.companion)) chats.push(chat);
     } catch (err) {
-      // An error of the system's (a file too large to read) is named by the file it came from.
-      const message = err instanceof Error ? err.message : String(err);
-      const error = err instanceof Error && message.includes(source.file) ? err : new ChatImportError(source.file, null, message);
+      // An error of the system's (a file too large to read, a text too long for a string) has a code, and no file
+      // named: it is named by the file it came from.
+      const error = !(err instanceof Error) || 'code' in err ? new ChatImportError(source.file, null, err instanceof Error ? err.message : String(err)) : err;
       if (error instanceof UnknownExportError && !source.named) notExports.push(source.file);
       // A companion's problem (Slack's broken channels.json) is met by every export that reads it: reported once.
-      else if (!errors.some((e) => e.message === error.message)) errors.push(error);
+      else if (!errors.includes(error)) errors.push(error);
     }
   }
   if (errors.length > 0) throw new ChatImportErrors(errors);
