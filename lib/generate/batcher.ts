@@ -197,9 +197,11 @@ export class Batcher {
     this.queue.push(job);
     if (this.loop === null) {
       this.loop = this.run().catch((err: Error) => {
-        // Only kvReserve can fail outside a step: nothing can run on this model.
+        // Only kvReserve can fail outside a step (the requests' callbacks are guarded): nothing can run on this
+        // model, and every request on it fails rather than wait on a loop that stopped.
         this.loop = null;
         for (const waiting of this.queue.splice(0)) waiting.reject(err);
+        this.bySlot.forEach((job, slot) => job && this.fail(job, slot, err));
       });
     }
     return done;
@@ -242,15 +244,17 @@ export class Batcher {
     else if (typeof request.seed === 'bigint') seed = request.seed;
     else if (Number.isSafeInteger(request.seed) && request.seed >= 0) seed = BigInt(request.seed);
     else throw new RangeError(`seed must be a non-negative integer, got ${request.seed}`);
-    // The request's callbacks run inside the loop that decodes every request: one that throws fails its own request
-    // (expire), never the loop and its neighbours.
-    const guarded = <A>(callback: ((arg: A) => void) | undefined): ((arg: A) => void) | undefined => callback && ((arg: A) => {
+    // The request's callbacks (its client's stream, its sanitizer's reply stream) run inside the loop that decodes
+    // every request: one that throws fails its own request (expire, finish), never the loop and its neighbours.
+    const guarded = <A, R>(callback: (arg: A) => R, failed: R) => (arg: A): R => {
       try {
-        callback(arg);
+        return callback(arg);
       } catch (err) {
         job.callbackError ??= err instanceof Error ? err : new Error(String(err));
+        return failed;
       }
-    });
+    };
+    const { onText, onLogprob, reply } = request;
     const seq = new Sequence(
       {
         promptTokens: request.promptTokens,
@@ -261,9 +265,10 @@ export class Batcher {
         seed,
         nCtx: this.nCtx,
         contextKeep: this.contextKeep,
-        onText: guarded(request.onText),
-        onLogprob: guarded(request.onLogprob),
-        reply: request.reply,
+        onText: onText && guarded(onText, undefined),
+        onLogprob: onLogprob && guarded(onLogprob, undefined),
+        // A reply whose stream broke is complete: the sequence stops, and the request fails.
+        reply: reply && { push: guarded((piece: string) => reply.push(piece), { text: '', settled: '', complete: true }) },
         grammar: request.grammar && new GrammarMatcher(request.grammar, GrammarVocabulary.of(this.tokenizer, this.vocabSize)),
       },
       this.tokenizer,
@@ -535,6 +540,8 @@ export class Batcher {
   private finish(job: Job, reason: FinishReason, slot?: number): void {
     if (slot !== undefined) this.release(slot, job, job.seq.held);
     job.seq.finish(reason);
+    // The last of its text, streamed as it finished, may have broken a callback.
+    if (job.callbackError) return job.reject(job.callbackError);
     const now = Date.now();
     const generated = job.seq.generated.length;
     const decodeMs = now - job.firstTokenAt;

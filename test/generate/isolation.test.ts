@@ -113,3 +113,30 @@ t.test("a request whose own callback throws fails alone: the loop decodes its ne
   const after = await gen.generate(PROMPTS[0], options(0));
   t.same(after.tokens, alone[0].tokens, 'and the batcher goes on serving');
 });
+
+t.test("a request whose reply stream (its sanitizer) throws fails alone, while its text is streamed and as it ends", async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 4, seed: 4 });
+  const options = (i: number) => ({ maxTokens: 10, seed: 40 + i, temperature: 0.9 });
+  const alone = await Promise.all(PROMPTS.map((p, i) => gen.generate(p, options(i))));
+  // Throws at its nth piece; a reply never complete, so that the request would run to maxTokens.
+  const breaksAt = (n: number, why: string) => {
+    let pieces = 0;
+    return { push: (piece: string) => {
+      if (++pieces === n) throw new Error(why);
+      return { text: piece, settled: '', complete: false };
+    } };
+  };
+  // The last piece comes as the request ends at maxTokens: counted from the text it streams alone.
+  let lastPiece = 0;
+  await gen.generate(PROMPTS[2], { ...options(2), reply: { push: (piece) => ({ text: piece, settled: '', complete: (lastPiece++, false) }) } });
+  const together = await Promise.all(PROMPTS.map((p, i) => gen.generate(p, {
+    ...options(i),
+    ...(i === 1 && { reply: breaksAt(2, 'the sanitizer broke') }),
+    ...(i === 2 && { reply: breaksAt(lastPiece, 'the sanitizer broke at the end') }),
+  }).catch((err: Error) => err)));
+  t.match((together[1] as Error).message, /^the sanitizer broke$/);
+  t.match((together[2] as Error).message, /^the sanitizer broke at the end$/);
+  for (const i of [0, 3]) t.same((together[i] as GenerateResult).tokens, alone[i].tokens, `request ${i} gives the tokens it gives alone`);
+  const after = await gen.generate(PROMPTS[3], options(3));
+  t.same(after.tokens, alone[3].tokens, 'and the batcher goes on serving');
+});

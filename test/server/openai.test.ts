@@ -95,6 +95,19 @@ t.test('completions from token ids, as OpenAI takes them: a list, or a list of l
   }
 });
 
+t.test('a streamed request of several prompts, one of them refused, answers its error and hurts no other request', async (t) => {
+  for (let round = 0; round < 3; round++) {
+    const refused = await request(`${srv.url}/v1/completions`, {
+      headers: { Authorization: `Bearer ${API_KEY}` },
+      body: { model: 'long', prompt: [Array(200).fill(464), [50257]], max_tokens: 50, stream: true },
+    });
+    t.match([refused.status, refused.json()], [400, { error: { param: 'prompt', message: /token id 50257 is not in the vocabulary/ } }], `round ${round}: the refusal`);
+    const other = await client.completions.create({ model: 'long', prompt: PROMPT, max_tokens: 3 });
+    t.equal(other.choices[0].finish_reason, 'length', `round ${round}: the next request is answered`);
+  }
+  t.same(await inFlightAfterLeaving(srv, 'long', API_KEY), { inFlight: 0, running: 0 }, 'no request left in flight, no batch slot held');
+});
+
 t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral values, as clients send them, and refused at any other", async (t) => {
   const messages = [{ role: 'user', content: PROMPT }] as const;
   const plain = await client.chat.completions.create({ model: 'general', messages: [...messages], max_tokens: LENGTH, temperature: 0 });

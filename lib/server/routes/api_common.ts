@@ -271,11 +271,13 @@ export function clientGone(res: Response): AbortController {
   return gone;
 }
 
-// An answer streamed on `res`, its status and headers written with the first piece.
+// An answer streamed on `res`, its status and headers written with the first piece. An answer already ended (an
+// error answered before anything was streamed, while another of the request's prompts still ran) takes no more.
 function streamWriter(res: Response, contentType: string): { write: (text: string) => void; started: () => boolean } {
   let started = false;
   return {
     write: (text) => {
+      if (res.writableEnded) return;
       if (!started) {
         started = true;
         res.writeHead(200, { 'Content-Type': contentType, 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
