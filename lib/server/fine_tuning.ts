@@ -369,12 +369,15 @@ export class FineTuningJobs {
     this.running.stop.abort();
   }
 
-  // Reads the job's files and plans its training; it then waits its turn to train.
+  // Reads the job's files and plans its training; it then waits its turn to train. A job paused while it read them
+  // and resumed reads them again once the first read has given up, which leaves the job to the second.
   private validate(record: JobRecord): void {
     const { job } = record;
     const stop = new AbortController();
+    const earlier = this.validating.get(job.id)?.done;
     const done = (async () => {
       try {
+        await earlier;
         const plan = await this.plan(job, stop.signal);
         if (stop.signal.aborted) return;
         record.plan = plan;
@@ -387,7 +390,7 @@ export class FineTuningJobs {
       } catch (err) {
         if (!stop.signal.aborted) this.fail(record, err);
       } finally {
-        this.validating.delete(job.id);
+        if (this.validating.get(job.id)?.stop === stop) this.validating.delete(job.id);
       }
     })();
     this.validating.set(job.id, { stop, done });
