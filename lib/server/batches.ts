@@ -266,16 +266,20 @@ export class Batches {
     const requests = await readBatchFile(path.join(this.folder(batch.id), INPUT_FILE), INPUT_FILE);
     const answeredFile = path.join(this.folder(batch.id), ANSWERED_FILE);
     const answered = await readAnswered(answeredFile);
-    const done = new Set(answered.map((a) => a.custom_id));
-    const completed = answered.filter(succeeded).length;
-    batch.request_counts = { total: requests.length, completed, failed: answered.length - completed };
-    const queue = requests.filter((r) => !done.has(r.custom_id));
+    const completed = [...answered.values()].filter((a) => a.succeeded).length;
+    batch.request_counts = { total: requests.length, completed, failed: answered.size - completed };
+    const queue = requests.filter((r) => !answered.has(r.custom_id));
     const out = await fs.promises.open(answeredFile, 'a');
+    let end = (await out.stat()).size;
     // One answer written at a time, each a whole line, synced before the next is written.
     let writing = Promise.resolve();
     const keep = (answer: Answered): Promise<void> => (writing = writing.then(async () => {
-      await out.appendFile(`${JSON.stringify(answer)}\n`);
+      const line = Buffer.from(`${JSON.stringify(answer)}\n`);
+      await out.appendFile(line);
       await out.sync();
+      answered.set(answer.custom_id, { succeeded: succeeded(answer), at: end, bytes: line.length });
+      end += line.length;
+      batch.request_counts[succeeded(answer) ? 'completed' : 'failed']++;
     }));
     try {
       const worker = async (): Promise<void> => {
@@ -290,10 +294,7 @@ export class Batches {
           }
           // A request cut short by the server stopping is sent again when it starts; any other answer is the request's.
           if (this.closed && response.status_code >= 500) return;
-          const answer: Answered = { id: `batch_req_${crypto.randomBytes(12).toString('hex')}`, custom_id: request.custom_id, response, error: null };
-          await keep(answer);
-          answered.push(answer);
-          batch.request_counts[succeeded(answer) ? 'completed' : 'failed']++;
+          await keep({ id: `batch_req_${crypto.randomBytes(12).toString('hex')}`, custom_id: request.custom_id, response, error: null });
         }
       };
       // Every worker settles before the file closes; the first failure (the disk's) is the batch's.
@@ -304,23 +305,35 @@ export class Batches {
       await out.close();
     }
     if (this.closed) return;
-    await this.finish(batch, requests, answered);
+    await this.finish(batch, requests, answered, answeredFile);
   }
 
-  // The output file (the answers, in the input's order) and the error file (the requests that failed), then the
-  // batch's last status.
-  private async finish(batch: Batch, requests: readonly BatchRequest[], answered: readonly Answered[]): Promise<void> {
+  // The output file (the answers, in the input's order) and the error file (the requests that failed), copied line by
+  // line from the answers kept, then the batch's last status.
+  private async finish(batch: Batch, requests: readonly BatchRequest[], answered: ReadonlyMap<string, AnswerAt>, answeredFile: string): Promise<void> {
     const cancelled = batch.status === 'cancelling';
     batch.status = 'finalizing';
     batch.finalizing_at = now();
     await this.save(batch);
-    const order = new Map(requests.map((r, i) => [r.custom_id, i]));
-    const sorted = [...answered].sort((a, b) => (order.get(a.custom_id) ?? 0) - (order.get(b.custom_id) ?? 0));
-    const lines = (keep: (a: Answered) => boolean): string => sorted.filter(keep).map((a) => `${JSON.stringify(a)}\n`).join('');
-    const outputs = lines(succeeded);
-    const errors = lines((a) => !succeeded(a));
-    if (outputs !== '') batch.output_file_id = (await this.host.files.addText(`${batch.id} output`, `${batch.id}_output.jsonl`, 'batch_output', outputs)).id;
-    if (errors !== '') batch.error_file_id = (await this.host.files.addText(`${batch.id} errors`, `${batch.id}_error.jsonl`, 'batch_output', errors)).id;
+    const copy = (wanted: boolean) => async (file: string): Promise<void> => {
+      const from = await fs.promises.open(answeredFile, 'r');
+      const to = await fs.promises.open(file, 'wx');
+      try {
+        for (const request of requests) {
+          const answer = answered.get(request.custom_id);
+          if (answer?.succeeded !== wanted) continue;
+          const line = Buffer.alloc(answer.bytes);
+          await from.read(line, 0, answer.bytes, answer.at);
+          await to.write(line);
+        }
+      } finally {
+        await to.close();
+        await from.close();
+      }
+    };
+    const some = (wanted: boolean): boolean => [...answered.values()].some((a) => a.succeeded === wanted);
+    if (some(true)) batch.output_file_id = (await this.host.files.make(`${batch.id} output`, `${batch.id}_output.jsonl`, 'batch_output', copy(true))).id;
+    if (some(false)) batch.error_file_id = (await this.host.files.make(`${batch.id} errors`, `${batch.id}_error.jsonl`, 'batch_output', copy(false))).id;
     batch.status = cancelled ? 'cancelled' : 'completed';
     if (cancelled) batch.cancelled_at = now();
     else batch.completed_at = now();
@@ -329,17 +342,33 @@ export class Batches {
   }
 }
 
-// The requests a batch has answered so far. A line a crash cut short (its line break is the last byte written) is
-// cut off: its request is sent again.
-async function readAnswered(file: string): Promise<Answered[]> {
-  let text: string;
-  try {
-    text = await fs.promises.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
+// Where a request's answer is in answered.jsonl, and whether it succeeded: the answers themselves stay on disk, for
+// a batch's answers can run to gigabytes (embeddings).
+interface AnswerAt {
+  succeeded: boolean;
+  at: number;     // its line's first byte
+  bytes: number;  // its line's, the line break included
+}
+
+// The requests a batch has answered so far, read a line at a time. A line a crash cut short (its line break is the
+// last byte written) is cut off: its request is sent again.
+async function readAnswered(file: string): Promise<Map<string, AnswerAt>> {
+  const answered = new Map<string, AnswerAt>();
+  if (!fs.existsSync(file)) return answered;
+  let lineStart = 0;  // in the file, of the line `partial` begins
+  let partial: Buffer[] = [];
+  for await (const chunk of fs.createReadStream(file) as AsyncIterable<Buffer>) {
+    let from = 0;
+    for (let lf = chunk.indexOf(0x0a); lf >= 0; lf = chunk.indexOf(0x0a, from)) {
+      const line = Buffer.concat([...partial, chunk.subarray(from, lf)]);
+      partial = [];
+      const answer = JSON.parse(line.toString('utf8')) as Answered;
+      answered.set(answer.custom_id, { succeeded: succeeded(answer), at: lineStart, bytes: line.length + 1 });
+      lineStart += line.length + 1;
+      from = lf + 1;
+    }
+    if (from < chunk.length) partial.push(chunk.subarray(from));
   }
-  const lines = text.split('\n').slice(0, -1);
-  await fs.promises.truncate(file, lines.reduce((bytes, line) => bytes + Buffer.byteLength(line) + 1, 0));
-  return lines.map((line) => JSON.parse(line) as Answered);
+  if (partial.length > 0) await fs.promises.truncate(file, lineStart);
+  return answered;
 }

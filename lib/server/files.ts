@@ -188,19 +188,20 @@ export class FileStore {
     writing.delete(pending.id);
   }
 
-  // A file the server makes, `madeFor` naming what it is (a batch's output, a job's metrics): its id derives from
-  // that name, so that a maker stopped by a crash after the file was written, but before the maker recorded its id,
-  // finds it when it makes it again, rather than leave a copy that nothing names.
-  async addText(madeFor: string, filename: string, purpose: FilePurpose, text: string): Promise<StoredFile> {
+  // A file the server makes, `madeFor` naming what it is (a batch's output, a job's metrics), its bytes written to
+  // the path `write` is given: its id derives from that name, so that a maker stopped by a crash after the file was
+  // written, but before the maker recorded its id, finds it when it makes it again, rather than leave a copy that
+  // nothing names.
+  async make(madeFor: string, filename: string, purpose: FilePurpose, write: (file: string) => Promise<void>): Promise<StoredFile> {
     const id = madeForId(madeFor);
     const made = this.get(id);
     if (made !== null) return made;
     const pending = this.begin(id);
     try {
-      fs.writeFileSync(pending.path, text, { flag: 'wx' });
+      await write(pending.path);
     } catch (err) {
       this.abandon(pending);
-      throw namingFile(pending.path, err);
+      throw err;
     }
     return this.finish(pending, filename, purpose);
   }

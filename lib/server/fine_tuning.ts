@@ -455,7 +455,8 @@ export class FineTuningJobs {
       }
       job.trained_tokens = result.step * plan.batchSize * plan.contextLength;
       job.fine_tuned_model = fineTunedModelName(job);
-      job.result_files = [(await this.host.files.addText(`${job.id} step metrics`, 'step_metrics.csv', 'fine-tune-results', this.stepMetricsCsv(job.id))).id];
+      const metrics = this.stepMetricsCsv(job.id);
+      job.result_files = [(await this.host.files.make(`${job.id} step metrics`, 'step_metrics.csv', 'fine-tune-results', (file) => fs.promises.writeFile(file, metrics, { flag: 'wx' }))).id];
       this.serveResult(record);
       this.event(job, 'info', `New fine-tuned model created: ${job.fine_tuned_model}`);
       this.finish(record, 'succeeded', null);

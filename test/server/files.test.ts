@@ -91,7 +91,7 @@ t.test('lists newest first or oldest first, paged by the client with after, filt
     ids.push((await client.files.create({ file: await toFile(Buffer.from(text), `data${i}.jsonl`), purpose: 'fine-tune' })).id);
   }
   // A job's results, written by a store of its own over the same folder.
-  const results = await new FileStore(filesFolder).addText('a job\'s metrics', 'step_metrics.csv', 'fine-tune-results', 'step,train_loss\n1,3.5\n');
+  const results = await new FileStore(filesFolder).make('a job\'s metrics', 'step_metrics.csv', 'fine-tune-results', (file) => fs.promises.writeFile(file, 'step,train_loss\n1,3.5\n'));
   const newest = [results.id, ...ids.slice().reverse()];
 
   const page = await request(`${srv.url}/v1/files`, { headers: AUTH });
@@ -367,7 +367,7 @@ t.test('a store opened after a crash removes its leftovers and keeps its files',
   const folder = tempDir('files-crash');
   t.teardown(() => fs.rmSync(folder, { recursive: true, force: true }));
   const store = new FileStore(folder);
-  const kept = await store.addText('a kept text', 'a.jsonl', 'fine-tune', TRAIN);
+  const kept = await store.make('a kept text', 'a.jsonl', 'fine-tune', (file) => fs.promises.writeFile(file, TRAIN));
   const orphan = 'file-BBBBBBBBBBBBBBBBBBBBBBBB';
   fs.writeFileSync(path.join(folder, `${orphan}.content`), 'bytes whose record was never written');
   fs.writeFileSync(path.join(folder, `.${orphan}.upload.tmp`), 'an upload cut off');
@@ -379,9 +379,9 @@ t.test('a store opened after a crash removes its leftovers and keeps its files',
   const reopened = new FileStore(folder);
   t.same(fs.readdirSync(folder).sort(), [`${kept.id}.content`, `${kept.id}.json`], 'removed at start');
   t.same(reopened.list(), [kept]);
-  const again = await reopened.addText('a kept text', 'b.jsonl', 'fine-tune', 'other text');
+  const again = await reopened.make('a kept text', 'b.jsonl', 'fine-tune', (file) => fs.promises.writeFile(file, 'other text'));
   t.same(again, kept, 'made again for the same thing (its maker stopped before it recorded the id), the file written before');
-  const other = await reopened.addText('another text', 'a.jsonl', 'fine-tune', TRAIN);
+  const other = await reopened.make('another text', 'a.jsonl', 'fine-tune', (file) => fs.promises.writeFile(file, TRAIN));
   t.not(other.id, kept.id, 'made for something else, a file of its own');
   t.equal(await reopened.delete(other.id), true);
   t.equal(reopened.get('../x'), null, 'an id that is no id');
