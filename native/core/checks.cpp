@@ -58,9 +58,9 @@ int64_t check_feed(const char* call, const GPT2Config& c, int n, const int32_t* 
     used[slot] = 1;
     if (n_new[i] < 1)
       throw std::invalid_argument(at + "slot " + std::to_string(slot) + " has " + std::to_string(n_new[i]) + " new tokens (need >= 1)");
-    if (lengths[slot] + n_new[i] > c.n_ctx)
+    if (static_cast<int64_t>(lengths[slot]) + n_new[i] > c.n_ctx)
       throw std::out_of_range(at + "slot " + std::to_string(slot) + " would hold " +
-                              std::to_string(lengths[slot] + n_new[i]) + " tokens, more than n_ctx " + std::to_string(c.n_ctx));
+                              std::to_string(static_cast<int64_t>(lengths[slot]) + n_new[i]) + " tokens, more than n_ctx " + std::to_string(c.n_ctx));
     total += n_new[i];
   }
   for (int64_t i = 0; i < total; ++i)

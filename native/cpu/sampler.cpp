@@ -23,6 +23,7 @@
 //     Each row only touches its own state and its own scratch, so the tokens are the same whatever the thread
 //     count.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -82,7 +83,9 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
       const int32_t t = history[i];
       if (s.seen[t]) continue;
       s.seen[t] = 1;
-      l[t] = l[t] > 0.0f ? l[t] * sp.penalize : l[t] / sp.penalize;
+      // Saturated: a penalty near 0 must lower a negative logit, not make it -inf, which leaves no finite logit to
+      // measure the others by when every candidate is a used token (a grammar's, say).
+      l[t] = l[t] > 0.0f ? l[t] * sp.penalize : std::max(l[t] / sp.penalize, -FLT_MAX);
     }
     for (int i = 0; i < history_len; ++i) s.seen[history[i]] = 0;
   }
@@ -123,7 +126,8 @@ int32_t sample_row(int V, const float* row_logits, const SamplingParams& sp, uin
     for (int i = 0; i < n; ++i)
       if ((l[order[i]] - max) * inv_t >= floor) order[kept++] = order[i];
     if (!ranked) std::sort(order, order + kept, more_likely);
-    n = kept;
+    // None passes only where the logits are not finite (a model's weights overflowed): the first candidate stays.
+    n = std::max(kept, 1);
     ranked = true;
   }
 

@@ -1,5 +1,7 @@
 #include "sampler.cuh"
 
+#include <cfloat>
+
 #include "core/checks.h"
 #include "core/rng.h"
 
@@ -264,7 +266,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, float* l
     const int32_t* h = history + p.history_begin;
     for (int i = threadIdx.x; i < p.history_len; i += blockDim.x) {
       const int tok = h[i];
-      if (atomicExch(&flags[tok], 1u) == 0u) l[tok] = l[tok] > 0.0f ? l[tok] * p.penalize : l[tok] / p.penalize;
+      if (atomicExch(&flags[tok], 1u) == 0u) l[tok] = l[tok] > 0.0f ? l[tok] * p.penalize : fmaxf(l[tok] / p.penalize, -FLT_MAX);
     }
     __syncthreads();
     for (int i = threadIdx.x; i < p.history_len; i += blockDim.x) flags[h[i]] = 0u;

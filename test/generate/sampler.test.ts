@@ -235,3 +235,12 @@ t.test('a grammar\'s mask: only the tokens it allows are drawn, whatever the oth
     [Uint32Array.of(1 << 20), /with at least one token/],
   ] as const) t.throws(() => sampleRows(model, repeat(row, 1), { allowed }), pattern, `refused: ${pattern}`);
 });
+
+t.test('a penalty near 0 lowers used negative logits to the lowest float, not -inf: min-p then still has a most likely token to measure by', async (t) => {
+  const allowed = new Uint32Array(Math.ceil(V / 32));
+  allowed[0] = (1 << 1) | (1 << 3);
+  const row = logitsOf([0.4, 0.3, 0.2, 0.1]);
+  const drawn = counts(sampleRows(model, repeat(row, 400), { penalize: 1e-45, minP: 0.5, allowed }, 3, Int32Array.of(1, 3)));
+  t.equal(drawn[1] + drawn[3], 400, 'every draw one of the tokens the grammar allows');
+  t.ok(drawn[1] > 100 && drawn[3] > 100, `both, as equally unlikely (${drawn[1]} and ${drawn[3]})`);
+});
