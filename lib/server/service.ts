@@ -9,7 +9,7 @@ import { fitChat, MessageTooLongError, type ChatReply, type FittedChat } from '.
 import { checkSampling, SAMPLING_FIELDS, SamplingError, type FinishReason, type SamplingOptions, type Timings } from '../generate/sequence';
 import type { Alternative, TokenLogprob } from '../generate/logprobs';
 import { IDENTITY, type ReplyStream, type Sanitizer } from '../sanitize';
-import type { Grammar } from '../generate/grammar';
+import { GrammarError, type Grammar } from '../generate/grammar';
 import type { Tokenizer } from '../tokenizer';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
 import type { LoadedModel } from './engine';
@@ -27,7 +27,7 @@ export interface GenerationRequest {
   presencePenalty?: number;                // OpenAI's additive penalties on the tokens drawn so far (SamplingOptions)
   frequencyPenalty?: number;
   lengthGiven?: boolean;                   // the request set the length; else the model's (at most n_ctx / 2 unless its config sets it)
-  seed?: number;
+  seed?: number | bigint;
   signal?: AbortSignal;                    // the client went away
   deadline?: number;                       // Date.now() time to stop generating (default: the request timeout)
   onText?: (settled: string) => void;      // the reply so far that later text cannot change, each time it grows
@@ -114,6 +114,9 @@ export function checkSamplingDefaults(model: ModelConfig, vocabSize: number): vo
     throw new Error(`${model.where}.sampling.${SAMPLING_FIELDS[err.field]}: must be ${err.rule}, got ${String(err.value)}`);
   }
 }
+
+// OpenAI's limit of inputs to embed in one request, on every endpoint's: their vectors are answered together.
+const MAX_EMBEDDING_INPUTS = 2048;
 
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const RATE_WINDOW_MS = 10_000;
@@ -266,6 +269,7 @@ export class ChatService {
   // the model's queue and lease whatever the number of inputs. They are computed in its batcher half its slots at a
   // time, so that a long list leaves room for the requests that come after it.
   async embed(key: string, request: EmbeddingRequest): Promise<Embeddings> {
+    if (request.inputs.length > MAX_EMBEDDING_INPUTS) throw new HttpError(400, `${request.field}: holds ${request.inputs.length} inputs, more than ${MAX_EMBEDDING_INPUTS}`, { field: request.field });
     const deadline = Date.now() + this.config.requestTimeoutMs;
     return this.withModel(key, request.signal, deadline, async ({ generator, tokenizer, nCtx, adapter }) => {
       const width = generator.model.config.nEmbd;
@@ -411,6 +415,8 @@ export class ChatService {
         const field = SAMPLING_FIELDS[err.field];
         throw new HttpError(400, err.describe(field, ` for model "${key}"`), { field });
       }
+      // A grammar that becomes too ambiguous as the reply grows: the request's, not the server's, fault.
+      if (err instanceof GrammarError) throw new HttpError(400, `the grammar the reply is held to: ${err.message}`);
       throw err;
     });
     const { finishReason } = result;

@@ -285,6 +285,10 @@ t.test('errors say where: source, line and column', async (t) => {
   parseError(t, 'root ::= "a"{3,2}', /^grammar:1:13: the repetition's maximum 2 is less than its minimum 3$/);
   parseError(t, 'root ::= "a"{99999}', /^grammar:1:13: a repetition may count up to 10000$/);
   parseError(t, 'root ::= * "a"', /^grammar:1:10: "\*" follows nothing it could repeat$/);
+  parseError(t, `root ::= ${'"a"{0,10000} '.repeat(5)}"a"{0,10000}`, /^grammar:1:78: the repetitions write out more than 100,000 copies of what they repeat in all/);
+  parseError(t, 'root ::= "a" "\uD800"', /^grammar:1:15: U\+D800 is a surrogate, half of a UTF-16 pair, not a character$/);
+  parseError(t, 'root ::= [\uD800-\uDFFF]', /^grammar:1:11: U\+D800 is a surrogate/);
+  parseError(t, 'root ::= "\uDC00"', /^grammar:1:11: U\+DC00 is a surrogate/);
   parseError(t, 'root ::= "\\q"', /^grammar:1:11: unknown escape "\\q"$/);
   parseError(t, 'root ::= "\\x4"', /^grammar:1:11: "\\x" needs 2 hex digits$/);
   parseError(t, 'root ::= "a" ; "b"', /^grammar:1:14: unexpected ";"$/);
@@ -292,4 +296,13 @@ t.test('errors say where: source, line and column', async (t) => {
   parseError(t, 'root ::= "a"\nroot ::= "b"', /^grammar:2:1: rule "root" is defined twice \(first at 1:1\)$/);
   parseError(t, 'root ::= "a")', /^grammar:1:13: expected a rule name, found "\)"$/);
   parseError(t, '\n  root ::= x', /^my\.gbnf:2:12: rule "x" is not defined$/, 'my.gbnf');
+});
+
+t.test('a grammar too ambiguous to read is refused once it reads a text in more ways than a state may hold', async (t) => {
+  const ambiguous = Grammar.parse(`root ::= ${'("a"?){9000} '.repeat(2)}`);
+  t.throws(() => ambiguous.automaton.start, { name: 'GrammarError', message: /^the grammar is too ambiguous: it reads the text so far in more than 16,384 ways/ });
+  // An enum of many strings begins in as many ways, and is read.
+  const words = Array.from({ length: 5000 }, (_, i) => `"w${i}"`).join(' | ');
+  const wide = new GrammarMatcher(Grammar.parse(`root ::= ${words}`), vocab);
+  t.ok(isAllowed(wide.allowed(), encode('w')[0]));
 });

@@ -274,6 +274,8 @@ t.test('unsupported keywords and bad values are refused by their path', async (t
   refuses(t, { anyOf: [] }, 'json_schema.anyOf: must be a non-empty array of schemas');
   refuses(t, { enum: [] }, 'json_schema.enum: must be a non-empty array');
   refuses(t, { type: 'string', enum: ['a', 1] }, 'json_schema.enum[1]: is not of type string');
+  refuses(t, { type: 'number', enum: [1, Infinity] }, 'json_schema.enum[1]: holds a number too large for a double (JSON has no infinity)');
+  refuses(t, { const: { a: [-Infinity] } }, 'json_schema.const: holds a number too large for a double (JSON has no infinity)');
   refuses(t, { enum: ['a'], maxLength: 1 }, 'json_schema.maxLength: cannot be combined with enum');
   refuses(t, false, 'json_schema: false accepts no value');
   refuses(t, { properties: { a: false } }, 'json_schema.properties.a: false accepts no value');

@@ -6,7 +6,7 @@
 // codepoint or byte.
 import { LruMap } from '../../util/lru_map';
 import type { Rule } from './grammar';
-import { type CodepointRanges, rangesContain, rangesOverlap } from './syntax';
+import { type CodepointRanges, GrammarError, rangesContain, rangesOverlap } from './syntax';
 
 // Positions in the rules' flattened alternatives, bottom first; the top is never a rule reference or an
 // alternative's end (those are expanded or popped at once).
@@ -15,7 +15,12 @@ type Stack = readonly number[];
 // The states of one generation (about 2.5 KB each, most of them inside UTF-8 characters): past this many the
 // interning table starts afresh. States still held by a matcher keep working, and are freed with it; a mask does not
 // depend on them, so the masks cached stay.
+// So are states of more stacks than MAX_STACKS_KEPT in all: a grammar as ambiguous as ("a"?){10000} reads the text
+// in as many ways as a's may yet come, a stack each, where a JSON schema's states hold a few.
 const MAX_STATES = 4096;
+const MAX_STACKS_KEPT = 1_000_000;
+// The most stacks one state may hold: an enum of that many strings begins so.
+export const MAX_STACKS = 16_384;
 
 // The codepoints that a UTF-8 sequence of each length may encode (shorter encodings are overlong, so invalid).
 const UTF8_MIN = [0, 0, 0x80, 0x800, 0x10000];
@@ -69,6 +74,7 @@ export class Automaton {
   private readonly alternativeStarts: number[][] = [];
   private states = new Map<string, State>();
   private statesMade = 0;
+  private stacksKept = 0;
   private startState: State | undefined;
   // Per vocabulary: mask by state key, the most recently used (the matcher's).
   readonly masks = new WeakMap<object, LruMap<string, Uint32Array>>();
@@ -217,6 +223,7 @@ export class Automaton {
 
   private intern(stacks: Map<string, Stack>): State | null {
     if (stacks.size === 0) return null;
+    if (stacks.size > MAX_STACKS) throw new GrammarError(`the grammar is too ambiguous: it reads the text so far in more than ${MAX_STACKS.toLocaleString('en-US')} ways (a repetition of something optional, such as ("a"?){100}, reads a text in as many ways as it has copies): write it so that a text reads one way`);
     const keys = [...stacks.keys()].sort();
     const key = keys.join('|');
     let state = this.states.get(key);
@@ -231,9 +238,12 @@ export class Automaton {
 
   // Counts a new state into the generation, starting the next one when it is full.
   private made(state: State): State {
-    if (++this.statesMade > MAX_STATES) {
+    const stacks = state.base === null ? state.stacks.length : 0;  // a state inside a character shares its base's
+    this.stacksKept += stacks;
+    if (++this.statesMade > MAX_STATES || this.stacksKept > MAX_STACKS_KEPT) {
       this.states = new Map();
       this.statesMade = 1;
+      this.stacksKept = stacks;
       this.startState = undefined;
     }
     return state;

@@ -25,8 +25,11 @@ export interface Rule {
   readonly alternatives: readonly Sequence[];
 }
 
-// A repetition is written out as that many copies of what it repeats; this bounds what one `{m,n}` costs.
+// A repetition is written out as that many copies of what it repeats; this bounds what one `{m,n}` costs, and
+// MAX_WRITTEN_OUT what all of a grammar's cost together (a few MB of rules), so that a short grammar of many
+// repetitions (a schema of many long strings) cannot take the server's memory.
 export const MAX_REPETITION = 10_000;
+export const MAX_WRITTEN_OUT = 100_000;
 
 const ROOT = 'root';
 
@@ -109,6 +112,7 @@ class GbnfParser {
   private readonly rules: DraftRule[] = [];
   private readonly byName = new Map<string, number>();
   private current = '';
+  private writtenOut = 0;  // elements the repetitions have written out
 
   constructor(
     private readonly text: string,
@@ -228,6 +232,10 @@ class GbnfParser {
       throw this.error(`a repetition may count up to ${MAX_REPETITION}`, operatorAt);
     }
     const unit: Element[] = symbol.length > 1 ? [{ rule: this.generatedRule([symbol], symbolAt) }] : symbol;
+    this.writtenOut += unit.length * min + (max === Infinity ? unit.length + 1 : (unit.length + 1) * (max - min));
+    if (this.writtenOut > MAX_WRITTEN_OUT) {
+      throw this.error(`the repetitions write out more than ${MAX_WRITTEN_OUT.toLocaleString('en-US')} copies of what they repeat in all (a {m,n} is written out as n copies; a schema's maxLength, maxItems and the like are repetitions): ask for fewer`, operatorAt);
+    }
     const out: Element[] = [];
     for (let i = 0; i < min; i++) out.push(...unit);
     if (max === Infinity) {
@@ -286,8 +294,16 @@ class GbnfParser {
     return set;
   }
 
-  // One codepoint of a literal or class: itself, or an escape.
+  // One codepoint of a literal or class: itself, or an escape. A surrogate is no character of a text: a grammar
+  // that asked for one could never be met.
   private parseChar(): number {
+    const at = this.at;
+    const cp = this.parseCodepoint();
+    if (cp >= 0xd800 && cp <= 0xdfff) throw this.error(`U+${cp.toString(16).toUpperCase()} is a surrogate, half of a UTF-16 pair, not a character`, at);
+    return cp;
+  }
+
+  private parseCodepoint(): number {
     const c = this.text.codePointAt(this.at) as number;
     if (c !== 0x5c) {
       this.at += c > 0xffff ? 2 : 1;

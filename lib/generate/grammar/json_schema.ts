@@ -393,9 +393,10 @@ class SchemaConverter {
     if (!Array.isArray(values) || values.length === 0) fail(member(path, 'enum'), 'must be a non-empty array');
     const types = this.types({ type: schema.type ?? TYPES }, path) as TypeName[];
     values.forEach((value, i) => {
-      if (!types.some((type) => isOfType(value, type))) {
-        fail(keyword === 'enum' ? `${member(path, 'enum')}[${i}]` : member(path, 'const'), `is not of type ${types.join(' or ')}`);
-      }
+      const at = keyword === 'enum' ? `${member(path, 'enum')}[${i}]` : member(path, 'const');
+      if (!types.some((type) => isOfType(value, type))) fail(at, `is not of type ${types.join(' or ')}`);
+      // 1e400 reads as Infinity, which JSON writes as null: the text would not be the value.
+      if (!finiteThroughout(value)) fail(at, 'holds a number too large for a double (JSON has no infinity)');
     });
     return `(${values.map((value) => gbnfLiteral(JSON.stringify(value))).join(' | ')})`;
   }
@@ -756,6 +757,11 @@ function repeat(item: string, min: number, max: number): string {
 
 function isSchema(value: unknown): value is Schema {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function finiteThroughout(value: unknown): boolean {
+  if (typeof value === 'number') return Number.isFinite(value);
+  return typeof value !== 'object' || value === null || Object.values(value).every(finiteThroughout);
 }
 
 function isOfType(value: unknown, type: TypeName): boolean {

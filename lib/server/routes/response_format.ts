@@ -20,6 +20,7 @@ export function grammarOf(field: string, source: string, build: () => Grammar): 
   if (grammar === undefined) {
     try {
       grammar = build();
+      void grammar.automaton.start;  // a grammar too ambiguous to begin is refused here, not once it runs
     } catch (err) {
       if (err instanceof GrammarError) throw new HttpError(400, err.message, { field });
       throw err;
