@@ -139,7 +139,10 @@ function parsedCall(json: string): ToolCall | null {
 // The audience a system message names, "audience: <name>" (how a client of the server's OpenAI-style endpoints says
 // who the bot answers as, and how chat fine-tuning data says it to bin/import-chat); null for any other text.
 export function audienceNamedBy(text: string): string | null {
-  const named = /^\s*audience\s*:\s*(.+?)\s*$/i.exec(text)?.[1];
+  // Trimmed first: a lazy match between two runs of spaces backtracks in the square of the text's length.
+  const trimmed = text.trim();
+  if (trimmed.length > 'audience:'.length + 2 * MAX_AUDIENCE_CHARS) return null;
+  const named = /^audience\s*:\s*(.+)$/i.exec(trimmed)?.[1];
   return named !== undefined && isAudience(named) ? named : null;
 }
 

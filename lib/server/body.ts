@@ -3,7 +3,9 @@
 //     body-parser would read the whole of it and throw it away before answering;
 //   - a body still arriving after `timeoutMs` is given up with 408, so a client sending a byte a second
 //     cannot hold a connection for long;
-//   - a Content-Encoding that is unknown (415) or does not decode (400) is the client's mistake, not a 500.
+//   - a Content-Encoding that is unknown (415) or does not decode (400) is the client's mistake, not a 500;
+//   - a JSON body nested deeper than any API's fields go is refused with 400: the code that reads it (a schema's
+//     converter, JSON.stringify) recurses, and would overflow the stack.
 // The error handler closes the connection of a request whose body was not read to its end.
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { HttpError } from './errors';
@@ -23,6 +25,22 @@ function bodyError(err: unknown, req: Request, limitBytes: number): unknown {
   return new HttpError(e.status, e.message);
 }
 
+// The deepest a request's JSON may nest: a JSON schema of objects in arrays in objects, some levels each, is far
+// shallower.
+export const MAX_BODY_DEPTH = 64;
+
+// Whether `value` nests deeper than `most` levels of arrays and objects, looked at without recursing.
+function nestsDeeper(value: unknown, most: number): boolean {
+  const pending: [unknown, number][] = [[value, 0]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [v, depth] = next;
+    if (typeof v !== 'object' || v === null || ArrayBuffer.isView(v)) continue;  // a raw body's bytes are no JSON
+    if (depth === most) return true;
+    for (const child of Object.values(v)) pending.push([child, depth + 1]);
+  }
+  return false;
+}
+
 // `parser` (an express.json() or express.raw() with the same limit) within the bounds above.
 export function boundedBody(parser: RequestHandler, limitBytes: number, timeoutMs: number): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
@@ -35,7 +53,8 @@ export function boundedBody(parser: RequestHandler, limitBytes: number, timeoutM
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      next(err === undefined ? undefined : bodyError(err, req, limitBytes));
+      if (err === undefined && nestsDeeper(req.body, MAX_BODY_DEPTH)) next(new HttpError(400, `body: nests arrays and objects more than ${MAX_BODY_DEPTH} deep`, { field: 'body' }));
+      else next(err === undefined ? undefined : bodyError(err, req, limitBytes));
     };
     const timer = setTimeout(() => settle(new HttpError(408, `the body did not arrive within ${timeoutMs / 1000} s`)), timeoutMs);
     parser(req, res, settle);

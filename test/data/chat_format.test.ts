@@ -5,6 +5,7 @@ import path from 'node:path';
 import t from 'tap';
 import { ChatChecker } from '../../lib/data/chat_check';
 import {
+  audienceNamedBy,
   fitConversation,
   checkAudience,
   formatMessage,
@@ -184,4 +185,13 @@ t.test('tool calls in a message: written after its text, a space apart, and read
   for (const reply of ['Checking. {"name":"time","arguments":{}}', '{"name":"time","arguments":{}', '{"name":"time"}', '{"arguments":{}}', '[{"name":"f","arguments":{}}]', '{"name":"f","arguments":{}} and', '', '{"name":"f","arguments":{}}}']) {
     t.equal(toolCallsOf(reply), null, `not calls alone: ${JSON.stringify(reply)}`);
   }
+});
+
+t.test('audienceNamedBy: "audience: <name>" and nothing else', async (t) => {
+  t.equal(audienceNamedBy('audience: Mom'), 'Mom');
+  t.equal(audienceNamedBy('  Audience :  the team \n'), 'the team');
+  t.equal(audienceNamedBy('You are a helpful assistant.'), null);
+  t.equal(audienceNamedBy('audience: a|b'), null, 'not an audience');
+  t.equal(audienceNamedBy(`audience: ${'x'.repeat(65)}`), null, 'longer than an audience may be');
+  t.equal(audienceNamedBy(`audience: a${' '.repeat(64_000)}b`), null, 'a long text is no audience, and is not searched');
 });

@@ -139,6 +139,7 @@ t.test('errors name the field', async (t) => {
     [{ model: 'general', input: 'hi', pooling: 'cls' }, 400, 'pooling: unsupported field'],
     [{ model: 'nobody', input: 'hi' }, 404, 'The model "nobody" does not exist'],
     [{ input: 'hi' }, 400, 'model: is required'],
+    [{ model: 'general', input: Array(2049).fill('a') }, 400, 'input: holds 2049 inputs, more than 2048'],
   ];
   for (const [body, status, message] of cases) {
     const r = await embeddings(body);
@@ -152,6 +153,11 @@ t.test('errors name the field', async (t) => {
   const refused = await request(`${srv.url}/api/embed`, { body: { model: 'general', input: [1, 2] }, headers: AUTH });
   t.equal(refused.status, 400);
   t.same(refused.json(), { error: 'input: must be a string or a non-empty array of strings', field: 'input' });
+  const many = Array(2049).fill('a');
+  const tooMany = await request(`${srv.url}/api/embed`, { body: { model: 'general', input: many }, headers: AUTH });
+  t.same([tooMany.status, tooMany.json()], [400, { error: 'input: holds 2049 inputs, more than 2048', field: 'input' }], "OpenAI's limit on Ollama's endpoint");
+  const llama = await request(`${srv.url}/embedding`, { body: { model: 'general', content: many }, headers: AUTH });
+  t.match([llama.status, llama.json()], [400, { error: { message: 'content: holds 2049 inputs, more than 2048' } }], "and on llama.cpp's");
   const unauthorized = await request(`${srv.url}/v1/embeddings`, { body: { model: 'general', input: 'hi' } });
   t.equal(unauthorized.status, 401, 'the API key is asked for as on every endpoint');
 });

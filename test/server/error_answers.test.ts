@@ -100,6 +100,25 @@ t.test('bodies: a bad Content-Encoding is 400 or 415, not 500', async (t) => {
   t.equal(gzipped.status, 200, 'real gzip is read');
 });
 
+t.test('bodies: JSON nested deeper than any field goes is a 400 on every endpoint, not a stack overflow', async (t) => {
+  let deep: unknown = 1;
+  for (let i = 0; i < 65; i++) deep = i % 2 === 0 ? [deep] : { a: deep };
+  for (const [path, body] of [
+    ['/invocations', { model_key: 'alpha', raw_text: PROMPT, history: deep }],
+    ['/v1/chat/completions', { model: 'alpha', messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: deep } } }],
+    ['/api/chat', { model: 'alpha', messages: [{ role: 'user', content: 'hi' }], format: deep }],
+    ['/completion', { model: 'alpha', prompt: 'hi', json_schema: deep }],
+  ] as const) {
+    const r = await request(`${srv.url}${path}`, { headers: auth, body });
+    t.equal(r.status, 400, `${path}: 400`);
+    t.match(r.text, /body: nests arrays and objects more than 64 deep/, `${path}: says why`);
+  }
+  let shallower: unknown = 1;
+  for (let i = 0; i < 60; i++) shallower = { a: shallower };
+  const read = await request(`${srv.url}/invocations`, { headers: auth, body: { model_key: 'alpha', raw_text: PROMPT, history: shallower } });
+  t.match([read.status, read.text], [400, /history/], 'a body as deep as the limit is read, and its field judged');
+});
+
 t.test('bodies: a Content-Length past body_limit_kb is refused at once and the connection closed', async (t) => {
   const huge = await rawRequest(srv.url, {
     method: 'POST', path: '/invocations', body: '{"raw_text": "',

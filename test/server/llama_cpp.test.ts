@@ -115,6 +115,10 @@ t.test('logit_bias as llama.cpp writes it: pairs, false for never; repeat_penalt
   t.not(banned.content, greedy);
   t.equal(banned.content, await openAIText({ prompt: PROMPT, logit_bias: { [first]: -100 } }), 'false is -100');
   t.equal((await completion({ prompt: PROMPT, logit_bias: { [first]: -100 } })).content, banned.content, 'or OpenAI\'s object');
+  for (const key of ['0x10', '', ' 1 ', '1e2', '01']) {
+    const refused = await request(`${srv.url}/completion`, { body: { model: 'general', prompt: PROMPT, logit_bias: { [key]: 100 } }, headers: AUTH });
+    t.match([refused.status, refused.json()], [400, { error: { message: /^logit_bias\[0\]: must pair a token id/ } }], `${JSON.stringify(key)} is no token id`);
+  }
 
   const penalized = await completion({ prompt: PROMPT, n_predict: 40, repeat_penalty: 1.25, repeat_last_n: -1 });
   t.not(penalized.content, (await completion({ prompt: PROMPT, n_predict: 40 })).content, 'the penalty matters here');

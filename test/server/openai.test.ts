@@ -348,6 +348,7 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
     [{ presence_penalty: 2.5 }, 'presence_penalty'],
     [{ top_k: 1_000_000 }, 'top_k'],
     [{ n: 100 }, 'n'],
+    [{ stream: true, stream_options: { include_usage: 'yes' } }, 'stream_options.include_usage'],
     // More choices than batch_slots + max_queue (8 + 64) could never all be admitted: not a 503 to try again.
     [{ prompt: Array.from({ length: 5 }, () => 'x'), n: 16 }, 'prompt'],
   ] as const) {
@@ -356,6 +357,13 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
     t.equal((err as InstanceType<typeof OpenAI.APIError>).param, param);
     t.equal((err as InstanceType<typeof OpenAI.APIError>).type, 'invalid_request_error');
   }
+  const both = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'user', content: 'hi' }], max_tokens: 'abc' as unknown as number, max_completion_tokens: 3 }).catch((e: unknown) => e);
+  t.ok(both instanceof OpenAI.BadRequestError && both.param === 'max_completion_tokens', 'two names of the length that disagree: refused, not the first one dropped');
+  t.match((both as Error).message, /max_completion_tokens: must be what max_tokens is, "abc", where both are given/);
+  const agreeing = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, max_completion_tokens: 2 });
+  t.ok(agreeing.usage && agreeing.usage.completion_tokens <= 2, 'two that agree are taken');
+  const lastSeed = await client.completions.create({ model: 'general', prompt: 'x', max_tokens: 2, seed: Number.MAX_SAFE_INTEGER, n: 2 });
+  t.equal(lastSeed.choices.length, 2, 'the largest seed, with choices seeded past it');
   const system = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'system', content: 'You are a pirate.' }, { role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
   t.ok(system instanceof OpenAI.BadRequestError && system.param === 'messages[0].content', 'a system prompt a chat model cannot take is refused, not dropped');
   t.match((system as Error).message, /"system_messages": "ignore" in the server's config, bin\/serve --system_messages ignore/, 'the refusal says how to have them ignored');

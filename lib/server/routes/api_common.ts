@@ -152,6 +152,8 @@ export function readSampling(body: Body, model: ModelConfig, names: Readonly<Rec
   const fields: Record<string, string> = {};
   for (const [field, name] of Object.entries(names)) {
     if (body[field] === undefined || body[field] === null) continue;
+    // Two names of one setting (max_tokens and max_completion_tokens) may both come, but must agree.
+    if (name in overrides && overrides[name] !== body[field]) bad(field, `must be what ${fields[name]} is, ${JSON.stringify(overrides[name])}, where both are given`);
     overrides[name] = body[field];
     fields[name] = field;
   }

@@ -82,7 +82,9 @@ function servedModel(service: ChatService, name: unknown): ModelConfig {
 // of false is -100 here, which no logit survives. Token ids as text are not supported.
 function readLogitBias(value: unknown): Record<number, number> | undefined {
   if (value === undefined || value === null) return undefined;
-  const pairs: unknown[] = Array.isArray(value) ? value : isObject(value) ? Object.entries(value).map(([id, b]) => [Number(id), b]) : bad('logit_bias', 'must be [[token id, bias], ...] or {"<token id>": bias}');
+  // A key is an id written in decimal digits alone: Number() would read "0x10" as 16 and "" as 0.
+  const id = (key: string): number => (/^(0|[1-9][0-9]*)$/.test(key) ? Number(key) : NaN);
+  const pairs: unknown[] = Array.isArray(value) ? value : isObject(value) ? Object.entries(value).map(([key, b]) => [id(key), b]) : bad('logit_bias', 'must be [[token id, bias], ...] or {"<token id>": bias}');
   const bias: Record<number, number> = {};
   pairs.forEach((pair, i) => {
     const [id, b] = Array.isArray(pair) && pair.length === 2 ? pair : [undefined, undefined];

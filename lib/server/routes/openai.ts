@@ -69,6 +69,7 @@ function readCommon(service: ChatService, body: Body): Common {
   const { sampling, lengthGiven } = readSampling(body, model, SAMPLING_NAMES);
   const streamOptions = optional<Body>(body, 'stream_options', (v) => typeof v === 'object' && !Array.isArray(v), 'an object such as {"include_usage": true}');
   if (streamOptions) checkKeys(streamOptions, ['include_usage']);
+  if (!isBool(streamOptions?.include_usage ?? false)) bad('stream_options.include_usage', 'must be true or false');
   return {
     model,
     sampling,
@@ -88,15 +89,12 @@ function readCommon(service: ChatService, body: Body): Common {
 // /v1/completions' prompt and /v1/embeddings' input, as OpenAI's API takes them: a text, texts, token ids, or lists of
 // token ids (at most `most` of them); `single` when it is one. Token ids are fed as given (the model's vocabulary is
 // checked once it is loaded).
-function textsOrTokens(value: unknown, field: string, most = Infinity): { inputs: (string | number[])[]; single: boolean } {
+function textsOrTokens(value: unknown, field: string): { inputs: (string | number[])[]; single: boolean } {
   const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isSafeInteger(t) && t >= 0);
   if (typeof value === 'string' || isIds(value)) return { inputs: [value], single: true };
-  if (Array.isArray(value) && value.length > most) bad(field, `holds ${value.length} inputs, more than ${most}`);
   if (Array.isArray(value) && value.length > 0 && (value.every((p) => typeof p === 'string') || value.every(isIds))) return { inputs: value as string[] | number[][], single: false };
   return bad(field, 'must be a string, a non-empty array of strings, an array of token ids, or an array of arrays of token ids');
 }
-
-const MAX_EMBEDDING_INPUTS = 2048;
 
 // How a choice ended: OpenAI's finish reason (a reply cut by the deadline was cut, as by max_tokens), and beside it
 // dixie's own, which tells the two apart ("length", "deadline", "stop"...), for clients that show why.
@@ -229,7 +227,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
       promptField: kind.promptField,
       sampling: common.sampling,
       lengthGiven: common.lengthGiven,
-      seed: common.seed === undefined ? undefined : common.seed + choice.index,
+      seed: common.seed === undefined ? undefined : BigInt(common.seed) + BigInt(choice.index),
       signal: gone.signal,
       stop: common.stop,
       logitBias: common.logitBias,
@@ -345,7 +343,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     checkKeys(body, ['model', 'input', 'encoding_format', 'dimensions', 'user']);
     const model = readModel(service, body);
     checkNeutral(body);
-    const { inputs, single } = textsOrTokens(body.input, 'input', MAX_EMBEDDING_INPUTS);
+    const { inputs, single } = textsOrTokens(body.input, 'input');
     const format = optional<string>(body, 'encoding_format', (v) => v === 'float' || v === 'base64', '"float" or "base64"') ?? 'float';
     const gone = clientGone(res);
     const e = await service.embed(model.key, { inputs, field: 'input', single, truncate: false, normalize: true, dimensions: readDimensions(body), signal: gone.signal });
