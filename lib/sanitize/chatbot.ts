@@ -85,7 +85,28 @@ export function createChatbotSanitizer(options: Partial<ChatbotSanitizerOptions>
   // The end of a message being written that a pipe could still make part of a sign of a new message: its last
   // word (or as many as the longest name has), and a side digit before it.
   const wordsHeld = 1 + Math.max(0, ...names.map((n) => n.split(/\s+/).length - 1));
-  const HELD = new RegExp(`(?:(?<!\\S)[01]\\s+)?(?:\\S+\\s+){0,${wordsHeld - 1}}\\S*\\s*$`);
+
+  // Where those last words begin (with a side digit standing alone before them), found by walking back from the
+  // end: a regular expression searching for them from every start backtracks in the square of a long word's length.
+  function lastWordsFrom(body: string): number {
+    const space = (at: number): boolean => at >= 0 && /\s/.test(body[at]);
+    const word = (at: number): boolean => at >= 0 && !space(at);
+    let at = body.length;
+    while (space(at - 1)) at--;
+    while (word(at - 1)) at--;
+    for (let words = 1; words < wordsHeld; words++) {
+      let before = at;
+      while (space(before - 1)) before--;
+      if (before === at || !word(before - 1)) break;
+      while (word(before - 1)) before--;
+      at = before;
+    }
+    let side = at;
+    while (space(side - 1)) side--;
+    const digit = side - 1;
+    if (side < at && (body[digit] === '0' || body[digit] === '1') && !word(digit - 1)) at = digit;
+    return at;
+  }
 
   function clean(message: string): string {
     let s = message.replace(URL, ' ').replace(TAG, ' ').replace(ENTITY, ' ').replace(PARTIAL_EOM, ' ').replace(SYMBOLS, ' ');
@@ -123,7 +144,7 @@ export function createChatbotSanitizer(options: Partial<ChatbotSanitizerOptions>
   // may come), or a '<' that a '>' may yet close into a tag; never inside a tag, which goes whole.
   function heldFrom(body: string): number {
     const lt = body.lastIndexOf('<');
-    let held = body.length - (HELD.exec(body) as RegExpExecArray)[0].length;
+    let held = lastWordsFrom(body);
     if (lt > body.lastIndexOf('>')) held = Math.min(lt, held);
     for (const tag of body.matchAll(TAG)) if (tag.index < held && held < tag.index + tag[0].length) held = tag.index;
     return held;

@@ -83,6 +83,19 @@ function publicDir(): string {
   return candidates.find((d) => fs.existsSync(path.join(d, 'index.html'))) ?? candidates[1];
 }
 
+const SAFE_METHODS = ['GET', 'HEAD', 'OPTIONS'];
+
+// Whether a request that a page of `origin` sent may change anything: the server's own pages (the origin's host is
+// the one the request was sent to), or a page cors_origins names.
+function originAllowed(origin: string, host: string | undefined, corsOrigins: readonly string[] | '*'): boolean {
+  if (corsOrigins === '*' || corsOrigins.includes(origin)) return true;
+  try {
+    return host !== undefined && new URL(origin).host === host.toLowerCase();
+  } catch {
+    return false;  // "null": a sandboxed page or a file
+  }
+}
+
 function keyDigests(apiKeys: readonly string[]): Buffer[] {
   return apiKeys.map((k) => crypto.createHash('sha256').update(k).digest());
 }
@@ -198,7 +211,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   let draining = false;
   let httpServer: http.Server | null = null;
   // The Host names answered (hosts.ts); listen() sets them again for the address it binds.
-  let hosts = allowedHosts(config.allowedHosts, config.host);
+  let hosts = allowedHosts(config.allowedHosts, config.host, config.apiKeys.length > 0);
   let boundHost: string | null = null;
   // The API keys, as digests; a reload replaces them, so that a key is rotated without a restart. None: no authentication.
   let keys = keyDigests(config.apiKeys);
@@ -241,6 +254,19 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       return;
     }
     next(new HttpError(421, `this server does not answer for the host ${JSON.stringify(req.headers.host)} (allowed_hosts: ${hosts.join(', ')})`));
+  });
+
+  // A web page of another origin can send a request that needs no preflight (a POST of text or a form) to a server
+  // that asks for no key, and have it generate, load models or keep an upload, though it cannot read the answer.
+  // Browsers name the page's origin in such requests: only the server's own pages and cors_origins' may change
+  // anything. Clients that are no web page send no Origin.
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    const origin = req.get('origin');
+    if (origin === undefined || SAFE_METHODS.includes(req.method) || originAllowed(origin, req.headers.host, config.corsOrigins)) {
+      next();
+      return;
+    }
+    next(new HttpError(403, `requests from web pages of ${JSON.stringify(origin)} are refused: cors_origins in the server's config names the pages that may call it`));
   });
 
   // Web pages of the origins in cors_origins may call the API from a browser; their preflight requests carry no
@@ -360,7 +386,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
           + 'or serve openly on purpose (behind a proxy that authenticates) with --insecure or "insecure": true.',
         ));
       }
-      hosts = allowedHosts(config.allowedHosts, host);
+      hosts = allowedHosts(config.allowedHosts, host, keys.length > 0);
       boundHost = host;
       return new Promise((resolve, reject) => {
         const server = http.createServer(app);
@@ -410,6 +436,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       for (const m of plan.added) serveModel(m, checked.get(m.key));
       configured = new Map(next.models.map((m) => [m.key, m]));
       keys = keyDigests(next.apiKeys);
+      hosts = allowedHosts(config.allowedHosts, boundHost ?? config.host, keys.length > 0);
       if (next.memoryBudgetBytes !== registry.budgetBytes) registry.setBudget(next.memoryBudgetBytes);
       const report: ReloadReport = {
         added: plan.added.map((m) => m.key),

@@ -3,8 +3,10 @@
 //     api_keys unless told it is insecure on purpose (app.ts refuses to listen otherwise).
 //   - Host header check, against DNS rebinding: a web page can make a visitor's browser resolve the page's own
 //     name to 127.0.0.1 and then read a local server's answers as its own origin's. Those requests carry the
-//     page's name in Host, so a server bound to loopback answers only loopback names unless told more
-//     (allowed_hosts). Bound elsewhere it answers any name unless told.
+//     page's name in Host, so a server bound to loopback answers only loopback names and addresses unless told
+//     more (allowed_hosts). So does one bound elsewhere without api_keys (--insecure: a container published on
+//     127.0.0.1 is as local as a server bound there), whatever its address; with keys it answers any name unless
+//     told, a page having no key to send. An address as Host is never a rebinding: that takes a name.
 import net from 'node:net';
 
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
@@ -18,14 +20,16 @@ export function isLoopback(host: string): boolean {
   return address === 'localhost' || address === '::1' || (net.isIPv4(address) && address.startsWith('127.')) || address === '::ffff:127.0.0.1';
 }
 
-// The host names answered when bound to `bindHost`: those configured ("*": any), else the loopback names (and
-// the bound address) when bound to loopback, else any. null: any.
-export function allowedHosts(configured: readonly string[] | null, bindHost: string): readonly string[] | null {
+// What a Host header may name when bound to `bindHost`, `keyed` when the server asks for API keys: those configured
+// ("*": any), else the loopback names and any address, unless bound beyond loopback with keys: any. null: any.
+export function allowedHosts(configured: readonly string[] | null, bindHost: string, keyed: boolean): readonly string[] | null {
   if (configured !== null) return configured.includes('*') ? null : configured;
-  if (!isLoopback(bindHost)) return null;
-  const bound = net.isIPv6(unbracketed(bindHost)) ? `[${unbracketed(bindHost)}]` : bindHost.toLowerCase();
-  return [...new Set([...LOOPBACK_NAMES, bound])];
+  if (keyed && !isLoopback(bindHost)) return null;
+  return [...LOOPBACK_NAMES, ADDRESSES];
 }
+
+// In a list of allowed hosts: any IP address.
+const ADDRESSES = 'any IP address';
 
 // The name in a Host header, without its port: "[::1]:8080" -> "[::1]", "Example.com.:80" -> "example.com".
 function hostName(header: string): string {
@@ -37,5 +41,5 @@ export function hostAllowed(header: string | undefined, allowed: readonly string
   // Browsers always send Host: a request without one does not come from a web page.
   if (header === undefined) return true;
   const name = hostName(header);
-  return allowed.some((a) => a === name || (a.startsWith('*.') && name.endsWith(a.slice(1))));
+  return allowed.some((a) => a === name || (a.startsWith('*.') && name.endsWith(a.slice(1))) || (a === ADDRESSES && net.isIP(unbracketed(name)) !== 0));
 }

@@ -247,3 +247,14 @@ t.test('sanitizers by name and by module path', async (t) => {
   t.throws(() => loadSanitizer('chatbot', { names: ['a|b'] }, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer_options\.names\[0\]/);
   t.throws(() => loadSanitizer('chatbot', { nmes: [] }, dir, 'models[0].sanitizer'), /models\[0\]\.sanitizer_options\.nmes: unknown setting/);
 });
+
+t.test('a reply of very long words is read, its last words held as any reply\'s', async (t) => {
+  const sanitizer = createChatbotSanitizer({ names: ['mom'] });
+  const long = 'x'.repeat(32_000);
+  t.equal(sanitizer.sanitize(`${long} and more`), `${long} and more`);
+  const stream = sanitizer.stream();
+  let progress = stream.push(`${long} a`);
+  t.equal(progress.settled, long, 'the last word held back, as a pipe could still follow it');
+  progress = stream.push(' 1 b');
+  t.equal(progress.settled, `${long} a`, 'and a side digit standing before it');
+});

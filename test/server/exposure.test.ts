@@ -79,12 +79,12 @@ t.test('X-Forwarded-For is believed only from the proxies in trust_proxy', async
   t.match(await ipOf({ trust_proxy: ['10.0.0.0/8'] }), /^(::ffff:)?127\.0\.0\.1$/, 'a proxy elsewhere is not this one');
 });
 
-t.test('the Host header: a loopback server answers loopback names only, unless allowed_hosts says more', async (t) => {
+t.test('the Host header: a loopback or keyless server answers loopback names and addresses only, unless allowed_hosts says more', async (t) => {
   const srv = await startServer({ models }, dir);
   t.teardown(srv.close);
   const port = new URL(srv.url).port;
   const ask = (host: string, path = '/models/list') => rawRequest(srv.url, { path, headers: { host } });
-  for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, 'LOCALHOST', 'localhost.']) t.equal((await ask(host)).status, 200, host);
+  for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, 'LOCALHOST', 'localhost.', '10.1.2.3', '[fe80::1]:8080']) t.equal((await ask(host)).status, 200, `${host}: a loopback name, or an address, which no rebinding can give`);
   for (const host of ['rebound.example', `rebound.example:${port}`, 'localhost.rebound.example', '127.0.0.1.nip.io']) {
     const refused = await ask(host);
     t.equal(refused.status, 421, host);
@@ -103,6 +103,36 @@ t.test('the Host header: a loopback server answers loopback names only, unless a
   const any = await startServer({ models, allowed_hosts: ['*'] }, dir);
   t.teardown(any.close);
   t.equal((await rawRequest(any.url, { path: '/models/list', headers: { host: 'whatever.example' } })).status, 200, '"*": any');
-  t.equal(allowedHosts(null, '0.0.0.0'), null, 'bound beyond loopback: any name unless configured');
-  t.same(allowedHosts(null, '127.0.0.5'), ['localhost', '127.0.0.1', '[::1]', '127.0.0.5']);
+  t.equal(allowedHosts(null, '0.0.0.0', true), null, 'bound beyond loopback with api_keys: any name unless configured');
+  t.same(allowedHosts(null, '127.0.0.5', true), ['localhost', '127.0.0.1', '[::1]', 'any IP address']);
+
+  // Beyond loopback without keys (--insecure: a container published on 127.0.0.1), a page's name is refused too.
+  const insecure = createServer(validateServerConfig({ models, insecure: true }, 'test config', dir), { log: () => undefined });
+  const address = await insecure.listen(0, '0.0.0.0');
+  t.teardown(() => insecure.shutdown());
+  const url = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`;
+  t.equal((await rawRequest(url, { path: '/models/list', headers: { host: 'rebound.example:12345' } })).status, 421, 'an --insecure server: a name refused');
+  t.equal((await rawRequest(url, { path: '/models/list', headers: { host: '127.0.0.1:12345' } })).status, 200, 'an address answered');
+});
+
+t.test("a web page of another origin cannot make a keyless server do anything: only its own pages and cors_origins' may", async (t) => {
+  const srv = await startServer({ models, cors_origins: ['https://app.example.com'] }, dir);
+  t.teardown(srv.close);
+  const host = new URL(srv.url).host;
+  // As a page's fetch with mode "no-cors" sends them: no preflight, the page's origin named.
+  const body = '{"model": "chatbot", "prompt": "Hi", "stream": false, "options": {"num_predict": 1}}';
+  const post = (origin: string | null, path = '/api/generate') => rawRequest(srv.url, {
+    method: 'POST', path, body,
+    headers: { host, 'content-type': 'text/plain', 'content-length': String(body.length), ...(origin !== null && { origin }) },
+  });
+  for (const origin of ['https://evil.example', 'null', `http://evil.example:${new URL(srv.url).port}`]) {
+    const refused = await post(origin);
+    t.equal(refused.status, 403, origin);
+    t.match(JSON.parse(refused.text).error, /^requests from web pages of ".*" are refused: cors_origins in the server's config names the pages that may call it$/);
+  }
+  t.equal((await post('https://evil.example', '/prime')).status, 403, '/prime too');
+  t.equal((await post(`http://${host}`)).status, 200, "the server's own chat page");
+  t.equal((await post('https://app.example.com')).status, 200, 'a page cors_origins names');
+  t.equal((await post(null)).status, 200, 'a client that is no web page');
+  t.equal((await rawRequest(srv.url, { path: '/models/list', headers: { host, origin: 'https://evil.example' } })).status, 200, 'a GET changes nothing, and its answer is CORS\'s to keep from the page');
 });
