@@ -40,12 +40,18 @@ export function threadsPerRank(ranks: Ranks): number {
   return Math.max(1, Math.floor(usable / ranks.localSize));
 }
 
+// Rank 0's number, on every rank, as its 8 bytes: NaN and the infinities too, which JSON writes as null (a
+// validation loss of a run that diverged).
+export function numberFromRank0(ranks: Ranks, value: number): number {
+  const data = new Float64Array([value]);
+  ranks.broadcast(new Uint8Array(data.buffer), 0);
+  return data[0];
+}
+
 // Rank 0's value, on every rank (JSON; rank 0 passes the value, the others anything).
 export function fromRank0<T>(ranks: Ranks, value: T): T {
   const mine = Buffer.from(ranks.rank === 0 ? JSON.stringify(value) : '');
-  const length = new Uint8Array(new Float64Array([mine.length]).buffer);
-  ranks.broadcast(length, 0);
-  const bytes = new Uint8Array(new Float64Array(length.buffer)[0]);
+  const bytes = new Uint8Array(numberFromRank0(ranks, mine.length));
   if (ranks.rank === 0) bytes.set(mine);
   ranks.broadcast(bytes, 0);
   return JSON.parse(Buffer.from(bytes).toString('utf8')) as T;

@@ -29,7 +29,7 @@ import { Generator } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
 import { BEST_FILE, BestValidation, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, markBest, readTrainState, saveCheckpoint } from './checkpoint';
-import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, sumOverRanks, threadsPerRank } from './distributed';
+import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, numberFromRank0, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog, type MetricRecord } from './metrics';
 import { plotMetrics } from './plot';
 
@@ -503,7 +503,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       const loss = losses.reduce((a, b) => a + b, 0) / o.val_batch_count;
       // Every rank decides by it (the best checkpoint, early stopping), and sums over ranks may differ in their last
       // bits from rank to rank: rank 0's is the one.
-      return ranks ? fromRank0(ranks, loss) : loss;
+      return ranks ? numberFromRank0(ranks, loss) : loss;
     };
 
     // ---- bookkeeping
@@ -539,7 +539,14 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     // plot is redrawn, which rings it.
     const save = async (isBest = false): Promise<void> => {
       if (!root) {
-        if (o.optimizer === 'adam') await model.followOptimizerSave();
+        // Under ZeRO-1 rank 0 writes and syncs the weights before it reads the first of Adam's moments from the others,
+        // and syncs the moments before the last read: a slow disk, not a stalled rank, so no time limit.
+        ranks?.setTimeout(0);
+        try {
+          if (o.optimizer === 'adam') await model.followOptimizerSave();
+        } finally {
+          ranks?.setTimeout(o.collective_timeout);
+        }
         savedStep = step;
         lastSaveTime = Date.now();
         await afterRank0Alone(`at step ${step}`);

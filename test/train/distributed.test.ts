@@ -157,6 +157,12 @@ t.test('a 2-rank run killed after a checkpoint ends at once, and resumes to wher
   t.ok(same(a, single.checkpoint as string, 'model.safetensors'), 'and ends with the weights of the 2-rank run, bit for bit');
 });
 
+t.test('a run that diverges validates to NaN on every rank and goes on, as one process does', async (t) => {
+  const dir = t.testdir();
+  const { stdout } = await ranks(2, tinyRun(dir, { optimizer: 'sgd', learning_rate: 1e30, stop_after: 2, val_every: 1, val_batch_count: 1 }));
+  t.match(stdout, /\[2 \| .*\] validation loss NaN/, "rank 0's NaN reached every rank as a number");
+});
+
 t.test("one rank's error ends the job, naming the rank", async (t) => {
   const dir = t.testdir();
   const good = tinyRun(dir, { batch_size: 2, stop_after: 1000 });
