@@ -29,16 +29,21 @@ function bodyError(err: unknown, req: Request, limitBytes: number): unknown {
 // shallower.
 export const MAX_BODY_DEPTH = 64;
 
-// Whether `value` nests deeper than `most` levels of arrays and objects, looked at without recursing.
-function nestsDeeper(value: unknown, most: number): boolean {
-  const pending: [unknown, number][] = [[value, 0]];
-  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
-    const [v, depth] = next;
-    if (typeof v !== 'object' || v === null || ArrayBuffer.isView(v)) continue;  // a raw body's bytes are no JSON
-    if (depth === most) return true;
-    for (const child of Object.values(v)) pending.push([child, depth + 1]);
+// The field of `body` that nests deeper than `most` levels of arrays and objects ("body" for the body itself, an
+// array), looked for without recursing; null where none does.
+function nestedTooDeep(body: unknown, most: number): string | null {
+  if (typeof body !== 'object' || body === null || ArrayBuffer.isView(body)) return null;  // a raw body's bytes are no JSON
+  const fields: [string, unknown][] = Array.isArray(body) ? [['body', body]] : Object.entries(body);
+  for (const [field, value] of fields) {
+    const pending: [unknown, number][] = [[value, 1]];
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      const [v, depth] = next;
+      if (typeof v !== 'object' || v === null) continue;
+      if (depth === most) return field;
+      for (const child of Object.values(v)) pending.push([child, depth + 1]);
+    }
   }
-  return false;
+  return null;
 }
 
 // `parser` (an express.json() or express.raw() with the same limit) within the bounds above.
@@ -53,7 +58,8 @@ export function boundedBody(parser: RequestHandler, limitBytes: number, timeoutM
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      if (err === undefined && nestsDeeper(req.body, MAX_BODY_DEPTH)) next(new HttpError(400, `body: nests arrays and objects more than ${MAX_BODY_DEPTH} deep`, { field: 'body' }));
+      const deep = err === undefined ? nestedTooDeep(req.body, MAX_BODY_DEPTH) : null;
+      if (deep !== null) next(new HttpError(400, `${deep}: nests arrays and objects more than ${MAX_BODY_DEPTH} deep`, { field: deep }));
       else next(err === undefined ? undefined : bodyError(err, req, limitBytes));
     };
     const timer = setTimeout(() => settle(new HttpError(408, `the body did not arrive within ${timeoutMs / 1000} s`)), timeoutMs);

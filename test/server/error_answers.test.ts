@@ -103,15 +103,15 @@ t.test('bodies: a bad Content-Encoding is 400 or 415, not 500', async (t) => {
 t.test('bodies: JSON nested deeper than any field goes is a 400 on every endpoint, not a stack overflow', async (t) => {
   let deep: unknown = 1;
   for (let i = 0; i < 65; i++) deep = i % 2 === 0 ? [deep] : { a: deep };
-  for (const [path, body] of [
-    ['/invocations', { model_key: 'alpha', raw_text: PROMPT, history: deep }],
-    ['/v1/chat/completions', { model: 'alpha', messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: deep } } }],
-    ['/api/chat', { model: 'alpha', messages: [{ role: 'user', content: 'hi' }], format: deep }],
-    ['/completion', { model: 'alpha', prompt: 'hi', json_schema: deep }],
+  for (const [path, body, field] of [
+    ['/invocations', { model_key: 'alpha', raw_text: PROMPT, history: deep }, 'history'],
+    ['/v1/chat/completions', { model: 'alpha', messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: deep } } }, 'response_format'],
+    ['/api/chat', { model: 'alpha', messages: [{ role: 'user', content: 'hi' }], format: deep }, 'format'],
+    ['/completion', { model: 'alpha', prompt: 'hi', json_schema: deep }, 'json_schema'],
   ] as const) {
     const r = await request(`${srv.url}${path}`, { headers: auth, body });
     t.equal(r.status, 400, `${path}: 400`);
-    t.match(r.text, /body: nests arrays and objects more than 64 deep/, `${path}: says why`);
+    t.match(r.text, `${field}: nests arrays and objects more than 64 deep`, `${path}: says why, naming the field`);
   }
   let shallower: unknown = 1;
   for (let i = 0; i < 60; i++) shallower = { a: shallower };

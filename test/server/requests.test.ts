@@ -55,7 +55,7 @@ t.test('a value nested deeper than JSON can be written back, long, or past a dou
   for (const [path, body, field] of [
     ['/invocations', `{"model_key": "general", "raw_text": "x", "temperature": ${deep}}`, 'temperature'],
     ['/v1/completions', `{"model": "general", "prompt": "x", "max_tokens": ${deep}}`, 'max_tokens'],
-    ['/v1/responses', `{"model": "general", "input": [{"type": ${deep}, "role": "user", "content": "x"}]}`, 'input[0].type'],
+    ['/v1/responses', `{"model": "general", "input": [{"type": ${deep}, "role": "user", "content": "x"}]}`, 'input'],
     ['/invocations', `{"model_key": "general", "raw_text": "x", "top_p": "${'x'.repeat(20_000)}"}`, 'top_p'],
   ] as const) {
     const r = await request(`${srv.url}${path}`, { raw: body, headers: { 'content-type': 'application/json' } });
