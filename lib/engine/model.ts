@@ -208,6 +208,12 @@ function nativeOptionsOf(options: ModelOptions): NativeOptions {
   };
 }
 
+// Whether a model made with these options runs on a GPU: one asked for, or with 'auto' where one is usable.
+export function runsOnGpu(options: ModelOptions = {}): boolean {
+  const device = nativeOptionsOf(options).device ?? 'auto';
+  return device === 'cuda' || (device === 'auto' && loadAddon().cudaAvailable());
+}
+
 // The memory a model of this config takes with these options, as the CPU backend plans it (lib/engine/memory_plan.ts),
 // known before anything is allocated.
 export function plannedModelBytes(config: GPT2Config, options: ModelOptions): number {
@@ -236,10 +242,7 @@ export class Model {
     this.lora = options.lora ? checkLora(options.lora, base) : null;
     const nativeOptions = nativeOptionsOf(options);
     // The CUDA backend names what did not fit itself; on the CPU the allocation would fail with a bare "out of memory".
-    const device = nativeOptions.device ?? 'auto';
-    if (device === 'cpu' || (device === 'auto' && !loadAddon().cudaAvailable())) {
-      checkMemoryPlan(this.config, nativeOptions, source.where, source.fieldName);
-    }
+    if (!runsOnGpu(options)) checkMemoryPlan(this.config, nativeOptions, source.where, source.fieldName);
     this.native = new (loadAddon().Model)(this.config, nativeOptions);
     this.tensors = this.native.layout();
     this.byName = new Map(this.tensors.map((t) => [t.name, t]));

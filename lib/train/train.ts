@@ -21,7 +21,7 @@ import { datasetFiles } from '../data/files';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
 import { ChunkParts } from '../data/tokens';
-import { GPT2Config, LoraOptions, Model, ModelOptions, plannedModelBytes } from '../engine/model';
+import { GPT2Config, LoraOptions, Model, ModelOptions, plannedModelBytes, runsOnGpu } from '../engine/model';
 import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
 import { resolveModel } from '../formats/resolve_model';
@@ -341,6 +341,15 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     recompute: o.memory_saving_gradients,
     ...(ranks ? { dataParallel: { zero: o.zero as 0 | 1, microBatches: o.accumulate_gradients } } : {}),
   };
+  // Every rank builds on the same kind of device: a GPU model's set-up is collective (NCCL's), a CPU model's is not,
+  // and ranks that disagreed would wait on calls the others never make.
+  if (ranks) {
+    const onGpu = runsOnGpu(modelOptions);
+    const gpus = sumOverRanks(ranks, [onGpu ? 1 : 0])[0];
+    if (gpus !== 0 && gpus !== ranks.size) {
+      throw new Error(`the ranks disagree on the device: ${gpus} of ${ranks.size} train on a GPU, the others on the CPU (this one on ${onGpu ? 'a GPU' : 'the CPU'}): give every rank the same --device, or make the GPU usable where it is not`);
+    }
+  }
   if (o.fresh_model && !resumeDir) {
     const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer) : loadTokenizer();
     const config = { nLayer: o.n_layer, nHead: o.n_head, nEmbd: o.n_embd, nCtx: o.n_ctx, vocabSize: tokenizer.vocabSize };

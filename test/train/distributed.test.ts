@@ -163,6 +163,14 @@ t.test('a run that diverges validates to NaN on every rank and goes on, as one p
   t.match(stdout, /\[2 \| .*\] validation loss NaN/, "rank 0's NaN reached every rank as a number");
 });
 
+t.test('ranks that disagree on the device end at once, saying so, rather than wait on each other', async (t) => {
+  const dir = t.testdir();
+  const cpu = { ...tinyRun(dir, { stop_after: 1 }), device: 'cpu' } as Partial<TrainOptions>;
+  const { code, stderr } = await mpirun([cpu, { ...cpu, device: 'cuda' } as Partial<TrainOptions>]).done;
+  t.not(code, 0);
+  t.match(stderr, /the ranks disagree on the device: 1 of 2 train on a GPU, the others on the CPU \(this one on (a GPU|the CPU)\): give every rank the same --device/);
+});
+
 t.test("one rank's error ends the job, naming the rank", async (t) => {
   const dir = t.testdir();
   const good = tinyRun(dir, { batch_size: 2, stop_after: 1000 });
