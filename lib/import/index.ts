@@ -8,7 +8,7 @@ import { ExportFormat, ExportedChat, ChatImportError, ChatImportErrors } from '.
 import { readContacts } from './contacts';
 import { Companion, CompanionFile, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
 import { TELEGRAM_PAGE } from './telegram_html';
-import { isWithin } from '../util/paths';
+import { realPath } from '../util/paths';
 import { isTar, TarArchive } from '../util/tar';
 import { isZip, ZipArchive } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, notWrittenBeside, outputKind, planOutput, writeOutput } from './train_output';
@@ -130,7 +130,8 @@ interface ExportSource {
 // folder (an earlier import's output beside the exports) it is passed over, or each import would add it again.
 function exportSources(inputs: readonly string[], archives: Archive[], outFile: string | null): { sources: ExportSource[]; notExports: string[] } {
   const files = new Map<string, boolean>();
-  const isOut = (file: string): boolean => outFile !== null && isWithin(file, outFile);
+  const outPath = outFile === null ? null : realPath(outFile);
+  const isOut = (file: string): boolean => outPath !== null && realPath(file) === outPath;
   for (const input of inputs) {
     if (fs.existsSync(input) && fs.statSync(input).isFile()) {
       if (isOut(input)) throw new ChatImportError(input, null, 'is the file the import writes (--out): write the output to another file');

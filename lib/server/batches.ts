@@ -318,22 +318,23 @@ export class Batches {
     const copy = (wanted: boolean) => async (file: string): Promise<void> => {
       const from = await fs.promises.open(answeredFile, 'r');
       const to = await fs.promises.open(file, 'wx');
+      let line = Buffer.alloc(0);  // grown to the longest answer, not allocated for each
       try {
         for (const request of requests) {
           const answer = answered.get(request.custom_id);
           if (answer?.succeeded !== wanted) continue;
-          const line = Buffer.alloc(answer.bytes);
+          if (line.length < answer.bytes) line = Buffer.alloc(answer.bytes);
           await from.read(line, 0, answer.bytes, answer.at);
-          await to.write(line);
+          await to.write(line, 0, answer.bytes);
         }
       } finally {
         await to.close();
         await from.close();
       }
     };
-    const some = (wanted: boolean): boolean => [...answered.values()].some((a) => a.succeeded === wanted);
-    if (some(true)) batch.output_file_id = (await this.host.files.make(`${batch.id} output`, `${batch.id}_output.jsonl`, 'batch_output', copy(true))).id;
-    if (some(false)) batch.error_file_id = (await this.host.files.make(`${batch.id} errors`, `${batch.id}_error.jsonl`, 'batch_output', copy(false))).id;
+    const { completed, failed } = batch.request_counts;
+    if (completed > 0) batch.output_file_id = (await this.host.files.make(`${batch.id} output`, `${batch.id}_output.jsonl`, 'batch_output', copy(true))).id;
+    if (failed > 0) batch.error_file_id = (await this.host.files.make(`${batch.id} errors`, `${batch.id}_error.jsonl`, 'batch_output', copy(false))).id;
     batch.status = cancelled ? 'cancelled' : 'completed';
     if (cancelled) batch.cancelled_at = now();
     else batch.completed_at = now();

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 // `p` absolute, through links: the longest part of it that exists resolved by the file system, the rest as written.
-function realPath(p: string): string {
+export function realPath(p: string): string {
   const missing: string[] = [];
   let head = path.resolve(p);
   while (!fs.existsSync(head)) {
