@@ -306,3 +306,26 @@ t.test('a grammar too ambiguous to read is refused once it reads a text in more 
   const wide = new GrammarMatcher(Grammar.parse(`root ::= ${words}`), vocab);
   t.ok(isAllowed(wide.allowed(), encode('w')[0]));
 });
+
+t.test('a grammar whose every token costs its recognizer too much is stopped after its first tokens', async (t) => {
+  // Under the bound on ways, but every state new: hundreds of milliseconds a token, unbounded, before the budget.
+  const slow = new GrammarMatcher(Grammar.parse('root ::= ("a"?){3000}'), vocab);
+  const tokens = encode('a'.repeat(400));
+  let stoppedAt = -1;
+  try {
+    for (let i = 0; i < tokens.length && stoppedAt < 0; i++) {
+      stoppedAt = i;
+      slow.allowed();
+      slow.accept(tokens[i]);
+      stoppedAt = -1;
+    }
+  } catch (err) {
+    t.match(err, { name: 'GrammarError', message: /^the grammar is too ambiguous to follow: after \d+ tokens it has cost [\d,]+ steps of its recognizer/ });
+  }
+  t.ok(stoppedAt > 0 && stoppedAt < tokens.length / 2, `stopped at token ${stoppedAt} of ${tokens.length}`);
+  // A long reply held to a JSON schema, its states new at every character of a string with a maximum length, and an
+  // enum of thousands of strings, stay far inside it.
+  t.equal(feed(new GrammarMatcher(Grammar.fromJsonSchema({ type: 'string', maxLength: 5000 }), vocab), encode(JSON.stringify('word '.repeat(900)))), -1);
+  const words = Array.from({ length: 16000 }, (_, i) => `"w${i}"`).join(' | ');
+  t.equal(feed(new GrammarMatcher(Grammar.parse(`root ::= ${words}`), vocab), encode('w15999')), -1);
+});

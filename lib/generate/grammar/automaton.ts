@@ -22,6 +22,9 @@ const MAX_STACKS_KEPT = 1_000_000;
 // The most stacks one state may hold: an enum of that many strings begins so.
 export const MAX_STACKS = 16_384;
 
+// A stack expanded (its key built, looked up and kept) takes about as long as 40 character sets tested.
+const EXPANSION_WORK = 40;
+
 // The codepoints that a UTF-8 sequence of each length may encode (shorter encodings are overlong, so invalid).
 const UTF8_MIN = [0, 0, 0x80, 0x800, 0x10000];
 const UTF8_MAX = [0, 0x7f, 0x7ff, 0xffff, 0x10ffff];
@@ -76,6 +79,9 @@ export class Automaton {
   private statesMade = 0;
   private stacksKept = 0;
   private startState: State | undefined;
+  // What working out states has cost so far, in character sets tested, a stack expanded counting as EXPANSION_WORK
+  // of them: a matcher charges its request what its calls added.
+  work = 0;
   // Per vocabulary: mask by state key, the most recently used (the matcher's).
   readonly masks = new WeakMap<object, LruMap<string, Uint32Array>>();
 
@@ -149,6 +155,7 @@ export class Automaton {
   // worked out once per such set.
   private afterCodepoint(from: State, cp: number): State | null {
     const tops = from.tops;
+    this.work += tops.length;
     let match: number | string = 0;
     if (tops.length <= 30) {
       for (let i = 0; i < tops.length; i++) {
@@ -184,6 +191,7 @@ export class Automaton {
     base.partials ??= new Map();
     let state = base.partials.get(code);
     if (state === undefined) {
+      this.work += base.tops.length;
       const shift = 6 * pendingBytes;
       const lo = Math.max(value * 2 ** shift, UTF8_MIN[length]);
       const hi = Math.min((value + 1) * 2 ** shift - 1, UTF8_MAX[length]);
@@ -206,6 +214,7 @@ export class Automaton {
       const key = next.join(',');
       if (seen.has(key)) continue;
       seen.add(key);
+      this.work += EXPANSION_WORK;
       const top = next[next.length - 1];
       if (next.length === 0 || this.refAt[top] < 0) {
         out.set(key, next);

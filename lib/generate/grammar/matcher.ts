@@ -11,6 +11,15 @@ import { GrammarError } from './syntax';
 // Masks kept per grammar and vocabulary (6 KB each for GPT-2).
 const MAX_CACHED_MASKS = 256;
 
+// What a matcher may cost its automaton (Automaton.work, about 40 ns a unit here), on the event loop that every
+// request shares: an allowance for the states a grammar's text begins with (an enum of 16,000 strings costs 7 million
+// for its first token), then so much a token. A JSON schema's reply costs a few thousand a token, once: its states
+// repeat and are kept. A grammar as ambiguous as ("a"?){10000} costs 60 million every token (a few hundred
+// milliseconds), its states never the same twice, and is stopped at its first tokens rather than holding the server
+// for as long as it may write.
+export const WORK_ALLOWANCE = 50_000_000;
+export const WORK_PER_TOKEN = 65_536;
+
 const vocabularies = new WeakMap<Tokenizer, Map<number, GrammarVocabulary>>();
 
 // The vocabulary as the grammar sees it: each token's bytes (GPT-2's byte-level tokens may end inside a UTF-8
@@ -128,6 +137,8 @@ export class GrammarMatcher {
   private readonly automaton: Automaton;
   // null once the end-of-text token was accepted.
   private state: State | null;
+  private spent = 0;
+  private accepted = 0;
 
   constructor(
     grammar: Grammar,
@@ -149,8 +160,10 @@ export class GrammarMatcher {
     }
     let mask = cache.get(state.key);
     if (mask === undefined) {
+      const before = this.automaton.work;
       mask = this.walk(state);
       cache.set(state.key, mask);
+      this.charge(before);
     }
     return mask;
   }
@@ -165,10 +178,13 @@ export class GrammarMatcher {
     }
     const bytes = this.vocab.bytesOf(token);
     let at: State | null = bytes.length > 0 ? state : null;
+    const before = this.automaton.work;
     for (let k = 0; k < bytes.length && at !== null; k++) {
       const next: State | null | undefined = at.next[bytes[k]];
       at = next !== undefined ? next : this.automaton.step(at, bytes[k]);
     }
+    this.accepted++;
+    this.charge(before);
     if (at === null) {
       const text = bytes.length > 0 ? ` (${JSON.stringify(Buffer.from(bytes).toString('utf8'))})` : '';
       throw new GrammarError(`token ${token}${text} is not allowed here`);
@@ -183,6 +199,13 @@ export class GrammarMatcher {
 
   get canEnd(): boolean {
     return this.state === null || this.state.canEnd;
+  }
+
+  private charge(workBefore: number): void {
+    this.spent += this.automaton.work - workBefore;
+    if (this.spent > WORK_ALLOWANCE + this.accepted * WORK_PER_TOKEN) {
+      throw new GrammarError(`the grammar is too ambiguous to follow: after ${this.accepted} tokens it has cost ${this.spent.toLocaleString('en-US')} steps of its recognizer, where ${WORK_PER_TOKEN.toLocaleString('en-US')} a token are allowed past the first ${WORK_ALLOWANCE.toLocaleString('en-US')} (a repetition of something optional, such as ("a"?){1000}, reads a text in as many ways as it has copies): write it so that a text reads one way`);
+    }
   }
 
   // Depth-first over the trie in its array order: a node's state is its parent's (kept by depth) advanced by its
