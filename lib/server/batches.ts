@@ -16,6 +16,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { firstNonUtf8Line } from '../import/chat_export';
 import type { FineTuningConfig } from './config';
+import { nestedTooDeep, TOO_DEEP } from './body';
 import { HttpError } from './errors';
 import type { FileStore } from './files';
 import type { Log } from './log';
@@ -101,6 +102,8 @@ function readRequest(raw: string, line: number, filename: string, ids: Map<strin
   if (typeof url !== 'string' || !BATCH_ENDPOINTS.includes(url)) return fail('url', `must be one of ${BATCH_ENDPOINTS.join(', ')}`);
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail('body', 'must be the request\'s JSON object');
   if ((body as Record<string, unknown>).stream === true) fail('body.stream', 'must not be true: a batch\'s answers are written whole');
+  const deep = nestedTooDeep(body);
+  if (deep !== null) fail(`body.${deep}`, TOO_DEEP);
   ids.set(id, line);
   return { custom_id: id, method: 'POST', url, body: body as Record<string, unknown>, line };
 }

@@ -29,9 +29,12 @@ function bodyError(err: unknown, req: Request, limitBytes: number): unknown {
 // shallower.
 export const MAX_BODY_DEPTH = 64;
 
+// Why a field nests too deep, after its name.
+export const TOO_DEEP = `nests arrays and objects more than ${MAX_BODY_DEPTH} deep`;
+
 // The field of `body` that nests deeper than `most` levels of arrays and objects ("body" for the body itself, an
 // array), looked for without recursing; null where none does.
-function nestedTooDeep(body: unknown, most: number): string | null {
+export function nestedTooDeep(body: unknown, most = MAX_BODY_DEPTH): string | null {
   if (typeof body !== 'object' || body === null || ArrayBuffer.isView(body)) return null;  // a raw body's bytes are no JSON
   const fields: [string, unknown][] = Array.isArray(body) ? [['body', body]] : Object.entries(body);
   for (const [field, value] of fields) {
@@ -58,8 +61,8 @@ export function boundedBody(parser: RequestHandler, limitBytes: number, timeoutM
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      const deep = err === undefined ? nestedTooDeep(req.body, MAX_BODY_DEPTH) : null;
-      if (deep !== null) next(new HttpError(400, `${deep}: nests arrays and objects more than ${MAX_BODY_DEPTH} deep`, { field: deep }));
+      const deep = err === undefined ? nestedTooDeep(req.body) : null;
+      if (deep !== null) next(new HttpError(400, `${deep}: ${TOO_DEEP}`, { field: deep }));
       else next(err === undefined ? undefined : bodyError(err, req, limitBytes));
     };
     const timer = setTimeout(() => settle(new HttpError(408, `the body did not arrive within ${timeoutMs / 1000} s`)), timeoutMs);

@@ -101,6 +101,13 @@ t.test("embeddings in a batch; the request's URL must be the batch's endpoint", 
   t.match([r.status, r.json().error], [400, { param: 'input_file_id', message: /embed\.jsonl:1 goes to \/v1\/embeddings, not to the batch's endpoint \/v1\/chat\/completions/ }]);
 });
 
+// A value `levels` arrays and objects deep.
+function nested(levels: number): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < levels; i++) value = i % 2 === 0 ? [value] : { a: value };
+  return value;
+}
+
 t.test('a mistake in the file is a 400 at upload that names its line and field', async (t) => {
   const ok = { custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'general', prompt: 'x' } };
   for (const [lines, message] of [
@@ -109,6 +116,7 @@ t.test('a mistake in the file is a 400 at upload that names its line and field',
     [[{ ...ok, body: { ...ok.body, stream: true } }], /^400 dup\.jsonl:1: body\.stream: must not be true/],
     [[{ ...ok, method: 'GET' }], /^400 dup\.jsonl:1: method: must be "POST"/],
     [[{ ...ok, headers: {} }], /^400 dup\.jsonl:1: headers: unsupported field/],
+    [[ok, { ...ok, custom_id: 'b', body: { ...ok.body, logit_bias: nested(65) } }], /^400 dup\.jsonl:2: body\.logit_bias: nests arrays and objects more than 64 deep/],
   ] as const) {
     await t.rejects(upload('dup.jsonl', lines as unknown as unknown[]), { status: 400, message }, String(message));
   }
