@@ -129,6 +129,9 @@ export class Batcher {
   private scoreLogits: Float32Array | null = null;  // [logitRows, V], made for the first prompt scored
   private embedStates: Float32Array | null = null;  // [maxStepTokens, nEmbd], made for the first prompt embedded
   private readonly rngState: BigUint64Array;
+  // The ids the tokenizer spells, where the model's vocabulary has others (padded past it): no request draws those,
+  // nor is told of them among the likeliest.
+  private readonly spelled: Uint32Array | null;
 
   // One batcher per model: it owns the model's KV cache.
   constructor(readonly model: Model, readonly tokenizer: Tokenizer, options: BatcherOptions = {}) {
@@ -159,6 +162,7 @@ export class Batcher {
     this.slotAdapter = new Array<number>(this.slots).fill(-1);
     this.slotFreedAt = new Array<number>(this.slots).fill(0);
     this.logits = new Float32Array(this.slots * vocabSize);
+    this.spelled = tokenizer.spelledMask(vocabSize);
     this.rngState = new BigUint64Array(2 * this.slots);
   }
 
@@ -270,6 +274,7 @@ export class Batcher {
         // A reply whose stream broke is complete: the sequence stops, and the request fails.
         reply: reply && { push: guarded((piece: string) => reply.push(piece), { text: '', settled: '', complete: true }) },
         grammar: request.grammar && new GrammarMatcher(request.grammar, GrammarVocabulary.of(this.tokenizer, this.vocabSize)),
+        spelled: this.spelled ?? undefined,
       },
       this.tokenizer,
     );
@@ -328,7 +333,7 @@ export class Batcher {
         job.seq.rng[1] = this.rngState[2 * s + 1];
         if (Number.isNaN(job.firstTokenAt)) job.firstTokenAt = now;
         const top = job.request.logprobs;
-        const logprob = top === undefined ? undefined : tokenLogprob(this.logits.subarray(s * this.vocabSize, (s + 1) * this.vocabSize), tokens[s], top);
+        const logprob = top === undefined ? undefined : tokenLogprob(this.logits.subarray(s * this.vocabSize, (s + 1) * this.vocabSize), tokens[s], top, this.spelled);
         try {
           if (job.seq.take(tokens[s], logprob)) this.finish(job, job.seq.finishReason as FinishReason, row.slot);
         } catch (err) {
@@ -502,7 +507,7 @@ export class Batcher {
     await this.everyToken(native, rows, 'tokenLogits', V, this.scoreLogits, (job, logits, start) => {
       for (let k = 0; k < logits.length / V; k++) {
         const next = job.request.promptTokens[start + k + 1];
-        (job.promptLogprobs as TokenLogprob[])[start + k] = tokenLogprob(logits.subarray(k * V, (k + 1) * V), next, job.request.logprobs ?? 0);
+        (job.promptLogprobs as TokenLogprob[])[start + k] = tokenLogprob(logits.subarray(k * V, (k + 1) * V), next, job.request.logprobs ?? 0, this.spelled);
       }
     });
   }

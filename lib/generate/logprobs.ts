@@ -14,12 +14,14 @@ export interface TokenLogprob extends Alternative {
 // The most alternatives a request may ask for, as OpenAI's API allows.
 export const MAX_TOP_LOGPROBS = 20;
 
-// `token`'s log-probability in one row of logits, and the `top` most likely tokens' (ties: lower id first).
-export function tokenLogprob(logits: Float32Array, token: number, top: number): TokenLogprob {
+// `token`'s log-probability in one row of logits, and the `top` most likely tokens' (ties: lower id first), of those
+// in `tokens` where given (a bitset: the ids the tokenizer spells, Tokenizer.spelledMask).
+export function tokenLogprob(logits: Float32Array, token: number, top: number, tokens: Uint32Array | null = null): TokenLogprob {
   const logZ = loadAddon().logPartition(logits);
   // A sorted list of the best `top` so far: a logit enters only when it beats the least of them.
   const best: number[] = [];
   for (let i = 0; i < logits.length && top > 0; i++) {
+    if (tokens !== null && ((tokens[i >>> 5] >>> (i & 31)) & 1) === 0) continue;
     if (best.length === top) {
       if (logits[i] <= logits[best[top - 1]]) continue;
       best.pop();

@@ -137,6 +137,8 @@ export interface SequenceOptions {
   // Holds the text to a grammar: each draw is of the tokens it allows, <|endoftext|> only where it may end, and
   // the sequence stops ('stop') once the grammar is complete.
   grammar?: GrammarMatcher;
+  // The tokens the tokenizer spells, where it does not spell every logit (Tokenizer.spelledMask): the only ones drawn.
+  spelled?: Uint32Array;
 }
 
 export class Sequence {
@@ -194,9 +196,11 @@ export class Sequence {
 
   // The settings of the next draw.
   get sampling(): NativeSampling {
-    const { grammar } = this.options;
+    const { grammar, spelled } = this.options;
     const sampling = this.drawn === null ? this.fixedSampling : { ...this.fixedSampling, logitBias: this.penaltyBiases(this.drawn) };
-    return grammar ? { ...sampling, allowed: grammar.allowed() } : sampling;
+    // A grammar's masks allow only tokens it can read, so only tokens spelled.
+    const allowed = grammar ? grammar.allowed() : spelled;
+    return allowed ? { ...sampling, allowed } : sampling;
   }
 
   // The request's logit biases with the additive penalties of the tokens drawn so far folded in.

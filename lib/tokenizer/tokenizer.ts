@@ -111,8 +111,26 @@ export class Tokenizer {
     return new StreamDecoder(this);
   }
 
+  // Whether `id` is a token of this vocabulary: a model's vocabulary may be padded past it (nanoGPT's 50304), and a
+  // vocabulary's ids may leave gaps.
+  spells(id: number): boolean {
+    return Number.isInteger(id) && id >= 0 && id < this.vocabSize && this.vocab.tokenEnd[id] !== 0;
+  }
+
+  // The bitset of the ids below `logits` that are tokens (word i, bit j: id 32i + j), as a sampler's mask takes
+  // it; null when every one is.
+  spelledMask(logits: number): Uint32Array | null {
+    const mask = new Uint32Array(Math.ceil(logits / 32));
+    let all = true;
+    for (let id = 0; id < logits; id++) {
+      if (this.spells(id)) mask[id >>> 5] |= 1 << (id & 31);
+      else all = false;
+    }
+    return all ? null : mask;
+  }
+
   private checkId(id: number): number {
-    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize || this.vocab.tokenEnd[id] === 0) {
+    if (!this.spells(id)) {
       throw new RangeError(`token id ${id} is not in the vocabulary (${this.vocab.files.encoderPath})`);
     }
     return id;

@@ -334,3 +334,21 @@ t.test('abort, deadline and bad requests', async (t) => {
   await gen.close();
   model.dispose();
 });
+
+t.test("a model whose vocabulary is padded past its tokenizer's never draws, nor offers as likely, the ids no token spells", async (t) => {
+  const padded = Model.create({ ...CONFIG, vocabSize: 50304 }, { seed: 5, trainable: false });
+  // The tokenizer's tokens all score 0, the 47 padded ids tens either way: the model's mass is on the padding.
+  const wte = padded.getParam('wte.weight');
+  const C = CONFIG.nEmbd;
+  for (let i = 0; i < wte.length; i++) wte[i] = i < tokenizer.vocabSize * C ? 0 : wte[i] * 1000;
+  padded.setParam('wte.weight', wte);
+  const generator = new Generator(padded, tokenizer);
+  t.teardown(() => generator.close().then(() => padded.dispose()));
+  const result = await generator.generate('Hello', { maxTokens: 12, temperature: 1, topK: 0, topP: 1, seed: 3, logprobs: 5 });
+  t.equal(result.tokens.length, 12, 'the reply runs to its length, not into an id without text');
+  t.ok(result.tokens.every((token) => token < tokenizer.vocabSize), `drawn: ${result.tokens.join(' ')}`);
+  t.equal(result.text, tokenizer.decode(result.tokens));
+  const logprobs = result.logprobs ?? [];
+  t.ok(logprobs.every((l) => l.logprob < -Math.log(tokenizer.vocabSize) - 10), 'the padding holds the model\'s mass');
+  t.ok(logprobs.every((l) => l.top.length === 5 && l.top.every((a) => a.token < tokenizer.vocabSize)), 'the likeliest offered are tokens');
+});
