@@ -104,6 +104,13 @@ export function samplingOptions(s: SamplingDefaults): SamplingOptions {
   return { temperature: s.temperature, topK: s.topK, topP: s.topP, minP: s.minP, penalize: s.penalize };
 }
 
+// A prompt given as token ids, each one the model's tokenizer spells. `field`: the request's field that holds it.
+function checkTokenIds(tokens: Iterable<number>, tokenizer: Tokenizer, field: string, key: string): void {
+  for (const id of tokens) {
+    if (!tokenizer.spells(id)) throw new HttpError(400, `${field}: token id ${id} is not in the vocabulary of model "${key}" (0 to ${tokenizer.vocabSize - 1})`, { field });
+  }
+}
+
 // A model's sampling defaults against what the sampler accepts for it, so that a bad default fails the start
 // rather than every request.
 export function checkSamplingDefaults(model: ModelConfig, vocabSize: number): void {
@@ -278,8 +285,7 @@ export class ChatService {
       const prompts = request.inputs.map((input, i) => {
         const field = request.single ? request.field : `${request.field}[${i}]`;
         const tokens = typeof input === 'string' ? tokenizer.encode(input, { allowSpecial: false }) : Int32Array.from(input);
-        const outside = tokens.find((id) => id >= tokenizer.vocabSize);
-        if (outside !== undefined) throw new HttpError(400, `${field}: token id ${outside} is not in the vocabulary of model "${key}" (0 to ${tokenizer.vocabSize - 1})`, { field });
+        checkTokenIds(tokens, tokenizer, field, key);
         if (tokens.length === 0) throw new HttpError(400, `${field}: must not be empty`, { field });
         if (tokens.length <= nCtx) return tokens;
         if (!request.truncate) throw new HttpError(400, `${field}: ${tokens.length} tokens, more than the context of model "${key}" (${nCtx})`, { field });
@@ -358,9 +364,7 @@ export class ChatService {
       tokens = encode(prompt);
     } else if (isTokenIds(request.prompt)) {
       prompt = request.prompt;
-      const { vocabSize } = loaded.tokenizer;
-      const outside = prompt.find((t) => t >= vocabSize);
-      if (outside !== undefined) throw new HttpError(400, `${field}: token id ${outside} is not in the vocabulary of model "${key}" (0 to ${vocabSize - 1})`, { field });
+      checkTokenIds(prompt, loaded.tokenizer, field, key);
       tokens = Int32Array.from(prompt);
     } else {
       const fitted = fitChatOf(key, field, request.prompt, { nCtx, maxTokens: asked, encode, maxChars: request.maxPromptChars });

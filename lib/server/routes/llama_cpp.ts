@@ -376,7 +376,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     checkKeys(body, ['tokens', 'model']);
     const tokenizer = await tokenizerFor(service, body);
     const tokens = body.tokens;
-    if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0 && t < tokenizer.vocabSize)) bad('tokens', `must be an array of token ids from 0 to ${tokenizer.vocabSize - 1}`);
+    if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === 'number' && tokenizer.spells(t))) bad('tokens', `must be an array of token ids from 0 to ${tokenizer.vocabSize - 1}`);
     res.json({ content: tokenizer.decode(tokens as number[]) });
   });
 
