@@ -1,8 +1,6 @@
 // bin/chat: a conversation in the terminal with a model fine-tuned on chat logs. You write as yourself, the
 // model answers as the audience; /reset starts over, /quit (or Ctrl-D, Ctrl-C) leaves.
 import readline from 'node:readline';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { ChatSession, Generator, isAudience } from '../../lib/generate';
 import { MessageTooLongError } from '../../lib/generate/chat';
 import { AUDIENCE_RULE } from '../../lib/data/chat_format';
@@ -10,6 +8,7 @@ import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
 import { resolveModel } from '../../lib/formats/resolve_model';
+import { commandLine } from './command_line';
 
 async function ask(rl: readline.Interface, lines: AsyncIterator<string>, question: string): Promise<string | null> {
   rl.setPrompt(question);
@@ -31,8 +30,7 @@ async function chooseAudience(rl: readline.Interface, lines: AsyncIterator<strin
 }
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('chat')
+  const argv = await commandLine('chat')
     .usage('$0 [options]\n\nChats in the terminal with a model fine-tuned on chat logs (lines of `1|<audience>|<text> <EOM>`).\n'
       + 'You write as yourself (1), the model answers as the audience (0). Commands: /reset starts over, /quit leaves.')
     .option('model_name', { alias: 'model', type: 'string', default: '124M', describe: 'model name or folder' })

@@ -1,11 +1,9 @@
 // bin/download-model: fetches OpenAI's GPT-2 weights from the Hugging Face hub (or a mirror) into models/<name>/.
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { DEFAULT_HUB, downloadModel } from '../../lib/download/download_model';
+import { commandLine } from './command_line';
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('download-model')
+  const argv = await commandLine('download-model')
     .usage('$0 <model...>\n\nDownloads GPT-2 (config.json, model.safetensors, vocab.json, merges.txt) into models/<model>/ '
       + '(or $DIXIE_MODELS_DIR/<model>/). Models: 124M, 355M, 774M, 1558M, or gpt2, gpt2-medium, gpt2-large, gpt2-xl. '
       + 'An interrupted download resumes where it stopped when run again.')

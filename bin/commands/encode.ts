@@ -1,17 +1,15 @@
 // bin/encode: encodes a dataset once into a token file that bin/train reads in place (no re-encoding, and
 // the tokens are never all in memory). See lib/data/token_file.ts for the format.
 import os from 'node:os';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { formatChatReport } from '../../lib/data/chat_check';
 import { DEFAULT_COMBINE, encodeDataset } from '../../lib/data/dataset';
 import { progressCallback } from '../../lib/download/progress';
 import { resolveModel } from '../../lib/formats/resolve_model';
 import { loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
+import { commandLine } from './command_line';
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('encode')
+  const argv = await commandLine('encode')
     .usage(
       '$0 <dataset> <out> [options]\n\n' +
         'Encodes a dataset (a file, a folder recursively, or a glob of text, chat logs, CSV or JSONL documents, or .npz) into a token file for ' +

@@ -2,8 +2,6 @@
 // node-llama-cpp, LM Studio) run a model trained here.
 import fs from 'node:fs';
 import path from 'node:path';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { AUDIENCE_RULE, chatTemplate, isAudience } from '../../lib/data/chat_format';
 import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
@@ -15,10 +13,10 @@ import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
 import { modelTokenizer } from '../../lib/tokenizer';
 import { writeTextAtomic } from '../../lib/util/atomic_file';
 import { isWithin } from '../../lib/util/paths';
+import { commandLine } from './command_line';
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('export-gguf')
+  const argv = await commandLine('export-gguf')
     .usage('$0 <model> <out.gguf>\n\nWrites a model (a name under models/, a model folder, or a training run folder: its latest checkpoint) as a GGUF file for llama.cpp\'s '
       + '"gpt2" architecture, with the model\'s vocabulary (or GPT-2\'s when the folder has none). The output head stays '
       + 'tied to the token embeddings; layer norms, biases and position embeddings are always float32. A model trained on chat '

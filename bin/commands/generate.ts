@@ -2,14 +2,13 @@
 // interactive_conditional_samples.py (docs/compatibility.md), streaming each sample token by token.
 import fs from 'node:fs';
 import readline from 'node:readline';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { END_OF_MESSAGE } from '../../lib/data/chat_format';
 import { resolveModel } from '../../lib/formats/resolve_model';
 import { Generator, GenerateOptions, Grammar } from '../../lib/generate';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
+import { commandLine } from './command_line';
 
 interface SampleArgs {
   nsamples: number;
@@ -106,8 +105,7 @@ function readGrammar(jsonSchema: string | undefined, gbnf: string | undefined): 
 }
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('generate')
+  const argv = await commandLine('generate')
     .usage('$0 [options]\n\nSamples text from a GPT-2 model: unconditionally (from <|endoftext|>), from --prompt, or interactively\n'
       + '(a prompt, its samples, a prompt again) when no --prompt is given and stdin is a terminal.')
     .option('model_name', { alias: 'model', type: 'string', default: '124M', describe: 'model name or folder (see bin/download-model)' })

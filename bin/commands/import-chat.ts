@@ -2,11 +2,10 @@
 // Discord via DiscordChatExporter, Google Chat, Element (Matrix), Slack, Snapchat, Signal via signal-export, Skype, X, SMS Backup & Restore, macOS
 // Messages' chat.db), and chat fine-tuning JSONL (OpenAI's, ShareGPT's) made training data in the chat format (lib/import/).
 import fs from 'node:fs';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { formatBytes } from '../../lib/download/progress';
 import { DATE_ORDERS, DateOrder, EXPORT_FORMATS, ExportFormat, ChatImportProgress, REDACT_KINDS, RedactKind, formatImportSummary, importChats } from '../../lib/import';
 import { readJsonFile } from '../../lib/util/json_file';
+import { commandLine } from './command_line';
 
 // Files this large get a line of their own even when stderr is not a terminal.
 const LARGE_FILE_BYTES = 10_000_000;
@@ -15,8 +14,7 @@ const LARGE_FILE_BYTES = 10_000_000;
 const HOLD_OUT_BYTES = 50_000;
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('import-chat')
+  const argv = await commandLine('import-chat', '-')
     .usage(
       '$0 <exports...> --me "<your name>" [--out data/]\n\n' +
         'Turns chat exports into training data: one message a line, 1|<audience>|<text> <EOM> for your messages and ' +

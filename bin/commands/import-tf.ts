@@ -1,12 +1,11 @@
 // bin/import-tf: converts a GPT-2 TensorFlow checkpoint (OpenAI's release, or a TensorFlow training run)
 // into a dixie model folder (config.json + model.safetensors + vocabulary).
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { importTFCheckpoint } from '../../lib/formats/import_tf';
 import { progressCallback } from '../../lib/download/progress';
 import { openTFCheckpoint } from '../../lib/formats/tf_checkpoint';
 import { inspectModelFolder } from '../../lib/formats/model_folder';
 import fs from 'node:fs';
+import { commandLine } from './command_line';
 
 function listCheckpoint(src: string): void {
   // `import-tf --list … | head` closes stdout early: stop quietly.
@@ -28,8 +27,7 @@ function listCheckpoint(src: string): void {
 }
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('import-tf')
+  const argv = await commandLine('import-tf')
     .usage('$0 <checkpoint> [out]\n\nConverts a GPT-2 TensorFlow checkpoint into a model folder that every dixie command reads. '
       + '<checkpoint> is OpenAI\'s release folder (hparams.json, encoder.json, vocab.bpe, model.ckpt.*), a run folder of '
       + 'TensorFlow training (checkpoint/run1: a `checkpoint` file naming model-N), or a checkpoint prefix (…/model-1000).')

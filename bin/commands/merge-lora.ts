@@ -2,8 +2,6 @@
 // folder, which every dixie command, Hugging Face transformers and bin/export-gguf read without the adapter.
 import fs from 'node:fs';
 import path from 'node:path';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { chatTemplate } from '../../lib/data/chat_format';
 import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
@@ -13,6 +11,7 @@ import { writeVocabulary } from '../../lib/tokenizer/vocab';
 import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
 import { renameAtomic } from '../../lib/util/atomic_file';
 import { isWithin } from '../../lib/util/paths';
+import { commandLine } from './command_line';
 
 // Writes `out` whole into a hidden folder beside it (every file fsynced) and renames it into place, as checkpoints
 // are written (lib/train/checkpoint.ts): a kill at any moment leaves no half-written model under `out`'s name, and
@@ -38,8 +37,7 @@ async function writeFolderAtomic(out: string, replace: boolean, fill: (dir: stri
 }
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('merge-lora')
+  const argv = await commandLine('merge-lora')
     .usage('$0 <base> <adapter> <out>\n\nMerges a LoRA adapter in Hugging Face PEFT\'s format (a folder of adapter_config.json + '
       + 'adapter_model.safetensors) into its base model: each matrix the adapter targets becomes W + scaling * (B A)^T. '
       + 'Writes <out> as a model folder (config.json, model.safetensors in float32, the base\'s vocabulary). <base> is a model '

@@ -1,13 +1,11 @@
 // bin/plot: draws a run's loss curve (training loss, running average, validation loss, its best checkpoint) as an SVG.
 import fs from 'node:fs';
 import path from 'node:path';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { plotMetrics } from '../../lib/train/plot';
+import { commandLine } from './command_line';
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('plot')
+  const argv = await commandLine('plot')
     .usage('$0 <run> [options]\n\nWrites the loss curve of a training run as an SVG (by default loss.svg beside its metrics.jsonl), the validation point of the run\'s best checkpoint (--keep_best) ringed.\n<run> is a run name (checkpoint/<run>), a run folder, or a metrics.jsonl file.')
     .demandCommand(1, 1, 'give the run')
     .option('checkpoint_dir', { type: 'string', default: 'checkpoint', describe: 'folder of the runs' })

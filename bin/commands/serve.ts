@@ -2,18 +2,16 @@
 // exits; a second one exits at once. SIGHUP reads the config (or the model folders) again and serves its models.
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { AUDIENCE_RULE, isAudience } from '../../lib/data/chat_format';
 import { createServer } from '../../lib/server/app';
 import { SYSTEM_MESSAGES } from '../../lib/server/config';
 import { CONFIG_FILE, NoModelsError, serveConfig } from '../../lib/server/discover';
 import { createLog } from '../../lib/server/log';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
+import { commandLine } from './command_line';
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('serve')
+  const argv = await commandLine('serve')
     .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: a chat page at /, POST /invocations, OpenAI's API under /v1 (completions, chat `
       + 'completions, responses, embeddings; files, fine-tuning and batches with --fine_tuning), Ollama\'s under /api, llama.cpp server\'s (POST /completion, /embedding, /tokenize...), '
       + 'GET /ping, POST /prime, GET /models/list, GET /metrics. '

@@ -1,18 +1,16 @@
 // bin/train: fine-tunes GPT-2 (or trains a fresh one) on a dataset, with train.py's flags (docs/compatibility.md).
 // The work is lib/train/train.ts; this file parses flags, joins the MPI job when mpirun started it, and wires
 // Ctrl-C.
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { Ranks, joinLaunchedJob } from '../../lib/train/distributed';
 import { DEFAULT_TRAIN_OPTIONS as D, TrainOptions, checkDataset, train } from '../../lib/train/train';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
+import { commandLine } from './command_line';
 
 // The MPI job this process is a rank of, once joined: an error on any rank then ends every rank.
 let ranks: Ranks | null = null;
 
 async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
-    .scriptName('train')
+  const argv = await commandLine('train')
     .usage(
       '$0 --dataset <file|folder|glob> [options]\n\n' +
         'Fine-tunes a GPT-2 model on a dataset (text, chat logs, CSV or JSONL documents, .npz, or a token file from bin/encode), saving ' +

@@ -32,6 +32,20 @@ t.test("bin/train --help lists train.py's flags with their defaults", async (t) 
   }
 });
 
+t.test('flags: either separator, the last of a flag given twice, a mistake told in a line', async (t) => {
+  const valid = path.join(CHAT, 'valid.train');
+  const twice = run('train', ['--dataset', 'nowhere.train', '--dataset', valid, '--check']);
+  t.equal(twice.status, 0, twice.stderr);
+  t.match(twice.stdout, /chat check: 1 file, 541 messages/);
+  const dashed = run('train', ['--dataset', valid, '--check', '--batch-size', 'abc']);
+  t.equal(dashed.status, 1);
+  t.equal(dashed.stderr, 'train: --batch_size must be a number, got "abc"\n');
+  const unknown = run('train', ['--dataset', valid, '--check', '--bogus']);
+  t.equal(unknown.status, 1);
+  t.match(unknown.stderr, /^Unknown argument: bogus\n\ntrain --help lists the options\n$/);
+  t.notMatch(unknown.stdout + unknown.stderr, /Options:/, 'not under the whole help');
+});
+
 t.test('bin/train --check: exit 1 and file:line for malformed chat, 0 when clean', async (t) => {
   const dir = t.testdir({ 'a.train': '1|mom|Hi <EOM>\r\n0|mom|Hello | there <EOM>\r\n1|mom\r\n' });
   const bad = run('train', ['--dataset', dir, '--check']);

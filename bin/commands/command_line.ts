@@ -1,0 +1,53 @@
+// The yargs of every command. A flag is read whichever separator it is typed with (--stop-after is --stop_after, for
+// a command whose flags are written with underscores): people type both, and the original tools' users type
+// underscores. A flag given twice takes its last value, as when an override is appended to a long command line; a
+// flag that takes a list (--me, repeated) keeps every one. A mistake is told in a line that says what was typed, not
+// under the whole help.
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+
+// What yargs knows of the options declared, which its types leave out.
+interface DeclaredOptions {
+  array: string[];
+  number: string[];
+}
+
+export function commandLine(name: string, separator: '_' | '-' = '_'): Argv {
+  const args = spelledWith(hideBin(process.argv), separator);
+  const parser = yargs(args)
+    .scriptName(name)
+    .parserConfiguration({ 'camel-case-expansion': false })
+    .showHelpOnFail(false, `${name} --help lists the options`);
+  const declared = (): DeclaredOptions => (parser as unknown as { getOptions(): DeclaredOptions }).getOptions();
+  return parser.middleware((argv) => {
+    const { array, number } = declared();
+    for (const [key, value] of Object.entries(argv)) {
+      if (key !== '_' && Array.isArray(value) && !array.includes(key)) argv[key] = value[value.length - 1];
+      if (number.includes(key) && Number.isNaN(argv[key])) throw new Error(`--${key} must be a number, got ${JSON.stringify(typedValue(args, key))}`);
+    }
+  }, true);
+}
+
+// The arguments with each flag's name written with `separator` (the value in --prompt=a-b stays as it is), up to a
+// bare "--", after which nothing is a flag.
+function spelledWith(args: string[], separator: '_' | '-'): string[] {
+  const other = separator === '_' ? /-/g : /_/g;
+  const end = args.indexOf('--');
+  return args.map((arg, i) => {
+    if ((end >= 0 && i >= end) || !/^--[^-]/.test(arg)) return arg;
+    const equals = arg.indexOf('=');
+    const flag = arg.slice(2, equals < 0 ? arg.length : equals);
+    // yargs' negation of a boolean, --no-<flag>, keeps its dash.
+    const negation = /^no[-_]/.test(flag) ? 'no-' : '';
+    return `--${negation}${flag.slice(negation.length).replace(other, separator)}${equals < 0 ? '' : arg.slice(equals)}`;
+  });
+}
+
+// What was typed for --key, the last time it was given ('' when it was given no value).
+function typedValue(args: string[], key: string): string {
+  for (let i = args.length - 1; i >= 0; i--) {
+    if (args[i].startsWith(`--${key}=`)) return args[i].slice(key.length + 3);
+    if (args[i] === `--${key}`) return args[i + 1] ?? '';
+  }
+  return '';
+}
