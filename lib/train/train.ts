@@ -371,6 +371,8 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
       );
     }
   } else if (o.lora_rank > 0) {
+    // Its Adam state is every weight's, and its steps a full fine-tune's.
+    if (state) throw new Error(`${resumeDir} is a checkpoint of a run that trains every weight, and --lora_rank trains an adapter: to train one over it, give it as --model_name with a new --run_name`);
     lora = newLora(o, seed);
   }
   const weightDtype = baseWeightDtype(o, lora, state, log);
@@ -529,9 +531,18 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     let savedStep = state ? step : -1;
     let lastSaveTime = Date.now();
     let lastPlot = 0;
+    const sampleDir = path.join(o.sample_dir, o.run_name);
     if (root) {
       fs.mkdirSync(runDir, { recursive: true });
       metrics = await MetricsLog.open(path.join(runDir, 'metrics.jsonl'), state ? step : null);
+      // Now, not at the first sample, a hundred steps into the run.
+      if (o.sample_every > 0) {
+        try {
+          fs.mkdirSync(sampleDir, { recursive: true });
+        } catch (err) {
+          throw new Error(`--sample_dir: cannot make ${sampleDir}: ${(err as Error).message}`);
+        }
+      }
     }
     const record = (r: MetricRecord): void => {
       metrics?.append(r);
@@ -605,7 +616,6 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     };
     const earlyStop = (): boolean => o.early_stopping > 0 && best !== null && best.validationsSince >= o.early_stopping;
 
-    const sampleDir = path.join(o.sample_dir, o.run_name);
     const generateSamples = async (): Promise<void> => {
       generator ??= new Generator(model, tokenizer, { slots: o.sample_num });
       const g = generator;
@@ -625,7 +635,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       );
       const out = texts.map((r, i) => `${'='.repeat(20)} SAMPLE ${i + 1} ${'='.repeat(20)}\n${r.text}\n`).join('');
       log(out.trimEnd());
-      await writeTextAtomic(path.join(sampleDir, `samples-${step}`), out);
+      const file = path.join(sampleDir, `samples-${step}`);
+      // Samples are there to be read: losing one file is no reason to lose the steps since the last checkpoint.
+      await writeTextAtomic(file, out).catch((err: Error) => log(`warning: the samples were not written to ${file} (${err.message}); training goes on`));
     };
 
     // Where training starts; a resumed run keeps to the schedule of the run it continues.
