@@ -13,8 +13,9 @@
 //      <div class="media_wrap clearfix">...</div>                          a photo, sticker, file, call...
 //      <div class="text">Did you see <a href="...">t.me/durov</a>?<br>It's <strong>huge</strong></div>
 // Each page stands on its own (the app starts every page with a day heading and a message that names its sender),
-// so a page is read alone; the pages of one folder make one chat, joined in train_output.ts. The page does not say
-// who the user is, nor give ids, so --me names the user as for the JSON export of one chat. A message's time is its
+// so a page is read alone; the pages of one folder under one chat's name make one chat, joined in train_output.ts
+// (by the name too, for pages of several chats gathered in one folder are not one chat). The page does not say who
+// the user is, nor give ids, so --me names the user as for the JSON export of one chat. A message's time is its
 // wall clock less the offset the app writes; that offset is the time zone's standard one even in summer time (before
 // mid-2022, no offset at all), so times order messages and are not exact.
 import path from 'node:path';
@@ -82,7 +83,7 @@ export function parseTelegramHtml(file: string, text: string): ExportedChat | nu
     });
     messages.push({ time, sender, senderIds: NO_IDS, mine: null, text: content, dropped, line });
   }
-  return { format: 'telegram', file, key: `telegram-html:${path.resolve(path.dirname(file))}`, title, group: isGroup(title, messages), skip: null, myIds: NO_IDS, messages };
+  return { format: 'telegram', file, key: `telegram-html:${path.resolve(path.dirname(file))}\0${title}`, title, group: isGroup(title, messages), skip: null, myIds: NO_IDS, messages };
 }
 
 // The export names a one-to-one chat after the other person, who writes in it under that name, and does not say

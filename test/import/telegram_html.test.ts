@@ -120,3 +120,19 @@ t.test('a date that cannot be read stops the import at its file and line; a page
   });
   t.equal(parseTelegramHtml('export_results.html', '<!DOCTYPE html>\n<html><body><div class="page_wrap"><div class="page_body"><div class="personal_info clearfix"></div></div></div></body></html>\n'), null);
 });
+
+t.test('pages of two chats in one folder make two chats, each with its own senders; the pages of one chat still join', async (t) => {
+  const dir = t.testdir({
+    'mia.html': page('Mia Rossi', message('05.01.2024 10:00:00 UTC+00:00', 'Mia Rossi', 'pizza?') + message('05.01.2024 10:01:00 UTC+00:00', 'Jane Doe', 'yes')),
+    'tom.html': page('Tom Lee', message('05.01.2024 11:00:00 UTC+00:00', 'Tom Lee', 'tennis?') + message('05.01.2024 11:01:00 UTC+00:00', 'Jane Doe', 'no')),
+    'messages.html': page('Ana', message('05.01.2024 12:00:00 UTC+00:00', 'Ana', 'page one')),
+    'messages2.html': page('Ana', message('05.01.2024 12:01:00 UTC+00:00', 'Jane Doe', 'page two')),
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), ['mia.html', 'tom.html', 'messages.html', 'messages2.html'].map((name) => path.join(dir, name)), { me: ['Jane Doe'] });
+  t.same(files, {
+    'ana.train': ['0|Ana|page one <EOM>', '1|Ana|page two <EOM>'],
+    'mia-rossi.train': ['0|Mia Rossi|pizza? <EOM>', '1|Mia Rossi|yes <EOM>'],
+    'tom-lee.train': ['0|Tom Lee|tennis? <EOM>', '1|Tom Lee|no <EOM>'],
+  });
+  t.same(summary.audiences.map((a) => [a.audience, a.conversations]).sort(), [['Ana', 1], ['Mia Rossi', 1], ['Tom Lee', 1]]);
+});
