@@ -11,8 +11,32 @@ import { DropReason, ExportedChat, ExportedMessage, NO_IDS, jsonObject, jsonStri
 
 const ATTACHMENTS = ['photos', 'videos', 'audio_files', 'gifs', 'files', 'sticker', 'media'];
 // The app's notices, written as if their actor had sent them: "Mom named the group Family.", "You left the group."
-const NOTICE_ACTION =
-  /^(?:named the group|changed the group photo|set the emoji to|changed the (?:chat )?theme|set the nickname for|set (?:his|her|their|your) own nickname|set your nickname|cleared the nickname|left the group|added .+ to the group|removed .+ from the group|created the group|started (?:a|sharing) |joined the (?:video|audio|voice) (?:chat|call)|missed (?:a|your) (?:video )?call)/i;
+// Each is the whole text, so that a message that only begins so ("You left the group chat on read!") is kept: a
+// notice that ends in a name ends in the app's full stop, and a missed call names its caller, one of the chat's
+// participants ("You missed a call from Mom.", not "...from me yesterday").
+const NOTICE_ACTION = new RegExp(
+  `^(?:${[
+    'named the group .+\\.',
+    'removed the group name',
+    'changed the group photo',
+    'set the (?:quick reaction|emoji) to .+\\.',
+    'changed the (?:chat )?theme(?: to .+\\.)?',
+    'set the nickname for .+ to .+\\.',
+    'set (?:his|her|their|your) own nickname to .+\\.',
+    'set your nickname to .+\\.',
+    'cleared the nickname for .+\\.',
+    'cleared (?:his|her|their|your) own nickname',
+    'left the group',
+    'added .+ to the group',
+    'removed .+ from the group',
+    'created the group(?: .+\\.)?',
+    'started (?:a|the) (?:video |voice |audio )?(?:chat|call)',
+    'started sharing (?:video|(?:his|her|their|your) screen)',
+    'joined the (?:video|audio|voice) (?:chat|call)',
+    'missed (?:a|your) (?:video )?call(?: from (?<caller>.+?)\\.)?',
+  ].join('|')})\\.?$`,
+  'i',
+);
 const NOTICE = /^(?:You are now connected on Messenger|The (?:video|audio|voice) chat ended)/i;
 const REACTION = /^(?:Reacted .+ to your message|Liked a message)\s*$/i;
 const ATTACHMENT_NOTICE = / sent an attachment\.$/;
@@ -25,6 +49,7 @@ export function looksLikeMessenger(root: Record<string, unknown>): boolean {
 
 export function parseMessenger(file: string, root: Record<string, unknown>): ExportedChat {
   const title = repairMojibake(jsonString(root.title) || jsonString(root.threadName));
+  const participants = new Set((root.participants as unknown[]).map((p) => repairMojibake(jsonString(jsonObject(p)?.name) || jsonString(p))));
   return {
     format: 'messenger',
     file,
@@ -36,11 +61,11 @@ export function parseMessenger(file: string, root: Record<string, unknown>): Exp
     skip: null,
     myIds: NO_IDS,
     // Newest first in the file: reversed, then sorted, so that messages of the same millisecond keep their order.
-    messages: (root.messages as unknown[]).map(toMessage).reverse().sort((a, b) => a.time - b.time),
+    messages: (root.messages as unknown[]).map((message) => toMessage(message, participants)).reverse().sort((a, b) => a.time - b.time),
   };
 }
 
-function toMessage(value: unknown): ExportedMessage {
+function toMessage(value: unknown, participants: ReadonlySet<string>): ExportedMessage {
   const message = jsonObject(value) ?? {};
   const sender = repairMojibake(jsonString(message.sender_name) || jsonString(message.senderName));
   const time = Number(message.timestamp_ms ?? message.timestamp);
@@ -53,7 +78,7 @@ function toMessage(value: unknown): ExportedMessage {
         ? 'deleted'
         : message.type === 'Call' || message.call_duration !== undefined
           ? 'call'
-          : message.type === 'Subscribe' || message.type === 'Unsubscribe' || isNotice(text, sender)
+          : message.type === 'Subscribe' || message.type === 'Unsubscribe' || isNotice(text, sender, participants)
             ? 'system'
             : REACTION.test(text)
               ? 'reaction'
@@ -63,10 +88,12 @@ function toMessage(value: unknown): ExportedMessage {
   return { time: Number.isFinite(time) ? time : 0, sender, senderIds: NO_IDS, mine: null, text, dropped, line: 0 };
 }
 
-function isNotice(text: string, sender: string): boolean {
+function isNotice(text: string, sender: string, participants: ReadonlySet<string>): boolean {
   if (NOTICE.test(text)) return true;
   const actor = text.startsWith(`${sender} `) ? sender.length + 1 : text.startsWith('You ') ? 4 : -1;
-  return actor >= 0 && NOTICE_ACTION.test(text.slice(actor));
+  const action = actor >= 0 ? NOTICE_ACTION.exec(text.slice(actor).trimEnd()) : null;
+  const caller = action?.groups?.caller;
+  return action !== null && (caller === undefined || participants.has(caller));
 }
 
 // Text whose UTF-8 bytes were each escaped as a character (U+0000-U+00FF) made text again. A string with a

@@ -1,6 +1,7 @@
 // Facebook Messenger and Instagram JSON: the escaped UTF-8 ("\u00c3\u00a9") repaired, message_1.json and
 // message_2.json joined into one conversation in time order, notices, reactions, calls, media and unsent
 // messages dropped, group chats named by their title.
+import path from 'node:path';
 import t from 'tap';
 import { parseMessenger, repairMojibake } from '../../lib/import/messenger';
 import { fixture, importInto } from './helpers';
@@ -43,4 +44,20 @@ t.test("the end-to-end encrypted chats' download: camelCase fields", async (t) =
   });
   t.same(chat.messages.map((m) => [m.time, m.sender, m.text, m.dropped]), [[1700000000000, 'Jane Doe', '', 'media'], [1700000001000, 'Sam', 'Hi there', null]]);
   t.same({ title: chat.title, group: chat.group }, { title: 'Sam', group: false });
+});
+
+t.test("the app's notices are whole sentences: messages that only begin like one are written", async (t) => {
+  const notices = ['You started a video chat.', 'Jane named the group Family.', 'You left the group.', 'Jane added Dad to the group.', 'You missed a call from Mom.'];
+  const messages = ['You started a fire in my heart', 'You missed a call from me yesterday', 'You left the group chat on read!', 'Mom named the group chat after the dog? lol'];
+  const texts = [...notices, ...messages];
+  const download = {
+    participants: [{ name: 'Mom' }, { name: 'Jane' }],
+    title: 'Mom',
+    // Newest first, as the download lists them.
+    messages: texts.map((content, i) => ({ sender_name: i % 2 ? 'Jane' : 'Mom', timestamp_ms: 1_600_000_000_000 + i * 1000, content })).reverse(),
+  };
+  const dir = t.testdir({ inbox: { mom_123: { 'message_1.json': JSON.stringify(download) } } });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'inbox')], { me: ['Jane'] });
+  t.same(files, { 'mom.train': ['1|Mom|You started a fire in my heart <EOM>', '0|Mom|You missed a call from me yesterday <EOM>', '1|Mom|You left the group chat on read! <EOM>', '0|Mom|Mom named the group chat after the dog? lol <EOM>'] });
+  t.match(summary, { read: 9, kept: 4, dropped: { system: 5 } });
 });
