@@ -120,6 +120,8 @@ function readMessage(text: string, from: number, end: number, line: number, send
   if (lineEnd < 0 || lineEnd > end) lineEnd = end;
   const headerLine = text.slice(from, lineEnd).trimEnd();
   let colon = headerLine.indexOf(': ');
+  // Android's notices have no sender, but may quote a name that holds ": " (Mom changed the subject to "Fam: 2021").
+  if (colon >= 0 && opensQuote(headerLine.slice(0, colon))) colon = -1;
   if (colon < 0) {
     if (!headerLine.endsWith(':')) return { time: NaN, sender: '', senderIds: NO_IDS, mine: null, text: '', dropped: 'system', line };
     colon = headerLine.length - 1;
@@ -146,6 +148,17 @@ function readMessage(text: string, from: number, end: number, line: number, send
   else if (body.endsWith(EDITED)) kept = body.slice(0, -EDITED.length).trimEnd();
   return { time: NaN, sender, senderIds: NO_IDS, mine: null, text: dropped ? '' : kept, dropped, line };
 }
+
+// Whether `text` ends inside a quotation, in the quotation marks of the languages WhatsApp writes its notices in
+// ("...", “...”, «...», „...“, 「...」): a sender's name holds none open.
+function opensQuote(text: string): boolean {
+  if ((text.split('"').length - 1) % 2 === 1) return true;
+  const open = Math.max(...OPENING_QUOTES.map((quote) => text.lastIndexOf(quote)));
+  return open >= 0 && !CLOSING_QUOTE.test(text.slice(open + 1));
+}
+
+const OPENING_QUOTES = ['“', '«', '„', '「', '『'];
+const CLOSING_QUOTE = /[”»“」』]/;
 
 // Year, month and day of message i's date under an order.
 function dayOf(dates: readonly number[], i: number, order: DateOrder): [number, number, number] {

@@ -1,5 +1,6 @@
 // WhatsApp's "Export chat" text: Android and iOS lines, 12- and 24-hour clocks, locales' date orders, multi-line
 // messages, the app's notices, media and deletions, direction marks; the fixtures imported line by line.
+import path from 'node:path';
 import t from 'tap';
 import { ChatImportError } from '../../lib/import';
 import { parseWhatsApp } from '../../lib/import/whatsapp';
@@ -105,6 +106,23 @@ t.test('messages the app wrote: deleted and edited in several languages, a sende
     parseWhatsApp('chat.txt', text).messages.map((m) => [m.sender, m.text, m.dropped]),
     [['Mom', '', 'deleted'], ['Mom', '', 'deleted'], ['Mom', '', 'media'], ['Mom', 'Fixed it', null], ['Mom', '', null], ['', '', 'system']],
   );
+});
+
+t.test('a group\'s notices that quote a name holding ": " are notices, not messages of a sender', async (t) => {
+  const dir = t.testdir({
+    'WhatsApp Chat with Fam.txt': [
+      '12/31/20, 10:15 PM - Mom created group "Trip: Paris"',
+      '12/31/20, 10:16 PM - Mom changed the subject from "Fam" to "Fam: 2021"',
+      '12/31/20, 10:17 PM - Dad hat den Betreff von „Fam“ zu „Fam: 2022“ geändert',
+      '12/31/20, 10:18 PM - Mom: "Paris" it is: see you there',
+      '12/31/20, 10:19 PM - Dad: ok',
+      '12/31/20, 10:20 PM - Jane: yes',
+      '',
+    ].join('\n'),
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [dir], { me: ['Jane'] });
+  t.same(files, { 'fam.train': ['0|Fam|"Paris" it is: see you there <EOM>', '0|Fam|ok <EOM>', '1|Fam|yes <EOM>'] });
+  t.match(summary, { read: 6, kept: 3, dropped: { system: 3 } });
 });
 
 t.test('not a WhatsApp export: the first line that is not a message', async (t) => {
