@@ -8,6 +8,7 @@ import { ExportFormat, ExportedChat, ChatImportError, ChatImportErrors } from '.
 import { readContacts } from './contacts';
 import { Companion, CompanionFile, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
 import { TELEGRAM_PAGE } from './telegram_html';
+import { X_DIRECT_MESSAGES } from './x_archive';
 import { realPath } from '../util/paths';
 import { isTar, TarArchive } from '../util/tar';
 import { isZip, ZipArchive } from '../util/zip';
@@ -46,9 +47,8 @@ export interface ChatImportProgress {
 // downloads come as zips, Skype's export as a tar.
 const EXPORT_EXTENSIONS = new Set(['.txt', '.json', '.jsonl', '.xml', '.db']);
 const ARCHIVE_EXTENSIONS = new Set(['.zip', '.tar']);
-// An X archive holds a .js file per kind of data, tweets too: only its direct messages are read. Of the web pages
-// of an export, only the pages of Telegram Desktop's chats are.
-const X_DIRECT_MESSAGES = /^direct-messages(?:-group)?\.js$/i;
+// An X archive holds a .js file per kind of data, tweets too: only its direct messages are read (X_DIRECT_MESSAGES).
+// Of the web pages of an export, only the pages of Telegram Desktop's chats are.
 
 function isExportName(name: string): boolean {
   const base = path.basename(name);

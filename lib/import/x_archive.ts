@@ -8,6 +8,9 @@
 import { DropReason, ExportedChat, ExportedMessage, ChatImportError, NO_IDS, jsonObject, jsonString, parseExportJson } from './chat_export';
 
 const PREFIX = /^\s*window\.YTD\.(\w+)\.part\d+\s*=\s*/;
+// The files of the direct messages in an archive: a large archive splits each into parts, direct-messages-part1.js
+// (window.YTD.direct_messages.part1) and on, after direct-messages.js (part0).
+export const X_DIRECT_MESSAGES = /^direct-messages(?:-group)?(?:-part\d+)?\.js$/i;
 const CHATS = new Set(['direct_messages', 'direct_messages_group']);
 // The short link X puts at the end of a message's text for its media.
 const MEDIA_LINK = /\s*https:\/\/t\.co\/\w+\s*$/;

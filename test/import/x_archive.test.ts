@@ -29,3 +29,19 @@ t.test('without account.js, --me names the user by account id; any other file of
   t.same(files, { '2250000002.train': EXPECTED['2250000002.train'] });
   await t.rejects(importInto(path.join(dir, 'other'), [fixture('x', 'data', 'tweets.js')]), { message: /tweets\.js:1: an X archive's tweets, not a WhatsApp/ });
 });
+
+t.test("a large archive's further parts (direct-messages-part1.js) are read, a conversation's parts joined", async (t) => {
+  const part = (n: number, text: string, createdAt: string): string => `window.YTD.direct_messages.part${n} = ${JSON.stringify([
+    { dmConversation: { conversationId: `${ME}-2250000002`, messages: [{ messageCreate: { recipientId: ME, senderId: '2250000002', text, mediaUrls: [], urls: [], id: String(n), createdAt } }] } },
+  ])}`;
+  const dir = t.testdir({
+    data: {
+      'account.js': fs.readFileSync(fixture('x', 'data', 'account.js')),
+      'direct-messages.js': part(0, 'first part', '2023-09-01T10:00:00.000Z'),
+      'direct-messages-part1.js': part(1, 'second part', '2023-09-02T10:00:00.000Z'),
+    },
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'data')]);
+  t.same(files, { '2250000002.train': ['0|2250000002|first part <EOM>', '0|2250000002|second part <EOM>'] });
+  t.same(summary.formats, { x: 2 });
+});
