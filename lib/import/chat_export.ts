@@ -54,7 +54,9 @@ export type DropReason =
 export interface ExportedMessage {
   time: number;                    // ms since 1970; an export without a time zone gives its wall clock as if UTC
   sender: string;                  // as the app names the sender; '' for the app's notices
-  senderIds: readonly string[];    // other names --me may give the sender by: an account id, a username
+  // Other names --me may give the sender by: an account id, a username. The first, where the export has one, is the
+  // sender's account id (or, for SMS, number), which stays when a name changes between two exports of a chat.
+  senderIds: readonly string[];
   mine: boolean | null;            // when the export itself says who sent it (SMS, Messages); null: --me decides
   text: string;                    // as the export has it: line breaks, markup and all
   dropped: DropReason | null;

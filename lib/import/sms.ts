@@ -21,8 +21,8 @@ const FROM = '137';
 const NO_NAME = new Set(['', 'null', '(Unknown)']);
 
 type Attributes = Map<string, string>;
-// A message as the backup tells it, before it joins its chat.
-type SmsMessage = Omit<ExportedMessage, 'senderIds' | 'line'>;
+// A message as the backup tells it, before it joins its chat; `from` the sender's address ('' for the user's).
+type SmsMessage = Omit<ExportedMessage, 'senderIds' | 'line'> & { from: string };
 
 interface Tag {
   name: string;
@@ -64,9 +64,12 @@ export function parseSms(file: string, text: string): ExportedChat[] {
     chatOfAddress.set(written, chat);
     return chat;
   };
-  const add = (attributes: Attributes, { time, sender, mine, text, dropped }: SmsMessage, line: number): void => {
+  // A sender's name is the contact's, which a later backup may give where an earlier one had the number only: the
+  // number, as every backup has it, tells the same sender's messages in two backups (train_output.ts).
+  const add = (attributes: Attributes, { time, sender, mine, text, dropped, from }: SmsMessage, line: number): void => {
     const chat = chatOf(attributes);
-    chat.messages.push({ time, sender: mine ? 'you' : sender || chat.title, senderIds: NO_IDS, mine, text, dropped, line });
+    const senderIds = from === '' ? NO_IDS : [addressKey(from)];
+    chat.messages.push({ time, sender: mine ? 'you' : sender || chat.title, senderIds, mine, text, dropped, line });
   };
   let mms: Mms | null = null;
   let root = false;
@@ -81,7 +84,8 @@ export function parseSms(file: string, text: string): ExportedChat[] {
     else if (tag.name === 'sms' && !tag.closing) {
       const type = tag.attributes.get('type');
       const mine = type === '2';
-      add(tag.attributes, { time: timeOf(tag.attributes), sender: '', mine, text: decodeEntities(tag.attributes.get('body') ?? ''), dropped: type === '1' || mine ? null : 'not sent' }, tag.line);
+      const from = mine ? '' : (tag.attributes.get('address') ?? '');
+      add(tag.attributes, { time: timeOf(tag.attributes), sender: '', mine, text: decodeEntities(tag.attributes.get('body') ?? ''), dropped: type === '1' || mine ? null : 'not sent', from }, tag.line);
     } else if (tag.name === 'mms' && !tag.closing) {
       mms = { attributes: tag.attributes, texts: [], media: false, from: '', line: tag.line };
       if (tag.selfClosing) {
@@ -109,7 +113,7 @@ function mmsMessage(mms: Mms): SmsMessage {
   const mine = box === '2';
   const text = mms.texts.join('\n');
   const dropped = box !== '1' && !mine ? 'not sent' : text.trim() === '' && mms.media ? 'media' : null;
-  return { time: timeOf(mms.attributes), sender: mine ? '' : senderName(mms), mine, text, dropped };
+  return { time: timeOf(mms.attributes), sender: mine ? '' : senderName(mms), mine, text, dropped, from: mine ? '' : mms.from };
 }
 
 // A received MMS's sender by name: the contact names of a group MMS are listed in the order of its addresses.

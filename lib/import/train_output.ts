@@ -237,7 +237,9 @@ function addCounts(total: MessageCounts, counts: MessageCounts): void {
 
 // Parts of one conversation (Messenger's message_1.json, message_2.json; the same SMS thread in two backups)
 // joined in time order. A message that an earlier file already held (an export made twice, backups that
-// overlap) is marked a duplicate; repeats within one file are real.
+// overlap) is marked a duplicate; repeats within one file are real. A sender is told by their account id or number
+// where the export gives one (senderIds), as their name may have changed between the files (a contact saved in
+// the phone between two backups), and is then named everywhere as in the newest of their messages.
 function mergeParts(chats: readonly ExportedChat[]): ExportedChat[] {
   const byKey = new Map<string, ExportedChat[]>();
   for (const chat of chats) {
@@ -245,19 +247,27 @@ function mergeParts(chats: readonly ExportedChat[]): ExportedChat[] {
     if (parts) parts.push(chat);
     else byKey.set(chat.key, [chat]);
   }
+  const senderOf = (message: ExportedMessage): string => message.senderIds[0] ?? message.sender;
   return [...byKey.values()].map((parts) => {
     if (parts.length === 1) return parts[0];
     const firstPart = new Map<string, number>();
     const messages: ExportedMessage[] = [];
     parts.forEach((part, index) => {
       for (const message of part.messages) {
-        const key = `${message.time}\0${message.sender}\0${message.text}`;
+        const key = `${message.time}\0${senderOf(message)}\0${message.text}`;
         const first = firstPart.get(key);
         if (first === undefined) firstPart.set(key, index);
         messages.push(first === undefined || first === index ? message : { ...message, dropped: 'duplicate' });
       }
     });
-    return { ...parts[0], messages: messages.sort((a, b) => a.time - b.time) };
+    messages.sort((a, b) => a.time - b.time);
+    const newestName = new Map<string, string>();
+    for (const message of messages) if (message.senderIds.length > 0 && message.sender !== '') newestName.set(senderOf(message), message.sender);
+    const named = messages.map((message) => {
+      const name = message.senderIds.length > 0 ? newestName.get(senderOf(message)) : undefined;
+      return name === undefined || name === message.sender ? message : { ...message, sender: name };
+    });
+    return { ...parts[0], messages: named };
   });
 }
 

@@ -31,6 +31,19 @@ t.test('two backups that overlap: their messages once', async (t) => {
   t.equal(twice.summary.dropped.duplicate, 6);
 });
 
+t.test('backups that overlap, the contact saved between them: its messages once, named as in the newest', async (t) => {
+  const sms = (address: string, name: string, date: number, type: number, body: string): string =>
+    `  <sms address="${address}" date="${date}" type="${type}" body="${body}" contact_name="${name}" />`;
+  const backup = (address: string, name: string, count: number): string =>
+    `<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>\n<smses count="${count}">\n` +
+    [sms(address, name, 1609452900000, 1, 'Dinner?'), sms(address, name, 1609452960000, 2, 'Yes'), sms(address, name, 1609453020000, 1, 'See you')].slice(0, count).join('\n') +
+    '\n</smses>\n';
+  const dir = t.testdir({ backups: { 'sms-20210101.xml': backup('+15551234567', '(Unknown)', 2), 'sms-20210102.xml': backup('+1 555-123-4567', 'Mom', 3) } });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'backups')]);
+  t.same(files, { 'mom.train': ['0|Mom|Dinner? <EOM>', '1|Mom|Yes <EOM>', '0|Mom|See you <EOM>'] });
+  t.match(summary, { read: 5, kept: 3, sent: 1, dropped: { duplicate: 2 } });
+});
+
 t.test('a backup cut short, and XML that is not a backup', async (t) => {
   const text = fs.readFileSync(BACKUP, 'utf8');
   t.throws(() => parseSms('sms.xml', text.slice(0, 2000)), { name: 'ChatImportError', line: 10, message: /^sms\.xml:10: the XML stops before <\/smses>: the backup is truncated/ });
