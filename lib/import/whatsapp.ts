@@ -110,7 +110,12 @@ export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder)
     }
     message.time = dayStart + dates[4 * i + 3] * 1000;
   });
-  return { format: 'whatsapp', file, key: `whatsapp:${path.resolve(file)}`, title: chatTitle(file), group: null, skip: null, myIds: NO_IDS, messages };
+  const { title, folder } = chatTitle(file);
+  // The app names the file after the chat, and a second export of it beside the first "... (1)": exports of one
+  // chat's name in one folder are one chat, their overlap dropped as duplicates (train_output.ts). A file renamed
+  // so that its name says no chat is a chat of its own.
+  const key = title === '' ? `whatsapp:${path.resolve(file)}` : `whatsapp:${folder}\0${title}`;
+  return { format: 'whatsapp', file, key, title, group: null, skip: null, myIds: NO_IDS, messages };
 }
 
 // The message whose sender (or notice) starts at `from` and whose last line ends at `end`. Its time comes later;
@@ -200,9 +205,12 @@ function guessDateOrder(file: string, dates: readonly number[], messages: readon
   return twelveHour ? 'mdy' : 'dmy';
 }
 
-// The chat's name, from the file's name or, for an iPhone's _chat.txt, from the folder or zip it came in.
-function chatTitle(file: string): string {
-  const name = path.basename(file, path.extname(file));
-  const match = TITLE_IN_NAME.exec(name) ?? TITLE_IN_NAME.exec(path.basename(path.dirname(path.resolve(file))).replace(/\.zip$/i, ''));
-  return match ? match[1].trim() : '';
+// The chat's name, from the file's name or, for an iPhone's _chat.txt, from the folder or zip it came in; and the
+// folder that holds what the name was read from.
+function chatTitle(file: string): { title: string; folder: string } {
+  const resolved = path.resolve(file);
+  const fromName = TITLE_IN_NAME.exec(path.basename(file, path.extname(file)));
+  if (fromName) return { title: fromName[1].trim(), folder: path.dirname(resolved) };
+  const fromFolder = TITLE_IN_NAME.exec(path.basename(path.dirname(resolved)).replace(/\.zip$/i, ''));
+  return { title: fromFolder ? fromFolder[1].trim() : '', folder: path.dirname(path.dirname(resolved)) };
 }

@@ -125,6 +125,18 @@ t.test('a group\'s notices that quote a name holding ": " are notices, not messa
   t.match(summary, { read: 6, kept: 3, dropped: { system: 3 } });
 });
 
+t.test('a chat exported twice into one folder ("... (1).txt") is one chat, its overlap once; a chat of the same name elsewhere stays apart', async (t) => {
+  const first = '12/31/20, 10:15 PM - Mom: Dinner?\n12/31/20, 10:16 PM - Jane: Yes\n';
+  const second = `${first}1/1/21, 9:00 AM - Mom: Happy new year\n`;
+  const dir = t.testdir({
+    exports: { 'WhatsApp Chat with Mom.txt': first, 'WhatsApp Chat with Mom (1).txt': second },
+    other: { 'WhatsApp Chat with Mom.txt': '1/2/21, 8:00 AM - Mom: Another Mom\n1/2/21, 8:01 AM - Jane: hi\n' },
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'exports'), path.join(dir, 'other')], { me: ['Jane'] });
+  t.same(files, { 'mom.train': ['0|Mom|Dinner? <EOM>', '1|Mom|Yes <EOM>', '0|Mom|Happy new year <EOM>', '', '0|Mom|Another Mom <EOM>', '1|Mom|hi <EOM>'] });
+  t.match(summary, { read: 7, kept: 5, dropped: { duplicate: 2 }, audiences: [{ audience: 'Mom', conversations: 2 }] });
+});
+
 t.test('not a WhatsApp export: the first line that is not a message', async (t) => {
   const error = t.throws(() => parseWhatsApp('notes.txt', '\nDear diary,\n1/1/21, 10:00 - A: hi\n')) as ChatImportError;
   t.match(error, { name: 'ChatImportError', file: 'notes.txt', line: 2, message: /^notes\.txt:2: not a WhatsApp export: a message line starts with its date and time/ });
