@@ -3,7 +3,7 @@
 // app's export into: chats of messages with their time, their sender as the app names them, and their raw text, each
 // message either kept or dropped with a reason. Deciding which sender is the user, the audience and the output is
 // left to train_output.ts, so that every app's quirks stay in its importer and every rule of the output in one place.
-import { isUtf8 } from 'node:buffer';
+import buffer, { isUtf8 } from 'node:buffer';
 import { lineAt } from '../util/lines';
 
 export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'element', 'slack', 'snapchat', 'signal', 'skype', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
@@ -109,9 +109,20 @@ export function nameKey(name: string): string {
   return withoutDirectionMarks(name).normalize('NFC').replace(/\s+/g, ' ').trim().toLowerCase();
 }
 
+// The most bytes of an export read as text: a text export is read as one string, and V8's longest (about 512 MiB
+// of characters) is what a byte of UTF-8 may make at most.
+export const MAX_TEXT_BYTES = buffer.constants.MAX_STRING_LENGTH;
+
+// The error for an export of `bytes` bytes over MAX_TEXT_BYTES, told before it is read (or unzipped) at all.
+export function tooLargeError(file: string, bytes: number): ChatImportError {
+  const mib = (n: number): string => `${Math.floor(n / 2 ** 20).toLocaleString('en-US')} MiB`;
+  return new ChatImportError(file, null, `${bytes.toLocaleString('en-US')} bytes (${mib(bytes)}), more than the ${mib(MAX_TEXT_BYTES)} an export read as text may hold: export the chat in parts (a shorter time span), or leave its media out`);
+}
+
 // An export's bytes as text: UTF-8 (a byte-order mark dropped), UTF-16 by its byte-order mark, or `encoding`.
 // Text in another encoding is refused with the first line that is not UTF-8, rather than imported as mojibake.
 export function decodeExport(file: string, bytes: Buffer, encoding?: string): string {
+  if (bytes.length > MAX_TEXT_BYTES) throw tooLargeError(file, bytes.length);
   if (encoding) {
     try {
       return new TextDecoder(encoding).decode(bytes);
@@ -123,9 +134,31 @@ export function decodeExport(file: string, bytes: Buffer, encoding?: string): st
   else if (bytes[0] === 0xff && bytes[1] === 0xfe) return new TextDecoder('utf-16le').decode(bytes);
   else if (bytes[0] === 0xfe && bytes[1] === 0xff) return new TextDecoder('utf-16be').decode(bytes);
   if (isUtf8(bytes)) return bytes.toString('utf8');
-  const zeros = bytes.subarray(0, 4096).filter((b) => b === 0).length;
-  if (zeros > 0) throw new ChatImportError(file, null, 'not UTF-8: it looks like UTF-16 without a byte-order mark; give its encoding with --encoding utf-16le (or utf-16be)');
+  if (looksLikeUtf16(bytes)) throw new ChatImportError(file, null, 'not UTF-8: it looks like UTF-16 without a byte-order mark; give its encoding with --encoding utf-16le (or utf-16be)');
   throw new ChatImportError(file, firstNonUtf8Line(bytes), 'not UTF-8 text: the export is in another encoding; give it with --encoding (e.g. --encoding windows-1252)');
+}
+
+// Whether bytes are no text in any encoding (a photo or an archive named .txt): neither UTF-8 nor UTF-16, with a
+// byte-order mark or without, and holding bytes that no text holds (zeros, control characters other than tabs,
+// line ends and escapes) at the start.
+export function isBinary(bytes: Buffer): boolean {
+  if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff) || isUtf8(bytes) || looksLikeUtf16(bytes)) return false;
+  return bytes.subarray(0, TEXT_SAMPLE).some((b) => b < 0x09 || (b > 0x0d && b < 0x20 && b !== 0x1b));
+}
+
+// How much of a file tells text from bytes.
+const TEXT_SAMPLE = 4096;
+
+// UTF-16 without its byte-order mark: the zero high bytes of Latin text, a quarter or more of the bytes, on one side
+// of the pairs (random bytes have zeros on both).
+function looksLikeUtf16(bytes: Buffer): boolean {
+  const zeros = [0, 0];
+  const sample = bytes.subarray(0, TEXT_SAMPLE);
+  sample.forEach((b, i) => {
+    if (b === 0) zeros[i % 2]++;
+  });
+  const [most, least] = zeros[0] >= zeros[1] ? zeros : [zeros[1], zeros[0]];
+  return most >= sample.length / 4 && least * 8 <= most;
 }
 
 // The number of the first line of `bytes` that is not UTF-8, from 1. A line feed byte is never part of a multi-byte

@@ -1,7 +1,7 @@
 // Which app an export file comes from, told by its content (never by its name, which users rename), and the
 // file read by that app's importer.
 import path from 'node:path';
-import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, jsonObject, parseExportJson } from './chat_export';
+import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, isBinary, jsonObject, parseExportJson } from './chat_export';
 import { looksLikeDiscord, parseDiscord } from './discord';
 import { looksLikeElement, parseElement } from './element';
 import { fineTuningFormat, firstJsonLine, isDocumentLine, isFineTuningFormat, jsonConversations, jsonlConversations, parseFineTuning } from './fine_tuning';
@@ -65,6 +65,8 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   if (options.format === 'imessage') throw new ChatImportError(file, null, 'not an SQLite database: Messages\' chat.db is one (~/Library/Messages/chat.db on a Mac)');
   // Archives are read uncompressed (index.ts): a .tar.gz would otherwise be taken for text in an unknown encoding.
   if (bytes[0] === 0x1f && bytes[1] === 0x8b) throw new ChatImportError(file, null, 'compressed with gzip (.gz, .tgz): decompress it first, then import the .tar or the files it holds');
+  // Skipped in a folder as other files that are no export are, where as text of an unknown encoding it stopped all.
+  if (options.encoding === undefined && isBinary(bytes)) throw new UnknownExportError(file, 'a binary file, no text');
   const text = decodeExport(file, bytes, options.encoding);
   if (/^\s*<(!doctype html|html)\b/i.test(text.slice(0, 1024))) {
     const chat = options.format === undefined || options.format === 'telegram' ? parseTelegramHtml(file, text) : null;

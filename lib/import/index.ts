@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { datasetFiles } from '../data/files';
-import { ExportFormat, ExportedChat, ChatImportError, ChatImportErrors } from './chat_export';
+import { ExportFormat, ExportedChat, ChatImportError, ChatImportErrors, MAX_TEXT_BYTES, tooLargeError } from './chat_export';
 import { readContacts } from './contacts';
 import { Companion, CompanionFile, HTML_EXPORT_ADVICE, ReadOptions, UnknownExportError, readExport } from './detect';
 import { TELEGRAM_PAGE } from './telegram_html';
@@ -193,7 +193,13 @@ function exportSources(inputs: readonly string[], archives: Archive[], outFile: 
           return found ? { file: archive.pathOf(found), bytes: archive.read(found) } : null;
         });
       };
-      sources.push({ file: archive.pathOf(entry), named: false, size: entry.size, read: () => archive.read(entry), companion });
+      const where = archive.pathOf(entry);
+      // Told by the size the archive gives, before unzipping: a small zip may unzip to gigabytes.
+      const read = (): Buffer => {
+        if (entry.size > MAX_TEXT_BYTES) throw tooLargeError(where, entry.size);
+        return archive.read(entry);
+      };
+      sources.push({ file: where, named: false, size: entry.size, read, companion });
     }
   }
   return { sources, notExports };

@@ -4,7 +4,7 @@
 // and pax's long names; a compressed .tar.gz is not read.
 import buffer from 'node:buffer';
 import fs from 'node:fs';
-import path from 'node:path';
+import { entryPath } from './zip';
 
 export interface TarEntry {
   name: string;            // its path in the archive, '/'-separated
@@ -44,7 +44,7 @@ export class TarArchive {
 
   // How messages name an entry: its path in the archive under the archive's path (export.tar/messages.json).
   pathOf(entry: TarEntry): string {
-    return path.join(this.file, entry.name);
+    return entryPath(this.file, entry.name);
   }
 
   read(entry: TarEntry): Buffer {

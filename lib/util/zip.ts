@@ -4,7 +4,6 @@
 // and deflated entries, ZIP64 (numpy and Facebook write it), no encryption.
 import buffer from 'node:buffer';
 import fs from 'node:fs';
-import path from 'node:path';
 import zlib from 'node:zlib';
 
 export interface ZipEntry {
@@ -49,7 +48,7 @@ export class ZipArchive {
 
   // How messages name an entry: its path in the archive under the archive's path (mom.zip/_chat.txt).
   pathOf(entry: ZipEntry): string {
-    return path.join(this.file, entry.name);
+    return entryPath(this.file, entry.name);
   }
 
   // An entry's bytes, decompressed and checked against the size the archive gives.
@@ -86,7 +85,16 @@ export class ZipArchive {
   }
 }
 
+// An entry's path under its archive's, as written in the archive: not joined as paths are, which would make of a
+// name with "../" a path outside the archive, where nothing is.
+export function entryPath(archive: string, name: string): string {
+  return `${archive}/${name}`;
+}
+
 function readAt(fd: number, position: number, length: number, file: string): Buffer {
+  const size = fs.fstatSync(fd).size;
+  // What a damaged archive gives as a size or an offset may lie past its end, or past what a buffer may hold.
+  if (position < 0 || position + length > size) throw new Error(`${file}: damaged zip: ${length} bytes at ${position} lie past its end (${size} bytes)`);
   const b = Buffer.alloc(length);
   const got = fs.readSync(fd, b, 0, length, position);
   if (got !== length) throw new Error(`${file}: truncated zip (wanted ${length} bytes at ${position})`);

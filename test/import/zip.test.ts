@@ -3,6 +3,7 @@
 // named under the zip's path; what is in a zip but no export is skipped; a damaged zip is an error naming it.
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import t from 'tap';
 import { ChatImportErrors, importChats } from '../../lib/import';
 import { ZipArchive } from '../../lib/util/zip';
@@ -91,4 +92,83 @@ t.test('damaged zips, and zips of no export: an error naming the zip or the entr
   await t.rejects(importChats([photos], { out: path.join(dir, 'out') }), { message: `${photos}: a zip archive with no .txt, .json, .jsonl, .xml or .db file in it, so no chat export` });
   const folder = await importInto(path.join(dir, 'folder'), [ZIPS], { me: ['Jane Doe'] });
   t.match(folder.summary.warnings, [/^skipped 3 files in the folders and zips that are no chat export: .*photos\.zip, .*profile_information\.json, .*autofill_information\.json$/], 'found in a folder, it is skipped');
+});
+
+// A zip of deflated entries, each as given or with the size its central directory is to claim.
+function deflatedZip(entries: { name: string; data: Buffer; size?: number }[]): Buffer {
+  const locals: Buffer[] = [];
+  const centrals: Buffer[] = [];
+  let offset = 0;
+  for (const { name, data, size } of entries) {
+    const packed = zlib.deflateRawSync(data);
+    const nameBytes = Buffer.from(name);
+    const header = (signature: number, length: number): Buffer => {
+      const b = Buffer.alloc(length);
+      b.writeUInt32LE(signature, 0);
+      return b;
+    };
+    const local = header(0x04034b50, 30);
+    local.writeUInt16LE(8, 8);
+    local.writeUInt32LE(packed.length, 18);
+    local.writeUInt32LE(size ?? data.length, 22);
+    local.writeUInt16LE(nameBytes.length, 26);
+    const central = header(0x02014b50, 46);
+    central.writeUInt16LE(8, 10);
+    central.writeUInt32LE(packed.length, 20);
+    central.writeUInt32LE(size ?? data.length, 24);
+    central.writeUInt16LE(nameBytes.length, 28);
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, nameBytes, packed);
+    centrals.push(central, nameBytes);
+    offset += 30 + nameBytes.length + packed.length;
+  }
+  const directory = Buffer.concat(centrals);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(entries.length, 8);
+  end.writeUInt16LE(entries.length, 10);
+  end.writeUInt32LE(directory.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, directory, end]);
+}
+
+const CHAT = Buffer.from('12/31/20, 10:15 PM - Mom: Hi!\n12/31/20, 10:16 PM - Jane: Hello\n');
+
+t.test('an entry that would unzip to more than a string holds is refused by its size before unzipping, naming it and the limit', async (t) => {
+  const dir = t.testdir({ 'bomb.zip': deflatedZip([{ name: 'WhatsApp Chat with Mom.txt', data: Buffer.alloc(1000, 0x61), size: 600 * 2 ** 20 }]), out: {} });
+  const error = (await importChats([path.join(dir, 'bomb.zip')], { out: path.join(dir, 'out'), me: ['Jane'] }).catch((e: unknown) => e)) as ChatImportErrors;
+  t.type(error, ChatImportErrors);
+  t.equal(error.message, `${path.join(dir, 'bomb.zip')}/WhatsApp Chat with Mom.txt: 629,145,600 bytes (600 MiB), more than the 511 MiB an export read as text may hold: export the chat in parts (a shorter time span), or leave its media out`);
+  t.same(fs.readdirSync(path.join(dir, 'out')), [], 'nothing written');
+});
+
+t.test("a central directory whose size or offset lies past the zip's end is a damaged zip, named", async (t) => {
+  const whole = deflatedZip([{ name: 'WhatsApp Chat with Mom.txt', data: CHAT }]);
+  const oversized = Buffer.from(whole);
+  oversized.writeUInt32LE(0xfffffff0, oversized.length - 22 + 12);
+  const misplaced = Buffer.from(whole);
+  misplaced.writeUInt32LE(0x7ffffff0, misplaced.length - 22 + 16);
+  const dir = t.testdir({ 'oversized.zip': oversized, 'misplaced.zip': misplaced, 'whole.zip': whole });
+  for (const name of ['oversized.zip', 'misplaced.zip']) {
+    const error = (await importChats([path.join(dir, name)], { out: path.join(dir, 'out'), me: ['Jane'] }).catch((e: unknown) => e)) as Error;
+    t.match(error.message, new RegExp(`^${path.join(dir, name).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: damaged zip: \\d+ bytes at \\d+ lie past its end \\(${whole.length} bytes\\)$`), name);
+  }
+  const { files } = await importInto(path.join(dir, 'out'), [path.join(dir, 'whole.zip')], { me: ['Jane'] });
+  t.same(files, { 'mom.train': ['0|Mom|Hi! <EOM>', '1|Mom|Hello <EOM>'] }, 'the zip the test makes reads');
+});
+
+t.test('an entry named with "../" is named under the zip, as the zip holds it', async (t) => {
+  const dir = t.testdir({ 'chats.zip': deflatedZip([{ name: 'chats/../../notes.txt', data: Buffer.from('caf\xe9\n', 'latin1') }]) });
+  await t.rejects(importChats([path.join(dir, 'chats.zip')], { out: path.join(dir, 'out'), me: ['Jane'] }), {
+    message: `${path.join(dir, 'chats.zip')}/chats/../../notes.txt:1: not UTF-8 text: the export is in another encoding; give it with --encoding (e.g. --encoding windows-1252)`,
+  });
+});
+
+t.test('a binary file named .txt in a folder is skipped with a warning, as other files that are no export are', async (t) => {
+  const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0xff, 0xd8, 0x01, 0x02]);
+  const dir = t.testdir({ exports: { 'WhatsApp Chat with Mom.txt': CHAT, 'photo.txt': png } });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'exports')], { me: ['Jane'] });
+  t.same(files, { 'mom.train': ['0|Mom|Hi! <EOM>', '1|Mom|Hello <EOM>'] });
+  t.match(summary.warnings, [/^skipped 1 file in the folders and zips that is no chat export: .*photo\.txt$/]);
+  await t.rejects(importChats([path.join(dir, 'exports', 'photo.txt')], { out: path.join(dir, 'named'), me: ['Jane'] }), { message: /photo\.txt:1: a binary file, no text, not a WhatsApp/ });
 });
