@@ -135,13 +135,16 @@ function conversation(file: string, format: FineTuningFormat, value: unknown, li
   const read = list.map((m, i) => readMessage(file, where, layout, m, `${within}${layout.messages}[${i}]`));
   const named = read.map((m) => (m.speaker === 'system' ? audienceNamedBy(m.text) : null));
   const audience = named.find((a) => a !== null) ?? ASSISTANT;
-  const messages = read.map(({ speaker, text, dropped, weight }, i): ExportedMessage => {
-    if (speaker === 'system' && named[i] === null) notes.systemDropped++;
+  // The system message that names the audience is what this import writes ahead of every conversation of
+  // --out FILE.jsonl: the conversation's heading, no message read or dropped.
+  const messages = read.flatMap(({ speaker, text, dropped, weight }, i): ExportedMessage[] => {
+    if (named[i] !== null) return [];
+    if (speaker === 'system') notes.systemDropped++;
     if (speaker === 'assistant' && weight === 0) notes.unweighted++;
     const reason: DropReason | null = speaker === 'system' ? 'system prompt' : dropped;
     // A tool's output is what the bot is told: the user's side.
     const mine = speaker === 'user' || speaker === 'tool';
-    return { time: 0, sender: speaker === 'assistant' ? audience : speaker, senderIds: NO_IDS, mine, text, dropped: reason, line };
+    return [{ time: 0, sender: speaker === 'assistant' ? audience : speaker, senderIds: NO_IDS, mine, text, dropped: reason, line }];
   });
   return {
     format,

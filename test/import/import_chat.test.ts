@@ -29,7 +29,7 @@ t.test('every export at once: a file per audience, conversations of one audience
     '0|Mom|Dinner on Sunday? <EOM>', '1|Mom|Yes please! <EOM>',
   ], 'WhatsApp, then SMS, then Telegram, a blank line between conversations');
   t.same(summary.formats, { discord: 1, element: 3, googlechat: 2, imessage: 1, kakaotalk: 3, line: 1, messenger: 3, openai: 1, sharegpt: 1, signal: 2, skype: 1, slack: 5, sms: 1, snapchat: 1, telegram: 5, whatsapp: 5, x: 2 });
-  t.match(summary, { read: 314, kept: 170, sent: 71 });
+  t.match(summary, { read: 312, kept: 170, sent: 71 });
   t.match(summary.audiences.find((a) => a.audience === 'Mom'), { audience: 'Mom', conversations: 3, read: 17, kept: 11, sent: 4, file: path.join(out, 'mom.train') });
   const checker = new ChatChecker();
   for (const [name, lines] of Object.entries(files)) checker.add(name, `${lines.join('\n')}\n`);

@@ -29,14 +29,14 @@ t.test("OpenAI's fine-tuning JSONL: a conversation a line, the assistant the aud
     'grandma.train': ['1|grandma|Hi Grandma! home soon <EOM>', '0|grandma|Great, dinner at 7 <EOM>'],
   });
   t.same(summary.formats, { openai: 1 });
-  t.same([summary.read, summary.kept, summary.sent], [14, 10, 5]);
-  t.same(summary.dropped, { 'system prompt': 3, media: 1 }, 'the system messages (the audience\'s too), the image');
+  t.same([summary.read, summary.kept, summary.sent], [13, 10, 5], 'the system message that names the audience is no message');
+  t.same(summary.dropped, { 'system prompt': 2, media: 1 }, 'the other system messages, the image');
   const file = fixture('openai', 'fine_tune.jsonl');
   t.same(summary.warnings, [
     `${file}: 2 system messages left out: the chat format has no system role (a system message "audience: <name>" names the audience instead)`,
     `${file}: 1 assistant message has "weight": 0, but the chat format has no weights: it is trained on like the others`,
   ]);
-  t.match(formatImportSummary(summary), /^import: 1 export file \(OpenAI fine-tuning JSONL 1\), 14 messages read, 10 kept \(5 sent, 5 received\), 4 dropped \(system prompt 3, media 1\)/);
+  t.match(formatImportSummary(summary), /^import: 1 export file \(OpenAI fine-tuning JSONL 1\), 13 messages read, 10 kept \(5 sent, 5 received\), 3 dropped \(system prompt 2, media 1\)/);
 });
 
 t.test('function calling is written as the server reads a conversation that called tools', async (t) => {
@@ -117,7 +117,7 @@ t.test("ShareGPT's conversations, a line each or in a JSON list, give the same b
     const { files, summary } = await importInto(path.join(dir, `out-${name.replace('.', '-')}`), [file]);
     t.same(files, expected, name);
     t.same(summary.formats, { sharegpt: 1 }, name);
-    t.same(summary.dropped, { 'system prompt': 1 }, `${name}: the system message that names the audience is no message`);
+    t.same(summary.dropped, {}, `${name}: the system message that names the audience is no message`);
     t.same(summary.warnings, [], `${name}: no other system message to warn of`);
   }
 });
