@@ -1,11 +1,10 @@
 // GPT-2's pre-tokenizer, hand-written over char codes. It returns exactly the pieces that the pattern
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// matches under JavaScript's /u semantics (those of js-tiktoken), several times faster than the regex:
-// no match objects, no substrings. Code points are classified by the regex classes themselves, lazily,
-// so the scanner agrees with the regex engine's Unicode version by construction.
-// JavaScript's \s differs from Unicode White_Space (the \s of tiktoken's Rust regex) in two characters:
-// it includes U+FEFF and leaves out U+0085. Text with those two can tokenize differently from tiktoken's
-// Rust build; we follow JavaScript, as js-tiktoken and gpt-tokenizer do.
+// matches under the Python `regex` module that OpenAI's encoder.py (which GPT-2 was trained with) runs it on,
+// as tiktoken's Rust build does too, several times faster than a regex: no match objects, no substrings. Code
+// points are classified by JavaScript's regex classes, lazily. Their \s is not the \s of those two: JavaScript's
+// includes U+FEFF and leaves out U+0085, where theirs is exactly Unicode White_Space. So whitespace is
+// \p{White_Space} here (js-tiktoken and gpt-tokenizer, which use JavaScript's \s, differ on those two).
 
 const LETTER = 1;
 const NUMBER = 2;
@@ -17,7 +16,7 @@ const BLANK = 0x20;
 
 const letterRe = /\p{L}/u;
 const numberRe = /\p{N}/u;
-const spaceRe = /\s/u;
+const spaceRe = /\p{White_Space}/u;
 
 // Class of every code point, 0 while not yet asked for. A lone surrogate is a code point of its own
 // under /u (class OTHER), as the regex sees it.
