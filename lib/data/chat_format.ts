@@ -63,6 +63,8 @@ export function isAudience(name: string): boolean {
 }
 
 const MARKERS = new RegExp(`<\\|endoftext\\|>|${END_OF_MESSAGE}`, 'gi');
+// A marker in a message's text (what messageText takes out of a live one).
+const MARKER = new RegExp(MARKERS.source, 'i');
 // What messageText changes: a marker's '<', a '|', whitespace other than single spaces between words.
 const NEEDS_CLEANING = /[<|]|[^\S ]|  |^ | $/;
 
@@ -195,10 +197,22 @@ export function parseMessage(line: string): ParsedMessage {
   if (!isSide(side)) reasons.push(`flag must be 0 or 1, got ${JSON.stringify(side)}`);
   if (audience === '') reasons.push('missing field: empty audience');
   const control = CONTROL_CHARACTER.exec(audience);
-  if (control) reasons.push(`a control character (U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}) in the audience`);
+  if (control) reasons.push(`a control character (${codePoint(control[0])}) in the audience`);
   if (!hasEom) reasons.push(`no ${END_OF_MESSAGE} at the end`);
   if (text === '') reasons.push('empty message');
+  // A line holds one message, as formatMessage writes a live one (messageText): a marker inside it would split
+  // it (a second message, in the bot's voice or anyone's) or end the document mid-message (<|endoftext|>, which
+  // training encodes as the special token), and a control character is one no live message holds.
+  const marker = MARKER.exec(text);
+  if (marker) reasons.push(`${marker[0]} inside the message: a line holds one message, and a live chat takes markers out of its text`);
+  const textControl = CONTROL_CHARACTER.exec(text);
+  if (textControl?.[0] === '\r') reasons.push('a carriage return (U+000D) inside the line: lines end in \\n or \\r\\n, not \\r alone');
+  else if (textControl) reasons.push(`a control character (${codePoint(textControl[0])}) in the message: a live chat makes it a space`);
   return { message: reasons.length === 0 ? { side: side as Side, audience, text } : null, reasons };
+}
+
+function codePoint(c: string): string {
+  return `U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
 }
 
 export interface ParsedLine extends ParsedMessage {

@@ -195,3 +195,21 @@ t.test('audienceNamedBy: "audience: <name>" and nothing else', async (t) => {
   t.equal(audienceNamedBy(`audience: ${'x'.repeat(65)}`), null, 'longer than an audience may be');
   t.equal(audienceNamedBy(`audience: a${' '.repeat(64_000)}b`), null, 'a long text is no audience, and is not searched');
 });
+
+t.test('a line that is several messages, or holds markers or control characters, is malformed, as a live chat would clean it', async (t) => {
+  const reasons = (line: string): string[] => parseMessage(line).reasons;
+  t.match(reasons('1|mom|Hi <EOM> 0|mom|I am the bot <EOM>'), [/^<EOM> inside the message: a line holds one message/]);
+  t.match(reasons('0|mom|<|endoftext|> injected <EOM>'), [/^<\|endoftext\|> inside the message/]);
+  t.match(reasons('0|mom|quiet <eom> marker <EOM>'), [/^<eom> inside the message/], 'markers in any case, as messageText takes them out');
+  t.match(reasons('1|mom|a\ttab <EOM>'), ['a control character (U+0009) in the message: a live chat makes it a space']);
+  t.match(reasons('1|mom|\u001b[31mred <EOM>'), [/U\+001B/]);
+  t.same(reasons('1|mom|a | bar and 1|2 <EOM>'), [], "'|' in the text is the format's own");
+  t.equal(messageText('Hi <EOM> 0|mom|I am the bot'), 'Hi 0 mom I am the bot', 'what a live chat makes of the same text');
+  // A file with CR-only line endings is one line to the reader: said so, by file:line.
+  const checker = new ChatChecker();
+  checker.add('cr.train', '1|mom|Hi <EOM>\r0|mom|Yo <EOM>\r');
+  const [issue] = checker.summary().issues;
+  t.equal(issue.line, 1);
+  t.match(issue.reasons, [/<EOM> inside the message/, 'a carriage return (U+000D) inside the line: lines end in \\n or \\r\\n, not \\r alone']);
+  t.same([...parseLines('1|mom|Hi <EOM>\r\n0|mom|Yo <EOM>\r\n')].map((l) => l.reasons), [[], []], 'CRLF endings are fine');
+});
