@@ -1,6 +1,7 @@
 // bin/train: fine-tunes GPT-2 (or trains a fresh one) on a dataset, with train.py's flags (docs/compatibility.md).
 // The work is lib/train/train.ts; this file parses flags, joins the MPI job when mpirun started it, and wires
 // Ctrl-C.
+import { CHAT_CHECK_HELP, CHAT_CHECK_MODES } from '../../lib/data/dataset';
 import { Ranks, joinLaunchedJob } from '../../lib/train/distributed';
 import { DEFAULT_TRAIN_OPTIONS as D, TrainOptions, checkDataset, train } from '../../lib/train/train';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
     .option('n_ctx', { type: 'number', default: D.n_ctx, describe: 'fresh model: context length' })
     .option('tokenizer', { type: 'string', default: D.tokenizer, describe: "fresh model: vocabulary folder (encoder.json + vocab.bpe); '' for GPT-2's" })
     .option('combine', { type: 'number', default: D.combine, describe: 'join text files with <|endoftext|> into chunks of at least this many characters' })
+    .option('chat_check', { choices: CHAT_CHECK_MODES, default: D.chat_check, describe: CHAT_CHECK_HELP })
     .option('batch_size', { type: 'number', default: D.batch_size, describe: 'sequences per batch' })
     .option('context_length', { type: 'number', default: D.context_length, describe: "tokens per training sequence (0: the model's n_ctx)" })
     .option('learning_rate', { type: 'number', default: D.learning_rate, describe: 'learning rate' })

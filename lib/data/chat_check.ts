@@ -76,7 +76,7 @@ export class ChatChecker {
 // Thrown where malformed chat lines stop a training run or an encoding; the report lists them.
 export class MalformedChatError extends Error {
   constructor(readonly summary: ChatSummary, tokens: number | null) {
-    super(`${formatChatReport(summary, tokens, 50)}\n${summary.issues.length} malformed chat line${summary.issues.length === 1 ? '' : 's'}: fix them (bin/train --check --dataset ... lists them all)`);
+    super(`${formatChatReport(summary, tokens, 50)}\n${summary.issues.length} malformed chat line${summary.issues.length === 1 ? '' : 's'}: fix them (bin/train --check --dataset ... lists them all), or, if the files are not chat but text that looks like it, give --chat_check off`);
     this.name = 'MalformedChatError';
   }
 }

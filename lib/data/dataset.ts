@@ -1,7 +1,7 @@
 // Loading a training dataset by load_dataset's rules (docs/compatibility.md): `--dataset` names files (see files.ts);
 // the documents of text files (a text file is one, a CSV or JSONL file holds many: documents.ts) are read in order
-// and joined with <|endoftext|> into chunks of at least `combine` characters, then encoded; an .npz adds its arrays
-// as chunks; a token file (bin/encode) is read in place. Text files are checked to be text (text_file.ts) and chat
+// and joined with <|endoftext|> into chunks of at least `combine` characters, then encoded (what is left at the end,
+// shorter, joins the last chunk); an .npz adds its arrays as chunks; a token file (bin/encode) is read in place. Text files are checked to be text (text_file.ts) and chat
 // documents to be well formed (chat_check.ts) on the way.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,7 +15,8 @@ import { datasetFiles } from './files';
 import { readNpz } from './npz';
 import { readTextFile } from './text_file';
 import { TokenFile, TokenSink, isTokenFile, writeTokenFile } from './token_file';
-import { MemoryTokens, TokenSource } from './tokens';
+import { MemoryTokens, TokenSource, checkTokenIds } from './tokens';
+import { isWithin } from '../util/paths';
 
 export const DEFAULT_COMBINE = 50000;
 // Text is encoded in batches of about this many characters (bounding the text held in memory at once when
@@ -26,8 +27,12 @@ const PARALLEL_MIN_CHARS = 1 << 20;
 // Below this much text, encoding takes about a second on two cores: too short for a progress bar of its own.
 const PROGRESS_MIN_BYTES = 32 << 20;
 
-// Which text files go through the chat checker: those that look like chat (auto), all, or none.
-export type ChatCheckMode = 'auto' | 'all' | 'off';
+// Which text files go through the chat checker: those that look like chat (auto), all, or none (off: text that
+// only looks like chat, a table of 1|2|3, say).
+export const CHAT_CHECK_MODES = ['auto', 'all', 'off'] as const;
+export type ChatCheckMode = (typeof CHAT_CHECK_MODES)[number];
+// --chat_check, as bin/train and bin/encode describe it.
+export const CHAT_CHECK_HELP = 'text files checked as chat logs (malformed lines stop it): auto, those whose first lines look like chat; all; off, none (for text that only looks like chat, a table of 1|2|3)';
 
 export interface DatasetOptions {
   tokenizer: Tokenizer;
@@ -35,8 +40,9 @@ export interface DatasetOptions {
   chatCheck?: ChatCheckMode;  // default auto
   threads?: number;         // encoding threads; default one per core
   log?: (line: string) => void;
-  // Encoding progress in bytes of the text files, as the workers finish their pieces. Absent: over 32 MB of text,
-  // progress on stderr (a bar on a terminal, a line every 10 s in a log: bin/train's encoding step); null: none.
+  // Encoding progress in bytes of the text files, as the workers finish their pieces (or of a token file, as its
+  // ids are checked). Absent: over 32 MB, progress on stderr (a bar on a terminal, a line every 10 s in a log:
+  // bin/train's encoding step); null: none.
   onProgress?: ((bytes: number, totalBytes: number) => void) | null;
 }
 
@@ -44,7 +50,7 @@ export interface Dataset {
   source: TokenSource;
   files: string[];
   chat: ChatSummary | null;  // null when no file was checked
-  warnings: string[];        // what is wrong with text files but does not stop training (invalid UTF-8, empty)
+  warnings: string[];        // what is wrong with the files but does not stop training (invalid UTF-8, empty, a broken link)
 }
 
 interface DatasetPart {
@@ -52,10 +58,17 @@ interface DatasetPart {
   file: string;
 }
 
+// By content first: a token file is one whatever it is named (bin/encode data.txt data.npz writes one).
 function classify(file: string): DatasetPart {
-  if (file.endsWith('.npz')) return { kind: 'npz', file };
   if (isTokenFile(file)) return { kind: 'tokens', file };
+  if (file.endsWith('.npz')) return { kind: 'npz', file };
   return { kind: documentFileKind(file), file };
+}
+
+// The progress callback for `totalBytes` of work under `options` (DatasetOptions.onProgress).
+function progressOf(options: DatasetOptions, totalBytes: number, label: string): ((bytes: number, totalBytes: number) => void) | null {
+  if (options.onProgress !== undefined) return options.onProgress;
+  return totalBytes > PROGRESS_MIN_BYTES ? progressCallback(label) : null;
 }
 
 // Feeds the dataset's chunks to `sink` in order: documents joined into chunks of >= combine characters and encoded
@@ -68,9 +81,7 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
   const { tokenizer } = options;
   const threads = options.threads ?? os.availableParallelism();
   const totalBytes = parts.reduce((sum, p) => sum + (p.kind === 'npz' ? 0 : fs.statSync(p.file).size), 0);
-  const onProgress = options.onProgress === undefined
-    ? (totalBytes > PROGRESS_MIN_BYTES ? progressCallback('encoding') : null)
-    : options.onProgress;
+  const onProgress = progressOf(options, totalBytes, 'encoding');
   let reported = -1;
   const report = (done: number): void => {
     const at = Math.min(Math.round(done), totalBytes);
@@ -86,7 +97,14 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
   let rawBytes = 0;
   let pendingBytes = 0;
   let encodedBytes = 0;
-  const flush = async (): Promise<void> => {
+  // The last text chunk stays open (not ended) until another begins, so that what is left at the end, shorter than
+  // --combine, can join it (fold): alone it could be shorter than a training window, which is never drawn.
+  let open = false;
+  const endOpen = (): void => {
+    if (open) sink.endChunk();
+    open = false;
+  };
+  const flush = async (fold = false): Promise<void> => {
     const texts = pending;
     const textBytes = pendingBytes;
     const small = pendingChars < PARALLEL_MIN_CHARS || threads <= 1;
@@ -99,16 +117,21 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
       : await (pool as EncoderPool).encode(texts, { allowSpecial: true, onProgress: (doneChars, totalChars) => report(encodedBytes + (textBytes * doneChars) / totalChars) });
     encodedBytes += textBytes;
     report(encodedBytes);
-    for (const tokens of encoded) {
+    encoded.forEach((tokens, i) => {
+      // As if the text were joined with <|endoftext|> and encoded whole: a special token splits the text.
+      if (fold && open && i === encoded.length - 1) sink.append([tokenizer.eotToken]);
+      else endOpen();
       sink.append(tokens);
-      sink.endChunk();
-    }
+      open = true;
+    });
   };
   try {
     for (const part of parts) {
       if (part.kind === 'npz') {
         await flush();
+        endOpen();
         for (const array of readNpz(part.file)) {
+          checkTokenIds(array.data, tokenizer.vocabSize, `${part.file}, array ${array.name}`);
           sink.append(array.data);
           sink.endChunk();
         }
@@ -137,7 +160,8 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
     }
     if (raw) pending.push(raw);
     pendingBytes += rawBytes;
-    await flush();
+    await flush(raw !== '');
+    endOpen();
     report(totalBytes);
   } finally {
     await (pool as EncoderPool | null)?.close();
@@ -145,8 +169,8 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
   return bytes;
 }
 
-function parts(spec: string): DatasetPart[] {
-  const all = datasetFiles(spec).map(classify);
+function parts(spec: string, warnings: string[]): DatasetPart[] {
+  const all = datasetFiles(spec, warnings).map(classify);
   const tokenFiles = all.filter((p) => p.kind === 'tokens');
   if (tokenFiles.length > 0 && all.length > 1) {
     throw new Error(`dataset ${spec}: ${tokenFiles[0].file} is a token file; a token file must be the whole dataset (bin/encode all the files into one)`);
@@ -156,18 +180,24 @@ function parts(spec: string): DatasetPart[] {
 
 // The dataset `spec` names, ready to sample from. A token file must have been made with a vocabulary of the
 // tokenizer's size.
+// The ids are checked against the tokenizer's vocabulary, which training checks to be no bigger than the model's.
 export async function loadDataset(spec: string, options: DatasetOptions): Promise<Dataset> {
-  const found = parts(spec);
+  const warnings: string[] = [];
+  const found = parts(spec, warnings);
   const files = found.map((p) => p.file);
   if (found[0].kind === 'tokens') {
     const source = new TokenFile(found[0].file);
-    if (source.vocabSize !== options.tokenizer.vocabSize) {
+    try {
+      if (source.vocabSize !== options.tokenizer.vocabSize) {
+        throw new Error(`${found[0].file}: encoded with a vocabulary of ${source.vocabSize} tokens, but the model's tokenizer has ${options.tokenizer.vocabSize}`);
+      }
+      source.checkTokenIds(progressOf(options, source.tokenCount * source.header.bytesPerToken, 'checking tokens'));
+    } catch (err) {
       source.close();
-      throw new Error(`${found[0].file}: encoded with a vocabulary of ${source.vocabSize} tokens, but the model's tokenizer has ${options.tokenizer.vocabSize}`);
+      throw err;
     }
-    return { source, files, chat: null, warnings: [] };
+    return { source, files, chat: null, warnings };
   }
-  const warnings: string[] = [];
   const checker = (options.chatCheck ?? 'auto') === 'off' ? null : new ChatChecker();
   const chunks: Int32Array[] = [];
   let current: Int32Array[] = [];
@@ -202,14 +232,20 @@ export interface EncodeResult {
   warnings: string[];        // as Dataset's
 }
 
-// bin/encode: the dataset `spec` names, encoded once into a token file at `target` (written atomically).
+// bin/encode: the dataset `spec` names, encoded once into a token file at `target` (written atomically). The
+// target may replace an earlier token file, never one of the dataset's files or anything else.
 export async function encodeDataset(spec: string, target: string, options: DatasetOptions): Promise<EncodeResult> {
-  const found = parts(spec);
+  const warnings: string[] = [];
+  const found = parts(spec, warnings);
   if (found[0].kind === 'tokens') throw new Error(`${found[0].file} is already a token file`);
+  const input = found.find((p) => isWithin(p.file, target));
+  if (input) throw new Error(`${target}: the output would replace the dataset's file ${input.file}: write the token file elsewhere`);
+  if (fs.existsSync(target) && !(fs.statSync(target).isFile() && isTokenFile(target))) {
+    throw new Error(`${target}: exists and is not a token file, which encoding would replace: give the output a new name (or move ${target} away)`);
+  }
   const checker = (options.chatCheck ?? 'auto') === 'off' ? null : new ChatChecker();
   let tokens = 0;
   let bytes = 0;
-  const warnings: string[] = [];
   const header = await writeTokenFile(target, options.tokenizer, async (sink) => {
     bytes = await produceChunks(found, options, checker, {
       append: (t) => {

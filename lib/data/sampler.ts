@@ -4,10 +4,15 @@
 import { Rng } from '../util/rng';
 import { TokenSource } from './tokens';
 
+const SHORT_ADVICE = 'combine files into bigger chunks (--combine) or use a shorter context (--context_length)';
+
 export class WindowSampler {
   // validBefore[c]: valid start positions in the chunks before chunk c; the last entry is the total.
   private readonly validBefore: Float64Array;
   private readonly row: Int32Array;
+  // Chunks shorter than a window, from which no window is ever drawn, and the tokens in them.
+  readonly shortChunks: number = 0;
+  readonly shortTokens: number = 0;
 
   constructor(
     readonly source: TokenSource,
@@ -19,15 +24,29 @@ export class WindowSampler {
     for (let c = 0; c < chunks; c++) {
       const size = source.chunkStarts[c + 1] - source.chunkStarts[c];
       longest = Math.max(longest, size);
+      if (size < length) {
+        this.shortChunks++;
+        this.shortTokens += size;
+      }
       this.validBefore[c + 1] = this.validBefore[c] + Math.max(0, size - length + 1);
     }
     if (this.validBefore[chunks] === 0) {
-      throw new Error(
-        `${source.description}: no chunk holds ${length} tokens (the longest has ${longest}); train on more text, ` +
-          `combine files into bigger chunks (--combine) or use a shorter context (--context_length)`,
-      );
+      throw new Error(`${source.description}: no chunk holds ${length} tokens (the longest has ${longest}); train on more text, ${SHORT_ADVICE}`);
     }
     this.row = new Int32Array(length);
+  }
+
+  // What is never drawn, said as a warning; null when every chunk holds a window. A window never crosses from one
+  // chunk into the next, so a chunk shorter than a window (a short document under --combine 0, the tail of a short
+  // chunk under --val_split) is never read.
+  shortWarning(): string | null {
+    if (this.shortChunks === 0) return null;
+    const chunks = this.source.chunkStarts.length - 1;
+    return (
+      `${this.shortChunks.toLocaleString('en-US')} of the ${chunks.toLocaleString('en-US')} chunks of ${this.source.description} ` +
+      `(${this.shortTokens.toLocaleString('en-US')} of ${this.source.tokenCount.toLocaleString('en-US')} tokens) are shorter than a window of ` +
+      `${this.length} tokens and are never read: ${SHORT_ADVICE}`
+    );
   }
 
   // The token position where a uniformly drawn window starts.

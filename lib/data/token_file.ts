@@ -30,6 +30,7 @@ const MAGIC = Buffer.from('DXTOKENS', 'latin1');
 const VERSION = 1;
 const HEADER_BYTES = 64;
 const WRITE_BUFFER_TOKENS = 1 << 20;
+const CHECK_BLOCK_TOKENS = 1 << 22;
 
 export interface TokenFileHeader {
   bytesPerToken: 2 | 4;
@@ -170,6 +171,22 @@ export class TokenFile implements TokenSource {
 
   get vocabSize(): number {
     return this.header.vocabSize;
+  }
+
+  // Reads every token once, refusing the file at the first id outside its vocabulary. A file whose header
+  // claims the model's vocabulary can still hold any 16- or 32-bit value (damage, another tool's writer), and a
+  // bad id would reach the model only when a window over it is drawn, hours in and naming no file. One pass
+  // at disk speed, like the reading and encoding of a text dataset at start-up, and far cheaper; progress in
+  // bytes goes to `onProgress`.
+  checkTokenIds(onProgress: ((bytes: number, totalBytes: number) => void) | null = null): void {
+    const { bytesPerToken, tokenCount, vocabSize } = this.header;
+    const block = new Int32Array(Math.min(CHECK_BLOCK_TOKENS, tokenCount));
+    for (let start = 0; start < tokenCount; start += block.length) {
+      const out = block.subarray(0, Math.min(block.length, tokenCount - start));
+      this.read(start, out);
+      checkTokenIds(out, vocabSize, this.file, start);
+      onProgress?.((start + out.length) * bytesPerToken, tokenCount * bytesPerToken);
+    }
   }
 
   read(start: number, out: Int32Array): void {

@@ -47,10 +47,12 @@ export class MemoryTokens implements TokenSource {
   close(): void {}
 }
 
-export function checkTokenIds(tokens: ArrayLike<number>, vocabSize: number, where: string): void {
+// Throws naming `where` and the token's place when an id is not in the vocabulary; `first` is the place of
+// tokens[0] in what `where` names (a file read in blocks).
+export function checkTokenIds(tokens: ArrayLike<number>, vocabSize: number, where: string, first = 0): void {
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i];
-    if (!(t >= 0 && t < vocabSize)) throw new Error(`${where}: token ${i} is ${t}, outside the vocabulary [0, ${vocabSize})`);
+    if (!(t >= 0 && t < vocabSize)) throw new Error(`${where}: token ${first + i} is ${t}, outside the vocabulary [0, ${vocabSize})`);
   }
 }
 

@@ -16,7 +16,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ChatSummary, MalformedChatError, formatChatReport } from '../data/chat_check';
-import { Dataset, DEFAULT_COMBINE, loadDataset } from '../data/dataset';
+import { CHAT_CHECK_MODES, ChatCheckMode, Dataset, DEFAULT_COMBINE, loadDataset } from '../data/dataset';
 import { datasetFiles } from '../data/files';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
@@ -43,6 +43,7 @@ export interface TrainOptions {
   n_ctx: number;
   tokenizer: string;               // vocabulary folder of a fresh model; '': GPT-2's
   combine: number;                 // text files are joined into chunks of at least this many characters
+  chat_check: ChatCheckMode;       // text files checked as chat: those that look like chat (auto), all, or none (off)
   batch_size: number;
   context_length: number;          // tokens per training sequence; 0: the model's n_ctx
   learning_rate: number;
@@ -100,6 +101,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   n_ctx: 1024,
   tokenizer: '',
   combine: DEFAULT_COMBINE,
+  chat_check: 'auto',
   batch_size: 1,
   context_length: 0,
   learning_rate: 0.00002,
@@ -201,6 +203,7 @@ function checkOptions(o: TrainOptions): void {
   if (!(o.save_time >= 0)) throw new Error(`--save_time must be >= 0 minutes, got ${o.save_time}`);
   if (!(o.top_p >= 0 && o.top_p <= 1)) throw new Error(`--top_p must be in [0, 1], got ${o.top_p}`);
   if (!(o.min_p >= 0 && o.min_p < 1)) throw new Error(`--min_p must be in [0, 1), got ${o.min_p}`);
+  if (!CHAT_CHECK_MODES.includes(o.chat_check)) throw new Error(`--chat_check must be one of ${CHAT_CHECK_MODES.join(', ')}, got ${JSON.stringify(o.chat_check)}`);
   if (o.optimizer !== 'adam' && o.optimizer !== 'sgd') throw new Error(`--optimizer must be adam or sgd, got ${JSON.stringify(o.optimizer)}`);
   if (!Number.isInteger(o.seed) || o.seed < -1 || o.seed > 0xffffffff) throw new Error(`--seed must be -1 (random) or a whole number in [0, 2^32), got ${o.seed}`);
   if (o.fresh_model && o.n_embd % o.n_head !== 0) throw new Error(`--n_embd (${o.n_embd}) must be a multiple of --n_head (${o.n_head})`);
@@ -257,7 +260,7 @@ function duration(seconds: number): string {
 // The dataset with its checks reported; a file that is not text, or malformed chat, stops the run. Encoding
 // progress is shown by the rank that logs (`root`).
 async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, log: (line: string) => void, warnSmall: boolean, root: boolean): Promise<Dataset> {
-  const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, threads: o.threads || undefined, onProgress: root ? undefined : null });
+  const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, chatCheck: o.chat_check, threads: o.threads || undefined, onProgress: root ? undefined : null });
   for (const warning of dataset.warnings) log(`warning: ${warning}`);
   if (dataset.chat) {
     if (dataset.chat.issues.length > 0) {
@@ -353,7 +356,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   if (o.fresh_model && !resumeDir) {
     const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer) : loadTokenizer();
     const config = { nLayer: o.n_layer, nHead: o.n_head, nEmbd: o.n_embd, nCtx: o.n_ctx, vocabSize: tokenizer.vocabSize };
-    const model = Model.create(config, { ...modelOptions, maxSeq: o.context_length || o.n_ctx, seed });
+    const model = Model.create(config, { ...modelOptions, maxSeq: contextLength(o, o.n_ctx, '--n_ctx'), seed });
     log(`fresh model: ${o.n_layer} layers, ${o.n_head} heads, ${o.n_embd} channels, context ${o.n_ctx}, seed ${seed}`);
     return { model, tokenizer };
   }
@@ -380,7 +383,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   const tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
   const model = await Model.load(folder, {
     ...modelOptions,
-    maxSeq: o.context_length || (folder.config as GPT2Config).nCtx,
+    maxSeq: contextLength(o, (folder.config as GPT2Config).nCtx, folder.dir),
     lora,
     weightDtype,
     adapter: adapter ? (resumeDir as string) : undefined,
@@ -391,6 +394,14 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
   }
   return { model, tokenizer };
+}
+
+// Tokens per training sequence (--context_length, 0: all of the context) for a model of context `nCtx`, which
+// `whose` names (a flag, a folder), checked before the model is built: the flags name what to change.
+function contextLength(o: TrainOptions, nCtx: number, whose: string): number {
+  const T = o.context_length || nCtx;
+  if (T > nCtx) throw new Error(`--context_length ${T} is longer than the model's context (${nCtx}, of ${whose}): give at most ${nCtx}`);
+  return T;
 }
 
 // The adapter a run trains from scratch, by its options.
@@ -445,8 +456,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
   let metrics: MetricsLog | null = null;
   const sources: Dataset[] = [];
   try {
-    const T = o.context_length || model.config.nCtx;
-    if (T > model.config.nCtx) throw new Error(`--context_length ${T} is longer than the model's context (${model.config.nCtx})`);
+    const T = contextLength(o, model.config.nCtx, 'the model');
     if (tokenizer.vocabSize > model.config.vocabSize) {
       throw new Error(`the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary only ${model.config.vocabSize} (tokenizer ${tokenizer.vocab.files.encoderPath})`);
     }
@@ -478,6 +488,8 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     const percent = `${+(100 * o.val_split).toFixed(2)}%`;
     const held = o.val_split > 0 ? new ChunkParts(data.source, 1 - o.val_split, 1, `the last ${percent} of each chunk of ${data.source.description} (--val_split)`) : null;
     const sampler = new WindowSampler(held ? new ChunkParts(data.source, 0, 1 - o.val_split, data.source.description) : data.source, T + 1);
+    const short = sampler.shortWarning();
+    if (short) log(`warning: ${short}`);
     if (held) log(`held out for validation: the last ${percent} of each chunk, ${held.tokenCount.toLocaleString('en-US')} tokens`);
     // A token file keeps no chat summary: a resumed run keeps the audiences it had.
     const audiences = data.chat?.audiences ?? state?.audiences ?? [];
@@ -494,7 +506,10 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       if (valData !== data) sources.push(valData);
       const rows = o.val_batch_count * o.val_batch_size;
       validation = { inputs: new Int32Array(rows * T), targets: new Int32Array(rows * T) };
-      new WindowSampler(held ?? valData.source, T + 1).batch(new Rng(VALIDATION_SEED), rows, validation.inputs, validation.targets);
+      const valSampler = new WindowSampler(held ?? valData.source, T + 1);
+      const valShort = valSampler.shortWarning();
+      if (valShort) log(`warning: validation: ${valShort}`);
+      valSampler.batch(new Rng(VALIDATION_SEED), rows, validation.inputs, validation.targets);
     }
     // Data-parallel, batch i is rank i % world's; the others' entries stay 0 in the sum, which leaves each
     // batch's loss exact, so that the total is the one a single rank computes.

@@ -37,9 +37,9 @@ t.test('--dataset names a file, a folder recursively, or a glob; files come sort
 t.test('text files join with <|endoftext|> into chunks of at least --combine characters', async (t) => {
   const dir = tree(t, { '1.txt': 'hello there', '2.txt': 'good morning', '3.txt': 'a long file of text here', '4.txt': 'bye' });
   const enc = (s: string): number[] => [...tokenizer.encode(s, { allowSpecial: true })];
-  // 11 + 12 chars pass 20: one chunk; the third passes alone; the last is what is left.
+  // 11 + 12 chars pass 20: one chunk; the third passes alone; the last, what is left, joins it.
   const data = await loadDataset(dir, { tokenizer, combine: 20 });
-  t.same(allTokens(data.source), [enc('hello there<|endoftext|>good morning'), enc('a long file of text here'), enc('bye<|endoftext|>')]);
+  t.same(allTokens(data.source), [enc('hello there<|endoftext|>good morning'), enc('a long file of text here<|endoftext|>bye<|endoftext|>')]);
   t.equal(data.chat, null, 'plain text is not checked as chat');
   const one = await loadDataset(dir, { tokenizer, combine: 1 });
   t.equal(one.source.chunkStarts.length - 1, 4, 'combine 1: a chunk per file');
