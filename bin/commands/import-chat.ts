@@ -39,6 +39,7 @@ async function main(): Promise<void> {
     .option('groups', { type: 'boolean', default: true, describe: 'import group chats (the audience is the group); --no-groups leaves them out' })
     .option('redact', { type: 'string', describe: `replace ${REDACT_KINDS.join(', ')} with [link], [email], [phone]; alone: all three, or a comma list` })
     .option('date-order', { choices: ['auto', ...DATE_ORDERS], default: 'auto', describe: "WhatsApp's dates: day-month-year, month-day-year or year-month-day (auto: guessed from the file)" })
+    .option('force', { type: 'boolean', default: false, describe: 'replace files in the way that no import wrote, or that were changed since (your own .train files, say); without it the import writes nothing and names them' })
     .option('encoding', { type: 'string', describe: 'the exports\' text encoding when not UTF-8 (windows-1252, iso-8859-1, utf-16le...)' })
     .example('$0 "WhatsApp Chat with Mom.txt" --me "Jane Doe"', 'one WhatsApp chat into data/mom.train')
     .example('$0 exports/ --me "Jane Doe" --me jane_d --out data/', 'every export in a folder, Jane being "jane_d" on Discord')
@@ -62,6 +63,7 @@ async function main(): Promise<void> {
     contacts: argv.contacts,
     groups: argv.groups,
     redact: redactKinds(argv.redact),
+    force: argv.force,
     onProgress: progressPrinter(),
   });
   console.log(formatImportSummary(summary));

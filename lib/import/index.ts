@@ -32,6 +32,7 @@ export interface ChatImportOptions {
   contacts?: readonly string[];                   // .vcf address books that name the people known by number or address
   groups?: boolean;                               // false: leave group chats out (default true)
   redact?: readonly RedactKind[];                 // replace links, e-mail addresses, phone numbers
+  force?: boolean;                                // replace files that an import did not write too
   onProgress?: (progress: ChatImportProgress) => void;
 }
 
@@ -109,7 +110,7 @@ async function importSources({ sources, notExports }: { sources: ExportSource[];
     planned.summary.warnings.push(`skipped ${notExports.length} file${notExports.length === 1 ? '' : 's'} in the folders and zips that ${notExports.length === 1 ? 'is' : 'are'} no chat export: ${shown}${notExports.length > 3 ? ', ...' : ''}`);
   }
   planned.summary.warnings.push(...notWrittenBeside(planned));
-  await writeOutput(planned);
+  await writeOutput(planned, options.force);
   return planned.summary;
 }
 

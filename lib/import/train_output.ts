@@ -6,6 +6,7 @@
 // Messages are lines of the chat format, written by chat_format.ts as the live chat's are. When --out names a .jsonl
 // file, the same conversations in the same order go to OpenAI's chat fine-tuning JSONL instead, an example a line
 // (fineTuningExamples).
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SMALL_DATASET_BYTES } from '../data/chat_check';
@@ -224,8 +225,48 @@ export function notWrittenBeside(planned: PlannedOutput): string[] {
   return [`${out} also holds ${others.length === 1 ? 'a .train file' : '.train files'} this import did not write: ${shown}. Training on the folder trains on ${others.length === 1 ? 'it' : 'them'} too: delete ${others.length === 1 ? 'it' : 'them'} if ${others.length === 1 ? 'it is' : 'they are'} not to be trained on`];
 }
 
-export async function writeOutput(planned: PlannedOutput): Promise<void> {
-  for (const [file, text] of planned.contents) await writeTextAtomic(file, text);
+// Where an import records what it wrote in a folder: each file's name and its text's hash. A later import replaces
+// a file it wrote (a newer export of the same chats), and never one it did not write, or that was changed since: a
+// user's own training data may share the audience's name.
+export const WRITTEN_RECORD = '.import-chat.json';
+
+function textHash(text: string | Buffer): string {
+  return crypto.createHash('sha256').update(text).digest('hex');
+}
+
+function writtenRecord(dir: string): Record<string, string> {
+  try {
+    const record: unknown = JSON.parse(fs.readFileSync(path.join(dir, WRITTEN_RECORD), 'utf8'));
+    return typeof record === 'object' && record !== null && !Array.isArray(record) ? (record as Record<string, string>) : {};
+  } catch {
+    return {};  // none yet, or unreadable: no file counts as this tool's, so none is replaced without --force
+  }
+}
+
+// Writes the planned files, each atomically, after checking that none replaces a file an import did not write
+// (unless `force`); nothing is written if one would.
+export async function writeOutput(planned: PlannedOutput, force = false): Promise<void> {
+  const records = new Map<string, Record<string, string>>();
+  const recordOf = (dir: string): Record<string, string> => {
+    let record = records.get(dir);
+    if (record === undefined) records.set(dir, (record = writtenRecord(dir)));
+    return record;
+  };
+  const foreign: string[] = [];
+  for (const [file, text] of planned.contents) {
+    if (!fs.existsSync(file)) continue;
+    const held = textHash(fs.readFileSync(file));
+    if (held !== textHash(text) && held !== recordOf(path.dirname(file))[path.basename(file)]) foreign.push(file);
+  }
+  if (foreign.length > 0 && !force) {
+    const shown = foreign.slice(0, 5).join(', ') + (foreign.length > 5 ? `, and ${foreign.length - 5} more` : '');
+    throw new Error(`nothing was written: ${shown} ${foreign.length === 1 ? 'exists, and was' : 'exist, and were'} not written by an import (or changed since): move ${foreign.length === 1 ? 'it' : 'them'} away, write elsewhere with --out, or give --force to replace ${foreign.length === 1 ? 'it' : 'them'}`);
+  }
+  for (const [file, text] of planned.contents) {
+    await writeTextAtomic(file, text);
+    recordOf(path.dirname(file))[path.basename(file)] = textHash(text);
+  }
+  for (const [dir, record] of records) await writeTextAtomic(path.join(dir, WRITTEN_RECORD), `${JSON.stringify(record, null, 1)}\n`);
 }
 
 function addCounts(total: MessageCounts, counts: MessageCounts): void {

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type Test } from 'tap';
 import { ChatImportOptions, ChatImportSummary, importChats } from '../../lib/import';
+import { WRITTEN_RECORD } from '../../lib/import/train_output';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
 export const EXPORTS = path.join(REPO, 'test', 'fixtures', 'exports');
@@ -17,17 +18,22 @@ export interface Imported {
   files: Record<string, string[]>;  // .train file name -> its lines
 }
 
+// The files an import wrote under `dir`, without the record of them (WRITTEN_RECORD), by name.
+export function written(dir: string): string[] {
+  return fs.readdirSync(dir).filter((name) => name !== WRITTEN_RECORD).sort();
+}
+
 // The .train files under `dir`, by name, as lines (the last line break dropped).
 export function trainFiles(dir: string): Record<string, string[]> {
   if (!fs.existsSync(dir)) return {};
   const files: Record<string, string[]> = {};
-  for (const name of fs.readdirSync(dir).sort()) files[name] = fs.readFileSync(path.join(dir, name), 'utf8').replace(/\n$/, '').split('\n');
+  for (const name of written(dir)) files[name] = fs.readFileSync(path.join(dir, name), 'utf8').replace(/\n$/, '').split('\n');
   return files;
 }
 
 // The files under `dir`, by name, as their bytes (base64): to compare two imports byte for byte.
 export function outputBytes(dir: string): Record<string, string> {
-  return Object.fromEntries(fs.readdirSync(dir).sort().map((name) => [name, fs.readFileSync(path.join(dir, name)).toString('base64')]));
+  return Object.fromEntries(written(dir).map((name) => [name, fs.readFileSync(path.join(dir, name)).toString('base64')]));
 }
 
 export async function importInto(out: string, inputs: string[], options: Omit<ChatImportOptions, 'out'> = {}): Promise<Imported> {

@@ -8,7 +8,8 @@ import t from 'tap';
 import { ChatChecker } from '../../lib/data/chat_check';
 import { MAX_AUDIENCE_CHARS, isAudience, messageText, toAudience } from '../../lib/data/chat_format';
 import { ChatImportErrors, formatImportSummary, importChats } from '../../lib/import';
-import { EXPORTS, fixture, importInto, outputBytes, trainFiles } from './helpers';
+import { EXPORTS, fixture, importInto, outputBytes, trainFiles, written } from './helpers';
+import { WRITTEN_RECORD } from '../../lib/import/train_output';
 
 const ME = ['Jane Doe', 'jane_d'];
 
@@ -47,7 +48,7 @@ t.test('importing the same exports again gives the same bytes, whatever order th
   await importChats(inputs, { out: second, me: [...ME].reverse() });
   await importChats([EXPORTS], { out: first, me: ME });
   t.same(outputBytes(first), outputBytes(second));
-  t.same(fs.readdirSync(first).filter((name) => name.startsWith('.')), [], 'no temporary file left behind');
+  t.same(fs.readdirSync(first).filter((name) => name.startsWith('.') && name !== WRITTEN_RECORD), [], 'no temporary file left behind');
 });
 
 t.test('one combined file when --out names a .train file', async (t) => {
@@ -135,7 +136,7 @@ t.test('bad input: each problem with file:line, every file read first, nothing w
   t.same(fs.readdirSync(path.join(dir, 'out')), ['papa.train']);
   t.equal(fs.readFileSync(path.join(dir, 'out', 'papa.train'), 'utf8'), 'left as it was\n');
 
-  const { files } = await importInto(path.join(dir, 'out'), [path.join(dir, 'latin1.txt')], { me: ['Jane'], encoding: 'latin1' });
+  const { files } = await importInto(path.join(dir, 'out'), [path.join(dir, 'latin1.txt')], { me: ['Jane'], encoding: 'latin1', force: true });
   t.same(files['papa.train'], ['0|Papa|Frohes Fest! <EOM>', '1|Papa|Schön! <EOM>']);
   await t.rejects(importChats([path.join(dir, 'notes.txt')], { out: path.join(dir, 'out'), format: 'telegram' }), { message: /notes\.txt:1: not valid JSON/ });
   await t.rejects(importChats([path.join(dir, 'missing')], { out: path.join(dir, 'out') }), { message: `${path.join(dir, 'missing')}: no such file or folder` });
@@ -234,7 +235,7 @@ t.test('what an earlier import wrote is never left looking like this one\'s outp
   const dir = t.testdir();
   const data = path.join(dir, 'data');
   await importChats([fixture('whatsapp', 'android-de'), fixture('whatsapp', 'ios-fi')], { out: data, me: ['Jane Doe'] });
-  t.same(fs.readdirSync(data).sort(), ['matti.train', 'papa.train']);
+  t.same(written(data), ['matti.train', 'papa.train']);
   const renamed = await importChats([fixture('whatsapp', 'android-de'), fixture('whatsapp', 'ios-fi')], { out: data, me: ['Jane Doe'], audienceMap: { Papa: 'dad' } });
   t.match(renamed.warnings, [`${data} also holds a .train file this import did not write: papa.train. Training on the folder trains on it too: delete it if it is not to be trained on`]);
 
@@ -242,9 +243,30 @@ t.test('what an earlier import wrote is never left looking like this one\'s outp
   const jsonl = path.join(dir, 'chats.jsonl');
   fs.writeFileSync(jsonl, '{"messages": "an earlier import"}\n');
   fs.writeFileSync(path.join(dir, 'mine.jsonl'), `${JSON.stringify({ messages: [{ role: 'user', content: 'Anyone there?' }] })}\n`);
-  const unanswered = await importChats([path.join(dir, 'mine.jsonl')], { out: jsonl });
+  const unanswered = await importChats([path.join(dir, 'mine.jsonl')], { out: jsonl, force: true });
   t.equal(unanswered.examples?.written, 0);
   t.equal(fs.readFileSync(jsonl, 'utf8'), '');
+});
+
+t.test("an import replaces what an import wrote, and nothing else unless forced: the user's own data keeps", async (t) => {
+  const dir = t.testdir({ data: { 'papa.train': '1|Papa|my own words <EOM>\n' } });
+  const data = path.join(dir, 'data');
+  const exports = [fixture('whatsapp', 'android-de'), fixture('whatsapp', 'ios-fi')];
+  await t.rejects(importChats(exports, { out: data, me: ['Jane Doe'] }), {
+    message: `nothing was written: ${path.join(data, 'papa.train')} exists, and was not written by an import (or changed since): move it away, write elsewhere with --out, or give --force to replace it`,
+  });
+  t.same(fs.readdirSync(data), ['papa.train'], 'not even the files that were in no one\'s way');
+  t.equal(fs.readFileSync(path.join(data, 'papa.train'), 'utf8'), '1|Papa|my own words <EOM>\n');
+  // Moved away, the import writes; again (a newer export), it replaces its own files.
+  fs.renameSync(path.join(data, 'papa.train'), path.join(dir, 'papa.train'));
+  await importChats(exports, { out: data, me: ['Jane Doe'] });
+  const first = outputBytes(data);
+  fs.appendFileSync(path.join(data, 'matti.train'), '1|Matti|added by hand <EOM>\n');
+  await t.rejects(importChats(exports, { out: data, me: ['Jane Doe'] }), { message: /matti\.train exists, and was not written by an import \(or changed since\)/ });
+  await importChats(exports, { out: data, me: ['Jane Doe'], force: true });
+  t.same(outputBytes(data), first, '--force replaces it');
+  await importChats(exports, { out: data, me: ['Jane Doe'] });
+  t.same(outputBytes(data), first, 'and the import its own again');
 });
 
 t.test("an error of the system's, such as a file too large to read, names the file", async (t) => {
