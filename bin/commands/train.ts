@@ -16,7 +16,7 @@ async function main(): Promise<void> {
       '$0 --dataset <file|folder|glob> [options]\n\n' +
         'Fine-tunes a GPT-2 model on a dataset (text, chat logs, CSV or JSONL documents, .npz, or a token file from bin/encode), saving ' +
         'checkpoints to checkpoint/<run_name>/ and samples to samples/<run_name>/. Chat files are checked first. ' +
-        'Ctrl-C stops after the current step (with --save_on_ctrlc it saves first); Ctrl-C twice stops at once. ' +
+        'Ctrl-C stops after the current step and saves (--no-save_on_ctrlc: without saving); Ctrl-C twice stops at once. ' +
         'Started by mpirun, every rank trains its slice of each batch (data-parallel; see docs/training.md).',
     )
     .option('dataset', { type: 'string', demandOption: true, describe: `input file, folder (recursively) or glob (quoted: 'data/*.train'): UTF-8 text, chat logs, .csv (first column) or .jsonl (its "text") documents, .npz or a bin/encode token file` })
@@ -49,7 +49,7 @@ async function main(): Promise<void> {
     .option('save_every', { type: 'number', default: D.save_every, describe: 'save a checkpoint every N steps (0: never)' })
     .option('save_time', { type: 'number', default: D.save_time, describe: 'also save every N minutes (0: never)' })
     .option('max_to_keep', { type: 'number', default: D.max_to_keep, describe: 'checkpoints kept (0: all)' })
-    .option('save_on_ctrlc', { type: 'boolean', default: D.save_on_ctrlc, describe: 'save a checkpoint when stopped with Ctrl-C' })
+    .option('save_on_ctrlc', { type: 'boolean', default: D.save_on_ctrlc, describe: 'save a checkpoint when stopped with Ctrl-C (--no-save_on_ctrlc: stop without one, the steps since the last save lost)' })
     .option('sample_every', { type: 'number', default: D.sample_every, describe: 'generate samples every N steps (0: never)' })
     .option('sample_length', { type: 'number', default: D.sample_length, describe: 'tokens per sample' })
     .option('sample_num', { type: 'number', default: D.sample_num, describe: 'samples each time' })
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
     .option('lora_dropout', { type: 'number', default: D.lora_dropout, describe: "with --lora_rank: PEFT's lora_dropout, in [0, 1): the probability that a training step drops each input of the adapter (validation and samples drop none)" })
     .option('dtype', { type: 'string', default: D.dtype, describe: "with --lora_rank: the frozen model's weights in memory: f32, f16 or bf16 (half), q8_0 (8-bit matrices, about a quarter), on the CPU or the GPU (default: f32, or the resumed run's)" })
     .options(COMPUTE_FLAGS)
-    .example('$0 --dataset data/combined.train --model_name 124M --batch_size 1 --save_on_ctrlc', 'fine-tune 124M on chat logs')
+    .example('$0 --dataset data/combined.train --model_name 124M --batch_size 1', 'fine-tune 124M on chat logs')
     .example('$0 --dataset examples/chat/train --lora_rank 8 --run_name mom', 'train a LoRA adapter (a few MB) over 124M')
     .example('$0 --dataset examples/chat/train --check', 'check chat logs without training')
     .example('mpirun -np 4 $0 --dataset data.tokens --model_name 124M --batch_size 8', 'data-parallel on 4 GPUs (or groups of cores)')
@@ -107,7 +107,7 @@ async function main(): Promise<void> {
       process.exit(130);
     }
     if (!ranks || ranks.rank === 0) {
-      process.stderr.write(`\nstopping after this step${argv.save_on_ctrlc ? ', then saving' : ' (without saving: --save_on_ctrlc was not given)'}; Ctrl-C again to stop now\n`);
+      process.stderr.write(`\nstopping after this step${argv.save_on_ctrlc ? ', then saving' : ' (without saving: --no-save_on_ctrlc)'}; Ctrl-C again to stop now\n`);
     }
     abort.abort();
   };

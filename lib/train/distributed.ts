@@ -28,7 +28,7 @@ export function joinLaunchedJob(): Ranks | null {
 export function ctrlCAdvice(ranks: Ranks): string | null {
   if (!ranks.library.startsWith('Open MPI')) return null;
   return "Ctrl-C on Open MPI's mpirun ends the ranks at once, without a save: to stop them after the step " +
-    '(saving with --save_on_ctrlc), send mpirun SIGUSR1 (kill -USR1 <pid of mpirun>), or start it as ' +
+    '(and save, as Ctrl-C does in one process), send mpirun SIGUSR1 (kill -USR1 <pid of mpirun>), or start it as ' +
     '`mpirun ... & trap "kill -USR1 $!" INT; wait $!; wait $!` and Ctrl-C does that';
 }
 

@@ -121,7 +121,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
   save_every: 1000,
   save_time: 15,
   max_to_keep: 5,
-  save_on_ctrlc: false,
+  save_on_ctrlc: true,
   sample_every: 100,
   sample_length: 1023,
   sample_num: 1,
@@ -151,7 +151,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<Omit<TrainOptions, 'dataset'>> = {
 export interface TrainIO {
   log?: (line: string) => void;    // progress lines (default: console.log); rank 0's alone when data-parallel
   ranks?: Ranks | null;            // the MPI job to train data-parallel with (lib/train/distributed.ts)
-  signal?: AbortSignal;            // stop after the current step (saving first with save_on_ctrlc)
+  signal?: AbortSignal;            // stop after the current step (saving first, unless save_on_ctrlc is false)
   onSavePhase?: (phase: SavePhase, dir: string) => Promise<void> | void;  // for tests that kill mid-save
   onMetrics?: (record: MetricRecord) => void;  // each step's and validation's record, as metrics.jsonl gets it
 }

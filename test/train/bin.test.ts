@@ -1,5 +1,5 @@
 // The command line: bin/train's flags and help, --check, bin/encode then bin/train on the token file stopped
-// by Ctrl-C with --save_on_ctrlc, and bin/plot.
+// by Ctrl-C, which saves by default, and bin/plot.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,7 +24,7 @@ t.test("bin/train --help lists train.py's flags with their defaults", async (t) 
     ['optimizer', '"adam"'], ['memory_saving_gradients', 'false'], ['only_train_transformer_layers', 'false'], ['restore_from', '"latest"'],
     ['run_name', '"run1"'], ['save_every', '1000'], ['save_time', '15'], ['max_to_keep', '5'], ['sample_every', '100'],
     ['sample_length', '1023'], ['sample_num', '1'], ['top_k', '40'], ['top_p', '0'], ['min_p', '0'], ['val_dataset', '""'], ['val_split', '0'], ['val_every', '0'], ['keep_best', 'true'], ['early_stopping', '0'],
-    ['val_batch_size', '2'], ['val_batch_count', '40'], ['save_on_ctrlc', 'false'], ['seed', '-1'], ['stop_after', '0'], ['check', 'false'],
+    ['val_batch_size', '2'], ['val_batch_count', '40'], ['save_on_ctrlc', 'true'], ['seed', '-1'], ['stop_after', '0'], ['check', 'false'],
     ['lora_dropout', '0'],
   ];
   for (const [flag, value] of flags) {
@@ -78,7 +78,7 @@ t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; 
   t.match(encoded.stdout, /chat\.tokens: [\d,]+ tokens in 3 chunks from 3 files/);
 
   const args = ['--dataset', tokens, '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '2', '--n_head', '4', '--n_embd', '64', '--n_ctx', '64',
-    '--context_length', '32', '--batch_size', '4', '--learning_rate', '0.003', '--sample_every', '0', '--save_on_ctrlc', '--seed', '5', '--threads', '2'];
+    '--context_length', '32', '--batch_size', '4', '--learning_rate', '0.003', '--sample_every', '0', '--seed', '5', '--threads', '2'];
   const child = spawn(process.execPath, [path.join(COMMANDS, 'train.js'), ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
