@@ -4,7 +4,7 @@ import readline from 'node:readline';
 import { ChatSession, Generator, isAudience } from '../../lib/generate';
 import { MessageTooLongError } from '../../lib/generate/chat';
 import { AUDIENCE_RULE } from '../../lib/data/chat_format';
-import { trainedAudiences } from '../../lib/train/checkpoint';
+import { trainedAudiences, untrainedAudience } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
 import { resolveModel } from '../../lib/formats/resolve_model';
@@ -52,7 +52,10 @@ async function main(): Promise<void> {
 
   applyComputeFlags(argv, (message) => process.stderr.write(`chat: ${message}\n`));
   const name = argv.restore_from ?? argv.model_name;
-  const audiences = argv.audience !== undefined ? [argv.audience] : trainedAudiences(resolveModel(name).dir);
+  const trained = trainedAudiences(resolveModel(name).dir);
+  const untrained = argv.audience === undefined ? null : untrainedAudience(argv.audience, trained);
+  if (untrained !== null) process.stderr.write(`chat: warning: --audience ${argv.audience}: ${untrained}\n`);
+  const audiences = argv.audience !== undefined ? [argv.audience] : trained;
   if (audiences.length === 0) throw new Error(`${name}: no training record lists the audiences; give --audience <name>`);
   const gen = await Generator.load(name, { weightDtype: argv.dtype, threads: argv.threads, adapter: argv.adapter, slots: 1 });
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout });

@@ -39,6 +39,7 @@ import { ChatService, checkSamplingDefaults, type ChatFn } from './service';
 import type { GPT2Config } from '../formats/model_folder';
 import { packageVersion } from '../util/package_root';
 import { quoted } from '../util/quoted';
+import { untrainedAudience } from '../train/checkpoint';
 
 export interface DixieServer {
   readonly app: express.Express;
@@ -119,9 +120,8 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   const announce = (m: ModelConfig): void => {
     const chat = m.promptFormat === 'chat' ? { audience: m.audience, audiences: m.audiences } : {};
     log('info', 'serving model', { model: m.key, promptFormat: m.promptFormat, sanitizer: m.sanitizer, ...chat, why: m.servedAs });
-    if (m.promptFormat === 'chat' && m.audiences.length > 0 && !m.audiences.includes(m.audience)) {
-      log('warn', `model "${m.key}" answers as "${m.audience}", whom its chat data never talks to`, { model: m.key, audiences: m.audiences });
-    }
+    const untrained = m.promptFormat === 'chat' ? untrainedAudience(m.audience, m.audiences) : null;
+    if (untrained !== null) log('warn', `model "${m.key}" answers as "${m.audience}": ${untrained}`, { model: m.key, audiences: m.audiences });
   };
   for (const m of config.models) {
     sanitizers.set(m.key, check(m));

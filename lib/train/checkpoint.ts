@@ -132,6 +132,15 @@ export function trainedAudiences(modelDir: string): string[] {
   return list.map((a: unknown) => (a as Partial<AudienceCount> | null)?.audience).filter((a): a is string => typeof a === 'string' && isAudience(a));
 }
 
+// What is amiss in answering as `audience` for a model whose chat data talked to `trained` (trainedAudiences); null
+// where it talked to it, or where no record says. A case apart is named: an import writes names as the app shows them.
+export function untrainedAudience(audience: string, trained: readonly string[]): string | null {
+  if (trained.length === 0 || trained.includes(audience)) return null;
+  const cased = trained.find((a) => a.toLowerCase() === audience.toLowerCase());
+  const named = trained.slice(0, 5).map((a) => JSON.stringify(a)).join(', ') + (trained.length > 5 ? ', ...' : '');
+  return `its chat data never talks to ${JSON.stringify(audience)}${cased ? `, but to ${JSON.stringify(cased)} (audiences are told apart by case)` : ` (it talks to ${named})`}`;
+}
+
 export function readTrainState(dir: string): TrainState {
   const file = path.join(dir, STATE_FILE);
   const state = readJsonObject(file) as Partial<TrainState>;

@@ -111,6 +111,10 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.equal(run('chat', ['--restore_from', modelDir, '--length', '12', '--seed', '9'], input).stdout, r.stdout, 'a seed repeats the chat');
     const dad = run('chat', ['--restore_from', modelDir, '--audience', 'dad', '--length', '4'], 'Hey\n');
     t.match(dad.stdout, /Talking to dad\.[\s\S]*dad> /);
+    t.match(dad.stderr, 'chat: warning: --audience dad: its chat data never talks to "dad" (it talks to "mom")');
+    const cased = run('chat', ['--restore_from', modelDir, '--audience', 'Mom', '--length', '2'], 'Hey\n');
+    t.match(cased.stderr, 'its chat data never talks to "Mom", but to "mom" (audiences are told apart by case)');
+    t.notMatch(run('chat', ['--restore_from', modelDir, '--audience', 'mom', '--length', '2'], 'Hey\n').stderr, /warning: --audience/);
     const cut = run('chat', ['--restore_from', modelDir, '--length', '2', '--seed', '9'], 'Hey\n');
     t.match(cut.stdout, /mom> .*\(cut short: the reply reached --length, 2 tokens\)\n/, 'a reply cut by --length says so, as the chat page does');
     fs.rmSync(path.join(modelDir, 'state.json'));
