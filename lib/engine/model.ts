@@ -106,13 +106,25 @@ const GGUF_FIELDS: Readonly<Record<keyof GPT2Config, string>> = {
   vocabSize: 'token_embd.weight',
 };
 
-// The config fields readHFConfig does not read, which this engine does not let vary.
+// The config fields readHFConfig does not read, which this engine does not let vary: each with what GPT-2 computes
+// (which transformers also assumes where the field is absent) and whether a value asks for that. A value that asks
+// for anything else would load and then compute other logits than the checkpoint's, so it is refused.
+// reorder_and_upcast_attn is not among them: it changes only the precision of 16-bit attention in PyTorch, not
+// what is computed; nor add_cross_attention, whose weights no GPT-2 here has and which run only given an encoder's
+// states (an extra tensor is refused by name).
+const COMPUTE_FIELDS: readonly { field: string; gpt2: string; accepts: (value: unknown, c: Record<string, unknown>) => boolean }[] = [
+  { field: 'activation_function', gpt2: '"gelu_new" (tanh GELU)', accepts: (v) => v === 'gelu_new' },
+  { field: 'layer_norm_epsilon', gpt2: '1e-5', accepts: (v) => v === 1e-5 },
+  { field: 'scale_attn_weights', gpt2: 'true (attention scores divided by sqrt(head size))', accepts: (v) => v === true },
+  { field: 'scale_attn_by_inverse_layer_idx', gpt2: 'false (no further division of layer i\'s scores by i + 1)', accepts: (v) => v === false || v === null },
+  { field: 'n_inner', gpt2: 'null or 4 x n_embd (the MLP\'s width)', accepts: (v, c) => v === null || (typeof c.n_embd === 'number' && v === 4 * c.n_embd) },
+];
+
 function checkComputeConfig(file: string, c: Record<string, unknown>): void {
-  if (c.activation_function !== undefined && c.activation_function !== 'gelu_new') {
-    throw new Error(`${file}: field "activation_function" is ${JSON.stringify(c.activation_function)}; only "gelu_new" (tanh GELU) is supported`);
-  }
-  if (c.layer_norm_epsilon !== undefined && c.layer_norm_epsilon !== 1e-5) {
-    throw new Error(`${file}: field "layer_norm_epsilon" is ${JSON.stringify(c.layer_norm_epsilon)}; only 1e-5 is supported`);
+  for (const { field, gpt2, accepts } of COMPUTE_FIELDS) {
+    if (c[field] !== undefined && !accepts(c[field], c)) {
+      throw new Error(`${file}: field "${field}" is ${JSON.stringify(c[field])}; dixie computes GPT-2's ${gpt2} only`);
+    }
   }
 }
 

@@ -99,9 +99,20 @@ t.test('bad model folders: each error names what is wrong', async (t) => {
     ['config mismatch', folder((x) => x, { ...fixtureConfig, vocab_size: 300 }), /"wte\.weight" has shape \[256, 64\] but .*config\.json implies \[300, 64\]/],
     ['config field', folder((x) => x, { ...fixtureConfig, n_head: 5 }), /"n_embd" \(64\) must be a multiple of "n_head" \(5\)/],
     ['activation', folder((x) => x, { ...fixtureConfig, activation_function: 'relu' }), /"activation_function" is "relu"/],
+    // Fields transformers reads that change the logits: each would load the same weights into another computation.
+    ['attention scaled by layer', folder((x) => x, { ...fixtureConfig, scale_attn_by_inverse_layer_idx: true }),
+      /config\.json: field "scale_attn_by_inverse_layer_idx" is true; dixie computes GPT-2's false /],
+    ['attention unscaled', folder((x) => x, { ...fixtureConfig, scale_attn_weights: false }),
+      /config\.json: field "scale_attn_weights" is false; dixie computes GPT-2's true /],
+    ['MLP width', folder((x) => x, { ...fixtureConfig, n_inner: 1024 }), /config\.json: field "n_inner" is 1024; dixie computes GPT-2's null or 4 x n_embd/],
     ['integer weights', folder((ts) => ts.map((x) => (x.name === 'ln_f.bias' ? { ...x, dtype: 'I32', data: () => new Int32Array(64) } : x))), /"ln_f\.bias" has dtype I32/],
   ];
   for (const [what, dir, message] of cases) await t.rejects(load(dir), message, what);
+  const asGpt2 = await load(folder((x) => x, {
+    ...fixtureConfig, scale_attn_weights: true, scale_attn_by_inverse_layer_idx: false, n_inner: null, reorder_and_upcast_attn: true,
+  }));
+  t.equal(asGpt2.config.nEmbd, 64, 'the same fields at what GPT-2 computes load');
+  asGpt2.dispose();
 
   const good = fs.readFileSync(path.join(FIXTURE_DIR, 'model.safetensors'));
   const corrupt = (name: string, bytes: Buffer): string => {
