@@ -10,6 +10,7 @@
 // base_model.model.transformer.h.0.attn.c_attn.lora_A.weight.
 import fs from 'node:fs';
 import path from 'node:path';
+import vm from 'node:vm';
 import { writeTextAtomic } from '../util/atomic_file';
 import type { GPT2Config } from './model_folder';
 import { openSafetensors, writeSafetensors, type SafetensorsFile, type TensorEntry, type TensorToWrite } from './safetensors';
@@ -91,6 +92,11 @@ function parseJsonAt(file: string, text: string): unknown {
   }
 }
 
+// How target_modules and exclude_modules match a module path (Python's re.fullmatch), and how rank_pattern's and
+// alpha_pattern's keys do (its end, after a dot).
+const WHOLE_PATH = (s: string): string => `^(?:${s})$`;
+const PATH_END = (s: string): string => `^(.*\\.)?(${s})$`;
+
 // A regex of Python's `re` as JavaScript reads it (the two agree on what target patterns use), named after its field.
 function patternOf(file: string, field: string, source: string, wrap: (s: string) => string): RegExp {
   try {
@@ -104,7 +110,7 @@ function stringList(file: string, json: Record<string, unknown>, field: string):
   const value = json[field];
   if (value === undefined || value === null) return null;
   if (typeof value === 'string') {
-    patternOf(file, field, value, (s) => `^(?:${s})$`);
+    patternOf(file, field, value, WHOLE_PATH);
     return value;
   }
   if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value as string[];
@@ -115,7 +121,7 @@ function numberPattern(file: string, json: Record<string, unknown>, field: strin
   const value = json[field] ?? {};
   if (!isObject(value)) throw new Error(`${file}: field "${field}" must be an object of module pattern -> ${what}, got ${JSON.stringify(value)}`);
   for (const [key, v] of Object.entries(value)) {
-    patternOf(file, `${field}.${key}`, key, (s) => `^(.*\\.)?(${s})$`);
+    patternOf(file, `${field}.${key}`, key, PATH_END);
     if (typeof v !== 'number' || !isValid(v)) throw new Error(`${file}: field "${field}": "${key}" must be ${what}, got ${JSON.stringify(v)}`);
   }
   return value as Record<string, number>;
@@ -235,36 +241,69 @@ export function loraConfigJson(config: LoraConfig): Record<string, unknown> {
 
 // ---- which modules an adapter targets, as PEFT decides ----
 
+// The patterns come from the adapter's config, where one such as "(.|.|.)*X" backtracks for longer than anyone waits.
+// V8 interrupts a regex that runs under a vm timeout, so each match of a pattern runs under one, and a pattern that
+// takes that long on a module path of a few dozen characters (a sane one takes microseconds) is refused.
+const PATTERN_TIMEOUT_MS = 250;
+const EXEC_PATTERN = new vm.Script('pattern.exec(subject)');
+let patternContext: vm.Context | null = null;
+
+// `source` (of `field` in `file`), as `wrap` makes it a regex, matched against `subject`.
+function execPattern(file: string, field: string, source: string, wrap: (s: string) => string, subject: string): RegExpExecArray | null {
+  const context = (patternContext ??= vm.createContext({ pattern: null, subject: '' }));
+  context.pattern = patternOf(file, field, source, wrap);
+  context.subject = subject;
+  try {
+    return EXEC_PATTERN.runInContext(context, { timeout: PATTERN_TIMEOUT_MS }) as RegExpExecArray | null;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_SCRIPT_EXECUTION_TIMEOUT') throw err;
+    throw new Error(`${file}: field "${field}": the regular expression ${JSON.stringify(source)} ran for over ${PATTERN_TIMEOUT_MS} ms matching "${subject}" `
+      + '(it backtracks without bound: nested or overlapping repetition)');
+  } finally {
+    context.pattern = null;
+  }
+}
+
 // A list entry matches a path that is the entry or ends in "." + entry; a string is a regex the whole path matches.
-function matchesModules(modules: string[] | string, modulePath: string): boolean {
-  if (typeof modules === 'string') return new RegExp(`^(?:${modules})$`).test(modulePath);
+function matchesModules(file: string, field: string, modules: string[] | string, modulePath: string): boolean {
+  if (typeof modules === 'string') return execPattern(file, field, modules, WHOLE_PATH, modulePath) !== null;
   return modules.some((m) => modulePath === m || modulePath.endsWith(`.${m}`));
 }
 
 // The layer index in a module path, after one of the layer patterns (any name when none).
-function layerIndexOf(modulePath: string, patterns: string[] | null): number | null {
+function layerIndexOf(file: string, modulePath: string, patterns: string[] | null): number | null {
   for (const pattern of patterns ?? ['[^.]*']) {
-    const match = new RegExp(`^.*?\\.${pattern}\\.(\\d+)\\.`).exec(modulePath);
+    const match = execPattern(file, 'layers_pattern', pattern, (s) => `^.*?\\.${s}\\.(\\d+)\\.`, modulePath);
     if (match) return Number(match[1]);
   }
   return null;
 }
 
-export function isTargeted(config: LoraConfig, modulePath: string): boolean {
-  if (config.excludeModules !== null && matchesModules(config.excludeModules, modulePath)) return false;
+// Whether the adapter of `config` (read from `file`, named in errors) changes the module at `modulePath`.
+export function isTargeted(config: LoraConfig, modulePath: string, file: string): boolean {
+  if (config.excludeModules !== null && matchesModules(file, 'exclude_modules', config.excludeModules, modulePath)) return false;
   const targets = config.targetModules;
   if (targets === ALL_LINEAR) return true;
-  if (typeof targets === 'string' || targets.includes(modulePath)) return matchesModules(targets, modulePath);
-  if (!matchesModules(targets, modulePath)) return false;
+  if (typeof targets === 'string' || targets.includes(modulePath)) return matchesModules(file, 'target_modules', targets, modulePath);
+  if (!matchesModules(file, 'target_modules', targets, modulePath)) return false;
   if (config.layersToTransform === null || config.layersToTransform.length === 0) return true;
-  const layer = layerIndexOf(modulePath, config.layersPattern);
+  const layer = layerIndexOf(file, modulePath, config.layersPattern);
   return layer !== null && config.layersToTransform.includes(layer);
 }
 
-// r or lora_alpha of a module: the first pattern key that matches the end of its path, else the default.
-function patterned(pattern: Record<string, number>, modulePath: string, fallback: number): { value: number; key: string | null } {
-  const key = Object.keys(pattern).find((k) => new RegExp(`^(.*\\.)?(${k})$`).test(modulePath));
+// r or lora_alpha of a module (`field`: rank_pattern or alpha_pattern): the first pattern key that matches the end of
+// its path, else the default.
+function patterned(file: string, field: string, pattern: Record<string, number>, modulePath: string, fallback: number): { value: number; key: string | null } {
+  const key = Object.keys(pattern).find((k) => execPattern(file, `${field}.${k}`, k, PATH_END, modulePath) !== null);
   return key === undefined ? { value: fallback, key: null } : { value: pattern[key], key };
+}
+
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+function maxAbs(values: Float32Array): number {
+  let max = 0;
+  for (const v of values) max = Math.max(max, Math.abs(v));
+  return max;
 }
 
 function scalingOf(config: LoraConfig, alpha: number, rank: number): number {
@@ -306,7 +345,11 @@ export function readPeftAdapter(dir: string): PeftAdapter {
           + 'trained biases, modules_to_save, DoRA magnitudes and adapters of the embeddings or the output head are not supported');
       }
       const [, modulePath, layer, kind, factor] = match;
-      if (!isTargeted(config, modulePath)) {
+      // "h.01" would name the same weight as "h.1", and one pair of factors would silently replace the other.
+      if (String(Number(layer)) !== layer) {
+        throw new Error(`${file}: tensor "${entry.name}" numbers its layer "${layer}"; PEFT names layer ${Number(layer)} "h.${Number(layer)}"`);
+      }
+      if (!isTargeted(config, modulePath, configFile)) {
         throw new Error(`${file}: tensor "${entry.name}" adapts ${modulePath}, which ${configFile} does not target (target_modules ${JSON.stringify(config.targetModules)})`);
       }
       const pair = pairs.get(modulePath) ?? { path: modulePath, layer: Number(layer), kind };
@@ -322,7 +365,7 @@ export function readPeftAdapter(dir: string): PeftAdapter {
       if (!pair.a || !pair.b) {
         throw new Error(`${file}: tensor "${name(pair.a ? 'A' : 'B')}" has no "${name(pair.a ? 'B' : 'A')}": each adapted module needs both factors`);
       }
-      const rank = patterned(config.rankPattern, pair.path, config.r);
+      const rank = patterned(configFile, 'rank_pattern', config.rankPattern, pair.path, config.r);
       const said = rank.key === null ? `r = ${config.r}` : `rank_pattern "${rank.key}" = ${rank.value}`;
       if (pair.a.shape.length === 2 && pair.a.shape[0] !== rank.value) {
         throw new Error(`${file}: tensor "${pair.a.name}" has shape [${pair.a.shape.join(', ')}], rank ${pair.a.shape[0]}, but ${configFile} gives ${said} for ${pair.path}`);
@@ -332,15 +375,23 @@ export function readPeftAdapter(dir: string): PeftAdapter {
       }
       const a = readFactor(file, st, pair.a);
       const b = readFactor(file, st, pair.b);
-      const alpha = patterned(config.alphaPattern, pair.path, config.alpha).value;
+      const alpha = patterned(configFile, 'alpha_pattern', config.alphaPattern, pair.path, config.alpha);
+      const scaling = scalingOf(config, alpha.value, rank.value);
+      // No element of the delta exceeds this; past float32's range the adapter can only make weights infinite,
+      // whether merged or decoded unmerged (where the scaling itself is a float32).
+      const bound = scaling * rank.value * maxAbs(a) * maxAbs(b);
+      if (!(Math.fround(scaling) < Infinity && bound <= FLOAT32_MAX)) {
+        const given = alpha.key === null ? `lora_alpha ${config.alpha}` : `alpha_pattern "${alpha.key}" = ${alpha.value}`;
+        throw new Error(`${configFile}: field ${given} with ${said} scales ${pair.path}'s delta by ${scaling}, which takes its values up to ${bound}, past float32's range (${FLOAT32_MAX})`);
+      }
       modules.push({
         path: pair.path,
         weight: `h.${pair.layer}.${pair.kind}.weight`,
         layer: pair.layer,
         kind: pair.kind,
         rank: rank.value,
-        alpha,
-        scaling: scalingOf(config, alpha, rank.value),
+        alpha: alpha.value,
+        scaling,
         inputs: pair.a.shape[1],
         outputs: pair.b.shape[0],
         a,
@@ -369,13 +420,15 @@ export interface BaseSource {
 // The deltas an adapter adds to a base's weights, by weight name (checkAdapterFits first).
 export function adapterDeltas(adapter: PeftAdapter, config: GPT2Config, base: BaseSource): Map<string, AddDeltaRows> {
   checkAdapterFits(adapter, config, base);
-  return new Map(adapter.modules.map((m) => [m.weight, deltaRows(m)]));
+  const file = path.join(adapter.dir, ADAPTER_WEIGHTS_FILE);
+  return new Map(adapter.modules.map((m) => [m.weight, deltaRows(m, file)]));
 }
 
 // Checks that the base has every module the adapter adapts, at the same widths, and that every module the config
 // targets in it has its factors.
 export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base: BaseSource): void {
   const file = path.join(adapter.dir, ADAPTER_WEIGHTS_FILE);
+  const configFile = path.join(adapter.dir, ADAPTER_CONFIG_FILE);
   const C = config.nEmbd;
   const fitted = new Set<string>();
   for (const m of adapter.modules) {
@@ -395,15 +448,16 @@ export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base:
   for (let layer = 0; layer < config.nLayer; layer++) {
     for (const kind of Object.keys(ADAPTABLE)) {
       const modulePath = `${prefix}h.${layer}.${kind}`;
-      if (isTargeted(adapter.config, modulePath) && !fitted.has(`h.${layer}.${kind}.weight`)) {
-        throw new Error(`${path.join(adapter.dir, ADAPTER_CONFIG_FILE)}: targets ${modulePath} (target_modules ${JSON.stringify(adapter.config.targetModules)}), which the base has, but ${file} has no lora_A / lora_B for it: made for a base with fewer layers?`);
+      if (isTargeted(adapter.config, modulePath, configFile) && !fitted.has(`h.${layer}.${kind}.weight`)) {
+        throw new Error(`${configFile}: targets ${modulePath} (target_modules ${JSON.stringify(adapter.config.targetModules)}), which the base has, but ${file} has no lora_A / lora_B for it: made for a base with fewer layers?`);
       }
     }
   }
 }
 
 // Row i of the delta is scaling * sum_k A[k, i] B[:, k], summed in float64 and added to the float32 weights once.
-function deltaRows(m: LoraModule): AddDeltaRows {
+// A sum past float32's range is refused: the base's weights were checked finite before, so the adapter made it.
+function deltaRows(m: LoraModule, file: string): AddDeltaRows {
   const { rank, inputs, outputs } = m;
   const bT = new Float64Array(rank * outputs);  // scaling * B^T [rank, outputs], rows contiguous for the inner loop
   for (let o = 0; o < outputs; o++) {
@@ -419,7 +473,13 @@ function deltaRows(m: LoraModule): AddDeltaRows {
         for (let o = 0; o < outputs; o++) row[o] += a * bT[from + o];
       }
       const at = (i - r0) * outputs;
-      for (let o = 0; o < outputs; o++) dst[at + o] += row[o];
+      for (let o = 0; o < outputs; o++) {
+        const merged = Math.fround(dst[at + o] + row[o]);
+        if (!Number.isFinite(merged)) {
+          throw new Error(`${file}: the factors of ${m.path} (scaling ${m.scaling}) add ${row[o]} to ${m.weight}'s ${dst[at + o]} at element ${i * outputs + o}, past float32's range`);
+        }
+        dst[at + o] = merged;
+      }
     }
   };
 }
@@ -463,8 +523,8 @@ export async function writePeftAdapter(dir: string, adapter: PeftAdapterToWrite)
     const kind = /^h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$/.exec(name)?.[1];
     if (kind === undefined) throw new Error(`writePeftAdapter: "${name}" is not a module an adapter can change (h.N. followed by one of ${ADAPTABLE_NAMES})`);
     const modulePath = `transformer.${name}`;
-    if (!isTargeted(config, modulePath)) throw new Error(`writePeftAdapter: "${name}" is not among the targets ${JSON.stringify(config.targetModules)}`);
-    const rank = patterned(config.rankPattern, modulePath, config.r).value;
+    if (!isTargeted(config, modulePath, 'writePeftAdapter')) throw new Error(`writePeftAdapter: "${name}" is not among the targets ${JSON.stringify(config.targetModules)}`);
+    const rank = patterned('writePeftAdapter', 'rank_pattern', config.rankPattern, modulePath, config.r).value;
     if (a.length % rank !== 0 || b.length % rank !== 0) {
       throw new Error(`writePeftAdapter: "${name}": A has ${a.length} values and B ${b.length}, not multiples of its rank ${rank}`);
     }

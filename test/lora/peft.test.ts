@@ -77,7 +77,7 @@ t.test('an adapter written here in PEFT\'s layout reads, in F32, F16 and BF16', 
 t.test('target_modules, layers_to_transform, layers_pattern and exclude_modules select modules as PEFT does', async (t) => {
   const config = readLoraConfig(configOf(writeRawAdapter(path.join(work, 'select'), peftConfig({}), layer0())));
   const targeted = (fields: Partial<typeof config>): string[] => ['transformer.h.0.attn.c_attn', 'transformer.h.1.attn.c_attn', 'transformer.h.1.attn.c_proj', 'transformer.h.1.mlp.c_proj', 'h.1.attn.c_attn']
-    .filter((p) => isTargeted({ ...config, ...fields }, p));
+    .filter((p) => isTargeted({ ...config, ...fields }, p, 'adapter_config.json'));
   t.same(targeted({ targetModules: ['c_proj'] }), ['transformer.h.1.attn.c_proj', 'transformer.h.1.mlp.c_proj'], 'a suffix after a dot');
   t.same(targeted({ targetModules: ['attn.c_proj', 'transformer.h.0.attn.c_attn'] }), ['transformer.h.0.attn.c_attn', 'transformer.h.1.attn.c_proj'], 'a longer suffix, a whole path');
   t.same(targeted({ targetModules: 'c_attn' }), [], 'a regex matches the whole path');
@@ -159,6 +159,12 @@ t.test('corrupt and mismatched adapters: errors that name the file and the field
       (d) => `${configOf(d)}: field "r" must be a positive integer, got 0`],
     ['bad-regex', (d) => writeRawAdapter(d, peftConfig({ target_modules: '(c_attn' }), layer0()),
       (d) => `${configOf(d)}: field "target_modules": "(c_attn" is not a regular expression (Invalid regular expression: /^(?:(c_attn)$/: Unterminated group)`],
+    ['backtracking-targets', (d) => writeRawAdapter(d, peftConfig({ target_modules: '(.|.|.)*X' }), layer0()),
+      (d) => `${configOf(d)}: field "target_modules": the regular expression "(.|.|.)*X" ran for over 250 ms matching "transformer.h.0.attn.c_attn" (it backtracks without bound: nested or overlapping repetition)`],
+    ['backtracking-rank-pattern', (d) => writeRawAdapter(d, peftConfig({ rank_pattern: { '(.|.|.)*X': 2 } }), layer0()),
+      (d) => `${configOf(d)}: field "rank_pattern.(.|.|.)*X": the regular expression "(.|.|.)*X" ran for over 250 ms matching "transformer.h.0.attn.c_attn" (it backtracks without bound: nested or overlapping repetition)`],
+    ['leading-zero-layer', (d) => writeRawAdapter(d, peftConfig({}), [...layer0(), randomFactors('h.01.attn.c_attn', 4, C, 9)]),
+      (d) => `${weightsOf(d)}: tensor ${A('h.01.attn.c_attn')} numbers its layer "01"; PEFT names layer 1 "h.1"`],
   ];
   for (const [name, make, expected] of cases) {
     const { dir, message } = await loadError(name, make);
@@ -171,6 +177,26 @@ t.test('corrupt and mismatched adapters: errors that name the file and the field
   });
   t.match(message, new RegExp(`^${weightsOf(dir).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: tensor ".*": data_offsets .* the file has \\d+ bytes \\(truncated\\?\\)$`), 'truncated');
   await t.rejects(Model.load(base, { adapter: path.join(work, 'nowhere') }), { message: `${path.join(work, 'nowhere')}: no such folder (a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors)` });
+});
+
+t.test('an adapter that would make weights infinite is refused, naming its file and module', async (t) => {
+  const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const huge = await loadError('huge-alpha', (d) => writeRawAdapter(d, peftConfig({ lora_alpha: 1e308 }), layer0()));
+  t.match(huge.message, new RegExp(`^${escape(configOf(huge.dir))}: field lora_alpha 1e\\+308 with r = 4 scales transformer\\.h\\.0\\.attn\\.c_attn's delta by 2\\.5e\\+307, which takes its values up to \\S+, past float32's range`));
+
+  // Factors within range whose delta takes a base weight near float32's largest past it: only the merged sum overflows.
+  const model = Model.create(CONFIG, { seed: 3, device: 'cpu' });
+  const w = model.getParam('h.0.attn.c_attn.weight');
+  w[5] = 3e38;
+  model.setParam('h.0.attn.c_attn.weight', w);
+  const near = path.join(work, 'near-max-base');
+  await model.save(near);
+  model.dispose();
+  const ones = (module: string): Factors => ({ ...randomFactors(module, 1, C, 1), a: new Float32Array(C).fill(1), b: new Float32Array(3 * C).fill(1) });
+  const dir = writeRawAdapter(path.join(work, 'overflowing'), peftConfig({ r: 1, lora_alpha: 1e38 }), [ones('h.0.attn.c_attn'), ones('h.1.attn.c_attn')]);
+  await t.rejects(Model.load(near, { device: 'cpu', trainable: false, adapter: dir }),
+    { message: new RegExp(`^${escape(weightsOf(dir))}: the factors of transformer\\.h\\.0\\.attn\\.c_attn \\(scaling 1e\\+38\\) add 1e\\+38 to h\\.0\\.attn\\.c_attn\\.weight's 3\\.0\\d*e\\+38 at element 5, past float32's range$`) });
+  (await Model.load(near, { device: 'cpu', trainable: false })).dispose();
 });
 
 t.test('bin/generate --adapter says what is wrong with an adapter, and samples with a good one', async (t) => {
