@@ -200,9 +200,20 @@ function readTable(file: Uint8Array, name: string): [Uint8Array, Uint8Array][] {
   const indexHandle = readHandle(footer);
   const indexBlock = readBlock(file, name, indexHandle, `index block at byte ${indexHandle.offset}`);
   const entries: [Uint8Array, Uint8Array][] = [];
+  // The data blocks lie one after another before the index block, as a table is written: so checked before each is
+  // read, the blocks read are at most the file's bytes. An index whose entries all named one block that snappy
+  // expands a thousandfold would have it uncompressed again for each, gigabytes from a small file.
+  let blocksEnd = 0;
   for (const [, handleBytes] of blockEntries(indexBlock, `${name}: index block`)) {
     const handle = readHandle(new Cursor(handleBytes, `${name}: index block`));
     const where = `data block at byte ${handle.offset}`;
+    if (handle.offset < blocksEnd) {
+      throw new Error(`${name}: index block: ${where} begins before the end of the data block before it (byte ${blocksEnd}): the index is corrupt`);
+    }
+    blocksEnd = handle.offset + handle.size + TRAILER_BYTES;
+    if (blocksEnd > indexHandle.offset) {
+      throw new Error(`${name}: index block: ${where} (${handle.size} bytes) runs into the index block at byte ${indexHandle.offset}: the index is corrupt`);
+    }
     entries.push(...blockEntries(readBlock(file, name, handle, where), `${name}: ${where}`));
   }
   for (let i = 1; i < entries.length; i++) {

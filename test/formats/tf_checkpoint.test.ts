@@ -211,6 +211,46 @@ t.test('structurally corrupt blocks with valid checksums are refused cleanly', a
   t.ok(refused > size / 2, `${refused} of ${2 * size} damaged blocks refused, the rest read as other valid tables`);
 });
 
+// The index file with its index block replaced by one whose entries (keys "a", "b", ... in order) point at `handles`.
+function withIndexBlock(original: Buffer, handles: [number, number][]): Buffer {
+  const varint = (v: number): number[] => (v < 0x80 ? [v] : [(v % 0x80) | 0x80, ...varint(Math.floor(v / 0x80))]);
+  const u32 = (v: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v >>> 0);
+    return b;
+  };
+  const entries: number[] = [];
+  const restarts: number[] = [];
+  handles.forEach(([offset, size], i) => {
+    restarts.push(entries.length);
+    const value = [...varint(offset), ...varint(size)];
+    entries.push(0, 1, value.length, 0x61 + i, ...value);
+  });
+  const block = Buffer.concat([Buffer.from(entries), ...restarts.map(u32), u32(restarts.length), Buffer.from([0])]);
+  const body = original.subarray(0, original.length - 48);
+  const footer = Buffer.alloc(48);
+  Buffer.from([0, 0, ...varint(body.length), ...varint(block.length - 1)]).copy(footer);
+  original.copy(footer, 40, original.length - 8);
+  return Buffer.concat([body, block, u32(maskCrc(crc32c(block))), footer]);
+}
+
+t.test('an index whose entries point at one data block again and again is refused before it is read twice', async (t) => {
+  const prefix = path.join(t.testdir(), 'model-1');
+  const blocks = writeTFBundle(prefix, sampleTensors(), { blockSize: 512, snappy: true });
+  const original = fs.readFileSync(`${prefix}.index`);
+  const [first] = blocks;
+  fs.writeFileSync(`${prefix}.index`, withIndexBlock(original, [first, first, first]));
+  t.throws(() => openTFCheckpoint(prefix), {
+    message: `${prefix}.index: index block: data block at byte ${first[0]} begins before the end of the data block before it (byte ${first[0] + first[1] + 5}): the index is corrupt`,
+  });
+  fs.writeFileSync(`${prefix}.index`, withIndexBlock(original, [[first[0], original.length]]));
+  t.throws(() => openTFCheckpoint(prefix), { message: new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.index: index block: data block at byte ${first[0]} \\(\\d+ bytes\\) runs into the index block at byte \\d+: the index is corrupt$`) });
+  fs.writeFileSync(`${prefix}.index`, withIndexBlock(original, blocks));
+  const ckpt = openTFCheckpoint(prefix);
+  t.equal(ckpt.tensors.length, sampleTensors().length, 'the same blocks in order, through a rebuilt index block, read');
+  ckpt.close();
+});
+
 t.test('corrupt or truncated data shards', async (t) => {
   const dir = t.testdir();
   const prefix = copyT2T(dir);
