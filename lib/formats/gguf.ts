@@ -13,7 +13,7 @@ import type { Vocabulary } from '../tokenizer/vocab';
 import { writeFileAtomic } from '../util/atomic_file';
 import { GGML_QUANTS } from './ggml_quants';
 import type { PeftAdapter } from './peft';
-import { f32ToBf16, f32ToF16, readFully, writeFully } from './safetensors';
+import { f32ToBf16, f32ToF16, openRegularFile, readFully, writeFully } from './safetensors';
 
 // What a file's matrices are written in, as llama.cpp's tools name the file types: float types, or ggml's blocks as
 // llama-quantize writes them (its q4_K_M: q4_K with some matrices in q6_K, and so on; see tensorTypeOf).
@@ -90,14 +90,18 @@ export const GGUF_OUTPUT = 'output.weight';
 export function hfTensorOf(name: string): { name: string; transposed: boolean } | null {
   const model = MODEL_TENSORS.find(([g]) => g === name);
   if (model) return { name: model[1], transposed: false };
-  const m = /^blk\.(\d+)\.(.+)$/.exec(name);
+  // llama.cpp writes layer numbers as "blk.%d"; "blk.00" beside "blk.0" would name one parameter twice.
+  const m = /^blk\.(0|[1-9]\d*)\.(.+)$/.exec(name);
   const layer = m ? LAYER_TENSORS.find(([g]) => g === m[2]) : undefined;
   return m && layer ? { name: `h.${Number(m[1])}.${layer[1]}`, transposed: layer[2] } : null;
 }
 
 // ---- reading ----
 
-export type GgufValue = number | bigint | string | boolean | GgufValue[];
+export type GgufNumbers = Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array | Float32Array
+  | BigUint64Array | BigInt64Array | Float64Array;
+// An array of numbers (or bools, as bytes) is held as a typed array; of strings, as strings. Arrays of arrays are not read.
+export type GgufValue = number | bigint | string | boolean | string[] | GgufNumbers;
 
 export interface GgufTensorInfo {
   name: string;
@@ -118,9 +122,9 @@ export class GgufFile {
   ) {}
 
   static open(file: string): GgufFile {
-    const fd = fs.openSync(file, 'r');
+    const { fd, size } = openRegularFile(file, 'a GGUF file should be');
     try {
-      const h = readHeader(file, fd);
+      const h = readHeader(file, fd, size);
       return new GgufFile(file, fd, h.version, h.metadata, h.tensors);
     } catch (err) {
       fs.closeSync(fd);
@@ -212,7 +216,7 @@ export function openGguf(file: string): GgufFile {
 
 function describe(v: GgufValue | undefined): string {
   if (v === undefined) return 'nothing (the key is missing)';
-  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (Array.isArray(v) || ArrayBuffer.isView(v)) return `an array of ${v.length}`;
   return typeof v === 'bigint' ? String(v) : JSON.stringify(v);
 }
 
@@ -274,9 +278,15 @@ class HeaderReader {
       case VALUE.array: {
         const element = this.u32();
         if (element === VALUE.array) throw new Error(`${this.file}: ${this.what}: arrays of arrays are not read`);
-        const n = this.count(element === VALUE.string ? 8 : 1);
-        const out = new Array<GgufValue>(n);
-        for (let i = 0; i < n; i++) out[i] = this.value(element);
+        if (element === VALUE.string) {
+          const n = this.count(8);
+          if (n > MAX_STRINGS) throw new Error(`${this.file}: ${this.what}: an array of ${n} strings, more than the ${MAX_STRINGS} dixie reads`);
+          return Array.from({ length: n }, () => this.string());
+        }
+        const numbers = NUMBER_ARRAYS[element];
+        if (numbers === undefined) throw new Error(`${this.file}: ${this.what}: unknown array element type ${element} at byte ${this.at - 4}`);
+        const out = new numbers(this.count(numbers.BYTES_PER_ELEMENT));
+        new Uint8Array(out.buffer).set(this.bytes(out.byteLength));
         return out;
       }
       default: throw new Error(`${this.file}: ${this.what}: unknown value type ${type} at byte ${this.at - 4}`);
@@ -285,13 +295,26 @@ class HeaderReader {
 }
 
 const GGML_MAX_DIMS = 4;
+// Numeric arrays are read in one piece into typed arrays, as compact as the file (a file's array of millions of u8
+// would otherwise take gigabytes of boxed numbers); string arrays up to this many entries, far above any vocabulary.
+const NUMBER_ARRAYS: Readonly<Partial<Record<number, { new (n: number): GgufNumbers; readonly BYTES_PER_ELEMENT: number }>>> = {
+  [VALUE.u8]: Uint8Array, [VALUE.i8]: Int8Array, [VALUE.u16]: Uint16Array, [VALUE.i16]: Int16Array, [VALUE.u32]: Uint32Array,
+  [VALUE.i32]: Int32Array, [VALUE.f32]: Float32Array, [VALUE.bool]: Uint8Array, [VALUE.u64]: BigUint64Array,
+  [VALUE.i64]: BigInt64Array, [VALUE.f64]: Float64Array,
+};
+const MAX_STRINGS = 1 << 22;
+// The largest power of two general.alignment (a u32) can hold.
+const MAX_ALIGNMENT = 2 ** 31;
 
-function readHeader(file: string, fd: number): { version: number; metadata: Map<string, GgufValue>; tensors: GgufTensorInfo[] } {
-  const stat = fs.fstatSync(fd);
-  if (!stat.isFile()) throw new Error(`${file}: not a regular file`);
-  const r = new HeaderReader(file, fd, stat.size);
+// Whether a value of general.alignment is one: a power of two, an integer that fits its u32.
+function isAlignment(v: GgufValue): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= MAX_ALIGNMENT && Number.isInteger(Math.log2(v));
+}
+
+function readHeader(file: string, fd: number, size: number): { version: number; metadata: Map<string, GgufValue>; tensors: GgufTensorInfo[] } {
+  const r = new HeaderReader(file, fd, size);
   r.what = 'the magic';
-  if (stat.size < 4 || r.bytes(4).toString('latin1') !== 'GGUF') {
+  if (size < 4 || r.bytes(4).toString('latin1') !== 'GGUF') {
     throw new Error(`${file}: not a GGUF file (it does not begin with "GGUF")`);
   }
   const version = r.u32();
@@ -307,10 +330,9 @@ function readHeader(file: string, fd: number): { version: number; metadata: Map<
     r.what = `metadata "${key}"`;
     metadata.set(key, r.value(r.u32()));
   }
-  const alignmentValue = metadata.get('general.alignment') ?? ALIGNMENT;
-  const alignment = typeof alignmentValue === 'number' ? alignmentValue : -1;
-  if (!(alignment > 0 && (alignment & (alignment - 1)) === 0)) {
-    throw new Error(`${file}: metadata "general.alignment" must be a power of two, got ${describe(alignmentValue)}`);
+  const alignment = metadata.get('general.alignment') ?? ALIGNMENT;
+  if (!isAlignment(alignment)) {
+    throw new Error(`${file}: metadata "general.alignment" must be a power of two from 1 to 2^31, got ${describe(alignment)}`);
   }
   const infos: { name: string; dims: number[]; type: number; offset: bigint }[] = [];
   for (let i = 0; i < nTensors; i++) {
@@ -320,7 +342,7 @@ function readHeader(file: string, fd: number): { version: number; metadata: Map<
     const nDims = r.u32();
     if (nDims < 1 || nDims > GGML_MAX_DIMS) throw new Error(`${file}: tensor "${name}" has ${nDims} dimensions (1 to ${GGML_MAX_DIMS})`);
     const dims = Array.from({ length: nDims }, () => r.u64());
-    if (dims.some((d) => d > BigInt(stat.size))) throw new Error(`${file}: tensor "${name}" has dims [${dims.join(', ')}], more values than the file has bytes`);
+    if (dims.some((d) => d > BigInt(size))) throw new Error(`${file}: tensor "${name}" has dims [${dims.join(', ')}], more values than the file has bytes`);
     infos.push({ name, dims: dims.map(Number), type: r.u32(), offset: r.u64() });
   }
   const dataStart = Math.ceil(r.at / alignment) * alignment;
@@ -340,8 +362,8 @@ function readHeader(file: string, fd: number): { version: number; metadata: Map<
     }
     if (info.offset % BigInt(alignment) !== 0n) throw new Error(`${where}: its data offset ${info.offset} is not a multiple of the alignment ${alignment}`);
     const begin = dataStart + Number(info.offset);
-    if (info.offset > BigInt(stat.size) || begin + bytes > stat.size) {
-      throw new Error(`${where} (${ggmlTypeName(info.type)} [${info.dims.join(', ')}], ${bytes} bytes at data offset ${info.offset}) lies past the end of the file (${stat.size} bytes): truncated or corrupt`);
+    if (info.offset > BigInt(size) || begin + bytes > size) {
+      throw new Error(`${where} (${ggmlTypeName(info.type)} [${info.dims.join(', ')}], ${bytes} bytes at data offset ${info.offset}) lies past the end of the file (${size} bytes): truncated or corrupt`);
     }
     tensors.push({ name: info.name, dims: info.dims, type: info.type, begin, end: begin + bytes });
   }
@@ -402,14 +424,17 @@ export function ggufVocabulary(g: GgufFile): { encoder: Buffer; merges: Buffer }
   if (model !== 'gpt2') throw new Error(`${g.path}: metadata "tokenizer.ggml.model" is ${JSON.stringify(model)}; dixie reads GPT-2's byte-level BPE ("gpt2")`);
   const tokens = g.strings('tokenizer.ggml.tokens');
   const merges = g.metadata.has('tokenizer.ggml.merges') ? g.strings('tokenizer.ggml.merges') : [];
-  const encoder: Record<string, number> = {};
+  // A Map, since a token may be any string: "__proto__" set on a plain object would change its prototype, not add it.
+  const encoder = new Map<string, number>();
   tokens.forEach((token, id) => {
-    if (Object.prototype.hasOwnProperty.call(encoder, token)) {
-      throw new Error(`${g.path}: metadata "tokenizer.ggml.tokens": tokens ${encoder[token]} and ${id} are both ${JSON.stringify(token)}`);
+    const earlier = encoder.get(token);
+    if (earlier !== undefined) {
+      throw new Error(`${g.path}: metadata "tokenizer.ggml.tokens": tokens ${earlier} and ${id} are both ${JSON.stringify(token)}`);
     }
-    encoder[token] = id;
+    encoder.set(token, id);
   });
-  return { encoder: Buffer.from(JSON.stringify(encoder)), merges: Buffer.from(['#version: 0.2', ...merges, ''].join('\n')) };
+  const json = `{${[...encoder].map(([token, id]) => `${JSON.stringify(token)}:${id}`).join(',')}}`;
+  return { encoder: Buffer.from(json), merges: Buffer.from(['#version: 0.2', ...merges, ''].join('\n')) };
 }
 
 // ---- writing ----

@@ -59,6 +59,18 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+// Opens `file` for reading when it is a regular file, else refuses it, saying what it should be (`expected`). The open
+// does not block: a FIFO opened for reading otherwise waits for a writer, for ever, before anything could be checked.
+export function openRegularFile(file: string, expected: string): { fd: number; size: number } {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+  const stat = fs.fstatSync(fd);
+  if (!stat.isFile()) {
+    fs.closeSync(fd);
+    throw new Error(`${file}: ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, where ${expected}`);
+  }
+  return { fd, size: stat.size };
+}
+
 export function readFully(fd: number, dst: Uint8Array, position: number, file: string, what: string): void {
   let done = 0;
   while (done < dst.byteLength) {
@@ -125,9 +137,9 @@ export class SafetensorsFile {
   }
 
   static open(file: string): SafetensorsFile {
-    const fd = fs.openSync(file, 'r');
+    const { fd, size } = openRegularFile(file, 'the weights should be one safetensors file');
     try {
-      const { tensors, metadata, dataStart } = SafetensorsFile.readHeader(file, fd);
+      const { tensors, metadata, dataStart } = SafetensorsFile.readHeader(file, fd, size);
       return new SafetensorsFile(file, fd, tensors, metadata, dataStart);
     } catch (err) {
       fs.closeSync(fd);
@@ -135,10 +147,7 @@ export class SafetensorsFile {
     }
   }
 
-  private static readHeader(file: string, fd: number): { tensors: TensorEntry[]; metadata: Record<string, string>; dataStart: number } {
-    const stat = fs.fstatSync(fd);
-    if (!stat.isFile()) throw new Error(`${file}: ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, where the weights should be one safetensors file`);
-    const fileSize = stat.size;
+  private static readHeader(file: string, fd: number, fileSize: number): { tensors: TensorEntry[]; metadata: Record<string, string>; dataStart: number } {
     if (fileSize < 8) throw new Error(`${file}: not a safetensors file: ${fileSize} bytes, shorter than the 8-byte header length`);
     const lengthBytes = new Uint8Array(8);
     readFully(fd, lengthBytes, 0, file, 'header length');
