@@ -33,11 +33,24 @@ export interface ModelFolder {
 
 const VOCAB_PAIRS: readonly [string, string][] = [['vocab.json', 'merges.txt'], ['encoder.json', 'vocab.bpe']];
 
+// Whether `file` is there. What else stops a stat (a symlink loop, no permission) is said, naming the file: taken for
+// absence, it would be reported as a file missing (an interrupted download?) that is there.
+function exists(file: string): boolean {
+  try {
+    fs.statSync(file);
+    return true;
+  } catch (err) {
+    const { code } = err as NodeJS.ErrnoException;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    throw new Error(`${file}: cannot be read: ${(err as Error).message}`);
+  }
+}
+
 export function findVocabulary(dir: string): VocabFiles | null {
   for (const [encoder, merges] of VOCAB_PAIRS) {
     const e = path.join(dir, encoder);
     const m = path.join(dir, merges);
-    if (fs.existsSync(e) && fs.existsSync(m)) return { encoder: e, merges: m };
+    if (exists(e) && exists(m)) return { encoder: e, merges: m };
   }
   return null;
 }
@@ -131,12 +144,12 @@ export function inspectModelFolder(dir: string): ModelFolder {
   const vocab = findVocabulary(dir);
   const configJson = path.join(dir, 'config.json');
   const safetensors = path.join(dir, 'model.safetensors');
-  if (fs.existsSync(safetensors)) {
-    if (!fs.existsSync(configJson)) throw new Error(`${dir}: has model.safetensors but no config.json`);
+  if (exists(safetensors)) {
+    if (!exists(configJson)) throw new Error(`${dir}: has model.safetensors but no config.json`);
     return { dir, kind: 'huggingface', config: readHFConfig(configJson), configFile: configJson, weights: safetensors, vocab };
   }
   const gguf = path.join(dir, GGUF_FILE);
-  if (fs.existsSync(gguf)) {
+  if (exists(gguf)) {
     const g = openGguf(gguf);
     try {
       const vocabulary = vocab ?? (ggufVocabulary(g) ? { encoder: gguf, merges: gguf } : null);
@@ -145,9 +158,9 @@ export function inspectModelFolder(dir: string): ModelFolder {
       g.close();
     }
   }
-  const prefix = fs.existsSync(path.join(dir, 'checkpoint')) ? tfCheckpointPrefix(dir) : soleIndexPrefix(dir);
+  const prefix = exists(path.join(dir, 'checkpoint')) ? tfCheckpointPrefix(dir) : soleIndexPrefix(dir);
   if (prefix === null) {
-    if (fs.existsSync(configJson)) throw new Error(`${dir}: has config.json but no model.safetensors (an interrupted download? weights are read from model.safetensors or ${GGUF_FILE})`);
+    if (exists(configJson)) throw new Error(`${dir}: has config.json but no model.safetensors (an interrupted download? weights are read from model.safetensors or ${GGUF_FILE})`);
     const seen = fs.readdirSync(dir).sort().slice(0, 12).join(', ') || 'nothing';
     throw new Error(`${dir}: not a model folder: expected config.json + model.safetensors, ${GGUF_FILE}, or a TensorFlow checkpoint (hparams.json + model.ckpt.*, or a \`checkpoint\` file + model-N.index); found ${seen}`);
   }

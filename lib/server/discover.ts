@@ -56,14 +56,23 @@ function keyFor(name: string, taken: Set<string>): string {
 // (and the first is the default of a request that names none). A run that held data out is served at its `best`
 // checkpoint, the one of its lowest validation loss, as bin/import-chat's suggested run and the README name it:
 // its latest may have overfit.
-export function discoverModels(cwd: string): Record<string, unknown>[] {
+// An entry that cannot be looked at (a symlink loop, a dangling link, no permission) is skipped with a warning naming
+// it: one broken entry does not keep the server from serving the others.
+export function discoverModels(cwd: string, warn: (message: string) => void = (message) => console.warn(`warning: ${message}`)): Record<string, unknown>[] {
   const found: Record<string, unknown>[] = [];
   const taken = new Set<string>();
   const scan = (root: string, isRun: (dir: string) => boolean) => {
     if (!fs.existsSync(root)) return;
     for (const name of fs.readdirSync(root).sort()) {
       const dir = path.join(root, name);
-      if (!fs.statSync(dir).isDirectory() || !isRun(dir)) continue;
+      let isDirectory: boolean;
+      try {
+        isDirectory = fs.statSync(dir).isDirectory();
+      } catch (err) {
+        warn(`${dir}: skipped: ${(err as Error).message}`);
+        continue;
+      }
+      if (!isDirectory || !isRun(dir)) continue;
       found.push({ key: keyFor(name, taken), restore_from: bestCheckpoint(dir) === null ? dir : path.join(dir, BEST_FILE) });
     }
   };

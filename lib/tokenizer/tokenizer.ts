@@ -245,7 +245,14 @@ export function modelTokenizer(
   warn: (message: string) => void = (message) => console.warn(`warning: ${message}`),
   gpt2: () => Tokenizer = loadTokenizer,
 ): Tokenizer {
-  if (folder.vocab) return loadTokenizer(folder.dir);
+  if (folder.vocab) {
+    const tokenizer = loadTokenizer(folder.dir);
+    // A token id past the model's embeddings has no logit to be sampled from nor row to be embedded by.
+    if (folder.config && tokenizer.vocabSize > folder.config.vocabSize) {
+      throw new Error(`${tokenizer.vocab.files.encoderPath}: ${tokenizer.vocabSize} tokens, more than the model's vocabulary of ${folder.config.vocabSize}: not the vocabulary the model was trained with`);
+    }
+    return tokenizer;
+  }
   const missing = `${folder.dir} has no vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt)`;
   const vocabSize = folder.config?.vocabSize;
   if (vocabSize !== GPT2_VOCAB_SIZE) {

@@ -330,7 +330,10 @@ function parseEncoder(file: string, src: Buffer): EncoderTokens {
       const digits = at;
       let id = 0;
       while (at < src.length && src[at] >= 0x30 && src[at] <= 0x39 && id <= MAX_TOKEN_ID) id = id * 10 + src[at++] - 0x30;
-      if (at === digits || id > MAX_TOKEN_ID) throw new SyntaxAt(`expected a token id in 0..${MAX_TOKEN_ID}`, digits);
+      // JSON spells 456 as 4.56e2 too, which a digit-by-digit reading would take for 4.
+      if (at === digits || id > MAX_TOKEN_ID || src[at] === 0x2e || (src[at] | 0x20) === 0x65) {
+        throw new SyntaxAt(`expected a token id in 0..${MAX_TOKEN_ID}, written as a whole number`, digits);
+      }
       if (end[id] !== 0) throw new SyntaxAt(`id ${id} is given to an earlier token too`, digits);
       start[id] = from;
       end[id] = used;

@@ -32,6 +32,16 @@ t.test('a Hugging Face folder: config and vocabulary', async (t) => {
   fs.rmSync(path.join(dir, 'model.safetensors'));
   write(dir, { 'config.json': { n_layer: 1 } });
   t.throws(() => inspectModelFolder(dir), /hf: has config\.json but no model\.safetensors/);
+
+  // A file there that cannot be looked at is named as such, not reported missing.
+  fs.symlinkSync('model.safetensors', path.join(dir, 'model.safetensors'));
+  const weights = path.join(dir, 'model.safetensors');
+  t.throws(() => inspectModelFolder(dir), { message: new RegExp(`^${weights.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: cannot be read: ELOOP: `) });
+  fs.rmSync(weights);
+  fs.copyFileSync(path.join(FIXTURES, 'gpt2-tiny', 'model.safetensors'), weights);
+  fs.rmSync(path.join(dir, 'config.json'));
+  fs.symlinkSync('config.json', path.join(dir, 'config.json'));
+  t.throws(() => inspectModelFolder(dir), { message: new RegExp(`: cannot be read: ELOOP: .*config\\.json`) });
 });
 
 t.test('config.json and hparams.json errors name the field and the file', async (t) => {

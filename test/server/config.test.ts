@@ -193,8 +193,13 @@ t.test('with no arguments: server_config.json, else the models found, else how t
   fs.mkdirSync(path.join(dir, 'models', 'empty'));
   fs.mkdirSync(path.join(dir, 'checkpoint', 'run1'), { recursive: true });
   fs.writeFileSync(path.join(dir, 'checkpoint', 'run1', 'latest'), 'step-000100\n');
-  const found = discoverModels(dir);
+  // An entry that cannot be looked at is skipped, saying so, and the rest served.
+  fs.symlinkSync('loop', path.join(dir, 'models', 'loop'));
+  const warnings: string[] = [];
+  const found = discoverModels(dir, (message) => warnings.push(message));
   t.same(found.map((m) => m.key), ['run1', '124M'], 'the training runs first');
+  t.match(warnings, [new RegExp(`^${path.join(dir, 'models', 'loop').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: skipped: ELOOP: `)]);
+  t.equal(warnings.length, 1);
   const c = serveConfig({ cwd: dir });
   t.same(c.models.map((m) => m.key), ['run1', '124M']);
   t.same(serveConfig({ cwd: dir, audience: 'mom' }).models.map((m) => m.audience), ['mom', 'mom'], '--audience, for every model found');

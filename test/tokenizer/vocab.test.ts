@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import r50kBase from 'js-tiktoken/ranks/r50k_base';
 import t from 'tap';
-import { bundledVocabularyDir, loadTokenizer } from '../../lib/tokenizer';
+import { bundledVocabularyDir, loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
 
 const TOY = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tokenizer', 'toy');
 
@@ -79,7 +79,11 @@ t.test('a missing or broken vocabulary fails with a clear error', async (t) => {
   t.throws(() => loadTokenizer(truncated), { message: /encoder\.json:1:\d+: expected the end of the string, found the end of the file$/ });
 
   const badId = write('{\n"a": 1,\n"b": -3\n}', '');
-  t.throws(() => loadTokenizer(badId), { message: /encoder\.json:3:6: expected a token id in 0\.\.65535, found "-3"$/ });
+  t.throws(() => loadTokenizer(badId), { message: /encoder\.json:3:6: expected a token id in 0\.\.65535, written as a whole number, found "-3"$/ });
+
+  // JSON's 4.56e2 is 456, which is not token 4.
+  const exponent = write(toyEncoder.replace('"<|endoftext|>": 262', '"<|endoftext|>": 2.62e2'), toyMerges);
+  t.throws(() => loadTokenizer(exponent), { message: /encoder\.json:\d+:\d+: expected a token id in 0\.\.65535, written as a whole number, found "2\.62e2}"$/ });
 
   const foreign = write('{"a b": 1}', '');
   t.throws(() => loadTokenizer(foreign), { message: /encoder\.json:1:4: expected one of GPT-2's byte characters, not U\+0020, found " b\\": 1}"$/ });
@@ -99,6 +103,18 @@ t.test('a missing or broken vocabulary fails with a clear error', async (t) => {
   });
   const malformed = write(toyEncoder, `#version: 0.2\nl o\nh  e\n`);
   t.throws(() => loadTokenizer(malformed).encode('x', { allowSpecial: false }), { message: /vocab\.bpe:3:3: expected "left right", found " e"$/ });
+});
+
+t.test('a model folder whose vocabulary has more tokens than the model is refused, naming the vocabulary file', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-vocab-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  for (const f of ['vocab.json', 'merges.txt']) fs.copyFileSync(path.join(TOY, f), path.join(dir, f));
+  const config = { nLayer: 1, nHead: 1, nEmbd: 4, nCtx: 8 };
+  const vocab = { encoder: path.join(dir, 'vocab.json'), merges: path.join(dir, 'merges.txt') };
+  t.throws(() => modelTokenizer({ dir, vocab, config: { ...config, vocabSize: 200 } }), {
+    message: `${vocab.encoder}: 263 tokens, more than the model's vocabulary of 200: not the vocabulary the model was trained with`,
+  });
+  t.equal(modelTokenizer({ dir, vocab, config: { ...config, vocabSize: 263 } }).vocabSize, 263);
 });
 
 t.test('decode rejects ids outside the vocabulary', async (t) => {
