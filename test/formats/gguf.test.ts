@@ -205,13 +205,13 @@ t.test('a vocabulary that does not fit the model is refused, and nothing is writ
   t.equal(run.status, 1);
   t.match(String(run.stderr), /^export-gguf: .*gpt2-tiny has no vocabulary \(encoder\.json \+ vocab\.bpe, or vocab\.json \+ merges\.txt\), and its vocab_size is 256, not GPT-2's 50257: copy in the vocabulary it was trained with\n$/);
   t.notOk(fs.existsSync(out));
-  // With GPT-2's vocabulary copied in, the writer's own check: one token per id.
+  // With GPT-2's vocabulary copied in: more tokens than the model has ids, refused as the vocabulary loads.
   const copy = path.join(work, 'gpt2-tiny-vocab');
   fs.cpSync(fixture, copy, { recursive: true });
   for (const f of ['encoder.json', 'vocab.bpe']) fs.copyFileSync(path.join(ROOT, 'lib', 'tokenizer', 'gpt2', f), path.join(copy, f));
   const mismatched = exportGguf(copy, out);
   t.equal(mismatched.status, 1);
-  t.match(String(mismatched.stderr), /^export-gguf: .*encoder\.json: has 50257 tokens, the model's vocab_size is 256; GGUF needs exactly one token per id\n$/);
+  t.match(String(mismatched.stderr), /^export-gguf: .*gpt2-tiny-vocab\/encoder\.json: 50257 tokens, more than the model's vocabulary of 256: not the vocabulary the model was trained with\n$/);
   t.notOk(fs.existsSync(out));
   const missing = exportGguf(path.join(work, 'no-such-model'), out);
   t.equal(missing.status, 1);
