@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
 import { writeTextAtomic } from '../util/atomic_file';
+import { parseJsonAt } from '../util/json_file';
 import type { GPT2Config } from './model_folder';
 import { openSafetensors, writeSafetensors, type SafetensorsFile, type TensorEntry, type TensorToWrite } from './safetensors';
 
@@ -77,19 +78,6 @@ export interface PeftAdapter {
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-// JSON.parse with the failure placed at its line and column: adapter_config.json is a file people edit by hand.
-function parseJsonAt(file: string, text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    const message = (err as Error).message;
-    const position = /at position (\d+)/.exec(message);
-    const offset = position ? Number(position[1]) : text.length;
-    const before = text.slice(0, offset).split('\n');
-    throw new Error(`${file}:${before.length}:${before[before.length - 1].length + 1}: not valid JSON: ${message}`);
-  }
 }
 
 // How target_modules and exclude_modules match a module path (Python's re.fullmatch), and how rank_pattern's and

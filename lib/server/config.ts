@@ -128,9 +128,10 @@ function isObject(v: unknown): v is Raw {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+// `where` names the object ("models[0]"), or, for the config's top level, the file ("server_config.json:").
 function checkKeys(raw: Raw, known: readonly string[], where: string): void {
   for (const key of Object.keys(raw)) {
-    if (!known.includes(key)) throw new Error(`${where}.${key}: unknown setting (known: ${known.join(', ')})`);
+    if (!known.includes(key)) throw new Error(`${where}${where.endsWith(':') ? ' ' : '.'}${key}: unknown setting (known: ${known.join(', ')})`);
   }
 }
 
@@ -148,7 +149,9 @@ function num(raw: Raw, key: string, where: string, fallback: number, min: number
   const v = raw[key];
   if (v === undefined) return fallback;
   const ok = typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max && (!integer || Number.isInteger(v));
-  return ok ? v : fail(`${where}.${key}`, `${integer ? 'an integer' : 'a number'} from ${min} to ${max}`, v);
+  // A bound that only excludes 0 (top_p's) is said so, not as 5e-324.
+  const range = min === Number.MIN_VALUE ? `above 0, at most ${max}` : `from ${min} to ${max}`;
+  return ok ? v : fail(`${where}.${key}`, `${integer ? 'an integer' : 'a number'} ${range}`, v);
 }
 
 const SAMPLING_KEYS = ['length', 'temperature', 'top_k', 'top_p', 'min_p', 'penalize'] as const;
@@ -373,7 +376,7 @@ function resolveBase(m: ModelConfig, all: readonly ModelConfig[], baseDir: strin
 // Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths.
 export function validateServerConfig(raw: unknown, source: string, baseDir: string): ServerConfig {
   if (!isObject(raw)) fail(source, 'a JSON object', raw);
-  checkKeys(raw, TOP_KEYS, source);
+  checkKeys(raw, TOP_KEYS, `${source}:`);
   const at = (key: string) => `${source}: ${key}`;
   const models = raw.models;
   if (!Array.isArray(models) || models.length === 0) fail(at('models'), 'a non-empty array of models', models);

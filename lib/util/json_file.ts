@@ -8,10 +8,20 @@ export function readJsonFile(file: string): unknown {
   } catch (err) {
     throw new Error(`${file}: cannot read: ${(err as Error).message}`);
   }
+  return parseJsonAt(file, text);
+}
+
+// JSON.parse with the failure placed at its line and column, which Node's message leaves out: these are files people
+// edit by hand.
+export function parseJsonAt(file: string, text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
+    const message = (err as Error).message;
+    const position = /at position (\d+)/.exec(message);
+    const offset = position ? Number(position[1]) : text.length;
+    const before = text.slice(0, offset).split('\n');
+    throw new Error(`${file}:${before.length}:${before[before.length - 1].length + 1}: not valid JSON: ${message}`);
   }
 }
 

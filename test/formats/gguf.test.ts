@@ -218,7 +218,7 @@ t.test('a vocabulary that does not fit the model is refused, and nothing is writ
   t.match(String(missing.stderr), /^export-gguf: .*no-such-model/);
   const badType = exportGguf(modelDir, out, '--type', 'q4');
   t.not(badType.status, 0);
-  t.match(String(badType.stderr), /--type q4: the types are f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K_S, q4_K_M, q5_K_S, q5_K_M, q6_K\n$/);
+  t.match(String(badType.stderr), /--type q4: the types are f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K_S, q4_K_M, q5_K_S, q5_K_M, q6_K\n\nexport-gguf --help lists the options\n$/);
 });
 
 // The logits of each of `sequences`' last token, decoded a token at a time.

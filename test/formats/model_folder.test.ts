@@ -58,7 +58,7 @@ t.test('config.json and hparams.json errors name the field and the file', async 
     [{ ...base, n_positions: undefined, n_ctx: undefined }, /d4\.json: missing field "n_ctx"/],
     [{ ...base, n_head: 7 }, /d5\.json: field "n_embd" \(768\) must be a multiple of "n_head" \(7\)/],
     [{ ...base, model_type: 'llama' }, /d6\.json: field "model_type" is "llama"/],
-    ['{"n_layer": 1,', /d7\.json: not valid JSON/],
+    ['{"n_layer": 1,', /d7\.json:1:15: not valid JSON/],
     ['[1]', /d8\.json: must be a JSON object/],
   ];
   bad.forEach(([json, message], i) => t.throws(() => readHFConfig(cfg(`d${i + 1}.json`, json)), message));
