@@ -45,6 +45,8 @@ export function modelDir(name: string): string {
 }
 
 function howToGet(name: string, dir: string): string {
+  // A bare name is a folder of models/; one of the same name here is most likely what was meant.
+  if (!isPath(name) && fs.existsSync(name)) return `./${name} is here: give it as \`./${name}\` to load that`;
   const release = releaseName(name);
   const get = release !== null
     ? `download it with \`bin/download-model ${release}\``

@@ -125,6 +125,8 @@ t.test('model names resolve under models/ or DIXIE_MODELS_DIR, and say how to ge
   process.chdir(t.testdir({ checkpoint: { chat: { latest: 'model-800\n' }, empty: {}, run1: { latest: 'model-5\n' } } }));
   t.throws(() => resolveModel('gpt2'), /download it with `bin\/download-model 124M`; or name a run trained here: `--model checkpoint\/chat`, `--model checkpoint\/run1`$/);
   t.throws(() => resolveModel('./nowhere'), /<checkpoint folder> [^`]*nowhere`$/, 'not for a path');
+  fs.mkdirSync('mine');
+  t.throws(() => resolveModel('mine'), /model "mine" not found: no folder .*models[/\\]mine .*; \.\/mine is here: give it as `\.\/mine` to load that$/, 'a folder of the name here');
   process.chdir(cwd);
 
   const m124 = path.join(root, 'models', '124M');
