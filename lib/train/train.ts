@@ -468,7 +468,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     }
     const n = model.tensors.reduce((s, t) => s + t.numel, 0);
     const trained = model.lora ? `, ${(model.memory().grads / 4).toLocaleString('en-US')} of them trained (the adapter's)` : '';
-    log(`model: ${(n / 1e6).toFixed(1)}M parameters${trained}; batches of ${o.batch_size} x ${T} tokens${o.accumulate_gradients > 1 ? `, ${o.accumulate_gradients} accumulated per step` : ''}`);
+    log(`model: ${n >= 1e5 ? `${(n / 1e6).toFixed(1)}M` : n.toLocaleString('en-US')} parameters${trained}; batches of ${o.batch_size} x ${T} tokens${o.accumulate_gradients > 1 ? `, ${o.accumulate_gradients} accumulated per step` : ''}`);
     if (ranks) {
       log(
         `data-parallel: ${world} ranks (${ranks.localSize} on this machine, ${model.device()} each) over ${ranks.library}; ` +
