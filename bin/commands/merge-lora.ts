@@ -10,7 +10,7 @@ import { modelTokenizer } from '../../lib/tokenizer';
 import { writeVocabulary } from '../../lib/tokenizer/vocab';
 import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
 import { renameAtomic } from '../../lib/util/atomic_file';
-import { isWithin } from '../../lib/util/paths';
+import { isWithin, realPath } from '../../lib/util/paths';
 import { commandLine } from './command_line';
 
 // Writes `out` whole into a hidden folder beside it (every file fsynced) and renames it into place, as checkpoints
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
       + 'adapter_model.safetensors) into its base model: each matrix the adapter targets becomes W + scaling * (B A)^T. '
       + 'Writes <out> as a model folder (config.json, model.safetensors in float32, the base\'s vocabulary). <base> is a model '
       + 'name under models/, a model folder (safetensors or GGUF) or a training run folder; <adapter> a folder or a name under '
-      + 'models/. To use an adapter without merging, give it to bin/generate or bin/chat with --adapter. See docs/lora.md.')
+      + 'models/, or a training run folder (its latest checkpoint). To use an adapter without merging, give it to bin/generate or bin/chat with --adapter. See docs/lora.md.')
     .positional('base', { type: 'string', describe: 'the base model the adapter was trained on' })
     .positional('adapter', { type: 'string', describe: 'the PEFT adapter folder' })
     .positional('out', { type: 'string', describe: 'the model folder to write' })
@@ -55,10 +55,12 @@ async function main(): Promise<void> {
     .parseAsync();
   const [baseName, adapterName, outName] = argv._.map(String);
   const folder = resolveModel(baseName);
-  const adapterDir = modelDir(adapterName);
+  // A run folder (bin/train --lora_rank's) stands for its latest checkpoint, as it does for --adapter elsewhere.
+  const adapterNamed = modelDir(adapterName);
+  const adapterDir = checkpointFolder(adapterNamed);
   const out = path.resolve(outName);
   // A training run folder named as the base stands for its latest checkpoint: replacing the run would delete them all.
-  const read: [string, string][] = [['base model', folder.dir], ['adapter', adapterDir], ['base model', baseName]];
+  const read: [string, string][] = [['base model', folder.dir], ['adapter', adapterDir], ['adapter', adapterNamed], ['base model', baseName]];
   for (const [what, source] of read) {
     if (fs.existsSync(source) && isWithin(source, out)) {
       throw new Error(`${out} ${isWithin(out, source) ? `is the ${what} itself` : `holds the ${what}, ${source}, which replacing it would delete`}; write the merged model to another folder`);
@@ -71,13 +73,19 @@ async function main(): Promise<void> {
     await writeFolderAtomic(out, argv.force, async (dir) => {
       await model.save(dir, { onProgress: progressCallback('model.safetensors') });
       // An adapter trained on chat logs makes a chat model: its chat template goes with the vocabulary.
-      const chat = trainedAudiences(checkpointFolder(adapterDir))[0];
+      const chat = trainedAudiences(adapterDir)[0];
       await writeVocabulary(vocab, dir, { nCtx: model.config.nCtx, ...(chat !== undefined && { chatTemplate: chatTemplate(chat) }) });
     });
   } finally {
     model.dispose();
   }
   const lora = model.adapter?.config;
+  // The adapter names the folder it was trained over; a base of other weights takes it without a word, and merges
+  // into something neither was.
+  const trainedOn = lora?.baseModel;
+  if (trainedOn && fs.existsSync(trainedOn) && realPath(checkpointFolder(trainedOn)) !== realPath(folder.dir)) {
+    process.stderr.write(`merge-lora: warning: the adapter was trained over ${trainedOn}, not ${folder.dir}\n`);
+  }
   process.stderr.write(`${folder.dir} + ${adapterDir} -> ${out}: LoRA of r ${lora?.r}, lora_alpha ${lora?.alpha}${lora?.useRslora ? ' (rsLoRA)' : ''}, target_modules ${JSON.stringify(lora?.targetModules)}\n`);
 }
 

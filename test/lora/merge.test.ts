@@ -186,6 +186,20 @@ t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the ba
   t.equal(onAdapter.stderr, `merge-lora: ${adapter} is the adapter itself; write the merged model to another folder\n`);
   t.ok(fs.existsSync(path.join(base, 'model.safetensors')) && fs.existsSync(path.join(adapter, 'adapter_model.safetensors')), 'both as they were');
 
+  // A training run's folder stands for its latest checkpoint, as --adapter takes it; an adapter that names another
+  // base than the one given is merged, with a warning.
+  const run = path.join(work, 'run');
+  fs.cpSync(adapter, path.join(run, 'model-3'), { recursive: true });
+  fs.writeFileSync(path.join(run, 'model-3', 'state.json'), '{}');  // what makes a checkpoint complete
+  fs.writeFileSync(path.join(run, 'latest'), 'model-3\n');
+  const config = JSON.parse(fs.readFileSync(path.join(run, 'model-3', 'adapter_config.json'), 'utf8'));
+  fs.writeFileSync(path.join(run, 'model-3', 'adapter_config.json'), JSON.stringify({ ...config, base_model_name_or_path: out }));
+  const fromRun = runBin('merge-lora', [base, run, path.join(work, 'from-run')]);
+  t.equal(fromRun.status, 0, fromRun.stderr);
+  t.ok(fs.readFileSync(path.join(work, 'from-run', 'model.safetensors')).equals(fs.readFileSync(path.join(out, 'model.safetensors'))), 'the run folder merges as its checkpoint');
+  t.match(fromRun.stderr, `merge-lora: warning: the adapter was trained over ${out}, not ${base}\n`);
+  t.notMatch(forced.stderr, /warning/, 'none for the base it names');
+
   const missing = runBin('merge-lora', [base]);
   t.not(missing.status, 0);
   t.match(missing.stderr, /give the base model, the adapter and the folder to write/);
