@@ -12,9 +12,9 @@ import { GrammarError } from './syntax';
 const MAX_CACHED_MASKS = 256;
 
 // What a matcher may cost its automaton (Automaton.work, about 40 ns a unit here), on the event loop that every
-// request shares: an allowance for the states a grammar's text begins with (an enum of 16,000 strings costs 7 million
-// for its first token), then so much a token. A JSON schema's reply costs a few thousand a token, once: its states
-// repeat and are kept. A grammar as ambiguous as ("a"?){10000} costs 60 million every token (a few hundred
+// request shares: an allowance for the states a grammar's text begins with (an enum of 16,000 strings costs 9 million
+// for its first tokens), then so much a token. A JSON schema's reply costs a few thousand a token, once: its states
+// repeat and are kept. A grammar as ambiguous as ("a"?){10000} costs some 6 million every token (a few hundred
 // milliseconds), its states never the same twice, and is stopped at its first tokens rather than holding the server
 // for as long as it may write.
 export const WORK_ALLOWANCE = 50_000_000;
