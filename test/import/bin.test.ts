@@ -131,7 +131,7 @@ t.test('bad input: exit 1 and the reason; nothing written', async (t) => {
   fs.writeFileSync(path.join(dir, 'names.json'), '{"Papa": "dad",}');
   const badMapFile = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--audience-map', path.join(dir, 'names.json'), '--out', out]);
   t.equal(badMapFile.status, 1);
-  t.match(badMapFile.stderr, `import-chat: ${path.join(dir, 'names.json')}: not valid JSON: `, 'a broken map file is named');
+  t.match(badMapFile.stderr, `import-chat: ${path.join(dir, 'names.json')}:1:16: not valid JSON: `, 'a broken map file is named');
   const badOut = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--out', `${out}.json`]);
   t.equal(badOut.status, 1);
   t.equal(badOut.stderr, `import-chat: --out ${out}.json: give a folder (a .train file per audience), a file ending in .train (every conversation in one file) or in .jsonl (OpenAI's chat fine-tuning format), not a .json file\n`);
