@@ -2,7 +2,7 @@
 // .npz, the token file (bin/encode) against training on the same text, and the window sampler.
 import fs from 'node:fs';
 import path from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { encodeDataset, loadDataset } from '../../lib/data/dataset';
 import { datasetFiles } from '../../lib/data/files';
 import { readNpz } from '../../lib/data/npz';
@@ -11,16 +11,7 @@ import { WindowSampler } from '../../lib/data/sampler';
 import { TokenFile, writeTokenFile } from '../../lib/data/token_file';
 import { ChunkParts, MemoryTokens } from '../../lib/data/tokens';
 import { loadTokenizer } from '../../lib/tokenizer';
-import { FIXTURES, allTokens, tokenizer } from './helpers';
-
-function tree(t: Test, files: Record<string, string>): string {
-  const dir = t.testdir();
-  for (const [name, text] of Object.entries(files)) {
-    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
-    fs.writeFileSync(path.join(dir, name), text);
-  }
-  return dir;
-}
+import { FIXTURES, allTokens, tokenizer, tree } from './helpers';
 
 t.test('--dataset names a file, a folder recursively, or a glob; files come sorted', async (t) => {
   const dir = tree(t, { 'b.txt': 'b', 'a.txt': 'a', 'sub/c.txt': 'c', 'sub/deep/d.md': 'd', '.hidden': 'x', 'sub/.git/e.txt': 'e' });

@@ -1,5 +1,7 @@
-// What the dataset tests share: the fixtures, the tiny tokenizer, and a token source read back chunk by chunk.
+// What the dataset tests share: the fixtures, the tiny tokenizer, a token source read back chunk by chunk, and folders of files.
+import fs from 'node:fs';
 import path from 'node:path';
+import type { Test } from 'tap';
 import { TokenSource } from '../../lib/data/tokens';
 import { loadTokenizer } from '../../lib/tokenizer';
 
@@ -15,4 +17,14 @@ export function allTokens(source: TokenSource): number[][] {
     chunks.push([...out]);
   }
   return chunks;
+}
+
+// A folder of `files` (paths under it to their text), made for the test.
+export function tree(t: Test, files: Record<string, string>): string {
+  const dir = t.testdir();
+  for (const [name, text] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    fs.writeFileSync(path.join(dir, name), text);
+  }
+  return dir;
 }

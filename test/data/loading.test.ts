@@ -4,22 +4,13 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { encodeDataset, loadDataset } from '../../lib/data/dataset';
 import { datasetFiles } from '../../lib/data/files';
 import { WindowSampler } from '../../lib/data/sampler';
 import { TokenFile, writeTokenFile } from '../../lib/data/token_file';
 import { MemoryTokens } from '../../lib/data/tokens';
-import { FIXTURES, allTokens, tokenizer } from './helpers';
-
-function tree(t: Test, files: Record<string, string>): string {
-  const dir = t.testdir();
-  for (const [name, text] of Object.entries(files)) {
-    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
-    fs.writeFileSync(path.join(dir, name), text);
-  }
-  return dir;
-}
+import { FIXTURES, allTokens, tokenizer, tree } from './helpers';
 
 const enc = (s: string): number[] => [...tokenizer.encode(s, { allowSpecial: true })];
 
