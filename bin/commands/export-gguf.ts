@@ -9,6 +9,7 @@ import { GGUF_WEIGHT_TYPES, type GgufWeightType, writeGguf, writeGgufAdapter } f
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, readPeftAdapter } from '../../lib/formats/peft';
 import { modelfilePath, ollamaModelfile } from '../../lib/formats/ollama';
 import { modelDir, resolveModel } from '../../lib/formats/resolve_model';
+import type { GPT2Config } from '../../lib/formats/model_folder';
 import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
 import { modelTokenizer } from '../../lib/tokenizer';
 import { writeTextAtomic } from '../../lib/util/atomic_file';
@@ -36,6 +37,7 @@ async function main(): Promise<void> {
         return type;
       },
     })
+    .option('force', { type: 'boolean', default: false, describe: 'replace a Modelfile beside <out> that differs from the one this export writes (one edited by hand); without it nothing is written' })
     .option('audience', { type: 'string', describe: 'who the chat template has the model answer as (default: the audience its chat data talks to most); given for a model not trained here on chat logs, it writes the chat template too' })
     .example('$0 mom mom-f16.gguf', 'the fine-tuned model models/mom, matrices in float16')
     .example('$0 models/124M gpt2.gguf --type f32', 'full precision')
@@ -62,6 +64,12 @@ async function main(): Promise<void> {
   refuseToReplace(out, [['the model\'s weights', folder.weights], ['the model\'s config', folder.configFile ?? folder.weights]]);
   const vocabulary = modelTokenizer(folder).vocab;
   const audience = argv.audience ?? trainedAudiences(folder.dir)[0];
+  const modelfile = audience === undefined ? null : ollamaModelfile(out, audience, (folder.config as GPT2Config).nCtx);
+  // Told before the export, not after it: a Modelfile edited by hand (a temperature, a system prompt) is the user's.
+  const held = modelfile !== null && fs.existsSync(modelfilePath(out)) ? fs.readFileSync(modelfilePath(out), 'utf8') : null;
+  if (held !== null && held !== modelfile && !argv.force) {
+    throw new Error(`${modelfilePath(out)} exists and differs from the Modelfile this export writes (edited by hand?): nothing was written; move it away, or give --force to replace it`);
+  }
   const model = await Model.load(folder, { trainable: false, device: 'cpu' });
   try {
     await writeGguf(out, model, vocabulary, {
@@ -79,7 +87,6 @@ async function main(): Promise<void> {
   const exported = path.isAbsolute(name) ? folder.dir : path.relative(process.cwd(), folder.dir);
   process.stderr.write(`${exported} -> ${out}: ${argv.type} (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} channels, context ${c.nCtx}, vocabulary ${c.vocabSize})\n`);
   if (audience === undefined) return;
-  const modelfile = ollamaModelfile(out, audience, c.nCtx);
   if (modelfile === null) {
     process.stderr.write(`chat template: answering as ${audience}; no ollama Modelfile: its audience holds a quote, backslash or brace, which a Modelfile cannot quote\n`);
     return;

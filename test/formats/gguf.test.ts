@@ -187,6 +187,16 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
     'PARAMETER num_ctx 64',
     '',
   ].join('\n'), 'the Modelfile: the model beside it, the chat format as a Go template, its stops, its context');
+  // Exported again, its own Modelfile is written again; one edited by hand is kept, and nothing written, unless --force.
+  const written = fs.readFileSync(path.join(work, 'mom.Modelfile'), 'utf8');
+  t.equal(exportGguf(chat, out, '--type', 'q8_0').status, 0);
+  fs.appendFileSync(path.join(work, 'mom.Modelfile'), 'PARAMETER temperature 0.5\n');
+  const ggufBefore = fs.readFileSync(out);
+  const edited = exportGguf(chat, out);
+  t.match([edited.status, String(edited.stderr)], [1, `export-gguf: ${path.join(work, 'mom.Modelfile')} exists and differs from the Modelfile this export writes (edited by hand?): nothing was written; move it away, or give --force to replace it\n`]);
+  t.ok(fs.readFileSync(out).equals(ggufBefore) && fs.readFileSync(path.join(work, 'mom.Modelfile'), 'utf8') === `${written}PARAMETER temperature 0.5\n`, 'both as they were');
+  t.equal(exportGguf(chat, out, '--force').status, 0);
+  t.equal(fs.readFileSync(path.join(work, 'mom.Modelfile'), 'utf8'), written, '--force replaces it');
   const dad = exportGguf(chat, path.join(work, 'dad.gguf'), '--audience', 'dad');
   t.equal(dad.status, 0, String(dad.stderr));
   t.match(readGguf(path.join(work, 'dad.gguf')).metadata.get('tokenizer.chat_template'), /set audience = "dad"/, '--audience picks another');
