@@ -7,7 +7,7 @@ import { AUDIENCE_RULE } from '../../lib/data/chat_format';
 import { trainedAudiences, untrainedAudience } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
-import { resolveModel } from '../../lib/formats/resolve_model';
+import { adapterOverOtherBase, resolveModel } from '../../lib/formats/resolve_model';
 import { commandLine } from './command_line';
 
 async function ask(rl: readline.Interface, lines: AsyncIterator<string>, question: string): Promise<string | null> {
@@ -58,6 +58,9 @@ async function main(): Promise<void> {
   const audiences = argv.audience !== undefined ? [argv.audience] : trained;
   if (audiences.length === 0) throw new Error(`${name}: no training record lists the audiences; give --audience <name>`);
   const gen = await Generator.load(name, { weightDtype: argv.dtype, threads: argv.threads, adapter: argv.adapter, slots: 1 });
+  const { adapter } = gen.model;
+  const otherBase = adapter && adapterOverOtherBase(adapter.dir, adapter.config.baseModel, resolveModel(name).dir);
+  if (otherBase) process.stderr.write(`chat: warning: ${otherBase}\n`);
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
   const lines = rl[Symbol.asyncIterator]();
   let replying: AbortController | null = null;

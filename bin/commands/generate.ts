@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import readline from 'node:readline';
 import { END_OF_MESSAGE } from '../../lib/data/chat_format';
-import { resolveModel } from '../../lib/formats/resolve_model';
+import { adapterOverOtherBase, resolveModel } from '../../lib/formats/resolve_model';
 import { Generator, GenerateOptions, Grammar } from '../../lib/generate';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
@@ -158,6 +158,9 @@ async function main(): Promise<void> {
     adapter: argv.adapter,
     slots: argv.batch_size,
   });
+  const { adapter } = gen.model;
+  const otherBase = adapter && adapterOverOtherBase(adapter.dir, adapter.config.baseModel, resolveModel(name).dir);
+  if (otherBase) process.stderr.write(`generate: warning: ${otherBase}\n`);
   const args: SampleArgs = {
     nsamples: argv.nsamples,
     batchSize: argv.batch_size,

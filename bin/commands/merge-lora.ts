@@ -5,12 +5,12 @@ import path from 'node:path';
 import { chatTemplate } from '../../lib/data/chat_format';
 import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
-import { modelDir, resolveModel } from '../../lib/formats/resolve_model';
+import { adapterOverOtherBase, modelDir, resolveModel } from '../../lib/formats/resolve_model';
 import { modelTokenizer } from '../../lib/tokenizer';
 import { writeVocabulary } from '../../lib/tokenizer/vocab';
 import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
 import { renameAtomic } from '../../lib/util/atomic_file';
-import { isWithin, realPath } from '../../lib/util/paths';
+import { isWithin } from '../../lib/util/paths';
 import { commandLine } from './command_line';
 
 // Writes `out` whole into a hidden folder beside it (every file fsynced) and renames it into place, as checkpoints
@@ -80,12 +80,8 @@ async function main(): Promise<void> {
     model.dispose();
   }
   const lora = model.adapter?.config;
-  // The adapter names the folder it was trained over; a base of other weights takes it without a word, and merges
-  // into something neither was.
-  const trainedOn = lora?.baseModel;
-  if (trainedOn && fs.existsSync(trainedOn) && realPath(checkpointFolder(trainedOn)) !== realPath(folder.dir)) {
-    process.stderr.write(`merge-lora: warning: the adapter was trained over ${trainedOn}, not ${folder.dir}\n`);
-  }
+  const otherBase = adapterOverOtherBase(adapterDir, lora?.baseModel ?? null, folder.dir);
+  if (otherBase !== null) process.stderr.write(`merge-lora: warning: ${otherBase}\n`);
   process.stderr.write(`${folder.dir} + ${adapterDir} -> ${out}: LoRA of r ${lora?.r}, lora_alpha ${lora?.alpha}${lora?.useRslora ? ' (rsLoRA)' : ''}, target_modules ${JSON.stringify(lora?.targetModules)}\n`);
 }
 

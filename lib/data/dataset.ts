@@ -1,8 +1,8 @@
 // Loading a training dataset by load_dataset's rules (docs/compatibility.md): `--dataset` names files (see files.ts);
 // the documents of text files (a text file is one, a CSV or JSONL file holds many: documents.ts) are read in order
 // and joined with <|endoftext|> into chunks of at least `combine` characters, then encoded (what is left at the end,
-// shorter, joins the last chunk); an .npz adds its arrays as chunks; a token file (bin/encode) is read in place. Text files are checked to be text (text_file.ts) and chat
-// documents to be well formed (chat_check.ts) on the way.
+// shorter, joins the last chunk); an .npz adds its arrays as chunks; a token file (bin/encode) is read in place. Text
+// files are checked to be text (text_file.ts) and chat documents to be well formed (chat_check.ts) on the way.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -179,8 +179,8 @@ function parts(spec: string, warnings: string[]): DatasetPart[] {
 }
 
 // The dataset `spec` names, ready to sample from. A token file must have been made with a vocabulary of the
-// tokenizer's size.
-// The ids are checked against the tokenizer's vocabulary, which training checks to be no bigger than the model's.
+// tokenizer's size; its ids are checked against that vocabulary, which training checks to be no bigger than the
+// model's.
 export async function loadDataset(spec: string, options: DatasetOptions): Promise<Dataset> {
   const warnings: string[] = [];
   const found = parts(spec, warnings);

@@ -197,8 +197,12 @@ t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the ba
   const fromRun = runBin('merge-lora', [base, run, path.join(work, 'from-run')]);
   t.equal(fromRun.status, 0, fromRun.stderr);
   t.ok(fs.readFileSync(path.join(work, 'from-run', 'model.safetensors')).equals(fs.readFileSync(path.join(out, 'model.safetensors'))), 'the run folder merges as its checkpoint');
-  t.match(fromRun.stderr, `merge-lora: warning: the adapter was trained over ${out}, not ${base}\n`);
+  const otherBase = `warning: the adapter ${path.join(run, 'model-3')} was trained over ${out}, not ${base}\n`;
+  t.match(fromRun.stderr, `merge-lora: ${otherBase}`);
   t.notMatch(forced.stderr, /warning/, 'none for the base it names');
+  const generated = runBin('generate', ['--model', base, '--adapter', run, '--prompt', 'Hi', '--length', '2', '--seed', '1']);
+  t.equal(generated.status, 0, generated.stderr);
+  t.match(generated.stderr, `generate: ${otherBase}`, 'bin/generate says so too');
 
   const missing = runBin('merge-lora', [base]);
   t.not(missing.status, 0);
