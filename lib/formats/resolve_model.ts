@@ -85,9 +85,14 @@ export function resolveModel(name: string): ModelFolder {
 
 // What is amiss with an adapter (its folder, and the base it names: base_model_name_or_path) applied over `baseDir`:
 // the base it names is another folder here. It loads over any base of its shapes without complaint, and answers with
-// weights it was never trained with. null where it names this base, or a base that is no folder here (a hub name).
+// weights it was never trained with. null where it names this base, or none that is a folder here (a hub name).
 export function adapterOverOtherBase(adapterDir: string, namedBase: string | null, baseDir: string): string | null {
-  if (namedBase === null || !fs.existsSync(namedBase)) return null;
-  const named = fs.realpathSync(checkpointFolder(namedBase));
+  if (namedBase === null) return null;
+  let named: string;
+  try {
+    named = fs.realpathSync(checkpointFolder(namedBase));
+  } catch {
+    return null;  // no such folder here (or a run's pointer naming nothing): nothing to compare with
+  }
   return named === fs.realpathSync(baseDir) ? null : `the adapter ${adapterDir} was trained over ${namedBase}, not ${baseDir}`;
 }
