@@ -252,11 +252,12 @@ export async function writeOutput(planned: PlannedOutput, force = false): Promis
     if (record === undefined) records.set(dir, (record = writtenRecord(dir)));
     return record;
   };
+  const hashes = new Map([...planned.contents].map(([file, text]) => [file, textHash(text)]));
   const foreign: string[] = [];
-  for (const [file, text] of planned.contents) {
+  for (const [file, hash] of hashes) {
     if (!fs.existsSync(file)) continue;
     const held = textHash(fs.readFileSync(file));
-    if (held !== textHash(text) && held !== recordOf(path.dirname(file))[path.basename(file)]) foreign.push(file);
+    if (held !== hash && held !== recordOf(path.dirname(file))[path.basename(file)]) foreign.push(file);
   }
   if (foreign.length > 0 && !force) {
     const shown = foreign.slice(0, 5).join(', ') + (foreign.length > 5 ? `, and ${foreign.length - 5} more` : '');
@@ -264,7 +265,7 @@ export async function writeOutput(planned: PlannedOutput, force = false): Promis
   }
   for (const [file, text] of planned.contents) {
     await writeTextAtomic(file, text);
-    recordOf(path.dirname(file))[path.basename(file)] = textHash(text);
+    recordOf(path.dirname(file))[path.basename(file)] = hashes.get(file) as string;
   }
   for (const [dir, record] of records) await writeTextAtomic(path.join(dir, WRITTEN_RECORD), `${JSON.stringify(record, null, 1)}\n`);
 }
