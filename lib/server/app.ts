@@ -40,6 +40,8 @@ import type { GPT2Config } from '../formats/model_folder';
 import { packageVersion } from '../util/package_root';
 import { quoted } from '../util/quoted';
 import { untrainedAudience } from '../train/checkpoint';
+import { adapterOverOtherBase } from '../formats/resolve_model';
+import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
 
 export interface DixieServer {
   readonly app: express.Express;
@@ -122,6 +124,8 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     log('info', 'serving model', { model: m.key, promptFormat: m.promptFormat, sanitizer: m.sanitizer, ...chat, why: m.servedAs });
     const untrained = m.promptFormat === 'chat' ? untrainedAudience(m.audience, m.audiences) : null;
     if (untrained !== null) log('warn', `model "${m.key}" answers as "${m.audience}": ${untrained}`, { model: m.key, audiences: m.audiences });
+    const otherBase = m.adapter === null ? null : adapterOverOtherBase(m.adapter, readLoraConfig(path.join(m.adapter, ADAPTER_CONFIG_FILE)).baseModel, resolveModelSource(m).dir);
+    if (otherBase !== null) log('warn', `model "${m.key}": ${otherBase}`, { model: m.key });
   };
   for (const m of config.models) {
     sanitizers.set(m.key, check(m));

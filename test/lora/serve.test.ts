@@ -56,6 +56,23 @@ t.test('an adapter that is not one stops the start, naming the entry', async (t)
   await t.rejects(startServer({ models: [{ key: 'bot', restore_from: 'base2', adapter: 'base2' }] }, work), /models\[0\]\.adapter: .*base2.*adapter_config\.json/);
 });
 
+t.test('an adapter trained over another base than its entry serves it over is warned of in the log, naming both', async (t) => {
+  const trainedOver = await saveBase(path.join(work, 'trained-over'));
+  await saveBase(path.join(work, 'served-over'));
+  const factors = Array.from({ length: CONFIG.nLayer }, (_, layer) => randomFactors(`h.${layer}.attn.c_attn`, 4, CONFIG.nEmbd, 90 + layer));
+  const adapter = writeRawAdapter(path.join(work, 'elsewhere'), peftConfig({ base_model_name_or_path: trainedOver }), factors);
+  const srv = await startServer({
+    models: [
+      { key: 'over-other', restore_from: 'served-over', adapter: 'elsewhere' },
+      { key: 'over-own', restore_from: 'trained-over', adapter: 'elsewhere' },
+    ],
+  }, work);
+  t.teardown(srv.close);
+  const warnings = srv.logs.filter((l) => l.level === 'warn').map((l) => [l.model, l.msg]);
+  t.same(warnings, [['over-other', `model "over-other": the adapter ${adapter} was trained over ${trainedOver}, not ${path.join(work, 'served-over')}`]],
+    'the entry over another base is warned of; the one over its own base is not');
+});
+
 t.test('adapters over one base: loaded once, counted once, their requests answered together as each alone, on every endpoint', async (t) => {
   const base = await saveBase(path.join(work, 'shared'));
   const kinds = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
