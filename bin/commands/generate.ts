@@ -20,6 +20,12 @@ interface SampleArgs {
 
 const RULE = '='.repeat(40);
 
+// A --prompt of one word with a file's extension or a folder in it ("chat.trian", "data/mom.txt") that names no
+// file is most likely a mistyped path, which would otherwise be sampled from silently as text.
+function looksLikeFileName(text: string): boolean {
+  return !/\s/.test(text) && (/[\\/]/.test(text) || /\.[A-Za-z][A-Za-z0-9]{0,5}$/.test(text));
+}
+
 // Runs nsamples samples of one prompt, batch_size at a time decoded together, printing them in order: the
 // first unfinished sample streams live, the others of its batch are held until their turn.
 async function printSamples(gen: Generator, prompt: Int32Array, args: SampleArgs, signal: AbortSignal): Promise<void> {
@@ -142,6 +148,8 @@ async function main(): Promise<void> {
   let promptText: string | undefined = argv.prompt;
   if (promptText !== undefined && promptText !== '' && fs.existsSync(promptText) && fs.statSync(promptText).isFile()) {
     promptText = fs.readFileSync(promptText, 'utf8');
+  } else if (promptText !== undefined && looksLikeFileName(promptText)) {
+    process.stderr.write(`generate: warning: there is no file ${promptText}; --prompt is taken as the text itself\n`);
   }
   const name = argv.restore_from ?? argv.model_name;
   const grammar = readGrammar(argv.json_schema, argv.grammar);

@@ -39,6 +39,11 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.equal(r.status, 0, r.stderr);
     const body = r.stdout.split('\n')[1];
     t.notOk(body.includes('e'), `cut before the first "e": ${JSON.stringify(body)}`);
+    const typo = run('generate', ['--restore_from', modelDir, '--prompt', path.join(dir, 'prompt.tx'), '--length', '2']);
+    t.equal(typo.status, 0, typo.stderr);
+    t.match(typo.stderr, `generate: warning: there is no file ${path.join(dir, 'prompt.tx')}; --prompt is taken as the text itself`, 'a mistyped file name is warned of');
+    const words = run('generate', ['--restore_from', modelDir, '--prompt', 'Hello there.', '--length', '2']);
+    t.notMatch(words.stderr, /no file/, 'a sentence is not taken for a file name');
     const bad = run('generate', ['--restore_from', modelDir, '--top_p', '1.5', '--prompt', 'x']);
     t.equal(bad.status, 1);
     t.match(bad.stderr, /^generate: --top_p must be in \(0, 1\].*, got 1\.5$/m, 'a refused setting named by its flag');
