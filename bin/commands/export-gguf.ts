@@ -37,7 +37,7 @@ async function main(): Promise<void> {
         return type;
       },
     })
-    .option('force', { type: 'boolean', default: false, describe: 'replace a Modelfile beside <out> that differs from the one this export writes (one edited by hand); without it nothing is written' })
+    .option('force', { type: 'boolean', default: false, describe: 'replace a file at <out> that is not a GGUF, or a Modelfile beside it that differs from the one this export writes (one edited by hand); without it nothing is written' })
     .option('audience', { type: 'string', describe: 'who the chat template has the model answer as (default: the audience its chat data talks to most); given for a model not trained here on chat logs, it writes the chat template too' })
     .example('$0 mom mom-f16.gguf', 'the fine-tuned model models/mom, matrices in float16')
     .example('$0 models/124M gpt2.gguf --type f32', 'full precision')
@@ -56,12 +56,12 @@ async function main(): Promise<void> {
   const [name, out] = argv._.map(String);
   const adapterDir = checkpointFolder(modelDir(name));
   if (fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) {
-    refuseToReplace(out, [['the adapter\'s config', path.join(adapterDir, ADAPTER_CONFIG_FILE)], ['the adapter\'s weights', path.join(adapterDir, ADAPTER_WEIGHTS_FILE)]]);
+    refuseToReplace(out, [['the adapter\'s config', path.join(adapterDir, ADAPTER_CONFIG_FILE)], ['the adapter\'s weights', path.join(adapterDir, ADAPTER_WEIGHTS_FILE)]], argv.force);
     await exportAdapter(name, adapterDir, out, argv.type);
     return;
   }
   const folder = resolveModel(name);
-  refuseToReplace(out, [['the model\'s weights', folder.weights], ['the model\'s config', folder.configFile ?? folder.weights]]);
+  refuseToReplace(out, [['the model\'s weights', folder.weights], ['the model\'s config', folder.configFile ?? folder.weights]], argv.force);
   const vocabulary = modelTokenizer(folder).vocab;
   const audience = argv.audience ?? trainedAudiences(folder.dir)[0];
   const modelfile = audience === undefined ? null : ollamaModelfile(out, audience, (folder.config as GPT2Config).nCtx);
@@ -96,9 +96,24 @@ async function main(): Promise<void> {
 }
 
 // The file written must not be one read: a GGUF model exported again in fewer bits over itself would lose its weights.
-function refuseToReplace(out: string, read: readonly [string, string][]): void {
+// Nor a file of another kind (a mistyped <out>), unless --force says so; a GGUF there is replaced, as exporting again
+// is the common case.
+function refuseToReplace(out: string, read: readonly [string, string][], force: boolean): void {
   const source = read.find(([, file]) => isWithin(file, out));
   if (source !== undefined) throw new Error(`${out} is ${source[0]}, which the export reads: write the GGUF to another file`);
+  if (!fs.existsSync(out)) return;
+  if (fs.statSync(out).isDirectory()) throw new Error(`${out} is a folder: give the GGUF file's name, such as ${path.join(out, 'model.gguf')}`);
+  if (!force && !isGgufFile(out)) throw new Error(`${out} exists and is not a GGUF file: nothing was written; write elsewhere, or give --force to replace it`);
+}
+
+function isGgufFile(file: string): boolean {
+  const head = Buffer.alloc(4);
+  const fd = fs.openSync(file, 'r');
+  try {
+    return fs.readSync(fd, head, 0, 4, 0) === 4 && head.toString('latin1') === 'GGUF';
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 // A LoRA adapter as llama.cpp's adapter file, to load over the base's GGUF.

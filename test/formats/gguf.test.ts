@@ -204,6 +204,17 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
   t.equal(plain.status, 0, String(plain.stderr));
   t.notOk(readGguf(path.join(work, 'plain.gguf')).metadata.has('tokenizer.chat_template'), 'a model not trained on chat logs gets none');
   t.notOk(fs.existsSync(path.join(work, 'plain.Modelfile')), 'nor a Modelfile');
+  // A file at <out> that is no GGUF (a mistyped name) is the user's: kept unless --force; a GGUF there is replaced.
+  const notes = path.join(work, 'notes.txt');
+  fs.writeFileSync(notes, 'my notes\n');
+  const mistyped = exportGguf(modelDir, notes);
+  t.match([mistyped.status, String(mistyped.stderr)], [1, `export-gguf: ${notes} exists and is not a GGUF file: nothing was written; write elsewhere, or give --force to replace it\n`]);
+  t.equal(fs.readFileSync(notes, 'utf8'), 'my notes\n', 'and it is left as it was');
+  t.equal(exportGguf(modelDir, notes, '--force').status, 0);
+  t.equal(readGguf(notes).metadata.get('general.architecture'), 'gpt2', '--force replaces it');
+  const folder = fs.mkdirSync(path.join(work, 'exports'), { recursive: true }) ?? path.join(work, 'exports');
+  const folderOut = exportGguf(modelDir, folder);
+  t.match([folderOut.status, String(folderOut.stderr)], [1, `export-gguf: ${folder} is a folder: give the GGUF file's name, such as ${path.join(folder, 'model.gguf')}\n`]);
   const bad = exportGguf(chat, path.join(work, 'bad.gguf'), '--audience', 'a|b');
   t.match([bad.status, String(bad.stderr)], [1, /--audience must be 1 to 64 characters/]);
 });
