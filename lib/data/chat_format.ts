@@ -315,20 +315,26 @@ function stepStart(lines: string[], fewest: number, step: DropStep): number {
 }
 
 // The chat format as a Jinja chat template (GGUF's tokenizer.chat_template, Hugging Face's chat_template), for the
-// tools that render OpenAI-style messages with one (llama.cpp's server, LM Studio, node-llama-cpp, transformers):
-// user messages on side 1 and assistant messages on side 0, each cleaned as messageText cleans it (its markers as
-// written here, in capitals), and with add_generation_prompt the reply prefix, all as `audience`, so that a model
-// exported from here is prompted there as it is here. The format has no system role: system messages are left out.
+// tools that render OpenAI-style messages with one (llama.cpp's server, LM Studio, node-llama-cpp, transformers),
+// prompting as dixie's server does: user and tool messages on side 1, assistant messages on side 0, each cleaned as
+// messageText cleans it (its markers as written here, in capitals), and with add_generation_prompt the reply prefix,
+// all as `audience`, or as the one a system message names ("audience: <name>", audienceNamedBy). The format has no
+// system role: other system messages are left out. Only the filters every engine has (trim, lower, join, replace)
+// and a namespace, which a value set in a loop needs to outlive it.
 export function chatTemplate(audience: string): string {
   checkAudience(audience);
   const clean = (v: string): string => `${v} | replace('<|endoftext|>', ' ') | replace('${END_OF_MESSAGE}', ' ') | replace('|', ' ')`;
   return [
-    `{%- set audience = ${JSON.stringify(audience)} -%}`,
+    `{%- set ns = namespace(audience=${JSON.stringify(audience)}) -%}`,
     '{%- for message in messages -%}',
-    "{%- if message['role'] == 'user' or message['role'] == 'assistant' -%}",
-    `{{- ('${SIDE.you}' if message['role'] == 'user' else '${SIDE.audience}') + '|' + audience + '|' + (${clean("message['content']")}).split() | join(' ') + ' ${END_OF_MESSAGE}\\n' -}}`,
+    "{%- if message['role'] == 'system' or message['role'] == 'developer' -%}",
+    "{%- set parts = (message['content'] | trim).split(':') -%}",
+    "{%- set named = parts[1:] | join(':') | trim -%}",
+    "{%- if parts | length > 1 and parts[0] | trim | lower == 'audience' and named != '' and '|' not in named -%}{%- set ns.audience = named -%}{%- endif -%}",
+    '{%- else -%}',
+    `{{- ('${SIDE.you}' if message['role'] != 'assistant' else '${SIDE.audience}') + '|' + ns.audience + '|' + (${clean("(message['content'] or '')")}).split() | join(' ') + ' ${END_OF_MESSAGE}\\n' -}}`,
     '{%- endif -%}',
     '{%- endfor -%}',
-    `{%- if add_generation_prompt -%}{{- '${SPEAKER_SIDE.bot}|' + audience + '|' -}}{%- endif -%}`,
+    `{%- if add_generation_prompt -%}{{- '${SPEAKER_SIDE.bot}|' + ns.audience + '|' -}}{%- endif -%}`,
   ].join('\n');
 }

@@ -199,7 +199,12 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
   t.equal(fs.readFileSync(path.join(work, 'mom.Modelfile'), 'utf8'), written, '--force replaces it');
   const dad = exportGguf(chat, path.join(work, 'dad.gguf'), '--audience', 'dad');
   t.equal(dad.status, 0, String(dad.stderr));
-  t.match(readGguf(path.join(work, 'dad.gguf')).metadata.get('tokenizer.chat_template'), /set audience = "dad"/, '--audience picks another');
+  const dadTemplate = new Template(readGguf(path.join(work, 'dad.gguf')).metadata.get('tokenizer.chat_template') as string);
+  t.equal(dadTemplate.render({ messages: messages.slice(1, 2), add_generation_prompt: true }), '1|dad|Hi there Mom <EOM>\n0|dad|', '--audience picks another');
+  // As the server takes them: a system message naming an audience answers as it, and a tool's output is on the user's side.
+  const named = [{ role: 'system', content: ' Audience : Aunt May ' }, ...messages.slice(1, 3), { role: 'tool', content: '{"temp": 21}' }];
+  t.equal(dadTemplate.render({ messages: named, add_generation_prompt: true }),
+    fitConversation({ audience: 'Aunt May', turns: [...turns.slice(0, 2), { from: 'user', text: '{"temp": 21}' }] }).prompt, 'a system message names whom it answers as');
   const plain = exportGguf(modelDir, path.join(work, 'plain.gguf'));
   t.equal(plain.status, 0, String(plain.stderr));
   t.notOk(readGguf(path.join(work, 'plain.gguf')).metadata.has('tokenizer.chat_template'), 'a model not trained on chat logs gets none');
