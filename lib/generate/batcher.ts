@@ -200,7 +200,10 @@ export class Batcher {
     });
     this.queue.push(job);
     if (this.loop === null) {
-      this.loop = this.run().catch((err: Error) => {
+      // run() starts in a microtask, after this.loop is set: a run that finds nothing to step (a request expired
+      // before its first step) clears this.loop as it ends, and must not be overwritten by its own settled promise,
+      // or no later submit would start a loop again.
+      this.loop = Promise.resolve().then(() => this.run()).catch((err: Error) => {
         // Only kvReserve can fail outside a step (the requests' callbacks are guarded): nothing can run on this
         // model, and every request on it fails rather than wait on a loop that stopped.
         this.loop = null;
@@ -237,6 +240,12 @@ export class Batcher {
     }
     const sampling = { ...DEFAULT_SAMPLING, ...request.sampling };
     checkSampling(sampling, this.vocabSize);
+    // From JavaScript anything may come here: a prompt that is not array-like would fail inside the loop, and with it
+    // every request beside it.
+    const prompt: unknown = request.promptTokens;
+    if (prompt === null || typeof prompt !== 'object' || !Number.isSafeInteger((prompt as { length?: unknown }).length)) {
+      throw new TypeError(`the prompt must be text or token ids (an array of integers), got ${prompt === null ? 'null' : typeof prompt}`);
+    }
     for (let i = 0; i < request.promptTokens.length; i++) {
       const t = request.promptTokens[i];
       if (!(Number.isInteger(t) && t >= 0 && t < this.vocabSize)) {

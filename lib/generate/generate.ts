@@ -103,15 +103,18 @@ export class Generator {
     return this.batcher.submit(this.request(prompt, options));
   }
 
-  // The text as it is generated, piece by piece; the iterator's return value is the result.
+  // The text as it is generated, piece by piece; the iterator's return value is the result. Leaving the loop early
+  // (break, return, a throw) aborts the generation, which would otherwise hold its batch slot to the end.
   async *stream(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<string, GenerateResult> {
     const pieces: string[] = [];
     let wake: (() => void) | null = null;
     let finished = false;
+    const left = new AbortController();
     const result = this.batcher
       .submit(
         this.request(prompt, {
           ...options,
+          signal: options.signal ? AbortSignal.any([options.signal, left.signal]) : left.signal,
           onText: (piece) => {
             options.onText?.(piece);
             pieces.push(piece);
@@ -124,12 +127,16 @@ export class Generator {
         wake?.();
       });
     result.catch(() => undefined);  // rethrown below, after the pieces so far
-    while (!finished || pieces.length > 0) {
-      if (pieces.length > 0) yield pieces.shift() as string;
-      else await new Promise<void>((resolve) => (wake = resolve));
-      wake = null;
+    try {
+      while (!finished || pieces.length > 0) {
+        if (pieces.length > 0) yield pieces.shift() as string;
+        else await new Promise<void>((resolve) => (wake = resolve));
+        wake = null;
+      }
+      return await result;
+    } finally {
+      if (!finished) left.abort();
     }
-    return result;
   }
 
   // A text's embedding (embed.ts), encoded as a prompt is ('' is <|endoftext|>) and at most nCtx tokens; it is computed

@@ -140,3 +140,37 @@ t.test("a request whose reply stream (its sanitizer) throws fails alone, while i
   const after = await gen.generate(PROMPTS[3], options(3));
   t.same(after.tokens, alone[3].tokens, 'and the batcher goes on serving');
 });
+
+t.test('a request that ends before its first step, aborted or past its deadline, leaves the generator answering the next', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 2, seed: 1 });
+  t.equal((await gen.generate('a', { maxTokens: 2 })).tokens.length, 2, 'a first request, which reserves the cache');
+  t.equal((await gen.generate('a', { maxTokens: 2, signal: AbortSignal.abort() })).finishReason, 'aborted');
+  t.equal((await gen.generate('a', { maxTokens: 2, deadline: Date.now() - 1000 })).finishReason, 'deadline');
+  t.same(gen.load, { running: 0, waiting: 0 });
+  t.equal((await gen.generate('a', { maxTokens: 2 })).tokens.length, 2, 'the next request is answered');
+});
+
+t.test('a prompt that is neither text nor token ids is refused at submit, and its neighbours go on', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 2, seed: 1 });
+  const good = gen.generate('The cat sat', { maxTokens: 20, seed: 3 });
+  for (const prompt of [5, null, { length: 'x' }] as unknown as ArrayLike<number>[]) {
+    await t.rejects(gen.generate(prompt, { maxTokens: 2 }), /^the prompt must be text or token ids \(an array of integers\), got (number|null|object)$/, `${JSON.stringify(prompt)}: refused`);
+  }
+  t.equal((await good).tokens.length, 20, 'the request in flight is untouched');
+});
+
+t.test('leaving a stream early aborts its generation, freeing its slot', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 1, seed: 1 });
+  let generated = 0;
+  const stream = gen.stream('Once upon a time', { maxTokens: 50, seed: 2, onText: () => generated++ });
+  let pieces = 0;
+  for await (const piece of stream) {
+    t.type(piece, 'string');
+    if (++pieces === 3) break;
+  }
+  // The next request waits for the one slot: had the stream gone on, it would have taken its 50 tokens first.
+  const next = await gen.generate('x', { maxTokens: 3 });
+  t.equal(next.tokens.length, 3, 'the next request is answered');
+  t.ok(generated < 20, `the stream stopped soon after it was left (${generated} pieces of up to 50)`);
+  t.same(gen.load, { running: 0, waiting: 0 });
+});
