@@ -215,6 +215,13 @@ export class ModelRegistry<T> {
     await this.enqueue(key, false);
   }
 
+  // Unloads the model now unless a request holds it (Ollama's keep_alive 0): one in use finishes its requests and is
+  // unloaded when idle, as any other.
+  async unloadNow(key: string): Promise<void> {
+    const e = this.entries.get(key);
+    if (e !== undefined) await this.unload(e, 'asked');
+  }
+
   // Bytes of the budget for something other than a model, held until released: granted in turn with the loads, after
   // evicting idle models and draining busy ones as a load would. Rejects when the signal fires first, and at once
   // (507) for more than the whole budget.
@@ -527,7 +534,7 @@ export class ModelRegistry<T> {
     });
   }
 
-  private async unload(e: Entry<T>, reason: 'idle' | 'evicted' | 'closing' | 'removed'): Promise<void> {
+  private async unload(e: Entry<T>, reason: 'idle' | 'evicted' | 'closing' | 'removed' | 'asked'): Promise<void> {
     if (e.state !== 'loaded' || e.leases > 0) return;
     if (reason === 'evicted') e.evictions++;
     e.state = 'unloading';

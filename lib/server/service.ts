@@ -35,6 +35,7 @@ export interface GenerationRequest {
   logprobs?: number;                       // report each token's log-probability and this many alternatives'
   onLogprob?: (logprob: TokenLogprob) => void;  // with logprobs, each token's as it is drawn, before its text streams
   promptLogprobs?: boolean;                // with logprobs, the prompt's tokens' too (the prompt is then never cut)
+  keepPrompt?: string;                     // why the prompt is never cut nor a chat's messages dropped (the request's words): one that does not fit is refused
   grammar?: Grammar;                       // holds the reply to this grammar (a response format's, tool calls'): the sanitizer then leaves it as it is
   textBesideCalls?: boolean;               // the grammar also lets the reply be text, not beginning with "{" (tool_choice "auto"): text is sanitized
 }
@@ -124,6 +125,11 @@ export function checkSamplingDefaults(model: ModelConfig, vocabSize: number): vo
 
 // OpenAI's limit of inputs to embed in one request, on every endpoint's: their vectors are answered together.
 const MAX_EMBEDDING_INPUTS = 2048;
+
+// Retry-After of a full queue at least: the mean request time it is estimated from is pulled down by short and
+// aborted requests, and clients that retry on it (the openai libraries, twice) would spend their retries within
+// the long generations that fill the queue.
+const MIN_RETRY_AFTER_S = 5;
 
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const RATE_WINDOW_MS = 10_000;
@@ -288,7 +294,7 @@ export class ChatService {
         checkTokenIds(tokens, tokenizer, field, key);
         if (tokens.length === 0) throw new HttpError(400, `${field}: must not be empty`, { field });
         if (tokens.length <= nCtx) return tokens;
-        if (!request.truncate) throw new HttpError(400, `${field}: ${tokens.length} tokens, more than the context of model "${key}" (${nCtx})`, { field });
+        if (!request.truncate) throw contextError(`${field}: ${tokens.length} tokens, more than the context of model "${key}" (${nCtx})`, field);
         truncated++;
         return tokens.subarray(0, nCtx);
       });
@@ -317,7 +323,7 @@ export class ChatService {
     const admitted = this.inflight.get(key) ?? 0;
     if (admitted + count <= this.config.batchSlots + this.config.maxQueue) return;
     this.shed.inc({ model: key });
-    const retry = Math.max(1, Math.ceil(((this.meanSeconds.get(key) ?? 1) * (admitted + count - this.config.batchSlots)) / this.config.batchSlots));
+    const retry = Math.max(MIN_RETRY_AFTER_S, Math.ceil(((this.meanSeconds.get(key) ?? 1) * (admitted + count - this.config.batchSlots)) / this.config.batchSlots));
     const more = count === 1 ? '' : `, no room for ${count} more`;
     throw new HttpError(503, `model "${key}" has ${admitted} requests in hand${more}; try again later`, {}, { 'Retry-After': String(retry) });
   }
@@ -357,29 +363,37 @@ export class ChatService {
     const encode = (text: string): Int32Array => generator.encode(text);
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };
     const field = request.promptField ?? 'prompt';
+    const whole = request.promptLogprobs === true || request.keepPrompt !== undefined;
     let prompt: string | readonly number[];
     let tokens: Int32Array;
-    if (typeof request.prompt === 'string') {
-      prompt = request.prompt;
-      tokens = encode(prompt);
-    } else if (isTokenIds(request.prompt)) {
-      prompt = request.prompt;
-      checkTokenIds(prompt, loaded.tokenizer, field, key);
-      tokens = Int32Array.from(prompt);
-    } else {
+    if (typeof request.prompt !== 'string' && !isTokenIds(request.prompt) && !whole) {
       const fitted = fitChatOf(key, field, request.prompt, { nCtx, maxTokens: asked, encode, maxChars: request.maxPromptChars });
       prompt = fitted.prompt;
       maxTokens = fitted.maxTokens;
       trimmed.messages = fitted.droppedMessages;
       trimmed.messageChars = fitted.droppedChars;
-      trimmed.replyTokens = asked - maxTokens;
       if (fitted.droppedMessages + fitted.droppedChars > 0) trimmed.tokens = Math.max(0, encode(fitConversation(request.prompt).prompt).length - encode(prompt).length);
       tokens = encode(prompt);
+    } else {
+      if (isTokenIds(request.prompt)) {
+        prompt = request.prompt;
+        checkTokenIds(prompt, loaded.tokenizer, field, key);
+        tokens = Int32Array.from(prompt);
+      } else {
+        // A conversation that must stay whole is fitted as a raw prompt is.
+        prompt = typeof request.prompt === 'string' ? request.prompt : fitConversation(request.prompt).prompt;
+        tokens = encode(prompt);
+      }
+      // A raw prompt keeps its tokens before a long reply does: the reply keeps at least what a length nobody sized
+      // would take (half the context), and beyond that what the prompt leaves.
+      maxTokens = Math.min(asked, Math.max(nCtx - tokens.length, Math.min(asked, Math.floor(nCtx / 2))));
     }
-    // A raw prompt longer than the context less the reply loses its start, so the reply never shifts the window.
+    trimmed.replyTokens = asked - maxTokens;
+    // What still does not fit is the prompt's start, cut so that the reply never shifts the window.
     const cut = Math.max(0, tokens.length - (nCtx - maxTokens));
-    if (cut > 0 && request.promptLogprobs) {
-      throw new HttpError(400, `${field}: its log-probabilities need the whole prompt within the context of model "${key}": ${tokens.length} tokens and a reply of ${maxTokens} pass ${nCtx}`, { field });
+    if (cut > 0 && whole) {
+      const why = request.promptLogprobs ? 'its log-probabilities need' : `${request.keepPrompt} keeps`;
+      throw contextError(`${field}: ${why} the whole prompt within the context of model "${key}": ${tokens.length} tokens and a reply of ${maxTokens} pass ${nCtx}`, field);
     }
     if (cut > 0) tokens = tokens.subarray(cut);
     trimmed.tokens += cut;
@@ -468,6 +482,12 @@ export class ChatService {
   }
 }
 
+// A prompt that does not fit the model's context, with OpenAI's code for it, which clients key on to shorten the
+// conversation and try again.
+function contextError(message: string, field: string): HttpError {
+  return new HttpError(400, message, { field, code: 'context_length_exceeded' });
+}
+
 function isTokenIds(prompt: GenerationRequest['prompt']): prompt is readonly number[] {
   return Array.isArray(prompt);
 }
@@ -477,7 +497,7 @@ function fitChatOf(key: string, field: string, conversation: Conversation, optio
   try {
     return fitChat(conversation, options);
   } catch (err) {
-    if (err instanceof MessageTooLongError) throw new HttpError(400, `${err.message} (model "${key}")`, { field });
+    if (err instanceof MessageTooLongError) throw contextError(`${err.message} (model "${key}")`, field);
     throw err;
   }
 }

@@ -144,9 +144,10 @@ t.test('errors name the field', async (t) => {
   for (const [body, status, message] of cases) {
     const r = await embeddings(body);
     t.equal(r.status, status, JSON.stringify(body).slice(0, 80));
-    const error = r.json.error as { message: string; param: string | null };
+    const error = r.json.error as { message: string; param: string | null; code: string | null };
     t.ok(error.message.startsWith(message), `${error.message} starts with ${message}`);
     if (status === 400) t.equal(error.param, message.split(':')[0], 'OpenAI\'s param names the field');
+    if (body.input === LONG_TEXT) t.equal(error.code, 'context_length_exceeded', 'an input longer than the context: OpenAI\'s code for it');
   }
   const ok = await embeddings({ model: 'general', input: 'hi', dimensions: TINY.nEmbd, user: 'someone' });
   t.equal(ok.status, 200, 'the model\'s own width, and a user, are accepted');

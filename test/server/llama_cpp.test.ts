@@ -68,6 +68,12 @@ t.test('completion: the greedy text, how it stopped, the counts and timings', as
 
   const byDefault = await completion({ prompt: PROMPT, n_predict: -1 });
   t.equal(byDefault.content, greedy, 'at the model\'s own length (n_predict -1)');
+  // The tiny models' context is 128; "<|endoftext|>" banned, so that the reply runs to its length.
+  const full = await completion({ model: 'general', prompt: PROMPT, n_predict: -2, logit_bias: [[50256, false]] });
+  t.match(full, { tokens_evaluated: promptTokens, tokens_predicted: 128 - promptTokens, stop_type: 'limit', truncated: false }, 'n_predict -2: until the context is full');
+  const ids = Array.from({ length: 100 }, (_, i) => 1000 + i);
+  t.match(await completion({ model: 'general', prompt: ids, n_predict: -2, logit_bias: [[50256, false]] }), { tokens_evaluated: 100, tokens_predicted: 28 }, 'after a prompt of more than half the context too');
+  t.match(await completion({ model: 'general', prompt: PROMPT, n_predict: 1000, logit_bias: [[50256, false]] }), { tokens_evaluated: promptTokens, tokens_predicted: 128 - promptTokens, truncated: true }, 'a length past the context: the prompt kept whole, the reply shortened');
   t.equal((await completion({ model: 'general', prompt: PROMPT, n_predict: LENGTH, return_tokens: true })).tokens.length, LENGTH, 'return_tokens');
   const aliased = await request(`${srv.url}/completions`, { body: { model: 'general', prompt: PROMPT }, headers: AUTH });
   t.equal((aliased.json() as Answer).content, greedy, '/completions too');
@@ -222,6 +228,11 @@ t.test('tokenize and detokenize', async (t) => {
   t.same(tok.json().tokens, [...tokenizer.encode('Hello world', { allowSpecial: false })]);
   const pieces = await request(`${srv.url}/tokenize`, { body: { content: 'Hello world', with_pieces: true }, headers: AUTH });
   t.same(pieces.json().tokens, [{ id: 15496, piece: 'Hello' }, { id: 995, piece: ' world' }]);
+  const special = { model: 'general', content: 'Hi<|endoftext|>', add_special: true };
+  const plain = await request(`${srv.url}/tokenize`, { body: special, headers: AUTH });
+  t.same(plain.json().tokens, [...tokenizer.encode('Hi<|endoftext|>', { allowSpecial: false })], 'add_special: nothing to add (GPT-2 has no BOS); special tokens as text');
+  const parsed = await request(`${srv.url}/tokenize`, { body: { ...special, parse_special: true }, headers: AUTH });
+  t.same(parsed.json().tokens, [...tokenizer.encode('Hi', { allowSpecial: false }), 50256], 'parse_special: <|endoftext|> is its id');
   const detok = await request(`${srv.url}/detokenize`, { body: { tokens: tok.json().tokens }, headers: AUTH });
   t.same(detok.json(), { content: 'Hello world' });
   t.match(await refusal('/detokenize', { tokens: [-1] }), { status: 400, error: { code: 400, type: 'invalid_request_error', field: 'tokens' } });

@@ -50,6 +50,8 @@ t.test('the listing: every configured model as <key>:latest, its size, time and 
   t.match(show.model_info, { 'general.architecture': 'gpt2', 'gpt2.context_length': TINY.nCtx, 'gpt2.embedding_length': TINY.nEmbd, 'gpt2.block_count': TINY.nLayer });
   t.match(show.parameters, /^num_predict 12\ntemperature 0\.3\ntop_k 40\ntop_p 0\.9\nrepeat_penalty 1\.176471\nrepeat_last_n -1$/, "the model's sampling defaults as Modelfile parameters");
   t.same(show.capabilities, ['completion', 'tools', 'embedding']);
+  const byName = await request(`${srv.url}/api/show`, { body: { name: 'chatbot:latest' }, headers: AUTH });
+  t.same([byName.status, byName.json().model_info], [200, show.model_info], '`name`, the older field Ollama still takes, names the model too');
   const { version } = await ollama.version();
   t.equal(version, (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version);
 });
@@ -118,6 +120,12 @@ t.test('an empty request loads the model, which /api/ps then lists', async (t) =
   t.ok(models.some((m) => m.name === 'chatbot:latest' && m.size > 0), `chatbot loaded (before: ${before.join(', ') || 'none'})`);
   const generated = await ollama.generate({ model: 'general', prompt: '' });
   t.match(generated, { done: true, done_reason: 'load', response: '' });
+  const unloaded = await ollama.generate({ model: 'general', prompt: '', keep_alive: 0 });
+  t.match(unloaded, { done: true, done_reason: 'unload', response: '' }, 'keep_alive 0: unloaded, as Ollama documents it');
+  t.notOk((await ollama.ps()).models.some((m) => m.name === 'general:latest'), '/api/ps no longer lists it');
+  const answered = await ollama.chat({ model: 'general', messages: [{ role: 'user', content: PROMPT }], keep_alive: '0s', options: { num_predict: 2 } });
+  t.equal(answered.done, true, 'a request with keep_alive 0 is answered');
+  t.notOk((await ollama.ps()).models.some((m) => m.name === 'general:latest'), 'and its model then unloaded');
 });
 
 t.test("log-probabilities: those chat completions give, whole and line by line", async (t) => {
@@ -152,8 +160,14 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
   const missing = await ollama.chat({ model: 'nope', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
   t.match(missing, { status_code: 404, message: /The model "nope" does not exist/ });
   const messages = [{ role: 'user', content: 'x' }];
-  const neutral = await ollama.chat({ model: 'general', messages, format: '', think: false, tools: [], keep_alive: '5m', options: { temperature: 0, min_p: 0, mirostat: 0, num_ctx: 8192, num_thread: 2, repeat_last_n: -1, num_predict: -1 } });
-  t.equal(neutral.done, true, 'neutral values and machine options accepted');
+  const neutral = await ollama.chat({ model: 'general', messages, format: '', think: false, tools: [], keep_alive: '5m', options: { temperature: 0, min_p: 0, mirostat: 0, num_ctx: 8192, num_thread: 2, repeat_last_n: -1, num_predict: -1, seed: -1 } });
+  t.equal(neutral.done, true, 'neutral values, machine options and seed -1 (random) accepted');
+  // An assistant's turn that only called a tool, as Ollama's clients send it back: its content left out.
+  const called = await request(`${srv.url}/api/chat`, {
+    headers: AUTH,
+    body: { model: 'general', stream: false, options: { num_predict: 2 }, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', tool_calls: [{ function: { name: 'get_time', arguments: {} } }] }, { role: 'tool', content: '12:00' }] },
+  });
+  t.equal(called.status, 200, `an assistant's calls without content: read as "" (${called.text})`);
   // Home Assistant's integration sends its tools with every message when it may control the home: the model, never
   // taught to call one, answers in text.
   const tools = [{ type: 'function', function: { name: 'HassTurnOn', description: 'Turns on a device', parameters: { type: 'object', properties: { name: { type: 'string' } }, uniqueItems: true } } }];
@@ -169,6 +183,7 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
     [{ options: { repeat_penalty: 0.9 } }, /^options\.repeat_penalty: must be a number of at least 1/],
     [{ options: { repeat_last_n: 64 } }, /^options\.repeat_last_n: only -1/],
     [{ options: { temperature: -1 } }, /^options\.temperature: must be/],
+    [{ options: { seed: -2 } }, /^options\.seed: must be a non-negative integer, or -1 \(random\)/],
     [{ options: { warp: 1 } }, /^options\.warp: unsupported option/],
     // Options named as Object.prototype's members are options like any other (once a 500, or accepted unseen).
     ...['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf'].map((name) => [{ options: JSON.parse(`{"${name}": 1}`) as Record<string, unknown> }, new RegExp(`^options\\.${name}: unsupported option`)] as const),

@@ -118,6 +118,17 @@ t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral va
   };
   const same = await client.chat.completions.create({ model: 'general', messages: [...messages], max_tokens: LENGTH, temperature: 0, ...neutral } as OpenAI.ChatCompletionCreateParamsNonStreaming);
   t.equal(same.choices[0].message.content, plain.choices[0].message.content, 'the same reply as without them');
+  // Their defaults, and null for "not set", as generated clients send every field they know.
+  const defaults = {
+    verbosity: 'medium', reasoning_effort: null, audio: null, prediction: null, web_search_options: null, prompt_cache_retention: null,
+    stream_options: { include_obfuscation: false }, service_tier: null, metadata: null,
+  };
+  const unset = await client.chat.completions.create({ model: 'general', messages: [...messages], max_tokens: LENGTH, temperature: 0, ...defaults } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  t.equal(unset.choices[0].message.content, plain.choices[0].message.content, 'defaults and nulls: the same reply as without them');
+  for (const [streamOptions, param] of [[{ include_obfuscation: true }, 'stream_options.include_obfuscation'], [{ include_usage: true, bogus: 1 }, 'stream_options.bogus']] as const) {
+    const err = await client.chat.completions.create({ model: 'general', messages: [...messages], stream: true, stream_options: streamOptions } as OpenAI.ChatCompletionCreateParamsStreaming).catch((e: unknown) => e);
+    t.ok(err instanceof OpenAI.BadRequestError && err.param === param, `stream_options ${JSON.stringify(streamOptions)}: refused, naming ${param}`);
+  }
   const completion = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: LENGTH, temperature: 0, logit_bias: { 50256: 0 }, suffix: '', user: 'u-1' });
   t.equal(completion.choices[0].text, greedy, 'completions: zero biases and an empty suffix change nothing');
   for (const [field, value, rule] of [
@@ -126,7 +137,9 @@ t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral va
     ['store', true, /keeps nothing it answers/],
     ['modalities', ['text', 'audio'], /only \["text"\]/],
     ['metadata', { n: 1 }, /an object of strings/],
-    ['reasoning_effort', 'low', /unsupported field/],
+    ['reasoning_effort', 'low', /only "none" is supported: GPT-2 does not reason/],
+    ['verbosity', 'low', /only "medium"/],
+    ['audio', { voice: 'alloy', format: 'mp3' }, /GPT-2 writes text only/],
     ['frobnicate', 1, /unsupported field/],
   ] as const) {
     const err = await client.chat.completions.create({ model: 'general', messages: [...messages], [field]: value } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming).catch((e: unknown) => e);
@@ -135,6 +148,23 @@ t.test("OpenAI's fields for what GPT-2 does not do: accepted at their neutral va
   }
   const tools = await client.completions.create({ model: 'general', prompt: PROMPT, tools: [] } as unknown as OpenAI.CompletionCreateParamsNonStreaming).catch((e: unknown) => e);
   t.ok(tools instanceof OpenAI.BadRequestError && tools.param === 'tools', 'completions take only their own fields, as OpenAI\'s do');
+});
+
+t.test('a raw prompt keeps its tokens before a long max_tokens: the reply gets what the context leaves, and keeps at least half of it', async (t) => {
+  // The tiny models' context is 128; "<|endoftext|>" banned, so that each reply runs to its length.
+  const promptTokens = tokenizer.encode(PROMPT, { allowSpecial: false }).length;
+  const long = { model: 'general', max_tokens: 1000, temperature: 0, logit_bias: { 50256: -100 } } as const;
+  const short = await client.completions.create({ ...long, prompt: PROMPT });
+  t.equal(short.usage?.prompt_tokens, promptTokens, 'the whole prompt');
+  t.equal(short.usage?.completion_tokens, 128 - promptTokens, 'the reply, what the context leaves');
+  t.equal(short.choices[0].finish_reason, 'length');
+  const chat = await client.chat.completions.create({ ...long, messages: [{ role: 'user', content: PROMPT }] });
+  t.same([chat.usage?.prompt_tokens, chat.usage?.completion_tokens], [promptTokens, 128 - promptTokens], 'chat completions of a raw model alike');
+  const ids = Array.from({ length: 100 }, (_, i) => 1000 + i);
+  const longPrompt = await client.completions.create({ ...long, prompt: ids });
+  t.same([longPrompt.usage?.prompt_tokens, longPrompt.usage?.completion_tokens], [64, 64], 'a long prompt keeps its newest half, the reply the other');
+  const invocation = await request(`${srv.url}/invocations`, { body: { model_key: 'general', raw_text: PROMPT, length: 1000, format: 'json' }, headers: { Authorization: `Bearer ${API_KEY}` } });
+  t.match(invocation.json(), { prompt_tokens: promptTokens, trimmed_prompt_tokens: 0, length: 128 - promptTokens, trimmed_reply_tokens: 127 - (128 - promptTokens) }, 'the JSON answer says what the reply\'s length lost');
 });
 
 t.test("presence_penalty and frequency_penalty lower the drawn tokens' logits as the library's penalties do", async (t) => {
@@ -282,6 +312,7 @@ t.test("echo with logprobs: the prompt's log-probabilities, as scoring tools ask
   const tooLong = await client.completions.create({ ...score, prompt: [...new Array(127).fill(prompt[0])], max_tokens: 2 }).catch((e: unknown) => e);
   t.ok(tooLong instanceof OpenAI.BadRequestError && tooLong.param === 'prompt', 'a prompt that, with its reply, passes the context: refused, not cut');
   t.match((tooLong as Error).message, /its log-probabilities need the whole prompt within the context of model "general": 127 tokens and a reply of 2 pass 128/);
+  t.equal((tooLong as InstanceType<typeof OpenAI.APIError>).code, 'context_length_exceeded');
 });
 
 t.test('chat completions: the chat format for a chat model, the reply sanitized, streamed as chunks that add up', async (t) => {
@@ -371,6 +402,7 @@ t.test("errors come as the client's own classes, with OpenAI's shape and the fie
   const tooLong = await client.chat.completions.create({ model: 'chatbot', messages: [{ role: 'user', content: long }] }).catch((e: unknown) => e);
   t.ok(tooLong instanceof OpenAI.BadRequestError && tooLong.param === 'messages', 'a message longer than the context: refused, naming messages');
   t.match((tooLong as Error).message, /the message takes \d+ tokens in the chat format, and the model reads at most \d+/);
+  t.equal((tooLong as InstanceType<typeof OpenAI.APIError>).code, 'context_length_exceeded', 'with OpenAI\'s code, which clients key on to shorten the conversation');
   const invocation = await request(`${srv.url}/invocations`, { body: { model_key: 'chatbot', raw_text: long }, headers: { Authorization: `Bearer ${API_KEY}` } });
   t.match([invocation.status, invocation.json()], [400, { field: 'raw_text', error: /reads at most/ }], 'and on /invocations, naming raw_text');
   const shouted = await request(`${srv.url}/V1/completions/`, { body: { model: 'general', prompt: 5 }, headers: { Authorization: `Bearer ${API_KEY}` } });

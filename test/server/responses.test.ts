@@ -117,6 +117,32 @@ t.test('log-probabilities: those chat completions give, whole and streamed', asy
   t.match(plain.output[0], { content: [{ logprobs: [] }] }, 'none unless included');
 });
 
+t.test('truncation "disabled" refuses a conversation that does not fit the context, where "auto" drops its oldest messages', async (t) => {
+  const turn = 'Tell me everything about the garden, the flowers, the trees and the birds that sing there in the morning.';
+  const input = Array.from({ length: 8 }, (_, i) => ({ role: i % 2 === 0 ? 'user' as const : 'assistant' as const, content: turn }));
+  const auto = await client.responses.create({ model: 'chatbot', input, temperature: 0, max_output_tokens: 8 });
+  t.ok(auto.usage && auto.usage.input_tokens < 128 - 8, `auto: answered from the newest messages (${auto.usage?.input_tokens} tokens)`);
+  const refused = await client.responses.create({ model: 'chatbot', input, temperature: 0, max_output_tokens: 8, truncation: 'disabled' }).catch((e: unknown) => e);
+  t.ok(refused instanceof OpenAI.BadRequestError && refused.param === 'input' && refused.code === 'context_length_exceeded', 'disabled: 400 context_length_exceeded, naming input');
+  t.match((refused as Error).message, /truncation "disabled" keeps the whole prompt within the context of model "chatbot": \d+ tokens and a reply of 8 pass 128/);
+  const fits = await client.responses.create({ model: 'chatbot', input: input.slice(-1), temperature: 0, max_output_tokens: 8, truncation: 'disabled' });
+  const fitsAuto = await client.responses.create({ model: 'chatbot', input: input.slice(-1), temperature: 0, max_output_tokens: 8 });
+  t.equal(fits.output_text, fitsAuto.output_text, 'a conversation that fits: answered as under auto');
+});
+
+t.test('X-Dixie-Ignored-Messages names the input item left out, past calls folded into the message before them', async (t) => {
+  const input = [
+    { role: 'user', content: 'Will it rain?' },
+    { role: 'assistant', content: 'Let me look.' },
+    { type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: '{"city":"Oslo"}' },
+    { type: 'function_call_output', call_id: 'call_1', output: '{"rain":true}' },
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'So?' },
+  ] as OpenAI.Responses.ResponseInput;
+  const r = await client.responses.create({ model: 'lenient', input, temperature: 0, max_output_tokens: 4 }).withResponse();
+  t.equal(r.response.headers.get('x-dixie-ignored-messages'), '4');
+});
+
 t.test("OpenAI's fields for what GPT-2 does not do: neutral values accepted, any other refused naming the field", async (t) => {
   const plain = await client.responses.create({ model: 'general', input: PROMPT, temperature: 0 });
   const neutral = await client.responses.create({
@@ -125,7 +151,13 @@ t.test("OpenAI's fields for what GPT-2 does not do: neutral values accepted, any
     service_tier: 'auto', previous_response_id: null, reasoning: { effort: null },
   });
   t.equal(neutral.output_text, plain.output_text, 'the same reply as without them');
-  t.match(neutral, { tool_choice: 'none', parallel_tool_calls: false, metadata: { app: 'test' }, user: 'u-1' }, 'echoed in the response');
+  t.match(neutral, { tool_choice: 'none', parallel_tool_calls: false, metadata: { app: 'test' }, user: 'u-1', truncation: 'auto' }, 'echoed in the response');
+  const defaults = await client.responses.create({
+    model: 'general', input: PROMPT, temperature: 0, text: { format: { type: 'text' }, verbosity: 'medium' }, truncation: 'disabled', prompt_cache_retention: null,
+    conversation: null, background: null,
+  });
+  t.equal(defaults.output_text, plain.output_text, 'OpenAI\'s defaults, and null for "not set": the same reply');
+  t.match(defaults, { truncation: 'disabled', text: { verbosity: 'medium' } }, 'the truncation given, echoed');
   for (const [fields, param, rule] of [
     [{ previous_response_id: 'resp_123' }, 'previous_response_id', /dixie keeps no responses; send the conversation in input/],
     [{ conversation: 'conv_123' }, 'conversation', /send the conversation in input/],
@@ -136,7 +168,9 @@ t.test("OpenAI's fields for what GPT-2 does not do: neutral values accepted, any
     [{ text: { format: { type: 'json_schema', schema: {} } } }, 'text.format.name', /is required/],
     [{ tools: [{ type: 'web_search' }] }, 'tools[0]', /must be \{"type": "function", "name", "parameters"\}/],
     [{ reasoning: { effort: 'high' } }, 'reasoning', /GPT-2 does not reason/],
-    [{ truncation: 'disabled' }, 'truncation', /oldest messages/],
+    [{ truncation: 'middle' }, 'truncation', /must be "auto" or "disabled"/],
+    [{ text: { verbosity: 'low' } }, 'text.verbosity', /only "medium"/],
+    [{ stream: true, stream_options: { include_obfuscation: true } }, 'stream_options.include_obfuscation', /only false/],
     [{ include: ['file_search_call.results'] }, 'include[0]', /only "message\.output_text\.logprobs"/],
     [{ top_logprobs: 2 }, 'top_logprobs', /needs "include"/],
     [{ max_output_tokens: 0 }, 'max_output_tokens', /must be/],

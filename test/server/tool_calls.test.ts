@@ -218,6 +218,18 @@ t.test('the Responses API: a forced call is a function_call item, whole and stre
   t.match(auto.output[0], { type: 'message' }, 'auto (the default with tools): an answer in text');
 });
 
+t.test('a tool that gives no parameters takes none, as OpenAI documents: a forced call\'s arguments are {}', async (t) => {
+  const messages = [{ role: 'user' as const, content: QUESTION }];
+  for (const seed of [1, 2, 3]) {
+    const r = await client.chat.completions.create({ model: 'general', messages, tools: [{ type: 'function', function: { name: 'ring_bell' } }], tool_choice: 'required', max_tokens: 50, temperature: 1.5, seed });
+    const call = r.choices[0].message.tool_calls?.[0];
+    t.same(call?.type === 'function' && [call.function.name, call.function.arguments], ['ring_bell', '{}'], `chat completions, seed ${seed}`);
+  }
+  const tool = { type: 'function' as const, name: 'ring_bell', parameters: null, strict: false };
+  const r = await client.responses.create({ model: 'general', input: QUESTION, tools: [tool], tool_choice: 'required', max_output_tokens: 50, temperature: 1.5 });
+  t.match(r.output[0], { type: 'function_call', name: 'ring_bell', arguments: '{}' }, 'the Responses API\'s parameters null alike');
+});
+
 t.test('calls and outputs out of place, or malformed, are 400s that name the field', async (t) => {
   const [question, assistant, output, call] = [ASKED, CALLED, TOLD, CALLED.tool_calls[0]];
   for (const [messages, param, message] of [

@@ -38,8 +38,9 @@ export function checkKeys(body: Body, known: readonly string[], where?: string):
 export const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 // OpenAI's fields for what GPT-2 does not do. Clients send many of them with every request at their neutral
-// values (an empty list of tools, a text response format, no logit biases), and those are accepted; any other
-// value is refused with the reason, never ignored. Each applies to the endpoints that list it in their keys.
+// values (an empty list of tools, a text response format, no logit biases, the default, or null for "not set"),
+// and those are accepted; any other value is refused with the reason, never ignored. Each applies to the endpoints
+// that list it in their keys.
 interface NeutralOnly {
   neutral: (v: unknown) => boolean;
   rule: string;
@@ -50,9 +51,16 @@ const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   modalities: { neutral: (v) => Array.isArray(v) && v.length === 1 && v[0] === 'text', rule: 'only ["text"] is supported' },
   store: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps nothing it answers' },
   service_tier: { neutral: (v) => v === 'auto' || v === 'default', rule: 'only "auto" or "default" is supported' },
+  // Chat completions'.
+  reasoning_effort: { neutral: (v) => v === 'none', rule: 'only "none" is supported: GPT-2 does not reason' },
+  verbosity: { neutral: (v) => v === 'medium', rule: 'only "medium" (the default) is supported: a reply\'s length is bounded by its maximum of tokens alone' },
+  audio: { neutral: () => false, rule: 'is not supported: GPT-2 writes text only' },
+  prediction: { neutral: () => false, rule: 'is not supported: dixie does not take predicted outputs' },
+  web_search_options: { neutral: () => false, rule: 'is not supported: GPT-2 does not search the web' },
+  // dixie's prefix reuse keeps a prompt in memory only, and only until its batch slot takes another.
+  prompt_cache_retention: { neutral: (v) => v === 'in-memory', rule: 'only "in-memory" is supported' },
   // The Responses API's.
   reasoning: { neutral: (v) => isObject(v) && Object.values(v).every((r) => r === null), rule: 'is not supported: GPT-2 does not reason' },
-  truncation: { neutral: (v) => v === 'auto', rule: 'only "auto" is supported: a conversation longer than the model\'s context loses its oldest messages' },
   background: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps no responses to fetch later' },
   previous_response_id: { neutral: () => false, rule: 'is not supported: dixie keeps no responses; send the conversation in input' },
   conversation: { neutral: () => false, rule: 'is not supported: dixie keeps no conversations; send the conversation in input' },
@@ -64,10 +72,21 @@ const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   metadata: { neutral: (v) => isObject(v) && Object.values(v).every((m) => typeof m === 'string'), rule: 'must be an object of strings' },
 };
 
-export function checkNeutral(body: Body): void {
+// `where`: the request's field that holds the object, when it is not the body (the Responses API's text.verbosity).
+export function checkNeutral(body: Body, where?: string): void {
   for (const [key, { neutral, rule }] of Object.entries(NEUTRAL_ONLY)) {
-    if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, rule);
+    if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(where === undefined ? key : `${where}.${key}`, rule);
   }
+}
+
+// OpenAI's stream_options, its `known` fields beside include_obfuscation, which pads each delta against length side
+// channels: dixie does not, so only false.
+export function readStreamOptions(body: Body, known: readonly string[]): Body {
+  const options = optional<Body>(body, 'stream_options', isObject, `an object such as ${known.length > 0 ? `{"${known[0]}": true}` : '{}'}`) ?? {};
+  checkKeys(options, [...known, 'include_obfuscation'], 'stream_options');
+  const obfuscation = options.include_obfuscation;
+  if (obfuscation !== undefined && obfuscation !== null && obfuscation !== false) bad('stream_options.include_obfuscation', 'only false is supported: dixie does not pad the stream');
+  return options;
 }
 
 export function optional<T>(body: Body, key: string, is: (v: unknown) => boolean, rule: string): T | undefined {
@@ -105,6 +124,12 @@ export function readStop(body: Body, key: string, most = MAX_STOPS): string[] | 
 
 export function readSeed(body: Body, key: string): number | undefined {
   return optional<number>(body, key, (v) => Number.isSafeInteger(v) && (v as number) >= 0, 'a non-negative integer');
+}
+
+// llama.cpp's and Ollama's seed, where -1 asks for a random one, as no seed does.
+export function readLocalSeed(body: Body, key: string): number | undefined {
+  const seed = optional<number>(body, key, (v) => v === -1 || (Number.isSafeInteger(v) && (v as number) >= 0), 'a non-negative integer, or -1 (random)');
+  return seed === -1 ? undefined : seed;
 }
 
 // OpenAI's presence_penalty and frequency_penalty, from -2 to 2 (SamplingOptions).

@@ -7,7 +7,7 @@
 //                       `grammar` (GBNF) or `json_schema` when one is given (response_format.ts)
 //   POST /embedding     `content` (a text or texts) as one vector each, in the mean of its tokens' states
 //   POST /apply-template `messages` as the prompt the model's chat format makes of them, for /completion
-//   POST /tokenize      {"content", "with_pieces"?} -> {"tokens"}; POST /detokenize {"tokens"} -> {"content"}
+//   POST /tokenize      {"content", "with_pieces"?, "parse_special"?} -> {"tokens"}; POST /detokenize {"tokens"} -> {"content"}
 // llama-server serves one model; here `model` names a served one, by default the server's default model (as
 // /invocations' model_key). Its sampling fields keep llama.cpp's names; those for samplers dixie does not have are
 // accepted at their neutral values only, and those for the machine (slots, the prompt cache) are the server's to
@@ -24,7 +24,7 @@ import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
   MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
-  readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
+  readLocalSeed, readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
 } from './api_common';
 import { readLlamaCppGrammar } from './response_format';
 
@@ -125,6 +125,7 @@ interface CompletionRequest {
   stream: boolean;
   nProbs: number;
   returnTokens: boolean;
+  untilFull: boolean;  // n_predict -2: each reply takes what the context leaves after its prompt
 }
 
 function readCompletion(service: ChatService, body: Body): CompletionRequest {
@@ -134,8 +135,10 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, 'is not supported: dixie samples with temperature, top_k, top_p, min_p, the penalties and logit_bias; only the value that turns it off is accepted');
   }
   const fields: Body = { ...body };
-  // n_predict -1 (until the model stops) leaves the model's own reply length; a temperature below 0 is greedy, as 0.
-  if (fields.n_predict === -1) delete fields.n_predict;
+  // n_predict -1 (until the model stops) leaves the model's own reply length, and -2 (until the context is full) is
+  // sized for each prompt (untilFull); a temperature below 0 is greedy, as 0.
+  const untilFull = fields.n_predict === -2;
+  if (fields.n_predict === -1 || untilFull) delete fields.n_predict;
   if (typeof fields.temperature === 'number' && fields.temperature < 0) fields.temperature = 0;
   const penalize = readRepeatPenalty(fields, 'repeat_penalty', 'repeat_last_n');
   if (penalize === undefined) delete fields.repeat_penalty;
@@ -145,7 +148,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
   // the penalty off.
   const penalizeNl = optional<boolean>(body, 'penalize_nl', isBool, 'true or false');
   if (penalizeNl === false && repeatPenaltyOf(sampling.penalize) > 1) bad('penalize_nl', 'only true is supported while a repetition penalty applies: dixie\'s penalty counts a newline as any token');
-  const seed = optional<number>(body, 'seed', (v) => v === -1 || (Number.isSafeInteger(v) && (v as number) >= 0), 'a non-negative integer, or -1 (random)');
+  const seed = readLocalSeed(body, 'seed');
   for (const key of MACHINE) {
     if (body[key] !== undefined && body[key] !== null && typeof body[key] !== 'number' && typeof body[key] !== 'boolean') bad(key, 'must be a number or true or false');
   }
@@ -158,7 +161,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     sampling,
     lengthGiven,
     stop,
-    seed: seed === -1 ? undefined : seed,
+    seed,
     logitBias: readLogitBias(body.logit_bias),
     presencePenalty: readAdditivePenalty(body, 'presence_penalty'),
     frequencyPenalty: readAdditivePenalty(body, 'frequency_penalty'),
@@ -176,7 +179,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     n_probs: nProbs,
     stream,
   };
-  return { model, generation, settings, stream, nProbs, returnTokens };
+  return { model, generation, settings, stream, nProbs, returnTokens, untilFull };
 }
 
 // Sampling settings under llama.cpp's names, as its answers and /props report them.
@@ -300,9 +303,18 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     const gone = clientGone(res);
     const tokenizer = await service.tokenizer(request.model.key, gone.signal);
     const inputs = prompts.map((p) => promptForModel(p, tokenizer));
+    const nCtx = request.untilFull ? await contextOf(service, request.model) : 0;
+    // n_predict -2: each reply sized to the context its prompt leaves, the prompt counted as the service feeds it
+    // ("" is one token, the start of a document).
+    const sized = (p: string | number[]): CompletionRequest => {
+      if (!request.untilFull) return request;
+      const promptTokens = typeof p === 'string' ? Math.max(1, tokenizer.encode(p, { allowSpecial: false }).length) : p.length;
+      const sampling = { ...request.generation.sampling, length: Math.max(1, nCtx - promptTokens) };
+      return { ...request, generation: { ...request.generation, sampling, lengthGiven: true } };
+    };
     service.checkRoom(request.model.key, inputs.length);
     if (!request.stream) {
-      const answers = await Promise.all(inputs.map((p, i) => complete(service, request, i, p, tokenizer, gone.signal, null))).catch((err: Error) => {
+      const answers = await Promise.all(inputs.map((p, i) => complete(service, sized(p), i, p, tokenizer, gone.signal, null))).catch((err: Error) => {
         gone.abort();  // the other prompts stop too
         throw err;
       });
@@ -311,7 +323,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     }
     const { send, started } = eventSender(res);
     try {
-      await Promise.all(inputs.map(async (p, i) => send(await complete(service, request, i, p, tokenizer, gone.signal, send))));
+      await Promise.all(inputs.map(async (p, i) => send(await complete(service, sized(p), i, p, tokenizer, gone.signal, send))));
     } catch (err) {
       gone.abort();
       if (!started()) throw err;
@@ -348,11 +360,14 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
 
   router.post('/tokenize', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    checkKeys(body, ['content', 'model', 'with_pieces']);
+    checkKeys(body, ['content', 'model', 'with_pieces', 'add_special', 'parse_special']);
     if (typeof body.content !== 'string') bad('content', 'must be a string');
     const withPieces = optional<boolean>(body, 'with_pieces', isBool, 'true or false') ?? false;
+    // GPT-2 has no beginning-of-sequence token to add: add_special changes nothing.
+    optional<boolean>(body, 'add_special', isBool, 'true or false');
+    const parseSpecial = optional<boolean>(body, 'parse_special', isBool, 'true or false') ?? false;
     const tokenizer = await tokenizerFor(service, body);
-    const tokens = [...tokenizer.encode(body.content, { allowSpecial: false })];
+    const tokens = [...tokenizer.encode(body.content, { allowSpecial: parseSpecial })];
     if (!withPieces) {
       res.json({ tokens });
       return;

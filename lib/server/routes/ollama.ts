@@ -10,8 +10,9 @@
 //   POST /api/embeddings the older form: one `prompt`, its vector as it is
 // As Ollama does, it streams unless `"stream": false`: one JSON object a line (application/x-ndjson), the last
 // with `"done": true` and the counts and durations. A request with no messages (or an empty prompt) loads the
-// model. Models are named `<key>:latest`, or by their key. Ollama's `options` map onto dixie's sampling
-// (readOptions); those for what dixie does not do are accepted at their neutral values only, as in the OpenAI API.
+// model, or with `keep_alive` 0 unloads it. Models are named `<key>:latest`, or by their key. Ollama's `options`
+// map onto dixie's sampling (readOptions); those for what dixie does not do are accepted at their neutral values
+// only, as in the OpenAI API.
 // `format` ("json" or a JSON schema) holds the reply to it (response_format.ts).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -24,7 +25,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readRepeatPenalty, readSampling, readSeed, repeatPenaltyOf, sentCall,
+  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalSeed, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
@@ -67,6 +68,7 @@ interface OllamaRequest {
   top: number | undefined;  // with `logprobs`, the alternatives each token's comes with
   grammar: Grammar | undefined;  // `format`'s: "json" or a JSON schema (response_format.ts)
   tools?: ToolChoice;            // /api/chat's tools, which the model may call (tool_calls.ts)
+  unload: boolean;               // keep_alive 0: the model is unloaded once answered, unless other requests hold it
 }
 
 // `<key>:latest` or the key itself.
@@ -82,6 +84,8 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
   if (body.think !== undefined && body.think !== null && body.think !== false) bad('think', 'only false is supported: GPT-2 does not think');
   const keepAlive = body.keep_alive;
   if (keepAlive !== undefined && keepAlive !== null && typeof keepAlive !== 'string' && typeof keepAlive !== 'number') bad('keep_alive', 'must be a duration ("5m") or a number of seconds');
+  // 0 unloads the model once the request is answered; any other duration is idle_unload_s's to decide.
+  const unload = keepAlive === 0 || (typeof keepAlive === 'string' && /^0+(\.0*)?(ns|us|µs|ms|s|m|h)?$/.test(keepAlive));
   const options = optional<Body>(body, 'options', isObject, 'an object') ?? {};
   // Read under the names errors give them: options.temperature.
   const flat: Body = Object.fromEntries(Object.entries(options).map(([k, v]) => [`options.${k}`, v]));
@@ -104,12 +108,13 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
     model,
     ...readSampling(flat, model, OPTION_NAMES),
     stop: readStop(flat, 'options.stop', MAX_LOCAL_STOPS),
-    seed: readSeed(flat, 'options.seed'),
+    seed: readLocalSeed(flat, 'options.seed'),
     presencePenalty: readAdditivePenalty(flat, 'options.presence_penalty'),
     frequencyPenalty: readAdditivePenalty(flat, 'options.frequency_penalty'),
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? true,
     top: logprobs ? (top ?? 0) : undefined,
     grammar: readOllamaFormat(body),
+    unload,
   };
 }
 
@@ -121,10 +126,12 @@ function chatMessages(messages: unknown): InputMessage[] {
   return messages.map((m: unknown, i) => {
     const where = `messages[${i}]`;
     if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
-    if (typeof m.content !== 'string') bad(`${where}.content`, 'must be a string');
+    // Ollama reads a content left out (an assistant's that only calls tools) as "".
+    const content = m.content ?? '';
+    if (typeof content !== 'string') bad(`${where}.content`, 'must be a string');
     if (Array.isArray(m.images) && m.images.length > 0) bad(`${where}.images`, 'are not supported: GPT-2 reads text only');
     const calls = m.role !== 'assistant' || m.tool_calls === undefined || m.tool_calls === null ? [] : ollamaCalls(m.tool_calls, `${where}.tool_calls`);
-    return { role: m.role, text: toolCallsText(m.content, calls), roleField: `${where}.role`, textField: `${where}.content` };
+    return { role: m.role, text: toolCallsText(content, calls), roleField: `${where}.role`, textField: `${where}.content` };
   });
 }
 
@@ -203,6 +210,7 @@ async function answer(service: ChatService, res: Response, request: OllamaReques
   };
   if (!request.stream) {
     const c = await service.generate(request.model.key, generation);
+    await unloadIfAsked(service, request);
     res.json({ ...head(), ...whole(c), ...logprobsOf(c.logprobs), ...doneFields(c) });
     return;
   }
@@ -220,15 +228,24 @@ async function answer(service: ChatService, res: Response, request: OllamaReques
     if (!started()) throw err;
     line({ error: (err as Error).message });
   }
+  await unloadIfAsked(service, request);
   res.end();
 }
 
-// A request with nothing to answer loads the model, as Ollama's clients ask to have it ready.
+// keep_alive 0: the model is unloaded before the answer ends, so that a client that then asks /api/ps sees it gone.
+async function unloadIfAsked(service: ChatService, request: OllamaRequest): Promise<void> {
+  if (request.unload) await service.registry.unloadNow(request.model.key);
+}
+
+// A request with nothing to answer loads the model, as Ollama's clients ask to have it ready; with keep_alive 0 it
+// unloads it.
 async function load(service: ChatService, res: Response, request: OllamaRequest, reply: Record<string, unknown>): Promise<void> {
   res.locals.model = request.model.key;
-  await service.tokenizer(request.model.key);
-  res.json({ model: request.name, created_at: new Date().toISOString(), ...reply, done: true, done_reason: 'load' });
+  if (request.unload) await service.registry.unloadNow(request.model.key);
+  else await service.tokenizer(request.model.key);
+  res.json({ model: request.name, created_at: new Date().toISOString(), ...reply, done: true, done_reason: request.unload ? 'unload' : 'load' });
 }
+
 
 // What /api/tags and /api/ps say of a model, from its folder (read as every load reads it): the weights' file for
 // the size and time, the sizes for the parameter count. The digest names the file's version (its path, size and
@@ -302,8 +319,9 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/show', jsonBody, (req: Request, res: Response) => {
     const body = objectBody(req);
-    checkKeys(body, ['model', 'verbose']);
-    const m = servedModel(service, body);
+    checkKeys(body, ['model', 'name', 'verbose']);
+    // `name`: the model's older field, which Ollama still takes.
+    const m = servedModel(service, { model: body.model ?? body.name });
     const { entry, config } = describeModel(m);
     res.json({
       license: '',
@@ -357,6 +375,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     const truncate = optional<boolean>(body, 'truncate', isBool, 'true or false') ?? true;
     const single = typeof input === 'string';
     const e = await service.embed(request.model.key, { inputs: single ? [input] : input, field: 'input', single, truncate, normalize: true, dimensions: readDimensions(body), signal: clientGone(res).signal });
+    await unloadIfAsked(service, request);
     res.json({ model: request.name, embeddings: e.vectors.map((v) => [...v]), total_duration: Math.round(e.ms * 1e6), load_duration: 0, prompt_eval_count: e.promptTokens });
   });
 
@@ -365,6 +384,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     const request = readRequest(service, body, LEGACY_EMBED_KEYS);
     if (typeof body.prompt !== 'string') bad('prompt', 'must be a string');
     const e = await service.embed(request.model.key, { inputs: [body.prompt], field: 'prompt', single: true, truncate: true, normalize: false, signal: clientGone(res).signal });
+    await unloadIfAsked(service, request);
     res.json({ embedding: [...e.vectors[0]] });
   });
 

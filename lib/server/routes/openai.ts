@@ -22,7 +22,7 @@ import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
   MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, objectBody, openAIError, openAIMessages, optional, readDimensions,
-  generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, tokenLogprobs, tokenText, type Body,
+  generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, readStreamOptions, tokenLogprobs, tokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
 import { chatToolsLayout, readToolChoice, replyCalls, replyKind, type ToolsLayout } from './tool_calls';
@@ -58,7 +58,8 @@ const COMMON_KEYS = [
 // What /v1/chat/completions takes beyond COMMON_KEYS that NEUTRAL_ONLY checks.
 const CHAT_NEUTRAL_KEYS = [
   'tools', 'functions', 'tool_choice', 'function_call', 'parallel_tool_calls', 'modalities', 'store', 'service_tier',
-  'safety_identifier', 'prompt_cache_key', 'metadata',
+  'safety_identifier', 'prompt_cache_key', 'prompt_cache_retention', 'metadata', 'reasoning_effort', 'verbosity', 'audio', 'prediction',
+  'web_search_options',
 ];
 // OpenAI's sampling fields under the names of the model's defaults (readSampling).
 const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length', max_completion_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', min_p: 'min_p', penalize: 'penalize' };
@@ -67,9 +68,8 @@ function readCommon(service: ChatService, body: Body): Common {
   const model = readModel(service, body);
   checkNeutral(body);
   const { sampling, lengthGiven } = readSampling(body, model, SAMPLING_NAMES);
-  const streamOptions = optional<Body>(body, 'stream_options', (v) => typeof v === 'object' && !Array.isArray(v), 'an object such as {"include_usage": true}');
-  if (streamOptions) checkKeys(streamOptions, ['include_usage']);
-  if (!isBool(streamOptions?.include_usage ?? false)) bad('stream_options.include_usage', 'must be true or false');
+  const streamOptions = readStreamOptions(body, ['include_usage']);
+  if (!isBool(streamOptions.include_usage ?? false)) bad('stream_options.include_usage', 'must be true or false');
   return {
     model,
     sampling,
@@ -78,7 +78,7 @@ function readCommon(service: ChatService, body: Body): Common {
     stop: readStop(body, 'stop'),
     seed: readSeed(body, 'seed'),
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? false,
-    includeUsage: streamOptions?.include_usage === true,
+    includeUsage: streamOptions.include_usage === true,
     logitBias: optional<Record<number, number>>(body, 'logit_bias', isLogitBias, `an object of token ids to biases from ${-MAX_LOGIT_BIAS} to ${MAX_LOGIT_BIAS}, e.g. {"50256": -100}`),
     presencePenalty: readAdditivePenalty(body, 'presence_penalty'),
     frequencyPenalty: readAdditivePenalty(body, 'frequency_penalty'),

@@ -9,7 +9,7 @@
 import { Grammar, GrammarError } from '../../generate/grammar';
 import { HttpError } from '../errors';
 import { LruMap } from '../../util/lru_map';
-import { bad, checkKeys, isObject, type Body } from './api_common';
+import { bad, checkKeys, checkNeutral, isObject, type Body } from './api_common';
 
 const kept = new LruMap<string, Grammar>(64);
 
@@ -72,7 +72,8 @@ export function readTextFormat(body: Body): { grammar: Grammar | undefined; form
   const text = body.text;
   if (text === undefined || text === null) return { grammar: undefined, format: { type: 'text' } };
   if (!isObject(text)) bad('text', 'must be {"format": {...}}');
-  checkKeys(text, ['format'], 'text');
+  checkKeys(text, ['format', 'verbosity'], 'text');
+  checkNeutral(text, 'text');
   const format = text.format;
   if (format === undefined || format === null) return { grammar: undefined, format: { type: 'text' } };
   return { grammar: openAIFormat(format, 'text.format', true), format: format as Body };

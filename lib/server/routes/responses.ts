@@ -17,7 +17,7 @@ import { toolCallsText } from '../../data/chat_format';
 import { quoted } from '../../util/quoted';
 import {
   bad, callArguments, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, isObject, messageText,
-  objectBody, optional, readModel, readSampling, sentCall, tokenLogprobs, type Body, type InputMessage,
+  objectBody, optional, readModel, readSampling, readStreamOptions, sentCall, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readTextFormat } from './response_format';
 import { readToolChoice, replyCalls, replyKind } from './tool_calls';
@@ -26,7 +26,7 @@ import type { Grammar } from '../../generate/grammar';
 const KEYS = [
   'model', 'input', 'instructions', 'max_output_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'penalize', 'stream', 'stream_options',
   'include', 'top_logprobs', 'text', 'tools', 'tool_choice', 'parallel_tool_calls', 'reasoning', 'truncation', 'store', 'background',
-  'previous_response_id', 'conversation', 'prompt', 'service_tier', 'user', 'safety_identifier', 'prompt_cache_key', 'metadata',
+  'previous_response_id', 'conversation', 'prompt', 'service_tier', 'user', 'safety_identifier', 'prompt_cache_key', 'prompt_cache_retention', 'metadata',
 ];
 const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_output_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', min_p: 'min_p', penalize: 'penalize' };
 const LOGPROBS = 'message.output_text.logprobs';
@@ -42,7 +42,10 @@ interface ResponsesRequest {
   calls: boolean;                // whether the reply may be calls
   textBesideCalls: boolean;      // the tools' grammar lets the reply be text too (tool_choice "auto")
   textFormat: Body;              // text.format, as the response reports it
+  truncation: Truncation;
 }
+
+type Truncation = 'auto' | 'disabled';
 
 function readRequest(service: ChatService, body: Body): ResponsesRequest {
   checkKeys(body, KEYS);
@@ -50,12 +53,10 @@ function readRequest(service: ChatService, body: Body): ResponsesRequest {
   checkNeutral(body);
   // OpenAI's stored prompt templates; completions' `prompt` is another field, so it is not among NEUTRAL_ONLY's.
   if (body.prompt !== undefined && body.prompt !== null) bad('prompt', 'is not supported: dixie keeps no prompt templates; send the text in input');
-  const streamOptions = optional<Body>(body, 'stream_options', isObject, 'an object');
-  if (streamOptions) {
-    checkKeys(streamOptions, ['include_obfuscation']);
-    // Obfuscation pads each delta against length side channels; dixie does not, so it is not offered.
-    if (streamOptions.include_obfuscation === true) bad('stream_options.include_obfuscation', 'only false is supported');
-  }
+  readStreamOptions(body, []);
+  // "disabled" refuses a conversation that does not fit the context (OpenAI's default; here, as before it was
+  // offered, "auto" is, which drops the oldest messages).
+  const truncation = optional<Truncation>(body, 'truncation', (v) => v === 'auto' || v === 'disabled', '"auto" or "disabled"') ?? 'auto';
   const include = optional<unknown[]>(body, 'include', Array.isArray, `an array, such as ["${LOGPROBS}"]`) ?? [];
   include.forEach((item, i) => {
     if (item !== LOGPROBS) bad(`include[${i}]`, `only "${LOGPROBS}" is supported`);
@@ -74,23 +75,32 @@ function readRequest(service: ChatService, body: Body): ResponsesRequest {
     calls: tools !== undefined,
     textBesideCalls: tools?.optional ?? false,
     textFormat: format,
+    truncation,
   };
 }
 
 // `instructions`, then `input`: a text (one user message) or items: messages, the content of each a text or text
 // parts, and the function calls of earlier replies with their outputs (read as chat completions' are: the call the
 // bot's words, its output the user's side), each output after its call. Other items (reasoning, images, files) are
-// refused, naming the item.
-function inputMessages(body: Body): InputMessage[] {
+// refused, naming the item. With each message, what the request calls it: "instructions", or its input item's index.
+function inputMessages(body: Body): { messages: InputMessage[]; names: (number | 'instructions')[] } {
   const messages: InputMessage[] = [];
+  const names: (number | 'instructions')[] = [];
   const instructions = optional<string>(body, 'instructions', (v) => typeof v === 'string', 'a string');
-  if (instructions !== undefined) messages.push({ role: 'developer', text: instructions, roleField: 'instructions', textField: 'instructions' });
+  if (instructions !== undefined) {
+    messages.push({ role: 'developer', text: instructions, roleField: 'instructions', textField: 'instructions' });
+    names.push('instructions');
+  }
   const input = body.input;
-  if (typeof input === 'string') return [...messages, { role: 'user', text: input, roleField: 'input', textField: 'input' }];
+  if (typeof input === 'string') return { messages: [...messages, { role: 'user', text: input, roleField: 'input', textField: 'input' }], names: [...names, 0] };
   if (!Array.isArray(input) || input.length === 0) bad('input', 'must be a text or a non-empty array of messages {"role", "content"}');
   const called = new Set<string>();
   input.forEach((item: unknown, i) => {
     const where = `input[${i}]`;
+    const add = (m: InputMessage): void => {
+      messages.push(m);
+      names.push(i);
+    };
     if (!isObject(item)) bad(where, 'must be a message {"role", "content"}');
     if (item.type === 'function_call') {
       if (typeof item.call_id !== 'string') bad(`${where}.call_id`, 'must be the id of the call, a string');
@@ -99,18 +109,18 @@ function inputMessages(body: Body): InputMessage[] {
       // A reply's items are one message: its text and calls, as chat completions' message holds them.
       const last = messages.at(-1);
       if (last?.role === 'assistant' && last.roleField !== 'instructions') messages[messages.length - 1] = { ...last, text: toolCallsText(last.text, [call]) };
-      else messages.push({ role: 'assistant', text: toolCallsText('', [call]), roleField: `${where}.type`, textField: `${where}.arguments` });
+      else add({ role: 'assistant', text: toolCallsText('', [call]), roleField: `${where}.type`, textField: `${where}.arguments` });
     } else if (item.type === 'function_call_output') {
       if (typeof item.call_id !== 'string' || !called.has(item.call_id)) bad(`${where}.call_id`, 'must be the call_id of an earlier function_call item');
-      messages.push({ role: 'tool', text: messageText(item.output, `${where}.output`, ['input_text', 'output_text']), roleField: `${where}.type`, textField: `${where}.output` });
+      add({ role: 'tool', text: messageText(item.output, `${where}.output`, ['input_text', 'output_text']), roleField: `${where}.type`, textField: `${where}.output` });
     } else if (item.type === undefined || item.type === 'message') {
       if (item.role === 'tool') bad(`${where}.role`, 'must be "system", "developer", "user" or "assistant": a tool\'s output is a function_call_output item');
-      messages.push({ role: item.role, text: messageText(item.content, `${where}.content`, ['input_text', 'output_text']), roleField: `${where}.role`, textField: `${where}.content` });
+      add({ role: item.role, text: messageText(item.content, `${where}.content`, ['input_text', 'output_text']), roleField: `${where}.role`, textField: `${where}.content` });
     } else {
       bad(`${where}.type`, `only messages, function calls and their outputs are supported: GPT-2 reads no images or files (this is ${quoted(item.type)})`);
     }
   });
-  return messages;
+  return { messages, names };
 }
 
 const newId = (prefix: string): string => `${prefix}${crypto.randomBytes(24).toString('hex')}`;
@@ -125,7 +135,7 @@ interface ResponseState {
 }
 
 function responseObject(id: string, createdAt: number, request: ResponsesRequest, state: ResponseState): Record<string, unknown> {
-  const { body, sampling, model, top, textFormat } = request;
+  const { body, sampling, model, top, textFormat, truncation } = request;
   const c = state.completion;
   return {
     id,
@@ -145,12 +155,12 @@ function responseObject(id: string, createdAt: number, request: ResponsesRequest
     reasoning: { effort: null, summary: null },
     store: false,
     temperature: sampling.temperature,
-    text: { format: textFormat },
+    text: { format: textFormat, verbosity: 'medium' },
     tool_choice: body.tool_choice ?? 'auto',
     tools: body.tools ?? [],
     top_logprobs: top ?? 0,
     top_p: sampling.topP,
-    truncation: 'auto',
+    truncation,
     usage: c
       ? {
           input_tokens: c.promptTokens,
@@ -187,11 +197,9 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
 
   router.post('/v1/responses', jsonBody, async (req: Request, res: Response) => {
     const request = readRequest(service, objectBody(req));
-    const messages = inputMessages(request.body);
+    const { messages, names } = inputMessages(request.body);
     const { prompt, ignored } = chatPrompt(request.model, messages, 'input');
-    // Named as the request names them: instructions, or the index of an input item.
-    const instructed = messages[0]?.roleField === 'instructions';
-    if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.map((i) => (!instructed ? i : i === 0 ? 'instructions' : i - 1)).join(','));
+    if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.map((i) => names[i]).join(','));
     res.locals.model = request.model.key;
     const id = newId('resp_');
     const itemId = newId('msg_');
@@ -208,6 +216,7 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
       logprobs: request.top,
       grammar: request.grammar,
       textBesideCalls: request.textBesideCalls,
+      keepPrompt: request.truncation === 'disabled' ? 'truncation "disabled"' : undefined,
     };
 
     if (!request.stream) {

@@ -41,6 +41,9 @@ const SHAPES: Readonly<Record<ToolsLayout, { tool: string; named: string }>> = {
   functions: { tool: '{"name", "parameters"}', named: '{"name"}' },
 };
 
+// A tool that gives no parameters (or null, as the Responses API's may) takes none, as OpenAI documents it.
+const NO_PARAMETERS = { type: 'object', properties: {}, additionalProperties: false };
+
 // The request's tools (its `tools`, or its `functions`), written as `layout` says. Their parameters are read as
 // schemas by readToolChoice.
 export function readTools(value: unknown, layout: ToolsLayout = 'chat'): Tool[] {
@@ -54,7 +57,7 @@ export function readTools(value: unknown, layout: ToolsLayout = 'chat'): Tool[] 
     const known = [...(layout === 'flat' ? ['type'] : []), 'name', 'description', 'parameters', ...(layout === 'functions' ? [] : ['strict'])];
     for (const key of Object.keys(fn)) if (!known.includes(key)) bad(`${fnField(i)}.${key}`, `unsupported field (supported: ${known.join(', ')})`);
     if (!isOpenAIName(fn.name)) bad(`${fnField(i)}.name`, 'is required: 1 to 64 letters, digits, _ or -');
-    return { name: fn.name, parameters: fn.parameters ?? { type: 'object' }, where: `${fnField(i)}.parameters` };
+    return { name: fn.name, parameters: fn.parameters ?? NO_PARAMETERS, where: `${fnField(i)}.parameters` };
   });
   tools.forEach((tool, i) => {
     if (tools.findIndex((t) => t.name === tool.name) < i) bad(`${fnField(i)}.name`, `"${tool.name}" is the name of an earlier tool`);
