@@ -136,6 +136,18 @@ t.test('a broken model gets an apology, not an error', async (t) => {
   t.match(skill.logs.find((l) => l.level === 'error')?.fields, { error: 'model exploded' });
 });
 
+t.test('a reply with nothing to speak, punctuation alone included, says so; what the user said stays in the history', async (t) => {
+  let reply = '';
+  const skill = await startSkill({ verify_signatures: false }, async () => ({ text: reply, finishReason: 'stop' }));
+  t.teardown(skill.close);
+  const earlier = [{ from: 'user', text: 'a' }, { from: 'bot', text: 'b' }];
+  for (reply of ['', '.', ' ?! \u2026 ']) {
+    const answer = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'hello' }, { attributes: { history: earlier } })));
+    t.equal(ssmlOf(answer), '<speak>Hmm. I have nothing to say to that.</speak>', JSON.stringify(reply));
+    t.same(attributesOf(answer).history, [...earlier, { from: 'user', text: 'hello' }], 'the user\'s turn kept');
+  }
+});
+
 t.test('a forged history is refused naming the field', async (t) => {
   const model = echoModel();
   const skill = await startSkill({ verify_signatures: false }, model.chat);

@@ -21,11 +21,14 @@ t.test('signature verification', async (t) => {
     'broken.pem': pki.signer.cert + pki.stranger.cert + pki.intermediate.cert,
     'garbage.pem': 'this is not a certificate',
   });
-  const skill = await startSkill({ greeting: 'Hello there.' }, chat, { trustedRoots: [pki.root.cert], fetchCertChain: certs.fetcher });
-  t.teardown(async () => {
-    await skill.close();
-    await certs.close();
+  t.teardown(certs.close);
+  // A skill of its own for each case: the server downloads only a few chains a minute (see below), and the cases
+  // name more.
+  let skill: Awaited<ReturnType<typeof startSkill>>;
+  t.beforeEach(async () => {
+    skill = await startSkill({ greeting: 'Hello there.' }, chat, { trustedRoots: [pki.root.cert], fetchCertChain: certs.fetcher });
   });
+  t.afterEach(() => skill.close());
 
   const send = (body: Record<string, unknown>, signer: KeyPair, certUrl: string) => {
     const raw = JSON.stringify(body);
@@ -39,12 +42,11 @@ t.test('signature verification', async (t) => {
   });
 
   t.test('URL spellings Amazon allows are accepted and share one download', async (t) => {
-    const before = certs.downloads.filter((u) => u === '/echo.api/chain.pem').length;
+    const before = certs.downloads.length;
     for (const url of ['https://S3.AMAZONAWS.COM/echo.api/chain.pem', 'https://s3.amazonaws.com:443/echo.api/../echo.api/chain.pem', `${CERT_BASE}chain.pem`]) {
       t.equal((await send(launch(), pki.signer, url)).status, 200, url);
     }
-    t.equal(certs.downloads.filter((u) => u === '/echo.api/chain.pem').length, before, 'the chain is cached by URL');
-    t.ok(before <= 1, 'downloaded at most once in all');
+    t.same(certs.downloads.slice(before), ['/echo.api/chain.pem'], 'the chain is cached by URL: downloaded once in all');
   });
 
   t.test('a chain that includes the root itself is accepted', async (t) => {
@@ -183,6 +185,49 @@ t.test('a chain that cannot be had is not asked for again for a minute; bad URLs
   t.equal(again.status, 401);
   t.match(again.body.error, /cannot download.*404/);
   t.equal(downloadsOf('missing.pem'), 2, 'tried again after it');
+});
+
+t.test('forged requests naming new certificate URLs: the cheap checks first, then one download at a time and a few a minute', async (t) => {
+  let now = Date.now();
+  const certs = await startCertServer({ 'chain.pem': pki.signer.cert + pki.intermediate.cert });
+  // The downloads under way at once, at most: each is held a moment so that any overlap would show.
+  let active = 0;
+  let most = 0;
+  const fetchCertChain = async (url: URL): Promise<string> => {
+    most = Math.max(most, ++active);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return await certs.fetcher(url);
+    } finally {
+      active--;
+    }
+  };
+  const skill = await startSkill({}, chat, { trustedRoots: [pki.root.cert], fetchCertChain, now: () => now });
+  t.teardown(async () => {
+    await skill.close();
+    await certs.close();
+  });
+  const send = (body: Record<string, unknown> | string, file: string) => {
+    const raw = typeof body === 'string' ? body : JSON.stringify(body);
+    return post(skill.url, raw, signatureHeaders(raw, pki.signer, `${CERT_BASE}${file}`));
+  };
+
+  t.equal((await send(launch({ applicationId: 'amzn1.ask.skill.someone-else', timestamp: new Date(now) }), 'other-skill.pem')).status, 403);
+  t.equal((await send(launch({ timestamp: new Date(now - 200_000) }), 'stale.pem')).status, 400);
+  t.equal((await send('{"version": "1.0"', 'not-json.pem')).status, 400);
+  t.same(certs.downloads, [], 'another skill\'s id, a stale timestamp, a body that is no request: refused before any download');
+
+  const forged = await Promise.all(Array.from({ length: 20 }, (_, i) => send(launch({ timestamp: new Date(now) }), `forged-${i}.pem`)));
+  t.same(forged.map((a) => a.status), Array(20).fill(401));
+  t.equal(certs.downloads.length, 4, 'twenty URLs, four downloads');
+  t.equal(most, 1, 'one at a time');
+  const refused = forged.find((a) => /not downloaded/.test(String(a.body.error)));
+  t.match(refused?.body.error, /^certificate chain at https:\/\/s3\.amazonaws\.com\/echo\.api\/forged-\d+\.pem not downloaded: 4 chains were fetched in the last 60 s/);
+
+  t.equal((await send(launch({ timestamp: new Date(now) }), 'chain.pem')).status, 401, 'within the minute, Amazon\'s own URL waits too');
+  now += 60_000;
+  t.equal((await send(launch({ timestamp: new Date(now) }), 'chain.pem')).status, 200, 'and is fetched once the minute is over');
+  t.equal(certs.downloads.at(-1), '/echo.api/chain.pem');
 });
 
 t.test('verification off: warned at start, application id still checked', async (t) => {

@@ -88,9 +88,11 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
       return speak(SORRY_SLOW, attributes, options.reprompt);
     }
     const said = speakable(reply.finishReason === 'stop' ? reply.text : lastCompleteSentence(reply.text));
-    if (said === '') return speak(NOTHING_TO_SAY, attributes, options.reprompt);
-    const next: Turn[] = [...conversation.turns, { from: 'bot', text: said }];
-    return speak(said, { ...attributes, history: keepRecent(next, options.maxHistoryTurns) }, options.reprompt);
+    // Punctuation alone is silence to a speech engine. What the user said stays in the history either way: it was
+    // heard, and the next reply may answer it.
+    const silent = !/[\p{L}\p{N}]/u.test(said);
+    const next: readonly Turn[] = silent ? conversation.turns : [...conversation.turns, { from: 'bot', text: said }];
+    return speak(silent ? NOTHING_TO_SAY : said, { ...attributes, history: keepRecent(next, options.maxHistoryTurns) }, options.reprompt);
   }
 
   async function answer(envelope: AlexaEnvelope, arrived: number): Promise<AlexaResponseEnvelope> {
@@ -135,11 +137,14 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
     async (req: Request, res: Response) => {
       const raw: unknown = req.body;
       if (!Buffer.isBuffer(raw)) throw new Error(`the Alexa router must be mounted before any body parser that consumes ${options.path}`);
-      if (verifier) await verifier.verify(req.get('SignatureCertChainUrl'), req.get('Signature-256'), raw);
+      // The checks that cost nothing come before the signature's, whose certificate chain may have to be
+      // downloaded: a forged request fails them without making the server fetch anything.
       const envelope = parseEnvelope(raw);
       if (verifier) checkTimestamp(envelope.request.timestamp, now());
       const wrongId = envelope.applicationIds.find((id) => id !== options.applicationId);
       if (wrongId !== undefined) throw new AlexaRejection(403, `request is for application ${wrongId}, not this skill`);
+      if (verifier) await verifier.verify(req.get('SignatureCertChainUrl'), req.get('Signature-256'), raw);
+      if (envelope.request.type === 'IntentRequest' && envelope.request.intent.name === CHAT_INTENT) res.locals.model = options.modelKey;
       res.json(await answer(envelope, res.locals.alexaArrived as number));
     },
   );

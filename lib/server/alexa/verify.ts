@@ -25,6 +25,10 @@ const MAX_CACHED_CHAINS = 8;
 // apart from the chains, so that a flood of bad URLs cannot push the good chain out.
 const FAILED_CHAIN_RETRY_MS = 60_000;
 const MAX_CACHED_FAILURES = 64;
+// However many URLs forged requests name, the server downloads one chain at a time and a few a minute: Amazon signs
+// with one certificate, whose chain is cached once fetched.
+const MAX_DOWNLOADS_PER_WINDOW = 4;
+const DOWNLOAD_WINDOW_MS = 60_000;
 
 export type CertChainFetcher = (url: URL) => Promise<string>;
 
@@ -126,6 +130,9 @@ export class AlexaSignatureVerifier {
   private readonly chains = new Map<string, X509Certificate[]>();
   private readonly downloads = new Map<string, Promise<X509Certificate[]>>();
   private readonly failures = new Map<string, { error: AlexaRejection; until: number }>();
+  // When the downloads of the last window started, and the last one queued, which the next waits for.
+  private readonly downloadTimes: number[] = [];
+  private lastDownload: Promise<unknown> = Promise.resolve();
 
   constructor(options: SignatureVerifierOptions = {}) {
     this.roots = (options.trustedRoots ?? tls.rootCertificates).flatMap((pem, i) => parsePemBundle(pem, `trusted root ${i}`));
@@ -186,7 +193,16 @@ export class AlexaSignatureVerifier {
     if (failed && this.now() < failed.until) throw failed.error;
     let pending = this.downloads.get(key);
     if (!pending) {
-      pending = this.fetchCertChain(url)
+      const nowMs = this.now();
+      while (this.downloadTimes.length > 0 && nowMs - this.downloadTimes[0] >= DOWNLOAD_WINDOW_MS) this.downloadTimes.shift();
+      // Not remembered as a failure: the URL may be Amazon's, and is fetched once the window has room again.
+      if (this.downloadTimes.length >= MAX_DOWNLOADS_PER_WINDOW) {
+        throw new AlexaRejection(401, `certificate chain at ${key} not downloaded: ${MAX_DOWNLOADS_PER_WINDOW} chains were fetched in the last ${DOWNLOAD_WINDOW_MS / 1000} s, the most allowed, as requests that name new certificate URLs are likely forged; it is fetched when asked for once the minute is over`);
+      }
+      this.downloadTimes.push(nowMs);
+      const fetched = this.lastDownload.then(() => this.fetchCertChain(url));
+      this.lastDownload = fetched.catch(() => undefined);
+      pending = fetched
         .then(
           (pem) => {
             try {
