@@ -47,6 +47,27 @@ async function until(what: string, timeoutMs: number, check: () => Promise<boole
   }
 }
 
+// What needs no container engine: the entrypoint's arguments (given `echo` as the server, it shows what the server
+// would be started with) and what nginx passes on.
+t.test('the images listen on 0.0.0.0:12345, where the health check asks: an address or port after the image name is refused', async (t) => {
+  const entrypoint = (args: string[]) => spawnSync('sh', [path.join(ROOT, 'docker', 'entrypoint.sh'), 'echo', ...args], { encoding: 'utf8' });
+  const started = entrypoint(['--model', '/models/chatbot', '--insecure']);
+  t.equal(started.status, 0);
+  t.equal(started.stdout, '--host 0.0.0.0 --port 12345 --model /models/chatbot --insecure\n');
+  for (const args of [['--port', '8080'], ['--insecure', '--host', '127.0.0.1'], ['--port=8080']]) {
+    const refused = entrypoint(args);
+    t.equal(refused.status, 2, args.join(' '));
+    t.equal(refused.stdout, '', 'the server is not started');
+    t.match(refused.stderr, /is not taken here\. The server listens on 0\.0\.0\.0:12345 inside the container, where its health check asks; publish it on another address or port with docker run -p/);
+  }
+  t.match(fs.readFileSync(path.join(ROOT, 'docker', 'Dockerfile'), 'utf8'), /^ENTRYPOINT \["tini", "--", "dixie-entrypoint", "dixie-serve"\]$/m);
+  t.match(fs.readFileSync(path.join(ROOT, 'docker', 'Dockerfile.cuda'), 'utf8'), /^ENTRYPOINT \["tini", "--", "dixie-entrypoint", "\/app\/bin\/serve"\]$/m);
+});
+
+t.test("nginx passes the Host the browser sent, port included, which the chat page's requests are checked against", async (t) => {
+  t.match(fs.readFileSync(path.join(ROOT, 'docker', 'nginx.conf'), 'utf8'), /^\s*proxy_set_header Host \$http_host;$/m);
+});
+
 t.test('the CPU image serves a model from /models, healthy, as a user other than root, and stops cleanly on SIGTERM', { skip: 'reason' in found && found.reason }, async (t) => {
   // podman builds OCI images unless told otherwise, and OCI images have no HEALTHCHECK.
   const format = engine === 'podman' ? ['--format', 'docker'] : [];
