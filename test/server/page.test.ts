@@ -105,6 +105,15 @@ t.test('a chat model: who it answers as is picked from its audiences; the conver
     { role: 'assistant', content: hello.reply === 'dad sent nothing back.' ? '' : hello.reply },
     { role: 'user', content: 'And how are you?' },
   ], 'the history, as the page showed it');
+  // A long chat, 200 messages of some 600 characters: whole, it would pass the server's body limit (64 KB).
+  await page.evaluate(`history = Array.from({ length: 200 }, (_, i) => ({ role: i % 2 ? 'assistant' : 'user', content: 'message ' + i + ' ' + 'word '.repeat(120) }))`);
+  const long = await sayOnPage(page, 'Still there?');
+  t.equal(long.notice, null, `answered, not refused: ${long.notice}`);
+  const sent = bodies[3].messages as { role: string; content: string }[];
+  t.ok(JSON.stringify(bodies[3]).length < 32 * 1024, 'the request holds the newest messages, well under the limit');
+  t.match(sent.slice(-2), [{ role: 'assistant', content: /^message 199 / }, { role: 'user', content: 'Still there?' }], 'up to the new one');
+  t.equal(sent[0].content, 'audience: dad');
+  t.notOk(sent.some((m) => m.content.startsWith('message 0 ')), 'the oldest left out');
   await page.click('#clear');
   t.equal(await page.evaluate('document.querySelectorAll("#log > li").length'), 0, 'New chat forgets');
   t.same(errors, []);

@@ -179,7 +179,19 @@ async function* events(res) {
 // model that continues text gets the message alone.
 function messages(model, text) {
   if (!isChat(model)) return [{ role: 'user', content: text }];
-  return [{ role: 'system', content: `audience: ${speaker(model)}` }, ...history, { role: 'user', content: text }];
+  return [{ role: 'system', content: `audience: ${speaker(model)}` }, ...recentHistory(), { role: 'user', content: text }];
+}
+
+// The newest messages of the conversation within HISTORY_BYTES, for the request: the server keeps only what fits the
+// model's context (a few thousand characters for GPT-2's), and a long chat sent whole would pass its body limit
+// (64 KB unless body_limit_kb says otherwise) and be refused. The page still shows all of it.
+const HISTORY_BYTES = 24 * 1024;
+const utf8 = new TextEncoder();
+function recentHistory() {
+  let bytes = 0;
+  let start = history.length;
+  while (start > 0 && (bytes += utf8.encode(JSON.stringify(history[start - 1])).length) <= HISTORY_BYTES) start--;
+  return history.slice(start);
 }
 
 function setBusy(on) {
