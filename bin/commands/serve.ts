@@ -115,6 +115,9 @@ function whereToConnect(address: AddressInfo, models: readonly string[], keyed: 
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(err instanceof NoModelsError ? `${err.message}\n` : `serve: ${err instanceof Error ? err.message : String(err)}\n`);
+  const message = err instanceof Error ? err.message : String(err);
+  // In the log too, where a collector reading stdout finds why the server is not there.
+  createLog({ debug: false })('error', 'not started', { error: message });
+  process.stderr.write(err instanceof NoModelsError ? `${message}\n` : `serve: ${message}\n`);
   process.exitCode = 1;
 });

@@ -19,7 +19,7 @@ import { HttpError } from './errors';
 import { Batches, type Dispatch } from './batches';
 import { FineTuningJobs } from './fine_tuning';
 import { FileStore, filesDir } from './files';
-import { allowedHosts, hostAllowed, isLoopback } from './hosts';
+import { allowedHosts, hostAllowed, hostName, isLoopback } from './hosts';
 import { createLog, type Log } from './log';
 import { ModelRegistry } from './model_registry';
 import { resolveModelSource } from './model_source';
@@ -87,16 +87,40 @@ function publicDir(): string {
 }
 
 const SAFE_METHODS = ['GET', 'HEAD', 'OPTIONS'];
+// nginx's status for a request whose connection closed before its answer was whole.
+const CLIENT_CLOSED = 499;
 
 // Whether a request that a page of `origin` sent may change anything: the server's own pages (the origin's host is
-// the one the request was sent to), or a page cors_origins names.
+// the one the request was sent to, port included: a page on another port of the same host may be another site's),
+// or a page cors_origins names.
 function originAllowed(origin: string, host: string | undefined, corsOrigins: readonly string[] | '*'): boolean {
   if (corsOrigins === '*' || corsOrigins.includes(origin)) return true;
+  return host !== undefined && originUrl(origin)?.host === host.toLowerCase();
+}
+
+function originUrl(origin: string): URL | null {
   try {
-    return host !== undefined && new URL(origin).host === host.toLowerCase();
+    return new URL(origin);
   } catch {
-    return false;  // "null": a sandboxed page or a file
+    return null;  // "null": a sandboxed page or a file
   }
+}
+
+// Why a page's request is refused. A page on the very host name the request was sent to, on another port, is most
+// likely the server's own chat page behind a proxy that passed the Host without its port.
+function originRefusal(origin: string, host: string | undefined): string {
+  const page = originUrl(origin);
+  if (page !== null && host !== undefined && page.hostname === hostName(host)) {
+    return `requests from web pages of ${JSON.stringify(origin)} are refused: the page is at ${page.host}, but the request came for "Host: ${host}". `
+      + 'A proxy in front must pass the Host the browser sent, port included (nginx: "proxy_set_header Host $http_host;"), '
+      + 'for the chat page\'s requests to be its own';
+  }
+  return `requests from web pages of ${JSON.stringify(origin)} are refused: cors_origins in the server's config names the pages that may call it`;
+}
+
+// The key of "Authorization: Bearer <key>", whose scheme is case-insensitive (RFC 7235).
+function bearerKey(req: Request): string | undefined {
+  return /^bearer +(.*)$/i.exec(req.get('authorization') ?? '')?.[1].trim();
 }
 
 function keyDigests(apiKeys: readonly string[]): Buffer[] {
@@ -177,8 +201,8 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   const internalKey = crypto.randomBytes(32).toString('hex');
   const internalKeys = keyDigests([internalKey]);
   const isInternal = (req: Request): boolean => {
-    const auth = req.get('authorization');
-    return auth !== undefined && auth.startsWith('Bearer ') && sameKey(auth.slice(7), internalKeys);
+    const key = bearerKey(req);
+    return key !== undefined && sameKey(key, internalKeys);
   };
   let internalServer: Promise<{ server: http.Server; port: number }> | null = null;
   const dispatch: Dispatch = async (url, body) => {
@@ -230,17 +254,23 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     const started = performance.now();
     const id = req.get('x-request-id') ?? crypto.randomUUID();
     res.setHeader('X-Request-Id', id);
-    res.on('finish', () => {
+    const record = (status: number) => {
       const seconds = (performance.now() - started) / 1000;
       // A route's path is a string, or a list of them where a router registers one handler for several: a label
       // that is not a string would stop /metrics from rendering at all.
       const routePath = (req.route as { path?: unknown } | undefined)?.path;
       const route = typeof routePath === 'string' ? routePath : Array.isArray(routePath) ? routePath.join(' ') : 'unmatched';
-      service.httpRequests.inc({ route, status: String(res.statusCode) });
+      service.httpRequests.inc({ route, status: String(status) });
       service.httpLatency.observe({ route }, seconds);
-      log(res.statusCode >= 500 ? 'warn' : 'info', 'request', {
-        id, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(seconds * 1000), model: res.locals.model, ip: req.ip,
+      log(status >= 500 ? 'warn' : 'info', 'request', {
+        id, method: req.method, path: req.path, status, ms: Math.round(seconds * 1000), model: res.locals.model, ip: req.ip,
       });
+    };
+    res.on('finish', () => record(res.statusCode));
+    // The connection closed before the answer was whole: the client went away, or shutdown cut a stream. Counted
+    // as nginx counts a client that closed.
+    res.on('close', () => {
+      if (!res.writableFinished) record(CLIENT_CLOSED);
     });
     if (draining && !HEALTH_PATHS.includes(routedPath(req)) && routedPath(req) !== '/metrics') {
       res.setHeader('Connection', 'close');
@@ -257,7 +287,9 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       next();
       return;
     }
-    next(new HttpError(421, `this server does not answer for the host ${JSON.stringify(req.headers.host)} (allowed_hosts: ${hosts.join(', ')})`));
+    // The names allowed are the operator's to know, not every client's: they go to the log.
+    log('info', 'host refused', { host: req.headers.host, allowedHosts: hosts, ip: req.ip });
+    next(new HttpError(421, `this server does not answer for the host ${JSON.stringify(req.headers.host)}: ask for it by a name its allowed_hosts lists`));
   });
 
   // A web page of another origin can send a request that needs no preflight (a POST of text or a form) to a server
@@ -270,7 +302,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       next();
       return;
     }
-    next(new HttpError(403, `requests from web pages of ${JSON.stringify(origin)} are refused: cors_origins in the server's config names the pages that may call it`));
+    next(new HttpError(403, originRefusal(origin, req.headers.host)));
   });
 
   // Web pages of the origins in cors_origins may call the API from a browser; their preflight requests carry no
@@ -294,8 +326,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       next();
       return;
     }
-    const auth = req.get('authorization');
-    const given = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : req.get('x-api-key');
+    const given = bearerKey(req) ?? req.get('x-api-key');
     if (given === undefined || !sameKey(given, keys)) {
       next(new HttpError(401, 'an API key is required: send "Authorization: Bearer <key>" or "X-API-Key: <key>"', {}, { 'WWW-Authenticate': 'Bearer' }));
       return;
@@ -390,6 +421,13 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
           + 'or serve openly on purpose (behind a proxy that authenticates) with --insecure or "insecure": true.',
         ));
       }
+      if (!isLoopback(host) && config.alexa !== null && !config.alexa.verifySignatures && !config.insecure) {
+        return Promise.reject(new Error(
+          `refusing to listen on ${host} with "alexa": {"verify_signatures": false}: anyone who can reach it could use ${config.alexa.path} without a key. `
+          + 'Turn verify_signatures back on (Alexa signs every request), listen on 127.0.0.1 for local testing, '
+          + 'or serve it openly on purpose with --insecure or "insecure": true.',
+        ));
+      }
       hosts = allowedHosts(config.allowedHosts, host, keys.length > 0);
       boundHost = host;
       return new Promise((resolve, reject) => {
@@ -416,7 +454,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
           server.off('error', reject);
           httpServer = server;
           const address = server.address() as AddressInfo;
-          log('info', 'listening', { host: address.address, port: address.port, models: config.models.map((m) => m.key) });
+          log('info', 'listening', { host: address.address, port: address.port, pid: process.pid, models: config.models.map((m) => m.key) });
           resolve(address);
         });
       });

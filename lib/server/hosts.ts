@@ -6,7 +6,9 @@
 //     page's name in Host, so a server bound to loopback answers only loopback names and addresses unless told
 //     more (allowed_hosts). So does one bound elsewhere without api_keys (--insecure: a container published on
 //     127.0.0.1 is as local as a server bound there), whatever its address; with keys it answers any name unless
-//     told, a page having no key to send. An address as Host is never a rebinding: that takes a name.
+//     told, a page having no key to send. An address as Host is never a rebinding: that takes a name. Nor is a
+//     loopback name, which only a client on this machine sends: both are answered whatever allowed_hosts says, so
+//     that naming the public host does not lock out Prometheus scraping by address or curl on the machine.
 import net from 'node:net';
 
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
@@ -20,19 +22,21 @@ export function isLoopback(host: string): boolean {
   return address === 'localhost' || address === '::1' || (net.isIPv4(address) && address.startsWith('127.')) || address === '::ffff:127.0.0.1';
 }
 
-// What a Host header may name when bound to `bindHost`, `keyed` when the server asks for API keys: those configured
-// ("*": any), else the loopback names and any address, unless bound beyond loopback with keys: any. null: any.
-export function allowedHosts(configured: readonly string[] | null, bindHost: string, keyed: boolean): readonly string[] | null {
-  if (configured !== null) return configured.includes('*') ? null : configured;
-  if (keyed && !isLoopback(bindHost)) return null;
-  return [...LOOPBACK_NAMES, ADDRESSES];
-}
-
 // In a list of allowed hosts: any IP address.
 const ADDRESSES = 'any IP address';
+const LOCAL = [...LOOPBACK_NAMES, ADDRESSES];
+
+// What a Host header may name when bound to `bindHost`, `keyed` when the server asks for API keys: the loopback
+// names and any address, with those configured ("*": any); with none configured, any when bound beyond loopback
+// with keys. null: any.
+export function allowedHosts(configured: readonly string[] | null, bindHost: string, keyed: boolean): readonly string[] | null {
+  if (configured !== null) return configured.includes('*') ? null : [...configured, ...LOCAL];
+  if (keyed && !isLoopback(bindHost)) return null;
+  return LOCAL;
+}
 
 // The name in a Host header, without its port: "[::1]:8080" -> "[::1]", "Example.com.:80" -> "example.com".
-function hostName(header: string): string {
+export function hostName(header: string): string {
   const name = header.startsWith('[') ? header.slice(0, header.indexOf(']') + 1) : header.split(':')[0];
   return name.toLowerCase().replace(/\.$/, '');
 }

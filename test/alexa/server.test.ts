@@ -4,6 +4,8 @@
 import fs from 'node:fs';
 import t from 'tap';
 import { validateAlexaConfig } from '../../lib/server/alexa/config';
+import { createServer } from '../../lib/server/app';
+import { validateServerConfig } from '../../lib/server/config';
 import { fitConversation, type Turn } from '../../lib/data/chat_format';
 import { createAlexaRouter } from '../../lib/server/alexa/router';
 import { lastCompleteSentence, ssml } from '../../lib/server/alexa/speech';
@@ -78,6 +80,7 @@ t.test('a two-turn conversation answered by the configured model: the user on si
   t.same(promptsSince(since).map((p) => p.prompt), [secondPrompt], 'the second prompt holds the first turn, the reply as the audience');
   t.equal(ssmlOf(second), await modelSays(secondPrompt));
   t.equal((attributesOf(second).history as unknown[]).length, 4);
+  t.match(srv.logs.slice(since).find((l) => l.msg === 'request'), { path: '/alexa', status: 200, model: 'dixie' }, 'the request line names the model that answered');
 });
 
 t.test("a conversation longer than the model's context loses its oldest messages, whole", async (t) => {
@@ -103,6 +106,15 @@ t.test("a conversation longer than the model's context loses its oldest messages
   // a step and two messages fewer than fit.
   const longest = Math.max(...whole.split('\n').map((line) => tokenizer.encode(`${line}\n`, { allowSpecial: false }).length));
   t.ok(given.promptTokens > room - Math.floor(room / 2) - 2 * longest, `${given.promptTokens} tokens: at most a step and two messages fewer than fit`);
+});
+
+t.test('verification off beyond loopback: refused at start, API keys or not, unless insecure on purpose', async (t) => {
+  const raw = { models: [{ key: 'dixie', restore_from: 'bot' }], alexa: { application_id: SKILL_ID, model_key: 'dixie', verify_signatures: false }, api_keys: ['alexa-test-key-0123456789'] };
+  // 192.0.2.1 (TEST-NET-1) is no address of this machine: a server past the check fails to bind there.
+  const keyed = createServer(validateServerConfig(raw, 'test config', dir), { log: () => undefined });
+  await t.rejects(keyed.listen(0, '192.0.2.1'), { message: /^refusing to listen on 192\.0\.2\.1 with "alexa": \{"verify_signatures": false\}: anyone who can reach it could use \/alexa without a key\. .*--insecure/ });
+  const insecure = createServer(validateServerConfig({ ...raw, insecure: true }, 'test config', dir), { log: () => undefined });
+  await t.rejects(insecure.listen(0, '192.0.2.1'), { code: 'EADDRNOTAVAIL' }, '"insecure": true lets it try');
 });
 
 t.test('signed requests pass through the server untouched; altered ones are refused', async (t) => {

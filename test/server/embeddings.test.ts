@@ -66,6 +66,7 @@ t.test('OpenAI\'s client: each text\'s vector is the library\'s, of length 1, wi
   t.same(chat.data[0].embedding, asNumbers(expected[0].embedding), 'a chat model embeds the text itself, not a chat prompt');
   const metrics = await request(`${srv.url}/metrics`, { headers: AUTH });
   t.match(metrics.text, /dixie_embeddings_total\{model="general"\} 4\n/, 'four inputs counted');
+  t.same(srv.logs.filter((l) => l.msg === 'request' && l.path === '/v1/embeddings').map((l) => l.model), ['general', 'general', 'general', 'chatbot'], 'each request line names its model');
 });
 
 t.test('an embedding while the model generates for another request: the same bits', async (t) => {
@@ -125,6 +126,7 @@ t.test('Ollama\'s client: /api/embed\'s vectors of length 1, cut to the context 
   const raw = await library.embed(TEXTS[0], { normalize: false });
   t.same(legacy.embedding, asNumbers(raw.embedding), 'the older endpoint: the mean of the states, not scaled');
   t.notOk(Math.abs(Math.hypot(...legacy.embedding) - 1) < 1e-3, 'which is not of length 1');
+  for (const path of ['/api/embed', '/api/embeddings']) t.ok(srv.logs.some((l) => l.msg === 'request' && l.path === path && l.status === 200 && l.model === 'general'), `${path}: the request line names the model`);
 });
 
 t.test('errors name the field', async (t) => {

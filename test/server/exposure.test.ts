@@ -88,8 +88,10 @@ t.test('the Host header: a loopback or keyless server answers loopback names and
   for (const host of ['rebound.example', `rebound.example:${port}`, 'localhost.rebound.example', '127.0.0.1.nip.io']) {
     const refused = await ask(host);
     t.equal(refused.status, 421, host);
-    t.match(JSON.parse(refused.text).error, /does not answer for the host .*allowed_hosts: localhost, 127\.0\.0\.1, \[::1\]/);
+    t.match(JSON.parse(refused.text).error, /^this server does not answer for the host ".*": ask for it by a name its allowed_hosts lists$/);
+    t.notMatch(refused.text, /\[::1\]|IP address/, 'the names it answers are not told to whoever asks');
   }
+  t.match(srv.logs.find((l) => l.msg === 'host refused'), { host: 'rebound.example', allowedHosts: ['localhost', '127.0.0.1', '[::1]', 'any IP address'] }, 'the log tells the operator');
   t.equal((await ask('rebound.example', '/')).status, 421, 'the chat page too');
   t.equal((await ask('rebound.example', '/ping')).status, 200, '/ping tells nothing and answers any name');
   t.equal((await ask('rebound.example', '/PING/')).status, 200, 'however its path is spelled');
@@ -99,7 +101,9 @@ t.test('the Host header: a loopback or keyless server answers loopback names and
   t.teardown(named.close);
   const askNamed = (host: string) => rawRequest(named.url, { path: '/models/list', headers: { host } });
   for (const host of ['chat.example.com', 'Chat.Example.com:8443', 'a.internal.example', 'b.c.internal.example']) t.equal((await askNamed(host)).status, 200, host);
-  for (const host of ['localhost', 'example.com', 'internal.example', 'evilinternal.example']) t.equal((await askNamed(host)).status, 421, host);
+  // Prometheus scraping by address, curl on the machine: no rebinding sends those.
+  for (const host of [`localhost:${named.url.split(':')[2]}`, '127.0.0.1:9090', '[::1]', '10.1.2.3:12345']) t.equal((await askNamed(host)).status, 200, `${host}: loopback names and addresses, whatever allowed_hosts lists`);
+  for (const host of ['example.com', 'internal.example', 'evilinternal.example', 'localhost.example']) t.equal((await askNamed(host)).status, 421, host);
   const any = await startServer({ models, allowed_hosts: ['*'] }, dir);
   t.teardown(any.close);
   t.equal((await rawRequest(any.url, { path: '/models/list', headers: { host: 'whatever.example' } })).status, 200, '"*": any');
@@ -131,6 +135,14 @@ t.test("a web page of another origin cannot make a keyless server do anything: o
     t.match(JSON.parse(refused.text).error, /^requests from web pages of ".*" are refused: cors_origins in the server's config names the pages that may call it$/);
   }
   t.equal((await post('https://evil.example', '/prime')).status, 403, '/prime too');
+  // A proxy that passes the Host without its port (nginx's $host): the page's own origin no longer matches, and
+  // the refusal says so rather than blame cors_origins.
+  const portless = await rawRequest(srv.url, {
+    method: 'POST', path: '/api/generate', body,
+    headers: { host: '127.0.0.1', 'content-type': 'text/plain', 'content-length': String(body.length), origin: `http://${host}` },
+  });
+  t.equal(portless.status, 403, 'a Host without the port the page has');
+  t.match(JSON.parse(portless.text).error, `the page is at ${host}, but the request came for "Host: 127.0.0.1". A proxy in front must pass the Host the browser sent, port included (nginx: "proxy_set_header Host $http_host;")`);
   t.equal((await post(`http://${host}`)).status, 200, "the server's own chat page");
   t.equal((await post('https://app.example.com')).status, 200, 'a page cors_origins names');
   t.equal((await post(null)).status, 200, 'a client that is no web page');

@@ -50,6 +50,7 @@ t.test('SIGTERM: requests in flight finish, new ones are refused, the process ex
   });
   const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
   const url = `http://127.0.0.1:${listening.port as number}`;
+  t.equal(listening.pid, child.proc.pid, 'the pid to signal, in the log');
   t.notMatch(child.stderr.join(''), /chat page/, 'into a pipe, no words for a terminal');
 
   // Three requests decoding when the signal comes: each has shown its first piece.
@@ -164,6 +165,7 @@ t.test('a bad config stops the start with the field named', async (t) => {
   const child = serve([], dir);
   t.equal(await child.exited, 1);
   t.match(child.stderr.join(''), /server_config\.json: models\[0\]\.restore_from: .*checkpoint\/run1 does not exist/);
+  t.match(child.lines.at(-1), { level: 'error', msg: 'not started', error: /models\[0\]\.restore_from: .*checkpoint\/run1 does not exist/ }, 'and in the JSON log');
 });
 
 t.test('beyond loopback without api_keys: refuses to start, saying how to set them; --insecure lets it try', async (t) => {
@@ -178,5 +180,6 @@ t.test('beyond loopback without api_keys: refuses to start, saying how to set th
   const insecure = serve(['--model', 'alpha', '--host', '192.0.2.1', '--port', '0', '--insecure'], dir);
   t.equal(await insecure.exited, 1);
   t.match(insecure.stderr.join(''), /EADDRNOTAVAIL/);
+  t.match(insecure.lines.at(-1), { level: 'error', msg: 'not started', error: /EADDRNOTAVAIL/ }, 'the JSON log says why, after its lines of the start');
   t.match(execFileSync(process.execPath, [SERVE, '--help'], { encoding: 'utf8' }), /--insecure +listen on an address other than loopback without api_keys/);
 });

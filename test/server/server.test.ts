@@ -227,22 +227,23 @@ t.test('API keys: 401 without one; Bearer or X-API-Key with one; /ping stays ope
   t.equal(bearer.status, 200);
   t.equal(bearer.text, expected.alpha);
   t.equal((await request(`${keyed.url}/models/list`, { headers: { 'x-api-key': API_KEY } })).status, 200);
+  t.equal((await request(`${keyed.url}/models/list`, { headers: { authorization: `bearer ${API_KEY}` } })).status, 200, 'the scheme in any case (RFC 7235)');
   t.equal((await request(`${keyed.url}/ping`)).status, 200);
 });
 
 // A server of one batch slot and `maxQueue`, its slot taken by a request decoding (its first piece has arrived; 999
 // steps are to come) until its reader is cancelled.
-async function oneSlotBusy(t: Test, maxQueue: number): Promise<{ url: string; reader: ReadableStreamDefaultReader<Uint8Array> }> {
+async function oneSlotBusy(t: Test, maxQueue: number): Promise<{ url: string; logs: Record<string, unknown>[]; reader: ReadableStreamDefaultReader<Uint8Array> }> {
   const tight = await startServer({ models: [{ key: 'general', restore_from: 'long', sampling: { ...greedy, length: 1000 } }], batch_slots: 1, max_queue: maxQueue }, dir);
   t.teardown(tight.close);
   const first = await fetch(`${tight.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: 'general', raw_text: PROMPT, stream: true }) });
   const reader = (first.body as ReadableStream<Uint8Array>).getReader();
   await reader.read();
-  return { url: tight.url, reader };
+  return { url: tight.url, logs: tight.logs, reader };
 }
 
 t.test('load shedding: 503 with Retry-After when the queue is full', async (t) => {
-  const { url, reader } = await oneSlotBusy(t, 0);
+  const { url, logs, reader } = await oneSlotBusy(t, 0);
   const second = await request(`${url}/invocations`, { body: { model_key: 'general', raw_text: PROMPT } });
   t.equal(second.status, 503);
   // No request has ended to estimate from: a wait of 1 s would be gone before the one generating 1000 tokens is.
@@ -253,6 +254,8 @@ t.test('load shedding: 503 with Retry-After when the queue is full', async (t) =
   t.match(metrics.text, /^dixie_shed_requests_total\{model="general"\} 1$/m);
   while (!/^dixie_requests_in_flight\{model="general"\} 0$/m.test(metrics.text)) metrics = await request(`${url}/metrics`);
   t.match(metrics.text, /^dixie_inferences_total\{model="general",finish_reason="aborted"\} 1$/m, 'the abandoned generation was stopped');
+  t.match(metrics.text, /^dixie_http_requests_total\{route="\/invocations",status="499"\} 1$/m, 'the abandoned request counted, as nginx counts a client that closed');
+  t.match(logs.filter((l) => l.msg === 'request' && l.path === '/invocations'), [{ status: 503 }, { level: 'info', status: 499, model: 'general', ms: Number }], 'and logged');
   const third = await request(`${url}/invocations`, { body: { model_key: 'general', raw_text: PROMPT, length: 2 } });
   t.equal(third.status, 200, 'served once the slot is free');
 });

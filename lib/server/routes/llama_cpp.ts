@@ -336,12 +336,12 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     const body = objectBody(req);
     checkKeys(body, ['content', 'model', 'embd_normalize']);
     const model = servedModel(service, body.model);
+    res.locals.model = model.key;
     const content = body.content;
     if (typeof content !== 'string' && !(Array.isArray(content) && content.length > 0 && content.every((c) => typeof c === 'string'))) bad('content', 'must be a text or a non-empty list of texts');
     const normalize = optional<number>(body, 'embd_normalize', (v) => v === 2 || v === -1, '2 (length 1, the default) or -1 (as they are)') ?? 2;
     const single = typeof content === 'string';
     const e = await service.embed(model.key, { inputs: single ? [content] : content, field: 'content', single, truncate: false, normalize: normalize === 2, signal: clientGone(res).signal });
-    res.locals.model = model.key;
     // The pooled vector of each input, as llama-server gives it: in a list of one.
     res.json(e.vectors.map((v, index) => ({ index, embedding: [[...v]] })));
   });

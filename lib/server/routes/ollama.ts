@@ -370,6 +370,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
   router.post('/api/embed', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     const request = readRequest(service, body, EMBED_KEYS);
+    res.locals.model = request.model.key;
     const input = body.input;
     if (typeof input !== 'string' && !(Array.isArray(input) && input.length > 0 && input.every((s) => typeof s === 'string'))) bad('input', 'must be a string or a non-empty array of strings');
     const truncate = optional<boolean>(body, 'truncate', isBool, 'true or false') ?? true;
@@ -382,6 +383,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
   router.post('/api/embeddings', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     const request = readRequest(service, body, LEGACY_EMBED_KEYS);
+    res.locals.model = request.model.key;
     if (typeof body.prompt !== 'string') bad('prompt', 'must be a string');
     const e = await service.embed(request.model.key, { inputs: [body.prompt], field: 'prompt', single: true, truncate: true, normalize: false, signal: clientGone(res).signal });
     await unloadIfAsked(service, request);

@@ -342,6 +342,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const body = objectBody(req);
     checkKeys(body, ['model', 'input', 'encoding_format', 'dimensions', 'user']);
     const model = readModel(service, body);
+    res.locals.model = model.key;
     checkNeutral(body);
     const { inputs, single } = textsOrTokens(body.input, 'input');
     const format = optional<string>(body, 'encoding_format', (v) => v === 'float' || v === 'base64', '"float" or "base64"') ?? 'float';
