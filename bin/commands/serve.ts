@@ -3,14 +3,56 @@
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { AUDIENCE_RULE, isAudience } from '../../lib/data/chat_format';
-import { createServer } from '../../lib/server/app';
+import { createServer, type DixieServer } from '../../lib/server/app';
 import { SYSTEM_MESSAGES } from '../../lib/server/config';
-import { CONFIG_FILE, NoModelsError, serveConfig } from '../../lib/server/discover';
-import { createLog } from '../../lib/server/log';
+import { CONFIG_FILE, NoModelsError, pinnedSource, serveConfig, type ServeSource } from '../../lib/server/discover';
+import { createLog, type Log } from '../../lib/server/log';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { commandLine } from './command_line';
 
 async function main(): Promise<void> {
+  // Signals are handled from the first moment: SIGHUP's default action would end the process (a `systemctl reload`
+  // just after a start), and SIGTERM's would skip the shutdown's care (a fine-tuning job resumed at start). One that
+  // comes while the server starts is acted on once it is up.
+  let server: DixieServer | null = null;  // once listening
+  let log: Log = createLog({ debug: false });
+  let stopping = false;
+  let reloadWhenUp = false;
+  const shutDown = (up: DixieServer) => {
+    up.shutdown().then(
+      () => process.exit(0),
+      (err: Error) => {
+        log('error', 'shutdown failed', { error: err.message });
+        process.exit(1);
+      },
+    );
+  };
+  const stop = (signal: string) => {
+    if (stopping) {
+      log('warn', `second ${signal}: exiting now`);
+      process.exit(1);
+    }
+    stopping = true;
+    log('info', server === null ? `${signal} received while starting: stopping once the server is up` : `${signal} received`);
+    if (server !== null) shutDown(server);
+  };
+  const reload = () => {
+    if (server === null) {
+      reloadWhenUp = true;
+      log('info', 'SIGHUP received while starting: reading the config again once the server is up');
+      return;
+    }
+    log('info', 'SIGHUP received: reading the config again');
+    try {
+      server.reload(readConfig());
+    } catch (err) {
+      log('error', 'config not reloaded: the models stay as they were', { error: err instanceof Error ? err.message : String(err) });
+    }
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', reload);
+
   const argv = await commandLine('serve')
     .usage(`$0 [options]\n\nServes GPT-2 models over HTTP: a chat page at /, POST /invocations, OpenAI's API under /v1 (completions, chat `
       + 'completions, responses, embeddings; files, fine-tuning and batches with --fine_tuning), Ollama\'s under /api, llama.cpp server\'s (POST /completion, /embedding, /tokenize...), '
@@ -53,43 +95,23 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
 
-  applyComputeFlags(argv, (message) => createLog({ debug: false })('info', message));
-  const readConfig = () => {
-    const config = serveConfig({
-      config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, fineTuning: argv.fine_tuning, cwd: process.cwd(),
-    });
+  applyComputeFlags(argv, (message) => log('info', message));
+  let source: ServeSource = {
+    config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, fineTuning: argv.fine_tuning, cwd: process.cwd(),
+  };
+  function readConfig() {
+    const config = serveConfig(source);
+    source = pinnedSource(source, config);
     return { ...config, insecure: config.insecure || argv.insecure };
-  };
+  }
   const config = readConfig();
-  const server = createServer(config);
-  const address = await server.listen(argv.port ?? config.port, argv.host ?? config.host);
+  const starting = createServer(config);
+  log = starting.log;
+  const address = await starting.listen(argv.port ?? config.port, argv.host ?? config.host);
+  server = starting;
   if (process.stderr.isTTY) process.stderr.write(whereToConnect(address, config.models.map((m) => m.key), config.apiKeys.length > 0, config.fineTuning?.dir ?? null));
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) {
-      server.log('warn', `second ${signal}: exiting now`);
-      process.exit(1);
-    }
-    stopping = true;
-    server.log('info', `${signal} received`);
-    server.shutdown().then(
-      () => process.exit(0),
-      (err: Error) => {
-        server.log('error', 'shutdown failed', { error: err.message });
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => {
-    server.log('info', 'SIGHUP received: reading the config again');
-    try {
-      server.reload(readConfig());
-    } catch (err) {
-      server.log('error', 'config not reloaded: the models stay as they were', { error: err instanceof Error ? err.message : String(err) });
-    }
-  });
+  if (stopping) shutDown(server);
+  else if (reloadWhenUp) reload();
 }
 
 // For a person at a terminal (the JSON log on stdout is for collectors): where to point a browser and the clients,

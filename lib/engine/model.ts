@@ -86,7 +86,7 @@ export const CONFIG_FILE = 'config.json';
 
 // Buffers that Hugging Face's GPT-2 checkpoints carry but that are not parameters (the causal mask).
 const IGNORED_SUFFIXES = ['.attn.bias', '.attn.masked_bias'];
-const PREFIX = 'transformer.';
+export const TRANSFORMER_PREFIX = 'transformer.';
 // The output head is tied to wte. A checkpoint may spell it out as lm_head.weight: it is accepted when it equals
 // wte.weight exactly and refused otherwise, since an untied head cannot be represented.
 const LM_HEAD = 'lm_head.weight';
@@ -428,10 +428,10 @@ export class Model {
         lmHead = entry.name;
         continue;
       }
-      const name = entry.name.startsWith(PREFIX) ? entry.name.slice(PREFIX.length) : entry.name;
+      const name = entry.name.startsWith(TRANSFORMER_PREFIX) ? entry.name.slice(TRANSFORMER_PREFIX.length) : entry.name;
       const info = this.byName.get(name);
       if (!info) throw new Error(`${file.path}: tensor "${entry.name}" is not a GPT-2 parameter`);
-      if (loaded.has(name)) throw new Error(`${file.path}: tensor "${name}" appears twice (with and without "${PREFIX}")`);
+      if (loaded.has(name)) throw new Error(`${file.path}: tensor "${name}" appears twice (with and without "${TRANSFORMER_PREFIX}")`);
       if (!sameShape(entry.shape, info.shape)) {
         throw new Error(`${file.path}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}] but ${configFile} implies [${info.shape.join(', ')}]`);
       }
@@ -485,7 +485,7 @@ export class Model {
   // Compares the file's bytes of lm_head.weight and wte.weight (same dtype and shape required).
   private checkTiedHead(file: SafetensorsFile, name: string): void {
     const head = file.tensor(name);
-    const wte = file.tensor(file.has(`${PREFIX}wte.weight`) ? `${PREFIX}wte.weight` : 'wte.weight');
+    const wte = file.tensor(file.has(`${TRANSFORMER_PREFIX}wte.weight`) ? `${TRANSFORMER_PREFIX}wte.weight` : 'wte.weight');
     if (head.dtype !== wte.dtype || !sameShape(head.shape, wte.shape)) {
       throw new Error(`${file.path}: tensor "${name}" is ${head.dtype} [${head.shape.join(', ')}] but the tied wte.weight is ${wte.dtype} [${wte.shape.join(', ')}]`);
     }
@@ -565,7 +565,7 @@ export class Model {
   // ---- parameters by name ----
 
   private info(name: string): NativeTensorInfo {
-    const key = name.startsWith(PREFIX) ? name.slice(PREFIX.length) : name;
+    const key = name.startsWith(TRANSFORMER_PREFIX) ? name.slice(TRANSFORMER_PREFIX.length) : name;
     const info = this.byName.get(key);
     if (!info) throw new Error(`unknown tensor "${name}" (GPT-2 names look like "h.0.attn.c_attn.weight")`);
     return info;

@@ -13,7 +13,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { createAlexaRouter } from './alexa';
 import { loadSanitizer, type Sanitizer } from '../sanitize';
 import { fineTunedModel, type ModelConfig, type ServerConfig } from './config';
-import { gpt2Loader, type LoadedModel } from './engine';
+import { checkModelFiles, gpt2Loader, type LoadedModel } from './engine';
 import { boundedBody } from './body';
 import { HttpError } from './errors';
 import { Batches, type Dispatch } from './batches';
@@ -136,11 +136,18 @@ function sameKey(given: string, keys: readonly Buffer[]): boolean {
 
 export function createServer(config: ServerConfig, options: ServerOptions = {}): DixieServer {
   const log = options.log ?? createLog({ debug: config.debug });
-  // Everything a model needs is checked before it is served, so that a typo fails the start (or the reload) and not
-  // the first request: the sanitizer it is served with.
+  // Everything a model needs is checked before it is served, so that a typo or a broken checkpoint fails the start (or
+  // the reload) and not the first request: its folder, what can be read of its weights and vocabulary without loading
+  // them, the sanitizer it is served with.
   const sanitizers = new Map<string, Sanitizer>();
   const check = (m: ModelConfig): Sanitizer => {
-    checkSamplingDefaults(m, (resolveModelSource(m).config as GPT2Config).vocabSize);
+    const folder = resolveModelSource(m);
+    try {
+      checkModelFiles(folder);
+    } catch (err) {
+      throw new Error(`${m.where} ("${m.key}"): ${(err as Error).message}`);
+    }
+    checkSamplingDefaults(m, (folder.config as GPT2Config).vocabSize);
     return loadSanitizer(m.sanitizer, m.sanitizerOptions, config.baseDir, `${m.where}.sanitizer`);
   };
   const announce = (m: ModelConfig): void => {
@@ -151,13 +158,22 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     const otherBase = m.adapter === null ? null : adapterOverOtherBase(m.adapter, readLoraConfig(path.join(m.adapter, ADAPTER_CONFIG_FILE)).baseModel, resolveModelSource(m).dir);
     if (otherBase !== null) log('warn', `model "${m.key}": ${otherBase}`, { model: m.key });
   };
+  const loader = gpt2Loader(config.models, { threads: config.threads, batchSlots: config.batchSlots, reusePrefixes: config.prefixReuse, warn: (message, fields) => log('warn', message, fields) });
+  // A model larger than the whole budget could never load: its requests would all be refused.
+  const checkFits = (m: ModelConfig, budgetBytes: number): void => {
+    const need = loader.sizeOf(m) + (m.adapter === null ? 0 : loader.sizeOf({ ...m, adapter: null }));
+    if (need > budgetBytes) {
+      const what = m.adapter === null ? '' : ' with the model it is loaded over';
+      throw new Error(`${m.where} ("${m.key}"): the model needs ${mb(need)} MB${what} (its weights, and the KV cache and scratch of batch_slots requests at its full context), more than the whole memory_budget_mb (${mb(budgetBytes)} MB): raise memory_budget_mb, or lower batch_slots`);
+    }
+  };
   for (const m of config.models) {
     sanitizers.set(m.key, check(m));
+    checkFits(m, config.memoryBudgetBytes);
     announce(m);
   }
   // The models of the config (those of fine-tuning jobs are served beside them), as a reload compares them.
   let configured = new Map(config.models.map((m) => [m.key, m]));
-  const loader = gpt2Loader(config.models, { threads: config.threads, batchSlots: config.batchSlots, reusePrefixes: config.prefixReuse, warn: (message, fields) => log('warn', message, fields) });
   const registry = new ModelRegistry<LoadedModel>(
     loader.keys,
     loader,
@@ -208,6 +224,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   const dispatch: Dispatch = async (url, body) => {
     internalServer ??= new Promise((resolve, reject) => {
       const server = http.createServer(app);
+      countRequests(server);
       server.once('error', reject);
       server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as AddressInfo).port }));
     });
@@ -238,6 +255,15 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   const batches = config.fineTuning && files && new Batches(config.fineTuning, { files, dispatch, concurrency: Math.max(1, Math.floor(config.batchSlots / 2)), log });
   let draining = false;
   let httpServer: http.Server | null = null;
+  // Every request being received or answered, on both listeners (an upload's body, a generation, a batch's request):
+  // what a shutdown waits for.
+  let openRequests = 0;
+  const countRequests = (server: http.Server): void => {
+    server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      openRequests++;
+      res.once('close', () => openRequests--);
+    });
+  };
   // The Host names answered (hosts.ts); listen() sets them again for the address it binds.
   let hosts = allowedHosts(config.allowedHosts, config.host, config.apiKeys.length > 0);
   let boundHost: string | null = null;
@@ -320,6 +346,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   const extensions = express.Router();
   app.use(extensions);
   if (config.alexa) extensions.use(createAlexaRouter(config.alexa, service.chat, { log }));
+  if (config.alexa) log('info', 'Alexa skill', { path: config.alexa.path, model: config.alexa.modelKey });
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
     if (keys.length === 0 || isInternal(req)) {
@@ -432,6 +459,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       boundHost = host;
       return new Promise((resolve, reject) => {
         const server = http.createServer(app);
+        countRequests(server);
         // Node's own limit on receiving a request, a backstop behind ours (bodies time out at
         // request_timeout_s with a JSON 408, body.ts; uploads for fine-tuning take longer, routes/files.ts).
         server.requestTimeout = (config.fineTuning === null ? config.requestTimeoutMs : uploadTimeoutMs(config)) + 10_000;
@@ -465,10 +493,18 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       if (config.alexa !== null && !next.models.some((m) => m.key === config.alexa?.modelKey)) {
         throw new Error(`the Alexa skill answers with "${config.alexa.modelKey}", which ${next.source} no longer serves: keep it, or restart the server`);
       }
-      if (next.apiKeys.length === 0 && keys.length > 0 && boundHost !== null && !isLoopback(boundHost) && !config.insecure) {
-        throw new Error(`${next.source} has no api_keys, and the server listens on ${boundHost}, where anyone could then use it: keep a key (or restart with --insecure)`);
+      // A file read while it was being rewritten, or api_keys left out by mistake, must not open a server whose keys
+      // guard it (a proxy on the same machine reaches it over loopback too): turning them off takes a restart.
+      if (next.apiKeys.length === 0 && keys.length > 0) {
+        throw new Error(`${next.source} has no api_keys, and the server has some: a reload does not turn authentication off; keep a key, or restart the server to serve without keys`);
       }
-      const checked = new Map([...plan.added, ...plan.replaced].map((m) => [m.key, check(m)]));
+      // Every model, not only the changed ones: a folder moved away or a checkpoint broken since is found now, not by
+      // the requests after it.
+      const checked = new Map(next.models.map((m) => {
+        const sanitizer = check(m);
+        checkFits(m, next.memoryBudgetBytes);
+        return [m.key, sanitizer];
+      }));
       for (const key of plan.removed) service.removeModel(key);
       for (const m of plan.replaced) {
         for (const key of loader.add(m)) if (key !== m.key) registry.add(key);  // a hidden base it has not had
@@ -476,6 +512,8 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         announce(m);
       }
       for (const m of plan.added) serveModel(m, checked.get(m.key));
+      // A model that failed to load may be fixed now: its next request tries it at once.
+      for (const key of registry.keys) registry.retryNow(key);
       configured = new Map(next.models.map((m) => [m.key, m]));
       keys = keyDigests(next.apiKeys);
       hosts = allowedHosts(config.allowedHosts, boundHost ?? config.host, keys.length > 0);
@@ -497,12 +535,12 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       // The batches send nothing more (what they have in flight finishes below), and go on at the next start.
       const batchesClosed = batches?.close();
       draining = true;
-      log('info', 'shutting down: finishing requests in flight', { inFlight: inFlight(service) });
+      log('info', 'shutting down: finishing requests in flight', { inFlight: openRequests });
       const closed = httpServer ? new Promise<void>((resolve) => (httpServer as http.Server).close(() => resolve())) : Promise.resolve();
       httpServer?.closeIdleConnections();
       const until = Date.now() + config.shutdownGraceMs;
-      while (inFlight(service) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
-      if (inFlight(service) > 0) log('warn', 'shutdown grace period over: aborting requests in flight', { inFlight: inFlight(service) });
+      while (openRequests > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+      if (openRequests > 0) log('warn', 'shutdown grace period over: aborting requests in flight', { inFlight: openRequests });
       httpServer?.closeAllConnections();
       await jobs?.close();
       await batchesClosed;
@@ -555,6 +593,6 @@ function routedPath(req: Request): string {
   return req.path.toLowerCase().replace(/(.)\/$/, '$1');
 }
 
-function inFlight(service: ChatService): number {
-  return service.inFlightTotal();
+function mb(bytes: number): number {
+  return Math.round(bytes / (1024 * 1024));
 }

@@ -404,6 +404,11 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
   };
   const flag = (key: string): boolean => (raw[key] === undefined ? false : typeof raw[key] === 'boolean' ? raw[key] : fail(at(key), 'true or false', raw[key]));
   const host = raw.host === undefined ? DEFAULT_HOST : typeof raw.host === 'string' && raw.host !== '' ? raw.host : fail(at('host'), 'a host name or address', raw.host);
+  const alexa = raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa'), (key) => parsed.find((m) => m.key === key)?.audience);
+  if (alexa !== null && !seen.has(alexa.modelKey)) {
+    const given = (raw.alexa as Record<string, unknown>).model_key === undefined ? `left out, it is "${alexa.modelKey}"` : `"${alexa.modelKey}"`;
+    throw new Error(`${at('alexa')}.model_key: the model the Alexa skill answers with (${given}) is not one of models: set it to one of ${[...seen].map((k) => `"${k}"`).join(', ')}`);
+  }
   return {
     source,
     baseDir,
@@ -426,7 +431,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     allowedHosts: readAllowedHosts(raw.allowed_hosts, at('allowed_hosts')),
     corsOrigins: readCorsOrigins(raw.cors_origins, at('cors_origins')),
     prefixReuse: raw.prefix_reuse === undefined ? true : flag('prefix_reuse'),
-    alexa: raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa'), (key) => parsed.find((m) => m.key === key)?.audience),
+    alexa,
     fineTuning: raw.fine_tuning === undefined ? null : readFineTuning(raw.fine_tuning, at('fine_tuning'), baseDir),
   };
 }

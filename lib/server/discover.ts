@@ -81,6 +81,14 @@ export function discoverModels(cwd: string, warn: (message: string) => void = (m
   return found;
 }
 
+// The source to read again at a reload: the start's, with ./server_config.json pinned by its path once it has been
+// read, so that a reload while it is missing (an editor's save, a deploy rewriting it) is refused, and never serves
+// the models found in the folders without the file's api_keys.
+export function pinnedSource(source: ServeSource, read: ServerConfig): ServeSource {
+  const file = path.join(source.cwd, CONFIG_FILE);
+  return source.config === undefined && source.model === undefined && read.source === file ? { ...source, config: file } : source;
+}
+
 export function serveConfig(source: ServeSource): ServerConfig {
   if (source.config !== undefined) return withFineTuningDir(loadServerConfig(path.resolve(source.cwd, source.config)), source);
   // Settings left out are the config's defaults: a model trained on chat logs is served as a chatbot.

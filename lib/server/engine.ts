@@ -5,12 +5,14 @@
 // requests for them decode in one batch.
 import os from 'node:os';
 import path from 'node:path';
-import { Model, type GPT2Config, type ServedAdapter } from '../engine/model';
+import { Model, TRANSFORMER_PREFIX, type GPT2Config, type ServedAdapter } from '../engine/model';
 import { openSafetensors } from '../formats/safetensors';
+import { openGguf } from '../formats/gguf';
+import { gpt2VariableMap } from '../formats/import_tf';
 import { ADAPTER_WEIGHTS_FILE } from '../formats/peft';
 import type { ModelFolder } from '../formats/model_folder';
 import { Generator } from '../generate/generate';
-import { loadTokenizer, modelTokenizer, type Tokenizer } from '../tokenizer';
+import { checkVocabulary, loadTokenizer, modelTokenizer, type Tokenizer } from '../tokenizer';
 import { loadAddon, type WeightDType } from '../engine/native';
 import type { ModelConfig } from './config';
 import { resolveModelSource } from './model_source';
@@ -39,6 +41,29 @@ export function estimateModelBytes(config: GPT2Config, dtype: WeightDType, slots
   return Math.ceil((plan.params + plan.kvCache + plan.activations) * 1.1);
 }
 
+// What loading the model would refuse, found without reading its weights or vocabulary, so that a broken checkpoint
+// (a copy cut short, a run's `latest` naming an unfinished one) fails the start, or the reload that would swap it for
+// a working model, rather than every request: a weights file whose header does not open (a tensor reaching past the
+// end of a truncated file), a tensor its config needs missing or of another shape, no vocabulary it can use.
+export function checkModelFiles(folder: ModelFolder): void {
+  if (folder.kind === 'huggingface') {
+    const file = openSafetensors(folder.weights);
+    try {
+      for (const { hf, hfShape } of gpt2VariableMap(folder.config as GPT2Config)) {
+        const name = [hf, `${TRANSFORMER_PREFIX}${hf}`].find((n) => file.has(n));
+        if (name === undefined) throw new Error(`${file.path}: missing tensor "${hf}", which ${folder.configFile} implies: an unfinished or foreign checkpoint`);
+        const { shape } = file.tensor(name);
+        if (shape.join() !== hfShape.join()) throw new Error(`${file.path}: tensor "${name}" has shape [${shape.join(', ')}] but ${folder.configFile} implies [${hfShape.join(', ')}]`);
+      }
+    } finally {
+      file.close();
+    }
+  } else if (folder.kind === 'gguf') {
+    openGguf(folder.weights).close();
+  }
+  checkVocabulary(folder);
+}
+
 let sharedTokenizer: Tokenizer | null = null;
 function gpt2Tokenizer(): Tokenizer {
   sharedTokenizer ??= loadTokenizer();
@@ -58,7 +83,7 @@ function adapterBytes(dir: string): number {
 // The loader of the configured models, and the registry keys it loads: theirs, and a hidden one for each base that
 // adapters share without naming an entry ("base:<folder>:<weight type>", then its device and precision where the
 // entry sets them).
-export function gpt2Loader(configured: readonly ModelConfig[], options: EngineOptions): ModelLoader<LoadedModel> & { readonly keys: string[]; add(m: ModelConfig): string[] } {
+export function gpt2Loader(configured: readonly ModelConfig[], options: EngineOptions): ModelLoader<LoadedModel> & { readonly keys: string[]; add(m: ModelConfig): string[]; sizeOf(m: ModelConfig): number } {
   const threads = options.threads || os.availableParallelism();
   const models = new Map(configured.map((m) => [m.key, m]));
   const bases = new Map<string, string>();  // adapter entry -> the key of its base
@@ -82,18 +107,21 @@ export function gpt2Loader(configured: readonly ModelConfig[], options: EngineOp
     if (!m) throw new Error(`unknown model "${key}"`);
     return m;
   };
+  const folderBytes = (m: ModelConfig, folder: ModelFolder) => estimateModelBytes(folder.config as GPT2Config, m.weightDtype, options.batchSlots, threads);
   // The registry sizes a model just before it loads it: the folder inspected for the size is the one loaded.
   const sized = new Map<string, ModelFolder>();
   return {
     keys,
     add,
+    // What an entry's model takes (an adapter's: its factors alone), known before it is served.
+    sizeOf: (m) => (m.adapter === null ? folderBytes(m, resolveModelSource(m)) : adapterBytes(m.adapter)),
     dependsOn: (key) => bases.get(key) ?? null,
     estimateBytes(key) {
       const m = configOf(key);
       if (bases.has(key)) return adapterBytes(m.adapter as string);
       const folder = resolveModelSource(m);
       sized.set(key, folder);
-      return estimateModelBytes(folder.config as GPT2Config, m.weightDtype, options.batchSlots, threads);
+      return folderBytes(m, folder);
     },
     async load(key, base) {
       const m = configOf(key);

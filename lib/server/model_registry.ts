@@ -14,7 +14,8 @@
 //     unloaded;
 //   - a load that fails is not tried again before a back-off (loadRetryMs, doubling at each failure up to
 //     loadRetryMaxMs): requests meanwhile are refused at once (503 with the time to wait), so a broken model
-//     costs one attempt per back-off, not one per request.
+//     costs one attempt per back-off, not one per request. Someone who says it is fixed (a reload, an explicit
+//     prime) has it tried again at once; until a load works, its status says "failed", with the reason.
 //   - a model may depend on another (a LoRA adapter on its base): it is loaded with a lease on that one, which it
 //     holds until it is unloaded, so the other is loaded once for all its dependants, counted once in the budget,
 //     and never unloaded under them;
@@ -43,7 +44,9 @@ export interface MemoryClaim {
   release(): void;                       // idempotent
 }
 
-export type ModelState = 'unloaded' | 'loading' | 'loaded' | 'unloading';
+type LoadState = 'unloaded' | 'loading' | 'loaded' | 'unloading';
+// As status() tells it: "failed" is an unloaded model whose last load failed.
+export type ModelState = LoadState | 'failed';
 
 export interface ModelStatus {
   key: string;
@@ -57,6 +60,7 @@ export interface ModelStatus {
   evictions: number;                     // unloads to make room for another model
   loadFailures: number;
   waiting: number;                       // requests queued for it
+  failure: { reason: string; retryInMs: number } | null;  // the last load's, until one works; 0: at the next request
 }
 
 export interface RegistryOptions {
@@ -79,7 +83,7 @@ export class ModelUnavailableError extends Error {
 
 interface Entry<T> {
   key: string;
-  state: ModelState;
+  state: LoadState;
   value: T | null;
   bytes: number;
   leases: number;
@@ -210,8 +214,10 @@ export class ModelRegistry<T> {
     return this.enqueue(key, true, signal) as Promise<Lease<T>>;
   }
 
-  // Loads the model (waiting its turn like a request) without holding it.
+  // Loads the model (waiting its turn like a request) without holding it; one whose load failed is tried again at once,
+  // past its back-off: whoever primes it means to see it load.
   async prime(key: string): Promise<void> {
+    this.retryNow(key);
     await this.enqueue(key, false);
   }
 
@@ -220,6 +226,13 @@ export class ModelRegistry<T> {
   async unloadNow(key: string): Promise<void> {
     const e = this.entries.get(key);
     if (e !== undefined) await this.unload(e, 'asked');
+  }
+
+  // The model's next request (or prime) tries to load it again, whatever its back-off (a reload: it may be fixed); the
+  // back-off goes on doubling should it fail again.
+  retryNow(key: string): void {
+    const e = this.entries.get(key);
+    if (e?.retry) e.retry = { ...e.retry, at: this.now() };
   }
 
   // Bytes of the budget for something other than a model, held until released: granted in turn with the loads, after
@@ -241,7 +254,7 @@ export class ModelRegistry<T> {
   status(): ModelStatus[] {
     return [...this.entries.values()].map((e) => ({
       key: e.key,
-      state: e.state,
+      state: e.state === 'unloaded' && e.retry !== null ? 'failed' : e.state,
       draining: e.draining,
       leases: e.leases,
       bytes: e.bytes,
@@ -251,6 +264,7 @@ export class ModelRegistry<T> {
       evictions: e.evictions,
       loadFailures: e.loadFailures,
       waiting: this.queue.filter((w) => w.key === e.key).length,
+      failure: e.retry && { reason: e.retry.reason, retryInMs: Math.max(0, e.retry.at - this.now()) },
     }));
   }
 

@@ -220,13 +220,6 @@ export class ChatService {
     return this.inferenceCounts.get(key) ?? 0;
   }
 
-  // Requests being answered, all models.
-  inFlightTotal(): number {
-    let n = 0;
-    for (const v of this.inflight.values()) n += v;
-    return n;
-  }
-
   // Requests admitted for the model that are not yet decoding (waiting for its load or for a batch slot).
   queueDepth(key: string): number {
     const running = this.registry.peek(key)?.generator.load.running ?? 0;

@@ -253,11 +253,18 @@ export function modelTokenizer(
     }
     return tokenizer;
   }
-  const missing = `${folder.dir} has no vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt)`;
-  const vocabSize = folder.config?.vocabSize;
-  if (vocabSize !== GPT2_VOCAB_SIZE) {
-    throw new Error(`${missing}, and its vocab_size is ${vocabSize}, not GPT-2's ${GPT2_VOCAB_SIZE}: copy in the vocabulary it was trained with`);
-  }
-  warn(`${missing}: using GPT-2's, whose size its vocab_size (${GPT2_VOCAB_SIZE}) matches`);
+  checkVocabulary(folder);
+  warn(`${noVocabulary(folder.dir)}: using GPT-2's, whose size its vocab_size (${GPT2_VOCAB_SIZE}) matches`);
   return gpt2();
+}
+
+const noVocabulary = (dir: string) => `${dir} has no vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt)`;
+
+// Refuses a folder that modelTokenizer would give no tokenizer, without reading a vocabulary (a server checks every
+// model's before serving it): one without a vocabulary whose vocab_size is not GPT-2's.
+export function checkVocabulary(folder: Pick<ModelFolder, 'dir' | 'vocab' | 'config'>): void {
+  const vocabSize = folder.config?.vocabSize;
+  if (folder.vocab === null && vocabSize !== GPT2_VOCAB_SIZE) {
+    throw new Error(`${noVocabulary(folder.dir)}, and its vocab_size is ${vocabSize}, not GPT-2's ${GPT2_VOCAB_SIZE}: copy in the vocabulary it was trained with`);
+  }
 }

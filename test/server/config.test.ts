@@ -141,6 +141,8 @@ t.test('every bad field is named', async (t) => {
     [{ models: [model], cors_origins: 'https://app.example.com' }, /^cfg: cors_origins: /],
     [{ models: [model], prefix_reuse: 'yes' }, /^cfg: prefix_reuse: must be true or false/],
     [{ models: [model], alexa: { model_key: 'chatbot' } }, /^cfg: alexa\.application_id: required/],
+    [{ models: [model, { key: 'mom', model_name: '124M' }], alexa: { application_id: 'amzn1.ask.skill.0000', model_key: 'chatbto' } }, /^cfg: alexa\.model_key: the model the Alexa skill answers with \("chatbto"\) is not one of models: set it to one of "chatbot", "mom"$/],
+    [{ models: [{ key: 'mom', model_name: '124M' }], alexa: { application_id: 'amzn1.ask.skill.0000' } }, /^cfg: alexa\.model_key: the model the Alexa skill answers with \(left out, it is "chatbot"\) is not one of models: set it to one of "mom"$/],
     [{ models: [{ model_name: '124M' }] }, /^cfg: models\[0\]\.key: must be a name/],
     [{ models: [{ key: 'a b', model_name: '124M' }] }, /^cfg: models\[0\]\.key: /],
     [{ models: [{ key: 'a' }] }, /^cfg: models\[0\]: give "restore_from"/],

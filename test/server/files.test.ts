@@ -3,6 +3,7 @@
 // error shape, the files on disk (the bytes as uploaded; nothing left by a refused upload or a delete), and a new
 // store over the same folder, as after a restart, seeing the same files.
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import OpenAI, { toFile } from 'openai';
@@ -222,6 +223,36 @@ t.test('an upload slower than request_timeout_s is taken while it keeps coming; 
   t.match(JSON.parse(crawling.text), { error: { message: 'the upload did not arrive within 5 s (the time fine_tuning.max_file_mb takes at 256 KB/s)' } });
   t.ok(crawling.ms > 4900 && crawling.ms < 7000, `given up after ${Math.round(crawling.ms)} ms`);
   t.same(fs.readdirSync(folder).sort(), [`${id}.content`, `${id}.json`], 'nothing kept of the two given up');
+});
+
+t.test('a shutdown lets an upload under way arrive whole, as a generation in flight finishes, within shutdown_grace_s', async (t) => {
+  const ftDir = tempDir('files-shutdown');
+  const server = await startServer({ models: [{ key: 'general', restore_from: 'alpha' }], fine_tuning: { dir: ftDir } }, dir);
+  t.teardown(async () => {
+    await server.close();
+    fs.rmSync(ftDir, { recursive: true, force: true });
+  });
+  const { body, type } = await multipartBytes([['purpose', 'fine-tune'], ['file', { text: TRAIN, name: 'train.jsonl' }]]);
+  const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+  let received = '';
+  socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+  socket.on('error', () => undefined);  // a connection cut: the assertions below tell
+  const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  const until = async (what: RegExp) => {
+    while (!what.test(received) && !socket.destroyed) await new Promise((r) => setImmediate(r));
+  };
+  // Node answers "100 Continue" as it hands the request to the app: the upload is under way from then on.
+  socket.write(`POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Type: ${type}\r\nContent-Length: ${body.length}\r\n\r\n`);
+  await until(/100 Continue/);
+  socket.write(body.subarray(0, body.length / 2));
+  const stopped = server.close();
+  socket.write(body.subarray(body.length / 2));  // not end(): Node drops the answer to a client that half-closes
+  await ended;
+  await stopped;
+  t.match(received, /HTTP\/1\.1 200 OK/, 'the upload is answered');
+  const id = (JSON.parse(received.slice(received.lastIndexOf('\r\n\r\n') + 4)) as { id: string }).id;
+  t.equal(fs.readFileSync(path.join(ftDir, 'files', `${id}.content`), 'utf8'), TRAIN, 'and kept whole');
+  t.match(server.logs.find((l) => l.msg === 'shutting down: finishing requests in flight'), { inFlight: 1 }, 'the shutdown waited for it');
 });
 
 t.test('unknown ids and bad list queries are answered in OpenAI\'s shape, naming what is wrong', async (t) => {

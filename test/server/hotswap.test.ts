@@ -123,10 +123,9 @@ t.test('an idle model is unloaded after idle_unload_s, and loads again on demand
   t.equal(srv.server.service.registry.status().find((s) => s.key === 'gamma')?.loads, 2);
 });
 
-t.test('a model too large for the budget is refused with 507 naming the setting', async (t) => {
-  const srv = await startServer({ models: modelsConfig(), memory_budget_mb: 1 }, dir);
-  t.teardown(srv.close);
-  const r = await request(`${srv.url}/invocations`, { body: { model_key: 'alpha', raw_text: PROMPT } });
-  t.equal(r.status, 507);
-  t.match(r.json().error, /memory_budget_mb/);
+t.test('a model too large for the whole budget fails the start, naming it and both sizes', async (t) => {
+  const need = Math.round(estimateModelBytes(TINY, 'f32', 8) / (1024 * 1024));
+  await t.rejects(startServer({ models: modelsConfig(), memory_budget_mb: 1 }, dir), {
+    message: `test config: models[0] ("alpha"): the model needs ${need} MB (its weights, and the KV cache and scratch of batch_slots requests at its full context), more than the whole memory_budget_mb (1 MB): raise memory_budget_mb, or lower batch_slots`,
+  });
 });

@@ -211,6 +211,33 @@ t.test('a failed load is tried again after a back-off that doubles, not at every
   await reg.close();
 });
 
+t.test('a failed model says so in its status until a load works; retryNow and prime try it again within the back-off', async (t) => {
+  const now = 0;
+  const loader = new ControlledLoader({ a: 10 });
+  loader.auto = false;
+  const reg = new ModelRegistry(['a'], loader, { budgetBytes: 100, idleUnloadMs: 0, loadRetryMs: 1000, now: () => now });
+  const fail = async (attempt: Promise<unknown>) => {
+    await tick();
+    loader.pending.get('a')?.reject(new Error('/srv/a/model.safetensors: truncated'));
+    await attempt.catch(() => undefined);
+  };
+  await fail(reg.acquire('a'));
+  t.match(reg.status()[0], { state: 'failed', loadFailures: 1, failure: { reason: 'model.safetensors: truncated', retryInMs: 1000 } });
+  await t.rejects(reg.acquire('a'), { status: 503, message: /tried again in 1 s/ }, 'within the back-off');
+  reg.retryNow('a');
+  t.match(reg.status()[0], { state: 'failed', failure: { retryInMs: 0 } }, 'failed still, tried at the next request');
+  await fail(reg.acquire('a'));
+  t.same(loader.loads, ['a', 'a'], 'tried again at once');
+  t.match(reg.status()[0], { failure: { retryInMs: 2000 } }, 'the back-off doubles on');
+  const primed = reg.prime('a');
+  await tick();
+  t.same(loader.loads, ['a', 'a', 'a'], 'a prime tries it again at once');
+  loader.finish('a');
+  await primed;
+  t.match(reg.status()[0], { state: 'loaded', failure: null });
+  await reg.close();
+});
+
 t.test('idle models are unloaded after idleUnloadMs; prime loads without holding', async (t) => {
   const loader = new ControlledLoader({ a: 10 });
   const reg = new ModelRegistry(['a'], loader, { budgetBytes: 100, idleUnloadMs: 30 });

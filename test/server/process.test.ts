@@ -1,6 +1,6 @@
 // bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0), SIGHUP
-// (the config read again), where to connect said to a terminal (and not into a pipe), and the message when there is
-// nothing to serve.
+// (the config read again; refused while ./server_config.json is missing), both while the server starts, where to
+// connect said to a terminal (and not into a pipe), and the message when there is nothing to serve.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -117,6 +117,65 @@ t.test('SIGHUP: the config read again, its models served without a stop; a broke
   t.equal(await ask('beta'), `200 ${expected.beta}`);
   child.proc.kill('SIGTERM');
   t.equal(await child.exited, 0);
+});
+
+t.test('SIGHUP while ./server_config.json is missing (an editor\'s save, a deploy rewriting it): refused, the keys kept', async (t) => {
+  const dir = tempDir('sighup-missing');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, PROMPT, 1);
+  const config = path.join(dir, 'server_config.json');
+  fs.writeFileSync(config, JSON.stringify({ port: 0, api_keys: ['a-key-of-sixteen-characters'], models: [{ key: 'alpha', restore_from: 'alpha' }] }));
+  const child = serve([], dir);
+  t.teardown(() => {
+    if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+  });
+  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
+  fs.renameSync(config, `${config}.saving`);
+  child.proc.kill('SIGHUP');
+  const refused = await waitFor(() => child.lines.find((l) => l.msg === 'config not reloaded: the models stay as they were'), child);
+  t.match(refused, { level: 'error', error: /server_config\.json: cannot read: ENOENT/ }, 'the file read again, and why it could not be');
+  const open = await fetch(`http://127.0.0.1:${listening.port as number}/v1/models`);
+  t.equal(open.status, 401, 'a key still asked for');
+  child.proc.kill('SIGTERM');
+  t.equal(await child.exited, 0);
+});
+
+t.test('signals while the server starts: a SIGHUP reloads once it is up, a SIGTERM stops it then', async (t) => {
+  const dir = tempDir('early-signals');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, PROMPT, 1);
+  // A sanitizer that holds the start until the test says: the start is under way while it waits.
+  const started = path.join(dir, 'started');
+  const go = path.join(dir, 'go');
+  fs.writeFileSync(path.join(dir, 'slow.js'), `const fs = require('fs');
+fs.writeFileSync(${JSON.stringify(started)}, '');
+while (!fs.existsSync(${JSON.stringify(go)})) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+exports.sanitize = (text) => text;
+`);
+  const start = async (signal: NodeJS.Signals) => {
+    fs.rmSync(started, { force: true });
+    fs.rmSync(go, { force: true });
+    const child = serve(['--model', 'alpha', '--sanitizer', './slow.js', '--port', '0'], dir);
+    t.teardown(() => {
+      if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+    });
+    await waitFor(() => (fs.existsSync(started) ? true : undefined), child);
+    child.proc.kill(signal);
+    fs.writeFileSync(go, '');
+    return child;
+  };
+  const hup = await start('SIGHUP');
+  t.match(await waitFor(() => hup.lines.find((l) => l.msg === 'config reloaded'), hup), { added: [], removed: [], replaced: [] }, 'reloaded once up');
+  // Handled (not the default action, which ends the process) as soon as the start lets a handler run: by then the
+  // server is most often up.
+  t.ok(hup.lines.some((l) => /^SIGHUP received/.test(String(l.msg))), 'logged');
+  hup.proc.kill('SIGTERM');
+  t.equal(await hup.exited, 0);
+
+  const term = await start('SIGTERM');
+  t.equal(await term.exited, 0, 'stopped as a running server stops');
+  t.ok(term.lines.some((l) => /^SIGTERM received/.test(String(l.msg))));
+  t.ok(term.lines.some((l) => l.msg === 'stopped'));
 });
 
 t.test('at a terminal: where to point a browser and the clients', { skip: !fs.existsSync('/usr/bin/script') && 'no script(1) to give it a terminal' }, async (t) => {

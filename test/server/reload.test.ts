@@ -1,8 +1,9 @@
 // A server's models served anew from a config read again (server.reload, which bin/serve runs on SIGHUP), over real
 // HTTP on 127.0.0.1: a model added answers, one left out is unknown, one changed answers as its new config says while
 // a request under way finishes on the model it started on, a run folder's newer checkpoint is served; a config that
-// cannot be served changes nothing; API keys rotate, but a server beyond loopback is not left without one; the memory
-// budget changes; the fields that wait for a restart are named. bin/serve's SIGHUP itself is in
+// cannot be served changes nothing (a model's folder gone, a checkpoint cut short: the model serves on); API keys
+// rotate, but a server is not left without one; the memory budget changes; the fields that wait for a restart are
+// named; a model that failed to load is tried again at once after a reload or a prime. bin/serve's SIGHUP itself is in
 // process.test.ts.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -112,7 +113,8 @@ t.test('a config that cannot be served changes nothing; its API keys and memory 
   const keyed = await request(`${srv.url}/invocations`, { body: { model_key: 'one', raw_text: PROMPT }, headers: { authorization: 'Bearer a-key-of-sixteen-characters' } });
   t.equal(keyed.text, expected.beta, 'and taken');
 
-  // Rotated: the old key is refused, the new one taken; on loopback, no key at all is allowed too.
+  // Rotated: the old key is refused, the new one taken; no key at all is refused, on loopback too (a proxy on this
+  // machine reaches it there).
   const rotate = (keys: string[]) => srv.server.reload(config([
     { key: 'one', restore_from: 'beta', sampling: greedy },
     { key: 'trained', restore_from: 'run', sampling: greedy },
@@ -123,15 +125,76 @@ t.test('a config that cannot be served changes nothing; its API keys and memory 
   t.equal(old.status, 401, 'the old key refused');
   const rotated = await request(`${srv.url}/invocations`, { body: { model_key: 'one', raw_text: PROMPT }, headers: { authorization: 'Bearer another-key-of-sixteen-characters' } });
   t.equal(rotated.status, 200, 'the new one taken');
-  rotate([]);
-  t.equal((await answer('one')).status, 200, 'none: open again, on loopback');
+  t.throws(() => rotate([]), { message: 'server_config.json has no api_keys, and the server has some: a reload does not turn authentication off; keep a key, or restart the server to serve without keys' });
+  t.equal((await answer('one')).status, 401, 'none: refused, the key still asked for');
 });
 
-t.test('a server listening beyond loopback keeps a key through a reload', async (t) => {
+t.test('a server listening beyond loopback keeps a key through a reload too', async (t) => {
   const keyed = (keys: string[]) => config([{ key: 'one', restore_from: 'alpha', sampling: greedy }], { api_keys: keys });
   const wide = createServer(keyed(['a-key-of-sixteen-characters']), { log: () => undefined });
   t.teardown(() => wide.shutdown());
   await wide.listen(0, '0.0.0.0');
-  t.throws(() => wide.reload(keyed([])), { message: 'server_config.json has no api_keys, and the server listens on 0.0.0.0, where anyone could then use it: keep a key (or restart with --insecure)' });
+  t.throws(() => wide.reload(keyed([])), /^server_config\.json has no api_keys, and the server has some: a reload does not turn authentication off/);
   t.same(wide.reload(keyed(['another-key-of-sixteen-characters'])), { added: [], removed: [], replaced: [], needRestart: [] }, 'another key: taken');
+});
+
+t.test('a reload is refused when a model it keeps cannot be served now, and the model serves on', async (t) => {
+  const own = await startServer({ models: [{ key: 'kept', restore_from: 'beta', sampling: greedy }, { key: 'trained', restore_from: 'run', sampling: greedy }] }, dir);
+  t.teardown(own.close);
+  const ask = async (model: string) => (await request(`${own.url}/invocations`, { body: { model_key: model, raw_text: PROMPT } })).text;
+  const same = () => config([{ key: 'kept', restore_from: 'beta', sampling: greedy }, { key: 'trained', restore_from: 'run', sampling: greedy }]);
+  t.equal(await ask('trained'), expected.gamma);
+
+  // The run's newest checkpoint cut short, as a copy or a training step interrupted leaves it.
+  checkpoint('run', 3, 'alpha');
+  const weights = path.join(dir, 'run', 'model-3', 'model.safetensors');
+  fs.truncateSync(weights, fs.statSync(weights).size - 100);
+  t.throws(() => own.server.reload(same()), { message: new RegExp(`^server_config\\.json: models\\[1\\] \\("trained"\\): ${weights}: .*\\(truncated\\?\\)`) }, 'the model and the file named');
+  t.equal(await ask('trained'), expected.gamma, 'the working model serves on');
+
+  // A folder moved away under a model whose config did not change.
+  fs.renameSync(path.join(dir, 'beta'), path.join(dir, 'beta-moved'));
+  t.teardown(() => fs.renameSync(path.join(dir, 'beta-moved'), path.join(dir, 'beta')));
+  fs.writeFileSync(path.join(dir, 'run', 'latest'), 'model-2\n');
+  t.throws(() => own.server.reload(same()), { message: /^server_config\.json: models\[0\]\.restore_from: .*beta does not exist/ }, 'the field named, as at start');
+  t.notOk(own.logs.some((l) => l.msg === 'config reloaded'));
+});
+
+t.test('a model that failed to load shows as failed; a reload or a prime has it tried again at once', async (t) => {
+  fs.cpSync(path.join(dir, 'alpha'), path.join(dir, 'fixable'), { recursive: true });
+  t.teardown(() => fs.rmSync(path.join(dir, 'fixable'), { recursive: true, force: true }));
+  const entry = { key: 'fixable', restore_from: 'fixable', sampling: greedy };
+  const own = await startServer({ models: [entry] }, dir);
+  t.teardown(own.close);
+  const ask = () => request(`${own.url}/invocations`, { body: { model_key: 'fixable', raw_text: PROMPT } });
+  const listed = async () => ((await request(`${own.url}/models/list`)).json().models as Record<string, unknown>[])[0];
+  const weights = path.join(dir, 'fixable', 'model.safetensors');
+  const good = fs.readFileSync(weights);
+  const breakIt = () => fs.writeFileSync(weights, good.subarray(0, good.length - 100));
+
+  breakIt();  // after the start's check: the load finds it
+  t.match(await ask(), { status: 503, text: /failed to load .*tried again in 1 s/ });
+  t.match(await listed(), { state: 'failed', loaded: false, failure: { error: /model\.safetensors: .*\(truncated\?\)/, retry_in_s: Number } }, 'listed as failed, with why and when it is tried again');
+
+  fs.writeFileSync(weights, good);
+  own.server.reload(config([entry]));
+  t.match(await ask(), { status: 200, text: expected.alpha }, 'fixed and reloaded: loaded at the next request, not after the back-off');
+
+
+  // Loaded afresh (its settings changed), broken, failed: a prime tries it again at once, saying how it failed before.
+  const changed = { ...entry, sampling: { ...greedy, length: LENGTH - 1 } };
+  own.server.reload(config([changed]));
+  breakIt();
+  t.equal((await ask()).status, 503);
+  fs.writeFileSync(weights, good);
+  own.server.reload(config([changed]));
+  breakIt();
+  t.equal((await ask()).status, 503, 'failed again');
+  fs.writeFileSync(weights, good);
+  const primed = await request(`${own.url}/prime`, { body: { model_key: 'fixable' } });
+  t.match([primed.status, primed.json()], [202, { model_key: 'fixable', state: 'loading', last_error: /\(truncated\?\)/ }]);
+  let state: unknown;
+  while ((state = (await listed()).state) === 'loading') await new Promise((r) => setTimeout(r, 10));
+  t.equal(state, 'loaded', 'loaded by the prime, within the back-off');
+  t.match(await listed(), { failure: null });
 });

@@ -2,7 +2,7 @@
 // {"models": [{"model_key", "num_inferences"}], "active_model": {"key"}}, with more per model: how it takes
 // prompts and sanitizes replies, who it answers as, and which audiences it was trained on).
 // POST /prime {"model_key"}: loads a model in the background so the first request does not wait (202); with no
-// body, the default model.
+// body, the default model. A model whose last load failed is tried again at once, the answer giving that failure.
 import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { ModelConfig } from '../config';
@@ -27,6 +27,8 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
         in_flight: s?.leases ?? 0,
         queue_depth: service.queueDepth(m.key),
         loads: s?.loads ?? 0,
+        // Why a "failed" model did not load, and when a request tries it again (0: the next one).
+        failure: s?.failure ? { error: s.failure.reason, retry_in_s: Math.ceil(s.failure.retryInMs / 1000) } : null,
         adapter: m.adapter && path.basename(m.adapter),
         // An adapter's base: the entry it shares, or the model's folder or name.
         base: m.adapter && (m.base ?? (m.restoreFrom === null ? m.modelName : path.basename(m.restoreFrom))),
@@ -66,9 +68,9 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
     const key = b.model_key ?? service.defaultModelKey;
     if (typeof key !== 'string' || key === '') throw new HttpError(400, 'model_key: must be a non-empty string', { field: 'model_key' });
     service.model(key);
-    const state = service.registry.status().find((s) => s.key === key)?.state;
+    const status = service.registry.status().find((s) => s.key === key);
     service.registry.prime(key).catch((err: Error) => log('warn', 'prime failed', { model: key, error: err.message }));
-    res.status(202).json({ model_key: key, state: state === 'loaded' ? 'loaded' : 'loading' });
+    res.status(202).json({ model_key: key, state: status?.state === 'loaded' ? 'loaded' : 'loading', ...(status?.failure && { last_error: status.failure.reason }) });
   });
 
   return router;
