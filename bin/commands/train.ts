@@ -42,7 +42,7 @@ async function main(): Promise<void> {
     .option('grad_clip', { type: 'number', default: D.grad_clip, describe: 'scale the gradients down to this global norm where they exceed it, against the loss spikes of a high learning rate (nanoGPT and llm.c clip at 1; 0: never, as train.py)' })
     .option('memory_saving_gradients', { type: 'boolean', default: D.memory_saving_gradients, describe: 'recompute activations in the backward pass to save memory' })
     .option('only_train_transformer_layers', { type: 'boolean', default: D.only_train_transformer_layers, describe: 'train the transformer blocks only (not embeddings or the final layer norm)' })
-    .option('restore_from', { type: 'string', default: D.restore_from, describe: 'latest (resume the run if it has a checkpoint), fresh (start from --model_name), or a checkpoint folder (a training run folder: its latest checkpoint)' })
+    .option('restore_from', { type: 'string', default: D.restore_from, describe: "latest (resume the run if it has a checkpoint), fresh (start from --model_name), or a checkpoint folder (a training run folder: its latest checkpoint): this run's resumes it, another run's gives its weights, from step 0" })
     .option('run_name', { type: 'string', default: D.run_name, describe: 'run id: the folder under checkpoint/ and samples/' })
     .option('checkpoint_dir', { type: 'string', default: D.checkpoint_dir, describe: 'folder of the runs' })
     .option('sample_dir', { type: 'string', default: D.sample_dir, describe: 'folder of the samples' })

@@ -24,11 +24,12 @@ import { ChunkParts } from '../data/tokens';
 import { GPT2Config, LoraOptions, Model, ModelOptions, plannedModelBytes, runsOnGpu } from '../engine/model';
 import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
+import { inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { resolveModel } from '../formats/resolve_model';
 import { Generator } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
-import { BEST_FILE, BestValidation, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, markBest, readTrainState, saveCheckpoint } from './checkpoint';
+import { BEST_FILE, BestValidation, OPTIMIZER_FILE, STATE_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, markBest, readTrainState, saveCheckpoint } from './checkpoint';
 import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, numberFromRank0, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog, type MetricRecord } from './metrics';
 import { plotMetrics } from './plot';
@@ -310,6 +311,7 @@ interface Start {
 }
 
 function findStart(o: TrainOptions, runDir: string, ranks: Ranks | null): Start {
+  refuseForeignRunFolder(runDir);
   let resumeDir: string | null = null;
   if (o.restore_from === 'latest') resumeDir = latestCheckpoint(runDir);
   else if (o.restore_from !== 'fresh') {
@@ -321,7 +323,10 @@ function findStart(o: TrainOptions, runDir: string, ranks: Ranks | null): Start 
   if (ranks && fromRank0(ranks, resumeDir) !== resumeDir) {
     throw new Error(`rank ${ranks.rank} does not see the checkpoint rank 0 resumes from: put --checkpoint_dir on a file system every machine shares`);
   }
-  const state: TrainState | null = resumeDir && fs.existsSync(path.join(resumeDir, 'state.json')) ? readTrainState(resumeDir) : null;
+  // Only a checkpoint of this run goes on with its step, data order and best validation loss: another run's
+  // counted other steps over other data, and gives its weights alone, as train.py restored them.
+  const own = resumeDir !== null && isCheckpointOf(runDir, resumeDir);
+  const state: TrainState | null = own ? readTrainState(resumeDir as string) : null;
   const existing = listCheckpoints(runDir);
   if (!state && existing.length > 0) {
     throw new Error(
@@ -329,8 +334,53 @@ function findStart(o: TrainOptions, runDir: string, ranks: Ranks | null): Start 
         `(--restore_from ${o.restore_from}) would mix into them: pick another --run_name or move them away`,
     );
   }
+  if (state && o.restore_from !== 'latest') refuseAbandonedCheckpoints(runDir, o.restore_from, resumeDir as string, state.step, existing);
   const seed = state ? state.seed : o.seed >= 0 ? o.seed : ranks ? fromRank0(ranks, crypto.randomInt(0x7fffffff)) : crypto.randomInt(0x7fffffff);
   return { resumeDir, state, seed };
+}
+
+// Whether `dir` is a complete checkpoint directly in the run folder, through links and `..`.
+function isCheckpointOf(runDir: string, dir: string): boolean {
+  if (!fs.existsSync(runDir) || !fs.existsSync(path.join(dir, STATE_FILE))) return false;
+  return path.dirname(fs.realpathSync(dir)) === fs.realpathSync(runDir);
+}
+
+// A run folder of the original tools (a TensorFlow checkpoint), or a model folder (one bin/import-tf wrote over
+// it), holds no checkpoint of dixie's: a run there would start from --model_name and save beside the weights the
+// user meant to go on from.
+function refuseForeignRunFolder(runDir: string): void {
+  if (!fs.existsSync(runDir) || !fs.statSync(runDir).isDirectory() || listCheckpoints(runDir).length > 0) return;
+  let folder: ModelFolder;
+  try {
+    folder = inspectModelFolder(runDir);
+  } catch {
+    return;  // no weights there: a run folder whose first save is still to come
+  }
+  const held = path.basename(folder.weights);
+  if (folder.kind === 'tf-run' || folder.kind === 'openai-release') {
+    throw new Error(
+      `${runDir} holds a TensorFlow checkpoint (${held}) of the original tools, which bin/train does not resume or write beside: ` +
+        `convert it with \`bin/import-tf ${runDir} <out>\`, then train from it in a new run: \`--model_name <out> --run_name <new name>\``,
+    );
+  }
+  throw new Error(
+    `${runDir} holds a model (${held}), not dixie's checkpoints, and a run there would write beside it: ` +
+      `to train from it, give \`--model_name ${runDir} --run_name <new name>\``,
+  );
+}
+
+// Going back to an earlier checkpoint of a run would overwrite the later ones of the same steps, and leave the rest
+// of the abandoned history among the new one's: pruning and `latest` tell them apart by step alone.
+function refuseAbandonedCheckpoints(runDir: string, restoreFrom: string, resumeDir: string, step: number, existing: { step: number; dir: string }[]): void {
+  const later = existing.filter((c) => c.step > step).map((c) => c.dir);
+  if (later.length === 0) return;
+  const aside = path.join(runDir, `after-${path.basename(resumeDir)}`);
+  const them = later.length === 1 ? 'it' : 'them';
+  throw new Error(
+    `--restore_from ${restoreFrom}: ${path.basename(resumeDir)} is not the newest checkpoint of ${runDir}: ${later.map((d) => path.basename(d)).join(', ')} came after it, and resuming from it ` +
+      `would overwrite ${them}: move ${them} out of the run first (\`mkdir -p ${aside} && mv ${later.join(' ')} ${aside}/\`), ` +
+      `or start a new run from its weights (\`--restore_from ${restoreFrom} --run_name <new name>\`)`,
+  );
 }
 
 // ---- build: the model to train, fresh or loaded from where the run starts, with its tokenizer.
@@ -388,7 +438,11 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     weightDtype,
     adapter: adapter ? (resumeDir as string) : undefined,
   });
-  log(resumeDir ? `resuming from ${resumeDir}${state ? ` at step ${state.step}` : ' (weights only)'}` : `loaded ${o.model_name} from ${folder.dir}`);
+  log(
+    state ? `resuming from ${resumeDir} at step ${state.step}`
+    : resumeDir ? `starting from the weights of ${resumeDir}${fs.existsSync(path.join(resumeDir, STATE_FILE)) ? ', a checkpoint of another run,' : ''} at step 0`
+    : `loaded ${o.model_name} from ${folder.dir}`,
+  );
   if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}, dropout ${lora.dropout}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen${weightDtype === 'f32' ? '' : `, held in ${weightDtype}`}`);
   if (o.fresh_model && state && o.restore_from === 'latest') {
     log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);

@@ -50,7 +50,7 @@ t.test('a run folder is its latest checkpoint', async (t) => {
 
   const lines: string[] = [];
   const resumed = await train(tinyRun(dir, { run_name: 'branch', restore_from: runDir, stop_after: 3 }), { log: (line) => lines.push(line) });
-  t.equal(resumed.stepsThisRun, 1, 'bin/train --restore_from <run folder> resumes at its latest step');
-  t.ok(lines.includes(`resuming from ${latest} at step 2`), lines.join('\n'));
+  t.equal(resumed.stepsThisRun, 3, "bin/train --restore_from <another run's folder> starts from its latest checkpoint's weights at step 0");
+  t.ok(lines.includes(`starting from the weights of ${latest}, a checkpoint of another run, at step 0`), lines.join('\n'));
   t.ok(fs.existsSync(path.join(dir, 'checkpoint', 'branch', 'model-3')));
 });

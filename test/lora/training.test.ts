@@ -157,6 +157,14 @@ t.test('bin/train --lora_rank: checkpoints hold the adapter alone, resume bit fo
   const config = JSON.parse(fs.readFileSync(path.join(whole, 'adapter_config.json'), 'utf8'));
   t.match(config, { base_model_name_or_path: path.resolve(base), r: RANK, lora_alpha: ALPHA, target_modules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc'], fan_in_fan_out: true, peft_type: 'LORA' });
 
+  // Another run's adapter checkpoint starts a new run: its factors, rank, alpha and targets, at step 0.
+  const lines: string[] = [];
+  const started = await train({ dataset: path.join(CHAT, 'train', 'work.train'), restore_from: whole, context_length: 32, batch_size: 2, seed: 5, threads: 2, run_name: 'from-whole', stop_after: 1,
+    checkpoint_dir: path.join(dir, 'checkpoint'), sample_dir: path.join(dir, 'samples'), save_time: 0, sample_every: 0 }, { log: (line) => lines.push(line) });
+  t.equal(started.step, 1, 'at step 0, not the other run\'s 4');
+  t.ok(lines.includes(`starting from the weights of ${whole}, a checkpoint of another run, at step 0`), lines.join('\n'));
+  t.match(JSON.parse(fs.readFileSync(path.join(started.checkpoint as string, 'adapter_config.json'), 'utf8')), { r: RANK, lora_alpha: ALPHA, target_modules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc'] });
+
   // What training decodes with (its adapter beside the base) is what loading the checkpoint as an adapter gives.
   const training = await Model.load(base, { ...OPTIONS, lora: { rank: RANK, alpha: ALPHA, targets: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc'] }, adapter: whole });
   const served = await Model.load(base, { ...OPTIONS, trainable: false, adapter: whole });

@@ -46,9 +46,27 @@ t.test('N steps, stop, resume, N more == 2N steps in one run, bit for bit', asyn
   );
   t.equal(fs.readFileSync(path.join(dir, 'samples', 'halves', 'samples-9'), 'utf8'), fs.readFileSync(path.join(dir, 'samples', 'whole', 'samples-9'), 'utf8'), 'even the samples agree');
 
-  // Resuming from an older checkpoint of the run by path replaces the newer one of the same step.
-  const again = await train(tinyRun(dir, { ...common, run_name: 'halves', restore_from: path.join(second.runDir, 'model-6'), stop_after: 12 }), quiet);
-  t.ok(bytes(again.checkpoint as string, 'model.safetensors').equals(bytes(a, 'model.safetensors')));
+  // Going back to an older checkpoint of the run is refused while a later one is there, which it would overwrite;
+  // moved aside as the error says, the later one is out of the run, which then resumes from the older.
+  const back = tinyRun(dir, { ...common, run_name: 'halves', restore_from: path.join(second.runDir, 'model-6'), stop_after: 12 });
+  const before = fs.readdirSync(second.runDir).sort();
+  const weights12 = bytes(b, 'model.safetensors');
+  const refused = await train(back, quiet).then(() => null, (err: Error) => err.message);
+  const aside = path.join(second.runDir, 'after-model-6');
+  t.equal(
+    refused,
+    `--restore_from ${back.restore_from}: model-6 is not the newest checkpoint of ${second.runDir}: model-12 came after it, and resuming from it would overwrite it: ` +
+      `move it out of the run first (\`mkdir -p ${aside} && mv ${b} ${aside}/\`), or start a new run from its weights (\`--restore_from ${back.restore_from} --run_name <new name>\`)`,
+  );
+  t.same(fs.readdirSync(second.runDir).sort(), before, 'nothing written');
+  t.ok(bytes(b, 'model.safetensors').equals(weights12), 'model-12 untouched');
+  fs.mkdirSync(aside);
+  fs.renameSync(b, path.join(aside, 'model-12'));
+  t.same(listCheckpoints(second.runDir).map((c) => c.step), [6], 'a checkpoint in a subfolder is no longer the run\'s');
+  const again = await train(back, quiet);
+  t.equal(again.stepsThisRun, 6, 'resumed at step 6');
+  t.ok(bytes(again.checkpoint as string, 'model.safetensors').equals(bytes(a, 'model.safetensors')), 'and ends where the uninterrupted run ends');
+  t.ok(bytes(path.join(aside, 'model-12'), 'model.safetensors').equals(weights12), 'the one moved aside kept');
 });
 
 // Starts kill_child.js to train, waits until the save of `step` reaches `phase`, and SIGKILLs it there.

@@ -148,8 +148,10 @@ t.test('a 2-rank run killed after a checkpoint ends at once, and resumes to wher
   t.ok(same(a, b, 'model.safetensors'), 'the weights are bit for bit those of the uninterrupted run');
   t.ok(same(a, b, 'optimizer.safetensors'), 'and so is the Adam state');
 
-  // One rank of batch 4 goes on from the 2-rank checkpoint on the same sequences (the global batch is the same).
-  const single = await train({ ...options('killed'), batch_size: 4, zero: 0, run_name: 'single', restore_from: path.join(runDir, 'model-4') }, quiet);
+  // One rank of batch 4 goes on from the 2-rank checkpoint on the same sequences (the global batch is the same): the
+  // checkpoint copied into a run of its own, which resumes it.
+  fs.cpSync(path.join(runDir, 'model-4'), path.join(dir, 'checkpoint', 'single', 'model-4'), { recursive: true });
+  const single = await train({ ...options('killed'), batch_size: 4, zero: 0, run_name: 'single' }, quiet);
   t.equal(single.step, 8);
   const x = losses(path.join(dir, 'checkpoint', 'whole')).slice(4);
   const y = losses(single.runDir).slice(-4);

@@ -194,7 +194,7 @@ t.test('--only_train_transformer_layers freezes the embeddings; SGD steps; --max
 t.test('--grad_clip scales an SGD step down by clip / norm where the norm exceeds it, and leaves one below alone', async (t) => {
   const dir = t.testdir();
   const base = await train(tinyRun(dir, { stop_after: 1, run_name: 'base' }), { log: () => undefined });
-  const step = (run_name: string, grad_clip: number): Promise<TrainResult> => train(tinyRun(dir, { restore_from: base.checkpoint as string, stop_after: 2, run_name, optimizer: 'sgd', learning_rate: 0.1, grad_clip }), { log: () => undefined });
+  const step = (run_name: string, grad_clip: number): Promise<TrainResult> => train(tinyRun(dir, { restore_from: base.checkpoint as string, stop_after: 1, run_name, optimizer: 'sgd', learning_rate: 0.1, grad_clip }), { log: () => undefined });
   const free = await step('free', 0);
   const unreached = await step('unreached', 1e6);
   const clipped = await step('clipped', 0.05);
@@ -227,6 +227,55 @@ t.test('a run that would mix into existing checkpoints is refused', async (t) =>
   fs.writeFileSync(bad, '1|mom|Hi <EOM>\n0|mom|\n');
   await t.rejects(train(tinyRun(dir, { dataset: bad, run_name: 'bad' }), { log: () => undefined }), /bad\.train:2: no <EOM> at the end; empty message/);
   await t.rejects(train(tinyRun(dir, { batch_size: 0 })), /--batch_size must be a whole number >= 1, got 0/);
+
+  // A run folder of the original tools, and one that bin/import-tf converted in place: no dixie checkpoint to resume,
+  // and weights that a run starting from --model_name would save beside.
+  const tfRun = path.join(dir, 'checkpoint', 'tf');
+  fs.mkdirSync(tfRun);
+  fs.writeFileSync(path.join(tfRun, 'checkpoint'), 'model_checkpoint_path: "model-1000"\nall_model_checkpoint_paths: "model-1000"\n');
+  for (const file of ['counter', 'model-1000.index', 'model-1000.data-00000-of-00001', 'model-1000.meta']) fs.writeFileSync(path.join(tfRun, file), '1000\n');
+  const imported = path.join(dir, 'checkpoint', 'imported');
+  fs.mkdirSync(imported);
+  for (const file of ['config.json', 'model.safetensors', 'vocab.json', 'merges.txt']) fs.copyFileSync(path.join(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')) as string, file), path.join(imported, file));
+  const foreign = [
+    ['tf', `${tfRun} holds a TensorFlow checkpoint (model-1000) of the original tools, which bin/train does not resume or write beside: convert it with \`bin/import-tf ${tfRun} <out>\`, then train from it in a new run: \`--model_name <out> --run_name <new name>\``],
+    ['imported', `${imported} holds a model (model.safetensors), not dixie's checkpoints, and a run there would write beside it: to train from it, give \`--model_name ${imported} --run_name <new name>\``],
+  ];
+  for (const [run_name, message] of foreign) {
+    const before = fs.readdirSync(path.join(dir, 'checkpoint', run_name)).sort();
+    for (const restore_from of ['latest', 'fresh']) {
+      await t.rejects(train(tinyRun(dir, { run_name, restore_from, stop_after: 1 }), { log: () => undefined }), { message }, `${run_name}, --restore_from ${restore_from}`);
+    }
+    t.same(fs.readdirSync(path.join(dir, 'checkpoint', run_name)).sort(), before, `nothing written into ${run_name}`);
+  }
+  const fromImported = await train(tinyRun(dir, { fresh_model: false, model_name: imported, run_name: 'from-imported', stop_after: 1 }), { log: () => undefined });
+  t.equal(fromImported.step, 1, 'trained from in a new run, as the error says');
+});
+
+t.test("--restore_from another run's checkpoint starts from its weights at step 0, as --model_name does; the run's own resumes", async (t) => {
+  const dir = t.testdir();
+  const held = { val_dataset: path.join(CHAT, 'valid.train'), val_every: 2, val_batch_count: 2, learning_rate: 0.01 };
+  const other = await train(tinyRun(dir, { ...held, run_name: 'other', stop_after: 6 }), { log: () => undefined });
+  const otherCheckpoint = other.checkpoint as string;
+  // The other run's best, as if its held-out data had been far easier than this run's: no loss of this run is below it.
+  const stateFile = path.join(otherCheckpoint, 'state.json');
+  fs.writeFileSync(stateFile, JSON.stringify({ ...readTrainState(otherCheckpoint), best: { step: 6, loss: 0.001, validationsSince: 0 } }));
+
+  const lines: string[] = [];
+  const fromCheckpoint = { ...held, dataset: path.join(CHAT, 'train', 'friends.train'), seed: 99, early_stopping: 1, stop_after: 4 };
+  const started = await train(tinyRun(dir, { ...fromCheckpoint, run_name: 'new', restore_from: otherCheckpoint }), { log: collect(lines) });
+  t.ok(lines.includes(`starting from the weights of ${otherCheckpoint}, a checkpoint of another run, at step 0`), lines.slice(0, 3).join('\n'));
+  t.equal(started.step, 4, '--stop_after counts this run\'s steps');
+  t.equal(started.stepsThisRun, 4);
+  t.equal(started.stoppedBy, 'stop_after', 'never stopped early by the other run\'s best');
+  t.not(started.best?.loss, 0.001);
+  t.same(readMetrics(path.join(started.runDir, 'metrics.jsonl')).filter((r) => r.type === 'val').map((r) => r.step), [0, 2, 4], 'validated from its own step 0');
+  const named = await train(tinyRun(dir, { ...fromCheckpoint, run_name: 'named', fresh_model: false, model_name: otherCheckpoint }), { log: () => undefined });
+  t.ok(weightBytes(started.checkpoint as string).equals(weightBytes(named.checkpoint as string)), 'the weights of a run given it as --model_name: fresh Adam, data order from its own seed');
+
+  const own = await train(tinyRun(dir, { ...held, run_name: 'other', restore_from: otherCheckpoint, stop_after: 8 }), { log: collect(lines) });
+  t.ok(lines.includes(`resuming from ${otherCheckpoint} at step 6`));
+  t.equal(own.stepsThisRun, 2, 'its own checkpoint resumes the run');
 });
 
 t.test('the learning rate schedule: constant, or warmup then cosine cycles', async (t) => {
