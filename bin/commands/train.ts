@@ -1,6 +1,7 @@
 // bin/train: fine-tunes GPT-2 (or trains a fresh one) on a dataset, with train.py's flags (docs/compatibility.md).
 // The work is lib/train/train.ts; this file parses flags, joins the MPI job when mpirun started it, and wires
 // Ctrl-C.
+import os from 'node:os';
 import { CHAT_CHECK_HELP, CHAT_CHECK_MODES } from '../../lib/data/dataset';
 import { Ranks, joinLaunchedJob } from '../../lib/train/distributed';
 import { DEFAULT_TRAIN_OPTIONS as D, TrainOptions, checkDataset, train } from '../../lib/train/train';
@@ -16,7 +17,7 @@ async function main(): Promise<void> {
       '$0 --dataset <file|folder|glob> [options]\n\n' +
         'Fine-tunes a GPT-2 model on a dataset (text, chat logs, CSV or JSONL documents, .npz, or a token file from bin/encode), saving ' +
         'checkpoints to checkpoint/<run_name>/ and samples to samples/<run_name>/. Chat files are checked first. ' +
-        'Ctrl-C stops after the current step and saves (--no-save_on_ctrlc: without saving); Ctrl-C twice stops at once. ' +
+        'Ctrl-C (or SIGTERM, SIGHUP) stops after the current step and saves (--no-save_on_ctrlc: without saving); twice stops at once. ' +
         'Started by mpirun, every rank trains its slice of each batch (data-parallel; see docs/training.md).',
     )
     .option('dataset', { type: 'string', demandOption: true, describe: `input file, folder (recursively) or glob (quoted: 'data/*.train'): UTF-8 text, chat logs, .csv (first column) or .jsonl (its "text") documents, .npz or a bin/encode token file` })
@@ -101,20 +102,24 @@ async function main(): Promise<void> {
   const abort = new AbortController();
   const stop = (signal: NodeJS.Signals): void => {
     if (abort.signal.aborted) {
-      if (signal !== 'SIGINT') return;
-      process.stderr.write('\nstopped\n');
-      if (ranks) ranks.abort(130);
-      process.exit(130);
+      // Under mpirun a second SIGTERM is the launcher's, passing on the first Ctrl-C; its SIGKILL follows anyway.
+      if (ranks && signal !== 'SIGINT') return;
+      process.stderr.write(`\nstopped (${signal})\n`);
+      const code = 128 + os.constants.signals[signal];
+      if (ranks) ranks.abort(code);
+      process.exit(code);
     }
     if (!ranks || ranks.rank === 0) {
-      process.stderr.write(`\nstopping after this step${argv.save_on_ctrlc ? ', then saving' : ' (without saving: --no-save_on_ctrlc)'}; Ctrl-C again to stop now\n`);
+      const by = signal === 'SIGINT' ? '' : `${signal}: `;
+      process.stderr.write(`\n${by}stopping after this step${argv.save_on_ctrlc ? ', then saving' : ' (without saving: --no-save_on_ctrlc)'}; ${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to stop now\n`);
     }
     abort.abort();
   };
-  process.on('SIGINT', stop);
-  // Under mpirun the ranks hear of a stop as the launcher passes it on: Open MPI's mpirun forwards SIGUSR1 and
-  // turns Ctrl-C into SIGTERM (then SIGKILL a second later), MPICH's mpiexec forwards Ctrl-C as SIGINT.
-  if (ranks) for (const signal of ['SIGTERM', 'SIGUSR1'] as const) process.on(signal, stop);
+  // A job stopped by kill, systemd, a batch system's preemption or `timeout` (SIGTERM), or by its terminal closing
+  // (SIGHUP), keeps its steps as one stopped by Ctrl-C does. Under mpirun the ranks hear of a stop as the launcher
+  // passes it on: Open MPI's mpirun forwards SIGUSR1 and turns Ctrl-C into SIGTERM (then SIGKILL a second later),
+  // MPICH's mpiexec forwards Ctrl-C as SIGINT.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', ...(ranks ? (['SIGUSR1'] as const) : [])] as const) process.on(signal, stop);
   const result = await train(options, { signal: abort.signal, ranks });
   if (!ranks || ranks.rank === 0) console.log(`stopped at step ${result.step}${result.checkpoint ? `; checkpoint ${result.checkpoint}` : ''}`);
   ranks?.finalize();

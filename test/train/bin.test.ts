@@ -1,5 +1,5 @@
 // The command line: bin/train's flags and help, --check, bin/encode then bin/train on the token file stopped
-// by Ctrl-C, which saves by default, and bin/plot.
+// by Ctrl-C, which saves by default, as SIGTERM does, and bin/plot.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -110,6 +110,26 @@ t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; 
   const missing = run('plot', ['nope'], dir);
   t.equal(missing.status, 1);
   t.match(missing.stderr, /no metrics log for "nope"/);
+});
+
+t.test('bin/train stopped by SIGTERM (kill, systemd, timeout) saves the steps since the last checkpoint, as Ctrl-C does', async (t) => {
+  const dir = t.testdir();
+  const args = ['--dataset', path.join(CHAT, 'train', 'work.train'), '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16',
+    '--n_ctx', '32', '--sample_every', '0', '--save_every', '0', '--save_time', '0', '--seed', '5', '--threads', '1'];
+  const child = spawn(process.execPath, [path.join(COMMANDS, 'train.js'), ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    if (/^\[2 \| /m.test(stdout) && !child.killed) child.kill('SIGTERM');
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  t.equal(code, 0, stderr);
+  t.match(stderr, /SIGTERM: stopping after this step, then saving; SIGTERM again to stop now/);
+  const checkpoint = latestCheckpoint(path.join(dir, 'checkpoint', 'run1')) as string;
+  t.ok(checkpoint, 'a checkpoint was saved, though --save_every and --save_time are off');
+  t.ok(readTrainState(checkpoint).step >= 2);
 });
 
 t.test('bin/train --check fails, naming the file, on invalid UTF-8, an empty file, a folder holding only a blank README, a binary file', async (t) => {
