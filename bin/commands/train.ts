@@ -54,8 +54,9 @@ async function main(): Promise<void> {
     .option('sample_every', { type: 'number', default: D.sample_every, describe: 'generate samples every N steps (0: never)' })
     .option('sample_length', { type: 'number', default: D.sample_length, describe: 'tokens per sample' })
     .option('sample_num', { type: 'number', default: D.sample_num, describe: 'samples each time' })
-    .option('top_k', { type: 'number', default: D.top_k, describe: 'samples: draw from the k most likely tokens (0: all)' })
-    .option('top_p', { type: 'number', default: D.top_p, describe: 'samples: nucleus sampling probability (0: off)' })
+    // No default that yargs fills in: --top_p alone overrides --top_k, as train.py's sampler did, and both given both apply.
+    .option('top_k', { type: 'number', defaultDescription: String(D.top_k), describe: 'samples: draw from the k most likely tokens (0: all; 0 too when --top_p is given without it, as in train.py)' })
+    .option('top_p', { type: 'number', default: D.top_p, describe: 'samples: nucleus sampling probability (0: off); overrides the default --top_k' })
     .option('min_p', { type: 'number', default: D.min_p, describe: 'samples: only tokens at least this fraction as likely as the most likely (0: off)' })
     .option('val_dataset', { type: 'string', default: D.val_dataset, describe: 'validation dataset (default: a fixed sample of --dataset)' })
     .option('val_split', { type: 'number', default: D.val_split, describe: 'without --val_dataset: hold out the last fraction of each chunk of --dataset (0.05: 5%; for chat logs written oldest first, the newest messages) for validation, and train on the rest (0: none)' })
@@ -97,6 +98,8 @@ async function main(): Promise<void> {
   for (const key of Object.keys(D) as (keyof TrainOptions)[]) {
     if (key in flags) (options as Record<string, unknown>)[key] = (flags as Record<string, unknown>)[key];
   }
+
+  options.top_k = argv.top_k ?? (argv.top_p > 0 && argv.top_p < 1 ? 0 : D.top_k);
 
   ranks = joinLaunchedJob();
   const abort = new AbortController();

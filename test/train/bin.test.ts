@@ -132,6 +132,17 @@ t.test('bin/train stopped by SIGTERM (kill, systemd, timeout) saves the steps si
   t.ok(readTrainState(checkpoint).step >= 2);
 });
 
+t.test("bin/train: --top_p given alone overrides --top_k's default for the samples, as train.py's sampler did; given both, both apply", async (t) => {
+  const dir = t.testdir();
+  const tiny = ['--dataset', path.join(CHAT, 'valid.train'), '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16',
+    '--n_ctx', '32', '--sample_every', '1', '--sample_length', '4', '--stop_after', '1', '--threads', '1'];
+  for (const [run_name, flags, topK] of [['default', [], 40], ['top_p', ['--top_p', '0.9'], 0], ['both', ['--top_p', '0.9', '--top_k', '5'], 5], ['top_p_off', ['--top_p', '1'], 40]] as const) {
+    const trained = run('train', [...tiny, '--run_name', run_name, ...flags], dir);
+    t.equal(trained.status, 0, trained.stderr);
+    t.equal(readTrainState(latestCheckpoint(path.join(dir, 'checkpoint', run_name)) as string).options.top_k, topK, `${flags.join(' ') || 'no flags'}: --top_k ${topK}`);
+  }
+});
+
 t.test('bin/train --check fails, naming the file, on invalid UTF-8, an empty file, a folder holding only a blank README, a binary file', async (t) => {
   const dir = t.testdir({ 'utf8.train': Buffer.from([...Buffer.from('1|mom|Hi <EOM>\n1|mom|caf'), 0xe9, ...Buffer.from(' <EOM>\n')]), 'empty.train': '', readme: { 'README.md': '\n' }, 'image.png': Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]) });
   const utf8 = run('train', ['--dataset', path.join(dir, 'utf8.train'), '--check']);
