@@ -17,12 +17,26 @@ export const HUB_REPOS: Readonly<Record<ReleaseName, string>> = {
   '1558M': 'gpt2-xl',
 };
 
-// 124M for "gpt2", the release name itself for a release name, null for any other name.
+// The names OpenAI first gave the two smaller releases, which the original tools' README and scripts still use:
+// renamed when their parameters were counted again.
+const RENAMED_RELEASES: ReadonlyMap<string, ReleaseName> = new Map([['117M', '124M'], ['345M', '355M']]);
+
+// 124M for "gpt2" (and for its old name, 117M), the release name itself for a release name, null for any other name.
 export function releaseName(name: string): ReleaseName | null {
+  const renamed = RENAMED_RELEASES.get(name);
+  if (renamed !== undefined) return renamed;
   for (const release of RELEASE_NAMES) {
     if (name === release || name === HUB_REPOS[release]) return release;
   }
   return null;
+}
+
+// The line a command prints when an old release name (117M, 345M) stands for its new one; null for any other name,
+// and for one that names a folder of its own under the models folder.
+export function renamedReleaseNotice(name: string): string | null {
+  const release = RENAMED_RELEASES.get(name);
+  if (release === undefined || fs.existsSync(path.join(modelsDir(), name))) return null;
+  return `${name} is OpenAI's old name of the release now called ${release}: taking ${release}`;
 }
 
 // models/ under the current folder, or DIXIE_MODELS_DIR.

@@ -25,7 +25,7 @@ import { GPT2Config, LoraOptions, Model, ModelOptions, plannedModelBytes, runsOn
 import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
 import { inspectModelFolder, type ModelFolder } from '../formats/model_folder';
-import { resolveModel } from '../formats/resolve_model';
+import { renamedReleaseNotice, resolveModel } from '../formats/resolve_model';
 import { Generator } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
@@ -429,6 +429,8 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     lora = newLora(o, seed);
   }
   const weightDtype = baseWeightDtype(o, lora, state, log);
+  const renamed = adapter || resumeDir ? null : renamedReleaseNotice(o.model_name);
+  if (renamed) log(renamed);
   const folder = resolveModel(adapter ? (adapter.baseModel as string) : resumeDir ? path.resolve(resumeDir) : o.model_name);
   const tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
   const model = await Model.load(folder, {

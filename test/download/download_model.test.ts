@@ -260,6 +260,12 @@ t.test('bin/download-model', async (t) => {
   t.equal(ok.code, 0, ok.stderr);
   t.match(ok.stderr, /124M: GPT-2 with 2 layers, 4 heads, 64 channels, context 64, vocabulary 256/);
   expectModel(t, path.join(models, '124M'));
+  // The original tools' README names the releases 117M and 345M, as OpenAI first did.
+  const oldNames = path.join(models, 'old-names');
+  const old = await run(['117M'], { DIXIE_MODELS_DIR: oldNames, DIXIE_MIRROR: servers.hub });
+  t.equal(old.code, 0, old.stderr);
+  t.match(old.stderr, /^117M is OpenAI's old name of the release now called 124M: taking 124M\n/);
+  expectModel(t, path.join(oldNames, '124M'));
   const bad = await run(['gpt2-xl', '--mirror', servers.hub], { DIXIE_MODELS_DIR: models });
   t.equal(bad.code, 1);
   t.match(bad.stderr, /^download-model: .*gpt2-xl\/resolve\/main\/config\.json: not found \(HTTP 404\)/);

@@ -1,5 +1,6 @@
 // What bin/train says of its options and data before and as it trains: a context longer than the model's named by
-// its flags, the chat check turned off for text that only looks like chat, chunks too short to ever be drawn.
+// its flags, the chat check turned off for text that only looks like chat, chunks too short to ever be drawn, the
+// releases' old names.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -21,4 +22,19 @@ t.test('short chunks are warned of; --chat_check off trains on text that looks l
   t.ok(lines.some((l) => /^warning: 1 of the 2 chunks of .*data \(12 of [\d,]+ tokens\) are shorter than a window of 33 tokens and are never read/.test(l)), lines.join('\n'));
   await t.rejects(train(tinyRun(dir, { dataset, run_name: 'bad', chat_check: 'maybe' as never })), /--chat_check must be one of auto, all, off, got "maybe"/);
   t.ok(fs.existsSync(result.runDir));
+});
+
+t.test("--model_name 117M, the original tools' name of 124M, trains 124M and says so", async (t) => {
+  const dir = t.testdir();
+  const base = await train(tinyRun(dir, { run_name: 'base', stop_after: 1 }), { log: () => undefined });
+  const models = path.join(dir, 'models');
+  fs.cpSync(base.checkpoint as string, path.join(models, '124M'), { recursive: true });
+  const before = process.env.DIXIE_MODELS_DIR;
+  process.env.DIXIE_MODELS_DIR = models;
+  t.teardown(() => (before === undefined ? delete process.env.DIXIE_MODELS_DIR : (process.env.DIXIE_MODELS_DIR = before)));
+  const lines: string[] = [];
+  const result = await train(tinyRun(dir, { fresh_model: false, model_name: '117M', run_name: 'old-name', stop_after: 1 }), { log: collect(lines) });
+  t.equal(result.stepsThisRun, 1);
+  t.ok(lines.includes("117M is OpenAI's old name of the release now called 124M: taking 124M"), lines.join('\n'));
+  t.ok(lines.includes(`loaded 117M from ${path.join(models, '124M')}`));
 });
