@@ -44,6 +44,12 @@ t.test('flags: either separator, the last of a flag given twice, a mistake told 
   t.equal(unknown.status, 1);
   t.match(unknown.stderr, /^Unknown argument: bogus\n\ntrain --help lists the options\n$/);
   t.notMatch(unknown.stdout + unknown.stderr, /Options:/, 'not under the whole help');
+  // What an unquoted --dataset multi/*.train reaches the command as.
+  const spread = run('train', ['--dataset', 'multi/friends.train', 'multi/work.train', '--check']);
+  t.equal(spread.status, 1);
+  t.equal(spread.stderr, "train: --dataset was given 2 files (multi/friends.train, multi/work.train): the shell expanded an unquoted pattern; quote it so that the pattern reaches the command whole, as in --dataset 'multi/*.train'\n");
+  const spreadVal = run('train', ['--dataset', valid, '--val-dataset', 'a/x.train', 'b/y.txt', 'c/z.txt', 'd/w.txt', '--check']);
+  t.match(spreadVal.stderr, /^train: --val_dataset was given 4 files \(a\/x\.train, b\/y\.txt, c\/z\.txt, \.\.\. \(4 in all\)\): the shell expanded an unquoted pattern; quote it [^]* --val_dataset '<pattern>'\n$/);
 });
 
 t.test('bin/train --check: exit 1 and file:line for malformed chat, 0 when clean', async (t) => {
