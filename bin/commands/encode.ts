@@ -32,6 +32,10 @@ async function main(): Promise<void> {
     .parseAsync();
   const [dataset, out] = argv._.map(String);
   const tokenizer = argv.tokenizer ? loadTokenizer(argv.tokenizer) : argv.model_name ? modelTokenizer(resolveModel(argv.model_name)) : loadTokenizer();
+  // The original encode.py wrote a NumPy .npz; what is written here is read by bin/train alone, whatever its name.
+  if (out.toLowerCase().endsWith('.npz')) {
+    console.log(`warning: ${out} will be dixie's token file, which bin/train reads, not a NumPy .npz as encode.py wrote (numpy.load cannot read it): name it .tokens to say so`);
+  }
   const started = performance.now();
   // On a terminal a bar redrawn in place; in a log, a line every ten seconds.
   const result = await encodeDataset(dataset, out, { tokenizer, combine: argv.combine, chatCheck: argv.chat_check, threads: argv.threads, onProgress: progressCallback('encoding') });

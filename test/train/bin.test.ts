@@ -4,6 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { isTokenFile } from '../../lib/data/token_file';
 import { latestCheckpoint, readTrainState } from '../../lib/train/checkpoint';
 import { CHAT, REPO, TINY_VOCAB } from './helpers';
 
@@ -147,6 +148,16 @@ t.test("bin/train: --top_p given alone overrides --top_k's default for the sampl
     t.equal(trained.status, 0, trained.stderr);
     t.equal(readTrainState(latestCheckpoint(path.join(dir, 'checkpoint', run_name)) as string).options.top_k, topK, `${flags.join(' ') || 'no flags'}: --top_k ${topK}`);
   }
+});
+
+t.test("bin/encode to a .npz name warns that it writes dixie's token file, not NumPy's", async (t) => {
+  const dir = t.testdir();
+  const out = path.join(dir, 'chat.npz');
+  const encoded = run('encode', [path.join(CHAT, 'valid.train'), out, '--tokenizer', TINY_VOCAB]);
+  t.equal(encoded.status, 0, encoded.stderr);
+  t.match(encoded.stdout, `warning: ${out} will be dixie's token file, which bin/train reads, not a NumPy .npz as encode.py wrote (numpy.load cannot read it): name it .tokens to say so`);
+  t.ok(isTokenFile(out), 'and writes its token file all the same');
+  t.notMatch(run('encode', [path.join(CHAT, 'valid.train'), path.join(dir, 'chat.tokens'), '--tokenizer', TINY_VOCAB]).stdout, /token file/);
 });
 
 t.test('bin/train --check fails, naming the file, on invalid UTF-8, an empty file, a folder holding only a blank README, a binary file', async (t) => {
