@@ -48,10 +48,18 @@ function hasGlibc() {
   }
 }
 
-// The CPU's feature flags from the text of /proc/cpuinfo (x86's "flags" line, Arm's "Features").
+// Flags that some kernels leave out of /proc/cpuinfo though the CPU has them, and what proves them there. LZCNT
+// ('abm'): Intel brought it with AVX2 and BMI1 (Haswell), AMD had it long before, so every CPU with those has it;
+// Firecracker's guests, among others, list neither 'abm' nor 'lzcnt', which would otherwise put an AVX-512 CPU on
+// the scalar build.
+const IMPLIED_FLAGS = [{ flag: 'abm', by: ['avx2', 'bmi1'] }];
+
+// The CPU's feature flags from the text of /proc/cpuinfo (x86's "flags" line, Arm's "Features"), with those implied.
 function parseCpuFlags(cpuinfo) {
   const line = /^(?:flags|Features)\s*:(.*)$/m.exec(cpuinfo);
-  return new Set(line ? line[1].trim().split(/\s+/) : []);
+  const flags = new Set(line ? line[1].trim().split(/\s+/) : []);
+  for (const { flag, by } of IMPLIED_FLAGS) if (by.every((f) => flags.has(f))) flags.add(flag);
+  return flags;
 }
 
 // Empty where there is no /proc/cpuinfo: only builds that need no flags are then chosen.

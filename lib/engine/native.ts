@@ -195,6 +195,8 @@ export function loadAddon(): NativeAddon {
     } catch (err) {
       throw new Error(`the native addon (${origin}: ${file}) does not load: run \`npm run build:native\`\n${(err as Error).message}`);
     }
+    // npm hides what its install step chose, and a slow variant is otherwise invisible.
+    if (process.env.DIXIE_VERBOSE === '1') process.stderr.write(`dixie: native addon: ${origin} (${file}), compiled for ${addon.cpuFeatures().join(' ') || 'no vector extensions'}\n`);
   }
   return addon;
 }

@@ -39,6 +39,14 @@ t.test('the best prebuilt variant the CPU can run is chosen', async (t) => {
   t.equal(bestVariant('darwin-arm64', new Set(), ['armv8']), null);
 });
 
+t.test('a CPU whose kernel lists no LZCNT flag but has AVX2 and BMI1 still gets its level', async (t) => {
+  // The flags line of an AVX-512 Firecracker guest, which names neither 'abm' nor 'lzcnt'.
+  const firecracker = `flags\t\t: fpu sse sse2 pni ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt xsave avx f16c lahf_lm bmi1 avx2 bmi2 ${
+    'avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni'}\n`;
+  t.equal(bestVariant(X64, parseCpuFlags(firecracker), ALL_X64)?.name, 'avx512');
+  t.notOk(parseCpuFlags('flags\t: fpu sse2 ssse3 avx\n').has('abm'), 'not implied without AVX2 and BMI1');
+});
+
 t.test('each variant needs all that the next one needs: the table is best first', async (t) => {
   for (const [platform, variants] of Object.entries(VARIANTS)) {
     for (let i = 1; i < variants.length; i++) {
