@@ -32,7 +32,8 @@
 //   save(dir), saveOptimizer(file), loadOptimizer(file)
 //                                                 atomic writes; save writes config.json + model.safetensors.
 //   saveAdapter(dir)                              a model with `lora`: its adapter, in PEFT's layout.
-//   memory(), dispose()                           bytes by kind; free the native memory now.
+//   memory(), dispose()                           bytes by kind; free the native memory now (once the calls on
+//                                                 the model have settled).
 export { Model, WEIGHTS_FILE, CONFIG_FILE, hfConfigJson } from './engine/model';
 export type { GPT2Config, LoraOptions, ModelAdapter, ModelLora, ModelLoadOptions, ModelOptions } from './engine/model';
 export { loadAddon } from './engine/native';

@@ -246,7 +246,6 @@ export class Model {
   private tail: Promise<unknown> = Promise.resolve();
   private pending = 0;
   private weightChanges = 0;
-  private disposed = false;
 
   private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource, adapter: PeftAdapter | null = null, base: string | null = null) {
     this.config = { ...config };
@@ -765,9 +764,11 @@ export class Model {
     return this.native.memory();
   }
 
+  // Refused while calls are queued or running, which would lose the memory they work in; disposing twice is harmless.
   dispose(): void {
-    if (this.disposed) return;
-    this.disposed = true;
+    if (this.pending > 0) {
+      throw new Error(`dispose: ${this.pending} call${this.pending === 1 ? ' is' : 's are'} still queued or running on this model: await ${this.pending === 1 ? 'it' : 'them'}, then dispose()`);
+    }
     this.native.dispose();
   }
 }

@@ -185,8 +185,13 @@ t.test('bad calls: token ids, lengths, T > nCtx, planned size, busy model, dispo
   const losses = await Promise.all([0, 1, 2].map(() => m.forward(ex.inputs, ex.targets, ex.B, ex.T)));
   t.ok(losses.every((l) => l === losses[0]), 'queued calls all ran');
 
+  // dispose() while a call runs is refused, saying to await it, and frees the memory once it has settled.
+  const running = m.forward(ex.inputs, ex.targets, ex.B, ex.T);
+  t.throws(() => m.dispose(), /dispose: 1 call is still queued or running on this model: await it, then dispose\(\)/);
+  await running;
   m.dispose();
   t.throws(() => m[NATIVE].numParams(), /disposed/);
+  m.dispose();
   await t.rejects(m[NATIVE].forward(ex.inputs, null, ex.B, ex.T, null, null), /disposed/);
   t.throws(() => new (loadAddon().Model)({ ...TINY_CONFIG, nHead: 0 }, {}), /config\.nHead must be an integer in \[1/);
   t.throws(() => new (loadAddon().Model)(TINY_CONFIG, { maxSeq: 65 }), /options\.maxSeq/);
