@@ -582,6 +582,8 @@ export class Model {
     if (data.length !== info.numel) {
       throw new Error(`tensor "${name}" has ${info.numel} elements ([${info.shape.join(', ')}]), got ${data.length}`);
     }
+    const bad = firstNonFinite(data, 'F32');
+    if (bad) throw new Error(`setParam: tensor "${name}" has ${bad.value} at element ${bad.index}; weights must be finite`);
     this.native.writeParams(info.offset, data, 'f32');
     this.weightChanges++;
   }

@@ -158,6 +158,13 @@ t.test('bad calls: token ids, lengths, T > nCtx, planned size, busy model, dispo
   await t.rejects(m.step({ optimizer: 'adam' as 'adamw', lr: 1 }), /optimizer must be 'adamw' or 'sgd'/);
   t.throws(() => m.getParam('h.9.ln_1.weight'), /unknown tensor "h\.9\.ln_1\.weight"/);
   t.throws(() => m.setParam('ln_f.bias', new Float32Array(3)), /"ln_f\.bias" has 64 elements/);
+  const before = m.getParam('ln_f.bias');
+  for (const [value, named] of [[NaN, 'a NaN'], [Infinity, '\\+Infinity'], [-Infinity, '-Infinity']] as const) {
+    const data = before.slice();
+    data[5] = value;
+    t.throws(() => m.setParam('ln_f.bias', data), new RegExp(`setParam: tensor "ln_f\\.bias" has ${named} at element 5; weights must be finite`));
+  }
+  t.same(m.getParam('ln_f.bias'), before, 'refused values are not written');
   t.throws(() => m[NATIVE].readParams(m[NATIVE].numParams() - 2, new Float32Array(4)), /beyond the \d+ parameters/);
   t.throws(() => m[NATIVE].writeParams(-1, new Float32Array(1), 'f32'), /offset must be an integer/);
   t.throws(() => m[NATIVE].kvLength(0), /not reserved/);
