@@ -10,6 +10,7 @@ export type { FinishReason, GenerateResult, SamplingOptions, Timings } from './s
 export { MAX_TOP_LOGPROBS, tokenLogprob } from './logprobs';
 export type { Alternative, TokenLogprob } from './logprobs';
 export { Grammar, GrammarError } from './grammar';
-export { ChatSession } from './chat';
+export { ChatSession, MessageTooLongError, fitChat } from './chat';
 export { isAudience } from '../data/chat_format';
-export type { ChatOptions, ChatReply } from './chat';
+export type { Conversation, FittedPrompt, Turn } from '../data/chat_format';
+export type { ChatOptions, ChatReply, FittedChat } from './chat';

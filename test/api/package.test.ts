@@ -25,8 +25,8 @@ t.test('require("dixie") gives the documented API', async (t) => {
   const script = `const d = require('dixie'); console.log(JSON.stringify(Object.fromEntries(Object.entries(d).map(([k, v]) => [k, typeof v]))));`;
   const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: dir });
   const api = JSON.parse(stdout) as Record<string, string>;
-  for (const name of ['Model', 'Generator', 'Batcher', 'ChatSession', 'Tokenizer', 'StreamDecoder', 'EncoderPool']) t.equal(api[name], 'function', name);
-  for (const name of ['loadTokenizer', 'train', 'loadDataset', 'encodeDataset', 'importTFCheckpoint', 'writeGguf', 'writeGgufAdapter', 'downloadModel', 'createServer', 'loadServerConfig', 'createChatbotSanitizer', 'openSafetensors', 'writeSafetensors']) {
+  for (const name of ['Model', 'Generator', 'Batcher', 'ChatSession', 'Tokenizer', 'StreamDecoder', 'EncoderPool', 'MessageTooLongError']) t.equal(api[name], 'function', name);
+  for (const name of ['loadTokenizer', 'train', 'loadDataset', 'encodeDataset', 'importTFCheckpoint', 'writeGguf', 'writeGgufAdapter', 'downloadModel', 'createServer', 'loadServerConfig', 'createChatbotSanitizer', 'openSafetensors', 'writeSafetensors', 'fitChat']) {
     t.equal(api[name], 'function', name);
   }
 });
