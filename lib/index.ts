@@ -29,8 +29,10 @@
 //   getParam(name), setParam(name, data), getGrad(name), tensors
 //                                                 by Hugging Face name (h.0.attn.c_attn.weight), shapes as Hugging
 //                                                 Face has them.
-//   save(dir), saveOptimizer(file), loadOptimizer(file)
-//                                                 atomic writes; save writes config.json + model.safetensors.
+//   save(dir, {tokenizer}), saveOptimizer(file), loadOptimizer(file)
+//                                                 atomic writes; save writes config.json + model.safetensors, and
+//                                                 with a tokenizer its vocabulary (else loading warns and takes
+//                                                 GPT-2's).
 //   saveAdapter(dir)                              a model with `lora`: its adapter, in PEFT's layout.
 //   memory(), dispose()                           bytes by kind; free the native memory now (once the calls on
 //                                                 the model have settled).

@@ -22,7 +22,7 @@ async function main() {
   }
   console.log('wte', model.getParam('wte.weight').length, 'floats; h.0.attn.c_attn.weight shape',
     model.tensors.find((t) => t.name === 'h.0.attn.c_attn.weight').shape.join('x'));
-  await model.save(out); // config.json + model.safetensors, written atomically
+  await model.save(out, { tokenizer }); // config.json + model.safetensors + the vocabulary, written atomically
   model.dispose();
 
   const generator = await Generator.load(out); // inference only; the same API serves 124M and up

@@ -21,6 +21,8 @@ import { GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openG
 import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { adapterDeltas, checkAdapterFits, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan, plannedMemoryBytes } from './memory_plan';
+import type { Tokenizer } from '../tokenizer/tokenizer';
+import { writeVocabulary } from '../tokenizer/vocab';
 import { writeTextAtomic } from '../util/atomic_file';
 import { Rng } from '../util/rng';
 import { readJsonObject } from '../util/json_file';
@@ -608,8 +610,13 @@ export class Model {
   // ---- files ----
 
   // config.json and model.safetensors (float32), each written atomically; onProgress after each tensor, with the
-  // bytes written so far.
-  save(dir: string, options: { onProgress?: (bytes: number, totalBytes: number) => void } = {}): Promise<void> {
+  // bytes written so far. With `tokenizer`, its vocabulary too (writeVocabulary), so that the folder loads with the
+  // vocabulary the model was trained on rather than GPT-2's with a warning.
+  save(dir: string, options: { tokenizer?: Tokenizer; onProgress?: (bytes: number, totalBytes: number) => void } = {}): Promise<void> {
+    const { tokenizer } = options;
+    if (tokenizer && tokenizer.vocabSize > this.config.vocabSize) {
+      return Promise.reject(new Error(`save: options.tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocabSize ${this.config.vocabSize}: pass the tokenizer the model was made for`));
+    }
     return this.enqueue(async () => {
       if (this.lora) throw new Error('save: the model trains a LoRA adapter, which saveAdapter writes (bin/merge-lora merges it into its base)');
       const totalBytes = this.tensors.reduce((n, t) => n + 4 * t.numel, 0);
@@ -627,6 +634,7 @@ export class Model {
       }));
       await writeSafetensors(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' });
       await writeTextAtomic(path.join(dir, CONFIG_FILE), `${JSON.stringify(hfConfigJson(this.config), null, 2)}\n`);
+      if (tokenizer) await writeVocabulary(tokenizer.vocab, dir, { nCtx: this.config.nCtx });
     });
   }
 

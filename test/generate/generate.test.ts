@@ -1,6 +1,7 @@
 // lib/generate: stop sequences and streaming (Sequence), the context-window policy against full forward passes,
 // and the batcher: members alike alone and together, seeds, thread counts, limits, abort and deadline.
 import t, { type Test } from 'tap';
+import { inspectModelFolder } from '../../lib/formats/model_folder';
 import { Model, GPT2Config } from '../../lib/engine/model';
 import type { NativeModel } from '../../lib/engine/native';
 import { Generator, Sequence, DEFAULT_SAMPLING, GenerateResult } from '../../lib/generate';
@@ -351,4 +352,26 @@ t.test("a model whose vocabulary is padded past its tokenizer's never draws, nor
   const logprobs = result.logprobs ?? [];
   t.ok(logprobs.every((l) => l.logprob < -Math.log(tokenizer.vocabSize) - 10), 'the padding holds the model\'s mass');
   t.ok(logprobs.every((l) => l.top.length === 5 && l.top.every((a) => a.token < tokenizer.vocabSize)), 'the likeliest offered are tokens');
+});
+
+t.test('Model.save with a tokenizer writes its vocabulary beside the weights, and Generator.load reads it without a warning', async (t) => {
+  const dir = t.testdir();
+  const small = Model.create({ ...CONFIG, vocabSize: 300 }, { trainable: false });
+  await t.rejects(small.save(dir, { tokenizer }), /save: options\.tokenizer has 50257 tokens, more than the model's vocabSize 300/);
+  small.dispose();
+  const model = Model.create(CONFIG, { seed: 1, trainable: false });
+  await model.save(dir, { tokenizer });
+  model.dispose();
+  t.ok(inspectModelFolder(dir).vocab, 'the folder has a vocabulary');
+  const warnings: unknown[][] = [];
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => warnings.push(args);
+  try {
+    const gen = await Generator.load(dir);
+    t.equal(gen.tokenizer.vocabSize, tokenizer.vocabSize);
+    await gen.close();
+  } finally {
+    console.warn = warn;
+  }
+  t.same(warnings, [], 'nothing written to stderr');
 });
