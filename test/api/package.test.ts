@@ -1,6 +1,6 @@
-// The package as its users see it: `require('dixie')` resolves to the typed API, installed or in a clone, and the
-// README's library example (examples/library/train_and_generate.js, quoted verbatim in README.md) runs as it
-// says and does what it says.
+// The package as its users see it: `require('dixie')` resolves to the typed API, installed or in a clone, what
+// `npm pack` ships and what its types need, and the README's library example (examples/library/train_and_generate.js,
+// quoted verbatim in README.md) runs as it says and does what it says.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -28,6 +28,28 @@ t.test('require("dixie") gives the documented API', async (t) => {
   for (const name of ['Model', 'Generator', 'Batcher', 'ChatSession', 'Tokenizer', 'StreamDecoder', 'EncoderPool', 'MessageTooLongError']) t.equal(api[name], 'function', name);
   for (const name of ['loadTokenizer', 'train', 'loadDataset', 'encodeDataset', 'importTFCheckpoint', 'writeGguf', 'writeGgufAdapter', 'downloadModel', 'createServer', 'loadServerConfig', 'createChatbotSanitizer', 'openSafetensors', 'writeSafetensors', 'fitChat']) {
     t.equal(api[name], 'function', name);
+  }
+});
+
+t.test('the packed package has the license and the library example its README names', async (t) => {
+  const { stdout } = await promisify(execFile)('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root });
+  const files = new Set((JSON.parse(stdout) as { files: { path: string }[] }[])[0].files.map((f) => f.path));
+  for (const file of ['LICENSE', 'README.md', path.relative(root, example)]) t.ok(files.has(file), file);
+});
+
+t.test('the published types import only packages that installing dixie installs', async (t) => {
+  const { dependencies } = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+  const declarations = fs.readdirSync(path.join(root, 'dist/lib'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.d.ts'));
+  const imported = new Set<string>();
+  for (const file of declarations) {
+    const text = fs.readFileSync(path.join(root, 'dist/lib', file), 'utf8');
+    for (const [, name] of text.matchAll(/(?:from |import\()['"]([^'"./][^'"]*)['"]/g)) imported.add(name.startsWith('@') ? name.split('/').slice(0, 2).join('/') : name.split('/')[0]);
+  }
+  // Node's own modules are typed by the user's @types/node.
+  for (const name of [...imported].filter((n) => !n.startsWith('node:'))) {
+    const definitelyTyped = name.startsWith('@') ? `@types/${name.slice(1).replace('/', '__')}` : `@types/${name}`;
+    const typedBy = fs.existsSync(path.join(root, 'node_modules', definitelyTyped)) ? definitelyTyped : name;
+    t.ok(dependencies[typedBy] !== undefined, `${name}: typed by ${typedBy}, a dependency`);
   }
 });
 
