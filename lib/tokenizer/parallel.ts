@@ -70,6 +70,7 @@ export class EncoderPool {
   private nextId = 0;
   private failure: Error | undefined;
   private closed = false;
+  private encoding = 0;
 
   constructor(options: EncoderPoolOptions = {}) {
     this.threads = options.threads ?? os.availableParallelism();
@@ -81,6 +82,9 @@ export class EncoderPool {
     const setup: WorkerSetup = { vocabDir: options.vocabDir };
     for (let i = 0; i < this.threads; i++) {
       const worker = new Worker(path.join(__dirname, 'worker.js'), { workerData: setup });
+      // Idle workers must not keep the process alive: a script that never closes the pool would never exit.
+      // encode refs them while it runs, so that the process waits for its result.
+      worker.unref();
       worker.on('message', (reply: EncodeReply) => this.settle(reply));
       worker.on('error', (err: Error) => this.fail(err));
       worker.on('exit', (code) => {
@@ -115,12 +119,18 @@ export class EncoderPool {
         options.onProgress?.(doneChars, totalChars);
       }
     };
-    // Two loops per worker: one job running, the next waiting in its queue.
-    await Promise.all(this.workers.flatMap((_, w) => [runLane(w), runLane(w)]));
+    if (this.encoding++ === 0) for (const worker of this.workers) worker.ref();
+    try {
+      // Two loops per worker: one job running, the next waiting in its queue.
+      await Promise.all(this.workers.flatMap((_, w) => [runLane(w), runLane(w)]));
+    } finally {
+      if (--this.encoding === 0) for (const worker of this.workers) worker.unref();
+    }
     return texts.map((_, t) => concat(results.slice(firstChunk[t], firstChunk[t + 1])));
   }
 
-  // Stops the workers (they keep the process alive until then); encodes still running fail.
+  // Stops the workers; encodes still running fail. Idle workers do not keep the process alive, so a script that
+  // is done with the pool may also just end.
   async close(): Promise<void> {
     this.closed = true;
     this.fail(new Error('EncoderPool: closed while encoding'));

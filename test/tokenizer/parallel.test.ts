@@ -1,6 +1,8 @@
 // Parallel encoding gives exactly the tokens of one tokenizer, in order, for many texts and for one text
 // cut into chunks anywhere cutting is allowed: inside runs of blanks and newlines, next to multi-byte and
 // astral characters, around special tokens.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import t from 'tap';
 import { EncoderPool, encodeParallel, loadTokenizer } from '../../lib/tokenizer';
 import { cutText, dealLanes, takeJob } from '../../lib/tokenizer/parallel';
@@ -99,4 +101,20 @@ t.test('encodeParallel: one call, then the workers are gone; bad options are ref
   t.throws(() => new EncoderPool({ vocabDir: '/nonexistent' }), { message: /\/nonexistent: no GPT-2 vocabulary here/ });
   t.throws(() => new EncoderPool({ threads: 0 }), { message: /threads must be a positive integer, got 0/ });
   t.throws(() => new EncoderPool({ chunkChars: 1.5 }), { message: /chunkChars must be a positive integer, got 1.5/ });
+});
+
+t.test('a script that uses a pool and never closes it ends once its work is done', async (t) => {
+  // Two encodes, the second after the first has left the workers idle: the process waits for each, then exits.
+  const script = `
+    const { EncoderPool } = require(${JSON.stringify(path.join(__dirname, '..', '..', 'lib', 'tokenizer'))});
+    const pool = new EncoderPool({ threads: 2 });
+    pool.encode(['hello world'], { allowSpecial: false }).then(([a]) => {
+      console.log(a.length);
+      setTimeout(() => pool.encode(['hello there world'], { allowSpecial: false }).then(([b]) => console.log(b.length)), 10);
+    });`;
+  // The limit only keeps a hanging child from hanging the test.
+  const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  t.equal(run.signal, null, 'exited by itself');
+  t.equal(run.status, 0, run.stderr);
+  t.equal(run.stdout, '2\n3\n', 'both results came before it exited');
 });
