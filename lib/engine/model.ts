@@ -15,7 +15,7 @@ import {
   NativeTraining,
   WeightDType,
 } from './native';
-import { hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
+import { checkConfig, hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { GGML_QUANTS } from '../formats/ggml_quants';
 import { GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
@@ -323,6 +323,7 @@ export class Model {
   }
 
   static create(config: GPT2Config, options: ModelOptions & { seed?: number } = {}): Model {
+    checkConfig(CREATED.where, config);
     const { seed = 0, ...nativeOptions } = options;
     const model = new Model(config, nativeOptions, CREATED);
     const rng = new Rng(seed);

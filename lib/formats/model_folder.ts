@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { NativeConfig } from '../engine/native';
 import { readJsonObject } from '../util/json_file';
+import { quoted } from '../util/quoted';
 import { GGUF_FILE, ggufConfig, ggufVocabulary, openGguf } from './gguf';
 
 export type GPT2Config = NativeConfig;
@@ -59,7 +60,7 @@ function positiveInt(file: string, json: Record<string, unknown>, field: string)
   const value = json[field];
   if (value === undefined) throw new Error(`${file}: missing field "${field}"`);
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new Error(`${file}: field "${field}" must be a positive integer, got ${JSON.stringify(value)}`);
+    throw new Error(`${file}: field "${field}" must be a positive integer, got ${quoted(value)}`);
   }
   return value;
 }
@@ -91,6 +92,17 @@ export function readHFConfig(file: string): GPT2Config {
     nCtx: positiveInt(file, json, fields.nCtx),
     vocabSize: positiveInt(file, json, fields.vocabSize),
   }, fields.nHead, fields.nEmbd);
+}
+
+// A config given in code (Model.create's) checked as a file's is, before its sizes plan any memory; `where` names it.
+export function checkConfig(where: string, config: unknown): GPT2Config {
+  if (typeof config !== 'object' || config === null) {
+    throw new TypeError(`${where} must be an object of nLayer, nHead, nEmbd, nCtx and vocabSize, got ${quoted(config)}`);
+  }
+  const fields = config as Record<string, unknown>;
+  const sizes = { nLayer: 0, nHead: 0, nEmbd: 0, nCtx: 0, vocabSize: 0 };
+  for (const key of Object.keys(sizes) as (keyof GPT2Config)[]) sizes[key] = positiveInt(where, fields, key);
+  return checkHeads(where, sizes, 'nHead', 'nEmbd');
 }
 
 // The number of parameters GPT-2 of these sizes has: the token and position embeddings; each layer's two layer

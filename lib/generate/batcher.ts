@@ -29,6 +29,7 @@ import {
   Sequence,
   checkSampling,
   randomSeed,
+  refusal,
 } from './sequence';
 
 export interface BatchRequest {
@@ -252,11 +253,15 @@ export class Batcher {
         throw new RangeError(`promptTokens[${i}] = ${t} is not a token of this model (vocabulary ${this.vocabSize})`);
       }
     }
+    const stopTokens = request.stopTokens ?? [this.tokenizer.eotToken];
+    if (!Array.isArray(stopTokens) || !stopTokens.every((t) => Number.isInteger(t) && t >= 0 && t < this.vocabSize)) {
+      throw new RangeError(refusal('stopTokens', `a list of token ids of this model (integers in [0, ${this.vocabSize}))`, stopTokens));
+    }
     let seed: bigint;
     if (request.seed === undefined) seed = randomSeed();
     else if (typeof request.seed === 'bigint') seed = request.seed;
     else if (Number.isSafeInteger(request.seed) && request.seed >= 0) seed = BigInt(request.seed);
-    else throw new RangeError(`seed must be a non-negative integer, got ${request.seed}`);
+    else throw new RangeError(refusal('seed', 'a non-negative integer', request.seed));
     // The request's callbacks (its client's stream, its sanitizer's reply stream) run inside the loop that decodes
     // every request: one that throws fails its own request (expire, finish), never the loop and its neighbours.
     const guarded = <A, R>(callback: (arg: A) => R, failed: R) => (arg: A): R => {
@@ -274,7 +279,7 @@ export class Batcher {
         maxTokens: request.maxTokens,
         sampling,
         stop: request.stop ?? [],
-        stopTokens: request.stopTokens ?? [this.tokenizer.eotToken],
+        stopTokens,
         seed,
         nCtx: this.nCtx,
         contextKeep: this.contextKeep,

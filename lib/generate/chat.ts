@@ -4,7 +4,8 @@
 import { checkAudience, fitConversation, REPLY_STOPS, type Conversation, type FittedPrompt, type Turn } from '../data/chat_format';
 import { createChatbotSanitizer, Sanitizer } from '../sanitize';
 import { Generator, GenerateOptions } from './generate';
-import type { FinishReason, GenerateResult } from './sequence';
+import { refusal, type FinishReason, type GenerateResult } from './sequence';
+import { quoted } from '../util/quoted';
 
 export interface ChatOptions extends Omit<GenerateOptions, 'stop' | 'onText'> {
   audience: string;
@@ -52,7 +53,14 @@ export class ChatSession {
   private readonly sanitizer: Sanitizer;
 
   constructor(private readonly generator: Generator, private readonly options: ChatOptions) {
+    if (typeof options !== 'object' || options === null || typeof options.audience !== 'string') {
+      throw new TypeError(`ChatSession: options.audience must name whom the model answers as, such as { audience: "Alice" }, got ${quoted(options)}`);
+    }
     checkAudience(options.audience);
+    // fitChat sizes the prompt by it before generate would refuse it.
+    if (options.maxTokens !== undefined && !(Number.isInteger(options.maxTokens) && options.maxTokens >= 1)) {
+      throw new RangeError(`ChatSession: ${refusal('options.maxTokens', 'an integer >= 1', options.maxTokens)}`);
+    }
     this.sanitizer = createChatbotSanitizer({ maxMessages: 1, names: [options.audience] });
   }
 

@@ -81,7 +81,7 @@ export function randomSeed(): bigint {
 // rule and the value apart, so that each front end can say it under its own name for the setting.
 export class SamplingError extends RangeError {
   constructor(readonly field: keyof SamplingOptions, readonly rule: string, readonly value: unknown) {
-    super(refusal(field, rule, value, ''));
+    super(refusal(field, rule, value));
     this.name = 'SamplingError';
   }
 
@@ -92,7 +92,7 @@ export class SamplingError extends RangeError {
   }
 }
 
-function refusal(name: string, rule: string, value: unknown, context: string): string {
+export function refusal(name: string, rule: string, value: unknown, context = ''): string {
   return `${name} must be ${rule}${context}, got ${quoted(value)}`;
 }
 
@@ -172,9 +172,13 @@ export class Sequence {
   private readonly endOfText: number;
 
   constructor(private readonly options: SequenceOptions, tokenizer: Tokenizer) {
-    const { promptTokens, nCtx, contextKeep } = options;
+    const { promptTokens, nCtx, contextKeep, maxTokens, stop } = options;
     if (promptTokens.length === 0) throw new RangeError('the prompt is empty: give at least one token (<|endoftext|> for unconditional text)');
     if (!(contextKeep >= 1 && contextKeep < nCtx)) throw new RangeError(`contextKeep must be in [1, ${nCtx}), got ${contextKeep}`);
+    // Before the context is sized by maxTokens. From JavaScript a string may come for either.
+    if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new RangeError(refusal('maxTokens', 'an integer >= 1', maxTokens));
+    if (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string')) throw new TypeError(refusal('stop', 'a list of strings, such as ["\\n"]', stop));
+    if (stop.some((s) => s.length === 0)) throw new RangeError('stop sequences must not be empty');
     this.context = new Int32Array(Math.max(16, promptTokens.length + Math.min(options.maxTokens, nCtx)));
     this.context.set(promptTokens);
     this.length = promptTokens.length;
@@ -185,9 +189,7 @@ export class Sequence {
     this.rng = BigUint64Array.from(rngStateFromSeed(options.seed));
     this.decoder = tokenizer.streamDecoder();
     this.endOfText = tokenizer.eotToken;
-    this.longestStop = options.stop.reduce((m, s) => Math.max(m, s.length), 0);
-    if (options.stop.some((s) => s.length === 0)) throw new RangeError('stop sequences must not be empty');
-    if (options.maxTokens < 1 || !Number.isInteger(options.maxTokens)) throw new RangeError(`maxTokens must be an integer >= 1, got ${options.maxTokens}`);
+    this.longestStop = stop.reduce((m, s) => Math.max(m, s.length), 0);
   }
 
   get done(): boolean {

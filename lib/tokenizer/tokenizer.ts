@@ -5,6 +5,7 @@ import { TextDecoder } from 'node:util';
 import { PairMerger } from './bpe';
 import { pieceEnd } from './pretokenize';
 import type { ModelFolder } from '../formats/model_folder';
+import { quoted } from '../util/quoted';
 import { END_OF_TEXT, Vocabulary, bundledVocabularyDir, locateVocabulary } from './vocab';
 import { MAX_CACHED_PIECE, WordCache, hashPiece } from './word_cache';
 
@@ -59,7 +60,9 @@ export class Tokenizer {
     return this.cache.maxEntries;
   }
 
-  encode(text: string, options: EncodeOptions): Int32Array {
+  // Without options, as text from a user: a literal "<|endoftext|>" stays characters.
+  encode(text: string, options: EncodeOptions = { allowSpecial: false }): Int32Array {
+    if (typeof text !== 'string') throw new TypeError(`encode: the text must be a string, got ${quoted(text)}`);
     if (this.merger === undefined) this.merger = new PairMerger(this.vocab.merges);
     let count = 0;
     if (options.allowSpecial) {

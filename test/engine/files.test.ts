@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { Model, NATIVE } from '../../lib/engine/model';
+import { Model, NATIVE, type GPT2Config } from '../../lib/engine/model';
 import { loadAddon } from '../../lib/engine/native';
 import { f16ToF32, f32ToBf16, f32ToF16, bf16ToF32, openSafetensors, writeSafetensors, type TensorToWrite } from '../../lib/formats/safetensors';
 import { FIXTURE_DIR, TINY_CONFIG, loadExpected, maxAbsDiff } from './helpers';
@@ -201,6 +201,15 @@ t.test('bad calls: token ids, lengths, T > nCtx, planned size, busy model, dispo
   m.dispose();
   await t.rejects(m[NATIVE].forward(ex.inputs, null, ex.B, ex.T, null, null), /disposed/);
   t.throws(() => new (loadAddon().Model)({ ...TINY_CONFIG, nHead: 0 }, {}), /config\.nHead must be an integer in \[1/);
+  // Model.create checks its config before planning memory by it.
+  const configs: [unknown, RegExp][] = [
+    [{ ...TINY_CONFIG, nLayer: NaN }, /^Model\.create config: field "nLayer" must be a positive integer, got NaN$/],
+    [{}, /^Model\.create config: missing field "nLayer"$/],
+    [{ ...TINY_CONFIG, vocabSize: '256' }, /^Model\.create config: field "vocabSize" must be a positive integer, got "256"$/],
+    [{ ...TINY_CONFIG, nHead: 3 }, /^Model\.create config: field "nEmbd" \(64\) must be a multiple of "nHead" \(3\)$/],
+    [undefined, /^Model\.create config must be an object of nLayer, nHead, nEmbd, nCtx and vocabSize, got undefined$/],
+  ];
+  for (const [config, message] of configs) t.throws(() => Model.create(config as GPT2Config), { message });
   t.throws(() => new (loadAddon().Model)(TINY_CONFIG, { maxSeq: 65 }), /options\.maxSeq/);
 });
 

@@ -33,6 +33,14 @@ t.test('the user writes as "you" (side 1), the model answers as the audience (si
   session.reset();
   t.equal(session.prompt('Bye'), '1|mom|Bye <EOM>\n0|mom|', 'reset forgets the conversation');
   t.throws(() => new ChatSession(generator, { audience: 'mom|dad' }), /audience must be 1 to 64 characters/);
+  // From JavaScript: options missing or wrong.
+  const refused: [unknown, RegExp][] = [
+    [{}, /ChatSession: options\.audience must name whom the model answers as, such as \{ audience: "Alice" \}, got \{\}/],
+    [undefined, /options\.audience must name whom the model answers as.*, got undefined/],
+    [{ audience: 'mom', maxTokens: NaN }, /ChatSession: options\.maxTokens must be an integer >= 1, got NaN/],
+    [{ audience: 'mom', maxTokens: '5' }, /options\.maxTokens must be an integer >= 1, got "5"/],
+  ];
+  for (const [options, message] of refused) t.throws(() => new ChatSession(generator, options as never), message);
 });
 
 t.test("the oldest messages go first, whole and a step at a time, so that the prompt and a full reply fit the context", async (t) => {

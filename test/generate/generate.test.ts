@@ -4,7 +4,7 @@ import t, { type Test } from 'tap';
 import { inspectModelFolder } from '../../lib/formats/model_folder';
 import { Model, GPT2Config } from '../../lib/engine/model';
 import type { NativeModel } from '../../lib/engine/native';
-import { Generator, Sequence, DEFAULT_SAMPLING, GenerateResult } from '../../lib/generate';
+import { Generator, Sequence, DEFAULT_SAMPLING, GenerateResult, type GenerateOptions } from '../../lib/generate';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { randomTokens } from '../engine/helpers';
 
@@ -374,4 +374,27 @@ t.test('Model.save with a tokenizer writes its vocabulary beside the weights, an
     console.warn = warn;
   }
   t.same(warnings, [], 'nothing written to stderr');
+});
+
+t.test('bad generate options from JavaScript are refused, each naming the option and what it must be', async (t) => {
+  const model = Model.create(CONFIG, { seed: 1, trainable: false });
+  const gen = new Generator(model, tokenizer, { slots: 1 });
+  t.teardown(async () => {
+    await gen.close();
+    model.dispose();
+  });
+  const refused: [Record<string, unknown>, RegExp][] = [
+    [{ maxTokens: NaN }, /^maxTokens must be an integer >= 1, got NaN$/],
+    [{ maxTokens: '5' }, /^maxTokens must be an integer >= 1, got "5"$/],
+    [{ maxTokens: Infinity }, /^maxTokens must be an integer >= 1, got Infinity$/],
+    [{ stop: 'x' }, /^stop must be a list of strings, such as \["\\n"\], got "x"$/],
+    [{ stop: [1] }, /^stop must be a list of strings, .*got \[1\]$/],
+    [{ stopTokens: [-1] }, /^stopTokens must be a list of token ids of this model \(integers in \[0, 50257\)\), got \[-1\]$/],
+    [{ stopTokens: [50257] }, /^stopTokens must be .*, got \[50257\]$/],
+    [{ stopTokens: 'x' }, /^stopTokens must be .*, got "x"$/],
+    [{ seed: 'x' }, /^seed must be a non-negative integer, got "x"$/],
+  ];
+  for (const [options, message] of refused) await t.rejects(gen.generate('a', options as GenerateOptions), { message }, JSON.stringify(options));
+  const ok = await gen.generate('a', { maxTokens: 2, stopTokens: [0], stop: ['zz'] });
+  t.equal(ok.tokens.length <= 2, true, 'valid options still generate');
 });

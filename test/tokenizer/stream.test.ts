@@ -59,3 +59,12 @@ t.test('the word cache holds at most its bound and stays correct when it overflo
   t.ok(small.cachedPieces <= 100);
   t.throws(() => loadTokenizer(undefined, { maxCachedPieces: 0 }), { message: 'maxCachedPieces must be a positive integer, got 0' });
 });
+
+t.test('encode without options takes the text as a user\'s; a text that is not a string is refused', async (t) => {
+  const text = 'hello <|endoftext|>';
+  t.same(tokenizer.encode(text), tokenizer.encode(text, { allowSpecial: false }), '<|endoftext|> stays characters');
+  t.notOk(tokenizer.encode(text).includes(tokenizer.eotToken));
+  for (const [value, shown] of [[42, '42'], [undefined, 'undefined'], [['hi'], '\\["hi"\\]']] as const) {
+    t.throws(() => tokenizer.encode(value as never), { name: 'TypeError', message: new RegExp(`^encode: the text must be a string, got ${shown}$`) });
+  }
+});
