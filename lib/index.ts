@@ -5,9 +5,14 @@
 // `writeGguf`, `downloadModel`, `openSafetensors`/`writeSafetensors`, `createServer`/`loadServerConfig`,
 // `createChatbotSanitizer`. README.md ("The library") shows them in use (examples/library/train_and_generate.js).
 //
-// Every heavy call returns a promise and runs off the event loop on the engine's thread pool; the calls on one
-// model are queued, never overlapped. The package's `exports` map gives this API, and lets a script inside a clone
-// `require('dixie')` itself (after `npm install`), as the example does when run from the clone.
+// The compute (forward, backward, step, decoding, embedding) returns promises and runs off the event loop on the
+// engine's threads; the calls on one model are queued, never overlapped. Loading and saving return promises too and
+// let the event loop run between pieces: loads between slabs of at most 16 MB, saves while Node's thread pool
+// writes and flushes; what they still do on it is copying one whole tensor out of the engine as a save writes it
+// (the largest is the token embedding, 150 MB in the 124M model: tenths of a second) and, for a file with an
+// lm_head.weight, comparing it with wte.weight. Model.create fills its weights on the event loop, synchronously.
+// The package's `exports` map gives this API, and lets a script inside a clone `require('dixie')` itself (after
+// `npm install`), as the example does when run from the clone.
 
 // The engine: a GPT-2 in native memory (forward, backward, optimizer steps, parameters by Hugging Face name).
 // The Model API in brief (lib/engine/model.ts has the full contract):

@@ -285,7 +285,7 @@ export class Model {
     let model: Model | null = null;
     try {
       model = new Model(folder.config, modelOptions, source, modelOptions.lora ? null : adapter, path.resolve(folder.dir));
-      model.loadWeights(file, folder.configFile, deltas);
+      await model.loadWeights(file, folder.configFile, deltas);
       if (modelOptions.lora) model.startAdapter(adapter);
       return model;
     } catch (err) {
@@ -299,7 +299,7 @@ export class Model {
   // A GGUF file of llama.cpp's "gpt2" architecture (formats/gguf.ts): the config from its metadata, the tensors by
   // llama.cpp's names, quantized ones expanded to float32 as ggml expands them (formats/ggml_quants.ts; q8_0's are
   // quantized again into the very same blocks when the model stores q8_0).
-  private static loadGguf(file: string, options: ModelOptions, adapter: PeftAdapter | null, base: string): Model {
+  private static async loadGguf(file: string, options: ModelOptions, adapter: PeftAdapter | null, base: string): Promise<Model> {
     const g = openGguf(file);
     let model: Model | null = null;
     try {
@@ -311,7 +311,7 @@ export class Model {
       const source: ConfigSource = { where: file, fieldName: (key) => GGUF_FIELDS[key] };
       const deltas = mergedDeltas(adapter, config, source, options);
       model = new Model(config, options, source, options.lora ? null : adapter, base);
-      model.loadGgufWeights(g, deltas);
+      await model.loadGgufWeights(g, deltas);
       if (options.lora) model.startAdapter(adapter);
       return model;
     } catch (err) {
@@ -383,14 +383,17 @@ export class Model {
 
   // Writes tensor `info` ([rows, cols], or a vector) a slab of rows at a time through `slabs`: fill(r0, r1, dst) puts
   // rows [r0, r1) into dst, values of `dtype`, which are checked for NaNs and infinities (named after `where`).
-  // addRows, an adapter's delta of the tensor, is added to each slab in float32 before it is written.
-  private writeSlabs(info: NativeTensorInfo, dtype: 'F32' | 'F16' | 'BF16', slabs: Slabs, where: string,
-    fill: (r0: number, r1: number, dst: Float32Array | Uint16Array) => void, addRows?: AddDeltaRows): void {
+  // addRows, an adapter's delta of the tensor, is added to each slab in float32 before it is written. The event
+  // loop runs between slabs: a server loading one model keeps answering for the others (a slab takes milliseconds,
+  // a whole model up to seconds).
+  private async writeSlabs(info: NativeTensorInfo, dtype: 'F32' | 'F16' | 'BF16', slabs: Slabs, where: string,
+    fill: (r0: number, r1: number, dst: Float32Array | Uint16Array) => void, addRows?: AddDeltaRows): Promise<void> {
     const [rows, cols] = info.shape.length === 2 ? info.shape : [1, info.numel];
     const { buffer } = slabs;
     const bytes = dtype === 'F32' ? 4 : 2;
     const step = Math.max(32, Math.floor(buffer.byteLength / bytes / cols / 32) * 32);
     for (let r0 = 0; r0 < rows; r0 += step) {
+      await new Promise((resolve) => setImmediate(resolve));
       const r1 = Math.min(rows, r0 + step);
       const n = (r1 - r0) * cols;
       const dst = dtype === 'F32' ? new Float32Array(buffer, 0, n) : new Uint16Array(buffer, 0, n);
@@ -420,7 +423,7 @@ export class Model {
 
   // Streams the file's tensors into native memory one at a time, checking names, shapes and completeness, and adding
   // an adapter's deltas (by tensor name) to the tensors they change.
-  private loadWeights(file: SafetensorsFile, configFile: string, deltas: ReadonlyMap<string, AddDeltaRows> | null): void {
+  private async loadWeights(file: SafetensorsFile, configFile: string, deltas: ReadonlyMap<string, AddDeltaRows> | null): Promise<void> {
     const slabs = this.slabBuffers();
     const loaded = new Set<string>();
     let lmHead: string | null = null;
@@ -441,7 +444,7 @@ export class Model {
         throw new Error(`${file.path}: tensor "${entry.name}" has dtype ${entry.dtype}; weights must be F32, F16 or BF16`);
       }
       const cols = info.shape.length === 2 ? info.shape[1] : info.numel;
-      this.writeSlabs(info, entry.dtype, slabs, `${file.path}: tensor "${entry.name}"`,
+      await this.writeSlabs(info, entry.dtype, slabs, `${file.path}: tensor "${entry.name}"`,
         (r0, _r1, dst) => file.readRange(entry, r0 * cols * dst.BYTES_PER_ELEMENT, dst), deltas?.get(name));
       loaded.add(name);
     }
@@ -455,7 +458,7 @@ export class Model {
   // Every tensor of a GGUF file into native memory, one at a time: names, dims (innermost first) and completeness
   // checked as for safetensors; an output.weight must repeat token_embd.weight, the head being tied. An adapter's
   // deltas are added as for safetensors.
-  private loadGgufWeights(g: GgufFile, deltas: ReadonlyMap<string, AddDeltaRows> | null): void {
+  private async loadGgufWeights(g: GgufFile, deltas: ReadonlyMap<string, AddDeltaRows> | null): Promise<void> {
     const slabs = this.slabBuffers();
     const loaded = new Set<string>();
     for (const t of g.tensors) {
@@ -469,7 +472,7 @@ export class Model {
         throw new Error(`${g.path}: tensor "${t.name}" has dims [${t.dims.join(', ')}] but the metadata implies [${dims.join(', ')}]`);
       }
       const [rows, cols] = info.shape.length === 2 ? info.shape : [1, info.numel];
-      this.writeSlabs(info, g.valueType(t), slabs, `${g.path}: tensor "${t.name}" (${ggmlTypeName(t.type)})`,
+      await this.writeSlabs(info, g.valueType(t), slabs, `${g.path}: tensor "${t.name}" (${ggmlTypeName(t.type)})`,
         (r0, r1, dst) => g.readRows(t, hf.transposed, rows, cols, r0, r1, dst), deltas?.get(info.name));
       loaded.add(info.name);
     }

@@ -671,14 +671,14 @@ async function writeGgufFile(file: string, h: HeaderWriter, tensors: readonly Gg
   start.u64(metadata);
   const headerBytes = start.length + h.length + padding(start.length + h.length);
   await writeFileAtomic(file, async (fd) => {
-    writeFully(fd, start.bytes());
-    writeFully(fd, h.bytes());
-    writeFully(fd, new Uint8Array(headerBytes - start.length - h.length));
+    await writeFully(fd, start.bytes());
+    await writeFully(fd, h.bytes());
+    await writeFully(fd, new Uint8Array(headerBytes - start.length - h.length));
     let written = headerBytes;
     for (const t of tensors) {
       const data = await t.data();
-      writeFully(fd, data);
-      writeFully(fd, new Uint8Array(padding(data.byteLength)));
+      await writeFully(fd, data);
+      await writeFully(fd, new Uint8Array(padding(data.byteLength)));
       written += data.byteLength + padding(data.byteLength);
       onProgress?.(written, headerBytes + offset);
     }

@@ -4,6 +4,7 @@
 // then reads one tensor at a time with positional reads; writing streams one tensor at a time, so neither
 // ever holds a whole model in memory.
 import fs from 'node:fs';
+import { promisify } from 'node:util';
 import { writeFileAtomic } from '../util/atomic_file';
 
 export type Dtype =
@@ -80,10 +81,13 @@ export function readFully(fd: number, dst: Uint8Array, position: number, file: s
   }
 }
 
-export function writeFully(fd: number, src: Uint8Array): void {
+const writeAt = promisify(fs.write);
+
+// Written on the thread pool, so that the event loop runs meanwhile: a model's weights take seconds to write.
+export async function writeFully(fd: number, src: Uint8Array): Promise<void> {
   let done = 0;
   while (done < src.byteLength) {
-    done += fs.writeSync(fd, src, done, Math.min(IO_CHUNK, src.byteLength - done));
+    done += (await writeAt(fd, src, done, Math.min(IO_CHUNK, src.byteLength - done), null)).bytesWritten;
   }
 }
 
@@ -285,16 +289,16 @@ export async function writeSafetensors(file: string, tensors: readonly TensorToW
   const length = Buffer.alloc(8);
   length.writeBigUInt64LE(BigInt(padded.length));
 
-  await writeFileAtomic(file, (fd) => {
-    writeFully(fd, length);
-    writeFully(fd, padded);
+  await writeFileAtomic(file, async (fd) => {
+    await writeFully(fd, length);
+    await writeFully(fd, padded);
     for (const t of ordered) {
       const bytes = bytesOf(t.data());
       const expected = numelOf(t.shape) * DTYPE_BYTES[t.dtype];
       if (bytes.byteLength !== expected) {
         throw new Error(`${file}: tensor "${t.name}": ${t.dtype} [${t.shape.join(', ')}] needs ${expected} bytes, data() gave ${bytes.byteLength}`);
       }
-      writeFully(fd, bytes);
+      await writeFully(fd, bytes);
     }
   });
 }

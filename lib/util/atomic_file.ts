@@ -4,6 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 // Unique to one write, so that two writes of one file at once (in one process or two) never share a temporary
 // file; it is also created exclusively, below.
@@ -38,7 +39,8 @@ export async function writeFileAtomic(target: string, fill: (fd: number) => void
     const fd = fs.openSync(temp, 'wx');
     try {
       await fill(fd);
-      fs.fsyncSync(fd);
+      // On the thread pool: flushing a large file to disk takes a while, and the event loop runs meanwhile.
+      await promisify(fs.fsync)(fd);
     } finally {
       fs.closeSync(fd);
     }

@@ -231,6 +231,29 @@ t.test('the event loop keeps running during a long forward', async (t) => {
   m.dispose();
 });
 
+t.test('loading and saving let the event loop run while they read and write', async (t) => {
+  // A chain of immediates turns with the event loop: it never would while a load or save held it to the end.
+  let turns = 0;
+  let ticking = true;
+  const tick = (): void => {
+    turns++;
+    if (ticking) setImmediate(tick);
+  };
+  const during = async <T>(work: () => Promise<T>): Promise<[T, number]> => {
+    turns = 0;
+    ticking = true;
+    setImmediate(tick);
+    const result = await work();
+    ticking = false;
+    return [result, turns];
+  };
+  const [m, loadTurns] = await during(() => load(FIXTURE_DIR));
+  t.ok(loadTurns >= 2, `the event loop turned ${loadTurns} times during Model.load`);
+  const [, saveTurns] = await during(() => m.save(path.join(tmp, 'saved-while-ticking')));
+  t.ok(saveTurns >= 2, `the event loop turned ${saveTurns} times during save`);
+  m.dispose();
+});
+
 t.test('addon facts', async (t) => {
   const features = loadAddon().cpuFeatures();
   t.ok(Array.isArray(features) && features.every((f) => typeof f === 'string'), JSON.stringify(features));
