@@ -18,7 +18,7 @@ async function main(): Promise<void> {
     .help()
     .parseAsync();
   for (const name of argv._.map(String)) {
-    const renamed = renamedReleaseNotice(name);
+    const renamed = renamedReleaseNotice(name, 'downloading');
     if (renamed) process.stderr.write(`${renamed}\n`);
     const folder = await downloadModel(name, { mirror: argv.mirror, force: argv.force, retries: argv.retries });
     const c = folder.config;

@@ -114,7 +114,9 @@ async function main(): Promise<void> {
     }
     if (!ranks || ranks.rank === 0) {
       const by = signal === 'SIGINT' ? '' : `${signal}: `;
-      process.stderr.write(`\n${by}stopping after this step${argv.save_on_ctrlc ? ', then saving' : ' (without saving: --no-save_on_ctrlc)'}; ${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to stop now\n`);
+      // Under mpirun a second signal other than SIGINT is ignored (above): advice to send it again would mislead.
+      const again = ranks && signal !== 'SIGINT' ? '' : `; ${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to stop now`;
+      process.stderr.write(`\n${by}stopping after this step${argv.save_on_ctrlc ? ', then saving' : ' (without saving: --no-save_on_ctrlc)'}${again}\n`);
     }
     abort.abort();
   };

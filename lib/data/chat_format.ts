@@ -330,7 +330,8 @@ export function chatTemplate(audience: string): string {
     "{%- if message['role'] == 'system' or message['role'] == 'developer' -%}",
     "{%- set parts = (message['content'] | trim).split(':') -%}",
     "{%- set named = parts[1:] | join(':') | trim -%}",
-    "{%- if parts | length > 1 and parts[0] | trim | lower == 'audience' and named != '' and '|' not in named -%}{%- set ns.audience = named -%}{%- endif -%}",
+    // As audienceNamedBy takes a name (isAudience): one line, without "|", not too long.
+    `{%- if parts | length > 1 and parts[0] | trim | lower == 'audience' and named != '' and named | length <= ${MAX_AUDIENCE_CHARS} and '|' not in named and '\\n' not in named and '\\r' not in named -%}{%- set ns.audience = named -%}{%- endif -%}`,
     '{%- else -%}',
     `{{- ('${SIDE.you}' if message['role'] != 'assistant' else '${SIDE.audience}') + '|' + ns.audience + '|' + (${clean("(message['content'] or '')")}).split() | join(' ') + ' ${END_OF_MESSAGE}\\n' -}}`,
     '{%- endif -%}',

@@ -18,7 +18,7 @@ import {
 import { checkConfig, hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { GGML_QUANTS } from '../formats/ggml_quants';
 import { GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
-import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorToWrite, writeSafetensors } from '../formats/safetensors';
+import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorEntry, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { adapterDeltas, checkAdapterFits, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan, plannedMemoryBytes } from './memory_plan';
 import type { Tokenizer } from '../tokenizer/tokenizer';
@@ -157,6 +157,40 @@ export function hfConfigJson(config: GPT2Config): Record<string, unknown> {
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+// The tensors of a safetensors file that a model of `params` (Hugging Face names and shapes) loads, checked from its
+// header alone, so that the server can refuse a broken checkpoint before it loads: each a GPT-2 parameter (with or
+// without "transformer."), once, of the shape `configFile` implies, in a float dtype, and none missing. The
+// lm_head.weight, which must repeat wte.weight (a tied head), is named apart for its bytes to be compared.
+export function safetensorsToLoad(file: SafetensorsFile, configFile: string, params: ReadonlyMap<string, readonly number[]>): { tensors: { entry: TensorEntry; name: string }[]; lmHead: string | null } {
+  const tensors: { entry: TensorEntry; name: string }[] = [];
+  const seen = new Set<string>();
+  let lmHead: string | null = null;
+  for (const entry of file.tensors) {
+    if (IGNORED_SUFFIXES.some((s) => entry.name.endsWith(s))) continue;
+    if (entry.name === LM_HEAD) {
+      lmHead = entry.name;
+      continue;
+    }
+    const name = entry.name.startsWith(TRANSFORMER_PREFIX) ? entry.name.slice(TRANSFORMER_PREFIX.length) : entry.name;
+    const shape = params.get(name);
+    if (!shape) throw new Error(`${file.path}: tensor "${entry.name}" is not a GPT-2 parameter`);
+    if (seen.has(name)) throw new Error(`${file.path}: tensor "${name}" appears twice (with and without "${TRANSFORMER_PREFIX}")`);
+    if (!sameShape(entry.shape, shape)) {
+      throw new Error(`${file.path}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}] but ${configFile} implies [${shape.join(', ')}]`);
+    }
+    if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
+      throw new Error(`${file.path}: tensor "${entry.name}" has dtype ${entry.dtype}; weights must be F32, F16 or BF16`);
+    }
+    tensors.push({ entry, name });
+    seen.add(name);
+  }
+  const missing = [...params.keys()].filter((name) => !seen.has(name));
+  if (missing.length > 0) {
+    throw new Error(`${file.path}: missing tensor${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')}`);
+  }
+  return { tensors, lmHead };
 }
 
 // Tensors go into native memory a slab of rows at a time, through one buffer per load: a fresh array per tensor
@@ -421,36 +455,17 @@ export class Model {
     return { buffer: new ArrayBuffer(Math.max(SLAB_BYTES, ...this.tensors.map((t) => 32 * 4 * (t.shape.length === 2 ? t.shape[1] : t.numel)))), wide: null };
   }
 
-  // Streams the file's tensors into native memory one at a time, checking names, shapes and completeness, and adding
-  // an adapter's deltas (by tensor name) to the tensors they change.
+  // Streams the file's tensors into native memory one at a time, checked first (safetensorsToLoad), adding an
+  // adapter's deltas (by tensor name) to the tensors they change.
   private async loadWeights(file: SafetensorsFile, configFile: string, deltas: ReadonlyMap<string, AddDeltaRows> | null): Promise<void> {
+    const params = new Map(this.tensors.filter((t) => !isAdapterFactor(t.name)).map((t) => [t.name, t.shape]));
+    const { tensors, lmHead } = safetensorsToLoad(file, configFile, params);
     const slabs = this.slabBuffers();
-    const loaded = new Set<string>();
-    let lmHead: string | null = null;
-    for (const entry of file.tensors) {
-      if (IGNORED_SUFFIXES.some((s) => entry.name.endsWith(s))) continue;
-      if (entry.name === LM_HEAD) {
-        lmHead = entry.name;
-        continue;
-      }
-      const name = entry.name.startsWith(TRANSFORMER_PREFIX) ? entry.name.slice(TRANSFORMER_PREFIX.length) : entry.name;
-      const info = this.byName.get(name);
-      if (!info) throw new Error(`${file.path}: tensor "${entry.name}" is not a GPT-2 parameter`);
-      if (loaded.has(name)) throw new Error(`${file.path}: tensor "${name}" appears twice (with and without "${TRANSFORMER_PREFIX}")`);
-      if (!sameShape(entry.shape, info.shape)) {
-        throw new Error(`${file.path}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}] but ${configFile} implies [${info.shape.join(', ')}]`);
-      }
-      if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
-        throw new Error(`${file.path}: tensor "${entry.name}" has dtype ${entry.dtype}; weights must be F32, F16 or BF16`);
-      }
+    for (const { entry, name } of tensors) {
+      const info = this.byName.get(name) as NativeTensorInfo;
       const cols = info.shape.length === 2 ? info.shape[1] : info.numel;
-      await this.writeSlabs(info, entry.dtype, slabs, `${file.path}: tensor "${entry.name}"`,
+      await this.writeSlabs(info, entry.dtype as 'F32' | 'F16' | 'BF16', slabs, `${file.path}: tensor "${entry.name}"`,
         (r0, _r1, dst) => file.readRange(entry, r0 * cols * dst.BYTES_PER_ELEMENT, dst), deltas?.get(name));
-      loaded.add(name);
-    }
-    const missing = this.tensors.filter((t) => !loaded.has(t.name) && !isAdapterFactor(t.name)).map((t) => t.name);
-    if (missing.length > 0) {
-      throw new Error(`${file.path}: missing tensor${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')}`);
     }
     if (lmHead) this.checkTiedHead(file, lmHead);
   }

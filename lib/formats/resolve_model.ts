@@ -31,12 +31,11 @@ export function releaseName(name: string): ReleaseName | null {
   return null;
 }
 
-// The line a command prints when an old release name (117M, 345M) stands for its new one; null for any other name,
-// and for one that names a folder of its own under the models folder.
-export function renamedReleaseNotice(name: string): string | null {
+// The line a command prints when an old release name (117M, 345M) stands for its new one, `doing` it ("taking",
+// "downloading"); null for any other name.
+export function renamedReleaseNotice(name: string, doing: string): string | null {
   const release = RENAMED_RELEASES.get(name);
-  if (release === undefined || fs.existsSync(path.join(modelsDir(), name))) return null;
-  return `${name} is OpenAI's old name of the release now called ${release}: taking ${release}`;
+  return release === undefined ? null : `${name} is OpenAI's old name of the release now called ${release}: ${doing} ${release}`;
 }
 
 // models/ under the current folder, or DIXIE_MODELS_DIR.

@@ -37,7 +37,7 @@ export interface BatchRequest {
   maxTokens: number;                // tokens to generate at most
   sampling?: Partial<SamplingOptions>;  // defaults: temperature 1, no top-k/top-p, no penalty, no logit biases
   stop?: string[];                  // stop sequences on the decoded text; the text ends where one begins
-  stopTokens?: number[];            // default [<|endoftext|>]; [] generates through it
+  stopTokens?: ArrayLike<number>;   // default [<|endoftext|>]; [] generates through it
   seed?: number | bigint;           // same seed, prompt and settings: same tokens (default: random)
   signal?: AbortSignal;             // finishes the request with 'aborted' at the next step
   deadline?: number;                // Date.now() time after which it finishes with 'deadline'
@@ -241,10 +241,8 @@ export class Batcher {
     }
     const sampling = { ...DEFAULT_SAMPLING, ...request.sampling };
     checkSampling(sampling, this.vocabSize);
-    // From JavaScript anything may come here: a prompt that is not array-like would fail inside the loop, and with it
-    // every request beside it.
     const prompt: unknown = request.promptTokens;
-    if (prompt === null || typeof prompt !== 'object' || !Number.isSafeInteger((prompt as { length?: unknown }).length)) {
+    if (!isArrayLike(prompt)) {
       throw new TypeError(`the prompt must be text or token ids (an array of integers), got ${prompt === null ? 'null' : typeof prompt}`);
     }
     for (let i = 0; i < request.promptTokens.length; i++) {
@@ -253,9 +251,10 @@ export class Batcher {
         throw new RangeError(`promptTokens[${i}] = ${t} is not a token of this model (vocabulary ${this.vocabSize})`);
       }
     }
-    const stopTokens = request.stopTokens ?? [this.tokenizer.eotToken];
-    if (!Array.isArray(stopTokens) || !stopTokens.every((t) => Number.isInteger(t) && t >= 0 && t < this.vocabSize)) {
-      throw new RangeError(refusal('stopTokens', `a list of token ids of this model (integers in [0, ${this.vocabSize}))`, stopTokens));
+    const givenStops: unknown = request.stopTokens ?? [this.tokenizer.eotToken];
+    const stopTokens = isArrayLike(givenStops) ? Array.from(givenStops) : null;
+    if (stopTokens === null || !stopTokens.every((t) => Number.isInteger(t) && (t as number) >= 0 && (t as number) < this.vocabSize)) {
+      throw new RangeError(refusal('stopTokens', `a list of token ids of this model (integers in [0, ${this.vocabSize}))`, stopTokens ?? givenStops));
     }
     let seed: bigint;
     if (request.seed === undefined) seed = randomSeed();
@@ -279,7 +278,7 @@ export class Batcher {
         maxTokens: request.maxTokens,
         sampling,
         stop: request.stop ?? [],
-        stopTokens,
+        stopTokens: stopTokens as number[],
         seed,
         nCtx: this.nCtx,
         contextKeep: this.contextKeep,
@@ -603,4 +602,10 @@ function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let i = 0;
   while (i < n && a[i] === b[i]) i++;
   return i;
+}
+
+// From JavaScript anything may come as token ids (an array, a typed array such as an encoding): what is not
+// array-like would fail inside the loop, and with it every request beside it.
+function isArrayLike(value: unknown): value is ArrayLike<unknown> {
+  return value !== null && typeof value === 'object' && Number.isSafeInteger((value as { length?: unknown }).length);
 }

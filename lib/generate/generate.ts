@@ -30,7 +30,7 @@ import type { Grammar } from './grammar';
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;   // default nCtx / 2, as bin/generate's --length
   stop?: string[];
-  stopTokens?: number[];  // default [<|endoftext|>]
+  stopTokens?: ArrayLike<number>;  // default [<|endoftext|>]
   seed?: number | bigint;
   signal?: AbortSignal;
   deadline?: number;

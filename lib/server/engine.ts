@@ -5,7 +5,7 @@
 // requests for them decode in one batch.
 import os from 'node:os';
 import path from 'node:path';
-import { Model, TRANSFORMER_PREFIX, type GPT2Config, type ServedAdapter } from '../engine/model';
+import { Model, safetensorsToLoad, type GPT2Config, type ServedAdapter } from '../engine/model';
 import { openSafetensors } from '../formats/safetensors';
 import { openGguf } from '../formats/gguf';
 import { gpt2VariableMap } from '../formats/import_tf';
@@ -49,12 +49,8 @@ export function checkModelFiles(folder: ModelFolder): void {
   if (folder.kind === 'huggingface') {
     const file = openSafetensors(folder.weights);
     try {
-      for (const { hf, hfShape } of gpt2VariableMap(folder.config as GPT2Config)) {
-        const name = [hf, `${TRANSFORMER_PREFIX}${hf}`].find((n) => file.has(n));
-        if (name === undefined) throw new Error(`${file.path}: missing tensor "${hf}", which ${folder.configFile} implies: an unfinished or foreign checkpoint`);
-        const { shape } = file.tensor(name);
-        if (shape.join() !== hfShape.join()) throw new Error(`${file.path}: tensor "${name}" has shape [${shape.join(', ')}] but ${folder.configFile} implies [${hfShape.join(', ')}]`);
-      }
+      const params = new Map(gpt2VariableMap(folder.config as GPT2Config).map((v) => [v.hf, v.hfShape]));
+      safetensorsToLoad(file, folder.configFile ?? folder.weights, params);
     } finally {
       file.close();
     }

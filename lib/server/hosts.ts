@@ -6,9 +6,10 @@
 //     page's name in Host, so a server bound to loopback answers only loopback names and addresses unless told
 //     more (allowed_hosts). So does one bound elsewhere without api_keys (--insecure: a container published on
 //     127.0.0.1 is as local as a server bound there), whatever its address; with keys it answers any name unless
-//     told, a page having no key to send. An address as Host is never a rebinding: that takes a name. Nor is a
-//     loopback name, which only a client on this machine sends: both are answered whatever allowed_hosts says, so
-//     that naming the public host does not lock out Prometheus scraping by address or curl on the machine.
+//     told, a page having no key to send. A rebinding takes a name the page's owner controls: an address as Host,
+//     or a loopback name, is never one, and both are answered whatever allowed_hosts says, so that naming the public
+//     host does not lock out Prometheus scraping by address or curl on the machine. allowed_hosts is no access
+//     control: any client may send any Host (api_keys, or a firewall, keep clients out).
 import net from 'node:net';
 
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];

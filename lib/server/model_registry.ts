@@ -14,8 +14,8 @@
 //     unloaded;
 //   - a load that fails is not tried again before a back-off (loadRetryMs, doubling at each failure up to
 //     loadRetryMaxMs): requests meanwhile are refused at once (503 with the time to wait), so a broken model
-//     costs one attempt per back-off, not one per request. Someone who says it is fixed (a reload, an explicit
-//     prime) has it tried again at once; until a load works, its status says "failed", with the reason.
+//     costs one attempt per back-off, not one per request. A reload, which says it may be fixed, has it tried
+//     again at once; until a load works, its status says "failed", with the reason.
 //   - a model may depend on another (a LoRA adapter on its base): it is loaded with a lease on that one, which it
 //     holds until it is unloaded, so the other is loaded once for all its dependants, counted once in the budget,
 //     and never unloaded under them;
@@ -214,10 +214,9 @@ export class ModelRegistry<T> {
     return this.enqueue(key, true, signal) as Promise<Lease<T>>;
   }
 
-  // Loads the model (waiting its turn like a request) without holding it; one whose load failed is tried again at once,
-  // past its back-off: whoever primes it means to see it load.
+  // Loads the model (waiting its turn like a request) without holding it. One whose load failed waits out its
+  // back-off as a request does: anyone who may prime could otherwise have a broken model read again and again.
   async prime(key: string): Promise<void> {
-    this.retryNow(key);
     await this.enqueue(key, false);
   }
 
@@ -228,8 +227,8 @@ export class ModelRegistry<T> {
     if (e !== undefined) await this.unload(e, 'asked');
   }
 
-  // The model's next request (or prime) tries to load it again, whatever its back-off (a reload: it may be fixed); the
-  // back-off goes on doubling should it fail again.
+  // The model's next request tries to load it again, whatever its back-off (a reload: it may be fixed); the back-off
+  // goes on doubling should it fail again.
   retryNow(key: string): void {
     const e = this.entries.get(key);
     if (e?.retry) e.retry = { ...e.retry, at: this.now() };

@@ -429,9 +429,10 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     lora = newLora(o, seed);
   }
   const weightDtype = baseWeightDtype(o, lora, state, log);
-  const renamed = adapter || resumeDir ? null : renamedReleaseNotice(o.model_name);
-  if (renamed) log(renamed);
   const folder = resolveModel(adapter ? (adapter.baseModel as string) : resumeDir ? path.resolve(resumeDir) : o.model_name);
+  // A folder of the old name (the original tools' download) is what it names; otherwise the name stands for the new one.
+  const renamed = adapter || resumeDir || path.basename(folder.dir) === o.model_name ? null : renamedReleaseNotice(o.model_name, 'taking');
+  if (renamed) log(renamed);
   const tokenizer = modelTokenizer(folder, (message) => log(`warning: ${message}`));
   const model = await Model.load(folder, {
     ...modelOptions,

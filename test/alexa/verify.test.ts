@@ -2,6 +2,7 @@
 // request can fail Amazon's checks is refused with its status.
 import t from 'tap';
 import type { ChatFn } from '../../lib/server/service';
+import { AlexaSignatureVerifier } from '../../lib/server/alexa/verify';
 import { createTestPki, type KeyPair } from './pki';
 import { CERT_BASE, launch, post, signatureHeaders, ssmlOf, startCertServer, startSkill, intent } from './harness';
 
@@ -222,12 +223,27 @@ t.test('forged requests naming new certificate URLs: the cheap checks first, the
   t.equal(certs.downloads.length, 4, 'twenty URLs, four downloads');
   t.equal(most, 1, 'one at a time');
   const refused = forged.find((a) => /not downloaded/.test(String(a.body.error)));
-  t.match(refused?.body.error, /^certificate chain at https:\/\/s3\.amazonaws\.com\/echo\.api\/forged-\d+\.pem not downloaded: 4 chains were fetched in the last 60 s/);
+  t.match(refused?.body.error, /^certificate chain at https:\/\/s3\.amazonaws\.com\/echo\.api\/forged-\d+\.pem not downloaded: 4 chains were fetched for 127\.0\.0\.1 in the last 60 s/);
 
-  t.equal((await send(launch({ timestamp: new Date(now) }), 'chain.pem')).status, 401, 'within the minute, Amazon\'s own URL waits too');
+  t.equal((await send(launch({ timestamp: new Date(now) }), 'chain.pem')).status, 401, 'within the minute, the same address waits, whatever URL it names');
   now += 60_000;
   t.equal((await send(launch({ timestamp: new Date(now) }), 'chain.pem')).status, 200, 'and is fetched once the minute is over');
   t.equal(certs.downloads.at(-1), '/echo.api/chain.pem');
+});
+
+t.test('a forger who uses up the downloads of a minute holds back only his own address, not the chain Alexa\'s requests need', async (t) => {
+  const certs = await startCertServer({ 'chain.pem': pki.signer.cert + pki.intermediate.cert });
+  t.teardown(certs.close);
+  const verifier = new AlexaSignatureVerifier({ trustedRoots: [pki.root.cert], fetchCertChain: certs.fetcher });
+  const raw = Buffer.from(JSON.stringify(launch()));
+  const verify = (file: string, client: string) => {
+    const headers = signatureHeaders(raw.toString(), pki.signer, `${CERT_BASE}${file}`);
+    return verifier.verify(headers.SignatureCertChainUrl, headers['Signature-256'], raw, client);
+  };
+  for (let i = 0; i < 4; i++) await t.rejects(verify(`forged-${i}.pem`, '198.51.100.7'), /cannot download/);
+  await t.rejects(verify('forged-4.pem', '198.51.100.7'), /not downloaded: 4 chains were fetched for 198\.51\.100\.7/, 'the forger\'s fifth URL is not fetched');
+  await t.resolves(verify('chain.pem', '54.239.0.1'), 'Alexa\'s request, from another address, has its chain fetched');
+  t.equal(certs.downloads.length, 5);
 });
 
 t.test('verification off: warned at start, application id still checked', async (t) => {

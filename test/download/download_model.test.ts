@@ -264,8 +264,12 @@ t.test('bin/download-model', async (t) => {
   const oldNames = path.join(models, 'old-names');
   const old = await run(['117M'], { DIXIE_MODELS_DIR: oldNames, DIXIE_MIRROR: servers.hub });
   t.equal(old.code, 0, old.stderr);
-  t.match(old.stderr, /^117M is OpenAI's old name of the release now called 124M: taking 124M\n/);
+  t.match(old.stderr, /^117M is OpenAI's old name of the release now called 124M: downloading 124M\n/);
   expectModel(t, path.join(oldNames, '124M'));
+  // Beside the original tools' own download of that name, the download is still 124M's, and says so.
+  fs.mkdirSync(path.join(oldNames, '117M'));
+  const beside = await run(['117M'], { DIXIE_MODELS_DIR: oldNames, DIXIE_MIRROR: servers.hub });
+  t.match([beside.code, beside.stderr], [0, /^117M is OpenAI's old name of the release now called 124M: downloading 124M\n/]);
   const bad = await run(['gpt2-xl', '--mirror', servers.hub], { DIXIE_MODELS_DIR: models });
   t.equal(bad.code, 1);
   t.match(bad.stderr, /^download-model: .*gpt2-xl\/resolve\/main\/config\.json: not found \(HTTP 404\)/);

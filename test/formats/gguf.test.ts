@@ -205,6 +205,8 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
   const named = [{ role: 'system', content: ' Audience : Aunt May ' }, ...messages.slice(1, 3), { role: 'tool', content: '{"temp": 21}' }];
   t.equal(dadTemplate.render({ messages: named, add_generation_prompt: true }),
     fitConversation({ audience: 'Aunt May', turns: [...turns.slice(0, 2), { from: 'user', text: '{"temp": 21}' }] }).prompt, 'a system message names whom it answers as');
+  t.equal(dadTemplate.render({ messages: [{ role: 'system', content: 'audience: mom\nbe nice' }, messages[1]], add_generation_prompt: true }), '1|dad|Hi there Mom <EOM>\n0|dad|',
+    'one that says more than a name is left out, as the server leaves it');
   const plain = exportGguf(modelDir, path.join(work, 'plain.gguf'));
   t.equal(plain.status, 0, String(plain.stderr));
   t.notOk(readGguf(path.join(work, 'plain.gguf')).metadata.has('tokenizer.chat_template'), 'a model not trained on chat logs gets none');

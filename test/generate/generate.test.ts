@@ -397,4 +397,6 @@ t.test('bad generate options from JavaScript are refused, each naming the option
   for (const [options, message] of refused) await t.rejects(gen.generate('a', options as GenerateOptions), { message }, JSON.stringify(options));
   const ok = await gen.generate('a', { maxTokens: 2, stopTokens: [0], stop: ['zz'] });
   t.equal(ok.tokens.length <= 2, true, 'valid options still generate');
+  const encoded = await gen.generate('a', { maxTokens: 2, stopTokens: tokenizer.encode('\n') });
+  t.equal(encoded.tokens.length <= 2, true, 'stopTokens may be an encoding (an Int32Array)');
 });

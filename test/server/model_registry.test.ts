@@ -211,7 +211,7 @@ t.test('a failed load is tried again after a back-off that doubles, not at every
   await reg.close();
 });
 
-t.test('a failed model says so in its status until a load works; retryNow and prime try it again within the back-off', async (t) => {
+t.test('a failed model says so in its status until a load works; retryNow tries it again within the back-off, prime does not', async (t) => {
   const now = 0;
   const loader = new ControlledLoader({ a: 10 });
   loader.auto = false;
@@ -229,9 +229,12 @@ t.test('a failed model says so in its status until a load works; retryNow and pr
   await fail(reg.acquire('a'));
   t.same(loader.loads, ['a', 'a'], 'tried again at once');
   t.match(reg.status()[0], { failure: { retryInMs: 2000 } }, 'the back-off doubles on');
+  await t.rejects(reg.prime('a'), { message: /tried again in 2 s/ }, 'a prime waits out the back-off, as a request does');
+  t.same(loader.loads, ['a', 'a'], 'and loads nothing');
+  reg.retryNow('a');
   const primed = reg.prime('a');
   await tick();
-  t.same(loader.loads, ['a', 'a', 'a'], 'a prime tries it again at once');
+  t.same(loader.loads, ['a', 'a', 'a']);
   loader.finish('a');
   await primed;
   t.match(reg.status()[0], { state: 'loaded', failure: null });

@@ -143,7 +143,7 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
       if (verifier) checkTimestamp(envelope.request.timestamp, now());
       const wrongId = envelope.applicationIds.find((id) => id !== options.applicationId);
       if (wrongId !== undefined) throw new AlexaRejection(403, `request is for application ${wrongId}, not this skill`);
-      if (verifier) await verifier.verify(req.get('SignatureCertChainUrl'), req.get('Signature-256'), raw);
+      if (verifier) await verifier.verify(req.get('SignatureCertChainUrl'), req.get('Signature-256'), raw, req.ip);
       if (envelope.request.type === 'IntentRequest' && envelope.request.intent.name === CHAT_INTENT) res.locals.model = options.modelKey;
       res.json(await answer(envelope, res.locals.alexaArrived as number));
     },

@@ -25,10 +25,13 @@ const MAX_CACHED_CHAINS = 8;
 // apart from the chains, so that a flood of bad URLs cannot push the good chain out.
 const FAILED_CHAIN_RETRY_MS = 60_000;
 const MAX_CACHED_FAILURES = 64;
-// However many URLs forged requests name, the server downloads one chain at a time and a few a minute: Amazon signs
-// with one certificate, whose chain is cached once fetched.
+// However many URLs forged requests name, the server downloads one chain at a time, and a few a minute for each
+// client address: Amazon signs with one certificate, whose chain is cached once fetched. By address, so that a
+// forger who uses up a window does not also hold back the download Amazon's own requests need (after a restart, or
+// a certificate renewed), which come from Amazon's addresses.
 const MAX_DOWNLOADS_PER_WINDOW = 4;
 const DOWNLOAD_WINDOW_MS = 60_000;
+const MAX_WINDOWS = 1024;
 
 export type CertChainFetcher = (url: URL) => Promise<string>;
 
@@ -130,8 +133,9 @@ export class AlexaSignatureVerifier {
   private readonly chains = new Map<string, X509Certificate[]>();
   private readonly downloads = new Map<string, Promise<X509Certificate[]>>();
   private readonly failures = new Map<string, { error: AlexaRejection; until: number }>();
-  // When the downloads of the last window started, and the last one queued, which the next waits for.
-  private readonly downloadTimes: number[] = [];
+  // By client address, when the downloads of its last window started; and the last download queued, which the
+  // next waits for.
+  private readonly downloadTimes = new Map<string, number[]>();
   private lastDownload: Promise<unknown> = Promise.resolve();
 
   constructor(options: SignatureVerifierOptions = {}) {
@@ -142,13 +146,14 @@ export class AlexaSignatureVerifier {
 
   // Throws AlexaRejection(401) unless `signature256` (the Signature-256 header) is an RSA SHA-256 signature of
   // exactly `rawBody` by a currently valid certificate for echo-api.amazon.com that chains to a trusted root.
-  async verify(certChainUrl: string | undefined, signature256: string | undefined, rawBody: Buffer): Promise<void> {
+  // `client`: the address the request came from, whose downloads are bounded.
+  async verify(certChainUrl: string | undefined, signature256: string | undefined, rawBody: Buffer, client = ''): Promise<void> {
     if (!certChainUrl) throw new AlexaRejection(401, 'missing SignatureCertChainUrl header');
     if (!signature256) throw new AlexaRejection(401, 'missing Signature-256 header');
     const url = checkCertChainUrl(certChainUrl);
     if (!/^[A-Za-z0-9+/]+={0,2}$/.test(signature256)) throw new AlexaRejection(401, 'Signature-256 header is not base64');
 
-    const chain = await this.certChain(url);
+    const chain = await this.certChain(url, client);
     const nowMs = this.now();
     const checkValid = (cert: X509Certificate, role: string): void => {
       try {
@@ -185,7 +190,7 @@ export class AlexaSignatureVerifier {
     }
   }
 
-  private async certChain(url: URL): Promise<X509Certificate[]> {
+  private async certChain(url: URL, client: string): Promise<X509Certificate[]> {
     const key = url.href;
     const cached = this.chains.get(key);
     if (cached) return cached;
@@ -194,12 +199,12 @@ export class AlexaSignatureVerifier {
     let pending = this.downloads.get(key);
     if (!pending) {
       const nowMs = this.now();
-      while (this.downloadTimes.length > 0 && nowMs - this.downloadTimes[0] >= DOWNLOAD_WINDOW_MS) this.downloadTimes.shift();
+      const times = (this.downloadTimes.get(client) ?? []).filter((t) => nowMs - t < DOWNLOAD_WINDOW_MS);
       // Not remembered as a failure: the URL may be Amazon's, and is fetched once the window has room again.
-      if (this.downloadTimes.length >= MAX_DOWNLOADS_PER_WINDOW) {
-        throw new AlexaRejection(401, `certificate chain at ${key} not downloaded: ${MAX_DOWNLOADS_PER_WINDOW} chains were fetched in the last ${DOWNLOAD_WINDOW_MS / 1000} s, the most allowed, as requests that name new certificate URLs are likely forged; it is fetched when asked for once the minute is over`);
+      if (times.length >= MAX_DOWNLOADS_PER_WINDOW) {
+        throw new AlexaRejection(401, `certificate chain at ${key} not downloaded: ${MAX_DOWNLOADS_PER_WINDOW} chains were fetched for ${client || 'this client'} in the last ${DOWNLOAD_WINDOW_MS / 1000} s, the most allowed, as requests that name new certificate URLs are likely forged; it is fetched when asked for once the minute is over`);
       }
-      this.downloadTimes.push(nowMs);
+      remember(this.downloadTimes, client, [...times, nowMs], MAX_WINDOWS);
       const fetched = this.lastDownload.then(() => this.fetchCertChain(url));
       this.lastDownload = fetched.catch(() => undefined);
       pending = fetched

@@ -69,6 +69,11 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
     if (typeof key !== 'string' || key === '') throw new HttpError(400, 'model_key: must be a non-empty string', { field: 'model_key' });
     service.model(key);
     const status = service.registry.status().find((s) => s.key === key);
+    const failure = status?.failure;
+    if (failure && failure.retryInMs > 0) {
+      const seconds = Math.ceil(failure.retryInMs / 1000);
+      throw new HttpError(503, `model "${key}" failed to load (${failure.reason}); it is tried again in ${seconds} s, or at once after a reload (SIGHUP) once it is fixed`, {}, { 'Retry-After': String(seconds) });
+    }
     service.registry.prime(key).catch((err: Error) => log('warn', 'prime failed', { model: key, error: err.message }));
     res.status(202).json({ model_key: key, state: status?.state === 'loaded' ? 'loaded' : 'loading', ...(status?.failure && { last_error: status.failure.reason }) });
   });
