@@ -246,7 +246,6 @@ async function load(service: ChatService, res: Response, request: OllamaRequest,
   res.json({ model: request.name, created_at: new Date().toISOString(), ...reply, done: true, done_reason: request.unload ? 'unload' : 'load' });
 }
 
-
 // What /api/tags and /api/ps say of a model, from its folder (read as every load reads it): the weights' file for
 // the size and time, the sizes for the parameter count. The digest names the file's version (its path, size and
 // time), not a hash of its bytes, which would mean reading gigabytes for a listing.
