@@ -15,8 +15,8 @@
 //
 // A checkpoint is written whole into a hidden temporary folder (every file fsynced), renamed into place, and
 // only then named by `latest` (written atomically, which also makes the rename durable; `best` likewise). A kill
-// -9 at any moment therefore leaves the previous checkpoint complete and `latest` naming a complete one; a stray
-// temporary folder is swept by the next save. A save that fails (a full disk) removes its own, and says which
+// -9 at any moment therefore leaves every checkpoint under a checkpoint's name complete, and a resume takes the
+// newest of them (latestCheckpoint); a stray temporary folder is swept by the next save. A save that fails (a full disk) removes its own, and says which
 // file it could not write. The vocabulary is written from memory, as the tokenizer read it.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -82,27 +82,21 @@ export function listCheckpoints(runDir: string): { step: number; dir: string }[]
     .sort((a, b) => a.step - b.step);
 }
 
-// The checkpoint a pointer file of a run (`latest`, `best`) names, when that is complete; else null.
-function pointedCheckpoint(runDir: string, pointer: string): string | null {
-  const file = path.join(runDir, pointer);
-  if (!fs.existsSync(file)) return null;
-  const name = fs.readFileSync(file, 'utf8').trim();
-  return CHECKPOINT_NAME.test(name) && fs.existsSync(path.join(runDir, name, STATE_FILE)) ? path.join(runDir, name) : null;
-}
-
-// The checkpoint `latest` names, or (when it is missing or names no complete checkpoint) the newest complete
-// one; null for a run with none.
+// The newest complete checkpoint of the run; null for a run with none. It is the one `latest` names, but for a
+// kill between a checkpoint's rename and the update of `latest`: the renamed one is complete, and the steps past
+// the one `latest` still names would otherwise be trained again.
 export function latestCheckpoint(runDir: string): string | null {
-  const named = pointedCheckpoint(runDir, LATEST_FILE);
-  if (named !== null) return named;
   const all = listCheckpoints(runDir);
   return all.length > 0 ? all[all.length - 1].dir : null;
 }
 
-// The checkpoint of the run's lowest validation loss; null when the run has none (no held-out data, or no step
-// went below the model it started from).
+// The checkpoint of the run's lowest validation loss, as `best` names it; null when the run has none (no held-out
+// data, or no step went below the model it started from), or when `best` names no complete checkpoint.
 export function bestCheckpoint(runDir: string): string | null {
-  return pointedCheckpoint(runDir, BEST_FILE);
+  const file = path.join(runDir, BEST_FILE);
+  if (!fs.existsSync(file)) return null;
+  const name = fs.readFileSync(file, 'utf8').trim();
+  return CHECKPOINT_NAME.test(name) && fs.existsSync(path.join(runDir, name, STATE_FILE)) ? path.join(runDir, name) : null;
 }
 
 // Names `dir`, a checkpoint of the run, as its best.

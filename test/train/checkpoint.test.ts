@@ -105,16 +105,18 @@ t.test('SIGKILL in the middle of a save leaves the last complete checkpoint load
   model.dispose();
   t.equal(readTrainState(path.join(runDir, 'model-2')).step, 2);
 
-  // Resumed and killed again after model-4's rename, before `latest` names it: both are complete.
+  // Resumed and killed again after model-4's rename, before `latest` names it: both are complete, and the run
+  // resumes from the newer.
   const renamed = await killDuringSave(options, 'renamed', 4);
   t.equal(renamed, path.join(runDir, 'model-4'));
   t.equal(fs.readFileSync(path.join(runDir, 'latest'), 'utf8'), 'model-2\n');
   t.same(listCheckpoints(runDir).map((c) => c.step), [2, 4]);
-  t.equal(latestCheckpoint(runDir), path.join(runDir, 'model-2'), '`latest` still names a complete checkpoint');
+  t.equal(latestCheckpoint(runDir), path.join(runDir, 'model-4'), 'the newest complete checkpoint, not the one `latest` still names');
   (await Model.load(path.join(runDir, 'model-4'))).dispose();
 
-  // The run goes on from model-2 to the end; the stray temporary folder is swept.
+  // The run goes on from model-4 to the end; the stray temporary folder is swept.
   const result = await train(options, quiet);
+  t.equal(result.stepsThisRun, 2, 'steps 3 and 4 are not trained again');
   t.equal(result.step, 6);
   t.same(listCheckpoints(runDir).map((c) => c.step), [4, 6]);
   t.same(fs.readdirSync(runDir).filter((n) => n.startsWith('.')), [], 'no temporary folders left');
