@@ -1,7 +1,7 @@
 // bin/chat: a conversation in the terminal with a model fine-tuned on chat logs. You write as yourself, the
 // model answers as the audience; /reset starts over, /quit (or Ctrl-D, Ctrl-C) leaves.
 import readline from 'node:readline';
-import { ChatSession, Generator, isAudience } from '../../lib/generate';
+import { ChatSession, Generator, isAudience, seedOf } from '../../lib/generate';
 import { MessageTooLongError } from '../../lib/generate/chat';
 import { AUDIENCE_RULE } from '../../lib/data/chat_format';
 import { trainedAudiences, untrainedAudience } from '../../lib/train/checkpoint';
@@ -38,7 +38,7 @@ async function main(): Promise<void> {
     .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors; a bin/train --lora_rank run folder: its latest checkpoint, or <run>/best), merged into the model as it loads' })
     .option('audience', { type: 'string', describe: "who the model plays (default: offered from the model's training record)" })
     .option('length', { type: 'number', default: 64, describe: 'tokens per reply at most' })
-    .options(samplingFlags({ temperature: 0.8, top_k: 40, penalize: 0.85, seed: 'random seed (reply i uses seed + i)' }))
+    .options(samplingFlags({ temperature: 0.8, top_k: 40, penalize: 0.85, seed: 'random seed: the same seed and messages give the same replies' }))
     .options(COMPUTE_FLAGS)
     .check((a) => {
       if (!Number.isInteger(a.length) || a.length < 1) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
@@ -98,7 +98,7 @@ async function main(): Promise<void> {
         const reply = await session.send(text, {
           onText: (piece) => process.stdout.write(piece),
           signal: replying.signal,
-          seed: argv.seed === undefined ? undefined : argv.seed + turn++,
+          seed: argv.seed === undefined ? undefined : seedOf(argv.seed, turn++),
         });
         // as the chat page says it
         if (reply.text === '') process.stdout.write(`(${audience} sent nothing back)`);

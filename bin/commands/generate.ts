@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import readline from 'node:readline';
 import { END_OF_MESSAGE } from '../../lib/data/chat_format';
 import { adapterOverOtherBase, resolveModel } from '../../lib/formats/resolve_model';
-import { Generator, GenerateOptions, Grammar } from '../../lib/generate';
+import { Generator, GenerateOptions, Grammar, seedOf } from '../../lib/generate';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
@@ -54,7 +54,7 @@ async function printSamples(gen: Generator, prompt: Int32Array, args: SampleArgs
         .generate(prompt, {
           ...args.options,
           maxTokens: args.length,
-          seed: args.seed === undefined ? undefined : args.seed + first + i,
+          seed: args.seed === undefined ? undefined : seedOf(args.seed, first + i),
           signal,
           onText: (piece) => {
             held[i] += piece;
@@ -120,7 +120,7 @@ async function main(): Promise<void> {
     .option('nsamples', { type: 'number', default: 1, describe: 'number of samples' })
     .option('batch_size', { type: 'number', default: 1, describe: 'samples decoded together (nsamples need not be a multiple)' })
     .option('length', { type: 'number', describe: 'tokens per sample at most (default: half the context)' })
-    .options(samplingFlags({ temperature: 1, top_k: 0, penalize: 0, seed: 'random seed: the same seed gives the same samples (sample i uses seed + i)' }))
+    .options(samplingFlags({ temperature: 1, top_k: 0, penalize: 0, seed: 'random seed: the same seed gives the same samples, and another seed none of them' }))
     .option('prompt', { type: 'string', describe: 'prompt text, or a file holding it' })
     .option('interactive', { type: 'boolean', default: false, describe: 'ask for prompts on stdin' })
     .option('stop', { type: 'string', array: true, describe: `end a sample where this text appears (repeatable; default for a model trained on chat logs: ${END_OF_MESSAGE}, --stop '' for none)` })

@@ -80,7 +80,7 @@ export class ChatSession {
 
   // Sends `text`, streams the sanitized reply through onText as it grows, and adds both to the conversation.
   // seed (default: the session's) makes the reply reproducible.
-  async send(text: string, how: { onText?: (piece: string) => void; signal?: AbortSignal; seed?: number } = {}): Promise<ChatReply & { result: GenerateResult }> {
+  async send(text: string, how: { onText?: (piece: string) => void; signal?: AbortSignal; seed?: number | bigint } = {}): Promise<ChatReply & { result: GenerateResult }> {
     const { onText, signal, seed } = how;
     const { audience, ...generateOptions } = this.options;
     let shown = '';

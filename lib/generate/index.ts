@@ -5,7 +5,7 @@ export { Batcher } from './batcher';
 export type { BatchRequest, BatcherOptions, EmbedRequest, EmbedResult } from './batcher';
 export { POOLINGS, poolStates, unitLength } from './embed';
 export type { Pooling } from './embed';
-export { DEFAULT_SAMPLING, SAMPLING_FIELDS, SamplingError, Sequence, checkSampling, rngStateFromSeed } from './sequence';
+export { DEFAULT_SAMPLING, SAMPLING_FIELDS, SamplingError, Sequence, checkSampling, rngStateFromSeed, seedOf } from './sequence';
 export type { FinishReason, GenerateResult, SamplingOptions, Timings } from './sequence';
 export { MAX_TOP_LOGPROBS, tokenLogprob } from './logprobs';
 export type { Alternative, TokenLogprob } from './logprobs';

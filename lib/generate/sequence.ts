@@ -72,6 +72,13 @@ export function rngStateFromSeed(seed: bigint): [bigint, bigint] {
   return [next(), next()];
 }
 
+// The seed of generation i of several drawn with one seed (a request's choices, a command's samples, a chat's
+// replies): the seed itself for the first, which so draws what a lone request with that seed draws, and for the
+// others a splitmix64 mix of both, so that the samples of seed s and those of seed s + 1 share none.
+export function seedOf(seed: number | bigint, i: number): bigint {
+  return i === 0 ? BigInt(seed) : rngStateFromSeed(BigInt(seed) ^ (BigInt(i) << 48n))[0];
+}
+
 // A seed for requests that give none.
 export function randomSeed(): bigint {
   return BigInt(Math.floor(Math.random() * 2 ** 32)) * 2n ** 32n + BigInt(Math.floor(Math.random() * 2 ** 32));

@@ -60,6 +60,10 @@ t.test('completions: the greedy text, usage from the tokenizer, n choices seeded
   t.same(a.choices.map((c) => c.index), [0, 1]);
   t.same(a.choices.map((c) => c.text), b.choices.map((c) => c.text), 'the same seed, the same choices');
   t.not(a.choices[0].text, a.choices[1].text, 'the choices differ from each other');
+  const alone = await client.completions.create({ ...sampled, n: 1 });
+  t.equal(alone.choices[0].text, a.choices[0].text, 'choice 0 is what the request alone gives');
+  const next = await client.completions.create({ ...sampled, seed: 43 });
+  t.not(next.choices[0].text, a.choices[1].text, 'the next seed does not repeat choice 1');
   t.equal(a.usage?.completion_tokens, 16, 'usage counts both choices');
   const two = await client.completions.create({ model: 'general', prompt: [PROMPT, 'Hello'], max_tokens: 3, temperature: 0 });
   t.equal(two.choices.length, 2, 'a prompt array: a choice per prompt');

@@ -16,6 +16,7 @@ import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type { TokenLogprob } from '../../generate/logprobs';
 import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
+import { seedOf } from '../../generate/sequence';
 import type { Tokenizer } from '../../tokenizer';
 import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
@@ -134,8 +135,8 @@ function usage(prompts: Completion[], completions: Completion[]): Record<string,
   };
 }
 
-// One generation per choice, side by side in the batch; choice i of a seeded request is seeded seed + i, so the
-// same request gives the same choices.
+// One generation per choice, side by side in the batch; choice i of a seeded request is seeded seedOf(seed, i), so
+// the same request gives the same choices, and choice 0 what the request would give alone.
 interface Choice {
   index: number;
   prompt: GenerationRequest['prompt'];
@@ -227,7 +228,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
       promptField: kind.promptField,
       sampling: common.sampling,
       lengthGiven: common.lengthGiven,
-      seed: common.seed === undefined ? undefined : BigInt(common.seed) + BigInt(choice.index),
+      seed: common.seed === undefined ? undefined : seedOf(common.seed, choice.index),
       signal: gone.signal,
       stop: common.stop,
       logitBias: common.logitBias,
