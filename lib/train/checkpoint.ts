@@ -26,7 +26,7 @@ import { chatTemplate, isAudience } from '../data/chat_format';
 import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
 import { writeVocabulary } from '../tokenizer/vocab';
-import { writeTextAtomic } from '../util/atomic_file';
+import { sweepTemporaryFiles, writeTextAtomic } from '../util/atomic_file';
 import { readJsonObject } from '../util/json_file';
 
 export const STATE_FILE = 'state.json';
@@ -64,6 +64,7 @@ export type SavePhase = 'written' | 'renamed';
 export interface SaveOptions {
   maxToKeep: number;          // 0: keep all
   withOptimizer: boolean;
+  keepBest: boolean;          // `best` names the checkpoint of the state's lowest validation loss (TrainState.best)
   onPhase?: (phase: SavePhase, dir: string) => Promise<void> | void;
 }
 
@@ -97,11 +98,6 @@ export function bestCheckpoint(runDir: string): string | null {
   if (!fs.existsSync(file)) return null;
   const name = fs.readFileSync(file, 'utf8').trim();
   return CHECKPOINT_NAME.test(name) && fs.existsSync(path.join(runDir, name, STATE_FILE)) ? path.join(runDir, name) : null;
-}
-
-// Names `dir`, a checkpoint of the run, as its best.
-export async function markBest(runDir: string, dir: string): Promise<void> {
-  await writeTextAtomic(path.join(runDir, BEST_FILE), `${path.basename(dir)}\n`);
 }
 
 // The model folder a path names: a run folder (checkpoint/run1) stands for its latest checkpoint, a run's pointer
@@ -161,11 +157,14 @@ function removeFolder(dir: string): void {
 }
 
 // Saves the model, its optimizer state, tokenizer and training state as checkpoint model-<step> of the run,
-// points `latest` at it and prunes the oldest beyond maxToKeep, sparing the one `best` names. Returns the
-// checkpoint's folder.
+// points `latest` at it and prunes the oldest beyond maxToKeep, sparing the one `best` names. With keepBest,
+// `best` is pointed first at the checkpoint of the state's lowest validation loss: this one when it is new, or
+// one that a kill kept `best` from naming (then the run resumed from it, the newest, and would otherwise prune it).
+// Returns the checkpoint's folder.
 export async function saveCheckpoint(runDir: string, model: Model, tokenizer: Tokenizer, state: TrainState, options: SaveOptions): Promise<string> {
   fs.mkdirSync(runDir, { recursive: true });
-  // Temporary folders of saves that a kill interrupted.
+  // Temporary folders of saves that a kill interrupted, and files (`latest`, the plot) of writes it did.
+  sweepTemporaryFiles(runDir);
   for (const name of fs.readdirSync(runDir)) {
     if (/^\.model-\d+\.(tmp|old|deleting)-\d+$/.test(name)) fs.rmSync(path.join(runDir, name), { recursive: true, force: true });
   }
@@ -194,6 +193,10 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
     throw err;
   }
   await options.onPhase?.('renamed', final);
+  const best = options.keepBest && state.best && state.best.step > 0 ? path.join(runDir, checkpointName(state.best.step)) : null;
+  if (best !== null && fs.existsSync(path.join(best, STATE_FILE)) && bestCheckpoint(runDir) !== best) {
+    await writeTextAtomic(path.join(runDir, BEST_FILE), `${path.basename(best)}\n`);
+  }
   await writeTextAtomic(path.join(runDir, LATEST_FILE), `${name}\n`);
   if (replaced) fs.rmSync(replaced, { recursive: true, force: true });
 

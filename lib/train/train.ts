@@ -26,10 +26,10 @@ import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
 import { inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { renamedReleaseNotice, resolveModel } from '../formats/resolve_model';
-import { Generator } from '../generate';
+import { Generator, type GenerateResult } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
-import { BEST_FILE, BestValidation, OPTIMIZER_FILE, STATE_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, markBest, readTrainState, saveCheckpoint } from './checkpoint';
+import { BEST_FILE, BestValidation, OPTIMIZER_FILE, STATE_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
 import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, numberFromRank0, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog, type MetricRecord } from './metrics';
 import { plotMetrics } from './plot';
@@ -629,7 +629,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     // Rank 0 writes; under ZeRO-1 the other ranks read their shards of Adam's moments along. Then the ranks check
     // that they still hold the same weights. A checkpoint of a new lowest validation loss is named `best` before the
     // plot is redrawn, which rings it.
-    const save = async (isBest = false): Promise<void> => {
+    const save = async (): Promise<void> => {
       if (!root) {
         // Under ZeRO-1 rank 0 writes and syncs the weights before it reads the first of Adam's moments from the others,
         // and syncs the moments before the last read: a slow disk, not a stalled rank, so no time limit.
@@ -657,8 +657,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         options: { ...o, dtype: model.weightDtype },
       };
       const started = Date.now();
-      checkpoint = await saveCheckpoint(runDir, model, tokenizer, saved, { maxToKeep: o.max_to_keep, withOptimizer: o.optimizer === 'adam', onPhase: io.onSavePhase });
-      if (isBest) await markBest(runDir, checkpoint);
+      checkpoint = await saveCheckpoint(runDir, model, tokenizer, saved, { maxToKeep: o.max_to_keep, withOptimizer: o.optimizer === 'adam', keepBest: o.keep_best, onPhase: io.onSavePhase });
       savedStep = step;
       lastSaveTime = Date.now();
       log(`saved ${checkpoint} (${duration((Date.now() - started) / 1000)})`);
@@ -705,7 +704,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
           }),
         ),
       );
-      const out = texts.map((r, i) => `${'='.repeat(20)} SAMPLE ${i + 1} ${'='.repeat(20)}\n${r.text}\n`).join('');
+      // A sample the run's stop cut short says so: the run resumed draws the next step's samples, not these again.
+      const cut = (r: GenerateResult): string => (r.finishReason === 'aborted' ? '\n(cut short: the run was stopped while drawing it)' : '');
+      const out = texts.map((r, i) => `${'='.repeat(20)} SAMPLE ${i + 1} ${'='.repeat(20)}\n${r.text}${cut(r)}\n`).join('');
       log(out.trimEnd());
       const file = path.join(sampleDir, `samples-${step}`);
       // Samples are there to be read: losing one file is no reason to lose the steps since the last checkpoint.
@@ -777,7 +778,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       }
       // Rank 0's clock decides a save by time, so that no rank saves alone.
       const dueByTime = o.save_time > 0 && Date.now() - lastSaveTime >= o.save_time * 60_000;
-      if (saveBest || (o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save(saveBest);
+      if (saveBest || (o.save_every > 0 && step % o.save_every === 0) || (o.save_time > 0 && (ranks ? fromRank0(ranks, dueByTime) : dueByTime))) await save();
       await plot(false);
     }
 

@@ -12,6 +12,23 @@ function tempNameFor(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
 }
 
+// Removes the temporary files in `dir` of writes whose process is gone (killed before it could remove its own).
+export function sweepTemporaryFiles(dir: string): void {
+  for (const name of fs.readdirSync(dir)) {
+    const pid = /^\..+\.(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name)?.[1];
+    if (pid !== undefined && !isRunning(Number(pid))) fs.rmSync(path.join(dir, name), { force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';  // someone else's
+  }
+}
+
 function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, 'r');
   try {

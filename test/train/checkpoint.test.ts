@@ -11,7 +11,7 @@ import { loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
 import { TrainState, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from '../../lib/train/checkpoint';
 import { MetricsLog, readMetrics } from '../../lib/train/metrics';
 import { train } from '../../lib/train/train';
-import { REPO, TINY_VOCAB, tinyRun } from './helpers';
+import { CHAT, REPO, TINY_VOCAB, tinyRun } from './helpers';
 
 const quiet = { log: (): void => undefined };
 
@@ -124,6 +124,37 @@ t.test('SIGKILL in the middle of a save leaves the last complete checkpoint load
   t.ok(bytes(result.checkpoint as string, 'model.safetensors').equals(bytes(whole.checkpoint as string, 'model.safetensors')), 'and ends where an uninterrupted run ends');
 });
 
+t.test('a kill before `best` names a new best checkpoint: the resumed run names it and keeps it', async (t) => {
+  const dir = t.testdir();
+  const runDir = path.join(dir, 'checkpoint', 'run1');
+  const options = tinyRun(dir, { val_dataset: path.join(CHAT, 'valid.train'), val_every: 2, val_batch_count: 2, max_to_keep: 1, stop_after: 5 });
+  const renamed = await killDuringSave(options, 'renamed', 4);
+  t.equal(readTrainState(renamed).best?.step, 4, 'model-4 is the lowest validation loss yet');
+  t.equal(fs.readFileSync(path.join(runDir, 'best'), 'utf8'), 'model-2\n', 'killed before `best` named it');
+  // A temporary file of a write that a kill cut short (by a process long gone) is swept with the folders.
+  const stray = path.join(runDir, '.latest.4194305.0123456789ab.tmp');
+  fs.writeFileSync(stray, 'model-');
+
+  const resumed = await train(options, quiet);
+  t.equal(resumed.step, 5);
+  t.equal(fs.readFileSync(path.join(runDir, 'best'), 'utf8'), 'model-4\n', '`best` names it');
+  t.same(listCheckpoints(runDir).map((c) => c.step), [4, 5], 'and --max_to_keep 1 spares it');
+  t.notOk(fs.existsSync(stray), 'the stray temporary file is gone');
+  const whole = await train({ ...options, run_name: 'uninterrupted' }, quiet);
+  t.equal(fs.readFileSync(path.join(whole.runDir, 'best'), 'utf8'), 'model-4\n', 'as in a run never killed');
+  const shorter = await train({ ...options, run_name: 'to-4', stop_after: 4 }, quiet);
+  t.same(listCheckpoints(shorter.runDir).map((c) => c.step), [4], 'a new best no longer spares the one before it');
+});
+
+t.test('a sample that a stop cuts short says so', async (t) => {
+  const dir = t.testdir();
+  const stop = new AbortController();
+  const options = tinyRun(dir, { sample_every: 3, sample_length: 20 });
+  await train(options, { ...quiet, signal: stop.signal, onMetrics: (r) => r.type === 'train' && r.step === 3 && stop.abort() });
+  const samples = fs.readFileSync(path.join(dir, 'samples', 'run1', 'samples-3'), 'utf8');
+  t.match(samples, /^={20} SAMPLE 1 ={20}\n[^]*\(cut short: the run was stopped while drawing it\)\n$/);
+});
+
 t.test('a resumed run saves past --max_to_keep twice over: the vocabulary it writes comes from memory', async (t) => {
   const dir = t.testdir();
   const options = { save_every: 5, max_to_keep: 2 };
@@ -178,12 +209,12 @@ t.test('a save that fails midway (a full disk) names the file and leaves no temp
   const state = (step: number): TrainState => ({
     step, seed: 1, dataRng: [1, 2, 3, 4], sampleRng: [5, 6, 7, 8], lossAverage: [0, 0], tokens: 0, trainSeconds: 0, audiences: [], options: {},
   });
-  await saveCheckpoint(runDir, model, tokenizer, state(1), { maxToKeep: 0, withOptimizer: false });
+  await saveCheckpoint(runDir, model, tokenizer, state(1), { maxToKeep: 0, withOptimizer: false, keepBest: false });
 
   for (const file of ['model.safetensors', 'merges.txt']) {
     await t.test(`the disk fills up writing ${file}`, async (t) => {
       diskFull(t, isTemporaryOf(path.join(runDir, `.model-2.tmp-${process.pid}`, file)));
-      await t.rejects(saveCheckpoint(runDir, model, tokenizer, state(2), { maxToKeep: 0, withOptimizer: false }), {
+      await t.rejects(saveCheckpoint(runDir, model, tokenizer, state(2), { maxToKeep: 0, withOptimizer: false, keepBest: false }), {
         code: 'ENOSPC',
         message: new RegExp(`^${path.join(runDir, `.model-2.tmp-${process.pid}`, file).replace(/[.]/g, '\\.')}: ENOSPC: no space left on device`),
       });
