@@ -292,7 +292,8 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         id, method: req.method, path: req.path, status, ms: Math.round(seconds * 1000), model: res.locals.model, ip: req.ip,
       });
     };
-    res.on('finish', () => record(res.statusCode));
+    // 'finish' also comes when the socket is destroyed with the answer unsent (server.timeout, below).
+    res.on('finish', () => record(req.socket.destroyed ? CLIENT_CLOSED : res.statusCode));
     // The connection closed before the answer was whole: the client went away, or shutdown cut a stream. Counted
     // as nginx counts a client that closed.
     res.on('close', () => {
@@ -465,6 +466,10 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         server.requestTimeout = (config.fineTuning === null ? config.requestTimeoutMs : uploadTimeoutMs(config)) + 10_000;
         server.headersTimeout = Math.min(60_000, server.requestTimeout);
         server.keepAliveTimeout = 5_000;
+        // An answer stays in the server's memory until the client takes it (some are megabytes: embeddings,
+        // log-probabilities, files): a connection on which nothing moves for longer than a request may take, as a
+        // client that reads none of its answer, is closed. Node waits while a write makes progress.
+        server.timeout = config.requestTimeoutMs + 10_000;
         // A request Node cannot parse (a Content-Length that is no number, headers past its limit) never reaches the
         // app: answered in JSON too, in place of Node's empty 400, so that a client can say what went wrong.
         server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
