@@ -279,6 +279,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   app.use((req: Request, res: Response, next: NextFunction) => {
     const started = performance.now();
     const id = req.get('x-request-id') ?? crypto.randomUUID();
+    const ip = req.ip;  // now: a socket destroyed (a client gone) no longer has its address
     res.setHeader('X-Request-Id', id);
     const record = (status: number) => {
       const seconds = (performance.now() - started) / 1000;
@@ -289,7 +290,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       service.httpRequests.inc({ route, status: String(status) });
       service.httpLatency.observe({ route }, seconds);
       log(status >= 500 ? 'warn' : 'info', 'request', {
-        id, method: req.method, path: req.path, status, ms: Math.round(seconds * 1000), model: res.locals.model, ip: req.ip,
+        id, method: req.method, path: req.path, status, ms: Math.round(seconds * 1000), model: res.locals.model, ip,
       });
     };
     // 'finish' also comes when the socket is destroyed with the answer unsent (server.timeout, below).
