@@ -188,6 +188,10 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     service.addModel(m, sanitizer);
     announce(m);
   };
+  const unserveModel = (key: string): void => {
+    service.removeModel(key);
+    loader.remove(key);
+  };
   const files = config.fineTuning && new FileStore(filesDir(config.fineTuning));
   const jobs = config.fineTuning && files && new FineTuningJobs(config.fineTuning, {
     files,
@@ -207,7 +211,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     unserve(name) {
       const adapters = [...service.models.values()].filter((m) => m.base === name).map((m) => m.key);
       if (adapters.length > 0) throw new HttpError(400, `model: ${adapters.join(', ')} ${adapters.length === 1 ? 'is an adapter' : 'are adapters'} over "${name}": delete ${adapters.length === 1 ? 'it' : 'them'} first`, { field: 'model' });
-      service.removeModel(name);
+      unserveModel(name);
     },
   });
   jobs?.start();
@@ -511,13 +515,23 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         checkFits(m, next.memoryBudgetBytes);
         return [m.key, sanitizer];
       }));
-      for (const key of plan.removed) service.removeModel(key);
+      for (const key of plan.removed) unserveModel(key);
       for (const m of plan.replaced) {
-        for (const key of loader.add(m)) if (key !== m.key) registry.add(key);  // a hidden base it has not had
+        for (const key of loader.add(m)) if (key !== m.key) registry.add(key);  // a hidden model it has not been loaded over
         service.replaceModel(m, checked.get(m.key) as Sanitizer);
         announce(m);
       }
       for (const m of plan.added) serveModel(m, checked.get(m.key));
+      // A hidden shared model that no entry is loaded over any more (one of two entries left out, or changed to
+      // another folder) is unloaded once the requests on it finish.
+      for (const key of loader.forgetUnshared()) registry.remove(key);
+      // One loaded from a run's older checkpoint is loaded afresh for the entries loaded over it from now on (those
+      // loaded over it now are replaced above, their folder being outdated too).
+      const shared = new Set([...service.models.keys()].map((key) => loader.dependsOn(key)).filter((key): key is string => key !== null && !service.models.has(key)));
+      for (const key of shared) {
+        const loaded = registry.peek(key);
+        if (loaded !== null && loaded.dir !== loader.folderOf(key)) registry.replace(key);
+      }
       // A model that failed to load may be fixed now: its next request tries it at once.
       for (const key of registry.keys) registry.retryNow(key);
       configured = new Map(next.models.map((m) => [m.key, m]));
@@ -577,7 +591,7 @@ function planReload(configured: ReadonlyMap<string, ModelConfig>, next: ServerCo
       added.push(m);
       continue;
     }
-    const dir = m.adapter === null ? loadedDir(m.key) : null;
+    const dir = loadedDir(m.key);
     if (!same(old, m) || (dir !== null && dir !== resolveModelSource(m).dir)) replaced.push(m);
   }
   const changedBases = new Set(replaced.map((m) => m.key));

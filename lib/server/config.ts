@@ -17,6 +17,7 @@ import { readJsonFile } from '../util/json_file';
 import { quoted } from '../util/quoted';
 import { HttpError } from './errors';
 import type { DebugLogging } from './log';
+import { weightsKey } from './model_source';
 
 // Per-model sampling defaults; ORIGINAL_SAMPLING holds the values the TensorFlow tools' server hard-coded.
 export interface SamplingDefaults {
@@ -60,6 +61,7 @@ export interface ModelConfig {
   weightDtype: WeightDType;
   device: DeviceRequest | null;     // null: the server's --device
   precision: Precision | null;      // null: the server's --precision
+  sharesWeights: boolean;           // other plain entries load the same weights (weightsKey): one loaded model serves them all
   where: string;                    // "server_config.json: models[0]", for errors found later
 }
 
@@ -273,6 +275,7 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
     weightDtype,
     device,
     precision,
+    sharesWeights: false,
     where,
   };
 }
@@ -352,7 +355,7 @@ function readAllowedHosts(raw: unknown, where: string): string[] | null {
 
 // An entry's "base": another entry (a plain one), whose model, weight type and device it takes and whose loaded model
 // it shares, or else a model as "restore_from" (a path that exists) or "model_name" name one. An adapter's entry
-// that names no entry shares a plain entry of the same model, weight type and device where there is one.
+// that names no entry shares a plain entry of the same weights (weightsKey) where there is one.
 function resolveBase(m: ModelConfig, all: readonly ModelConfig[], baseDir: string): void {
   if (m.adapter === null) return;
   const named = m.base === null ? undefined : all.find((o) => o.key === m.base);
@@ -362,9 +365,7 @@ function resolveBase(m: ModelConfig, all: readonly ModelConfig[], baseDir: strin
       if (fs.existsSync(dir)) m.restoreFrom = dir;
       else m.modelName = m.base;
     }
-    const same = (o: ModelConfig): boolean =>
-      o.adapter === null && o.restoreFrom === m.restoreFrom && o.modelName === m.modelName && o.weightDtype === m.weightDtype && o.device === m.device && o.precision === m.precision;
-    m.base = all.find(same)?.key ?? null;
+    m.base = all.find((o) => o.adapter === null && weightsKey(o) === weightsKey(m))?.key ?? null;
     return;
   }
   if (named.adapter !== null || named.base !== null) {
@@ -387,6 +388,8 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     seen.add(m.key);
   });
   for (const m of parsed) resolveBase(m, parsed, baseDir);
+  // Entries that differ only in how they serve a model (audience, sanitizer, sampling) load it once between them.
+  for (const m of parsed) m.sharesWeights = m.adapter === null && parsed.some((o) => o !== m && o.adapter === null && weightsKey(o) === weightsKey(m));
   const debug = raw.debug;
   if (debug !== undefined && typeof debug !== 'boolean' && debug !== 0 && debug !== 1 && debug !== 'redacted') {
     fail(at('debug'), 'true, false, 0 or 1 (true and 1 log every prompt in full), or "redacted" (the same lines, without the text)', debug);

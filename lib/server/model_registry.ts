@@ -16,9 +16,10 @@
 //     loadRetryMaxMs): requests meanwhile are refused at once (503 with the time to wait), so a broken model
 //     costs one attempt per back-off, not one per request. A reload, which says it may be fixed, has it tried
 //     again at once; until a load works, its status says "failed", with the reason.
-//   - a model may depend on another (a LoRA adapter on its base): it is loaded with a lease on that one, which it
-//     holds until it is unloaded, so the other is loaded once for all its dependants, counted once in the budget,
-//     and never unloaded under them;
+//   - a model may depend on another (a LoRA adapter on its base, an entry on the model it shares with others): it
+//     is loaded with a lease on that one, which it holds until it is unloaded, so the other is loaded once for all
+//     its dependants, counted once in the budget, and never unloaded under them; its room is made by ending their
+//     turns too;
 //   - memory that is no model's (a fine-tuning job's training) is claimed from the same budget, in the same queue:
 //     a claim makes room as a load does, and its bytes are held until it is released. A model that cannot fit
 //     beside the claims held and queued before it is refused at once (503, saying which), rather than after the
@@ -152,9 +153,15 @@ export class ModelRegistry<T> {
   }
 
   // A model to serve from now on (one a fine-tuning job made while serving, one a reloaded config adds), unloaded
-  // until a request asks for it.
+  // until a request asks for it. One removed under that key but still finishing its requests is retired, as if
+  // replaced.
   add(key: string): void {
-    if (this.entries.has(key)) throw new Error(`model "${key}" is already served`);
+    const old = this.entries.get(key);
+    if (old !== undefined && !old.removed) throw new Error(`model "${key}" is already served`);
+    if (old !== undefined) {
+      this.entries.delete(key);
+      this.retired.add(old);
+    }
     this.entries.set(key, {
       key, state: 'unloaded', value: null, bytes: 0, leases: 0, draining: false, lastUsed: null,
       loads: 0, unloads: 0, evictions: 0, loadFailures: 0, turn: null, retry: null, dependency: null, removed: false,
@@ -453,12 +460,20 @@ export class ModelRegistry<T> {
     for (const e of others) {
       if (this.reserved - freeing + need <= this.budget) break;
       if (e.leases === 0 || e.draining) continue;
-      contended.add(e);
-      e.turn ??= { since: this.now(), grants: 0 };
-      if (this.turnOver(e)) e.draining = true;
+      // A model that others are loaded over is held by their leases until they are unloaded: they end their turn too.
+      for (const turning of [e, ...this.loadedOver(e)]) {
+        contended.add(turning);
+        turning.turn ??= { since: this.now(), grants: 0 };
+        if (this.turnOver(turning)) turning.draining = true;
+      }
       freeing += e.bytes;
     }
     return false;  // room is made asynchronously: pump() runs again when a lease ends or an unload completes
+  }
+
+  // The models loaded over this one: each holds a lease on its value.
+  private loadedOver(e: Entry<T>): Entry<T>[] {
+    return [...this.entries.values()].filter((d) => d.dependency !== null && d.dependency.value === e.value);
   }
 
   private load(e: Entry<T>, need: number): void {

@@ -4,7 +4,7 @@
 // the newest checkpoint of a run that is still training.
 import fs from 'node:fs';
 import type { ModelFolder } from '../formats/model_folder';
-import { resolveModel } from '../formats/resolve_model';
+import { modelDir, resolveModel } from '../formats/resolve_model';
 import type { ModelConfig } from './config';
 
 export function resolveModelSource(model: ModelConfig): ModelFolder {
@@ -18,4 +18,12 @@ export function resolveModelSource(model: ModelConfig): ModelFolder {
   } catch (err) {
     throw new Error(`${where}: ${(err as Error).message}`);
   }
+}
+
+// The weights an entry loads, as a key: the folder it names (a model name's under models/; a run folder as it is,
+// not its latest checkpoint, which changes as it trains), its weight type, and its device and precision where it sets
+// them. Entries of one key share one loaded model (lib/server/engine.ts), which the registry serves under this key
+// when no entry's key names it.
+export function weightsKey(model: ModelConfig): string {
+  return ['base', model.restoreFrom ?? modelDir(model.modelName as string), model.weightDtype, model.device, model.precision].filter((part) => part !== null).join(':');
 }

@@ -113,6 +113,18 @@ t.test('bin/serve --fine_tuning: on with the defaults without a config file, the
   t.same(serveConfig({ cwd: dir, fineTuning: 'ft' }).fineTuning, { dir: path.join(dir, 'ft'), ...defaults }, 'over ./server_config.json');
 });
 
+t.test('plain entries that load the same weights share them: the same folder or model, weight type, device and precision', async (t) => {
+  const entries = [
+    { key: 'mom', model_name: '124M', audience: 'mom' },
+    { key: 'dad', model_name: 'gpt2', audience: 'dad' },
+    { key: 'half', model_name: '124M', weight_dtype: 'f16' },
+    { key: 'medium', model_name: '355M' },
+  ];
+  const c = validateServerConfig({ models: entries }, 'cfg', '/base');
+  t.same(c.models.map((m) => [m.key, m.sharesWeights]), [['mom', true], ['dad', true], ['half', false], ['medium', false]], '"gpt2" is 124M; another weight type is other weights');
+  t.notOk(validateServerConfig({ models: [entries[0]] }, 'cfg', '/base').models[0].sharesWeights, 'an entry alone');
+});
+
 t.test('every bad field is named', async (t) => {
   const model = { key: 'chatbot', model_name: '124M' };
   const bad: [unknown, RegExp][] = [

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { Model } from '../../lib/engine/model';
 import { estimateModelBytes } from '../../lib/server/engine';
 import { makeModels, request, startServer, tempDir, TINY } from './helpers';
 
@@ -21,6 +22,10 @@ t.before(async () => {
   dir = tempDir('hotswap');
   expected = await makeModels(dir, MODELS, PROMPT, LENGTH);
   expectedLong = await makeModels(path.join(dir, 'long'), { beta: MODELS.beta }, PROMPT, LONG_LENGTH);
+  // A LoRA adapter of alpha (B zero: it answers as alpha does).
+  const adapted = await Model.load(path.join(dir, 'alpha'), { lora: { rank: 2, alpha: 4, targets: ['attn.c_attn'], seed: 1 } });
+  await adapted.saveAdapter(path.join(dir, 'alpha-adapter'));
+  adapted.dispose();
 });
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -108,6 +113,32 @@ t.test('a model is loaded once however many requests ask at once, and they are d
   const used = srv.server.service.registry.peek('beta')?.generator.model.memory();
   const total = used ? used.params + used.grads + used.optimizer + used.activations + used.kvCache : Infinity;
   t.ok(total <= estimateModelBytes(TINY, 'f32', SLOTS), `the budget's estimate covers the ${total} bytes the model really takes`);
+});
+
+t.test('entries over one folder load it once: each answers as its own audience, one batch, and a budget for one model holds them all', async (t) => {
+  const oneModel = estimateModelBytes(TINY, 'f32', SLOTS);
+  const bot = (key: string) => ({ key, restore_from: 'alpha', audience: key, prompt_format: 'chat', sampling: greedy });
+  // The adapter names the folder, not an entry: it shares the bots' model too.
+  const models = [bot('mom'), bot('dad'), { key: 'tuned', base: 'alpha', adapter: 'alpha-adapter', sampling: greedy }];
+  const srv = await startServer({ models, memory_budget_mb: (1.5 * oneModel) / (1024 * 1024), batch_slots: SLOTS }, dir);
+  t.teardown(srv.close);
+  const ask = (key: string) => request(`${srv.url}/invocations`, { body: { model_key: key, raw_text: PROMPT } });
+  const keys = ['mom', 'dad', 'tuned'];
+  t.ok((await Promise.all(keys.map(ask))).every((r) => r.status === 200), 'all answer at once');
+  for (const key of ['mom', 'dad', 'mom']) t.equal((await ask(key)).status, 200, `then ${key}`);
+  const list = (await request(`${srv.url}/models/list`)).json() as { models: { model_key: string; loaded: boolean; loads: number; memory_bytes: number }[]; memory: { reserved_bytes: number } };
+  t.same(list.models.map((m) => [m.model_key, m.loaded, m.loads]), keys.map((key) => [key, true, 1]), 'all loaded together, each once: none evicted for another');
+  t.same(list.models.filter((m) => m.model_key !== 'tuned').map((m) => m.memory_bytes), [0, 0], 'the bots take nothing of their own');
+  t.ok(list.memory.reserved_bytes < oneModel * 1.1, `the model counted once (${list.memory.reserved_bytes} bytes reserved, one model ${oneModel})`);
+  const registry = srv.server.service.registry;
+  t.equal(registry.peek('mom')?.generator, registry.peek('dad')?.generator, 'their requests decode in one batcher');
+  t.equal(registry.peek('tuned')?.generator, registry.peek('mom')?.generator);
+  const prompts = (key: string) => srv.logs.filter((l) => l.msg === 'generated' && l.model === key).map((l) => String(l.prompt));
+  t.ok(prompts('mom').length > 0 && prompts('mom').every((p) => p.includes('|mom|') && !p.includes('|dad|')), 'mom is prompted as mom');
+  t.ok(prompts('dad').length > 0 && prompts('dad').every((p) => p.includes('|dad|') && !p.includes('|mom|')), 'dad as dad');
+  const metrics = (await request(`${srv.url}/metrics`)).text;
+  t.notMatch(metrics, /base:/, 'the shared model has no line of its own in /metrics');
+  t.match(metrics, /dixie_model_loads_total\{model="dad"\} 1/);
 });
 
 t.test('an idle model is unloaded after idle_unload_s, and loads again on demand', async (t) => {

@@ -291,6 +291,59 @@ t.test('adapters over one base: the base loads once for all, counts once, and ou
   await reg.close();
 });
 
+t.test('entries loaded over one shared model: another model needing its room has the busy ones end their turn, then the shared one goes', async (t) => {
+  // Plain entries over one folder take nothing of their own: the shared model's room is freed only by unloading them.
+  const loader = new ControlledLoader({ shared: 60, x: 0, y: 0, other: 50 });
+  loader.dependencies = { x: 'shared', y: 'shared' };
+  const reg = new ModelRegistry(['shared', 'x', 'y', 'other'], loader, { budgetBytes: 100, idleUnloadMs: 0, turnGrants: 1 });
+  const [x, y] = await Promise.all([reg.acquire('x'), reg.acquire('y')]);
+  t.equal(reg.reservedBytes, 60, 'the shared model counted once, the entries nothing');
+  let otherLoaded = false;
+  const other = reg.acquire('other').then((l) => {
+    otherLoaded = true;
+    return l;
+  });
+  await tick();
+  const inTurn = await reg.acquire('x');
+  let late = false;
+  const afterTurn = reg.acquire('x').then((l) => {
+    late = true;
+    return l;
+  });
+  await tick();
+  t.notOk(late, 'x takes no new requests once its turn is over');
+  t.notOk(otherLoaded);
+  x.release();
+  inTurn.release();
+  y.release();
+  const o = await other;
+  t.same(loader.unloads.slice().sort(), ['shared', 'x', 'y'], 'the entries, then the shared model, unloaded');
+  t.equal(reg.reservedBytes, 50);
+  o.release();
+  (await afterTurn).release();
+  t.ok(late, 'x served again after the other model');
+  await reg.close();
+});
+
+t.test('a key removed while its model is busy can be served again at once: a new model under it, the old one finishing its requests', async (t) => {
+  // A reload that leaves out the last entry over a shared model, and the next that brings one back.
+  const loader = new ControlledLoader({ a: 10 });
+  const reg = new ModelRegistry(['a'], loader, { budgetBytes: 100, idleUnloadMs: 0 });
+  const held = await reg.acquire('a');
+  reg.remove('a');
+  reg.add('a');
+  const fresh = await reg.acquire('a');
+  t.not(fresh.value, held.value, 'loaded afresh');
+  t.ok(held.value.alive, 'the old one serves its request on');
+  held.release();
+  await tick();
+  t.notOk(held.value.alive, 'then is unloaded');
+  t.ok(fresh.value.alive);
+  t.same(reg.keys, ['a']);
+  fresh.release();
+  await reg.close();
+});
+
 t.test('a model added while serving loads like the others; one removed refuses its waiters, lets its leases finish, then is unloaded and forgotten', async (t) => {
   const loader = new ControlledLoader({ a: 60, b: 60, c: 10, d: 10 });
   const reg = new ModelRegistry(['a'], loader, { budgetBytes: 100, idleUnloadMs: 0 });

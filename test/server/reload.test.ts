@@ -10,7 +10,8 @@ import path from 'node:path';
 import t from 'tap';
 import { createServer } from '../../lib/server/app';
 import { validateServerConfig } from '../../lib/server/config';
-import { makeModels, request, startServer, tempDir, type Running } from './helpers';
+import { estimateModelBytes } from '../../lib/server/engine';
+import { makeModels, request, startServer, tempDir, TINY, type Running } from './helpers';
 
 const PROMPT = 'How big is the earth?';
 const LENGTH = 6;
@@ -90,6 +91,55 @@ t.test('models added, removed and changed; a request under way finishes on the m
     { key: 'new', restore_from: 'gamma', sampling: greedy },
   ].reverse()));
   t.same(again, { added: [], removed: [], replaced: [], needRestart: [] }, 'the same models in another order: nothing to do');
+});
+
+// A chat bot over a folder, answering as `key`.
+const bot = (key: string, folder = 'alpha') => ({ key, restore_from: folder, audience: key, sampling: greedy });
+
+t.test('two bots over one folder share its model: a reload that leaves one out, or moves it to another folder, keeps the other answering', async (t) => {
+  const own = await startServer({ models: [bot('mom'), bot('dad')] }, dir);
+  t.teardown(own.close);
+  const registry = own.server.service.registry;
+  const oneModel = estimateModelBytes(TINY, 'f32', own.server.service.config.batchSlots);
+  const ask = async (key: string) => (await request(`${own.url}/invocations`, { body: { model_key: key, raw_text: PROMPT } })).text;
+  // Once the models that reloads let go have finished their requests and are unloaded, what is reserved.
+  const settled = async (bytes: number) => {
+    for (let i = 0; i < 200 && registry.reservedBytes !== bytes; i++) await new Promise((r) => setTimeout(r, 10));
+    return registry.reservedBytes;
+  };
+  t.equal(await ask('mom'), expected.alpha);
+  t.equal(await ask('dad'), expected.alpha);
+  t.equal(registry.reservedBytes, oneModel, 'the folder loaded once for both');
+
+  const underWay = await registry.acquire('dad');
+  t.same(own.server.reload(config([bot('mom')])), { added: [], removed: ['dad'], replaced: ['mom'], needRestart: [] }, 'alone over its folder, mom loads it itself');
+  t.equal(await ask('mom'), expected.alpha, 'mom answers on');
+  t.equal((await request(`${own.url}/invocations`, { body: { model_key: 'dad', raw_text: PROMPT } })).status, 404);
+  t.equal((await underWay.value.generator.generate(PROMPT, { maxTokens: LENGTH, temperature: 0 })).text, expected.alpha, 'the request under way on dad finishes on the shared model');
+  underWay.release();
+  t.equal(await settled(oneModel), oneModel, 'then the shared model is unloaded');
+  t.same(registry.keys, ['mom'], 'and forgotten');
+
+  t.same(own.server.reload(config([bot('mom'), bot('dad', 'beta')])), { added: ['dad'], removed: [], replaced: [], needRestart: [] }, 'dad over another folder: nothing shared');
+  t.equal(await ask('dad'), expected.beta);
+  t.same(own.server.reload(config([bot('mom'), bot('dad')])), { added: [], removed: [], replaced: ['mom', 'dad'], needRestart: [] }, 'dad back over mom\'s folder: both over the shared model');
+  t.equal(await ask('mom'), expected.alpha);
+  t.equal(await ask('dad'), expected.alpha);
+  t.equal(await settled(oneModel), oneModel, 'loaded once again');
+});
+
+t.test('two bots over a run folder: a reload after a newer checkpoint serves it to both', async (t) => {
+  checkpoint('shared-run', 1, 'alpha');
+  const models = [bot('mom', 'shared-run'), bot('dad', 'shared-run')];
+  const own = await startServer({ models }, dir);
+  t.teardown(own.close);
+  const ask = async (key: string) => (await request(`${own.url}/invocations`, { body: { model_key: key, raw_text: PROMPT } })).text;
+  t.same([await ask('mom'), await ask('dad')], [expected.alpha, expected.alpha]);
+  checkpoint('shared-run', 2, 'beta');
+  t.same(own.server.reload(config(models)), { added: [], removed: [], replaced: ['mom', 'dad'], needRestart: [] });
+  t.same([await ask('mom'), await ask('dad')], [expected.beta, expected.beta], 'the shared model loaded afresh');
+  const registry = own.server.service.registry;
+  t.equal(registry.peek('mom')?.generator, registry.peek('dad')?.generator, 'one model for both still');
 });
 
 t.test('a config that cannot be served changes nothing; its API keys and memory budget hold from then on; other fields wait for a restart', async (t) => {
