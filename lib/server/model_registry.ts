@@ -82,6 +82,13 @@ export class ModelUnavailableError extends Error {
   }
 }
 
+interface LoadCounts {
+  loads: number;
+  unloads: number;
+  evictions: number;
+  loadFailures: number;
+}
+
 interface Entry<T> {
   key: string;
   state: LoadState;
@@ -90,10 +97,7 @@ interface Entry<T> {
   leases: number;
   draining: boolean;
   lastUsed: number | null;
-  loads: number;
-  unloads: number;
-  evictions: number;
-  loadFailures: number;
+  counts: LoadCounts;                    // the key's: a replaced model's carry on in the one replacing it
   // Since when another model has waited for this one's room, and the leases granted since then.
   turn: { since: number; grants: number } | null;
   // After a failed load: no new attempt before `at`; `reason` is the failure without server paths.
@@ -162,9 +166,14 @@ export class ModelRegistry<T> {
       this.entries.delete(key);
       this.retired.add(old);
     }
+    this.addEntry(key, old?.counts);
+  }
+
+  // The counts go on under the key (Prometheus's counters must not fall back to 0 while the server runs).
+  private addEntry(key: string, counts: LoadCounts = { loads: 0, unloads: 0, evictions: 0, loadFailures: 0 }): void {
     this.entries.set(key, {
       key, state: 'unloaded', value: null, bytes: 0, leases: 0, draining: false, lastUsed: null,
-      loads: 0, unloads: 0, evictions: 0, loadFailures: 0, turn: null, retry: null, dependency: null, removed: false,
+      counts, turn: null, retry: null, dependency: null, removed: false,
     });
   }
 
@@ -192,7 +201,7 @@ export class ModelRegistry<T> {
       this.retired.add(old);
       void this.unload(old, 'removed');  // at once when idle; else at its last lease's end, or once loaded
     }
-    this.add(key);
+    this.addEntry(key, old.counts);
     this.pump();
   }
 
@@ -265,10 +274,7 @@ export class ModelRegistry<T> {
       leases: e.leases,
       bytes: e.bytes,
       lastUsed: e.lastUsed,
-      loads: e.loads,
-      unloads: e.unloads,
-      evictions: e.evictions,
-      loadFailures: e.loadFailures,
+      ...e.counts,
       waiting: this.queue.filter((w) => w.key === e.key).length,
       failure: e.retry && { reason: e.retry.reason, retryInMs: Math.max(0, e.retry.at - this.now()) },
     }));
@@ -498,7 +504,7 @@ export class ModelRegistry<T> {
       (value) => {
         e.value = value;
         e.state = 'loaded';
-        e.loads++;
+        e.counts.loads++;
         e.retry = null;
         e.lastUsed = this.now();
         this.log('info', 'model loaded', { model: e.key, ms: this.now() - started });
@@ -518,7 +524,7 @@ export class ModelRegistry<T> {
 
   // Logs the whole error (with its paths, for the operator), starts the back-off and refuses the model's waiters.
   private loadFailed(e: Entry<T>, err: Error): void {
-    e.loadFailures++;
+    e.counts.loadFailures++;
     const delayMs = e.retry === null ? this.loadRetryMs : Math.min(this.loadRetryMaxMs, e.retry.delayMs * 2);
     e.retry = { at: this.now() + delayMs, delayMs, reason: withoutPaths(err.message) };
     this.log('error', 'model failed to load', { model: e.key, error: err.message, retryInMs: delayMs });
@@ -564,7 +570,7 @@ export class ModelRegistry<T> {
 
   private async unload(e: Entry<T>, reason: 'idle' | 'evicted' | 'closing' | 'removed' | 'asked'): Promise<void> {
     if (e.state !== 'loaded' || e.leases > 0) return;
-    if (reason === 'evicted') e.evictions++;
+    if (reason === 'evicted') e.counts.evictions++;
     e.state = 'unloading';
     e.draining = false;
     e.turn = null;
@@ -580,7 +586,7 @@ export class ModelRegistry<T> {
     this.reserved -= e.bytes;
     e.bytes = 0;
     e.state = 'unloaded';
-    e.unloads++;
+    e.counts.unloads++;
     this.log('info', 'model unloaded', { model: e.key, reason });
     if (e.removed) this.forget(e);
     this.pump();

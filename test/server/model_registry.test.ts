@@ -491,7 +491,7 @@ t.test('a model replaced: requests under way keep the old one until their end, t
   t.notOk(underWay.value.alive);
   t.ok(next.value.alive, 'the new one serves on');
   t.equal(reg.reservedBytes, 40);
-  t.same(reg.status().map((s) => [s.key, s.state, s.loads]).sort(), [['a', 'loaded', 1], ['b', 'unloaded', 0]], 'one entry under the key');
+  t.same(reg.status().map((s) => [s.key, s.state, s.loads, s.unloads]).sort(), [['a', 'loaded', 2, 1], ['b', 'unloaded', 0, 0]], 'one entry under the key, whose counts go on (the old one\'s load and unload, the new one\'s load)');
   next.release();
 
   reg.replace('b');
