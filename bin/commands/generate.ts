@@ -128,7 +128,7 @@ async function main(): Promise<void> {
     .option('grammar', { type: 'string', describe: 'hold each sample to a grammar in llama.cpp\'s GBNF (its rule "root"): a file holding it, or the grammar itself' })
     .conflicts('json_schema', 'grammar')
     .options(COMPUTE_FLAGS)
-    .example('$0 --nsamples 3 --length 100 --top_k 40', 'three unconditional samples from 124M')
+    .example('$0 --prompt "" --nsamples 3 --length 100 --top_k 40', 'three unconditional samples from 124M (without --prompt, a terminal is asked for prompts)')
     .example('$0 --restore_from checkpoint/run1 --prompt "1|mom|Hi! <EOM>" --penalize 0.85', 'a fine-tuned model')
     .example('$0 --adapter adapters/mom --prompt "1|mom|Hi! <EOM>"', '124M with a LoRA adapter (docs/lora.md)')
     .example('$0 --prompt "A person, as JSON:" --json_schema person.schema.json', 'samples held to a JSON schema')

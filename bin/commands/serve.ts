@@ -76,7 +76,7 @@ async function main(): Promise<void> {
     .option('insecure', {
       type: 'boolean',
       default: false,
-      describe: 'listen on an address other than loopback without api_keys (as "insecure": true); without it the server refuses to',
+      describe: 'listen on an address other than loopback without api_keys (as "insecure": true); without it the server refuses to start on such an address',
     })
     .options(COMPUTE_FLAGS)
     .conflicts('config', ['model', 'audience', 'sanitizer', 'system_messages'])
