@@ -24,13 +24,70 @@ const HEADER = new RegExp(
 );
 const AFTERNOON = new Set(['午後', '下午', '오후']);
 
-// The first line of a message that stands for an attachment, in the languages WhatsApp exports most; what
-// follows it is the attachment's caption.
-const MEDIA =
-  /^(?:<(?:Media omitted|Medien ausgeschlossen|Multimedia omitido|Médias omis|Mídia oculta|Arquivo de mídia oculto|Media omessi|Media weggelaten)>|<attached: [^>]*>|(?:image|video|audio|sticker|GIF|document|Contact card) omitted|\S+\.\w{2,5} \((?:file attached|Datei angehängt|archivo adjunto|fichier joint|arquivo anexado|file allegato|bestand bijgevoegd)\))$/i;
-const DELETED =
-  /^(?:This message was deleted|You deleted this message|Diese Nachricht wurde gelöscht|Du hast diese Nachricht gelöscht|Se eliminó este mensaje|Eliminaste este mensaje|Ce message a été supprimé|Vous avez supprimé ce message|Esta mensagem foi apagada|Você apagou esta mensagem|Questo messaggio è stato eliminato|Hai eliminato questo messaggio|Dit bericht is verwijderd|Je hebt dit bericht verwijderd)\.?$/i;
-const EDITED = '<This message was edited>';
+// WhatsApp's own words, by the language of the phone that exported the chat, as the app writes them; a language is
+// here only with strings seen in real exports. media: a whole first line that stands for an attachment left out of
+// the export (what follows it is the attachment's caption); omitted: the last word of the app's other placeholders in
+// angle brackets ("<View once voice message omitted>"); attached: what follows a file's name in an export with
+// media; deleted: a message deleted, by another and by the user; edited: the mark after an edited message's text.
+interface AppWords {
+  media: readonly string[];
+  omitted: readonly string[];
+  attached: readonly string[];
+  deleted: readonly string[];
+  edited: readonly string[];
+}
+
+const APP_WORDS: Readonly<Record<string, AppWords>> = {
+  en: {
+    media: ['<Media omitted>'],
+    omitted: ['omitted'],
+    attached: ['file attached'],
+    deleted: ['This message was deleted', 'You deleted this message'],
+    edited: ['<This message was edited>'],
+  },
+  de: {
+    media: ['<Medien ausgeschlossen>'],
+    omitted: ['ausgeschlossen'],
+    attached: ['Datei angehängt'],
+    deleted: ['Diese Nachricht wurde gelöscht', 'Du hast diese Nachricht gelöscht'],
+    edited: [],
+  },
+  es: { media: ['<Multimedia omitido>'], omitted: ['omitido', 'omitida'], attached: ['archivo adjunto'], deleted: ['Se eliminó este mensaje', 'Eliminaste este mensaje'], edited: [] },
+  fr: { media: ['<Médias omis>'], omitted: ['omis'], attached: ['fichier joint'], deleted: ['Ce message a été supprimé', 'Vous avez supprimé ce message'], edited: [] },
+  pt: {
+    media: ['<Mídia oculta>', '<Arquivo de mídia oculto>'],
+    omitted: ['oculta', 'oculto'],
+    attached: ['arquivo anexado'],
+    deleted: ['Esta mensagem foi apagada', 'Essa mensagem foi apagada', 'Você apagou esta mensagem'],
+    edited: [],
+  },
+  it: { media: ['<Media omessi>'], omitted: ['omessi'], attached: ['file allegato'], deleted: ['Questo messaggio è stato eliminato', 'Hai eliminato questo messaggio'], edited: [] },
+  nl: { media: ['<Media weggelaten>'], omitted: ['weggelaten'], attached: ['bestand bijgevoegd'], deleted: ['Dit bericht is verwijderd', 'Je hebt dit bericht verwijderd'], edited: [] },
+  ru: { media: ['<Без медиафайлов>'], omitted: [], attached: [], deleted: ['Данное сообщение удалено', 'Вы удалили данное сообщение'], edited: [] },
+  tr: { media: ['<Medya dahil edilmedi>'], omitted: [], attached: [], deleted: ['Bu mesaj silindi', 'Bu mesajı sildiniz'], edited: [] },
+  id: { media: ['<Media tidak disertakan>'], omitted: [], attached: ['file terlampir'], deleted: ['Pesan ini telah dihapus', 'Pesan ini dihapus', 'Anda menghapus pesan ini'], edited: [] },
+  pl: { media: ['<Pominięto multimedia>'], omitted: [], attached: ['plik załączony'], deleted: ['Ta wiadomość została usunięta', 'Usunięto tę wiadomość'], edited: [] },
+  ar: { media: ['<تم استبعاد الوسائط>'], omitted: [], attached: [], deleted: ['تم حذف هذه الرسالة', 'لقد حذفت هذه الرسالة'], edited: [] },
+  he: { media: [], omitted: [], attached: [], deleted: ['הודעה זו נמחקה'], edited: [] },
+};
+
+function appWords(kind: keyof AppWords): string[] {
+  return Object.values(APP_WORDS).flatMap((words) => words[kind]);
+}
+
+function alternatives(strings: readonly string[]): string {
+  return strings.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
+}
+
+// An attachment: a language's placeholder, or one in angle brackets that ends in its "omitted"; iOS's "<attached:
+// name>" and "image omitted"; a file's name and "(file attached)".
+const MEDIA = new RegExp(
+  `^(?:${alternatives(appWords('media'))}|<[^<>\\n]{1,60} (?:${alternatives(appWords('omitted'))})>|<attached: [^>]*>|` +
+    `(?:image|video|audio|sticker|GIF|document|Contact card) omitted|\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\))$`,
+  'i',
+);
+const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})\\.?$`, 'i');
+const EDITED = new RegExp(`\\s*(?:${alternatives(appWords('edited'))})$`);
 // "WhatsApp Chat with Mom.txt" and its translations; iOS's "WhatsApp Chat - Mom.zip" unzips to a folder of that name.
 const TITLE_IN_NAME = /WhatsApp.*?(?: (?:with|mit|con|avec|com|met) | - )(.+?)(?: \(\d+\))?$/i;
 
@@ -150,7 +207,7 @@ function readMessage(text: string, from: number, end: number, line: number, send
     if (kept === '') dropped = 'media';
   } else if (DELETED.test(body)) dropped = 'deleted';
   else if (notice) dropped = 'system';
-  else if (body.endsWith(EDITED)) kept = body.slice(0, -EDITED.length).trimEnd();
+  else kept = body.replace(EDITED, '');
   return { time: NaN, sender, senderIds: NO_IDS, mine: null, text: dropped ? '' : kept, dropped, line };
 }
 

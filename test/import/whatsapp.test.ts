@@ -108,6 +108,29 @@ t.test('messages the app wrote: deleted and edited in several languages, a sende
   );
 });
 
+t.test('media and deleted messages in the languages of the phones that export most, and any "<... omitted>"', async (t) => {
+  const lines = [
+    '04.03.2024, 18:20 - Мама: <Без медиафайлов>',
+    '04.03.2024, 18:21 - Мама: Данное сообщение удалено',
+    '04.03.2024, 18:22 - Annem: <Medya dahil edilmedi>',
+    '04.03.2024, 18:23 - Annem: Bu mesaj silindi',
+    '04.03.2024, 18:24 - Ibu: <Media tidak disertakan>',
+    '04.03.2024, 18:25 - Ibu: Pesan ini telah dihapus',
+    '04.03.2024, 18:26 - Mama: <Pominięto multimedia>',
+    '04.03.2024, 18:27 - Mama: Ta wiadomość została usunięta',
+    '04.03.2024, 18:28 - ماما: <تم استبعاد الوسائط>',
+    '04.03.2024, 18:29 - ماما: تم حذف هذه الرسالة',
+    '04.03.2024, 18:30 - Mom: <Video note omitted>',
+    '04.03.2024, 18:31 - Mamá: <Sticker omitido>',
+    '04.03.2024, 18:32 - Mom: <3 omitted nothing',
+    '',
+  ];
+  t.same(
+    parseWhatsApp('chat.txt', lines.join('\n')).messages.map((m) => m.dropped),
+    ['media', 'deleted', 'media', 'deleted', 'media', 'deleted', 'media', 'deleted', 'media', 'deleted', 'media', 'media', null],
+  );
+});
+
 t.test('a group\'s notices that quote a name holding ": " are notices, not messages of a sender', async (t) => {
   const dir = t.testdir({
     'WhatsApp Chat with Fam.txt': [
