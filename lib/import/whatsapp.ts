@@ -80,10 +80,11 @@ function alternatives(strings: readonly string[]): string {
 }
 
 // An attachment: a language's placeholder, or one in angle brackets that ends in its "omitted"; iOS's "<attached:
-// name>" and "image omitted"; a file's name and "(file attached)".
+// name>" and "image omitted", a document's after its name and a left-to-right mark ("report.pdf • 3 pages \u200edocument
+// omitted"); a file's name and "(file attached)".
 const MEDIA = new RegExp(
   `^(?:${alternatives(appWords('media'))}|<[^<>\\n]{1,60} (?:${alternatives(appWords('omitted'))})>|<attached: [^>]*>|` +
-    `(?:image|video|audio|sticker|GIF|document|Contact card) omitted|\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\))$`,
+    `(?:image|video|audio|sticker|GIF|Contact card|(?:[^\\n]* \u200e)?document) omitted|\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\))$`,
   'i',
 );
 const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})\\.?$`, 'i');

@@ -131,6 +131,17 @@ t.test('media and deleted messages in the languages of the phones that export mo
   );
 });
 
+t.test("iPhone: a document named before its placeholder is media; the same words typed are a message", async (t) => {
+  const text = [
+    '[3/4/24, 6:20:01 PM] Mom: report.pdf • 3 pages \u200edocument omitted',
+    '[3/4/24, 6:20:02 PM] Mom: \u200ePhoto.pdf \u200edocument omitted',
+    '[3/4/24, 6:21:01 PM] Jane Doe: my report document omitted a page',
+    '[3/4/24, 6:21:02 PM] Jane Doe: report.pdf document omitted',
+    '',
+  ].join('\n');
+  t.same(parseWhatsApp('_chat.txt', text).messages.map((m) => [m.text, m.dropped]), [['', 'media'], ['', 'media'], ['my report document omitted a page', null], ['report.pdf document omitted', null]]);
+});
+
 t.test('a group\'s notices that quote a name holding ": " are notices, not messages of a sender', async (t) => {
   const dir = t.testdir({
     'WhatsApp Chat with Fam.txt': [
