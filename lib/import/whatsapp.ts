@@ -50,7 +50,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     omitted: ['ausgeschlossen'],
     attached: ['Datei angehängt'],
     deleted: ['Diese Nachricht wurde gelöscht', 'Du hast diese Nachricht gelöscht'],
-    edited: [],
+    edited: ['<Diese Nachricht wurde bearbeitet>'],
   },
   es: { media: ['<Multimedia omitido>'], omitted: ['omitido', 'omitida'], attached: ['archivo adjunto'], deleted: ['Se eliminó este mensaje', 'Eliminaste este mensaje'], edited: [] },
   fr: { media: ['<Médias omis>'], omitted: ['omis'], attached: ['fichier joint'], deleted: ['Ce message a été supprimé', 'Vous avez supprimé ce message'], edited: [] },
@@ -81,14 +81,19 @@ function alternatives(strings: readonly string[]): string {
 
 // An attachment: a language's placeholder, or one in angle brackets that ends in its "omitted"; iOS's "<attached:
 // name>" and "image omitted", a document's after its name and a left-to-right mark ("report.pdf • 3 pages \u200edocument
-// omitted"); a file's name and "(file attached)".
+// omitted"); a file's name and "(file attached)". And "null", older Android's photo or video to view once.
 const MEDIA = new RegExp(
   `^(?:${alternatives(appWords('media'))}|<[^<>\\n]{1,60} (?:${alternatives(appWords('omitted'))})>|<attached: [^>]*>|` +
-    `(?:image|video|audio|sticker|GIF|Contact card|(?:[^\\n]* \u200e)?document) omitted|\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\))$`,
+    `(?:image|video|audio|sticker|GIF|Contact card|Video note|(?:[^\\n]* \u200e)?document) omitted|` +
+    `\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\)|null)$`,
   'i',
 );
 const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})\\.?$`, 'i');
 const EDITED = new RegExp(`\\s*(?:${alternatives(appWords('edited'))})$`);
+// A message the phone could not yet decrypt when the chat was exported: its words are not in the export.
+const WAITING = /^Waiting for this message\. This may take a while\.$/;
+// A poll: "POLL:", its question, and an "OPTION:" line for each answer with its votes: no words of a conversation.
+const POLL = /^POLL:\n[^\n]*(?:\nOPTION: [^\n]*)+$/;
 // "WhatsApp Chat with Mom.txt" and its translations; iOS's "WhatsApp Chat - Mom.zip" unzips to a folder of that name.
 const TITLE_IN_NAME = /WhatsApp.*?(?: (?:with|mit|con|avec|com|met) | - )(.+?)(?: \(\d+\))?$/i;
 
@@ -206,7 +211,9 @@ function readMessage(text: string, from: number, end: number, line: number, send
   if (MEDIA.test(newline < 0 ? body : body.slice(0, newline).trimEnd())) {
     kept = newline < 0 ? '' : body.slice(newline + 1).trim();
     if (kept === '') dropped = 'media';
-  } else if (DELETED.test(body)) dropped = 'deleted';
+  } else if (POLL.test(body)) dropped = 'media';
+  else if (DELETED.test(body)) dropped = 'deleted';
+  else if (WAITING.test(body)) dropped = 'unreadable';
   else if (notice) dropped = 'system';
   else kept = body.replace(EDITED, '');
   return { time: NaN, sender, senderIds: NO_IDS, mine: null, text: dropped ? '' : kept, dropped, line };

@@ -142,6 +142,27 @@ t.test("iPhone: a document named before its placeholder is media; the same words
   t.same(parseWhatsApp('_chat.txt', text).messages.map((m) => [m.text, m.dropped]), [['', 'media'], ['', 'media'], ['my report document omitted a page', null], ['report.pdf document omitted', null]]);
 });
 
+t.test('placeholders of the app: a message not yet received, view-once media, polls, the German edited mark', async (t) => {
+  const dir = t.testdir({
+    'WhatsApp Chat with Mom.txt': [
+      '1/13/21, 1:07 PM - Jane Doe: null',
+      '1/13/21, 1:08 PM - Mom: POLL:',
+      'Dinner?',
+      'OPTION: Pizza (1 vote)',
+      'OPTION: Sushi (0 votes)',
+      '1/13/21, 1:09 PM - Mom: POLL: which one?',
+      '1/13/21, 1:11 PM - Mom: Waiting for this message. This may take a while.',
+      '1/13/21, 1:12 PM - Jane Doe: <View once voice message omitted>',
+      '1/13/21, 1:13 PM - Jane Doe: Hallo <Diese Nachricht wurde bearbeitet>',
+      '1/13/21, 1:14 PM - Mom: null and void',
+      '',
+    ].join('\n'),
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [dir], { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': ['0|Mom|POLL: which one? <EOM>', '1|Mom|Hallo <EOM>', '0|Mom|null and void <EOM>'] });
+  t.match(summary, { read: 7, kept: 3, dropped: { media: 3, unreadable: 1 } });
+});
+
 t.test('a group\'s notices that quote a name holding ": " are notices, not messages of a sender', async (t) => {
   const dir = t.testdir({
     'WhatsApp Chat with Fam.txt': [
