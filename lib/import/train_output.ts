@@ -309,7 +309,8 @@ function mergeParts(chats: readonly ExportedChat[]): ExportedChat[] {
       const name = message.senderIds.length > 0 ? newestName.get(senderOf(message)) : undefined;
       return name === undefined || name === message.sender ? message : { ...message, sender: name };
     });
-    return { ...parts[0], messages: named };
+    // A part that knows the chat is a group (WhatsApp's export holding the notice of its creation) tells for all.
+    return { ...parts[0], group: parts.some((part) => part.group === true) || parts[0].group, messages: named };
   });
 }
 

@@ -28,13 +28,15 @@ const AFTERNOON = new Set(['午後', '下午', '오후']);
 // here only with strings seen in real exports. media: a whole first line that stands for an attachment left out of
 // the export (what follows it is the attachment's caption); omitted: the last word of the app's other placeholders in
 // angle brackets ("<View once voice message omitted>"); attached: what follows a file's name in an export with
-// media; deleted: a message deleted, by another and by the user; edited: the mark after an edited message's text.
+// media; deleted: a message deleted, by another and by the user; edited: the mark after an edited message's text;
+// group: what only a group's notices say (that it was created or renamed, that the user was added to it).
 interface AppWords {
   media: readonly string[];
   omitted: readonly string[];
   attached: readonly string[];
   deleted: readonly string[];
   edited: readonly string[];
+  group: readonly string[];
 }
 
 const APP_WORDS: Readonly<Record<string, AppWords>> = {
@@ -44,6 +46,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     attached: ['file attached'],
     deleted: ['This message was deleted', 'You deleted this message'],
     edited: ['<This message was edited>'],
+    group: ['created group ', 'added you', 'You were added', 'changed the subject', "changed this group's icon", 'changed the group description', "joined using this group's invite link"],
   },
   de: {
     media: ['<Medien ausgeschlossen>'],
@@ -51,24 +54,26 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     attached: ['Datei angehängt'],
     deleted: ['Diese Nachricht wurde gelöscht', 'Du hast diese Nachricht gelöscht'],
     edited: ['<Diese Nachricht wurde bearbeitet>'],
+    group: ['hat dich hinzugefügt', 'hat den Betreff '],
   },
-  es: { media: ['<Multimedia omitido>'], omitted: ['omitido', 'omitida'], attached: ['archivo adjunto'], deleted: ['Se eliminó este mensaje', 'Eliminaste este mensaje'], edited: [] },
-  fr: { media: ['<Médias omis>'], omitted: ['omis'], attached: ['fichier joint'], deleted: ['Ce message a été supprimé', 'Vous avez supprimé ce message'], edited: [] },
+  es: { media: ['<Multimedia omitido>'], omitted: ['omitido', 'omitida'], attached: ['archivo adjunto'], deleted: ['Se eliminó este mensaje', 'Eliminaste este mensaje'], edited: [], group: [] },
+  fr: { media: ['<Médias omis>'], omitted: ['omis'], attached: ['fichier joint'], deleted: ['Ce message a été supprimé', 'Vous avez supprimé ce message'], edited: [], group: [] },
   pt: {
     media: ['<Mídia oculta>', '<Arquivo de mídia oculto>'],
     omitted: ['oculta', 'oculto'],
     attached: ['arquivo anexado'],
     deleted: ['Esta mensagem foi apagada', 'Essa mensagem foi apagada', 'Você apagou esta mensagem'],
     edited: [],
+    group: [],
   },
-  it: { media: ['<Media omessi>'], omitted: ['omessi'], attached: ['file allegato'], deleted: ['Questo messaggio è stato eliminato', 'Hai eliminato questo messaggio'], edited: [] },
-  nl: { media: ['<Media weggelaten>'], omitted: ['weggelaten'], attached: ['bestand bijgevoegd'], deleted: ['Dit bericht is verwijderd', 'Je hebt dit bericht verwijderd'], edited: [] },
-  ru: { media: ['<Без медиафайлов>'], omitted: [], attached: [], deleted: ['Данное сообщение удалено', 'Вы удалили данное сообщение'], edited: [] },
-  tr: { media: ['<Medya dahil edilmedi>'], omitted: [], attached: [], deleted: ['Bu mesaj silindi', 'Bu mesajı sildiniz'], edited: [] },
-  id: { media: ['<Media tidak disertakan>'], omitted: [], attached: ['file terlampir'], deleted: ['Pesan ini telah dihapus', 'Pesan ini dihapus', 'Anda menghapus pesan ini'], edited: [] },
-  pl: { media: ['<Pominięto multimedia>'], omitted: [], attached: ['plik załączony'], deleted: ['Ta wiadomość została usunięta', 'Usunięto tę wiadomość'], edited: [] },
-  ar: { media: ['<تم استبعاد الوسائط>'], omitted: [], attached: [], deleted: ['تم حذف هذه الرسالة', 'لقد حذفت هذه الرسالة'], edited: [] },
-  he: { media: [], omitted: [], attached: [], deleted: ['הודעה זו נמחקה'], edited: [] },
+  it: { media: ['<Media omessi>'], omitted: ['omessi'], attached: ['file allegato'], deleted: ['Questo messaggio è stato eliminato', 'Hai eliminato questo messaggio'], edited: [], group: [] },
+  nl: { media: ['<Media weggelaten>'], omitted: ['weggelaten'], attached: ['bestand bijgevoegd'], deleted: ['Dit bericht is verwijderd', 'Je hebt dit bericht verwijderd'], edited: [], group: [] },
+  ru: { media: ['<Без медиафайлов>'], omitted: [], attached: [], deleted: ['Данное сообщение удалено', 'Вы удалили данное сообщение'], edited: [], group: [] },
+  tr: { media: ['<Medya dahil edilmedi>'], omitted: [], attached: [], deleted: ['Bu mesaj silindi', 'Bu mesajı sildiniz'], edited: [], group: [] },
+  id: { media: ['<Media tidak disertakan>'], omitted: [], attached: ['file terlampir'], deleted: ['Pesan ini telah dihapus', 'Pesan ini dihapus', 'Anda menghapus pesan ini'], edited: [], group: [] },
+  pl: { media: ['<Pominięto multimedia>'], omitted: [], attached: ['plik załączony'], deleted: ['Ta wiadomość została usunięta', 'Usunięto tę wiadomość'], edited: [], group: [] },
+  ar: { media: ['<تم استبعاد الوسائط>'], omitted: [], attached: [], deleted: ['تم حذف هذه الرسالة', 'لقد حذفت هذه الرسالة'], edited: [], group: [] },
+  he: { media: [], omitted: [], attached: [], deleted: ['הודעה זו נמחקה'], edited: [], group: [] },
 };
 
 function appWords(kind: keyof AppWords): string[] {
@@ -90,6 +95,7 @@ const MEDIA = new RegExp(
 );
 const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})\\.?$`, 'i');
 const EDITED = new RegExp(`\\s*(?:${alternatives(appWords('edited'))})$`);
+const GROUP_NOTICE = new RegExp(alternatives(appWords('group')));
 // A message the phone could not yet decrypt when the chat was exported: its words are not in the export.
 const WAITING = /^Waiting for this message\. This may take a while\.$/;
 // A poll: "POLL:", its question, and an "OPTION:" line for each answer with its votes: no words of a conversation.
@@ -126,7 +132,7 @@ function isMark(code: number): boolean {
 export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder): ExportedChat {
   const messages: ExportedMessage[] = [];
   const dates: number[] = [];
-  const senders = new Map<string, string>();
+  const state: FileState = { senders: new Map(), group: false };
   let twelveHour = false;
   let messageStart = -1;
   let messageLine = 0;
@@ -138,7 +144,7 @@ export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder)
     line++;
     const header = headerAt(text, start);
     if (header) {
-      if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, senders));
+      if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, state));
       let hour = Number(header[5]);
       const meridiem = header[8] ? header[8].toLowerCase() : header[4] ? (AFTERNOON.has(header[4]) ? 'p' : 'a') : '';
       if (meridiem) {
@@ -157,7 +163,7 @@ export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder)
     previousEnd = end;
     start = end + 1;
   }
-  if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, senders));
+  if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, state));
   const order = dateOrder ?? guessDateOrder(file, dates, messages, twelveHour);
   let dayKey = -1;
   let dayStart = 0;
@@ -178,12 +184,20 @@ export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder)
   // chat's name in one folder are one chat, their overlap dropped as duplicates (train_output.ts). A file renamed
   // so that its name says no chat is a chat of its own.
   const key = title === '' ? `whatsapp:${path.resolve(file)}` : `whatsapp:${folder}\0${title}`;
-  return { format: 'whatsapp', file, key, title, group: null, skip: null, myIds: NO_IDS, messages };
+  // A group where one other member wrote would otherwise pass for a chat with that member.
+  return { format: 'whatsapp', file, key, title, group: state.group ? true : null, skip: null, myIds: NO_IDS, messages };
 }
 
 // The message whose sender (or notice) starts at `from` and whose last line ends at `end`. Its time comes later;
 // NaN until then keeps the field a double, as it will be, rather than a small integer to convert in every message.
-function readMessage(text: string, from: number, end: number, line: number, senders: Map<string, string>): ExportedMessage {
+// What the messages of a file tell of each other: the senders' names as written and as read, and whether a notice
+// says that the chat is a group.
+interface FileState {
+  senders: Map<string, string>;
+  group: boolean;
+}
+
+function readMessage(text: string, from: number, end: number, line: number, state: FileState): ExportedMessage {
   let lineEnd = text.indexOf('\n', from);
   if (lineEnd < 0 || lineEnd > end) lineEnd = end;
   const headerLine = text.slice(from, lineEnd).trimEnd();
@@ -191,14 +205,17 @@ function readMessage(text: string, from: number, end: number, line: number, send
   // Android's notices have no sender, but may quote a name that holds ": " (Mom changed the subject to "Fam: 2021").
   if (colon >= 0 && opensQuote(headerLine.slice(0, colon))) colon = -1;
   if (colon < 0) {
-    if (!headerLine.endsWith(':')) return { time: NaN, sender: '', senderIds: NO_IDS, mine: null, text: '', dropped: 'system', line };
+    if (!headerLine.endsWith(':')) {
+      if (GROUP_NOTICE.test(headerLine)) state.group = true;
+      return { time: NaN, sender: '', senderIds: NO_IDS, mine: null, text: '', dropped: 'system', line };
+    }
     colon = headerLine.length - 1;
   }
   const written = headerLine.slice(0, colon);
-  let sender = senders.get(written);
+  let sender = state.senders.get(written);
   if (sender === undefined) {
     sender = withoutDirectionMarks(written).replace(/^~\s*/, '').trim();
-    senders.set(written, sender);
+    state.senders.set(written, sender);
   }
   const bodyStart = Math.min(from + colon + 2, end);
   // On iOS the app's own words open with a left-to-right mark. Marks inside the text go where every app's do,
@@ -214,7 +231,10 @@ function readMessage(text: string, from: number, end: number, line: number, send
   } else if (POLL.test(body)) dropped = 'media';
   else if (DELETED.test(body)) dropped = 'deleted';
   else if (WAITING.test(body)) dropped = 'unreadable';
-  else if (notice) dropped = 'system';
+  else if (notice) {
+    dropped = 'system';
+    if (GROUP_NOTICE.test(body)) state.group = true;
+  }
   else kept = body.replace(EDITED, '');
   return { time: NaN, sender, senderIds: NO_IDS, mine: null, text: dropped ? '' : kept, dropped, line };
 }

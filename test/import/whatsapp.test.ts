@@ -4,7 +4,7 @@ import path from 'node:path';
 import t from 'tap';
 import { ChatImportError } from '../../lib/import';
 import { parseWhatsApp } from '../../lib/import/whatsapp';
-import { fixture, importInto } from './helpers';
+import { fixture, importFolder, importInto } from './helpers';
 
 const iso = (time: number): string => new Date(time).toISOString().slice(0, 19);
 
@@ -161,6 +161,19 @@ t.test('placeholders of the app: a message not yet received, view-once media, po
   const { files, summary } = await importInto(path.join(dir, 'out'), [dir], { me: ['Jane Doe'] });
   t.same(files, { 'mom.train': ['0|Mom|POLL: which one? <EOM>', '1|Mom|Hallo <EOM>', '0|Mom|null and void <EOM>'] });
   t.match(summary, { read: 7, kept: 3, dropped: { media: 3, unreadable: 1 } });
+});
+
+t.test('a group where one other member wrote: a group by its notices, left out with --no-groups', async (t) => {
+  const exports = {
+    'WhatsApp Chat with Family.txt': ['04/03/2024, 18:20 - Mom created group "Family"', '04/03/2024, 18:20 - Mom added you', '04/03/2024, 18:21 - Mom: dinner sunday?', '14/03/2024, 18:22 - Jane Doe: yes', ''].join('\n'),
+    'WhatsApp Chat with Club.txt': ['[04/03/2024, 18:20:00] Club: \u200eYou were added', '[04/03/2024, 18:21:00] Ann: hi all', '[14/03/2024, 18:22:00] Jane Doe: hi Ann', ''].join('\n'),
+    'WhatsApp Chat with Dad.txt': ['04/03/2024, 18:21 - Dad: I added you to my list', '14/03/2024, 18:22 - Jane Doe: ok', ''].join('\n'),
+  };
+  const { files, summary } = await importFolder(t, exports, { me: ['Jane Doe'], groups: false });
+  t.same(files, { 'dad.train': ['0|Dad|I added you to my list <EOM>', '1|Dad|ok <EOM>'] });
+  t.match(summary.skipped, [{ title: 'Club', reason: 'group chat', senders: ['Ann'] }, { title: 'Family', reason: 'group chat', senders: ['Mom'] }]);
+  const { files: written } = await importFolder(t, exports, { me: ['Jane Doe'] });
+  t.same(written['family.train'], ['0|Family|dinner sunday? <EOM>', '1|Family|yes <EOM>']);
 });
 
 t.test('a group\'s notices that quote a name holding ": " are notices, not messages of a sender', async (t) => {
