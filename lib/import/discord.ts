@@ -41,13 +41,15 @@ function toMessage(value: unknown): ExportedMessage {
   const dropped: DropReason | null =
     sender === '' || Number.isNaN(time)
       ? 'unreadable'
-      : message.type === 'Call'
-        ? 'call'
-        : typeof message.type === 'string' && !SPOKEN.has(message.type)
-          ? 'system'
-          : text.trim() === '' && attached
-            ? 'media'
-            : null;
+      : author.isBot === true
+        ? 'bot'
+        : message.type === 'Call'
+          ? 'call'
+          : typeof message.type === 'string' && !SPOKEN.has(message.type)
+            ? 'system'
+            : text.trim() === '' && attached
+              ? 'media'
+              : null;
   const ids = [jsonString(author.id), name, author.discriminator && author.discriminator !== '0000' ? `${name}#${jsonString(author.discriminator)}` : ''].filter((id) => id !== '');
   return { time: Number.isNaN(time) ? 0 : time, sender, senderIds: ids, mine: null, text, dropped, line: 0 };
 }

@@ -1,5 +1,6 @@
 // DiscordChatExporter's JSON: a direct message chat; calls, pins and bare attachments dropped; the user named by
 // username or account id.
+import path from 'node:path';
 import t from 'tap';
 import { parseDiscord } from '../../lib/import/discord';
 import { fixture, importInto } from './helpers';
@@ -29,4 +30,21 @@ t.test("a server channel: a group named after its server and channel, members by
     [Date.UTC(2021, 0, 1, 10), 'ana', ['1', 'ana'], 'system'],
     [Date.UTC(2021, 0, 1, 9, 1), 'Ana B.', ['1', 'ana'], null],
   ]);
+});
+
+t.test("bots' posts are dropped and counted as bots', whatever their type", async (t) => {
+  const author = (id: string, name: string, isBot: boolean) => ({ id, name, discriminator: isBot ? '4876' : '0000', nickname: null, isBot });
+  const post = (id: string, type: string, content: string, by: ReturnType<typeof author>) => ({ id, type, timestamp: `2024-03-04T18:2${id}:00+00:00`, content, author: by, attachments: [] });
+  const bob = author('10', 'bob', false);
+  const jane = author('11', 'jane', false);
+  const mee6 = author('12', 'MEE6', true);
+  const channel = {
+    guild: { id: '1', name: 'Gamers' },
+    channel: { id: '123', type: 'GuildTextChat', name: 'general' },
+    messages: [post('1', 'Default', 'hey all', bob), post('2', 'Reply', 'yo', jane), post('3', 'Default', 'GG @jane, you just advanced to level 5!', mee6), post('4', 'ChatInputCommand', 'Now playing', author('14', 'Rythm', true))],
+  };
+  const dir = t.testdir({ 'Gamers - general [123].json': JSON.stringify(channel) });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [dir], { me: ['jane'] });
+  t.same(files, { 'gamers-general.train': ['0|Gamers #general|hey all <EOM>', '1|Gamers #general|yo <EOM>'] });
+  t.match(summary, { read: 4, kept: 2, dropped: { bot: 2 } });
 });
