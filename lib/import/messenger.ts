@@ -39,6 +39,7 @@ const NOTICE_ACTION = new RegExp(
 );
 const NOTICE = /^(?:You are now connected on Messenger|The (?:video|audio|voice) chat ended)/i;
 const REACTION = /^(?:Reacted .+ to your message|Liked a message)\s*$/i;
+// What the download writes as the text of an attachment sent without one; a caption is the sender's words, kept.
 const ATTACHMENT_NOTICE = / sent an attachment\.$/;
 
 export function looksLikeMessenger(root: Record<string, unknown>): boolean {
@@ -82,7 +83,7 @@ function toMessage(value: unknown, participants: ReadonlySet<string>): ExportedM
             ? 'system'
             : REACTION.test(text)
               ? 'reaction'
-              : attached || (message.share !== undefined && (text === '' || ATTACHMENT_NOTICE.test(text)))
+              : (attached || message.share !== undefined) && (text === '' || ATTACHMENT_NOTICE.test(text))
                 ? 'media'
                 : null;
   return { time: Number.isFinite(time) ? time : 0, sender, senderIds: NO_IDS, mine: null, text, dropped, line: 0 };

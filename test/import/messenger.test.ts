@@ -61,3 +61,20 @@ t.test("the app's notices are whole sentences: messages that only begin like one
   t.same(files, { 'mom.train': ['1|Mom|You started a fire in my heart <EOM>', '0|Mom|You missed a call from me yesterday <EOM>', '1|Mom|You left the group chat on read! <EOM>', '0|Mom|Mom named the group chat after the dog? lol <EOM>'] });
   t.match(summary, { read: 9, kept: 4, dropped: { system: 5 } });
 });
+
+t.test('an attachment with a caption keeps the caption; one without text, or with the app\'s "sent an attachment.", is media', async (t) => {
+  const download = {
+    participants: [{ name: 'Mom M\u00c3\u00bcller' }, { name: 'Jane Doe' }],
+    title: 'Mom M\u00c3\u00bcller',
+    messages: [
+      { sender_name: 'Jane Doe', timestamp_ms: 1709576700000, content: 'caption for the pic \u00f0\u009f\u0098\u0080', photos: [{ uri: 'x.jpg', creation_timestamp: 1 }] },
+      { sender_name: 'Mom M\u00c3\u00bcller', timestamp_ms: 1709576600000, photos: [{ uri: 'y.jpg', creation_timestamp: 1 }] },
+      { sender_name: 'Jane Doe', timestamp_ms: 1709576500000, content: 'You sent an attachment.', files: [{ uri: 'a.pdf' }] },
+      { sender_name: 'Mom M\u00c3\u00bcller', timestamp_ms: 1709576400000, content: 'Gr\u00c3\u00bc\u00c3\u009fe' },
+    ],
+  };
+  const dir = t.testdir({ inbox: { mom_123: { 'message_1.json': JSON.stringify(download) } } });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'inbox')], { me: ['Jane Doe'] });
+  t.same(files, { 'mom-müller.train': ['0|Mom Müller|Grüße <EOM>', '1|Mom Müller|caption for the pic 😀 <EOM>'] });
+  t.match(summary, { read: 4, kept: 2, dropped: { media: 2 } });
+});
