@@ -5,6 +5,7 @@
 // left to train_output.ts, so that every app's quirks stay in its importer and every rule of the output in one place.
 import buffer, { isUtf8 } from 'node:buffer';
 import { lineAt } from '../util/lines';
+import type { WhatsAppDates } from './whatsapp';
 
 export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'element', 'slack', 'snapchat', 'signal', 'skype', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -72,6 +73,9 @@ export interface ExportedChat {
   skip: DropReason | null;         // a chat the app's export marks as not a conversation
   myIds: readonly string[];        // who the user is, when the export says (Telegram's account export)
   messages: ExportedMessage[];
+  // WhatsApp's dates as written, until their order is decided for all the import's WhatsApp exports together and
+  // the messages' times set (whatsapp.ts, datedWhatsApp)
+  undated?: WhatsAppDates;
 }
 
 export const NO_IDS: readonly string[] = Object.freeze([]);

@@ -18,12 +18,11 @@ import { looksLikeMessenger, parseMessenger } from './messenger';
 import { looksLikeSms, parseSms } from './sms';
 import { looksLikeTelegram, parseTelegram } from './telegram';
 import { parseTelegramHtml } from './telegram_html';
-import { DateOrder, looksLikeWhatsApp, parseWhatsApp } from './whatsapp';
+import { looksLikeWhatsApp, readWhatsApp } from './whatsapp';
 
 export interface ReadOptions {
   format?: ExportFormat;   // what the file is, when not detected
   encoding?: string;       // the text's encoding when not UTF-8 or UTF-16 with a byte-order mark
-  dateOrder?: DateOrder;   // WhatsApp's dates, when not guessed right
 }
 
 const KNOWN_EXPORTS =
@@ -89,7 +88,8 @@ export async function readExport(file: string, bytes: Buffer, options: ReadOptio
   // WhatsApp's iOS lines open with "[", as JSON may: its date tells them apart.
   const format = options.format ??
     (looksLikeWhatsApp(text) ? 'whatsapp' : looksLikeSms(text) ? 'sms' : looksLikeLine(text) ? 'line' : looksLikeKakaoTalk(text) ? 'kakaotalk' : looksLikeSignal(jsonLine) ? 'signal' : fineTuningFormat(jsonLine));
-  if (format === 'whatsapp') return [parseWhatsApp(file, text, options.dateOrder)];
+  // Its times wait for the other WhatsApp exports of the import (index.ts).
+  if (format === 'whatsapp') return [readWhatsApp(file, text)];
   if (format === 'line') return [parseLine(file, text)];
   if (format === 'kakaotalk') return [parseKakaoTalk(file, text)];
   if (format === 'sms') return parseSms(file, text);

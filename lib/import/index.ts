@@ -13,7 +13,7 @@ import { realPath } from '../util/paths';
 import { isTar, TarArchive } from '../util/tar';
 import { isZip, ZipArchive } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, notWrittenBeside, outputKind, planOutput, writeOutput } from './train_output';
-import { DateOrder } from './whatsapp';
+import { DateOrder, datedWhatsApp } from './whatsapp';
 
 export { EXPORT_FORMATS, FORMAT_NAMES, ChatImportError, ChatImportErrors } from './chat_export';
 export type { DropReason, ExportFormat } from './chat_export';
@@ -27,7 +27,7 @@ export interface ChatImportOptions {
   me?: readonly string[];                         // the user's names or ids as the apps show them
   format?: ExportFormat;                          // every input is this app's export (default: detected)
   encoding?: string;                              // the inputs' text encoding (default: UTF-8, or UTF-16 by BOM)
-  dateOrder?: DateOrder;                          // WhatsApp's dates (default: guessed from the file)
+  dateOrder?: DateOrder;                          // WhatsApp's dates (default: guessed from all the WhatsApp files together)
   audienceMap?: Readonly<Record<string, string>>; // a chat's name in the app (or its contact's) -> the audience to write
   contacts?: readonly string[];                   // .vcf address books that name the people known by number or address
   groups?: boolean;                               // false: leave group chats out (default true)
@@ -80,7 +80,7 @@ export async function importChats(inputs: readonly string[], options: ChatImport
 
 async function importSources({ sources, notExports }: { sources: ExportSource[]; notExports: string[] }, options: ChatImportOptions): Promise<ChatImportSummary> {
   const contacts = readContacts(options.contacts ?? []);
-  const read: ReadOptions = { format: options.format, encoding: options.encoding, dateOrder: options.dateOrder };
+  const read: ReadOptions = { format: options.format, encoding: options.encoding };
   const chats: ExportedChat[] = [];
   const errors: Error[] = [];
   const warnings: string[] = [];
@@ -97,6 +97,7 @@ async function importSources({ sources, notExports }: { sources: ExportSource[];
       else if (!errors.includes(error)) errors.push(error);
     }
   }
+  errors.push(...datedWhatsApp(chats, options.dateOrder, warnings));
   if (errors.length > 0) throw new ChatImportErrors(errors);
   if (chats.length === 0) throw new ChatImportErrors([new Error(`no chat export among ${sources.length === 1 ? sources[0].file : `${sources.length} files`}`)]);
   const output: OutputOptions = {

@@ -13,10 +13,10 @@ export type DateOrder = 'dmy' | 'mdy' | 'ymd';
 export const DATE_ORDERS: readonly DateOrder[] = ['dmy', 'mdy', 'ymd'];
 
 const SPACE = '[^\\S\\r\\n]';
-// Groups: 1-3 the date's numbers as written, 4 a meridiem written before the time (Japanese, Chinese, Korean),
-// 5-7 the time, 8 the a or p of AM/PM ("PM", "p. m.", "pm").
+// Groups: 1, 3, 4 the date's numbers as written, 2 the first separator, 5 a meridiem written before the time
+// (Japanese, Chinese, Korean), 6-8 the time, 9 the a or p of AM/PM ("PM", "p. m.", "pm").
 const HEADER = new RegExp(
-  `\\[?(\\d{1,4})[-./]${SPACE}?(\\d{1,4})[-./]${SPACE}?(\\d{1,4})\\.?,?${SPACE}` +
+  `\\[?(\\d{1,4})([-./])${SPACE}?(\\d{1,4})[-./]${SPACE}?(\\d{1,4})\\.?,?${SPACE}` +
     `(?:(午前|午後|上午|下午|오전|오후)${SPACE}?|[^\\d\\s[\\]]{1,5}${SPACE})?` +
     `(\\d{1,2})[:.](\\d{2})(?:[:.](\\d{2}))?(?:${SPACE}?([aApP])\\.?${SPACE}?[mM]\\.?)?` +
     `(?:\\]${SPACE}|${SPACE}?[-–]${SPACE}|:${SPACE})`,
@@ -127,13 +127,30 @@ function isMark(code: number): boolean {
   return code === 0x200e || code === 0x200f || code === 0x061c || code === 0xfeff || (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069);
 }
 
-// One pass over the lines. A message's time waits for the date order, known only once every date was seen: its
-// date's numbers as written and its second of the day are kept aside, four numbers a message.
-export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder): ExportedChat {
+// An export whose messages' times wait for the date order: every WhatsApp export of an import is read first, and the
+// order decided for them all together (datedWhatsApp), as exports of one chat must read their dates alike for their
+// overlap to be found.
+export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder, warnings: string[] = []): ExportedChat {
+  const chat = readWhatsApp(file, text);
+  const [error] = datedWhatsApp([chat], dateOrder, warnings);
+  if (error) throw error;
+  return chat;
+}
+
+// The dates of an export's messages as written, four numbers a message: its date's three and its second of the day.
+export interface WhatsAppDates {
+  numbers: readonly number[];
+  twelveHour: boolean;
+  dotted: boolean;   // 31.12.20: the locales that write dates so write the day first
+}
+
+// One pass over the lines; the messages' times are NaN, their dates in the chat's `undated`.
+export function readWhatsApp(file: string, text: string): ExportedChat {
   const messages: ExportedMessage[] = [];
   const dates: number[] = [];
   const state: FileState = { senders: new Map(), group: false };
   let twelveHour = false;
+  let dotted = false;
   let messageStart = -1;
   let messageLine = 0;
   let previousEnd = 0;
@@ -145,16 +162,17 @@ export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder)
     const header = headerAt(text, start);
     if (header) {
       if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, state));
-      let hour = Number(header[5]);
-      const meridiem = header[8] ? header[8].toLowerCase() : header[4] ? (AFTERNOON.has(header[4]) ? 'p' : 'a') : '';
+      let hour = Number(header[6]);
+      const meridiem = header[9] ? header[9].toLowerCase() : header[5] ? (AFTERNOON.has(header[5]) ? 'p' : 'a') : '';
       if (meridiem) {
         twelveHour = true;
         hour = (hour % 12) + (meridiem === 'p' ? 12 : 0);
       }
-      const minute = Number(header[6]);
-      const second = Number(header[7] ?? 0);
+      const minute = Number(header[7]);
+      const second = Number(header[8] ?? 0);
       if (hour > 23 || minute > 59 || second > 59) throw new ChatImportError(file, line, `a time that does not exist: ${text.slice(start, HEADER.lastIndex).trim()}`);
-      dates.push(Number(header[1]), Number(header[2]), Number(header[3]), hour * 3600 + minute * 60 + second);
+      if (header[2] === '.') dotted = true;
+      dates.push(Number(header[1]), Number(header[3]), Number(header[4]), hour * 3600 + minute * 60 + second);
       messageStart = HEADER.lastIndex;
       messageLine = line;
     } else if (messageStart < 0 && text.slice(start, end).trim() !== '') {
@@ -164,38 +182,24 @@ export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder)
     start = end + 1;
   }
   if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, state));
-  const order = dateOrder ?? guessDateOrder(file, dates, messages, twelveHour);
-  let dayKey = -1;
-  let dayStart = 0;
-  messages.forEach((message, i) => {
-    const [year, month, day] = dayOf(dates, i, order);
-    if (month < 1 || month > 12 || day < 1 || day > 31) {
-      throw new ChatImportError(file, message.line, `a date that does not exist read as ${order} (${dates.slice(4 * i, 4 * i + 3).join('/')}); give the date order with --date-order`);
-    }
-    const key = year * 10000 + month * 100 + day;
-    if (key !== dayKey) {
-      dayKey = key;
-      dayStart = Date.UTC(year < 100 ? 2000 + year : year, month - 1, day);
-    }
-    message.time = dayStart + dates[4 * i + 3] * 1000;
-  });
   const { title, folder } = chatTitle(file);
   // The app names the file after the chat, and a second export of it beside the first "... (1)": exports of one
   // chat's name in one folder are one chat, their overlap dropped as duplicates (train_output.ts). A file renamed
   // so that its name says no chat is a chat of its own.
   const key = title === '' ? `whatsapp:${path.resolve(file)}` : `whatsapp:${folder}\0${title}`;
   // A group where one other member wrote would otherwise pass for a chat with that member.
-  return { format: 'whatsapp', file, key, title, group: state.group ? true : null, skip: null, myIds: NO_IDS, messages };
+  return { format: 'whatsapp', file, key, title, group: state.group ? true : null, skip: null, myIds: NO_IDS, messages, undated: { numbers: dates, twelveHour, dotted } };
 }
 
-// The message whose sender (or notice) starts at `from` and whose last line ends at `end`. Its time comes later;
-// NaN until then keeps the field a double, as it will be, rather than a small integer to convert in every message.
 // What the messages of a file tell of each other: the senders' names as written and as read, and whether a notice
 // says that the chat is a group.
 interface FileState {
   senders: Map<string, string>;
   group: boolean;
 }
+
+// The message whose sender (or notice) starts at `from` and whose last line ends at `end`. Its time comes later;
+// NaN until then keeps the field a double, as it will be, rather than a small integer to convert in every message.
 
 function readMessage(text: string, from: number, end: number, line: number, state: FileState): ExportedMessage {
   let lineEnd = text.indexOf('\n', from);
@@ -258,36 +262,99 @@ function dayOf(dates: readonly number[], i: number, order: DateOrder): [number, 
   return order === 'ymd' ? [first, second, third] : order === 'dmy' ? [third, second, first] : [third, first, second];
 }
 
-// Which of a date's numbers is the day and which the month: what the numbers allow (a first number over 31 is a
-// year; over 12, a day), else the order under which the dates go forward the most, as a chat's do, else the
-// 12-hour clock's countries' month first.
-function guessDateOrder(file: string, dates: readonly number[], messages: readonly ExportedMessage[], twelveHour: boolean): DateOrder {
+// The times of the messages of the chats read by readWhatsApp, under `dateOrder` or the order their dates tell, and
+// the problems found, a file's each. What a file's numbers allow decides its order (a first number over 31 is a year;
+// over 12, a day): exports of phones of several locales may be imported together. The files whose numbers allow both
+// orders read theirs as the others say it is, if they agree, else as all of them go forward the most, as a chat's
+// dates do, else month first with the 12-hour clock's countries (a warning names them and --date-order).
+export function datedWhatsApp(chats: readonly ExportedChat[], dateOrder: DateOrder | undefined, warnings: string[]): ChatImportError[] {
+  const errors: ChatImportError[] = [];
+  const orders = new Map<ExportedChat, DateOrder[]>();
+  for (const chat of chats) {
+    if (chat.undated === undefined) continue;
+    try {
+      orders.set(chat, dateOrder ? [dateOrder] : possibleOrders(chat, chat.undated.numbers));
+    } catch (err) {
+      errors.push(err as ChatImportError);
+    }
+  }
+  const open = [...orders].filter(([, possible]) => possible.length > 1).map(([chat]) => chat);
+  const shared = open.length === 0 ? 'dmy' : sharedOrder(open, [...orders.values()], warnings);
+  for (const [chat, possible] of orders) {
+    try {
+      setTimes(chat, possible.length > 1 ? shared : possible[0]);
+    } catch (err) {
+      errors.push(err as ChatImportError);
+    }
+  }
+  return errors;
+}
+
+// The orders a file's dates can be read in.
+function possibleOrders(chat: ExportedChat, dates: readonly number[]): DateOrder[] {
   let dayFirstPossible = true;
   let monthFirstPossible = true;
-  for (let i = 0; i < messages.length; i++) {
-    if (dates[4 * i] > 31) return 'ymd';
+  for (let i = 0; i < chat.messages.length; i++) {
+    if (dates[4 * i] > 31) return ['ymd'];
     if (dates[4 * i + 1] > 12) dayFirstPossible = false;
     if (dates[4 * i] > 12) monthFirstPossible = false;
     if (!dayFirstPossible && !monthFirstPossible) {
-      throw new ChatImportError(file, messages[i].line, 'dates in no order a phone writes them (neither day nor month first); give it with --date-order');
+      throw new ChatImportError(chat.file, chat.messages[i].line, 'dates in no order a phone writes them (neither day nor month first); give it with --date-order');
     }
   }
-  if (dayFirstPossible !== monthFirstPossible) return dayFirstPossible ? 'dmy' : 'mdy';
+  if (dayFirstPossible && monthFirstPossible) return (chat.undated as WhatsAppDates).dotted ? ['dmy'] : ['dmy', 'mdy'];
+  return dayFirstPossible ? ['dmy'] : ['mdy'];
+}
+
+// The order of the files whose numbers allow both, `possible` being every file's orders.
+function sharedOrder(open: readonly ExportedChat[], possible: readonly DateOrder[][], warnings: string[]): 'dmy' | 'mdy' {
+  const told = new Set(possible.filter((orders) => orders.length === 1 && orders[0] !== 'ymd').map((orders) => orders[0]));
+  if (told.size === 1) return told.has('dmy') ? 'dmy' : 'mdy';
   const backwards = (order: 'dmy' | 'mdy'): number => {
     let count = 0;
-    let previous = -Infinity;
-    for (let i = 0; i < messages.length; i++) {
-      const [year, month, day] = dayOf(dates, i, order);
-      const key = year * 10000 + month * 100 + day;
-      if (key < previous) count++;
-      previous = key;
+    for (const chat of open) {
+      const dates = (chat.undated as WhatsAppDates).numbers;
+      let previous = -Infinity;
+      for (let i = 0; i < chat.messages.length; i++) {
+        const [year, month, day] = dayOf(dates, i, order);
+        const key = year * 10000 + month * 100 + day;
+        if (key < previous) count++;
+        previous = key;
+      }
     }
     return count;
   };
   const dayFirst = backwards('dmy');
   const monthFirst = backwards('mdy');
   if (dayFirst !== monthFirst) return dayFirst < monthFirst ? 'dmy' : 'mdy';
-  return twelveHour ? 'mdy' : 'dmy';
+  const order = open.every((chat) => chat.undated?.twelveHour) ? 'mdy' : 'dmy';
+  // Dates whose day is their month read the same either way.
+  const differ = open.filter((chat) => (chat.undated as WhatsAppDates).numbers.some((n, i, numbers) => i % 4 === 0 && n !== numbers[i + 1]));
+  if (differ.length > 0) {
+    const shown = differ.slice(0, 3).map((chat) => chat.file).join(', ') + (differ.length > 3 ? `, and ${differ.length - 3} more` : '');
+    warnings.push(`${shown}: dates that read as well day first as month first (3/4/24: 3 April or March 4), read ${order === 'mdy' ? 'month' : 'day'} first; if that is wrong, give the order with --date-order ${order === 'mdy' ? 'dmy' : 'mdy'}`);
+  }
+  return order;
+}
+
+// The messages' times under an order.
+function setTimes(chat: ExportedChat, order: DateOrder): void {
+  const dates = (chat.undated as WhatsAppDates).numbers;
+  let dayKey = -1;
+  let dayStart = 0;
+  chat.messages.forEach((message, i) => {
+    const [year, month, day] = dayOf(dates, i, order);
+    if (month < 1 || month > 12 || day < 1 || day > 31) {
+      throw new ChatImportError(chat.file, message.line, `a date that does not exist read as ${order} (${dates.slice(4 * i, 4 * i + 3).join('/')}); give the date order with --date-order`);
+    }
+    const key = year * 10000 + month * 100 + day;
+    if (key !== dayKey) {
+      dayKey = key;
+      dayStart = Date.UTC(year < 100 ? 2000 + year : year, month - 1, day);
+    }
+    message.time = dayStart + dates[4 * i + 3] * 1000;
+  });
+  delete chat.undated;
 }
 
 // The chat's name, from the file's name or, for an iPhone's _chat.txt, from the folder or zip it came in; and the

@@ -205,6 +205,25 @@ t.test('a chat exported twice into one folder ("... (1).txt") is one chat, its o
   t.match(summary, { read: 7, kept: 5, dropped: { duplicate: 2 }, audiences: [{ audience: 'Mom', conversations: 2 }] });
 });
 
+t.test('the date order is one for all the WhatsApp exports of an import: a short export reads its dates as a longer one tells', async (t) => {
+  const first = ['02/03/2024, 6:20 pm - Mom: hi', '03/03/2024, 6:21 pm - Jane Doe: hey', '05/03/2024, 7:00 pm - Mom: how are you', ''].join('\n');
+  const second = `${first}20/03/2024, 8:00 pm - Jane Doe: fine\n`;
+  const { files, summary } = await importFolder(t, { 'WhatsApp Chat with Mom.txt': first, 'WhatsApp Chat with Mom (1).txt': second }, { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': ['0|Mom|hi <EOM>', '1|Mom|hey <EOM>', '0|Mom|how are you <EOM>', '1|Mom|fine <EOM>'] });
+  t.match(summary, { read: 7, kept: 4, dropped: { duplicate: 3 }, warnings: [] });
+});
+
+t.test('dates no export decides: read month first with the 12-hour clock, and a warning names the files and --date-order', async (t) => {
+  const text = ['02/03/2024, 6:20 pm - Mom: hi', '02/03/2024, 6:21 pm - Jane Doe: hey', ''].join('\n');
+  const dir = t.testdir({ 'WhatsApp Chat with Mom.txt': text, 'WhatsApp Chat with Dad.txt': '01/01/2024, 9:00 am - Dad: happy new year\n01/01/2024, 9:01 am - Jane Doe: you too\n' });
+  const { summary } = await importInto(path.join(dir, 'out'), [dir], { me: ['Jane Doe'] });
+  t.match(summary.warnings, [/WhatsApp Chat with Mom\.txt: dates that read as well day first as month first .*read month first; if that is wrong, give the order with --date-order dmy$/]);
+  t.notMatch(summary.warnings.join('\n'), /Dad/, 'dates whose day is their month read the same either way');
+  const warnings: string[] = [];
+  t.same(parseWhatsApp('chat.txt', text, 'dmy', warnings).messages.map((m) => iso(m.time)), ['2024-03-02T18:20:00', '2024-03-02T18:21:00']);
+  t.same(warnings, [], 'none with --date-order');
+});
+
 t.test('not a WhatsApp export: the first line that is not a message', async (t) => {
   const error = t.throws(() => parseWhatsApp('notes.txt', '\nDear diary,\n1/1/21, 10:00 - A: hi\n')) as ChatImportError;
   t.match(error, { name: 'ChatImportError', file: 'notes.txt', line: 2, message: /^notes\.txt:2: not a WhatsApp export: a message line starts with its date and time/ });
