@@ -144,11 +144,12 @@ export interface WhatsAppDates {
   dotted: boolean;   // 31.12.20: the locales that write dates so write the day first
 }
 
-// One pass over the lines; the messages' times are NaN, their dates in the chat's `undated`.
+// One pass over the lines, then one over the messages, whose senders are told by every message's first line; the
+// messages' times are NaN, their dates in the chat's `undated`.
 export function readWhatsApp(file: string, text: string): ExportedChat {
-  const messages: ExportedMessage[] = [];
+  const spans: [from: number, end: number, line: number][] = [];
   const dates: number[] = [];
-  const state: FileState = { senders: new Map(), group: false };
+  const state: FileState = { senders: new Map(), openings: new Map(), group: false };
   let twelveHour = false;
   let dotted = false;
   let messageStart = -1;
@@ -161,7 +162,10 @@ export function readWhatsApp(file: string, text: string): ExportedChat {
     line++;
     const header = headerAt(text, start);
     if (header) {
-      if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, state));
+      if (messageStart >= 0) spans.push([messageStart, previousEnd, messageLine]);
+      for (const opening of senderEnds(text.slice(HEADER.lastIndex, end).trimEnd()).map((colon) => text.slice(HEADER.lastIndex, HEADER.lastIndex + colon))) {
+        state.openings.set(opening, (state.openings.get(opening) ?? 0) + 1);
+      }
       let hour = Number(header[6]);
       const meridiem = header[9] ? header[9].toLowerCase() : header[5] ? (AFTERNOON.has(header[5]) ? 'p' : 'a') : '';
       if (meridiem) {
@@ -181,7 +185,8 @@ export function readWhatsApp(file: string, text: string): ExportedChat {
     previousEnd = end;
     start = end + 1;
   }
-  if (messageStart >= 0) messages.push(readMessage(text, messageStart, previousEnd, messageLine, state));
+  if (messageStart >= 0) spans.push([messageStart, previousEnd, messageLine]);
+  const messages = spans.map(([from, end, at]) => readMessage(text, from, end, at, state));
   const { title, folder } = chatTitle(file);
   // The app names the file after the chat, and a second export of it beside the first "... (1)": exports of one
   // chat's name in one folder are one chat, their overlap dropped as duplicates (train_output.ts). A file renamed
@@ -191,23 +196,53 @@ export function readWhatsApp(file: string, text: string): ExportedChat {
   return { format: 'whatsapp', file, key, title, group: state.group ? true : null, skip: null, myIds: NO_IDS, messages, undated: { numbers: dates, twelveHour, dotted } };
 }
 
-// What the messages of a file tell of each other: the senders' names as written and as read, and whether a notice
-// says that the chat is a group.
+// What the messages of a file tell of each other: the senders' names as written and as read, how many messages'
+// first lines open with each text that may be a sender (senderEnds), and whether a notice says that the chat is a
+// group.
 interface FileState {
   senders: Map<string, string>;
+  openings: Map<string, number>;
   group: boolean;
+}
+
+// Where the sender may end in a message's first line: at each ": " before a quotation opens (Android's notices have
+// no sender, but may quote a name that holds ": ": Mom changed the subject to "Fam: 2021").
+function senderEnds(headerLine: string): number[] {
+  const ends: number[] = [];
+  for (let colon = headerLine.indexOf(': '); colon >= 0 && ends.length < MAX_SENDER_COLONS; colon = headerLine.indexOf(': ', colon + 2)) {
+    if (opensQuote(headerLine.slice(0, colon))) break;
+    ends.push(colon);
+  }
+  return ends;
+}
+
+// The most ": " a sender's name is looked for across ("Work: Bob").
+const MAX_SENDER_COLONS = 3;
+
+// Where the sender ends: a name may hold ": " ("Work: Bob: hi"), as may a text ("Mom: note: milk"). The sender is
+// the opening that begins the most other messages too, the longer of two that begin as many ("Work: Bob" begins every
+// message "Work" begins); an opening of this message alone tells nothing, and the first ": " ends the sender.
+function senderEnd(headerLine: string, openings: ReadonlyMap<string, number>): number {
+  const ends = senderEnds(headerLine);
+  let best = ends.length > 0 ? ends[0] : -1;
+  let most = 1;
+  for (const colon of ends) {
+    const count = openings.get(headerLine.slice(0, colon)) ?? 0;
+    if (count > 1 && count >= most) {
+      best = colon;
+      most = count;
+    }
+  }
+  return best;
 }
 
 // The message whose sender (or notice) starts at `from` and whose last line ends at `end`. Its time comes later;
 // NaN until then keeps the field a double, as it will be, rather than a small integer to convert in every message.
-
 function readMessage(text: string, from: number, end: number, line: number, state: FileState): ExportedMessage {
   let lineEnd = text.indexOf('\n', from);
   if (lineEnd < 0 || lineEnd > end) lineEnd = end;
   const headerLine = text.slice(from, lineEnd).trimEnd();
-  let colon = headerLine.indexOf(': ');
-  // Android's notices have no sender, but may quote a name that holds ": " (Mom changed the subject to "Fam: 2021").
-  if (colon >= 0 && opensQuote(headerLine.slice(0, colon))) colon = -1;
+  let colon = senderEnd(headerLine, state.openings);
   if (colon < 0) {
     if (!headerLine.endsWith(':')) {
       if (GROUP_NOTICE.test(headerLine)) state.group = true;

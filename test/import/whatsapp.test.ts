@@ -176,6 +176,26 @@ t.test('a group where one other member wrote: a group by its notices, left out w
   t.same(written['family.train'], ['0|Family|dinner sunday? <EOM>', '1|Family|yes <EOM>']);
 });
 
+t.test('a sender whose name holds ": " is the opening that begins their other messages too', async (t) => {
+  const text = [
+    '[3/4/24, 6:20:01 PM] Mom: hi',
+    '[3/4/24, 6:21:01 PM] Work: Bob: I am in the group',
+    '[3/4/24, 6:21:30 PM] Work: Bob: see you at 5',
+    '[3/4/24, 6:22:01 PM] Mom: note: buy milk',
+    '[3/4/24, 6:23:01 PM] Ann: Re: dinner: yes',
+    '[3/4/24, 6:24:01 PM] Mom: ok',
+    '',
+  ].join('\n');
+  t.same(parseWhatsApp('_chat.txt', text).messages.map((m) => [m.sender, m.text]), [
+    ['Mom', 'hi'],
+    ['Work: Bob', 'I am in the group'],
+    ['Work: Bob', 'see you at 5'],
+    ['Mom', 'note: buy milk'],
+    ['Ann', 'Re: dinner: yes'],
+    ['Mom', 'ok'],
+  ]);
+});
+
 t.test('a group\'s notices that quote a name holding ": " are notices, not messages of a sender', async (t) => {
   const dir = t.testdir({
     'WhatsApp Chat with Fam.txt': [
