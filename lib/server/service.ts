@@ -17,6 +17,7 @@ import { HttpError } from './errors';
 import type { Log } from './log';
 import { Counter, Gauge, Histogram, MetricsRegistry, SampledCounter } from './metrics';
 import { ModelUnavailableError, type Lease, type ModelRegistry } from './model_registry';
+import { resolveModelSource } from './model_source';
 
 export interface GenerationRequest {
   prompt: string | Conversation | readonly number[];  // the text the model continues, a chat to answer (chat_format.ts), or token ids
@@ -133,6 +134,14 @@ const MIN_RETRY_AFTER_S = 5;
 
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const RATE_WINDOW_MS = 10_000;
+
+function folderContext(model: ModelConfig): number | null {
+  try {
+    return resolveModelSource(model).config?.nCtx ?? null;
+  } catch {
+    return null;
+  }
+}
 
 export class ChatService {
   private readonly served: Map<string, ModelConfig>;
@@ -346,6 +355,14 @@ export class ChatService {
   // conversation.
   replyLength(key: string, nCtx: number, length: number, given: boolean): number {
     return Math.min(given || this.model(key).lengthSet ? length : Math.min(length, Math.floor(nCtx / 2)), nCtx - 1);
+  }
+
+  // The reply length of a request that sizes none, as every route reports it: replyLength over the loaded model's
+  // context, or else its folder's. A model whose context is known only once it loads (a TensorFlow run folder), and
+  // one whose folder cannot be read now (its load says why), report the configured length until loaded.
+  defaultLength(key: string): number {
+    const model = this.model(key);
+    return this.replyLength(key, this.registry.peek(key)?.nCtx ?? folderContext(model) ?? Infinity, model.sampling.length, false);
   }
 
   private async decode(key: string, sanitizer: Sanitizer, loaded: LoadedModel, request: GenerationRequest, deadline: number): Promise<Completion> {

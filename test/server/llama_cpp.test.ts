@@ -6,7 +6,7 @@
 import t from 'tap';
 import { chatTemplate } from '../../lib/data/chat_format';
 import { loadTokenizer } from '../../lib/tokenizer';
-import { TINY, inFlightAfterLeaving, request, serveApiModels, type ApiModels, type Running } from './helpers';
+import { TINY, inFlightAfterLeaving, request, serveApiModels, startServer, type ApiModels, type Running } from './helpers';
 
 const API_KEY = 'llama-cpp-test-key-0123456789';
 const AUTH = { Authorization: `Bearer ${API_KEY}` };
@@ -198,6 +198,22 @@ t.test('props: the context, slots and defaults of a model, and a chat model\'s c
   const chatbot = await request(`${srv.url}/props?model=chatbot`, { headers: AUTH });
   t.equal(chatbot.json().chat_template, chatTemplate('mom'));
   t.match((await request(`${srv.url}/props?model=nope`, { headers: AUTH })).json(), { error: { code: 404, type: 'not_found_error', message: /model "nope" is not served here/ } });
+});
+
+t.test('a model whose config sizes no reply: every route reports the length it answers with, half its context of 128', async (t) => {
+  const own = await startServer({ models: [{ key: 'unsized', restore_from: 'alpha', sampling: { temperature: 0 } }] }, served.dir);
+  t.teardown(() => own.close());
+  const half = TINY.nCtx / 2;
+  const listed = async (): Promise<unknown> => ((await request(`${own.url}/models/list`)).json().models as { sampling: { length: number } }[])[0].sampling.length;
+  t.equal(await listed(), half, '/models/list, before the model loads');
+  t.equal(((await request(`${own.url}/props?model=unsized`)).json().default_generation_settings as { params: { n_predict: number } }).params.n_predict, half, '/props');
+  const r = await request(`${own.url}/completion`, { body: { prompt: PROMPT, n_predict: -1 } });
+  const answer = r.json() as Answer & { generation_settings: { n_predict: number } };
+  t.equal(answer.generation_settings.n_predict, half, 'n_predict -1: the length used, in generation_settings');
+  t.ok(answer.tokens_predicted <= half, `n_predict -1: at most ${half} tokens (${answer.tokens_predicted})`);
+  const full = (await request(`${own.url}/completion`, { body: { prompt: PROMPT, n_predict: -2 } })).json() as Answer & { generation_settings: { n_predict: number } };
+  t.equal(full.generation_settings.n_predict, TINY.nCtx - tokenizer.encode(PROMPT, { allowSpecial: false }).length, 'n_predict -2: what the context leaves after the prompt');
+  t.equal(await listed(), half, '/models/list, once loaded');
 });
 
 t.test('health: open to all, as llama-server has it', async (t) => {

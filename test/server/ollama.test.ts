@@ -7,7 +7,7 @@ import path from 'node:path';
 import t from 'tap';
 import { Ollama } from 'ollama';
 import { parameterCount } from '../../lib/formats/model_folder';
-import { TINY, inFlightAfterLeaving, request, serveApiModels, type ApiModels, type Running } from './helpers';
+import { TINY, inFlightAfterLeaving, request, serveApiModels, startServer, type ApiModels, type Running } from './helpers';
 
 const API_KEY = 'ollama-test-key-0123456789';
 const PROMPT = 'How big is the earth?';
@@ -54,6 +54,13 @@ t.test('the listing: every configured model as <key>:latest, its size, time and 
   t.same([byName.status, byName.json().model_info], [200, show.model_info], '`name`, the older field Ollama still takes, names the model too');
   const { version } = await ollama.version();
   t.equal(version, (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version);
+});
+
+t.test('show: a model whose config sizes no reply has num_predict of the length it answers with, half its context of 128', async (t) => {
+  const own = await startServer({ models: [{ key: 'unsized', restore_from: 'alpha' }] }, dir);
+  t.teardown(() => own.close());
+  const show = await new Ollama({ host: own.url }).show({ model: 'unsized' });
+  t.match(show.parameters, new RegExp(`^num_predict ${TINY.nCtx / 2}\n`));
 });
 
 t.test('chat: the reply chat completions give, whole and streamed, with the counts; options as dixie\'s sampling', async (t) => {

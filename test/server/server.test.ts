@@ -114,7 +114,7 @@ t.test('GET /ping, GET /, GET /models/list, POST /prime, GET /metrics', async (t
   const before = (await request(`${fresh.url}/models/list`)).json();
   t.same((before.models as Record<string, unknown>[]).map((m) => [m.loaded, m.num_inferences]), [[false, 0]]);
   const lengthOf = (l: Record<string, unknown>): unknown => ((l.models as Record<string, unknown>[])[0].sampling as Record<string, unknown>).length;
-  t.equal(lengthOf(before), 120, 'before loading: the configured reply length');
+  t.equal(lengthOf(before), TINY.nCtx / 2, 'before loading: the reply length it answers with, its context read from its folder');
   const primed = await request(`${fresh.url}/prime`, { body: { model_key: 'general' } });
   t.equal(primed.status, 202);
   t.equal(primed.json().model_key, 'general');

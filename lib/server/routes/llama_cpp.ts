@@ -171,7 +171,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
   };
   const settings = {
     model: model.key,
-    ...samplingSettings(sampling),
+    ...samplingSettings(lengthGiven ? sampling : { ...sampling, length: service.defaultLength(model.key) }),
     presence_penalty: generation.presencePenalty ?? 0,
     frequency_penalty: generation.frequencyPenalty ?? 0,
     seed: seed ?? -1,
@@ -281,7 +281,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     res.json({
       default_generation_settings: {
         n_ctx: await contextOf(service, model),
-        params: { ...samplingSettings(model.sampling), seed: -1 },
+        params: { ...samplingSettings({ ...model.sampling, length: service.defaultLength(model.key) }), seed: -1 },
       },
       total_slots: service.config.batchSlots,
       // llama-server gives its file's path; here the model's key, as a path on the server is never shown.
@@ -310,7 +310,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
       if (!request.untilFull) return request;
       const promptTokens = typeof p === 'string' ? Math.max(1, tokenizer.encode(p, { allowSpecial: false }).length) : p.length;
       const sampling = { ...request.generation.sampling, length: Math.max(1, nCtx - promptTokens) };
-      return { ...request, generation: { ...request.generation, sampling, lengthGiven: true } };
+      return { ...request, generation: { ...request.generation, sampling, lengthGiven: true }, settings: { ...request.settings, n_predict: sampling.length } };
     };
     service.checkRoom(request.model.key, inputs.length);
     if (!request.stream) {

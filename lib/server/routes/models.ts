@@ -36,8 +36,7 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
         sanitizer: sanitizerName(m),
         audience: m.audience,
         audiences: m.audiences,
-        // A loaded model shows the reply length it answers with; before loading its context is not known.
-        sampling: { length: s?.state === 'loaded' ? service.replyLength(m.key, service.registry.peek(m.key)?.nCtx ?? Infinity, m.sampling.length, false) : m.sampling.length, temperature: m.sampling.temperature, top_k: m.sampling.topK, top_p: m.sampling.topP, min_p: m.sampling.minP, penalize: m.sampling.penalize },
+        sampling: { length: service.defaultLength(m.key), temperature: m.sampling.temperature, top_k: m.sampling.topK, top_p: m.sampling.topP, min_p: m.sampling.minP, penalize: m.sampling.penalize },
       };
     });
     // "active_model" names one model (docs/compatibility.md): the most recently used of those loaded.

@@ -325,7 +325,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     res.json({
       license: '',
       modelfile: '',
-      parameters: parameters(m.sampling),
+      parameters: parameters({ ...m.sampling, length: service.defaultLength(m.key) }),
       template: '',
       system: '',
       details: entry.details,
