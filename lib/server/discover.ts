@@ -3,9 +3,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { inspectModelFolder } from '../formats/model_folder';
-import { modelsDir } from '../formats/resolve_model';
+import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../formats/peft';
+import { modelsDir, resolveModel } from '../formats/resolve_model';
 import { FINE_TUNING_DEFAULTS, loadServerConfig, validateServerConfig, type ServerConfig } from './config';
-import { BEST_FILE, LATEST_FILE, bestCheckpoint } from '../train/checkpoint';
+import { BEST_FILE, LATEST_FILE, bestCheckpoint, checkpointFolder } from '../train/checkpoint';
 
 export const CONFIG_FILE = 'server_config.json';
 
@@ -55,7 +56,7 @@ function keyFor(name: string, taken: Set<string>): string {
 // Face folders), as config entries: the runs first, since a model trained here is the likelier one to talk to
 // (and the first is the default of a request that names none). A run that held data out is served at its `best`
 // checkpoint, the one of its lowest validation loss, as bin/import-chat's suggested run and the README name it:
-// its latest may have overfit.
+// its latest may have overfit. A LoRA run is served as its adapter over its base (adapterOverBase).
 // An entry that cannot be looked at (a symlink loop, a dangling link, no permission) is skipped with a warning naming
 // it: one broken entry does not keep the server from serving the others.
 export function discoverModels(cwd: string, warn: (message: string) => void = (message) => console.warn(`warning: ${message}`)): Record<string, unknown>[] {
@@ -73,12 +74,38 @@ export function discoverModels(cwd: string, warn: (message: string) => void = (m
         continue;
       }
       if (!isDirectory || !isRun(dir)) continue;
-      found.push({ key: keyFor(name, taken), restore_from: bestCheckpoint(dir) === null ? dir : path.join(dir, BEST_FILE) });
+      const served = bestCheckpoint(dir) === null ? dir : path.join(dir, BEST_FILE);
+      const weights = fs.existsSync(path.join(checkpointFolder(served), ADAPTER_CONFIG_FILE)) ? adapterOverBase(served, warn) : { restore_from: served };
+      if (weights !== null) found.push({ key: keyFor(name, taken), ...weights });
     }
   };
   scan(path.resolve(cwd, 'checkpoint'), (dir) => fs.existsSync(path.join(dir, LATEST_FILE)) || isModel(dir));
   scan(path.resolve(cwd, modelsDir()), isModel);
   return found;
+}
+
+// A LoRA run (bin/train --lora_rank) as an entry of its adapter over the base model its adapter_config.json names
+// (base_model_name_or_path: the folder it was trained over), resolved as every command resolves a model. An adapter
+// that cannot be read, or whose base is not here (moved, deleted, a hub name never downloaded), is skipped with a
+// warning naming it and why (null): the config's reading of it would stop the start.
+function adapterOverBase(served: string, warn: (message: string) => void): Record<string, unknown> | null {
+  let base: string | null;
+  try {
+    base = readPeftAdapter(checkpointFolder(served)).config.baseModel;
+  } catch (err) {
+    warn(`${served}: skipped: ${(err as Error).message}`);
+    return null;
+  }
+  if (base === null) {
+    warn(`${served}: skipped: a LoRA adapter whose ${ADAPTER_CONFIG_FILE} names no base model (base_model_name_or_path); serve it with a server_config.json entry naming its "base" (docs/lora.md)`);
+    return null;
+  }
+  try {
+    return { adapter: served, restore_from: resolveModel(base).dir };
+  } catch (err) {
+    warn(`${served}: skipped: a LoRA adapter over ${base}, which cannot be loaded: ${(err as Error).message}`);
+    return null;
+  }
 }
 
 // The source to read again at a reload: the start's, with ./server_config.json pinned by its path once it has been

@@ -3,7 +3,10 @@ import path from 'node:path';
 import t from 'tap';
 import { DEFAULT_HOST, DEFAULT_PORT, ORIGINAL_SAMPLING, loadServerConfig, validateServerConfig } from '../../lib/server/config';
 import { NoModelsError, discoverModels, serveConfig } from '../../lib/server/discover';
-import { tempDir } from './helpers';
+import { Model } from '../../lib/engine/model';
+import { writePeftAdapter } from '../../lib/formats/peft';
+import { createServer } from '../../lib/server/app';
+import { TINY, request, tempDir } from './helpers';
 
 // server_config.json as the TensorFlow tools' README describes it, byte for byte (docs/compatibility.md).
 const ORIGINAL = '{"host": "0.0.0.0", "port": 12345, "debug": 1, "models": [{"key": "chatbot", "model_name": "355M", "restore_from": "checkpoint/run1/", "sanitizer": "sanitizers.chatbot"}]}';
@@ -235,6 +238,50 @@ t.test('with no arguments: server_config.json, else the models found, else how t
   fs.rmSync(path.join(dir, 'checkpoint', 'run2'), { recursive: true });
   const one = serveConfig({ cwd: dir, model: 'models/124M' });
   t.same(one.models.map((m) => [m.key, m.restoreFrom]), [['chatbot', path.join(dir, 'models', '124M')]]);
+});
+
+t.test('with no arguments, a LoRA run in checkpoint/ is served as its adapter over its base; one whose base is gone is skipped, saying so', async (t) => {
+  const dir = tempDir('discover-lora');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const saved = process.env.DIXIE_MODELS_DIR;
+  delete process.env.DIXIE_MODELS_DIR;
+  const cwd = process.cwd();
+  process.chdir(dir);  // models/ is looked up in the current folder
+  const warn = console.warn;
+  const warnings: string[] = [];
+  console.warn = (message: string) => warnings.push(message);
+  t.teardown(() => {
+    console.warn = warn;
+    process.chdir(cwd);
+    if (saved !== undefined) process.env.DIXIE_MODELS_DIR = saved;
+  });
+  const base = path.join(dir, 'models', 'base');
+  const model = Model.create(TINY, { seed: 1, trainable: false });
+  await model.save(base);
+  model.dispose();
+  // Runs as bin/train --lora_rank leaves them: each checkpoint the adapter alone, its base_model_name_or_path the
+  // base's folder, and the training record of a chat run.
+  const loraRun = async (name: string, baseModel: string): Promise<void> => {
+    const checkpoint = path.join(dir, 'checkpoint', name, 'model-20');
+    const tensors = Object.fromEntries([0, 1].map((layer) => [`h.${layer}.attn.c_attn`, { a: new Float32Array(2 * TINY.nEmbd).fill(0.01), b: new Float32Array(3 * TINY.nEmbd * 2).fill(0.01) }]));
+    await writePeftAdapter(checkpoint, { baseModel, r: 2, alpha: 4, targets: ['attn.c_attn'], tensors });
+    fs.writeFileSync(path.join(checkpoint, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mom', sent: 4, received: 3 }] }));
+    fs.writeFileSync(path.join(dir, 'checkpoint', name, 'latest'), 'model-20\n');
+  };
+  await loraRun('family', base);
+  await loraRun('orphan', path.join(dir, 'models', 'moved-away'));
+  const config = serveConfig({ cwd: dir });
+  t.same(config.models.map((m) => m.key), ['family', 'base'], 'the run with its base, and the base itself');
+  t.match(config.models[0], { adapter: path.join(dir, 'checkpoint', 'family', 'model-20'), restoreFrom: base, promptFormat: 'chat', audience: 'mom' }, 'an adapter over its base, a chat model as its run trained it');
+  t.match(warnings, [new RegExp(`^warning: ${path.join(dir, 'checkpoint', 'orphan')}: skipped: a LoRA adapter over ${path.join(dir, 'models', 'moved-away')}, which cannot be loaded: model .* not found`)]);
+  t.equal(warnings.length, 1);
+  const server = createServer(config, { log: () => undefined });
+  t.teardown(() => server.shutdown());
+  const { port } = await server.listen(0, '127.0.0.1');
+  const r = await request(`http://127.0.0.1:${port}/invocations`, { body: { model_key: 'family', raw_text: 'Hi', length: 3, format: 'json' } });
+  t.equal(r.status, 200, r.text);
+  const listed = (await request(`http://127.0.0.1:${port}/models/list`)).json().models as Record<string, unknown>[];
+  t.match(listed[0], { model_key: 'family', adapter: 'model-20', base: 'base', prompt_format: 'chat' });
 });
 
 t.test('a chat model answers as the audience its training data talks to most, unless told otherwise', async (t) => {
