@@ -193,7 +193,7 @@ function chatDefaults(raw: Raw, trained: readonly string[]): { sanitizer: string
   return {
     sanitizer: chatModel ? CHATBOT_SANITIZERS[0] : 'none',
     promptFormat: chatbot || chatModel ? 'chat' : 'raw',
-    servedAs: reasons.length > 0 ? reasons.join('; ') : 'no chat training record in its folder (a state.json listing audiences)',
+    servedAs: reasons.length > 0 ? reasons.join('; ') : 'no chat training record in its folder (a state.json or audiences.json listing audiences)',
   };
 }
 

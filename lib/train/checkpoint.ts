@@ -112,14 +112,32 @@ export function checkpointFolder(dir: string): string {
   return named;
 }
 
-// The audiences a checkpoint's chat data talks to, most messages first, from its training record; [] for a
-// model that has none (a base model, or one not trained on chat logs).
-export function trainedAudiences(modelDir: string): string[] {
-  const file = path.join(modelDir, STATE_FILE);
-  if (!fs.existsSync(file)) return [];
+// The audiences of a model folder made from a chat checkpoint (bin/merge-lora's), as its training record counted them:
+// a state.json would have bin/train take the folder for a checkpoint of a run, to go on from at its step.
+export const AUDIENCES_FILE = 'audiences.json';
+
+// Who a model's chat data talks to, most messages first: a checkpoint's training record (state.json), or the
+// record a model folder made from one keeps (AUDIENCES_FILE); [] for a model that has neither (a base model, or one
+// not trained on chat logs).
+export function trainedAudienceCounts(modelDir: string): AudienceCount[] {
+  const file = [STATE_FILE, AUDIENCES_FILE].map((name) => path.join(modelDir, name)).find((f) => fs.existsSync(f));
+  if (file === undefined) return [];
   const list = readJsonObject(file).audiences;
   if (!Array.isArray(list)) return [];
-  return list.map((a: unknown) => (a as Partial<AudienceCount> | null)?.audience).filter((a): a is string => typeof a === 'string' && isAudience(a));
+  return list.filter((a: unknown): a is AudienceCount => {
+    const audience = (a as Partial<AudienceCount> | null)?.audience;
+    return typeof audience === 'string' && isAudience(audience);
+  });
+}
+
+export function trainedAudiences(modelDir: string): string[] {
+  return trainedAudienceCounts(modelDir).map((a) => a.audience);
+}
+
+// Writes a chat checkpoint's audiences into a model folder made from it (AUDIENCES_FILE), so that every command
+// serves and chats with the folder as it did with the checkpoint.
+export async function writeAudiences(dir: string, audiences: readonly AudienceCount[]): Promise<void> {
+  await writeTextAtomic(path.join(dir, AUDIENCES_FILE), `${JSON.stringify({ audiences }, null, 2)}\n`);
 }
 
 // What is amiss in answering as `audience` for a model whose chat data talked to `trained` (trainedAudiences); null

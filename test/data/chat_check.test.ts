@@ -83,6 +83,12 @@ t.test('an audience with a control character (NUL, escape, tab) is refused where
   fs.mkdirSync(checkpoint);
   fs.writeFileSync(path.join(checkpoint, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mo\u0000m' }, { audience: 'dad' }] }));
   t.same(trainedAudiences(checkpoint), ['dad'], "a training record's audiences");
+  const merged = path.join(dir, 'merged');
+  fs.mkdirSync(merged);
+  fs.writeFileSync(path.join(merged, 'audiences.json'), JSON.stringify({ audiences: [{ audience: 'mo\u0000m' }, { audience: 'grandma' }] }));
+  t.same(trainedAudiences(merged), ['grandma'], "the audiences a model folder made from a chat checkpoint keeps (bin/merge-lora's)");
+  fs.writeFileSync(path.join(checkpoint, 'audiences.json'), JSON.stringify({ audiences: [{ audience: 'grandma' }] }));
+  t.same(trainedAudiences(checkpoint), ['dad'], 'a training record first');
   t.throws(() => chatbotOptions({ names: ['dad', 'mo\u0000m'] }, 'cfg.sanitizer_options'), { message: `cfg.sanitizer_options.names[1]: must be a name of ${AUDIENCE_RULE} (got "mo\\u0000m")` }, "a sanitizer's names");
   const chat = spawnSync(process.execPath, [path.join(__dirname, '..', '..', 'bin', 'commands', 'chat.js'), '--audience', 'mo\u0001m'], { encoding: 'utf8' });
   t.equal(chat.status, 1);

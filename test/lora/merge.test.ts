@@ -5,10 +5,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
+import { chatTemplate } from '../../lib/data/chat_format';
 import { Model } from '../../lib/engine/model';
 import { writeGguf } from '../../lib/formats/gguf';
 import { f32ToBf16, f32ToF16, openSafetensors, writeSafetensors } from '../../lib/formats/safetensors';
+import { validateServerConfig } from '../../lib/server/config';
 import { loadTokenizer } from '../../lib/tokenizer';
+import { trainedAudiences } from '../../lib/train/checkpoint';
 import { maxAbsDiff } from '../engine/helpers';
 import { CONFIG, type Factors, allLogits, mergedWeight, peftConfig, randomFactors, runBin, saveBase, writeRawAdapter } from './helpers';
 
@@ -155,6 +158,29 @@ t.test('a GGUF base takes the adapter as its safetensors would', async (t) => {
     source.dispose();
     await sameAsMerged(t, typed, weightType);
   }
+});
+
+t.test('bin/merge-lora of a chat run\'s adapter writes a chat model, which bin/train takes for a model, not a checkpoint', async (t) => {
+  const run = path.join(work, 'chat-run');
+  fs.cpSync(adapter, path.join(run, 'model-5'), { recursive: true });
+  const audiences = [{ audience: 'mom', sent: 9, received: 8 }, { audience: 'dad', sent: 2, received: 1 }];
+  fs.writeFileSync(path.join(run, 'model-5', 'state.json'), JSON.stringify({ step: 5, audiences }));
+  fs.writeFileSync(path.join(run, 'latest'), 'model-5\n');
+  const out = path.join(work, 'chat-merged');
+  const merge = runBin('merge-lora', [base, run, out]);
+  t.equal(merge.status, 0, merge.stderr);
+  t.same(trainedAudiences(out), ['mom', 'dad'], 'the audiences its run trained on');
+  t.notOk(fs.existsSync(path.join(out, 'state.json')), 'no training state');
+  t.equal(JSON.parse(fs.readFileSync(path.join(out, 'tokenizer_config.json'), 'utf8')).chat_template, chatTemplate('mom'));
+  t.match(validateServerConfig({ models: [{ key: 'm', restore_from: out }] }, 'cfg', work).models[0], { promptFormat: 'chat', audience: 'mom', audiences: ['mom', 'dad'] }, 'served as a chat model');
+  const generated = runBin('generate', ['--restore_from', out, '--prompt', 'Hi', '--length', '2', '--seed', '1']);
+  t.equal(generated.status, 0, generated.stderr);
+  t.match(generated.stderr, 'a chat model: each sample stops at <EOM>', 'bin/generate stops at <EOM>');
+  const dataset = path.join(work, 'chat.train');
+  fs.writeFileSync(dataset, '1|mom|Hi <EOM>\n0|mom|Hello <EOM>\n'.repeat(20));
+  const trained = runBin('train', ['--dataset', dataset, '--restore_from', out, '--checkpoint_dir', path.join(work, 'checkpoint'), '--run_name', 'on-merged', '--stop_after', '1', '--sample_every', '0', '--batch_size', '1', '--device', 'cpu']);
+  t.equal(trained.status, 0, trained.stderr);
+  t.match(trained.stdout + trained.stderr, `starting from the weights of ${out} at step 0`, 'bin/train starts a new run from its weights');
 });
 
 t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the base, a folder holding it or the adapter never', async (t) => {
