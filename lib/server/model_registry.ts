@@ -62,6 +62,7 @@ export interface ModelStatus {
   loadFailures: number;
   waiting: number;                       // requests queued for it
   failure: { reason: string; retryInMs: number } | null;  // the last load's, until one works; 0: at the next request
+  over: string | null;                   // while loaded, the model it is loaded over (ModelLoader.dependsOn)
 }
 
 export interface RegistryOptions {
@@ -277,6 +278,7 @@ export class ModelRegistry<T> {
       ...e.counts,
       waiting: this.queue.filter((w) => w.key === e.key).length,
       failure: e.retry && { reason: e.retry.reason, retryInMs: Math.max(0, e.retry.at - this.now()) },
+      over: e.dependency?.key ?? null,
     }));
   }
 

@@ -304,11 +304,14 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.get('/api/ps', (_req: Request, res: Response) => {
     const idleMs = service.config.idleUnloadMs;
-    const loaded = service.registry.status().filter((s) => s.state === 'loaded' && service.models.has(s.key));
+    const status = service.registry.status();
+    const bytes = new Map(status.map((s) => [s.key, s.bytes]));
+    const loaded = status.filter((s) => s.state === 'loaded' && service.models.has(s.key));
     res.json({
       models: loaded.map((s) => ({
         ...describeModel(service.model(s.key)).entry,
-        size: s.bytes,
+        // With the model it is loaded over (the base of an adapter, the model that entries of one folder share).
+        size: s.bytes + (s.over === null ? 0 : (bytes.get(s.over) ?? 0)),
         size_vram: 0,
         // Unloaded once idle this long after its last use (idle_unload_s); 0 never.
         expires_at: new Date(idleMs > 0 ? (s.lastUsed ?? Date.now()) + idleMs : Date.UTC(9999, 0)).toISOString(),
