@@ -6,6 +6,7 @@ import { formatBytes } from '../../lib/download/progress';
 import { DATE_ORDERS, DateOrder, EXPORT_FORMATS, ExportFormat, ChatImportProgress, REDACT_KINDS, RedactKind, formatImportSummary, importChats } from '../../lib/import';
 import { readJsonFile } from '../../lib/util/json_file';
 import { commandLine } from './command_line';
+import { isJsonObject } from '../../lib/util/json_object';
 
 // Files this large get a line of their own even when stderr is not a terminal.
 const LARGE_FILE_BYTES = 10_000_000;
@@ -98,7 +99,7 @@ function audienceMap(values: readonly string[]): Record<string, string> {
     const equals = value.lastIndexOf('=');
     if (equals < 0 && fs.existsSync(value)) {
       const parsed = readJsonFile(value);
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || Object.values(parsed).some((v) => typeof v !== 'string')) {
+      if (!isJsonObject(parsed) || Object.values(parsed).some((v) => typeof v !== 'string')) {
         throw new Error(`--audience-map ${value}: a JSON object of names to audiences is expected ({"Mom": "mom"})`);
       }
       Object.assign(map, parsed);

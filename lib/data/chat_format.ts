@@ -10,6 +10,7 @@
 // roles: the person talking to the model writes as "you", side 1, and the model answers as the audience, side 0.
 // The prompt is the conversation so far, the newest message a `1|<audience>|<text> <EOM>` line, then
 // `0|<audience>|` for the model to continue; its reply ends at <EOM> or at the end of the line.
+import { isJsonObject } from '../util/json_object';
 export const END_OF_MESSAGE = '<EOM>';
 
 export type Side = '0' | '1';
@@ -130,8 +131,8 @@ export function toolCallsOf(reply: string): ToolCall[] | null {
 function parsedCall(json: string): ToolCall | null {
   try {
     const value: unknown = JSON.parse(json);
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
-    const { name, arguments: args } = value as Record<string, unknown>;
+    if (!isJsonObject(value)) return null;
+    const { name, arguments: args } = value;
     return typeof name === 'string' && args !== undefined ? { name, arguments: args } : null;
   } catch {
     return null;

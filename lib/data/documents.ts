@@ -9,6 +9,7 @@ import path from 'node:path';
 import { CsvError, parse } from 'csv-parse/sync';
 import type { InfoRecord } from 'csv-parse/sync';
 import { lineCounter } from '../util/lines';
+import { isJsonObject } from '../util/json_object';
 
 export type DocumentFileKind = 'text' | 'csv' | 'jsonl';
 
@@ -102,7 +103,7 @@ function jsonlDocuments(file: string, text: string): TextDocument[] {
     } catch (err) {
       throw new Error(`${file}:${line}: not JSON (a JSONL file holds a JSON object a line): ${(err as Error).message}`);
     }
-    const object = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+    const object = isJsonObject(value) ? value : null;
     if (typeof object?.text === 'string') {
       documents.push({ text: object.text, line, ownLines: false });
       continue;

@@ -15,6 +15,7 @@ import { writeTextAtomic } from '../util/atomic_file';
 import { parseJsonAt } from '../util/json_file';
 import type { GPT2Config } from './model_folder';
 import { openSafetensors, writeSafetensors, type SafetensorsFile, type TensorEntry, type TensorToWrite } from './safetensors';
+import { isJsonObject } from '../util/json_object';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -76,10 +77,6 @@ export interface PeftAdapter {
 
 // ---- adapter_config.json ----
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 // How target_modules and exclude_modules match a module path (Python's re.fullmatch), and how rank_pattern's and
 // alpha_pattern's keys do (its end, after a dot).
 const WHOLE_PATH = (s: string): string => `^(?:${s})$`;
@@ -107,7 +104,7 @@ function stringList(file: string, json: Record<string, unknown>, field: string):
 
 function numberPattern(file: string, json: Record<string, unknown>, field: string, isValid: (v: number) => boolean, what: string): Record<string, number> {
   const value = json[field] ?? {};
-  if (!isObject(value)) throw new Error(`${file}: field "${field}" must be an object of module pattern -> ${what}, got ${JSON.stringify(value)}`);
+  if (!isJsonObject(value)) throw new Error(`${file}: field "${field}" must be an object of module pattern -> ${what}, got ${JSON.stringify(value)}`);
   for (const [key, v] of Object.entries(value)) {
     patternOf(file, `${field}.${key}`, key, PATH_END);
     if (typeof v !== 'number' || !isValid(v)) throw new Error(`${file}: field "${field}": "${key}" must be ${what}, got ${JSON.stringify(v)}`);
@@ -118,7 +115,7 @@ function numberPattern(file: string, json: Record<string, unknown>, field: strin
 const isPositiveInt = (v: number): boolean => Number.isSafeInteger(v) && v > 0;
 
 function isUnset(value: unknown): boolean {
-  return value === undefined || value === null || value === false || (Array.isArray(value) && value.length === 0) || (isObject(value) && Object.keys(value).length === 0);
+  return value === undefined || value === null || value === false || (Array.isArray(value) && value.length === 0) || (isJsonObject(value) && Object.keys(value).length === 0);
 }
 
 // Fields of PEFT's LoraConfig that make an adapter compute something a merge into GPT-2's four matrices cannot
@@ -142,7 +139,7 @@ export function readLoraConfig(file: string): LoraConfig {
     throw new Error(missing ? `${file}: missing: a PEFT adapter folder holds ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE}` : `${file}: cannot read: ${(err as Error).message}`);
   }
   const json = parseJsonAt(file, text);
-  if (!isObject(json)) throw new Error(`${file}: must be a JSON object`);
+  if (!isJsonObject(json)) throw new Error(`${file}: must be a JSON object`);
   if (json.peft_type !== 'LORA') {
     const found = json.peft_type === undefined ? 'missing' : `is ${JSON.stringify(json.peft_type)}`;
     throw new Error(`${file}: field "peft_type" ${found}: dixie reads LoRA adapters ("LORA") only`);

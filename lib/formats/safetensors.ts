@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { writeFileAtomic } from '../util/atomic_file';
+import { isJsonObject } from '../util/json_object';
 
 export type Dtype =
   | 'BOOL' | 'U8' | 'I8' | 'F8_E5M2' | 'F8_E4M3' | 'I16' | 'U16' | 'F16' | 'BF16'
@@ -56,10 +57,6 @@ function bytesOf(view: ArrayBufferView): Uint8Array {
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 // Opens `file` for reading when it is a regular file, else refuses it, saying what it should be (`expected`). The open
 // does not block: a FIFO opened for reading otherwise waits for a writer, for ever, before anything could be checked.
 export function openRegularFile(file: string, expected: string): { fd: number; size: number } {
@@ -93,7 +90,7 @@ export async function writeFully(fd: number, src: Uint8Array): Promise<void> {
 
 function parseEntry(file: string, name: string, value: unknown, dataStart: number, fileSize: number): TensorEntry {
   const where = `${file}: tensor "${name}"`;
-  if (!isObject(value)) throw new Error(`${where}: must be an object with dtype, shape and data_offsets`);
+  if (!isJsonObject(value)) throw new Error(`${where}: must be an object with dtype, shape and data_offsets`);
   for (const key of Object.keys(value)) {
     if (key !== 'dtype' && key !== 'shape' && key !== 'data_offsets') throw new Error(`${where}: unknown field "${key}"`);
   }
@@ -169,13 +166,13 @@ export class SafetensorsFile {
     } catch (err) {
       throw new Error(`${file}: the header is not valid UTF-8 JSON: ${(err as Error).message}`);
     }
-    if (!isObject(header)) throw new Error(`${file}: the header must be a JSON object`);
+    if (!isJsonObject(header)) throw new Error(`${file}: the header must be a JSON object`);
     const dataStart = 8 + n;
     const metadata: Record<string, string> = {};
     const tensors: TensorEntry[] = [];
     for (const [name, value] of Object.entries(header)) {
       if (name === '__metadata__') {
-        if (!isObject(value)) throw new Error(`${file}: __metadata__ must be an object of strings`);
+        if (!isJsonObject(value)) throw new Error(`${file}: __metadata__ must be an object of strings`);
         for (const [key, v] of Object.entries(value)) {
           if (typeof v !== 'string') throw new Error(`${file}: __metadata__.${key} must be a string, got ${JSON.stringify(v)}`);
           metadata[key] = v;

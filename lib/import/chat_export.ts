@@ -6,6 +6,7 @@
 import buffer, { isUtf8 } from 'node:buffer';
 import { lineAt } from '../util/lines';
 import type { WhatsAppDates } from './whatsapp';
+import { isJsonObject } from '../util/json_object';
 
 export const EXPORT_FORMATS = ['whatsapp', 'line', 'kakaotalk', 'telegram', 'messenger', 'discord', 'googlechat', 'element', 'slack', 'snapchat', 'signal', 'skype', 'x', 'sms', 'imessage', 'openai', 'sharegpt'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -210,7 +211,7 @@ export function parseExportJson(file: string, text: string): unknown {
 
 // The fields of a JSON object, or null when the value is not one.
 export function jsonObject(value: unknown): Record<string, unknown> | null {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+  return isJsonObject(value) ? value : null;
 }
 
 export function jsonString(value: unknown): string {

@@ -15,6 +15,7 @@ import { writeTextAtomic } from '../util/atomic_file';
 import { DropReason, ExportFormat, ExportedChat, ExportedMessage, FORMAT_NAMES, nameKey, withoutDirectionMarks } from './chat_export';
 import { contactName, type Contacts } from './contacts';
 import { fineTuningLine } from './fine_tuning';
+import { isJsonObject } from '../util/json_object';
 
 export const REDACT_KINDS = ['links', 'emails', 'phones'] as const;
 export type RedactKind = (typeof REDACT_KINDS)[number];
@@ -237,7 +238,7 @@ function textHash(text: string | Buffer): string {
 function writtenRecord(dir: string): Record<string, string> {
   try {
     const record: unknown = JSON.parse(fs.readFileSync(path.join(dir, WRITTEN_RECORD), 'utf8'));
-    return typeof record === 'object' && record !== null && !Array.isArray(record) ? (record as Record<string, string>) : {};
+    return isJsonObject(record) ? (record as Record<string, string>) : {};
   } catch {
     return {};  // none yet, or unreadable: no file counts as this tool's, so none is replaced without --force
   }

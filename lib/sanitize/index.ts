@@ -5,6 +5,7 @@ import path from 'node:path';
 import { AUDIENCE_RULE, isAudience } from '../data/chat_format';
 import { CHATBOT_DEFAULTS, createChatbotSanitizer, type ChatbotSanitizerOptions } from './chatbot';
 import type { Sanitizer } from './types';
+import { isJsonObject } from '../util/json_object';
 
 export type { ReplyProgress, ReplyStream, Sanitizer } from './types';
 export { createChatbotSanitizer, CHATBOT_DEFAULTS, type ChatbotSanitizerOptions } from './chatbot';
@@ -68,7 +69,7 @@ export function chatbotOptions(raw: Record<string, unknown>, where: string): Cha
   }
   if (raw.acronyms !== undefined) {
     const v = raw.acronyms;
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(`${where}.acronyms`, 'an object such as {"COE": "C. O. E."}', v);
+    if (!isJsonObject(v)) fail(`${where}.acronyms`, 'an object such as {"COE": "C. O. E."}', v);
     for (const [k, s] of Object.entries(v)) {
       if (k.trim() === '') fail(`${where}.acronyms`, 'keyed by non-empty words', k);
       if (typeof s !== 'string') fail(`${where}.acronyms.${k}`, 'a string', s);

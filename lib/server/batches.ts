@@ -22,6 +22,7 @@ import type { FileStore } from './files';
 import type { Log } from './log';
 import { readRecords } from './records';
 import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
+import { isJsonObject } from '../util/json_object';
 
 // The endpoints a batch's requests may go to.
 export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses'];
@@ -92,16 +93,16 @@ function readRequest(raw: string, line: number, filename: string, ids: Map<strin
   } catch (err) {
     fail(null, `not JSON (${(err as Error).message}): a batch's file holds a request a line, {"custom_id", "method": "POST", "url", "body"}`);
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(null, 'must be a request, {"custom_id", "method": "POST", "url", "body"}');
-  const { custom_id: id, method, url, body, ...rest } = value as Record<string, unknown>;
+  if (!isJsonObject(value)) return fail(null, 'must be a request, {"custom_id", "method": "POST", "url", "body"}');
+  const { custom_id: id, method, url, body, ...rest } = value;
   for (const key of Object.keys(rest)) fail(key, 'unsupported field (supported: custom_id, method, url, body)');
   if (typeof id !== 'string' || id === '') return fail('custom_id', 'must be a string that names the request');
   const earlier = ids.get(id);
   if (earlier !== undefined) fail('custom_id', `${JSON.stringify(id)} names the request on line ${earlier} too: each must be unique`);
   if (method !== 'POST') fail('method', 'must be "POST"');
   if (typeof url !== 'string' || !BATCH_ENDPOINTS.includes(url)) return fail('url', `must be one of ${BATCH_ENDPOINTS.join(', ')}`);
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail('body', 'must be the request\'s JSON object');
-  if ((body as Record<string, unknown>).stream === true) fail('body.stream', 'must not be true: a batch\'s answers are written whole');
+  if (!isJsonObject(body)) return fail('body', 'must be the request\'s JSON object');
+  if (body.stream === true) fail('body.stream', 'must not be true: a batch\'s answers are written whole');
   const deep = nestedTooDeep(body);
   if (deep !== null) fail(`body.${deep}`, TOO_DEEP);
   ids.set(id, line);

@@ -18,6 +18,7 @@ import { quoted } from '../util/quoted';
 import { HttpError } from './errors';
 import type { DebugLogging } from './log';
 import { weightsKey } from './model_source';
+import { isJsonObject } from '../util/json_object';
 
 // Per-model sampling defaults; ORIGINAL_SAMPLING holds the values the TensorFlow tools' server hard-coded.
 export interface SamplingDefaults {
@@ -126,10 +127,6 @@ function fail(where: string, wanted: string, value: unknown): never {
   throw new SettingError(where, `${wanted} (got ${quoted(value)})`);
 }
 
-function isObject(v: unknown): v is Raw {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 // `where` names the object ("models[0]"), or, for the config's top level, the file ("server_config.json:").
 function checkKeys(raw: Raw, known: readonly string[], where: string): void {
   for (const key of Object.keys(raw)) {
@@ -210,7 +207,7 @@ function checkAdapterFolder(dir: string, where: string): void {
 }
 
 function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
-  if (!isObject(raw)) fail(where, 'an object', raw);
+  if (!isJsonObject(raw)) fail(where, 'an object', raw);
   checkKeys(raw, MODEL_KEYS, where);
   const key = raw.key;
   if (typeof key !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(key)) {
@@ -240,7 +237,7 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   let sanitizer = str(raw, 'sanitizer', where, defaultSanitizer);
   if (sanitizer.includes('/') || sanitizer.endsWith('.js')) sanitizer = path.resolve(baseDir, sanitizer);
   const options = raw.sanitizer_options ?? {};
-  if (!isObject(options)) fail(`${where}.sanitizer_options`, 'an object', options);
+  if (!isJsonObject(options)) fail(`${where}.sanitizer_options`, 'an object', options);
   const promptFormat = str(raw, 'prompt_format', where, defaultFormat);
   if (promptFormat !== 'raw' && promptFormat !== 'chat') fail(`${where}.prompt_format`, '"raw" or "chat"', promptFormat);
   const audience = str(raw, 'audience', where, trained[0] ?? DEFAULT_AUDIENCE);
@@ -248,7 +245,7 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
   const systemMessages = str(raw, 'system_messages', where, 'refuse');
   if (!(SYSTEM_MESSAGES as readonly string[]).includes(systemMessages)) fail(`${where}.system_messages`, '"refuse" or "ignore"', systemMessages);
   const sampling = raw.sampling ?? {};
-  if (!isObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
+  if (!isJsonObject(sampling)) fail(`${where}.sampling`, 'an object', sampling);
   checkKeys(sampling, SAMPLING_KEYS, `${where}.sampling`);
   const weightDtype = str(raw, 'weight_dtype', where, 'f32');
   if (weightDtype !== 'f32' && weightDtype !== 'f16' && weightDtype !== 'bf16' && weightDtype !== 'q8_0') fail(`${where}.weight_dtype`, '"f32", "f16", "bf16" or "q8_0"', weightDtype);
@@ -304,7 +301,7 @@ const TOP_KEYS = [
 const FINE_TUNING_KEYS = ['dir', 'max_file_mb', 'learning_rate', 'lora_rank', 'lora_learning_rate', 'threads'];
 
 function readFineTuning(raw: unknown, where: string, baseDir: string): FineTuningConfig {
-  if (!isObject(raw)) fail(where, 'an object such as {"dir": "fine-tuning"}', raw);
+  if (!isJsonObject(raw)) fail(where, 'an object such as {"dir": "fine-tuning"}', raw);
   checkKeys(raw, FINE_TUNING_KEYS, where);
   if (raw.dir === undefined) throw new Error(`${where}.dir: required: the folder that keeps the uploaded files, the jobs and the batches`);
   const rate = (key: string, fallback: number): number => {
@@ -376,7 +373,7 @@ function resolveBase(m: ModelConfig, all: readonly ModelConfig[], baseDir: strin
 
 // Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths.
 export function validateServerConfig(raw: unknown, source: string, baseDir: string): ServerConfig {
-  if (!isObject(raw)) fail(source, 'a JSON object', raw);
+  if (!isJsonObject(raw)) fail(source, 'a JSON object', raw);
   checkKeys(raw, TOP_KEYS, `${source}:`);
   const at = (key: string) => `${source}: ${key}`;
   const models = raw.models;

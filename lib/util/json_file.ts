@@ -1,5 +1,6 @@
 // Reading the JSON files users write (configs, model folders, training state): every failure names the file.
 import fs from 'node:fs';
+import { isJsonObject } from './json_object';
 
 export function readJsonFile(file: string): unknown {
   let text: string;
@@ -27,6 +28,6 @@ export function parseJsonAt(file: string, text: string): unknown {
 
 export function readJsonObject(file: string): Record<string, unknown> {
   const value = readJsonFile(file);
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${file}: must be a JSON object`);
-  return value as Record<string, unknown>;
+  if (!isJsonObject(value)) throw new Error(`${file}: must be a JSON object`);
+  return value;
 }

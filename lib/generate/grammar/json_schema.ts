@@ -14,6 +14,7 @@ import {
   intersectRanges,
   normalizeRanges,
 } from './syntax';
+import { isJsonObject } from '../../util/json_object';
 
 type TypeName = 'string' | 'number' | 'integer' | 'boolean' | 'null' | 'object' | 'array';
 type Schema = Record<string, unknown>;
@@ -119,7 +120,7 @@ class SchemaConverter {
   private visit(schema: unknown, path: string, name: string): string {
     if (schema === true) return this.primitive('value');
     if (schema === false) fail(path, 'false accepts no value');
-    if (!isSchema(schema)) fail(path, 'must be a schema (an object or a boolean)');
+    if (!isJsonObject(schema)) fail(path, 'must be a schema (an object or a boolean)');
     if ('$ref' in schema) {
       this.only(schema, path, ['$ref'], '$ref');
       return this.ref(schema.$ref, `${path}.$ref`);
@@ -231,9 +232,9 @@ class SchemaConverter {
 
   private object(schema: Schema, path: string, name: string): string {
     const properties = schema.properties ?? {};
-    if (!isSchema(properties)) fail(member(path, 'properties'), 'must be an object');
+    if (!isJsonObject(properties)) fail(member(path, 'properties'), 'must be an object');
     const additional = schema.additionalProperties;
-    if (additional !== undefined && typeof additional !== 'boolean' && !isSchema(additional)) {
+    if (additional !== undefined && typeof additional !== 'boolean' && !isJsonObject(additional)) {
       fail(member(path, 'additionalProperties'), 'must be a boolean or a schema');
     }
     if (!('properties' in schema) && (additional === undefined || additional === true)) {
@@ -265,7 +266,7 @@ class SchemaConverter {
     );
     this.primitive('ws');
     let extra: string | null = null;
-    if (additional === true || isSchema(additional)) {
+    if (additional === true || isJsonObject(additional)) {
       const value = additional === true ? this.primitive('value') : this.visit(additional, member(path, 'additionalProperties'), `${name}-additional`);
       const key = this.keyOtherThan(members.map((m) => m.key), `${name}-additional-key`);
       extra = this.addRule(`${name}-additional-kv`, `${key} ws ":" ws ${value}`);
@@ -356,7 +357,7 @@ class SchemaConverter {
         fail(member(part.path, keyword), keyword === 'type' ? 'allOf is supported for objects only' : 'cannot be combined with allOf (only properties and required can)');
       }
       const properties = part.schema.properties ?? {};
-      if (!isSchema(properties)) fail(member(part.path, 'properties'), 'must be an object');
+      if (!isJsonObject(properties)) fail(member(part.path, 'properties'), 'must be an object');
       for (const [key, value] of Object.entries(properties)) {
         const at = member(member(part.path, 'properties'), key);
         const earlier = members.find((m) => m.key === key);
@@ -374,14 +375,14 @@ class SchemaConverter {
   // An allOf entry with its $refs followed.
   private resolved(entry: unknown, path: string): { schema: Schema; path: string } {
     const seen = new Set<string>();
-    while (isSchema(entry) && '$ref' in entry) {
+    while (isJsonObject(entry) && '$ref' in entry) {
       this.only(entry, path, ['$ref'], '$ref');
       const pointer = entry.$ref;
       if (typeof pointer !== 'string' || seen.has(pointer)) fail(`${path}.$ref`, 'refers back to itself');
       seen.add(pointer);
       ({ schema: entry, path } = this.lookUp(pointer, `${path}.$ref`));
     }
-    if (!isSchema(entry)) fail(path, 'allOf is supported for object schemas only');
+    if (!isJsonObject(entry)) fail(path, 'allOf is supported for object schemas only');
     return { schema: entry, path };
   }
 
@@ -435,7 +436,7 @@ class SchemaConverter {
       } catch {
         fail(path, `${JSON.stringify(pointer)} is not a valid JSON pointer`);
       }
-      const next: unknown = isSchema(schema) || Array.isArray(schema) ? (schema as Record<string, unknown>)[key] : undefined;
+      const next: unknown = isJsonObject(schema) || Array.isArray(schema) ? (schema as Record<string, unknown>)[key] : undefined;
       if (next === undefined || !Object.prototype.hasOwnProperty.call(schema, key)) fail(path, `${JSON.stringify(pointer)} points at nothing`);
       schema = next;
       at = Array.isArray(schema) ? `${at}[${key}]` : member(at, key);
@@ -755,10 +756,6 @@ function repeat(item: string, min: number, max: number): string {
   return /^[a-zA-Z0-9-]+$/.test(item) ? `${item}${suffix}` : `(${item})${suffix}`;
 }
 
-function isSchema(value: unknown): value is Schema {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 function finiteThroughout(value: unknown): boolean {
   if (typeof value === 'number') return Number.isFinite(value);
   return typeof value !== 'object' || value === null || Object.values(value).every(finiteThroughout);
@@ -773,7 +770,7 @@ function isOfType(value: unknown, type: TypeName): boolean {
     case 'array':
       return Array.isArray(value);
     case 'object':
-      return isSchema(value);
+      return isJsonObject(value);
     default:
       return typeof value === type;
   }

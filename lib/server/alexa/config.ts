@@ -1,5 +1,6 @@
 // The "alexa" section of server_config.json, validated at start with errors that name the field.
 import { AUDIENCE_RULE, DEFAULT_AUDIENCE, isAudience } from '../../data/chat_format';
+import { isJsonObject } from '../../util/json_object';
 
 export interface AlexaOptions {
   path: string; // where the router is mounted
@@ -67,7 +68,7 @@ const KEYS = {
 // `raw` is the parsed "alexa" section; `fieldPrefix` names it in errors (for example "server_config.json: alexa");
 // `audienceOf` gives the configured audience of a model, the default of the skill's.
 export function validateAlexaConfig(raw: unknown, fieldPrefix: string, audienceOf: (modelKey: string) => string | undefined = () => undefined): AlexaOptions {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(fieldPrefix, 'an object', raw);
+  if (!isJsonObject(raw)) fail(fieldPrefix, 'an object', raw);
   const section = raw as Record<string, unknown>;
   for (const key of Object.keys(section)) {
     if (!(key in KEYS)) throw new Error(`${fieldPrefix}.${key}: unknown setting (known: ${Object.keys(KEYS).join(', ')})`);

@@ -1,6 +1,7 @@
 // The parts of the Alexa Skills Kit request and response JSON this skill reads and writes
 // (developer.amazon.com: "Request and Response JSON Reference"), checked at the edge.
 import { AlexaRejection } from './errors';
+import { isJsonObject } from '../../util/json_object';
 
 export interface AlexaSlot {
   name: string;
@@ -36,14 +37,10 @@ export interface AlexaResponseEnvelope {
   };
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 function field(parent: unknown, path: string): unknown {
   let value: unknown = parent;
   for (const key of path.split('.')) {
-    if (!isObject(value)) return undefined;
+    if (!isJsonObject(value)) return undefined;
     value = value[key];
   }
   return value;
@@ -58,7 +55,7 @@ function requireString(body: unknown, path: string): string {
 function optionalObject(body: unknown, path: string): Record<string, unknown> | undefined {
   const value = field(body, path);
   if (value === undefined || value === null) return undefined;
-  if (!isObject(value)) throw new AlexaRejection(400, `${path}: must be an object`);
+  if (!isJsonObject(value)) throw new AlexaRejection(400, `${path}: must be an object`);
   return value;
 }
 
@@ -67,7 +64,7 @@ function parseSlots(body: unknown): Record<string, AlexaSlot> {
   const parsed: Record<string, AlexaSlot> = {};
   for (const [key, slot] of Object.entries(slots)) {
     const path = `request.intent.slots.${key}`;
-    if (!isObject(slot)) throw new AlexaRejection(400, `${path}: must be an object`);
+    if (!isJsonObject(slot)) throw new AlexaRejection(400, `${path}: must be an object`);
     const value = slot.value;
     if (value !== undefined && typeof value !== 'string') throw new AlexaRejection(400, `${path}.value: must be a string`);
     parsed[key] = { name: key, value };
@@ -101,7 +98,7 @@ export function parseEnvelope(raw: Buffer): AlexaEnvelope {
   } catch (err) {
     throw new AlexaRejection(400, `body is not JSON: ${(err as Error).message}`);
   }
-  if (!isObject(body)) throw new AlexaRejection(400, 'body: must be a JSON object');
+  if (!isJsonObject(body)) throw new AlexaRejection(400, 'body: must be a JSON object');
   const applicationIds: string[] = [];
   if (field(body, 'context.System.application') !== undefined) applicationIds.push(requireString(body, 'context.System.application.applicationId'));
   if (field(body, 'session.application') !== undefined) applicationIds.push(requireString(body, 'session.application.applicationId'));

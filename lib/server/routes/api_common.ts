@@ -10,6 +10,7 @@ import type { Tokenizer } from '../../tokenizer';
 import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { appendOnly, type ChatService, type Completion, type GenerationRequest } from '../service';
+import { isJsonObject } from '../../util/json_object';
 
 export type Body = Record<string, unknown>;
 
@@ -26,7 +27,7 @@ export function openAIError(status: number, message: string, param: string | nul
 }
 
 export function objectBody(req: Request): Body {
-  if (!isObject(req.body)) bad('body', 'must be a JSON object');
+  if (!isJsonObject(req.body)) bad('body', 'must be a JSON object');
   return req.body;
 }
 
@@ -34,8 +35,6 @@ export function objectBody(req: Request): Body {
 export function checkKeys(body: Body, known: readonly string[], where?: string): void {
   for (const key of Object.keys(body)) if (!known.includes(key)) bad(where === undefined ? key : `${where}.${key}`, `unsupported field (supported: ${known.join(', ')})`);
 }
-
-export const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 // OpenAI's fields for what GPT-2 does not do. Clients send many of them with every request at their neutral
 // values (an empty list of tools, a text response format, no logit biases, the default, or null for "not set"),
@@ -60,7 +59,7 @@ const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   // dixie's prefix reuse keeps a prompt in memory only, and only until its batch slot takes another.
   prompt_cache_retention: { neutral: (v) => v === 'in-memory', rule: 'only "in-memory" is supported' },
   // The Responses API's.
-  reasoning: { neutral: (v) => isObject(v) && Object.values(v).every((r) => r === null), rule: 'is not supported: GPT-2 does not reason' },
+  reasoning: { neutral: (v) => isJsonObject(v) && Object.values(v).every((r) => r === null), rule: 'is not supported: GPT-2 does not reason' },
   background: { neutral: (v) => v === false, rule: 'only false is supported: dixie keeps no responses to fetch later' },
   previous_response_id: { neutral: () => false, rule: 'is not supported: dixie keeps no responses; send the conversation in input' },
   conversation: { neutral: () => false, rule: 'is not supported: dixie keeps no conversations; send the conversation in input' },
@@ -69,7 +68,7 @@ const NEUTRAL_ONLY: Readonly<Record<string, NeutralOnly>> = {
   user: ANY_STRING,
   safety_identifier: ANY_STRING,
   prompt_cache_key: ANY_STRING,
-  metadata: { neutral: (v) => isObject(v) && Object.values(v).every((m) => typeof m === 'string'), rule: 'must be an object of strings' },
+  metadata: { neutral: (v) => isJsonObject(v) && Object.values(v).every((m) => typeof m === 'string'), rule: 'must be an object of strings' },
 };
 
 // `where`: the request's field that holds the object, when it is not the body (the Responses API's text.verbosity).
@@ -82,7 +81,7 @@ export function checkNeutral(body: Body, where?: string): void {
 // OpenAI's stream_options, its `known` fields beside include_obfuscation, which pads each delta against length side
 // channels: dixie does not, so only false.
 export function readStreamOptions(body: Body, known: readonly string[]): Body {
-  const options = optional<Body>(body, 'stream_options', isObject, `an object such as ${known.length > 0 ? `{"${known[0]}": true}` : '{}'}`) ?? {};
+  const options = optional<Body>(body, 'stream_options', isJsonObject, `an object such as ${known.length > 0 ? `{"${known[0]}": true}` : '{}'}`) ?? {};
   checkKeys(options, [...known, 'include_obfuscation'], 'stream_options');
   const obfuscation = options.include_obfuscation;
   if (obfuscation !== undefined && obfuscation !== null && obfuscation !== false) bad('stream_options.include_obfuscation', 'only false is supported: dixie does not pad the stream');
@@ -201,7 +200,7 @@ export function messageText(content: unknown, field: string, partTypes: readonly
   if (!Array.isArray(content)) bad(field, 'must be a string or an array of text parts');
   return content
     .map((part: unknown, j) => {
-      if (!isObject(part) || !partTypes.includes(part.type as string) || typeof part.text !== 'string') {
+      if (!isJsonObject(part) || !partTypes.includes(part.type as string) || typeof part.text !== 'string') {
         bad(`${field}[${j}]`, `only ${partTypes.map((type) => `{"type": "${type}", "text": "..."}`).join(' or ')} parts are supported`);
       }
       return part.text as string;
@@ -218,7 +217,7 @@ export function openAIMessages(messages: unknown): InputMessage[] {
   const called = new Set<string>();
   return messages.map((m: unknown, i) => {
     const where = `messages[${i}]`;
-    if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
+    if (!isJsonObject(m)) bad(where, 'must be an object {"role", "content"}');
     const fields = { role: m.role === 'function' ? 'tool' : m.role, roleField: `${where}.role`, textField: `${where}.content` };
     if (m.role === 'tool' && (typeof m.tool_call_id !== 'string' || !called.has(m.tool_call_id))) bad(`${where}.tool_call_id`, 'must be the id of a call in an earlier assistant message');
     const given = (v: unknown): boolean => v !== undefined && v !== null;
@@ -229,14 +228,14 @@ export function openAIMessages(messages: unknown): InputMessage[] {
       if (!Array.isArray(m.tool_calls)) bad(`${where}.tool_calls`, `must be an array of ${shape}`);
       m.tool_calls.forEach((call: unknown, j) => {
         const at = `${where}.tool_calls[${j}]`;
-        if (!isObject(call) || typeof call.id !== 'string' || !isObject(call.function)) bad(at, `must be ${shape}`);
+        if (!isJsonObject(call) || typeof call.id !== 'string' || !isJsonObject(call.function)) bad(at, `must be ${shape}`);
         called.add(call.id);
         calls.push(sentCall(call.function.name, callArguments(call.function.arguments, `${at}.function.arguments`), `${at}.function.name`));
       });
     }
     if (given(m.function_call)) {
       const at = `${where}.function_call`;
-      if (!isObject(m.function_call)) bad(at, 'must be {"name", "arguments"}');
+      if (!isJsonObject(m.function_call)) bad(at, 'must be {"name", "arguments"}');
       calls.push(sentCall(m.function_call.name, callArguments(m.function_call.arguments, `${at}.arguments`), `${at}.name`));
     }
     const content = m.content === undefined || m.content === null ? '' : messageText(m.content, fields.textField, ['text']);

@@ -5,8 +5,9 @@
 //   POST /v1/batches/<id>/cancel     sends no more of its requests; the answers so far go to its output file
 import express, { type Request, type Response } from 'express';
 import { BATCH_ENDPOINTS, COMPLETION_WINDOW, type Batches } from '../batches';
-import { bad, checkKeys, isObject, objectBody } from './api_common';
+import { bad, checkKeys, objectBody } from './api_common';
 import { cursorPage } from './pages';
+import { isJsonObject } from '../../util/json_object';
 
 const BATCH_FIELDS = ['input_file_id', 'endpoint', 'completion_window', 'metadata', 'output_expires_after'];
 const MAX_METADATA = 16;
@@ -22,7 +23,7 @@ export function batchesRouter(batches: Batches, jsonBody: express.RequestHandler
     if (body.completion_window !== COMPLETION_WINDOW) bad('completion_window', `must be "${COMPLETION_WINDOW}" (a batch here runs until it is done)`);
     if (body.output_expires_after !== undefined && body.output_expires_after !== null) bad('output_expires_after', 'is not supported: files are kept until deleted');
     const metadata = body.metadata ?? null;
-    if (metadata !== null && !(isObject(metadata) && Object.keys(metadata).length <= MAX_METADATA && Object.values(metadata).every((v) => typeof v === 'string'))) {
+    if (metadata !== null && !(isJsonObject(metadata) && Object.keys(metadata).length <= MAX_METADATA && Object.values(metadata).every((v) => typeof v === 'string'))) {
       bad('metadata', `must be an object of at most ${MAX_METADATA} strings`);
     }
     res.json(await batches.create(body.input_file_id, body.endpoint, metadata as Record<string, string> | null));

@@ -10,8 +10,9 @@ import express, { type Request, type Response } from 'express';
 import { MAX_LORA_RANK } from '../config';
 import { HttpError } from '../errors';
 import type { FineTuningJobs, Hyperparameters, JobRequest } from '../fine_tuning';
-import { bad, checkKeys, isObject, objectBody, type Body } from './api_common';
+import { bad, checkKeys, objectBody, type Body } from './api_common';
 import { cursorPage } from './pages';
+import { isJsonObject } from '../../util/json_object';
 
 const JOB_FIELDS = ['model', 'training_file', 'validation_file', 'hyperparameters', 'method', 'suffix', 'seed', 'integrations', 'metadata'];
 // OpenAI's three, and dixie's lora_rank: an adapter of that rank over the frozen model (0: every weight).
@@ -113,11 +114,11 @@ function hyperparameters(body: Body): Hyperparameters {
   let where = 'hyperparameters';
   const method = body.method;
   if (method !== undefined && method !== null) {
-    if (!isObject(method)) bad('method', 'must be an object such as {"type": "supervised"}');
+    if (!isJsonObject(method)) bad('method', 'must be an object such as {"type": "supervised"}');
     checkKeys(method, ['type', 'supervised', 'dpo', 'reinforcement']);
     if (method.type !== 'supervised') bad('method.type', `must be "supervised": GPT-2 is fine-tuned on the conversations themselves (got ${JSON.stringify(method.type)})`);
     const supervised = method.supervised ?? {};
-    if (!isObject(supervised)) bad('method.supervised', 'must be an object such as {"hyperparameters": {"n_epochs": 3}}');
+    if (!isJsonObject(supervised)) bad('method.supervised', 'must be an object such as {"hyperparameters": {"n_epochs": 3}}');
     checkKeys(supervised, ['hyperparameters']);
     if (supervised.hyperparameters !== undefined && raw !== undefined) bad('hyperparameters', 'give the hyperparameters in method.supervised.hyperparameters or here, not both');
     if (supervised.hyperparameters !== undefined) {
@@ -126,7 +127,7 @@ function hyperparameters(body: Body): Hyperparameters {
     }
   }
   raw ??= {};
-  if (!isObject(raw)) bad(where, 'must be an object such as {"n_epochs": 3}');
+  if (!isJsonObject(raw)) bad(where, 'must be an object such as {"n_epochs": 3}');
   for (const key of Object.keys(raw)) if (!HYPERPARAMETERS.includes(key)) bad(`${where}.${key}`, `unsupported hyperparameter (supported: ${HYPERPARAMETERS.join(', ')})`);
   const choice = (key: string, ok: (v: number) => boolean, rule: string): 'auto' | number => {
     const v = raw[key] ?? 'auto';
@@ -145,7 +146,7 @@ function hyperparameters(body: Body): Hyperparameters {
 // OpenAI's metadata: up to 16 pairs, keys of at most 64 characters, values of at most 512.
 function metadata(value: unknown): Record<string, string> | null {
   if (value === undefined || value === null) return null;
-  if (!isObject(value)) bad('metadata', 'must be an object of strings');
+  if (!isJsonObject(value)) bad('metadata', 'must be an object of strings');
   const entries = Object.entries(value);
   if (entries.length > 16) bad('metadata', 'must have at most 16 keys');
   for (const [k, v] of entries) {

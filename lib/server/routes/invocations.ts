@@ -9,6 +9,7 @@ import type { Turn } from '../../data/chat_format';
 import { requestSampling } from '../config';
 import { HttpError } from '../errors';
 import { appendOnly, type ChatService, type Completion } from '../service';
+import { isJsonObject } from '../../util/json_object';
 
 const FIELDS = ['model_key', 'raw_text', 'format', 'stream', 'history', 'seed', 'length', 'temperature', 'top_k', 'top_p', 'min_p', 'penalize'];
 const MAX_HISTORY = 200;
@@ -29,7 +30,7 @@ function bad(field: string, message: string): never {
 
 // Checks the body's shape; the sampling values are checked against the model's settings later.
 export function readInvocation(body: unknown, defaultModelKey: string): InvocationBody {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) bad('body', 'must be a JSON object');
+  if (!isJsonObject(body)) bad('body', 'must be a JSON object');
   const b = body as Record<string, unknown>;
   for (const key of Object.keys(b)) if (!FIELDS.includes(key)) bad(key, `unknown field (known: ${FIELDS.join(', ')})`);
   const modelKey = b.model_key ?? defaultModelKey;

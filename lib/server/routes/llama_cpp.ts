@@ -23,10 +23,11 @@ import { HttpError } from '../errors';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, isObject, objectBody, openAIMessages, optional, readAdditivePenalty,
+  MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, objectBody, openAIMessages, optional, readAdditivePenalty,
   readLocalSeed, readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
 } from './api_common';
 import { readLlamaCppGrammar } from './response_format';
+import { isJsonObject } from '../../util/json_object';
 
 // The paths whose errors the app's handler gives in llama.cpp's shape.
 export const LLAMA_CPP_PATHS: readonly string[] = ['/health', '/props', '/completion', '/completions', '/embedding', '/apply-template', '/tokenize', '/detokenize'];
@@ -84,7 +85,7 @@ function readLogitBias(value: unknown): Record<number, number> | undefined {
   if (value === undefined || value === null) return undefined;
   // A key is an id written in decimal digits alone: Number() would read "0x10" as 16 and "" as 0.
   const id = (key: string): number => (/^(0|[1-9][0-9]*)$/.test(key) ? Number(key) : NaN);
-  const pairs: unknown[] = Array.isArray(value) ? value : isObject(value) ? Object.entries(value).map(([key, b]) => [id(key), b]) : bad('logit_bias', 'must be [[token id, bias], ...] or {"<token id>": bias}');
+  const pairs: unknown[] = Array.isArray(value) ? value : isJsonObject(value) ? Object.entries(value).map(([key, b]) => [id(key), b]) : bad('logit_bias', 'must be [[token id, bias], ...] or {"<token id>": bias}');
   const bias: Record<number, number> = {};
   pairs.forEach((pair, i) => {
     const [id, b] = Array.isArray(pair) && pair.length === 2 ? pair : [undefined, undefined];

@@ -9,6 +9,7 @@ import type { ModelConfig } from '../config';
 import { HttpError } from '../errors';
 import type { Log } from '../log';
 import type { ChatService } from '../service';
+import { isJsonObject } from '../../util/json_object';
 
 export function modelsRouter(service: ChatService, jsonBody: express.RequestHandler, log: Log): express.Router {
   const router = express.Router();
@@ -58,7 +59,7 @@ export function modelsRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/prime', optionalBody, (req: Request, res: Response) => {
     const body: unknown = req.body ?? {};
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'body: must be a JSON object such as {"model_key": "chatbot"}', { field: 'body' });
+    if (!isJsonObject(body)) throw new HttpError(400, 'body: must be a JSON object such as {"model_key": "chatbot"}', { field: 'body' });
     const b = body as Record<string, unknown>;
     for (const key of Object.keys(b)) {
       // raw_text, the priming prompt older clients send (docs/compatibility.md), is ignored: loading needs none.

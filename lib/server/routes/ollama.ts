@@ -25,12 +25,13 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, isObject, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalSeed, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
+  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalSeed, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
 import { readToolChoice, replyCalls, replyKind, type ToolChoice } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
+import { isJsonObject } from '../../util/json_object';
 
 const TAG = ':latest';
 const COMMON_KEYS = ['model', 'stream', 'format', 'keep_alive', 'think', 'options', 'logprobs', 'top_logprobs'];
@@ -86,7 +87,7 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
   if (keepAlive !== undefined && keepAlive !== null && typeof keepAlive !== 'string' && typeof keepAlive !== 'number') bad('keep_alive', 'must be a duration ("5m") or a number of seconds');
   // 0 unloads the model once the request is answered; any other duration is idle_unload_s's to decide.
   const unload = keepAlive === 0 || (typeof keepAlive === 'string' && /^0+(\.0*)?(ns|us|µs|ms|s|m|h)?$/.test(keepAlive));
-  const options = optional<Body>(body, 'options', isObject, 'an object') ?? {};
+  const options = optional<Body>(body, 'options', isJsonObject, 'an object') ?? {};
   // Read under the names errors give them: options.temperature.
   const flat: Body = Object.fromEntries(Object.entries(options).map(([k, v]) => [`options.${k}`, v]));
   for (const [key, value] of Object.entries(options)) {
@@ -125,7 +126,7 @@ function chatMessages(messages: unknown): InputMessage[] {
   if (!Array.isArray(messages)) bad('messages', 'must be an array of {"role", "content"}');
   return messages.map((m: unknown, i) => {
     const where = `messages[${i}]`;
-    if (!isObject(m)) bad(where, 'must be an object {"role", "content"}');
+    if (!isJsonObject(m)) bad(where, 'must be an object {"role", "content"}');
     // Ollama reads a content left out (an assistant's that only calls tools) as "".
     const content = m.content ?? '';
     if (typeof content !== 'string') bad(`${where}.content`, 'must be a string');
@@ -140,7 +141,7 @@ function ollamaCalls(calls: unknown, field: string): ToolCall[] {
   if (!Array.isArray(calls)) bad(field, `must be an array of ${shape}`);
   return calls.map((call: unknown, j) => {
     const at = `${field}[${j}].function`;
-    if (!isObject(call) || !isObject(call.function) || !isObject(call.function.arguments)) bad(`${field}[${j}]`, `must be ${shape}, the arguments an object`);
+    if (!isJsonObject(call) || !isJsonObject(call.function) || !isJsonObject(call.function.arguments)) bad(`${field}[${j}]`, `must be ${shape}, the arguments an object`);
     return sentCall(call.function.name, call.function.arguments, `${at}.name`);
   });
 }

@@ -22,18 +22,19 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
-  MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, isObject, objectBody, openAIError, openAIMessages, optional, readDimensions,
+  MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, objectBody, openAIError, openAIMessages, optional, readDimensions,
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, readStreamOptions, tokenLogprobs, tokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
 import { chatToolsLayout, readToolChoice, replyCalls, replyKind, type ToolsLayout } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
+import { isJsonObject } from '../../util/json_object';
 
 const MAX_N = 16;
 
 // OpenAI's logit_bias: token ids (the object's keys) to biases within ±MAX_LOGIT_BIAS. The ids are the sampler's to
 // check (nativeSampling, then against the model's vocabulary once it is loaded).
-const isLogitBias = (v: unknown): boolean => isObject(v) && Object.values(v).every((b) => typeof b === 'number' && Math.abs(b) <= MAX_LOGIT_BIAS);
+const isLogitBias = (v: unknown): boolean => isJsonObject(v) && Object.values(v).every((b) => typeof b === 'number' && Math.abs(b) <= MAX_LOGIT_BIAS);
 
 // What both endpoints share: the model, the sampling settings over the model's defaults, n, stop, seed, stream.
 interface Common {

@@ -9,7 +9,8 @@
 import { Grammar, GrammarError } from '../../generate/grammar';
 import { HttpError } from '../errors';
 import { LruMap } from '../../util/lru_map';
-import { bad, checkKeys, checkNeutral, isObject, type Body } from './api_common';
+import { bad, checkKeys, checkNeutral, type Body } from './api_common';
+import { isJsonObject } from '../../util/json_object';
 
 const kept = new LruMap<string, Grammar>(64);
 
@@ -43,7 +44,7 @@ export const isOpenAIName = (v: unknown): v is string => typeof v === 'string' &
 // (the Responses API's text.format: `flat`).
 function openAIFormat(format: unknown, field: string, flat: boolean): Grammar | undefined {
   const schemaFormat = flat ? '{"type": "json_schema", "name", "schema"}' : '{"type": "json_schema", "json_schema": {"name", "schema"}}';
-  if (!isObject(format)) bad(field, `must be {"type": "text"}, {"type": "json_object"} or ${schemaFormat}`);
+  if (!isJsonObject(format)) bad(field, `must be {"type": "text"}, {"type": "json_object"} or ${schemaFormat}`);
   if (format.type === 'text' || format.type === 'json_object') {
     checkKeys(format, ['type'], field);
     return format.type === 'text' ? undefined : Grammar.anyJsonObject();
@@ -52,7 +53,7 @@ function openAIFormat(format: unknown, field: string, flat: boolean): Grammar | 
   const specField = flat ? field : `${field}.json_schema`;
   const spec = flat ? format : format.json_schema;
   if (!flat) checkKeys(format, ['type', 'json_schema'], field);
-  if (!isObject(spec)) bad(specField, 'must be {"name", "schema", "strict"?, "description"?}');
+  if (!isJsonObject(spec)) bad(specField, 'must be {"name", "schema", "strict"?, "description"?}');
   checkKeys(spec, [...(flat ? ['type'] : []), 'name', 'schema', 'strict', 'description'], specField);
   if (!isOpenAIName(spec.name)) bad(`${specField}.name`, 'is required: 1 to 64 letters, digits, _ or -');
   if (spec.strict !== undefined && spec.strict !== null && typeof spec.strict !== 'boolean') bad(`${specField}.strict`, 'must be true or false');
@@ -71,7 +72,7 @@ export function readResponseFormat(body: Body): Grammar | undefined {
 export function readTextFormat(body: Body): { grammar: Grammar | undefined; format: Body } {
   const text = body.text;
   if (text === undefined || text === null) return { grammar: undefined, format: { type: 'text' } };
-  if (!isObject(text)) bad('text', 'must be {"format": {...}}');
+  if (!isJsonObject(text)) bad('text', 'must be {"format": {...}}');
   checkKeys(text, ['format', 'verbosity'], 'text');
   checkNeutral(text, 'text');
   const format = text.format;
@@ -98,6 +99,6 @@ export function readOllamaFormat(body: Body): Grammar | undefined {
   const format = body.format;
   if (format === undefined || format === null || format === '') return undefined;
   if (format === 'json') return Grammar.anyJsonObject();
-  if (!isObject(format)) bad('format', 'must be "json" or a JSON schema (an object)');
+  if (!isJsonObject(format)) bad('format', 'must be "json" or a JSON schema (an object)');
   return schemaGrammar(format, 'format');
 }

@@ -16,12 +16,13 @@ import type { ChatService, Completion } from '../service';
 import { toolCallsText } from '../../data/chat_format';
 import { quoted } from '../../util/quoted';
 import {
-  bad, callArguments, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, isObject, messageText,
+  bad, callArguments, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, messageText,
   objectBody, optional, readModel, readSampling, readStreamOptions, sentCall, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readTextFormat } from './response_format';
 import { readToolChoice, replyCalls, replyKind } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
+import { isJsonObject } from '../../util/json_object';
 
 const KEYS = [
   'model', 'input', 'instructions', 'max_output_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'penalize', 'stream', 'stream_options',
@@ -101,7 +102,7 @@ function inputMessages(body: Body): { messages: InputMessage[]; names: (number |
       messages.push(m);
       names.push(i);
     };
-    if (!isObject(item)) bad(where, 'must be a message {"role", "content"}');
+    if (!isJsonObject(item)) bad(where, 'must be a message {"role", "content"}');
     if (item.type === 'function_call') {
       if (typeof item.call_id !== 'string') bad(`${where}.call_id`, 'must be the id of the call, a string');
       called.add(item.call_id);

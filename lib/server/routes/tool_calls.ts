@@ -20,8 +20,9 @@ import { Grammar } from '../../generate/grammar';
 import type { ModelConfig } from '../config';
 import { HttpError } from '../errors';
 import type { Completion } from '../service';
-import { bad, cutShort, isBool, isObject, optional, type Body } from './api_common';
+import { bad, cutShort, isBool, optional, type Body } from './api_common';
 import { grammarOf, isOpenAIName, schemaGrammar } from './response_format';
+import { isJsonObject } from '../../util/json_object';
 
 interface Tool {
   name: string;
@@ -52,8 +53,8 @@ export function readTools(value: unknown, layout: ToolsLayout = 'chat'): Tool[] 
   if (!Array.isArray(value)) bad(field, `must be an array of ${shape}`);
   const fnField = (i: number): string => (layout === 'chat' ? `${field}[${i}].function` : `${field}[${i}]`);
   const tools = value.map((entry: unknown, i): Tool => {
-    const fn = layout === 'chat' ? (isObject(entry) ? entry.function : undefined) : entry;
-    if (!isObject(entry) || (layout !== 'functions' && entry.type !== 'function') || !isObject(fn)) bad(`${field}[${i}]`, `must be ${shape}`);
+    const fn = layout === 'chat' ? (isJsonObject(entry) ? entry.function : undefined) : entry;
+    if (!isJsonObject(entry) || (layout !== 'functions' && entry.type !== 'function') || !isJsonObject(fn)) bad(`${field}[${i}]`, `must be ${shape}`);
     const known = [...(layout === 'flat' ? ['type'] : []), 'name', 'description', 'parameters', ...(layout === 'functions' ? [] : ['strict'])];
     for (const key of Object.keys(fn)) if (!known.includes(key)) bad(`${fnField(i)}.${key}`, `unsupported field (supported: ${known.join(', ')})`);
     if (!isOpenAIName(fn.name)) bad(`${fnField(i)}.name`, 'is required: 1 to 64 letters, digits, _ or -');
@@ -87,8 +88,8 @@ export function readToolChoice(body: Body, model: ModelConfig, textGrammar: Gram
   if ((choice === 'required' && !legacy) || choice === 'auto') {
     called = tools;
   } else {
-    const named = layout === 'chat' ? (isObject(choice) ? choice.function : undefined) : choice;
-    const name = isObject(choice) && (legacy || choice.type === 'function') && isObject(named) ? named.name : undefined;
+    const named = layout === 'chat' ? (isJsonObject(choice) ? choice.function : undefined) : choice;
+    const name = isJsonObject(choice) && (legacy || choice.type === 'function') && isJsonObject(named) ? named.name : undefined;
     const nameField = layout === 'chat' ? `${choiceField}.function.name` : `${choiceField}.name`;
     if (name === undefined) bad(choiceField, `must be "none", "auto"${legacy ? '' : ', "required"'} or ${SHAPES[layout].named}`);
     called = tools.filter((t) => t.name === name);
@@ -143,7 +144,7 @@ const DATA_KEYWORDS = new Set(['const', 'enum', 'default', 'examples']);
 // The schema with each local reference ("#...") made relative to `at`, where the schema now sits.
 function movedRefs(schema: unknown, at: string): unknown {
   if (Array.isArray(schema)) return schema.map((s) => movedRefs(s, at));
-  if (!isObject(schema)) return schema;
+  if (!isJsonObject(schema)) return schema;
   return Object.fromEntries(Object.entries(schema).map(([key, value]) => {
     if (key === '$ref' && typeof value === 'string' && value.startsWith('#')) return [key, at + value.slice(1)];
     return [key, DATA_KEYWORDS.has(key) ? value : movedRefs(value, at)];
