@@ -9,6 +9,7 @@ import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
 import { adapterOverOtherBase, resolveModel } from '../../lib/formats/resolve_model';
 import { commandLine } from './command_line';
+import { quoted } from '../../lib/util/quoted';
 
 async function ask(rl: readline.Interface, lines: AsyncIterator<string>, question: string): Promise<string | null> {
   rl.setPrompt(question);
@@ -42,7 +43,7 @@ async function main(): Promise<void> {
     .options(COMPUTE_FLAGS)
     .check((a) => {
       if (!Number.isInteger(a.length) || a.length < 1) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
-      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(a.audience)}`);
+      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${quoted(a.audience)}`);
       checkSeed(a.seed);
       return true;
     })

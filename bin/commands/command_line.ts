@@ -6,6 +6,7 @@
 import path from 'node:path';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { quoted } from '../../lib/util/quoted';
 
 // What yargs knows of the options declared, which its types leave out.
 interface DeclaredOptions {
@@ -26,7 +27,7 @@ export function commandLine(name: string, separator: '_' | '-' = '_'): Argv {
     const { array, number } = declared();
     for (const [key, value] of Object.entries(argv)) {
       if (key !== '_' && Array.isArray(value) && !array.includes(key)) argv[key] = value[value.length - 1];
-      if (number.includes(key) && Number.isNaN(argv[key])) throw new Error(`--${key} must be a number, got ${JSON.stringify(typedValue(args, key))}`);
+      if (number.includes(key) && Number.isNaN(argv[key])) throw new Error(`--${key} must be a number, got ${quoted(typedValue(args, key))}`);
     }
   }, true);
 }

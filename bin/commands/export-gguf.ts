@@ -15,6 +15,7 @@ import { modelTokenizer } from '../../lib/tokenizer';
 import { writeTextAtomic } from '../../lib/util/atomic_file';
 import { isWithin } from '../../lib/util/paths';
 import { commandLine } from './command_line';
+import { quoted } from '../../lib/util/quoted';
 
 async function main(): Promise<void> {
   const argv = await commandLine('export-gguf')
@@ -47,7 +48,7 @@ async function main(): Promise<void> {
     .example('$0 checkpoint/family family-lora.gguf', 'the adapter a --lora_rank run trained, for llama-server --lora')
     .demandCommand(2, 'give the model and the file to write')
     .check((a) => {
-      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(a.audience)}`);
+      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${quoted(a.audience)}`);
       return true;
     })
     .strict()

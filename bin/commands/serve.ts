@@ -9,6 +9,7 @@ import { CONFIG_FILE, NoModelsError, pinnedSource, serveConfig, type ServeSource
 import { createLog, type Log } from '../../lib/server/log';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { commandLine } from './command_line';
+import { quoted } from '../../lib/util/quoted';
 
 async function main(): Promise<void> {
   // Signals are handled from the first moment: SIGHUP's default action would end the process (a `systemctl reload`
@@ -88,7 +89,7 @@ async function main(): Promise<void> {
     .check((a) => {
       if (a.port !== undefined && !(Number.isInteger(a.port) && a.port >= 0 && a.port <= 65535)) throw new Error(`--port must be an integer from 0 to 65535, got ${a.port}`);
       if (a.fine_tuning !== undefined && a.fine_tuning.trim() === '') throw new Error('--fine_tuning must name a folder (where uploads and jobs are kept)');
-      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(a.audience)}`);
+      if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${quoted(a.audience)}`);
       return true;
     })
     .strict()

@@ -11,6 +11,7 @@
 // The prompt is the conversation so far, the newest message a `1|<audience>|<text> <EOM>` line, then
 // `0|<audience>|` for the model to continue; its reply ends at <EOM> or at the end of the line.
 import { isJsonObject } from '../util/json_object';
+import { quoted } from '../util/quoted';
 export const END_OF_MESSAGE = '<EOM>';
 
 export type Side = '0' | '1';
@@ -151,7 +152,7 @@ export function audienceNamedBy(text: string): string | null {
 
 // `name`, if it is an audience a live chat can be written with; a RangeError saying why if not.
 export function checkAudience(name: string): string {
-  if (!isAudience(name)) throw new RangeError(`audience must be ${AUDIENCE_RULE}, got ${JSON.stringify(name)}`);
+  if (!isAudience(name)) throw new RangeError(`audience must be ${AUDIENCE_RULE}, got ${quoted(name)}`);
   return name;
 }
 
@@ -195,7 +196,7 @@ export function parseMessage(line: string): ParsedMessage {
   const side = line.slice(0, first);
   const audience = line.slice(first + 1, second).trim();
   const text = line.slice(second + 1, hasEom ? trimmed.length - END_OF_MESSAGE.length : line.length).trim();
-  if (!isSide(side)) reasons.push(`flag must be 0 or 1, got ${JSON.stringify(side)}`);
+  if (!isSide(side)) reasons.push(`flag must be 0 or 1, got ${quoted(side)}`);
   if (audience === '') reasons.push('missing field: empty audience');
   const control = CONTROL_CHARACTER.exec(audience);
   if (control) reasons.push(`a control character (${codePoint(control[0])}) in the audience`);

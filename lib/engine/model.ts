@@ -26,6 +26,7 @@ import { writeVocabulary } from '../tokenizer/vocab';
 import { writeTextAtomic } from '../util/atomic_file';
 import { Rng } from '../util/rng';
 import { readJsonObject } from '../util/json_file';
+import { quoted } from '../util/quoted';
 
 export type GPT2Config = NativeConfig;
 
@@ -235,7 +236,7 @@ function checkLora(lora: LoraOptions, base: string | null): ModelLora {
   if (!Number.isFinite(lora.alpha) || lora.alpha <= 0) throw new Error(`lora.alpha must be a number > 0, got ${lora.alpha}`);
   const unknown = lora.targets.find((t) => !LORA_TARGETS.includes(t));
   if (unknown !== undefined || lora.targets.length === 0) {
-    throw new Error(`lora.targets must name some of ${LORA_TARGETS.join(', ')}, got ${JSON.stringify(unknown ?? lora.targets)}`);
+    throw new Error(`lora.targets must name some of ${LORA_TARGETS.join(', ')}, got ${quoted(unknown ?? lora.targets)}`);
   }
   const dropout = lora.dropout ?? 0;
   if (!(dropout >= 0 && dropout < 1)) throw new Error(`lora.dropout must be a number in [0, 1), got ${dropout}`);
@@ -767,7 +768,7 @@ export class Model {
       try {
         const step = Number(st.metadata.step);
         if (!Number.isSafeInteger(step) || step < 0) {
-          throw new Error(`${file}: metadata "step" must be a non-negative integer, got ${JSON.stringify(st.metadata.step)}`);
+          throw new Error(`${file}: metadata "step" must be a non-negative integer, got ${quoted(st.metadata.step)}`);
         }
         for (const slot of ['m', 'v'] as const) {
           for (const t of this.trainedTensors) {

@@ -16,6 +16,7 @@ import { parseJsonAt } from '../util/json_file';
 import type { GPT2Config } from './model_folder';
 import { openSafetensors, writeSafetensors, type SafetensorsFile, type TensorEntry, type TensorToWrite } from './safetensors';
 import { isJsonObject } from '../util/json_object';
+import { quoted } from '../util/quoted';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -99,15 +100,15 @@ function stringList(file: string, json: Record<string, unknown>, field: string):
     return value;
   }
   if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value as string[];
-  throw new Error(`${file}: field "${field}" must be a list of module names or one regular expression, got ${JSON.stringify(value)}`);
+  throw new Error(`${file}: field "${field}" must be a list of module names or one regular expression, got ${quoted(value)}`);
 }
 
 function numberPattern(file: string, json: Record<string, unknown>, field: string, isValid: (v: number) => boolean, what: string): Record<string, number> {
   const value = json[field] ?? {};
-  if (!isJsonObject(value)) throw new Error(`${file}: field "${field}" must be an object of module pattern -> ${what}, got ${JSON.stringify(value)}`);
+  if (!isJsonObject(value)) throw new Error(`${file}: field "${field}" must be an object of module pattern -> ${what}, got ${quoted(value)}`);
   for (const [key, v] of Object.entries(value)) {
     patternOf(file, `${field}.${key}`, key, PATH_END);
-    if (typeof v !== 'number' || !isValid(v)) throw new Error(`${file}: field "${field}": "${key}" must be ${what}, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !isValid(v)) throw new Error(`${file}: field "${field}": "${key}" must be ${what}, got ${quoted(v)}`);
   }
   return value as Record<string, number>;
 }
@@ -141,37 +142,37 @@ export function readLoraConfig(file: string): LoraConfig {
   const json = parseJsonAt(file, text);
   if (!isJsonObject(json)) throw new Error(`${file}: must be a JSON object`);
   if (json.peft_type !== 'LORA') {
-    const found = json.peft_type === undefined ? 'missing' : `is ${JSON.stringify(json.peft_type)}`;
+    const found = json.peft_type === undefined ? 'missing' : `is ${quoted(json.peft_type)}`;
     throw new Error(`${file}: field "peft_type" ${found}: dixie reads LoRA adapters ("LORA") only`);
   }
   for (const [field, what] of UNSUPPORTED) {
-    if (!isUnset(json[field])) throw new Error(`${file}: field "${field}" is ${JSON.stringify(json[field])}: ${what}; dixie merges plain LoRA only`);
+    if (!isUnset(json[field])) throw new Error(`${file}: field "${field}" is ${quoted(json[field])}: ${what}; dixie merges plain LoRA only`);
   }
   if (json.bias !== undefined && json.bias !== 'none') {
-    throw new Error(`${file}: field "bias" is ${JSON.stringify(json.bias)}: the adapter trained the base's biases too, which dixie does not merge; only "none" is supported`);
+    throw new Error(`${file}: field "bias" is ${quoted(json.bias)}: the adapter trained the base's biases too, which dixie does not merge; only "none" is supported`);
   }
   if (json.fan_in_fan_out !== true) {
-    throw new Error(`${file}: field "fan_in_fan_out" is ${JSON.stringify(json.fan_in_fan_out ?? null)}, which says the adapted weights are stored [out, in] `
+    throw new Error(`${file}: field "fan_in_fan_out" is ${quoted(json.fan_in_fan_out ?? null)}, which says the adapted weights are stored [out, in] `
       + '(torch.nn.Linear); GPT-2\'s c_attn, c_proj and c_fc are Conv1D, stored [in, out], and PEFT writes true for them: '
       + 'this adapter was not made by PEFT for GPT-2 (if its lora_A is [r, in] and lora_B [out, r], set the field to true)');
   }
   const r = json.r;
-  if (typeof r !== 'number' || !isPositiveInt(r)) throw new Error(`${file}: field "r" must be a positive integer, got ${JSON.stringify(r)}`);
+  if (typeof r !== 'number' || !isPositiveInt(r)) throw new Error(`${file}: field "r" must be a positive integer, got ${quoted(r)}`);
   const alpha = json.lora_alpha ?? 8;
-  if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new Error(`${file}: field "lora_alpha" must be a number, got ${JSON.stringify(alpha)}`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new Error(`${file}: field "lora_alpha" must be a number, got ${quoted(alpha)}`);
   const dropout = json.lora_dropout ?? 0;
-  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new Error(`${file}: field "lora_dropout" must be a number in [0, 1), got ${JSON.stringify(dropout)}`);
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new Error(`${file}: field "lora_dropout" must be a number in [0, 1), got ${quoted(dropout)}`);
   const base = json.base_model_name_or_path ?? null;
-  if (base !== null && typeof base !== 'string') throw new Error(`${file}: field "base_model_name_or_path" must be a string or null, got ${JSON.stringify(base)}`);
+  if (base !== null && typeof base !== 'string') throw new Error(`${file}: field "base_model_name_or_path" must be a string or null, got ${quoted(base)}`);
   const taskType = json.task_type ?? null;
-  if (taskType !== null && typeof taskType !== 'string') throw new Error(`${file}: field "task_type" must be a string or null, got ${JSON.stringify(taskType)}`);
+  if (taskType !== null && typeof taskType !== 'string') throw new Error(`${file}: field "task_type" must be a string or null, got ${quoted(taskType)}`);
   for (const field of ['use_rslora', 'inference_mode'] as const) {
-    if (json[field] !== undefined && typeof json[field] !== 'boolean') throw new Error(`${file}: field "${field}" must be true or false, got ${JSON.stringify(json[field])}`);
+    if (json[field] !== undefined && typeof json[field] !== 'boolean') throw new Error(`${file}: field "${field}" must be true or false, got ${quoted(json[field])}`);
   }
   const layers = json.layers_to_transform ?? null;
   const layerList = typeof layers === 'number' ? [layers] : layers;
   if (layerList !== null && !(Array.isArray(layerList) && layerList.every((l) => Number.isSafeInteger(l) && l >= 0))) {
-    throw new Error(`${file}: field "layers_to_transform" must be a layer index or a list of them, got ${JSON.stringify(layers)}`);
+    throw new Error(`${file}: field "layers_to_transform" must be a layer index or a list of them, got ${quoted(layers)}`);
   }
   const layersPattern = stringList(file, json, 'layers_pattern');
   return {

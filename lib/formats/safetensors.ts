@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { writeFileAtomic } from '../util/atomic_file';
 import { isJsonObject } from '../util/json_object';
+import { quoted } from '../util/quoted';
 
 export type Dtype =
   | 'BOOL' | 'U8' | 'I8' | 'F8_E5M2' | 'F8_E4M3' | 'I16' | 'U16' | 'F16' | 'BF16'
@@ -95,12 +96,12 @@ function parseEntry(file: string, name: string, value: unknown, dataStart: numbe
     if (key !== 'dtype' && key !== 'shape' && key !== 'data_offsets') throw new Error(`${where}: unknown field "${key}"`);
   }
   const { dtype, shape, data_offsets: offsets } = value;
-  if (!isDtype(dtype)) throw new Error(`${where}: unknown dtype ${JSON.stringify(dtype)} (known: ${DTYPE_ORDER.join(', ')})`);
+  if (!isDtype(dtype)) throw new Error(`${where}: unknown dtype ${quoted(dtype)} (known: ${DTYPE_ORDER.join(', ')})`);
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    throw new Error(`${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`);
+    throw new Error(`${where}: shape must be a list of non-negative integers, got ${quoted(shape)}`);
   }
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-    throw new Error(`${where}: data_offsets must be [begin, end] of non-negative integers, got ${JSON.stringify(offsets)}`);
+    throw new Error(`${where}: data_offsets must be [begin, end] of non-negative integers, got ${quoted(offsets)}`);
   }
   const [relBegin, relEnd] = offsets as [number, number];
   if (relEnd < relBegin) throw new Error(`${where}: data_offsets [${relBegin}, ${relEnd}] end before they begin`);
@@ -174,7 +175,7 @@ export class SafetensorsFile {
       if (name === '__metadata__') {
         if (!isJsonObject(value)) throw new Error(`${file}: __metadata__ must be an object of strings`);
         for (const [key, v] of Object.entries(value)) {
-          if (typeof v !== 'string') throw new Error(`${file}: __metadata__.${key} must be a string, got ${JSON.stringify(v)}`);
+          if (typeof v !== 'string') throw new Error(`${file}: __metadata__.${key} must be a string, got ${quoted(v)}`);
           metadata[key] = v;
         }
         continue;

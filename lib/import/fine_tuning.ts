@@ -18,6 +18,7 @@
 import path from 'node:path';
 import { SIDE, type ChatMessage, type ToolCall, audienceNamedBy, toolCallsText } from '../data/chat_format';
 import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS, jsonLines, jsonObject } from './chat_export';
+import { quoted } from '../util/quoted';
 
 export type FineTuningFormat = 'openai' | 'sharegpt';
 
@@ -172,7 +173,7 @@ function readMessage(file: string, line: number | null, layout: Layout, value: u
   const speaker = typeof role === 'string' && Object.hasOwn(layout.roles, role) ? layout.roles[role] : undefined;
   if (message === null || speaker === undefined) {
     const roles = Object.keys(layout.roles).map((r) => JSON.stringify(r)).join(', ');
-    throw new ChatImportError(file, line, `${where}: "${layout.role}" must be one of ${roles}, got ${JSON.stringify(role ?? null)}`);
+    throw new ChatImportError(file, line, `${where}: "${layout.role}" must be one of ${roles}, got ${quoted(role ?? null)}`);
   }
   const fail = (field: string, why: string): never => {
     throw new ChatImportError(file, line, `${where}.${field}: ${why}`);

@@ -6,6 +6,7 @@ import { AUDIENCE_RULE, isAudience } from '../data/chat_format';
 import { CHATBOT_DEFAULTS, createChatbotSanitizer, type ChatbotSanitizerOptions } from './chatbot';
 import type { Sanitizer } from './types';
 import { isJsonObject } from '../util/json_object';
+import { fail } from '../util/setting_error';
 
 export type { ReplyProgress, ReplyStream, Sanitizer } from './types';
 export { createChatbotSanitizer, CHATBOT_DEFAULTS, type ChatbotSanitizerOptions } from './chatbot';
@@ -45,10 +46,6 @@ export const IDENTITY: Sanitizer = {
 // The chatbot sanitizer's names: as server_config.json files spell it (docs/compatibility.md), and short.
 export const CHATBOT_SANITIZERS: readonly string[] = ['sanitizers.chatbot', 'chatbot'];
 export const BUILT_IN_SANITIZERS = [...CHATBOT_SANITIZERS, 'none'];
-
-function fail(where: string, wanted: string, value: unknown): never {
-  throw new Error(`${where}: must be ${wanted} (got ${JSON.stringify(value)})`);
-}
 
 // The chatbot sanitizer's settings as a config spells them (snake_case), checked field by field.
 export function chatbotOptions(raw: Record<string, unknown>, where: string): ChatbotSanitizerOptions {

@@ -14,11 +14,11 @@ import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
 import { readPeftAdapter } from '../formats/peft';
 import { CHATBOT_SANITIZERS } from '../sanitize';
 import { readJsonFile } from '../util/json_file';
-import { quoted } from '../util/quoted';
 import { HttpError } from './errors';
 import type { DebugLogging } from './log';
 import { weightsKey } from './model_source';
 import { isJsonObject } from '../util/json_object';
+import { fail, SettingError } from '../util/setting_error';
 
 // Per-model sampling defaults; ORIGINAL_SAMPLING holds the values the TensorFlow tools' server hard-coded.
 export interface SamplingDefaults {
@@ -113,19 +113,6 @@ export const DEFAULT_PORT = 12345;
 const MB = 1024 * 1024;
 
 type Raw = Record<string, unknown>;
-
-// A setting that breaks its rule. `setting` is where it is ("server_config.json: models[0].sampling.top_k", or
-// "body.top_k" for a request's), kept apart from the message so that callers can name it their own way.
-export class SettingError extends Error {
-  constructor(readonly setting: string, readonly rule: string) {
-    super(`${setting}: must be ${rule}`);
-    this.name = 'SettingError';
-  }
-}
-
-function fail(where: string, wanted: string, value: unknown): never {
-  throw new SettingError(where, `${wanted} (got ${quoted(value)})`);
-}
 
 // `where` names the object ("models[0]"), or, for the config's top level, the file ("server_config.json:").
 function checkKeys(raw: Raw, known: readonly string[], where: string): void {

@@ -33,6 +33,7 @@ import { BEST_FILE, BestValidation, OPTIMIZER_FILE, STATE_FILE, SavePhase, Train
 import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, numberFromRank0, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog, type MetricRecord } from './metrics';
 import { plotMetrics } from './plot';
+import { quoted } from '../util/quoted';
 
 export interface TrainOptions {
   dataset: string;                 // file, folder or glob: text, CSV or JSONL, .npz, or a token file from bin/encode
@@ -204,11 +205,11 @@ function checkOptions(o: TrainOptions): void {
   if (!(o.save_time >= 0)) throw new Error(`--save_time must be >= 0 minutes, got ${o.save_time}`);
   if (!(o.top_p >= 0 && o.top_p <= 1)) throw new Error(`--top_p must be in [0, 1], got ${o.top_p}`);
   if (!(o.min_p >= 0 && o.min_p < 1)) throw new Error(`--min_p must be in [0, 1), got ${o.min_p}`);
-  if (!CHAT_CHECK_MODES.includes(o.chat_check)) throw new Error(`--chat_check must be one of ${CHAT_CHECK_MODES.join(', ')}, got ${JSON.stringify(o.chat_check)}`);
-  if (o.optimizer !== 'adam' && o.optimizer !== 'sgd') throw new Error(`--optimizer must be adam or sgd, got ${JSON.stringify(o.optimizer)}`);
+  if (!CHAT_CHECK_MODES.includes(o.chat_check)) throw new Error(`--chat_check must be one of ${CHAT_CHECK_MODES.join(', ')}, got ${quoted(o.chat_check)}`);
+  if (o.optimizer !== 'adam' && o.optimizer !== 'sgd') throw new Error(`--optimizer must be adam or sgd, got ${quoted(o.optimizer)}`);
   if (!Number.isInteger(o.seed) || o.seed < -1 || o.seed > 0xffffffff) throw new Error(`--seed must be -1 (random) or a whole number in [0, 2^32), got ${o.seed}`);
   if (o.fresh_model && o.n_embd % o.n_head !== 0) throw new Error(`--n_embd (${o.n_embd}) must be a multiple of --n_head (${o.n_head})`);
-  if (!/^[\w.-]+$/.test(o.run_name)) throw new Error(`--run_name must be letters, digits, '.', '-' or '_', got ${JSON.stringify(o.run_name)}`);
+  if (!/^[\w.-]+$/.test(o.run_name)) throw new Error(`--run_name must be letters, digits, '.', '-' or '_', got ${quoted(o.run_name)}`);
   if (!(o.val_split >= 0 && o.val_split <= 0.5)) throw new Error(`--val_split must be in [0, 0.5], got ${o.val_split}`);
   if (o.val_split > 0 && o.val_dataset) throw new Error('--val_split holds part of --dataset out for validation, and --val_dataset is held-out data already: drop one of them');
   if (o.val_split > 0 && o.val_every === 0) throw new Error('--val_split holds data out for validation: give --val_every too');
@@ -218,7 +219,7 @@ function checkOptions(o: TrainOptions): void {
   if (!(o.collective_timeout >= 0)) throw new Error(`--collective_timeout must be >= 0 seconds, got ${o.collective_timeout}`);
   if (!(Number.isInteger(o.lora_rank) && o.lora_rank >= 0)) throw new Error(`--lora_rank must be a whole number >= 0, got ${o.lora_rank}`);
   if (!(o.lora_alpha >= 0)) throw new Error(`--lora_alpha must be >= 0 (0: twice the rank), got ${o.lora_alpha}`);
-  if (!['', ...WEIGHT_DTYPES].includes(o.dtype)) throw new Error(`--dtype must be one of ${WEIGHT_DTYPES.join(', ')}, got ${JSON.stringify(o.dtype)}`);
+  if (!['', ...WEIGHT_DTYPES].includes(o.dtype)) throw new Error(`--dtype must be one of ${WEIGHT_DTYPES.join(', ')}, got ${quoted(o.dtype)}`);
   if (!(o.lora_dropout >= 0 && o.lora_dropout < 1)) throw new Error(`--lora_dropout must be in [0, 1), got ${o.lora_dropout}`);
   if (o.lora_dropout > 0 && o.lora_rank === 0) throw new Error('--lora_dropout drops the inputs of a LoRA adapter: give --lora_rank too');
   if (o.lora_rank > 0) {

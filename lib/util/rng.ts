@@ -1,6 +1,7 @@
 // A small seeded PRNG whose whole state is four 32-bit words, so a checkpoint can store it and a resumed
 // run draws exactly the batches the uninterrupted run would have drawn. xoshiro128** (Blackman & Vigna),
 // seeded through splitmix32 so that nearby seeds give unrelated streams.
+import { quoted } from './quoted';
 export type RngState = [number, number, number, number];
 
 export class Rng {
@@ -30,7 +31,7 @@ export class Rng {
 
   set state(words: RngState) {
     if (words.length !== 4 || !words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff) || words.every((w) => w === 0)) {
-      throw new Error(`RNG state must be four 32-bit words, not all zero; got ${JSON.stringify(words)}`);
+      throw new Error(`RNG state must be four 32-bit words, not all zero; got ${quoted(words)}`);
     }
     this.s.set(words);
   }

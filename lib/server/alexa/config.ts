@@ -1,6 +1,7 @@
 // The "alexa" section of server_config.json, validated at start with errors that name the field.
 import { AUDIENCE_RULE, DEFAULT_AUDIENCE, isAudience } from '../../data/chat_format';
 import { isJsonObject } from '../../util/json_object';
+import { fail } from '../../util/setting_error';
 
 export interface AlexaOptions {
   path: string; // where the router is mounted
@@ -39,10 +40,6 @@ export const ALEXA_DEFAULTS: Omit<AlexaOptions, 'applicationId'> = {
 const ALEXA_TIMEOUT_MS = 8000;
 
 type Reader<T> = (value: unknown, where: string) => T;
-
-function fail(where: string, wanted: string, value: unknown): never {
-  throw new Error(`${where}: must be ${wanted} (got ${JSON.stringify(value)})`);
-}
 
 const text: Reader<string> = (value, where) => (typeof value === 'string' && value.trim() !== '' ? value : fail(where, 'a non-empty string', value));
 const flag: Reader<boolean> = (value, where) => (typeof value === 'boolean' ? value : fail(where, 'true or false', value));

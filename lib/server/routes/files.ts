@@ -25,6 +25,7 @@ import { cursorPage } from './pages';
 import { parseLines } from '../../data/chat_format';
 import { readBatchFile } from '../batches';
 import { cleanFilename, fileHead, storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
+import { quoted } from '../../util/quoted';
 
 // What may be uploaded; "fine-tune-results" files are written by the jobs, "batch_output" by the batches.
 const UPLOAD_PURPOSES = ['fine-tune', 'batch'];
@@ -102,7 +103,7 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
     };
     const purpose = text('purpose');
     const order = text('order') ?? 'desc';
-    if (order !== 'asc' && order !== 'desc') bad('order', `must be "asc" or "desc" (got ${JSON.stringify(order)})`);
+    if (order !== 'asc' && order !== 'desc') bad('order', `must be "asc" or "desc" (got ${quoted(order)})`);
     const files = store.list().filter((f) => purpose === undefined || f.purpose === purpose);
     if (order === 'asc') files.reverse();
     res.json(cursorPage(files, req.query, MAX_LIST, MAX_LIST));
@@ -160,7 +161,7 @@ function unknownField(name: string): HttpError {
 
 function wrongPurpose(purpose: string): HttpError {
   const why = purpose === 'fine-tune-results' || purpose === 'batch_output' ? `: "${purpose}" files are written by the server` : ': training data for fine-tuning, or the requests of a batch';
-  return new HttpError(400, `purpose: must be ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(' or ')} (got ${JSON.stringify(purpose)})${why}`, { field: 'purpose' });
+  return new HttpError(400, `purpose: must be ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(' or ')} (got ${quoted(purpose)})${why}`, { field: 'purpose' });
 }
 
 interface Upload {
@@ -227,7 +228,7 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
         me.push(value);
       } else if (name === 'format') {
         if (format !== undefined) fail(new HttpError(400, 'format: given twice', { field: 'format' }));
-        else if (!(EXPORT_FORMATS as readonly string[]).includes(value)) fail(new HttpError(400, `format: must be one of ${EXPORT_FORMATS.join(', ')} (got ${JSON.stringify(value)})`, { field: 'format' }));
+        else if (!(EXPORT_FORMATS as readonly string[]).includes(value)) fail(new HttpError(400, `format: must be one of ${EXPORT_FORMATS.join(', ')} (got ${quoted(value)})`, { field: 'format' }));
         format = value as ExportFormat;
       } else if (name === 'file') fail(new HttpError(400, 'file: must be the file itself (a part with a filename), not a text field', { field: 'file' }));
       else fail(unknownField(name));

@@ -13,6 +13,7 @@ import type { FineTuningJobs, Hyperparameters, JobRequest } from '../fine_tuning
 import { bad, checkKeys, objectBody, type Body } from './api_common';
 import { cursorPage } from './pages';
 import { isJsonObject } from '../../util/json_object';
+import { quoted } from '../../util/quoted';
 
 const JOB_FIELDS = ['model', 'training_file', 'validation_file', 'hyperparameters', 'method', 'suffix', 'seed', 'integrations', 'metadata'];
 // OpenAI's three, and dixie's lora_rank: an adapter of that rank over the frozen model (0: every weight).
@@ -116,7 +117,7 @@ function hyperparameters(body: Body): Hyperparameters {
   if (method !== undefined && method !== null) {
     if (!isJsonObject(method)) bad('method', 'must be an object such as {"type": "supervised"}');
     checkKeys(method, ['type', 'supervised', 'dpo', 'reinforcement']);
-    if (method.type !== 'supervised') bad('method.type', `must be "supervised": GPT-2 is fine-tuned on the conversations themselves (got ${JSON.stringify(method.type)})`);
+    if (method.type !== 'supervised') bad('method.type', `must be "supervised": GPT-2 is fine-tuned on the conversations themselves (got ${quoted(method.type)})`);
     const supervised = method.supervised ?? {};
     if (!isJsonObject(supervised)) bad('method.supervised', 'must be an object such as {"hyperparameters": {"n_epochs": 3}}');
     checkKeys(supervised, ['hyperparameters']);

@@ -4,6 +4,7 @@
 // them, so that a list read lazily (a job's events, from the end of their log) is read no further.
 import type { Request } from 'express';
 import { bad } from './api_common';
+import { quoted } from '../../util/quoted';
 
 export interface CursorPage<T> {
   object: 'list';
@@ -18,7 +19,7 @@ export function cursorPage<T extends { id: string }>(items: Iterable<T>, query: 
   let limit = defaultLimit;
   if (given !== undefined) {
     limit = typeof given === 'string' && /^\d+$/.test(given) ? Number(given) : NaN;
-    if (!(limit >= 1 && limit <= maxLimit)) bad('limit', `must be an integer from 1 to ${maxLimit} (got ${JSON.stringify(given)})`);
+    if (!(limit >= 1 && limit <= maxLimit)) bad('limit', `must be an integer from 1 to ${maxLimit} (got ${quoted(given)})`);
   }
   const after = query.after;
   let found = after === undefined;
