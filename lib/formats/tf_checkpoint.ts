@@ -5,7 +5,7 @@
 // with positional reads, and each is checked against its crc32c.
 import fs from 'node:fs';
 import { crc32c, unmaskCrc } from './crc32c';
-import { floatKindOf, readAsFloat32, type Dtype } from './safetensors';
+import { type Dtype, floatKindOf, readAsFloat32, readFully } from './safetensors';
 import { snappyUncompress } from './snappy';
 
 // TensorFlow's DataType enum (types.proto) for the types a bundle can hold as raw bytes.
@@ -369,12 +369,7 @@ export class TFCheckpoint {
     }
     const bytes = new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength);
     const file = shardFileName(this.prefix, entry.shard, this.numShards);
-    let done = 0;
-    while (done < bytes.length) {
-      const n = fs.readSync(this.shardFd(entry.shard), bytes, done, Math.min(1 << 30, bytes.length - done), entry.offset + done);
-      if (n === 0) throw new Error(`${file}: variable "${entry.name}": the file ends at byte ${entry.offset + done} (truncated?)`);
-      done += n;
-    }
+    readFully(this.shardFd(entry.shard), bytes, entry.offset, file, `variable "${entry.name}"`);
     if (crc32c(bytes) !== entry.crc32c) {
       throw new Error(`${file}: variable "${entry.name}" (bytes ${entry.offset}..${entry.offset + entry.size}) fails its crc32c check: the data is corrupt`);
     }
