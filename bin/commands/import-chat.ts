@@ -2,11 +2,11 @@
 // Discord via DiscordChatExporter, Google Chat, Element (Matrix), Slack, Snapchat, Signal via signal-export, Skype, X, SMS Backup & Restore, macOS
 // Messages' chat.db), and chat fine-tuning JSONL (OpenAI's, ShareGPT's) made training data in the chat format (lib/import/).
 import fs from 'node:fs';
-import { formatBytes } from '../../lib/download/progress';
 import { DATE_ORDERS, DateOrder, EXPORT_FORMATS, ExportFormat, ChatImportProgress, REDACT_KINDS, RedactKind, formatImportSummary, importChats } from '../../lib/import';
 import { readJsonFile } from '../../lib/util/json_file';
 import { commandLine } from './command_line';
 import { isJsonObject } from '../../lib/util/json_object';
+import { formatBytes } from '../../lib/util/format';
 
 // Files this large get a line of their own even when stderr is not a terminal.
 const LARGE_FILE_BYTES = 10_000_000;

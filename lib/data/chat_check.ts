@@ -2,6 +2,7 @@
 // and why, and sums up what a dataset holds.
 import { parseLines, SIDE } from './chat_format';
 import { DocumentPlace, WHOLE_FILE, fileLine } from './documents';
+import { megabytes, plural } from '../util/format';
 
 // Under this much text a 124M model overfits (docs/compatibility.md): --check warns.
 export const SMALL_DATASET_BYTES = 2_000_000;
@@ -81,10 +82,6 @@ export class MalformedChatError extends Error {
   }
 }
 
-function megabytes(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(bytes < 1e5 ? 3 : 2)} MB`;
-}
-
 // The report a person reads: every malformed line (up to maxIssues), then the summary. `tokens` is the
 // dataset's token count when known. warnSmall: warn that so little chat overfits a pre-trained model (not for a
 // model trained from scratch, nor for a validation set).
@@ -95,7 +92,6 @@ export function formatChatReport(s: ChatSummary, tokens: number | null, maxIssue
     out.push(`${issue.file}:${issue.line}: ${issue.reasons.join('; ')}: ${JSON.stringify(shown)}`);
   }
   if (s.issues.length > maxIssues) out.push(`... and ${s.issues.length - maxIssues} more malformed lines`);
-  const plural = (n: number, word: string): string => `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
   out.push(
     `chat check: ${plural(s.files, 'file')}, ${plural(s.messages, 'message')} (${s.sent.toLocaleString('en-US')} sent, ${s.received.toLocaleString('en-US')} received)` +
       `, ${megabytes(s.bytes)} of text${tokens === null ? '' : `, ${plural(tokens, 'token')}`}, ${plural(s.issues.length, 'malformed line')}`,

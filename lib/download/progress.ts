@@ -1,25 +1,6 @@
 // A byte progress bar with speed and ETA. On a terminal it redraws one line; elsewhere (logs, CI) it prints
 // a plain line now and then, so long work shows it is alive without flooding the output.
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let value = n;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return unit === 0 ? `${n} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
-}
-
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const sec = String(s % 60).padStart(2, '0');
-  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
-}
+import { formatBytes, formatDuration } from '../util/format';
 
 // One line: label, percent, bar, done / total, speed, ETA (total null: size unknown, no bar or ETA).
 export function formatProgress(label: string, done: number, total: number | null, bytesPerSecond: number, barWidth = 24): string {

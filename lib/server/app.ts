@@ -42,6 +42,7 @@ import { quoted } from '../util/quoted';
 import { untrainedAudience } from '../train/checkpoint';
 import { adapterOverOtherBase } from '../formats/resolve_model';
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
+import { mb } from '../util/format';
 
 export interface DixieServer {
   readonly app: express.Express;
@@ -611,8 +612,4 @@ function planReload(configured: ReadonlyMap<string, ModelConfig>, next: ServerCo
 // error's shape, the health checks' exemptions) must hold for every spelling that reaches the same route.
 function routedPath(req: Request): string {
   return req.path.toLowerCase().replace(/(.)\/$/, '$1');
-}
-
-function mb(bytes: number): number {
-  return Math.round(bytes / (1024 * 1024));
 }

@@ -25,6 +25,7 @@ import { storedDataKind, type FileStore } from './files';
 import type { Log } from './log';
 import { readRecords } from './records';
 import { ModelUnavailableError, type MemoryClaim } from './model_registry';
+import { mb } from '../util/format';
 
 export type JobStatus = 'validating_files' | 'queued' | 'running' | 'paused' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -472,13 +473,13 @@ export class FineTuningJobs {
   // The job's training memory, from the budget the served models share: a job larger than the whole budget fails
   // saying what to change, rather than pushing the server past the memory it was given.
   private async claimMemory(job: FineTuningJob, bytes: number, signal: AbortSignal): Promise<MemoryClaim> {
-    const mb = Math.ceil(bytes / (1024 * 1024)).toLocaleString('en-US');
-    const waiting = setTimeout(() => this.event(job, 'info', `Waiting for ${mb} MB of the server's memory budget (memory_budget_mb) to train in: the models in use hold it`), MEMORY_WAIT_NOTICE_MS);
+    const needed = mb(bytes).toLocaleString('en-US');
+    const waiting = setTimeout(() => this.event(job, 'info', `Waiting for ${needed} MB of the server's memory budget (memory_budget_mb) to train in: the models in use hold it`), MEMORY_WAIT_NOTICE_MS);
     try {
       return await this.host.claimMemory(`fine-tuning job ${job.id}`, bytes, signal);
     } catch (err) {
       if (err instanceof ModelUnavailableError && err.status === 507) {
-        throw new Error(`training needs ${mb} MB, more than the server's whole memory budget: raise memory_budget_mb in the server's config, or train a LoRA adapter (hyperparameters.lora_rank), which needs less`);
+        throw new Error(`training needs ${needed} MB, more than the server's whole memory budget: raise memory_budget_mb in the server's config, or train a LoRA adapter (hyperparameters.lora_rank), which needs less`);
       }
       throw err;
     } finally {

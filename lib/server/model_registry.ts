@@ -26,6 +26,7 @@
 //     request's timeout: a claim lasts as long as a job trains.
 // The registry knows nothing of GPT-2: a ModelLoader loads, sizes and unloads (lib/server/engine.ts).
 import { withoutPaths } from './errors';
+import { mb } from '../util/format';
 
 export interface ModelLoader<T> {
   estimateBytes(key: string): number;   // memory the model will take, known before loading it (its own, not its dependency's)
@@ -613,7 +614,3 @@ export class ModelRegistry<T> {
 // Retry-After for a model that waits on a claim: a training job's end cannot be foretold, and a client's retries
 // should not keep the queue busy.
 const CROWDED_OUT_RETRY_S = 60;
-
-function mb(bytes: number): number {
-  return Math.round(bytes / (1024 * 1024));
-}
