@@ -5,6 +5,7 @@ import path from 'node:path';
 import { writeTextAtomic } from '../util/atomic_file';
 import { bestCheckpoint, readTrainState } from './checkpoint';
 import { MetricRecord, TrainRecord, ValRecord, readMetrics } from './metrics';
+import { escapeXml } from '../util/xml';
 
 const WIDTH = 900;
 const HEIGHT = 500;
@@ -33,10 +34,6 @@ function bucketMeans(points: [number, number][]): [number, number][] {
     out.push([bucket.reduce((s, p) => s + p[0], 0) / bucket.length, bucket.reduce((s, p) => s + p[1], 0) / bucket.length]);
   }
   return out;
-}
-
-function escapeXml(text: string): string {
-  return text.replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c] as string);
 }
 
 // The validation record of the checkpoint the run names `best`, or null when it names none (no held-out data,

@@ -7,8 +7,9 @@ import { ALEXA_DEFAULTS, validateAlexaConfig } from '../../lib/server/alexa/conf
 import type { Turn } from '../../lib/data/chat_format';
 import { historyFrom, keepRecent } from '../../lib/server/alexa/conversation';
 import { CHAT_INTENT, UTTERANCE_SLOT } from '../../lib/server/alexa/router';
-import { escapeXml, lastCompleteSentence, MAX_SPEECH_CHARS, speakable, ssml } from '../../lib/server/alexa/speech';
+import { lastCompleteSentence, MAX_SPEECH_CHARS, speakable, ssml } from '../../lib/server/alexa/speech';
 import { checkCertChainUrl, checkTimestamp } from '../../lib/server/alexa/verify';
+import { escapeXml } from '../../lib/util/xml';
 
 const ID = 'amzn1.ask.skill.abc';
 

@@ -2,6 +2,7 @@
 // applied by the server's chat function) has already cut the reply to the bot's messages and removed chat
 // prefixes, URLs and markup; this module only guarantees the transport: valid XML, no characters Alexa rejects,
 // a bounded length, and whole sentences when generation was cut short.
+import { escapeXml } from '../../util/xml';
 
 // Alexa refuses outputSpeech over 8000 characters (SSML tags included); leave room for them and for escapes.
 export const MAX_SPEECH_CHARS = 6000;
@@ -30,10 +31,6 @@ export function lastCompleteSentence(text: string): string {
   let end = -1;
   for (const match of text.matchAll(SENTENCE_END)) end = (match.index ?? 0) + match[0].length;
   return end > 0 ? text.slice(0, end).trim() : text.trim();
-}
-
-export function escapeXml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c] as string);
 }
 
 export function ssml(text: string): { type: 'SSML'; ssml: string } {
