@@ -21,6 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { writeFileAtomic } from '../util/atomic_file';
 import { TokenSource, checkTokenIds } from './tokens';
+import { readHead } from '../util/file_bytes';
 
 // Tokens go to and from the file through typed arrays, which are little-endian on every platform Node runs
 // dixie on (x86-64, arm64); refuse a big-endian one rather than write files no one else can read.
@@ -42,13 +43,7 @@ export interface TokenFileHeader {
 
 // True when the file starts with the token file's magic.
 export function isTokenFile(file: string): boolean {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const head = Buffer.alloc(MAGIC.length);
-    return fs.readSync(fd, head, 0, head.length, 0) === head.length && head.equals(MAGIC);
-  } finally {
-    fs.closeSync(fd);
-  }
+  return readHead(file, MAGIC.length).equals(MAGIC);
 }
 
 export interface TokenSink {

@@ -14,6 +14,7 @@ import { isTar, TarArchive } from '../util/tar';
 import { isZip, ZipArchive } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, notWrittenBeside, outputKind, planOutput, writeOutput } from './train_output';
 import { DateOrder, datedWhatsApp } from './whatsapp';
+import { readHead } from '../util/file_bytes';
 
 export { EXPORT_FORMATS, FORMAT_NAMES, ChatImportError, ChatImportErrors } from './chat_export';
 export type { DropReason, ExportFormat } from './chat_export';
@@ -246,14 +247,8 @@ interface Archive {
 
 // The archive a file is, by its first bytes, whatever it is called.
 function archiveKind(file: string): 'zip' | 'tar' | null {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const head = Buffer.alloc(512);
-    const bytes = head.subarray(0, fs.readSync(fd, head, 0, head.length, 0));
-    return isZip(bytes) ? 'zip' : isTar(bytes) ? 'tar' : null;
-  } finally {
-    fs.closeSync(fd);
-  }
+  const head = readHead(file, 512);
+  return isZip(head) ? 'zip' : isTar(head) ? 'tar' : null;
 }
 
 // An archive's entry worth reading: not a folder, nor what a Mac's Archive Utility adds (__MACOSX/, ._ resource forks).

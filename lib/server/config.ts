@@ -115,9 +115,13 @@ const MB = 1024 * 1024;
 type Raw = Record<string, unknown>;
 
 // `where` names the object ("models[0]"), or, for the config's top level, the file ("server_config.json:").
+function settingPath(where: string, key: string): string {
+  return `${where}${where.endsWith(':') ? ' ' : '.'}${key}`;
+}
+
 function checkKeys(raw: Raw, known: readonly string[], where: string): void {
   for (const key of Object.keys(raw)) {
-    if (!known.includes(key)) throw new Error(`${where}${where.endsWith(':') ? ' ' : '.'}${key}: unknown setting (known: ${known.join(', ')})`);
+    if (!known.includes(key)) throw new Error(`${settingPath(where, key)}: unknown setting (known: ${known.join(', ')})`);
   }
 }
 
@@ -137,7 +141,7 @@ function num(raw: Raw, key: string, where: string, fallback: number, min: number
   const ok = typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max && (!integer || Number.isInteger(v));
   // A bound that only excludes 0 (top_p's) is said so, not as 5e-324.
   const range = min === Number.MIN_VALUE ? `above 0, at most ${max}` : `from ${min} to ${max}`;
-  return ok ? v : fail(`${where}.${key}`, `${integer ? 'an integer' : 'a number'} ${range}`, v);
+  return ok ? v : fail(settingPath(where, key), `${integer ? 'an integer' : 'a number'} ${range}`, v);
 }
 
 const SAMPLING_KEYS = ['length', 'temperature', 'top_k', 'top_p', 'min_p', 'penalize'] as const;
@@ -383,12 +387,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
   apiKeys.forEach((k: unknown, i) => {
     if (typeof k !== 'string' || k.length < 16 || /\s/.test(k)) fail(at(`api_keys[${i}]`), 'a key of at least 16 characters without spaces', k);
   });
-  const field = (key: string, fallback: number, min: number, max: number, integer = false): number => {
-    const v = raw[key];
-    if (v === undefined) return fallback;
-    const ok = typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max && (!integer || Number.isInteger(v));
-    return ok ? v : fail(at(key), `${integer ? 'an integer' : 'a number'} from ${min} to ${max}`, v);
-  };
+  const field = (key: string, fallback: number, min: number, max: number, integer = false): number => num(raw, key, `${source}:`, fallback, min, max, integer);
   const flag = (key: string): boolean => (raw[key] === undefined ? false : typeof raw[key] === 'boolean' ? raw[key] : fail(at(key), 'true or false', raw[key]));
   const host = raw.host === undefined ? DEFAULT_HOST : typeof raw.host === 'string' && raw.host !== '' ? raw.host : fail(at('host'), 'a host name or address', raw.host);
   const alexa = raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa'), (key) => parsed.find((m) => m.key === key)?.audience);

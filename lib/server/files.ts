@@ -10,6 +10,7 @@ import { looksLikeChat } from '../data/chat_format';
 import { firstJsonLine } from '../import/fine_tuning';
 import type { FineTuningConfig } from './config';
 import { namingFile, renameAtomic, writeTextAtomic } from '../util/atomic_file';
+import { readHead } from '../util/file_bytes';
 
 export type FilePurpose = 'fine-tune' | 'fine-tune-results' | 'batch' | 'batch_output';
 const FILE_PURPOSES: readonly FilePurpose[] = ['fine-tune', 'fine-tune-results', 'batch', 'batch_output'];
@@ -47,19 +48,11 @@ export function trainingDataKind(head: string): TrainingDataKind {
   return firstJsonLine(head) === null && looksLikeChat(head) ? 'chat' : 'fine-tuning-jsonl';
 }
 
-// A file's first 64 KB, which tell what it holds.
-export function fileHead(file: string): Buffer {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const head = Buffer.alloc(64 * 1024);
-    return head.subarray(0, fs.readSync(fd, head, 0, head.length, 0));
-  } finally {
-    fs.closeSync(fd);
-  }
-}
+// A file's first 64 KB tell what it holds.
+export const KIND_HEAD_BYTES = 64 * 1024;
 
 export function storedDataKind(file: string): TrainingDataKind {
-  return trainingDataKind(fileHead(file).toString('utf8'));
+  return trainingDataKind(readHead(file, KIND_HEAD_BYTES).toString('utf8'));
 }
 
 // The folder of a server's files, in its fine-tuning folder.

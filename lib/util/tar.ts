@@ -5,6 +5,7 @@
 import buffer from 'node:buffer';
 import fs from 'node:fs';
 import { entryPath } from './zip';
+import { readAt } from './file_bytes';
 
 export interface TarEntry {
   name: string;            // its path in the archive, '/'-separated
@@ -14,6 +15,7 @@ export interface TarEntry {
 
 const BLOCK = 512;
 const CUT_SHORT = 'a tar archive cut short (an entry ends past the end of the file): an interrupted download or copy; get it again';
+const DAMAGED = 'damaged tar';
 const REGULAR = new Set(['0', '\0', '7']);
 const GNU_LONG_NAME = 'L';
 const POSIX_MAGIC = 'ustar\0';
@@ -50,7 +52,7 @@ export class TarArchive {
   read(entry: TarEntry): Buffer {
     if (this.fd === null) throw new Error(`${this.file}: read after close`);
     if (entry.size > buffer.constants.MAX_LENGTH) throw new Error(`${this.pathOf(entry)}: ${entry.size} bytes, too large to read at once`);
-    return readAt(this.fd, entry.offset, entry.size, this.file);
+    return readAt(this.fd, entry.offset, entry.size, this.file, DAMAGED);
   }
 
   close(): void {
@@ -59,20 +61,13 @@ export class TarArchive {
   }
 }
 
-function readAt(fd: number, position: number, length: number, file: string): Buffer {
-  const b = Buffer.alloc(length);
-  const got = fs.readSync(fd, b, 0, length, position);
-  if (got !== length) throw new Error(`${file}: ${CUT_SHORT}`);
-  return b;
-}
-
 function tarEntries(fd: number, file: string): TarEntry[] {
   const size = fs.fstatSync(fd).size;
   const entries: TarEntry[] = [];
   // A GNU long name or a pax "path" names the entry whose header comes next.
   let longName: string | null = null;
   for (let at = 0; at + BLOCK <= size; ) {
-    const header = readAt(fd, at, BLOCK, file);
+    const header = readAt(fd, at, BLOCK, file, DAMAGED);
     // The archive ends with blocks of zeros.
     if (header.every((b) => b === 0)) break;
     if (!isTar(header)) throw new Error(`${file}: not a tar archive, or a damaged one (no ustar header at byte ${at})`);
@@ -81,8 +76,8 @@ function tarEntries(fd: number, file: string): TarEntry[] {
     const dataSize = octal(header, 124, 12);
     const data = at + BLOCK;
     if (data + dataSize > size) throw new Error(`${file}: ${CUT_SHORT}`);
-    if (type === GNU_LONG_NAME) longName = cString(readAt(fd, data, dataSize, file));
-    else if (type === PAX_HEADER) longName = paxPath(readAt(fd, data, dataSize, file)) ?? longName;
+    if (type === GNU_LONG_NAME) longName = cString(readAt(fd, data, dataSize, file, DAMAGED));
+    else if (type === PAX_HEADER) longName = paxPath(readAt(fd, data, dataSize, file, DAMAGED)) ?? longName;
     else {
       // POSIX's ustar keeps a long path's folders in a prefix field, where GNU's keeps other fields.
       const prefix = header.toString('latin1', 257, 263) === POSIX_MAGIC ? cString(header.subarray(345, 500)) : '';

@@ -5,6 +5,9 @@
 import buffer from 'node:buffer';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
+import { readAt } from './file_bytes';
+
+const DAMAGED = 'damaged zip';
 
 export interface ZipEntry {
   name: string;            // its path in the archive, '/'-separated; a folder's ends with '/'
@@ -81,7 +84,7 @@ export class ZipArchive {
 
   private readAt(position: number, length: number): Buffer {
     if (this.fd === null) throw new Error(`${this.file}: read after close`);
-    return readAt(this.fd, position, length, this.file);
+    return readAt(this.fd, position, length, this.file, DAMAGED);
   }
 }
 
@@ -91,20 +94,10 @@ export function entryPath(archive: string, name: string): string {
   return `${archive}/${name}`;
 }
 
-function readAt(fd: number, position: number, length: number, file: string): Buffer {
-  const size = fs.fstatSync(fd).size;
-  // What a damaged archive gives as a size or an offset may lie past its end, or past what a buffer may hold.
-  if (position < 0 || position + length > size) throw new Error(`${file}: damaged zip: ${length} bytes at ${position} lie past its end (${size} bytes)`);
-  const b = Buffer.alloc(length);
-  const got = fs.readSync(fd, b, 0, length, position);
-  if (got !== length) throw new Error(`${file}: truncated zip (wanted ${length} bytes at ${position})`);
-  return b;
-}
-
 function centralDirectory(fd: number, file: string): ZipEntry[] {
   const size = fs.fstatSync(fd).size;
   const tailLength = Math.min(size, EOCD_BYTES + MAX_COMMENT);
-  const tail = readAt(fd, size - tailLength, tailLength, file);
+  const tail = readAt(fd, size - tailLength, tailLength, file, DAMAGED);
   let at = -1;
   for (let i = tailLength - EOCD_BYTES; i >= 0; i--) {
     if (tail.readUInt32LE(i) === EOCD) {
@@ -114,7 +107,7 @@ function centralDirectory(fd: number, file: string): ZipEntry[] {
   }
   if (at < 0) {
     // The central directory comes last, so a download or copy cut short keeps the zip's first bytes only.
-    if (isZip(readAt(fd, 0, Math.min(size, 4), file))) throw new Error(`${file}: a zip archive cut short (no central directory at its end): an interrupted download or copy; get it again`);
+    if (isZip(readAt(fd, 0, Math.min(size, 4), file, DAMAGED))) throw new Error(`${file}: a zip archive cut short (no central directory at its end): an interrupted download or copy; get it again`);
     throw new Error(`${file}: not a zip archive (no end of central directory record)`);
   }
   let count = tail.readUInt16LE(at + 10);
@@ -122,16 +115,16 @@ function centralDirectory(fd: number, file: string): ZipEntry[] {
   let cdOffset = tail.readUInt32LE(at + 16);
   const locatorAt = size - tailLength + at - 20;
   if ((count === 0xffff || cdOffset === U32_MAX || cdSize === U32_MAX) && locatorAt >= 0) {
-    const locator = readAt(fd, locatorAt, 20, file);
+    const locator = readAt(fd, locatorAt, 20, file, DAMAGED);
     if (locator.readUInt32LE(0) === ZIP64_LOCATOR) {
-      const record = readAt(fd, Number(locator.readBigUInt64LE(8)), 56, file);
+      const record = readAt(fd, Number(locator.readBigUInt64LE(8)), 56, file, DAMAGED);
       if (record.readUInt32LE(0) !== ZIP64_EOCD) throw new Error(`${file}: damaged ZIP64 end of central directory`);
       count = Number(record.readBigUInt64LE(32));
       cdSize = Number(record.readBigUInt64LE(40));
       cdOffset = Number(record.readBigUInt64LE(48));
     }
   }
-  const cd = readAt(fd, cdOffset, cdSize, file);
+  const cd = readAt(fd, cdOffset, cdSize, file, DAMAGED);
   const entries: ZipEntry[] = [];
   let p = 0;
   for (let i = 0; i < count; i++) {

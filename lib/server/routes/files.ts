@@ -24,8 +24,9 @@ import { bad } from './api_common';
 import { cursorPage } from './pages';
 import { parseLines } from '../../data/chat_format';
 import { readBatchFile } from '../batches';
-import { cleanFilename, fileHead, storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
+import { cleanFilename, KIND_HEAD_BYTES, storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
 import { quoted } from '../../util/quoted';
+import { readHead } from '../../util/file_bytes';
 
 // What may be uploaded; "fine-tune-results" files are written by the jobs, "batch_output" by the batches.
 const UPLOAD_PURPOSES = ['fine-tune', 'batch'];
@@ -265,7 +266,7 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
 type UploadKind = TrainingDataKind | 'export';
 
 function uploadKind(file: string, filename: string): UploadKind {
-  const head = fileHead(file);
+  const head = readHead(file, KIND_HEAD_BYTES);
   if (isZip(head) || isTar(head)) return 'export';
   const text = head.toString('utf8');
   const kind = trainingDataKind(text);
