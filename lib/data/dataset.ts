@@ -39,7 +39,6 @@ export interface DatasetOptions {
   combine?: number;         // default 50000 characters (UTF-16 code units)
   chatCheck?: ChatCheckMode;  // default auto
   threads?: number;         // encoding threads; default one per core
-  log?: (line: string) => void;
   // Encoding progress in bytes of the text files, as the workers finish their pieces (or of a token file, as its
   // ids are checked). Absent: over 32 MB, progress on stderr (a bar on a terminal, a line every 10 s in a log:
   // bin/train's encoding step); null: none.

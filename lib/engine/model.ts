@@ -63,7 +63,6 @@ export interface ModelLora {
 export interface ServedAdapter {
   readonly id: number;
   readonly dir: string;
-  readonly config: LoraConfig;
   readonly bytes: number;     // its factors, as the model keeps them
   readonly model: Model;
 }
@@ -683,7 +682,7 @@ export class Model {
     }
     return this.enqueue(() => {
       const id = this.native.kvAddAdapter(first.rank, first.scaling, modules, factors);
-      return { id, dir: peft.dir, config: peft.config, bytes: factors.byteLength, model: this };
+      return { id, dir: peft.dir, bytes: factors.byteLength, model: this };
     });
   }
 

@@ -150,8 +150,7 @@ export interface NativeModel {
 export interface NativeRanks {
   rank: number;
   size: number;
-  localRank: number;   // among the ranks on this machine
-  localSize: number;
+  localSize: number;   // among them, the ranks on this machine
   library: string;     // the MPI library, e.g. "Open MPI v4.1.4 (libmpi.so.40)"
   allreduceSum(data: Float64Array): void;  // in place
   broadcast(data: Uint8Array, root: number): void;

@@ -41,11 +41,7 @@ export function crc32c(bytes: Uint8Array, previous = 0): number {
 
 // LevelDB/TensorFlow store CRCs "masked" (rotated and offset) so that a CRC of data that itself holds CRCs
 // does not degenerate.
-const MASK_DELTA = 0xa282ead8;
-
-export function maskCrc(crc: number): number {
-  return ((((crc >>> 15) | (crc << 17)) >>> 0) + MASK_DELTA) >>> 0;
-}
+export const MASK_DELTA = 0xa282ead8;
 
 export function unmaskCrc(masked: number): number {
   const rot = (masked - MASK_DELTA) >>> 0;

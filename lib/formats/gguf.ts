@@ -245,7 +245,6 @@ class HeaderReader {
     this.at += n;
     return out;
   }
-  u8(): number { return this.bytes(1).readUInt8(0); }
   u32(): number { return this.bytes(4).readUInt32LE(0); }
   u64(): bigint { return this.bytes(8).readBigUInt64LE(0); }
   // A u64 count or size, which must fit in the rest of the file at `each` bytes apiece.

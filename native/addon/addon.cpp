@@ -965,7 +965,7 @@ Napi::Value MpiLauncher(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), launcher);
 }
 
-// Initialises MPI (once) and returns the job's ranks: rank, size, localRank, localSize, library, and the calls
+// Initialises MPI (once) and returns the job's ranks: rank, size, localSize, library, and the calls
 // of lib/train/distributed.ts.
 Napi::Value InitDistributed(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
@@ -974,7 +974,6 @@ Napi::Value InitDistributed(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("rank", group.rank());
     o.Set("size", group.size());
-    o.Set("localRank", group.local_rank());
     o.Set("localSize", group.local_size());
     o.Set("library", group.library());
     const auto method = [&](const char* name, std::function<Napi::Value(const Napi::CallbackInfo&)> body) {

@@ -69,7 +69,6 @@ class CudaBackend : public Backend {
               const int32_t* const* history, const int32_t* history_len, int32_t* out_tokens) override;
 
   bool mixed_bf16() const { return bf16_; }
-  bool uses_cublaslt() const { return gemm_->uses_cublaslt(); }
   float last_sample_kernel_ms() const { return sampler_ ? sampler_->last_kernel_ms() : 0.0f; }
   int64_t decode_graph_launches() const { return decoder_ ? decoder_->graph_launches() : 0; }
   cudaStream_t stream() const { return stream_.get(); }

@@ -22,7 +22,6 @@ class Gemm {
 
   // Which path runs the products, for the device description.
   std::string describe() const;
-  bool uses_cublaslt() const { return api_ != nullptr; }
 
   // What happens to the product before it is stored (GELU is GPT-2's tanh approximation): kGelu keeps the
   // product (+ bias) in aux and stores its GELU in C; kGeluGrad multiplies the product by gelu'(aux), aux as

@@ -4,11 +4,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { crc32c, maskCrc, unmaskCrc } from '../../lib/formats/crc32c';
+import { crc32c, unmaskCrc } from '../../lib/formats/crc32c';
 import { f32ToF16 } from '../../lib/formats/safetensors';
 import { snappyUncompress } from '../../lib/formats/snappy';
 import { openTFCheckpoint, type TFTensorEntry } from '../../lib/formats/tf_checkpoint';
-import { snappyCompress, writeTFBundle, type BundleTensor } from '../helpers/tf_bundle';
+import { type BundleTensor, maskCrc, snappyCompress, writeTFBundle } from '../helpers/tf_bundle';
 
 const T2T = path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures', 'tf-checkpoint-t2t');
 

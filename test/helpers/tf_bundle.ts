@@ -5,7 +5,12 @@
 // reader in lib/formats/tf_checkpoint.ts from the format's description, so each checks the other.
 import fs from 'node:fs';
 import path from 'node:path';
-import { crc32c, maskCrc } from '../../lib/formats/crc32c';
+import { crc32c, MASK_DELTA } from '../../lib/formats/crc32c';
+
+// The masking of lib/formats/crc32c.ts's unmaskCrc, which only a writer needs.
+export function maskCrc(crc: number): number {
+  return ((((crc >>> 15) | (crc << 17)) >>> 0) + MASK_DELTA) >>> 0;
+}
 
 export type TFDtypeName = 'DT_FLOAT' | 'DT_DOUBLE' | 'DT_INT32' | 'DT_INT64' | 'DT_HALF' | 'DT_BFLOAT16';
 const DTYPE_CODES: Record<TFDtypeName, number> = { DT_FLOAT: 1, DT_DOUBLE: 2, DT_INT32: 3, DT_INT64: 9, DT_HALF: 19, DT_BFLOAT16: 14 };
