@@ -2,13 +2,15 @@
 // a plain line now and then, so long work shows it is alive without flooding the output.
 import { formatBytes, formatDuration } from '../util/format';
 
+const BAR_WIDTH = 24;
+
 // One line: label, percent, bar, done / total, speed, ETA (total null: size unknown, no bar or ETA).
-export function formatProgress(label: string, done: number, total: number | null, bytesPerSecond: number, barWidth = 24): string {
+export function formatProgress(label: string, done: number, total: number | null, bytesPerSecond: number): string {
   const speed = `${formatBytes(bytesPerSecond)}/s`;
   if (total === null || total <= 0) return `${label}  ${formatBytes(done)}  ${speed}`;
   const fraction = Math.min(1, done / total);
-  const filled = Math.round(fraction * barWidth);
-  const bar = '#'.repeat(filled) + '-'.repeat(barWidth - filled);
+  const filled = Math.round(fraction * BAR_WIDTH);
+  const bar = '#'.repeat(filled) + '-'.repeat(BAR_WIDTH - filled);
   const eta = bytesPerSecond > 0 ? (total - done) / bytesPerSecond : Infinity;
   const percent = `${Math.floor(fraction * 100)}%`.padStart(4);
   return `${label} ${percent} [${bar}] ${formatBytes(done)} / ${formatBytes(total)}  ${speed}  ETA ${formatDuration(eta)}`;

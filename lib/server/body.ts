@@ -32,9 +32,9 @@ export const MAX_BODY_DEPTH = 64;
 // Why a field nests too deep, after its name.
 export const TOO_DEEP = `nests arrays and objects more than ${MAX_BODY_DEPTH} deep`;
 
-// The field of `body` that nests deeper than `most` levels of arrays and objects ("body" for the body itself, an
+// The field of `body` that nests deeper than MAX_BODY_DEPTH levels of arrays and objects ("body" for the body itself, an
 // array), looked for without recursing; null where none does.
-export function nestedTooDeep(body: unknown, most = MAX_BODY_DEPTH): string | null {
+export function nestedTooDeep(body: unknown): string | null {
   if (typeof body !== 'object' || body === null || ArrayBuffer.isView(body)) return null;  // a raw body's bytes are no JSON
   const fields: [string, unknown][] = Array.isArray(body) ? [['body', body]] : Object.entries(body);
   for (const [field, value] of fields) {
@@ -42,7 +42,7 @@ export function nestedTooDeep(body: unknown, most = MAX_BODY_DEPTH): string | nu
     for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
       const [v, depth] = next;
       if (typeof v !== 'object' || v === null) continue;
-      if (depth === most) return field;
+      if (depth === MAX_BODY_DEPTH) return field;
       for (const child of Object.values(v)) pending.push([child, depth + 1]);
     }
   }

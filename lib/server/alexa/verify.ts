@@ -73,10 +73,10 @@ export function checkTimestamp(timestamp: string, nowMs: number): void {
 }
 
 // GET over http or https (the scheme was vetted by checkCertChainUrl; tests point it at a loopback server).
-export function downloadText(url: URL, timeoutMs = CERT_DOWNLOAD_TIMEOUT_MS, maxBytes = MAX_CERT_CHAIN_BYTES): Promise<string> {
+export function downloadText(url: URL): Promise<string> {
   const client = url.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
-    const req = client.get(url, { timeout: timeoutMs }, (res) => {
+    const req = client.get(url, { timeout: CERT_DOWNLOAD_TIMEOUT_MS }, (res) => {
       if (res.statusCode !== 200) {
         res.resume();
         reject(new Error(`GET ${url.href} answered ${res.statusCode}`));
@@ -86,8 +86,8 @@ export function downloadText(url: URL, timeoutMs = CERT_DOWNLOAD_TIMEOUT_MS, max
       let size = 0;
       res.on('data', (chunk: Buffer) => {
         size += chunk.length;
-        if (size > maxBytes) {
-          req.destroy(new Error(`GET ${url.href}: more than ${maxBytes} bytes`));
+        if (size > MAX_CERT_CHAIN_BYTES) {
+          req.destroy(new Error(`GET ${url.href}: more than ${MAX_CERT_CHAIN_BYTES} bytes`));
           return;
         }
         chunks.push(chunk);
@@ -95,7 +95,7 @@ export function downloadText(url: URL, timeoutMs = CERT_DOWNLOAD_TIMEOUT_MS, max
       res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
       res.on('error', reject);
     });
-    req.on('timeout', () => req.destroy(new Error(`GET ${url.href}: no answer within ${timeoutMs} ms`)));
+    req.on('timeout', () => req.destroy(new Error(`GET ${url.href}: no answer within ${CERT_DOWNLOAD_TIMEOUT_MS} ms`)));
     req.on('error', reject);
   });
 }
@@ -140,7 +140,7 @@ export class AlexaSignatureVerifier {
 
   constructor(options: SignatureVerifierOptions = {}) {
     this.roots = (options.trustedRoots ?? tls.rootCertificates).flatMap((pem, i) => parsePemBundle(pem, `trusted root ${i}`));
-    this.fetchCertChain = options.fetchCertChain ?? ((url) => downloadText(url));
+    this.fetchCertChain = options.fetchCertChain ?? downloadText;
     this.now = options.now ?? Date.now;
   }
 
