@@ -48,7 +48,7 @@ export interface Conversation {
   turns: readonly Turn[];
 }
 
-export function isSide(s: string): s is Side {
+function isSide(s: string): s is Side {
   return s === '0' || s === '1';
 }
 

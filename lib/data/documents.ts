@@ -20,7 +20,7 @@ export interface DocumentPlace {
   ownLines: boolean;
 }
 
-export interface TextDocument extends DocumentPlace {
+interface TextDocument extends DocumentPlace {
   text: string;
 }
 

@@ -19,7 +19,7 @@ const INTEGER_TYPES: Record<string, { bytes: number; read: (b: Buffer, at: numbe
 };
 
 // One .npy file (format versions 1 to 3) of integers, as int32 token ids.
-export function parseNpy(bytes: Buffer, where: string): Int32Array {
+function parseNpy(bytes: Buffer, where: string): Int32Array {
   if (bytes.length < 10 || !bytes.subarray(0, 6).equals(NPY_MAGIC)) throw new Error(`${where}: not an .npy array (bad magic)`);
   const major = bytes[6];
   const headerLength = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);

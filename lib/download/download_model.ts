@@ -8,8 +8,8 @@ import { openSafetensors } from '../formats/safetensors';
 import { ConnectError, fetchFile, HttpNotFoundError, type FetchFileOptions } from './fetch_file';
 
 export const DEFAULT_HUB = 'https://huggingface.co';
-export const REQUIRED_FILES = ['config.json', 'vocab.json', 'merges.txt', 'model.safetensors'] as const;
-export const OPTIONAL_FILES = ['tokenizer.json', 'generation_config.json'] as const;
+const REQUIRED_FILES = ['config.json', 'vocab.json', 'merges.txt', 'model.safetensors'] as const;
+const OPTIONAL_FILES = ['tokenizer.json', 'generation_config.json'] as const;
 
 export interface DownloadOptions extends Omit<FetchFileOptions, 'label' | 'headers'> {
   mirror?: string;   // hub base URL; default DIXIE_MIRROR, then HF_ENDPOINT, then huggingface.co
@@ -30,7 +30,7 @@ export function hubBase(mirror?: string): string {
   return base.replace(/\/+$/, '');
 }
 
-export function hubFileUrl(base: string, repo: string, file: string): string {
+function hubFileUrl(base: string, repo: string, file: string): string {
   return `${base}/openai-community/${repo}/resolve/main/${file}`;
 }
 

@@ -88,7 +88,7 @@ export const CONFIG_FILE = 'config.json';
 
 // Buffers that Hugging Face's GPT-2 checkpoints carry but that are not parameters (the causal mask).
 const IGNORED_SUFFIXES = ['.attn.bias', '.attn.masked_bias'];
-export const TRANSFORMER_PREFIX = 'transformer.';
+const TRANSFORMER_PREFIX = 'transformer.';
 // The output head is tied to wte. A checkpoint may spell it out as lm_head.weight: it is accepted when it equals
 // wte.weight exactly and refused otherwise, since an untied head cannot be represented.
 const LM_HEAD = 'lm_head.weight';

@@ -8,7 +8,7 @@ import path from 'node:path';
 export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0';
 export const WEIGHT_DTYPES: readonly WeightDType[] = ['f32', 'f16', 'bf16', 'q8_0'];
 // The types of data written into a model (writeParams); a q8_0 model quantizes what it is given.
-export type SourceDType = 'f32' | 'f16' | 'bf16';
+type SourceDType = 'f32' | 'f16' | 'bf16';
 // 'auto': CUDA when the addon was built with it and a GPU is present, else the CPU (with one notice on stderr).
 export type DeviceRequest = 'cpu' | 'cuda' | 'auto';
 // CUDA only (the CPU computes in float32 either way): 'bf16' is mixed precision, with bf16 activations and

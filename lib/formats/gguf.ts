@@ -32,7 +32,7 @@ export const GGUF_WEIGHT_TYPES = Object.keys(FILE_TYPES) as readonly GgufWeightT
 // A model folder's GGUF file, read where there is no model.safetensors.
 export const GGUF_FILE = 'model.gguf';
 
-export const ALIGNMENT = 32;
+const ALIGNMENT = 32;
 
 // ggml's tensor types that dixie writes (it reads GGML_QUANTS' too; the others by name, for errors).
 export const GGML_TYPE = { f32: 0, f16: 1, q4_0: 2, q4_1: 3, q5_0: 6, q5_1: 7, q8_0: 8, q4_K: 12, q5_K: 13, q6_K: 14, bf16: 30 } as const;
@@ -98,7 +98,7 @@ export function hfTensorOf(name: string): { name: string; transposed: boolean } 
 
 // ---- reading ----
 
-export type GgufNumbers = Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array | Float32Array
+type GgufNumbers = Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array | Float32Array
   | BigUint64Array | BigInt64Array | Float64Array;
 // An array of numbers (or bools, as bytes) is held as a typed array; of strings, as strings. Arrays of arrays are not read.
 export type GgufValue = number | bigint | string | boolean | string[] | GgufNumbers;

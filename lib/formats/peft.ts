@@ -194,7 +194,7 @@ export function readLoraConfig(file: string): LoraConfig {
 
 // adapter_config.json as PEFT writes it, keys sorted: the fields of its LoraConfig as of 0.10, which later versions
 // read too and earlier ones refuse any field beyond, so exclude_modules (0.14) is written only when set.
-export function loraConfigJson(config: LoraConfig): Record<string, unknown> {
+function loraConfigJson(config: LoraConfig): Record<string, unknown> {
   const fields: Record<string, unknown> = {
     alpha_pattern: config.alphaPattern,
     auto_mapping: null,

@@ -23,7 +23,7 @@ export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
   I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8,
 };
 
-export function isDtype(value: unknown): value is Dtype {
+function isDtype(value: unknown): value is Dtype {
   return typeof value === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, value);
 }
 

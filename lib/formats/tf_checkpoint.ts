@@ -293,7 +293,7 @@ function parseEntry(name: string, value: Uint8Array, where: string): TFTensorEnt
   return { name, dtype: dtype.name, safetensorsDtype: dtype.safetensors, shape, numel, shard, offset, size, crc32c: unmaskCrc(crc) };
 }
 
-export function shardFileName(prefix: string, shard: number, numShards: number): string {
+function shardFileName(prefix: string, shard: number, numShards: number): string {
   return `${prefix}.data-${String(shard).padStart(5, '0')}-of-${String(numShards).padStart(5, '0')}`;
 }
 

@@ -106,7 +106,7 @@ export function refusal(name: string, rule: string, value: unknown, context = ''
 // The settings as the native sampler takes them: the logit biases as two arrays, their token ids checked to be
 // ids (their range is the sampler's to check, against the model's vocabulary); the additive penalties checked, for
 // the sequence to fold into the biases at each draw (Sequence.sampling).
-export function nativeSampling(s: SamplingOptions): NativeSampling {
+function nativeSampling(s: SamplingOptions): NativeSampling {
   const { logitBias, presencePenalty = 0, frequencyPenalty = 0, ...rest } = s;
   for (const [field, penalty] of [['presencePenalty', presencePenalty], ['frequencyPenalty', frequencyPenalty]] as const) {
     if (!(typeof penalty === 'number' && Math.abs(penalty) <= MAX_ADDITIVE_PENALTY)) throw new SamplingError(field, `a number from ${-MAX_ADDITIVE_PENALTY} to ${MAX_ADDITIVE_PENALTY}`, penalty);

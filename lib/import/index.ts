@@ -18,8 +18,8 @@ import { readHead } from '../util/file_bytes';
 
 export { EXPORT_FORMATS, FORMAT_NAMES, ChatImportError, ChatImportErrors } from './chat_export';
 export type { DropReason, ExportFormat } from './chat_export';
-export { MeNotFoundError, REDACT_KINDS, formatImportSummary } from './train_output';
-export type { AudienceSummary, ChatImportSummary, ExampleCounts, OutputKind, RedactKind, SkippedChat } from './train_output';
+export { REDACT_KINDS, formatImportSummary } from './train_output';
+export type { AudienceSummary, ChatImportSummary, RedactKind, SkippedChat } from './train_output';
 export { DATE_ORDERS } from './whatsapp';
 export type { DateOrder } from './whatsapp';
 

@@ -22,7 +22,7 @@ export const REDACT_KINDS = ['links', 'emails', 'phones'] as const;
 export type RedactKind = (typeof REDACT_KINDS)[number];
 
 // What --out names: a folder (a .train file per audience), one .train file, or one file of OpenAI's fine-tuning JSONL.
-export type OutputKind = 'folder' | 'train' | 'jsonl';
+type OutputKind = 'folder' | 'train' | 'jsonl';
 
 // Files --out could be taken to mean but that are written as neither: a folder named so would surprise.
 const NOT_OUTPUT_EXTENSIONS = new Set(['.json', '.ndjson', '.txt', '.csv']);
@@ -46,10 +46,10 @@ export interface OutputOptions {
   redact: readonly RedactKind[];
 }
 
-export type DropCounts = Partial<Record<DropReason, number>>;
+type DropCounts = Partial<Record<DropReason, number>>;
 
 // What became of messages.
-export interface MessageCounts {
+interface MessageCounts {
   read: number;
   kept: number;
   sent: number;         // kept messages of the user's (side 1)
@@ -72,7 +72,7 @@ export interface SkippedChat {
 }
 
 // What became of the conversations in OpenAI's fine-tuning JSONL.
-export interface ExampleCounts {
+interface ExampleCounts {
   written: number;     // examples, a line each
   split: number;       // conversations too long for one example, written as several
   unanswered: number;  // conversations, or parts of one, left out: the audience wrote nothing in them

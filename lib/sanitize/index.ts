@@ -45,7 +45,7 @@ export const IDENTITY: Sanitizer = {
 
 // The chatbot sanitizer's names: as server_config.json files spell it (docs/compatibility.md), and short.
 export const CHATBOT_SANITIZERS: readonly string[] = ['sanitizers.chatbot', 'chatbot'];
-export const BUILT_IN_SANITIZERS = [...CHATBOT_SANITIZERS, 'none'];
+const BUILT_IN_SANITIZERS = [...CHATBOT_SANITIZERS, 'none'];
 
 // The chatbot sanitizer's settings as a config spells them (snake_case), checked field by field.
 export function chatbotOptions(raw: Record<string, unknown>, where: string): ChatbotSanitizerOptions {

@@ -61,7 +61,7 @@ export interface DixieServer {
   shutdown(): Promise<void>;
 }
 
-export interface ReloadReport {
+interface ReloadReport {
   added: string[];
   removed: string[];
   replaced: string[];

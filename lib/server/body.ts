@@ -27,7 +27,7 @@ function bodyError(err: unknown, req: Request, limitBytes: number): unknown {
 
 // The deepest a request's JSON may nest: a JSON schema of objects in arrays in objects, some levels each, is far
 // shallower.
-export const MAX_BODY_DEPTH = 64;
+const MAX_BODY_DEPTH = 64;
 
 // Why a field nests too deep, after its name.
 export const TOO_DEEP = `nests arrays and objects more than ${MAX_BODY_DEPTH} deep`;

@@ -10,7 +10,7 @@ import { BEST_FILE, LATEST_FILE, bestCheckpoint, checkpointFolder } from '../tra
 
 export const CONFIG_FILE = 'server_config.json';
 
-export const NO_MODELS_HELP = [
+const NO_MODELS_HELP = [
   'There is no model to serve: no server_config.json here, and no model in models/ or checkpoint/.',
   'Get one:',
   '  bin/download-model 124M              GPT-2 small from OpenAI (500 MB), then `bin/serve`',

@@ -154,7 +154,7 @@ const randomId = (prefix: string): string => `${prefix}-${crypto.randomBytes(12)
 
 // The name the job's model is served under: OpenAI's pattern, the organisation "personal", and the job id's first
 // letters. A model fine-tuned from a fine-tuned one is named, as OpenAI names it, after the model at the root.
-export function fineTunedModelName(job: Pick<FineTuningJob, 'id' | 'model' | 'user_provided_suffix'>): string {
+function fineTunedModelName(job: Pick<FineTuningJob, 'id' | 'model' | 'user_provided_suffix'>): string {
   const root = job.model.startsWith('ft:') ? job.model.split(':')[1] : job.model;
   return `ft:${root}:personal:${job.user_provided_suffix ?? ''}:${job.id.slice('ftjob-'.length, 'ftjob-'.length + 8)}`;
 }

@@ -1,5 +1,5 @@
 // Structured logs: one JSON object a line on stdout ({time, level, msg, ...fields}), for any log collector.
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type Log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
 
 // Debug lines on or off, or on with what users wrote left out: a debug line per generation holds its prompt, the

@@ -48,7 +48,7 @@ export interface MemoryClaim {
 
 type LoadState = 'unloaded' | 'loading' | 'loaded' | 'unloading';
 // As status() tells it: "failed" is an unloaded model whose last load failed.
-export type ModelState = LoadState | 'failed';
+type ModelState = LoadState | 'failed';
 
 export interface ModelStatus {
   key: string;

@@ -95,14 +95,14 @@ export type ChatFn = (modelKey: string, conversation: Conversation, options: Con
 // What a prompt lost to fit the model's context: tokens in all, and for a chat, its oldest messages (whole) and
 // characters cut from the start of the newest (only ever to fit a limit in characters); and tokens the reply's
 // length lost so that a chat's newest message fits whole.
-export interface Trimmed {
+interface Trimmed {
   tokens: number;
   messages: number;
   messageChars: number;
   replyTokens: number;
 }
 
-export function samplingOptions(s: SamplingDefaults): SamplingOptions {
+function samplingOptions(s: SamplingDefaults): SamplingOptions {
   return { temperature: s.temperature, topK: s.topK, topP: s.topP, minP: s.minP, penalize: s.penalize };
 }
 

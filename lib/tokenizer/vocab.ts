@@ -15,7 +15,7 @@ const LAYOUTS = [
   { encoder: 'vocab.json', merges: 'merges.txt' },
 ];
 const HUGGING_FACE = LAYOUTS[1];
-export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes for
 // U+0100.. in byte order. Indexed by char code (all below 0x144); -1 where no byte.

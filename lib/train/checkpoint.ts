@@ -68,7 +68,7 @@ export interface SaveOptions {
   onPhase?: (phase: SavePhase, dir: string) => Promise<void> | void;
 }
 
-export function checkpointName(step: number): string {
+function checkpointName(step: number): string {
   return `model-${step}`;
 }
 

@@ -45,7 +45,7 @@ function bestValidation(runDir: string, records: readonly MetricRecord[]): ValRe
   return records.find((r): r is ValRecord => r.type === 'val' && r.step === step) ?? null;
 }
 
-export function renderLossSvg(records: readonly MetricRecord[], title: string, best: ValRecord | null = null): string {
+function renderLossSvg(records: readonly MetricRecord[], title: string, best: ValRecord | null = null): string {
   const train = records.filter((r): r is TrainRecord => r.type === 'train');
   const loss = bucketMeans(train.map((r) => [r.step, r.loss]));
   const avg = bucketMeans(train.map((r) => [r.step, r.avg]));

@@ -238,7 +238,7 @@ const TARGET_GROUPS: Readonly<Record<string, readonly LoraTarget[]>> = {
   ...Object.fromEntries(LORA_TARGETS.map((t) => [t, [t]])),
 };
 
-export function loraTargets(list: string): LoraTarget[] {
+function loraTargets(list: string): LoraTarget[] {
   const names = list.split(',').map((n) => n.trim()).filter((n) => n !== '');
   const unknown = names.find((n) => !(n in TARGET_GROUPS));
   if (unknown !== undefined || names.length === 0) {

@@ -20,7 +20,7 @@ type Stack = readonly number[];
 const MAX_STATES = 4096;
 const MAX_STACKS_KEPT = 1_000_000;
 // The most stacks one state may hold: an enum of that many strings begins so.
-export const MAX_STACKS = 16_384;
+const MAX_STACKS = 16_384;
 
 // A stack expanded (its key built, looked up and kept) takes about as long as 40 character sets tested.
 const EXPANSION_WORK = 40;

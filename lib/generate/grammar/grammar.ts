@@ -29,7 +29,7 @@ export interface Rule {
 // MAX_WRITTEN_OUT what all of a grammar's cost together (a few MB of rules), so that a short grammar of many
 // repetitions (a schema of many long strings) cannot take the server's memory.
 export const MAX_REPETITION = 10_000;
-export const MAX_WRITTEN_OUT = 100_000;
+const MAX_WRITTEN_OUT = 100_000;
 
 const ROOT = 'root';
 

@@ -17,8 +17,8 @@ const MAX_CACHED_MASKS = 256;
 // repeat and are kept. A grammar as ambiguous as ("a"?){10000} costs some 6 million every token (a few hundred
 // milliseconds), its states never the same twice, and is stopped at its first tokens rather than holding the server
 // for as long as it may write.
-export const WORK_ALLOWANCE = 50_000_000;
-export const WORK_PER_TOKEN = 65_536;
+const WORK_ALLOWANCE = 50_000_000;
+const WORK_PER_TOKEN = 65_536;
 
 const vocabularies = new WeakMap<Tokenizer, Map<number, GrammarVocabulary>>();
 

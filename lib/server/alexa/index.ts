@@ -1,6 +1,2 @@
 // The Alexa skill endpoint: what the server needs to mount it.
-export { createAlexaRouter, CHAT_INTENT, UTTERANCE_SLOT } from './router';
-export type { AlexaDeps } from './router';
-export { validateAlexaConfig, ALEXA_DEFAULTS } from './config';
-export type { AlexaOptions } from './config';
-export { AlexaRejection } from './errors';
+export { createAlexaRouter } from './router';

@@ -3,12 +3,12 @@
 import { AlexaRejection } from './errors';
 import { isJsonObject } from '../../util/json_object';
 
-export interface AlexaSlot {
+interface AlexaSlot {
   name: string;
   value?: string;
 }
 
-export type AlexaRequest =
+type AlexaRequest =
   | { type: 'LaunchRequest'; requestId: string; timestamp: string }
   | { type: 'IntentRequest'; requestId: string; timestamp: string; intent: { name: string; slots: Record<string, AlexaSlot> } }
   | { type: 'SessionEndedRequest'; requestId: string; timestamp: string; reason: string }
@@ -22,7 +22,7 @@ export interface AlexaEnvelope {
   request: AlexaRequest;
 }
 
-export interface OutputSpeech {
+interface OutputSpeech {
   type: 'SSML';
   ssml: string;
 }

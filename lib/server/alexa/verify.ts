@@ -13,7 +13,7 @@ const CERT_URL_HOST = 's3.amazonaws.com';
 const CERT_URL_PATH_PREFIX = '/echo.api/';
 const SIGNING_CERT_SAN = 'DNS:echo-api.amazon.com';
 // Amazon: "the request timestamp is within 150 seconds of the current time".
-export const TIMESTAMP_TOLERANCE_MS = 150_000;
+const TIMESTAMP_TOLERANCE_MS = 150_000;
 // The chain is a few kilobytes; anything much bigger is not Amazon's.
 const MAX_CERT_CHAIN_BYTES = 64 * 1024;
 const CERT_DOWNLOAD_TIMEOUT_MS = 2_000;

@@ -14,7 +14,7 @@ import { isJsonObject } from '../../util/json_object';
 const FIELDS = ['model_key', 'raw_text', 'format', 'stream', 'history', 'seed', 'length', 'temperature', 'top_k', 'top_p', 'min_p', 'penalize'];
 const MAX_HISTORY = 200;
 
-export interface InvocationBody {
+interface InvocationBody {
   modelKey: string;
   rawText: string;
   format: 'text' | 'json' | null;
@@ -29,7 +29,7 @@ function bad(field: string, message: string): never {
 }
 
 // Checks the body's shape; the sampling values are checked against the model's settings later.
-export function readInvocation(body: unknown, defaultModelKey: string): InvocationBody {
+function readInvocation(body: unknown, defaultModelKey: string): InvocationBody {
   if (!isJsonObject(body)) bad('body', 'must be a JSON object');
   const b = body as Record<string, unknown>;
   for (const key of Object.keys(b)) if (!FIELDS.includes(key)) bad(key, `unknown field (known: ${FIELDS.join(', ')})`);
@@ -64,7 +64,7 @@ export function readInvocation(body: unknown, defaultModelKey: string): Invocati
   };
 }
 
-export function completionJson(c: Completion): Record<string, unknown> {
+function completionJson(c: Completion): Record<string, unknown> {
   return {
     model_key: c.model,
     text: c.text,

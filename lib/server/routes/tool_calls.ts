@@ -47,7 +47,7 @@ const NO_PARAMETERS = { type: 'object', properties: {}, additionalProperties: fa
 
 // The request's tools (its `tools`, or its `functions`), written as `layout` says. Their parameters are read as
 // schemas by readToolChoice.
-export function readTools(value: unknown, layout: ToolsLayout = 'chat'): Tool[] {
+function readTools(value: unknown, layout: ToolsLayout = 'chat'): Tool[] {
   const field = layout === 'functions' ? 'functions' : 'tools';
   const shape = SHAPES[layout].tool;
   if (!Array.isArray(value)) bad(field, `must be an array of ${shape}`);
