@@ -1,16 +1,10 @@
 // bin/generate and bin/chat as a user runs them, on a tiny random model saved to a temporary folder.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Model } from '../../lib/engine/model';
+import { runCommand } from '../helpers/run_command';
 
-const ROOT = path.join(__dirname, '..', '..', '..');
-
-function run(command: 'generate' | 'chat', args: string[], input = ''): { stdout: string; stderr: string; status: number | null } {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', command), ...args], { input, encoding: 'utf8', timeout: 60_000 });
-  return { stdout: r.stdout, stderr: r.stderr, status: r.status };
-}
 
 t.test('bin/generate and bin/chat', async (t) => {
   const dir = t.testdir({});
@@ -21,38 +15,38 @@ t.test('bin/generate and bin/chat', async (t) => {
 
   t.test('samples stream in order; a seed fixes them whatever the batch size and thread count', async (t) => {
     const base = ['--restore_from', modelDir, '--nsamples', '3', '--length', '12', '--seed', '5', '--top_k', '20'];
-    const batched = run('generate', [...base, '--batch_size', '2', '--threads', '2']);
+    const batched = runCommand('generate', [...base, '--batch_size', '2', '--threads', '2']);
     t.equal(batched.status, 0, batched.stderr);
     const headers = batched.stdout.split('\n').filter((l) => l.startsWith('='));
     t.same(headers, [1, 2, 3].map((i) => `${'='.repeat(40)} SAMPLE ${i} ${'='.repeat(40)}`).concat(['='.repeat(80)]));
-    const single = run('generate', [...base, '--batch_size', '1', '--threads', '1']);
+    const single = runCommand('generate', [...base, '--batch_size', '1', '--threads', '1']);
     t.equal(single.stdout, batched.stdout, 'batch 2 on 2 threads = batch 1 on 1 thread');
-    const other = run('generate', [...base.slice(0, -4), '--seed', '6', '--top_k', '20']);
+    const other = runCommand('generate', [...base.slice(0, -4), '--seed', '6', '--top_k', '20']);
     t.not(other.stdout, batched.stdout, 'another seed, other samples');
-    t.equal(run('generate', ['--model', modelDir, ...base.slice(2), '--batch_size', '2']).stdout, batched.stdout, '--model names the model, as --model_name does');
+    t.equal(runCommand('generate', ['--model', modelDir, ...base.slice(2), '--batch_size', '2']).stdout, batched.stdout, '--model names the model, as --model_name does');
   });
 
   t.test('a prompt from a file, stop sequences, 16-bit weights', async (t) => {
     const promptFile = path.join(dir, 'prompt.txt');
     fs.writeFileSync(promptFile, 'The meaning of life is');
-    const r = run('generate', ['--restore_from', modelDir, '--prompt', promptFile, '--length', '30', '--seed', '1', '--stop', 'e', '--dtype', 'f16']);
+    const r = runCommand('generate', ['--restore_from', modelDir, '--prompt', promptFile, '--length', '30', '--seed', '1', '--stop', 'e', '--dtype', 'f16']);
     t.equal(r.status, 0, r.stderr);
     const body = r.stdout.split('\n')[1];
     t.notOk(body.includes('e'), `cut before the first "e": ${JSON.stringify(body)}`);
-    const typo = run('generate', ['--restore_from', modelDir, '--prompt', path.join(dir, 'prompt.tx'), '--length', '2']);
+    const typo = runCommand('generate', ['--restore_from', modelDir, '--prompt', path.join(dir, 'prompt.tx'), '--length', '2']);
     t.equal(typo.status, 0, typo.stderr);
     t.match(typo.stderr, `generate: warning: there is no file ${path.join(dir, 'prompt.tx')}; --prompt is taken as the text itself`, 'a mistyped file name is warned of');
-    const words = run('generate', ['--restore_from', modelDir, '--prompt', 'Hello there.', '--length', '2']);
+    const words = runCommand('generate', ['--restore_from', modelDir, '--prompt', 'Hello there.', '--length', '2']);
     t.notMatch(words.stderr, /no file/, 'a sentence is not taken for a file name');
-    const bad = run('generate', ['--restore_from', modelDir, '--top_p', '1.5', '--prompt', 'x']);
+    const bad = runCommand('generate', ['--restore_from', modelDir, '--top_p', '1.5', '--prompt', 'x']);
     t.equal(bad.status, 1);
     t.match(bad.stderr, /^generate: --top_p must be in \(0, 1\].*, got 1\.5$/m, 'a refused setting named by its flag');
     const greedy = ['--restore_from', modelDir, '--prompt', 'The meaning of life is', '--length', '16', '--temperature', '0'];
-    const plain = run('generate', greedy);
-    const penalized = run('generate', [...greedy, '--frequency_penalty', '2', '--presence_penalty', '1']);
+    const plain = runCommand('generate', greedy);
+    const penalized = runCommand('generate', [...greedy, '--frequency_penalty', '2', '--presence_penalty', '1']);
     t.equal(penalized.status, 0, penalized.stderr);
     t.not(penalized.stdout, plain.stdout, "OpenAI's frequency and presence penalties change greedy text");
-    const tooMuch = run('generate', [...greedy, '--frequency_penalty', '-3']);
+    const tooMuch = runCommand('generate', [...greedy, '--frequency_penalty', '-3']);
     t.match(tooMuch.stderr, /^generate: --frequency_penalty must be a number from -2 to 2, got -3$/m);
   });
 
@@ -60,30 +54,30 @@ t.test('bin/generate and bin/chat', async (t) => {
     const schemaFile = path.join(dir, 'answer.schema.json');
     fs.writeFileSync(schemaFile, JSON.stringify({ type: 'object', properties: { answer: { enum: ['yes', 'no'] }, sure: { type: 'boolean' } }, required: ['answer', 'sure'], additionalProperties: false }));
     const base = ['--restore_from', modelDir, '--prompt', 'Is it?', '--nsamples', '3', '--length', '40', '--seed', '3'];
-    const r = run('generate', [...base, '--json_schema', schemaFile]);
+    const r = runCommand('generate', [...base, '--json_schema', schemaFile]);
     t.equal(r.status, 0, r.stderr);
     // A sample's JSON may hold newlines (its whitespace): each is what lies between its header and the next.
     const samples = r.stdout.split(/^=+ SAMPLE \d+ =+\n/m).slice(1).map((block) => block.replace(/\n(=+\n)?$/, ''));
     t.equal(samples.length, 3, r.stdout);
     for (const sample of samples) t.match(JSON.parse(sample), { answer: /^(yes|no)$/, sure: Boolean }, `a sample that keeps to the schema: ${sample}`);
-    const inline = run('generate', [...base, '--json_schema', fs.readFileSync(schemaFile, 'utf8')]);
+    const inline = runCommand('generate', [...base, '--json_schema', fs.readFileSync(schemaFile, 'utf8')]);
     t.equal(inline.stdout, r.stdout, 'the schema given whole: the same samples');
-    const gbnf = run('generate', [...base, '--grammar', 'root ::= [0-9]{3} "-" [0-9]{4}']);
+    const gbnf = runCommand('generate', [...base, '--grammar', 'root ::= [0-9]{3} "-" [0-9]{4}']);
     t.equal(gbnf.status, 0, gbnf.stderr);
     t.match(gbnf.stdout, /SAMPLE 1 =+\n\d{3}-\d{4}\n/, 'a sample of the grammar');
     const badFile = path.join(dir, 'bad.schema.json');
     fs.writeFileSync(badFile, JSON.stringify({ type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } }));
-    const bad = run('generate', [...base, '--json_schema', badFile]);
+    const bad = runCommand('generate', [...base, '--json_schema', badFile]);
     t.equal(bad.status, 1);
     t.match(bad.stderr, /^generate: .*bad\.schema\.json.*properties\.tags\.uniqueItems.*$/m, `named with its file and path: ${bad.stderr}`);
-    const notJson = run('generate', [...base, '--json_schema', '{"type": ']);
+    const notJson = runCommand('generate', [...base, '--json_schema', '{"type": ']);
     t.match(notJson.stderr, /^generate: --json_schema: not a JSON schema/m, notJson.stderr);
-    const both = run('generate', [...base, '--json_schema', schemaFile, '--grammar', 'root ::= "a"']);
+    const both = runCommand('generate', [...base, '--json_schema', schemaFile, '--grammar', 'root ::= "a"']);
     t.match(both.stderr, /mutually exclusive/, 'one or the other');
   });
 
   t.test('interactive: a prompt, its samples, a prompt again', async (t) => {
-    const r = run('generate', ['--restore_from', modelDir, '--interactive', '--length', '5', '--seed', '2'], 'Hello\n\nWorld\n');
+    const r = runCommand('generate', ['--restore_from', modelDir, '--interactive', '--length', '5', '--seed', '2'], { input: 'Hello\n\nWorld\n' });
     t.equal(r.status, 0, r.stderr);
     t.equal(r.stdout.split('SAMPLE 1').length - 1, 2, 'two prompts answered');
     t.match(r.stdout, /Prompt should not be empty!/);
@@ -94,11 +88,11 @@ t.test('bin/generate and bin/chat', async (t) => {
     fs.writeFileSync(state, JSON.stringify({ audiences: [{ audience: 'mom', sent: 3, received: 2 }] }));
     t.teardown(() => fs.rmSync(state, { force: true }));
     const args = ['--restore_from', modelDir, '--prompt', '1|mom|Hi <EOM>\n0|mom|', '--length', '8', '--seed', '3'];
-    const chat = run('generate', args);
+    const chat = runCommand('generate', args);
     t.equal(chat.status, 0, chat.stderr);
     t.match(chat.stderr, /a chat model: each sample stops at <EOM> \(--stop '' for none\)/);
-    t.equal(run('generate', [...args, '--stop', '<EOM>']).stdout, chat.stdout, 'as --stop "<EOM>" does');
-    const none = run('generate', [...args, '--stop', '']);
+    t.equal(runCommand('generate', [...args, '--stop', '<EOM>']).stdout, chat.stdout, 'as --stop "<EOM>" does');
+    const none = runCommand('generate', [...args, '--stop', '']);
     t.equal(none.status, 0, none.stderr);
     t.notMatch(none.stderr, /stops at/, "--stop '' stops at nothing");
   });
@@ -106,24 +100,24 @@ t.test('bin/generate and bin/chat', async (t) => {
   t.test('bin/chat through piped stdin', async (t) => {
     fs.writeFileSync(path.join(modelDir, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mom', sent: 3, received: 2 }, 'dad'] }));
     const input = 'Hi mom\nHow are you?\n/reset\nStill there?\n/quit\nnever sent\n';
-    const r = run('chat', ['--restore_from', modelDir, '--length', '12', '--seed', '9'], input);
+    const r = runCommand('chat', ['--restore_from', modelDir, '--length', '12', '--seed', '9'], { input });
     t.equal(r.status, 0, r.stderr);
     t.match(r.stdout, /Talking to mom\./, 'the first audience of the training record');
     const replies = r.stdout.split('mom> ').slice(1).map((s) => s.split('\n')[0]);
     t.equal(replies.length, 3, 'three replies, nothing after /quit');
     for (const reply of replies) t.notOk(/\||<EOM>/.test(reply), `sanitized: ${JSON.stringify(reply)}`);
     t.match(r.stdout, /\(conversation cleared\)/);
-    t.equal(run('chat', ['--restore_from', modelDir, '--length', '12', '--seed', '9'], input).stdout, r.stdout, 'a seed repeats the chat');
-    const dad = run('chat', ['--restore_from', modelDir, '--audience', 'dad', '--length', '4'], 'Hey\n');
+    t.equal(runCommand('chat', ['--restore_from', modelDir, '--length', '12', '--seed', '9'], { input }).stdout, r.stdout, 'a seed repeats the chat');
+    const dad = runCommand('chat', ['--restore_from', modelDir, '--audience', 'dad', '--length', '4'], { input: 'Hey\n' });
     t.match(dad.stdout, /Talking to dad\.[\s\S]*dad> /);
     t.match(dad.stderr, 'chat: warning: --audience dad: its chat data never talks to "dad" (it talks to "mom")');
-    const cased = run('chat', ['--restore_from', modelDir, '--audience', 'Mom', '--length', '2'], 'Hey\n');
+    const cased = runCommand('chat', ['--restore_from', modelDir, '--audience', 'Mom', '--length', '2'], { input: 'Hey\n' });
     t.match(cased.stderr, 'its chat data never talks to "Mom", but to "mom" (audiences are told apart by case)');
-    t.notMatch(run('chat', ['--restore_from', modelDir, '--audience', 'mom', '--length', '2'], 'Hey\n').stderr, /warning: --audience/);
-    const cut = run('chat', ['--restore_from', modelDir, '--length', '2', '--seed', '9'], 'Hey\n');
+    t.notMatch(runCommand('chat', ['--restore_from', modelDir, '--audience', 'mom', '--length', '2'], { input: 'Hey\n' }).stderr, /warning: --audience/);
+    const cut = runCommand('chat', ['--restore_from', modelDir, '--length', '2', '--seed', '9'], { input: 'Hey\n' });
     t.match(cut.stdout, /mom> .*\(cut short: the reply reached --length, 2 tokens\)\n/, 'a reply cut by --length says so, as the chat page does');
     fs.rmSync(path.join(modelDir, 'state.json'));
-    const none = run('chat', ['--restore_from', modelDir], 'Hey\n');
+    const none = runCommand('chat', ['--restore_from', modelDir], { input: 'Hey\n' });
     t.equal(none.status, 1);
     t.match(none.stderr, /--audience/);
   });

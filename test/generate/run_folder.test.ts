@@ -1,6 +1,5 @@
 // A training run folder (checkpoint/run1) stands for its latest checkpoint in every command that takes a model:
 // bin/generate, bin/chat, bin/export-gguf, bin/train --restore_from and the server's restore_from.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -8,13 +7,8 @@ import { validateServerConfig } from '../../lib/server/config';
 import { resolveModelSource } from '../../lib/server/model_source';
 import { train } from '../../lib/train/train';
 import { tinyRun } from '../train/helpers';
+import { runCommand } from '../helpers/run_command';
 
-const ROOT = path.join(__dirname, '..', '..', '..');
-
-function run(command: string, args: string[], input = ''): { stdout: string; stderr: string; status: number | null } {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', command), ...args], { input, encoding: 'utf8', timeout: 60_000 });
-  return { stdout: r.stdout, stderr: r.stderr, status: r.status };
-}
 
 t.test('a run folder is its latest checkpoint', async (t) => {
   const dir = t.testdir();
@@ -24,24 +18,24 @@ t.test('a run folder is its latest checkpoint', async (t) => {
   t.equal(result.checkpoint, latest);
 
   const sample = ['--length', '8', '--seed', '3', '--prompt', '1|team|Morning <EOM>'];
-  const fromRun = run('generate', ['--restore_from', runDir, ...sample]);
+  const fromRun = runCommand('generate', ['--restore_from', runDir, ...sample]);
   t.equal(fromRun.status, 0, fromRun.stderr);
   t.match(fromRun.stdout, /SAMPLE 1/);
-  t.equal(fromRun.stdout, run('generate', ['--restore_from', latest, ...sample]).stdout, 'bin/generate: the same samples as from model-2');
+  t.equal(fromRun.stdout, runCommand('generate', ['--restore_from', latest, ...sample]).stdout, 'bin/generate: the same samples as from model-2');
 
-  const chat = run('chat', ['--restore_from', runDir, '--length', '4', '--seed', '1'], 'Hi\n/quit\n');
+  const chat = runCommand('chat', ['--restore_from', runDir, '--length', '4', '--seed', '1'], { input: 'Hi\n/quit\n' });
   t.equal(chat.status, 0, chat.stderr);
   t.match(chat.stdout, /Talking to team\./, "bin/chat: the audience of the run's training record");
 
   const gguf = path.join(dir, 'run.gguf');
-  const exported = run('export-gguf', [runDir, gguf, '--type', 'f32']);
+  const exported = runCommand('export-gguf', [runDir, gguf, '--type', 'f32']);
   t.equal(exported.status, 0, exported.stderr);
   t.match(exported.stderr, `${latest} -> ${gguf}`, 'bin/export-gguf exports model-2');
   const weights = path.join(latest, 'model.safetensors');
   const before = fs.readFileSync(weights);
-  const overItself = run('export-gguf', [runDir, weights]);
+  const overItself = runCommand('export-gguf', [runDir, weights]);
   t.equal(overItself.stderr, `export-gguf: ${weights} is the model's weights, which the export reads: write the GGUF to another file\n`);
-  const overRun = run('merge-lora', [runDir, path.join(dir, 'adapter'), runDir, '--force']);
+  const overRun = runCommand('merge-lora', [runDir, path.join(dir, 'adapter'), runDir, '--force']);
   t.equal(overRun.stderr, `merge-lora: ${runDir} holds the base model, ${latest}, which replacing it would delete; write the merged model to another folder\n`, 'bin/merge-lora never replaces the run it merges into');
   t.ok(fs.readFileSync(weights).equals(before), 'the run as it was');
 

@@ -1,20 +1,14 @@
 // bin/import-chat on the command line: its help, an import whose output bin/train --check accepts, its flags, and
 // exit status 1 with the reason on bad input.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { EXPORTS, fixture } from './helpers';
+import { runCommand } from '../helpers/run_command';
 
-const COMMANDS = path.join(__dirname, '..', '..', 'bin', 'commands');
-
-function run(command: string, args: string[], cwd?: string): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [path.join(COMMANDS, `${command}.js`), ...args], { encoding: 'utf8', cwd });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 t.test('--help: what it reads, every flag, examples', async (t) => {
-  const { status, stdout } = run('import-chat', ['--help']);
+  const { status, stdout } = runCommand('import-chat', ['--help']);
   t.equal(status, 0);
   for (const flag of ['--me', '--out', '--format', '--audience-map', '--groups', '--redact', '--date-order', '--encoding']) t.match(stdout, flag);
   t.match(stdout, /WhatsApp "Export chat" \.txt/);
@@ -27,13 +21,13 @@ t.test('--help: what it reads, every flag, examples', async (t) => {
 
 t.test('an import that bin/train --check accepts', async (t) => {
   const out = path.join(t.testdir(), 'data');
-  const imported = run('import-chat', [EXPORTS, '--me', 'Jane Doe', '--me', 'jane_d', '--out', out]);
+  const imported = runCommand('import-chat', [EXPORTS, '--me', 'Jane Doe', '--me', 'jane_d', '--out', out]);
   t.equal(imported.status, 0, imported.stderr);
   t.match(imported.stdout, /^import: 38 export files \(Discord 1, Element \(Matrix\) 3, Google Chat 2, Messages \(macOS\) 1, Messenger 3, KakaoTalk 3, LINE 1, OpenAI fine-tuning JSONL 1, ShareGPT 1, Signal 2, Skype 1, Slack 5, SMS Backup & Restore 1, Snapchat 1, Telegram 5, WhatsApp 5, X \(Twitter\) 2\), 312 messages read, 170 kept \(71 sent, 99 received\)/);
   t.match(imported.stdout, `  Mom: 3 conversations, 17 read, 11 kept (4 sent), dropped media 2, system 2, deleted 1, not sent 1 -> ${path.join(out, 'mom.train')}`);
   t.match(imported.stdout, /wrote 36 files in .*\nwarning: 0\.008 MB of chat is little/);
   t.match(imported.stdout, `\nnext: bin/train --dataset ${out} --check; then fine-tune GPT-2 on it: bin/download-model 124M, and bin/train --dataset ${out} --model_name 124M\n`, 'the way on, too little to hold data out of');
-  const checked = run('train', ['--check', '--dataset', out]);
+  const checked = runCommand('train', ['--check', '--dataset', out]);
   t.equal(checked.status, 0, checked.stdout);
   t.match(checked.stdout, /chat check: 36 files, 170 messages \(71 sent, 99 received\)[^]*0 malformed lines/);
 });
@@ -46,7 +40,7 @@ t.test('the way on from more chat holds a tenth out for validation, and bin/trai
     return `${stamp} - ${i % 3 === 0 ? 'Jane Doe' : 'Mom'}: message ${i} about the ${['garden', 'weekend', 'dinner', 'train'][i % 4]}, and how it went`;
   });
   const dir = t.testdir({ 'WhatsApp Chat with Mom.txt': `${lines.join('\n')}\n` });
-  const imported = run('import-chat', [path.join(dir, 'WhatsApp Chat with Mom.txt'), '--me', 'Jane Doe', '--out', 'data'], dir);
+  const imported = runCommand('import-chat', [path.join(dir, 'WhatsApp Chat with Mom.txt'), '--me', 'Jane Doe', '--out', 'data'], { cwd: dir });
   t.equal(imported.status, 0, imported.stderr);
   const written = fs.statSync(path.join(dir, 'data', 'mom.train')).size;
   t.ok(written >= 50_000, `${written} bytes written`);
@@ -58,7 +52,7 @@ t.test('the way on from more chat holds a tenth out for validation, and bin/trai
 
   // 124M is not downloaded here: a fresh model of its context (1,024 tokens) stands in, for one step.
   const tiny = ['--fresh_model', '--n_layer', '1', '--n_head', '2', '--n_embd', '32', '--stop_after', '1', '--sample_every', '0', '--val_batch_count', '4', '--threads', '2'];
-  const trained = run('train', [...command.filter((a) => a !== '--model_name' && a !== '124M'), ...tiny], dir);
+  const trained = runCommand('train', [...command.filter((a) => a !== '--model_name' && a !== '124M'), ...tiny], { cwd: dir });
   t.equal(trained.status, 0, trained.stderr);
   const total = Number(/^dataset: ([\d,]+) tokens in 1 chunks/m.exec(trained.stdout)?.[1].replace(/,/g, ''));
   const held = Number(/^held out for validation: the last 10% of each chunk, ([\d,]+) tokens$/m.exec(trained.stdout)?.[1].replace(/,/g, ''));
@@ -69,7 +63,7 @@ t.test('the way on from more chat holds a tenth out for validation, and bin/trai
 t.test('one combined file, audiences renamed from a JSON file, everything redacted', async (t) => {
   const dir = t.testdir({ 'names.json': JSON.stringify({ 'Sam Lee': 'sam' }) });
   const out = path.join(dir, 'all.train');
-  const r = run('import-chat', [fixture('whatsapp', 'ios-en-us'), '--me', 'Jane Doe', '--out', out, '--audience-map', path.join(dir, 'names.json'), '--redact']);
+  const r = runCommand('import-chat', [fixture('whatsapp', 'ios-en-us'), '--me', 'Jane Doe', '--out', out, '--audience-map', path.join(dir, 'names.json'), '--redact']);
   t.equal(r.status, 0, r.stderr);
   t.same(fs.readFileSync(out, 'utf8').split('\n'), [
     '0|sam|Hey, are we still on for lunch? <EOM>',
@@ -78,7 +72,7 @@ t.test('one combined file, audiences renamed from a JSON file, everything redact
     '0|sam|See [link]. <EOM>',
     '',
   ]);
-  const pairs = run('import-chat', [fixture('whatsapp', 'ios-en-us'), '--me', 'Jane Doe', '--out', out, '--audience-map', 'Sam Lee=sammy', '--redact', 'emails']);
+  const pairs = runCommand('import-chat', [fixture('whatsapp', 'ios-en-us'), '--me', 'Jane Doe', '--out', out, '--audience-map', 'Sam Lee=sammy', '--redact', 'emails']);
   t.equal(pairs.status, 0, pairs.stderr);
   t.match(fs.readFileSync(out, 'utf8'), '1|sammy|Call me at +1 (555) 123-4567 or mail [email] <EOM>');
 });
@@ -87,7 +81,7 @@ t.test("--out FILE.jsonl: OpenAI's chat fine-tuning format, which bin/import-cha
   const dir = t.testdir();
   const exports = [fixture('whatsapp'), fixture('telegram'), fixture('messenger'), fixture('slack'), fixture('sms')];
   const jsonl = path.join(dir, 'chats.jsonl');
-  const imported = run('import-chat', [...exports, '--me', 'Jane Doe', '--out', jsonl]);
+  const imported = runCommand('import-chat', [...exports, '--me', 'Jane Doe', '--out', jsonl]);
   t.equal(imported.status, 0, imported.stderr);
   t.match(imported.stdout, `\nwrote 14 examples of OpenAI's chat fine-tuning format, a line each, to ${jsonl} (`);
   t.match(imported.stdout, `\nnext: fine-tune on ${jsonl} with OpenAI (upload it with purpose "fine-tune"), a tool that takes OpenAI's chat format (Axolotl, TRL, unsloth), or bin/serve --fine_tuning <folder>, whose POST /v1/files takes it; for bin/train, which takes the chat format, import with --out data/ instead\n`);
@@ -105,9 +99,9 @@ t.test("--out FILE.jsonl: OpenAI's chat fine-tuning format, which bin/import-cha
     { role: 'assistant', content: "Happy New Year's Eve! 🎉" }, { role: 'assistant', content: 'Are you coming tomorrow?' }, { role: 'user', content: "Yes! I'll bring the cake" },
   ], "Jane's messages the user's, Mom's the assistant's");
 
-  const straight = run('import-chat', [...exports, '--me', 'Jane Doe', '--out', path.join(dir, 'straight.train')]);
+  const straight = runCommand('import-chat', [...exports, '--me', 'Jane Doe', '--out', path.join(dir, 'straight.train')]);
   t.equal(straight.status, 0, straight.stderr);
-  const back = run('import-chat', [jsonl, '--out', path.join(dir, 'back.train')]);
+  const back = runCommand('import-chat', [jsonl, '--out', path.join(dir, 'back.train')]);
   t.equal(back.status, 0, back.stderr);
   t.equal(fs.readFileSync(path.join(dir, 'back.train'), 'utf8'), fs.readFileSync(path.join(dir, 'straight.train'), 'utf8'), 'read back: byte for byte the .train of the exports');
 });
@@ -115,24 +109,24 @@ t.test("--out FILE.jsonl: OpenAI's chat fine-tuning format, which bin/import-cha
 t.test('bad input: exit 1 and the reason; nothing written', async (t) => {
   const dir = t.testdir({ 'notes.txt': 'Shopping list\n' });
   const out = path.join(dir, 'data');
-  const unknown = run('import-chat', [path.join(dir, 'notes.txt'), '--me', 'Jane', '--out', out]);
+  const unknown = runCommand('import-chat', [path.join(dir, 'notes.txt'), '--me', 'Jane', '--out', out]);
   t.equal(unknown.status, 1);
   t.match(unknown.stderr, `import-chat: ${path.join(dir, 'notes.txt')}:1: a file that begins "Shopping list", not a WhatsApp, LINE or KakaoTalk chat`);
-  const noMe = run('import-chat', [fixture('whatsapp', 'android-de'), '--out', out]);
+  const noMe = runCommand('import-chat', [fixture('whatsapp', 'android-de'), '--out', out]);
   t.equal(noMe.status, 1);
   t.match(noMe.stderr, 'import-chat: say which sender is you with --me "<your name>"');
   t.match(noMe.stderr, 'the senders found, with their messages: Papa (4), Jane Doe (2)');
-  const badRedact = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--redact', 'links,faces', '--out', out]);
+  const badRedact = runCommand('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--redact', 'links,faces', '--out', out]);
   t.equal(badRedact.status, 1);
   t.match(badRedact.stderr, 'import-chat: --redact: unknown faces (give any of links, emails, phones)');
-  const badMap = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--audience-map', 'Papa', '--out', out]);
+  const badMap = runCommand('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--audience-map', 'Papa', '--out', out]);
   t.equal(badMap.status, 1);
   t.match(badMap.stderr, 'import-chat: --audience-map "Papa": expected "Name in the app=audience" or a JSON file');
   fs.writeFileSync(path.join(dir, 'names.json'), '{"Papa": "dad",}');
-  const badMapFile = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--audience-map', path.join(dir, 'names.json'), '--out', out]);
+  const badMapFile = runCommand('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--audience-map', path.join(dir, 'names.json'), '--out', out]);
   t.equal(badMapFile.status, 1);
   t.match(badMapFile.stderr, `import-chat: ${path.join(dir, 'names.json')}:1:16: not valid JSON: `, 'a broken map file is named');
-  const badOut = run('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--out', `${out}.json`]);
+  const badOut = runCommand('import-chat', [fixture('whatsapp', 'android-de'), '--me', 'Jane Doe', '--out', `${out}.json`]);
   t.equal(badOut.status, 1);
   t.equal(badOut.stderr, `import-chat: --out ${out}.json: give a folder (a .train file per audience), a file ending in .train (every conversation in one file) or in .jsonl (OpenAI's chat fine-tuning format), not a .json file\n`);
   t.notOk(fs.existsSync(`${out}.json`));

@@ -1,7 +1,6 @@
 // Shared by the LoRA tests: a tiny base model on disk, random adapter factors, an adapter folder written here in
 // PEFT's layout byte by byte (independently of lib/formats/peft.ts), the merge computed here with plain loops, and
 // the logits of every position of a few sequences.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -138,10 +137,6 @@ export async function allLogits(model: Model): Promise<Float32Array> {
   return out;
 }
 
-export function runBin(command: string, args: string[]): { stdout: string; stderr: string; status: number | null } {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', command), ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { stdout: r.stdout, stderr: r.stderr, status: r.status };
-}
 
 // The worst difference, over a few coordinates of a factor, between its gradient and central differences of `loss`
 // (a loss of the model as it stands), and the bound it is held to: 5e-3 of the gradient's largest value.

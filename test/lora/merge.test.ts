@@ -13,7 +13,8 @@ import { validateServerConfig } from '../../lib/server/config';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { trainedAudiences } from '../../lib/train/checkpoint';
 import { maxAbsDiff } from '../engine/helpers';
-import { CONFIG, type Factors, allLogits, mergedWeight, peftConfig, randomFactors, runBin, saveBase, writeRawAdapter } from './helpers';
+import { CONFIG, type Factors, allLogits, mergedWeight, peftConfig, randomFactors, saveBase, writeRawAdapter } from './helpers';
+import { runCommand } from '../helpers/run_command';
 
 const work = t.testdir({});
 let base = '';
@@ -57,7 +58,7 @@ t.test('an adapter gives the logits of bin/merge-lora\'s folder, bit for bit, an
   t.equal(plain.adapter, null);
 
   const out = path.join(work, 'merged');
-  const merge = runBin('merge-lora', [base, adapter, out]);
+  const merge = runCommand('merge-lora', [base, adapter, out]);
   t.equal(merge.status, 0, merge.stderr);
   t.match(merge.stderr, /model\.safetensors/, 'a progress line');
   t.match(merge.stderr, new RegExp(`-> ${out}: LoRA of r 4, lora_alpha 16, target_modules \\["c_attn","c_proj","c_fc"\\]\\n$`));
@@ -117,7 +118,7 @@ async function baseIn(dtype: 'F16' | 'BF16'): Promise<string> {
 // the same merged float32 values stored the same way, so the same logits bit for bit.
 async function sameAsMerged(t: Test, baseDir: string, weightDtype: 'f32' | 'f16' | 'bf16' | 'q8_0'): Promise<void> {
   const out = path.join(work, `merged-${path.basename(baseDir)}-${weightDtype}`);
-  const merge = runBin('merge-lora', [baseDir, adapter, out]);
+  const merge = runCommand('merge-lora', [baseDir, adapter, out]);
   t.equal(merge.status, 0, merge.stderr);
   const loaded = await Model.load(baseDir, { device: 'cpu', trainable: false, weightDtype, adapter });
   const merged = await Model.load(out, { device: 'cpu', trainable: false, weightDtype });
@@ -147,7 +148,7 @@ t.test('a GGUF base takes the adapter as its safetensors would', async (t) => {
   fromGguf.dispose();
   fromSafetensors.dispose();
   const out = path.join(work, 'merged-gguf');
-  const merge = runBin('merge-lora', [dir, adapter, out]);
+  const merge = runCommand('merge-lora', [dir, adapter, out]);
   t.equal(merge.status, 0, merge.stderr);
   t.same(fs.readdirSync(out).sort(), ['config.json', 'merges.txt', 'model.safetensors', 'tokenizer_config.json', 'vocab.json'], 'the GGUF\'s vocabulary written out as files');
   t.same(loadTokenizer(out).encode('Hello there', { allowSpecial: false }), loadTokenizer(base).encode('Hello there', { allowSpecial: false }), 'the same tokens');
@@ -184,7 +185,7 @@ t.test('bin/merge-lora of a chat run\'s adapter writes a chat model, which bin/t
 });
 
 t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the base, a folder holding it or the adapter never', async (t) => {
-  const help = runBin('merge-lora', ['--help']);
+  const help = runCommand('merge-lora', ['--help']);
   t.equal(help.status, 0);
   t.match(help.stdout, /merge-lora <base> <adapter> <out>/);
   t.match(help.stdout, /--force\s+replace <out> if it exists/);
@@ -192,23 +193,23 @@ t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the ba
   const out = path.join(work, 'existing');
   fs.mkdirSync(out);
   fs.writeFileSync(path.join(out, 'keep.txt'), 'mine');
-  const refused = runBin('merge-lora', [base, adapter, out]);
+  const refused = runCommand('merge-lora', [base, adapter, out]);
   t.equal(refused.status, 1);
   t.equal(refused.stderr, `merge-lora: ${out} exists; give --force to replace it\n`);
   t.same(fs.readdirSync(out), ['keep.txt'], 'left as it was');
 
-  const forced = runBin('merge-lora', [base, adapter, out, '--force']);
+  const forced = runCommand('merge-lora', [base, adapter, out, '--force']);
   t.equal(forced.status, 0, forced.stderr);
   t.same(fs.readdirSync(out).sort(), ['config.json', 'merges.txt', 'model.safetensors', 'tokenizer_config.json', 'vocab.json'], 'replaced whole');
   t.same(fs.readdirSync(work).filter((f) => f.startsWith('.')), [], 'no temporary or old folder left behind');
 
-  const onBase = runBin('merge-lora', [base, adapter, base, '--force']);
+  const onBase = runCommand('merge-lora', [base, adapter, base, '--force']);
   t.equal(onBase.status, 1);
   t.equal(onBase.stderr, `merge-lora: ${base} is the base model itself; write the merged model to another folder\n`);
-  const aboveBase = runBin('merge-lora', [base, adapter, work, '--force']);
+  const aboveBase = runCommand('merge-lora', [base, adapter, work, '--force']);
   t.equal(aboveBase.status, 1);
   t.equal(aboveBase.stderr, `merge-lora: ${work} holds the base model, ${base}, which replacing it would delete; write the merged model to another folder\n`);
-  const onAdapter = runBin('merge-lora', [base, adapter, path.join(adapter, '.'), '--force']);
+  const onAdapter = runCommand('merge-lora', [base, adapter, path.join(adapter, '.'), '--force']);
   t.equal(onAdapter.stderr, `merge-lora: ${adapter} is the adapter itself; write the merged model to another folder\n`);
   t.ok(fs.existsSync(path.join(base, 'model.safetensors')) && fs.existsSync(path.join(adapter, 'adapter_model.safetensors')), 'both as they were');
 
@@ -220,17 +221,17 @@ t.test('bin/merge-lora: --help, an existing <out> refused unless --force, the ba
   fs.writeFileSync(path.join(run, 'latest'), 'model-3\n');
   const config = JSON.parse(fs.readFileSync(path.join(run, 'model-3', 'adapter_config.json'), 'utf8'));
   fs.writeFileSync(path.join(run, 'model-3', 'adapter_config.json'), JSON.stringify({ ...config, base_model_name_or_path: out }));
-  const fromRun = runBin('merge-lora', [base, run, path.join(work, 'from-run')]);
+  const fromRun = runCommand('merge-lora', [base, run, path.join(work, 'from-run')]);
   t.equal(fromRun.status, 0, fromRun.stderr);
   t.ok(fs.readFileSync(path.join(work, 'from-run', 'model.safetensors')).equals(fs.readFileSync(path.join(out, 'model.safetensors'))), 'the run folder merges as its checkpoint');
   const otherBase = `warning: the adapter ${path.join(run, 'model-3')} was trained over ${out}, not ${base}\n`;
   t.match(fromRun.stderr, `merge-lora: ${otherBase}`);
   t.notMatch(forced.stderr, /warning/, 'none for the base it names');
-  const generated = runBin('generate', ['--model', base, '--adapter', run, '--prompt', 'Hi', '--length', '2', '--seed', '1']);
+  const generated = runCommand('generate', ['--model', base, '--adapter', run, '--prompt', 'Hi', '--length', '2', '--seed', '1']);
   t.equal(generated.status, 0, generated.stderr);
   t.match(generated.stderr, `generate: ${otherBase}`, 'bin/generate says so too');
 
-  const missing = runBin('merge-lora', [base]);
+  const missing = runCommand('merge-lora', [base]);
   t.not(missing.status, 0);
   t.match(missing.stderr, /give the base model, the adapter and the folder to write/);
 });

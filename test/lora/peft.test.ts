@@ -7,7 +7,8 @@ import t from 'tap';
 import { Model } from '../../lib/engine/model';
 import { isTargeted, readLoraConfig, readPeftAdapter, writePeftAdapter } from '../../lib/formats/peft';
 import { openSafetensors } from '../../lib/formats/safetensors';
-import { CONFIG, type Factors, peftConfig, randomFactors, runBin, saveBase, writeRawAdapter, writeRawSafetensors } from './helpers';
+import { CONFIG, type Factors, peftConfig, randomFactors, saveBase, writeRawAdapter, writeRawSafetensors } from './helpers';
+import { runCommand } from '../helpers/run_command';
 
 const work = t.testdir({});
 let base = '';
@@ -201,13 +202,13 @@ t.test('an adapter that would make weights infinite is refused, naming its file 
 
 t.test('bin/generate --adapter says what is wrong with an adapter, and samples with a good one', async (t) => {
   const bad = path.join(work, 'layer-30');
-  const failed = runBin('generate', ['--device', 'cpu', '--restore_from', base, '--adapter', bad, '--prompt', 'hi', '--length', '4']);
+  const failed = runCommand('generate', ['--device', 'cpu', '--restore_from', base, '--adapter', bad, '--prompt', 'hi', '--length', '4']);
   t.equal(failed.status, 1);
   t.match(failed.stderr, /^generate: .*adapter_model\.safetensors: tensor "base_model\.model\.transformer\.h\.30\.attn\.c_attn\.lora_A\.weight" adapts transformer\.h\.30\.attn\.c_attn, which the base does not have/m);
-  const good = runBin('generate', ['--device', 'cpu', '--restore_from', base, '--adapter', path.join(work, 'raw-F32'), '--prompt', 'hi', '--length', '4', '--seed', '1']);
+  const good = runCommand('generate', ['--device', 'cpu', '--restore_from', base, '--adapter', path.join(work, 'raw-F32'), '--prompt', 'hi', '--length', '4', '--seed', '1']);
   t.equal(good.status, 0, good.stderr);
   t.match(good.stdout, /SAMPLE 1/);
-  const chat = runBin('chat', ['--device', 'cpu', '--restore_from', base, '--adapter', path.join(work, 'raw-F32'), '--audience', 'mom', '--length', '4', '--seed', '1']);
+  const chat = runCommand('chat', ['--device', 'cpu', '--restore_from', base, '--adapter', path.join(work, 'raw-F32'), '--audience', 'mom', '--length', '4', '--seed', '1']);
   t.equal(chat.status, 0, chat.stderr);
   t.match(chat.stdout, /Talking to mom/);
 });

@@ -6,7 +6,8 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 import { validateServerConfig } from '../../lib/server/config';
 import { request, startServer } from '../server/helpers';
-import { CONFIG, peftConfig, randomFactors, runBin, saveBase, writeRawAdapter } from './helpers';
+import { CONFIG, peftConfig, randomFactors, saveBase, writeRawAdapter } from './helpers';
+import { runCommand } from '../helpers/run_command';
 
 const work = t.testdir({});
 
@@ -23,7 +24,7 @@ t.test('an entry with an adapter answers as the merged model, beside its base', 
   const factors = Array.from({ length: CONFIG.nLayer }, (_, layer) => kinds.map((kind, k) => randomFactors(`h.${layer}.${kind}`, 4, CONFIG.nEmbd, 50 + 4 * layer + k))).flat();
   const adapter = writeRawAdapter(path.join(work, 'adapter'), peftConfig({ r: 4, lora_alpha: 32, target_modules: ['c_attn', 'c_proj', 'c_fc'] }), factors);
   const merged = path.join(work, 'merged');
-  const run = runBin('merge-lora', [base, adapter, merged]);
+  const run = runCommand('merge-lora', [base, adapter, merged]);
   t.equal(run.status, 0, run.stderr);
   const greedy = { temperature: 0, penalize: 0, length: 16 };
   const srv = await startServer({
@@ -99,7 +100,7 @@ t.test('adapters over one base: loaded once, counted once, their requests answer
   t.same(together, alone, 'four requests, three adapters and the base, answered together as each alone');
   t.equal(new Set(alone).size, 4, 'each adapter answers its own way');
   const merged = path.join(work, 'shared-merged-1');
-  t.equal(runBin('merge-lora', [base, adapters[1], merged]).status, 0);
+  t.equal(runCommand('merge-lora', [base, adapters[1], merged]).status, 0);
   const srvMerged = await startServer({ models: [{ key: 'm', restore_from: 'shared-merged-1', sampling: greedy }] }, work);
   const fromMerged = await answer(t, srvMerged.url, 'm');
   await srvMerged.close();

@@ -1,22 +1,19 @@
 // The command line: bin/train's flags and help, --check, bin/encode then bin/train on the token file stopped
 // by Ctrl-C, which saves by default, as SIGTERM does, and bin/plot.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { isTokenFile } from '../../lib/data/token_file';
 import { latestCheckpoint, readTrainState } from '../../lib/train/checkpoint';
 import { CHAT, REPO, TINY_VOCAB } from './helpers';
+import { runCommand } from '../helpers/run_command';
 
 const COMMANDS = path.join(__dirname, '..', '..', 'bin', 'commands');
 
-function run(command: string, args: string[], cwd?: string): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [path.join(COMMANDS, `${command}.js`), ...args], { encoding: 'utf8', cwd });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 t.test("bin/train --help lists train.py's flags with their defaults", async (t) => {
-  const { status, stdout } = run('train', ['--help']);
+  const { status, stdout } = runCommand('train', ['--help']);
   t.equal(status, 0);
   const flags: [string, string][] = [
     ['dataset', 'required'], ['model_name', '"124M"'], ['fresh_model', 'false'], ['n_layer', '12'], ['n_head', '12'], ['n_embd', '768'],
@@ -35,30 +32,30 @@ t.test("bin/train --help lists train.py's flags with their defaults", async (t) 
 
 t.test('flags: either separator, the last of a flag given twice, a mistake told in a line', async (t) => {
   const valid = path.join(CHAT, 'valid.train');
-  const twice = run('train', ['--dataset', 'nowhere.train', '--dataset', valid, '--check']);
+  const twice = runCommand('train', ['--dataset', 'nowhere.train', '--dataset', valid, '--check']);
   t.equal(twice.status, 0, twice.stderr);
   t.match(twice.stdout, /chat check: 1 file, 541 messages/);
-  const dashed = run('train', ['--dataset', valid, '--check', '--batch-size', 'abc']);
+  const dashed = runCommand('train', ['--dataset', valid, '--check', '--batch-size', 'abc']);
   t.equal(dashed.status, 1);
   t.equal(dashed.stderr, 'train: --batch_size must be a number, got "abc"\n');
-  const unknown = run('train', ['--dataset', valid, '--check', '--bogus']);
+  const unknown = runCommand('train', ['--dataset', valid, '--check', '--bogus']);
   t.equal(unknown.status, 1);
   t.match(unknown.stderr, /^Unknown argument: bogus\n\ntrain --help lists the options\n$/);
   t.notMatch(unknown.stdout + unknown.stderr, /Options:/, 'not under the whole help');
   // What an unquoted --dataset multi/*.train reaches the command as.
-  const spread = run('train', ['--dataset', 'multi/friends.train', 'multi/work.train', '--check']);
+  const spread = runCommand('train', ['--dataset', 'multi/friends.train', 'multi/work.train', '--check']);
   t.equal(spread.status, 1);
   t.equal(spread.stderr, "train: --dataset was given 2 files (multi/friends.train, multi/work.train): the shell expanded an unquoted pattern; quote it so that the pattern reaches the command whole, as in --dataset 'multi/*.train'\n");
-  const spreadVal = run('train', ['--dataset', valid, '--val-dataset', 'a/x.train', 'b/y.txt', 'c/z.txt', 'd/w.txt', '--check']);
+  const spreadVal = runCommand('train', ['--dataset', valid, '--val-dataset', 'a/x.train', 'b/y.txt', 'c/z.txt', 'd/w.txt', '--check']);
   t.match(spreadVal.stderr, /^train: --val_dataset was given 4 files \(a\/x\.train, b\/y\.txt, c\/z\.txt, \.\.\. \(4 in all\)\): the shell expanded an unquoted pattern; quote it [^]* --val_dataset '<pattern>'\n$/);
 });
 
 t.test('bin/train --check: exit 1 and file:line for malformed chat, 0 when clean', async (t) => {
   const dir = t.testdir({ 'a.train': '1|mom|Hi <EOM>\r\n0|mom|Hello | there <EOM>\r\n1|mom\r\n' });
-  const bad = run('train', ['--dataset', dir, '--check']);
+  const bad = runCommand('train', ['--dataset', dir, '--check']);
   t.equal(bad.status, 1);
   t.match(bad.stdout, `${path.join(dir, 'a.train')}:3: missing fields`);
-  const good = run('train', ['--dataset', path.join(CHAT, 'valid.train'), '--check']);
+  const good = runCommand('train', ['--dataset', path.join(CHAT, 'valid.train'), '--check']);
   t.equal(good.status, 0);
   t.match(good.stdout, /chat check: 1 file, 541 messages/);
 });
@@ -66,12 +63,12 @@ t.test('bin/train --check: exit 1 and file:line for malformed chat, 0 when clean
 t.test('bin/train --check on CSV and JSONL: chat documents by file:line; chat fine-tuning JSONL sent to bin/import-chat', async (t) => {
   const documents = path.join(REPO, 'test', 'fixtures', 'documents');
   for (const [name, line] of [['chats.csv', 5], ['chats.jsonl', 2]] as const) {
-    const checked = run('train', ['--dataset', path.join(documents, name), '--check']);
+    const checked = runCommand('train', ['--dataset', path.join(documents, name), '--check']);
     t.equal(checked.status, 1, name);
     t.match(checked.stdout, `${path.join(documents, name)}:${line}: flag must be 0 or 1, got "2": "2|sam|yes <EOM>"`);
     t.match(checked.stdout, /chat check: 1 file, 3 messages/);
   }
-  const openai = run('train', ['--dataset', path.join(documents, 'openai.jsonl'), '--check']);
+  const openai = runCommand('train', ['--dataset', path.join(documents, 'openai.jsonl'), '--check']);
   t.equal(openai.status, 1);
   t.match(openai.stderr, `train: ${path.join(documents, 'openai.jsonl')}:1: a conversation in OpenAI's chat fine-tuning format ("messages"), not a document: make it chat training data with bin/import-chat`);
 });
@@ -79,7 +76,7 @@ t.test('bin/train --check on CSV and JSONL: chat documents by file:line; chat fi
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
   const dir = t.testdir();
   const tokens = path.join(dir, 'chat.tokens');
-  const encoded = run('encode', [path.join(CHAT, 'train', '*.train'), tokens, '--tokenizer', TINY_VOCAB]);
+  const encoded = runCommand('encode', [path.join(CHAT, 'train', '*.train'), tokens, '--tokenizer', TINY_VOCAB]);
   t.equal(encoded.status, 0, encoded.stderr);
   t.match(encoded.stdout, /chat check: 3 files, 7,753 messages/);
   t.match(encoded.stdout, /chat\.tokens: [\d,]+ tokens in 3 chunks from 3 files/);
@@ -110,11 +107,11 @@ t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; 
   t.match(stdout, new RegExp(`stopped at step ${step}; checkpoint`));
 
   fs.rmSync(path.join(runDir, 'loss.svg'));
-  const plotted = run('plot', ['run1'], dir);
+  const plotted = runCommand('plot', ['run1'], { cwd: dir });
   t.equal(plotted.status, 0, plotted.stderr);
   t.equal(plotted.stdout.trim(), path.join('checkpoint', 'run1', 'loss.svg'));
   t.match(fs.readFileSync(path.join(runDir, 'loss.svg'), 'utf8'), /<polyline /);
-  const missing = run('plot', ['nope'], dir);
+  const missing = runCommand('plot', ['nope'], { cwd: dir });
   t.equal(missing.status, 1);
   t.match(missing.stderr, /no metrics log for "nope"/);
 });
@@ -144,7 +141,7 @@ t.test("bin/train: --top_p given alone overrides --top_k's default for the sampl
   const tiny = ['--dataset', path.join(CHAT, 'valid.train'), '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16',
     '--n_ctx', '32', '--sample_every', '1', '--sample_length', '4', '--stop_after', '1', '--threads', '1'];
   for (const [run_name, flags, topK] of [['default', [], 40], ['top_p', ['--top_p', '0.9'], 0], ['both', ['--top_p', '0.9', '--top_k', '5'], 5], ['top_p_off', ['--top_p', '1'], 40]] as const) {
-    const trained = run('train', [...tiny, '--run_name', run_name, ...flags], dir);
+    const trained = runCommand('train', [...tiny, '--run_name', run_name, ...flags], { cwd: dir });
     t.equal(trained.status, 0, trained.stderr);
     t.equal(readTrainState(latestCheckpoint(path.join(dir, 'checkpoint', run_name)) as string).options.top_k, topK, `${flags.join(' ') || 'no flags'}: --top_k ${topK}`);
   }
@@ -153,30 +150,30 @@ t.test("bin/train: --top_p given alone overrides --top_k's default for the sampl
 t.test("bin/encode to a .npz name warns that it writes dixie's token file, not NumPy's", async (t) => {
   const dir = t.testdir();
   const out = path.join(dir, 'chat.npz');
-  const encoded = run('encode', [path.join(CHAT, 'valid.train'), out, '--tokenizer', TINY_VOCAB]);
+  const encoded = runCommand('encode', [path.join(CHAT, 'valid.train'), out, '--tokenizer', TINY_VOCAB]);
   t.equal(encoded.status, 0, encoded.stderr);
   t.match(encoded.stdout, `warning: ${out} will be dixie's token file, which bin/train reads, not a NumPy .npz as encode.py wrote (numpy.load cannot read it): name it .tokens to say so`);
   t.ok(isTokenFile(out), 'and writes its token file all the same');
-  t.notMatch(run('encode', [path.join(CHAT, 'valid.train'), path.join(dir, 'chat.tokens'), '--tokenizer', TINY_VOCAB]).stdout, /token file/);
+  t.notMatch(runCommand('encode', [path.join(CHAT, 'valid.train'), path.join(dir, 'chat.tokens'), '--tokenizer', TINY_VOCAB]).stdout, /token file/);
 });
 
 t.test('bin/train --check fails, naming the file, on invalid UTF-8, an empty file, a folder holding only a blank README, a binary file', async (t) => {
   const dir = t.testdir({ 'utf8.train': Buffer.from([...Buffer.from('1|mom|Hi <EOM>\n1|mom|caf'), 0xe9, ...Buffer.from(' <EOM>\n')]), 'empty.train': '', readme: { 'README.md': '\n' }, 'image.png': Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]) });
-  const utf8 = run('train', ['--dataset', path.join(dir, 'utf8.train'), '--check']);
+  const utf8 = runCommand('train', ['--dataset', path.join(dir, 'utf8.train'), '--check']);
   t.equal(utf8.status, 1);
   t.match(utf8.stdout, `${path.join(dir, 'utf8.train')}:2: invalid UTF-8 (read as U+FFFD)`);
   t.match(utf8.stdout, /0 malformed lines\n[^]*check failed: the files have problems besides malformed lines/);
-  const empty = run('train', ['--dataset', path.join(dir, 'empty.train'), '--check']);
+  const empty = runCommand('train', ['--dataset', path.join(dir, 'empty.train'), '--check']);
   t.equal(empty.status, 1);
   t.match(empty.stdout, `${path.join(dir, 'empty.train')}: empty, nothing to train on`);
-  const readme = run('train', ['--dataset', path.join(dir, 'readme'), '--check']);
+  const readme = runCommand('train', ['--dataset', path.join(dir, 'readme'), '--check']);
   t.equal(readme.status, 1);
   t.match(readme.stdout, `${path.join(dir, 'readme', 'README.md')}: only white space, nothing to train on`);
   fs.writeFileSync(path.join(dir, 'readme', 'README.md'), '');
-  const readmeEmpty = run('train', ['--dataset', path.join(dir, 'readme'), '--check']);
+  const readmeEmpty = runCommand('train', ['--dataset', path.join(dir, 'readme'), '--check']);
   t.equal(readmeEmpty.status, 1);
   t.match(readmeEmpty.stdout, `${path.join(dir, 'readme', 'README.md')}: empty`);
-  const image = run('train', ['--dataset', path.join(dir, 'image.png'), '--check']);
+  const image = runCommand('train', ['--dataset', path.join(dir, 'image.png'), '--check']);
   t.equal(image.status, 1);
   t.match(image.stderr, `train: ${path.join(dir, 'image.png')}:3: a NUL byte (at byte 8): a binary file (or UTF-16 text), not UTF-8 text`);
 });
