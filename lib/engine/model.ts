@@ -18,7 +18,7 @@ import {
 import { checkConfig, hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { GGML_QUANTS } from '../formats/ggml_quants';
 import { GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
-import { bf16ToF32, f16ToF32, openSafetensors, SafetensorsFile, TensorEntry, TensorToWrite, writeSafetensors } from '../formats/safetensors';
+import { bf16ToF32, f16ToF32, openSafetensors, openSafetensorsWeights, type SafetensorsReader, TensorEntry, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { adapterDeltas, checkAdapterFits, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan, plannedMemoryBytes } from './memory_plan';
 import type { Tokenizer } from '../tokenizer/tokenizer';
@@ -163,7 +163,7 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 // header alone, so that the server can refuse a broken checkpoint before it loads: each a GPT-2 parameter (with or
 // without "transformer."), once, of the shape `configFile` implies, in a float dtype, and none missing. The
 // lm_head.weight, which must repeat wte.weight (a tied head), is named apart for its bytes to be compared.
-export function safetensorsToLoad(file: SafetensorsFile, configFile: string, params: ReadonlyMap<string, readonly number[]>): { tensors: { entry: TensorEntry; name: string }[]; lmHead: string | null } {
+export function safetensorsToLoad(file: SafetensorsReader, configFile: string, params: ReadonlyMap<string, readonly number[]>): { tensors: { entry: TensorEntry; name: string }[]; lmHead: string | null } {
   const tensors: { entry: TensorEntry; name: string }[] = [];
   const seen = new Set<string>();
   let lmHead: string | null = null;
@@ -175,13 +175,13 @@ export function safetensorsToLoad(file: SafetensorsFile, configFile: string, par
     }
     const name = entry.name.startsWith(TRANSFORMER_PREFIX) ? entry.name.slice(TRANSFORMER_PREFIX.length) : entry.name;
     const shape = params.get(name);
-    if (!shape) throw new Error(`${file.path}: tensor "${entry.name}" is not a GPT-2 parameter`);
+    if (!shape) throw new Error(`${entry.file}: tensor "${entry.name}" is not a GPT-2 parameter`);
     if (seen.has(name)) throw new Error(`${file.path}: tensor "${name}" appears twice (with and without "${TRANSFORMER_PREFIX}")`);
     if (!sameShape(entry.shape, shape)) {
-      throw new Error(`${file.path}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}] but ${configFile} implies [${shape.join(', ')}]`);
+      throw new Error(`${entry.file}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}] but ${configFile} implies [${shape.join(', ')}]`);
     }
     if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
-      throw new Error(`${file.path}: tensor "${entry.name}" has dtype ${entry.dtype}; weights must be F32, F16 or BF16`);
+      throw new Error(`${entry.file}: tensor "${entry.name}" has dtype ${entry.dtype}; weights must be F32, F16 or BF16`);
     }
     tensors.push({ entry, name });
     seen.add(name);
@@ -315,7 +315,7 @@ export class Model {
     const fields = hfConfigFields(json);
     const source: ConfigSource = { where: folder.configFile, fieldName: (key) => fields[key] };
     const deltas = mergedDeltas(adapter, folder.config, source, modelOptions);
-    const file = openSafetensors(folder.weights);
+    const file = openSafetensorsWeights(folder.weights);
     let model: Model | null = null;
     try {
       model = new Model(folder.config, modelOptions, source, modelOptions.lora ? null : adapter, path.resolve(folder.dir));
@@ -457,14 +457,14 @@ export class Model {
 
   // Streams the file's tensors into native memory one at a time, checked first (safetensorsToLoad), adding an
   // adapter's deltas (by tensor name) to the tensors they change.
-  private async loadWeights(file: SafetensorsFile, configFile: string, deltas: ReadonlyMap<string, AddDeltaRows> | null): Promise<void> {
+  private async loadWeights(file: SafetensorsReader, configFile: string, deltas: ReadonlyMap<string, AddDeltaRows> | null): Promise<void> {
     const params = new Map(this.tensors.filter((t) => !isAdapterFactor(t.name)).map((t) => [t.name, t.shape]));
     const { tensors, lmHead } = safetensorsToLoad(file, configFile, params);
     const slabs = this.slabBuffers();
     for (const { entry, name } of tensors) {
       const info = this.byName.get(name) as NativeTensorInfo;
       const cols = info.shape.length === 2 ? info.shape[1] : info.numel;
-      await this.writeSlabs(info, entry.dtype as 'F32' | 'F16' | 'BF16', slabs, `${file.path}: tensor "${entry.name}"`,
+      await this.writeSlabs(info, entry.dtype as 'F32' | 'F16' | 'BF16', slabs, `${entry.file}: tensor "${entry.name}"`,
         (r0, _r1, dst) => file.readRange(entry, r0 * cols * dst.BYTES_PER_ELEMENT, dst), deltas?.get(name));
     }
     if (lmHead) this.checkTiedHead(file, lmHead);
@@ -503,18 +503,18 @@ export class Model {
   }
 
   // Compares the file's bytes of lm_head.weight and wte.weight (same dtype and shape required).
-  private checkTiedHead(file: SafetensorsFile, name: string): void {
+  private checkTiedHead(file: SafetensorsReader, name: string): void {
     const head = file.tensor(name);
     const wte = file.tensor(file.has(`${TRANSFORMER_PREFIX}wte.weight`) ? `${TRANSFORMER_PREFIX}wte.weight` : 'wte.weight');
     if (head.dtype !== wte.dtype || !sameShape(head.shape, wte.shape)) {
-      throw new Error(`${file.path}: tensor "${name}" is ${head.dtype} [${head.shape.join(', ')}] but the tied wte.weight is ${wte.dtype} [${wte.shape.join(', ')}]`);
+      throw new Error(`${head.file}: tensor "${name}" is ${head.dtype} [${head.shape.join(', ')}] but the tied wte.weight is ${wte.dtype} [${wte.shape.join(', ')}]`);
     }
     const a = new Uint8Array(head.end - head.begin);
     const b = new Uint8Array(wte.end - wte.begin);
     file.readInto(head, a);
     file.readInto(wte, b);
     if (!Buffer.from(a.buffer).equals(Buffer.from(b.buffer))) {
-      throw new Error(`${file.path}: tensor "${name}" differs from wte.weight; dixie ties the output head to wte and cannot load an untied head`);
+      throw new Error(`${head.file}: tensor "${name}" differs from wte.weight; dixie ties the output head to wte and cannot load an untied head`);
     }
   }
 

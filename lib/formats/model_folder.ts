@@ -1,5 +1,6 @@
 // What a folder of GPT-2 weights holds. Four layouts exist in the wild:
-//   huggingface     config.json + model.safetensors (+ vocab.json/merges.txt): what dixie reads and writes;
+//   huggingface     config.json + model.safetensors (+ vocab.json/merges.txt): what dixie reads and writes; or, for a
+//                   model over save_pretrained's max_shard_size, its shards and model.safetensors.index.json;
 //   gguf            model.gguf: llama.cpp's file, its config and vocabulary in its metadata (vocabulary files beside
 //                   it win), read where there is no model.safetensors;
 //   openai-release  OpenAI's release: hparams.json + encoder.json + vocab.bpe + a TF checkpoint (model.ckpt.*);
@@ -11,6 +12,7 @@ import type { NativeConfig } from '../engine/native';
 import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
 import { GGUF_FILE, ggufConfig, ggufVocabulary, openGguf } from './gguf';
+import { SHARDS_INDEX_SUFFIX } from './safetensors';
 
 export type GPT2Config = NativeConfig;
 export type ModelFolderKind = 'huggingface' | 'gguf' | 'openai-release' | 'tf-run';
@@ -28,9 +30,11 @@ export interface ModelFolder {
   kind: ModelFolderKind;
   config: GPT2Config | null;  // null only for a tf-run folder without hparams.json
   configFile: string | null;  // config.json, hparams.json, or model.gguf (its metadata)
-  weights: string;            // model.safetensors, model.gguf, or the TF checkpoint prefix (…/model.ckpt, …/model-1234)
+  weights: string;            // model.safetensors (or its shards' index), model.gguf, or the TF checkpoint prefix (…/model.ckpt, …/model-1234)
   vocab: VocabFiles | null;
 }
+
+const PICKLE_FILES = ['pytorch_model.bin', 'pytorch_model.bin.index.json'];
 
 const VOCAB_PAIRS: readonly [string, string][] = [['vocab.json', 'merges.txt'], ['encoder.json', 'vocab.bpe']];
 
@@ -155,9 +159,9 @@ export function inspectModelFolder(dir: string): ModelFolder {
   if (!fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder`);
   const vocab = findVocabulary(dir);
   const configJson = path.join(dir, 'config.json');
-  const safetensors = path.join(dir, 'model.safetensors');
-  if (exists(safetensors)) {
-    if (!exists(configJson)) throw new Error(`${dir}: has model.safetensors but no config.json`);
+  const safetensors = [path.join(dir, 'model.safetensors'), path.join(dir, `model${SHARDS_INDEX_SUFFIX}`)].find(exists);
+  if (safetensors !== undefined) {
+    if (!exists(configJson)) throw new Error(`${dir}: has ${path.basename(safetensors)} but no config.json`);
     return { dir, kind: 'huggingface', config: readHFConfig(configJson), configFile: configJson, weights: safetensors, vocab };
   }
   const gguf = path.join(dir, GGUF_FILE);
@@ -172,9 +176,14 @@ export function inspectModelFolder(dir: string): ModelFolder {
   }
   const prefix = exists(path.join(dir, 'checkpoint')) ? tfCheckpointPrefix(dir) : soleIndexPrefix(dir);
   if (prefix === null) {
-    if (exists(configJson)) throw new Error(`${dir}: has config.json but no model.safetensors (an interrupted download? weights are read from model.safetensors or ${GGUF_FILE})`);
+    // transformers' older default: a pickle, which can run any code as it loads.
+    const pickle = PICKLE_FILES.find((f) => exists(path.join(dir, f)));
+    if (pickle !== undefined) {
+      throw new Error(`${dir}: has ${pickle}, PyTorch's pickle format, whose weights dixie does not read (loading a pickle can run code): convert it with transformers' save_pretrained(out, safe_serialization=True), which writes model.safetensors`);
+    }
+    if (exists(configJson)) throw new Error(`${dir}: has config.json but no model.safetensors (an interrupted download? weights are read from model.safetensors, its shards with model${SHARDS_INDEX_SUFFIX}, or ${GGUF_FILE})`);
     const seen = fs.readdirSync(dir).sort().slice(0, 12).join(', ') || 'nothing';
-    throw new Error(`${dir}: not a model folder: expected config.json + model.safetensors, ${GGUF_FILE}, or a TensorFlow checkpoint (hparams.json + model.ckpt.*, or a \`checkpoint\` file + model-N.index); found ${seen}`);
+    throw new Error(`${dir}: not a model folder: expected config.json + model.safetensors (or its shards with model${SHARDS_INDEX_SUFFIX}), ${GGUF_FILE}, or a TensorFlow checkpoint (hparams.json + model.ckpt.*, or a \`checkpoint\` file + model-N.index); found ${seen}`);
   }
   const hparams = path.join(dir, 'hparams.json');
   const hasHparams = fs.existsSync(hparams);

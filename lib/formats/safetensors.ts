@@ -4,10 +4,12 @@
 // then reads one tensor at a time with positional reads; writing streams one tensor at a time, so neither
 // ever holds a whole model in memory.
 import fs from 'node:fs';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { writeFileAtomic } from '../util/atomic_file';
 import { isJsonObject } from '../util/json_object';
 import { quoted } from '../util/quoted';
+import { readJsonObject } from '../util/json_file';
 
 export type Dtype =
   | 'BOOL' | 'U8' | 'I8' | 'F8_E5M2' | 'F8_E4M3' | 'I16' | 'U16' | 'F16' | 'BF16'
@@ -33,6 +35,7 @@ const MAX_HEADER_BYTES = 100_000_000;
 const IO_CHUNK = 1 << 30;
 
 export interface TensorEntry {
+  file: string;   // the file that holds it (a shard, in a sharded checkpoint)
   name: string;
   dtype: Dtype;
   shape: number[];
@@ -117,7 +120,7 @@ function parseEntry(file: string, name: string, value: unknown, dataStart: numbe
   if (end > fileSize) {
     throw new Error(`${where}: data_offsets [${relBegin}, ${relEnd}] reach byte ${end} but the file has ${fileSize} bytes (truncated?)`);
   }
-  return { name, dtype, shape: dims, numel, begin, end };
+  return { file, name, dtype, shape: dims, numel, begin, end };
 }
 
 // An open safetensors file with a validated header. Tensors are listed in file order.
@@ -244,6 +247,91 @@ export class SafetensorsFile {
 
 export function openSafetensors(file: string): SafetensorsFile {
   return SafetensorsFile.open(file);
+}
+
+// What reads a model's weights: one safetensors file, or the shards of one (SafetensorsShards).
+export type SafetensorsReader = Pick<SafetensorsFile, 'path' | 'tensors' | 'has' | 'tensor' | 'readInto' | 'readRange' | 'readF32' | 'close'>;
+
+// The index transformers' save_pretrained writes beside the shards of a model over its max_shard_size
+// (model-00001-of-00003.safetensors, ...): {"metadata": {...}, "weight_map": {"<tensor>": "<shard file>", ...}}.
+export const SHARDS_INDEX_SUFFIX = '.safetensors.index.json';
+
+// A sharded checkpoint read as one file: its index's weight_map alone says which shard holds each tensor (a tensor
+// it does not name is not read, as transformers does not); `path` is the index.
+export class SafetensorsShards implements SafetensorsReader {
+  readonly tensors: readonly TensorEntry[];
+  private readonly byName: Map<string, TensorEntry>;
+
+  private constructor(readonly path: string, private readonly shards: ReadonlyMap<string, SafetensorsFile>, tensors: TensorEntry[]) {
+    this.tensors = tensors;
+    this.byName = new Map(tensors.map((t) => [t.name, t]));
+  }
+
+  static open(index: string): SafetensorsShards {
+    const weightMap = readJsonObject(index).weight_map;
+    if (!isObject(weightMap)) throw new Error(`${index}: field "weight_map" must be an object of tensor name -> shard file`);
+    const shards = new Map<string, SafetensorsFile>();
+    try {
+      const tensors: TensorEntry[] = [];
+      for (const [name, shard] of Object.entries(weightMap)) {
+        if (typeof shard !== 'string' || shard !== path.basename(shard)) {
+          throw new Error(`${index}: weight_map "${name}" must name a shard file beside the index, got ${JSON.stringify(shard)}`);
+        }
+        const file = path.join(path.dirname(index), shard);
+        let st = shards.get(file);
+        if (!st) {
+          if (!fs.existsSync(file)) throw new Error(`${file}: missing: ${index} names it the shard of tensor "${name}" (an interrupted download?)`);
+          st = SafetensorsFile.open(file);
+          shards.set(file, st);
+        }
+        if (!st.has(name)) throw new Error(`${file}: no tensor "${name}", which ${index}'s weight_map puts there`);
+        tensors.push(st.tensor(name));
+      }
+      return new SafetensorsShards(index, shards, tensors);
+    } catch (err) {
+      for (const st of shards.values()) st.close();
+      throw err;
+    }
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  tensor(name: string): TensorEntry {
+    const entry = this.byName.get(name);
+    if (!entry) throw new Error(`${this.path}: no tensor "${name}" in its weight_map`);
+    return entry;
+  }
+
+  readInto(tensor: string | TensorEntry, dst: ArrayBufferView): void {
+    const entry = typeof tensor === 'string' ? this.tensor(tensor) : tensor;
+    this.shardOf(entry).readInto(entry, dst);
+  }
+
+  readRange(entry: TensorEntry, at: number, dst: ArrayBufferView): void {
+    this.shardOf(entry).readRange(entry, at, dst);
+  }
+
+  readF32(tensor: string | TensorEntry): Float32Array {
+    const entry = typeof tensor === 'string' ? this.tensor(tensor) : tensor;
+    return this.shardOf(entry).readF32(entry);
+  }
+
+  close(): void {
+    for (const st of this.shards.values()) st.close();
+  }
+
+  private shardOf(entry: TensorEntry): SafetensorsFile {
+    const st = this.shards.get(entry.file);
+    if (!st) throw new Error(`${this.path}: tensor "${entry.name}" is not one of its shards' (${entry.file})`);
+    return st;
+  }
+}
+
+// A model's weights: a safetensors file, or the index of a sharded one (SHARDS_INDEX_SUFFIX).
+export function openSafetensorsWeights(file: string): SafetensorsReader {
+  return file.endsWith(SHARDS_INDEX_SUFFIX) ? SafetensorsShards.open(file) : SafetensorsFile.open(file);
 }
 
 function compareNames(a: string, b: string): number {

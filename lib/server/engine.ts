@@ -9,7 +9,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { Model, safetensorsToLoad, type GPT2Config, type ServedAdapter } from '../engine/model';
-import { openSafetensors } from '../formats/safetensors';
+import { openSafetensors, openSafetensorsWeights } from '../formats/safetensors';
 import { openGguf } from '../formats/gguf';
 import { gpt2VariableMap } from '../formats/import_tf';
 import { ADAPTER_WEIGHTS_FILE } from '../formats/peft';
@@ -51,7 +51,7 @@ export function estimateModelBytes(config: GPT2Config, dtype: WeightDType, slots
 // end of a truncated file), a tensor its config needs missing or of another shape, no vocabulary it can use.
 export function checkModelFiles(folder: ModelFolder): void {
   if (folder.kind === 'huggingface') {
-    const file = openSafetensors(folder.weights);
+    const file = openSafetensorsWeights(folder.weights);
     try {
       const params = new Map(gpt2VariableMap(folder.config as GPT2Config).map((v) => [v.hf, v.hfShape]));
       safetensorsToLoad(file, folder.configFile ?? folder.weights, params);

@@ -97,7 +97,7 @@ t.test("OpenAI's release layout and a TensorFlow training run folder", async (t)
   t.match(t2t, { kind: 'tf-run', weights: path.join(FIXTURES, 'tf-checkpoint-t2t', 'model.ckpt-1') }, 'a checkpoint written by TensorFlow');
 
   const empty = write(path.join(root, 'empty'), { 'notes.txt': 'hi' });
-  t.throws(() => inspectModelFolder(empty), /empty: not a model folder: expected config\.json \+ model\.safetensors, .* found notes\.txt/);
+  t.throws(() => inspectModelFolder(empty), /empty: not a model folder: expected config\.json \+ model\.safetensors \(or its shards with model\.safetensors\.index\.json\), .* found notes\.txt/);
   t.throws(() => inspectModelFolder(path.join(root, 'nope')), /nope: no such folder/);
   t.equal(findVocabulary(empty), null);
 });

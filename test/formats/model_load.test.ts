@@ -1,13 +1,17 @@
 // What loading a model refuses, and how it says so: weights that are NaN or infinite (by tensor and element), a
 // config whose sizes the machine cannot hold (by field, with the bytes), a model.safetensors that is a folder, and
 // a vocabulary-less folder of a model GPT-2's vocabulary does not fit (without a vocabulary, GPT-2's is used with
-// a warning).
+// a warning). A checkpoint sharded as transformers writes a large model loads as the same model in one file does;
+// pickle weights are refused as such.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Model } from '../../lib/engine/model';
+import { inspectModelFolder } from '../../lib/formats/model_folder';
 import { f32ToF16, openSafetensors, writeSafetensors } from '../../lib/formats/safetensors';
+import { checkModelFiles } from '../../lib/server/engine';
+import { randomTokens } from '../engine/helpers';
 
 const ROOT = path.join(__dirname, '..', '..', '..');
 const TINY_VOCAB = path.join(ROOT, 'test', 'fixtures', 'tiny-vocab');
@@ -101,4 +105,59 @@ t.test("a folder without a vocabulary: GPT-2's, with a warning, for a model of G
   const refused = generate(['--restore_from', other]);
   t.equal(refused.status, 1);
   t.match(refused.stderr, `generate: ${other} has no vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt), and its vocab_size is 457, not GPT-2's 50257`);
+});
+
+async function logitsOf(dir: string): Promise<Float32Array> {
+  const model = await Model.load(dir, { device: 'cpu', trainable: false });
+  const logits = new Float32Array(2 * 16 * CONFIG.vocabSize);
+  await model.forward(randomTokens(2 * 16, CONFIG.vocabSize, 7), null, 2, 16, logits);
+  model.dispose();
+  return logits;
+}
+
+t.test("a checkpoint sharded as transformers' save_pretrained writes it loads as the same model in one file", async (t) => {
+  const root = t.testdir();
+  const whole = await saveTiny(path.join(root, 'whole'));
+  const dir = path.join(root, 'sharded');
+  fs.mkdirSync(dir);
+  for (const f of ['config.json', 'encoder.json', 'vocab.bpe']) fs.copyFileSync(path.join(whole, f), path.join(dir, f));
+  // Split as transformers splits, with its "transformer." names, and a stale tensor in a shard that the index does
+  // not name (not read: it would be refused as no GPT-2 parameter).
+  const st = openSafetensors(path.join(whole, 'model.safetensors'));
+  const names = st.tensors.map((e) => e.name);
+  const shards = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
+  const shardOf = (name: string): string => shards[names.indexOf(name) < names.length / 2 ? 0 : 1];
+  for (const shard of shards) {
+    const held = st.tensors.filter((e) => shardOf(e.name) === shard);
+    const tensors = held.map((e) => ({ name: `transformer.${e.name}`, dtype: e.dtype, shape: e.shape, data: () => st.readF32(e) }));
+    await writeSafetensors(path.join(dir, shard), [...tensors, { name: 'stale', dtype: 'F32', shape: [1], data: () => new Float32Array(1) }]);
+  }
+  st.close();
+  const index = path.join(dir, 'model.safetensors.index.json');
+  const weightMap = Object.fromEntries(names.map((name) => [`transformer.${name}`, shardOf(name)]));
+  fs.writeFileSync(index, JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
+
+  const folder = inspectModelFolder(dir);
+  t.match(folder, { kind: 'huggingface', weights: index });
+  t.doesNotThrow(() => checkModelFiles(folder), 'the server\'s check before loading passes');
+  const [a, b] = [await logitsOf(whole), await logitsOf(dir)];
+  t.ok(Buffer.from(a.buffer).equals(Buffer.from(b.buffer)), 'the same logits, bit for bit');
+
+  // The index names a tensor that its shard lacks; then a shard that is not there.
+  fs.writeFileSync(index, JSON.stringify({ weight_map: { ...weightMap, 'transformer.wte.weight': shards[1 - shards.indexOf(weightMap['transformer.wte.weight'])] } }));
+  const other = path.join(dir, shards[1 - shards.indexOf(weightMap['transformer.wte.weight'])]);
+  await t.rejects(Model.load(dir, { device: 'cpu' }), { message: `${other}: no tensor "transformer.wte.weight", which ${index}'s weight_map puts there` });
+  t.throws(() => checkModelFiles(inspectModelFolder(dir)), { message: `${other}: no tensor "transformer.wte.weight", which ${index}'s weight_map puts there` });
+  fs.writeFileSync(index, JSON.stringify({ weight_map: weightMap }));
+  fs.rmSync(path.join(dir, shards[1]));
+  const missing = Object.keys(weightMap).find((name) => weightMap[name] === shards[1]);
+  await t.rejects(Model.load(dir, { device: 'cpu' }), { message: `${path.join(dir, shards[1])}: missing: ${index} names it the shard of tensor "${missing}" (an interrupted download?)` });
+});
+
+t.test('a folder of pickle weights (pytorch_model.bin) is refused as such, with how to convert it', async (t) => {
+  const dir = await saveTiny(path.join(t.testdir(), 'pickle'));
+  fs.renameSync(path.join(dir, 'model.safetensors'), path.join(dir, 'pytorch_model.bin'));
+  await t.rejects(Model.load(dir, { device: 'cpu' }), {
+    message: `${dir}: has pytorch_model.bin, PyTorch's pickle format, whose weights dixie does not read (loading a pickle can run code): convert it with transformers' save_pretrained(out, safe_serialization=True), which writes model.safetensors`,
+  });
 });
