@@ -17,7 +17,7 @@ import {
 } from './native';
 import { checkConfig, hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { GGML_QUANTS } from '../formats/ggml_quants';
-import { GGUF_OUTPUT, type GgufFile, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
+import { GGUF_OUTPUT, type GgufFile, type GgufTensorInfo, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { bf16ToF32, f16ToF32, openSafetensors, openSafetensorsWeights, type SafetensorsReader, TensorEntry, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { adapterDeltas, checkAdapterFits, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan, plannedMemoryBytes } from './memory_plan';
@@ -219,6 +219,64 @@ function firstNonFinite(data: Float32Array | Uint16Array, dtype: 'F32' | 'F16' |
     return { index: i, value };
   }
   return null;
+}
+
+const GGUF_EMBEDDING = 'token_embd.weight';
+
+// The bits of each value a ggml type keeps (a float's significand; a block type's quantized value, its scales aside).
+const VALUE_BITS: Readonly<Record<string, number>> = {
+  f32: 24, f16: 11, bf16: 8, q8_0: 8, q6_K: 6, q5_0: 5, q5_1: 5, q5_K: 5, q4_0: 4, q4_1: 4, q4_K: 4, iq4_nl: 4, iq4_xs: 4, q3_K: 3, q2_K: 2,
+};
+
+// The relative RMS error of a type's values: a block's step is its largest value over 2^(bits - 1), and the largest
+// of 32 embedding values is under 4 times their RMS, heavy tails and all, so the error (step / sqrt(12)) is under
+// 2.3 x 2^-bits of the RMS (measured: q4_0 0.09 to 0.13, q8_0 0.005 to 0.008; floats far less).
+function relativeError(type: number): number {
+  return 2.3 * 2 ** -VALUE_BITS[ggmlTypeName(type)];
+}
+
+// The tensor the tied embeddings load from: null without an output.weight (newer converters leave it out) or with one
+// of token_embd.weight's very bytes. llama.cpp's older convert_hf_to_gguf.py wrote output.weight as a copy of the
+// embeddings, which llama-quantize then quantizes to another type (token_embd q4_K, output q6_K): the two are taken
+// for one matrix when their values differ by no more than twice the two types' errors together (capped: a 2-bit type
+// would otherwise take anything), where an untied head, a matrix of its own, differs by about its whole size. Of the
+// two, the more precise is loaded, usually output.weight, as llama-quantize gives the head more bits: the logits
+// depend on the head's precision more than on the input embeddings'.
+function tiedEmbedding(g: GgufFile): GgufTensorInfo | null {
+  const head = g.tensor(GGUF_OUTPUT);
+  const wte = g.tensor(GGUF_EMBEDDING);
+  if (!head || !wte) return null;
+  const untied = `${g.path}: tensor "${GGUF_OUTPUT}" (${ggmlTypeName(head.type)})`;
+  if (!sameShape(head.dims, wte.dims)) {
+    throw new Error(`${untied} has dims [${head.dims.join(', ')}] but ${GGUF_EMBEDDING} [${wte.dims.join(', ')}]; dixie ties the output head to the token embeddings and cannot load an untied head`);
+  }
+  if (head.type === wte.type && Buffer.from(g.read(head)).equals(Buffer.from(g.read(wte)))) return null;
+  const [cols, rows] = wte.dims;
+  const step = Math.max(1, Math.floor((1 << 20) / cols));
+  let diff = 0;
+  let norm = 0;
+  for (let r0 = 0; r0 < rows; r0 += step) {
+    const r1 = Math.min(rows, r0 + step);
+    const [a, b] = [head, wte].map((t) => rowsAsF32(g, t, cols, r0, r1));
+    for (let i = 0; i < a.length; i++) {
+      diff += (a[i] - b[i]) ** 2;
+      norm += b[i] ** 2;
+    }
+  }
+  const relative = Math.sqrt(diff / norm);
+  const bound = Math.min(0.5, 2 * Math.hypot(relativeError(head.type), relativeError(wte.type)));
+  if (!(relative <= bound)) {
+    throw new Error(`${untied} differs from ${GGUF_EMBEDDING} (${ggmlTypeName(wte.type)}) by ${relative.toPrecision(3)} of its RMS, more than the two types' quantization error allows (${bound.toPrecision(3)}); dixie ties the output head to the token embeddings and cannot load an untied head`);
+  }
+  return relativeError(head.type) <= relativeError(wte.type) ? head : wte;
+}
+
+function rowsAsF32(g: GgufFile, t: GgufTensorInfo, cols: number, r0: number, r1: number): Float32Array {
+  const type = g.valueType(t);
+  const n = (r1 - r0) * cols;
+  const dst = type === 'F32' ? new Float32Array(n) : new Uint16Array(n);
+  g.readRows(t, false, r1 - r0, cols, r0, r1, dst);
+  return dst instanceof Float32Array ? dst : (type === 'F16' ? f16ToF32 : bf16ToF32)(dst);
 }
 
 // What the loader adds to the weights of an adapter it merges, checked against the base first; null without one,
@@ -471,16 +529,18 @@ export class Model {
   }
 
   // Every tensor of a GGUF file into native memory, one at a time: names, dims (innermost first) and completeness
-  // checked as for safetensors; an output.weight must repeat token_embd.weight, the head being tied. An adapter's
-  // deltas are added as for safetensors.
+  // checked as for safetensors; an output.weight must be token_embd.weight (tiedEmbedding), the head being tied. An
+  // adapter's deltas are added as for safetensors.
   private async loadGgufWeights(g: GgufFile, deltas: ReadonlyMap<string, AddDeltaRows> | null): Promise<void> {
     const slabs = this.slabBuffers();
     const loaded = new Set<string>();
-    for (const t of g.tensors) {
-      if (t.name === GGUF_OUTPUT) continue;
-      const hf = hfTensorOf(t.name);
+    const embedding = tiedEmbedding(g);
+    for (const tensor of g.tensors) {
+      if (tensor.name === GGUF_OUTPUT) continue;
+      const t = tensor.name === GGUF_EMBEDDING && embedding ? embedding : tensor;
+      const hf = hfTensorOf(tensor.name);
       const info = hf ? this.byName.get(hf.name) : undefined;
-      if (!hf || !info) throw new Error(`${g.path}: tensor "${t.name}" is not a parameter of llama.cpp's "gpt2" architecture`);
+      if (!hf || !info) throw new Error(`${g.path}: tensor "${tensor.name}" is not a parameter of llama.cpp's "gpt2" architecture`);
       // ggml's dims are innermost first; a Conv1D matrix is stored [out][in], its dims [in, out].
       const dims = hf.transposed ? info.shape : [...info.shape].reverse();
       if (!sameShape(t.dims, dims)) {
@@ -494,11 +554,6 @@ export class Model {
     const missing = this.tensors.filter((t) => !loaded.has(t.name) && !isAdapterFactor(t.name)).map((t) => t.name);
     if (missing.length > 0) {
       throw new Error(`${g.path}: missing tensor${missing.length > 1 ? 's' : ''} for ${missing.map((m) => `"${m}"`).join(', ')}`);
-    }
-    const head = g.tensor(GGUF_OUTPUT);
-    const wte = g.tensor('token_embd.weight');
-    if (head && wte && (head.type !== wte.type || !sameShape(head.dims, wte.dims) || !Buffer.from(g.read(head)).equals(Buffer.from(g.read(wte))))) {
-      throw new Error(`${g.path}: tensor "${GGUF_OUTPUT}" differs from token_embd.weight; dixie ties the output head to the token embeddings and cannot load an untied head`);
     }
   }
 

@@ -275,19 +275,39 @@ for (const type of ['f32', 'f16', 'bf16', 'q8_0'] as const) {
   });
 }
 
+// llama.cpp's reference Q4_0 quantizer (quantize_row_q4_0_ref): d = -max / 8 of the value largest in magnitude,
+// q = min(15, trunc(x / d + 8.5)), two to a byte (the block's first 16 values in the low halves).
+function quantizeQ4(w: Float32Array): Buffer {
+  const out = Buffer.alloc((w.length / 32) * 18);
+  for (let b = 0; b < w.length / 32; b++) {
+    const block = w.subarray(b * 32, b * 32 + 32);
+    const max = block.reduce((m, x) => (Math.abs(x) > Math.abs(m) ? x : m), 0);
+    const d = Math.fround(max / -8);
+    const id = d ? Math.fround(1 / d) : 0;
+    out.writeUInt16LE(f32ToF16(Float32Array.of(d))[0], b * 18);
+    const q = Array.from(block, (x) => Math.min(15, Math.trunc(Math.fround(Math.fround(x * id) + 8.5))));
+    for (let j = 0; j < 16; j++) out[b * 18 + 2 + j] = q[j] | (q[j + 16] << 4);
+  }
+  return out;
+}
+
+// The token embeddings q8_0 and repeated as output.weight, as llama.cpp's older converter writes them.
+function q8TiedHead(w: Float32Array, dims: number[]): RawTensor[] {
+  const q = quantizeQ8(w);
+  return [{ name: 'token_embd.weight', dims, type: 8, data: q }, { name: 'output.weight', dims, type: 8, data: q }];
+}
+
 // A q8_0 GPT-2 as llama.cpp's converter lays it out (convert_hf_to_gguf.py --outtype q8_0): the token embeddings
-// q8_0 and repeated as output.weight, the position embeddings f32.
-function writeLikeLlamaCpp(file: string, m: Model): void {
+// as `embeddings` gives them (with an output.weight or not), the position embeddings f32.
+function writeLikeLlamaCpp(file: string, m: Model, embeddings: (w: Float32Array, dims: number[]) => RawTensor[] = q8TiedHead): void {
   const tensors: RawTensor[] = [];
   for (const info of m.tensors) {
     const w = m.getParam(info.name);
     const name = llamaCppName(info.name);
     if (info.shape.length === 1) tensors.push({ name, dims: info.shape, type: 0, data: asBytes(w) });
     else if (name === 'position_embd.weight') tensors.push({ name, dims: [info.shape[1], info.shape[0]], type: 0, data: asBytes(w) });
-    else if (name === 'token_embd.weight') {
-      const q = quantizeQ8(w);
-      tensors.push({ name, dims: [info.shape[1], info.shape[0]], type: 8, data: q }, { name: 'output.weight', dims: [info.shape[1], info.shape[0]], type: 8, data: q });
-    } else tensors.push({ name, dims: info.shape, type: 8, data: quantizeQ8(transpose(w, info.shape[0], info.shape[1])) });
+    else if (name === 'token_embd.weight') tensors.push(...embeddings(w, [info.shape[1], info.shape[0]]));
+    else tensors.push({ name, dims: info.shape, type: 8, data: quantizeQ8(transpose(w, info.shape[0], info.shape[1])) });
   }
   writeGgufFile(file, CONFIG, 7, tensors);
 }
@@ -321,6 +341,33 @@ t.test('a q8_0 GGUF laid out as llama.cpp\'s converter writes it loads: its weig
   adapted.dispose();
   loaded.dispose();
   expected.dispose();
+});
+
+t.test('an output.weight that llama-quantize gave another type than token_embd.weight (q8_0, q4_0) loads as the tied head, from the more precise of the two', async (t) => {
+  const load = async (name: string, embeddings: (w: Float32Array, dims: number[]) => RawTensor[]): Promise<Model> => {
+    const dir = path.join(work, name);
+    fs.mkdirSync(dir);
+    writeLikeLlamaCpp(path.join(dir, 'model.gguf'), model, embeddings);
+    return Model.load(dir, { trainable: false, device: 'cpu' });
+  };
+  const quantized = await load('head-q8-embd-q4', (w, dims) => [
+    { name: 'token_embd.weight', dims, type: 2, data: quantizeQ4(w) }, { name: 'output.weight', dims, type: 8, data: quantizeQ8(w) },
+  ]);
+  const headAlone = await load('head-q8-alone', (w, dims) => [{ name: 'token_embd.weight', dims, type: 8, data: quantizeQ8(w) }]);
+  const [a, b] = [await lastLogits(quantized, SEQUENCES), await lastLogits(headAlone, SEQUENCES)];
+  t.equal(Math.max(maxAbsDiff(a[0], b[0]), maxAbsDiff(a[1], b[1])), 0, 'the logits of the q8_0 head as the tied matrix, bit for bit');
+  quantized.dispose();
+  headAlone.dispose();
+
+  // A head of its own: another model's embeddings, or these with fine-tuning's changes well past q4_0's error.
+  const other = Model.create(CONFIG, { seed: 12, device: 'cpu' });
+  const untied = other.getParam('wte.weight');
+  other.dispose();
+  const changed = Float32Array.from(model.getParam('wte.weight'), (x, i) => x + 0.5 * untied[i]);
+  for (const [name, head] of [['untied-other', untied], ['untied-changed', changed]] as const) {
+    await t.rejects(load(name, (w, dims) => [{ name: 'token_embd.weight', dims, type: 2, data: quantizeQ4(w) }, { name: 'output.weight', dims, type: 8, data: quantizeQ8(head) }]),
+      new RegExp(`${name}/model\\.gguf: tensor "output\\.weight" \\(q8_0\\) differs from token_embd\\.weight \\(q4_0\\) by [\\d.]+ of its RMS, more than the two types' quantization error allows \\(0\\.\\d+\\); dixie ties the output head to the token embeddings and cannot load an untied head`), name);
+  }
 });
 
 t.test('a broken GGUF is refused with an error that names the file and what is wrong', async (t) => {
