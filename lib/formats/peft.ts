@@ -439,6 +439,13 @@ export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base:
       }
     }
   }
+  // PEFT trains factors for the embeddings and the output head too ("all-linear" leaves the head out), which dixie does
+  // not adapt: a target of one without them is an adapter that is not what its config says.
+  for (const modulePath of [`${prefix}wte`, `${prefix}wpe`, 'lm_head']) {
+    if (adapter.config.targetModules !== ALL_LINEAR && isTargeted(adapter.config, modulePath, configFile)) {
+      throw new Error(`${configFile}: targets ${modulePath} (target_modules ${JSON.stringify(adapter.config.targetModules)}), which dixie does not adapt (only ${ADAPTABLE_NAMES} in each layer), and ${file} has no lora_A / lora_B for it`);
+    }
+  }
 }
 
 // Row i of the delta is scaling * sum_k A[k, i] B[:, k], summed in float64 and added to the float32 weights once.

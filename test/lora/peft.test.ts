@@ -127,6 +127,10 @@ t.test('corrupt and mismatched adapters: errors that name the file and the field
       (d) => `${weightsOf(d)}: tensor ${A('h.0.attn.c_attn')} is for 32 inputs of attn.c_attn, but the base's has 64 (${base}/config.json gives n_embd 64): the adapter was made for a base of another size`],
     ['fewer-layers', (d) => writeRawAdapter(d, peftConfig({}), layer0().slice(0, 1)),
       (d) => `${configOf(d)}: targets transformer.h.1.attn.c_attn (target_modules ["c_attn"]), which the base has, but ${weightsOf(d)} has no lora_A / lora_B for it: made for a base with fewer layers?`],
+    ['targets-lm-head', (d) => writeRawAdapter(d, peftConfig({ target_modules: ['c_attn', 'lm_head'] }), layer0()),
+      (d) => `${configOf(d)}: targets lm_head (target_modules ["c_attn","lm_head"]), which dixie does not adapt (only attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in each layer), and ${weightsOf(d)} has no lora_A / lora_B for it`],
+    ['targets-wte', (d) => writeRawAdapter(d, peftConfig({ target_modules: ['c_attn', 'wte'] }), layer0()),
+      (d) => `${configOf(d)}: targets transformer.wte (target_modules ["c_attn","wte"]), which dixie does not adapt (only attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in each layer), and ${weightsOf(d)} has no lora_A / lora_B for it`],
     ['untargeted', (d) => writeRawAdapter(d, peftConfig({}), [...layer0(), randomFactors('h.0.mlp.c_fc', 4, C, 8)]),
       (d) => `${weightsOf(d)}: tensor ${A('h.0.mlp.c_fc')} adapts transformer.h.0.mlp.c_fc, which ${configOf(d)} does not target (target_modules ["c_attn"])`],
     ['a-without-b', (d) => {
