@@ -269,13 +269,13 @@ export class SafetensorsShards implements SafetensorsReader {
 
   static open(index: string): SafetensorsShards {
     const weightMap = readJsonObject(index).weight_map;
-    if (!isObject(weightMap)) throw new Error(`${index}: field "weight_map" must be an object of tensor name -> shard file`);
+    if (!isJsonObject(weightMap)) throw new Error(`${index}: field "weight_map" must be an object of tensor name -> shard file`);
     const shards = new Map<string, SafetensorsFile>();
     try {
       const tensors: TensorEntry[] = [];
       for (const [name, shard] of Object.entries(weightMap)) {
         if (typeof shard !== 'string' || shard !== path.basename(shard)) {
-          throw new Error(`${index}: weight_map "${name}" must name a shard file beside the index, got ${JSON.stringify(shard)}`);
+          throw new Error(`${index}: weight_map "${name}" must name a shard file beside the index, got ${quoted(shard)}`);
         }
         const file = path.join(path.dirname(index), shard);
         let st = shards.get(file);
@@ -348,7 +348,7 @@ export async function writeSafetensors(file: string, tensors: readonly TensorToW
     if (t.name === '' || t.name === '__metadata__') throw new Error(`${where}: not a valid tensor name`);
     if (seen.has(t.name)) throw new Error(`${where}: given twice`);
     seen.add(t.name);
-    if (!isDtype(t.dtype)) throw new Error(`${where}: unknown dtype ${JSON.stringify(t.dtype)}`);
+    if (!isDtype(t.dtype)) throw new Error(`${where}: unknown dtype ${quoted(t.dtype)}`);
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new Error(`${where}: bad shape [${t.shape.join(', ')}]`);
   }
   if (metadata) {
