@@ -299,9 +299,10 @@ function dayOf(dates: readonly number[], i: number, order: DateOrder): [number, 
 
 // The times of the messages of the chats read by readWhatsApp, under `dateOrder` or the order their dates tell, and
 // the problems found, a file's each. What a file's numbers allow decides its order (a first number over 31 is a year;
-// over 12, a day): exports of phones of several locales may be imported together. The files whose numbers allow both
-// orders read theirs as the others say it is, if they agree, else as all of them go forward the most, as a chat's
-// dates do, else month first with the 12-hour clock's countries (a warning names them and --date-order).
+// over 12, a day): exports of phones of several locales may be imported together. Files of one chat (its exports
+// "... (1)", whose overlap must be found) whose numbers allow both orders read theirs as the chat's other files say
+// it is, if they agree, else as all of them go forward the most, as a chat's dates do, else month first with the
+// 12-hour clock's countries (a warning names them and --date-order). Another chat says nothing of a file's order.
 export function datedWhatsApp(chats: readonly ExportedChat[], dateOrder: DateOrder | undefined, warnings: string[]): ChatImportError[] {
   const errors: ChatImportError[] = [];
   const orders = new Map<ExportedChat, DateOrder[]>();
@@ -313,13 +314,17 @@ export function datedWhatsApp(chats: readonly ExportedChat[], dateOrder: DateOrd
       errors.push(err as ChatImportError);
     }
   }
-  const open = [...orders].filter(([, possible]) => possible.length > 1).map(([chat]) => chat);
-  const shared = open.length === 0 ? 'dmy' : sharedOrder(open, [...orders.values()], warnings);
-  for (const [chat, possible] of orders) {
-    try {
-      setTimes(chat, possible.length > 1 ? shared : possible[0]);
-    } catch (err) {
-      errors.push(err as ChatImportError);
+  const byChat = new Map<string, [ExportedChat, DateOrder[]][]>();
+  for (const entry of orders) byChat.set(entry[0].key, [...(byChat.get(entry[0].key) ?? []), entry]);
+  for (const files of byChat.values()) {
+    const open = files.filter(([, possible]) => possible.length > 1).map(([chat]) => chat);
+    const shared = open.length === 0 ? 'dmy' : sharedOrder(open, files.map(([, possible]) => possible), warnings);
+    for (const [chat, possible] of files) {
+      try {
+        setTimes(chat, possible.length > 1 ? shared : possible[0]);
+      } catch (err) {
+        errors.push(err as ChatImportError);
+      }
     }
   }
   return errors;

@@ -233,6 +233,16 @@ t.test('the date order is one for all the WhatsApp exports of an import: a short
   t.match(summary, { read: 7, kept: 4, dropped: { duplicate: 3 }, warnings: [] });
 });
 
+t.test('another chat\'s date order says nothing of a chat\'s own: a German export beside two American ones of another chat', async (t) => {
+  const sam = ['1/5/21, 9:05 AM - Sam: Hey, lunch on Friday?', '1/5/21, 9:07 AM - Jane Doe: Sure, see you then', '1/9/21, 6:00 PM - Sam: That was fun', '2/3/21, 8:15 PM - Jane Doe: Same time next month?', '2/3/21, 8:16 PM - Sam: Deal', ''];
+  const { files } = await importFolder(t, {
+    'WhatsApp Chat with Sam.txt': sam.join('\n'),
+    'WhatsApp Chat with Sam (1).txt': [...sam.slice(3, 5), '2/7/21, 9:00 AM - Sam: Reminder: bring the book', ''].join('\n'),
+    'WhatsApp Chat mit Papa.txt': '31.12.20, 22:15 - Papa: Frohes neues Jahr!\n13.01.21, 18:30 - Jane Doe: Danke\n',
+  }, { me: ['Jane Doe'] });
+  t.same(files['sam.train'], ['0|Sam|Hey, lunch on Friday? <EOM>', '1|Sam|Sure, see you then <EOM>', '0|Sam|That was fun <EOM>', '1|Sam|Same time next month? <EOM>', '0|Sam|Deal <EOM>', '0|Sam|Reminder: bring the book <EOM>'], 'month first, in order');
+});
+
 t.test('dates no export decides: read month first with the 12-hour clock, and a warning names the files and --date-order', async (t) => {
   const text = ['02/03/2024, 6:20 pm - Mom: hi', '02/03/2024, 6:21 pm - Jane Doe: hey', ''].join('\n');
   const dir = t.testdir({ 'WhatsApp Chat with Mom.txt': text, 'WhatsApp Chat with Dad.txt': '01/01/2024, 9:00 am - Dad: happy new year\n01/01/2024, 9:01 am - Jane Doe: you too\n' });
