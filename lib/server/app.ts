@@ -517,12 +517,18 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         return [m.key, sanitizer];
       }));
       for (const key of plan.removed) unserveModel(key);
-      for (const m of plan.replaced) {
+      // Plain entries before adapters: an adapter is placed over its base entry as the loader knows it, which must be
+      // the entry as this config has it (added now, or sharing its folder now or no more).
+      const adaptersLast = [...plan.replaced, ...plan.added].sort((a, b) => Number(a.adapter !== null) - Number(b.adapter !== null));
+      for (const m of adaptersLast) {
+        if (plan.added.includes(m)) {
+          serveModel(m, checked.get(m.key));
+          continue;
+        }
         for (const key of loader.add(m)) if (key !== m.key) registry.add(key);  // a hidden model it has not been loaded over
         service.replaceModel(m, checked.get(m.key) as Sanitizer);
         announce(m);
       }
-      for (const m of plan.added) serveModel(m, checked.get(m.key));
       // A hidden shared model that no entry is loaded over any more (one of two entries left out, or changed to
       // another folder) is unloaded once the requests on it finish.
       for (const key of loader.forgetUnshared()) registry.remove(key);

@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { Model } from '../../lib/engine/model';
 import { createServer } from '../../lib/server/app';
 import { validateServerConfig } from '../../lib/server/config';
 import { estimateModelBytes } from '../../lib/server/engine';
@@ -42,6 +43,10 @@ t.before(async () => {
   dir = tempDir('reload');
   expected = await makeModels(dir, { alpha: 1, beta: 3, gamma: 5 }, PROMPT, LENGTH);
   checkpoint('run', 1, 'alpha');
+  // A LoRA adapter of alpha (B zero: it answers as alpha does).
+  const adapted = await Model.load(path.join(dir, 'alpha'), { lora: { rank: 2, alpha: 4, targets: ['attn.c_attn'], seed: 1 } });
+  await adapted.saveAdapter(path.join(dir, 'alpha-adapter'));
+  adapted.dispose();
   srv = await startServer({
     models: [
       { key: 'one', restore_from: 'alpha', sampling: greedy },
@@ -126,6 +131,28 @@ t.test('two bots over one folder share its model: a reload that leaves one out, 
   t.equal(await ask('mom'), expected.alpha);
   t.equal(await ask('dad'), expected.alpha);
   t.equal(await settled(oneModel), oneModel, 'loaded once again');
+});
+
+t.test('a reload places an adapter over its base entry as the new config has it: one added with it, one that no longer shares its folder', async (t) => {
+  const tuned = (base: string, extra: Record<string, unknown> = {}) => ({ key: 'tuned', base, adapter: 'alpha-adapter', sampling: greedy, ...extra });
+  const own = await startServer({ models: [tuned('mom'), bot('mom'), bot('dad', 'beta')] }, dir);
+  t.teardown(own.close);
+  const registry = own.server.service.registry;
+  const ask = async (key: string) => (await request(`${own.url}/invocations`, { body: { model_key: key, raw_text: PROMPT } })).text;
+  t.equal(await ask('tuned'), expected.alpha);
+
+  // Its base an entry this reload adds, beside one it leaves out.
+  t.same(own.server.reload(config([tuned('gran'), bot('mom'), bot('gran')])), { added: ['gran'], removed: ['dad'], replaced: ['tuned', 'mom'], needRestart: [] });
+  t.same([...own.server.service.models.keys()].sort(), ['gran', 'mom', 'tuned'], 'the whole config served');
+  t.equal(await ask('tuned'), expected.alpha);
+  t.equal(await ask('gran'), expected.alpha);
+
+  // Its base entry no longer shares its folder, and the adapter changed too: it goes over the entry's own model.
+  t.same(own.server.reload(config([tuned('gran', { audience: 'x' }), bot('gran')])), { added: [], removed: ['mom'], replaced: ['tuned', 'gran'], needRestart: [] });
+  t.equal(await ask('tuned'), expected.alpha);
+  t.equal(await ask('gran'), expected.alpha);
+  for (let i = 0; i < 200 && registry.keys.some((key) => key.startsWith('base:')); i++) await new Promise((r) => setTimeout(r, 10));
+  t.same(registry.keys.sort(), ['gran', 'tuned'], 'no shared model left: the folder is loaded once, by gran');
 });
 
 t.test('two bots over a run folder: a reload after a newer checkpoint serves it to both', async (t) => {
