@@ -474,8 +474,9 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         server.keepAliveTimeout = 5_000;
         // An answer stays in the server's memory until the client takes it (some are megabytes: embeddings,
         // log-probabilities, files): a connection on which nothing moves for longer than a request may take, as a
-        // client that reads none of its answer, is closed. Node waits while a write makes progress.
-        server.timeout = config.requestTimeoutMs + 10_000;
+        // client that reads none of its answer, is closed. Node waits while a write makes progress. A request may
+        // wait request_timeout_s for its model (for its tokenizer, say), then as long again to generate.
+        server.timeout = 2 * config.requestTimeoutMs + 10_000;
         // A request Node cannot parse (a Content-Length that is no number, headers past its limit) never reaches the
         // app: answered in JSON too, in place of Node's empty 400, so that a client can say what went wrong.
         server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {

@@ -100,8 +100,8 @@ export function bestCheckpoint(runDir: string): string | null {
   return CHECKPOINT_NAME.test(name) && fs.existsSync(path.join(runDir, name, STATE_FILE)) ? path.join(runDir, name) : null;
 }
 
-// The model folder a path names: a run folder (checkpoint/run1) stands for its latest checkpoint, a run's pointer
-// file (checkpoint/run1/best, checkpoint/run1/latest) for the checkpoint it names; any other path for itself.
+// The model folder a path names: a run folder (checkpoint/run1) and its `latest` stand for its latest checkpoint
+// (latestCheckpoint), its `best` for the checkpoint that names; any other path for itself.
 // Every command that loads a model resolves it so, through resolveModel (lib/formats/resolve_model).
 export function checkpointFolder(dir: string): string {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isFile()) return latestCheckpoint(dir) ?? dir;
