@@ -31,7 +31,7 @@ t.test("README.md's quick start, every command as written", async (t) => {
       t.teardown(() => server.stop());
       for (const line of shownLines(step)) {
         const { time: _time, ...shown } = JSON.parse(line) as Record<string, unknown>;
-        const { port: _port, ...expected } = shown;
+        const { port: _port, pid: _pid, ...expected } = shown;
         t.ok(server.logs.some((l) => Object.entries(expected).every(([k, v]) => JSON.stringify(l[k]) === JSON.stringify(v))), `${command} logs ${shown.msg as string} as shown`);
       }
       const browser = await launchBrowser();
