@@ -74,8 +74,8 @@ export interface ExportedChat {
   skip: DropReason | null;         // a chat the app's export marks as not a conversation
   myIds: readonly string[];        // who the user is, when the export says (Telegram's account export)
   messages: ExportedMessage[];
-  // WhatsApp's dates as written, until their order is decided for all the import's WhatsApp exports together and
-  // the messages' times set (whatsapp.ts, datedWhatsApp)
+  // WhatsApp's dates as written, until their order is decided for all the exports of the chat together and the
+  // messages' times set (whatsapp.ts, datedWhatsApp)
   undated?: WhatsAppDates;
 }
 

@@ -28,7 +28,7 @@ export interface ChatImportOptions {
   me?: readonly string[];                         // the user's names or ids as the apps show them
   format?: ExportFormat;                          // every input is this app's export (default: detected)
   encoding?: string;                              // the inputs' text encoding (default: UTF-8, or UTF-16 by BOM)
-  dateOrder?: DateOrder;                          // WhatsApp's dates (default: guessed from all the WhatsApp files together)
+  dateOrder?: DateOrder;                          // WhatsApp's dates (default: guessed from all the exports of each chat)
   audienceMap?: Readonly<Record<string, string>>; // a chat's name in the app (or its contact's) -> the audience to write
   contacts?: readonly string[];                   // .vcf address books that name the people known by number or address
   groups?: boolean;                               // false: leave group chats out (default true)

@@ -127,9 +127,8 @@ function isMark(code: number): boolean {
   return code === 0x200e || code === 0x200f || code === 0x061c || code === 0xfeff || (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069);
 }
 
-// An export whose messages' times wait for the date order: every WhatsApp export of an import is read first, and the
-// order decided for them all together (datedWhatsApp), as exports of one chat must read their dates alike for their
-// overlap to be found.
+// One export, dated alone. An import reads every WhatsApp export first (readWhatsApp) and dates them together
+// (datedWhatsApp), as exports of one chat must read their dates alike for their overlap to be found.
 export function parseWhatsApp(file: string, text: string, dateOrder?: DateOrder, warnings: string[] = []): ExportedChat {
   const chat = readWhatsApp(file, text);
   const [error] = datedWhatsApp([chat], dateOrder, warnings);
@@ -315,7 +314,11 @@ export function datedWhatsApp(chats: readonly ExportedChat[], dateOrder: DateOrd
     }
   }
   const byChat = new Map<string, [ExportedChat, DateOrder[]][]>();
-  for (const entry of orders) byChat.set(entry[0].key, [...(byChat.get(entry[0].key) ?? []), entry]);
+  for (const entry of orders) {
+    const files = byChat.get(entry[0].key);
+    if (files) files.push(entry);
+    else byChat.set(entry[0].key, [entry]);
+  }
   for (const files of byChat.values()) {
     const open = files.filter(([, possible]) => possible.length > 1).map(([chat]) => chat);
     const shared = open.length === 0 ? 'dmy' : sharedOrder(open, files.map(([, possible]) => possible), warnings);

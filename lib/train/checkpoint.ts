@@ -16,8 +16,9 @@
 // A checkpoint is written whole into a hidden temporary folder (every file fsynced), renamed into place, and
 // only then named by `latest` (written atomically, which also makes the rename durable; `best` likewise). A kill
 // -9 at any moment therefore leaves every checkpoint under a checkpoint's name complete, and a resume takes the
-// newest of them (latestCheckpoint); a stray temporary folder is swept by the next save. A save that fails (a full disk) removes its own, and says which
-// file it could not write. The vocabulary is written from memory, as the tokenizer read it.
+// newest of them (latestCheckpoint); a stray temporary folder is swept by the next save. A save that fails (a full
+// disk) removes its own, and says which file it could not write. The vocabulary is written from memory, as the
+// tokenizer read it.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Model } from '../engine/model';
