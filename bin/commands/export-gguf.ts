@@ -10,7 +10,7 @@ import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, readPeftAdapter } from '../.
 import { modelfilePath, ollamaModelfile } from '../../lib/formats/ollama';
 import { modelDir, resolveModel } from '../../lib/formats/resolve_model';
 import type { GPT2Config } from '../../lib/formats/model_folder';
-import { checkpointFolder, trainedAudiences } from '../../lib/train/checkpoint';
+import { checkpointFolder, trainedAudienceCounts } from '../../lib/train/checkpoint';
 import { modelTokenizer } from '../../lib/tokenizer';
 import { writeTextAtomic } from '../../lib/util/atomic_file';
 import { isWithin } from '../../lib/util/paths';
@@ -23,7 +23,7 @@ async function main(): Promise<void> {
       + '"gpt2" architecture, with the model\'s vocabulary (or GPT-2\'s when the folder has none). The output head stays '
       + 'tied to the token embeddings; layer norms, biases and position embeddings are always float32. A model trained on chat '
       + 'logs also gets its chat format as the file\'s chat template (what llama.cpp\'s server, LM Studio and node-llama-cpp '
-      + 'prompt with) and, beside the file, an ollama Modelfile (<out>.Modelfile) that prompts and stops as dixie does. '
+      + 'prompt with), its chat data\'s audiences (so that dixie serves the file as a chat model, as it did the checkpoint) and, beside the file, an ollama Modelfile (<out>.Modelfile) that prompts and stops as dixie does. '
       + 'A LoRA adapter (a PEFT folder, or a run trained with --lora_rank) becomes llama.cpp\'s adapter file, loaded over the base\'s GGUF.')
     .positional('model', { type: 'string', describe: 'model name or folder' })
     .positional('out', { type: 'string', describe: 'the .gguf file to write' })
@@ -64,7 +64,8 @@ async function main(): Promise<void> {
   const folder = resolveModel(name);
   refuseToReplace(out, [['the model\'s weights', folder.weights], ['the model\'s config', folder.configFile ?? folder.weights]], argv.force);
   const vocabulary = modelTokenizer(folder).vocab;
-  const audience = argv.audience ?? trainedAudiences(folder.dir)[0];
+  const audiences = trainedAudienceCounts(folder.dir);
+  const audience = argv.audience ?? audiences[0]?.audience;
   const modelfile = audience === undefined ? null : ollamaModelfile(out, audience, (folder.config as GPT2Config).nCtx);
   // Told before the export, not after it: a Modelfile edited by hand (a temperature, a system prompt) is the user's.
   const held = modelfile !== null && fs.existsSync(modelfilePath(out)) ? fs.readFileSync(modelfilePath(out), 'utf8') : null;
@@ -77,6 +78,7 @@ async function main(): Promise<void> {
       weightType: argv.type,
       name: path.basename(folder.dir),
       ...(audience !== undefined && { chatTemplate: chatTemplate(audience) }),
+      audiences,
       onProgress: progressCallback(path.basename(out)),
     });
   } finally {

@@ -7,6 +7,7 @@
 // length and its UTF-8 bytes; an array a value type (u32), a count (u64) and the values.
 import fs from 'node:fs';
 import os from 'node:os';
+import type { AudienceCount } from '../data/chat_check';
 import type { Model } from '../engine/model';
 import { loadAddon, type NativeConfig } from '../engine/native';
 import type { Vocabulary } from '../tokenizer/vocab';
@@ -31,6 +32,10 @@ export const GGUF_WEIGHT_TYPES = Object.keys(FILE_TYPES) as readonly GgufWeightT
 
 // A model folder's GGUF file, read where there is no model.safetensors.
 export const GGUF_FILE = 'model.gguf';
+
+// The audiences of a model trained on chat logs, as its training record lists them (JSON of AudienceCount[]): a key
+// of dixie's own, which llama.cpp passes over, so that a GGUF file serves and chats as the checkpoint it came from.
+export const GGUF_AUDIENCES_KEY = 'dixie.chat.audiences';
 
 const ALIGNMENT = 32;
 
@@ -442,6 +447,7 @@ export interface GgufExportOptions {
   weightType: GgufWeightType;
   name: string;
   chatTemplate?: string;  // tokenizer.chat_template: how tools that speak in messages prompt the model (chatTemplate)
+  audiences?: readonly AudienceCount[];  // GGUF_AUDIENCES_KEY, for a model trained on chat logs
   onProgress?: (bytes: number, totalBytes: number) => void;
 }
 
@@ -644,6 +650,7 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
   h.keyU32('tokenizer.ggml.bos_token_id', eot);
   h.keyU32('tokenizer.ggml.eos_token_id', eot);
   if (options.chatTemplate !== undefined) h.keyString('tokenizer.chat_template', options.chatTemplate);
+  if (options.audiences !== undefined && options.audiences.length > 0) h.keyString(GGUF_AUDIENCES_KEY, JSON.stringify(options.audiences));
   await writeGgufFile(file, h, tensors, options.onProgress);
 }
 

@@ -24,6 +24,7 @@ import path from 'node:path';
 import { Model } from '../engine/model';
 import { AudienceCount } from '../data/chat_check';
 import { chatTemplate, isAudience } from '../data/chat_format';
+import { GGUF_AUDIENCES_KEY, GGUF_FILE, openGguf } from '../formats/gguf';
 import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
 import { writeVocabulary } from '../tokenizer/vocab';
@@ -117,18 +118,36 @@ export function checkpointFolder(dir: string): string {
 // a state.json would have bin/train take the folder for a checkpoint of a run, to go on from at its step.
 export const AUDIENCES_FILE = 'audiences.json';
 
-// Who a model's chat data talks to, most messages first: a checkpoint's training record (state.json), or the
-// record a model folder made from one keeps (AUDIENCES_FILE); [] for a model that has neither (a base model, or one
-// not trained on chat logs).
+// Who a model's chat data talks to, most messages first: a checkpoint's training record (state.json), the record a
+// model folder made from one keeps (AUDIENCES_FILE), or a GGUF export's (GGUF_AUDIENCES_KEY); [] for a model that
+// has none (a base model, or one not trained on chat logs).
 export function trainedAudienceCounts(modelDir: string): AudienceCount[] {
-  const file = [STATE_FILE, AUDIENCES_FILE].map((name) => path.join(modelDir, name)).find((f) => fs.existsSync(f));
-  if (file === undefined) return [];
-  const list = readJsonObject(file).audiences;
+  const list = recordedAudiences(modelDir);
   if (!Array.isArray(list)) return [];
   return list.filter((a: unknown): a is AudienceCount => {
     const audience = (a as Partial<AudienceCount> | null)?.audience;
     return typeof audience === 'string' && isAudience(audience);
   });
+}
+
+function recordedAudiences(modelDir: string): unknown {
+  const file = [STATE_FILE, AUDIENCES_FILE].map((name) => path.join(modelDir, name)).find((f) => fs.existsSync(f));
+  if (file !== undefined) return readJsonObject(file).audiences;
+  const gguf = path.join(modelDir, GGUF_FILE);
+  if (!fs.existsSync(gguf)) return undefined;
+  const g = openGguf(gguf);
+  try {
+    const record = g.metadata.get(GGUF_AUDIENCES_KEY);
+    if (record === undefined) return undefined;
+    if (typeof record !== 'string') throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" must be a string of JSON`);
+    try {
+      return JSON.parse(record) as unknown;
+    } catch (err) {
+      throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" is not JSON: ${(err as Error).message}`);
+    }
+  } finally {
+    g.close();
+  }
 }
 
 export function trainedAudiences(modelDir: string): string[] {

@@ -16,6 +16,8 @@ import { loadTokenizer } from '../../lib/tokenizer';
 import { decode, maxAbsDiff, randomTokens } from '../engine/helpers';
 import { Template } from '@huggingface/jinja';
 import { fitConversation } from '../../lib/data/chat_format';
+import { validateServerConfig } from '../../lib/server/config';
+import { trainedAudienceCounts } from '../../lib/train/checkpoint';
 import { asBytes, llamaCppName, transpose, writeGgufFile, TINY_VOCAB, type RawTensor } from './gguf_writer';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -187,6 +189,13 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
     'PARAMETER num_ctx 64',
     '',
   ].join('\n'), 'the Modelfile: the model beside it, the chat format as a Go template, its stops, its context');
+  // The file keeps the training record's audiences, so that a folder holding it is served as the chat model it was.
+  const served = path.join(work, 'served-gguf');
+  fs.mkdirSync(served);
+  fs.copyFileSync(out, path.join(served, 'model.gguf'));
+  t.same(trainedAudienceCounts(served), [{ audience: 'mom', sent: 5, received: 4 }, { audience: 'dad', sent: 1, received: 1 }], 'the audiences, as the checkpoint counted them');
+  const entry = validateServerConfig({ models: [{ key: 'mom', restore_from: served }] }, 'config.json', work).models[0];
+  t.match(entry, { promptFormat: 'chat', audience: 'mom', audiences: ['mom', 'dad'] }, 'served in the chat format, answering as mom');
   // Exported again, its own Modelfile is written again; one edited by hand is kept, and nothing written, unless --force.
   const written = fs.readFileSync(path.join(work, 'mom.Modelfile'), 'utf8');
   t.equal(exportGguf(chat, out, '--type', 'q8_0').status, 0);
@@ -209,7 +218,7 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
     'one that says more than a name is left out, as the server leaves it');
   const plain = exportGguf(modelDir, path.join(work, 'plain.gguf'));
   t.equal(plain.status, 0, String(plain.stderr));
-  t.notOk(readGguf(path.join(work, 'plain.gguf')).metadata.has('tokenizer.chat_template'), 'a model not trained on chat logs gets none');
+  t.notOk(['tokenizer.chat_template', 'dixie.chat.audiences'].some((key) => readGguf(path.join(work, 'plain.gguf')).metadata.has(key)), 'a model not trained on chat logs gets neither template nor audiences');
   t.notOk(fs.existsSync(path.join(work, 'plain.Modelfile')), 'nor a Modelfile');
   // A file at <out> that is no GGUF (a mistyped name) is the user's: kept unless --force; a GGUF there is replaced.
   const notes = path.join(work, 'notes.txt');
