@@ -29,6 +29,8 @@ t.test('config: defaults, and errors that name the field', async (t) => {
     [{ application_id: ID, path: 'alexa' }, /^cfg\.path: must be a URL path starting with \//],
     [{ application_id: ID, greeting: '  ' }, /^cfg\.greeting: must be a non-empty string/],
     [{ application_id: ID, verify_signature: false }, /^cfg\.verify_signature: unknown setting/],
+    [{ application_id: ID, constructor: 1 }, /^cfg\.constructor: unknown setting/],
+    [JSON.parse(`{"application_id": "${ID}", "__proto__": {"verify_signatures": false}}`), /^cfg\.__proto__: unknown setting/],
     [[], /^cfg: must be an object/],
   ];
   for (const [raw, message] of cases) t.throws(() => validateAlexaConfig(raw, 'cfg'), { message }, JSON.stringify(raw));

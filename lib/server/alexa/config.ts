@@ -68,7 +68,8 @@ export function validateAlexaConfig(raw: unknown, fieldPrefix: string, audienceO
   if (!isJsonObject(raw)) fail(fieldPrefix, 'an object', raw);
   const section = raw as Record<string, unknown>;
   for (const key of Object.keys(section)) {
-    if (!(key in KEYS)) throw new Error(`${fieldPrefix}.${key}: unknown setting (known: ${Object.keys(KEYS).join(', ')})`);
+    // Own keys only: `in` would take "constructor" or "__proto__" for settings, being Object.prototype's.
+    if (!Object.hasOwn(KEYS, key)) throw new Error(`${fieldPrefix}.${key}: unknown setting (known: ${Object.keys(KEYS).join(', ')})`);
   }
   if (section.application_id === undefined) throw new Error(`${fieldPrefix}.application_id: required (the skill id from the Alexa developer console)`);
   const options: Record<string, unknown> = { ...ALEXA_DEFAULTS };
