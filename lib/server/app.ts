@@ -345,7 +345,9 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   }
 
   app.use(healthRouter(() => draining));
-  app.use(express.static(publicDir(), { index: 'index.html', maxAge: '1h' }));
+  // No redirects: the page's folder has no folders, and a path that climbs out of another with encoded dots and
+  // slashes (/v1/batches/..%2f..%2f) would otherwise be answered with an HTML redirect, not by the error handler.
+  app.use(express.static(publicDir(), { index: 'index.html', maxAge: '1h', redirect: false }));
   const metrics = metricsRouter(service);
   if (config.metricsPublic) app.use(metrics);
 

@@ -174,6 +174,17 @@ t.test('every other error answer names no path either', async (t) => {
   errorAnswer(t, forged, 401, 'Alexa request with a foreign certificate URL');
 });
 
+t.test('a path that climbs with encoded dots and slashes gets a JSON error, not a redirect to the chat page', async (t) => {
+  for (const climbing of ['/v1/batches/..%2f..%2f', '/x/..%2f', '/foo%2f..%2f']) {
+    for (const [headers, status] of [[{}, 401], [auth, 404]] as const) {
+      const reply = await rawRequest(srv.url, { path: climbing, headers });
+      t.equal(reply.status, status, `${climbing}, ${status}: status`);
+      t.match(reply.headers['content-type'], /^application\/json/, `${climbing}, ${status}: JSON`);
+      t.ok(JSON.parse(reply.text).error, `${climbing}, ${status}: an error`);
+    }
+  }
+});
+
 t.test("the OpenAI API's errors, in OpenAI's shape, name no path either", async (t) => {
   const openAI = async (route: string, body: unknown, headers: Record<string, string> = auth): Promise<Record<string, unknown>> => {
     const reply = await request(`${srv.url}${route}`, { body, headers });
