@@ -1,8 +1,12 @@
 // The server's log and users' text: "debug": 1 logs each generation's prompt in full and says so when the log is
-// made (at start); "debug": "redacted" logs the same lines with the prompt replaced by its length.
+// made (at start); "debug": "redacted" logs the same lines with the prompt replaced by its length. What a client
+// sends reaches the log's lines without anything a terminal would act on.
+import fs from 'node:fs';
 import t from 'tap';
+import { createServer } from '../../lib/server/app';
 import { validateServerConfig } from '../../lib/server/config';
 import { createLog, type DebugLogging } from '../../lib/server/log';
+import { makeModels, rawRequest, tempDir } from './helpers';
 
 const PROMPT = '1|mom|my new address is 12 Elm Street <EOM>\n0|mom|';
 
@@ -39,4 +43,25 @@ t.test('server_config.json takes "debug": "redacted", and says so when debug is 
   t.equal(validateServerConfig({ models, debug: 1 }, 'cfg', '/base').debug, true);
   t.equal(validateServerConfig({ models, debug: 0 }, 'cfg', '/base').debug, false);
   t.throws(() => validateServerConfig({ models, debug: 'on' }, 'cfg', '/base'), { message: /^cfg: debug: must be true, false, 0 or 1 \(true and 1 log every prompt in full\), or "redacted"/ });
+});
+
+t.test("a client's X-Request-Id and Host reach the log's lines as JSON escapes, not as controls a terminal acts on", async (t) => {
+  const dir = tempDir('log');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, 'Hi', 1);
+  const lines: string[] = [];
+  const server = createServer(validateServerConfig({ models: [{ key: 'alpha', restore_from: 'alpha' }] }, 'cfg', dir), { log: createLog({ debug: false, write: (line) => lines.push(line) }) });
+  const address = await server.listen(0, '127.0.0.1');
+  t.teardown(() => server.shutdown());
+  const url = `http://127.0.0.1:${address.port}`;
+  // Node reads a header's bytes as Latin-1: these come to the server as C1 controls, 0x9B (CSI, "clear the screen"
+  // with "2J") among them.
+  const hostile = '\u009b2J\u2028\u202e';
+  await rawRequest(url, { path: '/ping', headers: { 'x-request-id': `id${hostile}` } });
+  await rawRequest(url, { path: '/v1/models', headers: { host: `evil${hostile}.example` } });
+  const written = lines.filter((line) => line.includes('"request"') || line.includes('host refused'));
+  t.equal(written.length, 3, 'the two requests and the refused host are logged');
+  for (const line of written) t.notMatch(line, /[\u007f-\u009f\u2028\u2029\u202a-\u202e]/, `no control in ${JSON.stringify(line)}`);
+  const ids = written.map((line) => (JSON.parse(line) as { id?: string }).id);
+  t.ok(ids.includes(Buffer.from(`id${hostile}`).toString('latin1')), 'the id reads back as the server received it');
 });
