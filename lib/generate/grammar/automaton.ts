@@ -12,6 +12,12 @@ import { type CodepointRanges, GrammarError, rangesContain, rangesOverlap } from
 // alternative's end (those are expanded or popped at once).
 type Stack = readonly number[];
 
+// The stacks expanded in one step, and how many positions they hold in all.
+interface Expansion {
+  readonly seen: Set<string>;
+  positions: number;
+}
+
 // The states of one generation (about 2.5 KB each, most of them inside UTF-8 characters): past this many the
 // interning table starts afresh. States still held by a matcher keep working, and are freed with it; a mask does not
 // depend on them, so the masks cached stay.
@@ -22,8 +28,14 @@ const MAX_STACKS_KEPT = 1_000_000;
 // The most stacks one state may hold: an enum of that many strings begins so.
 const MAX_STACKS = 16_384;
 
-// A stack expanded (its key built, looked up and kept) takes about as long as 40 character sets tested.
+// A stack expanded (its key built, looked up and kept) takes about as long as 40 character sets tested, and a
+// position of it about as long as one more: a deep stack is copied and joined whole.
 const EXPANSION_WORK = 40;
+// The most positions that the stacks expanded in one step may hold in all. A chain of rules each beginning with the
+// next (r0 ::= r1 "a" | "b", r1 ::= r2 "a" | "b", ...) begins as many ways as it has rules, each way as deep: two
+// thousand such rules, a 50 KB grammar, are two million positions before the first character, seconds of the event
+// loop that every request shares, and hundreds of megabytes. A JSON schema's states hold a few thousand.
+const MAX_POSITIONS_EXPANDED = 200_000;
 
 // The codepoints that a UTF-8 sequence of each length may encode (shorter encodings are overlong, so invalid).
 const UTF8_MIN = [0, 0, 0x80, 0x800, 0x10000];
@@ -116,8 +128,8 @@ export class Automaton {
   get start(): State {
     if (this.startState === undefined) {
       const stacks = new Map<string, Stack>();
-      const seen = new Set<string>();
-      for (const start of this.alternativeStarts[0]) this.expand(this.isEnd(start) ? [] : [start], stacks, seen);
+      const expansion: Expansion = { seen: new Set(), positions: 0 };
+      for (const start of this.alternativeStarts[0]) this.expand(this.isEnd(start) ? [] : [start], stacks, expansion);
       this.startState = this.intern(stacks) as State;
     }
     return this.startState;
@@ -171,13 +183,13 @@ export class Automaton {
     let to = from.byMatch.get(match);
     if (to === undefined) {
       const stacks = new Map<string, Stack>();
-      const seen = new Set<string>();
+      const expansion: Expansion = { seen: new Set(), positions: 0 };
       from.stacks.forEach((stack, i) => {
         const top = tops[i];
         if (top === null || !rangesContain(top, cp)) return;
         const rest = stack.slice(0, -1);
         const after = stack[stack.length - 1] + 1;
-        this.expand(this.isEnd(after) ? rest : [...rest, after], stacks, seen);
+        this.expand(this.isEnd(after) ? rest : [...rest, after], stacks, expansion);
       });
       to = this.intern(stacks);
       from.byMatch.set(match, to);
@@ -205,16 +217,20 @@ export class Automaton {
   }
 
   // Adds to `out` the stacks that `stack` becomes once every rule reference on its top is replaced by each of the
-  // rule's alternatives (llama.cpp's advance_stack). `seen` holds the stacks already expanded in this step: the
+  // rule's alternatives (llama.cpp's advance_stack). `expansion` holds the stacks already expanded in this step: the
   // stacks of one state often share their continuations (a repetition of something that may be empty would
   // otherwise cost the square of its length). Left recursion, refused at parse time, would not end.
-  private expand(stack: Stack, out: Map<string, Stack>, seen: Set<string>): void {
+  private expand(stack: Stack, out: Map<string, Stack>, expansion: Expansion): void {
     const pending = [stack];
     for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      expansion.positions += next.length;
+      if (expansion.positions > MAX_POSITIONS_EXPANDED) {
+        throw new GrammarError(`the grammar nests its rules too deeply: reading a character takes more than ${MAX_POSITIONS_EXPANDED.toLocaleString('en-US')} positions of open rules in all (a rule that begins with another rule, which begins with another, and so on, is entered that deep in as many ways as it has rules): write it flatter`);
+      }
       const key = next.join(',');
-      if (seen.has(key)) continue;
-      seen.add(key);
-      this.work += EXPANSION_WORK;
+      if (expansion.seen.has(key)) continue;
+      expansion.seen.add(key);
+      this.work += EXPANSION_WORK + next.length;
       const top = next[next.length - 1];
       if (next.length === 0 || this.refAt[top] < 0) {
         out.set(key, next);
