@@ -88,6 +88,9 @@ function publicDir(): string {
 }
 
 const SAFE_METHODS = ['GET', 'HEAD', 'OPTIONS'];
+// A client's X-Request-Id as proxies and tracers make them (a UUID, a trace id): any other, up to the 16 KB of a
+// header, would be echoed in the answer and written into every log line of the request.
+const CLIENT_REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
 // nginx's status for a request whose connection closed before its answer was whole.
 const CLIENT_CLOSED = 499;
 
@@ -283,7 +286,8 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   // Request id, logs and metrics for every request, whichever router answers it.
   app.use((req: Request, res: Response, next: NextFunction) => {
     const started = performance.now();
-    const id = req.get('x-request-id') ?? crypto.randomUUID();
+    const given = req.get('x-request-id');
+    const id = given !== undefined && CLIENT_REQUEST_ID.test(given) ? given : crypto.randomUUID();
     const ip = req.ip;  // now: a socket destroyed (a client gone) no longer has its address
     res.setHeader('X-Request-Id', id);
     const record = (status: number) => {
