@@ -112,12 +112,18 @@ export function readDimensions(body: Body): number | undefined {
   return optional<number>(body, 'dimensions', isInt(1, Number.MAX_SAFE_INTEGER), 'a positive integer');
 }
 
+// A UTF-16 surrogate without its other half (a `u` regex reads a whole pair as one code point).
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
 // Stop sequences: a string or up to `most` of them (OpenAI's limit unless the API allows more).
 export function readStop(body: Body, key: string, most = MAX_STOPS): string[] | undefined {
   const value = body[key];
   if (value === undefined || value === null) return undefined;
   const stop = typeof value === 'string' ? [value] : Array.isArray(value) ? (value as unknown[]) : bad(key, 'must be a string or an array of strings');
   if (stop.length > most || stop.some((s) => typeof s !== 'string' || s === '')) bad(key, `must be a non-empty string or an array of at most ${most} of them`);
+  // The text is cut where a stop begins, and held back while it may begin: half of a UTF-16 pair would cut a
+  // character in two, and the half left would reach the client as U+FFFD.
+  if ((stop as string[]).some((s) => LONE_SURROGATE.test(s))) bad(key, 'must be whole characters: a lone surrogate ("\\ud83d", half of an emoji\'s UTF-16 pair) is not one');
   return stop as string[];
 }
 
