@@ -144,12 +144,15 @@ function num(raw: Raw, key: string, where: string, fallback: number, min: number
   return ok ? v : fail(settingPath(where, key), `${integer ? 'an integer' : 'a number'} ${range}`, v);
 }
 
+// A reply's length at most, in tokens, as a model's config or a request sets it.
+export const MAX_REPLY_LENGTH = 4096;
+
 const SAMPLING_KEYS = ['length', 'temperature', 'top_k', 'top_p', 'min_p', 'penalize'] as const;
 
 // Sampling settings under their server_config.json names, over `base`; used for per-model defaults and per-request overrides.
 export function readSampling(raw: Raw, where: string, base: SamplingDefaults): SamplingDefaults {
   return {
-    length: num(raw, 'length', where, base.length, 1, 4096, true),
+    length: num(raw, 'length', where, base.length, 1, MAX_REPLY_LENGTH, true),
     temperature: num(raw, 'temperature', where, base.temperature, 0, 100),
     topK: num(raw, 'top_k', where, base.topK, 0, 1_000_000, true),
     topP: raw.top_p === undefined ? base.topP : num(raw, 'top_p', where, base.topP, Number.MIN_VALUE, 1),

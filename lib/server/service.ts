@@ -28,6 +28,7 @@ export interface GenerationRequest {
   presencePenalty?: number;                // OpenAI's additive penalties on the tokens drawn so far (SamplingOptions)
   frequencyPenalty?: number;
   lengthGiven?: boolean;                   // the request set the length; else the model's (at most n_ctx / 2 unless its config sets it)
+  fillContext?: boolean;                   // the reply's length is what the context leaves after the whole prompt, at least 1 (llama.cpp's and Ollama's -2), not `sampling.length`
   seed?: number | bigint;
   signal?: AbortSignal;                    // the client went away
   deadline?: number;                       // Date.now() time to stop generating (default: the request timeout)
@@ -367,10 +368,10 @@ export class ChatService {
 
   private async decode(key: string, sanitizer: Sanitizer, loaded: LoadedModel, request: GenerationRequest, deadline: number): Promise<Completion> {
     const { nCtx, generator } = loaded;
-    const asked = this.replyLength(key, nCtx, request.sampling.length, request.lengthGiven === true);
-    let maxTokens = asked;
     // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
     const encode = (text: string): Int32Array => generator.encode(text);
+    const asked = request.fillContext ? Math.max(1, nCtx - wholePromptTokens(request.prompt, encode)) : this.replyLength(key, nCtx, request.sampling.length, request.lengthGiven === true);
+    let maxTokens = asked;
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };
     const field = request.promptField ?? 'prompt';
     const whole = request.promptLogprobs === true || request.keepPrompt !== undefined;
@@ -500,6 +501,12 @@ function contextError(message: string, field: string): HttpError {
 
 function isTokenIds(prompt: GenerationRequest['prompt']): prompt is readonly number[] {
   return Array.isArray(prompt);
+}
+
+// The tokens of a prompt fed whole: a chat's every message.
+function wholePromptTokens(prompt: GenerationRequest['prompt'], encode: (text: string) => Int32Array): number {
+  if (isTokenIds(prompt)) return prompt.length;
+  return encode(typeof prompt === 'string' ? prompt : fitConversation(prompt).prompt).length;
 }
 
 // fitChat for model `key`, a message longer than its context a 400 that says so, naming the request's field.

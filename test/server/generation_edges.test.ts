@@ -2,7 +2,8 @@
 // llama.cpp's): stop strings that are not whole characters, lengths that fill the context, and log-probabilities of
 // tokens that hold part of a character.
 import t from 'tap';
-import { request, serveApiModels, type ApiModels, type Running } from './helpers';
+import { loadTokenizer } from '../../lib/tokenizer';
+import { TINY, request, serveApiModels, type ApiModels, type Running } from './helpers';
 
 const API_KEY = 'generation-edges-test-key-0123456789';
 const AUTH = { Authorization: `Bearer ${API_KEY}` };
@@ -38,4 +39,24 @@ t.test('a stop string holding half of a UTF-16 pair is refused on every API, nam
   }
   const whole = await post('/v1/completions', { model: 'general', prompt: PROMPT, stop: ['😀'] });
   t.equal(whole.status, 200, 'a whole emoji is a stop string');
+});
+
+t.test("a length of -2 fills the context after the prompt alike on Ollama's API and llama.cpp's; other lengths are refused naming the field and the values taken", async (t) => {
+  const promptTokens = loadTokenizer().encode(PROMPT, { allowSpecial: false }).length;
+  const full = (await post('/completion', { model: 'general', prompt: PROMPT, n_predict: -2 })).json;
+  t.match(full, { tokens_evaluated: promptTokens, tokens_predicted: TINY.nCtx - promptTokens, stop_type: 'limit', generation_settings: { n_predict: TINY.nCtx - promptTokens } }, '/completion: what the context leaves');
+  const generated = (await post('/api/generate', { model: 'general', prompt: PROMPT, raw: true, stream: false, options: { num_predict: -2 } })).json;
+  t.match(generated, { response: full.content, prompt_eval_count: promptTokens, eval_count: TINY.nCtx - promptTokens, done_reason: 'length' }, '/api/generate: the same reply');
+  const chat = (await post('/api/chat', { model: 'general', messages: [{ role: 'user', content: PROMPT }], stream: false, options: { num_predict: -2 } })).json;
+  t.match(chat, { message: { content: full.content }, eval_count: TINY.nCtx - promptTokens }, '/api/chat: the same reply');
+  const own = (await post('/api/generate', { model: 'general', prompt: PROMPT, raw: true, stream: false, options: { num_predict: -1 } })).json;
+  t.equal(own.eval_count, LENGTH, "-1: the model's own length");
+  for (const [path, body, field] of [
+    ['/api/generate', { model: 'general', prompt: PROMPT, stream: false, options: { num_predict: 0 } }, 'options.num_predict'],
+    ['/completion', { model: 'general', prompt: PROMPT, n_predict: -3 }, 'n_predict'],
+  ] as const) {
+    const r = await post(path, body);
+    t.equal(r.status, 400, `${path}: 400`);
+    t.match(JSON.stringify(r.json), `${field}: must be an integer from 1 to 4096, -1 (the model's own reply length) or -2 (what the context leaves after the prompt)`, `${path}: names ${field} and what it takes`);
+  }
 });

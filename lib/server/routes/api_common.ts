@@ -7,7 +7,7 @@ import type { Conversation, ToolCall, Turn } from '../../data/chat_format';
 import { audienceNamedBy, toolCallsText } from '../../data/chat_format';
 import type { TokenLogprob } from '../../generate/logprobs';
 import type { Tokenizer } from '../../tokenizer';
-import { requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
+import { MAX_REPLY_LENGTH, requestSampling, type ModelConfig, type SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { appendOnly, type ChatService, type Completion, type GenerationRequest } from '../service';
 import { isJsonObject } from '../../util/json_object';
@@ -188,6 +188,17 @@ export function readSampling(body: Body, model: ModelConfig, names: Readonly<Rec
     fields[name] = field;
   }
   return { sampling: requestSampling(overrides, model.sampling, (key) => fields[key]), lengthGiven: overrides.length !== undefined };
+}
+
+// llama.cpp's n_predict and Ollama's num_predict, which also take -1 (until the model stops: the model's own reply
+// length) and -2 (until the context is full: GenerationRequest.fillContext). Either is taken out of `fields`, whose
+// other values readSampling reads.
+export function readLocalLength(fields: Body, key: string): { fillContext: boolean } {
+  const value = fields[key];
+  if (value === undefined || value === null) return { fillContext: false };
+  if (value !== -1 && value !== -2 && !isInt(1, MAX_REPLY_LENGTH)(value)) bad(key, `must be an integer from 1 to ${MAX_REPLY_LENGTH}, -1 (the model's own reply length) or -2 (what the context leaves after the prompt)`);
+  if (value === -1 || value === -2) delete fields[key];
+  return { fillContext: value === -2 };
 }
 
 // A message of the request, its content read as text (messageText), and the request's fields of its role and its

@@ -24,7 +24,7 @@ import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
   MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, objectBody, openAIMessages, optional, readAdditivePenalty,
-  readLocalSeed, readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
+  readLocalLength, readLocalSeed, readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
 } from './api_common';
 import { readLlamaCppGrammar } from './response_format';
 import { isJsonObject } from '../../util/json_object';
@@ -126,7 +126,6 @@ interface CompletionRequest {
   stream: boolean;
   nProbs: number;
   returnTokens: boolean;
-  untilFull: boolean;  // n_predict -2: each reply takes what the context leaves after its prompt
 }
 
 function readCompletion(service: ChatService, body: Body): CompletionRequest {
@@ -136,10 +135,8 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, 'is not supported: dixie samples with temperature, top_k, top_p, min_p, the penalties and logit_bias; only the value that turns it off is accepted');
   }
   const fields: Body = { ...body };
-  // n_predict -1 (until the model stops) leaves the model's own reply length, and -2 (until the context is full) is
-  // sized for each prompt (untilFull); a temperature below 0 is greedy, as 0.
-  const untilFull = fields.n_predict === -2;
-  if (fields.n_predict === -1 || untilFull) delete fields.n_predict;
+  const { fillContext } = readLocalLength(fields, 'n_predict');
+  // A temperature below 0 is greedy, as 0.
   if (typeof fields.temperature === 'number' && fields.temperature < 0) fields.temperature = 0;
   const penalize = readRepeatPenalty(fields, 'repeat_penalty', 'repeat_last_n');
   if (penalize === undefined) delete fields.repeat_penalty;
@@ -161,6 +158,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     promptField: 'prompt',
     sampling,
     lengthGiven,
+    fillContext,
     stop,
     seed,
     logitBias: readLogitBias(body.logit_bias),
@@ -180,7 +178,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     n_probs: nProbs,
     stream,
   };
-  return { model, generation, settings, stream, nProbs, returnTokens, untilFull };
+  return { model, generation, settings, stream, nProbs, returnTokens };
 }
 
 // Sampling settings under llama.cpp's names, as its answers and /props report them.
@@ -250,7 +248,8 @@ async function complete(service: ChatService, request: CompletionRequest, index:
     model: request.model.key,
     tokens_predicted: c.tokens.length,
     tokens_evaluated: c.promptTokens,
-    generation_settings: request.settings,
+    // n_predict -2: the length the context left this prompt.
+    generation_settings: request.generation.fillContext ? { ...request.settings, n_predict: c.length } : request.settings,
     prompt: typeof prompt === 'string' ? prompt : tokenizer.decode(prompt),
     has_new_line: c.text.includes('\n'),
     truncated: c.trimmed.tokens + c.trimmed.replyTokens > 0,
@@ -304,18 +303,9 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     const gone = clientGone(res);
     const tokenizer = await service.tokenizer(request.model.key, gone.signal);
     const inputs = prompts.map((p) => promptForModel(p, tokenizer));
-    const nCtx = request.untilFull ? await contextOf(service, request.model) : 0;
-    // n_predict -2: each reply sized to the context its prompt leaves, the prompt counted as the service feeds it
-    // ("" is one token, the start of a document).
-    const sized = (p: string | number[]): CompletionRequest => {
-      if (!request.untilFull) return request;
-      const promptTokens = typeof p === 'string' ? Math.max(1, tokenizer.encode(p, { allowSpecial: false }).length) : p.length;
-      const sampling = { ...request.generation.sampling, length: Math.max(1, nCtx - promptTokens) };
-      return { ...request, generation: { ...request.generation, sampling, lengthGiven: true }, settings: { ...request.settings, n_predict: sampling.length } };
-    };
     service.checkRoom(request.model.key, inputs.length);
     if (!request.stream) {
-      const answers = await Promise.all(inputs.map((p, i) => complete(service, sized(p), i, p, tokenizer, gone.signal, null))).catch((err: Error) => {
+      const answers = await Promise.all(inputs.map((p, i) => complete(service, request, i, p, tokenizer, gone.signal, null))).catch((err: Error) => {
         gone.abort();  // the other prompts stop too
         throw err;
       });
@@ -324,7 +314,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     }
     const { send, started } = eventSender(res);
     try {
-      await Promise.all(inputs.map(async (p, i) => send(await complete(service, sized(p), i, p, tokenizer, gone.signal, send))));
+      await Promise.all(inputs.map(async (p, i) => send(await complete(service, request, i, p, tokenizer, gone.signal, send))));
     } catch (err) {
       gone.abort();
       if (!started()) throw err;

@@ -25,7 +25,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalSeed, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
+  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalLength, readLocalSeed, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
@@ -40,9 +40,10 @@ const GENERATE_KEYS = [...COMMON_KEYS, 'prompt', 'system', 'raw', 'suffix', 'tem
 const EMBED_KEYS = ['model', 'input', 'truncate', 'dimensions', 'options', 'keep_alive'];
 const LEGACY_EMBED_KEYS = ['model', 'prompt', 'options', 'keep_alive'];
 
-// Ollama's options read as dixie's sampling; `num_predict` -1 (until the model stops) and -2 (until the context is
-// full) leave the model's own reply length. Options for the machine (threads, GPU layers, memory mapping) are
-// accepted, the server's own settings deciding; those for samplers dixie does not have only at their neutral values.
+// Ollama's options read as dixie's sampling; `num_predict` -1 (until the model stops) leaves the model's own reply
+// length, and -2 (until the context is full) takes what the context leaves after the prompt (readLocalLength).
+// Options for the machine (threads, GPU layers, memory mapping) are accepted, the server's own settings deciding;
+// those for samplers dixie does not have only at their neutral values.
 const OPTION_NAMES: Readonly<Record<string, string>> = { 'options.num_predict': 'length', 'options.temperature': 'temperature', 'options.top_k': 'top_k', 'options.top_p': 'top_p', 'options.min_p': 'min_p', 'options.repeat_penalty': 'penalize' };
 const SAMPLING_OPTIONS = ['num_predict', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'repeat_last_n', 'seed', 'stop', 'presence_penalty', 'frequency_penalty'];
 const MACHINE_OPTIONS = ['num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'num_thread', 'numa', 'low_vram', 'f16_kv', 'vocab_only', 'use_mmap', 'use_mlock', 'num_keep', 'logits_all', 'embedding_only', 'penalize_newline'];
@@ -61,6 +62,7 @@ interface OllamaRequest {
   model: ModelConfig;
   sampling: SamplingDefaults;
   lengthGiven: boolean;
+  fillContext: boolean;
   stop: string[] | undefined;
   seed: number | undefined;
   presencePenalty: number | undefined;
@@ -96,8 +98,7 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
     if (!neutral) bad(`options.${key}`, `unsupported option (supported: ${[...SAMPLING_OPTIONS, ...MACHINE_OPTIONS, ...NEUTRAL_OPTIONS.keys()].join(', ')})`);
     if (!neutral(value)) bad(`options.${key}`, 'is not supported: dixie samples with temperature, top_k, top_p, min_p and the penalties; only its neutral value is accepted');
   }
-  const predict = flat['options.num_predict'];
-  if (predict === -1 || predict === -2) delete flat['options.num_predict'];
+  const { fillContext } = readLocalLength(flat, 'options.num_predict');
   const penalize = readRepeatPenalty(flat, 'options.repeat_penalty', 'options.repeat_last_n');
   if (penalize === undefined) delete flat['options.repeat_penalty'];
   else flat['options.repeat_penalty'] = penalize;
@@ -108,6 +109,7 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
     name: body.model as string,
     model,
     ...readSampling(flat, model, OPTION_NAMES),
+    fillContext,
     stop: readStop(flat, 'options.stop', MAX_LOCAL_STOPS),
     seed: readLocalSeed(flat, 'options.seed'),
     presencePenalty: readAdditivePenalty(flat, 'options.presence_penalty'),
@@ -195,6 +197,7 @@ async function answer(service: ChatService, res: Response, request: OllamaReques
     promptField,
     sampling: request.sampling,
     lengthGiven: request.lengthGiven,
+    fillContext: request.fillContext,
     stop: request.stop,
     seed: request.seed,
     presencePenalty: request.presencePenalty,
