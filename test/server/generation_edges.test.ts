@@ -60,3 +60,40 @@ t.test("a length of -2 fills the context after the prompt alike on Ollama's API 
     t.match(JSON.stringify(r.json), `${field}: must be an integer from 1 to 4096, -1 (the model's own reply length) or -2 (what the context leaves after the prompt)`, `${path}: names ${field} and what it takes`);
   }
 });
+
+// A completion's token as its bytes: OpenAI's "bytes:\xNN..." for one that holds part of a character, else its text.
+const tokenBytes = (token: string): Buffer => (token.startsWith('bytes:') ? Buffer.from(token.slice('bytes:'.length).replaceAll('\\x', ''), 'hex') : Buffer.from(token, 'utf8'));
+
+// Where each token begins in the text its bytes make: the characters the tokens before it complete.
+function expectedOffsets(tokens: string[], at = 0): number[] {
+  const decoder = new TextDecoder();
+  return tokens.map((token) => {
+    const offset = at;
+    at += decoder.decode(tokenBytes(token), { stream: true }).length;
+    return offset;
+  });
+}
+
+t.test("completions' log-probabilities of tokens that hold part of a character: named by their bytes, each at its place in the text, streamed or not", async (t) => {
+  type Logprobs = { tokens: string[]; text_offset: number[]; top_logprobs: Record<string, number>[] };
+  // Held to one string of emoji and CJK, which the tiny model spells in tokens of a byte or two.
+  const emojiAndCJK = { type: 'json_schema', json_schema: { name: 'text', schema: { type: 'string', enum: ['😀日本語é'] } } };
+  const body = { model: 'general', prompt: 'Hi 😀', max_tokens: 20, logprobs: 20, response_format: emojiAndCJK };
+  const echoed = (await post('/v1/completions', { ...body, echo: true })).json.choices as { text: string; logprobs: Logprobs }[];
+  const { text, logprobs } = echoed[0];
+  t.equal(text, 'Hi 😀"😀日本語é"');
+  t.ok(logprobs.tokens.some((token) => token.startsWith('bytes:')), 'some tokens hold part of a character');
+  t.equal(Buffer.concat(logprobs.tokens.map(tokenBytes)).toString('utf8'), text, "the tokens' bytes are the text's, prompt and reply");
+  t.same(logprobs.text_offset, expectedOffsets(logprobs.tokens), 'each token at its place in the text');
+  const misplaced = logprobs.tokens.filter((token, i) => !token.startsWith('bytes:') && !text.startsWith(token, logprobs.text_offset[i]));
+  t.same(misplaced, [], 'a token of whole characters is found in the text at its offset');
+  t.ok(logprobs.top_logprobs.slice(1).every((top) => Object.keys(top).length === 20), 'every position has its 20 alternatives, none named alike');
+
+  const whole = ((await post('/v1/completions', body)).json.choices as { text: string; logprobs: Logprobs }[])[0];
+  t.same(whole.logprobs.text_offset, expectedOffsets(whole.logprobs.tokens), 'not echoed: from the start of the reply');
+  const r = await request(`${srv.url}/v1/completions`, { body: { ...body, stream: true }, headers: AUTH });
+  const chunks = r.text.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => (JSON.parse(e.slice('data: '.length)) as { choices: { text: string; logprobs: Logprobs | null }[] }).choices[0]);
+  t.equal(chunks.map((c) => c.text).join(''), whole.text, 'streamed: the same text');
+  t.same(chunks.flatMap((c) => c.logprobs?.tokens ?? []), whole.logprobs.tokens, 'streamed: the same tokens');
+  t.same(chunks.flatMap((c) => c.logprobs?.text_offset ?? []), whole.logprobs.text_offset, 'streamed: the same offsets');
+});

@@ -347,6 +347,17 @@ export function tokenText(tokenizer: Tokenizer, token: number): string {
   return tokenizer.decode([token]);
 }
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+// A token's text where its bytes are whole UTF-8 on their own; null where they hold part of a character.
+export function wholeTokenText(tokenizer: Tokenizer, token: number): string | null {
+  try {
+    return STRICT_UTF8.decode(tokenizer.tokenBytes(token));
+  } catch {
+    return null;
+  }
+}
+
 // Each token's log-probability and its alternatives', as chat completions and responses give them; `withIds`: with
 // each token's id too, as llama.cpp's server gives them.
 export function tokenLogprobs(tokenizer: Tokenizer, logprobs: readonly TokenLogprob[], withIds = false): Record<string, unknown>[] {

@@ -24,7 +24,7 @@ import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
   MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, objectBody, openAIMessages, optional, readAdditivePenalty,
-  readLocalLength, readLocalSeed, readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, type Body,
+  readLocalLength, readLocalSeed, readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, wholeTokenText, type Body,
 } from './api_common';
 import { readLlamaCppGrammar } from './response_format';
 import { isJsonObject } from '../../util/json_object';
@@ -364,17 +364,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
       return;
     }
     // A piece that is not whole UTF-8 on its own (part of a character) comes as its bytes, as llama.cpp does.
-    const decoder = new TextDecoder('utf-8', { fatal: true });
-    res.json({
-      tokens: tokens.map((id) => {
-        const bytes = tokenizer.tokenBytes(id);
-        try {
-          return { id, piece: decoder.decode(bytes) };
-        } catch {
-          return { id, piece: [...bytes] };
-        }
-      }),
-    });
+    res.json({ tokens: tokens.map((id) => ({ id, piece: wholeTokenText(tokenizer, id) ?? [...tokenizer.tokenBytes(id)] })) });
   });
 
   router.post('/detokenize', jsonBody, async (req: Request, res: Response) => {

@@ -23,7 +23,7 @@ import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
   MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, objectBody, openAIError, openAIMessages, optional, readDimensions,
-  generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, readStreamOptions, tokenLogprobs, tokenText, type Body,
+  generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, readStreamOptions, tokenLogprobs, wholeTokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
 import { chatToolsLayout, readToolChoice, replyCalls, replyKind, type ToolsLayout } from './tool_calls';
@@ -104,21 +104,39 @@ function finished(c: Completion): { finish_reason: 'stop' | 'length'; dixie_fini
   return { finish_reason: cutShort(c) ? 'length' : 'stop', dixie_finish_reason: c.finishReason };
 }
 
-// OpenAI's logprobs of a completion, from `offset` in its text: the prompt's tokens first when it is echoed.
-function completionLogprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | PromptLogprob)[], offset: number): Record<string, unknown> {
-  const tokens = logprobs.map((l) => tokenText(tokenizer, l.token));
-  const textOffset: number[] = [];
-  let at = offset;
-  for (const t of tokens) {
-    textOffset.push(at);
-    at += t.length;
-  }
-  return {
-    tokens,
-    token_logprobs: logprobs.map((l) => l.logprob),
-    top_logprobs: logprobs.map((l) => l.top && Object.fromEntries(l.top.map((a) => [tokenText(tokenizer, a.token), a.logprob]))),
-    text_offset: textOffset,
+// A token as OpenAI's completions name it: its text, or where it holds part of a character, "bytes:" and its bytes
+// as \xNN, as OpenAI's do; as U+FFFD, such tokens would read alike, and collide as keys of top_logprobs.
+function completionToken(tokenizer: Tokenizer, token: number): string {
+  return wholeTokenText(tokenizer, token) ?? `bytes:${[...tokenizer.tokenBytes(token)].map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('')}`;
+}
+
+// Where each of consecutive tokens begins in the text their bytes make from `at` on: where the character of its first
+// byte begins, since a character split over tokens comes into the text with the token that ends it.
+function textOffsets(tokenizer: Tokenizer, at: number): (token: number) => number {
+  const decoder = tokenizer.streamDecoder();
+  return (token) => {
+    const offset = at;
+    at += decoder.push(token).length;
+    return offset;
   };
+}
+
+// OpenAI's logprobs of a completion's tokens, `offsetOf` telling where each one's text begins.
+function completionLogprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | PromptLogprob)[], offsetOf: (token: number) => number): Record<string, unknown> {
+  return {
+    tokens: logprobs.map((l) => completionToken(tokenizer, l.token)),
+    token_logprobs: logprobs.map((l) => l.logprob),
+    top_logprobs: logprobs.map((l) => l.top && Object.fromEntries(l.top.map((a) => [completionToken(tokenizer, a.token), a.logprob]))),
+    text_offset: logprobs.map((l) => offsetOf(l.token)),
+  };
+}
+
+// Where each token of an echoed prompt's `promptTokens` and then of its reply, from `replyAt`, begins.
+function echoedOffsets(tokenizer: Tokenizer, promptTokens: number, replyAt: number): (token: number) => number {
+  const inPrompt = textOffsets(tokenizer, 0);
+  const inReply = textOffsets(tokenizer, replyAt);
+  let seen = 0;
+  return (token) => (seen++ < promptTokens ? inPrompt : inReply)(token);
 }
 
 function chatLogprobs(tokenizer: Tokenizer, logprobs: TokenLogprob[]): Record<string, unknown> {
@@ -151,8 +169,8 @@ interface Kind {
   // A streamed choice's fields: a piece of text, then (done: the completion) how it ended; logprobs: those of the
   // tokens drawn since the chunk before (in this kind's shape, below), or null. Null: no chunk for this piece.
   chunk(index: number, text: string, done: Completion | null, first: boolean, logprobs: Record<string, unknown> | null): Record<string, unknown> | null;
-  // The log-probabilities of tokens in this kind's shape; `offset`: where the first token's text begins.
-  logprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | PromptLogprob)[], offset: number): Record<string, unknown>;
+  // The log-probabilities of tokens in this kind's shape; `offsetOf`: where each token's text begins.
+  logprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | PromptLogprob)[], offsetOf: (token: number) => number): Record<string, unknown>;
 }
 
 const COMPLETION: Kind = {
@@ -217,13 +235,8 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
   const generate = (choice: Choice): Promise<Completion> => {
     let first = true;
     // Streamed, each chunk carries the log-probabilities of the tokens drawn since the one before (generateStreamed).
-    let offset = 0;
-    const chunkLogprobs = (drawn: TokenLogprob[]): Record<string, unknown> | null => {
-      if (!tokenizer || drawn.length === 0) return null;
-      const part = kind.logprobs(tokenizer, drawn, offset);
-      for (const l of drawn) offset += tokenText(tokenizer, l.token).length;
-      return part;
-    };
+    const offsetOf = tokenizer && textOffsets(tokenizer, 0);
+    const chunkLogprobs = (drawn: TokenLogprob[]): Record<string, unknown> | null => (tokenizer && offsetOf && drawn.length > 0 ? kind.logprobs(tokenizer, drawn, offsetOf) : null);
     const request: GenerationRequest = {
       prompt: choice.prompt,
       promptField: kind.promptField,
@@ -313,8 +326,8 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
       return {
         index: choice.index,
         text: head + c.text,
-        // Echoed, the prompt's tokens come first, from the start of the text.
-        logprobs: tokenizer && c.logprobs ? completionLogprobs(tokenizer, [...(c.promptLogprobs ?? []), ...c.logprobs], c.promptLogprobs ? 0 : head.length) : null,
+        // Echoed, the prompt's tokens come first, from the start of the text; the reply's text was decoded apart.
+        logprobs: tokenizer && c.logprobs ? completionLogprobs(tokenizer, [...(c.promptLogprobs ?? []), ...c.logprobs], echoedOffsets(tokenizer, c.promptLogprobs?.length ?? 0, head.length)) : null,
         ...finished(c),
       };
     });
