@@ -322,6 +322,8 @@ export class Sequence {
     this.text += this.decoder.end();  // a character still incomplete comes out as U+FFFD
     if (!this.cutAtStop()) this.finishReason = reason;
     this.emit(this.text.length);
+    // A reply its last token completed ended there, as it would with room for more: as a stop sequence does.
+    if (this.finishReason === 'length' && this.reply?.complete) this.finishReason = 'stop';
     return true;
   }
 

@@ -1,6 +1,6 @@
 // The edges of generation over real HTTP on 127.0.0.1, alike on every API that generates (OpenAI's, Ollama's,
-// llama.cpp's): stop strings that are not whole characters, lengths that fill the context, and log-probabilities of
-// tokens that hold part of a character.
+// llama.cpp's): stop strings that are not whole characters, lengths that fill the context, log-probabilities of
+// tokens that hold part of a character, and how a reply ends that its sanitizer completes on its last allowed token.
 import t from 'tap';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { TINY, request, serveApiModels, type ApiModels, type Running } from './helpers';
@@ -96,4 +96,23 @@ t.test("completions' log-probabilities of tokens that hold part of a character: 
   t.equal(chunks.map((c) => c.text).join(''), whole.text, 'streamed: the same text');
   t.same(chunks.flatMap((c) => c.logprobs?.tokens ?? []), whole.logprobs.tokens, 'streamed: the same tokens');
   t.same(chunks.flatMap((c) => c.logprobs?.text_offset ?? []), whole.logprobs.text_offset, 'streamed: the same offsets');
+});
+
+t.test('a reply the sanitizer completes on its last allowed token stopped, as it does with room for more', async (t) => {
+  const messages = [{ role: 'user', content: PROMPT }];
+  // Line breaks made likely, each of which ends the chatbot's message.
+  const settings = { model: 'chatbot', messages, max_tokens: 40, temperature: 1.2, logit_bias: { 198: 6 } };
+  type Chat = { choices: { message: { content: string }; finish_reason: string }[]; usage: { completion_tokens: number } };
+  let seed = 0;
+  let free: Chat | undefined;
+  for (; seed < 20 && free === undefined; seed++) {
+    const answer = (await post('/v1/chat/completions', { ...settings, seed })).json as Chat;
+    if (answer.choices[0].finish_reason === 'stop' && answer.usage.completion_tokens > 1) free = answer;
+  }
+  if (free === undefined) throw new Error('no seed of 20 gave a reply the sanitizer completed');
+  const tokens = free.usage.completion_tokens;
+  const exact = (await post('/v1/chat/completions', { ...settings, seed: seed - 1, max_tokens: tokens })).json as Chat;
+  t.equal(exact.choices[0].message.content, free.choices[0].message.content, `max_tokens ${tokens}: the same reply`);
+  t.equal(exact.usage.completion_tokens, tokens, 'of the same tokens');
+  t.equal(exact.choices[0].finish_reason, 'stop', 'finish_reason "stop", not "length"');
 });
