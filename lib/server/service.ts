@@ -28,7 +28,7 @@ export interface GenerationRequest {
   presencePenalty?: number;                // OpenAI's additive penalties on the tokens drawn so far (SamplingOptions)
   frequencyPenalty?: number;
   lengthGiven?: boolean;                   // the request set the length; else the model's (at most n_ctx / 2 unless its config sets it)
-  fillContext?: boolean;                   // the reply's length is what the context leaves after the whole prompt, at least 1 (llama.cpp's and Ollama's -2), not `sampling.length`
+  fillContext?: boolean;                   // the reply's length is what the context leaves after the whole prompt (llama.cpp's and Ollama's -2), where it leaves any
   seed?: number | bigint;
   signal?: AbortSignal;                    // the client went away
   deadline?: number;                       // Date.now() time to stop generating (default: the request timeout)
@@ -370,7 +370,9 @@ export class ChatService {
     const { nCtx, generator } = loaded;
     // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
     const encode = (text: string): Int32Array => generator.encode(text);
-    const asked = request.fillContext ? Math.max(1, nCtx - wholePromptTokens(request.prompt, encode)) : this.replyLength(key, nCtx, request.sampling.length, request.lengthGiven === true);
+    // A prompt that fills the context leaves none to fill: its reply gets the length nobody sized, as it would anywhere.
+    const left = request.fillContext ? nCtx - wholePromptTokens(request.prompt, encode) : 0;
+    const asked = left > 0 ? left : this.replyLength(key, nCtx, request.sampling.length, request.lengthGiven === true);
     let maxTokens = asked;
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };
     const field = request.promptField ?? 'prompt';

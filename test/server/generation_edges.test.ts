@@ -51,6 +51,11 @@ t.test("a length of -2 fills the context after the prompt alike on Ollama's API 
   t.match(chat, { message: { content: full.content }, eval_count: TINY.nCtx - promptTokens }, '/api/chat: the same reply');
   const own = (await post('/api/generate', { model: 'general', prompt: PROMPT, raw: true, stream: false, options: { num_predict: -1 } })).json;
   t.equal(own.eval_count, LENGTH, "-1: the model's own length");
+  const overlong = `${PROMPT} ${'Hello '.repeat(TINY.nCtx)}`;
+  const cut = (await post('/completion', { model: 'general', prompt: overlong, n_predict: -2 })).json;
+  t.match(cut, { tokens_predicted: LENGTH, truncated: true }, "a prompt past the context leaves none to fill: the model's own length, the prompt cut");
+  const overlongChat = (await post('/api/chat', { model: 'general', messages: [{ role: 'user', content: overlong }], stream: false, options: { num_predict: -2 } })).json;
+  t.match(overlongChat, { message: { content: cut.content }, eval_count: LENGTH }, '/api/chat: the same');
   for (const [path, body, field] of [
     ['/api/generate', { model: 'general', prompt: PROMPT, stream: false, options: { num_predict: 0 } }, 'options.num_predict'],
     ['/completion', { model: 'general', prompt: PROMPT, n_predict: -3 }, 'n_predict'],
