@@ -1,6 +1,7 @@
 // The edges of generation over real HTTP on 127.0.0.1, alike on every API that generates (OpenAI's, Ollama's,
 // llama.cpp's): stop strings that are not whole characters, lengths that fill the context, log-probabilities of
-// tokens that hold part of a character, and how a reply ends that its sanitizer completes on its last allowed token.
+// tokens that hold part of a character, how a reply ends that its sanitizer completes on its last allowed token, and
+// temperatures below 0.
 import t from 'tap';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { TINY, request, serveApiModels, type ApiModels, type Running } from './helpers';
@@ -120,4 +121,14 @@ t.test('a reply the sanitizer completes on its last allowed token stopped, as it
   t.equal(exact.choices[0].message.content, free.choices[0].message.content, `max_tokens ${tokens}: the same reply`);
   t.equal(exact.usage.completion_tokens, tokens, 'of the same tokens');
   t.equal(exact.choices[0].finish_reason, 'stop', 'finish_reason "stop", not "length"');
+});
+
+t.test("a temperature below 0 is greedy on Ollama's API, as Ollama's sampler and llama.cpp's take it", async (t) => {
+  // 'long' samples at its own temperature unless told.
+  const greedy = ((await post('/v1/completions', { model: 'long', prompt: PROMPT, max_tokens: 8, temperature: 0 })).json.choices as { text: string }[])[0].text;
+  const ollama = await post('/api/generate', { model: 'long', prompt: PROMPT, raw: true, stream: false, options: { num_predict: 8, temperature: -1, seed: 3 } });
+  t.equal(ollama.status, 200, '/api/generate: answered');
+  t.equal(ollama.json.response, greedy, '/api/generate: the greedy text');
+  const llamaCpp = await post('/completion', { model: 'long', prompt: PROMPT, n_predict: 8, temperature: -1, seed: 3 });
+  t.equal(llamaCpp.json.content, greedy, '/completion: the same');
 });

@@ -189,7 +189,7 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
     [{ options: { mirostat: 2 } }, /^options\.mirostat: is not supported/],
     [{ options: { repeat_penalty: 0.9 } }, /^options\.repeat_penalty: must be a number of at least 1/],
     [{ options: { repeat_last_n: 64 } }, /^options\.repeat_last_n: only -1/],
-    [{ options: { temperature: -1 } }, /^options\.temperature: must be/],
+    [{ options: { temperature: 101 } }, /^options\.temperature: must be/],
     [{ options: { seed: -2 } }, /^options\.seed: must be a non-negative integer, or -1 \(random\)/],
     [{ options: { warp: 1 } }, /^options\.warp: unsupported option/],
     // Options named as Object.prototype's members are options like any other (once a 500, or accepted unseen).

@@ -201,6 +201,12 @@ export function readLocalLength(fields: Body, key: string): { fillContext: boole
   return { fillContext: value === -2 };
 }
 
+// llama.cpp's and Ollama's samplers take a temperature below 0 as 0, greedy: so is it read.
+export function readLocalTemperature(fields: Body, key: string): void {
+  const temperature = fields[key];
+  if (typeof temperature === 'number' && temperature < 0) fields[key] = 0;
+}
+
 // A message of the request, its content read as text (messageText), and the request's fields of its role and its
 // text, for errors (messages[2].role, messages[2].content).
 export interface InputMessage {

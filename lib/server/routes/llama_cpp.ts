@@ -24,7 +24,7 @@ import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
   MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, objectBody, openAIMessages, optional, readAdditivePenalty,
-  readLocalLength, readLocalSeed, readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, wholeTokenText, type Body,
+  readLocalLength, readLocalSeed, readLocalTemperature, readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, wholeTokenText, type Body,
 } from './api_common';
 import { readLlamaCppGrammar } from './response_format';
 import { isJsonObject } from '../../util/json_object';
@@ -136,8 +136,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
   }
   const fields: Body = { ...body };
   const { fillContext } = readLocalLength(fields, 'n_predict');
-  // A temperature below 0 is greedy, as 0.
-  if (typeof fields.temperature === 'number' && fields.temperature < 0) fields.temperature = 0;
+  readLocalTemperature(fields, 'temperature');
   const penalize = readRepeatPenalty(fields, 'repeat_penalty', 'repeat_last_n');
   if (penalize === undefined) delete fields.repeat_penalty;
   else fields.repeat_penalty = penalize;

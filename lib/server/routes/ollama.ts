@@ -25,7 +25,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalLength, readLocalSeed, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
+  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalLength, readLocalSeed, readLocalTemperature, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
@@ -99,6 +99,7 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
     if (!neutral(value)) bad(`options.${key}`, 'is not supported: dixie samples with temperature, top_k, top_p, min_p and the penalties; only its neutral value is accepted');
   }
   const { fillContext } = readLocalLength(flat, 'options.num_predict');
+  readLocalTemperature(flat, 'options.temperature');
   const penalize = readRepeatPenalty(flat, 'options.repeat_penalty', 'options.repeat_last_n');
   if (penalize === undefined) delete flat['options.repeat_penalty'];
   else flat['options.repeat_penalty'] = penalize;
