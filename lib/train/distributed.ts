@@ -64,6 +64,43 @@ export function sumOverRanks(ranks: Ranks, values: number[]): number[] {
   return Array.from(data);
 }
 
+// For each entry of `values` (the same list, in the same order, on every rank): the ranks whose value differs from
+// rank 0's. Every rank gets the same answer.
+function ranksDifferingFromRank0(ranks: Ranks, values: readonly string[]): number[][] {
+  const rank0 = fromRank0(ranks, values);
+  const differs = new Array<number>(values.length * ranks.size).fill(0);
+  values.forEach((value, i) => {
+    if (value !== rank0[i]) differs[i * ranks.size + ranks.rank] = 1;
+  });
+  const sums = sumOverRanks(ranks, differs);
+  return values.map((_, i) => sums.slice(i * ranks.size, (i + 1) * ranks.size).flatMap((d, r) => (d > 0 ? [r] : [])));
+}
+
+function rankList(list: number[]): string {
+  return `rank${list.length > 1 ? 's' : ''} ${list.join(', ')}`;
+}
+
+// What the ranks must agree on: `key` compared, `shown` in the message (a flag's value; a dataset's size, where the
+// key is a digest of it).
+export interface RankValue {
+  name: string;
+  key: string;
+  shown: string;
+}
+
+// Throws on every rank unless each rank has rank 0's key for every entry, naming the first entry that differs, the
+// ranks it differs on, rank 0's value and, on those ranks, their own. Ranks that went on would train another model
+// than the one asked for without a word, or wait on each other in collectives the others never make.
+export function checkRanksAgreeOn(ranks: Ranks, entries: readonly RankValue[], remedy: string): void {
+  const differing = ranksDifferingFromRank0(ranks, entries.map((e) => e.key));
+  const i = differing.findIndex((list) => list.length > 0);
+  if (i < 0) return;
+  const { name, shown } = entries[i];
+  const rank0Shown = fromRank0(ranks, shown);
+  const here = differing[i].includes(ranks.rank) ? ` (this one: ${shown})` : '';
+  throw new Error(`the ranks disagree on ${name}: ${rankList(differing[i])} ${differing[i].length > 1 ? 'have' : 'has'} another than rank 0's ${rank0Shown}${here}: ${remedy}`);
+}
+
 // Throws, naming the ranks, unless every rank's weights are bit for bit rank 0's (a SHA-256 of them each).
 // The ranks start from the same weights and apply the same averaged update, so a difference means a broken
 // reduction or a rank that read other data.
@@ -73,11 +110,6 @@ export function checkRanksAgree(ranks: Ranks, model: Model, when: string): void 
     const values = model.getParam(t.name);
     hash.update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
   }
-  const digest = hash.digest('hex');
-  const differs = new Array<number>(ranks.size).fill(0);
-  differs[ranks.rank] = digest === fromRank0(ranks, digest) ? 0 : 1;
-  const disagreeing = sumOverRanks(ranks, differs).flatMap((d, r) => (d > 0 ? [r] : []));
-  if (disagreeing.length > 0) {
-    throw new Error(`${when}: the weights of rank${disagreeing.length > 1 ? 's' : ''} ${disagreeing.join(', ')} differ from rank 0's`);
-  }
+  const disagreeing = ranksDifferingFromRank0(ranks, [hash.digest('hex')])[0];
+  if (disagreeing.length > 0) throw new Error(`${when}: the weights of ${rankList(disagreeing)} differ from rank 0's`);
 }

@@ -30,7 +30,7 @@ import { Generator, type GenerateResult } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
 import { BEST_FILE, BestValidation, OPTIMIZER_FILE, STATE_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
-import { Ranks, checkRanksAgree, ctrlCAdvice, fromRank0, numberFromRank0, sumOverRanks, threadsPerRank } from './distributed';
+import { Ranks, checkRanksAgree, checkRanksAgreeOn, ctrlCAdvice, fromRank0, numberFromRank0, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog, type MetricRecord } from './metrics';
 import { plotMetrics } from './plot';
 import { quoted } from '../util/quoted';
@@ -493,6 +493,20 @@ function baseWeightDtype(o: TrainOptions, lora: LoraOptions | undefined, state: 
   return dtype;
 }
 
+// The options that are each rank's own, for the cores of its machine; every other one the ranks must share.
+const PER_RANK_OPTIONS: ReadonlySet<string> = new Set<keyof TrainOptions>(['threads', 'background']);
+
+// Ranks given other flags than rank 0's would each train differently (another learning rate, another batch), or
+// stop at other steps (--stop_after, --save_every) and wait for each other in collectives the others never make.
+function checkRanksShareOptions(ranks: Ranks, o: TrainOptions): void {
+  const keys = ['dataset', ...Object.keys(DEFAULT_TRAIN_OPTIONS)].filter((k) => !PER_RANK_OPTIONS.has(k)) as (keyof TrainOptions)[];
+  const entries = keys.map((k) => {
+    const value = String(JSON.stringify(o[k]));
+    return { name: `--${k}`, key: value, shown: value };
+  });
+  checkRanksAgreeOn(ranks, entries, 'give every rank the same flags');
+}
+
 // A training run: resume, build, data, then the loop, which saves checkpoints as it goes (rank 0 alone).
 export async function train(options: Partial<TrainOptions> & { dataset: string }, io: TrainIO = {}): Promise<TrainResult> {
   const o: TrainOptions = { ...DEFAULT_TRAIN_OPTIONS, ...options };
@@ -507,6 +521,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
   const world = ranks?.size ?? 1;
   const runDir = path.join(o.checkpoint_dir, o.run_name);
   ranks?.setTimeout(o.collective_timeout);
+  if (ranks) checkRanksShareOptions(ranks, o);
 
   const { resumeDir, state, seed } = findStart(o, runDir, ranks);
   const { model, tokenizer } = await buildModel(o, { resumeDir, state, seed }, runDir, ranks, log);

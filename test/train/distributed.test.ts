@@ -34,10 +34,16 @@ interface Job {
   output: () => string;
 }
 
-// mpirun -np <ranks> bin/train, each rank given the flags of its options (MPMD: one app context per rank).
-function mpirun(perRank: Partial<TrainOptions>[]): Job {
+// mpirun -np <ranks> bin/train, each rank given the flags of its options (MPMD: one app context per rank), and run in
+// its folder of workDirs where given (as ranks on machines of their own, each with its own copy of a file).
+function mpirun(perRank: Partial<TrainOptions>[], workDirs: string[] = []): Job {
   // threads 0: each rank takes its share of the cores.
-  const contexts = perRank.flatMap((o, i) => [...(i > 0 ? [':'] : []), '-np', '1', process.execPath, TRAIN, ...flags({ ...o, threads: 0 })]);
+  const contexts = perRank.flatMap((o, i) => [
+    ...(i > 0 ? [':'] : []),
+    '-np', '1',
+    ...(workDirs[i] ? ['-wdir', workDirs[i]] : []),
+    process.execPath, TRAIN, ...flags({ ...o, threads: 0 }),
+  ]);
   const child = spawn('mpirun', ['--oversubscribe', ...contexts], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -182,6 +188,18 @@ t.test("one rank's error ends the job, naming the rank", async (t) => {
   t.not(code, 0);
   t.ok(Date.now() - started < 30_000, 'within seconds');
   t.match(stderr, `train: rank 1 of 2: dataset ${missing}: no such file or folder`);
+});
+
+t.test('ranks given other flags than rank 0 end at once, naming the flag, rather than stop at other steps and wait', async (t) => {
+  const dir = t.testdir();
+  // A timeout short enough that ranks left waiting on each other would end the test: the refusal comes before it.
+  const options = tinyRun(dir, { batch_size: 2, collective_timeout: 60 });
+  const started = Date.now();
+  const { code, stderr } = await mpirun([{ ...options, stop_after: 2 }, { ...options, stop_after: 4 }]).done;
+  t.not(code, 0);
+  t.ok(Date.now() - started < 45_000, 'within seconds, not at the collective timeout');
+  t.match(stderr, "train: rank 1 of 2: the ranks disagree on --stop_after: rank 1 has another than rank 0's 2 (this one: 4): give every rank the same flags");
+  t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1')), 'nothing trained, nothing saved');
 });
 
 t.test('SIGUSR1 to mpirun stops every rank after the same step; rank 0 saves once', async (t) => {
