@@ -2,6 +2,8 @@
 // joined by <|endoftext|>; a training window never crosses from one chunk into the next). Two kinds: tokens
 // held in memory (text encoded at start-up, encode.py's .npz), and a token file read in place
 // (lib/data/token_file.ts).
+import crypto from 'node:crypto';
+
 export interface TokenSource {
   // Where the tokens came from, for messages.
   readonly description: string;
@@ -45,6 +47,27 @@ export class MemoryTokens implements TokenSource {
   }
 
   close(): void {}
+}
+
+// A SHA-256 of a source's size, its chunks and its tokens, of all of them up to 2^20 and else of 256 blocks of 4096
+// spread evenly over it: what tells two copies of a dataset apart (the ranks of a data-parallel run, each reading
+// its own) without reading the whole of a large one.
+export function tokenDigest(source: TokenSource): string {
+  const BLOCK = 4096;
+  const BLOCKS = 256;
+  const n = source.tokenCount;
+  const hash = crypto.createHash('sha256');
+  hash.update(`${n} tokens below ${source.vocabSize}\n`);
+  hash.update(new Uint8Array(source.chunkStarts.buffer, source.chunkStarts.byteOffset, source.chunkStarts.byteLength));
+  const whole = n <= BLOCK * BLOCKS;
+  const block = new Int32Array(Math.min(BLOCK, n));
+  for (let b = 0; b < (whole ? Math.ceil(n / BLOCK) : BLOCKS); b++) {
+    const start = whole ? b * BLOCK : Math.floor((b * (n - BLOCK)) / (BLOCKS - 1));
+    const part = block.subarray(0, Math.min(BLOCK, n - start));
+    source.read(start, part);
+    hash.update(new Uint8Array(part.buffer, part.byteOffset, part.byteLength));
+  }
+  return hash.digest('hex');
 }
 
 // Throws naming `where` and the token's place when an id is not in the vocabulary; `first` is the place of

@@ -20,7 +20,7 @@ import { CHAT_CHECK_MODES, ChatCheckMode, Dataset, DEFAULT_COMBINE, loadDataset 
 import { datasetFiles } from '../data/files';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
-import { ChunkParts } from '../data/tokens';
+import { ChunkParts, tokenDigest } from '../data/tokens';
 import { GPT2Config, LoraOptions, Model, ModelOptions, plannedModelBytes, runsOnGpu } from '../engine/model';
 import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
@@ -507,6 +507,14 @@ function checkRanksShareOptions(ranks: Ranks, o: TrainOptions): void {
   checkRanksAgreeOn(ranks, entries, 'give every rank the same flags');
 }
 
+// Ranks that read other data under the same flag (another copy of a file, on a machine of its own) would train
+// another model than the one asked for without a word: the averaged gradients keep their weights alike.
+function checkRanksShareData(ranks: Ranks, flag: string, data: Dataset): void {
+  const key = tokenDigest(data.source);
+  const shown = `${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks, digest ${key.slice(0, 12)}`;
+  checkRanksAgreeOn(ranks, [{ name: `the data of ${flag}`, key, shown }], 'give every rank the same files (on a file system every machine shares, or identical copies)');
+}
+
 // A training run: resume, build, data, then the loop, which saves checkpoints as it goes (rank 0 alone).
 export async function train(options: Partial<TrainOptions> & { dataset: string }, io: TrainIO = {}): Promise<TrainResult> {
   const o: TrainOptions = { ...DEFAULT_TRAIN_OPTIONS, ...options };
@@ -557,6 +565,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     // Little chat overfits a pre-trained model; a fresh one is as small as its data wants.
     const data = await loadChecked(o.dataset, o, tokenizer, log, !o.fresh_model, root);
     sources.push(data);
+    if (ranks) checkRanksShareData(ranks, '--dataset', data);
     log(`dataset: ${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks from ${data.files.length} file${data.files.length === 1 ? '' : 's'}`);
     const percent = `${+(100 * o.val_split).toFixed(2)}%`;
     const held = o.val_split > 0 ? new ChunkParts(data.source, 1 - o.val_split, 1, `the last ${percent} of each chunk of ${data.source.description} (--val_split)`) : null;
@@ -576,7 +585,10 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     let validation: { inputs: Int32Array; targets: Int32Array } | null = null;
     if (o.val_every > 0) {
       const valData = o.val_dataset ? await loadChecked(o.val_dataset, o, tokenizer, log, false, root) : data;
-      if (valData !== data) sources.push(valData);
+      if (valData !== data) {
+        sources.push(valData);
+        if (ranks) checkRanksShareData(ranks, '--val_dataset', valData);
+      }
       const rows = o.val_batch_count * o.val_batch_size;
       validation = { inputs: new Int32Array(rows * T), targets: new Int32Array(rows * T) };
       const valSampler = new WindowSampler(held ?? valData.source, T + 1);

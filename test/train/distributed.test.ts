@@ -1,8 +1,8 @@
 // Data-parallel bin/train under Open MPI's mpirun, on the CPU with the tiny model: 2 ranks x batch 2 (and 4 x 1)
 // train to the very weights of 1 rank x batch 4; ZeRO-1 gives the same weights as no sharding; a run killed after a
 // checkpoint (which ends the whole job within seconds) resumes to where an uninterrupted run ends, also on another
-// number of ranks; one rank's error ends the job naming the rank; SIGUSR1 to mpirun stops every rank after the same
-// step.
+// number of ranks; one rank's error ends the job naming the rank; ranks given other flags or other data than rank 0's
+// end the job at start, naming which; SIGUSR1 to mpirun stops every rank after the same step.
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -199,6 +199,23 @@ t.test('ranks given other flags than rank 0 end at once, naming the flag, rather
   t.not(code, 0);
   t.ok(Date.now() - started < 45_000, 'within seconds, not at the collective timeout');
   t.match(stderr, "train: rank 1 of 2: the ranks disagree on --stop_after: rank 1 has another than rank 0's 2 (this one: 4): give every rank the same flags");
+  t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1')), 'nothing trained, nothing saved');
+});
+
+t.test('ranks that read other data under the same --dataset end at once, naming it, rather than train on it', async (t) => {
+  const dir = t.testdir();
+  // Each rank in a folder of its own with its own copy of data.train, as on machines of their own; rank 1's copy has
+  // one word more.
+  const text = fs.readFileSync(tinyRun(dir).dataset, 'utf8');
+  const workDirs = ['machine0', 'machine1'].map((name) => path.join(dir, name));
+  workDirs.forEach((d, i) => {
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, 'data.train'), i === 0 ? text : text.replace('Can we', 'Could we'));
+  });
+  const options = tinyRun(dir, { dataset: 'data.train', batch_size: 2, stop_after: 2 });
+  const { code, stderr } = await mpirun([options, options], workDirs).done;
+  t.not(code, 0);
+  t.match(stderr, /train: rank 1 of 2: the ranks disagree on the data of --dataset: rank 1 has another than rank 0's 31,018 tokens in 1 chunks, digest [0-9a-f]{12} \(this one: 31,0\d\d tokens in 1 chunks, digest [0-9a-f]{12}\): give every rank the same files/);
   t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1')), 'nothing trained, nothing saved');
 });
 
