@@ -48,6 +48,7 @@ export interface TrainState {
   trainSeconds: number;      // time spent in training steps
   audiences: AudienceCount[];  // who the chat data talks to (for bin/chat), most messages first; [] when not chat
   best?: BestValidation | null;  // with --val_dataset: the lowest validation loss so far (absent in older checkpoints)
+  ranks?: number;            // the ranks the run trained on (data-parallel; absent in older checkpoints)
   options: Record<string, unknown>;  // the options the run last ran with, for the record
 }
 
@@ -179,6 +180,7 @@ export function readTrainState(dir: string): TrainState {
   if (!isWords(state.dataRng) || !isWords(state.sampleRng)) throw new Error(`${file}: fields "dataRng" and "sampleRng" must be four 32-bit words`);
   if (!Array.isArray(state.lossAverage) || state.lossAverage.length !== 2) throw new Error(`${file}: field "lossAverage" must be [sum, count]`);
   if (!Array.isArray(state.audiences)) throw new Error(`${file}: field "audiences" must be a list`);
+  if (state.ranks !== undefined && !(Number.isInteger(state.ranks) && state.ranks >= 1)) throw new Error(`${file}: field "ranks" must be a whole number >= 1`);
   const best = state.best;
   if (best !== undefined && best !== null && !(typeof best.step === 'number' && typeof best.loss === 'number' && typeof best.validationsSince === 'number')) {
     throw new Error(`${file}: field "best" must be null or {"step", "loss", "validationsSince"}`);

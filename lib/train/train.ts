@@ -493,6 +493,23 @@ function baseWeightDtype(o: TrainOptions, lora: LoraOptions | undefined, state: 
   return dtype;
 }
 
+// What a resumed run changes of the global batch its checkpoint trained with (--batch_size x --accumulate_gradients
+// x ranks), and how to keep it; null when it keeps it, or when the checkpoint does not say how many ranks it had.
+// Another global batch draws other sequences from the step on: the run goes on, but will not end where it would have.
+function globalBatchChange(state: TrainState, o: TrainOptions, world: number): string | null {
+  const { batch_size: batchSize, accumulate_gradients: accumulate } = state.options;
+  if (state.ranks === undefined || typeof batchSize !== 'number' || typeof accumulate !== 'number') return null;
+  const before = batchSize * accumulate * state.ranks;
+  const now = o.batch_size * o.accumulate_gradients * world;
+  if (before === now) return null;
+  const per = o.accumulate_gradients * world;
+  const keep = before % per === 0 ? `; --batch_size ${before / per} keeps it` : '';
+  return (
+    `the run trained with a global batch of ${before} sequences a step (${batchSize} x ${accumulate} x ${state.ranks} rank${state.ranks > 1 ? 's' : ''}) ` +
+    `and goes on with ${now} (${o.batch_size} x ${o.accumulate_gradients} x ${world}): it draws other sequences from step ${state.step} on than an uninterrupted run${keep}`
+  );
+}
+
 // The options that are each rank's own, for the cores of its machine; every other one the ranks must share.
 const PER_RANK_OPTIONS: ReadonlySet<string> = new Set<keyof TrainOptions>(['threads', 'background']);
 
@@ -560,6 +577,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       if (o.zero === 1) log(`ZeRO-1: each rank keeps Adam's moments of 1/${world} of the parameters (${(model.memory().optimizer / 2 ** 20).toFixed(1)} MiB on rank 0)`);
       checkRanksAgree(ranks, model, 'at start');
     }
+
+    const changedBatch = state ? globalBatchChange(state, o, world) : null;
+    if (changedBatch) log(`warning: ${changedBatch}`);
 
     // ---- data
     // Little chat overfits a pre-trained model; a fresh one is as small as its data wants.
@@ -683,6 +703,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         audiences,
         best,
         options: { ...o, dtype: model.weightDtype },
+        ranks: world,
       };
       const started = Date.now();
       checkpoint = await saveCheckpoint(runDir, model, tokenizer, saved, { maxToKeep: o.max_to_keep, withOptimizer: o.optimizer === 'adam', keepBest: o.keep_best, onPhase: io.onSavePhase });

@@ -11,7 +11,7 @@ import { openSafetensors } from '../../lib/formats/safetensors';
 import { latestCheckpoint, listCheckpoints } from '../../lib/train/checkpoint';
 import { readMetrics } from '../../lib/train/metrics';
 import { TrainOptions, train } from '../../lib/train/train';
-import { tinyRun } from './helpers';
+import { collect, tinyRun } from './helpers';
 
 const TRAIN = path.join(__dirname, '..', '..', 'bin', 'commands', 'train.js');
 // As root (CI), mpirun wants to be told; two ranks on two cores need --oversubscribe where cores are fewer.
@@ -163,6 +163,20 @@ t.test('a 2-rank run killed after a checkpoint ends at once, and resumes to wher
   const y = losses(single.runDir).slice(-4);
   t.ok(x.every((v, i) => Math.abs(v - y[i]) <= 1e-6 * v), `1 rank resumes a 2-rank run: losses ${y} match ${x}`);
   t.ok(same(a, single.checkpoint as string, 'model.safetensors'), 'and ends with the weights of the 2-rank run, bit for bit');
+});
+
+t.test('a run resumed on another number of ranks says when that changes its global batch, and how to keep it', async (t) => {
+  const dir = t.testdir();
+  const options = tinyRun(dir, { batch_size: 2, zero: 1, stop_after: 2 });
+  await ranks(2, options);
+  const runDir = path.join(dir, 'checkpoint', 'run1');
+  fs.cpSync(path.join(runDir, 'model-2'), path.join(dir, 'checkpoint', 'single', 'model-2'), { recursive: true });
+
+  const { stdout } = await ranks(4, { ...options, stop_after: 3 });
+  t.match(stdout, 'warning: the run trained with a global batch of 4 sequences a step (2 x 1 x 2 ranks) and goes on with 8 (2 x 1 x 4): it draws other sequences from step 2 on than an uninterrupted run; --batch_size 1 keeps it');
+  const lines: string[] = [];
+  await train({ ...options, zero: 0, batch_size: 4, stop_after: 3, run_name: 'single' }, { log: collect(lines) });
+  t.notOk(lines.some((l) => l.includes('global batch')), `1 rank x batch 4 keeps the global batch of 2 x 2, and says nothing of it (${lines.find((l) => l.includes('global batch'))})`);
 });
 
 t.test('a run that diverges validates to NaN on every rank and goes on, as one process does', async (t) => {
