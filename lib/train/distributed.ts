@@ -103,13 +103,13 @@ export function checkRanksAgreeOn(ranks: Ranks, entries: readonly RankValue[], r
 
 // Throws, naming the ranks, unless every rank's weights are bit for bit rank 0's (a SHA-256 of them each).
 // The ranks start from the same weights and apply the same averaged update, so a difference means a broken
-// reduction or a rank that read other data.
-export function checkRanksAgree(ranks: Ranks, model: Model, when: string): void {
+// reduction or a rank that read other data; at start, a rank that loaded other files, which `cause` names.
+export function checkRanksAgree(ranks: Ranks, model: Model, when: string, cause = ''): void {
   const hash = crypto.createHash('sha256');
   for (const t of model.tensors) {
     const values = model.getParam(t.name);
     hash.update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
   }
   const disagreeing = ranksDifferingFromRank0(ranks, [hash.digest('hex')])[0];
-  if (disagreeing.length > 0) throw new Error(`${when}: the weights of ${rankList(disagreeing)} differ from rank 0's`);
+  if (disagreeing.length > 0) throw new Error(`${when}: the weights of ${rankList(disagreeing)} differ from rank 0's${cause}`);
 }

@@ -575,7 +575,8 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       const advice = ctrlCAdvice(ranks);
       if (advice) log(advice);
       if (o.zero === 1) log(`ZeRO-1: each rank keeps Adam's moments of 1/${world} of the parameters (${(model.memory().optimizer / 2 ** 20).toFixed(1)} MiB on rank 0)`);
-      checkRanksAgree(ranks, model, 'at start');
+      const loaded = resumeDir ? `--restore_from ${o.restore_from} (${resumeDir})` : o.fresh_model ? `--fresh_model of --seed ${seed}` : `--model_name ${o.model_name}`;
+      checkRanksAgree(ranks, model, 'at start', `, loaded from ${loaded}: give every rank the same model files (on a file system every machine shares, or identical copies)`);
     }
 
     const changedBatch = state ? globalBatchChange(state, o, world) : null;

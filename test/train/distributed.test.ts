@@ -2,7 +2,8 @@
 // train to the very weights of 1 rank x batch 4; ZeRO-1 gives the same weights as no sharding; a run killed after a
 // checkpoint (which ends the whole job within seconds) resumes to where an uninterrupted run ends, also on another
 // number of ranks; one rank's error ends the job naming the rank; ranks given other flags or other data than rank 0's
-// end the job at start, naming which; SIGUSR1 to mpirun stops every rank after the same step.
+// (or other weights under the same --model_name) end the job at start, naming which; SIGUSR1 to mpirun stops every
+// rank after the same step.
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -231,6 +232,21 @@ t.test('ranks that read other data under the same --dataset end at once, naming 
   t.not(code, 0);
   t.match(stderr, /train: rank 1 of 2: the ranks disagree on the data of --dataset: rank 1 has another than rank 0's 31,018 tokens in 1 chunks, digest [0-9a-f]{12} \(this one: 31,0\d\d tokens in 1 chunks, digest [0-9a-f]{12}\): give every rank the same files/);
   t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1')), 'nothing trained, nothing saved');
+});
+
+t.test('ranks that load other weights under the same --model_name end at once, naming it', async (t) => {
+  const dir = t.testdir();
+  // Two tiny models of other seeds, each rank's ./model in a folder of its own, as on machines of their own.
+  const workDirs = await Promise.all([1, 2].map(async (seed) => {
+    const made = await train(tinyRun(dir, { seed, stop_after: 1, run_name: `seed-${seed}` }), quiet);
+    const workDir = path.join(dir, `machine-${seed}`);
+    fs.cpSync(made.checkpoint as string, path.join(workDir, 'model'), { recursive: true });
+    return workDir;
+  }));
+  const { fresh_model: _fresh, ...options } = tinyRun(dir, { model_name: './model', batch_size: 2, stop_after: 2 });
+  const { code, stderr } = await mpirun([options, options], workDirs).done;
+  t.not(code, 0);
+  t.match(stderr, "train: rank 1 of 2: at start: the weights of rank 1 differ from rank 0's, loaded from --model_name ./model: give every rank the same model files");
 });
 
 t.test('SIGUSR1 to mpirun stops every rank after the same step; rank 0 saves once', async (t) => {
