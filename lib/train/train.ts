@@ -782,9 +782,20 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         stoppedBy = 'early_stopping';
         break;
       }
-      // A stop that any rank was asked for stops every rank, after the same step.
+      // A stop that any rank was asked for stops every rank, after the same step. Rank 0 says which ranks were asked
+      // when it was not: a signal to one rank (kill <pid>) is otherwise said by none, rank 0 alone writing.
       const stopAsked = io.signal?.aborted ? 1 : 0;
-      if ((ranks ? sumOverRanks(ranks, [stopAsked])[0] : stopAsked) > 0) break;
+      if (!ranks) {
+        if (stopAsked) break;
+      } else {
+        const asked = new Array<number>(world).fill(0);
+        asked[ranks.rank] = stopAsked;
+        const askedRanks = sumOverRanks(ranks, asked).flatMap((a, r) => (a > 0 ? [r] : []));
+        if (askedRanks.length > 0) {
+          if (!stopAsked) log(`stopping at step ${step}: rank${askedRanks.length > 1 ? 's' : ''} ${askedRanks.join(', ')} ${askedRanks.length > 1 ? 'were' : 'was'} asked to stop (a signal)${o.save_on_ctrlc ? ', then saving' : ', without saving (--no-save_on_ctrlc)'}`);
+          break;
+        }
+      }
 
       const started = performance.now();
       const reduceBefore = ranks?.reduceSeconds() ?? 0;

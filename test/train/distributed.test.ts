@@ -264,6 +264,21 @@ t.test('SIGUSR1 to mpirun stops every rank after the same step; rank 0 saves onc
   t.equal(path.basename(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')) as string), `model-${step}`);
 });
 
+t.test('SIGTERM to one rank stops every rank after the same step, and rank 0 says which rank was asked', async (t) => {
+  const dir = t.testdir();
+  const options = tinyRun(dir, { batch_size: 2, save_on_ctrlc: true, zero: 1 });
+  const job = mpirun([options, options]);
+  await until(job, /^\[3 \| /m);
+  const rank1 = Number(execFileSync('pgrep', ['-P', String(job.child.pid)]).toString().trim().split('\n')[1]);
+  process.kill(rank1, 'SIGTERM');
+  const { code, stdout } = await job.done;
+  t.equal(code, 0, 'mpirun exits 0');
+  const step = Number(/stopping at step (\d+): rank 1 was asked to stop \(a signal\), then saving/.exec(stdout)?.[1]);
+  t.ok(step >= 3, `rank 0 says why it stops (${step})`);
+  t.equal((stdout.match(/^saved /gm) ?? []).length, 1, 'saved once');
+  t.equal(path.basename(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')) as string), `model-${step}`);
+});
+
 t.test('without mpirun: --zero 1 is refused; a missing MPI library names what to install', async (t) => {
   const dir = t.testdir();
   await t.rejects(train(tinyRun(dir, { zero: 1, stop_after: 1 }), quiet), /--zero 1 shards the optimizer state across the ranks of an MPI job: start bin\/train with mpirun/);
