@@ -19,7 +19,7 @@
 // The chunk table comes last so that the writer can stream tokens without knowing their number.
 import fs from 'node:fs';
 import os from 'node:os';
-import { writeFileAtomic } from '../util/atomic_file';
+import { writeAllSync, writeFileAtomic } from '../util/atomic_file';
 import { TokenSource, checkTokenIds } from './tokens';
 import { readHead } from '../util/file_bytes';
 
@@ -67,7 +67,7 @@ export async function writeTokenFile(
     let position = HEADER_BYTES;
     const chunkStarts: number[] = [0];
     const flush = (): void => {
-      fs.writeSync(fd, buffer, 0, buffered * bytesPerToken, position);
+      writeAllSync(fd, new Uint8Array(buffer.buffer, 0, buffered * bytesPerToken), position);
       position += buffered * bytesPerToken;
       buffered = 0;
     };
@@ -93,8 +93,8 @@ export async function writeTokenFile(
     header.chunkCount = chunkStarts.length - 1;
     const table = Buffer.alloc(chunkStarts.length * 8);
     chunkStarts.forEach((s, i) => table.writeBigUInt64LE(BigInt(s), i * 8));
-    fs.writeSync(fd, table, 0, table.length, position);
-    fs.writeSync(fd, encodeHeader(header), 0, HEADER_BYTES, 0);
+    writeAllSync(fd, table, position);
+    writeAllSync(fd, encodeHeader(header), 0);
   });
   return header;
 }

@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ProgressBar, type ProgressSink } from './progress';
-import { renameAtomic } from '../util/atomic_file';
+import { renameAtomic, writeAllSync } from '../util/atomic_file';
 
 export interface FetchFileOptions {
   headers?: Record<string, string>;  // sent to the first host only (an Authorization token stays there)
@@ -155,8 +155,7 @@ async function attempt(url: string, partial: string, options: FetchFileOptions):
         for await (const chunk of res.body) {
           idle();
           const bytes = chunk as Uint8Array;
-          let done = 0;
-          while (done < bytes.length) done += fs.writeSync(fd, bytes, done);
+          writeAllSync(fd, bytes);
           offset += bytes.length;
           bar?.update(offset);
         }

@@ -22,6 +22,7 @@ import type { FileStore } from './files';
 import type { Log } from './log';
 import { readRecords } from './records';
 import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
+import { writeFully } from '../formats/safetensors';
 import { isJsonObject } from '../util/json_object';
 
 // The endpoints a batch's requests may go to.
@@ -329,7 +330,7 @@ export class Batches {
           if (answer?.succeeded !== wanted) continue;
           if (line.length < answer.bytes) line = Buffer.alloc(answer.bytes);
           await from.read(line, 0, answer.bytes, answer.at);
-          await to.write(line, 0, answer.bytes);
+          await writeFully(to.fd, line.subarray(0, answer.bytes));
         }
       } finally {
         await to.close();

@@ -3,7 +3,7 @@
 // line, which readers skip). A resumed run first cuts the log back to its checkpoint's step, atomically, so
 // the log always tells the history of the weights it sits beside.
 import fs from 'node:fs';
-import { namingFile, writeTextAtomic } from '../util/atomic_file';
+import { namingFile, writeAllSync, writeTextAtomic } from '../util/atomic_file';
 
 export interface TrainRecord {
   type: 'train';
@@ -59,7 +59,7 @@ export class MetricsLog {
 
   append(record: MetricRecord): void {
     try {
-      fs.writeSync(this.fd, `${JSON.stringify(record)}\n`);
+      writeAllSync(this.fd, Buffer.from(`${JSON.stringify(record)}\n`, 'utf8'));
     } catch (err) {
       throw namingFile(this.file, err);
     }

@@ -75,7 +75,14 @@ export function renameAtomic(temp: string, target: string): void {
 }
 
 export async function writeTextAtomic(target: string, text: string | Uint8Array): Promise<void> {
-  await writeFileAtomic(target, (fd) => {
-    fs.writeSync(fd, typeof text === 'string' ? Buffer.from(text, 'utf8') : text);
-  });
+  await writeFileAtomic(target, (fd) => writeAllSync(fd, typeof text === 'string' ? Buffer.from(text, 'utf8') : text));
+}
+
+// Writes every byte of `bytes` at `position` (null: at the file's offset). One write() may write fewer bytes than
+// asked when the disk or the file size limit is reached partway, and says so only by its count: the next
+// write() is the one that fails, with the cause, and a caller that stopped at the first would keep a cut file.
+export function writeAllSync(fd: number, bytes: Uint8Array, position: number | null = null): void {
+  for (let done = 0; done < bytes.byteLength; ) {
+    done += fs.writeSync(fd, bytes, done, bytes.byteLength - done, position === null ? null : position + done);
+  }
 }

@@ -1,10 +1,12 @@
-// Atomic writes: many writes of one file at once each land whole (the last rename wins), and none leaves a
-// temporary file behind.
+// Atomic writes: many writes of one file at once each land whole (the last rename wins), a write the disk cuts
+// short fails without touching the file, and none leaves a temporary file behind.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { writeTextAtomic } from '../../lib/util/atomic_file';
+import { withFileSizeLimit } from '../helpers/file_size_limit';
 
 t.test('concurrent writes of one file never share a temporary file', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-atomic-'));
@@ -16,4 +18,20 @@ t.test('concurrent writes of one file never share a temporary file', async (t) =
   t.same(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)), [], 'every write succeeds');
   t.ok(contents.includes(fs.readFileSync(target, 'utf8')), 'the file is one of the writes, whole');
   t.same(fs.readdirSync(dir), ['config.json'], 'no temporary file left');
+});
+
+t.test('a write that the disk cuts short fails, the file under its name left as it was', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-atomic-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const target = path.join(dir, 'state.json');
+  fs.writeFileSync(target, 'the previous state\n');
+  const script = `require(${JSON.stringify(path.join(__dirname, '..', '..', 'lib', 'util', 'atomic_file.js'))})
+    .writeTextAtomic(${JSON.stringify(target)}, 'x'.repeat(3000))
+    .catch((err) => { console.error(err.message); process.exitCode = 1; });`;
+  const limited = withFileSizeLimit(2, [process.execPath, '-e', script]);
+  const r = spawnSync(limited.file, limited.args, { env: limited.env, encoding: 'utf8' });
+  t.equal(r.status, 1, r.stderr);
+  t.equal(r.stderr.trim(), `${target}: EFBIG: file too large, write`, 'the error names the file and the cause');
+  t.equal(fs.readFileSync(target, 'utf8'), 'the previous state\n', 'the previous file is kept whole');
+  t.same(fs.readdirSync(dir), ['state.json'], 'no temporary file left');
 });
