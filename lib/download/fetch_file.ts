@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ProgressBar, type ProgressSink } from './progress';
-import { renameAtomic, writeAllSync } from '../util/atomic_file';
+import { namingFile, renameAtomic, writeAllSync } from '../util/atomic_file';
 
 export interface FetchFileOptions {
   headers?: Record<string, string>;  // sent to the first host only (an Authorization token stays there)
@@ -72,6 +72,17 @@ async function hashFile(file: string, algorithm: string, prefix?: Buffer): Promi
   if (prefix) hash.update(prefix);
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   return hash.digest('hex');
+}
+
+// Runs one operation on a download's own files. What fails there (a full disk, a file size limit, a folder not
+// writable) is said as the file's, not as the connection's, and not retried: another attempt would fetch the same
+// bytes to meet the same disk.
+function onDisk<T>(file: string, operation: () => T): T {
+  try {
+    return operation();
+  } catch (err) {
+    throw new FatalError(`${(namingFile(file, err) as Error).message} (what was downloaded is kept: run again to resume once there is room)`);
+  }
 }
 
 // One attempt: request (following redirects by hand, to read the hub's headers on the way), then append the
@@ -147,21 +158,22 @@ async function attempt(url: string, partial: string, options: FetchFileOptions):
       const range = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
       if (!range || Number(range[1]) !== have) throw new FatalError(`${current}: asked for bytes from ${have}, got "${res.headers.get('content-range')}"`);
     }
-    fs.writeFileSync(metaFile, JSON.stringify({ url, tag: expected.tag, size: expected.size }));
-    const fd = fs.openSync(partial, offset === 0 ? 'w' : 'a');
+    onDisk(metaFile, () => fs.writeFileSync(metaFile, JSON.stringify({ url, tag: expected.tag, size: expected.size })));
+    const fd = onDisk(partial, () => fs.openSync(partial, offset === 0 ? 'w' : 'a'));
     const bar = options.progress === null ? null : new ProgressBar(options.label ?? path.basename(partial), expected.size, offset, options.progress);
     try {
       if (res.body) {
         for await (const chunk of res.body) {
           idle();
           const bytes = chunk as Uint8Array;
-          writeAllSync(fd, bytes);
+          onDisk(partial, () => writeAllSync(fd, bytes));
           offset += bytes.length;
           bar?.update(offset);
         }
       }
-      fs.fsyncSync(fd);
+      onDisk(partial, () => fs.fsyncSync(fd));
     } catch (err) {
+      if (err instanceof FatalError) throw err;
       throw new Error(`${new URL(current).origin}: the connection broke at byte ${offset}${expected.size !== null ? ` of ${expected.size}` : ''} (${networkDetail(err)})`);
     } finally {
       fs.closeSync(fd);

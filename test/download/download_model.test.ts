@@ -1,6 +1,6 @@
 // bin/download-model against loopback servers: a hub in Hugging Face's URL layout that redirects the weights to
 // a second server (the file host), a connection dropped mid-file (resumed), wrong checksums (refused, nothing
-// under the final name), a missing file, no network, and the command line.
+// under the final name), a missing file, no network, a full disk (said, not retried), and the command line.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -12,6 +12,7 @@ import { downloadModel, hubBase } from '../../lib/download/download_model';
 import { fetchFile } from '../../lib/download/fetch_file';
 import { formatProgress, type ProgressSink } from '../../lib/download/progress';
 import { inspectModelFolder } from '../../lib/formats/model_folder';
+import { withFileSizeLimit } from '../helpers/file_size_limit';
 
 const TINY = path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures', 'gpt2-tiny');
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -273,4 +274,32 @@ t.test('bin/download-model', async (t) => {
   const bad = await run(['gpt2-xl', '--mirror', servers.hub], { DIXIE_MODELS_DIR: models });
   t.equal(bad.code, 1);
   t.match(bad.stderr, /^download-model: .*gpt2-xl\/resolve\/main\/config\.json: not found \(HTTP 404\)/);
+});
+
+t.test('a disk that fills up is said as the file that did not fit, not retried, and the next run resumes', async (t) => {
+  const servers = await startServers();
+  t.teardown(servers.close);
+  const models = t.testdir();
+  const dir = path.join(models, '124M');
+  const launcher = path.join(ROOT, 'bin', 'download-model');
+  const run = (limit: number | 'unlimited'): Promise<{ code: number | null; stderr: string }> => new Promise((resolve) => {
+    const limited = withFileSizeLimit(limit, [process.execPath, launcher, '124M', '--retries', '3'], { DIXIE_MODELS_DIR: models, DIXIE_MIRROR: servers.hub });
+    const child = spawn(limited.file, limited.args, { env: limited.env });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+  const full = await run(64);
+  t.equal(full.code, 1, full.stderr);
+  const partial = path.join(dir, 'model.safetensors.partial');
+  t.equal(full.stderr.split('\n').at(-2), `download-model: ${partial}: EFBIG: file too large, write (what was downloaded is kept: run again to resume once there is room)`);
+  t.notMatch(full.stderr, /retrying/);
+  t.equal(servers.log.filter((r) => r.host === 'files').length, 1, 'the weights were asked for once');
+  t.equal(fs.statSync(partial).size, 64 * 1024, 'the part that fitted is kept');
+  t.notOk(fs.existsSync(path.join(dir, 'model.safetensors')));
+
+  const resumed = await run('unlimited');
+  t.equal(resumed.code, 0, resumed.stderr);
+  t.equal(servers.log.filter((r) => r.host === 'files').at(-1)?.range, `bytes=${64 * 1024}-`, 'the next run resumes where the disk stopped it');
+  expectModel(t, dir);
 });
