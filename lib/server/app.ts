@@ -15,6 +15,7 @@ import { loadSanitizer, type Sanitizer } from '../sanitize';
 import { fineTunedModel, type ModelConfig, type ServerConfig } from './config';
 import { checkModelFiles, gpt2Loader, type LoadedModel } from './engine';
 import { boundedBody } from './body';
+import { isOutOfSpace } from '../util/atomic_file';
 import { HttpError } from './errors';
 import { Batches, type Dispatch } from './batches';
 import { FineTuningJobs } from './fine_tuning';
@@ -430,6 +431,12 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       // The router's, for a path parameter (/v1/models/<key>) that does not decode; it marks the status, not `expose`.
       status = 400;
       body = { error: `path: ${quoted(req.path)} is not valid percent-encoding`, field: 'path' };
+    } else if (isOutOfSpace(err)) {
+      // The client can do nothing about it but wait, and should know that: not an "internal error". The file that did
+      // not fit is the operator's to know, in the log.
+      status = 507;
+      body = { error: `the server has no room left to write this request's files (${(err as NodeJS.ErrnoException).code}): nothing of it was kept; try again once room is made` };
+      log('error', 'out of disk space', { path: req.path, error: (err as Error).message });
     } else {
       log('error', 'unhandled error', { path: req.path, error: (err as Error)?.stack ?? String(err) });
     }

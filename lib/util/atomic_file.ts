@@ -47,6 +47,12 @@ export function namingFile(target: string, err: unknown): unknown {
   return Object.assign(new Error(`${target}: ${err.message}`, { cause: err }), { code: cause.code, syscall: cause.syscall });
 }
 
+// A write that failed for want of room: a full disk, a full quota, or a file size limit.
+export function isOutOfSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG';
+}
+
 // Writes through `fill`, which receives an open file descriptor of the temporary file. Whatever fails, the
 // temporary file goes and the target is left as it was.
 export async function writeFileAtomic(target: string, fill: (fd: number) => void | Promise<void>): Promise<void> {

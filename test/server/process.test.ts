@@ -1,12 +1,14 @@
 // bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0), SIGHUP
 // (the config read again; refused while ./server_config.json is missing), both while the server starts, where to
-// connect said to a terminal (and not into a pipe), and the message when there is nothing to serve.
+// connect said to a terminal (and not into a pipe), the message when there is nothing to serve, and an upload that the
+// disk has no room for.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import t from 'tap';
 import { makeModels, tempDir } from './helpers';
+import { withFileSizeLimit } from '../helpers/file_size_limit';
 
 const SERVE = path.resolve(__dirname, '..', '..', '..', 'bin', 'serve');
 const PROMPT = 'How big is the earth?';
@@ -19,8 +21,10 @@ interface Child {
   exited: Promise<number | null>;
 }
 
-function serve(args: string[], cwd: string): Child {
-  const proc = spawn(process.execPath, [SERVE, ...args], { cwd, env: { ...process.env, DIXIE_MODELS_DIR: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+// fileSizeLimitKib: the server as on a disk with that much room for a file.
+function serve(args: string[], cwd: string, fileSizeLimitKib: number | 'unlimited' = 'unlimited'): Child {
+  const command = withFileSizeLimit(fileSizeLimitKib, [process.execPath, SERVE, ...args], { DIXIE_MODELS_DIR: '' });
+  const proc = spawn(command.file, command.args, { cwd, env: command.env, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
   const stderr: string[] = [];
   readline.createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (line) => lines.push(JSON.parse(line) as Record<string, unknown>));
@@ -176,6 +180,38 @@ exports.sanitize = (text) => text;
   t.equal(await term.exited, 0, 'stopped as a running server stops');
   t.ok(term.lines.some((l) => /^SIGTERM received/.test(String(l.msg))));
   t.ok(term.lines.some((l) => l.msg === 'stopped'));
+});
+
+t.test('an upload the disk has no room for: a 507 that says so, nothing kept, and the server serves on', async (t) => {
+  const dir = tempDir('disk-full');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
+  const config = path.join(dir, 'server_config.json');
+  fs.writeFileSync(config, JSON.stringify({ port: 0, models: [{ key: 'general', restore_from: 'alpha' }] }));
+  const child = serve(['--config', config, '--fine_tuning', path.join(dir, 'fine-tuning')], dir, 64);
+  t.teardown(() => {
+    if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+  });
+  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
+  const url = `http://127.0.0.1:${listening.port as number}`;
+  const upload = (text: string): Promise<globalThis.Response> => {
+    const form = new FormData();
+    form.append('purpose', 'fine-tune');
+    form.append('file', new Blob([text]), 'chats.train');
+    return fetch(`${url}/v1/files`, { method: 'POST', body: form });
+  };
+  const lines = '1|team|Can we meet Monday? <EOM>\n0|team|Sure, 8 works for me. <EOM>\n';
+
+  const tooBig = await upload(lines.repeat(2000));
+  t.equal(tooBig.status, 507);
+  t.same(await tooBig.json(), { error: { message: "the server has no room left to write this request's files (EFBIG): nothing of it was kept; try again once room is made", type: 'server_error', param: null, code: null } });
+  t.match(child.lines.find((l) => l.msg === 'out of disk space'), { path: '/v1/files', error: /fine-tuning.*: EFBIG: file too large, write$/ }, 'the log names the file');
+  t.same(fs.readdirSync(path.join(dir, 'fine-tuning', 'files')), [], 'nothing kept on disk');
+
+  const fits = await upload(lines);
+  t.equal(fits.status, 200, 'an upload that fits is kept');
+  const list = (await (await fetch(`${url}/v1/files`)).json()) as { data: { filename: string }[] };
+  t.same(list.data.map((f) => f.filename), ['chats.train']);
 });
 
 t.test('at a terminal: where to point a browser and the clients', { skip: !fs.existsSync('/usr/bin/script') && 'no script(1) to give it a terminal' }, async (t) => {

@@ -27,6 +27,7 @@ import { readBatchFile } from '../batches';
 import { cleanFilename, KIND_HEAD_BYTES, storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
 import { quoted } from '../../util/quoted';
 import { readHead } from '../../util/file_bytes';
+import { namingFile } from '../../util/atomic_file';
 
 // What may be uploaded; "fine-tune-results" files are written by the jobs, "batch_output" by the batches.
 const UPLOAD_PURPOSES = ['fine-tune', 'batch'];
@@ -243,7 +244,8 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
       filename = info.filename ?? 'file';
       out = fs.createWriteStream(pending.path, { flags: 'wx' });
       file.on('limit', () => fail(tooLarge(maxFileBytes)));
-      written = pipeline(file, out);
+      // The write's errors name no file; the log's line then does.
+      written = pipeline(file, out).catch((err: unknown) => Promise.reject(namingFile(pending.path, err)));
       written.catch(fail);
     });
     parser.on('filesLimit', () => fail(new HttpError(400, 'file: give one file per upload', { field: 'file' })));
