@@ -17,7 +17,7 @@ import { modelTokenizer } from '../tokenizer';
 import { listCheckpoints } from '../train/checkpoint';
 import { readMetrics, type MetricRecord } from '../train/metrics';
 import { train, trainingMemoryBytes } from '../train/train';
-import { writeTextAtomic } from '../util/atomic_file';
+import { namingFile, writeTextAtomic } from '../util/atomic_file';
 import { linesFromEnd } from '../util/lines';
 import type { FineTuningConfig } from './config';
 import { HttpError, withoutPaths } from './errors';
@@ -618,8 +618,15 @@ export class FineTuningJobs {
       .catch((err: Error) => this.host.log('error', 'a fine-tuning job could not be saved', { job: record.job.id, error: err.message }));
   }
 
+  // An event that cannot be written (a full disk) is logged and lost, as a job that cannot be saved is: it is told
+  // from the middle of training and from a job's failure, and thrown there it would end the server with every job.
   private event(job: FineTuningJob, level: JobEvent['level'], message: string, data: Record<string, unknown> = {}, type: JobEvent['type'] = 'message'): void {
     const event: JobEvent = { object: 'fine_tuning.job.event', id: randomId('ftevent'), created_at: seconds(), level, message, data, type };
-    fs.appendFileSync(path.join(this.dir(job.id), EVENTS_FILE), `${JSON.stringify(event)}\n`);
+    const file = path.join(this.dir(job.id), EVENTS_FILE);
+    try {
+      fs.appendFileSync(file, `${JSON.stringify(event)}\n`);
+    } catch (err) {
+      this.host.log('error', 'a fine-tuning job event could not be written', { job: job.id, event: message, error: (namingFile(file, err) as Error).message });
+    }
   }
 }

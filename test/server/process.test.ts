@@ -1,7 +1,7 @@
 // bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0), SIGHUP
 // (the config read again; refused while ./server_config.json is missing), both while the server starts, where to
-// connect said to a terminal (and not into a pipe), the message when there is nothing to serve, and an upload that the
-// disk has no room for.
+// connect said to a terminal (and not into a pipe), the message when there is nothing to serve, an upload that the disk
+// has no room for, and a fine-tuning job whose events cannot be written.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -212,6 +212,41 @@ t.test('an upload the disk has no room for: a 507 that says so, nothing kept, an
   t.equal(fits.status, 200, 'an upload that fits is kept');
   const list = (await (await fetch(`${url}/v1/files`)).json()) as { data: { filename: string }[] };
   t.same(list.data.map((f) => f.filename), ['chats.train']);
+});
+
+t.test('a fine-tuning job whose events cannot be written trains on, and the server serves on', async (t) => {
+  const dir = tempDir('job-events');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
+  const config = path.join(dir, 'server_config.json');
+  fs.writeFileSync(config, JSON.stringify({ port: 0, models: [{ key: 'general', restore_from: 'alpha' }] }));
+  const child = serve(['--config', config, '--fine_tuning', path.join(dir, 'fine-tuning')], dir);
+  t.teardown(() => {
+    if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+  });
+  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
+  const url = `http://127.0.0.1:${listening.port as number}`;
+  const form = new FormData();
+  form.append('purpose', 'fine-tune');
+  form.append('file', new Blob(['1|team|Can we meet Monday? <EOM>\n0|team|Sure, 8 works for me. <EOM>\n'.repeat(20)]), 'chats.train');
+  const file = (await (await fetch(`${url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
+  const created = await fetch(`${url}/v1/fine_tuning/jobs`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1 } }),
+  });
+  const { id } = (await created.json()) as { id: string };
+  // A folder where the job's event log is: each append fails from here on, as on a full disk.
+  const events = path.join(dir, 'fine-tuning', 'jobs', id, 'events.jsonl');
+  fs.rmSync(events);
+  fs.mkdirSync(events);
+  const unwritten = await waitFor(() => child.lines.find((l) => l.msg === 'a fine-tuning job event could not be written'), child);
+  t.match(unwritten, { job: id, error: /^EISDIR: .*events\.jsonl/ }, 'logged, the file named');
+  let status = 'validating_files';
+  while (!['succeeded', 'failed', 'cancelled'].includes(status)) {
+    await new Promise((r) => setTimeout(r, 50));
+    status = ((await (await fetch(`${url}/v1/fine_tuning/jobs/${id}`)).json()) as { status: string }).status;
+  }
+  t.equal(status, 'succeeded', 'the job trains to its end');
+  t.equal((await fetch(`${url}/v1/models`)).status, 200, 'the server serves on');
 });
 
 t.test('at a terminal: where to point a browser and the clients', { skip: !fs.existsSync('/usr/bin/script') && 'no script(1) to give it a terminal' }, async (t) => {
