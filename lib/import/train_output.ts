@@ -258,6 +258,8 @@ export async function writeOutput(planned: PlannedOutput, force = false): Promis
   const foreign: string[] = [];
   for (const [file, hash] of hashes) {
     if (!fs.existsSync(file)) continue;
+    // Not even --force replaces a folder: it would go with everything in it.
+    if (fs.statSync(file).isDirectory()) throw new Error(`nothing was written: ${file} is a folder, where the import writes a file: move it away, or write elsewhere with --out`);
     const held = textHash(fs.readFileSync(file));
     if (held !== hash && held !== recordOf(path.dirname(file))[path.basename(file)]) foreign.push(file);
   }

@@ -248,6 +248,17 @@ t.test('what an earlier import wrote is never left looking like this one\'s outp
   t.equal(fs.readFileSync(jsonl, 'utf8'), '');
 });
 
+t.test('a folder where the import writes a file is named, and kept, even with --force', async (t) => {
+  const dir = t.testdir({ 'all.train': { 'notes.txt': 'mine' } });
+  const out = path.join(dir, 'all.train');
+  for (const force of [false, true]) {
+    await t.rejects(importChats([fixture('whatsapp', 'android-de')], { out, me: ['Jane Doe'], force }), {
+      message: `nothing was written: ${out} is a folder, where the import writes a file: move it away, or write elsewhere with --out`,
+    });
+  }
+  t.same(fs.readdirSync(out), ['notes.txt'], 'the folder as it was');
+});
+
 t.test("an import replaces what an import wrote, and nothing else unless forced: the user's own data keeps", async (t) => {
   const dir = t.testdir({ data: { 'papa.train': '1|Papa|my own words <EOM>\n' } });
   const data = path.join(dir, 'data');
