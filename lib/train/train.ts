@@ -672,7 +672,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     const plot = async (force: boolean): Promise<void> => {
       if (!metrics || (!force && Date.now() - lastPlot < PLOT_INTERVAL_MS)) return;
       lastPlot = Date.now();
-      await plotMetrics((metrics as MetricsLog).file);
+      // A picture of the metrics log, which holds the same: losing it is no reason to lose the steps since the last
+      // checkpoint, or to call a run whose checkpoint was saved a failure.
+      await plotMetrics((metrics as MetricsLog).file).catch((err: Error) => log(`warning: the loss plot was not written (${err.message}); training goes on`));
     };
 
     // Rank 0 writes; under ZeRO-1 the other ranks read their shards of Adam's moments along. Then the ranks check

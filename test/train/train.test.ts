@@ -176,6 +176,17 @@ t.test('training on a bin/encode token file equals training on its text', async 
   t.equal(fromText.firstLoss, fromFile.firstLoss);
 });
 
+t.test('a loss plot that cannot be written is warned of, and the run trains and saves to its end', async (t) => {
+  const dir = t.testdir({ checkpoint: { run1: { 'loss.svg': { 'in the way.txt': 'a folder where the plot goes' } } } });
+  const lines: string[] = [];
+  const result = await train(tinyRun(dir, { stop_after: 4, save_every: 2 }), { log: collect(lines) });
+  t.equal(result.step, 4);
+  t.equal(latestCheckpoint(result.runDir), path.join(result.runDir, 'model-4'), 'every checkpoint saved');
+  const svg = path.join(result.runDir, 'loss.svg');
+  t.match(lines.filter((l) => l.startsWith('warning: the loss plot')), [new RegExp(`^warning: the loss plot was not written \\(EISDIR: .*'${svg.replace(/[.]/g, '\\.')}'\\); training goes on$`)]);
+  t.same(fs.readdirSync(svg), ['in the way.txt'], 'the folder in the way left alone');
+});
+
 t.test('--only_train_transformer_layers freezes the embeddings; SGD steps; --max_to_keep prunes', async (t) => {
   const dir = t.testdir();
   const base = await train(tinyRun(dir, { stop_after: 1, run_name: 'base' }), { log: () => undefined });
