@@ -230,7 +230,10 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
   } catch (err) {
     fs.rmSync(temp, { recursive: true, force: true });
     if (replaced !== null && !fs.existsSync(final)) fs.renameSync(replaced, final);
-    throw err;
+    // The file named is one of a temporary folder, now gone: said so, with what the run still holds.
+    const kept = latestCheckpoint(runDir);
+    const message = `${name} was not saved: ${(err as Error).message}${kept === null ? '' : `; ${path.basename(kept)}, saved before, is kept`}`;
+    throw Object.assign(new Error(message, { cause: err }), { code: (err as NodeJS.ErrnoException).code });
   }
   await options.onPhase?.('renamed', final);
   const best = options.keepBest && state.best && state.best.step > 0 ? path.join(runDir, checkpointName(state.best.step)) : null;

@@ -9,7 +9,8 @@ export function formatBytes(n: number): string {
     value /= 1000;
     unit++;
   }
-  return unit === 0 ? `${n} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
+  // Bytes are whole, but a rate of them (bytes a second) need not be.
+  return unit === 0 ? `${Math.round(n)} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
 }
 
 // Megabytes of text with enough decimals that a small file does not read as 0.00 MB.

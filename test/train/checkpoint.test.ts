@@ -200,7 +200,7 @@ function isTemporaryOf(target: string): (file: string) => boolean {
   return (file) => file.startsWith(path.join(path.dirname(target), `.${path.basename(target)}.`));
 }
 
-t.test('a save that fails midway (a full disk) names the file and leaves no temporary folder', { skip: !fs.existsSync('/dev/full') && 'no /dev/full' }, async (t) => {
+t.test('a save that fails midway (a full disk) names the file and the checkpoint kept, and leaves no temporary folder', { skip: !fs.existsSync('/dev/full') && 'no /dev/full' }, async (t) => {
   const dir = t.testdir();
   const runDir = path.join(dir, 'run');
   const model = Model.create({ nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 457 }, { seed: 1 });
@@ -216,7 +216,7 @@ t.test('a save that fails midway (a full disk) names the file and leaves no temp
       diskFull(t, isTemporaryOf(path.join(runDir, `.model-2.tmp-${process.pid}`, file)));
       await t.rejects(saveCheckpoint(runDir, model, tokenizer, state(2), { maxToKeep: 0, withOptimizer: false, keepBest: false }), {
         code: 'ENOSPC',
-        message: new RegExp(`^${path.join(runDir, `.model-2.tmp-${process.pid}`, file).replace(/[.]/g, '\\.')}: ENOSPC: no space left on device`),
+        message: new RegExp(`^model-2 was not saved: ${path.join(runDir, `.model-2.tmp-${process.pid}`, file).replace(/[.]/g, '\\.')}: ENOSPC: no space left on device, write; model-1, saved before, is kept$`),
       });
     });
     t.same(fs.readdirSync(runDir).sort(), ['latest', 'model-1'], `after ${file}: no temporary folder, the last checkpoint untouched`);
