@@ -210,3 +210,18 @@ t.test('the keyboard alone, at a phone\'s width and a desktop\'s', async (t) => 
     t.equal(await page.inputValue('#text'), '', 'and empties the box');
   }
 });
+
+t.test('a model that fails to load: picking it and writing to it say why, and what to do', async (t) => {
+  fs.cpSync(path.join(dir, 'alpha'), path.join(dir, 'broken'), { recursive: true });
+  const failing = await startServer({ models: [{ key: 'general', restore_from: 'alpha', sampling: greedy }, { key: 'broken', restore_from: 'broken' }] }, dir);
+  t.teardown(failing.close);
+  // Whole when the server checks its config, cut short before it loads.
+  fs.truncateSync(path.join(dir, 'broken', 'model.safetensors'), 4096);
+  const { page, errors } = await open(t, failing.url);
+  await page.selectOption('#model', 'broken');
+  await page.waitForSelector('#status.error');
+  t.match(await page.textContent('#status'), /^broken could not be loaded \(model\.safetensors: .+\): the server's log says more\. Pick another model, or send a message to try it again\.$/);
+  const said = await sayOnPage(page, 'Hello?');
+  t.match(said.notice, /^The model could not be loaded \(model\.safetensors: .+\): the server's log says more\. Pick another model, or try this one again in \d+ seconds?\.$/, 'not "still loading"');
+  t.same(errors, []);
+});

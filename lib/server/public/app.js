@@ -138,10 +138,13 @@ async function errorText(res) {
   const body = await res.json().catch(() => ({}));
   const message = body.error?.message ?? body.error ?? res.statusText;
   const retryAfter = Number(res.headers.get('Retry-After'));
-  const wait = Number.isFinite(retryAfter) && retryAfter > 0 ? ` Try again in ${plural(Math.ceil(retryAfter), 'second')}.` : ' Try again in a moment.';
+  const soon = Number.isFinite(retryAfter) && retryAfter > 0 ? `in ${plural(Math.ceil(retryAfter), 'second')}` : 'in a moment';
+  const wait = ` Try again ${soon}.`;
   if (res.status === 401) return 'This server needs an API key: enter it above, then send again.';
   if (res.status === 503) {
     if (/shutting down/.test(message)) return `The server is restarting.${wait}`;
+    const failed = /failed to load \((.*)\); it is tried again/.exec(message);
+    if (failed) return `The model could not be loaded (${failed[1]}): the server's log says more. Pick another model, or try this one again ${soon}.`;
     if (/to load/.test(message)) return `The model is still loading.${wait}`;
     if (/requests in hand/.test(message)) return `The model is busy with other conversations.${wait}`;
     if (/beside the memory held by fine-tuning job/.test(message)) return `A fine-tuning job is training and holds the memory this model needs: it loads once the job ends or is paused.${wait}`;
@@ -237,7 +240,7 @@ async function send(text, again = false) {
     if (isChat(model)) history.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
     const ms = Math.round(performance.now() - started);
     status(usage ? `${usage.completion_tokens} tokens in ${ms} ms` : '');
-    stateShown = `${model.model_key}:loaded`;  // it answered: it is loaded, and the line keeps the figures
+    stateShown = `${model.model_key}:loaded:`;  // it answered: it is loaded, and the line keeps the figures
   } catch (err) {
     reply.remove();
     addNotice(`The reply did not arrive: ${err.message || err}.`, () => send(text, true));
@@ -285,10 +288,11 @@ function describe(model) {
 // The status line says when the model's state changes (the line keeps the last reply's figures otherwise).
 let stateShown = null;
 function showState(model, always = false) {
-  const now = `${model.model_key}:${model.state}`;
+  const now = `${model.model_key}:${model.state}:${model.failure?.error ?? ''}`;
   if (busy || (now === stateShown && !always)) return;
   stateShown = now;
   if (model.state === 'loading') status(`Loading ${model.model_key}...`);
+  else if (model.failure) status(`${model.model_key} could not be loaded (${model.failure.error}): the server's log says more. Pick another model, or send a message to try it again.`, true);
   else if (model.state === 'loaded') status(`${model.model_key} is ready.`);
   else status('');
 }
