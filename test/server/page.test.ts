@@ -225,3 +225,19 @@ t.test('a model that fails to load: picking it and writing to it say why, and wh
   t.match(said.notice, /^The model could not be loaded \(model\.safetensors: .+\): the server's log says more\. Pick another model, or try this one again in \d+ seconds?\.$/, 'not "still loading"');
   t.same(errors, []);
 });
+
+t.test('a connection lost before the reply was whole: said in words, the message kept to send again', async (t) => {
+  const { page, errors } = await open(t, srv.url);
+  // A stream that stops after its first words, without the [DONE] that ends a whole one.
+  await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' }, body: 'data: {"choices": [{"index": 0, "delta": {"content": "Half a rep"}, "finish_reason": null}]}\n\n' }));
+  const cut = await sayOnPage(page, 'Are you there?');
+  t.equal(cut.notice, 'The connection to the server was lost before the reply came: check that the server is still running, then try again.');
+  t.equal(cut.reply, null, 'no half reply shown as if whole');
+  await page.route('**/v1/chat/completions', (route) => route.abort('connectionreset'));
+  t.equal((await sayOnPage(page, 'Hello?')).notice, 'The connection to the server was lost before the reply came: check that the server is still running, then try again.');
+  await page.unroute('**/v1/chat/completions');
+  await page.click('.notice:last-child button');
+  await page.waitForSelector('.msg.bot:not(.pending)');
+  t.equal(await page.evaluate('[...document.querySelectorAll(".msg.user")].at(-1).textContent'), 'Hello?', 'Try again sends it once the server is back');
+  t.same(errors, []);
+});

@@ -161,12 +161,17 @@ function showKeyPanel() {
   $('apikey').focus();
 }
 
+// The server gone before its answer was whole: stopped, restarted, or the network between cut.
+class ConnectionLost extends Error {}
+
 // Yields the data of each Server-Sent Event in the response body.
 async function* events(res) {
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {
-    const { value, done } = await reader.read();
+    const { value, done } = await reader.read().catch(() => {
+      throw new ConnectionLost();
+    });
     if (done) return;
     buffer += value;
     let end;
@@ -214,7 +219,9 @@ async function send(text, again = false) {
   const started = performance.now();
   try {
     const body = { model: model.model_key, messages: messages(model, text), stream: true, stream_options: { include_usage: true } };
-    const res = await fetch('v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(body) });
+    const res = await fetch('v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(body) }).catch(() => {
+      throw new ConnectionLost();
+    });
     if (!res.ok) {
       reply.remove();
       if (res.status === 401) showKeyPanel();
@@ -226,8 +233,12 @@ async function send(text, again = false) {
     let answer = '';
     let reason = null;
     let usage = null;
+    let whole = false;
     for await (const data of events(res)) {
-      if (data === '[DONE]') break;
+      if (data === '[DONE]') {
+        whole = true;
+        break;
+      }
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message);
       for (const choice of chunk.choices) {
@@ -236,6 +247,8 @@ async function send(text, again = false) {
       }
       if (chunk.usage) usage = chunk.usage;
     }
+    // A stream ends with [DONE]; one that ends before it was cut off, its reply unfinished.
+    if (!whole) throw new ConnectionLost();
     reply.finish(answer, reason);
     if (isChat(model)) history.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
     const ms = Math.round(performance.now() - started);
@@ -243,7 +256,10 @@ async function send(text, again = false) {
     stateShown = `${model.model_key}:loaded:`;  // it answered: it is loaded, and the line keeps the figures
   } catch (err) {
     reply.remove();
-    addNotice(`The reply did not arrive: ${err.message || err}.`, () => send(text, true));
+    const words = err instanceof ConnectionLost
+      ? 'The connection to the server was lost before the reply came: check that the server is still running, then try again.'
+      : `The reply did not arrive: ${err.message || err}.`;
+    addNotice(words, () => send(text, true));
     status('');
   } finally {
     setBusy(false);
