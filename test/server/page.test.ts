@@ -241,3 +241,33 @@ t.test('a connection lost before the reply was whole: said in words, the message
   t.equal(await page.evaluate('[...document.querySelectorAll(".msg.user")].at(-1).textContent'), 'Hello?', 'Try again sends it once the server is back');
   t.same(errors, []);
 });
+
+t.test('a message refused is never lost: sent again with Try again when waiting helps, back in the box when it must change', async (t) => {
+  const { page, errors } = await open(t, srv.url);
+  const refuse = (status: number, message: string, headers: Record<string, string> = {}) => page.route('**/v1/chat/completions', (route) => route.fulfill({
+    status, headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code: null } }),
+  }));
+  await refuse(429, 'rate limit reached', { 'Retry-After': '3' });
+  t.equal((await sayOnPage(page, 'Too fast?')).notice, 'Too many messages at once. Try again in 3 seconds.');
+  t.ok(await page.isVisible('.notice:last-child button'), '429: Try again');
+  await refuse(500, 'the disk is full');
+  t.equal((await sayOnPage(page, 'Broken?')).notice, "Something went wrong on the server (500: the disk is full). Try again; if it happens again, the server's log says more.");
+  t.ok(await page.isVisible('.notice:last-child button'), '500: Try again');
+  await refuse(401, 'a valid API key is needed');
+  t.equal((await sayOnPage(page, 'Locked?')).notice, 'This server needs an API key: enter it above, then send again.');
+  t.ok(await page.isVisible('#key-panel'), 'the key asked for');
+  t.ok(await page.isVisible('.notice:last-child button'), '401: Try again once the key is given');
+  await page.unroute('**/v1/chat/completions');
+  await page.click('.notice:last-child button');
+  await page.waitForSelector('.msg.bot:not(.pending)');
+  t.equal(await page.evaluate('[...document.querySelectorAll(".msg.user")].at(-1).textContent'), 'Locked?', 'sent again');
+
+  await refuse(413, 'the body is larger than the limit of 65536 bytes');
+  t.equal((await sayOnPage(page, 'A long story')).notice, 'The message is too long for this server: shorten it, then send it again.');
+  t.equal(await page.inputValue('#text'), 'A long story', 'back in the box, to be shortened');
+  await refuse(400, 'messages: too many');
+  await page.fill('#text', '');
+  t.equal((await sayOnPage(page, 'Odd one')).notice, 'The server refused the message: messages: too many');
+  t.equal(await page.inputValue('#text'), 'Odd one', 'back in the box');
+  t.same(errors, []);
+});

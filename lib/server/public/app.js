@@ -150,10 +150,12 @@ async function errorText(res) {
     if (/beside the memory held by fine-tuning job/.test(message)) return `A fine-tuning job is training and holds the memory this model needs: it loads once the job ends or is paused.${wait}`;
     return `The model could not be loaded: ${message}.${wait}`;
   }
+  if (res.status === 429) return `Too many messages at once.${wait}`;
+  if (res.status === 413) return 'The message is too long for this server: shorten it, then send it again.';
   if (res.status === 404) return 'This model is no longer served: pick another one.';
   if (res.status === 507) return 'This model does not fit in the server\'s memory.';
   if (res.status >= 400 && res.status < 500) return `The server refused the message: ${message}`;
-  return `Something went wrong on the server (${res.status}).`;
+  return `Something went wrong on the server (${res.status}: ${message}). Try again; if it happens again, the server's log says more.`;
 }
 
 function showKeyPanel() {
@@ -202,6 +204,13 @@ function recentHistory() {
   return history.slice(start);
 }
 
+// A message that could not be sent, back in the box unless something else is being written there.
+function giveBack(text) {
+  if ($('text').value !== '') return;
+  $('text').value = text;
+  grow();
+}
+
 function setBusy(on) {
   busy = on;
   $('send').disabled = on;
@@ -226,7 +235,11 @@ async function send(text, again = false) {
       reply.remove();
       if (res.status === 401) showKeyPanel();
       const words = await errorText(res);
-      addNotice(words, res.status === 503 ? () => send(text, true) : null);
+      // Sent again as it is, once a key is given or the server has room; a message refused as it is goes back to the
+      // box, to be changed.
+      const sendable = res.status === 401 || res.status === 429 || res.status >= 500;
+      addNotice(words, sendable ? () => send(text, true) : null);
+      if (!sendable) giveBack(text);
       status('');
       return;
     }
