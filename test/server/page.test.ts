@@ -271,3 +271,54 @@ t.test('a message refused is never lost: sent again with Try again when waiting 
   t.equal(await page.inputValue('#text'), 'Odd one', 'back in the box');
   t.same(errors, []);
 });
+
+t.test('a reply can be stopped, by its button or Escape, keeping its words; a new conversation stops the one being written', async (t) => {
+  const { page, errors } = await open(t, srv.url);
+  await page.selectOption('#model', 'chatty');
+  // Replies that begin and then wait, as a long one does, until the page ends them; what the page asks is kept.
+  await page.evaluate(`
+    window.asked = [];
+    const fetched = window.fetch;
+    window.fetch = (input, init) => {
+      if (input !== 'v1/chat/completions') return fetched(input, init);
+      window.asked.push(JSON.parse(init.body));
+      const body = new ReadableStream({ start(controller) {
+        controller.enqueue(new TextEncoder().encode('data: {"choices": [{"index": 0, "delta": {"content": "Once upon a time"}, "finish_reason": null}]}\\n\\n'));
+        init.signal.addEventListener('abort', () => controller.error(new DOMException('The user aborted a request.', 'AbortError')));
+      } });
+      return Promise.resolve(new Response(body, { headers: { 'Content-Type': 'text/event-stream' } }));
+    };
+  `);
+  const begun = async (text: string) => {
+    await page.fill('#text', text);
+    await page.press('#text', 'Enter');
+    await page.waitForFunction('[...document.querySelectorAll(".msg.bot .bubble")].at(-1)?.textContent === "Once upon a time"');
+  };
+  await begun('Tell me a story');
+  t.ok(await page.isVisible('#stop'), 'Stop shown while the reply is written');
+  t.ok(await page.isHidden('#send'), 'in the place of Send');
+  await page.click('#stop');
+  await page.waitForSelector('.msg.bot:not(.pending)');
+  t.equal(await page.textContent('.msg.bot .bubble'), 'Once upon a time', 'the words so far kept');
+  t.equal(await page.textContent('.msg.bot .meta'), 'Stopped: you ended the reply here.');
+  t.ok(await page.isVisible('#send'), 'Send back');
+  t.equal(await page.evaluate('document.activeElement.id'), 'text', 'the focus in the box, to write on');
+
+  await begun('Another?');
+  await page.press('#text', 'Escape');
+  await page.waitForFunction('document.querySelectorAll(".msg.bot:not(.pending)").length === 2');
+  t.same((await page.evaluate('window.asked[1].messages')), [
+    { role: 'system', content: 'audience: mom' },
+    { role: 'user', content: 'Tell me a story' },
+    { role: 'assistant', content: 'Once upon a time' },
+    { role: 'user', content: 'Another?' },
+  ], 'a stopped reply is part of the conversation');
+
+  await begun('Hi mom');
+  await page.selectOption('#audience', 'dad');
+  t.equal(await page.evaluate('document.querySelectorAll("#log > li").length'), 0, 'a new conversation');
+  await page.waitForSelector('#send', { state: 'visible' });  // the reply to the old one stopped
+  await begun('Hi dad');
+  t.same(await page.evaluate('window.asked.at(-1).messages'), [{ role: 'system', content: 'audience: dad' }, { role: 'user', content: 'Hi dad' }], 'nothing of the old conversation in the new');
+  t.same(errors, []);
+});

@@ -11,6 +11,7 @@ const models = new Map();
 let history = [];        // the conversation so far, as OpenAI's messages (chat models only)
 let apiKey = '';
 let busy = false;
+let replying = null;     // the AbortController of the reply being written
 let polling = null;      // the timer that watches a model load
 
 function headers() {
@@ -93,7 +94,8 @@ function addBot(name) {
       }
       const why = reason === 'length' ? 'Cut short: the reply reached its length limit.'
         : reason === 'deadline' ? 'Cut short: the reply ran out of time.'
-          : null;
+          : reason === 'stopped' ? 'Stopped: you ended the reply here.'
+            : null;
       if (why) {
         const meta = document.createElement('div');
         meta.className = 'meta';
@@ -211,10 +213,20 @@ function giveBack(text) {
   grow();
 }
 
+// While a reply is written, Stop takes Send's place (and the focus, when Send had it).
 function setBusy(on) {
   busy = on;
-  $('send').disabled = on;
+  const [showing, hiding] = on ? [$('stop'), $('send')] : [$('send'), $('stop')];
+  const hadFocus = document.activeElement === hiding;
+  hiding.hidden = true;
+  showing.hidden = false;
+  if (hadFocus) showing.focus();
   $('ask').classList.toggle('busy', on);
+}
+
+// Ends the reply being written; what came of it stays (a reply stopped), unless its conversation is gone.
+function stopReply() {
+  replying?.abort();
 }
 
 // Sends `text` (again: it is shown already, above the notice of what went wrong the first time).
@@ -224,12 +236,17 @@ async function send(text, again = false) {
   setBusy(true);
   if (!again) addUser(text);
   const reply = addBot(speaker(model));
+  // The conversation the reply belongs to: a new one may have begun by the time it ends.
+  const conversation = history;
+  const controller = new AbortController();
+  replying = controller;
+  let answer = '';
   status(model.state === 'loaded' ? `${speaker(model)} is writing...` : `Loading ${model.model_key} first: the first reply takes a little longer...`);
   const started = performance.now();
   try {
     const body = { model: model.model_key, messages: messages(model, text), stream: true, stream_options: { include_usage: true } };
-    const res = await fetch('v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(body) }).catch(() => {
-      throw new ConnectionLost();
+    const res = await fetch('v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(body), signal: controller.signal }).catch((err) => {
+      throw controller.signal.aborted ? err : new ConnectionLost();
     });
     if (!res.ok) {
       reply.remove();
@@ -243,7 +260,6 @@ async function send(text, again = false) {
       status('');
       return;
     }
-    let answer = '';
     let reason = null;
     let usage = null;
     let whole = false;
@@ -263,11 +279,22 @@ async function send(text, again = false) {
     // A stream ends with [DONE]; one that ends before it was cut off, its reply unfinished.
     if (!whole) throw new ConnectionLost();
     reply.finish(answer, reason);
-    if (isChat(model)) history.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
+    if (isChat(model)) conversation.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
     const ms = Math.round(performance.now() - started);
     status(usage ? `${usage.completion_tokens} tokens in ${ms} ms` : '');
     stateShown = `${model.model_key}:loaded:`;  // it answered: it is loaded, and the line keeps the figures
   } catch (err) {
+    if (controller.signal.aborted) {
+      // Stopped: the words so far are the reply, as a chat app keeps them.
+      if (answer === '') {
+        reply.remove();
+      } else {
+        reply.finish(answer, 'stopped');
+        if (isChat(model)) conversation.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
+      }
+      status('');
+      return;
+    }
     reply.remove();
     const words = err instanceof ConnectionLost
       ? 'The connection to the server was lost before the reply came: check that the server is still running, then try again.'
@@ -275,6 +302,7 @@ async function send(text, again = false) {
     addNotice(words, () => send(text, true));
     status('');
   } finally {
+    replying = null;
     setBusy(false);
     refreshModels();
   }
@@ -327,6 +355,7 @@ function showState(model, always = false) {
 }
 
 function startConversation() {
+  stopReply();
   history = [];
   log.textContent = '';
   $('intro').hidden = false;
@@ -392,12 +421,19 @@ $('ask').addEventListener('submit', (e) => {
   grow();
   send(text);
 });
-// Enter sends; Shift+Enter starts a new line.
+// Enter sends; Shift+Enter starts a new line; Escape stops the reply being written.
 $('text').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
     e.preventDefault();
     $('ask').requestSubmit();
+  } else if (e.key === 'Escape' && busy) {
+    e.preventDefault();
+    stopReply();
   }
+});
+$('stop').addEventListener('click', () => {
+  stopReply();
+  $('text').focus();
 });
 // The box grows with what is written, up to a few lines.
 function grow() {
