@@ -322,3 +322,30 @@ t.test('a reply can be stopped, by its button or Escape, keeping its words; a ne
   t.same(await page.evaluate('window.asked.at(-1).messages'), [{ role: 'system', content: 'audience: dad' }, { role: 'user', content: 'Hi dad' }], 'nothing of the old conversation in the new');
   t.same(errors, []);
 });
+
+t.test('the conversation is kept through a reload, with its model and audience, until New chat', async (t) => {
+  const { page, errors, bodies } = await open(t, srv.url);
+  await page.selectOption('#model', 'chatty');
+  await page.selectOption('#audience', 'dad');
+  const first = await sayOnPage(page, 'Hello dad 👋 ça va?');
+  await sayOnPage(page, 'And the garden?');
+  const before = await page.evaluate('[...document.querySelectorAll("#log > li")].map((li) => li.textContent)');
+  await page.reload();
+  await page.waitForSelector('#log > li');
+  t.equal(await page.inputValue('#model'), 'chatty', 'the model it was with');
+  t.equal(await page.inputValue('#audience'), 'dad', 'who it was with');
+  t.same(await page.evaluate('[...document.querySelectorAll("#log > li")].map((li) => li.textContent)'), before, 'every message, as shown');
+  t.ok(await page.isHidden('#intro'));
+  await sayOnPage(page, 'Still there?');
+  t.same((bodies.at(-1) as { messages: unknown[] }).messages.slice(0, 3), [
+    { role: 'system', content: 'audience: dad' },
+    { role: 'user', content: 'Hello dad 👋 ça va?' },
+    { role: 'assistant', content: first.reply === 'dad sent nothing back.' ? '' : first.reply },
+  ], 'and the conversation goes on where it was');
+  await page.click('#clear');
+  await page.reload();
+  await page.waitForSelector('#intro:not([hidden])');
+  await page.waitForFunction('document.getElementById("intro-title").textContent === "Talk to dad"');
+  t.equal(await page.evaluate('document.querySelectorAll("#log > li").length'), 0, 'New chat forgets it');
+  t.same(errors, []);
+});

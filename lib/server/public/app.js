@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 const log = $('log');
 const models = new Map();
 let history = [];        // the conversation so far, as OpenAI's messages (chat models only)
+let shown = [];          // the messages the conversation shows: {role: "user"}, or {role: "assistant", name, reason}, with their content
 let apiKey = '';
 let busy = false;
 let replying = null;     // the AbortController of the reply being written
@@ -234,13 +235,24 @@ async function send(text, again = false) {
   const model = current();
   if (!model || busy) return;
   setBusy(true);
-  if (!again) addUser(text);
-  const reply = addBot(speaker(model));
+  if (!again) {
+    addUser(text);
+    shown.push({ role: 'user', content: text });
+    saveConversation();
+  }
+  const name = speaker(model);
+  const reply = addBot(name);
   // The conversation the reply belongs to: a new one may have begun by the time it ends.
   const conversation = history;
+  const shownThen = shown;
+  let answer = '';
+  const keep = (reason) => {
+    if (isChat(model)) conversation.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
+    shownThen.push({ role: 'assistant', name, content: answer, reason });
+    if (shownThen === shown) saveConversation();
+  };
   const controller = new AbortController();
   replying = controller;
-  let answer = '';
   status(model.state === 'loaded' ? `${speaker(model)} is writing...` : `Loading ${model.model_key} first: the first reply takes a little longer...`);
   const started = performance.now();
   try {
@@ -279,7 +291,7 @@ async function send(text, again = false) {
     // A stream ends with [DONE]; one that ends before it was cut off, its reply unfinished.
     if (!whole) throw new ConnectionLost();
     reply.finish(answer, reason);
-    if (isChat(model)) conversation.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
+    keep(reason);
     const ms = Math.round(performance.now() - started);
     status(usage ? `${usage.completion_tokens} tokens in ${ms} ms` : '');
     stateShown = `${model.model_key}:loaded:`;  // it answered: it is loaded, and the line keeps the figures
@@ -290,7 +302,7 @@ async function send(text, again = false) {
         reply.remove();
       } else {
         reply.finish(answer, 'stopped');
-        if (isChat(model)) conversation.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
+        keep('stopped');
       }
       status('');
       return;
@@ -357,9 +369,48 @@ function showState(model, always = false) {
 function startConversation() {
   stopReply();
   history = [];
+  shown = [];
+  saveConversation();
   log.textContent = '';
   $('intro').hidden = false;
   describe(current());
+}
+
+// The conversation is kept in the browser, as chat apps keep theirs, so that a reload or a closed tab does not lose it;
+// New chat forgets it. It is shown again, with the model and audience it was with, while that model is served.
+const SAVED = 'dixie-conversation';
+let restored = false;
+
+function saveConversation() {
+  try {
+    localStorage.setItem(SAVED, JSON.stringify({ model: $('model').value, audience: $('audience').value, history, shown }));
+  } catch {
+    // Storage full or turned off: the conversation lasts as long as the page.
+  }
+}
+
+function restoreConversation() {
+  let saved = null;
+  try {
+    saved = JSON.parse(localStorage.getItem(SAVED));
+  } catch {
+    return;
+  }
+  if (!models.has(saved?.model) || !Array.isArray(saved.history) || !Array.isArray(saved.shown)) return;
+  $('model').value = saved.model;
+  fillAudiences(current());
+  if ([...$('audience').options].some((o) => o.value === saved.audience)) $('audience').value = saved.audience;
+  history = saved.history;
+  shown = saved.shown;
+  for (const message of shown) {
+    if (message.role === 'user') {
+      addUser(message.content);
+    } else {
+      const reply = addBot(message.name);
+      reply.show(message.content);
+      reply.finish(message.content, message.reason);
+    }
+  }
 }
 
 async function refreshModels() {
@@ -390,6 +441,10 @@ async function refreshModels() {
     select.append(option);
   }
   select.value = models.has(chosen) ? chosen : body.models[0]?.model_key;
+  if (!restored) {
+    restored = true;
+    restoreConversation();
+  }
   const model = current();
   if ($('audience').dataset.model !== model?.model_key) fillAudiences(model);
   if (log.children.length === 0) describe(model);
