@@ -349,3 +349,23 @@ t.test('the conversation is kept through a reload, with its model and audience, 
   t.equal(await page.evaluate('document.querySelectorAll("#log > li").length'), 0, 'New chat forgets it');
   t.same(errors, []);
 });
+
+t.test('a wrong API key: the page says the server did not accept it, and takes the right one', async (t) => {
+  const keyed = await startServer({ api_keys: [KEY], models: [{ key: 'general', restore_from: 'alpha', sampling: greedy }] }, dir);
+  t.teardown(keyed.close);
+  const page = await browser.newPage({ viewport: VIEWPORTS.desktop });
+  t.teardown(() => page.close());
+  await page.goto(`${keyed.url}/`);
+  await page.waitForSelector('#key-panel:not([hidden])');
+  await page.keyboard.type('a-key-with-a-typo-in-it');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction('document.getElementById("intro-title").textContent === "That API key was not accepted"');
+  t.equal(await page.textContent('#intro-detail'), 'The server did not accept this API key: check it and enter it above again.');
+  t.ok(await page.isVisible('#key-panel'), 'asked again');
+  t.equal(await page.evaluate('document.activeElement.id'), 'apikey', 'the key field has the focus');
+  t.same(await page.evaluate('[document.activeElement.selectionStart, document.activeElement.selectionEnd]'), [0, 'a-key-with-a-typo-in-it'.length], 'the wrong key selected, to be written over');
+  await page.keyboard.type(KEY);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#model option[value="general"]', { state: 'attached' });
+  t.equal((await sayOnPage(page, PROMPT)).reply, expected.alpha);
+});

@@ -143,7 +143,7 @@ async function errorText(res) {
   const retryAfter = Number(res.headers.get('Retry-After'));
   const soon = Number.isFinite(retryAfter) && retryAfter > 0 ? `in ${plural(Math.ceil(retryAfter), 'second')}` : 'in a moment';
   const wait = ` Try again ${soon}.`;
-  if (res.status === 401) return 'This server needs an API key: enter it above, then send again.';
+  if (res.status === 401) return `${keyNeeded()}, then send again.`;
   if (res.status === 503) {
     if (/shutting down/.test(message)) return `The server is restarting.${wait}`;
     const failed = /failed to load \((.*)\); it is tried again/.exec(message);
@@ -161,9 +161,14 @@ async function errorText(res) {
   return `Something went wrong on the server (${res.status}: ${message}). Try again; if it happens again, the server's log says more.`;
 }
 
+// What a 401 means: no key given yet, or one the server does not take (a typo, or a key since revoked).
+function keyNeeded() {
+  return apiKey ? 'The server did not accept this API key: check it and enter it above again' : 'This server needs an API key: enter it above';
+}
+
 function showKeyPanel() {
   $('key-panel').hidden = false;
-  $('apikey').focus();
+  $('apikey').select();
 }
 
 // The server gone before its answer was whole: stopped, restarted, or the network between cut.
@@ -423,9 +428,8 @@ async function refreshModels() {
   }
   if (!res.ok) {
     if (res.status === 401) showKeyPanel();
-    const words = await errorText(res);
-    $('intro-title').textContent = res.status === 401 ? 'An API key is needed' : 'The models could not be listed';
-    $('intro-detail').textContent = words;
+    $('intro-title').textContent = res.status !== 401 ? 'The models could not be listed' : apiKey ? 'That API key was not accepted' : 'An API key is needed';
+    $('intro-detail').textContent = res.status === 401 ? `${keyNeeded()}.` : await errorText(res);
     return false;
   }
   const body = await res.json();

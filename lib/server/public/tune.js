@@ -5,7 +5,7 @@
 // follows the jobs by asking for them and their events: each step's training loss comes as a "metrics" event. A job
 // that succeeds serves its model beside the others, so the model picker is listed again and the job offers to talk
 // to it.
-// It runs beside app.js, whose helpers ($, models, current, plural, status, authorization, refreshModels, showKeyPanel) it uses.
+// It runs beside app.js, whose helpers ($, models, current, plural, status, authorization, refreshModels, keyNeeded, showKeyPanel) it uses.
 'use strict';
 
 // Once a second at most, while a job is unfinished.
@@ -40,7 +40,7 @@ const tune = {
 async function tuneError(res) {
   if (res.status === 401) {
     showKeyPanel();
-    return 'This server needs an API key: enter it above, then try again.';
+    return `${keyNeeded()}, then try again.`;
   }
   const body = await res.json().catch(() => ({}));
   const message = body.error?.message ?? body.error ?? res.statusText;
