@@ -232,3 +232,38 @@ export async function sayOnPage(page: Page, text: string, timeoutMs = 120_000): 
     };
   })()`)) as { reply: string | null; cut: string | null; notice: string | null };
 }
+
+// The contrast (WCAG's ratio) of the text of the first element each selector finds with what is behind it, as the
+// browser paints them: colors as computed (color-mix() ones included), the background the nearest one not
+// transparent; for a selector ending in :focus-visible, that of the element's focus ring with what is around it.
+export async function contrastsOnPage(page: Page, selectors: string[]): Promise<Record<string, number>> {
+  return (await page.evaluate(`((selectors) => {
+    const rgb = (color) => {
+      const numbers = color.match(/[\\d.]+/g).map(Number);
+      return color.startsWith('color(') ? numbers.slice(0, 3).map((n) => n * 255) : numbers.slice(0, 3);
+    };
+    const transparent = (color) => color === 'transparent' || /^rgba\\(.*, 0\\)$/.test(color);
+    const luminance = (color) => {
+      const [r, g, b] = rgb(color).map((v) => v / 255).map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const behind = (el) => {
+      for (let at = el; at; at = at.parentElement) {
+        const color = getComputedStyle(at).backgroundColor;
+        if (!transparent(color)) return color;
+      }
+      return 'rgb(255, 255, 255)';
+    };
+    const ratio = (a, b) => {
+      const [dark, light] = [luminance(a), luminance(b)].sort((x, y) => x - y);
+      return Math.round(((light + 0.05) / (dark + 0.05)) * 100) / 100;
+    };
+    const found = {};
+    for (const selector of selectors) {
+      const el = document.querySelector(selector);
+      if (!el) continue;
+      found[selector] = selector.endsWith(':focus-visible') ? ratio(getComputedStyle(el).outlineColor, behind(el.parentElement)) : ratio(getComputedStyle(el).color, behind(el));
+    }
+    return found;
+  })(${JSON.stringify(selectors)})`)) as Record<string, number>;
+}

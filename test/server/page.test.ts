@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import type { Browser, Page, Request } from 'playwright-core';
-import { launchBrowser, makeModels, sayOnPage, startServer, tempDir, VIEWPORTS, type Running } from './helpers';
+import { contrastsOnPage, launchBrowser, makeModels, sayOnPage, startServer, tempDir, VIEWPORTS, type Running } from './helpers';
 
 const PROMPT = 'How big is the earth?';
 const LENGTH = 40;
@@ -368,4 +368,22 @@ t.test('a wrong API key: the page says the server did not accept it, and takes t
   await page.keyboard.press('Enter');
   await page.waitForSelector('#model option[value="general"]', { state: 'attached' });
   t.equal((await sayOnPage(page, PROMPT)).reply, expected.alpha);
+});
+
+t.test('every text is readable, in light and dark mode: a contrast of 4.5 at least, 3 for the focus ring', async (t) => {
+  for (const colorScheme of ['light', 'dark'] as const) {
+    const { page, errors } = await open(t, srv.url);
+    await page.emulateMedia({ colorScheme });
+    await sayOnPage(page, PROMPT);
+    await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 503, headers: { 'Content-Type': 'application/json' }, body: '{"error": {"message": "the server is shutting down"}}' }));
+    await sayOnPage(page, 'And now?');
+    await page.focus('#clear');
+    await page.keyboard.press('Shift+Tab');
+    await page.keyboard.press('Tab');  // a focus the keyboard gave, which shows the ring
+    const shown = ['.msg.user .bubble', '.msg.bot .bubble', '.who', '.avatar', '.meta', '.notice', '#status', '#clear', '#model', '#text', '.picker > span', '#clear:focus-visible'];
+    const contrasts = await contrastsOnPage(page, shown);
+    t.same(Object.keys(contrasts), shown, `${colorScheme}: each one shown`);
+    for (const [what, ratio] of Object.entries(contrasts)) t.ok(ratio >= (what.endsWith(':focus-visible') ? 3 : 4.5), `${colorScheme}: ${what}: ${ratio}`);
+    t.same(errors, []);
+  }
 });

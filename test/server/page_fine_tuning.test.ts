@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, makeModels, request, sayOnPage, startServer, tempDir, VIEWPORTS, type Running } from './helpers';
+import { contrastsOnPage, launchBrowser, makeModels, request, sayOnPage, startServer, tempDir, VIEWPORTS, type Running } from './helpers';
 
 const QUESTION = 'Hi, how are you today?';
 const ANSWER = 'I am a tiny model and doing fine.';
@@ -157,6 +157,12 @@ t.test('a bot taught from the page: a bad file refused by its line, a job follow
   const name = job.fine_tuned_model as string;
   t.equal(await text(page, `.job[data-job="${id}"] .job-name`), name);
   t.equal(await text(page, `.job[data-job="${id}"] .badge`), 'Ready');
+  for (const colorScheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme });
+    for (const [what, ratio] of Object.entries(await contrastsOnPage(page, [`${done} .badge`, `${done} .job-name`, `${done} .job-detail`, '#tune-toggle']))) {
+      t.ok(ratio >= 4.5, `${colorScheme}: ${what} readable (contrast ${ratio})`);
+    }
+  }
 
   // The figures shown: those of the job's newest step, as its events give them.
   const events = (await api<{ data: JobEvent[] }>(`/v1/fine_tuning/jobs/${id}/events?limit=100`)).data;
