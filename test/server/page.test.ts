@@ -387,3 +387,17 @@ t.test('every text is readable, in light and dark mode: a contrast of 4.5 at lea
     t.same(errors, []);
   }
 });
+
+t.test('the page loads without a failed request in the console: its icon is its own', async (t) => {
+  const page = await browser.newPage({ viewport: VIEWPORTS.desktop });
+  t.teardown(() => page.close());
+  const failed: string[] = [];
+  page.on('console', (message) => {
+    // The fine-tuning panel asks whether fine-tuning is on, and a 404 says it is off (tune.js).
+    if (message.type() === 'error' && !message.location().url.includes('/v1/fine_tuning/jobs')) failed.push(`${message.text()} (${message.location().url})`);
+  });
+  await page.goto(`${srv.url}/`);
+  await page.waitForFunction('document.getElementById("status").textContent === "general is ready."');
+  await sayOnPage(page, PROMPT);
+  t.same(failed, [], 'no console errors');
+});
