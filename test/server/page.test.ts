@@ -401,3 +401,43 @@ t.test('the page loads without a failed request in the console: its icon is its 
   await sayOnPage(page, PROMPT);
   t.same(failed, [], 'no console errors');
 });
+
+t.test('a long reply streaming in leaves the user where they scrolled up to, and is followed while they are at the end', async (t) => {
+  const { page, errors } = await open(t, srv.url, VIEWPORTS.phone);
+  // A reply whose lines come when the test sends them.
+  await page.evaluate(`
+    const fetched = window.fetch;
+    window.fetch = (input, init) => {
+      if (input !== 'v1/chat/completions') return fetched(input, init);
+      const body = new ReadableStream({ start(controller) {
+        window.moreLines = (n) => {
+          for (let i = 0; i < n; i++) controller.enqueue(new TextEncoder().encode('data: {"choices": [{"index": 0, "delta": {"content": "Another line of a long story.\\\\n"}, "finish_reason": null}]}\\n\\n'));
+        };
+        window.endReply = () => {
+          controller.enqueue(new TextEncoder().encode('data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\\n\\ndata: [DONE]\\n\\n'));
+          controller.close();
+        };
+      } });
+      return Promise.resolve(new Response(body, { headers: { 'Content-Type': 'text/event-stream' } }));
+    };
+  `);
+  const lines = async (): Promise<number> => (await page.evaluate('(document.querySelector(".msg.bot .bubble").textContent.match(/\\n/g) ?? []).length')) as number;
+  const grown = async (n: number) => {
+    const before = await lines();
+    await page.evaluate(`window.moreLines(${n})`);
+    await page.waitForFunction(`(document.querySelector(".msg.bot .bubble").textContent.match(/\\n/g) ?? []).length === ${before + n}`);
+  };
+  const gapBelow = 'document.getElementById("chat").scrollHeight - document.getElementById("chat").scrollTop - document.getElementById("chat").clientHeight';
+  await page.fill('#text', 'Tell me a long story');
+  await page.press('#text', 'Enter');
+  await page.waitForFunction('typeof window.moreLines === "function"');
+  await grown(60);
+  t.ok((await page.evaluate(gapBelow)) as number < 2, 'followed to its end while the user is there');
+  await page.evaluate('document.getElementById("chat").scrollTop = 0');
+  await grown(10);
+  t.equal(await page.evaluate('document.getElementById("chat").scrollTop'), 0, 'left where the user scrolled up to');
+  await page.evaluate('window.endReply()');
+  await page.waitForSelector('.msg.bot:not(.pending)');
+  t.equal(await page.evaluate('document.getElementById("chat").scrollTop'), 0, 'and when it ends');
+  t.same(errors, []);
+});

@@ -55,6 +55,13 @@ function scrollDown() {
   main.scrollTop = main.scrollHeight;
 }
 
+// Whether the conversation is scrolled to its end (within a line): a reply growing there keeps it in view, while one
+// growing under what the user scrolled up to read leaves them there.
+function atEnd() {
+  const main = $('chat');
+  return main.scrollHeight - main.scrollTop - main.clientHeight < 32;
+}
+
 function addUser(text) {
   const li = document.createElement('li');
   li.className = 'msg user';
@@ -82,11 +89,13 @@ function addBot(name) {
   scrollDown();
   return {
     show(text) {
+      const following = atEnd();
       bubble.textContent = text;
-      scrollDown();
+      if (following) scrollDown();
     },
     // How it ended, in words, under the bubble when it was cut.
     finish(text, reason) {
+      const following = atEnd();
       li.classList.remove('pending');
       bubble.removeAttribute('aria-busy');
       if (text === '') {
@@ -103,7 +112,7 @@ function addBot(name) {
         meta.textContent = why;
         li.append(meta);
       }
-      scrollDown();
+      if (following) scrollDown();
     },
     remove() {
       li.remove();
