@@ -441,3 +441,18 @@ t.test('a long reply streaming in leaves the user where they scrolled up to, and
   t.equal(await page.evaluate('document.getElementById("chat").scrollTop'), 0, 'and when it ends');
   t.same(errors, []);
 });
+
+t.test('a server that cannot be reached: the page says so and what to do, and comes back with it', async (t) => {
+  const page = await browser.newPage({ viewport: VIEWPORTS.desktop });
+  t.teardown(() => page.close());
+  await page.route('**/models/list', (route) => route.abort('connectionrefused'));
+  await page.goto(`${srv.url}/`);
+  const words = 'The server cannot be reached: check that it is still running. The page tries again every few seconds.';
+  await page.waitForFunction(`document.getElementById("status").textContent === ${JSON.stringify(words)}`);
+  t.equal(await page.textContent('#intro-title'), 'The server cannot be reached', 'not "Loading the models..." for ever');
+  t.equal(await page.textContent('#intro-detail'), words);
+  await page.unroute('**/models/list');
+  await page.waitForFunction('document.getElementById("status").textContent === "general is ready."');
+  t.equal(await page.textContent('#intro-title'), 'Write to general');
+  t.notOk(await page.evaluate('document.getElementById("status").classList.contains("error")'));
+});

@@ -13,7 +13,8 @@ let shown = [];          // the messages the conversation shows: {role: "user"},
 let apiKey = '';
 let busy = false;
 let replying = null;     // the AbortController of the reply being written
-let polling = null;      // the timer that watches a model load
+let polling = null;      // the timer that watches a model load, or the server come back
+const UNREACHABLE_RETRY_MS = 3000;
 
 function headers() {
   return { 'Content-Type': 'application/json', Accept: 'text/event-stream, application/json', ...authorization() };
@@ -432,7 +433,16 @@ async function refreshModels() {
   try {
     res = await fetch('models/list', { headers: headers() });
   } catch {
-    status('The server cannot be reached.', true);
+    // Stopped or restarting: asked again until it answers, when the line says how the model is.
+    const words = 'The server cannot be reached: check that it is still running. The page tries again every few seconds.';
+    status(words, true);
+    stateShown = null;
+    if (models.size === 0) {
+      $('intro-title').textContent = 'The server cannot be reached';
+      $('intro-detail').textContent = words;
+    }
+    clearTimeout(polling);
+    polling = setTimeout(connect, UNREACHABLE_RETRY_MS);
     return false;
   }
   if (!res.ok) {
@@ -524,9 +534,14 @@ $('key-panel').addEventListener('submit', (e) => {
   e.preventDefault();
   apiKey = $('apikey').value.trim();
   $('key-panel').hidden = true;
-  refreshModels().then((ok) => ok && prime(current()));
+  connect();
   $('text').focus();
 });
 
-refreshModels().then((ok) => ok && prime(current()));
+// The models listed and the chosen one primed: at first, once a key is given, and when the server is back.
+function connect() {
+  return refreshModels().then((ok) => ok && prime(current()));
+}
+
+connect();
 $('text').focus();
