@@ -359,3 +359,15 @@ t.test('a chat app\'s export from the page: the senders offered when it does not
   t.equal((await api<Job>(`/v1/fine_tuning/jobs/${id}`)).status, 'succeeded', 'trained on it');
   t.same(errors, [], 'no script errors');
 });
+
+t.test('an upload cut off: the page says to check the server and try again, the file still chosen', async (t) => {
+  const { page, errors } = await open(t, srv.url);
+  await page.click('#tune-toggle');
+  await page.route('**/v1/files', (route) => route.abort('connectionreset'));
+  await page.setInputFiles('#tune-file', { name: 'chats.jsonl', mimeType: 'application/jsonl', buffer: conversations(3) });
+  await page.click('#tune-start');
+  await page.waitForSelector('#tune-error:not(:empty)');
+  t.equal(await text(page, '#tune-error'), 'The server could not be reached (the upload was cut off): check that it is still running, then try again. The file is still chosen.');
+  t.equal(await page.evaluate('document.getElementById("tune-file").files[0]?.name'), 'chats.jsonl', 'the file still chosen');
+  t.same(errors, []);
+});

@@ -48,6 +48,11 @@ async function tuneError(res) {
   return message;
 }
 
+// A request that got no answer at all: the server stopped or restarting, or the network between cut.
+function unreachable(err) {
+  return `The server could not be reached (${err.message || err}): check that it is still running, then try again.`;
+}
+
 async function api(path, init = {}) {
   return fetch(path, { ...init, headers: { Accept: 'application/json', ...authorization(), ...init.headers } });
 }
@@ -170,7 +175,7 @@ async function startJob() {
     tune.rows.get(job.id).name.focus();
     schedulePoll(0);
   } catch (err) {
-    formError(`The server could not be reached: ${err.message || err}.`);
+    formError(`${unreachable(err)} The file is still chosen.`);
   } finally {
     button.disabled = false;
     progress.textContent = '';
@@ -425,7 +430,7 @@ async function act(row, action, button) {
       row.problem = `Could not ${action} the job: ${await tuneError(res)}`;
     }
   } catch (err) {
-    row.problem = `The server could not be reached: ${err.message || err}.`;
+    row.problem = unreachable(err);
   } finally {
     render(row);
     button.disabled = false;
