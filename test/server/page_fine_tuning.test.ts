@@ -301,6 +301,7 @@ t.test('the panel with the keyboard alone, at a phone\'s width and a desktop\'s'
     await page.keyboard.press('Enter');
     t.ok(await page.isVisible('#tune'), `${name}: Enter opens the panel`);
     t.equal(await page.evaluate('document.activeElement.id'), 'tune-title', `${name}: the focus on its title`);
+    t.ok(await page.isHidden('#clear'), `${name}: no New chat to clear the conversation out of sight`);
     const fields: string[] = [];
     for (let i = 0; i < 5; i++) {
       await page.keyboard.press('Tab');
@@ -317,6 +318,7 @@ t.test('the panel with the keyboard alone, at a phone\'s width and a desktop\'s'
     t.ok(await page.isHidden('#tune'), `${name}: Escape closes it`);
     t.ok(await page.isVisible('#chat'));
     t.equal(await page.evaluate('document.activeElement.id'), 'tune-toggle', `${name}: the focus back on Fine-tune`);
+    t.ok(await page.isVisible('#clear'), `${name}: New chat back`);
     t.same(errors, []);
   }
 });

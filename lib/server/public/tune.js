@@ -104,6 +104,8 @@ function openPanel(open) {
   $('tune').hidden = !open;
   $('chat').hidden = open;
   document.querySelector('.composer').hidden = open;
+  // New chat would clear the conversation out of sight, behind the panel.
+  $('clear').hidden = open;
   const toggle = $('tune-toggle');
   toggle.setAttribute('aria-expanded', String(open));
   toggle.textContent = open ? 'Back to chat' : 'Fine-tune';
