@@ -156,3 +156,12 @@ t.test('a forged history is refused naming the field', async (t) => {
   t.equal(answer.status, 400);
   t.match(answer.body.error, /session\.attributes\.history\[0\]\.from/);
 });
+
+t.test('a long reply full of characters SSML escapes stays within the 8000 characters Alexa accepts', async (t) => {
+  const skill = await startSkill({ verify_signatures: false, max_tokens: 1024 }, async () => ({ text: "it's ".repeat(1500), finishReason: 'stop' }));
+  t.teardown(skill.close);
+  const answer = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'hello' })));
+  const spoken = ssmlOf(answer);
+  t.ok(spoken.length <= 8000, `outputSpeech is ${spoken.length} characters`);
+  t.match(spoken, /^<speak>it&apos;s( it&apos;s)+<\/speak>$/, 'cut between words, after an escape');
+});

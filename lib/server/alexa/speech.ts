@@ -4,19 +4,28 @@
 // a bounded length, and whole sentences when generation was cut short.
 import { escapeXml } from '../../util/xml';
 
-// Alexa refuses outputSpeech over 8000 characters (SSML tags included); leave room for them and for escapes.
+// Alexa refuses outputSpeech over 8000 characters, counted in the SSML it receives: tags and entities included.
+// The bound is on the escaped text, since an entity is up to six characters for one (a reply of apostrophes
+// grows sixfold), and leaves room for <speak></speak>.
 export const MAX_SPEECH_CHARS = 6000;
 
 // Characters XML 1.0 forbids (C0 controls but tab/newline/return, lone surrogates, U+FFFE/U+FFFF), which make
 // Alexa reject the whole response.
 const XML_FORBIDDEN = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
-// Plain text for speech: forbidden characters dropped, whitespace collapsed, length bounded at a word boundary.
+// Plain text for speech: forbidden characters dropped, whitespace collapsed, and cut at a word boundary so that
+// its SSML escape is at most MAX_SPEECH_CHARS long.
 export function speakable(text: string): string {
-  let clean = text.replace(XML_FORBIDDEN, '').replace(/\s+/g, ' ').trim();
-  if (clean.length > MAX_SPEECH_CHARS) {
-    const cut = clean.lastIndexOf(' ', MAX_SPEECH_CHARS);
-    clean = clean.slice(0, cut > 0 ? cut : MAX_SPEECH_CHARS);
+  const clean = text.replace(XML_FORBIDDEN, '').replace(/\s+/g, ' ').trim();
+  let escaped = 0;
+  let end = 0;
+  for (const c of clean) {
+    escaped += escapeXml(c).length;
+    if (escaped > MAX_SPEECH_CHARS) {
+      const cut = clean.lastIndexOf(' ', end);
+      return clean.slice(0, cut > 0 ? cut : end);
+    }
+    end += c.length;
   }
   return clean;
 }
