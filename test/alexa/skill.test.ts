@@ -165,3 +165,21 @@ t.test('a long reply full of characters SSML escapes stays within the 8000 chara
   t.ok(spoken.length <= 8000, `outputSpeech is ${spoken.length} characters`);
   t.match(spoken, /^<speak>it&apos;s( it&apos;s)+<\/speak>$/, 'cut between words, after an escape');
 });
+
+t.test('long replies keep the response within the 24 KB Alexa accepts, and every history sent comes back accepted', async (t) => {
+  let reply = '';
+  const skill = await startSkill({ verify_signatures: false, max_tokens: 1024 }, async () => ({ text: reply, finishReason: 'stop' }));
+  t.teardown(skill.close);
+  let attributes: Record<string, unknown> = { history: [] };
+  for (const [i, text] of ['word '.repeat(900), '漢字です。'.repeat(1200), '漢字です。'.repeat(1200), 'A short one.'].entries()) {
+    reply = text;
+    const answer = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: `turn ${i}` }, { attributes })));
+    t.equal(answer.status, 200, `turn ${i} answered`);
+    const bytes = Buffer.byteLength(JSON.stringify(answer.body));
+    t.ok(bytes <= 24 * 1024, `turn ${i}: the response is ${bytes} bytes`);
+    attributes = attributesOf(answer);
+  }
+  const history = attributes.history as { from: string; text: string }[];
+  t.same(history.slice(-2), [{ from: 'user', text: 'turn 3' }, { from: 'bot', text: 'A short one.' }], 'the latest turn kept');
+  t.notOk(history.some((m) => m.text === 'turn 0'), 'the oldest dropped to fit');
+});

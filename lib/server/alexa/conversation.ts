@@ -4,10 +4,12 @@
 import type { Turn } from '../../data/chat_format';
 import { AlexaRejection } from './errors';
 
+// Alexa refuses a response over 24 KB, session attributes included, so no conversation it carries is bigger.
+export const MAX_RESPONSE_BYTES = 24 * 1024;
 // Session attributes come back from Alexa as we sent them; these bounds only stop a forged or corrupted session
-// from making us build an enormous prompt.
+// from making us build an enormous prompt. No message we store is longer than the response that carried it.
 const MAX_STORED_MESSAGES = 200;
-const MAX_TURN_CHARS = 4000;
+const MAX_TURN_CHARS = MAX_RESPONSE_BYTES;
 
 // The last `maxTurns` turns (a turn is an utterance and the bot's reply) of the conversation.
 export function keepRecent(history: readonly Turn[], maxTurns: number): Turn[] {

@@ -6,7 +6,7 @@ import { boundedBody } from '../body';
 import { messageText, type Conversation, type Turn } from '../../data/chat_format';
 import type { ChatReply } from '../../generate/chat';
 import type { ChatFn } from '../service';
-import { historyFrom, keepRecent } from './conversation';
+import { historyFrom, keepRecent, MAX_RESPONSE_BYTES } from './conversation';
 import { createLog, type Log } from '../log';
 import { AlexaRejection } from './errors';
 import { lastCompleteSentence, speakable, ssml } from './speech';
@@ -55,13 +55,21 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
     log('warn', `alexa.verify_signatures is false: ${options.path} accepts unsigned requests from anyone. Use this only for local testing.`);
   }
 
+  // An answer that keeps the session open, with as much of the conversation as fits in a response Alexa accepts:
+  // the oldest messages go first.
+  function ask(text: string, envelope: AlexaEnvelope, history: readonly Turn[]): AlexaResponseEnvelope {
+    for (let kept = keepRecent(history, options.maxHistoryTurns); ; kept = kept.slice(1)) {
+      const answer = speak(text, { ...envelope.sessionAttributes, history: kept }, options.reprompt);
+      if (kept.length === 0 || Buffer.byteLength(JSON.stringify(answer)) <= MAX_RESPONSE_BYTES) return answer;
+    }
+  }
+
   // `utterance` is already one message's text (messageText).
   async function answerChat(envelope: AlexaEnvelope, utterance: string, arrived: number): Promise<AlexaResponseEnvelope> {
     const history = historyFrom(envelope.sessionAttributes);
     const conversation: Conversation = { audience: options.audience, turns: [...history, { from: 'user', text: utterance }] };
-    const attributes = { ...envelope.sessionAttributes, history };
     const left = options.deadlineMs - (now() - arrived);
-    if (left - STOP_MARGIN_MS <= 0) return speak(SORRY_SLOW, attributes, options.reprompt);
+    if (left - STOP_MARGIN_MS <= 0) return ask(SORRY_SLOW, envelope, history);
 
     const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
@@ -79,25 +87,24 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
       ]);
     } catch (err) {
       log('error', 'chat failed', { requestId: envelope.request.requestId, error: (err as Error).message });
-      return speak(SORRY_BROKEN, attributes, options.reprompt);
+      return ask(SORRY_BROKEN, envelope, history);
     } finally {
       clearTimeout(timer);
     }
     if (reply === null) {
       log('warn', 'chat missed the deadline', { requestId: envelope.request.requestId, deadlineMs: options.deadlineMs });
-      return speak(SORRY_SLOW, attributes, options.reprompt);
+      return ask(SORRY_SLOW, envelope, history);
     }
     const said = speakable(reply.finishReason === 'stop' ? reply.text : lastCompleteSentence(reply.text));
     // Punctuation alone is silence to a speech engine. What the user said stays in the history either way: it was
     // heard, and the next reply may answer it.
     const silent = !/[\p{L}\p{N}]/u.test(said);
     const next: readonly Turn[] = silent ? conversation.turns : [...conversation.turns, { from: 'bot', text: said }];
-    return speak(silent ? NOTHING_TO_SAY : said, { ...attributes, history: keepRecent(next, options.maxHistoryTurns) }, options.reprompt);
+    return ask(silent ? NOTHING_TO_SAY : said, envelope, next);
   }
 
   async function answer(envelope: AlexaEnvelope, arrived: number): Promise<AlexaResponseEnvelope> {
     const request = envelope.request;
-    const attributes = envelope.sessionAttributes;
     switch (request.type) {
       case 'LaunchRequest':
         return speak(options.greeting, { history: [] }, options.reprompt);
@@ -105,15 +112,15 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
         switch (request.intent.name) {
           case CHAT_INTENT: {
             const utterance = messageText(request.intent.slots[UTTERANCE_SLOT]?.value ?? '');
-            return utterance === '' ? speak(NOTHING_HEARD, attributes, options.reprompt) : answerChat(envelope, utterance, arrived);
+            return utterance === '' ? ask(NOTHING_HEARD, envelope, historyFrom(envelope.sessionAttributes)) : answerChat(envelope, utterance, arrived);
           }
           case 'AMAZON.HelpIntent':
-            return speak(options.help, attributes, options.reprompt);
+            return ask(options.help, envelope, historyFrom(envelope.sessionAttributes));
           case 'AMAZON.StopIntent':
           case 'AMAZON.CancelIntent':
             return speak(options.goodbye, undefined, null);
           default: // AMAZON.FallbackIntent, AMAZON.NavigateHomeIntent, and any intent added to the model later
-            return speak(`${NOTHING_HEARD} ${options.help}`, attributes, options.reprompt);
+            return ask(`${NOTHING_HEARD} ${options.help}`, envelope, historyFrom(envelope.sessionAttributes));
         }
       case 'SessionEndedRequest':
         // Alexa ignores the answer; the history goes with the session.
