@@ -3,7 +3,7 @@
 import t from 'tap';
 import { fitConversation, type Conversation } from '../../lib/data/chat_format';
 import type { ChatFn } from '../../lib/server/service';
-import { attributesOf, intent, launch, post, sessionEnded, ssmlOf, startSkill, type Answer } from './harness';
+import { attributesOf, envelope, intent, launch, post, sessionEnded, ssmlOf, startSkill, type Answer } from './harness';
 
 // A deterministic model that answers with what it heard. It remembers every conversation it was asked to
 // answer, and the chat-format prompt made of it within the skill's character budget (the server fits the
@@ -182,4 +182,19 @@ t.test('long replies keep the response within the 24 KB Alexa accepts, and every
   const history = attributes.history as { from: string; text: string }[];
   t.same(history.slice(-2), [{ from: 'user', text: 'turn 3' }, { from: 'bot', text: 'A short one.' }], 'the latest turn kept');
   t.notOk(history.some((m) => m.text === 'turn 0'), 'the oldest dropped to fit');
+});
+
+t.test('what Alexa reports as an error is logged with its reason', async (t) => {
+  const skill = await startSkill({ verify_signatures: false }, echoModel().chat);
+  t.teardown(skill.close);
+  const error = { type: 'INVALID_RESPONSE', message: 'The SSML is not well formed' };
+  const ended = await post(skill.url, JSON.stringify(envelope({ type: 'SessionEndedRequest', reason: 'ERROR', error }, { attributes: {} })));
+  t.same(ended.body, { version: '1.0', response: {} });
+  t.match(skill.logs.at(-1), { level: 'warn', message: 'session ended', fields: { reason: 'ERROR', error } });
+  // Sent without a session, as Alexa sends it.
+  const body = envelope({ type: 'System.ExceptionEncountered', error, cause: { requestId: 'amzn1.echo-api.request.1' } });
+  delete body.session;
+  const exception = await post(skill.url, JSON.stringify(body));
+  t.same(exception.body, { version: '1.0', response: {} });
+  t.match(skill.logs.at(-1), { level: 'warn', message: 'System.ExceptionEncountered', fields: { error } });
 });

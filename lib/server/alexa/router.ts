@@ -124,9 +124,12 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
         }
       case 'SessionEndedRequest':
         // Alexa ignores the answer; the history goes with the session.
-        log('info', 'session ended', { requestId: request.requestId, reason: request.reason });
+        // An error here is Alexa refusing something the skill sent, which nothing else reports.
+        if (request.error) log('warn', 'session ended', { requestId: request.requestId, reason: request.reason, error: request.error });
+        else log('info', 'session ended', { requestId: request.requestId, reason: request.reason });
         return { version: '1.0', response: {} };
       case 'Other':
+        if (request.error) log('warn', request.originalType, { requestId: request.requestId, error: request.error });
         return { version: '1.0', response: {} };
     }
   }

@@ -11,9 +11,16 @@ interface AlexaSlot {
 type AlexaRequest =
   | { type: 'LaunchRequest'; requestId: string; timestamp: string }
   | { type: 'IntentRequest'; requestId: string; timestamp: string; intent: { name: string; slots: Record<string, AlexaSlot> } }
-  | { type: 'SessionEndedRequest'; requestId: string; timestamp: string; reason: string }
+  | { type: 'SessionEndedRequest'; requestId: string; timestamp: string; reason: string; error?: AlexaError }
   // Other types (CanFulfillIntentRequest, System.ExceptionEncountered, ...) are verified and acknowledged.
-  | { type: 'Other'; originalType: string; requestId: string; timestamp: string };
+  | { type: 'Other'; originalType: string; requestId: string; timestamp: string; error?: AlexaError };
+
+// What Alexa says went wrong when it ends a session with reason ERROR or sends System.ExceptionEncountered:
+// most often that it could not use the skill's last response.
+interface AlexaError {
+  type: string;
+  message: string;
+}
 
 export interface AlexaEnvelope {
   version: string;
@@ -72,6 +79,13 @@ function parseSlots(body: unknown): Record<string, AlexaSlot> {
   return parsed;
 }
 
+function parseError(body: unknown): AlexaError | undefined {
+  const error = field(body, 'request.error');
+  if (!isJsonObject(error)) return undefined;
+  const text = (value: unknown): string => (typeof value === 'string' ? value : 'unknown');
+  return { type: text(error.type), message: text(error.message) };
+}
+
 function parseRequest(body: unknown): AlexaRequest {
   const type = requireString(body, 'request.type');
   const requestId = requireString(body, 'request.requestId');
@@ -83,10 +97,10 @@ function parseRequest(body: unknown): AlexaRequest {
       return { type, requestId, timestamp, intent: { name: requireString(body, 'request.intent.name'), slots: parseSlots(body) } };
     case 'SessionEndedRequest': {
       const reason = field(body, 'request.reason');
-      return { type, requestId, timestamp, reason: typeof reason === 'string' ? reason : 'UNKNOWN' };
+      return { type, requestId, timestamp, reason: typeof reason === 'string' ? reason : 'UNKNOWN', error: parseError(body) };
     }
     default:
-      return { type: 'Other', originalType: type, requestId, timestamp };
+      return { type: 'Other', originalType: type, requestId, timestamp, error: parseError(body) };
   }
 }
 
