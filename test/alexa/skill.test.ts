@@ -198,3 +198,14 @@ t.test('what Alexa reports as an error is logged with its reason', async (t) => 
   t.same(exception.body, { version: '1.0', response: {} });
   t.match(skill.logs.at(-1), { level: 'warn', message: 'System.ExceptionEncountered', fields: { error } });
 });
+
+t.test('a CanFulfillIntentRequest is declined in the shape Alexa reads, without asking the model', async (t) => {
+  const model = echoModel();
+  const skill = await startSkill({ verify_signatures: false }, model.chat);
+  t.teardown(skill.close);
+  const slots = { utterance: { name: 'utterance', value: 'play some music' } };
+  const answer = await post(skill.url, JSON.stringify(envelope({ type: 'CanFulfillIntentRequest', intent: { name: 'ChatIntent', slots } })));
+  t.equal(answer.status, 200);
+  t.same(answer.body, { version: '1.0', response: { canFulfillIntent: { canFulfill: 'NO' } } });
+  t.same(model.prompts, []);
+});

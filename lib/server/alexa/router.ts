@@ -129,6 +129,9 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
         else log('info', 'session ended', { requestId: request.requestId, reason: request.reason });
         return { version: '1.0', response: {} };
       case 'Other':
+        // Alexa asks this when it looks for a skill to take a request made without naming one. A chat bot could
+        // answer anything, and so would take requests meant for other skills: it declines them all.
+        if (request.originalType === 'CanFulfillIntentRequest') return { version: '1.0', response: { canFulfillIntent: { canFulfill: 'NO' } } };
         if (request.error) log('warn', request.originalType, { requestId: request.requestId, error: request.error });
         return { version: '1.0', response: {} };
     }

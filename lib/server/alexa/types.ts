@@ -41,6 +41,7 @@ export interface AlexaResponseEnvelope {
     outputSpeech?: OutputSpeech;
     reprompt?: { outputSpeech: OutputSpeech };
     shouldEndSession?: boolean;
+    canFulfillIntent?: { canFulfill: 'YES' | 'NO' | 'MAYBE' };
   };
 }
 
