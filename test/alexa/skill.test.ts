@@ -72,7 +72,7 @@ t.test('one session, start to end', async (t) => {
   t.equal(response(fallback).shouldEndSession, false);
   t.match(ssmlOf(fallback), /didn&apos;t catch that/);
 
-  for (const name of ['AMAZON.StopIntent', 'AMAZON.CancelIntent']) {
+  for (const name of ['AMAZON.StopIntent', 'AMAZON.CancelIntent', 'AMAZON.NavigateHomeIntent']) {
     const bye = await post(skill.url, JSON.stringify(intent(name, {}, { attributes: attributesOf(second) })));
     t.same(bye.body, { version: '1.0', response: { outputSpeech: { type: 'SSML', ssml: '<speak>Bye, love.</speak>' }, shouldEndSession: true } }, name);
   }

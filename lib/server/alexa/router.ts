@@ -118,8 +118,9 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
             return ask(options.help, envelope, historyFrom(envelope.sessionAttributes));
           case 'AMAZON.StopIntent':
           case 'AMAZON.CancelIntent':
+          case 'AMAZON.NavigateHomeIntent': // "go home" on a device with a screen leaves the skill
             return speak(options.goodbye, undefined, null);
-          default: // AMAZON.FallbackIntent, AMAZON.NavigateHomeIntent, and any intent added to the model later
+          default: // AMAZON.FallbackIntent, and any intent added to the model later
             return ask(`${NOTHING_HEARD} ${options.help}`, envelope, historyFrom(envelope.sessionAttributes));
         }
       case 'SessionEndedRequest':
