@@ -209,3 +209,16 @@ t.test('a CanFulfillIntentRequest is declined in the shape Alexa reads, without 
   t.same(answer.body, { version: '1.0', response: { canFulfillIntent: { canFulfill: 'NO' } } });
   t.same(model.prompts, []);
 });
+
+t.test('emoji from the chat logs are not read out; a reply of emoji alone says it has nothing to say', async (t) => {
+  let reply = '';
+  const skill = await startSkill({ verify_signatures: false }, async () => ({ text: reply, finishReason: 'stop' }));
+  t.teardown(skill.close);
+  reply = 'lol 😂😂 ok 👍🏽 see you in 🇩🇪 soon ❤️ 👨‍👩‍👧';
+  const mixed = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'hello' })));
+  t.equal(ssmlOf(mixed), '<speak>lol ok see you in soon</speak>');
+  t.same(attributesOf(mixed).history, [{ from: 'user', text: 'hello' }, { from: 'bot', text: 'lol ok see you in soon' }], 'the history holds what the user heard');
+  reply = '😂😂😂';
+  const only = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'hello' })));
+  t.equal(ssmlOf(only), '<speak>Hmm. I have nothing to say to that.</speak>');
+});

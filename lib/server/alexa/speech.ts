@@ -13,10 +13,15 @@ export const MAX_SPEECH_CHARS = 6000;
 // Alexa reject the whole response.
 const XML_FORBIDDEN = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
-// Plain text for speech: forbidden characters dropped, whitespace collapsed, and cut at a word boundary so that
-// its SSML escape is at most MAX_SPEECH_CHARS long.
+// Emoji and the characters that build them (skin tones, flags' letters, joiners, presentation selectors, keycaps):
+// chat logs are full of them, and a speech engine reads each out by its name ("face with tears of joy") or not at
+// all, neither of which is what the writer meant.
+const PICTOGRAPHS = /[\p{Extended_Pictographic}\p{Emoji_Modifier}\p{Regional_Indicator}\u200D\uFE0E\uFE0F\u20E3]/gu;
+
+// Plain text for speech: forbidden characters and pictographs dropped, whitespace collapsed, and cut at a word
+// boundary so that its SSML escape is at most MAX_SPEECH_CHARS long.
 export function speakable(text: string): string {
-  const clean = text.replace(XML_FORBIDDEN, '').replace(/\s+/g, ' ').trim();
+  const clean = text.replace(XML_FORBIDDEN, '').replace(PICTOGRAPHS, '').replace(/\s+/g, ' ').trim();
   let escaped = 0;
   let end = 0;
   for (const c of clean) {
