@@ -222,3 +222,15 @@ t.test('emoji from the chat logs are not read out; a reply of emoji alone says i
   const only = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'hello' })));
   t.equal(ssmlOf(only), '<speak>Hmm. I have nothing to say to that.</speak>');
 });
+
+t.test('a request of another type within a session keeps the conversation', async (t) => {
+  const model = echoModel();
+  const skill = await startSkill({ verify_signatures: false }, model.chat);
+  t.teardown(skill.close);
+  const history = [{ from: 'user', text: 'hello' }, { from: 'bot', text: 'You said hello.' }];
+  const touched = await post(skill.url, JSON.stringify(envelope({ type: 'Alexa.Presentation.APL.UserEvent', arguments: ['tap'] }, { attributes: { history } })));
+  t.same(touched.body, { version: '1.0', sessionAttributes: { history }, response: {} });
+  const next = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'and now' }, { attributes: attributesOf(touched) })));
+  t.same(model.conversations[0].turns, [...history, { from: 'user', text: 'and now' }], 'the next turn has the earlier one');
+  t.equal(next.status, 200);
+});

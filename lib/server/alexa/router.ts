@@ -134,7 +134,9 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
         // answer anything, and so would take requests meant for other skills: it declines them all.
         if (request.originalType === 'CanFulfillIntentRequest') return { version: '1.0', response: { canFulfillIntent: { canFulfill: 'NO' } } };
         if (request.error) log('warn', request.originalType, { requestId: request.requestId, error: request.error });
-        return { version: '1.0', response: {} };
+        // Alexa keeps only the session attributes a response carries: one sent within a session (a touch on a
+        // screen) hands the conversation back, or the next turn would begin without it.
+        return { version: '1.0', ...(Object.keys(envelope.sessionAttributes).length > 0 ? { sessionAttributes: envelope.sessionAttributes } : {}), response: {} };
     }
   }
 
