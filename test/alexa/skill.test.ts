@@ -2,6 +2,7 @@
 // in the session attributes and turned into the chat-format prompt.
 import t from 'tap';
 import { fitConversation, type Conversation } from '../../lib/data/chat_format';
+import type { ChatReply } from '../../lib/generate/chat';
 import type { ChatFn } from '../../lib/server/service';
 import { attributesOf, envelope, intent, launch, post, sessionEnded, ssmlOf, startSkill, type Answer } from './harness';
 
@@ -233,4 +234,25 @@ t.test('a request of another type within a session keeps the conversation', asyn
   const next = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'and now' }, { attributes: attributesOf(touched) })));
   t.same(model.conversations[0].turns, [...history, { from: 'user', text: 'and now' }], 'the next turn has the earlier one');
   t.equal(next.status, 200);
+});
+
+t.test('a skill in another language says every fixed phrase in it', async (t) => {
+  let reply: () => Promise<ChatReply> = async () => ({ text: '...', finishReason: 'stop' });
+  const skill = await startSkill({
+    verify_signatures: false,
+    greeting: 'Hallo!', help: 'Sag einfach etwas.', reprompt: 'Bist du noch da?', goodbye: 'Tschüss.',
+    not_heard: 'Das habe ich nicht verstanden.', nothing_to_say: 'Dazu fällt mir nichts ein.',
+    too_slow: 'Ich denke gerade zu langsam.', failed: 'Da ist etwas schiefgegangen.',
+  }, () => reply());
+  t.teardown(skill.close);
+  const german = (request: Record<string, unknown>) => JSON.stringify(envelope({ ...request, locale: 'de-DE' }, { attributes: {} }));
+  const chatIntent = (slots: Record<string, unknown>) => ({ type: 'IntentRequest', intent: { name: 'ChatIntent', confirmationStatus: 'NONE', slots } });
+  t.equal(ssmlOf(await post(skill.url, german(chatIntent({})))), '<speak>Das habe ich nicht verstanden.</speak>');
+  t.equal(ssmlOf(await post(skill.url, german({ type: 'IntentRequest', intent: { name: 'AMAZON.FallbackIntent', slots: {} } }))), '<speak>Das habe ich nicht verstanden. Sag einfach etwas.</speak>');
+  const said = chatIntent({ utterance: { name: 'utterance', value: 'wie geht es dir' } });
+  t.equal(ssmlOf(await post(skill.url, german(said))), '<speak>Dazu fällt mir nichts ein.</speak>');
+  reply = async () => {
+    throw new Error('model exploded');
+  };
+  t.equal(ssmlOf(await post(skill.url, german(said))), '<speak>Da ist etwas schiefgegangen.</speak>');
 });

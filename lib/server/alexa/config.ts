@@ -13,10 +13,15 @@ export interface AlexaOptions {
   audience: string; // who the bot answers as: the audience in the chat-format prompt (`0|<audience>|...`)
   maxHistoryTurns: number; // turns (an utterance and its reply) kept in the session
   maxPromptChars: number; // the prompt's budget; the oldest messages are dropped first to fit
+  // What the skill says, in the skill's language: Alexa reads any text with the voice of the request's locale.
   greeting: string;
   help: string;
   reprompt: string;
   goodbye: string;
+  notHeard: string; // the slot came empty; before the help text for an utterance that matched no intent
+  nothingToSay: string; // the reply had nothing to speak
+  tooSlow: string; // the reply did not come within the deadline
+  failed: string; // the model failed
 }
 
 export const ALEXA_DEFAULTS: Omit<AlexaOptions, 'applicationId'> = {
@@ -34,6 +39,10 @@ export const ALEXA_DEFAULTS: Omit<AlexaOptions, 'applicationId'> = {
   help: 'Just talk to me, starting with something like "I say", and I will answer. Say stop when you are done.',
   reprompt: 'Are you still there?',
   goodbye: 'Bye for now.',
+  notHeard: "Sorry, I didn't catch that.",
+  nothingToSay: 'Hmm. I have nothing to say to that.',
+  tooSlow: "Sorry, I'm thinking too slowly right now. Ask me again in a moment.",
+  failed: 'Sorry, something went wrong on my side. Ask me again in a moment.',
 };
 
 // Alexa waits at most 8 seconds for an answer.
@@ -60,6 +69,10 @@ const KEYS = {
   help: ['help', text],
   reprompt: ['reprompt', text],
   goodbye: ['goodbye', text],
+  not_heard: ['notHeard', text],
+  nothing_to_say: ['nothingToSay', text],
+  too_slow: ['tooSlow', text],
+  failed: ['failed', text],
 } as const satisfies Record<string, readonly [keyof AlexaOptions, Reader<unknown>]>;
 
 // `raw` is the parsed "alexa" section; `fieldPrefix` names it in errors (for example "server_config.json: alexa");

@@ -30,11 +30,6 @@ const ABANDON_MARGIN_MS = 150;
 // Alexa requests are a few kilobytes; the session history is bounded by max_history_turns.
 const BODY_LIMIT_BYTES = 256 * 1024;
 
-const SORRY_SLOW = "Sorry, I'm thinking too slowly right now. Ask me again in a moment.";
-const SORRY_BROKEN = 'Sorry, something went wrong on my side. Ask me again in a moment.';
-const NOTHING_HEARD = "Sorry, I didn't catch that.";
-const NOTHING_TO_SAY = 'Hmm. I have nothing to say to that.';
-
 function speak(text: string, attributes: Record<string, unknown> | undefined, reprompt: string | null): AlexaResponseEnvelope {
   return {
     version: '1.0',
@@ -69,7 +64,7 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
     const history = historyFrom(envelope.sessionAttributes);
     const conversation: Conversation = { audience: options.audience, turns: [...history, { from: 'user', text: utterance }] };
     const left = options.deadlineMs - (now() - arrived);
-    if (left - STOP_MARGIN_MS <= 0) return ask(SORRY_SLOW, envelope, history);
+    if (left - STOP_MARGIN_MS <= 0) return ask(options.tooSlow, envelope, history);
 
     const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
@@ -87,20 +82,20 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
       ]);
     } catch (err) {
       log('error', 'chat failed', { requestId: envelope.request.requestId, error: (err as Error).message });
-      return ask(SORRY_BROKEN, envelope, history);
+      return ask(options.failed, envelope, history);
     } finally {
       clearTimeout(timer);
     }
     if (reply === null) {
       log('warn', 'chat missed the deadline', { requestId: envelope.request.requestId, deadlineMs: options.deadlineMs });
-      return ask(SORRY_SLOW, envelope, history);
+      return ask(options.tooSlow, envelope, history);
     }
     const said = speakable(reply.finishReason === 'stop' ? reply.text : lastCompleteSentence(reply.text));
     // Punctuation alone is silence to a speech engine. What the user said stays in the history either way: it was
     // heard, and the next reply may answer it.
     const silent = !/[\p{L}\p{N}]/u.test(said);
     const next: readonly Turn[] = silent ? conversation.turns : [...conversation.turns, { from: 'bot', text: said }];
-    return ask(silent ? NOTHING_TO_SAY : said, envelope, next);
+    return ask(silent ? options.nothingToSay : said, envelope, next);
   }
 
   async function answer(envelope: AlexaEnvelope, arrived: number): Promise<AlexaResponseEnvelope> {
@@ -112,7 +107,7 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
         switch (request.intent.name) {
           case CHAT_INTENT: {
             const utterance = messageText(request.intent.slots[UTTERANCE_SLOT]?.value ?? '');
-            return utterance === '' ? ask(NOTHING_HEARD, envelope, historyFrom(envelope.sessionAttributes)) : answerChat(envelope, utterance, arrived);
+            return utterance === '' ? ask(options.notHeard, envelope, historyFrom(envelope.sessionAttributes)) : answerChat(envelope, utterance, arrived);
           }
           case 'AMAZON.HelpIntent':
             return ask(options.help, envelope, historyFrom(envelope.sessionAttributes));
@@ -121,7 +116,7 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
           case 'AMAZON.NavigateHomeIntent': // "go home" on a device with a screen leaves the skill
             return speak(options.goodbye, undefined, null);
           default: // AMAZON.FallbackIntent, and any intent added to the model later
-            return ask(`${NOTHING_HEARD} ${options.help}`, envelope, historyFrom(envelope.sessionAttributes));
+            return ask(`${options.notHeard} ${options.help}`, envelope, historyFrom(envelope.sessionAttributes));
         }
       case 'SessionEndedRequest':
         // Alexa ignores the answer; the history goes with the session.
