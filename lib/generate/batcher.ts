@@ -48,6 +48,7 @@ export interface BatchRequest {
   promptLogprobs?: boolean;         // with logprobs, the prompt's tokens' too (all but the first); the prompt must fit nCtx
   adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) this request decodes with
   grammar?: Grammar;                // holds the text to this grammar (a JSON schema's, GBNF's): it ends once the grammar is complete
+  queue?: string;                   // the queue it waits in for a slot (default ''): see admit
 }
 
 export interface EmbedRequest {
@@ -55,6 +56,7 @@ export interface EmbedRequest {
   signal?: AbortSignal;             // finishes the request with 'aborted' at the next step
   deadline?: number;                // Date.now() time after which it finishes with 'deadline'
   adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) to embed with
+  queue?: string;                   // the queue it waits in for a slot, as a BatchRequest's
 }
 
 export interface EmbedResult {
@@ -113,6 +115,10 @@ export class Batcher {
   private readonly queue: Job[] = [];
   private readonly bySlot: (Job | null)[];
   private readonly suspects = new Set<Job>();  // rows of a failed step, stepped alone until they sample
+  // Each queue's latest admission (numbered by `admissions`), for admit's turns: one entry per queue name ever used,
+  // which the server bounds (its entries).
+  private readonly lastAdmitted = new Map<string, number>();
+  private admissions = 0;
   // What each free slot still holds from its last request (null: nothing known), and when it was freed: a new
   // request goes to the slot that holds the longest start of its prompt, else to the one freed longest ago.
   private readonly slotHeld: (Int32Array | null)[];
@@ -188,7 +194,7 @@ export class Batcher {
     const tokens = request.promptTokens;
     if (tokens.length > this.nCtx) throw new RangeError(`an embedding of ${tokens.length} tokens needs them within the model's context of ${this.nCtx}`);
     // A sequence only for its feed bookkeeping: it never samples.
-    const job = this.makeJob({ promptTokens: tokens, maxTokens: 1, stopTokens: [], seed: 0, signal: request.signal, deadline: request.deadline, adapter: request.adapter });
+    const job = this.makeJob({ promptTokens: tokens, maxTokens: 1, stopTokens: [], seed: 0, signal: request.signal, deadline: request.deadline, adapter: request.adapter, queue: request.queue });
     job.embeds = true;
     const { finishReason, timings } = await this.enqueue(job);
     return { states: job.states ?? new Float32Array(0), finishReason, timings };
@@ -382,9 +388,13 @@ export class Batcher {
     });
   }
 
+  // A free slot goes to the waiting request of the queue admitted least recently (the first of each queue's in
+  // order): the queues take turns, so that one flooding its queue (a bot's clients, many choices at once) delays
+  // another's requests by one turn, not by all it has waiting.
   private admit(): void {
     while (this.queue.length > 0) {
-      const job = this.queue[0];
+      const at = this.nextInTurn();
+      const job = this.queue[at];
       let slot = -1;
       let reused = 0;
       for (let s = 0; s < this.slots; s++) {
@@ -398,13 +408,28 @@ export class Batcher {
         }
       }
       if (slot < 0) return;
-      this.queue.shift();
+      this.queue.splice(at, 1);
+      this.lastAdmitted.set(job.request.queue ?? '', ++this.admissions);
       this.bySlot[slot] = job;
       this.slotHeld[slot] = null;
       job.seq.reuse(reused);
       job.cachedPromptTokens = reused;
       job.weightsVersion = this.model.weightsVersion;
     }
+  }
+
+  // Where in this.queue the next request to admit waits.
+  private nextInTurn(): number {
+    let at = 0;
+    let turn = Infinity;
+    this.queue.forEach((job, i) => {
+      const last = this.lastAdmitted.get(job.request.queue ?? '') ?? 0;
+      if (last < turn) {
+        turn = last;
+        at = i;
+      }
+    });
+    return at;
   }
 
   // A slot leaves its job: what it holds stays for a later prompt that starts the same way, unless unknown or

@@ -41,6 +41,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   reply?: ReplyStream;  // a sanitizer's stream: the result carries its reply, and generation stops once it is complete
   adapter?: ServedAdapter;  // a LoRA adapter of the model (model.addAdapter): requests for different ones decode together
   grammar?: Grammar;  // holds the text to a grammar: Grammar.fromJsonSchema(schema), Grammar.parse(gbnf), Grammar.anyJsonObject()
+  queue?: string;  // the queue it waits in for a batch slot: queues take turns (BatchRequest's)
 }
 
 export interface EmbedOptions {
@@ -49,6 +50,7 @@ export interface EmbedOptions {
   signal?: AbortSignal;
   deadline?: number;
   adapter?: ServedAdapter;
+  queue?: string;       // the queue it waits in for a batch slot (BatchRequest's)
 }
 
 export interface Embedding {
@@ -143,8 +145,8 @@ export class Generator {
   // in the same steps as the generations running. Rejects when its signal fires or its deadline passes first.
   async embed(text: string | ArrayLike<number>, options: EmbedOptions = {}): Promise<Embedding> {
     const promptTokens = typeof text === 'string' ? this.encode(text) : text;
-    const { signal, deadline, adapter, pooling = 'mean', normalize = true } = options;
-    const { states, finishReason, timings } = await this.batcher.embed({ promptTokens, signal, deadline, adapter });
+    const { signal, deadline, adapter, queue, pooling = 'mean', normalize = true } = options;
+    const { states, finishReason, timings } = await this.batcher.embed({ promptTokens, signal, deadline, adapter, queue });
     if (finishReason !== 'stop') throw new Error(finishReason === 'aborted' ? 'the embedding was aborted' : 'the embedding passed its deadline');
     const pooled = poolStates(states, this.model.config.nEmbd, pooling);
     return { embedding: normalize ? unitLength(pooled) : pooled, promptTokens: promptTokens.length, timings };

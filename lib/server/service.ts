@@ -303,7 +303,7 @@ export class ChatService {
       });
       // performance.now(): a tiny model embeds a short text in under a millisecond, which Date.now() would make 0.
       const started = performance.now();
-      const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined };
+      const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined, queue: key };
       const turns = Math.max(1, Math.floor(this.config.batchSlots / 2));
       const vectors = await inTurns(prompts, turns, (tokens) => generator.embed(tokens, options)).catch((err: Error) => {
         if (request.signal?.aborted) throw new HttpError(499, 'the client closed the request');
@@ -440,6 +440,8 @@ export class ChatService {
       reply,
       adapter: loaded.adapter ?? undefined,
       grammar: request.grammar,
+      // Entries over one model (its batcher) take turns at its slots.
+      queue: key,
     }).catch((err: Error) => {
       // The sampler's ranges depend on the model (its vocabulary), so they are checked once it is loaded.
       if (err instanceof SamplingError) {

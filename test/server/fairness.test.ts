@@ -1,0 +1,47 @@
+// Fairness between bots over one loaded model, over real HTTP: they share its batch slots, and a flood of requests
+// for one bot delays another bot's request by a turn, not by the whole flood.
+import fs from 'node:fs';
+import t from 'tap';
+import { LONG, makeModels, request, startServer, tempDir, type Running } from './helpers';
+
+let dir: string;
+let srv: Running;
+
+t.before(async () => {
+  dir = tempDir('fairness');
+  await makeModels(dir, { alpha: 1 }, 'Hi', 1, LONG);
+  srv = await startServer({
+    batch_slots: 1,
+    max_queue: 8,
+    models: [
+      { key: 'flooded', restore_from: 'alpha', sampling: { temperature: 0 } },
+      { key: 'quiet', restore_from: 'alpha', sampling: { temperature: 0 } },
+    ],
+  }, dir);
+});
+t.teardown(async () => {
+  await srv.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+// The model's batcher's requests decoding and waiting, once they are `running` and `waiting` (or after five seconds).
+async function untilLoad(key: string, running: number, waiting: number): Promise<{ running: number; waiting: number } | undefined> {
+  const load = () => srv.server.service.registry.peek(key)?.generator.load;
+  for (let i = 0; i < 500 && !(load()?.running === running && load()?.waiting === waiting); i++) await new Promise((r) => setTimeout(r, 10));
+  return load();
+}
+
+t.test('a bot whose model is busy with another bot\'s queue gets the next free slot', async (t) => {
+  const answered: string[] = [];
+  const ask = (model: string, name: string) => request(`${srv.url}/v1/completions`, { body: { model, prompt: 'Once upon a time', max_tokens: 60 } })
+    .then((r) => {
+      t.equal(r.status, 200, `${name} answered`);
+      answered.push(name);
+    });
+  const flood = [ask('flooded', 'flooded 1')];
+  t.same(await untilLoad('flooded', 1, 0), { running: 1, waiting: 0 }, 'the first decoding');
+  flood.push(ask('flooded', 'flooded 2'), ask('flooded', 'flooded 3'));
+  t.same(await untilLoad('flooded', 1, 2), { running: 1, waiting: 2 }, 'two more waiting');
+  await Promise.all([...flood, ask('quiet', 'quiet')]);
+  t.same(answered, ['flooded 1', 'quiet', 'flooded 2', 'flooded 3'], 'the quiet bot\'s request is admitted before the flood\'s waiting ones');
+});
