@@ -362,8 +362,9 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   if (config.alexa) extensions.use(createAlexaRouter(config.alexa, service.chat, { log }));
   if (config.alexa) log('info', 'Alexa skill', { path: config.alexa.path, model: config.alexa.modelKey });
 
-  app.use((req: Request, _res: Response, next: NextFunction) => {
-    if (keys.length === 0 || isInternal(req)) {
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    res.locals.sentByBatch = isInternal(req);  // only the batches send with the internal key (dispatch)
+    if (keys.length === 0 || res.locals.sentByBatch) {
       next();
       return;
     }

@@ -40,6 +40,7 @@ export interface GenerationRequest {
   keepPrompt?: string;                     // why the prompt is never cut nor a chat's messages dropped (the request's words): one that does not fit is refused
   grammar?: Grammar;                       // holds the reply to this grammar (a response format's, tool calls'): the sanitizer then leaves it as it is
   textBesideCalls?: boolean;               // the grammar also lets the reply be text, not beginning with "{" (tool_choice "auto"): text is sanitized
+  sentByBatch?: boolean;                   // one of a batch's requests (/v1/batches): see BATCHES_QUEUE
 }
 
 export interface EmbeddingRequest {
@@ -51,6 +52,7 @@ export interface EmbeddingRequest {
   // The width the client asks for: GPT-2's vectors are not made to be cut short, so only the model's own (n_embd).
   dimensions?: number;
   signal?: AbortSignal;   // the client went away
+  sentByBatch?: boolean;  // one of a batch's requests (/v1/batches): see BATCHES_QUEUE
 }
 
 export interface Embeddings {
@@ -133,6 +135,16 @@ const MAX_EMBEDDING_INPUTS = 2048;
 // the long generations that fill the queue.
 const MIN_RETRY_AFTER_S = 5;
 
+// The batcher's queue of the batches' requests (no entry's key can be this): it takes turns at the model's slots with
+// each entry's clients, so that a batch of many choices cannot keep a bot's clients waiting behind it; and the batches'
+// requests take none of the clients' room (max_queue), their number held by the batches' own concurrency.
+const BATCHES_QUEUE = '/v1/batches';
+
+// The batcher's queue a request for entry `key` waits in for a slot.
+function slotQueue(key: string, sentByBatch: boolean | undefined): string {
+  return sentByBatch ? BATCHES_QUEUE : key;
+}
+
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const RATE_WINDOW_MS = 10_000;
 
@@ -160,6 +172,7 @@ export class ChatService {
   private readonly embeddingsTotal = this.metrics.add(new Counter('dixie_embeddings_total', 'Inputs embedded, by model.'));
   private readonly shed = this.metrics.add(new Counter('dixie_shed_requests_total', 'Requests refused with 503 because the model queue was full, by model.'));
   private readonly inflight = new Map<string, number>();
+  private readonly inflightOfBatches = new Map<string, number>();  // those of inflight sent by batches
   private readonly inferenceCounts = new Map<string, number>();
   private readonly recentTokens: { at: number; model: string; n: number }[] = [];
   private readonly meanSeconds = new Map<string, number>();
@@ -278,7 +291,7 @@ export class ChatService {
   async generate(key: string, request: GenerationRequest): Promise<Completion> {
     const sanitizer = this.sanitizers.get(key) as Sanitizer;
     const deadline = request.deadline ?? Date.now() + this.config.requestTimeoutMs;
-    return this.withModel(key, request.signal, deadline, (loaded) => this.decode(key, sanitizer, loaded, request, deadline));
+    return this.withModel(key, request.sentByBatch === true, request.signal, deadline, (loaded) => this.decode(key, sanitizer, loaded, request, deadline));
   }
 
   // The embeddings of the inputs (lib/generate/embed.ts: the tokens' final hidden states averaged), one request for
@@ -287,7 +300,7 @@ export class ChatService {
   async embed(key: string, request: EmbeddingRequest): Promise<Embeddings> {
     if (request.inputs.length > MAX_EMBEDDING_INPUTS) throw new HttpError(400, `${request.field}: holds ${request.inputs.length} inputs, more than ${MAX_EMBEDDING_INPUTS}`, { field: request.field });
     const deadline = Date.now() + this.config.requestTimeoutMs;
-    return this.withModel(key, request.signal, deadline, async ({ generator, tokenizer, nCtx, adapter }) => {
+    return this.withModel(key, request.sentByBatch === true, request.signal, deadline, async ({ generator, tokenizer, nCtx, adapter }) => {
       const width = generator.model.config.nEmbd;
       if (request.dimensions !== undefined && request.dimensions !== width) throw new HttpError(400, `dimensions: only ${width} (the model's n_embd) is supported`, { field: 'dimensions' });
       let truncated = 0;
@@ -303,7 +316,7 @@ export class ChatService {
       });
       // performance.now(): a tiny model embeds a short text in under a millisecond, which Date.now() would make 0.
       const started = performance.now();
-      const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined, queue: key };
+      const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined, queue: slotQueue(key, request.sentByBatch) };
       const turns = Math.max(1, Math.floor(this.config.batchSlots / 2));
       const vectors = await inTurns(prompts, turns, (tokens) => generator.embed(tokens, options)).catch((err: Error) => {
         if (request.signal?.aborted) throw new HttpError(499, 'the client closed the request');
@@ -321,9 +334,11 @@ export class ChatService {
 
   // Load shedding: 503 for `count` generations that the model's batch slots and queue have no room for, all of them.
   // A request of several (choices, prompts) checks first, then starts them all at once, so that it is admitted whole
-  // or not at all: one refused holds no room that others could have had.
-  checkRoom(key: string, count = 1): void {
-    const admitted = this.inflight.get(key) ?? 0;
+  // or not at all: one refused holds no room that others could have had. A batch's requests are never refused for
+  // room, nor counted in the clients' (BATCHES_QUEUE).
+  checkRoom(key: string, count = 1, sentByBatch = false): void {
+    if (sentByBatch) return;
+    const admitted = (this.inflight.get(key) ?? 0) - (this.inflightOfBatches.get(key) ?? 0);
     if (admitted + count <= this.config.batchSlots + this.config.maxQueue) return;
     this.shed.inc({ model: key });
     const retry = Math.max(MIN_RETRY_AFTER_S, Math.ceil(((this.meanSeconds.get(key) ?? 1) * (admitted + count - this.config.batchSlots)) / this.config.batchSlots));
@@ -332,10 +347,11 @@ export class ChatService {
   }
 
   // Runs `use` with a lease on the loaded model, counted in its requests in hand (checkRoom).
-  private async withModel<T>(key: string, signal: AbortSignal | undefined, deadline: number, use: (loaded: LoadedModel) => Promise<T>): Promise<T> {
+  private async withModel<T>(key: string, sentByBatch: boolean, signal: AbortSignal | undefined, deadline: number, use: (loaded: LoadedModel) => Promise<T>): Promise<T> {
     this.model(key);
-    this.checkRoom(key);
-    this.inflight.set(key, (this.inflight.get(key) ?? 0) + 1);
+    this.checkRoom(key, 1, sentByBatch);
+    const counts = sentByBatch ? [this.inflight, this.inflightOfBatches] : [this.inflight];
+    for (const count of counts) count.set(key, (count.get(key) ?? 0) + 1);
     const started = Date.now();
     try {
       const lease = await this.acquire(key, signal, deadline);
@@ -345,7 +361,7 @@ export class ChatService {
         lease.release();
       }
     } finally {
-      this.inflight.set(key, (this.inflight.get(key) ?? 1) - 1);
+      for (const count of counts) count.set(key, (count.get(key) ?? 1) - 1);
       const seconds = (Date.now() - started) / 1000;
       this.meanSeconds.set(key, 0.9 * (this.meanSeconds.get(key) ?? seconds) + 0.1 * seconds);
     }
@@ -441,7 +457,7 @@ export class ChatService {
       adapter: loaded.adapter ?? undefined,
       grammar: request.grammar,
       // Entries over one model (its batcher) take turns at its slots.
-      queue: key,
+      queue: slotQueue(key, request.sentByBatch),
     }).catch((err: Error) => {
       // The sampler's ranges depend on the model (its vocabulary), so they are checked once it is loaded.
       if (err instanceof SamplingError) {

@@ -108,6 +108,26 @@ function nested(levels: number): unknown {
   return value;
 }
 
+t.test("a batch of many choices takes turns at the model's slots with its clients, and none of their room", async (t) => {
+  // 200 tokens a choice (never <|endoftext|>), 16 choices a line, two lines at a time: 32 generations in hand,
+  // 4 decoding.
+  const noEnd = { 50256: -100 };
+  const lines = [0, 1, 2, 3].map((i) => ({ custom_id: `many-${i}`, method: 'POST', url: '/v1/completions', body: { model: 'long', prompt: 'Once upon a time', max_tokens: 200, n: 16, logit_bias: noEnd } }));
+  const created = await client.batches.create({ input_file_id: await upload('many.jsonl', lines), endpoint: '/v1/completions', completion_window: '24h' });
+  const load = () => srv.server.service.registry.peek('long')?.generator.load;
+  for (let i = 0; i < 1000 && !(load()?.running === 4 && load()?.waiting === 28); i++) await new Promise((r) => setTimeout(r, 10));
+  t.same(load(), { running: 4, waiting: 28 }, 'the batch\'s first two lines in hand');
+
+  const quick = await request(`${srv.url}/v1/completions`, { headers: AUTH, body: { model: 'long', prompt: 'Hi', max_tokens: 5, logit_bias: noEnd } });
+  t.equal(quick.status, 200);
+  t.equal((await client.batches.retrieve(created.id)).request_counts?.completed, 0, 'a client\'s request is answered before the batch\'s first line');
+  // batch_slots + max_queue is 68: with the batch's 32 in hand, 37 more would be refused if they counted.
+  const wide = await request(`${srv.url}/v1/completions`, { headers: AUTH, body: { model: 'long', prompt: Array.from({ length: 37 }, (_, i) => `Hi ${i}`), max_tokens: 1 } });
+  t.equal(wide.status, 200, 'the batch takes none of the clients\' room');
+
+  t.match(await finished(created.id), { status: 'completed', request_counts: { total: 4, completed: 4, failed: 0 } });
+});
+
 t.test('a mistake in the file is a 400 at upload that names its line and field', async (t) => {
   const ok = { custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'general', prompt: 'x' } };
   for (const [lines, message] of [

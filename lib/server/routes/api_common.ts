@@ -311,6 +311,11 @@ export function chatPrompt(model: ModelConfig, messages: readonly InputMessage[]
   return { prompt: { audience, turns }, ignored };
 }
 
+// Whether the request is one of a batch's (/v1/batches), which wait for the model's slots in a queue of their own.
+export function sentByBatch(res: Response): boolean {
+  return res.locals.sentByBatch === true;
+}
+
 // Aborted when the client goes away before its answer is whole: every generation of the answer stops with it.
 export function clientGone(res: Response): AbortController {
   const gone = new AbortController();

@@ -23,7 +23,7 @@ import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
   MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, objectBody, openAIError, openAIMessages, optional, readDimensions,
-  generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, readStreamOptions, tokenLogprobs, wholeTokenText, type Body,
+  generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, readStreamOptions, sentByBatch, tokenLogprobs, wholeTokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
 import { chatToolsLayout, readToolChoice, replyCalls, replyKind, type ToolsLayout } from './tool_calls';
@@ -252,6 +252,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
       promptLogprobs: logprobs?.prompt,
       grammar: common.grammar,
       textBesideCalls: common.textBesideCalls,
+      sentByBatch: sentByBatch(res),
     };
     if (!common.stream) return service.generate(common.model.key, request);
     return generateStreamed(service, common.model.key, request, (text, drawn, done) => {
@@ -262,7 +263,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
     });
   };
   let completions: Completion[];
-  service.checkRoom(common.model.key, choices.length);
+  service.checkRoom(common.model.key, choices.length, sentByBatch(res));
   try {
     completions = await Promise.all(choices.map(generate));
   } catch (err) {
@@ -362,7 +363,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const { inputs, single } = textsOrTokens(body.input, 'input');
     const format = optional<string>(body, 'encoding_format', (v) => v === 'float' || v === 'base64', '"float" or "base64"') ?? 'float';
     const gone = clientGone(res);
-    const e = await service.embed(model.key, { inputs, field: 'input', single, truncate: false, normalize: true, dimensions: readDimensions(body), signal: gone.signal });
+    const e = await service.embed(model.key, { inputs, field: 'input', single, truncate: false, normalize: true, dimensions: readDimensions(body), signal: gone.signal, sentByBatch: sentByBatch(res) });
     res.json({
       object: 'list',
       // base64: the float32 values' little-endian bytes, which OpenAI's libraries ask for and decode.

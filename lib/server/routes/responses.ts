@@ -17,7 +17,7 @@ import { toolCallsText } from '../../data/chat_format';
 import { quoted } from '../../util/quoted';
 import {
   bad, callArguments, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, messageText,
-  objectBody, optional, readModel, readSampling, readStreamOptions, sentCall, tokenLogprobs, type Body, type InputMessage,
+  objectBody, optional, readModel, readSampling, readStreamOptions, sentByBatch, sentCall, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readTextFormat } from './response_format';
 import { readToolChoice, replyCalls, replyKind } from './tool_calls';
@@ -218,6 +218,7 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
       grammar: request.grammar,
       textBesideCalls: request.textBesideCalls,
       keepPrompt: request.truncation === 'disabled' ? 'truncation "disabled"' : undefined,
+      sentByBatch: sentByBatch(res),
     };
 
     if (!request.stream) {
