@@ -178,6 +178,11 @@ export class Batcher {
     return { running: this.bySlot.filter((j) => j !== null).length, waiting: this.queue.length };
   }
 
+  // Requests of one queue decoding.
+  runningOf(queue: string): number {
+    return this.bySlot.filter((j) => j !== null && (j.request.queue ?? '') === queue).length;
+  }
+
   submit(request: BatchRequest): Promise<GenerateResult> {
     let job: Job;
     try {

@@ -95,6 +95,11 @@ export class Generator {
     return this.batcher.load;
   }
 
+  // Requests of one queue decoding (GenerateOptions.queue).
+  runningOf(queue: string): number {
+    return this.batcher.runningOf(queue);
+  }
+
   // The prompt's tokens: text is encoded without special tokens unless allowSpecial; '' is <|endoftext|>.
   encode(prompt: string, allowSpecial = false): Int32Array {
     if (prompt === '') return Int32Array.of(this.tokenizer.eotToken);

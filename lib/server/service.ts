@@ -135,14 +135,15 @@ const MAX_EMBEDDING_INPUTS = 2048;
 // the long generations that fill the queue.
 const MIN_RETRY_AFTER_S = 5;
 
-// The batcher's queue of the batches' requests (no entry's key can be this): it takes turns at the model's slots with
-// each entry's clients, so that a batch of many choices cannot keep a bot's clients waiting behind it; and the batches'
-// requests take none of the clients' room (max_queue), their number held by the batches' own concurrency.
-const BATCHES_QUEUE = '/v1/batches';
+// The batcher's queues of the batches' requests, one per entry (no entry's key can be one): each takes turns at the
+// model's slots with the entries' clients, so that a batch of many choices cannot keep a bot's clients waiting behind
+// it; and the batches' requests take none of the clients' room (max_queue), their number held by the batches' own
+// concurrency.
+const BATCHES_QUEUE = '/v1/batches/';
 
 // The batcher's queue a request for entry `key` waits in for a slot.
 function slotQueue(key: string, sentByBatch: boolean | undefined): string {
-  return sentByBatch ? BATCHES_QUEUE : key;
+  return sentByBatch ? BATCHES_QUEUE + key : key;
 }
 
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -243,9 +244,11 @@ export class ChatService {
     return this.inferenceCounts.get(key) ?? 0;
   }
 
-  // Requests admitted for the model that are not yet decoding (waiting for its load or for a batch slot).
+  // Requests admitted for the model that are not yet decoding (waiting for its load or for a batch slot): those
+  // decoding counted of its own queues only, since other entries may share its model.
   queueDepth(key: string): number {
-    const running = this.registry.peek(key)?.generator.load.running ?? 0;
+    const generator = this.registry.peek(key)?.generator;
+    const running = generator ? generator.runningOf(slotQueue(key, false)) + generator.runningOf(slotQueue(key, true)) : 0;
     return Math.max(0, (this.inflight.get(key) ?? 0) - running);
   }
 

@@ -1,5 +1,6 @@
 // Fairness between bots over one loaded model, over real HTTP: they share its batch slots, and a flood of requests
-// for one bot delays another bot's request by a turn, not by the whole flood.
+// for one bot delays another bot's request by a turn, not by the whole flood; each bot's queue depth counts its own
+// requests.
 import fs from 'node:fs';
 import t from 'tap';
 import { LONG, makeModels, request, startServer, tempDir, type Running } from './helpers';
@@ -42,6 +43,10 @@ t.test('a bot whose model is busy with another bot\'s queue gets the next free s
   t.same(await untilLoad('flooded', 1, 0), { running: 1, waiting: 0 }, 'the first decoding');
   flood.push(ask('flooded', 'flooded 2'), ask('flooded', 'flooded 3'));
   t.same(await untilLoad('flooded', 1, 2), { running: 1, waiting: 2 }, 'two more waiting');
-  await Promise.all([...flood, ask('quiet', 'quiet')]);
+  const quiet = ask('quiet', 'quiet');
+  t.same(await untilLoad('flooded', 1, 3), { running: 1, waiting: 3 }, 'the quiet bot\'s waiting too');
+  const listed = (await request(`${srv.url}/models/list`)).json().models as Record<string, unknown>[];
+  t.same(listed.map((m) => [m.model_key, m.queue_depth]), [['flooded', 2], ['quiet', 1]], 'each bot\'s queue depth its own, beside the other\'s decoding');
+  await Promise.all([...flood, quiet]);
   t.same(answered, ['flooded 1', 'quiet', 'flooded 2', 'flooded 3'], 'the quiet bot\'s request is admitted before the flood\'s waiting ones');
 });
