@@ -49,6 +49,7 @@ export interface BatchRequest {
   adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) this request decodes with
   grammar?: Grammar;                // holds the text to this grammar (a JSON schema's, GBNF's): it ends once the grammar is complete
   queue?: string;                   // the queue it waits in for a slot (default ''): see admit
+  group?: object;                   // the requests asked for together (one client's choices), which take one turn: see admit
 }
 
 export interface EmbedRequest {
@@ -89,6 +90,7 @@ interface Job {
   startedAt: number;
   firstTokenAt: number;
   callbackError: Error | null;  // thrown by the request's own onText or onLogprob: the request fails at the next step
+  arrivedTurn: number;          // the batcher's admissions when it was queued: its group's turn until one of them is admitted
 }
 
 // A step's row: a job, its slot and the tokens it feeds.
@@ -118,6 +120,7 @@ export class Batcher {
   // Each queue's latest admission (numbered by `admissions`), for admit's turns: one entry per queue name ever used,
   // which the server bounds (its entries).
   private readonly lastAdmitted = new Map<string, number>();
+  private readonly groupAdmitted = new WeakMap<object, number>();  // and each group's
   private admissions = 0;
   // What each free slot still holds from its last request (null: nothing known), and when it was freed: a new
   // request goes to the slot that holds the longest start of its prompt, else to the one freed longest ago.
@@ -210,6 +213,7 @@ export class Batcher {
       job.resolve = resolve;
       job.reject = reject;
     });
+    job.arrivedTurn = this.admissions;
     this.queue.push(job);
     if (this.loop === null) {
       // run() starts in a microtask, after this.loop is set: a run that finds nothing to step (a request expired
@@ -308,7 +312,7 @@ export class Batcher {
     const job: Job = {
       seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1,
       adapter: request.adapter?.id ?? -1, promptLogprobs: request.promptLogprobs ? [] : null, embeds: false, states: null, startedAt: NaN, firstTokenAt: NaN,
-      callbackError: null,
+      callbackError: null, arrivedTurn: 0,
     };
     return job;
   }
@@ -393,9 +397,11 @@ export class Batcher {
     });
   }
 
-  // A free slot goes to the waiting request of the queue admitted least recently (the first of each queue's in
-  // order): the queues take turns, so that one flooding its queue (a bot's clients, many choices at once) delays
-  // another's requests by one turn, not by all it has waiting.
+  // A free slot goes to the waiting request of the queue admitted least recently: the queues take turns, so that one
+  // flooding its queue (a bot's clients, many choices at once) delays another's requests by one turn, not by all it
+  // has waiting. Within a queue the groups take turns the same way (a request of no group is a group of its own), a
+  // group that just came counted as admitted when it came, so that one client's many choices delay another client's
+  // request by about one turn, and later requests never keep them waiting for ever; else the first waiting.
   private admit(): void {
     while (this.queue.length > 0) {
       const at = this.nextInTurn();
@@ -415,6 +421,7 @@ export class Batcher {
       if (slot < 0) return;
       this.queue.splice(at, 1);
       this.lastAdmitted.set(job.request.queue ?? '', ++this.admissions);
+      if (job.request.group) this.groupAdmitted.set(job.request.group, this.admissions);
       this.bySlot[slot] = job;
       this.slotHeld[slot] = null;
       job.seq.reuse(reused);
@@ -427,10 +434,13 @@ export class Batcher {
   private nextInTurn(): number {
     let at = 0;
     let turn = Infinity;
+    let groupTurn = Infinity;
     this.queue.forEach((job, i) => {
       const last = this.lastAdmitted.get(job.request.queue ?? '') ?? 0;
-      if (last < turn) {
+      const lastOfGroup = (job.request.group && this.groupAdmitted.get(job.request.group)) ?? job.arrivedTurn;
+      if (last < turn || (last === turn && lastOfGroup < groupTurn)) {
         turn = last;
+        groupTurn = lastOfGroup;
         at = i;
       }
     });

@@ -42,6 +42,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   adapter?: ServedAdapter;  // a LoRA adapter of the model (model.addAdapter): requests for different ones decode together
   grammar?: Grammar;  // holds the text to a grammar: Grammar.fromJsonSchema(schema), Grammar.parse(gbnf), Grammar.anyJsonObject()
   queue?: string;  // the queue it waits in for a batch slot: queues take turns (BatchRequest's)
+  group?: object;  // the requests asked for together, which take one turn within their queue (BatchRequest's)
 }
 
 export interface EmbedOptions {

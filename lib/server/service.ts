@@ -41,6 +41,7 @@ export interface GenerationRequest {
   grammar?: Grammar;                       // holds the reply to this grammar (a response format's, tool calls'): the sanitizer then leaves it as it is
   textBesideCalls?: boolean;               // the grammar also lets the reply be text, not beginning with "{" (tool_choice "auto"): text is sanitized
   sentByBatch?: boolean;                   // one of a batch's requests (/v1/batches): see BATCHES_QUEUE
+  choicesOf?: object;                      // the same object for the generations one request asks for (its choices, prompts): they take one turn at the slots
 }
 
 export interface EmbeddingRequest {
@@ -461,6 +462,7 @@ export class ChatService {
       grammar: request.grammar,
       // Entries over one model (its batcher) take turns at its slots.
       queue: slotQueue(key, request.sentByBatch),
+      group: request.choicesOf,
     }).catch((err: Error) => {
       // The sampler's ranges depend on the model (its vocabulary), so they are checked once it is loaded.
       if (err instanceof SamplingError) {

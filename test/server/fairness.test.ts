@@ -1,6 +1,6 @@
 // Fairness between bots over one loaded model, over real HTTP: they share its batch slots, and a flood of requests
-// for one bot delays another bot's request by a turn, not by the whole flood; each bot's queue depth counts its own
-// requests.
+// for one bot delays another bot's request by a turn, not by the whole flood, as one client's many choices delay
+// another client's request; each bot's queue depth counts its own requests.
 import fs from 'node:fs';
 import t from 'tap';
 import { LONG, makeModels, request, startServer, tempDir, type Running } from './helpers';
@@ -49,4 +49,17 @@ t.test('a bot whose model is busy with another bot\'s queue gets the next free s
   t.same(listed.map((m) => [m.model_key, m.queue_depth]), [['flooded', 2], ['quiet', 1]], 'each bot\'s queue depth its own, beside the other\'s decoding');
   await Promise.all([...flood, quiet]);
   t.same(answered, ['flooded 1', 'quiet', 'flooded 2', 'flooded 3'], 'the quiet bot\'s request is admitted before the flood\'s waiting ones');
+});
+
+t.test("one client's many choices delay another client's request of the same bot by a turn, not by all of them", async (t) => {
+  const answered: string[] = [];
+  const ask = (name: string, n: number) => request(`${srv.url}/v1/completions`, { body: { model: 'quiet', prompt: 'Once upon a time', max_tokens: 60, n } })
+    .then((r) => {
+      t.equal(r.status, 200, `${name} answered`);
+      answered.push(name);
+    });
+  const many = ask('three choices', 3);
+  t.same(await untilLoad('quiet', 1, 2), { running: 1, waiting: 2 }, 'one choice decoding, two waiting');
+  await Promise.all([many, ask('one', 1)]);
+  t.same(answered, ['one', 'three choices'], 'the other client\'s request is admitted before the waiting choices');
 });

@@ -166,6 +166,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     // A streamed piece carries its tokens' ids with return_tokens: the drawn tokens come with their log-probabilities.
     logprobs: nProbs > 0 || (stream && returnTokens) ? nProbs : undefined,
     grammar: readLlamaCppGrammar(body),
+    choicesOf: {},  // this request's, which its prompts share: they take one turn at the slots
   };
   const settings = {
     model: model.key,

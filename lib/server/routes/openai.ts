@@ -253,6 +253,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
       grammar: common.grammar,
       textBesideCalls: common.textBesideCalls,
       sentByBatch: sentByBatch(res),
+      choicesOf: choices,
     };
     if (!common.stream) return service.generate(common.model.key, request);
     return generateStreamed(service, common.model.key, request, (text, drawn, done) => {
