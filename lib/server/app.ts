@@ -592,6 +592,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
         await new Promise<void>((resolve) => server.close(() => resolve()));
       }
       await registry.close();
+      await service.close();
       await closed;
       log('info', 'stopped');
     },

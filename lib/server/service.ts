@@ -3,6 +3,7 @@
 // model's queue (load shedding), fits prompts to the context (a chat's oldest messages go first), stops
 // generating as soon as the sanitizer has its answer, and counts what happened for /models/list and /metrics.
 // It keeps nothing between requests.
+import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fitConversation, type Conversation, type Turn } from '../data/chat_format';
 import { fitChat, MessageTooLongError, type ChatReply, type FittedChat } from '../generate/chat';
@@ -11,6 +12,7 @@ import type { Alternative, TokenLogprob } from '../generate/logprobs';
 import { IDENTITY, type ReplyStream, type Sanitizer } from '../sanitize';
 import { GrammarError, type Grammar } from '../generate/grammar';
 import type { Tokenizer } from '../tokenizer';
+import { EncoderPool } from '../tokenizer/parallel';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
 import type { LoadedModel } from './engine';
 import { HttpError } from './errors';
@@ -130,6 +132,10 @@ export function checkSamplingDefaults(model: ModelConfig, vocabSize: number): vo
 
 // OpenAI's limit of inputs to embed in one request, on every endpoint's: their vectors are answered together.
 const MAX_EMBEDDING_INPUTS = 2048;
+// Texts this long are tokenized by the server's worker threads: on the event loop, at up to 1 µs a character, one
+// client's long prompts would hold every other client's requests as long. A shorter one costs less encoded in place
+// than the trip to a worker.
+const LONG_TEXT_CHARS = 4096;
 
 // Retry-After of a full queue at least: the mean request time it is estimated from is pulled down by short and
 // aborted requests, and clients that retry on it (the openai libraries, twice) would spend their retries within
@@ -178,6 +184,8 @@ export class ChatService {
   private readonly inferenceCounts = new Map<string, number>();
   private readonly recentTokens: { at: number; model: string; n: number }[] = [];
   private readonly meanSeconds = new Map<string, number>();
+  // Started by the first long text (encodeText), which many servers never see.
+  private encoders: EncoderPool | undefined;
 
   constructor(
     readonly config: ServerConfig,
@@ -282,6 +290,22 @@ export class ChatService {
     return lease.value.tokenizer;
   }
 
+  // Each text's tokens, as tokenizer.encode gives them; texts long in all are encoded off the event loop.
+  async encodeTexts(tokenizer: Tokenizer, texts: readonly string[], allowSpecial = false): Promise<Int32Array[]> {
+    if (texts.reduce((chars, text) => chars + text.length, 0) < LONG_TEXT_CHARS) return texts.map((text) => tokenizer.encode(text, { allowSpecial }));
+    this.encoders ??= new EncoderPool();
+    return this.encoders.encode(texts, { allowSpecial, vocabDir: path.dirname(tokenizer.vocab.files.encoderPath) });
+  }
+
+  async encodeText(tokenizer: Tokenizer, text: string, allowSpecial = false): Promise<Int32Array> {
+    return (await this.encodeTexts(tokenizer, [text], allowSpecial))[0];
+  }
+
+  // Stops the tokenizing workers.
+  async close(): Promise<void> {
+    await this.encoders?.close();
+  }
+
   // A lease on the loaded model, its failures as HTTP answers: the registry's own status, the client gone, or
   // the deadline passed while the model loads.
   private acquire(key: string, signal: AbortSignal | undefined, deadline: number): Promise<Lease<LoadedModel>> {
@@ -308,9 +332,11 @@ export class ChatService {
       const width = generator.model.config.nEmbd;
       if (request.dimensions !== undefined && request.dimensions !== width) throw new HttpError(400, `dimensions: only ${width} (the model's n_embd) is supported`, { field: 'dimensions' });
       let truncated = 0;
+      const texts = request.inputs.filter((input): input is string => typeof input === 'string');
+      const encoded = (await this.encodeTexts(tokenizer, texts)).values();
       const prompts = request.inputs.map((input, i) => {
         const field = request.single ? request.field : `${request.field}[${i}]`;
-        const tokens = typeof input === 'string' ? tokenizer.encode(input, { allowSpecial: false }) : Int32Array.from(input);
+        const tokens = typeof input === 'string' ? (encoded.next().value as Int32Array) : Int32Array.from(input);
         checkTokenIds(tokens, tokenizer, field, key);
         if (tokens.length === 0) throw new HttpError(400, `${field}: must not be empty`, { field });
         if (tokens.length <= nCtx) return tokens;
@@ -390,8 +416,9 @@ export class ChatService {
     const { nCtx, generator } = loaded;
     // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
     const encode = (text: string): Int32Array => generator.encode(text);
+    const encodeLong = async (text: string): Promise<Int32Array> => (text === '' ? encode(text) : this.encodeText(loaded.tokenizer, text));
     // A prompt that fills the context leaves none to fill: its reply gets the length nobody sized, as it would anywhere.
-    const left = request.fillContext ? nCtx - wholePromptTokens(request.prompt, encode) : 0;
+    const left = request.fillContext ? nCtx - (await wholePromptTokens(request.prompt, encodeLong)) : 0;
     const asked = left > 0 ? left : this.replyLength(key, nCtx, request.sampling.length, request.lengthGiven === true);
     let maxTokens = asked;
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };
@@ -406,7 +433,7 @@ export class ChatService {
       trimmed.messages = fitted.droppedMessages;
       trimmed.messageChars = fitted.droppedChars;
       if (fitted.droppedMessages + fitted.droppedChars > 0) trimmed.tokens = Math.max(0, encode(fitConversation(request.prompt).prompt).length - encode(prompt).length);
-      tokens = encode(prompt);
+      tokens = await encodeLong(prompt);
     } else {
       if (isTokenIds(request.prompt)) {
         prompt = request.prompt;
@@ -415,7 +442,7 @@ export class ChatService {
       } else {
         // A conversation that must stay whole is fitted as a raw prompt is.
         prompt = typeof request.prompt === 'string' ? request.prompt : fitConversation(request.prompt).prompt;
-        tokens = encode(prompt);
+        tokens = await encodeLong(prompt);
       }
       // A raw prompt keeps its tokens before a long reply does: the reply keeps at least what a length nobody sized
       // would take (half the context), and beyond that what the prompt leaves.
@@ -529,9 +556,9 @@ function isTokenIds(prompt: GenerationRequest['prompt']): prompt is readonly num
 }
 
 // The tokens of a prompt fed whole: a chat's every message.
-function wholePromptTokens(prompt: GenerationRequest['prompt'], encode: (text: string) => Int32Array): number {
+async function wholePromptTokens(prompt: GenerationRequest['prompt'], encode: (text: string) => Promise<Int32Array>): Promise<number> {
   if (isTokenIds(prompt)) return prompt.length;
-  return encode(typeof prompt === 'string' ? prompt : fitConversation(prompt).prompt).length;
+  return (await encode(typeof prompt === 'string' ? prompt : fitConversation(prompt).prompt)).length;
 }
 
 // fitChat for model `key`, a message longer than its context a 400 that says so, naming the request's field.

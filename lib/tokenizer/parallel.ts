@@ -36,6 +36,7 @@ export interface EncodeJob {
   id: number;
   texts: string[];
   allowSpecial: boolean;
+  vocabDir: string | undefined;
 }
 export type EncodeReply = { id: number; tokens: Int32Array[] } | { id: number; error: string };
 export interface WorkerSetup {
@@ -45,6 +46,9 @@ export interface WorkerSetup {
 const DEFAULT_CHUNK_CHARS = 1 << 16;
 
 export interface PoolEncodeOptions extends EncodeOptions {
+  // Model folder with the vocabulary to encode with (default: the pool's); each worker keeps every one it was given,
+  // so that one pool serves all the models of a server.
+  vocabDir?: string;
   // Called as jobs finish, with the characters encoded so far and in all.
   onProgress?: (doneChars: number, totalChars: number) => void;
 }
@@ -113,7 +117,7 @@ export class EncoderPool {
     const runLane = async (w: number): Promise<void> => {
       for (let j = takeJob(lanes, w); j >= 0; j = takeJob(lanes, w)) {
         const job = jobs[j];
-        const tokens = await this.post(this.workers[w], job.texts, options.allowSpecial);
+        const tokens = await this.post(this.workers[w], job.texts, options);
         for (let k = 0; k < tokens.length; k++) results[job.first + k] = tokens[k];
         doneChars += job.chars;
         options.onProgress?.(doneChars, totalChars);
@@ -137,9 +141,9 @@ export class EncoderPool {
     await Promise.all(this.workers.map((worker) => worker.terminate()));
   }
 
-  private post(worker: Worker, texts: string[], allowSpecial: boolean): Promise<Int32Array[]> {
+  private post(worker: Worker, texts: string[], options: PoolEncodeOptions): Promise<Int32Array[]> {
     if (this.failure) return Promise.reject(this.failure);
-    const job: EncodeJob = { id: this.nextId++, texts, allowSpecial };
+    const job: EncodeJob = { id: this.nextId++, texts, allowSpecial: options.allowSpecial, vocabDir: options.vocabDir };
     return new Promise((resolve, reject) => {
       this.pending.set(job.id, { resolve, reject });
       worker.postMessage(job);

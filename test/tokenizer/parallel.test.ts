@@ -87,6 +87,19 @@ t.test('a pool encodes many texts and one big text like a single tokenizer', asy
   }
 });
 
+t.test("one pool encodes with each call's vocabulary, and with its own by default", async (t) => {
+  const pool = new EncoderPool({ threads: 2, chunkChars: 300 });
+  t.teardown(() => pool.close());
+  const toyDir = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tokenizer', 'toy');
+  const toy = loadTokenizer(toyDir);
+  const text = sampleText(3000, 11);
+  const [toyIds, gpt2Ids] = await Promise.all([pool.encode([text], { allowSpecial: true, vocabDir: toyDir }), pool.encode([text], { allowSpecial: true })]);
+  t.ok(same(toyIds[0], toy.encode(text, { allowSpecial: true })), 'the toy vocabulary');
+  t.ok(same(gpt2Ids[0], tokenizer.encode(text, { allowSpecial: true })), "the pool's own");
+  t.notOk(same(toyIds[0], gpt2Ids[0]), 'which differ');
+  await t.rejects(pool.encode([text], { allowSpecial: false, vocabDir: '/nonexistent' }), { message: /\/nonexistent: no GPT-2 vocabulary here/ });
+});
+
 t.test('more workers than jobs, and the default chunk size', async (t) => {
   const text = sampleText(100000, 9);
   for (const [threads, chunkChars] of [[3, 1000000], [3, undefined]]) {

@@ -112,10 +112,11 @@ function readPrompts(value: unknown): { prompts: Prompt[]; several: boolean } {
 // A prompt as the service takes it: a mixed one as token ids, its texts tokenized. Texts that make no tokens at all
 // (["", ""]) are the empty prompt, the start of a document as "" is: a list of no ids would leave the model nothing
 // to read.
-function promptForModel(prompt: Prompt, tokenizer: Tokenizer): string | number[] {
+async function promptForModel(service: ChatService, prompt: Prompt, tokenizer: Tokenizer): Promise<string | number[]> {
   if (typeof prompt === 'string') return prompt;
   if (prompt.every((p) => typeof p === 'number')) return prompt as number[];
-  const ids = prompt.flatMap((p) => (typeof p === 'number' ? [p] : [...tokenizer.encode(p, { allowSpecial: false })]));
+  const encoded = (await service.encodeTexts(tokenizer, prompt.filter((p): p is string => typeof p === 'string'))).values();
+  const ids = prompt.flatMap((p) => (typeof p === 'number' ? [p] : [...(encoded.next().value as Int32Array)]));
   return ids.length > 0 ? ids : '';
 }
 
@@ -302,7 +303,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     res.locals.model = request.model.key;
     const gone = clientGone(res);
     const tokenizer = await service.tokenizer(request.model.key, gone.signal);
-    const inputs = prompts.map((p) => promptForModel(p, tokenizer));
+    const inputs = await Promise.all(prompts.map((p) => promptForModel(service, p, tokenizer)));
     service.checkRoom(request.model.key, inputs.length);
     if (!request.stream) {
       const answers = await Promise.all(inputs.map((p, i) => complete(service, request, i, p, tokenizer, gone.signal, null))).catch((err: Error) => {
@@ -358,7 +359,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     optional<boolean>(body, 'add_special', isBool, 'true or false');
     const parseSpecial = optional<boolean>(body, 'parse_special', isBool, 'true or false') ?? false;
     const tokenizer = await tokenizerFor(service, body);
-    const tokens = [...tokenizer.encode(body.content, { allowSpecial: parseSpecial })];
+    const tokens = [...(await service.encodeText(tokenizer, body.content, parseSpecial))];
     if (!withPieces) {
       res.json({ tokens });
       return;

@@ -1,0 +1,84 @@
+// Long texts over real HTTP on 127.0.0.1 are tokenized off the server's event loop, into the same tokens as one
+// tokenizer in place: /tokenize, prompts of /v1/completions and llama.cpp's /completion (texts and texts among
+// ids), and embeddings' inputs. The server runs in this process, so a tokenizer called on its thread is seen here;
+// the worker threads load their own.
+import t from 'tap';
+import { loadTokenizer, Tokenizer } from '../../lib/tokenizer';
+import { request, serveApiModels, type ApiModels } from './helpers';
+
+const API_KEY = 'long-texts-test-key-0123456789';
+const AUTH = { Authorization: `Bearer ${API_KEY}` };
+const PROMPT = 'How big is the earth?';
+const LENGTH = 8;
+// Words, CJK without spaces, digits, blank runs and lines, and a long run of one letter (no point to cut it at).
+const LONG_TEXT = `${'How big is the earth? 地球はどのくらい大きいですか。 12345  \n\n  '.repeat(150)}${'a'.repeat(5000)} the end`;
+// Texts this long would hold the event loop for milliseconds or more; the server keeps shorter ones to itself.
+const LONG_CHARS = 4096;
+
+const tokenizer = loadTokenizer();
+const ids = (text: string): number[] => [...tokenizer.encode(text, { allowSpecial: false })];
+
+// The length of every text the tokenizers of this thread encode while `run` runs.
+async function encodedHere<T>(run: () => Promise<T>): Promise<{ result: T; lengths: number[] }> {
+  const encode = Tokenizer.prototype.encode;
+  const lengths: number[] = [];
+  Tokenizer.prototype.encode = function (this: Tokenizer, text, options) {
+    lengths.push(text.length);
+    return encode.call(this, text, options);
+  };
+  try {
+    return { result: await run(), lengths };
+  } finally {
+    Tokenizer.prototype.encode = encode;
+  }
+}
+
+let served: ApiModels;
+
+t.before(async () => {
+  served = await serveApiModels('long-texts', API_KEY, PROMPT, LENGTH);
+});
+t.teardown(() => served.close());
+
+async function post(path: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const r = await request(`${served.srv.url}${path}`, { body, headers: AUTH });
+  if (r.status !== 200) throw new Error(`${path}: ${r.status}: ${r.text}`);
+  return r.json();
+}
+
+t.test('/tokenize encodes a long text off the event loop, into the tokens of one tokenizer', async (t) => {
+  const { result, lengths } = await encodedHere(() => post('/tokenize', { model: 'general', content: LONG_TEXT }));
+  t.same(result.tokens, ids(LONG_TEXT));
+  t.ok(lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${lengths})`);
+  const special = `${LONG_TEXT}<|endoftext|>`;
+  const parsed = await post('/tokenize', { model: 'general', content: special, parse_special: true });
+  t.same(parsed.tokens, [...tokenizer.encode(special, { allowSpecial: true })], 'parse_special as in place');
+});
+
+t.test('a long prompt is encoded off the event loop and answered as its token ids are', async (t) => {
+  const body = { model: 'general', max_tokens: LENGTH, temperature: 0 };
+  const { result, lengths } = await encodedHere(() => post('/v1/completions', { ...body, prompt: LONG_TEXT }));
+  const byIds = await post('/v1/completions', { ...body, prompt: ids(LONG_TEXT) });
+  t.same(result.choices, byIds.choices);
+  t.match(result.usage, { prompt_tokens: (byIds.usage as { prompt_tokens: number }).prompt_tokens });
+  t.ok(lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${lengths})`);
+});
+
+t.test("llama.cpp's /completion: a long text among ids, and n_predict -2 over a long prompt", async (t) => {
+  const mixed = await encodedHere(() => post('/completion', { model: 'general', prompt: [...ids(PROMPT), LONG_TEXT], n_predict: LENGTH }));
+  const byIds = await post('/completion', { model: 'general', prompt: [...ids(PROMPT), ...ids(LONG_TEXT)], n_predict: LENGTH });
+  t.equal(mixed.result.content, byIds.content);
+  t.ok(mixed.lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${mixed.lengths})`);
+  const full = await encodedHere(() => post('/completion', { model: 'general', prompt: LONG_TEXT, n_predict: -2 }));
+  t.ok(full.lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${full.lengths})`);
+});
+
+t.test('embeddings of many inputs, long in all, are encoded off the event loop', async (t) => {
+  const inputs = Array.from({ length: 40 }, (_, i) => `${i}: ${LONG_TEXT.slice(i * 150, i * 150 + 150)}`);
+  const body = { model: 'general', encoding_format: 'float' };
+  const { result, lengths } = await encodedHere(() => post('/v1/embeddings', { ...body, input: inputs }));
+  const byIds = await post('/v1/embeddings', { ...body, input: inputs.map(ids) });
+  t.same(result.data, byIds.data);
+  t.same(result.usage, byIds.usage);
+  t.equal(lengths.length, 0, "none of them encoded on the server's thread");
+});
