@@ -12,7 +12,8 @@ import type { Alternative, TokenLogprob } from '../generate/logprobs';
 import { IDENTITY, type ReplyStream, type Sanitizer } from '../sanitize';
 import { GrammarError, type Grammar } from '../generate/grammar';
 import type { Tokenizer } from '../tokenizer';
-import { EncoderPool } from '../tokenizer/parallel';
+import { concat, EncoderPool } from '../tokenizer/parallel';
+import { isCutPoint } from '../tokenizer/pretokenize';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
 import type { LoadedModel } from './engine';
 import { HttpError } from './errors';
@@ -415,10 +416,9 @@ export class ChatService {
   private async decode(key: string, sanitizer: Sanitizer, loaded: LoadedModel, request: GenerationRequest, deadline: number): Promise<Completion> {
     const { nCtx, generator } = loaded;
     // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
-    const encode = (text: string): Int32Array => generator.encode(text);
-    const encodeLong = async (text: string): Promise<Int32Array> => (text === '' ? encode(text) : this.encodeText(loaded.tokenizer, text));
+    const encode = async (text: string): Promise<Int32Array> => (text === '' ? generator.encode(text) : this.encodeText(loaded.tokenizer, text));
     // A prompt that fills the context leaves none to fill: its reply gets the length nobody sized, as it would anywhere.
-    const left = request.fillContext ? nCtx - (await wholePromptTokens(request.prompt, encodeLong)) : 0;
+    const left = request.fillContext ? nCtx - (await wholePromptTokens(request.prompt, encode)) : 0;
     const asked = left > 0 ? left : this.replyLength(key, nCtx, request.sampling.length, request.lengthGiven === true);
     let maxTokens = asked;
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };
@@ -427,13 +427,16 @@ export class ChatService {
     let prompt: string | readonly number[];
     let tokens: Int32Array;
     if (typeof request.prompt !== 'string' && !isTokenIds(request.prompt) && !whole) {
-      const fitted = fitChatOf(key, field, request.prompt, { nCtx, maxTokens: asked, encode, maxChars: request.maxPromptChars });
+      // Fitting measures prompts made of the conversation's lines again and again: each line is encoded once.
+      const conversation = fitConversation(request.prompt).prompt;
+      const lines = await LineTokens.of(this, loaded.tokenizer, conversation);
+      const fitted = fitChatOf(key, field, request.prompt, { nCtx, maxTokens: asked, encode: (text) => lines.tokens(text), maxChars: request.maxPromptChars });
       prompt = fitted.prompt;
       maxTokens = fitted.maxTokens;
       trimmed.messages = fitted.droppedMessages;
       trimmed.messageChars = fitted.droppedChars;
-      if (fitted.droppedMessages + fitted.droppedChars > 0) trimmed.tokens = Math.max(0, encode(fitConversation(request.prompt).prompt).length - encode(prompt).length);
-      tokens = await encodeLong(prompt);
+      if (fitted.droppedMessages + fitted.droppedChars > 0) trimmed.tokens = Math.max(0, lines.tokens(conversation).length - lines.tokens(prompt).length);
+      tokens = lines.tokens(prompt);
     } else {
       if (isTokenIds(request.prompt)) {
         prompt = request.prompt;
@@ -442,7 +445,7 @@ export class ChatService {
       } else {
         // A conversation that must stay whole is fitted as a raw prompt is.
         prompt = typeof request.prompt === 'string' ? request.prompt : fitConversation(request.prompt).prompt;
-        tokens = await encodeLong(prompt);
+        tokens = await encode(prompt);
       }
       // A raw prompt keeps its tokens before a long reply does: the reply keeps at least what a length nobody sized
       // would take (half the context), and beyond that what the prompt leaves.
@@ -559,6 +562,40 @@ function isTokenIds(prompt: GenerationRequest['prompt']): prompt is readonly num
 async function wholePromptTokens(prompt: GenerationRequest['prompt'], encode: (text: string) => Promise<Int32Array>): Promise<number> {
   if (isTokenIds(prompt)) return prompt.length;
   return (await encode(typeof prompt === 'string' ? prompt : fitConversation(prompt).prompt)).length;
+}
+
+// The tokens of texts that join lines of one text at its line breaks, where these are cut points (isCutPoint): the
+// same as encoding the text whole, from the tokens of its pieces, each encoded once. A piece it was not given (a
+// message cut to fit a length in characters, short then) is encoded when asked for.
+class LineTokens {
+  private constructor(private readonly tokenizer: Tokenizer, private readonly known: Map<string, Int32Array>) {}
+
+  // For the texts made of `text`'s lines, in order, from any of them on: its pieces, and each of those but the first
+  // without its line break, which one that starts a text has not.
+  static async of(service: ChatService, tokenizer: Tokenizer, text: string): Promise<LineTokens> {
+    const pieces = new Set<string>();
+    for (const piece of linePieces(text)) pieces.add(piece).add(piece.startsWith('\n') ? piece.slice(1) : piece);
+    const texts = [...pieces];
+    const tokens = await service.encodeTexts(tokenizer, texts);
+    return new LineTokens(tokenizer, new Map(texts.map((piece, i) => [piece, tokens[i]])));
+  }
+
+  tokens(text: string): Int32Array {
+    return concat(linePieces(text).map((piece) => this.known.get(piece) ?? this.tokenizer.encode(piece, { allowSpecial: false })));
+  }
+}
+
+// The text cut before each line break that is a cut point.
+function linePieces(text: string): string[] {
+  const pieces: string[] = [];
+  let start = 0;
+  for (let at = text.indexOf('\n', 1); at >= 0; at = text.indexOf('\n', at + 1)) {
+    if (!isCutPoint(text, at)) continue;
+    pieces.push(text.slice(start, at));
+    start = at;
+  }
+  pieces.push(text.slice(start));
+  return pieces;
 }
 
 // fitChat for model `key`, a message longer than its context a 400 that says so, naming the request's field.

@@ -236,7 +236,7 @@ export function takeJob(lanes: Lane[], w: number): number {
   return own.next++;
 }
 
-function concat(parts: Int32Array[]): Int32Array {
+export function concat(parts: Int32Array[]): Int32Array {
   if (parts.length === 1) return parts[0];
   let length = 0;
   for (const part of parts) length += part.length;

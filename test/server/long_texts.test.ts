@@ -1,10 +1,11 @@
 // Long texts over real HTTP on 127.0.0.1 are tokenized off the server's event loop, into the same tokens as one
 // tokenizer in place: /tokenize, prompts of /v1/completions and llama.cpp's /completion (texts and texts among
-// ids), and embeddings' inputs. The server runs in this process, so a tokenizer called on its thread is seen here;
+// ids), embeddings' inputs, and chats, which are fitted to the context from their lines' tokens. The server runs in this process, so a tokenizer called on its thread is seen here;
 // the worker threads load their own.
 import t from 'tap';
+import { fitChat, type FittedChat, type MessageTooLongError } from '../../lib/generate/chat';
 import { loadTokenizer, Tokenizer } from '../../lib/tokenizer';
-import { request, serveApiModels, type ApiModels } from './helpers';
+import { request, serveApiModels, TINY, type ApiModels } from './helpers';
 
 const API_KEY = 'long-texts-test-key-0123456789';
 const AUTH = { Authorization: `Bearer ${API_KEY}` };
@@ -82,3 +83,32 @@ t.test('embeddings of many inputs, long in all, are encoded off the event loop',
   t.same(result.usage, byIds.usage);
   t.equal(lengths.length, 0, "none of them encoded on the server's thread");
 });
+
+t.test('a chat of long messages is fitted off the event loop, to the prompt fitting it in place gives', async (t) => {
+  const older = [0, 1, 2].map((i) => LONG_TEXT.slice(i * 3000, i * 3000 + 3000));
+  const messages = [
+    { role: 'user', content: older[0] },
+    { role: 'assistant', content: older[1] },
+    { role: 'user', content: older[2] },
+    { role: 'assistant', content: 'Quite big.' },
+    { role: 'user', content: PROMPT },
+  ];
+  const { result, lengths } = await encodedHere(() => post('/v1/chat/completions', { model: 'chatbot', messages }));
+  const fitted = fitInPlace(messages);
+  t.ok(fitted.droppedMessages > 0, 'the chat is longer than the context');
+  t.match(result.usage, { prompt_tokens: ids(fitted.prompt).length });
+  t.ok(lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${lengths})`);
+
+  const alone = [{ role: 'user', content: LONG_TEXT }];
+  const tooLong = await encodedHere(() => request(`${served.srv.url}/v1/chat/completions`, { body: { model: 'chatbot', messages: alone }, headers: AUTH }));
+  const refused = t.throws(() => fitInPlace(alone)) as MessageTooLongError;
+  t.equal(tooLong.result.status, 400);
+  t.match(tooLong.result.json(), { error: { message: new RegExp(`takes ${refused.messageTokens} tokens`) } });
+  t.ok(tooLong.lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${tooLong.lengths})`);
+});
+
+// The chatbot's prompt for `messages`, fitted by one tokenizer in place.
+function fitInPlace(messages: { role: string; content: string }[]): FittedChat {
+  const turns = messages.map((m) => ({ from: m.role === 'user' ? ('user' as const) : ('bot' as const), text: m.content }));
+  return fitChat({ audience: 'mom', turns }, { nCtx: TINY.nCtx, maxTokens: LENGTH, encode: (text) => tokenizer.encode(text, { allowSpecial: false }) });
+}
