@@ -291,11 +291,24 @@ export class ChatService {
     return lease.value.tokenizer;
   }
 
-  // Each text's tokens, as tokenizer.encode gives them; texts long in all are encoded off the event loop.
+  // Each text's tokens, as tokenizer.encode gives them; texts long in all are encoded off the event loop. Where the
+  // workers cannot (the model's folder changed or went since it was loaded, a worker crashed), they are encoded here,
+  // and a pool whose worker crashed is replaced.
   async encodeTexts(tokenizer: Tokenizer, texts: readonly string[], allowSpecial = false): Promise<Int32Array[]> {
-    if (texts.reduce((chars, text) => chars + text.length, 0) < LONG_TEXT_CHARS) return texts.map((text) => tokenizer.encode(text, { allowSpecial }));
-    this.encoders ??= new EncoderPool();
-    return this.encoders.encode(texts, { allowSpecial, vocabDir: path.dirname(tokenizer.vocab.files.encoderPath) });
+    const here = (): Int32Array[] => texts.map((text) => tokenizer.encode(text, { allowSpecial }));
+    if (texts.reduce((chars, text) => chars + text.length, 0) < LONG_TEXT_CHARS) return here();
+    const pool = (this.encoders ??= new EncoderPool());
+    const vocabulary = { dir: path.dirname(tokenizer.vocab.files.encoderPath), fingerprint: tokenizer.vocab.fingerprint };
+    try {
+      return await pool.encode(texts, { allowSpecial, vocabulary });
+    } catch (err) {
+      this.log('warn', 'long texts encoded on the server\'s thread', { error: (err as Error).message });
+      if (pool.failed && this.encoders === pool) {
+        this.encoders = undefined;
+        void pool.close();
+      }
+      return here();
+    }
   }
 
   async encodeText(tokenizer: Tokenizer, text: string, allowSpecial = false): Promise<Int32Array> {

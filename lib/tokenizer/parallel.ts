@@ -36,7 +36,14 @@ export interface EncodeJob {
   id: number;
   texts: string[];
   allowSpecial: boolean;
-  vocabDir: string | undefined;
+  vocabulary: PoolVocabulary | undefined;
+}
+
+// A vocabulary to encode with: its folder, and its fingerprint (Vocabulary.fingerprint), which the one a worker reads
+// there must have.
+export interface PoolVocabulary {
+  dir: string;
+  fingerprint: string;
 }
 export type EncodeReply = { id: number; tokens: Int32Array[] } | { id: number; error: string };
 export interface WorkerSetup {
@@ -46,9 +53,9 @@ export interface WorkerSetup {
 const DEFAULT_CHUNK_CHARS = 1 << 16;
 
 export interface PoolEncodeOptions extends EncodeOptions {
-  // Model folder with the vocabulary to encode with (default: the pool's); each worker keeps every one it was given,
-  // so that one pool serves all the models of a server.
-  vocabDir?: string;
+  // The vocabulary to encode with (default: the pool's); each worker keeps every one it was given, so that one pool
+  // serves all the models of a server.
+  vocabulary?: PoolVocabulary;
   // Called as jobs finish, with the characters encoded so far and in all.
   onProgress?: (doneChars: number, totalChars: number) => void;
 }
@@ -143,7 +150,7 @@ export class EncoderPool {
 
   private post(worker: Worker, texts: string[], options: PoolEncodeOptions): Promise<Int32Array[]> {
     if (this.failure) return Promise.reject(this.failure);
-    const job: EncodeJob = { id: this.nextId++, texts, allowSpecial: options.allowSpecial, vocabDir: options.vocabDir };
+    const job: EncodeJob = { id: this.nextId++, texts, allowSpecial: options.allowSpecial, vocabulary: options.vocabulary };
     return new Promise((resolve, reject) => {
       this.pending.set(job.id, { resolve, reject });
       worker.postMessage(job);
@@ -156,6 +163,11 @@ export class EncoderPool {
     this.pending.delete(reply.id);
     if ('error' in reply) waiter.reject(new Error(reply.error));
     else waiter.resolve(reply.tokens);
+  }
+
+  // A worker crashed or exited: the pool encodes nothing more.
+  get failed(): boolean {
+    return this.failure !== undefined;
   }
 
   private fail(err: Error): void {

@@ -1,6 +1,7 @@
 // Reading a GPT-2 vocabulary from a model folder: OpenAI's encoder.json + vocab.bpe, or the same data
 // under Hugging Face's names vocab.json + merges.txt, or else the metadata of the folder's GGUF file. Token strings
 // are GPT-2's printable stand-ins for bytes (bytes_to_unicode in encoder.py); here they become raw bytes once, at load.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { GGUF_FILE, ggufVocabulary, openGguf } from '../formats/gguf';
@@ -108,6 +109,7 @@ export class Vocabulary {
   readonly tokenEnd: Int32Array;
   private readonly index: TokenIndex;
   private mergeTable: MergeTable | undefined;
+  private digest: string | undefined;
 
   constructor(files: VocabularyFiles) {
     this.files = files;
@@ -131,6 +133,13 @@ export class Vocabulary {
     for (let k = 0; k < END_OF_TEXT.length; k++) probe[k] = END_OF_TEXT.charCodeAt(k);
     this.eotToken = this.index.find(probe, 0, probe.length, fnv(probe, 0, probe.length, FNV_BASIS));
     if (this.eotToken < 0) throw new Error(`${files.encoderPath}: no ${END_OF_TEXT} token`);
+  }
+
+  // What tells this vocabulary from another whatever its files' names: a SHA-256 of the two files' bytes. Another
+  // thread that reads the same folder later may find other files there (a model folder overwritten since).
+  get fingerprint(): string {
+    this.digest ??= crypto.createHash('sha256').update(this.encoderBytes).update('\0').update(this.mergesBytes).digest('hex');
+    return this.digest;
   }
 
   // Built on first use: decoding alone never needs it.

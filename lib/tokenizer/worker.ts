@@ -1,17 +1,22 @@
-// A worker of EncoderPool: one tokenizer, encoding the jobs the pool posts. The ids go back as copies:
+// A worker of EncoderPool: a tokenizer for each vocabulary its jobs name, encoding the jobs the pool posts. The ids go back as copies:
 // transferring them would detach ArrayBuffers, and V8 answers the first detach in a thread by
 // deoptimizing all typed-array code in it (see parallel.ts).
 import { parentPort, workerData } from 'node:worker_threads';
-import type { EncodeJob, EncodeReply, WorkerSetup } from './parallel';
+import type { EncodeJob, EncodeReply, PoolVocabulary, WorkerSetup } from './parallel';
 import { loadTokenizer, type Tokenizer } from './tokenizer';
 
 const setup = workerData as WorkerSetup;
 const defaultTokenizer = loadTokenizer(setup.vocabDir);
+// By fingerprint: a folder's files may change while the pool lives.
 const tokenizers = new Map<string, Tokenizer>();
-function tokenizerOf(vocabDir: string | undefined): Tokenizer {
-  if (vocabDir === undefined) return defaultTokenizer;
-  let tokenizer = tokenizers.get(vocabDir);
-  if (tokenizer === undefined) tokenizers.set(vocabDir, (tokenizer = loadTokenizer(vocabDir)));
+function tokenizerOf(vocabulary: PoolVocabulary | undefined): Tokenizer {
+  if (vocabulary === undefined) return defaultTokenizer;
+  let tokenizer = tokenizers.get(vocabulary.fingerprint);
+  if (tokenizer === undefined) {
+    tokenizer = loadTokenizer(vocabulary.dir);
+    if (tokenizer.vocab.fingerprint !== vocabulary.fingerprint) throw new Error(`${vocabulary.dir}: its vocabulary changed since the model was loaded`);
+    tokenizers.set(vocabulary.fingerprint, tokenizer);
+  }
   return tokenizer;
 }
 const port = parentPort;
@@ -20,7 +25,7 @@ if (port === null) throw new Error('lib/tokenizer/worker.js runs only as a worke
 port.on('message', (job: EncodeJob) => {
   let reply: EncodeReply;
   try {
-    const tokenizer = tokenizerOf(job.vocabDir);
+    const tokenizer = tokenizerOf(job.vocabulary);
     reply = { id: job.id, tokens: job.texts.map((text) => tokenizer.encode(text, { allowSpecial: job.allowSpecial })) };
   } catch (err) {
     reply = { id: job.id, error: (err as Error).message };

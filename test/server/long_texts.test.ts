@@ -1,11 +1,15 @@
 // Long texts over real HTTP on 127.0.0.1 are tokenized off the server's event loop, into the same tokens as one
 // tokenizer in place: /tokenize, prompts of /v1/completions and llama.cpp's /completion (texts and texts among
-// ids), embeddings' inputs, and chats, which are fitted to the context from their lines' tokens. The server runs in this process, so a tokenizer called on its thread is seen here;
+// ids), embeddings' inputs, and chats, which are fitted to the context from their lines' tokens; a model whose
+// folder's vocabulary changed after it loaded keeps its own. The server runs in this process, so a tokenizer called on its thread is seen here;
 // the worker threads load their own.
+import fs from 'node:fs';
+import path from 'node:path';
 import t from 'tap';
 import { fitChat, type FittedChat, type MessageTooLongError } from '../../lib/generate/chat';
 import { loadTokenizer, Tokenizer } from '../../lib/tokenizer';
-import { request, serveApiModels, TINY, type ApiModels } from './helpers';
+import { writeVocabulary } from '../../lib/tokenizer/vocab';
+import { request, serveApiModels, startServer, TINY, type ApiModels } from './helpers';
 
 const API_KEY = 'long-texts-test-key-0123456789';
 const AUTH = { Authorization: `Bearer ${API_KEY}` };
@@ -17,6 +21,7 @@ const LONG_TEXT = `${'How big is the earth? 地球はどのくらい大きいで
 const LONG_CHARS = 4096;
 
 const tokenizer = loadTokenizer();
+const TOY_VOCABULARY = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tokenizer', 'toy');
 const ids = (text: string): number[] => [...tokenizer.encode(text, { allowSpecial: false })];
 
 // The length of every text the tokenizers of this thread encode while `run` runs.
@@ -112,3 +117,18 @@ function fitInPlace(messages: { role: string; content: string }[]): FittedChat {
   const turns = messages.map((m) => ({ from: m.role === 'user' ? ('user' as const) : ('bot' as const), text: m.content }));
   return fitChat({ audience: 'mom', turns }, { nCtx: TINY.nCtx, maxTokens: LENGTH, encode: (text) => tokenizer.encode(text, { allowSpecial: false }) });
 }
+
+t.test("a model whose folder's vocabulary changed after it loaded keeps its own: its long texts are then encoded in place", async (t) => {
+  const dir = path.join(served.dir, 'own-vocabulary');
+  fs.cpSync(path.join(served.dir, 'alpha'), dir, { recursive: true });
+  await writeVocabulary(tokenizer.vocab, dir, { nCtx: (JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as { n_ctx: number }).n_ctx });
+  const srv = await startServer({ models: [{ key: 'own', restore_from: 'own-vocabulary' }] }, served.dir);
+  t.teardown(() => srv.close());
+  const tokenize = async (content: string): Promise<unknown> => (await request(`${srv.url}/tokenize`, { body: { model: 'own', content } })).json().tokens;
+  t.same(await tokenize(PROMPT), ids(PROMPT), 'loaded, a short text encoded in place');
+  // Another vocabulary written over the folder's, as a model copied over a served one may bring.
+  for (const file of ['vocab.json', 'merges.txt']) fs.copyFileSync(path.join(TOY_VOCABULARY, file), path.join(dir, file));
+  const warnings = srv.logs.length;
+  t.same(await tokenize(LONG_TEXT), ids(LONG_TEXT), "a long one in the tokens of the vocabulary the model loaded with, not the folder's new one");
+  t.match(srv.logs.slice(warnings), [{ level: 'warn', msg: "long texts encoded on the server's thread", error: `${dir}: its vocabulary changed since the model was loaded` }]);
+});

@@ -87,17 +87,19 @@ t.test('a pool encodes many texts and one big text like a single tokenizer', asy
   }
 });
 
-t.test("one pool encodes with each call's vocabulary, and with its own by default", async (t) => {
+t.test("one pool encodes with each call's vocabulary, and with its own by default, and refuses a folder whose vocabulary is another now", async (t) => {
   const pool = new EncoderPool({ threads: 2, chunkChars: 300 });
   t.teardown(() => pool.close());
   const toyDir = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tokenizer', 'toy');
   const toy = loadTokenizer(toyDir);
   const text = sampleText(3000, 11);
-  const [toyIds, gpt2Ids] = await Promise.all([pool.encode([text], { allowSpecial: true, vocabDir: toyDir }), pool.encode([text], { allowSpecial: true })]);
+  const [toyIds, gpt2Ids] = await Promise.all([pool.encode([text], { allowSpecial: true, vocabulary: { dir: toyDir, fingerprint: toy.vocab.fingerprint } }), pool.encode([text], { allowSpecial: true })]);
   t.ok(same(toyIds[0], toy.encode(text, { allowSpecial: true })), 'the toy vocabulary');
   t.ok(same(gpt2Ids[0], tokenizer.encode(text, { allowSpecial: true })), "the pool's own");
   t.notOk(same(toyIds[0], gpt2Ids[0]), 'which differ');
-  await t.rejects(pool.encode([text], { allowSpecial: false, vocabDir: '/nonexistent' }), { message: /\/nonexistent: no GPT-2 vocabulary here/ });
+  await t.rejects(pool.encode([text], { allowSpecial: false, vocabulary: { dir: '/nonexistent', fingerprint: 'a vocabulary not met yet' } }), { message: /\/nonexistent: no GPT-2 vocabulary here/ });
+  // A folder whose files are no longer those of the vocabulary asked for (overwritten since the model loaded).
+  await t.rejects(pool.encode([text], { allowSpecial: false, vocabulary: { dir: toyDir, fingerprint: tokenizer.vocab.fingerprint } }), { message: `${toyDir}: its vocabulary changed since the model was loaded` });
 });
 
 t.test('more workers than jobs, and the default chunk size', async (t) => {
