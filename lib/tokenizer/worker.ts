@@ -1,5 +1,5 @@
-// A worker of EncoderPool: a tokenizer for each vocabulary its jobs name, encoding the jobs the pool posts. The ids go back as copies:
-// transferring them would detach ArrayBuffers, and V8 answers the first detach in a thread by
+// A worker of EncoderPool: a tokenizer for each vocabulary its jobs name, encoding the jobs the pool posts. The ids
+// go back as copies: transferring them would detach ArrayBuffers, and V8 answers the first detach in a thread by
 // deoptimizing all typed-array code in it (see parallel.ts).
 import { parentPort, workerData } from 'node:worker_threads';
 import type { EncodeJob, EncodeReply, PoolVocabulary, WorkerSetup } from './parallel';

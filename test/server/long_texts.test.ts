@@ -1,8 +1,8 @@
 // Long texts over real HTTP on 127.0.0.1 are tokenized off the server's event loop, into the same tokens as one
 // tokenizer in place: /tokenize, prompts of /v1/completions and llama.cpp's /completion (texts and texts among
 // ids), embeddings' inputs, and chats, which are fitted to the context from their lines' tokens; a model whose
-// folder's vocabulary changed after it loaded keeps its own. The server runs in this process, so a tokenizer called on its thread is seen here;
-// the worker threads load their own.
+// folder's vocabulary changed after it loaded keeps its own. The server runs in this process, so a tokenizer called
+// on its thread is seen here; the worker threads load their own.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
