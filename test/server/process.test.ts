@@ -6,7 +6,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { makeModels, tempDir } from './helpers';
 import { withFileSizeLimit } from '../helpers/file_size_limit';
 
@@ -182,18 +182,24 @@ exports.sanitize = (text) => text;
   t.ok(term.lines.some((l) => l.msg === 'stopped'));
 });
 
-t.test('an upload the disk has no room for: a 507 that says so, nothing kept, and the server serves on', async (t) => {
-  const dir = tempDir('disk-full');
+// bin/serve of the tiny model as "general", with fine-tuning on (in dir/fine-tuning), as on a disk with
+// `fileSizeLimitKib` of room for a file; stopped at the end of test `t`.
+async function serveWithFineTuning(t: Test, name: string, fileSizeLimitKib: number | 'unlimited' = 'unlimited'): Promise<{ dir: string; child: Child; url: string }> {
+  const dir = tempDir(name);
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
   const config = path.join(dir, 'server_config.json');
   fs.writeFileSync(config, JSON.stringify({ port: 0, models: [{ key: 'general', restore_from: 'alpha' }] }));
-  const child = serve(['--config', config, '--fine_tuning', path.join(dir, 'fine-tuning')], dir, 64);
+  const child = serve(['--config', config, '--fine_tuning', path.join(dir, 'fine-tuning')], dir, fileSizeLimitKib);
   t.teardown(() => {
     if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
   });
   const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
-  const url = `http://127.0.0.1:${listening.port as number}`;
+  return { dir, child, url: `http://127.0.0.1:${listening.port as number}` };
+}
+
+t.test('an upload the disk has no room for: a 507 that says so, nothing kept, and the server serves on', async (t) => {
+  const { dir, child, url } = await serveWithFineTuning(t, 'disk-full', 64);
   const upload = (text: string): Promise<globalThis.Response> => {
     const form = new FormData();
     form.append('purpose', 'fine-tune');
@@ -215,17 +221,7 @@ t.test('an upload the disk has no room for: a 507 that says so, nothing kept, an
 });
 
 t.test('a fine-tuning job whose events cannot be written trains on, and the server serves on', async (t) => {
-  const dir = tempDir('job-events');
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
-  const config = path.join(dir, 'server_config.json');
-  fs.writeFileSync(config, JSON.stringify({ port: 0, models: [{ key: 'general', restore_from: 'alpha' }] }));
-  const child = serve(['--config', config, '--fine_tuning', path.join(dir, 'fine-tuning')], dir);
-  t.teardown(() => {
-    if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
-  });
-  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
-  const url = `http://127.0.0.1:${listening.port as number}`;
+  const { dir, child, url } = await serveWithFineTuning(t, 'job-events');
   const form = new FormData();
   form.append('purpose', 'fine-tune');
   form.append('file', new Blob(['1|team|Can we meet Monday? <EOM>\n0|team|Sure, 8 works for me. <EOM>\n'.repeat(20)]), 'chats.train');
