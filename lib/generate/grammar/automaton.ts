@@ -31,11 +31,12 @@ const MAX_STACKS = 16_384;
 // A stack expanded (its key built, looked up and kept) takes about as long as 40 character sets tested, and a
 // position of it about as long as one more: a deep stack is copied and joined whole.
 const EXPANSION_WORK = 40;
-// The most positions that the stacks expanded in one step may hold in all. A chain of rules each beginning with the
+// The most positions that the distinct stacks expanded in one step may hold in all: room for a state of MAX_STACKS
+// stacks (an enum's strings) 64 rules deep (a JSON schema nested as deep). A chain of rules each beginning with the
 // next (r0 ::= r1 "a" | "b", r1 ::= r2 "a" | "b", ...) begins as many ways as it has rules, each way as deep: two
 // thousand such rules, a 50 KB grammar, are two million positions before the first character, seconds of the event
-// loop that every request shares, and hundreds of megabytes. A JSON schema's states hold a few thousand.
-const MAX_POSITIONS_EXPANDED = 200_000;
+// loop that every request shares, and hundreds of megabytes.
+const MAX_POSITIONS_EXPANDED = MAX_STACKS * 64;
 
 // The codepoints that a UTF-8 sequence of each length may encode (shorter encodings are overlong, so invalid).
 const UTF8_MIN = [0, 0, 0x80, 0x800, 0x10000];
@@ -223,13 +224,13 @@ export class Automaton {
   private expand(stack: Stack, out: Map<string, Stack>, expansion: Expansion): void {
     const pending = [stack];
     for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      const key = next.join(',');
+      if (expansion.seen.has(key)) continue;
+      expansion.seen.add(key);
       expansion.positions += next.length;
       if (expansion.positions > MAX_POSITIONS_EXPANDED) {
         throw new GrammarError(`the grammar nests its rules too deeply: reading a character takes more than ${MAX_POSITIONS_EXPANDED.toLocaleString('en-US')} positions of open rules in all (a rule that begins with another rule, which begins with another, and so on, is entered that deep in as many ways as it has rules): write it flatter`);
       }
-      const key = next.join(',');
-      if (expansion.seen.has(key)) continue;
-      expansion.seen.add(key);
       this.work += EXPANSION_WORK + next.length;
       const top = next[next.length - 1];
       if (next.length === 0 || this.refAt[top] < 0) {
