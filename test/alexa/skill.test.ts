@@ -219,6 +219,9 @@ t.test('emoji from the chat logs are not read out; a reply of emoji alone says i
   const mixed = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'hello' })));
   t.equal(ssmlOf(mixed), '<speak>lol ok see you in soon</speak>');
   t.same(attributesOf(mixed).history, [{ from: 'user', text: 'hello' }, { from: 'bot', text: 'lol ok see you in soon' }], 'the history holds what the user heard');
+  reply = 'Coca-Cola™ and Dixie® © 2024, from ශ්\u200dරී ලංකා';
+  const signs = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'hello' })));
+  t.equal(ssmlOf(signs), `<speak>${reply}</speak>`, 'signs that are text unless asked to be emoji, and a joiner within a word, are kept');
   reply = '😂😂😂';
   const only = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'hello' })));
   t.equal(ssmlOf(only), '<speak>Hmm. I have nothing to say to that.</speak>');

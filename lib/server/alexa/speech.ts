@@ -13,10 +13,12 @@ export const MAX_SPEECH_CHARS = 6000;
 // Alexa reject the whole response.
 const XML_FORBIDDEN = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
-// Emoji and the characters that build them (skin tones, flags' letters, joiners, presentation selectors, keycaps):
-// chat logs are full of them, and a speech engine reads each out by its name ("face with tears of joy") or not at
-// all, neither of which is what the writer meant.
-const PICTOGRAPHS = /[\p{Extended_Pictographic}\p{Emoji_Modifier}\p{Regional_Indicator}\u200D\uFE0E\uFE0F\u20E3]/gu;
+// Emoji, whole (with their skin tones, joiners, presentation selectors and keycaps), and modifiers or flags' letters
+// left alone: chat logs are full of them, and a speech engine reads each out by its name ("face with tears of joy")
+// or not at all, neither of which is what the writer meant. Signs that are emoji only when asked to be (©, ™) stay,
+// as does a joiner that builds a letter of another script (Sinhala's). A RegExp of its own: the `v` flag's
+// RGI_Emoji is newer than the language level the compiler checks literals against.
+const PICTOGRAPHS = new RegExp('\\p{RGI_Emoji}|\\p{Emoji_Modifier}|\\p{Regional_Indicator}', 'gv');
 
 // Plain text for speech: forbidden characters and pictographs dropped, whitespace collapsed, and cut at a word
 // boundary so that its SSML escape is at most MAX_SPEECH_CHARS long.
