@@ -154,12 +154,17 @@ function soleIndexPrefix(dir: string): string | null {
   return path.join(dir, indexes[0].slice(0, -'.index'.length));
 }
 
+// A folder's safetensors weights (one file, or its shards' index), which it is read from before any GGUF file beside.
+export function safetensorsWeights(dir: string): string | undefined {
+  return [path.join(dir, 'model.safetensors'), path.join(dir, `model${SHARDS_INDEX_SUFFIX}`)].find(exists);
+}
+
 export function inspectModelFolder(dir: string): ModelFolder {
   if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder`);
   if (!fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder`);
   const vocab = findVocabulary(dir);
   const configJson = path.join(dir, 'config.json');
-  const safetensors = [path.join(dir, 'model.safetensors'), path.join(dir, `model${SHARDS_INDEX_SUFFIX}`)].find(exists);
+  const safetensors = safetensorsWeights(dir);
   if (safetensors !== undefined) {
     if (!exists(configJson)) throw new Error(`${dir}: has ${path.basename(safetensors)} but no config.json`);
     return { dir, kind: 'huggingface', config: readHFConfig(configJson), configFile: configJson, weights: safetensors, vocab };

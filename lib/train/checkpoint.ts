@@ -24,7 +24,8 @@ import path from 'node:path';
 import { Model } from '../engine/model';
 import { AudienceCount } from '../data/chat_check';
 import { chatTemplate, isAudience } from '../data/chat_format';
-import { GGUF_AUDIENCES_KEY, GGUF_FILE, openGguf } from '../formats/gguf';
+import { GGUF_AUDIENCES_KEY, GGUF_FILE, type GgufValue, openGguf } from '../formats/gguf';
+import { safetensorsWeights } from '../formats/model_folder';
 import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
 import { writeVocabulary } from '../tokenizer/vocab';
@@ -134,20 +135,23 @@ export function trainedAudienceCounts(modelDir: string): AudienceCount[] {
 function recordedAudiences(modelDir: string): unknown {
   const file = [STATE_FILE, AUDIENCES_FILE].map((name) => path.join(modelDir, name)).find((f) => fs.existsSync(f));
   if (file !== undefined) return readJsonObject(file).audiences;
+  // Only a GGUF file the model is read from; a broken one is said by the model's load, which names its entry.
   const gguf = path.join(modelDir, GGUF_FILE);
-  if (!fs.existsSync(gguf)) return undefined;
-  const g = openGguf(gguf);
+  if (!fs.existsSync(gguf) || safetensorsWeights(modelDir) !== undefined) return undefined;
+  let record: GgufValue | undefined;
   try {
-    const record = g.metadata.get(GGUF_AUDIENCES_KEY);
-    if (record === undefined) return undefined;
-    if (typeof record !== 'string') throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" must be a string of JSON`);
-    try {
-      return JSON.parse(record) as unknown;
-    } catch (err) {
-      throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" is not JSON: ${(err as Error).message}`);
-    }
-  } finally {
+    const g = openGguf(gguf);
+    record = g.metadata.get(GGUF_AUDIENCES_KEY);
     g.close();
+  } catch {
+    return undefined;
+  }
+  if (record === undefined) return undefined;
+  if (typeof record !== 'string') throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" must be a string of JSON`);
+  try {
+    return JSON.parse(record) as unknown;
+  } catch (err) {
+    throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" is not JSON: ${(err as Error).message}`);
   }
 }
 

@@ -196,6 +196,13 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
   t.same(trainedAudienceCounts(served), [{ audience: 'mom', sent: 5, received: 4 }, { audience: 'dad', sent: 1, received: 1 }], 'the audiences, as the checkpoint counted them');
   const entry = validateServerConfig({ models: [{ key: 'mom', restore_from: served }] }, 'config.json', work).models[0];
   t.match(entry, { promptFormat: 'chat', audience: 'mom', audiences: ['mom', 'dad'] }, 'served in the chat format, answering as mom');
+  // Only the file a model is read from speaks for it, and a broken one is left to the model's load to name.
+  const beside = path.join(work, 'gguf-beside-safetensors');
+  fs.cpSync(modelDir, beside, { recursive: true });
+  fs.copyFileSync(out, path.join(beside, 'model.gguf'));
+  t.same(trainedAudienceCounts(beside), [], 'a GGUF file beside the safetensors the model is read from');
+  fs.writeFileSync(path.join(served, 'model.gguf'), fs.readFileSync(out).subarray(0, 100));
+  t.same(trainedAudienceCounts(served), [], 'a truncated one');
   // Exported again, its own Modelfile is written again; one edited by hand is kept, and nothing written, unless --force.
   const written = fs.readFileSync(path.join(work, 'mom.Modelfile'), 'utf8');
   t.equal(exportGguf(chat, out, '--type', 'q8_0').status, 0);
