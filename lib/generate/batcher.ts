@@ -118,7 +118,7 @@ export class Batcher {
   private readonly bySlot: (Job | null)[];
   private readonly suspects = new Set<Job>();  // rows of a failed step, stepped alone until they sample
   // Each queue's latest admission (numbered by `admissions`), for admit's turns: one entry per queue name ever used,
-  // which the server bounds (its entries).
+  // a few per entry of the server (its clients', its batches'), a number and a short name each.
   private readonly lastAdmitted = new Map<string, number>();
   private readonly groupAdmitted = new WeakMap<object, number>();  // and each group's
   private admissions = 0;

@@ -2,7 +2,7 @@
 // a lease on the model for the whole generation (so the model cannot be unloaded under it), bounds each
 // model's queue (load shedding), fits prompts to the context (a chat's oldest messages go first), stops
 // generating as soon as the sanitizer has its answer, and counts what happened for /models/list and /metrics.
-// It keeps nothing between requests.
+// It keeps nothing between requests but the worker threads that tokenize long texts (encodeTexts).
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fitConversation, type Conversation, type Turn } from '../data/chat_format';

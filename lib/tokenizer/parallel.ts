@@ -1,4 +1,4 @@
-// Encoding large datasets on every core: a pool of worker threads, each with its own tokenizer, kept
+// Encoding large datasets on every core: a pool of worker threads, each with its own tokenizers, kept
 // for the pool's life. Texts are cut into chunks of about chunkChars at points where cutting cannot
 // change the tokens (isCutPoint), so one huge text spreads over all workers as well as many small ones
 // do, and the ids come back identical to one tokenizer's.

@@ -6,11 +6,12 @@ import type { EncodeJob, EncodeReply, PoolVocabulary, WorkerSetup } from './para
 import { loadTokenizer, type Tokenizer } from './tokenizer';
 
 const setup = workerData as WorkerSetup;
-const defaultTokenizer = loadTokenizer(setup.vocabDir);
+// The pool's own vocabulary, read at the first job that names none: a server's pool names each model's.
+let defaultTokenizer: Tokenizer | undefined;
 // By fingerprint: a folder's files may change while the pool lives.
 const tokenizers = new Map<string, Tokenizer>();
 function tokenizerOf(vocabulary: PoolVocabulary | undefined): Tokenizer {
-  if (vocabulary === undefined) return defaultTokenizer;
+  if (vocabulary === undefined) return (defaultTokenizer ??= loadTokenizer(setup.vocabDir));
   let tokenizer = tokenizers.get(vocabulary.fingerprint);
   if (tokenizer === undefined) {
     tokenizer = loadTokenizer(vocabulary.dir);

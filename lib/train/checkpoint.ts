@@ -235,7 +235,13 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
     fs.rmSync(temp, { recursive: true, force: true });
     if (replaced !== null && !fs.existsSync(final)) fs.renameSync(replaced, final);
     // The file named is one of a temporary folder, now gone: said so, with what the run still holds.
-    const kept = latestCheckpoint(runDir);
+    const kept = (() => {
+      try {
+        return latestCheckpoint(runDir);
+      } catch {
+        return null;  // the save's own error is the one to tell
+      }
+    })();
     const message = `${name} was not saved: ${(err as Error).message}${kept === null ? '' : `; ${path.basename(kept)}, saved before, is kept`}`;
     throw Object.assign(new Error(message, { cause: err }), { code: (err as NodeJS.ErrnoException).code });
   }

@@ -76,7 +76,7 @@ function ranksDifferingFromRank0(ranks: Ranks, values: readonly string[]): numbe
   return values.map((_, i) => sums.slice(i * ranks.size, (i + 1) * ranks.size).flatMap((d, r) => (d > 0 ? [r] : [])));
 }
 
-function rankList(list: number[]): string {
+export function rankList(list: readonly number[]): string {
   return `rank${list.length > 1 ? 's' : ''} ${list.join(', ')}`;
 }
 

@@ -30,7 +30,7 @@ import { Generator, type GenerateResult } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { writeTextAtomic } from '../util/atomic_file';
 import { BEST_FILE, BestValidation, OPTIMIZER_FILE, STATE_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
-import { Ranks, checkRanksAgree, checkRanksAgreeOn, ctrlCAdvice, fromRank0, numberFromRank0, sumOverRanks, threadsPerRank } from './distributed';
+import { Ranks, checkRanksAgree, checkRanksAgreeOn, ctrlCAdvice, fromRank0, numberFromRank0, rankList, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog, type MetricRecord } from './metrics';
 import { plotMetrics } from './plot';
 import { quoted } from '../util/quoted';
@@ -794,7 +794,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         asked[ranks.rank] = stopAsked;
         const askedRanks = sumOverRanks(ranks, asked).flatMap((a, r) => (a > 0 ? [r] : []));
         if (askedRanks.length > 0) {
-          if (!stopAsked) log(`stopping at step ${step}: rank${askedRanks.length > 1 ? 's' : ''} ${askedRanks.join(', ')} ${askedRanks.length > 1 ? 'were' : 'was'} asked to stop (a signal)${o.save_on_ctrlc ? ', then saving' : ', without saving (--no-save_on_ctrlc)'}`);
+          if (!stopAsked) log(`stopping at step ${step}: ${rankList(askedRanks)} ${askedRanks.length > 1 ? 'were' : 'was'} asked to stop (a signal)${o.save_on_ctrlc ? ', then saving' : ', without saving (--no-save_on_ctrlc)'}`);
           break;
         }
       }

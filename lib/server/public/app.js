@@ -281,7 +281,7 @@ async function send(text, again = false) {
       const words = await errorText(res);
       // Sent again as it is, once a key is given or the server has room; a message refused as it is goes back to the
       // box, to be changed.
-      const sendable = res.status === 401 || res.status === 429 || res.status >= 500;
+      const sendable = res.status === 401 || res.status === 429 || (res.status >= 500 && res.status !== 507);
       addNotice(words, sendable ? () => send(text, true) : null);
       if (!sendable) giveBack(text);
       status('');
