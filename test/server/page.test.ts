@@ -166,13 +166,19 @@ t.test('errors in words: a busy model with its Retry-After, a model loading, a s
   }
 });
 
-t.test('a server with API keys: the page asks for one, in words, and then works', async (t) => {
+// The page of a server that asks for an API key, as it waits for one.
+async function openKeyed(t: Test, viewport: { width: number; height: number }): Promise<Page> {
   const keyed = await startServer({ api_keys: [KEY], models: [{ key: 'general', restore_from: 'alpha', sampling: greedy }] }, dir);
   t.teardown(keyed.close);
-  const page = await browser.newPage({ viewport: VIEWPORTS.phone });
+  const page = await browser.newPage({ viewport });
   t.teardown(() => page.close());
   await page.goto(`${keyed.url}/`);
   await page.waitForSelector('#key-panel:not([hidden])');
+  return page;
+}
+
+t.test('a server with API keys: the page asks for one, in words, and then works', async (t) => {
+  const page = await openKeyed(t, VIEWPORTS.phone);
   t.match(await page.textContent('#intro'), /An API key is needed[\s\S]*This server needs an API key: enter it above/);
   t.equal(await page.evaluate('document.activeElement.id'), 'apikey', 'the key field has the focus');
   await page.keyboard.type(KEY);
@@ -351,12 +357,7 @@ t.test('the conversation is kept through a reload, with its model and audience, 
 });
 
 t.test('a wrong API key: the page says the server did not accept it, and takes the right one', async (t) => {
-  const keyed = await startServer({ api_keys: [KEY], models: [{ key: 'general', restore_from: 'alpha', sampling: greedy }] }, dir);
-  t.teardown(keyed.close);
-  const page = await browser.newPage({ viewport: VIEWPORTS.desktop });
-  t.teardown(() => page.close());
-  await page.goto(`${keyed.url}/`);
-  await page.waitForSelector('#key-panel:not([hidden])');
+  const page = await openKeyed(t, VIEWPORTS.desktop);
   await page.keyboard.type('a-key-with-a-typo-in-it');
   await page.keyboard.press('Enter');
   await page.waitForFunction('document.getElementById("intro-title").textContent === "That API key was not accepted"');
