@@ -34,10 +34,14 @@
 //   getParam(name), setParam(name, data), getGrad(name), tensors
 //                                                 by Hugging Face name (h.0.attn.c_attn.weight), shapes as Hugging
 //                                                 Face has them.
-//   save(dir, {tokenizer}), saveOptimizer(file), loadOptimizer(file)
-//                                                 atomic writes; save writes config.json + model.safetensors, and
-//                                                 with a tokenizer its vocabulary (else loading warns and takes
-//                                                 GPT-2's).
+//   save(dir, {tokenizer, chat}), saveOptimizer(file), loadOptimizer(file)
+//                                                 atomic writes; save writes config.json + model.safetensors
+//                                                 together, a chat model's audiences.json, and with a tokenizer its
+//                                                 vocabulary (else loading warns and takes GPT-2's) with its chat
+//                                                 template.
+//   chat                                          what makes it a chat model ({audiences, template}), as its
+//                                                 folder recorded it: what save writes unless given `chat`
+//                                                 (chatRecordOf(audiences, answerAs) makes one).
 //   saveAdapter(dir)                              a model with `lora`: its adapter, in PEFT's layout.
 //   memory(), dispose()                           bytes by kind; free the native memory now (once the calls on
 //                                                 the model have settled).
@@ -89,7 +93,10 @@ export type { ChatImportOptions, ChatImportProgress, ChatImportSummary, Audience
 // Fine-tuning.
 export { train, checkDataset, learningRate, DEFAULT_TRAIN_OPTIONS } from './train/train';
 export type { DatasetCheck, TrainIO, TrainOptions, TrainResult } from './train/train';
-export { bestCheckpoint, listCheckpoints, latestCheckpoint, readTrainState, trainedAudiences } from './train/checkpoint';
+export { bestCheckpoint, listCheckpoints, latestCheckpoint, readTrainState } from './train/checkpoint';
+export { chatRecordOf, NO_CHAT, trainedAudiences } from './formats/chat_record';
+export type { ChatRecord } from './formats/chat_record';
+
 export type { BestValidation, TrainState } from './train/checkpoint';
 export { readMetrics } from './train/metrics';
 export type { MetricRecord } from './train/metrics';

@@ -10,7 +10,8 @@ import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, readPeftAdapter } from '../.
 import { modelfilePath, ollamaModelfile } from '../../lib/formats/ollama';
 import { modelDir, resolveModel } from '../../lib/formats/resolve_model';
 import type { GPT2Config } from '../../lib/formats/model_folder';
-import { checkpointFolder, trainedAudienceCounts } from '../../lib/train/checkpoint';
+import { readChatRecord } from '../../lib/formats/chat_record';
+import { checkpointFolder } from '../../lib/train/checkpoint';
 import { modelTokenizer } from '../../lib/tokenizer';
 import { writeTextAtomic } from '../../lib/util/atomic_file';
 import { isWithin } from '../../lib/util/paths';
@@ -64,8 +65,9 @@ async function main(): Promise<void> {
   const folder = resolveModel(name);
   refuseToReplace(out, [['the model\'s weights', folder.weights], ['the model\'s config', folder.configFile ?? folder.weights]], argv.force);
   const vocabulary = modelTokenizer(folder).vocab;
-  const audiences = trainedAudienceCounts(folder.dir);
-  const audience = argv.audience ?? audiences[0]?.audience;
+  const trained = readChatRecord(folder.dir).audiences;
+  const audience = argv.audience ?? trained[0]?.audience;
+  const chat = argv.audience === undefined ? undefined : { audiences: trained, template: chatTemplate(argv.audience) };
   const modelfile = audience === undefined ? null : ollamaModelfile(out, audience, (folder.config as GPT2Config).nCtx);
   // Told before the export, not after it: a Modelfile edited by hand (a temperature, a system prompt) is the user's.
   const held = modelfile !== null && fs.existsSync(modelfilePath(out)) ? fs.readFileSync(modelfilePath(out), 'utf8') : null;
@@ -77,8 +79,7 @@ async function main(): Promise<void> {
     await writeGguf(out, model, vocabulary, {
       weightType: argv.type,
       name: path.basename(folder.dir),
-      ...(audience !== undefined && { chatTemplate: chatTemplate(audience) }),
-      audiences,
+      ...(chat !== undefined && { chat }),
       onProgress: progressCallback(path.basename(out)),
     });
   } finally {

@@ -5,7 +5,7 @@ import readline from 'node:readline';
 import { END_OF_MESSAGE } from '../../lib/data/chat_format';
 import { adapterOverOtherBase, resolveModel } from '../../lib/formats/resolve_model';
 import { Generator, GenerateOptions, Grammar, seedOf } from '../../lib/generate';
-import { trainedAudiences } from '../../lib/train/checkpoint';
+import { trainedAudiences } from '../../lib/formats/chat_record';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
 import { commandLine } from './command_line';

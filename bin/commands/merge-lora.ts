@@ -2,13 +2,11 @@
 // folder, which every dixie command, Hugging Face transformers and bin/export-gguf read without the adapter.
 import fs from 'node:fs';
 import path from 'node:path';
-import { chatTemplate } from '../../lib/data/chat_format';
 import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
 import { adapterOverOtherBase, modelDir, resolveModel } from '../../lib/formats/resolve_model';
 import { modelTokenizer } from '../../lib/tokenizer';
-import { writeVocabulary } from '../../lib/tokenizer/vocab';
-import { checkpointFolder, trainedAudienceCounts, writeAudiences } from '../../lib/train/checkpoint';
+import { checkpointFolder } from '../../lib/train/checkpoint';
 import { renameAtomic } from '../../lib/util/atomic_file';
 import { isWithin } from '../../lib/util/paths';
 import { commandLine } from './command_line';
@@ -67,19 +65,12 @@ async function main(): Promise<void> {
     }
   }
   if (fs.existsSync(out) && !argv.force) throw new Error(`${out} exists; give --force to replace it`);
-  const { vocab } = modelTokenizer(folder);
-  const fromAdapter = trainedAudienceCounts(adapterDir);
-  const audiences = fromAdapter.length > 0 ? fromAdapter : trainedAudienceCounts(folder.dir);
+  const tokenizer = modelTokenizer(folder);
+  // An adapter trained on chat logs (or one over a chat model) makes a chat model, as the server serves the two
+  // together: the model loaded keeps the adapter's chat record (or the base's), which its save writes.
   const model = await Model.load(folder, { trainable: false, device: 'cpu', adapter: adapterDir });
   try {
-    await writeFolderAtomic(out, argv.force, async (dir) => {
-      await model.save(dir, { onProgress: progressCallback('model.safetensors') });
-      // An adapter trained on chat logs (or one over a chat model) makes a chat model, as the server serves the two
-      // together: its audiences go with it, and its chat template with the vocabulary.
-      if (audiences.length > 0) await writeAudiences(dir, audiences);
-      const chat = audiences[0]?.audience;
-      await writeVocabulary(vocab, dir, { nCtx: model.config.nCtx, ...(chat !== undefined && { chatTemplate: chatTemplate(chat) }) });
-    });
+    await writeFolderAtomic(out, argv.force, (dir) => model.save(dir, { tokenizer, onProgress: progressCallback('model.safetensors') }));
   } finally {
     model.dispose();
   }

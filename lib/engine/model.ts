@@ -18,12 +18,13 @@ import {
 import { checkConfig, hfConfigFields, inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { GGML_QUANTS } from '../formats/ggml_quants';
 import { GGUF_OUTPUT, type GgufFile, type GgufTensorInfo, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
-import { bf16ToF32, f16ToF32, openSafetensors, openSafetensorsWeights, type SafetensorsReader, TensorEntry, TensorToWrite, writeSafetensors } from '../formats/safetensors';
+import { bf16ToF32, f16ToF32, openSafetensors, openSafetensorsWeights, type SafetensorsReader, safetensorsToWrite, TensorEntry, TensorToWrite, writeSafetensors } from '../formats/safetensors';
 import { adapterDeltas, checkAdapterFits, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan, plannedMemoryBytes } from './memory_plan';
 import type { Tokenizer } from '../tokenizer/tokenizer';
-import { writeVocabulary } from '../tokenizer/vocab';
-import { writeTextAtomic } from '../util/atomic_file';
+import { vocabularyFiles } from '../tokenizer/vocab';
+import { textToWrite, writeFilesAtomic } from '../util/atomic_file';
+import { audiencesToWrite, type ChatRecord, NO_CHAT, readChatRecord } from '../formats/chat_record';
 import { Rng } from '../util/rng';
 import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
@@ -167,6 +168,13 @@ export function safetensorsToLoad(file: SafetensorsReader, configFile: string, p
   const tensors: { entry: TensorEntry; name: string }[] = [];
   const seen = new Set<string>();
   let lmHead: string | null = null;
+  // Weights beside the config of another model (one written over the other, a file copied in) differ first in their
+  // layers, which the checks by tensor would call a stray tensor or missing ones, naming the weights alone.
+  const layers = (names: Iterable<string>): number => Math.max(0, ...[...names].map((n) => Number(/^(?:transformer\.)?h\.(\d+)\./.exec(n)?.[1] ?? -1) + 1));
+  const [held, implied] = [layers(file.tensors.map((t) => t.name)), layers(params.keys())];
+  if (held !== implied) {
+    throw new Error(`${file.path} holds the weights of ${held} layers but ${configFile} is the config of ${implied}: the two files are not of one model (written apart?)`);
+  }
   for (const entry of file.tensors) {
     if (IGNORED_SUFFIXES.some((s) => entry.name.endsWith(s))) continue;
     if (entry.name === LM_HEAD) {
@@ -328,6 +336,9 @@ export function plannedModelBytes(config: GPT2Config, options: ModelOptions): nu
 
 export class Model {
   readonly config: GPT2Config;
+  // What makes it a chat model, as the folder it loaded from (or the adapter merged into it) records it; NO_CHAT for
+  // a created model. save writes it, so that a chat model saved is served and exported as the chat model it was.
+  readonly chat: ChatRecord;
   readonly adapter: ModelAdapter | null;
   readonly lora: ModelLora | null;
   readonly tensors: readonly NativeTensorInfo[];
@@ -341,8 +352,9 @@ export class Model {
   private pending = 0;
   private weightChanges = 0;
 
-  private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource, adapter: PeftAdapter | null = null, base: string | null = null) {
+  private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource, chat: ChatRecord, adapter: PeftAdapter | null = null, base: string | null = null) {
     this.config = { ...config };
+    this.chat = chat;
     this.adapter = adapter && { dir: adapter.dir, config: adapter.config };
     this.lora = options.lora ? checkLora(options.lora, base) : null;
     const nativeOptions = nativeOptionsOf(options);
@@ -364,7 +376,8 @@ export class Model {
     const { adapter: adapterDir, ...modelOptions } = options;
     const folder = typeof dir === 'string' ? inspectModelFolder(dir) : dir;
     const adapter = adapterDir === undefined ? null : readPeftAdapter(adapterDir);
-    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, modelOptions, adapter, path.resolve(folder.dir));
+    const chat = readChatRecord(folder.dir, adapter === null || modelOptions.lora ? undefined : adapter.dir);
+    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, modelOptions, chat, adapter, path.resolve(folder.dir));
     if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
       throw new Error(`${folder.dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${folder.dir} <output folder>\``);
     }
@@ -376,7 +389,7 @@ export class Model {
     const file = openSafetensorsWeights(folder.weights);
     let model: Model | null = null;
     try {
-      model = new Model(folder.config, modelOptions, source, modelOptions.lora ? null : adapter, path.resolve(folder.dir));
+      model = new Model(folder.config, modelOptions, source, chat, modelOptions.lora ? null : adapter, path.resolve(folder.dir));
       await model.loadWeights(file, folder.configFile, deltas);
       if (modelOptions.lora) model.startAdapter(adapter);
       return model;
@@ -391,7 +404,7 @@ export class Model {
   // A GGUF file of llama.cpp's "gpt2" architecture (formats/gguf.ts): the config from its metadata, the tensors by
   // llama.cpp's names, quantized ones expanded to float32 as ggml expands them (formats/ggml_quants.ts; q8_0's are
   // quantized again into the very same blocks when the model stores q8_0).
-  private static async loadGguf(file: string, options: ModelOptions, adapter: PeftAdapter | null, base: string): Promise<Model> {
+  private static async loadGguf(file: string, options: ModelOptions, chat: ChatRecord, adapter: PeftAdapter | null, base: string): Promise<Model> {
     const g = openGguf(file);
     let model: Model | null = null;
     try {
@@ -402,7 +415,7 @@ export class Model {
       }
       const source: ConfigSource = { where: file, fieldName: (key) => GGUF_FIELDS[key] };
       const deltas = mergedDeltas(adapter, config, source, options);
-      model = new Model(config, options, source, options.lora ? null : adapter, base);
+      model = new Model(config, options, source, chat, options.lora ? null : adapter, base);
       await model.loadGgufWeights(g, deltas);
       if (options.lora) model.startAdapter(adapter);
       return model;
@@ -417,7 +430,7 @@ export class Model {
   static create(config: GPT2Config, options: ModelOptions & { seed?: number } = {}): Model {
     checkConfig(CREATED.where, config);
     const { seed = 0, ...nativeOptions } = options;
-    const model = new Model(config, nativeOptions, CREATED);
+    const model = new Model(config, nativeOptions, CREATED, NO_CHAT);
     const rng = new Rng(seed);
     const residualStd = 0.02 / Math.sqrt(2 * config.nLayer);
     for (const t of model.tensors) {
@@ -683,11 +696,13 @@ export class Model {
 
   // ---- files ----
 
-  // config.json and model.safetensors (float32), each written atomically; onProgress after each tensor, with the
-  // bytes written so far. With `tokenizer`, its vocabulary too (writeVocabulary), so that the folder loads with the
-  // vocabulary the model was trained on rather than GPT-2's with a warning.
-  save(dir: string, options: { tokenizer?: Tokenizer; onProgress?: (bytes: number, totalBytes: number) => void } = {}): Promise<void> {
-    const { tokenizer } = options;
+  // config.json and model.safetensors (float32), and the chat record (`chat`, by default the model's own: the
+  // audiences in audiences.json, an earlier model's there removed), written together (writeFilesAtomic): a failure
+  // leaves a folder's files as they were. onProgress after each tensor, with the bytes written so far. With
+  // `tokenizer`, its vocabulary too, with the chat template, so that the folder loads with the vocabulary the model
+  // was trained on rather than GPT-2's with a warning.
+  save(dir: string, options: { tokenizer?: Tokenizer; chat?: ChatRecord; onProgress?: (bytes: number, totalBytes: number) => void } = {}): Promise<void> {
+    const { tokenizer, chat = this.chat } = options;
     if (tokenizer && tokenizer.vocabSize > this.config.vocabSize) {
       return Promise.reject(new Error(`save: options.tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocabSize ${this.config.vocabSize}: pass the tokenizer the model was made for`));
     }
@@ -706,9 +721,13 @@ export class Model {
           return data;
         },
       }));
-      await writeSafetensors(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' });
-      await writeTextAtomic(path.join(dir, CONFIG_FILE), `${JSON.stringify(hfConfigJson(this.config), null, 2)}\n`);
-      if (tokenizer) await writeVocabulary(tokenizer.vocab, dir, { nCtx: this.config.nCtx });
+      const audiences = audiencesToWrite(dir, chat);
+      await writeFilesAtomic([
+        safetensorsToWrite(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' }),
+        textToWrite(path.join(dir, CONFIG_FILE), `${JSON.stringify(hfConfigJson(this.config), null, 2)}\n`),
+        ...audiences.write,
+        ...(tokenizer ? vocabularyFiles(tokenizer.vocab, dir, { nCtx: this.config.nCtx, ...(chat.template !== null && { chatTemplate: chat.template }) }) : []),
+      ], audiences.remove);
     });
   }
 

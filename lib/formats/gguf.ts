@@ -7,7 +7,7 @@
 // length and its UTF-8 bytes; an array a value type (u32), a count (u64) and the values.
 import fs from 'node:fs';
 import os from 'node:os';
-import type { AudienceCount } from '../data/chat_check';
+import type { ChatRecord } from './chat_record';
 import type { Model } from '../engine/model';
 import { loadAddon, type NativeConfig } from '../engine/native';
 import type { Vocabulary } from '../tokenizer/vocab';
@@ -36,6 +36,8 @@ export const GGUF_FILE = 'model.gguf';
 // The audiences of a model trained on chat logs, as its training record lists them (JSON of AudienceCount[]): a key
 // of dixie's own, which llama.cpp passes over, so that a GGUF file serves and chats as the checkpoint it came from.
 export const GGUF_AUDIENCES_KEY = 'dixie.chat.audiences';
+// The chat template, where llama.cpp's tools read it.
+export const GGUF_CHAT_TEMPLATE_KEY = 'tokenizer.chat_template';
 
 const ALIGNMENT = 32;
 
@@ -446,8 +448,9 @@ export function ggufVocabulary(g: GgufFile): { encoder: Buffer; merges: Buffer }
 export interface GgufExportOptions {
   weightType: GgufWeightType;
   name: string;
-  chatTemplate?: string;  // tokenizer.chat_template: how tools that speak in messages prompt the model (chatTemplate)
-  audiences?: readonly AudienceCount[];  // GGUF_AUDIENCES_KEY, for a model trained on chat logs
+  // The chat template as tokenizer.chat_template (how tools that speak in messages prompt the model) and the
+  // audiences as GGUF_AUDIENCES_KEY: by default the model's own (Model.chat).
+  chat?: ChatRecord;
   onProgress?: (bytes: number, totalBytes: number) => void;
 }
 
@@ -649,8 +652,9 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
   h.keyStrings('tokenizer.ggml.merges', merges);
   h.keyU32('tokenizer.ggml.bos_token_id', eot);
   h.keyU32('tokenizer.ggml.eos_token_id', eot);
-  if (options.chatTemplate !== undefined) h.keyString('tokenizer.chat_template', options.chatTemplate);
-  if (options.audiences !== undefined && options.audiences.length > 0) h.keyString(GGUF_AUDIENCES_KEY, JSON.stringify(options.audiences));
+  const { template, audiences } = options.chat ?? model.chat;
+  if (template !== null) h.keyString(GGUF_CHAT_TEMPLATE_KEY, template);
+  if (audiences.length > 0) h.keyString(GGUF_AUDIENCES_KEY, JSON.stringify(audiences));
   await writeGgufFile(file, h, tensors, options.onProgress);
 }
 

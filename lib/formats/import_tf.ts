@@ -3,10 +3,11 @@
 // stream one at a time from the checkpoint into the safetensors writer, each checked against its crc32c.
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeTextAtomic } from '../util/atomic_file';
-import { CONFIG_FILE, hfConfigJson } from '../engine/model';
+import { textToWrite, writeFilesAtomic } from '../util/atomic_file';
+import { CONFIG_FILE, hfConfigJson, WEIGHTS_FILE } from '../engine/model';
+import { audiencesToWrite, NO_CHAT } from './chat_record';
 import { findVocabulary, inspectModelFolder, readHFConfig, readHparams, type GPT2Config, type VocabFiles } from './model_folder';
-import { writeSafetensors, type TensorToWrite } from './safetensors';
+import { safetensorsToWrite, type TensorToWrite } from './safetensors';
 import { openTFCheckpoint, type TFCheckpoint, type TFTensorEntry } from './tf_checkpoint';
 
 export interface ImportOptions {
@@ -165,14 +166,15 @@ export async function importTFCheckpoint(src: string, out: string, options: Impo
         return data;
       },
     }));
-    fs.mkdirSync(out, { recursive: true });
-    await writeSafetensors(path.join(out, 'model.safetensors'), tensors, { format: 'pt' });
-    await writeTextAtomic(path.join(out, CONFIG_FILE), `${JSON.stringify(hfConfigJson(config), null, 2)}\n`);
-    if (vocab !== null) {
+    // Written together, as Model.save writes a model: a failure leaves a folder imported into before as it was, and
+    // the record of a chat model saved there before goes, as it does not speak for these weights.
+    const record = audiencesToWrite(out, NO_CHAT);
+    await writeFilesAtomic([
+      safetensorsToWrite(path.join(out, WEIGHTS_FILE), tensors, { format: 'pt' }),
+      textToWrite(path.join(out, CONFIG_FILE), `${JSON.stringify(hfConfigJson(config), null, 2)}\n`),
       // Hugging Face's names for the same two files, so its tokenizer reads the folder too.
-      await writeTextAtomic(path.join(out, 'vocab.json'), fs.readFileSync(vocab.encoder));
-      await writeTextAtomic(path.join(out, 'merges.txt'), fs.readFileSync(vocab.merges));
-    }
+      ...(vocab === null ? [] : [textToWrite(path.join(out, 'vocab.json'), fs.readFileSync(vocab.encoder)), textToWrite(path.join(out, 'merges.txt'), fs.readFileSync(vocab.merges))]),
+    ], record.remove);
     return { checkpoint: found.prefix, config, tensors: tensors.length, skipped, vocab };
   } finally {
     ckpt.close();

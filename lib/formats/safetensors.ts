@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { writeFileAtomic } from '../util/atomic_file';
+import { type FileToWrite, writeFilesAtomic } from '../util/atomic_file';
 import { isJsonObject } from '../util/json_object';
 import { quoted } from '../util/quoted';
 import { readJsonObject } from '../util/json_file';
@@ -338,10 +338,16 @@ function compareNames(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
-// Writes tensors (and string metadata) atomically. Data lands in Hugging Face's order (largest dtype alignment
-// first, then by name), back to back, after a header padded with spaces to a multiple of 8 bytes, so the
-// file loads in Hugging Face's safetensors and every tensor is aligned for its dtype.
+// Writes tensors (and string metadata) atomically (safetensorsToWrite).
 export async function writeSafetensors(file: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Promise<void> {
+  await writeFilesAtomic([safetensorsToWrite(file, tensors, metadata)]);
+}
+
+// A safetensors file of tensors (and string metadata), checked now, its data read as it is written. Data lands in
+// Hugging Face's order (largest dtype alignment first, then by name), back to back, after a header padded with
+// spaces to a multiple of 8 bytes, so the file loads in Hugging Face's safetensors and every tensor is aligned for
+// its dtype.
+export function safetensorsToWrite(file: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): FileToWrite {
   const seen = new Set<string>();
   for (const t of tensors) {
     const where = `${file}: tensor "${t.name}"`;
@@ -375,18 +381,21 @@ export async function writeSafetensors(file: string, tensors: readonly TensorToW
   const length = Buffer.alloc(8);
   length.writeBigUInt64LE(BigInt(padded.length));
 
-  await writeFileAtomic(file, async (fd) => {
-    await writeFully(fd, length);
-    await writeFully(fd, padded);
-    for (const t of ordered) {
-      const bytes = bytesOf(t.data());
-      const expected = numelOf(t.shape) * DTYPE_BYTES[t.dtype];
-      if (bytes.byteLength !== expected) {
-        throw new Error(`${file}: tensor "${t.name}": ${t.dtype} [${t.shape.join(', ')}] needs ${expected} bytes, data() gave ${bytes.byteLength}`);
+  return {
+    target: file,
+    fill: async (fd) => {
+      await writeFully(fd, length);
+      await writeFully(fd, padded);
+      for (const t of ordered) {
+        const bytes = bytesOf(t.data());
+        const expected = numelOf(t.shape) * DTYPE_BYTES[t.dtype];
+        if (bytes.byteLength !== expected) {
+          throw new Error(`${file}: tensor "${t.name}": ${t.dtype} [${t.shape.join(', ')}] needs ${expected} bytes, data() gave ${bytes.byteLength}`);
+        }
+        await writeFully(fd, bytes);
       }
-      await writeFully(fd, bytes);
-    }
-  });
+    },
+  };
 }
 
 // --- 16-bit floats, as native/core/dtype.h converts them (round to nearest even; NaN stays NaN) ---

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GGUF_FILE, ggufVocabulary, openGguf } from '../formats/gguf';
 import { MAX_TOKEN_ID, MergeTable } from './bpe';
-import { writeTextAtomic } from '../util/atomic_file';
+import { type FileToWrite, textToWrite, writeFilesAtomic } from '../util/atomic_file';
 import { packageRoot } from '../util/package_root';
 
 export const END_OF_TEXT = '<|endoftext|>';
@@ -16,7 +16,7 @@ const LAYOUTS = [
   { encoder: 'vocab.json', merges: 'merges.txt' },
 ];
 const HUGGING_FACE = LAYOUTS[1];
-const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes for
 // U+0100.. in byte order. Indexed by char code (all below 0x144); -1 where no byte.
@@ -72,13 +72,16 @@ function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buf
   }
 }
 
-// Writes a vocabulary into `dir` as Hugging Face's tokenizer files: vocab.json and merges.txt (the bytes of
-// encoder.json and vocab.bpe), and tokenizer_config.json, so that the folder is a whole Hugging Face model that
-// transformers' AutoTokenizer, vLLM and TGI read as it is. `chatTemplate`, for a model trained on chat logs, tells
-// them its prompt format (chat_format.ts chatTemplate).
+// Writes a vocabulary into `dir` as Hugging Face's tokenizer files (vocabularyFiles).
 export async function writeVocabulary(vocab: Vocabulary, dir: string, options: { nCtx: number; chatTemplate?: string }): Promise<void> {
-  await writeTextAtomic(path.join(dir, HUGGING_FACE.encoder), vocab.encoderBytes);
-  await writeTextAtomic(path.join(dir, HUGGING_FACE.merges), vocab.mergesBytes);
+  await writeFilesAtomic(vocabularyFiles(vocab, dir, options));
+}
+
+// A vocabulary as Hugging Face's tokenizer files: vocab.json and merges.txt (the bytes of encoder.json and
+// vocab.bpe), and tokenizer_config.json, so that the folder is a whole Hugging Face model that transformers'
+// AutoTokenizer, vLLM and TGI read as it is. `chatTemplate`, for a chat model, tells them its prompt format
+// (lib/formats/chat_record.ts).
+export function vocabularyFiles(vocab: Vocabulary, dir: string, options: { nCtx: number; chatTemplate?: string }): FileToWrite[] {
   const config = {
     tokenizer_class: 'GPT2Tokenizer',
     bos_token: END_OF_TEXT,
@@ -88,8 +91,11 @@ export async function writeVocabulary(vocab: Vocabulary, dir: string, options: {
     model_max_length: options.nCtx,
     ...(options.chatTemplate !== undefined && { chat_template: options.chatTemplate }),
   };
-  await writeTextAtomic(path.join(dir, TOKENIZER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}
-`);
+  return [
+    textToWrite(path.join(dir, HUGGING_FACE.encoder), vocab.encoderBytes),
+    textToWrite(path.join(dir, HUGGING_FACE.merges), vocab.mergesBytes),
+    textToWrite(path.join(dir, TOKENIZER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`),
+  ];
 }
 
 export class Vocabulary {

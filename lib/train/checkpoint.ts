@@ -8,7 +8,8 @@
 //       config.json + model.safetensors   the weights (Hugging Face layout: the folder is a servable model), or
 //       adapter_config.json + adapter_model.safetensors   a LoRA adapter over its base (PEFT's layout)
 //       vocab.json + merges.txt + tokenizer_config.json   the tokenizer, as Hugging Face names it (a chat run's
-//                                         with its chat template)
+//                                         with its chat template, and beside the weights its audiences.json:
+//                                         lib/formats/chat_record.ts)
 //       optimizer.safetensors             Adam's moments and step count (absent for SGD)
 //       state.json                        step, RNG and sampler state, running loss, the run's options
 //     metrics.jsonl, loss.svg             the run's log and loss curve (lib/train/metrics.ts)
@@ -23,16 +24,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Model } from '../engine/model';
 import { AudienceCount } from '../data/chat_check';
-import { chatTemplate, isAudience } from '../data/chat_format';
-import { GGUF_AUDIENCES_KEY, GGUF_FILE, type GgufValue, openGguf } from '../formats/gguf';
-import { safetensorsWeights } from '../formats/model_folder';
+import { isAudience } from '../data/chat_format';
+import { chatRecordOf, STATE_FILE } from '../formats/chat_record';
 import { RngState } from '../util/rng';
 import { Tokenizer } from '../tokenizer';
 import { writeVocabulary } from '../tokenizer/vocab';
 import { sweepTemporaryFiles, writeTextAtomic } from '../util/atomic_file';
 import { readJsonObject } from '../util/json_file';
 
-export const STATE_FILE = 'state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const LATEST_FILE = 'latest';
 export const BEST_FILE = 'best';
@@ -116,55 +115,6 @@ export function checkpointFolder(dir: string): string {
   return named;
 }
 
-// The audiences of a model folder made from a chat checkpoint (bin/merge-lora's), as its training record counted them:
-// a state.json would have bin/train take the folder for a checkpoint of a run, to go on from at its step.
-export const AUDIENCES_FILE = 'audiences.json';
-
-// Who a model's chat data talks to, most messages first: a checkpoint's training record (state.json), the record a
-// model folder made from one keeps (AUDIENCES_FILE), or a GGUF export's (GGUF_AUDIENCES_KEY); [] for a model that
-// has none (a base model, or one not trained on chat logs).
-export function trainedAudienceCounts(modelDir: string): AudienceCount[] {
-  const list = recordedAudiences(modelDir);
-  if (!Array.isArray(list)) return [];
-  return list.filter((a: unknown): a is AudienceCount => {
-    const audience = (a as Partial<AudienceCount> | null)?.audience;
-    return typeof audience === 'string' && isAudience(audience);
-  });
-}
-
-function recordedAudiences(modelDir: string): unknown {
-  const file = [STATE_FILE, AUDIENCES_FILE].map((name) => path.join(modelDir, name)).find((f) => fs.existsSync(f));
-  if (file !== undefined) return readJsonObject(file).audiences;
-  // Only a GGUF file the model is read from; a broken one is said by the model's load, which names its entry.
-  const gguf = path.join(modelDir, GGUF_FILE);
-  if (!fs.existsSync(gguf) || safetensorsWeights(modelDir) !== undefined) return undefined;
-  let record: GgufValue | undefined;
-  try {
-    const g = openGguf(gguf);
-    record = g.metadata.get(GGUF_AUDIENCES_KEY);
-    g.close();
-  } catch {
-    return undefined;
-  }
-  if (record === undefined) return undefined;
-  if (typeof record !== 'string') throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" must be a string of JSON`);
-  try {
-    return JSON.parse(record) as unknown;
-  } catch (err) {
-    throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" is not JSON: ${(err as Error).message}`);
-  }
-}
-
-export function trainedAudiences(modelDir: string): string[] {
-  return trainedAudienceCounts(modelDir).map((a) => a.audience);
-}
-
-// Writes a chat checkpoint's audiences into a model folder made from it (AUDIENCES_FILE), so that every command
-// serves and chats with the folder as it did with the checkpoint.
-export async function writeAudiences(dir: string, audiences: readonly AudienceCount[]): Promise<void> {
-  await writeTextAtomic(path.join(dir, AUDIENCES_FILE), `${JSON.stringify({ audiences }, null, 2)}\n`);
-}
-
 // What is amiss in answering as `audience` for a model whose chat data talked to `trained` (trainedAudiences); null
 // where it talked to it, or where no record says. A case apart is named: an import writes names as the app shows them.
 export function untrainedAudience(audience: string, trained: readonly string[]): string | null {
@@ -219,11 +169,16 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
   let replaced: string | null = null;
   fs.mkdirSync(temp);
   try {
-    await (model.lora ? model.saveAdapter(temp) : model.save(temp));
+    // The vocabulary as the tokenizer read it (the folder it came from may be a checkpoint pruned since), with the
+    // chat template of the run's chat data, which the weights now speak whatever the model started from.
+    const chat = chatRecordOf(state.audiences.filter((a) => isAudience(a.audience)));
+    if (model.lora) {
+      await model.saveAdapter(temp);
+      await writeVocabulary(tokenizer.vocab, temp, { nCtx: model.config.nCtx, ...(chat.template !== null && { chatTemplate: chat.template }) });
+    } else {
+      await model.save(temp, { tokenizer, chat });
+    }
     if (options.withOptimizer) await model.saveOptimizer(path.join(temp, OPTIMIZER_FILE));
-    // The vocabulary as the tokenizer read it: the folder it came from may be a checkpoint pruned since.
-    const chat = state.audiences.map((a) => a.audience).find(isAudience);
-    await writeVocabulary(tokenizer.vocab, temp, { nCtx: model.config.nCtx, ...(chat !== undefined && { chatTemplate: chatTemplate(chat) }) });
     await writeTextAtomic(path.join(temp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
     await options.onPhase?.('written', temp);
     if (fs.existsSync(final)) {

@@ -53,25 +53,49 @@ export function isOutOfSpace(err: unknown): boolean {
   return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG';
 }
 
+// A file to write: its target, and `fill`, which writes its bytes to an open file descriptor of the temporary file.
+export interface FileToWrite {
+  target: string;
+  fill: (fd: number) => void | Promise<void>;
+}
+
 // Writes through `fill`, which receives an open file descriptor of the temporary file. Whatever fails, the
 // temporary file goes and the target is left as it was.
-export async function writeFileAtomic(target: string, fill: (fd: number) => void | Promise<void>): Promise<void> {
-  fs.mkdirSync(path.dirname(target), { recursive: true });
-  const temp = tempNameFor(target);
+export async function writeFileAtomic(target: string, fill: FileToWrite['fill']): Promise<void> {
+  await writeFilesAtomic([{ target, fill }]);
+}
+
+// Files that are read together (a model's weights and its config) written so that a failure leaves all of them as
+// they were: each is written to its temporary file and fsynced, and only when every one is written are they renamed
+// into place, one after the other, and then the files of `remove` (those of what the others replace) deleted. Only a
+// kill between two renames leaves new files beside old ones.
+export async function writeFilesAtomic(files: readonly FileToWrite[], remove: readonly string[] = []): Promise<void> {
+  const written: { temp: string; target: string }[] = [];
   try {
-    const fd = fs.openSync(temp, 'wx');
-    try {
-      await fill(fd);
-      // On the thread pool: flushing a large file to disk takes a while, and the event loop runs meanwhile.
-      await promisify(fs.fsync)(fd);
-    } finally {
-      fs.closeSync(fd);
+    for (const { target, fill } of files) {
+      fs.mkdirSync(path.dirname(target), { recursive: true });
+      const temp = tempNameFor(target);
+      try {
+        const fd = fs.openSync(temp, 'wx');
+        written.push({ temp, target });
+        try {
+          await fill(fd);
+          // On the thread pool: flushing a large file to disk takes a while, and the event loop runs meanwhile.
+          await promisify(fs.fsync)(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+      } catch (err) {
+        throw namingFile(target, err);
+      }
     }
-    renameAtomic(temp, target);
+    for (const { temp, target } of written) fs.renameSync(temp, target);
   } catch (err) {
-    fs.rmSync(temp, { force: true });
-    throw namingFile(target, err);
+    for (const { temp } of written) fs.rmSync(temp, { force: true });
+    throw err;
   }
+  for (const file of remove) fs.rmSync(file, { force: true });
+  for (const dir of new Set([...files.map((f) => f.target), ...remove].map((f) => path.dirname(f)))) fsyncDir(dir);
 }
 
 // Moves a complete, fsynced file into place and makes the rename itself durable.
@@ -80,8 +104,12 @@ export function renameAtomic(temp: string, target: string): void {
   fsyncDir(path.dirname(target));
 }
 
+export function textToWrite(target: string, text: string | Uint8Array): FileToWrite {
+  return { target, fill: (fd) => writeAllSync(fd, typeof text === 'string' ? Buffer.from(text, 'utf8') : text) };
+}
+
 export async function writeTextAtomic(target: string, text: string | Uint8Array): Promise<void> {
-  await writeFileAtomic(target, (fd) => writeAllSync(fd, typeof text === 'string' ? Buffer.from(text, 'utf8') : text));
+  await writeFilesAtomic([textToWrite(target, text)]);
 }
 
 // Writes every byte of `bytes` at `position` (null: at the file's offset). One write() may write fewer bytes than

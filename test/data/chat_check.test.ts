@@ -6,7 +6,7 @@ import t from 'tap';
 import { ChatChecker, formatChatReport } from '../../lib/data/chat_check';
 import { AUDIENCE_RULE, checkAudience, isAudience, parseMessage } from '../../lib/data/chat_format';
 import { chatbotOptions } from '../../lib/sanitize';
-import { trainedAudiences } from '../../lib/train/checkpoint';
+import { trainedAudiences } from '../../lib/formats/chat_record';
 import { checkDataset } from '../../lib/train/train';
 
 t.test('well-formed lines, including | in the message and \\r\\n endings', async (t) => {

@@ -17,7 +17,7 @@ import { decode, maxAbsDiff, randomTokens } from '../engine/helpers';
 import { Template } from '@huggingface/jinja';
 import { fitConversation } from '../../lib/data/chat_format';
 import { validateServerConfig } from '../../lib/server/config';
-import { trainedAudienceCounts } from '../../lib/train/checkpoint';
+import { trainedAudienceCounts } from '../../lib/formats/chat_record';
 import { asBytes, llamaCppName, transpose, writeGgufFile, TINY_VOCAB, type RawTensor } from './gguf_writer';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');

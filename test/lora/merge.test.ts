@@ -11,7 +11,7 @@ import { writeGguf } from '../../lib/formats/gguf';
 import { f32ToBf16, f32ToF16, openSafetensors, writeSafetensors } from '../../lib/formats/safetensors';
 import { validateServerConfig } from '../../lib/server/config';
 import { loadTokenizer } from '../../lib/tokenizer';
-import { trainedAudiences } from '../../lib/train/checkpoint';
+import { trainedAudiences } from '../../lib/formats/chat_record';
 import { maxAbsDiff } from '../engine/helpers';
 import { CONFIG, type Factors, allLogits, mergedWeight, peftConfig, randomFactors, saveBase, writeRawAdapter } from './helpers';
 import { runCommand } from '../helpers/run_command';

@@ -1,0 +1,114 @@
+// What makes a model folder a chat model: the audiences its chat data talks to, which the server and bin/chat answer
+// as, and the chat template that other tools prompt it with. Every command and Model read them here and write them
+// through here, so that a chat model stays one through a save, a merge or an export:
+//   state.json              a training checkpoint's record (lib/train/checkpoint.ts), with the run's audiences
+//   audiences.json          the audiences of a model folder made from a chat model (Model.save)
+//   tokenizer_config.json   the chat template, beside the vocabulary (Hugging Face's chat_template)
+//   model.gguf              GGUF_AUDIENCES_KEY and tokenizer.chat_template, in a GGUF file the model is read from
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AudienceCount } from '../data/chat_check';
+import { chatTemplate, isAudience } from '../data/chat_format';
+import { TOKENIZER_CONFIG_FILE } from '../tokenizer/vocab';
+import { type FileToWrite, textToWrite } from '../util/atomic_file';
+import { readJsonObject } from '../util/json_file';
+import { GGUF_AUDIENCES_KEY, GGUF_CHAT_TEMPLATE_KEY, GGUF_FILE, type GgufValue, openGguf } from './gguf';
+import { safetensorsWeights } from './model_folder';
+
+export const STATE_FILE = 'state.json';
+// Not a state.json, which would have bin/train take the folder for a checkpoint of a run, to go on from at its step.
+export const AUDIENCES_FILE = 'audiences.json';
+
+export interface ChatRecord {
+  audiences: readonly AudienceCount[];  // who its chat data talks to, the one it answers as first; [] when not a chat model
+  template: string | null;              // the chat template (chat_format.ts chatTemplate, or a folder's own); null for none
+}
+
+export const NO_CHAT: ChatRecord = { audiences: [], template: null };
+
+// The record of a model whose chat data talks to `audiences` (most messages first), answering as `answerAs` (by
+// default the first). That one goes first, so that dixie answers as the template does; where the data never talks
+// to it, it goes first with no messages counted (none is added to a model without audiences).
+export function chatRecordOf(audiences: readonly AudienceCount[], answerAs: string | undefined = audiences[0]?.audience): ChatRecord {
+  if (answerAs === undefined) return NO_CHAT;
+  const named = audiences.find((a) => a.audience === answerAs) ?? (audiences.length > 0 ? { audience: answerAs, sent: 0, received: 0 } : null);
+  return { audiences: named === null ? [] : [named, ...audiences.filter((a) => a !== named)], template: chatTemplate(answerAs) };
+}
+
+// A folder's record: its audiences (trainedAudienceCounts) and the chat template answering as the first, as this
+// version of dixie writes it; for a model without audiences, the chat template the folder keeps, if any (one
+// made elsewhere). With `adapter`, a folder of a LoRA adapter over it: the adapter's record wins where it lists
+// audiences, as an adapter trained on chat logs makes its base a chat model.
+export function readChatRecord(dir: string, adapter?: string): ChatRecord {
+  const own = adapter === undefined ? NO_CHAT : readChatRecord(adapter);
+  if (own.audiences.length > 0) return own;
+  const audiences = trainedAudienceCounts(dir);
+  return audiences.length > 0 ? chatRecordOf(audiences) : { audiences, template: folderTemplate(dir) };
+}
+
+// The chat template of tokenizer_config.json, or of a GGUF file the model is read from (a broken one is left to the
+// model's load to name).
+function folderTemplate(dir: string): string | null {
+  const config = path.join(dir, TOKENIZER_CONFIG_FILE);
+  if (fs.existsSync(config)) {
+    const template = readJsonObject(config).chat_template;
+    if (typeof template === 'string') return template;
+  }
+  const template = ggufMetadata(dir, GGUF_CHAT_TEMPLATE_KEY);
+  return typeof template === 'string' ? template : null;
+}
+
+// A metadata value of the GGUF file a folder's model is read from (none where safetensors are beside it); undefined
+// where the file, or the key, is not there, or the file cannot be read.
+function ggufMetadata(dir: string, key: string): GgufValue | undefined {
+  const gguf = path.join(dir, GGUF_FILE);
+  if (!fs.existsSync(gguf) || safetensorsWeights(dir) !== undefined) return undefined;
+  try {
+    const g = openGguf(gguf);
+    try {
+      return g.metadata.get(key);
+    } finally {
+      g.close();
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+// Who a model's chat data talks to, most messages first: a checkpoint's training record (STATE_FILE), the record a
+// model folder made from one keeps (AUDIENCES_FILE), or a GGUF file's (GGUF_AUDIENCES_KEY); [] for a model that
+// has none (a base model, or one not trained on chat logs).
+export function trainedAudienceCounts(modelDir: string): AudienceCount[] {
+  const list = recordedAudiences(modelDir);
+  if (!Array.isArray(list)) return [];
+  return list.filter((a: unknown): a is AudienceCount => {
+    const audience = (a as Partial<AudienceCount> | null)?.audience;
+    return typeof audience === 'string' && isAudience(audience);
+  });
+}
+
+function recordedAudiences(modelDir: string): unknown {
+  const file = [STATE_FILE, AUDIENCES_FILE].map((name) => path.join(modelDir, name)).find((f) => fs.existsSync(f));
+  if (file !== undefined) return readJsonObject(file).audiences;
+  const record = ggufMetadata(modelDir, GGUF_AUDIENCES_KEY);
+  if (record === undefined) return undefined;
+  const gguf = path.join(modelDir, GGUF_FILE);
+  if (typeof record !== 'string') throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" must be a string of JSON`);
+  try {
+    return JSON.parse(record) as unknown;
+  } catch (err) {
+    throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" is not JSON: ${(err as Error).message}`);
+  }
+}
+
+export function trainedAudiences(modelDir: string): string[] {
+  return trainedAudienceCounts(modelDir).map((a) => a.audience);
+}
+
+// The record's file in model folder `dir`: written for a chat model, removed otherwise (left by a model saved there
+// before, it would have this one served as that one's chat model).
+export function audiencesToWrite(dir: string, chat: ChatRecord): { write: FileToWrite[]; remove: string[] } {
+  const file = path.join(dir, AUDIENCES_FILE);
+  if (chat.audiences.length === 0) return { write: [], remove: [file] };
+  return { write: [textToWrite(file, `${JSON.stringify({ audiences: chat.audiences }, null, 2)}\n`)], remove: [] };
+}

@@ -1,0 +1,124 @@
+// Model.save keeps a model folder whole: a chat model saved from the library is served as the chat model it was, a
+// save that fails leaves the folder as it was, and weights beside another model's config are named as such.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { chatTemplate, fitConversation } from '../../lib/data/chat_format';
+import { Model } from '../../lib/engine/model';
+import { AUDIENCES_FILE, type ChatRecord, NO_CHAT, chatRecordOf } from '../../lib/formats/chat_record';
+import { loadTokenizer } from '../../lib/tokenizer';
+import { TOKENIZER_CONFIG_FILE } from '../../lib/tokenizer/vocab';
+import { saveCheckpoint } from '../../lib/train/checkpoint';
+import { withFullDiskAt } from '../helpers/full_disk';
+import { request, startServer, tempDir, TINY } from '../server/helpers';
+
+const AUDIENCES = [{ audience: 'mom', sent: 5, received: 4 }, { audience: 'dad', sent: 1, received: 1 }];
+
+const work = tempDir('save');
+t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
+const tokenizer = loadTokenizer();
+
+// A checkpoint of a run trained on chat logs, as bin/train saves it.
+async function chatCheckpoint(): Promise<string> {
+  const model = Model.create(TINY, { seed: 1, trainable: false });
+  try {
+    return await saveCheckpoint(path.join(work, 'run'), model, tokenizer, {
+      step: 10, seed: 1, dataRng: [1, 2, 3, 4], sampleRng: [5, 6, 7, 8], lossAverage: [0, 0], tokens: 0, trainSeconds: 0,
+      audiences: AUDIENCES, options: {},
+    }, { maxToKeep: 0, withOptimizer: false, keepBest: false });
+  } finally {
+    model.dispose();
+  }
+}
+
+async function chatOf(dir: string): Promise<ChatRecord> {
+  const model = await Model.load(dir, { trainable: false });
+  model.dispose();
+  return model.chat;
+}
+
+const chatTemplateOf = (dir: string): unknown => (JSON.parse(fs.readFileSync(path.join(dir, TOKENIZER_CONFIG_FILE), 'utf8')) as Record<string, unknown>).chat_template;
+
+t.test('a chat checkpoint saved with the library is served as a chat model, with the same audiences', async (t) => {
+  const checkpoint = await chatCheckpoint();
+  const model = await Model.load(checkpoint, { trainable: false });
+  t.same(model.chat, chatRecordOf(AUDIENCES), "the checkpoint's audiences, and the chat template answering as mom");
+  const saved = path.join(work, 'saved');
+  await model.save(saved, { tokenizer });
+  model.dispose();
+  t.same(JSON.parse(fs.readFileSync(path.join(saved, AUDIENCES_FILE), 'utf8')), { audiences: AUDIENCES }, 'the audiences, as counted');
+  t.equal(chatTemplateOf(saved), chatTemplateOf(checkpoint), 'the chat template, beside the vocabulary');
+
+  const srv = await startServer({ models: [{ key: 'saved', restore_from: saved }, { key: 'checkpoint', restore_from: checkpoint }] }, work);
+  t.teardown(() => srv.close());
+  const list = (await request(`${srv.url}/models/list`)).json().models as Record<string, unknown>[];
+  t.same(list.map((m) => [m.model_key, m.prompt_format, m.sanitizer, m.audience, m.audiences]), [
+    ['saved', 'chat', 'sanitizers.chatbot', 'mom', ['mom', 'dad']],
+    ['checkpoint', 'chat', 'sanitizers.chatbot', 'mom', ['mom', 'dad']],
+  ], 'both in the chat format, answering as mom');
+  const prompt = fitConversation({ audience: 'mom', turns: [{ from: 'user', text: 'How are you?' }] }).prompt;
+  const r = await request(`${srv.url}/invocations`, { body: { model_key: 'saved', raw_text: 'How are you?', length: 1, format: 'json' } });
+  t.equal(r.status, 200, r.text);
+  t.equal(r.json().prompt_tokens, tokenizer.encode(prompt, { allowSpecial: false }).length, `prompted as ${JSON.stringify(prompt)}`);
+});
+
+t.test("a round trip over the model's own folder keeps its chat record; another model saved there drops it", async (t) => {
+  const dir = path.join(work, 'own');
+  fs.cpSync(path.join(work, 'saved'), dir, { recursive: true });
+  const template = chatTemplateOf(dir);
+  const model = await Model.load(dir, { trainable: false });
+  await model.save(dir, { tokenizer });
+  model.dispose();
+  t.equal(chatTemplateOf(dir), template, 'chat_template kept');
+  t.same(JSON.parse(fs.readFileSync(path.join(dir, AUDIENCES_FILE), 'utf8')), { audiences: AUDIENCES }, 'audiences kept');
+
+  const asDad = await Model.load(dir, { trainable: false });
+  await asDad.save(dir, { tokenizer, chat: chatRecordOf(asDad.chat.audiences, 'dad') });
+  asDad.dispose();
+  t.same(await chatOf(dir), { audiences: [AUDIENCES[1], AUDIENCES[0]], template: chatTemplate('dad') }, 'another chat record, given: dad first');
+
+  const created = Model.create(TINY, { seed: 2, trainable: false });
+  await created.save(dir, { tokenizer });
+  created.dispose();
+  t.notOk(fs.existsSync(path.join(dir, AUDIENCES_FILE)), 'a model that is no chat model leaves no record of one');
+  t.equal(chatTemplateOf(dir), undefined, 'nor a chat template');
+  t.same(await chatOf(dir), NO_CHAT, 'it loads as no chat model');
+});
+
+t.test('a save that fails partway leaves every file of the folder as it was', async (t) => {
+  const dir = path.join(work, 'full-disk');
+  const old = Model.create({ ...TINY, nLayer: 2 }, { seed: 1, trainable: false });
+  await old.save(dir, { tokenizer, chat: chatRecordOf(AUDIENCES) });
+  old.dispose();
+  const before = new Map(fs.readdirSync(dir).map((f) => [f, fs.readFileSync(path.join(dir, f))]));
+  // The disk fills up as the config is written, after the weights.
+  const next = Model.create({ ...TINY, nLayer: 1 }, { seed: 2, trainable: false });
+  try {
+    await withFullDiskAt('config.json', () => t.rejects(next.save(dir, { tokenizer }), { code: 'ENOSPC', message: /config\.json/ }));
+  } finally {
+    next.dispose();
+  }
+  t.same([...before.keys()], fs.readdirSync(dir), 'no file added, none removed, no temporary file left');
+  for (const [file, bytes] of before) t.ok(fs.readFileSync(path.join(dir, file)).equals(bytes), `${file} as it was`);
+  const loaded = await Model.load(dir, { trainable: false });
+  t.equal(loaded.config.nLayer, 2, 'the model saved before loads');
+  loaded.dispose();
+});
+
+t.test("weights beside another model's config: the load names both files", async (t) => {
+  const folders = { 1: path.join(work, 'layers-1'), 2: path.join(work, 'layers-2') };
+  for (const nLayer of [1, 2] as const) {
+    const m = Model.create({ ...TINY, nLayer }, { trainable: false });
+    await m.save(folders[nLayer]);
+    m.dispose();
+  }
+  for (const [weights, config] of [[2, 1], [1, 2]] as const) {
+    const dir = path.join(work, `weights-${weights}-config-${config}`);
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(folders[weights], 'model.safetensors'), path.join(dir, 'model.safetensors'));
+    fs.copyFileSync(path.join(folders[config], 'config.json'), path.join(dir, 'config.json'));
+    await t.rejects(Model.load(dir, { trainable: false }), {
+      message: `${path.join(dir, 'model.safetensors')} holds the weights of ${weights} layers but ${path.join(dir, 'config.json')} is the config of ${config}: the two files are not of one model (written apart?)`,
+    });
+  }
+});
