@@ -2,7 +2,7 @@
 // node-llama-cpp, LM Studio) run a model trained here.
 import fs from 'node:fs';
 import path from 'node:path';
-import { AUDIENCE_RULE, chatTemplate, isAudience } from '../../lib/data/chat_format';
+import { AUDIENCE_RULE, isAudience } from '../../lib/data/chat_format';
 import { progressCallback } from '../../lib/download/progress';
 import { Model } from '../../lib/engine/model';
 import { GGUF_WEIGHT_TYPES, type GgufWeightType, writeGguf, writeGgufAdapter } from '../../lib/formats/gguf';
@@ -10,8 +10,8 @@ import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, readPeftAdapter } from '../.
 import { modelfilePath, ollamaModelfile } from '../../lib/formats/ollama';
 import { modelDir, resolveModel } from '../../lib/formats/resolve_model';
 import type { GPT2Config } from '../../lib/formats/model_folder';
-import { readChatRecord } from '../../lib/formats/chat_record';
-import { checkpointFolder } from '../../lib/train/checkpoint';
+import { chatRecordOf, readChatRecord } from '../../lib/formats/chat_record';
+import { checkpointFolder, untrainedAudience } from '../../lib/train/checkpoint';
 import { modelTokenizer } from '../../lib/tokenizer';
 import { writeTextAtomic } from '../../lib/util/atomic_file';
 import { isWithin } from '../../lib/util/paths';
@@ -40,7 +40,7 @@ async function main(): Promise<void> {
       },
     })
     .option('force', { type: 'boolean', default: false, describe: 'replace a file at <out> that is not a GGUF, or a Modelfile beside it that differs from the one this export writes (one edited by hand); without it nothing is written' })
-    .option('audience', { type: 'string', describe: 'who the chat template has the model answer as (default: the audience its chat data talks to most); given for a model not trained here on chat logs, it writes the chat template too' })
+    .option('audience', { type: 'string', describe: 'who the chat template has the model answer as (default: the audience its chat data talks to most), and dixie serving the file too: it goes first in the file\'s audiences; given for a model not trained here on chat logs, it writes the chat template too' })
     .example('$0 mom mom-f16.gguf', 'the fine-tuned model models/mom, matrices in float16')
     .example('$0 models/124M gpt2.gguf --type f32', 'full precision')
     .example('$0 models/1558M gpt2-xl-q8_0.gguf --type q8_0', '8-bit matrices: half the size of f16')
@@ -66,8 +66,11 @@ async function main(): Promise<void> {
   refuseToReplace(out, [['the model\'s weights', folder.weights], ['the model\'s config', folder.configFile ?? folder.weights]], argv.force);
   const vocabulary = modelTokenizer(folder).vocab;
   const trained = readChatRecord(folder.dir).audiences;
+  const untrained = argv.audience === undefined ? null : untrainedAudience(argv.audience, trained.map((a) => a.audience));
+  if (untrained !== null) process.stderr.write(`export-gguf: warning: --audience ${argv.audience}: ${untrained}\n`);
+  // The audience the template answers as goes first in the file's record too, so that dixie answers as it.
+  const chat = argv.audience === undefined ? undefined : chatRecordOf(trained, argv.audience);
   const audience = argv.audience ?? trained[0]?.audience;
-  const chat = argv.audience === undefined ? undefined : { audiences: trained, template: chatTemplate(argv.audience) };
   const modelfile = audience === undefined ? null : ollamaModelfile(out, audience, (folder.config as GPT2Config).nCtx);
   // Told before the export, not after it: a Modelfile edited by hand (a temperature, a system prompt) is the user's.
   const held = modelfile !== null && fs.existsSync(modelfilePath(out)) ? fs.readFileSync(modelfilePath(out), 'utf8') : null;

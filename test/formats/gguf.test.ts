@@ -217,6 +217,14 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
   t.equal(dad.status, 0, String(dad.stderr));
   const dadTemplate = new Template(readGguf(path.join(work, 'dad.gguf')).metadata.get('tokenizer.chat_template') as string);
   t.equal(dadTemplate.render({ messages: messages.slice(1, 2), add_generation_prompt: true }), '1|dad|Hi there Mom <EOM>\n0|dad|', '--audience picks another');
+  // dixie serving the file answers as the template does: the audience named goes first in the file's record.
+  t.equal(readGguf(path.join(work, 'dad.gguf')).metadata.get('dixie.chat.audiences'), JSON.stringify([{ audience: 'dad', sent: 1, received: 1 }, { audience: 'mom', sent: 5, received: 4 }]), 'dad first, the counts as they were');
+  fs.copyFileSync(path.join(work, 'dad.gguf'), path.join(served, 'model.gguf'));
+  t.match(validateServerConfig({ models: [{ key: 'dad', restore_from: served }] }, 'config.json', work).models[0], { promptFormat: 'chat', audience: 'dad', audiences: ['dad', 'mom'] }, 'served answering as dad');
+  const untrained = exportGguf(chat, path.join(work, 'Dad.gguf'), '--audience', 'Dad');
+  t.equal(untrained.status, 0, String(untrained.stderr));
+  t.match(String(untrained.stderr), 'export-gguf: warning: --audience Dad: its chat data never talks to "Dad", but to "dad" (audiences are told apart by case)\n', 'an audience the data never talks to is warned of, as bin/chat warns');
+  t.equal(readGguf(path.join(work, 'Dad.gguf')).metadata.get('dixie.chat.audiences'), JSON.stringify([{ audience: 'Dad', sent: 0, received: 0 }, ...JSON.parse(fs.readFileSync(path.join(chat, 'state.json'), 'utf8')).audiences]), 'and goes first, no message counted');
   // As the server takes them: a system message naming an audience answers as it, and a tool's output is on the user's side.
   const named = [{ role: 'system', content: ' Audience : Aunt May ' }, ...messages.slice(1, 3), { role: 'tool', content: '{"temp": 21}' }];
   t.equal(dadTemplate.render({ messages: named, add_generation_prompt: true }),
