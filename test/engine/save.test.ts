@@ -83,6 +83,15 @@ t.test("a round trip over the model's own folder keeps its chat record; another 
   t.notOk(fs.existsSync(path.join(dir, AUDIENCES_FILE)), 'a model that is no chat model leaves no record of one');
   t.equal(chatTemplateOf(dir), undefined, 'nor a chat template');
   t.same(await chatOf(dir), NO_CHAT, 'it loads as no chat model');
+
+  // A chat template of a model made elsewhere, which keeps no audiences, is kept as it is.
+  const config = path.join(dir, TOKENIZER_CONFIG_FILE);
+  fs.writeFileSync(config, JSON.stringify({ ...JSON.parse(fs.readFileSync(config, 'utf8')), chat_template: '{{ messages[0].content }}' }));
+  const foreign = await Model.load(dir, { trainable: false });
+  await foreign.save(dir, { tokenizer });
+  foreign.dispose();
+  t.equal(chatTemplateOf(dir), '{{ messages[0].content }}', "another tool's chat template kept");
+  t.notOk(fs.existsSync(path.join(dir, AUDIENCES_FILE)), 'and no audiences made up');
 });
 
 t.test('a save that fails partway leaves every file of the folder as it was', async (t) => {
