@@ -8,8 +8,7 @@
 //       config.json + model.safetensors   the weights (Hugging Face layout: the folder is a servable model), or
 //       adapter_config.json + adapter_model.safetensors   a LoRA adapter over its base (PEFT's layout)
 //       vocab.json + merges.txt + tokenizer_config.json   the tokenizer, as Hugging Face names it (a chat run's
-//                                         with its chat template, and beside the weights its audiences.json:
-//                                         lib/formats/chat_record.ts)
+//                                         with its chat template: lib/formats/chat_record.ts)
 //       optimizer.safetensors             Adam's moments and step count (absent for SGD)
 //       state.json                        step, RNG and sampler state, running loss, the run's options
 //     metrics.jsonl, loss.svg             the run's log and loss curve (lib/train/metrics.ts)
@@ -170,13 +169,14 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
   fs.mkdirSync(temp);
   try {
     // The vocabulary as the tokenizer read it (the folder it came from may be a checkpoint pruned since), with the
-    // chat template of the run's chat data, which the weights now speak whatever the model started from.
-    const chat = chatRecordOf(state.audiences.filter((a) => isAudience(a.audience)));
+    // chat template of the run's chat data, which the weights now speak whatever the model started from. The
+    // audiences are state.json's, which chat_record.ts reads first: an audiences.json beside it would say it twice.
+    const { template } = chatRecordOf(state.audiences.filter((a) => isAudience(a.audience)));
     if (model.lora) {
       await model.saveAdapter(temp);
-      await writeVocabulary(tokenizer.vocab, temp, { nCtx: model.config.nCtx, ...(chat.template !== null && { chatTemplate: chat.template }) });
+      await writeVocabulary(tokenizer.vocab, temp, { nCtx: model.config.nCtx, ...(template !== null && { chatTemplate: template }) });
     } else {
-      await model.save(temp, { tokenizer, chat });
+      await model.save(temp, { tokenizer, chat: { audiences: [], template } });
     }
     if (options.withOptimizer) await model.saveOptimizer(path.join(temp, OPTIMIZER_FILE));
     await writeTextAtomic(path.join(temp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);

@@ -181,7 +181,7 @@ t.test('a run from a GGUF model writes its vocabulary as vocab.json and merges.t
   t.equal(exported.status, 0, exported.stderr);
   const fromGguf = { fresh_model: false, model_name: ggufDir, run_name: 'from-gguf', save_every: 1 };
   const first = await train(tinyRun(dir, { ...fromGguf, stop_after: 1 }), quiet);
-  t.same(fs.readdirSync(first.checkpoint as string).filter((f) => !f.endsWith('.safetensors')).sort(), ['audiences.json', 'config.json', 'merges.txt', 'state.json', 'tokenizer_config.json', 'vocab.json'], 'no model.gguf written over with vocabulary text');
+  t.same(fs.readdirSync(first.checkpoint as string).filter((f) => !f.endsWith('.safetensors')).sort(), ['config.json', 'merges.txt', 'state.json', 'tokenizer_config.json', 'vocab.json'], 'no model.gguf written over with vocabulary text');
   const original = loadTokenizer(TINY_VOCAB);
   const saved = modelTokenizer(resolveModel(first.checkpoint as string));
   t.same(saved.encode('How are you, grandma?', { allowSpecial: false }), original.encode('How are you, grandma?', { allowSpecial: false }), 'the vocabulary the GGUF file held');

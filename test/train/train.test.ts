@@ -62,7 +62,7 @@ t.test('a tiny fresh model learns the chat dataset: checkpoints, samples, valida
   t.equal(latestCheckpoint(result.runDir), path.join(result.runDir, 'model-60'));
   t.equal(fs.readFileSync(path.join(result.runDir, 'latest'), 'utf8'), 'model-60\n');
   const checkpoint = path.join(result.runDir, 'model-60');
-  t.same(fs.readdirSync(checkpoint).sort(), ['audiences.json', 'config.json', 'merges.txt', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'tokenizer_config.json', 'vocab.json']);
+  t.same(fs.readdirSync(checkpoint).sort(), ['config.json', 'merges.txt', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'tokenizer_config.json', 'vocab.json']);
   const state = readTrainState(checkpoint);
   t.equal(state.step, 60);
   t.equal(state.seed, 1234);
