@@ -3,9 +3,10 @@
 //   iOS      [12/31/20, 10:15:03 PM] Mom: Hi!       [31.12.20, 22:15:03] Mom: Hi!
 // and every line that does not start so continues the message before it. The date is in the phone's locale
 // (day, month and year in any order, 2 or 4 digits; Finnish "klo", Korean "오후" and the like between date and
-// time), the clock 12- or 24-hour. Notices of the app itself come without a sender on Android ("Messages and
-// calls are end-to-end encrypted...", "Mom added Dad") and, on iOS, with a left-to-right mark opening the text
-// ("Mom: \u200eimage omitted"). Direction marks also surround times and names; they are removed.
+// time; Arabic-Indic digits; on iOS in Vietnamese the time before the date), the clock 12- or 24-hour. Notices of
+// the app itself come without a sender on Android ("Messages and calls are end-to-end encrypted...", "Mom added
+// Dad") and, on iOS, with a direction mark opening the text ("Mom: \u200eimage omitted", a right-to-left mark in
+// Arabic, Hebrew and Persian). Direction marks also surround times and names; they are removed.
 import path from 'node:path';
 import { DropReason, ExportedChat, ExportedMessage, ChatImportError, NO_IDS, withoutDirectionMarks } from './chat_export';
 
@@ -13,30 +14,44 @@ export type DateOrder = 'dmy' | 'mdy' | 'ymd';
 export const DATE_ORDERS: readonly DateOrder[] = ['dmy', 'mdy', 'ymd'];
 
 const SPACE = '[^\\S\\r\\n]';
+// Digits as the phone writes them: ASCII, Arabic-Indic (Arabic) or Extended Arabic-Indic (Persian, Urdu).
+const DIGIT = '[0-9\\u0660-\\u0669\\u06f0-\\u06f9]';
+// The direction mark that right-to-left locales write after each of the date's numbers ("18\u200f/3\u200f/2022").
+const MARK = '[\\u200e\\u200f\\u061c]?';
 // Groups: 1, 3, 4 the date's numbers as written, 2 the first separator, 5 a meridiem written before the time
-// (Japanese, Chinese, Korean), 6-8 the time, 9 the a or p of AM/PM ("PM", "p. m.", "pm").
+// (Japanese, Chinese, Korean), 6-8 the time, 9 the a or p of AM/PM ("PM", "p. m.", "pm"), 10 Arabic's (ص, م).
 const HEADER = new RegExp(
-  `\\[?(\\d{1,4})([-./])${SPACE}?(\\d{1,4})[-./]${SPACE}?(\\d{1,4})\\.?,?${SPACE}` +
+  `\\[?${MARK}(${DIGIT}{1,4})${MARK}([-./])${SPACE}?(${DIGIT}{1,4})${MARK}[-./]${SPACE}?(${DIGIT}{1,4})${MARK}\\.?[,،]?${SPACE}` +
     `(?:(午前|午後|上午|下午|오전|오후)${SPACE}?|[^\\d\\s[\\]]{1,5}${SPACE})?` +
-    `(\\d{1,2})[:.](\\d{2})(?:[:.](\\d{2}))?(?:${SPACE}?([aApP])\\.?${SPACE}?[mM]\\.?)?` +
+    `(${DIGIT}{1,2})[:.](${DIGIT}{2})(?:[:.](${DIGIT}{2}))?(?:${SPACE}?(?:([aApP])\\.?${SPACE}?[mM]\\.?|([صم])))?` +
     `(?:\\]${SPACE}|${SPACE}?[-–]${SPACE}|:${SPACE})`,
   'y',
 );
-const AFTERNOON = new Set(['午後', '下午', '오후']);
+// iOS in locales that write the time first (Vietnamese): "[21:41:35, 27/3/22] Mom: Hi!". Groups: 1-3 the time, 4,
+// 6, 7 the date's numbers, 5 the first separator.
+const TIME_FIRST_HEADER = new RegExp(
+  `\\[(${DIGIT}{1,2}):(${DIGIT}{2})(?::(${DIGIT}{2}))?,${SPACE}(${DIGIT}{1,4})([-./])(${DIGIT}{1,4})[-./](${DIGIT}{1,4})\\]${SPACE}`,
+  'y',
+);
+const AFTERNOON = new Set(['午後', '下午', '오후', 'م']);
 
-// WhatsApp's own words, by the language of the phone that exported the chat, as the app writes them; a language is
-// here only with strings seen in real exports. media: a whole first line that stands for an attachment left out of
-// the export (what follows it is the attachment's caption); omitted: the last word of the app's other placeholders in
-// angle brackets ("<View once voice message omitted>"); attached: what follows a file's name in an export with
-// media; deleted: a message deleted, by another and by the user; edited: the mark after an edited message's text;
-// group: what only a group's notices say (that it was created or renamed, that the user was added to it).
+// WhatsApp's own words, by the language of the phone that exported the chat, as the app writes them; a language has
+// a string here only where the app's own translations of two platforms agree or a real export shows it. media: a
+// whole first line that stands for an attachment left out of the export (what follows it is the attachment's
+// caption); omitted: the last word of the app's other placeholders in angle brackets ("<View once voice message
+// omitted>"); attached: what follows a file's name in an export with media; deleted: a message deleted, by another
+// and by the user; edited: the mark after an edited message's text; group: what only a group's notices say (that it
+// was created or renamed, that the user was added to it); calls: a missed call, which Android writes as a message of
+// the caller; waiting: a message the phone could not yet decrypt when the chat was exported.
 interface AppWords {
-  media: readonly string[];
-  omitted: readonly string[];
-  attached: readonly string[];
-  deleted: readonly string[];
-  edited: readonly string[];
-  group: readonly string[];
+  media?: readonly string[];
+  omitted?: readonly string[];
+  attached?: readonly string[];
+  deleted?: readonly string[];
+  edited?: readonly string[];
+  group?: readonly string[];
+  calls?: readonly string[];
+  waiting?: readonly string[];
 }
 
 const APP_WORDS: Readonly<Record<string, AppWords>> = {
@@ -47,6 +62,8 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     deleted: ['This message was deleted', 'You deleted this message'],
     edited: ['<This message was edited>'],
     group: ['created group ', 'added you', 'You were added', 'changed the subject', "changed this group's icon", 'changed the group description', "joined using this group's invite link"],
+    calls: ['Missed voice call', 'Missed video call'],
+    waiting: ['Waiting for this message. This may take a while.'],
   },
   de: {
     media: ['<Medien ausgeschlossen>'],
@@ -55,29 +72,120 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     deleted: ['Diese Nachricht wurde gelöscht', 'Du hast diese Nachricht gelöscht'],
     edited: ['<Diese Nachricht wurde bearbeitet>'],
     group: ['hat dich hinzugefügt', 'hat den Betreff '],
+    calls: ['Verpasster Sprachanruf', 'Verpasster Videoanruf'],
+    waiting: ['Warte auf diese Nachricht. Das kann einen Moment dauern.'],
   },
-  es: { media: ['<Multimedia omitido>'], omitted: ['omitido', 'omitida'], attached: ['archivo adjunto'], deleted: ['Se eliminó este mensaje', 'Eliminaste este mensaje'], edited: [], group: [] },
-  fr: { media: ['<Médias omis>'], omitted: ['omis'], attached: ['fichier joint'], deleted: ['Ce message a été supprimé', 'Vous avez supprimé ce message'], edited: [], group: [] },
+  es: {
+    media: ['<Multimedia omitido>'],
+    omitted: ['omitido', 'omitida'],
+    attached: ['archivo adjunto'],
+    deleted: ['Se eliminó este mensaje', 'Eliminaste este mensaje'],
+    calls: ['Videollamada perdida'],
+    waiting: ['Esperando el mensaje. Esto puede tomar tiempo.'],
+  },
+  fr: {
+    media: ['<Médias omis>'],
+    omitted: ['omis'],
+    attached: ['fichier joint'],
+    deleted: ['Ce message a été supprimé', 'Vous avez supprimé ce message'],
+    calls: ['Appel vocal manqué', 'Appel vidéo manqué'],
+    waiting: ['En attente de ce message. Ceci pourrait prendre un moment.'],
+  },
   pt: {
     media: ['<Mídia oculta>', '<Arquivo de mídia oculto>'],
     omitted: ['oculta', 'oculto'],
     attached: ['arquivo anexado'],
     deleted: ['Esta mensagem foi apagada', 'Essa mensagem foi apagada', 'Você apagou esta mensagem'],
-    edited: [],
-    group: [],
+    calls: ['Chamada de voz perdida', 'Chamada de vídeo perdida', 'Videochamada perdida'],
   },
-  it: { media: ['<Media omessi>'], omitted: ['omessi'], attached: ['file allegato'], deleted: ['Questo messaggio è stato eliminato', 'Hai eliminato questo messaggio'], edited: [], group: [] },
-  nl: { media: ['<Media weggelaten>'], omitted: ['weggelaten'], attached: ['bestand bijgevoegd'], deleted: ['Dit bericht is verwijderd', 'Je hebt dit bericht verwijderd'], edited: [], group: [] },
-  ru: { media: ['<Без медиафайлов>'], omitted: [], attached: [], deleted: ['Данное сообщение удалено', 'Вы удалили данное сообщение'], edited: [], group: [] },
-  tr: { media: ['<Medya dahil edilmedi>'], omitted: [], attached: [], deleted: ['Bu mesaj silindi', 'Bu mesajı sildiniz'], edited: [], group: [] },
-  id: { media: ['<Media tidak disertakan>'], omitted: [], attached: ['file terlampir'], deleted: ['Pesan ini telah dihapus', 'Pesan ini dihapus', 'Anda menghapus pesan ini'], edited: [], group: [] },
-  pl: { media: ['<Pominięto multimedia>'], omitted: [], attached: ['plik załączony'], deleted: ['Ta wiadomość została usunięta', 'Usunięto tę wiadomość'], edited: [], group: [] },
-  ar: { media: ['<تم استبعاد الوسائط>'], omitted: [], attached: [], deleted: ['تم حذف هذه الرسالة', 'لقد حذفت هذه الرسالة'], edited: [], group: [] },
-  he: { media: [], omitted: [], attached: [], deleted: ['הודעה זו נמחקה'], edited: [], group: [] },
+  it: {
+    media: ['<Media omessi>'],
+    omitted: ['omessi'],
+    attached: ['file allegato'],
+    deleted: ['Questo messaggio è stato eliminato', 'Hai eliminato questo messaggio'],
+    calls: ['Chiamata vocale persa', 'Videochiamata persa'],
+    waiting: ["In attesa del messaggio. Potrebbe volerci un po' di tempo."],
+  },
+  nl: {
+    media: ['<Media weggelaten>'],
+    omitted: ['weggelaten'],
+    attached: ['bestand bijgevoegd'],
+    deleted: ['Dit bericht is verwijderd', 'Je hebt dit bericht verwijderd', 'U hebt dit bericht verwijderd'],
+    waiting: ['Wachten op dit bericht. Dit kan even duren.'],
+  },
+  ru: {
+    media: ['<Без медиафайлов>'],
+    deleted: ['Данное сообщение удалено', 'Вы удалили данное сообщение'],
+    calls: ['Пропущенный аудиозвонок', 'Пропущенный видеозвонок'],
+    waiting: ['Ожидание сообщения. Это может занять некоторое время.'],
+  },
+  uk: {
+    media: ['<Медіа пропущено>'],
+    deleted: ['Це повідомлення було видалено', 'Ви видалили це повідомлення'],
+    calls: ['Пропущений аудіодзвінок', 'Пропущений відеодзвінок'],
+    waiting: ['Очікування повідомлення. Це може зайняти деякий час.'],
+  },
+  tr: {
+    media: ['<Medya dahil edilmedi>'],
+    deleted: ['Bu mesaj silindi', 'Bu mesajı sildiniz'],
+    calls: ['Cevapsız sesli arama', 'Cevapsız görüntülü arama'],
+    waiting: ['Mesaj bekleniyor. Bu biraz zaman alabilir.'],
+  },
+  id: {
+    media: ['<Media tidak disertakan>'],
+    attached: ['file terlampir'],
+    deleted: ['Pesan ini telah dihapus', 'Pesan ini dihapus', 'Anda menghapus pesan ini'],
+    calls: ['Panggilan suara tak terjawab', 'Panggilan video tak terjawab'],
+    waiting: ['Menunggu pesan ini. Ini mungkin membutuhkan waktu beberapa saat.'],
+  },
+  pl: {
+    media: ['<Pominięto multimedia>'],
+    attached: ['plik załączony'],
+    deleted: ['Ta wiadomość została usunięta', 'Usunięto tę wiadomość'],
+    calls: ['Nieodebrane poł. wideo'],
+    waiting: ['Oczekiwanie na tę wiadomość. To może chwilę potrwać.'],
+  },
+  cs: {
+    media: ['<Média vynechány>'],
+    attached: ['soubor byl přiložen'],
+    deleted: ['Tato zpráva byla odstraněna', 'Tuto zprávu jste odstranil/a'],
+    calls: ['Zmeškaný hovor', 'Zmeškaný videohovor'],
+  },
+  ar: {
+    media: ['<تم استبعاد الوسائط>'],
+    deleted: ['تم حذف هذه الرسالة', 'لقد حذفت هذه الرسالة', 'لقد حذَفت هذه الرسالة', 'أنت حذفت هذه الرسالة'],
+    calls: ['مكالمة صوتية فائتة', 'مكالمة فيديو فائتة'],
+    waiting: ['في انتظار هذه الرسالة، قد يستغرق ذلك بعض الوقت.'],
+  },
+  fa: {
+    deleted: ['شما این پیام را حذف کردید'],
+    calls: ['تماس صوتی پاسخ داده نشده'],
+    waiting: ['در انتظار برای این پیام. ممکن است قدری طول بکشد.'],
+  },
+  he: { deleted: ['הודעה זו נמחקה'], calls: ['שיחה קולית שלא נענתה', 'שיחת וידאו שלא נענתה'] },
+  ja: {
+    deleted: ['このメッセージは削除されました', 'このメッセージを削除しました'],
+    calls: ['ビデオ通話不在着信'],
+    waiting: ['メッセージを待っています。しばらく時間がかかることがあります。'],
+  },
+  ko: {
+    media: ['<미디어 파일 제외됨>'],
+    deleted: ['이 메시지는 삭제되었습니다', '삭제한 메시지입니다'],
+    calls: ['부재중 전화', '부재중 영상통화'],
+    waiting: ['메시지 암호화 대기중입니다. 다소 시간이 소요될 수 있습니다.'],
+  },
+  zh: {
+    media: ['<省略影音内容>'],
+    attached: ['文件附件'],
+    deleted: ['此訊息已刪除', '您已刪除此訊息'],
+    calls: ['未接语音通话', '未接视频通话', '未接語音通話', '未接視像通話'],
+    waiting: ['正在等待訊息，此可能需要一段時間。'],
+  },
+  vi: { deleted: ['Tin nhắn này đã bị xóa', 'Bạn đã xoá tin nhắn này'], calls: ['Cuộc gọi nhỡ', 'Cuộc gọi nhỡ video'] },
 };
 
 function appWords(kind: keyof AppWords): string[] {
-  return Object.values(APP_WORDS).flatMap((words) => words[kind]);
+  return Object.values(APP_WORDS).flatMap((words) => words[kind] ?? []);
 }
 
 function alternatives(strings: readonly string[]): string {
@@ -93,11 +201,12 @@ const MEDIA = new RegExp(
     `\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\)|null)$`,
   'i',
 );
-const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})\\.?$`, 'i');
+const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})[.。]?$`, 'i');
 const EDITED = new RegExp(`\\s*(?:${alternatives(appWords('edited'))})$`);
 const GROUP_NOTICE = new RegExp(alternatives(appWords('group')));
+const CALL = new RegExp(`^(?:${alternatives(appWords('calls'))})$`, 'i');
 // A message the phone could not yet decrypt when the chat was exported: its words are not in the export.
-const WAITING = /^Waiting for this message\. This may take a while\.$/;
+const WAITING = new RegExp(`^(?:${alternatives(appWords('waiting'))})$`);
 // A poll: "POLL:", its question, and an "OPTION:" line for each answer with its votes: no words of a conversation.
 const POLL = /^POLL:\n[^\n]*(?:\nOPTION: [^\n]*)+$/;
 // "WhatsApp Chat with Mom.txt" and its translations; iOS's "WhatsApp Chat - Mom.zip" unzips to a folder of that name.
@@ -111,9 +220,64 @@ export function looksLikeWhatsApp(text: string): boolean {
   return headerAt(text, lineStart) !== null;
 }
 
-function headerAt(text: string, lineStart: number): RegExpExecArray | null {
-  HEADER.lastIndex = afterMarks(text, lineStart);
-  return HEADER.exec(text);
+// A message's date and time as written at the start of a line: the date's three numbers in the order written, the
+// time on the 24-hour clock, and where the sender (or notice) starts.
+interface Header {
+  first: number;
+  second: number;
+  third: number;
+  dotted: boolean;
+  twelveHour: boolean;
+  hour: number;
+  minute: number;
+  seconds: number;
+  end: number;
+}
+
+function headerAt(text: string, lineStart: number): Header | null {
+  const from = afterMarks(text, lineStart);
+  HEADER.lastIndex = from;
+  const match = HEADER.exec(text);
+  if (match) {
+    const meridiem = match[9] ? match[9].toLowerCase() : (match[5] ?? match[10]) ? (AFTERNOON.has(match[5] ?? match[10]) ? 'p' : 'a') : '';
+    let hour = numberOf(match[6]);
+    if (meridiem) hour = (hour % 12) + (meridiem === 'p' ? 12 : 0);
+    return {
+      first: numberOf(match[1]),
+      second: numberOf(match[3]),
+      third: numberOf(match[4]),
+      dotted: match[2] === '.',
+      twelveHour: meridiem !== '',
+      hour,
+      minute: numberOf(match[7]),
+      seconds: match[8] ? numberOf(match[8]) : 0,
+      end: HEADER.lastIndex,
+    };
+  }
+  TIME_FIRST_HEADER.lastIndex = from;
+  const timeFirst = TIME_FIRST_HEADER.exec(text);
+  if (!timeFirst) return null;
+  return {
+    first: numberOf(timeFirst[4]),
+    second: numberOf(timeFirst[6]),
+    third: numberOf(timeFirst[7]),
+    dotted: timeFirst[5] === '.',
+    twelveHour: false,
+    hour: numberOf(timeFirst[1]),
+    minute: numberOf(timeFirst[2]),
+    seconds: timeFirst[3] ? numberOf(timeFirst[3]) : 0,
+    end: TIME_FIRST_HEADER.lastIndex,
+  };
+}
+
+// The value of digits of any of the scripts DIGIT allows.
+function numberOf(digits: string): number {
+  let value = 0;
+  for (let i = 0; i < digits.length; i++) {
+    const code = digits.charCodeAt(i);
+    value = value * 10 + code - (code >= 0x06f0 ? 0x06f0 : code >= 0x0660 ? 0x0660 : 0x30);
+  }
+  return value;
 }
 
 // Where the direction marks (and byte-order mark) that start at `from` end.
@@ -162,21 +326,15 @@ export function readWhatsApp(file: string, text: string): ExportedChat {
     const header = headerAt(text, start);
     if (header) {
       if (messageStart >= 0) spans.push([messageStart, previousEnd, messageLine]);
-      for (const opening of senderEnds(text.slice(HEADER.lastIndex, end).trimEnd()).map((colon) => text.slice(HEADER.lastIndex, HEADER.lastIndex + colon))) {
+      for (const opening of senderEnds(text.slice(header.end, end).trimEnd()).map((colon) => text.slice(header.end, header.end + colon))) {
         state.openings.set(opening, (state.openings.get(opening) ?? 0) + 1);
       }
-      let hour = Number(header[6]);
-      const meridiem = header[9] ? header[9].toLowerCase() : header[5] ? (AFTERNOON.has(header[5]) ? 'p' : 'a') : '';
-      if (meridiem) {
-        twelveHour = true;
-        hour = (hour % 12) + (meridiem === 'p' ? 12 : 0);
-      }
-      const minute = Number(header[7]);
-      const second = Number(header[8] ?? 0);
-      if (hour > 23 || minute > 59 || second > 59) throw new ChatImportError(file, line, `a time that does not exist: ${text.slice(start, HEADER.lastIndex).trim()}`);
-      if (header[2] === '.') dotted = true;
-      dates.push(Number(header[1]), Number(header[3]), Number(header[4]), hour * 3600 + minute * 60 + second);
-      messageStart = HEADER.lastIndex;
+      const { hour, minute, seconds } = header;
+      if (hour > 23 || minute > 59 || seconds > 59) throw new ChatImportError(file, line, `a time that does not exist: ${text.slice(start, header.end).trim()}`);
+      if (header.twelveHour) twelveHour = true;
+      if (header.dotted) dotted = true;
+      dates.push(header.first, header.second, header.third, hour * 3600 + minute * 60 + seconds);
+      messageStart = header.end;
       messageLine = line;
     } else if (messageStart < 0 && text.slice(start, end).trim() !== '') {
       throw new ChatImportError(file, line, 'not a WhatsApp export: a message line starts with its date and time ("12/31/20, 10:15 PM - Mom: Hi!" or "[31.12.20, 22:15:03] Mom: Hi!")');
@@ -256,9 +414,9 @@ function readMessage(text: string, from: number, end: number, line: number, stat
     state.senders.set(written, sender);
   }
   const bodyStart = Math.min(from + colon + 2, end);
-  // On iOS the app's own words open with a left-to-right mark. Marks inside the text go where every app's do,
-  // when it is written (train_output.ts).
-  const notice = text.charCodeAt(bodyStart) === 0x200e;
+  // On iOS the app's own words open with a direction mark, left-to-right or, in the right-to-left languages, right-
+  // to-left. Marks inside the text go where every app's do, when it is written (train_output.ts).
+  const notice = text.charCodeAt(bodyStart) === 0x200e || text.charCodeAt(bodyStart) === 0x200f;
   const body = text.slice(afterMarks(text, bodyStart), end).trim();
   const newline = body.indexOf('\n');
   let kept = body;
@@ -268,6 +426,7 @@ function readMessage(text: string, from: number, end: number, line: number, stat
     if (kept === '') dropped = 'media';
   } else if (POLL.test(body)) dropped = 'media';
   else if (DELETED.test(body)) dropped = 'deleted';
+  else if (CALL.test(body)) dropped = 'call';
   else if (WAITING.test(body)) dropped = 'unreadable';
   else if (notice) {
     dropped = 'system';

@@ -23,13 +23,13 @@ t.test('an import that bin/train --check accepts', async (t) => {
   const out = path.join(t.testdir(), 'data');
   const imported = runCommand('import-chat', [EXPORTS, '--me', 'Jane Doe', '--me', 'jane_d', '--out', out]);
   t.equal(imported.status, 0, imported.stderr);
-  t.match(imported.stdout, /^import: 38 export files \(Discord 1, Element \(Matrix\) 3, Google Chat 2, Messages \(macOS\) 1, Messenger 3, KakaoTalk 3, LINE 1, OpenAI fine-tuning JSONL 1, ShareGPT 1, Signal 2, Skype 1, Slack 5, SMS Backup & Restore 1, Snapchat 1, Telegram 5, WhatsApp 5, X \(Twitter\) 2\), 312 messages read, 170 kept \(71 sent, 99 received\)/);
+  t.match(imported.stdout, /^import: 42 export files \(Discord 1, Element \(Matrix\) 3, Google Chat 2, Messages \(macOS\) 1, Messenger 3, KakaoTalk 3, LINE 1, OpenAI fine-tuning JSONL 1, ShareGPT 1, Signal 2, Skype 1, Slack 5, SMS Backup & Restore 1, Snapchat 1, Telegram 5, WhatsApp 9, X \(Twitter\) 2\), 347 messages read, 183 kept \(76 sent, 107 received\)/);
   t.match(imported.stdout, `  Mom: 3 conversations, 17 read, 11 kept (4 sent), dropped media 2, system 2, deleted 1, not sent 1 -> ${path.join(out, 'mom.train')}`);
-  t.match(imported.stdout, /wrote 36 files in .*\nwarning: 0\.008 MB of chat is little/);
+  t.match(imported.stdout, /wrote 40 files in .*\nwarning: 0\.008 MB of chat is little/);
   t.match(imported.stdout, `\nnext: bin/train --dataset ${out} --check; then fine-tune GPT-2 on it: bin/download-model 124M, and bin/train --dataset ${out} --model_name 124M\n`, 'the way on, too little to hold data out of');
   const checked = runCommand('train', ['--check', '--dataset', out]);
   t.equal(checked.status, 0, checked.stdout);
-  t.match(checked.stdout, /chat check: 36 files, 170 messages \(71 sent, 99 received\)[^]*0 malformed lines/);
+  t.match(checked.stdout, /chat check: 40 files, 183 messages \(76 sent, 107 received\)[^]*0 malformed lines/);
 });
 
 t.test('the way on from more chat holds a tenth out for validation, and bin/train runs it', async (t) => {
@@ -83,12 +83,12 @@ t.test("--out FILE.jsonl: OpenAI's chat fine-tuning format, which bin/import-cha
   const jsonl = path.join(dir, 'chats.jsonl');
   const imported = runCommand('import-chat', [...exports, '--me', 'Jane Doe', '--out', jsonl]);
   t.equal(imported.status, 0, imported.stderr);
-  t.match(imported.stdout, `\nwrote 14 examples of OpenAI's chat fine-tuning format, a line each, to ${jsonl} (`);
+  t.match(imported.stdout, `\nwrote 18 examples of OpenAI's chat fine-tuning format, a line each, to ${jsonl} (`);
   t.match(imported.stdout, `\nnext: fine-tune on ${jsonl} with OpenAI (upload it with purpose "fine-tune"), a tool that takes OpenAI's chat format (Axolotl, TRL, unsloth), or bin/serve --fine_tuning <folder>, whose POST /v1/files takes it; for bin/train, which takes the chat format, import with --out data/ instead\n`);
   const lines = fs.readFileSync(jsonl, 'utf8').split('\n');
   t.equal(lines.pop(), '', 'the last line ends in a line break');
   const examples = lines.map((line) => JSON.parse(line) as { messages: { role: string; content: string }[] });
-  t.equal(examples.length, 14);
+  t.equal(examples.length, 18);
   for (const { messages } of examples) {
     t.match(messages[0], { role: 'system', content: /^audience: \S/ });
     t.ok(messages.slice(1).every((m) => (m.role === 'user' || m.role === 'assistant') && m.content !== ''), 'user and assistant messages, none empty');

@@ -36,14 +36,14 @@ t.test('the JSONL is read back as the .train output it stands for, byte for byte
   const dir = t.testdir();
   const jsonl = path.join(dir, 'chats.jsonl');
   const summary = await importChats([EXPORTS], { out: jsonl, me: ME });
-  t.same(summary.examples, { written: 42, split: 0, unanswered: 0 }, 'every conversation an example: nothing split, nothing left out');
+  t.same(summary.examples, { written: 46, split: 0, unanswered: 0 }, 'every conversation an example: nothing split, nothing left out');
   t.same(summary.files, [jsonl]);
   t.equal(summary.bytes, fs.statSync(jsonl).size);
-  t.match(summary, { read: 312, kept: 170, sent: 71 }, 'the same messages kept as for .train');
+  t.match(summary, { read: 347, kept: 183, sent: 76 }, 'the same messages kept as for .train');
 
   await importChats([EXPORTS], { out: path.join(dir, 'straight.train'), me: ME });
   const back = await importChats([jsonl], { out: path.join(dir, 'back.train') });
-  t.same([back.read, back.kept, back.dropped], [170, 170, {}], 'read back, every message kept and none dropped: the system message naming the audience is no message');
+  t.same([back.read, back.kept, back.dropped], [183, 183, {}], 'read back, every message kept and none dropped: the system message naming the audience is no message');
   t.equal(fs.readFileSync(path.join(dir, 'back.train'), 'utf8'), fs.readFileSync(path.join(dir, 'straight.train'), 'utf8'), 'one combined file: the same conversations in the same order');
 
   await importChats([EXPORTS], { out: path.join(dir, 'straight'), me: ME });

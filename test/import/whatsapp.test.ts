@@ -43,7 +43,7 @@ t.test('iOS group chat: the group named by its folder, notices in its name, unsa
       '0|Family|Happy new year!! <EOM>',
     ],
   });
-  t.same(summary.dropped, { system: 5, media: 2, deleted: 1 });
+  t.same(summary.dropped, { system: 4, media: 2, deleted: 1, call: 1 });
   const { files: none, summary: skipped } = await importInto(t.testdir(), [fixture('whatsapp', 'WhatsApp Chat - Family')], { me: ['Jane Doe'], groups: false });
   t.same(none, {});
   t.match(skipped.skipped, [{ title: 'Family', reason: 'group chat', messages: 13, senders: ['Dad', 'Mom', 'Sam'] }]);
@@ -52,7 +52,7 @@ t.test('iOS group chat: the group named by its folder, notices in its name, unsa
 t.test('iOS, en-US: dates that fit either order read month first, as they go forward; no title: the other person', async (t) => {
   const chat = parseWhatsApp('_chat.txt', (await import('node:fs')).readFileSync(fixture('whatsapp', 'ios-en-us', '_chat.txt'), 'utf8'));
   t.same(chat.messages.map((m) => iso(m.time)), ['2021-01-02T09:05:12', '2021-01-02T09:05:12', '2021-01-02T09:07:45', '2021-01-03T12:01:00', '2021-01-10T19:45:30', '2021-01-10T19:46:02', '2021-02-01T00:00:00']);
-  t.same(chat.messages.map((m) => m.dropped), ['system', null, null, 'media', null, null, 'system']);
+  t.same(chat.messages.map((m) => m.dropped), ['system', null, null, 'media', null, null, 'call']);
   const { files } = await importInto(t.testdir(), [fixture('whatsapp', 'ios-en-us')], { me: ['jane doe'] });
   t.same(Object.keys(files), ['sam-lee.train']);
   t.equal(files['sam-lee.train'][0], '0|Sam Lee|Hey, are we still on for lunch? <EOM>');
@@ -61,6 +61,55 @@ t.test('iOS, en-US: dates that fit either order read month first, as they go for
 t.test('iOS, Finnish: "klo" between date and time, dots in the time', async (t) => {
   const { files } = await importInto(t.testdir(), [fixture('whatsapp', 'ios-fi')], { me: ['Jane Doe'] });
   t.same(files, { 'matti.train': ['0|Matti|Moi! Mitä kuuluu? <EOM>', '1|Matti|Hyvää, kiitos <EOM>'] });
+});
+
+t.test('Android, Russian: media, deletions, missed calls and a message not yet received dropped; a caption kept', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('whatsapp', 'android-ru')], { me: ['Jane Doe'] });
+  t.same(files, {
+    'мама.train': ['0|Мама|Привет! Как дела? <EOM>', '1|Мама|Всё хорошо, спасибо <EOM>', '1|Мама|Перезвоню вечером <EOM>', '0|Мама|Это наш кот <EOM>'],
+  });
+  t.same(summary.dropped, { system: 1, media: 1, deleted: 2, call: 2, unreadable: 1 });
+});
+
+t.test('Android, Czech: media, a file attached, deletions with their full stop, a missed call', async (t) => {
+  const { files, summary } = await importInto(t.testdir(), [fixture('whatsapp', 'android-cs')], { me: ['Jane Doe'] });
+  t.same(files, { 'máma.train': ['0|Máma|Ahoj, jak se máš? <EOM>', '1|Máma|Dobře, díky <EOM>', '0|Máma|Zavolej mi <EOM>'] });
+  t.same(summary.dropped, { system: 1, media: 2, deleted: 2, call: 1 });
+});
+
+t.test('iOS, Arabic: Arabic-Indic digits, right-to-left marks in the date, ص and م; the app\'s words open with a right-to-left mark', async (t) => {
+  const file = fixture('whatsapp', 'ios-ar', 'WhatsApp Chat - ماما', '_chat.txt');
+  const chat = parseWhatsApp(file, (await import('node:fs')).readFileSync(file, 'utf8'));
+  t.same(chat.messages.map((m) => [iso(m.time), m.sender, m.dropped]), [
+    ['2022-03-18T14:56:00', 'ماما', 'system'],
+    ['2022-03-27T21:41:35', 'ماما', null],
+    ['2022-03-27T21:41:55', 'ماما', 'system'],
+    ['2022-03-27T21:43:10', 'Jane Doe', null],
+    ['2022-03-27T21:50:54', 'Jane Doe', 'deleted'],
+    ['2022-03-27T21:54:45', 'ماما', 'deleted'],
+    ['2022-03-28T08:05:00', 'ماما', 'call'],
+    ['2022-03-28T08:06:12', 'ماما', null],
+  ]);
+  const { files } = await importInto(t.testdir(), [fixture('whatsapp', 'ios-ar')], { me: ['Jane Doe'] });
+  t.same(files, { 'ماما.train': ['0|ماما|مرحبا حبيبتي <EOM>', '1|ماما|شكرا ماما <EOM>', '0|ماما|صباح الخير <EOM>'] });
+  const late = '[٢٧\u200f/٣\u200f/٢٠٢٢، ٩:٤١:٣٥\u00a0م] ماما: مرحبا\n[٢٧\u200f/٣\u200f/٢٠٢٢، ١٣:٦٠:٠٠\u00a0م] ماما: مرحبا\n';
+  t.throws(() => parseWhatsApp('_chat.txt', late), { name: 'ChatImportError', file: '_chat.txt', line: 2, message: /^_chat\.txt:2: a time that does not exist: / });
+});
+
+t.test('iOS, Vietnamese: the time before the date', async (t) => {
+  const file = fixture('whatsapp', 'ios-vi', 'WhatsApp Chat - Mẹ', '_chat.txt');
+  const chat = parseWhatsApp(file, (await import('node:fs')).readFileSync(file, 'utf8'));
+  t.same(chat.messages.map((m) => [iso(m.time), m.dropped]), [
+    ['2022-03-18T14:56:01', 'system'],
+    ['2022-03-27T21:41:35', null],
+    ['2022-03-27T21:41:55', 'system'],
+    ['2022-03-27T21:42:10', null],
+    ['2022-03-27T21:54:45', 'deleted'],
+    ['2022-03-27T21:55:12', 'call'],
+    ['2022-03-27T21:56:02', null],
+  ]);
+  const { files } = await importInto(t.testdir(), [fixture('whatsapp', 'ios-vi')], { me: ['Jane Doe'] });
+  t.same(files, { 'mẹ.train': ['0|Mẹ|Con ăn cơm chưa? <EOM>', '1|Mẹ|Con ăn rồi ạ <EOM>', '0|Mẹ|Ngủ ngon nhé <EOM>'] });
 });
 
 t.test('the lines of locales: date orders, clocks, separators, direction marks', async (t) => {
@@ -77,6 +126,10 @@ t.test('the lines of locales: date orders, clocks, separators, direction marks',
     ['12/31/20, 12:05\u202fPM - Mom: Hi', '2020-12-31T12:05:00', 'Mom', 'Hi'],
     ['13.06.18 21.25.15: Anna: moi', '2018-06-13T21:25:15', 'Anna', 'moi'],
     ['\u200e[31/12/2020, 22:15:03] \u200e~\u202fSam: Hi \u200fthere', '2020-12-31T22:15:03', 'Sam', 'Hi \u200fthere'],
+    ['[\u200f18\u200f/3\u200f/2022، 14:56:01] ماما: مرحبا', '2022-03-18T14:56:01', 'ماما', 'مرحبا'],
+    ['[١٨\u200f/٣\u200f/٢٠٢٢، ٢:٥٦:٠١\u00a0ص] ماما: مرحبا', '2022-03-18T02:56:01', 'ماما', 'مرحبا'],
+    ['[۱۸/۳/۲۰۲۲، ۱۴:۵۶:۰۱] مامان: سلام', '2022-03-18T14:56:01', 'مامان', 'سلام'],
+    ['[14:56:01, 18/3/22] Mẹ: Chào con', '2022-03-18T14:56:01', 'Mẹ', 'Chào con'],
   ];
   for (const [line, time, sender, text] of cases) {
     const [message] = parseWhatsApp('chat.txt', `${line}\n`).messages;
@@ -129,6 +182,38 @@ t.test('media and deleted messages in the languages of the phones that export mo
     parseWhatsApp('chat.txt', lines.join('\n')).messages.map((m) => m.dropped),
     ['media', 'deleted', 'media', 'deleted', 'media', 'deleted', 'media', 'deleted', 'media', 'deleted', 'media', 'media', null],
   );
+});
+
+t.test('Android placeholders, missed calls and messages not yet received in more languages; the same words within a message are kept', async (t) => {
+  const lines: [string, string | null][] = [
+    ['Мама: <Медіа пропущено>', 'media'],
+    ['Мама: Це повідомлення було видалено', 'deleted'],
+    ['Мама: Пропущений відеодзвінок', 'call'],
+    ['엄마: <미디어 파일 제외됨>', 'media'],
+    ['엄마: 이 메시지는 삭제되었습니다', 'deleted'],
+    ['엄마: 부재중 전화', 'call'],
+    ['妈妈: <省略影音内容>', 'media'],
+    ['妈妈: IMG-20240304-WA0001.jpg (文件附件)', 'media'],
+    ['妈妈: 未接语音通话', 'call'],
+    ['媽媽: 此訊息已刪除。', 'deleted'],
+    ['お母さん: このメッセージは削除されました', 'deleted'],
+    ['お母さん: メッセージを待っています。しばらく時間がかかることがあります。', 'unreadable'],
+    ['Mẹ: Bạn đã xoá tin nhắn này', 'deleted'],
+    ['Mamá: Videollamada perdida', 'call'],
+    ['Mamma: Chiamata vocale persa', 'call'],
+    ['Maman: Appel vidéo manqué', 'call'],
+    ['Mãe: Chamada de voz perdida', 'call'],
+    ['Mutti: Warte auf diese Nachricht. Das kann einen Moment dauern.', 'unreadable'],
+    ['Annem: Cevapsız sesli arama', 'call'],
+    ['Ibu: Panggilan video tak terjawab', 'call'],
+    ['Mama: U hebt dit bericht verwijderd', 'deleted'],
+    ['ماما: أنت حذفت هذه الرسالة', 'deleted'],
+    ['Mom: Missed voice call', 'call'],
+    ['Mom: Missed voice call, call me back', null],
+    ['Мама: Пропущенный аудиозвонок от папы', null],
+  ];
+  const text = lines.map(([line], i) => `04.03.24, 18:${String(10 + i).padStart(2, '0')} - ${line}\n`).join('');
+  t.same(parseWhatsApp('chat.txt', text).messages.map((m) => m.dropped), lines.map(([, dropped]) => dropped));
 });
 
 t.test("iPhone: a document named before its placeholder is media; the same words typed are a message", async (t) => {
