@@ -82,6 +82,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     deleted: ['Se eliminó este mensaje', 'Eliminaste este mensaje'],
     calls: ['Videollamada perdida'],
     waiting: ['Esperando el mensaje. Esto puede tomar tiempo.'],
+    group: ['te añadió', 'creó el grupo '],
   },
   fr: {
     media: ['<Médias omis>'],
@@ -90,6 +91,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     deleted: ['Ce message a été supprimé', 'Vous avez supprimé ce message'],
     calls: ['Appel vocal manqué', 'Appel vidéo manqué'],
     waiting: ['En attente de ce message. Ceci pourrait prendre un moment.'],
+    group: ['vous a ajouté', 'a créé le groupe '],
   },
   pt: {
     media: ['<Mídia oculta>', '<Arquivo de mídia oculto>'],
@@ -97,6 +99,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     attached: ['arquivo anexado'],
     deleted: ['Esta mensagem foi apagada', 'Essa mensagem foi apagada', 'Você apagou esta mensagem'],
     calls: ['Chamada de voz perdida', 'Chamada de vídeo perdida', 'Videochamada perdida'],
+    group: ['adicionou você', 'criou o grupo '],
   },
   it: {
     media: ['<Media omessi>'],
@@ -105,6 +108,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     deleted: ['Questo messaggio è stato eliminato', 'Hai eliminato questo messaggio'],
     calls: ['Chiamata vocale persa', 'Videochiamata persa'],
     waiting: ["In attesa del messaggio. Potrebbe volerci un po' di tempo."],
+    group: ['ti ha aggiunto', 'ha creato il gruppo '],
   },
   nl: {
     media: ['<Media weggelaten>'],
@@ -112,24 +116,28 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     attached: ['bestand bijgevoegd'],
     deleted: ['Dit bericht is verwijderd', 'Je hebt dit bericht verwijderd', 'U hebt dit bericht verwijderd'],
     waiting: ['Wachten op dit bericht. Dit kan even duren.'],
+    group: ['heeft u toegevoegd', 'U bent toegevoegd'],
   },
   ru: {
     media: ['<Без медиафайлов>'],
     deleted: ['Данное сообщение удалено', 'Вы удалили данное сообщение'],
     calls: ['Пропущенный аудиозвонок', 'Пропущенный видеозвонок'],
     waiting: ['Ожидание сообщения. Это может занять некоторое время.'],
+    group: ['добавил(-а) вас', 'создал(-а) группу '],
   },
   uk: {
     media: ['<Медіа пропущено>'],
     deleted: ['Це повідомлення було видалено', 'Ви видалили це повідомлення'],
     calls: ['Пропущений аудіодзвінок', 'Пропущений відеодзвінок'],
     waiting: ['Очікування повідомлення. Це може зайняти деякий час.'],
+    group: ['додав(-ла) вас'],
   },
   tr: {
     media: ['<Medya dahil edilmedi>'],
     deleted: ['Bu mesaj silindi', 'Bu mesajı sildiniz'],
     calls: ['Cevapsız sesli arama', 'Cevapsız görüntülü arama'],
     waiting: ['Mesaj bekleniyor. Bu biraz zaman alabilir.'],
+    group: ['sizi ekledi', 'Eklendiniz', 'grubunu oluşturdu'],
   },
   id: {
     media: ['<Media tidak disertakan>'],
@@ -137,6 +145,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     deleted: ['Pesan ini telah dihapus', 'Pesan ini dihapus', 'Anda menghapus pesan ini'],
     calls: ['Panggilan suara tak terjawab', 'Panggilan video tak terjawab'],
     waiting: ['Menunggu pesan ini. Ini mungkin membutuhkan waktu beberapa saat.'],
+    group: ['menambahkan Anda', 'membuat grup '],
   },
   pl: {
     media: ['<Pominięto multimedia>'],
@@ -144,18 +153,21 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     deleted: ['Ta wiadomość została usunięta', 'Usunięto tę wiadomość'],
     calls: ['Nieodebrane poł. wideo'],
     waiting: ['Oczekiwanie na tę wiadomość. To może chwilę potrwać.'],
+    group: ['dodał(a) Cię', 'utworzył(a) grupę '],
   },
   cs: {
     media: ['<Média vynechány>'],
     attached: ['soubor byl přiložen'],
     deleted: ['Tato zpráva byla odstraněna', 'Tuto zprávu jste odstranil/a'],
     calls: ['Zmeškaný hovor', 'Zmeškaný videohovor'],
+    group: ['vás přidal/a', 'vytvořil/a skupinu '],
   },
   ar: {
     media: ['<تم استبعاد الوسائط>'],
     deleted: ['تم حذف هذه الرسالة', 'لقد حذفت هذه الرسالة', 'لقد حذَفت هذه الرسالة', 'أنت حذفت هذه الرسالة'],
     calls: ['مكالمة صوتية فائتة', 'مكالمة فيديو فائتة'],
     waiting: ['في انتظار هذه الرسالة، قد يستغرق ذلك بعض الوقت.'],
+    group: ['أضافك', 'تمت إضافتك', 'أنشأ مجموعة '],
   },
   fa: {
     deleted: ['شما این پیام را حذف کردید'],
@@ -167,12 +179,14 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     deleted: ['このメッセージは削除されました', 'このメッセージを削除しました'],
     calls: ['ビデオ通話不在着信'],
     waiting: ['メッセージを待っています。しばらく時間がかかることがあります。'],
+    group: ['があなたを追加しました', 'がグループ「'],
   },
   ko: {
     media: ['<미디어 파일 제외됨>'],
     deleted: ['이 메시지는 삭제되었습니다', '삭제한 메시지입니다'],
     calls: ['부재중 전화', '부재중 영상통화'],
     waiting: ['메시지 암호화 대기중입니다. 다소 시간이 소요될 수 있습니다.'],
+    group: ['그룹을 만들었습니다'],
   },
   zh: {
     media: ['<省略影音内容>'],
@@ -180,8 +194,13 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     deleted: ['此訊息已刪除', '您已刪除此訊息'],
     calls: ['未接语音通话', '未接视频通话', '未接語音通話', '未接視像通話'],
     waiting: ['正在等待訊息，此可能需要一段時間。'],
+    group: [' 添加了您', ' 创建了 '],
   },
-  vi: { deleted: ['Tin nhắn này đã bị xóa', 'Bạn đã xoá tin nhắn này'], calls: ['Cuộc gọi nhỡ', 'Cuộc gọi nhỡ video'] },
+  vi: {
+    deleted: ['Tin nhắn này đã bị xóa', 'Bạn đã xoá tin nhắn này'],
+    group: ['đã thêm bạn', 'Bạn đã được thêm', 'đã tạo nhóm '],
+    calls: ['Cuộc gọi nhỡ', 'Cuộc gọi nhỡ video'],
+  },
 };
 
 function appWords(kind: keyof AppWords): string[] {

@@ -261,6 +261,20 @@ t.test('a group where one other member wrote: a group by its notices, left out w
   t.same(written['family.train'], ['0|Family|dinner sunday? <EOM>', '1|Family|yes <EOM>']);
 });
 
+t.test('a group by its notices in the languages of the phones that export most; a chat\'s other notices say nothing of it', async (t) => {
+  const notices = [
+    'Мама добавил(-а) вас', 'Мама создал(-а) группу "Семья"', 'Мама додав(-ла) вас', 'Mamá te añadió', 'Mamá creó el grupo "Familia"', 'Mãe adicionou você', 'Maman vous a ajouté',
+    'Mamma ti ha aggiunto', 'Mama heeft u toegevoegd', 'U bent toegevoegd', 'Annem sizi ekledi', 'Eklendiniz', 'Ibu menambahkan Anda', 'Mama dodał(a) Cię', 'Máma vás přidal/a.',
+    'ماما أضافك', 'تمت إضافتك', 'お母さんがあなたを追加しました', '엄마님이 “가족”그룹을 만들었습니다', '妈妈 添加了您', 'Mẹ đã thêm bạn', 'Bạn đã được thêm',
+  ];
+  for (const notice of notices) {
+    const chat = parseWhatsApp('chat.txt', `04.03.24, 18:20 - ${notice}\n04.03.24, 18:21 - Mom: hi\n04.03.24, 18:22 - Jane: hello\n`);
+    t.equal(chat.group, true, notice);
+  }
+  const alone = parseWhatsApp('chat.txt', '04.03.24, 18:20 - Your security code with Mom changed. Tap to learn more.\n04.03.24, 18:21 - Mom: hi\n04.03.24, 18:22 - Jane: hello\n');
+  t.equal(alone.group, null);
+});
+
 t.test('a sender whose name holds ": " is the opening that begins their other messages too', async (t) => {
   const text = [
     '[3/4/24, 6:20:01 PM] Mom: hi',
