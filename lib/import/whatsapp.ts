@@ -78,7 +78,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   es: {
     media: ['<Multimedia omitido>'],
     omitted: ['omitido', 'omitida'],
-    attached: ['archivo adjunto'],
+    attached: ['archivo adjunto', 'archivo adjuntado'],
     deleted: ['Se eliminó este mensaje', 'Eliminaste este mensaje'],
     calls: ['Videollamada perdida'],
     waiting: ['Esperando el mensaje. Esto puede tomar tiempo.'],
@@ -96,7 +96,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   pt: {
     media: ['<Mídia oculta>', '<Arquivo de mídia oculto>'],
     omitted: ['oculta', 'oculto'],
-    attached: ['arquivo anexado'],
+    attached: ['arquivo anexado', 'ficheiro anexado'],
     deleted: ['Esta mensagem foi apagada', 'Essa mensagem foi apagada', 'Você apagou esta mensagem'],
     calls: ['Chamada de voz perdida', 'Chamada de vídeo perdida', 'Videochamada perdida'],
     group: ['adicionou você', 'criou o grupo '],
@@ -120,6 +120,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   ru: {
     media: ['<Без медиафайлов>'],
+    attached: ['файл добавлен'],
     deleted: ['Данное сообщение удалено', 'Вы удалили данное сообщение'],
     calls: ['Пропущенный аудиозвонок', 'Пропущенный видеозвонок'],
     waiting: ['Ожидание сообщения. Это может занять некоторое время.'],
@@ -127,6 +128,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   uk: {
     media: ['<Медіа пропущено>'],
+    attached: ['файл додано'],
     deleted: ['Це повідомлення було видалено', 'Ви видалили це повідомлення'],
     calls: ['Пропущений аудіодзвінок', 'Пропущений відеодзвінок'],
     waiting: ['Очікування повідомлення. Це може зайняти деякий час.'],
@@ -134,6 +136,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   tr: {
     media: ['<Medya dahil edilmedi>'],
+    attached: ['dosya ekli'],
     deleted: ['Bu mesaj silindi', 'Bu mesajı sildiniz'],
     calls: ['Cevapsız sesli arama', 'Cevapsız görüntülü arama'],
     waiting: ['Mesaj bekleniyor. Bu biraz zaman alabilir.'],
@@ -149,7 +152,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   pl: {
     media: ['<Pominięto multimedia>'],
-    attached: ['plik załączony'],
+    attached: ['plik załączony', 'załączony plik'],
     deleted: ['Ta wiadomość została usunięta', 'Usunięto tę wiadomość'],
     calls: ['Nieodebrane poł. wideo'],
     waiting: ['Oczekiwanie na tę wiadomość. To może chwilę potrwać.'],
@@ -164,6 +167,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   ar: {
     media: ['<تم استبعاد الوسائط>'],
+    attached: ['الملف مرفق'],
     deleted: ['تم حذف هذه الرسالة', 'لقد حذفت هذه الرسالة', 'لقد حذَفت هذه الرسالة', 'أنت حذفت هذه الرسالة'],
     calls: ['مكالمة صوتية فائتة', 'مكالمة فيديو فائتة'],
     waiting: ['في انتظار هذه الرسالة، قد يستغرق ذلك بعض الوقت.'],
@@ -174,8 +178,9 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     calls: ['تماس صوتی پاسخ داده نشده'],
     waiting: ['در انتظار برای این پیام. ممکن است قدری طول بکشد.'],
   },
-  he: { deleted: ['הודעה זו נמחקה'], calls: ['שיחה קולית שלא נענתה', 'שיחת וידאו שלא נענתה'] },
+  he: { attached: ['קובץ מצורף'], deleted: ['הודעה זו נמחקה'], calls: ['שיחה קולית שלא נענתה', 'שיחת וידאו שלא נענתה'] },
   ja: {
+    attached: ['添付ファイル有り'],
     deleted: ['このメッセージは削除されました', 'このメッセージを削除しました'],
     calls: ['ビデオ通話不在着信'],
     waiting: ['メッセージを待っています。しばらく時間がかかることがあります。'],
@@ -183,6 +188,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   ko: {
     media: ['<미디어 파일 제외됨>'],
+    attached: ['파일 첨부됨'],
     deleted: ['이 메시지는 삭제되었습니다', '삭제한 메시지입니다'],
     calls: ['부재중 전화', '부재중 영상통화'],
     waiting: ['메시지 암호화 대기중입니다. 다소 시간이 소요될 수 있습니다.'],
@@ -190,13 +196,14 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   zh: {
     media: ['<省略影音内容>'],
-    attached: ['文件附件'],
+    attached: ['文件附件', '附件檔案'],
     deleted: ['此訊息已刪除', '您已刪除此訊息'],
     calls: ['未接语音通话', '未接视频通话', '未接語音通話', '未接視像通話'],
     waiting: ['正在等待訊息，此可能需要一段時間。'],
     group: [' 添加了您', ' 创建了 '],
   },
   vi: {
+    attached: ['tệp đính kèm'],
     deleted: ['Tin nhắn này đã bị xóa', 'Bạn đã xoá tin nhắn này'],
     group: ['đã thêm bạn', 'Bạn đã được thêm', 'đã tạo nhóm '],
     calls: ['Cuộc gọi nhỡ', 'Cuộc gọi nhỡ video'],
@@ -228,8 +235,15 @@ const CALL = new RegExp(`^(?:${alternatives(appWords('calls'))})$`, 'i');
 const WAITING = new RegExp(`^(?:${alternatives(appWords('waiting'))})$`);
 // A poll: "POLL:", its question, and an "OPTION:" line for each answer with its votes: no words of a conversation.
 const POLL = /^POLL:\n[^\n]*(?:\nOPTION: [^\n]*)+$/;
-// "WhatsApp Chat with Mom.txt" and its translations; iOS's "WhatsApp Chat - Mom.zip" unzips to a folder of that name.
-const TITLE_IN_NAME = /WhatsApp.*?(?: (?:with|mit|con|avec|com|met) | - )(.+?)(?: \(\d+\))?$/i;
+// "WhatsApp Chat with Mom.txt" in the languages of the phones that export most, as the app's translations name it
+// ("Czat WhatsApp z Mom", "Mom ile WhatsApp Sohbeti", "WhatsApp 与 Mom 的对话"); iOS's "WhatsApp Chat - Mom.zip"
+// unzips to a folder of that name. A second export beside the first is "... (1)".
+const TITLE_IN_NAME = [
+  /WhatsApp.*?(?: (?:with|mit|con|avec|com|met|dengan|с(?: контактом)?|з|với|z|s uživatelem) | - )(.+)$/i,
+  /^دردشة واتساب مع (.+)$/,
+  /^(.+?)(?: ile WhatsApp Sohbeti|とのWhatsAppチャット|님과의 WhatsApp 대화)$/,
+  /^WhatsApp [与與] (.+) 的(?:对话|對話)$/,
+];
 
 // Whether a text is a WhatsApp export: its first non-blank line starts with a message's date and time.
 export function looksLikeWhatsApp(text: string): boolean {
@@ -582,8 +596,16 @@ function setTimes(chat: ExportedChat, order: DateOrder): void {
 // folder that holds what the name was read from.
 function chatTitle(file: string): { title: string; folder: string } {
   const resolved = path.resolve(file);
-  const fromName = TITLE_IN_NAME.exec(path.basename(file, path.extname(file)));
-  if (fromName) return { title: fromName[1].trim(), folder: path.dirname(resolved) };
-  const fromFolder = TITLE_IN_NAME.exec(path.basename(path.dirname(resolved)).replace(/\.zip$/i, ''));
-  return { title: fromFolder ? fromFolder[1].trim() : '', folder: path.dirname(path.dirname(resolved)) };
+  const fromName = titleIn(path.basename(file, path.extname(file)));
+  if (fromName !== null) return { title: fromName, folder: path.dirname(resolved) };
+  return { title: titleIn(path.basename(path.dirname(resolved)).replace(/\.zip$/i, '')) ?? '', folder: path.dirname(path.dirname(resolved)) };
+}
+
+function titleIn(name: string): string | null {
+  const exported = name.replace(/ \(\d+\)$/, '');
+  for (const pattern of TITLE_IN_NAME) {
+    const match = pattern.exec(exported);
+    if (match) return match[1].trim();
+  }
+  return null;
 }

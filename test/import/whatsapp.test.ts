@@ -195,6 +195,12 @@ t.test('Android placeholders, missed calls and messages not yet received in more
     ['妈妈: <省略影音内容>', 'media'],
     ['妈妈: IMG-20240304-WA0001.jpg (文件附件)', 'media'],
     ['妈妈: 未接语音通话', 'call'],
+    ['Мама: IMG-20240304-WA0001.jpg (файл добавлен)', 'media'],
+    ['엄마: IMG-20240304-WA0002.jpg (파일 첨부됨)', 'media'],
+    ['Mamá: IMG-20240304-WA0003.jpg (archivo adjuntado)', 'media'],
+    ['お母さん: IMG-20240304-WA0004.jpg (添付ファイル有り)', 'media'],
+    ['Mẹ: IMG-20240304-WA0005.jpg (tệp đính kèm)', 'media'],
+    ['Annem: IMG-20240304-WA0006.jpg (dosya ekli)', 'media'],
     ['媽媽: 此訊息已刪除。', 'deleted'],
     ['お母さん: このメッセージは削除されました', 'deleted'],
     ['お母さん: メッセージを待っています。しばらく時間がかかることがあります。', 'unreadable'],
@@ -310,6 +316,18 @@ t.test('a group\'s notices that quote a name holding ": " are notices, not messa
   const { files, summary } = await importInto(path.join(dir, 'out'), [dir], { me: ['Jane'] });
   t.same(files, { 'fam.train': ['0|Fam|"Paris" it is: see you there <EOM>', '0|Fam|ok <EOM>', '1|Fam|yes <EOM>'] });
   t.match(summary, { read: 6, kept: 3, dropped: { system: 3 } });
+});
+
+t.test('a chat is named by its file\'s name in the languages of the phones that export most, and two exports of it are one chat', async (t) => {
+  const group = '04.03.24, 18:20 - Ann: hi\n04.03.24, 18:21 - Bob: hello\n04.03.24, 18:22 - Jane Doe: hey\n';
+  const names = [
+    'Czat WhatsApp z Rodzina', 'Czat WhatsApp z Rodzina (1)', 'Aile ile WhatsApp Sohbeti', 'WhatsApp 与 家人 的对话', 'WhatsApp 與 家族群組 的對話', 'Чат WhatsApp с контактом Семья',
+    'Чат WhatsApp с Друзья', 'دردشة واتساب مع العائلة', '家族とのWhatsAppチャット', '가족님과의 WhatsApp 대화', 'Trò chuyện WhatsApp với Gia đình', 'Бесіда WhatsApp з Родина',
+    'Chat WhatsApp dengan Keluarga', 'Chat WhatsApp s uživatelem Rodina', 'WhatsApp-chat met Familie',
+  ];
+  const { summary } = await importFolder(t, Object.fromEntries(names.map((name) => [`${name}.txt`, group])), { me: ['Jane Doe'] });
+  t.same(summary.audiences.map((a) => a.audience).sort(), ['Aile', 'Familie', 'Gia đình', 'Keluarga', 'Rodina', 'Rodzina', 'Друзья', 'Родина', 'Семья', 'العائلة', '家人', '家族', '家族群組', '가족'].sort());
+  t.match(summary.dropped, { duplicate: 3 }, 'the second export of Rodzina is the first again');
 });
 
 t.test('a chat exported twice into one folder ("... (1).txt") is one chat, its overlap once; a chat of the same name elsewhere stays apart', async (t) => {
