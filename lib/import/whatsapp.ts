@@ -39,14 +39,15 @@ const AFTERNOON = new Set(['午後', '下午', '오후', 'م']);
 // a string here only where the app's own translations of two platforms agree or a real export shows it. media: a
 // whole first line that stands for an attachment left out of the export (what follows it is the attachment's
 // caption); omitted: the last word of the app's other placeholders in angle brackets ("<View once voice message
-// omitted>"); attached: what follows a file's name in an export with media; deleted: a message deleted, by another
-// and by the user; edited: the mark after an edited message's text; group: what only a group's notices say (that it
+// omitted>"); attached: what follows a file's name in an export with media; document: an iPhone's placeholder for a
+// document, after its name and a direction mark; deleted: a message deleted, by another and by the user; edited: the mark after an edited message's text; group: what only a group's notices say (that it
 // was created or renamed, that the user was added to it); calls: a missed call, which Android writes as a message of
 // the caller; waiting: a message the phone could not yet decrypt when the chat was exported.
 interface AppWords {
   media?: readonly string[];
   omitted?: readonly string[];
   attached?: readonly string[];
+  document?: readonly string[];
   deleted?: readonly string[];
   edited?: readonly string[];
   group?: readonly string[];
@@ -59,6 +60,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     media: ['<Media omitted>'],
     omitted: ['omitted'],
     attached: ['file attached'],
+    document: ['document omitted'],
     deleted: ['This message was deleted', 'You deleted this message'],
     edited: ['<This message was edited>'],
     group: ['created group ', 'added you', 'You were added', 'changed the subject', "changed this group's icon", 'changed the group description', "joined using this group's invite link"],
@@ -69,6 +71,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     media: ['<Medien ausgeschlossen>'],
     omitted: ['ausgeschlossen'],
     attached: ['Datei angehängt'],
+    document: ['Dokument weggelassen'],
     deleted: ['Diese Nachricht wurde gelöscht', 'Du hast diese Nachricht gelöscht'],
     edited: ['<Diese Nachricht wurde bearbeitet>'],
     group: ['hat dich hinzugefügt', 'hat den Betreff '],
@@ -79,6 +82,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     media: ['<Multimedia omitido>'],
     omitted: ['omitido', 'omitida'],
     attached: ['archivo adjunto', 'archivo adjuntado'],
+    document: ['documento omitido'],
     deleted: ['Se eliminó este mensaje', 'Eliminaste este mensaje'],
     calls: ['Videollamada perdida'],
     waiting: ['Esperando el mensaje. Esto puede tomar tiempo.'],
@@ -88,6 +92,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     media: ['<Médias omis>'],
     omitted: ['omis'],
     attached: ['fichier joint'],
+    document: ['document manquant'],
     deleted: ['Ce message a été supprimé', 'Vous avez supprimé ce message'],
     calls: ['Appel vocal manqué', 'Appel vidéo manqué'],
     waiting: ['En attente de ce message. Ceci pourrait prendre un moment.'],
@@ -97,6 +102,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     media: ['<Mídia oculta>', '<Arquivo de mídia oculto>'],
     omitted: ['oculta', 'oculto'],
     attached: ['arquivo anexado', 'ficheiro anexado'],
+    document: ['documento omitido', 'documento não revelado'],
     deleted: ['Esta mensagem foi apagada', 'Essa mensagem foi apagada', 'Você apagou esta mensagem'],
     calls: ['Chamada de voz perdida', 'Chamada de vídeo perdida', 'Videochamada perdida'],
     group: ['adicionou você', 'criou o grupo '],
@@ -105,6 +111,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     media: ['<Media omessi>'],
     omitted: ['omessi'],
     attached: ['file allegato'],
+    document: ['documento omesso'],
     deleted: ['Questo messaggio è stato eliminato', 'Hai eliminato questo messaggio'],
     calls: ['Chiamata vocale persa', 'Videochiamata persa'],
     waiting: ["In attesa del messaggio. Potrebbe volerci un po' di tempo."],
@@ -121,6 +128,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   ru: {
     media: ['<Без медиафайлов>'],
     attached: ['файл добавлен'],
+    document: ['документ отсутствует'],
     deleted: ['Данное сообщение удалено', 'Вы удалили данное сообщение'],
     calls: ['Пропущенный аудиозвонок', 'Пропущенный видеозвонок'],
     waiting: ['Ожидание сообщения. Это может занять некоторое время.'],
@@ -129,6 +137,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   uk: {
     media: ['<Медіа пропущено>'],
     attached: ['файл додано'],
+    document: ['документ пропущено'],
     deleted: ['Це повідомлення було видалено', 'Ви видалили це повідомлення'],
     calls: ['Пропущений аудіодзвінок', 'Пропущений відеодзвінок'],
     waiting: ['Очікування повідомлення. Це може зайняти деякий час.'],
@@ -145,6 +154,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   id: {
     media: ['<Media tidak disertakan>'],
     attached: ['file terlampir'],
+    document: ['dokumen tidak disertakan'],
     deleted: ['Pesan ini telah dihapus', 'Pesan ini dihapus', 'Anda menghapus pesan ini'],
     calls: ['Panggilan suara tak terjawab', 'Panggilan video tak terjawab'],
     waiting: ['Menunggu pesan ini. Ini mungkin membutuhkan waktu beberapa saat.'],
@@ -161,6 +171,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   cs: {
     media: ['<Média vynechány>'],
     attached: ['soubor byl přiložen'],
+    document: ['dokument vynechán'],
     deleted: ['Tato zpráva byla odstraněna', 'Tuto zprávu jste odstranil/a'],
     calls: ['Zmeškaný hovor', 'Zmeškaný videohovor'],
     group: ['vás přidal/a', 'vytvořil/a skupinu '],
@@ -168,6 +179,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   ar: {
     media: ['<تم استبعاد الوسائط>'],
     attached: ['الملف مرفق'],
+    document: ['لم يتم إدراج المستند'],
     deleted: ['تم حذف هذه الرسالة', 'لقد حذفت هذه الرسالة', 'لقد حذَفت هذه الرسالة', 'أنت حذفت هذه الرسالة'],
     calls: ['مكالمة صوتية فائتة', 'مكالمة فيديو فائتة'],
     waiting: ['في انتظار هذه الرسالة، قد يستغرق ذلك بعض الوقت.'],
@@ -181,6 +193,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   he: { attached: ['קובץ מצורף'], deleted: ['הודעה זו נמחקה'], calls: ['שיחה קולית שלא נענתה', 'שיחת וידאו שלא נענתה'] },
   ja: {
     attached: ['添付ファイル有り'],
+    document: ['ドキュメントは含まれていません'],
     deleted: ['このメッセージは削除されました', 'このメッセージを削除しました'],
     calls: ['ビデオ通話不在着信'],
     waiting: ['メッセージを待っています。しばらく時間がかかることがあります。'],
@@ -202,8 +215,11 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     waiting: ['正在等待訊息，此可能需要一段時間。'],
     group: [' 添加了您', ' 创建了 '],
   },
+  // ड़ as the app writes it, one character (U+095C), which NFC would split in two.
+  hi: { document: ['डॉक्यूमेंट छो\u095cा गया'] },
   vi: {
     attached: ['tệp đính kèm'],
+    document: ['đã bỏ qua tài liệu'],
     deleted: ['Tin nhắn này đã bị xóa', 'Bạn đã xoá tin nhắn này'],
     group: ['đã thêm bạn', 'Bạn đã được thêm', 'đã tạo nhóm '],
     calls: ['Cuộc gọi nhỡ', 'Cuộc gọi nhỡ video'],
@@ -218,12 +234,14 @@ function alternatives(strings: readonly string[]): string {
   return strings.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
 }
 
-// An attachment: a language's placeholder, or one in angle brackets that ends in its "omitted"; iOS's "<attached:
-// name>" and "image omitted", a document's after its name and a left-to-right mark ("report.pdf • 3 pages \u200edocument
-// omitted"); a file's name and "(file attached)". And "null", older Android's photo or video to view once.
+// An attachment: a language's placeholder, or one in angle brackets that ends in its "omitted"; iOS's "image omitted"
+// and the like; a document's, or iOS's "<attached: name>", alone or after the document's name and a direction mark
+// ("report.pdf • 3 pages \u200edocument omitted"); a file's name and "(file attached)". And "null", older Android's
+// photo or video to view once.
 const MEDIA = new RegExp(
-  `^(?:${alternatives(appWords('media'))}|<[^<>\\n]{1,60} (?:${alternatives(appWords('omitted'))})>|<attached: [^>]*>|` +
-    `(?:image|video|audio|sticker|GIF|Contact card|Video note|(?:[^\\n]* \u200e)?document) omitted|` +
+  `^(?:${alternatives(appWords('media'))}|<[^<>\\n]{1,60} (?:${alternatives(appWords('omitted'))})>|` +
+    `(?:image|video|audio|sticker|GIF|Contact card|Video note) omitted|` +
+    `(?:[^\\n]* [\u200e\u200f])?(?:${alternatives(appWords('document'))}|<attached: [^>]*>)|` +
     `\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\)|null)$`,
   'i',
 );

@@ -233,6 +233,19 @@ t.test("iPhone: a document named before its placeholder is media; the same words
   t.same(parseWhatsApp('_chat.txt', text).messages.map((m) => [m.text, m.dropped]), [['', 'media'], ['', 'media'], ['my report document omitted a page', null], ['report.pdf document omitted', null]]);
 });
 
+t.test('iPhone: a document after its name and a direction mark in the languages of the phones that export most, and with media', async (t) => {
+  const documents = [
+    'Template.docx \u200e<attached: 00000048-Template.docx>', 'Template.docx \u200eDokument weggelassen', 'Template.docx \u200edocumento omitido',
+    'Template.docx \u200edocumento não revelado', 'Template.docx \u200edocument manquant', 'Template.docx \u200edocumento omesso',
+    'Template.docx \u200eдокумент отсутствует', 'Template.docx \u200eдокумент пропущено', 'Template.docx \u200edokumen tidak disertakan',
+    'Template.docx \u200edokument vynechán', 'Template.docx \u200fلم يتم إدراج المستند', 'Template.docx \u200eドキュメントは含まれていません',
+    'Template.docx \u200eđã bỏ qua tài liệu', 'Template.docx \u200eडॉक्यूमेंट छो\u095cा गया', 'Resume.pdf • \u200e2 Seiten \u200eDokument weggelassen',
+  ];
+  const text = documents.map((line, i) => `[3/27/22, 21:${String(10 + i).padStart(2, '0')}:00] Dmitry S: ${line}\n`).join('');
+  t.same(parseWhatsApp('_chat.txt', text).messages.map((m) => m.dropped), documents.map(() => 'media'));
+  t.same(parseWhatsApp('_chat.txt', '[3/27/22, 21:10:00] Dmitry S: the Dokument weggelassen\n').messages.map((m) => m.dropped), [null], 'without the mark, words of a message');
+});
+
 t.test('placeholders of the app: a message not yet received, view-once media, polls, the German edited mark', async (t) => {
   const dir = t.testdir({
     'WhatsApp Chat with Mom.txt': [
