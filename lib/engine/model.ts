@@ -109,6 +109,11 @@ const GGUF_FIELDS: Readonly<Record<keyof GPT2Config, string>> = {
   vocabSize: 'token_embd.weight',
 };
 
+// transformers' names (its ACT2FN) of GPT-2's GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), which each
+// computes in its own way (PyTorch's fused kernel for gelu_pytorch_tanh, sqrt(2/pi) rounded to 0.7978845608 for
+// gelu_fast) to within float32 rounding; "gelu" is the exact erf GELU, another function.
+const TANH_GELU: readonly string[] = ['gelu_new', 'gelu_pytorch_tanh', 'gelu_python_tanh', 'gelu_fast', 'gelu_accurate'];
+
 // The config fields readHFConfig does not read, which this engine does not let vary: each with what GPT-2 computes
 // (which transformers also assumes where the field is absent) and whether a value asks for that. A value that asks
 // for anything else would load and then compute other logits than the checkpoint's, so it is refused.
@@ -116,7 +121,7 @@ const GGUF_FIELDS: Readonly<Record<keyof GPT2Config, string>> = {
 // what is computed; nor add_cross_attention, whose weights no GPT-2 here has and which run only given an encoder's
 // states (an extra tensor is refused by name).
 const COMPUTE_FIELDS: readonly { field: string; gpt2: string; accepts: (value: unknown, c: Record<string, unknown>) => boolean }[] = [
-  { field: 'activation_function', gpt2: '"gelu_new" (tanh GELU)', accepts: (v) => v === 'gelu_new' },
+  { field: 'activation_function', gpt2: `tanh GELU (${TANH_GELU.map((name) => `"${name}"`).join(', ')})`, accepts: (v) => TANH_GELU.includes(v as string) },
   { field: 'layer_norm_epsilon', gpt2: '1e-5', accepts: (v) => v === 1e-5 },
   { field: 'scale_attn_weights', gpt2: 'true (attention scores divided by sqrt(head size))', accepts: (v) => v === true },
   { field: 'scale_attn_by_inverse_layer_idx', gpt2: 'false (no further division of layer i\'s scores by i + 1)', accepts: (v) => v === false || v === null },

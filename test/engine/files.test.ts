@@ -91,6 +91,21 @@ for (const dtype of ['F16', 'BF16'] as const) {
   });
 }
 
+// transformers' GPT2MLP takes its activation from ACT2FN by this field; these five names are the tanh GELU that
+// GPT-2 was trained with, so each gives the reference's logits; "gelu" is the exact erf GELU.
+t.test('activation_function: every name of the tanh GELU loads and gives the reference logits; the erf GELU is refused', async (t) => {
+  for (const name of ['gelu_new', 'gelu_pytorch_tanh', 'gelu_python_tanh', 'gelu_fast', 'gelu_accurate']) {
+    const m = await load(folder((x) => x, { ...fixtureConfig, activation_function: name }));
+    const logits = new Float32Array(ex.B * ex.T * 256);
+    await m.forward(ex.inputs, null, ex.B, ex.T, logits);
+    const diff = maxAbsDiff(logits, ex.logits);
+    t.ok(diff <= 1e-5, `${name}: logits within 1e-5 of the reference (max diff ${diff})`);
+    m.dispose();
+  }
+  const erf = await folder((x) => x, { ...fixtureConfig, activation_function: 'gelu' });
+  await t.rejects(load(erf), { message: `${path.join(erf, 'config.json')}: field "activation_function" is "gelu"; dixie computes GPT-2's tanh GELU ("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate") only` });
+});
+
 t.test('bad model folders: each error names what is wrong', async (t) => {
   const cases: [string, Promise<string>, RegExp][] = [
     ['missing tensor', folder((ts) => ts.filter((x) => x.name !== 'h.1.ln_2.bias')), /missing tensor "h\.1\.ln_2\.bias"/],
