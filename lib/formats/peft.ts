@@ -31,8 +31,15 @@ const ADAPTABLE: Readonly<Record<string, { inputs: number; outputs: number }>> =
 const ADAPTABLE_NAMES = Object.keys(ADAPTABLE).join(', ');
 
 // PEFT's tensor names: base_model.model.<module path>.lora_A.weight. The path starts with "transformer." for
-// GPT2LMHeadModel (what PEFT adapts for CAUSAL_LM) and without it for a bare GPT2Model.
-const TENSOR_NAME = /^base_model\.model\.((?:transformer\.)?h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj))\.lora_([AB])\.weight$/;
+// GPT2LMHeadModel (what PEFT adapts for CAUSAL_LM) and without it for a bare GPT2Model. A state dict saved by hand
+// (the model's own state_dict()) has the adapter's name before "weight", lora_A.default.weight, which PEFT's
+// save_pretrained leaves out; PEFT loads such names as those of the adapter of that name.
+const TENSOR_NAME = /^base_model\.model\.((?:transformer\.)?h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj))\.lora_([AB])(?:\.([^.]+))?\.weight$/;
+
+// The name of a factor's tensor, with the adapter's name where the file's tensors carry one.
+function factorName(modulePath: string, factor: 'A' | 'B', adapterName: string | null): string {
+  return `base_model.model.${modulePath}.lora_${factor}${adapterName === null ? '' : `.${adapterName}`}.weight`;
+}
 
 // PEFT's default target for GPT-2 when target_modules is null, and what "all-linear" stands for in it (every
 // Conv1D and Linear but the output head).
@@ -73,6 +80,7 @@ export interface LoraModule {
 export interface PeftAdapter {
   dir: string;
   config: LoraConfig;
+  adapterName: string | null;  // the adapter's name in its tensors' names (lora_A.default.weight); null as PEFT saves
   modules: LoraModule[];  // in the order of their base weights: by layer, then as ADAPTABLE lists them
 }
 
@@ -129,7 +137,34 @@ const UNSUPPORTED: readonly [field: string, what: string][] = [
   ['trainable_token_indices', 'embeddings of some tokens trained'],
   ['target_parameters', 'parameters adapted directly'],
   ['alora_invocation_tokens', 'activated LoRA, applied only after its invocation tokens'],
+  ['use_qalora', 'QALoRA, whose lora_A takes the inputs pooled in groups'],
+  ['use_bdlora', 'BD-LoRA, whose factors are block-diagonal'],
+  ['kasa_config', 'KaSA, which truncates the base\'s singular values and scales the factors by trained ones'],
+  ['arrow_config', 'Arrow, which routes each token among several adapters'],
 ];
+
+// init_lora_weights: how PEFT started the factors. These started them from the base's own weights and took that
+// part out of the base (PiSSA, OLoRA, CorDA), or replaced the base (LoftQ's quantized one, LoRA-GA's moved one), so
+// the adapter holds W - W_res + its training, and added to the base it would count W - W_res twice.
+const BASE_CHANGING_INITS: readonly [prefix: string, what: string][] = [
+  ['pissa', 'PiSSA'], ['olora', 'OLoRA'], ['corda', 'CorDA'], ['loftq', 'LoftQ'], ['lora_ga', 'LoRA-GA'],
+];
+// Those that leave the base as it is, the adapter starting at B A = 0 (true, eva, mica) or at random (false, gaussian,
+// orthogonal). PEFT reads the names in any case.
+const PLAIN_INITS: readonly (string | boolean)[] = [true, false, 'gaussian', 'eva', 'orthogonal', 'mica'];
+
+function checkInit(file: string, value: unknown): void {
+  const init = typeof value === 'string' ? value.toLowerCase() : value;
+  if (init === undefined || init === null || PLAIN_INITS.includes(init as string | boolean)) return;
+  const changing = typeof init === 'string' ? BASE_CHANGING_INITS.find(([prefix]) => init.startsWith(prefix)) : undefined;
+  if (changing !== undefined) {
+    throw new Error(`${file}: field "init_lora_weights" is ${quoted(value)}: ${changing[1]} took the factors' start out of the base's weights, `
+      + 'so the factors hold the difference from a base that is not the one they name; save the adapter with PEFT\'s '
+      + 'save_pretrained(..., path_initial_model_for_weight_conversion=<the adapter as initialized>), which turns it into plain LoRA '
+      + '(init_lora_weights true, twice the rank)');
+  }
+  throw new Error(`${file}: field "init_lora_weights" is ${quoted(value)}, which PEFT does not know (true, false, ${PLAIN_INITS.slice(2).map((v) => `"${v}"`).join(', ')}, or one that changes the base)`);
+}
 
 export function readLoraConfig(file: string): LoraConfig {
   let text: string;
@@ -151,11 +186,7 @@ export function readLoraConfig(file: string): LoraConfig {
   if (json.bias !== undefined && json.bias !== 'none') {
     throw new Error(`${file}: field "bias" is ${quoted(json.bias)}: the adapter trained the base's biases too, which dixie does not merge; only "none" is supported`);
   }
-  if (json.fan_in_fan_out !== true) {
-    throw new Error(`${file}: field "fan_in_fan_out" is ${quoted(json.fan_in_fan_out ?? null)}, which says the adapted weights are stored [out, in] `
-      + '(torch.nn.Linear); GPT-2\'s c_attn, c_proj and c_fc are Conv1D, stored [in, out], and PEFT writes true for them: '
-      + 'this adapter was not made by PEFT for GPT-2 (if its lora_A is [r, in] and lora_B [out, r], set the field to true)');
-  }
+  checkInit(file, json.init_lora_weights);
   const r = json.r;
   if (typeof r !== 'number' || !isPositiveInt(r)) throw new Error(`${file}: field "r" must be a positive integer, got ${quoted(r)}`);
   const alpha = json.lora_alpha ?? 8;
@@ -166,7 +197,9 @@ export function readLoraConfig(file: string): LoraConfig {
   if (base !== null && typeof base !== 'string') throw new Error(`${file}: field "base_model_name_or_path" must be a string or null, got ${quoted(base)}`);
   const taskType = json.task_type ?? null;
   if (taskType !== null && typeof taskType !== 'string') throw new Error(`${file}: field "task_type" must be a string or null, got ${quoted(taskType)}`);
-  for (const field of ['use_rslora', 'inference_mode'] as const) {
+  // fan_in_fan_out says how the adapted layer stores its weight, not how the factors are stored (lora_A [r, in] and
+  // lora_B [out, r] either way); PEFT takes true for every Conv1D, GPT-2's four matrices, whatever the field says.
+  for (const field of ['use_rslora', 'inference_mode', 'fan_in_fan_out'] as const) {
     if (json[field] !== undefined && typeof json[field] !== 'boolean') throw new Error(`${file}: field "${field}" must be true or false, got ${quoted(json[field])}`);
   }
   const layers = json.layers_to_transform ?? null;
@@ -324,13 +357,22 @@ export function readPeftAdapter(dir: string): PeftAdapter {
   const st = openSafetensors(file);
   try {
     const pairs = new Map<string, { path: string; layer: number; kind: string; a?: TensorEntry; b?: TensorEntry }>();
+    let named: { adapterName: string | null; tensor: string } | null = null;
     for (const entry of st.tensors) {
       const match = TENSOR_NAME.exec(entry.name);
       if (!match) {
         throw new Error(`${file}: tensor "${entry.name}" is not a LoRA factor dixie can merge (lora_A or lora_B of ${ADAPTABLE_NAMES} in a layer h.N); `
           + 'trained biases, modules_to_save, DoRA magnitudes and adapters of the embeddings or the output head are not supported');
       }
-      const [, modulePath, layer, kind, factor] = match;
+      const [, modulePath, layer, kind, factor, adapterName = null] = match;
+      // Names of two adapters (or with and without one) are a state dict of a model holding several, whose factors
+      // for one module would silently replace each other.
+      named ??= { adapterName, tensor: entry.name };
+      if (adapterName !== named.adapterName) {
+        const said = (n: string | null): string => (n === null ? 'no adapter name' : `adapter name "${n}"`);
+        throw new Error(`${file}: tensor "${entry.name}" has ${said(adapterName)} but "${named.tensor}" has ${said(named.adapterName)}: `
+          + 'the file holds the factors of more than one adapter; save the one to load with PEFT\'s save_pretrained(..., selected_adapters=[name])');
+      }
       // "h.01" would name the same weight as "h.1", and one pair of factors would silently replace the other.
       if (String(Number(layer)) !== layer) {
         throw new Error(`${file}: tensor "${entry.name}" numbers its layer "${layer}"; PEFT names layer ${Number(layer)} "h.${Number(layer)}"`);
@@ -345,9 +387,10 @@ export function readPeftAdapter(dir: string): PeftAdapter {
     if (pairs.size === 0) throw new Error(`${file}: no lora_A / lora_B tensors`);
     const prefixes = new Set([...pairs.keys()].map((p) => p.slice(0, p.indexOf('h.'))));
     if (prefixes.size > 1) throw new Error(`${file}: names some modules with "transformer." and some without; they must come from one model`);
+    const adapterName = named?.adapterName ?? null;
     const modules: LoraModule[] = [];
     for (const pair of pairs.values()) {
-      const name = (factor: 'A' | 'B'): string => `base_model.model.${pair.path}.lora_${factor}.weight`;
+      const name = (factor: 'A' | 'B'): string => factorName(pair.path, factor, adapterName);
       if (!pair.a || !pair.b) {
         throw new Error(`${file}: tensor "${name(pair.a ? 'A' : 'B')}" has no "${name(pair.a ? 'B' : 'A')}": each adapted module needs both factors`);
       }
@@ -386,7 +429,7 @@ export function readPeftAdapter(dir: string): PeftAdapter {
     }
     const kinds = Object.keys(ADAPTABLE);
     modules.sort((x, y) => x.layer - y.layer || kinds.indexOf(x.kind) - kinds.indexOf(y.kind));
-    return { dir, config, modules };
+    return { dir, config, adapterName, modules };
   } finally {
     st.close();
   }
@@ -418,7 +461,7 @@ export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base:
   const C = config.nEmbd;
   const fitted = new Set<string>();
   for (const m of adapter.modules) {
-    const tensor = (factor: 'A' | 'B'): string => `"base_model.model.${m.path}.lora_${factor}.weight"`;
+    const tensor = (factor: 'A' | 'B'): string => `"${factorName(m.path, factor, adapter.adapterName)}"`;
     if (m.layer >= config.nLayer) {
       throw new Error(`${file}: tensor ${tensor('A')} adapts ${m.path}, which the base does not have: ${base.where} gives ${base.fieldName('nLayer')} ${config.nLayer} (layers h.0 to h.${config.nLayer - 1})`);
     }
@@ -525,9 +568,8 @@ export async function writePeftAdapter(dir: string, adapter: PeftAdapterToWrite)
     if (inputs * ADAPTABLE[kind].outputs !== outputs * ADAPTABLE[kind].inputs) {
       throw new Error(`writePeftAdapter: "${name}": A [${rank}, ${inputs}] and B [${outputs}, ${rank}] do not fit ${kind}, whose outputs are ${ADAPTABLE[kind].outputs}/${ADAPTABLE[kind].inputs} of its inputs`);
     }
-    const tensorName = `base_model.model.${modulePath}.lora_`;
-    tensors.push({ name: `${tensorName}A.weight`, dtype: 'F32', shape: [rank, inputs], data: () => a });
-    tensors.push({ name: `${tensorName}B.weight`, dtype: 'F32', shape: [outputs, rank], data: () => b });
+    tensors.push({ name: factorName(modulePath, 'A', null), dtype: 'F32', shape: [rank, inputs], data: () => a });
+    tensors.push({ name: factorName(modulePath, 'B', null), dtype: 'F32', shape: [outputs, rank], data: () => b });
   }
   fs.mkdirSync(dir, { recursive: true });
   await writeSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: 'pt' });

@@ -7,7 +7,8 @@ import t from 'tap';
 import { Model } from '../../lib/engine/model';
 import { isTargeted, readLoraConfig, readPeftAdapter, writePeftAdapter } from '../../lib/formats/peft';
 import { openSafetensors } from '../../lib/formats/safetensors';
-import { CONFIG, type Factors, peftConfig, randomFactors, saveBase, writeRawAdapter, writeRawSafetensors } from './helpers';
+import { maxAbsDiff } from '../engine/helpers';
+import { CONFIG, type Factors, allLogits, peftConfig, randomFactors, saveBase, writeRawAdapter, writeRawSafetensors } from './helpers';
 import { runCommand } from '../helpers/run_command';
 
 const work = t.testdir({});
@@ -94,6 +95,34 @@ t.test('target_modules, layers_to_transform, layers_pattern and exclude_modules 
   model.dispose();
 });
 
+t.test('an adapter as PEFT also reads it gives the logits of the same adapter in save_pretrained\'s layout', async (t) => {
+  const canonical = await Model.load(base, { device: 'cpu', trainable: false, adapter: writeRawAdapter(path.join(work, 'canonical'), peftConfig({}), layer0()) });
+  const expected = await allLogits(canonical);
+  canonical.dispose();
+  const plain = await Model.load(base, { device: 'cpu', trainable: false });
+  t.ok(maxAbsDiff(expected, await allLogits(plain)) > 1e-2, 'the adapter changes the logits');
+  plain.dispose();
+  const withoutFanInFanOut = peftConfig({});
+  delete withoutFanInFanOut.fan_in_fan_out;
+  const variants: [what: string, config: Record<string, unknown>, adapterName?: string][] = [
+    // PEFT's default, which it turns to true for GPT-2's Conv1D layers, warning.
+    ['fan_in_fan_out false', peftConfig({ fan_in_fan_out: false })],
+    ['fan_in_fan_out absent', withoutFanInFanOut],
+    // The model's own state_dict(), saved by hand, names the adapter ("default" unless named otherwise).
+    ['tensors named after adapter "default"', peftConfig({}), 'default'],
+    ['tensors named after adapter "mom"', peftConfig({}), 'mom'],
+    // Ways of starting the factors that leave the base as it is.
+    ...['gaussian', 'Gaussian', 'eva', 'orthogonal', 'mica', false].map((init): [string, Record<string, unknown>] => [`init_lora_weights ${JSON.stringify(init)}`, peftConfig({ init_lora_weights: init })]),
+  ];
+  for (const [what, config, adapterName] of variants) {
+    const dir = writeRawAdapter(path.join(work, `variant-${what.replace(/\W+/g, '-')}`), config, layer0(), 'F32', () => adapterName ?? null);
+    t.equal(readPeftAdapter(dir).adapterName, adapterName ?? null, `${what}: the adapter's name`);
+    const model = await Model.load(base, { device: 'cpu', trainable: false, adapter: dir });
+    t.equal(maxAbsDiff(await allLogits(model), expected), 0, `${what}: the same logits`);
+    model.dispose();
+  }
+});
+
 // The error loading `base` with the adapter that `make` writes into a fresh folder.
 async function loadError(name: string, make: (dir: string) => void): Promise<{ dir: string; message: string }> {
   const dir = path.join(work, name);
@@ -115,8 +144,24 @@ t.test('corrupt and mismatched adapters: errors that name the file and the field
   const cases: [name: string, make: (dir: string) => void, expected: (dir: string) => string][] = [
     ['not-lora', (d) => writeRawAdapter(d, peftConfig({ peft_type: 'IA3' }), layer0()),
       (d) => `${configOf(d)}: field "peft_type" is "IA3": dixie reads LoRA adapters ("LORA") only`],
-    ['fan-in-fan-out', (d) => writeRawAdapter(d, peftConfig({ fan_in_fan_out: false }), layer0()),
-      (d) => `${configOf(d)}: field "fan_in_fan_out" is false, which says the adapted weights are stored [out, in] (torch.nn.Linear); GPT-2's c_attn, c_proj and c_fc are Conv1D, stored [in, out], and PEFT writes true for them: this adapter was not made by PEFT for GPT-2 (if its lora_A is [r, in] and lora_B [out, r], set the field to true)`],
+    ['fan-in-fan-out', (d) => writeRawAdapter(d, peftConfig({ fan_in_fan_out: 'yes' }), layer0()),
+      (d) => `${configOf(d)}: field "fan_in_fan_out" must be true or false, got "yes"`],
+    ['two-adapter-names', (d) => writeRawAdapter(d, peftConfig({}), [...layer0(), randomFactors('h.0.mlp.c_fc', 4, C, 8)], 'F32', (module) => (module.includes('mlp') ? 'other' : 'default')),
+      (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.mlp.c_fc.lora_A.other.weight" has adapter name "other" but "base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight" has adapter name "default": the file holds the factors of more than one adapter; save the one to load with PEFT's save_pretrained(..., selected_adapters=[name])`],
+    ['named-and-unnamed', (d) => writeRawAdapter(d, peftConfig({}), layer0(), 'F32', (module) => (module.startsWith('h.1') ? 'default' : null)),
+      (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight" has adapter name "default" but "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight" has no adapter name: the file holds the factors of more than one adapter; save the one to load with PEFT's save_pretrained(..., selected_adapters=[name])`],
+    ['named-a-without-b', (d) => {
+      writeRawAdapter(d, peftConfig({}), layer0(), 'F32', () => 'default');
+      writeRawSafetensors(weightsOf(d), [{ name: 'base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight', shape: [4, C], data: layer0()[0].a }]);
+    }, (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight" has no "base_model.model.transformer.h.0.attn.c_attn.lora_B.default.weight": each adapted module needs both factors`],
+    ['pissa', (d) => writeRawAdapter(d, peftConfig({ init_lora_weights: 'pissa_niter_16' }), layer0()),
+      (d) => `${configOf(d)}: field "init_lora_weights" is "pissa_niter_16": PiSSA took the factors' start out of the base's weights, so the factors hold the difference from a base that is not the one they name; save the adapter with PEFT's save_pretrained(..., path_initial_model_for_weight_conversion=<the adapter as initialized>), which turns it into plain LoRA (init_lora_weights true, twice the rank)`],
+    ['loftq', (d) => writeRawAdapter(d, peftConfig({ init_lora_weights: 'loftq' }), layer0()),
+      (d) => `${configOf(d)}: field "init_lora_weights" is "loftq": LoftQ took the factors' start out of the base's weights, so the factors hold the difference from a base that is not the one they name; save the adapter with PEFT's save_pretrained(..., path_initial_model_for_weight_conversion=<the adapter as initialized>), which turns it into plain LoRA (init_lora_weights true, twice the rank)`],
+    ['unknown-init', (d) => writeRawAdapter(d, peftConfig({ init_lora_weights: 'kaiming' }), layer0()),
+      (d) => `${configOf(d)}: field "init_lora_weights" is "kaiming", which PEFT does not know (true, false, "gaussian", "eva", "orthogonal", "mica", or one that changes the base)`],
+    ['kasa', (d) => writeRawAdapter(d, peftConfig({ kasa_config: { lambda_u: 0.1 } }), layer0()),
+      (d) => `${configOf(d)}: field "kasa_config" is {"lambda_u":0.1}: KaSA, which truncates the base's singular values and scales the factors by trained ones; dixie merges plain LoRA only`],
     ['wrong-rank', (d) => writeRawAdapter(d, peftConfig({ r: 8 }), layer0()),
       (d) => `${weightsOf(d)}: tensor ${A('h.0.attn.c_attn')} has shape [4, ${C}], rank 4, but ${configOf(d)} gives r = 8 for transformer.h.0.attn.c_attn`],
     ['wrong-rank-pattern', (d) => writeRawAdapter(d, peftConfig({ rank_pattern: { 'h.1.attn.c_attn': 2 } }), layer0()),
