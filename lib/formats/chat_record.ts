@@ -4,7 +4,7 @@
 //   state.json              a training checkpoint's record (lib/train/checkpoint.ts), with the run's audiences
 //   audiences.json          the audiences of a model folder made from a chat model (Model.save)
 //   tokenizer_config.json   the chat template, beside the vocabulary (Hugging Face's chat_template)
-//   model.gguf              GGUF_AUDIENCES_KEY and tokenizer.chat_template, in a GGUF file the model is read from
+//   model.gguf              GGUF_AUDIENCES_KEY and tokenizer.chat_template, in the GGUF file the model is read from
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AudienceCount } from '../data/chat_check';
@@ -12,7 +12,7 @@ import { chatTemplate, isAudience } from '../data/chat_format';
 import { TOKENIZER_CONFIG_FILE } from '../tokenizer/vocab';
 import { type FileToWrite, textToWrite } from '../util/atomic_file';
 import { readJsonObject } from '../util/json_file';
-import { GGUF_AUDIENCES_KEY, GGUF_CHAT_TEMPLATE_KEY, GGUF_FILE, type GgufValue, openGguf } from './gguf';
+import { GGUF_AUDIENCES_KEY, GGUF_CHAT_TEMPLATE_KEY, type GgufValue, ggufFileIn, openGguf } from './gguf';
 import { safetensorsWeights } from './model_folder';
 
 export const STATE_FILE = 'state.json';
@@ -54,19 +54,21 @@ function folderTemplate(dir: string): string | null {
     const template = readJsonObject(config).chat_template;
     if (typeof template === 'string') return template;
   }
-  const template = ggufMetadata(dir, GGUF_CHAT_TEMPLATE_KEY);
+  const template = ggufMetadata(dir, GGUF_CHAT_TEMPLATE_KEY)?.value;
   return typeof template === 'string' ? template : null;
 }
 
-// A metadata value of the GGUF file a folder's model is read from (none where safetensors are beside it); undefined
-// where the file, or the key, is not there, or the file cannot be read.
-function ggufMetadata(dir: string, key: string): GgufValue | undefined {
-  const gguf = path.join(dir, GGUF_FILE);
-  if (!fs.existsSync(gguf) || safetensorsWeights(dir) !== undefined) return undefined;
+// A metadata value of the GGUF file a folder's model is read from (none where safetensors are beside it), with that
+// file; undefined where the file, or the key, is not there, or the file cannot be read.
+function ggufMetadata(dir: string, key: string): { file: string; value: GgufValue } | undefined {
+  if (safetensorsWeights(dir) !== undefined) return undefined;
   try {
+    const gguf = ggufFileIn(dir);
+    if (gguf === null) return undefined;
     const g = openGguf(gguf);
     try {
-      return g.metadata.get(key);
+      const value = g.metadata.get(key);
+      return value === undefined ? undefined : { file: gguf, value };
     } finally {
       g.close();
     }
@@ -90,9 +92,8 @@ export function trainedAudienceCounts(modelDir: string): AudienceCount[] {
 function recordedAudiences(modelDir: string): unknown {
   const file = [STATE_FILE, AUDIENCES_FILE].map((name) => path.join(modelDir, name)).find((f) => fs.existsSync(f));
   if (file !== undefined) return readJsonObject(file).audiences;
-  const record = ggufMetadata(modelDir, GGUF_AUDIENCES_KEY);
+  const { file: gguf, value: record } = ggufMetadata(modelDir, GGUF_AUDIENCES_KEY) ?? {};
   if (record === undefined) return undefined;
-  const gguf = path.join(modelDir, GGUF_FILE);
   if (typeof record !== 'string') throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" must be a string of JSON`);
   try {
     return JSON.parse(record) as unknown;

@@ -7,6 +7,7 @@
 // length and its UTF-8 bytes; an array a value type (u32), a count (u64) and the values.
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import type { ChatRecord } from './chat_record';
 import type { Model } from '../engine/model';
 import { loadAddon, type NativeConfig } from '../engine/native';
@@ -32,6 +33,25 @@ export const GGUF_WEIGHT_TYPES = Object.keys(FILE_TYPES) as readonly GgufWeightT
 
 // A model folder's GGUF file, read where there is no model.safetensors.
 export const GGUF_FILE = 'model.gguf';
+
+// The GGUF file of a model folder: model.gguf, or else the folder's only .gguf file, as llama.cpp's converter and the
+// hub's GGUF repositories name theirs after the model and its type (gpt2-124M-F16.gguf, gpt2.Q4_K_M.gguf); null
+// where it has none. Of several, which to load is for its owner to say.
+export function ggufFileIn(dir: string): string | null {
+  const named = path.join(dir, GGUF_FILE);
+  if (fs.existsSync(named)) return named;
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch (err) {
+    const { code } = err as NodeJS.ErrnoException;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw new Error(`${dir}: cannot be read: ${(err as Error).message}`);
+  }
+  const found = entries.filter((f) => f.toLowerCase().endsWith('.gguf')).sort();
+  if (found.length > 1) throw new Error(`${dir}: several GGUF files (${found.join(', ')}) and no ${GGUF_FILE}: name the one to load ${GGUF_FILE}, or move the others out`);
+  return found.length === 1 ? path.join(dir, found[0]) : null;
+}
 
 // The audiences of a model trained on chat logs, as its training record lists them (JSON of AudienceCount[]): a key
 // of dixie's own, which llama.cpp passes over, so that a GGUF file serves and chats as the checkpoint it came from.

@@ -1,8 +1,8 @@
 // What a folder of GPT-2 weights holds. Four layouts exist in the wild:
 //   huggingface     config.json + model.safetensors (+ vocab.json/merges.txt): what dixie reads and writes; or, for a
 //                   model over save_pretrained's max_shard_size, its shards and model.safetensors.index.json;
-//   gguf            model.gguf: llama.cpp's file, its config and vocabulary in its metadata (vocabulary files beside
-//                   it win), read where there is no model.safetensors;
+//   gguf            model.gguf (or the folder's one .gguf file of another name): llama.cpp's file, its config and
+//                   vocabulary in its metadata (vocabulary files beside it win), read where there is no model.safetensors;
 //   openai-release  OpenAI's release: hparams.json + encoder.json + vocab.bpe + a TF checkpoint (model.ckpt.*);
 //   tf-run          a TensorFlow training run: a `checkpoint` file naming model-1234, with
 //                   model-1234.index + .data-* (hparams and vocabulary usually live with the base model).
@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { NativeConfig } from '../engine/native';
 import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
-import { GGUF_FILE, ggufConfig, ggufVocabulary, openGguf } from './gguf';
+import { GGUF_FILE, ggufConfig, ggufFileIn, ggufVocabulary, openGguf } from './gguf';
 import { SHARDS_INDEX_SUFFIX } from './safetensors';
 
 export type GPT2Config = NativeConfig;
@@ -161,7 +161,10 @@ export function safetensorsWeights(dir: string): string | undefined {
 
 export function inspectModelFolder(dir: string): ModelFolder {
   if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder`);
-  if (!fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder`);
+  if (!fs.statSync(dir).isDirectory()) {
+    const gguf = dir.toLowerCase().endsWith('.gguf') ? `: give the folder that holds it (its ${GGUF_FILE}, or its one .gguf file, is read)` : '';
+    throw new Error(`${dir}: not a folder${gguf}`);
+  }
   const vocab = findVocabulary(dir);
   const configJson = path.join(dir, 'config.json');
   const safetensors = safetensorsWeights(dir);
@@ -169,8 +172,8 @@ export function inspectModelFolder(dir: string): ModelFolder {
     if (!exists(configJson)) throw new Error(`${dir}: has ${path.basename(safetensors)} but no config.json`);
     return { dir, kind: 'huggingface', config: readHFConfig(configJson), configFile: configJson, weights: safetensors, vocab };
   }
-  const gguf = path.join(dir, GGUF_FILE);
-  if (exists(gguf)) {
+  const gguf = ggufFileIn(dir);
+  if (gguf !== null) {
     const g = openGguf(gguf);
     try {
       const vocabulary = vocab ?? (ggufVocabulary(g) ? { encoder: gguf, merges: gguf } : null);
@@ -188,7 +191,7 @@ export function inspectModelFolder(dir: string): ModelFolder {
     }
     if (exists(configJson)) throw new Error(`${dir}: has config.json but no model.safetensors (an interrupted download? weights are read from model.safetensors, its shards with model${SHARDS_INDEX_SUFFIX}, or ${GGUF_FILE})`);
     const seen = fs.readdirSync(dir).sort().slice(0, 12).join(', ') || 'nothing';
-    throw new Error(`${dir}: not a model folder: expected config.json + model.safetensors (or its shards with model${SHARDS_INDEX_SUFFIX}), ${GGUF_FILE}, or a TensorFlow checkpoint (hparams.json + model.ckpt.*, or a \`checkpoint\` file + model-N.index); found ${seen}`);
+    throw new Error(`${dir}: not a model folder: expected config.json + model.safetensors (or its shards with model${SHARDS_INDEX_SUFFIX}), ${GGUF_FILE} (or one .gguf file), or a TensorFlow checkpoint (hparams.json + model.ckpt.*, or a \`checkpoint\` file + model-N.index); found ${seen}`);
   }
   const hparams = path.join(dir, 'hparams.json');
   const hasHparams = fs.existsSync(hparams);

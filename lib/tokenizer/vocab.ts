@@ -4,7 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { GGUF_FILE, ggufVocabulary, openGguf } from '../formats/gguf';
+import { GGUF_FILE, ggufFileIn, ggufVocabulary, openGguf } from '../formats/gguf';
 import { MAX_TOKEN_ID, MergeTable } from './bpe';
 import { type FileToWrite, textToWrite, writeFilesAtomic } from '../util/atomic_file';
 import { packageRoot } from '../util/package_root';
@@ -53,8 +53,8 @@ export function locateVocabulary(dir: string): VocabularyFiles {
     const mergesPath = path.join(dir, layout.merges);
     if (fs.existsSync(encoderPath) && fs.existsSync(mergesPath)) return { encoderPath, mergesPath };
   }
-  const gguf = path.join(dir, GGUF_FILE);
-  if (fs.existsSync(gguf)) return { encoderPath: gguf, mergesPath: gguf };
+  const gguf = ggufFileIn(dir);
+  if (gguf !== null) return { encoderPath: gguf, mergesPath: gguf };
   const wanted = LAYOUTS.map((l) => `${l.encoder} + ${l.merges}`).join(' or ');
   throw new Error(`${dir}: no GPT-2 vocabulary here (looked for ${wanted}, or ${GGUF_FILE})`);
 }

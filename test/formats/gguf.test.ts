@@ -11,6 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { Model } from '../../lib/engine/model';
+import { inspectModelFolder } from '../../lib/formats/model_folder';
+import { resolveModel } from '../../lib/formats/resolve_model';
 import { f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/formats/safetensors';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { decode, maxAbsDiff, randomTokens } from '../engine/helpers';
@@ -365,6 +367,30 @@ t.test('a q8_0 GGUF laid out as llama.cpp\'s converter writes it loads: its weig
   adapted.dispose();
   loaded.dispose();
   expected.dispose();
+});
+
+t.test('a folder of one GGUF file of another name, as llama.cpp\'s converter and the hub name theirs, loads as its model.gguf would', async (t) => {
+  const named = path.join(work, 'named-gguf');
+  const canonical = path.join(work, 'canonical-gguf');
+  fs.mkdirSync(named);
+  fs.mkdirSync(canonical);
+  const file = path.join(named, 'Tiny-124M-Q8_0.gguf');
+  writeLikeLlamaCpp(file, model);
+  fs.copyFileSync(file, path.join(canonical, 'model.gguf'));
+  t.match(inspectModelFolder(named), { kind: 'gguf', weights: file, configFile: file, vocab: { encoder: file, merges: file } });
+  const [a, b] = [await Model.load(canonical, { trainable: false }), await Model.load(named, { trainable: false })];
+  const [x, y] = [await lastLogits(a, SEQUENCES), await lastLogits(b, SEQUENCES)];
+  t.equal(Math.max(maxAbsDiff(x[0], y[0]), maxAbsDiff(x[1], y[1])), 0, 'the same logits, bit for bit');
+  a.dispose();
+  b.dispose();
+  const text = 'Hello there, how are you?';
+  t.same(loadTokenizer(named).encode(text, { allowSpecial: false }), loadTokenizer(TINY_VOCAB).encode(text, { allowSpecial: false }), 'the vocabulary, from its metadata');
+  t.throws(() => resolveModel(file), { message: `${file}: not a folder: give the folder that holds it (its model.gguf, or its one .gguf file, is read)` });
+
+  fs.copyFileSync(file, path.join(named, 'Tiny-124M-F16.gguf'));
+  t.throws(() => inspectModelFolder(named), { message: `${named}: several GGUF files (Tiny-124M-F16.gguf, Tiny-124M-Q8_0.gguf) and no model.gguf: name the one to load model.gguf, or move the others out` });
+  fs.renameSync(file, path.join(named, 'model.gguf'));
+  t.match(inspectModelFolder(named), { kind: 'gguf', weights: path.join(named, 'model.gguf') }, 'model.gguf is read before any other');
 });
 
 t.test('an output.weight that llama-quantize gave another type than token_embd.weight (q8_0, q4_0) loads as the tied head, from the more precise of the two', async (t) => {
