@@ -8,11 +8,12 @@ import { CONFIG_FILE, hfConfigJson, WEIGHTS_FILE } from '../engine/model';
 import { audiencesToWrite, NO_CHAT } from './chat_record';
 import { findVocabulary, inspectModelFolder, readHFConfig, readHparams, type GPT2Config, type VocabFiles } from './model_folder';
 import { safetensorsToWrite, type TensorToWrite } from './safetensors';
+import { vocabularyBytes } from '../tokenizer/vocab';
 import { openTFCheckpoint, type TFCheckpoint, type TFTensorEntry } from './tf_checkpoint';
 
 export interface ImportOptions {
   hparams?: string;   // hparams.json or config.json, for a run folder that has none beside its checkpoint
-  vocab?: string;     // a folder with encoder.json + vocab.bpe (or vocab.json + merges.txt)
+  vocab?: string;     // a folder with encoder.json + vocab.bpe (or vocab.json + merges.txt, or tokenizer.json)
   onProgress?: (bytes: number, totalBytes: number) => void;  // after each tensor, float32 bytes written
 }
 
@@ -151,7 +152,7 @@ export async function importTFCheckpoint(src: string, out: string, options: Impo
     });
 
     const vocab = options.vocab !== undefined ? findVocabulary(options.vocab) : found.vocab;
-    if (options.vocab !== undefined && vocab === null) throw new Error(`${options.vocab}: no encoder.json + vocab.bpe (or vocab.json + merges.txt)`);
+    if (options.vocab !== undefined && vocab === null) throw new Error(`${options.vocab}: no encoder.json + vocab.bpe (or vocab.json + merges.txt, or tokenizer.json)`);
 
     const totalBytes = mapped.reduce((n, m) => n + 4 * m.hfShape.reduce((a, b) => a * b, 1), 0);
     let bytes = 0;
@@ -169,11 +170,12 @@ export async function importTFCheckpoint(src: string, out: string, options: Impo
     // Written together, as Model.save writes a model: a failure leaves a folder imported into before as it was, and
     // the record of a chat model saved there before goes, as it does not speak for these weights.
     const record = audiencesToWrite(out, NO_CHAT);
+    const vocabBytes = vocab === null ? null : vocabularyBytes({ encoderPath: vocab.encoder, mergesPath: vocab.merges });
     await writeFilesAtomic([
       safetensorsToWrite(path.join(out, WEIGHTS_FILE), tensors, { format: 'pt' }),
       textToWrite(path.join(out, CONFIG_FILE), `${JSON.stringify(hfConfigJson(config), null, 2)}\n`),
       // Hugging Face's names for the same two files, so its tokenizer reads the folder too.
-      ...(vocab === null ? [] : [textToWrite(path.join(out, 'vocab.json'), fs.readFileSync(vocab.encoder)), textToWrite(path.join(out, 'merges.txt'), fs.readFileSync(vocab.merges))]),
+      ...(vocabBytes === null ? [] : [textToWrite(path.join(out, 'vocab.json'), vocabBytes.encoder), textToWrite(path.join(out, 'merges.txt'), vocabBytes.merges)]),
     ], record.remove);
     return { checkpoint: found.prefix, config, tensors: tensors.length, skipped, vocab };
   } finally {

@@ -13,13 +13,14 @@ import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
 import { GGUF_FILE, ggufConfig, ggufFileIn, ggufVocabulary, openGguf } from './gguf';
 import { SHARDS_INDEX_SUFFIX } from './safetensors';
+import { TOKENIZER_JSON } from '../tokenizer/vocab';
 
 export type GPT2Config = NativeConfig;
 export type ModelFolderKind = 'huggingface' | 'gguf' | 'openai-release' | 'tf-run';
 
 // The BPE vocabulary as two files: the token -> id map (encoder.json / vocab.json, same format) and the
-// merge list (vocab.bpe / merges.txt, same format); for a GGUF folder without them, both are the GGUF file, whose
-// metadata holds the vocabulary.
+// merge list (vocab.bpe / merges.txt, same format); without them, both are tokenizer.json, which holds the two, or
+// for a GGUF folder the GGUF file, whose metadata holds the vocabulary.
 export interface VocabFiles {
   encoder: string;
   merges: string;
@@ -57,7 +58,8 @@ export function findVocabulary(dir: string): VocabFiles | null {
     const m = path.join(dir, merges);
     if (exists(e) && exists(m)) return { encoder: e, merges: m };
   }
-  return null;
+  const tokenizerJson = path.join(dir, TOKENIZER_JSON);
+  return exists(tokenizerJson) ? { encoder: tokenizerJson, merges: tokenizerJson } : null;
 }
 
 function positiveInt(file: string, json: Record<string, unknown>, field: string): number {

@@ -230,8 +230,8 @@ export class StreamDecoder {
   }
 }
 
-// Reads a vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt) from `dir`, by default the
-// bundled GPT-2 one.
+// Reads a vocabulary (encoder.json + vocab.bpe, vocab.json + merges.txt, tokenizer.json, or a GGUF file) from `dir`,
+// by default the bundled GPT-2 one.
 export function loadTokenizer(dir: string = bundledVocabularyDir(), options: TokenizerOptions = {}): Tokenizer {
   return new Tokenizer(new Vocabulary(locateVocabulary(dir)), options);
 }
@@ -261,7 +261,7 @@ export function modelTokenizer(
   return gpt2();
 }
 
-const noVocabulary = (dir: string) => `${dir} has no vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt)`;
+const noVocabulary = (dir: string) => `${dir} has no vocabulary (encoder.json + vocab.bpe, vocab.json + merges.txt, or tokenizer.json)`;
 
 // Refuses a folder that modelTokenizer would give no tokenizer, without reading a vocabulary (a server checks every
 // model's before serving it): one without a vocabulary whose vocab_size is not GPT-2's.

@@ -1,5 +1,6 @@
 // Reading a GPT-2 vocabulary from a model folder: OpenAI's encoder.json + vocab.bpe, or the same data
-// under Hugging Face's names vocab.json + merges.txt, or else the metadata of the folder's GGUF file. Token strings
+// under Hugging Face's names vocab.json + merges.txt, or else the same data in Hugging Face's tokenizer.json, or else
+// the metadata of the folder's GGUF file. Token strings
 // are GPT-2's printable stand-ins for bytes (bytes_to_unicode in encoder.py); here they become raw bytes once, at load.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -7,7 +8,10 @@ import path from 'node:path';
 import { GGUF_FILE, ggufFileIn, ggufVocabulary, openGguf } from '../formats/gguf';
 import { MAX_TOKEN_ID, MergeTable } from './bpe';
 import { type FileToWrite, textToWrite, writeFilesAtomic } from '../util/atomic_file';
+import { readJsonObject } from '../util/json_file';
+import { isJsonObject } from '../util/json_object';
 import { packageRoot } from '../util/package_root';
+import { quoted } from '../util/quoted';
 
 export const END_OF_TEXT = '<|endoftext|>';
 
@@ -16,6 +20,9 @@ const LAYOUTS = [
   { encoder: 'vocab.json', merges: 'merges.txt' },
 ];
 const HUGGING_FACE = LAYOUTS[1];
+// The tokenizers library's one file, which a fast tokenizer's save_pretrained writes beside vocab.json and merges.txt
+// and which some folders hold alone.
+export const TOKENIZER_JSON = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes for
@@ -37,7 +44,7 @@ export function bundledVocabularyDir(): string {
   return path.join(packageRoot(), 'lib', 'tokenizer', 'gpt2');
 }
 
-// Where a vocabulary is read from: two files, or (both paths the same .gguf file) a GGUF file's metadata.
+// Where a vocabulary is read from: two files, or (both paths the same file) a tokenizer.json or a GGUF file's metadata.
 export interface VocabularyFiles {
   encoderPath: string;
   mergesPath: string;
@@ -47,20 +54,70 @@ function isGguf(files: VocabularyFiles): boolean {
   return files.encoderPath.endsWith('.gguf');
 }
 
+function isTokenizerJson(files: VocabularyFiles): boolean {
+  return path.basename(files.encoderPath) === TOKENIZER_JSON;
+}
+
 export function locateVocabulary(dir: string): VocabularyFiles {
   for (const layout of LAYOUTS) {
     const encoderPath = path.join(dir, layout.encoder);
     const mergesPath = path.join(dir, layout.merges);
     if (fs.existsSync(encoderPath) && fs.existsSync(mergesPath)) return { encoderPath, mergesPath };
   }
+  const tokenizerJson = path.join(dir, TOKENIZER_JSON);
+  if (fs.existsSync(tokenizerJson)) return { encoderPath: tokenizerJson, mergesPath: tokenizerJson };
   const gguf = ggufFileIn(dir);
   if (gguf !== null) return { encoderPath: gguf, mergesPath: gguf };
   const wanted = LAYOUTS.map((l) => `${l.encoder} + ${l.merges}`).join(' or ');
-  throw new Error(`${dir}: no GPT-2 vocabulary here (looked for ${wanted}, or ${GGUF_FILE})`);
+  throw new Error(`${dir}: no GPT-2 vocabulary here (looked for ${wanted}, ${TOKENIZER_JSON}, or ${GGUF_FILE})`);
 }
 
-// The two files' bytes, or what they would hold for a GGUF file's vocabulary.
-function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buffer } {
+// A tokenizer.json's vocabulary as GPT-2's two files would hold it, refused where its tokenizer is not GPT-2's
+// byte-level BPE: another model, a normalizer, a pre-tokenizer other than GPT-2's (one that adds a space before
+// the text included), each of which would split the same text into other tokens. Added tokens (a fine-tune's pad or
+// chat tokens) join the vocabulary at their ids, their text in GPT-2's stand-ins for bytes.
+export function tokenizerJsonVocabulary(file: string): { encoder: Buffer; merges: Buffer } {
+  const json = readJsonObject(file);
+  const refuse = (field: string, value: unknown, why: string): Error => new Error(`${file}: field "${field}" is ${quoted(value)}: ${why}`);
+  const model = json.model;
+  if (!isJsonObject(model) || model.type !== 'BPE') throw refuse('model.type', isJsonObject(model) ? model.type : model, 'dixie reads GPT-2\'s byte-level BPE ("BPE")');
+  if (json.normalizer !== null && json.normalizer !== undefined) throw refuse('normalizer', json.normalizer, 'GPT-2 changes no text before splitting it (null)');
+  const pre = json.pre_tokenizer;
+  if (!isJsonObject(pre) || pre.type !== 'ByteLevel') throw refuse('pre_tokenizer', pre, 'GPT-2 splits text as the ByteLevel pre-tokenizer does');
+  if (pre.add_prefix_space === true) throw refuse('pre_tokenizer.add_prefix_space', true, 'GPT-2 adds no space before the text (false)');
+  if (pre.use_regex === false) throw refuse('pre_tokenizer.use_regex', false, 'GPT-2 splits words by its pattern (true)');
+  const vocab = model.vocab;
+  if (!isJsonObject(vocab)) throw refuse('model.vocab', vocab, 'must be an object of token -> id');
+  // A Map, since a token may be any string: "__proto__" set on a plain object would change its prototype, not add it.
+  const encoder = new Map<string, number>();
+  for (const [token, id] of Object.entries(vocab)) {
+    if (!Number.isSafeInteger(id) || (id as number) < 0) throw refuse(`model.vocab.${token}`, id, 'must be a token id, a whole number');
+    encoder.set(token, id as number);
+  }
+  const added = Array.isArray(json.added_tokens) ? json.added_tokens : [];
+  added.forEach((entry, i) => {
+    if (!isJsonObject(entry) || typeof entry.content !== 'string' || !Number.isSafeInteger(entry.id)) throw refuse(`added_tokens[${i}]`, entry, 'must have a "content" string and an "id"');
+    const token = [...Buffer.from(entry.content, 'utf8')].map((b) => charOfByte[b]).join('');
+    const id = entry.id as number;
+    const held = encoder.get(token);
+    if (held !== undefined && held !== id) throw refuse(`added_tokens[${i}].id`, id, `${JSON.stringify(entry.content)} is token ${held} in model.vocab`);
+    encoder.set(token, id);
+  });
+  const mergesField = model.merges ?? [];
+  if (!Array.isArray(mergesField)) throw refuse('model.merges', mergesField, 'must be a list of merges');
+  // Older files write a merge as "a b", newer ones as ["a", "b"].
+  const merges = mergesField.map((m, i) => {
+    if (typeof m === 'string') return m;
+    if (Array.isArray(m) && m.length === 2 && m.every((part) => typeof part === 'string')) return m.join(' ');
+    throw refuse(`model.merges[${i}]`, m, 'must be "a b" or ["a", "b"]');
+  });
+  const encoderJson = `{${[...encoder].map(([token, id]) => `${JSON.stringify(token)}:${JSON.stringify(id)}`).join(',')}}`;
+  return { encoder: Buffer.from(encoderJson), merges: Buffer.from(['#version: 0.2', ...merges, ''].join('\n')) };
+}
+
+// The two files' bytes, or what they would hold for a tokenizer.json or a GGUF file's vocabulary.
+export function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buffer } {
+  if (isTokenizerJson(files)) return tokenizerJsonVocabulary(files.encoderPath);
   if (!isGguf(files)) return { encoder: readBytes(files.encoderPath), merges: readBytes(files.mergesPath) };
   const g = openGguf(files.encoderPath);
   try {

@@ -257,7 +257,7 @@ t.test('a vocabulary that does not fit the model is refused, and nothing is writ
   const fixture = path.join(ROOT, 'test', 'fixtures', 'gpt2-tiny');  // vocabulary 256, no vocabulary files
   const run = exportGguf(fixture, out);
   t.equal(run.status, 1);
-  t.match(String(run.stderr), /^export-gguf: .*gpt2-tiny has no vocabulary \(encoder\.json \+ vocab\.bpe, or vocab\.json \+ merges\.txt\), and its vocab_size is 256, not GPT-2's 50257: copy in the vocabulary it was trained with\n$/);
+  t.match(String(run.stderr), /^export-gguf: .*gpt2-tiny has no vocabulary \(encoder\.json \+ vocab\.bpe, vocab\.json \+ merges\.txt, or tokenizer\.json\), and its vocab_size is 256, not GPT-2's 50257: copy in the vocabulary it was trained with\n$/);
   t.notOk(fs.existsSync(out));
   // With GPT-2's vocabulary copied in: more tokens than the model has ids, refused as the vocabulary loads.
   const copy = path.join(work, 'gpt2-tiny-vocab');

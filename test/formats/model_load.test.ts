@@ -98,13 +98,13 @@ t.test("a folder without a vocabulary: GPT-2's, with a warning, for a model of G
   model.dispose();
   const warned = generate(['--restore_from', gpt2Sized]);
   t.equal(warned.status, 0, warned.stderr);
-  t.match(warned.stderr, `warning: ${gpt2Sized} has no vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt): using GPT-2's`);
+  t.match(warned.stderr, `warning: ${gpt2Sized} has no vocabulary (encoder.json + vocab.bpe, vocab.json + merges.txt, or tokenizer.json): using GPT-2's`);
   t.match(warned.stdout, /SAMPLE 1/);
 
   const other = await saveTiny(path.join(root, 'other'), false);
   const refused = generate(['--restore_from', other]);
   t.equal(refused.status, 1);
-  t.match(refused.stderr, `generate: ${other} has no vocabulary (encoder.json + vocab.bpe, or vocab.json + merges.txt), and its vocab_size is 457, not GPT-2's 50257`);
+  t.match(refused.stderr, `generate: ${other} has no vocabulary (encoder.json + vocab.bpe, vocab.json + merges.txt, or tokenizer.json), and its vocab_size is 457, not GPT-2's 50257`);
 });
 
 async function logitsOf(dir: string): Promise<Float32Array> {

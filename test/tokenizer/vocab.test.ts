@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import r50kBase from 'js-tiktoken/ranks/r50k_base';
 import t from 'tap';
+import { findVocabulary } from '../../lib/formats/model_folder';
 import { bundledVocabularyDir, loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
 
 const TOY = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tokenizer', 'toy');
@@ -47,6 +48,65 @@ t.test("Hugging Face's layout (vocab.json + merges.txt) loads the same vocabular
   t.same(loadTokenizer(dir).encode(text, { allowSpecial: false }), loadTokenizer().encode(text, { allowSpecial: false }));
 });
 
+// GPT-2's vocabulary as the tokenizers library saves it in tokenizer.json (openai-community/gpt2's layout), with
+// `edit` applied: the merges as "a b" strings, or as ["a", "b"] pairs in newer files.
+function writeTokenizerJson(dir: string, edit: (json: Record<string, unknown>) => void = () => {}, pairs = false): string {
+  const vocab = JSON.parse(fs.readFileSync(path.join(bundledVocabularyDir(), 'encoder.json'), 'utf8')) as Record<string, number>;
+  const merges = fs.readFileSync(path.join(bundledVocabularyDir(), 'vocab.bpe'), 'utf8').split('\n').slice(1).filter((line) => line !== '');
+  const json: Record<string, unknown> = {
+    version: '1.0', truncation: null, padding: null,
+    added_tokens: [{ id: 50256, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }],
+    normalizer: null,
+    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+    post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false,
+      byte_fallback: false, ignore_merges: false, vocab, merges: pairs ? merges.map((m) => m.split(' ')) : merges,
+    },
+  };
+  edit(json);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
+  return dir;
+}
+
+t.test('a tokenizer.json alone loads the same vocabulary, with a fine-tune\'s added tokens; another tokenizer is refused, naming the field', async (t) => {
+  const root = tempDir(t);
+  const text = "tokenizer.json: same bytes, same tokens. 12345 ☃ <|endoftext|>";
+  const gpt2 = loadTokenizer();
+  for (const pairs of [false, true]) {
+    const dir = writeTokenizerJson(path.join(root, `pairs-${pairs}`), () => {}, pairs);
+    const tokenizer = loadTokenizer(dir);
+    t.same(tokenizer.encode(text, { allowSpecial: true }), gpt2.encode(text, { allowSpecial: true }), `merges as ${pairs ? 'pairs' : 'strings'}`);
+    t.equal(tokenizer.vocabSize, 50257);
+  }
+
+  // A fine-tune that added a pad token and a spaced chat token, its embeddings resized to 50259.
+  const added = writeTokenizerJson(path.join(root, 'added'), (json) => {
+    (json.added_tokens as object[]).push({ id: 50257, content: '<|pad|>', special: true }, { id: 50258, content: ' <sep>', special: false });
+  });
+  const warnings: string[] = [];
+  const config = { nLayer: 1, nHead: 1, nEmbd: 4, nCtx: 8, vocabSize: 50259 };
+  const tokenizer = modelTokenizer({ dir: added, vocab: findVocabulary(added), config }, (w) => warnings.push(w));
+  t.same(warnings, [], 'the folder\'s own vocabulary, without the warning of a folder that has none');
+  t.equal(tokenizer.vocabSize, 50259);
+  t.equal(tokenizer.decode([50257, 50258]), '<|pad|> <sep>', 'added tokens decode to their text');
+  t.same(tokenizer.encode(text, { allowSpecial: true }), gpt2.encode(text, { allowSpecial: true }), 'and text encodes as before');
+
+  const refused: [string, (json: Record<string, unknown>) => void, string][] = [
+    ['wordpiece', (json) => { json.model = { type: 'WordPiece', vocab: {} }; }, 'field "model.type" is "WordPiece": dixie reads GPT-2\'s byte-level BPE ("BPE")'],
+    ['normalizer', (json) => { json.normalizer = { type: 'NFC' }; }, 'field "normalizer" is {"type":"NFC"}: GPT-2 changes no text before splitting it (null)'],
+    ['prefix-space', (json) => { (json.pre_tokenizer as Record<string, unknown>).add_prefix_space = true; }, 'field "pre_tokenizer.add_prefix_space" is true: GPT-2 adds no space before the text (false)'],
+    ['metaspace', (json) => { json.pre_tokenizer = { type: 'Metaspace' }; }, 'field "pre_tokenizer" is {"type":"Metaspace"}: GPT-2 splits text as the ByteLevel pre-tokenizer does'],
+    ['clashing-id', (json) => { (json.added_tokens as object[]).push({ id: 7, content: 'hello' }); }, 'field "added_tokens[1].id" is 7: "hello" is token 31373 in model.vocab'],
+  ];
+  for (const [name, edit, message] of refused) {
+    const dir = writeTokenizerJson(path.join(root, name), edit);
+    t.throws(() => loadTokenizer(dir), { message: `${path.join(dir, 'tokenizer.json')}: ${message}` }, name);
+  }
+});
+
 t.test('a toy vocabulary: merges apply by rank, not left to right', async (t) => {
   const toy = loadTokenizer(TOY);
   const encode = (s: string): number[] => Array.from(toy.encode(s, { allowSpecial: true }));
@@ -64,7 +124,7 @@ t.test('a toy vocabulary: merges apply by rank, not left to right', async (t) =>
 
 t.test('a missing or broken vocabulary fails with a clear error', async (t) => {
   const empty = tempDir(t);
-  t.throws(() => loadTokenizer(empty), { message: `${empty}: no GPT-2 vocabulary here (looked for encoder.json + vocab.bpe or vocab.json + merges.txt, or model.gguf)` });
+  t.throws(() => loadTokenizer(empty), { message: `${empty}: no GPT-2 vocabulary here (looked for encoder.json + vocab.bpe or vocab.json + merges.txt, tokenizer.json, or model.gguf)` });
 
   const write = (encoder: string, merges: string): string => {
     const dir = fs.mkdtempSync(path.join(empty, 'v'));
