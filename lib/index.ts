@@ -76,7 +76,7 @@ export { writeGguf, writeGgufAdapter, GGUF_WEIGHT_TYPES, GGUF_ADAPTER_TYPES } fr
 export type { GgufExportOptions, GgufWeightType } from './formats/gguf';
 // LoRA adapters in Hugging Face PEFT's format (docs/lora.md): Model.load(base, { adapter }) merges one as it loads.
 export { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, readPeftAdapter, writePeftAdapter } from './formats/peft';
-export type { LoraConfig, LoraModule, PeftAdapter, PeftAdapterToWrite } from './formats/peft';
+export type { LoraConfig, LoraModule, PeftAdapter, PeftAdapterToWrite, TensorNaming } from './formats/peft';
 export { downloadModel } from './download/download_model';
 export type { DownloadOptions } from './download/download_model';
 

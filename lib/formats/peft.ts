@@ -31,14 +31,27 @@ const ADAPTABLE: Readonly<Record<string, { inputs: number; outputs: number }>> =
 const ADAPTABLE_NAMES = Object.keys(ADAPTABLE).join(', ');
 
 // PEFT's tensor names: base_model.model.<module path>.lora_A.weight. The path starts with "transformer." for
-// GPT2LMHeadModel (what PEFT adapts for CAUSAL_LM) and without it for a bare GPT2Model. A state dict saved by hand
-// (the model's own state_dict()) has the adapter's name before "weight", lora_A.default.weight, which PEFT's
-// save_pretrained leaves out; PEFT loads such names as those of the adapter of that name.
-const TENSOR_NAME = /^base_model\.model\.((?:transformer\.)?h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj))\.lora_([AB])(?:\.([^.]+))?\.weight$/;
+// GPT2LMHeadModel (what PEFT adapts for CAUSAL_LM) and without it for a bare GPT2Model. Two other namings load too,
+// as PEFT or transformers load them: a state dict saved by hand (the model's own state_dict()) has the adapter's name
+// before "weight", lora_A.default.weight, which save_pretrained leaves out; and transformers' save_pretrained of a
+// model with an adapter attached, given save_peft_format=False, leaves out "base_model.model.", which its
+// load_adapter takes either way.
+const PEFT_PREFIX = 'base_model.model.';
+const TENSOR_NAME = /^(base_model\.model\.)?((?:transformer\.)?h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj))\.lora_([AB])(?:\.([^.]+))?\.weight$/;
 
-// The name of a factor's tensor, with the adapter's name where the file's tensors carry one.
-function factorName(modulePath: string, factor: 'A' | 'B', adapterName: string | null): string {
-  return `base_model.model.${modulePath}.lora_${factor}${adapterName === null ? '' : `.${adapterName}`}.weight`;
+// How a file names its factors' tensors: with PEFT's prefix or not, with an adapter's name or not.
+export interface TensorNaming {
+  prefixed: boolean;
+  adapterName: string | null;
+}
+const PEFT_NAMING: TensorNaming = { prefixed: true, adapterName: null };
+
+function factorName(modulePath: string, factor: 'A' | 'B', naming: TensorNaming): string {
+  return `${naming.prefixed ? PEFT_PREFIX : ''}${modulePath}.lora_${factor}${naming.adapterName === null ? '' : `.${naming.adapterName}`}.weight`;
+}
+
+function describeNaming(naming: TensorNaming): string {
+  return `${naming.prefixed ? '' : `no "${PEFT_PREFIX}" and `}${naming.adapterName === null ? 'no adapter name' : `adapter name "${naming.adapterName}"`}`;
 }
 
 // PEFT's default target for GPT-2 when target_modules is null, and what "all-linear" stands for in it (every
@@ -80,7 +93,7 @@ export interface LoraModule {
 export interface PeftAdapter {
   dir: string;
   config: LoraConfig;
-  adapterName: string | null;  // the adapter's name in its tensors' names (lora_A.default.weight); null as PEFT saves
+  naming: TensorNaming;  // how its tensors are named, for errors that name one
   modules: LoraModule[];  // in the order of their base weights: by layer, then as ADAPTABLE lists them
 }
 
@@ -357,21 +370,21 @@ export function readPeftAdapter(dir: string): PeftAdapter {
   const st = openSafetensors(file);
   try {
     const pairs = new Map<string, { path: string; layer: number; kind: string; a?: TensorEntry; b?: TensorEntry }>();
-    let named: { adapterName: string | null; tensor: string } | null = null;
+    let named: { naming: TensorNaming; tensor: string } | null = null;
     for (const entry of st.tensors) {
       const match = TENSOR_NAME.exec(entry.name);
       if (!match) {
         throw new Error(`${file}: tensor "${entry.name}" is not a LoRA factor dixie can merge (lora_A or lora_B of ${ADAPTABLE_NAMES} in a layer h.N); `
           + 'trained biases, modules_to_save, DoRA magnitudes and adapters of the embeddings or the output head are not supported');
       }
-      const [, modulePath, layer, kind, factor, adapterName = null] = match;
+      const [, prefix, modulePath, layer, kind, factor, adapterName = null] = match;
       // Names of two adapters (or with and without one) are a state dict of a model holding several, whose factors
       // for one module would silently replace each other.
-      named ??= { adapterName, tensor: entry.name };
-      if (adapterName !== named.adapterName) {
-        const said = (n: string | null): string => (n === null ? 'no adapter name' : `adapter name "${n}"`);
-        throw new Error(`${file}: tensor "${entry.name}" has ${said(adapterName)} but "${named.tensor}" has ${said(named.adapterName)}: `
-          + 'the file holds the factors of more than one adapter; save the one to load with PEFT\'s save_pretrained(..., selected_adapters=[name])');
+      const naming: TensorNaming = { prefixed: prefix !== undefined, adapterName };
+      named ??= { naming, tensor: entry.name };
+      if (naming.prefixed !== named.naming.prefixed || naming.adapterName !== named.naming.adapterName) {
+        throw new Error(`${file}: tensor "${entry.name}" has ${describeNaming(naming)} but "${named.tensor}" has ${describeNaming(named.naming)}: `
+          + 'the file holds the factors of more than one adapter, or of one saved two ways; save the one to load with PEFT\'s save_pretrained(..., selected_adapters=[name])');
       }
       // "h.01" would name the same weight as "h.1", and one pair of factors would silently replace the other.
       if (String(Number(layer)) !== layer) {
@@ -387,10 +400,10 @@ export function readPeftAdapter(dir: string): PeftAdapter {
     if (pairs.size === 0) throw new Error(`${file}: no lora_A / lora_B tensors`);
     const prefixes = new Set([...pairs.keys()].map((p) => p.slice(0, p.indexOf('h.'))));
     if (prefixes.size > 1) throw new Error(`${file}: names some modules with "transformer." and some without; they must come from one model`);
-    const adapterName = named?.adapterName ?? null;
+    const naming = named?.naming ?? PEFT_NAMING;
     const modules: LoraModule[] = [];
     for (const pair of pairs.values()) {
-      const name = (factor: 'A' | 'B'): string => factorName(pair.path, factor, adapterName);
+      const name = (factor: 'A' | 'B'): string => factorName(pair.path, factor, naming);
       if (!pair.a || !pair.b) {
         throw new Error(`${file}: tensor "${name(pair.a ? 'A' : 'B')}" has no "${name(pair.a ? 'B' : 'A')}": each adapted module needs both factors`);
       }
@@ -429,7 +442,7 @@ export function readPeftAdapter(dir: string): PeftAdapter {
     }
     const kinds = Object.keys(ADAPTABLE);
     modules.sort((x, y) => x.layer - y.layer || kinds.indexOf(x.kind) - kinds.indexOf(y.kind));
-    return { dir, config, adapterName, modules };
+    return { dir, config, naming, modules };
   } finally {
     st.close();
   }
@@ -461,7 +474,7 @@ export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base:
   const C = config.nEmbd;
   const fitted = new Set<string>();
   for (const m of adapter.modules) {
-    const tensor = (factor: 'A' | 'B'): string => `"${factorName(m.path, factor, adapter.adapterName)}"`;
+    const tensor = (factor: 'A' | 'B'): string => `"${factorName(m.path, factor, adapter.naming)}"`;
     if (m.layer >= config.nLayer) {
       throw new Error(`${file}: tensor ${tensor('A')} adapts ${m.path}, which the base does not have: ${base.where} gives ${base.fieldName('nLayer')} ${config.nLayer} (layers h.0 to h.${config.nLayer - 1})`);
     }
@@ -568,8 +581,8 @@ export async function writePeftAdapter(dir: string, adapter: PeftAdapterToWrite)
     if (inputs * ADAPTABLE[kind].outputs !== outputs * ADAPTABLE[kind].inputs) {
       throw new Error(`writePeftAdapter: "${name}": A [${rank}, ${inputs}] and B [${outputs}, ${rank}] do not fit ${kind}, whose outputs are ${ADAPTABLE[kind].outputs}/${ADAPTABLE[kind].inputs} of its inputs`);
     }
-    tensors.push({ name: factorName(modulePath, 'A', null), dtype: 'F32', shape: [rank, inputs], data: () => a });
-    tensors.push({ name: factorName(modulePath, 'B', null), dtype: 'F32', shape: [outputs, rank], data: () => b });
+    tensors.push({ name: factorName(modulePath, 'A', PEFT_NAMING), dtype: 'F32', shape: [rank, inputs], data: () => a });
+    tensors.push({ name: factorName(modulePath, 'B', PEFT_NAMING), dtype: 'F32', shape: [outputs, rank], data: () => b });
   }
   fs.mkdirSync(dir, { recursive: true });
   await writeSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: 'pt' });

@@ -100,19 +100,17 @@ export function peftConfig(fields: Record<string, unknown>): Record<string, unkn
   };
 }
 
-// An adapter folder in PEFT's layout: the config, and each module's factors under PEFT's names, or, where
-// `adapterName` gives one for a module, under the names of the model's state_dict() (lora_A.<name>.weight).
-export function writeRawAdapter(dir: string, config: Record<string, unknown>, factors: Factors[], dtype: RawTensor['dtype'] = 'F32', adapterName: (module: string) => string | null = () => null): string {
+// The name PEFT's save_pretrained gives a factor of a module ("h.0.attn.c_attn") of GPT2LMHeadModel.
+export const peftTensorName = (module: string, factor: 'A' | 'B'): string => `base_model.model.transformer.${module}.lora_${factor}.weight`;
+
+// An adapter folder in PEFT's layout: the config, and each module's factors under PEFT's names (or `tensorName`'s).
+export function writeRawAdapter(dir: string, config: Record<string, unknown>, factors: Factors[], dtype: RawTensor['dtype'] = 'F32', tensorName = peftTensorName): string {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2));
-  const tensors = factors.flatMap((f): RawTensor[] => {
-    const named = adapterName(f.module);
-    const suffix = named === null ? 'weight' : `${named}.weight`;
-    return [
-      { name: `base_model.model.transformer.${f.module}.lora_A.${suffix}`, shape: [f.rank, f.inputs], dtype, data: f.a },
-      { name: `base_model.model.transformer.${f.module}.lora_B.${suffix}`, shape: [f.outputs, f.rank], dtype, data: f.b },
-    ];
-  });
+  const tensors = factors.flatMap((f): RawTensor[] => [
+    { name: tensorName(f.module, 'A'), shape: [f.rank, f.inputs], dtype, data: f.a },
+    { name: tensorName(f.module, 'B'), shape: [f.outputs, f.rank], dtype, data: f.b },
+  ]);
   writeRawSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors);
   return dir;
 }

@@ -5,10 +5,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Model } from '../../lib/engine/model';
-import { isTargeted, readLoraConfig, readPeftAdapter, writePeftAdapter } from '../../lib/formats/peft';
+import { isTargeted, readLoraConfig, readPeftAdapter, writePeftAdapter, type TensorNaming } from '../../lib/formats/peft';
 import { openSafetensors } from '../../lib/formats/safetensors';
 import { maxAbsDiff } from '../engine/helpers';
-import { CONFIG, type Factors, allLogits, peftConfig, randomFactors, saveBase, writeRawAdapter, writeRawSafetensors } from './helpers';
+import { CONFIG, type Factors, allLogits, peftConfig, peftTensorName, randomFactors, saveBase, writeRawAdapter, writeRawSafetensors } from './helpers';
 import { runCommand } from '../helpers/run_command';
 
 const work = t.testdir({});
@@ -18,6 +18,8 @@ t.before(async () => {
 });
 
 const C = CONFIG.nEmbd;
+// Tensor names as the model's own state_dict() gives them, with the adapter's name that `adapterName` gives a module.
+const named = (adapterName: (module: string) => string) => (module: string, factor: 'A' | 'B'): string => `base_model.model.transformer.${module}.lora_${factor}.${adapterName(module)}.weight`;
 const layer0 = (): Factors[] => [randomFactors('h.0.attn.c_attn', 4, C, 1), randomFactors('h.1.attn.c_attn', 4, C, 2)];
 
 t.test('writePeftAdapter writes PEFT\'s names and config, and readPeftAdapter reads back the same', async (t) => {
@@ -104,19 +106,21 @@ t.test('an adapter as PEFT also reads it gives the logits of the same adapter in
   plain.dispose();
   const withoutFanInFanOut = peftConfig({});
   delete withoutFanInFanOut.fan_in_fan_out;
-  const variants: [what: string, config: Record<string, unknown>, adapterName?: string][] = [
+  const variants: [what: string, config: Record<string, unknown>, tensorName?: typeof peftTensorName, naming?: TensorNaming][] = [
     // PEFT's default, which it turns to true for GPT-2's Conv1D layers, warning.
     ['fan_in_fan_out false', peftConfig({ fan_in_fan_out: false })],
     ['fan_in_fan_out absent', withoutFanInFanOut],
     // The model's own state_dict(), saved by hand, names the adapter ("default" unless named otherwise).
-    ['tensors named after adapter "default"', peftConfig({}), 'default'],
-    ['tensors named after adapter "mom"', peftConfig({}), 'mom'],
+    ['tensors named after adapter "default"', peftConfig({}), named(() => 'default'), { prefixed: true, adapterName: 'default' }],
+    ['tensors named after adapter "mom"', peftConfig({}), named(() => 'mom'), { prefixed: true, adapterName: 'mom' }],
+    // transformers' save_pretrained(save_peft_format=False) of a model with an adapter attached.
+    ['tensors named without base_model.model.', peftConfig({}), (module, factor) => `transformer.${module}.lora_${factor}.weight`, { prefixed: false, adapterName: null }],
     // Ways of starting the factors that leave the base as it is.
     ...['gaussian', 'Gaussian', 'eva', 'orthogonal', 'mica', false].map((init): [string, Record<string, unknown>] => [`init_lora_weights ${JSON.stringify(init)}`, peftConfig({ init_lora_weights: init })]),
   ];
-  for (const [what, config, adapterName] of variants) {
-    const dir = writeRawAdapter(path.join(work, `variant-${what.replace(/\W+/g, '-')}`), config, layer0(), 'F32', () => adapterName ?? null);
-    t.equal(readPeftAdapter(dir).adapterName, adapterName ?? null, `${what}: the adapter's name`);
+  for (const [what, config, tensorName, naming] of variants) {
+    const dir = writeRawAdapter(path.join(work, `variant-${what.replace(/\W+/g, '-')}`), config, layer0(), 'F32', tensorName);
+    t.same(readPeftAdapter(dir).naming, naming ?? { prefixed: true, adapterName: null }, `${what}: how its tensors are named`);
     const model = await Model.load(base, { device: 'cpu', trainable: false, adapter: dir });
     t.equal(maxAbsDiff(await allLogits(model), expected), 0, `${what}: the same logits`);
     model.dispose();
@@ -146,12 +150,12 @@ t.test('corrupt and mismatched adapters: errors that name the file and the field
       (d) => `${configOf(d)}: field "peft_type" is "IA3": dixie reads LoRA adapters ("LORA") only`],
     ['fan-in-fan-out', (d) => writeRawAdapter(d, peftConfig({ fan_in_fan_out: 'yes' }), layer0()),
       (d) => `${configOf(d)}: field "fan_in_fan_out" must be true or false, got "yes"`],
-    ['two-adapter-names', (d) => writeRawAdapter(d, peftConfig({}), [...layer0(), randomFactors('h.0.mlp.c_fc', 4, C, 8)], 'F32', (module) => (module.includes('mlp') ? 'other' : 'default')),
-      (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.mlp.c_fc.lora_A.other.weight" has adapter name "other" but "base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight" has adapter name "default": the file holds the factors of more than one adapter; save the one to load with PEFT's save_pretrained(..., selected_adapters=[name])`],
-    ['named-and-unnamed', (d) => writeRawAdapter(d, peftConfig({}), layer0(), 'F32', (module) => (module.startsWith('h.1') ? 'default' : null)),
-      (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight" has adapter name "default" but "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight" has no adapter name: the file holds the factors of more than one adapter; save the one to load with PEFT's save_pretrained(..., selected_adapters=[name])`],
+    ['two-adapter-names', (d) => writeRawAdapter(d, peftConfig({}), [...layer0(), randomFactors('h.0.mlp.c_fc', 4, C, 8)], 'F32', named((module) => (module.includes('mlp') ? 'other' : 'default'))),
+      (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.mlp.c_fc.lora_A.other.weight" has adapter name "other" but "base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight" has adapter name "default": the file holds the factors of more than one adapter, or of one saved two ways; save the one to load with PEFT's save_pretrained(..., selected_adapters=[name])`],
+    ['named-and-unnamed', (d) => writeRawAdapter(d, peftConfig({}), layer0(), 'F32', (module, factor) => (module.startsWith('h.1') ? named(() => 'default')(module, factor) : `transformer.${module}.lora_${factor}.weight`)),
+      (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight" has adapter name "default" but "transformer.h.0.attn.c_attn.lora_A.weight" has no "base_model.model." and no adapter name: the file holds the factors of more than one adapter, or of one saved two ways; save the one to load with PEFT's save_pretrained(..., selected_adapters=[name])`],
     ['named-a-without-b', (d) => {
-      writeRawAdapter(d, peftConfig({}), layer0(), 'F32', () => 'default');
+      writeRawAdapter(d, peftConfig({}), layer0(), 'F32', named(() => 'default'));
       writeRawSafetensors(weightsOf(d), [{ name: 'base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight', shape: [4, C], data: layer0()[0].a }]);
     }, (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight" has no "base_model.model.transformer.h.0.attn.c_attn.lora_B.default.weight": each adapted module needs both factors`],
     ['pissa', (d) => writeRawAdapter(d, peftConfig({ init_lora_weights: 'pissa_niter_16' }), layer0()),
