@@ -14,7 +14,7 @@ import { loadAddon, type NativeConfig } from '../engine/native';
 import type { Vocabulary } from '../tokenizer/vocab';
 import { writeFileAtomic } from '../util/atomic_file';
 import { GGML_QUANTS } from './ggml_quants';
-import type { PeftAdapter } from './peft';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapter } from './peft';
 import { f32ToBf16, f32ToF16, openRegularFile, readFully, writeFully } from './safetensors';
 
 // What a file's matrices are written in, as llama.cpp's tools name the file types: float types, or ggml's blocks as
@@ -416,6 +416,10 @@ function storedValues(raw: Uint8Array, type: number, n: number): Float32Array | 
 export function ggufConfig(g: GgufFile): NativeConfig {
   const arch = g.string('general.architecture');
   if (arch !== 'gpt2') throw new Error(`${g.path}: metadata "general.architecture" is ${JSON.stringify(arch)}; dixie runs GPT-2 models ("gpt2")`);
+  // llama.cpp's LoRA adapters are GGUF files too (bin/export-gguf writes them), which hold no model's sizes.
+  if (g.metadata.has('general.type') && g.string('general.type') === 'adapter') {
+    throw new Error(`${g.path}: metadata "general.type" is "adapter": a LoRA adapter for llama.cpp's --lora, not a model; dixie reads adapters as PEFT folders (${ADAPTER_CONFIG_FILE} + ${ADAPTER_WEIGHTS_FILE})`);
+  }
   const config: NativeConfig = {
     nLayer: g.u32('gpt2.block_count'),
     nHead: g.u32('gpt2.attention.head_count'),

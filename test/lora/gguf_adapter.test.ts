@@ -1,12 +1,14 @@
 // bin/export-gguf of a LoRA adapter: llama.cpp's adapter file (general.type "adapter", adapter.type "lora"), each
 // adapted matrix's factors under its GGUF name with ".lora_a" [in, r] and ".lora_b" [r, out], each module's own
 // scaling (here alpha_pattern makes them differ) multiplied into B with the file's alpha 0, as llama.cpp reads it
-// (`npm run bench -- gguf_lora` compares its predictions with dixie's); quantized types refused.
+// (`npm run bench -- gguf_lora` compares its predictions with dixie's); quantized types refused; the file taken for a
+// model is named as an adapter.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { openGguf } from '../../lib/formats/gguf';
+import { inspectModelFolder } from '../../lib/formats/model_folder';
 import { writePeftAdapter } from '../../lib/formats/peft';
 import { lcg } from '../engine/helpers';
 
@@ -51,6 +53,12 @@ t.test("an adapter as llama.cpp's LoRA file: names, shapes, and each module's sc
     const got = info ? new Float32Array(bytes.buffer.slice(bytes.byteOffset + info.begin, bytes.byteOffset + info.end)) : new Float32Array();
     t.same(Array.from(got), Array.from(values), `${name}: the factor${name.endsWith('lora_b') ? ', times its module\'s alpha / r' : ''}`);
   }
+  // Alone in a folder, the file is that folder's GGUF, and is named for what it is rather than a model lacking sizes.
+  const alone = path.join(dir, 'alone');
+  fs.mkdirSync(alone);
+  fs.copyFileSync(out, path.join(alone, 'family-lora.gguf'));
+  t.throws(() => inspectModelFolder(alone), { message: `${path.join(alone, 'family-lora.gguf')}: metadata "general.type" is "adapter": a LoRA adapter for llama.cpp's --lora, not a model; dixie reads adapters as PEFT folders (adapter_config.json + adapter_model.safetensors)` });
+
   const quantized = exportGguf(adapterDir, path.join(dir, 'q.gguf'), '--type', 'q4_K_M');
   t.equal(quantized.status, 1);
   t.match(String(quantized.stderr), /^export-gguf: an adapter's factors are written in f32, f16, bf16, not q4_K_M/);
