@@ -378,8 +378,8 @@ export function readPeftAdapter(dir: string): PeftAdapter {
           + 'trained biases, modules_to_save, DoRA magnitudes and adapters of the embeddings or the output head are not supported');
       }
       const [, prefix, modulePath, layer, kind, factor, adapterName = null] = match;
-      // Names of two adapters (or with and without one) are a state dict of a model holding several, whose factors
-      // for one module would silently replace each other.
+      // Tensors named two ways (after two adapters, or with and without a name or the prefix) come from a model that
+      // held several adapters, or from two saves, whose factors for one module would silently replace each other.
       const naming: TensorNaming = { prefixed: prefix !== undefined, adapterName };
       named ??= { naming, tensor: entry.name };
       if (naming.prefixed !== named.naming.prefixed || naming.adapterName !== named.naming.adapterName) {
