@@ -180,6 +180,8 @@ const AVERAGE_DECAY = 0.99;
 const VALIDATION_SEED = 1;
 // The loss curve is redrawn at most this often (and at every validation and save).
 const PLOT_INTERVAL_MS = 10_000;
+// Rank 0's entry in the ranks' stops asked when its metrics log failed (a signal asks 1), which every rank then saves for.
+const METRICS_FAILED = 2;
 
 // The learning rate of the step about to be taken: constant, or a linear warmup to learning_rate, then
 // cosine cycles of learning_rate_period steps from learning_rate down to learning_rate_min, each restarting.
@@ -666,8 +668,19 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         }
       }
     }
+    // A log that cannot be appended to (a full disk or quota, a file size limit, a failing disk) stops the run after
+    // this step with a checkpoint, as Ctrl-C does: going on would train for hours towards a save that the same disk
+    // most likely refuses too, and a run whose log has a hole in it would go on unnoticed.
+    let metricsFailure: Error | null = null;
     const record = (r: MetricRecord): void => {
-      metrics?.append(r);
+      if (metrics !== null && metricsFailure === null) {
+        try {
+          metrics.append(r);
+        } catch (err) {
+          metricsFailure = err as Error;
+          log(`${metricsFailure.message}: stopping after this step, then saving`);
+        }
+      }
       if (root) io.onMetrics?.(r);
     };
     const plot = async (force: boolean): Promise<void> => {
@@ -771,6 +784,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     if (o.stop_after > 0 && step >= o.stop_after) log(`nothing to train: the run is at step ${step} already, and --stop_after is ${o.stop_after} (raise it to train on)`);
     else if (!earlyStop()) log(`training from step ${step}${o.stop_after ? ` to ${o.stop_after}` : ''}${o.save_on_ctrlc ? '; Ctrl-C saves and stops' : ''}`);
     let stoppedBy: TrainResult['stoppedBy'] = 'signal';
+    let logFailed = false;
     const loopStart = performance.now();
 
     // ---- the loop
@@ -787,13 +801,16 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       }
       // A stop that any rank was asked for stops every rank, after the same step. Rank 0 says which ranks were asked
       // when it was not: a signal to one rank (kill <pid>) is otherwise said by none, rank 0 alone writing.
-      const stopAsked = io.signal?.aborted ? 1 : 0;
+      const stopAsked = metricsFailure !== null ? METRICS_FAILED : io.signal?.aborted ? 1 : 0;
       if (!ranks) {
+        logFailed = stopAsked === METRICS_FAILED;
         if (stopAsked) break;
       } else {
         const asked = new Array<number>(world).fill(0);
         asked[ranks.rank] = stopAsked;
-        const askedRanks = sumOverRanks(ranks, asked).flatMap((a, r) => (a > 0 ? [r] : []));
+        const sums = sumOverRanks(ranks, asked);
+        logFailed = sums[0] === METRICS_FAILED;
+        const askedRanks = sums.flatMap((a, r) => (a > 0 ? [r] : []));
         if (askedRanks.length > 0) {
           if (!stopAsked) log(`stopping at step ${step}: ${rankList(askedRanks)} ${askedRanks.length > 1 ? 'were' : 'was'} asked to stop (a signal)${o.save_on_ctrlc ? ', then saving' : ', without saving (--no-save_on_ctrlc)'}`);
           break;
@@ -846,7 +863,19 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       await plot(false);
     }
 
-    if (step !== savedStep && (stoppedBy !== 'signal' || o.save_on_ctrlc)) await save();
+    // A stop for the log's failure saves whatever --save_on_ctrlc says: the user asked for none.
+    const saving = step !== savedStep && (stoppedBy !== 'signal' || o.save_on_ctrlc || logFailed);
+    // Rank 0's, also where the log failed at the run's last step (--stop_after, --early_stopping).
+    const failure = metricsFailure as Error | null;
+    if (failure !== null) {
+      const saveFailure = saving ? await save().then(() => null, (err: Error) => err) : null;
+      throw new Error(`${failure.message}: training stopped at step ${step}; ${saveFailure?.message ?? `${checkpoint} is saved`}`, { cause: failure });
+    }
+    if (logFailed) {
+      if (saving) await save();
+      throw new Error(`rank 0 could not write its metrics log: stopped at step ${step}`);
+    }
+    if (saving) await save();
     else await plot(true);
     const bestDir = bestCheckpoint(runDir);
     if (best !== null) {

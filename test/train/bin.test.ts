@@ -1,13 +1,15 @@
 // The command line: bin/train's flags and help, --check, bin/encode then bin/train on the token file stopped
 // by Ctrl-C, which saves by default, as SIGTERM does, and bin/plot.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { isTokenFile } from '../../lib/data/token_file';
 import { latestCheckpoint, readTrainState } from '../../lib/train/checkpoint';
+import { readMetrics } from '../../lib/train/metrics';
 import { CHAT, REPO, TINY_VOCAB } from './helpers';
 import { runCommand } from '../helpers/run_command';
+import { withFileSizeLimit } from '../helpers/file_size_limit';
 
 const COMMANDS = path.join(__dirname, '..', '..', 'bin', 'commands');
 
@@ -134,6 +136,51 @@ t.test('bin/train stopped by SIGTERM (kill, systemd, timeout) saves the steps si
   const checkpoint = latestCheckpoint(path.join(dir, 'checkpoint', 'run1')) as string;
   t.ok(checkpoint, 'a checkpoint was saved, though --save_every and --save_time are off');
   t.ok(readTrainState(checkpoint).step >= 2);
+});
+
+t.test('bin/train whose metrics log cannot be appended to saves the steps since the last checkpoint, then fails naming the log', async (t) => {
+  const dir = t.testdir();
+  const runDir = path.join(dir, 'checkpoint', 'run1');
+  const metricsFile = path.join(runDir, 'metrics.jsonl');
+  const named = path.join('checkpoint', 'run1', 'metrics.jsonl');  // as the command names it, from the default --checkpoint_dir
+  // A model of 46 KB of weights (SGD: no optimizer file), whose log of some 200 bytes a step outgrows a limit first.
+  const args = ['--dataset', path.join(CHAT, 'train', 'work.train'), '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '2', '--n_embd', '16',
+    '--n_ctx', '32', '--context_length', '16', '--batch_size', '2', '--optimizer', 'sgd', '--sample_every', '0', '--save_every', '0', '--save_time', '0', '--seed', '5', '--threads', '1'];
+  const trainLimited = (kib: number, stopAfter: number): { status: number | null; stdout: string; stderr: string } => {
+    const command = withFileSizeLimit(kib, [process.execPath, path.join(COMMANDS, 'train.js'), ...args, '--stop_after', String(stopAfter)]);
+    const r = spawnSync(command.file, command.args, { cwd: dir, env: command.env, encoding: 'utf8', timeout: 300_000 });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  // 64 KiB: the log outgrows it, the checkpoint fits.
+  const fits = trainLimited(64, 100_000);
+  t.equal(fits.status, 1, fits.stderr);
+  const step = Number(/training stopped at step (\d+)/.exec(fits.stderr)?.[1]);
+  const checkpoint = path.join(runDir, `model-${step}`);
+  t.equal(fits.stderr, `train: ${named}: EFBIG: file too large, write: training stopped at step ${step}; ${path.relative(dir, checkpoint)} is saved\n`);
+  t.match(fits.stdout, `${named}: EFBIG: file too large, write: stopping after this step, then saving`);
+  t.equal(latestCheckpoint(runDir), checkpoint, 'the checkpoint of the step the log failed at is the latest');
+  t.equal(readTrainState(checkpoint).step, step);
+  const logged = readMetrics(metricsFile);
+  t.equal(logged[logged.length - 1].step, step - 1, 'the log holds every step but the one whose record did not fit');
+  t.ok(fs.statSync(metricsFile).size > 60 * 1024, 'the log outgrew the limit');
+
+  const resumed = runCommand('train', [...args, '--stop_after', String(step + 2)], { cwd: dir });
+  t.equal(resumed.status, 0, resumed.stderr);
+  t.match(resumed.stdout, `training from step ${step} to ${step + 2}`);
+  t.same(readMetrics(metricsFile).slice(-2).map((r) => r.step), [step + 1, step + 2], 'the torn record is dropped, and the log goes on');
+
+  // 40 KiB: the weights do not fit either, and the checkpoint saved before is the one kept.
+  fs.rmSync(runDir, { recursive: true });
+  t.equal(runCommand('train', [...args, '--stop_after', '3'], { cwd: dir }).status, 0);
+  const refused = trainLimited(40, 100_000);
+  t.equal(refused.status, 1, refused.stderr);
+  const failedAt = Number(/training stopped at step (\d+)/.exec(refused.stderr)?.[1]);
+  t.ok(failedAt > 3);
+  t.match(refused.stderr, `train: ${named}: EFBIG: file too large, write: training stopped at step ${failedAt}; model-${failedAt} was not saved: `);
+  t.match(refused.stderr, /model\.safetensors: EFBIG: file too large, write; model-3, saved before, is kept\n$/);
+  t.equal(latestCheckpoint(runDir), path.join(runDir, 'model-3'));
+  t.same(fs.readdirSync(runDir).sort(), ['latest', 'loss.svg', 'metrics.jsonl', 'model-3'], 'no half-written checkpoint left');
 });
 
 t.test("bin/train: --top_p given alone overrides --top_k's default for the samples, as train.py's sampler did; given both, both apply", async (t) => {
