@@ -229,49 +229,65 @@ export function notWrittenBeside(planned: PlannedOutput): string[] {
 
 // Where an import records what it wrote in a folder: each file's name and its text's hash. A later import replaces
 // a file it wrote (a newer export of the same chats), and never one it did not write, or that was changed since: a
-// user's own training data may share the audience's name.
+// user's own training data may share the audience's name. While an import writes (and after one that failed or was
+// killed midway), a file's entry holds two hashes: of the import's text it replaces and of the text replacing it.
 export const WRITTEN_RECORD = '.import-chat.json';
+
+type WrittenRecord = Record<string, string | string[]>;
 
 function textHash(text: string | Buffer): string {
   return crypto.createHash('sha256').update(text).digest('hex');
 }
 
-function writtenRecord(dir: string): Record<string, string> {
+function writtenRecord(dir: string): WrittenRecord {
   try {
     const record: unknown = JSON.parse(fs.readFileSync(path.join(dir, WRITTEN_RECORD), 'utf8'));
-    return isJsonObject(record) ? (record as Record<string, string>) : {};
+    return isJsonObject(record) ? (record as WrittenRecord) : {};
   } catch {
     return {};  // none yet, or unreadable: no file counts as this tool's, so none is replaced without --force
   }
 }
 
+function recordedHashes(entry: unknown): string[] {
+  return typeof entry === 'string' ? [entry] : Array.isArray(entry) ? entry.filter((hash): hash is string => typeof hash === 'string') : [];
+}
+
 // Writes the planned files, each atomically, after checking that none replaces a file an import did not write
-// (unless `force`); nothing is written if one would.
+// (unless `force`); nothing is written if one would. The record takes the new texts' hashes beside the ones they
+// replace before the first file is written, and alone after the last: an import that fails or is killed between two
+// files leaves each file it wrote, or kept, recorded as an import's, so that the next import replaces it unforced.
 export async function writeOutput(planned: PlannedOutput, force = false): Promise<void> {
-  const records = new Map<string, Record<string, string>>();
-  const recordOf = (dir: string): Record<string, string> => {
+  const records = new Map<string, WrittenRecord>();
+  const recordOf = (dir: string): WrittenRecord => {
     let record = records.get(dir);
     if (record === undefined) records.set(dir, (record = writtenRecord(dir)));
     return record;
   };
   const hashes = new Map([...planned.contents].map(([file, text]) => [file, textHash(text)]));
   const foreign: string[] = [];
+  const importsOwn = new Map<string, string>();  // file -> the hash of the text an import wrote that it holds
   for (const [file, hash] of hashes) {
     if (!fs.existsSync(file)) continue;
     // Not even --force replaces a folder: it would go with everything in it.
     if (fs.statSync(file).isDirectory()) throw new Error(`nothing was written: ${file} is a folder, where the import writes a file: move it away, or write elsewhere with --out`);
     const held = textHash(fs.readFileSync(file));
-    if (held !== hash && held !== recordOf(path.dirname(file))[path.basename(file)]) foreign.push(file);
+    if (held === hash || recordedHashes(recordOf(path.dirname(file))[path.basename(file)]).includes(held)) importsOwn.set(file, held);
+    else foreign.push(file);
   }
   if (foreign.length > 0 && !force) {
     const shown = foreign.slice(0, 5).join(', ') + (foreign.length > 5 ? `, and ${foreign.length - 5} more` : '');
     throw new Error(`nothing was written: ${shown} ${foreign.length === 1 ? 'exists, and was' : 'exist, and were'} not written by an import (or changed since): move ${foreign.length === 1 ? 'it' : 'them'} away, write elsewhere with --out, or give --force to replace ${foreign.length === 1 ? 'it' : 'them'}`);
   }
-  for (const [file, text] of planned.contents) {
-    await writeTextAtomic(file, text);
-    recordOf(path.dirname(file))[path.basename(file)] = hashes.get(file) as string;
-  }
-  for (const [dir, record] of records) await writeTextAtomic(path.join(dir, WRITTEN_RECORD), `${JSON.stringify(record, null, 1)}\n`);
+  const saveRecords = async (entry: (file: string, hash: string) => string | string[]): Promise<void> => {
+    for (const [file, hash] of hashes) recordOf(path.dirname(file))[path.basename(file)] = entry(file, hash);
+    for (const [dir, record] of records) await writeTextAtomic(path.join(dir, WRITTEN_RECORD), `${JSON.stringify(record, null, 1)}\n`);
+  };
+  await saveRecords((file, hash) => {
+    const own = importsOwn.get(file);
+    return own === undefined || own === hash ? hash : [own, hash];
+  });
+  for (const [file, text] of planned.contents) await writeTextAtomic(file, text);
+  await saveRecords((_file, hash) => hash);
 }
 
 function addCounts(total: MessageCounts, counts: MessageCounts): void {

@@ -1,10 +1,13 @@
 // bin/import-chat on the command line: its help, an import whose output bin/train --check accepts, its flags, and
 // exit status 1 with the reason on bad input.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { EXPORTS, fixture } from './helpers';
+import { EXPORTS, REPO, fixture } from './helpers';
 import { runCommand } from '../helpers/run_command';
+import { withFileSizeLimit } from '../helpers/file_size_limit';
+import { WRITTEN_RECORD } from '../../lib/import/train_output';
 
 
 t.test('--help: what it reads, every flag, examples', async (t) => {
@@ -131,4 +134,38 @@ t.test('bad input: exit 1 and the reason; nothing written', async (t) => {
   t.equal(badOut.stderr, `import-chat: --out ${out}.json: give a folder (a .train file per audience), a file ending in .train (every conversation in one file) or in .jsonl (OpenAI's chat fine-tuning format), not a .json file\n`);
   t.notOk(fs.existsSync(`${out}.json`));
   t.notOk(fs.existsSync(out));
+});
+
+t.test('an import that fails between two files leaves the files it wrote its own: the next import replaces them without --force', async (t) => {
+  const dir = t.testdir();
+  const out = path.join(dir, 'data');
+  // Mom's chat comes first and is small; Dad's, second, outgrows a file size limit of 64 KiB.
+  const exportOf = (name: string, momLast: string): string => {
+    const folder = path.join(dir, name);
+    fs.mkdirSync(folder);
+    fs.writeFileSync(path.join(folder, 'WhatsApp Chat with Mom.txt'), `01/01/2021, 10:00 - Mom: Hello dear\n01/01/2021, 10:01 - Jane: Hi Mom\n01/01/2021, 10:02 - Mom: ${momLast}\n`);
+    const dad = Array.from({ length: 2000 }, (_, i) => `02/01/2021, 11:${String(i % 60).padStart(2, '0')} - ${i % 2 ? 'Jane' : 'Dad'}: message ${i} about the garden and the weather\n`);
+    fs.writeFileSync(path.join(folder, 'WhatsApp Chat with Dad.txt'), dad.join(''));
+    return folder;
+  };
+  const first = exportOf('first', 'See you');
+  const newer = exportOf('newer', 'See you on Sunday');
+  const command = withFileSizeLimit(64, [process.execPath, path.join(REPO, 'bin', 'import-chat'), first, '--me', 'Jane', '--out', out]);
+  const failed = spawnSync(command.file, command.args, { env: command.env, encoding: 'utf8' });
+  t.equal(failed.status, 1);
+  t.equal(failed.stderr, `import-chat: ${path.join(out, 'dad.train')}: EFBIG: file too large, write\n`);
+  t.same(fs.readdirSync(out).sort(), [WRITTEN_RECORD, 'mom.train'], "Mom's file written, Dad's not");
+  const momFirst = fs.readFileSync(path.join(out, 'mom.train'), 'utf8');
+  t.match(momFirst, /0\|Mom\|See you <EOM>\n$/);
+
+  const rerun = runCommand('import-chat', [newer, '--me', 'Jane', '--out', out]);
+  t.equal(rerun.status, 0, rerun.stderr);
+  t.match(fs.readFileSync(path.join(out, 'mom.train'), 'utf8'), /0\|Mom\|See you on Sunday <EOM>\n$/, 'the file the failed import wrote is replaced');
+  t.equal(fs.readFileSync(path.join(out, 'dad.train'), 'utf8').split('\n').length, 2001);
+
+  // The user's own words are still told from an import's.
+  fs.appendFileSync(path.join(out, 'mom.train'), '1|Mom|added by hand <EOM>\n');
+  const refused = runCommand('import-chat', [first, '--me', 'Jane', '--out', out]);
+  t.equal(refused.status, 1);
+  t.match(refused.stderr, `${path.join(out, 'mom.train')} exists, and was not written by an import (or changed since)`);
 });
