@@ -3,16 +3,17 @@
 // checkpoint (which ends the whole job within seconds) resumes to where an uninterrupted run ends, also on another
 // number of ranks; one rank's error ends the job naming the rank; ranks given other flags or other data than rank 0's
 // (or other weights under the same --model_name) end the job at start, naming which; SIGUSR1 to mpirun stops every
-// rank after the same step.
+// rank after the same step, as rank 0's metrics log that cannot be written does, with a save.
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { openSafetensors } from '../../lib/formats/safetensors';
-import { latestCheckpoint, listCheckpoints } from '../../lib/train/checkpoint';
+import { latestCheckpoint, listCheckpoints, readTrainState } from '../../lib/train/checkpoint';
 import { readMetrics } from '../../lib/train/metrics';
 import { TrainOptions, train } from '../../lib/train/train';
 import { collect, tinyRun } from './helpers';
+import { withFileSizeLimit } from '../helpers/file_size_limit';
 
 const TRAIN = path.join(__dirname, '..', '..', 'bin', 'commands', 'train.js');
 // As root (CI), mpirun wants to be told; two ranks on two cores need --oversubscribe where cores are fewer.
@@ -36,14 +37,20 @@ interface Job {
 }
 
 // mpirun -np <ranks> bin/train, each rank given the flags of its options (MPMD: one app context per rank), and run in
-// its folder of workDirs where given (as ranks on machines of their own, each with its own copy of a file).
-function mpirun(perRank: Partial<TrainOptions>[], workDirs: string[] = []): Job {
+// its folder of workDirs where given (as ranks on machines of their own, each with its own copy of a file); the ranks
+// (not mpirun, whose shared memory is files) under a file size limit where one is given.
+function mpirun(perRank: Partial<TrainOptions>[], workDirs: string[] = [], fileSizeLimitKib?: number): Job {
+  const rankCommand = (command: string[]): string[] => {
+    if (fileSizeLimitKib === undefined) return command;
+    const limited = withFileSizeLimit(fileSizeLimitKib, command);
+    return [limited.file, ...limited.args];
+  };
   // threads 0: each rank takes its share of the cores.
   const contexts = perRank.flatMap((o, i) => [
     ...(i > 0 ? [':'] : []),
     '-np', '1',
     ...(workDirs[i] ? ['-wdir', workDirs[i]] : []),
-    process.execPath, TRAIN, ...flags({ ...o, threads: 0 }),
+    ...rankCommand([process.execPath, TRAIN, ...flags({ ...o, threads: 0 })]),
   ]);
   const child = spawn('mpirun', ['--oversubscribe', ...contexts], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -277,6 +284,20 @@ t.test('SIGTERM to one rank stops every rank after the same step, and rank 0 say
   t.ok(step >= 3, `rank 0 says why it stops (${step})`);
   t.equal((stdout.match(/^saved /gm) ?? []).length, 1, 'saved once');
   t.equal(path.basename(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')) as string), `model-${step}`);
+});
+
+t.test("rank 0's metrics log that cannot be appended to stops every rank after the same step, which is saved", async (t) => {
+  const dir = t.testdir();
+  // 46 KB of weights and 92 KB of Adam's moments fit in 128 KiB; the log of some 200 bytes a step outgrows it first.
+  const options = tinyRun(dir, { n_layer: 1, n_head: 2, n_embd: 16, n_ctx: 32, context_length: 16, batch_size: 2, zero: 1 });
+  const { code, stdout, stderr } = await mpirun([options, options], [], 128).done;
+  t.not(code, 0);
+  const runDir = path.join(dir, 'checkpoint', 'run1');
+  const step = Number(/training stopped at step (\d+)/.exec(stderr)?.[1]);
+  t.match(stderr, `train: rank 0 of 2: ${path.join(runDir, 'metrics.jsonl')}: EFBIG: file too large, write: training stopped at step ${step}; ${path.join(runDir, `model-${step}`)} is saved`);
+  t.equal((stdout.match(/^saved /gm) ?? []).length, 1, 'saved once');
+  t.equal(latestCheckpoint(runDir), path.join(runDir, `model-${step}`));
+  t.equal(readTrainState(path.join(runDir, `model-${step}`)).step, step);
 });
 
 t.test('without mpirun: --zero 1 is refused; a missing MPI library names what to install', async (t) => {
