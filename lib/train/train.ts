@@ -863,7 +863,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       await plot(false);
     }
 
-    // A stop for the log's failure saves whatever --save_on_ctrlc says: the user asked for none.
+    // A stop for the log's failure saves whatever --save_on_ctrlc says, which is for stops the user asks for.
     const saving = step !== savedStep && (stoppedBy !== 'signal' || o.save_on_ctrlc || logFailed);
     // Rank 0's, also where the log failed at the run's last step (--stop_after, --early_stopping).
     const failure = metricsFailure as Error | null;

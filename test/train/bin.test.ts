@@ -146,14 +146,14 @@ t.test('bin/train whose metrics log cannot be appended to saves the steps since 
   // A model of 46 KB of weights (SGD: no optimizer file), whose log of some 200 bytes a step outgrows a limit first.
   const args = ['--dataset', path.join(CHAT, 'train', 'work.train'), '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '2', '--n_embd', '16',
     '--n_ctx', '32', '--context_length', '16', '--batch_size', '2', '--optimizer', 'sgd', '--sample_every', '0', '--save_every', '0', '--save_time', '0', '--seed', '5', '--threads', '1'];
-  const trainLimited = (kib: number, stopAfter: number): { status: number | null; stdout: string; stderr: string } => {
-    const command = withFileSizeLimit(kib, [process.execPath, path.join(COMMANDS, 'train.js'), ...args, '--stop_after', String(stopAfter)]);
+  const trainLimited = (kib: number, more: string[]): { status: number | null; stdout: string; stderr: string } => {
+    const command = withFileSizeLimit(kib, [process.execPath, path.join(COMMANDS, 'train.js'), ...args, ...more]);
     const r = spawnSync(command.file, command.args, { cwd: dir, env: command.env, encoding: 'utf8', timeout: 300_000 });
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   };
 
-  // 64 KiB: the log outgrows it, the checkpoint fits.
-  const fits = trainLimited(64, 100_000);
+  // 64 KiB: the log outgrows it, the checkpoint fits, and is saved though Ctrl-C would not.
+  const fits = trainLimited(64, ['--stop_after', '100000', '--no-save_on_ctrlc']);
   t.equal(fits.status, 1, fits.stderr);
   const step = Number(/training stopped at step (\d+)/.exec(fits.stderr)?.[1]);
   const checkpoint = path.join(runDir, `model-${step}`);
@@ -173,7 +173,7 @@ t.test('bin/train whose metrics log cannot be appended to saves the steps since 
   // 40 KiB: the weights do not fit either, and the checkpoint saved before is the one kept.
   fs.rmSync(runDir, { recursive: true });
   t.equal(runCommand('train', [...args, '--stop_after', '3'], { cwd: dir }).status, 0);
-  const refused = trainLimited(40, 100_000);
+  const refused = trainLimited(40, ['--stop_after', '100000']);
   t.equal(refused.status, 1, refused.stderr);
   const failedAt = Number(/training stopped at step (\d+)/.exec(refused.stderr)?.[1]);
   t.ok(failedAt > 3);
