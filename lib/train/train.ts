@@ -374,7 +374,8 @@ function refuseForeignRunFolder(runDir: string): void {
 }
 
 // Going back to an earlier checkpoint of a run would overwrite the later ones of the same steps, and leave the rest
-// of the abandoned history among the new one's: pruning and `latest` tell them apart by step alone.
+// of the abandoned history among the new one's: pruning and `latest` tell them apart by step alone. The ones moved
+// aside take a copy of the metrics log, whose records past the step the resumed run drops.
 function refuseAbandonedCheckpoints(runDir: string, restoreFrom: string, resumeDir: string, step: number, existing: { step: number; dir: string }[]): void {
   const later = existing.filter((c) => c.step > step).map((c) => c.dir);
   if (later.length === 0) return;
@@ -382,7 +383,8 @@ function refuseAbandonedCheckpoints(runDir: string, restoreFrom: string, resumeD
   const them = later.length === 1 ? 'it' : 'them';
   throw new Error(
     `--restore_from ${restoreFrom}: ${path.basename(resumeDir)} is not the newest checkpoint of ${runDir}: ${later.map((d) => path.basename(d)).join(', ')} came after it, and resuming from it ` +
-      `would overwrite ${them}: move ${them} out of the run first (\`mkdir -p ${aside} && mv ${later.join(' ')} ${aside}/\`), ` +
+      `would overwrite ${them}: move ${them} out of the run first, with a copy of the metrics log, whose later records the resumed run drops ` +
+      `(\`mkdir -p ${aside} && mv ${later.join(' ')} ${aside}/ && cp ${path.join(runDir, 'metrics.jsonl')} ${aside}/\`), ` +
       `or start a new run from its weights (\`--restore_from ${restoreFrom} --run_name <new name>\`)`,
   );
 }

@@ -56,17 +56,21 @@ t.test('N steps, stop, resume, N more == 2N steps in one run, bit for bit', asyn
   t.equal(
     refused,
     `--restore_from ${back.restore_from}: model-6 is not the newest checkpoint of ${second.runDir}: model-12 came after it, and resuming from it would overwrite it: ` +
-      `move it out of the run first (\`mkdir -p ${aside} && mv ${b} ${aside}/\`), or start a new run from its weights (\`--restore_from ${back.restore_from} --run_name <new name>\`)`,
+      `move it out of the run first, with a copy of the metrics log, whose later records the resumed run drops (\`mkdir -p ${aside} && mv ${b} ${aside}/ && cp ${path.join(second.runDir, 'metrics.jsonl')} ${aside}/\`), ` +
+      `or start a new run from its weights (\`--restore_from ${back.restore_from} --run_name <new name>\`)`,
   );
   t.same(fs.readdirSync(second.runDir).sort(), before, 'nothing written');
   t.ok(bytes(b, 'model.safetensors').equals(weights12), 'model-12 untouched');
+  const history = readMetrics(path.join(second.runDir, 'metrics.jsonl'));
   fs.mkdirSync(aside);
   fs.renameSync(b, path.join(aside, 'model-12'));
+  fs.copyFileSync(path.join(second.runDir, 'metrics.jsonl'), path.join(aside, 'metrics.jsonl'));
   t.same(listCheckpoints(second.runDir).map((c) => c.step), [6], 'a checkpoint in a subfolder is no longer the run\'s');
   const again = await train(back, quiet);
   t.equal(again.stepsThisRun, 6, 'resumed at step 6');
   t.ok(bytes(again.checkpoint as string, 'model.safetensors').equals(bytes(a, 'model.safetensors')), 'and ends where the uninterrupted run ends');
   t.ok(bytes(path.join(aside, 'model-12'), 'model.safetensors').equals(weights12), 'the one moved aside kept');
+  t.same(readMetrics(path.join(aside, 'metrics.jsonl')), history, 'and its history up to step 12');
 });
 
 // Starts kill_child.js to train, waits until the save of `step` reaches `phase`, and SIGKILLs it there.
