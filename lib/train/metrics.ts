@@ -29,8 +29,14 @@ export type MetricRecord = TrainRecord | ValRecord;
 // The records of a log; a torn or unreadable line (a kill mid-append) is skipped.
 export function readMetrics(file: string): MetricRecord[] {
   if (!fs.existsSync(file)) return [];
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw namingFile(file, err);  // a folder in its place says EISDIR, and no more
+  }
   const records: MetricRecord[] = [];
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+  for (const line of text.split('\n')) {
     if (line.trim() === '') continue;
     try {
       const r = JSON.parse(line) as MetricRecord;

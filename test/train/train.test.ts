@@ -187,6 +187,18 @@ t.test('a loss plot that cannot be written is warned of, and the run trains and 
   t.same(fs.readdirSync(svg), ['in the way.txt'], 'the folder in the way left alone');
 });
 
+t.test('a resumed run whose metrics log is a folder fails at start, naming it, and leaves it as it was', async (t) => {
+  const dir = t.testdir();
+  const first = await train(tinyRun(dir, { stop_after: 2 }), { log: () => undefined });
+  const log = path.join(first.runDir, 'metrics.jsonl');
+  fs.rmSync(log);
+  fs.mkdirSync(log);
+  fs.writeFileSync(path.join(log, 'notes.txt'), 'a folder where the log goes');
+  await t.rejects(train(tinyRun(dir, { stop_after: 4 }), { log: () => undefined }), { message: `${log}: EISDIR: illegal operation on a directory, read` });
+  t.same(fs.readdirSync(log), ['notes.txt']);
+  t.equal(latestCheckpoint(first.runDir), path.join(first.runDir, 'model-2'));
+});
+
 t.test('--only_train_transformer_layers freezes the embeddings; SGD steps; --max_to_keep prunes', async (t) => {
   const dir = t.testdir();
   const base = await train(tinyRun(dir, { stop_after: 1, run_name: 'base' }), { log: () => undefined });
