@@ -13,7 +13,7 @@ import { IDENTITY, type ReplyStream, type Sanitizer } from '../sanitize';
 import { GrammarError, type Grammar } from '../generate/grammar';
 import type { Tokenizer } from '../tokenizer';
 import { concat, EncoderPool } from '../tokenizer/parallel';
-import { isCutPoint } from '../tokenizer/pretokenize';
+import { isCutPoint, pieceEnd } from '../tokenizer/pretokenize';
 import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
 import type { LoadedModel } from './engine';
 import { HttpError } from './errors';
@@ -430,36 +430,46 @@ export class ChatService {
     const { nCtx, generator } = loaded;
     // User text never becomes a special token (Generator.encode); an empty prompt means "start of a document".
     const encode = async (text: string): Promise<Int32Array> => (text === '' ? generator.encode(text) : this.encodeText(loaded.tokenizer, text));
+    const field = request.promptField ?? 'prompt';
+    const whole = request.promptLogprobs === true || request.keepPrompt !== undefined;
+    // The whole prompt's tokens, encoded once: they size a reply that fills the context, and are fed unless they are cut
+    // or a chat's fitting drops messages, which measures prompts made of the conversation's lines, each encoded once.
+    let prompt: string | readonly number[];
+    let tokens: Int32Array;
+    let lines: LineTokens | null = null;
+    if (isTokenIds(request.prompt)) {
+      prompt = request.prompt;
+      checkTokenIds(prompt, loaded.tokenizer, field, key);
+      tokens = Int32Array.from(prompt);
+    } else if (typeof request.prompt === 'string') {
+      prompt = request.prompt;
+      tokens = await encode(prompt);
+    } else {
+      // A conversation that must stay whole is fitted as a raw prompt is.
+      prompt = fitConversation(request.prompt).prompt;
+      if (whole) {
+        tokens = await encode(prompt);
+      } else {
+        lines = await LineTokens.of(this, loaded.tokenizer, prompt);
+        tokens = lines.tokens(prompt);
+      }
+    }
     // A prompt that fills the context leaves none to fill: its reply gets the length nobody sized, as it would anywhere.
-    const left = request.fillContext ? nCtx - (await wholePromptTokens(request.prompt, encode)) : 0;
+    const left = request.fillContext ? nCtx - tokens.length : 0;
     const asked = left > 0 ? left : this.replyLength(key, nCtx, request.sampling.length, request.lengthGiven === true);
     let maxTokens = asked;
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };
-    const field = request.promptField ?? 'prompt';
-    const whole = request.promptLogprobs === true || request.keepPrompt !== undefined;
-    let prompt: string | readonly number[];
-    let tokens: Int32Array;
-    if (typeof request.prompt !== 'string' && !isTokenIds(request.prompt) && !whole) {
-      // Fitting measures prompts made of the conversation's lines again and again: each line is encoded once.
-      const conversation = fitConversation(request.prompt).prompt;
-      const lines = await LineTokens.of(this, loaded.tokenizer, conversation);
-      const fitted = fitChatOf(key, field, request.prompt, { nCtx, maxTokens: asked, encode: (text) => lines.tokens(text), maxChars: request.maxPromptChars });
-      prompt = fitted.prompt;
+    if (lines !== null) {
+      const chat = lines;
+      const fitted = fitChatOf(key, field, request.prompt as Conversation, { nCtx, maxTokens: asked, encode: (text) => chat.tokens(text), maxChars: request.maxPromptChars });
       maxTokens = fitted.maxTokens;
       trimmed.messages = fitted.droppedMessages;
       trimmed.messageChars = fitted.droppedChars;
-      if (fitted.droppedMessages + fitted.droppedChars > 0) trimmed.tokens = Math.max(0, lines.tokens(conversation).length - lines.tokens(prompt).length);
-      tokens = lines.tokens(prompt);
+      prompt = fitted.prompt;
+      const kept = chat.tokens(prompt);
+      if (fitted.droppedMessages + fitted.droppedChars > 0) trimmed.tokens = Math.max(0, tokens.length - kept.length);
+      tokens = kept;
     } else {
-      if (isTokenIds(request.prompt)) {
-        prompt = request.prompt;
-        checkTokenIds(prompt, loaded.tokenizer, field, key);
-        tokens = Int32Array.from(prompt);
-      } else {
-        // A conversation that must stay whole is fitted as a raw prompt is.
-        prompt = typeof request.prompt === 'string' ? request.prompt : fitConversation(request.prompt).prompt;
-        tokens = await encode(prompt);
-      }
       // A raw prompt keeps its tokens before a long reply does: the reply keeps at least what a length nobody sized
       // would take (half the context), and beyond that what the prompt leaves.
       maxTokens = Math.min(asked, Math.max(nCtx - tokens.length, Math.min(asked, Math.floor(nCtx / 2))));
@@ -571,12 +581,6 @@ function isTokenIds(prompt: GenerationRequest['prompt']): prompt is readonly num
   return Array.isArray(prompt);
 }
 
-// The tokens of a prompt fed whole: a chat's every message.
-async function wholePromptTokens(prompt: GenerationRequest['prompt'], encode: (text: string) => Promise<Int32Array>): Promise<number> {
-  if (isTokenIds(prompt)) return prompt.length;
-  return (await encode(typeof prompt === 'string' ? prompt : fitConversation(prompt).prompt)).length;
-}
-
 // The tokens of texts that join lines of one text at its line breaks, where these are cut points (isCutPoint): the
 // same as encoding the text whole, from the tokens of its pieces, each encoded once. A piece it was not given (a
 // message cut to fit a length in characters, short then) is encoded when asked for.
@@ -584,13 +588,20 @@ class LineTokens {
   private constructor(private readonly tokenizer: Tokenizer, private readonly known: Map<string, Int32Array>) {}
 
   // For the texts made of `text`'s lines, in order, from any of them on: its pieces, and each of those but the first
-  // without its line break, which one that starts a text has not.
+  // without its line break, which one that starts a text has not. A line break that is a piece of its own
+  // (pieceEnd), as it is before a chat's line, encodes alone, so the line without it is the piece's tokens after the
+  // break's: each line is encoded once.
   static async of(service: ChatService, tokenizer: Tokenizer, text: string): Promise<LineTokens> {
-    const pieces = new Set<string>();
-    for (const piece of linePieces(text)) pieces.add(piece).add(piece.startsWith('\n') ? piece.slice(1) : piece);
-    const texts = [...pieces];
+    const pieces = linePieces(text);
+    const lineBreak = tokenizer.encode('\n', { allowSpecial: false }).length;
+    const apart = (piece: string): boolean => piece.startsWith('\n') && pieceEnd(piece, 0, piece.length) !== 1;
+    const texts = [...new Set([...pieces, ...pieces.filter(apart).map((piece) => piece.slice(1))])];
     const tokens = await service.encodeTexts(tokenizer, texts);
-    return new LineTokens(tokenizer, new Map(texts.map((piece, i) => [piece, tokens[i]])));
+    const known = new Map(texts.map((piece, i) => [piece, tokens[i]]));
+    for (const piece of pieces) {
+      if (piece.startsWith('\n') && !apart(piece)) known.set(piece.slice(1), (known.get(piece) as Int32Array).subarray(lineBreak));
+    }
+    return new LineTokens(tokenizer, known);
   }
 
   tokens(text: string): Int32Array {

@@ -6,8 +6,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { fitConversation, type Turn } from '../../lib/data/chat_format';
 import { fitChat, type FittedChat, type MessageTooLongError } from '../../lib/generate/chat';
 import { loadTokenizer, Tokenizer } from '../../lib/tokenizer';
+import { EncoderPool } from '../../lib/tokenizer/parallel';
 import { writeVocabulary } from '../../lib/tokenizer/vocab';
 import { request, serveApiModels, startServer, TINY, type ApiModels } from './helpers';
 
@@ -24,18 +26,26 @@ const tokenizer = loadTokenizer();
 const TOY_VOCABULARY = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tokenizer', 'toy');
 const ids = (text: string): number[] => [...tokenizer.encode(text, { allowSpecial: false })];
 
-// The length of every text the tokenizers of this thread encode while `run` runs.
-async function encodedHere<T>(run: () => Promise<T>): Promise<{ result: T; lengths: number[] }> {
+// The length of every text the tokenizers of this thread encode while `run` runs, and the texts it hands the worker
+// threads.
+async function encodedHere<T>(run: () => Promise<T>): Promise<{ result: T; lengths: number[]; pooled: string[] }> {
   const encode = Tokenizer.prototype.encode;
+  const encodeInPool = EncoderPool.prototype.encode;
   const lengths: number[] = [];
+  const pooled: string[] = [];
   Tokenizer.prototype.encode = function (this: Tokenizer, text, options) {
     lengths.push(text.length);
     return encode.call(this, text, options);
   };
+  EncoderPool.prototype.encode = function (this: EncoderPool, texts, options) {
+    pooled.push(...texts);
+    return encodeInPool.call(this, texts, options);
+  };
   try {
-    return { result: await run(), lengths };
+    return { result: await run(), lengths, pooled };
   } finally {
     Tokenizer.prototype.encode = encode;
+    EncoderPool.prototype.encode = encodeInPool;
   }
 }
 
@@ -77,6 +87,7 @@ t.test("llama.cpp's /completion: a long text among ids, and n_predict -2 over a 
   t.ok(mixed.lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${mixed.lengths})`);
   const full = await encodedHere(() => post('/completion', { model: 'general', prompt: LONG_TEXT, n_predict: -2 }));
   t.ok(full.lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${full.lengths})`);
+  t.same(full.pooled, [LONG_TEXT], 'the prompt encoded once, for the reply it leaves room for and for its tokens');
 });
 
 t.test('embeddings of many inputs, long in all, are encoded off the event loop', async (t) => {
@@ -98,11 +109,13 @@ t.test('a chat of long messages is fitted off the event loop, to the prompt fitt
     { role: 'assistant', content: 'Quite big.' },
     { role: 'user', content: PROMPT },
   ];
-  const { result, lengths } = await encodedHere(() => post('/v1/chat/completions', { model: 'chatbot', messages }));
+  const { result, lengths, pooled } = await encodedHere(() => post('/v1/chat/completions', { model: 'chatbot', messages }));
   const fitted = fitInPlace(messages);
   t.ok(fitted.droppedMessages > 0, 'the chat is longer than the context');
   t.match(result.usage, { prompt_tokens: ids(fitted.prompt).length });
   t.ok(lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${lengths})`);
+  const chars = (texts: string[]): number => texts.reduce((n, text) => n + text.length, 0);
+  t.equal(chars(pooled), fitConversation({ audience: 'mom', turns: turnsOf(messages) }).prompt.length, 'each line of the chat encoded once');
 
   const alone = [{ role: 'user', content: LONG_TEXT }];
   const tooLong = await encodedHere(() => request(`${served.srv.url}/v1/chat/completions`, { body: { model: 'chatbot', messages: alone }, headers: AUTH }));
@@ -112,10 +125,14 @@ t.test('a chat of long messages is fitted off the event loop, to the prompt fitt
   t.ok(tooLong.lengths.every((n) => n < LONG_CHARS), `no long text encoded on the server's thread (lengths ${tooLong.lengths})`);
 });
 
+// OpenAI's messages as the chatbot's turns.
+function turnsOf(messages: { role: string; content: string }[]): Turn[] {
+  return messages.map((m) => ({ from: m.role === 'user' ? ('user' as const) : ('bot' as const), text: m.content }));
+}
+
 // The chatbot's prompt for `messages`, fitted by one tokenizer in place.
 function fitInPlace(messages: { role: string; content: string }[]): FittedChat {
-  const turns = messages.map((m) => ({ from: m.role === 'user' ? ('user' as const) : ('bot' as const), text: m.content }));
-  return fitChat({ audience: 'mom', turns }, { nCtx: TINY.nCtx, maxTokens: LENGTH, encode: (text) => tokenizer.encode(text, { allowSpecial: false }) });
+  return fitChat({ audience: 'mom', turns: turnsOf(messages) }, { nCtx: TINY.nCtx, maxTokens: LENGTH, encode: (text) => tokenizer.encode(text, { allowSpecial: false }) });
 }
 
 t.test("a model whose folder's vocabulary changed after it loaded keeps its own: its long texts are then encoded in place", async (t) => {
