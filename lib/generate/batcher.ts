@@ -58,6 +58,7 @@ export interface EmbedRequest {
   deadline?: number;                // Date.now() time after which it finishes with 'deadline'
   adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) to embed with
   queue?: string;                   // the queue it waits in for a slot, as a BatchRequest's
+  group?: object;                   // one request's inputs: they take one turn, as a BatchRequest's, and count as one in runningOf
 }
 
 export interface EmbedResult {
@@ -181,9 +182,17 @@ export class Batcher {
     return { running: this.bySlot.filter((j) => j !== null).length, waiting: this.queue.length };
   }
 
-  // Requests of one queue decoding.
+  // Requests of one queue decoding: each generation, and the embeddings of one group as one, since a caller that
+  // embeds many inputs for one request of its own counts that request once.
   runningOf(queue: string): number {
-    return this.bySlot.filter((j) => j !== null && (j.request.queue ?? '') === queue).length;
+    const embeddings = new Set<object>();
+    let running = 0;
+    for (const job of this.bySlot) {
+      if (job === null || (job.request.queue ?? '') !== queue) continue;
+      if (job.embeds && job.request.group) embeddings.add(job.request.group);
+      else running++;
+    }
+    return running + embeddings.size;
   }
 
   submit(request: BatchRequest): Promise<GenerateResult> {
@@ -202,7 +211,7 @@ export class Batcher {
     const tokens = request.promptTokens;
     if (tokens.length > this.nCtx) throw new RangeError(`an embedding of ${tokens.length} tokens needs them within the model's context of ${this.nCtx}`);
     // A sequence only for its feed bookkeeping: it never samples.
-    const job = this.makeJob({ promptTokens: tokens, maxTokens: 1, stopTokens: [], seed: 0, signal: request.signal, deadline: request.deadline, adapter: request.adapter, queue: request.queue });
+    const job = this.makeJob({ promptTokens: tokens, maxTokens: 1, stopTokens: [], seed: 0, signal: request.signal, deadline: request.deadline, adapter: request.adapter, queue: request.queue, group: request.group });
     job.embeds = true;
     const { finishReason, timings } = await this.enqueue(job);
     return { states: job.states ?? new Float32Array(0), finishReason, timings };

@@ -52,6 +52,7 @@ export interface EmbedOptions {
   deadline?: number;
   adapter?: ServedAdapter;
   queue?: string;       // the queue it waits in for a batch slot (BatchRequest's)
+  group?: object;       // one request's inputs, which take one turn and count as one request decoding (EmbedRequest's)
 }
 
 export interface Embedding {
@@ -96,7 +97,7 @@ export class Generator {
     return this.batcher.load;
   }
 
-  // Requests of one queue decoding (GenerateOptions.queue).
+  // Requests of one queue decoding (GenerateOptions.queue), the embeddings of one group as one (Batcher.runningOf).
   runningOf(queue: string): number {
     return this.batcher.runningOf(queue);
   }
@@ -151,8 +152,8 @@ export class Generator {
   // in the same steps as the generations running. Rejects when its signal fires or its deadline passes first.
   async embed(text: string | ArrayLike<number>, options: EmbedOptions = {}): Promise<Embedding> {
     const promptTokens = typeof text === 'string' ? this.encode(text) : text;
-    const { signal, deadline, adapter, queue, pooling = 'mean', normalize = true } = options;
-    const { states, finishReason, timings } = await this.batcher.embed({ promptTokens, signal, deadline, adapter, queue });
+    const { signal, deadline, adapter, queue, group, pooling = 'mean', normalize = true } = options;
+    const { states, finishReason, timings } = await this.batcher.embed({ promptTokens, signal, deadline, adapter, queue, group });
     if (finishReason !== 'stop') throw new Error(finishReason === 'aborted' ? 'the embedding was aborted' : 'the embedding passed its deadline');
     const pooled = poolStates(states, this.model.config.nEmbd, pooling);
     return { embedding: normalize ? unitLength(pooled) : pooled, promptTokens: promptTokens.length, timings };

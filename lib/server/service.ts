@@ -360,7 +360,8 @@ export class ChatService {
       });
       // performance.now(): a tiny model embeds a short text in under a millisecond, which Date.now() would make 0.
       const started = performance.now();
-      const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined, queue: slotQueue(key, request.sentByBatch) };
+      // The inputs are one request, in its queue's turns and in queue_depth's count of requests decoding.
+      const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined, queue: slotQueue(key, request.sentByBatch), group: request };
       const turns = Math.max(1, Math.floor(this.config.batchSlots / 2));
       const vectors = await inTurns(prompts, turns, (tokens) => generator.embed(tokens, options)).catch((err: Error) => {
         if (request.signal?.aborted) throw new HttpError(499, 'the client closed the request');

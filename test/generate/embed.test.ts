@@ -126,3 +126,26 @@ t.test('Generator.embed pools the states, to length 1 unless asked not to', asyn
   gone.abort();
   await t.rejects(gen.embed(text, { signal: gone.signal }), /the embedding was aborted/);
 });
+
+t.test("the embeddings of one group count as one request decoding in their queue, each generation as one", async (t) => {
+  const model = Model.create(CONFIG, { seed: 3, threads: 2, trainable: false });
+  // Steps of 8 tokens: the embeddings' 200 tokens each take many steps, so they are still decoding at the
+  // generation's first text.
+  const batcher = new Batcher(model, tokenizer, { slots: 4, maxStepTokens: 8 });
+  t.teardown(async () => {
+    await batcher.close();
+    model.dispose();
+  });
+  const { vocabSize: V } = CONFIG;
+  const request = {};
+  let running: { bot: number; other: number } | null = null;
+  const generation = batcher.submit({
+    promptTokens: randomTokens(2, V, 7), maxTokens: 4, stopTokens: [], seed: 1, queue: 'bot',
+    onText: () => (running ??= { bot: batcher.runningOf('bot'), other: batcher.runningOf('other') }),
+  });
+  const embeddings = [11, 12].map((seed) => batcher.embed({ promptTokens: randomTokens(200, V, seed), queue: 'bot', group: request }));
+  const alone = batcher.embed({ promptTokens: randomTokens(200, V, 13), queue: 'other' });
+  await Promise.all([generation, ...embeddings, alone]);
+  t.same(running, { bot: 2, other: 1 }, "the generation and the group's two embeddings as two requests; an embedding of no group as one");
+  t.equal(batcher.runningOf('bot'), 0, 'none once they finish');
+});

@@ -82,14 +82,16 @@ t.test('an embedding while the model generates for another request: the same bit
 t.test('a long list of inputs takes half the batch slots at a time, leaving room for other requests', async (t) => {
   const texts = Array.from({ length: 40 }, (_, i) => `${i}: ${LONG_TEXT}`);
   let most = 0;
+  let mostRequests = 0;
   let sawRunning = false;
   let done = false;
   const watching = (async () => {
     while (!done) {
-      const load = srv.server.service.registry.peek('long')?.generator.load;
-      if (load) {
-        most = Math.max(most, load.running + load.waiting);
-        sawRunning ||= load.running > 0;
+      const generator = srv.server.service.registry.peek('long')?.generator;
+      if (generator) {
+        most = Math.max(most, generator.load.running + generator.load.waiting);
+        mostRequests = Math.max(mostRequests, generator.runningOf('long'));
+        sawRunning ||= generator.load.running > 0;
       }
       await new Promise((resolve) => setImmediate(resolve));
     }
@@ -100,6 +102,7 @@ t.test('a long list of inputs takes half the batch slots at a time, leaving room
   t.equal(r.data.length, 40);
   t.ok(sawRunning, 'the inputs were seen running');
   t.equal(most, 4, 'at most 4 of them (half of batch_slots 8) running or queued at once');
+  t.equal(mostRequests, 1, 'counted as one request decoding, as queue_depth counts it');
   const first = await client.embeddings.create({ model: 'long', input: texts[0] });
   t.same(r.data[0].embedding, first.data[0].embedding, 'each as it is alone');
 });
