@@ -295,6 +295,7 @@ t.test("rank 0's metrics log that cannot be appended to stops every rank after t
   const runDir = path.join(dir, 'checkpoint', 'run1');
   const step = Number(/training stopped at step (\d+)/.exec(stderr)?.[1]);
   t.match(stderr, `train: rank 0 of 2: ${path.join(runDir, 'metrics.jsonl')}: EFBIG: file too large, write: training stopped at step ${step}; ${path.join(runDir, `model-${step}`)} is saved`);
+  t.match(stderr, `train: rank 1 of 2: rank 0 could not write its metrics log: stopped at step ${step}`);
   t.equal((stdout.match(/^saved /gm) ?? []).length, 1, 'saved once');
   t.equal(latestCheckpoint(runDir), path.join(runDir, `model-${step}`));
   t.equal(readTrainState(path.join(runDir, `model-${step}`)).step, step);
