@@ -7,6 +7,7 @@ import type { TokenLogprob } from './logprobs';
 import type { ReplyStream } from '../sanitize/types';
 import { quoted } from '../util/quoted';
 import type { GrammarMatcher } from './grammar';
+import { StopSearch } from './stop_search';
 
 // Sampling settings (temperature 0: greedy; topK 0, minP 0 and topP 1: off; penalize in (0, 1], 0: off). The
 // repetition penalty (--penalize; docs/compatibility.md says how it differs): every distinct token of the window (prompt
@@ -174,8 +175,7 @@ export class Sequence {
   private text = '';
   private emitted = 0;       // text[0, emitted) has gone to onText (and the reply stream)
   private reply: { text: string; complete: boolean } | null = null;
-  private searchedTo = 0;    // stop sequences cannot start before this point of text
-  private readonly longestStop: number;
+  private readonly stopSearch: StopSearch;
   private readonly endOfText: number;
 
   constructor(private readonly options: SequenceOptions, tokenizer: Tokenizer) {
@@ -196,7 +196,7 @@ export class Sequence {
     this.rng = BigUint64Array.from(rngStateFromSeed(options.seed));
     this.decoder = tokenizer.streamDecoder();
     this.endOfText = tokenizer.eotToken;
-    this.longestStop = stop.reduce((m, s) => Math.max(m, s.length), 0);
+    this.stopSearch = new StopSearch(stop);
   }
 
   get done(): boolean {
@@ -310,7 +310,7 @@ export class Sequence {
     while (this.undecoded > 0 && !this.done) {
       this.decodeNext();
       if (this.cutAtStop()) return true;
-      this.emit(this.text.length - this.heldBack());
+      this.emit(this.text.length - this.stopSearch.partial);
       if (this.reply?.complete) return this.finish('stop');
     }
     return this.done;
@@ -334,34 +334,12 @@ export class Sequence {
 
   // Cuts the text where the first stop sequence begins; returns true when it found one.
   private cutAtStop(): boolean {
-    const stops = this.options.stop;
-    if (stops.length === 0) return false;
-    const from = Math.max(0, this.searchedTo - this.longestStop + 1);
-    let at = -1;
-    for (const s of stops) {
-      const i = this.text.indexOf(s, from);
-      if (i >= 0 && (at < 0 || i < at)) at = i;
-    }
-    this.searchedTo = this.text.length;
+    const at = this.stopSearch.find(this.text);
     if (at < 0) return false;
     this.text = this.text.slice(0, at);
     this.finishReason = 'stop';
     this.emit(this.text.length);
     return true;
-  }
-
-  // Characters at the end of the text that could be the start of a stop sequence still to complete.
-  private heldBack(): number {
-    let held = 0;
-    for (const s of this.options.stop) {
-      for (let k = Math.min(s.length - 1, this.text.length); k > held; k--) {
-        if (this.text.endsWith(s.slice(0, k))) {
-          held = k;
-          break;
-        }
-      }
-    }
-    return held;
   }
 
   // The sanitized reply so far, for a sequence given a reply stream.

@@ -6,7 +6,7 @@ import { Model, GPT2Config } from '../../lib/engine/model';
 import type { NativeModel } from '../../lib/engine/native';
 import { Generator, Sequence, DEFAULT_SAMPLING, GenerateResult, type GenerateOptions } from '../../lib/generate';
 import { loadTokenizer } from '../../lib/tokenizer';
-import { randomTokens } from '../engine/helpers';
+import { lcg, randomTokens } from '../engine/helpers';
 
 const tokenizer = loadTokenizer();
 const CONFIG: GPT2Config = { nLayer: 2, nHead: 2, nEmbd: 16, nCtx: 24, vocabSize: 50257 };
@@ -67,6 +67,63 @@ t.test('a stop sequence split across tokens is withheld while it may complete', 
   t.equal(pieces.join(''), 'Hi ', 'the "<E" waits');
   for (const tok of tokenizer.encode('x', { allowSpecial: false })) accept(seq, tok);
   t.equal(pieces.join(''), 'Hi <Ex', 'released once it cannot be a stop');
+});
+
+t.test('stops of a small alphabet, overlapping and repeating themselves, are found and withheld as by searching the whole text after every token', async (t) => {
+  const next = lcg(7);
+  const random = (n: number): number => Math.floor(next() * n);
+  const word = (length: number): string => Array.from({ length }, () => 'ab'[random(2)]).join('');
+  let cut = 0;
+  for (let trial = 0; trial < 300; trial++) {
+    const stop = Array.from({ length: 1 + random(3) }, () => word(2 + random(8)));
+    const pieces: string[] = [];
+    const seq = sequence('p', { stop, maxTokens: 1000, onText: (p) => pieces.push(p) });
+    let text = '';
+    let ended = false;
+    for (let i = 0; i < 6 && !ended; i++) {
+      for (const token of tokenizer.encode(word(1 + random(4)), { allowSpecial: false })) {
+        text += tokenizer.decode([token]);
+        const starts = stop.map((s) => text.indexOf(s)).filter((at) => at >= 0);
+        ended = accept(seq, token);
+        if (starts.length > 0) {
+          t.ok(ended, 'a stop ends the text');
+          text = text.slice(0, Math.min(...starts));
+          cut++;
+          break;
+        }
+        t.notOk(ended, 'no stop, no end');
+        const held = Math.max(0, ...stop.flatMap((s) => [...s.slice(0, -1)].map((_, k) => (text.endsWith(s.slice(0, k + 1)) ? k + 1 : 0))));
+        t.equal(pieces.join(''), text.slice(0, text.length - held), 'all but what may begin a stop is streamed');
+      }
+    }
+    seq.finish('length');
+    t.equal(seq.textSoFar, text, `${JSON.stringify(stop)}: the text cut where the earliest stop begins`);
+    t.equal(pieces.join(''), text, 'all of it streamed in the end');
+  }
+  t.ok(cut > 100 && cut < 300, `some texts cut at a stop, some not (${cut} of 300)`);
+});
+
+t.test('long stops that the text nearly matches are followed as it grows, their start withheld until they cannot complete', async (t) => {
+  // Each stop matches 20,000 x's, then breaks: searching the end of the text for them after each token would compare
+  // hundreds of millions of characters a token once the text is longer than that.
+  const half = 20_000;
+  const stop = ['A', 'B', 'C', 'D'].map((letter) => `${'x'.repeat(half)}${letter}${'x'.repeat(half)}`);
+  const eight = tokenizer.encode('xxxxxxxx', { allowSpecial: false });
+  t.equal(eight.length, 1, 'eight x\'s are one token');
+  const pieces: string[] = [];
+  const seq = sequence('p', { stop, maxTokens: 10_000, onText: (p) => pieces.push(p) });
+  const feedEights = (n: number): boolean => {
+    for (let i = 0; i < n; i++) if (accept(seq, eight[0])) return true;
+    return false;
+  };
+  t.notOk(feedEights(5000), '40,000 x\'s end nothing');
+  t.equal(pieces.join(''), 'x'.repeat(40_000 - half), 'the last 20,000 x\'s withheld: they may begin a stop');
+  for (const token of tokenizer.encode('B', { allowSpecial: false })) accept(seq, token);
+  t.equal(pieces.join(''), 'x'.repeat(40_000 - half), 'still withheld after a B, which a stop goes on with');
+  t.ok(feedEights(half / 8), 'the B stop completes');
+  t.equal(seq.textSoFar, 'x'.repeat(40_000 - half), 'cut where it began');
+  t.equal(pieces.join(''), seq.textSoFar);
+  t.equal(seq.finishReason, 'stop');
 });
 
 t.test('the window policy: past nCtx the most recent contextKeep tokens are prefilled again', async (t) => {
