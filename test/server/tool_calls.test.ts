@@ -256,3 +256,25 @@ t.test('calls and outputs out of place, or malformed, are 400s that name the fie
   const ollama = await request(`${srv.url}/api/chat`, { headers: AUTH, body: { model: 'general', stream: false, messages: [{ role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: ARGUMENTS } }] }] } });
   t.match([ollama.status, ollama.json().error], [400, /^messages\[0\]\.tool_calls\[0\]: must be \{"function": \{"name", "arguments"\}\}, the arguments an object/], ollama.text);
 });
+
+t.test("more tools than OpenAI's 128 are a 400 naming the field, before their grammar is built; 128 are called", async (t) => {
+  const tools = (n: number) => Array.from({ length: n }, (_, i) => ({ type: 'function', function: { name: `tool_${i}`, parameters: alarm.function.parameters } }));
+  const most = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages: [ASKED], tools: tools(128), tool_choice: { type: 'function', function: { name: 'tool_127' } }, max_tokens: 50 } });
+  t.equal(most.status, 200, most.text);
+  const calls = (most.json().choices as { message: { tool_calls: { function: { name: string } }[] } }[])[0].message.tool_calls;
+  t.equal(calls[0].function.name, 'tool_127', 'the last of 128 tools called');
+  const flat = tools(129).map(({ function: fn }) => ({ type: 'function', ...fn }));
+  for (const [path, body, param] of [
+    ['/v1/chat/completions', { messages: [ASKED], tools: tools(129), tool_choice: 'required' }, 'tools'],
+    ['/v1/chat/completions', { messages: [ASKED], functions: tools(129).map((tool) => tool.function), function_call: 'auto' }, 'functions'],
+    ['/v1/responses', { input: QUESTION, tools: flat, tool_choice: 'required' }, 'tools'],
+    ['/api/chat', { stream: false, messages: [ASKED], tools: tools(129) }, 'tools'],
+  ] as const) {
+    const r = await request(`${srv.url}${path}`, { headers: AUTH, body: { model: 'general', ...body } });
+    // Ollama's error is its message; OpenAI's also names the field in `param`.
+    const error = r.json().error as string | { param: string; message: string };
+    t.equal(r.status, 400, `${path}: ${r.text}`);
+    t.match(typeof error === 'string' ? error : error.message, new RegExp(`^${param}: has 129 entries, more than the 128 supported`), `${path}: ${param} named`);
+    if (typeof error !== 'string') t.equal(error.param, param);
+  }
+});

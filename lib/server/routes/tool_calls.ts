@@ -45,12 +45,17 @@ const SHAPES: Readonly<Record<ToolsLayout, { tool: string; named: string }>> = {
 // A tool that gives no parameters (or null, as the Responses API's may) takes none, as OpenAI documents it.
 const NO_PARAMETERS = { type: 'object', properties: {}, additionalProperties: false };
 
+// OpenAI's bound on a request's tools. A bound here too: the grammar of their calls is built, and its first tokens'
+// masks worked out, on the event loop that every request shares, at about a millisecond a tool.
+const MAX_TOOLS = 128;
+
 // The request's tools (its `tools`, or its `functions`), written as `layout` says. Their parameters are read as
 // schemas by readToolChoice.
 function readTools(value: unknown, layout: ToolsLayout = 'chat'): Tool[] {
   const field = layout === 'functions' ? 'functions' : 'tools';
   const shape = SHAPES[layout].tool;
   if (!Array.isArray(value)) bad(field, `must be an array of ${shape}`);
+  if (value.length > MAX_TOOLS) bad(field, `has ${value.length} entries, more than the ${MAX_TOOLS} supported`);
   const fnField = (i: number): string => (layout === 'chat' ? `${field}[${i}].function` : `${field}[${i}]`);
   const tools = value.map((entry: unknown, i): Tool => {
     const fn = layout === 'chat' ? (isJsonObject(entry) ? entry.function : undefined) : entry;
