@@ -149,11 +149,57 @@ export interface SequenceOptions {
   spelled?: Uint32Array;
 }
 
+// The request's logit biases with the additive penalties of the tokens drawn so far folded in, each token's bias
+// updated as it is drawn: built afresh for every draw, a logit_bias of thousands of entries cost the event loop a
+// millisecond a token.
+class PenalizedBiases {
+  private readonly slotOf = new Map<number, number>();
+  private readonly given: number[] = [];  // by slot: the request's bias, 0 for a token it gives none
+  private readonly times: number[] = [];  // by slot: the draws of its token so far
+  private tokens: Int32Array;
+  private values: Float32Array;
+
+  constructor(given: NativeSampling['logitBias'], private readonly presence: number, private readonly frequency: number) {
+    const n = given?.tokens.length ?? 0;
+    this.tokens = new Int32Array(Math.max(16, 2 * n));
+    this.values = new Float32Array(this.tokens.length);
+    given?.tokens.forEach((token, i) => this.slot(token, given.values[i]));
+  }
+
+  drew(token: number): void {
+    const slot = this.slotOf.get(token) ?? this.slot(token, 0);
+    this.values[slot] = this.given[slot] - this.presence - this.frequency * ++this.times[slot];
+  }
+
+  biases(): NativeSampling['logitBias'] {
+    const n = this.given.length;
+    return { tokens: this.tokens.subarray(0, n), values: this.values.subarray(0, n) };
+  }
+
+  private slot(token: number, bias: number): number {
+    const slot = this.given.length;
+    if (slot === this.tokens.length) {
+      const tokens = new Int32Array(2 * slot);
+      const values = new Float32Array(2 * slot);
+      tokens.set(this.tokens);
+      values.set(this.values);
+      this.tokens = tokens;
+      this.values = values;
+    }
+    this.slotOf.set(token, slot);
+    this.given.push(bias);
+    this.times.push(0);
+    this.tokens[slot] = token;
+    this.values[slot] = bias;
+    return slot;
+  }
+}
+
 export class Sequence {
   // The settings of every draw, or, with additive penalties, of the first (the sampling getter folds in the draws
   // since).
   private readonly fixedSampling: NativeSampling;
-  private readonly drawn: Map<number, number> | null;
+  private readonly penalized: PenalizedBiases | null;
   // The sampler's RNG state (two 64-bit words), advanced by every draw.
   readonly rng: BigUint64Array;
   readonly promptLength: number;
@@ -192,7 +238,7 @@ export class Sequence {
     this.promptLength = promptTokens.length;
     this.fixedSampling = nativeSampling(options.sampling);
     const { presencePenalty = 0, frequencyPenalty = 0 } = options.sampling;
-    this.drawn = presencePenalty !== 0 || frequencyPenalty !== 0 ? new Map() : null;
+    this.penalized = presencePenalty !== 0 || frequencyPenalty !== 0 ? new PenalizedBiases(this.fixedSampling.logitBias, presencePenalty, frequencyPenalty) : null;
     this.rng = BigUint64Array.from(rngStateFromSeed(options.seed));
     this.decoder = tokenizer.streamDecoder();
     this.endOfText = tokenizer.eotToken;
@@ -206,20 +252,10 @@ export class Sequence {
   // The settings of the next draw.
   get sampling(): NativeSampling {
     const { grammar, spelled } = this.options;
-    const sampling = this.drawn === null ? this.fixedSampling : { ...this.fixedSampling, logitBias: this.penaltyBiases(this.drawn) };
+    const sampling = this.penalized === null ? this.fixedSampling : { ...this.fixedSampling, logitBias: this.penalized.biases() };
     // A grammar's masks allow only tokens it can read, so only tokens spelled.
     const allowed = grammar ? grammar.allowed() : spelled;
     return allowed ? { ...sampling, allowed } : sampling;
-  }
-
-  // The request's logit biases with the additive penalties of the tokens drawn so far folded in.
-  private penaltyBiases(drawn: ReadonlyMap<number, number>): NativeSampling['logitBias'] {
-    const { presencePenalty = 0, frequencyPenalty = 0 } = this.options.sampling;
-    const given = this.fixedSampling.logitBias;
-    const biases = new Map<number, number>();
-    given?.tokens.forEach((token, i) => biases.set(token, given.values[i]));
-    for (const [token, times] of drawn) biases.set(token, (biases.get(token) ?? 0) - presencePenalty - frequencyPenalty * times);
-    return { tokens: Int32Array.from(biases.keys()), values: Float32Array.from(biases.values()) };
   }
 
   // The context-window policy: the slot holds at most nCtx tokens. When the tokens not yet fed would take it
@@ -286,7 +322,7 @@ export class Sequence {
     if (this.options.stopTokens.includes(token) || (grammar && token === this.endOfText)) return this.finish('stop');
     grammar?.accept(token);
     this.generated.push(token);
-    this.drawn?.set(token, (this.drawn.get(token) ?? 0) + 1);
+    this.penalized?.drew(token);
     if (logprob) {
       this.logprobs.push(logprob);
       this.options.onLogprob?.(logprob);

@@ -4,19 +4,19 @@ import t, { type Test } from 'tap';
 import { inspectModelFolder } from '../../lib/formats/model_folder';
 import { Model, GPT2Config } from '../../lib/engine/model';
 import type { NativeModel } from '../../lib/engine/native';
-import { Generator, Sequence, DEFAULT_SAMPLING, GenerateResult, type GenerateOptions } from '../../lib/generate';
+import { Generator, Sequence, DEFAULT_SAMPLING, GenerateResult, type GenerateOptions, type SamplingOptions } from '../../lib/generate';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { lcg, randomTokens } from '../engine/helpers';
 
 const tokenizer = loadTokenizer();
 const CONFIG: GPT2Config = { nLayer: 2, nHead: 2, nEmbd: 16, nCtx: 24, vocabSize: 50257 };
 
-function sequence(text: string, options: { stop?: string[]; maxTokens?: number; onText?: (p: string) => void }): Sequence {
+function sequence(text: string, options: { stop?: string[]; maxTokens?: number; onText?: (p: string) => void; sampling?: SamplingOptions }): Sequence {
   return new Sequence(
     {
       promptTokens: tokenizer.encode(text, { allowSpecial: false }),
       maxTokens: options.maxTokens ?? 100,
-      sampling: DEFAULT_SAMPLING,
+      sampling: options.sampling ?? DEFAULT_SAMPLING,
       stop: options.stop ?? [],
       stopTokens: [tokenizer.eotToken],
       seed: 1n,
@@ -103,9 +103,10 @@ t.test('stops of a small alphabet, overlapping and repeating themselves, are fou
   t.ok(cut > 100 && cut < 300, `some texts cut at a stop, some not (${cut} of 300)`);
 });
 
-t.test('long stops that the text nearly matches are followed as it grows, their start withheld until they cannot complete', async (t) => {
-  // Each stop matches 20,000 x's, then breaks: searching the end of the text for them after each token would compare
-  // hundreds of millions of characters a token once the text is longer than that.
+// A search of the text's end after each token would compare hundreds of millions of characters a token here, once the
+// text is longer than the stops' first 20,000 x's, and not end for hours: the timeout is a hundred times what the
+// search as the text grows takes.
+t.test('long stops that the text nearly matches are followed as it grows, their start withheld until they cannot complete', { timeout: 10_000 }, async (t) => {
   const half = 20_000;
   const stop = ['A', 'B', 'C', 'D'].map((letter) => `${'x'.repeat(half)}${letter}${'x'.repeat(half)}`);
   const eight = tokenizer.encode('xxxxxxxx', { allowSpecial: false });
@@ -124,6 +125,30 @@ t.test('long stops that the text nearly matches are followed as it grows, their 
   t.equal(seq.textSoFar, 'x'.repeat(40_000 - half), 'cut where it began');
   t.equal(pieces.join(''), seq.textSoFar);
   t.equal(seq.finishReason, 'stop');
+});
+
+// Biases built afresh for every draw took minutes here (a millisecond or more a draw); the timeout is fifty times what
+// keeping them as tokens are drawn takes.
+t.test("a logit bias of every token beside additive penalties: each draw's biases fold in the draws so far, over thousands of draws", { timeout: 10_000 }, async (t) => {
+  const vocab = tokenizer.vocabSize;
+  const given = Object.fromEntries(Array.from({ length: vocab }, (_, token) => [token, (token % 7) - 3]));
+  const [presencePenalty, frequencyPenalty] = [0.5, 0.25];
+  const seq = sequence('p', { maxTokens: 30_000, sampling: { ...DEFAULT_SAMPLING, logitBias: given, presencePenalty, frequencyPenalty } });
+  const times = new Map<number, number>();
+  const next = lcg(3);
+  let biases = seq.sampling.logitBias;
+  for (let i = 0; i < 20_000; i++) {
+    // Few distinct tokens, each drawn many times, and now and then one never drawn before.
+    const token = i % 1000 === 999 ? Math.floor(next() * vocab) : Math.floor(next() * 50);
+    if (token === tokenizer.eotToken) continue;
+    seq.take(token);
+    times.set(token, (times.get(token) ?? 0) + 1);
+    biases = seq.sampling.logitBias;  // as the batcher asks for every draw
+  }
+  const expected = new Map(Object.entries(given).map(([token, bias]) => [Number(token), Math.fround(bias - (times.has(Number(token)) ? presencePenalty + frequencyPenalty * (times.get(Number(token)) as number) : 0))]));
+  t.equal(biases?.tokens.length, vocab, 'one bias a token');
+  const wrong = [...(biases?.tokens ?? [])].filter((token, i) => biases?.values[i] !== expected.get(token));
+  t.same(wrong, [], 'every token\'s bias: the given one less its penalties');
 });
 
 t.test('the window policy: past nCtx the most recent contextKeep tokens are prefilled again', async (t) => {
