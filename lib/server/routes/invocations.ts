@@ -7,9 +7,9 @@
 import express, { type Request, type Response } from 'express';
 import type { Turn } from '../../data/chat_format';
 import { requestSampling } from '../config';
-import { HttpError } from '../errors';
 import { appendOnly, type ChatService, type Completion } from '../service';
 import { isJsonObject } from '../../util/json_object';
+import { bad } from './api_common';
 
 const FIELDS = ['model_key', 'raw_text', 'format', 'stream', 'history', 'seed', 'length', 'temperature', 'top_k', 'top_p', 'min_p', 'penalize'];
 const MAX_HISTORY = 200;
@@ -22,10 +22,6 @@ interface InvocationBody {
   history: Turn[];
   seed: number | undefined;
   overrides: Record<string, unknown>;
-}
-
-function bad(field: string, message: string): never {
-  throw new HttpError(400, `${field}: ${message}`, { field });
 }
 
 // Checks the body's shape; the sampling values are checked against the model's settings later.
