@@ -101,6 +101,19 @@ export interface NativeSampling {
 // new token (after ln_f: the head's input) [tokens.length, nEmbd], for embeddings.
 export type KvOutput = 'lastLogits' | 'tokenLogits' | 'tokenStates';
 
+// Log-probabilities computed natively (native/core/backend.h token_logprobs) from rows of logits, into the arrays
+// given: the log-softmax over the ids `allowed` holds (a bitset as NativeSampling's; null: all), each row's
+// log-probability of its target (kvForward's: `targets`, one per row; kvStep's: the token it draws), and the `top`
+// likeliest allowed ids, most likely first, ties by lower id, -1 past the last where fewer are allowed.
+export interface NativeLogprobs {
+  top: number;
+  allowed: Uint32Array | null;
+  targets?: Int32Array;
+  logprob: Float64Array;      // [rows]
+  topTokens: Int32Array;      // [rows * top]
+  topLogprobs: Float64Array;  // [rows * top]
+}
+
 export interface NativeModel {
   layout(): NativeTensorInfo[];
   numParams(): number;
@@ -126,15 +139,17 @@ export interface NativeModel {
   kvReserve(nSlots: number): number;  // returns the rows of logits it plans: at least nSlots (see kvForward)
   // out: what `output` asks (default lastLogits); tokenLogits of at most the rows of logits kvReserve planned,
   // tokenStates of any number of tokens on the CPU (on a GPU, thousands: native/core/backend.h kv_forward).
-  kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, out: Float32Array, output?: KvOutput): Promise<void>;
+  // logprobs (tokenLogits only): those of every row too, computed off the event loop.
+  kvForward(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, out: Float32Array, output?: KvOutput, logprobs?: NativeLogprobs): Promise<void>;
   kvTruncate(slot: number, length: number): void;  // keeps the slot's first `length` tokens (0 empties it)
   kvLength(slot: number): number;
   // One decoding step (native/core/backend.h kv_step): kvForward's feed, then sample()'s draw for the entries
   // sampleRows (ascending indices into slots), off the event loop. params, two rngState words (advanced in place)
   // and one out token per sampled row. A row's penalty history is what its slot holds after the feed (the native
-  // side keeps each slot's tokens). logitsOut: null, or [sampleRows.length, vocabSize] for the sampled rows' logits.
+  // side keeps each slot's tokens). logitsOut: null, or [sampleRows.length, vocabSize] for the sampled rows' logits;
+  // with it, logprobs: those of the drawn tokens, computed off the event loop.
   kvStep(slots: Int32Array, nNew: Int32Array, tokens: Int32Array, sampleRows: Int32Array, params: NativeSampling[],
-    rngState: BigUint64Array, out: Int32Array, logitsOut: Float32Array | null): Promise<void>;
+    rngState: BigUint64Array, out: Int32Array, logitsOut: Float32Array | null, logprobs?: NativeLogprobs): Promise<void>;
   // LoRA adapters decoded unmerged, a different one per slot if need be (native/core/backend.h kv_add_adapter):
   // modules, one byte per layer and layer matrix (layer by layer, in LORA_TARGETS' order), says which it changes;
   // factors holds A [rank, in] then B [out, rank] of each, in that order. Returns its id, never reused.
@@ -165,7 +180,8 @@ export interface NativeAddon {
   Model: new (config: NativeConfig, options: NativeOptions) => NativeModel;
   cpuFeatures(): string[];  // vector units the addon was compiled for, e.g. ['avx2', 'fma']
   cudaAvailable(): boolean;  // built with CUDA and a device is usable
-  logPartition(logits: Float32Array): number;  // log(sum of e^logits): one row's log-softmax normalizer
+  // kvForward's logprobs of rows of logits held here, one row per target, computed on the calling thread.
+  tokenLogprobs(logits: Float32Array, logprobs: NativeLogprobs): void;
   // What a CPU model takes to decode `slots` sequences at their full context, in bytes, computed by the native code
   // that allocates it (native/core/backend.h plan_decode_memory), without allocating.
   planDecodeMemory(config: NativeConfig, weightDtype: WeightDType, slots: number, threads: number): { params: number; kvCache: number; activations: number };

@@ -15,10 +15,10 @@
 // is, from no cached prefix either, its whole prompt through kvForward's final hidden state of every token, and
 // samples nothing.
 import { Model, type ServedAdapter } from '../engine/model';
-import { NativeModel, type KvOutput, type NativeSampling } from '../engine/native';
+import { NativeModel, type KvOutput, type NativeLogprobs, type NativeSampling } from '../engine/native';
 import type { ReplyStream } from '../sanitize/types';
 import { Tokenizer } from '../tokenizer';
-import { MAX_TOP_LOGPROBS, tokenLogprob, type TokenLogprob } from './logprobs';
+import { MAX_TOP_LOGPROBS, logprobRows, rowLogprob, type TokenLogprob } from './logprobs';
 import { Grammar, GrammarMatcher, GrammarVocabulary } from './grammar';
 import {
   DEFAULT_SAMPLING,
@@ -340,8 +340,9 @@ export class Batcher {
       stepping.catch(() => {});  // awaited below, after the decoding, which may throw first
       this.decodeTaken();
       let tokens: Int32Array;
+      let logprobs: NativeLogprobs | null;
       try {
-        tokens = await stepping;
+        ({ tokens, logprobs } = await stepping);
       } catch (err) {
         if (rows.length === 1) {
           this.fail(rows[0].job, rows[0].slot, err as Error);
@@ -370,7 +371,7 @@ export class Batcher {
         job.seq.rng[1] = this.rngState[2 * s + 1];
         if (Number.isNaN(job.firstTokenAt)) job.firstTokenAt = now;
         const top = job.request.logprobs;
-        const logprob = top === undefined ? undefined : tokenLogprob(this.logits.subarray(s * this.vocabSize, (s + 1) * this.vocabSize), tokens[s], top, this.spelled);
+        const logprob = top === undefined || logprobs === null ? undefined : rowLogprob(logprobs, s, tokens[s], top);
         try {
           if (job.seq.take(tokens[s], logprob)) this.finish(job, job.seq.finishReason as FinishReason, row.slot);
         } catch (err) {
@@ -527,9 +528,9 @@ export class Batcher {
 
   // One native step (inside model.run): the resets, the scored and embedded rows' kvForward of every token, then one
   // kvStep that feeds the other rows and draws a token for each row that samples (the sampled rows are the first ones, in
-  // order). The sampled rows' logits come back only when one of them asks for logprobs. Returns the tokens, one per
-  // sampled row.
-  private async step(native: NativeModel, rows: Row[]): Promise<Int32Array> {
+  // order). The sampled rows' log-probabilities are computed, natively, only when one of them asks for logprobs.
+  // Returns the tokens, one per sampled row, and their log-probabilities, as many alternatives as the most asked for.
+  private async step(native: NativeModel, rows: Row[]): Promise<{ tokens: Int32Array; logprobs: NativeLogprobs | null }> {
     for (const row of rows) {
       if (this.slotAdapter[row.slot] !== row.job.adapter) {  // which empties the slot: its job reused none of it
         native.kvSetAdapter(row.slot, row.job.adapter);
@@ -542,36 +543,39 @@ export class Batcher {
     const embedded = rows.filter((r) => r.scores && r.job.embeds);
     if (embedded.length > 0) await this.embedRows(native, embedded);
     const stepped = rows.filter((r) => !r.scores);
-    if (stepped.length === 0) return new Int32Array(0);
+    if (stepped.length === 0) return { tokens: new Int32Array(0), logprobs: null };
     const { slots, nNew, tokens } = feeds(stepped);
     const sampleRows = new Int32Array(stepped.filter((r) => r.samples).length);
     const params: NativeSampling[] = [];
-    let logprobs = false;
+    let top = -1;
     stepped.forEach((row, i) => {
       if (!row.samples) return;
       this.rngState.set(row.job.seq.rng, 2 * params.length);
       sampleRows[params.length] = i;
       params.push(row.job.seq.sampling);
-      logprobs ||= row.job.request.logprobs !== undefined;
+      top = Math.max(top, row.job.request.logprobs ?? -1);
     });
     const m = params.length;
     const out = new Int32Array(m);
+    const logprobs = top < 0 ? null : logprobRows(m, top, this.spelled);
     const logits = logprobs ? this.logits.subarray(0, m * this.vocabSize) : null;
-    await native.kvStep(slots, nNew, tokens, sampleRows, params, this.rngState.subarray(0, 2 * m), out, logits);
-    return out;
+    await native.kvStep(slots, nNew, tokens, sampleRows, params, this.rngState.subarray(0, 2 * m), out, logits, logprobs ?? undefined);
+    return { tokens: out, logprobs };
   }
 
   // The rows' prompt tokens through kvForward with the logits of every token, each row's k-th token's logits giving
-  // the log-probability of the prompt's next token.
+  // the log-probability of the prompt's next token, computed natively for all of them, as many alternatives as the
+  // most asked for.
   private async score(native: NativeModel, rows: Row[]): Promise<void> {
     const V = this.vocabSize;
     this.scoreLogits ??= new Float32Array(this.logitRows * V);
-    await this.everyToken(native, rows, 'tokenLogits', V, this.scoreLogits, (job, logits, start) => {
+    const next = Int32Array.from(rows.flatMap(({ job, feed }) => Array.from(feed, (_, k) => job.request.promptTokens[job.seq.held.length + k + 1])));
+    const logprobs = logprobRows(next.length, Math.max(...rows.map((r) => r.job.request.logprobs ?? 0)), this.spelled, next);
+    await this.everyToken(native, rows, 'tokenLogits', V, this.scoreLogits, (job, logits, start, at) => {
       for (let k = 0; k < logits.length / V; k++) {
-        const next = job.request.promptTokens[start + k + 1];
-        (job.promptLogprobs as TokenLogprob[])[start + k] = tokenLogprob(logits.subarray(k * V, (k + 1) * V), next, job.request.logprobs ?? 0, this.spelled);
+        (job.promptLogprobs as TokenLogprob[])[start + k] = rowLogprob(logprobs, at + k, next[at + k], job.request.logprobs ?? 0);
       }
-    });
+    }, logprobs);
   }
 
   // The rows' prompt tokens through kvForward with the final hidden state of every token, into their jobs' states.
@@ -583,17 +587,18 @@ export class Batcher {
     });
   }
 
-  // The rows' tokens through kvForward with an output of every token, `width` numbers each, computed into `buffer`;
-  // then each row's outputs to `take`, with the position of its first token in its prompt. They are kept by
-  // position, so that a prompt fed again after a failed step writes the same entries again.
+  // The rows' tokens through kvForward with an output of every token, `width` numbers each, computed into `buffer`
+  // (and `logprobs`, where given, of the logits); then each row's outputs to `take`, with the position of its first
+  // token in its prompt and in the step. They are kept by position, so that a prompt fed again after a failed step
+  // writes the same entries again.
   private async everyToken(native: NativeModel, rows: Row[], output: KvOutput, width: number, buffer: Float32Array,
-    take: (job: Job, out: Float32Array, start: number) => void): Promise<void> {
+    take: (job: Job, out: Float32Array, start: number, at: number) => void, logprobs?: NativeLogprobs): Promise<void> {
     const { slots, nNew, tokens } = feeds(rows);
     const out = buffer.subarray(0, tokens.length * width);
-    await native.kvForward(slots, nNew, tokens, out, output);
+    await native.kvForward(slots, nNew, tokens, out, output, logprobs);
     let at = 0;
     for (const { job, feed } of rows) {
-      take(job, out.subarray(at * width, (at + feed.length) * width), job.seq.held.length);
+      take(job, out.subarray(at * width, (at + feed.length) * width), job.seq.held.length, at);
       at += feed.length;
     }
   }

@@ -1,8 +1,10 @@
 // Log-probabilities of sampled tokens under the model's own distribution (the log-softmax of its logits, before
 // the repetition penalty, temperature, top-k or top-p shape what is drawn), as OpenAI's API reports them. A model
 // with more logits than its tokenizer spells (a vocabulary padded to a multiple of 64) never draws the others, so
-// they have no share of it: a row of padding left at zero scores 0, far above GPT-2's logits.
-import { loadAddon } from '../engine/native';
+// they have no share of it: a row of padding left at zero scores 0, far above GPT-2's logits. The native side
+// computes them (native/core/backend.h token_logprobs): in the step that made the logits, off the event loop, for
+// the batcher; a prompt's rows over GPT-2's vocabulary would otherwise hold the event loop for tens of milliseconds.
+import { loadAddon, type NativeLogprobs } from '../engine/native';
 
 export interface Alternative {
   token: number;
@@ -17,30 +19,26 @@ export interface TokenLogprob extends Alternative {
 export const MAX_TOP_LOGPROBS = 20;
 
 // `token`'s log-probability in one row of logits, and the `top` most likely tokens' (ties: lower id first), of those
-// in `tokens` where given (a bitset: the ids the tokenizer spells, Tokenizer.spelledMask).
+// in `tokens` where given (a bitset of the row's length: the ids the tokenizer spells, Tokenizer.spelledMask).
 export function tokenLogprob(logits: Float32Array, token: number, top: number, tokens: Uint32Array | null = null): TokenLogprob {
-  const logZ = loadAddon().logPartition(tokens === null ? logits : onlyTokens(logits, tokens));
-  // A sorted list of the best `top` so far: a logit enters only when it beats the least of them.
-  const best: number[] = [];
-  for (let i = 0; i < logits.length && top > 0; i++) {
-    if (tokens !== null && ((tokens[i >>> 5] >>> (i & 31)) & 1) === 0) continue;
-    if (best.length === top) {
-      if (logits[i] <= logits[best[top - 1]]) continue;
-      best.pop();
-    }
-    let at = best.length;
-    while (at > 0 && logits[best[at - 1]] < logits[i]) at--;
-    best.splice(at, 0, i);
-  }
-  return { token, logprob: logits[token] - logZ, top: best.map((t) => ({ token: t, logprob: logits[t] - logZ })) };
+  const rows = logprobRows(1, top, tokens, Int32Array.of(token));
+  loadAddon().tokenLogprobs(logits, rows);
+  return rowLogprob(rows, 0, token, top);
 }
 
-// A copy of the row with the logits of the ids outside `tokens` at -Infinity.
-function onlyTokens(logits: Float32Array, tokens: Uint32Array): Float32Array {
-  const row = Float32Array.from(logits);
-  for (let word = 0; word < tokens.length; word++) {
-    if (tokens[word] === 0xffffffff) continue;
-    for (let i = word * 32; i < Math.min(row.length, word * 32 + 32); i++) if (((tokens[word] >>> (i & 31)) & 1) === 0) row[i] = -Infinity;
+// The buffers the native side fills with the log-probabilities of `count` rows and their `top` most likely tokens:
+// of `targets`, or of the tokens a kvStep draws.
+export function logprobRows(count: number, top: number, allowed: Uint32Array | null, targets?: Int32Array): NativeLogprobs {
+  return { top, allowed, targets, logprob: new Float64Array(count), topTokens: new Int32Array(count * top), topLogprobs: new Float64Array(count * top) };
+}
+
+// Row `row` of filled buffers, whose token is `token`, with its `top` (at most theirs) most likely tokens.
+export function rowLogprob(rows: NativeLogprobs, row: number, token: number, top: number): TokenLogprob {
+  const alternatives: Alternative[] = [];
+  for (let k = 0; k < top; k++) {
+    const token = rows.topTokens[row * rows.top + k];
+    if (token < 0) break;  // fewer tokens than asked for are allowed
+    alternatives.push({ token, logprob: rows.topLogprobs[row * rows.top + k] });
   }
-  return row;
+  return { token, logprob: rows.logprob[row], top: alternatives };
 }

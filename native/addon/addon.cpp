@@ -17,7 +17,6 @@
 #include "core/checks.h"
 #include "core/collective.h"
 #include "core/ggml_quantize.h"
-#include "cpu/vec_math.h"
 
 namespace {
 
@@ -289,6 +288,72 @@ std::unique_ptr<Backend> make_backend_on_gpu(const dixie::GPT2Config& c, const d
   if (required) throw std::runtime_error("options.device is 'cuda' but this addon was built without CUDA (no nvcc at build time)");
 #endif
   return dixie::make_cpu_backend(c, o);
+}
+
+// The logprobs argument of kvForward, kvStep and tokenLogprobs: {top, allowed: Uint32Array | null, targets: Int32Array,
+// logprob: Float64Array, topTokens: Int32Array, topLogprobs: Float64Array}, its fields read once on the event loop
+// and its outputs put in `keep`, so that none is collected while a worker writes them.
+struct LogprobArg {
+  bool given = false;
+  Napi::Value top, allowed, targets, logprob, top_tokens, top_logprobs;
+};
+LogprobArg logprob_arg(const Napi::Value& v, std::vector<Napi::Value>& keep) {
+  LogprobArg a;
+  if (v.IsUndefined() || v.IsNull()) return a;
+  a.given = true;
+  if (!v.IsObject()) return a;  // logprob_rows names it
+  const Napi::Object o = v.As<Napi::Object>();
+  a.top = o.Get("top");
+  a.allowed = o.Get("allowed");
+  a.targets = o.Get("targets");
+  a.logprob = o.Get("logprob");
+  a.top_tokens = o.Get("topTokens");
+  a.top_logprobs = o.Get("topLogprobs");
+  keep.insert(keep.end(), {a.logprob, a.top_tokens, a.top_logprobs});
+  return a;
+}
+
+// A logprobs argument checked for `rows` rows of V logits, its inputs copied for a worker: the mask, and the targets
+// unless `drawn` gives them (kvStep's are the tokens it draws, which it ignores).
+struct OwnedLogprobs {
+  std::vector<uint32_t> allowed;
+  std::vector<int32_t> targets;
+  dixie::LogprobRows rows;
+};
+std::shared_ptr<OwnedLogprobs> logprob_rows(const LogprobArg& a, size_t rows, int V, const int32_t* drawn, const std::string& name) {
+  if (a.logprob.IsEmpty()) throw ArgError(name + " must be an object");
+  auto owned = std::make_shared<OwnedLogprobs>();
+  dixie::LogprobRows& r = owned->rows;
+  r.top = static_cast<int>(int_arg(a.top, name + ".top", 0, V));
+  if (!a.allowed.IsUndefined() && !a.allowed.IsNull()) {
+    Napi::Uint32Array words = typed_arg<uint32_t>(a.allowed, napi_uint32_array, "Uint32Array", name + ".allowed");
+    require_length(words.ElementLength(), (static_cast<size_t>(V) + 31) / 32, name + ".allowed", "one bit per logit of a row");
+    owned->allowed.assign(words.Data(), words.Data() + words.ElementLength());
+    r.allowed = owned->allowed.data();
+  }
+  if (drawn) {
+    r.targets = drawn;
+  } else {
+    Napi::Int32Array targets = i32_arg(a.targets, name + ".targets");
+    require_length(targets.ElementLength(), rows, name + ".targets", "one token per row");
+    for (size_t i = 0; i < rows; ++i) {
+      if (targets[i] < 0 || targets[i] >= V)
+        throw std::out_of_range(name + ".targets[" + std::to_string(i) + "] is " + std::to_string(targets[i]) +
+                                ", outside the vocabulary of " + std::to_string(V));
+    }
+    owned->targets.assign(targets.Data(), targets.Data() + rows);
+    r.targets = owned->targets.data();
+  }
+  Napi::Float64Array logprob = typed_arg<double>(a.logprob, napi_float64_array, "Float64Array", name + ".logprob");
+  Napi::Int32Array top_tokens = i32_arg(a.top_tokens, name + ".topTokens");
+  Napi::Float64Array top_logprobs = typed_arg<double>(a.top_logprobs, napi_float64_array, "Float64Array", name + ".topLogprobs");
+  require_length(logprob.ElementLength(), rows, name + ".logprob", "one per row");
+  require_length(top_tokens.ElementLength(), rows * r.top, name + ".topTokens", "top per row");
+  require_length(top_logprobs.ElementLength(), rows * r.top, name + ".topLogprobs", "top per row");
+  r.logprob = logprob.Data();
+  r.top_tokens = top_tokens.Data();
+  r.top_logprobs = top_logprobs.Data();
+  return owned;
 }
 
 // ---- the model ----
@@ -765,8 +830,11 @@ dixie::KvOutput kv_output_arg(const Napi::Value& v) {
   throw ArgError("kvForward: output must be 'lastLogits', 'tokenLogits' or 'tokenStates'");
 }
 
+// kvForward(slots, nNew, tokens, out, output?, logprobs?): logprobs (with tokenLogits only) are computed in the worker
+// from the logits it writes to `out`.
 Napi::Value ModelWrap::KvForward(const Napi::CallbackInfo& info) {
   std::vector<Napi::Value> keep = {info[3]};
+  const LogprobArg logprobs = logprob_arg(info[5], keep);
   return run_async(info, "kvForward", [&](Backend& b) -> std::function<double()> {
     const auto& c = b.spec().config();
     Napi::Int32Array slots = i32_arg(info[0], "kvForward: slots");
@@ -787,11 +855,17 @@ Napi::Value ModelWrap::KvForward(const Napi::CallbackInfo& info) {
     auto s = std::make_shared<std::vector<int32_t>>(slots.Data(), slots.Data() + n);
     auto k = std::make_shared<std::vector<int32_t>>(n_new.Data(), n_new.Data() + n);
     auto t = std::make_shared<std::vector<int32_t>>(tokens.Data(), tokens.Data() + tokens.ElementLength());
+    std::shared_ptr<OwnedLogprobs> lp;
+    if (logprobs.given) {
+      if (output != dixie::KvOutput::TokenLogits) throw ArgError("kvForward: logprobs needs output 'tokenLogits'");
+      lp = logprob_rows(logprobs, tokens.ElementLength(), c.vocab_size, nullptr, "kvForward: logprobs");
+    }
     Backend* bp = &b;
     float* out = out_array.Data();
-    const int count = static_cast<int>(n);
-    return [bp, s, k, t, out, count, output]() -> double {
+    const int count = static_cast<int>(n), rows = static_cast<int>(tokens.ElementLength()), V = c.vocab_size;
+    return [bp, s, k, t, out, count, output, lp, rows, V]() -> double {
       bp->kv_forward(count, s->data(), k->data(), t->data(), out, output);
+      if (lp) dixie::token_logprobs(out, rows, V, lp->rows);
       return 0.0;
     };
   }, false, keep);
@@ -842,11 +916,13 @@ Napi::Value ModelWrap::KvSetAdapter(const Napi::CallbackInfo& info) {
   });
 }
 
-// kvStep(slots, nNew, tokens, sampleRows, params, rngState, out, logitsOut | null): only the types, the lengths and
-// what keeps the buffers safe are checked here; the values are the backend's to check (core/checks.h
-// check_kv_step), in the worker, before it changes anything.
+// kvStep(slots, nNew, tokens, sampleRows, params, rngState, out, logitsOut | null, logprobs?): only the types, the
+// lengths and what keeps the buffers safe are checked here; the values are the backend's to check (core/checks.h
+// check_kv_step), in the worker, before it changes anything. logprobs (with logitsOut) are of the drawn tokens,
+// computed in the worker from the logits it writes to logitsOut.
 Napi::Value ModelWrap::KvStep(const Napi::CallbackInfo& info) {
   std::vector<Napi::Value> keep = {info[5], info[6], info[7]};
+  const LogprobArg logprobs = logprob_arg(info[8], keep);
   return run_async(info, "kvStep", [&](Backend& b) -> std::function<double()> {
     const int V = b.spec().config().vocab_size;
     Napi::Int32Array slots = i32_arg(info[0], "kvStep: slots");
@@ -873,6 +949,11 @@ Napi::Value ModelWrap::KvStep(const Napi::CallbackInfo& info) {
       require_length(logits.ElementLength(), m * static_cast<size_t>(V), "kvStep: logitsOut", "sampleRows.length * vocabSize");
       logits_out = logits.Data();
     }
+    std::shared_ptr<OwnedLogprobs> lp;
+    if (logprobs.given) {
+      if (!logits_out) throw ArgError("kvStep: logprobs needs logitsOut");
+      lp = logprob_rows(logprobs, m, V, out.Data(), "kvStep: logprobs");
+    }
     auto s = std::make_shared<std::vector<int32_t>>(slots.Data(), slots.Data() + n);
     auto k = std::make_shared<std::vector<int32_t>>(n_new.Data(), n_new.Data() + n);
     auto t = std::make_shared<std::vector<int32_t>>(tokens.Data(), tokens.Data() + tokens.ElementLength());
@@ -884,8 +965,9 @@ Napi::Value ModelWrap::KvStep(const Napi::CallbackInfo& info) {
     uint64_t* rng_state = rng.Data();
     int32_t* out_tokens = out.Data();
     const int count = static_cast<int>(n), sampled = static_cast<int>(m);
-    return [bp, s, k, t, rows, sp, arrays, rng_state, out_tokens, logits_out, count, sampled]() -> double {
+    return [bp, s, k, t, rows, sp, arrays, rng_state, out_tokens, logits_out, count, sampled, lp, V]() -> double {
       bp->kv_step(count, s->data(), k->data(), t->data(), sampled, rows->data(), sp->data(), rng_state, out_tokens, logits_out);
+      if (lp) dixie::token_logprobs(logits_out, sampled, V, lp->rows);
       return 0.0;
     };
   }, false, keep);
@@ -1105,17 +1187,21 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                   return o;
                 });
               }));
-  // logPartition(logits): log(sum of e^logits), a row's log-softmax normalizer, its exponentials vectorized where the
-  // addon is built for AVX2 (in JavaScript they took most of the time of a prompt's log-probabilities).
-  exports.Set("logPartition", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+  // tokenLogprobs(logits, logprobs): kvForward's logprobs (core/backend.h token_logprobs) of rows of logits JavaScript
+  // holds, one row per target, here on the event loop.
+  exports.Set("tokenLogprobs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
                 return guarded(info, [&]() -> Napi::Value {
-                  Napi::Float32Array logits = f32_arg(info[0], "logPartition: logits");
-                  const int n = static_cast<int>(logits.ElementLength());
-                  if (n == 0) throw ArgError("logPartition: logits is empty");
-                  thread_local std::vector<float> exps;
-                  exps.resize(n);
-                  const float mx = dixie::max_of(logits.Data(), n);
-                  return Napi::Number::New(info.Env(), mx + std::log(dixie::exp_sum(exps.data(), logits.Data(), n, mx, 1.0f)));
+                  Napi::Float32Array logits = f32_arg(info[0], "tokenLogprobs: logits");
+                  std::vector<Napi::Value> keep;
+                  const LogprobArg arg = logprob_arg(info[1], keep);
+                  if (!arg.given) throw ArgError("tokenLogprobs: logprobs must be an object");
+                  const size_t rows = arg.targets.IsTypedArray() ? arg.targets.As<Napi::TypedArray>().ElementLength() : 0;
+                  if (rows == 0 || logits.ElementLength() % rows != 0 || logits.ElementLength() / rows > (1u << 30))
+                    throw ArgError("tokenLogprobs: logprobs.targets must give one token per row of logits");
+                  const int V = static_cast<int>(logits.ElementLength() / rows);
+                  const auto lp = logprob_rows(arg, rows, V, nullptr, "tokenLogprobs: logprobs");
+                  dixie::token_logprobs(logits.Data(), static_cast<int>(rows), V, lp->rows);
+                  return info.Env().Undefined();
                 });
               }));
   exports.Set("cudaAvailable", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {

@@ -102,6 +102,21 @@ struct SamplingParams {
   bool allows(int token) const { return (allowed[token >> 5] >> (token & 31)) & 1u; }  // with `allowed` set
 };
 
+// What rows of logits in host memory (kv_forward's TokenLogits, kv_step's logits_out) say of tokens, as OpenAI's
+// logprobs report it: the log-softmax over the ids `allowed` holds (a bitset of V bits, word i bit j: id 32 i + j, as
+// SamplingParams' allowed; null: every id), and for each row the log-probability of targets[row] and the `top`
+// likeliest allowed ids, most likely first, ties by lower id (-1 past the last where fewer are allowed). The
+// log-probabilities are doubles: a float logit less the double log-partition, which is what JavaScript has of them.
+struct LogprobRows {
+  int top = 0;
+  const uint32_t* allowed = nullptr;  // ceil(V / 32) words
+  const int32_t* targets = nullptr;   // [rows], each in [0, V)
+  double* logprob = nullptr;          // [rows]
+  int32_t* top_tokens = nullptr;      // [rows * top]
+  double* top_logprobs = nullptr;     // [rows * top]
+};
+void token_logprobs(const float* logits, int rows, int V, const LogprobRows& out);
+
 class Backend {
  public:
   virtual ~Backend() = default;
