@@ -47,11 +47,17 @@ export function readChatRecord(dir: string, adapter?: string): ChatRecord {
 }
 
 // The chat template of tokenizer_config.json, or of a GGUF file the model is read from (a broken one is left to the
-// model's load to name).
+// model's load to name). A tokenizer_config.json that cannot be read gives none: no load reads anything else of it,
+// and a model folder loaded before with a broken one (a download cut short) still loads.
 function folderTemplate(dir: string): string | null {
   const config = path.join(dir, TOKENIZER_CONFIG_FILE);
   if (fs.existsSync(config)) {
-    const template = readJsonObject(config).chat_template;
+    let template: unknown;
+    try {
+      template = readJsonObject(config).chat_template;
+    } catch {
+      // as none
+    }
     if (typeof template === 'string') return template;
   }
   const template = ggufMetadata(dir, GGUF_CHAT_TEMPLATE_KEY)?.value;

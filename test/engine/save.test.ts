@@ -94,6 +94,17 @@ t.test("a round trip over the model's own folder keeps its chat record; another 
   t.notOk(fs.existsSync(path.join(dir, AUDIENCES_FILE)), 'and no audiences made up');
 });
 
+t.test('a tokenizer_config.json that cannot be read gives no chat template, and the model loads as it did', async (t) => {
+  const dir = path.join(work, 'broken-tokenizer-config');
+  const model = Model.create(TINY, { seed: 1, trainable: false });
+  await model.save(dir, { tokenizer });
+  model.dispose();
+  for (const text of ['{"chat_template": "{{ mess', '["chat_template"]']) {
+    fs.writeFileSync(path.join(dir, TOKENIZER_CONFIG_FILE), text);
+    t.same(await chatOf(dir), NO_CHAT, `with ${text}`);
+  }
+});
+
 t.test('a save that fails partway leaves every file of the folder as it was', async (t) => {
   const dir = path.join(work, 'full-disk');
   const old = Model.create({ ...TINY, nLayer: 2 }, { seed: 1, trainable: false });
