@@ -68,8 +68,14 @@ export async function writeFileAtomic(target: string, fill: FileToWrite['fill'])
 // Files that are read together (a model's weights and its config) written so that a failure leaves all of them as
 // they were: each is written to its temporary file and fsynced, and only when every one is written are they renamed
 // into place, one after the other, and then the files of `remove` (those of what the others replace) deleted. Only a
-// kill between two renames leaves new files beside old ones.
+// kill between two renames leaves new files beside old ones. Of several files, a folder where one goes, which a
+// rename cannot replace, is refused before anything is written: found at its rename, the files renamed before it
+// would stay beside the old ones.
 export async function writeFilesAtomic(files: readonly FileToWrite[], remove: readonly string[] = []): Promise<void> {
+  const folder = files.length > 1 ? files.find(({ target }) => fs.statSync(target, { throwIfNoEntry: false })?.isDirectory()) : undefined;
+  if (folder !== undefined) {
+    throw Object.assign(new Error(`${folder.target}: is a folder, where a file is to be written: nothing was written`), { code: 'EISDIR' });
+  }
   const written: { temp: string; target: string }[] = [];
   try {
     for (const { target, fill } of files) {

@@ -125,6 +125,25 @@ t.test('a save that fails partway leaves every file of the folder as it was', as
   loaded.dispose();
 });
 
+t.test('a folder where a file of the save goes: refused, naming it, and nothing written', async (t) => {
+  const dir = path.join(work, 'folder-in-the-way');
+  const old = Model.create({ ...TINY, nLayer: 2 }, { seed: 1, trainable: false });
+  await old.save(dir);
+  old.dispose();
+  fs.mkdirSync(path.join(dir, 'merges.txt'));
+  fs.writeFileSync(path.join(dir, 'merges.txt', 'notes.txt'), 'in the way');
+  const before = new Map(fs.readdirSync(dir).filter((f) => f !== 'merges.txt').map((f) => [f, fs.readFileSync(path.join(dir, f))]));
+  const next = Model.create({ ...TINY, nLayer: 1 }, { seed: 2, trainable: false });
+  try {
+    await t.rejects(next.save(dir, { tokenizer }), { code: 'EISDIR', message: `${path.join(dir, 'merges.txt')}: is a folder, where a file is to be written: nothing was written` });
+  } finally {
+    next.dispose();
+  }
+  t.same(fs.readdirSync(dir), [...before.keys(), 'merges.txt'].sort(), 'no file added, none removed, no temporary file left');
+  for (const [file, bytes] of before) t.ok(fs.readFileSync(path.join(dir, file)).equals(bytes), `${file} as it was`);
+  t.same(fs.readdirSync(path.join(dir, 'merges.txt')), ['notes.txt'], 'the folder in the way left alone');
+});
+
 t.test("weights beside another model's config: the load names both files", async (t) => {
   const folders = { 1: path.join(work, 'layers-1'), 2: path.join(work, 'layers-2') };
   for (const nLayer of [1, 2] as const) {
