@@ -24,7 +24,7 @@ import { checkMemoryPlan, plannedMemoryBytes } from './memory_plan';
 import type { Tokenizer } from '../tokenizer/tokenizer';
 import { vocabularyFiles } from '../tokenizer/vocab';
 import { textToWrite, writeFilesAtomic } from '../util/atomic_file';
-import { audiencesToWrite, type ChatRecord, NO_CHAT, readChatRecord } from '../formats/chat_record';
+import { chatRecordToWrite, type ChatRecord, NO_CHAT, readChatRecord } from '../formats/chat_record';
 import { Rng } from '../util/rng';
 import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
@@ -726,13 +726,13 @@ export class Model {
           return data;
         },
       }));
-      const audiences = audiencesToWrite(dir, chat);
+      const record = chatRecordToWrite(dir, chat, tokenizer !== undefined);
       await writeFilesAtomic([
         safetensorsToWrite(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' }),
         textToWrite(path.join(dir, CONFIG_FILE), `${JSON.stringify(hfConfigJson(this.config), null, 2)}\n`),
-        ...audiences.write,
+        ...record.write,
         ...(tokenizer ? vocabularyFiles(tokenizer.vocab, dir, { nCtx: this.config.nCtx, ...(chat.template !== null && { chatTemplate: chat.template }) }) : []),
-      ], audiences.remove);
+      ], record.remove);
     });
   }
 

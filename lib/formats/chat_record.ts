@@ -47,21 +47,22 @@ export function readChatRecord(dir: string, adapter?: string): ChatRecord {
 }
 
 // The chat template of tokenizer_config.json, or of a GGUF file the model is read from (a broken one is left to the
-// model's load to name). A tokenizer_config.json that cannot be read gives none: no load reads anything else of it,
-// and a model folder loaded before with a broken one (a download cut short) still loads.
+// model's load to name).
 function folderTemplate(dir: string): string | null {
-  const config = path.join(dir, TOKENIZER_CONFIG_FILE);
-  if (fs.existsSync(config)) {
-    let template: unknown;
-    try {
-      template = readJsonObject(config).chat_template;
-    } catch {
-      // as none
-    }
-    if (typeof template === 'string') return template;
-  }
-  const template = ggufMetadata(dir, GGUF_CHAT_TEMPLATE_KEY)?.value;
+  const template = tokenizerConfig(dir)?.chat_template ?? ggufMetadata(dir, GGUF_CHAT_TEMPLATE_KEY)?.value;
   return typeof template === 'string' ? template : null;
+}
+
+// A folder's tokenizer_config.json; null where there is none, or where it cannot be read: no load reads anything else
+// of it, and a model folder loaded before with a broken one (a download cut short) still loads.
+function tokenizerConfig(dir: string): Record<string, unknown> | null {
+  const file = path.join(dir, TOKENIZER_CONFIG_FILE);
+  if (!fs.existsSync(file)) return null;
+  try {
+    return readJsonObject(file);
+  } catch {
+    return null;
+  }
 }
 
 // A metadata value of the GGUF file a folder's model is read from (none where safetensors are beside it), with that
@@ -112,10 +113,19 @@ export function trainedAudiences(modelDir: string): string[] {
   return trainedAudienceCounts(modelDir).map((a) => a.audience);
 }
 
-// The record's file in model folder `dir`: written for a chat model, removed otherwise (left by a model saved there
-// before, it would have this one served as that one's chat model).
-export function audiencesToWrite(dir: string, chat: ChatRecord): { write: FileToWrite[]; remove: string[] } {
+// The record's files in model folder `dir`, beside a save of a model's weights: audiences.json, written for a chat
+// model and removed otherwise; and, where the save writes no vocabulary (whose tokenizer_config.json carries the
+// template), the chat template of a tokenizer_config.json already there, set to the record's or taken out. Left by a
+// model saved there before, either would have this one served, or prompted by other tools, as that one's chat model.
+// A template other than a text (Hugging Face's list of named ones) is another tool's, and kept.
+export function chatRecordToWrite(dir: string, chat: ChatRecord, writesVocabulary: boolean): { write: FileToWrite[]; remove: string[] } {
+  const write: FileToWrite[] = [];
+  const config = writesVocabulary ? null : tokenizerConfig(dir);
+  if (config !== null && (config.chat_template === undefined || typeof config.chat_template === 'string') && (config.chat_template ?? null) !== chat.template) {
+    const { chat_template: _stale, ...rest } = config;
+    write.push(textToWrite(path.join(dir, TOKENIZER_CONFIG_FILE), `${JSON.stringify(chat.template === null ? rest : { ...rest, chat_template: chat.template }, null, 2)}\n`));
+  }
   const file = path.join(dir, AUDIENCES_FILE);
-  if (chat.audiences.length === 0) return { write: [], remove: [file] };
-  return { write: [textToWrite(file, `${JSON.stringify({ audiences: chat.audiences }, null, 2)}\n`)], remove: [] };
+  if (chat.audiences.length === 0) return { write, remove: [file] };
+  return { write: [...write, textToWrite(file, `${JSON.stringify({ audiences: chat.audiences }, null, 2)}\n`)], remove: [] };
 }

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { textToWrite, writeFilesAtomic } from '../util/atomic_file';
 import { CONFIG_FILE, hfConfigJson, WEIGHTS_FILE } from '../engine/model';
-import { audiencesToWrite, NO_CHAT } from './chat_record';
+import { chatRecordToWrite, NO_CHAT } from './chat_record';
 import { findVocabulary, inspectModelFolder, readHFConfig, readHparams, type GPT2Config, type VocabFiles } from './model_folder';
 import { safetensorsToWrite, type TensorToWrite } from './safetensors';
 import { vocabularyBytes } from '../tokenizer/vocab';
@@ -169,13 +169,14 @@ export async function importTFCheckpoint(src: string, out: string, options: Impo
     }));
     // Written together, as Model.save writes a model: a failure leaves a folder imported into before as it was, and
     // the record of a chat model saved there before goes, as it does not speak for these weights.
-    const record = audiencesToWrite(out, NO_CHAT);
+    const record = chatRecordToWrite(out, NO_CHAT, false);
     const vocabBytes = vocab === null ? null : vocabularyBytes({ encoderPath: vocab.encoder, mergesPath: vocab.merges });
     await writeFilesAtomic([
       safetensorsToWrite(path.join(out, WEIGHTS_FILE), tensors, { format: 'pt' }),
       textToWrite(path.join(out, CONFIG_FILE), `${JSON.stringify(hfConfigJson(config), null, 2)}\n`),
       // Hugging Face's names for the same two files, so its tokenizer reads the folder too.
       ...(vocabBytes === null ? [] : [textToWrite(path.join(out, 'vocab.json'), vocabBytes.encoder), textToWrite(path.join(out, 'merges.txt'), vocabBytes.merges)]),
+      ...record.write,
     ], record.remove);
     return { checkpoint: found.prefix, config, tensors: tensors.length, skipped, vocab };
   } finally {

@@ -76,7 +76,7 @@ export function locateVocabulary(dir: string): VocabularyFiles {
 // byte-level BPE: another model, a normalizer, a pre-tokenizer other than GPT-2's (one that adds a space before
 // the text included), each of which would split the same text into other tokens. Added tokens (a fine-tune's pad or
 // chat tokens) join the vocabulary at their ids, their text in GPT-2's stand-ins for bytes.
-export function tokenizerJsonVocabulary(file: string): { encoder: Buffer; merges: Buffer } {
+function tokenizerJsonVocabulary(file: string): { encoder: Buffer; merges: Buffer } {
   const json = readJsonObject(file);
   const refuse = (field: string, value: unknown, why: string): Error => new Error(`${file}: field "${field}" is ${quoted(value)}: ${why}`);
   const model = json.model;

@@ -94,6 +94,23 @@ t.test("a round trip over the model's own folder keeps its chat record; another 
   t.notOk(fs.existsSync(path.join(dir, AUDIENCES_FILE)), 'and no audiences made up');
 });
 
+t.test("a model saved over a chat model's folder without a vocabulary: the chat template there goes with the audiences", async (t) => {
+  const dir = path.join(work, 'template-left');
+  const chat = Model.create(TINY, { seed: 1, trainable: false });
+  await chat.save(dir, { tokenizer, chat: chatRecordOf(AUDIENCES) });
+  chat.dispose();
+  const plain = Model.create(TINY, { seed: 2, trainable: false });
+  await plain.save(dir);
+  plain.dispose();
+  t.equal(chatTemplateOf(dir), undefined, 'no chat template that answers as mom for a model that is not a chat model');
+  t.equal((JSON.parse(fs.readFileSync(path.join(dir, TOKENIZER_CONFIG_FILE), 'utf8')) as Record<string, unknown>).tokenizer_class, 'GPT2Tokenizer', 'the rest of the tokenizer config kept');
+  t.same(await chatOf(dir), NO_CHAT, 'loaded as a model that is not a chat model');
+  const again = Model.create(TINY, { seed: 3, trainable: false });
+  await again.save(dir, { chat: chatRecordOf(AUDIENCES, 'dad') });
+  again.dispose();
+  t.equal(chatTemplateOf(dir), chatTemplate('dad'), "a chat model saved there without a vocabulary writes its own template");
+});
+
 t.test('a tokenizer_config.json that cannot be read gives no chat template, and the model loads as it did', async (t) => {
   const dir = path.join(work, 'broken-tokenizer-config');
   const model = Model.create(TINY, { seed: 1, trainable: false });
