@@ -202,10 +202,16 @@ export async function saveCheckpoint(runDir: string, model: Model, tokenizer: To
   }
   await options.onPhase?.('renamed', final);
   const best = options.keepBest && state.best && state.best.step > 0 ? path.join(runDir, checkpointName(state.best.step)) : null;
-  if (best !== null && fs.existsSync(path.join(best, STATE_FILE)) && bestCheckpoint(runDir) !== best) {
-    await writeTextAtomic(path.join(runDir, BEST_FILE), `${path.basename(best)}\n`);
+  try {
+    if (best !== null && fs.existsSync(path.join(best, STATE_FILE)) && bestCheckpoint(runDir) !== best) {
+      await writeTextAtomic(path.join(runDir, BEST_FILE), `${path.basename(best)}\n`);
+    }
+    await writeTextAtomic(path.join(runDir, LATEST_FILE), `${name}\n`);
+  } catch (err) {
+    // The checkpoint is whole and in place, and a resume takes the newest whole one whatever `latest` names.
+    const message = `${name} is saved, but ${(err as Error).message}; --restore_from latest resumes from ${name} all the same`;
+    throw Object.assign(new Error(message, { cause: err }), { code: (err as NodeJS.ErrnoException).code });
   }
-  await writeTextAtomic(path.join(runDir, LATEST_FILE), `${name}\n`);
   if (replaced) fs.rmSync(replaced, { recursive: true, force: true });
 
   if (options.maxToKeep > 0) {

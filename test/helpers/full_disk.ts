@@ -1,18 +1,18 @@
-// A write that meets a full disk partway through a set of files, in this process: opening a temporary file whose
-// target is named `target` fails with ENOSPC, as it does when the files written before it took the last room.
+// A disk that fills up, in this process: the files `isFull` picks open /dev/full in their place, for the rest of
+// test t, so that their writes fail with the kernel's own "no space left" (ENOSPC).
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Test } from 'tap';
 
-export async function withFullDiskAt<T>(target: string, run: () => Promise<T>): Promise<T> {
-  const temporary = new RegExp(`^\\.${target.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.\\d+\\.[0-9a-f]{12}\\.tmp$`);
-  const { openSync } = fs;
-  fs.openSync = ((file: fs.PathLike, ...rest: unknown[]) => {
-    if (temporary.test(path.basename(String(file)))) throw Object.assign(new Error(`ENOSPC: no space left on device, open '${String(file)}'`), { code: 'ENOSPC', syscall: 'open', path: String(file) });
-    return (openSync as (...args: unknown[]) => number)(file, ...rest);
-  }) as typeof fs.openSync;
-  try {
-    return await run();
-  } finally {
-    fs.openSync = openSync;
-  }
+// For a test's `skip` option, where the kernel has no /dev/full.
+export const NO_DEV_FULL = !fs.existsSync('/dev/full') && 'no /dev/full';
+
+export function diskFull(t: Test, isFull: (file: string) => boolean): void {
+  const open = fs.openSync;
+  t.capture(fs, 'openSync', (file: fs.PathLike, ...rest: unknown[]) => (isFull(String(file)) ? open('/dev/full', 'w') : (open as (...a: unknown[]) => number)(file, ...rest)));
+}
+
+// The temporary file of an atomic write to `target` (lib/util/atomic_file.ts).
+export function isTemporaryOf(target: string): (file: string) => boolean {
+  return (file) => file.startsWith(path.join(path.dirname(target), `.${path.basename(target)}.`));
 }

@@ -4,13 +4,14 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { Model } from '../../lib/engine/model';
 import { resolveModel } from '../../lib/formats/resolve_model';
 import { loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
 import { TrainState, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from '../../lib/train/checkpoint';
 import { MetricsLog, readMetrics } from '../../lib/train/metrics';
 import { train } from '../../lib/train/train';
+import { NO_DEV_FULL, diskFull, isTemporaryOf } from '../helpers/full_disk';
 import { CHAT, REPO, TINY_VOCAB, tinyRun } from './helpers';
 
 const quiet = { log: (): void => undefined };
@@ -193,18 +194,7 @@ t.test('a run from a GGUF model writes its vocabulary as vocab.json and merges.t
   t.equal(resumed.step, 2, 'and the run resumes from its checkpoint');
 });
 
-// Opens /dev/full in place of the files `isFull` picks, for the rest of test t: the kernel's own "no space left".
-function diskFull(t: Test, isFull: (file: string) => boolean): void {
-  const open = fs.openSync;
-  t.capture(fs, 'openSync', (file: fs.PathLike, ...rest: unknown[]) => (isFull(String(file)) ? open('/dev/full', 'w') : (open as (...a: unknown[]) => number)(file, ...rest)));
-}
-
-// The temporary file of an atomic write to `target` (lib/util/atomic_file.ts).
-function isTemporaryOf(target: string): (file: string) => boolean {
-  return (file) => file.startsWith(path.join(path.dirname(target), `.${path.basename(target)}.`));
-}
-
-t.test('a save that fails midway (a full disk) names the file and the checkpoint kept, and leaves no temporary folder', { skip: !fs.existsSync('/dev/full') && 'no /dev/full' }, async (t) => {
+t.test('a save that fails midway (a full disk) names the file and the checkpoint kept, and leaves no temporary folder', { skip: NO_DEV_FULL }, async (t) => {
   const dir = t.testdir();
   const runDir = path.join(dir, 'run');
   const model = Model.create({ nLayer: 2, nHead: 4, nEmbd: 64, nCtx: 64, vocabSize: 457 }, { seed: 1 });
@@ -226,6 +216,16 @@ t.test('a save that fails midway (a full disk) names the file and the checkpoint
     t.same(fs.readdirSync(runDir).sort(), ['latest', 'model-1'], `after ${file}: no temporary folder, the last checkpoint untouched`);
     t.equal(latestCheckpoint(runDir), path.join(runDir, 'model-1'));
   }
+
+  await t.test('the disk fills up writing `latest`, after the checkpoint is in place', async (t) => {
+    diskFull(t, isTemporaryOf(path.join(runDir, 'latest')));
+    await t.rejects(saveCheckpoint(runDir, model, tokenizer, state(2), { maxToKeep: 0, withOptimizer: false, keepBest: false }), {
+      code: 'ENOSPC',
+      message: `model-2 is saved, but ${path.join(runDir, 'latest')}: ENOSPC: no space left on device, write; --restore_from latest resumes from model-2 all the same`,
+    });
+  });
+  t.equal(fs.readFileSync(path.join(runDir, 'latest'), 'utf8'), 'model-1\n', '`latest` as it was');
+  t.equal(latestCheckpoint(runDir), path.join(runDir, 'model-2'), 'the run resumes from the checkpoint saved');
 
   await t.test('the disk fills up appending to metrics.jsonl', async (t) => {
     const file = path.join(dir, 'metrics.jsonl');
