@@ -11,10 +11,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
-import { writeTextAtomic } from '../util/atomic_file';
+import { textToWrite, writeFilesAtomic } from '../util/atomic_file';
 import { parseJsonAt } from '../util/json_file';
 import type { GPT2Config } from './model_folder';
-import { openSafetensors, writeSafetensors, type SafetensorsFile, type TensorEntry, type TensorToWrite } from './safetensors';
+import { openSafetensors, safetensorsToWrite, type SafetensorsFile, type TensorEntry, type TensorToWrite } from './safetensors';
 import { isJsonObject } from '../util/json_object';
 import { quoted } from '../util/quoted';
 
@@ -584,7 +584,9 @@ export async function writePeftAdapter(dir: string, adapter: PeftAdapterToWrite)
     tensors.push({ name: factorName(modulePath, 'A', PEFT_NAMING), dtype: 'F32', shape: [rank, inputs], data: () => a });
     tensors.push({ name: factorName(modulePath, 'B', PEFT_NAMING), dtype: 'F32', shape: [outputs, rank], data: () => b });
   }
-  fs.mkdirSync(dir, { recursive: true });
-  await writeSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: 'pt' });
-  await writeTextAtomic(path.join(dir, ADAPTER_CONFIG_FILE), `${JSON.stringify(loraConfigJson(config), null, 2)}\n`);
+  // Written together, as a model's weights and config are: a failure leaves an adapter saved there before whole.
+  await writeFilesAtomic([
+    safetensorsToWrite(path.join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: 'pt' }),
+    textToWrite(path.join(dir, ADAPTER_CONFIG_FILE), `${JSON.stringify(loraConfigJson(config), null, 2)}\n`),
+  ]);
 }

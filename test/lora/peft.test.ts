@@ -6,6 +6,7 @@ import path from 'node:path';
 import t from 'tap';
 import { Model } from '../../lib/engine/model';
 import { isTargeted, readLoraConfig, readPeftAdapter, writePeftAdapter, type TensorNaming } from '../../lib/formats/peft';
+import { NO_DEV_FULL, diskFull, isTemporaryOf } from '../helpers/full_disk';
 import { openSafetensors } from '../../lib/formats/safetensors';
 import { maxAbsDiff } from '../engine/helpers';
 import { CONFIG, type Factors, allLogits, peftConfig, peftTensorName, randomFactors, saveBase, writeRawAdapter, writeRawSafetensors } from './helpers';
@@ -65,6 +66,21 @@ t.test('writePeftAdapter writes PEFT\'s names and config, and readPeftAdapter re
   t.same([read.modules[0].a, read.modules[0].b, read.modules[1].a, read.modules[1].b], [proj.a, proj.b, fc.a, fc.b], 'the same factors');
 
   await t.rejects(writePeftAdapter(dir, { baseModel: null, r: 4, alpha: 8, targets: ['c_attn'], tensors: { 'h.0.mlp.c_fc': fc } }), /writePeftAdapter: "h.0.mlp.c_fc" is not among the targets \["c_attn"\]/);
+});
+
+t.test('an adapter written over another that fails partway (a full disk) leaves the one before whole', { skip: NO_DEV_FULL }, async (t) => {
+  const dir = path.join(work, 'full-disk');
+  const first = randomFactors('h.0.attn.c_attn', 4, C, 5);
+  await writePeftAdapter(dir, { baseModel: 'gpt2', r: 4, alpha: 8, targets: ['c_attn'], tensors: { 'h.0.attn.c_attn': first } });
+  const before = new Map(fs.readdirSync(dir).map((f) => [f, fs.readFileSync(path.join(dir, f))]));
+  const second = randomFactors('h.0.attn.c_attn', 2, C, 6);
+  await t.test('the disk fills up as the config is written, after the weights', async (t) => {
+    diskFull(t, isTemporaryOf(path.join(dir, 'adapter_config.json')));
+    await t.rejects(writePeftAdapter(dir, { baseModel: 'gpt2', r: 2, alpha: 4, targets: ['c_attn'], tensors: { 'h.0.attn.c_attn': second } }), { code: 'ENOSPC', message: /adapter_config\.json/ });
+  });
+  t.same(fs.readdirSync(dir), [...before.keys()], 'no file added, no temporary file left');
+  for (const [file, bytes] of before) t.ok(fs.readFileSync(path.join(dir, file)).equals(bytes), `${file} as it was`);
+  t.same([readPeftAdapter(dir).modules[0].a, readPeftAdapter(dir).modules[0].b], [first.a, first.b], 'the adapter before reads whole');
 });
 
 t.test('an adapter written here in PEFT\'s layout reads, in F32, F16 and BF16', async (t) => {
