@@ -595,12 +595,13 @@ class LineTokens {
   static async of(service: ChatService, tokenizer: Tokenizer, text: string): Promise<LineTokens> {
     const pieces = linePieces(text);
     const lineBreak = tokenizer.encode('\n', { allowSpecial: false }).length;
-    const apart = (piece: string): boolean => piece.startsWith('\n') && pieceEnd(piece, 0, piece.length) !== 1;
-    const texts = [...new Set([...pieces, ...pieces.filter(apart).map((piece) => piece.slice(1))])];
+    // A line break that the tokenizer joins to the line after it: that line alone must be encoded apart.
+    const breakJoinsLine = (piece: string): boolean => piece.startsWith('\n') && pieceEnd(piece, 0, piece.length) !== 1;
+    const texts = [...new Set([...pieces, ...pieces.filter(breakJoinsLine).map((piece) => piece.slice(1))])];
     const tokens = await service.encodeTexts(tokenizer, texts);
     const known = new Map(texts.map((piece, i) => [piece, tokens[i]]));
     for (const piece of pieces) {
-      if (piece.startsWith('\n') && !apart(piece)) known.set(piece.slice(1), (known.get(piece) as Int32Array).subarray(lineBreak));
+      if (piece.startsWith('\n') && !breakJoinsLine(piece)) known.set(piece.slice(1), (known.get(piece) as Int32Array).subarray(lineBreak));
     }
     return new LineTokens(tokenizer, known);
   }
