@@ -230,10 +230,18 @@ t.test('a fine-tuning job whose events cannot be written trains on, and the serv
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1 } }),
   });
   const { id } = (await created.json()) as { id: string };
-  // A folder where the job's event log is: each append fails from here on, as on a full disk.
+  // A folder where the job's event log is: each append fails from here on, as on a full disk. An event the job
+  // appends between the removal and the mkdir makes the file again, so it is removed again.
   const events = path.join(dir, 'fine-tuning', 'jobs', id, 'events.jsonl');
-  fs.rmSync(events);
-  fs.mkdirSync(events);
+  for (;;) {
+    fs.rmSync(events, { force: true });
+    try {
+      fs.mkdirSync(events);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
   const unwritten = await waitFor(() => child.lines.find((l) => l.msg === 'a fine-tuning job event could not be written'), child);
   t.match(unwritten, { job: id, error: /^EISDIR: .*events\.jsonl/ }, 'logged, the file named');
   let status = 'validating_files';
