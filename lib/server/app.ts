@@ -31,7 +31,7 @@ import { metricsRouter } from './routes/metrics';
 import { modelsRouter } from './routes/models';
 import { ollamaRouter } from './routes/ollama';
 import { openAIRouter } from './routes/openai';
-import { openAIError } from './routes/api_common';
+import { IGNORED_FIELDS_HEADER, openAIError } from './routes/api_common';
 import { LLAMA_CPP_PATHS, llamaCppError, llamaCppRouter } from './routes/llama_cpp';
 import { responsesRouter } from './routes/responses';
 import { batchesRouter } from './routes/batches';
@@ -346,7 +346,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   // Web pages of the origins in cors_origins may call the API from a browser; their preflight requests carry no
   // API key, so they are answered here, before authentication.
   if (config.corsOrigins.length > 0) {
-    app.use(cors({ origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, methods: ['GET', 'POST', 'DELETE'], allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Dixie-Ignored-Messages'], maxAge: 600 }));
+    app.use(cors({ origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, methods: ['GET', 'POST', 'DELETE'], allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Dixie-Ignored-Messages', IGNORED_FIELDS_HEADER], maxAge: 600 }));
   }
 
   app.use(healthRouter(() => draining));

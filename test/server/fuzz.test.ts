@@ -151,7 +151,7 @@ const ENDPOINTS: Endpoint[] = [
     path: '/completion',
     body: { model: 'general', prompt: PROMPT, n_predict: 4 },
     fields: [...SAMPLING, ...f('model', 'prompt', 'prompt.0', 'prompt.1', 'n_predict', 'repeat_penalty', 'repeat_last_n', 'presence_penalty', 'frequency_penalty', 'stop', 'penalize_nl', 'n_probs',
-      'return_tokens', 'logit_bias', 'id_slot', 'cache_prompt', 'typical_p', 'mirostat', 'mirostat_tau', 'grammar', 'json_schema', 'lora', 'stream')],
+      'return_tokens', 'logit_bias', 'id_slot', 'cache_prompt', 'typical_p', 'mirostat', 'mirostat_tau', 'grammar', 'json_schema', 'lora', 'response_fields', 'samplers', 'samplers.0', 'stream')],
     streams: true,
   },
   { path: '/embedding', body: { model: 'general', content: 'Hello' }, fields: f('model', 'content', 'content.0', 'embd_normalize', 'bogus') },

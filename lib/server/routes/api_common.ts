@@ -36,6 +36,32 @@ export function checkKeys(body: Body, known: readonly string[], where?: string):
   for (const key of Object.keys(body)) if (!known.includes(key)) bad(where === undefined ? key : `${where}.${key}`, `unsupported field (supported: ${known.join(', ')})`);
 }
 
+// A UTF-16 surrogate without its other half (a `u` regex reads a whole pair as one code point).
+const LONE_SURROGATE = /\p{Surrogate}/u;
+const LONE_SURROGATES = new RegExp(LONE_SURROGATE, 'gu');
+
+// llama-server and Ollama read their API's fields by name and pass over any other, and clients written for several
+// backends send one body to all of them (SillyTavern sends text-generation-webui's and KoboldCpp's names to
+// llama-server's /completion too; Open WebUI a `system` to Ollama's /api/chat): so do these APIs here, where checkKeys
+// refuses what OpenAI's API refuses. The fields passed over are named in the answer's X-Dixie-Ignored-Fields, each
+// URI-encoded (a header takes ASCII alone), as many as fit in MAX_IGNORED_HEADER characters (a client's limit on a
+// header is not the server's on a body); an API's own fields for what dixie does not do are refused all the same, by
+// the reader of each.
+export const IGNORED_FIELDS_HEADER = 'X-Dixie-Ignored-Fields';
+const MAX_IGNORED_HEADER = 1024;
+export function ignoreForeignKeys(res: Response, body: Body, known: readonly string[], where?: string): void {
+  // encodeURIComponent throws on half of a UTF-16 pair.
+  const encoded = (key: string): string => encodeURIComponent((where === undefined ? key : `${where}.${key}`).replace(LONE_SURROGATES, '\ufffd'));
+  let named = String(res.getHeader(IGNORED_FIELDS_HEADER) ?? '');
+  for (const key of Object.keys(body)) {
+    if (known.includes(key)) continue;
+    const more = named === '' ? encoded(key) : `${named},${encoded(key)}`;
+    if (more.length > MAX_IGNORED_HEADER) break;
+    named = more;
+  }
+  if (named !== '') res.setHeader(IGNORED_FIELDS_HEADER, named);
+}
+
 // OpenAI's fields for what GPT-2 does not do. Clients send many of them with every request at their neutral
 // values (an empty list of tools, a text response format, no logit biases, the default, or null for "not set"),
 // and those are accepted; any other value is refused with the reason, never ignored. Each applies to the endpoints
@@ -112,8 +138,6 @@ export function readDimensions(body: Body): number | undefined {
   return optional<number>(body, 'dimensions', isInt(1, Number.MAX_SAFE_INTEGER), 'a positive integer');
 }
 
-// A UTF-16 surrogate without its other half (a `u` regex reads a whole pair as one code point).
-const LONE_SURROGATE = /\p{Surrogate}/u;
 
 // Stop sequences: a string or up to `most` of them (OpenAI's limit unless the API allows more).
 export function readStop(body: Body, key: string, most = MAX_STOPS): string[] | undefined {

@@ -11,7 +11,7 @@
 // llama-server serves one model; here `model` names a served one, by default the server's default model (as
 // /invocations' model_key). Its sampling fields keep llama.cpp's names; those for samplers dixie does not have are
 // accepted at their neutral values only, and those for the machine (slots, the prompt cache) are the server's to
-// decide. Errors come in llama.cpp's shape, {"error": {"code", "message", "type"}} (llamaCppError, used by the app's
+// decide; fields not of its API are passed over, as llama-server passes over them (ignoreForeignKeys). Errors come in llama.cpp's shape, {"error": {"code", "message", "type"}} (llamaCppError, used by the app's
 // one error handler).
 import express, { type Request, type Response } from 'express';
 import { chatTemplate, fitConversation } from '../../data/chat_format';
@@ -23,7 +23,7 @@ import { HttpError } from '../errors';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, clientGone, eventSender, generateStreamed, isBool, isInt, objectBody, openAIMessages, optional, readAdditivePenalty,
+  MAX_LOCAL_STOPS, MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, clientGone, eventSender, generateStreamed, ignoreForeignKeys, isBool, isInt, objectBody, openAIMessages, optional, readAdditivePenalty,
   readLocalLength, readLocalSeed, readLocalTemperature, readRepeatPenalty, readSampling, readStop, repeatPenaltyOf, tokenLogprobs, wholeTokenText, type Body,
 } from './api_common';
 import { readLlamaCppGrammar } from './response_format';
@@ -51,6 +51,7 @@ const NEUTRAL: Readonly<Record<string, (v: unknown) => boolean>> = {
   dynatemp_range: (v) => v === 0,
   dry_multiplier: (v) => v === 0,
   xtc_probability: (v) => v === 0,
+  adaptive_target: (v) => typeof v === 'number' && v < 0,
   min_keep: (v) => v === 0,
   n_keep: (v) => v === 0,
   n_indent: (v) => v === 0,
@@ -62,13 +63,14 @@ const NEUTRAL: Readonly<Record<string, (v: unknown) => boolean>> = {
   return_progress: (v) => v === false,
   lora: (v) => Array.isArray(v) && v.length === 0,
   image_data: (v) => Array.isArray(v) && v.length === 0,
+  response_fields: (v) => Array.isArray(v) && v.length === 0,
 };
-const SETTINGS_OF_NEUTRAL = ['mirostat_tau', 'mirostat_eta', 'dynatemp_exponent', 'dry_base', 'dry_allowed_length', 'dry_penalty_last_n', 'dry_sequence_breakers', 'xtc_threshold'];
+const SETTINGS_OF_NEUTRAL = ['mirostat_tau', 'mirostat_eta', 'dynatemp_exponent', 'dry_base', 'dry_allowed_length', 'dry_penalty_last_n', 'dry_sequence_breakers', 'xtc_threshold', 'adaptive_decay'];
 // The machine's: which slot, and whether a prompt's cached prefix is reused, the server decides (prefix_reuse).
 const MACHINE = ['id_slot', 'cache_prompt', 'n_cache_reuse'];
 const COMPLETION_KEYS = [
   'model', 'prompt', 'stream', 'n_predict', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'repeat_last_n', 'presence_penalty', 'frequency_penalty', 'seed', 'stop',
-  'penalize_nl', 'n_probs', 'return_tokens', 'logit_bias', 'grammar', 'json_schema', ...MACHINE, ...SETTINGS_OF_NEUTRAL, ...Object.keys(NEUTRAL),
+  'penalize_nl', 'n_probs', 'return_tokens', 'logit_bias', 'grammar', 'json_schema', 'samplers', ...MACHINE, ...SETTINGS_OF_NEUTRAL, ...Object.keys(NEUTRAL),
 ];
 
 // The served model a request names in `model` (a field, or the query of a GET), else the default one.
@@ -129,8 +131,8 @@ interface CompletionRequest {
   returnTokens: boolean;
 }
 
-function readCompletion(service: ChatService, body: Body): CompletionRequest {
-  checkKeys(body, COMPLETION_KEYS);
+function readCompletion(service: ChatService, body: Body, res: Response): CompletionRequest {
+  ignoreForeignKeys(res, body, COMPLETION_KEYS);
   const model = servedModel(service, body.model);
   for (const [key, neutral] of Object.entries(NEUTRAL)) {
     if (body[key] !== undefined && body[key] !== null && !neutral(body[key])) bad(key, 'is not supported: dixie samples with temperature, top_k, top_p, min_p, the penalties and logit_bias; only the value that turns it off is accepted');
@@ -142,6 +144,7 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
   if (penalize === undefined) delete fields.repeat_penalty;
   else fields.repeat_penalty = penalize;
   const { sampling, lengthGiven } = readSampling(fields, model, SAMPLING_NAMES);
+  checkSamplers(body.samplers, sampling);
   // dixie's penalty counts a newline as any token, which llama.cpp's penalize_nl true says; false means nothing with
   // the penalty off.
   const penalizeNl = optional<boolean>(body, 'penalize_nl', isBool, 'true or false');
@@ -180,6 +183,30 @@ function readCompletion(service: ChatService, body: Body): CompletionRequest {
     stream,
   };
   return { model, generation, settings, stream, nProbs, returnTokens };
+}
+
+// llama.cpp's `samplers`: the samplers applied, in order (as names, or as letters: "kmpt"); those left out are not
+// applied. dixie applies temperature, top_k, min_p, then top_p (native/cpu/sampler.cpp), so a list is taken where it
+// draws as that order does: every one of them that the request's settings (or the model's defaults) turn on is
+// listed once, and the pairs whose order changes the draw come in dixie's order (temperature commutes with top_k,
+// and top_k with min_p; under temperature 0, greedy, no order changes the draw). The samplers dixie does not have
+// are off (NEUTRAL), wherever the list puts them.
+const SAMPLER_LETTERS: Readonly<Record<string, string>> = { t: 'temperature', k: 'top_k', m: 'min_p', p: 'top_p' };
+const ORDERED_SAMPLERS: readonly (readonly [string, string])[] = [['temperature', 'min_p'], ['temperature', 'top_p'], ['top_k', 'top_p'], ['min_p', 'top_p']];
+function checkSamplers(value: unknown, s: SamplingDefaults): void {
+  if (value === undefined || value === null) return;
+  const names = typeof value === 'string' ? [...value].map((letter) => SAMPLER_LETTERS[letter] ?? letter)
+    : Array.isArray(value) && value.every((name) => typeof name === 'string') ? (value as string[])
+    : bad('samplers', 'must be an array of sampler names, such as ["temperature", "top_k", "min_p", "top_p"]');
+  const on: Readonly<Record<string, boolean>> = { temperature: s.temperature !== 1, top_k: s.topK > 0, min_p: s.minP > 0, top_p: s.topP < 1 };
+  const inOrder = 'dixie applies temperature, top_k, min_p, then top_p; list those the request turns on in that order';
+  for (const name of Object.keys(on)) {
+    if (on[name] && names.filter((n) => n === name).length !== 1) bad('samplers', `must list "${name}" once, as its setting is on: ${inOrder}`);
+  }
+  if (s.temperature === 0) return;
+  for (const [first, then] of ORDERED_SAMPLERS) {
+    if (on[first] && on[then] && names.indexOf(first) > names.indexOf(then)) bad('samplers', `"${then}" before "${first}" is not supported: ${inOrder}`);
+  }
 }
 
 // Sampling settings under llama.cpp's names, as its answers and /props report them.
@@ -297,7 +324,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
 
   router.post(['/completion', '/completions'], jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const request = readCompletion(service, body);
+    const request = readCompletion(service, body, res);
     const { prompts, several } = readPrompts(body.prompt);
     checkGenerations(service, prompts.length, 'prompt');
     res.locals.model = request.model.key;
@@ -326,7 +353,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
 
   router.post('/embedding', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    checkKeys(body, ['content', 'model', 'embd_normalize']);
+    ignoreForeignKeys(res, body, ['content', 'model', 'embd_normalize']);
     const model = servedModel(service, body.model);
     res.locals.model = model.key;
     const content = body.content;
@@ -343,7 +370,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
   // a raw one.
   router.post('/apply-template', jsonBody, (req: Request, res: Response) => {
     const body = objectBody(req);
-    checkKeys(body, ['messages', 'model']);
+    ignoreForeignKeys(res, body, ['messages', 'model']);
     const model = servedModel(service, body.model);
     const { prompt, ignored } = chatPrompt(model, openAIMessages(body.messages), 'messages');
     if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));
@@ -352,7 +379,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
 
   router.post('/tokenize', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    checkKeys(body, ['content', 'model', 'with_pieces', 'add_special', 'parse_special']);
+    ignoreForeignKeys(res, body, ['content', 'model', 'with_pieces', 'add_special', 'parse_special']);
     if (typeof body.content !== 'string') bad('content', 'must be a string');
     const withPieces = optional<boolean>(body, 'with_pieces', isBool, 'true or false') ?? false;
     // GPT-2 has no beginning-of-sequence token to add: add_special changes nothing.
@@ -370,7 +397,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
 
   router.post('/detokenize', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    checkKeys(body, ['tokens', 'model']);
+    ignoreForeignKeys(res, body, ['tokens', 'model']);
     const tokenizer = await tokenizerFor(service, body);
     const tokens = body.tokens;
     if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === 'number' && tokenizer.spells(t))) bad('tokens', `must be an array of token ids from 0 to ${tokenizer.vocabSize - 1}`);

@@ -11,8 +11,9 @@
 // As Ollama does, it streams unless `"stream": false`: one JSON object a line (application/x-ndjson), the last
 // with `"done": true` and the counts and durations. A request with no messages (or an empty prompt) loads the
 // model, or with `keep_alive` 0 unloads it. Models are named `<key>:latest`, or by their key. Ollama's `options`
-// map onto dixie's sampling (readOptions); those for what dixie does not do are accepted at their neutral values
-// only, as in the OpenAI API.
+// map onto dixie's sampling (readRequest); those for what dixie does not do are accepted at their neutral values
+// only, as in the OpenAI API, and fields and options not of Ollama's API are passed over, as Ollama passes over them
+// (ignoreForeignKeys).
 // `format` ("json" or a JSON schema) holds the reply to it (response_format.ts).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -25,7 +26,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, bad, chatPrompt, checkKeys, clientGone, cutShort, generateStreamed, isBool, isInt, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalLength, readLocalSeed, readLocalTemperature, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
+  MAX_LOCAL_STOPS, bad, chatPrompt, clientGone, cutShort, generateStreamed, ignoreForeignKeys, isBool, isInt, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalLength, readLocalSeed, readLocalTemperature, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
@@ -81,8 +82,8 @@ function servedModel(service: ChatService, body: Body): ModelConfig {
   return readModel(service, { model: key });
 }
 
-function readRequest(service: ChatService, body: Body, keys: readonly string[]): OllamaRequest {
-  checkKeys(body, keys);
+function readRequest(service: ChatService, body: Body, keys: readonly string[], res: Response): OllamaRequest {
+  ignoreForeignKeys(res, body, keys);
   const model = servedModel(service, body);
   if (body.think !== undefined && body.think !== null && body.think !== false) bad('think', 'only false is supported: GPT-2 does not think');
   const keepAlive = body.keep_alive;
@@ -92,11 +93,11 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[]):
   const options = optional<Body>(body, 'options', isJsonObject, 'an object') ?? {};
   // Read under the names errors give them: options.temperature.
   const flat: Body = Object.fromEntries(Object.entries(options).map(([k, v]) => [`options.${k}`, v]));
+  // Ollama passes over an option it does not know, with a warning in its log.
+  ignoreForeignKeys(res, options, [...SAMPLING_OPTIONS, ...MACHINE_OPTIONS, ...NEUTRAL_OPTIONS.keys()], 'options');
   for (const [key, value] of Object.entries(options)) {
-    if (value === null || SAMPLING_OPTIONS.includes(key) || MACHINE_OPTIONS.includes(key)) continue;
     const neutral = NEUTRAL_OPTIONS.get(key);
-    if (!neutral) bad(`options.${key}`, `unsupported option (supported: ${[...SAMPLING_OPTIONS, ...MACHINE_OPTIONS, ...NEUTRAL_OPTIONS.keys()].join(', ')})`);
-    if (!neutral(value)) bad(`options.${key}`, 'is not supported: dixie samples with temperature, top_k, top_p, min_p and the penalties; only its neutral value is accepted');
+    if (value !== null && neutral && !neutral(value)) bad(`options.${key}`, 'is not supported: dixie samples with temperature, top_k, top_p, min_p and the penalties; only its neutral value is accepted');
   }
   const { fillContext } = readLocalLength(flat, 'options.num_predict');
   readLocalTemperature(flat, 'options.temperature');
@@ -326,7 +327,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/show', jsonBody, (req: Request, res: Response) => {
     const body = objectBody(req);
-    checkKeys(body, ['model', 'name', 'verbose']);
+    ignoreForeignKeys(res, body, ['model', 'name', 'verbose']);
     // `name`: the model's older field, which Ollama still takes.
     const m = servedModel(service, { model: body.model ?? body.name });
     const { entry, config } = describeModel(m);
@@ -356,7 +357,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/chat', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const read = readRequest(service, body, CHAT_KEYS);
+    const read = readRequest(service, body, CHAT_KEYS, res);
     // Ollama's tools are the model's to call or not: tool_choice "auto".
     const request = { ...read, tools: readToolChoice(body, read.model, read.grammar) };
     const messages = chatMessages(body.messages ?? []);
@@ -368,7 +369,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/generate', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const request = readRequest(service, body, GENERATE_KEYS);
+    const request = readRequest(service, body, GENERATE_KEYS, res);
     if (body.prompt !== undefined && typeof body.prompt !== 'string') bad('prompt', 'must be a string');
     if (body.prompt === undefined || body.prompt === '') return load(service, res, request, { response: '' });
     return answer(service, res, request, generatePrompt(request.model, body), 'prompt', (text) => ({ response: text }));
@@ -376,7 +377,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/embed', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const request = readRequest(service, body, EMBED_KEYS);
+    const request = readRequest(service, body, EMBED_KEYS, res);
     res.locals.model = request.model.key;
     const input = body.input;
     if (typeof input !== 'string' && !(Array.isArray(input) && input.length > 0 && input.every((s) => typeof s === 'string'))) bad('input', 'must be a string or a non-empty array of strings');
@@ -389,7 +390,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/embeddings', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const request = readRequest(service, body, LEGACY_EMBED_KEYS);
+    const request = readRequest(service, body, LEGACY_EMBED_KEYS, res);
     res.locals.model = request.model.key;
     if (typeof body.prompt !== 'string') bad('prompt', 'must be a string');
     const e = await service.embed(request.model.key, { inputs: [body.prompt], field: 'prompt', single: true, truncate: true, normalize: false, signal: clientGone(res).signal });
