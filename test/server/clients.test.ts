@@ -122,6 +122,22 @@ t.test('Open WebUI (Ollama): the connection probes, then /api/chat with `system`
   t.same(ignoredFields(chat), ['system', 'metadata', 'options.new_topic_penalty']);
 });
 
+t.test('Continue (Ollama): /api/show\'s parameters give the context it fits prompts to; each streamed line of /api/chat a message', async (t) => {
+  // Continue asks /api/show by `name` and reads its Modelfile parameters, a `key value` a line, for num_ctx.
+  const show = await post('/api/show', { name: 'long' });
+  t.equal(show.status, 200, show.text);
+  const parameters = new Map((show.json().parameters as string).split('\n').map((line) => line.split(/\s+/) as [string, string]));
+  t.equal(parameters.get('num_ctx'), '1024', 'the model\'s context');
+  // Its chat: the model file parameters it has, unset ones left out, and keep_alive in seconds; every line it reads
+  // must hold the message, the last one too.
+  const chat = await post('/api/chat', { model: 'general', messages: [{ role: 'user', content: PROMPT }], options: { temperature: 0, num_predict: LENGTH, num_ctx: 128 }, keep_alive: 1800 });
+  t.equal(chat.status, 200, chat.text);
+  const lines = chat.text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { message: { role: string; content: string }; done: boolean });
+  t.ok(lines.every((l) => l.message.role === 'assistant'), 'each line an assistant\'s message');
+  t.equal(lines.map((l) => l.message.content).join(''), greedy);
+  t.equal(lines.at(-1)?.done, true);
+});
+
 t.test('the Vercel AI SDK (openai-compatible): a chat stream with include_usage, framed as its parser reads it', async (t) => {
   // What @ai-sdk/openai-compatible's chat model posts for streamText: its standard settings by OpenAI's names, the
   // unset ones left out.

@@ -48,7 +48,7 @@ t.test('the listing: every configured model as <key>:latest, its size, time and 
   t.equal(parameterCount({ nLayer: 12, nHead: 12, nEmbd: 768, nCtx: 1024, vocabSize: 50257 }), 124_439_808, "GPT-2 124M's count");
   const show = await ollama.show({ model: 'chatbot' });
   t.match(show.model_info, { 'general.architecture': 'gpt2', 'gpt2.context_length': TINY.nCtx, 'gpt2.embedding_length': TINY.nEmbd, 'gpt2.block_count': TINY.nLayer });
-  t.match(show.parameters, /^num_predict 12\ntemperature 0\.3\ntop_k 40\ntop_p 0\.9\nrepeat_penalty 1\.176471\nrepeat_last_n -1$/, "the model's sampling defaults as Modelfile parameters");
+  t.match(show.parameters, /^num_predict 12\ntemperature 0\.3\ntop_k 40\ntop_p 0\.9\nrepeat_penalty 1\.176471\nrepeat_last_n -1\nnum_ctx 128$/, "the model's sampling defaults and its context as Modelfile parameters");
   t.same(show.capabilities, ['completion', 'tools', 'embedding']);
   const byName = await request(`${srv.url}/api/show`, { body: { name: 'chatbot:latest' }, headers: AUTH });
   t.same([byName.status, byName.json().model_info], [200, show.model_info], '`name`, the older field Ollama still takes, names the model too');

@@ -285,8 +285,9 @@ function describeModel(m: ModelConfig): { entry: Record<string, unknown>; config
   return { entry, config };
 }
 
-// A model's sampling defaults as Modelfile parameters.
-function parameters(s: SamplingDefaults): string {
+// A model's sampling defaults as Modelfile parameters, and its context where its config gives it (num_ctx, which
+// clients such as Continue read to fit their prompts).
+function parameters(s: SamplingDefaults, config: GPT2Config | null): string {
   return [
     `num_predict ${s.length}`,
     `temperature ${s.temperature}`,
@@ -294,6 +295,7 @@ function parameters(s: SamplingDefaults): string {
     `top_p ${s.topP}`,
     ...(s.minP > 0 ? [`min_p ${s.minP}`] : []),
     ...(s.penalize > 0 ? [`repeat_penalty ${+repeatPenaltyOf(s.penalize).toFixed(6)}`, 'repeat_last_n -1'] : []),
+    ...(config ? [`num_ctx ${config.nCtx}`] : []),
   ].join('\n');
 }
 
@@ -334,7 +336,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     res.json({
       license: '',
       modelfile: '',
-      parameters: parameters({ ...m.sampling, length: service.defaultLength(m.key) }),
+      parameters: parameters({ ...m.sampling, length: service.defaultLength(m.key) }, config),
       template: '',
       system: '',
       details: entry.details,
