@@ -138,6 +138,27 @@ t.test('Continue (Ollama): /api/show\'s parameters give the context it fits prom
   t.equal(lines.at(-1)?.done, true);
 });
 
+t.test('VS Code Copilot Chat (Ollama): the version it requires, the models and their context from /api, the chat through /v1 by their Ollama names', async (t) => {
+  // Copilot compares /api/version, part by part as numbers, with the oldest Ollama it takes, 0.6.4.
+  const version = (await request(`${srv.url}/api/version`, { headers: AUTH })).json().version as string;
+  const parts = version.split('.').map(Number);
+  t.ok(parts.length === 3 && parts.every(Number.isInteger) && (parts[0] > 0 || parts[1] > 6 || (parts[1] === 6 && parts[2] >= 4)), `${version} is 0.6.4 or later`);
+  // It names each model as /api/tags' `model`, and sizes its prompts from /api/show's <architecture>.context_length.
+  const names = ((await request(`${srv.url}/api/tags`, { headers: AUTH })).json().models as { model: string }[]).map((m) => m.model);
+  t.ok(names.includes('general:latest'));
+  const show = (await post('/api/show', { model: 'general:latest' })).json() as { model_info: Record<string, unknown>; capabilities: string[] };
+  t.equal(show.model_info[`${show.model_info['general.architecture'] as string}.context_length`], 128);
+  t.ok(show.capabilities.includes('tools'));
+  // Then it streams chat completions from <url>/v1, as Ollama's OpenAI API takes that name (LibreChat's endpoints
+  // named "ollama" do the same: their models from /api/tags by `name`, their chats through /v1).
+  const r = await post('/v1/chat/completions', { model: 'general:latest', messages: [{ role: 'user', content: PROMPT }], stream: true, max_tokens: LENGTH, temperature: 0 });
+  t.equal(r.status, 200, r.text);
+  const chunks = r.text.split('\n\n').filter((e) => e !== '' && e !== 'data: [DONE]').map((e) => JSON.parse(e.slice('data: '.length)) as { model: string; choices: { delta: { content?: string } }[] });
+  t.equal(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''), greedy);
+  t.equal(chunks[0].model, 'general');
+  t.match((await post('/v1/chat/completions', { model: 'nobody:latest', messages: [{ role: 'user', content: PROMPT }] })).json(), { error: { param: 'model', code: 'model_not_found', message: 'The model "nobody:latest" does not exist' } });
+});
+
 t.test('the Vercel AI SDK (openai-compatible): a chat stream with include_usage, framed as its parser reads it', async (t) => {
   // What @ai-sdk/openai-compatible's chat model posts for streamText: its standard settings by OpenAI's names, the
   // unset ones left out.

@@ -22,7 +22,7 @@ const BODY_LIMIT_KB = 16;
 const CLIENT_TIMEOUT_MS = 20_000;
 const PROMPT = 'How big is the earth?';
 const MODELS = ['general', 'chatbot'];
-// The models a request may name: Ollama's tag is refused elsewhere, a test of its own.
+// The models a request may name: Ollama's tag, which Ollama's and OpenAI's APIs take, is refused by the others.
 const NAMES = [...MODELS, 'chatbot:latest'];
 
 let dir: string;

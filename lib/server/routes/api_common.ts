@@ -184,11 +184,18 @@ export function repeatPenaltyOf(penalize: number): number {
   return penalize > 0 ? 1 / penalize : 1;
 }
 
-// The served model a request names, by its key.
+// The tag Ollama names models by, `<name>:latest`, as /api/tags lists dixie's. Clients that list the models there and
+// generate through the OpenAI API at the same address (VS Code's Copilot Chat) name them so on /v1 too, as Ollama's
+// OpenAI API takes them: so a model is taken by its key or as `<key>:latest`.
+export const LATEST_TAG = ':latest';
+
+// The served model a request names, by its key (or as `<key>:latest`).
 export function readModel(service: ChatService, body: Body): ModelConfig {
-  if (typeof body.model !== 'string' || body.model === '') bad('model', 'is required: the key of a served model (GET /v1/models)');
-  if (!service.models.has(body.model)) throw new HttpError(404, `The model "${body.model}" does not exist`, { field: 'model', code: 'model_not_found' });
-  return service.model(body.model);
+  const name = body.model;
+  if (typeof name !== 'string' || name === '') bad('model', 'is required: the key of a served model (GET /v1/models)');
+  const key = name.endsWith(LATEST_TAG) && !service.models.has(name) ? name.slice(0, -LATEST_TAG.length) : name;
+  if (!service.models.has(key)) throw new HttpError(404, `The model "${name}" does not exist`, { field: 'model', code: 'model_not_found' });
+  return service.model(key);
 }
 
 // A request's generations (its prompts times its choices) are each one of the model's requests in hand: more than it

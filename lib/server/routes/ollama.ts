@@ -1,7 +1,8 @@
 // Ollama's API, the one many chat apps and home automations speak to local models (Open WebUI, Home Assistant's
 // Ollama integration, Enchanted, the ollama libraries), over the same models, queue, batching, sanitizers, API keys
 // and errors as the rest of the server:
-//   GET  /api/version, /api/tags (every configured model), /api/ps (those loaded)
+//   GET  /api/version (the Ollama release whose API this is), /api/tags (every configured model), /api/ps (those
+//        loaded)
 //   POST /api/show       a model's sizes and sampling defaults
 //   POST /api/chat       `messages` made into the model's prompt as chat completions' are (chatPrompt)
 //   POST /api/generate   `prompt` as one user message (with `system`), or continued as it is (`raw`, or a raw model)
@@ -26,7 +27,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { resolveModelSource } from '../model_source';
 import type { ChatService, Completion, GenerationRequest } from '../service';
 import {
-  MAX_LOCAL_STOPS, bad, chatPrompt, clientGone, cutShort, generateStreamed, ignoreForeignKeys, isBool, isInt, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalLength, readLocalSeed, readLocalTemperature, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
+  LATEST_TAG, MAX_LOCAL_STOPS, bad, chatPrompt, clientGone, cutShort, generateStreamed, ignoreForeignKeys, isBool, isInt, lineSender, objectBody, optional, readAdditivePenalty, readDimensions, readModel, readLocalLength, readLocalSeed, readLocalTemperature, readRepeatPenalty, readSampling, repeatPenaltyOf, sentCall,
   readStop, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readOllamaFormat } from './response_format';
@@ -34,12 +35,16 @@ import { readToolChoice, replyCalls, replyKind, type ToolChoice } from './tool_c
 import type { Grammar } from '../../generate/grammar';
 import { isJsonObject } from '../../util/json_object';
 
-const TAG = ':latest';
 const COMMON_KEYS = ['model', 'stream', 'format', 'keep_alive', 'think', 'options', 'logprobs', 'top_logprobs'];
 const CHAT_KEYS = [...COMMON_KEYS, 'messages', 'tools'];
 const GENERATE_KEYS = [...COMMON_KEYS, 'prompt', 'system', 'raw', 'suffix', 'template', 'context', 'images'];
 const EMBED_KEYS = ['model', 'input', 'truncate', 'dimensions', 'options', 'keep_alive'];
 const LEGACY_EMBED_KEYS = ['model', 'prompt', 'options', 'keep_alive'];
+
+// The Ollama release whose API /api speaks: the newest of its fields taken here, `logprobs`, came with 0.12.11.
+// Clients gate on it (VS Code's Copilot Chat refuses a server below 0.6.4), so /api/version answers it, and dixie's
+// own version beside it.
+const OLLAMA_API_VERSION = '0.12.11';
 
 // Ollama's options read as dixie's sampling; `num_predict` -1 (until the model stops) leaves the model's own reply
 // length, and -2 (until the context is full) takes what the context leaves after the prompt (readLocalLength).
@@ -75,16 +80,9 @@ interface OllamaRequest {
   unload: boolean;               // keep_alive 0: the model is unloaded once answered, unless other requests hold it
 }
 
-// `<key>:latest` or the key itself.
-function servedModel(service: ChatService, body: Body): ModelConfig {
-  const name = body.model;
-  const key = typeof name === 'string' && name.endsWith(TAG) && !service.models.has(name) ? name.slice(0, -TAG.length) : name;
-  return readModel(service, { model: key });
-}
-
 function readRequest(service: ChatService, body: Body, keys: readonly string[], res: Response): OllamaRequest {
   ignoreForeignKeys(res, body, keys);
-  const model = servedModel(service, body);
+  const model = readModel(service, body);
   if (body.think !== undefined && body.think !== null && body.think !== false) bad('think', 'only false is supported: GPT-2 does not think');
   const keepAlive = body.keep_alive;
   if (keepAlive !== undefined && keepAlive !== null && typeof keepAlive !== 'string' && typeof keepAlive !== 'number') bad('keep_alive', 'must be a duration ("5m") or a number of seconds');
@@ -264,7 +262,7 @@ function describeModel(m: ModelConfig): { entry: Record<string, unknown>; config
   } catch {
     // A folder that is not there now fails at load, with the reason; the listing shows what it can.
   }
-  const name = `${m.key}${TAG}`;
+  const name = `${m.key}${LATEST_TAG}`;
   const config = folder?.config ?? null;
   const count = config ? parameterCount(config) : 0;
   const entry = {
@@ -303,7 +301,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
   const router = express.Router();
 
   router.get('/api/version', (_req: Request, res: Response) => {
-    res.json({ version });
+    res.json({ version: OLLAMA_API_VERSION, dixie_version: version });
   });
 
   router.get('/api/tags', (_req: Request, res: Response) => {
@@ -331,7 +329,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     const body = objectBody(req);
     ignoreForeignKeys(res, body, ['model', 'name', 'verbose']);
     // `name`: the model's older field, which Ollama still takes.
-    const m = servedModel(service, { model: body.model ?? body.name });
+    const m = readModel(service, { model: body.model ?? body.name });
     const { entry, config } = describeModel(m);
     res.json({
       license: '',
