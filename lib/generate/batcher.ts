@@ -20,6 +20,7 @@ import type { ReplyStream } from '../sanitize/types';
 import { Tokenizer } from '../tokenizer';
 import { MAX_TOP_LOGPROBS, logprobRows, rowLogprob, type TokenLogprob } from './logprobs';
 import { Grammar, GrammarMatcher, GrammarVocabulary } from './grammar';
+import { MASK_SLICE_WORK } from './grammar/matcher';
 import {
   DEFAULT_SAMPLING,
   FinishReason,
@@ -79,6 +80,7 @@ export interface BatcherOptions {
 interface Job {
   seq: Sequence;
   request: BatchRequest;
+  grammar: GrammarMatcher | undefined;  // the sequence's, whose masks the batcher works out in slices
   resolve: (result: GenerateResult) => void;
   reject: (err: Error) => void;
   submittedAt: number;
@@ -123,6 +125,7 @@ export class Batcher {
   private readonly lastAdmitted = new Map<string, number>();
   private readonly groupAdmitted = new WeakMap<object, number>();  // and each group's
   private admissions = 0;
+  private maskTurns = 0;  // masks worked on so far, for their turns (workOutMasks)
   // What each free slot still holds from its last request (null: nothing known), and when it was freed: a new
   // request goes to the slot that holds the longest start of its prompt, else to the one freed longest ago.
   private readonly slotHeld: (Int32Array | null)[];
@@ -296,6 +299,7 @@ export class Batcher {
       }
     };
     const { onText, onLogprob, reply } = request;
+    const grammar = request.grammar && new GrammarMatcher(request.grammar, GrammarVocabulary.of(this.tokenizer, this.vocabSize));
     const seq = new Sequence(
       {
         promptTokens: request.promptTokens,
@@ -310,7 +314,7 @@ export class Batcher {
         onLogprob: onLogprob && guarded(onLogprob, undefined),
         // A reply whose stream broke is complete: the sequence stops, and the request fails.
         reply: reply && { push: guarded((piece: string) => reply.push(piece), { text: '', settled: '', complete: true }) },
-        grammar: request.grammar && new GrammarMatcher(request.grammar, GrammarVocabulary.of(this.tokenizer, this.vocabSize)),
+        grammar,
         spelled: this.spelled ?? undefined,
       },
       this.tokenizer,
@@ -319,7 +323,7 @@ export class Batcher {
       throw new Error('unreachable');
     };
     const job: Job = {
-      seq, request, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1,
+      seq, request, grammar, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1,
       adapter: request.adapter?.id ?? -1, promptLogprobs: request.promptLogprobs ? [] : null, embeds: false, states: null, startedAt: NaN, firstTokenAt: NaN,
       callbackError: null, arrivedTurn: 0,
     };
@@ -332,13 +336,15 @@ export class Batcher {
       this.expire();
       this.admit();
       const rows = this.planStep();
-      if (rows.length === 0) {
+      if (rows.length === 0 && !this.bySlot.some((job) => job && waitsForMask(job))) {
         this.loop = null;  // synchronously, so that a submit from now on starts a new loop
         return;
       }
-      const stepping = this.model.run((native) => this.step(native, rows));
-      stepping.catch(() => {});  // awaited below, after the decoding, which may throw first
+      const stepping = rows.length > 0 ? this.model.run((native) => this.step(native, rows)) : null;
+      stepping?.catch(() => {});  // awaited below, after the decoding, which may throw first
       this.decodeTaken();
+      await this.workOutMasks(stepping);
+      if (stepping === null) continue;
       let tokens: Int32Array;
       let logprobs: NativeLogprobs | null;
       try {
@@ -388,6 +394,28 @@ export class Batcher {
     this.bySlot.forEach((job, slot) => {
       if (job?.seq.decodeTaken()) this.finish(job, job.seq.finishReason as FinishReason, slot);
     });
+  }
+
+  // Works out the token masks that running requests wait for before they draw again, a slice (MASK_SLICE_WORK) at a
+  // time, the requests taking turns, the event loop turning after each slice: until none waits, or the step (null:
+  // none) has run. A mask may take hundreds of milliseconds (an enum of 16,000 strings, after its first letters):
+  // worked out whole inside a step, it would stall every client of the server, and every request of the step with it;
+  // so a request waiting for its mask sits out the steps, and the others go on.
+  private async workOutMasks(stepping: Promise<unknown> | null): Promise<void> {
+    let stepped = stepping === null;
+    void stepping?.then(() => (stepped = true), () => (stepped = true));
+    for (;;) {
+      const waiting = this.bySlot.filter((job): job is Job => job !== null && waitsForMask(job));
+      if (waiting.length === 0) return;
+      const job = waiting[this.maskTurns++ % waiting.length];
+      try {
+        (job.grammar as GrammarMatcher).workOut(MASK_SLICE_WORK);
+      } catch (err) {
+        this.fail(job, this.bySlot.indexOf(job), err as Error);  // its grammar is too costly to follow: its fault alone
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+      if (stepped) return;
+    }
   }
 
   // Requests whose signal fired or whose deadline passed finish now, running or waiting; those whose callbacks threw
@@ -486,8 +514,11 @@ export class Batcher {
     this.bySlot.forEach((job, slot) => {
       if (!job) return;
       const feed = job.seq.nextFeed(Infinity);
-      if (feed.length === 1 && !job.seq.needsReset && this.toScore(job) === 0) sampling.push({ job, slot, feed, reset: false, keep: 0, samples: true, scores: false });
-      else prefills.push({ job, slot });
+      if (feed.length === 1 && !job.seq.needsReset && this.toScore(job) === 0) {
+        if (!waitsForMask(job)) sampling.push({ job, slot, feed, reset: false, keep: 0, samples: true, scores: false });
+      } else {
+        prefills.push({ job, slot });
+      }
     });
     let budget = Math.max(1, this.maxStepTokens - sampling.length);
     let scoreBudget = this.logitRows;
@@ -496,10 +527,11 @@ export class Batcher {
       const reset = job.seq.needsReset;
       const { feed, scores } = this.prefillFeed(job, budget, scoreBudget);
       if (feed.length === 0) continue;  // no room left this step for the logits of every token
+      const samples = this.completes(job, feed);
+      if (samples && waitsForMask(job)) continue;
       budget -= feed.length;
       if (scores && !job.embeds) scoreBudget -= feed.length;
       if (Number.isNaN(job.startedAt)) job.startedAt = Date.now();
-      const samples = this.completes(job, feed);
       (samples ? sampling : partial).push({ job, slot, feed, reset, keep: job.seq.held.length, samples, scores });
     }
     return sampling.concat(partial);
@@ -635,6 +667,11 @@ export class Batcher {
       },
     });
   }
+}
+
+// Whether a job's next draw waits for its grammar's mask, not yet worked out (workOut(0) only looks it up).
+function waitsForMask(job: Job): boolean {
+  return job.grammar !== undefined && !job.grammar.workOut(0);
 }
 
 // The rows' slots, their numbers of new tokens and those tokens, concatenated, as kvForward and kvStep take them.

@@ -65,3 +65,21 @@ t.test('requests beside a constrained one give the tokens they give alone; kept 
   const fresh = await gen.generate('A person:', { grammar: Grammar.fromJsonSchema(PERSON), maxTokens: 200, temperature: 1, seed: 7 });
   t.same([again.tokens, fresh.tokens], [constrained.tokens, constrained.tokens], 'the same seed: the same reply with kept masks and with fresh ones');
 });
+
+t.test('a request whose masks take long does not hold back those beside it: they draw while its masks are worked out', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 2 });
+  // Its first mask reads the 16,000 ways its text begins: hundreds of milliseconds, many slices of work.
+  const words = Array.from({ length: 16000 }, (_, i) => `"w${i}"`);
+  const grammar = Grammar.parse(`root ::= ${words.join(' | ')}`);
+  let freeDrawn = 0;
+  let freeDrawnBeforeConstrained = -1;
+  const constrained = gen.generate('A word:', { grammar, maxTokens: 8, temperature: 1, seed: 3, logprobs: 0, onLogprob: () => {
+    if (freeDrawnBeforeConstrained < 0) freeDrawnBeforeConstrained = freeDrawn;
+  } });
+  const free = gen.generate('The cat sat', { maxTokens: 100, temperature: 1, seed: 1, logprobs: 0, onLogprob: () => freeDrawn++ });
+  const [c, f] = await Promise.all([constrained, free]);
+  t.ok(words.includes(JSON.stringify(c.text)), `the constrained reply is one of its words: ${c.text}`);
+  t.equal(f.tokens.length, 100, 'the free request ran its length');
+  // Worked out inside the step, the mask held the free request's draw back to the constrained request's.
+  t.ok(freeDrawnBeforeConstrained >= 2, `the free request drew ${freeDrawnBeforeConstrained} tokens before the constrained one drew its first`);
+});

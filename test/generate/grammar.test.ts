@@ -3,6 +3,7 @@
 // the end of the text, and masks checked against accept() token by token and against a rule written independently.
 import t, { type Test } from 'tap';
 import { Grammar, GrammarError, GrammarMatcher, GrammarVocabulary } from '../../lib/generate/grammar';
+import { MASK_SLICE_WORK } from '../../lib/generate/grammar/matcher';
 import { EOT, LOGITS, allowedTokens, encode, expectAccepts, expectRejects, feed, isAllowed, tokenizer, vocab } from './grammar_helpers';
 
 // JSON by hand (objects at the root), with whitespace bounded to 8 characters.
@@ -305,6 +306,23 @@ t.test('a grammar too ambiguous to read is refused once it reads a text in more 
   const words = Array.from({ length: 5000 }, (_, i) => `"w${i}"`).join(' | ');
   const wide = new GrammarMatcher(Grammar.parse(`root ::= ${words}`), vocab);
   t.ok(isAllowed(wide.allowed(), encode('w')[0]));
+});
+
+t.test('a mask worked out in slices, as the Batcher works it out, is the mask worked out whole', async (t) => {
+  // Each from a grammar of its own, so that neither finds the other's masks kept.
+  const words = Array.from({ length: 16000 }, (_, i) => `"w${i}"`).join(' | ');
+  for (const [gbnf, text, slice] of [[JSON_GBNF, '{"a": [1.5e3, "x\\u00e9y", {"b": null}]}', 97], [`root ::= ${words}`, 'w15999', MASK_SLICE_WORK]] as const) {
+    const whole = new GrammarMatcher(Grammar.parse(gbnf), vocab);
+    const sliced = new GrammarMatcher(Grammar.parse(gbnf), vocab);
+    let slices = 0;
+    for (const token of [...encode(text), EOT]) {
+      while (!sliced.workOut(slice)) slices++;
+      t.same(allowedTokens(sliced.allowed()), allowedTokens(whole.allowed()), `${gbnf.slice(0, 20)}: the same mask before token ${token}`);
+      whole.accept(token);
+      sliced.accept(token);
+    }
+    t.ok(slices > 10, `${gbnf.slice(0, 20)}: worked out in ${slices} more slices than masks`);
+  }
 });
 
 t.test('a grammar whose every token costs its recognizer too much is stopped after its first tokens', async (t) => {

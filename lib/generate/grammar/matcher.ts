@@ -11,6 +11,11 @@ import { GrammarError } from './syntax';
 // Masks kept per grammar and vocabulary (6 KB each for GPT-2).
 const MAX_CACHED_MASKS = 256;
 
+// What one call of workOut may do of a mask's walk, in units of the automaton's work (Automaton.work), each trie node
+// visited counting as one more: a few milliseconds, so that a mask of hundreds of milliseconds (an enum of 16,000
+// strings, after its first letters) is worked out in pieces between which the event loop serves everyone else.
+export const MASK_SLICE_WORK = 32_768;
+
 // What a matcher may cost its automaton (Automaton.work, about 40 ns a unit here), on the event loop that every
 // request shares: an allowance for the states a grammar's text begins with (an enum of 16,000 strings costs 9 million
 // for its first tokens), then so much a token. A JSON schema's reply costs a few thousand a token, once: its states
@@ -133,10 +138,23 @@ export class GrammarVocabulary {
   }
 }
 
+// A mask's walk of the trie under way, from the state `start`: the next node, the state at each depth on the path to
+// it, the mask so far, and what it has cost the automaton.
+interface Walk {
+  readonly start: State;
+  readonly stateAt: State[];
+  readonly mask: Uint32Array;
+  node: number;
+  work: number;
+}
+
 export class GrammarMatcher {
   private readonly automaton: Automaton;
   // null once the end-of-text token was accepted.
   private state: State | null;
+  // The current state's mask once worked out, else its walk so far.
+  private mask: Uint32Array | null = null;
+  private walking: Walk | null = null;
   private spent = 0;
   private accepted = 0;
 
@@ -151,21 +169,40 @@ export class GrammarMatcher {
   // Bitset of the allowed tokens: word i bit j is token 32 * i + j. The end-of-text token is allowed exactly when
   // the grammar can end here. Shared with the cache: the caller must not write to it.
   allowed(): Uint32Array {
+    this.workOut(Infinity);
+    return this.mask as Uint32Array;
+  }
+
+  // Works on the mask of the current state for about `work` units of the automaton's work at most (one step of the
+  // automaton may go past it); true once the mask is known, when allowed() returns it at once. A caller that must
+  // not hold the event loop for long calls it with MASK_SLICE_WORK, and again after the loop has turned.
+  workOut(work: number): boolean {
+    if (this.mask !== null) return true;
     const state = this.state;
-    if (state === null) return this.vocab.noTokens;
+    if (state === null) {
+      this.mask = this.vocab.noTokens;
+      return true;
+    }
     let cache = this.automaton.masks.get(this.vocab);
     if (cache === undefined) {
       cache = new LruMap(MAX_CACHED_MASKS);
       this.automaton.masks.set(this.vocab, cache);
     }
-    let mask = cache.get(state.key);
-    if (mask === undefined) {
-      const before = this.automaton.work;
-      mask = this.walk(state);
-      cache.set(state.key, mask);
-      this.charge(before);
+    this.mask = cache.get(state.key) ?? null;
+    if (this.mask !== null) {
+      this.walking = null;
+      return true;
     }
-    return mask;
+    this.walking ??= { start: state, stateAt: [state], mask: new Uint32Array(this.vocab.noTokens.length), node: 0, work: 0 };
+    const walk = this.walking;
+    if (!this.walk(walk, work)) return false;
+    this.walking = null;
+    this.mask = walk.mask;
+    cache.set(state.key, walk.mask);
+    // Charged as a whole, as it was spent: the same request is stopped at the same mask, with the same figures.
+    this.spent += walk.work;
+    this.checkSpent();
+    return true;
   }
 
   accept(token: number): void {
@@ -173,7 +210,7 @@ export class GrammarMatcher {
     if (state === null) throw new GrammarError(`token ${token} comes after the end of the text`);
     if (token === this.vocab.eotToken) {
       if (!state.canEnd) throw new GrammarError('the end of the text is not allowed here: the grammar expects more');
-      this.state = null;
+      this.moveTo(null);
       return;
     }
     const bytes = this.vocab.bytesOf(token);
@@ -184,12 +221,13 @@ export class GrammarMatcher {
       at = next !== undefined ? next : this.automaton.step(at, bytes[k]);
     }
     this.accepted++;
-    this.charge(before);
+    this.spent += this.automaton.work - before;
+    this.checkSpent();
     if (at === null) {
       const text = bytes.length > 0 ? ` (${JSON.stringify(Buffer.from(bytes).toString('utf8'))})` : '';
       throw new GrammarError(`token ${token}${text} is not allowed here`);
     }
-    this.state = at;
+    this.moveTo(at);
   }
 
   // Nothing but the end of the text can come (the caller stops here).
@@ -201,23 +239,30 @@ export class GrammarMatcher {
     return this.state === null || this.state.canEnd;
   }
 
-  private charge(workBefore: number): void {
-    this.spent += this.automaton.work - workBefore;
+  private moveTo(state: State | null): void {
+    this.state = state;
+    this.mask = null;
+    this.walking = null;
+  }
+
+  private checkSpent(): void {
     if (this.spent > WORK_ALLOWANCE + this.accepted * WORK_PER_TOKEN) {
       throw new GrammarError(`the grammar is too ambiguous to follow: after ${this.accepted} tokens it has cost ${this.spent.toLocaleString('en-US')} steps of its recognizer, where ${WORK_PER_TOKEN.toLocaleString('en-US')} a token are allowed past the first ${WORK_ALLOWANCE.toLocaleString('en-US')} (a repetition of something optional, such as ("a"?){1000}, reads a text in as many ways as it has copies): write it so that a text reads one way`);
     }
   }
 
   // Depth-first over the trie in its array order: a node's state is its parent's (kept by depth) advanced by its
-  // byte; a dead one skips its subtree.
-  private walk(start: State): Uint32Array {
+  // byte; a dead one skips its subtree. Goes on from where `walk` stopped, until about `work` units of work are done
+  // (a node visited counting one); true once the walk is complete.
+  private walk(walk: Walk, work: number): boolean {
     const { byteAt, depthAt, subtreeEnd, tokenAt, sameBytes } = this.vocab;
-    const mask = new Uint32Array(this.vocab.noTokens.length);
-    const stateAt = new Array<State>(this.vocab.maxDepth + 1);
-    stateAt[0] = start;
+    const { stateAt, mask } = walk;
     const nodes = byteAt.length;
-    let node = 0;
+    const workBefore = this.automaton.work;
+    let node = walk.node;
+    let visits = 0;
     while (node < nodes) {
+      if (visits++ + this.automaton.work - workBefore >= work) break;
       const depth = depthAt[node];
       const from = stateAt[depth];
       const b = byteAt[node];
@@ -231,7 +276,10 @@ export class GrammarMatcher {
       for (let token = tokenAt[node]; token >= 0; token = sameBytes[token]) mask[token >>> 5] |= 1 << (token & 31);
       node++;
     }
-    if (start.canEnd) mask[this.vocab.eotToken >>> 5] |= 1 << (this.vocab.eotToken & 31);
-    return mask;
+    walk.node = node;
+    walk.work += this.automaton.work - workBefore;
+    if (node < nodes) return false;
+    if (walk.start.canEnd) mask[this.vocab.eotToken >>> 5] |= 1 << (this.vocab.eotToken & 31);
+    return true;
   }
 }
