@@ -7,6 +7,7 @@
 import t, { type Test } from 'tap';
 import Ajv from 'ajv';
 import OpenAI from 'openai';
+import * as thread from '../../lib/generate/grammar/thread';
 import { request, serveApiModels, type ApiModels, type Running } from './helpers';
 
 const API_KEY = 'structured-test-key-0123456789';
@@ -137,4 +138,44 @@ t.test('a grammar whose rules each begin with the next, two thousand deep, is a 
   t.match([r.status, r.json().error], [400, { field: 'grammar', message: /^the grammar nests its rules too deeply/ }], r.text.slice(0, 300));
   const flat = await request(`${srv.url}/completion`, { headers: AUTH, body: { model: 'general', prompt: 'x', n_predict: 2, grammar: 'root ::= ("a" | "b")+' } });
   t.equal(flat.status, 200, 'the server answers on');
+});
+
+t.test('a schema whose grammar takes long to build does not hold up another client: its stream goes on meanwhile', async (t) => {
+  // 1,200 patterns under anyOf, within the 64 KB a body may have: its grammar takes hundreds of milliseconds to build.
+  const patterns = Array.from({ length: 1200 }, (_, i) => ({ type: 'string', pattern: `^p${i}[a-z]{2,8}$` }));
+  const schema = { type: 'object', properties: { v: { anyOf: patterns } }, required: ['v'], additionalProperties: false };
+  const abort = new AbortController();
+  const streaming = await fetch(`${srv.url}/v1/chat/completions`, {
+    method: 'POST', signal: abort.signal, headers: { ...AUTH, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'long', messages: [{ role: 'user', content: 'Go on:' }], max_tokens: 1000, stream: true }),
+  });
+  let events = 0;  // the other client's, a token each
+  const reading = (async () => {
+    for await (const bytes of streaming.body as unknown as AsyncIterable<Uint8Array>) events += Buffer.from(bytes).toString().match(/^data: /gm)?.length ?? 0;
+  })().catch(() => {});
+  while (events < 3) await new Promise((resolve) => setTimeout(resolve, 1));
+  // The events that reach the other client while the grammar is being built.
+  const build = thread.buildOffThread;
+  const module = thread as { buildOffThread: typeof build };  // the routes call it through the module's exports
+  const during: number[] = [];
+  module.buildOffThread = async (source) => {
+    const before = events;
+    try {
+      return await build(source);
+    } finally {
+      during.push(events - before);
+    }
+  };
+  t.teardown(() => {
+    module.buildOffThread = build;
+  });
+  const r = await request(`${srv.url}/v1/chat/completions`, {
+    headers: AUTH, body: { model: 'general', messages: [{ role: 'user', content: PROMPT }], max_tokens: 1, response_format: { type: 'json_schema', json_schema: { name: 'v', schema } } },
+  });
+  abort.abort();
+  await reading;
+  t.equal(r.status, 200, r.text.slice(0, 300));
+  t.match(r.json().choices, [{ message: { content: '{' } }], 'its one token is the JSON\'s first');
+  t.equal(during.length, 1, 'its grammar was built once');
+  t.ok(during[0] > 0, `the other client got ${during[0]} tokens while the grammar was built`);
 });

@@ -36,12 +36,22 @@ const ROOT = 'root';
 export class Grammar {
   // Rule 0 is `root`; the others are those it reaches, in the order a breadth-first walk from root meets them.
   readonly rules: readonly Rule[];
-  readonly key: string;
+  private keyText: string | undefined;
   private automatonOfGrammar: Automaton | undefined;
 
   private constructor(rules: readonly Rule[]) {
     this.rules = rules;
-    this.key = rules.map(printRule).join('\n');
+  }
+
+  // The rules printed in GBNF: the same for the same grammar however it was written.
+  get key(): string {
+    this.keyText ??= this.rules.map(printRule).join('\n');
+    return this.keyText;
+  }
+
+  // The grammar of rules that another Grammar's were (rebuilt from a worker thread's: thread.ts).
+  static ofRules(rules: readonly Rule[]): Grammar {
+    return new Grammar(rules);
   }
 
   static parse(gbnf: string, source = 'grammar'): Grammar {

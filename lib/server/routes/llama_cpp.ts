@@ -131,7 +131,7 @@ interface CompletionRequest {
   returnTokens: boolean;
 }
 
-function readCompletion(service: ChatService, body: Body, res: Response): CompletionRequest {
+async function readCompletion(service: ChatService, body: Body, res: Response): Promise<CompletionRequest> {
   ignoreForeignKeys(res, body, COMPLETION_KEYS);
   const model = servedModel(service, body.model);
   for (const [key, neutral] of Object.entries(NEUTRAL)) {
@@ -169,7 +169,7 @@ function readCompletion(service: ChatService, body: Body, res: Response): Comple
     frequencyPenalty: readAdditivePenalty(body, 'frequency_penalty'),
     // A streamed piece carries its tokens' ids with return_tokens: the drawn tokens come with their log-probabilities.
     logprobs: nProbs > 0 || (stream && returnTokens) ? nProbs : undefined,
-    grammar: readLlamaCppGrammar(body),
+    grammar: await readLlamaCppGrammar(body),
     choicesOf: {},  // this request's, which its prompts share: they take one turn at the slots
   };
   const settings = {
@@ -324,7 +324,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
 
   router.post(['/completion', '/completions'], jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const request = readCompletion(service, body, res);
+    const request = await readCompletion(service, body, res);
     const { prompts, several } = readPrompts(body.prompt);
     checkGenerations(service, prompts.length, 'prompt');
     res.locals.model = request.model.key;

@@ -80,7 +80,7 @@ interface OllamaRequest {
   unload: boolean;               // keep_alive 0: the model is unloaded once answered, unless other requests hold it
 }
 
-function readRequest(service: ChatService, body: Body, keys: readonly string[], res: Response): OllamaRequest {
+async function readRequest(service: ChatService, body: Body, keys: readonly string[], res: Response): Promise<OllamaRequest> {
   ignoreForeignKeys(res, body, keys);
   const model = readModel(service, body);
   if (body.think !== undefined && body.think !== null && body.think !== false) bad('think', 'only false is supported: GPT-2 does not think');
@@ -116,7 +116,7 @@ function readRequest(service: ChatService, body: Body, keys: readonly string[], 
     frequencyPenalty: readAdditivePenalty(flat, 'options.frequency_penalty'),
     stream: optional<boolean>(body, 'stream', isBool, 'true or false') ?? true,
     top: logprobs ? (top ?? 0) : undefined,
-    grammar: readOllamaFormat(body),
+    grammar: await readOllamaFormat(body),
     unload,
   };
 }
@@ -357,9 +357,9 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/chat', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const read = readRequest(service, body, CHAT_KEYS, res);
+    const read = await readRequest(service, body, CHAT_KEYS, res);
     // Ollama's tools are the model's to call or not: tool_choice "auto".
-    const request = { ...read, tools: readToolChoice(body, read.model, read.grammar) };
+    const request = { ...read, tools: await readToolChoice(body, read.model, read.grammar) };
     const messages = chatMessages(body.messages ?? []);
     if (messages.length === 0) return load(service, res, request, { message: { role: 'assistant', content: '' } });
     const { prompt, ignored } = chatPrompt(request.model, messages, 'messages');
@@ -369,7 +369,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/generate', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const request = readRequest(service, body, GENERATE_KEYS, res);
+    const request = await readRequest(service, body, GENERATE_KEYS, res);
     if (body.prompt !== undefined && typeof body.prompt !== 'string') bad('prompt', 'must be a string');
     if (body.prompt === undefined || body.prompt === '') return load(service, res, request, { response: '' });
     return answer(service, res, request, generatePrompt(request.model, body), 'prompt', (text) => ({ response: text }));
@@ -377,7 +377,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/embed', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const request = readRequest(service, body, EMBED_KEYS, res);
+    const request = await readRequest(service, body, EMBED_KEYS, res);
     res.locals.model = request.model.key;
     const input = body.input;
     if (typeof input !== 'string' && !(Array.isArray(input) && input.length > 0 && input.every((s) => typeof s === 'string'))) bad('input', 'must be a string or a non-empty array of strings');
@@ -390,7 +390,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
 
   router.post('/api/embeddings', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
-    const request = readRequest(service, body, LEGACY_EMBED_KEYS, res);
+    const request = await readRequest(service, body, LEGACY_EMBED_KEYS, res);
     res.locals.model = request.model.key;
     if (typeof body.prompt !== 'string') bad('prompt', 'must be a string');
     const e = await service.embed(request.model.key, { inputs: [body.prompt], field: 'prompt', single: true, truncate: true, normalize: false, signal: clientGone(res).signal });

@@ -66,7 +66,7 @@ const CHAT_NEUTRAL_KEYS = [
 // OpenAI's sampling fields under the names of the model's defaults (readSampling).
 const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length', max_completion_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', min_p: 'min_p', penalize: 'penalize' };
 
-function readCommon(service: ChatService, body: Body): Common {
+async function readCommon(service: ChatService, body: Body): Promise<Common> {
   const model = readModel(service, body);
   checkNeutral(body);
   const { sampling, lengthGiven } = readSampling(body, model, SAMPLING_NAMES);
@@ -84,7 +84,7 @@ function readCommon(service: ChatService, body: Body): Common {
     logitBias: optional<Record<number, number>>(body, 'logit_bias', isLogitBias, `an object of token ids to biases from ${-MAX_LOGIT_BIAS} to ${MAX_LOGIT_BIAS}, e.g. {"50256": -100}`),
     presencePenalty: readAdditivePenalty(body, 'presence_penalty'),
     frequencyPenalty: readAdditivePenalty(body, 'frequency_penalty'),
-    grammar: readResponseFormat(body),
+    grammar: await readResponseFormat(body),
   };
 }
 
@@ -312,7 +312,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
   router.post('/v1/completions', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'prompt', 'logprobs', 'echo', 'suffix', 'best_of']);
-    const common = readCommon(service, body);
+    const common = await readCommon(service, body);
     const prompts = textsOrTokens(body.prompt, 'prompt').inputs;
     const logprobs = optional<number>(body, 'logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
     const echo = optional<boolean>(body, 'echo', isBool, 'true or false') ?? false;
@@ -338,9 +338,9 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
   router.post('/v1/chat/completions', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs', ...CHAT_NEUTRAL_KEYS]);
-    const read = readCommon(service, body);
+    const read = await readCommon(service, body);
     const layout = chatToolsLayout(body);
-    const tools = readToolChoice(body, read.model, read.grammar, layout);
+    const tools = await readToolChoice(body, read.model, read.grammar, layout);
     const common = { ...read, grammar: tools?.grammar ?? read.grammar, textBesideCalls: tools?.optional };
     const { prompt, ignored } = chatPrompt(common.model, openAIMessages(body.messages), 'messages');
     if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.join(','));

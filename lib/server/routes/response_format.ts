@@ -5,8 +5,10 @@
 //   llama.cpp  grammar (GBNF) or json_schema, on /completion
 //   Ollama     format: "json" or a JSON schema
 // A grammar is kept by its source, the most recent few dozen, so that a client's requests, which send the same schema
-// each time, share the token masks the grammar has worked out (the first request of a schema pays for them).
+// each time, share the token masks the grammar has worked out (the first request of a schema pays for them). A new
+// one is built on a worker thread (lib/generate/grammar/thread.ts), the event loop serving other clients meanwhile.
 import { Grammar, GrammarError } from '../../generate/grammar';
+import { buildOffThread, type GrammarSource } from '../../generate/grammar/thread';
 import { HttpError } from '../errors';
 import { LruMap } from '../../util/lru_map';
 import { bad, checkKeys, checkNeutral, type Body } from './api_common';
@@ -14,26 +16,25 @@ import { isJsonObject } from '../../util/json_object';
 
 const kept = new LruMap<string, Grammar>(64);
 
-// The grammar of the request's `field` built from `source` (the cache's key), a mistake in it a 400 that says where:
+// The grammar of the request's `field` built from `source`, kept by `key`, a mistake in it a 400 that says where:
 // the GrammarError's message begins with the field and the path within it.
-export function grammarOf(field: string, source: string, build: () => Grammar): Grammar {
-  let grammar = kept.get(source);
+export async function grammarOf(field: string, key: string, source: GrammarSource): Promise<Grammar> {
+  let grammar = kept.get(key);
   if (grammar === undefined) {
     try {
-      grammar = build();
-      void grammar.automaton.start;  // a grammar too ambiguous to begin is refused here, not once it runs
+      grammar = await buildOffThread(source);
     } catch (err) {
       if (err instanceof GrammarError) throw new HttpError(400, err.message, { field });
       throw err;
     }
-    kept.set(source, grammar);
+    kept.set(key, grammar);
   }
   return grammar;
 }
 
 // A JSON schema's grammar; `field` is the request's field that holds the schema, for errors.
-export function schemaGrammar(schema: unknown, field: string): Grammar {
-  return grammarOf(field, `schema ${JSON.stringify(schema)}`, () => Grammar.fromJsonSchema(schema, field));
+export function schemaGrammar(schema: unknown, field: string): Promise<Grammar> {
+  return grammarOf(field, `schema ${JSON.stringify(schema)}`, { schema, where: field });
 }
 
 // A name as OpenAI bounds a json_schema format's and a function's.
@@ -42,7 +43,7 @@ export const isOpenAIName = (v: unknown): v is string => typeof v === 'string' &
 // OpenAI's format object at `field`: {"type": "text"}, {"type": "json_object"}, or {"type": "json_schema"} with its
 // name, schema, strict and description in `json_schema` (chat completions' response_format) or beside its type
 // (the Responses API's text.format: `flat`).
-function openAIFormat(format: unknown, field: string, flat: boolean): Grammar | undefined {
+async function openAIFormat(format: unknown, field: string, flat: boolean): Promise<Grammar | undefined> {
   const schemaFormat = flat ? '{"type": "json_schema", "name", "schema"}' : '{"type": "json_schema", "json_schema": {"name", "schema"}}';
   if (!isJsonObject(format)) bad(field, `must be {"type": "text"}, {"type": "json_object"} or ${schemaFormat}`);
   if (format.type === 'text' || format.type === 'json_object') {
@@ -63,13 +64,13 @@ function openAIFormat(format: unknown, field: string, flat: boolean): Grammar | 
 }
 
 // Chat completions' (and completions') response_format.
-export function readResponseFormat(body: Body): Grammar | undefined {
+export async function readResponseFormat(body: Body): Promise<Grammar | undefined> {
   const format = body.response_format;
   return format === undefined || format === null ? undefined : openAIFormat(format, 'response_format', false);
 }
 
 // The Responses API's text: {"format": ...}. Returns the grammar and the format as the response object reports it.
-export function readTextFormat(body: Body): { grammar: Grammar | undefined; format: Body } {
+export async function readTextFormat(body: Body): Promise<{ grammar: Grammar | undefined; format: Body }> {
   const text = body.text;
   if (text === undefined || text === null) return { grammar: undefined, format: { type: 'text' } };
   if (!isJsonObject(text)) bad('text', 'must be {"format": {...}}');
@@ -77,25 +78,25 @@ export function readTextFormat(body: Body): { grammar: Grammar | undefined; form
   checkNeutral(text, 'text');
   const format = text.format;
   if (format === undefined || format === null) return { grammar: undefined, format: { type: 'text' } };
-  return { grammar: openAIFormat(format, 'text.format', true), format: format as Body };
+  return { grammar: await openAIFormat(format, 'text.format', true), format: format as Body };
 }
 
 // llama.cpp's grammar (GBNF; "" is none) and json_schema, one or the other.
-export function readLlamaCppGrammar(body: Body): Grammar | undefined {
+export async function readLlamaCppGrammar(body: Body): Promise<Grammar | undefined> {
   const { grammar, json_schema: schema } = body;
   const hasGrammar = grammar !== undefined && grammar !== null && grammar !== '';
   const hasSchema = schema !== undefined && schema !== null;
   if (hasGrammar && hasSchema) bad('json_schema', 'cannot come with grammar: give one or the other');
   if (hasGrammar) {
     if (typeof grammar !== 'string') bad('grammar', 'must be a grammar in GBNF, as text');
-    return grammarOf('grammar', `gbnf ${grammar}`, () => Grammar.parse(grammar, 'grammar'));
+    return grammarOf('grammar', `gbnf ${grammar}`, { gbnf: grammar, where: 'grammar' });
   }
   if (hasSchema) return schemaGrammar(schema, 'json_schema');
   return undefined;
 }
 
 // Ollama's format: "json" (a JSON object), a JSON schema, or "" (none).
-export function readOllamaFormat(body: Body): Grammar | undefined {
+export async function readOllamaFormat(body: Body): Promise<Grammar | undefined> {
   const format = body.format;
   if (format === undefined || format === null || format === '') return undefined;
   if (format === 'json') return Grammar.anyJsonObject();

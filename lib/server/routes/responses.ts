@@ -48,7 +48,7 @@ interface ResponsesRequest {
 
 type Truncation = 'auto' | 'disabled';
 
-function readRequest(service: ChatService, body: Body): ResponsesRequest {
+async function readRequest(service: ChatService, body: Body): Promise<ResponsesRequest> {
   checkKeys(body, KEYS);
   const model = readModel(service, body);
   checkNeutral(body);
@@ -64,8 +64,8 @@ function readRequest(service: ChatService, body: Body): ResponsesRequest {
   });
   const top = optional<number>(body, 'top_logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
   if (top !== undefined && include.length === 0) bad('top_logprobs', `needs "include": ["${LOGPROBS}"]`);
-  const { grammar, format } = readTextFormat(body);
-  const tools = readToolChoice(body, model, grammar, 'flat');
+  const { grammar, format } = await readTextFormat(body);
+  const tools = await readToolChoice(body, model, grammar, 'flat');
   return {
     model,
     body,
@@ -197,7 +197,7 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
   const router = express.Router();
 
   router.post('/v1/responses', jsonBody, async (req: Request, res: Response) => {
-    const request = readRequest(service, objectBody(req));
+    const request = await readRequest(service, objectBody(req));
     const { messages, names } = inputMessages(request.body);
     const { prompt, ignored } = chatPrompt(request.model, messages, 'input');
     if (ignored.length > 0) res.setHeader('X-Dixie-Ignored-Messages', ignored.map((i) => names[i]).join(','));

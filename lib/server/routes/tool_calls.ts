@@ -45,8 +45,8 @@ const SHAPES: Readonly<Record<ToolsLayout, { tool: string; named: string }>> = {
 // A tool that gives no parameters (or null, as the Responses API's may) takes none, as OpenAI documents it.
 const NO_PARAMETERS = { type: 'object', properties: {}, additionalProperties: false };
 
-// OpenAI's bound on a request's tools. A bound here too: the grammar of their calls is built, and its first tokens'
-// masks worked out, on the event loop that every request shares, at about a millisecond a tool.
+// OpenAI's bound on a request's tools. A bound here too: the grammar of their calls takes about a millisecond a tool
+// to build (on the worker thread that builds grammars), and its first tokens' masks as long to work out.
 const MAX_TOOLS = 128;
 
 // The request's tools (its `tools`, or its `functions`), written as `layout` says. Their parameters are read as
@@ -80,7 +80,7 @@ export interface ToolChoice {
 
 // The request's tools and its choice of them, written as `layout` says, or undefined when the reply is text ("none",
 // no tools, or "auto" beside a grammar for text: response_format's, `textGrammar`).
-export function readToolChoice(body: Body, model: ModelConfig, textGrammar: Grammar | undefined, layout: ToolsLayout = 'chat'): ToolChoice | undefined {
+export async function readToolChoice(body: Body, model: ModelConfig, textGrammar: Grammar | undefined, layout: ToolsLayout = 'chat'): Promise<ToolChoice | undefined> {
   const legacy = layout === 'functions';
   const toolsField = legacy ? 'functions' : 'tools';
   const choiceField = legacy ? 'function_call' : 'tool_choice';
@@ -105,17 +105,22 @@ export function readToolChoice(body: Body, model: ModelConfig, textGrammar: Gram
   // Each tool's parameters on their own first, so that a mistake is named under the tool's path. Clients send all
   // their tools with every request (Home Assistant through Ollama's API), so under "auto" a tool whose parameters no
   // grammar here holds is one the model cannot call, not a request refused.
-  if (callsOptional) called = called.filter((tool) => holdable(tool));
-  else for (const tool of called) schemaGrammar(tool.parameters, tool.where);
+  if (callsOptional) {
+    const held = [];
+    for (const tool of called) if (await holdable(tool)) held.push(tool);
+    called = held;
+  } else {
+    for (const tool of called) await schemaGrammar(tool.parameters, tool.where);
+  }
   if (called.length === 0) return undefined;
   const schema = callSchema(called);
   const key = `tools ${callsOptional} ${parallel} ${model.promptFormat} ${JSON.stringify(schema)}`;
-  return { grammar: grammarOf(toolsField, key, () => Grammar.withJsonSchema(callsGbnf(model, parallel, callsOptional), 'call', schema, toolsField)), optional: callsOptional };
+  return { grammar: await grammarOf(toolsField, key, { gbnf: callsGbnf(model, parallel, callsOptional), name: 'call', schema, where: toolsField }), optional: callsOptional };
 }
 
-function holdable(tool: Tool): boolean {
+async function holdable(tool: Tool): Promise<boolean> {
   try {
-    schemaGrammar(tool.parameters, tool.where);
+    await schemaGrammar(tool.parameters, tool.where);
     return true;
   } catch (err) {
     if (err instanceof HttpError) return false;
