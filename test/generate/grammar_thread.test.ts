@@ -1,0 +1,52 @@
+// Grammars built on the worker thread (lib/generate/grammar/thread.ts), as the server builds them: the same rules as
+// built here (their printed key), the same token masks, and the same errors.
+import t from 'tap';
+import { Grammar, GrammarError, GrammarMatcher } from '../../lib/generate/grammar';
+import { buildOffThread } from '../../lib/generate/grammar/thread';
+import { allowedTokens, encode, vocab } from './grammar_helpers';
+
+const SCHEMA = {
+  type: 'object',
+  properties: { name: { type: 'string', pattern: '^[A-Z][a-zé]{1,9}$' }, w: { enum: Array.from({ length: 2000 }, (_, i) => `w${i}`) } },
+  required: ['name', 'w'],
+  additionalProperties: false,
+};
+
+t.test('a grammar built on the worker thread is the one built here: the same rules and masks', async (t) => {
+  const cases: [string, Promise<Grammar>, Grammar, string][] = [
+    ['a schema', buildOffThread({ schema: SCHEMA, where: 'json_schema' }), Grammar.fromJsonSchema(SCHEMA), '{"name": "Zoé", "w": "w1999"}'],
+    ['GBNF', buildOffThread({ gbnf: 'root ::= ("a" | [^a-c\\n]){2,5} x\nx ::= "!"?', where: 'grammar' }), Grammar.parse('root ::= ("a" | [^a-c\\n]){2,5} x\nx ::= "!"?'), 'aé€!'],
+    ['GBNF around a schema', buildOffThread({ gbnf: 'root ::= "<" call ">"', name: 'call', schema: SCHEMA, where: 'tools' }), Grammar.withJsonSchema('root ::= "<" call ">"', 'call', SCHEMA, 'tools'), '<{"name":"Al","w":"w7"}>'],
+  ];
+  for (const [what, offThread, here, text] of cases) {
+    const built = await offThread;
+    t.equal(built.key, here.key, `${what}: the same rules`);
+    const a = new GrammarMatcher(built, vocab);
+    const b = new GrammarMatcher(here, vocab);
+    for (const token of encode(text)) {
+      t.same(allowedTokens(a.allowed()), allowedTokens(b.allowed()), `${what}: the same mask before token ${token}`);
+      a.accept(token);
+      b.accept(token);
+    }
+    t.ok(a.canEnd && b.canEnd, `${what}: ${text} is complete`);
+  }
+});
+
+t.test('a mistake in a grammar built on the worker thread is the GrammarError it is here', async (t) => {
+  const sources = [
+    { gbnf: 'root ::= "a" |\nthing ::= [a-', where: 'grammar' },
+    { schema: { type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } }, where: 'response_format.json_schema.schema' },
+    { gbnf: `root ::= ${'("a"?){9000} '.repeat(2)}`, where: 'grammar' },  // too ambiguous to begin
+  ];
+  for (const source of sources) {
+    let here: unknown;
+    try {
+      void ('schema' in source ? Grammar.fromJsonSchema(source.schema, source.where) : Grammar.parse(source.gbnf, source.where)).automaton.start;
+    } catch (err) {
+      here = err;
+    }
+    const there = await buildOffThread(source).catch((err: unknown) => err);
+    t.ok(here instanceof GrammarError && there instanceof GrammarError, 'a GrammarError both ways');
+    t.equal((there as Error).message, (here as Error).message, (here as Error).message.slice(0, 80));
+  }
+});
