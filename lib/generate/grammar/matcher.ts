@@ -199,7 +199,8 @@ export class GrammarMatcher {
     this.walking = null;
     this.mask = walk.mask;
     cache.set(state.key, walk.mask);
-    // Charged as a whole, as it was spent: the same request is stopped at the same mask, with the same figures.
+    // Charged once complete, as a walk done at once was: a request too costly is stopped at the same mask, with the
+    // same figures. (A walk another matcher finished first is left, uncharged.)
     this.spent += walk.work;
     this.checkSpent();
     return true;

@@ -2,7 +2,8 @@
 // milliseconds to compile and parse (128 tools' calls, 1,200 patterns under anyOf, an enum of 16,000 strings), which
 // on the event loop would stall every other client meanwhile. The worker builds the grammar as Grammar.parse,
 // fromJsonSchema or withJsonSchema do, checks that it can begin (Automaton.start), and sends back its rules as a few
-// typed arrays, which cost the event loop a few milliseconds to read where the rules' objects would cost a hundred.
+// typed arrays: an enum of 16,000 strings' rules cost the event loop some 15 ms to read so, and over 100 ms as the
+// rules' objects themselves.
 // Its errors come back as they were thrown: a GrammarError with its message, which names the field and the path.
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
