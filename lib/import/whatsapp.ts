@@ -234,19 +234,26 @@ function alternatives(strings: readonly string[]): string {
   return strings.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
 }
 
-// An attachment: a language's placeholder, or one in angle brackets that ends in its "omitted"; iOS's "image omitted"
-// and the like; a document's, or iOS's "<attached: name>", alone or after the document's name and a direction mark
-// ("report.pdf • 3 pages \u200edocument omitted"); a file's name and "(file attached)". And "null", older Android's
-// photo or video to view once.
+// An attachment, as any phone writes it: a language's placeholder, or one in angle brackets that ends in its
+// "omitted" (an older iPhone's "<\u200eimage omitted>" too); a file's name and "(file attached)". And "null", older
+// Android's photo or video to view once.
 const MEDIA = new RegExp(
   `^(?:${alternatives(appWords('media'))}|<[^<>\\n]{1,60} (?:${alternatives(appWords('omitted'))})>|` +
-    `(?:image|video|audio|sticker|GIF|Contact card|Video note) omitted|` +
-    `(?:[^\\n]* [\u200e\u200f])?(?:${alternatives(appWords('document'))}|<attached: [^>]*>)|` +
     `\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\)|null)$`,
   'i',
 );
+// An iPhone's attachment, whose words a direction mark opens (as it opens all the app's words there), alone or after
+// the document's name ("report.pdf • 3 pages \u200edocument omitted"): "image omitted" and the like, a document's
+// placeholder; and the file of an export with media, in the app's language ("<attached: 00000048-Template.docx>",
+// "<Anhang: ...>", "<pièce jointe : ...>"), numbered as WhatsApp numbers them, with or without the mark. The same
+// words typed, without the mark, are a message.
+const IPHONE_MEDIA = new RegExp(
+  `^(?:(?:[^\\n]* )?[\u200e\u200f]+(?:(?:image|video|audio|sticker|GIF|Contact card|Video note) omitted|${alternatives(appWords('document'))})|` +
+    `(?:(?:[^\\n]* )?[\u200e\u200f]+)?<[^<>:\\n]{1,30} ?: \\d{8}-[^<>\\n]*>)$`,
+  'i',
+);
 const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})[.。]?$`, 'i');
-const EDITED = new RegExp(`\\s*(?:${alternatives(appWords('edited'))})$`);
+const EDITED = new RegExp(`[\\s\u200e\u200f]*(?:${alternatives(appWords('edited'))})$`);
 const GROUP_NOTICE = new RegExp(alternatives(appWords('group')));
 const CALL = new RegExp(`^(?:${alternatives(appWords('calls'))})$`, 'i');
 // A message the phone could not yet decrypt when the chat was exported: its words are not in the export.
@@ -272,7 +279,8 @@ export function looksLikeWhatsApp(text: string): boolean {
 }
 
 // A message's date and time as written at the start of a line: the date's three numbers in the order written, the
-// time on the 24-hour clock, and where the sender (or notice) starts.
+// time on the 24-hour clock, whether they are in brackets (as an iPhone writes them), and where the sender (or notice)
+// starts.
 interface Header {
   first: number;
   second: number;
@@ -282,6 +290,7 @@ interface Header {
   hour: number;
   minute: number;
   seconds: number;
+  bracketed: boolean;
   end: number;
 }
 
@@ -302,6 +311,7 @@ function headerAt(text: string, lineStart: number): Header | null {
       hour,
       minute: numberOf(match[7]),
       seconds: match[8] ? numberOf(match[8]) : 0,
+      bracketed: text.charCodeAt(from) === 0x5b,
       end: HEADER.lastIndex,
     };
   }
@@ -317,6 +327,7 @@ function headerAt(text: string, lineStart: number): Header | null {
     hour: numberOf(timeFirst[1]),
     minute: numberOf(timeFirst[2]),
     seconds: timeFirst[3] ? numberOf(timeFirst[3]) : 0,
+    bracketed: true,
     end: TIME_FIRST_HEADER.lastIndex,
   };
 }
@@ -361,13 +372,14 @@ export interface WhatsAppDates {
 // One pass over the lines, then one over the messages, whose senders are told by every message's first line; the
 // messages' times are NaN, their dates in the chat's `undated`.
 export function readWhatsApp(file: string, text: string): ExportedChat {
-  const spans: [from: number, end: number, line: number][] = [];
+  const spans: [from: number, end: number, line: number, bracketed: boolean][] = [];
   const dates: number[] = [];
   const state: FileState = { senders: new Map(), openings: new Map(), group: false };
   let twelveHour = false;
   let dotted = false;
   let messageStart = -1;
   let messageLine = 0;
+  let messageBracketed = false;
   let previousEnd = 0;
   let line = 0;
   for (let start = 0; start < text.length; ) {
@@ -376,7 +388,7 @@ export function readWhatsApp(file: string, text: string): ExportedChat {
     line++;
     const header = headerAt(text, start);
     if (header) {
-      if (messageStart >= 0) spans.push([messageStart, previousEnd, messageLine]);
+      if (messageStart >= 0) spans.push([messageStart, previousEnd, messageLine, messageBracketed]);
       for (const opening of senderEnds(text.slice(header.end, end).trimEnd()).map((colon) => text.slice(header.end, header.end + colon))) {
         state.openings.set(opening, (state.openings.get(opening) ?? 0) + 1);
       }
@@ -387,14 +399,15 @@ export function readWhatsApp(file: string, text: string): ExportedChat {
       dates.push(header.first, header.second, header.third, hour * 3600 + minute * 60 + seconds);
       messageStart = header.end;
       messageLine = line;
+      messageBracketed = header.bracketed;
     } else if (messageStart < 0 && text.slice(start, end).trim() !== '') {
       throw new ChatImportError(file, line, 'not a WhatsApp export: a message line starts with its date and time ("12/31/20, 10:15 PM - Mom: Hi!" or "[31.12.20, 22:15:03] Mom: Hi!")');
     }
     previousEnd = end;
     start = end + 1;
   }
-  if (messageStart >= 0) spans.push([messageStart, previousEnd, messageLine]);
-  const messages = spans.map(([from, end, at]) => readMessage(text, from, end, at, state));
+  if (messageStart >= 0) spans.push([messageStart, previousEnd, messageLine, messageBracketed]);
+  const messages = spans.map(([from, end, at, bracketed]) => readMessage(text, from, end, at, bracketed, state));
   const { title, folder } = chatTitle(file);
   // The app names the file after the chat, and a second export of it beside the first "... (1)": exports of one
   // chat's name in one folder are one chat, their overlap dropped as duplicates (train_output.ts). A file renamed
@@ -444,9 +457,10 @@ function senderEnd(headerLine: string, openings: ReadonlyMap<string, number>): n
   return best;
 }
 
-// The message whose sender (or notice) starts at `from` and whose last line ends at `end`. Its time comes later;
-// NaN until then keeps the field a double, as it will be, rather than a small integer to convert in every message.
-function readMessage(text: string, from: number, end: number, line: number, state: FileState): ExportedMessage {
+// The message whose sender (or notice) starts at `from` and whose last line ends at `end`, its header `bracketed` or
+// not. Its time comes later; NaN until then keeps the field a double, as it will be, rather than a small integer to
+// convert in every message.
+function readMessage(text: string, from: number, end: number, line: number, bracketed: boolean, state: FileState): ExportedMessage {
   let lineEnd = text.indexOf('\n', from);
   if (lineEnd < 0 || lineEnd > end) lineEnd = end;
   const headerLine = text.slice(from, lineEnd).trimEnd();
@@ -466,19 +480,24 @@ function readMessage(text: string, from: number, end: number, line: number, stat
   }
   const bodyStart = Math.min(from + colon + 2, end);
   // On iOS the app's own words open with a direction mark, left-to-right or, in the right-to-left languages, right-
-  // to-left. Marks inside the text go where every app's do, when it is written (train_output.ts).
+  // to-left: there the same words without it ("Missed voice call", "document omitted") were typed. Android writes
+  // its words (but for a file's name) without a mark, and nothing tells them from the same words typed. Marks inside
+  // the text go where every app's do, when it is written (train_output.ts).
   const notice = text.charCodeAt(bodyStart) === 0x200e || text.charCodeAt(bodyStart) === 0x200f;
+  const appMayHaveWritten = notice || !bracketed;
+  // With the marks that open it, which tell an iPhone's placeholders from the same words typed.
+  const firstLine = text.slice(bodyStart, lineEnd).trim();
   const body = text.slice(afterMarks(text, bodyStart), end).trim();
   const newline = body.indexOf('\n');
   let kept = body;
   let dropped: DropReason | null = null;
-  if (MEDIA.test(newline < 0 ? body : body.slice(0, newline).trimEnd())) {
+  if (MEDIA.test(firstLine.slice(afterMarks(firstLine, 0))) || IPHONE_MEDIA.test(firstLine)) {
     kept = newline < 0 ? '' : body.slice(newline + 1).trim();
     if (kept === '') dropped = 'media';
   } else if (POLL.test(body)) dropped = 'media';
-  else if (DELETED.test(body)) dropped = 'deleted';
-  else if (CALL.test(body)) dropped = 'call';
-  else if (WAITING.test(body)) dropped = 'unreadable';
+  else if (appMayHaveWritten && DELETED.test(body)) dropped = 'deleted';
+  else if (appMayHaveWritten && CALL.test(body)) dropped = 'call';
+  else if (appMayHaveWritten && WAITING.test(body)) dropped = 'unreadable';
   else if (notice) {
     dropped = 'system';
     if (GROUP_NOTICE.test(body)) state.group = true;

@@ -246,6 +246,35 @@ t.test('iPhone: a document after its name and a direction mark in the languages 
   t.same(parseWhatsApp('_chat.txt', '[3/27/22, 21:10:00] Dmitry S: the Dokument weggelassen\n').messages.map((m) => m.dropped), [null], 'without the mark, words of a message');
 });
 
+t.test("an iPhone's placeholders open with a direction mark: the same words typed without it are messages, in every language", async (t) => {
+  const words = ['document manquant', 'Cuộc gọi nhỡ', 'Missed voice call', 'document omitted', 'image omitted', 'This message was deleted.', 'Waiting for this message. This may take a while.'];
+  const lines = [
+    ...words.map((typed, i) => `[3/4/24, 6:2${i}:00 PM] Jane Doe: ${typed}`),
+    ...words.map((placeholder, i) => `\u200e[3/4/24, 6:3${i}:00 PM] Mom: \u200e${placeholder}`),
+    '[3/4/24, 6:40:00 PM] Mom: \u200e<Anhang: 00000016-PHOTO-2024-03-04-18-40-00.jpg>',
+    '[3/4/24, 6:41:00 PM] Mom: \u200e<pièce jointe : 00000017-AUDIO-2024-03-04-18-41-00.opus>',
+    '[3/4/24, 6:42:00 PM] Mom: See you at 7 \u200e<This message was edited>',
+    '',
+  ];
+  const { files, summary } = await importFolder(t, { 'WhatsApp Chat with Mom.txt': lines.join('\n') }, { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': [...words.map((typed) => `1|Mom|${typed} <EOM>`), '0|Mom|See you at 7 <EOM>'] });
+  t.match(summary, { read: 17, kept: 8, dropped: { media: 5, call: 2, deleted: 1, unreadable: 1 } });
+});
+
+t.test("on Android the iPhone's placeholder words are messages; its own placeholders, written without a mark, are not", async (t) => {
+  const lines = [
+    '04.03.24, 18:20 - Jane Doe: image omitted',
+    '04.03.24, 18:21 - Jane Doe: document manquant',
+    '04.03.24, 18:22 - Mom: Missed voice call',
+    '04.03.24, 18:23 - Mom: <Media omitted>',
+    '04.03.24, 18:24 - Mom: This message was deleted',
+    '',
+  ];
+  const { files, summary } = await importFolder(t, { 'WhatsApp Chat with Mom.txt': lines.join('\n') }, { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': ['1|Mom|image omitted <EOM>', '1|Mom|document manquant <EOM>'] });
+  t.match(summary, { read: 5, kept: 2, dropped: { call: 1, media: 1, deleted: 1 } });
+});
+
 t.test('placeholders of the app: a message not yet received, view-once media, polls, the German edited mark', async (t) => {
   const dir = t.testdir({
     'WhatsApp Chat with Mom.txt': [
