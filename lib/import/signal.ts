@@ -8,7 +8,8 @@
 // The user's messages are sent by "Me": no --me. The others' senders are named as their folders are, "No-Sender"
 // where the export did not find who (null before version 3.9 for a contact without a name). The date is the
 // computer's wall clock, without a time zone. Before version 3.9 "sticker" was the sticker's emoji ("" for none),
-// and "deleted", "call" and "missed" were not written: a call was a message "Incoming call" or "Outgoing call", and
+// and "deleted", "call" and "missed" were not written: a call was a message "Incoming call" or "Outgoing call" (from
+// 3.8.4 its kind and end too: "Missed voice call", "Outgoing video call (accepted, 2m 5s)", "Incoming call (declined)"), and
 // a message deleted for everyone one without text, as the app's notices (group changes, disappearing-message
 // timers, safety numbers) always are. The quote of a reply and the reactions have fields of their own, never read.
 import path from 'node:path';
@@ -17,7 +18,9 @@ import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS, jso
 const ME = 'Me';
 // The folder of the user's own conversation, with themselves, since version 3.9 (earlier it was named after the user).
 const NOTE_TO_SELF = 'NotetoSelf';
-const OLD_CALLS = new Set(['Incoming call', 'Outgoing call']);
+// A call as a message's text, before 3.9: the call's direction (or that it was missed), its kind ("voice", "video",
+// "group") and how it ended, with the call's length when it was taken.
+const OLD_CALL = /^(?:(?:Incoming|Outgoing) (?:[a-z]+ )?call(?: \((?:accepted, (?:\d+m )?\d+s|[a-z ]+)\))?|Missed (?:[a-z]+ )?call)$/;
 // Where an @mention was: Signal keeps the mentioned person apart from the text, and the export leaves them out.
 const MENTION = /\ufffc/g;
 // Python's isoformat() of a time without a time zone: microseconds only when there are some.
@@ -74,7 +77,7 @@ function toMessage(file: string, value: unknown, line: number): ExportedMessage 
   const dropped: DropReason | null =
     message.deleted === true
       ? 'deleted'
-      : message.call === true || OLD_CALLS.has(spoken)
+      : (message.call === undefined ? OLD_CALL.test(spoken) : message.call === true)
         ? 'call'
         : spoken === ''
           ? (attached ? 'media' : 'system')

@@ -34,8 +34,8 @@ t.test('a folder of chats: a file per chat, the user told by "Me", a group by mo
   t.match(noGroups.summary.skipped, [{ title: 'BandPractice', reason: 'group chat', messages: 7 }]);
 });
 
-// Lines as signal-export 3.0 to 3.8 wrote them.
-const OLD = (date: string, sender: string | null, body: string, sticker = ''): string =>
+// Lines as signal-export 3.0 to 3.8 wrote them (from 3.8.4, with no sticker, "sticker": null).
+const OLD = (date: string, sender: string | null, body: string, sticker: string | null = ''): string =>
   JSON.stringify({ date, sender, body: `${body}  `, quote: '', sticker, reactions: [], attachments: [] });
 
 t.test('older exports: a call by its text, a sticker by its emoji, a sender without a name; a chat exported twice', async (t) => {
@@ -54,6 +54,29 @@ t.test('older exports: a call by its text, a sticker by its emoji, a sender with
     'none.train': ['0|None|Hi, it is Sam from the climbing gym <EOM>', '1|None|Hey Sam! <EOM>'],
   });
   t.same(summary.dropped, { duplicate: 4, media: 1, call: 1, system: 1 }, 'the second export\'s overlap kept once');
+});
+
+t.test('3.8.4 to 3.8.6: a call by its text, with its kind and how it ended; since 3.9, by its field, the same words typed a message', async (t) => {
+  const calls = [
+    'Outgoing voice call (accepted, 2m 5s)', 'Incoming video call (accepted, 45s)', 'Incoming voice call (accepted)', 'Missed video call',
+    'Incoming voice call (declined)', 'Outgoing call (unanswered)', 'Outgoing voice call (declined by recipient)', 'Incoming group call',
+  ];
+  const typed = (body: string): string =>
+    JSON.stringify({ date: '2026-08-01T09:30:00', sender: 'Me', body: `${body}  `, quote: '', sticker: null, reactions: [], attachments: [], deleted: false, call: false, missed: false });
+  const dir = t.testdir({
+    Aya: {
+      'data.json': [
+        OLD('2026-05-01T10:00:00', 'Aya', 'Dinner at 8?', null),
+        ...calls.map((call, i) => OLD(`2026-05-01T10:0${i + 1}:00`, i % 2 === 0 ? 'Me' : 'Aya', call, null)),
+        OLD('2026-05-01T10:10:00', 'Me', 'Missed voice call, will ring back', null),
+        typed('Missed voice call'),
+        '',
+      ].join('\n'),
+    },
+  });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'Aya')]);
+  t.same(files, { 'aya.train': ['0|Aya|Dinner at 8? <EOM>', '1|Aya|Missed voice call, will ring back <EOM>', '1|Aya|Missed voice call <EOM>'] });
+  t.same(summary.dropped, { call: calls.length });
 });
 
 t.test('since 3.9: a second contact of one name in NoahWilliams2/ is named as the first; Note to Self is skipped', async (t) => {
