@@ -30,7 +30,7 @@ const NOTICE_ACTION = new RegExp(
     'added .+ to the group',
     'removed .+ from the group',
     'created the group(?: .+\\.)?',
-    'started (?:a|the) (?:video |voice |audio )?(?:chat|call)',
+    'started (?:an?|the) (?:video |voice |audio )?(?:chat|call)',
     'started sharing (?:video|(?:his|her|their|your) screen)',
     'joined the (?:video|audio|voice) (?:chat|call)',
     'missed (?:a|your) (?:video )?call(?: from (?<caller>.+?)\\.)?',
