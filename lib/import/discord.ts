@@ -45,11 +45,14 @@ function toMessage(value: unknown): ExportedMessage {
         ? 'bot'
         : message.type === 'Call'
           ? 'call'
-          : typeof message.type === 'string' && !SPOKEN.has(message.type)
-            ? 'system'
-            : text.trim() === '' && attached
-              ? 'media'
-              : null;
+          // A forward holds the message it forwards apart, its own text empty.
+          : message.forwardedMessage !== undefined
+            ? 'forwarded'
+            : typeof message.type === 'string' && !SPOKEN.has(message.type)
+              ? 'system'
+              : text.trim() === '' && attached
+                ? 'media'
+                : null;
   const ids = [jsonString(author.id), name, author.discriminator && author.discriminator !== '0000' ? `${name}#${jsonString(author.discriminator)}` : ''].filter((id) => id !== '');
   return { time: Number.isNaN(time) ? 0 : time, sender, senderIds: ids, mine: null, text, dropped, line: 0 };
 }

@@ -48,3 +48,21 @@ t.test("bots' posts are dropped and counted as bots', whatever their type", asyn
   t.same(files, { 'gamers-general.train': ['0|Gamers #general|hey all <EOM>', '1|Gamers #general|yo <EOM>'] });
   t.match(summary, { read: 4, kept: 2, dropped: { bot: 2 } });
 });
+
+t.test('a forwarded message, its text apart from its own empty one, is dropped as forwarded', async (t) => {
+  const author = (id: string, name: string) => ({ id, name, discriminator: '0000', nickname: null, isBot: false });
+  const forwarded = { timestamp: '2024-03-01T09:00:00+00:00', timestampEdited: null, content: 'the ferry leaves at 6', attachments: [], embeds: [], stickers: [] };
+  const chat = {
+    guild: { id: '0', name: 'Direct Messages' },
+    channel: { id: '8', type: 'DirectTextChat', name: 'mom' },
+    messages: [
+      { id: '1', type: 'Default', timestamp: '2024-03-04T18:20:00+00:00', content: 'hi', author: author('1', 'mom'), attachments: [] },
+      { id: '2', type: 'Default', timestamp: '2024-03-04T18:21:00+00:00', content: '', author: author('2', 'jane'), attachments: [], reference: { type: 'Forward', messageId: '9', channelId: '7', guildId: null }, forwardedMessage: forwarded },
+      { id: '3', type: 'Default', timestamp: '2024-03-04T18:22:00+00:00', content: 'see above', author: author('2', 'jane'), attachments: [] },
+    ],
+  };
+  const dir = t.testdir({ 'Direct Messages - mom [8].json': JSON.stringify(chat) });
+  const { files, summary } = await importInto(path.join(dir, 'out'), [dir], { me: ['jane'] });
+  t.same(files, { 'mom.train': ['0|mom|hi <EOM>', '1|mom|see above <EOM>'] });
+  t.match(summary, { read: 3, kept: 2, dropped: { forwarded: 1 } });
+});
