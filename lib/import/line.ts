@@ -2,7 +2,8 @@
 //   [LINE] Chat history with Yuki           a group's: "Chat history in <group>"; Japanese "Yukiとのトーク履歴"
 //   Saved on: 2024/01/20 21:03              (a group's "<group>のトーク履歴"), Chinese "與Yuki的聊天記錄"...
 //
-//   2024/01/15(Mon)                         a day, in newer English apps also "Mon, 01/15/2024"
+//   2024/01/15(Mon)                         a day, in newer English apps also "Mon, 01/15/2024" (or, on a phone
+//                                           set to write the day first, "Mon, 15/01/2024")
 //   10:23	Yuki	Happy new year!           time, sender, text, tab-separated; 午前/午後, 上午/下午, AM/PM clocks too
 //   10:31	Yuki	"Are you free on Saturday?
 //   We could go to the onsen"               a message of several lines, in double quotes
@@ -22,7 +23,8 @@ const TITLES: readonly { pattern: RegExp; group: boolean | null }[] = [
   { pattern: /^ประวัติการสนทนากับ\s*(.+)$/, group: null },
 ];
 const YMD_DAY = /^(\d{4})[/.-](\d{1,2})[/.-](\d{1,2})(?:\s*[(（][^)）]*[)）]|\s+\S+)?$/;
-const MDY_DAY = /^\p{L}{2,3},\s*(\d{1,2})\/(\d{1,2})\/(\d{4})$/u;
+const WEEKDAY_DAY = /^(\p{L}{2,3}),\s*(\d{1,2})\/(\d{1,2})\/(\d{4})$/u;
+const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const TIME = /^(?:(午前|午後|上午|下午|AM|PM)\s?)?(\d{1,2}):(\d{2})(?:\s?([AaPp][Mm]))?$/;
 const AFTERNOON = new Set(['午後', '下午', 'PM', 'pm', 'Pm']);
 // A message that stands for an attachment, in LINE's English, Japanese and Chinese.
@@ -70,7 +72,9 @@ export function parseLine(file: string, text: string): ExportedChat {
       open = null;
       return;
     }
-    // Before the first day: the header. After it, a line of a message written over several without quotes.
+    // Before the first day: the header, which holds no message. After it, a line of a message written over several
+    // without quotes.
+    if (fields) throw new ChatImportError(file, i + 1, `a LINE message with no day line above it in a form LINE writes ("2024/01/15(Mon)", "Mon, 01/15/2024"): ${JSON.stringify(line.slice(0, 60))}`);
     if (day === null) return;
     if (!open) throw new ChatImportError(file, i + 1, `not a LINE message line (time, sender and text, tab-separated): ${JSON.stringify(line.slice(0, 60))}`);
     open.message.text += `\n${line}`;
@@ -108,16 +112,25 @@ function dropReason(m: ExportedMessage): DropReason | null {
   return null;
 }
 
-// A day line's midnight (ms, as if UTC), or null.
+// A day line's midnight (ms, as if UTC), or null. The newer English day line writes the date in the phone's order,
+// month or day first: the day of the week it names tells which, where the date does not.
 function dayOf(line: string): number | null {
   const ymd = YMD_DAY.exec(line);
-  const mdy = ymd ? null : MDY_DAY.exec(line);
-  const [y, m, d] = ymd ? [ymd[1], ymd[2], ymd[3]] : mdy ? [mdy[3], mdy[1], mdy[2]] : [];
-  if (y === undefined || m === undefined || d === undefined) return null;
-  const month = Number(m);
-  const date = Number(d);
-  if (month < 1 || month > 12 || date < 1 || date > 31) return null;
-  return Date.UTC(Number(y), month - 1, date);
+  if (ymd) return midnight(ymd[1], ymd[2], ymd[3]);
+  const weekday = WEEKDAY_DAY.exec(line);
+  if (!weekday) return null;
+  const monthFirst = midnight(weekday[4], weekday[2], weekday[3]);
+  const dayFirst = midnight(weekday[4], weekday[3], weekday[2]);
+  const named = WEEKDAYS.indexOf(weekday[1]);
+  if (monthFirst === null || (dayFirst !== null && named >= 0 && new Date(monthFirst).getUTCDay() !== named && new Date(dayFirst).getUTCDay() === named)) return dayFirst;
+  return monthFirst;
+}
+
+function midnight(year: string, month: string, date: string): number | null {
+  const m = Number(month);
+  const d = Number(date);
+  if (m < 1 || m > 12 || d < 1 || d > 31) return null;
+  return Date.UTC(Number(year), m - 1, d);
 }
 
 // A message line's minutes since midnight, sender ('' for the app's notices) and text; null for any other line.

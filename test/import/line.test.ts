@@ -34,6 +34,25 @@ t.test('the Japanese export, groups by their header, and the newer English day l
   t.same(newer.messages.map((m) => [m.time, m.text]), [[Date.UTC(2024, 0, 15, 10, 23), 'Chapter 3 tonight?']]);
 });
 
+t.test('the newer English day line written day first, as a phone set so writes it: the day of the week tells the order', async (t) => {
+  const text = [
+    '[LINE] Chat history with Travel Friends', 'Saved on: 03/04/2026, 04:36PM', '',
+    'Fri, 03/04/2026', '04:35PM\tAlex\tRamen tonight?', '04:36PM\tJane\tYes!', '',
+    'Sun, 26/04/2026', '09:00AM\tAlex\tmorning', '',
+  ].join('\n');
+  const { files } = await importFolder(t, { 'chat.txt': text }, { me: ['Jane'] });
+  t.same(files, { 'alex.train': ['0|Alex|Ramen tonight? <EOM>', '1|Alex|Yes! <EOM>', '0|Alex|morning <EOM>'] });
+  t.same(parseLine('chat.txt', text).messages.map((m) => m.time), [Date.UTC(2026, 3, 3, 16, 35), Date.UTC(2026, 3, 3, 16, 36), Date.UTC(2026, 3, 26, 9, 0)]);
+  t.same(parseLine('chat.txt', '[LINE] Chat history with Ana\n\nWed, 03/04/2026\n10:00\tAna\thi\n').messages.map((m) => m.time), [Date.UTC(2026, 2, 4, 10, 0)], 'month first where the day of the week says so');
+});
+
+t.test('messages under a day line in a form LINE does not write are refused with their file and line, not read as the header', async (t) => {
+  const dir = t.testdir({ 'chat.txt': '[LINE] Chat history with Yuki\nSaved on: 2024/01/20 21:03\n\n15 janvier 2024\n10:23\tYuki\tHi\n' });
+  await t.rejects(importInto(path.join(dir, 'out'), [path.join(dir, 'chat.txt')], { me: ['Jane'] }), {
+    message: `${path.join(dir, 'chat.txt')}:5: a LINE message with no day line above it in a form LINE writes ("2024/01/15(Mon)", "Mon, 01/15/2024"): "10:23\\tYuki\\tHi"`,
+  });
+});
+
 t.test('a line that is no message, after the first day, is refused with its file and line', async (t) => {
   const dir = t.testdir({ 'chat.txt': '[LINE] Chat history with Yuki\nSaved on: 2024/01/20 21:03\n\n2024/01/15(Mon)\n10:23\tYuki\tHi\n\nthis line is no message\n' });
   await t.rejects(importInto(path.join(dir, 'out'), [path.join(dir, 'chat.txt')], { me: ['Jane'] }), {
