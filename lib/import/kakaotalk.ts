@@ -14,9 +14,11 @@
 // write "2024. 1. 15. 오후 3:04". Times are the phone's wall clock, kept as if UTC, as other exports without a time
 // zone are.
 import path from 'node:path';
-import { DropReason, ExportedChat, ExportedMessage, NO_IDS } from './chat_export';
+import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS } from './chat_export';
 
 const SAVED = /^(?:저장한 날짜|Date Saved) : /;
+// The heading's lines: the chat's name and the date it was saved.
+const HEADING_LINES = 2;
 const TITLES: readonly { pattern: RegExp; group: boolean | null }[] = [
   { pattern: /^(.+?) 님과 카카오톡 대화$/, group: null },
   { pattern: /^(.+?) \d+ 카카오톡 대화$/, group: true },
@@ -31,8 +33,9 @@ const WEEKDAY = '(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day';
 const KOREAN_DATE = '(\\d{4})년 (\\d{1,2})월 (\\d{1,2})일';
 const DOTTED_DATE = '(\\d{4})\\. ?(\\d{1,2})\\. ?(\\d{1,2})\\.';
 const ENGLISH_DATE = `${MONTH} (\\d{1,2}), (\\d{4})`;
-// A time: 오전/오후 or AM/PM before or after it, or a 24-hour clock.
-const CLOCK = '(?:(오전|오후|AM|PM) )?(\\d{1,2}):(\\d{2})(?: ?(AM|PM))?';
+// A time: 오전/오후 or AM/PM before or after it, or a 24-hour clock. After it, the a or p of "AM", "am" or "a.m." (as
+// the phone's region writes it), behind a space, a no-break space or, on newer phones, a narrow one.
+const CLOCK = '(?:(오전|오후|AM|PM) )?(\\d{1,2}):(\\d{2})(?:[ \\u00a0\\u202f]?([AaPp])\\.?[Mm]\\.?)?';
 // A phone's message or notice: its date and time, then ", " and the rest; alone on a line, a day's heading.
 const PHONE_STAMPS: readonly { pattern: RegExp; english: boolean }[] = [
   { pattern: new RegExp(`^${KOREAN_DATE} ${CLOCK}(?:, (.*))?$`), english: false },
@@ -69,6 +72,7 @@ export function parseKakaoTalk(file: string, text: string): ExportedChat {
   let open: ExportedMessage | null = null;
   // A notice of a computer's export has no time of its own: it takes the one of the message before it.
   let time = 0;
+  let firstUnread: number | null = null;
   const add = (line: number, sender: string, content: string, dropped: DropReason | null): void => {
     open = { time, sender, senderIds: NO_IDS, mine: null, text: content, dropped, line };
     messages.push(open);
@@ -103,7 +107,13 @@ export function parseKakaoTalk(file: string, text: string): ExportedChat {
     if (COMPUTER_NOTICE.test(line.trim())) add(i + 1, '', line, 'system');
     // A line of the message before it (blank lines too); before the first message, the heading.
     else if (open) open.text += `\n${line}`;
+    else if (firstUnread === null && i >= HEADING_LINES && line.trim() !== '') firstUnread = i + 1;
   });
+  // Lines below the heading of which no message was read are in a form not known here: rather than an empty chat,
+  // the first of them is named.
+  if (messages.length === 0 && firstUnread !== null) {
+    throw new ChatImportError(file, firstUnread, `not a KakaoTalk message line (its date and time, then the sender: "March 4, 2024, 8:54 PM, Ann : Hi", "[Ann] [8:54 PM] Hi"): ${JSON.stringify(lines[firstUnread - 1].trim().slice(0, 60))}`);
+  }
   for (const message of messages) {
     message.text = message.text.replace(/\s+$/, '');
     message.dropped ??= dropReason(message.text);
@@ -155,10 +165,10 @@ function dateOf([first, second, third]: string[], english: boolean): number | nu
   return Date.UTC(year, month - 1, day);
 }
 
-// Minutes since midnight of a time, its 오전/오후 or AM/PM before or after it.
+// Minutes since midnight of a time, its 오전/오후 or AM/PM before it, or the a or p of its AM/PM after it.
 function minutesOf(before: string | undefined, hours: string, minutes: string, after: string | undefined): number {
   const meridiem = before ?? after;
   let hour = Number(hours);
-  if (meridiem !== undefined) hour = (hour % 12) + (meridiem === '오후' || meridiem.toUpperCase() === 'PM' ? 12 : 0);
+  if (meridiem !== undefined) hour = (hour % 12) + (meridiem === '오후' || /^p/i.test(meridiem) ? 12 : 0);
   return hour * 60 + Number(minutes);
 }

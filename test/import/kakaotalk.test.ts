@@ -38,6 +38,28 @@ t.test("a phone's English export of a group: named by its heading, joins, leaves
   t.same(newer.messages.map((m) => [m.time, m.sender, m.text]), [[Date.UTC(2024, 2, 3, 12, 15), 'Minho', 'Hi'], [Date.UTC(2024, 2, 3, 13, 5), 'Minho', 'Lunch?']]);
 });
 
+t.test("a newer phone's English export: a narrow no-break space before PM, and the region's \"p.m.\"", async (t) => {
+  const text = [
+    'KakaoTalk Chats with Minho', 'Date Saved : Mar 5, 2024 at 9:46\u202fAM', '',
+    'Monday, March 4, 2024', 'March 4, 2024 at 8:54\u202fPM, Minho : Dinner at 7?', 'March 4, 2024 at 8:55\u202fPM, Jane : Sure',
+    'March 4, 2024, 11:02 p.m., Minho : Good night', 'March 5, 2024, 12:10 a.m., Jane : night',
+    '',
+  ].join('\n');
+  const { files } = await importFolder(t, { 'KakaoTalkChats.txt': text }, { me: ['Jane'] });
+  t.same(files, { 'minho.train': ['0|Minho|Dinner at 7? <EOM>', '1|Minho|Sure <EOM>', '0|Minho|Good night <EOM>', '1|Minho|night <EOM>'] });
+  t.same(parseKakaoTalk('KakaoTalkChats.txt', text).messages.map((m) => m.time), [
+    Date.UTC(2024, 2, 4, 20, 54), Date.UTC(2024, 2, 4, 20, 55), Date.UTC(2024, 2, 4, 23, 2), Date.UTC(2024, 2, 5, 0, 10),
+  ]);
+});
+
+t.test('an export of which no message is read is refused, naming the first line that is none', async (t) => {
+  const text = 'KakaoTalk Chats with Minho\nDate Saved : Mar 5, 2024, 9:46\n\n4 March 2024 20:54, Minho : Hi\n';
+  t.throws(() => parseKakaoTalk('KakaoTalkChats.txt', text), {
+    name: 'ChatImportError',
+    message: 'KakaoTalkChats.txt:4: not a KakaoTalk message line (its date and time, then the sender: "March 4, 2024, 8:54 PM, Ann : Hi", "[Ann] [8:54 PM] Hi"): "4 March 2024 20:54, Minho : Hi"',
+  });
+});
+
 t.test("a computer's export: days between dashes, notices on lines of their own, messages of several lines", async (t) => {
   const { files, summary } = await importInto(t.testdir(), [fixture('kakaotalk', 'pc-ko')], { me: ['Jane Doe'] });
   t.same(files, {
