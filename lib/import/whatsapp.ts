@@ -234,6 +234,11 @@ function alternatives(strings: readonly string[]): string {
   return strings.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
 }
 
+// The file an iPhone's export with media names, its kind (`kind`) after its number.
+function iPhoneFile(kind: string): string {
+  return `<[^<>:\\n]{1,30} ?: \\d{8}-${kind}[^<>\\n]*>`;
+}
+
 // An attachment, as any phone writes it: a language's placeholder, or one in angle brackets that ends in its
 // "omitted" (an older iPhone's "<\u200eimage omitted>" too); a file's name and "(file attached)". And "null", older
 // Android's photo or video to view once.
@@ -242,14 +247,19 @@ const MEDIA = new RegExp(
     `\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\)|null)$`,
   'i',
 );
-// An iPhone's attachment, whose words a direction mark opens (as it opens all the app's words there), alone or after
-// the document's name ("report.pdf • 3 pages \u200edocument omitted"): "image omitted" and the like, a document's
-// placeholder; and the file of an export with media, in the app's language ("<attached: 00000048-Template.docx>",
-// "<Anhang: ...>", "<pièce jointe : ...>"), numbered as WhatsApp numbers them, with or without the mark. The same
-// words typed, without the mark, are a message.
+// An iPhone's photo, video, voice message, GIF or sticker: its placeholder ("image omitted"), after a direction mark
+// as all the app's words there, or, in an export with media, its file in the app's language ("<attached:
+// 00000016-PHOTO-2024-03-04-18-40-00.jpg>", "<Anhang: ...>", "<pièce jointe : ...>"), numbered as WhatsApp numbers
+// them; either after the caption, if any, which is kept. The same words typed, without the mark, are a message.
 const IPHONE_MEDIA = new RegExp(
-  `^(?:(?:[^\\n]* )?[\u200e\u200f]+(?:(?:image|video|audio|sticker|GIF|Contact card|Video note) omitted|${alternatives(appWords('document'))})|` +
-    `(?:(?:[^\\n]* )?[\u200e\u200f]+)?<[^<>:\\n]{1,30} ?: \\d{8}-[^<>\\n]*>)$`,
+  `^([\\s\\S]*?)\\s*(?:[\u200e\u200f]+(?:image|video|audio|sticker|GIF|Contact card|Video note) omitted|` +
+    `[\u200e\u200f]*${iPhoneFile('(?:PHOTO|VIDEO|AUDIO|GIF|STICKER)-')})$`,
+  'i',
+);
+// An iPhone's document: its placeholder after a direction mark, alone or after the document's name ("report.pdf •
+// 3 pages \u200edocument omitted"), or its file, which may lack the mark. The name is no caption: dropped too.
+const IPHONE_DOCUMENT = new RegExp(
+  `^(?:(?:[^\\n]* )?[\u200e\u200f]+(?:${alternatives(appWords('document'))})|(?:(?:[^\\n]* )?[\u200e\u200f]+)?${iPhoneFile('')})$`,
   'i',
 );
 const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})[.。]?$`, 'i');
@@ -491,7 +501,11 @@ function readMessage(text: string, from: number, end: number, line: number, brac
   const newline = body.indexOf('\n');
   let kept = body;
   let dropped: DropReason | null = null;
-  if (MEDIA.test(firstLine.slice(afterMarks(firstLine, 0))) || IPHONE_MEDIA.test(firstLine)) {
+  const iPhoneMedia = IPHONE_MEDIA.exec(text.slice(bodyStart, end).trim());
+  if (iPhoneMedia) {
+    kept = iPhoneMedia[1].trim();
+    if (kept === '') dropped = 'media';
+  } else if (MEDIA.test(firstLine.slice(afterMarks(firstLine, 0))) || IPHONE_DOCUMENT.test(firstLine)) {
     kept = newline < 0 ? '' : body.slice(newline + 1).trim();
     if (kept === '') dropped = 'media';
   } else if (POLL.test(body)) dropped = 'media';

@@ -261,6 +261,22 @@ t.test("an iPhone's placeholders open with a direction mark: the same words type
   t.match(summary, { read: 17, kept: 8, dropped: { media: 5, call: 2, deleted: 1, unreadable: 1 } });
 });
 
+t.test("an iPhone's photo, video or voice message after its caption: the caption kept, on one line or several; a document's name is no caption", async (t) => {
+  const lines = [
+    '[3/4/24, 6:20:00 PM] Mom: Xd \u200eimage omitted',
+    '[3/4/24, 6:21:00 PM] Mom: Así quedan con el vivo rojo \u200e<adjunto: 00000056-PHOTO-2024-03-04-18-21-00.jpg>',
+    '[3/4/24, 6:22:00 PM] Mom: the kids at the lake',
+    'last summer \u200e<attached: 00000057-VIDEO-2024-03-04-18-22-00.mp4>',
+    '[3/4/24, 6:23:00 PM] Mom: \u200e<attached: 00000058-AUDIO-2024-03-04-18-23-00.opus>',
+    '[3/4/24, 6:24:00 PM] Mom: report.pdf \u2022 3 pages \u200e<attached: 00000059-report.pdf>',
+    '[3/4/24, 6:25:00 PM] Jane Doe: nice image omitted',
+    '',
+  ];
+  const { files, summary } = await importFolder(t, { 'WhatsApp Chat with Mom.txt': lines.join('\n') }, { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': ['0|Mom|Xd <EOM>', '0|Mom|Así quedan con el vivo rojo <EOM>', '0|Mom|the kids at the lake last summer <EOM>', '1|Mom|nice image omitted <EOM>'] });
+  t.match(summary, { read: 6, kept: 4, dropped: { media: 2 } });
+});
+
 t.test("on Android the iPhone's placeholder words are messages; its own placeholders, written without a mark, are not", async (t) => {
   const lines = [
     '04.03.24, 18:20 - Jane Doe: image omitted',
