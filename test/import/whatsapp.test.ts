@@ -312,6 +312,24 @@ t.test('placeholders of the app: a message not yet received, view-once media, po
   t.match(summary, { read: 7, kept: 3, dropped: { media: 3, unreadable: 1 } });
 });
 
+t.test('the edited mark in the languages of the phones that export most, after a direction mark on an iPhone; Brazil\'s newer deletions and missed calls', async (t) => {
+  const lines = [
+    '19/11/2021 15:56 - Ana: dale, descansá <Se editó este mensaje.>',
+    '19/11/2021 15:57 - Jane Doe: À demain <Ce message a été modifié>',
+    '19/11/2021 15:58 - Ana: vou sim <Mensagem editada>',
+    '19/11/2021 15:59 - Ana: Mensagem apagada',
+    '22/11/2021 07:24 - Ana: Ligação de voz perdida',
+    '22/11/2021 07:25 - Ana: Ligação de voz perdida? não vi',
+    '',
+  ];
+  const { files, summary } = await importFolder(t, { 'WhatsApp Chat with Ana.txt': lines.join('\n'), 'WhatsApp Chat - Mario.txt': '[02/04/26, 13:03:45] Mario: testo finale \u200e<Questo messaggio è stato modificato>\n[02/04/26, 13:04:00] Jane Doe: ok\n' }, { me: ['Jane Doe'] });
+  t.same(files, {
+    'ana.train': ['0|Ana|dale, descansá <EOM>', '1|Ana|À demain <EOM>', '0|Ana|vou sim <EOM>', '0|Ana|Ligação de voz perdida? não vi <EOM>'],
+    'mario.train': ['0|Mario|testo finale <EOM>', '1|Mario|ok <EOM>'],
+  });
+  t.match(summary, { read: 8, kept: 6, dropped: { deleted: 1, call: 1 } });
+});
+
 t.test('a group where one other member wrote: a group by its notices, left out with --no-groups', async (t) => {
   const exports = {
     'WhatsApp Chat with Family.txt': ['04/03/2024, 18:20 - Mom created group "Family"', '04/03/2024, 18:20 - Mom added you', '04/03/2024, 18:21 - Mom: dinner sunday?', '14/03/2024, 18:22 - Jane Doe: yes', ''].join('\n'),
