@@ -1,12 +1,14 @@
 // WhatsApp's "Export chat" text: Android and iOS lines, 12- and 24-hour clocks, locales' date orders, multi-line
 // messages, the app's notices, media and deletions, direction marks; the fixtures imported line by line.
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { ChatImportError } from '../../lib/import';
 import { parseWhatsApp } from '../../lib/import/whatsapp';
-import { fixture, importFolder, importInto } from './helpers';
+import { type Imported, fixture, importFolder, importInto } from './helpers';
 
 const iso = (time: number): string => new Date(time).toISOString().slice(0, 19);
+// Jane Doe's import of an export of her chat with Mom, its lines given.
+const importChatWithMom = (t: Test, lines: string[]): Promise<Imported> => importFolder(t, { 'WhatsApp Chat with Mom.txt': lines.join('\n') }, { me: ['Jane Doe'] });
 
 t.test('Android, en-US: 12-hour clock, notices and media dropped, multi-line messages joined, captions kept', async (t) => {
   const { files, summary } = await importInto(t.testdir(), [fixture('whatsapp', 'android-en-us')], { me: ['Jane Doe'] });
@@ -256,7 +258,7 @@ t.test("an iPhone's placeholders open with a direction mark: the same words type
     '[3/4/24, 6:42:00 PM] Mom: See you at 7 \u200e<This message was edited>',
     '',
   ];
-  const { files, summary } = await importFolder(t, { 'WhatsApp Chat with Mom.txt': lines.join('\n') }, { me: ['Jane Doe'] });
+  const { files, summary } = await importChatWithMom(t, lines);
   t.same(files, { 'mom.train': [...words.map((typed) => `1|Mom|${typed} <EOM>`), '0|Mom|See you at 7 <EOM>'] });
   t.match(summary, { read: 17, kept: 8, dropped: { media: 5, call: 2, deleted: 1, unreadable: 1 } });
 });
@@ -272,7 +274,7 @@ t.test("an iPhone's photo, video or voice message after its caption: the caption
     '[3/4/24, 6:25:00 PM] Jane Doe: nice image omitted',
     '',
   ];
-  const { files, summary } = await importFolder(t, { 'WhatsApp Chat with Mom.txt': lines.join('\n') }, { me: ['Jane Doe'] });
+  const { files, summary } = await importChatWithMom(t, lines);
   t.same(files, { 'mom.train': ['0|Mom|Xd <EOM>', '0|Mom|Así quedan con el vivo rojo <EOM>', '0|Mom|the kids at the lake last summer <EOM>', '1|Mom|nice image omitted <EOM>'] });
   t.match(summary, { read: 6, kept: 4, dropped: { media: 2 } });
 });
@@ -286,7 +288,7 @@ t.test("on Android the iPhone's placeholder words are messages; its own placehol
     '04.03.24, 18:24 - Mom: This message was deleted',
     '',
   ];
-  const { files, summary } = await importFolder(t, { 'WhatsApp Chat with Mom.txt': lines.join('\n') }, { me: ['Jane Doe'] });
+  const { files, summary } = await importChatWithMom(t, lines);
   t.same(files, { 'mom.train': ['1|Mom|image omitted <EOM>', '1|Mom|document manquant <EOM>'] });
   t.match(summary, { read: 5, kept: 2, dropped: { call: 1, media: 1, deleted: 1 } });
 });
