@@ -41,7 +41,8 @@ const AFTERNOON = new Set(['午後', '下午', '오후', 'م']);
 // caption); omitted: the last word of the app's other placeholders in angle brackets ("<View once voice message
 // omitted>"); attached: what follows a file's name in an export with media; document: an iPhone's placeholder for a
 // document, after its name and a direction mark; deleted: a message deleted, by another and by the user; edited: the mark after an edited message's text; group: what only a group's notices say (that it
-// was created or renamed, that the user was added to it); calls: a missed call, which Android writes as a message of
+// was created or renamed, that the user was added to it); location: the word before a location's map link, which
+// Android writes under the place's name and address; calls: a missed call, which Android writes as a message of
 // the caller; waiting: a message the phone could not yet decrypt when the chat was exported.
 interface AppWords {
   media?: readonly string[];
@@ -51,19 +52,21 @@ interface AppWords {
   deleted?: readonly string[];
   edited?: readonly string[];
   group?: readonly string[];
+  location?: readonly string[];
   calls?: readonly string[];
   waiting?: readonly string[];
 }
 
 const APP_WORDS: Readonly<Record<string, AppWords>> = {
   en: {
-    media: ['<Media omitted>'],
+    media: ['<Media omitted>', 'live location shared'],
     omitted: ['omitted'],
     attached: ['file attached'],
     document: ['document omitted'],
     deleted: ['This message was deleted', 'You deleted this message'],
     edited: ['<This message was edited>'],
     group: ['created group ', 'added you', 'You were added', 'changed the subject', "changed this group's icon", 'changed the group description', "joined using this group's invite link"],
+    location: ['location'],
     calls: ['Missed voice call', 'Missed video call'],
     waiting: ['Waiting for this message. This may take a while.'],
   },
@@ -272,6 +275,8 @@ const GROUP_NOTICE = new RegExp(alternatives(appWords('group')));
 const CALL = new RegExp(`^(?:${alternatives(appWords('calls'))})$`, 'i');
 // A message the phone could not yet decrypt when the chat was exported: its words are not in the export.
 const WAITING = new RegExp(`^(?:${alternatives(appWords('waiting'))})$`);
+// A location Android shares: its place's name and address, if any, each on a line, then its map link.
+const LOCATION = new RegExp(`^(?:[^\\n]*\\n){0,2}(?:${alternatives(appWords('location'))}): https://maps\\.google\\.com/\\?q=-?[\\d.]+,-?[\\d.]+$`);
 // A poll: "POLL:", its question, and an "OPTION:" line for each answer with its votes: no words of a conversation.
 const POLL = /^POLL:\n[^\n]*(?:\nOPTION: [^\n]*)+$/;
 // "WhatsApp Chat with Mom.txt" in the languages of the phones that export most, as the app's translations name it
@@ -512,7 +517,7 @@ function readMessage(text: string, from: number, end: number, line: number, brac
   } else if (MEDIA.test(firstLine.slice(afterMarks(firstLine, 0))) || IPHONE_DOCUMENT.test(firstLine)) {
     kept = newline < 0 ? '' : body.slice(newline + 1).trim();
     if (kept === '') dropped = 'media';
-  } else if (POLL.test(body)) dropped = 'media';
+  } else if (POLL.test(body) || LOCATION.test(body)) dropped = 'media';
   else if (appMayHaveWritten && DELETED.test(body)) dropped = 'deleted';
   else if (appMayHaveWritten && CALL.test(body)) dropped = 'call';
   else if (appMayHaveWritten && WAITING.test(body)) dropped = 'unreadable';

@@ -293,6 +293,21 @@ t.test("on Android the iPhone's placeholder words are messages; its own placehol
   t.match(summary, { read: 5, kept: 2, dropped: { call: 1, media: 1, deleted: 1 } });
 });
 
+t.test('a location Android shares, under its place\'s name and address, and a live location are media; a link typed in a message is kept', async (t) => {
+  const lines = [
+    '04.03.24, 18:20 - Mom: Helsinki Central Station',
+    'Kaivokatu 1, Helsinki',
+    'location: https://maps.google.com/?q=60.171000,24.941000',
+    '04.03.24, 18:21 - Mom: location: https://maps.google.com/?q=60.167850494384766,24.952964782714844',
+    '04.03.24, 18:22 - Mom: live location shared',
+    '04.03.24, 18:23 - Jane Doe: the location: https://maps.google.com/?q=60.17,24.94 is wrong',
+    '',
+  ];
+  const { files, summary } = await importChatWithMom(t, lines);
+  t.same(files, { 'mom.train': ['1|Mom|the location: https://maps.google.com/?q=60.17,24.94 is wrong <EOM>'] });
+  t.match(summary, { read: 4, kept: 1, dropped: { media: 3 } });
+});
+
 t.test('placeholders of the app: a message not yet received, view-once media, polls, the German edited mark', async (t) => {
   const dir = t.testdir({
     'WhatsApp Chat with Mom.txt': [
