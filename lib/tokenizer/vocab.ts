@@ -8,7 +8,7 @@ import path from 'node:path';
 import { GGUF_FILE, ggufFileIn, ggufVocabulary, openGguf } from '../formats/gguf';
 import { MAX_TOKEN_ID, MergeTable } from './bpe';
 import { type FileToWrite, textToWrite, writeFilesAtomic } from '../util/atomic_file';
-import { readJsonObject } from '../util/json_file';
+import { parseJsonAt, readJsonObject } from '../util/json_file';
 import { isJsonObject } from '../util/json_object';
 import { packageRoot } from '../util/package_root';
 import { quoted } from '../util/quoted';
@@ -95,14 +95,10 @@ function tokenizerJsonVocabulary(file: string): { encoder: Buffer; merges: Buffe
     encoder.set(token, id as number);
   }
   const added = Array.isArray(json.added_tokens) ? json.added_tokens : [];
-  added.forEach((entry, i) => {
-    if (!isJsonObject(entry) || typeof entry.content !== 'string' || !Number.isSafeInteger(entry.id)) throw refuse(`added_tokens[${i}]`, entry, 'must have a "content" string and an "id"');
-    const token = [...Buffer.from(entry.content, 'utf8')].map((b) => charOfByte[b]).join('');
-    const id = entry.id as number;
-    const held = encoder.get(token);
-    if (held !== undefined && held !== id) throw refuse(`added_tokens[${i}].id`, id, `${JSON.stringify(entry.content)} is token ${held} in model.vocab`);
-    encoder.set(token, id);
-  });
+  addTokens(encoder, added.map((entry, i) => {
+    if (!isJsonObject(entry) || typeof entry.content !== 'string') throw refuse(`added_tokens[${i}]`, entry, 'must have a "content" string and an "id"');
+    return { text: entry.content, id: entry.id, what: `field "added_tokens[${i}].id"` };
+  }), file, 'model.vocab');
   const mergesField = model.merges ?? [];
   if (!Array.isArray(mergesField)) throw refuse('model.merges', mergesField, 'must be a list of merges');
   // Older files write a merge as "a b", newer ones as ["a", "b"].
@@ -111,14 +107,53 @@ function tokenizerJsonVocabulary(file: string): { encoder: Buffer; merges: Buffe
     if (Array.isArray(m) && m.length === 2 && m.every((part) => typeof part === 'string')) return m.join(' ');
     throw refuse(`model.merges[${i}]`, m, 'must be "a b" or ["a", "b"]');
   });
-  const encoderJson = `{${[...encoder].map(([token, id]) => `${JSON.stringify(token)}:${JSON.stringify(id)}`).join(',')}}`;
-  return { encoder: Buffer.from(encoderJson), merges: Buffer.from(['#version: 0.2', ...merges, ''].join('\n')) };
+  return { encoder: encoderJsonBytes(encoder), merges: Buffer.from(['#version: 0.2', ...merges, ''].join('\n')) };
+}
+
+function encoderJsonBytes(encoder: ReadonlyMap<string, number>): Buffer {
+  return Buffer.from(`{${[...encoder].map(([token, id]) => `${JSON.stringify(token)}:${JSON.stringify(id)}`).join(',')}}`);
+}
+
+// Tokens a fine-tune added (its pad or chat tokens) joined to `encoder` (token -> id) at their ids, their text in
+// GPT-2's stand-ins for bytes. A token that is another id in `vocabName` already, or an id that is another token
+// there, is refused, naming the entry (`what`) in `file`: either would leave two tokens for one id or text.
+function addTokens(encoder: Map<string, number>, added: readonly { text: string; id: unknown; what: string }[], file: string, vocabName: string): void {
+  const tokenOfId = new Map([...encoder].map(([token, id]) => [id, token]));
+  for (const { text, id, what } of added) {
+    const refuse = (why: string): Error => new Error(`${file}: ${what} is ${quoted(id)}: ${why}`);
+    if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) > MAX_TOKEN_ID) throw refuse(`must be a token id, a whole number in 0..${MAX_TOKEN_ID}`);
+    const token = [...Buffer.from(text, 'utf8')].map((b) => charOfByte[b]).join('');
+    const held = encoder.get(token);
+    if (held !== undefined && held !== id) throw refuse(`${JSON.stringify(text)} is token ${held} in ${vocabName}`);
+    const other = tokenOfId.get(id as number);
+    if (other !== undefined && other !== token) {
+      throw refuse(`token ${id as number} is ${JSON.stringify(Buffer.from([...other].map((c) => byteOf(c.charCodeAt(0)))).toString('utf8'))} in ${vocabName}`);
+    }
+    encoder.set(token, id as number);
+    tokenOfId.set(id as number, token);
+  }
+}
+
+// transformers' slow-tokenizer save (and a fast tokenizer's, beside its tokenizer.json) keeps the tokens a fine-tune
+// added apart from vocab.json, as {"<|im_end|>": 50258, ...}.
+export const ADDED_TOKENS_FILE = 'added_tokens.json';
+
+// vocab.json's bytes with the tokens of an added_tokens.json beside it; as they are without one.
+function withAddedTokens(encoderPath: string, encoderBytes: Buffer): Buffer {
+  const file = path.join(path.dirname(encoderPath), ADDED_TOKENS_FILE);
+  if (path.basename(encoderPath) !== HUGGING_FACE.encoder || !fs.existsSync(file)) return encoderBytes;
+  const added = readJsonObject(file);
+  const vocab = parseJsonAt(encoderPath, encoderBytes.toString('utf8'));
+  if (!isJsonObject(vocab)) throw new Error(`${encoderPath}: must be a JSON object of token -> id`);
+  const encoder = new Map(Object.entries(vocab) as [string, number][]);
+  addTokens(encoder, Object.entries(added).map(([text, id]) => ({ text, id, what: `key ${JSON.stringify(text)}` })), file, HUGGING_FACE.encoder);
+  return encoderJsonBytes(encoder);
 }
 
 // The two files' bytes, or what they would hold for a tokenizer.json or a GGUF file's vocabulary.
 export function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buffer } {
   if (isTokenizerJson(files)) return tokenizerJsonVocabulary(files.encoderPath);
-  if (!isGguf(files)) return { encoder: readBytes(files.encoderPath), merges: readBytes(files.mergesPath) };
+  if (!isGguf(files)) return { encoder: withAddedTokens(files.encoderPath, readBytes(files.encoderPath)), merges: readBytes(files.mergesPath) };
   const g = openGguf(files.encoderPath);
   try {
     const vocabulary = ggufVocabulary(g);

@@ -7,6 +7,7 @@ import r50kBase from 'js-tiktoken/ranks/r50k_base';
 import t from 'tap';
 import { findVocabulary } from '../../lib/formats/model_folder';
 import { bundledVocabularyDir, loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
+import { MAX_TOKEN_ID } from '../../lib/tokenizer/bpe';
 
 const TOY = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tokenizer', 'toy');
 
@@ -46,6 +47,36 @@ t.test("Hugging Face's layout (vocab.json + merges.txt) loads the same vocabular
   fs.copyFileSync(path.join(bundledVocabularyDir(), 'vocab.bpe'), path.join(dir, 'merges.txt'));
   const text = "Hugging Face's layout: same bytes, same tokens. 12345 ☃";
   t.same(loadTokenizer(dir).encode(text, { allowSpecial: false }), loadTokenizer().encode(text, { allowSpecial: false }));
+});
+
+t.test("added_tokens.json beside vocab.json + merges.txt (transformers' save of a fine-tune's tokens) joins the vocabulary; a clash is refused, naming the file and key", async (t) => {
+  const root = tempDir(t);
+  const hfLayout = (name: string, added: Record<string, unknown>): string => {
+    const dir = path.join(root, name);
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(bundledVocabularyDir(), 'encoder.json'), path.join(dir, 'vocab.json'));
+    fs.copyFileSync(path.join(bundledVocabularyDir(), 'vocab.bpe'), path.join(dir, 'merges.txt'));
+    fs.writeFileSync(path.join(dir, 'added_tokens.json'), JSON.stringify(added));
+    return dir;
+  };
+  const chatml = hfLayout('chatml', { '<|im_start|>': 50257, '<|im_end|>': 50258 });
+  const warnings: string[] = [];
+  const tokenizer = modelTokenizer({ dir: chatml, vocab: findVocabulary(chatml), config: { nLayer: 1, nHead: 1, nEmbd: 4, nCtx: 8, vocabSize: 50259 } }, (w) => warnings.push(w));
+  t.same(warnings, []);
+  t.equal(tokenizer.vocabSize, 50259);
+  t.equal(tokenizer.decode([50258, 50257]), '<|im_end|><|im_start|>', 'the added tokens decode to their text');
+  const text = 'vocab.json with added tokens: same bytes, same tokens. ☃ <|endoftext|>';
+  t.same(tokenizer.encode(text, { allowSpecial: true }), loadTokenizer().encode(text, { allowSpecial: true }), 'and text encodes as before');
+
+  const refused: [string, Record<string, unknown>, string][] = [
+    ['text-held', { hello: 50257 }, 'key "hello" is 50257: "hello" is token 31373 in vocab.json'],
+    ['id-held', { '<|im_end|>': 31373 }, 'key "<|im_end|>" is 31373: token 31373 is "hello" in vocab.json'],
+    ['not-an-id', { '<|im_end|>': '50257' }, `key "<|im_end|>" is "50257": must be a token id, a whole number in 0..${MAX_TOKEN_ID}`],
+  ];
+  for (const [name, added, message] of refused) {
+    const dir = hfLayout(name, added);
+    t.throws(() => loadTokenizer(dir), { message: `${path.join(dir, 'added_tokens.json')}: ${message}` }, name);
+  }
 });
 
 // GPT-2's vocabulary as the tokenizers library saves it in tokenizer.json (openai-community/gpt2's layout), with
@@ -100,6 +131,7 @@ t.test('a tokenizer.json alone loads the same vocabulary, with a fine-tune\'s ad
     ['prefix-space', (json) => { (json.pre_tokenizer as Record<string, unknown>).add_prefix_space = true; }, 'field "pre_tokenizer.add_prefix_space" is true: GPT-2 adds no space before the text (false)'],
     ['metaspace', (json) => { json.pre_tokenizer = { type: 'Metaspace' }; }, 'field "pre_tokenizer" is {"type":"Metaspace"}: GPT-2 splits text as the ByteLevel pre-tokenizer does'],
     ['clashing-id', (json) => { (json.added_tokens as object[]).push({ id: 7, content: 'hello' }); }, 'field "added_tokens[1].id" is 7: "hello" is token 31373 in model.vocab'],
+    ['taken-id', (json) => { (json.added_tokens as object[]).push({ id: 31373, content: '<|pad|>' }); }, 'field "added_tokens[1].id" is 31373: token 31373 is "hello" in model.vocab'],
   ];
   for (const [name, edit, message] of refused) {
     const dir = writeTokenizerJson(path.join(root, name), edit);
