@@ -42,11 +42,15 @@
 //   chat                                          what makes it a chat model ({audiences, template}), as its
 //                                                 folder recorded it: what save writes unless given `chat`
 //                                                 (chatRecordOf(audiences, answerAs) makes one).
+//   generationConfig                              the folder's generation_config.json ({file, defaults, ignored}):
+//                                                 the sampling defaults a Generator takes where a request sets none
+//                                                 (docs/models.md), which save writes back; null without one.
 //   saveAdapter(dir)                              a model with `lora`: its adapter, in PEFT's layout.
 //   memory(), dispose()                           bytes by kind; free the native memory now (once the calls on
 //                                                 the model have settled).
 export { Model, WEIGHTS_FILE, CONFIG_FILE, hfConfigJson } from './engine/model';
 export type { GPT2Config, LoraOptions, ModelAdapter, ModelLora, ModelLoadOptions, ModelOptions } from './engine/model';
+export type { GenerationConfig, GenerationDefaults } from './formats/generation_config';
 export { loadAddon } from './engine/native';
 export type {
   DeviceRequest,

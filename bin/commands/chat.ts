@@ -7,10 +7,13 @@ import { AUDIENCE_RULE } from '../../lib/data/chat_format';
 import { trainedAudiences } from '../../lib/formats/chat_record';
 import { untrainedAudience } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
-import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
+import { checkSeed, commandError, modelDefault, samplingFlags, samplingOptions, type SamplingDefaults } from './sampling_flags';
 import { adapterOverOtherBase, resolveModel } from '../../lib/formats/resolve_model';
 import { commandLine } from './command_line';
 import { quoted } from '../../lib/util/quoted';
+
+const SAMPLING_DEFAULTS: SamplingDefaults = { temperature: 0.8, top_k: 40, penalize: 0.85, seed: 'random seed: the same seed and messages give the same replies' };
+const DEFAULT_LENGTH = 64;
 
 async function ask(rl: readline.Interface, lines: AsyncIterator<string>, question: string): Promise<string | null> {
   rl.setPrompt(question);
@@ -39,11 +42,11 @@ async function main(): Promise<void> {
     .option('restore_from', { type: 'string', describe: 'a model folder to chat with instead: a checkpoint, or a training run folder (its latest checkpoint)' })
     .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors; a bin/train --lora_rank run folder: its latest checkpoint, or <run>/best), merged into the model as it loads' })
     .option('audience', { type: 'string', describe: "who the model plays (default: offered from the model's training record)" })
-    .option('length', { type: 'number', default: 64, describe: 'tokens per reply at most' })
-    .options(samplingFlags({ temperature: 0.8, top_k: 40, penalize: 0.85, seed: 'random seed: the same seed and messages give the same replies' }))
+    .option('length', { type: 'number', describe: `tokens per reply at most ${modelDefault(DEFAULT_LENGTH)}` })
+    .options(samplingFlags(SAMPLING_DEFAULTS))
     .options(COMPUTE_FLAGS)
     .check((a) => {
-      if (!Number.isInteger(a.length) || a.length < 1) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
+      if (a.length !== undefined && (!Number.isInteger(a.length) || a.length < 1)) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
       if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${quoted(a.audience)}`);
       checkSeed(a.seed);
       return true;
@@ -77,10 +80,11 @@ async function main(): Promise<void> {
   try {
     const audience = await chooseAudience(rl, lines, audiences);
     if (audience === null) return;
+    const maxTokens = argv.length ?? gen.model.generationConfig?.defaults.maxTokens ?? DEFAULT_LENGTH;
     const session = new ChatSession(gen, {
       audience,
-      maxTokens: argv.length,
-      ...samplingOptions(argv),
+      maxTokens,
+      ...samplingOptions(argv, SAMPLING_DEFAULTS, gen.model),
     });
     process.stdout.write(`Talking to ${audience}. /reset starts over, /quit leaves.\n`);
     for (let turn = 0; !quitting; ) {
@@ -104,7 +108,7 @@ async function main(): Promise<void> {
         });
         // as the chat page says it
         if (reply.text === '') process.stdout.write(`(${audience} sent nothing back)`);
-        if (reply.finishReason === 'length') process.stdout.write(` (cut short: the reply reached --length, ${argv.length} tokens)`);
+        if (reply.finishReason === 'length') process.stdout.write(` (cut short: the reply reached --length, ${maxTokens} tokens)`);
       } catch (err) {
         if (!(err instanceof MessageTooLongError)) throw err;
         process.stdout.write(`(${err.message})`);

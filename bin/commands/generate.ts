@@ -7,7 +7,7 @@ import { adapterOverOtherBase, resolveModel } from '../../lib/formats/resolve_mo
 import { Generator, GenerateOptions, Grammar, seedOf } from '../../lib/generate';
 import { trainedAudiences } from '../../lib/formats/chat_record';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
-import { checkSeed, commandError, samplingFlags, samplingOptions } from './sampling_flags';
+import { checkSeed, commandError, modelDefault, samplingFlags, samplingOptions, type SamplingDefaults } from './sampling_flags';
 import { commandLine } from './command_line';
 
 interface SampleArgs {
@@ -19,6 +19,7 @@ interface SampleArgs {
 }
 
 const RULE = '='.repeat(40);
+const SAMPLING_DEFAULTS: SamplingDefaults = { temperature: 1, top_k: 0, penalize: 0, seed: 'random seed: the same seed gives the same samples, and another seed none of them' };
 
 // A --prompt of one word with a file's extension or a folder in it ("chat.trian", "data/mom.txt") that names no
 // file is most likely a mistyped path, which would otherwise be sampled from silently as text.
@@ -119,8 +120,8 @@ async function main(): Promise<void> {
     .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors; a bin/train --lora_rank run folder: its latest checkpoint, or <run>/best), merged into the model as it loads' })
     .option('nsamples', { type: 'number', default: 1, describe: 'number of samples' })
     .option('batch_size', { type: 'number', default: 1, describe: 'samples decoded together (nsamples need not be a multiple)' })
-    .option('length', { type: 'number', describe: 'tokens per sample at most (default: half the context)' })
-    .options(samplingFlags({ temperature: 1, top_k: 0, penalize: 0, seed: 'random seed: the same seed gives the same samples, and another seed none of them' }))
+    .option('length', { type: 'number', describe: `tokens per sample at most ${modelDefault('half the context')}` })
+    .options(samplingFlags(SAMPLING_DEFAULTS))
     .option('prompt', { type: 'string', describe: 'prompt text, or a file holding it' })
     .option('interactive', { type: 'boolean', default: false, describe: 'ask for prompts on stdin' })
     .option('stop', { type: 'string', array: true, describe: `end a sample where this text appears (repeatable; default for a model trained on chat logs: ${END_OF_MESSAGE}, --stop '' for none)` })
@@ -174,7 +175,7 @@ async function main(): Promise<void> {
     batchSize: argv.batch_size,
     length: argv.length,
     seed: argv.seed,
-    options: { ...samplingOptions(argv), stop, grammar },
+    options: { ...samplingOptions(argv, SAMPLING_DEFAULTS, gen.model), stop, grammar },
   };
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());

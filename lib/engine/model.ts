@@ -25,6 +25,7 @@ import type { Tokenizer } from '../tokenizer/tokenizer';
 import { vocabularyFiles } from '../tokenizer/vocab';
 import { textToWrite, writeFilesAtomic } from '../util/atomic_file';
 import { chatRecordToWrite, type ChatRecord, NO_CHAT, readChatRecord } from '../formats/chat_record';
+import { GENERATION_CONFIG_FILE, type GenerationConfig, readGenerationConfig } from '../formats/generation_config';
 import { Rng } from '../util/rng';
 import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
@@ -344,6 +345,9 @@ export class Model {
   // What makes it a chat model, as the folder it loaded from (or the adapter merged into it) records it; NO_CHAT for
   // a created model. save writes it, so that a chat model saved is served and exported as the chat model it was.
   readonly chat: ChatRecord;
+  // The sampling defaults of the folder's generation_config.json (formats/generation_config.ts), which a Generator
+  // takes where a request sets none, and save writes back; null where it has none, and for a created model.
+  readonly generationConfig: GenerationConfig | null;
   readonly adapter: ModelAdapter | null;
   readonly lora: ModelLora | null;
   readonly tensors: readonly NativeTensorInfo[];
@@ -357,9 +361,10 @@ export class Model {
   private pending = 0;
   private weightChanges = 0;
 
-  private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource, chat: ChatRecord, adapter: PeftAdapter | null = null, base: string | null = null) {
+  private constructor(config: GPT2Config, private readonly options: ModelOptions, source: ConfigSource, chat: ChatRecord, generationConfig: GenerationConfig | null, adapter: PeftAdapter | null = null, base: string | null = null) {
     this.config = { ...config };
     this.chat = chat;
+    this.generationConfig = generationConfig;
     this.adapter = adapter && { dir: adapter.dir, config: adapter.config };
     this.lora = options.lora ? checkLora(options.lora, base) : null;
     const nativeOptions = nativeOptionsOf(options);
@@ -382,7 +387,8 @@ export class Model {
     const folder = typeof dir === 'string' ? inspectModelFolder(dir) : dir;
     const adapter = adapterDir === undefined ? null : readPeftAdapter(adapterDir);
     const chat = readChatRecord(folder.dir, adapter === null || modelOptions.lora ? undefined : adapter.dir);
-    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, modelOptions, chat, adapter, path.resolve(folder.dir));
+    const generation = folder.config === null ? null : readGenerationConfig(folder.dir, folder.config.vocabSize);
+    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, modelOptions, chat, generation, adapter, path.resolve(folder.dir));
     if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
       throw new Error(`${folder.dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${folder.dir} <output folder>\``);
     }
@@ -394,7 +400,7 @@ export class Model {
     const file = openSafetensorsWeights(folder.weights);
     let model: Model | null = null;
     try {
-      model = new Model(folder.config, modelOptions, source, chat, modelOptions.lora ? null : adapter, path.resolve(folder.dir));
+      model = new Model(folder.config, modelOptions, source, chat, generation, modelOptions.lora ? null : adapter, path.resolve(folder.dir));
       await model.loadWeights(file, folder.configFile, deltas);
       if (modelOptions.lora) model.startAdapter(adapter);
       return model;
@@ -409,7 +415,7 @@ export class Model {
   // A GGUF file of llama.cpp's "gpt2" architecture (formats/gguf.ts): the config from its metadata, the tensors by
   // llama.cpp's names, quantized ones expanded to float32 as ggml expands them (formats/ggml_quants.ts; q8_0's are
   // quantized again into the very same blocks when the model stores q8_0).
-  private static async loadGguf(file: string, options: ModelOptions, chat: ChatRecord, adapter: PeftAdapter | null, base: string): Promise<Model> {
+  private static async loadGguf(file: string, options: ModelOptions, chat: ChatRecord, generation: GenerationConfig | null, adapter: PeftAdapter | null, base: string): Promise<Model> {
     const g = openGguf(file);
     let model: Model | null = null;
     try {
@@ -420,7 +426,7 @@ export class Model {
       }
       const source: ConfigSource = { where: file, fieldName: (key) => GGUF_FIELDS[key] };
       const deltas = mergedDeltas(adapter, config, source, options);
-      model = new Model(config, options, source, chat, options.lora ? null : adapter, base);
+      model = new Model(config, options, source, chat, generation, options.lora ? null : adapter, base);
       await model.loadGgufWeights(g, deltas);
       if (options.lora) model.startAdapter(adapter);
       return model;
@@ -435,7 +441,7 @@ export class Model {
   static create(config: GPT2Config, options: ModelOptions & { seed?: number } = {}): Model {
     checkConfig(CREATED.where, config);
     const { seed = 0, ...nativeOptions } = options;
-    const model = new Model(config, nativeOptions, CREATED, NO_CHAT);
+    const model = new Model(config, nativeOptions, CREATED, NO_CHAT, null);
     const rng = new Rng(seed);
     const residualStd = 0.02 / Math.sqrt(2 * config.nLayer);
     for (const t of model.tensors) {
@@ -701,8 +707,9 @@ export class Model {
 
   // ---- files ----
 
-  // config.json and model.safetensors (float32), and the chat record (`chat`, by default the model's own: the
-  // audiences in audiences.json, an earlier model's there removed), written together (writeFilesAtomic): a failure
+  // config.json and model.safetensors (float32), the chat record (`chat`, by default the model's own: the
+  // audiences in audiences.json, an earlier model's there removed) and the generation_config.json the model was loaded
+  // with (one left there by another model removed), written together (writeFilesAtomic): a failure
   // leaves a folder's files as they were. onProgress after each tensor, with the bytes written so far. With
   // `tokenizer`, its vocabulary too, with the chat template, so that the folder loads with the vocabulary the model
   // was trained on rather than GPT-2's with a warning.
@@ -727,12 +734,15 @@ export class Model {
         },
       }));
       const record = chatRecordToWrite(dir, chat, tokenizer !== undefined);
+      const generationFile = path.join(dir, GENERATION_CONFIG_FILE);
+      const generation = this.generationConfig;
       await writeFilesAtomic([
         safetensorsToWrite(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' }),
         textToWrite(path.join(dir, CONFIG_FILE), `${JSON.stringify(hfConfigJson(this.config), null, 2)}\n`),
         ...record.write,
+        ...(generation ? [textToWrite(generationFile, `${JSON.stringify(generation.json, null, 2)}\n`)] : []),
         ...(tokenizer ? vocabularyFiles(tokenizer.vocab, dir, { nCtx: this.config.nCtx, ...(chat.template !== null && { chatTemplate: chat.template }) }) : []),
-      ], record.remove);
+      ], generation ? record.remove : [...record.remove, generationFile]);
     });
   }
 

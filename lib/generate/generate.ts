@@ -9,10 +9,11 @@
 //   1. The prompt is encoded (an empty prompt is <|endoftext|>: unconditional text) and fed to the model in one
 //      pass (prefill) that fills the request's KV-cache slot and gives the logits of the next token.
 //   2. Each step samples a token per request in native code (repetition penalty, logit biases, temperature,
-//      top-k, top-p; a per-request RNG seeded from `seed`, so the same seed gives the same text whatever the
-//      thread count or whichever other requests share the batch), feeds it back, and decodes it to text.
-//   3. The request ends at <|endoftext|>, a stop sequence (the text is cut where it begins), maxTokens, its
-//      signal or its deadline.
+//      top-k, top-p; those a request leaves out as the model folder's generation_config.json sets them, where it
+//      has one; a per-request RNG seeded from `seed`, so the same seed gives the same text whatever the thread
+//      count or whichever other requests share the batch), feeds it back, and decodes it to text.
+//   3. The request ends at its end of text (<|endoftext|>, or the model's own: Generator.stopTokens), a stop
+//      sequence (the text is cut where it begins), maxTokens, its signal or its deadline.
 //   4. When prompt plus output would pass the model's context (nCtx), the request keeps its most recent
 //      nCtx / 2 tokens and prefills them again (Sequence.nextFeed), and goes on.
 import { Model, type ServedAdapter } from '../engine/model';
@@ -28,9 +29,9 @@ import type { TokenLogprob } from './logprobs';
 import type { Grammar } from './grammar';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
-  maxTokens?: number;   // default nCtx / 2, as bin/generate's --length
+  maxTokens?: number;   // default the model's max_new_tokens (generation_config.json), else nCtx / 2, as bin/generate's --length
   stop?: string[];
-  stopTokens?: ArrayLike<number>;  // default [<|endoftext|>]
+  stopTokens?: ArrayLike<number>;  // default Generator.stopTokens: <|endoftext|>, or the model's own end of text
   seed?: number | bigint;
   signal?: AbortSignal;
   deadline?: number;
@@ -87,6 +88,7 @@ export class Generator {
       trainable: false,
       adapter: options.adapter === undefined ? undefined : checkpointFolder(modelDir(options.adapter)),
     });
+    for (const ignored of model.generationConfig?.ignored ?? []) console.warn(`warning: ${ignored}`);
     const generator = new Generator(model, tokenizer, options);
     generator.ownsModel = true;
     return generator;
@@ -165,15 +167,33 @@ export class Generator {
     if (this.ownsModel) this.model.dispose();
   }
 
+  // The tokens that end a text unless a request names its own: the model's generation_config.json's eos_token_id,
+  // <|endoftext|> without one.
+  get stopTokens(): number[] {
+    return this.model.generationConfig?.defaults.stopTokens ?? [this.tokenizer.eotToken];
+  }
+
   private request(prompt: string | ArrayLike<number>, options: GenerateOptions): BatchRequest {
     const { temperature, topK, topP, minP, penalize, logitBias, presencePenalty, frequencyPenalty, maxTokens, ...rest } = options;
-    const given = { temperature, topK, topP, minP, penalize, logitBias, presencePenalty, frequencyPenalty };
-    const sampling = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as Partial<SamplingOptions>;
+    const defaults = this.model.generationConfig?.defaults;
     return {
       ...rest,
+      stopTokens: rest.stopTokens ?? this.stopTokens,
       promptTokens: typeof prompt === 'string' ? this.encode(prompt) : prompt,
-      maxTokens: maxTokens ?? Math.floor(this.model.config.nCtx / 2),
-      sampling,
+      maxTokens: maxTokens ?? defaults?.maxTokens ?? Math.floor(this.model.config.nCtx / 2),
+      sampling: { ...modelSampling(this.model), ...definedFields({ temperature, topK, topP, minP, penalize, logitBias, presencePenalty, frequencyPenalty }) },
     };
   }
+}
+
+// The fields that are set, for settings given with some left out to go over others.
+export function definedFields<T extends object>(fields: T): Partial<T> {
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+// The sampling settings the model's generation_config.json sets (Model.generationConfig), which a request's own go
+// over.
+export function modelSampling(model: Model): Partial<SamplingOptions> {
+  const { temperature, topK, topP, minP, penalize } = model.generationConfig?.defaults ?? {};
+  return definedFields({ temperature, topK, topP, minP, penalize });
 }

@@ -162,6 +162,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     if (untrained !== null) log('warn', `model "${m.key}" answers as "${m.audience}": ${untrained}`, { model: m.key, audiences: m.audiences });
     const otherBase = m.adapter === null ? null : adapterOverOtherBase(m.adapter, readLoraConfig(path.join(m.adapter, ADAPTER_CONFIG_FILE)).baseModel, resolveModelSource(m).dir);
     if (otherBase !== null) log('warn', `model "${m.key}": ${otherBase}`, { model: m.key });
+    for (const ignored of m.ignoredGeneration) log('warn', `model "${m.key}": ${ignored}`, { model: m.key });
   };
   const loader = gpt2Loader(config.models, { threads: config.threads, batchSlots: config.batchSlots, reusePrefixes: config.prefixReuse, warn: (message, fields) => log('warn', message, fields) });
   // A model larger than the whole budget could never load: its requests would all be refused.

@@ -17,7 +17,10 @@ import { CHATBOT_SANITIZERS } from '../sanitize';
 import { readJsonFile } from '../util/json_file';
 import { HttpError } from './errors';
 import type { DebugLogging } from './log';
-import { weightsKey } from './model_source';
+import { resolveModelSource, weightsKey } from './model_source';
+import type { ModelFolder } from '../formats/model_folder';
+import { readGenerationConfig } from '../formats/generation_config';
+import { definedFields } from '../generate/generate';
 import { isJsonObject } from '../util/json_object';
 import { fail, SettingError } from '../util/setting_error';
 
@@ -58,8 +61,9 @@ export interface ModelConfig {
   audience: string;
   audiences: string[];              // those its chat data talks to, most messages first; [] when not trained on chat
   systemMessages: SystemMessages;
-  sampling: SamplingDefaults;
-  lengthSet: boolean;               // sampling.length is the config's; else ORIGINAL_SAMPLING's, at most n_ctx / 2 when served
+  sampling: SamplingDefaults;       // the config's, over those of the folder's generation_config.json, over ORIGINAL_SAMPLING
+  lengthSet: boolean;               // sampling.length is the config's or the folder's; else ORIGINAL_SAMPLING's, at most n_ctx / 2 when served
+  ignoredGeneration: string[];      // a warning for each field of the folder's generation_config.json that dixie does not honour
   weightDtype: WeightDType;
   device: DeviceRequest | null;     // null: the server's --device
   precision: Precision | null;      // null: the server's --precision
@@ -264,6 +268,7 @@ function readModel(raw: unknown, where: string, baseDir: string): ModelConfig {
     systemMessages: systemMessages as SystemMessages,
     sampling: readSampling(sampling, `${where}.sampling`, ORIGINAL_SAMPLING),
     lengthSet: sampling.length !== undefined,
+    ignoredGeneration: [],
     weightDtype,
     device,
     precision,
@@ -366,6 +371,25 @@ function resolveBase(m: ModelConfig, all: readonly ModelConfig[], baseDir: strin
   Object.assign(m, { modelName: named.modelName, restoreFrom: named.restoreFrom, weightDtype: named.weightDtype, device: named.device, precision: named.precision });
 }
 
+// The sampling defaults of the entry's model folder (its generation_config.json) under the entry's own (`given`, its
+// "sampling"), as transformers and vLLM take them. A folder that cannot be resolved now is left to the start's check
+// of the entry, which says why.
+function takeFolderSampling(m: ModelConfig, given: Raw = {}): void {
+  let folder: ModelFolder;
+  try {
+    folder = resolveModelSource(m);
+  } catch {
+    return;
+  }
+  const generation = folder.config === null ? null : readGenerationConfig(folder.dir, folder.config.vocabSize);
+  if (generation === null) return;
+  const { maxTokens, temperature, topK, topP, minP, penalize } = generation.defaults;
+  const fromFolder = definedFields({ length: maxTokens, temperature, topK, topP, minP, penalize });
+  m.sampling = readSampling(given, `${m.where}.sampling`, { ...ORIGINAL_SAMPLING, ...fromFolder });
+  m.lengthSet ||= maxTokens !== undefined;
+  m.ignoredGeneration = generation.ignored;
+}
+
 // Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths.
 export function validateServerConfig(raw: unknown, source: string, baseDir: string): ServerConfig {
   if (!isJsonObject(raw)) fail(source, 'a JSON object', raw);
@@ -380,6 +404,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     seen.add(m.key);
   });
   for (const m of parsed) resolveBase(m, parsed, baseDir);
+  parsed.forEach((m, i) => takeFolderSampling(m, (models[i] as Raw).sampling as Raw | undefined));
   // Entries that differ only in how they serve a model (audience, sanitizer, sampling) load it once between them.
   for (const m of parsed) m.sharesWeights = m.adapter === null && parsed.some((o) => o !== m && o.adapter === null && weightsKey(o) === weightsKey(m));
   const debug = raw.debug;

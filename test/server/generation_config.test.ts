@@ -1,0 +1,54 @@
+// A served model folder's generation_config.json over real HTTP on 127.0.0.1: a request's own sampling fields, then the
+// config's "sampling" for the model, then the folder's file, then the server's defaults.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { Model } from '../../lib/engine/model';
+import { request, startServer, tempDir, TINY } from './helpers';
+
+const PROMPT = 'How big is the earth?';
+
+async function complete(url: string, body: Record<string, unknown>): Promise<{ text: string; tokens: number }> {
+  const r = await request(`${url}/v1/completions`, { body: { prompt: PROMPT, ...body } });
+  if (r.status !== 200) throw new Error(`${r.status}: ${r.text}`);
+  const json = r.json() as { choices: { text: string }[]; usage: { completion_tokens: number } };
+  return { text: json.choices[0].text, tokens: json.usage.completion_tokens };
+}
+
+t.test('/v1/completions: the folder\'s defaults where neither the request nor the config sets one', async (t) => {
+  const dir = tempDir('generation-config');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  for (const name of ['plain', 'greedy']) {
+    const model = Model.create(TINY, { seed: 1, trainable: false });
+    await model.save(path.join(dir, name));
+    model.dispose();
+  }
+  fs.writeFileSync(path.join(dir, 'greedy', 'generation_config.json'), JSON.stringify({ do_sample: false, max_new_tokens: 6, num_beams: 2 }));
+  const srv = await startServer({
+    models: [
+      { key: 'plain', restore_from: 'plain' },
+      { key: 'folder', restore_from: 'greedy' },
+      { key: 'configured', restore_from: 'greedy', sampling: { temperature: 1 } },
+    ],
+  }, dir);
+  t.teardown(() => srv.close());
+
+  const greedy = await complete(srv.url, { model: 'plain', temperature: 0, max_tokens: 6, seed: 1 });
+  t.same(await complete(srv.url, { model: 'folder', seed: 1 }), greedy, 'do_sample false and max_new_tokens 6: the greedy 6 tokens');
+  t.same(await complete(srv.url, { model: 'folder', seed: 2 }), greedy, 'whatever the seed');
+  const sampled = await complete(srv.url, { model: 'plain', temperature: 1, max_tokens: 6, seed: 5 });
+  t.not(sampled.text, greedy.text, 'the test model samples other text at temperature 1');
+  t.same(await complete(srv.url, { model: 'folder', temperature: 1, seed: 5 }), sampled, 'a request\'s temperature wins');
+  t.same(await complete(srv.url, { model: 'configured', seed: 5 }), sampled, 'the config\'s temperature wins over the folder\'s, its length comes from the folder');
+
+  const list = (await request(`${srv.url}/models/list`)).json() as { models: { model_key: string; sampling: Record<string, number> }[] };
+  t.match(list.models.find((m) => m.model_key === 'folder')?.sampling, { length: 6, temperature: 0, top_k: 40 }, '/models/list shows the defaults served: the folder\'s over the server\'s');
+  const warned = srv.logs.filter((l) => l.level === 'warn' && String(l.msg).includes('generation_config.json')).map((l) => l.msg);
+  t.same(warned.length, 2, 'the field dixie does not honour is warned of once for each entry of the folder');
+  t.match(warned[0], `model "folder": ${path.join(dir, 'greedy', 'generation_config.json')}: field "num_beams" is 2, which dixie does not honour`);
+
+  fs.writeFileSync(path.join(dir, 'greedy', 'generation_config.json'), JSON.stringify({ top_k: -1 }));
+  const refused = startServer({ models: [{ key: 'folder', restore_from: 'greedy' }] }, dir);
+  refused.then((started) => started.close(), () => undefined);  // a server that started after all must not hold the test open
+  await t.rejects(refused, { message: `${path.join(dir, 'greedy', 'generation_config.json')}: field "top_k" must be an integer >= 0 (0: off), got -1` }, 'a bad value stops the start, naming the file and field');
+});
