@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AudienceCount } from '../data/chat_check';
 import { chatTemplate, isAudience } from '../data/chat_format';
-import { TOKENIZER_CONFIG_FILE } from '../tokenizer/vocab';
+import { TOKENIZER_CONFIG_FILE, tokenizerConfig } from '../tokenizer/vocab';
 import { type FileToWrite, textToWrite } from '../util/atomic_file';
 import { readJsonObject } from '../util/json_file';
 import { GGUF_AUDIENCES_KEY, GGUF_CHAT_TEMPLATE_KEY, type GgufValue, ggufFileIn, openGguf } from './gguf';
@@ -51,18 +51,6 @@ export function readChatRecord(dir: string, adapter?: string): ChatRecord {
 function folderTemplate(dir: string): string | null {
   const template = tokenizerConfig(dir)?.chat_template ?? ggufMetadata(dir, GGUF_CHAT_TEMPLATE_KEY)?.value;
   return typeof template === 'string' ? template : null;
-}
-
-// A folder's tokenizer_config.json; null where there is none, or where it cannot be read: no load reads anything else
-// of it, and a model folder loaded before with a broken one (a download cut short) still loads.
-function tokenizerConfig(dir: string): Record<string, unknown> | null {
-  const file = path.join(dir, TOKENIZER_CONFIG_FILE);
-  if (!fs.existsSync(file)) return null;
-  try {
-    return readJsonObject(file);
-  } catch {
-    return null;
-  }
 }
 
 // A metadata value of the GGUF file a folder's model is read from (none where safetensors are beside it), with that

@@ -167,10 +167,11 @@ export class Generator {
     if (this.ownsModel) this.model.dispose();
   }
 
-  // The tokens that end a text unless a request names its own: the model's generation_config.json's eos_token_id,
-  // <|endoftext|> without one.
+  // The tokens that end a text unless a request names its own: the model's generation_config.json's eos_token_id
+  // (<|endoftext|> without one), and the end of text its tokenizer declares (a ChatML fine-tune's <|im_end|>), as
+  // vLLM stops at both.
   get stopTokens(): number[] {
-    return this.model.generationConfig?.defaults.stopTokens ?? [this.tokenizer.eotToken];
+    return [...new Set([...(this.model.generationConfig?.defaults.stopTokens ?? [this.tokenizer.eotToken]), this.tokenizer.eosToken])];
   }
 
   private request(prompt: string | ArrayLike<number>, options: GenerateOptions): BatchRequest {

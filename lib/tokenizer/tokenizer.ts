@@ -35,6 +35,9 @@ export class Tokenizer {
   readonly vocab: Vocabulary;
   // The <|endoftext|> token (50256 in GPT-2).
   readonly eotToken: number;
+  // The token that ends a text as the folder's tokenizer files declare it (their eos_token: a ChatML fine-tune's
+  // <|im_end|>); eotToken where they declare none or that one.
+  readonly eosToken: number;
   // One past the largest token id (50257 in GPT-2).
   readonly vocabSize: number;
   private readonly cache: WordCache;
@@ -47,6 +50,7 @@ export class Tokenizer {
   constructor(vocab: Vocabulary, options: TokenizerOptions = {}) {
     this.vocab = vocab;
     this.eotToken = vocab.eotToken;
+    this.eosToken = vocab.eosToken;
     this.vocabSize = vocab.size;
     this.cache = new WordCache(options.maxCachedPieces ?? DEFAULT_MAX_CACHED_PIECES);
   }

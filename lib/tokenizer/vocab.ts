@@ -24,6 +24,32 @@ const HUGGING_FACE = LAYOUTS[1];
 // and which some folders hold alone.
 export const TOKENIZER_JSON = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+// transformers' record of a tokenizer's special tokens, beside tokenizer_config.json, whose values it takes over.
+export const SPECIAL_TOKENS_MAP_FILE = 'special_tokens_map.json';
+
+// A folder's tokenizer_config.json (or another of transformers' JSON files); null where there is none, or where it
+// cannot be read: it holds only what a model can go without (a chat template, its end of text), and a model folder
+// loaded before with a broken one (a download cut short) still loads.
+export function tokenizerConfig(dir: string, name = TOKENIZER_CONFIG_FILE): Record<string, unknown> | null {
+  const file = path.join(dir, name);
+  if (!fs.existsSync(file)) return null;
+  try {
+    return readJsonObject(file);
+  } catch {
+    return null;
+  }
+}
+
+// The end-of-text token a fine-tune's tokenizer declares (its eos_token, as a text or as transformers' AddedToken
+// {"content": ...}) where it is not <|endoftext|>, with the file that says so: a ChatML fine-tune's "<|im_end|>".
+function declaredEndOfText(dir: string): { file: string; text: string } | null {
+  for (const name of [SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE]) {
+    const eos = tokenizerConfig(dir, name)?.eos_token;
+    const text = isJsonObject(eos) ? eos.content : eos;
+    if (typeof text === 'string' && text !== '') return text === END_OF_TEXT ? null : { file: path.join(dir, name), text };
+  }
+  return null;
+}
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes for
 // U+0100.. in byte order. Indexed by char code (all below 0x144); -1 where no byte.
@@ -177,7 +203,7 @@ export function vocabularyFiles(vocab: Vocabulary, dir: string, options: { nCtx:
   const config = {
     tokenizer_class: 'GPT2Tokenizer',
     bos_token: END_OF_TEXT,
-    eos_token: END_OF_TEXT,
+    eos_token: Buffer.from(vocab.tokenBytes.subarray(vocab.tokenStart[vocab.eosToken], vocab.tokenEnd[vocab.eosToken])).toString('utf8'),
     unk_token: END_OF_TEXT,
     add_prefix_space: false,
     model_max_length: options.nCtx,
@@ -199,6 +225,8 @@ export class Vocabulary {
   // One past the largest id.
   readonly size: number;
   readonly eotToken: number;
+  // The token that ends a text as the tokenizer's files declare it (declaredEndOfText), else eotToken.
+  readonly eosToken: number;
   // Token id of each single byte.
   readonly byteTokens = new Int32Array(256);
   // The bytes of token t are tokenBytes[tokenStart[t] .. tokenEnd[t]); empty for ids the file skips.
@@ -231,6 +259,14 @@ export class Vocabulary {
     for (let k = 0; k < END_OF_TEXT.length; k++) probe[k] = END_OF_TEXT.charCodeAt(k);
     this.eotToken = this.index.find(probe, 0, probe.length, fnv(probe, 0, probe.length, FNV_BASIS));
     if (this.eotToken < 0) throw new Error(`${files.encoderPath}: no ${END_OF_TEXT} token`);
+    const declared = declaredEndOfText(path.dirname(files.encoderPath));
+    if (declared === null) {
+      this.eosToken = this.eotToken;
+    } else {
+      const text = Buffer.from(declared.text, 'utf8');
+      this.eosToken = this.index.find(text, 0, text.length, fnv(text, 0, text.length, FNV_BASIS));
+      if (this.eosToken < 0) throw new Error(`${declared.file}: field "eos_token" is ${JSON.stringify(declared.text)}, which is no token of the vocabulary (${files.encoderPath})`);
+    }
   }
 
   // What tells this vocabulary from another whatever its files' names: a SHA-256 of the two files' bytes. Another

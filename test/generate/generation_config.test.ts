@@ -1,11 +1,11 @@
-// A model folder's generation_config.json (transformers' and vLLM's sampling defaults), as the library, bin/generate
-// and bin/chat take them: under what a request or a flag sets, over dixie's own.
+// A model folder's generation_config.json (transformers' and vLLM's sampling defaults) and its tokenizer's declared end
+// of text, as the library, bin/generate and bin/chat take them: under what a request or a flag sets, over dixie's own.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Model } from '../../lib/engine/model';
 import { Generator } from '../../lib/generate';
-import { loadTokenizer } from '../../lib/tokenizer';
+import { bundledVocabularyDir, loadTokenizer } from '../../lib/tokenizer';
 import { runCommand } from '../helpers/run_command';
 
 const CONFIG = { nLayer: 2, nHead: 2, nEmbd: 32, nCtx: 128, vocabSize: 50257 };
@@ -62,6 +62,28 @@ t.test('the library: the folder\'s defaults where a request sets none, the reque
   const stopped = await generateIn(eos, { maxTokens: 12, seed: 3 });
   t.same([stopped.tokens, stopped.finishReason], [sampled.tokens.slice(0, at), 'stop'], 'eos_token_id (a list) ends the text');
   t.equal((await generateIn(eos, { maxTokens: 12, seed: 3, stopTokens: [] })).text, sampled.text, 'a request\'s stopTokens win');
+});
+
+t.test('a ChatML fine-tune whose tokenizer declares <|im_end|> its eos_token stops there', async (t) => {
+  const root = t.testdir({});
+  const dir = await modelFolder(path.join(root, 'chatml'), null, { ...CONFIG, vocabSize: 50259 });
+  fs.copyFileSync(path.join(bundledVocabularyDir(), 'encoder.json'), path.join(dir, 'vocab.json'));
+  fs.writeFileSync(path.join(dir, 'added_tokens.json'), JSON.stringify({ '<|im_start|>': 50257, '<|im_end|>': 50258 }));
+  fs.writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ bos_token: '<|endoftext|>', eos_token: { content: '<|im_end|>', special: true } }));
+  const forced = { maxTokens: 4, temperature: 0, logitBias: { 50258: 100 } };
+  const r = await generateIn(dir, forced);
+  t.same([r.tokens, r.finishReason], [[], 'stop'], 'the reply ends at the first <|im_end|>');
+  t.equal((await generateIn(dir, { ...forced, logitBias: { 50256: 100 } })).finishReason, 'stop', 'and at <|endoftext|>, the model\'s eos_token_id');
+
+  const model = await Model.load(dir, { trainable: false });
+  const copy = path.join(root, 'saved');
+  await model.save(copy, { tokenizer: loadTokenizer(dir) });
+  model.dispose();
+  t.equal(JSON.parse(fs.readFileSync(path.join(copy, 'tokenizer_config.json'), 'utf8')).eos_token, '<|im_end|>', 'a save keeps the declared eos_token');
+  t.same((await generateIn(copy, forced)).tokens, [], 'and the saved folder stops there too');
+
+  fs.writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ eos_token: '<|im_stop|>' }));
+  t.throws(() => loadTokenizer(dir), { message: `${path.join(dir, 'special_tokens_map.json')}: field "eos_token" is "<|im_stop|>", which is no token of the vocabulary (${path.join(dir, 'vocab.json')})` });
 });
 
 t.test('fields dixie does not honour are named; bad values are refused, naming the file and field; a save keeps the file', async (t) => {
