@@ -12,6 +12,7 @@ import path from 'node:path';
 import { SMALL_DATASET_BYTES } from '../data/chat_check';
 import { SIDE, type ChatMessage, checkAudience, formatMessage, messageText, toAudience } from '../data/chat_format';
 import { writeTextAtomic } from '../util/atomic_file';
+import { lockFolder } from '../util/folder_lock';
 import { DropReason, ExportFormat, ExportedChat, ExportedMessage, FORMAT_NAMES, nameKey, withoutDirectionMarks } from './chat_export';
 import { contactName, type Contacts } from './contacts';
 import { fineTuningLine } from './fine_tuning';
@@ -256,7 +257,19 @@ function recordedHashes(entry: unknown): string[] {
 // (unless `force`); nothing is written if one would. The record takes the new texts' hashes beside the ones they
 // replace before the first file is written, and alone after the last: an import that fails or is killed between two
 // files leaves each file it wrote, or kept, recorded as an import's, so that the next import replaces it unforced.
+// The folder is locked throughout (lockFolder): an import into it at the same moment would read the record before
+// this one writes it, and write it back without this one's files.
 export async function writeOutput(planned: PlannedOutput, force = false): Promise<void> {
+  const releases: (() => void)[] = [];
+  try {
+    for (const dir of new Set([...planned.contents.keys()].map((file) => path.dirname(file)))) releases.push(lockFolder(dir, 'an import'));
+    await writeLocked(planned, force);
+  } finally {
+    for (const release of releases) release();
+  }
+}
+
+async function writeLocked(planned: PlannedOutput, force: boolean): Promise<void> {
   const records = new Map<string, WrittenRecord>();
   const recordOf = (dir: string): WrittenRecord => {
     let record = records.get(dir);

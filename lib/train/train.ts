@@ -30,6 +30,7 @@ import { Generator, type GenerateResult } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { STATE_FILE } from '../formats/chat_record';
 import { writeTextAtomic } from '../util/atomic_file';
+import { lockFolder } from '../util/folder_lock';
 import { BEST_FILE, BestValidation, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
 import { Ranks, checkRanksAgree, checkRanksAgreeOn, ctrlCAdvice, fromRank0, numberFromRank0, rankList, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog, type MetricRecord } from './metrics';
@@ -553,8 +554,18 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
   ranks?.setTimeout(o.collective_timeout);
   if (ranks) checkRanksShareOptions(ranks, o);
 
-  const { resumeDir, state, seed } = findStart(o, runDir, ranks);
-  const { model, tokenizer } = await buildModel(o, { resumeDir, state, seed }, runDir, ranks, log);
+  // One run at a time in a run folder (rank 0 writes it): two would each resume from, replace and prune the other's
+  // checkpoints, and sweep away the one the other is saving.
+  const release = root ? lockFolder(runDir, 'a training run') : null;
+  let started: { start: Start; model: Model; tokenizer: Tokenizer };
+  try {
+    const start = findStart(o, runDir, ranks);
+    started = { start, ...(await buildModel(o, start, runDir, ranks, log)) };
+  } catch (err) {
+    release?.();
+    throw err;
+  }
+  const { start: { resumeDir, state, seed }, model, tokenizer } = started;
   let generator: Generator | null = null;
   let metrics: MetricsLog | null = null;
   const sources: Dataset[] = [];
@@ -902,5 +913,6 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     (metrics as MetricsLog | null)?.close();
     for (const d of sources) d.source.close();
     model.dispose();
+    release?.();
   }
 }

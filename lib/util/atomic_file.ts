@@ -5,6 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { isRunning } from './folder_lock';
 
 // Unique to one write, so that two writes of one file at once (in one process or two) never share a temporary
 // file; it is also created exclusively, below.
@@ -17,15 +18,6 @@ export function sweepTemporaryFiles(dir: string): void {
   for (const name of fs.readdirSync(dir)) {
     const pid = /^\..+\.(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name)?.[1];
     if (pid !== undefined && !isRunning(Number(pid))) fs.rmSync(path.join(dir, name), { force: true });
-  }
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';  // someone else's
   }
 }
 

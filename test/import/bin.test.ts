@@ -5,7 +5,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { EXPORTS, REPO, fixture } from './helpers';
-import { runCommand } from '../helpers/run_command';
+import { runCommand, startCommand } from '../helpers/run_command';
+import { holdLock } from '../helpers/folder_lock';
+import { LOCK_FILE } from '../../lib/util/folder_lock';
 import { withFileSizeLimit } from '../helpers/file_size_limit';
 import { WRITTEN_RECORD } from '../../lib/import/train_output';
 
@@ -168,4 +170,42 @@ t.test('an import that fails between two files leaves the files it wrote its own
   const refused = runCommand('import-chat', [first, '--me', 'Jane', '--out', out]);
   t.equal(refused.status, 1);
   t.match(refused.stderr, `${path.join(out, 'mom.train')} exists, and was not written by an import (or changed since)`);
+});
+
+t.test('two bin/import-chat runs into one folder at once: each writes, or is refused naming the lock; the record lists every file written', async (t) => {
+  const out = path.join(t.testdir(), 'data');
+  const imports = [
+    { export: fixture('whatsapp', 'android-en-us', 'WhatsApp Chat with Mom.txt'), writes: 'mom.train' },
+    { export: fixture('whatsapp', 'android-de', 'WhatsApp Chat mit Papa.txt'), writes: 'papa.train' },
+  ];
+  const args = (file: string): string[] => [file, '--me', 'Jane Doe', '--out', out];
+  const results = await Promise.all(imports.map((i) => startCommand('import-chat', args(i.export))));
+  const wrote = imports.filter((_, i) => results[i].status === 0);
+  const refused = imports.filter((_, i) => results[i].status !== 0);
+  for (const [i, r] of results.entries()) {
+    if (r.status !== 0) t.match(r.stderr, `import-chat: ${out} is in use by process `, `${imports[i].writes}: refused`);
+    if (r.status !== 0) t.match(r.stderr, ` (an import), which is writing there: an import is refused (run it again when that is done; the lock is ${path.join(out, LOCK_FILE)}`, 'for the lock');
+  }
+  t.ok(wrote.length >= 1, 'one import at least wrote');
+  const record = (): string[] => Object.keys(JSON.parse(fs.readFileSync(path.join(out, WRITTEN_RECORD), 'utf8')) as object).sort();
+  t.same(record(), wrote.map((i) => i.writes).sort(), 'the record lists the files of every import that wrote');
+  for (const i of refused) t.equal(runCommand('import-chat', args(i.export)).status, 0, `${i.writes}, run again, writes`);
+  t.same(record(), ['mom.train', 'papa.train']);
+  t.same(fs.readdirSync(out).sort(), [WRITTEN_RECORD, 'mom.train', 'papa.train'], 'no lock left');
+});
+
+t.test("a folder another process's import holds is refused naming the lock and the process; a lock left by a killed one is taken over", async (t) => {
+  const out = path.join(t.testdir(), 'data');
+  const args = [fixture('whatsapp', 'android-en-us', 'WhatsApp Chat with Mom.txt'), '--me', 'Jane Doe', '--out', out];
+  const lock = path.join(out, LOCK_FILE);
+  const holder = await holdLock(t, out, 'an import');
+  const refused = runCommand('import-chat', args);
+  t.equal(refused.status, 1);
+  t.equal(refused.stderr.trim(), `import-chat: ${out} is in use by process ${holder.pid} (an import), which is writing there: an import is refused (run it again when that is done; the lock is ${lock}: remove it if that process is not dixie's)`);
+  t.same(fs.readdirSync(out), [LOCK_FILE], 'nothing written, the lock kept');
+  await holder.stop();
+  const imported = runCommand('import-chat', args);
+  t.equal(imported.status, 0, imported.stderr);
+  t.match(imported.stderr, `warning: ${lock}: taken over from process ${holder.pid} (an import), which is no longer running`);
+  t.same(fs.readdirSync(out).sort(), [WRITTEN_RECORD, 'mom.train'], 'written, and the lock gone');
 });

@@ -10,6 +10,7 @@ import { MAX_AUDIENCE_CHARS, isAudience, messageText, toAudience } from '../../l
 import { ChatImportErrors, formatImportSummary, importChats } from '../../lib/import';
 import { EXPORTS, fixture, importInto, outputBytes, trainFiles, written } from './helpers';
 import { WRITTEN_RECORD } from '../../lib/import/train_output';
+import { LOCK_FILE } from '../../lib/util/folder_lock';
 
 const ME = ['Jane Doe', 'jane_d'];
 
@@ -278,6 +279,31 @@ t.test("an import replaces what an import wrote, and nothing else unless forced:
   t.same(outputBytes(data), first, '--force replaces it');
   await importChats(exports, { out: data, me: ['Jane Doe'] });
   t.same(outputBytes(data), first, 'and the import its own again');
+});
+
+t.test('two imports into one folder at once: the second is refused naming the lock, and the record loses neither', async (t) => {
+  const [mom, papa] = [fixture('whatsapp', 'android-en-us', 'WhatsApp Chat with Mom.txt'), fixture('whatsapp', 'android-de', 'WhatsApp Chat mit Papa.txt')];
+  // Newer exports of both, for later.
+  const dir = t.testdir({
+    newer: {
+      'WhatsApp Chat with Mom.txt': `${fs.readFileSync(mom, 'utf8')}1/2/21, 9:00 AM - Mom: And one more\n`,
+      'WhatsApp Chat mit Papa.txt': `${fs.readFileSync(papa, 'utf8')}14.01.21, 09:00 - Papa: Noch eins\n`,
+    },
+  });
+  const data = path.join(dir, 'data');
+  const imports = [{ file: mom, writes: 'mom.train' }, { file: papa, writes: 'papa.train' }];
+  const results = await Promise.allSettled(imports.map(({ file }) => importChats([file], { out: data, me: ['Jane Doe'] })));
+  const refused = results.flatMap((r, i) => (r.status === 'rejected' ? [{ ...imports[i], message: (r.reason as Error).message }] : []));
+  t.equal(refused.length, 1, 'one import is refused');
+  t.match(refused[0]?.message, `${data} is in use by this process (an import), which is writing there: an import is refused (run it again when that is done; the lock is ${path.join(data, LOCK_FILE)}`);
+  t.same(written(data), imports.filter((i) => i.file !== refused[0]?.file).map((i) => i.writes), 'the other import wrote, the refused one nothing; no lock left');
+  await importChats([refused[0].file], { out: data, me: ['Jane Doe'] });
+  const record = JSON.parse(fs.readFileSync(path.join(data, WRITTEN_RECORD), 'utf8')) as Record<string, unknown>;
+  t.same(Object.keys(record).sort(), ['mom.train', 'papa.train'], 'the record lists the files of both');
+  // Each import replaces its own file unforced, as the record says an import wrote it.
+  for (const name of ['WhatsApp Chat with Mom.txt', 'WhatsApp Chat mit Papa.txt']) await importChats([path.join(dir, 'newer', name)], { out: data, me: ['Jane Doe'] });
+  const files = trainFiles(data);
+  t.same([files['mom.train'].at(-1), files['papa.train'].at(-1)], ['0|Mom|And one more <EOM>', '0|Papa|Noch eins <EOM>']);
 });
 
 t.test("an error of the system's, such as a file too large to read, names the file", async (t) => {

@@ -14,6 +14,8 @@ import { readMetrics } from '../../lib/train/metrics';
 import { learningRate, train, DEFAULT_TRAIN_OPTIONS, TrainOptions, TrainResult } from '../../lib/train/train';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { CHAT, TINY_VOCAB, collect, tinyRun } from './helpers';
+import { holdLock } from '../helpers/folder_lock';
+import { LOCK_FILE } from '../../lib/util/folder_lock';
 
 function weightBytes(checkpoint: string): Buffer {
   return fs.readFileSync(path.join(checkpoint, 'model.safetensors'));
@@ -273,6 +275,21 @@ t.test('a run that would mix into existing checkpoints is refused', async (t) =>
   }
   const fromImported = await train(tinyRun(dir, { fresh_model: false, model_name: imported, run_name: 'from-imported', stop_after: 1 }), { log: () => undefined });
   t.equal(fromImported.step, 1, 'trained from in a new run, as the error says');
+});
+
+t.test('a run folder another run holds is refused, naming the lock and its process, with nothing written; a killed one\'s lock is taken over', async (t) => {
+  const dir = t.testdir();
+  const runDir = path.join(dir, 'checkpoint', 'run1');
+  const holder = await holdLock(t, runDir, 'a training run');
+  const lock = path.join(runDir, LOCK_FILE);
+  await t.rejects(train(tinyRun(dir, { stop_after: 1 }), { log: () => undefined }), {
+    message: `${runDir} is in use by process ${holder.pid} (a training run), which is writing there: a training run is refused (run it again when that is done; the lock is ${lock}: remove it if that process is not dixie's)`,
+  });
+  t.same(fs.readdirSync(runDir), [LOCK_FILE], 'nothing written beside the lock');
+  await holder.stop();
+  const result = await train(tinyRun(dir, { stop_after: 1 }), { log: () => undefined });
+  t.equal(result.step, 1, 'the run trains once that process is gone');
+  t.same(fs.readdirSync(runDir).sort(), ['latest', 'loss.svg', 'metrics.jsonl', 'model-1'], 'its lock taken over, and released');
 });
 
 t.test("--restore_from another run's checkpoint starts from its weights at step 0, as --model_name does; the run's own resumes", async (t) => {

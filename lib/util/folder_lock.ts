@@ -1,0 +1,104 @@
+// One writer at a time in a folder of the user's: two imports into one folder, two training runs into one run
+// folder, two saves of a model into one folder each read what is there and write beside it, and at the same moment
+// one's record, checkpoints or files would replace or mix with the other's. A writer holds the folder's lock file,
+// created exclusively with its process id; another writer is refused, told which process holds it. A lock left by
+// a process that is gone (killed) is taken over, with a warning.
+import fs from 'node:fs';
+import path from 'node:path';
+
+export const LOCK_FILE = '.dixie.lock';
+
+interface LockHolder {
+  pid: number | null;  // null: a lock being created this moment, or one whose content is not dixie's
+  holder: string;
+  text: string;
+}
+
+export function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';  // someone else's
+  }
+}
+
+// Takes the lock of `dir` (made if it is not there) for `holder` ("an import", "a training run"), or throws naming
+// the lock file and the process that holds it. Returns the function that releases it, which also removes the
+// folders made for the lock where nothing was written in them: a run or an import that failed leaves no folder.
+export function lockFolder(dir: string, holder: string, warn: (message: string) => void = (message) => console.warn(`warning: ${message}`)): () => void {
+  const made = fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, LOCK_FILE);
+  const release = (): void => {
+    fs.rmSync(file, { force: true });
+    if (made !== undefined) removeEmptyFolders(dir, made);
+  };
+  for (;;) {
+    try {
+      fs.writeFileSync(file, `${JSON.stringify({ pid: process.pid, holder })}\n`, { flag: 'wx' });
+      return release;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const held = readLock(file);
+    if (held === null) continue;  // released meanwhile
+    if (held.pid === null || isRunning(held.pid)) {
+      const who = held.pid === null ? 'another process' : held.pid === process.pid ? `this process (${held.holder})` : `process ${held.pid} (${held.holder})`;
+      throw Object.assign(new Error(`${dir} is in use by ${who}, which is writing there: ${holder} is refused (run it again when that is done; the lock is ${file}: remove it if that process is not dixie's)`), { code: 'ELOCKED' });
+    }
+    if (takeOver(file, held)) warn(`${file}: taken over from process ${held.pid} (${held.holder}), which is no longer running`);
+  }
+}
+
+// Removes `dir` and the folders above it up to `top`, each if it is empty.
+function removeEmptyFolders(dir: string, top: string): void {
+  for (let folder = path.resolve(dir); ; folder = path.dirname(folder)) {
+    try {
+      fs.rmdirSync(folder);
+    } catch {
+      return;  // not empty: something was written
+    }
+    if (folder === path.resolve(top)) return;
+  }
+}
+
+// The lock's holder; null where there is no lock (released).
+function readLock(file: string): LockHolder | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    const { pid, holder } = JSON.parse(text) as { pid?: unknown; holder?: unknown };
+    return { pid: Number.isInteger(pid) ? (pid as number) : null, holder: typeof holder === 'string' ? holder : 'unknown', text };
+  } catch {
+    return { pid: null, holder: 'unknown', text };
+  }
+}
+
+// Removes the lock of a process that is gone. It is moved aside first and looked at there: of two processes taking
+// over one lock at once, the second would otherwise remove the lock the first has just made; moved aside, that one
+// is seen not to be the stale lock, and put back. Whether this process removed the stale lock.
+function takeOver(file: string, stale: LockHolder): boolean {
+  const aside = `${file}.${process.pid}.stale`;
+  try {
+    fs.renameSync(file, aside);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;  // taken over, or released, meanwhile
+    throw err;
+  }
+  const moved = readLock(aside);
+  try {
+    if (moved?.text === stale.text) return true;
+    fs.linkSync(aside, file);  // fails where yet another lock was made meanwhile: that one holds
+    return false;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    fs.rmSync(aside, { force: true });
+  }
+}
