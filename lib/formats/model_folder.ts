@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { NativeConfig } from '../engine/native';
+import { finishInterruptedSave } from '../util/atomic_file';
 import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
 import { GGUF_FILE, ggufConfig, ggufFileIn, ggufVocabulary, openGguf } from './gguf';
@@ -167,6 +168,7 @@ export function inspectModelFolder(dir: string): ModelFolder {
     const gguf = dir.toLowerCase().endsWith('.gguf') ? `: give the folder that holds it (its ${GGUF_FILE}, or its one .gguf file, is read)` : '';
     throw new Error(`${dir}: not a folder${gguf}`);
   }
+  finishInterruptedSave(dir);
   const vocab = findVocabulary(dir);
   const configJson = path.join(dir, 'config.json');
   const safetensors = safetensorsWeights(dir);

@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
-import { textToWrite, writeFilesAtomic } from '../util/atomic_file';
+import { finishInterruptedSave, textToWrite, writeFilesAtomic } from '../util/atomic_file';
 import { parseJsonAt } from '../util/json_file';
 import type { GPT2Config } from './model_folder';
 import { openSafetensors, safetensorsToWrite, type SafetensorsFile, type TensorEntry, type TensorToWrite } from './safetensors';
@@ -360,6 +360,7 @@ function readFactor(file: string, st: SafetensorsFile, entry: TensorEntry): Floa
 export function readPeftAdapter(dir: string): PeftAdapter {
   if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder (a PEFT adapter folder holds ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE})`);
   if (!fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder (a PEFT adapter folder holds ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE})`);
+  finishInterruptedSave(dir);
   const configFile = path.join(dir, ADAPTER_CONFIG_FILE);
   const config = readLoraConfig(configFile);
   const file = path.join(dir, ADAPTER_WEIGHTS_FILE);

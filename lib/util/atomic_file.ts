@@ -5,7 +5,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { isRunning } from './folder_lock';
+import { isRunning, lockFolder } from './folder_lock';
+import { readJsonObject } from './json_file';
 
 // Unique to one write, so that two writes of one file at once (in one process or two) never share a temporary
 // file; it is also created exclusively, below.
@@ -13,8 +14,10 @@ function tempNameFor(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
 }
 
-// Removes the temporary files in `dir` of writes whose process is gone (killed before it could remove its own).
+// Removes the temporary files in `dir` of writes whose process is gone (killed before it could remove its own), but
+// for those of a write killed between its renames, which are put in place first. The caller is the folder's one writer (bin/train holds the run folder's lock).
 export function sweepTemporaryFiles(dir: string): void {
+  finishRenames(dir);
   for (const name of fs.readdirSync(dir)) {
     const pid = /^\..+\.(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name)?.[1];
     if (pid !== undefined && !isRunning(Number(pid))) fs.rmSync(path.join(dir, name), { force: true });
@@ -59,15 +62,43 @@ export async function writeFileAtomic(target: string, fill: FileToWrite['fill'])
 
 // Files that are read together (a model's weights and its config) written so that a failure leaves all of them as
 // they were: each is written to its temporary file and fsynced, and only when every one is written are they renamed
-// into place, one after the other, and then the files of `remove` (those of what the others replace) deleted. Only a
-// kill between two renames leaves new files beside old ones. Of several files, a folder where one goes, which a
-// rename cannot replace, is refused before anything is written: found at its rename, the files renamed before it
-// would stay beside the old ones.
+// into place, one after the other, and then the files of `remove` (those of what the others replace) deleted. Of
+// several files (all in one folder), the folder is locked meanwhile (lockFolder), and the renames are first listed
+// in the folder's RENAMES_FILE, so that a kill between two renames, which leaves new files beside old ones, is
+// finished by the next load or save of the folder (finishInterruptedSave). A folder where one of them goes, which a
+// rename cannot replace, is refused before anything is written.
 export async function writeFilesAtomic(files: readonly FileToWrite[], remove: readonly string[] = []): Promise<void> {
-  const folder = files.length > 1 ? files.find(({ target }) => fs.statSync(target, { throwIfNoEntry: false })?.isDirectory()) : undefined;
+  if (files.length === 1 && remove.length === 0) {
+    await writeFilesIn(files, remove);
+    return;
+  }
+  const dir = path.dirname(files[0].target);
+  const elsewhere = [...files.map((f) => f.target), ...remove].find((file) => path.dirname(file) !== dir);
+  if (elsewhere !== undefined) throw new Error(`writeFilesAtomic: ${elsewhere} is not in ${dir}, where the other files are written together`);
+  const folder = files.find(({ target }) => fs.statSync(target, { throwIfNoEntry: false })?.isDirectory());
   if (folder !== undefined) {
     throw Object.assign(new Error(`${folder.target}: is a folder, where a file is to be written: nothing was written`), { code: 'EISDIR' });
   }
+  const release = lockFolder(dir, 'a save');
+  try {
+    finishRenames(dir);
+    await writeFilesIn(files, remove, dir);
+  } finally {
+    release();
+  }
+}
+
+// The renames of a write of several files, listed in the folder before the first (RenamesJournal), until the last.
+export const RENAMES_FILE = '.dixie-renames.json';
+
+interface RenamesJournal {
+  pid: number;                   // the writer's
+  renames: [string, string][];   // temporary file -> its target, by their names in the folder
+  remove: string[];
+}
+
+// With `journalIn`, the folder of every file, the renames are listed there first (RENAMES_FILE).
+async function writeFilesIn(files: readonly FileToWrite[], remove: readonly string[], journalIn?: string): Promise<void> {
   const written: { temp: string; target: string }[] = [];
   try {
     for (const { target, fill } of files) {
@@ -87,13 +118,54 @@ export async function writeFilesAtomic(files: readonly FileToWrite[], remove: re
         throw namingFile(target, err);
       }
     }
+    if (journalIn !== undefined) {
+      const journal: RenamesJournal = { pid: process.pid, renames: written.map(({ temp, target }) => [path.basename(temp), path.basename(target)]), remove: remove.map((file) => path.basename(file)) };
+      await writeFilesIn([textToWrite(path.join(journalIn, RENAMES_FILE), `${JSON.stringify(journal)}\n`)], []);
+    }
     for (const { temp, target } of written) fs.renameSync(temp, target);
   } catch (err) {
     for (const { temp } of written) fs.rmSync(temp, { force: true });
+    if (journalIn !== undefined) fs.rmSync(path.join(journalIn, RENAMES_FILE), { force: true });
     throw err;
   }
   for (const file of remove) fs.rmSync(file, { force: true });
   for (const dir of new Set([...files.map((f) => f.target), ...remove].map((f) => path.dirname(f)))) fsyncDir(dir);
+  // Once the renames are on disk: a journal that outlived them would be finished again, finding nothing to rename.
+  if (journalIn !== undefined) fs.rmSync(path.join(journalIn, RENAMES_FILE));
+}
+
+// Finishes, in a folder about to be read, a write of several files that a kill stopped between two of its renames
+// (writeFilesAtomic), so that the folder holds the new files alone; nothing where none was stopped.
+export function finishInterruptedSave(dir: string): void {
+  if (!fs.existsSync(path.join(dir, RENAMES_FILE))) return;
+  const release = lockFolder(dir, 'the load');
+  try {
+    finishRenames(dir);
+  } finally {
+    release();
+  }
+}
+
+// Rolls forward the renames RENAMES_FILE lists: every temporary file in it was written whole before it was.
+function finishRenames(dir: string): void {
+  const file = path.join(dir, RENAMES_FILE);
+  if (!fs.existsSync(file)) return;
+  const journal = readJsonObject(file) as Partial<RenamesJournal>;
+  const names = (list: unknown): list is string[] => Array.isArray(list) && list.every((name) => typeof name === 'string' && name === path.basename(name));
+  if (!Array.isArray(journal.renames) || !journal.renames.every((pair) => names(pair) && pair.length === 2) || !names(journal.remove)) {
+    throw new Error(`${file}: not a list of renames ("renames": [[temporary file, file]], "remove": [file]): finish or undo them by hand, then remove it`);
+  }
+  const finished: string[] = [];
+  for (const [temp, target] of journal.renames) {
+    if (!fs.existsSync(path.join(dir, temp))) continue;  // renamed before the kill
+    fs.renameSync(path.join(dir, temp), path.join(dir, target));
+    finished.push(target);
+  }
+  for (const name of journal.remove) fs.rmSync(path.join(dir, name), { force: true });
+  fsyncDir(dir);
+  fs.rmSync(file);
+  const all = journal.renames.map(([, target]) => target).join(', ');
+  console.warn(`warning: ${dir}: a save of ${all} by process ${journal.pid} was stopped midway, between its renames; it is finished (${finished.length === 0 ? 'nothing was left to rename' : `${finished.join(', ')} put in place`}), so the folder holds what that save wrote`);
 }
 
 // Moves a complete, fsynced file into place and makes the rename itself durable.

@@ -1,5 +1,7 @@
 // Model.save keeps a model folder whole: a chat model saved from the library is served as the chat model it was, a
 // save that fails leaves the folder as it was, and weights beside another model's config are named as such.
+import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -9,6 +11,9 @@ import { AUDIENCES_FILE, type ChatRecord, NO_CHAT, chatRecordOf } from '../../li
 import { loadTokenizer } from '../../lib/tokenizer';
 import { TOKENIZER_CONFIG_FILE } from '../../lib/tokenizer/vocab';
 import { saveCheckpoint } from '../../lib/train/checkpoint';
+import { RENAMES_FILE } from '../../lib/util/atomic_file';
+import { LOCK_FILE } from '../../lib/util/folder_lock';
+import { holdLock } from '../helpers/folder_lock';
 import { NO_DEV_FULL, diskFull, isTemporaryOf } from '../helpers/full_disk';
 import { request, startServer, tempDir, TINY } from '../server/helpers';
 
@@ -179,5 +184,64 @@ t.test("weights beside another model's config: the load names both files", async
     await t.rejects(Model.load(dir, { trainable: false }), {
       message: `${path.join(dir, 'model.safetensors')} holds the weights of ${weights} layers but ${path.join(dir, 'config.json')} is the config of ${config}: the two files are not of one model (written apart?)`,
     });
+  }
+});
+
+// `dir` as a save of `next` (a model folder's files, by name) leaves it when killed after renaming `renamed` into
+// place: the rest in their temporary files, all listed in the folder's RENAMES_FILE.
+function killedBetweenRenames(dir: string, next: string, renamed: readonly string[]): { pid: number; temps: string[] } {
+  const pid = spawnSync(process.execPath, ['-e', '']).pid;
+  const renames = fs.readdirSync(next).map((name) => [`.${name}.${pid}.${crypto.randomBytes(6).toString('hex')}.tmp`, name]);
+  for (const [temp, name] of renames) fs.copyFileSync(path.join(next, name), path.join(dir, renamed.includes(name) ? name : temp));
+  fs.writeFileSync(path.join(dir, RENAMES_FILE), `${JSON.stringify({ pid, renames, remove: [AUDIENCES_FILE] })}\n`);
+  return { pid, temps: renames.filter(([, name]) => !renamed.includes(name)).map(([temp]) => temp) };
+}
+
+t.test('a save killed between two renames is finished by the next load: the new weights with their own config', async (t) => {
+  const dir = path.join(work, 'killed-between-renames');
+  const next = path.join(work, 'killed-between-renames-next');
+  const old = Model.create({ ...TINY, nLayer: 2 }, { seed: 1, trainable: false });
+  await old.save(dir, { tokenizer, chat: chatRecordOf(AUDIENCES) });
+  old.dispose();
+  const model = Model.create({ ...TINY, nLayer: 1 }, { seed: 2, trainable: false });
+  await model.save(next, { tokenizer });
+  const { pid } = killedBetweenRenames(dir, next, ['model.safetensors']);
+  const warnings: string[] = [];
+  t.teardown(() => (console.warn = warn));
+  const warn = console.warn;
+  console.warn = (message: string) => warnings.push(message);
+  const loaded = await Model.load(dir, { trainable: false });
+  console.warn = warn;
+  t.equal(loaded.config.nLayer, 1, "the new weights, with the new config rather than the old one's 2 layers");
+  t.same(loaded.getParam('wte.weight'), model.getParam('wte.weight'), 'the weights the save wrote');
+  t.same(loaded.chat, NO_CHAT, "the old model's audiences gone, as the save removed them");
+  loaded.dispose();
+  model.dispose();
+  t.same(fs.readdirSync(dir).sort(), fs.readdirSync(next).sort(), 'the folder holds the files of the save, and no journal or temporary file');
+  for (const name of fs.readdirSync(next)) t.ok(fs.readFileSync(path.join(dir, name)).equals(fs.readFileSync(path.join(next, name))), `${name}: the save's`);
+  t.same(warnings, [`warning: ${dir}: a save of config.json, merges.txt, model.safetensors, tokenizer_config.json, vocab.json by process ${pid} was stopped midway, between its renames; it is finished (config.json, merges.txt, tokenizer_config.json, vocab.json put in place), so the folder holds what that save wrote`]);
+});
+
+t.test('a save into a folder another process is saving into is refused, naming the lock and the process; the files stay as they were', async (t) => {
+  const dir = path.join(work, 'locked');
+  const old = Model.create(TINY, { seed: 1, trainable: false });
+  await old.save(dir, { tokenizer });
+  old.dispose();
+  const before = new Map(fs.readdirSync(dir).map((f) => [f, fs.readFileSync(path.join(dir, f))]));
+  const holder = await holdLock(t, dir, 'a save');
+  const next = Model.create(TINY, { seed: 2, trainable: false });
+  try {
+    await t.rejects(next.save(dir, { tokenizer }), {
+      message: `${dir} is in use by process ${holder.pid} (a save), which is writing there: a save is refused (run it again when that is done; the lock is ${path.join(dir, LOCK_FILE)}: remove it if that process is not dixie's)`,
+    });
+    t.same(fs.readdirSync(dir), [...before.keys(), LOCK_FILE].sort(), 'no file added, none removed');
+    for (const [file, bytes] of before) t.ok(fs.readFileSync(path.join(dir, file)).equals(bytes), `${file} as it was`);
+    // A save killed between its renames, whose process holds the lock still: a load waits for it rather than finish it.
+    const ahead = path.join(work, 'locked-next');
+    await next.save(ahead);
+    killedBetweenRenames(dir, ahead, ['model.safetensors']);
+    await t.rejects(Model.load(dir, { trainable: false }), { message: `${dir} is in use by process ${holder.pid} (a save), which is writing there: the load is refused (run it again when that is done; the lock is ${path.join(dir, LOCK_FILE)}: remove it if that process is not dixie's)` });
+  } finally {
+    next.dispose();
   }
 });

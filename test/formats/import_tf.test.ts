@@ -165,7 +165,7 @@ t.test('checkpoints that do not fit GPT-2 are refused by name, and nothing is wr
   bytes[victim.offset + 100] ^= 0x20;
   fs.writeFileSync(shard, bytes);
   await t.rejects(importTFCheckpoint(src, path.join(root, 'damaged-out')), /data-0000\d-of-00002: variable "model\/h1\/mlp\/c_proj\/w" \(bytes \d+\.\.\d+\) fails its crc32c check/);
-  t.same(fs.readdirSync(path.join(root, 'damaged-out')), [], 'no partial file left');
+  t.notOk(fs.existsSync(path.join(root, 'damaged-out')), 'no partial file left, nor the folder made for it');
 });
 
 t.test('bin/import-tf', async (t) => {
