@@ -1,7 +1,8 @@
 // What makes a model folder a chat model: the audiences its chat data talks to, which the server and bin/chat answer
 // as, and the chat template that other tools prompt it with. Every command and Model read them here and write them
 // through here, so that a chat model stays one through a save, a merge or an export:
-//   state.json              a training checkpoint's record (lib/train/checkpoint.ts), with the run's audiences
+//   state.json              a training checkpoint's record (lib/train/checkpoint.ts), with the run's audiences (or
+//                           those of a model saved over the checkpoint with Model.save)
 //   audiences.json          the audiences of a model folder made from a chat model (Model.save)
 //   tokenizer_config.json   the chat template, beside the vocabulary (Hugging Face's chat_template)
 //   model.gguf              GGUF_AUDIENCES_KEY and tokenizer.chat_template, in the GGUF file the model is read from
@@ -105,7 +106,9 @@ export function trainedAudiences(modelDir: string): string[] {
 // model and removed otherwise; and, where the save writes no vocabulary (whose tokenizer_config.json carries the
 // template), the chat template of a tokenizer_config.json already there, set to the record's or taken out. Left by a
 // model saved there before, either would have this one served, or prompted by other tools, as that one's chat model.
-// A template other than a text (Hugging Face's list of named ones) is another tool's, and kept.
+// A template other than a text (Hugging Face's list of named ones) is another tool's, and kept. In a checkpoint's
+// folder, whose state.json is read first, the audiences go into state.json instead (the rest of it kept), so that
+// the ones saved are the ones served.
 export function chatRecordToWrite(dir: string, chat: ChatRecord, writesVocabulary: boolean): { write: FileToWrite[]; remove: string[] } {
   const write: FileToWrite[] = [];
   const config = writesVocabulary ? null : tokenizerConfig(dir);
@@ -114,6 +117,8 @@ export function chatRecordToWrite(dir: string, chat: ChatRecord, writesVocabular
     write.push(textToWrite(path.join(dir, TOKENIZER_CONFIG_FILE), `${JSON.stringify(chat.template === null ? rest : { ...rest, chat_template: chat.template }, null, 2)}\n`));
   }
   const file = path.join(dir, AUDIENCES_FILE);
+  const state = path.join(dir, STATE_FILE);
+  if (fs.existsSync(state)) return { write: [...write, textToWrite(state, `${JSON.stringify({ ...readJsonObject(state), audiences: chat.audiences }, null, 2)}\n`)], remove: [file] };
   if (chat.audiences.length === 0) return { write, remove: [file] };
   return { write: [...write, textToWrite(file, `${JSON.stringify({ audiences: chat.audiences }, null, 2)}\n`)], remove: [] };
 }

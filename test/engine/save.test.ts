@@ -10,7 +10,7 @@ import { Model } from '../../lib/engine/model';
 import { AUDIENCES_FILE, type ChatRecord, NO_CHAT, chatRecordOf } from '../../lib/formats/chat_record';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { TOKENIZER_CONFIG_FILE } from '../../lib/tokenizer/vocab';
-import { saveCheckpoint } from '../../lib/train/checkpoint';
+import { readTrainState, saveCheckpoint } from '../../lib/train/checkpoint';
 import { RENAMES_FILE } from '../../lib/util/atomic_file';
 import { LOCK_FILE } from '../../lib/util/folder_lock';
 import { holdLock } from '../helpers/folder_lock';
@@ -244,4 +244,23 @@ t.test('a save into a folder another process is saving into is refused, naming t
   } finally {
     next.dispose();
   }
+});
+
+t.test("a save into a checkpoint's folder writes its audiences into state.json, which is read first, so that they are the ones served", async (t) => {
+  const checkpoint = path.join(work, 'checkpoint-saved-over');
+  fs.cpSync(await chatCheckpoint(), checkpoint, { recursive: true });
+  const model = await Model.load(checkpoint, { trainable: false });
+  await model.save(checkpoint, { tokenizer, chat: chatRecordOf(model.chat.audiences, 'dad') });
+  model.dispose();
+  t.same(await chatOf(checkpoint), { audiences: [AUDIENCES[1], AUDIENCES[0]], template: chatTemplate('dad') }, 'loaded answering as dad, as saved');
+  const state = readTrainState(checkpoint);
+  t.same(state.audiences, [AUDIENCES[1], AUDIENCES[0]], "state.json's audiences are the saved ones");
+  t.equal(state.step, 10, 'the rest of the training record kept');
+  t.notOk(fs.existsSync(path.join(checkpoint, AUDIENCES_FILE)), 'no audiences.json beside it to say otherwise');
+
+  const plain = Model.create(TINY, { seed: 2, trainable: false });
+  await plain.save(checkpoint, { tokenizer });
+  plain.dispose();
+  t.same(readTrainState(checkpoint).audiences, [], 'a model that is no chat model leaves no audiences in it');
+  t.same(await chatOf(checkpoint), NO_CHAT, 'and loads as no chat model');
 });
