@@ -386,9 +386,18 @@ export class Model {
     const { adapter: adapterDir, ...modelOptions } = options;
     const folder = typeof dir === 'string' ? inspectModelFolder(dir) : dir;
     const adapter = adapterDir === undefined ? null : readPeftAdapter(adapterDir);
-    const chat = readChatRecord(folder.dir, adapter === null || modelOptions.lora ? undefined : adapter.dir);
+    const chatAdapter = adapter === null || modelOptions.lora ? undefined : adapter.dir;
     const generation = folder.config === null ? null : readGenerationConfig(folder.dir, folder.config.vocabSize);
-    if (folder.kind === 'gguf') return Model.loadGguf(folder.weights, modelOptions, chat, generation, adapter, path.resolve(folder.dir));
+    if (folder.kind === 'gguf') {
+      // Opened once: the chat record is read from its header too.
+      const g = openGguf(folder.weights);
+      try {
+        return await Model.loadGguf(g, modelOptions, readChatRecord(folder.dir, chatAdapter, g), generation, adapter, path.resolve(folder.dir));
+      } finally {
+        g.close();
+      }
+    }
+    const chat = readChatRecord(folder.dir, chatAdapter);
     if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
       throw new Error(`${folder.dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${folder.dir} <output folder>\``);
     }
@@ -415,8 +424,8 @@ export class Model {
   // A GGUF file of llama.cpp's "gpt2" architecture (formats/gguf.ts): the config from its metadata, the tensors by
   // llama.cpp's names, quantized ones expanded to float32 as ggml expands them (formats/ggml_quants.ts; q8_0's are
   // quantized again into the very same blocks when the model stores q8_0).
-  private static async loadGguf(file: string, options: ModelOptions, chat: ChatRecord, generation: GenerationConfig | null, adapter: PeftAdapter | null, base: string): Promise<Model> {
-    const g = openGguf(file);
+  private static async loadGguf(g: GgufFile, options: ModelOptions, chat: ChatRecord, generation: GenerationConfig | null, adapter: PeftAdapter | null, base: string): Promise<Model> {
+    const file = g.path;
     let model: Model | null = null;
     try {
       const config = ggufConfig(g);
@@ -433,8 +442,6 @@ export class Model {
     } catch (err) {
       model?.dispose();
       throw err;
-    } finally {
-      g.close();
     }
   }
 

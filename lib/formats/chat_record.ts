@@ -13,7 +13,7 @@ import { chatTemplate, isAudience } from '../data/chat_format';
 import { TOKENIZER_CONFIG_FILE, tokenizerConfig } from '../tokenizer/vocab';
 import { type FileToWrite, textToWrite } from '../util/atomic_file';
 import { readJsonObject } from '../util/json_file';
-import { GGUF_AUDIENCES_KEY, GGUF_CHAT_TEMPLATE_KEY, type GgufValue, ggufFileIn, openGguf } from './gguf';
+import { GGUF_AUDIENCES_KEY, GGUF_CHAT_TEMPLATE_KEY, type GgufFile, type GgufValue, ggufFileIn, openGguf } from './gguf';
 import { safetensorsWeights } from './model_folder';
 
 export const STATE_FILE = 'state.json';
@@ -39,37 +39,50 @@ export function chatRecordOf(audiences: readonly AudienceCount[], answerAs: stri
 // A folder's record: its audiences (trainedAudienceCounts) and the chat template answering as the first, as this
 // version of dixie writes it; for a model without audiences, the chat template the folder keeps, if any (one
 // made elsewhere). With `adapter`, a folder of a LoRA adapter over it: the adapter's record wins where it lists
-// audiences, as an adapter trained on chat logs makes its base a chat model.
-export function readChatRecord(dir: string, adapter?: string): ChatRecord {
+// audiences, as an adapter trained on chat logs makes its base a chat model. `gguf`: the GGUF file the folder's
+// model is read from, opened already by the load, whose header is then not read again.
+export function readChatRecord(dir: string, adapter?: string, gguf?: GgufFile): ChatRecord {
   const own = adapter === undefined ? NO_CHAT : readChatRecord(adapter);
   if (own.audiences.length > 0) return own;
-  const audiences = trainedAudienceCounts(dir);
-  return audiences.length > 0 ? chatRecordOf(audiences) : { audiences, template: folderTemplate(dir) };
+  const metadata = ggufMetadata(dir, gguf);
+  const audiences = audienceCounts(dir, metadata);
+  return audiences.length > 0 ? chatRecordOf(audiences) : { audiences, template: folderTemplate(dir, metadata) };
 }
 
 // The chat template of tokenizer_config.json, or of a GGUF file the model is read from (a broken one is left to the
 // model's load to name).
-function folderTemplate(dir: string): string | null {
-  const template = tokenizerConfig(dir)?.chat_template ?? ggufMetadata(dir, GGUF_CHAT_TEMPLATE_KEY)?.value;
+function folderTemplate(dir: string, metadata: GgufMetadata): string | null {
+  const template = tokenizerConfig(dir)?.chat_template ?? metadata(GGUF_CHAT_TEMPLATE_KEY)?.value;
   return typeof template === 'string' ? template : null;
 }
 
 // A metadata value of the GGUF file a folder's model is read from (none where safetensors are beside it), with that
-// file; undefined where the file, or the key, is not there, or the file cannot be read.
-function ggufMetadata(dir: string, key: string): { file: string; value: GgufValue } | undefined {
-  if (safetensorsWeights(dir) !== undefined) return undefined;
+// file; undefined where the file, or the key, is not there, or the file cannot be read. The file's header is read
+// once, at the first key asked for, however many are (or not at all, given `opened`).
+type GgufMetadata = (key: string) => { file: string; value: GgufValue } | undefined;
+
+function ggufMetadata(dir: string, opened?: GgufFile): GgufMetadata {
+  let header: { file: string; metadata: ReadonlyMap<string, GgufValue> } | null | undefined = opened && { file: opened.path, metadata: opened.metadata };
+  return (key) => {
+    if (header === undefined) header = ggufHeader(dir);
+    const value = header?.metadata.get(key);
+    return header === null || value === undefined ? undefined : { file: header.file, value };
+  };
+}
+
+function ggufHeader(dir: string): { file: string; metadata: ReadonlyMap<string, GgufValue> } | null {
+  if (safetensorsWeights(dir) !== undefined) return null;
   try {
     const gguf = ggufFileIn(dir);
-    if (gguf === null) return undefined;
+    if (gguf === null) return null;
     const g = openGguf(gguf);
     try {
-      const value = g.metadata.get(key);
-      return value === undefined ? undefined : { file: gguf, value };
+      return { file: gguf, metadata: g.metadata };
     } finally {
       g.close();
     }
   } catch {
-    return undefined;
+    return null;
   }
 }
 
@@ -77,7 +90,11 @@ function ggufMetadata(dir: string, key: string): { file: string; value: GgufValu
 // model folder made from one keeps (AUDIENCES_FILE), or a GGUF file's (GGUF_AUDIENCES_KEY); [] for a model that
 // has none (a base model, or one not trained on chat logs).
 export function trainedAudienceCounts(modelDir: string): AudienceCount[] {
-  const list = recordedAudiences(modelDir);
+  return audienceCounts(modelDir, ggufMetadata(modelDir));
+}
+
+function audienceCounts(modelDir: string, metadata: GgufMetadata): AudienceCount[] {
+  const list = recordedAudiences(modelDir, metadata);
   if (!Array.isArray(list)) return [];
   return list.filter((a: unknown): a is AudienceCount => {
     const audience = (a as Partial<AudienceCount> | null)?.audience;
@@ -85,10 +102,10 @@ export function trainedAudienceCounts(modelDir: string): AudienceCount[] {
   });
 }
 
-function recordedAudiences(modelDir: string): unknown {
+function recordedAudiences(modelDir: string, metadata: GgufMetadata): unknown {
   const file = [STATE_FILE, AUDIENCES_FILE].map((name) => path.join(modelDir, name)).find((f) => fs.existsSync(f));
   if (file !== undefined) return readJsonObject(file).audiences;
-  const { file: gguf, value: record } = ggufMetadata(modelDir, GGUF_AUDIENCES_KEY) ?? {};
+  const { file: gguf, value: record } = metadata(GGUF_AUDIENCES_KEY) ?? {};
   if (record === undefined) return undefined;
   if (typeof record !== 'string') throw new Error(`${gguf}: metadata "${GGUF_AUDIENCES_KEY}" must be a string of JSON`);
   try {
