@@ -1,7 +1,7 @@
-// Model.save keeps a model folder whole: a chat model saved from the library is served as the chat model it was, a
-// save that fails leaves the folder as it was, and weights beside another model's config are named as such.
-import { spawnSync } from 'node:child_process';
-import crypto from 'node:crypto';
+// Model.save keeps a model folder whole: a chat model saved from the library is served as the chat model it was (over a
+// checkpoint too), a save that fails leaves the folder as it was, one killed between its renames is finished by the
+// next load, one into a folder another process saves into is refused, and weights beside another model's config are
+// named as such.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -11,9 +11,8 @@ import { AUDIENCES_FILE, type ChatRecord, NO_CHAT, chatRecordOf } from '../../li
 import { loadTokenizer } from '../../lib/tokenizer';
 import { TOKENIZER_CONFIG_FILE } from '../../lib/tokenizer/vocab';
 import { readTrainState, saveCheckpoint } from '../../lib/train/checkpoint';
-import { RENAMES_FILE } from '../../lib/util/atomic_file';
 import { LOCK_FILE } from '../../lib/util/folder_lock';
-import { holdLock } from '../helpers/folder_lock';
+import { holdLock, killedBetweenRenames } from '../helpers/folder_lock';
 import { NO_DEV_FULL, diskFull, isTemporaryOf } from '../helpers/full_disk';
 import { request, startServer, tempDir, TINY } from '../server/helpers';
 
@@ -187,14 +186,10 @@ t.test("weights beside another model's config: the load names both files", async
   }
 });
 
-// `dir` as a save of `next` (a model folder's files, by name) leaves it when killed after renaming `renamed` into
-// place: the rest in their temporary files, all listed in the folder's RENAMES_FILE.
-function killedBetweenRenames(dir: string, next: string, renamed: readonly string[]): { pid: number; temps: string[] } {
-  const pid = spawnSync(process.execPath, ['-e', '']).pid;
-  const renames = fs.readdirSync(next).map((name) => [`.${name}.${pid}.${crypto.randomBytes(6).toString('hex')}.tmp`, name]);
-  for (const [temp, name] of renames) fs.copyFileSync(path.join(next, name), path.join(dir, renamed.includes(name) ? name : temp));
-  fs.writeFileSync(path.join(dir, RENAMES_FILE), `${JSON.stringify({ pid, renames, remove: [AUDIENCES_FILE] })}\n`);
-  return { pid, temps: renames.filter(([, name]) => !renamed.includes(name)).map(([temp]) => temp) };
+// `dir` as a save of the files of folder `next` leaves it when killed after renaming its weights into place, the
+// record of the chat model there before to be removed.
+function killedAfterWeights(dir: string, next: string): number {
+  return killedBetweenRenames(dir, Object.fromEntries(fs.readdirSync(next).map((name) => [name, fs.readFileSync(path.join(next, name))])), ['model.safetensors'], [AUDIENCES_FILE]);
 }
 
 t.test('a save killed between two renames is finished by the next load: the new weights with their own config', async (t) => {
@@ -205,13 +200,11 @@ t.test('a save killed between two renames is finished by the next load: the new 
   old.dispose();
   const model = Model.create({ ...TINY, nLayer: 1 }, { seed: 2, trainable: false });
   await model.save(next, { tokenizer });
-  const { pid } = killedBetweenRenames(dir, next, ['model.safetensors']);
+  const pid = killedAfterWeights(dir, next);
   const warnings: string[] = [];
-  t.teardown(() => (console.warn = warn));
   const warn = console.warn;
   console.warn = (message: string) => warnings.push(message);
-  const loaded = await Model.load(dir, { trainable: false });
-  console.warn = warn;
+  const loaded = await Model.load(dir, { trainable: false }).finally(() => (console.warn = warn));
   t.equal(loaded.config.nLayer, 1, "the new weights, with the new config rather than the old one's 2 layers");
   t.same(loaded.getParam('wte.weight'), model.getParam('wte.weight'), 'the weights the save wrote');
   t.same(loaded.chat, NO_CHAT, "the old model's audiences gone, as the save removed them");
@@ -236,10 +229,10 @@ t.test('a save into a folder another process is saving into is refused, naming t
     });
     t.same(fs.readdirSync(dir), [...before.keys(), LOCK_FILE].sort(), 'no file added, none removed');
     for (const [file, bytes] of before) t.ok(fs.readFileSync(path.join(dir, file)).equals(bytes), `${file} as it was`);
-    // A save killed between its renames, whose process holds the lock still: a load waits for it rather than finish it.
+    // Renames left as a kill leaves them, but their process (this lock's) still runs: a load is refused rather than finish them.
     const ahead = path.join(work, 'locked-next');
     await next.save(ahead);
-    killedBetweenRenames(dir, ahead, ['model.safetensors']);
+    killedAfterWeights(dir, ahead);
     await t.rejects(Model.load(dir, { trainable: false }), { message: `${dir} is in use by process ${holder.pid} (a save), which is writing there: the load is refused (run it again when that is done; the lock is ${path.join(dir, LOCK_FILE)}: remove it if that process is not dixie's)` });
   } finally {
     next.dispose();

@@ -1,9 +1,11 @@
-// A folder's lock (lib/util/folder_lock.ts) as another process leaves it: held by one that is running, or left by
-// one that is gone.
+// A folder as another process leaves it: its lock (lib/util/folder_lock.ts) held by one that is running, or a save of
+// several files stopped by a kill between its renames.
 import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Test } from 'tap';
+import { RENAMES_FILE } from '../../lib/util/atomic_file';
 import { LOCK_FILE } from '../../lib/util/folder_lock';
 
 export interface LockHolder {
@@ -26,10 +28,14 @@ export async function holdLock(t: Test, dir: string, holder: string): Promise<Lo
   return { pid, stop };
 }
 
-// `dir`'s lock as a process that has exited left it; its pid.
-export function leaveStaleLock(dir: string, holder: string): number {
+// `dir` as a save of `files` (name -> bytes) leaves it when killed (writeFilesAtomic) after putting `renamed` in place:
+// the rest in their temporary files, named as its process named them, all listed with `remove` in the folder's
+// RENAMES_FILE. The id of that process, which is gone.
+export function killedBetweenRenames(dir: string, files: Readonly<Record<string, string | Buffer>>, renamed: readonly string[], remove: readonly string[]): number {
   const pid = spawnSync(process.execPath, ['-e', '']).pid;
-  writeLock(dir, pid, holder);
+  const renames = Object.keys(files).map((name) => [`.${name}.${pid}.${crypto.randomBytes(6).toString('hex')}.tmp`, name]);
+  for (const [temp, name] of renames) fs.writeFileSync(path.join(dir, renamed.includes(name) ? name : temp), files[name]);
+  fs.writeFileSync(path.join(dir, RENAMES_FILE), `${JSON.stringify({ pid, renames, remove })}\n`);
   return pid;
 }
 

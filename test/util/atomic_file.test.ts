@@ -1,13 +1,13 @@
 // Atomic writes: many writes of one file at once each land whole (the last rename wins), a write the disk cuts
 // short fails without touching the file, and none leaves a temporary file behind.
 import { spawnSync } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { RENAMES_FILE, finishInterruptedSave, textToWrite, writeFilesAtomic, writeTextAtomic } from '../../lib/util/atomic_file';
 import { withFileSizeLimit } from '../helpers/file_size_limit';
+import { killedBetweenRenames } from '../helpers/folder_lock';
 
 t.test('concurrent writes of one file never share a temporary file', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-atomic-'));
@@ -37,25 +37,17 @@ t.test('a write that the disk cuts short fails, the file under its name left as 
   t.same(fs.readdirSync(dir), ['state.json'], 'no temporary file left');
 });
 
-// `dir` as a write of `files` (name -> text) leaves it when killed after its first rename: the rest in their
-// temporary files, as the process (gone) named them, all listed in the folder's RENAMES_FILE. The process's id.
-function killedAfterFirstRename(dir: string, files: Record<string, string>, remove: string[]): number {
-  const pid = spawnSync(process.execPath, ['-e', '']).pid;
-  const renames = Object.keys(files).map((name) => [`.${name}.${pid}.${crypto.randomBytes(6).toString('hex')}.tmp`, name]);
-  renames.forEach(([temp, name], i) => fs.writeFileSync(path.join(dir, i === 0 ? name : temp), files[name]));
-  fs.writeFileSync(path.join(dir, RENAMES_FILE), `${JSON.stringify({ pid, renames, remove })}\n`);
-  return pid;
-}
-
 t.test('a write of several files killed between its renames is finished by the next write into the folder, before its own', async (t) => {
   const dir = t.testdir({ 'weights.bin': 'old weights\n', 'config.json': 'old config\n', 'audiences.json': 'old audiences\n' });
-  const pid = killedAfterFirstRename(dir, { 'weights.bin': 'new weights\n', 'config.json': 'new config\n' }, ['audiences.json']);
+  const pid = killedBetweenRenames(dir, { 'weights.bin': 'new weights\n', 'config.json': 'new config\n' }, ['weights.bin'], ['audiences.json']);
   const warnings: string[] = [];
   const warn = console.warn;
-  t.teardown(() => (console.warn = warn));
   console.warn = (message: string) => warnings.push(message);
-  await writeFilesAtomic([textToWrite(path.join(dir, 'vocab.json'), 'vocab\n'), textToWrite(path.join(dir, 'merges.txt'), 'merges\n')]);
-  console.warn = warn;
+  try {
+    await writeFilesAtomic([textToWrite(path.join(dir, 'vocab.json'), 'vocab\n'), textToWrite(path.join(dir, 'merges.txt'), 'merges\n')]);
+  } finally {
+    console.warn = warn;
+  }
   const read = (name: string): string => fs.readFileSync(path.join(dir, name), 'utf8');
   t.same(fs.readdirSync(dir).sort(), ['config.json', 'merges.txt', 'vocab.json', 'weights.bin'], 'the removal done, no journal or temporary file left');
   t.same(['weights.bin', 'config.json', 'vocab.json', 'merges.txt'].map(read), ['new weights\n', 'new config\n', 'vocab\n', 'merges\n'], 'the killed write finished, and this one written');
