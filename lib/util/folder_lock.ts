@@ -10,9 +10,16 @@ export const LOCK_FILE = '.dixie.lock';
 
 interface LockHolder {
   pid: number | null;  // null: a lock being created this moment, or one whose content is not dixie's
+  started: number;     // when that process started (STARTED); NaN where the lock does not say
   holder: string;
   text: string;
 }
+
+// When this process started (ms since the epoch), the same in each of its threads to a few milliseconds: a lock of
+// this process's id but another start is a stale one, as a container restarted after a kill gives its process the
+// same id as the last time.
+const STARTED = Math.round(Date.now() - process.uptime() * 1000);
+const SAME_START_MS = 1000;
 
 export function isRunning(pid: number): boolean {
   try {
@@ -35,18 +42,18 @@ export function lockFolder(dir: string, holder: string, warn: (message: string) 
   };
   for (;;) {
     try {
-      fs.writeFileSync(file, `${JSON.stringify({ pid: process.pid, holder })}\n`, { flag: 'wx' });
+      fs.writeFileSync(file, `${JSON.stringify({ pid: process.pid, started: STARTED, holder })}\n`, { flag: 'wx' });
       return release;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const held = readLock(file);
     if (held === null) continue;  // released meanwhile
-    if (held.pid === null || isRunning(held.pid)) {
+    if (held.pid === null || (held.pid === process.pid ? Math.abs(held.started - STARTED) < SAME_START_MS : isRunning(held.pid))) {
       const who = held.pid === null ? 'another process' : held.pid === process.pid ? `this process (${held.holder})` : `process ${held.pid} (${held.holder})`;
       throw Object.assign(new Error(`${dir} is in use by ${who}, which is writing there: ${holder} is refused (run it again when that is done; the lock is ${file}: remove it if that process is not dixie's)`), { code: 'ELOCKED' });
     }
-    if (takeOver(file, held)) warn(`${file}: taken over from process ${held.pid} (${held.holder}), which is no longer running`);
+    if (takeOver(file, held)) warn(`${file}: taken over from process ${held.pid} (${held.holder}), which is no longer running${held.pid === process.pid ? ' (this process has its id now)' : ''}`);
   }
 }
 
@@ -72,10 +79,10 @@ function readLock(file: string): LockHolder | null {
     throw err;
   }
   try {
-    const { pid, holder } = JSON.parse(text) as { pid?: unknown; holder?: unknown };
-    return { pid: Number.isInteger(pid) ? (pid as number) : null, holder: typeof holder === 'string' ? holder : 'unknown', text };
+    const { pid, started, holder } = JSON.parse(text) as { pid?: unknown; started?: unknown; holder?: unknown };
+    return { pid: Number.isInteger(pid) ? (pid as number) : null, started: typeof started === 'number' ? started : NaN, holder: typeof holder === 'string' ? holder : 'unknown', text };
   } catch {
-    return { pid: null, holder: 'unknown', text };
+    return { pid: null, started: NaN, holder: 'unknown', text };
   }
 }
 

@@ -1,0 +1,26 @@
+// A folder's lock: held by this process, another writer in it is refused naming the lock; one of this process's id
+// but of an earlier start (a container restarted after a kill gives its process the same id) is taken over.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { LOCK_FILE, lockFolder } from '../../lib/util/folder_lock';
+
+t.test("a lock this process holds refuses another writer of this process; one with this process's id but of an earlier start is taken over", async (t) => {
+  const dir = t.testdir();
+  const lock = path.join(dir, LOCK_FILE);
+  const release = lockFolder(dir, 'an import');
+  const { pid, started } = JSON.parse(fs.readFileSync(lock, 'utf8')) as { pid: number; started: number };
+  t.equal(pid, process.pid, "the lock names this process's id");
+  t.throws(() => lockFolder(dir, 'a save'), { message: `${dir} is in use by this process (an import), which is writing there: a save is refused (run it again when that is done; the lock is ${lock}: remove it if that process is not dixie's)` });
+  release();
+  t.same(fs.readdirSync(dir), [], 'released: the lock is gone');
+
+  // As a process of this id that started a minute before this one left it.
+  fs.writeFileSync(lock, `${JSON.stringify({ pid: process.pid, started: started - 60_000, holder: 'a training run' })}\n`);
+  const warnings: string[] = [];
+  const again = lockFolder(dir, 'a save', (message) => warnings.push(message));
+  t.same(warnings, [`${lock}: taken over from process ${process.pid} (a training run), which is no longer running (this process has its id now)`]);
+  t.same(JSON.parse(fs.readFileSync(lock, 'utf8')), { pid: process.pid, started, holder: 'a save' }, "the lock is this save's");
+  again();
+  t.same(fs.readdirSync(dir), [], 'released');
+});
