@@ -100,6 +100,7 @@ interface RenamesJournal {
 // With `journalIn`, the folder of every file, the renames are listed there first (RENAMES_FILE).
 async function writeFilesIn(files: readonly FileToWrite[], remove: readonly string[], journalIn?: string): Promise<void> {
   const written: { temp: string; target: string }[] = [];
+  let stoppedMidway = false;
   try {
     for (const { target, fill } of files) {
       fs.mkdirSync(path.dirname(target), { recursive: true });
@@ -122,8 +123,19 @@ async function writeFilesIn(files: readonly FileToWrite[], remove: readonly stri
       const journal: RenamesJournal = { pid: process.pid, renames: written.map(({ temp, target }) => [path.basename(temp), path.basename(target)]), remove: remove.map((file) => path.basename(file)) };
       await writeFilesIn([textToWrite(path.join(journalIn, RENAMES_FILE), `${JSON.stringify(journal)}\n`)], []);
     }
-    for (const { temp, target } of written) fs.renameSync(temp, target);
+    for (const [i, { temp, target }] of written.entries()) {
+      try {
+        fs.renameSync(temp, target);
+      } catch (err) {
+        if (i === 0 || journalIn === undefined) throw err;
+        // Undone now, the folder would hold old files beside new ones: the list of renames and the files not yet
+        // renamed stay, for the next load or save of the folder to finish.
+        stoppedMidway = true;
+        throw new Error(`${(err as Error).message}: the save into ${journalIn} stopped between its renames, ${i} of ${written.length} done; the next load or save of the folder finishes them (${RENAMES_FILE})`, { cause: err });
+      }
+    }
   } catch (err) {
+    if (stoppedMidway) throw err;
     for (const { temp } of written) fs.rmSync(temp, { force: true });
     if (journalIn !== undefined) fs.rmSync(path.join(journalIn, RENAMES_FILE), { force: true });
     throw err;

@@ -60,3 +60,29 @@ t.test('a list of renames that is not one is named, and left for a person to loo
   t.equal(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'), 'config\n', 'nothing renamed');
   t.ok(fs.existsSync(path.join(dir, RENAMES_FILE)), 'the list kept');
 });
+
+t.test('a rename that fails after others succeeded leaves its list, and the next load finishes the save', async (t) => {
+  const dir = t.testdir({ 'weights.bin': 'old weights\n', 'config.json': 'old config\n' });
+  const config = path.join(dir, 'config.json');
+  // Written last, this file puts a folder in the config's place once the check for folders is past: the weights'
+  // rename succeeds, the config's fails.
+  const inTheWay = { target: path.join(dir, 'vocab.json'), fill: (fd: number) => {
+    fs.writeSync(fd, 'vocab\n');
+    fs.rmSync(config);
+    fs.mkdirSync(path.join(config, 'in the way'), { recursive: true });
+  } };
+  const err = await writeFilesAtomic([textToWrite(path.join(dir, 'weights.bin'), 'new weights\n'), textToWrite(config, 'new config\n'), inTheWay]).catch((e: Error) => e);
+  t.match((err as Error).message, new RegExp(`: the save into ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} stopped between its renames, 1 of 3 done; the next load or save of the folder finishes them \\(\\.dixie-renames\\.json\\)$`));
+  t.equal(fs.readFileSync(path.join(dir, 'weights.bin'), 'utf8'), 'new weights\n', 'the first rename is kept');
+  t.ok(fs.existsSync(path.join(dir, RENAMES_FILE)), 'the list of renames kept');
+  fs.rmSync(config, { recursive: true });
+  const warn = console.warn;
+  console.warn = () => {};
+  try {
+    finishInterruptedSave(dir);
+  } finally {
+    console.warn = warn;
+  }
+  t.same(['weights.bin', 'config.json', 'vocab.json'].map((name) => fs.readFileSync(path.join(dir, name), 'utf8')), ['new weights\n', 'new config\n', 'vocab\n'], 'the save finished');
+  t.same(fs.readdirSync(dir).sort(), ['config.json', 'vocab.json', 'weights.bin'], 'no list or temporary file left');
+});
