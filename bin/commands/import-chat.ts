@@ -7,6 +7,7 @@ import { readJsonFile } from '../../lib/util/json_file';
 import { commandLine } from './command_line';
 import { isJsonObject } from '../../lib/util/json_object';
 import { formatBytes } from '../../lib/util/format';
+import { shellWord } from '../../lib/util/shell_word';
 
 // Files this large get a line of their own even when stderr is not a terminal.
 const LARGE_FILE_BYTES = 10_000_000;
@@ -69,7 +70,7 @@ async function main(): Promise<void> {
   });
   console.log(formatImportSummary(summary));
   // The way on, as lib/import/README.md gives it.
-  const data = /^[\w./-]+$/.test(argv.out) ? argv.out : `'${argv.out.replace(/'/g, "'\\''")}'`;
+  const data = shellWord(argv.out);
   if (summary.output === 'jsonl') {
     console.log(
       `next: fine-tune on ${data} with OpenAI (upload it with purpose "fine-tune"), a tool that takes OpenAI's chat format (Axolotl, TRL, unsloth), ` +

@@ -17,6 +17,10 @@ import { readTextFile } from './text_file';
 import { TokenFile, TokenSink, isTokenFile, writeTokenFile } from './token_file';
 import { MemoryTokens, TokenSource, checkTokenIds } from './tokens';
 import { isWithin } from '../util/paths';
+import { shellWord } from '../util/shell_word';
+import { looksLikeKakaoTalk } from '../import/kakaotalk';
+import { looksLikeLine } from '../import/line';
+import { looksLikeWhatsApp } from '../import/whatsapp';
 
 export const DEFAULT_COMBINE = 50000;
 // Text is encoded in batches of about this many characters (bounding the text held in memory at once when
@@ -137,6 +141,7 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
         continue;
       }
       const { text, bytes: size, warnings: fileWarnings } = readTextFile(part.file);
+      if (chatCheck !== 'off' && part.kind === 'text') refuseChatExport(part.file, text);
       // Not a token file: parts() makes one the whole dataset, read in place.
       const { documents, warnings: documentWarnings } = fileDocuments(part.file, part.kind as DocumentFileKind, text);
       bytes += size;
@@ -166,6 +171,17 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
     await (pool as EncoderPool | null)?.close();
   }
   return bytes;
+}
+
+// A messaging app's chat export trains as text without complaint, dates, names and all, into a model that writes
+// export lines: it has to be made chat training data first.
+function refuseChatExport(file: string, text: string): void {
+  const app = looksLikeWhatsApp(text) ? 'WhatsApp' : looksLikeLine(text) ? 'LINE' : looksLikeKakaoTalk(text) ? 'KakaoTalk' : null;
+  if (app === null) return;
+  throw new Error(
+    `${file}: a ${app} chat export, not training data: make it chat training data with bin/import-chat ${shellWord(file)} --me "<your name>" --out data/, ` +
+      'then train on data/ (--chat_check off trains on the export as plain text)',
+  );
 }
 
 function parts(spec: string, warnings: string[]): DatasetPart[] {

@@ -75,6 +75,26 @@ t.test('bin/train --check on CSV and JSONL: chat documents by file:line; chat fi
   t.match(openai.stderr, `train: ${path.join(documents, 'openai.jsonl')}:1: a conversation in OpenAI's chat fine-tuning format ("messages"), not a document: make it chat training data with bin/import-chat`);
 });
 
+t.test("bin/train on a chat app's export, not imported: refused, naming bin/import-chat; --chat_check off trains on it as text", async (t) => {
+  const exported = path.join(REPO, 'test', 'fixtures', 'exports', 'whatsapp', 'android-en-us', 'WhatsApp Chat with Mom.txt');
+  const dir = t.testdir({ exports: { 'WhatsApp Chat with Mom.txt': fs.readFileSync(exported) } });
+  const named = path.join('exports', 'WhatsApp Chat with Mom.txt');
+  const refusal = `train: ${named}: a WhatsApp chat export, not training data: make it chat training data with bin/import-chat 'exports/WhatsApp Chat with Mom.txt' --me "<your name>" --out data/, then train on data/ (--chat_check off trains on the export as plain text)\n`;
+  const checked = runCommand('train', ['--dataset', 'exports', '--check'], { cwd: dir });
+  t.equal(checked.status, 1);
+  t.equal(checked.stderr, refusal);
+  t.equal(checked.stdout, '', 'no line of the export listed as malformed chat');
+  const tiny = ['--dataset', named, '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
+    '--context_length', '16', '--sample_every', '0', '--stop_after', '1', '--threads', '1'];
+  const trained = runCommand('train', tiny, { cwd: dir });
+  t.equal(trained.status, 1);
+  t.match(trained.stderr, refusal);
+  t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1', 'model-1')), 'no checkpoint');
+  const asText = runCommand('train', [...tiny, '--chat_check', 'off'], { cwd: dir });
+  t.equal(asText.status, 0, asText.stderr);
+  t.ok(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')), 'trained as text');
+});
+
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
   const dir = t.testdir();
   const tokens = path.join(dir, 'chat.tokens');
