@@ -892,7 +892,11 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     else await plot(true);
     const bestDir = bestCheckpoint(runDir);
     if (best !== null) {
-      log(best.step === 0
+      // A run stopped before its first validation has nothing to say of the validation loss, and no `best` yet.
+      const unvalidated = best.step === 0 && best.validationsSince === 0;
+      log(unvalidated
+        ? `no validation since the starting model's (${best.loss.toFixed(4)})${o.val_every > 0 ? `, the next being at step ${(Math.floor(step / o.val_every) + 1) * o.val_every} (--val_every ${o.val_every})` : ''}: ${path.join(runDir, BEST_FILE)} names a checkpoint once a validation does better`
+        : best.step === 0
         ? `the validation loss never went below the starting model's (${best.loss.toFixed(4)}): more data, a lower --learning_rate or a smaller model may help`
         : `lowest validation loss ${best.loss.toFixed(4)}, at step ${best.step}${bestDir ? `: ${bestDir} (also ${path.join(runDir, BEST_FILE)})` : ''}`);
     }

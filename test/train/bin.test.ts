@@ -95,6 +95,19 @@ t.test("bin/train on a chat app's export, not imported: refused, naming bin/impo
   t.ok(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')), 'trained as text');
 });
 
+t.test('bin/train stopped before its first validation says so, and not that the validation loss never went down', async (t) => {
+  const dir = t.testdir();
+  const trained = runCommand('train', ['--dataset', path.join(CHAT, 'train', 'work.train'), '--val_dataset', path.join(CHAT, 'valid.train'), '--val_every', '200',
+    '--val_batch_count', '1', '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
+    '--context_length', '16', '--sample_every', '0', '--stop_after', '2', '--threads', '1'], { cwd: dir });
+  t.equal(trained.status, 0, trained.stderr);
+  const start = /^\[0 \| 0s\] validation loss (\d+\.\d{4})$/m.exec(trained.stdout)?.[1];
+  t.ok(start, 'the starting validation loss');
+  t.match(trained.stdout, `\nno validation since the starting model's (${start}), the next being at step 200 (--val_every 200): ${path.join('checkpoint', 'run1', 'best')} names a checkpoint once a validation does better\n`);
+  t.notMatch(trained.stdout, /never went below/);
+  t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1', 'best')), 'no best yet');
+});
+
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
   const dir = t.testdir();
   const tokens = path.join(dir, 'chat.tokens');
