@@ -3,7 +3,7 @@
 // other folder name under the models folder, or a path; a training run folder stands for its latest checkpoint.
 import fs from 'node:fs';
 import path from 'node:path';
-import { LATEST_FILE, checkpointFolder } from '../train/checkpoint';
+import { BEST_FILE, LATEST_FILE, checkpointFolder, latestCheckpoint } from '../train/checkpoint';
 import { inspectModelFolder, type ModelFolder } from './model_folder';
 
 export const RELEASE_NAMES = ['124M', '355M', '774M', '1558M'] as const;
@@ -57,7 +57,19 @@ export function modelDir(name: string): string {
   return path.join(modelsDir(), release);
 }
 
+// What to say of a run's `best` that is not there (null for any other name): it is written at the run's first
+// validation that does better than the model the run started from.
+export function noBestYet(name: string): string | null {
+  const dir = modelDir(name);
+  const latest = path.basename(dir) === BEST_FILE ? latestCheckpoint(path.dirname(dir)) : null;
+  if (latest === null) return null;
+  const run = path.dirname(name);
+  return `${run} has no best checkpoint yet: \`best\` names the checkpoint of the lowest validation loss of held-out data (--val_split or --val_dataset, with --val_every), once a validation does better than the starting model; give \`${run}\` for its latest checkpoint, ${path.join(run, path.basename(latest))}`;
+}
+
 function howToGet(name: string, dir: string): string {
+  const noBest = noBestYet(name);
+  if (noBest !== null) return noBest;
   // A bare name is a folder of models/; one of the same name here is most likely what was meant.
   if (!isPath(name) && fs.existsSync(name)) return `./${name} is here: give it as \`./${name}\` to load that`;
   const release = releaseName(name);

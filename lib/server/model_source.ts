@@ -4,7 +4,7 @@
 // the newest checkpoint of a run that is still training.
 import fs from 'node:fs';
 import type { ModelFolder } from '../formats/model_folder';
-import { modelDir, resolveModel } from '../formats/resolve_model';
+import { modelDir, noBestYet, resolveModel } from '../formats/resolve_model';
 import type { ModelConfig } from './config';
 
 export function resolveModelSource(model: ModelConfig): ModelFolder {
@@ -12,7 +12,10 @@ export function resolveModelSource(model: ModelConfig): ModelFolder {
   const where = `${model.where}.${field}`;
   // restore_from is a path (made absolute by the config's reader): the advice of resolveModel on downloading a
   // model by name does not apply to it.
-  if (model.restoreFrom !== null && !fs.existsSync(model.restoreFrom)) throw new Error(`${where}: ${model.restoreFrom} does not exist`);
+  if (model.restoreFrom !== null && !fs.existsSync(model.restoreFrom)) {
+    const noBest = noBestYet(model.restoreFrom);
+    throw new Error(`${where}: ${model.restoreFrom} does not exist${noBest === null ? '' : `: ${noBest}`}`);
+  }
   try {
     return resolveModel(name);
   } catch (err) {

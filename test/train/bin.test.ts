@@ -95,7 +95,7 @@ t.test("bin/train on a chat app's export, not imported: refused, naming bin/impo
   t.ok(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')), 'trained as text');
 });
 
-t.test('bin/train stopped before its first validation says so, and not that the validation loss never went down', async (t) => {
+t.test("bin/train stopped before its first validation says so, not that the validation loss never went down; the run's best asked for then points to its latest checkpoint", async (t) => {
   const dir = t.testdir();
   const trained = runCommand('train', ['--dataset', path.join(CHAT, 'train', 'work.train'), '--val_dataset', path.join(CHAT, 'valid.train'), '--val_every', '200',
     '--val_batch_count', '1', '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
@@ -106,6 +106,16 @@ t.test('bin/train stopped before its first validation says so, and not that the 
   t.match(trained.stdout, `\nno validation since the starting model's (${start}), the next being at step 200 (--val_every 200): ${path.join('checkpoint', 'run1', 'best')} names a checkpoint once a validation does better\n`);
   t.notMatch(trained.stdout, /never went below/);
   t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1', 'best')), 'no best yet');
+
+  // The run's best asked for before there is one: the run's latest checkpoint, not a download, is the way on.
+  const noBest = (run: string): string => `${run} has no best checkpoint yet: \`best\` names the checkpoint of the lowest validation loss of held-out data (--val_split or --val_dataset, with --val_every), once a validation does better than the starting model; give \`${run}\` for its latest checkpoint, ${run}/model-2`;
+  const run = path.join(fs.realpathSync(dir), 'checkpoint', 'run1');
+  const chat = runCommand('chat', ['--restore_from', 'checkpoint/run1/best', '--device', 'cpu'], { cwd: dir });
+  t.equal(chat.status, 1);
+  t.equal(chat.stderr, `chat: model "checkpoint/run1/best" not found: no folder ${run}/best; ${noBest('checkpoint/run1')}\n`);
+  const served = runCommand('serve', ['--model', 'checkpoint/run1/best', '--device', 'cpu', '--port', '0'], { cwd: dir });
+  t.equal(served.status, 1);
+  t.equal(served.stderr, `serve: bin/serve --model: models[0].restore_from: ${run}/best does not exist: ${noBest(run)}\n`);
 });
 
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
