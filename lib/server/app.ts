@@ -504,9 +504,12 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
           log('info', 'unreadable request', { code: err.code ?? null, status });
           socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
         });
-        server.once('error', reject);
+        const refused = (err: NodeJS.ErrnoException): void => reject(err.code === 'EADDRINUSE'
+          ? new Error(`port ${port} on ${host} is taken by another program (another bin/serve?): stop it, or serve on another port with --port (or "port" in server_config.json; 0 takes any free port)`, { cause: err })
+          : err);
+        server.once('error', refused);
         server.listen(port, host, () => {
-          server.off('error', reject);
+          server.off('error', refused);
           httpServer = server;
           const address = server.address() as AddressInfo;
           log('info', 'listening', { host: address.address, port: address.port, pid: process.pid, models: config.models.map((m) => m.key) });

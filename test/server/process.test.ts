@@ -1,9 +1,10 @@
 // bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0), SIGHUP
 // (the config read again; refused while ./server_config.json is missing), both while the server starts, where to
-// connect said to a terminal (and not into a pipe), the message when there is nothing to serve, an upload that the disk
+// connect said to a terminal (and not into a pipe), the message when there is nothing to serve or the port is taken, an upload that the disk
 // has no room for, and a fine-tuning job whose events cannot be written.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import t, { type Test } from 'tap';
@@ -300,6 +301,21 @@ t.test('a bad config stops the start with the field named', async (t) => {
   t.equal(await child.exited, 1);
   t.match(child.stderr.join(''), /server_config\.json: models\[0\]\.restore_from: .*checkpoint\/run1 does not exist/);
   t.match(child.lines.at(-1), { level: 'error', msg: 'not started', error: /models\[0\]\.restore_from: .*checkpoint\/run1 does not exist/ }, 'and in the JSON log');
+});
+
+t.test('a port another program listens on: the start stops, saying how to serve on another', async (t) => {
+  const dir = tempDir('port-taken');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, PROMPT, 1);
+  const holder = net.createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => holder.close());
+  const port = (holder.address() as net.AddressInfo).port;
+  const child = serve(['--model', 'alpha', '--port', String(port)], dir);
+  t.equal(await child.exited, 1);
+  const message = `port ${port} on 127.0.0.1 is taken by another program (another bin/serve?): stop it, or serve on another port with --port (or "port" in server_config.json; 0 takes any free port)`;
+  t.equal(child.stderr.join(''), `serve: ${message}\n`);
+  t.match(child.lines.at(-1), { level: 'error', msg: 'not started', error: message }, 'and in the JSON log');
 });
 
 t.test('beyond loopback without api_keys: refuses to start, saying how to set them; --insecure lets it try', async (t) => {
