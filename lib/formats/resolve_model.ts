@@ -43,7 +43,8 @@ export function modelsDir(): string {
   return path.resolve(process.env.DIXIE_MODELS_DIR || 'models');
 }
 
-function isPath(name: string): boolean {
+// Whether a name is a path (absolute, or with a folder in it), not a name under the models folder.
+export function isPath(name: string): boolean {
   return path.isAbsolute(name) || name.includes('/') || name.includes(path.sep) || name === '.' || name === '..';
 }
 

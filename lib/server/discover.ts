@@ -1,10 +1,10 @@
-// Which config `bin/serve` runs: --config FILE; --model DIR (one model, no file); otherwise server_config.json
+// Which config `bin/serve` runs: --config FILE; --model DIR or NAME (one model, no file); otherwise server_config.json
 // in the current folder if there is one, else every model found in checkpoint/ and models/.
 import fs from 'node:fs';
 import path from 'node:path';
 import { inspectModelFolder } from '../formats/model_folder';
 import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../formats/peft';
-import { modelsDir, resolveModel } from '../formats/resolve_model';
+import { isPath, modelsDir, resolveModel } from '../formats/resolve_model';
 import { FINE_TUNING_DEFAULTS, loadServerConfig, validateServerConfig, type ServerConfig } from './config';
 import { BEST_FILE, LATEST_FILE, bestCheckpoint, checkpointFolder } from '../train/checkpoint';
 
@@ -126,7 +126,10 @@ export function serveConfig(source: ServeSource): ServerConfig {
   const fineTuning = source.fineTuning === undefined ? {} : { fine_tuning: { dir: path.resolve(source.cwd, source.fineTuning) } };
   if (source.model !== undefined) {
     const sanitizer = source.sanitizer === undefined ? {} : { sanitizer: source.sanitizer };
-    const raw = { models: [{ key: source.key ?? 'chatbot', restore_from: path.resolve(source.cwd, source.model), ...sanitizer, ...shared }], ...fineTuning };
+    // A folder here, or else a name under models/ (124M, as bin/download-model puts it there), as every command takes it.
+    const folder = path.resolve(source.cwd, source.model);
+    const weights = isPath(source.model) || fs.existsSync(folder) ? { restore_from: folder } : { model_name: source.model };
+    const raw = { models: [{ key: source.key ?? 'chatbot', ...weights, ...sanitizer, ...shared }], ...fineTuning };
     return validateServerConfig(raw, 'bin/serve --model', source.cwd);
   }
   const file = path.join(source.cwd, CONFIG_FILE);

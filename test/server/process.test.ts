@@ -303,6 +303,25 @@ t.test('a bad config stops the start with the field named', async (t) => {
   t.match(child.lines.at(-1), { level: 'error', msg: 'not started', error: /models\[0\]\.restore_from: .*checkpoint\/run1 does not exist/ }, 'and in the JSON log');
 });
 
+t.test('--model takes a name under models/, as the other commands do, and says how to get one it does not find', async (t) => {
+  const dir = tempDir('model-name');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(path.join(dir, 'models'), { tiny: 1 }, PROMPT, 1);
+  const child = serve(['--model', 'tiny', '--port', '0'], dir);
+  t.teardown(() => {
+    if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+  });
+  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
+  const answer = await fetch(`http://127.0.0.1:${listening.port as number}/v1/models`).then((r) => r.json()) as { data: { id: string }[] };
+  t.same(answer.data.map((m) => m.id), ['chatbot'], 'models/tiny served');
+  child.proc.kill('SIGTERM');
+  t.equal(await child.exited, 0);
+
+  const missing = serve(['--model', '124M', '--port', '0'], dir);
+  t.equal(await missing.exited, 1);
+  t.match(missing.stderr.join(''), /^serve: bin\/serve --model: models\[0\]\.model_name: model "124M" not found: no folder .*models[/\\]124M .*; download it with `bin\/download-model 124M`\n$/);
+});
+
 t.test('a port another program listens on: the start stops, saying how to serve on another', async (t) => {
   const dir = tempDir('port-taken');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
