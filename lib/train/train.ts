@@ -25,7 +25,7 @@ import { GPT2Config, LoraOptions, Model, ModelOptions, plannedModelBytes, runsOn
 import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
 import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
 import { inspectModelFolder, type ModelFolder } from '../formats/model_folder';
-import { renamedReleaseNotice, resolveModel } from '../formats/resolve_model';
+import { modelDir, renamedReleaseNotice, resolveModel } from '../formats/resolve_model';
 import { Generator, type GenerateResult } from '../generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { STATE_FILE } from '../formats/chat_record';
@@ -456,6 +456,13 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}, dropout ${lora.dropout}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen${weightDtype === 'f32' ? '' : `, held in ${weightDtype}`}`);
   if (o.fresh_model && state && o.restore_from === 'latest') {
     log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
+  }
+  // Only a --model_name other than the default is known to be asked for: a run resumed without one goes on as it
+  // began, whatever model it began from.
+  const began = state?.options.model_name;
+  const beganFresh = state?.options.fresh_model === true;
+  if (state && o.restore_from === 'latest' && !o.fresh_model && o.model_name !== DEFAULT_TRAIN_OPTIONS.model_name && typeof began === 'string' && (beganFresh || modelDir(began) !== modelDir(o.model_name))) {
+    log(`--model_name ${o.model_name} starts a new run; ${runDir} has one, ${beganFresh ? 'of a fresh model' : `from ${began}`}, resumed instead (to fine-tune ${o.model_name}: another --run_name, or move ${runDir} away)`);
   }
   return { model, tokenizer };
 }

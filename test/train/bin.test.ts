@@ -118,6 +118,21 @@ t.test("bin/train stopped before its first validation says so, not that the vali
   t.equal(served.stderr, `serve: bin/serve --model: models[0].restore_from: ${run}/best does not exist: ${noBest(run)}\n`);
 });
 
+t.test('bin/train --model_name over a run of another model: the run is resumed, and it says so, and how to fine-tune the model named', async (t) => {
+  const dir = t.testdir();
+  const tiny = ['--dataset', path.join(CHAT, 'train', 'work.train'), '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
+    '--context_length', '16', '--sample_every', '0', '--threads', '1'];
+  t.equal(runCommand('train', [...tiny, '--fresh_model', '--stop_after', '1'], { cwd: dir }).status, 0);
+  const resumed = runCommand('train', [...tiny, '--model_name', '355M', '--stop_after', '2'], { cwd: dir });
+  t.equal(resumed.status, 0, resumed.stderr);
+  t.match(resumed.stdout, `\nresuming from ${path.join('checkpoint', 'run1', 'model-1')} at step 1\n`);
+  t.match(resumed.stdout, `\n--model_name 355M starts a new run; ${path.join('checkpoint', 'run1')} has one, of a fresh model, resumed instead (to fine-tune 355M: another --run_name, or move ${path.join('checkpoint', 'run1')} away)\n`);
+  t.equal(readTrainState(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')) as string).step, 2);
+  const asBegun = runCommand('train', [...tiny, '--stop_after', '3'], { cwd: dir });
+  t.equal(asBegun.status, 0, asBegun.stderr);
+  t.notMatch(asBegun.stdout, /starts a new run/, 'resumed without --model_name: nothing to say');
+});
+
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
   const dir = t.testdir();
   const tokens = path.join(dir, 'chat.tokens');
