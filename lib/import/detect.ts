@@ -1,7 +1,7 @@
 // Which app an export file comes from, told by its content (never by its name, which users rename), and the
 // file read by that app's importer.
 import path from 'node:path';
-import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, decodeExport, isBinary, jsonObject, parseExportJson } from './chat_export';
+import { EXPORT_FORMATS, ExportFormat, ExportedChat, ChatImportError, FORMAT_NAMES, decodeExport, isBinary, jsonObject, parseExportJson } from './chat_export';
 import { looksLikeDiscord, parseDiscord } from './discord';
 import { looksLikeElement, parseElement } from './element';
 import { fineTuningFormat, firstJsonLine, isDocumentLine, isFineTuningFormat, jsonConversations, jsonlConversations, parseFineTuning } from './fine_tuning';
@@ -56,6 +56,27 @@ export type Companion = (name: string) => CompanionFile | null;
 // `file` names the export in messages; `bytes` are its content, read from disk or from a zip, as are its
 // companions'.
 export async function readExport(file: string, bytes: Buffer, options: ReadOptions = {}, warnings: string[] = [], companion: Companion = () => null): Promise<ExportedChat[]> {
+  const forced = options.format;
+  if (forced === undefined) return readAs(file, bytes, options, warnings, companion);
+  // --format naming another app than the one whose export the file is reads no message of it, or fails on its
+  // first line for a reason that does not say so: the app its content shows is named instead.
+  const otherApp = async (): Promise<ChatImportError | null> => {
+    const detected = await readAs(file, bytes, { ...options, format: undefined }, [], companion).then((chats) => chats[0]?.format ?? null, () => null);
+    return detected === null || detected === forced ? null
+      : new ChatImportError(file, null, `an export of ${FORMAT_NAMES[detected]}, not of ${FORMAT_NAMES[forced]} as --format ${forced} says: leave --format out, and each file's app is told from its content`);
+  };
+  let chats: ExportedChat[];
+  try {
+    chats = await readAs(file, bytes, options, warnings, companion);
+  } catch (err) {
+    throw (await otherApp()) ?? err;
+  }
+  const other = chats.some((chat) => chat.messages.length > 0) ? null : await otherApp();
+  if (other !== null) throw other;
+  return chats;
+}
+
+async function readAs(file: string, bytes: Buffer, options: ReadOptions, warnings: string[], companion: Companion): Promise<ExportedChat[]> {
   if (isSqlite(bytes)) {
     const chats = await parseMessagesDatabase(file, bytes, warnings);
     if (chats === null) throw new UnknownExportError(file, 'an SQLite database without the tables of macOS Messages (message, chat, handle...)');

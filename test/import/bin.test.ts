@@ -135,6 +135,13 @@ t.test('bad input: exit 1 and the reason; nothing written', async (t) => {
   t.equal(badOut.status, 1);
   t.equal(badOut.stderr, `import-chat: --out ${out}.json: give a folder (a .train file per audience), a file ending in .train (every conversation in one file) or in .jsonl (OpenAI's chat fine-tuning format), not a .json file\n`);
   t.notOk(fs.existsSync(`${out}.json`));
+  // --format naming another app: LINE's reading finds no message in a WhatsApp export, Telegram's no JSON.
+  const whatsapp = path.join(fixture('whatsapp', 'android-de'), 'WhatsApp Chat mit Papa.txt');
+  for (const [format, app] of [['line', 'LINE'], ['telegram', 'Telegram']]) {
+    const misnamed = runCommand('import-chat', [whatsapp, '--me', 'Jane Doe', '--format', format, '--out', out]);
+    t.equal(misnamed.status, 1, format);
+    t.equal(misnamed.stderr, `import-chat: ${whatsapp}: an export of WhatsApp, not of ${app} as --format ${format} says: leave --format out, and each file's app is told from its content\n`);
+  }
   t.notOk(fs.existsSync(out));
 });
 

@@ -157,7 +157,7 @@ t.test('an export made as web pages by Facebook or Instagram: the error says to 
   await t.rejects(importChats([folder], { out: path.join(dir, 'out') }), { message: `${folder}: no .txt, .json, .jsonl, .xml, .db, .zip or .tar file in it; its 2 .html files are ${advice}` });
   const named = path.join(folder, 'your_facebook_activity', 'messages', 'inbox', 'mariemartin_10158', 'message_1.html');
   await t.rejects(importChats([named], { out: path.join(dir, 'out') }), { message: `${named}: ${advice}` });
-  await t.rejects(importChats([fixture('telegram_html', 'ChatExport_2024-03-04')], { out: path.join(dir, 'out'), format: 'whatsapp' }), { message: /messages\.html: an export made as web pages/ }, 'read as another app\'s');
+  await t.rejects(importChats([fixture('telegram_html', 'ChatExport_2024-03-04')], { out: path.join(dir, 'out'), format: 'whatsapp' }), { message: /messages\.html: an export of Telegram, not of WhatsApp as --format whatsapp says: leave --format out/ }, 'read as another app\'s');
   t.same(fs.readdirSync(path.join(dir, 'out')), [], 'nothing written');
 });
 
