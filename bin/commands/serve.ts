@@ -60,7 +60,7 @@ async function main(): Promise<void> {
       + 'GET /ping, POST /prime, GET /models/list, GET /metrics. '
       + `Without --config or --model it reads ./${CONFIG_FILE}, or else serves every model found in models/ and checkpoint/.`)
     .option('config', { type: 'string', describe: `server config file (default ./${CONFIG_FILE})` })
-    .option('model', { type: 'string', describe: 'serve this one model without a config file: a model folder, a training run folder (its latest checkpoint), or a name under models/ (124M)' })
+    .option('model', { alias: 'restore_from', type: 'string', describe: 'serve this one model without a config file: a model folder, a training run folder (its latest checkpoint), or a name under models/ (124M)' })
     .option('key', { type: 'string', default: 'chatbot', describe: 'model_key of the --model model' })
     .option('sanitizer', { type: 'string', describe: 'sanitizer of the --model model ("sanitizers.chatbot", "none", or a module path; default: the chatbot\'s for a model trained on chat logs, else none)' })
     .option('audience', { type: 'string', describe: "who the --model model (or every model found) answers as; default: the audience its chat data talks to most" })
@@ -92,6 +92,7 @@ async function main(): Promise<void> {
       if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${quoted(a.audience)}`);
       return true;
     })
+    .wrap(Math.min(120, process.stdout.columns || 100))
     .strict()
     .help()
     .parseAsync();

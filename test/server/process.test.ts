@@ -303,7 +303,7 @@ t.test('a bad config stops the start with the field named', async (t) => {
   t.match(child.lines.at(-1), { level: 'error', msg: 'not started', error: /models\[0\]\.restore_from: .*checkpoint\/run1 does not exist/ }, 'and in the JSON log');
 });
 
-t.test('--model takes a name under models/, as the other commands do, and says how to get one it does not find', async (t) => {
+t.test('--model (or --restore_from, as bin/chat has it) takes a name under models/, as the other commands do, and says how to get one it does not find', async (t) => {
   const dir = tempDir('model-name');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   await makeModels(path.join(dir, 'models'), { tiny: 1 }, PROMPT, 1);
@@ -316,6 +316,15 @@ t.test('--model takes a name under models/, as the other commands do, and says h
   t.same(answer.data.map((m) => m.id), ['chatbot'], 'models/tiny served');
   child.proc.kill('SIGTERM');
   t.equal(await child.exited, 0);
+
+  // bin/chat's and bin/generate's flag for a model folder names it too.
+  const restored = serve(['--restore_from', path.join('models', 'tiny'), '--port', '0'], dir);
+  t.teardown(() => {
+    if (restored.proc.exitCode === null) restored.proc.kill('SIGKILL');
+  });
+  t.match(await waitFor(() => restored.lines.find((l) => l.msg === 'serving model'), restored), { model: 'chatbot' }, '--restore_from');
+  restored.proc.kill('SIGTERM');
+  t.equal(await restored.exited, 0);
 
   const missing = serve(['--model', '124M', '--port', '0'], dir);
   t.equal(await missing.exited, 1);
