@@ -173,7 +173,7 @@ export function inspectModelFolder(dir: string): ModelFolder {
   const configJson = path.join(dir, 'config.json');
   const safetensors = safetensorsWeights(dir);
   if (safetensors !== undefined) {
-    if (!exists(configJson)) throw new Error(`${dir}: has ${path.basename(safetensors)} but no config.json`);
+    if (!exists(configJson)) throw new Error(`${dir}: has ${path.basename(safetensors)} but no config.json, which gives its shapes (layers, heads, context): copy it from where the weights came from (an interrupted download or copy? bin/download-model fetches a release's again)`);
     return { dir, kind: 'huggingface', config: readHFConfig(configJson), configFile: configJson, weights: safetensors, vocab };
   }
   const gguf = ggufFileIn(dir);

@@ -97,6 +97,20 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.notMatch(none.stderr, /stops at/, "--stop '' stops at nothing");
   });
 
+  t.test('a model folder missing a file: which, and what to do', async (t) => {
+    const broken = path.join(dir, 'broken');
+    fs.cpSync(modelDir, broken, { recursive: true });
+    fs.rmSync(path.join(broken, 'config.json'));
+    const noConfig = runCommand('chat', ['--restore_from', broken, '--device', 'cpu'], { input: 'Hey\n' });
+    t.equal(noConfig.status, 1);
+    t.equal(noConfig.stderr, `chat: ${broken}: has model.safetensors but no config.json, which gives its shapes (layers, heads, context): copy it from where the weights came from (an interrupted download or copy? bin/download-model fetches a release's again)\n`);
+    fs.copyFileSync(path.join(modelDir, 'config.json'), path.join(broken, 'config.json'));
+    fs.rmSync(path.join(broken, 'model.safetensors'));
+    const noWeights = runCommand('generate', ['--restore_from', broken, '--device', 'cpu', '--length', '2']);
+    t.equal(noWeights.status, 1);
+    t.match(noWeights.stderr, `generate: ${broken}: has config.json but no model.safetensors (an interrupted download?`);
+  });
+
   t.test('bin/chat through piped stdin', async (t) => {
     fs.writeFileSync(path.join(modelDir, 'state.json'), JSON.stringify({ audiences: [{ audience: 'mom', sent: 3, received: 2 }, 'dad'] }));
     const input = 'Hi mom\nHow are you?\n/reset\nStill there?\n/quit\nnever sent\n';
