@@ -1,8 +1,9 @@
 // importChats on a worker thread, for the server: an export of 50 MB takes seconds to read, which on the event loop
-// would stall every other request meanwhile. Errors come back as importChats throws them, rebuilt from their fields:
-// MeNotFoundError with its senders, ChatImportError with its file and line, ChatImportErrors with each of them.
+// would stall every other request meanwhile (offThread runs the server's other long reads of files so too). Errors
+// come back as they were thrown, rebuilt from their fields: MeNotFoundError with its senders, ChatImportError with its
+// file and line, ChatImportErrors with each of them.
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { Worker, type MessagePort } from 'node:worker_threads';
 import { ChatImportError, ChatImportErrors } from './chat_export';
 import type { ChatImportOptions } from './index';
 import { MeNotFoundError, type ChatImportSummary } from './train_output';
@@ -19,8 +20,6 @@ export type WireError =
   | { kind: 'input'; file: string; line: number | null; reason: string }
   | { kind: 'inputs'; errors: WireError[] }
   | { kind: 'other'; message: string; stack?: string };
-
-export type ImportReply = { summary: ChatImportSummary } | { error: WireError };
 
 export function toWire(err: unknown): WireError {
   if (err instanceof MeNotFoundError) return { kind: 'me', me: err.me, senders: err.senders };
@@ -39,18 +38,35 @@ function fromWire(wire: WireError): Error {
 }
 
 export function importChatsOffThread(inputs: readonly string[], options: ThreadImportOptions): Promise<ChatImportSummary> {
+  return offThread<ImportJob, ChatImportSummary>(path.join(__dirname, 'worker.js'), { inputs, options }, "the chat import's worker thread");
+}
+
+// What a worker thread of offThread posts: its result, or its error as toWire writes it.
+export type ThreadReply<Result> = { result: Result } | { error: WireError };
+
+// The work of `script` (a worker thread that is given `job` as its workerData, and posts one ThreadReply before it
+// ends) on a thread of its own; its error is thrown here as toWire wrote it. `what` names the thread in the error of
+// one that ends without a reply.
+export function offThread<Job, Result>(script: string, job: Job, what: string): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const job: ImportJob = { inputs, options };
-    const worker = new Worker(path.join(__dirname, 'worker.js'), { workerData: job });
-    let reply: ImportReply | null = null;
-    worker.on('message', (message: ImportReply) => {
+    const worker = new Worker(script, { workerData: job });
+    let reply: ThreadReply<Result> | null = null;
+    worker.on('message', (message: ThreadReply<Result>) => {
       reply = message;
     });
     worker.on('error', reject);
     worker.on('exit', (code) => {
-      if (reply === null) reject(new Error(`the chat import's worker thread ended (exit code ${code}) without an answer`));
+      if (reply === null) reject(new Error(`${what} ended (exit code ${code}) without an answer`));
       else if ('error' in reply) reject(fromWire(reply.error));
-      else resolve(reply.summary);
+      else resolve(reply.result);
     });
   });
+}
+
+// The worker thread's side of offThread: posts what `work` gives or the error it throws.
+export function replyFromThread<Result>(port: MessagePort, work: Promise<Result>): void {
+  work.then(
+    (result) => port.postMessage({ result } satisfies ThreadReply<Result>),
+    (err: unknown) => port.postMessage({ error: toWire(err) } satisfies ThreadReply<Result>),
+  );
 }

@@ -152,6 +152,30 @@ t.test('training data is checked at upload: a bad line is a 400 naming the file 
   t.same(onDisk(), [], 'nothing kept of a refused upload');
 });
 
+t.test('training data is checked off the server\'s thread: none of its lines is parsed there, and a mistake names its line all the same', async (t) => {
+  const lines = Math.floor(MAX_FILE_BYTES / (line('a', 'b').length + 1)) - 2;
+  const good = `${line('a', 'b')}\n`.repeat(lines);
+  const parse = JSON.parse;
+  let parsed = 0;
+  JSON.parse = (...args: Parameters<typeof JSON.parse>) => {
+    parsed++;
+    return parse(...args);
+  };
+  let ok: Awaited<ReturnType<typeof upload>>;
+  let bad: Awaited<ReturnType<typeof upload>>;
+  try {
+    ok = await upload([['purpose', 'fine-tune'], ['file', { text: good, name: 'many.jsonl' }]]);
+    bad = await upload([['purpose', 'fine-tune'], ['file', { text: `${good}{"messages": [}\n`, name: 'many.jsonl' }]]);
+  } finally {
+    JSON.parse = parse;
+  }
+  t.equal(ok.status, 200, `${lines} conversations taken`);
+  t.match(bad.body.error, { message: new RegExp(`^file: many\\.jsonl:${lines + 1}: not valid JSON`), param: 'file' }, 'the bad line named by its number');
+  // What is parsed here: the first line, to tell the file's kind, and the answers.
+  t.ok(parsed < 10, `JSON.parse called ${parsed} times on this thread for two uploads of ${lines} lines each`);
+  await client.files.delete((ok.body as unknown as { id: string }).id);
+});
+
 t.test('uploads refused: the purpose, a field missing or unknown, too large, not multipart', async (t) => {
   const file = { text: TRAIN, name: 'train.jsonl' };
   const cases: [string, [string, string | { text: string | Buffer; name: string }][], number, string | null, RegExp][] = [

@@ -8,12 +8,11 @@
 // OpenAI's shape.
 import fs from 'node:fs';
 import path from 'node:path';
-import { isUtf8 } from 'node:buffer';
 import { pipeline } from 'node:stream/promises';
 import busboy from 'busboy';
 import express, { type Request, type Response } from 'express';
-import { ChatImportError, ChatImportErrors, EXPORT_FORMATS, firstNonUtf8Line, type ExportFormat } from '../../import/chat_export';
-import { fineTuningFormat, firstJsonLine, jsonlConversations, parseFineTuning, type FineTuningFormat, type WrittenConversation } from '../../import/fine_tuning';
+import { ChatImportError, ChatImportErrors, EXPORT_FORMATS, type ExportFormat } from '../../import/chat_export';
+import { fineTuningFormat, firstJsonLine } from '../../import/fine_tuning';
 import { importChatsOffThread } from '../../import/thread';
 import { MeNotFoundError, type ChatImportSummary } from '../../import/train_output';
 import { isTar } from '../../util/tar';
@@ -22,8 +21,8 @@ import type { ServerConfig } from '../config';
 import { HttpError } from '../errors';
 import { bad } from './api_common';
 import { cursorPage } from './pages';
-import { parseLines } from '../../data/chat_format';
 import { readBatchFile } from '../batches';
+import { checkTrainingDataOffThread } from '../training_data';
 import { cleanFilename, KIND_HEAD_BYTES, storedDataKind, trainingDataKind, type FileStore, type PendingFile, type StoredFile, type TrainingDataKind } from '../files';
 import { quoted } from '../../util/quoted';
 import { readHead } from '../../util/file_bytes';
@@ -41,8 +40,6 @@ const MAX_ME_LENGTH = 200;
 const MULTIPART_SLACK = 64 * 1024;
 const MAX_LIST = 10_000;
 const LIST_QUERY = ['purpose', 'limit', 'order', 'after'];
-// Lines of training data checked at once: a file up to the upload limit is never held whole.
-const CHECK_CHUNK_BYTES = 4 * 1024 * 1024;
 // An export with its photos is hundreds of megabytes, more than a home connection sends within request_timeout_s:
 // an upload is given up when it stalls for request_timeout_s, or when it is slower than this on the whole.
 const MIN_UPLOAD_BYTES_PER_S = 256 * 1024;
@@ -87,7 +84,12 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
         return;
       }
       if (me.length > 0) bad('me', `is for a chat app's export, to say which of its senders is you: ${filename} is ${kind === 'chat' ? 'in the chat format' : 'fine-tuning JSONL'}, which says who is who itself`);
-      await checkTrainingData(pending.path, filename);
+      try {
+        await checkTrainingDataOffThread(pending.path, filename);
+      } catch (err) {
+        if (err instanceof ChatImportError) throw new HttpError(400, `file: ${err.message}`, { field: 'file' });
+        throw err;
+      }
       res.json(await store.finish(pending, filename, 'fine-tune'));
     } catch (err) {
       store.abandon(pending);
@@ -325,76 +327,4 @@ function trainFilename(filename: string): string {
   const name = cleanFilename(filename);
   const ext = path.extname(name);
   return `${ext === '' ? name : name.slice(0, -ext.length)}.train`;
-}
-
-// Training data as OpenAI's fine-tuning takes it, a conversation a line ({"messages": [...]}, or ShareGPT's
-// {"conversations": [...]}), read as bin/train reads it (lib/import/fine_tuning.ts), or in the chat format, a message a
-// line, as bin/import-chat writes it: a mistake is a 400 naming the file as uploaded and the line.
-async function checkTrainingData(file: string, filename: string): Promise<void> {
-  let kind: TrainingDataKind | null = null;
-  let format: FineTuningFormat | null = null;
-  let entries = 0;  // conversations, or messages of the chat format
-  const check = (lines: Buffer, firstLine: number) => {
-    const offset = firstLine - 1;
-    const text = utf8Lines(filename, lines, firstLine);
-    kind ??= trainingDataKind(text);
-    if (kind === 'chat') {
-      for (const parsed of parseLines(text)) {
-        if (!parsed.message) throw new ChatImportError(filename, parsed.line + offset, `not a message of the chat format: ${parsed.reasons.join('; ')}`);
-        entries++;
-      }
-      return;
-    }
-    let found: WrittenConversation[];
-    try {
-      found = jsonlConversations(filename, text).map((c) => ({ ...c, line: c.line + offset }));
-    } catch (err) {
-      if (err instanceof ChatImportError && err.line !== null) throw new ChatImportError(filename, err.line + offset, err.reason);
-      throw err;
-    }
-    if (found.length === 0) return;
-    format ??= fineTuningFormat(found[0].value) ?? 'openai';
-    parseFineTuning(filename, found, format, []);
-    entries += found.length;
-  };
-  try {
-    let held: Buffer[] = [];
-    let heldBytes = 0;
-    let line = 1;            // the first line of what is held
-    let first = true;
-    for await (const chunk of fs.createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
-      let bytes = chunk;
-      if (first && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
-      first = false;
-      const end = bytes.lastIndexOf(0x0a);
-      if (end < 0 || heldBytes + end < CHECK_CHUNK_BYTES) {
-        held.push(bytes);
-        heldBytes += bytes.length;
-        continue;
-      }
-      // The lines whole so far, checked; the part of a line after the last line break waits for the rest.
-      const lines = Buffer.concat([...held, bytes.subarray(0, end)]);
-      check(lines, line);
-      line += countLines(lines) + 1;
-      held = [bytes.subarray(end + 1)];
-      heldBytes = held[0].length;
-    }
-    check(Buffer.concat(held), line);
-  } catch (err) {
-    if (err instanceof ChatImportError) throw new HttpError(400, `file: ${err.message}`, { field: 'file' });
-    throw err;
-  }
-  if (entries === 0) bad('file', `${filename}: holds no conversation: training data is a JSON object a line, {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}`);
-}
-
-function countLines(bytes: Buffer): number {
-  let n = 0;
-  for (let i = bytes.indexOf(0x0a); i >= 0; i = bytes.indexOf(0x0a, i + 1)) n++;
-  return n;
-}
-
-// Lines as text, refused at the first that is not UTF-8.
-function utf8Lines(filename: string, bytes: Buffer, firstLine: number): string {
-  if (isUtf8(bytes)) return bytes.toString('utf8');
-  throw new ChatImportError(filename, firstLine - 1 + firstNonUtf8Line(bytes), 'not UTF-8 text: training data is JSONL in UTF-8');
 }
