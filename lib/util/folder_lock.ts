@@ -21,13 +21,28 @@ interface LockHolder {
 const STARTED = Math.round(Date.now() - process.uptime() * 1000);
 const SAME_START_MS = 1000;
 
+// Whether process `pid` runs. A process that has ended but whose parent has not yet collected its status (a zombie:
+// an mpirun rank killed with its job, for as long as its parent takes to reap it) takes signals yet runs no more.
 export function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';  // someone else's
   }
+  return !isZombie(pid);
+}
+
+// Linux's /proc/<pid>/stat says a process's state after its name in parentheses: Z, or X, for one that has ended.
+// Elsewhere (no /proc) a process that takes signals is taken to run.
+function isZombie(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state === 'Z' || state === 'X';
 }
 
 // Takes the lock of `dir` (made if it is not there) for `holder` ("an import", "a training run"), or throws naming

@@ -1,5 +1,7 @@
 // A folder's lock: held by this process, another writer in it is refused naming the lock; one of this process's id
-// but of an earlier start (a container restarted after a kill gives its process the same id) is taken over.
+// but of an earlier start (a container restarted after a kill gives its process the same id) is taken over, as is one
+// of a process that has ended but is not yet reaped.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -23,4 +25,24 @@ t.test("a lock this process holds refuses another writer of this process; one wi
   t.same(JSON.parse(fs.readFileSync(lock, 'utf8')), { pid: process.pid, started, holder: 'a save' }, "the lock is this save's");
   again();
   t.same(fs.readdirSync(dir), [], 'released');
+});
+
+t.test('a lock of a process that has ended but is not yet reaped (a zombie: an mpirun rank killed with its job) is taken over', { skip: !fs.existsSync('/proc/self/stat') && 'no /proc' }, async (t) => {
+  const dir = t.testdir();
+  const lock = path.join(dir, LOCK_FILE);
+  // The shell's background child ends at once, and the shell, replaced by a sleep that never waits, does not reap it.
+  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => parent.kill('SIGKILL'));
+  const zombie = Number(await new Promise<string>((resolve) => parent.stdout.once('data', (data: Buffer) => resolve(data.toString()))));
+  const stateOf = (): string => {
+    const stat = fs.readFileSync(`/proc/${zombie}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  };
+  while (stateOf() !== 'Z') await new Promise((resolve) => setTimeout(resolve, 10));
+  t.doesNotThrow(() => process.kill(zombie, 0), 'the zombie takes signals, as a running process does');
+  fs.writeFileSync(lock, `${JSON.stringify({ pid: zombie, started: 0, holder: 'a training run' })}\n`);
+  const warnings: string[] = [];
+  const release = lockFolder(dir, 'a training run', (message) => warnings.push(message));
+  t.same(warnings, [`${lock}: taken over from process ${zombie} (a training run), which is no longer running`]);
+  release();
 });
