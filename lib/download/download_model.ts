@@ -34,6 +34,13 @@ function hubFileUrl(base: string, repo: string, file: string): string {
   return `${base}/openai-community/${repo}/resolve/main/${file}`;
 }
 
+// The folders that do not exist yet from `dir` up to the first one that does, deepest first.
+function foldersToCreate(dir: string): string[] {
+  const missing: string[] = [];
+  for (let folder = path.resolve(dir); !fs.existsSync(folder); folder = path.dirname(folder)) missing.push(folder);
+  return missing;
+}
+
 export async function downloadModel(name: string, options: DownloadOptions = {}): Promise<ModelFolder> {
   const release = releaseName(name);
   if (release === null) {
@@ -46,6 +53,7 @@ export async function downloadModel(name: string, options: DownloadOptions = {})
   // A token for a private hub or mirror; sent to the hub only, never to the file host it redirects to.
   const headers: Record<string, string> = process.env.HF_TOKEN ? { authorization: `Bearer ${process.env.HF_TOKEN}` } : {};
   const fetchOptions = (file: string): FetchFileOptions => ({ ...options, headers, label: `${release}/${file}` });
+  const created = foldersToCreate(dir);
 
   try {
     for (const file of [...REQUIRED_FILES, ...OPTIONAL_FILES]) {
@@ -63,8 +71,11 @@ export async function downloadModel(name: string, options: DownloadOptions = {})
       }
     }
   } catch (err) {
-    // Leave no empty models/<name>/ behind: it would hide the "download it" advice of resolveModel.
-    if (fs.existsSync(dir) && fs.readdirSync(dir).length === 0) fs.rmdirSync(dir);
+    // Leave no empty models/<name>/ (nor models/) behind: it would hide the "download it" advice of resolveModel.
+    // A folder that holds a partial download stays, for the next run to resume.
+    for (const folder of created) {
+      if (fs.existsSync(folder) && fs.readdirSync(folder).length === 0) fs.rmdirSync(folder);
+    }
     throw err;
   }
   const folder = inspectModelFolder(dir);

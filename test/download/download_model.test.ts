@@ -274,6 +274,15 @@ t.test('bin/download-model', async (t) => {
   const bad = await run(['gpt2-xl', '--mirror', servers.hub], { DIXIE_MODELS_DIR: models });
   t.equal(bad.code, 1);
   t.match(bad.stderr, /^download-model: .*gpt2-xl\/resolve\/main\/config\.json: not found \(HTTP 404\)/);
+  // No network: the folders the download made (models/355M/, or models/ itself) go again; those that were there stay.
+  const offline = await run(['355M', '--mirror', 'http://127.0.0.1:1'], { DIXIE_MODELS_DIR: models });
+  t.match([offline.code, offline.stderr], [1, /^download-model: cannot reach http:\/\/127\.0\.0\.1:1 .*: no network\?/]);
+  t.same(fs.readdirSync(models).sort(), ['124M', 'old-names'], 'models/ and its models kept, no models/355M/ left behind');
+  const parent = path.join(models, 'elsewhere');
+  fs.mkdirSync(parent);
+  const fresh = await run(['355M', '--mirror', 'http://127.0.0.1:1'], { DIXIE_MODELS_DIR: path.join(parent, 'models') });
+  t.equal(fresh.code, 1, fresh.stderr);
+  t.same(fs.readdirSync(parent), [], 'no models/ left behind');
 });
 
 t.test('a disk that fills up is said as the file that did not fit, not retried, and the next run resumes', async (t) => {
