@@ -2,7 +2,7 @@
 // and why, and sums up what a dataset holds.
 import { parseLines, SIDE } from './chat_format';
 import { DocumentPlace, WHOLE_FILE, fileLine } from './documents';
-import { megabytes, plural } from '../util/format';
+import { formatBytes, plural } from '../util/format';
 
 // Under this much text a 124M model overfits (docs/compatibility.md): --check warns.
 export const SMALL_DATASET_BYTES = 2_000_000;
@@ -94,7 +94,7 @@ export function formatChatReport(s: ChatSummary, tokens: number | null, maxIssue
   if (s.issues.length > maxIssues) out.push(`... and ${s.issues.length - maxIssues} more malformed lines`);
   out.push(
     `chat check: ${plural(s.files, 'file')}, ${plural(s.messages, 'message')} (${s.sent.toLocaleString('en-US')} sent, ${s.received.toLocaleString('en-US')} received)` +
-      `, ${megabytes(s.bytes)} of text${tokens === null ? '' : `, ${plural(tokens, 'token')}`}, ${plural(s.issues.length, 'malformed line')}`,
+      `, ${formatBytes(s.bytes)} of text${tokens === null ? '' : `, ${plural(tokens, 'token')}`}, ${plural(s.issues.length, 'malformed line')}`,
   );
   const shownAudiences = s.audiences.slice(0, 10);
   if (shownAudiences.length > 0) {
@@ -103,7 +103,7 @@ export function formatChatReport(s: ChatSummary, tokens: number | null, maxIssue
     out.push(`  per audience: ${list}${more}`);
   }
   if (warnSmall && s.bytes < SMALL_DATASET_BYTES) {
-    out.push(`  warning: ${megabytes(s.bytes)} of chat text is little to fine-tune on: a 124M model overfits on less than about 2 MB (a small --fresh_model suits it)`);
+    out.push(`  warning: ${formatBytes(s.bytes)} of chat text is little to fine-tune on: a 124M model overfits on less than about 2 MB (a small --fresh_model suits it)`);
   }
   return out.join('\n');
 }

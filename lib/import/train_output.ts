@@ -17,7 +17,7 @@ import { DropReason, ExportFormat, ExportedChat, ExportedMessage, FORMAT_NAMES, 
 import { contactName, type Contacts } from './contacts';
 import { fineTuningLine } from './fine_tuning';
 import { isJsonObject } from '../util/json_object';
-import { megabytes, plural } from '../util/format';
+import { formatBytes, plural } from '../util/format';
 
 export const REDACT_KINDS = ['links', 'emails', 'phones'] as const;
 export type RedactKind = (typeof REDACT_KINDS)[number];
@@ -552,7 +552,7 @@ export function formatImportSummary(s: ChatImportSummary): string {
   for (const k of s.skipped) out.push(`  not imported: ${JSON.stringify(k.title)} (${k.file}): ${k.reason}, ${plural(k.messages, 'message')}`);
   if (s.examples !== null) out.push(...exampleLines(s.examples, s.dropped.unanswered ?? 0));
   for (const warning of s.warnings) out.push(`warning: ${warning}`);
-  const size = megabytes(s.bytes);
+  const size = formatBytes(s.bytes);
   if (s.examples !== null) {
     out.push(`wrote ${plural(s.examples.written, 'example')} of OpenAI's chat fine-tuning format, a line each, to ${s.out} (${size})`);
     if (s.examples.written < MIN_EXAMPLES) out.push(`warning: OpenAI's fine-tuning takes a file of at least ${MIN_EXAMPLES} examples; import more chats`);

@@ -13,11 +13,6 @@ export function formatBytes(n: number): string {
   return unit === 0 ? `${Math.round(n)} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
 }
 
-// Megabytes of text with enough decimals that a small file does not read as 0.00 MB.
-export function megabytes(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(bytes < 1e5 ? 3 : 2)} MB`;
-}
-
 // Whole mebibytes, the unit of memory_budget_mb, which the memory messages quote back.
 export function mb(bytes: number): number {
   return Math.round(bytes / (1024 * 1024));

@@ -53,7 +53,7 @@ t.test('malformed lines: file:line and why', async (t) => {
   const report = formatChatReport(s, 42);
   t.match(report, /^chats\/x\.train:2: missing fields/m);
   t.match(report, /^chats\/x\.train:3: flag must be 0 or 1, got "2": "2\|mom\|Hi <EOM>"$/m);
-  t.match(report, /1 message \(1 sent, 0 received\), 0\.000 MB of text, 42 tokens, 7 malformed lines/);
+  t.match(report, /1 message \(1 sent, 0 received\), 124 B of text, 42 tokens, 7 malformed lines/);
   t.match(report, /warning: .* a 124M model overfits on less than about 2 MB/);
   t.match(formatChatReport(s, null, 2), /\.\.\. and 5 more malformed lines/);
 });

@@ -30,7 +30,11 @@ t.test('an import that bin/train --check accepts', async (t) => {
   t.equal(imported.status, 0, imported.stderr);
   t.match(imported.stdout, /^import: 42 export files \(Discord 1, Element \(Matrix\) 3, Google Chat 2, Messages \(macOS\) 1, Messenger 3, KakaoTalk 3, LINE 1, OpenAI fine-tuning JSONL 1, ShareGPT 1, Signal 2, Skype 1, Slack 5, SMS Backup & Restore 1, Snapchat 1, Telegram 5, WhatsApp 9, X \(Twitter\) 2\), 347 messages read, 183 kept \(76 sent, 107 received\)/);
   t.match(imported.stdout, `  Mom: 3 conversations, 17 read, 11 kept (4 sent), dropped media 2, system 2, deleted 1, not sent 1 -> ${path.join(out, 'mom.train')}`);
-  t.match(imported.stdout, /wrote 40 files in .*\nwarning: 0\.008 MB of chat is little/);
+  // A size a person reads, not 0.008 MB: that of the files written.
+  t.match(imported.stdout, /wrote 40 files in .* \(8\.4 kB\)\nwarning: 8\.4 kB of chat is little/);
+  const written = fs.readdirSync(out).filter((file) => file.endsWith('.train'));
+  t.equal(written.length, 40);
+  t.equal(Math.round(written.reduce((sum, file) => sum + fs.statSync(path.join(out, file)).size, 0) / 100), 84);
   t.match(imported.stdout, `\nnext: bin/train --dataset ${out} --check; then fine-tune GPT-2 on it: bin/download-model 124M, and bin/train --dataset ${out} --model_name 124M\n`, 'the way on, too little to hold data out of');
   const checked = runCommand('train', ['--check', '--dataset', out]);
   t.equal(checked.status, 0, checked.stdout);

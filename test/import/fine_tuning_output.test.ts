@@ -87,7 +87,8 @@ t.test('conversations the audience wrote nothing in are left out, and counted', 
   t.match(text, /^import: 2 export files \(WhatsApp 2\), 4 messages read, 2 kept \(1 sent, 1 received\), 2 dropped \(unanswered 2\)$/m);
   t.match(text, /^ {2}Sam: 1 conversation, 2 read, 0 kept \(0 sent\), dropped unanswered 2$/m);
   t.match(text, "\n  left out: 1 unanswered example (2 messages), a conversation or part of one that the audience wrote nothing in: OpenAI's fine-tuning takes no example without an assistant message\n");
-  t.match(text, `\nwrote 1 example of OpenAI's chat fine-tuning format, a line each, to ${out} (0.000 MB)\nwarning: OpenAI's fine-tuning takes a file of at least 10 examples; import more chats`);
+  t.match(text, `\nwrote 1 example of OpenAI's chat fine-tuning format, a line each, to ${out} (131 B)\nwarning: OpenAI's fine-tuning takes a file of at least 10 examples; import more chats`);
+  t.equal(fs.statSync(out).size, 131);
   t.notMatch(text, /GPT-2/, 'no word of GPT-2, which does not take this file');
 });
 

@@ -191,8 +191,8 @@ t.test('the summary: totals, drops by reason, each audience and its file, chats 
     `  Mom: 2 conversations, 14 read, 9 kept (3 sent), dropped media 2, system 2, deleted 1 -> ${path.join(out, 'mom.train')}`,
     `  Book Club: 1 conversation, 4 read, 3 kept (1 sent), dropped system 1 -> ${path.join(out, 'book-club.train')}`,
     `  not imported: "Saved Messages" (${fixture('telegram', 'account', 'result.json')}): saved messages, 1 message`,
-    `wrote 2 files in ${out} (0.000 MB)`,
-    'warning: 0.000 MB of chat is little: fine-tuning GPT-2 on less than about 2 MB overfits; import more chats',
+    `wrote 2 files in ${out} (389 B)`,
+    'warning: 389 B of chat is little: fine-tuning GPT-2 on less than about 2 MB overfits; import more chats',
   ]);
 });
 
