@@ -10,7 +10,7 @@
 //       vocab.json + merges.txt + tokenizer_config.json   the tokenizer, as Hugging Face names it (a chat run's
 //                                         with its chat template: lib/formats/chat_record.ts)
 //       optimizer.safetensors             Adam's moments and step count (absent for SGD)
-//       state.json                        step, RNG and sampler state, running loss, the run's options
+//       state.json                        step, RNG and sampler state, running loss, the run's options and data
 //     metrics.jsonl, loss.svg             the run's log and loss curve (lib/train/metrics.ts)
 //
 // A checkpoint is written whole into a hidden temporary folder (every file fsynced), renamed into place, and
@@ -48,7 +48,16 @@ export interface TrainState {
   audiences: AudienceCount[];  // who the chat data talks to (for bin/chat), most messages first; [] when not chat
   best?: BestValidation | null;  // with --val_dataset: the lowest validation loss so far (absent in older checkpoints)
   ranks?: number;            // the ranks the run trained on (data-parallel; absent in older checkpoints)
+  dataset?: DatasetRecord;   // the --dataset the run trained on up to the checkpoint (absent in older checkpoints)
   options: Record<string, unknown>;  // the options the run last ran with, for the record
+}
+
+// Enough of a dataset to tell a resumed run whether its data changed since the checkpoint, and to say how.
+export interface DatasetRecord {
+  files: number;
+  bytes: number;   // of the files on disk
+  tokens: number;
+  digest: string;  // tokenDigest
 }
 
 // The lowest validation loss of a run, which `best` names the checkpoint of (none for step 0: the model the run
@@ -134,6 +143,10 @@ export function readTrainState(dir: string): TrainState {
   if (!Array.isArray(state.lossAverage) || state.lossAverage.length !== 2) throw new Error(`${file}: field "lossAverage" must be [sum, count]`);
   if (!Array.isArray(state.audiences)) throw new Error(`${file}: field "audiences" must be a list`);
   if (state.ranks !== undefined && !(Number.isInteger(state.ranks) && state.ranks >= 1)) throw new Error(`${file}: field "ranks" must be a whole number >= 1`);
+  const dataset = state.dataset;
+  if (dataset !== undefined && !(typeof dataset.files === 'number' && typeof dataset.bytes === 'number' && typeof dataset.tokens === 'number' && typeof dataset.digest === 'string')) {
+    throw new Error(`${file}: field "dataset" must be {"files", "bytes", "tokens", "digest"}`);
+  }
   const best = state.best;
   if (best !== undefined && best !== null && !(typeof best.step === 'number' && typeof best.loss === 'number' && typeof best.validationsSince === 'number')) {
     throw new Error(`${file}: field "best" must be null or {"step", "loss", "validationsSince"}`);

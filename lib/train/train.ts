@@ -31,10 +31,11 @@ import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { STATE_FILE } from '../formats/chat_record';
 import { writeTextAtomic } from '../util/atomic_file';
 import { lockFolder } from '../util/folder_lock';
-import { BEST_FILE, BestValidation, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
+import { BEST_FILE, BestValidation, DatasetRecord, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
 import { Ranks, checkRanksAgree, checkRanksAgreeOn, ctrlCAdvice, fromRank0, numberFromRank0, rankList, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog, type MetricRecord } from './metrics';
 import { plotMetrics } from './plot';
+import { formatBytes, plural } from '../util/format';
 import { quoted } from '../util/quoted';
 
 export interface TrainOptions {
@@ -523,6 +524,23 @@ function globalBatchChange(state: TrainState, o: TrainOptions, world: number): s
   );
 }
 
+function datasetRecord(data: Dataset): DatasetRecord {
+  const bytes = data.files.reduce((sum, file) => sum + fs.statSync(file).size, 0);
+  return { files: data.files.length, bytes, tokens: data.source.tokenCount, digest: tokenDigest(data.source) };
+}
+
+// What a resumed run says of a dataset that is not the one its checkpoint trained on (files added, removed or
+// edited under the same --dataset, or another --dataset); null when it is the same, or the checkpoint does not say.
+// The run goes on over the data as it is now: the sampler draws the batches from it with the state it had.
+function datasetChange(state: TrainState, resumeDir: string, now: DatasetRecord): string | null {
+  const before = state.dataset;
+  if (before === undefined || (before.digest === now.digest && before.files === now.files && before.bytes === now.bytes)) return null;
+  const described = (d: DatasetRecord): string => `${plural(d.files, 'file')}, ${formatBytes(d.bytes)}, ${plural(d.tokens, 'token')}`;
+  const was = described(before);
+  const is = described(now);
+  return `the dataset changed since ${resumeDir}: it was ${was}, and is now ${is === was ? 'as big, with other contents' : is}; training goes on over it as it is now, from step ${state.step}`;
+}
+
 // The options that are each rank's own, for the cores of its machine; every other one the ranks must share.
 const PER_RANK_OPTIONS: ReadonlySet<string> = new Set<keyof TrainOptions>(['threads', 'background']);
 
@@ -611,6 +629,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     sources.push(data);
     if (ranks) checkRanksShareData(ranks, '--dataset', data);
     log(`dataset: ${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks from ${data.files.length} file${data.files.length === 1 ? '' : 's'}`);
+    const dataset = datasetRecord(data);
+    const changedData = state ? datasetChange(state, resumeDir as string, dataset) : null;
+    if (changedData) log(changedData);
     const percent = `${+(100 * o.val_split).toFixed(2)}%`;
     const held = o.val_split > 0 ? new ChunkParts(data.source, 1 - o.val_split, 1, `the last ${percent} of each chunk of ${data.source.description} (--val_split)`) : null;
     const sampler = new WindowSampler(held ? new ChunkParts(data.source, 0, 1 - o.val_split, data.source.description) : data.source, T + 1);
@@ -741,6 +762,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         best,
         options: { ...o, dtype: model.weightDtype },
         ranks: world,
+        dataset,
       };
       const started = Date.now();
       checkpoint = await saveCheckpoint(runDir, model, tokenizer, saved, { maxToKeep: o.max_to_keep, withOptimizer: o.optimizer === 'adam', keepBest: o.keep_best, onPhase: io.onSavePhase });

@@ -133,6 +133,35 @@ t.test('bin/train --model_name over a run of another model: the run is resumed, 
   t.notMatch(asBegun.stdout, /starts a new run/, 'resumed without --model_name: nothing to say');
 });
 
+t.test('bin/train resuming a run whose dataset changed says what it trained on and what it goes on over', async (t) => {
+  const dir = t.testdir({ data: { 'work.train': fs.readFileSync(path.join(CHAT, 'train', 'work.train')) } });
+  const tiny = ['--dataset', 'data', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
+    '--context_length', '16', '--sample_every', '0', '--threads', '1'];
+  const run = path.join('checkpoint', 'run1');
+  t.equal(runCommand('train', [...tiny, '--fresh_model', '--stop_after', '1'], { cwd: dir }).status, 0);
+  const work = fs.statSync(path.join(dir, 'data', 'work.train')).size;
+  t.match(readTrainState(path.join(dir, run, 'model-1')).dataset, { files: 1, bytes: work, tokens: 31018, digest: /^[0-9a-f]{64}$/ }, 'state.json records the data');
+
+  fs.copyFileSync(path.join(CHAT, 'train', 'family.train'), path.join(dir, 'data', 'family.train'));
+  const added = runCommand('train', [...tiny, '--stop_after', '2'], { cwd: dir });
+  t.equal(added.status, 0, added.stderr);
+  t.match(added.stdout, `\nthe dataset changed since ${path.join(run, 'model-1')}: it was 1 file, 60.4 kB, 31,018 tokens, and is now 2 files, 220 kB, 115,560 tokens; training goes on over it as it is now, from step 1\n`);
+  t.match(readTrainState(path.join(dir, run, 'model-2')).dataset, { files: 2, tokens: 115560 });
+
+  const same = runCommand('train', [...tiny, '--stop_after', '3'], { cwd: dir });
+  t.equal(same.status, 0, same.stderr);
+  t.notMatch(same.stdout, /dataset changed/, 'the same data: nothing to say');
+
+  // The same files, as big, their lines in another order.
+  const file = path.join(dir, 'data', 'work.train');
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  [lines[0], lines[1]] = [lines[1], lines[0]];
+  fs.writeFileSync(file, lines.join('\n'));
+  const edited = runCommand('train', [...tiny, '--stop_after', '4'], { cwd: dir });
+  t.equal(edited.status, 0, edited.stderr);
+  t.match(edited.stdout, `\nthe dataset changed since ${path.join(run, 'model-3')}: it was 2 files, 220 kB, 115,560 tokens, and is now as big, with other contents; training goes on over it as it is now, from step 3\n`);
+});
+
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
   const dir = t.testdir();
   const tokens = path.join(dir, 'chat.tokens');
