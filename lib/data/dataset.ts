@@ -18,6 +18,7 @@ import { TokenFile, TokenSink, isTokenFile, writeTokenFile } from './token_file'
 import { MemoryTokens, TokenSource, checkTokenIds } from './tokens';
 import { isWithin } from '../util/paths';
 import { shellWord } from '../util/shell_word';
+import { FORMAT_NAMES } from '../import/chat_export';
 import { looksLikeKakaoTalk } from '../import/kakaotalk';
 import { looksLikeLine } from '../import/line';
 import { looksLikeWhatsApp } from '../import/whatsapp';
@@ -174,12 +175,14 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
 }
 
 // A messaging app's chat export trains as text without complaint, dates, names and all, into a model that writes
-// export lines: it has to be made chat training data first.
+// export lines (or JSON): it has to be made chat training data first. The importers that tell JSON exports apart
+// are loaded only for a file that begins as JSON does.
 function refuseChatExport(file: string, text: string): void {
-  const app = looksLikeWhatsApp(text) ? 'WhatsApp' : looksLikeLine(text) ? 'LINE' : looksLikeKakaoTalk(text) ? 'KakaoTalk' : null;
+  const json = /^\s*[[{]/.test(text) ? (require('../import/detect') as typeof import('../import/detect')).jsonExportFormat(text) : null;
+  const app = looksLikeWhatsApp(text) ? 'WhatsApp' : looksLikeLine(text) ? 'LINE' : looksLikeKakaoTalk(text) ? 'KakaoTalk' : json === null ? null : FORMAT_NAMES[json];
   if (app === null) return;
   throw new Error(
-    `${file}: a ${app} chat export, not training data: make it chat training data with bin/import-chat ${shellWord(file)} --me "<your name>" --out data/, ` +
+    `${file}: ${/^[AEIOU]/.test(app) ? 'an' : 'a'} ${app} chat export, not training data: make it chat training data with bin/import-chat ${shellWord(file)} --me "<your name>" --out data/, ` +
       'then train on data/ (--chat_check off trains on the export as plain text)',
   );
 }

@@ -123,6 +123,21 @@ async function readAs(file: string, bytes: Buffer, options: ReadOptions, warning
   throw new UnknownExportError(file, firstLine === '' ? 'an empty file' : `a file that begins ${JSON.stringify(firstLine.slice(0, 60))}`);
 }
 
+// The app whose JSON export a text is (a Telegram result.json, a Messenger message_1.json, a DiscordChatExporter
+// .json, a day of a Slack conversation, signal-export's data.json...); null for any other text or JSON.
+export function jsonExportFormat(text: string): ExportFormat | null {
+  if (looksLikeSignal(firstJsonLine(text))) return 'signal';
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (looksLikeSlack(value)) return 'slack';
+  const root = jsonObject(value);
+  return root === null ? null : detectJson(root);
+}
+
 function detectJson(root: Record<string, unknown>): ExportFormat | null {
   if (looksLikeTelegram(root)) return 'telegram';
   if (looksLikeMessenger(root)) return 'messenger';

@@ -95,6 +95,37 @@ t.test("bin/train on a chat app's export, not imported: refused, naming bin/impo
   t.ok(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')), 'trained as text');
 });
 
+t.test("bin/train on a chat app's JSON export: refused, naming the app and bin/import-chat; --chat_check off trains on it as text", async (t) => {
+  const exports = path.join(REPO, 'test', 'fixtures', 'exports');
+  const cases: [string, string][] = [
+    ['a Telegram', path.join('telegram', 'account', 'result.json')],
+    ['a Telegram', path.join('telegram', 'chat', 'result.json')],
+    ['a Discord', path.join('discord', 'Direct Messages - sam_lee [887766554433221100].json')],
+    ['a Messenger', path.join('instagram', 'your_instagram_activity', 'messages', 'inbox', 'weekendcrew_17845', 'message_1.json')],
+    ['a Slack', path.join('slack', 'general', '2024-03-04.json')],
+    ['a Signal', path.join('signal', 'NoahWilliams', 'data.json')],
+    ['an Element (Matrix)', path.join('element', 'matrix - Lena Fischer - Chat Export - 2024-03-04T18-20-11.512Z.json')],
+  ];
+  const dir = t.testdir();
+  const tiny = ['--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
+    '--context_length', '16', '--sample_every', '0', '--stop_after', '1', '--threads', '1'];
+  for (const [app, file] of cases) {
+    const name = path.basename(file);
+    fs.rmSync(path.join(dir, 'data'), { recursive: true, force: true });
+    fs.mkdirSync(path.join(dir, 'data'));
+    fs.copyFileSync(path.join(exports, file), path.join(dir, 'data', name));
+    const trained = runCommand('train', ['--dataset', 'data', ...tiny], { cwd: dir });
+    t.equal(trained.status, 1, file);
+    const named = path.join('data', name);
+    t.equal(trained.stderr.split('\n').at(-2), `train: ${named}: ${app} chat export, not training data: make it chat training data with bin/import-chat ${named.includes(' ') ? `'${named}'` : named} ` +
+      '--me "<your name>" --out data/, then train on data/ (--chat_check off trains on the export as plain text)');
+    t.notOk(fs.existsSync(path.join(dir, 'checkpoint')), `${file}: no checkpoint`);
+  }
+  const asText = runCommand('train', ['--dataset', 'data', ...tiny, '--chat_check', 'off'], { cwd: dir });
+  t.equal(asText.status, 0, asText.stderr);
+  t.ok(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')), 'trained as text');
+});
+
 t.test("bin/train stopped before its first validation says so, not that the validation loss never went down; the run's best asked for then points to its latest checkpoint", async (t) => {
   const dir = t.testdir();
   const trained = runCommand('train', ['--dataset', path.join(CHAT, 'train', 'work.train'), '--val_dataset', path.join(CHAT, 'valid.train'), '--val_every', '200',
