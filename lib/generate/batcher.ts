@@ -336,7 +336,8 @@ export class Batcher {
       this.expire();
       this.admit();
       const rows = this.planStep();
-      if (rows.length === 0 && !this.bySlot.some((job) => job && waitsForMask(job))) {
+      // A request the plan failed (maskReady) may have freed a slot for one queued: admitted at the next turn.
+      if (rows.length === 0 && this.queue.length === 0 && !this.bySlot.some((job) => job && waitsForMask(job))) {
         this.loop = null;  // synchronously, so that a submit from now on starts a new loop
         return;
       }
@@ -515,7 +516,7 @@ export class Batcher {
       if (!job) return;
       const feed = job.seq.nextFeed(Infinity);
       if (feed.length === 1 && !job.seq.needsReset && this.toScore(job) === 0) {
-        if (!waitsForMask(job)) sampling.push({ job, slot, feed, reset: false, keep: 0, samples: true, scores: false });
+        if (this.maskReady(job, slot)) sampling.push({ job, slot, feed, reset: false, keep: 0, samples: true, scores: false });
       } else {
         prefills.push({ job, slot });
       }
@@ -528,13 +529,25 @@ export class Batcher {
       const { feed, scores } = this.prefillFeed(job, budget, scoreBudget);
       if (feed.length === 0) continue;  // no room left this step for the logits of every token
       const samples = this.completes(job, feed);
-      if (samples && waitsForMask(job)) continue;
+      if (samples && !this.maskReady(job, slot)) continue;
       budget -= feed.length;
       if (scores && !job.embeds) scoreBudget -= feed.length;
       if (Number.isNaN(job.startedAt)) job.startedAt = Date.now();
       (samples ? sampling : partial).push({ job, slot, feed, reset, keep: job.seq.held.length, samples, scores });
     }
     return sampling.concat(partial);
+  }
+
+  // Whether a job's next draw may be planned: its grammar's mask is known, or is once one slice of it is worked out
+  // here, as most are (a JSON schema's costs a few thousand units): else, every new state of a grammar would have its
+  // request sit out a step while its mask is worked out beside it, drawing at half the pace of the others.
+  private maskReady(job: Job, slot: number): boolean {
+    try {
+      return job.grammar === undefined || job.grammar.workOut(MASK_SLICE_WORK);
+    } catch (err) {
+      this.fail(job, slot, err as Error);  // its grammar is too costly to follow: its fault alone
+      return false;
+    }
   }
 
   // Whether a job's feed completes its context, so that it samples (an embedding never does).

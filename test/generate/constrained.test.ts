@@ -83,3 +83,29 @@ t.test('a request whose masks take long does not hold back those beside it: they
   // Worked out inside the step, the mask held the free request's draw back to the constrained request's.
   t.ok(freeDrawnBeforeConstrained >= 2, `the free request drew ${freeDrawnBeforeConstrained} tokens before the constrained one drew its first`);
 });
+
+t.test('a request whose masks are quick to work out draws at every step beside another, not at every other one', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 2 });
+  // Every token a state of its own, whose mask no request has worked out before, each within a slice of work.
+  const digits = '0123456789'.repeat(4);
+  const grammar = Grammar.parse(`root ::= "${digits}"`);
+  const draws: string[] = [];
+  const constrained = gen.generate('Digits:', { grammar, maxTokens: 64, temperature: 1, seed: 3, logprobs: 0, onLogprob: () => draws.push('c') });
+  const free = gen.generate('The cat sat', { maxTokens: 200, temperature: 1, seed: 1, logprobs: 0, onLogprob: () => draws.push('f') });
+  const [c] = await Promise.all([constrained, free]);
+  t.equal(c.text, digits);
+  const between = draws.slice(draws.indexOf('c'), draws.lastIndexOf('c') + 1);
+  const freeBetween = between.filter((d) => d === 'f').length;
+  t.ok(freeBetween <= c.tokens.length, `the free request drew ${freeBetween} tokens while the constrained one drew its ${c.tokens.length}: ${between.join('')}`);
+});
+
+t.test('a request stopped as its grammar costs too much frees its slot for the requests waiting for one', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 1 });
+  // Its text may not end before a "b", which it is kept from drawing: it reads a's until it costs too much.
+  const noB = Object.fromEntries(Array.from({ length: tokenizer.vocabSize }, (_, id) => id).filter((id) => tokenizer.decode([id]).includes('b')).map((id) => [id, -100]));
+  const costly = gen.generate('A:', { grammar: Grammar.parse('root ::= ("a"?){3000} "b"'), maxTokens: 400, temperature: 1, seed: 1, logitBias: noB });
+  const waiting = gen.generate('The cat sat', { maxTokens: 5, temperature: 1, seed: 1 });
+  await t.rejects(costly, { name: 'GrammarError', message: /^the grammar is too ambiguous to follow/ });
+  const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('still waiting'), 30_000).unref());
+  t.equal(await Promise.race([waiting.then((r) => `${r.tokens.length} tokens`), timeout]), '5 tokens', 'the waiting request ran');
+});
