@@ -1,5 +1,7 @@
 // Grammars built on the worker thread (lib/generate/grammar/thread.ts), as the server builds them: the same rules as
 // built here (their printed key), the same token masks, and the same errors.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import t from 'tap';
 import { Grammar, GrammarError, GrammarMatcher } from '../../lib/generate/grammar';
 import { buildOffThread } from '../../lib/generate/grammar/thread';
@@ -49,4 +51,19 @@ t.test('a mistake in a grammar built on the worker thread is the GrammarError it
     t.ok(here instanceof GrammarError && there instanceof GrammarError, 'a GrammarError both ways');
     t.equal((there as Error).message, (here as Error).message, (here as Error).message.slice(0, 80));
   }
+});
+
+t.test('a schema too deep to send to the worker thread is refused, and leaves nothing that holds the process alive', async (t) => {
+  const thread = path.join(__dirname, '..', '..', 'lib', 'generate', 'grammar', 'thread.js');
+  const script = `
+    const { buildOffThread } = require(${JSON.stringify(thread)});
+    const schema = JSON.parse('{"type":"array","items":'.repeat(20000) + '{"type":"integer"}' + '}'.repeat(20000));
+    (async () => {
+      await Promise.resolve().then(() => buildOffThread({ schema, where: 'json_schema' })).then(() => console.log('built'), (err) => console.log('refused: ' + err.name));
+      await buildOffThread({ gbnf: 'root ::= "a"', where: 'grammar' });
+      console.log('then built another');
+    })().catch((err) => console.log('thrown: ' + err.name));`;
+  const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 15_000 });
+  t.equal(run.signal, null, `the process ended by itself: ${run.stdout}${run.stderr}`);
+  t.equal(run.stdout, 'refused: RangeError\nthen built another\n');
 });

@@ -114,7 +114,6 @@ function failAll(err: Error): void {
 
 function startWorker(): Worker {
   const started = new Worker(path.join(__dirname, 'worker.js'));
-  started.unref();
   started.on('message', (reply: BuildReply) => {
     const waiting = pending.get(reply.id);
     pending.delete(reply.id);
@@ -125,6 +124,7 @@ function startWorker(): Worker {
   });
   started.on('error', failAll);
   started.on('exit', (code) => failAll(new Error(`the grammar worker thread ended (exit code ${code})`)));
+  started.unref();  // after its listeners: a 'message' listener holds the thread again
   return started;
 }
 
@@ -132,8 +132,9 @@ function startWorker(): Worker {
 export function buildOffThread(source: GrammarSource): Promise<Grammar> {
   worker ??= startWorker();
   const id = nextId++;
-  if (pending.size === 0) worker.ref();
-  const built = new Promise<Grammar>((resolve, reject) => pending.set(id, { resolve, reject }));
+  // Posted before anything waits for it: a source the copy to the thread cannot take (a schema nested some thousands
+  // deep) throws here, and would otherwise leave its wait behind, holding the process alive.
   worker.postMessage({ id, source } satisfies BuildRequest);
-  return built;
+  if (pending.size === 0) worker.ref();
+  return new Promise<Grammar>((resolve, reject) => pending.set(id, { resolve, reject }));
 }
