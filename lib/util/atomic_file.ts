@@ -148,13 +148,28 @@ async function writeFilesIn(files: readonly FileToWrite[], remove: readonly stri
 
 // Finishes, in a folder about to be read, a write of several files that a kill stopped between two of its renames
 // (writeFilesAtomic), so that the folder holds the new files alone; nothing where none was stopped.
+// Another load finishing them at that moment (the ranks of one mpirun, two commands started together) is waited for,
+// as it holds the lock only for its renames: LOAD_WAIT_MS at most.
+const LOADER = 'the load';
+const LOAD_WAIT_MS = 10_000;
 export function finishInterruptedSave(dir: string): void {
-  if (!fs.existsSync(path.join(dir, RENAMES_FILE))) return;
-  const release = lockFolder(dir, 'the load');
-  try {
-    finishRenames(dir);
-  } finally {
-    release();
+  const until = Date.now() + LOAD_WAIT_MS;
+  for (;;) {
+    if (!fs.existsSync(path.join(dir, RENAMES_FILE))) return;
+    let release: () => void;
+    try {
+      release = lockFolder(dir, LOADER);
+    } catch (err) {
+      if ((err as { code?: string; holder?: string }).holder !== LOADER || Date.now() > until) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+      continue;
+    }
+    try {
+      finishRenames(dir);
+    } finally {
+      release();
+    }
+    return;
   }
 }
 

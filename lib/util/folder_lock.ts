@@ -66,7 +66,7 @@ export function lockFolder(dir: string, holder: string, warn: (message: string) 
     if (held === null) continue;  // released meanwhile
     if (held.pid === null || (held.pid === process.pid ? Math.abs(held.started - STARTED) < SAME_START_MS : isRunning(held.pid))) {
       const who = held.pid === null ? 'another process' : held.pid === process.pid ? `this process (${held.holder})` : `process ${held.pid} (${held.holder})`;
-      throw Object.assign(new Error(`${dir} is in use by ${who}, which is writing there: ${holder} is refused (run it again when that is done; the lock is ${file}: remove it if that process is not dixie's)`), { code: 'ELOCKED' });
+      throw Object.assign(new Error(`${dir} is in use by ${who}, which is writing there: ${holder} is refused (run it again when that is done; the lock is ${file}: remove it if that process is not dixie's)`), { code: 'ELOCKED', holder: held.holder });
     }
     if (takeOver(file, held)) warn(`${file}: taken over from process ${held.pid} (${held.holder}), which is no longer running${held.pid === process.pid ? ' (this process has its id now)' : ''}`);
   }

@@ -1,6 +1,6 @@
 // Atomic writes: many writes of one file at once each land whole (the last rename wins), a write the disk cuts
 // short fails without touching the file, and none leaves a temporary file behind.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import t from 'tap';
 import { RENAMES_FILE, finishInterruptedSave, textToWrite, writeFilesAtomic, writeTextAtomic } from '../../lib/util/atomic_file';
 import { withFileSizeLimit } from '../helpers/file_size_limit';
 import { killedBetweenRenames } from '../helpers/folder_lock';
+import { LOCK_FILE } from '../../lib/util/folder_lock';
 
 t.test('concurrent writes of one file never share a temporary file', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dixie-atomic-'));
@@ -85,4 +86,27 @@ t.test('a rename that fails after others succeeded leaves its list, and the next
   }
   t.same(['weights.bin', 'config.json', 'vocab.json'].map((name) => fs.readFileSync(path.join(dir, name), 'utf8')), ['new weights\n', 'new config\n', 'vocab\n'], 'the save finished');
   t.same(fs.readdirSync(dir).sort(), ['config.json', 'vocab.json', 'weights.bin'], 'no list or temporary file left');
+});
+
+t.test('a load that finds another load finishing the renames (ranks of one mpirun, two commands at once) waits for it, rather than fail', async (t) => {
+  const dir = t.testdir({ 'weights.bin': 'old weights\n', 'config.json': 'old config\n' });
+  killedBetweenRenames(dir, { 'weights.bin': 'new weights\n', 'config.json': 'new config\n' }, ['weights.bin'], []);
+  // The other load: it holds the lock while it finishes them, a moment after this one looks.
+  const other = `
+    const { finishInterruptedSave } = require(${JSON.stringify(path.join(__dirname, '..', '..', 'lib', 'util', 'atomic_file.js'))});
+    const fs = require('node:fs');
+    fs.writeFileSync(${JSON.stringify(path.join(dir, LOCK_FILE))}, JSON.stringify({ pid: process.pid, started: Date.now(), holder: 'the load' }) + '\\n', { flag: 'wx' });
+    console.log('locked');
+    setTimeout(() => {
+      fs.rmSync(${JSON.stringify(path.join(dir, LOCK_FILE))});
+      console.warn = () => {};
+      finishInterruptedSave(${JSON.stringify(dir)});
+    }, 500);`;
+  const child = spawn(process.execPath, ['-e', other], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  await new Promise((resolve) => child.stdout.once('data', resolve));
+  t.doesNotThrow(() => finishInterruptedSave(dir), 'waited for the other load');
+  t.equal(await exited, 0);
+  t.same(['weights.bin', 'config.json'].map((name) => fs.readFileSync(path.join(dir, name), 'utf8')), ['new weights\n', 'new config\n'], 'the save finished');
+  t.same(fs.readdirSync(dir).sort(), ['config.json', 'weights.bin'], 'no journal or lock left');
 });
