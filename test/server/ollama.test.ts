@@ -205,6 +205,14 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
   const passedOver = await request(`${srv.url}/api/chat`, { raw, headers: { ...AUTH, 'content-type': 'application/json' } });
   t.equal(passedOver.status, 200, passedOver.text);
   t.equal(passedOver.headers.get('x-dixie-ignored-fields'), ['suffix', '%EF%BF%BD', 'options.warp', ...prototypeNames.map((name) => `options.${name}`)].join(','));
+  // Fields of /api/chat and /api/generate, foreign to /api/embed: passed over there as well, not read.
+  const embedded = await request(`${srv.url}/api/embed`, { body: { model: 'general', input: 'x', think: true, format: { type: 'nothing' }, stream: 'no', logprobs: 1 }, headers: AUTH });
+  t.equal(embedded.status, 200, embedded.text);
+  t.equal(embedded.headers.get('x-dixie-ignored-fields'), 'think,format,stream,logprobs');
+  const oneTool = [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }];
+  const chosen = await request(`${srv.url}/api/chat`, { body: { model: 'general', stream: false, messages: [{ role: 'user', content: 'x' }], tools: oneTool, tool_choice: 'bogus', parallel_tool_calls: 'yes', options: { num_predict: 2 } }, headers: AUTH });
+  t.equal(chosen.status, 200, chosen.text);
+  t.equal(chosen.headers.get('x-dixie-ignored-fields'), 'tool_choice,parallel_tool_calls');
   const context = await ollama.generate({ model: 'general', prompt: 'x', context: [1, 2] }).catch((e: unknown) => e);
   t.match(context, { status_code: 400, message: /^context: is not supported: dixie keeps no context/ });
   const denied = await new Ollama({ host: srv.url }).list().catch((e: unknown) => e);

@@ -80,8 +80,10 @@ interface OllamaRequest {
   unload: boolean;               // keep_alive 0: the model is unloaded once answered, unless other requests hold it
 }
 
-async function readRequest(service: ChatService, body: Body, keys: readonly string[], res: Response): Promise<OllamaRequest> {
-  ignoreForeignKeys(res, body, keys);
+async function readRequest(service: ChatService, given: Body, keys: readonly string[], res: Response): Promise<OllamaRequest> {
+  ignoreForeignKeys(res, given, keys);
+  // Those passed over are not read below either (an embedding's `think` or `format`).
+  const body: Body = Object.fromEntries(Object.entries(given).filter(([key]) => keys.includes(key)));
   const model = readModel(service, body);
   if (body.think !== undefined && body.think !== null && body.think !== false) bad('think', 'only false is supported: GPT-2 does not think');
   const keepAlive = body.keep_alive;
@@ -358,8 +360,8 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
   router.post('/api/chat', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     const read = await readRequest(service, body, CHAT_KEYS, res);
-    // Ollama's tools are the model's to call or not: tool_choice "auto".
-    const request = { ...read, tools: await readToolChoice(body, read.model, read.grammar) };
+    // Ollama's tools are the model's to call or not: tool_choice "auto" (a tool_choice sent is passed over).
+    const request = { ...read, tools: await readToolChoice({ tools: body.tools }, read.model, read.grammar) };
     const messages = chatMessages(body.messages ?? []);
     if (messages.length === 0) return load(service, res, request, { message: { role: 'assistant', content: '' } });
     const { prompt, ignored } = chatPrompt(request.model, messages, 'messages');
