@@ -122,8 +122,9 @@ function startWorker(): Worker {
     if ('rules' in reply) waiting.resolve(Grammar.ofRules(fromWire(reply.rules)));
     else waiting.reject(reply.error.grammar ? new GrammarError(reply.error.message) : new Error(reply.error.message));
   });
-  started.on('error', failAll);
-  started.on('exit', (code) => failAll(new Error(`the grammar worker thread ended (exit code ${code})`)));
+  // A thread that failed is replaced at the next build; its 'exit', which follows its 'error', is not the new one's.
+  started.on('error', (err) => worker === started && failAll(err));
+  started.on('exit', (code) => worker === started && failAll(new Error(`the grammar worker thread ended (exit code ${code})`)));
   started.unref();  // after its listeners: a 'message' listener holds the thread again
   return started;
 }
