@@ -15,7 +15,8 @@ function tempNameFor(target: string): string {
 }
 
 // Removes the temporary files in `dir` of writes whose process is gone (killed before it could remove its own), but
-// for those of a write killed between its renames, which are put in place first. The caller is the folder's one writer (bin/train holds the run folder's lock).
+// for those of a write killed between its renames, which are put in place first. The caller is the folder's one
+// writer (bin/train holds the run folder's lock).
 export function sweepTemporaryFiles(dir: string): void {
   finishRenames(dir);
   for (const name of fs.readdirSync(dir)) {

@@ -138,7 +138,6 @@ export function readDimensions(body: Body): number | undefined {
   return optional<number>(body, 'dimensions', isInt(1, Number.MAX_SAFE_INTEGER), 'a positive integer');
 }
 
-
 // Stop sequences: a string or up to `most` of them (OpenAI's limit unless the API allows more).
 export function readStop(body: Body, key: string, most = MAX_STOPS): string[] | undefined {
   const value = body[key];

@@ -11,8 +11,8 @@
 // llama-server serves one model; here `model` names a served one, by default the server's default model (as
 // /invocations' model_key). Its sampling fields keep llama.cpp's names; those for samplers dixie does not have are
 // accepted at their neutral values only, and those for the machine (slots, the prompt cache) are the server's to
-// decide; fields not of its API are passed over, as llama-server passes over them (ignoreForeignKeys). Errors come in llama.cpp's shape, {"error": {"code", "message", "type"}} (llamaCppError, used by the app's
-// one error handler).
+// decide; fields not of its API are passed over, as llama-server passes over them (ignoreForeignKeys). Errors come
+// in llama.cpp's shape, {"error": {"code", "message", "type"}} (llamaCppError, used by the app's one error handler).
 import express, { type Request, type Response } from 'express';
 import { chatTemplate, fitConversation } from '../../data/chat_format';
 import type { TokenLogprob } from '../../generate/logprobs';
