@@ -409,11 +409,7 @@ export class Batcher {
       const waiting = this.bySlot.filter((job): job is Job => job !== null && waitsForMask(job));
       if (waiting.length === 0) return;
       const job = waiting[this.maskTurns++ % waiting.length];
-      try {
-        (job.grammar as GrammarMatcher).workOut(MASK_SLICE_WORK);
-      } catch (err) {
-        this.fail(job, this.bySlot.indexOf(job), err as Error);  // its grammar is too costly to follow: its fault alone
-      }
+      this.maskReady(job, this.bySlot.indexOf(job));
       await new Promise((resolve) => setImmediate(resolve));
       if (stepped) return;
     }

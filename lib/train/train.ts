@@ -556,9 +556,9 @@ function checkRanksShareOptions(ranks: Ranks, o: TrainOptions): void {
 }
 
 // Ranks that read other data under the same flag (another copy of a file, on a machine of its own) would train
-// another model than the one asked for without a word: the averaged gradients keep their weights alike.
-function checkRanksShareData(ranks: Ranks, flag: string, data: Dataset): void {
-  const key = tokenDigest(data.source);
+// another model than the one asked for without a word: the averaged gradients keep their weights alike. `key` is the
+// data's tokenDigest, where it is known already.
+function checkRanksShareData(ranks: Ranks, flag: string, data: Dataset, key = tokenDigest(data.source)): void {
   const shown = `${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks, digest ${key.slice(0, 12)}`;
   checkRanksAgreeOn(ranks, [{ name: `the data of ${flag}`, key, shown }], 'give every rank the same files (on a file system every machine shares, or identical copies)');
 }
@@ -627,9 +627,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     // Little chat overfits a pre-trained model; a fresh one is as small as its data wants.
     const data = await loadChecked(o.dataset, o, tokenizer, log, !o.fresh_model, root);
     sources.push(data);
-    if (ranks) checkRanksShareData(ranks, '--dataset', data);
-    log(`dataset: ${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks from ${data.files.length} file${data.files.length === 1 ? '' : 's'}`);
     const dataset = datasetRecord(data);
+    if (ranks) checkRanksShareData(ranks, '--dataset', data, dataset.digest);
+    log(`dataset: ${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks from ${data.files.length} file${data.files.length === 1 ? '' : 's'}`);
     const changedData = state ? datasetChange(state, resumeDir as string, dataset) : null;
     if (changedData) log(changedData);
     const percent = `${+(100 * o.val_split).toFixed(2)}%`;
