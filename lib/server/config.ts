@@ -19,7 +19,7 @@ import { HttpError } from './errors';
 import type { DebugLogging } from './log';
 import { resolveModelSource, weightsKey } from './model_source';
 import type { ModelFolder } from '../formats/model_folder';
-import { readGenerationConfig } from '../formats/generation_config';
+import { GENERATION_CONFIG_FILE, readGenerationConfig } from '../formats/generation_config';
 import { definedFields } from '../generate/generate';
 import { isJsonObject } from '../util/json_object';
 import { fail, SettingError } from '../util/setting_error';
@@ -373,7 +373,9 @@ function resolveBase(m: ModelConfig, all: readonly ModelConfig[], baseDir: strin
 
 // The sampling defaults of the entry's model folder (its generation_config.json) under the entry's own (`given`, its
 // "sampling"), as transformers and vLLM take them. A folder that cannot be resolved now is left to the start's check
-// of the entry, which says why.
+// of the entry, which says why. A max_new_tokens past what the server lets a reply be (MAX_REPLY_LENGTH, the bound
+// of the config's length and of every request's) is held to it, and warned of: it is the reply length of every API's
+// request that sizes none.
 function takeFolderSampling(m: ModelConfig, given: Raw = {}): void {
   let folder: ModelFolder;
   try {
@@ -384,10 +386,14 @@ function takeFolderSampling(m: ModelConfig, given: Raw = {}): void {
   const generation = folder.config === null ? null : readGenerationConfig(folder.dir, folder.config.vocabSize);
   if (generation === null) return;
   const { maxTokens, temperature, topK, topP, minP, penalize } = generation.defaults;
-  const fromFolder = definedFields({ length: maxTokens, temperature, topK, topP, minP, penalize });
+  const length = maxTokens === undefined ? undefined : Math.min(maxTokens, MAX_REPLY_LENGTH);
+  const fromFolder = definedFields({ length, temperature, topK, topP, minP, penalize });
   m.sampling = readSampling(given, `${m.where}.sampling`, { ...ORIGINAL_SAMPLING, ...fromFolder });
   m.lengthSet ||= maxTokens !== undefined;
   m.ignoredGeneration = generation.ignored;
+  if (maxTokens !== undefined && maxTokens > MAX_REPLY_LENGTH && given.length === undefined) {
+    m.ignoredGeneration = [...generation.ignored, `${path.join(folder.dir, GENERATION_CONFIG_FILE)}: field "max_new_tokens" is ${maxTokens}, past the server's bound on a reply: a reply is ${MAX_REPLY_LENGTH} tokens at most`];
+  }
 }
 
 // Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths.

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Model } from '../../lib/engine/model';
+import { MAX_REPLY_LENGTH } from '../../lib/server/config';
 import { request, startServer, tempDir, TINY } from './helpers';
 
 const PROMPT = 'How big is the earth?';
@@ -51,4 +52,29 @@ t.test('/v1/completions: the folder\'s defaults where neither the request nor th
   const refused = startServer({ models: [{ key: 'folder', restore_from: 'greedy' }] }, dir);
   refused.then((started) => started.close(), () => undefined);  // a server that started after all must not hold the test open
   await t.rejects(refused, { message: `${path.join(dir, 'greedy', 'generation_config.json')}: field "top_k" must be an integer >= 0 (0: off), got -1` }, 'a bad value stops the start, naming the file and field');
+});
+
+t.test('a folder\'s max_new_tokens past the server\'s bound on a reply is held to it, in every API\'s default length', async (t) => {
+  const dir = tempDir('generation-config-cap');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // A context longer than the bound, so that the context does not bound the reply first.
+  const model = Model.create({ ...TINY, nCtx: MAX_REPLY_LENGTH + 904 }, { seed: 1, trainable: false });
+  await model.save(path.join(dir, 'long'));
+  model.dispose();
+  fs.writeFileSync(path.join(dir, 'long', 'generation_config.json'), JSON.stringify({ max_new_tokens: 100000 }));
+  const srv = await startServer({ models: [{ key: 'long', restore_from: 'long' }] }, dir);
+  t.teardown(() => srv.close());
+
+  const props = (await request(`${srv.url}/props`)).json() as { default_generation_settings: { params: { n_predict: number } } };
+  t.equal(props.default_generation_settings.params.n_predict, MAX_REPLY_LENGTH, 'llama.cpp\'s /props');
+  const show = (await request(`${srv.url}/api/show`, { body: { model: 'long' } })).json() as { parameters: string };
+  t.match(show.parameters, new RegExp(`^num_predict ${MAX_REPLY_LENGTH}$`, 'm'), 'Ollama\'s /api/show');
+  const list = (await request(`${srv.url}/models/list`)).json() as { models: { sampling: Record<string, number> }[] };
+  t.equal(list.models[0].sampling.length, MAX_REPLY_LENGTH, '/models/list');
+  const warned = srv.logs.filter((l) => l.level === 'warn').map((l) => l.msg);
+  t.same(warned, [`model "long": ${path.join(dir, 'long', 'generation_config.json')}: field "max_new_tokens" is 100000, past the server's bound on a reply: a reply is ${MAX_REPLY_LENGTH} tokens at most`]);
+
+  // n_predict -1: the model's own reply length. The end of text banned, the reply runs to its length.
+  const r = await request(`${srv.url}/completion`, { body: { prompt: PROMPT, n_predict: -1, temperature: 0, logit_bias: [[50256, false]] } });
+  t.match({ status: r.status, ...r.json() }, { status: 200, tokens_predicted: MAX_REPLY_LENGTH, stop_type: 'limit' }, 'a reply of the model\'s own length is the bound\'s');
 });
