@@ -77,6 +77,20 @@ export interface BatcherOptions {
   reusePrefixes?: boolean; // a prompt that starts with what a free slot holds prefills only the rest (default true)
 }
 
+// A request that holds a slot, as Batcher.slotActivity tells it.
+export interface SlotActivity {
+  embeds: boolean;             // an embedding's, which samples nothing
+  promptTokens: number;
+  cachedPromptTokens: number;  // of them, what the slot held already
+  maxTokens: number;
+  generated: number;           // tokens drawn so far
+  hasNewLine: boolean;         // whether its text so far holds a newline
+  sampling: SamplingOptions;
+  stop: readonly string[];
+  seed: number | bigint | undefined;  // undefined: a random one
+  logprobs: number;            // the alternatives each drawn token comes with
+}
+
 interface Job {
   seq: Sequence;
   request: BatchRequest;
@@ -183,6 +197,22 @@ export class Batcher {
   // Requests running and waiting.
   get load(): { running: number; waiting: number } {
     return { running: this.bySlot.filter((j) => j !== null).length, waiting: this.queue.length };
+  }
+
+  // What each slot decodes now (null: it is free), as llama-server's /slots reports its slots.
+  get slotActivity(): (SlotActivity | null)[] {
+    return this.bySlot.map((job) => job && {
+      embeds: job.embeds,
+      promptTokens: job.seq.promptLength,
+      cachedPromptTokens: job.cachedPromptTokens,
+      maxTokens: job.request.maxTokens,
+      generated: job.seq.generated.length,
+      hasNewLine: job.seq.textSoFar.includes('\n'),
+      sampling: { ...DEFAULT_SAMPLING, ...job.request.sampling },
+      stop: job.request.stop ?? [],
+      seed: job.request.seed,
+      logprobs: job.request.logprobs ?? 0,
+    });
   }
 
   // Requests of one queue decoding: each generation, and the embeddings of one group as one, since a caller that

@@ -21,7 +21,7 @@ import { WeightDType } from '../engine/native';
 import { modelDir, resolveModel } from '../formats/resolve_model';
 import { checkpointFolder } from '../train/checkpoint';
 import { modelTokenizer, Tokenizer } from '../tokenizer';
-import { Batcher, BatcherOptions, BatchRequest } from './batcher';
+import { Batcher, BatcherOptions, BatchRequest, type SlotActivity } from './batcher';
 import { poolStates, unitLength, type Pooling } from './embed';
 import { GenerateResult, SamplingOptions, Timings } from './sequence';
 import type { ReplyStream } from '../sanitize/types';
@@ -97,6 +97,11 @@ export class Generator {
   // Requests decoding and waiting.
   get load(): { running: number; waiting: number } {
     return this.batcher.load;
+  }
+
+  // What each of the batcher's slots decodes now (null: it is free).
+  get slotActivity(): (SlotActivity | null)[] {
+    return this.batcher.slotActivity;
   }
 
   // Requests of one queue decoding (GenerateOptions.queue), the embeddings of one group as one (Batcher.runningOf).

@@ -172,6 +172,37 @@ t.test('a streaming client that leaves stops its generation', async (t) => {
   t.match(metrics.text, /^dixie_http_requests_total\{route="\/completion \/completions",status="200"\} \d+$/m, 'counted under the route of both paths');
 });
 
+t.test('slots: each batch slot, the request a busy one decodes with its settings and progress; fail_on_no_slot while none is free', async (t) => {
+  const own = await startServer({ batch_slots: 1, models: [{ key: 'long', restore_from: 'long' }] }, served.dir);
+  t.teardown(() => own.close());
+  const slots = async (query = ''): Promise<{ status: number; body: unknown }> => {
+    const r = await request(`${own.url}/slots${query}`);
+    return { status: r.status, body: r.json() };
+  };
+  const idle = { status: 200, body: [{ id: 0, n_ctx: 1024, speculative: false, is_processing: false }] };
+  t.same(await slots(), idle, 'before the model loads: its slot, free');
+  t.same(await slots('?fail_on_no_slot=1'), idle, 'a free slot: no failure');
+
+  // The end of text banned, so that the reply runs on while the slots are read.
+  const body = { prompt: 'Once', n_predict: 1000, temperature: 0.5, top_k: 7, seed: 5, stop: ['zzz'], stream: true, logit_bias: [[50256, false]] };
+  const res = await fetch(`${own.url}/completion`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  t.match(new TextDecoder().decode((await reader.read()).value), /^data: /, 'a piece came');
+  const busy = await slots();
+  t.match(busy, {
+    status: 200,
+    body: [{ id: 0, n_ctx: 1024, is_processing: true, n_prompt_tokens: 1, n_prompt_tokens_cache: 0, params: { n_predict: 1000, temperature: 0.5, top_k: 7, top_p: 0.9, min_p: 0, seed: 5, stop: ['zzz'], n_probs: 0 }, next_token: { has_next_token: true } }],
+  });
+  const next = (busy.body as { next_token: { n_decoded: number; n_remain: number } }[])[0].next_token;
+  t.ok(next.n_decoded >= 1 && next.n_decoded < 1000, `tokens drawn so far: ${next.n_decoded}`);
+  t.ok(next.n_remain <= 1000 - next.n_decoded, 'and those left, counted at or after them');
+  t.match(await slots('?fail_on_no_slot=1'), { status: 503, body: { error: { code: 503, message: 'no slot available', type: 'unavailable_error' } } }, 'every slot busy: 503, in llama.cpp\'s shape');
+  await reader.cancel();
+  t.same(await inFlightAfterLeaving(own, 'long', ''), { inFlight: 0, running: 0 });
+  t.same(await slots(), idle, 'the slot free again once its client left');
+  t.match(await slots('?model=nope'), { status: 404, body: { error: { code: 404, field: 'model' } } });
+});
+
 t.test('apply-template: the prompt chat completions send, which /completion then answers as they do', async (t) => {
   const messages = [{ role: 'user', content: 'How are you?' }, { role: 'assistant', content: 'Fine.' }, { role: 'user', content: 'And Dad?' }];
   const r = await request(`${srv.url}/apply-template`, { body: { model: 'chatbot', messages }, headers: AUTH });

@@ -2,6 +2,7 @@
 // /completion, token counters), over the same models, queue, batching, sanitizers, API keys and errors as the rest
 // of the server (its GET /health is health.ts's):
 //   GET  /props         a model's context, slots, sampling defaults and chat template (`?model=<key>`)
+//   GET  /slots         what each of a model's batch slots decodes now (`?model=<key>`, `?fail_on_no_slot=1`)
 //   POST /completion    `prompt` continued as it is (a text, token ids, both mixed, or several prompts); also
 //                       /completions. Streamed, one server-sent event a piece, the last with "stop": true. Held to
 //                       `grammar` (GBNF) or `json_schema` when one is given (response_format.ts)
@@ -30,7 +31,7 @@ import { readLlamaCppGrammar } from './response_format';
 import { isJsonObject } from '../../util/json_object';
 
 // The paths whose errors the app's handler gives in llama.cpp's shape.
-export const LLAMA_CPP_PATHS: readonly string[] = ['/health', '/props', '/completion', '/completions', '/embedding', '/apply-template', '/tokenize', '/detokenize'];
+export const LLAMA_CPP_PATHS: readonly string[] = ['/health', '/props', '/slots', '/completion', '/completions', '/embedding', '/apply-template', '/tokenize', '/detokenize'];
 
 const ERROR_TYPES: Readonly<Record<number, string>> = { 400: 'invalid_request_error', 401: 'authentication_error', 404: 'not_found_error', 501: 'not_supported_error', 503: 'unavailable_error' };
 
@@ -320,6 +321,36 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
       eos_token: '<|endoftext|>',
       build_info: `dixie ${version}`,
     });
+  });
+
+  // Each of the model's batch slots, as llama-server gives them: the request a busy one decodes (of any API), its
+  // settings under llama.cpp's names and how far it is; a request's text is never shown, as the slots hold other
+  // clients' requests. `?fail_on_no_slot=1`: a 503 while every slot is busy, for a client that waits for a free one.
+  router.get('/slots', async (req: Request, res: Response) => {
+    const model = servedModel(service, req.query.model);
+    const nCtx = await contextOf(service, model);
+    const activity = service.registry.peek(model.key)?.generator.slotActivity ?? new Array<null>(service.config.batchSlots).fill(null);
+    const failOnNoSlot = typeof req.query.fail_on_no_slot === 'string' && req.query.fail_on_no_slot !== '';
+    if (failOnNoSlot && activity.every((a) => a !== null)) throw new HttpError(503, 'no slot available');
+    res.json(activity.map((a, id) => ({
+      id,
+      n_ctx: nCtx,
+      speculative: false,
+      is_processing: a !== null,
+      ...(a !== null && {
+        n_prompt_tokens: a.promptTokens,
+        n_prompt_tokens_cache: a.cachedPromptTokens,
+        params: {
+          ...samplingSettings({ ...a.sampling, length: a.embeds ? 0 : a.maxTokens }),
+          presence_penalty: a.sampling.presencePenalty ?? 0,
+          frequency_penalty: a.sampling.frequencyPenalty ?? 0,
+          seed: a.seed === undefined ? -1 : Number(a.seed),
+          stop: a.stop,
+          n_probs: a.logprobs,
+        },
+        next_token: { has_next_token: !a.embeds, has_new_line: a.hasNewLine, n_remain: a.embeds ? 0 : a.maxTokens - a.generated, n_decoded: a.generated },
+      }),
+    })));
   });
 
   router.post(['/completion', '/completions'], jsonBody, async (req: Request, res: Response) => {
