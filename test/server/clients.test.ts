@@ -73,7 +73,7 @@ t.test('SillyTavern (llama.cpp): samplers in dixie\'s order draw as /v1/completi
   // SillyTavern's default order applies top_p and min_p before the temperature; llama-server leaves out a sampler
   // not listed.
   for (const [samplers, message] of [
-    [['top_k', 'tfs_z', 'typical_p', 'top_p', 'min_p', 'temperature'], /^samplers: "min_p" before "temperature" is not supported: dixie applies temperature, top_k, min_p, then top_p/],
+    [['top_k', 'tfs_z', 'typical_p', 'top_p', 'min_p', 'temperature'], /^samplers: "min_p" before "temperature" is not supported: dixie applies the penalties, temperature, top_k, min_p, then top_p/],
     [['temperature', 'top_k', 'top_p', 'min_p'], /^samplers: "top_p" before "min_p" is not supported/],
     [['temperature', 'top_k', 'min_p'], /^samplers: must list "top_p" once, as its setting is on/],
     [['temperature', 'temperature', 'top_k', 'min_p', 'top_p'], /^samplers: must list "temperature" once/],
@@ -83,6 +83,28 @@ t.test('SillyTavern (llama.cpp): samplers in dixie\'s order draw as /v1/completi
     t.equal(r.status, 400, JSON.stringify(samplers));
     t.match(r.json(), { error: { code: 400, field: 'samplers', message } }, JSON.stringify(samplers));
   }
+});
+
+t.test('SillyTavern (llama.cpp): its sampler order lists the penalties, which llama-server applies only where listed', async (t) => {
+  // SillyTavern's default order now; greedy, so that only the penalties' place can change the draw.
+  const order = ['penalties', 'dry', 'top_n_sigma', 'top_k', 'typ_p', 'top_p', 'min_p', 'xtc', 'temperature', 'adaptive_p'];
+  const settings = { prompt: 'Once upon a time', temperature: 0, top_k: 40, top_p: 1, repeat_penalty: 1.5, repeat_last_n: -1, presence_penalty: 0.5, n_predict: 20 };
+  const reference = await post('/completion', { model: 'general', ...settings });
+  const unpenalized = await post('/completion', { model: 'general', ...settings, repeat_penalty: 1, presence_penalty: 0 });
+  t.not(reference.json().content, unpenalized.json().content, 'the penalties change the test model\'s greedy text');
+  const listed = await post('/completion', sillyTavernBody({ ...settings, samplers: order }));
+  t.equal(listed.status, 200, listed.text);
+  t.equal(listed.json().content, reference.json().content, 'listed first: the text of no list');
+  for (const [samplers, message] of [
+    [order.filter((name) => name !== 'penalties'), /^samplers: must list "penalties" once, as its setting is on/],
+    ['kemt', /^samplers: "top_k" before "penalties" is not supported: dixie applies the penalties, temperature, top_k, min_p, then top_p/],
+    [['temperature', 'penalties', 'top_k'], /^samplers: "temperature" before "penalties" is not supported/],
+  ] as const) {
+    const r = await post('/completion', sillyTavernBody({ ...settings, samplers }));
+    t.match({ status: r.status, ...r.json() }, { status: 400, error: { code: 400, field: 'samplers', message } }, JSON.stringify(samplers));
+  }
+  const off = await post('/completion', sillyTavernBody({ ...settings, repeat_penalty: 1, presence_penalty: 0, samplers: ['top_k', 'temperature'] }));
+  t.equal(off.json().content, unpenalized.json().content, 'with every penalty off, a list may leave them out');
 });
 
 t.test('SillyTavern (Ollama): /api/generate raw with its options, as its parser reads the answer', async (t) => {

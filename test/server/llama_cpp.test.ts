@@ -293,7 +293,7 @@ t.test('errors name the field, in llama.cpp\'s shape', async (t) => {
     [{ prompt: PROMPT, n_predict: 0 }, 'n_predict', /^n_predict: must be/],
     [{ prompt: PROMPT, temperature: 'hot' }, 'temperature', /^temperature: must be/],
     [{ prompt: PROMPT, logit_bias: [['Hello', 1]] }, 'logit_bias[0]', /text is not supported/],
-    [{ prompt: PROMPT, samplers: ['top_k'] }, 'samplers', /^samplers: must list "temperature" once, as its setting is on/],
+    [{ prompt: PROMPT, samplers: ['top_k'] }, 'samplers', /^samplers: must list "penalties" once, as its setting is on/],
     [{ prompt: PROMPT, response_fields: ['content'] }, 'response_fields', /^response_fields: is not supported/],
     [{ prompt: PROMPT, adaptive_target: 0.5, adaptive_decay: 0.9 }, 'adaptive_target', /^adaptive_target: is not supported/],
     [{ prompt: {} }, 'prompt', /^prompt: must be a text, token ids/],

@@ -145,7 +145,9 @@ async function readCompletion(service: ChatService, body: Body, res: Response): 
   if (penalize === undefined) delete fields.repeat_penalty;
   else fields.repeat_penalty = penalize;
   const { sampling, lengthGiven } = readSampling(fields, model, SAMPLING_NAMES);
-  checkSamplers(body.samplers, sampling);
+  const presencePenalty = readAdditivePenalty(body, 'presence_penalty');
+  const frequencyPenalty = readAdditivePenalty(body, 'frequency_penalty');
+  checkSamplers(body.samplers, sampling, (presencePenalty ?? 0) !== 0 || (frequencyPenalty ?? 0) !== 0);
   // dixie's penalty counts a newline as any token, which llama.cpp's penalize_nl true says; false means nothing with
   // the penalty off.
   const penalizeNl = optional<boolean>(body, 'penalize_nl', isBool, 'true or false');
@@ -166,8 +168,8 @@ async function readCompletion(service: ChatService, body: Body, res: Response): 
     stop,
     seed,
     logitBias: readLogitBias(body.logit_bias),
-    presencePenalty: readAdditivePenalty(body, 'presence_penalty'),
-    frequencyPenalty: readAdditivePenalty(body, 'frequency_penalty'),
+    presencePenalty,
+    frequencyPenalty,
     // A streamed piece carries its tokens' ids with return_tokens: the drawn tokens come with their log-probabilities.
     logprobs: nProbs > 0 || (stream && returnTokens) ? nProbs : undefined,
     grammar: await readLlamaCppGrammar(body),
@@ -187,25 +189,30 @@ async function readCompletion(service: ChatService, body: Body, res: Response): 
 }
 
 // llama.cpp's `samplers`: the samplers applied, in order (as names, or as letters: "kmpt"); those left out are not
-// applied. dixie applies temperature, top_k, min_p, then top_p (native/cpu/sampler.cpp), so a list is taken where it
-// draws as that order does: every one of them that the request's settings (or the model's defaults) turn on is
-// listed once, and the pairs whose order changes the draw come in dixie's order (temperature commutes with top_k,
-// and top_k with min_p; under temperature 0, greedy, no order changes the draw). The samplers dixie does not have
-// are off (NEUTRAL), wherever the list puts them.
-const SAMPLER_LETTERS: Readonly<Record<string, string>> = { t: 'temperature', k: 'top_k', m: 'min_p', p: 'top_p' };
-const ORDERED_SAMPLERS: readonly (readonly [string, string])[] = [['temperature', 'min_p'], ['temperature', 'top_p'], ['top_k', 'top_p'], ['min_p', 'top_p']];
-function checkSamplers(value: unknown, s: SamplingDefaults): void {
+// applied. dixie applies the penalties, temperature, top_k, min_p, then top_p (native/cpu/sampler.cpp), so a list is
+// taken where it draws as that order does: every one of them that the request's settings (or the model's defaults)
+// turn on is listed once (the penalties as "penalties", which llama-server applies only where listed, as SillyTavern
+// lists them), and the pairs whose order changes the draw come in dixie's order (temperature commutes with top_k, and
+// top_k with min_p; under temperature 0, greedy, only the penalties' place changes the draw: after the temperature
+// or a cut they would fall on what is left). The samplers dixie does not have are off (NEUTRAL), wherever the list
+// puts them.
+const SAMPLER_LETTERS: Readonly<Record<string, string>> = { e: 'penalties', t: 'temperature', k: 'top_k', m: 'min_p', p: 'top_p' };
+const ORDERED_SAMPLERS: readonly (readonly [string, string])[] = [
+  ['penalties', 'temperature'], ['penalties', 'top_k'], ['penalties', 'min_p'], ['penalties', 'top_p'],
+  ['temperature', 'min_p'], ['temperature', 'top_p'], ['top_k', 'top_p'], ['min_p', 'top_p'],
+];
+function checkSamplers(value: unknown, s: SamplingDefaults, additivePenalty: boolean): void {
   if (value === undefined || value === null) return;
   const names = typeof value === 'string' ? [...value].map((letter) => SAMPLER_LETTERS[letter] ?? letter)
     : Array.isArray(value) && value.every((name) => typeof name === 'string') ? (value as string[])
-    : bad('samplers', 'must be an array of sampler names, such as ["temperature", "top_k", "min_p", "top_p"]');
-  const on: Readonly<Record<string, boolean>> = { temperature: s.temperature !== 1, top_k: s.topK > 0, min_p: s.minP > 0, top_p: s.topP < 1 };
-  const inOrder = 'dixie applies temperature, top_k, min_p, then top_p; list those the request turns on in that order';
+    : bad('samplers', 'must be an array of sampler names, such as ["penalties", "temperature", "top_k", "min_p", "top_p"]');
+  const on: Readonly<Record<string, boolean>> = { penalties: repeatPenaltyOf(s.penalize) > 1 || additivePenalty, temperature: s.temperature !== 1, top_k: s.topK > 0, min_p: s.minP > 0, top_p: s.topP < 1 };
+  const inOrder = 'dixie applies the penalties, temperature, top_k, min_p, then top_p; list those the request turns on in that order';
   for (const name of Object.keys(on)) {
     if (on[name] && names.filter((n) => n === name).length !== 1) bad('samplers', `must list "${name}" once, as its setting is on: ${inOrder}`);
   }
-  if (s.temperature === 0) return;
   for (const [first, then] of ORDERED_SAMPLERS) {
+    if (s.temperature === 0 && first !== 'penalties') continue;
     if (on[first] && on[then] && names.indexOf(first) > names.indexOf(then)) bad('samplers', `"${then}" before "${first}" is not supported: ${inOrder}`);
   }
 }
