@@ -181,6 +181,19 @@ t.test('VS Code Copilot Chat (Ollama): the version it requires, the models and t
   t.match((await post('/v1/chat/completions', { model: 'nobody:latest', messages: [{ role: 'user', content: PROMPT }] })).json(), { error: { param: 'model', code: 'model_not_found', message: 'The model "nobody:latest" does not exist' } });
 });
 
+t.test('LibreChat (an endpoint named "ollama"): its model list from /api/tags with the endpoint\'s headers, else from /v1/models with its apiKey', async (t) => {
+  // LibreChat asks /api/tags (at the base URL's origin) with the endpoint's configured `headers` only, not its apiKey.
+  const bare = await request(`${srv.url}/api/tags`);
+  t.equal(bare.status, 401, 'a keyed server lists no models to a request without the key');
+  t.match(bare.json(), { error: /^an API key is required/ }, 'in Ollama\'s error shape');
+  const withHeaders = await request(`${srv.url}/api/tags`, { headers: AUTH });
+  t.ok((withHeaders.json().models as { name: string }[]).some((m) => m.name === 'general:latest'), 'headers: {Authorization: "Bearer <key>"} lists them by `name`');
+  // Where /api/tags fails, LibreChat asks <baseURL>/models with "Authorization: Bearer <apiKey>", its baseURL the
+  // server's /v1; the keys it lists there are the names its chats then send to /v1/chat/completions.
+  const fallback = await request(`${srv.url}/v1/models`, { headers: AUTH });
+  t.ok((fallback.json().data as { id: string }[]).some((m) => m.id === 'general'), 'its fallback lists the models by key');
+});
+
 t.test('the Vercel AI SDK (openai-compatible): a chat stream with include_usage, framed as its parser reads it', async (t) => {
   // What @ai-sdk/openai-compatible's chat model posts for streamText: its standard settings by OpenAI's names, the
   // unset ones left out.
