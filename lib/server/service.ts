@@ -14,7 +14,7 @@ import { GrammarError, type Grammar } from '../generate/grammar';
 import type { Tokenizer } from '../tokenizer';
 import { concat, EncoderPool } from '../tokenizer/parallel';
 import { isCutPoint, pieceEnd } from '../tokenizer/pretokenize';
-import type { ModelConfig, SamplingDefaults, ServerConfig } from './config';
+import { MAX_REPLY_LENGTH, type ModelConfig, type SamplingDefaults, type ServerConfig } from './config';
 import type { LoadedModel } from './engine';
 import { HttpError } from './errors';
 import type { Log } from './log';
@@ -456,7 +456,8 @@ export class ChatService {
       }
     }
     // A prompt that fills the context leaves none to fill: its reply gets the length nobody sized, as it would anywhere.
-    const left = request.fillContext ? nCtx - tokens.length : 0;
+    // What it leaves is held to the bound on any reply, as a length a request sizes is.
+    const left = request.fillContext ? Math.min(nCtx - tokens.length, MAX_REPLY_LENGTH) : 0;
     const asked = left > 0 ? left : this.replyLength(key, nCtx, request.sampling.length, request.lengthGiven === true);
     let maxTokens = asked;
     const trimmed: Trimmed = { tokens: 0, messages: 0, messageChars: 0, replyTokens: 0 };

@@ -77,4 +77,7 @@ t.test('a folder\'s max_new_tokens past the server\'s bound on a reply is held t
   // n_predict -1: the model's own reply length. The end of text banned, the reply runs to its length.
   const r = await request(`${srv.url}/completion`, { body: { prompt: PROMPT, n_predict: -1, temperature: 0, logit_bias: [[50256, false]] } });
   t.match({ status: r.status, ...r.json() }, { status: 200, tokens_predicted: MAX_REPLY_LENGTH, stop_type: 'limit' }, 'a reply of the model\'s own length is the bound\'s');
+  // num_predict -2: what the context leaves after the prompt, past the bound here.
+  const filled = await request(`${srv.url}/api/generate`, { body: { model: 'long', prompt: PROMPT, raw: true, stream: false, options: { temperature: 0, num_predict: -2 } } });
+  t.match({ status: filled.status, ...filled.json() }, { status: 200, eval_count: MAX_REPLY_LENGTH, done_reason: 'length' }, 'a reply that fills the context is held to the bound too');
 });
