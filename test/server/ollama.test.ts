@@ -119,6 +119,26 @@ t.test('generate: a prompt as the user\'s message to a chat model, after `system
   t.match(refused, { status_code: 400, message: /^system: a chat model has no system prompt/ }, 'a system prompt a chat model cannot take is refused, naming system');
 });
 
+t.test('generate: the context an answer gives, sent back, goes on from its prompt and reply', async (t) => {
+  const tokenizer = await srv.server.service.tokenizer('general');
+  const options = { temperature: 0, num_predict: 5 };
+  const first = await ollama.generate({ model: 'general', prompt: PROMPT, options });
+  t.equal(tokenizer.decode(first.context), PROMPT + first.response, 'the prompt\'s tokens and the reply\'s');
+  const next = await ollama.generate({ model: 'general', prompt: ' And then', context: first.context, options });
+  // The same tokens, posted as ids to llama.cpp's /completion.
+  const ids = [...first.context, ...tokenizer.encode(' And then', { allowSpecial: false })];
+  const reference = await request(`${srv.url}/completion`, { body: { model: 'general', prompt: ids, n_predict: 5, temperature: 0 }, headers: AUTH });
+  t.equal(next.response, reference.json().content, 'the reply to the context\'s tokens and the prompt\'s');
+  t.same(next.context.slice(0, ids.length), ids, 'and its context goes on from there');
+  t.equal(tokenizer.decode(next.context), PROMPT + first.response + ' And then' + next.response);
+  const lines: { done: boolean; context?: number[] }[] = [];
+  for await (const line of await ollama.generate({ model: 'general', prompt: ' And then', context: first.context, options, stream: true })) lines.push(line);
+  t.same(lines.at(-1)?.context, next.context, 'streamed: in the last line');
+  t.same(lines.slice(0, -1).filter((l) => l.context !== undefined), [], 'and only there');
+  const chat = await ollama.generate({ model: 'chatbot', prompt: 'How are you?', options });
+  t.equal(chat.context, undefined, 'a chat model\'s conversation: none, as it is /api/chat\'s to go on');
+});
+
 t.test('an empty request loads the model, which /api/ps then lists', async (t) => {
   const before = (await ollama.ps()).models.map((m) => m.name);
   const loaded = await new Ollama({ host: srv.url, headers: AUTH }).chat({ model: 'chatbot', messages: [] });
@@ -213,8 +233,12 @@ t.test('errors name the field; what GPT-2 does not do is refused unless neutral'
   const chosen = await request(`${srv.url}/api/chat`, { body: { model: 'general', stream: false, messages: [{ role: 'user', content: 'x' }], tools: oneTool, tool_choice: 'bogus', parallel_tool_calls: 'yes', options: { num_predict: 2 } }, headers: AUTH });
   t.equal(chosen.status, 200, chosen.text);
   t.equal(chosen.headers.get('x-dixie-ignored-fields'), 'tool_choice,parallel_tool_calls');
-  const context = await ollama.generate({ model: 'general', prompt: 'x', context: [1, 2] }).catch((e: unknown) => e);
-  t.match(context, { status_code: 400, message: /^context: is not supported: dixie keeps no context/ });
+  const context = await ollama.generate({ model: 'chatbot', prompt: 'x', context: [1, 2] }).catch((e: unknown) => e);
+  t.match(context, { status_code: 400, message: /^context: is only taken where the prompt is continued as it is \("raw": true, or a raw model\)/ });
+  const notIds = await request(`${srv.url}/api/generate`, { body: { model: 'general', prompt: 'x', context: ['x'] }, headers: AUTH });
+  t.match({ status: notIds.status, ...notIds.json() }, { status: 400, field: 'context', error: /^context: must be the token ids an earlier answer gave/ });
+  const pastVocabulary = await request(`${srv.url}/api/generate`, { body: { model: 'general', prompt: 'x', context: [50257], stream: false }, headers: AUTH });
+  t.match({ status: pastVocabulary.status, ...pastVocabulary.json() }, { status: 400, field: 'context' });
   const denied = await new Ollama({ host: srv.url }).list().catch((e: unknown) => e);
   t.match(denied, { status_code: 401 }, 'the API keys hold here too');
 });

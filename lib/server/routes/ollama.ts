@@ -5,7 +5,8 @@
 //        loaded)
 //   POST /api/show       a model's sizes and sampling defaults
 //   POST /api/chat       `messages` made into the model's prompt as chat completions' are (chatPrompt)
-//   POST /api/generate   `prompt` as one user message (with `system`), or continued as it is (`raw`, or a raw model)
+//   POST /api/generate   `prompt` as one user message (with `system`), or continued as it is (`raw`, or a raw model),
+//                        then after the `context` an earlier answer gave
 //   POST /api/embed      `input`, a text or texts, as one vector each (lib/generate/embed.ts), of length 1; inputs
 //                        longer than the context cut to it unless `"truncate": false`
 //   POST /api/embeddings the older form: one `prompt`, its vector as it is
@@ -152,7 +153,7 @@ function ollamaCalls(calls: unknown, field: string): ToolCall[] {
 
 // /api/generate's prompt: sent as it is when `raw`, else one user message after the `system` one, if any.
 function generatePrompt(model: ModelConfig, body: Body): string | Conversation {
-  for (const [key, rule] of [['suffix', 'GPT-2 only continues text'], ['template', 'the prompt format is the model\'s (a chat model\'s chat format)'], ['context', 'dixie keeps no context between requests: send the conversation to /api/chat']] as const) {
+  for (const [key, rule] of [['suffix', 'GPT-2 only continues text'], ['template', 'the prompt format is the model\'s (a chat model\'s chat format)']] as const) {
     const v = body[key];
     if (v !== undefined && v !== null && v !== '' && !(Array.isArray(v) && v.length === 0)) bad(key, `is not supported: ${rule}`);
   }
@@ -167,6 +168,22 @@ function generatePrompt(model: ModelConfig, body: Body): string | Conversation {
   if (system !== undefined && system !== '') messages.push({ role: 'system', text: system, roleField: 'system', textField: 'system' });
   messages.push({ role: 'user', text: prompt, roleField: 'prompt', textField: 'prompt' });
   return chatPrompt(model, messages, 'prompt').prompt;
+}
+
+// /api/generate's `context`, as Ollama gives it in an answer's last line and its clients send it back to go on from
+// there: the tokens of the prompt and the reply. It is the tokens of a prompt continued as it is (`raw`, or a raw
+// model's), which the next prompt's tokens follow; a chat model's prompt is the conversation its chat format makes,
+// which /api/chat takes whole. Returns the prompt as token ids after the context, and the tokens it gives the answer's.
+async function continuedPrompt(service: ChatService, request: OllamaRequest, prompt: string | Conversation, given: unknown): Promise<{ prompt: GenerationRequest['prompt']; promptIds: number[] | null }> {
+  const context = given === undefined || given === null ? [] : given;
+  if (!Array.isArray(context) || !context.every((id) => Number.isSafeInteger(id) && (id as number) >= 0)) bad('context', 'must be the token ids an earlier answer gave as its context');
+  if (typeof prompt !== 'string') {
+    if (context.length > 0) bad('context', 'is only taken where the prompt is continued as it is ("raw": true, or a raw model): a chat model\'s conversation goes to /api/chat whole');
+    return { prompt, promptIds: null };
+  }
+  const tokenizer = await service.tokenizer(request.model.key);
+  const ids = [...(context as number[]), ...(await service.encodeText(tokenizer, prompt))];
+  return { prompt: context.length > 0 ? ids : prompt, promptIds: ids };
 }
 
 // How Ollama's answers end: the counts and durations (nanoseconds) of the prompt and the reply.
@@ -188,7 +205,8 @@ function doneFields(c: Completion): Record<string, unknown> {
 
 // One answer of /api/chat or /api/generate: `reply` puts a piece of text, or a reply's calls, in the endpoint's field.
 // A reply that begins as calls is held until it is whole (tool_calls.ts), and its calls come in the last line.
-async function answer(service: ChatService, res: Response, request: OllamaRequest, prompt: GenerationRequest['prompt'], promptField: string, reply: (text: string, calls?: Record<string, unknown>[]) => Record<string, unknown>): Promise<void> {
+// `last`: the endpoint's fields of its last line (/api/generate's context).
+async function answer(service: ChatService, res: Response, request: OllamaRequest, prompt: GenerationRequest['prompt'], promptField: string, reply: (text: string, calls?: Record<string, unknown>[]) => Record<string, unknown>, last: (c: Completion) => Record<string, unknown> = () => ({})): Promise<void> {
   res.locals.model = request.model.key;
   const gone = clientGone(res);
   const head = (): Record<string, unknown> => ({ model: request.name, created_at: new Date().toISOString() });
@@ -217,7 +235,7 @@ async function answer(service: ChatService, res: Response, request: OllamaReques
   if (!request.stream) {
     const c = await service.generate(request.model.key, generation);
     await unloadIfAsked(service, request);
-    res.json({ ...head(), ...whole(c), ...logprobsOf(c.logprobs), ...doneFields(c) });
+    res.json({ ...head(), ...whole(c), ...logprobsOf(c.logprobs), ...doneFields(c), ...last(c) });
     return;
   }
   // Each line carries the log-probabilities of the tokens drawn since the line before (generateStreamed).
@@ -228,7 +246,7 @@ async function answer(service: ChatService, res: Response, request: OllamaReques
       const held = request.tools !== undefined && kindOf(text) === 'calls';
       if (held && done === null && drawn.length === 0) return;
       const piece = !held ? reply(text) : done ? whole(done) : reply('');
-      line({ ...head(), ...piece, ...(drawn.length > 0 && logprobsOf(drawn)), ...(done ? doneFields(done) : { done: false }) });
+      line({ ...head(), ...piece, ...(drawn.length > 0 && logprobsOf(drawn)), ...(done ? { ...doneFields(done), ...last(done) } : { done: false }) });
     });
   } catch (err) {
     if (!started()) throw err;
@@ -374,7 +392,9 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     const request = await readRequest(service, body, GENERATE_KEYS, res);
     if (body.prompt !== undefined && typeof body.prompt !== 'string') bad('prompt', 'must be a string');
     if (body.prompt === undefined || body.prompt === '') return load(service, res, request, { response: '' });
-    return answer(service, res, request, generatePrompt(request.model, body), 'prompt', (text) => ({ response: text }));
+    const { prompt, promptIds } = await continuedPrompt(service, request, generatePrompt(request.model, body), body.context);
+    const context = (c: Completion): Record<string, unknown> => (promptIds === null ? {} : { context: [...promptIds, ...c.tokens] });
+    return answer(service, res, request, prompt, Array.isArray(prompt) ? 'context' : 'prompt', (text) => ({ response: text }), context);
   });
 
   router.post('/api/embed', jsonBody, async (req: Request, res: Response) => {
