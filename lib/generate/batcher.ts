@@ -51,6 +51,7 @@ export interface BatchRequest {
   grammar?: Grammar;                // holds the text to this grammar (a JSON schema's, GBNF's): it ends once the grammar is complete
   queue?: string;                   // the queue it waits in for a slot (default ''): see admit
   group?: object;                   // the requests asked for together (one client's choices), which take one turn: see admit
+  client?: string;                  // who asked (a server's client address): within a queue, clients take turns (see admit)
 }
 
 export interface EmbedRequest {
@@ -60,6 +61,7 @@ export interface EmbedRequest {
   adapter?: ServedAdapter;          // a LoRA adapter of the model (Model.addAdapter) to embed with
   queue?: string;                   // the queue it waits in for a slot, as a BatchRequest's
   group?: object;                   // one request's inputs: they take one turn, as a BatchRequest's, and count as one in runningOf
+  client?: string;                  // who asked, as a BatchRequest's
 }
 
 export interface EmbedResult {
@@ -138,6 +140,7 @@ export class Batcher {
   // a few per entry of the server (its clients', its batches'), a number and a short name each.
   private readonly lastAdmitted = new Map<string, number>();
   private readonly groupAdmitted = new WeakMap<object, number>();  // and each group's
+  private readonly clientAdmitted = new Map<string, number>();     // and each client's, while it has requests here
   private admissions = 0;
   private maskTurns = 0;  // masks worked on so far, for their turns (workOutMasks)
   // What each free slot still holds from its last request (null: nothing known), and when it was freed: a new
@@ -244,7 +247,7 @@ export class Batcher {
     const tokens = request.promptTokens;
     if (tokens.length > this.nCtx) throw new RangeError(`an embedding of ${tokens.length} tokens needs them within the model's context of ${this.nCtx}`);
     // A sequence only for its feed bookkeeping: it never samples.
-    const job = this.makeJob({ promptTokens: tokens, maxTokens: 1, stopTokens: [], seed: 0, signal: request.signal, deadline: request.deadline, adapter: request.adapter, queue: request.queue, group: request.group });
+    const job = this.makeJob({ promptTokens: tokens, maxTokens: 1, stopTokens: [], seed: 0, signal: request.signal, deadline: request.deadline, adapter: request.adapter, queue: request.queue, group: request.group, client: request.client });
     job.embeds = true;
     const { finishReason, timings } = await this.enqueue(job);
     return { states: job.states ?? new Float32Array(0), finishReason, timings };
@@ -464,7 +467,8 @@ export class Batcher {
 
   // A free slot goes to the waiting request of the queue admitted least recently: the queues take turns, so that one
   // flooding its queue (a bot's clients, many choices at once) delays another's requests by one turn, not by all it
-  // has waiting. Within a queue the groups take turns the same way (a request of no group is a group of its own), a
+  // has waiting. Within a queue the clients take turns the same way, so that one client's flood of requests delays
+  // another client's by a turn, not by all of them; then the groups (a request of no group is a group of its own), a
   // group that just came counted as admitted when it came, so that one client's many choices delay another client's
   // request by about one turn, and later requests never keep them waiting for ever; else the first waiting.
   private admit(): void {
@@ -486,6 +490,8 @@ export class Batcher {
       if (slot < 0) return;
       this.queue.splice(at, 1);
       this.lastAdmitted.set(job.request.queue ?? '', ++this.admissions);
+      this.forgetIdleClients();
+      this.clientAdmitted.set(job.request.client ?? '', this.admissions);
       if (job.request.group) this.groupAdmitted.set(job.request.group, this.admissions);
       this.bySlot[slot] = job;
       this.slotHeld[slot] = null;
@@ -499,17 +505,27 @@ export class Batcher {
   private nextInTurn(): number {
     let at = 0;
     let turn = Infinity;
+    let clientTurn = Infinity;
     let groupTurn = Infinity;
     this.queue.forEach((job, i) => {
       const last = this.lastAdmitted.get(job.request.queue ?? '') ?? 0;
+      const lastOfClient = this.clientAdmitted.get(job.request.client ?? '') ?? 0;
       const lastOfGroup = (job.request.group && this.groupAdmitted.get(job.request.group)) ?? job.arrivedTurn;
-      if (last < turn || (last === turn && lastOfGroup < groupTurn)) {
+      if (last < turn || (last === turn && (lastOfClient < clientTurn || (lastOfClient === clientTurn && lastOfGroup < groupTurn)))) {
         turn = last;
+        clientTurn = lastOfClient;
         groupTurn = lastOfGroup;
         at = i;
       }
     });
     return at;
+  }
+
+  // Forgets the clients with no request waiting or decoding: one that comes back takes its turn as a new one.
+  private forgetIdleClients(): void {
+    const present = new Set<string>();
+    for (const job of [...this.queue, ...this.bySlot]) if (job) present.add(job.request.client ?? '');
+    for (const client of this.clientAdmitted.keys()) if (!present.has(client)) this.clientAdmitted.delete(client);
   }
 
   // A slot leaves its job: what it holds stays for a later prompt that starts the same way, unless unknown or

@@ -44,6 +44,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   grammar?: Grammar;  // holds the text to a grammar: Grammar.fromJsonSchema(schema), Grammar.parse(gbnf), Grammar.anyJsonObject()
   queue?: string;  // the queue it waits in for a batch slot: queues take turns (BatchRequest's)
   group?: object;  // the requests asked for together, which take one turn within their queue (BatchRequest's)
+  client?: string;  // who asked: within a queue, clients take turns (BatchRequest's)
 }
 
 export interface EmbedOptions {
@@ -54,6 +55,7 @@ export interface EmbedOptions {
   adapter?: ServedAdapter;
   queue?: string;       // the queue it waits in for a batch slot (BatchRequest's)
   group?: object;       // one request's inputs, which take one turn and count as one request decoding (EmbedRequest's)
+  client?: string;      // who asked (EmbedRequest's)
 }
 
 export interface Embedding {
@@ -159,8 +161,8 @@ export class Generator {
   // in the same steps as the generations running. Rejects when its signal fires or its deadline passes first.
   async embed(text: string | ArrayLike<number>, options: EmbedOptions = {}): Promise<Embedding> {
     const promptTokens = typeof text === 'string' ? this.encode(text) : text;
-    const { signal, deadline, adapter, queue, group, pooling = 'mean', normalize = true } = options;
-    const { states, finishReason, timings } = await this.batcher.embed({ promptTokens, signal, deadline, adapter, queue, group });
+    const { signal, deadline, adapter, queue, group, client, pooling = 'mean', normalize = true } = options;
+    const { states, finishReason, timings } = await this.batcher.embed({ promptTokens, signal, deadline, adapter, queue, group, client });
     if (finishReason !== 'stop') throw new Error(finishReason === 'aborted' ? 'the embedding was aborted' : 'the embedding passed its deadline');
     const pooled = poolStates(states, this.model.config.nEmbd, pooling);
     return { embedding: normalize ? unitLength(pooled) : pooled, promptTokens: promptTokens.length, timings };

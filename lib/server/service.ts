@@ -45,6 +45,7 @@ export interface GenerationRequest {
   textBesideCalls?: boolean;               // the grammar also lets the reply be text, not beginning with "{" (tool_choice "auto"): text is sanitized
   sentByBatch?: boolean;                   // one of a batch's requests (/v1/batches): see BATCHES_QUEUE
   choicesOf?: object;                      // the same object for the generations one request asks for (its choices, prompts): they take one turn at the slots
+  client?: string;                         // the client's address: clients take turns at the slots (Batcher's admit)
 }
 
 export interface EmbeddingRequest {
@@ -57,6 +58,7 @@ export interface EmbeddingRequest {
   dimensions?: number;
   signal?: AbortSignal;   // the client went away
   sentByBatch?: boolean;  // one of a batch's requests (/v1/batches): see BATCHES_QUEUE
+  client?: string;        // the client's address: clients take turns at the slots (Batcher's admit)
 }
 
 export interface Embeddings {
@@ -361,7 +363,7 @@ export class ChatService {
       // performance.now(): a tiny model embeds a short text in under a millisecond, which Date.now() would make 0.
       const started = performance.now();
       // The inputs are one request, in its queue's turns and in queue_depth's count of requests decoding.
-      const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined, queue: slotQueue(key, request.sentByBatch), group: request };
+      const options = { normalize: request.normalize, signal: request.signal, deadline, adapter: adapter ?? undefined, queue: slotQueue(key, request.sentByBatch), group: request, client: request.client };
       const turns = Math.max(1, Math.floor(this.config.batchSlots / 2));
       const vectors = await inTurns(prompts, turns, (tokens) => generator.embed(tokens, options)).catch((err: Error) => {
         if (request.signal?.aborted) throw new HttpError(499, 'the client closed the request');
@@ -518,6 +520,7 @@ export class ChatService {
       // Entries over one model (its batcher) take turns at its slots.
       queue: slotQueue(key, request.sentByBatch),
       group: request.choicesOf,
+      client: request.client,
     }).catch((err: Error) => {
       // The sampler's ranges depend on the model (its vocabulary), so they are checked once it is loaded.
       if (err instanceof SamplingError) {

@@ -2,7 +2,7 @@
 // for one bot delays another bot's request by a turn, not by the whole flood, as one client's many choices delay
 // another client's request; each bot's queue depth counts its own requests.
 import fs from 'node:fs';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { LONG, makeModels, request, startServer, tempDir, type Running } from './helpers';
 
 let dir: string;
@@ -14,6 +14,7 @@ t.before(async () => {
   srv = await startServer({
     batch_slots: 1,
     max_queue: 8,
+    trust_proxy: 'loopback',  // the clients are told apart by the X-Forwarded-For this test sends
     models: [
       { key: 'flooded', restore_from: 'alpha', sampling: { temperature: 0 } },
       { key: 'quiet', restore_from: 'alpha', sampling: { temperature: 0 } },
@@ -32,18 +33,26 @@ async function untilLoad(key: string, running: number, waiting: number): Promise
   return load();
 }
 
+// A way to ask for a short completion (`fields` over it, of the bot "quiet" unless they name another) that puts its
+// name in `answered` once it is answered; `client`: the address it comes from, by X-Forwarded-For.
+function asker(t: Test, answered: string[]): (name: string, fields: Record<string, unknown>, client?: string) => Promise<void> {
+  return (name, fields, client) => request(`${srv.url}/v1/completions`, {
+    body: { model: 'quiet', prompt: 'Once upon a time', max_tokens: 60, ...fields },
+    headers: client === undefined ? {} : { 'x-forwarded-for': client },
+  }).then((r) => {
+    t.equal(r.status, 200, `${name} answered`);
+    answered.push(name);
+  });
+}
+
 t.test('a bot whose model is busy with another bot\'s queue gets the next free slot', async (t) => {
   const answered: string[] = [];
-  const ask = (model: string, name: string) => request(`${srv.url}/v1/completions`, { body: { model, prompt: 'Once upon a time', max_tokens: 60 } })
-    .then((r) => {
-      t.equal(r.status, 200, `${name} answered`);
-      answered.push(name);
-    });
-  const flood = [ask('flooded', 'flooded 1')];
+  const ask = asker(t, answered);
+  const flood = [ask('flooded 1', { model: 'flooded' })];
   t.same(await untilLoad('flooded', 1, 0), { running: 1, waiting: 0 }, 'the first decoding');
-  flood.push(ask('flooded', 'flooded 2'), ask('flooded', 'flooded 3'));
+  flood.push(ask('flooded 2', { model: 'flooded' }), ask('flooded 3', { model: 'flooded' }));
   t.same(await untilLoad('flooded', 1, 2), { running: 1, waiting: 2 }, 'two more waiting');
-  const quiet = ask('quiet', 'quiet');
+  const quiet = ask('quiet', {});
   t.same(await untilLoad('flooded', 1, 3), { running: 1, waiting: 3 }, 'the quiet bot\'s waiting too');
   const listed = (await request(`${srv.url}/models/list`)).json().models as Record<string, unknown>[];
   t.same(listed.map((m) => [m.model_key, m.queue_depth]), [['flooded', 2], ['quiet', 1]], 'each bot\'s queue depth its own, beside the other\'s decoding');
@@ -53,13 +62,22 @@ t.test('a bot whose model is busy with another bot\'s queue gets the next free s
 
 t.test("one client's many choices delay another client's request of the same bot by a turn, not by all of them", async (t) => {
   const answered: string[] = [];
-  const ask = (name: string, n: number) => request(`${srv.url}/v1/completions`, { body: { model: 'quiet', prompt: 'Once upon a time', max_tokens: 60, n } })
-    .then((r) => {
-      t.equal(r.status, 200, `${name} answered`);
-      answered.push(name);
-    });
-  const many = ask('three choices', 3);
+  const ask = asker(t, answered);
+  const many = ask('three choices', { n: 3 });
   t.same(await untilLoad('quiet', 1, 2), { running: 1, waiting: 2 }, 'one choice decoding, two waiting');
-  await Promise.all([many, ask('one', 1)]);
+  await Promise.all([many, ask('one', {})]);
   t.same(answered, ['one', 'three choices'], 'the other client\'s request is admitted before the waiting choices');
+});
+
+t.test("one client's many requests delay another client's request of the same bot by a turn, not by all of them", async (t) => {
+  const answered: string[] = [];
+  const ask = asker(t, answered);
+  const flood = [ask('flood 1', {}, '10.0.0.1')];
+  t.same(await untilLoad('quiet', 1, 0), { running: 1, waiting: 0 }, 'the first decoding');
+  flood.push(ask('flood 2', {}, '10.0.0.1'), ask('flood 3', {}, '10.0.0.1'));
+  t.same(await untilLoad('quiet', 1, 2), { running: 1, waiting: 2 }, 'two more waiting');
+  const other = ask('other client', {}, '10.0.0.2');
+  t.same(await untilLoad('quiet', 1, 3), { running: 1, waiting: 3 }, 'the other client\'s waiting too');
+  await Promise.all([...flood, other]);
+  t.same(answered, ['flood 1', 'other client', 'flood 2', 'flood 3'], 'the other client\'s request is admitted before the flood\'s waiting ones');
 });

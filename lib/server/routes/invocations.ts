@@ -102,7 +102,7 @@ export function invocationsRouter(service: ChatService, jsonBody: express.Reques
     res.on('close', () => {
       if (!res.writableFinished) gone.abort();
     });
-    const generation = { prompt: service.prompt(model, body.rawText, body.history), promptField: 'raw_text', sampling, lengthGiven: body.overrides.length !== undefined, seed: body.seed, signal: gone.signal };
+    const generation = { prompt: service.prompt(model, body.rawText, body.history), promptField: 'raw_text', sampling, lengthGiven: body.overrides.length !== undefined, seed: body.seed, signal: gone.signal, client: req.ip };
     const streaming = body.stream || (req.accepts(['text/plain', 'application/json', 'text/event-stream']) === 'text/event-stream');
     if (!streaming) {
       const completion = await service.generate(model.key, generation);

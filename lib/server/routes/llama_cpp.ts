@@ -174,6 +174,7 @@ async function readCompletion(service: ChatService, body: Body, res: Response): 
     logprobs: nProbs > 0 || (stream && returnTokens) ? nProbs : undefined,
     grammar: await readLlamaCppGrammar(body),
     choicesOf: {},  // this request's, which its prompts share: they take one turn at the slots
+    client: res.req.ip,
   };
   const settings = {
     model: model.key,
@@ -398,7 +399,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     if (typeof content !== 'string' && !(Array.isArray(content) && content.length > 0 && content.every((c) => typeof c === 'string'))) bad('content', 'must be a text or a non-empty list of texts');
     const normalize = optional<number>(body, 'embd_normalize', (v) => v === 2 || v === -1, '2 (length 1, the default) or -1 (as they are)') ?? 2;
     const single = typeof content === 'string';
-    const e = await service.embed(model.key, { inputs: single ? [content] : content, field: 'content', single, truncate: false, normalize: normalize === 2, signal: clientGone(res).signal });
+    const e = await service.embed(model.key, { inputs: single ? [content] : content, field: 'content', single, truncate: false, normalize: normalize === 2, signal: clientGone(res).signal, client: req.ip });
     // The pooled vector of each input, as llama-server gives it: in a list of one.
     res.json(e.vectors.map((v, index) => ({ index, embedding: [[...v]] })));
   });

@@ -223,6 +223,7 @@ async function answer(service: ChatService, res: Response, request: OllamaReques
     presencePenalty: request.presencePenalty,
     frequencyPenalty: request.frequencyPenalty,
     signal: gone.signal,
+    client: res.req.ip,
     logprobs: request.top,
     grammar: request.tools?.grammar ?? request.grammar,
     textBesideCalls: request.tools?.optional,
@@ -405,7 +406,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     if (typeof input !== 'string' && !(Array.isArray(input) && input.length > 0 && input.every((s) => typeof s === 'string'))) bad('input', 'must be a string or a non-empty array of strings');
     const truncate = optional<boolean>(body, 'truncate', isBool, 'true or false') ?? true;
     const single = typeof input === 'string';
-    const e = await service.embed(request.model.key, { inputs: single ? [input] : input, field: 'input', single, truncate, normalize: true, dimensions: readDimensions(body), signal: clientGone(res).signal });
+    const e = await service.embed(request.model.key, { inputs: single ? [input] : input, field: 'input', single, truncate, normalize: true, dimensions: readDimensions(body), signal: clientGone(res).signal, client: req.ip });
     await unloadIfAsked(service, request);
     res.json({ model: request.name, embeddings: e.vectors.map((v) => [...v]), total_duration: Math.round(e.ms * 1e6), load_duration: 0, prompt_eval_count: e.promptTokens });
   });
@@ -415,7 +416,7 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     const request = await readRequest(service, body, LEGACY_EMBED_KEYS, res);
     res.locals.model = request.model.key;
     if (typeof body.prompt !== 'string') bad('prompt', 'must be a string');
-    const e = await service.embed(request.model.key, { inputs: [body.prompt], field: 'prompt', single: true, truncate: true, normalize: false, signal: clientGone(res).signal });
+    const e = await service.embed(request.model.key, { inputs: [body.prompt], field: 'prompt', single: true, truncate: true, normalize: false, signal: clientGone(res).signal, client: req.ip });
     await unloadIfAsked(service, request);
     res.json({ embedding: [...e.vectors[0]] });
   });

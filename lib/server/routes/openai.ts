@@ -253,6 +253,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
       grammar: common.grammar,
       textBesideCalls: common.textBesideCalls,
       sentByBatch: sentByBatch(res),
+      client: res.req.ip,
       choicesOf: choices,
     };
     if (!common.stream) return service.generate(common.model.key, request);
@@ -364,7 +365,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const { inputs, single } = textsOrTokens(body.input, 'input');
     const format = optional<string>(body, 'encoding_format', (v) => v === 'float' || v === 'base64', '"float" or "base64"') ?? 'float';
     const gone = clientGone(res);
-    const e = await service.embed(model.key, { inputs, field: 'input', single, truncate: false, normalize: true, dimensions: readDimensions(body), signal: gone.signal, sentByBatch: sentByBatch(res) });
+    const e = await service.embed(model.key, { inputs, field: 'input', single, truncate: false, normalize: true, dimensions: readDimensions(body), signal: gone.signal, sentByBatch: sentByBatch(res), client: req.ip });
     res.json({
       object: 'list',
       // base64: the float32 values' little-endian bytes, which OpenAI's libraries ask for and decode.

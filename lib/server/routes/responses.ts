@@ -219,6 +219,7 @@ export function responsesRouter(service: ChatService, jsonBody: express.RequestH
       textBesideCalls: request.textBesideCalls,
       keepPrompt: request.truncation === 'disabled' ? 'truncation "disabled"' : undefined,
       sentByBatch: sentByBatch(res),
+      client: req.ip,
     };
 
     if (!request.stream) {
