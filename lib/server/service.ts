@@ -156,6 +156,11 @@ function slotQueue(key: string, sentByBatch: boolean | undefined): string {
   return sentByBatch ? BATCHES_QUEUE + key : key;
 }
 
+// A client's requests in hand for one model, in inflightOfClients.
+function clientRoom(key: string, client: string): string {
+  return `${key}\u0000${client}`;
+}
+
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const RATE_WINDOW_MS = 10_000;
 
@@ -184,6 +189,7 @@ export class ChatService {
   private readonly shed = this.metrics.add(new Counter('dixie_shed_requests_total', 'Requests refused with 503 because the model queue was full, by model.'));
   private readonly inflight = new Map<string, number>();
   private readonly inflightOfBatches = new Map<string, number>();  // those of inflight sent by batches
+  private readonly inflightOfClients = new Map<string, number>();  // those of inflight by each client, while it has any (clientRoom)
   private readonly inferenceCounts = new Map<string, number>();
   private readonly recentTokens: { at: number; model: string; n: number }[] = [];
   private readonly meanSeconds = new Map<string, number>();
@@ -335,7 +341,7 @@ export class ChatService {
   async generate(key: string, request: GenerationRequest): Promise<Completion> {
     const sanitizer = this.sanitizers.get(key) as Sanitizer;
     const deadline = request.deadline ?? Date.now() + this.config.requestTimeoutMs;
-    return this.withModel(key, request.sentByBatch === true, request.signal, deadline, (loaded) => this.decode(key, sanitizer, loaded, request, deadline));
+    return this.withModel(key, request, deadline, (loaded) => this.decode(key, sanitizer, loaded, request, deadline));
   }
 
   // The embeddings of the inputs (lib/generate/embed.ts: the tokens' final hidden states averaged), one request for
@@ -344,7 +350,7 @@ export class ChatService {
   async embed(key: string, request: EmbeddingRequest): Promise<Embeddings> {
     if (request.inputs.length > MAX_EMBEDDING_INPUTS) throw new HttpError(400, `${request.field}: holds ${request.inputs.length} inputs, more than ${MAX_EMBEDDING_INPUTS}`, { field: request.field });
     const deadline = Date.now() + this.config.requestTimeoutMs;
-    return this.withModel(key, request.sentByBatch === true, request.signal, deadline, async ({ generator, tokenizer, nCtx, adapter }) => {
+    return this.withModel(key, request, deadline, async ({ generator, tokenizer, nCtx, adapter }) => {
       const width = generator.model.config.nEmbd;
       if (request.dimensions !== undefined && request.dimensions !== width) throw new HttpError(400, `dimensions: only ${width} (the model's n_embd) is supported`, { field: 'dimensions' });
       let truncated = 0;
@@ -382,11 +388,15 @@ export class ChatService {
   // Load shedding: 503 for `count` generations that the model's batch slots and queue have no room for, all of them.
   // A request of several (choices, prompts) checks first, then starts them all at once, so that it is admitted whole
   // or not at all: one refused holds no room that others could have had. A batch's requests are never refused for
-  // room, nor counted in the clients' (BATCHES_QUEUE).
-  checkRoom(key: string, count = 1, sentByBatch = false): void {
+  // room, nor counted in the clients' (BATCHES_QUEUE). A client with none of the model's requests in hand is still
+  // given one, in batch_slots places beyond the room, so that a room that one client's flood fills does not turn
+  // every other client away; its turn at the slots then comes as the clients take turns (Batcher's admit).
+  checkRoom(key: string, count = 1, sentByBatch = false, client = ''): void {
     if (sentByBatch) return;
     const admitted = (this.inflight.get(key) ?? 0) - (this.inflightOfBatches.get(key) ?? 0);
-    if (admitted + count <= this.config.batchSlots + this.config.maxQueue) return;
+    const room = this.config.batchSlots + this.config.maxQueue;
+    if (admitted + count <= room) return;
+    if (count === 1 && !this.inflightOfClients.has(clientRoom(key, client)) && admitted < room + this.config.batchSlots) return;
     this.shed.inc({ model: key });
     const retry = Math.max(MIN_RETRY_AFTER_S, Math.ceil(((this.meanSeconds.get(key) ?? 1) * (admitted + count - this.config.batchSlots)) / this.config.batchSlots));
     const more = count === 1 ? '' : `, no room for ${count} more`;
@@ -394,11 +404,12 @@ export class ChatService {
   }
 
   // Runs `use` with a lease on the loaded model, counted in its requests in hand (checkRoom).
-  private async withModel<T>(key: string, sentByBatch: boolean, signal: AbortSignal | undefined, deadline: number, use: (loaded: LoadedModel) => Promise<T>): Promise<T> {
+  private async withModel<T>(key: string, request: { sentByBatch?: boolean; client?: string; signal?: AbortSignal }, deadline: number, use: (loaded: LoadedModel) => Promise<T>): Promise<T> {
+    const { sentByBatch = false, client = '', signal } = request;
     this.model(key);
-    this.checkRoom(key, 1, sentByBatch);
-    const counts = sentByBatch ? [this.inflight, this.inflightOfBatches] : [this.inflight];
-    for (const count of counts) count.set(key, (count.get(key) ?? 0) + 1);
+    this.checkRoom(key, 1, sentByBatch, client);
+    const counts: [Map<string, number>, string][] = sentByBatch ? [[this.inflight, key], [this.inflightOfBatches, key]] : [[this.inflight, key], [this.inflightOfClients, clientRoom(key, client)]];
+    for (const [count, of] of counts) count.set(of, (count.get(of) ?? 0) + 1);
     const started = Date.now();
     try {
       const lease = await this.acquire(key, signal, deadline);
@@ -408,7 +419,8 @@ export class ChatService {
         lease.release();
       }
     } finally {
-      for (const count of counts) count.set(key, (count.get(key) ?? 1) - 1);
+      for (const [count, of] of counts) count.set(of, (count.get(of) ?? 1) - 1);
+      if (this.inflightOfClients.get(clientRoom(key, client)) === 0) this.inflightOfClients.delete(clientRoom(key, client));  // kept only while it has any
       const seconds = (Date.now() - started) / 1000;
       this.meanSeconds.set(key, 0.9 * (this.meanSeconds.get(key) ?? seconds) + 0.1 * seconds);
     }

@@ -1,7 +1,7 @@
 // Every endpoint and each bad input, over real HTTP on 127.0.0.1, with real tiny GPT-2 models.
 import fs from 'node:fs';
 import t, { type Test } from 'tap';
-import { LONG, makeModels, request, SEEDS, startServer, tempDir, TINY, type Running } from './helpers';
+import { LONG, makeModels, request, SEEDS, startServer, tempDir, TINY, type Reply, type Running } from './helpers';
 
 const PROMPT = 'How big is the earth?';
 const LENGTH = 12;
@@ -231,10 +231,10 @@ t.test('API keys: 401 without one; Bearer or X-API-Key with one; /ping stays ope
   t.equal((await request(`${keyed.url}/ping`)).status, 200);
 });
 
-// A server of one batch slot and `maxQueue`, its slot taken by a request decoding (its first piece has arrived; 999
-// steps are to come) until its reader is cancelled.
-async function oneSlotBusy(t: Test, maxQueue: number): Promise<{ url: string; logs: Record<string, unknown>[]; reader: ReadableStreamDefaultReader<Uint8Array> }> {
-  const tight = await startServer({ models: [{ key: 'general', restore_from: 'long', sampling: { ...greedy, length: 1000 } }], batch_slots: 1, max_queue: maxQueue }, dir);
+// A server of one batch slot and `maxQueue` (and `config`), its slot taken by a request decoding (its first piece has
+// arrived; 999 steps are to come) until its reader is cancelled.
+async function oneSlotBusy(t: Test, maxQueue: number, config: Record<string, unknown> = {}): Promise<{ url: string; logs: Record<string, unknown>[]; reader: ReadableStreamDefaultReader<Uint8Array> }> {
+  const tight = await startServer({ models: [{ key: 'general', restore_from: 'long', sampling: { ...greedy, length: 1000 } }], batch_slots: 1, max_queue: maxQueue, ...config }, dir);
   t.teardown(tight.close);
   const first = await fetch(`${tight.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_key: 'general', raw_text: PROMPT, stream: true }) });
   const reader = (first.body as ReadableStream<Uint8Array>).getReader();
@@ -276,6 +276,25 @@ t.test('load shedding admits a request of several generations whole or not at al
   while (!/^dixie_requests_in_flight\{model="general"\} 2$/m.test((await request(`${url}/metrics`)).text));
   await reader.cancel();
   t.equal((await one).status, 200, 'one generation fits the room left');
+});
+
+t.test('load shedding leaves a client with nothing in hand one request beyond the room that another client filled', async (t) => {
+  // The room's one place taken by 127.0.0.1's request; the other clients are told apart by X-Forwarded-For.
+  const { url, reader } = await oneSlotBusy(t, 0, { trust_proxy: 'loopback' });
+  const ask = (client?: string) => request(`${url}/invocations`, { body: { model_key: 'general', raw_text: PROMPT, length: 2 }, headers: client === undefined ? {} : { 'x-forwarded-for': client } });
+  t.equal((await ask()).status, 503, 'the client that filled the room gets no more');
+  let answered: Reply | null = null;
+  const other = ask('10.0.0.2').then((r) => (answered = r));
+  // Until it is in hand (or answered at once, as a refusal would be).
+  while (answered === null && !/^dixie_requests_in_flight\{model="general"\} 2$/m.test((await request(`${url}/metrics`)).text));
+  t.equal(answered, null, 'another client\'s request is taken, beyond the room');
+  t.equal((await ask('10.0.0.2')).status, 503, 'another client holds one request beyond the room, not two');
+  const third = await ask('10.0.0.3');
+  t.equal(third.status, 503, 'and batch_slots of them at most');
+  t.match(third.json().error, /model "general" has 2 requests in hand; try again later/);
+  t.match((await request(`${url}/metrics`)).text, /^dixie_shed_requests_total\{model="general"\} 3$/m);
+  await reader.cancel();
+  t.equal((await other).status, 200, 'the other client is answered');
 });
 
 t.test('request_timeout_s: generation still running when the time is up returns what it has', async (t) => {

@@ -370,7 +370,7 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
     const gone = clientGone(res);
     const tokenizer = await service.tokenizer(request.model.key, gone.signal);
     const inputs = await Promise.all(prompts.map((p) => promptForModel(service, p, tokenizer)));
-    service.checkRoom(request.model.key, inputs.length);
+    service.checkRoom(request.model.key, inputs.length, false, req.ip);
     if (!request.stream) {
       const answers = await Promise.all(inputs.map((p, i) => complete(service, request, i, p, tokenizer, gone.signal, null))).catch((err: Error) => {
         gone.abort();  // the other prompts stop too

@@ -265,7 +265,7 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
     });
   };
   let completions: Completion[];
-  service.checkRoom(common.model.key, choices.length, sentByBatch(res));
+  service.checkRoom(common.model.key, choices.length, sentByBatch(res), res.req.ip);
   try {
     completions = await Promise.all(choices.map(generate));
   } catch (err) {
