@@ -2,7 +2,8 @@
 // in the current folder if there is one, else every model found in checkpoint/ and models/.
 import fs from 'node:fs';
 import path from 'node:path';
-import { inspectModelFolder } from '../formats/model_folder';
+import { readGenerationConfig } from '../formats/generation_config';
+import { type ModelFolder, inspectModelFolder } from '../formats/model_folder';
 import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../formats/peft';
 import { isPath, modelsDir, resolveModel } from '../formats/resolve_model';
 import { FINE_TUNING_DEFAULTS, loadServerConfig, validateServerConfig, type ServerConfig } from './config';
@@ -76,7 +77,7 @@ export function discoverModels(cwd: string, warn: (message: string) => void = (m
       if (!isDirectory || !isRun(dir)) continue;
       const served = bestCheckpoint(dir) === null ? dir : path.join(dir, BEST_FILE);
       const weights = fs.existsSync(path.join(checkpointFolder(served), ADAPTER_CONFIG_FILE)) ? adapterOverBase(served, warn) : { restore_from: served };
-      if (weights !== null) found.push({ key: keyFor(name, taken), ...weights });
+      if (weights !== null && readsGenerationConfig(weights.restore_from, warn)) found.push({ key: keyFor(name, taken), ...weights });
     }
   };
   scan(path.resolve(cwd, 'checkpoint'), (dir) => fs.existsSync(path.join(dir, LATEST_FILE)) || isModel(dir));
@@ -88,7 +89,7 @@ export function discoverModels(cwd: string, warn: (message: string) => void = (m
 // (base_model_name_or_path: the folder it was trained over), resolved as every command resolves a model. An adapter
 // that cannot be read, or whose base is not here (moved, deleted, a hub name never downloaded), is skipped with a
 // warning naming it and why (null): the config's reading of it would stop the start.
-function adapterOverBase(served: string, warn: (message: string) => void): Record<string, unknown> | null {
+function adapterOverBase(served: string, warn: (message: string) => void): { adapter: string; restore_from: string } | null {
   let base: string | null;
   try {
     base = readPeftAdapter(checkpointFolder(served)).config.baseModel;
@@ -105,6 +106,26 @@ function adapterOverBase(served: string, warn: (message: string) => void): Recor
   } catch (err) {
     warn(`${served}: skipped: a LoRA adapter over ${base}, which cannot be loaded: ${(err as Error).message}`);
     return null;
+  }
+}
+
+// Whether the generation_config.json of the model at `dir` reads, which the config does for the entry's sampling
+// defaults; where it does not (a field of the wrong kind or range) the model is skipped with a warning naming the file
+// and field, rather than keeping the others from being served. A folder that cannot be resolved now (a run without a
+// checkpoint yet) is left to the config's check of the entry, which says why.
+function readsGenerationConfig(dir: string, warn: (message: string) => void): boolean {
+  let folder: ModelFolder;
+  try {
+    folder = resolveModel(dir);
+  } catch {
+    return true;
+  }
+  try {
+    if (folder.config !== null) readGenerationConfig(folder.dir, folder.config.vocabSize);
+    return true;
+  } catch (err) {
+    warn(`${dir}: skipped: ${(err as Error).message}`);
+    return false;
   }
 }
 

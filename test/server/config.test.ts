@@ -240,6 +240,33 @@ t.test('with no arguments: server_config.json, else the models found, else how t
   t.same(one.models.map((m) => [m.key, m.restoreFrom]), [['chatbot', path.join(dir, 'models', '124M')]]);
 });
 
+t.test('with no arguments, a model whose generation_config.json is bad is skipped, naming the file and field; named alone, it is refused', async (t) => {
+  const dir = tempDir('discover-generation');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const saved = process.env.DIXIE_MODELS_DIR;
+  delete process.env.DIXIE_MODELS_DIR;
+  t.teardown(() => {
+    if (saved !== undefined) process.env.DIXIE_MODELS_DIR = saved;
+  });
+  const cwd = process.cwd();
+  process.chdir(dir);
+  t.teardown(() => process.chdir(cwd));
+  for (const name of ['bad', 'good']) {
+    fs.mkdirSync(path.join(dir, 'models', name), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'models', name, 'config.json'), '{"n_layer":1,"n_head":1,"n_embd":4,"n_positions":8,"vocab_size":10}');
+    fs.writeFileSync(path.join(dir, 'models', name, 'model.safetensors'), '');
+    fs.writeFileSync(path.join(dir, 'models', name, 'generation_config.json'), '{"temperature": 0.5}');
+  }
+  const bad = path.join(dir, 'models', 'bad', 'generation_config.json');
+  fs.writeFileSync(bad, '{"temperature": -1}');
+  const warnings: string[] = [];
+  t.same(discoverModels(dir, (message) => warnings.push(message)).map((m) => m.key), ['good']);
+  t.same(warnings, [`${path.join(dir, 'models', 'bad')}: skipped: ${bad}: field "temperature" must be a number >= 0, got -1`]);
+  const served = serveConfig({ cwd: dir }).models;
+  t.same(served.map((m) => [m.key, m.sampling.temperature]), [['good', 0.5]], 'the good one served, with its folder\'s defaults');
+  t.throws(() => serveConfig({ cwd: dir, model: 'models/bad' }), { message: `${bad}: field "temperature" must be a number >= 0, got -1` }, 'named alone, refused');
+});
+
 t.test('with no arguments, a LoRA run in checkpoint/ is served as its adapter over its base; one whose base is gone is skipped, saying so', async (t) => {
   const dir = tempDir('discover-lora');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
