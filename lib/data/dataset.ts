@@ -118,7 +118,7 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
     if (!small) pool ??= new EncoderPool({ threads, vocabDir: path.dirname(tokenizer.vocab.files.encoderPath) });
     const encoded = small
       ? texts.map((t) => tokenizer.encode(t, { allowSpecial: true }))
-      : await (pool as EncoderPool).encode(texts, { allowSpecial: true, onProgress: (doneChars, totalChars) => report(encodedBytes + (textBytes * doneChars) / totalChars) });
+      : await (pool as EncoderPool).encode(texts, { allowSpecial: true, cutsAtWhitespace: tokenizer.cutsAtWhitespace, onProgress: (doneChars, totalChars) => report(encodedBytes + (textBytes * doneChars) / totalChars) });
     encodedBytes += textBytes;
     report(encodedBytes);
     encoded.forEach((tokens, i) => {

@@ -719,7 +719,8 @@ export class Model {
   // with (one left there by another model removed), written together (writeFilesAtomic): a failure
   // leaves a folder's files as they were. onProgress after each tensor, with the bytes written so far. With
   // `tokenizer`, its vocabulary too, with the chat template, so that the folder loads with the vocabulary the model
-  // was trained on rather than GPT-2's with a warning.
+  // was trained on rather than GPT-2's with a warning; another model's tokenizer files there (its tokenizer.json,
+  // added_tokens.json, special_tokens_map.json) are removed, so that the folder loads with this one's tokens.
   save(dir: string, options: { tokenizer?: Tokenizer; chat?: ChatRecord; onProgress?: (bytes: number, totalBytes: number) => void } = {}): Promise<void> {
     const { tokenizer, chat = this.chat } = options;
     if (tokenizer && tokenizer.vocabSize > this.config.vocabSize) {
@@ -743,13 +744,14 @@ export class Model {
       const record = chatRecordToWrite(dir, chat, tokenizer !== undefined);
       const generationFile = path.join(dir, GENERATION_CONFIG_FILE);
       const generation = this.generationConfig;
+      const vocabulary = tokenizer ? vocabularyFiles(tokenizer.vocab, dir, { nCtx: this.config.nCtx, ...(chat.template !== null && { chatTemplate: chat.template }) }) : { write: [], remove: [] };
       await writeFilesAtomic([
         safetensorsToWrite(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' }),
         textToWrite(path.join(dir, CONFIG_FILE), `${JSON.stringify(hfConfigJson(this.config), null, 2)}\n`),
         ...record.write,
         ...(generation ? [textToWrite(generationFile, `${JSON.stringify(generation.json, null, 2)}\n`)] : []),
-        ...(tokenizer ? vocabularyFiles(tokenizer.vocab, dir, { nCtx: this.config.nCtx, ...(chat.template !== null && { chatTemplate: chat.template }) }) : []),
-      ], generation ? record.remove : [...record.remove, generationFile]);
+        ...vocabulary.write,
+      ], [...record.remove, ...(generation ? [] : [generationFile]), ...vocabulary.remove]);
     });
   }
 

@@ -308,7 +308,7 @@ export class ChatService {
     const pool = (this.encoders ??= new EncoderPool());
     const vocabulary = { dir: path.dirname(tokenizer.vocab.files.encoderPath), fingerprint: tokenizer.vocab.fingerprint };
     try {
-      return await pool.encode(texts, { allowSpecial, vocabulary });
+      return await pool.encode(texts, { allowSpecial, vocabulary, cutsAtWhitespace: tokenizer.cutsAtWhitespace });
     } catch (err) {
       this.log('warn', 'long texts encoded on the server\'s thread', { error: (err as Error).message });
       if (pool.failed && this.encoders === pool) {
@@ -609,7 +609,7 @@ class LineTokens {
   // (pieceEnd), as it is before a chat's line, encodes alone, so the line without it is the piece's tokens after the
   // break's: each line is encoded once.
   static async of(service: ChatService, tokenizer: Tokenizer, text: string): Promise<LineTokens> {
-    const pieces = linePieces(text);
+    const pieces = linePieces(tokenizer, text);
     const lineBreak = tokenizer.encode('\n', { allowSpecial: false }).length;
     // A line break that the tokenizer joins to the line after it: that line alone must be encoded apart.
     const breakJoinsLine = (piece: string): boolean => piece.startsWith('\n') && pieceEnd(piece, 0, piece.length) !== 1;
@@ -623,12 +623,14 @@ class LineTokens {
   }
 
   tokens(text: string): Int32Array {
-    return concat(linePieces(text).map((piece) => this.known.get(piece) ?? this.tokenizer.encode(piece, { allowSpecial: false })));
+    return concat(linePieces(this.tokenizer, text).map((piece) => this.known.get(piece) ?? this.tokenizer.encode(piece, { allowSpecial: false })));
   }
 }
 
-// The text cut before each line break that is a cut point.
-function linePieces(text: string): string[] {
+// The text cut before each line break that is a cut point; whole where the tokenizer's added tokens take in
+// whitespace (Tokenizer.cutsAtWhitespace).
+function linePieces(tokenizer: Tokenizer, text: string): string[] {
+  if (!tokenizer.cutsAtWhitespace) return [text];
   const pieces: string[] = [];
   let start = 0;
   for (let at = text.indexOf('\n', 1); at >= 0; at = text.indexOf('\n', at + 1)) {

@@ -58,6 +58,9 @@ export interface PoolEncodeOptions extends EncodeOptions {
   vocabulary?: PoolVocabulary;
   // Called as jobs finish, with the characters encoded so far and in all.
   onProgress?: (doneChars: number, totalChars: number) => void;
+  // false where the vocabulary's added tokens take in whitespace (Tokenizer.cutsAtWhitespace): each text is then
+  // encoded whole, by one worker, rather than cut at whitespace into chunks for all (default true).
+  cutsAtWhitespace?: boolean;
 }
 
 // Chunks [first, first + texts.length) of the flat chunk list, encoded by one message.
@@ -113,7 +116,7 @@ export class EncoderPool {
     const firstChunk: number[] = [];
     for (const text of texts) {
       firstChunk.push(chunks.length);
-      for (const chunk of cutText(text, this.chunkChars)) chunks.push(chunk);
+      for (const chunk of options.cutsAtWhitespace === false ? [text] : cutText(text, this.chunkChars)) chunks.push(chunk);
     }
     firstChunk.push(chunks.length);
     const jobs = groupJobs(chunks, this.chunkChars);

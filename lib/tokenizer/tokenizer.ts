@@ -2,17 +2,19 @@
 // r50k_base. Encoding runs pre-tokenizer -> word cache -> (on a miss) UTF-8 bytes and pair merges, all
 // over typed arrays that live as long as the tokenizer.
 import { TextDecoder } from 'node:util';
+import { type TokenMatcher, cutsAtWhitespace, matchersOf, standsAlone, whitespaceEnd, whitespaceStart } from './added_tokens';
 import { PairMerger } from './bpe';
 import { pieceEnd } from './pretokenize';
 import type { ModelFolder } from '../formats/model_folder';
 import { quoted } from '../util/quoted';
-import { END_OF_TEXT, Vocabulary, bundledVocabularyDir, locateVocabulary } from './vocab';
+import { Vocabulary, bundledVocabularyDir, locateVocabulary } from './vocab';
 import { MAX_CACHED_PIECE, WordCache, hashPiece } from './word_cache';
 
 export interface EncodeOptions {
-  // Whether a literal "<|endoftext|>" in the text becomes the end-of-text token. Yes for training files,
-  // where it separates documents; never for text from a user, who must not be able to inject it (it is
-  // then encoded as the ordinary characters it is made of).
+  // Whether a literal "<|endoftext|>" in the text, or another special token of the vocabulary (added_tokens.ts),
+  // becomes its token. Yes for training files, where it separates documents; never for text from a user, who must not
+  // be able to inject one (it is then encoded as the ordinary characters it is made of). Added tokens that are not
+  // special are their tokens either way.
   allowSpecial: boolean;
 }
 
@@ -40,6 +42,13 @@ export class Tokenizer {
   readonly eosToken: number;
   // One past the largest token id (50257 in GPT-2).
   readonly vocabSize: number;
+  // Whether a text cut at whitespace after a non-blank (pretokenize.ts isCutPoint) encodes as its pieces' tokens
+  // joined, which encoding in parallel and a chat's line-by-line encoding rely on: not where an added token takes in
+  // the whitespace around it or holds some.
+  readonly cutsAtWhitespace: boolean;
+  // The added tokens that encode() takes out of a text before BPE, with special tokens and without.
+  private readonly withSpecial: TokenMatcher[];
+  private readonly withoutSpecial: TokenMatcher[];
   private readonly cache: WordCache;
   private merger: PairMerger | undefined;
   private readonly decoder = utf8Decoder();
@@ -52,6 +61,9 @@ export class Tokenizer {
     this.eotToken = vocab.eotToken;
     this.eosToken = vocab.eosToken;
     this.vocabSize = vocab.size;
+    this.cutsAtWhitespace = cutsAtWhitespace(vocab.addedTokens);
+    this.withSpecial = matchersOf(vocab.addedTokens);
+    this.withoutSpecial = matchersOf(vocab.addedTokens.filter((t) => !t.special));
     this.cache = new WordCache(options.maxCachedPieces ?? DEFAULT_MAX_CACHED_PIECES);
   }
 
@@ -68,19 +80,8 @@ export class Tokenizer {
   encode(text: string, options: EncodeOptions = { allowSpecial: false }): Int32Array {
     if (typeof text !== 'string') throw new TypeError(`encode: the text must be a string, got ${quoted(text)}`);
     if (this.merger === undefined) this.merger = new PairMerger(this.vocab.merges);
-    let count = 0;
-    if (options.allowSpecial) {
-      let start = 0;
-      for (let at = text.indexOf(END_OF_TEXT); at >= 0; at = text.indexOf(END_OF_TEXT, start)) {
-        count = this.encodeSegment(text, start, at, count);
-        this.reserve(count + 1);
-        this.out[count++] = this.eotToken;
-        start = at + END_OF_TEXT.length;
-      }
-      count = this.encodeSegment(text, start, text.length, count);
-    } else {
-      count = this.encodeSegment(text, 0, text.length, count);
-    }
+    const matchers = options.allowSpecial ? this.withSpecial : this.withoutSpecial;
+    const count = matchers.length === 0 ? this.encodeSegment(text, 0, text.length, 0) : this.encodeAdded(text, 0, text.length, 0, matchers, 0);
     const tokens = this.out.slice(0, count);
     if (this.out.length > KEPT_OUTPUT) this.out = new Int32Array(4096);
     return tokens;
@@ -152,7 +153,30 @@ export class Tokenizer {
     this.out = grown;
   }
 
-  // Appends the tokens of text[start..end), free of special tokens, at out[count]; returns the new count.
+  // Appends the tokens of text[from..to) at out[count], the added tokens of matchers[level] and those after it taken
+  // out (added_tokens.ts); returns the new count. The text between two is what the later matchers search, and BPE
+  // encodes what they leave, each stretch as a text of its own, as the tokenizers library does.
+  private encodeAdded(text: string, from: number, to: number, count: number, matchers: readonly TokenMatcher[], level: number): number {
+    if (level === matchers.length) return this.encodeSegment(text, from, to, count);
+    const matcher = matchers[level];
+    matcher.reset();
+    let done = from;
+    for (let at = from; matcher.find(text, at, to); ) {
+      const { token } = matcher;
+      let { start, end } = matcher;
+      at = end;
+      if (!standsAlone(token, text, start, end, from, to)) continue;
+      if (token.lstrip) start = Math.max(whitespaceStart(text, start, from), done);
+      if (token.rstrip) at = end = whitespaceEnd(text, end, to);
+      if (done < start) count = this.encodeAdded(text, done, start, count, matchers, level + 1);
+      this.reserve(count + 1);
+      this.out[count++] = token.id;
+      done = end;
+    }
+    return done < to ? this.encodeAdded(text, done, to, count, matchers, level + 1) : count;
+  }
+
+  // Appends the tokens of text[start..end), free of added tokens, at out[count]; returns the new count.
   private encodeSegment(text: string, start: number, end: number, count: number): number {
     const cache = this.cache;
     const byteTokens = this.vocab.byteTokens;

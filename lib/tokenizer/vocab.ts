@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { GGUF_FILE, ggufFileIn, ggufVocabulary, openGguf } from '../formats/gguf';
+import { type AddedToken, addedTokenEntry } from './added_tokens';
 import { MAX_TOKEN_ID, MergeTable } from './bpe';
 import { type FileToWrite, textToWrite, writeFilesAtomic } from '../util/atomic_file';
 import { parseJsonAt, readJsonObject } from '../util/json_file';
@@ -49,6 +50,43 @@ function declaredEndOfText(dir: string): { file: string; text: string } | null {
     if (typeof text === 'string' && text !== '') return text === END_OF_TEXT ? null : { file: path.join(dir, name), text };
   }
   return null;
+}
+
+// transformers' names of a tokenizer's special tokens, in tokenizer_config.json and special_tokens_map.json.
+const SPECIAL_TOKEN_FIELDS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'];
+
+// The added tokens (added_tokens.ts) of the vocabulary in `dir` whose ids `idOf` gives (-1: no token), by the first
+// file that declares each, as transformers reads them: tokenizer.json's "added_tokens"; tokenizer_config.json's
+// "added_tokens_decoder" (which Model.save writes); the special tokens of special_tokens_map.json and
+// tokenizer_config.json; added_tokens.json (special where one of those names it). <|endoftext|> is a special token
+// wherever none declares it. A token that is no token of the vocabulary is left out: it has no id to be.
+function declaredAddedTokens(dir: string, idOf: (text: string) => number, eotToken: number): AddedToken[] {
+  const found = new Map<string, AddedToken>();
+  const add = (token: AddedToken): void => {
+    const id = idOf(token.text);
+    if (id >= 0 && !found.has(token.text)) found.set(token.text, { ...token, id });
+  };
+  const added = tokenizerConfig(dir, TOKENIZER_JSON)?.added_tokens;
+  if (Array.isArray(added)) added.forEach((entry, i) => add(addedTokenEntry(entry, -1, false, `${path.join(dir, TOKENIZER_JSON)}: field "added_tokens[${i}]"`)));
+  const config = tokenizerConfig(dir);
+  const decoder = config?.added_tokens_decoder;
+  if (isJsonObject(decoder)) {
+    for (const [id, entry] of Object.entries(decoder)) add(addedTokenEntry(entry, -1, false, `${path.join(dir, TOKENIZER_CONFIG_FILE)}: field "added_tokens_decoder.${id}"`));
+  }
+  const specialTexts = new Set<string>();
+  for (const [name, json] of [[SPECIAL_TOKENS_MAP_FILE, tokenizerConfig(dir, SPECIAL_TOKENS_MAP_FILE)], [TOKENIZER_CONFIG_FILE, config]] as const) {
+    if (json === null) continue;
+    const extra = Array.isArray(json.additional_special_tokens) ? json.additional_special_tokens.map((entry, i) => [`additional_special_tokens[${i}]`, entry] as const) : [];
+    for (const [field, entry] of [...SPECIAL_TOKEN_FIELDS.map((f) => [f, json[f]] as const), ...extra]) {
+      if (entry === undefined || entry === null) continue;
+      const token = addedTokenEntry(entry, -1, true, `${path.join(dir, name)}: field "${field}"`);
+      specialTexts.add(token.text);
+      add(token);
+    }
+  }
+  for (const text of Object.keys(tokenizerConfig(dir, ADDED_TOKENS_FILE) ?? {})) add(addedTokenEntry(text, -1, specialTexts.has(text), path.join(dir, ADDED_TOKENS_FILE)));
+  add({ text: END_OF_TEXT, id: eotToken, special: true, singleWord: false, lstrip: false, rstrip: false, normalized: false });
+  return [...found.values()].sort((a, b) => a.id - b.id);
 }
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes for
@@ -192,28 +230,40 @@ export function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merg
 
 // Writes a vocabulary into `dir` as Hugging Face's tokenizer files (vocabularyFiles).
 export async function writeVocabulary(vocab: Vocabulary, dir: string, options: { nCtx: number; chatTemplate?: string }): Promise<void> {
-  await writeFilesAtomic(vocabularyFiles(vocab, dir, options));
+  const { write, remove } = vocabularyFiles(vocab, dir, options);
+  await writeFilesAtomic(write, remove);
 }
 
 // A vocabulary as Hugging Face's tokenizer files: vocab.json and merges.txt (the bytes of encoder.json and
 // vocab.bpe), and tokenizer_config.json, so that the folder is a whole Hugging Face model that transformers'
-// AutoTokenizer, vLLM and TGI read as it is. `chatTemplate`, for a chat model, tells them its prompt format
-// (lib/formats/chat_record.ts).
-export function vocabularyFiles(vocab: Vocabulary, dir: string, options: { nCtx: number; chatTemplate?: string }): FileToWrite[] {
+// AutoTokenizer, vLLM and TGI read as it is. Its added tokens are its "added_tokens_decoder", with their flags.
+// `chatTemplate`, for a chat model, tells them its prompt format (lib/formats/chat_record.ts). `remove`: the other
+// tokenizer files a folder may hold (another model's, saved there before), which are read before these or beside
+// them and would give the folder other tokens, another end of text or other added tokens.
+export function vocabularyFiles(vocab: Vocabulary, dir: string, options: { nCtx: number; chatTemplate?: string }): { write: FileToWrite[]; remove: string[] } {
+  const text = (id: number): string => Buffer.from(vocab.tokenBytes.subarray(vocab.tokenStart[id], vocab.tokenEnd[id])).toString('utf8');
   const config = {
     tokenizer_class: 'GPT2Tokenizer',
     bos_token: END_OF_TEXT,
-    eos_token: Buffer.from(vocab.tokenBytes.subarray(vocab.tokenStart[vocab.eosToken], vocab.tokenEnd[vocab.eosToken])).toString('utf8'),
+    eos_token: text(vocab.eosToken),
     unk_token: END_OF_TEXT,
     add_prefix_space: false,
     model_max_length: options.nCtx,
+    added_tokens_decoder: Object.fromEntries(vocab.addedTokens.map((t) => [
+      String(t.id),
+      { content: t.text, lstrip: t.lstrip, normalized: t.normalized, rstrip: t.rstrip, single_word: t.singleWord, special: t.special },
+    ])),
     ...(options.chatTemplate !== undefined && { chat_template: options.chatTemplate }),
   };
-  return [
-    textToWrite(path.join(dir, HUGGING_FACE.encoder), vocab.encoderBytes),
-    textToWrite(path.join(dir, HUGGING_FACE.merges), vocab.mergesBytes),
-    textToWrite(path.join(dir, TOKENIZER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`),
-  ];
+  const [openAi] = LAYOUTS;
+  return {
+    write: [
+      textToWrite(path.join(dir, HUGGING_FACE.encoder), vocab.encoderBytes),
+      textToWrite(path.join(dir, HUGGING_FACE.merges), vocab.mergesBytes),
+      textToWrite(path.join(dir, TOKENIZER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`),
+    ],
+    remove: [openAi.encoder, openAi.merges, TOKENIZER_JSON, ADDED_TOKENS_FILE, SPECIAL_TOKENS_MAP_FILE].map((name) => path.join(dir, name)),
+  };
 }
 
 export class Vocabulary {
@@ -227,6 +277,8 @@ export class Vocabulary {
   readonly eotToken: number;
   // The token that ends a text as the tokenizer's files declare it (declaredEndOfText), else eotToken.
   readonly eosToken: number;
+  // The tokens that encoding takes out of a text before BPE (declaredAddedTokens), by id.
+  readonly addedTokens: readonly AddedToken[];
   // Token id of each single byte.
   readonly byteTokens = new Int32Array(256);
   // The bytes of token t are tokenBytes[tokenStart[t] .. tokenEnd[t]); empty for ids the file skips.
@@ -259,20 +311,28 @@ export class Vocabulary {
     for (let k = 0; k < END_OF_TEXT.length; k++) probe[k] = END_OF_TEXT.charCodeAt(k);
     this.eotToken = this.index.find(probe, 0, probe.length, fnv(probe, 0, probe.length, FNV_BASIS));
     if (this.eotToken < 0) throw new Error(`${files.encoderPath}: no ${END_OF_TEXT} token`);
-    const declared = declaredEndOfText(path.dirname(files.encoderPath));
+    const dir = path.dirname(files.encoderPath);
+    const declared = declaredEndOfText(dir);
     if (declared === null) {
       this.eosToken = this.eotToken;
     } else {
-      const text = Buffer.from(declared.text, 'utf8');
-      this.eosToken = this.index.find(text, 0, text.length, fnv(text, 0, text.length, FNV_BASIS));
+      this.eosToken = this.idOf(declared.text);
       if (this.eosToken < 0) throw new Error(`${declared.file}: field "eos_token" is ${JSON.stringify(declared.text)}, which is no token of the vocabulary (${files.encoderPath})`);
     }
+    this.addedTokens = declaredAddedTokens(dir, (text) => this.idOf(text), this.eotToken);
   }
 
-  // What tells this vocabulary from another whatever its files' names: a SHA-256 of the two files' bytes. Another
-  // thread that reads the same folder later may find other files there (a model folder overwritten since).
+  // The token whose bytes are the UTF-8 of `text`, or -1.
+  idOf(text: string): number {
+    const bytes = Buffer.from(text, 'utf8');
+    return this.index.find(bytes, 0, bytes.length, fnv(bytes, 0, bytes.length, FNV_BASIS));
+  }
+
+  // What tells this vocabulary from another whatever its files' names: a SHA-256 of the two files' bytes and of its
+  // added tokens. Another thread that reads the same folder later may find other files there (a model folder
+  // overwritten since).
   get fingerprint(): string {
-    this.digest ??= crypto.createHash('sha256').update(this.encoderBytes).update('\0').update(this.mergesBytes).digest('hex');
+    this.digest ??= crypto.createHash('sha256').update(this.encoderBytes).update('\0').update(this.mergesBytes).update('\0').update(JSON.stringify(this.addedTokens)).digest('hex');
     return this.digest;
   }
 

@@ -8,8 +8,9 @@ import t from 'tap';
 import { chatTemplate, fitConversation } from '../../lib/data/chat_format';
 import { Model } from '../../lib/engine/model';
 import { AUDIENCES_FILE, type ChatRecord, NO_CHAT, chatRecordOf } from '../../lib/formats/chat_record';
-import { loadTokenizer } from '../../lib/tokenizer';
+import { bundledVocabularyDir, loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
 import { TOKENIZER_CONFIG_FILE } from '../../lib/tokenizer/vocab';
+import { inspectModelFolder } from '../../lib/formats/model_folder';
 import { readTrainState, saveCheckpoint } from '../../lib/train/checkpoint';
 import { LOCK_FILE } from '../../lib/util/folder_lock';
 import { holdLock, killedBetweenRenames } from '../helpers/folder_lock';
@@ -96,6 +97,50 @@ t.test("a round trip over the model's own folder keeps its chat record; another 
   foreign.dispose();
   t.equal(chatTemplateOf(dir), '{{ messages[0].content }}', "another tool's chat template kept");
   t.notOk(fs.existsSync(path.join(dir, AUDIENCES_FILE)), 'and no audiences made up');
+});
+
+// A ChatML fine-tune's tokenizer files, as transformers saves them: GPT-2's vocabulary, its added tokens, its end of
+// text and its generation defaults.
+function chatmlFolder(dir: string): string {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.copyFileSync(path.join(bundledVocabularyDir(), 'encoder.json'), path.join(dir, 'vocab.json'));
+  fs.copyFileSync(path.join(bundledVocabularyDir(), 'vocab.bpe'), path.join(dir, 'merges.txt'));
+  fs.writeFileSync(path.join(dir, 'added_tokens.json'), JSON.stringify({ '<|im_start|>': 50257, '<|im_end|>': 50258, '<pad>': 50259 }));
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ added_tokens: [{ id: 50259, content: '<pad>', lstrip: true, rstrip: true, special: false, normalized: false }] }));
+  fs.writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ eos_token: '<|im_end|>', additional_special_tokens: ['<|im_start|>', '<|im_end|>'] }));
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: 50258, temperature: 0.3 }));
+  return dir;
+}
+
+t.test("a model saved over another model's tokenizer files loads as the model saved: theirs are gone", async (t) => {
+  const dir = chatmlFolder(path.join(work, 'over-chatml'));
+  const model = Model.create(TINY, { seed: 1, trainable: false });
+  await model.save(dir, { tokenizer });
+  model.dispose();
+  t.same(fs.readdirSync(dir).sort(), ['config.json', 'merges.txt', 'model.safetensors', 'tokenizer_config.json', 'vocab.json'], 'no added_tokens.json, tokenizer.json, special_tokens_map.json or generation_config.json left');
+  const saved = modelTokenizer(inspectModelFolder(dir));
+  t.equal(saved.vocabSize, 50257, "GPT-2's vocabulary, not the fine-tune's 50260 tokens");
+  t.equal(saved.eosToken, 50256, '<|endoftext|> ends a text, not <|im_end|>');
+  t.same(saved.vocab.addedTokens, tokenizer.vocab.addedTokens, 'and the same added tokens');
+  const loaded = await Model.load(dir, { trainable: false });
+  t.equal(loaded.generationConfig, null, 'no generation defaults');
+  loaded.dispose();
+});
+
+t.test("a fine-tune's added tokens, with their flags and end of text, load the same from the folder it is saved to", async (t) => {
+  const source = chatmlFolder(path.join(work, 'chatml'));
+  const chatml = loadTokenizer(source);
+  t.equal(chatml.eosToken, 50258);
+  const model = Model.create({ ...TINY, vocabSize: 50260 }, { seed: 1, trainable: false });
+  const dir = path.join(work, 'chatml-saved');
+  await model.save(dir, { tokenizer: chatml });
+  model.dispose();
+  const saved = loadTokenizer(dir);
+  t.same(saved.vocab.addedTokens, chatml.vocab.addedTokens, 'the same added tokens, flags and all');
+  t.same(saved.vocab.addedTokens.map((a) => [a.id, a.special, a.lstrip]), [[50256, true, false], [50257, true, false], [50258, true, false], [50259, false, true]]);
+  t.equal(saved.eosToken, 50258);
+  const prompt = '<|im_start|>user\nhi <pad> there<|im_end|>\n';
+  for (const allowSpecial of [true, false]) t.same(saved.encode(prompt, { allowSpecial }), chatml.encode(prompt, { allowSpecial }), `encodes the same (allowSpecial ${allowSpecial})`);
 });
 
 t.test("a model saved over a chat model's folder without a vocabulary: the chat template there goes with the audiences", async (t) => {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import r50kBase from 'js-tiktoken/ranks/r50k_base';
 import t from 'tap';
 import { findVocabulary } from '../../lib/formats/model_folder';
-import { bundledVocabularyDir, loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
+import { bundledVocabularyDir, encodeParallel, loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
 import { MAX_TOKEN_ID } from '../../lib/tokenizer/bpe';
 
 const TOY = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tokenizer', 'toy');
@@ -137,6 +137,66 @@ t.test('a tokenizer.json alone loads the same vocabulary, with a fine-tune\'s ad
     const dir = writeTokenizerJson(path.join(root, name), edit);
     t.throws(() => loadTokenizer(dir), { message: `${path.join(dir, 'tokenizer.json')}: ${message}` }, name);
   }
+});
+
+t.test("added tokens written in a text are their one token each, taken out as Hugging Face's tokenizers library does (the cases of its own tests)", async (t) => {
+  const root = tempDir(t);
+  const encoder = JSON.parse(fs.readFileSync(path.join(bundledVocabularyDir(), 'encoder.json'), 'utf8')) as Record<string, number>;
+  // The library's tests write tokens as GPT-2's byte characters; those not in GPT-2's vocabulary are added from 50257.
+  const addedIds = new Map<string, number>();
+  const idOf = (token: string): number => {
+    if (encoder[token] === undefined && !addedIds.has(token)) addedIds.set(token, 50257 + addedIds.size);
+    return encoder[token] ?? (addedIds.get(token) as number);
+  };
+  const ids = (tokens: string[]): number[] => tokens.map((token) => {
+    if (encoder[token] === undefined && !addedIds.has(token)) throw new Error(`${token} is no token`);
+    return idOf(token);
+  });
+  let folders = 0;
+  const withAdded = (...added: Record<string, unknown>[]) => loadTokenizer(writeTokenizerJson(path.join(root, String(folders++)), (json) => {
+    addedIds.clear();
+    (json.added_tokens as object[]).push(...added.map((token) => ({ id: idOf(token.content as string), single_word: false, lstrip: false, rstrip: false, normalized: false, special: true, ...token })));
+  }));
+  const encode = (tokenizer: ReturnType<typeof loadTokenizer>, text: string, allowSpecial = true): number[] => [...tokenizer.encode(text, { allowSpecial })];
+  const gpt2 = loadTokenizer();
+
+  const mask = 'I saw a <mask> 😺';
+  t.same(encode(withAdded({ content: '<mask>', rstrip: true }), mask), ids(['I', 'Ġsaw', 'Ġa', 'Ġ', '<mask>', 'ðŁĺ', 'º']), 'rstrip: the space after it is part of it');
+  t.same(encode(withAdded({ content: '<mask>', lstrip: true }), mask), ids(['I', 'Ġsaw', 'Ġa', '<mask>', 'ĠðŁĺ', 'º']), 'lstrip: the space before it is part of it');
+  const plain = withAdded({ content: '<mask>' });
+  t.same(encode(plain, mask), ids(['I', 'Ġsaw', 'Ġa', 'Ġ', '<mask>', 'ĠðŁĺ', 'º']), 'neither: the text on each side encodes alone');
+  t.same(encode(plain, mask, false), [...gpt2.encode(mask, { allowSpecial: false })], 'a special token from a user is the characters it is written with');
+  t.same(encode(withAdded({ content: '<mask>', special: false }), mask, false), ids(['I', 'Ġsaw', 'Ġa', 'Ġ', '<mask>', 'ĠðŁĺ', 'º']), 'one that is not special is its token either way');
+
+  const dancing = 'I like dancing';
+  t.same(encode(withAdded({ content: 'ing', single_word: true }), dancing), ids(['I', 'Ġlike', 'Ġdancing']), 'single_word: not inside a word');
+  t.same(encode(withAdded({ content: 'ing' }), dancing), ids(['I', 'Ġlike', 'Ġd', 'anc', 'ing']), 'else inside one too');
+  t.same(encode(withAdded({ content: 'danc' }, { content: 'nci' }, { content: 'ing' }), dancing), ids(['I', 'Ġlike', 'Ġ', 'danc', 'ing']), 'the leftmost match wins');
+  t.same(encode(withAdded({ content: 'danc', normalized: true }, { content: 'nci' }), dancing), ids(['I', 'Ġlike', 'Ġda', 'nci', 'ng']), 'tokens matched on the text as it is go first, the normalized ones in what they leave');
+
+  // Cut into chunks at whitespace, the text still encodes as it does whole.
+  const rstrip = withAdded({ content: '<mask>', rstrip: true });
+  t.equal(rstrip.cutsAtWhitespace, false);
+  t.equal(gpt2.cutsAtWhitespace, true);
+  const long = `${'word <mask> '.repeat(40)}end`;
+  const [parallel] = await encodeParallel([long], { allowSpecial: true, vocabDir: path.dirname(rstrip.vocab.files.encoderPath), chunkChars: 16, threads: 2, cutsAtWhitespace: rstrip.cutsAtWhitespace });
+  t.same([...parallel], encode(rstrip, long), 'in parallel, whole');
+});
+
+t.test("a ChatML fine-tune's tokens (added_tokens.json, special_tokens_map.json) are taken out of a prompt", async (t) => {
+  const dir = tempDir(t);
+  fs.copyFileSync(path.join(bundledVocabularyDir(), 'encoder.json'), path.join(dir, 'vocab.json'));
+  fs.copyFileSync(path.join(bundledVocabularyDir(), 'vocab.bpe'), path.join(dir, 'merges.txt'));
+  fs.writeFileSync(path.join(dir, 'added_tokens.json'), JSON.stringify({ '<|im_start|>': 50257, '<|im_end|>': 50258, '<pad>': 50259 }));
+  fs.writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ eos_token: '<|im_end|>', additional_special_tokens: ['<|im_start|>', '<|im_end|>'] }));
+  const tokenizer = loadTokenizer(dir);
+  const gpt2 = loadTokenizer();
+  const alone = (text: string): number[] => [...gpt2.encode(text, { allowSpecial: false })];
+  const prompt = '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<pad>';
+  t.same([...tokenizer.encode(prompt, { allowSpecial: true })], [50257, ...alone('user\nhi'), 50258, ...alone('\n'), 50257, ...alone('assistant\n'), 50259], 'each marker its token, the text between encoded alone');
+  t.same([...tokenizer.encode(prompt, { allowSpecial: false })], [...alone(prompt.slice(0, -'<pad>'.length)), 50259], 'from a user, the special ones stay characters; <pad>, not special, is its token');
+  t.equal(tokenizer.eosToken, 50258);
+  t.equal(tokenizer.cutsAtWhitespace, true);
 });
 
 t.test('a toy vocabulary: merges apply by rank, not left to right', async (t) => {

@@ -75,6 +75,7 @@ t.test('a tiny fresh model learns the chat dataset: checkpoints, samples, valida
   t.same(tokenizerConfig, {
     tokenizer_class: 'GPT2Tokenizer', bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>', add_prefix_space: false,
     model_max_length: 64, chat_template: chatTemplate('mom'),
+    added_tokens_decoder: { [loadTokenizer(TINY_VOCAB).eotToken]: { content: '<|endoftext|>', lstrip: false, normalized: false, rstrip: false, single_word: false, special: true } },
   });
   t.equal(new Template(tokenizerConfig.chat_template as string).render({ messages: [{ role: 'user', content: 'Hi!' }], add_generation_prompt: true }), '1|mom|Hi! <EOM>\n0|mom|',
     'rendered by Hugging Face\'s Jinja: the prompt dixie makes, answering as the audience talked to most');
