@@ -12,6 +12,8 @@
 // search, max_length, bad_words_ids) is named in `ignored`, for whoever loads the model to warn of once.
 import fs from 'node:fs';
 import path from 'node:path';
+import { GGUF_SAMPLING_KEYS, ggufFileIn, openGguf } from './gguf';
+import { safetensorsWeights } from './model_folder';
 import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
 
@@ -52,12 +54,25 @@ const WHY_IGNORED: Readonly<Record<string, string>> = {
   bad_words_ids: 'dixie bans no token sequences (a request\'s logit_bias of -100 bans single tokens)',
 };
 
-// The folder's generation_config.json, or null where it has none. A value of the wrong kind or range is refused,
-// naming the file and field; token ids are checked against the model's `vocabSize`.
+// The folder's generation_config.json, or where it has none and its model is a GGUF file, the sampling defaults of
+// that file's metadata (GGUF_SAMPLING_KEYS, as bin/export-gguf writes them) in generation_config.json's names; null
+// where there are none. A value of the wrong kind or range is refused, naming the file and field; token ids are
+// checked against the model's `vocabSize`.
 export function readGenerationConfig(dir: string, vocabSize: number): GenerationConfig | null {
   const file = path.join(dir, GENERATION_CONFIG_FILE);
-  if (!fs.existsSync(file)) return null;
-  const json = readJsonObject(file);
+  if (fs.existsSync(file)) return generationConfigOf(file, readJsonObject(file), vocabSize);
+  const gguf = safetensorsWeights(dir) === undefined ? ggufFileIn(dir) : null;
+  if (gguf === null) return null;
+  const g = openGguf(gguf);
+  try {
+    const json = Object.fromEntries(GGUF_SAMPLING_KEYS.filter(({ key }) => g.metadata.has(key)).map(({ key, field }) => [field, g.number(key)]));
+    return Object.keys(json).length === 0 ? null : generationConfigOf(gguf, json, vocabSize);
+  } finally {
+    g.close();
+  }
+}
+
+function generationConfigOf(file: string, json: Record<string, unknown>, vocabSize: number): GenerationConfig {
   const refuse = (field: string, rule: string): never => {
     throw new Error(`${file}: field "${field}" must be ${rule}, got ${quoted(json[field])}`);
   };

@@ -71,8 +71,23 @@ const GGML_TYPE_NAMES: Readonly<Record<number, string>> = {
   35: 'tq2_0', 39: 'mxfp4',
 };
 const VALUE = { u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12 } as const;
+// llama.cpp's token types: control tokens are parsed out of a text only where special tokens are (parse_special),
+// user-defined ones always: a vocabulary's special and other added tokens (tokenizer/added_tokens.ts).
 const TOKEN_NORMAL = 1;
 const TOKEN_CONTROL = 3;
+const TOKEN_USER_DEFINED = 4;
+
+// The sampling defaults of generation_config.json (formats/generation_config.ts) under llama.cpp's keys for a model's
+// recommended sampling, which its tools (llama-cli, llama-server) take where the command line sets none; their names in
+// generation_config.json, and their GGUF value types. transformers' repetition_penalty is llama.cpp's penalty_repeat:
+// both divide a used token's positive logit by it and multiply a negative one.
+export const GGUF_SAMPLING_KEYS = [
+  { key: 'general.sampling.temp', field: 'temperature', type: 'f32' },
+  { key: 'general.sampling.top_k', field: 'top_k', type: 'i32' },
+  { key: 'general.sampling.top_p', field: 'top_p', type: 'f32' },
+  { key: 'general.sampling.min_p', field: 'min_p', type: 'f32' },
+  { key: 'general.sampling.penalty_repeat', field: 'repetition_penalty', type: 'f32' },
+] as const;
 
 export function ggmlTypeName(type: number): string {
   return GGML_TYPE_NAMES[type] ?? `type ${type}`;
@@ -447,8 +462,10 @@ export function ggufConfig(g: GgufFile): NativeConfig {
   return config;
 }
 
-// A GGUF's vocabulary as GPT-2's two files would hold it (encoder.json, vocab.bpe); null when it has none.
-export function ggufVocabulary(g: GgufFile): { encoder: Buffer; merges: Buffer } | null {
+// A GGUF's vocabulary as GPT-2's two files would hold it (encoder.json, vocab.bpe), with its end of text
+// (tokenizer.ggml.eos_token_id) and its added tokens (control and user-defined tokens, by tokenizer.ggml.token_type);
+// null when it has none.
+export function ggufVocabulary(g: GgufFile): { encoder: Buffer; merges: Buffer; eosToken?: number; added: { id: number; special: boolean }[] } | null {
   if (!g.metadata.has('tokenizer.ggml.tokens')) return null;
   const model = g.string('tokenizer.ggml.model');
   if (model !== 'gpt2') throw new Error(`${g.path}: metadata "tokenizer.ggml.model" is ${JSON.stringify(model)}; dixie reads GPT-2's byte-level BPE ("gpt2")`);
@@ -464,7 +481,12 @@ export function ggufVocabulary(g: GgufFile): { encoder: Buffer; merges: Buffer }
     encoder.set(token, id);
   });
   const json = `{${[...encoder].map(([token, id]) => `${JSON.stringify(token)}:${id}`).join(',')}}`;
-  return { encoder: Buffer.from(json), merges: Buffer.from(['#version: 0.2', ...merges, ''].join('\n')) };
+  const types = g.metadata.get('tokenizer.ggml.token_type');
+  const added: { id: number; special: boolean }[] = [];
+  if (types instanceof Int32Array) types.forEach((type, id) => type === TOKEN_CONTROL || type === TOKEN_USER_DEFINED ? added.push({ id, special: type === TOKEN_CONTROL }) : undefined);
+  const eos = g.metadata.has('tokenizer.ggml.eos_token_id') ? g.u32('tokenizer.ggml.eos_token_id') : undefined;
+  if (eos !== undefined && eos >= tokens.length) throw new Error(`${g.path}: metadata "tokenizer.ggml.eos_token_id" is ${eos}, past the ${tokens.length} tokens of "tokenizer.ggml.tokens"`);
+  return { encoder: Buffer.from(json), merges: Buffer.from(['#version: 0.2', ...merges, ''].join('\n')), ...(eos !== undefined && { eosToken: eos }), added };
 }
 
 // ---- writing ----
@@ -620,6 +642,16 @@ class HeaderWriter {
     this.key(key, VALUE.u32);
     this.u32(v);
   }
+  keyI32(key: string, v: number): void {
+    this.key(key, VALUE.i32);
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(v);
+    this.push(b);
+  }
+  keyBool(key: string, v: boolean): void {
+    this.key(key, VALUE.bool);
+    this.push(Buffer.from([v ? 1 : 0]));
+  }
   keyF32(key: string, v: number): void {
     this.key(key, VALUE.f32);
     const b = Buffer.alloc(4);
@@ -672,10 +704,21 @@ export async function writeGguf(file: string, model: Model, vocabulary: Vocabula
   h.keyString('tokenizer.ggml.model', 'gpt2');
   h.keyString('tokenizer.ggml.pre', 'gpt-2');
   h.keyStrings('tokenizer.ggml.tokens', tokens);
-  h.keyI32s('tokenizer.ggml.token_type', Int32Array.from(tokens, (_, id) => (id === eot ? TOKEN_CONTROL : TOKEN_NORMAL)));
+  const added = new Map(vocabulary.addedTokens.map((t) => [t.id, t.special ? TOKEN_CONTROL : TOKEN_USER_DEFINED]));
+  h.keyI32s('tokenizer.ggml.token_type', Int32Array.from(tokens, (_, id) => added.get(id) ?? TOKEN_NORMAL));
   h.keyStrings('tokenizer.ggml.merges', merges);
   h.keyU32('tokenizer.ggml.bos_token_id', eot);
-  h.keyU32('tokenizer.ggml.eos_token_id', eot);
+  // The end of text the tokenizer's files declare (a ChatML fine-tune's <|im_end|>), where llama.cpp stops a reply.
+  h.keyU32('tokenizer.ggml.eos_token_id', vocabulary.eosToken);
+  // GPT-2 begins a text with no token of its own: llama.cpp would otherwise decide by the vocabulary's type.
+  h.keyBool('tokenizer.ggml.add_bos_token', false);
+  const sampling = model.generationConfig?.json ?? {};
+  for (const { key, field, type } of GGUF_SAMPLING_KEYS) {
+    const value = field === 'temperature' && sampling.do_sample === false ? 0 : sampling[field];
+    if (typeof value !== 'number') continue;
+    if (type === 'i32') h.keyI32(key, value);
+    else h.keyF32(key, value);
+  }
   const { template, audiences } = options.chat ?? model.chat;
   if (template !== null) h.keyString(GGUF_CHAT_TEMPLATE_KEY, template);
   if (audiences.length > 0) h.keyString(GGUF_AUDIENCES_KEY, JSON.stringify(audiences));

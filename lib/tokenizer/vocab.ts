@@ -214,8 +214,9 @@ function withAddedTokens(encoderPath: string, encoderBytes: Buffer): Buffer {
   return encoderJsonBytes(encoder);
 }
 
-// The two files' bytes, or what they would hold for a tokenizer.json or a GGUF file's vocabulary.
-export function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buffer } {
+// The two files' bytes, or what they would hold for a tokenizer.json or a GGUF file's vocabulary; a GGUF file's own
+// end of text and added tokens too (its metadata), which the files beside other vocabularies declare.
+export function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buffer; eosToken?: number; added?: { id: number; special: boolean }[] } {
   if (isTokenizerJson(files)) return tokenizerJsonVocabulary(files.encoderPath);
   if (!isGguf(files)) return { encoder: withAddedTokens(files.encoderPath, readBytes(files.encoderPath)), merges: readBytes(files.mergesPath) };
   const g = openGguf(files.encoderPath);
@@ -313,13 +314,25 @@ export class Vocabulary {
     if (this.eotToken < 0) throw new Error(`${files.encoderPath}: no ${END_OF_TEXT} token`);
     const dir = path.dirname(files.encoderPath);
     const declared = declaredEndOfText(dir);
-    if (declared === null) {
+    if (bytes.eosToken !== undefined) {
+      this.eosToken = bytes.eosToken;
+    } else if (declared === null) {
       this.eosToken = this.eotToken;
     } else {
       this.eosToken = this.idOf(declared.text);
       if (this.eosToken < 0) throw new Error(`${declared.file}: field "eos_token" is ${JSON.stringify(declared.text)}, which is no token of the vocabulary (${files.encoderPath})`);
     }
-    this.addedTokens = declaredAddedTokens(dir, (text) => this.idOf(text), this.eotToken);
+    this.addedTokens = bytes.added === undefined ? declaredAddedTokens(dir, (text) => this.idOf(text), this.eotToken) : this.ggufAddedTokens(bytes.added);
+  }
+
+  // A GGUF file's control and user-defined tokens as added tokens, special and not, <|endoftext|> special wherever
+  // the file does not say.
+  private ggufAddedTokens(added: readonly { id: number; special: boolean }[]): AddedToken[] {
+    const tokens = added.filter(({ id }) => id < this.size && this.tokenEnd[id] !== 0).map(({ id, special }) => ({
+      text: Buffer.from(this.tokenBytes.subarray(this.tokenStart[id], this.tokenEnd[id])).toString('utf8'), id, special, singleWord: false, lstrip: false, rstrip: false, normalized: false,
+    }));
+    if (!tokens.some((t) => t.id === this.eotToken)) tokens.push({ text: END_OF_TEXT, id: this.eotToken, special: true, singleWord: false, lstrip: false, rstrip: false, normalized: false });
+    return tokens.sort((a, b) => a.id - b.id);
   }
 
   // The token whose bytes are the UTF-8 of `text`, or -1.

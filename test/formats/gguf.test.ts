@@ -252,6 +252,39 @@ t.test('a model trained on chat logs gets its chat format as the chat template, 
   t.match([bad.status, String(bad.stderr)], [1, /--audience must be 1 to 64 characters/]);
 });
 
+t.test("a fine-tune's end of text, added tokens and sampling defaults go into llama.cpp's keys, and load back from them", async (t) => {
+  const dir = path.join(work, 'chatml');
+  const chatml = Model.create({ ...CONFIG, vocabSize: 460 }, { seed: 3, device: 'cpu' });
+  await chatml.save(dir);
+  chatml.dispose();
+  fs.copyFileSync(path.join(TINY_VOCAB, 'encoder.json'), path.join(dir, 'vocab.json'));
+  fs.copyFileSync(path.join(TINY_VOCAB, 'vocab.bpe'), path.join(dir, 'merges.txt'));
+  fs.writeFileSync(path.join(dir, 'added_tokens.json'), JSON.stringify({ '<|im_start|>': 457, '<|im_end|>': 458, '<pad>': 459 }));
+  fs.writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ eos_token: '<|im_end|>', additional_special_tokens: ['<|im_start|>', '<|im_end|>'] }));
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 0.7, top_k: 40, top_p: 0.9, min_p: 0.05, repetition_penalty: 1.25 }));
+  const out = path.join(work, 'chatml-gguf', 'model.gguf');
+  fs.mkdirSync(path.dirname(out));
+  const run = exportGguf(dir, out);
+  t.equal(run.status, 0, String(run.stderr));
+  const meta = Object.fromEntries(readGguf(out).metadata);
+  t.match(meta, { 'tokenizer.ggml.bos_token_id': 456, 'tokenizer.ggml.eos_token_id': 458, 'tokenizer.ggml.add_bos_token': false, 'general.sampling.top_k': 40 });
+  const f32 = (key: string): number => Number(meta[key]);
+  t.same([f32('general.sampling.temp'), f32('general.sampling.top_p'), f32('general.sampling.min_p'), f32('general.sampling.penalty_repeat')], [0.7, 0.9, 0.05, 1.25].map(Math.fround), 'as float32');
+  const types = meta['tokenizer.ggml.token_type'] as number[];
+  t.same([types[0], types[456], types[457], types[458], types[459]], [1, 3, 3, 3, 4], 'special tokens control tokens, <pad> user-defined');
+
+  const source = loadTokenizer(dir);
+  const back = loadTokenizer(path.dirname(out));
+  t.equal(back.eosToken, 458, 'the end of text, from tokenizer.ggml.eos_token_id');
+  t.same(back.vocab.addedTokens.map((a) => [a.id, a.text, a.special]), [[456, '<|endoftext|>', true], [457, '<|im_start|>', true], [458, '<|im_end|>', true], [459, '<pad>', false]]);
+  const prompt = '<|im_start|>user hi<|im_end|> <pad>';
+  for (const allowSpecial of [true, false]) t.same(back.encode(prompt, { allowSpecial }), source.encode(prompt, { allowSpecial }), `a prompt encodes as from the folder (allowSpecial ${allowSpecial})`);
+  const loaded = await Model.load(path.dirname(out), { trainable: false, device: 'cpu' });
+  t.same(loaded.generationConfig?.json, { temperature: Math.fround(0.7), top_k: 40, top_p: Math.fround(0.9), min_p: Math.fround(0.05), repetition_penalty: Math.fround(1.25) }, 'the sampling defaults, as generation_config.json names them');
+  t.same(loaded.generationConfig?.defaults, { temperature: Math.fround(0.7), topK: 40, topP: Math.fround(0.9), minP: Math.fround(0.05), penalize: 1 / Math.fround(1.25) });
+  loaded.dispose();
+});
+
 t.test('a vocabulary that does not fit the model is refused, and nothing is written', async (t) => {
   const out = path.join(work, 'refused.gguf');
   const fixture = path.join(ROOT, 'test', 'fixtures', 'gpt2-tiny');  // vocabulary 256, no vocabulary files
