@@ -642,21 +642,22 @@ class HeaderWriter {
     this.key(key, VALUE.u32);
     this.u32(v);
   }
-  keyI32(key: string, v: number): void {
-    this.key(key, VALUE.i32);
+  // A 4-byte number of `type`, written by `write`.
+  private keyWord(key: string, type: number, write: (b: Buffer) => void): void {
+    this.key(key, type);
     const b = Buffer.alloc(4);
-    b.writeInt32LE(v);
+    write(b);
     this.push(b);
+  }
+  keyI32(key: string, v: number): void {
+    this.keyWord(key, VALUE.i32, (b) => b.writeInt32LE(v));
+  }
+  keyF32(key: string, v: number): void {
+    this.keyWord(key, VALUE.f32, (b) => b.writeFloatLE(v));
   }
   keyBool(key: string, v: boolean): void {
     this.key(key, VALUE.bool);
     this.push(Buffer.from([v ? 1 : 0]));
-  }
-  keyF32(key: string, v: number): void {
-    this.key(key, VALUE.f32);
-    const b = Buffer.alloc(4);
-    b.writeFloatLE(v);
-    this.push(b);
   }
   keyString(key: string, v: string): void {
     this.key(key, VALUE.string);

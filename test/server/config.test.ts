@@ -190,8 +190,10 @@ t.test('a config file that is not JSON is named with the parse error', async (t)
   t.throws(() => loadServerConfig(path.join(dir, 'nope.json')), /nope\.json: cannot read/);
 });
 
-t.test('with no arguments: server_config.json, else the models found, else how to get one', async (t) => {
-  const dir = tempDir('discover');
+// A temporary folder made the current one, where models/ is looked up, with DIXIE_MODELS_DIR unset: both put back,
+// and the folder removed, at the end of the test.
+function discoveryFolder(t: { teardown(fn: () => void): void }, prefix: string): string {
+  const dir = tempDir(prefix);
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const saved = process.env.DIXIE_MODELS_DIR;
   delete process.env.DIXIE_MODELS_DIR;
@@ -199,8 +201,13 @@ t.test('with no arguments: server_config.json, else the models found, else how t
     if (saved !== undefined) process.env.DIXIE_MODELS_DIR = saved;
   });
   const cwd = process.cwd();
-  process.chdir(dir);  // models/ is looked up in the current folder
+  process.chdir(dir);
   t.teardown(() => process.chdir(cwd));
+  return dir;
+}
+
+t.test('with no arguments: server_config.json, else the models found, else how to get one', async (t) => {
+  const dir = discoveryFolder(t, 'discover');
   t.throws(() => serveConfig({ cwd: dir }), NoModelsError);
   t.throws(() => serveConfig({ cwd: dir }), /bin\/download-model 124M/);
   // A Hugging Face folder in models/ and a training run with a `latest` pointer in checkpoint/.
@@ -241,16 +248,7 @@ t.test('with no arguments: server_config.json, else the models found, else how t
 });
 
 t.test('with no arguments, a model whose generation_config.json is bad is skipped, naming the file and field; named alone, it is refused', async (t) => {
-  const dir = tempDir('discover-generation');
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const saved = process.env.DIXIE_MODELS_DIR;
-  delete process.env.DIXIE_MODELS_DIR;
-  t.teardown(() => {
-    if (saved !== undefined) process.env.DIXIE_MODELS_DIR = saved;
-  });
-  const cwd = process.cwd();
-  process.chdir(dir);
-  t.teardown(() => process.chdir(cwd));
+  const dir = discoveryFolder(t, 'discover-generation');
   for (const name of ['bad', 'good']) {
     fs.mkdirSync(path.join(dir, 'models', name), { recursive: true });
     fs.writeFileSync(path.join(dir, 'models', name, 'config.json'), '{"n_layer":1,"n_head":1,"n_embd":4,"n_positions":8,"vocab_size":10}');
