@@ -59,19 +59,31 @@ const SPECIAL_TOKEN_FIELDS = ['bos_token', 'eos_token', 'unk_token', 'sep_token'
 // file that declares each, as transformers reads them: tokenizer.json's "added_tokens"; tokenizer_config.json's
 // "added_tokens_decoder" (which Model.save writes); the special tokens of special_tokens_map.json and
 // tokenizer_config.json; added_tokens.json (special where one of those names it). <|endoftext|> is a special token
-// wherever none declares it. A token that is no token of the vocabulary is left out: it has no id to be.
+// wherever none declares it. A token that is no token of the vocabulary is left out: it has no id to be; one that a
+// file gives another id than the vocabulary does is refused, naming the file and field.
 function declaredAddedTokens(dir: string, idOf: (text: string) => number, eotToken: number): AddedToken[] {
   const found = new Map<string, AddedToken>();
-  const add = (token: AddedToken): void => {
+  // `token.id`: the id its file gives it, -1 where it gives none.
+  const add = (token: AddedToken, where: string): void => {
     const id = idOf(token.text);
+    if (id >= 0 && token.id >= 0 && token.id !== id) throw new Error(`${where}: ${JSON.stringify(token.text)} is given id ${token.id}, but is token ${id} of the vocabulary`);
     if (id >= 0 && !found.has(token.text)) found.set(token.text, { ...token, id });
   };
+  const declaredId = (id: unknown): number => (Number.isSafeInteger(id) ? (id as number) : -1);
   const added = tokenizerConfig(dir, TOKENIZER_JSON)?.added_tokens;
-  if (Array.isArray(added)) added.forEach((entry, i) => add(addedTokenEntry(entry, -1, false, `${path.join(dir, TOKENIZER_JSON)}: field "added_tokens[${i}]"`)));
+  if (Array.isArray(added)) {
+    added.forEach((entry, i) => {
+      const where = `${path.join(dir, TOKENIZER_JSON)}: field "added_tokens[${i}]"`;
+      add(addedTokenEntry(entry, declaredId(isJsonObject(entry) ? entry.id : undefined), false, where), where);
+    });
+  }
   const config = tokenizerConfig(dir);
   const decoder = config?.added_tokens_decoder;
   if (isJsonObject(decoder)) {
-    for (const [id, entry] of Object.entries(decoder)) add(addedTokenEntry(entry, -1, false, `${path.join(dir, TOKENIZER_CONFIG_FILE)}: field "added_tokens_decoder.${id}"`));
+    for (const [id, entry] of Object.entries(decoder)) {
+      const where = `${path.join(dir, TOKENIZER_CONFIG_FILE)}: field "added_tokens_decoder.${id}"`;
+      add(addedTokenEntry(entry, declaredId(Number(id)), false, where), where);
+    }
   }
   const specialTexts = new Set<string>();
   for (const [name, json] of [[SPECIAL_TOKENS_MAP_FILE, tokenizerConfig(dir, SPECIAL_TOKENS_MAP_FILE)], [TOKENIZER_CONFIG_FILE, config]] as const) {
@@ -79,13 +91,17 @@ function declaredAddedTokens(dir: string, idOf: (text: string) => number, eotTok
     const extra = Array.isArray(json.additional_special_tokens) ? json.additional_special_tokens.map((entry, i) => [`additional_special_tokens[${i}]`, entry] as const) : [];
     for (const [field, entry] of [...SPECIAL_TOKEN_FIELDS.map((f) => [f, json[f]] as const), ...extra]) {
       if (entry === undefined || entry === null) continue;
-      const token = addedTokenEntry(entry, -1, true, `${path.join(dir, name)}: field "${field}"`);
+      const where = `${path.join(dir, name)}: field "${field}"`;
+      const token = addedTokenEntry(entry, -1, true, where);
       specialTexts.add(token.text);
-      add(token);
+      add(token, where);
     }
   }
-  for (const text of Object.keys(tokenizerConfig(dir, ADDED_TOKENS_FILE) ?? {})) add(addedTokenEntry(text, -1, specialTexts.has(text), path.join(dir, ADDED_TOKENS_FILE)));
-  add({ text: END_OF_TEXT, id: eotToken, special: true, singleWord: false, lstrip: false, rstrip: false, normalized: false });
+  for (const [text, id] of Object.entries(tokenizerConfig(dir, ADDED_TOKENS_FILE) ?? {})) {
+    const where = `${path.join(dir, ADDED_TOKENS_FILE)}: key ${JSON.stringify(text)}`;
+    add(addedTokenEntry(text, declaredId(id), specialTexts.has(text), where), where);
+  }
+  add({ text: END_OF_TEXT, id: eotToken, special: true, singleWord: false, lstrip: false, rstrip: false, normalized: false }, END_OF_TEXT);
   return [...found.values()].sort((a, b) => a.id - b.id);
 }
 

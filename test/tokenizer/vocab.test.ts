@@ -197,6 +197,11 @@ t.test("a ChatML fine-tune's tokens (added_tokens.json, special_tokens_map.json)
   t.same([...tokenizer.encode(prompt, { allowSpecial: false })], [...alone(prompt.slice(0, -'<pad>'.length)), 50259], 'from a user, the special ones stay characters; <pad>, not special, is its token');
   t.equal(tokenizer.eosToken, 50258);
   t.equal(tokenizer.cutsAtWhitespace, true);
+
+  // A tokenizer_config.json that gives an added token another id than the vocabulary does.
+  const config = path.join(dir, 'tokenizer_config.json');
+  fs.writeFileSync(config, JSON.stringify({ added_tokens_decoder: { 50259: { content: '<|im_end|>', special: true } } }));
+  t.throws(() => loadTokenizer(dir), { message: `${config}: field "added_tokens_decoder.50259": "<|im_end|>" is given id 50259, but is token 50258 of the vocabulary` });
 });
 
 t.test('a toy vocabulary: merges apply by rank, not left to right', async (t) => {
