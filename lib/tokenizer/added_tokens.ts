@@ -1,7 +1,6 @@
 // Tokens a fine-tune added to GPT-2's vocabulary (its chat markers, its pad token) and the special tokens its files
 // name, which Hugging Face's tokenizers library takes out of a text before BPE: written in a text, each is its one
-// token, never the pieces BPE would make of its characters. Found as the library finds them
-// (tokenizers/src/tokenizer/added_vocabulary.rs):
+// token, never the pieces BPE would make of its characters. Found as the library finds them (its AddedVocabulary):
 //   - the leftmost match, the longest there; the search goes on after it;
 //   - tokens with normalized false are taken out first, those with normalized true from the text left between them
 //     (GPT-2 has no normalizer, so that text is the same);
