@@ -757,29 +757,30 @@ export class Model {
 
   // A PEFT adapter (a folder, or one read already) for the requests that name it, decoded unmerged beside the base's
   // weights, so that requests for different adapters of one base decode in one batch: checked against the model,
-  // then its factors copied into the backend's memory (milliseconds; on a GPU, device memory). Uniform rank and alpha
-  // only (no rank_pattern or alpha_pattern that varies them: merge such an adapter as it loads instead).
+  // then its factors copied into the backend's memory (milliseconds; on a GPU, device memory). The backend decodes
+  // every module of an adapter at one rank and scaling, so each module is held at the adapter's largest rank, a
+  // smaller one (rank_pattern) padded with rows of A and columns of B that are zero and add nothing, and with its own
+  // scaling (alpha_pattern, use_rslora) folded into its B.
   async addAdapter(adapter: PeftAdapter | string): Promise<ServedAdapter> {
     const peft = typeof adapter === 'string' ? readPeftAdapter(adapter) : adapter;
     checkAdapterFits(peft, this.config, { where: 'the model', fieldName: (key) => key });
-    const [first] = peft.modules;
-    const uneven = peft.modules.find((m) => m.rank !== first.rank || m.scaling !== first.scaling);
-    if (uneven) {
-      throw new Error(`${peft.dir}: ${uneven.path} has rank ${uneven.rank} and scaling ${uneven.scaling}, ${first.path} rank ${first.rank} and scaling ${first.scaling}: an adapter decoded unmerged has one rank and alpha (merge this one as it loads)`);
-    }
+    const rank = Math.max(...peft.modules.map((m) => m.rank));
     const { nLayer } = this.config;
     const modules = new Uint8Array(nLayer * 4);
     const ordered = peft.modules.map((m) => ({ m, at: m.layer * 4 + LORA_TARGETS.indexOf(m.kind as LoraTarget) })).sort((x, y) => x.at - y.at);
-    const factors = new Float32Array(ordered.reduce((n, { m }) => n + m.a.length + m.b.length, 0));
+    const factors = new Float32Array(ordered.reduce((n, { m }) => n + rank * (m.inputs + m.outputs), 0));
     let offset = 0;
     for (const { m, at } of ordered) {
       modules[at] = 1;
       factors.set(m.a, offset);
-      factors.set(m.b, offset + m.a.length);
-      offset += m.a.length + m.b.length;
+      offset += rank * m.inputs;
+      for (let o = 0; o < m.outputs; o++) {
+        for (let k = 0; k < m.rank; k++) factors[offset + o * rank + k] = m.scaling * m.b[o * m.rank + k];
+      }
+      offset += rank * m.outputs;
     }
     return this.enqueue(() => {
-      const id = this.native.kvAddAdapter(first.rank, first.scaling, modules, factors);
+      const id = this.native.kvAddAdapter(rank, 1, modules, factors);
       return { id, dir: peft.dir, bytes: factors.byteLength, model: this };
     });
   }

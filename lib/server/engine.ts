@@ -9,7 +9,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { Model, safetensorsToLoad, type GPT2Config, type ServedAdapter } from '../engine/model';
-import { openSafetensors, openSafetensorsWeights } from '../formats/safetensors';
+import { openSafetensors, openSafetensorsWeights, type TensorEntry } from '../formats/safetensors';
 import { openGguf } from '../formats/gguf';
 import { gpt2VariableMap } from '../formats/import_tf';
 import { ADAPTER_WEIGHTS_FILE } from '../formats/peft';
@@ -70,11 +70,14 @@ function gpt2Tokenizer(): Tokenizer {
   return sharedTokenizer;
 }
 
-// An adapter's factors in float32, as the model keeps them, with the same margin as a model's.
+// An adapter's factors in float32, as the model keeps them (Model.addAdapter: each module's at the adapter's largest
+// rank, lora_A's rows and lora_B's columns), with the same margin as a model's.
 function adapterBytes(dir: string): number {
   const file = openSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE));
   try {
-    return Math.ceil(file.tensors.reduce((n, t) => n + 4 * t.shape.reduce((a, b) => a * b, 1), 0) * 1.1);
+    const rankOf = (t: TensorEntry): number => (/\.lora_A\b/.test(t.name) ? t.shape[0] : t.shape[1]);
+    const rank = Math.max(...file.tensors.map(rankOf));
+    return Math.ceil(file.tensors.reduce((n, t) => n + 4 * (t.shape.reduce((a, b) => a * b, 1) / rankOf(t)) * rank, 0) * 1.1);
   } finally {
     file.close();
   }

@@ -1,12 +1,13 @@
 // Model entries of server_config.json with an "adapter": decoded over a base that the adapters of that base share,
-// each answering (and embedding) as bin/merge-lora's merged folder does, together as alone; /models/list shows adapter and base and
+// each answering (and embedding) as bin/merge-lora's merged folder does (one whose modules differ in rank and alpha
+// too), together as alone; /models/list shows adapter and base and
 // the budget counts the base once; a folder that is no adapter, or a "base" that does not fit, stops the start,
 // naming the entry; a reload that changes a base loads its adapters afresh over it.
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { validateServerConfig } from '../../lib/server/config';
 import { request, startServer } from '../server/helpers';
-import { CONFIG, peftConfig, randomFactors, saveBase, writeRawAdapter } from './helpers';
+import { CONFIG, type Factors, peftConfig, randomFactors, saveBase, writeRawAdapter } from './helpers';
 import { runCommand } from '../helpers/run_command';
 
 const work = t.testdir({});
@@ -18,20 +19,20 @@ async function answer(t: Test, url: string, key: string): Promise<string> {
   return r.json().text as string;
 }
 
-t.test('an entry with an adapter answers as the merged model, beside its base', async (t) => {
-  const base = await saveBase(path.join(work, 'base'));
-  const kinds = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
-  const factors = Array.from({ length: CONFIG.nLayer }, (_, layer) => kinds.map((kind, k) => randomFactors(`h.${layer}.${kind}`, 4, CONFIG.nEmbd, 50 + 4 * layer + k))).flat();
-  const adapter = writeRawAdapter(path.join(work, 'adapter'), peftConfig({ r: 4, lora_alpha: 32, target_modules: ['c_attn', 'c_proj', 'c_fc'] }), factors);
-  const merged = path.join(work, 'merged');
-  const run = runCommand('merge-lora', [base, adapter, merged]);
+// A server of three entries: a random base ("base"), the adapter of `config` and `factors` over it ("bot"), and
+// bin/merge-lora's merged folder of the two ("merged"), answering greedily; checks that the adapter's entry answers
+// as the merged folder and not as the base. The folders are `name` (the adapter), <name>-base and <name>-merged.
+async function serveBesideMerged(t: Test, name: string, config: Record<string, unknown>, factors: Factors[]): Promise<Awaited<ReturnType<typeof startServer>>> {
+  const base = await saveBase(path.join(work, `${name}-base`));
+  const adapter = writeRawAdapter(path.join(work, name), config, factors);
+  const run = runCommand('merge-lora', [base, adapter, path.join(work, `${name}-merged`)]);
   t.equal(run.status, 0, run.stderr);
   const greedy = { temperature: 0, penalize: 0, length: 16 };
   const srv = await startServer({
     models: [
-      { key: 'base', restore_from: 'base', sampling: greedy },
-      { key: 'bot', restore_from: 'base', adapter: 'adapter', sampling: greedy },
-      { key: 'merged', restore_from: 'merged', sampling: greedy },
+      { key: 'base', restore_from: `${name}-base`, sampling: greedy },
+      { key: 'bot', restore_from: `${name}-base`, adapter: name, sampling: greedy },
+      { key: 'merged', restore_from: `${name}-merged`, sampling: greedy },
     ],
   }, work);
   t.teardown(srv.close);
@@ -39,6 +40,13 @@ t.test('an entry with an adapter answers as the merged model, beside its base', 
   const [fromBase, fromAdapter, fromMerged] = [await ask('base'), await ask('bot'), await ask('merged')];
   t.equal(fromAdapter, fromMerged, `the adapter's entry answers as the merged folder: ${JSON.stringify(fromAdapter)}`);
   t.not(fromAdapter, fromBase, 'and not as its base');
+  return srv;
+}
+
+t.test('an entry with an adapter answers as the merged model, beside its base', async (t) => {
+  const kinds = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
+  const factors = Array.from({ length: CONFIG.nLayer }, (_, layer) => kinds.map((kind, k) => randomFactors(`h.${layer}.${kind}`, 4, CONFIG.nEmbd, 50 + 4 * layer + k))).flat();
+  const srv = await serveBesideMerged(t, 'adapter', peftConfig({ r: 4, lora_alpha: 32, target_modules: ['c_attn', 'c_proj', 'c_fc'] }), factors);
   const list = (await request(`${srv.url}/models/list`)).json().models as Record<string, unknown>[];
   t.same(list.map((m) => [m.model_key, m.adapter]), [['base', null], ['bot', 'adapter'], ['merged', null]], '/models/list names the adapter');
   const embedding = async (key: string): Promise<number[]> => {
@@ -50,6 +58,14 @@ t.test('an entry with an adapter answers as the merged model, beside its base', 
   const farthest = (a: number[], b: number[]): number => Math.max(...a.map((x, i) => Math.abs(x - b[i])));
   t.ok(farthest(ofAdapter, ofMerged) < 1e-5, `the adapter's embedding is the merged folder's (max diff ${farthest(ofAdapter, ofMerged).toExponential(2)})`);
   t.ok(farthest(ofAdapter, ofBase) > 1e-3, 'and not its base\'s');
+});
+
+t.test('an adapter whose modules differ in rank and alpha (rank_pattern, alpha_pattern) answers as its merged model', async (t) => {
+  const factors = Array.from({ length: CONFIG.nLayer }, (_, layer) => [randomFactors(`h.${layer}.attn.c_attn`, 4, CONFIG.nEmbd, 70 + layer), randomFactors(`h.${layer}.mlp.c_fc`, 2, CONFIG.nEmbd, 80 + layer)]).flat();
+  const srv = await serveBesideMerged(t, 'patterned', peftConfig({ r: 4, lora_alpha: 32, target_modules: ['c_attn', 'c_fc'], rank_pattern: { c_fc: 2 }, alpha_pattern: { c_fc: 48 } }), factors);
+  const models = (await request(`${srv.url}/models/list`)).json().models as Record<string, unknown>[];
+  t.equal(models[1].memory_bytes, Math.ceil(4 * 4 * factors.reduce((n, f) => n + f.inputs + f.outputs, 0) * 1.1),
+    'its reservation: each module\'s factors at the largest rank, 4, in float32, with the margin of a model\'s');
 });
 
 t.test('an adapter that is not one stops the start, naming the entry', async (t) => {
