@@ -19,7 +19,7 @@ import { checkConfig, hfConfigFields, inspectModelFolder, type ModelFolder } fro
 import { GGML_QUANTS } from '../formats/ggml_quants';
 import { GGUF_OUTPUT, type GgufFile, type GgufTensorInfo, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { bf16ToF32, f16ToF32, openSafetensors, openSafetensorsWeights, type SafetensorsReader, safetensorsToWrite, TensorEntry, TensorToWrite, writeSafetensors } from '../formats/safetensors';
-import { adapterDeltas, checkAdapterFits, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
+import { adapterDeltas, checkAdapterFits, loraScaling, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan, plannedMemoryBytes } from './memory_plan';
 import type { Tokenizer } from '../tokenizer/tokenizer';
 import { vocabularyFiles } from '../tokenizer/vocab';
@@ -37,6 +37,7 @@ export type GPT2Config = NativeConfig;
 export interface LoraOptions {
   rank: number;
   alpha: number;              // the product is scaled by alpha / rank, as PEFT's lora_alpha
+  rslora?: boolean;           // PEFT's use_rslora: scaled by alpha / sqrt(rank) instead (default false)
   targets: LoraTarget[];      // the layer matrices it changes
   dropout?: number;           // PEFT's lora_dropout, in [0, 1): of the adapter's inputs in training forwards (default 0)
   seed?: number;              // of A's initialisation (B starts at zero, so the model starts as the base) and the dropout masks
@@ -56,6 +57,7 @@ export interface ModelLoadOptions extends ModelOptions {
 export interface ModelLora {
   rank: number;
   alpha: number;
+  rslora: boolean;
   targets: LoraTarget[];
   dropout: number;
   base: string | null;
@@ -311,7 +313,7 @@ function checkLora(lora: LoraOptions, base: string | null): ModelLora {
   }
   const dropout = lora.dropout ?? 0;
   if (!(dropout >= 0 && dropout < 1)) throw new Error(`lora.dropout must be a number in [0, 1), got ${dropout}`);
-  return { rank: lora.rank, alpha: lora.alpha, targets: LORA_TARGETS.filter((t) => lora.targets.includes(t)), dropout, base };
+  return { rank: lora.rank, alpha: lora.alpha, rslora: lora.rslora ?? false, targets: LORA_TARGETS.filter((t) => lora.targets.includes(t)), dropout, base };
 }
 
 // The key of Model's native handle (see Model[NATIVE]).
@@ -324,7 +326,7 @@ function nativeOptionsOf(options: ModelOptions): NativeOptions {
     ...rest,
     device: options.device ?? computeDefaults.device,
     precision: options.precision ?? computeDefaults.precision,
-    ...(lora ? { lora: { rank: lora.rank, scaling: lora.alpha / lora.rank, targets: [...lora.targets], dropout: lora.dropout ?? 0, seed: lora.seed ?? 0 } } : {}),
+    ...(lora ? { lora: { rank: lora.rank, scaling: loraScaling(lora.alpha, lora.rank, lora.rslora ?? false), targets: [...lora.targets], dropout: lora.dropout ?? 0, seed: lora.seed ?? 0 } } : {}),
   };
 }
 
@@ -484,6 +486,9 @@ export class Model {
       return;
     }
     const where = `${adapter.dir}: the adapter to train on`;
+    if (adapter.config.useRslora !== lora.rslora) {
+      throw new Error(`${where} has use_rslora ${adapter.config.useRslora} (scaled by lora_alpha / ${adapter.config.useRslora ? 'sqrt(r)' : 'r'}), but this training asks for rslora ${lora.rslora}`);
+    }
     for (const m of adapter.modules) {
       if (m.rank !== lora.rank || m.alpha !== lora.alpha) {
         throw new Error(`${where} has rank ${m.rank} and alpha ${m.alpha} for ${m.path}, but this training asks for rank ${lora.rank} and alpha ${lora.alpha}`);
@@ -802,7 +807,7 @@ export class Model {
         tensors[module] ??= { a: new Float32Array(0), b: new Float32Array(0) };
         tensors[module][t.name.endsWith('.lora_A.weight') ? 'a' : 'b'] = this.getParam(t.name);
       }
-      await writePeftAdapter(dir, { baseModel: lora.base, r: lora.rank, alpha: lora.alpha, dropout: lora.dropout, targets: [...lora.targets], tensors });
+      await writePeftAdapter(dir, { baseModel: lora.base, r: lora.rank, alpha: lora.alpha, useRslora: lora.rslora, dropout: lora.dropout, targets: [...lora.targets], tensors });
     });
   }
 

@@ -45,9 +45,9 @@ export interface NativeOptions {
   // a matrix at a time where the products need it; on CUDA the token embedding and vectors are float32 holding the
   // stored values): the layout appends its factors, h.N.<target>.lora_A.weight [rank, in]
   // and lora_B.weight [out, rank], float32, which alone get gradients and optimizer state; scaling is
-  // lora_alpha / rank. Decoding adds the adapter too, unmerged. dropout (PEFT's lora_dropout, in [0, 1); default 0):
-  // a training forward drops each element of the adapter's input with this probability, with masks drawn from seed
-  // and the forward's NativeTraining.
+  // lora_alpha / rank (lora_alpha / sqrt(rank) for rsLoRA). Decoding adds the adapter too, unmerged. dropout (PEFT's
+  // lora_dropout, in [0, 1); default 0): a training forward drops each element of the adapter's input with this
+  // probability, with masks drawn from seed and the forward's NativeTraining.
   lora?: { rank: number; scaling: number; targets: LoraTarget[]; dropout?: number; seed?: number };
 }
 

@@ -338,8 +338,9 @@ function maxAbs(values: Float32Array): number {
   return max;
 }
 
-function scalingOf(config: LoraConfig, alpha: number, rank: number): number {
-  return config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
+// What a module's product is scaled by: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
+export function loraScaling(alpha: number, rank: number, rslora: boolean): number {
+  return rslora ? alpha / Math.sqrt(rank) : alpha / rank;
 }
 
 // ---- adapter_model.safetensors ----
@@ -419,7 +420,7 @@ export function readPeftAdapter(dir: string): PeftAdapter {
       const a = readFactor(file, st, pair.a);
       const b = readFactor(file, st, pair.b);
       const alpha = patterned(configFile, 'alpha_pattern', config.alphaPattern, pair.path, config.alpha);
-      const scaling = scalingOf(config, alpha.value, rank.value);
+      const scaling = loraScaling(alpha.value, rank.value, config.useRslora);
       // No element of the delta exceeds this; past float32's range the adapter can only make weights infinite,
       // whether merged or decoded unmerged (where the scaling itself is a float32).
       const bound = scaling * rank.value * maxAbs(a) * maxAbs(b);

@@ -424,7 +424,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   let lora: LoraOptions | undefined;
   if (adapter) {
     if (adapter.baseModel === null) throw new Error(`${resumeDir}: ${ADAPTER_CONFIG_FILE} names no base model (base_model_name_or_path)`);
-    lora = { rank: adapter.r, alpha: adapter.alpha, targets: loraTargets([adapter.targetModules].flat().join(',')), dropout: adapter.dropout, seed };
+    lora = { rank: adapter.r, alpha: adapter.alpha, rslora: adapter.useRslora, targets: loraTargets([adapter.targetModules].flat().join(',')), dropout: adapter.dropout, seed };
     if (o.lora_rank > 0 && (o.lora_rank !== lora.rank || (o.lora_alpha || 2 * o.lora_rank) !== lora.alpha || o.lora_dropout !== lora.dropout)) {
       throw new Error(
         `--lora_rank ${o.lora_rank}, --lora_alpha ${o.lora_alpha || 2 * o.lora_rank} and --lora_dropout ${o.lora_dropout} differ from the adapter ${resumeDir} trains ` +
@@ -454,7 +454,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     : resumeDir ? `starting from the weights of ${resumeDir}${fs.existsSync(path.join(resumeDir, STATE_FILE)) ? ', a checkpoint of another run,' : ''} at step 0`
     : `loaded ${o.model_name} from ${folder.dir}`,
   );
-  if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}, dropout ${lora.dropout}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen${weightDtype === 'f32' ? '' : `, held in ${weightDtype}`}`);
+  if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}${lora.rslora ? ' (rsLoRA: scaled by alpha / sqrt(rank))' : ''}, dropout ${lora.dropout}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen${weightDtype === 'f32' ? '' : `, held in ${weightDtype}`}`);
   if (o.fresh_model && state && o.restore_from === 'latest') {
     log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
   }

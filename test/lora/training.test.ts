@@ -1,6 +1,6 @@
 // Training a LoRA adapter (Model's lora option, bin/train --lora_rank): the model with an adapter against the model
 // of its merged weights (logits, and the factors' gradients against the merged weight's), central differences, the
-// frozen base, a zero B, and runs resumed from adapter-only checkpoints.
+// frozen base, a zero B, runs resumed from adapter-only checkpoints, and an rsLoRA adapter trained on.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -10,7 +10,7 @@ import { LORA_TARGETS } from '../../lib/engine/native';
 import { train } from '../../lib/train/train';
 import { lossFromLogits, maxAbs, maxAbsDiff, randomTokens } from '../engine/helpers';
 import { CHAT } from '../train/helpers';
-import { allLogits, B, centralDifferences, CONFIG, type Factors, mergedWeight, OPTIONS, randomValues, T, tempBase } from './helpers';
+import { allLogits, B, centralDifferences, CONFIG, type Factors, mergedWeight, OPTIONS, peftConfig, randomFactors, randomValues, T, tempBase, writeRawAdapter } from './helpers';
 
 const RANK = 4;
 const ALPHA = 12;
@@ -190,4 +190,32 @@ t.test('bin/train --lora_rank: checkpoints hold the adapter alone, resume bit fo
   // A run that trains every weight goes on as one, not as an adapter (whose Adam state it does not hold).
   await run('full', 2, { lora_rank: 0 });
   await t.rejects(run('full', 4), /checkpoint\/full\/model-2 is a checkpoint of a run that trains every weight, and --lora_rank trains an adapter: to train one over it, give it as --model_name with a new --run_name/);
+});
+
+// PEFT's use_rslora scales by lora_alpha / sqrt(r): an adapter that says so trains on from what it computes, and is
+// saved saying so.
+t.test('an rsLoRA adapter from PEFT trains on as the adapter it is, and is saved as one', async (t) => {
+  const base = await basePromise;
+  const factors = [0, 1].map((layer) => randomFactors(`h.${layer}.attn.c_attn`, RANK, CONFIG.nEmbd, 40 + layer));
+  const peft = writeRawAdapter(path.join(dir, 'rslora'), peftConfig({ base_model_name_or_path: base, r: RANK, lora_alpha: ALPHA, use_rslora: true, target_modules: ['c_attn'] }), factors);
+  const lora = { rank: RANK, alpha: ALPHA, rslora: true, targets: ['attn.c_attn' as const] };
+  const training = await Model.load(base, { ...OPTIONS, lora, adapter: peft });
+  const merged = await Model.load(base, OPTIONS);
+  for (const f of factors) merged.setParam(`${f.module}.weight`, mergedWeight(merged.getParam(`${f.module}.weight`), f, ALPHA / Math.sqrt(RANK)));
+  const diff = maxAbsDiff(await allLogits(training), await allLogits(merged));
+  t.ok(diff <= 1e-5, `its logits are those of the base with lora_alpha / sqrt(r) of it merged, within ${diff.toExponential(2)} <= 1e-5`);
+  const saved = path.join(dir, 'rslora-saved');
+  await training.saveAdapter(saved);
+  t.match(JSON.parse(fs.readFileSync(path.join(saved, 'adapter_config.json'), 'utf8')), { r: RANK, lora_alpha: ALPHA, use_rslora: true });
+  training.dispose();
+  merged.dispose();
+  await t.rejects(Model.load(base, { ...OPTIONS, lora: { ...lora, rslora: false }, adapter: peft }),
+    { message: `${peft}: the adapter to train on has use_rslora true (scaled by lora_alpha / sqrt(r)), but this training asks for rslora false` });
+
+  // bin/train --restore_from takes the adapter as it is.
+  const lines: string[] = [];
+  const run = await train({ dataset: path.join(CHAT, 'train', 'work.train'), restore_from: peft, context_length: 32, batch_size: 2, seed: 5, threads: 2, run_name: 'from-rslora', stop_after: 1,
+    checkpoint_dir: path.join(dir, 'checkpoint'), sample_dir: path.join(dir, 'samples'), save_time: 0, sample_every: 0 }, { log: (line) => lines.push(line) });
+  t.ok(lines.some((line) => line.startsWith(`LoRA: rank ${RANK}, alpha ${ALPHA} (rsLoRA: scaled by alpha / sqrt(rank))`)), lines.join('\n'));
+  t.match(JSON.parse(fs.readFileSync(path.join(run.checkpoint as string, 'adapter_config.json'), 'utf8')), { r: RANK, lora_alpha: ALPHA, use_rslora: true, target_modules: ['attn.c_attn'] });
 });
