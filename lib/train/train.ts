@@ -23,7 +23,7 @@ import { WindowSampler } from '../data/sampler';
 import { ChunkParts, tokenDigest } from '../data/tokens';
 import { GPT2Config, LoraOptions, Model, ModelOptions, plannedModelBytes, runsOnGpu } from '../engine/model';
 import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
-import { ADAPTER_CONFIG_FILE, readLoraConfig } from '../formats/peft';
+import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../formats/peft';
 import { inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { modelDir, renamedReleaseNotice, resolveModel } from '../formats/resolve_model';
 import { Generator, type GenerateResult } from '../generate';
@@ -419,12 +419,15 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     return { model, tokenizer };
   }
   // A LoRA checkpoint holds the adapter alone: its base is the folder its adapter_config.json names, and its
-  // rank, alpha and targets are the ones training goes on with.
-  const adapter = resumeDir && isAdapterCheckpoint(resumeDir) ? readLoraConfig(path.join(resumeDir, ADAPTER_CONFIG_FILE)) : null;
+  // rank, alpha and targets are the ones training goes on with: the matrices it has factors for, however its
+  // target_modules names them (PEFT's ["c_attn", "c_proj"], a regex, "all-linear", or dixie's own names).
+  const adapter = resumeDir && isAdapterCheckpoint(resumeDir) ? readPeftAdapter(resumeDir) : null;
   let lora: LoraOptions | undefined;
   if (adapter) {
-    if (adapter.baseModel === null) throw new Error(`${resumeDir}: ${ADAPTER_CONFIG_FILE} names no base model (base_model_name_or_path)`);
-    lora = { rank: adapter.r, alpha: adapter.alpha, rslora: adapter.useRslora, targets: loraTargets([adapter.targetModules].flat().join(',')), dropout: adapter.dropout, seed };
+    const { config } = adapter;
+    if (config.baseModel === null) throw new Error(`${resumeDir}: ${ADAPTER_CONFIG_FILE} names no base model (base_model_name_or_path)`);
+    const targets = LORA_TARGETS.filter((target) => adapter.modules.some((m) => m.kind === target));
+    lora = { rank: config.r, alpha: config.alpha, rslora: config.useRslora, targets, dropout: config.dropout, seed };
     if (o.lora_rank > 0 && (o.lora_rank !== lora.rank || (o.lora_alpha || 2 * o.lora_rank) !== lora.alpha || o.lora_dropout !== lora.dropout)) {
       throw new Error(
         `--lora_rank ${o.lora_rank}, --lora_alpha ${o.lora_alpha || 2 * o.lora_rank} and --lora_dropout ${o.lora_dropout} differ from the adapter ${resumeDir} trains ` +
@@ -437,7 +440,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     lora = newLora(o, seed);
   }
   const weightDtype = baseWeightDtype(o, lora, state, log);
-  const folder = resolveModel(adapter ? (adapter.baseModel as string) : resumeDir ? path.resolve(resumeDir) : o.model_name);
+  const folder = resolveModel(adapter ? (adapter.config.baseModel as string) : resumeDir ? path.resolve(resumeDir) : o.model_name);
   // A folder of the old name (the original tools' download) is what it names; otherwise the name stands for the new one.
   const renamed = adapter || resumeDir || path.basename(folder.dir) === o.model_name ? null : renamedReleaseNotice(o.model_name, 'taking');
   if (renamed) log(renamed);

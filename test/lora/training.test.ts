@@ -219,3 +219,19 @@ t.test('an rsLoRA adapter from PEFT trains on as the adapter it is, and is saved
   t.ok(lines.some((line) => line.startsWith(`LoRA: rank ${RANK}, alpha ${ALPHA} (rsLoRA: scaled by alpha / sqrt(rank))`)), lines.join('\n'));
   t.match(JSON.parse(fs.readFileSync(path.join(run.checkpoint as string, 'adapter_config.json'), 'utf8')), { r: RANK, lora_alpha: ALPHA, use_rslora: true, target_modules: ['attn.c_attn'] });
 });
+
+t.test('bin/train --restore_from a PEFT adapter trains the matrices it has factors for, however target_modules names them', async (t) => {
+  const base = await basePromise;
+  const cases: [targetModules: string[] | string, kinds: string[]][] = [
+    [['c_attn', 'c_proj'], ['attn.c_attn', 'attn.c_proj', 'mlp.c_proj']],  // "c_proj" is both attn.c_proj and mlp.c_proj
+    ['all-linear', [...LORA_TARGETS]],
+    ['.*\\.attn\\.c_attn', ['attn.c_attn']],
+  ];
+  for (const [i, [targetModules, kinds]] of cases.entries()) {
+    const factors = [0, 1].flatMap((layer) => kinds.map((kind, k) => randomFactors(`h.${layer}.${kind}`, RANK, CONFIG.nEmbd, 60 + 10 * i + 4 * layer + k)));
+    const peft = writeRawAdapter(path.join(dir, `targets-${i}`), peftConfig({ base_model_name_or_path: base, r: RANK, lora_alpha: ALPHA, target_modules: targetModules }), factors);
+    const run = await train({ dataset: path.join(CHAT, 'train', 'work.train'), restore_from: peft, context_length: 32, batch_size: 2, seed: 5, threads: 2, run_name: `targets-${i}`, stop_after: 1,
+      checkpoint_dir: path.join(dir, 'checkpoint'), sample_dir: path.join(dir, 'samples'), save_time: 0, sample_every: 0 }, { log: () => undefined });
+    t.match(JSON.parse(fs.readFileSync(path.join(run.checkpoint as string, 'adapter_config.json'), 'utf8')), { target_modules: kinds }, `target_modules ${JSON.stringify(targetModules)}: trains ${kinds.join(', ')}`);
+  }
+});
