@@ -229,7 +229,8 @@ export function readLoraConfig(file: string): LoraConfig {
     targetModules: stringList(file, json, 'target_modules') ?? DEFAULT_TARGETS,
     excludeModules: stringList(file, json, 'exclude_modules'),
     layersToTransform: layerList as number[] | null,
-    layersPattern: typeof layersPattern === 'string' ? [layersPattern] : layersPattern,
+    // PEFT takes an empty one, "" or [], as none given.
+    layersPattern: layersPattern === null || layersPattern.length === 0 ? null : typeof layersPattern === 'string' ? [layersPattern] : layersPattern,
     useRslora: json.use_rslora === true,
     rankPattern: numberPattern(file, json, 'rank_pattern', isPositiveInt, 'a positive integer rank'),
     alphaPattern: numberPattern(file, json, 'alpha_pattern', Number.isFinite, 'a number'),

@@ -111,6 +111,11 @@ t.test('target_modules, layers_to_transform, layers_pattern and exclude_modules 
   const model = await Model.load(base, { device: 'cpu', trainable: false, adapter: upper });
   t.same(model.adapter?.config.layersToTransform, [1], 'an adapter of layer 1 only loads');
   model.dispose();
+  // PEFT reads an empty layers_pattern as none given.
+  for (const [i, layersPattern] of [[], ''].entries()) {
+    const dir = writeRawAdapter(path.join(work, `upper-${i}`), peftConfig({ layers_to_transform: [1], layers_pattern: layersPattern }), layer0().slice(1));
+    t.same(readPeftAdapter(dir).modules.map((m) => m.path), ['transformer.h.1.attn.c_attn'], `layers_pattern ${JSON.stringify(layersPattern)}: the layers_to_transform of any layer list`);
+  }
 });
 
 t.test('an adapter as PEFT also reads it gives the logits of the same adapter in save_pretrained\'s layout', async (t) => {
