@@ -5,6 +5,7 @@ import path from 'node:path';
 import {
   loadAddon,
   LORA_TARGETS,
+  MAX_SERVED_RANK,
   LoraTarget,
   NativeConfig,
   NativeMemory,
@@ -318,6 +319,16 @@ function checkLora(lora: LoraOptions, base: string | null): ModelLora {
 
 // The key of Model's native handle (see Model[NATIVE]).
 export const NATIVE = Symbol('dixie native model');
+
+// The rank Model.addAdapter holds each module of an adapter at, its modules' largest, refused past what the backend
+// decodes unmerged (checked where an adapter is configured to be served, before its base loads).
+export function servedRank(adapter: PeftAdapter): number {
+  const largest = adapter.modules.reduce((x, m) => (m.rank > x.rank ? m : x));
+  if (largest.rank > MAX_SERVED_RANK) {
+    throw new Error(`${adapter.dir}: ${largest.path} has rank ${largest.rank}, and an adapter decoded unmerged beside its base (as the server serves adapters) has rank ${MAX_SERVED_RANK} at most: merge this one into its base (bin/merge-lora) and serve the merged folder`);
+  }
+  return largest.rank;
+}
 
 // A model's options as the addon takes them: an adapter's alpha as its scaling, the compute defaults filled in.
 function nativeOptionsOf(options: ModelOptions): NativeOptions {
@@ -769,7 +780,7 @@ export class Model {
   async addAdapter(adapter: PeftAdapter | string): Promise<ServedAdapter> {
     const peft = typeof adapter === 'string' ? readPeftAdapter(adapter) : adapter;
     checkAdapterFits(peft, this.config, { where: 'the model', fieldName: (key) => key });
-    const rank = Math.max(...peft.modules.map((m) => m.rank));
+    const rank = servedRank(peft);
     const { nLayer } = this.config;
     const modules = new Uint8Array(nLayer * 4);
     const ordered = peft.modules.map((m) => ({ m, at: m.layer * 4 + LORA_TARGETS.indexOf(m.kind as LoraTarget) })).sort((x, y) => x.at - y.at);

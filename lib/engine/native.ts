@@ -18,6 +18,8 @@ export type Precision = 'f32' | 'bf16';
 // The layer matrices a LoRA adapter can change, by Hugging Face's module names (native/core/model_spec.h LoraShape).
 export type LoraTarget = 'attn.c_attn' | 'attn.c_proj' | 'mlp.c_fc' | 'mlp.c_proj';
 export const LORA_TARGETS: readonly LoraTarget[] = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
+// The largest rank of an adapter decoded unmerged (kvAddAdapter; native/core/adapter_table.h kMaxServedRank).
+export const MAX_SERVED_RANK = 256;
 
 export interface NativeConfig {
   nLayer: number;

@@ -8,11 +8,12 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { AUDIENCE_RULE, DEFAULT_AUDIENCE, isAudience } from '../data/chat_format';
-import type { DeviceRequest, Precision, WeightDType } from '../engine/native';
+import { MAX_SERVED_RANK, type DeviceRequest, type Precision, type WeightDType } from '../engine/native';
 import { trainedAudiences } from '../formats/chat_record';
 import { checkpointFolder } from '../train/checkpoint';
 import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
 import { readPeftAdapter } from '../formats/peft';
+import { servedRank } from '../engine/model';
 import { CHATBOT_SANITIZERS } from '../sanitize';
 import { readJsonFile } from '../util/json_file';
 import { HttpError } from './errors';
@@ -110,7 +111,6 @@ export interface FineTuningConfig {
 // OpenAI's own upload limit; gpt-2-simple's learning rate, which the chat models here are trained at, and for an
 // adapter the rate of the README's LoRA example.
 export const FINE_TUNING_DEFAULTS: Omit<FineTuningConfig, 'dir'> = { maxFileBytes: 512 * 1024 * 1024, learningRate: 1e-4, loraRank: 0, loraLearningRate: 2e-3, threads: 0 };
-export const MAX_LORA_RANK = 256;
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 12345;
@@ -195,11 +195,12 @@ function chatDefaults(raw: Raw, trained: readonly string[]): { sanitizer: string
 
 const MODEL_KEYS = ['key', 'model_name', 'restore_from', 'base', 'adapter', 'sanitizer', 'sanitizer_options', 'prompt_format', 'audience', 'system_messages', 'sampling', 'weight_dtype', 'device', 'precision'];
 
-// An adapter named in the config is read at start (its config and tensors' names and shapes), so that a wrong
-// folder stops the start rather than every load; whether it fits its base is checked when the base loads.
+// An adapter named in the config is read at start (its config and tensors' names and shapes, and a rank the server
+// decodes), so that a wrong folder stops the start rather than every load; whether it fits its base is checked when
+// the base loads.
 function checkAdapterFolder(dir: string, where: string): void {
   try {
-    readPeftAdapter(dir);
+    servedRank(readPeftAdapter(dir));
   } catch (err) {
     throw new Error(`${where}: ${(err as Error).message}`);
   }
@@ -313,7 +314,7 @@ function readFineTuning(raw: unknown, where: string, baseDir: string): FineTunin
     dir: path.resolve(baseDir, str(raw, 'dir', where, '')),
     maxFileBytes: Math.floor(num(raw, 'max_file_mb', where, FINE_TUNING_DEFAULTS.maxFileBytes / MB, 0.001, 1024 * 1024) * MB),
     learningRate: rate('learning_rate', FINE_TUNING_DEFAULTS.learningRate),
-    loraRank: num(raw, 'lora_rank', where, FINE_TUNING_DEFAULTS.loraRank, 0, MAX_LORA_RANK, true),
+    loraRank: num(raw, 'lora_rank', where, FINE_TUNING_DEFAULTS.loraRank, 0, MAX_SERVED_RANK, true),
     loraLearningRate: rate('lora_learning_rate', FINE_TUNING_DEFAULTS.loraLearningRate),
     threads: num(raw, 'threads', where, FINE_TUNING_DEFAULTS.threads, 0, 1024, true),
   };

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { readGenerationConfig } from '../formats/generation_config';
 import { type ModelFolder, inspectModelFolder } from '../formats/model_folder';
 import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../formats/peft';
+import { servedRank } from '../engine/model';
 import { isPath, modelsDir, resolveModel } from '../formats/resolve_model';
 import { FINE_TUNING_DEFAULTS, loadServerConfig, validateServerConfig, type ServerConfig } from './config';
 import { BEST_FILE, LATEST_FILE, bestCheckpoint, checkpointFolder } from '../train/checkpoint';
@@ -92,7 +93,9 @@ export function discoverModels(cwd: string, warn: (message: string) => void = (m
 function adapterOverBase(served: string, warn: (message: string) => void): { adapter: string; restore_from: string } | null {
   let base: string | null;
   try {
-    base = readPeftAdapter(checkpointFolder(served)).config.baseModel;
+    const adapter = readPeftAdapter(checkpointFolder(served));
+    servedRank(adapter);
+    base = adapter.config.baseModel;
   } catch (err) {
     warn(`${served}: skipped: ${(err as Error).message}`);
     return null;

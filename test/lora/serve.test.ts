@@ -73,6 +73,22 @@ t.test('an adapter that is not one stops the start, naming the entry', async (t)
   await t.rejects(startServer({ models: [{ key: 'bot', restore_from: 'base2', adapter: 'base2' }] }, work), /models\[0\]\.adapter: .*base2.*adapter_config\.json/);
 });
 
+// The server decodes adapters unmerged, up to rank 256 (PEFT allows any): one past it stopped no start, and every
+// request for it failed to load.
+t.test('an adapter of a rank the server cannot decode unmerged stops the start, naming the entry and the way out', async (t) => {
+  await saveBase(path.join(work, 'ranks-base'));
+  for (const r of [256, 257]) {
+    writeRawAdapter(path.join(work, `rank-${r}`), peftConfig({ r }), [0, 1].map((layer) => randomFactors(`h.${layer}.attn.c_attn`, r, CONFIG.nEmbd, layer)));
+  }
+  const models = (r: number) => ({ models: [{ key: 'base', restore_from: 'ranks-base' }, { key: 'bot', base: 'base', adapter: `rank-${r}` }] });
+  t.throws(() => validateServerConfig(models(257), 'server_config.json', work), {
+    message: `server_config.json: models[1].adapter: ${path.join(work, 'rank-257')}: transformer.h.0.attn.c_attn has rank 257, and an adapter decoded unmerged beside its base (as the server serves adapters) has rank 256 at most: merge this one into its base (bin/merge-lora) and serve the merged folder`,
+  });
+  const srv = await startServer(models(256), work);
+  t.teardown(srv.close);
+  await answer(t, srv.url, 'bot');
+});
+
 t.test('an adapter trained over another base than its entry serves it over is warned of in the log, naming both', async (t) => {
   const trainedOver = await saveBase(path.join(work, 'trained-over'));
   await saveBase(path.join(work, 'served-over'));
