@@ -124,16 +124,24 @@ export function tooLargeError(file: string, bytes: number): ChatImportError {
   return new ChatImportError(file, null, `${bytes.toLocaleString('en-US')} bytes (${mib(bytes)}), more than the ${mib(MAX_TEXT_BYTES)} an export read as text may hold: export the chat in parts (a shorter time span), or leave its media out`);
 }
 
+// Why `encoding` names no text encoding; null when it names one.
+export function unknownEncoding(encoding: string): string | null {
+  try {
+    new TextDecoder(encoding);
+    return null;
+  } catch {
+    return `unknown encoding ${JSON.stringify(encoding)} (try utf-8, utf-16le, windows-1252, iso-8859-1)`;
+  }
+}
+
 // An export's bytes as text: UTF-8 (a byte-order mark dropped), UTF-16 by its byte-order mark, or `encoding`.
 // Text in another encoding is refused with the first line that is not UTF-8, rather than imported as mojibake.
 export function decodeExport(file: string, bytes: Buffer, encoding?: string): string {
   if (bytes.length > MAX_TEXT_BYTES) throw tooLargeError(file, bytes.length);
   if (encoding) {
-    try {
-      return new TextDecoder(encoding).decode(bytes);
-    } catch {
-      throw new ChatImportError(file, null, `unknown encoding ${JSON.stringify(encoding)} (try utf-8, utf-16le, windows-1252, iso-8859-1)`);
-    }
+    const unknown = unknownEncoding(encoding);
+    if (unknown !== null) throw new ChatImportError(file, null, unknown);
+    return new TextDecoder(encoding).decode(bytes);
   }
   if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
   else if (bytes[0] === 0xff && bytes[1] === 0xfe) return new TextDecoder('utf-16le').decode(bytes);

@@ -187,7 +187,7 @@ t.test('uploads refused: the purpose, a field missing or unknown, too large, not
     ['no purpose', [['file', file]], 400, 'purpose', /^purpose: is required: "fine-tune", "batch"/],
     ['no file', [['purpose', 'fine-tune']], 400, 'file', /^file: is required/],
     ['the file as text', [['purpose', 'fine-tune'], ['file', TRAIN]], 400, 'file', /^file: must be the file itself/],
-    ['an unknown field', [['purpose', 'fine-tune'], ['model', 'x'], ['file', file]], 400, 'model', /^model: unsupported field \(supported: file, purpose, me, format\)/],
+    ['an unknown field', [['purpose', 'fine-tune'], ['model', 'x'], ['file', file]], 400, 'model', /^model: unsupported field \(supported: file, purpose, me, format, encoding, date_order\)/],
     ['an expiry', [['purpose', 'fine-tune'], ['expires_after[anchor]', 'created_at'], ['file', file]], 400, 'expires_after', /kept until deleted/],
     ['two files', [['purpose', 'fine-tune'], ['file', file], ['file', file]], 400, 'file', /one file per upload/],
     ['over the limit', [['purpose', 'fine-tune'], ['file', { text: 'x'.repeat(MAX_FILE_BYTES + 1), name: 'big.jsonl' }]], 413, 'file', new RegExp(`^file: larger than the upload limit of ${MAX_FILE_BYTES} bytes .*fine_tuning\\.max_file_mb`)],
@@ -391,6 +391,43 @@ t.test('"format" names the app as bin/import-chat\'s --format does: the same imp
   t.equal(wrong.status, 400);
   t.match(wrong.body.error, { param: 'file', message: /^file: chat\.txt/ }, 'read as Telegram\'s, it is refused naming the file');
   await client.files.delete(file.id);
+});
+
+t.test('"encoding" and "date_order" are bin/import-chat\'s --encoding and --date-order, and the import\'s words name them as fields', async (t) => {
+  // Day and month both 12 or less: either order reads; "café" in Windows-1252 is no UTF-8.
+  const chat = '3/4/21, 10:14 - Mom: Hi Jane\n3/4/21, 10:15 - Jane Doe: Hi Mom, café?\n5/4/21, 09:00 - Mom: Yes\n';
+  const folder = t.testdir();
+  const latin = path.join(folder, 'WhatsApp Chat with Mom.txt');
+  fs.writeFileSync(latin, Buffer.from(chat, 'latin1'));
+  const before = onDisk();
+  const refused = await uploadExport(latin, ['Jane Doe']);
+  t.equal(refused.status, 400);
+  t.match(refused.body.error, { param: 'file', message: /^file: WhatsApp Chat with Mom\.txt:2: not UTF-8 text: .*the field "encoding" \(e\.g\. "encoding": "windows-1252"\)$/ });
+  t.notMatch(refused.body.error.message, /--/, 'in the upload\'s terms, not the command line\'s');
+  t.same(onDisk(), before, 'nothing kept');
+
+  const read = await upload([['purpose', 'fine-tune'], ['me', 'Jane Doe'], ['encoding', 'windows-1252'], ['file', { text: fs.readFileSync(latin), name: 'WhatsApp Chat with Mom.txt' }]]);
+  t.equal(read.status, 200);
+  const readFile = read.body as unknown as { id: string; imported: { warnings: string[] } };
+  t.match(fs.readFileSync(path.join(filesFolder, `${readFile.id}.content`), 'utf8'), /^1\|Mom\|Hi Mom, café\? <EOM>$/m, 'decoded as the field says');
+  t.same(readFile.imported.warnings, ['WhatsApp Chat with Mom.txt: dates that read as well day first as month first (3/4/24: 3 April or March 4), read day first; if that is wrong, give the order with "date_order": "mdy"']);
+
+  const ordered = await upload([['purpose', 'fine-tune'], ['me', 'Jane Doe'], ['encoding', 'windows-1252'], ['date_order', 'mdy'], ['file', { text: fs.readFileSync(latin), name: 'WhatsApp Chat with Mom.txt' }]]);
+  t.equal(ordered.status, 200);
+  const orderedFile = ordered.body as unknown as { id: string; imported: { warnings: string[] } };
+  t.same(orderedFile.imported.warnings, [], 'the order given, nothing guessed');
+  const reference = path.join(folder, 'reference.train');
+  await importChats([latin], { out: reference, me: ['Jane Doe'], encoding: 'windows-1252', dateOrder: 'mdy' });
+  t.equal(fs.readFileSync(path.join(filesFolder, `${orderedFile.id}.content`), 'utf8'), fs.readFileSync(reference, 'utf8'), 'as bin/import-chat --encoding windows-1252 --date-order mdy writes it');
+
+  const unknown = await upload([['purpose', 'fine-tune'], ['me', 'Jane Doe'], ['encoding', 'klingon'], ['file', { text: fs.readFileSync(latin), name: 'chat.txt' }]]);
+  t.match(unknown.body.error, { param: 'encoding', message: /^encoding: unknown encoding "klingon" \(try utf-8, / });
+  const badOrder = await upload([['purpose', 'fine-tune'], ['date_order', 'dd/mm'], ['file', { text: fs.readFileSync(latin), name: 'chat.txt' }]]);
+  t.match(badOrder.body.error, { param: 'date_order', message: 'date_order: must be one of dmy, mdy, ymd (got "dd/mm")' });
+  const forBatch = await upload([['purpose', 'batch'], ['encoding', 'windows-1252'], ['file', { text: TRAIN, name: 'batch.jsonl' }]]);
+  t.match(forBatch.body.error, { param: 'encoding', message: /^encoding: is for a chat app's export/ });
+  await client.files.delete(readFile.id);
+  await client.files.delete(orderedFile.id);
 });
 
 t.test('an iPhone\'s zip names its chat; exports that say who the user is need no "me"', async (t) => {

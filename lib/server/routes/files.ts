@@ -11,10 +11,11 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import busboy from 'busboy';
 import express, { type Request, type Response } from 'express';
-import { ChatImportError, ChatImportErrors, EXPORT_FORMATS, type ExportFormat } from '../../import/chat_export';
+import { ChatImportError, ChatImportErrors, EXPORT_FORMATS, unknownEncoding, type ExportFormat } from '../../import/chat_export';
 import { fineTuningFormat, firstJsonLine } from '../../import/fine_tuning';
 import { importChatsOffThread } from '../../import/thread';
 import { MeNotFoundError, type ChatImportSummary } from '../../import/train_output';
+import { DATE_ORDERS, type DateOrder } from '../../import/whatsapp';
 import { isTar } from '../../util/tar';
 import { isZip } from '../../util/zip';
 import type { ServerConfig } from '../config';
@@ -30,9 +31,11 @@ import { namingFile } from '../../util/atomic_file';
 
 // What may be uploaded; "fine-tune-results" files are written by the jobs, "batch_output" by the batches.
 const UPLOAD_PURPOSES = ['fine-tune', 'batch'];
-const UPLOAD_FIELDS = ['file', 'purpose', 'me', 'format'];
-// dixie's own fields, for a chat app's export: `me` (repeatable), the user's names in it, as bin/import-chat's --me;
-// `format`, the app whose export it is where it is not recognised, as --format.
+// dixie's own fields, for a chat app's export, each as bin/import-chat's flag of the same name: `me` (repeatable), the
+// user's names in it; `format`, the app whose export it is where it is not recognised; `encoding`, its text's where
+// not UTF-8; `date_order`, WhatsApp's dates' where they read either way.
+const EXPORT_FIELDS = { me: '--me', format: '--format', encoding: '--encoding', date_order: '--date-order' } as const;
+const UPLOAD_FIELDS = ['file', 'purpose', ...Object.keys(EXPORT_FIELDS)];
 const MAX_ME = 8;
 const MAX_ME_LENGTH = 200;
 // A multipart body's own bytes beside the file's (boundaries, part headers, the purpose): a body declared larger
@@ -68,22 +71,23 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
     if (Number(req.get('content-length')) > maxFileBytes + MULTIPART_SLACK) throw tooLarge(maxFileBytes);
     const pending = store.begin();
     try {
-      const { purpose, filename, me, format } = await receive(req, pending, maxFileBytes, { idleMs: config.requestTimeoutMs, totalMs: uploadTimeoutMs(config) });
+      const { purpose, filename, exported } = await receive(req, pending, maxFileBytes, { idleMs: config.requestTimeoutMs, totalMs: uploadTimeoutMs(config) });
+      const exportField = exported.me.length > 0 ? 'me' : exported.format !== undefined ? 'format' : exported.encoding !== undefined ? 'encoding' : exported.dateOrder !== undefined ? 'date_order' : undefined;
       if (filename === undefined) bad('file', 'is required: the training data, as a file part (a JSONL file of conversations, or a chat app\'s export)');
       if (purpose === undefined) bad('purpose', `is required: ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(', ')}`);
       if (purpose === 'batch') {
-        if (me.length > 0 || format !== undefined) bad(me.length > 0 ? 'me' : 'format', 'is for a chat app\'s export, uploaded as training data (purpose "fine-tune")');
+        if (exportField !== undefined) bad(exportField, 'is for a chat app\'s export, uploaded as training data (purpose "fine-tune")');
         await readBatchFile(pending.path, filename);
         res.json(await store.finish(pending, filename, 'batch'));
         return;
       }
-      const kind = format === undefined ? uploadKind(pending.path, filename) : 'export';
+      const kind = exported.format === undefined ? uploadKind(pending.path, filename) : 'export';
       if (kind === 'export') {
-        const imported = await importExport(pending, filename, me, format);
+        const imported = await importExport(pending, filename, exported);
         res.json({ ...(await store.finish(pending, trainFilename(filename), 'fine-tune')), imported });
         return;
       }
-      if (me.length > 0) bad('me', `is for a chat app's export, to say which of its senders is you: ${filename} is ${kind === 'chat' ? 'in the chat format' : 'fine-tuning JSONL'}, which says who is who itself`);
+      if (exportField !== undefined) bad(exportField, `is for a chat app's export${exportField === 'me' ? ', to say which of its senders is you' : ''}: ${filename} is ${kind === 'chat' ? 'in the chat format' : 'fine-tuning JSONL'}, which says who is who itself`);
       try {
         await checkTrainingDataOffThread(pending.path, filename);
       } catch (err) {
@@ -168,11 +172,18 @@ function wrongPurpose(purpose: string): HttpError {
   return new HttpError(400, `purpose: must be ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(' or ')} (got ${quoted(purpose)})${why}`, { field: 'purpose' });
 }
 
+// The fields of EXPORT_FIELDS, as importChats takes them.
+interface ExportOptions {
+  me: string[];
+  format?: ExportFormat;
+  encoding?: string;
+  dateOrder?: DateOrder;
+}
+
 interface Upload {
   purpose?: string;
   filename?: string;
-  me: string[];
-  format?: ExportFormat;
+  exported: ExportOptions;
 }
 
 // Reads a multipart upload, the file streamed to `pending.path`; settles once that file is closed, so that it can be
@@ -181,15 +192,15 @@ interface Upload {
 function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeouts: { idleMs: number; totalMs: number }): Promise<Upload> {
   let parser: busboy.Busboy;
   try {
-    parser = busboy({ headers: req.headers, limits: { files: 1, fileSize: maxFileBytes, fields: 3 + MAX_ME, parts: 5 + MAX_ME } });
+    parser = busboy({ headers: req.headers, limits: { files: 1, fileSize: maxFileBytes, fields: UPLOAD_FIELDS.length - 2 + MAX_ME, parts: UPLOAD_FIELDS.length + MAX_ME } });
   } catch (err) {
     return Promise.reject(new HttpError(400, `body: not multipart/form-data this server can read: ${(err as Error).message}`, { field: 'body' }));
   }
   return new Promise((resolve, reject) => {
     let purpose: string | undefined;
     let filename: string | undefined;
-    const me: string[] = [];
-    let format: ExportFormat | undefined;
+    const exported: ExportOptions = { me: [] };
+    const { me } = exported;
     let error: unknown = null;
     let settled = false;
     let out: fs.WriteStream | null = null;
@@ -200,7 +211,7 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
       clearTimeout(idle);
       clearTimeout(total);
       req.off('data', arrived);
-      const done = () => (error === null ? resolve({ purpose, filename, me, format }) : reject(error));
+      const done = () => (error === null ? resolve({ purpose, filename, exported }) : reject(error));
       written.then(done, (err: unknown) => {
         error ??= err;
         done();
@@ -230,10 +241,13 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
         if (value.trim() === '' || value.length > MAX_ME_LENGTH) fail(new HttpError(400, `me: must be a name of 1 to ${MAX_ME_LENGTH} characters, as the app shows it`, { field: 'me' }));
         else if (me.length === MAX_ME) fail(new HttpError(400, `me: given more than ${MAX_ME} times`, { field: 'me' }));
         me.push(value);
-      } else if (name === 'format') {
-        if (format !== undefined) fail(new HttpError(400, 'format: given twice', { field: 'format' }));
-        else if (!(EXPORT_FORMATS as readonly string[]).includes(value)) fail(new HttpError(400, `format: must be one of ${EXPORT_FORMATS.join(', ')} (got ${quoted(value)})`, { field: 'format' }));
-        format = value as ExportFormat;
+      } else if (name === 'format' || name === 'date_order' || name === 'encoding') {
+        const key = name === 'date_order' ? 'dateOrder' : name;
+        const values: readonly string[] | null = name === 'format' ? EXPORT_FORMATS : name === 'date_order' ? DATE_ORDERS : null;
+        const unknown = values === null ? unknownEncoding(value) : values.includes(value) ? null : `must be one of ${values.join(', ')} (got ${quoted(value)})`;
+        if (exported[key] !== undefined) fail(new HttpError(400, `${name}: given twice`, { field: name }));
+        else if (unknown !== null) fail(new HttpError(400, `${name}: ${unknown}`, { field: name }));
+        Object.assign(exported, { [key]: value });
       } else if (name === 'file') fail(new HttpError(400, 'file: must be the file itself (a part with a filename), not a text field', { field: 'file' }));
       else fail(unknownField(name));
     });
@@ -291,17 +305,17 @@ interface ImportedExport {
 // A chat app's export, imported as bin/import-chat imports it (off the event loop), its chat-format text put in
 // place of the upload's bytes. It keeps its name in the scratch folder: an export's name can name its chat
 // (WhatsApp's "WhatsApp Chat - Mom.zip").
-async function importExport(pending: PendingFile, filename: string, me: string[], format: ExportFormat | undefined): Promise<ImportedExport> {
+async function importExport(pending: PendingFile, filename: string, exported: ExportOptions): Promise<ImportedExport> {
   const uploads = path.join(pending.scratch, 'upload');
   const input = path.join(uploads, cleanFilename(filename));
   const out = path.join(pending.scratch, 'chats.train');
   fs.mkdirSync(uploads, { recursive: true });
   fs.renameSync(pending.path, input);
-  // The importer's words, for an upload: no server folder, and its options as the upload's fields.
-  const local = (message: string) => message.split(`${uploads}${path.sep}`).join('').replaceAll('--format', 'the field "format"').replaceAll('--me', 'the field "me"');
+  const local = (message: string) => asUploadFields(message.split(`${uploads}${path.sep}`).join(''));
+  const { me } = exported;
   let summary: ChatImportSummary;
   try {
-    summary = await importChatsOffThread([input], { out, me, ...(format && { format }) });
+    summary = await importChatsOffThread([input], { out, ...exported });
   } catch (err) {
     if (err instanceof MeNotFoundError) {
       const which = me.length === 0 ? 'say which of the senders is you, by the name the app shows' : `${me.map((m) => JSON.stringify(m)).join(', ')} names none of the senders`;
@@ -320,6 +334,19 @@ async function importExport(pending: PendingFile, filename: string, me: string[]
     audiences: summary.audiences.filter((a) => a.kept > 0).map((a) => ({ audience: a.audience, messages: a.kept, sent: a.sent })),
     warnings: summary.warnings.map(local),
   };
+}
+
+// The importer's words for an upload: its flags as the upload's fields, and a flag with its value as the field with
+// its ("--date-order mdy": "date_order": "mdy"). A value is one of the field's, or for an encoding a name with a digit
+// (utf-16le, windows-1252); the names of `me` are the user's, said by MeNotFoundError.
+function asUploadFields(message: string): string {
+  let out = message;
+  for (const [field, flag] of Object.entries(EXPORT_FIELDS)) {
+    const value = field === 'format' ? EXPORT_FORMATS.join('|') : field === 'date_order' ? DATE_ORDERS.join('|') : field === 'encoding' ? '[\\w-]*\\d[\\w-]*' : null;
+    const pattern = new RegExp(`${flag}\\b${value === null ? '' : `(?: (${value})\\b)?`}`, 'g');
+    out = out.replace(pattern, (_, given?: string) => (given === undefined ? `the field "${field}"` : `"${field}": "${given}"`));
+  }
+  return out;
 }
 
 // An imported export is kept under its name as the chat format's: "WhatsApp Chat - Mom.zip" as "WhatsApp Chat - Mom.train".
