@@ -533,11 +533,14 @@ function datasetRecord(data: Dataset): DatasetRecord {
 }
 
 // What a resumed run says of a dataset that is not the one its checkpoint trained on (files added, removed or
-// edited under the same --dataset, or another --dataset); null when it is the same, or the checkpoint does not say.
-// The run goes on over the data as it is now: the sampler draws the batches from it with the state it had.
+// edited under the same --dataset, or another --dataset), or of a checkpoint that does not say; null when it is the
+// same. The run goes on over the data as it is now: the sampler draws the batches from it with the state it had.
 function datasetChange(state: TrainState, resumeDir: string, now: DatasetRecord): string | null {
   const before = state.dataset;
-  if (before === undefined || (before.digest === now.digest && before.files === now.files && before.bytes === now.bytes)) return null;
+  if (before === undefined) {
+    return `${resumeDir} does not record the dataset it trained on (a checkpoint from before ${STATE_FILE} kept it): whether the dataset changed since cannot be told; training goes on over it as it is now, from step ${state.step}`;
+  }
+  if (before.digest === now.digest && before.files === now.files && before.bytes === now.bytes) return null;
   const described = (d: DatasetRecord): string => `${plural(d.files, 'file')}, ${formatBytes(d.bytes)}, ${plural(d.tokens, 'token')}`;
   const was = described(before);
   const is = described(now);

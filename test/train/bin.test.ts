@@ -193,6 +193,23 @@ t.test('bin/train resuming a run whose dataset changed says what it trained on a
   t.match(edited.stdout, `\nthe dataset changed since ${path.join(run, 'model-3')}: it was 2 files, 220 kB, 115,560 tokens, and is now as big, with other contents; training goes on over it as it is now, from step 3\n`);
 });
 
+t.test('bin/train resuming a checkpoint that does not record its dataset says that it cannot be compared', async (t) => {
+  const dir = t.testdir({ data: { 'work.train': fs.readFileSync(path.join(CHAT, 'train', 'work.train')) } });
+  const tiny = ['--dataset', 'data', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
+    '--context_length', '16', '--sample_every', '0', '--threads', '1'];
+  t.equal(runCommand('train', [...tiny, '--fresh_model', '--stop_after', '1'], { cwd: dir }).status, 0);
+  // As a checkpoint from before state.json recorded the dataset.
+  const stateFile = path.join(dir, 'checkpoint', 'run1', 'model-1', 'state.json');
+  const { dataset: _, ...older } = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+  fs.writeFileSync(stateFile, JSON.stringify(older));
+  const resumed = runCommand('train', [...tiny, '--stop_after', '2'], { cwd: dir });
+  t.equal(resumed.status, 0, resumed.stderr);
+  t.match(resumed.stdout, `\n${path.join('checkpoint', 'run1', 'model-1')} does not record the dataset it trained on (a checkpoint from before state.json kept it): whether the dataset changed since cannot be told; training goes on over it as it is now, from step 1\n`);
+  t.match(readTrainState(path.join(dir, 'checkpoint', 'run1', 'model-2')).dataset, { files: 1, tokens: 31018 }, 'recorded from now on');
+  const again = runCommand('train', [...tiny, '--stop_after', '3'], { cwd: dir });
+  t.notMatch(again.stdout, /cannot be told|dataset changed/, 'compared from then on: nothing to say');
+});
+
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
   const dir = t.testdir();
   const tokens = path.join(dir, 'chat.tokens');
