@@ -49,6 +49,7 @@ export interface TrainState {
   best?: BestValidation | null;  // with --val_dataset: the lowest validation loss so far (absent in older checkpoints)
   ranks?: number;            // the ranks the run trained on (data-parallel; absent in older checkpoints)
   dataset?: DatasetRecord;   // the --dataset the run trained on up to the checkpoint (absent in older checkpoints)
+  validation?: string;       // the digest of the validation windows that `best` was measured on (absent in older checkpoints)
   options: Record<string, unknown>;  // the options the run last ran with, for the record
 }
 
@@ -147,6 +148,7 @@ export function readTrainState(dir: string): TrainState {
   if (dataset !== undefined && !(typeof dataset.files === 'number' && typeof dataset.bytes === 'number' && typeof dataset.tokens === 'number' && typeof dataset.digest === 'string')) {
     throw new Error(`${file}: field "dataset" must be {"files", "bytes", "tokens", "digest"}`);
   }
+  if (state.validation !== undefined && typeof state.validation !== 'string') throw new Error(`${file}: field "validation" must be a digest (a string)`);
   const best = state.best;
   if (best !== undefined && best !== null && !(typeof best.step === 'number' && typeof best.loss === 'number' && typeof best.validationsSince === 'number')) {
     throw new Error(`${file}: field "best" must be null or {"step", "loss", "validationsSince"}`);

@@ -547,6 +547,32 @@ function datasetChange(state: TrainState, resumeDir: string, now: DatasetRecord)
   return `the dataset changed since ${resumeDir}: it was ${was}, and is now ${is === was ? 'as big, with other contents' : is}; training goes on over it as it is now, from step ${state.step}`;
 }
 
+// The validation windows, in a digest: validation losses compare only over the same windows, which other held-out
+// data, another context length or another count of them changes.
+function validationDigest(v: { inputs: Int32Array; targets: Int32Array }): string {
+  const bytes = (a: Int32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  return crypto.createHash('sha256').update(bytes(v.inputs)).update(bytes(v.targets)).digest('hex');
+}
+
+// Why the lowest validation loss of the checkpoint a run resumes from compares with none of the validations to come
+// (their windows differ), which then start the lowest over; null when they compare. A checkpoint that does not record
+// its windows is judged by its dataset's record where --val_split holds them out of it, and otherwise kept.
+function bestIncomparable(state: TrainState, resumeDir: string, windows: string, datasetChanged: boolean, o: TrainOptions): string | null {
+  const best = state.best;
+  if (best === undefined || best === null) return null;
+  const changed = state.validation !== undefined ? state.validation !== windows : datasetChanged && o.val_split > 0;
+  if (!changed) return null;
+  return (
+    `the validation data differs from that of ${resumeDir} (other held-out data, or another --context_length, --val_batch_count or --val_batch_size): ` +
+    `its lowest validation loss, ${best.loss.toFixed(4)} at step ${best.step}, compares with none to come, so the lowest starts over at the next validation, at step ${nextValidation(state.step, o)}, ` +
+    `and ${path.join(path.dirname(resumeDir), BEST_FILE)} names the best checkpoint among those from then on`
+  );
+}
+
+function nextValidation(step: number, o: TrainOptions): number {
+  return (Math.floor(step / o.val_every) + 1) * o.val_every;
+}
+
 // The options that are each rank's own, for the cores of its machine; every other one the ranks must share.
 const PER_RANK_OPTIONS: ReadonlySet<string> = new Set<keyof TrainOptions>(['threads', 'background']);
 
@@ -667,6 +693,9 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       if (valShort) log(`warning: validation: ${valShort}`);
       valSampler.batch(new Rng(VALIDATION_SEED), rows, validation.inputs, validation.targets);
     }
+    const windows = validation === null ? undefined : validationDigest(validation);
+    const incomparable = state && windows !== undefined ? bestIncomparable(state, resumeDir as string, windows, changedData !== null && state.dataset !== undefined, o) : null;
+    if (incomparable) log(incomparable);
     // Data-parallel, batch i is rank i % world's; the others' entries stay 0 in the sum, which leaves each
     // batch's loss exact, so that the total is the one a single rank computes.
     const validate = async (): Promise<number> => {
@@ -697,7 +726,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     let runSeconds = 0;
     let firstLoss = NaN;
     let valLoss: number | null = null;
-    let best: BestValidation | null = state?.best ?? null;
+    let best: BestValidation | null = incomparable ? null : state?.best ?? null;
     let checkpoint: string | null = resumeDir;
     let savedStep = state ? step : -1;
     let lastSaveTime = Date.now();
@@ -769,6 +798,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
         options: { ...o, dtype: model.weightDtype },
         ranks: world,
         dataset,
+        validation: windows ?? state?.validation,
       };
       const started = Date.now();
       checkpoint = await saveCheckpoint(runDir, model, tokenizer, saved, { maxToKeep: o.max_to_keep, withOptimizer: o.optimizer === 'adam', keepBest: o.keep_best, onPhase: io.onSavePhase });
@@ -930,7 +960,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       // A run stopped before its first validation has nothing to say of the validation loss, and no `best` yet.
       const unvalidated = best.step === 0 && best.validationsSince === 0;
       log(unvalidated
-        ? `no validation since the starting model's (${best.loss.toFixed(4)})${o.val_every > 0 ? `, the next being at step ${(Math.floor(step / o.val_every) + 1) * o.val_every} (--val_every ${o.val_every})` : ''}: ${path.join(runDir, BEST_FILE)} names a checkpoint once a validation does better`
+        ? `no validation since the starting model's (${best.loss.toFixed(4)})${o.val_every > 0 ? `, the next being at step ${nextValidation(step, o)} (--val_every ${o.val_every})` : ''}: ${path.join(runDir, BEST_FILE)} names a checkpoint once a validation does better`
         : best.step === 0
         ? `the validation loss never went below the starting model's (${best.loss.toFixed(4)}): more data, a lower --learning_rate or a smaller model may help`
         : `lowest validation loss ${best.loss.toFixed(4)}, at step ${best.step}${bestDir ? `: ${bestDir} (also ${path.join(runDir, BEST_FILE)})` : ''}`);

@@ -210,6 +210,60 @@ t.test('bin/train resuming a checkpoint that does not record its dataset says th
   t.notMatch(again.stdout, /cannot be told|dataset changed/, 'compared from then on: nothing to say');
 });
 
+t.test('bin/train resumed over other held-out data starts the lowest validation loss over, and records the windows it validates on', async (t) => {
+  const dir = t.testdir({ data: { 'work.train': fs.readFileSync(path.join(CHAT, 'train', 'work.train')) } });
+  const tiny = ['--dataset', 'data', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
+    '--context_length', '16', '--sample_every', '0', '--threads', '1', '--val_split', '0.1', '--val_every', '1', '--val_batch_count', '4'];
+  const run = path.join(dir, 'checkpoint', 'run1');
+  const state = (step: number) => readTrainState(path.join(run, `model-${step}`));
+  const stateFile = (step: number) => path.join(run, `model-${step}`, 'state.json');
+  const first = runCommand('train', [...tiny, '--fresh_model', '--seed', '1', '--stop_after', '2'], { cwd: dir });
+  t.equal(first.status, 0, first.stderr);
+  t.match(state(2).validation, /^[0-9a-f]{64}$/, 'state.json records the validation windows');
+  const windows = state(2).validation;
+
+  const same = runCommand('train', [...tiny, '--stop_after', '3'], { cwd: dir });
+  t.equal(same.status, 0, same.stderr);
+  t.notMatch(same.stdout, /validation data differs/, 'the same held-out data: the lowest goes on');
+  t.equal(state(3).validation, windows);
+
+  // Another file: other chunks, and so other windows held out of them.
+  fs.copyFileSync(path.join(CHAT, 'train', 'family.train'), path.join(dir, 'data', 'family.train'));
+  // Held-out data on which the run did far better than any model does on the new: its lowest must not stand.
+  const easier = JSON.parse(fs.readFileSync(stateFile(3), 'utf8'));
+  easier.best.loss = 0.5;
+  fs.writeFileSync(stateFile(3), JSON.stringify(easier));
+  const before = state(3).best as { step: number; loss: number };
+  const changed = runCommand('train', [...tiny, '--stop_after', '4'], { cwd: dir });
+  t.equal(changed.status, 0, changed.stderr);
+  t.match(changed.stdout, `\nthe validation data differs from that of ${path.join('checkpoint', 'run1', 'model-3')} (other held-out data, or another --context_length, --val_batch_count or --val_batch_size): its lowest validation loss, ${before.loss.toFixed(4)} at step ${before.step}, compares with none to come, so the lowest starts over at the next validation, at step 4, and ${path.join('checkpoint', 'run1', 'best')} names the best checkpoint among those from then on\n`);
+  t.match(changed.stdout, /\[4 \| [^\]]*\] validation loss \d+\.\d+ \(the lowest yet\)\n/, 'the first validation over the new data is the lowest, whatever the old losses were');
+  t.match(state(4), { best: { step: 4, validationsSince: 0 } });
+  t.not(state(4).validation, windows, 'the new windows recorded');
+  t.equal(fs.readFileSync(path.join(run, 'best'), 'utf8'), 'model-4\n');
+
+  // A checkpoint of a dixie that recorded the dataset but not the windows: a changed --dataset under --val_split
+  // changes them.
+  const withoutWindows = JSON.parse(fs.readFileSync(stateFile(4), 'utf8'));
+  delete withoutWindows.validation;
+  fs.writeFileSync(stateFile(4), JSON.stringify(withoutWindows));
+  fs.rmSync(path.join(dir, 'data', 'family.train'));
+  const recorded = runCommand('train', [...tiny, '--stop_after', '5'], { cwd: dir });
+  t.equal(recorded.status, 0, recorded.stderr);
+  t.match(recorded.stdout, /\nthe dataset changed since [^\n]*\n[^]*\nthe validation data differs from that of [^\n]*model-4 [^\n]*the lowest starts over at the next validation, at step 5/);
+  t.match(state(5), { best: { step: 5 } });
+
+  // One from before state.json recorded its dataset (or the windows): nothing known to compare with, its lowest kept.
+  const withoutDataset = JSON.parse(fs.readFileSync(stateFile(5), 'utf8'));
+  delete withoutDataset.validation;
+  delete withoutDataset.dataset;
+  fs.writeFileSync(stateFile(5), JSON.stringify(withoutDataset));
+  const old = runCommand('train', [...tiny, '--stop_after', '6'], { cwd: dir });
+  t.equal(old.status, 0, old.stderr);
+  t.notMatch(old.stdout, /validation data differs/);
+  t.match(state(6).validation, /^[0-9a-f]{64}$/, 'recorded from now on');
+});
+
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
   const dir = t.testdir();
   const tokens = path.join(dir, 'chat.tokens');
