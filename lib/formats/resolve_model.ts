@@ -73,7 +73,8 @@ function howToGet(name: string, dir: string): string {
   if (noBest !== null) return noBest;
   // A bare name is a folder of models/; one of the same name here is most likely what was meant.
   if (!isPath(name) && fs.existsSync(name)) return `./${name} is here: give it as \`./${name}\` to load that`;
-  const release = releaseName(name);
+  // models/124M, given as a folder, is as much the release as 124M.
+  const release = releaseName(isPath(name) && path.dirname(dir) === modelsDir() ? path.basename(dir) : name);
   const get = release !== null
     ? `download it with \`bin/download-model ${release}\``
     : `download a GPT-2 release with \`bin/download-model 124M\` (or 355M, 774M, 1558M), or convert a TensorFlow checkpoint with \`bin/import-tf <checkpoint folder> ${isPath(name) ? dir : path.join(path.relative(process.cwd(), modelsDir()) || '.', name)}\``;

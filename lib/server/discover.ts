@@ -152,6 +152,15 @@ export function serveConfig(source: ServeSource): ServerConfig {
     const sanitizer = source.sanitizer === undefined ? {} : { sanitizer: source.sanitizer };
     // A folder here, or else a name under models/ (124M, as bin/download-model puts it there), as every command takes it.
     const folder = path.resolve(source.cwd, source.model);
+    // One that is not there is told in the flag's terms, with how to get it, as the other commands tell it: not as
+    // an entry of a config the user never wrote.
+    if (!fs.existsSync(folder)) {
+      try {
+        resolveModel(isPath(source.model) ? folder : source.model);
+      } catch (err) {
+        throw new Error(`--model ${source.model}: ${(err as Error).message}`);
+      }
+    }
     const weights = isPath(source.model) || fs.existsSync(folder) ? { restore_from: folder } : { model_name: source.model };
     const raw = { models: [{ key: source.key ?? 'chatbot', ...weights, ...sanitizer, ...shared }], ...fineTuning };
     return validateServerConfig(raw, 'bin/serve --model', source.cwd);

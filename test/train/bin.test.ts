@@ -146,7 +146,7 @@ t.test("bin/train stopped before its first validation says so, not that the vali
   t.equal(chat.stderr, `chat: model "checkpoint/run1/best" not found: no folder ${run}/best; ${noBest('checkpoint/run1')}\n`);
   const served = runCommand('serve', ['--model', 'checkpoint/run1/best', '--device', 'cpu', '--port', '0'], { cwd: dir });
   t.equal(served.status, 1);
-  t.equal(served.stderr, `serve: bin/serve --model: models[0].restore_from: ${run}/best does not exist: ${noBest(run)}\n`);
+  t.equal(served.stderr, `serve: --model checkpoint/run1/best: model "${run}/best" not found: no folder ${run}/best; ${noBest(run)}\n`);
 });
 
 t.test('bin/train --model_name over a run of another model: the run is resumed, and it says so, and how to fine-tune the model named', async (t) => {
