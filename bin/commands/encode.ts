@@ -2,7 +2,7 @@
 // the tokens are never all in memory). See lib/data/token_file.ts for the format.
 import os from 'node:os';
 import { formatChatReport } from '../../lib/data/chat_check';
-import { CHAT_CHECK_HELP, CHAT_CHECK_MODES, DEFAULT_COMBINE, encodeDataset } from '../../lib/data/dataset';
+import { CHAT_CHECK_HELP, CHAT_CHECK_MODES, DEFAULT_COMBINE, describeTokens, encodeDataset } from '../../lib/data/dataset';
 import { progressCallback } from '../../lib/download/progress';
 import { resolveModel } from '../../lib/formats/resolve_model';
 import { loadTokenizer, modelTokenizer } from '../../lib/tokenizer';
@@ -43,7 +43,7 @@ async function main(): Promise<void> {
   for (const warning of result.warnings) console.log(`warning: ${warning}`);
   if (result.chat) console.log(formatChatReport(result.chat, null));
   console.log(
-    `${out}: ${result.tokens.toLocaleString('en-US')} tokens in ${result.chunks} chunks from ${result.files.length} files ` +
+    `${out}: ${describeTokens(result.tokens, result.chunks, result.files.length)} ` +
       `(${(result.bytes / 1e6).toFixed(1)} MB of text in ${seconds.toFixed(1)}s: ${(result.bytes / 1e6 / seconds).toFixed(1)} MB/s)`,
   );
 }

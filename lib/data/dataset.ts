@@ -10,6 +10,7 @@ import { progressCallback } from '../download/progress';
 import { END_OF_TEXT, EncoderPool, Tokenizer } from '../tokenizer';
 import { ChatChecker, ChatSummary, MalformedChatError } from './chat_check';
 import { looksLikeChat } from './chat_format';
+import { plural } from '../util/format';
 import { DocumentFileKind, documentFileKind, fileDocuments } from './documents';
 import { datasetFiles } from './files';
 import { readNpz } from './npz';
@@ -24,6 +25,11 @@ import { looksLikeLine } from '../import/line';
 import { looksLikeWhatsApp } from '../import/whatsapp';
 
 export const DEFAULT_COMBINE = 50000;
+
+// A dataset's size as bin/train and bin/encode report it.
+export function describeTokens(tokens: number, chunks: number, files: number): string {
+  return `${plural(tokens, 'token')} in ${plural(chunks, 'chunk')} from ${plural(files, 'file')}`;
+}
 // Text is encoded in batches of about this many characters (bounding the text held in memory at once when
 // writing a token file), on worker threads unless a batch is under PARALLEL_MIN_CHARS, where starting the
 // workers would cost more than they save.

@@ -16,7 +16,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ChatSummary, MalformedChatError, formatChatReport } from '../data/chat_check';
-import { CHAT_CHECK_MODES, ChatCheckMode, Dataset, DEFAULT_COMBINE, loadDataset } from '../data/dataset';
+import { CHAT_CHECK_MODES, ChatCheckMode, Dataset, DEFAULT_COMBINE, describeTokens, loadDataset } from '../data/dataset';
 import { datasetFiles } from '../data/files';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
@@ -415,7 +415,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer) : loadTokenizer();
     const config = { nLayer: o.n_layer, nHead: o.n_head, nEmbd: o.n_embd, nCtx: o.n_ctx, vocabSize: tokenizer.vocabSize };
     const model = Model.create(config, { ...modelOptions, maxSeq: contextLength(o, o.n_ctx, '--n_ctx'), seed });
-    log(`fresh model: ${o.n_layer} layers, ${o.n_head} heads, ${o.n_embd} channels, context ${o.n_ctx}, seed ${seed}`);
+    log(`fresh model: ${plural(o.n_layer, 'layer')}, ${plural(o.n_head, 'head')}, ${plural(o.n_embd, 'channel')}, context ${o.n_ctx}, seed ${seed}`);
     return { model, tokenizer };
   }
   // A LoRA checkpoint holds the adapter alone: its base is the folder its adapter_config.json names, and its
@@ -661,7 +661,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     sources.push(data);
     const dataset = datasetRecord(data);
     if (ranks) checkRanksShareData(ranks, '--dataset', data, dataset.digest);
-    log(`dataset: ${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks from ${data.files.length} file${data.files.length === 1 ? '' : 's'}`);
+    log(`dataset: ${describeTokens(data.source.tokenCount, data.source.chunkStarts.length - 1, data.files.length)}`);
     const changedData = state ? datasetChange(state, resumeDir as string, dataset) : null;
     if (changedData) log(changedData);
     const percent = `${+(100 * o.val_split).toFixed(2)}%`;

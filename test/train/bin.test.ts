@@ -204,6 +204,7 @@ t.test('bin/train resuming a checkpoint that does not record its dataset says th
   fs.writeFileSync(stateFile, JSON.stringify(older));
   const resumed = runCommand('train', [...tiny, '--stop_after', '2'], { cwd: dir });
   t.equal(resumed.status, 0, resumed.stderr);
+  t.match(resumed.stdout, '\ndataset: 31,018 tokens in 1 chunk from 1 file\n', 'one chunk, one file: no plural');
   t.match(resumed.stdout, `\n${path.join('checkpoint', 'run1', 'model-1')} does not record the dataset it trained on (a checkpoint from before state.json kept it): whether the dataset changed since cannot be told; training goes on over it as it is now, from step 1\n`);
   t.match(readTrainState(path.join(dir, 'checkpoint', 'run1', 'model-2')).dataset, { files: 1, tokens: 31018 }, 'recorded from now on');
   const again = runCommand('train', [...tiny, '--stop_after', '3'], { cwd: dir });
