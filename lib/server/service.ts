@@ -11,6 +11,7 @@ import { checkSampling, SAMPLING_FIELDS, SamplingError, type FinishReason, type 
 import type { Alternative, TokenLogprob } from '../generate/logprobs';
 import { IDENTITY, type ReplyStream, type Sanitizer } from '../sanitize';
 import { GrammarError, type Grammar } from '../generate/grammar';
+import { grammarsBuilt } from '../generate/grammar/thread';
 import type { Tokenizer } from '../tokenizer';
 import { concat, EncoderPool } from '../tokenizer/parallel';
 import { isCutPoint, pieceEnd } from '../tokenizer/pretokenize';
@@ -221,6 +222,7 @@ export class ChatService {
       const { user, system } = process.cpuUsage();
       return [{ labels: {}, value: (user + system) / 1e6 }];
     }));
+    this.metrics.add(new SampledCounter('dixie_grammars_built_total', 'Grammars (JSON schemas, GBNF, tools) built for requests: those the server kept, and those that requests arriving together share, are built once.', () => [{ labels: {}, value: grammarsBuilt() }]));
     this.metrics.add(new Gauge('nodejs_heap_used_bytes', 'JavaScript heap in use.', () => [{ labels: {}, value: process.memoryUsage().heapUsed }]));
     // A late event loop delays every stream and every request's first byte: the decoding itself runs off it.
     this.eventLoopDelay.enable();

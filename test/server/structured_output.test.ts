@@ -140,6 +140,42 @@ t.test('a grammar whose rules each begin with the next, two thousand deep, is a 
   t.equal(flat.status, 200, 'the server answers on');
 });
 
+// Grammars the server has built so far, as its metrics report them.
+async function grammarsBuilt(): Promise<number> {
+  const metrics = await request(`${srv.url}/metrics`, { headers: AUTH });
+  return Number(/^dixie_grammars_built_total (\d+)$/m.exec(metrics.text)?.[1]);
+}
+
+t.test('requests that arrive together with the same new schema or grammar wait for one build; a mistake is each one\'s 400', async (t) => {
+  const N = 6;
+  // 1,200 patterns under anyOf, new to the server: a build of hundreds of milliseconds, which the requests share.
+  const patterns = Array.from({ length: 1200 }, (_, i) => ({ type: 'string', pattern: `^together${i}[a-z]{2,8}$` }));
+  const schema = { type: 'object', properties: { v: { anyOf: patterns } }, required: ['v'], additionalProperties: false };
+  const before = await grammarsBuilt();
+  const replies = await Promise.all(Array.from({ length: N }, () => request(`${srv.url}/v1/chat/completions`, {
+    headers: AUTH, body: { model: 'general', messages: [{ role: 'user', content: PROMPT }], max_tokens: 1, response_format: { type: 'json_schema', json_schema: { name: 'v', schema } } },
+  })));
+  for (const r of replies) t.match([r.status, r.json().choices], [200, [{ message: { content: '{' } }]], r.text.slice(0, 200));
+  t.equal(await grammarsBuilt(), before + 1, `${N} requests, one build`);
+
+  // A grammar that fails only once its first character is worked out (a chain of rules two thousand deep, a few
+  // hundred milliseconds): every request waiting for the build gets the 400.
+  const chain = [...Array.from({ length: 2000 }, (_, i) => `r${i} ::= r${i + 1} "a" | "b"`), 'r2000 ::= "y"', 'root ::= r0'].join('\n');
+  const failedBefore = await grammarsBuilt();
+  const refused = await Promise.all(Array.from({ length: N }, () => request(`${srv.url}/completion`, { headers: AUTH, body: { model: 'general', prompt: 'x', n_predict: 1, grammar: chain } })));
+  for (const r of refused) t.match([r.status, r.json().error], [400, { field: 'grammar', message: /^the grammar nests its rules too deeply/ }], r.text.slice(0, 200));
+  t.equal(await grammarsBuilt(), failedBefore + 1, `${N} requests, one build that failed`);
+
+  // The same schema with a mistake, at once through two APIs' fields: each 400 names its request's own field.
+  const wrong = { type: 'object', properties: { v: { anyOf: [...patterns, { type: 'array', uniqueItems: true }] } } };
+  const [llamaCpp, ollama] = await Promise.all([
+    request(`${srv.url}/completion`, { headers: AUTH, body: { model: 'general', prompt: 'x', n_predict: 1, json_schema: wrong } }),
+    request(`${srv.url}/api/generate`, { headers: AUTH, body: { model: 'general', prompt: 'x', stream: false, format: wrong } }),
+  ]);
+  t.match([llamaCpp.status, llamaCpp.json().error], [400, { field: 'json_schema', message: /^json_schema\.properties\.v\.anyOf\[1200\]\.uniqueItems: / }], llamaCpp.text.slice(0, 200));
+  t.match([ollama.status, ollama.json().error], [400, /^format\.properties\.v\.anyOf\[1200\]\.uniqueItems: /], ollama.text.slice(0, 200));
+});
+
 t.test('a schema whose grammar takes long to build does not hold up another client: its stream goes on meanwhile', async (t) => {
   // 1,200 patterns under anyOf, within the 64 KB a body may have: its grammar takes hundreds of milliseconds to build.
   const patterns = Array.from({ length: 1200 }, (_, i) => ({ type: 'string', pattern: `^p${i}[a-z]{2,8}$` }));

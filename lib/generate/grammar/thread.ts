@@ -105,6 +105,12 @@ function fromWire(wire: WireRules): Rule[] {
 let worker: Worker | null = null;
 const pending = new Map<number, { resolve: (grammar: Grammar) => void; reject: (err: Error) => void }>();
 let nextId = 0;
+let posted = 0;
+
+// How many builds this process has sent to the worker thread (the server's metrics report it).
+export function grammarsBuilt(): number {
+  return posted;
+}
 
 function failAll(err: Error): void {
   worker = null;
@@ -136,6 +142,7 @@ export function buildOffThread(source: GrammarSource): Promise<Grammar> {
   // Posted before anything waits for it: a source the copy to the thread cannot take (a schema nested some thousands
   // deep) throws here, and would otherwise leave its wait behind, holding the process alive.
   worker.postMessage({ id, source } satisfies BuildRequest);
+  posted++;
   if (pending.size === 0) worker.ref();
   return new Promise<Grammar>((resolve, reject) => pending.set(id, { resolve, reject }));
 }

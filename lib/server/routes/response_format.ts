@@ -6,7 +6,8 @@
 //   Ollama     format: "json" or a JSON schema
 // A grammar is kept by its source, the most recent few dozen, so that a client's requests, which send the same schema
 // each time, share the token masks the grammar has worked out (the first request of a schema pays for them). A new
-// one is built on a worker thread (lib/generate/grammar/thread.ts), the event loop serving other clients meanwhile.
+// one is built on a worker thread (lib/generate/grammar/thread.ts), the event loop serving other clients meanwhile,
+// and once for all the requests that ask for it while it is being built.
 import { Grammar, GrammarError } from '../../generate/grammar';
 import { buildOffThread, type GrammarSource } from '../../generate/grammar/thread';
 import { HttpError } from '../errors';
@@ -15,20 +16,29 @@ import { bad, checkKeys, checkNeutral, type Body } from './api_common';
 import { isJsonObject } from '../../util/json_object';
 
 const kept = new LruMap<string, Grammar>(64);
+// The builds under way, by the field that names a mistake and the grammar's key: requests that come together with
+// the same schema (a chat front end sends its 128 tools with every message) wait for one build, not one each. By
+// field too, since a mistake's message begins with the field of the request that asked for the build.
+const building = new Map<string, Promise<Grammar>>();
 
 // The grammar of the request's `field` built from `source`, kept by `key`, a mistake in it a 400 that says where:
 // the GrammarError's message begins with the field and the path within it.
 export async function grammarOf(field: string, key: string, source: GrammarSource): Promise<Grammar> {
   let grammar = kept.get(key);
-  if (grammar === undefined) {
-    try {
-      grammar = await buildOffThread(source);
-    } catch (err) {
-      if (err instanceof GrammarError) throw new HttpError(400, err.message, { field });
-      throw err;
-    }
-    kept.set(key, grammar);
+  if (grammar !== undefined) return grammar;
+  const buildKey = `${field}\n${key}`;
+  let built = building.get(buildKey);
+  if (built === undefined) {
+    built = buildOffThread(source).finally(() => building.delete(buildKey));
+    building.set(buildKey, built);
   }
+  try {
+    grammar = await built;
+  } catch (err) {
+    if (err instanceof GrammarError) throw new HttpError(400, err.message, { field });
+    throw err;
+  }
+  kept.set(key, grammar);
   return grammar;
 }
 
