@@ -353,3 +353,17 @@ t.test('a grammar whose every token costs its recognizer too much is stopped aft
   const document = JSON.stringify(Array.from({ length: 16 }).reduce<unknown>((inner) => ({ a: inner }), 'w15999'));
   t.equal(feed(new GrammarMatcher(Grammar.fromJsonSchema(nested), vocab), encode(document)), -1, 'a deep schema over a large enum is followed');
 });
+
+t.test('a byte read in a state of many stacks costs a test of each distinct set on their tops, not of each stack', async (t) => {
+  // 16,000 strings begin with the same letter: 16,000 stacks, one set on their tops (each literal's own copy of it).
+  const automaton = Grammar.parse(`root ::= ${Array.from({ length: 16000 }, (_, i) => `"w${i}"`).join(' | ')}`).automaton;
+  const start = automaton.start;
+  t.equal(start.stacks.length, 16000);
+  let before = automaton.work;
+  t.equal(automaton.step(start, 'x'.charCodeAt(0)), null, 'x begins none');
+  t.equal(automaton.work - before, 1, 'one set tested');
+  before = automaton.work;
+  t.equal(automaton.step(start, 0xc3), null, 'no character of two bytes begins one');
+  t.equal(automaton.work - before, 1, 'one set tested for it too');
+  t.equal(automaton.step(start, 'w'.charCodeAt(0))?.stacks.length, 16000, 'w begins each');
+});

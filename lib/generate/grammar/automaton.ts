@@ -57,6 +57,7 @@ export class State {
   byMatch: Map<number | string, State | null> | null = null;
   partials: Map<number, State | null> | null = null;
   private keyText: string | undefined;
+  private distinctTops: { sets: CodepointRanges[]; setOf: Int32Array } | undefined;
 
   constructor(
     readonly stacks: readonly Stack[],
@@ -73,6 +74,27 @@ export class State {
     this.tops = tops;
     this.canEnd = pendingBytes === 0 && stacks.some((stack) => stack.length === 0);
     this.done = this.canEnd && stacks.length === 1;
+  }
+
+  // The distinct sets on the stacks' tops, and each stack's among them (-1: an empty stack). A state of many stacks
+  // has few: an enum of 16,000 strings begins with 16,000 stacks whose tops are all `"`, and a codepoint tested
+  // against each stack's top, not each set, cost that state's every byte some 16,000 tests and a string as long.
+  get topSets(): { sets: CodepointRanges[]; setOf: Int32Array } {
+    if (this.distinctTops === undefined) {
+      const sets: CodepointRanges[] = [];
+      const index = new Map<CodepointRanges, number>();
+      const setOf = Int32Array.from(this.tops, (top) => {
+        if (top === null) return -1;
+        let i = index.get(top);
+        if (i === undefined) {
+          i = sets.push(top) - 1;
+          index.set(top, i);
+        }
+        return i;
+      });
+      this.distinctTops = { sets, setOf };
+    }
+    return this.distinctTops;
   }
 
   // Canonical text of the state, for caching masks: the stack set, and the half-read character if any.
@@ -102,7 +124,10 @@ export class Automaton {
     const positions = rules.reduce((n, rule) => n + rule.alternatives.reduce((m, s) => m + s.length + 1, 0), 0);
     this.refAt = new Int32Array(positions).fill(-1);
     this.setAt = new Int32Array(positions).fill(-1);
+    // The same set written twice is one set, so that a state's tops share it (State.topSets); looked up by the array
+    // first, as the rules from the worker thread share theirs.
     const setIndex = new Map<CodepointRanges, number>();
+    const setIndexByText = new Map<string, number>();
     let at = 0;
     for (const rule of rules) {
       const starts: number[] = [];
@@ -115,8 +140,10 @@ export class Automaton {
           }
           let index = setIndex.get(element.chars);
           if (index === undefined) {
-            index = this.sets.push(element.chars) - 1;
+            const text = element.chars.join(',');
+            index = setIndexByText.get(text) ?? this.sets.push(element.chars) - 1;
             setIndex.set(element.chars, index);
+            setIndexByText.set(text, index);
           }
           this.setAt[at++] = index;
         }
@@ -164,20 +191,18 @@ export class Automaton {
     return to;
   }
 
-  // The state after a whole codepoint. What follows depends only on which stacks the codepoint matches, so it is
-  // worked out once per such set.
+  // The state after a whole codepoint. What follows depends only on which of the tops' sets the codepoint is in, so it
+  // is worked out once per such choice of sets.
   private afterCodepoint(from: State, cp: number): State | null {
-    const tops = from.tops;
-    this.work += tops.length;
+    const { sets, setOf } = from.topSets;
+    this.work += sets.length;
+    const matched = sets.map((set) => rangesContain(set, cp));
     let match: number | string = 0;
-    if (tops.length <= 30) {
-      for (let i = 0; i < tops.length; i++) {
-        const top = tops[i];
-        if (top !== null && rangesContain(top, cp)) match |= 1 << i;
-      }
+    if (sets.length <= 30) {
+      for (let i = 0; i < sets.length; i++) if (matched[i]) match |= 1 << i;
       if (match === 0) return null;
     } else {
-      match = tops.map((top) => (top !== null && rangesContain(top, cp) ? '1' : '0')).join('');
+      match = matched.map((m) => (m ? '1' : '0')).join('');
       if (!match.includes('1')) return null;
     }
     from.byMatch ??= new Map();
@@ -186,8 +211,7 @@ export class Automaton {
       const stacks = new Map<string, Stack>();
       const expansion: Expansion = { seen: new Set(), positions: 0 };
       from.stacks.forEach((stack, i) => {
-        const top = tops[i];
-        if (top === null || !rangesContain(top, cp)) return;
+        if (setOf[i] < 0 || !matched[setOf[i]]) return;
         const rest = stack.slice(0, -1);
         const after = stack[stack.length - 1] + 1;
         this.expand(this.isEnd(after) ? rest : [...rest, after], stacks, expansion);
@@ -204,13 +228,14 @@ export class Automaton {
     base.partials ??= new Map();
     let state = base.partials.get(code);
     if (state === undefined) {
-      this.work += base.tops.length;
+      const { sets } = base.topSets;
+      this.work += sets.length;
       const shift = 6 * pendingBytes;
       const lo = Math.max(value * 2 ** shift, UTF8_MIN[length]);
       const hi = Math.min((value + 1) * 2 ** shift - 1, UTF8_MAX[length]);
       const possible = (set: CodepointRanges): boolean =>
         rangesOverlap(set, lo, Math.min(hi, SURROGATES_FIRST - 1)) || rangesOverlap(set, Math.max(lo, SURROGATES_LAST + 1), hi);
-      const feasible = lo <= hi && base.tops.some((top) => top !== null && possible(top));
+      const feasible = lo <= hi && sets.some(possible);
       state = feasible ? this.made(new State(base.stacks, undefined, base.tops, base, value, pendingBytes, length)) : null;
       base.partials.set(code, state);
     }
