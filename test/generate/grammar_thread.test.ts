@@ -34,6 +34,16 @@ t.test('a grammar built on the worker thread is the one built here: the same rul
   }
 });
 
+t.test('a grammar built on the worker thread comes with its start state: the event loop does not work it out again', async (t) => {
+  // 16,000 alternatives: 16,000 stacks to begin with, tens of milliseconds to expand.
+  const gbnf = `root ::= ${Array.from({ length: 16000 }, (_, i) => `"w${i}"`).join(' | ')}`;
+  const built = (await buildOffThread({ gbnf, where: 'grammar' })).automaton;
+  const here = Grammar.parse(gbnf).automaton;
+  t.equal(built.start.key, here.start.key, 'the same start state');
+  t.equal(built.work, 0, 'none of its stacks expanded here');
+  t.ok(here.work >= 16000, `built here, its ${here.start.stacks.length} stacks cost ${here.work} units`);
+});
+
 t.test('a mistake in a grammar built on the worker thread is the GrammarError it is here', async (t) => {
   const sources = [
     { gbnf: 'root ::= "a" |\nthing ::= [a-', where: 'grammar' },

@@ -10,7 +10,7 @@ import { type CodepointRanges, GrammarError, rangesContain, rangesOverlap } from
 
 // Positions in the rules' flattened alternatives, bottom first; the top is never a rule reference or an
 // alternative's end (those are expanded or popped at once).
-type Stack = readonly number[];
+export type Stack = readonly number[];
 
 // The stacks expanded in one step, and how many positions they hold in all.
 interface Expansion {
@@ -114,13 +114,19 @@ export class Automaton {
   private statesMade = 0;
   private stacksKept = 0;
   private startState: State | undefined;
+  // The stacks the text begins with, kept when the generation starts afresh: a grammar of 16,000 alternatives takes
+  // tens of milliseconds to expand them.
+  private startStacks: Map<string, Stack> | undefined;
   // What working out states has cost so far, in character sets tested, a stack expanded counting as EXPANSION_WORK
   // of them: a matcher charges its request what its calls added.
   work = 0;
   // Per vocabulary: mask by state key, the most recently used (the matcher's).
   readonly masks = new WeakMap<object, LruMap<string, Uint32Array>>();
 
-  constructor(rules: readonly Rule[]) {
+  // `start`: the stacks the text begins with, where an automaton of the same rules worked them out already (the
+  // worker thread's: thread.ts), its start state's.
+  constructor(rules: readonly Rule[], start?: readonly Stack[]) {
+    if (start !== undefined) this.startStacks = new Map(start.map((stack) => [stack.join(','), stack]));
     const positions = rules.reduce((n, rule) => n + rule.alternatives.reduce((m, s) => m + s.length + 1, 0), 0);
     this.refAt = new Int32Array(positions).fill(-1);
     this.setAt = new Int32Array(positions).fill(-1);
@@ -155,10 +161,12 @@ export class Automaton {
 
   get start(): State {
     if (this.startState === undefined) {
-      const stacks = new Map<string, Stack>();
-      const expansion: Expansion = { seen: new Set(), positions: 0 };
-      for (const start of this.alternativeStarts[0]) this.expand(this.isEnd(start) ? [] : [start], stacks, expansion);
-      this.startState = this.intern(stacks) as State;
+      if (this.startStacks === undefined) {
+        this.startStacks = new Map<string, Stack>();
+        const expansion: Expansion = { seen: new Set(), positions: 0 };
+        for (const start of this.alternativeStarts[0]) this.expand(this.isEnd(start) ? [] : [start], this.startStacks, expansion);
+      }
+      this.startState = this.intern(this.startStacks) as State;
     }
     return this.startState;
   }

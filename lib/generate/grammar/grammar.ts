@@ -2,7 +2,7 @@
 // groups and repetitions. A grammar is kept as rules whose alternatives are sequences of two kinds of element: a set
 // of codepoints, or a reference to a rule. Groups and repetitions become generated helper rules at parse time, as
 // llama.cpp does, so that the recognizer knows only those two elements.
-import { Automaton } from './automaton';
+import { Automaton, type Stack } from './automaton';
 import { jsonSchemaToGbnf } from './json_schema';
 import {
   ANY_CODEPOINT,
@@ -39,7 +39,10 @@ export class Grammar {
   private keyText: string | undefined;
   private automatonOfGrammar: Automaton | undefined;
 
-  private constructor(rules: readonly Rule[]) {
+  private constructor(
+    rules: readonly Rule[],
+    private readonly startStacks?: readonly Stack[],
+  ) {
     this.rules = rules;
   }
 
@@ -49,9 +52,10 @@ export class Grammar {
     return this.keyText;
   }
 
-  // The grammar of rules that another Grammar's were (rebuilt from a worker thread's: thread.ts).
-  static ofRules(rules: readonly Rule[]): Grammar {
-    return new Grammar(rules);
+  // The grammar of rules that another Grammar's were (rebuilt from a worker thread's: thread.ts), with the stacks its
+  // automaton's start state had there, so that they are not worked out again here.
+  static ofRules(rules: readonly Rule[], start: readonly Stack[]): Grammar {
+    return new Grammar(rules, start);
   }
 
   static parse(gbnf: string, source = 'grammar'): Grammar {
@@ -77,7 +81,7 @@ export class Grammar {
 
   // The recognizer's states and mask caches, shared by every matcher of this grammar.
   get automaton(): Automaton {
-    this.automatonOfGrammar ??= new Automaton(this.rules);
+    this.automatonOfGrammar ??= new Automaton(this.rules, this.startStacks);
     return this.automatonOfGrammar;
   }
 }

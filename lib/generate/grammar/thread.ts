@@ -2,11 +2,13 @@
 // milliseconds to compile and parse (128 tools' calls, 1,200 patterns under anyOf, an enum of 16,000 strings), which
 // on the event loop would stall every other client meanwhile. The worker builds the grammar as Grammar.parse,
 // fromJsonSchema or withJsonSchema do, checks that it can begin (Automaton.start), and sends back its rules as a few
-// typed arrays: an enum of 16,000 strings' rules cost the event loop some 15 ms to read so, and over 100 ms as the
-// rules' objects themselves.
+// typed arrays (an enum of 16,000 strings' rules cost the event loop some 15 ms to read so, and over 100 ms as the
+// rules' objects themselves) with the stacks its start state holds (16,000 for such an enum at the root, tens of
+// milliseconds to work out again).
 // Its errors come back as they were thrown: a GrammarError with its message, which names the field and the path.
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import type { Stack } from './automaton';
 import { Grammar, type Element, type Rule } from './grammar';
 import { GrammarError } from './syntax';
 
@@ -34,7 +36,8 @@ export interface BuildRequest {
   source: GrammarSource;
 }
 
-export type BuildReply = { id: number; rules: WireRules } | { id: number; error: { grammar: boolean; message: string } };
+// The start state's stacks, flat: each stack's length, then its positions.
+export type BuildReply = { id: number; rules: WireRules; start: Int32Array } | { id: number; error: { grammar: boolean; message: string } };
 
 // The grammar of `source`, built and checked where it is called: the worker's side.
 export function buildGrammar(source: GrammarSource): Grammar {
@@ -84,6 +87,18 @@ export function toWire(rules: readonly Rule[]): WireRules {
   };
 }
 
+export function startToWire(grammar: Grammar): Int32Array {
+  const flat: number[] = [];
+  for (const stack of grammar.automaton.start.stacks) flat.push(stack.length, ...stack);
+  return Int32Array.from(flat);
+}
+
+function startFromWire(flat: Int32Array): Stack[] {
+  const stacks: Stack[] = [];
+  for (let at = 0; at < flat.length; at += 1 + flat[at]) stacks.push(Array.from(flat.subarray(at + 1, at + 1 + flat[at])));
+  return stacks;
+}
+
 // The rules back, each element object made once and shared by every place it stands (elements are read-only).
 function fromWire(wire: WireRules): Rule[] {
   const ruleElements = wire.names.map((_, rule): Element => ({ rule }));
@@ -125,7 +140,7 @@ function startWorker(): Worker {
     pending.delete(reply.id);
     if (pending.size === 0) started.unref();
     if (waiting === undefined) return;
-    if ('rules' in reply) waiting.resolve(Grammar.ofRules(fromWire(reply.rules)));
+    if ('rules' in reply) waiting.resolve(Grammar.ofRules(fromWire(reply.rules), startFromWire(reply.start)));
     else waiting.reject(reply.error.grammar ? new GrammarError(reply.error.message) : new Error(reply.error.message));
   });
   // A thread that failed is replaced at the next build; its 'exit', which follows its 'error', is not the new one's.
