@@ -367,3 +367,25 @@ t.test('a byte read in a state of many stacks costs a test of each distinct set 
   t.equal(automaton.work - before, 1, 'one set tested for it too');
   t.equal(automaton.step(start, 'w'.charCodeAt(0))?.stacks.length, 16000, 'w begins each');
 });
+
+t.test('a step of the automaton over 16,000 stacks is worked out in slices, as the mask is', async (t) => {
+  // After its opening quote the text may be any of 16,000 strings, all beginning with w: reading w expands them all.
+  const words = Array.from({ length: 16000 }, (_, i) => `"w${i}"`).join(' | ');
+  const grammar = Grammar.parse(`root ::= "\\"" (${words})`);
+  const sliced = new GrammarMatcher(grammar, vocab);
+  const [quote] = encode('"');
+  sliced.accept(quote);
+  const { automaton } = grammar;
+  let most = 0;
+  let slices = 0;
+  for (let done = false; !done; slices++) {
+    const before = automaton.work;
+    done = sliced.workOut(MASK_SLICE_WORK);
+    most = Math.max(most, automaton.work - before);
+  }
+  t.ok(most < MASK_SLICE_WORK + 1000, `no slice went far past its ${MASK_SLICE_WORK} units: ${most} at most, over ${slices} slices`);
+  const whole = new GrammarMatcher(Grammar.parse(`root ::= "\\"" (${words})`), vocab);
+  whole.accept(quote);
+  t.same(allowedTokens(sliced.allowed()), allowedTokens(whole.allowed()), 'the mask worked out whole');
+  t.equal(feed(sliced, encode('w15999')), -1, 'the text read on');
+});

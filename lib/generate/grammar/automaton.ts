@@ -18,6 +18,13 @@ interface Expansion {
   positions: number;
 }
 
+// The state after a codepoint, part worked out: the stacks that the first `next` of those it matches became.
+interface Expanding {
+  readonly stacks: Map<string, Stack>;
+  readonly expansion: Expansion;
+  next: number;
+}
+
 // The states of one generation (about 2.5 KB each, most of them inside UTF-8 characters): past this many the
 // interning table starts afresh. States still held by a matcher keep working, and are freed with it; a mask does not
 // depend on them, so the masks cached stay.
@@ -55,6 +62,8 @@ export class State {
   // For a complete state, made when first needed: the state after a codepoint, by which stacks it matches; the
   // half-read characters.
   byMatch: Map<number | string, State | null> | null = null;
+  // The states after a codepoint still being worked out, a slice at a time (Automaton.step's `work`), by match.
+  expanding: Map<number | string, Expanding> | null = null;
   partials: Map<number, State | null> | null = null;
   private keyText: string | undefined;
   private distinctTops: { sets: CodepointRanges[]; setOf: Int32Array } | undefined;
@@ -171,12 +180,16 @@ export class Automaton {
     return this.startState;
   }
 
-  // The state after byte `b`, worked out and kept in from.next.
-  step(from: State, b: number): State | null {
-    let to: State | null;
+  // The state after byte `b`, worked out and kept in from.next. Given `work`, it stops once about that much is done
+  // (a stack's expansion at least) and returns undefined, to go on where it stopped when called again: a state of
+  // 16,000 stacks (an enum of 16,000 strings, after its opening quote) takes tens of milliseconds to read a letter.
+  step(from: State, b: number): State | null;
+  step(from: State, b: number, work: number): State | null | undefined;
+  step(from: State, b: number, work = Infinity): State | null | undefined {
+    let to: State | null | undefined;
     if (from.pendingBytes === 0) {
       if (b < 0x80) {
-        to = this.afterCodepoint(from, b);
+        to = this.afterCodepoint(from, b, work);
       } else if (b < 0xc0 || b >= 0xf8) {
         to = null;
       } else {
@@ -192,16 +205,16 @@ export class Automaton {
         to = this.partial(base, value, from.pendingBytes - 1, from.pendingLength);
       } else {
         const valid = value >= UTF8_MIN[from.pendingLength] && (value < SURROGATES_FIRST || value > SURROGATES_LAST);
-        to = valid ? this.afterCodepoint(base, value) : null;
+        to = valid ? this.afterCodepoint(base, value, work) : null;
       }
     }
-    from.next[b] = to;
+    if (to !== undefined) from.next[b] = to;
     return to;
   }
 
   // The state after a whole codepoint. What follows depends only on which of the tops' sets the codepoint is in, so it
   // is worked out once per such choice of sets.
-  private afterCodepoint(from: State, cp: number): State | null {
+  private afterCodepoint(from: State, cp: number, work: number): State | null | undefined {
     const { sets, setOf } = from.topSets;
     this.work += sets.length;
     const matched = sets.map((set) => rangesContain(set, cp));
@@ -215,18 +228,33 @@ export class Automaton {
     }
     from.byMatch ??= new Map();
     let to = from.byMatch.get(match);
-    if (to === undefined) {
-      const stacks = new Map<string, Stack>();
-      const expansion: Expansion = { seen: new Set(), positions: 0 };
-      from.stacks.forEach((stack, i) => {
-        if (setOf[i] < 0 || !matched[setOf[i]]) return;
-        const rest = stack.slice(0, -1);
-        const after = stack[stack.length - 1] + 1;
-        this.expand(this.isEnd(after) ? rest : [...rest, after], stacks, expansion);
-      });
-      to = this.intern(stacks);
-      from.byMatch.set(match, to);
+    if (to !== undefined) return to;
+    from.expanding ??= new Map();
+    let expanding = from.expanding.get(match);
+    if (expanding === undefined) {
+      expanding = { stacks: new Map(), expansion: { seen: new Set(), positions: 0 }, next: 0 };
+      from.expanding.set(match, expanding);
     }
+    const until = this.work + work;
+    const { stacks } = from;
+    try {
+      while (expanding.next < stacks.length) {
+        const i = expanding.next++;
+        if (setOf[i] >= 0 && matched[setOf[i]]) {
+          const stack = stacks[i];
+          const rest = stack.slice(0, -1);
+          const after = stack[stack.length - 1] + 1;
+          this.expand(this.isEnd(after) ? rest : [...rest, after], expanding.stacks, expanding.expansion);
+        }
+        if (this.work >= until && expanding.next < stacks.length) return undefined;
+      }
+    } catch (err) {
+      from.expanding.delete(match);
+      throw err;
+    }
+    from.expanding.delete(match);
+    to = this.intern(expanding.stacks);
+    from.byMatch.set(match, to);
     return to;
   }
 

@@ -173,8 +173,8 @@ export class GrammarMatcher {
     return this.mask as Uint32Array;
   }
 
-  // Works on the mask of the current state for about `work` units of the automaton's work at most (one step of the
-  // automaton may go past it); true once the mask is known, when allowed() returns it at once. A caller that must
+  // Works on the mask of the current state for about `work` units of the automaton's work at most (the expansion
+  // of one stack may go past it); true once the mask is known, when allowed() returns it at once. A caller that must
   // not hold the event loop for long calls it with MASK_SLICE_WORK, and again after the loop has turned.
   workOut(work: number): boolean {
     if (this.mask !== null) return true;
@@ -268,7 +268,11 @@ export class GrammarMatcher {
       const from = stateAt[depth];
       const b = byteAt[node];
       let to = from.next[b];
-      if (to === undefined) to = this.automaton.step(from, b);
+      if (to === undefined) {
+        // A step of many stacks is sliced too: it goes on at the next call.
+        to = this.automaton.step(from, b, work - visits - (this.automaton.work - workBefore));
+        if (to === undefined) break;
+      }
       if (to === null) {
         node = subtreeEnd[node];
         continue;
