@@ -41,8 +41,8 @@ const AFTERNOON = new Set(['午後', '下午', '오후', 'م']);
 // caption); omitted: the last word of the app's other placeholders in angle brackets ("<View once voice message
 // omitted>"); attached: what follows a file's name in an export with media; document: an iPhone's placeholder for a
 // document, after its name and a direction mark; deleted: a message deleted, by another and by the user; edited: the mark after an edited message's text; group: what only a group's notices say (that it
-// was created or renamed, that the user was added to it); location: the word before a location's map link, which
-// Android writes under the place's name and address; calls: a missed call, which Android writes as a message of
+// was created or renamed, that the user was added to it); location: the word before a location's map link
+// (Android writes it under the place's name and address, an iPhone after a direction mark), in any case; calls: a missed call, which Android writes as a message of
 // the caller; waiting: a message the phone could not yet decrypt when the chat was exported.
 interface AppWords {
   media?: readonly string[];
@@ -72,6 +72,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   de: {
     media: ['<Medien ausgeschlossen>'],
+    location: ['Standort'],
     omitted: ['ausgeschlossen'],
     attached: ['Datei angehängt'],
     document: ['Dokument weggelassen'],
@@ -83,6 +84,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   es: {
     media: ['<Multimedia omitido>'],
+    location: ['Ubicación'],
     omitted: ['omitido', 'omitida'],
     attached: ['archivo adjunto', 'archivo adjuntado'],
     document: ['documento omitido'],
@@ -94,6 +96,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   fr: {
     media: ['<Médias omis>'],
+    location: ['Localisation'],
     omitted: ['omis'],
     attached: ['fichier joint'],
     document: ['document manquant'],
@@ -105,6 +108,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   pt: {
     media: ['<Mídia oculta>', '<Arquivo de mídia oculto>'],
+    location: ['Localização'],
     omitted: ['oculta', 'oculto'],
     attached: ['arquivo anexado', 'ficheiro anexado'],
     document: ['documento omitido', 'documento não revelado'],
@@ -115,6 +119,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   it: {
     media: ['<Media omessi>'],
+    location: ['Posizione'],
     omitted: ['omessi'],
     attached: ['file allegato'],
     document: ['documento omesso'],
@@ -126,6 +131,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   nl: {
     media: ['<Media weggelaten>'],
+    location: ['locatie'],
     omitted: ['weggelaten'],
     attached: ['bestand bijgevoegd'],
     deleted: ['Dit bericht is verwijderd', 'Je hebt dit bericht verwijderd', 'U hebt dit bericht verwijderd'],
@@ -134,6 +140,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   ru: {
     media: ['<Без медиафайлов>'],
+    location: ['местоположение'],
     attached: ['файл добавлен'],
     document: ['документ отсутствует'],
     deleted: ['Данное сообщение удалено', 'Вы удалили данное сообщение'],
@@ -143,6 +150,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   uk: {
     media: ['<Медіа пропущено>'],
+    location: ['Розташування'],
     attached: ['файл додано'],
     document: ['документ пропущено'],
     deleted: ['Це повідомлення було видалено', 'Ви видалили це повідомлення'],
@@ -160,6 +168,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   id: {
     media: ['<Media tidak disertakan>'],
+    location: ['Lokasi'],
     attached: ['file terlampir'],
     document: ['dokumen tidak disertakan'],
     deleted: ['Pesan ini telah dihapus', 'Pesan ini dihapus', 'Anda menghapus pesan ini'],
@@ -177,6 +186,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   cs: {
     media: ['<Média vynechány>'],
+    location: ['poloha'],
     attached: ['soubor byl přiložen'],
     document: ['dokument vynechán'],
     deleted: ['Tato zpráva byla odstraněna', 'Tuto zprávu jste odstranil/a'],
@@ -185,6 +195,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   ar: {
     media: ['<تم استبعاد الوسائط>'],
+    location: ['موقع'],
     attached: ['الملف مرفق'],
     document: ['لم يتم إدراج المستند'],
     deleted: ['تم حذف هذه الرسالة', 'لقد حذفت هذه الرسالة', 'لقد حذَفت هذه الرسالة', 'أنت حذفت هذه الرسالة'],
@@ -200,6 +211,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   he: { attached: ['קובץ מצורף'], deleted: ['הודעה זו נמחקה'], calls: ['שיחה קולית שלא נענתה', 'שיחת וידאו שלא נענתה'] },
   ja: {
     attached: ['添付ファイル有り'],
+    location: ['位置情報'],
     document: ['ドキュメントは含まれていません'],
     deleted: ['このメッセージは削除されました', 'このメッセージを削除しました'],
     calls: ['ビデオ通話不在着信'],
@@ -223,9 +235,10 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: [' 添加了您', ' 创建了 '],
   },
   // ड़ as the app writes it, one character (U+095C), which NFC would split in two.
-  hi: { document: ['डॉक्यूमेंट छो\u095cा गया'] },
+  hi: { document: ['डॉक्यूमेंट छो\u095cा गया'], location: ['लोकेशन'] },
   vi: {
     attached: ['tệp đính kèm'],
+    location: ['Vị trí'],
     document: ['đã bỏ qua tài liệu'],
     deleted: ['Tin nhắn này đã bị xóa', 'Bạn đã xoá tin nhắn này'],
     group: ['đã thêm bạn', 'Bạn đã được thêm', 'đã tạo nhóm '],
@@ -275,8 +288,9 @@ const GROUP_NOTICE = new RegExp(alternatives(appWords('group')));
 const CALL = new RegExp(`^(?:${alternatives(appWords('calls'))})$`, 'i');
 // A message the phone could not yet decrypt when the chat was exported: its words are not in the export.
 const WAITING = new RegExp(`^(?:${alternatives(appWords('waiting'))})$`);
-// A location Android shares: its place's name and address, if any, each on a line, then its map link.
-const LOCATION = new RegExp(`^(?:[^\\n]*\\n){0,2}(?:${alternatives(appWords('location'))}): https://maps\\.google\\.com/\\?q=-?[\\d.]+,-?[\\d.]+$`);
+// A location shared: its place's name and address, if any, each on a line, then its map link; on an iPhone after a
+// direction mark, without which the same words were typed.
+const LOCATION = new RegExp(`^(?:[^\\n]*\\n){0,2}(?:${alternatives(appWords('location'))}): https://maps\\.google\\.com/\\?q=-?[\\d.]+,-?[\\d.]+$`, 'i');
 // A poll: "POLL:", its question, and an "OPTION:" line for each answer with its votes: no words of a conversation.
 const POLL = /^POLL:\n[^\n]*(?:\nOPTION: [^\n]*)+$/;
 // "WhatsApp Chat with Mom.txt" in the languages of the phones that export most, as the app's translations name it
@@ -517,7 +531,7 @@ function readMessage(text: string, from: number, end: number, line: number, brac
   } else if (MEDIA.test(firstLine.slice(afterMarks(firstLine, 0))) || IPHONE_DOCUMENT.test(firstLine)) {
     kept = newline < 0 ? '' : body.slice(newline + 1).trim();
     if (kept === '') dropped = 'media';
-  } else if (POLL.test(body) || LOCATION.test(body)) dropped = 'media';
+  } else if (POLL.test(body) || (appMayHaveWritten && LOCATION.test(body))) dropped = 'media';
   else if (appMayHaveWritten && DELETED.test(body)) dropped = 'deleted';
   else if (appMayHaveWritten && CALL.test(body)) dropped = 'call';
   else if (appMayHaveWritten && WAITING.test(body)) dropped = 'unreadable';

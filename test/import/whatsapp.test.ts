@@ -308,6 +308,31 @@ t.test('a location Android shares, under its place\'s name and address, and a li
   t.match(summary, { read: 4, kept: 1, dropped: { media: 3 } });
 });
 
+
+// The lines of real exports (iPhone: English, German, Spanish, Portuguese, French; Android: Russian, Czech, Dutch).
+t.test("a location an iPhone shares, after a direction mark, in the phone's language, and Android's in other languages than English; the same words typed on an iPhone are a message", async (t) => {
+  const iPhone = [
+    '[3/4/24, 18:20:00] Mom: \u200eLocation: https://maps.google.com/?q=51.5021457,-0.127398',
+    '[3/4/24, 18:20:01] Mom: \u200eStandort: https://maps.google.com/?q=51.5021457,-0.127398',
+    '[3/4/24, 18:20:02] Mom: \u200eUbicación: https://maps.google.com/?q=51.5021457,-0.127398',
+    '[3/4/24, 18:20:03] Mom: \u200eLocalização: https://maps.google.com/?q=51.5021457,-0.127398',
+    '[3/4/24, 18:20:04] Mom: \u200eLocalisation: https://maps.google.com/?q=51.5021457,-0.127398',
+    '[3/4/24, 18:21:00] Jane Doe: location: https://maps.google.com/?q=60.17,24.94',
+    '[3/4/24, 18:21:01] Jane Doe: Location: https://maps.google.com/?q=60.17,24.94',
+    '',
+  ];
+  const { files, summary } = await importFolder(t, { '_chat.txt': `\u200e[3/4/24, 18:19:00] Mom: \u200eMessages and calls are end-to-end encrypted.\n${iPhone.join('\n')}` }, { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': ['1|Mom|location: https://maps.google.com/?q=60.17,24.94 <EOM>', '1|Mom|Location: https://maps.google.com/?q=60.17,24.94 <EOM>'] });
+  t.match(summary, { read: 8, kept: 2, dropped: { media: 5, system: 1 } });
+  const android = [
+    '18.03.2022, 15:13 - Mom: местоположение: https://maps.google.com/?q=51.50214569326172,-0.1273979693651199',
+    '18.03.22 15:14 - Mom: poloha: https://maps.google.com/?q=51.50214569326172,-0.1273979693651199',
+    '18-03-2022 15:15 - Mom: locatie: https://maps.google.com/?q=51.50214569326172,-0.1273979693651199',
+    '18.03.2022, 15:16 - Jane Doe: ok',
+    '',
+  ];
+  t.same(parseWhatsApp('WhatsApp Chat with Mom.txt', android.join('\n')).messages.map((m) => m.dropped), ['media', 'media', 'media', null]);
+});
 t.test('placeholders of the app: a message not yet received, view-once media, polls, the German edited mark', async (t) => {
   const dir = t.testdir({
     'WhatsApp Chat with Mom.txt': [
