@@ -41,9 +41,10 @@ const AFTERNOON = new Set(['午後', '下午', '오후', 'م']);
 // caption); omitted: the last word of the app's other placeholders in angle brackets ("<View once voice message
 // omitted>"); attached: what follows a file's name in an export with media; document: an iPhone's placeholder for a
 // document, after its name and a direction mark; deleted: a message deleted, by another and by the user; edited: the mark after an edited message's text; group: what only a group's notices say (that it
-// was created or renamed, that the user was added to it); location: the word before a location's map link
-// (Android writes it under the place's name and address, an iPhone after a direction mark), in any case; calls: a missed call, which Android writes as a message of
-// the caller; waiting: a message the phone could not yet decrypt when the chat was exported.
+// was created or renamed, that the user was added to it); location: the word before a location's map link (Android
+// writes it under the place's name and address, an iPhone after a direction mark), in any case; calls: a missed
+// call, which Android writes as a message of the caller; waiting: a message the phone could not yet decrypt when the
+// chat was exported.
 interface AppWords {
   media?: readonly string[];
   omitted?: readonly string[];
@@ -260,28 +261,33 @@ function iPhoneFile(kind: string): string {
 }
 
 // An attachment, as any phone writes it: a language's placeholder, or one in angle brackets that ends in its
-// "omitted" (an older iPhone's "<\u200eimage omitted>" too); a file's name and "(file attached)". And "null", older
-// Android's photo or video to view once.
+// "omitted" (an older iPhone's "<\u200eimage omitted>" too); a file's name and "(file attached)", or, on an older
+// iPhone, its file as WhatsApp numbered them then and a word in angle brackets ("2015-08-04-PHOTO-00004762.jpg
+// <attached>"). And "null", older Android's photo or video to view once.
 const MEDIA = new RegExp(
   `^(?:${alternatives(appWords('media'))}|<[^<>\\n]{1,60} (?:${alternatives(appWords('omitted'))})>|` +
-    `\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\)|null)$`,
+    `\\S+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\)|\\d{4}-\\d{2}-\\d{2}-[A-Z]+-\\d{8}\\.\\w{2,5} <[^<>\\n]{1,30}>|null)$`,
   'i',
 );
 // An iPhone's photo, video, voice message, GIF or sticker: its placeholder ("image omitted"), after a direction mark
 // as all the app's words there, or, in an export with media, its file in the app's language ("<attached:
 // 00000016-PHOTO-2024-03-04-18-40-00.jpg>", "<Anhang: ...>", "<pièce jointe : ...>"), numbered as WhatsApp numbers
 // them; either after the caption, if any, which is kept. The same words typed, without the mark, are a message.
+const IPHONE_PLACEHOLDER = '(?:image|video|audio|sticker|GIF|Contact card|Video note) omitted';
 const IPHONE_MEDIA = new RegExp(
-  `^([\\s\\S]*?)\\s*(?:[\u200e\u200f]+(?:image|video|audio|sticker|GIF|Contact card|Video note) omitted|` +
+  `^([\\s\\S]*?)\\s*(?:[\u200e\u200f]+${IPHONE_PLACEHOLDER}|` +
     `[\u200e\u200f]*${iPhoneFile('(?:PHOTO|VIDEO|AUDIO|GIF|STICKER)-')})$`,
   'i',
 );
 // An iPhone's document: its placeholder after a direction mark, alone or after the document's name ("report.pdf •
-// 3 pages \u200edocument omitted"), or its file, which may lack the mark. The name is no caption: dropped too.
+// 3 pages \u200edocument omitted"; an older iPhone's in angle brackets, "<\u200edocument omitted>"), or its file,
+// which may lack the mark. The name is no caption: dropped too.
 const IPHONE_DOCUMENT = new RegExp(
-  `^(?:(?:[^\\n]* )?[\u200e\u200f]+(?:${alternatives(appWords('document'))})|(?:(?:[^\\n]* )?[\u200e\u200f]+)?${iPhoneFile('')})$`,
+  `^(?:(?:[^\\n]* )?(?:[\u200e\u200f]+(?:${alternatives(appWords('document'))})|<[\u200e\u200f]*(?:${alternatives(appWords('document'))})>)|(?:(?:[^\\n]* )?[\u200e\u200f]+)?${iPhoneFile('')})$`,
   'i',
 );
+// An older iPhone's placeholder, in an export that marks none of the app's words: the whole message.
+const UNMARKED_IPHONE_MEDIA = new RegExp(`^(?:${IPHONE_PLACEHOLDER}|${alternatives(appWords('document'))})$`, 'i');
 const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})[.。]?$`, 'i');
 const EDITED = new RegExp(`[\\s\u200e\u200f]*(?:${alternatives(appWords('edited'))})$`);
 const GROUP_NOTICE = new RegExp(alternatives(appWords('group')));
@@ -407,7 +413,7 @@ export interface WhatsAppDates {
 export function readWhatsApp(file: string, text: string): ExportedChat {
   const spans: [from: number, end: number, line: number, bracketed: boolean][] = [];
   const dates: number[] = [];
-  const state: FileState = { senders: new Map(), openings: new Map(), group: false };
+  const state: FileState = { senders: new Map(), openings: new Map(), group: false, unmarked: !DIRECTION_MARK.test(text) };
   let twelveHour = false;
   let dotted = false;
   let messageStart = -1;
@@ -451,13 +457,17 @@ export function readWhatsApp(file: string, text: string): ExportedChat {
 }
 
 // What the messages of a file tell of each other: the senders' names as written and as read, how many messages'
-// first lines open with each text that may be a sender (senderEnds), and whether a notice says that the chat is a
-// group.
+// first lines open with each text that may be a sender (senderEnds), whether a notice says that the chat is a
+// group, and whether the file holds no direction mark at all: an older iPhone's export, which marked none of the
+// app's words, so that on an iPhone too the app's words there are told from typed ones only as on Android.
 interface FileState {
   senders: Map<string, string>;
   openings: Map<string, number>;
   group: boolean;
+  unmarked: boolean;
 }
+
+const DIRECTION_MARK = /[\u200e\u200f]/;
 
 // Where the sender may end in a message's first line: at each ": " before a quotation opens (Android's notices have
 // no sender, but may quote a name that holds ": ": Mom changed the subject to "Fam: 2021").
@@ -514,10 +524,10 @@ function readMessage(text: string, from: number, end: number, line: number, brac
   const bodyStart = Math.min(from + colon + 2, end);
   // On iOS the app's own words open with a direction mark, left-to-right or, in the right-to-left languages, right-
   // to-left: there the same words without it ("Missed voice call", "document omitted") were typed. Android writes
-  // its words (but for a file's name) without a mark, and nothing tells them from the same words typed. Marks inside
-  // the text go where every app's do, when it is written (train_output.ts).
+  // its words (but for a file's name) without a mark, as an older iPhone did (state.unmarked), and nothing tells them
+  // from the same words typed. Marks inside the text go where every app's do, when it is written (train_output.ts).
   const notice = text.charCodeAt(bodyStart) === 0x200e || text.charCodeAt(bodyStart) === 0x200f;
-  const appMayHaveWritten = notice || !bracketed;
+  const appMayHaveWritten = notice || !bracketed || state.unmarked;
   // With the marks that open it, which tell an iPhone's placeholders from the same words typed.
   const firstLine = text.slice(bodyStart, lineEnd).trim();
   const body = text.slice(afterMarks(text, bodyStart), end).trim();
@@ -528,7 +538,7 @@ function readMessage(text: string, from: number, end: number, line: number, brac
   if (iPhoneMedia) {
     kept = iPhoneMedia[1].trim();
     if (kept === '') dropped = 'media';
-  } else if (MEDIA.test(firstLine.slice(afterMarks(firstLine, 0))) || IPHONE_DOCUMENT.test(firstLine)) {
+  } else if (MEDIA.test(firstLine.slice(afterMarks(firstLine, 0))) || IPHONE_DOCUMENT.test(firstLine) || (bracketed && state.unmarked && UNMARKED_IPHONE_MEDIA.test(firstLine))) {
     kept = newline < 0 ? '' : body.slice(newline + 1).trim();
     if (kept === '') dropped = 'media';
   } else if (POLL.test(body) || (appMayHaveWritten && LOCATION.test(body))) dropped = 'media';

@@ -263,6 +263,35 @@ t.test("an iPhone's placeholders open with a direction mark: the same words type
   t.match(summary, { read: 17, kept: 8, dropped: { media: 5, call: 2, deleted: 1, unreadable: 1 } });
 });
 
+// Older iPhones wrote no direction mark before their words (a file without any), or the date without brackets and
+// the placeholder in angle brackets, or a file of an export with media after its name.
+t.test("an older iPhone's export: its placeholders without direction marks, in angle brackets, or after a file's name; a message that holds the same words is kept", async (t) => {
+  const unmarked = [
+    '[04.03.19, 18:20:00] Mom: image omitted',
+    '[04.03.19, 18:20:01] Mom: video omitted',
+    '[04.03.19, 18:20:02] Mom: document omitted',
+    '[04.03.19, 18:20:03] Mom: This message was deleted.',
+    '[04.03.19, 18:20:04] Mom: Missed voice call',
+    '[04.03.19, 18:20:05] Mom: <attached: 00000016-PHOTO-2019-03-04-18-20-05.jpg>',
+    '[04.03.19, 18:21:00] Jane Doe: nice image omitted',
+    '[04.03.19, 18:21:01] Jane Doe: my report document omitted a page',
+    '',
+  ];
+  const older = [
+    '9/1/17, 6:42:27 PM: Mom: Rückzahlung China.pdf • \u200e1 page <\u200edocument omitted>',
+    '9/1/17, 6:42:28 PM: Mom: <\u200eimage omitted>',
+    '9/1/17, 6:43:00 PM: Mom: 2017-09-01-PHOTO-00004762.jpg <attached>',
+    '9/1/17, 6:44:00 PM: Jane Doe: the document omitted> was wrong',
+    '',
+  ];
+  const { files, summary } = await importFolder(t, { '_chat.txt': unmarked.join('\n'), 'WhatsApp Chat with Mom.txt': older.join('\n') }, { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': ['1|Mom|the document omitted> was wrong <EOM>', '', '1|Mom|nice image omitted <EOM>', '1|Mom|my report document omitted a page <EOM>'] });
+  t.match(summary, { read: 12, kept: 3, dropped: { media: 7, deleted: 1, call: 1 } });
+  // Where the export marks the app's words, the same words without a mark were typed.
+  const marked = parseWhatsApp('_chat.txt', `\u200e[04.03.19, 18:19:00] Mom: \u200eMessages and calls are end-to-end encrypted.\n${unmarked.join('\n')}`);
+  t.same(marked.messages.map((m) => m.dropped), ['system', null, null, null, null, null, 'media', null, null]);
+});
+
 t.test("an iPhone's photo, video or voice message after its caption: the caption kept, on one line or several; a document's name is no caption", async (t) => {
   const lines = [
     '[3/4/24, 6:20:00 PM] Mom: Xd \u200eimage omitted',
