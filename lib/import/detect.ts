@@ -11,7 +11,7 @@ import { looksLikeKakaoTalk, parseKakaoTalk } from './kakaotalk';
 import { looksLikeLine, parseLine } from './line';
 import { isSlackListing, looksLikeSlack, parseSlack, slackWorkspace } from './slack';
 import { looksLikeSnapchat, parseSnapchat } from './snapchat';
-import { isSignalMarkdown, looksLikeSignal, parseSignal } from './signal';
+import { SIGNAL_MARKDOWN_ADVICE, isSignalMarkdown, looksLikeSignal, parseSignal } from './signal';
 import { looksLikeSkype, parseSkype } from './skype';
 import { isXDirectMessages, parseXDirectMessages, xAccountId, xArchiveData, xArchiveKind } from './x_archive';
 import { looksLikeMessenger, parseMessenger } from './messenger';
@@ -102,7 +102,7 @@ async function readAs(file: string, bytes: Buffer, options: ReadOptions, warning
   }
   if (options.format === 'x') throw new ChatImportError(file, 1, 'not a file of an X archive: its direct messages (data/direct-messages.js) begin "window.YTD.direct_messages"');
   if (options.format === undefined && isSignalMarkdown(text)) {
-    throw new ChatImportError(file, 1, 'signal-export\'s chat.md, whose messages\' text holds their reactions, quotes and attachments: import the data.json beside it, or the chat\'s folder');
+    throw new ChatImportError(file, 1, SIGNAL_MARKDOWN_ADVICE);
   }
   // A JSONL file's first line, by which fine-tuning data is told.
   const jsonLine = firstJsonLine(text);

@@ -14,6 +14,7 @@ import { isTar, TarArchive } from '../util/tar';
 import { isZip, ZipArchive } from '../util/zip';
 import { ChatImportSummary, OutputOptions, RedactKind, notWrittenBeside, outputKind, planOutput, writeOutput } from './train_output';
 import { DateOrder, datedWhatsApp } from './whatsapp';
+import { MARKDOWN_HEAD, SIGNAL_MARKDOWN_ADVICE, isSignalMarkdown } from './signal';
 import { readHead } from '../util/file_bytes';
 
 export { EXPORT_FORMATS, FORMAT_NAMES, ChatImportError, ChatImportErrors } from './chat_export';
@@ -145,7 +146,11 @@ function exportSources(inputs: readonly string[], archives: Archive[], outFile: 
     const all = datasetFiles(input);
     const exports = new Set(all.filter((file) => isExportName(file) || ARCHIVE_EXTENSIONS.has(path.extname(file).toLowerCase())));
     const found = [...exports].filter((file) => !isTelegramPageOfJson(file, exports, path) && !isOut(file));
-    if (found.length === 0) throw new ChatImportError(input, null, `no .txt, .json, .jsonl, .xml, .db, .zip or .tar file in it${htmlHint(all)}`);
+    if (found.length === 0) {
+      const markdown = all.find((file) => /\.md$/i.test(file) && isSignalMarkdown(readHead(file, MARKDOWN_HEAD).toString('utf8')));
+      if (markdown !== undefined) throw new ChatImportError(markdown, null, SIGNAL_MARKDOWN_ADVICE);
+      throw new ChatImportError(input, null, `no .txt, .json, .jsonl, .xml, .db, .zip or .tar file in it${htmlHint(all)}`);
+    }
     for (const file of found) if (!files.has(file)) files.set(file, false);
   }
   const sources: ExportSource[] = [];

@@ -27,11 +27,19 @@ const MENTION = /\ufffc/g;
 const WALL_CLOCK = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3})?)\d*$/;
 const LAYOUT = 'signal-export\'s data.json holds a message a line';
 // A message of signal-export's chat.md, "[2024-03-01 17:05:40] Me: Yes! 10am  ", its text ended by two spaces and a
-// blank line: read as it is, its reactions, quotes and attachments would be taken for its text (and its dates for
+// blank line (before version 2.0, index.md: "[2021-10-15 17:05] Me: Yes! 10am  ", without seconds or the blank
+// line): read as it is, its reactions, quotes and attachments would be taken for its text (and its dates for
 // WhatsApp's).
 const MARKDOWN_DATE = /\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\] /;
-const MARKDOWN_MESSAGE = new RegExp(`^${MARKDOWN_DATE.source}[^\\n]*?: `);
-const MARKDOWN_NEXT = new RegExp(`  \\n\\n${MARKDOWN_DATE.source}`);
+const OLD_MARKDOWN_DATE = /\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}\] /;
+const MARKDOWN_MESSAGE = new RegExp(`^(?:${MARKDOWN_DATE.source}|${OLD_MARKDOWN_DATE.source})[^\\n]*?: `);
+// A message's end and the next message: an iPhone's WhatsApp export in a locale that writes dates so (Swedish)
+// differs by its single line break.
+const MARKDOWN_NEXT = new RegExp(`  \\n(?:\\n${MARKDOWN_DATE.source}|${OLD_MARKDOWN_DATE.source})`);
+// What to do with a chat's markdown: signal-export wrote no data.json before version 2.0, and until 3.0 only when
+// run with --json.
+export const SIGNAL_MARKDOWN_ADVICE =
+  'signal-export\'s chat.md (index.md before its version 2.0), whose messages\' text holds their reactions, quotes and attachments: import the data.json beside it, or the chat\'s folder; where there is none (signal-export before 3.0 wrote it only when run with --json, before 2.0 never), export the chats again with signal-export 3.0 or later (pip install -U signal-export), without --no-json';
 
 // Whether the first line of a JSONL file is a message of signal-export's data.json.
 export function looksLikeSignal(line: Record<string, unknown> | null): boolean {
@@ -39,9 +47,12 @@ export function looksLikeSignal(line: Record<string, unknown> | null): boolean {
     typeof line.body === 'string' && typeof line.quote === 'string' && Array.isArray(line.reactions) && Array.isArray(line.attachments);
 }
 
+// How much of a text tells signal-export's markdown.
+export const MARKDOWN_HEAD = 4096;
+
 // Whether a text is signal-export's chat.md, which data.json beside it holds as it was before being written out.
 export function isSignalMarkdown(text: string): boolean {
-  const head = text.slice(0, 4096);
+  const head = text.slice(0, MARKDOWN_HEAD);
   return MARKDOWN_MESSAGE.test(head.trimStart()) && (MARKDOWN_NEXT.test(head) || text.endsWith('  \n\n'));
 }
 

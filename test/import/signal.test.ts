@@ -7,7 +7,7 @@ import path from 'node:path';
 import t from 'tap';
 import { importChats } from '../../lib/import';
 import { firstJsonLine } from '../../lib/import/fine_tuning';
-import { isSignalMarkdown, looksLikeSignal, parseSignal } from '../../lib/import/signal';
+import { SIGNAL_MARKDOWN_ADVICE, isSignalMarkdown, looksLikeSignal, parseSignal } from '../../lib/import/signal';
 import { EXPORTS, fixture, importInto } from './helpers';
 
 t.test('a folder of chats: a file per chat, the user told by "Me", a group by more than one other person writing', async (t) => {
@@ -102,8 +102,23 @@ t.test('detected by content: no other app\'s export looks like signal-export\'s,
   }), []);
   const markdown = fixture('signal', 'NoahWilliams', 'chat.md');
   await t.rejects(importChats([markdown], { out: t.testdir() }), {
-    message: `${markdown}:1: signal-export's chat.md, whose messages' text holds their reactions, quotes and attachments: import the data.json beside it, or the chat's folder`,
+    message: `${markdown}:1: ${SIGNAL_MARKDOWN_ADVICE}`,
   });
+});
+
+// signal-export 1.x wrote a chat's index.md ("[2021-10-15 17:05] Me: ..." a line) beside index.html and media/, and
+// 2.x (and 3.x with --no-json) chat.md beside index.html: no data.json to read.
+t.test('an export of signal-export before 3.0 (or run with --no-json), with no data.json: refused, naming the version to export with', async (t) => {
+  const dir = t.testdir({
+    v1: { NoahWilliams: { 'index.md': '[2021-10-15 17:05] NoahWilliams: Are we still on for Saturday?  \n[2021-10-15 17:06] Me: Yes!  \n', 'index.html': '<html><body></body></html>\n', media: {} } },
+    v2: { NoahWilliams: { 'chat.md': '[2024-05-01 10:00:00] NoahWilliams: Are we still on for Saturday?  \n\n[2024-05-01 10:01:00] Me: Yes!  \n\n', 'index.html': '<html><body></body></html>\n' } },
+  });
+  for (const [input, markdown] of [['v1', 'v1/NoahWilliams/index.md'], ['v2', 'v2/NoahWilliams/chat.md'], ['v1/NoahWilliams', 'v1/NoahWilliams/index.md']]) {
+    await t.rejects(importChats([path.join(dir, input)], { out: path.join(dir, 'out') }), { message: `${path.join(dir, markdown)}: ${SIGNAL_MARKDOWN_ADVICE}` }, input);
+  }
+  await t.rejects(importChats([path.join(dir, 'v1', 'NoahWilliams', 'index.md')], { out: path.join(dir, 'out') }), { message: `${path.join(dir, 'v1', 'NoahWilliams', 'index.md')}:1: ${SIGNAL_MARKDOWN_ADVICE}` });
+  t.match(SIGNAL_MARKDOWN_ADVICE, /signal-export 3\.0 or later/);
+  t.notOk(fs.existsSync(path.join(dir, 'out')), 'nothing written');
 });
 
 t.test('a broken data.json: the error names its file and line', async (t) => {
