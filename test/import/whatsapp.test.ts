@@ -308,6 +308,22 @@ t.test("an iPhone's photo, video or voice message after its caption: the caption
   t.match(summary, { read: 6, kept: 4, dropped: { media: 2 } });
 });
 
+// As real exports name them: a contact's card after the contact, a file as its sender named it.
+t.test('Android: a file attached whose name holds spaces is media, its caption kept; the words in a message are kept', async (t) => {
+  const lines = [
+    '02/06/22, 10:52 am - Mom: Ade D.vcf (file attached)',
+    '02/06/22, 10:53 am - Mom: 2 contacts.vcf (file attached)',
+    '02/06/22, 10:54 am - Mom: Amarjeet Mam ( GH1🏢 ).vcf (file attached)',
+    '02/06/22, 10:55 am - Mom: Trip plan final.pdf (file attached)',
+    'the plan for June',
+    '02/06/22, 10:56 am - Jane Doe: I sent Ade D.vcf (file attached) yesterday',
+    '',
+  ];
+  const { files, summary } = await importChatWithMom(t, lines);
+  t.same(files, { 'mom.train': ['0|Mom|the plan for June <EOM>', '1|Mom|I sent Ade D.vcf (file attached) yesterday <EOM>'] });
+  t.match(summary, { read: 5, kept: 2, dropped: { media: 3 } });
+});
+
 t.test("on Android the iPhone's placeholder words are messages; its own placeholders, written without a mark, are not", async (t) => {
   const lines = [
     '04.03.24, 18:20 - Jane Doe: image omitted',
