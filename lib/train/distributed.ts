@@ -57,6 +57,25 @@ export function fromRank0<T>(ranks: Ranks, value: T): T {
   return JSON.parse(Buffer.from(bytes).toString('utf8')) as T;
 }
 
+// What rank 0 alone does (`action`: take the run folder's lock), on every rank: rank 0's failure fails each rank with
+// rank 0's message, where the others would go on to their next collective and wait there for a rank that has ended.
+// Rank 0 gets the result; the others null.
+export function onRank0<T>(ranks: Ranks, action: () => T): T | null {
+  let result: T | null = null;
+  let failure: Error | null = null;
+  if (ranks.rank === 0) {
+    try {
+      result = action();
+    } catch (err) {
+      failure = err as Error;
+    }
+  }
+  const message = fromRank0(ranks, failure?.message ?? null);
+  if (failure) throw failure;
+  if (message !== null) throw new Error(message);
+  return result;
+}
+
 // Element by element sums over the ranks.
 export function sumOverRanks(ranks: Ranks, values: number[]): number[] {
   const data = Float64Array.from(values);

@@ -32,7 +32,7 @@ import { STATE_FILE } from '../formats/chat_record';
 import { writeTextAtomic } from '../util/atomic_file';
 import { lockFolder } from '../util/folder_lock';
 import { BEST_FILE, BestValidation, DatasetRecord, OPTIMIZER_FILE, SavePhase, TrainState, bestCheckpoint, checkpointFolder, latestCheckpoint, listCheckpoints, readTrainState, saveCheckpoint } from './checkpoint';
-import { Ranks, checkRanksAgree, checkRanksAgreeOn, ctrlCAdvice, fromRank0, numberFromRank0, rankList, sumOverRanks, threadsPerRank } from './distributed';
+import { Ranks, checkRanksAgree, checkRanksAgreeOn, ctrlCAdvice, fromRank0, numberFromRank0, onRank0, rankList, sumOverRanks, threadsPerRank } from './distributed';
 import { MetricsLog, type MetricRecord } from './metrics';
 import { plotMetrics } from './plot';
 import { formatBytes, plural } from '../util/format';
@@ -613,7 +613,8 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
 
   // One run at a time in a run folder (rank 0 writes it): two would each resume from, replace and prune the other's
   // checkpoints, and sweep away the one the other is saving.
-  const release = root ? lockFolder(runDir, 'a training run') : null;
+  const lock = (): (() => void) => lockFolder(runDir, 'a training run');
+  const release = ranks ? onRank0(ranks, lock) : lock();
   let started: { start: Start; model: Model; tokenizer: Tokenizer };
   try {
     const start = findStart(o, runDir, ranks);

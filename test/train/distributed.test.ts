@@ -2,8 +2,9 @@
 // train to the very weights of 1 rank x batch 4; ZeRO-1 gives the same weights as no sharding; a run killed after a
 // checkpoint (which ends the whole job within seconds) resumes to where an uninterrupted run ends, also on another
 // number of ranks; one rank's error ends the job naming the rank; ranks given other flags or other data than rank 0's
-// (or other weights under the same --model_name) end the job at start, naming which; SIGUSR1 to mpirun stops every
-// rank after the same step, as rank 0's metrics log that cannot be written does, with a save.
+// (or other weights under the same --model_name) end the job at start, naming which, as a run folder another run
+// holds does on every rank; SIGUSR1 to mpirun stops every rank after the same step, as rank 0's metrics log that
+// cannot be written does, with a save.
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,6 +15,7 @@ import { readMetrics } from '../../lib/train/metrics';
 import { TrainOptions, train } from '../../lib/train/train';
 import { collect, tinyRun } from './helpers';
 import { withFileSizeLimit } from '../helpers/file_size_limit';
+import { LOCK_FILE, lockFolder } from '../../lib/util/folder_lock';
 
 const TRAIN = path.join(__dirname, '..', '..', 'bin', 'commands', 'train.js');
 // As root (CI), mpirun wants to be told; two ranks on two cores need --oversubscribe where cores are fewer.
@@ -222,6 +224,20 @@ t.test('ranks given other flags than rank 0 end at once, naming the flag, rather
   t.ok(Date.now() - started < 45_000, 'within seconds, not at the collective timeout');
   t.match(stderr, "train: rank 1 of 2: the ranks disagree on --stop_after: rank 1 has another than rank 0's 2 (this one: 4): give every rank the same flags");
   t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1')), 'nothing trained, nothing saved');
+});
+
+t.test('a run folder that another run holds refuses every rank at once, each saying why', async (t) => {
+  const dir = t.testdir();
+  const runDir = path.join(dir, 'checkpoint', 'run1');
+  const release = lockFolder(runDir, 'a training run');
+  t.teardown(release);
+  const options = tinyRun(dir, { batch_size: 2, stop_after: 2, collective_timeout: 60 });
+  const { code, stderr } = await mpirun([options, options]).done;
+  t.not(code, 0);
+  for (const rank of [0, 1]) {
+    t.match(stderr, `train: rank ${rank} of 2: ${runDir} is in use by process ${process.pid} (a training run), which is writing there: a training run is refused`);
+  }
+  t.same(fs.readdirSync(runDir), [LOCK_FILE], 'nothing written beside the lock, which is still the holder\'s');
 });
 
 t.test('ranks that read other data under the same --dataset end at once, naming it, rather than train on it', async (t) => {
