@@ -1,9 +1,10 @@
 // One writer at a time in a folder of the user's: two imports into one folder, two training runs into one run
 // folder, two saves of a model into one folder each read what is there and write beside it, and at the same moment
 // one's record, checkpoints or files would replace or mix with the other's. A writer holds the folder's lock file,
-// created exclusively with its process id; another writer is refused, told which process holds it. A lock left by
-// a process that is gone (killed) is taken over, with a warning.
+// created exclusively with its process id and machine; another writer is refused, told which process holds it. A lock
+// left by a process of this machine that is gone (killed) is taken over, with a warning.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 export const LOCK_FILE = '.dixie.lock';
@@ -11,6 +12,7 @@ export const LOCK_FILE = '.dixie.lock';
 interface LockHolder {
   pid: number | null;  // null: a lock being created this moment, or one whose content is not dixie's
   started: number;     // when that process started (STARTED); NaN where the lock does not say
+  host: string | null; // the machine it runs on (HOST); null where the lock does not say: this one's
   holder: string;
   text: string;
 }
@@ -20,6 +22,11 @@ interface LockHolder {
 // same id as the last time.
 const STARTED = Math.round(Date.now() - process.uptime() * 1000);
 const SAME_START_MS = 1000;
+
+// A folder on a file system that machines share (NFS: a run folder of a job across machines) is locked by processes of
+// several machines, and a process id says whether a process runs only on its own machine: another machine's lock is
+// held for as long as it is there.
+const HOST = os.hostname();
 
 // Whether process `pid` runs. A process that has ended but whose parent has not yet collected its status (a zombie:
 // an mpirun rank killed with its job, for as long as its parent takes to reap it) takes signals yet runs no more.
@@ -57,16 +64,18 @@ export function lockFolder(dir: string, holder: string, warn: (message: string) 
   };
   for (;;) {
     try {
-      fs.writeFileSync(file, `${JSON.stringify({ pid: process.pid, started: STARTED, holder })}\n`, { flag: 'wx' });
+      fs.writeFileSync(file, `${JSON.stringify({ pid: process.pid, started: STARTED, host: HOST, holder })}\n`, { flag: 'wx' });
       return release;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const held = readLock(file);
     if (held === null) continue;  // released meanwhile
-    if (held.pid === null || (held.pid === process.pid ? Math.abs(held.started - STARTED) < SAME_START_MS : isRunning(held.pid))) {
-      const who = held.pid === null ? 'another process' : held.pid === process.pid ? `this process (${held.holder})` : `process ${held.pid} (${held.holder})`;
-      throw Object.assign(new Error(`${dir} is in use by ${who}, which is writing there: ${holder} is refused (run it again when that is done; the lock is ${file}: remove it if that process is not dixie's)`), { code: 'ELOCKED', holder: held.holder });
+    const elsewhere = held.host !== null && held.host !== HOST;
+    if (held.pid === null || elsewhere || (held.pid === process.pid ? Math.abs(held.started - STARTED) < SAME_START_MS : isRunning(held.pid))) {
+      const who = held.pid === null ? 'another process' : elsewhere ? `process ${held.pid} of ${held.host} (${held.holder})` : held.pid === process.pid ? `this process (${held.holder})` : `process ${held.pid} (${held.holder})`;
+      const remove = elsewhere ? `remove it if that process no longer runs on ${held.host}, or is not dixie's` : "remove it if that process is not dixie's";
+      throw Object.assign(new Error(`${dir} is in use by ${who}, which is writing there: ${holder} is refused (run it again when that is done; the lock is ${file}: ${remove})`), { code: 'ELOCKED', holder: held.holder });
     }
     if (takeOver(file, held)) warn(`${file}: taken over from process ${held.pid} (${held.holder}), which is no longer running${held.pid === process.pid ? ' (this process has its id now)' : ''}`);
   }
@@ -94,10 +103,16 @@ function readLock(file: string): LockHolder | null {
     throw err;
   }
   try {
-    const { pid, started, holder } = JSON.parse(text) as { pid?: unknown; started?: unknown; holder?: unknown };
-    return { pid: Number.isInteger(pid) ? (pid as number) : null, started: typeof started === 'number' ? started : NaN, holder: typeof holder === 'string' ? holder : 'unknown', text };
+    const { pid, started, host, holder } = JSON.parse(text) as { pid?: unknown; started?: unknown; host?: unknown; holder?: unknown };
+    return {
+      pid: Number.isInteger(pid) ? (pid as number) : null,
+      started: typeof started === 'number' ? started : NaN,
+      host: typeof host === 'string' ? host : null,
+      holder: typeof holder === 'string' ? holder : 'unknown',
+      text,
+    };
   } catch {
-    return { pid: null, started: NaN, holder: 'unknown', text };
+    return { pid: null, started: NaN, host: null, holder: 'unknown', text };
   }
 }
 
