@@ -335,11 +335,14 @@ class MpiCollective : public Collective {
 
   // On the watchdog's thread: MPI_Abort when the library allows a call from a second thread, else an exit, which
   // the launcher turns into the end of the job all the same.
+  // Of two ranks the one waited for is the other, which the message names; of more, any of them may be the one
+  // that stopped, and the others wait for it too.
   void timed_out() {
+    const std::string waited_for = size_ == 2 ? "rank " + std::to_string(1 - rank_) : "the other ranks";
     std::fprintf(stderr,
-                 "dixie: rank %d: %s has waited %.0f s for the other ranks (--collective_timeout); a rank has stopped "
-                 "without dying: ending the job\n",
-                 rank_, watchdog_.what(), watchdog_.waited());
+                 "dixie: rank %d: %s has waited %.0f s for %s (--collective_timeout); %s has stopped without dying: "
+                 "ending the job\n",
+                 rank_, watchdog_.what(), watchdog_.waited(), waited_for.c_str(), size_ == 2 ? "it" : "a rank");
     std::fflush(stderr);
     if (thread_multiple_) api_.Abort(api_.comm_world, 1);
     std::_Exit(1);

@@ -1,10 +1,11 @@
 // Data-parallel bin/train under Open MPI's mpirun, on the CPU with the tiny model: 2 ranks x batch 2 (and 4 x 1)
 // train to the very weights of 1 rank x batch 4; ZeRO-1 gives the same weights as no sharding; a run killed after a
 // checkpoint (which ends the whole job within seconds) resumes to where an uninterrupted run ends, also on another
-// number of ranks; one rank's error ends the job naming the rank; ranks given other flags or other data than rank 0's
-// (or other weights under the same --model_name) end the job at start, naming which, as a run folder another run
-// holds does on every rank; SIGUSR1 to mpirun stops every rank after the same step, as rank 0's metrics log that
-// cannot be written does, with a save.
+// number of ranks; one rank's error ends the job naming the rank, as a rank that stops without dying does at the
+// collective timeout; ranks given other flags or other data than rank 0's (or other weights
+// under the same --model_name) end the job at start, naming which, as a run folder another run holds does on every
+// rank; SIGUSR1 to mpirun stops every rank after the same step, as rank 0's metrics log that cannot be written does,
+// with a save.
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -173,6 +174,17 @@ t.test('a 2-rank run killed after a checkpoint ends at once, and resumes to wher
   const y = losses(single.runDir).slice(-4);
   t.ok(x.every((v, i) => Math.abs(v - y[i]) <= 1e-6 * v), `1 rank resumes a 2-rank run: losses ${y} match ${x}`);
   t.ok(same(a, single.checkpoint as string, 'model.safetensors'), 'and ends with the weights of the 2-rank run, bit for bit');
+});
+
+t.test('a rank that stops without dying ends the job at the collective timeout, the other naming it', async (t) => {
+  const dir = t.testdir();
+  const job = mpirun(new Array(2).fill(tinyRun(dir, { batch_size: 2, collective_timeout: 5 })));
+  await until(job, /^\[3 \| /m);
+  const rank1 = Number(execFileSync('pgrep', ['-P', String(job.child.pid)]).toString().trim().split('\n')[1]);
+  process.kill(rank1, 'SIGSTOP');
+  const { code, stderr } = await job.done;
+  t.not(code, 0, `the job ends with a failure status (${code})`);
+  t.match(stderr, /dixie: rank 0: \S+ has waited \d+ s for rank 1 \(--collective_timeout\); it has stopped without dying: ending the job/);
 });
 
 t.test('a run resumed on another number of ranks says when that changes its global batch, and how to keep it', async (t) => {
