@@ -171,7 +171,7 @@ export interface NativeRanks {
   library: string;     // the MPI library, e.g. "Open MPI v4.1.4 (libmpi.so.40)"
   allreduceSum(data: Float64Array): void;  // in place
   broadcast(data: Uint8Array, root: number): void;
-  barrier(): Promise<void>;                // without a timeout, leaving the cores to the ranks that work
+  barrier(timed: boolean): Promise<void>;  // leaving the cores to the ranks that work; within the timeout where timed
   setTimeout(seconds: number): void;       // a collective waiting longer ends the job (0: never)
   reduceSeconds(): number;                 // time in the gradient and parameter collectives so far
   finalize(): void;

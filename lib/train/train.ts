@@ -810,10 +810,11 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
       await afterRank0Alone(`at step ${step}`);
     };
 
-    // Where the other ranks wait, without a timeout, for what rank 0 does alone (saves, samples).
+    // Where the other ranks wait, without a timeout, for what rank 0 does alone (saves, samples); rank 0, the last to
+    // come, waits there for a rank that has stopped meanwhile within the timeout, as in any collective.
     const afterRank0Alone = async (when: string | null): Promise<void> => {
       if (!ranks) return;
-      await ranks.barrier();
+      await ranks.barrier(root);
       if (when) checkRanksAgree(ranks, model, when);
     };
 

@@ -1023,11 +1023,11 @@ Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
 // Waits for every rank off the event loop, so that signals (a second Ctrl-C) are still handled meanwhile.
 class BarrierJob : public Napi::AsyncWorker {
  public:
-  BarrierJob(Napi::Env env, dixie::Collective& group) : Napi::AsyncWorker(env), group_(group), deferred_(Napi::Promise::Deferred::New(env)) {}
+  BarrierJob(Napi::Env env, dixie::Collective& group, bool timed) : Napi::AsyncWorker(env), group_(group), timed_(timed), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
-      group_.barrier();
+      group_.barrier(timed_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -1037,6 +1037,7 @@ class BarrierJob : public Napi::AsyncWorker {
 
  private:
   dixie::Collective& group_;
+  bool timed_;
   Napi::Promise::Deferred deferred_;
 };
 
@@ -1074,7 +1075,8 @@ Napi::Value InitDistributed(const Napi::CallbackInfo& info) {
       return i.Env().Undefined();
     });
     method("barrier", [g](const Napi::CallbackInfo& i) -> Napi::Value {
-      BarrierJob* job = new BarrierJob(i.Env(), *g);
+      if (!i[0].IsBoolean()) throw std::invalid_argument("barrier: timed must be a boolean");
+      BarrierJob* job = new BarrierJob(i.Env(), *g, i[0].As<Napi::Boolean>().Value());
       Napi::Promise promise = job->promise();
       job->Queue();
       return promise;

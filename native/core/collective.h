@@ -51,9 +51,10 @@ class Collective {
   virtual void reduce_scatter_sum(float* data, const std::vector<size_t>& parts) = 0;
   virtual void allgather(float* data, const std::vector<size_t>& parts) = 0;
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
-  // Waits for every rank without a timeout and without spinning: for the ranks that wait while rank 0 alone works
-  // (a checkpoint, samples), however long that takes.
-  virtual void barrier() = 0;
+  // Waits for every rank without spinning: for the ranks that wait while rank 0 alone works (a checkpoint, samples),
+  // without a timeout, however long that takes (timed false); for rank 0, which comes last, within the timeout
+  // (timed true), as a rank that stopped meanwhile would hold it there.
+  virtual void barrier(bool timed) = 0;
   // Ends every rank of the job now (MPI_Abort), with `code` as the launcher's exit status.
   [[noreturn]] virtual void abort(int code) = 0;
   virtual void finalize() = 0;

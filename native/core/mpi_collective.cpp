@@ -12,6 +12,7 @@
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -241,7 +242,9 @@ class MpiCollective : public Collective {
     check(api_.Bcast(data, int_count(bytes, "MPI_Bcast"), api_.type_byte, root, api_.comm_world), "MPI_Bcast");
   }
 
-  void barrier() override {
+  void barrier(bool timed) override {
+    std::optional<Watchdog::Span> span;
+    if (timed) span.emplace(watchdog_, "MPI_Ibarrier");
     H request{};
     check(api_.Ibarrier(api_.comm_world, &request), "MPI_Ibarrier");
     // Polled with growing sleeps: the ranks waiting here leave their cores to rank 0's work.

@@ -187,6 +187,19 @@ t.test('a rank that stops without dying ends the job at the collective timeout, 
   t.match(stderr, /dixie: rank 0: \S+ has waited \d+ s for rank 1 \(--collective_timeout\); it has stopped without dying: ending the job/);
 });
 
+t.test("rank 0 waits for a rank that stopped before a barrier within the collective timeout, as in any collective", async (t) => {
+  // Rank 0 comes to the barrier after its save or samples, the others wait there for it: rank 1 here stays away
+  // (for a minute, then ends) as a rank stopped before the barrier does.
+  const native = path.join(__dirname, '..', '..', 'lib', 'engine', 'native.js');
+  const script = `const ranks = require(${JSON.stringify(native)}).loadAddon().initDistributed(); ranks.setTimeout(2);
+    if (ranks.rank === 0) void ranks.barrier(true).then(() => console.log('rank 0 passed the barrier'));
+    else setTimeout(() => process.exit(3), 60_000);`;
+  const r = spawnSync('mpirun', ['--oversubscribe', '-np', '2', process.execPath, '-e', script], { env: ENV, encoding: 'utf8' });
+  t.not(r.status, 0);
+  t.notMatch(r.stdout, 'passed');
+  t.match(r.stderr, /dixie: rank 0: MPI_Ibarrier has waited \d+ s for rank 1 \(--collective_timeout\); it has stopped without dying: ending the job/);
+});
+
 t.test('a run resumed on another number of ranks says when that changes its global batch, and how to keep it', async (t) => {
   const dir = t.testdir();
   const options = tinyRun(dir, { batch_size: 2, zero: 1, stop_after: 2 });
