@@ -146,8 +146,14 @@ class Watchdog {
  private:
   void watch() {
     std::unique_lock<std::mutex> lock(mu_);
+    auto last = std::chrono::steady_clock::now();
     for (;;) {
       cv_.wait_for(lock, std::chrono::seconds(1));
+      // Woken long after the second asked for: this process was stopped (SIGSTOP, Ctrl-Z). That time is not spent
+      // waiting for the others, whom it would blame on coming back (as mpirun's SIGCONT before its kill brings it).
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last > std::chrono::seconds(3)) since_ += now - last - std::chrono::seconds(1);
+      last = now;
       if (armed_ && timeout_ > 0 && waited() > timeout_) on_timeout_();
     }
   }

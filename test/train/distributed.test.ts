@@ -2,7 +2,7 @@
 // train to the very weights of 1 rank x batch 4; ZeRO-1 gives the same weights as no sharding; a run killed after a
 // checkpoint (which ends the whole job within seconds) resumes to where an uninterrupted run ends, also on another
 // number of ranks; one rank's error ends the job naming the rank, as a rank that stops without dying does at the
-// collective timeout; ranks given other flags or other data than rank 0's (or other weights
+// collective timeout (a paused job goes on); ranks given other flags or other data than rank 0's (or other weights
 // under the same --model_name) end the job at start, naming which, as a run folder another run holds does on every
 // rank; SIGUSR1 to mpirun stops every rank after the same step, as rank 0's metrics log that cannot be written does,
 // with a save.
@@ -185,6 +185,39 @@ t.test('a rank that stops without dying ends the job at the collective timeout, 
   const { code, stderr } = await job.done;
   t.not(code, 0, `the job ends with a failure status (${code})`);
   t.match(stderr, /dixie: rank 0: \S+ has waited \d+ s for rank 1 \(--collective_timeout\); it has stopped without dying: ending the job/);
+  t.notMatch(stderr, /dixie: rank 1: .* has waited/, "rank 1, woken by mpirun to be ended, does not count the time it was stopped as waiting for rank 0's");
+});
+
+t.test('a job whose ranks are paused (SIGSTOP, as a batch system suspends a job) longer than the collective timeout goes on when continued', async (t) => {
+  const dir = t.testdir();
+  const job = mpirun(new Array(2).fill(tinyRun(dir, { batch_size: 2, save_on_ctrlc: true, collective_timeout: 5 })));
+  await until(job, /^\[3 \| /m);
+  const [rank0, rank1] = execFileSync('pgrep', ['-P', String(job.child.pid)]).toString().trim().split('\n').map(Number);
+  // A rank this test leaves stopped would hold mpirun, and the test, forever.
+  t.teardown(() => {
+    for (const pid of [rank0, rank1]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // ended
+      }
+    }
+  });
+  const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+  // Rank 1 comes to a collective meanwhile and waits there for rank 0: paused, it has waited 12 s by the clock.
+  process.kill(rank0, 'SIGSTOP');
+  await pause(500);
+  process.kill(rank1, 'SIGSTOP');
+  await pause(12_000);
+  const before = job.output().length;
+  process.kill(rank0, 'SIGCONT');
+  process.kill(rank1, 'SIGCONT');
+  await until({ ...job, output: () => job.output().slice(before) }, /^\[\d+ \| /m);
+  job.child.kill('SIGUSR1');
+  const { code, stdout } = await job.done;
+  t.equal(code, 0, 'trained on after the pause, and stopped when asked');
+  const step = Number(/stopped at step (\d+)/.exec(stdout)?.[1]);
+  t.equal(path.basename(latestCheckpoint(path.join(dir, 'checkpoint', 'run1')) as string), `model-${step}`, 'with a save');
 });
 
 t.test("rank 0 waits for a rank that stopped before a barrier within the collective timeout, as in any collective", async (t) => {
