@@ -33,8 +33,9 @@ t.test("a lock this process holds refuses another writer of this process; one wi
 t.test('a lock of a process that has ended but is not yet reaped (a zombie: an mpirun rank killed with its job) is taken over', { skip: !fs.existsSync('/proc/self/stat') && 'no /proc' }, async (t) => {
   const dir = t.testdir();
   const lock = path.join(dir, LOCK_FILE);
-  // The shell's background child ends at once, and the shell, replaced by a sleep that never waits, does not reap it.
-  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  // The shell's background child ends a second later, when the shell has been replaced by a sleep that never waits and
+  // so never reaps it (a child that ended at once could be reaped by the shell before its exec).
+  const parent = spawn('sh', ['-c', 'sleep 1 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
   t.teardown(() => parent.kill('SIGKILL'));
   const zombie = Number(await new Promise<string>((resolve) => parent.stdout.once('data', (data: Buffer) => resolve(data.toString()))));
   const stateOf = (): string => {
