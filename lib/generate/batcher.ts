@@ -509,7 +509,10 @@ export class Batcher {
     let groupTurn = Infinity;
     this.queue.forEach((job, i) => {
       const last = this.lastAdmitted.get(job.request.queue ?? '') ?? 0;
-      const lastOfClient = this.clientAdmitted.get(job.request.client ?? '') ?? 0;
+      // A client new to the turns counts as admitted just before its request came, as a group that just came does:
+      // ahead of a client admitted since, behind one that has waited since before it, whom newcomers that keep
+      // coming would otherwise hold back for ever.
+      const lastOfClient = this.clientAdmitted.get(job.request.client ?? '') ?? job.arrivedTurn - 0.5;
       const lastOfGroup = (job.request.group && this.groupAdmitted.get(job.request.group)) ?? job.arrivedTurn;
       if (last < turn || (last === turn && (lastOfClient < clientTurn || (lastOfClient === clientTurn && lastOfGroup < groupTurn)))) {
         turn = last;

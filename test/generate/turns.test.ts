@@ -1,0 +1,29 @@
+// The batcher's turns at its slots within a queue: clients take turns, a client new to the queue counted as
+// admitted when its request came, so that clients that keep coming never hold back another's waiting request for ever.
+import t from 'tap';
+import type { GPT2Config } from '../../lib/engine/model';
+import { testGenerator } from './helpers';
+
+const CONFIG: GPT2Config = { nLayer: 1, nHead: 1, nEmbd: 8, nCtx: 32, vocabSize: 50257 };
+
+t.test('a client with a request waiting is not held back by every client that comes after it', async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 1 });
+  const order: string[] = [];
+  const ask = (name: string, client: string, onFirst?: () => void): Promise<void> => {
+    let first = true;
+    return gen.generate('Once', { maxTokens: 4, temperature: 0, stopTokens: [], client, onLogprob: onFirst && (() => {
+      if (first) onFirst();
+      first = false;
+    }), logprobs: onFirst ? 0 : undefined }).then(() => {
+      order.push(name);
+    });
+  };
+  // A's first request decodes, its second waits with a new client's; then, while each newcomer decodes, another one
+  // comes, as on a busy server whose users each send one request.
+  const asked: Promise<void>[] = [];
+  const newcomer = (i: number): Promise<void> => ask(`new ${i}`, `n${i}`, i < 4 ? () => asked.push(newcomer(i + 1)) : undefined);
+  asked.push(ask('A 1', 'a'), ask('A 2', 'a'), newcomer(1));
+  while (asked.length < 6) await Promise.all(asked);
+  await Promise.all(asked);
+  t.same(order.slice(0, 3), ['A 1', 'new 1', 'A 2'], `A's second request is admitted after the client that came with it, before those that came later: ${order.join(', ')}`);
+});
