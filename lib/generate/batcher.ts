@@ -88,7 +88,6 @@ export interface SlotActivity {
   generated: number;           // tokens drawn so far
   hasNewLine: boolean;         // whether its text so far holds a newline
   sampling: SamplingOptions;
-  stop: readonly string[];
   seed: number | bigint | undefined;  // undefined: a random one
   logprobs: number;            // the alternatives each drawn token comes with
 }
@@ -212,7 +211,6 @@ export class Batcher {
       generated: job.seq.generated.length,
       hasNewLine: job.seq.textSoFar.includes('\n'),
       sampling: { ...DEFAULT_SAMPLING, ...job.request.sampling },
-      stop: job.request.stop ?? [],
       seed: job.request.seed,
       logprobs: job.request.logprobs ?? 0,
     });

@@ -191,8 +191,9 @@ t.test('slots: each batch slot, the request a busy one decodes with its settings
   const busy = await slots();
   t.match(busy, {
     status: 200,
-    body: [{ id: 0, n_ctx: 1024, is_processing: true, n_prompt_tokens: 1, n_prompt_tokens_cache: 0, params: { n_predict: 1000, temperature: 0.5, top_k: 7, top_p: 0.9, min_p: 0, seed: 5, stop: ['zzz'], n_probs: 0 }, next_token: { has_next_token: true } }],
+    body: [{ id: 0, n_ctx: 1024, is_processing: true, n_prompt_tokens: 1, n_prompt_tokens_cache: 0, params: { n_predict: 1000, temperature: 0.5, top_k: 7, top_p: 0.9, min_p: 0, seed: 5, n_probs: 0 }, next_token: { has_next_token: true } }],
   });
+  t.notOk(JSON.stringify(busy.body).includes('zzz'), 'the request\'s stop strings, text its client wrote, are not shown');
   const next = (busy.body as { next_token: { n_decoded: number; n_remain: number } }[])[0].next_token;
   t.ok(next.n_decoded >= 1 && next.n_decoded < 1000, `tokens drawn so far: ${next.n_decoded}`);
   t.ok(next.n_remain <= 1000 - next.n_decoded, 'and those left, counted at or after them');

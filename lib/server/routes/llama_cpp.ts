@@ -332,8 +332,8 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
   });
 
   // Each of the model's batch slots, as llama-server gives them: the request a busy one decodes (of any API), its
-  // settings under llama.cpp's names and how far it is; a request's text is never shown, as the slots hold other
-  // clients' requests. `?fail_on_no_slot=1`: a 503 while every slot is busy, for a client that waits for a free one.
+  // settings under llama.cpp's names and how far it is; a request's text is never shown, its stop strings included
+  // (a front end's hold its users' names), as the slots hold other clients' requests. `?fail_on_no_slot=1`: a 503 while every slot is busy, for a client that waits for a free one.
   router.get('/slots', async (req: Request, res: Response) => {
     const model = servedModel(service, req.query.model);
     const nCtx = await contextOf(service, model);
@@ -353,7 +353,6 @@ export function llamaCppRouter(service: ChatService, jsonBody: express.RequestHa
           presence_penalty: a.sampling.presencePenalty ?? 0,
           frequency_penalty: a.sampling.frequencyPenalty ?? 0,
           seed: a.seed === undefined ? -1 : Number(a.seed),
-          stop: a.stop,
           n_probs: a.logprobs,
         },
         next_token: { has_next_token: !a.embeds, has_new_line: a.hasNewLine, n_remain: a.embeds ? 0 : a.maxTokens - a.generated, n_decoded: a.generated },
