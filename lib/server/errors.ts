@@ -6,6 +6,10 @@ export class HttpError extends Error {
   }
 }
 
+// A 503 of a model too busy to take a request now (its room full, its load not done in time), which goes through if
+// tried again later: unlike a model that failed to load, nothing is broken.
+export class BusyError extends HttpError {}
+
 // Absolute paths of two segments or more (POSIX or Windows), not the path part of a URL.
 const ABSOLUTE_PATH = /(?<![\w.~:/\\-])(?:\/[^\s/\\"'`:;,()<>]+){2,}\/?|\b[A-Za-z]:(?:\\[^\s\\"'`:;,()<>]+)+\\?/g;
 

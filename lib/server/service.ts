@@ -17,7 +17,7 @@ import { concat, EncoderPool } from '../tokenizer/parallel';
 import { isCutPoint, pieceEnd } from '../tokenizer/pretokenize';
 import { MAX_REPLY_LENGTH, type ModelConfig, type SamplingDefaults, type ServerConfig } from './config';
 import type { LoadedModel } from './engine';
-import { HttpError } from './errors';
+import { BusyError, HttpError } from './errors';
 import type { Log } from './log';
 import { Counter, Gauge, Histogram, MetricsRegistry, SampledCounter } from './metrics';
 import { ModelUnavailableError, type Lease, type ModelRegistry } from './model_registry';
@@ -336,7 +336,7 @@ export class ChatService {
     return this.registry.acquire(key, anySignal([signal, AbortSignal.timeout(Math.max(1, deadline - Date.now()))])).catch((err: Error) => {
       if (err instanceof ModelUnavailableError) throw new HttpError(err.status, err.message, {}, err.retryAfterS === null ? {} : { 'Retry-After': String(err.retryAfterS) });
       if (signal?.aborted) throw new HttpError(499, 'the client closed the request');
-      throw new HttpError(503, `timed out waiting for model "${key}" to load`, {}, { 'Retry-After': '5' });
+      throw new BusyError(503, `timed out waiting for model "${key}" to load`, {}, { 'Retry-After': '5' });
     });
   }
 
@@ -402,7 +402,7 @@ export class ChatService {
     this.shed.inc({ model: key });
     const retry = Math.max(MIN_RETRY_AFTER_S, Math.ceil(((this.meanSeconds.get(key) ?? 1) * (admitted + count - this.config.batchSlots)) / this.config.batchSlots));
     const more = count === 1 ? '' : `, no room for ${count} more`;
-    throw new HttpError(503, `model "${key}" has ${admitted} requests in hand${more}; try again later`, {}, { 'Retry-After': String(retry) });
+    throw new BusyError(503, `model "${key}" has ${admitted} requests in hand${more}; try again later`, {}, { 'Retry-After': String(retry) });
   }
 
   // Runs `use` with a lease on the loaded model, counted in its requests in hand (checkRoom).

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { fitConversation, type Conversation } from '../../lib/data/chat_format';
 import type { ChatReply } from '../../lib/generate/chat';
-import { HttpError } from '../../lib/server/errors';
+import { BusyError, HttpError } from '../../lib/server/errors';
 import type { ChatFn } from '../../lib/server/service';
 import { attributesOf, envelope, intent, launch, post, sessionEnded, ssmlOf, startSkill, type Answer } from './harness';
 
@@ -140,7 +140,7 @@ t.test('a broken model gets an apology, not an error', async (t) => {
 
 t.test('a model too busy to take the request (503, its queue full) is said to be slow, and logged as a warning', async (t) => {
   const skill = await startSkill({ verify_signatures: false }, async () => {
-    throw new HttpError(503, 'model "chatbot" has 72 requests in hand; try again later', {}, { 'Retry-After': '5' });
+    throw new BusyError(503, 'model "chatbot" has 72 requests in hand; try again later', {}, { 'Retry-After': '5' });
   });
   t.teardown(skill.close);
   const history = [{ from: 'user', text: 'a' }, { from: 'bot', text: 'b' }];
@@ -150,6 +150,17 @@ t.test('a model too busy to take the request (503, its queue full) is said to be
   t.same(attributesOf(answer).history, history, 'history kept as it was');
   t.match(skill.logs.find((l) => l.message === 'chat refused: the model is busy'), { level: 'warn', fields: { error: /requests in hand/ } });
   t.same(skill.logs.filter((l) => l.level === 'error'), [], 'no error logged');
+});
+
+t.test('a model that failed to load (its 503) is not busy: the user gets the apology, and the log an error', async (t) => {
+  const skill = await startSkill({ verify_signatures: false }, async () => {
+    throw new HttpError(503, 'model "chatbot" failed to load (no weights); it is tried again in 30 s', {}, { 'Retry-After': '30' });
+  });
+  t.teardown(skill.close);
+  const answer = await post(skill.url, JSON.stringify(intent('ChatIntent', { utterance: 'hello' })));
+  t.equal(answer.status, 200);
+  t.match(ssmlOf(answer), /something went wrong/);
+  t.match(skill.logs.find((l) => l.level === 'error'), { message: 'chat failed', fields: { error: /failed to load/ } });
 });
 
 t.test('a reply with nothing to speak, punctuation alone included, says so; what the user said stays in the history', async (t) => {

@@ -9,7 +9,7 @@ import type { ChatFn } from '../service';
 import { historyFrom, keepRecent, MAX_RESPONSE_BYTES } from './conversation';
 import { createLog, type Log } from '../log';
 import { AlexaRejection } from './errors';
-import { HttpError } from '../errors';
+import { BusyError } from '../errors';
 import { lastCompleteSentence, speakable, ssml } from './speech';
 import { parseEnvelope, type AlexaEnvelope, type AlexaResponseEnvelope } from './types';
 import { AlexaSignatureVerifier, checkTimestamp, type SignatureVerifierOptions } from './verify';
@@ -82,9 +82,9 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
         tooLate,
       ]);
     } catch (err) {
-      // A 503 is a model too busy to take the request now (its queue full, its load slow), not a broken one: the user
-      // hears it is slow, and the log has no error for each request a flood of them turns away.
-      if (err instanceof HttpError && err.status === 503) {
+      // A model too busy to take the request now (its queue full, its load slow) is not a broken one (a 503 of a load
+      // that failed is): the user hears it is slow, and the log has no error for each request a flood turns away.
+      if (err instanceof BusyError) {
         log('warn', 'chat refused: the model is busy', { requestId: envelope.request.requestId, error: err.message });
         return ask(options.tooSlow, envelope, history);
       }
