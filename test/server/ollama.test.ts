@@ -137,6 +137,12 @@ t.test('generate: the context an answer gives, sent back, goes on from its promp
   t.same(lines.slice(0, -1).filter((l) => l.context !== undefined), [], 'and only there');
   const chat = await ollama.generate({ model: 'chatbot', prompt: 'How are you?', options });
   t.equal(chat.context, undefined, 'a chat model\'s conversation: none, as it is /api/chat\'s to go on');
+  // A reply cut at a stop string: the context ends where the reply does, without the stop string's tokens.
+  const long = await ollama.generate({ model: 'general', prompt: PROMPT, options: { temperature: 0, num_predict: 16 } });
+  const stop = (long.response as string).slice(6, 9);
+  const cut = await ollama.generate({ model: 'general', prompt: PROMPT, options: { temperature: 0, num_predict: 16, stop: [stop] } });
+  t.equal(cut.done_reason, 'stop', `cut at ${JSON.stringify(stop)}`);
+  t.equal(tokenizer.decode(cut.context), PROMPT + cut.response, 'a reply cut at a stop string: its context ends with it');
 });
 
 t.test('an empty request loads the model, which /api/ps then lists', async (t) => {

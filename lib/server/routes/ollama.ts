@@ -173,17 +173,20 @@ function generatePrompt(model: ModelConfig, body: Body): string | Conversation {
 // /api/generate's `context`, as Ollama gives it in an answer's last line and its clients send it back to go on from
 // there: the tokens of the prompt and the reply. It is the tokens of a prompt continued as it is (`raw`, or a raw
 // model's), which the next prompt's tokens follow; a chat model's prompt is the conversation its chat format makes,
-// which /api/chat takes whole. Returns the prompt as token ids after the context, and the tokens it gives the answer's.
-async function continuedPrompt(service: ChatService, request: OllamaRequest, prompt: string | Conversation, given: unknown): Promise<{ prompt: GenerationRequest['prompt']; promptIds: number[] | null }> {
+// which /api/chat takes whole. Returns the prompt as token ids after the context, and the answer's context (none for
+// a chat model): the prompt's tokens, then the reply's, those drawn unless the reply was cut short of them (at a stop
+// string, whose tokens the next prompt must not follow), when they are its text's.
+async function continuedPrompt(service: ChatService, request: OllamaRequest, prompt: string | Conversation, given: unknown): Promise<{ prompt: GenerationRequest['prompt']; contextOf: ((c: Completion) => number[]) | null }> {
   const context = given === undefined || given === null ? [] : given;
   if (!Array.isArray(context) || !context.every((id) => Number.isSafeInteger(id) && (id as number) >= 0)) bad('context', 'must be the token ids an earlier answer gave as its context');
   if (typeof prompt !== 'string') {
     if (context.length > 0) bad('context', 'is only taken where the prompt is continued as it is ("raw": true, or a raw model): a chat model\'s conversation goes to /api/chat whole');
-    return { prompt, promptIds: null };
+    return { prompt, contextOf: null };
   }
   const tokenizer = await service.tokenizer(request.model.key);
   const ids = [...(context as number[]), ...(await service.encodeText(tokenizer, prompt))];
-  return { prompt: context.length > 0 ? ids : prompt, promptIds: ids };
+  const replyTokens = (c: Completion): Iterable<number> => (tokenizer.decode(c.tokens) === c.text ? c.tokens : tokenizer.encode(c.text, { allowSpecial: false }));
+  return { prompt: context.length > 0 ? ids : prompt, contextOf: (c) => [...ids, ...replyTokens(c)] };
 }
 
 // How Ollama's answers end: the counts and durations (nanoseconds) of the prompt and the reply.
@@ -393,8 +396,8 @@ export function ollamaRouter(service: ChatService, jsonBody: express.RequestHand
     const request = await readRequest(service, body, GENERATE_KEYS, res);
     if (body.prompt !== undefined && typeof body.prompt !== 'string') bad('prompt', 'must be a string');
     if (body.prompt === undefined || body.prompt === '') return load(service, res, request, { response: '' });
-    const { prompt, promptIds } = await continuedPrompt(service, request, generatePrompt(request.model, body), body.context);
-    const context = (c: Completion): Record<string, unknown> => (promptIds === null ? {} : { context: [...promptIds, ...c.tokens] });
+    const { prompt, contextOf } = await continuedPrompt(service, request, generatePrompt(request.model, body), body.context);
+    const context = (c: Completion): Record<string, unknown> => (contextOf === null ? {} : { context: contextOf(c) });
     return answer(service, res, request, prompt, Array.isArray(prompt) ? 'context' : 'prompt', (text) => ({ response: text }), context);
   });
 
