@@ -56,8 +56,8 @@ const WHY_IGNORED: Readonly<Record<string, string>> = {
 
 // The folder's generation_config.json, or where it has none and its model is a GGUF file, the sampling defaults of
 // that file's metadata (GGUF_SAMPLING_KEYS, as bin/export-gguf writes them) in generation_config.json's names; null
-// where there are none. A value of the wrong kind or range is refused, naming the file and field; token ids are
-// checked against the model's `vocabSize`.
+// where there are none. A value of the wrong kind or range is refused, naming the file and field (a GGUF file's is
+// left out, named in `ignored`); token ids are checked against the model's `vocabSize`.
 export function readGenerationConfig(dir: string, vocabSize: number): GenerationConfig | null {
   const file = path.join(dir, GENERATION_CONFIG_FILE);
   if (fs.existsSync(file)) return generationConfigOf(file, readJsonObject(file), vocabSize);
@@ -65,8 +65,24 @@ export function readGenerationConfig(dir: string, vocabSize: number): Generation
   if (gguf === null) return null;
   const g = openGguf(gguf);
   try {
-    const json = Object.fromEntries(GGUF_SAMPLING_KEYS.filter(({ key }) => g.metadata.has(key)).map(({ key, field }) => [field, g.number(key)]));
-    return Object.keys(json).length === 0 ? null : generationConfigOf(gguf, json, vocabSize);
+    // As llama.cpp reads them, which loads a file whatever their values: top_k <= 0 and min_p <= 0 are off, temp <= 0
+    // greedy. A value dixie has no meaning for is left out with a warning rather than making the model unloadable.
+    const json: Record<string, unknown> = {};
+    const ignored: string[] = [];
+    for (const { key, field } of GGUF_SAMPLING_KEYS) {
+      if (!g.metadata.has(key)) continue;
+      const raw = g.metadata.get(key);
+      const value = typeof raw !== 'number' ? raw : (field === 'top_k' || field === 'min_p' || field === 'temperature') && raw < 0 ? 0 : raw;
+      try {
+        generationConfigOf(gguf, { [field]: value }, vocabSize);
+        json[field] = value;
+      } catch {
+        ignored.push(`${gguf}: metadata "${key}" is ${quoted(raw)}, which dixie does not honour`);
+      }
+    }
+    if (Object.keys(json).length === 0) return ignored.length === 0 ? null : { file: gguf, json, defaults: {}, ignored };
+    const config = generationConfigOf(gguf, json, vocabSize);
+    return { ...config, ignored: [...ignored, ...config.ignored] };
   } finally {
     g.close();
   }

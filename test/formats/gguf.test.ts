@@ -283,6 +283,19 @@ t.test("a fine-tune's end of text, added tokens and sampling defaults go into ll
   t.same(loaded.generationConfig?.json, { temperature: Math.fround(0.7), top_k: 40, top_p: Math.fround(0.9), min_p: Math.fround(0.05), repetition_penalty: Math.fround(1.25) }, 'the sampling defaults, as generation_config.json names them');
   t.same(loaded.generationConfig?.defaults, { temperature: Math.fround(0.7), topK: 40, topP: Math.fround(0.9), minP: Math.fround(0.05), penalize: 1 / Math.fround(1.25) });
   loaded.dispose();
+
+  // llama.cpp loads a file whatever its sampling keys hold (top_k -1: off); dixie must load it too.
+  const odd = path.join(work, 'chatml-odd-sampling');
+  fs.mkdirSync(odd);
+  const bytes = fs.readFileSync(out);
+  const valueOf = (key: string): number => bytes.indexOf(Buffer.from(key)) + key.length + 4;
+  bytes.writeInt32LE(-1, valueOf('general.sampling.top_k'));
+  bytes.writeFloatLE(1.5, valueOf('general.sampling.min_p'));
+  fs.writeFileSync(path.join(odd, 'model.gguf'), bytes);
+  const oddModel = await Model.load(odd, { trainable: false, device: 'cpu' });
+  t.same(oddModel.generationConfig?.defaults, { temperature: Math.fround(0.7), topK: 0, topP: Math.fround(0.9), penalize: 1 / Math.fround(1.25) }, 'top_k -1 is off, as in llama.cpp');
+  t.match(oddModel.generationConfig?.ignored, [/metadata "general\.sampling\.min_p" is 1\.5, which dixie does not honour/]);
+  oddModel.dispose();
 });
 
 t.test('a vocabulary that does not fit the model is refused, and nothing is written', async (t) => {
