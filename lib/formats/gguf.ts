@@ -484,8 +484,9 @@ export function ggufVocabulary(g: GgufFile): { encoder: Buffer; merges: Buffer; 
   const types = g.metadata.get('tokenizer.ggml.token_type');
   const added: { id: number; special: boolean }[] = [];
   if (types instanceof Int32Array) types.forEach((type, id) => type === TOKEN_CONTROL || type === TOKEN_USER_DEFINED ? added.push({ id, special: type === TOKEN_CONTROL }) : undefined);
-  const eos = g.metadata.has('tokenizer.ggml.eos_token_id') ? g.u32('tokenizer.ggml.eos_token_id') : undefined;
-  if (eos !== undefined && eos >= tokens.length) throw new Error(`${g.path}: metadata "tokenizer.ggml.eos_token_id" is ${eos}, past the ${tokens.length} tokens of "tokenizer.ggml.tokens"`);
+  // One past the tokens is passed over, as llama.cpp passes it over ("bad special token"), loading the file.
+  const declaredEos = g.metadata.has('tokenizer.ggml.eos_token_id') ? g.u32('tokenizer.ggml.eos_token_id') : undefined;
+  const eos = declaredEos !== undefined && declaredEos < tokens.length ? declaredEos : undefined;
   return { encoder: Buffer.from(json), merges: Buffer.from(['#version: 0.2', ...merges, ''].join('\n')), ...(eos !== undefined && { eosToken: eos }), added };
 }
 

@@ -296,6 +296,13 @@ t.test("a fine-tune's end of text, added tokens and sampling defaults go into ll
   t.same(oddModel.generationConfig?.defaults, { temperature: Math.fround(0.7), topK: 0, topP: Math.fround(0.9), penalize: 1 / Math.fround(1.25) }, 'top_k -1 is off, as in llama.cpp');
   t.match(oddModel.generationConfig?.ignored, [/metadata "general\.sampling\.min_p" is 1\.5, which dixie does not honour/]);
   oddModel.dispose();
+
+  // An end of text past the tokens, which llama.cpp passes over with a warning: <|endoftext|> ends the text.
+  const badEos = path.join(work, 'chatml-bad-eos');
+  fs.mkdirSync(badEos);
+  bytes.writeUInt32LE(100000, valueOf('tokenizer.ggml.eos_token_id'));
+  fs.writeFileSync(path.join(badEos, 'model.gguf'), bytes);
+  t.equal(loadTokenizer(badEos).eosToken, 456);
 });
 
 t.test('a vocabulary that does not fit the model is refused, and nothing is written', async (t) => {
