@@ -591,7 +591,7 @@ function checkRanksShareOptions(ranks: Ranks, o: TrainOptions): void {
 // another model than the one asked for without a word: the averaged gradients keep their weights alike. `key` is the
 // data's tokenDigest, where it is known already.
 function checkRanksShareData(ranks: Ranks, flag: string, data: Dataset, key = tokenDigest(data.source)): void {
-  const shown = `${data.source.tokenCount.toLocaleString('en-US')} tokens in ${data.source.chunkStarts.length - 1} chunks, digest ${key.slice(0, 12)}`;
+  const shown = `${plural(data.source.tokenCount, 'token')} in ${plural(data.source.chunkStarts.length - 1, 'chunk')}, digest ${key.slice(0, 12)}`;
   checkRanksAgreeOn(ranks, [{ name: `the data of ${flag}`, key, shown }], 'give every rank the same files (on a file system every machine shares, or identical copies)');
 }
 

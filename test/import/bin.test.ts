@@ -63,7 +63,7 @@ t.test('the way on from more chat holds a tenth out for validation, and bin/trai
   const tiny = ['--fresh_model', '--n_layer', '1', '--n_head', '2', '--n_embd', '32', '--stop_after', '1', '--sample_every', '0', '--val_batch_count', '4', '--threads', '2'];
   const trained = runCommand('train', [...command.filter((a) => a !== '--model_name' && a !== '124M'), ...tiny], { cwd: dir });
   t.equal(trained.status, 0, trained.stderr);
-  const total = Number(/^dataset: ([\d,]+) tokens in 1 chunks/m.exec(trained.stdout)?.[1].replace(/,/g, ''));
+  const total = Number(/^dataset: ([\d,]+) tokens in 1 chunk from/m.exec(trained.stdout)?.[1].replace(/,/g, ''));
   const held = Number(/^held out for validation: the last 10% of each chunk, ([\d,]+) tokens$/m.exec(trained.stdout)?.[1].replace(/,/g, ''));
   t.ok(held >= 1025 && held >= Math.floor(total * 0.1), `${held} of ${total} tokens held out: room for a window of 1,024 tokens and the next`);
   t.match(trained.stdout, /^\[0 \| \S+\] validation loss \d+\.\d{4}$/m, 'validated on it');

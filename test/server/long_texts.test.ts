@@ -143,8 +143,10 @@ t.test("a model whose folder's vocabulary changed after it loaded keeps its own:
   t.teardown(() => srv.close());
   const tokenize = async (content: string): Promise<unknown> => (await request(`${srv.url}/tokenize`, { body: { model: 'own', content } })).json().tokens;
   t.same(await tokenize(PROMPT), ids(PROMPT), 'loaded, a short text encoded in place');
-  // Another vocabulary written over the folder's, as a model copied over a served one may bring.
+  // Another vocabulary written over the folder's, as a model copied over a served one may bring (one without the
+  // tokenizer_config.json whose added tokens name this vocabulary's ids).
   for (const file of ['vocab.json', 'merges.txt']) fs.copyFileSync(path.join(TOY_VOCABULARY, file), path.join(dir, file));
+  fs.rmSync(path.join(dir, 'tokenizer_config.json'));
   const warnings = srv.logs.length;
   t.same(await tokenize(LONG_TEXT), ids(LONG_TEXT), "a long one in the tokens of the vocabulary the model loaded with, not the folder's new one");
   t.match(srv.logs.slice(warnings), [{ level: 'warn', msg: "long texts encoded on the server's thread", error: `${dir}: its vocabulary changed since the model was loaded` }]);

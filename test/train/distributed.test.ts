@@ -311,7 +311,7 @@ t.test('ranks that read other data under the same --dataset end at once, naming 
   const options = tinyRun(dir, { dataset: 'data.train', batch_size: 2, stop_after: 2 });
   const { code, stderr } = await mpirun([options, options], workDirs).done;
   t.not(code, 0);
-  t.match(stderr, /train: rank 1 of 2: the ranks disagree on the data of --dataset: rank 1 has another than rank 0's 31,018 tokens in 1 chunks, digest [0-9a-f]{12} \(this one: 31,0\d\d tokens in 1 chunks, digest [0-9a-f]{12}\): give every rank the same files/);
+  t.match(stderr, /train: rank 1 of 2: the ranks disagree on the data of --dataset: rank 1 has another than rank 0's 31,018 tokens in 1 chunk, digest [0-9a-f]{12} \(this one: 31,0\d\d tokens in 1 chunk, digest [0-9a-f]{12}\): give every rank the same files/);
   t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1')), 'nothing trained, nothing saved');
 });
 
