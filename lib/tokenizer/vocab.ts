@@ -292,7 +292,8 @@ export class Vocabulary {
   // One past the largest id.
   readonly size: number;
   readonly eotToken: number;
-  // The token that ends a text as the tokenizer's files declare it (declaredEndOfText), else eotToken.
+  // The token that ends a text as the tokenizer's files declare it (declaredEndOfText) or a GGUF file's metadata does,
+  // else eotToken.
   readonly eosToken: number;
   // The tokens that encoding takes out of a text before BPE (declaredAddedTokens), by id.
   readonly addedTokens: readonly AddedToken[];

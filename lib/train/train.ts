@@ -836,7 +836,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     const generateSamples = async (): Promise<void> => {
       // Said first: 124M's default sample of 1023 tokens takes as long as several of its steps on a CPU, and the run
       // would seem stuck meanwhile.
-      log(`drawing ${plural(o.sample_num, 'sample')} of up to ${plural(o.sample_length, 'token')} (--sample_every ${o.sample_every}, --sample_length ${o.sample_length})`);
+      log(`drawing ${plural(o.sample_num, 'sample')} of up to ${plural(o.sample_length, 'token')} (--sample_every ${o.sample_every}, --sample_num ${o.sample_num}, --sample_length ${o.sample_length})`);
       generator ??= new Generator(model, tokenizer, { slots: o.sample_num });
       const g = generator;
       const texts = await Promise.all(

@@ -270,7 +270,7 @@ t.test('bin/train says it is drawing samples before the wait for them, with the 
   const run = runCommand('train', ['--dataset', path.join(CHAT, 'valid.train'), '--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1',
     '--n_embd', '16', '--n_ctx', '32', '--context_length', '16', '--sample_every', '1', '--sample_length', '8', '--stop_after', '1', '--threads', '1'], { cwd: dir });
   t.equal(run.status, 0, run.stderr);
-  t.match(run.stdout, /\n\[1 \| [^\]]*\] loss [^\n]*\ndrawing 1 sample of up to 8 tokens \(--sample_every 1, --sample_length 8\)\n={20} SAMPLE 1 ={20}\n/);
+  t.match(run.stdout, /\n\[1 \| [^\]]*\] loss [^\n]*\ndrawing 1 sample of up to 8 tokens \(--sample_every 1, --sample_num 1, --sample_length 8\)\n={20} SAMPLE 1 ={20}\n/);
 });
 
 t.test('bin/encode, then bin/train on the token file until Ctrl-C, which saves; bin/plot', async (t) => {
