@@ -142,7 +142,7 @@ async function writeFilesIn(files: readonly FileToWrite[], remove: readonly stri
     throw err;
   }
   for (const file of remove) fs.rmSync(file, { force: true });
-  for (const dir of new Set([...files.map((f) => f.target), ...remove].map((f) => path.dirname(f)))) fsyncDir(dir);
+  fsyncDir(path.dirname(files[0].target));  // every file's (writeFilesAtomic writes several into one folder alone)
   // Once the renames are on disk: a journal that outlived them would be finished again, finding nothing to rename.
   if (journalIn !== undefined) fs.rmSync(path.join(journalIn, RENAMES_FILE));
 }
