@@ -400,16 +400,17 @@ export class Model {
     const folder = typeof dir === 'string' ? inspectModelFolder(dir) : dir;
     const adapter = adapterDir === undefined ? null : readPeftAdapter(adapterDir);
     const chatAdapter = adapter === null || modelOptions.lora ? undefined : adapter.dir;
-    const generation = folder.config === null ? null : readGenerationConfig(folder.dir, folder.config.vocabSize);
     if (folder.kind === 'gguf') {
-      // Opened once: the chat record is read from its header too.
+      // Opened once: the chat record and the sampling defaults are read from its header too.
       const g = openGguf(folder.weights);
       try {
+        const generation = folder.config === null ? null : readGenerationConfig(folder.dir, folder.config.vocabSize, g);
         return await Model.loadGguf(g, modelOptions, readChatRecord(folder.dir, chatAdapter, g), generation, adapter, path.resolve(folder.dir));
       } finally {
         g.close();
       }
     }
+    const generation = folder.config === null ? null : readGenerationConfig(folder.dir, folder.config.vocabSize);
     const chat = readChatRecord(folder.dir, chatAdapter);
     if (folder.kind !== 'huggingface' || folder.config === null || folder.configFile === null) {
       throw new Error(`${folder.dir}: holds a TensorFlow checkpoint; convert it first with \`bin/import-tf ${folder.dir} <output folder>\``);

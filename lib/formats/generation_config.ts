@@ -12,7 +12,7 @@
 // search, max_length, bad_words_ids) is named in `ignored`, for whoever loads the model to warn of once.
 import fs from 'node:fs';
 import path from 'node:path';
-import { GGUF_SAMPLING_KEYS, ggufFileIn, openGguf } from './gguf';
+import { GGUF_SAMPLING_KEYS, type GgufFile, ggufFileIn, openGguf } from './gguf';
 import { safetensorsWeights } from './model_folder';
 import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
@@ -57,35 +57,42 @@ const WHY_IGNORED: Readonly<Record<string, string>> = {
 // The folder's generation_config.json, or where it has none and its model is a GGUF file, the sampling defaults of
 // that file's metadata (GGUF_SAMPLING_KEYS, as bin/export-gguf writes them) in generation_config.json's names; null
 // where there are none. A value of the wrong kind or range is refused, naming the file and field (a GGUF file's is
-// left out, named in `ignored`); token ids are checked against the model's `vocabSize`.
-export function readGenerationConfig(dir: string, vocabSize: number): GenerationConfig | null {
+// left out, named in `ignored`); token ids are checked against the model's `vocabSize`. `opened`: that GGUF file,
+// opened already by the model's load, whose header is then not read again.
+export function readGenerationConfig(dir: string, vocabSize: number, opened?: GgufFile): GenerationConfig | null {
   const file = path.join(dir, GENERATION_CONFIG_FILE);
   if (fs.existsSync(file)) return generationConfigOf(file, readJsonObject(file), vocabSize);
+  if (opened !== undefined) return ggufGenerationConfig(opened, vocabSize);
   const gguf = safetensorsWeights(dir) === undefined ? ggufFileIn(dir) : null;
   if (gguf === null) return null;
   const g = openGguf(gguf);
   try {
-    // As llama.cpp reads them, which loads a file whatever their values: top_k <= 0 and min_p <= 0 are off, temp <= 0
-    // greedy. A value dixie has no meaning for is left out with a warning rather than making the model unloadable.
-    const json: Record<string, unknown> = {};
-    const ignored: string[] = [];
-    for (const { key, field } of GGUF_SAMPLING_KEYS) {
-      if (!g.metadata.has(key)) continue;
-      const raw = g.metadata.get(key);
-      const value = typeof raw !== 'number' ? raw : (field === 'top_k' || field === 'min_p' || field === 'temperature') && raw < 0 ? 0 : raw;
-      try {
-        generationConfigOf(gguf, { [field]: value }, vocabSize);
-        json[field] = value;
-      } catch {
-        ignored.push(`${gguf}: metadata "${key}" is ${quoted(raw)}, which dixie does not honour`);
-      }
-    }
-    if (Object.keys(json).length === 0) return ignored.length === 0 ? null : { file: gguf, json, defaults: {}, ignored };
-    const config = generationConfigOf(gguf, json, vocabSize);
-    return { ...config, ignored: [...ignored, ...config.ignored] };
+    return ggufGenerationConfig(g, vocabSize);
   } finally {
     g.close();
   }
+}
+
+function ggufGenerationConfig(g: GgufFile, vocabSize: number): GenerationConfig | null {
+  const gguf = g.path;
+  // As llama.cpp reads them, which loads a file whatever their values: top_k <= 0 and min_p <= 0 are off, temp <= 0
+  // greedy. A value dixie has no meaning for is left out with a warning rather than making the model unloadable.
+  const json: Record<string, unknown> = {};
+  const ignored: string[] = [];
+  for (const { key, field } of GGUF_SAMPLING_KEYS) {
+    if (!g.metadata.has(key)) continue;
+    const raw = g.metadata.get(key);
+    const value = typeof raw !== 'number' ? raw : (field === 'top_k' || field === 'min_p' || field === 'temperature') && raw < 0 ? 0 : raw;
+    try {
+      generationConfigOf(gguf, { [field]: value }, vocabSize);
+      json[field] = value;
+    } catch {
+      ignored.push(`${gguf}: metadata "${key}" is ${quoted(raw)}, which dixie does not honour`);
+    }
+  }
+  if (Object.keys(json).length === 0) return ignored.length === 0 ? null : { file: gguf, json, defaults: {}, ignored };
+  const config = generationConfigOf(gguf, json, vocabSize);
+  return { ...config, ignored: [...ignored, ...config.ignored] };
 }
 
 function generationConfigOf(file: string, json: Record<string, unknown>, vocabSize: number): GenerationConfig {
