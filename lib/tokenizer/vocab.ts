@@ -319,18 +319,18 @@ export class Vocabulary {
     this.tokenEnd = tokens.end;
     this.index = new TokenIndex(this, tokens.hash);
 
-    const probe = new Uint8Array(END_OF_TEXT.length);
+    const probe = new Uint8Array(1);
     for (let b = 0; b < 256; b++) {
       probe[0] = b;
       const id = this.index.find(probe, 0, 1, fnv(probe, 0, 1, FNV_BASIS));
       if (id < 0) throw new Error(`${files.encoderPath}: no token for byte 0x${b.toString(16)} (${JSON.stringify(charOfByte[b])})`);
       this.byteTokens[b] = id;
     }
-    for (let k = 0; k < END_OF_TEXT.length; k++) probe[k] = END_OF_TEXT.charCodeAt(k);
-    this.eotToken = this.index.find(probe, 0, probe.length, fnv(probe, 0, probe.length, FNV_BASIS));
+    this.eotToken = this.idOf(END_OF_TEXT);
     if (this.eotToken < 0) throw new Error(`${files.encoderPath}: no ${END_OF_TEXT} token`);
     const dir = path.dirname(files.encoderPath);
-    const declared = declaredEndOfText(dir);
+    // A GGUF file's own end of text is its metadata's: the files beside it are not read for one.
+    const declared = bytes.eosToken === undefined ? declaredEndOfText(dir) : null;
     if (bytes.eosToken !== undefined) {
       this.eosToken = bytes.eosToken;
     } else if (declared === null) {
