@@ -258,11 +258,10 @@ export async function writeVocabulary(vocab: Vocabulary, dir: string, options: {
 // tokenizer files a folder may hold (another model's, saved there before), which are read before these or beside
 // them and would give the folder other tokens, another end of text or other added tokens.
 export function vocabularyFiles(vocab: Vocabulary, dir: string, options: { nCtx: number; chatTemplate?: string }): { write: FileToWrite[]; remove: string[] } {
-  const text = (id: number): string => Buffer.from(vocab.tokenBytes.subarray(vocab.tokenStart[id], vocab.tokenEnd[id])).toString('utf8');
   const config = {
     tokenizer_class: 'GPT2Tokenizer',
     bos_token: END_OF_TEXT,
-    eos_token: text(vocab.eosToken),
+    eos_token: vocab.textOf(vocab.eosToken),
     unk_token: END_OF_TEXT,
     add_prefix_space: false,
     model_max_length: options.nCtx,
@@ -346,7 +345,7 @@ export class Vocabulary {
   // the file does not say.
   private ggufAddedTokens(added: readonly { id: number; special: boolean }[]): AddedToken[] {
     const tokens = added.filter(({ id }) => id < this.size && this.tokenEnd[id] !== 0).map(({ id, special }) => ({
-      text: Buffer.from(this.tokenBytes.subarray(this.tokenStart[id], this.tokenEnd[id])).toString('utf8'), id, special, singleWord: false, lstrip: false, rstrip: false, normalized: false,
+      text: this.textOf(id), id, special, singleWord: false, lstrip: false, rstrip: false, normalized: false,
     }));
     if (!tokens.some((t) => t.id === this.eotToken)) tokens.push({ text: END_OF_TEXT, id: this.eotToken, special: true, singleWord: false, lstrip: false, rstrip: false, normalized: false });
     return tokens.sort((a, b) => a.id - b.id);
@@ -356,6 +355,11 @@ export class Vocabulary {
   idOf(text: string): number {
     const bytes = Buffer.from(text, 'utf8');
     return this.index.find(bytes, 0, bytes.length, fnv(bytes, 0, bytes.length, FNV_BASIS));
+  }
+
+  // The text of token `id`: its bytes as UTF-8.
+  textOf(id: number): string {
+    return Buffer.from(this.tokenBytes.subarray(this.tokenStart[id], this.tokenEnd[id])).toString('utf8');
   }
 
   // What tells this vocabulary from another whatever its files' names: a SHA-256 of the two files' bytes and of its
