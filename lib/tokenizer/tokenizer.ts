@@ -81,7 +81,7 @@ export class Tokenizer {
     if (typeof text !== 'string') throw new TypeError(`encode: the text must be a string, got ${quoted(text)}`);
     if (this.merger === undefined) this.merger = new PairMerger(this.vocab.merges);
     const matchers = options.allowSpecial ? this.withSpecial : this.withoutSpecial;
-    const count = matchers.length === 0 ? this.encodeSegment(text, 0, text.length, 0) : this.encodeAdded(text, 0, text.length, 0, matchers, 0);
+    const count = this.encodeAdded(text, 0, text.length, 0, matchers, 0);
     const tokens = this.out.slice(0, count);
     if (this.out.length > KEPT_OUTPUT) this.out = new Int32Array(4096);
     return tokens;
