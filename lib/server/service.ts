@@ -95,6 +95,7 @@ export interface ConversationOptions {
   maxTokens: number;
   maxPromptChars: number;  // the prompt's length at most; the oldest messages go first
   signal: AbortSignal;     // aborted once the answer can no longer arrive in time
+  client?: string;         // who asked: clients take turns at the slots (Batcher's admit)
 }
 
 // How routers that hold a conversation (the Alexa skill) ask a model to answer it: the server makes the
@@ -571,6 +572,7 @@ export class ChatService {
       lengthGiven: true,
       signal: options.signal,
       deadline: Date.now() + options.deadlineMs,
+      client: options.client,
     });
     const reason = completion.finishReason === 'aborted' ? 'deadline' : completion.finishReason;
     return { text: completion.text, finishReason: reason };

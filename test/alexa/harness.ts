@@ -65,10 +65,14 @@ export interface EnvelopeOptions {
   applicationId?: string;
   attributes?: Record<string, unknown>;
   timestamp?: Date;
+  user?: string;    // the account's userId (default amzn1.ask.account.TESTUSER)
+  person?: string;  // the personId of a speaker Alexa recognized (default none)
 }
 
 export function envelope(request: Record<string, unknown>, opts: EnvelopeOptions = {}): Record<string, unknown> {
   const applicationId = opts.applicationId ?? SKILL_ID;
+  const user = { userId: opts.user ?? 'amzn1.ask.account.TESTUSER' };
+  const person = opts.person === undefined ? {} : { person: { personId: opts.person } };
   return {
     version: '1.0',
     session: {
@@ -76,9 +80,9 @@ export function envelope(request: Record<string, unknown>, opts: EnvelopeOptions
       sessionId: 'amzn1.echo-api.session.0000',
       application: { applicationId },
       attributes: opts.attributes ?? {},
-      user: { userId: 'amzn1.ask.account.TESTUSER' },
+      user,
     },
-    context: { System: { application: { applicationId }, user: { userId: 'amzn1.ask.account.TESTUSER' }, device: { deviceId: 'test-device' } } },
+    context: { System: { application: { applicationId }, user, ...person, device: { deviceId: 'test-device' } } },
     request: { requestId: `amzn1.echo-api.request.${crypto.randomUUID()}`, timestamp: (opts.timestamp ?? new Date()).toISOString(), locale: 'en-US', ...request },
   };
 }

@@ -2,7 +2,7 @@
 // function: configured from server_config.json's "alexa" section, and mounted by hand with a test
 // certificate authority to show signed requests pass through the server's middleware byte for byte.
 import fs from 'node:fs';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { validateAlexaConfig } from '../../lib/server/alexa/config';
 import { createServer } from '../../lib/server/app';
 import { validateServerConfig } from '../../lib/server/config';
@@ -10,8 +10,8 @@ import { fitConversation, type Turn } from '../../lib/data/chat_format';
 import { createAlexaRouter } from '../../lib/server/alexa/router';
 import { lastCompleteSentence, ssml } from '../../lib/server/alexa/speech';
 import { loadTokenizer } from '../../lib/tokenizer';
-import { makeModels, startServer, tempDir, type Running } from '../server/helpers';
-import { attributesOf, CERT_BASE, intent, launch, post, signatureHeaders, SKILL_ID, ssmlOf, startCertServer } from './harness';
+import { LONG, makeModels, startServer, tempDir, type Running } from '../server/helpers';
+import { attributesOf, CERT_BASE, intent, launch, post, signatureHeaders, SKILL_ID, ssmlOf, startCertServer, type Answer } from './harness';
 import { createTestPki } from './pki';
 
 const MAX_TOKENS = 8;
@@ -132,4 +132,72 @@ t.test('signed requests pass through the server untouched; altered ones are refu
   t.equal(altered.status, 401);
   t.match(altered.body.error, /does not match the request body/);
   t.equal((await post(`${srv.url}/signed`, raw)).status, 401, 'unsigned');
+});
+
+// Every request comes from Amazon's addresses: each user takes turns at the model's slots as the user a signed
+// request names, so that one user's many requests (a chatty user, a device stuck in a loop) delay another user's by a
+// turn, not by all of them. Unsigned requests, which could name anyone, take turns by their address.
+t.test("the skill's users take turns at the model's one slot", async (t) => {
+  await makeModels(dir, { long: 8 }, 'Hello', 4, LONG);
+  const users = await startServer({
+    batch_slots: 1,
+    trust_proxy: 'loopback',  // the unsigned requests' addresses are told apart by the X-Forwarded-For this test sends
+    models: [{ key: 'dixie', restore_from: 'long', sampling: { temperature: 0 } }],
+    // A reply long enough to be still decoding while the others come.
+    alexa: { application_id: SKILL_ID, model_key: 'dixie', verify_signatures: false, max_tokens: 60 },
+  }, dir);
+  const certs = await startCertServer({ 'chain.pem': pki.signer.cert + pki.intermediate.cert });
+  t.teardown(async () => {
+    await users.close();
+    await certs.close();
+  });
+  const options = validateAlexaConfig({ application_id: SKILL_ID, path: '/signed', model_key: 'dixie', max_tokens: 60 }, 'alexa');
+  users.server.mount(createAlexaRouter(options, users.server.chat, { trustedRoots: [pki.root.cert], fetchCertChain: certs.fetcher, log: users.server.log }));
+
+  // Until the model's batcher has `waiting` requests waiting beside the one decoding (or five seconds have passed).
+  async function untilWaiting(waiting: number): Promise<{ running: number; waiting: number } | undefined> {
+    const load = () => users.server.service.registry.peek('dixie')?.generator.load;
+    for (let i = 0; i < 500 && !(load()?.running === 1 && load()?.waiting === waiting); i++) await new Promise((r) => setTimeout(r, 10));
+    return load();
+  }
+
+  // Sends a chat request and puts `name` in `answered` once it is answered with a reply.
+  function recorder(t: Test, answered: string[]): (name: string, send: Promise<Answer>) => Promise<void> {
+    return (name, send) => send.then((answer) => {
+      t.equal(answer.status, 200, `${name} answered`);
+      answered.push(name);
+    });
+  }
+
+  t.test("one user's many requests delay another user's by a turn, though all come from Amazon's address", async (t) => {
+    const answered: string[] = [];
+    const record = recorder(t, answered);
+    const say = (name: string, user: string) => {
+      const raw = JSON.stringify(intent('ChatIntent', { utterance: `this is ${name}` }, { user }));
+      return record(name, post(`${users.url}/signed`, raw, signatureHeaders(raw, pki.signer, `${CERT_BASE}chain.pem`)));
+    };
+    const chatty = [say('ann 1', 'amzn1.ask.account.ANN')];
+    t.same(await untilWaiting(0), { running: 1, waiting: 0 }, "the chatty user's first request decoding");
+    chatty.push(say('ann 2', 'amzn1.ask.account.ANN'), say('ann 3', 'amzn1.ask.account.ANN'));
+    t.same(await untilWaiting(2), { running: 1, waiting: 2 }, 'two more waiting');
+    const other = say('bob', 'amzn1.ask.account.BOB');
+    t.same(await untilWaiting(3), { running: 1, waiting: 3 }, "the other user's waiting too");
+    await Promise.all([...chatty, other]);
+    t.same(answered, ['ann 1', 'bob', 'ann 2', 'ann 3'], "the other user's request is admitted before the chatty user's waiting ones");
+  });
+
+  t.test('unsigned requests take turns by their address: naming a new user for each request takes no more turns', async (t) => {
+    const answered: string[] = [];
+    const record = recorder(t, answered);
+    const say = (name: string, user: string, address: string) => record(name, post(`${users.url}/alexa`,
+      JSON.stringify(intent('ChatIntent', { utterance: `this is ${name}` }, { user })), { 'x-forwarded-for': address }));
+    const flood = [say('flood 1', 'amzn1.ask.account.U1', '10.0.0.1')];
+    t.same(await untilWaiting(0), { running: 1, waiting: 0 }, 'the first decoding');
+    flood.push(say('flood 2', 'amzn1.ask.account.U2', '10.0.0.1'), say('flood 3', 'amzn1.ask.account.U3', '10.0.0.1'));
+    t.same(await untilWaiting(2), { running: 1, waiting: 2 }, 'two more waiting');
+    const other = say('other address', 'amzn1.ask.account.U4', '10.0.0.2');
+    t.same(await untilWaiting(3), { running: 1, waiting: 3 }, "the other address's waiting too");
+    await Promise.all([...flood, other]);
+    t.same(answered, ['flood 1', 'other address', 'flood 2', 'flood 3'], "the other address's request is admitted before the flood's waiting ones");
+  });
 });

@@ -262,3 +262,35 @@ t.test('verification on: no warning', async (t) => {
   t.teardown(skill.close);
   t.same(skill.logs, []);
 });
+
+t.test("a signed request takes its turn at the model's slots as the user it names; an unsigned one as its address", async (t) => {
+  const certs = await startCertServer({ 'chain.pem': pki.signer.cert + pki.intermediate.cert });
+  t.teardown(certs.close);
+  const clients: (string | undefined)[] = [];
+  const asking: ChatFn = async (_model, _conversation, options) => {
+    clients.push(options.client);
+    return { text: 'Hello.', finishReason: 'stop' };
+  };
+  const signed = await startSkill({}, asking, { trustedRoots: [pki.root.cert], fetchCertChain: certs.fetcher });
+  const unsigned = await startSkill({ verify_signatures: false }, asking);
+  t.teardown(() => Promise.all([signed.close(), unsigned.close()]));
+  const sign = (body: Record<string, unknown>) => {
+    const raw = JSON.stringify(body);
+    return post(signed.url, raw, signatureHeaders(raw, pki.signer, `${CERT_BASE}chain.pem`));
+  };
+  const say = (opts: Parameters<typeof intent>[2]) => intent('ChatIntent', { utterance: 'hi' }, opts);
+  t.equal((await sign(say({ user: 'amzn1.ask.account.ANN' }))).status, 200);
+  t.equal((await sign(say({ user: 'amzn1.ask.account.ANN', person: 'amzn1.ask.person.BOB' }))).status, 200);
+  const sessionOnly = say({ user: 'amzn1.ask.account.CAL' });
+  delete ((sessionOnly.context as Record<string, Record<string, unknown>>).System).user;
+  t.equal((await sign(sessionOnly)).status, 200);
+  t.equal((await post(unsigned.url, JSON.stringify(say({ user: 'amzn1.ask.account.DAN' })))).status, 200);
+  t.same(clients, ['alexa:amzn1.ask.account.ANN', 'alexa:amzn1.ask.person.BOB', 'alexa:amzn1.ask.account.CAL', '127.0.0.1'],
+    "the account, the person Alexa recognized within it, the session's user; unsigned, the address and not the user it names");
+  const badPerson = say({ person: 'amzn1.ask.person.EVE' });
+  ((badPerson.context as Record<string, Record<string, unknown>>).System).person = { personId: 7 };
+  const refused = await sign(badPerson);
+  t.equal(refused.status, 400);
+  t.match(refused.body.error, /^context\.System\.person\.personId: must be a non-empty string/);
+  t.equal(clients.length, 4, 'the model was not asked');
+});

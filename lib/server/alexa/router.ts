@@ -60,8 +60,8 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
     }
   }
 
-  // `utterance` is already one message's text (messageText).
-  async function answerChat(envelope: AlexaEnvelope, utterance: string, arrived: number): Promise<AlexaResponseEnvelope> {
+  // `utterance` is already one message's text (messageText); `client` who asked, for the turns at the model's slots.
+  async function answerChat(envelope: AlexaEnvelope, utterance: string, arrived: number, client: string | undefined): Promise<AlexaResponseEnvelope> {
     const history = historyFrom(envelope.sessionAttributes);
     const conversation: Conversation = { audience: options.audience, turns: [...history, { from: 'user', text: utterance }] };
     const left = options.deadlineMs - (now() - arrived);
@@ -78,7 +78,7 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
     let reply: ChatReply | null;
     try {
       reply = await Promise.race([
-        chat(options.modelKey, conversation, { deadlineMs: left - STOP_MARGIN_MS, maxTokens: options.maxTokens, maxPromptChars: options.maxPromptChars, signal: abort.signal }),
+        chat(options.modelKey, conversation, { deadlineMs: left - STOP_MARGIN_MS, maxTokens: options.maxTokens, maxPromptChars: options.maxPromptChars, signal: abort.signal, client }),
         tooLate,
       ]);
     } catch (err) {
@@ -105,7 +105,7 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
     return ask(silent ? options.nothingToSay : said, envelope, next);
   }
 
-  async function answer(envelope: AlexaEnvelope, arrived: number): Promise<AlexaResponseEnvelope> {
+  async function answer(envelope: AlexaEnvelope, arrived: number, client: string | undefined): Promise<AlexaResponseEnvelope> {
     const request = envelope.request;
     switch (request.type) {
       case 'LaunchRequest':
@@ -114,7 +114,7 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
         switch (request.intent.name) {
           case CHAT_INTENT: {
             const utterance = messageText(request.intent.slots[UTTERANCE_SLOT]?.value ?? '');
-            return utterance === '' ? ask(options.notHeard, envelope, historyFrom(envelope.sessionAttributes)) : answerChat(envelope, utterance, arrived);
+            return utterance === '' ? ask(options.notHeard, envelope, historyFrom(envelope.sessionAttributes)) : answerChat(envelope, utterance, arrived, client);
           }
           case 'AMAZON.HelpIntent':
             return ask(options.help, envelope, historyFrom(envelope.sessionAttributes));
@@ -163,7 +163,11 @@ export function createAlexaRouter(options: AlexaOptions, chat: ChatFn, deps: Ale
       if (wrongId !== undefined) throw new AlexaRejection(403, `request is for application ${wrongId}, not this skill`);
       if (verifier) await verifier.verify(req.get('SignatureCertChainUrl'), req.get('Signature-256'), raw, req.ip);
       if (envelope.request.type === 'IntentRequest' && envelope.request.intent.name === CHAT_INTENT) res.locals.model = options.modelKey;
-      res.json(await answer(envelope, res.locals.alexaArrived as number));
+      // Every user's requests come from Amazon's addresses: the users take turns at the model's slots as the user
+      // the request names, once its signature shows that Alexa sent it. Unsigned, a body could name anyone (a new
+      // user for each request, each with a newcomer's turn): the address is all that tells its sender.
+      const client = verifier && envelope.user !== undefined ? `alexa:${envelope.user}` : req.ip;
+      res.json(await answer(envelope, res.locals.alexaArrived as number, client));
     },
   );
   // Why a request was refused matters to whoever watches for forged requests; the server's handler answers it.

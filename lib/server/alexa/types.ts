@@ -26,6 +26,9 @@ export interface AlexaEnvelope {
   version: string;
   applicationIds: string[]; // every application id the envelope names (context.System and session); all must match
   sessionAttributes: Record<string, unknown>;
+  // Who asked, as Alexa names them: the person it recognized by voice (context.System.person.personId), else the
+  // account that enabled the skill (context.System.user.userId, or session.user.userId); absent where none is named.
+  user: string | undefined;
   request: AlexaRequest;
 }
 
@@ -58,6 +61,10 @@ function requireString(body: unknown, path: string): string {
   const value = field(body, path);
   if (typeof value !== 'string' || value === '') throw new AlexaRejection(400, `${path}: must be a non-empty string`);
   return value;
+}
+
+function optionalString(body: unknown, path: string): string | undefined {
+  return field(body, path) === undefined ? undefined : requireString(body, path);
 }
 
 function optionalObject(body: unknown, path: string): Record<string, unknown> | undefined {
@@ -122,6 +129,7 @@ export function parseEnvelope(raw: Buffer): AlexaEnvelope {
     version: requireString(body, 'version'),
     applicationIds,
     sessionAttributes: optionalObject(body, 'session.attributes') ?? {},
+    user: optionalString(body, 'context.System.person.personId') ?? optionalString(body, 'context.System.user.userId') ?? optionalString(body, 'session.user.userId'),
     request: parseRequest(body),
   };
 }
