@@ -109,6 +109,7 @@ interface Job {
   firstTokenAt: number;
   callbackError: Error | null;  // thrown by the request's own onText or onLogprob: the request fails at the next step
   arrivedTurn: number;          // the batcher's admissions when it was queued: its group's turn until one of them is admitted
+  queueClient: string;          // its client within its queue, whose turns are the client's in that queue alone (admit)
 }
 
 // A step's row: a job, its slot and the tokens it feeds.
@@ -139,7 +140,7 @@ export class Batcher {
   // a few per entry of the server (its clients', its batches'), a number and a short name each.
   private readonly lastAdmitted = new Map<string, number>();
   private readonly groupAdmitted = new WeakMap<object, number>();  // and each group's
-  private readonly clientAdmitted = new Map<string, number>();     // and each client's, while it has requests here
+  private readonly clientAdmitted = new Map<string, number>();     // and each client's in each queue (queueClient), while it has requests there
   private admissions = 0;
   private maskTurns = 0;  // masks worked on so far, for their turns (workOutMasks)
   // What each free slot still holds from its last request (null: nothing known), and when it was freed: a new
@@ -356,7 +357,7 @@ export class Batcher {
     const job: Job = {
       seq, request, grammar, resolve: unset, reject: unset, submittedAt: Date.now(), cachedPromptTokens: 0, weightsVersion: -1,
       adapter: request.adapter?.id ?? -1, promptLogprobs: request.promptLogprobs ? [] : null, embeds: false, states: null, startedAt: NaN, firstTokenAt: NaN,
-      callbackError: null, arrivedTurn: 0,
+      callbackError: null, arrivedTurn: 0, queueClient: `${request.queue ?? ''}\u0000${request.client ?? ''}`,
     };
     return job;
   }
@@ -466,7 +467,9 @@ export class Batcher {
   // A free slot goes to the waiting request of the queue admitted least recently: the queues take turns, so that one
   // flooding its queue (a bot's clients, many choices at once) delays another's requests by one turn, not by all it
   // has waiting. Within a queue the clients take turns the same way, so that one client's flood of requests delays
-  // another client's by a turn, not by all of them; then the groups (a request of no group is a group of its own), a
+  // another client's by a turn, not by all of them: by their admissions in that queue alone, since those in another
+  // queue had that queue's turns (counted here too, a client's batch running in a queue of its own would hold its
+  // request in a bot's queue behind every newcomer for as long as the batch ran); then the groups (a request of no group is a group of its own), a
   // group that just came counted as admitted when it came, so that one client's many choices delay another client's
   // request by about one turn, and later requests never keep them waiting for ever; else the first waiting.
   private admit(): void {
@@ -489,7 +492,7 @@ export class Batcher {
       this.queue.splice(at, 1);
       this.lastAdmitted.set(job.request.queue ?? '', ++this.admissions);
       this.forgetIdleClients();
-      this.clientAdmitted.set(job.request.client ?? '', this.admissions);
+      this.clientAdmitted.set(job.queueClient, this.admissions);
       if (job.request.group) this.groupAdmitted.set(job.request.group, this.admissions);
       this.bySlot[slot] = job;
       this.slotHeld[slot] = null;
@@ -510,7 +513,7 @@ export class Batcher {
       // A client new to the turns counts as admitted just before its request came, as a group that just came does:
       // ahead of a client admitted since, behind one that has waited since before it, whom newcomers that keep
       // coming would otherwise hold back for ever.
-      const lastOfClient = this.clientAdmitted.get(job.request.client ?? '') ?? job.arrivedTurn - 0.5;
+      const lastOfClient = this.clientAdmitted.get(job.queueClient) ?? job.arrivedTurn - 0.5;
       const lastOfGroup = (job.request.group && this.groupAdmitted.get(job.request.group)) ?? job.arrivedTurn;
       if (last < turn || (last === turn && (lastOfClient < clientTurn || (lastOfClient === clientTurn && lastOfGroup < groupTurn)))) {
         turn = last;
@@ -522,10 +525,11 @@ export class Batcher {
     return at;
   }
 
-  // Forgets the clients with no request waiting or decoding: one that comes back takes its turn as a new one.
+  // Forgets the clients of each queue with no request there waiting or decoding: one that comes back takes its turn as
+  // a new one.
   private forgetIdleClients(): void {
     const present = new Set<string>();
-    for (const job of [...this.queue, ...this.bySlot]) if (job) present.add(job.request.client ?? '');
+    for (const job of [...this.queue, ...this.bySlot]) if (job) present.add(job.queueClient);
     for (const client of this.clientAdmitted.keys()) if (!present.has(client)) this.clientAdmitted.delete(client);
   }
 

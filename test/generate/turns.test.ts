@@ -27,3 +27,27 @@ t.test('a client with a request waiting is not held back by every client that co
   await Promise.all(asked);
   t.same(order.slice(0, 3), ['A 1', 'new 1', 'A 2'], `A's second request is admitted after the client that came with it, before those that came later: ${order.join(', ')}`);
 });
+
+t.test("a client's turns in one queue are not spent by its requests in another", async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 1 });
+  const order: string[] = [];
+  const ask = (name: string, queue: string, client: string, onFirst?: () => void): Promise<void> => {
+    let first = true;
+    return gen.generate('Once', { maxTokens: 4, temperature: 0, stopTokens: [], queue, client, logprobs: 0, onLogprob: () => {
+      if (first) onFirst?.();
+      first = false;
+    } }).then(() => {
+      order.push(name);
+    });
+  };
+  // Client A runs a batch in a queue of its own and asks once in a bot's queue, where newcomers keep coming, one each
+  // time the last starts decoding.
+  const asked: Promise<void>[] = [];
+  for (let i = 1; i <= 6; i++) asked.push(ask(`batch ${i}`, 'batch', 'a'));
+  const newcomer = (i: number): Promise<void> => ask(`new ${i}`, 'bot', `n${i}`, i < 4 ? () => asked.push(newcomer(i + 1)) : undefined);
+  asked.push(ask('A', 'bot', 'a'), newcomer(1));
+  while (asked.length < 11) await Promise.all(asked);
+  await Promise.all(asked);
+  t.same(order.filter((name) => !name.startsWith('batch')), ['A', 'new 1', 'new 2', 'new 3', 'new 4'],
+    `in the bot's queue A's request goes with the newcomer that came with it, before those that came later, its batch running meanwhile: ${order.join(', ')}`);
+});
