@@ -141,6 +141,7 @@ export class Batcher {
   private readonly lastAdmitted = new Map<string, number>();
   private readonly groupAdmitted = new WeakMap<object, number>();  // and each group's
   private readonly clientAdmitted = new Map<string, number>();     // and each client's in each queue (queueClient), while it has requests there
+  private readonly clientRequests = new Map<string, Set<Job>>();   // those requests, waiting or decoding
   private admissions = 0;
   private maskTurns = 0;  // masks worked on so far, for their turns (workOutMasks)
   // What each free slot still holds from its last request (null: nothing known), and when it was freed: a new
@@ -254,11 +255,18 @@ export class Batcher {
 
   private enqueue(job: Job): Promise<GenerateResult> {
     const done = new Promise<GenerateResult>((resolve, reject) => {
-      job.resolve = resolve;
-      job.reject = reject;
+      job.resolve = (result) => {
+        this.leave(job);
+        resolve(result);
+      };
+      job.reject = (err) => {
+        this.leave(job);
+        reject(err);
+      };
     });
     job.arrivedTurn = this.admissions;
     this.queue.push(job);
+    this.clientRequests.set(job.queueClient, (this.clientRequests.get(job.queueClient) ?? new Set()).add(job));
     if (this.loop === null) {
       // run() starts in a microtask, after this.loop is set: a run that finds nothing to step (a request expired
       // before its first step) clears this.loop as it ends, and must not be overwritten by its own settled promise,
@@ -473,7 +481,7 @@ export class Batcher {
   // group that just came counted as admitted when it came, so that one client's many choices delay another client's
   // request by about one turn, and later requests never keep them waiting for ever; else the first waiting.
   private admit(): void {
-    while (this.queue.length > 0) {
+    while (this.queue.length > 0 && this.bySlot.includes(null)) {
       const at = this.nextInTurn();
       const job = this.queue[at];
       let slot = -1;
@@ -491,7 +499,6 @@ export class Batcher {
       if (slot < 0) return;
       this.queue.splice(at, 1);
       this.lastAdmitted.set(job.request.queue ?? '', ++this.admissions);
-      this.forgetIdleClients();
       this.clientAdmitted.set(job.queueClient, this.admissions);
       if (job.request.group) this.groupAdmitted.set(job.request.group, this.admissions);
       this.bySlot[slot] = job;
@@ -525,12 +532,13 @@ export class Batcher {
     return at;
   }
 
-  // Forgets the clients of each queue with no request there waiting or decoding: one that comes back takes its turn as
-  // a new one.
-  private forgetIdleClients(): void {
-    const present = new Set<string>();
-    for (const job of [...this.queue, ...this.bySlot]) if (job) present.add(job.queueClient);
-    for (const client of this.clientAdmitted.keys()) if (!present.has(client)) this.clientAdmitted.delete(client);
+  // A request ends (once, however often it is finished): a client left with none in its queue is forgotten there, and
+  // takes its turn as a new one when it comes back.
+  private leave(job: Job): void {
+    const requests = this.clientRequests.get(job.queueClient);
+    if (!requests?.delete(job) || requests.size > 0) return;
+    this.clientRequests.delete(job.queueClient);
+    this.clientAdmitted.delete(job.queueClient);
   }
 
   // A slot leaves its job: what it holds stays for a later prompt that starts the same way, unless unknown or
