@@ -56,10 +56,17 @@ t.test('chat completions: a forced call (tool_choice required or named) is a cal
   const deltas: OpenAI.ChatCompletionChunk.Choice[] = [];
   for await (const chunk of stream) deltas.push(...chunk.choices);
   t.equal(deltas[0].delta.role, 'assistant', 'streamed: the role first');
-  const last = deltas[deltas.length - 1];
-  t.equal(last.finish_reason, 'tool_calls');
-  t.match(last.delta.tool_calls?.[0], { index: 0, id: /^call_/, type: 'function', function: { name: 'set_alarm' } }, 'the call whole in the last chunk');
-  t.ok(validArguments.set_alarm(JSON.parse(last.delta.tool_calls?.[0].function?.arguments ?? '')), 'its arguments keep to the parameters');
+  const [called, last] = deltas.slice(-2);
+  t.match(called, { finish_reason: null, delta: { tool_calls: [{ index: 0, id: /^call_/, type: 'function', function: { name: 'set_alarm' } }] } }, 'the call whole in one chunk');
+  t.ok(validArguments.set_alarm(JSON.parse(called.delta.tool_calls?.[0].function?.arguments ?? '')), 'its arguments keep to the parameters');
+  t.same([last.delta, last.finish_reason], [{}, 'tool_calls'], 'then, as OpenAI ends a stream, a chunk of the finish reason alone');
+  // The client's stream helper takes a call for done at the chunk with a finish reason after it.
+  const helper = client.chat.completions.stream({ model: 'general', messages, tools: [{ ...alarm, function: { ...alarm.function, strict: true } }], tool_choice: 'required', max_tokens: 200, temperature: 1, seed: 3, n: 2 });
+  const done: { index: number; parsed_arguments: unknown }[] = [];
+  helper.on('tool_calls.function.arguments.done', (e) => done.push(e));
+  const final = await helper.finalChatCompletion();
+  const finalCalls = final.choices.map((c) => JSON.parse((c.message.tool_calls?.[0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments) as unknown);
+  t.same(done.map((e) => e.parsed_arguments).sort(), [...finalCalls].sort(), "stream(): each choice's call is done, parsed as strict asks, as finalChatCompletion() gives it");
   const auto = await client.chat.completions.create({ model: 'general', messages, tools: [weather], max_tokens: 5, temperature: 0 });
   t.match(auto.choices[0], { finish_reason: 'length', message: { content: /./ } }, 'auto (the default with tools): an answer in text');
   t.notOk(auto.choices[0].message.tool_calls?.length, 'and no call');
@@ -97,7 +104,8 @@ t.test("OpenAI's older function calling: functions and function_call, answered a
   const tools = await client.chat.completions.create({ model: 'general', messages: [{ role: 'user', content: 'What is the weather in Oslo?' }], tools: [weather], tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 200, temperature: 1, seed: 2 });
   t.equal(choice.message.function_call.arguments, (tools.choices[0].message.tool_calls?.[0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments, 'the call the same request makes through tools');
   const streamed = (await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { ...body, stream: true } })).text.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as Record<string, any>);
-  t.match(streamed.at(-1)?.choices[0], { finish_reason: 'function_call', delta: { function_call: { name: 'get_weather', arguments: choice.message.function_call.arguments } } }, 'streamed: the call in the last chunk');
+  t.match(streamed.at(-2)?.choices[0], { finish_reason: null, delta: { function_call: { name: 'get_weather', arguments: choice.message.function_call.arguments } } }, 'streamed: the call whole in one chunk');
+  t.match(streamed.at(-1)?.choices[0], { finish_reason: 'function_call', delta: {} }, 'then the finish reason alone');
 
   // Sent back: the call in the assistant's function_call, the output in a function message, the prompt the tools' way makes.
   const template = async (sent: unknown[]): Promise<unknown> => (await request(`${srv.url}/apply-template`, { headers: AUTH, body: { model: 'chatbot', messages: sent } })).json().prompt;

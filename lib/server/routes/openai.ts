@@ -166,9 +166,9 @@ interface Kind {
   chunkObject: string;   // of a streamed chunk
   idPrefix: string;
   promptField: string;   // the request's field of the prompt
-  // A streamed choice's fields: a piece of text, then (done: the completion) how it ended; logprobs: those of the
-  // tokens drawn since the chunk before (in this kind's shape, below), or null. Null: no chunk for this piece.
-  chunk(index: number, text: string, done: Completion | null, first: boolean, logprobs: Record<string, unknown> | null): Record<string, unknown> | null;
+  // A streamed choice's fields, in the chunks to send for a piece of text, then (done: the completion) for how it
+  // ended; logprobs: those of the tokens drawn since the chunk before (in this kind's shape, below), or null.
+  chunks(index: number, text: string, done: Completion | null, first: boolean, logprobs: Record<string, unknown> | null): Record<string, unknown>[];
   // The log-probabilities of tokens in this kind's shape; `offsetOf`: where each token's text begins.
   logprobs(tokenizer: Tokenizer, logprobs: (TokenLogprob | PromptLogprob)[], offsetOf: (token: number) => number): Record<string, unknown>;
 }
@@ -178,7 +178,7 @@ const COMPLETION: Kind = {
   chunkObject: 'text_completion',
   idPrefix: 'cmpl-',
   promptField: 'prompt',
-  chunk: (index, text, done, _first, logprobs) => ({ index, text, logprobs, ...(done ? finished(done) : { finish_reason: null }) }),
+  chunks: (index, text, done, _first, logprobs) => [{ index, text, logprobs, ...(done ? finished(done) : { finish_reason: null }) }],
   logprobs: completionLogprobs,
 };
 
@@ -187,7 +187,7 @@ const CHAT: Kind = {
   chunkObject: 'chat.completion.chunk',
   idPrefix: 'chatcmpl-',
   promptField: 'messages',
-  chunk: (index, text, done, first, logprobs) => ({ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs, ...(done ? finished(done) : { finish_reason: null }) }),
+  chunks: (index, text, done, first, logprobs) => [{ index, delta: { ...(first && { role: 'assistant' }), ...(text !== '' && { content: text }) }, logprobs, ...(done ? finished(done) : { finish_reason: null }) }],
   logprobs: (tokenizer, logprobs) => chatLogprobs(tokenizer, logprobs as TokenLogprob[]),
 };
 
@@ -203,22 +203,24 @@ function replyMessage(c: Completion, layout: ToolsLayout): { message: Record<str
 }
 
 // Streamed, a reply in text streams as CHAT's does; one that begins as calls is held (replyKind), and its calls come
-// whole in the last chunk, the pieces before it sending a chunk only for the role or for the log-probabilities they
-// carry. Made for each request: it keeps what each choice's reply is.
+// whole at the end, the pieces before sending a chunk only for the role or for the log-probabilities they carry. The
+// calls' chunk is followed by one of the finish reason alone, as OpenAI's streams end: the official clients' stream
+// helpers take a call for done when a chunk with a finish reason comes after it (ChatCompletionStream's
+// tool_calls.function.arguments.done). Made for each request: it keeps what each choice's reply is.
 function toolCallKind(layout: ToolsLayout): Kind {
   const kinds = new Map<number, ReturnType<typeof replyKind>>();
   return {
     ...CHAT,
-    chunk: (index, text, done, first, logprobs) => {
+    chunks: (index, text, done, first, logprobs) => {
       let kindOf = kinds.get(index);
       if (kindOf === undefined) kinds.set(index, (kindOf = replyKind()));
-      if (kindOf(text) !== 'calls') return CHAT.chunk(index, text, done, first, logprobs);
+      if (kindOf(text) !== 'calls') return CHAT.chunks(index, text, done, first, logprobs);
       const role = first ? { role: 'assistant' } : {};
-      if (done === null) return first || logprobs !== null ? { index, delta: role, logprobs, finish_reason: null } : null;
+      if (done === null) return first || logprobs !== null ? [{ index, delta: role, logprobs, finish_reason: null }] : [];
       const { message, finish } = replyMessage(done, layout);
       const delta = message.tool_calls ? { tool_calls: (message.tool_calls as Record<string, unknown>[]).map((call, i) => ({ index: i, ...call })) }
         : message.function_call ? { function_call: message.function_call } : { content: done.text };
-      return { index, delta: { ...role, ...delta }, logprobs, ...finish };
+      return [{ index, delta: { ...role, ...delta }, logprobs, finish_reason: null }, { index, delta: {}, logprobs: null, ...finish }];
     },
   };
 }
@@ -258,10 +260,9 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
     };
     if (!common.stream) return service.generate(common.model.key, request);
     return generateStreamed(service, common.model.key, request, (text, drawn, done) => {
-      const chunk = kind.chunk(choice.index, text, done, first, chunkLogprobs(drawn));
-      if (chunk === null) return;
-      send({ ...head, choices: [chunk] });
-      first = false;
+      const chunks = kind.chunks(choice.index, text, done, first, chunkLogprobs(drawn));
+      for (const chunk of chunks) send({ ...head, choices: [chunk] });
+      if (chunks.length > 0) first = false;
     });
   };
   let completions: Completion[];
