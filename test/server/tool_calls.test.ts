@@ -226,6 +226,35 @@ t.test('the Responses API: a forced call is a function_call item, whole and stre
   t.match(auto.output[0], { type: 'message' }, 'auto (the default with tools): an answer in text');
 });
 
+t.test('tool_choice "allowed_tools": its mode over the tools it names, the others sent but never called', async (t) => {
+  const messages = [{ role: 'user' as const, content: 'What is the weather in Oslo?' }];
+  for (const [allowed, other] of [['set_alarm', 'get_weather'], ['get_weather', 'set_alarm']] as const) {
+    for (const seed of [1, 2, 3]) {
+      const r = await client.chat.completions.create({
+        model: 'chatbot', messages, tools: [weather, alarm], max_tokens: 200, temperature: 1, seed,
+        tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'required', tools: [{ type: 'function', function: { name: allowed } }] } },
+      });
+      const call = r.choices[0].message.tool_calls?.[0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+      t.equal(call.function.name, allowed, `required over ${allowed}, seed ${seed}: ${other} is never called`);
+      t.ok(validArguments[allowed](JSON.parse(call.function.arguments)), call.function.arguments);
+    }
+  }
+  const flatTools = [weather, alarm].map((tool) => ({ type: 'function' as const, name: tool.function.name, parameters: tool.function.parameters, strict: true }));
+  const response = await client.responses.create({ model: 'chatbot', input: 'What is the weather in Oslo?', tools: flatTools, max_output_tokens: 200, temperature: 1, tool_choice: { type: 'allowed_tools', mode: 'required', tools: [{ type: 'function', name: 'get_weather' }] } });
+  t.match(response, { output: [{ type: 'function_call', name: 'get_weather' }], tool_choice: { type: 'allowed_tools', mode: 'required' } }, 'the Responses API\'s, flat');
+  const auto = await client.chat.completions.create({ model: 'general', messages, tools: [weather, alarm], max_tokens: 5, temperature: 0, tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [{ type: 'function', function: { name: 'set_alarm' } }] } } });
+  t.match(auto.choices[0], { finish_reason: 'length', message: { content: /./ } }, 'auto: the model may answer in text');
+  for (const [allowedTools, param, message] of [
+    [{ mode: 'required', tools: [{ type: 'function', function: { name: 'get_time' } }] }, 'tool_choice.allowed_tools.tools[0].function.name', /"get_time" is not among the tools/],
+    [{ mode: 'always', tools: [] }, 'tool_choice.allowed_tools.mode', /"auto" or "required"/],
+    [{ mode: 'required', tools: [] }, 'tool_choice', /needs at least one tool/],
+    [{ mode: 'auto', tools: [{ type: 'function', name: 'set_alarm' }] }, 'tool_choice.allowed_tools.tools[0]', /must be \{"type": "function", "function": \{"name"\}\}/],
+  ] as const) {
+    const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages, tools: [weather, alarm], tool_choice: { type: 'allowed_tools', allowed_tools: allowedTools } } });
+    t.match([r.status, r.json().error], [400, { param, message }], JSON.stringify(allowedTools));
+  }
+});
+
 t.test('a tool that gives no parameters takes none, as OpenAI documents: a forced call\'s arguments are {}', async (t) => {
   const messages = [{ role: 'user' as const, content: QUESTION }];
   for (const seed of [1, 2, 3]) {

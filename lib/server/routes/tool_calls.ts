@@ -11,6 +11,7 @@
 //                                    text, sanitized as usual (Ollama's tools are always "auto"); held to
 //                                    response_format instead where one is given
 //   "none"                           text
+//   "allowed_tools"                  "auto" or "required" (its mode), over the tools it names
 // A reply makes one call. parallel_tool_calls true lets it make several, a space apart, as a conversation's calls
 // are written, the model ending them with its end of message (a raw model, its line); OpenAI's default is true, but
 // a model never taught to call goes on calling where it may, so here it is asked for.
@@ -87,16 +88,18 @@ export async function readToolChoice(body: Body, model: ModelConfig, textGrammar
   const given = body[toolsField];
   const tools = given === undefined || given === null ? [] : readTools(given, layout);
   const parallel = legacy ? false : (optional<boolean>(body, 'parallel_tool_calls', isBool, 'true or false') ?? false);
-  const choice = body[choiceField] ?? (tools.length > 0 ? 'auto' : 'none');
-  if (choice === 'none' || (choice === 'auto' && (tools.length === 0 || textGrammar !== undefined))) return undefined;
+  let choice = body[choiceField] ?? (tools.length > 0 ? 'auto' : 'none');
+  let offered = tools;
+  if (!legacy && isJsonObject(choice) && choice.type === 'allowed_tools') ({ mode: choice, tools: offered } = allowedTools(choice, tools, layout as 'chat' | 'flat'));
+  if (choice === 'none' || (choice === 'auto' && (offered.length === 0 || textGrammar !== undefined))) return undefined;
   let called: Tool[];
   if ((choice === 'required' && !legacy) || choice === 'auto') {
-    called = tools;
+    called = offered;
   } else {
     const named = layout === 'chat' ? (isJsonObject(choice) ? choice.function : undefined) : choice;
     const name = isJsonObject(choice) && (legacy || choice.type === 'function') && isJsonObject(named) ? named.name : undefined;
     const nameField = layout === 'chat' ? `${choiceField}.function.name` : `${choiceField}.name`;
-    if (name === undefined) bad(choiceField, `must be "none", "auto"${legacy ? '' : ', "required"'} or ${SHAPES[layout].named}`);
+    if (name === undefined) bad(choiceField, `must be "none", "auto"${legacy ? '' : `, "required", ${ALLOWED_SHAPES[layout as 'chat' | 'flat']}`} or ${SHAPES[layout].named}`);
     called = tools.filter((t) => t.name === name);
     if (called.length === 0) bad(nameField, `${JSON.stringify(name)} is not among the ${toolsField}`);
   }
@@ -116,6 +119,29 @@ export async function readToolChoice(body: Body, model: ModelConfig, textGrammar
   const schema = callSchema(called);
   const key = `tools ${callsOptional} ${parallel} ${model.promptFormat} ${JSON.stringify(schema)}`;
   return { grammar: await grammarOf(toolsField, key, { gbnf: callsGbnf(model, parallel, callsOptional), name: 'call', schema, where: toolsField }), optional: callsOptional };
+}
+
+const ALLOWED_SHAPES = {
+  chat: '{"type": "allowed_tools", "allowed_tools": {"mode", "tools": [{"type": "function", "function": {"name"}}]}}',
+  flat: '{"type": "allowed_tools", "mode", "tools": [{"type": "function", "name"}]}',
+} as const;
+
+// OpenAI's tool_choice "allowed_tools": "auto" or "required" (its mode) over the request's tools it names, so that
+// a client keeps sending all its tools (the prompt they make is cached) and changes which may be called.
+function allowedTools(choice: Body, tools: Tool[], layout: 'chat' | 'flat'): { mode: 'auto' | 'required'; tools: Tool[] } {
+  const field = layout === 'chat' ? 'tool_choice.allowed_tools' : 'tool_choice';
+  const allowed = layout === 'chat' ? choice.allowed_tools : choice;
+  if (!isJsonObject(allowed)) bad(field, `must be {"mode", "tools"}, as in ${ALLOWED_SHAPES[layout]}`);
+  if (allowed.mode !== 'auto' && allowed.mode !== 'required') bad(`${field}.mode`, 'must be "auto" or "required"');
+  if (!Array.isArray(allowed.tools)) bad(`${field}.tools`, `must be an array, as in ${ALLOWED_SHAPES[layout]}`);
+  const names = allowed.tools.map((entry: unknown, i) => {
+    const fn = layout === 'chat' && isJsonObject(entry) ? entry.function : entry;
+    const nameField = `${field}.tools[${i}]${layout === 'chat' ? '.function' : ''}.name`;
+    if (!isJsonObject(entry) || entry.type !== 'function' || !isJsonObject(fn) || typeof fn.name !== 'string') bad(`${field}.tools[${i}]`, `must be ${layout === 'chat' ? '{"type": "function", "function": {"name"}}' : '{"type": "function", "name"}'}`);
+    if (!tools.some((t) => t.name === fn.name)) bad(nameField, `${JSON.stringify(fn.name)} is not among the tools`);
+    return fn.name;
+  });
+  return { mode: allowed.mode, tools: tools.filter((t) => names.includes(t.name)) };
 }
 
 async function holdable(tool: Tool): Promise<boolean> {
