@@ -345,9 +345,11 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   });
 
   // Web pages of the origins in cors_origins may call the API from a browser; their preflight requests carry no
-  // API key, so they are answered here, before authentication.
+  // API key, so they are answered here, before authentication. A preflight's headers are allowed as it asks for
+  // them: clients send headers of their own with every request (the openai library its X-Stainless-* ones, more
+  // with each release), and a browser refuses the whole request if one is not allowed; the origin is what is checked.
   if (config.corsOrigins.length > 0) {
-    app.use(cors({ origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, methods: ['GET', 'POST', 'DELETE'], allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Dixie-Ignored-Messages', IGNORED_FIELDS_HEADER], maxAge: 600 }));
+    app.use(cors({ origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, methods: ['GET', 'POST', 'DELETE'], exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Dixie-Ignored-Messages', IGNORED_FIELDS_HEADER], maxAge: 600 }));
   }
 
   app.use(healthRouter(() => draining));

@@ -451,8 +451,19 @@ t.test('CORS: off unless configured; then a page of an allowed origin may call t
   const allowed = await preflight(open.url, 'https://app.example.com');
   t.equal(allowed.status, 204, 'the preflight is answered without an API key');
   t.equal(allowed.headers.get('access-control-allow-origin'), 'https://app.example.com');
-  t.match(allowed.headers.get('access-control-allow-headers') ?? '', /Authorization/);
+  t.match(allowed.headers.get('access-control-allow-headers') ?? '', /authorization/i, 'the API key\'s header allowed');
   t.equal((await preflight(open.url, 'https://evil.example')).headers.get('access-control-allow-origin'), null, 'another origin is not allowed');
+  // The headers the openai library sends with every request (its X-Stainless-* ones), taken from its own requests: a
+  // browser refuses the whole request unless the preflight allows each one it asks for (the safelisted Accept, and
+  // User-Agent, which a browser sets itself, left out).
+  let sent = new Headers();
+  const library = new OpenAI({ apiKey: API_KEY, baseURL: `${open.url}/v1`, maxRetries: 0, fetch: (url, init) => ((sent = new Headers(init?.headers)), fetch(url, init)) });
+  await library.models.list();
+  const asked = [...sent.keys()].filter((h) => h !== 'accept' && h !== 'user-agent');
+  t.ok(asked.some((h) => h.startsWith('x-stainless-')), `the library's own headers: ${asked.join(', ')}`);
+  const libraryPreflight = await fetch(`${open.url}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': asked.join(',') } });
+  const allowedHeaders = (libraryPreflight.headers.get('access-control-allow-headers') ?? '').toLowerCase().split(',').map((h) => h.trim());
+  t.same(asked.filter((h) => !allowedHeaders.includes(h)), [], "each header the openai library sends is allowed, so that a page may use it");
   const call = await fetch(`${open.url}/v1/models`, { headers: { origin: 'https://app.example.com', authorization: `Bearer ${API_KEY}` } });
   t.equal(call.status, 200);
   t.equal(call.headers.get('access-control-allow-origin'), 'https://app.example.com', 'the answer itself carries the header');
