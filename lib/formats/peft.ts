@@ -221,12 +221,22 @@ export function readLoraConfig(file: string): LoraConfig {
     throw new Error(`${file}: field "layers_to_transform" must be a layer index or a list of them, got ${quoted(layers)}`);
   }
   const layersPattern = stringList(file, json, 'layers_pattern');
+  const targetModules = stringList(file, json, 'target_modules') ?? DEFAULT_TARGETS;
+  // PEFT's LoraConfig refuses these together (a regex already says which layers it takes), whatever their value.
+  if (typeof targetModules === 'string') {
+    for (const field of ['layers_to_transform', 'layers_pattern']) {
+      if (json[field] !== undefined && json[field] !== null) {
+        throw new Error(`${file}: field "${field}" is ${quoted(json[field])}, but "target_modules" is a regular expression (${JSON.stringify(targetModules)}), which PEFT refuses with it: `
+          + `put the layers in the regular expression (such as ".*\\.h\\.(1|2)\\.attn\\.c_attn") and set "${field}" to null, or make "target_modules" a list`);
+      }
+    }
+  }
   return {
     baseModel: base,
     r,
     alpha,
     dropout,
-    targetModules: stringList(file, json, 'target_modules') ?? DEFAULT_TARGETS,
+    targetModules,
     excludeModules: stringList(file, json, 'exclude_modules'),
     layersToTransform: layerList as number[] | null,
     // PEFT takes an empty one, "" or [], as none given.
