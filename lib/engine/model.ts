@@ -20,7 +20,7 @@ import { checkConfig, hfConfigFields, inspectModelFolder, type ModelFolder } fro
 import { GGML_QUANTS } from '../formats/ggml_quants';
 import { GGUF_OUTPUT, type GgufFile, type GgufTensorInfo, ggmlTypeName, ggufConfig, hfTensorOf, openGguf } from '../formats/gguf';
 import { bf16ToF32, f16ToF32, openSafetensors, openSafetensorsWeights, type SafetensorsReader, safetensorsToWrite, TensorEntry, TensorToWrite, writeSafetensors } from '../formats/safetensors';
-import { adapterDeltas, checkAdapterFits, loraScaling, readPeftAdapter, writePeftAdapter, type AddDeltaRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
+import { adapterDeltas, checkAdapterFits, checkFactorsOnly, loraScaling, readPeftAdapter, writePeftAdapter, type MergeRows, type LoraConfig, type PeftAdapter } from '../formats/peft';
 import { checkMemoryPlan, plannedMemoryBytes } from './memory_plan';
 import type { Tokenizer } from '../tokenizer/tokenizer';
 import { vocabularyFiles } from '../tokenizer/vocab';
@@ -30,6 +30,7 @@ import { GENERATION_CONFIG_FILE, type GenerationConfig, readGenerationConfig } f
 import { Rng } from '../util/rng';
 import { readJsonObject } from '../util/json_file';
 import { quoted } from '../util/quoted';
+import { sameShape } from '../util/same_shape';
 
 export type GPT2Config = NativeConfig;
 
@@ -165,10 +166,6 @@ export function hfConfigJson(config: GPT2Config): Record<string, unknown> {
   };
 }
 
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
 // The tensors of a safetensors file that a model of `params` (Hugging Face names and shapes) loads, checked from its
 // header alone, so that the server can refuse a broken checkpoint before it loads: each a GPT-2 parameter (with or
 // without "transformer."), once, of the shape `configFile` implies, in a float dtype, and none missing. The
@@ -298,9 +295,10 @@ function rowsAsF32(g: GgufFile, t: GgufTensorInfo, cols: number, r0: number, r1:
 
 // What the loader adds to the weights of an adapter it merges, checked against the base first; null without one,
 // or when the adapter's factors go on training (`lora`) rather than merge.
-function mergedDeltas(adapter: PeftAdapter | null, config: GPT2Config, source: ConfigSource, options: ModelOptions): Map<string, AddDeltaRows> | null {
+function mergedDeltas(adapter: PeftAdapter | null, config: GPT2Config, source: ConfigSource, options: ModelOptions): Map<string, MergeRows> | null {
   if (!adapter) return null;
   if (!options.lora) return adapterDeltas(adapter, config, source);
+  checkFactorsOnly(adapter, 'training an adapter over its base', 'train over the merged folder');
   checkAdapterFits(adapter, config, source);
   return null;
 }
@@ -321,8 +319,10 @@ function checkLora(lora: LoraOptions, base: string | null): ModelLora {
 export const NATIVE = Symbol('dixie native model');
 
 // The rank Model.addAdapter holds each module of an adapter at, its modules' largest, refused past what the backend
-// decodes unmerged (checked where an adapter is configured to be served, before its base loads).
+// decodes unmerged, as is an adapter that replaces tensors of the base (checked where an adapter is configured to be
+// served, before its base loads).
 export function servedRank(adapter: PeftAdapter): number {
+  checkFactorsOnly(adapter, 'an adapter decoded unmerged beside its base (as the server serves adapters)', 'serve the merged folder');
   const largest = adapter.modules.reduce((x, m) => (m.rank > x.rank ? m : x));
   if (largest.rank > MAX_SERVED_RANK) {
     throw new Error(`${adapter.dir}: ${largest.path} has rank ${largest.rank}, and an adapter decoded unmerged beside its base (as the server serves adapters) has rank ${MAX_SERVED_RANK} at most: merge this one into its base (bin/merge-lora) and serve the merged folder`);
@@ -527,7 +527,7 @@ export class Model {
   // loop runs between slabs: a server loading one model keeps answering for the others (a slab takes milliseconds,
   // a whole model up to seconds).
   private async writeSlabs(info: NativeTensorInfo, dtype: 'F32' | 'F16' | 'BF16', slabs: Slabs, where: string,
-    fill: (r0: number, r1: number, dst: Float32Array | Uint16Array) => void, addRows?: AddDeltaRows): Promise<void> {
+    fill: (r0: number, r1: number, dst: Float32Array | Uint16Array) => void, addRows?: MergeRows): Promise<void> {
     const [rows, cols] = info.shape.length === 2 ? info.shape : [1, info.numel];
     const { buffer } = slabs;
     const bytes = dtype === 'F32' ? 4 : 2;
@@ -563,7 +563,7 @@ export class Model {
 
   // Streams the file's tensors into native memory one at a time, checked first (safetensorsToLoad), adding an
   // adapter's deltas (by tensor name) to the tensors they change.
-  private async loadWeights(file: SafetensorsReader, configFile: string, deltas: ReadonlyMap<string, AddDeltaRows> | null): Promise<void> {
+  private async loadWeights(file: SafetensorsReader, configFile: string, deltas: ReadonlyMap<string, MergeRows> | null): Promise<void> {
     const params = new Map(this.tensors.filter((t) => !isAdapterFactor(t.name)).map((t) => [t.name, t.shape]));
     const { tensors, lmHead } = safetensorsToLoad(file, configFile, params);
     const slabs = this.slabBuffers();
@@ -579,7 +579,7 @@ export class Model {
   // Every tensor of a GGUF file into native memory, one at a time: names, dims (innermost first) and completeness
   // checked as for safetensors; an output.weight must be token_embd.weight (tiedEmbedding), the head being tied. An
   // adapter's deltas are added as for safetensors.
-  private async loadGgufWeights(g: GgufFile, deltas: ReadonlyMap<string, AddDeltaRows> | null): Promise<void> {
+  private async loadGgufWeights(g: GgufFile, deltas: ReadonlyMap<string, MergeRows> | null): Promise<void> {
     const slabs = this.slabBuffers();
     const loaded = new Set<string>();
     const embedding = tiedEmbedding(g);

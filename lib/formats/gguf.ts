@@ -14,7 +14,7 @@ import { loadAddon, type NativeConfig } from '../engine/native';
 import type { Vocabulary } from '../tokenizer/vocab';
 import { writeFileAtomic } from '../util/atomic_file';
 import { GGML_QUANTS } from './ggml_quants';
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapter } from './peft';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, checkFactorsOnly, type PeftAdapter } from './peft';
 import { f32ToBf16, f32ToF16, openRegularFile, readFully, writeFully } from './safetensors';
 
 // What a file's matrices are written in, as llama.cpp's tools name the file types: float types, or ggml's blocks as
@@ -776,6 +776,7 @@ export const GGUF_ADAPTER_TYPES: readonly GgufWeightType[] = ['f32', 'f16', 'bf1
 export async function writeGgufAdapter(file: string, adapter: PeftAdapter, options: GgufExportOptions): Promise<void> {
   const type = options.weightType;
   if (!GGUF_ADAPTER_TYPES.includes(type)) throw new Error(`an adapter's factors are written in ${GGUF_ADAPTER_TYPES.join(', ')}, not ${type}: llama.cpp's adapters are small and unquantized`);
+  checkFactorsOnly(adapter, 'llama.cpp\'s LoRA file', 'export the merged folder (bin/export-gguf)');
   const ggmlType = FILE_TYPES[type].base;
   const h = new HeaderWriter();
   h.keyString('general.architecture', 'gpt2');

@@ -10,6 +10,7 @@ import { findVocabulary, inspectModelFolder, readHFConfig, readHparams, type GPT
 import { safetensorsToWrite, type TensorToWrite } from './safetensors';
 import { vocabularyBytes } from '../tokenizer/vocab';
 import { openTFCheckpoint, type TFCheckpoint, type TFTensorEntry } from './tf_checkpoint';
+import { sameShape } from '../util/same_shape';
 
 export interface ImportOptions {
   hparams?: string;   // hparams.json or config.json, for a run folder that has none beside its checkpoint
@@ -113,10 +114,6 @@ function checkpointPrefix(src: string): { prefix: string; configFile: string | n
   const folder = inspectModelFolder(src);
   if (folder.kind === 'huggingface' || folder.kind === 'gguf') throw new Error(`${src}: already a ${folder.kind === 'gguf' ? 'GGUF' : 'Hugging Face'} model folder (${path.basename(folder.weights)}); nothing to import`);
   return { prefix: folder.weights, configFile: folder.configFile, vocab: folder.vocab };
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 // src: a checkpoint folder (OpenAI's release or a run folder) or a checkpoint prefix; out: the model folder

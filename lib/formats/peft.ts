@@ -8,6 +8,11 @@
 // r and lora_alpha taken per module from rank_pattern and alpha_pattern when one of their keys matches it. PEFT names
 // a module by its path in GPT2LMHeadModel ("transformer.h.0.attn.c_attn") and its tensors after it:
 // base_model.model.transformer.h.0.attn.c_attn.lora_A.weight.
+//
+// An adapter may also carry tensors of the base trained whole, which replace the base's when it is merged: the
+// modules of modules_to_save (base_model.model.transformer.ln_f.weight, as get_peft_model_state_dict saves them, with
+// no "modules_to_save" in the name) and, with bias "all" or "lora_only", biases (….c_attn.base_layer.bias where LoRA
+// wraps the module, since PEFT 0.7; ….c_attn.bias before it and where it does not).
 import fs from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
@@ -16,6 +21,7 @@ import { parseJsonAt } from '../util/json_file';
 import type { GPT2Config } from './model_folder';
 import { openSafetensors, safetensorsToWrite, type SafetensorsFile, type TensorEntry, type TensorToWrite } from './safetensors';
 import { isJsonObject } from '../util/json_object';
+import { sameShape } from '../util/same_shape';
 import { quoted } from '../util/quoted';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
@@ -38,6 +44,11 @@ const ADAPTABLE_NAMES = Object.keys(ADAPTABLE).join(', ');
 // load_adapter takes either way.
 const PEFT_PREFIX = 'base_model.model.';
 const TENSOR_NAME = /^(base_model\.model\.)?((?:transformer\.)?h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj))\.lora_([AB])(?:\.([^.]+))?\.weight$/;
+// A tensor of the base saved whole: the module's path, "base_layer." where LoRA wraps it, the parameter.
+const BASE_TENSOR_NAME = /^(base_model\.model\.)?((?:transformer\.)?(?:wte|wpe|ln_f|h\.\d+\.(?:ln_1|ln_2|attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj))|lm_head)(?:\.base_layer)?\.(weight|bias)$/;
+// The causal mask, a buffer older transformers kept in the state dict, which bias "all" saved for having "bias" in
+// its name; it is no parameter (lib/engine/model.ts passes it over in checkpoints too).
+const CAUSAL_MASK = /\.attn\.(masked_)?bias$/;
 
 // How a file names its factors' tensors: with PEFT's prefix or not, with an adapter's name or not.
 export interface TensorNaming {
@@ -59,6 +70,9 @@ function describeNaming(naming: TensorNaming): string {
 const DEFAULT_TARGETS = ['c_attn'];
 const ALL_LINEAR = 'all-linear';
 
+export type LoraBias = 'none' | 'all' | 'lora_only';
+const LORA_BIASES: readonly LoraBias[] = ['none', 'all', 'lora_only'];
+
 export interface LoraConfig {
   baseModel: string | null;          // base_model_name_or_path
   r: number;
@@ -71,6 +85,8 @@ export interface LoraConfig {
   useRslora: boolean;
   rankPattern: Record<string, number>;   // r by module path suffix (a regex)
   alphaPattern: Record<string, number>;  // lora_alpha likewise
+  modulesToSave: string[] | null;  // modules trained whole: those whose path ends with one of these
+  bias: LoraBias;                  // which of the base's biases were trained too: "all", or the adapted modules'
   taskType: string | null;
   inferenceMode: boolean;
 }
@@ -90,11 +106,21 @@ export interface LoraModule {
   b: Float32Array;  // lora_B [outputs, rank]
 }
 
+// A tensor of the base the adapter holds whole (modules_to_save, a trained bias), which merging puts in its place.
+export interface ReplacedTensor {
+  name: string;     // in the adapter's file
+  weight: string;   // the base tensor, by dixie's name ("ln_f.weight", "h.0.attn.c_attn.bias", "lm_head.weight")
+  reason: string;   // the config field that asks for it, for messages
+  shape: number[];
+  values: Float32Array;
+}
+
 export interface PeftAdapter {
   dir: string;
   config: LoraConfig;
   naming: TensorNaming;  // how its tensors are named, for errors that name one
   modules: LoraModule[];  // in the order of their base weights: by layer, then as ADAPTABLE lists them
+  replaced: ReplacedTensor[];
 }
 
 // ---- adapter_config.json ----
@@ -144,7 +170,6 @@ function isUnset(value: unknown): boolean {
 // hold: refused when set, rather than dropped without a word.
 const UNSUPPORTED: readonly [field: string, what: string][] = [
   ['use_dora', 'DoRA, which rescales each column by a trained magnitude'],
-  ['modules_to_save', 'whole modules trained beside the adapter (their weights would replace the base\'s)'],
   ['lora_bias', 'a trained bias on lora_B'],
   ['layer_replication', 'layers duplicated from the base'],
   ['trainable_token_indices', 'embeddings of some tokens trained'],
@@ -196,8 +221,11 @@ export function readLoraConfig(file: string): LoraConfig {
   for (const [field, what] of UNSUPPORTED) {
     if (!isUnset(json[field])) throw new Error(`${file}: field "${field}" is ${quoted(json[field])}: ${what}; dixie merges plain LoRA only`);
   }
-  if (json.bias !== undefined && json.bias !== 'none') {
-    throw new Error(`${file}: field "bias" is ${quoted(json.bias)}: the adapter trained the base's biases too, which dixie does not merge; only "none" is supported`);
+  const bias = json.bias ?? 'none';
+  if (!LORA_BIASES.includes(bias as LoraBias)) throw new Error(`${file}: field "bias" must be one of ${LORA_BIASES.map((b) => `"${b}"`).join(', ')}, got ${quoted(bias)}`);
+  const modulesToSave = json.modules_to_save ?? null;
+  if (modulesToSave !== null && !(Array.isArray(modulesToSave) && modulesToSave.every((m) => typeof m === 'string' && m !== ''))) {
+    throw new Error(`${file}: field "modules_to_save" must be a list of module names or null, got ${quoted(modulesToSave)}`);
   }
   checkInit(file, json.init_lora_weights);
   const r = json.r;
@@ -244,6 +272,8 @@ export function readLoraConfig(file: string): LoraConfig {
     useRslora: json.use_rslora === true,
     rankPattern: numberPattern(file, json, 'rank_pattern', isPositiveInt, 'a positive integer rank'),
     alphaPattern: numberPattern(file, json, 'alpha_pattern', Number.isFinite, 'a number'),
+    modulesToSave: modulesToSave as string[] | null,
+    bias: bias as LoraBias,
     taskType,
     inferenceMode: json.inference_mode === true,
   };
@@ -256,7 +286,7 @@ function loraConfigJson(config: LoraConfig): Record<string, unknown> {
     alpha_pattern: config.alphaPattern,
     auto_mapping: null,
     base_model_name_or_path: config.baseModel,
-    bias: 'none',
+    bias: config.bias,
     ...(config.excludeModules === null ? {} : { exclude_modules: config.excludeModules }),
     fan_in_fan_out: true,
     inference_mode: config.inferenceMode,
@@ -269,7 +299,7 @@ function loraConfigJson(config: LoraConfig): Record<string, unknown> {
     lora_dropout: config.dropout,
     megatron_config: null,
     megatron_core: 'megatron.core',
-    modules_to_save: null,
+    modules_to_save: config.modulesToSave,
     peft_type: 'LORA',
     r: config.r,
     rank_pattern: config.rankPattern,
@@ -357,14 +387,30 @@ export function loraScaling(alpha: number, rank: number, rslora: boolean): numbe
 // ---- adapter_model.safetensors ----
 
 function readFactor(file: string, st: SafetensorsFile, entry: TensorEntry): Float32Array {
-  if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
-    throw new Error(`${file}: tensor "${entry.name}" has dtype ${entry.dtype}; LoRA factors must be F32, F16 or BF16`);
-  }
   if (entry.shape.length !== 2) throw new Error(`${file}: tensor "${entry.name}" has shape [${entry.shape.join(', ')}]; LoRA factors are matrices`);
+  return readValues(file, st, entry);
+}
+
+function readValues(file: string, st: SafetensorsFile, entry: TensorEntry): Float32Array {
+  if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
+    throw new Error(`${file}: tensor "${entry.name}" has dtype ${entry.dtype}; an adapter's tensors must be F32, F16 or BF16`);
+  }
   const values = st.readF32(entry);
   const bad = values.findIndex((v) => !Number.isFinite(v));
   if (bad >= 0) throw new Error(`${file}: tensor "${entry.name}" has ${Number.isNaN(values[bad]) ? 'a NaN' : values[bad]} at element ${bad}`);
   return values;
+}
+
+// Why the adapter holds the base's tensor `param` of the module at `modulePath` whole: the config field that asks for
+// it, or null. modules_to_save takes a module whose path, or the path of a module holding it, ends with an entry
+// (PEFT's plain endswith).
+function replacedBy(config: LoraConfig, modulePath: string, param: string, configFile: string): string | null {
+  if (param === 'bias' && config.bias === 'all') return 'bias "all"';
+  if (param === 'bias' && config.bias === 'lora_only' && isTargeted(config, modulePath, configFile)) return 'bias "lora_only"';
+  const parts = modulePath.split('.');
+  const holders = parts.map((_, i) => parts.slice(0, i + 1).join('.'));
+  const entry = config.modulesToSave?.find((m) => holders.some((h) => h.endsWith(m)));
+  return entry === undefined ? null : `modules_to_save "${entry}"`;
 }
 
 // The folder's config and every lora_A / lora_B pair, checked against each other: names, ranks, dtypes, targets.
@@ -383,12 +429,27 @@ export function readPeftAdapter(dir: string): PeftAdapter {
   const st = openSafetensors(file);
   try {
     const pairs = new Map<string, { path: string; layer: number; kind: string; a?: TensorEntry; b?: TensorEntry }>();
+    const replaced: ReplacedTensor[] = [];
     let named: { naming: TensorNaming; tensor: string } | null = null;
     for (const entry of st.tensors) {
+      if (CAUSAL_MASK.test(entry.name)) continue;
+      const whole = BASE_TENSOR_NAME.exec(entry.name);
+      if (whole) {
+        const [, , modulePath, param] = whole;
+        const reason = replacedBy(config, modulePath, param, configFile);
+        const weight = `${modulePath.replace(/^transformer\./, '')}.${param}`;
+        if (reason === null) {
+          throw new Error(`${file}: tensor "${entry.name}" is the base's ${weight} trained whole, which ${configFile} does not ask for `
+            + `(modules_to_save ${JSON.stringify(config.modulesToSave)}, bias "${config.bias}")`);
+        }
+        if (replaced.some((r) => r.weight === weight)) throw new Error(`${file}: tensor "${entry.name}" is the base's ${weight}, which another tensor of the file is too`);
+        replaced.push({ name: entry.name, weight, reason, shape: entry.shape, values: readValues(file, st, entry) });
+        continue;
+      }
       const match = TENSOR_NAME.exec(entry.name);
       if (!match) {
-        throw new Error(`${file}: tensor "${entry.name}" is not a LoRA factor dixie can merge (lora_A or lora_B of ${ADAPTABLE_NAMES} in a layer h.N); `
-          + 'trained biases, modules_to_save, DoRA magnitudes and adapters of the embeddings or the output head are not supported');
+        throw new Error(`${file}: tensor "${entry.name}" is neither a LoRA factor dixie can merge (lora_A or lora_B of ${ADAPTABLE_NAMES} in a layer h.N) `
+          + 'nor a tensor of the base (modules_to_save, a trained bias); DoRA magnitudes and adapters of the embeddings or the output head are not supported');
       }
       const [, prefix, modulePath, layer, kind, factor, adapterName = null] = match;
       // Tensors named two ways (after two adapters, or with and without a name or the prefix) come from a model that
@@ -455,7 +516,7 @@ export function readPeftAdapter(dir: string): PeftAdapter {
     }
     const kinds = Object.keys(ADAPTABLE);
     modules.sort((x, y) => x.layer - y.layer || kinds.indexOf(x.kind) - kinds.indexOf(y.kind));
-    return { dir, config, naming, modules };
+    return { dir, config, naming, modules, replaced };
   } finally {
     st.close();
   }
@@ -463,8 +524,9 @@ export function readPeftAdapter(dir: string): PeftAdapter {
 
 // ---- fitting an adapter to a base ----
 
-// Adds rows [r0, r1) of a weight's delta, scaling * (B A)^T, to dst, which holds those rows of the weight [in, out].
-export type AddDeltaRows = (r0: number, r1: number, dst: Float32Array) => void;
+// Merges rows [r0, r1) of what an adapter makes of a base tensor into dst, which holds those rows of the base's: adds
+// its factors' delta, scaling * (B A)^T, to a weight [in, out], or puts the adapter's own tensor in their place.
+export type MergeRows = (r0: number, r1: number, dst: Float32Array) => void;
 
 // How the base describes itself in errors: its config file and the field of a size.
 export interface BaseSource {
@@ -472,11 +534,42 @@ export interface BaseSource {
   fieldName: (key: keyof GPT2Config) => string;
 }
 
-// The deltas an adapter adds to a base's weights, by weight name (checkAdapterFits first).
-export function adapterDeltas(adapter: PeftAdapter, config: GPT2Config, base: BaseSource): Map<string, AddDeltaRows> {
+// What an adapter changes in a base's tensors, by tensor name (checkAdapterFits first). The output head is wte's,
+// which a replaced lm_head equals (checkAdapterFits).
+export function adapterDeltas(adapter: PeftAdapter, config: GPT2Config, base: BaseSource): Map<string, MergeRows> {
   checkAdapterFits(adapter, config, base);
   const file = path.join(adapter.dir, ADAPTER_WEIGHTS_FILE);
-  return new Map(adapter.modules.map((m) => [m.weight, deltaRows(m, file)]));
+  const merges = new Map<string, MergeRows>(adapter.modules.map((m) => [m.weight, deltaRows(m, file)]));
+  for (const r of adapter.replaced) {
+    const cols = r.shape.length === 2 ? r.shape[1] : r.values.length;
+    if (r.weight !== LM_HEAD) merges.set(r.weight, (r0, r1, dst) => dst.set(r.values.subarray(r0 * cols, r1 * cols)));
+  }
+  return merges;
+}
+
+const LM_HEAD = 'lm_head.weight';
+
+// The shape of a base tensor by dixie's name, as GPT-2 of `config` has it (Conv1D weights [in, out]), with the config
+// field each size comes from; null for a name GPT-2 does not have.
+function baseShape(weight: string, config: GPT2Config): { shape: number[]; fields: (keyof GPT2Config)[] } | null {
+  const C = config.nEmbd;
+  if (weight === 'wte.weight' || weight === LM_HEAD) return { shape: [config.vocabSize, C], fields: ['vocabSize', 'nEmbd'] };
+  if (weight === 'wpe.weight') return { shape: [config.nCtx, C], fields: ['nCtx', 'nEmbd'] };
+  const match = /^(?:h\.(\d+)\.)?(ln_f|ln_1|ln_2|attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.(weight|bias)$/.exec(weight);
+  if (!match || (match[1] !== undefined && Number(match[1]) >= config.nLayer)) return null;
+  const [, , module, param] = match;
+  const sizes = ADAPTABLE[module];
+  if (sizes === undefined) return { shape: [C], fields: ['nEmbd'] };
+  return { shape: param === 'weight' ? [sizes.inputs * C, sizes.outputs * C] : [sizes.outputs * C], fields: ['nEmbd'] };
+}
+
+// An adapter that replaces tensors of its base whole can only be merged: decoded beside the base unmerged, trained
+// on, or written as llama.cpp's LoRA file, it would lose them. `cannot` says what cannot hold them, `instead` the way.
+export function checkFactorsOnly(adapter: PeftAdapter, cannot: string, instead: string): void {
+  const r = adapter.replaced[0];
+  if (r === undefined) return;
+  throw new Error(`${path.join(adapter.dir, ADAPTER_WEIGHTS_FILE)}: tensor "${r.name}" replaces the base's ${r.weight} (${r.reason} in ${ADAPTER_CONFIG_FILE}), `
+    + `which ${cannot} cannot: merge the adapter into its base (bin/merge-lora <base> ${adapter.dir} <folder>) and ${instead}`);
 }
 
 // Checks that the base has every module the adapter adapts, at the same widths, and that every module the config
@@ -499,6 +592,26 @@ export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base:
     }
     fitted.add(m.weight);
   }
+  const wte = adapter.replaced.find((r) => r.weight === 'wte.weight');
+  for (const r of adapter.replaced) {
+    const expected = baseShape(r.weight, config);
+    if (expected === null) {
+      throw new Error(`${file}: tensor "${r.name}" replaces ${r.weight}, which the base does not have: ${base.where} gives ${base.fieldName('nLayer')} ${config.nLayer} (layers h.0 to h.${config.nLayer - 1})`);
+    }
+    if (!sameShape(r.shape, expected.shape)) {
+      throw new Error(`${file}: tensor "${r.name}" has shape [${r.shape.join(', ')}], but the base's ${r.weight} has [${expected.shape.join(', ')}] `
+        + `(${base.where} gives ${expected.fields.map((f) => `${base.fieldName(f)} ${config[f]}`).join(', ')}): the adapter was made for a base of another size or vocabulary`);
+    }
+    if (fitted.has(r.weight)) throw new Error(`${file}: tensor "${r.name}" replaces the base's ${r.weight}, which its lora_A / lora_B adapt too: the file holds two changes of one weight`);
+  }
+  // GPT-2's output head is wte: PEFT trains a copy of lm_head, or of wte, apart from the other, and a head that is not
+  // the input embedding any more cannot be held here.
+  const head = adapter.replaced.find((r) => r.weight === LM_HEAD);
+  if ((head === undefined) !== (wte === undefined) || (head && wte && !head.values.every((v, i) => Object.is(v, wte.values[i])))) {
+    const [trained, other] = head ? [head, wte ? 'its wte.weight' : 'the base\'s wte.weight'] : [wte as ReplacedTensor, 'the base\'s lm_head (its wte.weight)'];
+    throw new Error(`${file}: tensor "${trained.name}" (${trained.reason} in ${ADAPTER_CONFIG_FILE}) differs from ${other}: PEFT trained the output head and the token embedding apart, `
+      + 'and dixie ties the head to wte as GPT-2 does, so it cannot hold them; train with both in modules_to_save and tied (or neither)');
+  }
   const prefix = adapter.modules[0].path.slice(0, adapter.modules[0].path.indexOf('h.'));
   for (let layer = 0; layer < config.nLayer; layer++) {
     for (const kind of Object.keys(ADAPTABLE)) {
@@ -519,7 +632,7 @@ export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base:
 
 // Row i of the delta is scaling * sum_k A[k, i] B[:, k], summed in float64 and added to the float32 weights once.
 // A sum past float32's range is refused: the base's weights were checked finite before, so the adapter made it.
-function deltaRows(m: LoraModule, file: string): AddDeltaRows {
+function deltaRows(m: LoraModule, file: string): MergeRows {
   const { rank, inputs, outputs } = m;
   const bT = new Float64Array(rank * outputs);  // scaling * B^T [rank, outputs], rows contiguous for the inner loop
   for (let o = 0; o < outputs; o++) {
@@ -576,6 +689,8 @@ export async function writePeftAdapter(dir: string, adapter: PeftAdapterToWrite)
     useRslora: adapter.useRslora ?? false,
     rankPattern: adapter.rankPattern ?? {},
     alphaPattern: adapter.alphaPattern ?? {},
+    modulesToSave: null,
+    bias: 'none',
     taskType: 'CAUSAL_LM',
     inferenceMode: true,
   };

@@ -56,7 +56,7 @@ t.test('writePeftAdapter writes PEFT\'s names and config, and readPeftAdapter re
   const read = readPeftAdapter(dir);
   t.same(read.config, {
     baseModel: 'gpt2', r: 4, alpha: 8, dropout: 0, targetModules: ['c_fc', 'mlp.c_proj'], excludeModules: null,
-    layersToTransform: null, layersPattern: null, useRslora: true, rankPattern: { c_fc: 2 }, alphaPattern: { c_fc: 4 },
+    layersToTransform: null, layersPattern: null, useRslora: true, rankPattern: { c_fc: 2 }, alphaPattern: { c_fc: 4 }, modulesToSave: null, bias: 'none',
     taskType: 'CAUSAL_LM', inferenceMode: true,
   });
   t.same(read.modules.map((m) => [m.path, m.weight, m.rank, m.alpha, m.scaling, m.inputs, m.outputs]), [
@@ -211,11 +211,11 @@ t.test('corrupt and mismatched adapters: errors that name the file and the field
     ['bias-tensor', (d) => {
       writeRawAdapter(d, peftConfig({}), layer0());
       writeRawSafetensors(weightsOf(d), [{ name: 'base_model.model.transformer.h.0.attn.c_attn.bias', shape: [3 * C], data: new Float32Array(3 * C) }]);
-    }, (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.bias" is not a LoRA factor dixie can merge (lora_A or lora_B of attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in a layer h.N); trained biases, modules_to_save, DoRA magnitudes and adapters of the embeddings or the output head are not supported`],
-    ['modules-to-save', (d) => writeRawAdapter(d, peftConfig({ modules_to_save: ['lm_head'] }), layer0()),
-      (d) => `${configOf(d)}: field "modules_to_save" is ["lm_head"]: whole modules trained beside the adapter (their weights would replace the base's); dixie merges plain LoRA only`],
-    ['bias-all', (d) => writeRawAdapter(d, peftConfig({ bias: 'all' }), layer0()),
-      (d) => `${configOf(d)}: field "bias" is "all": the adapter trained the base's biases too, which dixie does not merge; only "none" is supported`],
+    }, (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.bias" is the base's h.0.attn.c_attn.bias trained whole, which ${configOf(d)} does not ask for (modules_to_save null, bias "none")`],
+    ['magnitude', (d) => {
+      writeRawAdapter(d, peftConfig({}), layer0());
+      writeRawSafetensors(weightsOf(d), [{ name: 'base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector', shape: [3 * C], data: new Float32Array(3 * C) }]);
+    }, (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector" is neither a LoRA factor dixie can merge (lora_A or lora_B of attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in a layer h.N) nor a tensor of the base (modules_to_save, a trained bias); DoRA magnitudes and adapters of the embeddings or the output head are not supported`],
     ['dora', (d) => writeRawAdapter(d, peftConfig({ use_dora: true }), layer0()),
       (d) => `${configOf(d)}: field "use_dora" is true: DoRA, which rescales each column by a trained magnitude; dixie merges plain LoRA only`],
     ['no-config', (d) => {
