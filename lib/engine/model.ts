@@ -5,7 +5,7 @@ import path from 'node:path';
 import {
   loadAddon,
   LORA_TARGETS,
-  MAX_SERVED_RANK,
+  maxServedRank,
   LoraTarget,
   NativeConfig,
   NativeMemory,
@@ -324,8 +324,9 @@ export const NATIVE = Symbol('dixie native model');
 export function servedRank(adapter: PeftAdapter): number {
   checkFactorsOnly(adapter, 'an adapter decoded unmerged beside its base (as the server serves adapters)', 'serve the merged folder');
   const largest = adapter.modules.reduce((x, m) => (m.rank > x.rank ? m : x));
-  if (largest.rank > MAX_SERVED_RANK) {
-    throw new Error(`${adapter.dir}: ${largest.path} has rank ${largest.rank}, and an adapter decoded unmerged beside its base (as the server serves adapters) has rank ${MAX_SERVED_RANK} at most: merge this one into its base (bin/merge-lora) and serve the merged folder`);
+  const most = maxServedRank();
+  if (largest.rank > most) {
+    throw new Error(`${adapter.dir}: ${largest.path} has rank ${largest.rank}, and an adapter decoded unmerged beside its base (as the server serves adapters) has rank ${most} at most: merge this one into its base (bin/merge-lora) and serve the merged folder`);
   }
   return largest.rank;
 }

@@ -18,8 +18,6 @@ export type Precision = 'f32' | 'bf16';
 // The layer matrices a LoRA adapter can change, by Hugging Face's module names (native/core/model_spec.h LoraShape).
 export type LoraTarget = 'attn.c_attn' | 'attn.c_proj' | 'mlp.c_fc' | 'mlp.c_proj';
 export const LORA_TARGETS: readonly LoraTarget[] = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
-// The largest rank of an adapter decoded unmerged (kvAddAdapter; native/core/adapter_table.h kMaxServedRank).
-export const MAX_SERVED_RANK = 256;
 
 export interface NativeConfig {
   nLayer: number;
@@ -182,6 +180,7 @@ export interface NativeAddon {
   Model: new (config: NativeConfig, options: NativeOptions) => NativeModel;
   cpuFeatures(): string[];  // vector units the addon was compiled for, e.g. ['avx2', 'fma']
   cudaAvailable(): boolean;  // built with CUDA and a device is usable
+  maxServedRank: number;  // the largest rank kvAddAdapter takes (native/core/adapter_table.h kMaxServedRank)
   // kvForward's logprobs of rows of logits held here, one row per target, computed on the calling thread.
   tokenLogprobs(logits: Float32Array, logprobs: NativeLogprobs): void;
   // What a CPU model takes to decode `slots` sequences at their full context, in bytes, computed by the native code
@@ -216,4 +215,9 @@ export function loadAddon(): NativeAddon {
     if (process.env.DIXIE_VERBOSE === '1') process.stderr.write(`dixie: native addon: ${origin} (${file}), compiled for ${addon.cpuFeatures().join(' ') || 'no vector extensions'}\n`);
   }
   return addon;
+}
+
+// The largest rank of an adapter decoded unmerged, as the addon that decodes it says.
+export function maxServedRank(): number {
+  return loadAddon().maxServedRank;
 }

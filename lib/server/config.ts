@@ -8,7 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { AUDIENCE_RULE, DEFAULT_AUDIENCE, isAudience } from '../data/chat_format';
-import { MAX_SERVED_RANK, type DeviceRequest, type Precision, type WeightDType } from '../engine/native';
+import { maxServedRank, type DeviceRequest, type Precision, type WeightDType } from '../engine/native';
 import { trainedAudiences } from '../formats/chat_record';
 import { checkpointFolder } from '../train/checkpoint';
 import { validateAlexaConfig, type AlexaOptions } from './alexa/config';
@@ -314,7 +314,7 @@ function readFineTuning(raw: unknown, where: string, baseDir: string): FineTunin
     dir: path.resolve(baseDir, str(raw, 'dir', where, '')),
     maxFileBytes: Math.floor(num(raw, 'max_file_mb', where, FINE_TUNING_DEFAULTS.maxFileBytes / MB, 0.001, 1024 * 1024) * MB),
     learningRate: rate('learning_rate', FINE_TUNING_DEFAULTS.learningRate),
-    loraRank: num(raw, 'lora_rank', where, FINE_TUNING_DEFAULTS.loraRank, 0, MAX_SERVED_RANK, true),
+    loraRank: num(raw, 'lora_rank', where, FINE_TUNING_DEFAULTS.loraRank, 0, maxServedRank(), true),
     loraLearningRate: rate('lora_learning_rate', FINE_TUNING_DEFAULTS.loraLearningRate),
     threads: num(raw, 'threads', where, FINE_TUNING_DEFAULTS.threads, 0, 1024, true),
   };

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/adapter_table.h"
 #include "core/backend.h"
 #include "core/checks.h"
 #include "core/collective.h"
@@ -1206,6 +1207,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                   return info.Env().Undefined();
                 });
               }));
+  // The largest rank kvAddAdapter takes, for the TypeScript side to refuse a higher one where it reads the adapter.
+  exports.Set("maxServedRank", Napi::Number::New(env, dixie::kMaxServedRank));
   exports.Set("cudaAvailable", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
 #ifdef DIXIE_WITH_CUDA
                 return Napi::Boolean::New(info.Env(), cuda_status().usable);

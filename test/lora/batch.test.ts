@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { Model, NATIVE } from '../../lib/engine/model';
+import { maxServedRank } from '../../lib/engine/native';
 import { Generator } from '../../lib/generate';
 import { loadTokenizer } from '../../lib/tokenizer';
 import { maxAbsDiff, randomTokens } from '../engine/helpers';
@@ -154,4 +155,14 @@ t.test('an adapter added to another model is refused', async (t) => {
   await t.rejects(generator.generate('hi', { adapter: foreign, maxTokens: 2 }), /was added to another model/);
   await generator.close();
   other.dispose();
+});
+
+// The rank the TypeScript side refuses past (servedRank) is the addon's own: the one kv_add_adapter takes last.
+t.test('the largest served rank comes from the addon, and kvAddAdapter refuses the next', async (t) => {
+  const most = maxServedRank();
+  t.ok(Number.isSafeInteger(most) && most > 0, `a rank (${most})`);
+  const model = Model.create(CONFIG, { device: 'cpu', trainable: false });
+  t.teardown(() => model.dispose());
+  t.throws(() => model[NATIVE].kvAddAdapter(most + 1, 1, new Uint8Array(CONFIG.nLayer * 4), new Float32Array(0)),
+    { message: `kv_add_adapter: rank ${most + 1} is outside [1, ${most}]` });
 });

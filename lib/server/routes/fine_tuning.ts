@@ -7,7 +7,7 @@
 //   POST /v1/fine_tuning/jobs/<id>/cancel|pause|resume
 //   DELETE /v1/models/<model>                    a fine-tuned model served no more
 import express, { type Request, type Response } from 'express';
-import { MAX_SERVED_RANK } from '../../engine/native';
+import { maxServedRank } from '../../engine/native';
 import { HttpError } from '../errors';
 import type { FineTuningJobs, Hyperparameters, JobRequest } from '../fine_tuning';
 import { bad, checkKeys, objectBody, type Body } from './api_common';
@@ -140,7 +140,7 @@ function hyperparameters(body: Body): Hyperparameters {
     batch_size: choice('batch_size', (v) => Number.isInteger(v) && v >= 1 && v <= 256, 'an integer from 1 to 256'),
     learning_rate_multiplier: choice('learning_rate_multiplier', (v) => v > 0 && v <= 1000, 'a number above 0, at most 1000'),
     n_epochs: choice('n_epochs', (v) => Number.isInteger(v) && v >= 1 && v <= 1000, 'an integer from 1 to 1000'),
-    lora_rank: choice('lora_rank', (v) => Number.isInteger(v) && v >= 0 && v <= MAX_SERVED_RANK, `an integer from 0 (every weight) to ${MAX_SERVED_RANK}`),
+    lora_rank: choice('lora_rank', (v) => Number.isInteger(v) && v >= 0 && v <= maxServedRank(), `an integer from 0 (every weight) to ${maxServedRank()}`),
   };
 }
 
