@@ -44,7 +44,8 @@ const AFTERNOON = new Set(['午後', '下午', '오후', 'م']);
 // was created or renamed, that the user was added to it); location: the word before a location's map link (Android
 // writes it under the place's name and address, an iPhone after a direction mark), in any case; calls: a missed
 // call, which Android writes as a message of the caller; waiting: a message the phone could not yet decrypt when the
-// chat was exported.
+// chat was exported; encrypted: the first sentence of the notice that the chat is end-to-end encrypted, which an
+// iPhone writes as a message of the chat's name.
 interface AppWords {
   media?: readonly string[];
   omitted?: readonly string[];
@@ -56,10 +57,12 @@ interface AppWords {
   location?: readonly string[];
   calls?: readonly string[];
   waiting?: readonly string[];
+  encrypted?: readonly string[];
 }
 
 const APP_WORDS: Readonly<Record<string, AppWords>> = {
   en: {
+    encrypted: ['Messages and calls are end-to-end encrypted', 'Messages to this chat and calls are now secured with end-to-end encryption', 'Messages to this group are now secured with end-to-end encryption', 'Messages you send to this chat and calls are now secured with end-to-end encryption', 'Messages you send to this group are now secured with end-to-end encryption'],
     media: ['<Media omitted>', 'live location shared'],
     omitted: ['omitted'],
     attached: ['file attached'],
@@ -72,6 +75,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     waiting: ['Waiting for this message. This may take a while.'],
   },
   de: {
+    encrypted: ['Nachrichten und Anrufe sind Ende-zu-Ende-verschlüsselt'],
     media: ['<Medien ausgeschlossen>'],
     location: ['Standort'],
     omitted: ['ausgeschlossen'],
@@ -84,6 +88,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     waiting: ['Warte auf diese Nachricht. Das kann einen Moment dauern.'],
   },
   es: {
+    encrypted: ['Los mensajes y las llamadas están cifrados de extremo a extremo'],
     media: ['<Multimedia omitido>'],
     location: ['Ubicación'],
     omitted: ['omitido', 'omitida'],
@@ -96,6 +101,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: ['te añadió', 'creó el grupo '],
   },
   fr: {
+    encrypted: ['Les messages et les appels sont chiffrés de bout en bout'],
     media: ['<Médias omis>'],
     location: ['Localisation'],
     omitted: ['omis'],
@@ -108,6 +114,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: ['vous a ajouté', 'a créé le groupe '],
   },
   pt: {
+    encrypted: ['As mensagens e as chamadas são protegidas com a criptografia de ponta a ponta', 'As mensagens e as chamadas são protegidas com a criptografia de ponta a ponta e ficam somente entre você e os participantes desta conversa', 'As mensagens e ligações são protegidas com a criptografia de ponta a ponta', 'As mensagens e chamadas são encriptadas ponto a ponto'],
     media: ['<Mídia oculta>', '<Arquivo de mídia oculto>'],
     location: ['Localização'],
     omitted: ['oculta', 'oculto'],
@@ -119,6 +126,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: ['adicionou você', 'criou o grupo '],
   },
   it: {
+    encrypted: ['I messaggi e le chiamate sono crittografati end-to-end'],
     media: ['<Media omessi>'],
     location: ['Posizione'],
     omitted: ['omessi'],
@@ -131,6 +139,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: ['ti ha aggiunto', 'ha creato il gruppo '],
   },
   nl: {
+    encrypted: ['Berichten en gesprekken worden end-to-end versleuteld'],
     media: ['<Media weggelaten>'],
     location: ['locatie'],
     omitted: ['weggelaten'],
@@ -140,6 +149,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: ['heeft u toegevoegd', 'U bent toegevoegd'],
   },
   ru: {
+    encrypted: ['Сообщения и звонки защищены сквозным шифрованием'],
     media: ['<Без медиафайлов>'],
     location: ['местоположение'],
     attached: ['файл добавлен'],
@@ -150,6 +160,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: ['добавил(-а) вас', 'создал(-а) группу '],
   },
   uk: {
+    encrypted: ['Повідомлення й дзвінки захищено наскрізним шифруванням'],
     media: ['<Медіа пропущено>'],
     location: ['Розташування'],
     attached: ['файл додано'],
@@ -160,6 +171,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: ['додав(-ла) вас'],
   },
   tr: {
+    encrypted: ['Mesajlar ve aramalar uçtan uca şifrelidir'],
     media: ['<Medya dahil edilmedi>'],
     attached: ['dosya ekli'],
     deleted: ['Bu mesaj silindi', 'Bu mesajı sildiniz'],
@@ -168,6 +180,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: ['sizi ekledi', 'Eklendiniz', 'grubunu oluşturdu'],
   },
   id: {
+    encrypted: ['Pesan dan panggilan terenkripsi secara end-to-end'],
     media: ['<Media tidak disertakan>'],
     location: ['Lokasi'],
     attached: ['file terlampir'],
@@ -211,6 +224,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
   },
   he: { attached: ['קובץ מצורף'], deleted: ['הודעה זו נמחקה'], calls: ['שיחה קולית שלא נענתה', 'שיחת וידאו שלא נענתה'] },
   ja: {
+    encrypted: ['メッセージと通話はエンドツーエンド暗号化されています'],
     attached: ['添付ファイル有り'],
     location: ['位置情報'],
     document: ['ドキュメントは含まれていません'],
@@ -220,6 +234,7 @@ const APP_WORDS: Readonly<Record<string, AppWords>> = {
     group: ['があなたを追加しました', 'がグループ「'],
   },
   ko: {
+    encrypted: ['메시지 및 전화는 종단간 암호화되어 안전합니다'],
     media: ['<미디어 파일 제외됨>'],
     attached: ['파일 첨부됨'],
     deleted: ['이 메시지는 삭제되었습니다', '삭제한 메시지입니다'],
@@ -295,6 +310,8 @@ const GROUP_NOTICE = new RegExp(alternatives(appWords('group')));
 const CALL = new RegExp(`^(?:${alternatives(appWords('calls'))})$`, 'i');
 // A message the phone could not yet decrypt when the chat was exported: its words are not in the export.
 const WAITING = new RegExp(`^(?:${alternatives(appWords('waiting'))})$`);
+// The notice that opens a chat, its first sentence whole, whatever follows it ("Tap to learn more.").
+const ENCRYPTED = new RegExp(`^(?:${alternatives(appWords('encrypted'))})(?:[.。]|$)`);
 // A location shared: its place's name and address, if any, each on a line, then its map link; on an iPhone after a
 // direction mark, without which the same words were typed.
 const LOCATION = new RegExp(`^(?:[^\\n]*\\n){0,2}(?:${alternatives(appWords('location'))}): https://maps\\.google\\.com/\\?q=-?[\\d.]+,-?[\\d.]+$`, 'i');
@@ -546,6 +563,7 @@ function readMessage(text: string, from: number, end: number, line: number, brac
   else if (appMayHaveWritten && DELETED.test(body)) dropped = 'deleted';
   else if (appMayHaveWritten && CALL.test(body)) dropped = 'call';
   else if (appMayHaveWritten && WAITING.test(body)) dropped = 'unreadable';
+  else if (appMayHaveWritten && ENCRYPTED.test(body)) dropped = 'system';
   else if (notice) {
     dropped = 'system';
     if (GROUP_NOTICE.test(body)) state.group = true;

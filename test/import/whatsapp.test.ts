@@ -292,6 +292,25 @@ t.test("an older iPhone's export: its placeholders without direction marks, in a
   t.same(marked.messages.map((m) => m.dropped), ['system', null, null, null, null, null, 'media', null, null]);
 });
 
+// An older iPhone wrote the notice that opens every chat as a message of the chat's name, without a direction mark.
+t.test("an older iPhone's notice that the chat is encrypted, in the phone's language, is the app's; a message that begins with its words is kept", async (t) => {
+  const notices = [
+    '[04.03.19, 18:19:00] Mom: Messages and calls are end-to-end encrypted. No one outside of this chat, not even WhatsApp, can read or listen to them.',
+    '[04.03.19, 18:19:01] Mom: Messages to this chat and calls are now secured with end-to-end encryption. Tap for more info.',
+    '[04.03.19, 18:19:02] Mom: Nachrichten und Anrufe sind Ende-zu-Ende-verschlüsselt. Niemand außerhalb dieses Chats kann sie lesen oder anhören, nicht einmal WhatsApp.',
+    '[04.03.19, 18:19:03] Mom: Los mensajes y las llamadas están cifrados de extremo a extremo. Nadie fuera de este chat, ni siquiera WhatsApp, puede leerlos ni escucharlos.',
+    '[04.03.19, 18:19:04] Mom: Les messages et les appels sont chiffrés de bout en bout. Aucun tiers, pas même WhatsApp, ne peut les lire ou les écouter.',
+    '[04.03.19, 18:19:05] Mom: As mensagens e as chamadas são protegidas com a criptografia de ponta a ponta e ficam somente entre você e os participantes desta conversa.',
+    '[04.03.19, 18:19:06] Mom: Сообщения и звонки защищены сквозным шифрованием. Третьи лица, включая WhatsApp, не могут прочитать ваши сообщения или прослушать звонки.',
+    '[04.03.19, 18:19:07] Mom: メッセージと通話はエンドツーエンド暗号化されています。チャットの参加者以外は、たとえWhatsAppでも読んだり聞いたりすることはできません。',
+    '[04.03.19, 18:19:08] Mom: 메시지 및 전화는 종단간 암호화되어 안전합니다. 아무도 엿보거나 들을 수 없습니다.',
+  ];
+  const typed = ['[04.03.19, 18:20:00] Jane Doe: Messages and calls are end-to-end encrypted, right?', '[04.03.19, 18:20:01] Mom: yes', ''];
+  const { files, summary } = await importFolder(t, { '_chat.txt': [...notices, ...typed].join('\n') }, { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': ['1|Mom|Messages and calls are end-to-end encrypted, right? <EOM>', '0|Mom|yes <EOM>'] });
+  t.match(summary, { read: 11, kept: 2, dropped: { system: 9 } });
+});
+
 t.test("an iPhone's photo, video or voice message after its caption: the caption kept, on one line or several; a document's name is no caption", async (t) => {
   const lines = [
     '[3/4/24, 6:20:00 PM] Mom: Xd \u200eimage omitted',
