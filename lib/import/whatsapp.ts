@@ -313,8 +313,12 @@ const WAITING = new RegExp(`^(?:${alternatives(appWords('waiting'))})$`);
 // The notice that opens a chat, its first sentence whole, whatever follows it ("Tap to learn more.").
 const ENCRYPTED = new RegExp(`^(?:${alternatives(appWords('encrypted'))})(?:[.。]|$)`);
 // A location shared: its place's name and address, if any, each on a line, then its map link; on an iPhone after a
-// direction mark, without which the same words were typed.
-const LOCATION = new RegExp(`^(?:[^\\n]*\\n){0,2}(?:${alternatives(appWords('location'))}): https://maps\\.google\\.com/\\?q=-?[\\d.]+,-?[\\d.]+$`, 'i');
+// direction mark, without which the same words were typed, and which follows the place's address after two spaces
+// ("Big Ben, London  \u200eLocation: https://..."). Group 1: the marks before the link's word. Found from the end, as
+// a pattern of the lines before it would try every way of cutting a long message into lines.
+const LOCATION = new RegExp(`(?:^|\\n|${SPACE}+(?=[\u200e\u200f]))([\u200e\u200f]*)(?:${alternatives(appWords('location'))}): https://maps\\.google\\.com/\\?q=-?[\\d.]+,-?[\\d.]+$`, 'i');
+// The most lines of a place's name and address before its location.
+const LOCATION_LINES = 2;
 // A poll: "POLL:", its question, and an "OPTION:" line for each answer with its votes: no words of a conversation.
 const POLL = /^POLL:\n[^\n]*(?:\nOPTION: [^\n]*)+$/;
 // "WhatsApp Chat with Mom.txt" in the languages of the phones that export most, as the app's translations name it
@@ -553,13 +557,14 @@ function readMessage(text: string, from: number, end: number, line: number, brac
   let kept = body;
   let dropped: DropReason | null = null;
   const iPhoneMedia = IPHONE_MEDIA.exec(text.slice(bodyStart, end).trim());
+  const location = LOCATION.exec(body);
   if (iPhoneMedia) {
     kept = iPhoneMedia[1].trim();
     if (kept === '') dropped = 'media';
   } else if (MEDIA.test(firstLine.slice(afterMarks(firstLine, 0))) || IPHONE_DOCUMENT.test(firstLine) || (bracketed && state.unmarked && UNMARKED_IPHONE_MEDIA.test(firstLine))) {
     kept = newline < 0 ? '' : body.slice(newline + 1).trim();
     if (kept === '') dropped = 'media';
-  } else if (POLL.test(body) || (appMayHaveWritten && LOCATION.test(body))) dropped = 'media';
+  } else if (POLL.test(body) || (location !== null && (appMayHaveWritten || location[1] !== '') && body.slice(0, location.index).split('\n').length <= LOCATION_LINES)) dropped = 'media';
   else if (appMayHaveWritten && DELETED.test(body)) dropped = 'deleted';
   else if (appMayHaveWritten && CALL.test(body)) dropped = 'call';
   else if (appMayHaveWritten && WAITING.test(body)) dropped = 'unreadable';

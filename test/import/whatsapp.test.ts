@@ -373,6 +373,19 @@ t.test('a location Android shares, under its place\'s name and address, and a li
 });
 
 
+t.test("a place an iPhone shares: its name and address, two spaces, and its location after a direction mark, on one line or two, are media; the same words typed are a message", async (t) => {
+  const lines = [
+    '[3/4/24, 18:20:00] Mom: Big Ben, London SW1A 0AA, UK  \u200eLocation: https://maps.google.com/?q=51.5007,-0.1246',
+    '[3/4/24, 18:20:01] Mom: Big Ben',
+    'London SW1A 0AA, UK  \u200eLocation: https://maps.google.com/?q=51.5007,-0.1246',
+    '[3/4/24, 18:21:00] Jane Doe: Big Ben  Location: https://maps.google.com/?q=51.5007,-0.1246',
+    '',
+  ];
+  const { files, summary } = await importFolder(t, { '_chat.txt': `\u200e[3/4/24, 18:19:00] Mom: \u200eMessages and calls are end-to-end encrypted.\n${lines.join('\n')}` }, { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': ['1|Mom|Big Ben Location: https://maps.google.com/?q=51.5007,-0.1246 <EOM>'] });
+  t.match(summary, { read: 4, kept: 1, dropped: { media: 2, system: 1 } });
+});
+
 // The lines of real exports (iPhone: English, German, Spanish, Portuguese, French; Android: Russian, Czech, Dutch).
 t.test("a location an iPhone shares, after a direction mark, in the phone's language, and Android's in other languages than English; the same words typed on an iPhone are a message", async (t) => {
   const iPhone = [
