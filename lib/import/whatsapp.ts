@@ -277,12 +277,13 @@ function iPhoneFile(kind: string): string {
 
 // An attachment, as any phone writes it: a language's placeholder, or one in angle brackets that ends in its
 // "omitted" (an older iPhone's "<\u200eimage omitted>" too); a file's name, which may hold spaces (a contact's card
-// is named after the contact: "Ade D.vcf"), and "(file attached)", or, on an older iPhone, its file as WhatsApp
+// is named after the contact: "Ade D.vcf"), or a name without an extension and without spaces (a document named so,
+// "DOC-20220602-WA0003"), and "(file attached)", or, on an older iPhone, its file as WhatsApp
 // numbered them then and a word in angle brackets ("2015-08-04-PHOTO-00004762.jpg <attached>"). And "null", older
 // Android's photo or video to view once.
 const MEDIA = new RegExp(
   `^(?:${alternatives(appWords('media'))}|<[^<>\\n]{1,60} (?:${alternatives(appWords('omitted'))})>|` +
-    `[^\\n]+\\.\\w{2,5} \\((?:${alternatives(appWords('attached'))})\\)|\\d{4}-\\d{2}-\\d{2}-[A-Z]+-\\d{8}\\.\\w{2,5} <[^<>\\n]{1,30}>|null)$`,
+    `(?:[^\\n]+\\.\\w{2,5}|\\S+) \\((?:${alternatives(appWords('attached'))})\\)|\\d{4}-\\d{2}-\\d{2}-[A-Z]+-\\d{8}\\.\\w{2,5} <[^<>\\n]{1,30}>|null)$`,
   'i',
 );
 // An iPhone's photo, video, voice message, GIF or sticker: its placeholder ("image omitted"), after a direction mark

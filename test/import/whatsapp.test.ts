@@ -343,6 +343,19 @@ t.test('Android: a file attached whose name holds spaces is media, its caption k
   t.match(summary, { read: 5, kept: 2, dropped: { media: 3 } });
 });
 
+t.test('Android: a file attached whose name has no extension is media, its caption kept; a message of words and "(file attached)" is kept', async (t) => {
+  const lines = [
+    '02/06/22, 10:52 am - Mom: DOC-20220602-WA0003 (file attached)',
+    '02/06/22, 10:53 am - Mom: Contract (file attached)',
+    'the one for June',
+    '02/06/22, 10:54 am - Jane Doe: I sent it (file attached)',
+    '',
+  ];
+  const { files, summary } = await importChatWithMom(t, lines);
+  t.same(files, { 'mom.train': ['0|Mom|the one for June <EOM>', '1|Mom|I sent it (file attached) <EOM>'] });
+  t.match(summary, { read: 3, kept: 2, dropped: { media: 1 } });
+});
+
 t.test("on Android the iPhone's placeholder words are messages; its own placeholders, written without a mark, are not", async (t) => {
   const lines = [
     '04.03.24, 18:20 - Jane Doe: image omitted',
