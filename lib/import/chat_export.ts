@@ -114,6 +114,10 @@ export function nameKey(name: string): string {
   return withoutDirectionMarks(name).normalize('NFC').replace(/\s+/g, ' ').trim().toLowerCase();
 }
 
+// How much of a text export's start tells which app wrote it: its first lines. Reading no further keeps the test cheap
+// on a large file that is no export (a dataset bin/train is given) even where its lines are long.
+export const DETECT_HEAD = 4096;
+
 // The most bytes of an export read as text: a text export is read as one string, and V8's longest (about 512 MiB
 // of characters) is what a byte of UTF-8 may make at most.
 export const MAX_TEXT_BYTES = buffer.constants.MAX_STRING_LENGTH;

@@ -14,7 +14,7 @@
 // write "2024. 1. 15. 오후 3:04". Times are the phone's wall clock, kept as if UTC, as other exports without a time
 // zone are.
 import path from 'node:path';
-import { ChatImportError, DropReason, ExportedChat, ExportedMessage, NO_IDS } from './chat_export';
+import { ChatImportError, DropReason, ExportedChat, ExportedMessage, DETECT_HEAD, NO_IDS } from './chat_export';
 
 const SAVED = /^(?:저장한 날짜|Date Saved) : /;
 // The heading's lines: the chat's name and the date it was saved.
@@ -57,7 +57,7 @@ const MEDIA = /^(?:사진|사진 \d+장|동영상|이모티콘|음성메시지|P
 const DELETED = /^(?:삭제된 메시지입니다\.|This message was deleted\.|채팅방 관리자가 메시지를 가렸습니다\.|This message has been hidden by the chatroom managers\.)$/;
 
 export function looksLikeKakaoTalk(text: string): boolean {
-  const lines = text.replace(/^\ufeff/, '').split(/\r?\n/, 8).map((l) => l.trim()).filter((l) => l !== '');
+  const lines = text.slice(0, DETECT_HEAD).replace(/^\ufeff/, '').split(/\r?\n/, 8).map((l) => l.trim()).filter((l) => l !== '');
   // Without its heading (a part of a long chat): a computer's day and messages under it.
   return lines.slice(0, 3).some((l) => SAVED.test(l)) || (COMPUTER_DAY.test(lines[0] ?? '') && lines.slice(1).filter((l) => COMPUTER_MESSAGE.test(l)).length >= 2);
 }

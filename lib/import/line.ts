@@ -10,7 +10,7 @@
 //   11:05		Yuki unsent a message.        the app's notices: no sender
 // Times are the phone's wall clock, kept as if UTC, as other exports without a time zone are.
 import path from 'node:path';
-import { DropReason, ExportedChat, ExportedMessage, ChatImportError, NO_IDS } from './chat_export';
+import { DropReason, ExportedChat, ExportedMessage, ChatImportError, DETECT_HEAD, NO_IDS } from './chat_export';
 
 const HEADER = /^\[LINE\]\s*(.*)$/;
 const TITLES: readonly { pattern: RegExp; group: boolean | null }[] = [
@@ -32,7 +32,7 @@ const MEDIA = /^\[(?:Photo|Video|Sticker|File|Voice message|Album|Contact|Locati
 const UNSENT = /(?:unsent a message\.?|メッセージの送信を取り消しました|已收回訊息|撤回了一条消息)$/;
 
 export function looksLikeLine(text: string): boolean {
-  const lines = text.replace(/^\ufeff/, '').split(/\r?\n/, 8).filter((l) => l.trim() !== '');
+  const lines = text.slice(0, DETECT_HEAD).replace(/^\ufeff/, '').split(/\r?\n/, 8).filter((l) => l.trim() !== '');
   // Without the header (older group exports): a day line and messages under it.
   const first = (lines[0] ?? '').trim();
   return HEADER.test(first) || (dayOf(first) !== null && lines.filter((l) => messageFields(l) !== null).length >= 2);

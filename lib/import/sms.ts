@@ -10,7 +10,7 @@
 // went. The sender of a received MMS is its addr of type 137. The backup says which messages are the user's, so
 // --me is not needed. Read in one pass by a scanner of tags and attributes: a phone's backup runs to hundreds of
 // megabytes (MMS pictures are inline, in base64), too much for a DOM.
-import { ExportedChat, ExportedMessage, ChatImportError, NO_IDS } from './chat_export';
+import { ExportedChat, ExportedMessage, ChatImportError, DETECT_HEAD, NO_IDS } from './chat_export';
 import { lineAt, lineCounter } from '../util/lines';
 
 const ATTRIBUTE = /\s+([^\s=/>]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/y;
@@ -41,7 +41,7 @@ interface Mms {
 }
 
 export function looksLikeSms(text: string): boolean {
-  return /^\s*(?:(?:<\?[^]*?\?>|<!--[^]*?-->)\s*)*<smses[\s>]/.test(text.slice(0, 4096));
+  return /^\s*(?:(?:<\?[^]*?\?>|<!--[^]*?-->)\s*)*<smses[\s>]/.test(text.slice(0, DETECT_HEAD));
 }
 
 export function parseSms(file: string, text: string): ExportedChat[] {

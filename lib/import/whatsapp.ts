@@ -8,7 +8,7 @@
 // Dad") and, on iOS, with a direction mark opening the text ("Mom: \u200eimage omitted", a right-to-left mark in
 // Arabic, Hebrew and Persian). Direction marks also surround times and names; they are removed.
 import path from 'node:path';
-import { DropReason, ExportedChat, ExportedMessage, ChatImportError, NO_IDS, withoutDirectionMarks } from './chat_export';
+import { DropReason, ExportedChat, ExportedMessage, ChatImportError, DETECT_HEAD, NO_IDS, withoutDirectionMarks } from './chat_export';
 
 export type DateOrder = 'dmy' | 'mdy' | 'ymd';
 export const DATE_ORDERS: readonly DateOrder[] = ['dmy', 'mdy', 'ymd'];
@@ -334,7 +334,7 @@ const TITLE_IN_NAME = [
 
 // Whether a text is a WhatsApp export: its first non-blank line starts with a message's date and time.
 export function looksLikeWhatsApp(text: string): boolean {
-  const first = /\S/.exec(text.slice(0, 4096));
+  const first = /\S/.exec(text.slice(0, DETECT_HEAD));
   if (!first) return false;
   const lineStart = text.lastIndexOf('\n', first.index) + 1;
   return headerAt(text, lineStart) !== null;
