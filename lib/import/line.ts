@@ -27,8 +27,8 @@ const WEEKDAY_DAY = /^(\p{L}{2,3}),\s*(\d{1,2})\/(\d{1,2})\/(\d{4})$/u;
 const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const TIME = /^(?:(午前|午後|上午|下午|AM|PM)\s?)?(\d{1,2}):(\d{2})(?:\s?([AaPp][Mm]))?$/;
 const AFTERNOON = new Set(['午後', '下午', 'PM', 'pm', 'Pm']);
-// A message that stands for an attachment, in LINE's English, Japanese and Chinese.
-const MEDIA = /^\[(?:Photo|Video|Sticker|File|Voice message|Album|Contact|Location|GIF|写真|動画|スタンプ|ファイル|ボイスメッセージ|アルバム|連絡先|位置情報|照片|图片|圖片|影片|视频|貼圖|贴图|檔案|文件|语音讯息|語音訊息)\]$/;
+// A message that stands for an attachment, in LINE's English, Japanese, Chinese and Thai.
+const MEDIA = /^\[(?:Photo|Video|Sticker|File|Voice message|Album|Contact|Location|GIF|写真|動画|スタンプ|ファイル|ボイスメッセージ|アルバム|連絡先|位置情報|照片|图片|圖片|影片|视频|貼圖|贴图|檔案|文件|语音讯息|語音訊息|รูปภาพ|วิดีโอ|สติกเกอร์|ไฟล์)\]$/;
 const UNSENT = /(?:unsent a message\.?|メッセージの送信を取り消しました|已收回訊息|撤回了一条消息)$/;
 
 export function looksLikeLine(text: string): boolean {

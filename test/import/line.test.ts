@@ -34,6 +34,12 @@ t.test('the Japanese export, groups by their header, and the newer English day l
   t.same(newer.messages.map((m) => [m.time, m.text]), [[Date.UTC(2024, 0, 15, 10, 23), 'Chapter 3 tonight?']]);
 });
 
+t.test("the Thai export: its chat named by the header, its photos, videos, stickers and files dropped as media; a message in brackets is kept", async (t) => {
+  const thai = parseLine('th.txt', '[LINE] ประวัติการสนทนากับ Yuki\n\n2024/01/15(จ.)\n10:23\tYuki\tสวัสดีปีใหม่\n10:24\tYuki\t[สติกเกอร์]\n10:25\tYuki\t[รูปภาพ]\n10:26\tYuki\t[วิดีโอ]\n10:27\tYuki\t[ไฟล์]\n10:28\tJane\t[สติกเกอร์] น่ารัก\n');
+  t.equal(thai.title, 'Yuki');
+  t.same(thai.messages.map((m) => m.dropped), [null, 'media', 'media', 'media', 'media', null]);
+});
+
 t.test('the newer English day line written day first, as a phone set so writes it: the day of the week tells the order', async (t) => {
   const text = [
     '[LINE] Chat history with Travel Friends', 'Saved on: 03/04/2026, 04:36PM', '',
