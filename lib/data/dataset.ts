@@ -3,11 +3,13 @@
 // and joined with <|endoftext|> into chunks of at least `combine` characters, then encoded (what is left at the end,
 // shorter, joins the last chunk); an .npz adds its arrays as chunks; a token file (bin/encode) is read in place. Text
 // files are checked to be text (text_file.ts) and chat documents to be well formed (chat_check.ts) on the way.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { progressCallback } from '../download/progress';
 import { END_OF_TEXT, EncoderPool, Tokenizer } from '../tokenizer';
+import { concat, cutText, dealLanes } from '../tokenizer/parallel';
 import { ChatChecker, ChatSummary, MalformedChatError } from './chat_check';
 import { looksLikeChat } from './chat_format';
 import { plural } from '../util/format';
@@ -37,6 +39,11 @@ const FLUSH_CHARS = 64 << 20;
 const PARALLEL_MIN_CHARS = 1 << 20;
 // Below this much text, encoding takes about a second on two cores: too short for a progress bar of its own.
 const PROGRESS_MIN_BYTES = 32 << 20;
+// Shared by ranks, text is dealt out in pieces of about this many characters, so that one large file spreads over
+// them all.
+const SHARE_PIECE_CHARS = 1 << 20;
+// Tokens are handed between ranks in broadcasts of at most this many bytes: MPI counts in ints.
+const SHARE_BROADCAST_BYTES = 1 << 28;
 
 // Which text files go through the chat checker: those that look like chat (auto), all, or none (off: text that
 // only looks like chat, a table of 1|2|3, say).
@@ -54,6 +61,24 @@ export interface DatasetOptions {
   // ids are checked). Absent: over 32 MB, progress on stderr (a bar on a terminal, a line every 10 s in a log:
   // bin/train's encoding step); null: none.
   onProgress?: ((bytes: number, totalBytes: number) => void) | null;
+  // The ranks of a data-parallel job loading the same dataset, which share its encoding.
+  share?: EncodingShare;
+}
+
+// Ranks of a data-parallel job (lib/train/train.ts: encodingShare) that each read the dataset's text, encode a share of it and
+// hand the others its tokens: each rank ends with the whole dataset in 1/size of the encoding time, where encoding
+// all of it on every rank took as long on N machines as on one.
+export interface EncodingShare {
+  rank: number;
+  size: number;
+  // Throws on every rank unless each read the same text up to here (its digest; `shown` says what it is): ranks
+  // that encode others' text would train on it, and the tokens they then share would hide that.
+  agree(digest: string, shown: string): void;
+  // Resolves once every rank has come here, waiting without spinning: on one machine, a rank done with its share
+  // leaves its core to those still encoding (an MPI broadcast's wait spins).
+  barrier(): Promise<void>;
+  // Rank `root`'s bytes, on every rank.
+  broadcast(data: Uint8Array, root: number): void;
 }
 
 export interface Dataset {
@@ -114,17 +139,22 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
     if (open) sink.endChunk();
     open = false;
   };
+  // The file the text read so far ends in, for the ranks' disagreement on it.
+  let lastFile = '';
   const flush = async (fold = false): Promise<void> => {
     const texts = pending;
     const textBytes = pendingBytes;
-    const small = pendingChars < PARALLEL_MIN_CHARS || threads <= 1;
     pending = [];
     pendingChars = 0;
     pendingBytes = 0;
-    if (!small) pool ??= new EncoderPool({ threads, vocabDir: path.dirname(tokenizer.vocab.files.encoderPath) });
-    const encoded = small
-      ? texts.map((t) => tokenizer.encode(t, { allowSpecial: true }))
-      : await (pool as EncoderPool).encode(texts, { allowSpecial: true, cutsAtWhitespace: tokenizer.cutsAtWhitespace, onProgress: (doneChars, totalChars) => report(encodedBytes + (textBytes * doneChars) / totalChars) });
+    // Progress counts the text this rank encodes.
+    const encode = async (some: string[]): Promise<Int32Array[]> => {
+      const chars = some.reduce((sum, t) => sum + t.length, 0);
+      if (chars < PARALLEL_MIN_CHARS || threads <= 1) return some.map((t) => tokenizer.encode(t, { allowSpecial: true }));
+      pool ??= new EncoderPool({ threads, vocabDir: path.dirname(tokenizer.vocab.files.encoderPath) });
+      return pool.encode(some, { allowSpecial: true, cutsAtWhitespace: tokenizer.cutsAtWhitespace, onProgress: (doneChars, totalChars) => report(encodedBytes + (textBytes * doneChars) / totalChars) });
+    };
+    const encoded = options.share && texts.length > 0 ? await encodeShared(texts, options.share, tokenizer.cutsAtWhitespace, encode, lastFile) : await encode(texts);
     encodedBytes += textBytes;
     report(encodedBytes);
     encoded.forEach((tokens, i) => {
@@ -148,6 +178,7 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
         continue;
       }
       const { text, bytes: size, warnings: fileWarnings } = readTextFile(part.file);
+      lastFile = part.file;
       if (chatCheck !== 'off' && part.kind === 'text') refuseChatExport(part.file, text);
       // Not a token file: parts() makes one the whole dataset, read in place.
       const { documents, warnings: documentWarnings } = fileDocuments(part.file, part.kind as DocumentFileKind, text);
@@ -178,6 +209,48 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
     await (pool as EncoderPool | null)?.close();
   }
   return bytes;
+}
+
+// The tokens of `texts` (the same on every rank: the text read up to `through`, a file), each rank encoding a
+// contiguous share of it (cut where cutting leaves the tokens as they are: EncoderPool's cuts) and handing the others
+// its tokens.
+async function encodeShared(texts: string[], share: EncodingShare, cutsAtWhitespace: boolean, encode: (texts: string[]) => Promise<Int32Array[]>, through: string): Promise<Int32Array[]> {
+  const digest = crypto.createHash('sha256');
+  let chars = 0;
+  for (const text of texts) {
+    digest.update(`${text.length}\n`).update(text);
+    chars += text.length;
+  }
+  const key = digest.digest('hex');
+  share.agree(key, `${plural(chars, 'character')} of text up to the end of ${through}, digest ${key.slice(0, 12)}`);
+  // Text t is pieces [firstPiece[t], firstPiece[t + 1]).
+  const pieces: string[] = [];
+  const firstPiece: number[] = [];
+  for (const text of texts) {
+    firstPiece.push(pieces.length);
+    pieces.push(...(cutsAtWhitespace ? cutText(text, SHARE_PIECE_CHARS) : [text]));
+  }
+  firstPiece.push(pieces.length);
+  const lanes = dealLanes(pieces.map((p) => ({ chars: p.length })), share.size);
+  const own = lanes[share.rank];
+  const mine = await encode(pieces.slice(own.next, own.end));
+  await share.barrier();
+  const tokens = new Array<Int32Array>(pieces.length);
+  lanes.forEach(({ next, end }, root) => {
+    if (end === next) return;
+    const counts = new Float64Array(end - next);
+    if (root === share.rank) mine.forEach((t, i) => (counts[i] = t.length));
+    share.broadcast(new Uint8Array(counts.buffer), root);
+    const all = root === share.rank ? concat(mine) : new Int32Array(counts.reduce((sum, n) => sum + n, 0));
+    const bytes = new Uint8Array(all.buffer, all.byteOffset, all.byteLength);
+    for (let at = 0; at < bytes.length; at += SHARE_BROADCAST_BYTES) share.broadcast(bytes.subarray(at, at + SHARE_BROADCAST_BYTES), root);
+    let at = 0;
+    counts.forEach((n, i) => {
+      tokens[next + i] = all.subarray(at, at + n);
+      at += n;
+    });
+  });
+  return texts.map((_, t) => concat(tokens.slice(firstPiece[t], firstPiece[t + 1])));
 }
 
 // A messaging app's chat export trains as text without complaint, dates, names and all, into a model that writes
@@ -229,22 +302,12 @@ export async function loadDataset(spec: string, options: DatasetOptions): Promis
     append: (tokens) => current.push(Int32Array.from(tokens)),
     endChunk: () => {
       if (current.length === 0) return;
-      chunks.push(current.length === 1 ? current[0] : concat(current));
+      chunks.push(concat(current));
       current = [];
     },
   }, warnings);
   const summary = checker?.summary() ?? null;
   return { source: new MemoryTokens(spec, chunks, options.tokenizer.vocabSize), files, chat: summary && summary.files > 0 ? summary : null, warnings };
-}
-
-function concat(arrays: Int32Array[]): Int32Array {
-  const out = new Int32Array(arrays.reduce((n, a) => n + a.length, 0));
-  let at = 0;
-  for (const a of arrays) {
-    out.set(a, at);
-    at += a.length;
-  }
-  return out;
 }
 
 export interface EncodeResult {

@@ -16,7 +16,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ChatSummary, MalformedChatError, formatChatReport } from '../data/chat_check';
-import { CHAT_CHECK_MODES, ChatCheckMode, Dataset, DEFAULT_COMBINE, describeTokens, loadDataset } from '../data/dataset';
+import { CHAT_CHECK_MODES, ChatCheckMode, Dataset, DEFAULT_COMBINE, EncodingShare, describeTokens, loadDataset } from '../data/dataset';
 import { datasetFiles } from '../data/files';
 import { Rng } from '../util/rng';
 import { WindowSampler } from '../data/sampler';
@@ -266,8 +266,15 @@ function duration(seconds: number): string {
 
 // The dataset with its checks reported; a file that is not text, or malformed chat, stops the run. Encoding
 // progress is shown by the rank that logs (`root`).
-async function loadChecked(spec: string, o: TrainOptions, tokenizer: Tokenizer, log: (line: string) => void, warnSmall: boolean, root: boolean): Promise<Dataset> {
-  const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, chatCheck: o.chat_check, threads: o.threads || undefined, onProgress: root ? undefined : null });
+async function loadChecked(spec: string, flag: string, o: TrainOptions, tokenizer: Tokenizer, log: (line: string) => void, warnSmall: boolean, ranks: Ranks | null): Promise<Dataset> {
+  const dataset = await loadDataset(spec, {
+    tokenizer,
+    combine: o.combine,
+    chatCheck: o.chat_check,
+    threads: o.threads || (ranks ? threadsPerRank(ranks) : undefined),
+    onProgress: !ranks || ranks.rank === 0 ? undefined : null,
+    share: ranks ? encodingShare(ranks, flag) : undefined,
+  });
   for (const warning of dataset.warnings) log(`warning: ${warning}`);
   if (dataset.chat) {
     if (dataset.chat.issues.length > 0) {
@@ -592,8 +599,21 @@ function checkRanksShareOptions(ranks: Ranks, o: TrainOptions): void {
 // data's tokenDigest, where it is known already.
 function checkRanksShareData(ranks: Ranks, flag: string, data: Dataset, key = tokenDigest(data.source)): void {
   const shown = `${plural(data.source.tokenCount, 'token')} in ${plural(data.source.chunkStarts.length - 1, 'chunk')}, digest ${key.slice(0, 12)}`;
-  checkRanksAgreeOn(ranks, [{ name: `the data of ${flag}`, key, shown }], 'give every rank the same files (on a file system every machine shares, or identical copies)');
+  checkRanksAgreeOn(ranks, [{ name: `the data of ${flag}`, key, shown }], SAME_FILES);
 }
+
+// The ranks share the encoding of the text of `flag`'s files, and end at once where they read other text.
+function encodingShare(ranks: Ranks, flag: string): EncodingShare {
+  return {
+    rank: ranks.rank,
+    size: ranks.size,
+    agree: (key, shown) => checkRanksAgreeOn(ranks, [{ name: `the text of ${flag}`, key, shown }], SAME_FILES),
+    barrier: () => ranks.barrier(true),
+    broadcast: (data, root) => ranks.broadcast(data, root),
+  };
+}
+
+const SAME_FILES = 'give every rank the same files (on a file system every machine shares, or identical copies)';
 
 // A training run: resume, build, data, then the loop, which saves checkpoints as it goes (rank 0 alone).
 export async function train(options: Partial<TrainOptions> & { dataset: string }, io: TrainIO = {}): Promise<TrainResult> {
@@ -658,7 +678,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
 
     // ---- data
     // Little chat overfits a pre-trained model; a fresh one is as small as its data wants.
-    const data = await loadChecked(o.dataset, o, tokenizer, log, !o.fresh_model, root);
+    const data = await loadChecked(o.dataset, '--dataset', o, tokenizer, log, !o.fresh_model, ranks);
     sources.push(data);
     const dataset = datasetRecord(data);
     if (ranks) checkRanksShareData(ranks, '--dataset', data, dataset.digest);
@@ -682,7 +702,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
     // A fixed validation set, drawn once; evaluated in pieces of at most batch_size rows (the memory planned).
     let validation: { inputs: Int32Array; targets: Int32Array } | null = null;
     if (o.val_every > 0) {
-      const valData = o.val_dataset ? await loadChecked(o.val_dataset, o, tokenizer, log, false, root) : data;
+      const valData = o.val_dataset ? await loadChecked(o.val_dataset, '--val_dataset', o, tokenizer, log, false, ranks) : data;
       if (valData !== data) {
         sources.push(valData);
         if (ranks) checkRanksShareData(ranks, '--val_dataset', valData);

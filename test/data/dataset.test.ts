@@ -1,16 +1,17 @@
 // Datasets: which files --dataset names (file, folder, glob), how text files combine into chunks, numpy's
-// .npz, the token file (bin/encode) against training on the same text, and the window sampler.
+// .npz, the token file (bin/encode) against training on the same text, ranks sharing the encoding, and the window
+// sampler.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { encodeDataset, loadDataset } from '../../lib/data/dataset';
+import { EncodingShare, encodeDataset, loadDataset } from '../../lib/data/dataset';
 import { datasetFiles } from '../../lib/data/files';
 import { readNpz } from '../../lib/data/npz';
 import { Rng } from '../../lib/util/rng';
 import { WindowSampler } from '../../lib/data/sampler';
 import { TokenFile, writeTokenFile } from '../../lib/data/token_file';
 import { ChunkParts, MemoryTokens } from '../../lib/data/tokens';
-import { loadTokenizer } from '../../lib/tokenizer';
+import { Tokenizer, loadTokenizer } from '../../lib/tokenizer';
 import { FIXTURES, allTokens, tokenizer, tree } from './helpers';
 
 t.test('--dataset names a file, a folder recursively, or a glob; files come sorted', async (t) => {
@@ -122,6 +123,52 @@ t.test('the parallel encoder gives the same tokens as the serial one', async (t)
   const serial = await loadDataset(dir, { tokenizer, threads: 1 });
   t.ok(parallel.source.tokenCount > 100000);
   t.same(allTokens(parallel.source), allTokens(serial.source));
+});
+
+t.test('ranks sharing a dataset each encode a part of its text, and end with the tokens one process encodes', async (t) => {
+  // One file of 1.9M characters, cut into pieces, and two small ones: each rank gets some of the large one.
+  const chat = path.join(FIXTURES, '..', '..', 'examples', 'chat', 'train');
+  const read = (name: string): string => fs.readFileSync(path.join(chat, name), 'utf8');
+  const dir = tree(t, { 'a.train': read('family.train').repeat(12), 'b.train': read('friends.train').repeat(2), 'c.train': read('work.train') });
+  const chars = ['a', 'b', 'c'].reduce((sum, f) => sum + fs.readFileSync(path.join(dir, `${f}.train`), 'utf8').length, 0);
+  // A tokenizer of its own whose encode counts the characters it is given; one thread: every text goes through it.
+  const counting = (): { tokenizer: Tokenizer; encoded: () => number } => {
+    const tk = loadTokenizer(path.join(FIXTURES, 'tiny-vocab'));
+    const encode = tk.encode.bind(tk);
+    let encoded = 0;
+    tk.encode = (text, options) => {
+      encoded += text.length;
+      return encode(text, options);
+    };
+    return { tokenizer: tk, encoded: () => encoded };
+  };
+  const whole = counting();
+  const alone = await loadDataset(dir, { tokenizer: whole.tokenizer, threads: 1 });
+  // ~2.2M characters, and the <|endoftext|> that join them.
+  t.ok(whole.encoded() >= chars, 'one process encodes all of the text');
+
+  // Two ranks in turn: rank 1 first, keeping what it sends (its broadcasts as root); then rank 0, given those.
+  const sent: Uint8Array[] = [];
+  const digests: string[] = [];
+  const share = (rank: number): EncodingShare => ({
+    rank,
+    size: 2,
+    agree: (digest) => void digests.push(digest),
+    barrier: async () => undefined,
+    broadcast: (data, root) => {
+      if (rank === 1 && root === 1) sent.push(data.slice());
+      if (rank === 0 && root === 1) data.set(sent.shift() as Uint8Array);
+    },
+  });
+  const ranks = [counting(), counting()];
+  await loadDataset(dir, { tokenizer: ranks[1].tokenizer, threads: 1, share: share(1) });
+  const rank0 = await loadDataset(dir, { tokenizer: ranks[0].tokenizer, threads: 1, share: share(0) });
+  t.same(allTokens(rank0.source), allTokens(alone.source), "rank 0's tokens, half of them rank 1's, are those one process encodes");
+  t.equal(sent.length, 0, "rank 0 took each of rank 1's broadcasts");
+  t.equal(ranks[0].encoded() + ranks[1].encoded(), whole.encoded(), 'the ranks encode the text once between them');
+  for (const rank of [0, 1]) t.ok(ranks[rank].encoded() < 0.6 * whole.encoded(), `rank ${rank} encodes a part: ${ranks[rank].encoded()} of ${whole.encoded()} characters`);
+  t.equal(digests.length, 2);
+  t.equal(digests[0], digests[1], 'both ranks compare the same digest of the text they read');
 });
 
 t.test('windows are uniform over token positions and never cross a chunk boundary', async (t) => {

@@ -4,8 +4,8 @@
 // number of ranks; one rank's error ends the job naming the rank, as a rank that stops without dying does at the
 // collective timeout (a paused job goes on); ranks given other flags or other data than rank 0's (or other weights
 // under the same --model_name) end the job at start, naming which, as a run folder another run holds does on every
-// rank; SIGUSR1 to mpirun stops every rank after the same step, as rank 0's metrics log that cannot be written does,
-// with a save.
+// rank; ranks that share the encoding of a dataset end with one process's tokens; SIGUSR1 to mpirun stops every rank
+// after the same step, as rank 0's metrics log that cannot be written does, with a save.
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -311,8 +311,23 @@ t.test('ranks that read other data under the same --dataset end at once, naming 
   const options = tinyRun(dir, { dataset: 'data.train', batch_size: 2, stop_after: 2 });
   const { code, stderr } = await mpirun([options, options], workDirs).done;
   t.not(code, 0);
-  t.match(stderr, /train: rank 1 of 2: the ranks disagree on the data of --dataset: rank 1 has another than rank 0's 31,018 tokens in 1 chunk, digest [0-9a-f]{12} \(this one: 31,0\d\d tokens in 1 chunk, digest [0-9a-f]{12}\): give every rank the same files/);
+  // Before either encodes its share of the text, which would give both the same tokens.
+  t.match(stderr, /train: rank 1 of 2: the ranks disagree on the text of --dataset: rank 1 has another than rank 0's 60,383 characters of text up to the end of \S*data\.train, digest [0-9a-f]{12} \(this one: 60,385 characters of text up to the end of \S*data\.train, digest [0-9a-f]{12}\): give every rank the same files/);
   t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1')), 'nothing trained, nothing saved');
+});
+
+t.test('ranks that share the encoding of a dataset end with the tokens one process encodes', async (t) => {
+  const dir = t.testdir();
+  // Two files over --combine (friends.train, work.train): two texts, one a rank.
+  const dataset = path.join(path.dirname(tinyRun(dir).dataset), '*r*.train');
+  const common = { dataset, stop_after: 1 };
+  const one = await train(tinyRun(dir, { ...common, run_name: 'one', batch_size: 4 }), quiet);
+  await ranks(2, tinyRun(dir, { ...common, run_name: 'two', batch_size: 2 }));
+  const two = latestCheckpoint(path.join(dir, 'checkpoint', 'two')) as string;
+  const record = readTrainState(one.checkpoint as string).dataset;
+  t.ok(record !== undefined && record.files === 2);
+  t.same(readTrainState(two).dataset, record, 'the same tokens, chunks and digest');
+  t.ok(same(one.checkpoint as string, two, 'model.safetensors'), `the same weights, bit for bit (${worstDifference(one.checkpoint as string, two)})`);
 });
 
 t.test('ranks that load other weights under the same --model_name end at once, naming it', async (t) => {
