@@ -20,6 +20,7 @@ import { HttpError } from './errors';
 import { Batches, type Dispatch } from './batches';
 import { FineTuningJobs } from './fine_tuning';
 import { FileStore, filesDir } from './files';
+import { lockFolder } from '../util/folder_lock';
 import { allowedHosts, hostAllowed, hostName, isLoopback } from './hosts';
 import { createLog, type Log } from './log';
 import { ModelRegistry } from './model_registry';
@@ -198,6 +199,10 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     service.removeModel(key);
     loader.remove(key);
   };
+  // One server at a time keeps its files, jobs and batches in a folder: a second would resume the same jobs and
+  // batches beside the first, and take the uploads the first is receiving for a crash's leftovers. Released at the
+  // end of shutdown; a server killed leaves it to the next start, which takes it over.
+  const releaseDataFolder = config.fineTuning && lockFolder(config.fineTuning.dir, 'a server', (message) => log('warn', message));
   const files = config.fineTuning && new FileStore(filesDir(config.fineTuning));
   const jobs = config.fineTuning && files && new FineTuningJobs(config.fineTuning, {
     files,
@@ -600,6 +605,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
       await registry.close();
       await service.close();
       await closed;
+      if (releaseDataFolder) releaseDataFolder();
       log('info', 'stopped');
     },
   };

@@ -1,7 +1,8 @@
 // bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0), SIGHUP
 // (the config read again; refused while ./server_config.json is missing), both while the server starts, where to
 // connect said to a terminal (and not into a pipe), the message when there is nothing to serve or the port is taken, an upload that the disk
-// has no room for, and a fine-tuning job whose events cannot be written.
+// has no room for, a fine-tuning job whose events cannot be written, and a second server on one fine-tuning
+// folder.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -189,33 +190,65 @@ async function serveWithFineTuning(t: Test, name: string, fileSizeLimitKib: numb
   const dir = tempDir(name);
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   await makeModels(dir, { alpha: 1 }, PROMPT, LENGTH);
-  const config = path.join(dir, 'server_config.json');
-  fs.writeFileSync(config, JSON.stringify({ port: 0, models: [{ key: 'general', restore_from: 'alpha' }] }));
-  const child = serve(['--config', config, '--fine_tuning', path.join(dir, 'fine-tuning')], dir, fileSizeLimitKib);
+  fs.writeFileSync(path.join(dir, 'server_config.json'), JSON.stringify({ port: 0, models: [{ key: 'general', restore_from: 'alpha' }] }));
+  const child = serveFineTuningIn(t, dir, fileSizeLimitKib);
+  return { dir, child, url: await listeningAt(child) };
+}
+
+// bin/serve started again on the folder serveWithFineTuning made.
+function serveFineTuningIn(t: Test, dir: string, fileSizeLimitKib: number | 'unlimited' = 'unlimited'): Child {
+  const child = serve(['--config', path.join(dir, 'server_config.json'), '--fine_tuning', path.join(dir, 'fine-tuning')], dir, fileSizeLimitKib);
   t.teardown(() => {
     if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
   });
-  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
-  return { dir, child, url: `http://127.0.0.1:${listening.port as number}` };
+  return child;
 }
+
+async function listeningAt(child: Child): Promise<string> {
+  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
+  return `http://127.0.0.1:${listening.port as number}`;
+}
+
+async function killed(child: Child): Promise<void> {
+  child.proc.kill('SIGKILL');
+  await child.exited;
+}
+
+async function uploadChats(url: string, text: string): Promise<globalThis.Response> {
+  const form = new FormData();
+  form.append('purpose', 'fine-tune');
+  form.append('file', new Blob([text]), 'chats.train');
+  return fetch(`${url}/v1/files`, { method: 'POST', body: form });
+}
+
+const CHATS = '1|team|Can we meet Monday? <EOM>\n0|team|Sure, 8 works for me. <EOM>\n';
+
+t.test('a second server on a fine-tuning folder is refused, naming the server that holds it; one killed leaves it to the next', async (t) => {
+  const { dir, child: first } = await serveWithFineTuning(t, 'two-servers');
+  const second = serveFineTuningIn(t, dir);
+  t.equal(await Promise.race([second.exited, listeningAt(second).then(() => 'listening', () => second.exited)]), 1, 'the second exits, never listening');
+  const lock = path.join(dir, 'fine-tuning', '.dixie.lock');
+  t.equal(second.stderr.join(''), `serve: ${path.join(dir, 'fine-tuning')} is in use by process ${first.proc.pid} (a server), which is writing there: a server is refused (run it again when that is done; the lock is ${lock}: remove it if that process is not dixie's)\n`);
+  t.equal((await fetch(`${await listeningAt(first)}/v1/files`)).status, 200, 'the first serves on');
+
+  await killed(first);
+  const third = serveFineTuningIn(t, dir);
+  await listeningAt(third);
+  t.match(third.lines.find((l) => l.level === 'warn'), { msg: `${lock}: taken over from process ${first.proc.pid} (a server), which is no longer running` });
+  third.proc.kill('SIGTERM');
+  t.equal(await third.exited, 0);
+  t.notOk(fs.existsSync(lock), 'a server stopped releases it');
+});
 
 t.test('an upload the disk has no room for: a 507 that says so, nothing kept, and the server serves on', async (t) => {
   const { dir, child, url } = await serveWithFineTuning(t, 'disk-full', 64);
-  const upload = (text: string): Promise<globalThis.Response> => {
-    const form = new FormData();
-    form.append('purpose', 'fine-tune');
-    form.append('file', new Blob([text]), 'chats.train');
-    return fetch(`${url}/v1/files`, { method: 'POST', body: form });
-  };
-  const lines = '1|team|Can we meet Monday? <EOM>\n0|team|Sure, 8 works for me. <EOM>\n';
-
-  const tooBig = await upload(lines.repeat(2000));
+  const tooBig = await uploadChats(url, CHATS.repeat(2000));
   t.equal(tooBig.status, 507);
   t.same(await tooBig.json(), { error: { message: "the server has no room left to write this request's files (EFBIG): nothing of it was kept; try again once room is made", type: 'server_error', param: null, code: null } });
   t.match(child.lines.find((l) => l.msg === 'out of disk space'), { path: '/v1/files', error: /fine-tuning.*: EFBIG: file too large, write$/ }, 'the log names the file');
   t.same(fs.readdirSync(path.join(dir, 'fine-tuning', 'files')), [], 'nothing kept on disk');
 
-  const fits = await upload(lines);
+  const fits = await uploadChats(url, CHATS);
   t.equal(fits.status, 200, 'an upload that fits is kept');
   const list = (await (await fetch(`${url}/v1/files`)).json()) as { data: { filename: string }[] };
   t.same(list.data.map((f) => f.filename), ['chats.train']);
@@ -223,10 +256,7 @@ t.test('an upload the disk has no room for: a 507 that says so, nothing kept, an
 
 t.test('a fine-tuning job whose events cannot be written trains on, and the server serves on', async (t) => {
   const { dir, child, url } = await serveWithFineTuning(t, 'job-events');
-  const form = new FormData();
-  form.append('purpose', 'fine-tune');
-  form.append('file', new Blob(['1|team|Can we meet Monday? <EOM>\n0|team|Sure, 8 works for me. <EOM>\n'.repeat(20)]), 'chats.train');
-  const file = (await (await fetch(`${url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
+  const file = (await (await uploadChats(url, CHATS.repeat(20))).json()) as { id: string };
   const created = await fetch(`${url}/v1/fine_tuning/jobs`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1 } }),
   });
