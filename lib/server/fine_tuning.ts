@@ -194,7 +194,9 @@ export class FineTuningJobs {
     this.pump();
   }
 
-  create(request: JobRequest): FineTuningJob {
+  // Each change a client asks for (create, cancel, pause, resume, a model's deletion) is answered once it is on disk
+  // (save): a crash after the answer must not bring back a job cancelled, or lose one created.
+  async create(request: JobRequest): Promise<FineTuningJob> {
     if (this.closed) throw new HttpError(503, 'the server is shutting down', {}, { 'Retry-After': '1' });
     this.host.modelFolder(request.model);
     this.uploaded(request.trainingFile, 'training_file');
@@ -225,10 +227,11 @@ export class FineTuningJobs {
     const record: JobRecord = { job, plan: null };
     fs.mkdirSync(this.dir(job.id), { recursive: true });
     this.records.set(job.id, record);
-    this.save(record);
+    const saved = this.save(record);
     this.event(job, 'info', `Validating training file: ${job.training_file}${job.validation_file ? ` and validation file: ${job.validation_file}` : ''}`);
     const answer = structuredClone(job);
     this.validate(record);
+    await saved;
     return answer;
   }
 
@@ -281,56 +284,63 @@ export class FineTuningJobs {
   }
 
   // The job's model is served no more, now or after a restart; its checkpoints stay in the job's folder.
-  deleteModel(name: string): void {
+  async deleteModel(name: string): Promise<void> {
     const record = [...this.records.values()].find((r) => r.job.fine_tuned_model === name && r.modelDeleted !== true);
     if (!record) throw new HttpError(404, `no fine-tuned model "${name}": only the models of this server's fine-tuning jobs can be deleted`, { field: 'model', code: 'model_not_found' });
     this.host.unserve(name);
     record.modelDeleted = true;
-    this.save(record);
+    const saved = this.save(record);
     this.event(record.job, 'info', `Fine-tuned model deleted: ${name}`);
+    await saved;
   }
 
   // A job not yet finished ends without a model; one training stops after its step.
-  cancel(id: string): FineTuningJob {
+  async cancel(id: string): Promise<FineTuningJob> {
     const record = this.record(id);
     const { job } = record;
     if (job.status === 'succeeded' || job.status === 'failed' || job.status === 'cancelled') {
       throw new HttpError(400, `the job is ${job.status} already: there is nothing to cancel`, { field: 'fine_tuning_job_id', code: 'invalid_job_state' });
     }
-    this.finish(record, 'cancelled', null);
+    const saved = this.finish(record, 'cancelled', null);
     this.event(job, 'info', 'Fine-tuning job cancelled');
     this.stop(id, 'cancel');
-    return job;
+    const answer = structuredClone(job);
+    await saved;
+    return answer;
   }
 
   // A job waiting or training stops, a checkpoint of its last step saved, until resumed.
-  pause(id: string): FineTuningJob {
+  async pause(id: string): Promise<FineTuningJob> {
     const record = this.record(id);
     const { job } = record;
     if (job.status !== 'queued' && job.status !== 'running' && job.status !== 'validating_files') {
       throw new HttpError(400, `only a job that is validating its files, queued or running can be paused; this one is ${job.status}`, { field: 'fine_tuning_job_id', code: 'invalid_job_state' });
     }
-    this.setStatus(record, 'paused');
+    const saved = this.setStatus(record, 'paused');
     this.event(job, 'info', 'Fine-tuning job paused');
     this.stop(id, 'pause');
-    return job;
+    const answer = structuredClone(job);
+    await saved;
+    return answer;
   }
 
-  resume(id: string): FineTuningJob {
+  async resume(id: string): Promise<FineTuningJob> {
     const record = this.record(id);
     const { job } = record;
     if (job.status !== 'paused') throw new HttpError(400, `only a paused job can be resumed; this one is ${job.status}`, { field: 'fine_tuning_job_id', code: 'invalid_job_state' });
     this.event(job, 'info', 'Fine-tuning job resumed');
     if (record.plan === null) {
-      this.setStatus(record, 'validating_files');
+      const saved = this.setStatus(record, 'validating_files');
       const answer = structuredClone(job);
       this.validate(record);
+      await saved;
       return answer;
     }
-    this.setStatus(record, 'queued');
+    const saved = this.setStatus(record, 'queued');
     const answer = structuredClone(job);
     this.waiting.push(id);
     this.pump();
+    await saved;
     return answer;
   }
 
@@ -599,23 +609,25 @@ export class FineTuningJobs {
     }
   }
 
-  private setStatus(record: JobRecord, status: JobStatus): void {
+  private setStatus(record: JobRecord, status: JobStatus): Promise<void> {
     record.job.status = status;
-    this.save(record);
+    return this.save(record);
   }
 
-  private finish(record: JobRecord, status: 'succeeded' | 'failed' | 'cancelled', error: JobError | null): void {
+  private finish(record: JobRecord, status: 'succeeded' | 'failed' | 'cancelled', error: JobError | null): Promise<void> {
     Object.assign(record.job, { status, error, finished_at: seconds(), estimated_finish: null });
-    this.save(record);
+    return this.save(record);
   }
 
-  // Rewritten whole and atomically, one write after another, so that the file ends with the latest state.
-  private save(record: JobRecord): void {
+  // Rewritten whole and atomically, one write after another, so that the file ends with the latest state. Settles
+  // once this state is on disk; a write that fails is logged, and rejects for a client's change, which is then
+  // answered with the error rather than as done (the job's own progress, which no one awaits, goes on).
+  private save(record: JobRecord): Promise<void> {
     const file = path.join(this.dir(record.job.id), JOB_FILE);
     const text = `${JSON.stringify(record, null, 2)}\n`;
-    this.writes = this.writes
-      .then(() => writeTextAtomic(file, text))
-      .catch((err: Error) => this.host.log('error', 'a fine-tuning job could not be saved', { job: record.job.id, error: err.message }));
+    const written = this.writes.then(() => writeTextAtomic(file, text));
+    this.writes = written.catch((err: Error) => this.host.log('error', 'a fine-tuning job could not be saved', { job: record.job.id, error: err.message }));
+    return written;
   }
 
   // An event that cannot be written (a full disk) is logged and lost, as a job that cannot be saved is: it is told

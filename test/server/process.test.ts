@@ -1,8 +1,8 @@
 // bin/serve as a child process: graceful SIGTERM (requests in flight finish, new ones are refused, exit 0), SIGHUP
 // (the config read again; refused while ./server_config.json is missing), both while the server starts, where to
 // connect said to a terminal (and not into a pipe), the message when there is nothing to serve or the port is taken, an upload that the disk
-// has no room for, a fine-tuning job whose events cannot be written, and a second server on one fine-tuning
-// folder.
+// has no room for, a fine-tuning job whose events cannot be written, a second server on one fine-tuning folder, and
+// a server killed (SIGKILL) just after it answered a change to a job.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -238,6 +238,27 @@ t.test('a second server on a fine-tuning folder is refused, naming the server th
   third.proc.kill('SIGTERM');
   t.equal(await third.exited, 0);
   t.notOk(fs.existsSync(lock), 'a server stopped releases it');
+});
+
+t.test('a fine-tuning job created, or cancelled, is kept so by a server killed just after it answered', async (t) => {
+  const { dir, child } = await serveWithFineTuning(t, 'kill-after-answer');
+  let url = await listeningAt(child);
+  const file = (await (await uploadChats(url, CHATS.repeat(20))).json()) as { id: string };
+  const created = await fetch(`${url}/v1/fine_tuning/jobs`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1000 } }),
+  });
+  const { id } = (await created.json()) as { id: string };
+  await killed(child);
+
+  const restarted = serveFineTuningIn(t, dir);
+  url = await listeningAt(restarted);
+  t.equal((await fetch(`${url}/v1/fine_tuning/jobs/${id}`)).status, 200, 'the job created is there');
+  const cancel = await fetch(`${url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' });
+  t.match(await cancel.json(), { id, status: 'cancelled' });
+  await killed(restarted);
+
+  url = await listeningAt(serveFineTuningIn(t, dir));
+  t.match(await (await fetch(`${url}/v1/fine_tuning/jobs/${id}`)).json(), { id, status: 'cancelled' }, 'cancelled, and not trained again');
 });
 
 t.test('an upload the disk has no room for: a 507 that says so, nothing kept, and the server serves on', async (t) => {

@@ -34,8 +34,8 @@ export function fineTuningOffRouter(): express.Router {
 export function fineTuningRouter(jobs: FineTuningJobs, jsonBody: express.RequestHandler): express.Router {
   const router = express.Router();
 
-  router.post('/v1/fine_tuning/jobs', jsonBody, (req: Request, res: Response) => {
-    res.json(jobs.create(jobRequest(objectBody(req))));
+  router.post('/v1/fine_tuning/jobs', jsonBody, async (req: Request, res: Response) => {
+    res.json(await jobs.create(jobRequest(objectBody(req))));
   });
 
   router.get('/v1/fine_tuning/jobs', (req: Request, res: Response) => {
@@ -61,19 +61,19 @@ export function fineTuningRouter(jobs: FineTuningJobs, jsonBody: express.Request
   });
 
   // The SDKs send these with an empty JSON body, or none.
-  router.post('/v1/fine_tuning/jobs/:id/cancel', (req: Request, res: Response) => {
-    res.json(jobs.cancel(String(req.params.id)));
+  router.post('/v1/fine_tuning/jobs/:id/cancel', async (req: Request, res: Response) => {
+    res.json(await jobs.cancel(String(req.params.id)));
   });
-  router.post('/v1/fine_tuning/jobs/:id/pause', (req: Request, res: Response) => {
-    res.json(jobs.pause(String(req.params.id)));
+  router.post('/v1/fine_tuning/jobs/:id/pause', async (req: Request, res: Response) => {
+    res.json(await jobs.pause(String(req.params.id)));
   });
-  router.post('/v1/fine_tuning/jobs/:id/resume', (req: Request, res: Response) => {
-    res.json(jobs.resume(String(req.params.id)));
+  router.post('/v1/fine_tuning/jobs/:id/resume', async (req: Request, res: Response) => {
+    res.json(await jobs.resume(String(req.params.id)));
   });
 
-  router.delete('/v1/models/:model', (req: Request, res: Response) => {
+  router.delete('/v1/models/:model', async (req: Request, res: Response) => {
     const model = String(req.params.model);
-    jobs.deleteModel(model);
+    await jobs.deleteModel(model);
     res.json({ id: model, object: 'model', deleted: true });
   });
 
