@@ -240,7 +240,7 @@ t.test('a second server on a fine-tuning folder is refused, naming the server th
   t.notOk(fs.existsSync(lock), 'a server stopped releases it');
 });
 
-t.test('a fine-tuning job created, or cancelled, is kept so by a server killed just after it answered', async (t) => {
+t.test('a fine-tuning job created, or cancelled, is kept so by a server killed just after it answered; a write the kill cut short leaves no temporary file', async (t) => {
   const { dir, child } = await serveWithFineTuning(t, 'kill-after-answer');
   let url = await listeningAt(child);
   const file = (await (await uploadChats(url, CHATS.repeat(20))).json()) as { id: string };
@@ -256,9 +256,13 @@ t.test('a fine-tuning job created, or cancelled, is kept so by a server killed j
   const cancel = await fetch(`${url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' });
   t.match(await cancel.json(), { id, status: 'cancelled' });
   await killed(restarted);
+  // What a kill in the middle of a write of job.json leaves: the killed server's temporary file.
+  const torn = path.join(dir, 'fine-tuning', 'jobs', id, `.job.json.${restarted.proc.pid}.0123456789ab.tmp`);
+  fs.writeFileSync(torn, '{"job": {"status": "runn');
 
   url = await listeningAt(serveFineTuningIn(t, dir));
   t.match(await (await fetch(`${url}/v1/fine_tuning/jobs/${id}`)).json(), { id, status: 'cancelled' }, 'cancelled, and not trained again');
+  t.notOk(fs.existsSync(torn), "the killed server's temporary file is removed");
 });
 
 t.test('an upload the disk has no room for: a 507 that says so, nothing kept, and the server serves on', async (t) => {
