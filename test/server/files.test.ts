@@ -55,7 +55,7 @@ function form(parts: [string, string | { text: string | Buffer; name: string }][
 async function upload(parts: [string, string | { text: string | Buffer; name: string }][]) {
   const res = await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form(parts), headers: AUTH });
   const text = await res.text();
-  return { status: res.status, body: JSON.parse(text) as { error: { message: string; param: string | null; type: string } } };
+  return { status: res.status, body: JSON.parse(text) as { error: { message: string; param: string | null; type: string; asks_for?: string[] } } };
 }
 
 // The same as raw bytes, for a request whose body the server stops reading.
@@ -372,6 +372,7 @@ t.test('a chat app\'s export is imported at upload as bin/import-chat imports it
     dropped: reference.summary.dropped,
     audiences: [{ audience: 'Mom', messages: reference.summary.kept, sent: reference.summary.sent }],
     warnings: [],
+    asks_for: [],
   }, 'what the import did, as bin/import-chat counts it');
   t.equal(fs.readFileSync(path.join(filesFolder, `${file.id}.content`), 'utf8'), reference.text, 'the chat format, as bin/import-chat writes it');
   const content = await client.files.content(file.id);
@@ -403,14 +404,16 @@ t.test('"encoding" and "date_order" are bin/import-chat\'s --encoding and --date
   const refused = await uploadExport(latin, ['Jane Doe']);
   t.equal(refused.status, 400);
   t.match(refused.body.error, { param: 'file', message: /^file: WhatsApp Chat with Mom\.txt:2: not UTF-8 text: .*the field "encoding" \(e\.g\. "encoding": "windows-1252"\)$/ });
+  t.same(refused.body.error.asks_for, ['encoding'], 'the field it names, for a client to offer');
   t.notMatch(refused.body.error.message, /--/, 'in the upload\'s terms, not the command line\'s');
   t.same(onDisk(), before, 'nothing kept');
 
   const read = await upload([['purpose', 'fine-tune'], ['me', 'Jane Doe'], ['encoding', 'windows-1252'], ['file', { text: fs.readFileSync(latin), name: 'WhatsApp Chat with Mom.txt' }]]);
   t.equal(read.status, 200);
-  const readFile = read.body as unknown as { id: string; imported: { warnings: string[] } };
+  const readFile = read.body as unknown as { id: string; imported: { warnings: string[]; asks_for: string[] } };
   t.match(fs.readFileSync(path.join(filesFolder, `${readFile.id}.content`), 'utf8'), /^1\|Mom\|Hi Mom, café\? <EOM>$/m, 'decoded as the field says');
   t.same(readFile.imported.warnings, ['WhatsApp Chat with Mom.txt: dates that read as well day first as month first (3/4/24: 3 April or March 4), read day first; if that is wrong, give the order with "date_order": "mdy"']);
+  t.same(readFile.imported.asks_for, ['date_order']);
 
   const ordered = await upload([['purpose', 'fine-tune'], ['me', 'Jane Doe'], ['encoding', 'windows-1252'], ['date_order', 'mdy'], ['file', { text: fs.readFileSync(latin), name: 'WhatsApp Chat with Mom.txt' }]]);
   t.equal(ordered.status, 200);

@@ -8,6 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import type { Browser, Page } from 'playwright-core';
+import { importChats } from '../../lib/import';
 import { contrastsOnPage, launchBrowser, makeModels, request, sayOnPage, startServer, tempDir, VIEWPORTS, type Running } from './helpers';
 
 const QUESTION = 'Hi, how are you today?';
@@ -372,4 +373,54 @@ t.test('an upload cut off: the page says to check the server and try again, the 
   t.equal(await text(page, '#tune-error'), 'The server could not be reached (the upload was cut off): check that it is still running, then try again. The file is still chosen.');
   t.equal(await page.evaluate('document.getElementById("tune-file").files[0]?.name'), 'chats.jsonl', 'the file still chosen');
   t.same(errors, []);
+});
+
+t.test('an export in another encoding, its dates reading either way: the page offers the encoding the server asks for, then the order it guessed', async (t) => {
+  const { page, errors } = await open(t, srv.url);
+  await page.click('#tune-toggle');
+  const jobsBefore = (await api<{ data: Job[] }>('/v1/fine_tuning/jobs')).data.length;
+  const filesKept = async () => (await api<{ data: { id: string; filename: string }[] }>('/v1/files')).data;
+  const filesBefore = new Set((await filesKept()).map((f) => f.id));
+  await page.waitForFunction(`document.querySelectorAll(".job").length === ${jobsBefore}`);
+  // Day and month both 12 or less: either order reads; "café" in Windows-1252 is no UTF-8.
+  const chat = '3/4/21, 10:14 - Mom: Hi Jane\n3/4/21, 10:15 - Jane Doe: Hi Mom, café?\n5/4/21, 09:00 - Mom: Yes, at noon\n';
+  const folder = t.testdir();
+  const latin = path.join(folder, 'WhatsApp Chat with Mom.txt');
+  fs.writeFileSync(latin, Buffer.from(chat, 'latin1'));
+  await page.setInputFiles('#tune-file', latin);
+  t.ok(await page.isHidden('#tune-encoding-field') && await page.isHidden('#tune-date-order-field'), 'no question before the server asks it');
+
+  await page.click('#tune-start');
+  await page.waitForSelector('#tune-encoding-field:not([hidden])');
+  t.match(await text(page, '#tune-error'), /^The file was refused: file: WhatsApp Chat with Mom\.txt:2: not UTF-8 text: .*\. Pick its text encoding below, then start again\.$/);
+  t.equal(await page.evaluate('document.activeElement.id'), 'tune-encoding', 'the focus on the question');
+  t.ok(await page.isHidden('#tune-date-order-field'), 'only what was asked');
+  await page.click('#tune-start');
+  t.equal(await text(page, '#tune-error'), 'Pick its text encoding.', 'not sent again without an answer');
+  await page.selectOption('#tune-encoding', 'windows-1252');
+  await page.click('#tune-start');
+  await page.waitForSelector('#tune-me-field:not([hidden])');
+  await page.selectOption('#tune-me', 'Jane Doe');
+  await page.click('#tune-start');
+  await page.waitForSelector('#tune-date-order-field:not([hidden])');
+  t.equal(await text(page, '#tune-error'), 'WhatsApp Chat with Mom.txt: dates that read as well day first as month first (3/4/24: 3 April or March 4), read day first; if that is wrong, give the order with "date_order": "mdy". Pick how it writes its dates below, then start again.');
+  t.equal(await page.evaluate('document.activeElement.id'), 'tune-date-order');
+  t.equal((await filesKept()).length, filesBefore.size, 'the file of the guess let go');
+  t.equal((await api<{ data: Job[] }>('/v1/fine_tuning/jobs')).data.length, jobsBefore, 'no job on a guess');
+
+  await page.selectOption('#tune-date-order', 'mdy');
+  await page.fill('#tune-epochs', '1');
+  await page.click('#tune-start');
+  await page.waitForFunction(`document.querySelectorAll(".job").length === ${jobsBefore + 1}`);
+  t.equal(await text(page, '#tune-error'), '');
+  t.ok(await page.isHidden('#tune-encoding-field') && await page.isHidden('#tune-date-order-field'), 'the questions gone with the file');
+  const files = (await filesKept()).filter((f) => !filesBefore.has(f.id));
+  t.same(files.map((f) => f.filename), ['WhatsApp Chat with Mom.train']);
+  const reference = path.join(folder, 'reference.train');
+  await importChats([latin], { out: reference, me: ['Jane Doe'], encoding: 'windows-1252', dateOrder: 'mdy' });
+  const content = await request(`${srv.url}/v1/files/${files[0].id}/content`, { headers: AUTH });
+  t.equal(content.text, fs.readFileSync(reference, 'utf8'), 'imported as bin/import-chat --me "Jane Doe" --encoding windows-1252 --date-order mdy imports it');
+  const id = (await page.getAttribute('.job', 'data-job')) as string;
+  await request(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST', headers: AUTH });
+  t.same(errors, [], 'no script errors');
 });

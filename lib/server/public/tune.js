@@ -1,7 +1,8 @@
 // The chat page's fine-tuning panel, shown only when the server has fine-tuning on (GET /v1/fine_tuning/jobs answers
 // 200 rather than 404). It uploads a training file as OpenAI's clients do (POST /v1/files, multipart, purpose
 // "fine-tune"; a chat app's export is imported there, and when it does not say which sender is the user, the server
-// lists the senders and the panel asks), starts a job on one of the served models (POST /v1/fine_tuning/jobs), and
+// lists the senders and the panel asks, as it asks for the export's encoding or its dates' order when the server's
+// refusal or guess names them), starts a job on one of the served models (POST /v1/fine_tuning/jobs), and
 // follows the jobs by asking for them and their events: each step's training loss comes as a "metrics" event. A job
 // that succeeds serves its model beside the others, so the model picker is listed again and the job offers to talk
 // to it.
@@ -22,6 +23,12 @@ const STATUS_WORDS = {
   succeeded: 'Ready',
   failed: 'Failed',
   cancelled: 'Cancelled',
+};
+// The upload's fields for an export that the panel offers when a refusal asks for them (its asks_for), each with its
+// control and what to pick.
+const EXPORT_CHOICES = {
+  encoding: { id: 'tune-encoding', what: 'its text encoding' },
+  date_order: { id: 'tune-date-order', what: 'how it writes its dates' },
 };
 // The server's rule for a suffix, which becomes part of the model's name.
 const SUFFIX = /^[A-Za-z0-9._-]{1,64}$/;
@@ -146,6 +153,14 @@ async function startJob() {
       const form = new FormData();
       form.append('purpose', 'fine-tune');
       if (me) form.append('me', me);
+      for (const [field, { id, what }] of Object.entries(EXPORT_CHOICES)) {
+        if ($(`${id}-field`).hidden) continue;
+        if (!$(id).value) {
+          $(id).focus();
+          return formError(`Pick ${what}.`);
+        }
+        form.append(field, $(id).value);
+      }
       form.append('file', file, file.name);
       const res = await upload(form, file, (text) => (progress.textContent = text));
       if (!res.ok) {
@@ -154,9 +169,22 @@ async function startJob() {
           askWhoIsMe(file, refusal.senders);
           return formError(me ? 'None of the senders is called that: pick yourself again.' : `${file.name} is a chat app's export: pick which of its senders is you, then start again.`);
         }
+        const asked = (Array.isArray(refusal.asks_for) ? refusal.asks_for : []).filter((field) => Object.hasOwn(EXPORT_CHOICES, field));
+        if (asked.length > 0) {
+          offerChoices(asked);
+          return formError(`The file was refused: ${await tuneError(res)}. Pick ${asked.map((field) => EXPORT_CHOICES[field].what).join(' and ')} below, then start again.`);
+        }
         return formError(`The file was refused: ${await tuneError(res)}`);
       }
       const uploaded = await res.json();
+      // An import that guessed what the panel can ask (the order of dates that read either way) starts nothing: the
+      // file is let go, and the guess is asked for, its warning told.
+      const guessed = (uploaded.imported?.asks_for ?? []).filter((field) => Object.hasOwn(EXPORT_CHOICES, field) && $(`${EXPORT_CHOICES[field].id}-field`).hidden);
+      if (guessed.length > 0) {
+        await api(`v1/files/${encodeURIComponent(uploaded.id)}`, { method: 'DELETE' });
+        offerChoices(guessed);
+        return formError(`${uploaded.imported.warnings.join(' ')}. Pick ${guessed.map((field) => EXPORT_CHOICES[field].what).join(' and ')} below, then start again.`);
+      }
       fileId = uploaded.id;
       tune.uploaded = { file, id: fileId };
       $('tune-imported').textContent = uploaded.imported ? importedText(file.name, uploaded.imported) : '';
@@ -170,6 +198,7 @@ async function startJob() {
     const job = await res.json();
     $('tune-form').reset();
     forgetSenders();
+    forgetChoices();
     fillBases();
     $('tune-base').value = model;
     tune.uploaded = null;
@@ -219,6 +248,20 @@ function forgetSenders() {
   tune.senders = null;
   $('tune-me-field').hidden = true;
   $('tune-me').textContent = '';
+}
+
+// The controls of EXPORT_CHOICES that a refusal asked for, shown with the first to pick focused; kept for the file
+// until another is chosen.
+function offerChoices(fields) {
+  for (const field of fields) $(`${EXPORT_CHOICES[field].id}-field`).hidden = false;
+  $(EXPORT_CHOICES[fields[0]].id).focus();
+}
+
+function forgetChoices() {
+  for (const { id } of Object.values(EXPORT_CHOICES)) {
+    $(`${id}-field`).hidden = true;
+    $(id).value = '';
+  }
 }
 
 // "Imported 1204 messages with Mom from WhatsApp Chat with Mom.txt, 590 of them yours."
@@ -466,6 +509,7 @@ $('tune').addEventListener('keydown', (e) => {
 });
 $('tune-file').addEventListener('change', () => {
   forgetSenders();
+  forgetChoices();
   $('tune-imported').textContent = '';
 });
 $('tune-form').addEventListener('submit', (e) => {

@@ -33,8 +33,28 @@ import { namingFile } from '../../util/atomic_file';
 const UPLOAD_PURPOSES = ['fine-tune', 'batch'];
 // dixie's own fields, for a chat app's export, each as bin/import-chat's flag of the same name: `me` (repeatable), the
 // user's names in it; `format`, the app whose export it is where it is not recognised; `encoding`, its text's where
-// not UTF-8; `date_order`, WhatsApp's dates' where they read either way.
-const EXPORT_FIELDS = { me: '--me', format: '--format', encoding: '--encoding', date_order: '--date-order' } as const;
+// not UTF-8; `date_order`, WhatsApp's dates' where they read either way. The fields given once have their value's
+// check, the option importChats takes it as, and the pattern of a value as the importer's messages give one after the
+// flag ("--date-order mdy"; for an encoding a name with a digit: utf-16le, windows-1252); the names of `me` are the
+// user's, said by MeNotFoundError.
+interface ExportField {
+  flag: string;
+  value?: {
+    option: 'format' | 'encoding' | 'dateOrder';
+    check: (value: string) => string | null;  // what is wrong with a value, or null
+    named: string;
+  };
+}
+const oneOf = (values: readonly string[]) => ({
+  check: (value: string) => (values.includes(value) ? null : `must be one of ${values.join(', ')} (got ${quoted(value)})`),
+  named: values.join('|'),
+});
+const EXPORT_FIELDS: Record<string, ExportField> = {
+  me: { flag: '--me' },
+  format: { flag: '--format', value: { option: 'format', ...oneOf(EXPORT_FORMATS) } },
+  encoding: { flag: '--encoding', value: { option: 'encoding', check: unknownEncoding, named: '[\\w-]*\\d[\\w-]*' } },
+  date_order: { flag: '--date-order', value: { option: 'dateOrder', ...oneOf(DATE_ORDERS) } },
+};
 const UPLOAD_FIELDS = ['file', 'purpose', ...Object.keys(EXPORT_FIELDS)];
 const MAX_ME = 8;
 const MAX_ME_LENGTH = 200;
@@ -72,7 +92,7 @@ export function filesRouter(store: FileStore, config: ServerConfig): express.Rou
     const pending = store.begin();
     try {
       const { purpose, filename, exported } = await receive(req, pending, maxFileBytes, { idleMs: config.requestTimeoutMs, totalMs: uploadTimeoutMs(config) });
-      const exportField = exported.me.length > 0 ? 'me' : exported.format !== undefined ? 'format' : exported.encoding !== undefined ? 'encoding' : exported.dateOrder !== undefined ? 'date_order' : undefined;
+      const exportField = exported.me.length > 0 ? 'me' : Object.entries(EXPORT_FIELDS).find(([, { value }]) => value !== undefined && exported[value.option] !== undefined)?.[0];
       if (filename === undefined) bad('file', 'is required: the training data, as a file part (a JSONL file of conversations, or a chat app\'s export)');
       if (purpose === undefined) bad('purpose', `is required: ${UPLOAD_PURPOSES.map((p) => `"${p}"`).join(', ')}`);
       if (purpose === 'batch') {
@@ -241,13 +261,12 @@ function receive(req: Request, pending: PendingFile, maxFileBytes: number, timeo
         if (value.trim() === '' || value.length > MAX_ME_LENGTH) fail(new HttpError(400, `me: must be a name of 1 to ${MAX_ME_LENGTH} characters, as the app shows it`, { field: 'me' }));
         else if (me.length === MAX_ME) fail(new HttpError(400, `me: given more than ${MAX_ME} times`, { field: 'me' }));
         me.push(value);
-      } else if (name === 'format' || name === 'date_order' || name === 'encoding') {
-        const key = name === 'date_order' ? 'dateOrder' : name;
-        const values: readonly string[] | null = name === 'format' ? EXPORT_FORMATS : name === 'date_order' ? DATE_ORDERS : null;
-        const unknown = values === null ? unknownEncoding(value) : values.includes(value) ? null : `must be one of ${values.join(', ')} (got ${quoted(value)})`;
-        if (exported[key] !== undefined) fail(new HttpError(400, `${name}: given twice`, { field: name }));
-        else if (unknown !== null) fail(new HttpError(400, `${name}: ${unknown}`, { field: name }));
-        Object.assign(exported, { [key]: value });
+      } else if (Object.hasOwn(EXPORT_FIELDS, name) && EXPORT_FIELDS[name].value !== undefined) {
+        const { option, check } = EXPORT_FIELDS[name].value;
+        const wrong = check(value);
+        if (exported[option] !== undefined) fail(new HttpError(400, `${name}: given twice`, { field: name }));
+        else if (wrong !== null) fail(new HttpError(400, `${name}: ${wrong}`, { field: name }));
+        Object.assign(exported, { [option]: value });
       } else if (name === 'file') fail(new HttpError(400, 'file: must be the file itself (a part with a filename), not a text field', { field: 'file' }));
       else fail(unknownField(name));
     });
@@ -300,6 +319,7 @@ interface ImportedExport {
   dropped: ChatImportSummary['dropped'];
   audiences: { audience: string; messages: number; sent: number }[];
   warnings: string[];
+  asks_for: string[];  // the fields the warnings name, to set at another upload where a guess was wrong
 }
 
 // A chat app's export, imported as bin/import-chat imports it (off the event loop), its chat-format text put in
@@ -321,32 +341,39 @@ async function importExport(pending: PendingFile, filename: string, exported: Ex
       const which = me.length === 0 ? 'say which of the senders is you, by the name the app shows' : `${me.map((m) => JSON.stringify(m)).join(', ')} names none of the senders`;
       throw new HttpError(400, `me: ${filename} is a chat app's export: ${which} (the field "me"): ${err.sendersFound()}`, { field: 'me', code: 'me_not_found', details: { senders: err.senders } });
     }
-    if (err instanceof ChatImportError || err instanceof ChatImportErrors) throw new HttpError(400, `file: ${local(err.message)}`, { field: 'file' });
+    if (err instanceof ChatImportError || err instanceof ChatImportErrors) {
+      const { text, fields } = local(err.message);
+      throw new HttpError(400, `file: ${text}`, { field: 'file', details: { asks_for: fields } });
+    }
     throw err;
   }
   if (summary.kept === 0) bad('file', `${filename}: holds no message to train on (of ${summary.read} read, none was kept)`);
   fs.renameSync(out, pending.path);
+  const warnings = summary.warnings.map(local);
   return {
     formats: summary.formats,
     messages: summary.kept,
     sent: summary.sent,
     dropped: summary.dropped,
     audiences: summary.audiences.filter((a) => a.kept > 0).map((a) => ({ audience: a.audience, messages: a.kept, sent: a.sent })),
-    warnings: summary.warnings.map(local),
+    warnings: warnings.map((warning) => warning.text),
+    asks_for: [...new Set(warnings.flatMap((warning) => warning.fields))],
   };
 }
 
 // The importer's words for an upload: its flags as the upload's fields, and a flag with its value as the field with
-// its ("--date-order mdy": "date_order": "mdy"). A value is one of the field's, or for an encoding a name with a digit
-// (utf-16le, windows-1252); the names of `me` are the user's, said by MeNotFoundError.
-function asUploadFields(message: string): string {
-  let out = message;
-  for (const [field, flag] of Object.entries(EXPORT_FIELDS)) {
-    const value = field === 'format' ? EXPORT_FORMATS.join('|') : field === 'date_order' ? DATE_ORDERS.join('|') : field === 'encoding' ? '[\\w-]*\\d[\\w-]*' : null;
-    const pattern = new RegExp(`${flag}\\b${value === null ? '' : `(?: (${value})\\b)?`}`, 'g');
-    out = out.replace(pattern, (_, given?: string) => (given === undefined ? `the field "${field}"` : `"${field}": "${given}"`));
+// its ("--date-order mdy": "date_order": "mdy"); and the fields named, which a client can offer to set.
+function asUploadFields(message: string): { text: string; fields: string[] } {
+  let text = message;
+  const fields: string[] = [];
+  for (const [field, { flag, value: given }] of Object.entries(EXPORT_FIELDS)) {
+    const pattern = new RegExp(`${flag}\\b${given === undefined ? '' : `(?: (${given.named})\\b)?`}`, 'g');
+    text = text.replace(pattern, (_, value?: string) => {
+      if (!fields.includes(field)) fields.push(field);
+      return value === undefined ? `the field "${field}"` : `"${field}": "${value}"`;
+    });
   }
-  return out;
+  return { text, fields };
 }
 
 // An imported export is kept under its name as the chat format's: "WhatsApp Chat - Mom.zip" as "WhatsApp Chat - Mom.train".
