@@ -8,6 +8,8 @@ import { DEFAULT_TRAIN_OPTIONS as D, TrainOptions, checkDataset, train } from '.
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { commandLine } from './command_line';
 
+const FRESH_MODEL_FLAGS = ['tokenizer', 'n_layer', 'n_head', 'n_embd', 'n_ctx'] as const;
+
 // The MPI job this process is a rank of, once joined: an error on any rank then ends every rank.
 let ranks: Ranks | null = null;
 
@@ -24,11 +26,12 @@ async function main(): Promise<void> {
     .option('check', { type: 'boolean', default: false, describe: 'only check the dataset as chat logs (every malformed line, a summary) and exit' })
     .option('model_name', { alias: 'model', type: 'string', default: D.model_name, describe: 'model to fine-tune: 124M, 355M, 774M, 1558M, a name under models/, or a folder' })
     .option('fresh_model', { type: 'boolean', default: D.fresh_model, describe: 'start from random weights of the shape --n_layer/--n_head/--n_embd/--n_ctx' })
-    .option('n_layer', { type: 'number', default: D.n_layer, describe: 'fresh model: transformer layers' })
-    .option('n_head', { type: 'number', default: D.n_head, describe: 'fresh model: attention heads' })
-    .option('n_embd', { type: 'number', default: D.n_embd, describe: 'fresh model: channels' })
-    .option('n_ctx', { type: 'number', default: D.n_ctx, describe: 'fresh model: context length' })
-    .option('tokenizer', { type: 'string', default: D.tokenizer, describe: "fresh model: vocabulary folder (encoder.json + vocab.bpe); '' for GPT-2's" })
+    // No defaults that yargs fills in: given without --fresh_model, they are refused rather than ignored.
+    .option('n_layer', { type: 'number', defaultDescription: String(D.n_layer), describe: 'with --fresh_model: transformer layers' })
+    .option('n_head', { type: 'number', defaultDescription: String(D.n_head), describe: 'with --fresh_model: attention heads' })
+    .option('n_embd', { type: 'number', defaultDescription: String(D.n_embd), describe: 'with --fresh_model: channels' })
+    .option('n_ctx', { type: 'number', defaultDescription: String(D.n_ctx), describe: 'with --fresh_model: context length' })
+    .option('tokenizer', { type: 'string', defaultDescription: "GPT-2's", describe: 'with --fresh_model: vocabulary folder (encoder.json + vocab.bpe)' })
     .option('combine', { type: 'number', default: D.combine, describe: 'join text files with <|endoftext|> into chunks of at least this many characters' })
     .option('chat_check', { choices: CHAT_CHECK_MODES, default: D.chat_check, describe: CHAT_CHECK_HELP })
     .option('batch_size', { type: 'number', default: D.batch_size, describe: 'sequences per batch' })
@@ -91,6 +94,7 @@ async function main(): Promise<void> {
     if (!passed) process.exitCode = 1;
     return;
   }
+  refuseIgnoredFlags(argv);
   applyComputeFlags(argv, (message) => console.log(message));
 
   const { $0: _script, _: _positional, check: _check, device: _device, precision: _precision, ...flags } = argv;
@@ -128,6 +132,18 @@ async function main(): Promise<void> {
   const result = await train(options, { signal: abort.signal, ranks });
   if (!ranks || ranks.rank === 0) console.log(`stopped at step ${result.step}${result.checkpoint ? `; checkpoint ${result.checkpoint}` : ''}`);
   ranks?.finalize();
+}
+
+// Flags that the other flags given leave without effect, refused rather than passed over: a model loaded has its own
+// shape and vocabulary, and one restored from a checkpoint its own weights.
+function refuseIgnoredFlags(argv: { fresh_model: boolean; model_name: string; restore_from: string } & Partial<Record<(typeof FRESH_MODEL_FLAGS)[number], unknown>>): void {
+  const shape = FRESH_MODEL_FLAGS.filter((flag) => argv[flag] !== undefined).map((flag) => `--${flag}`);
+  if (shape.length > 0 && !argv.fresh_model) {
+    throw new Error(`${shape.join(', ')} ${shape.length === 1 ? 'is' : 'are'} for a --fresh_model, and --model_name ${argv.model_name} (or the run resumed) has its own vocabulary and shape: add --fresh_model, or drop ${shape.join(', ')}`);
+  }
+  if (argv.fresh_model && argv.restore_from !== 'latest' && argv.restore_from !== 'fresh') {
+    throw new Error(`--fresh_model starts from random weights, and --restore_from ${argv.restore_from} from that checkpoint's: drop one of them`);
+  }
 }
 
 main().catch((err: unknown) => {

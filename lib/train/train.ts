@@ -227,6 +227,8 @@ function checkOptions(o: TrainOptions): void {
   if (!['', ...WEIGHT_DTYPES].includes(o.dtype)) throw new Error(`--dtype must be one of ${WEIGHT_DTYPES.join(', ')}, got ${quoted(o.dtype)}`);
   if (!(o.lora_dropout >= 0 && o.lora_dropout < 1)) throw new Error(`--lora_dropout must be in [0, 1), got ${o.lora_dropout}`);
   if (o.lora_dropout > 0 && o.lora_rank === 0) throw new Error('--lora_dropout drops the inputs of a LoRA adapter: give --lora_rank too');
+  if (o.lora_alpha > 0 && o.lora_rank === 0) throw new Error('--lora_alpha scales a LoRA adapter: give --lora_rank too');
+  if (o.lora_targets !== DEFAULT_TRAIN_OPTIONS.lora_targets && o.lora_rank === 0) throw new Error('--lora_targets chooses the matrices a LoRA adapter changes: give --lora_rank too');
   if (o.lora_rank > 0) {
     loraTargets(o.lora_targets);
     if (o.fresh_model) throw new Error('--lora_rank trains an adapter over a pre-trained model, and --fresh_model has none to adapt: drop one of them');

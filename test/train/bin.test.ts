@@ -12,6 +12,8 @@ import { runCommand } from '../helpers/run_command';
 import { withFileSizeLimit } from '../helpers/file_size_limit';
 
 const COMMANDS = path.join(__dirname, '..', '..', 'bin', 'commands');
+// A one-layer fresh model on the tiny vocabulary; a run resumed takes its shape from its checkpoint.
+const FRESH_TINY = ['--fresh_model', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32'];
 
 
 t.test("bin/train --help lists train.py's flags with their defaults", async (t) => {
@@ -151,9 +153,8 @@ t.test("bin/train stopped before its first validation says so, not that the vali
 
 t.test('bin/train --model_name over a run of another model: the run is resumed, and it says so, and how to fine-tune the model named', async (t) => {
   const dir = t.testdir();
-  const tiny = ['--dataset', path.join(CHAT, 'train', 'work.train'), '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
-    '--context_length', '16', '--sample_every', '0', '--threads', '1'];
-  t.equal(runCommand('train', [...tiny, '--fresh_model', '--stop_after', '1'], { cwd: dir }).status, 0);
+  const tiny = ['--dataset', path.join(CHAT, 'train', 'work.train'), '--context_length', '16', '--sample_every', '0', '--threads', '1'];
+  t.equal(runCommand('train', [...tiny, ...FRESH_TINY, '--stop_after', '1'], { cwd: dir }).status, 0);
   const resumed = runCommand('train', [...tiny, '--model_name', '355M', '--stop_after', '2'], { cwd: dir });
   t.equal(resumed.status, 0, resumed.stderr);
   t.match(resumed.stdout, `\nresuming from ${path.join('checkpoint', 'run1', 'model-1')} at step 1\n`);
@@ -164,12 +165,29 @@ t.test('bin/train --model_name over a run of another model: the run is resumed, 
   t.notMatch(asBegun.stdout, /starts a new run/, 'resumed without --model_name: nothing to say');
 });
 
+t.test('bin/train refuses a flag that the others leave without effect, naming both, before it loads anything', async (t) => {
+  const dir = t.testdir();
+  const data = ['--dataset', path.join(CHAT, 'valid.train'), '--threads', '1'];
+  const refusals: [string[], string][] = [
+    [['--model_name', '124M', '--tokenizer', TINY_VOCAB], '--tokenizer is for a --fresh_model, and --model_name 124M (or the run resumed) has its own vocabulary and shape: add --fresh_model, or drop --tokenizer'],
+    [['--n_layer', '24', '--n_embd', '1024'], '--n_layer, --n_embd are for a --fresh_model, and --model_name 124M (or the run resumed) has its own vocabulary and shape: add --fresh_model, or drop --n_layer, --n_embd'],
+    [[...FRESH_TINY, '--restore_from', 'checkpoint/other'], '--fresh_model starts from random weights, and --restore_from checkpoint/other from that checkpoint\'s: drop one of them'],
+    [['--lora_alpha', '32'], '--lora_alpha scales a LoRA adapter: give --lora_rank too'],
+    [['--lora_targets', 'attn'], '--lora_targets chooses the matrices a LoRA adapter changes: give --lora_rank too'],
+  ];
+  for (const [flags, message] of refusals) {
+    const run = runCommand('train', [...data, ...flags], { cwd: dir });
+    t.equal(run.status, 1, flags.join(' '));
+    t.equal(run.stderr, `train: ${message}\n`, flags.join(' '));
+  }
+  t.same(fs.readdirSync(dir), [], 'no run begun');
+});
+
 t.test('bin/train resuming a run whose dataset changed says what it trained on and what it goes on over', async (t) => {
   const dir = t.testdir({ data: { 'work.train': fs.readFileSync(path.join(CHAT, 'train', 'work.train')) } });
-  const tiny = ['--dataset', 'data', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
-    '--context_length', '16', '--sample_every', '0', '--threads', '1'];
+  const tiny = ['--dataset', 'data', '--context_length', '16', '--sample_every', '0', '--threads', '1'];
   const run = path.join('checkpoint', 'run1');
-  t.equal(runCommand('train', [...tiny, '--fresh_model', '--stop_after', '1'], { cwd: dir }).status, 0);
+  t.equal(runCommand('train', [...tiny, ...FRESH_TINY, '--stop_after', '1'], { cwd: dir }).status, 0);
   const work = fs.statSync(path.join(dir, 'data', 'work.train')).size;
   t.match(readTrainState(path.join(dir, run, 'model-1')).dataset, { files: 1, bytes: work, tokens: 31018, digest: /^[0-9a-f]{64}$/ }, 'state.json records the data');
 
@@ -195,9 +213,8 @@ t.test('bin/train resuming a run whose dataset changed says what it trained on a
 
 t.test('bin/train resuming a checkpoint that does not record its dataset says that it cannot be compared', async (t) => {
   const dir = t.testdir({ data: { 'work.train': fs.readFileSync(path.join(CHAT, 'train', 'work.train')) } });
-  const tiny = ['--dataset', 'data', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
-    '--context_length', '16', '--sample_every', '0', '--threads', '1'];
-  t.equal(runCommand('train', [...tiny, '--fresh_model', '--stop_after', '1'], { cwd: dir }).status, 0);
+  const tiny = ['--dataset', 'data', '--context_length', '16', '--sample_every', '0', '--threads', '1'];
+  t.equal(runCommand('train', [...tiny, ...FRESH_TINY, '--stop_after', '1'], { cwd: dir }).status, 0);
   // As a checkpoint from before state.json recorded the dataset.
   const stateFile = path.join(dir, 'checkpoint', 'run1', 'model-1', 'state.json');
   const { dataset: _, ...older } = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
@@ -213,12 +230,11 @@ t.test('bin/train resuming a checkpoint that does not record its dataset says th
 
 t.test('bin/train resumed over other held-out data starts the lowest validation loss over, and records the windows it validates on', async (t) => {
   const dir = t.testdir({ data: { 'work.train': fs.readFileSync(path.join(CHAT, 'train', 'work.train')) } });
-  const tiny = ['--dataset', 'data', '--tokenizer', TINY_VOCAB, '--n_layer', '1', '--n_head', '1', '--n_embd', '16', '--n_ctx', '32',
-    '--context_length', '16', '--sample_every', '0', '--threads', '1', '--val_split', '0.1', '--val_every', '1', '--val_batch_count', '4'];
+  const tiny = ['--dataset', 'data', '--context_length', '16', '--sample_every', '0', '--threads', '1', '--val_split', '0.1', '--val_every', '1', '--val_batch_count', '4'];
   const run = path.join(dir, 'checkpoint', 'run1');
   const state = (step: number) => readTrainState(path.join(run, `model-${step}`));
   const stateFile = (step: number) => path.join(run, `model-${step}`, 'state.json');
-  const first = runCommand('train', [...tiny, '--fresh_model', '--seed', '1', '--stop_after', '2'], { cwd: dir });
+  const first = runCommand('train', [...tiny, ...FRESH_TINY, '--seed', '1', '--stop_after', '2'], { cwd: dir });
   t.equal(first.status, 0, first.stderr);
   t.match(state(2).validation, /^[0-9a-f]{64}$/, 'state.json records the validation windows');
   const windows = state(2).validation;
