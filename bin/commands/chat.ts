@@ -7,7 +7,7 @@ import { AUDIENCE_RULE } from '../../lib/data/chat_format';
 import { trainedAudiences } from '../../lib/formats/chat_record';
 import { untrainedAudience } from '../../lib/train/checkpoint';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
-import { checkSeed, commandError, modelDefault, samplingFlags, samplingOptions, type SamplingDefaults } from './sampling_flags';
+import { checkSeed, commandError, DEFAULT_MODEL, modelDefault, modelToLoad, samplingFlags, samplingOptions, type SamplingDefaults } from './sampling_flags';
 import { adapterOverOtherBase, resolveModel } from '../../lib/formats/resolve_model';
 import { commandLine } from './command_line';
 import { quoted } from '../../lib/util/quoted';
@@ -38,7 +38,7 @@ async function main(): Promise<void> {
   const argv = await commandLine('chat')
     .usage('$0 [options]\n\nChats in the terminal with a model fine-tuned on chat logs (lines of `1|<audience>|<text> <EOM>`).\n'
       + 'You write as yourself (1), the model answers as the audience (0). Commands: /reset starts over, /quit leaves.')
-    .option('model_name', { alias: 'model', type: 'string', default: '124M', describe: 'model name or folder' })
+    .option('model_name', { alias: 'model', type: 'string', defaultDescription: DEFAULT_MODEL, describe: 'model name or folder' })
     .option('restore_from', { type: 'string', describe: 'a model folder to chat with instead: a checkpoint, or a training run folder (its latest checkpoint)' })
     .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors; a bin/train --lora_rank run folder: its latest checkpoint, or <run>/best), merged into the model as it loads' })
     .option('audience', { type: 'string', describe: "who the model plays (default: offered from the model's training record)" })
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
     .parseAsync();
 
   applyComputeFlags(argv, (message) => process.stderr.write(`chat: ${message}\n`));
-  const name = argv.restore_from ?? argv.model_name;
+  const name = modelToLoad(argv);
   const trained = trainedAudiences(resolveModel(name).dir);
   const untrained = argv.audience === undefined ? null : untrainedAudience(argv.audience, trained);
   if (untrained !== null) process.stderr.write(`chat: warning: --audience ${argv.audience}: ${untrained}\n`);

@@ -7,7 +7,7 @@ import { adapterOverOtherBase, resolveModel } from '../../lib/formats/resolve_mo
 import { Generator, GenerateOptions, Grammar, seedOf } from '../../lib/generate';
 import { trainedAudiences } from '../../lib/formats/chat_record';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
-import { checkSeed, commandError, modelDefault, samplingFlags, samplingOptions, type SamplingDefaults } from './sampling_flags';
+import { checkSeed, commandError, DEFAULT_MODEL, modelDefault, modelToLoad, samplingFlags, samplingOptions, type SamplingDefaults } from './sampling_flags';
 import { commandLine } from './command_line';
 
 interface SampleArgs {
@@ -115,7 +115,7 @@ async function main(): Promise<void> {
   const argv = await commandLine('generate')
     .usage('$0 [options]\n\nSamples text from a GPT-2 model: unconditionally (from <|endoftext|>), from --prompt, or interactively\n'
       + '(a prompt, its samples, a prompt again) when no --prompt is given and stdin is a terminal.')
-    .option('model_name', { alias: 'model', type: 'string', default: '124M', describe: 'model name or folder (see bin/download-model)' })
+    .option('model_name', { alias: 'model', type: 'string', defaultDescription: DEFAULT_MODEL, describe: 'model name or folder (see bin/download-model)' })
     .option('restore_from', { type: 'string', describe: 'a model folder to sample from instead: a checkpoint, or a training run folder (its latest checkpoint)' })
     .option('adapter', { type: 'string', describe: 'a LoRA adapter folder in PEFT\'s format (adapter_config.json + adapter_model.safetensors; a bin/train --lora_rank run folder: its latest checkpoint, or <run>/best), merged into the model as it loads' })
     .option('nsamples', { type: 'number', default: 1, describe: 'number of samples' })
@@ -152,7 +152,7 @@ async function main(): Promise<void> {
   } else if (promptText !== undefined && looksLikeFileName(promptText)) {
     process.stderr.write(`generate: warning: there is no file ${promptText}; --prompt is taken as the text itself\n`);
   }
-  const name = argv.restore_from ?? argv.model_name;
+  const name = modelToLoad(argv);
   const grammar = readGrammar(argv.json_schema, argv.grammar);
   // A model trained on chat logs writes a message and then the next one's, in anyone's voice: by default a
   // sample is one message. A grammar ends a sample where it is complete, and its text may hold <EOM>.

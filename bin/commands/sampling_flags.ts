@@ -12,6 +12,16 @@ export interface SamplingDefaults {
   seed: string;  // what the seed means for this command's outputs
 }
 
+// The model the command loads: --restore_from names one as --model_name does, and the two given together are
+// refused rather than one passed over.
+export const DEFAULT_MODEL = '124M';
+export function modelToLoad(argv: { model_name?: string; restore_from?: string }): string {
+  if (argv.model_name !== undefined && argv.restore_from !== undefined) {
+    throw new Error(`--model_name ${argv.model_name} and --restore_from ${argv.restore_from} both name the model to load: give one of them`);
+  }
+  return argv.restore_from ?? argv.model_name ?? DEFAULT_MODEL;
+}
+
 // A flag's default, as its help says it: the model folder's, else the command's.
 export function modelDefault(value: number | string): string {
   return `[default: the model's generation_config.json, else ${value}]`;

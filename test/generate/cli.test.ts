@@ -26,6 +26,15 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.equal(runCommand('generate', ['--model', modelDir, ...base.slice(2), '--batch_size', '2']).stdout, batched.stdout, '--model names the model, as --model_name does');
   });
 
+  t.test('--model_name and --restore_from together are refused, naming both, rather than one passed over', async (t) => {
+    for (const [command, prompt] of [['generate', ['--prompt', 'x']], ['chat', []]] as const) {
+      const both = runCommand(command, ['--restore_from', modelDir, '--model_name', '355M', ...prompt, '--length', '2'], { input: 'Hi\n' });
+      t.equal(both.status, 1, command);
+      t.match(both.stderr, `${command}: --model_name 355M and --restore_from ${modelDir} both name the model to load: give one of them\n`, command);
+      t.equal(both.stdout, '', `${command}: nothing generated`);
+    }
+  });
+
   t.test('a prompt from a file, stop sequences, 16-bit weights', async (t) => {
     const promptFile = path.join(dir, 'prompt.txt');
     fs.writeFileSync(promptFile, 'The meaning of life is');
