@@ -28,26 +28,56 @@ export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 // transformers' record of a tokenizer's special tokens, beside tokenizer_config.json, whose values it takes over.
 export const SPECIAL_TOKENS_MAP_FILE = 'special_tokens_map.json';
 
-// A folder's tokenizer_config.json (or another of transformers' JSON files); null where there is none, or where it
-// cannot be read: it holds only what a model can go without (a chat template, its end of text), and a model folder
-// loaded before with a broken one (a download cut short) still loads.
-export function tokenizerConfig(dir: string, name = TOKENIZER_CONFIG_FILE): Record<string, unknown> | null {
-  const file = path.join(dir, name);
-  if (!fs.existsSync(file)) return null;
-  try {
-    return readJsonObject(file);
-  } catch {
-    return null;
+// A vocabulary folder's JSON files (tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+// added_tokens.json), each read and parsed at most once however many of the declarations in it a load looks up.
+export class FolderJson {
+  // Per file name: its object, null where there is none, the error where it cannot be read or is no JSON object.
+  private readonly files = new Map<string, Record<string, unknown> | Error | null>();
+
+  constructor(readonly dir: string) {}
+
+  // The file `name` as an object, null where there is none; a file that cannot be read, or holds no JSON object, throws.
+  required(name: string): Record<string, unknown> | null {
+    const json = this.read(name);
+    if (json instanceof Error) throw json;
+    return json;
   }
+
+  // The file `name` as an object; null where there is none or where it cannot be read: it holds only what a model can
+  // go without (a chat template, its end of text), and a model folder loaded before with a broken one (a download cut
+  // short) still loads.
+  optional(name: string): Record<string, unknown> | null {
+    const json = this.read(name);
+    return json instanceof Error ? null : json;
+  }
+
+  private read(name: string): Record<string, unknown> | Error | null {
+    let json = this.files.get(name);
+    if (json === undefined) {
+      const file = path.join(this.dir, name);
+      try {
+        json = fs.existsSync(file) ? readJsonObject(file) : null;
+      } catch (err) {
+        json = err as Error;
+      }
+      this.files.set(name, json);
+    }
+    return json;
+  }
+}
+
+// A folder's tokenizer_config.json (or another of transformers' JSON files), as FolderJson.optional reads it.
+export function tokenizerConfig(dir: string, name = TOKENIZER_CONFIG_FILE): Record<string, unknown> | null {
+  return new FolderJson(dir).optional(name);
 }
 
 // The end-of-text token a fine-tune's tokenizer declares (its eos_token, as a text or as transformers' AddedToken
 // {"content": ...}) where it is not <|endoftext|>, with the file that says so: a ChatML fine-tune's "<|im_end|>".
-function declaredEndOfText(dir: string): { file: string; text: string } | null {
+function declaredEndOfText(folder: FolderJson): { file: string; text: string } | null {
   for (const name of [SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE]) {
-    const eos = tokenizerConfig(dir, name)?.eos_token;
+    const eos = folder.optional(name)?.eos_token;
     const text = isJsonObject(eos) ? eos.content : eos;
-    if (typeof text === 'string' && text !== '') return text === END_OF_TEXT ? null : { file: path.join(dir, name), text };
+    if (typeof text === 'string' && text !== '') return text === END_OF_TEXT ? null : { file: path.join(folder.dir, name), text };
   }
   return null;
 }
@@ -55,13 +85,14 @@ function declaredEndOfText(dir: string): { file: string; text: string } | null {
 // transformers' names of a tokenizer's special tokens, in tokenizer_config.json and special_tokens_map.json.
 const SPECIAL_TOKEN_FIELDS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'];
 
-// The added tokens (added_tokens.ts) of the vocabulary in `dir` whose ids `idOf` gives (-1: no token), by the first
+// The added tokens (added_tokens.ts) of the vocabulary in `folder` whose ids `idOf` gives (-1: no token), by the first
 // file that declares each, as transformers reads them: tokenizer.json's "added_tokens"; tokenizer_config.json's
 // "added_tokens_decoder" (which Model.save writes); the special tokens of special_tokens_map.json and
 // tokenizer_config.json; added_tokens.json (special where one of those names it). <|endoftext|> is a special token
 // wherever none declares it. A token that is no token of the vocabulary is left out: it has no id to be; one that a
 // file gives another id than the vocabulary does is refused, naming the file and field.
-function declaredAddedTokens(dir: string, idOf: (text: string) => number, eotToken: number): AddedToken[] {
+function declaredAddedTokens(folder: FolderJson, idOf: (text: string) => number, eotToken: number): AddedToken[] {
+  const { dir } = folder;
   const found = new Map<string, AddedToken>();
   // `token.id`: the id its file gives it, -1 where it gives none.
   const add = (token: AddedToken, where: string): void => {
@@ -70,14 +101,14 @@ function declaredAddedTokens(dir: string, idOf: (text: string) => number, eotTok
     if (id >= 0 && !found.has(token.text)) found.set(token.text, { ...token, id });
   };
   const declaredId = (id: unknown): number => (Number.isSafeInteger(id) ? (id as number) : -1);
-  const added = tokenizerConfig(dir, TOKENIZER_JSON)?.added_tokens;
+  const added = folder.optional(TOKENIZER_JSON)?.added_tokens;
   if (Array.isArray(added)) {
     added.forEach((entry, i) => {
       const where = `${path.join(dir, TOKENIZER_JSON)}: field "added_tokens[${i}]"`;
       add(addedTokenEntry(entry, declaredId(isJsonObject(entry) ? entry.id : undefined), false, where), where);
     });
   }
-  const config = tokenizerConfig(dir);
+  const config = folder.optional(TOKENIZER_CONFIG_FILE);
   const decoder = config?.added_tokens_decoder;
   if (isJsonObject(decoder)) {
     for (const [id, entry] of Object.entries(decoder)) {
@@ -86,10 +117,10 @@ function declaredAddedTokens(dir: string, idOf: (text: string) => number, eotTok
     }
   }
   const specialTexts = new Set<string>();
-  for (const [name, json] of [[SPECIAL_TOKENS_MAP_FILE, tokenizerConfig(dir, SPECIAL_TOKENS_MAP_FILE)], [TOKENIZER_CONFIG_FILE, config]] as const) {
-    if (json === null) continue;
-    const extra = Array.isArray(json.additional_special_tokens) ? json.additional_special_tokens.map((entry, i) => [`additional_special_tokens[${i}]`, entry] as const) : [];
-    for (const [field, entry] of [...SPECIAL_TOKEN_FIELDS.map((f) => [f, json[f]] as const), ...extra]) {
+  for (const [name, declared] of [[SPECIAL_TOKENS_MAP_FILE, folder.optional(SPECIAL_TOKENS_MAP_FILE)], [TOKENIZER_CONFIG_FILE, config]] as const) {
+    if (declared === null) continue;
+    const extra = Array.isArray(declared.additional_special_tokens) ? declared.additional_special_tokens.map((entry, i) => [`additional_special_tokens[${i}]`, entry] as const) : [];
+    for (const [field, entry] of [...SPECIAL_TOKEN_FIELDS.map((f) => [f, declared[f]] as const), ...extra]) {
       if (entry === undefined || entry === null) continue;
       const where = `${path.join(dir, name)}: field "${field}"`;
       const token = addedTokenEntry(entry, -1, true, where);
@@ -97,7 +128,7 @@ function declaredAddedTokens(dir: string, idOf: (text: string) => number, eotTok
       add(token, where);
     }
   }
-  for (const [text, id] of Object.entries(tokenizerConfig(dir, ADDED_TOKENS_FILE) ?? {})) {
+  for (const [text, id] of Object.entries(folder.optional(ADDED_TOKENS_FILE) ?? {})) {
     const where = `${path.join(dir, ADDED_TOKENS_FILE)}: key ${JSON.stringify(text)}`;
     add(addedTokenEntry(text, declaredId(id), specialTexts.has(text), where), where);
   }
@@ -156,8 +187,10 @@ export function locateVocabulary(dir: string): VocabularyFiles {
 // byte-level BPE: another model, a normalizer, a pre-tokenizer other than GPT-2's (one that adds a space before
 // the text included), each of which would split the same text into other tokens. Added tokens (a fine-tune's pad or
 // chat tokens) join the vocabulary at their ids, their text in GPT-2's stand-ins for bytes.
-function tokenizerJsonVocabulary(file: string): { encoder: Buffer; merges: Buffer } {
-  const json = readJsonObject(file);
+function tokenizerJsonVocabulary(folder: FolderJson): { encoder: Buffer; merges: Buffer } {
+  const file = path.join(folder.dir, TOKENIZER_JSON);
+  const json = folder.required(TOKENIZER_JSON);
+  if (json === null) throw new Error(`${file}: cannot read: no such file`);
   const refuse = (field: string, value: unknown, why: string): Error => new Error(`${file}: field "${field}" is ${quoted(value)}: ${why}`);
   const model = json.model;
   if (!isJsonObject(model) || model.type !== 'BPE') throw refuse('model.type', isJsonObject(model) ? model.type : model, 'dixie reads GPT-2\'s byte-level BPE ("BPE")');
@@ -219,10 +252,10 @@ function addTokens(encoder: Map<string, number>, added: readonly { text: string;
 export const ADDED_TOKENS_FILE = 'added_tokens.json';
 
 // vocab.json's bytes with the tokens of an added_tokens.json beside it; as they are without one.
-function withAddedTokens(encoderPath: string, encoderBytes: Buffer): Buffer {
-  const file = path.join(path.dirname(encoderPath), ADDED_TOKENS_FILE);
-  if (path.basename(encoderPath) !== HUGGING_FACE.encoder || !fs.existsSync(file)) return encoderBytes;
-  const added = readJsonObject(file);
+function withAddedTokens(encoderPath: string, encoderBytes: Buffer, folder: FolderJson): Buffer {
+  const added = path.basename(encoderPath) === HUGGING_FACE.encoder ? folder.required(ADDED_TOKENS_FILE) : null;
+  if (added === null) return encoderBytes;
+  const file = path.join(folder.dir, ADDED_TOKENS_FILE);
   const vocab = parseJsonAt(encoderPath, encoderBytes.toString('utf8'));
   if (!isJsonObject(vocab)) throw new Error(`${encoderPath}: must be a JSON object of token -> id`);
   const encoder = new Map(Object.entries(vocab) as [string, number][]);
@@ -231,10 +264,11 @@ function withAddedTokens(encoderPath: string, encoderBytes: Buffer): Buffer {
 }
 
 // The two files' bytes, or what they would hold for a tokenizer.json or a GGUF file's vocabulary; a GGUF file's own
-// end of text and added tokens too (its metadata), which the files beside other vocabularies declare.
-export function vocabularyBytes(files: VocabularyFiles): { encoder: Buffer; merges: Buffer; eosToken?: number; added?: { id: number; special: boolean }[] } {
-  if (isTokenizerJson(files)) return tokenizerJsonVocabulary(files.encoderPath);
-  if (!isGguf(files)) return { encoder: withAddedTokens(files.encoderPath, readBytes(files.encoderPath)), merges: readBytes(files.mergesPath) };
+// end of text and added tokens too (its metadata), which the files beside other vocabularies declare. `folder` holds
+// the JSON files beside them, which a load reads those declarations from after.
+export function vocabularyBytes(files: VocabularyFiles, folder = new FolderJson(path.dirname(files.encoderPath))): { encoder: Buffer; merges: Buffer; eosToken?: number; added?: { id: number; special: boolean }[] } {
+  if (isTokenizerJson(files)) return tokenizerJsonVocabulary(folder);
+  if (!isGguf(files)) return { encoder: withAddedTokens(files.encoderPath, readBytes(files.encoderPath), folder), merges: readBytes(files.mergesPath) };
   const g = openGguf(files.encoderPath);
   try {
     const vocabulary = ggufVocabulary(g);
@@ -308,7 +342,9 @@ export class Vocabulary {
 
   constructor(files: VocabularyFiles) {
     this.files = files;
-    const bytes = vocabularyBytes(files);
+    // The JSON files beside the vocabulary, which the bytes, the end of text and the added tokens are each read from.
+    const folder = new FolderJson(path.dirname(files.encoderPath));
+    const bytes = vocabularyBytes(files, folder);
     this.encoderBytes = bytes.encoder;
     this.mergesBytes = bytes.merges;
     const tokens = parseEncoder(files.encoderPath, this.encoderBytes);
@@ -327,9 +363,8 @@ export class Vocabulary {
     }
     this.eotToken = this.idOf(END_OF_TEXT);
     if (this.eotToken < 0) throw new Error(`${files.encoderPath}: no ${END_OF_TEXT} token`);
-    const dir = path.dirname(files.encoderPath);
     // A GGUF file's own end of text is its metadata's: the files beside it are not read for one.
-    const declared = bytes.eosToken === undefined ? declaredEndOfText(dir) : null;
+    const declared = bytes.eosToken === undefined ? declaredEndOfText(folder) : null;
     if (bytes.eosToken !== undefined) {
       this.eosToken = bytes.eosToken;
     } else if (declared === null) {
@@ -338,7 +373,7 @@ export class Vocabulary {
       this.eosToken = this.idOf(declared.text);
       if (this.eosToken < 0) throw new Error(`${declared.file}: field "eos_token" is ${JSON.stringify(declared.text)}, which is no token of the vocabulary (${files.encoderPath})`);
     }
-    this.addedTokens = bytes.added === undefined ? declaredAddedTokens(dir, (text) => this.idOf(text), this.eotToken) : this.ggufAddedTokens(bytes.added);
+    this.addedTokens = bytes.added === undefined ? declaredAddedTokens(folder, (text) => this.idOf(text), this.eotToken) : this.ggufAddedTokens(bytes.added);
   }
 
   // A GGUF file's control and user-defined tokens as added tokens, special and not, <|endoftext|> special wherever

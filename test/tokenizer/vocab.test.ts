@@ -204,6 +204,41 @@ t.test("a ChatML fine-tune's tokens (added_tokens.json, special_tokens_map.json)
   t.throws(() => loadTokenizer(dir), { message: `${config}: field "added_tokens_decoder.50259": "<|im_end|>" is given id 50259, but is token 50258 of the vocabulary` });
 });
 
+t.test("a vocabulary's JSON files are each read once at load, the end of text and the added tokens both read from them", async (t) => {
+  const root = tempDir(t);
+  const chatml = path.join(root, 'chatml');
+  fs.mkdirSync(chatml);
+  fs.copyFileSync(path.join(bundledVocabularyDir(), 'encoder.json'), path.join(chatml, 'vocab.json'));
+  fs.copyFileSync(path.join(bundledVocabularyDir(), 'vocab.bpe'), path.join(chatml, 'merges.txt'));
+  fs.writeFileSync(path.join(chatml, 'added_tokens.json'), JSON.stringify({ '<|im_start|>': 50257, '<|im_end|>': 50258 }));
+  // The end of text in tokenizer_config.json, so that the end-of-text lookup reads special_tokens_map.json too.
+  fs.writeFileSync(path.join(chatml, 'special_tokens_map.json'), JSON.stringify({ additional_special_tokens: ['<|im_start|>', '<|im_end|>'] }));
+  fs.writeFileSync(path.join(chatml, 'tokenizer_config.json'), JSON.stringify({ eos_token: '<|im_end|>' }));
+  const tokenizerJson = writeTokenizerJson(path.join(root, 'tokenizer-json'), (json) => {
+    (json.added_tokens as object[]).push({ id: 50257, content: '<|pad|>', special: true });
+  });
+
+  const reads = new Map<string, number>();
+  const readFileSync = fs.readFileSync;
+  t.teardown(() => { fs.readFileSync = readFileSync; });
+  fs.readFileSync = ((file: fs.PathOrFileDescriptor, ...rest: never[]) => {
+    reads.set(String(file), (reads.get(String(file)) ?? 0) + 1);
+    return readFileSync(file, ...rest);
+  }) as typeof fs.readFileSync;
+  const chatmlTokenizer = loadTokenizer(chatml);
+  const tokenizerJsonTokenizer = loadTokenizer(tokenizerJson);
+  fs.readFileSync = readFileSync;
+
+  t.equal(chatmlTokenizer.eosToken, 50258, "tokenizer_config.json's end of text");
+  t.same([...chatmlTokenizer.encode('<|im_start|>', { allowSpecial: true })], [50257], "special_tokens_map.json's added token");
+  t.same([...tokenizerJsonTokenizer.encode('<|pad|>', { allowSpecial: true })], [50257], "tokenizer.json's added token");
+  const inFolders = [...reads].filter(([file]) => file.startsWith(root)).map(([file, n]) => [path.relative(root, file), n]).sort();
+  t.same(inFolders, [
+    ['chatml/added_tokens.json', 1], ['chatml/merges.txt', 1], ['chatml/special_tokens_map.json', 1], ['chatml/tokenizer_config.json', 1], ['chatml/vocab.json', 1],
+    ['tokenizer-json/tokenizer.json', 1],
+  ]);
+});
+
 t.test('a toy vocabulary: merges apply by rank, not left to right', async (t) => {
   const toy = loadTokenizer(TOY);
   const encode = (s: string): number[] => Array.from(toy.encode(s, { allowSpecial: true }));
