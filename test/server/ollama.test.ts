@@ -143,6 +143,16 @@ t.test('generate: the context an answer gives, sent back, goes on from its promp
   const cut = await ollama.generate({ model: 'general', prompt: PROMPT, options: { temperature: 0, num_predict: 16, stop: [stop] } });
   t.equal(cut.done_reason, 'stop', `cut at ${JSON.stringify(stop)}`);
   t.equal(tokenizer.decode(cut.context), PROMPT + cut.response, 'a reply cut at a stop string: its context ends with it');
+  // A prompt longer than the context is cut to its last tokens: the context holds those the model saw, then the reply.
+  const longPrompt = Array.from({ length: 100 }, (_, i) => `word${i}`).join(' ');
+  const longIds = [...tokenizer.encode(longPrompt, { allowSpecial: false })];
+  const fitted = await ollama.generate({ model: 'general', prompt: longPrompt, options });
+  t.ok(longIds.length > TINY.nCtx, `a prompt of ${longIds.length} tokens, past the context of ${TINY.nCtx}`);
+  t.equal(fitted.prompt_eval_count, TINY.nCtx - 5, 'cut to leave the reply its 5 tokens');
+  t.same(fitted.context.slice(0, fitted.prompt_eval_count), longIds.slice(-fitted.prompt_eval_count), 'its context: the prompt\'s tokens the model saw');
+  t.equal(tokenizer.decode(fitted.context.slice(fitted.prompt_eval_count)), fitted.response, 'then the reply\'s');
+  const fittedNext = await ollama.generate({ model: 'general', prompt: ' And then', context: fitted.context, options });
+  t.equal(fittedNext.context.length, TINY.nCtx, 'sent back, the next context is cut to what the model saw as well');
 });
 
 t.test('an empty request loads the model, which /api/ps then lists', async (t) => {

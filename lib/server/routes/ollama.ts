@@ -173,9 +173,10 @@ function generatePrompt(model: ModelConfig, body: Body): string | Conversation {
 // /api/generate's `context`, as Ollama gives it in an answer's last line and its clients send it back to go on from
 // there: the tokens of the prompt and the reply. It is the tokens of a prompt continued as it is (`raw`, or a raw
 // model's), which the next prompt's tokens follow; a chat model's prompt is the conversation its chat format makes,
-// which /api/chat takes whole. Returns the prompt as token ids after the context, and the answer's context (none for
-// a chat model): the prompt's tokens, then the reply's, those drawn unless the reply was cut short of them (at a stop
-// string, whose tokens the next prompt must not follow), when they are its text's.
+// which /api/chat takes whole. Returns the prompt, as token ids after a context given, and the answer's context (none
+// for a chat model): the prompt's tokens the model saw (a prompt too long for the context cut as it was fed), then
+// the reply's, those drawn unless the reply was cut short of them (at a stop string, whose tokens the next prompt
+// must not follow), when they are its text's.
 async function continuedPrompt(service: ChatService, request: OllamaRequest, prompt: string | Conversation, given: unknown): Promise<{ prompt: GenerationRequest['prompt']; contextOf: ((c: Completion) => number[]) | null }> {
   const context = given === undefined || given === null ? [] : given;
   if (!Array.isArray(context) || !context.every((id) => Number.isSafeInteger(id) && (id as number) >= 0)) bad('context', 'must be the token ids an earlier answer gave as its context');
@@ -184,9 +185,9 @@ async function continuedPrompt(service: ChatService, request: OllamaRequest, pro
     return { prompt, contextOf: null };
   }
   const tokenizer = await service.tokenizer(request.model.key);
-  const ids = [...(context as number[]), ...(await service.encodeText(tokenizer, prompt))];
   const replyTokens = (c: Completion): Iterable<number> => (tokenizer.decode(c.tokens) === c.text ? c.tokens : tokenizer.encode(c.text, { allowSpecial: false }));
-  return { prompt: context.length > 0 ? ids : prompt, contextOf: (c) => [...ids, ...replyTokens(c)] };
+  const ids = context.length > 0 ? [...(context as number[]), ...(await service.encodeText(tokenizer, prompt))] : prompt;
+  return { prompt: ids, contextOf: (c) => [...c.promptIds, ...replyTokens(c)] };
 }
 
 // How Ollama's answers end: the counts and durations (nanoseconds) of the prompt and the reply.
