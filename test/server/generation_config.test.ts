@@ -7,6 +7,8 @@ import { Model } from '../../lib/engine/model';
 import { MAX_REPLY_LENGTH } from '../../lib/server/config';
 import { request, startServer, tempDir, TINY } from './helpers';
 
+const TINY_VOCAB = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'tiny-vocab');
+
 const PROMPT = 'How big is the earth?';
 
 async function complete(url: string, body: Record<string, unknown>): Promise<{ text: string; tokens: number }> {
@@ -57,10 +59,12 @@ t.test('/v1/completions: the folder\'s defaults where neither the request nor th
 t.test('a folder\'s max_new_tokens past the server\'s bound on a reply is held to it, in every API\'s default length', async (t) => {
   const dir = tempDir('generation-config-cap');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  // A context longer than the bound, so that the context does not bound the reply first.
-  const model = Model.create({ ...TINY, nCtx: MAX_REPLY_LENGTH + 904 }, { seed: 1, trainable: false });
+  // A context longer than the bound, so that the context does not bound the reply first; the tiny vocabulary, whose
+  // output layer of 457 tokens makes each of the replies' thousands of steps cheap.
+  const model = Model.create({ ...TINY, nCtx: MAX_REPLY_LENGTH + 904, vocabSize: 457 }, { seed: 1, trainable: false });
   await model.save(path.join(dir, 'long'));
   model.dispose();
+  for (const f of ['encoder.json', 'vocab.bpe']) fs.copyFileSync(path.join(TINY_VOCAB, f), path.join(dir, 'long', f));
   fs.writeFileSync(path.join(dir, 'long', 'generation_config.json'), JSON.stringify({ max_new_tokens: 100000 }));
   const srv = await startServer({ models: [{ key: 'long', restore_from: 'long' }] }, dir);
   t.teardown(() => srv.close());
@@ -74,10 +78,13 @@ t.test('a folder\'s max_new_tokens past the server\'s bound on a reply is held t
   const warned = srv.logs.filter((l) => l.level === 'warn').map((l) => l.msg);
   t.same(warned, [`model "long": ${path.join(dir, 'long', 'generation_config.json')}: field "max_new_tokens" is 100000, past the server's bound on a reply: a reply is ${MAX_REPLY_LENGTH} tokens at most`]);
 
-  // n_predict -1: the model's own reply length. The end of text banned, the reply runs to its length.
-  const r = await request(`${srv.url}/completion`, { body: { prompt: PROMPT, n_predict: -1, temperature: 0, logit_bias: [[50256, false]] } });
+  // n_predict -1: the model's own reply length. The end of text banned, the reply runs to its length. num_predict -2:
+  // what the context leaves after the prompt, past the bound here. The two at once, as one batch.
+  const { eotToken } = await srv.server.service.tokenizer('long');
+  const [r, filled] = await Promise.all([
+    request(`${srv.url}/completion`, { body: { prompt: PROMPT, n_predict: -1, temperature: 0, logit_bias: [[eotToken, false]] } }),
+    request(`${srv.url}/api/generate`, { body: { model: 'long', prompt: PROMPT, raw: true, stream: false, options: { temperature: 0, num_predict: -2 } } }),
+  ]);
   t.match({ status: r.status, ...r.json() }, { status: 200, tokens_predicted: MAX_REPLY_LENGTH, stop_type: 'limit' }, 'a reply of the model\'s own length is the bound\'s');
-  // num_predict -2: what the context leaves after the prompt, past the bound here.
-  const filled = await request(`${srv.url}/api/generate`, { body: { model: 'long', prompt: PROMPT, raw: true, stream: false, options: { temperature: 0, num_predict: -2 } } });
   t.match({ status: filled.status, ...filled.json() }, { status: 200, eval_count: MAX_REPLY_LENGTH, done_reason: 'length' }, 'a reply that fills the context is held to the bound too');
 });
