@@ -1,10 +1,11 @@
 // Grammars built on the worker thread (lib/generate/grammar/thread.ts), as the server builds them: the same rules as
 // built here (their printed key), the same token masks, and the same errors.
 import { spawnSync } from 'node:child_process';
+import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
 import path from 'node:path';
 import t from 'tap';
 import { Grammar, GrammarError, GrammarMatcher } from '../../lib/generate/grammar';
-import { buildOffThread } from '../../lib/generate/grammar/thread';
+import { buildGrammar, buildOffThread, builtReply, grammarOfReply, type BuildReply } from '../../lib/generate/grammar/thread';
 import { allowedTokens, encode, vocab } from './grammar_helpers';
 
 const SCHEMA = {
@@ -42,6 +43,22 @@ t.test('a grammar built on the worker thread comes with its start state: the eve
   t.equal(built.start.key, here.start.key, 'the same start state');
   t.equal(built.work, 0, 'none of its stacks expanded here');
   t.ok(here.work >= 16000, `built here, its ${here.start.stacks.length} stacks cost ${here.work} units`);
+});
+
+t.test("a worker's reply hands its rules over as typed arrays, moved and not copied, that the automaton reads as they are", async (t) => {
+  const source = { schema: SCHEMA, where: 'json_schema' };
+  const { reply, transfer } = builtReply(7, buildGrammar(source));
+  if (!('rules' in reply)) throw new Error('the schema was refused');
+  const sent = [reply.rules.alternatives, reply.rules.lengths, reply.rules.elements, reply.rules.ranges, reply.rules.setStarts, reply.start];
+  t.ok(sent.every((a) => a.length > 0), 'each array holds the grammar');
+  const { port1, port2 } = new MessageChannel();
+  port1.postMessage(reply, transfer);
+  const got = receiveMessageOnPort(port2)?.message as BuildReply;
+  port1.close();
+  t.same(sent.map((a) => a.byteLength), [0, 0, 0, 0, 0, 0], "every buffer moved: the sender's arrays are empty");
+  if (!('rules' in got)) throw new Error('no rules received');
+  const received = grammarOfReply(got);
+  t.equal(received.automaton.start.key, Grammar.fromJsonSchema(SCHEMA).automaton.start.key, 'the automaton of the arrays received begins as the grammar built here');
 });
 
 t.test('a mistake in a grammar built on the worker thread is the GrammarError it is here', async (t) => {

@@ -5,12 +5,23 @@
 // it has seen before, and a codepoint is worked out once per state and per set of stacks it matches, not once per
 // codepoint or byte.
 import { LruMap } from '../../util/lru_map';
-import type { Rule } from './grammar';
 import { type CodepointRanges, GrammarError, rangesContain, rangesOverlap } from './syntax';
 
 // Positions in the rules' flattened alternatives, bottom first; the top is never a rule reference or an
 // alternative's end (those are expanded or popped at once).
 export type Stack = readonly number[];
+
+// A grammar's rules flat, as the automaton reads them and as they travel between threads (thread.ts), typed arrays
+// that a reader wraps as they are: each rule's number of alternatives, each alternative's number of elements, and
+// each element, a rule's index or, negative, -1 - the index of a character set; the sets' ranges one after another,
+// set i's from setStarts[i] to setStarts[i + 1], each set written once.
+export interface FlatRules {
+  alternatives: Int32Array;
+  lengths: Int32Array;
+  elements: Int32Array;
+  ranges: Int32Array;
+  setStarts: Int32Array;
+}
 
 // The stacks expanded in one step, and how many positions they hold in all.
 interface Expansion {
@@ -134,33 +145,24 @@ export class Automaton {
 
   // `start`: the stacks the text begins with, where an automaton of the same rules worked them out already (the
   // worker thread's: thread.ts), its start state's.
-  constructor(rules: readonly Rule[], start?: readonly Stack[]) {
+  constructor(rules: FlatRules, start?: readonly Stack[]) {
     if (start !== undefined) this.startStacks = new Map(start.map((stack) => [stack.join(','), stack]));
-    const positions = rules.reduce((n, rule) => n + rule.alternatives.reduce((m, s) => m + s.length + 1, 0), 0);
+    // One position per element, and one for each alternative's end.
+    const positions = rules.elements.length + rules.lengths.length;
     this.refAt = new Int32Array(positions).fill(-1);
     this.setAt = new Int32Array(positions).fill(-1);
-    // The same set written twice is one set, so that a state's tops share it (State.topSets); looked up by the array
-    // first, as the rules from the worker thread share theirs.
-    const setIndex = new Map<CodepointRanges, number>();
-    const setIndexByText = new Map<string, number>();
+    for (let i = 0; i + 1 < rules.setStarts.length; i++) this.sets.push(Array.from(rules.ranges.subarray(rules.setStarts[i], rules.setStarts[i + 1])));
     let at = 0;
-    for (const rule of rules) {
-      const starts: number[] = [];
-      for (const sequence of rule.alternatives) {
-        starts.push(at);
-        for (const element of sequence) {
-          if ('rule' in element) {
-            this.refAt[at++] = element.rule;
-            continue;
-          }
-          let index = setIndex.get(element.chars);
-          if (index === undefined) {
-            const text = element.chars.join(',');
-            index = setIndexByText.get(text) ?? this.sets.push(element.chars) - 1;
-            setIndex.set(element.chars, index);
-            setIndexByText.set(text, index);
-          }
-          this.setAt[at++] = index;
+    let alternative = 0;
+    let element = 0;
+    for (const count of rules.alternatives) {
+      const starts = new Array<number>(count);
+      for (let k = 0; k < count; k++) {
+        starts[k] = at;
+        for (const end = element + rules.lengths[alternative++]; element < end; element++) {
+          const e = rules.elements[element];
+          if (e >= 0) this.refAt[at++] = e;
+          else this.setAt[at++] = -1 - e;
         }
         at++;
       }

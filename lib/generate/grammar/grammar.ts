@@ -2,7 +2,7 @@
 // groups and repetitions. A grammar is kept as rules whose alternatives are sequences of two kinds of element: a set
 // of codepoints, or a reference to a rule. Groups and repetitions become generated helper rules at parse time, as
 // llama.cpp does, so that the recognizer knows only those two elements.
-import { Automaton, type Stack } from './automaton';
+import { Automaton, type FlatRules, type Stack } from './automaton';
 import { jsonSchemaToGbnf } from './json_schema';
 import {
   ANY_CODEPOINT,
@@ -33,17 +33,35 @@ const MAX_WRITTEN_OUT = 100_000;
 
 const ROOT = 'root';
 
+// A grammar's rules as FlatRules, with their names.
+export interface NamedFlatRules extends FlatRules {
+  names: string[];
+}
+
 export class Grammar {
-  // Rule 0 is `root`; the others are those it reaches, in the order a breadth-first walk from root meets them.
-  readonly rules: readonly Rule[];
+  // Rule 0 is `root`; the others are those it reaches, in the order a breadth-first walk from root meets them. Kept as
+  // objects, flat, or both: a grammar from the worker thread comes flat, and its automaton reads it so.
+  private ruleObjects: readonly Rule[] | undefined;
+  private flat: NamedFlatRules | undefined;
   private keyText: string | undefined;
   private automatonOfGrammar: Automaton | undefined;
 
   private constructor(
-    rules: readonly Rule[],
+    rules: readonly Rule[] | NamedFlatRules,
     private readonly startStacks?: readonly Stack[],
   ) {
-    this.rules = rules;
+    if (Array.isArray(rules)) this.ruleObjects = rules;
+    else this.flat = rules as NamedFlatRules;
+  }
+
+  get rules(): readonly Rule[] {
+    this.ruleObjects ??= rulesOfFlat(this.flat as NamedFlatRules);
+    return this.ruleObjects;
+  }
+
+  get flatRules(): NamedFlatRules {
+    this.flat ??= flatRulesOf(this.ruleObjects as readonly Rule[]);
+    return this.flat;
   }
 
   // The rules printed in GBNF: the same for the same grammar however it was written.
@@ -52,9 +70,9 @@ export class Grammar {
     return this.keyText;
   }
 
-  // The grammar of rules that another Grammar's were (rebuilt from a worker thread's: thread.ts), with the stacks its
+  // The grammar of rules that another Grammar's were (sent flat from a worker thread: thread.ts), with the stacks its
   // automaton's start state had there, so that they are not worked out again here.
-  static ofRules(rules: readonly Rule[], start: readonly Stack[]): Grammar {
+  static ofFlatRules(rules: NamedFlatRules, start: readonly Stack[]): Grammar {
     return new Grammar(rules, start);
   }
 
@@ -81,12 +99,75 @@ export class Grammar {
 
   // The recognizer's states and mask caches, shared by every matcher of this grammar.
   get automaton(): Automaton {
-    this.automatonOfGrammar ??= new Automaton(this.rules, this.startStacks);
+    this.automatonOfGrammar ??= new Automaton(this.flatRules, this.startStacks);
     return this.automatonOfGrammar;
   }
 }
 
 let anyObject: Grammar | undefined;
+
+function flatRulesOf(rules: readonly Rule[]): NamedFlatRules {
+  const alternatives: number[] = [];
+  const lengths: number[] = [];
+  const elements: number[] = [];
+  const ranges: number[] = [];
+  const setStarts: number[] = [0];
+  // A set's index by its array first, as rules share their sets' arrays, then by its text: the same set written twice
+  // is one set, so that an automaton state's tops share it (State.topSets).
+  const setIndex = new Map<CodepointRanges, number>();
+  const setIndexByText = new Map<string, number>();
+  for (const rule of rules) {
+    alternatives.push(rule.alternatives.length);
+    for (const sequence of rule.alternatives) {
+      lengths.push(sequence.length);
+      for (const element of sequence) {
+        if ('rule' in element) {
+          elements.push(element.rule);
+          continue;
+        }
+        let index = setIndex.get(element.chars);
+        if (index === undefined) {
+          const text = element.chars.join(',');
+          index = setIndexByText.get(text);
+          if (index === undefined) {
+            index = setStarts.length - 1;
+            setIndexByText.set(text, index);
+            for (const bound of element.chars) ranges.push(bound);
+            setStarts.push(ranges.length);
+          }
+          setIndex.set(element.chars, index);
+        }
+        elements.push(-1 - index);
+      }
+    }
+  }
+  return {
+    names: rules.map((rule) => rule.name),
+    alternatives: Int32Array.from(alternatives),
+    lengths: Int32Array.from(lengths),
+    elements: Int32Array.from(elements),
+    ranges: Int32Array.from(ranges),
+    setStarts: Int32Array.from(setStarts),
+  };
+}
+
+// The rules back as objects, each element object made once and shared by every place it stands (elements are
+// read-only).
+function rulesOfFlat(flat: NamedFlatRules): Rule[] {
+  const ruleElements = flat.names.map((_, rule): Element => ({ rule }));
+  const setElements = Array.from({ length: flat.setStarts.length - 1 }, (_, i): Element => ({ chars: Array.from(flat.ranges.subarray(flat.setStarts[i], flat.setStarts[i + 1])) }));
+  let alternative = 0;
+  let element = 0;
+  return flat.names.map((name, r): Rule => ({
+    name,
+    alternatives: Array.from({ length: flat.alternatives[r] }, () => {
+      const length = flat.lengths[alternative++];
+      const sequence = Array.from(flat.elements.subarray(element, element + length), (e) => (e >= 0 ? ruleElements[e] : setElements[-1 - e]));
+      element += length;
+      return sequence;
+    }),
+  }));
+}
 
 function printRule(rule: Rule, _: number, rules: readonly Rule[]): string {
   const alternatives = rule.alternatives.map((sequence) => printSequence(sequence, rules));
