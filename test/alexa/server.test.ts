@@ -143,15 +143,14 @@ t.test("the skill's users take turns at the model's one slot", async (t) => {
     batch_slots: 1,
     trust_proxy: 'loopback',  // the unsigned requests' addresses are told apart by the X-Forwarded-For this test sends
     models: [{ key: 'dixie', restore_from: 'long', sampling: { temperature: 0 } }],
-    // A reply long enough to be still decoding while the others come.
-    alexa: { application_id: SKILL_ID, model_key: 'dixie', verify_signatures: false, max_tokens: 60 },
+    alexa: { application_id: SKILL_ID, model_key: 'dixie', verify_signatures: false, max_tokens: MAX_TOKENS },
   }, dir);
   const certs = await startCertServer({ 'chain.pem': pki.signer.cert + pki.intermediate.cert });
   t.teardown(async () => {
     await users.close();
     await certs.close();
   });
-  const options = validateAlexaConfig({ application_id: SKILL_ID, path: '/signed', model_key: 'dixie', max_tokens: 60 }, 'alexa');
+  const options = validateAlexaConfig({ application_id: SKILL_ID, path: '/signed', model_key: 'dixie', max_tokens: MAX_TOKENS }, 'alexa');
   users.server.mount(createAlexaRouter(options, users.server.chat, { trustedRoots: [pki.root.cert], fetchCertChain: certs.fetcher, log: users.server.log }));
 
   // Until the model's batcher has `waiting` requests waiting beside the one decoding (or five seconds have passed).
@@ -159,6 +158,31 @@ t.test("the skill's users take turns at the model's one slot", async (t) => {
     const load = () => users.server.service.registry.peek('dixie')?.generator.load;
     for (let i = 0; i < 500 && !(load()?.running === 1 && load()?.waiting === waiting); i++) await new Promise((r) => setTimeout(r, 10));
     return load();
+  }
+
+  // The model's one slot held by a generation that ends only when the returned function is called, so that the
+  // requests the test sends all wait, however slowly they come (a reply of the skill's own could end before them).
+  async function holdSlot(t: Test): Promise<() => Promise<void>> {
+    const lease = await users.server.service.registry.acquire('dixie');
+    const stop = new AbortController();
+    const held = lease.value.generator.generate('Hello', { maxTokens: 1_000_000, temperature: 0, stopTokens: [], queue: 'dixie', client: 'holder', signal: stop.signal });
+    t.same(await untilWaiting(0), { running: 1, waiting: 0 }, 'the slot held');
+    return async () => {
+      stop.abort();
+      await held;
+      lease.release();
+    };
+  }
+
+  // Sends the requests one after another, each once the one before waits for the slot, so that they wait in the
+  // order sent.
+  async function queued(t: Test, sends: (() => Promise<void>)[]): Promise<Promise<void>[]> {
+    const sent: Promise<void>[] = [];
+    for (const send of sends) {
+      sent.push(send());
+      t.same(await untilWaiting(sent.length), { running: 1, waiting: sent.length }, `${sent.length} waiting`);
+    }
+    return sent;
   }
 
   // Sends a chat request and puts `name` in `answered` once it is answered with a reply.
@@ -176,13 +200,11 @@ t.test("the skill's users take turns at the model's one slot", async (t) => {
       const raw = JSON.stringify(intent('ChatIntent', { utterance: `this is ${name}` }, { user }));
       return record(name, post(`${users.url}/signed`, raw, signatureHeaders(raw, pki.signer, `${CERT_BASE}chain.pem`)));
     };
-    const chatty = [say('ann 1', 'amzn1.ask.account.ANN')];
-    t.same(await untilWaiting(0), { running: 1, waiting: 0 }, "the chatty user's first request decoding");
-    chatty.push(say('ann 2', 'amzn1.ask.account.ANN'), say('ann 3', 'amzn1.ask.account.ANN'));
-    t.same(await untilWaiting(2), { running: 1, waiting: 2 }, 'two more waiting');
-    const other = say('bob', 'amzn1.ask.account.BOB');
-    t.same(await untilWaiting(3), { running: 1, waiting: 3 }, "the other user's waiting too");
-    await Promise.all([...chatty, other]);
+    const release = await holdSlot(t);
+    const sent = await queued(t, [() => say('ann 1', 'amzn1.ask.account.ANN'), () => say('ann 2', 'amzn1.ask.account.ANN'),
+      () => say('ann 3', 'amzn1.ask.account.ANN'), () => say('bob', 'amzn1.ask.account.BOB')]);
+    await release();
+    await Promise.all(sent);
     t.same(answered, ['ann 1', 'bob', 'ann 2', 'ann 3'], "the other user's request is admitted before the chatty user's waiting ones");
   });
 
@@ -191,13 +213,11 @@ t.test("the skill's users take turns at the model's one slot", async (t) => {
     const record = recorder(t, answered);
     const say = (name: string, user: string, address: string) => record(name, post(`${users.url}/alexa`,
       JSON.stringify(intent('ChatIntent', { utterance: `this is ${name}` }, { user })), { 'x-forwarded-for': address }));
-    const flood = [say('flood 1', 'amzn1.ask.account.U1', '10.0.0.1')];
-    t.same(await untilWaiting(0), { running: 1, waiting: 0 }, 'the first decoding');
-    flood.push(say('flood 2', 'amzn1.ask.account.U2', '10.0.0.1'), say('flood 3', 'amzn1.ask.account.U3', '10.0.0.1'));
-    t.same(await untilWaiting(2), { running: 1, waiting: 2 }, 'two more waiting');
-    const other = say('other address', 'amzn1.ask.account.U4', '10.0.0.2');
-    t.same(await untilWaiting(3), { running: 1, waiting: 3 }, "the other address's waiting too");
-    await Promise.all([...flood, other]);
+    const release = await holdSlot(t);
+    const sent = await queued(t, [() => say('flood 1', 'amzn1.ask.account.U1', '10.0.0.1'), () => say('flood 2', 'amzn1.ask.account.U2', '10.0.0.1'),
+      () => say('flood 3', 'amzn1.ask.account.U3', '10.0.0.1'), () => say('other address', 'amzn1.ask.account.U4', '10.0.0.2')]);
+    await release();
+    await Promise.all(sent);
     t.same(answered, ['flood 1', 'other address', 'flood 2', 'flood 3'], "the other address's request is admitted before the flood's waiting ones");
   });
 });
