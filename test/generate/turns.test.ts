@@ -51,3 +51,25 @@ t.test("a client's turns in one queue are not spent by its requests in another",
   t.same(order.filter((name) => !name.startsWith('batch')), ['A', 'new 1', 'new 2', 'new 3', 'new 4'],
     `in the bot's queue A's request goes with the newcomer that came with it, before those that came later, its batch running meanwhile: ${order.join(', ')}`);
 });
+
+t.test("a client's turns are forgotten once its last request ends, however it ends", async (t) => {
+  const { gen } = testGenerator(t, CONFIG, { slots: 1 });
+  // The batcher's turns of clients, kept while they have requests there.
+  const turns = (gen as unknown as { batcher: { clientRequests: Map<string, unknown>; clientAdmitted: Map<string, unknown> } }).batcher;
+  const stop = new AbortController();
+  const ended = [
+    gen.generate('Once', { maxTokens: 4, stopTokens: [], client: 'finished' }),
+    gen.generate('Once', { maxTokens: 4, stopTokens: [], client: 'threw', queue: 'other', onText: () => {
+      throw new Error('a callback that throws');
+    } }),
+    gen.generate('Once', { maxTokens: 4, stopTokens: [], client: 'aborted while waiting', signal: stop.signal }),
+    gen.generate('Once', { maxTokens: 4, stopTokens: [], client: 'past its deadline', deadline: Date.now() + 1 }),
+    gen.embed('Once', { client: 'embedded', queue: 'other' }),
+    gen.generate('Once', { maxTokens: 4, stopTokens: [], client: 'finished' }),
+  ];
+  t.equal(turns.clientRequests.size, 5, 'each client with its requests (the first two of one)');
+  stop.abort();
+  const results = await Promise.allSettled(ended);
+  t.same(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+  t.same([[...turns.clientRequests.keys()], [...turns.clientAdmitted.keys()]], [[], []], 'none kept');
+});
