@@ -247,7 +247,7 @@ t.test('tool_choice "allowed_tools": its mode over the tools it names, the other
   for (const [allowedTools, param, message] of [
     [{ mode: 'required', tools: [{ type: 'function', function: { name: 'get_time' } }] }, 'tool_choice.allowed_tools.tools[0].function.name', /"get_time" is not among the tools/],
     [{ mode: 'always', tools: [] }, 'tool_choice.allowed_tools.mode', /"auto" or "required"/],
-    [{ mode: 'required', tools: [] }, 'tool_choice', /needs at least one tool/],
+    [{ mode: 'required', tools: [] }, 'tool_choice.allowed_tools.tools', /must name at least one of the tools, which "required" calls/],
     [{ mode: 'auto', tools: [{ type: 'function', name: 'set_alarm' }] }, 'tool_choice.allowed_tools.tools[0]', /must be \{"type": "function", "function": \{"name"\}\}/],
   ] as const) {
     const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { model: 'general', messages, tools: [weather, alarm], tool_choice: { type: 'allowed_tools', allowed_tools: allowedTools } } });

@@ -141,6 +141,7 @@ function allowedTools(choice: Body, tools: Tool[], layout: 'chat' | 'flat'): { m
     if (!tools.some((t) => t.name === fn.name)) bad(nameField, `${JSON.stringify(fn.name)} is not among the tools`);
     return fn.name;
   });
+  if (allowed.mode === 'required' && names.length === 0) bad(`${field}.tools`, 'must name at least one of the tools, which "required" calls');
   return { mode: allowed.mode, tools: tools.filter((t) => names.includes(t.name)) };
 }
 
