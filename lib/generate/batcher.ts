@@ -496,7 +496,6 @@ export class Batcher {
           reused = common;
         }
       }
-      if (slot < 0) return;
       this.queue.splice(at, 1);
       this.lastAdmitted.set(job.request.queue ?? '', ++this.admissions);
       this.clientAdmitted.set(job.queueClient, this.admissions);
