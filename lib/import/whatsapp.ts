@@ -316,8 +316,9 @@ const ENCRYPTED = new RegExp(`^(?:${alternatives(appWords('encrypted'))})(?:[.ã€
 // A location shared: its place's name and address, if any, each on a line, then its map link; on an iPhone after a
 // direction mark, without which the same words were typed, and which follows the place's address after two spaces
 // ("Big Ben, London  \u200eLocation: https://..."). Group 1: the marks before the link's word. Found from the end, as
-// a pattern of the lines before it would try every way of cutting a long message into lines.
-const LOCATION = new RegExp(`(?:^|\\n|${SPACE}+(?=[\u200e\u200f]))([\u200e\u200f]*)(?:${alternatives(appWords('location'))}): https://maps\\.google\\.com/\\?q=-?[\\d.]+,-?[\\d.]+$`, 'i');
+// a pattern of the lines before it would try every way of cutting a long message into lines; one space before the
+// mark is enough to find it, where a run of them would be tried from each of its spaces (quadratic in the run).
+const LOCATION = new RegExp(`(?:^|\\n|${SPACE}(?=[\u200e\u200f]))([\u200e\u200f]*)(?:${alternatives(appWords('location'))}): https://maps\\.google\\.com/\\?q=-?[\\d.]+,-?[\\d.]+$`, 'i');
 // The most lines of a place's name and address before its location.
 const LOCATION_LINES = 2;
 // A poll: "POLL:", its question, and an "OPTION:" line for each answer with its votes: no words of a conversation.
