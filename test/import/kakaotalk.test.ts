@@ -76,6 +76,12 @@ t.test("a computer's export: days between dashes, notices on lines of their own,
   t.equal(english.title, '', 'no heading without the date it was saved');
 });
 
+t.test('a heading-less part of a computer\'s export is told by its content when its first message is a long paragraph', (t) => {
+  const paragraph = '회의에서 나온 이야기를 정리했어요. '.repeat(300);
+  t.ok(looksLikeKakaoTalk(`--------------- 2024년 3월 9일 토요일 ---------------\n[준호] [오전 9:12] ${paragraph}\n[Jane] [오전 9:13] 고마워\n`));
+  t.end();
+});
+
 t.test('told by its content, in a folder beside other exports; a heading-less part of a computer\'s export too', async (t) => {
   const part = '--------------- 2024년 3월 9일 토요일 ---------------\n[준호] [오전 9:12] 안녕\n[Jane] [오전 9:13] 응\n';
   const notes = '--------------- shopping ---------------\nmilk\n';

@@ -4,7 +4,7 @@
 // refused with file:line.
 import path from 'node:path';
 import t from 'tap';
-import { parseLine } from '../../lib/import/line';
+import { looksLikeLine, parseLine } from '../../lib/import/line';
 import { NOT_AN_EXPORT, fixture, importFolder, importInto } from './helpers';
 
 t.test('the English export: the chat named by its header, quoted lines joined, media, calls and unsent messages dropped', async (t) => {
@@ -64,6 +64,12 @@ t.test('a line that is no message, after the first day, is refused with its file
   await t.rejects(importInto(path.join(dir, 'out'), [path.join(dir, 'chat.txt')], { me: ['Jane'] }), {
     message: `${path.join(dir, 'chat.txt')}:7: not a LINE message line (time, sender and text, tab-separated): "this line is no message"`,
   });
+});
+
+t.test('a group export without the header is told by its content when its first message is a long paragraph', (t) => {
+  const paragraph = 'All the notes from the meeting. '.repeat(200);
+  t.ok(looksLikeLine(`2024/01/15(Mon)\n10:23\tAna\t${paragraph}\n10:25\tJane\tthanks!\n`));
+  t.end();
 });
 
 t.test('told by its content: a group export without the header is LINE; notes that open with a date are not', async (t) => {
