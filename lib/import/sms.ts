@@ -41,7 +41,9 @@ interface Mms {
 }
 
 export function looksLikeSms(text: string): boolean {
-  return /^\s*(?:(?:<\?[^]*?\?>|<!--[^]*?-->)\s*)*<smses[\s>]/.test(text.slice(0, DETECT_HEAD));
+  // Each declaration and comment ends at its first "?>" or "-->": with a lazy [^]*? one could reach past it to a
+  // later one, and a text of many (`<?a?>` 30 times) was tried in every way of grouping them, 2^n.
+  return /^\s*(?:(?:<\?(?:[^?]|\?(?!>))*\?>|<!--(?:[^-]|-(?!->))*-->)\s*)*<smses[\s>]/.test(text.slice(0, DETECT_HEAD));
 }
 
 export function parseSms(file: string, text: string): ExportedChat[] {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { ChatImportError } from '../../lib/import';
-import { parseSms } from '../../lib/import/sms';
+import { looksLikeSms, parseSms } from '../../lib/import/sms';
 import { fixture, importInto } from './helpers';
 
 const BACKUP = fixture('sms', 'sms-20210102120000.xml');
@@ -49,4 +49,14 @@ t.test('a backup cut short, and XML that is not a backup', async (t) => {
   t.throws(() => parseSms('sms.xml', text.slice(0, 2000)), { name: 'ChatImportError', line: 10, message: /^sms\.xml:10: the XML stops before <\/smses>: the backup is truncated/ });
   const error = t.throws(() => parseSms('calls.xml', "<?xml version='1.0' ?>\n<calls count=\"1\">\n</calls>\n")) as ChatImportError;
   t.match(error, { line: 2, message: 'calls.xml:2: not an SMS Backup & Restore backup: it starts with <calls>, not <smses>' });
+});
+
+t.test('told by its declarations and comments before <smses>, and a text of many declarations is no backup, told at once', (t) => {
+  t.ok(looksLikeSms("<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>\n<!-- File Created By SMS Backup & Restore --->\n<?xml-stylesheet type=\"text/xsl\" href=\"sms.xsl\"?>\n<smses count=\"0\">\n</smses>\n"));
+  t.notOk(looksLikeSms('<?xml version="1.0"?>\n<!-- <smses> -->\n<notes/>\n'));
+  // Each "<?a?>" may be read as its own declaration or as part of a longer one: 2^59 ways to try before a fix.
+  const started = Date.now();
+  t.notOk(looksLikeSms(`${'<?a?>'.repeat(60)}<notes/>`));
+  t.ok(Date.now() - started < 5_000, `${Date.now() - started} ms`);
+  t.end();
 });
