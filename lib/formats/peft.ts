@@ -49,6 +49,10 @@ const BASE_TENSOR_NAME = /^(base_model\.model\.)?((?:transformer\.)?(?:wte|wpe|l
 // The causal mask, a buffer older transformers kept in the state dict, which bias "all" saved for having "bias" in
 // its name; it is no parameter (lib/engine/model.ts passes it over in checkpoints too).
 const CAUSAL_MASK = /\.attn\.(masked_)?bias$/;
+// A module of modules_to_save's tensor as its wrapper holds it, which bias "all" saved for having "bias" in its name
+// (PEFT before the wrapper's keys were dropped from the bias's): the base's own (original_module), unchanged, or
+// the trained copy (modules_to_save) that the file holds under the module's own name as well.
+const WRAPPER_TENSOR = /^(.*)\.(?:original_module|modules_to_save)\.(weight|bias)$/;
 
 // How a file names its factors' tensors: with PEFT's prefix or not, with an adapter's name or not.
 export interface TensorNaming {
@@ -431,8 +435,11 @@ export function readPeftAdapter(dir: string): PeftAdapter {
     const pairs = new Map<string, { path: string; layer: number; kind: string; a?: TensorEntry; b?: TensorEntry }>();
     const replaced: ReplacedTensor[] = [];
     let named: { naming: TensorNaming; tensor: string } | null = null;
+    const names = new Set(st.tensors.map((e) => e.name));
     for (const entry of st.tensors) {
       if (CAUSAL_MASK.test(entry.name)) continue;
+      const wrapped = WRAPPER_TENSOR.exec(entry.name);
+      if (wrapped && names.has(`${wrapped[1]}.${wrapped[2]}`)) continue;
       const whole = BASE_TENSOR_NAME.exec(entry.name);
       if (whole) {
         const [, , modulePath, param] = whole;

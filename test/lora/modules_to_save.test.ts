@@ -75,6 +75,7 @@ t.test('modules_to_save and trained biases replace the base\'s tensors when merg
   t.same(merged.adapter?.config.modulesToSave, ['ln_f']);
   plain.dispose();
   merged.dispose();
+  const plain2 = await Model.load(base, { device: 'cpu', trainable: false });
 
   const out = path.join(work, 'merged');
   const run = runCommand('merge-lora', [base, adapter, out]);
@@ -83,6 +84,18 @@ t.test('modules_to_save and trained biases replace the base\'s tensors when merg
   t.same(file.readF32(file.tensor('ln_f.weight')), lnWeight, 'bin/merge-lora writes the adapter\'s ln_f');
   t.same(file.readF32(file.tensor('h.1.mlp.c_fc.bias')), cFcBias, 'and its trained bias');
   file.close();
+
+  // PEFT before its wrapper's keys were dropped from bias "all"'s also saved ln_f's bias as the wrapper holds it: the
+  // base's own and the trained copy, beside the trained one under ln_f's name.
+  const older = adapterWith('ln-f-bias-all-older', { modules_to_save: ['ln_f'], bias: 'all' }, [
+    ...WHOLE,
+    { name: 'base_model.model.transformer.ln_f.original_module.bias', shape: [C], data: plain2.getParam('ln_f.bias') },
+    { name: 'base_model.model.transformer.ln_f.modules_to_save.bias', shape: [C], data: lnBias },
+  ]);
+  const olderMerged = await Model.load(base, { device: 'cpu', trainable: false, adapter: older });
+  t.same([olderMerged.getParam('ln_f.weight'), olderMerged.getParam('ln_f.bias')], [lnWeight, lnBias], 'an older PEFT\'s file: the wrapper\'s copies passed over');
+  olderMerged.dispose();
+  plain2.dispose();
 
   // bias "lora_only": the biases of the adapted modules alone.
   const loraOnly = adapterWith('lora-only', { bias: 'lora_only' }, [WHOLE[2]]);
