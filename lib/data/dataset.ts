@@ -71,9 +71,10 @@ export interface DatasetOptions {
 export interface EncodingShare {
   rank: number;
   size: number;
-  // Throws on every rank unless each read the same text up to here (its digest; `shown` says what it is): ranks
-  // that encode others' text would train on it, and the tokens they then share would hide that.
-  agree(digest: string, shown: string): void;
+  // Throws on every rank unless each has rank 0's key for every entry (the vocabulary's fingerprint, the digest of the
+  // text read up to here; `shown` says what each is, `name` what it is of, the flag to follow): ranks that encode
+  // others' text, or with another vocabulary, would train on it, and the tokens they then share would hide that.
+  agree(entries: { name: string; key: string; shown: string }[]): void;
   // Resolves once every rank has come here, waiting without spinning: on one machine, a rank done with its share
   // leaves its core to those still encoding (an MPI broadcast's wait spins).
   barrier(): Promise<void>;
@@ -154,7 +155,7 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
       pool ??= new EncoderPool({ threads, vocabDir: path.dirname(tokenizer.vocab.files.encoderPath) });
       return pool.encode(some, { allowSpecial: true, cutsAtWhitespace: tokenizer.cutsAtWhitespace, onProgress: (doneChars, totalChars) => report(encodedBytes + (textBytes * doneChars) / totalChars) });
     };
-    const encoded = options.share && texts.length > 0 ? await encodeShared(texts, options.share, tokenizer.cutsAtWhitespace, encode, lastFile) : await encode(texts);
+    const encoded = options.share && texts.length > 0 ? await encodeShared(texts, options.share, tokenizer, encode, lastFile) : await encode(texts);
     encodedBytes += textBytes;
     report(encodedBytes);
     encoded.forEach((tokens, i) => {
@@ -214,7 +215,7 @@ async function produceChunks(parts: DatasetPart[], options: DatasetOptions, chec
 // The tokens of `texts` (the same on every rank: the text read up to `through`, a file), each rank encoding a
 // contiguous share of it (cut where cutting leaves the tokens as they are: EncoderPool's cuts) and handing the others
 // its tokens.
-async function encodeShared(texts: string[], share: EncodingShare, cutsAtWhitespace: boolean, encode: (texts: string[]) => Promise<Int32Array[]>, through: string): Promise<Int32Array[]> {
+async function encodeShared(texts: string[], share: EncodingShare, tokenizer: Tokenizer, encode: (texts: string[]) => Promise<Int32Array[]>, through: string): Promise<Int32Array[]> {
   const digest = crypto.createHash('sha256');
   let chars = 0;
   for (const text of texts) {
@@ -222,7 +223,14 @@ async function encodeShared(texts: string[], share: EncodingShare, cutsAtWhitesp
     chars += text.length;
   }
   const key = digest.digest('hex');
-  share.agree(key, `${plural(chars, 'character')} of text up to the end of ${through}, digest ${key.slice(0, 12)}`);
+  // The vocabulary too: another one would encode other tokens, and one that cuts elsewhere (cutsAtWhitespace) other
+  // pieces, so that the ranks' broadcasts would not match.
+  const { fingerprint } = tokenizer.vocab;
+  share.agree([
+    { name: 'the vocabulary that encodes', key: fingerprint, shown: `${path.dirname(tokenizer.vocab.files.encoderPath)}, fingerprint ${fingerprint.slice(0, 12)}` },
+    { name: 'the text of', key, shown: `${plural(chars, 'character')} of text up to the end of ${through}, digest ${key.slice(0, 12)}` },
+  ]);
+  const { cutsAtWhitespace } = tokenizer;
   // Text t is pieces [firstPiece[t], firstPiece[t + 1]).
   const pieces: string[] = [];
   const firstPiece: number[] = [];

@@ -604,12 +604,13 @@ function checkRanksShareData(ranks: Ranks, flag: string, data: Dataset, key = to
   checkRanksAgreeOn(ranks, [{ name: `the data of ${flag}`, key, shown }], SAME_FILES);
 }
 
-// The ranks share the encoding of the text of `flag`'s files, and end at once where they read other text.
+// The ranks share the encoding of the text of `flag`'s files, and end at once where they read other text or hold
+// another vocabulary.
 function encodingShare(ranks: Ranks, flag: string): EncodingShare {
   return {
     rank: ranks.rank,
     size: ranks.size,
-    agree: (key, shown) => checkRanksAgreeOn(ranks, [{ name: `the text of ${flag}`, key, shown }], SAME_FILES),
+    agree: (entries) => checkRanksAgreeOn(ranks, entries.map((e) => ({ ...e, name: `${e.name} ${flag}` })), SAME_FILES),
     barrier: () => ranks.barrier(true),
     broadcast: (data, root) => ranks.broadcast(data, root),
   };

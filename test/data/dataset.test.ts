@@ -153,7 +153,7 @@ t.test('ranks sharing a dataset each encode a part of its text, and end with the
   const share = (rank: number): EncodingShare => ({
     rank,
     size: 2,
-    agree: (digest) => void digests.push(digest),
+    agree: (entries) => void digests.push(entries.map((e) => e.key).join(' ')),
     barrier: async () => undefined,
     broadcast: (data, root) => {
       if (rank === 1 && root === 1) sent.push(data.slice());
@@ -169,6 +169,27 @@ t.test('ranks sharing a dataset each encode a part of its text, and end with the
   for (const rank of [0, 1]) t.ok(ranks[rank].encoded() < 0.6 * whole.encoded(), `rank ${rank} encodes a part: ${ranks[rank].encoded()} of ${whole.encoded()} characters`);
   t.equal(digests.length, 2);
   t.equal(digests[0], digests[1], 'both ranks compare the same digest of the text they read');
+});
+
+t.test('ranks sharing the encoding of a text compare their vocabularies before they encode it', async (t) => {
+  // The same text, one rank with the tiny vocabulary and one with GPT-2's: shared, the tokens would be half of each.
+  const dir = tree(t, { 'a.txt': 'Some text to encode. '.repeat(100) });
+  const agreed: { name: string; key: string }[][] = [];
+  const share = (rank: number): EncodingShare => ({
+    rank,
+    size: 2,
+    agree: (entries) => {
+      agreed.push(entries);
+      throw new Error('stop here');
+    },
+    barrier: async () => undefined,
+    broadcast: () => undefined,
+  });
+  await t.rejects(loadDataset(dir, { tokenizer, threads: 1, share: share(0) }), /stop here/);
+  await t.rejects(loadDataset(dir, { tokenizer: loadTokenizer(), threads: 1, share: share(1) }), /stop here/);
+  t.same(agreed.map((entries) => entries.map((e) => e.name)), [['the vocabulary that encodes', 'the text of'], ['the vocabulary that encodes', 'the text of']]);
+  t.not(agreed[0][0].key, agreed[1][0].key, 'the vocabularies differ');
+  t.equal(agreed[0][1].key, agreed[1][1].key, 'the text is the same');
 });
 
 t.test('windows are uniform over token positions and never cross a chunk boundary', async (t) => {

@@ -14,7 +14,7 @@ import { openSafetensors } from '../../lib/formats/safetensors';
 import { latestCheckpoint, listCheckpoints, readTrainState } from '../../lib/train/checkpoint';
 import { readMetrics } from '../../lib/train/metrics';
 import { TrainOptions, train } from '../../lib/train/train';
-import { collect, tinyRun } from './helpers';
+import { TINY_VOCAB, collect, tinyRun } from './helpers';
 import { withFileSizeLimit } from '../helpers/file_size_limit';
 import { LOCK_FILE, lockFolder } from '../../lib/util/folder_lock';
 
@@ -313,6 +313,26 @@ t.test('ranks that read other data under the same --dataset end at once, naming 
   t.not(code, 0);
   // Before either encodes its share of the text, which would give both the same tokens.
   t.match(stderr, /train: rank 1 of 2: the ranks disagree on the text of --dataset: rank 1 has another than rank 0's 60,383 characters of text up to the end of \S*data\.train, digest [0-9a-f]{12} \(this one: 60,385 characters of text up to the end of \S*data\.train, digest [0-9a-f]{12}\): give every rank the same files/);
+  t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1')), 'nothing trained, nothing saved');
+});
+
+t.test('ranks that hold other vocabularies under the same --tokenizer end at once, naming it, rather than share their tokens', async (t) => {
+  const dir = t.testdir();
+  // Each rank with its own copy of the tiny vocabulary, as on machines of their own; rank 1's has its last two merges
+  // in the other order: the same size, so the same fresh weights, but other tokens.
+  const workDirs = ['machine0', 'machine1'].map((name) => path.join(dir, name));
+  workDirs.forEach((d, i) => {
+    fs.cpSync(TINY_VOCAB, path.join(d, 'vocab'), { recursive: true });
+    if (i === 0) return;
+    const merges = path.join(d, 'vocab', 'vocab.bpe');
+    const lines = fs.readFileSync(merges, 'utf8').trimEnd().split('\n');
+    lines.push(...lines.splice(-2).reverse());
+    fs.writeFileSync(merges, `${lines.join('\n')}\n`);
+  });
+  const options = tinyRun(dir, { tokenizer: 'vocab', batch_size: 2, stop_after: 2 });
+  const { code, stderr } = await mpirun([options, options], workDirs).done;
+  t.not(code, 0);
+  t.match(stderr, /train: rank 1 of 2: the ranks disagree on the vocabulary that encodes --dataset: rank 1 has another than rank 0's \S*vocab, fingerprint [0-9a-f]{12} \(this one: \S*vocab, fingerprint [0-9a-f]{12}\): give every rank the same files/);
   t.notOk(fs.existsSync(path.join(dir, 'checkpoint', 'run1')), 'nothing trained, nothing saved');
 });
 
