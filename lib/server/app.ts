@@ -142,6 +142,20 @@ function sameKey(given: string, keys: readonly Buffer[]): boolean {
 
 export function createServer(config: ServerConfig, options: ServerOptions = {}): DixieServer {
   const log = options.log ?? createLog({ debug: config.debug });
+  // One server at a time keeps its files, jobs and batches in a folder: a second would resume the same jobs and
+  // batches beside the first, and take the uploads the first is receiving for a crash's leftovers. Released at the
+  // end of shutdown, or here where the start fails (a record folder that cannot be swept), so that this process can
+  // start a server there again; a server killed leaves it to the next start, which takes it over.
+  const releaseDataFolder = config.fineTuning ? lockFolder(config.fineTuning.dir, 'a server', (message) => log('warn', message)) : null;
+  try {
+    return serverOver(config, log, releaseDataFolder);
+  } catch (err) {
+    releaseDataFolder?.();
+    throw err;
+  }
+}
+
+function serverOver(config: ServerConfig, log: Log, releaseDataFolder: (() => void) | null): DixieServer {
   // Everything a model needs is checked before it is served, so that a typo or a broken checkpoint fails the start (or
   // the reload) and not the first request: its folder, what can be read of its weights and vocabulary without loading
   // them, the sanitizer it is served with.
@@ -199,10 +213,6 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
     service.removeModel(key);
     loader.remove(key);
   };
-  // One server at a time keeps its files, jobs and batches in a folder: a second would resume the same jobs and
-  // batches beside the first, and take the uploads the first is receiving for a crash's leftovers. Released at the
-  // end of shutdown; a server killed leaves it to the next start, which takes it over.
-  const releaseDataFolder = config.fineTuning && lockFolder(config.fineTuning.dir, 'a server', (message) => log('warn', message));
   const files = config.fineTuning && new FileStore(filesDir(config.fineTuning));
   const jobs = config.fineTuning && files && new FineTuningJobs(config.fineTuning, {
     files,
