@@ -226,12 +226,19 @@ export class FineTuningJobs {
     };
     const record: JobRecord = { job, plan: null };
     fs.mkdirSync(this.dir(job.id), { recursive: true });
+    // Listed and validated only once on disk: a job that could not be saved is answered as an error (507 where the
+    // disk is full: "nothing of it was kept"), and so must be no job, neither listed nor trained, its folder gone.
+    try {
+      await this.save(record);
+    } catch (err) {
+      fs.rmSync(this.dir(job.id), { recursive: true, force: true });
+      throw err;
+    }
     this.records.set(job.id, record);
-    const saved = this.save(record);
     this.event(job, 'info', `Validating training file: ${job.training_file}${job.validation_file ? ` and validation file: ${job.validation_file}` : ''}`);
     const answer = structuredClone(job);
-    this.validate(record);
-    await saved;
+    // A shutdown meanwhile validates it at the next start, as any job saved while validating its files.
+    if (!this.closed) this.validate(record);
     return answer;
   }
 

@@ -1,5 +1,5 @@
 // The fine-tuning folder's state, in this process: a start that fails after the server took the folder's lock leaves
-// the folder free for the next start.
+// the folder free for the next start, and a job whose job.json cannot be written is no job.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -7,6 +7,8 @@ import * as atomicFile from '../../lib/util/atomic_file';
 import { createServer } from '../../lib/server/app';
 import { validateServerConfig } from '../../lib/server/config';
 import { makeModels, startServer, tempDir } from './helpers';
+
+const CHATS = '1|team|Can we meet Monday? <EOM>\n0|team|Sure, 8 works for me. <EOM>\n';
 
 let dir: string;
 const raw = { models: [{ key: 'general', restore_from: 'alpha' }], fine_tuning: { dir: 'ft' } };
@@ -32,4 +34,38 @@ t.test('a start that fails after taking the folder\'s lock releases it: this pro
   t.equal((await (await fetch(`${srv.url}/v1/fine_tuning/jobs/ftjob-old`)).json() as { status: string }).status, 'cancelled');
   await srv.close();
   fs.rmSync(jobDir, { recursive: true });
+});
+
+t.test('a job whose job.json cannot be written is answered 507 and is no job: not listed, not trained, no folder', async (t) => {
+  const srv = await startServer(raw, dir);
+  t.teardown(() => srv.close());
+  const form = new FormData();
+  form.append('purpose', 'fine-tune');
+  form.append('file', new Blob([CHATS.repeat(20)]), 'chats.train');
+  const file = (await (await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
+
+  const writeTextAtomic = atomicFile.writeTextAtomic;
+  const patched = atomicFile as { writeTextAtomic: typeof writeTextAtomic };
+  patched.writeTextAtomic = (target, text) => (path.basename(target) === 'job.json'
+    ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' }))
+    : writeTextAtomic(target, text));
+  let created: Response;
+  try {
+    created = await fetch(`${srv.url}/v1/fine_tuning/jobs`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id }),
+    });
+  } finally {
+    patched.writeTextAtomic = writeTextAtomic;
+  }
+  t.equal(created.status, 507);
+  t.same((await (await fetch(`${srv.url}/v1/fine_tuning/jobs`)).json() as { data: unknown[] }).data, [], 'not listed');
+  t.same(fs.readdirSync(path.join(dir, 'ft', 'jobs')), [], 'no folder left');
+
+  const saved = await fetch(`${srv.url}/v1/fine_tuning/jobs`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id }),
+  });
+  t.equal(saved.status, 200, 'once it can be written, a job is created');
+  const { id } = (await saved.json()) as { id: string };
+  t.ok(fs.existsSync(path.join(dir, 'ft', 'jobs', id, 'job.json')));
+  await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' });
 });
