@@ -69,3 +69,47 @@ t.test('a job whose job.json cannot be written is answered 507 and is no job: no
   t.ok(fs.existsSync(path.join(dir, 'ft', 'jobs', id, 'job.json')));
   await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' });
 });
+
+// A change a client asks for is answered once job.json holds it: while its writes are held, no answer comes.
+t.test('a job created, or cancelled, is answered only once its job.json is written', async (t) => {
+  const srv = await startServer(raw, dir);
+  t.teardown(() => srv.close());
+  const form = new FormData();
+  form.append('purpose', 'fine-tune');
+  form.append('file', new Blob([CHATS.repeat(20)]), 'chats.train');
+  const file = (await (await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
+
+  const writeTextAtomic = atomicFile.writeTextAtomic;
+  const patched = atomicFile as { writeTextAtomic: typeof writeTextAtomic };
+  let gate = Promise.resolve();
+  let open = (): void => undefined;
+  patched.writeTextAtomic = async (target, text) => {
+    if (path.basename(target) === 'job.json') await gate;
+    return writeTextAtomic(target, text);
+  };
+  t.teardown(() => {
+    patched.writeTextAtomic = writeTextAtomic;
+    open();
+  });
+  // Whether `send`'s answer comes while job.json's writes are held (300 ms), before they are let through.
+  const answeredWhileHeld = async (send: () => Promise<Response>): Promise<{ early: boolean; answer: Response }> => {
+    gate = new Promise((resolve) => (open = resolve));
+    const answer = send();
+    const early = await Promise.race([answer.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 300))]);
+    open();
+    return { early, answer: await answer };
+  };
+
+  const created = await answeredWhileHeld(() => fetch(`${srv.url}/v1/fine_tuning/jobs`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id }),
+  }));
+  t.notOk(created.early, 'no answer to the create before job.json is written');
+  const { id } = (await created.answer.json()) as { id: string };
+  const jobFile = path.join(dir, 'ft', 'jobs', id, 'job.json');
+  t.ok(fs.existsSync(jobFile));
+
+  const cancelled = await answeredWhileHeld(() => fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' }));
+  t.notOk(cancelled.early, 'no answer to the cancel before job.json is written');
+  t.equal((await cancelled.answer.json() as { status: string }).status, 'cancelled');
+  t.equal((JSON.parse(fs.readFileSync(jobFile, 'utf8')) as { job: { status: string } }).job.status, 'cancelled', 'on disk as answered');
+});
