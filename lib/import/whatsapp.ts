@@ -290,9 +290,11 @@ const MEDIA = new RegExp(
 // as all the app's words there, or, in an export with media, its file in the app's language ("<attached:
 // 00000016-PHOTO-2024-03-04-18-40-00.jpg>", "<Anhang: ...>", "<pièce jointe : ...>"), numbered as WhatsApp numbers
 // them; either after the caption, if any, which is kept. The same words typed, without the mark, are a message.
+// The caption ends where a run of spaces begins, which is then tried once, not from each of its spaces (quadratic in
+// the run); EDITED's run likewise.
 const IPHONE_PLACEHOLDER = '(?:image|video|audio|sticker|GIF|Contact card|Video note) omitted';
 const IPHONE_MEDIA = new RegExp(
-  `^([\\s\\S]*?)\\s*(?:[\u200e\u200f]+${IPHONE_PLACEHOLDER}|` +
+  `^([\\s\\S]*?)(?<!\\s)\\s*(?:[\u200e\u200f]+${IPHONE_PLACEHOLDER}|` +
     `[\u200e\u200f]*${iPhoneFile('(?:PHOTO|VIDEO|AUDIO|GIF|STICKER)-')})$`,
   'i',
 );
@@ -306,7 +308,7 @@ const IPHONE_DOCUMENT = new RegExp(
 // An older iPhone's placeholder, in an export that marks none of the app's words: the whole message.
 const UNMARKED_IPHONE_MEDIA = new RegExp(`^(?:${IPHONE_PLACEHOLDER}|${alternatives(appWords('document'))})$`, 'i');
 const DELETED = new RegExp(`^(?:${alternatives(appWords('deleted'))})[.。]?$`, 'i');
-const EDITED = new RegExp(`[\\s\u200e\u200f]*(?:${alternatives(appWords('edited'))})$`);
+const EDITED = new RegExp(`(?<![\\s\u200e\u200f])[\\s\u200e\u200f]*(?:${alternatives(appWords('edited'))})$`);
 const GROUP_NOTICE = new RegExp(alternatives(appWords('group')));
 const CALL = new RegExp(`^(?:${alternatives(appWords('calls'))})$`, 'i');
 // A message the phone could not yet decrypt when the chat was exported: its words are not in the export.
