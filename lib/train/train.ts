@@ -227,8 +227,6 @@ function checkOptions(o: TrainOptions): void {
   if (!['', ...WEIGHT_DTYPES].includes(o.dtype)) throw new Error(`--dtype must be one of ${WEIGHT_DTYPES.join(', ')}, got ${quoted(o.dtype)}`);
   if (!(o.lora_dropout >= 0 && o.lora_dropout < 1)) throw new Error(`--lora_dropout must be in [0, 1), got ${o.lora_dropout}`);
   if (o.lora_dropout > 0 && o.lora_rank === 0) throw new Error('--lora_dropout drops the inputs of a LoRA adapter: give --lora_rank too');
-  if (o.lora_alpha > 0 && o.lora_rank === 0) throw new Error('--lora_alpha scales a LoRA adapter: give --lora_rank too');
-  if (o.lora_targets !== DEFAULT_TRAIN_OPTIONS.lora_targets && o.lora_rank === 0) throw new Error('--lora_targets chooses the matrices a LoRA adapter changes: give --lora_rank too');
   if (o.lora_rank > 0) {
     loraTargets(o.lora_targets);
     if (o.fresh_model) throw new Error('--lora_rank trains an adapter over a pre-trained model, and --fresh_model has none to adapt: drop one of them');
@@ -420,6 +418,12 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
       throw new Error(`the ranks disagree on the device: ${gpus} of ${ranks.size} train on a GPU, the others on the CPU (this one on ${onGpu ? 'a GPU' : 'the CPU'}): give every rank the same --device, or make the GPU usable where it is not`);
     }
   }
+  // A LoRA checkpoint resumed says what its adapter is; otherwise the adapter's flags mean nothing without its rank.
+  const adapterDir = resumeDir && isAdapterCheckpoint(resumeDir) ? resumeDir : null;
+  if (o.lora_rank === 0 && !adapterDir) {
+    if (o.lora_alpha > 0) throw new Error('--lora_alpha scales a LoRA adapter: give --lora_rank too');
+    if (o.lora_targets !== DEFAULT_TRAIN_OPTIONS.lora_targets) throw new Error('--lora_targets chooses the matrices a LoRA adapter changes: give --lora_rank too');
+  }
   if (o.fresh_model && !resumeDir) {
     const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer) : loadTokenizer();
     const config = { nLayer: o.n_layer, nHead: o.n_head, nEmbd: o.n_embd, nCtx: o.n_ctx, vocabSize: tokenizer.vocabSize };
@@ -430,7 +434,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   // A LoRA checkpoint holds the adapter alone: its base is the folder its adapter_config.json names, and its
   // rank, alpha and targets are the ones training goes on with: the matrices it has factors for, however its
   // target_modules names them (PEFT's ["c_attn", "c_proj"], a regex, "all-linear", or dixie's own names).
-  const adapter = resumeDir && isAdapterCheckpoint(resumeDir) ? readPeftAdapter(resumeDir) : null;
+  const adapter = adapterDir ? readPeftAdapter(adapterDir) : null;
   let lora: LoraOptions | undefined;
   if (adapter) {
     const { config } = adapter;
@@ -459,7 +463,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     maxSeq: contextLength(o, (folder.config as GPT2Config).nCtx, folder.dir),
     lora,
     weightDtype,
-    adapter: adapter ? (resumeDir as string) : undefined,
+    adapter: adapterDir ?? undefined,
   });
   log(
     state ? `resuming from ${resumeDir} at step ${state.step}`

@@ -188,7 +188,7 @@ t.test('bin/train --lora_rank: checkpoints hold the adapter alone, resume bit fo
   await t.rejects(run('other', 2, { lora_targets: 'attn,ffn' }), /--lora_targets "attn,ffn": "ffn" is not a matrix an adapter changes/);
   await t.rejects(run('fresh', 2, { fresh_model: true }), /--fresh_model has none to adapt/);
   // A run that trains every weight goes on as one, not as an adapter (whose Adam state it does not hold).
-  await run('full', 2, { lora_rank: 0 });
+  await run('full', 2, { lora_rank: 0, lora_alpha: 0, lora_targets: 'attn,mlp' });
   await t.rejects(run('full', 4), /checkpoint\/full\/model-2 is a checkpoint of a run that trains every weight, and --lora_rank trains an adapter: to train one over it, give it as --model_name with a new --run_name/);
 });
 
