@@ -54,9 +54,8 @@ t.test('a backup cut short, and XML that is not a backup', async (t) => {
 t.test('told by its declarations and comments before <smses>, and a text of many declarations is no backup, told at once', (t) => {
   t.ok(looksLikeSms("<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>\n<!-- File Created By SMS Backup & Restore --->\n<?xml-stylesheet type=\"text/xsl\" href=\"sms.xsl\"?>\n<smses count=\"0\">\n</smses>\n"));
   t.notOk(looksLikeSms('<?xml version="1.0"?>\n<!-- <smses> -->\n<notes/>\n'));
-  // Each "<?a?>" may be read as its own declaration or as part of a longer one: 2^59 ways to try before a fix.
-  const started = Date.now();
+  // Each "<?a?>" may be read as its own declaration or as part of a longer one: 2^59 ways to try before a fix, which
+  // would not end.
   t.notOk(looksLikeSms(`${'<?a?>'.repeat(60)}<notes/>`));
-  t.ok(Date.now() - started < 5_000, `${Date.now() - started} ms`);
   t.end();
 });
