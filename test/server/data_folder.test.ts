@@ -19,6 +19,18 @@ t.before(async () => {
 });
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+// A file of chats to fine-tune on, uploaded.
+async function uploadChats(url: string): Promise<{ id: string }> {
+  const form = new FormData();
+  form.append('purpose', 'fine-tune');
+  form.append('file', new Blob([CHATS.repeat(20)]), 'chats.train');
+  return (await (await fetch(`${url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
+}
+
+// The atomic writes of the server's records, which a test replaces to fail or hold job.json's.
+const writeTextAtomic = atomicFile.writeTextAtomic;
+const patched = atomicFile as { writeTextAtomic: typeof writeTextAtomic };
+
 t.test('a start that fails after taking the folder\'s lock releases it: this process starts a server there again', async (t) => {
   // A journal of renames that is none: the start's sweep of the job's folder refuses it.
   const jobDir = path.join(dir, 'ft', 'jobs', 'ftjob-old');
@@ -39,13 +51,7 @@ t.test('a start that fails after taking the folder\'s lock releases it: this pro
 t.test('a job whose job.json cannot be written is answered 507 and is no job: not listed, not trained, no folder', async (t) => {
   const srv = await startServer(raw, dir);
   t.teardown(() => srv.close());
-  const form = new FormData();
-  form.append('purpose', 'fine-tune');
-  form.append('file', new Blob([CHATS.repeat(20)]), 'chats.train');
-  const file = (await (await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
-
-  const writeTextAtomic = atomicFile.writeTextAtomic;
-  const patched = atomicFile as { writeTextAtomic: typeof writeTextAtomic };
+  const file = await uploadChats(srv.url);
   patched.writeTextAtomic = (target, text) => (path.basename(target) === 'job.json'
     ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' }))
     : writeTextAtomic(target, text));
@@ -74,13 +80,7 @@ t.test('a job whose job.json cannot be written is answered 507 and is no job: no
 t.test('a job created, or cancelled, is answered only once its job.json is written', async (t) => {
   const srv = await startServer(raw, dir);
   t.teardown(() => srv.close());
-  const form = new FormData();
-  form.append('purpose', 'fine-tune');
-  form.append('file', new Blob([CHATS.repeat(20)]), 'chats.train');
-  const file = (await (await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
-
-  const writeTextAtomic = atomicFile.writeTextAtomic;
-  const patched = atomicFile as { writeTextAtomic: typeof writeTextAtomic };
+  const file = await uploadChats(srv.url);
   let gate = Promise.resolve();
   let open = (): void => undefined;
   patched.writeTextAtomic = async (target, text) => {
