@@ -77,7 +77,6 @@ export interface Completion {
   logprobs?: TokenLogprob[];
   promptLogprobs?: PromptLogprob[];        // one per prompt token, when asked for
   finishReason: FinishReason;
-  promptTokens: number;
   promptIds: Int32Array;                   // the prompt's tokens as the model saw them: after any cut to fit the context
   length: number;                          // the reply's length at most, as generated
   trimmed: Trimmed;                        // what the prompt and the reply's length lost to fit the context
@@ -560,7 +559,7 @@ export class ChatService {
     const text = result.reply as string;
     this.log('debug', 'generated', { model: key, prompt, promptTokens: tokens.length, trimmed, tokens: result.tokens.length, finishReason, ms: result.timings.totalMs });
     const promptLogprobs = result.promptLogprobs && [{ token: tokens[0], logprob: null, top: null }, ...result.promptLogprobs];
-    return { model: key, text, raw: result.text, tokens: result.tokens, logprobs: result.logprobs, promptLogprobs, finishReason, promptTokens: tokens.length, promptIds: tokens, length: maxTokens, trimmed, timings: result.timings };
+    return { model: key, text, raw: result.text, tokens: result.tokens, logprobs: result.logprobs, promptLogprobs, finishReason, promptIds: tokens, length: maxTokens, trimmed, timings: result.timings };
   }
 
   // The Alexa skill's way in (lib/server/alexa): a conversation to answer, the model's sanitizer applied.

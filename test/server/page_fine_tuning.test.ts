@@ -238,6 +238,21 @@ t.test('a job paused, resumed and cancelled from its buttons; the jobs listed ag
 
 // A proxy in front of the server passing the browser's bytes on at `bytesPerSecond`, as a slow uplink would, and
 // the answers at full speed.
+// The files the server keeps.
+async function filesKept(): Promise<{ id: string; filename: string }[]> {
+  return (await api<{ data: { id: string; filename: string }[] }>('/v1/files')).data;
+}
+
+// The page with its Fine-tune panel open and the jobs listed, and what the server held before: its jobs, its files.
+async function openFineTune(t: Test): Promise<{ page: Page; errors: string[]; jobsBefore: number; filesBefore: Set<string> }> {
+  const { page, errors } = await open(t, srv.url);
+  await page.click('#tune-toggle');
+  const jobsBefore = (await api<{ data: Job[] }>('/v1/fine_tuning/jobs')).data.length;
+  const filesBefore = new Set((await filesKept()).map((f) => f.id));
+  await page.waitForFunction(`document.querySelectorAll(".job").length === ${jobsBefore}`);
+  return { page, errors, jobsBefore, filesBefore };
+}
+
 async function slowUplink(t: Test, target: string, bytesPerSecond: number): Promise<string> {
   const sockets = new Set<net.Socket>();
   const proxy = net.createServer((client) => {
@@ -325,12 +340,7 @@ t.test('the panel with the keyboard alone, at a phone\'s width and a desktop\'s'
 });
 
 t.test('a chat app\'s export from the page: the senders offered when it does not say which is you, then imported and trained on', async (t) => {
-  const { page, errors } = await open(t, srv.url);
-  await page.click('#tune-toggle');
-  const jobsBefore = (await api<{ data: Job[] }>('/v1/fine_tuning/jobs')).data.length;
-  const filesKept = async () => (await api<{ data: { id: string; filename: string }[] }>('/v1/files')).data;
-  const filesBefore = new Set((await filesKept()).map((f) => f.id));
-  await page.waitForFunction(`document.querySelectorAll(".job").length === ${jobsBefore}`);
+  const { page, errors, jobsBefore, filesBefore } = await openFineTune(t);
   const exported = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'exports', 'whatsapp', 'android-en-us', 'WhatsApp Chat with Mom.txt'));
   await page.setInputFiles('#tune-file', { name: 'WhatsApp Chat with Mom.txt', mimeType: 'text/plain', buffer: exported });
   t.ok(await page.isHidden('#tune-me-field'), 'no question before the server asks it');
@@ -376,12 +386,7 @@ t.test('an upload cut off: the page says to check the server and try again, the 
 });
 
 t.test('an export in another encoding, its dates reading either way: the page offers the encoding the server asks for, then the order it guessed', async (t) => {
-  const { page, errors } = await open(t, srv.url);
-  await page.click('#tune-toggle');
-  const jobsBefore = (await api<{ data: Job[] }>('/v1/fine_tuning/jobs')).data.length;
-  const filesKept = async () => (await api<{ data: { id: string; filename: string }[] }>('/v1/files')).data;
-  const filesBefore = new Set((await filesKept()).map((f) => f.id));
-  await page.waitForFunction(`document.querySelectorAll(".job").length === ${jobsBefore}`);
+  const { page, errors, jobsBefore, filesBefore } = await openFineTune(t);
   // Day and month both 12 or less: either order reads; "café" in Windows-1252 is no UTF-8.
   const chat = '3/4/21, 10:14 - Mom: Hi Jane\n3/4/21, 10:15 - Jane Doe: Hi Mom, café?\n5/4/21, 09:00 - Mom: Yes, at noon\n';
   const folder = t.testdir();

@@ -66,7 +66,7 @@ function completionJson(c: Completion): Record<string, unknown> {
     text: c.text,
     tokens: c.tokens,
     finish_reason: c.finishReason,
-    prompt_tokens: c.promptTokens,
+    prompt_tokens: c.promptIds.length,
     cached_prompt_tokens: c.timings.cachedPromptTokens,
     length: c.length,
     trimmed_prompt_tokens: c.trimmed.tokens,

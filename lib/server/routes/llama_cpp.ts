@@ -238,7 +238,7 @@ function timingsOf(c: Completion): Record<string, number> {
   const { queuedMs, firstTokenMs, totalMs, cachedPromptTokens } = c.timings;
   const promptMs = Number.isFinite(firstTokenMs) ? Math.max(0, firstTokenMs - queuedMs) : Math.max(0, totalMs - queuedMs);
   const predictedMs = Number.isFinite(firstTokenMs) ? Math.max(0, totalMs - firstTokenMs) : 0;
-  const promptN = c.promptTokens - cachedPromptTokens;
+  const promptN = c.promptIds.length - cachedPromptTokens;
   const predictedN = c.tokens.length;
   const rate = (n: number, ms: number): number => (ms > 0 ? (1000 * n) / ms : 0);
   return {
@@ -284,7 +284,7 @@ async function complete(service: ChatService, request: CompletionRequest, index:
     stop: true,
     model: request.model.key,
     tokens_predicted: c.tokens.length,
-    tokens_evaluated: c.promptTokens,
+    tokens_evaluated: c.promptIds.length,
     // n_predict -2: the length the context left this prompt.
     generation_settings: request.generation.fillContext ? { ...request.settings, n_predict: c.length } : request.settings,
     prompt: typeof prompt === 'string' ? prompt : tokenizer.decode(prompt),

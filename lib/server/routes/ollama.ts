@@ -200,7 +200,7 @@ function doneFields(c: Completion): Record<string, unknown> {
     dixie_finish_reason: c.finishReason,
     total_duration: ns(totalMs),
     load_duration: 0,
-    prompt_eval_count: c.promptTokens,
+    prompt_eval_count: c.promptIds.length,
     prompt_eval_duration: ns(firstTokenMs - queuedMs),
     eval_count: c.tokens.length,
     eval_duration: ns(totalMs - firstTokenMs),

@@ -144,7 +144,7 @@ function chatLogprobs(tokenizer: Tokenizer, logprobs: TokenLogprob[]): Record<st
 }
 
 function usage(prompts: Completion[], completions: Completion[]): Record<string, unknown> {
-  const promptTokens = prompts.reduce((sum, c) => sum + c.promptTokens, 0);
+  const promptTokens = prompts.reduce((sum, c) => sum + c.promptIds.length, 0);
   const completionTokens = completions.reduce((sum, c) => sum + c.tokens.length, 0);
   return {
     prompt_tokens: promptTokens,

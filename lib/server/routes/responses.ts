@@ -164,11 +164,11 @@ function responseObject(id: string, createdAt: number, request: ResponsesRequest
     truncation,
     usage: c
       ? {
-          input_tokens: c.promptTokens,
+          input_tokens: c.promptIds.length,
           input_tokens_details: { cached_tokens: c.timings.cachedPromptTokens },
           output_tokens: c.tokens.length,
           output_tokens_details: { reasoning_tokens: 0 },
-          total_tokens: c.promptTokens + c.tokens.length,
+          total_tokens: c.promptIds.length + c.tokens.length,
         }
       : null,
     ...(typeof body.user === 'string' && { user: body.user }),
