@@ -38,7 +38,7 @@ const validArguments = { get_weather: new Ajv().compile({ ...weather.function.pa
 t.test('chat completions: a forced call (tool_choice required or named) is a call whose arguments keep to the tool\'s parameters; auto may answer in text', async (t) => {
   const messages = [{ role: 'user' as const, content: 'What is the weather in Oslo?' }];
   const named = await client.chat.completions.create({ model: 'general', messages, tools: [weather, alarm], tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 200, temperature: 1, seed: 2 });
-  t.equal(named.choices[0].finish_reason, 'tool_calls');
+  t.equal(named.choices[0].finish_reason, 'stop', 'a call to the function the request named ends as "stop", as OpenAI\'s does');
   t.equal(named.choices[0].message.content, null, 'no text beside the call');
   const call = named.choices[0].message.tool_calls?.[0];
   t.match(call, { id: /^call_/, type: 'function', function: { name: 'get_weather' } }, 'the named tool, called');
@@ -70,6 +70,12 @@ t.test('chat completions: a forced call (tool_choice required or named) is a cal
   // objects as one string, "[object Object]".
   const inAnyOrder = (calls: unknown[]) => calls.map((call) => JSON.stringify(call)).sort();
   t.same(inAnyOrder(done.map((e) => e.parsed_arguments)), inAnyOrder(finalCalls), "stream(): each choice's call is done, parsed as strict asks, as finalChatCompletion() gives it");
+  const namedHelper = client.chat.completions.stream({ model: 'general', messages, tools: [weather, alarm], tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 200, temperature: 1, seed: 2 });
+  const namedDone: string[] = [];
+  namedHelper.on('tool_calls.function.arguments.done', (e) => namedDone.push(e.arguments));
+  const namedFinal = await namedHelper.finalChatCompletion();
+  t.equal(namedFinal.choices[0].finish_reason, 'stop', 'streamed, the named call ends as "stop" too');
+  t.same(namedDone, [(call as { function: { arguments: string } }).function.arguments], 'and the stream helper takes the call for done, the same call as the whole answer\'s');
   const auto = await client.chat.completions.create({ model: 'general', messages, tools: [weather], max_tokens: 5, temperature: 0 });
   t.match(auto.choices[0], { finish_reason: 'length', message: { content: /./ } }, 'auto (the default with tools): an answer in text');
   t.notOk(auto.choices[0].message.tool_calls?.length, 'and no call');
@@ -101,14 +107,14 @@ t.test("OpenAI's older function calling: functions and function_call, answered a
   const body = { model: 'general', messages, functions: [weather.function], function_call: { name: 'get_weather' }, max_tokens: 200, temperature: 1, seed: 2 };
   const r = await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body });
   const choice = (r.json().choices as Record<string, any>[])[0];
-  t.match(choice, { finish_reason: 'function_call', message: { role: 'assistant', content: null, function_call: { name: 'get_weather' } } }, r.text);
+  t.match(choice, { finish_reason: 'stop', message: { role: 'assistant', content: null, function_call: { name: 'get_weather' } } }, r.text);
   t.notOk(choice.message.tool_calls, 'no tool_calls beside it');
   t.ok(validArguments.get_weather(JSON.parse(choice.message.function_call.arguments)), `its arguments keep to the parameters: ${choice.message.function_call.arguments}`);
   const tools = await client.chat.completions.create({ model: 'general', messages: [{ role: 'user', content: 'What is the weather in Oslo?' }], tools: [weather], tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 200, temperature: 1, seed: 2 });
   t.equal(choice.message.function_call.arguments, (tools.choices[0].message.tool_calls?.[0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments, 'the call the same request makes through tools');
   const streamed = (await request(`${srv.url}/v1/chat/completions`, { headers: AUTH, body: { ...body, stream: true } })).text.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as Record<string, any>);
   t.match(streamed.at(-2)?.choices[0], { finish_reason: null, delta: { function_call: { name: 'get_weather', arguments: choice.message.function_call.arguments } } }, 'streamed: the call whole in one chunk');
-  t.match(streamed.at(-1)?.choices[0], { finish_reason: 'function_call', delta: {} }, 'then the finish reason alone');
+  t.match(streamed.at(-1)?.choices[0], { finish_reason: 'stop', delta: {} }, 'then the finish reason alone: "stop", as OpenAI ends a call to the function the request named');
 
   // Sent back: the call in the assistant's function_call, the output in a function message, the prompt the tools' way makes.
   const template = async (sent: unknown[]): Promise<unknown> => (await request(`${srv.url}/apply-template`, { headers: AUTH, body: { model: 'chatbot', messages: sent } })).json().prompt;

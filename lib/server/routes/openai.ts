@@ -26,7 +26,7 @@ import {
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, readStreamOptions, sentByBatch, tokenLogprobs, wholeTokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
-import { chatToolsLayout, readToolChoice, replyCalls, replyKind, type ToolsLayout } from './tool_calls';
+import { chatToolsLayout, readToolChoice, replyCalls, replyKind, type ToolChoice, type ToolsLayout } from './tool_calls';
 import type { Grammar } from '../../generate/grammar';
 import { isJsonObject } from '../../util/json_object';
 
@@ -192,14 +192,17 @@ const CHAT: Kind = {
 };
 
 // A chat completion whose reply may be calls (tool_calls.ts): the message holds its calls, or its text (a reply in
-// text, or calls cut short). A request that wrote its tools as the older `functions` gets its call so too.
-function replyMessage(c: Completion, layout: ToolsLayout): { message: Record<string, unknown>; finish: Record<string, unknown> } {
+// text, or calls cut short). A request that wrote its tools as the older `functions` gets its call so too. A call to
+// the function the request's choice names ends as "stop", as OpenAI's does: the request asked for that call, where
+// "tool_calls" tells a client that the model chose to call (the clients' helpers read the calls from the message).
+function replyMessage(c: Completion, layout: ToolsLayout, tools: ToolChoice): { message: Record<string, unknown>; finish: Record<string, unknown> } {
   const calls = replyCalls(c);
   if (calls === null) return { message: { content: c.text }, finish: finished(c) };
   const done = { dixie_finish_reason: c.finishReason };
-  if (layout === 'functions') return { message: { content: null, function_call: { name: calls[0].name, arguments: calls[0].arguments } }, finish: { finish_reason: 'function_call', ...done } };
+  const finishedAs = (chosen: string) => ({ finish_reason: tools.named ? 'stop' : chosen, ...done });
+  if (layout === 'functions') return { message: { content: null, function_call: { name: calls[0].name, arguments: calls[0].arguments } }, finish: finishedAs('function_call') };
   const toolCalls = calls.map((call) => ({ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }));
-  return { message: { content: null, tool_calls: toolCalls }, finish: { finish_reason: 'tool_calls', ...done } };
+  return { message: { content: null, tool_calls: toolCalls }, finish: finishedAs('tool_calls') };
 }
 
 // Streamed, a reply in text streams as CHAT's does; one that begins as calls is held (replyKind), and its calls come
@@ -207,7 +210,7 @@ function replyMessage(c: Completion, layout: ToolsLayout): { message: Record<str
 // calls' chunk is followed by one of the finish reason alone, as OpenAI's streams end: the official clients' stream
 // helpers take a call for done when a chunk with a finish reason comes after it (ChatCompletionStream's
 // tool_calls.function.arguments.done). Made for each request: it keeps what each choice's reply is.
-function toolCallKind(layout: ToolsLayout): Kind {
+function toolCallKind(layout: ToolsLayout, tools: ToolChoice): Kind {
   const kinds = new Map<number, ReturnType<typeof replyKind>>();
   return {
     ...CHAT,
@@ -217,7 +220,7 @@ function toolCallKind(layout: ToolsLayout): Kind {
       if (kindOf(text) !== 'calls') return CHAT.chunks(index, text, done, first, logprobs);
       const role = first ? { role: 'assistant' } : {};
       if (done === null) return first || logprobs !== null ? [{ index, delta: role, logprobs, finish_reason: null }] : [];
-      const { message, finish } = replyMessage(done, layout);
+      const { message, finish } = replyMessage(done, layout, tools);
       const delta = message.tool_calls ? { tool_calls: (message.tool_calls as Record<string, unknown>[]).map((call, i) => ({ index: i, ...call })) }
         : message.function_call ? { function_call: message.function_call } : { content: done.text };
       return [{ index, delta: { ...role, ...delta }, logprobs, finish_reason: null }, { index, delta: {}, logprobs: null, ...finish }];
@@ -351,8 +354,8 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     if (top !== undefined && !wantsLogprobs) bad('top_logprobs', 'needs "logprobs": true');
     checkGenerations(service, common.n, 'n');
     const choices = Array.from({ length: common.n }, (_, index) => ({ index, prompt }));
-    await answer(service, res, tools ? toolCallKind(layout) : CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => {
-      const { message, finish } = tools ? replyMessage(c, layout) : { message: { content: c.text }, finish: finished(c) };
+    await answer(service, res, tools ? toolCallKind(layout, tools) : CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => {
+      const { message, finish } = tools ? replyMessage(c, layout, tools) : { message: { content: c.text }, finish: finished(c) };
       return { index: choice.index, message: { role: 'assistant', ...message }, logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null, ...finish };
     });
   });

@@ -77,6 +77,7 @@ function readTools(value: unknown, layout: ToolsLayout = 'chat'): Tool[] {
 export interface ToolChoice {
   grammar: Grammar;
   optional: boolean;
+  named: boolean;  // the choice names the function to call
 }
 
 // The request's tools and its choice of them, written as `layout` says, or undefined when the reply is text ("none",
@@ -118,7 +119,8 @@ export async function readToolChoice(body: Body, model: ModelConfig, textGrammar
   if (called.length === 0) return undefined;
   const schema = callSchema(called);
   const key = `tools ${callsOptional} ${parallel} ${model.promptFormat} ${JSON.stringify(schema)}`;
-  return { grammar: await grammarOf(toolsField, key, { gbnf: callsGbnf(model, parallel, callsOptional), name: 'call', schema, where: toolsField }), optional: callsOptional };
+  const grammar = await grammarOf(toolsField, key, { gbnf: callsGbnf(model, parallel, callsOptional), name: 'call', schema, where: toolsField });
+  return { grammar, optional: callsOptional, named: choice !== 'auto' && choice !== 'required' };
 }
 
 const ALLOWED_SHAPES = {
