@@ -409,7 +409,7 @@ function serverOver(config: ServerConfig, log: Log, releaseDataFolder: (() => vo
   };
   app.use(invocationsRouter(service, requireJson));
   app.use(modelsRouter(service, requireJson, log));
-  app.use(openAIRouter(service, requireJson));
+  app.use(openAIRouter(service, requireJson, packageVersion()));
   app.use(responsesRouter(service, requireJson));
   if (files && jobs && batches) {
     // Uploads are multipart, streamed to disk by the router itself, past the JSON body limit.

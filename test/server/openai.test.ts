@@ -72,6 +72,22 @@ t.test('completions: the greedy text, usage from the tokenizer, n choices seeded
   t.equal(echoed.choices[0].text, PROMPT + greedy, 'echo: the prompt, then the text');
 });
 
+t.test("chat messages carry OpenAI's refusal (null), and every answer and chunk its system_fingerprint: one per model, kept from request to request", async (t) => {
+  const messages = [{ role: 'user' as const, content: PROMPT }];
+  const chat = await client.chat.completions.create({ model: 'general', messages, max_tokens: 3 });
+  t.equal(chat.choices[0].message.refusal, null, 'refusal: null, as OpenAI sends it');
+  t.match(chat.system_fingerprint, /^fp_[0-9a-f]{12}$/);
+  const again = await client.chat.completions.create({ model: 'general', messages, max_tokens: 3 });
+  const completion = await client.completions.create({ model: 'general', prompt: PROMPT, max_tokens: 3 });
+  t.same([again.system_fingerprint, completion.system_fingerprint], [chat.system_fingerprint, chat.system_fingerprint], 'the same for the same model, on chat completions and completions');
+  const other = await client.chat.completions.create({ model: 'chatbot', messages, max_tokens: 3 });
+  t.not(other.system_fingerprint, chat.system_fingerprint, 'another model (another entry of the config) has its own');
+  const stream = await client.chat.completions.create({ model: 'general', messages, max_tokens: 3, stream: true, stream_options: { include_usage: true } });
+  const fingerprints = new Set<string | undefined>();
+  for await (const chunk of stream) fingerprints.add(chunk.system_fingerprint);
+  t.same([...fingerprints], [chat.system_fingerprint], 'every chunk carries it');
+});
+
 t.test('completions from token ids, as OpenAI takes them: a list, or a list of lists, each a choice', async (t) => {
   const ids = [...tokenizer.encode(PROMPT, { allowSpecial: false })];
   const r = await client.completions.create({ model: 'general', prompt: ids, max_tokens: LENGTH, temperature: 0 });

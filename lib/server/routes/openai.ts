@@ -51,6 +51,7 @@ interface Common {
   frequencyPenalty: number | undefined;
   grammar: Grammar | undefined;  // response_format's, or the tools' (tool_calls.ts)
   textBesideCalls?: boolean;     // the tools' grammar lets the reply be text too (tool_choice "auto")
+  fingerprint: string;           // the answer's system_fingerprint
 }
 
 const COMMON_KEYS = [
@@ -66,7 +67,8 @@ const CHAT_NEUTRAL_KEYS = [
 // OpenAI's sampling fields under the names of the model's defaults (readSampling).
 const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length', max_completion_tokens: 'length', temperature: 'temperature', top_p: 'top_p', top_k: 'top_k', min_p: 'min_p', penalize: 'penalize' };
 
-async function readCommon(service: ChatService, body: Body): Promise<Common> {
+// `version`: dixie's, for the system_fingerprint.
+async function readCommon(service: ChatService, body: Body, version: string): Promise<Common> {
   const model = readModel(service, body);
   checkNeutral(body);
   const { sampling, lengthGiven } = readSampling(body, model, SAMPLING_NAMES);
@@ -85,6 +87,7 @@ async function readCommon(service: ChatService, body: Body): Promise<Common> {
     presencePenalty: readAdditivePenalty(body, 'presence_penalty'),
     frequencyPenalty: readAdditivePenalty(body, 'frequency_penalty'),
     grammar: await readResponseFormat(body),
+    fingerprint: systemFingerprint(version, model),
   };
 }
 
@@ -228,11 +231,18 @@ function toolCallKind(layout: ToolsLayout, tools: ToolChoice): Kind {
   };
 }
 
+// OpenAI's system_fingerprint, which names the backend configuration a reply came from, so that a client holding
+// its seed can tell a changed reply from a changed server: dixie's version and the model's entry in the config
+// (its weights' source, sampling defaults, sanitizer, precision), hashed, as the entry may hold the server's paths.
+function systemFingerprint(version: string, model: ModelConfig): string {
+  return `fp_${crypto.createHash('sha256').update(`${version}\0${JSON.stringify(model)}`).digest('hex').slice(0, 12)}`;
+}
+
 // logprobs: the alternatives each token's log-probability comes with, and whether the prompt's tokens' come too.
 async function answer(service: ChatService, res: Response, kind: Kind, common: Common, choices: Choice[], logprobs: { top: number; prompt: boolean } | undefined, format: (c: Completion, choice: Choice, tokenizer: Tokenizer | null) => Record<string, unknown>): Promise<void> {
   const id = `${kind.idPrefix}${crypto.randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
-  const head = { id, object: kind.chunkObject, created, model: common.model.key };
+  const head = { id, object: kind.chunkObject, created, model: common.model.key, system_fingerprint: common.fingerprint };
   res.locals.model = common.model.key;
   const gone = clientGone(res);
   const tokenizer = logprobs === undefined ? null : await service.tokenizer(common.model.key, gone.signal);
@@ -292,12 +302,13 @@ async function answer(service: ChatService, res: Response, kind: Kind, common: C
     object: kind.object,
     created,
     model: common.model.key,
+    system_fingerprint: common.fingerprint,
     choices: completions.map((c, i) => format(c, choices[i], tokenizer)),
     usage: usage(prompts, completions),
   });
 }
 
-export function openAIRouter(service: ChatService, jsonBody: express.RequestHandler): express.Router {
+export function openAIRouter(service: ChatService, jsonBody: express.RequestHandler, version: string): express.Router {
   const router = express.Router();
 
   const modelObject = (m: ModelConfig, state: string | undefined): Record<string, unknown> => ({ id: m.key, object: 'model', created: 0, owned_by: 'dixie', state: state ?? 'unloaded', prompt_format: m.promptFormat });
@@ -317,7 +328,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
   router.post('/v1/completions', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'prompt', 'logprobs', 'echo', 'suffix', 'best_of']);
-    const common = await readCommon(service, body);
+    const common = await readCommon(service, body, version);
     const prompts = textsOrTokens(body.prompt, 'prompt').inputs;
     const logprobs = optional<number>(body, 'logprobs', isInt(0, MAX_TOP_LOGPROBS), `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
     const echo = optional<boolean>(body, 'echo', isBool, 'true or false') ?? false;
@@ -343,7 +354,7 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
   router.post('/v1/chat/completions', jsonBody, async (req: Request, res: Response) => {
     const body = objectBody(req);
     checkKeys(body, [...COMMON_KEYS, 'messages', 'logprobs', 'top_logprobs', ...CHAT_NEUTRAL_KEYS]);
-    const read = await readCommon(service, body);
+    const read = await readCommon(service, body, version);
     const layout = chatToolsLayout(body);
     const tools = await readToolChoice(body, read.model, read.grammar, layout);
     const common = { ...read, grammar: tools?.grammar ?? read.grammar, textBesideCalls: tools?.optional };
@@ -356,7 +367,8 @@ export function openAIRouter(service: ChatService, jsonBody: express.RequestHand
     const choices = Array.from({ length: common.n }, (_, index) => ({ index, prompt }));
     await answer(service, res, tools ? toolCallKind(layout, tools) : CHAT, common, choices, wantsLogprobs ? { top: top ?? 0, prompt: false } : undefined, (c, choice, tokenizer) => {
       const { message, finish } = tools ? replyMessage(c, layout, tools) : { message: { content: c.text }, finish: finished(c) };
-      return { index: choice.index, message: { role: 'assistant', ...message }, logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null, ...finish };
+      // refusal: OpenAI's models may decline in a field of its own, which clients read beside the content; dixie's never do.
+      return { index: choice.index, message: { role: 'assistant', ...message, refusal: null }, logprobs: tokenizer && c.logprobs ? chatLogprobs(tokenizer, c.logprobs) : null, ...finish };
     });
   });
 
