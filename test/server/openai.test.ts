@@ -88,6 +88,35 @@ t.test("chat messages carry OpenAI's refusal (null), and every answer and chunk 
   t.same([...fingerprints], [chat.system_fingerprint], 'every chunk carries it');
 });
 
+t.test("seed: any 64-bit integer, as OpenAI takes it, the same seed the same reply, alone and beside other choices; OpenAI's ranges refused naming the field", async (t) => {
+  const messages = [{ role: 'user' as const, content: PROMPT }];
+  const sampled = { model: 'general', messages, max_tokens: 6, temperature: 1.5 } as const;
+  const replies = new Map<number, string | null>();
+  for (const seed of [-1, -(2 ** 63), 2 ** 53 + 2, 2 ** 63]) {
+    const alone = await client.chat.completions.create({ ...sampled, seed });
+    const beside = await client.chat.completions.create({ ...sampled, seed, n: 2 });
+    t.equal(beside.choices[0].message.content, alone.choices[0].message.content, `seed ${seed}: choice 0 of two is the reply alone`);
+    replies.set(seed, alone.choices[0].message.content);
+  }
+  t.not(replies.get(-1), replies.get(2 ** 53 + 2), 'seeds apart draw apart');
+  // 9223372036854775807, the largest, reaches the server as the double 2^63, whose 64 bits are -2^63's.
+  t.equal(replies.get(2 ** 63), replies.get(-(2 ** 63)), 'the largest seed, rounded by JSON, is the smallest\'s 64 bits');
+  for (const [fields, param] of [
+    [{ seed: 1.5 }, 'seed'],
+    [{ seed: 2 ** 64 }, 'seed'],
+    [{ temperature: 2.5 }, 'temperature'],
+    [{ top_p: 1.5 }, 'top_p'],
+    [{ frequency_penalty: -2.5 }, 'frequency_penalty'],
+    [{ n: 129 }, 'n'],
+  ] as const) {
+    const err = await client.chat.completions.create({ ...sampled, ...fields }).catch((e: unknown) => e);
+    t.ok(err instanceof OpenAI.BadRequestError && err.param === param, `${JSON.stringify(fields)}: 400 naming ${param}`);
+  }
+  const hot = await client.responses.create({ model: 'general', input: PROMPT, temperature: 2.5 }).catch((e: unknown) => e);
+  t.ok(hot instanceof OpenAI.BadRequestError && hot.param === 'temperature', 'the Responses API bounds temperature at 2 too');
+  t.match((hot as Error).message, /temperature: must be a number from 0 to 2/);
+});
+
 t.test('completions from token ids, as OpenAI takes them: a list, or a list of lists, each a choice', async (t) => {
   const ids = [...tokenizer.encode(PROMPT, { allowSpecial: false })];
   const r = await client.completions.create({ model: 'general', prompt: ids, max_tokens: LENGTH, temperature: 0 });

@@ -150,8 +150,20 @@ export function readStop(body: Body, key: string, most = MAX_STOPS): string[] | 
   return stop as string[];
 }
 
-export function readSeed(body: Body, key: string): number | undefined {
-  return optional<number>(body, key, (v) => Number.isSafeInteger(v) && (v as number) >= 0, 'a non-negative integer');
+// OpenAI's seed: any 64-bit integer, negative too. The sampler takes its 64 bits (rngStateFromSeed: a negative one's
+// two's complement). JSON.parse reads a number past 2^53 as the nearest double (9223372036854775807 as 2^63), so
+// seeds that far out that differ by less than that rounding draw alike.
+const INT64_BOUND = 2 ** 63;
+export function readSeed(body: Body, key: string): bigint | undefined {
+  const seed = optional<number>(body, key, (v) => Number.isInteger(v) && Math.abs(v as number) <= INT64_BOUND, 'an integer from -9223372036854775808 to 9223372036854775807');
+  return seed === undefined ? undefined : BigInt(seed);
+}
+
+// OpenAI's bound on temperature; dixie's own (the config's, /invocations') reaches further, but OpenAI's clients are
+// written for its API, which refuses more.
+const MAX_OPENAI_TEMPERATURE = 2;
+export function checkOpenAITemperature(body: Body): void {
+  optional<number>(body, 'temperature', (v) => typeof v === 'number' && v >= 0 && v <= MAX_OPENAI_TEMPERATURE, `a number from 0 to ${MAX_OPENAI_TEMPERATURE}`);
 }
 
 // llama.cpp's and Ollama's seed, where -1 asks for a random one, as no seed does.

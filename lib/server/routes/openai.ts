@@ -22,7 +22,7 @@ import type { ModelConfig, SamplingDefaults } from '../config';
 import { HttpError } from '../errors';
 import { type ChatService, type Completion, type GenerationRequest, type PromptLogprob } from '../service';
 import {
-  MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, objectBody, openAIError, openAIMessages, optional, readDimensions,
+  MAX_LOGIT_BIAS, bad, chatPrompt, checkGenerations, checkOpenAITemperature, checkKeys, checkNeutral, clientGone, cutShort, eventSender, isBool, isInt, objectBody, openAIError, openAIMessages, optional, readDimensions,
   generateStreamed, readAdditivePenalty, readModel, readSampling, readSeed, readStop, readStreamOptions, sentByBatch, tokenLogprobs, wholeTokenText, type Body,
 } from './api_common';
 import { readResponseFormat } from './response_format';
@@ -43,7 +43,7 @@ interface Common {
   lengthGiven: boolean;
   n: number;
   stop: string[] | undefined;
-  seed: number | undefined;
+  seed: bigint | undefined;
   stream: boolean;
   includeUsage: boolean;
   logitBias: Readonly<Record<number, number>> | undefined;
@@ -71,6 +71,7 @@ const SAMPLING_NAMES: Readonly<Record<string, string>> = { max_tokens: 'length',
 async function readCommon(service: ChatService, body: Body, version: string): Promise<Common> {
   const model = readModel(service, body);
   checkNeutral(body);
+  checkOpenAITemperature(body);
   const { sampling, lengthGiven } = readSampling(body, model, SAMPLING_NAMES);
   const streamOptions = readStreamOptions(body, ['include_usage']);
   if (!isBool(streamOptions.include_usage ?? false)) bad('stream_options.include_usage', 'must be true or false');

@@ -16,7 +16,7 @@ import type { ChatService, Completion } from '../service';
 import { toolCallsText } from '../../data/chat_format';
 import { quoted } from '../../util/quoted';
 import {
-  bad, callArguments, chatPrompt, checkKeys, checkNeutral, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, messageText,
+  bad, callArguments, chatPrompt, checkKeys, checkNeutral, checkOpenAITemperature, clientGone, cutShort, eventSender, generateStreamed, isBool, isInt, messageText,
   objectBody, optional, readModel, readSampling, readStreamOptions, sentByBatch, sentCall, tokenLogprobs, type Body, type InputMessage,
 } from './api_common';
 import { readTextFormat } from './response_format';
@@ -52,6 +52,7 @@ async function readRequest(service: ChatService, body: Body): Promise<ResponsesR
   checkKeys(body, KEYS);
   const model = readModel(service, body);
   checkNeutral(body);
+  checkOpenAITemperature(body);
   // OpenAI's stored prompt templates; completions' `prompt` is another field, so it is not among NEUTRAL_ONLY's.
   if (body.prompt !== undefined && body.prompt !== null) bad('prompt', 'is not supported: dixie keeps no prompt templates; send the text in input');
   readStreamOptions(body, []);
