@@ -537,7 +537,7 @@ export class FineTuningJobs {
           throw new HttpError(400, `${field}: ${withoutPaths((err as Error).message)}`, { field, code: 'invalid_file' });
         }
         if (summary.kept === 0) throw new HttpError(400, `${field}: ${file.filename} holds no message to train on`, { field, code: 'invalid_file' });
-        for (const warning of summary.warnings) this.event(job, 'warn', `${field}: ${withoutPaths(warning)}`);
+        for (const warning of summary.warnings) this.event(job, 'warn', `${field}: ${warning}`);
       }
       const dataset = await loadDataset(path.join(dir, out), { tokenizer, onProgress: null });
       try {
@@ -639,8 +639,10 @@ export class FineTuningJobs {
 
   // An event that cannot be written (a full disk) is logged and lost, as a job that cannot be saved is: it is told
   // from the middle of training and from a job's failure, and thrown there it would end the server with every job.
+  // Its message goes to clients (GET .../events), so without the server's paths: a warning from a library (the
+  // model's tokenizer) names the folder where it lies.
   private event(job: FineTuningJob, level: JobEvent['level'], message: string, data: Record<string, unknown> = {}, type: JobEvent['type'] = 'message'): void {
-    const event: JobEvent = { object: 'fine_tuning.job.event', id: randomId('ftevent'), created_at: seconds(), level, message, data, type };
+    const event: JobEvent = { object: 'fine_tuning.job.event', id: randomId('ftevent'), created_at: seconds(), level, message: withoutPaths(message), data, type };
     const file = path.join(this.dir(job.id), EVENTS_FILE);
     try {
       fs.appendFileSync(file, `${JSON.stringify(event)}\n`);

@@ -256,6 +256,10 @@ t.test('bad requests are refused naming the field; bad files fail the job with t
   const failed = await waitFor(job.id, (j) => j.status === 'failed', 'failure');
   t.match(failed, { status: 'failed', error: { code: 'invalid_file', param: 'training_file', message: /system\.jsonl holds no message to train on/ } });
   t.match((await client.fineTuning.jobs.listEvents(job.id, { limit: 1 })).data[0], { level: 'error', message: failed.error?.message });
+  // The model's folder has no vocabulary of its own, which a warning says: by the folder's name, not where it lies.
+  const events = (await client.fineTuning.jobs.listEvents(job.id, { limit: 100 })).data.map((e) => e.message);
+  t.ok(events.includes("general has no vocabulary (encoder.json + vocab.bpe, vocab.json + merges.txt, or tokenizer.json): using GPT-2's, whose size its vocab_size (50257) matches"), events.join('\n'));
+  t.notOk(events.some((message) => message.includes(dir)), 'no event tells where the server keeps its files');
 });
 
 t.test('with fine-tuning off, its routes say how to turn it on', async (t) => {
