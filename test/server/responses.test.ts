@@ -190,6 +190,19 @@ t.test("OpenAI's fields for what GPT-2 does not do: neutral values accepted, any
   t.ok(missing instanceof OpenAI.NotFoundError && missing.code === 'model_not_found', 'a key not served: NotFoundError');
 });
 
+t.test('a response is kept nowhere: retrieve, delete and inputItems.list are 404s that say so', async (t) => {
+  const r = await client.responses.create({ model: 'general', input: PROMPT, max_output_tokens: 2 });
+  for (const [what, call] of [
+    ['retrieve', () => client.responses.retrieve(r.id)],
+    ['delete', () => client.responses.delete(r.id)],
+    ['inputItems.list', () => client.responses.inputItems.list(r.id)],
+  ] as const) {
+    const err = await (call as () => Promise<unknown>)().catch((e: unknown) => e);
+    t.ok(err instanceof OpenAI.NotFoundError, `${what}: NotFoundError`);
+    t.match((err as Error).message, new RegExp(`^404 No response with id "${r.id}": dixie keeps no responses \\(each is answered with store: false\\)`), what);
+  }
+});
+
 t.test('a streaming client that goes away frees its slot at once', async (t) => {
   const stream = await client.responses.create({ model: 'long', input: 'Once', max_output_tokens: 1000, stream: true });
   for await (const event of stream) {

@@ -2,6 +2,7 @@
 // SDK), over the same models, queue, batching and sanitizers as chat completions:
 //   POST /v1/responses   `input` (a text, or messages) and `instructions` made into the model's prompt as chat
 //                        completions' messages are (chatPrompt), one reply, whole or streamed as Responses' events
+//   GET, DELETE /v1/responses/<id>, GET .../input_items   404: no response is kept
 // Its sampling fields (`max_output_tokens`, `temperature`, `top_p`, and dixie's `top_k`, `min_p` and `penalize`), and the log-
 // probabilities of the reply's tokens (`include: ["message.output_text.logprobs"]`, `top_logprobs`); a reply in
 // JSON, or to a JSON schema, with `text.format` (response_format.ts); function tools, calls answered as function_call
@@ -12,6 +13,7 @@ import express, { type Request, type Response } from 'express';
 import type { TokenLogprob } from '../../generate/logprobs';
 import { MAX_TOP_LOGPROBS } from '../../generate/logprobs';
 import type { ModelConfig, SamplingDefaults } from '../config';
+import { HttpError } from '../errors';
 import type { ChatService, Completion } from '../service';
 import { toolCallsText } from '../../data/chat_format';
 import { quoted } from '../../util/quoted';
@@ -196,6 +198,15 @@ function outputItems(request: ResponsesRequest, c: Completion, message: () => Re
 
 export function responsesRouter(service: ChatService, jsonBody: express.RequestHandler): express.Router {
   const router = express.Router();
+
+  // A response is answered with store: false and kept nowhere, so the clients' responses.retrieve, .delete and
+  // .inputItems.list find none: a 404 as OpenAI answers for a response it did not store, saying why, where "no
+  // route" would have a client believe the server lacks the API.
+  const notStored = (req: Request): never => {
+    throw new HttpError(404, `No response with id ${quoted(req.params.id)}: dixie keeps no responses (each is answered with store: false); send the conversation in input`);
+  };
+  router.get(['/v1/responses/:id', '/v1/responses/:id/input_items'], notStored);
+  router.delete('/v1/responses/:id', notStored);
 
   router.post('/v1/responses', jsonBody, async (req: Request, res: Response) => {
     const request = await readRequest(service, objectBody(req));
