@@ -208,6 +208,29 @@ function checkInit(file: string, value: unknown): void {
   throw new Error(`${file}: field "init_lora_weights" is ${quoted(value)}, which PEFT does not know (true, false, ${PLAIN_INITS.slice(2).map((v) => `"${v}"`).join(', ')}, or one that changes the base)`);
 }
 
+// PEFT's task types (its TaskType, which its config refuses any other of) and the model each was trained under. Only
+// a causal LM's adapter, or one of no task (PeftModel's, over GPT2LMHeadModel or GPT2Model), learned to predict the
+// next token; the others tuned GPT-2 for another head's task, and its factors put into text generation would apply
+// without a word what no one trained for it.
+const CAUSAL_LM = 'CAUSAL_LM';
+const OTHER_TASKS: Readonly<Record<string, string>> = {
+  SEQ_CLS: 'text classification (GPT2ForSequenceClassification)',
+  TOKEN_CLS: 'token classification (GPT2ForTokenClassification)',
+  QUESTION_ANS: 'question answering (GPT2ForQuestionAnswering)',
+  FEATURE_EXTRACTION: 'feature extraction (GPT2Model\'s hidden states as embeddings)',
+  SEQ_2_SEQ_LM: 'sequence-to-sequence language modelling (an encoder-decoder)',
+};
+
+function checkTaskType(file: string, taskType: unknown): asserts taskType is string | null {
+  if (taskType === null || taskType === CAUSAL_LM) return;
+  const task = typeof taskType === 'string' ? OTHER_TASKS[taskType] : undefined;
+  if (task === undefined) {
+    throw new Error(`${file}: field "task_type" is ${quoted(taskType)}, which is no task type PEFT knows (${[CAUSAL_LM, ...Object.keys(OTHER_TASKS)].map((t) => `"${t}"`).join(', ')}, or null)`);
+  }
+  throw new Error(`${file}: field "task_type" is ${quoted(taskType)}: the adapter was trained for ${task}, and only causal-LM adapters `
+    + `(task_type "${CAUSAL_LM}", or null) apply to GPT-2's text generation`);
+}
+
 export function readLoraConfig(file: string): LoraConfig {
   let text: string;
   try {
@@ -241,7 +264,7 @@ export function readLoraConfig(file: string): LoraConfig {
   const base = json.base_model_name_or_path ?? null;
   if (base !== null && typeof base !== 'string') throw new Error(`${file}: field "base_model_name_or_path" must be a string or null, got ${quoted(base)}`);
   const taskType = json.task_type ?? null;
-  if (taskType !== null && typeof taskType !== 'string') throw new Error(`${file}: field "task_type" must be a string or null, got ${quoted(taskType)}`);
+  checkTaskType(file, taskType);
   // fan_in_fan_out says how the adapted layer stores its weight, not how the factors are stored (lora_A [r, in] and
   // lora_B [out, r] either way); PEFT takes true for every Conv1D, GPT-2's four matrices, whatever the field says.
   for (const field of ['use_rslora', 'inference_mode', 'fan_in_fan_out'] as const) {

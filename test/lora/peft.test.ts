@@ -136,6 +136,8 @@ t.test('an adapter as PEFT also reads it gives the logits of the same adapter in
     ['tensors named after adapter "mom"', peftConfig({}), named(() => 'mom'), { prefixed: true, adapterName: 'mom' }],
     // transformers' save_pretrained(save_peft_format=False) of a model with an adapter attached.
     ['tensors named without base_model.model.', peftConfig({}), (module, factor) => `transformer.${module}.lora_${factor}.weight`, { prefixed: false, adapterName: null }],
+    // PeftModel of no task, as get_peft_model makes it without task_type.
+    ['task_type null', peftConfig({ task_type: null })],
     // Ways of starting the factors that leave the base as it is.
     ...['gaussian', 'Gaussian', 'eva', 'orthogonal', 'mica', false].map((init): [string, Record<string, unknown>] => [`init_lora_weights ${JSON.stringify(init)}`, peftConfig({ init_lora_weights: init })]),
   ];
@@ -216,6 +218,15 @@ t.test('corrupt and mismatched adapters: errors that name the file and the field
       writeRawAdapter(d, peftConfig({}), layer0());
       writeRawSafetensors(weightsOf(d), [{ name: 'base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector', shape: [3 * C], data: new Float32Array(3 * C) }]);
     }, (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector" is neither a LoRA factor dixie can merge (lora_A or lora_B of attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in a layer h.N) nor a tensor of the base (modules_to_save, a trained bias); DoRA magnitudes and adapters of the embeddings or the output head are not supported`],
+    // PEFT's PeftModelForSequenceClassification adds its head, "score" for GPT-2, to modules_to_save and saves it.
+    ['seq-cls', (d) => {
+      writeRawAdapter(d, peftConfig({ task_type: 'SEQ_CLS', modules_to_save: ['classifier', 'score'] }), layer0());
+      writeRawSafetensors(weightsOf(d), [{ name: 'base_model.model.score.weight', shape: [2, C], data: new Float32Array(2 * C) }]);
+    }, (d) => `${configOf(d)}: field "task_type" is "SEQ_CLS": the adapter was trained for text classification (GPT2ForSequenceClassification), and only causal-LM adapters (task_type "CAUSAL_LM", or null) apply to GPT-2's text generation`],
+    ['feature-extraction', (d) => writeRawAdapter(d, peftConfig({ task_type: 'FEATURE_EXTRACTION' }), layer0()),
+      (d) => `${configOf(d)}: field "task_type" is "FEATURE_EXTRACTION": the adapter was trained for feature extraction (GPT2Model's hidden states as embeddings), and only causal-LM adapters (task_type "CAUSAL_LM", or null) apply to GPT-2's text generation`],
+    ['unknown-task', (d) => writeRawAdapter(d, peftConfig({ task_type: 'causal_lm' }), layer0()),
+      (d) => `${configOf(d)}: field "task_type" is "causal_lm", which is no task type PEFT knows ("CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION", "SEQ_2_SEQ_LM", or null)`],
     ['dora', (d) => writeRawAdapter(d, peftConfig({ use_dora: true }), layer0()),
       (d) => `${configOf(d)}: field "use_dora" is true: DoRA, which rescales each column by a trained magnitude; dixie merges plain LoRA only`],
     ['no-config', (d) => {
