@@ -428,15 +428,20 @@ function readValues(file: string, st: SafetensorsFile, entry: TensorEntry): Floa
   return values;
 }
 
+// The entry of modules_to_save that takes the module at `modulePath`: one its path, or the path of a module holding
+// it, ends with (PEFT's plain endswith).
+function savedModuleEntry(config: LoraConfig, modulePath: string): string | undefined {
+  const parts = modulePath.split('.');
+  const holders = parts.map((_, i) => parts.slice(0, i + 1).join('.'));
+  return config.modulesToSave?.find((m) => holders.some((h) => h.endsWith(m)));
+}
+
 // Why the adapter holds the base's tensor `param` of the module at `modulePath` whole: the config field that asks for
-// it, or null. modules_to_save takes a module whose path, or the path of a module holding it, ends with an entry
-// (PEFT's plain endswith).
+// it, or null.
 function replacedBy(config: LoraConfig, modulePath: string, param: string, configFile: string): string | null {
   if (param === 'bias' && config.bias === 'all') return 'bias "all"';
   if (param === 'bias' && config.bias === 'lora_only' && isTargeted(config, modulePath, configFile)) return 'bias "lora_only"';
-  const parts = modulePath.split('.');
-  const holders = parts.map((_, i) => parts.slice(0, i + 1).join('.'));
-  const entry = config.modulesToSave?.find((m) => holders.some((h) => h.endsWith(m)));
+  const entry = savedModuleEntry(config, modulePath);
   return entry === undefined ? null : `modules_to_save "${entry}"`;
 }
 
@@ -593,6 +598,14 @@ function baseShape(weight: string, config: GPT2Config): { shape: number[]; field
   return { shape: param === 'weight' ? [sizes.inputs * C, sizes.outputs * C] : [sizes.outputs * C], fields: ['nEmbd'] };
 }
 
+// GPT-2's modules that hold tensors, by dixie's name, and their parameters; the output head's is wte's, which the
+// base has no module for without GPT2LMHeadModel's "transformer." around the rest.
+function baseModules(config: GPT2Config, headed: boolean): [module: string, params: string[]][] {
+  const both = ['weight', 'bias'];
+  const blocks = Array.from({ length: config.nLayer }, (_, l) => ['ln_1', 'ln_2', ...Object.keys(ADAPTABLE)].map((m): [string, string[]] => [`h.${l}.${m}`, both]));
+  return [['wte', ['weight']], ['wpe', ['weight']], ...blocks.flat(), ['ln_f', both], ...(headed ? [['lm_head', ['weight']] as [string, string[]]] : [])];
+}
+
 // An adapter that replaces tensors of its base whole can only be merged: decoded beside the base unmerged, trained
 // on, or written as llama.cpp's LoRA file, it would lose them. `cannot` says what cannot hold them, `instead` the way.
 export function checkFactorsOnly(adapter: PeftAdapter, cannot: string, instead: string): void {
@@ -634,6 +647,20 @@ export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base:
     }
     if (fitted.has(r.weight)) throw new Error(`${file}: tensor "${r.name}" replaces the base's ${r.weight}, which its lora_A / lora_B adapt too: the file holds two changes of one weight`);
   }
+  // PEFT saves every tensor of a module of modules_to_save; one the file lacks is a trained module lost, and PEFT
+  // would load the base's own in its place without a word. An entry that names no module of GPT-2 takes none in PEFT
+  // either. A module the adapter's factors change is not one PEFT trains whole (its LoRA passes over such modules).
+  const prefix = adapter.modules[0].path.slice(0, adapter.modules[0].path.indexOf('h.'));
+  for (const [module, params] of baseModules(config, prefix !== '')) {
+    const modulePath = module === 'lm_head' ? module : `${prefix}${module}`;
+    const entry = savedModuleEntry(adapter.config, modulePath);
+    if (entry === undefined || fitted.has(`${module}.weight`)) continue;
+    for (const param of params) {
+      if (adapter.replaced.some((r) => r.weight === `${module}.${param}`)) continue;
+      throw new Error(`${file}: has no tensor "${adapter.naming.prefixed ? PEFT_PREFIX : ''}${modulePath}.${param}": ${configFile} trains ${modulePath} whole `
+        + `(modules_to_save "${entry}"), and PEFT saves every tensor of such a module, so the trained one is missing (PEFT would load the base's own in its place)`);
+    }
+  }
   // GPT-2's output head is wte: PEFT trains a copy of lm_head, or of wte, apart from the other, and a head that is not
   // the input embedding any more cannot be held here.
   const head = adapter.replaced.find((r) => r.weight === LM_HEAD);
@@ -642,7 +669,6 @@ export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base:
     throw new Error(`${file}: tensor "${trained.name}" (${trained.reason} in ${ADAPTER_CONFIG_FILE}) differs from ${other}: PEFT trained the output head and the token embedding apart, `
       + 'and dixie ties the head to wte as GPT-2 does, so it cannot hold them; train with both in modules_to_save and tied (or neither)');
   }
-  const prefix = adapter.modules[0].path.slice(0, adapter.modules[0].path.indexOf('h.'));
   for (let layer = 0; layer < config.nLayer; layer++) {
     for (const kind of Object.keys(ADAPTABLE)) {
       const modulePath = `${prefix}h.${layer}.${kind}`;

@@ -115,6 +115,17 @@ t.test('wte and lm_head trained together and equal merge as the tied embedding',
   model.dispose();
 });
 
+t.test('a modules_to_save entry that names no module of GPT-2 takes none, as in PEFT', async (t) => {
+  // Llama's names, and the classification heads PEFT adds for SEQ_CLS: PEFT wraps and saves nothing for them.
+  const adapter = adapterWith('no-such-module', { modules_to_save: ['embed_tokens', 'score'] }, []);
+  const model = await Model.load(base, { device: 'cpu', trainable: false, adapter });
+  const plain = await Model.load(base, { device: 'cpu', trainable: false });
+  t.same(model.getParam('ln_f.weight'), plain.getParam('ln_f.weight'));
+  t.same(model.getParam('h.0.attn.c_attn.weight'), mergedWeight(plain.getParam('h.0.attn.c_attn.weight'), factors[0], SCALING));
+  model.dispose();
+  plain.dispose();
+});
+
 t.test('an adapter with tensors of the base is refused where it would be used unmerged, and wrong ones everywhere', async (t) => {
   const adapter = adapterWith('refused-unmerged', { modules_to_save: ['ln_f'] }, WHOLE.slice(0, 2));
   const why = `${weightsOf(adapter)}: tensor "base_model.model.transformer.ln_f.weight" replaces the base's ln_f.weight (modules_to_save "ln_f" in adapter_config.json), which`;
@@ -142,6 +153,11 @@ t.test('an adapter with tensors of the base is refused where it would be used un
       (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.wte.weight" (modules_to_save "wte" in adapter_config.json) differs from the base's lm_head (its wte.weight): PEFT trained the output head and the token embedding apart, and dixie ties the head to wte as GPT-2 does, so it cannot hold them; train with both in modules_to_save and tied (or neither)`],
     ['also-adapted', { modules_to_save: ['h.0.attn.c_attn'] }, [{ name: 'base_model.model.transformer.h.0.attn.c_attn.weight', shape: [C, 3 * C], data: new Float32Array(3 * C * C) }],
       (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.weight" replaces the base's h.0.attn.c_attn.weight, which its lora_A / lora_B adapt too: the file holds two changes of one weight`],
+    // A module of modules_to_save whose tensors the file lacks, or holds in part: PEFT would keep the base's.
+    ['saved-module-missing', { modules_to_save: ['ln_f'] }, [],
+      (d) => `${weightsOf(d)}: has no tensor "base_model.model.transformer.ln_f.weight": ${path.join(d, 'adapter_config.json')} trains transformer.ln_f whole (modules_to_save "ln_f"), and PEFT saves every tensor of such a module, so the trained one is missing (PEFT would load the base's own in its place)`],
+    ['saved-module-half', { modules_to_save: ['ln_2'] }, [{ name: 'base_model.model.transformer.h.0.ln_2.weight', shape: [C], data: lnWeight }, { name: 'base_model.model.transformer.h.0.ln_2.bias', shape: [C], data: lnBias }, { name: 'base_model.model.transformer.h.1.ln_2.weight', shape: [C], data: lnWeight }],
+      (d) => `${weightsOf(d)}: has no tensor "base_model.model.transformer.h.1.ln_2.bias": ${path.join(d, 'adapter_config.json')} trains transformer.h.1.ln_2 whole (modules_to_save "ln_2"), and PEFT saves every tensor of such a module, so the trained one is missing (PEFT would load the base's own in its place)`],
     ['bad-bias', { bias: 'some' }, [],
       (d) => `${path.join(d, 'adapter_config.json')}: field "bias" must be one of "none", "all", "lora_only", got "some"`],
   ];
