@@ -91,6 +91,7 @@ export interface LoraConfig {
   alphaPattern: Record<string, number>;  // lora_alpha likewise
   modulesToSave: string[] | null;  // modules trained whole: those whose path ends with one of these
   bias: LoraBias;                  // which of the base's biases were trained too: "all", or the adapted modules'
+  ensureWeightTying: boolean;      // the output head trained as the token embedding's copy, tied to it
   taskType: string | null;
   inferenceMode: boolean;
 }
@@ -267,7 +268,7 @@ export function readLoraConfig(file: string): LoraConfig {
   checkTaskType(file, taskType);
   // fan_in_fan_out says how the adapted layer stores its weight, not how the factors are stored (lora_A [r, in] and
   // lora_B [out, r] either way); PEFT takes true for every Conv1D, GPT-2's four matrices, whatever the field says.
-  for (const field of ['use_rslora', 'inference_mode', 'fan_in_fan_out'] as const) {
+  for (const field of ['use_rslora', 'inference_mode', 'fan_in_fan_out', 'ensure_weight_tying'] as const) {
     if (json[field] !== undefined && typeof json[field] !== 'boolean') throw new Error(`${file}: field "${field}" must be true or false, got ${quoted(json[field])}`);
   }
   const layers = json.layers_to_transform ?? null;
@@ -301,6 +302,7 @@ export function readLoraConfig(file: string): LoraConfig {
     alphaPattern: numberPattern(file, json, 'alpha_pattern', Number.isFinite, 'a number'),
     modulesToSave: modulesToSave as string[] | null,
     bias: bias as LoraBias,
+    ensureWeightTying: json.ensure_weight_tying === true,
     taskType,
     inferenceMode: json.inference_mode === true,
   };
@@ -442,7 +444,11 @@ function replacedBy(config: LoraConfig, modulePath: string, param: string, confi
   if (param === 'bias' && config.bias === 'all') return 'bias "all"';
   if (param === 'bias' && config.bias === 'lora_only' && isTargeted(config, modulePath, configFile)) return 'bias "lora_only"';
   const entry = savedModuleEntry(config, modulePath);
-  return entry === undefined ? null : `modules_to_save "${entry}"`;
+  if (entry !== undefined) return `modules_to_save "${entry}"`;
+  // With ensure_weight_tying, PEFT takes lm_head out of modules_to_save (it puts the embedding, transformer.wte, in
+  // its place) and ties the head to the embedding's trained copy, saving both.
+  const tiedTo = modulePath === 'lm_head' && config.ensureWeightTying ? savedModuleEntry(config, 'transformer.wte') : undefined;
+  return tiedTo === undefined ? null : `ensure_weight_tying with modules_to_save "${tiedTo}"`;
 }
 
 // The folder's config and every lora_A / lora_B pair, checked against each other: names, ranks, dtypes, targets.
@@ -747,6 +753,7 @@ export async function writePeftAdapter(dir: string, adapter: PeftAdapterToWrite)
     alphaPattern: adapter.alphaPattern ?? {},
     modulesToSave: null,
     bias: 'none',
+    ensureWeightTying: false,
     taskType: 'CAUSAL_LM',
     inferenceMode: true,
   };

@@ -113,6 +113,15 @@ t.test('wte and lm_head trained together and equal merge as the tied embedding',
   const model = await Model.load(base, { device: 'cpu', trainable: false, adapter });
   t.same(model.getParam('wte.weight'), wte);
   model.dispose();
+  // Given modules_to_save ["lm_head"] and ensure_weight_tying, PEFT saves the config with the embedding in the head's
+  // place and the file with both, the head tied to the embedding's trained copy.
+  const tied = adapterWith('ensure-weight-tying', { modules_to_save: ['transformer.wte'], ensure_weight_tying: true }, [
+    { name: 'base_model.model.transformer.wte.weight', shape: [V, C], data: wte },
+    { name: 'base_model.model.lm_head.weight', shape: [V, C], data: wte },
+  ]);
+  const tiedModel = await Model.load(base, { device: 'cpu', trainable: false, adapter: tied });
+  t.same(tiedModel.getParam('wte.weight'), wte, 'ensure_weight_tying');
+  tiedModel.dispose();
 });
 
 t.test('a modules_to_save entry that names no module of GPT-2 takes none, as in PEFT', async (t) => {
@@ -158,6 +167,11 @@ t.test('an adapter with tensors of the base is refused where it would be used un
       (d) => `${weightsOf(d)}: has no tensor "base_model.model.transformer.ln_f.weight": ${path.join(d, 'adapter_config.json')} trains transformer.ln_f whole (modules_to_save "ln_f"), and PEFT saves every tensor of such a module, so the trained one is missing (PEFT would load the base's own in its place)`],
     ['saved-module-half', { modules_to_save: ['ln_2'] }, [{ name: 'base_model.model.transformer.h.0.ln_2.weight', shape: [C], data: lnWeight }, { name: 'base_model.model.transformer.h.0.ln_2.bias', shape: [C], data: lnBias }, { name: 'base_model.model.transformer.h.1.ln_2.weight', shape: [C], data: lnWeight }],
       (d) => `${weightsOf(d)}: has no tensor "base_model.model.transformer.h.1.ln_2.bias": ${path.join(d, 'adapter_config.json')} trains transformer.h.1.ln_2 whole (modules_to_save "ln_2"), and PEFT saves every tensor of such a module, so the trained one is missing (PEFT would load the base's own in its place)`],
+    // Without ensure_weight_tying, PEFT neither ties the head to a trained wte nor saves it.
+    ['head-untied', { modules_to_save: ['transformer.wte'] }, [
+      { name: 'base_model.model.transformer.wte.weight', shape: [V, C], data: randomValues(V * C, 34) },
+      { name: 'base_model.model.lm_head.weight', shape: [V, C], data: randomValues(V * C, 34) },
+    ], (d) => `${weightsOf(d)}: tensor "base_model.model.lm_head.weight" is the base's lm_head.weight trained whole, which ${path.join(d, 'adapter_config.json')} does not ask for (modules_to_save ["transformer.wte"], bias "none")`],
     ['bad-bias', { bias: 'some' }, [],
       (d) => `${path.join(d, 'adapter_config.json')}: field "bias" must be one of "none", "all", "lora_only", got "some"`],
   ];

@@ -57,7 +57,7 @@ t.test('writePeftAdapter writes PEFT\'s names and config, and readPeftAdapter re
   t.same(read.config, {
     baseModel: 'gpt2', r: 4, alpha: 8, dropout: 0, targetModules: ['c_fc', 'mlp.c_proj'], excludeModules: null,
     layersToTransform: null, layersPattern: null, useRslora: true, rankPattern: { c_fc: 2 }, alphaPattern: { c_fc: 4 }, modulesToSave: null, bias: 'none',
-    taskType: 'CAUSAL_LM', inferenceMode: true,
+    ensureWeightTying: false, taskType: 'CAUSAL_LM', inferenceMode: true,
   });
   t.same(read.modules.map((m) => [m.path, m.weight, m.rank, m.alpha, m.scaling, m.inputs, m.outputs]), [
     ['transformer.h.0.mlp.c_proj', 'h.0.mlp.c_proj.weight', 4, 8, 8 / 2, 4 * C, C],
