@@ -381,9 +381,19 @@ function layerIndexOf(file: string, modulePath: string, patterns: string[] | nul
   return null;
 }
 
-// Whether the adapter of `config` (read from `file`, named in errors) changes the module at `modulePath`.
+// How PEFT (since 0.16) finds a module of modules_to_save, or one inside it, to keep LoRA off it: the entry, a
+// regex, is a whole dotted part of the path, or a run of them.
+const IN_SAVED_MODULE = (s: string): string => `^(?:.*\\.)?(?:${s})(?:$|\\.)`;
+
+function keptFromLora(config: LoraConfig, modulePath: string, file: string): string | undefined {
+  return config.modulesToSave?.find((m) => execPattern(file, 'modules_to_save', m, IN_SAVED_MODULE, modulePath) !== null);
+}
+
+// Whether the adapter of `config` (read from `file`, named in errors) changes the module at `modulePath`. PEFT trains
+// a module of modules_to_save whole, and LoRA never wraps it or what it holds.
 export function isTargeted(config: LoraConfig, modulePath: string, file: string): boolean {
   if (config.excludeModules !== null && matchesModules(file, 'exclude_modules', config.excludeModules, modulePath)) return false;
+  if (keptFromLora(config, modulePath, file) !== undefined) return false;
   const targets = config.targetModules;
   if (targets === ALL_LINEAR) return true;
   if (typeof targets === 'string' || targets.includes(modulePath)) return matchesModules(file, 'target_modules', targets, modulePath);
@@ -506,7 +516,9 @@ export function readPeftAdapter(dir: string): PeftAdapter {
         throw new Error(`${file}: tensor "${entry.name}" numbers its layer "${layer}"; PEFT names layer ${Number(layer)} "h.${Number(layer)}"`);
       }
       if (!isTargeted(config, modulePath, configFile)) {
-        throw new Error(`${file}: tensor "${entry.name}" adapts ${modulePath}, which ${configFile} does not target (target_modules ${JSON.stringify(config.targetModules)})`);
+        const saved = keptFromLora(config, modulePath, configFile);
+        const why = saved === undefined ? `does not target (target_modules ${JSON.stringify(config.targetModules)})` : `trains whole (modules_to_save "${saved}"), which PEFT keeps LoRA off`;
+        throw new Error(`${file}: tensor "${entry.name}" adapts ${modulePath}, which ${configFile} ${why}`);
       }
       const pair = pairs.get(modulePath) ?? { path: modulePath, layer: Number(layer), kind };
       pair[factor === 'A' ? 'a' : 'b'] = entry;

@@ -124,6 +124,29 @@ t.test('wte and lm_head trained together and equal merge as the tied embedding',
   tiedModel.dispose();
 });
 
+t.test('a module of modules_to_save is no LoRA target, as PEFT (since 0.16) keeps LoRA off it', async (t) => {
+  // target_modules ["c_attn"] and modules_to_save ["h.1"]: h.0's c_attn has factors, block h.1 is saved whole.
+  const block: [module: string, weight: number[], bias: number][] = [
+    ['ln_1', [C], C], ['attn.c_attn', [C, 3 * C], 3 * C], ['attn.c_proj', [C, C], C], ['ln_2', [C], C], ['mlp.c_fc', [C, 4 * C], 4 * C], ['mlp.c_proj', [4 * C, C], C],
+  ];
+  const whole = block.flatMap(([module, shape, bias], i): RawTensor[] => [
+    { name: `base_model.model.transformer.h.1.${module}.weight`, shape, data: randomValues(shape[0] * (shape[1] ?? 1), 40 + i) },
+    { name: `base_model.model.transformer.h.1.${module}.bias`, shape: [bias], data: randomValues(bias, 60 + i) },
+  ]);
+  const dir = writeRawAdapter(path.join(work, 'block-saved'), peftConfig({ modules_to_save: ['h.1'] }), factors.slice(0, 1));
+  writeRawSafetensors(path.join(dir, 'adapter_model.safetensors'), [
+    { name: peftTensorName(factors[0].module, 'A'), shape: [4, C], data: factors[0].a },
+    { name: peftTensorName(factors[0].module, 'B'), shape: [3 * C, 4], data: factors[0].b },
+    ...whole,
+  ]);
+  const model = await Model.load(base, { device: 'cpu', trainable: false, adapter: dir });
+  const plain = await Model.load(base, { device: 'cpu', trainable: false });
+  t.same(model.getParam('h.0.attn.c_attn.weight'), mergedWeight(plain.getParam('h.0.attn.c_attn.weight'), factors[0], SCALING), 'h.0.attn.c_attn: the factors merged');
+  for (const tensor of whole) t.same(model.getParam(tensor.name.replace('base_model.model.transformer.', '')), tensor.data, tensor.name);
+  model.dispose();
+  plain.dispose();
+});
+
 t.test('a modules_to_save entry that names no module of GPT-2 takes none, as in PEFT', async (t) => {
   // Llama's names, and the classification heads PEFT adds for SEQ_CLS: PEFT wraps and saves nothing for them.
   const adapter = adapterWith('no-such-module', { modules_to_save: ['embed_tokens', 'score'] }, []);
@@ -161,6 +184,9 @@ t.test('an adapter with tensors of the base is refused where it would be used un
     ['wte-alone', { modules_to_save: ['wte'] }, [{ name: 'base_model.model.transformer.wte.weight', shape: [V, C], data: randomValues(V * C, 33) }],
       (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.wte.weight" (modules_to_save "wte" in adapter_config.json) differs from the base's lm_head (its wte.weight): PEFT trained the output head and the token embedding apart, and dixie ties the head to wte as GPT-2 does, so it cannot hold them; train with both in modules_to_save and tied (or neither)`],
     ['also-adapted', { modules_to_save: ['h.0.attn.c_attn'] }, [{ name: 'base_model.model.transformer.h.0.attn.c_attn.weight', shape: [C, 3 * C], data: new Float32Array(3 * C * C) }],
+      (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight" adapts transformer.h.0.attn.c_attn, which ${path.join(d, 'adapter_config.json')} trains whole (modules_to_save "h.0.attn.c_attn"), which PEFT keeps LoRA off`],
+    // "_attn" takes c_attn by its path's end, and leaves it to LoRA as a dotted part of it.
+    ['also-adapted-by-end', { modules_to_save: ['_attn'] }, [{ name: 'base_model.model.transformer.h.0.attn.c_attn.weight', shape: [C, 3 * C], data: new Float32Array(3 * C * C) }],
       (d) => `${weightsOf(d)}: tensor "base_model.model.transformer.h.0.attn.c_attn.weight" replaces the base's h.0.attn.c_attn.weight, which its lora_A / lora_B adapt too: the file holds two changes of one weight`],
     // A module of modules_to_save whose tensors the file lacks, or holds in part: PEFT would keep the base's.
     ['saved-module-missing', { modules_to_save: ['ln_f'] }, [],
