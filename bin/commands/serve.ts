@@ -79,11 +79,15 @@ async function main(): Promise<void> {
       default: false,
       describe: 'listen on an address other than loopback without api_keys (as "insecure": true); without it the server refuses to start on such an address',
     })
+    .option('threads', { type: 'number', describe: 'CPU threads of each model (as the config\'s "threads", over it; default 0: one per core)' })
+    .option('batch_slots', { type: 'number', describe: 'requests of one model decoded together (as the config\'s "batch_slots", over it; default 8)' })
+    .option('memory_budget_mb', { type: 'number', describe: 'memory for the loaded models and fine-tuning\'s training (as the config\'s "memory_budget_mb", over it; default half the machine\'s)' })
     .options(COMPUTE_FLAGS)
     .conflicts('config', ['model', 'audience', 'sanitizer', 'system_messages'])
     .example('$0', `serve ./${CONFIG_FILE}, or the models in models/ and checkpoint/`)
     .example('$0 --model checkpoint/chat --audience mom', 'the quick start\'s chat model, answering as mom')
     .example('$0 --model models/124M --port 8080', 'one model')
+    .example('$0 --model models/124M --threads 2', 'on a shared machine: two of its cores')
     .example('$0 --model models/124M --fine_tuning fine-tuning', 'with OpenAI\'s fine-tuning API: uploads and jobs in fine-tuning/')
     .example(`curl -d '{"model_key":"chatbot","raw_text":"How big is the earth?\\n"}' -H 'Content-Type: application/json' http://127.0.0.1:12345/invocations`, 'ask it')
     .check((a) => {
@@ -99,7 +103,8 @@ async function main(): Promise<void> {
 
   applyComputeFlags(argv, (message) => log('info', message));
   let source: ServeSource = {
-    config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, fineTuning: argv.fine_tuning, cwd: process.cwd(),
+    config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, fineTuning: argv.fine_tuning,
+    flags: { threads: argv.threads, batch_slots: argv.batch_slots, memory_budget_mb: argv.memory_budget_mb }, cwd: process.cwd(),
   };
   function readConfig() {
     const config = serveConfig(source);

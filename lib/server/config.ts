@@ -119,9 +119,10 @@ const MB = 1024 * 1024;
 
 type Raw = Record<string, unknown>;
 
-// `where` names the object ("models[0]"), or, for the config's top level, the file ("server_config.json:").
+// `where` names the object ("models[0]"), or, for the config's top level, the file ("server_config.json:"); empty, the
+// key names itself (a flag, "--threads").
 function settingPath(where: string, key: string): string {
-  return `${where}${where.endsWith(':') ? ' ' : '.'}${key}`;
+  return where === '' ? key : `${where}${where.endsWith(':') ? ' ' : '.'}${key}`;
 }
 
 function checkKeys(raw: Raw, known: readonly string[], where: string): void {
@@ -397,8 +398,17 @@ function takeFolderSampling(m: ModelConfig, given: Raw = {}): void {
   }
 }
 
-// Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths.
-export function validateServerConfig(raw: unknown, source: string, baseDir: string): ServerConfig {
+// The settings bin/serve also takes as flags of the same name (--threads 2), in place of a config's: a server started
+// with --model has no config, and one machine's bound on threads or memory is no business of a config shared by many.
+export interface ServeFlags {
+  threads?: number;
+  batch_slots?: number;
+  memory_budget_mb?: number;
+}
+
+// Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths. `flags` are checked as
+// the fields they replace, and named as flags in errors.
+export function validateServerConfig(raw: unknown, source: string, baseDir: string, flags: ServeFlags = {}): ServerConfig {
   if (!isJsonObject(raw)) fail(source, 'a JSON object', raw);
   checkKeys(raw, TOP_KEYS, `${source}:`);
   const at = (key: string) => `${source}: ${key}`;
@@ -423,7 +433,9 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
   apiKeys.forEach((k: unknown, i) => {
     if (typeof k !== 'string' || k.length < 16 || /\s/.test(k)) fail(at(`api_keys[${i}]`), 'a key of at least 16 characters without spaces', k);
   });
-  const field = (key: string, fallback: number, min: number, max: number, integer = false): number => num(raw, key, `${source}:`, fallback, min, max, integer);
+  const given: Raw = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined).map(([key, v]) => [`--${key}`, v]));
+  const field = (key: string, fallback: number, min: number, max: number, integer = false): number =>
+    given[`--${key}`] !== undefined ? num(given, `--${key}`, '', fallback, min, max, integer) : num(raw, key, `${source}:`, fallback, min, max, integer);
   const flag = (key: string): boolean => (raw[key] === undefined ? false : typeof raw[key] === 'boolean' ? raw[key] : fail(at(key), 'true or false', raw[key]));
   const host = raw.host === undefined ? DEFAULT_HOST : typeof raw.host === 'string' && raw.host !== '' ? raw.host : fail(at('host'), 'a host name or address', raw.host);
   const alexa = raw.alexa === undefined ? null : validateAlexaConfig(raw.alexa, at('alexa'), (key) => parsed.find((m) => m.key === key)?.audience);
@@ -467,6 +479,6 @@ function readCorsOrigins(raw: unknown, where: string): string[] | '*' {
   return raw as string[];
 }
 
-export function loadServerConfig(file: string): ServerConfig {
-  return validateServerConfig(readJsonFile(file), file, path.dirname(path.resolve(file)));
+export function loadServerConfig(file: string, flags: ServeFlags = {}): ServerConfig {
+  return validateServerConfig(readJsonFile(file), file, path.dirname(path.resolve(file)), flags);
 }

@@ -7,7 +7,7 @@ import { type ModelFolder, inspectModelFolder } from '../formats/model_folder';
 import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../formats/peft';
 import { servedRank } from '../engine/model';
 import { isPath, modelsDir, resolveModel } from '../formats/resolve_model';
-import { FINE_TUNING_DEFAULTS, loadServerConfig, validateServerConfig, type ServerConfig } from './config';
+import { FINE_TUNING_DEFAULTS, loadServerConfig, validateServerConfig, type ServeFlags, type ServerConfig } from './config';
 import { BEST_FILE, LATEST_FILE, bestCheckpoint, checkpointFolder } from '../train/checkpoint';
 
 export const CONFIG_FILE = 'server_config.json';
@@ -35,6 +35,7 @@ export interface ServeSource {
   audience?: string;               // --audience, for --model or every model found
   systemMessages?: string;         // --system_messages, likewise
   fineTuning?: string;             // --fine_tuning: the fine-tuning folder, over a config file's
+  flags?: ServeFlags;               // --threads, --batch_slots, --memory_budget_mb: over whatever config is served
   cwd: string;
 }
 
@@ -141,7 +142,7 @@ export function pinnedSource(source: ServeSource, read: ServerConfig): ServeSour
 }
 
 export function serveConfig(source: ServeSource): ServerConfig {
-  if (source.config !== undefined) return withFineTuningDir(loadServerConfig(path.resolve(source.cwd, source.config)), source);
+  if (source.config !== undefined) return withFineTuningDir(loadServerConfig(path.resolve(source.cwd, source.config), source.flags), source);
   // Settings left out are the config's defaults: a model trained on chat logs is served as a chatbot.
   const shared = {
     ...(source.audience !== undefined && { audience: source.audience }),
@@ -163,13 +164,13 @@ export function serveConfig(source: ServeSource): ServerConfig {
     }
     const weights = isPath(source.model) || fs.existsSync(folder) ? { restore_from: folder } : { model_name: source.model };
     const raw = { models: [{ key: source.key ?? 'chatbot', ...weights, ...sanitizer, ...shared }], ...fineTuning };
-    return validateServerConfig(raw, 'bin/serve --model', source.cwd);
+    return validateServerConfig(raw, 'bin/serve --model', source.cwd, source.flags);
   }
   const file = path.join(source.cwd, CONFIG_FILE);
-  if (fs.existsSync(file)) return withFineTuningDir(loadServerConfig(file), source);
+  if (fs.existsSync(file)) return withFineTuningDir(loadServerConfig(file, source.flags), source);
   const models = discoverModels(source.cwd);
   if (models.length === 0) throw new NoModelsError();
-  return validateServerConfig({ models: models.map((m) => ({ ...m, ...shared })), ...fineTuning }, 'models found in checkpoint/ and models/', source.cwd);
+  return validateServerConfig({ models: models.map((m) => ({ ...m, ...shared })), ...fineTuning }, 'models found in checkpoint/ and models/', source.cwd, source.flags);
 }
 
 // --fine_tuning over a config file: its folder in place of the file's, the file's other fine-tuning settings kept

@@ -2,7 +2,7 @@
 // (the config read again; refused while ./server_config.json is missing), both while the server starts, where to
 // connect said to a terminal (and not into a pipe), the message when there is nothing to serve or the port is taken, an upload that the disk
 // has no room for, a fine-tuning job whose events cannot be written, a second server on one fine-tuning folder, and
-// a server killed (SIGKILL) just after it answered a change to a job.
+// a server killed (SIGKILL) just after it answered a change to a job, and the flags that set a config's fields.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -403,6 +403,40 @@ t.test('a port another program listens on: the start stops, saying how to serve 
   const message = `port ${port} on 127.0.0.1 is taken by another program (another bin/serve?): stop it, or serve on another port with --port (or "port" in server_config.json; 0 takes any free port)`;
   t.equal(child.stderr.join(''), `serve: ${message}\n`);
   t.match(child.lines.at(-1), { level: 'error', msg: 'not started', error: message }, 'and in the JSON log');
+});
+
+t.test('--threads, --batch_slots and --memory_budget_mb set the config\'s fields of the same name, over a config file\'s, and are checked as they are', async (t) => {
+  const dir = tempDir('serve-flags');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, PROMPT, 1);
+  fs.writeFileSync(path.join(dir, 'server_config.json'), JSON.stringify({ models: [{ key: 'chatbot', restore_from: 'alpha' }], threads: 1, batch_slots: 2 }));
+  const child = serve(['--threads', '3', '--batch_slots', '5', '--port', '0'], dir);
+  t.teardown(() => {
+    if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+  });
+  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
+  const url = `http://127.0.0.1:${listening.port as number}`;
+  const props = await fetch(`${url}/props`).then((r) => r.json()) as { total_slots: number };
+  t.equal(props.total_slots, 5, 'batch_slots');
+  // The model's thread pool starts when it loads, for the first generation: the caller and threads - 1 workers.
+  const tasks = `/proc/${child.proc.pid as number}/task`;
+  const threadsNow = () => fs.readdirSync(tasks).length;
+  const before = fs.existsSync(tasks) ? threadsNow() : null;
+  const generated = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'chatbot', prompt: PROMPT, max_tokens: 1 }) });
+  t.equal(generated.status, 200);
+  if (before === null) t.comment('no /proc here: the threads started are not counted');
+  else t.equal(threadsNow() - before, 2, 'three threads');
+  child.proc.kill('SIGTERM');
+  t.equal(await child.exited, 0);
+
+  // The tiny model's embeddings alone are 6 MB.
+  const small = serve(['--model', 'alpha', '--memory_budget_mb', '1', '--port', '0'], dir);
+  t.equal(await small.exited, 1);
+  t.match(small.stderr.join(''), /more than the whole memory_budget_mb \(1 MB\)/);
+  const many = serve(['--model', 'alpha', '--threads', '2000', '--port', '0'], dir);
+  t.equal(await many.exited, 1);
+  t.equal(many.stderr.join(''), 'serve: --threads: must be an integer from 0 to 1024 (got 2000)\n');
+  t.match(execFileSync(process.execPath, [SERVE, '--help'], { encoding: 'utf8' }), /--threads +CPU threads of each model/);
 });
 
 t.test('beyond loopback without api_keys: refuses to start, saying how to set them; --insecure lets it try', async (t) => {
