@@ -10,7 +10,7 @@ import { fitConversation, type Turn } from '../../lib/data/chat_format';
 import { createAlexaRouter } from '../../lib/server/alexa/router';
 import { lastCompleteSentence, ssml } from '../../lib/server/alexa/speech';
 import { loadTokenizer } from '../../lib/tokenizer';
-import { LONG, makeModels, startServer, tempDir, type Running } from '../server/helpers';
+import { LONG, makeModels, rawRequest, startServer, tempDir, type Running } from '../server/helpers';
 import { attributesOf, CERT_BASE, intent, launch, post, signatureHeaders, SKILL_ID, ssmlOf, startCertServer, type Answer } from './harness';
 import { createTestPki } from './pki';
 
@@ -115,6 +115,22 @@ t.test('verification off beyond loopback: refused at start, API keys or not, unl
   await t.rejects(keyed.listen(0, '192.0.2.1'), { message: /^refusing to listen on 192\.0\.2\.1 with "alexa": \{"verify_signatures": false\}: anyone who can reach it could use \/alexa without a key\. .*--insecure/ });
   const insecure = createServer(validateServerConfig({ ...raw, insecure: true }, 'test config', dir), { log: () => undefined });
   await t.rejects(insecure.listen(0, '192.0.2.1'), { code: 'EADDRNOTAVAIL' }, '"insecure": true lets it try');
+});
+
+// A TLS proxy in front (Caddy by default, nginx with $http_host) passes the skill's public name in Host, which a server
+// bound to loopback without api_keys answers for nothing else.
+t.test('the Alexa endpoint that verifies signatures is answered under the public name a TLS proxy passes; the rest of the server is not', async (t) => {
+  const verified = await startServer({ models: [{ key: 'dixie', restore_from: 'bot' }], alexa: { application_id: SKILL_ID, model_key: 'dixie', path: '/Skill' } }, dir);
+  t.teardown(verified.close);
+  const body = JSON.stringify(launch());
+  const publicName = { host: 'skill.example.com', 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
+  const skill = await rawRequest(verified.url, { method: 'POST', path: '/skill', headers: publicName, body });
+  t.equal(skill.status, 401, 'the skill itself answers');
+  t.match(JSON.parse(skill.text), { error: 'missing SignatureCertChainUrl header' });
+  t.equal((await rawRequest(verified.url, { path: '/v1/models', headers: { host: publicName.host } })).status, 421, 'the API still refuses the name');
+  // Unverified, a rebinding page could drive the endpoint: the name is refused there too.
+  const unverified = await rawRequest(srv.url, { method: 'POST', path: '/alexa', headers: publicName, body });
+  t.equal(unverified.status, 421);
 });
 
 t.test('signed requests pass through the server untouched; altered ones are refused', async (t) => {
