@@ -8,8 +8,6 @@ import { DEFAULT_TRAIN_OPTIONS as D, TrainOptions, checkDataset, train } from '.
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
 import { commandLine } from './command_line';
 
-const FRESH_MODEL_FLAGS = ['tokenizer', 'n_layer', 'n_head', 'n_embd', 'n_ctx'] as const;
-
 // The MPI job this process is a rank of, once joined: an error on any rank then ends every rank.
 let ranks: Ranks | null = null;
 
@@ -26,7 +24,8 @@ async function main(): Promise<void> {
     .option('check', { type: 'boolean', default: false, describe: 'only check the dataset as chat logs (every malformed line, a summary) and exit' })
     .option('model_name', { alias: 'model', type: 'string', default: D.model_name, describe: 'model to fine-tune: 124M, 355M, 774M, 1558M, a name under models/, or a folder' })
     .option('fresh_model', { type: 'boolean', default: D.fresh_model, describe: 'start from random weights of the shape --n_layer/--n_head/--n_embd/--n_ctx' })
-    // No defaults that yargs fills in: given without --fresh_model, they are refused rather than ignored.
+    // No defaults that yargs fills in where the flag is refused when the others leave it without effect (train()
+    // tells a flag given from one left out): --n_layer.. --tokenizer without --fresh_model, --lora_* without --lora_rank.
     .option('n_layer', { type: 'number', defaultDescription: String(D.n_layer), describe: 'with --fresh_model: transformer layers' })
     .option('n_head', { type: 'number', defaultDescription: String(D.n_head), describe: 'with --fresh_model: attention heads' })
     .option('n_embd', { type: 'number', defaultDescription: String(D.n_embd), describe: 'with --fresh_model: channels' })
@@ -74,9 +73,9 @@ async function main(): Promise<void> {
     .option('zero', { choices: [0, 1] as const, default: D.zero as 0 | 1, describe: "under mpirun: 1 shards Adam's moments across the ranks (ZeRO-1)" })
     .option('collective_timeout', { type: 'number', default: D.collective_timeout, describe: 'under mpirun: seconds a rank waits for the others in a collective before ending the job (0: forever)' })
     .option('lora_rank', { type: 'number', default: D.lora_rank, describe: 'train a LoRA adapter of this rank over the frozen model (checkpoints hold the adapter alone, in PEFT\'s format); 0: fine-tune every weight' })
-    .option('lora_alpha', { type: 'number', default: D.lora_alpha, describe: "with --lora_rank: the adapter's output is scaled by lora_alpha / lora_rank (0: twice the rank)" })
-    .option('lora_targets', { type: 'string', default: D.lora_targets, describe: 'with --lora_rank: the matrices adapted, a comma list of attn, mlp (both of each), c_attn, attn.c_proj, c_fc, mlp.c_proj' })
-    .option('lora_dropout', { type: 'number', default: D.lora_dropout, describe: "with --lora_rank: PEFT's lora_dropout, in [0, 1): the probability that a training step drops each input of the adapter (validation and samples drop none)" })
+    .option('lora_alpha', { type: 'number', defaultDescription: String(D.lora_alpha), describe: "with --lora_rank: the adapter's output is scaled by lora_alpha / lora_rank (0: twice the rank)" })
+    .option('lora_targets', { type: 'string', defaultDescription: D.lora_targets, describe: 'with --lora_rank: the matrices adapted, a comma list of attn, mlp (both of each), c_attn, attn.c_proj, c_fc, mlp.c_proj' })
+    .option('lora_dropout', { type: 'number', defaultDescription: String(D.lora_dropout), describe: "with --lora_rank: PEFT's lora_dropout, in [0, 1): the probability that a training step drops each input of the adapter (validation and samples drop none)" })
     .option('dtype', { type: 'string', default: D.dtype, describe: "with --lora_rank: the frozen model's weights in memory: f32, f16 or bf16 (half), q8_0 (8-bit matrices, about a quarter), on the CPU or the GPU (default: f32, or the resumed run's)" })
     .options(COMPUTE_FLAGS)
     .example('$0 --dataset data/combined.train --model_name 124M --batch_size 1', 'fine-tune 124M on chat logs')
@@ -89,18 +88,18 @@ async function main(): Promise<void> {
     .parseAsync();
 
   if (argv.check) {
-    const { report, passed } = await checkDataset(argv.dataset, { combine: argv.combine, model_name: argv.model_name, threads: argv.threads });
+    const { combine, model_name, fresh_model, tokenizer, n_layer, n_head, n_embd, n_ctx, threads } = argv;
+    const { report, passed } = await checkDataset(argv.dataset, { combine, model_name, fresh_model, tokenizer, n_layer, n_head, n_embd, n_ctx, threads });
     console.log(report);
     if (!passed) process.exitCode = 1;
     return;
   }
-  refuseIgnoredFlags(argv);
   applyComputeFlags(argv, (message) => console.log(message));
 
   const { $0: _script, _: _positional, check: _check, device: _device, precision: _precision, ...flags } = argv;
   const options: Partial<TrainOptions> & { dataset: string } = { dataset: argv.dataset };
   for (const key of Object.keys(D) as (keyof TrainOptions)[]) {
-    if (key in flags) (options as Record<string, unknown>)[key] = (flags as Record<string, unknown>)[key];
+    if ((flags as Record<string, unknown>)[key] !== undefined) (options as Record<string, unknown>)[key] = (flags as Record<string, unknown>)[key];
   }
 
   options.top_k = argv.top_k ?? (argv.top_p > 0 && argv.top_p < 1 ? 0 : D.top_k);
@@ -132,18 +131,6 @@ async function main(): Promise<void> {
   const result = await train(options, { signal: abort.signal, ranks });
   if (!ranks || ranks.rank === 0) console.log(`stopped at step ${result.step}${result.checkpoint ? `; checkpoint ${result.checkpoint}` : ''}`);
   ranks?.finalize();
-}
-
-// Flags that the other flags given leave without effect, refused rather than passed over: a model loaded has its own
-// shape and vocabulary, and one restored from a checkpoint its own weights.
-function refuseIgnoredFlags(argv: { fresh_model: boolean; model_name: string; restore_from: string } & Partial<Record<(typeof FRESH_MODEL_FLAGS)[number], unknown>>): void {
-  const shape = FRESH_MODEL_FLAGS.filter((flag) => argv[flag] !== undefined).map((flag) => `--${flag}`);
-  if (shape.length > 0 && !argv.fresh_model) {
-    throw new Error(`${shape.join(', ')} ${shape.length === 1 ? 'is' : 'are'} for a --fresh_model, and --model_name ${argv.model_name} (or the run resumed) has its own vocabulary and shape: add --fresh_model, or drop ${shape.join(', ')}`);
-  }
-  if (argv.fresh_model && argv.restore_from !== 'latest' && argv.restore_from !== 'fresh') {
-    throw new Error(`--fresh_model starts from random weights, and --restore_from ${argv.restore_from} from that checkpoint's: drop one of them`);
-  }
 }
 
 main().catch((err: unknown) => {

@@ -27,6 +27,7 @@ import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../formats/peft';
 import { inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { modelDir, renamedReleaseNotice, resolveModel } from '../formats/resolve_model';
 import { Generator, type GenerateResult } from '../generate';
+import { definedFields } from '../generate/generate';
 import { Tokenizer, loadTokenizer, modelTokenizer } from '../tokenizer';
 import { STATE_FILE } from '../formats/chat_record';
 import { writeTextAtomic } from '../util/atomic_file';
@@ -199,7 +200,29 @@ function heldOut(o: TrainOptions): boolean {
   return o.val_dataset !== '' || o.val_split > 0;
 }
 
-function checkOptions(o: TrainOptions): void {
+// Options given that the others leave without effect are refused rather than passed over, whatever their value (an
+// option is given when the caller's object sets it, not undefined): a model loaded has its own shape and vocabulary,
+// and one restored from a checkpoint its own weights.
+const FRESH_MODEL_OPTIONS = ['tokenizer', 'n_layer', 'n_head', 'n_embd', 'n_ctx'] as const;
+// An adapter's own options: without lora_rank they apply only to the adapter a run resumes, whose own they must be.
+const LORA_OPTIONS = ['lora_alpha', 'lora_targets', 'lora_dropout'] as const;
+
+function givenOf(given: Partial<TrainOptions>, keys: readonly (keyof TrainOptions)[]): string[] {
+  return keys.filter((k) => given[k] !== undefined).map((k) => `--${k}`);
+}
+
+function refuseFreshModelOptions(o: Pick<TrainOptions, 'fresh_model' | 'model_name' | 'restore_from'>, given: Partial<TrainOptions>): void {
+  const shape = givenOf(given, FRESH_MODEL_OPTIONS);
+  if (shape.length > 0 && !o.fresh_model) {
+    throw new Error(`${shape.join(', ')} ${shape.length === 1 ? 'is' : 'are'} for a --fresh_model, and --model_name ${o.model_name} (or the run resumed) has its own vocabulary and shape: add --fresh_model, or drop ${shape.join(', ')}`);
+  }
+  if (o.fresh_model && o.restore_from !== 'latest' && o.restore_from !== 'fresh') {
+    throw new Error(`--fresh_model starts from random weights, and --restore_from ${o.restore_from} from that checkpoint's: drop one of them`);
+  }
+}
+
+function checkOptions(o: TrainOptions, given: Partial<TrainOptions>): void {
+  refuseFreshModelOptions(o, given);
   const positive = ['batch_size', 'accumulate_gradients', 'n_layer', 'n_head', 'n_embd', 'n_ctx', 'val_batch_size', 'val_batch_count', 'sample_num', 'learning_rate_period'] as const;
   for (const k of positive) if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw new Error(`--${k} must be a whole number >= 1, got ${o[k]}`);
   const counts = ['context_length', 'save_every', 'max_to_keep', 'sample_every', 'sample_length', 'top_k', 'val_every', 'early_stopping', 'stop_after', 'threads', 'learning_rate_warmup', 'combine'] as const;
@@ -226,7 +249,6 @@ function checkOptions(o: TrainOptions): void {
   if (!(o.lora_alpha >= 0)) throw new Error(`--lora_alpha must be >= 0 (0: twice the rank), got ${o.lora_alpha}`);
   if (!['', ...WEIGHT_DTYPES].includes(o.dtype)) throw new Error(`--dtype must be one of ${WEIGHT_DTYPES.join(', ')}, got ${quoted(o.dtype)}`);
   if (!(o.lora_dropout >= 0 && o.lora_dropout < 1)) throw new Error(`--lora_dropout must be in [0, 1), got ${o.lora_dropout}`);
-  if (o.lora_dropout > 0 && o.lora_rank === 0) throw new Error('--lora_dropout drops the inputs of a LoRA adapter: give --lora_rank too');
   if (o.lora_rank > 0) {
     loraTargets(o.lora_targets);
     if (o.fresh_model) throw new Error('--lora_rank trains an adapter over a pre-trained model, and --fresh_model has none to adapt: drop one of them');
@@ -292,16 +314,20 @@ export interface DatasetCheck {
   passed: boolean;  // no malformed line and no problem with the files
 }
 
-// bin/train --check: the chat report of a dataset, every text file read as chat. Besides malformed lines, the
-// check fails on what training only warns about: invalid UTF-8, and files with no text (an empty README, say).
-// Every non-blank line is a message or a malformed line, so a dataset that passes holds messages.
-export async function checkDataset(spec: string, o: { combine?: number; model_name?: string; threads?: number } = {}): Promise<DatasetCheck> {
-  const tokenizer = o.model_name ? tokenizerOf(o.model_name) : loadTokenizer();
-  const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, chatCheck: 'all', threads: o.threads });
+// bin/train --check: the chat report of a dataset, every text file read as chat, its tokens counted by the vocabulary
+// training would use (a fresh model's tokenizer, or model_name's; the fresh model's options refused as train() does). Besides malformed lines, the check fails on what
+// training only warns about: invalid UTF-8, and files with no text (an empty README, say). Every non-blank line is a
+// message or a malformed line, so a dataset that passes holds messages.
+export async function checkDataset(spec: string, options: Partial<Pick<TrainOptions, 'combine' | 'model_name' | 'fresh_model' | (typeof FRESH_MODEL_OPTIONS)[number] | 'threads'>> = {}): Promise<DatasetCheck> {
+  const given = definedFields(options);
+  const o = { ...DEFAULT_TRAIN_OPTIONS, ...given };
+  refuseFreshModelOptions(o, given);
+  const tokenizer = o.fresh_model ? loadTokenizer(o.tokenizer || undefined) : tokenizerOf(o.model_name);
+  const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, chatCheck: 'all', threads: o.threads || undefined });
   dataset.source.close();
   if (!dataset.chat) return { report: `${spec}: no text files to check (only .npz or token files)`, summary: null, passed: true };
   const { warnings } = dataset;
-  const lines = [...warnings, formatChatReport(dataset.chat, dataset.source.tokenCount)];
+  const lines = [...warnings, formatChatReport(dataset.chat, dataset.source.tokenCount, Infinity, !o.fresh_model)];
   if (warnings.length > 0) lines.push('check failed: the files have problems besides malformed lines (listed first)');
   return { report: lines.join('\n'), summary: dataset.chat, passed: warnings.length === 0 && dataset.chat.issues.length === 0 };
 }
@@ -399,7 +425,7 @@ function refuseAbandonedCheckpoints(runDir: string, restoreFrom: string, resumeD
 }
 
 // ---- build: the model to train, fresh or loaded from where the run starts, with its tokenizer.
-async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: Ranks | null, log: (line: string) => void): Promise<{ model: Model; tokenizer: Tokenizer }> {
+async function buildModel(o: TrainOptions, given: Partial<TrainOptions>, start: Start, runDir: string, ranks: Ranks | null, log: (line: string) => void): Promise<{ model: Model; tokenizer: Tokenizer }> {
   const { resumeDir, state, seed } = start;
   const threads = o.threads || (ranks ? threadsPerRank(ranks) : 0);
   const modelOptions: ModelOptions = {
@@ -418,14 +444,14 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
       throw new Error(`the ranks disagree on the device: ${gpus} of ${ranks.size} train on a GPU, the others on the CPU (this one on ${onGpu ? 'a GPU' : 'the CPU'}): give every rank the same --device, or make the GPU usable where it is not`);
     }
   }
-  // A LoRA checkpoint resumed says what its adapter is; otherwise the adapter's flags mean nothing without its rank.
+  // A LoRA checkpoint resumed says what its adapter is; otherwise the adapter's options mean nothing without its rank.
   const adapterDir = resumeDir && isAdapterCheckpoint(resumeDir) ? resumeDir : null;
-  if (o.lora_rank === 0 && !adapterDir) {
-    if (o.lora_alpha > 0) throw new Error('--lora_alpha scales a LoRA adapter: give --lora_rank too');
-    if (o.lora_targets !== DEFAULT_TRAIN_OPTIONS.lora_targets) throw new Error('--lora_targets chooses the matrices a LoRA adapter changes: give --lora_rank too');
+  const loraGiven = givenOf(given, LORA_OPTIONS);
+  if (o.lora_rank === 0 && !adapterDir && loraGiven.length > 0) {
+    throw new Error(`${loraGiven.join(', ')} ${loraGiven.length === 1 ? 'is' : 'are'} for a LoRA adapter, and the run trains every weight: give --lora_rank too, or drop ${loraGiven.join(', ')}`);
   }
   if (o.fresh_model && !resumeDir) {
-    const tokenizer = o.tokenizer ? loadTokenizer(o.tokenizer) : loadTokenizer();
+    const tokenizer = loadTokenizer(o.tokenizer || undefined);
     const config = { nLayer: o.n_layer, nHead: o.n_head, nEmbd: o.n_embd, nCtx: o.n_ctx, vocabSize: tokenizer.vocabSize };
     const model = Model.create(config, { ...modelOptions, maxSeq: contextLength(o, o.n_ctx, '--n_ctx'), seed });
     log(`fresh model: ${plural(o.n_layer, 'layer')}, ${plural(o.n_head, 'head')}, ${plural(o.n_embd, 'channel')}, context ${o.n_ctx}, seed ${seed}`);
@@ -441,12 +467,7 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     if (config.baseModel === null) throw new Error(`${resumeDir}: ${ADAPTER_CONFIG_FILE} names no base model (base_model_name_or_path)`);
     const targets = LORA_TARGETS.filter((target) => adapter.modules.some((m) => m.kind === target));
     lora = { rank: config.r, alpha: config.alpha, rslora: config.useRslora, targets, dropout: config.dropout, seed };
-    if (o.lora_rank > 0 && (o.lora_rank !== lora.rank || (o.lora_alpha || 2 * o.lora_rank) !== lora.alpha || o.lora_dropout !== lora.dropout)) {
-      throw new Error(
-        `--lora_rank ${o.lora_rank}, --lora_alpha ${o.lora_alpha || 2 * o.lora_rank} and --lora_dropout ${o.lora_dropout} differ from the adapter ${resumeDir} trains ` +
-          `(rank ${lora.rank}, alpha ${lora.alpha}, dropout ${lora.dropout})`,
-      );
-    }
+    refuseOtherAdapter(o, given, lora, resumeDir as string);
   } else if (o.lora_rank > 0) {
     // Its Adam state is every weight's, and its steps a full fine-tune's.
     if (state) throw new Error(`${resumeDir} is a checkpoint of a run that trains every weight, and --lora_rank trains an adapter: to train one over it, give it as --model_name with a new --run_name`);
@@ -472,7 +493,9 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
   );
   if (lora) log(`LoRA: rank ${lora.rank}, alpha ${lora.alpha}${lora.rslora ? ' (rsLoRA: scaled by alpha / sqrt(rank))' : ''}, dropout ${lora.dropout}, on ${lora.targets.join(', ')} of ${folder.dir}; the base stays frozen${weightDtype === 'f32' ? '' : `, held in ${weightDtype}`}`);
   if (o.fresh_model && state && o.restore_from === 'latest') {
-    log(`--fresh_model starts a new run; ${runDir} has one, resumed instead (for a new model: another --run_name, or move ${runDir} away)`);
+    const shape = givenOf(given, FRESH_MODEL_OPTIONS);
+    const withShape = shape.length > 0 ? ` (${shape.join(', ')} with it)` : '';
+    log(`--fresh_model${withShape} starts a new run; ${runDir} has one, resumed instead with its own vocabulary and shape (for a new model: another --run_name, or move ${runDir} away)`);
   }
   // Only a --model_name other than the default is known to be asked for: a run resumed without one goes on as it
   // began, whatever model it began from.
@@ -482,6 +505,23 @@ async function buildModel(o: TrainOptions, start: Start, runDir: string, ranks: 
     log(`--model_name ${o.model_name} starts a new run; ${runDir} has one, ${beganFresh ? 'of a fresh model' : `from ${began}`}, resumed instead (to fine-tune ${o.model_name}: another --run_name, or move ${runDir} away)`);
   }
   return { model, tokenizer };
+}
+
+// A run that resumes an adapter goes on with the adapter's own rank, alpha, targets and dropout: each of its options
+// given (a lora_rank of 0 stands for none) must say the same, or the run would train another adapter than the one asked.
+function refuseOtherAdapter(o: TrainOptions, given: Partial<TrainOptions>, lora: LoraOptions, resumeDir: string): void {
+  const rank = o.lora_rank || lora.rank;
+  const differing = [
+    o.lora_rank > 0 && o.lora_rank !== lora.rank ? `--lora_rank ${o.lora_rank}` : null,
+    given.lora_alpha !== undefined && (o.lora_alpha || 2 * rank) !== lora.alpha ? `--lora_alpha ${o.lora_alpha || 2 * rank}` : null,
+    given.lora_targets !== undefined && loraTargets(o.lora_targets).join(',') !== lora.targets.join(',') ? `--lora_targets ${o.lora_targets}` : null,
+    given.lora_dropout !== undefined && o.lora_dropout !== lora.dropout ? `--lora_dropout ${o.lora_dropout}` : null,
+  ].filter((d) => d !== null);
+  if (differing.length === 0) return;
+  throw new Error(
+    `${differing.join(', ')} ${differing.length === 1 ? 'differs' : 'differ'} from the adapter ${resumeDir} trains (rank ${lora.rank}, alpha ${lora.alpha}, ` +
+      `targets ${lora.targets.join(',')}, dropout ${lora.dropout}), which the run goes on with: drop ${differing.length === 1 ? 'it' : 'them'}`,
+  );
 }
 
 // Tokens per training sequence (--context_length, 0: all of the context) for a model of context `nCtx`, which
@@ -624,8 +664,9 @@ const SAME_FILES = 'give every rank the same files (on a file system every machi
 
 // A training run: resume, build, data, then the loop, which saves checkpoints as it goes (rank 0 alone).
 export async function train(options: Partial<TrainOptions> & { dataset: string }, io: TrainIO = {}): Promise<TrainResult> {
-  const o: TrainOptions = { ...DEFAULT_TRAIN_OPTIONS, ...options };
-  checkOptions(o);
+  const given = definedFields(options);
+  const o: TrainOptions = { ...DEFAULT_TRAIN_OPTIONS, ...given, dataset: options.dataset };
+  checkOptions(o, given);
   // Datasets that are not there are said before a model is looked for or loaded, which may take minutes.
   datasetFiles(o.dataset);
   if (o.val_dataset) datasetFiles(o.val_dataset);
@@ -645,7 +686,7 @@ export async function train(options: Partial<TrainOptions> & { dataset: string }
   let started: { start: Start; model: Model; tokenizer: Tokenizer };
   try {
     const start = findStart(o, runDir, ranks);
-    started = { start, ...(await buildModel(o, start, runDir, ranks, log)) };
+    started = { start, ...(await buildModel(o, given, start, runDir, ranks, log)) };
   } catch (err) {
     release?.();
     throw err;

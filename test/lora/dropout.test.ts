@@ -114,7 +114,7 @@ t.test('bin/train --lora_dropout: recorded in the checkpoint, resumed bit for bi
   await run('whole', 4);
   t.ok(lines.some((l) => /^LoRA: rank 4, alpha 8, dropout 0\.1, on /.test(l)), 'the start-up lines say the dropout');
   await run('halves', 2);
-  const resumed = await run('halves', 4, { lora_rank: 0, lora_dropout: 0 });  // the checkpoint says what the adapter is
+  const resumed = await run('halves', 4, { lora_rank: 0, lora_dropout: undefined });  // the checkpoint says what the adapter is
   t.equal(resumed.stepsThisRun, 2);
   await run('none', 4, { lora_dropout: 0 });
   const at = (name: string, file: string): Buffer => fs.readFileSync(path.join(dir, 'checkpoint', name, 'model-4', file));
@@ -124,8 +124,10 @@ t.test('bin/train --lora_dropout: recorded in the checkpoint, resumed bit for bi
   t.notOk(at('whole', 'adapter_model.safetensors').equals(at('none', 'adapter_model.safetensors')), 'and dropout changed what trained');
   t.match(JSON.parse(at('halves', 'adapter_config.json').toString()), { r: RANK, lora_alpha: ALPHA, lora_dropout: 0.1 }, "adapter_config.json's lora_dropout, kept on resume");
 
-  await t.rejects(run('halves', 6, { lora_dropout: 0.2 }), /--lora_rank 4, --lora_alpha 8 and --lora_dropout 0\.2 differ from the adapter .* trains \(rank 4, alpha 8, dropout 0\.1\)/);
+  await t.rejects(run('halves', 6, { lora_dropout: 0.2 }), /^--lora_dropout 0\.2 differs from the adapter .* trains \(rank 4, alpha 8, targets attn\.c_attn,attn\.c_proj,mlp\.c_fc,mlp\.c_proj, dropout 0\.1\), which the run goes on with: drop it$/);
+  // Resumed without --lora_rank, the adapter's options are held to the adapter's all the same.
+  await t.rejects(run('halves', 6, { lora_rank: 0, lora_dropout: 0 }), /^--lora_dropout 0 differs from the adapter .* dropout 0\.1\), which the run goes on with: drop it$/);
   await t.rejects(run('other', 2, { lora_dropout: 1 }), /--lora_dropout must be in \[0, 1\), got 1/);
   await t.rejects(run('other', 2, { lora_dropout: -0.5 }), /--lora_dropout must be in \[0, 1\), got -0\.5/);
-  await t.rejects(run('other', 2, { lora_rank: 0 }), /--lora_dropout drops the inputs of a LoRA adapter: give --lora_rank too/);
+  await t.rejects(run('other', 2, { lora_rank: 0 }), /^--lora_alpha, --lora_targets, --lora_dropout are for a LoRA adapter, and the run trains every weight: give --lora_rank too, or drop --lora_alpha, --lora_targets, --lora_dropout$/);
 });

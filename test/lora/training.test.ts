@@ -184,11 +184,16 @@ t.test('bin/train --lora_rank: checkpoints hold the adapter alone, resume bit fo
   t.equal(await greedy(path.dirname(whole)), fromCheckpoint, 'the run folder');
   t.equal(await greedy(path.join(path.dirname(whole), 'latest')), fromCheckpoint, 'its latest');
 
-  await t.rejects(run('halves', 6, { lora_rank: 8 }), /--lora_rank 8, --lora_alpha 12 and --lora_dropout 0 differ from the adapter .* trains \(rank 4, alpha 12, dropout 0\)/);
+  await t.rejects(run('halves', 6, { lora_rank: 8 }), /^--lora_rank 8 differs from the adapter .* trains \(rank 4, alpha 12, targets attn\.c_attn,attn\.c_proj,mlp\.c_fc, dropout 0\), which the run goes on with: drop it$/);
+  // Its targets named otherwise are the same matrices; other ones are refused, as the run goes on with the adapter's.
+  t.equal((await run('halves', 5, { lora_targets: 'c_attn,attn.c_proj,c_fc' })).step, 5);
+  await t.rejects(run('halves', 6, { lora_rank: 0, lora_targets: 'attn', lora_alpha: 6 }), /^--lora_alpha 6, --lora_targets attn differ from the adapter .* which the run goes on with: drop them$/);
   await t.rejects(run('other', 2, { lora_targets: 'attn,ffn' }), /--lora_targets "attn,ffn": "ffn" is not a matrix an adapter changes/);
   await t.rejects(run('fresh', 2, { fresh_model: true }), /--fresh_model has none to adapt/);
   // A run that trains every weight goes on as one, not as an adapter (whose Adam state it does not hold).
-  await run('full', 2, { lora_rank: 0, lora_alpha: 0, lora_targets: 'attn,mlp' });
+  await run('full', 2, { lora_rank: 0, lora_alpha: undefined, lora_targets: undefined });
+  // An adapter's options given to a run that trains every weight are refused, whatever their value.
+  await t.rejects(run('full', 3, { lora_rank: 0, lora_alpha: 0, lora_targets: 'attn,mlp' }), /^--lora_alpha, --lora_targets are for a LoRA adapter, and the run trains every weight: give --lora_rank too, or drop --lora_alpha, --lora_targets$/);
   await t.rejects(run('full', 4), /checkpoint\/full\/model-2 is a checkpoint of a run that trains every weight, and --lora_rank trains an adapter: to train one over it, give it as --model_name with a new --run_name/);
 });
 

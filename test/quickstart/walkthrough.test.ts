@@ -55,7 +55,7 @@ t.test('the quick start, with a model trained for a few steps, then served and t
 
   const again = await run(dir, shorter(training));
   t.equal(again.status, 0, again.stderr);
-  t.match(again.stdout, /--fresh_model starts a new run; checkpoint\/chat has one, resumed instead/, 'a second run says it resumes');
+  t.match(again.stdout, /--fresh_model \(--n_layer, --n_head, --n_embd, --n_ctx with it\) starts a new run; checkpoint\/chat has one, resumed instead with its own vocabulary and shape/, 'a second run says it resumes');
   t.match(again.stdout, new RegExp(`nothing to train: the run is at step ${STEPS} already, and --stop_after is ${STEPS}`), 'and why it trains nothing');
 
   const talked = await run(dir, chat, 'How was your day?\n/quit\n');

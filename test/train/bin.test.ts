@@ -172,8 +172,10 @@ t.test('bin/train refuses a flag that the others leave without effect, naming bo
     [['--model_name', '124M', '--tokenizer', TINY_VOCAB], '--tokenizer is for a --fresh_model, and --model_name 124M (or the run resumed) has its own vocabulary and shape: add --fresh_model, or drop --tokenizer'],
     [['--n_layer', '24', '--n_embd', '1024'], '--n_layer, --n_embd are for a --fresh_model, and --model_name 124M (or the run resumed) has its own vocabulary and shape: add --fresh_model, or drop --n_layer, --n_embd'],
     [[...FRESH_TINY, '--restore_from', 'checkpoint/other'], '--fresh_model starts from random weights, and --restore_from checkpoint/other from that checkpoint\'s: drop one of them'],
-    [['--lora_alpha', '32'], '--lora_alpha scales a LoRA adapter: give --lora_rank too'],
-    [['--lora_targets', 'attn'], '--lora_targets chooses the matrices a LoRA adapter changes: give --lora_rank too'],
+    [['--lora_alpha', '32'], '--lora_alpha is for a LoRA adapter, and the run trains every weight: give --lora_rank too, or drop --lora_alpha'],
+    // Given, even as the default: a flag that cannot apply is refused whatever its value.
+    [['--lora_targets', 'attn,mlp', '--lora_dropout', '0'], '--lora_targets, --lora_dropout are for a LoRA adapter, and the run trains every weight: give --lora_rank too, or drop --lora_targets, --lora_dropout'],
+    [['--check', '--tokenizer', TINY_VOCAB], '--tokenizer is for a --fresh_model, and --model_name 124M (or the run resumed) has its own vocabulary and shape: add --fresh_model, or drop --tokenizer'],
   ];
   for (const [flags, message] of refusals) {
     const run = runCommand('train', [...data, ...flags], { cwd: dir });
@@ -181,6 +183,18 @@ t.test('bin/train refuses a flag that the others leave without effect, naming bo
     t.equal(run.stderr, `train: ${message}\n`, flags.join(' '));
   }
   t.same(fs.readdirSync(dir), [], 'no run begun');
+});
+
+t.test("bin/train --check counts a --fresh_model's tokens by its --tokenizer, as training would", async (t) => {
+  const check = (flags: string[]): string => {
+    const run = runCommand('train', ['--dataset', path.join(CHAT, 'valid.train'), '--check', '--threads', '1', ...flags]);
+    t.equal(run.status, 0, run.stderr);
+    return run.stdout;
+  };
+  t.match(check([]), /, 9,121 tokens, 0 malformed lines\n[^]*a 124M model overfits/, "124M's vocabulary");
+  const fresh = check(['--fresh_model', '--tokenizer', TINY_VOCAB]);
+  t.match(fresh, /, 12,046 tokens, 0 malformed lines\n/, 'the tiny vocabulary');
+  t.notMatch(fresh, /overfits/, 'and no advice meant for a pre-trained model');
 });
 
 t.test('bin/train resuming a run whose dataset changed says what it trained on and what it goes on over', async (t) => {
