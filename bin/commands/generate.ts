@@ -123,7 +123,7 @@ async function main(): Promise<void> {
     .option('length', { type: 'number', describe: `tokens per sample at most ${modelDefault('half the context')}` })
     .options(samplingFlags(SAMPLING_DEFAULTS))
     .option('prompt', { type: 'string', describe: 'prompt text, or a file holding it' })
-    .option('interactive', { type: 'boolean', default: false, describe: 'ask for prompts on stdin' })
+    .option('interactive', { type: 'boolean', default: false, describe: 'ask for prompts on stdin (not with --prompt)' })
     .option('stop', { type: 'string', array: true, describe: `end a sample where this text appears (repeatable; default for a model trained on chat logs: ${END_OF_MESSAGE}, --stop '' for none)` })
     .option('json_schema', { type: 'string', describe: 'hold each sample to a JSON schema: a file holding it, or the schema itself; a sample ends once its JSON is complete' })
     .option('grammar', { type: 'string', describe: 'hold each sample to a grammar in llama.cpp\'s GBNF (its rule "root"): a file holding it, or the grammar itself' })
@@ -138,6 +138,8 @@ async function main(): Promise<void> {
         if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be an integer >= 1, got ${v}`);
       }
       if (a.length !== undefined && (!Number.isInteger(a.length) || a.length < 1)) throw new Error(`--length must be an integer >= 1, got ${a.length}`);
+      // yargs' conflicts() counts --interactive's default as given.
+      if (a.interactive && a.prompt !== undefined) throw new Error('--prompt gives the samples\' prompt, and --interactive asks for prompts on stdin instead: give one of them');
       checkSeed(a.seed);
       return true;
     })

@@ -92,6 +92,13 @@ t.test('bin/generate and bin/chat', async (t) => {
     t.match(r.stdout, /Prompt should not be empty!/);
   });
 
+  t.test('--interactive with --prompt is refused: the prompts come from stdin, and the --prompt would be passed over', async (t) => {
+    const r = runCommand('generate', ['--restore_from', modelDir, '--interactive', '--prompt', 'Hello', '--length', '5'], { input: 'World\n' });
+    t.equal(r.status, 1);
+    t.match(r.stderr, /^--prompt gives the samples' prompt, and --interactive asks for prompts on stdin instead: give one of them$/m);
+    t.equal(r.stdout, '', 'no sample');
+  });
+
   t.test('bin/generate stops each sample of a chat model at <EOM> unless told otherwise', async (t) => {
     const state = path.join(modelDir, 'state.json');
     fs.writeFileSync(state, JSON.stringify({ audiences: [{ audience: 'mom', sent: 3, received: 2 }] }));
