@@ -2,7 +2,8 @@
 //
 //   const result = await train({ dataset: 'data/combined.train', model_name: '124M', stop_after: 1000 });
 //
-// The options are train.py's flags under the same names (docs/compatibility.md; bin/train is a thin front end).
+// The options are train.py's flags under the same names (docs/compatibility.md; bin/train is a thin front end):
+// one set (not undefined) is given, and refused, as bin/train refuses its flag, where the others leave it no effect.
 // A run: load the tokenizer and the model (a checkpoint of the run to resume, a base model, or a fresh one),
 // load and check the dataset, then loop: draw a batch, forward, backward (accumulating micro-batches), an
 // optimizer step; report the step; now and then save a checkpoint, generate samples, measure validation loss.
