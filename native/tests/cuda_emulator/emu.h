@@ -47,6 +47,8 @@ struct EmuWarp {
   float mma_a[32][8];
   float mma_b[32][4];
   float mma_c[32][4];
+  float mma_d[16][8];  // the warp's mma product, computed in barrier generation mma_d_gen
+  uint64_t mma_d_gen = 0;
   EmuBarrier barrier;
 };
 // An mbarrier: a phase completes when `count` arrivals are in and the bytes it expects (tx) have landed.
@@ -206,24 +208,30 @@ inline void emu_mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
   w.mma_b[lane][2] = emu_lo(b1);
   w.mma_b[lane][3] = emu_hi(b1);
   emu_warp_barrier();
-  float A[16][16], B[16][8], C[16][8];
-  emu_take_a(A, w);
-  for (int l = 0; l < 32; ++l) {
-    const int g = l / 4, t = l % 4;
-    for (int i = 0; i < 4; ++i) {
-      const int k = (i < 2) ? 2 * t + (i & 1) : 2 * t + 8 + (i & 1);
-      B[k][g] = w.mma_b[l][i];
+  // The whole 16x8 product, once for the warp by whichever of its threads runs first after the barrier: gathering
+  // the fragments is most of the work, and every lane's share of D needs all of them.
+  if (w.mma_d_gen != w.barrier.gen) {
+    w.mma_d_gen = w.barrier.gen;
+    float A[16][16], B[16][8], C[16][8];
+    emu_take_a(A, w);
+    for (int l = 0; l < 32; ++l) {
+      const int g = l / 4, t = l % 4;
+      for (int i = 0; i < 4; ++i) {
+        const int k = (i < 2) ? 2 * t + (i & 1) : 2 * t + 8 + (i & 1);
+        B[k][g] = w.mma_b[l][i];
+      }
+      for (int i = 0; i < 4; ++i) C[i < 2 ? g : g + 8][2 * t + (i & 1)] = w.mma_c[l][i];
     }
-    for (int i = 0; i < 4; ++i) C[i < 2 ? g : g + 8][2 * t + (i & 1)] = w.mma_c[l][i];
+    for (int row = 0; row < 16; ++row)
+      for (int col = 0; col < 8; ++col) {
+        float s = C[row][col];
+        for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+        w.mma_d[row][col] = s;
+      }
   }
-  emu_warp_barrier();
   const int g = lane / 4, t = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = i < 2 ? g : g + 8, col = 2 * t + (i & 1);
-    float s = C[row][col];
-    for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
-    d[i] = s;
-  }
+  for (int i = 0; i < 4; ++i) d[i] = w.mma_d[i < 2 ? g : g + 8][2 * t + (i & 1)];
+  emu_warp_barrier();
 }
 
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lane l gives the address of row l % 8 of matrix l / 8 and
