@@ -23,9 +23,11 @@ export interface FlatRules {
   setStarts: Int32Array;
 }
 
-// The stacks expanded in one step, and how many positions they hold in all.
+// The stacks expanded in one step, how many positions they hold in all, and those still to expand: one rule of
+// 16,000 alternatives (an enum's) is 16,000 stacks to expand from one, worked out a slice at a time as the others.
 interface Expansion {
   readonly seen: Set<string>;
+  readonly pending: Stack[];
   positions: number;
 }
 
@@ -174,8 +176,8 @@ export class Automaton {
     if (this.startState === undefined) {
       if (this.startStacks === undefined) {
         this.startStacks = new Map<string, Stack>();
-        const expansion: Expansion = { seen: new Set(), positions: 0 };
-        for (const start of this.alternativeStarts[0]) this.expand(this.isEnd(start) ? [] : [start], this.startStacks, expansion);
+        const expansion: Expansion = { seen: new Set(), pending: this.alternativeStarts[0].map((start) => (this.isEnd(start) ? [] : [start])), positions: 0 };
+        this.expand(this.startStacks, expansion, Infinity);
       }
       this.startState = this.intern(this.startStacks) as State;
     }
@@ -183,7 +185,7 @@ export class Automaton {
   }
 
   // The state after byte `b`, worked out and kept in from.next. Given `work`, it stops once about that much is done
-  // (a stack's expansion at least) and returns undefined, to go on where it stopped when called again: a state of
+  // (one stack expanded at least) and returns undefined, to go on where it stopped when called again: a state of
   // 16,000 stacks (an enum of 16,000 strings, after its opening quote) takes tens of milliseconds to read a letter.
   step(from: State, b: number): State | null;
   step(from: State, b: number, work: number): State | null | undefined;
@@ -234,21 +236,24 @@ export class Automaton {
     from.expanding ??= new Map();
     let expanding = from.expanding.get(match);
     if (expanding === undefined) {
-      expanding = { stacks: new Map(), expansion: { seen: new Set(), positions: 0 }, next: 0 };
+      expanding = { stacks: new Map(), expansion: { seen: new Set(), pending: [], positions: 0 }, next: 0 };
       from.expanding.set(match, expanding);
     }
-    const until = this.work + work;
+    const until = this.work + Math.max(work, 1);  // a stack expanded at least, so that each call goes on
     const { stacks } = from;
+    const { pending } = expanding.expansion;
     try {
-      while (expanding.next < stacks.length) {
+      for (;;) {
+        if (!this.expand(expanding.stacks, expanding.expansion, until)) return undefined;
+        if (expanding.next === stacks.length) break;
+        if (this.work >= until) return undefined;
         const i = expanding.next++;
         if (setOf[i] >= 0 && matched[setOf[i]]) {
           const stack = stacks[i];
           const rest = stack.slice(0, -1);
           const after = stack[stack.length - 1] + 1;
-          this.expand(this.isEnd(after) ? rest : [...rest, after], expanding.stacks, expanding.expansion);
+          pending.push(this.isEnd(after) ? rest : [...rest, after]);
         }
-        if (this.work >= until && expanding.next < stacks.length) return undefined;
       }
     } catch (err) {
       from.expanding.delete(match);
@@ -280,13 +285,18 @@ export class Automaton {
     return state;
   }
 
-  // Adds to `out` the stacks that `stack` becomes once every rule reference on its top is replaced by each of the
-  // rule's alternatives (llama.cpp's advance_stack). `expansion` holds the stacks already expanded in this step: the
-  // stacks of one state often share their continuations (a repetition of something that may be empty would
-  // otherwise cost the square of its length). Left recursion, refused at parse time, would not end.
-  private expand(stack: Stack, out: Map<string, Stack>, expansion: Expansion): void {
-    const pending = [stack];
+  // Adds to `out` the stacks that those pending in `expansion` become once every rule reference on their tops is
+  // replaced by each of the rule's alternatives (llama.cpp's advance_stack). `expansion` holds the stacks already
+  // expanded in this step: the stacks of one state often share their continuations (a repetition of something that
+  // may be empty would otherwise cost the square of its length). Left recursion, refused at parse time, would not end.
+  // Stops once the automaton's work reaches `until`, and returns whether none is pending.
+  private expand(out: Map<string, Stack>, expansion: Expansion, until: number): boolean {
+    const { pending } = expansion;
     for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      if (this.work >= until) {
+        pending.push(next);
+        return false;
+      }
       const key = next.join(',');
       if (expansion.seen.has(key)) continue;
       expansion.seen.add(key);
@@ -304,6 +314,7 @@ export class Automaton {
       if (!this.isEnd(top + 1)) below.push(top + 1);
       for (const start of this.alternativeStarts[this.refAt[top]]) pending.push(this.isEnd(start) ? below : [...below, start]);
     }
+    return true;
   }
 
   private isEnd(position: number): boolean {

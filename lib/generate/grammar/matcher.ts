@@ -173,8 +173,8 @@ export class GrammarMatcher {
     return this.mask as Uint32Array;
   }
 
-  // Works on the mask of the current state for about `work` units of the automaton's work at most (the expansion
-  // of one stack may go past it); true once the mask is known, when allowed() returns it at once. A caller that must
+  // Works on the mask of the current state for about `work` units of the automaton's work at most (one stack expanded
+  // may go past it); true once the mask is known, when allowed() returns it at once. A caller that must
   // not hold the event loop for long calls it with MASK_SLICE_WORK, and again after the loop has turned.
   workOut(work: number): boolean {
     if (this.mask !== null) return true;
