@@ -78,3 +78,36 @@ t.test('an attachment with a caption keeps the caption; one without text, or wit
   t.same(files, { 'mom-müller.train': ['0|Mom Müller|Grüße <EOM>', '1|Mom Müller|caption for the pic 😀 <EOM>'] });
   t.match(summary, { read: 4, kept: 2, dropped: { media: 2 } });
 });
+
+// Facebook writes its notices in the account's language, each a whole sentence as in English.
+t.test("notices, attachments without text, unsent messages and reactions in the account's language are dropped; messages that hold the same words are kept", async (t) => {
+  const share = { share: { link: 'https://www.facebook.com/photo/?fbid=1' } };
+  const messages: [string, string, Record<string, unknown>, string | null][] = [
+    ['Marie', 'Marie a envoyé une pièce jointe.', share, 'media'],
+    ['Jane', 'Vous avez envoyé une pièce jointe.', { files: [{ uri: 'a.pdf' }] }, 'media'],
+    ['Marie', 'Marie hat einen Anhang gesendet.', share, 'media'],
+    ['Jane', 'Enviaste un archivo adjunto.', { photos: [{ uri: 'a.jpg' }] }, 'media'],
+    ['Marie', 'Marie enviou um anexo.', share, 'media'],
+    ['Marie', 'Marie bir ek gönderdi.', share, 'media'],
+    ['Marie', 'Marie отправил(а) вложение.', share, 'media'],
+    ['Marie', 'Reaccionó con ❤ a tu mensaje', {}, 'reaction'],
+    ['Marie', 'A réagi avec 👍🏽 à votre message', {}, 'reaction'],
+    ['Marie', 'Curtiu uma mensagem', {}, 'reaction'],
+    ['Marie', 'Marie a retiré un message', {}, 'deleted'],
+    ['Jane', 'Anulaste el envío de un mensaje', {}, 'deleted'],
+    ['Marie', 'Marie nombró el grupo Familia.', {}, 'system'],
+    ['Jane', 'Vous avez quitté le groupe.', {}, 'system'],
+    ['Marie', 'Marie hat Tom zur Gruppe hinzugefügt.', {}, 'system'],
+    ['Marie', 'Marie ha abbandonato il gruppo.', {}, 'system'],
+    ['Marie', 'Je t’ai envoyé une pièce jointe hier', share, null],
+    ['Marie', 'Marie a quitté le groupe de foot, tu savais ?', {}, null],
+    ['Jane', 'Reaccionó con calma a tu mensaje', {}, null],
+  ];
+  const chat = parseMessenger('inbox/famille_1/message_1.json', {
+    participants: [{ name: 'Marie' }, { name: 'Jane' }, { name: 'Tom' }],
+    title: 'Famille',
+    // Escaped byte by byte and newest first, as the download writes them.
+    messages: messages.map(([sender, text, fields], i) => ({ sender_name: sender, timestamp_ms: 1_700_000_000_000 + i * 1000, content: Buffer.from(text).toString('latin1'), ...fields })).reverse(),
+  });
+  t.same(chat.messages.map((m) => [m.text, m.dropped]), messages.map(([, text, , dropped]) => [text, dropped]));
+});
