@@ -315,6 +315,54 @@ const CALL = new RegExp(`^(?:${alternatives(appWords('calls'))})$`, 'i');
 const WAITING = new RegExp(`^(?:${alternatives(appWords('waiting'))})$`);
 // The notice that opens a chat, its first sentence whole, whatever follows it ("Tap to learn more.").
 const ENCRYPTED = new RegExp(`^(?:${alternatives(appWords('encrypted'))})(?:[.。]|$)`);
+// A group's notices as an older iPhone wrote them, without a direction mark, as messages of the group's name
+// ("Family: Mom added Dad"), in the languages whose notice that the chat is encrypted is known: each the whole text,
+// a name where NAME stands, a group's name in quotation marks where QUOTED. Both are bounded (a list of names added
+// is at most a few hundred characters), so that a long message is tried in as many ways as a short one.
+const NAME = '[^\\n]{1,300}';
+const QUOTED = '[“"«„「\'][^\\n]{0,300}[”"»“」\']';
+const UNMARKED_GROUP_NOTICES: readonly string[] = [
+  // en
+  `${NAME} created group ${QUOTED}`, `${NAME} added ${NAME}`, `${NAME} removed ${NAME}`, `${NAME} left`,
+  `${NAME} changed the subject (?:from ${QUOTED} )?to ${QUOTED}`, `${NAME} changed this group's icon`, `${NAME} deleted this group's icon`,
+  `${NAME} changed the group description`, `${NAME} joined using this group's invite link`, "You're now an admin",
+  // de
+  `${NAME} hat die Gruppe ${QUOTED} erstellt`, `${NAME} hat ${NAME} hinzugefügt`, `${NAME} hat ${NAME} entfernt`, `${NAME} hat die Gruppe verlassen`,
+  `${NAME} hat den Betreff (?:von ${QUOTED} )?zu ${QUOTED} geändert`, `${NAME} hat das Gruppenbild geändert`,
+  // es
+  `${NAME} creó el grupo ${QUOTED}`, `${NAME} añadió a ${NAME}`, `${NAME} eliminó a ${NAME}`, `${NAME} salió del grupo`,
+  `${NAME} cambió el asunto (?:de ${QUOTED} )?a ${QUOTED}`, `${NAME} cambió el ícono de este grupo`,
+  // fr
+  `${NAME} a créé le groupe ${QUOTED}`, `${NAME} a ajouté ${NAME}`, `${NAME} a retiré ${NAME}`, `${NAME} est parti(?:e)?`,
+  `${NAME} a modifié le sujet (?:de ${QUOTED} )?en ${QUOTED}`, `${NAME} a changé l'icône de ce groupe`,
+  // pt
+  `${NAME} criou o grupo ${QUOTED}`, `${NAME} adicionou ${NAME}`, `${NAME} removeu ${NAME}`, `${NAME} saiu`,
+  `${NAME} mudou o assunto (?:de ${QUOTED} )?para ${QUOTED}`, `${NAME} mudou a imagem deste grupo`,
+  // it
+  `${NAME} ha creato il gruppo ${QUOTED}`, `${NAME} ha aggiunto ${NAME}`, `${NAME} ha rimosso ${NAME}`, `${NAME} è uscit[oa]`,
+  `${NAME} ha cambiato l'oggetto (?:da ${QUOTED} )?a ${QUOTED}`, `${NAME} ha cambiato l'immagine di questo gruppo`,
+  // nl
+  `${NAME} heeft groep ${QUOTED} aangemaakt`, `${NAME} heeft ${NAME} toegevoegd`, `${NAME} heeft ${NAME} verwijderd`, `${NAME} heeft de groep verlaten`,
+  `${NAME} heeft het onderwerp gewijzigd (?:van ${QUOTED} )?naar ${QUOTED}`, `${NAME} heeft het groepspictogram gewijzigd`,
+  // ru
+  `${NAME} создал\\(-а\\) группу ${QUOTED}`, `${NAME} добавил\\(-а\\) ${NAME}`, `${NAME} удалил\\(-а\\) ${NAME}`, `${NAME} вышел\\(-ла\\)`,
+  `${NAME} изменил\\(-а\\) тему (?:с ${QUOTED} )?на ${QUOTED}`, `${NAME} изменил\\(-а\\) изображение группы`,
+  // uk
+  `${NAME} створив\\(-ла\\) групу ${QUOTED}`, `${NAME} додав\\(-ла\\) ${NAME}`, `${NAME} видалив\\(-ла\\) ${NAME}`, `${NAME} вийшов\\(-ла\\)`,
+  `${NAME} змінив\\(-ла\\) тему (?:з ${QUOTED} )?на ${QUOTED}`,
+  // tr
+  `${NAME} ${QUOTED} grubunu oluşturdu`, `${NAME}, ${NAME} kişisini ekledi`, `${NAME}, ${NAME} kişisini çıkardı`, `${NAME} ayrıldı`,
+  `${NAME} konuyu ${QUOTED} olarak değiştirdi`, `${NAME} bu grubun simgesini değiştirdi`,
+  // id
+  `${NAME} membuat grup ${QUOTED}`, `${NAME} menambahkan ${NAME}`, `${NAME} mengeluarkan ${NAME}`, `${NAME} keluar`,
+  `${NAME} mengubah subjek (?:dari ${QUOTED} )?menjadi ${QUOTED}`, `${NAME} mengubah ikon grup ini`,
+  // ja
+  `${NAME}がグループ${QUOTED}を作成しました`, `${NAME}が${NAME}を追加しました`, `${NAME}が${NAME}を削除しました`, `${NAME}が退出しました`,
+  `${NAME}がグループ名を${QUOTED}に変更しました`, `${NAME}がこのグループのアイコンを変更しました`,
+  // ko
+  `${NAME}님이 ${NAME}님을 초대했습니다`, `${NAME}님이 나갔습니다`, `${NAME}님이 ${NAME}님을 내보냈습니다`, `${NAME}님이 그룹 아이콘을 변경했습니다`,
+];
+const UNMARKED_GROUP_NOTICE = new RegExp(`^(?:${UNMARKED_GROUP_NOTICES.join('|')})[.。]?$`);
 // A location shared: its place's name and address, if any, each on a line, then its map link; on an iPhone after a
 // direction mark, without which the same words were typed, and which follows the place's address after two spaces
 // ("Big Ben, London  \u200eLocation: https://..."). Group 1: the marks before the link's word. Found from the end, as
@@ -439,7 +487,7 @@ export interface WhatsAppDates {
 export function readWhatsApp(file: string, text: string): ExportedChat {
   const spans: [from: number, end: number, line: number, bracketed: boolean][] = [];
   const dates: number[] = [];
-  const state: FileState = { senders: new Map(), openings: new Map(), group: false, unmarked: !DIRECTION_MARK.test(text) };
+  const state: FileState = { senders: new Map(), openings: new Map(), group: false, unmarked: !DIRECTION_MARK.test(text), encryptedBy: new Set() };
   let twelveHour = false;
   let dotted = false;
   let messageStart = -1;
@@ -473,6 +521,7 @@ export function readWhatsApp(file: string, text: string): ExportedChat {
   }
   if (messageStart >= 0) spans.push([messageStart, previousEnd, messageLine, messageBracketed]);
   const messages = spans.map(([from, end, at, bracketed]) => readMessage(text, from, end, at, bracketed, state));
+  for (const chatName of state.encryptedBy) dropUnmarkedGroupNotices(messages, chatName, state);
   const { title, folder } = chatTitle(file);
   // The app names the file after the chat, and a second export of it beside the first "... (1)": exports of one
   // chat's name in one folder are one chat, their overlap dropped as duplicates (train_output.ts). A file renamed
@@ -491,6 +540,22 @@ interface FileState {
   openings: Map<string, number>;
   group: boolean;
   unmarked: boolean;
+  encryptedBy: Set<string>;   // in an unmarked file, who wrote the notice that the chat is encrypted: the chat's name
+}
+
+// An older iPhone wrote a group's notices as messages of the group's name, which also wrote the notice that the chat
+// is encrypted: "Family: Mom added Dad". That sender is the group where two others or more wrote beside it and all it
+// wrote besides reads as the notices, none of which is then a message. A one-to-one chat's notice is written as the
+// other person, the only one beside the user: their messages are kept, whatever words they hold.
+function dropUnmarkedGroupNotices(messages: readonly ExportedMessage[], chatName: string, state: FileState): void {
+  const others = new Set(messages.filter((message) => message.sender !== chatName && message.dropped === null).map((message) => message.sender));
+  const written = messages.filter((message) => message.sender === chatName && message.dropped === null);
+  if (others.size < 2 || written.length === 0 || !written.every((message) => UNMARKED_GROUP_NOTICE.test(message.text))) return;
+  for (const message of written) {
+    message.dropped = 'system';
+    message.text = '';
+  }
+  state.group = true;
 }
 
 const DIRECTION_MARK = /[\u200e\u200f]/;
@@ -572,7 +637,10 @@ function readMessage(text: string, from: number, end: number, line: number, brac
   else if (appMayHaveWritten && DELETED.test(body)) dropped = 'deleted';
   else if (appMayHaveWritten && CALL.test(body)) dropped = 'call';
   else if (appMayHaveWritten && WAITING.test(body)) dropped = 'unreadable';
-  else if (appMayHaveWritten && ENCRYPTED.test(body)) dropped = 'system';
+  else if (appMayHaveWritten && ENCRYPTED.test(body)) {
+    dropped = 'system';
+    if (state.unmarked) state.encryptedBy.add(sender);
+  }
   else if (notice) {
     dropped = 'system';
     if (GROUP_NOTICE.test(body)) state.group = true;

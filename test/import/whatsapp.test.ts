@@ -311,6 +311,30 @@ t.test("an older iPhone's notice that the chat is encrypted, in the phone's lang
   t.match(summary, { read: 11, kept: 2, dropped: { system: 9 } });
 });
 
+// An older iPhone wrote a group's notices without a direction mark, as messages of the group's name.
+t.test("an older iPhone's group notices, messages of the group's name, are the app's in the phone's language; a person's messages of the same words are kept", async (t) => {
+  const group = (notices: string[]) =>
+    [...notices.map((notice, i) => `[04.03.19, 18:19:${String(i).padStart(2, '0')}] Family: ${notice}`), '[04.03.19, 18:20:00] Mom: Dad left early', '[04.03.19, 18:20:01] Jane Doe: Mom added Dad to the list', ''].join('\n');
+  const english = ['Mom created group “Family”', 'Mom added you', 'Messages to this group are now secured with end-to-end encryption. Tap for more info.', 'Mom added Dad', 'Mom changed the subject to “Family 🏡”', "Mom changed this group's icon", 'Dad left'];
+  const german = ['Mom hat die Gruppe „Family“ erstellt', 'Nachrichten und Anrufe sind Ende-zu-Ende-verschlüsselt. Niemand außerhalb dieses Chats kann sie lesen oder anhören, nicht einmal WhatsApp.', 'Mom hat Dad hinzugefügt', 'Dad hat die Gruppe verlassen'];
+  const spanish = ['Los mensajes y las llamadas están cifrados de extremo a extremo. Nadie fuera de este chat, ni siquiera WhatsApp, puede leerlos ni escucharlos.', 'Mom añadió a Dad', 'Mom cambió el asunto a “Familia”', 'Dad salió del grupo'];
+  const japanese = ['メッセージと通話はエンドツーエンド暗号化されています。チャットの参加者以外は、たとえWhatsAppでも読んだり聞いたりすることはできません。', 'MomがDadを追加しました', 'Dadが退出しました'];
+  // A one-to-one chat's notice is the other person's: their messages are theirs, whatever they say.
+  const oneToOne = ['[04.03.19, 18:19:00] Mom: Messages and calls are end-to-end encrypted. No one outside of this chat, not even WhatsApp, can read or listen to them.', '[04.03.19, 18:19:01] Mom: Dad left', '[04.03.19, 18:19:02] Mom: Grandma added Dad to the will', '[04.03.19, 18:19:03] Jane Doe: oh', ''];
+  const languages = { english, german, spanish, japanese };
+  const dir = t.testdir({
+    ...Object.fromEntries(Object.entries(languages).map(([language, notices]) => [language, { 'WhatsApp Chat - Family': { '_chat.txt': group(notices) } }])),
+    oneToOne: { 'WhatsApp Chat - Mom': { '_chat.txt': oneToOne.join('\n') } },
+  });
+  for (const [language, notices] of Object.entries(languages)) {
+    const { files, summary } = await importInto(path.join(dir, `${language}-out`), [path.join(dir, language)], { me: ['Jane Doe'] });
+    t.same(files, { 'family.train': ['0|Family|Dad left early <EOM>', '1|Family|Mom added Dad to the list <EOM>'] }, language);
+    t.match(summary, { kept: 2, dropped: { system: notices.length } }, language);
+  }
+  const { files } = await importInto(path.join(dir, 'oneToOne-out'), [path.join(dir, 'oneToOne')], { me: ['Jane Doe'] });
+  t.same(files, { 'mom.train': ['0|Mom|Dad left <EOM>', '0|Mom|Grandma added Dad to the will <EOM>', '1|Mom|oh <EOM>'] });
+});
+
 t.test("an iPhone's photo, video or voice message after its caption: the caption kept, on one line or several; a document's name is no caption", async (t) => {
   const lines = [
     '[3/4/24, 6:20:00 PM] Mom: Xd \u200eimage omitted',
