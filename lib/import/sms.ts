@@ -107,7 +107,36 @@ export function parseSms(file: string, text: string): ExportedChat[] {
   }
   if (!root) throw new ChatImportError(file, null, 'not an SMS Backup & Restore backup: no <smses> element');
   if (!closed) throw new ChatImportError(file, lineAt(text, text.length), 'the XML stops before </smses>: the backup is truncated (an interrupted copy); copy it again');
-  return [...chats.values()].map((chat) => ({ ...chat, messages: chat.messages.sort((a, b) => a.time - b.time) }));
+  return [...chats.values()].map((chat) => ({ ...chat, messages: withoutTapbacks(chat.messages.sort((a, b) => a.time - b.time)) }));
+}
+
+// An iPhone's reaction (a tapback) to a message sent by SMS arrives as a text of its own quoting the message, in the
+// reacting phone's language: Loved “See you at 7”, A aimé « À demain », Gefällt „Bis morgen“. Each opening here, then
+// its closing quotation mark.
+const TAPBACKS: readonly [opening: string, closing: string][] = [
+  ...['Loved', 'Liked', 'Disliked', 'Laughed at', 'Emphasized', 'Questioned'].map((verb): [string, string] => [`${verb} “`, '”']),
+  ...['heart', 'like', 'dislike', 'laugh', 'exclamation', 'question mark'].map((tapback): [string, string] => [`Removed a ${tapback} from “`, '”']),
+  ['A aimé « ', ' »'],
+  ['Gefällt „', '“'],
+];
+
+// A tapback is one where the words it quotes are an earlier message of the chat (its start, where the phone cut a
+// long one short with "…"): the same words typed of anything else (Loved “Dune”) are a message, kept.
+function withoutTapbacks(messages: ExportedMessage[]): ExportedMessage[] {
+  const earlier = new Set<string>();
+  for (const message of messages) {
+    const quoted = tapbackQuote(message.text);
+    if (message.dropped === null && quoted !== null && (earlier.has(quoted) || (quoted.endsWith('…') && [...earlier].some((text) => text.startsWith(quoted.slice(0, -1)))))) {
+      message.dropped = 'reaction';
+    }
+    earlier.add(message.text);
+  }
+  return messages;
+}
+
+function tapbackQuote(text: string): string | null {
+  const tapback = TAPBACKS.find(([opening, closing]) => text.length > opening.length + closing.length && text.startsWith(opening) && text.endsWith(closing));
+  return tapback === undefined ? null : text.slice(tapback[0].length, text.length - tapback[1].length);
 }
 
 function mmsMessage(mms: Mms): SmsMessage {

@@ -59,3 +59,23 @@ t.test('told by its declarations and comments before <smses>, and a text of many
   t.notOk(looksLikeSms(`${'<?a?>'.repeat(60)}<notes/>`));
   t.end();
 });
+
+// An iPhone's tapback to an SMS arrives as a text quoting the message, in the reacting phone's language.
+t.test("an iPhone's tapbacks, texts that quote an earlier message, are reactions; the same words quoting no message are kept", async (t) => {
+  const bodies: [type: number, body: string][] = [
+    [2, 'See you at 7'],
+    [1, 'Loved “See you at 7”'],
+    [2, 'Dinner was great, thank you so much for having us over last night, the kids loved it'],
+    [1, 'Laughed at “Dinner was great, thank you so much for having us…”'],
+    [1, 'Removed a heart from “See you at 7”'],
+    [2, 'À demain'],
+    [1, 'A aimé « À demain »'],
+    [2, 'Bis morgen'],
+    [1, 'Gefällt „Bis morgen“'],
+    [1, 'Loved “Dune”'],
+    [2, 'Liked “Dune” too!'],
+  ];
+  const sms = bodies.map(([type, body], i) => `  <sms address="+15551234567" date="${1609452900000 + i * 60000}" type="${type}" body="${body}" contact_name="Mom" />`);
+  const chats = parseSms('sms.xml', `<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>\n<smses count="${sms.length}">\n${sms.join('\n')}\n</smses>\n`);
+  t.same(chats[0].messages.map((m) => m.dropped), [null, 'reaction', null, 'reaction', 'reaction', null, 'reaction', null, 'reaction', null, null]);
+});
