@@ -608,17 +608,22 @@ function serverOver(config: ServerConfig, log: Log, releaseDataFolder: (() => vo
       while (openRequests > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
       if (openRequests > 0) log('warn', 'shutdown grace period over: aborting requests in flight', { inFlight: openRequests });
       httpServer?.closeAllConnections();
-      await jobs?.close();
-      await batchesClosed;
-      if (internalServer) {
-        const { server } = await internalServer;
-        server.closeAllConnections();
-        await new Promise<void>((resolve) => server.close(() => resolve()));
+      // A shutdown that fails part way (a job's close, a model's unload) still frees the folder: this process, a
+      // library caller's, could otherwise start no server there again for as long as it runs.
+      try {
+        await jobs?.close();
+        await batchesClosed;
+        if (internalServer) {
+          const { server } = await internalServer;
+          server.closeAllConnections();
+          await new Promise<void>((resolve) => server.close(() => resolve()));
+        }
+        await registry.close();
+        await service.close();
+        await closed;
+      } finally {
+        releaseDataFolder?.();
       }
-      await registry.close();
-      await service.close();
-      await closed;
-      if (releaseDataFolder) releaseDataFolder();
       log('info', 'stopped');
     },
   };

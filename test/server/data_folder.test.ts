@@ -1,11 +1,12 @@
-// The fine-tuning folder's state, in this process: a start that fails after the server took the folder's lock leaves
-// the folder free for the next start, and a job whose job.json cannot be written is no job.
+// The fine-tuning folder's state, in this process: a start, or a shutdown, that fails after the server took the
+// folder's lock leaves the folder free for the next start, and a job whose job.json cannot be written is no job.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import * as atomicFile from '../../lib/util/atomic_file';
 import { createServer } from '../../lib/server/app';
 import { validateServerConfig } from '../../lib/server/config';
+import { FineTuningJobs } from '../../lib/server/fine_tuning';
 import { makeModels, startServer, tempDir } from './helpers';
 
 const CHATS = '1|team|Can we meet Monday? <EOM>\n0|team|Sure, 8 works for me. <EOM>\n';
@@ -46,6 +47,24 @@ t.test('a start that fails after taking the folder\'s lock releases it: this pro
   t.equal((await (await fetch(`${srv.url}/v1/fine_tuning/jobs/ftjob-old`)).json() as { status: string }).status, 'cancelled');
   await srv.close();
   fs.rmSync(jobDir, { recursive: true });
+});
+
+t.test('a shutdown that fails part way releases the folder\'s lock: this process starts a server there again', async (t) => {
+  const srv = await startServer(raw, dir);
+  const close = FineTuningJobs.prototype.close;
+  FineTuningJobs.prototype.close = async function (this: FineTuningJobs) {
+    await close.call(this);
+    throw new Error('a job did not stop');
+  };
+  try {
+    await t.rejects(srv.close(), /a job did not stop/);
+  } finally {
+    FineTuningJobs.prototype.close = close;
+  }
+  t.notOk(fs.existsSync(path.join(dir, 'ft', '.dixie.lock')), 'the lock released');
+  const again = await startServer(raw, dir);
+  t.equal((await fetch(`${again.url}/v1/fine_tuning/jobs`)).status, 200);
+  await again.close();
 });
 
 t.test('a job whose job.json cannot be written is answered 507 and is no job: not listed, not trained, no folder', async (t) => {
