@@ -66,6 +66,10 @@ export interface FineTuningJob {
   user_provided_suffix: string | null;
 }
 
+// What a change of a job's status changes.
+type JobStatusFields = Pick<FineTuningJob, 'status' | 'error' | 'finished_at' | 'estimated_finish'>;
+const statusOf = ({ status, error, finished_at, estimated_finish }: FineTuningJob): JobStatusFields => ({ status, error, finished_at, estimated_finish });
+
 export interface JobEvent {
   object: 'fine_tuning.job.event';
   id: string;
@@ -308,12 +312,11 @@ export class FineTuningJobs {
     if (job.status === 'succeeded' || job.status === 'failed' || job.status === 'cancelled') {
       throw new HttpError(400, `the job is ${job.status} already: there is nothing to cancel`, { field: 'fine_tuning_job_id', code: 'invalid_job_state' });
     }
+    const before = statusOf(job);
     const saved = this.finish(record, 'cancelled', null);
     this.event(job, 'info', 'Fine-tuning job cancelled');
     this.stop(id, 'cancel');
-    const answer = structuredClone(job);
-    await saved;
-    return answer;
+    return this.answerOnceSaved(record, before, saved);
   }
 
   // A job waiting or training stops, a checkpoint of its last step saved, until resumed.
@@ -323,12 +326,11 @@ export class FineTuningJobs {
     if (job.status !== 'queued' && job.status !== 'running' && job.status !== 'validating_files') {
       throw new HttpError(400, `only a job that is validating its files, queued or running can be paused; this one is ${job.status}`, { field: 'fine_tuning_job_id', code: 'invalid_job_state' });
     }
+    const before = statusOf(job);
     const saved = this.setStatus(record, 'paused');
     this.event(job, 'info', 'Fine-tuning job paused');
     this.stop(id, 'pause');
-    const answer = structuredClone(job);
-    await saved;
-    return answer;
+    return this.answerOnceSaved(record, before, saved);
   }
 
   async resume(id: string): Promise<FineTuningJob> {
@@ -336,18 +338,40 @@ export class FineTuningJobs {
     const { job } = record;
     if (job.status !== 'paused') throw new HttpError(400, `only a paused job can be resumed; this one is ${job.status}`, { field: 'fine_tuning_job_id', code: 'invalid_job_state' });
     this.event(job, 'info', 'Fine-tuning job resumed');
-    if (record.plan === null) {
-      const saved = this.setStatus(record, 'validating_files');
-      const answer = structuredClone(job);
-      this.validate(record);
-      await saved;
-      return answer;
-    }
-    const saved = this.setStatus(record, 'queued');
+    const before = statusOf(job);
+    const saved = this.setStatus(record, record.plan === null ? 'validating_files' : 'queued');
+    return this.answerOnceSaved(record, before, saved, () => {
+      if (record.plan === null) this.validate(record);
+      else {
+        this.waiting.push(id);
+        this.pump();
+      }
+    });
+  }
+
+  // The job as a client's change left it, once `saved` has put it on disk; the work the change starts (`start`: a
+  // resumed job's turn) starts only then. A change that could not be saved is undone, so that the API says what
+  // job.json holds, and what a restart would say: the job's status as it was, and the work the change stopped (its
+  // files' reading, its turn, its training, which saved its step and goes on from it) taken up again. Where the job
+  // has moved on meanwhile (cancelled, its training ended), what it moved to was saved after the change, and stands.
+  private async answerOnceSaved(record: JobRecord, before: JobStatusFields, saved: Promise<void>, start = (): void => undefined): Promise<FineTuningJob> {
+    const { job } = record;
     const answer = structuredClone(job);
-    this.waiting.push(id);
-    this.pump();
-    await saved;
+    try {
+      await saved;
+    } catch (err) {
+      if (job.status === answer.status) {
+        Object.assign(job, before);
+        this.event(job, 'warn', `The change to ${answer.status} could not be saved: the job is ${before.status} again`);
+        if (before.status === 'validating_files' && !this.closed) this.validate(record);
+        else if (before.status === 'queued' || before.status === 'running') {
+          this.waiting.unshift(job.id);
+          this.pump();
+        }
+      }
+      throw err;
+    }
+    if (job.status === answer.status && !this.closed) start();
     return answer;
   }
 

@@ -132,3 +132,50 @@ t.test('a job created, or cancelled, is answered only once its job.json is writt
   t.equal((await cancelled.answer.json() as { status: string }).status, 'cancelled');
   t.equal((JSON.parse(fs.readFileSync(jobFile, 'utf8')) as { job: { status: string } }).job.status, 'cancelled', 'on disk as answered');
 });
+
+// A pause, resume or cancel answered 507 changed nothing: the API says what job.json says, now and after a restart,
+// and the job trains on (or stays paused) as it says.
+t.test('a change to a job that cannot be saved is undone: the API says what job.json says', async (t) => {
+  const srv = await startServer(raw, dir);
+  t.teardown(() => srv.close());
+  const file = await uploadChats(srv.url);
+  const created = await fetch(`${srv.url}/v1/fine_tuning/jobs`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1000 } }),
+  });
+  const { id } = (await created.json()) as { id: string };
+  const status = async (): Promise<string> => ((await (await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}`)).json()) as { status: string }).status;
+  const onDisk = (): string => (JSON.parse(fs.readFileSync(path.join(dir, 'ft', 'jobs', id, 'job.json'), 'utf8')) as { job: { status: string } }).job.status;
+  while (await status() !== 'running') await new Promise((r) => setTimeout(r, 20));
+  // Sends `change` while job.json cannot be written: it is answered 507.
+  const unsaved = async (change: string): Promise<void> => {
+    patched.writeTextAtomic = (target, text) => (path.basename(target) === 'job.json'
+      ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' }))
+      : writeTextAtomic(target, text));
+    let answer: Response;
+    try {
+      answer = await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/${change}`, { method: 'POST' });
+    } finally {
+      patched.writeTextAtomic = writeTextAtomic;
+    }
+    t.equal(answer.status, 507, `${change}: 507`);
+  };
+
+  await unsaved('pause');
+  t.equal(onDisk(), 'running', 'job.json says running');
+  if (t.equal(await status(), 'running', 'a pause not saved: the job is running, as job.json says')) {
+    const steps = (): Promise<number> => fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/events?limit=100`).then(async (r) => ((await r.json()) as { data: { type: string }[] }).data.filter((e) => e.type === 'metrics').length);
+    const before = await steps();
+    while (await steps() === before) await new Promise((r) => setTimeout(r, 20));
+    t.pass('and it trains on');
+  }
+
+  t.equal((await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/pause`, { method: 'POST' })).status, 200);
+  await unsaved('resume');
+  t.equal(await status(), 'paused', 'a resume not saved: the job is paused');
+  t.equal(onDisk(), 'paused', 'as job.json says');
+
+  await unsaved('cancel');
+  t.equal(await status(), 'paused', 'a cancel not saved: the job is paused');
+  t.equal(onDisk(), 'paused', 'as job.json says');
+  t.equal((await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' })).status, 200);
+});
