@@ -144,7 +144,7 @@ export function createServer(config: ServerConfig, options: ServerOptions = {}):
   const log = options.log ?? createLog({ debug: config.debug });
   // One server at a time keeps its files, jobs and batches in a folder: a second would resume the same jobs and
   // batches beside the first, and take the uploads the first is receiving for a crash's leftovers. Released at the
-  // end of shutdown, or here where the start fails (a record folder that cannot be swept), so that this process can
+  // end of shutdown, or here where the start fails (a jobs folder that is a file), so that this process can
   // start a server there again; a server killed leaves it to the next start, which takes it over.
   const releaseDataFolder = config.fineTuning ? lockFolder(config.fineTuning.dir, 'a server', (message) => log('warn', message)) : null;
   try {

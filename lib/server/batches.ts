@@ -20,7 +20,7 @@ import { nestedTooDeep, TOO_DEEP } from './body';
 import { HttpError } from './errors';
 import type { FileStore } from './files';
 import type { Log } from './log';
-import { readRecords } from './records';
+import { readRecords, type RecordKind } from './records';
 import { writeFileAtomic, writeTextAtomic } from '../util/atomic_file';
 import { writeFully } from '../formats/safetensors';
 import { isJsonObject } from '../util/json_object';
@@ -34,6 +34,13 @@ const MAX_REQUESTS = 50_000;
 const BATCH_FILE = 'batch.json';
 const INPUT_FILE = 'input.jsonl';
 const ANSWERED_FILE = 'answered.jsonl';
+const BATCH_RECORD: RecordKind<Batch> = {
+  file: BATCH_FILE,
+  what: 'a batch',
+  isRecord: (value, id): value is Batch => isJsonObject(value) && value.id === id && typeof value.status === 'string' && typeof value.created_at === 'number'
+    && isJsonObject(value.request_counts),
+  writtenBefore: [INPUT_FILE],
+};
 
 // One request of a batch's input, and its line in the file.
 export interface BatchRequest {
@@ -170,7 +177,7 @@ export class Batches {
 
   // Reads the batches of earlier runs of the server; those not finished go on from their first request not answered.
   start(): void {
-    const found = readRecords<Batch>(this.dir, BATCH_FILE, 'a batch', this.host.log);
+    const found = readRecords(this.dir, BATCH_RECORD, this.host.log);
     found.sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id));
     for (const batch of found) {
       this.batches.set(batch.id, batch);

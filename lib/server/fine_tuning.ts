@@ -23,7 +23,8 @@ import type { FineTuningConfig } from './config';
 import { HttpError, withoutPaths } from './errors';
 import { storedDataKind, type FileStore } from './files';
 import type { Log } from './log';
-import { readRecords } from './records';
+import { readRecords, type RecordKind } from './records';
+import { isJsonObject } from '../util/json_object';
 import { ModelUnavailableError, type MemoryClaim } from './model_registry';
 import { mb } from '../util/format';
 
@@ -136,6 +137,13 @@ interface JobRecord {
 }
 
 const JOB_FILE = 'job.json';
+const JOB_RECORD: RecordKind<JobRecord> = {
+  file: JOB_FILE,
+  what: 'a fine-tuning job',
+  isRecord: (value, id): value is JobRecord => isJsonObject(value) && isJsonObject(value.job) && value.job.id === id
+    && typeof value.job.status === 'string' && typeof value.job.created_at === 'number',
+  writtenBefore: [],
+};
 const EVENTS_FILE = 'events.jsonl';
 const TRAINING_DATA = 'training.train';
 const VALIDATION_DATA = 'validation.train';
@@ -181,7 +189,7 @@ export class FineTuningJobs {
   // Reads the jobs of earlier runs of the server: the models of those that succeeded are served again, and those
   // that were not finished go on where they stopped (a training job from its last checkpoint).
   start(): void {
-    const found = readRecords<JobRecord>(this.jobsDir, JOB_FILE, 'a fine-tuning job', this.host.log);
+    const found = readRecords(this.jobsDir, JOB_RECORD, this.host.log);
     found.sort((a, b) => a.job.created_at - b.job.created_at || a.job.id.localeCompare(b.job.id));
     for (const record of found) {
       const { job } = record;

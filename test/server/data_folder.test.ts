@@ -33,20 +33,51 @@ const writeTextAtomic = atomicFile.writeTextAtomic;
 const patched = atomicFile as { writeTextAtomic: typeof writeTextAtomic };
 
 t.test('a start that fails after taking the folder\'s lock releases it: this process starts a server there again', async (t) => {
-  // A journal of renames that is none: the start's sweep of the job's folder refuses it.
-  const jobDir = path.join(dir, 'ft', 'jobs', 'ftjob-old');
-  fs.mkdirSync(jobDir, { recursive: true });
-  fs.writeFileSync(path.join(jobDir, 'job.json'), JSON.stringify({ job: { id: 'ftjob-old', status: 'cancelled', created_at: 1 }, plan: null }));
-  fs.writeFileSync(path.join(jobDir, atomicFile.RENAMES_FILE), '{}');
+  // A file where the jobs' folder goes: the start cannot make it.
+  const jobsDir = path.join(dir, 'ft', 'jobs');
+  fs.mkdirSync(path.dirname(jobsDir), { recursive: true });
+  fs.writeFileSync(jobsDir, '');
   const config = validateServerConfig(raw, 'test config', dir);
-  t.throws(() => createServer(config, { log: () => undefined }), /not a list of renames/);
+  t.throws(() => createServer(config, { log: () => undefined }), { code: 'EEXIST' });
   t.notOk(fs.existsSync(path.join(dir, 'ft', '.dixie.lock')), 'the lock released');
 
-  fs.rmSync(path.join(jobDir, atomicFile.RENAMES_FILE));
+  fs.rmSync(jobsDir);
   const srv = await startServer(raw, dir);
-  t.equal((await (await fetch(`${srv.url}/v1/fine_tuning/jobs/ftjob-old`)).json() as { status: string }).status, 'cancelled');
+  t.equal((await fetch(`${srv.url}/v1/fine_tuning/jobs`)).status, 200);
   await srv.close();
-  fs.rmSync(jobDir, { recursive: true });
+});
+
+// A job's folder that is broken (a journal of renames that is none, a job.json cut short or not a job's) is left out
+// with a warning naming it, and the others are served; a folder a kill left before its job.json was written is removed.
+t.test('a broken job folder is left out with a warning; the others are served; one a kill left empty is removed', async (t) => {
+  const jobsDir = path.join(dir, 'ft', 'jobs');
+  const job = (id: string): string => JSON.stringify({ job: { id, status: 'cancelled', created_at: 1 }, plan: null });
+  const folders: Record<string, Record<string, string>> = {
+    'ftjob-good': { 'job.json': job('ftjob-good') },
+    'ftjob-journal': { 'job.json': job('ftjob-journal'), [atomicFile.RENAMES_FILE]: '{}' },
+    'ftjob-cut': { 'job.json': job('ftjob-cut').slice(0, 20) },
+    'ftjob-null': { 'job.json': 'null' },
+    'ftjob-other': { 'job.json': job('ftjob-good') },
+    'ftjob-stray': { 'notes.txt': 'mine' },
+    'ftjob-killed': { [`.job.json.${2 ** 22 + 1}.0123456789ab.tmp`]: '{"jo' },
+  };
+  for (const [id, files] of Object.entries(folders)) {
+    fs.mkdirSync(path.join(jobsDir, id), { recursive: true });
+    for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(jobsDir, id, name), text);
+  }
+  const srv = await startServer(raw, dir);
+  t.teardown(() => fs.rmSync(jobsDir, { recursive: true, force: true }));
+  const listed = ((await (await fetch(`${srv.url}/v1/fine_tuning/jobs`)).json()) as { data: { id: string }[] }).data.map((j) => j.id);
+  await srv.close();
+  t.same(listed, ['ftjob-good']);
+  const warned = (id: string): Record<string, unknown> | undefined => srv.logs.find((l) => l.level === 'warn' && String(l.file ?? l.folder).includes(id));
+  t.match(warned('ftjob-journal'), { msg: /could not be read; it is left out/, error: /not a list of renames/ });
+  t.match(warned('ftjob-cut'), { error: /JSON/ });
+  t.match(warned('ftjob-null'), { error: /not a fine-tuning job of id ftjob-null/ });
+  t.match(warned('ftjob-other'), { error: /not a fine-tuning job of id ftjob-other/ });
+  t.match(warned('ftjob-stray'), { msg: /without job\.json is not a fine-tuning job/, files: ['notes.txt'] });
+  t.match(warned('ftjob-killed'), { msg: /stopped before its job\.json was written.*removed/ });
+  t.same(fs.readdirSync(jobsDir).sort(), ['ftjob-cut', 'ftjob-good', 'ftjob-journal', 'ftjob-null', 'ftjob-other', 'ftjob-stray'], 'the broken left as they are; the killed one removed');
 });
 
 t.test('a shutdown that fails part way releases the folder\'s lock: this process starts a server there again', async (t) => {
