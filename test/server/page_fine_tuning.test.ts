@@ -2,7 +2,7 @@
 // shown only when the server has fine-tuning on; a bad training file refused with the server's words, naming the
 // line; a good one uploaded and a job started from the page, followed to its end, and its model picked to talk to,
 // answering as the file taught it; a job paused, resumed and cancelled; the jobs listed again after a reload; the
-// keyboard alone, at a phone's width and a desktop's.
+// keyboard alone, at a phone's width and a desktop's; a file the server does not let go said to stay.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -427,5 +427,27 @@ t.test('an export in another encoding, its dates reading either way: the page of
   t.equal(content.text, fs.readFileSync(reference, 'utf8'), 'imported as bin/import-chat --me "Jane Doe" --encoding windows-1252 --date-order mdy imports it');
   const id = (await page.getAttribute('.job', 'data-job')) as string;
   await request(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST', headers: AUTH });
+  t.same(errors, [], 'no script errors');
+});
+
+t.test('a guess whose file the server does not let go: the page says the file stays, by its id, and why', async (t) => {
+  const { page, errors, jobsBefore } = await openFineTune(t);
+  const folder = t.testdir();
+  const chat = path.join(folder, 'WhatsApp Chat with Mom.txt');
+  fs.writeFileSync(chat, '3/4/21, 10:14 - Mom: Hi Jane\n3/4/21, 10:15 - Jane Doe: Hi Mom\n5/4/21, 09:00 - Mom: Yes, at noon\n');
+  await page.route('**/v1/files/*', (route) => (route.request().method() === 'DELETE'
+    ? route.fulfill({ status: 500, contentType: 'application/json', body: JSON.stringify({ error: { message: 'EIO: i/o error, unlink', type: 'server_error' } }) })
+    : route.continue()));
+  await page.setInputFiles('#tune-file', chat);
+  await page.click('#tune-start');
+  await page.waitForSelector('#tune-me-field:not([hidden])');
+  await page.selectOption('#tune-me', 'Jane Doe');
+  await page.click('#tune-start');
+  await page.waitForSelector('#tune-date-order-field:not([hidden])');
+  const kept = (await filesKept()).find((f) => f.filename === 'WhatsApp Chat with Mom.train');
+  t.ok(kept, 'the file is on the server still');
+  t.match(await text(page, '#tune-error'), new RegExp(`Pick how it writes its dates below, then start again\\. The file of the guess could not be removed from the server, where it stays as ${kept?.id}: Something went wrong on the server \\(500\\): EIO: i/o error, unlink$`));
+  t.equal((await api<{ data: Job[] }>('/v1/fine_tuning/jobs')).data.length, jobsBefore, 'no job on a guess');
+  await request(`${srv.url}/v1/files/${kept?.id}`, { method: 'DELETE', headers: AUTH });
   t.same(errors, [], 'no script errors');
 });

@@ -178,12 +178,14 @@ async function startJob() {
       }
       const uploaded = await res.json();
       // An import that guessed what the panel can ask (the order of dates that read either way) starts nothing: the
-      // file is let go, and the guess is asked for, its warning told.
+      // file is let go, and the guess is asked for, its warning told. A file the server did not let go is said to
+      // stay there, by its id: the person would otherwise take it for gone.
       const guessed = (uploaded.imported?.asks_for ?? []).filter((field) => Object.hasOwn(EXPORT_CHOICES, field) && $(`${EXPORT_CHOICES[field].id}-field`).hidden);
       if (guessed.length > 0) {
-        await api(`v1/files/${encodeURIComponent(uploaded.id)}`, { method: 'DELETE' });
+        const deleted = await api(`v1/files/${encodeURIComponent(uploaded.id)}`, { method: 'DELETE' });
+        const kept = deleted.ok ? '' : ` The file of the guess could not be removed from the server, where it stays as ${uploaded.id}: ${await tuneError(deleted)}`;
         offerChoices(guessed);
-        return formError(`${uploaded.imported.warnings.join(' ')}. Pick ${guessed.map((field) => EXPORT_CHOICES[field].what).join(' and ')} below, then start again.`);
+        return formError(`${uploaded.imported.warnings.join(' ')}. Pick ${guessed.map((field) => EXPORT_CHOICES[field].what).join(' and ')} below, then start again.${kept}`);
       }
       fileId = uploaded.id;
       tune.uploaded = { file, id: fileId };
