@@ -17,7 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import { firstNonUtf8Line } from '../import/chat_export';
 import type { FineTuningConfig } from './config';
 import { nestedTooDeep, TOO_DEEP } from './body';
-import { HttpError } from './errors';
+import { HttpError, withoutPaths } from './errors';
 import type { FileStore } from './files';
 import type { Log } from './log';
 import { readRecords, type RecordKind } from './records';
@@ -122,12 +122,18 @@ export type Dispatch = (url: string, body: Record<string, unknown>) => Promise<{
 
 type BatchStatus = 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
 
+// Why a batch failed, as OpenAI's batch object says it.
+interface BatchErrors {
+  object: 'list';
+  data: { code: string; message: string; param: null; line: null }[];
+}
+
 // The API's batch object.
 export interface Batch {
   id: string;
   object: 'batch';
   endpoint: string;
-  errors: null;
+  errors: BatchErrors | null;
   input_file_id: string;
   completion_window: string;
   status: BatchStatus;
@@ -138,7 +144,7 @@ export interface Batch {
   expires_at: null;      // a batch runs until it is done
   finalizing_at: number | null;
   completed_at: number | null;
-  failed_at: null;
+  failed_at: number | null;
   expired_at: null;
   cancelling_at: number | null;
   cancelled_at: number | null;
@@ -264,7 +270,8 @@ export class Batches {
         try {
           await this.run(batch);
         } catch (err) {
-          this.host.log('error', 'a batch stopped on an error; it goes on when the server starts again', { batch: id, error: (err as Error).message });
+          if (this.closed) this.host.log('error', 'a batch stopped on an error; it goes on when the server starts again', { batch: id, error: (err as Error).message });
+          else await this.fail(batch, err as Error);
         }
       }
     })().finally(() => {
@@ -318,6 +325,20 @@ export class Batches {
     }
     if (this.closed) return;
     await this.finish(batch, requests, answered, answeredFile);
+  }
+
+  // A batch that cannot go on (its answers, or its files, cannot be written: a full disk) fails at once, saying why,
+  // rather than showing in_progress until a restart; the answers written before stay in its folder (answered.jsonl).
+  private async fail(batch: Batch, err: Error): Promise<void> {
+    const { completed, failed } = batch.request_counts;
+    const message = `the batch stopped after ${completed + failed} of its ${batch.request_counts.total} requests were answered: ${withoutPaths(err.message)}`;
+    Object.assign(batch, { status: 'failed', failed_at: now(), errors: { object: 'list', data: [{ code: 'batch_failed', message, param: null, line: null }] } });
+    this.host.log('error', 'batch failed', { batch: batch.id, error: err.message, ...batch.request_counts });
+    try {
+      await this.save(batch);
+    } catch (saveErr) {
+      this.host.log('error', 'a batch\'s failure could not be saved: it goes on when the server starts again', { batch: batch.id, error: (saveErr as Error).message });
+    }
   }
 
   // The output file (the answers, in the input's order) and the error file (the requests that failed), copied line by

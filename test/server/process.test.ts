@@ -454,3 +454,35 @@ t.test('beyond loopback without api_keys: refuses to start, saying how to set th
   t.match(insecure.lines.at(-1), { level: 'error', msg: 'not started', error: /EADDRNOTAVAIL/ }, 'the JSON log says why, after its lines of the start');
   t.match(execFileSync(process.execPath, [SERVE, '--help'], { encoding: 'utf8' }), /--insecure +listen on an address other than loopback without api_keys/);
 });
+
+t.test('a batch whose answers the disk has no room for fails at once, saying why, its answers so far kept; so after a restart', async (t) => {
+  // 16 KiB a file: the batch's requests fit, their answers not.
+  const { dir, child } = await serveWithFineTuning(t, 'batch-full-disk', 16);
+  const url = await listeningAt(child);
+  const requests = Array.from({ length: 60 }, (_, i) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/completions', body: { model: 'general', prompt: PROMPT, max_tokens: 40 } }));
+  const form = new FormData();
+  form.append('purpose', 'batch');
+  form.append('file', new Blob([`${requests.join('\n')}\n`]), 'requests.jsonl');
+  const file = (await (await fetch(`${url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
+  const created = await fetch(`${url}/v1/batches`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' }),
+  });
+  const { id } = (await created.json()) as { id: string };
+  await waitFor(() => child.lines.find((l) => l.batch === id && l.level === 'error'), child);
+  interface BatchSeen { status: string; failed_at: number | null; request_counts: { completed: number }; errors: { data: { message: string }[] } | null }
+  const batch = (await (await fetch(`${url}/v1/batches/${id}`)).json()) as BatchSeen;
+  t.equal(batch.status, 'failed', 'failed, not in progress');
+  t.type(batch.failed_at, 'number');
+  const answered = fs.readFileSync(path.join(dir, 'fine-tuning', 'batches', id, 'answered.jsonl'), 'utf8').split('\n').slice(0, -1);
+  t.ok(answered.length > 0 && answered.length < 60, `some answered (${answered.length})`);
+  t.equal(batch.request_counts.completed, answered.length, 'counted as written');
+  t.match(batch.errors?.data[0].message, new RegExp(`^the batch stopped after ${answered.length} of its 60 requests were answered: EFBIG`));
+  t.same(answered.map((line) => (JSON.parse(line) as { response: { status_code: number } }).response.status_code), answered.map(() => 200), 'each line whole');
+
+  await killed(child);
+  const again = serveFineTuningIn(t, dir);
+  const restarted = (await (await fetch(`${await listeningAt(again)}/v1/batches/${id}`)).json()) as BatchSeen;
+  t.same(restarted, batch, 'so after a restart');
+  again.proc.kill('SIGTERM');
+  t.equal(await again.exited, 0);
+});
