@@ -209,11 +209,17 @@ export class Batches {
       request_counts: { total: requests.length, completed: 0, failed: 0 }, metadata,
     };
     fs.mkdirSync(this.folder(id));
-    const input = path.join(this.folder(id), INPUT_FILE);
-    await writeFileAtomic(input, async (fd) => {
-      await pipeline(fs.createReadStream(this.host.files.contentPath(inputFileId)), fs.createWriteStream('', { fd, autoClose: false }));
-    });
-    await this.save(batch);
+    // Run only once on disk: a batch that could not be saved is answered as an error (507 where the disk is full), and
+    // so must be no batch, its folder gone.
+    try {
+      await writeFileAtomic(path.join(this.folder(id), INPUT_FILE), async (fd) => {
+        await pipeline(fs.createReadStream(this.host.files.contentPath(inputFileId)), fs.createWriteStream('', { fd, autoClose: false }));
+      });
+      await this.save(batch);
+    } catch (err) {
+      fs.rmSync(this.folder(id), { recursive: true, force: true });
+      throw err;
+    }
     this.batches.set(id, batch);
     this.waiting.push(id);
     this.pump();

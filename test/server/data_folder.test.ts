@@ -1,5 +1,6 @@
 // The fine-tuning folder's state, in this process: a start, or a shutdown, that fails after the server took the
-// folder's lock leaves the folder free for the next start, and a job whose job.json cannot be written is no job.
+// folder's lock leaves the folder free for the next start; a broken job folder is left out of a start, not fatal to
+// it; a job or batch whose record cannot be written is none, and a change to a job that cannot be written is undone.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -209,4 +210,27 @@ t.test('a change to a job that cannot be saved is undone: the API says what job.
   t.equal(await status(), 'paused', 'a cancel not saved: the job is paused');
   t.equal(onDisk(), 'paused', 'as job.json says');
   t.equal((await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' })).status, 200);
+});
+
+t.test('a batch whose batch.json cannot be written is answered 507 and is no batch: not listed, no folder', async (t) => {
+  const srv = await startServer(raw, dir);
+  t.teardown(() => srv.close());
+  const form = new FormData();
+  form.append('purpose', 'batch');
+  form.append('file', new Blob([`${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'general', prompt: 'Hi', max_tokens: 2 } })}\n`]), 'requests.jsonl');
+  const file = (await (await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
+  patched.writeTextAtomic = (target, text) => (path.basename(target) === 'batch.json'
+    ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' }))
+    : writeTextAtomic(target, text));
+  let created: Response;
+  try {
+    created = await fetch(`${srv.url}/v1/batches`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' }),
+    });
+  } finally {
+    patched.writeTextAtomic = writeTextAtomic;
+  }
+  t.equal(created.status, 507);
+  t.same((await (await fetch(`${srv.url}/v1/batches`)).json() as { data: unknown[] }).data, [], 'not listed');
+  t.same(fs.readdirSync(path.join(dir, 'ft', 'batches')), [], 'no folder left');
 });
