@@ -310,7 +310,15 @@ export class FineTuningJobs {
     record.modelDeleted = true;
     const saved = this.save(record);
     this.event(record.job, 'info', `Fine-tuned model deleted: ${name}`);
-    await saved;
+    try {
+      await saved;
+    } catch (err) {
+      // Served again, as job.json has it and as the next start would serve it.
+      record.modelDeleted = false;
+      this.serveResult(record);
+      this.event(record.job, 'warn', `The deletion of ${name} could not be saved: it is served again`);
+      throw err;
+    }
   }
 
   // A job not yet finished ends without a model; one training stops after its step.

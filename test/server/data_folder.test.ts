@@ -234,3 +234,32 @@ t.test('a batch whose batch.json cannot be written is answered 507 and is no bat
   t.same((await (await fetch(`${srv.url}/v1/batches`)).json() as { data: unknown[] }).data, [], 'not listed');
   t.same(fs.readdirSync(path.join(dir, 'ft', 'batches')), [], 'no folder left');
 });
+
+t.test('a fine-tuned model whose deletion cannot be saved is answered 507 and served on, as job.json says', async (t) => {
+  const srv = await startServer(raw, dir);
+  t.teardown(() => srv.close());
+  const file = await uploadChats(srv.url);
+  const created = await fetch(`${srv.url}/v1/fine_tuning/jobs`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1 } }),
+  });
+  const { id } = (await created.json()) as { id: string };
+  let job: { status: string; fine_tuned_model: string };
+  do {
+    await new Promise((r) => setTimeout(r, 50));
+    job = (await (await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}`)).json()) as typeof job;
+  } while (job.status !== 'succeeded' && job.status !== 'failed');
+  t.equal(job.status, 'succeeded');
+  patched.writeTextAtomic = (target, text) => (path.basename(target) === 'job.json'
+    ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' }))
+    : writeTextAtomic(target, text));
+  let deleted: Response;
+  try {
+    deleted = await fetch(`${srv.url}/v1/models/${encodeURIComponent(job.fine_tuned_model)}`, { method: 'DELETE' });
+  } finally {
+    patched.writeTextAtomic = writeTextAtomic;
+  }
+  t.equal(deleted.status, 507);
+  const served = ((await (await fetch(`${srv.url}/v1/models`)).json()) as { data: { id: string }[] }).data.map((m) => m.id);
+  t.ok(served.includes(job.fine_tuned_model), 'served on');
+  t.notOk((JSON.parse(fs.readFileSync(path.join(dir, 'ft', 'jobs', id, 'job.json'), 'utf8')) as { modelDeleted?: boolean }).modelDeleted, 'as job.json says');
+});
