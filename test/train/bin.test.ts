@@ -27,7 +27,8 @@ t.test("bin/train --help lists train.py's flags with their defaults", async (t) 
     ['run_name', '"run1"'], ['save_every', '1000'], ['save_time', '15'], ['max_to_keep', '5'], ['sample_every', '100'],
     ['sample_length', '1023'], ['sample_num', '1'], ['top_k', '40'], ['top_p', '0'], ['min_p', '0'], ['val_dataset', '""'], ['val_split', '0'], ['val_every', '0'], ['keep_best', 'true'], ['early_stopping', '0'],
     ['val_batch_size', '2'], ['val_batch_count', '40'], ['save_on_ctrlc', 'true'], ['seed', '-1'], ['stop_after', '0'], ['check', 'false'],
-    ['lora_dropout', '0'],
+    // A resumed adapter goes on with its own, whatever the default.
+    ['lora_alpha', "0, or the resumed adapter's"], ['lora_targets', "attn,mlp, or the resumed adapter's"], ['lora_dropout', "0, or the resumed adapter's"],
   ];
   for (const [flag, value] of flags) {
     t.match(stdout, new RegExp(`--${flag}(, --\\w+)?\\s[^]*?${value === 'required' ? '\\[required\\]' : `\\[default: ${value.replace(/[.]/g, '\\.')}\\]`}`), `--${flag} ${value}`);
