@@ -337,10 +337,12 @@ function serverOver(config: ServerConfig, log: Log, releaseDataFolder: (() => vo
   // The Host header as sent (req.hostname would believe X-Forwarded-Host from a trusted proxy). /ping and /health are
   // exempt: they tell nothing, and load balancers often ask for them by address. So is the Alexa endpoint where it
   // verifies signatures: Alexa asks for it by the skill's public name, through the TLS proxy in front, and a
-  // rebinding page could not sign its requests.
+  // rebinding page could not sign its requests. A POST only: the skill answers no other method, which would pass on to
+  // the routes after it (a path chosen as one of theirs, "/v1/models").
   const signedPath = config.alexa?.verifySignatures ? config.alexa.path.toLowerCase() : null;
+  const signed = (req: Request): boolean => req.method === 'POST' && routedPath(req) === signedPath;
   app.use((req: Request, _res: Response, next: NextFunction) => {
-    if (hosts === null || HEALTH_PATHS.includes(routedPath(req)) || routedPath(req) === signedPath || hostAllowed(req.headers.host, hosts) || isInternal(req)) {
+    if (hosts === null || HEALTH_PATHS.includes(routedPath(req)) || signed(req) || hostAllowed(req.headers.host, hosts) || isInternal(req)) {
       next();
       return;
     }

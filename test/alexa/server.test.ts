@@ -128,6 +128,11 @@ t.test('the Alexa endpoint that verifies signatures is answered under the public
   t.equal(skill.status, 401, 'the skill itself answers');
   t.match(JSON.parse(skill.text), { error: 'missing SignatureCertChainUrl header' });
   t.equal((await rawRequest(verified.url, { path: '/v1/models', headers: { host: publicName.host } })).status, 421, 'the API still refuses the name');
+  // The skill answers POSTs alone; another method on its path would reach the routes after it.
+  const onApiPath = await startServer({ models: [{ key: 'dixie', restore_from: 'bot' }], alexa: { application_id: SKILL_ID, model_key: 'dixie', path: '/v1/models' } }, dir);
+  t.teardown(onApiPath.close);
+  t.equal((await rawRequest(onApiPath.url, { path: '/v1/models', headers: { host: publicName.host } })).status, 421, 'a GET of the skill\'s path under the name: refused');
+  t.equal((await rawRequest(onApiPath.url, { method: 'POST', path: '/v1/models', headers: publicName, body })).status, 401, 'a POST: the skill, which asks for a signature');
   // Unverified, a rebinding page could drive the endpoint: the name is refused there too.
   const unverified = await rawRequest(srv.url, { method: 'POST', path: '/alexa', headers: publicName, body });
   t.equal(unverified.status, 421);
