@@ -86,6 +86,11 @@ t.test("chat messages carry OpenAI's refusal (null), and every answer and chunk 
   const fingerprints = new Set<string | undefined>();
   for await (const chunk of stream) fingerprints.add(chunk.system_fingerprint);
   t.same([...fingerprints], [chat.system_fingerprint], 'every chunk carries it');
+  // The same entry elsewhere in another config, beside other models: the same replies, so the same fingerprint.
+  const moved = await startServer({ models: [{ key: 'long', restore_from: 'long' }, { key: 'general', restore_from: 'alpha', sampling: { temperature: 0, penalize: 0, length: LENGTH } }] }, dir);
+  t.teardown(moved.close);
+  const elsewhere = await new OpenAI({ apiKey: 'none', baseURL: `${moved.url}/v1`, maxRetries: 0 }).chat.completions.create({ model: 'general', messages, max_tokens: 3 });
+  t.equal(elsewhere.system_fingerprint, chat.system_fingerprint, 'not where the entry stands among the models, nor whether another shares its weights');
 });
 
 t.test("seed: any 64-bit integer, as OpenAI takes it, the same seed the same reply, alone and beside other choices; OpenAI's ranges refused naming the field", async (t) => {

@@ -235,8 +235,17 @@ function toolCallKind(layout: ToolsLayout, tools: ToolChoice): Kind {
 // OpenAI's system_fingerprint, which names the backend configuration a reply came from, so that a client holding
 // its seed can tell a changed reply from a changed server: dixie's version and the model's entry in the config
 // (its weights' source, sampling defaults, sanitizer, precision), hashed, as the entry may hold the server's paths.
+// Not where the entry stands among the others, nor whether another shares its weights: a model added beside it
+// changes none of its replies. Worked out once an entry (a reload makes new ones).
+const fingerprints = new WeakMap<ModelConfig, string>();
 function systemFingerprint(version: string, model: ModelConfig): string {
-  return `fp_${crypto.createHash('sha256').update(`${version}\0${JSON.stringify(model)}`).digest('hex').slice(0, 12)}`;
+  let fingerprint = fingerprints.get(model);
+  if (fingerprint === undefined) {
+    const { where: _where, sharesWeights: _shares, ...entry } = model;
+    fingerprint = `fp_${crypto.createHash('sha256').update(`${version}\0${JSON.stringify(entry)}`).digest('hex').slice(0, 12)}`;
+    fingerprints.set(model, fingerprint);
+  }
+  return fingerprint;
 }
 
 // logprobs: the alternatives each token's log-probability comes with, and whether the prompt's tokens' come too.
