@@ -426,6 +426,11 @@ t.test('--threads, --batch_slots and --memory_budget_mb set the config\'s fields
   t.equal(generated.status, 200);
   if (before === null) t.comment('no /proc here: the threads started are not counted');
   else t.equal(threadsNow() - before, 2, 'three threads');
+  // A reload reads the file again, the flags still over it: the fields it changed need no restart.
+  fs.writeFileSync(path.join(dir, 'server_config.json'), JSON.stringify({ models: [{ key: 'chatbot', restore_from: 'alpha' }], threads: 4, batch_slots: 6 }));
+  child.proc.kill('SIGHUP');
+  const reloaded = await waitFor(() => child.lines.find((l) => l.msg === 'config reloaded'), child);
+  t.same(reloaded.needRestart, [], 'a reload keeps the flags over the file\'s');
   child.proc.kill('SIGTERM');
   t.equal(await child.exited, 0);
 
