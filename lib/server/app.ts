@@ -339,7 +339,7 @@ function serverOver(config: ServerConfig, log: Log, releaseDataFolder: (() => vo
   // verifies signatures: Alexa asks for it by the skill's public name, through the TLS proxy in front, and a
   // rebinding page could not sign its requests. A POST only: the skill answers no other method, which would pass on to
   // the routes after it (a path chosen as one of theirs, "/v1/models").
-  const signedPath = config.alexa?.verifySignatures ? config.alexa.path.toLowerCase() : null;
+  const signedPath = config.alexa?.verifySignatures ? routeKey(config.alexa.path) : null;
   const signed = (req: Request): boolean => req.method === 'POST' && routedPath(req) === signedPath;
   app.use((req: Request, _res: Response, next: NextFunction) => {
     if (hosts === null || HEALTH_PATHS.includes(routedPath(req)) || signed(req) || hostAllowed(req.headers.host, hosts) || isInternal(req)) {
@@ -665,5 +665,9 @@ function planReload(configured: ReadonlyMap<string, ModelConfig>, next: ServerCo
 // The path as the routers match it, which ignore its case and a trailing slash: what is decided here by the path (an
 // error's shape, the health checks' exemptions) must hold for every spelling that reaches the same route.
 function routedPath(req: Request): string {
-  return req.path.toLowerCase().replace(/(.)\/$/, '$1');
+  return routeKey(req.path);
+}
+
+function routeKey(routePath: string): string {
+  return routePath.toLowerCase().replace(/(.)\/$/, '$1');
 }

@@ -133,6 +133,10 @@ t.test('the Alexa endpoint that verifies signatures is answered under the public
   t.teardown(onApiPath.close);
   t.equal((await rawRequest(onApiPath.url, { path: '/v1/models', headers: { host: publicName.host } })).status, 421, 'a GET of the skill\'s path under the name: refused');
   t.equal((await rawRequest(onApiPath.url, { method: 'POST', path: '/v1/models', headers: publicName, body })).status, 401, 'a POST: the skill, which asks for a signature');
+  // A path configured with a trailing slash is routed as the same path without it.
+  const slashed = await startServer({ models: [{ key: 'dixie', restore_from: 'bot' }], alexa: { application_id: SKILL_ID, model_key: 'dixie', path: '/Skill/' } }, dir);
+  t.teardown(slashed.close);
+  t.equal((await rawRequest(slashed.url, { method: 'POST', path: '/skill/', headers: publicName, body })).status, 401, 'alexa.path "/Skill/": the skill answers under the name');
   // Unverified, a rebinding page could drive the endpoint: the name is refused there too.
   const unverified = await rawRequest(srv.url, { method: 'POST', path: '/alexa', headers: publicName, body });
   t.equal(unverified.status, 421);
