@@ -79,3 +79,18 @@ t.test("an iPhone's tapbacks, texts that quote an earlier message, are reactions
   const chats = parseSms('sms.xml', `<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>\n<smses count="${sms.length}">\n${sms.join('\n')}\n</smses>\n`);
   t.same(chats[0].messages.map((m) => m.dropped), [null, 'reaction', null, 'reaction', 'reaction', null, 'reaction', null, 'reaction', null, null]);
 });
+
+t.test('a cut quote is a tapback only where an earlier message begins with its words: "…" alone, or the start of a later message, is kept', async (t) => {
+  const bodies: [type: number, body: string][] = [
+    [2, 'Anything at all'],
+    [1, 'Loved “…”'],
+    [1, 'Liked “Tomorrow we should tr…”'],
+    [2, 'Tomorrow we should try the new place on Main Street'],
+    [1, 'Loved “Tomorrow we should tr…”'],
+    [1, 'Laughed at “Anything…”'],
+    [1, 'Laughed at “Anything else…”'],
+  ];
+  const sms = bodies.map(([type, body], i) => `  <sms address="+15551234567" date="${1609452900000 + i * 60000}" type="${type}" body="${body}" contact_name="Mom" />`);
+  const chats = parseSms('sms.xml', `<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>\n<smses count="${sms.length}">\n${sms.join('\n')}\n</smses>\n`);
+  t.same(chats[0].messages.map((m) => m.dropped), [null, null, null, null, 'reaction', 'reaction', null]);
+});
