@@ -682,7 +682,9 @@ export function checkAdapterFits(adapter: PeftAdapter, config: GPT2Config, base:
   // GPT-2's output head is wte: PEFT trains a copy of lm_head, or of wte, apart from the other, and a head that is not
   // the input embedding any more cannot be held here.
   const head = adapter.replaced.find((r) => r.weight === LM_HEAD);
-  if ((head === undefined) !== (wte === undefined) || (head && wte && !head.values.every((v, i) => Object.is(v, wte.values[i])))) {
+  // With ensure_weight_tying the head is the embedding's trained copy, whether the file holds it twice or once.
+  const tiedOnce = head === undefined && wte !== undefined && adapter.config.ensureWeightTying;
+  if ((!tiedOnce && (head === undefined) !== (wte === undefined)) || (head && wte && !head.values.every((v, i) => Object.is(v, wte.values[i])))) {
     const [trained, other] = head ? [head, wte ? 'its wte.weight' : 'the base\'s wte.weight'] : [wte as ReplacedTensor, 'the base\'s lm_head (its wte.weight)'];
     throw new Error(`${file}: tensor "${trained.name}" (${trained.reason} in ${ADAPTER_CONFIG_FILE}) differs from ${other}: PEFT trained the output head and the token embedding apart, `
       + 'and dixie ties the head to wte as GPT-2 does, so it cannot hold them; train with both in modules_to_save and tied (or neither)');

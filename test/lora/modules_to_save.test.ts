@@ -122,6 +122,13 @@ t.test('wte and lm_head trained together and equal merge as the tied embedding',
   const tiedModel = await Model.load(base, { device: 'cpu', trainable: false, adapter: tied });
   t.same(tiedModel.getParam('wte.weight'), wte, 'ensure_weight_tying');
   tiedModel.dispose();
+  // The head tied to the embedding, a file that holds the two as one tensor holds both.
+  const once = adapterWith('ensure-weight-tying-once', { modules_to_save: ['transformer.wte'], ensure_weight_tying: true }, [
+    { name: 'base_model.model.transformer.wte.weight', shape: [V, C], data: wte },
+  ]);
+  const onceModel = await Model.load(base, { device: 'cpu', trainable: false, adapter: once });
+  t.same(onceModel.getParam('wte.weight'), wte, 'ensure_weight_tying, the tied pair stored once');
+  onceModel.dispose();
 });
 
 t.test('a module of modules_to_save is no LoRA target, as PEFT (since 0.16) keeps LoRA off it', async (t) => {
