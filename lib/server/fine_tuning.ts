@@ -180,6 +180,10 @@ export class FineTuningJobs {
   // Jobs reading their files, which they do at once, beside the job training.
   private readonly validating = new Map<string, { stop: AbortController; done: Promise<void> }>();
   private writes: Promise<void> = Promise.resolve();
+  // Each job's status fields as its job.json last written has them: what a change not saved goes back to, rather than
+  // the status the change found, which may be an earlier change still being written (a pause, then a cancel) and lost
+  // with it.
+  private readonly onDisk = new Map<string, JobStatusFields>();
   private closed = false;
 
   constructor(private readonly config: FineTuningConfig, private readonly host: FineTuningHost) {
@@ -194,6 +198,7 @@ export class FineTuningJobs {
     for (const record of found) {
       const { job } = record;
       this.records.set(job.id, record);
+      this.onDisk.set(job.id, statusOf(job));
       if (job.status === 'succeeded' && job.fine_tuned_model !== null && record.modelDeleted !== true) this.serveResult(record);
       if (job.status === 'running' || job.status === 'queued') {
         this.event(job, 'info', job.status === 'running' ? 'The server restarted: the job goes on from its last checkpoint' : 'The server restarted: the job waits its turn again');
@@ -328,11 +333,10 @@ export class FineTuningJobs {
     if (job.status === 'succeeded' || job.status === 'failed' || job.status === 'cancelled') {
       throw new HttpError(400, `the job is ${job.status} already: there is nothing to cancel`, { field: 'fine_tuning_job_id', code: 'invalid_job_state' });
     }
-    const before = statusOf(job);
     const saved = this.finish(record, 'cancelled', null);
     this.event(job, 'info', 'Fine-tuning job cancelled');
     this.stop(id, 'cancel');
-    return this.answerOnceSaved(record, before, saved);
+    return this.answerOnceSaved(record, saved);
   }
 
   // A job waiting or training stops, a checkpoint of its last step saved, until resumed.
@@ -342,11 +346,10 @@ export class FineTuningJobs {
     if (job.status !== 'queued' && job.status !== 'running' && job.status !== 'validating_files') {
       throw new HttpError(400, `only a job that is validating its files, queued or running can be paused; this one is ${job.status}`, { field: 'fine_tuning_job_id', code: 'invalid_job_state' });
     }
-    const before = statusOf(job);
     const saved = this.setStatus(record, 'paused');
     this.event(job, 'info', 'Fine-tuning job paused');
     this.stop(id, 'pause');
-    return this.answerOnceSaved(record, before, saved);
+    return this.answerOnceSaved(record, saved);
   }
 
   async resume(id: string): Promise<FineTuningJob> {
@@ -354,9 +357,8 @@ export class FineTuningJobs {
     const { job } = record;
     if (job.status !== 'paused') throw new HttpError(400, `only a paused job can be resumed; this one is ${job.status}`, { field: 'fine_tuning_job_id', code: 'invalid_job_state' });
     this.event(job, 'info', 'Fine-tuning job resumed');
-    const before = statusOf(job);
     const saved = this.setStatus(record, record.plan === null ? 'validating_files' : 'queued');
-    return this.answerOnceSaved(record, before, saved, () => {
+    return this.answerOnceSaved(record, saved, () => {
       if (record.plan === null) this.validate(record);
       else {
         this.waiting.push(id);
@@ -367,20 +369,22 @@ export class FineTuningJobs {
 
   // The job as a client's change left it, once `saved` has put it on disk; the work the change starts (`start`: a
   // resumed job's turn) starts only then. A change that could not be saved is undone, so that the API says what
-  // job.json holds, and what a restart would say: the job's status as it was, and the work the change stopped (its
-  // files' reading, its turn, its training, which saved its step and goes on from it) taken up again. Where the job
-  // has moved on meanwhile (cancelled, its training ended), what it moved to was saved after the change, and stands.
-  private async answerOnceSaved(record: JobRecord, before: JobStatusFields, saved: Promise<void>, start = (): void => undefined): Promise<FineTuningJob> {
+  // job.json holds, and what a restart would say: the job's status as job.json last has it, and the work the change
+  // stopped (its files' reading, its turn, its training, which saved its step and goes on from it) taken up again.
+  // Where the job has moved on meanwhile (cancelled, its training ended), what it moved to is written after the
+  // change, and stands, or is undone in its turn.
+  private async answerOnceSaved(record: JobRecord, saved: Promise<void>, start = (): void => undefined): Promise<FineTuningJob> {
     const { job } = record;
     const answer = structuredClone(job);
     try {
       await saved;
     } catch (err) {
       if (job.status === answer.status) {
-        Object.assign(job, before);
-        this.event(job, 'warn', `The change to ${answer.status} could not be saved: the job is ${before.status} again`);
-        if (before.status === 'validating_files' && !this.closed) this.validate(record);
-        else if (before.status === 'queued' || before.status === 'running') {
+        const written = this.onDisk.get(job.id) as JobStatusFields;
+        Object.assign(job, written);
+        this.event(job, 'warn', `The change to ${answer.status} could not be saved: the job is ${written.status} again`);
+        if (written.status === 'validating_files' && !this.closed) this.validate(record);
+        else if (written.status === 'queued' || written.status === 'running') {
           this.waiting.unshift(job.id);
           this.pump();
         }
@@ -672,7 +676,9 @@ export class FineTuningJobs {
   private save(record: JobRecord): Promise<void> {
     const file = path.join(this.dir(record.job.id), JOB_FILE);
     const text = `${JSON.stringify(record, null, 2)}\n`;
+    const state = statusOf(record.job);
     const written = this.writes.then(() => writeTextAtomic(file, text));
+    written.then(() => this.onDisk.set(record.job.id, state), () => undefined);
     this.writes = written.catch((err: Error) => this.host.log('error', 'a fine-tuning job could not be saved', { job: record.job.id, error: err.message }));
     return written;
   }

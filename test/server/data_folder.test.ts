@@ -263,3 +263,45 @@ t.test('a fine-tuned model whose deletion cannot be saved is answered 507 and se
   t.ok(served.includes(job.fine_tuned_model), 'served on');
   t.notOk((JSON.parse(fs.readFileSync(path.join(dir, 'ft', 'jobs', id, 'job.json'), 'utf8')) as { modelDeleted?: boolean }).modelDeleted, 'as job.json says');
 });
+
+// Two changes in flight on one job, neither saved: the second's "before" is the first's unsaved state, and undoing to
+// it would leave the job paused in memory while job.json says running (and a restart trains it).
+t.test('a pause, then a cancel, neither saved: the job is as job.json has it, running, and trains on', async (t) => {
+  const srv = await startServer(raw, dir);
+  t.teardown(() => srv.close());
+  const file = await uploadChats(srv.url);
+  const created = await fetch(`${srv.url}/v1/fine_tuning/jobs`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1000 } }),
+  });
+  const { id } = (await created.json()) as { id: string };
+  const status = async (): Promise<string> => ((await (await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}`)).json()) as { status: string }).status;
+  const until = async (wanted: string): Promise<void> => {
+    while (await status() !== wanted) await new Promise((r) => setTimeout(r, 20));
+  };
+  await until('running');
+  // job.json's writes fail, the first once both changes are made.
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  patched.writeTextAtomic = (target, text) => (path.basename(target) === 'job.json'
+    ? held.then(() => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' })))
+    : writeTextAtomic(target, text));
+  let answers: Response[];
+  try {
+    const pause = fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/pause`, { method: 'POST' });
+    await until('paused');
+    const cancel = fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' });
+    await until('cancelled');
+    release();
+    answers = await Promise.all([pause, cancel]);
+  } finally {
+    patched.writeTextAtomic = writeTextAtomic;
+  }
+  t.same(answers.map((a) => a.status), [507, 507]);
+  t.equal((JSON.parse(fs.readFileSync(path.join(dir, 'ft', 'jobs', id, 'job.json'), 'utf8')) as { job: { status: string } }).job.status, 'running', 'job.json says running');
+  t.equal(await status(), 'running', 'and so does the API');
+  const steps = (): Promise<number> => fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/events?limit=100`).then(async (r) => ((await r.json()) as { data: { type: string }[] }).data.filter((e) => e.type === 'metrics').length);
+  const before = await steps();
+  while (await steps() === before) await new Promise((r) => setTimeout(r, 20));
+  t.pass('and it trains on');
+  t.equal((await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' })).status, 200);
+});
