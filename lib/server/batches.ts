@@ -300,8 +300,14 @@ export class Batches {
     let writing = Promise.resolve();
     const keep = (answer: Answered): Promise<void> => (writing = writing.then(async () => {
       const line = Buffer.from(`${JSON.stringify(answer)}\n`);
-      await out.appendFile(line);
-      await out.sync();
+      try {
+        await out.appendFile(line);
+        await out.sync();
+      } catch (err) {
+        // A full disk takes part of the line: cut off, so that the file a failed batch keeps is its whole answers.
+        await out.truncate(end).catch(() => undefined);
+        throw err;
+      }
       answered.set(answer.custom_id, { succeeded: succeeded(answer), at: end, bytes: line.length });
       end += line.length;
       batch.request_counts[succeeded(answer) ? 'completed' : 'failed']++;

@@ -478,7 +478,9 @@ t.test('a batch whose answers the disk has no room for fails at once, saying why
   const batch = (await (await fetch(`${url}/v1/batches/${id}`)).json()) as BatchSeen;
   t.equal(batch.status, 'failed', 'failed, not in progress');
   t.type(batch.failed_at, 'number');
-  const answered = fs.readFileSync(path.join(dir, 'fine-tuning', 'batches', id, 'answered.jsonl'), 'utf8').split('\n').slice(0, -1);
+  const written = fs.readFileSync(path.join(dir, 'fine-tuning', 'batches', id, 'answered.jsonl'), 'utf8');
+  t.ok(written.endsWith('\n'), 'no line cut short at its end');
+  const answered = written.split('\n').slice(0, -1);
   t.ok(answered.length > 0 && answered.length < 60, `some answered (${answered.length})`);
   t.equal(batch.request_counts.completed, answered.length, 'counted as written');
   t.match(batch.errors?.data[0].message, new RegExp(`^the batch stopped after ${answered.length} of its 60 requests were answered: EFBIG`));
