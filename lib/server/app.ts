@@ -610,22 +610,27 @@ function serverOver(config: ServerConfig, log: Log, releaseDataFolder: (() => vo
       while (openRequests > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
       if (openRequests > 0) log('warn', 'shutdown grace period over: aborting requests in flight', { inFlight: openRequests });
       httpServer?.closeAllConnections();
-      // A shutdown that fails part way (a job's close, a model's unload) still frees the folder: this process, a
-      // library caller's, could otherwise start no server there again for as long as it runs.
-      try {
-        await jobs?.close();
-        await batchesClosed;
-        if (internalServer) {
-          const { server } = await internalServer;
-          server.closeAllConnections();
-          await new Promise<void>((resolve) => server.close(() => resolve()));
-        }
-        await registry.close();
-        await service.close();
-        await closed;
-      } finally {
-        releaseDataFolder?.();
-      }
+      // A shutdown that fails part way (a job's close, a model's unload) still takes its other steps, and then frees
+      // the folder: the batches must have stopped writing in it first (a server started there next would send their
+      // requests in flight again), and this process, a library caller's, could otherwise start no server there again
+      // for as long as it runs. The first failure is thrown.
+      const failures: unknown[] = [];
+      const step = (close: () => Promise<unknown> | undefined): Promise<void> => Promise.resolve().then(close).then(() => undefined, (err: unknown) => {
+        failures.push(err);
+      });
+      await step(() => jobs?.close());
+      await step(() => batchesClosed);
+      await step(async () => {
+        if (!internalServer) return;
+        const { server } = await internalServer;
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      });
+      await step(() => registry.close());
+      await step(() => service.close());
+      await step(() => closed);
+      releaseDataFolder?.();
+      if (failures.length > 0) throw failures[0];
       log('info', 'stopped');
     },
   };

@@ -7,6 +7,7 @@ import t from 'tap';
 import * as atomicFile from '../../lib/util/atomic_file';
 import { createServer } from '../../lib/server/app';
 import { validateServerConfig } from '../../lib/server/config';
+import { Batches } from '../../lib/server/batches';
 import { FineTuningJobs } from '../../lib/server/fine_tuning';
 import { makeModels, startServer, tempDir } from './helpers';
 
@@ -88,11 +89,21 @@ t.test('a shutdown that fails part way releases the folder\'s lock: this process
     await close.call(this);
     throw new Error('a job did not stop');
   };
+  // The batches still writing when the jobs' close fails: the folder is theirs until they stop.
+  const closeBatches = Batches.prototype.close;
+  let lockedWhileBatchesClosed = false;
+  Batches.prototype.close = async function (this: Batches) {
+    await closeBatches.call(this);
+    await new Promise((r) => setTimeout(r, 200));
+    lockedWhileBatchesClosed = fs.existsSync(path.join(dir, 'ft', '.dixie.lock'));
+  };
   try {
     await t.rejects(srv.close(), /a job did not stop/);
   } finally {
     FineTuningJobs.prototype.close = close;
+    Batches.prototype.close = closeBatches;
   }
+  t.ok(lockedWhileBatchesClosed, 'the folder held until the batches stopped');
   t.notOk(fs.existsSync(path.join(dir, 'ft', '.dixie.lock')), 'the lock released');
   const again = await startServer(raw, dir);
   t.equal((await fetch(`${again.url}/v1/fine_tuning/jobs`)).status, 200);
