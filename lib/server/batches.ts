@@ -248,7 +248,7 @@ export class Batches {
     const waiting = this.waiting.indexOf(id);
     if (waiting >= 0) {
       this.waiting.splice(waiting, 1);
-      await this.run(batch);
+      await this.runOrFail(batch);
     }
     return batch;
   }
@@ -272,17 +272,20 @@ export class Batches {
     if (this.pumping || this.closed) return;
     this.pumping = (async () => {
       for (let id = this.waiting.shift(); id !== undefined && !this.closed; id = this.waiting.shift()) {
-        const batch = this.get(id);
-        try {
-          await this.run(batch);
-        } catch (err) {
-          if (this.closed) this.host.log('error', 'a batch stopped on an error; it goes on when the server starts again', { batch: id, error: (err as Error).message });
-          else await this.fail(batch, err as Error);
-        }
+        await this.runOrFail(this.get(id));
       }
     })().finally(() => {
       this.pumping = null;
     });
+  }
+
+  private async runOrFail(batch: Batch): Promise<void> {
+    try {
+      await this.run(batch);
+    } catch (err) {
+      if (this.closed) this.host.log('error', 'a batch stopped on an error; it goes on when the server starts again', { batch: batch.id, error: (err as Error).message });
+      else await this.fail(batch, err as Error);
+    }
   }
 
   // Sends the requests not yet answered, `concurrency` at a time, until they are all answered, the batch is

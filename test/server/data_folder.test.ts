@@ -316,3 +316,48 @@ t.test('a pause, then a cancel, neither saved: the job is as job.json has it, ru
   t.pass('and it trains on');
   t.equal((await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' })).status, 200);
 });
+
+t.test('a batch cancelled while it waits its turn, whose files cannot be written, is failed at once, saying why', async (t) => {
+  const srv = await startServer(raw, dir);
+  t.teardown(() => srv.close());
+  const form = new FormData();
+  form.append('purpose', 'batch');
+  form.append('file', new Blob([`${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'general', prompt: 'Hi', max_tokens: 2 } })}\n`]), 'requests.jsonl');
+  const file = (await (await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
+  const create = async (): Promise<string> => ((await (await fetch(`${srv.url}/v1/batches`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' }),
+  })).json()) as { id: string }).id;
+  const batchOf = async (id: string): Promise<{ status: string; errors: { data: { message: string }[] } | null }> => (await fetch(`${srv.url}/v1/batches/${id}`)).json() as never;
+  // The first batch is held at its last writes, so that the second waits its turn; the second's writes fail once it
+  // is cancelled (its creation's and its cancellation's are kept).
+  let firstHeld = (): void => undefined;
+  const held = new Promise<void>((resolve) => (firstHeld = resolve));
+  let release = (): void => undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const ids: string[] = [];
+  let secondWrites = 0;
+  patched.writeTextAtomic = async (target, text) => {
+    const id = path.basename(path.dirname(target));
+    if (path.basename(target) === 'batch.json' && id === ids[0]) {
+      firstHeld();
+      await released;
+    } else if (path.basename(target) === 'batch.json' && id === ids[1] && ++secondWrites > 2) {
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+    }
+    return writeTextAtomic(target, text);
+  };
+  try {
+    ids.push(await create());
+    await held;
+    ids.push(await create());
+    const cancelled = await fetch(`${srv.url}/v1/batches/${ids[1]}/cancel`, { method: 'POST' });
+    t.equal(cancelled.status, 200, 'the cancellation is kept');
+    const second = await batchOf(ids[1]);
+    t.equal(second.status, 'failed', 'and the batch failed, not finalizing for ever');
+    t.match(second.errors?.data[0].message, /ENOSPC/, 'saying why');
+  } finally {
+    release();
+    patched.writeTextAtomic = writeTextAtomic;
+  }
+  while ((await batchOf(ids[0])).status !== 'completed') await new Promise((r) => setTimeout(r, 20));
+});
