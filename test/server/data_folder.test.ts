@@ -33,6 +33,25 @@ async function uploadChats(url: string): Promise<{ id: string }> {
 // The atomic writes of the server's records, which a test replaces to fail or hold job.json's.
 const writeTextAtomic = atomicFile.writeTextAtomic;
 const patched = atomicFile as { writeTextAtomic: typeof writeTextAtomic };
+// The error of a write to a full disk; and every write of the record `file` failing with it, until writeTextAtomic
+// is put back.
+const noSpace = (): Error => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+function failWritesOf(file: string): void {
+  patched.writeTextAtomic = (target, text) => (path.basename(target) === file ? Promise.reject(noSpace()) : writeTextAtomic(target, text));
+}
+
+// A batch's input of one completion, uploaded; and a batch of it created.
+async function uploadBatchInput(url: string): Promise<{ id: string }> {
+  const form = new FormData();
+  form.append('purpose', 'batch');
+  form.append('file', new Blob([`${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'general', prompt: 'Hi', max_tokens: 2 } })}\n`]), 'requests.jsonl');
+  return (await (await fetch(`${url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
+}
+function createBatch(url: string, inputFileId: string): Promise<Response> {
+  return fetch(`${url}/v1/batches`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input_file_id: inputFileId, endpoint: '/v1/completions', completion_window: '24h' }),
+  });
+}
 
 t.test('a start that fails after taking the folder\'s lock releases it: this process starts a server there again', async (t) => {
   // A file where the jobs' folder goes: the start cannot make it.
@@ -114,9 +133,7 @@ t.test('a job whose job.json cannot be written is answered 507 and is no job: no
   const srv = await startServer(raw, dir);
   t.teardown(() => srv.close());
   const file = await uploadChats(srv.url);
-  patched.writeTextAtomic = (target, text) => (path.basename(target) === 'job.json'
-    ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' }))
-    : writeTextAtomic(target, text));
+  failWritesOf('job.json');
   let created: Response;
   try {
     created = await fetch(`${srv.url}/v1/fine_tuning/jobs`, {
@@ -191,9 +208,7 @@ t.test('a change to a job that cannot be saved is undone: the API says what job.
   while (await status() !== 'running') await new Promise((r) => setTimeout(r, 20));
   // Sends `change` while job.json cannot be written: it is answered 507.
   const unsaved = async (change: string): Promise<void> => {
-    patched.writeTextAtomic = (target, text) => (path.basename(target) === 'job.json'
-      ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' }))
-      : writeTextAtomic(target, text));
+    failWritesOf('job.json');
     let answer: Response;
     try {
       answer = await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/${change}`, { method: 'POST' });
@@ -226,18 +241,11 @@ t.test('a change to a job that cannot be saved is undone: the API says what job.
 t.test('a batch whose batch.json cannot be written is answered 507 and is no batch: not listed, no folder', async (t) => {
   const srv = await startServer(raw, dir);
   t.teardown(() => srv.close());
-  const form = new FormData();
-  form.append('purpose', 'batch');
-  form.append('file', new Blob([`${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'general', prompt: 'Hi', max_tokens: 2 } })}\n`]), 'requests.jsonl');
-  const file = (await (await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
-  patched.writeTextAtomic = (target, text) => (path.basename(target) === 'batch.json'
-    ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' }))
-    : writeTextAtomic(target, text));
+  const file = await uploadBatchInput(srv.url);
+  failWritesOf('batch.json');
   let created: Response;
   try {
-    created = await fetch(`${srv.url}/v1/batches`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' }),
-    });
+    created = await createBatch(srv.url, file.id);
   } finally {
     patched.writeTextAtomic = writeTextAtomic;
   }
@@ -260,9 +268,7 @@ t.test('a fine-tuned model whose deletion cannot be saved is answered 507 and se
     job = (await (await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}`)).json()) as typeof job;
   } while (job.status !== 'succeeded' && job.status !== 'failed');
   t.equal(job.status, 'succeeded');
-  patched.writeTextAtomic = (target, text) => (path.basename(target) === 'job.json'
-    ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' }))
-    : writeTextAtomic(target, text));
+  failWritesOf('job.json');
   let deleted: Response;
   try {
     deleted = await fetch(`${srv.url}/v1/models/${encodeURIComponent(job.fine_tuned_model)}`, { method: 'DELETE' });
@@ -294,7 +300,7 @@ t.test('a pause, then a cancel, neither saved: the job is as job.json has it, ru
   let release = (): void => undefined;
   const held = new Promise<void>((resolve) => (release = resolve));
   patched.writeTextAtomic = (target, text) => (path.basename(target) === 'job.json'
-    ? held.then(() => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' })))
+    ? held.then(() => Promise.reject(noSpace()))
     : writeTextAtomic(target, text));
   let answers: Response[];
   try {
@@ -320,13 +326,8 @@ t.test('a pause, then a cancel, neither saved: the job is as job.json has it, ru
 t.test('a batch cancelled while it waits its turn, whose files cannot be written, is failed at once, saying why', async (t) => {
   const srv = await startServer(raw, dir);
   t.teardown(() => srv.close());
-  const form = new FormData();
-  form.append('purpose', 'batch');
-  form.append('file', new Blob([`${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'general', prompt: 'Hi', max_tokens: 2 } })}\n`]), 'requests.jsonl');
-  const file = (await (await fetch(`${srv.url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
-  const create = async (): Promise<string> => ((await (await fetch(`${srv.url}/v1/batches`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' }),
-  })).json()) as { id: string }).id;
+  const file = await uploadBatchInput(srv.url);
+  const create = async (): Promise<string> => ((await (await createBatch(srv.url, file.id)).json()) as { id: string }).id;
   const batchOf = async (id: string): Promise<{ status: string; errors: { data: { message: string }[] } | null }> => (await fetch(`${srv.url}/v1/batches/${id}`)).json() as never;
   // The first batch is held at its last writes, so that the second waits its turn; the second's writes fail once it
   // is cancelled (its creation's and its cancellation's are kept).
@@ -342,7 +343,7 @@ t.test('a batch cancelled while it waits its turn, whose files cannot be written
       firstHeld();
       await released;
     } else if (path.basename(target) === 'batch.json' && id === ids[1] && ++secondWrites > 2) {
-      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+      throw noSpace();
     }
     return writeTextAtomic(target, text);
   };
