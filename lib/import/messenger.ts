@@ -111,10 +111,9 @@ const NOTICE_ACTION = wholeText(noticeWords((words) => words.actor), 'i');
 const NOTICE_OF_YOU = wholeText(noticeWords((words) => words.you), 'i');
 const NOTICE = /^(?:You are now connected on Messenger|The (?:video|audio|voice) chat ended)/i;
 const REACTION = new RegExp(`^(?:${noticeWords((words) => words.reaction).join('|')})\\s*$`, 'iu');
-// What the download writes as the text of an attachment sent without one; a caption is the sender's words, kept. Only
-// of a message that carries an attachment, whose sender it names as the app does (an account's username, where its
-// sender_name is the display name), so that any actor is taken.
-const ATTACHMENT_NOTICE = new RegExp(`(?:^|\\s)(?:${noticeWords((words) => [...(words.attachment?.actor ?? []), ...(words.attachment?.you ?? [])]).join('|')})$`);
+// What the download writes as the text of an attachment sent without one; a caption is the sender's words, kept.
+const ATTACHMENT_ACTION = wholeText(noticeWords((words) => words.attachment?.actor));
+const ATTACHMENT_OF_YOU = wholeText(noticeWords((words) => words.attachment?.you));
 const UNSENT_ACTION = wholeText(noticeWords((words) => words.unsent?.actor), 'i');
 const UNSENT_OF_YOU = wholeText(noticeWords((words) => words.unsent?.you), 'i');
 
@@ -159,7 +158,7 @@ function toMessage(value: unknown, participants: ReadonlySet<string>): ExportedM
             ? 'system'
             : REACTION.test(text)
               ? 'reaction'
-              : (attached || message.share !== undefined) && (text === '' || ATTACHMENT_NOTICE.test(text.trimEnd()))
+              : (attached || message.share !== undefined) && (text === '' || said(text, sender, ATTACHMENT_ACTION, ATTACHMENT_OF_YOU))
                 ? 'media'
                 : null;
   return { time: Number.isFinite(time) ? time : 0, sender, senderIds: NO_IDS, mine: null, text, dropped, line: 0 };
@@ -179,10 +178,11 @@ function said(text: string, sender: string, action: RegExp, ofYou: RegExp): bool
   return ofYou.test(text.trimEnd()) || (rest !== null && action.test(rest));
 }
 
-// What follows the sender's name (or English's "You") that opens `text`; null where neither does.
+// What follows the sender's name (or English's "You") that opens `text`; null where neither does. The app names a
+// sender in its notices by their first name as well as by the whole name ("Jane sent an attachment." of Jane Doe's).
 function afterActor(text: string, sender: string): string | null {
-  const actor = text.startsWith(`${sender} `) ? sender.length + 1 : text.startsWith('You ') ? 4 : -1;
-  return actor >= 0 ? text.slice(actor).trimEnd() : null;
+  const actor = [sender, sender.split(' ')[0], 'You'].find((name) => name !== '' && text.startsWith(`${name} `));
+  return actor === undefined ? null : text.slice(actor.length + 1).trimEnd();
 }
 
 // Text whose UTF-8 bytes were each escaped as a character (U+0000-U+00FF) made text again. A string with a

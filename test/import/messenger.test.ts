@@ -79,6 +79,26 @@ t.test('an attachment with a caption keeps the caption; one without text, or wit
   t.match(summary, { read: 4, kept: 2, dropped: { media: 2 } });
 });
 
+t.test("an attachment's notice is the whole text, its sender named in full or by first name: a caption that ends in its words is kept", async (t) => {
+  const photo = { photos: [{ uri: 'p.jpg' }] };
+  const messages: [string, string, string | null][] = [
+    ['Ayşe Yılmaz', 'Annem bir ek gönderdi.', null],
+    ['Jane Doe', 'ok I sent an attachment.', null],
+    ['Ayşe Yılmaz', 'Ayşe Yılmaz bir ek gönderdi.', 'media'],
+    ['Ayşe Yılmaz', 'Ayşe bir ek gönderdi.', 'media'],
+    ['Jane Doe', 'Bir ek gönderdin.', 'media'],
+    ['Jane Doe', 'Jane sent an attachment.', 'media'],
+    ['Jane Doe', 'You sent an attachment.', 'media'],
+    ['Ayşe Yılmaz', 'Mom sent an attachment.', null],
+  ];
+  const chat = parseMessenger('inbox/ayse_1/message_1.json', {
+    participants: [{ name: 'Ayşe Yılmaz' }, { name: 'Jane Doe' }],
+    title: 'Ayşe Yılmaz',
+    messages: messages.map(([sender, text], i) => ({ sender_name: Buffer.from(sender).toString('latin1'), timestamp_ms: 1_700_000_000_000 + i * 1000, content: Buffer.from(text).toString('latin1'), ...photo })).reverse(),
+  });
+  t.same(chat.messages.map((m) => [m.text, m.dropped]), messages.map(([, text, dropped]) => [text, dropped]));
+});
+
 // Facebook writes its notices in the account's language, each a whole sentence as in English.
 t.test("notices, attachments without text, unsent messages and reactions in the account's language are dropped; messages that hold the same words are kept", async (t) => {
   const share = { share: { link: 'https://www.facebook.com/photo/?fbid=1' } };
