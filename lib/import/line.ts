@@ -29,6 +29,9 @@ const TIME = /^(?:(午前|午後|上午|下午|AM|PM)\s?)?(\d{1,2}):(\d{2})(?:\s
 const AFTERNOON = new Set(['午後', '下午', 'PM', 'pm', 'Pm']);
 // A message that stands for an attachment, in LINE's English, Japanese, Chinese and Thai.
 const MEDIA = /^\[(?:Photo|Video|Sticker|File|Voice message|Album|Contact|Location|GIF|写真|動画|スタンプ|ファイル|ボイスメッセージ|アルバム|連絡先|位置情報|照片|图片|圖片|影片|视频|貼圖|贴图|檔案|文件|语音讯息|語音訊息|รูปภาพ|วิดีโอ|สติกเกอร์|ไฟล์)\]$/;
+// An unsent message's notice: the whole text, after the name of whoever unsent it where the app writes it as its own
+// ("Yuki unsent a message."), alone or after the sender's own name where it writes it as the sender's; a message that
+// only ends in these words ("oops, I unsent a message") is kept.
 const UNSENT = /(?:unsent a message\.?|メッセージの送信を取り消しました|已收回訊息|撤回了一条消息)$/;
 
 export function looksLikeLine(text: string): boolean {
@@ -105,11 +108,19 @@ function unquote(message: ExportedMessage): ExportedMessage {
 }
 
 function dropReason(m: ExportedMessage): DropReason | null {
-  if (UNSENT.test(m.text)) return 'deleted';
+  if (isUnsentNotice(m)) return 'deleted';
   if (m.sender === '') return 'system';
   if (m.text.startsWith('☎')) return 'call';
   if (MEDIA.test(m.text.trim())) return 'media';
   return null;
+}
+
+function isUnsentNotice(m: ExportedMessage): boolean {
+  const text = m.text.trimEnd();
+  const words = UNSENT.exec(text);
+  if (words === null) return false;
+  const actor = text.slice(0, words.index).trimEnd();
+  return m.sender === '' || actor === '' || actor === m.sender;
 }
 
 // A day line's midnight (ms, as if UTC), or null. The newer English day line writes the date in the phone's order,

@@ -34,6 +34,21 @@ t.test('the Japanese export, groups by their header, and the newer English day l
   t.same(newer.messages.map((m) => [m.time, m.text]), [[Date.UTC(2024, 0, 15, 10, 23), 'Chapter 3 tonight?']]);
 });
 
+t.test("an unsent message's notice is the whole text, the app's or after its sender's name: a message that ends in its words is kept", async (t) => {
+  const chat = parseLine('x.txt', [
+    '[LINE] Chat history with Yuki', '', '2024/01/15(Mon)',
+    '11:04\tYuki\toops, I unsent a message', '11:05\t\tYuki unsent a message.', '11:06\tJane\tごめん、メッセージの送信を取り消しました',
+    '11:07\tJane\tメッセージの送信を取り消しました', '11:08\tYuki\tYuki unsent a message.', '',
+  ].join('\n'));
+  t.same(chat.messages.map((m) => [m.text, m.dropped]), [
+    ['oops, I unsent a message', null],
+    ['Yuki unsent a message.', 'deleted'],
+    ['ごめん、メッセージの送信を取り消しました', null],
+    ['メッセージの送信を取り消しました', 'deleted'],
+    ['Yuki unsent a message.', 'deleted'],
+  ]);
+});
+
 t.test("the Thai export: its chat named by the header, its photos, videos, stickers and files dropped as media; a message in brackets is kept", async (t) => {
   const thai = parseLine('th.txt', '[LINE] ประวัติการสนทนากับ Yuki\n\n2024/01/15(จ.)\n10:23\tYuki\tสวัสดีปีใหม่\n10:24\tYuki\t[สติกเกอร์]\n10:25\tYuki\t[รูปภาพ]\n10:26\tYuki\t[วิดีโอ]\n10:27\tYuki\t[ไฟล์]\n10:28\tJane\t[สติกเกอร์] น่ารัก\n');
   t.equal(thai.title, 'Yuki');
