@@ -109,7 +109,7 @@ function wholeText(patterns: readonly string[], flags = ''): RegExp {
 
 const NOTICE_ACTION = wholeText(noticeWords((words) => words.actor), 'i');
 const NOTICE_OF_YOU = wholeText(noticeWords((words) => words.you), 'i');
-const NOTICE = /^(?:You are now connected on Messenger|The (?:video|audio|voice) chat ended)/i;
+const NOTICE = wholeText(['You are now connected on Messenger', 'The (?:video|audio|voice) chat ended'], 'i');
 const REACTION = new RegExp(`^(?:${noticeWords((words) => words.reaction).join('|')})\\s*$`, 'iu');
 // What the download writes as the text of an attachment sent without one; a caption is the sender's words, kept.
 const ATTACHMENT_ACTION = wholeText(noticeWords((words) => words.attachment?.actor));
@@ -165,7 +165,7 @@ function toMessage(value: unknown, participants: ReadonlySet<string>): ExportedM
 }
 
 function isNotice(text: string, sender: string, participants: ReadonlySet<string>): boolean {
-  if (NOTICE.test(text) || NOTICE_OF_YOU.test(text.trimEnd())) return true;
+  if (NOTICE.test(text.trimEnd()) || NOTICE_OF_YOU.test(text.trimEnd())) return true;
   const rest = afterActor(text, sender);
   const action = rest === null ? null : NOTICE_ACTION.exec(rest);
   const caller = action?.groups?.caller;

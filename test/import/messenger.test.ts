@@ -47,8 +47,8 @@ t.test("the end-to-end encrypted chats' download: camelCase fields", async (t) =
 });
 
 t.test("the app's notices are whole sentences: messages that only begin like one are written", async (t) => {
-  const notices = ['You started a video chat.', 'Jane named the group Family.', 'You left the group.', 'Jane added Dad to the group.', 'You missed a call from Mom.', 'You started an audio call', 'Mom started an audio call'];
-  const messages = ['You started a fire in my heart', 'You missed a call from me yesterday', 'You left the group chat on read!', 'Mom named the group chat after the dog? lol'];
+  const notices = ['You started a video chat.', 'Jane named the group Family.', 'You left the group.', 'Jane added Dad to the group.', 'You missed a call from Mom.', 'You started an audio call', 'Mom started an audio call', 'The video chat ended.', 'You are now connected on Messenger'];
+  const messages = ['You started a fire in my heart', 'You missed a call from me yesterday', 'You left the group chat on read!', 'Mom named the group chat after the dog? lol', 'The video chat ended early, my wifi died'];
   const texts = [...notices, ...messages];
   const download = {
     participants: [{ name: 'Mom' }, { name: 'Jane' }],
@@ -58,8 +58,8 @@ t.test("the app's notices are whole sentences: messages that only begin like one
   };
   const dir = t.testdir({ inbox: { mom_123: { 'message_1.json': JSON.stringify(download) } } });
   const { files, summary } = await importInto(path.join(dir, 'out'), [path.join(dir, 'inbox')], { me: ['Jane'] });
-  t.same(files, { 'mom.train': ['1|Mom|You started a fire in my heart <EOM>', '0|Mom|You missed a call from me yesterday <EOM>', '1|Mom|You left the group chat on read! <EOM>', '0|Mom|Mom named the group chat after the dog? lol <EOM>'] });
-  t.match(summary, { read: 11, kept: 4, dropped: { system: 7 } });
+  t.same(files, { 'mom.train': ['1|Mom|You started a fire in my heart <EOM>', '0|Mom|You missed a call from me yesterday <EOM>', '1|Mom|You left the group chat on read! <EOM>', '0|Mom|Mom named the group chat after the dog? lol <EOM>', '1|Mom|The video chat ended early, my wifi died <EOM>'] });
+  t.match(summary, { read: 14, kept: 5, dropped: { system: 9 } });
 });
 
 t.test('an attachment with a caption keeps the caption; one without text, or with the app\'s "sent an attachment.", is media', async (t) => {
