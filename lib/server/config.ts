@@ -406,6 +406,25 @@ export interface ServeFlags {
   memory_budget_mb?: number;
 }
 
+// What an API key must be, wherever it is given. A bad one is described, never shown: the error is logged, and the key
+// may be a real one mistyped.
+function checkApiKey(key: unknown, where: string): string {
+  if (typeof key === 'string' && key.length >= 16 && !/\s/.test(key)) return key;
+  const blank = typeof key === 'string' ? key.search(/\s/) : -1;
+  const got = typeof key !== 'string' ? kindOf(key) : blank >= 0 ? `a key with a space or other blank at character ${blank + 1}` : `${key.length} characters`;
+  throw new SettingError(where, `a key of at least 16 characters without spaces (got ${got})`);
+}
+
+function kindOf(value: unknown): string {
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+function readConfigApiKeys(raw: unknown, where: string): string[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) throw new SettingError(where, `an array of keys (got ${kindOf(raw)})`);
+  return raw.map((k: unknown, i) => checkApiKey(k, `${where}[${i}]`));
+}
+
 // Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths. `flags` are checked as
 // the fields they replace, and named as flags in errors.
 export function validateServerConfig(raw: unknown, source: string, baseDir: string, flags: ServeFlags = {}): ServerConfig {
@@ -428,11 +447,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
   if (debug !== undefined && typeof debug !== 'boolean' && debug !== 0 && debug !== 1 && debug !== 'redacted') {
     fail(at('debug'), 'true, false, 0 or 1 (true and 1 log every prompt in full), or "redacted" (the same lines, without the text)', debug);
   }
-  const apiKeys = raw.api_keys ?? [];
-  if (!Array.isArray(apiKeys)) fail(at('api_keys'), 'an array of strings', apiKeys);
-  apiKeys.forEach((k: unknown, i) => {
-    if (typeof k !== 'string' || k.length < 16 || /\s/.test(k)) fail(at(`api_keys[${i}]`), 'a key of at least 16 characters without spaces', k);
-  });
+  const apiKeys = readConfigApiKeys(raw.api_keys, at('api_keys'));
   const given: Raw = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined).map(([key, v]) => [`--${key}`, v]));
   const field = (key: string, fallback: number, min: number, max: number, integer = false): number =>
     given[`--${key}`] !== undefined ? num(given, `--${key}`, '', fallback, min, max, integer) : num(raw, key, `${source}:`, fallback, min, max, integer);
@@ -452,7 +467,7 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
     models: parsed,
     memoryBudgetBytes: field('memory_budget_mb', Math.floor(os.totalmem() / 2 / MB), 1, 1 << 30) * MB,
     idleUnloadMs: field('idle_unload_s', 600, 0, 7 * 24 * 3600) * 1000,
-    apiKeys: apiKeys as string[],
+    apiKeys,
     requestTimeoutMs: field('request_timeout_s', 60, 0.1, 3600) * 1000,
     maxQueue: field('max_queue', 64, 0, 100_000, true),
     batchSlots: field('batch_slots', 8, 1, 256, true),

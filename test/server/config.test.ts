@@ -140,8 +140,6 @@ t.test('every bad field is named', async (t) => {
     [{ models: [model], host: '' }, /^cfg: host: /],
     [{ models: [model], debug: 'yes' }, /^cfg: debug: must be true, false, 0 or 1/],
     [{ models: [model], memory_budget_mb: 0 }, /^cfg: memory_budget_mb: /],
-    [{ models: [model], api_keys: 'secret' }, /^cfg: api_keys: must be an array/],
-    [{ models: [model], api_keys: ['short'] }, /^cfg: api_keys\[0\]: must be a key of at least 16 characters/],
     [{ models: [model], batch_slots: 0 }, /^cfg: batch_slots: /],
     [{ models: [model], insecure: 'yes' }, /^cfg: insecure: must be true or false/],
     [{ models: [model], metrics_public: 1 }, /^cfg: metrics_public: must be true or false/],
@@ -179,6 +177,19 @@ t.test('every bad field is named', async (t) => {
     [{ models: [{ ...model, sanitizer_options: [] }] }, /^cfg: models\[0\]\.sanitizer_options: must be an object/],
   ];
   for (const [raw, message] of bad) t.throws(() => validateServerConfig(raw, 'cfg', '/base'), message, JSON.stringify(raw));
+});
+
+t.test('a bad API key is described, never shown: the error is logged, and the key may be a real one mistyped', async (t) => {
+  const model = { key: 'chatbot', model_name: '124M' };
+  const bad: [unknown, string][] = [
+    ['a-real-key-but-one', 'api_keys: must be an array of keys (got a string)'],
+    [{ primary: 'a-real-key-of-many-characters' }, 'api_keys: must be an array of keys (got an object)'],
+    [['a-good-key-of-sixteen', 'short-secret'], 'api_keys[1]: must be a key of at least 16 characters without spaces (got 12 characters)'],
+    [['my secret key of many words'], 'api_keys[0]: must be a key of at least 16 characters without spaces (got a key with a space or other blank at character 3)'],
+    [['a-key-with-a-tab\tin-it'], 'api_keys[0]: must be a key of at least 16 characters without spaces (got a key with a space or other blank at character 17)'],
+    [[1234567890123456], 'api_keys[0]: must be a key of at least 16 characters without spaces (got a number)'],
+  ];
+  for (const [keys, message] of bad) t.throws(() => validateServerConfig({ models: [model], api_keys: keys }, 'cfg', '/base'), { message: `cfg: ${message}` });
 });
 
 t.test('a config file that is not JSON is named with the parse error', async (t) => {
