@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { AUDIENCE_RULE, isAudience } from '../../lib/data/chat_format';
 import { createServer, type DixieServer } from '../../lib/server/app';
-import { SYSTEM_MESSAGES } from '../../lib/server/config';
+import { API_KEYS_ENV, SYSTEM_MESSAGES } from '../../lib/server/config';
 import { CONFIG_FILE, NoModelsError, pinnedSource, serveConfig, type ServeSource } from '../../lib/server/discover';
 import { createLog, type Log } from '../../lib/server/log';
 import { COMPUTE_FLAGS, applyComputeFlags } from './compute_flags';
@@ -74,6 +74,13 @@ async function main(): Promise<void> {
     })
     .option('host', { type: 'string', describe: 'address to listen on (overrides the config; default 127.0.0.1)' })
     .option('port', { type: 'number', describe: 'port to listen on (overrides the config; default 12345; 0: any free port)' })
+    .option('api_key_file', {
+      type: 'string',
+      describe: `API keys clients must send ("Authorization: Bearer <key>"), one a line, blank lines and lines beginning with "#" skipped; with the keys of $${API_KEYS_ENV} (comma-separated), in place of the config's api_keys. Read again at a reload (SIGHUP): rewrite it and reload to rotate keys`,
+    })
+    // llama.cpp's server takes --api-key KEY: here a key is refused on the command line, where every user of the
+    // machine sees it (ps), and the message says where to give it.
+    .option('api_key', { type: 'string', hidden: true })
     .option('insecure', {
       type: 'boolean',
       default: false,
@@ -88,11 +95,14 @@ async function main(): Promise<void> {
     .example('$0 --model checkpoint/chat --audience mom', 'the quick start\'s chat model, answering as mom')
     .example('$0 --model models/124M --port 8080', 'one model')
     .example('$0 --model models/124M --threads 2', 'on a shared machine: two of its cores')
+    .example('$0 --model models/124M --host 0.0.0.0 --api_key_file keys.txt', 'on the network, clients sending one of the keys in keys.txt')
     .example('$0 --model models/124M --fine_tuning fine-tuning', 'with OpenAI\'s fine-tuning API: uploads and jobs in fine-tuning/')
     .example(`curl -d '{"model_key":"chatbot","raw_text":"How big is the earth?\\n"}' -H 'Content-Type: application/json' http://127.0.0.1:12345/invocations`, 'ask it')
     .check((a) => {
       if (a.port !== undefined && !(Number.isInteger(a.port) && a.port >= 0 && a.port <= 65535)) throw new Error(`--port must be an integer from 0 to 65535, got ${a.port}`);
       if (a.fine_tuning !== undefined && a.fine_tuning.trim() === '') throw new Error('--fine_tuning must name a folder (where uploads and jobs are kept)');
+      if (a.api_key_file !== undefined && a.api_key_file.trim() === '') throw new Error('--api_key_file must name a file (of API keys, one a line)');
+      if (a.api_key !== undefined) throw new Error(`--api_key is not taken: a key on the command line is seen by every user of this machine (ps). Put the keys in a file, one a line, and give --api_key_file FILE, or set ${API_KEYS_ENV} (comma-separated)`);
       if (a.audience !== undefined && !isAudience(a.audience)) throw new Error(`--audience must be ${AUDIENCE_RULE}, got ${quoted(a.audience)}`);
       return true;
     })
@@ -104,7 +114,11 @@ async function main(): Promise<void> {
   applyComputeFlags(argv, (message) => log('info', message));
   let source: ServeSource = {
     config: argv.config, model: argv.model, key: argv.key, sanitizer: argv.sanitizer, audience: argv.audience, systemMessages: argv.system_messages, fineTuning: argv.fine_tuning,
-    flags: { threads: argv.threads, batch_slots: argv.batch_slots, memory_budget_mb: argv.memory_budget_mb }, cwd: process.cwd(),
+    flags: {
+      threads: argv.threads, batch_slots: argv.batch_slots, memory_budget_mb: argv.memory_budget_mb,
+      api_key_file: argv.api_key_file === undefined ? undefined : path.resolve(argv.api_key_file), api_keys_env: process.env[API_KEYS_ENV],
+    },
+    cwd: process.cwd(),
   };
   function readConfig() {
     const config = serveConfig(source);
@@ -136,7 +150,7 @@ function whereToConnect(address: AddressInfo, models: readonly string[], keyed: 
     fineTuningDir === null
       ? '  fine-tuning     off: --fine_tuning DIR lets the chat page teach a new bot from a chat app\'s export'
       : `  fine-tuning     on the chat page, or OpenAI's clients; jobs and files in ${path.relative(process.cwd(), fineTuningDir) || '.'}`,
-    ...(keyed ? ['  every client sends "Authorization: Bearer <one of api_keys>"'] : []),
+    ...(keyed ? ['  every client sends "Authorization: Bearer <one of the API keys>"'] : []),
     'Ctrl+C stops it, letting the requests in flight finish.',
     `kill -HUP ${process.pid} reloads the models (the config's changes, a run's newer checkpoint, models found since) without a stop.`,
     '',

@@ -488,7 +488,7 @@ function serverOver(config: ServerConfig, log: Log, releaseDataFolder: (() => vo
       if (!isLoopback(host) && config.apiKeys.length === 0 && !config.insecure) {
         return Promise.reject(new Error(
           `refusing to listen on ${host} without api_keys: anyone who can reach it could use the models and read what they say. `
-          + 'Set "api_keys" in server_config.json (keys of 16 characters or more; clients send "Authorization: Bearer <key>"), '
+          + 'Set "api_keys" in server_config.json, or give keys with --api_key_file FILE or DIXIE_API_KEYS (keys of 16 characters or more; clients send "Authorization: Bearer <key>"), '
           + 'or serve openly on purpose (behind a proxy that authenticates) with --insecure or "insecure": true.',
         ));
       }

@@ -400,11 +400,18 @@ function takeFolderSampling(m: ModelConfig, given: Raw = {}): void {
 
 // The settings bin/serve also takes as flags of the same name (--threads 2), in place of a config's: a server started
 // with --model has no config, and one machine's bound on threads or memory is no business of a config shared by many.
+// So with API keys, which a config checked in or shared had better not hold: the keys of a file (--api_key_file) and
+// of DIXIE_API_KEYS together replace the config's api_keys. The file is read again at every reload, so that keys are
+// rotated by rewriting it and sending SIGHUP.
 export interface ServeFlags {
   threads?: number;
   batch_slots?: number;
   memory_budget_mb?: number;
+  api_key_file?: string;            // absolute
+  api_keys_env?: string;            // DIXIE_API_KEYS's value
 }
+
+export const API_KEYS_ENV = 'DIXIE_API_KEYS';
 
 // What an API key must be, wherever it is given. A bad one is described, never shown: the error is logged, and the key
 // may be a real one mistyped.
@@ -423,6 +430,32 @@ function readConfigApiKeys(raw: unknown, where: string): string[] {
   if (raw === undefined) return [];
   if (!Array.isArray(raw)) throw new SettingError(where, `an array of keys (got ${kindOf(raw)})`);
   return raw.map((k: unknown, i) => checkApiKey(k, `${where}[${i}]`));
+}
+
+// One key a line; blank lines and lines that begin with "#" are skipped.
+function readApiKeyFile(file: string): string[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`--api_key_file ${file}: cannot read: ${(err as Error).message}`);
+  }
+  const keys: string[] = [];
+  // An editor on Windows starts the file with a byte-order mark, and ends its lines with \r.
+  text.replace(/^\uFEFF/, '').split('\n').forEach((line, i) => {
+    const key = line.trim();
+    if (key !== '' && !key.startsWith('#')) keys.push(checkApiKey(key, `--api_key_file ${file}:${i + 1}`));
+  });
+  if (keys.length === 0) throw new Error(`--api_key_file ${file}: holds no key (one a line; blank lines and lines beginning with "#" are skipped)`);
+  return keys;
+}
+
+// Comma-separated; an empty entry (a trailing comma) is skipped.
+function readApiKeysEnv(value: string): string[] {
+  const entries = value.split(',').map((k) => k.trim());
+  const keys = entries.flatMap((key, i) => (key === '' ? [] : [checkApiKey(key, `${API_KEYS_ENV} (key ${i + 1} of ${entries.length})`)]));
+  if (keys.length === 0) throw new Error(`${API_KEYS_ENV} is set but holds no key (keys separated by commas); unset it to serve with the config's api_keys`);
+  return keys;
 }
 
 // Checks a parsed config; `source` names it in errors, `baseDir` anchors its relative paths. `flags` are checked as
@@ -447,8 +480,12 @@ export function validateServerConfig(raw: unknown, source: string, baseDir: stri
   if (debug !== undefined && typeof debug !== 'boolean' && debug !== 0 && debug !== 1 && debug !== 'redacted') {
     fail(at('debug'), 'true, false, 0 or 1 (true and 1 log every prompt in full), or "redacted" (the same lines, without the text)', debug);
   }
-  const apiKeys = readConfigApiKeys(raw.api_keys, at('api_keys'));
-  const given: Raw = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined).map(([key, v]) => [`--${key}`, v]));
+  const configKeys = readConfigApiKeys(raw.api_keys, at('api_keys'));
+  const { api_key_file: keyFile, api_keys_env: keysEnv, ...numeric } = flags;
+  const apiKeys = keyFile === undefined && keysEnv === undefined
+    ? configKeys
+    : [...(keyFile === undefined ? [] : readApiKeyFile(keyFile)), ...(keysEnv === undefined ? [] : readApiKeysEnv(keysEnv))];
+  const given: Raw = Object.fromEntries(Object.entries(numeric).filter(([, v]) => v !== undefined).map(([key, v]) => [`--${key}`, v]));
   const field = (key: string, fallback: number, min: number, max: number, integer = false): number =>
     given[`--${key}`] !== undefined ? num(given, `--${key}`, '', fallback, min, max, integer) : num(raw, key, `${source}:`, fallback, min, max, integer);
   const flag = (key: string): boolean => (raw[key] === undefined ? false : typeof raw[key] === 'boolean' ? raw[key] : fail(at(key), 'true or false', raw[key]));

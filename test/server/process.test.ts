@@ -2,7 +2,8 @@
 // (the config read again; refused while ./server_config.json is missing), both while the server starts, where to
 // connect said to a terminal (and not into a pipe), the message when there is nothing to serve or the port is taken, an upload that the disk
 // has no room for, a fine-tuning job whose events cannot be written, a second server on one fine-tuning folder, and
-// a server killed (SIGKILL) just after it answered a change to a job, and the flags that set a config's fields.
+// a server killed (SIGKILL) just after it answered a change to a job, the flags that set a config's fields, and API
+// keys given without a config (--api_key_file, DIXIE_API_KEYS).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -24,8 +25,8 @@ interface Child {
 }
 
 // fileSizeLimitKib: the server as on a disk with that much room for a file.
-function serve(args: string[], cwd: string, fileSizeLimitKib: number | 'unlimited' = 'unlimited'): Child {
-  const command = withFileSizeLimit(fileSizeLimitKib, [process.execPath, SERVE, ...args], { DIXIE_MODELS_DIR: '' });
+function serve(args: string[], cwd: string, fileSizeLimitKib: number | 'unlimited' = 'unlimited', env: NodeJS.ProcessEnv = {}): Child {
+  const command = withFileSizeLimit(fileSizeLimitKib, [process.execPath, SERVE, ...args], { DIXIE_MODELS_DIR: '', ...env });
   const proc = spawn(command.file, command.args, { cwd, env: command.env, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
   const stderr: string[] = [];
@@ -442,6 +443,69 @@ t.test('--threads, --batch_slots and --memory_budget_mb set the config\'s fields
   t.equal(await many.exited, 1);
   t.equal(many.stderr.join(''), 'serve: --threads: must be an integer from 0 to 1024 (got 2000)\n');
   t.match(execFileSync(process.execPath, [SERVE, '--help'], { encoding: 'utf8' }), /--threads +CPU threads of each model/);
+});
+
+t.test('--api_key_file and DIXIE_API_KEYS: their keys are required, over the config\'s; a bad key is placed, never shown; the file is read again at a reload', async (t) => {
+  const dir = tempDir('key-file');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await makeModels(dir, { alpha: 1 }, PROMPT, 1);
+  const [OLD, NEW, BAD] = ['old-key-0123456789abcdef', 'new-key-0123456789abcdef', 'short secret'];
+  const keys = path.join(dir, 'keys.txt');
+  fs.writeFileSync(keys, `# the clients' keys\r\n\r\n${OLD}\r\n`);
+  const child = serve(['--model', 'alpha', '--port', '0', '--api_key_file', 'keys.txt'], dir);
+  t.teardown(() => {
+    if (child.proc.exitCode === null) child.proc.kill('SIGKILL');
+  });
+  const listening = await waitFor(() => child.lines.find((l) => l.msg === 'listening'), child);
+  const status = (key?: string) => fetch(`http://127.0.0.1:${listening.port as number}/v1/models`, { headers: key === undefined ? {} : { authorization: `Bearer ${key}` } }).then((r) => r.status);
+  t.equal(await status(), 401, 'a key asked for');
+  t.equal(await status(OLD), 200, 'the file\'s key taken, its comment and blank line skipped');
+
+  // Rotated: the file rewritten with the new key alone, and a reload.
+  fs.writeFileSync(keys, `${NEW}\n`);
+  child.proc.kill('SIGHUP');
+  await waitFor(() => child.lines.find((l) => l.msg === 'config reloaded'), child);
+  t.equal(await status(NEW), 200, 'the new key taken at the reload');
+  t.equal(await status(OLD), 401, 'the old one refused');
+  // A bad line at a reload: refused, the keys as they were.
+  fs.writeFileSync(keys, `${NEW}\n${BAD}\n`);
+  child.proc.kill('SIGHUP');
+  const refused = await waitFor(() => child.lines.find((l) => l.msg === 'config not reloaded: the models stay as they were'), child);
+  t.equal(refused.error, `--api_key_file ${keys}:2: must be a key of at least 16 characters without spaces (got a key with a space or other blank at character 6)`);
+  t.equal(await status(NEW), 200, 'the keys kept');
+  child.proc.kill('SIGTERM');
+  t.equal(await child.exited, 0);
+  t.notMatch(child.lines.map((l) => JSON.stringify(l)).join('\n'), new RegExp(`${OLD}|${NEW}|${BAD}`), 'no key in the log');
+
+  // At the start, a bad line stops it, placed in the file and not shown.
+  fs.writeFileSync(keys, `${OLD}\n\n${BAD}\n`);
+  const bad = serve(['--model', 'alpha', '--port', '0', '--api_key_file', keys], dir);
+  t.equal(await bad.exited, 1);
+  t.equal(bad.stderr.join(''), `serve: --api_key_file ${keys}:3: must be a key of at least 16 characters without spaces (got a key with a space or other blank at character 6)\n`);
+  t.notMatch(bad.lines.map((l) => JSON.stringify(l)).join('\n'), BAD, 'nor in the log');
+
+  // DIXIE_API_KEYS, as a container is given its secrets: its keys in place of the config's.
+  const CONFIG_KEY = 'config-key-0123456789abc';
+  fs.writeFileSync(path.join(dir, 'server_config.json'), JSON.stringify({ port: 0, api_keys: [CONFIG_KEY], models: [{ key: 'alpha', restore_from: 'alpha' }] }));
+  const fromEnv = serve([], dir, 'unlimited', { DIXIE_API_KEYS: `${OLD}, ${NEW},` });
+  t.teardown(() => {
+    if (fromEnv.proc.exitCode === null) fromEnv.proc.kill('SIGKILL');
+  });
+  const envListening = await waitFor(() => fromEnv.lines.find((l) => l.msg === 'listening'), fromEnv);
+  const envStatus = (key?: string) => fetch(`http://127.0.0.1:${envListening.port as number}/v1/models`, { headers: key === undefined ? {} : { authorization: `Bearer ${key}` } }).then((r) => r.status);
+  t.same([await envStatus(), await envStatus(OLD), await envStatus(NEW), await envStatus(CONFIG_KEY)], [401, 200, 200, 401], 'none: 401; each of DIXIE_API_KEYS: 200; the config\'s: 401');
+  fromEnv.proc.kill('SIGTERM');
+  t.equal(await fromEnv.exited, 0);
+  const badEnv = serve(['--model', 'alpha', '--port', '0'], dir, 'unlimited', { DIXIE_API_KEYS: `${OLD},${BAD}` });
+  t.equal(await badEnv.exited, 1);
+  t.equal(badEnv.stderr.join(''), 'serve: DIXIE_API_KEYS (key 2 of 2): must be a key of at least 16 characters without spaces (got a key with a space or other blank at character 6)\n');
+
+  // llama.cpp's --api-key: refused, saying where a key goes, without repeating it.
+  const onCommandLine = serve(['--model', 'alpha', '--api-key', OLD], dir);
+  t.equal(await onCommandLine.exited, 1);
+  t.match(onCommandLine.stderr.join(''), /--api_key is not taken: .*\(ps\).*--api_key_file FILE, or set DIXIE_API_KEYS/);
+  t.notMatch(onCommandLine.stderr.join(''), OLD);
+  t.match(execFileSync(process.execPath, [SERVE, '--help'], { encoding: 'utf8' }), /--api_key_file +API keys clients must send/);
 });
 
 t.test('beyond loopback without api_keys: refuses to start, saying how to set them; --insecure lets it try', async (t) => {
