@@ -24,7 +24,7 @@ import { WindowSampler } from '../data/sampler';
 import { ChunkParts, tokenDigest } from '../data/tokens';
 import { GPT2Config, LoraOptions, Model, ModelOptions, plannedModelBytes, runsOnGpu } from '../engine/model';
 import { LORA_TARGETS, WEIGHT_DTYPES, type LoraTarget, type WeightDType } from '../engine/native';
-import { ADAPTER_CONFIG_FILE, readPeftAdapter } from '../formats/peft';
+import { ADAPTER_CONFIG_FILE, readLoraConfig, readPeftAdapter } from '../formats/peft';
 import { inspectModelFolder, type ModelFolder } from '../formats/model_folder';
 import { modelDir, renamedReleaseNotice, resolveModel } from '../formats/resolve_model';
 import { Generator, type GenerateResult } from '../generate';
@@ -316,30 +316,33 @@ export interface DatasetCheck {
 }
 
 // bin/train --check: the chat report of a dataset, every text file read as chat, its tokens counted by the vocabulary
-// training would use (a fresh model's tokenizer, or model_name's; the fresh model's options refused as train() does). Besides malformed lines, the check fails on what
-// training only warns about: invalid UTF-8, and files with no text (an empty README, say). Every non-blank line is a
-// message or a malformed line, so a dataset that passes holds messages.
-export async function checkDataset(spec: string, options: Partial<Pick<TrainOptions, 'combine' | 'model_name' | 'fresh_model' | (typeof FRESH_MODEL_OPTIONS)[number] | 'threads'>> = {}): Promise<DatasetCheck> {
+// the run would train with: that of the checkpoint it would resume or start from (found as train() finds it, the
+// weights not loaded), else a fresh model's tokenizer or model_name's; the options train() refuses, refused. Besides
+// malformed lines, the check fails on what training only warns about: invalid UTF-8, and files with no text (an empty
+// README, say). Every non-blank line is a message or a malformed line, so a dataset that passes holds messages.
+export async function checkDataset(spec: string, options: Partial<Pick<TrainOptions, 'combine' | 'model_name' | 'fresh_model' | (typeof FRESH_MODEL_OPTIONS)[number] | 'restore_from' | 'run_name' | 'checkpoint_dir' | 'threads'>> = {}): Promise<DatasetCheck> {
   const given = definedFields(options);
   const o = { ...DEFAULT_TRAIN_OPTIONS, ...given };
   refuseFreshModelOptions(o, given);
-  const tokenizer = o.fresh_model ? loadTokenizer(o.tokenizer || undefined) : tokenizerOf(o.model_name);
+  const { resumeDir } = findStart(o, path.join(o.checkpoint_dir, o.run_name), null);
+  const source = modelSource(o, resumeDir);
+  const tokenizer = source === null ? loadTokenizer(o.tokenizer || undefined) : tokenizerOf(source);
   const dataset = await loadDataset(spec, { tokenizer, combine: o.combine, chatCheck: 'all', threads: o.threads || undefined });
   dataset.source.close();
   if (!dataset.chat) return { report: `${spec}: no text files to check (only .npz or token files)`, summary: null, passed: true };
   const { warnings } = dataset;
-  const lines = [...warnings, formatChatReport(dataset.chat, dataset.source.tokenCount, Infinity, !o.fresh_model)];
+  const base = resumeDir !== null && isAdapterCheckpoint(resumeDir) ? `'s base, ${source}` : '';
+  const counted = resumeDir === null ? [] : [`tokens counted by the vocabulary of ${resumeDir}${base}, where the run starts (--restore_from ${o.restore_from})`];
+  const lines = [...warnings, formatChatReport(dataset.chat, dataset.source.tokenCount, Infinity, !o.fresh_model), ...counted];
   if (warnings.length > 0) lines.push('check failed: the files have problems besides malformed lines (listed first)');
   return { report: lines.join('\n'), summary: dataset.chat, passed: warnings.length === 0 && dataset.chat.issues.length === 0 };
 }
 
-// A model's tokenizer (modelTokenizer), or GPT-2's when the model cannot be found: the check only counts tokens.
+// A model's tokenizer (modelTokenizer), or GPT-2's when no folder of that name is found: the check only counts
+// tokens, and may come before the model is downloaded.
 function tokenizerOf(modelName: string): Tokenizer {
-  try {
-    return modelTokenizer(resolveModel(modelName));
-  } catch {
-    return loadTokenizer();
-  }
+  if (!fs.existsSync(modelDir(modelName))) return loadTokenizer();
+  return modelTokenizer(resolveModel(modelName));
 }
 
 // ---- resume: where a run starts, a checkpoint of this run, another checkpoint or model folder, or a base model;
@@ -350,7 +353,7 @@ interface Start {
   seed: number;
 }
 
-function findStart(o: TrainOptions, runDir: string, ranks: Ranks | null): Start {
+function findStart(o: Pick<TrainOptions, 'restore_from' | 'seed'>, runDir: string, ranks: Ranks | null): Start {
   refuseForeignRunFolder(runDir);
   let resumeDir: string | null = null;
   if (o.restore_from === 'latest') resumeDir = latestCheckpoint(runDir);
@@ -425,6 +428,16 @@ function refuseAbandonedCheckpoints(runDir: string, restoreFrom: string, resumeD
   );
 }
 
+// The folder whose weights and vocabulary a run starting at resumeDir (findStart's) loads: the base an adapter
+// checkpoint names, the checkpoint or model folder, or model_name; null for a fresh model, of o.tokenizer's vocabulary.
+function modelSource(o: Pick<TrainOptions, 'fresh_model' | 'model_name'>, resumeDir: string | null): string | null {
+  if (resumeDir === null) return o.fresh_model ? null : o.model_name;
+  if (!isAdapterCheckpoint(resumeDir)) return path.resolve(resumeDir);
+  const base = readLoraConfig(path.join(resumeDir, ADAPTER_CONFIG_FILE)).baseModel;
+  if (base === null) throw new Error(`${resumeDir}: ${ADAPTER_CONFIG_FILE} names no base model (base_model_name_or_path)`);
+  return base;
+}
+
 // ---- build: the model to train, fresh or loaded from where the run starts, with its tokenizer.
 async function buildModel(o: TrainOptions, given: Partial<TrainOptions>, start: Start, runDir: string, ranks: Ranks | null, log: (line: string) => void): Promise<{ model: Model; tokenizer: Tokenizer }> {
   const { resumeDir, state, seed } = start;
@@ -451,7 +464,8 @@ async function buildModel(o: TrainOptions, given: Partial<TrainOptions>, start: 
   if (o.lora_rank === 0 && !adapterDir && loraGiven.length > 0) {
     throw new Error(`${loraGiven.join(', ')} ${loraGiven.length === 1 ? 'is' : 'are'} for a LoRA adapter, and the run trains every weight: give --lora_rank too, or drop ${loraGiven.join(', ')}`);
   }
-  if (o.fresh_model && !resumeDir) {
+  const source = modelSource(o, resumeDir);
+  if (source === null) {
     const tokenizer = loadTokenizer(o.tokenizer || undefined);
     const config = { nLayer: o.n_layer, nHead: o.n_head, nEmbd: o.n_embd, nCtx: o.n_ctx, vocabSize: tokenizer.vocabSize };
     const model = Model.create(config, { ...modelOptions, maxSeq: contextLength(o, o.n_ctx, '--n_ctx'), seed });
@@ -465,7 +479,6 @@ async function buildModel(o: TrainOptions, given: Partial<TrainOptions>, start: 
   let lora: LoraOptions | undefined;
   if (adapter) {
     const { config } = adapter;
-    if (config.baseModel === null) throw new Error(`${resumeDir}: ${ADAPTER_CONFIG_FILE} names no base model (base_model_name_or_path)`);
     const targets = LORA_TARGETS.filter((target) => adapter.modules.some((m) => m.kind === target));
     lora = { rank: config.r, alpha: config.alpha, rslora: config.useRslora, targets, dropout: config.dropout, seed };
     refuseOtherAdapter(o, given, lora, resumeDir as string);
@@ -475,7 +488,7 @@ async function buildModel(o: TrainOptions, given: Partial<TrainOptions>, start: 
     lora = newLora(o, seed);
   }
   const weightDtype = baseWeightDtype(o, lora, state, log);
-  const folder = resolveModel(adapter ? (adapter.config.baseModel as string) : resumeDir ? path.resolve(resumeDir) : o.model_name);
+  const folder = resolveModel(source);
   // A folder of the old name (the original tools' download) is what it names; otherwise the name stands for the new one.
   const renamed = adapter || resumeDir || path.basename(folder.dir) === o.model_name ? null : renamedReleaseNotice(o.model_name, 'taking');
   if (renamed) log(renamed);

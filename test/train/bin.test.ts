@@ -177,6 +177,7 @@ t.test('bin/train refuses a flag that the others leave without effect, naming bo
     // Given, even as the default: a flag that cannot apply is refused whatever its value.
     [['--lora_targets', 'attn,mlp', '--lora_dropout', '0'], '--lora_targets, --lora_dropout are for a LoRA adapter, and the run trains every weight: give --lora_rank too, or drop --lora_targets, --lora_dropout'],
     [['--check', '--tokenizer', TINY_VOCAB], '--tokenizer is for a --fresh_model, and --model_name 124M (or the run resumed) has its own vocabulary and shape: add --fresh_model, or drop --tokenizer'],
+    [['--check', ...FRESH_TINY, '--restore_from', 'checkpoint/other'], '--fresh_model starts from random weights, and --restore_from checkpoint/other from that checkpoint\'s: drop one of them'],
   ];
   for (const [flags, message] of refusals) {
     const run = runCommand('train', [...data, ...flags], { cwd: dir });
@@ -196,6 +197,27 @@ t.test("bin/train --check counts a --fresh_model's tokens by its --tokenizer, as
   const fresh = check(['--fresh_model', '--tokenizer', TINY_VOCAB]);
   t.match(fresh, /, 12,046 tokens, 0 malformed lines\n/, 'the tiny vocabulary');
   t.notMatch(fresh, /overfits/, 'and no advice meant for a pre-trained model');
+});
+
+t.test('bin/train --check counts tokens by the vocabulary of the checkpoint the run would resume or start from', async (t) => {
+  const dir = t.testdir();
+  const valid = path.join(CHAT, 'valid.train');
+  const begun = runCommand('train', ['--dataset', valid, ...FRESH_TINY, '--context_length', '16', '--sample_every', '0', '--threads', '1', '--stop_after', '1'], { cwd: dir });
+  t.equal(begun.status, 0, begun.stderr);
+  const check = (flags: string[]): string => {
+    const run = runCommand('train', ['--dataset', valid, '--check', '--threads', '1', ...flags], { cwd: dir });
+    t.equal(run.status, 0, run.stderr);
+    return run.stdout;
+  };
+  const checkpoint = path.join('checkpoint', 'run1', 'model-1');
+  const resumed = check([]);
+  t.match(resumed, /, 12,046 tokens, 0 malformed lines\n/, 'the run resumed: its own');
+  t.match(resumed, `\ntokens counted by the vocabulary of ${checkpoint}, where the run starts (--restore_from latest)\n`);
+  t.match(check(['--restore_from', 'checkpoint/run1', '--run_name', 'other']), /, 12,046 tokens, 0 malformed lines\n/, "another run from its weights: the checkpoint's");
+  t.match(check(['--run_name', 'other']), /, 9,121 tokens, 0 malformed lines\n/, "a new run of 124M: GPT-2's");
+  const fresh = runCommand('train', ['--dataset', valid, '--check', '--restore_from', 'fresh'], { cwd: dir });
+  t.equal(fresh.status, 1, 'refused as training refuses it');
+  t.equal(fresh.stderr, `train: ${path.join('checkpoint', 'run1')} already holds checkpoints (model-1); a run that does not resume them (--restore_from fresh) would mix into them: pick another --run_name or move them away\n`);
 });
 
 t.test('bin/train resuming a run whose dataset changed says what it trained on and what it goes on over', async (t) => {
