@@ -21,7 +21,7 @@ async function main(): Promise<void> {
         'Started by mpirun, every rank trains its slice of each batch (data-parallel; see docs/training.md).',
     )
     .option('dataset', { type: 'string', demandOption: true, describe: `input file, folder (recursively) or glob (quoted: 'data/*.train'): UTF-8 text, chat logs, .csv (first column) or .jsonl (its "text") documents, .npz or a bin/encode token file` })
-    .option('check', { type: 'boolean', default: false, describe: 'only check the dataset as chat logs (every malformed line, a summary, its tokens by the vocabulary the run would train with: the checkpoint it resumes or starts from, else the model\'s) and exit' })
+    .option('check', { type: 'boolean', default: false, describe: 'only check the dataset as chat logs (every malformed line, a summary, its tokens by the vocabulary the run would train with: the checkpoint it resumes or starts from, else the model\'s), and --val_dataset too where given, and exit' })
     .option('model_name', { alias: 'model', type: 'string', default: D.model_name, describe: 'model to fine-tune: 124M, 355M, 774M, 1558M, a name under models/, or a folder' })
     .option('fresh_model', { type: 'boolean', default: D.fresh_model, describe: 'start from random weights of the shape --n_layer/--n_head/--n_embd/--n_ctx' })
     // No defaults that yargs fills in where the flag is refused when the others leave it without effect (train()
@@ -89,9 +89,13 @@ async function main(): Promise<void> {
 
   if (argv.check) {
     const { combine, model_name, fresh_model, tokenizer, n_layer, n_head, n_embd, n_ctx, restore_from, run_name, checkpoint_dir, threads } = argv;
-    const { report, passed } = await checkDataset(argv.dataset, { combine, model_name, fresh_model, tokenizer, n_layer, n_head, n_embd, n_ctx, restore_from, run_name, checkpoint_dir, threads });
-    console.log(report);
-    if (!passed) process.exitCode = 1;
+    // Training stops on a malformed --val_dataset as on a malformed --dataset: both are checked.
+    for (const [flag, spec] of [['--dataset', argv.dataset], ['--val_dataset', argv.val_dataset]]) {
+      if (spec === '') continue;
+      const { report, passed } = await checkDataset(spec, { combine, model_name, fresh_model, tokenizer, n_layer, n_head, n_embd, n_ctx, restore_from, run_name, checkpoint_dir, threads });
+      console.log(argv.val_dataset === '' ? report : `${flag}:\n${report}`);
+      if (!passed) process.exitCode = 1;
+    }
     return;
   }
   applyComputeFlags(argv, (message) => console.log(message));

@@ -65,6 +65,15 @@ t.test('bin/train --check: exit 1 and file:line for malformed chat, 0 when clean
   t.match(good.stdout, /chat check: 1 file, 541 messages/);
 });
 
+t.test('bin/train --check checks a --val_dataset too, as training stops on either', async (t) => {
+  const dir = t.testdir({ 'val.train': '1|mom|Hi <EOM>\n1|mom\n' });
+  const run = runCommand('train', ['--dataset', path.join(CHAT, 'valid.train'), '--val_dataset', path.join(dir, 'val.train'), '--check', '--threads', '1']);
+  t.equal(run.status, 1, run.stderr);
+  t.match(run.stdout, /^--dataset:\nchat check: 1 file, 541 messages [^]*, 0 malformed lines\n/);
+  t.match(run.stdout, `\n--val_dataset:\n${path.join(dir, 'val.train')}:2: `);
+  t.match(run.stdout, /chat check: 1 file, 1 message [^]*, 1 malformed line\n/);
+});
+
 t.test('bin/train --check on CSV and JSONL: chat documents by file:line; chat fine-tuning JSONL sent to bin/import-chat', async (t) => {
   const documents = path.join(REPO, 'test', 'fixtures', 'documents');
   for (const [name, line] of [['chats.csv', 5], ['chats.jsonl', 2]] as const) {
