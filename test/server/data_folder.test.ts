@@ -30,6 +30,28 @@ async function uploadChats(url: string): Promise<{ id: string }> {
   return (await (await fetch(`${url}/v1/files`, { method: 'POST', body: form })).json()) as { id: string };
 }
 
+// A job of many epochs, once running: its id, its status as the API and as job.json say it, a wait for a status, and
+// a wait for its next training step.
+async function runningJob(url: string): Promise<{ id: string; status: () => Promise<string>; until: (wanted: string) => Promise<void>; onDisk: () => string; nextStep: () => Promise<void> }> {
+  const file = await uploadChats(url);
+  const created = await fetch(`${url}/v1/fine_tuning/jobs`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1000 } }),
+  });
+  const { id } = (await created.json()) as { id: string };
+  const status = async (): Promise<string> => ((await (await fetch(`${url}/v1/fine_tuning/jobs/${id}`)).json()) as { status: string }).status;
+  const until = async (wanted: string): Promise<void> => {
+    while (await status() !== wanted) await new Promise((r) => setTimeout(r, 20));
+  };
+  const onDisk = (): string => (JSON.parse(fs.readFileSync(path.join(dir, 'ft', 'jobs', id, 'job.json'), 'utf8')) as { job: { status: string } }).job.status;
+  const steps = (): Promise<number> => fetch(`${url}/v1/fine_tuning/jobs/${id}/events?limit=100`).then(async (r) => ((await r.json()) as { data: { type: string }[] }).data.filter((e) => e.type === 'metrics').length);
+  const nextStep = async (): Promise<void> => {
+    const before = await steps();
+    while (await steps() === before) await new Promise((r) => setTimeout(r, 20));
+  };
+  await until('running');
+  return { id, status, until, onDisk, nextStep };
+}
+
 // The atomic writes of the server's records, which a test replaces to fail or hold job.json's.
 const writeTextAtomic = atomicFile.writeTextAtomic;
 const patched = atomicFile as { writeTextAtomic: typeof writeTextAtomic };
@@ -198,14 +220,7 @@ t.test('a job created, or cancelled, is answered only once its job.json is writt
 t.test('a change to a job that cannot be saved is undone: the API says what job.json says', async (t) => {
   const srv = await startServer(raw, dir);
   t.teardown(() => srv.close());
-  const file = await uploadChats(srv.url);
-  const created = await fetch(`${srv.url}/v1/fine_tuning/jobs`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1000 } }),
-  });
-  const { id } = (await created.json()) as { id: string };
-  const status = async (): Promise<string> => ((await (await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}`)).json()) as { status: string }).status;
-  const onDisk = (): string => (JSON.parse(fs.readFileSync(path.join(dir, 'ft', 'jobs', id, 'job.json'), 'utf8')) as { job: { status: string } }).job.status;
-  while (await status() !== 'running') await new Promise((r) => setTimeout(r, 20));
+  const { id, status, onDisk, nextStep } = await runningJob(srv.url);
   // Sends `change` while job.json cannot be written: it is answered 507.
   const unsaved = async (change: string): Promise<void> => {
     failWritesOf('job.json');
@@ -221,9 +236,7 @@ t.test('a change to a job that cannot be saved is undone: the API says what job.
   await unsaved('pause');
   t.equal(onDisk(), 'running', 'job.json says running');
   if (t.equal(await status(), 'running', 'a pause not saved: the job is running, as job.json says')) {
-    const steps = (): Promise<number> => fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/events?limit=100`).then(async (r) => ((await r.json()) as { data: { type: string }[] }).data.filter((e) => e.type === 'metrics').length);
-    const before = await steps();
-    while (await steps() === before) await new Promise((r) => setTimeout(r, 20));
+    await nextStep();
     t.pass('and it trains on');
   }
 
@@ -286,16 +299,7 @@ t.test('a fine-tuned model whose deletion cannot be saved is answered 507 and se
 t.test('a pause, then a cancel, neither saved: the job is as job.json has it, running, and trains on', async (t) => {
   const srv = await startServer(raw, dir);
   t.teardown(() => srv.close());
-  const file = await uploadChats(srv.url);
-  const created = await fetch(`${srv.url}/v1/fine_tuning/jobs`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'general', training_file: file.id, hyperparameters: { n_epochs: 1000 } }),
-  });
-  const { id } = (await created.json()) as { id: string };
-  const status = async (): Promise<string> => ((await (await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}`)).json()) as { status: string }).status;
-  const until = async (wanted: string): Promise<void> => {
-    while (await status() !== wanted) await new Promise((r) => setTimeout(r, 20));
-  };
-  await until('running');
+  const { id, status, until, onDisk, nextStep } = await runningJob(srv.url);
   // job.json's writes fail, the first once both changes are made.
   let release = (): void => undefined;
   const held = new Promise<void>((resolve) => (release = resolve));
@@ -314,11 +318,9 @@ t.test('a pause, then a cancel, neither saved: the job is as job.json has it, ru
     patched.writeTextAtomic = writeTextAtomic;
   }
   t.same(answers.map((a) => a.status), [507, 507]);
-  t.equal((JSON.parse(fs.readFileSync(path.join(dir, 'ft', 'jobs', id, 'job.json'), 'utf8')) as { job: { status: string } }).job.status, 'running', 'job.json says running');
+  t.equal(onDisk(), 'running', 'job.json says running');
   t.equal(await status(), 'running', 'and so does the API');
-  const steps = (): Promise<number> => fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/events?limit=100`).then(async (r) => ((await r.json()) as { data: { type: string }[] }).data.filter((e) => e.type === 'metrics').length);
-  const before = await steps();
-  while (await steps() === before) await new Promise((r) => setTimeout(r, 20));
+  await nextStep();
   t.pass('and it trains on');
   t.equal((await fetch(`${srv.url}/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' })).status, 200);
 });
