@@ -61,6 +61,13 @@ t.test('told by its declarations and comments before <smses>, and a text of many
 });
 
 // An iPhone's tapback to an SMS arrives as a text quoting the message, in the reacting phone's language.
+// Why each of a backup's texts with Mom (type 1: received, 2: sent), a minute apart, is dropped (null: kept).
+function droppedOf(bodies: readonly [type: number, body: string][]): (string | null)[] {
+  const sms = bodies.map(([type, body], i) => `  <sms address="+15551234567" date="${1609452900000 + i * 60000}" type="${type}" body="${body}" contact_name="Mom" />`);
+  const chats = parseSms('sms.xml', `<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>\n<smses count="${sms.length}">\n${sms.join('\n')}\n</smses>\n`);
+  return chats[0].messages.map((m) => m.dropped);
+}
+
 t.test("an iPhone's tapbacks, texts that quote an earlier message, are reactions; the same words quoting no message are kept", async (t) => {
   const bodies: [type: number, body: string][] = [
     [2, 'See you at 7'],
@@ -75,9 +82,7 @@ t.test("an iPhone's tapbacks, texts that quote an earlier message, are reactions
     [1, 'Loved “Dune”'],
     [2, 'Liked “Dune” too!'],
   ];
-  const sms = bodies.map(([type, body], i) => `  <sms address="+15551234567" date="${1609452900000 + i * 60000}" type="${type}" body="${body}" contact_name="Mom" />`);
-  const chats = parseSms('sms.xml', `<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>\n<smses count="${sms.length}">\n${sms.join('\n')}\n</smses>\n`);
-  t.same(chats[0].messages.map((m) => m.dropped), [null, 'reaction', null, 'reaction', 'reaction', null, 'reaction', null, 'reaction', null, null]);
+  t.same(droppedOf(bodies), [null, 'reaction', null, 'reaction', 'reaction', null, 'reaction', null, 'reaction', null, null]);
 });
 
 t.test('a cut quote is a tapback only where an earlier message begins with its words: "…" alone, or the start of a later message, is kept', async (t) => {
@@ -90,7 +95,5 @@ t.test('a cut quote is a tapback only where an earlier message begins with its w
     [1, 'Laughed at “Anything…”'],
     [1, 'Laughed at “Anything else…”'],
   ];
-  const sms = bodies.map(([type, body], i) => `  <sms address="+15551234567" date="${1609452900000 + i * 60000}" type="${type}" body="${body}" contact_name="Mom" />`);
-  const chats = parseSms('sms.xml', `<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>\n<smses count="${sms.length}">\n${sms.join('\n')}\n</smses>\n`);
-  t.same(chats[0].messages.map((m) => m.dropped), [null, null, null, null, 'reaction', 'reaction', null]);
+  t.same(droppedOf(bodies), [null, null, null, null, 'reaction', 'reaction', null]);
 });
